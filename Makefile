@@ -1,0 +1,55 @@
+# The single entry point: every target a person or CI needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+GEN_ROOT := clients/python
+GEN_DIRS := $(addprefix $(GEN_ROOT)/cairn/,common/v1 tracking/v1 registry/v1 artifacts/v1)
+PROTOS := $(shell find protos -name '*.proto' | sort)
+
+.PHONY: help venv gen check-gen lint run test test-fast clean lock
+
+help:
+	@echo "make run        serve tracking, registry and artifacts on 127.0.0.1:50051 (embedded PostgreSQL)"
+	@echo "make test       install everything into $(VENV) and run every check and test"
+	@echo "make gen        regenerate the Python code of protos/ into $(GEN_ROOT)"
+	@echo "make lint       ruff, mypy and buf lint"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+gen: $(STAMP)
+	$(BIN)/python tools/gen_protos.py --out $(GEN_ROOT)
+
+# Fails when the committed generated code differs from what the protos produce.
+check-gen: $(STAMP)
+	$(BIN)/python tools/gen_protos.py --check $(GEN_ROOT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check clients services tests tools
+	$(BIN)/ruff format --check clients services tests tools
+	$(BIN)/mypy clients/python/cairn services tools
+	cd protos && ../$(BIN)/buf lint
+
+run: $(STAMP)
+	$(BIN)/cairn serve all
+
+test: $(STAMP) check-gen lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Tests only, without the generation and lint checks.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lock: $(STAMP)
+	{ echo "# Exact versions CI and 'make test' install; regenerate with 'make lock'."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -viE '^(pip|setuptools|wheel)=='; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Cairn: experiment tracking, model registry and artifact store over gRPC."""

@@ -1,0 +1,1 @@
+"""The Cairn services and the runtime they share."""
