@@ -1,0 +1,1 @@
+"""The runtime every Cairn service shares: config, database, logging, errors, serving."""

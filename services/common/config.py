@@ -1,0 +1,165 @@
+"""Configuration from CAIRN_* environment variables and command-line flags.
+
+Every setting is declared once, in `Config`'s fields: the environment variable, the flag
+and the row of the configuration table in docs/configuration.md all derive from it.
+A flag wins over the environment, which wins over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CAIRN_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ConfigError(ValueError):
+    """A setting has a value it cannot take."""
+
+
+def _setting(default: Any, help: str, *, choices: Sequence[str] = (), secret: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of a Cairn server process, all services alike."""
+
+    listen_address: str = _setting("127.0.0.1:50051", "host:port the gRPC server listens on")
+    database_url: str = _setting(
+        "",
+        "PostgreSQL URL (postgresql://user:pass@host:5432/db); empty starts an embedded "
+        "PostgreSQL under the data directory",
+        secret=True,
+    )
+    data_dir: str = _setting(".cairn", "directory for the embedded PostgreSQL and artifacts")
+    db_pool_min_size: int = _setting(1, "connections the pool keeps open when idle")
+    db_pool_size: int = _setting(10, "most connections the pool opens")
+    migrate_on_start: bool = _setting(True, "apply pending migrations when a service starts")
+    artifact_backend: str = _setting(
+        "filesystem", "where artifacts are stored", choices=("filesystem", "s3")
+    )
+    artifact_root: str = _setting(
+        "", "filesystem backend: root directory; empty means <data_dir>/artifacts"
+    )
+    s3_endpoint: str = _setting("", "S3 backend: host:port of the S3/MinIO endpoint")
+    s3_bucket: str = _setting("cairn", "S3 backend: bucket")
+    s3_prefix: str = _setting("", "S3 backend: key prefix before <project>/<path>")
+    s3_region: str = _setting("", "S3 backend: region; empty lets the SDK discover it")
+    s3_access_key: str = _setting("", "S3 backend: access key id", secret=True)
+    s3_secret_key: str = _setting("", "S3 backend: secret access key", secret=True)
+    s3_secure: bool = _setting(True, "S3 backend: use TLS to reach the endpoint")
+    log_level: str = _setting(
+        "info", "least severe level logged", choices=("debug", "info", "warning", "error")
+    )
+    log_format: str = _setting(
+        "json", "json for machines, console for people", choices=("json", "console")
+    )
+    max_message_bytes: int = _setting(16 * 1024 * 1024, "largest gRPC message received or sent")
+    shutdown_grace_seconds: float = _setting(
+        10.0, "on SIGTERM/SIGINT, how long in-flight calls may take to finish"
+    )
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata["choices"]
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{env_name(f.name)} must be one of {', '.join(choices)}")
+        if self.db_pool_size < max(1, self.db_pool_min_size):
+            raise ConfigError("CAIRN_DB_POOL_SIZE must be at least CAIRN_DB_POOL_MIN_SIZE and 1")
+        if self.max_message_bytes < 1024 * 1024:
+            raise ConfigError("CAIRN_MAX_MESSAGE_BYTES must be at least 1 MiB")
+        if self.shutdown_grace_seconds < 0:
+            raise ConfigError("CAIRN_SHUTDOWN_GRACE_SECONDS must not be negative")
+
+    @property
+    def artifact_dir(self) -> Path:
+        return Path(self.artifact_root or Path(self.data_dir) / "artifacts")
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict, with secrets masked, for logging."""
+        return {
+            f.name: ("***" if f.metadata["secret"] and getattr(self, f.name) else getattr(self, f.name))
+            for f in dataclasses.fields(self)
+        }
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds one flag per setting; unset flags stay None so the environment can apply."""
+    for f in dataclasses.fields(Config):
+        kind = _field_type(f)
+        extra: dict[str, Any] = {"choices": f.metadata["choices"] or None}
+        if kind is bool:
+            extra = {"action": argparse.BooleanOptionalAction}
+        else:
+            extra["type"] = kind
+        parser.add_argument(
+            flag_name(f.name), dest=f.name, default=None, help=_flag_help(f), **extra
+        )
+
+
+def load(args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Builds the config from flags (when given), then the environment, then defaults."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Config):
+        flag_value = getattr(args, f.name, None) if args is not None else None
+        if flag_value is not None:
+            values[f.name] = flag_value
+        elif env_name(f.name) in env:
+            values[f.name] = _parse(f, env[env_name(f.name)])
+    return Config(**values)
+
+
+def table_markdown() -> str:
+    """The configuration table, as docs/configuration.md shows it."""
+    rows = ["| Environment variable | Flag | Default | Meaning |", "|---|---|---|---|"]
+    for f in dataclasses.fields(Config):
+        default = f.default if f.default != "" else "(empty)"
+        meaning = f.metadata["help"]
+        if f.metadata["choices"]:
+            meaning += f" (one of: {', '.join(f.metadata['choices'])})"
+        rows.append(f"| `{env_name(f.name)}` | `{flag_name(f.name)}` | `{default}` | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def _field_type(f: dataclasses.Field[Any]) -> type:
+    return {"str": str, "int": int, "bool": bool, "float": float}[str(f.type)]
+
+
+def _flag_help(f: dataclasses.Field[Any]) -> str:
+    return f"{f.metadata['help']} [env {env_name(f.name)}, default {f.default!r}]"
+
+
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = _field_type(f)
+    try:
+        if kind is bool:
+            return _parse_bool(raw)
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{env_name(f.name)}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(raw)

@@ -1,0 +1,48 @@
+"""The asyncpg pool, and the embedded PostgreSQL used when no database URL is set."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from . import logs
+from .config import Config
+
+_log = logs.get("cairn.database")
+
+
+def embedded_url(data_dir: str) -> str:
+    """Starts (or reuses) a private PostgreSQL under `<data_dir>/postgres`; returns its URL.
+
+    The server keeps running after this process exits, so the next `make run` starts
+    in well under a second; `pgserver` stops it when no process uses it any more.
+    """
+    import pgserver  # Only the embedded mode needs it.
+
+
+    pgdata = Path(data_dir).resolve() / "postgres"
+    pgdata.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(pgdata, cleanup_mode=None)
+    _log.info("embedded postgres ready", data_dir=str(pgdata))
+    return str(server.get_uri())
+
+
+def resolve_url(config: Config) -> str:
+    return config.database_url or embedded_url(config.data_dir)
+
+
+async def create_pool(url: str, config: Config) -> asyncpg.Pool:
+    pool: Any = await asyncpg.create_pool(
+        url,
+        min_size=config.db_pool_min_size,
+        max_size=config.db_pool_size,
+        # Stores run their SQL through asyncpg's statement cache; keep it warm.
+        statement_cache_size=1024,
+    )
+    return pool  # type: ignore[no-any-return]

@@ -1,0 +1,186 @@
+"""The one server interceptor: request ids, one log line per call, errors to statuses.
+
+Every handler of every service (health and reflection included) runs inside
+`_CallScope`, which binds the request id into structlog's context, times the call,
+turns a `DomainError` into its status code with `google.rpc.ErrorInfo` and
+`BadRequest` details, and turns anything unexpected into INTERNAL carrying a
+correlation id (the request id) that the log line also holds. No traceback or
+SQL text ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from . import logs
+from .errors import DomainError
+
+ERROR_DOMAIN = "cairn"
+REQUEST_ID_HEADER = "x-request-id"
+_log = logs.get("cairn.rpc")
+
+Handler = Callable[[Any, grpc.aio.ServicerContext], Any]
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every RPC handler in a `_CallScope`."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        codec = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary, method), **codec)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _unary(handler.stream_unary, method), **codec
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _streaming(handler.unary_stream, method), **codec
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            _streaming(handler.stream_stream, method), **codec
+        )
+
+
+def _unary(behaviour: Handler, method: str) -> Handler:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        scope = _CallScope(method, context)
+        try:
+            result = behaviour(request, context)
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as exc:
+            await scope.fail(exc)
+            raise
+        scope.finish()
+        return result
+
+    return call
+
+
+def _streaming(behaviour: Handler, method: str) -> Handler:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        scope = _CallScope(method, context)
+        try:
+            async for response in _as_async_iter(behaviour(request, context)):
+                yield response
+        except BaseException as exc:
+            await scope.fail(exc)
+            raise
+        scope.finish()
+
+    return call
+
+
+async def _as_async_iter(produced: Any) -> AsyncIterator[Any]:
+    if inspect.isawaitable(produced):
+        produced = await produced
+    if hasattr(produced, "__aiter__"):
+        async for item in produced:
+            yield item
+    elif produced is not None:
+        for item in produced:
+            yield item
+
+
+class _CallScope:
+    """Request id, timing and the final log line of one call."""
+
+    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        self.method = method
+        self.context = context
+        self.started = time.perf_counter()
+        self.request_id = _request_id(context)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=self.request_id)
+
+    def finish(self) -> None:
+        code = self.context.code() or grpc.StatusCode.OK
+        self._log(code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK)
+
+    async def fail(self, exc: BaseException) -> None:
+        """Logs the failure, then aborts the call with the right status (never returns)."""
+        if isinstance(exc, grpc.aio.AbortError):
+            self._log(self.context.code() or grpc.StatusCode.UNKNOWN)
+            return
+        if isinstance(exc, DomainError):
+            self._log(exc.code, reason=exc.reason)
+            await self.context.abort_with_status(rpc_status.to_status(domain_status(exc)))
+        if isinstance(exc, NotImplementedError):
+            self._log(grpc.StatusCode.UNIMPLEMENTED, reason="NOT_IMPLEMENTED")
+            await self.context.abort_with_status(
+                rpc_status.to_status(_status(grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED",
+                                             f"{self.method} is not implemented yet", {}))
+            )
+        if isinstance(exc, Exception):
+            self._log(grpc.StatusCode.INTERNAL, reason="INTERNAL", exc_info=exc)
+            message = f"internal error; correlation id {self.request_id}"
+            details = {"correlation_id": self.request_id}
+            await self.context.abort_with_status(
+                rpc_status.to_status(_status(grpc.StatusCode.INTERNAL, "INTERNAL", message, details))
+            )
+        # Cancellation and other BaseExceptions: the caller re-raises them.
+        self._log(grpc.StatusCode.CANCELLED)
+
+    def _log(self, code: grpc.StatusCode, **extra: Any) -> None:
+        duration_ms = round((time.perf_counter() - self.started) * 1000, 3)
+        level = "error" if code == grpc.StatusCode.INTERNAL else "info"
+        getattr(_log, level)(
+            "rpc", method=self.method, code=code.name, duration_ms=duration_ms, **extra
+        )
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    return uuid.uuid4().hex
+
+
+def domain_status(exc: DomainError) -> status_pb2.Status:
+    status = _status(exc.code, exc.reason, exc.message, exc.metadata)
+    if exc.violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in exc.violations
+            ]
+        )
+        status.details.append(_pack(bad_request))
+    return status
+
+
+def _status(
+    code: grpc.StatusCode, reason: str, message: str, metadata: dict[str, str]
+) -> status_pb2.Status:
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
+    return status_pb2.Status(
+        code=getattr(code_pb2, code.name), message=message, details=[_pack(info)]
+    )
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed

@@ -1,0 +1,116 @@
+"""Hosting services on one grpc.aio server: health, reflection, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from . import database, logs, migrations
+from .config import Config
+from .interceptor import CallInterceptor
+from .service import Resources, ServiceSpec
+
+_log = logs.get("cairn.server")
+
+
+class CairnServer:
+    """One gRPC server hosting one or more Cairn services on one port."""
+
+    def __init__(self, config: Config, services: Sequence[ServiceSpec], pool: asyncpg.Pool):
+        self.config = config
+        self.services = list(services)
+        limit = config.max_message_bytes
+        self._server = grpc.aio.server(
+            interceptors=[CallInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+            ],
+        )
+        self._health = health.aio.HealthServicer()
+        resources = Resources(config=config, pool=pool)
+        for spec in self.services:
+            spec.register(self._server, resources)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(self.reflected_names(), self._server)
+
+    def reflected_names(self) -> list[str]:
+        return [
+            *(spec.full_name for spec in self.services),
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ]
+
+    async def start(self, address: str | None = None) -> int:
+        """Binds (port 0 picks a free one), starts serving; returns the bound port."""
+        port = self._server.add_insecure_port(address or self.config.listen_address)
+        if port == 0:
+            raise OSError(f"cannot listen on {address or self.config.listen_address}")
+        await self._server.start()
+        serving = health_pb2.HealthCheckResponse.SERVING
+        for name in ["", *(spec.full_name for spec in self.services)]:
+            await self._health.set(name, serving)
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Reports NOT_SERVING, then lets in-flight calls finish within the grace period."""
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+
+
+async def migrate(pool: asyncpg.Pool, services: Sequence[ServiceSpec]) -> None:
+    async with pool.acquire() as conn:
+        for spec in services:
+            await migrations.apply(conn, spec.schema, migrations.discover(spec.migrations_dir))
+
+
+async def run(config: Config, services: Sequence[ServiceSpec]) -> None:
+    """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
+    url = await asyncio.to_thread(database.resolve_url, config)
+    pool = await database.create_pool(url, config)
+    try:
+        if config.migrate_on_start:
+            await migrate(pool, services)
+        server = CairnServer(config, services, pool)
+        signals = _SignalWaiter.install()
+        port = await server.start()
+        _log.info(
+            "serving",
+            address=config.listen_address,
+            port=port,
+            services=[spec.full_name for spec in services],
+        )
+        received = await signals.wait()
+        _log.info("shutting down", signal=received, grace_seconds=config.shutdown_grace_seconds)
+        await server.stop()
+    finally:
+        await pool.close()
+    _log.info("stopped")
+
+
+class _SignalWaiter:
+    """Resolves with the name of the first SIGTERM or SIGINT received."""
+
+    def __init__(self) -> None:
+        self._received: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    @classmethod
+    def install(cls) -> _SignalWaiter:
+        waiter = cls()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, waiter._on_signal, sig.name)
+        return waiter
+
+    def _on_signal(self, name: str) -> None:
+        if not self._received.done():
+            self._received.set_result(name)
+
+    async def wait(self) -> str:
+        return await self._received

@@ -1,0 +1,45 @@
+"""What a service contributes to the shared runtime: its servicer and its migrations."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import grpc
+
+from .config import Config
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a servicer may use: the settings and the database pool."""
+
+    config: Config
+    pool: asyncpg.Pool
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One Cairn service, as the runtime hosts it.
+
+    Attributes:
+        name: short name used on the command line, e.g. "tracking".
+        full_name: the gRPC service name, also its health-check name.
+        schema: the PostgreSQL schema holding the service's tables.
+        migrations_dir: folder of the service's NNNN_description.sql files.
+        register: adds the service's servicer to a server.
+    """
+
+    name: str
+    full_name: str
+    schema: str
+    migrations_dir: Path
+    register: Callable[[grpc.aio.Server, Resources], None]
+
+    def __post_init__(self) -> None:
+        # The schema name is spliced into SQL; allow nothing but a plain identifier.
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", self.schema):
+            raise ValueError(f"schema {self.schema!r} is not a plain identifier")

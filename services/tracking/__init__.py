@@ -1,0 +1,25 @@
+"""The tracking service: `cairn.tracking.v1.TrackingService`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from cairn.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
+
+from ..common.service import Resources, ServiceSpec
+from .servicer import TrackingServicer
+
+
+def _register(server: grpc.aio.Server, resources: Resources) -> None:
+    tracking_service_pb2_grpc.add_TrackingServiceServicer_to_server(TrackingServicer(resources), server)
+
+
+SPEC = ServiceSpec(
+    name="tracking",
+    full_name=tracking_service_pb2.DESCRIPTOR.services_by_name["TrackingService"].full_name,
+    schema="tracking",
+    migrations_dir=Path(__file__).parent / "migrations",
+    register=_register,
+)
