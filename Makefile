@@ -37,8 +37,9 @@ lint: $(STAMP)
 	$(BIN)/mypy clients/python/cairn services tools
 	cd protos && ../$(BIN)/buf lint
 
+# Console logs for people unless CAIRN_LOG_FORMAT says otherwise.
 run: $(STAMP)
-	$(BIN)/cairn serve all
+	CAIRN_LOG_FORMAT=$${CAIRN_LOG_FORMAT:-console} $(BIN)/cairn serve all
 
 test: $(STAMP) check-gen lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

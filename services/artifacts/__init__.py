@@ -13,7 +13,9 @@ from .servicer import ArtifactServicer
 
 
 def _register(server: grpc.aio.Server, resources: Resources) -> None:
-    artifacts_service_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(resources), server)
+    artifacts_service_pb2_grpc.add_ArtifactServiceServicer_to_server(
+        ArtifactServicer(resources), server
+    )
 
 
 SPEC = ServiceSpec(

@@ -86,7 +86,9 @@ class Config:
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict, with secrets masked, for logging."""
         return {
-            f.name: ("***" if f.metadata["secret"] and getattr(self, f.name) else getattr(self, f.name))
+            f.name: (
+                "***" if f.metadata["secret"] and getattr(self, f.name) else getattr(self, f.name)
+            )
             for f in dataclasses.fields(self)
         }
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
-
 import asyncpg
 
 from . import logs
@@ -17,18 +15,17 @@ _log = logs.get("cairn.database")
 def embedded_url(data_dir: str) -> str:
     """Starts (or reuses) a private PostgreSQL under `<data_dir>/postgres`; returns its URL.
 
-    The server keeps running after this process exits, so the next `make run` starts
-    in well under a second; `pgserver` stops it when no process uses it any more.
+    `pgserver` stops it when the last process using it exits; the data stays, so the
+    next start takes about a second.
     """
     import pgserver  # Only the embedded mode needs it.
-
 
     pgdata = Path(data_dir).resolve() / "postgres"
     pgdata.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
         warnings.simplefilter("ignore")
-        server = pgserver.get_server(pgdata, cleanup_mode=None)
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
     _log.info("embedded postgres ready", data_dir=str(pgdata))
     return str(server.get_uri())
 
@@ -38,11 +35,10 @@ def resolve_url(config: Config) -> str:
 
 
 async def create_pool(url: str, config: Config) -> asyncpg.Pool:
-    pool: Any = await asyncpg.create_pool(
+    return await asyncpg.create_pool(
         url,
         min_size=config.db_pool_min_size,
         max_size=config.db_pool_size,
         # Stores run their SQL through asyncpg's statement cache; keep it warm.
         statement_cache_size=1024,
     )
-    return pool  # type: ignore[no-any-return]

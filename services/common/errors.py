@@ -82,7 +82,9 @@ class Unavailable(DomainError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
-def invalid_field(field: str, description: str, reason: str = "INVALID_ARGUMENT") -> InvalidArgument:
+def invalid_field(
+    field: str, description: str, reason: str = "INVALID_ARGUMENT"
+) -> InvalidArgument:
     """The usual error for one bad request field."""
     return InvalidArgument(
         reason, f"{field}: {description}", violations=[FieldViolation(field, description)]

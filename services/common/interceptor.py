@@ -130,15 +130,23 @@ class _CallScope:
         if isinstance(exc, NotImplementedError):
             self._log(grpc.StatusCode.UNIMPLEMENTED, reason="NOT_IMPLEMENTED")
             await self.context.abort_with_status(
-                rpc_status.to_status(_status(grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED",
-                                             f"{self.method} is not implemented yet", {}))
+                rpc_status.to_status(
+                    _status(
+                        grpc.StatusCode.UNIMPLEMENTED,
+                        "NOT_IMPLEMENTED",
+                        f"{self.method} is not implemented yet",
+                        {},
+                    )
+                )
             )
         if isinstance(exc, Exception):
             self._log(grpc.StatusCode.INTERNAL, reason="INTERNAL", exc_info=exc)
             message = f"internal error; correlation id {self.request_id}"
             details = {"correlation_id": self.request_id}
             await self.context.abort_with_status(
-                rpc_status.to_status(_status(grpc.StatusCode.INTERNAL, "INTERNAL", message, details))
+                rpc_status.to_status(
+                    _status(grpc.StatusCode.INTERNAL, "INTERNAL", message, details)
+                )
             )
         # Cancellation and other BaseExceptions: the caller re-raises them.
         self._log(grpc.StatusCode.CANCELLED)
@@ -147,7 +155,12 @@ class _CallScope:
         duration_ms = round((time.perf_counter() - self.started) * 1000, 3)
         level = "error" if code == grpc.StatusCode.INTERNAL else "info"
         getattr(_log, level)(
-            "rpc", method=self.method, code=code.name, duration_ms=duration_ms, **extra
+            "rpc",
+            request_id=self.request_id,
+            method=self.method,
+            code=code.name,
+            duration_ms=duration_ms,
+            **extra,
         )
 
 
@@ -163,7 +176,9 @@ def domain_status(exc: DomainError) -> status_pb2.Status:
     if exc.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
                 for v in exc.violations
             ]
         )

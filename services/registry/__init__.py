@@ -13,7 +13,9 @@ from .servicer import RegistryServicer
 
 
 def _register(server: grpc.aio.Server, resources: Resources) -> None:
-    registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(resources), server)
+    registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(
+        RegistryServicer(resources), server
+    )
 
 
 SPEC = ServiceSpec(

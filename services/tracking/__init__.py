@@ -13,7 +13,9 @@ from .servicer import TrackingServicer
 
 
 def _register(server: grpc.aio.Server, resources: Resources) -> None:
-    tracking_service_pb2_grpc.add_TrackingServiceServicer_to_server(TrackingServicer(resources), server)
+    tracking_service_pb2_grpc.add_TrackingServiceServicer_to_server(
+        TrackingServicer(resources), server
+    )
 
 
 SPEC = ServiceSpec(

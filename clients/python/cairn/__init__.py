@@ -1,1 +1,21 @@
-"""Cairn: experiment tracking, model registry and artifact store over gRPC."""
+"""Cairn: experiment tracking, a model registry and an artifact store over gRPC.
+
+Connect with one of the async clients::
+
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", 50051) as client:
+        ...
+"""
+
+from . import exceptions
+from ._clients.artifacts import ArtifactClient
+from ._clients.registry import ModelRegistryAPIClient
+from ._clients.tracking import TrackingClient
+from .exceptions import CairnError
+
+__all__ = [
+    "ArtifactClient",
+    "CairnError",
+    "ModelRegistryAPIClient",
+    "TrackingClient",
+    "exceptions",
+]

@@ -1,0 +1,99 @@
+"""What the three clients share: constructors, `async with`, close."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Self
+
+from ._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT, Transport
+
+
+class BaseClient:
+    """A client over one long-lived channel.
+
+    Build one with `insecure_connection` or `secure_connection`, use it in
+    `async with` or call `close()` when done.
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._bind(transport.channel)
+
+    def _bind(self, channel: Any) -> None:
+        """Creates the generated stub(s) of the client on the channel."""
+
+    @classmethod
+    def insecure_connection(
+        cls,
+        server_address: str,
+        port: int | str,
+        user_token: str | None = None,
+        *,
+        project: str = DEFAULT_PROJECT,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> Self:
+        """Connects without TLS, e.g. to a local `make run` server.
+
+        Args:
+            server_address: host name or IP address.
+            port: TCP port.
+            user_token: an API key, sent as `authorization: Bearer <key>`.
+            project: the project every call of this client works in.
+            timeout: default deadline of each call in seconds (None: no deadline).
+        """
+        return cls(
+            Transport.insecure(
+                server_address, port, project=project, user_token=user_token, timeout=timeout
+            )
+        )
+
+    @classmethod
+    def secure_connection(
+        cls,
+        server_address: str,
+        port: int | str = 443,
+        *,
+        user_token: str,
+        custom_ca: str | bytes | None = None,
+        project: str = DEFAULT_PROJECT,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> Self:
+        """Connects over TLS.
+
+        Args:
+            server_address: host name the server certificate is valid for.
+            port: TCP port.
+            user_token: an API key, sent as `authorization: Bearer <key>`.
+            custom_ca: path to (or bytes of) a PEM root certificate; the system roots if None.
+            project: the project every call of this client works in.
+            timeout: default deadline of each call in seconds (None: no deadline).
+        """
+        return cls(
+            Transport.secure(
+                server_address,
+                port,
+                custom_ca=custom_ca,
+                project=project,
+                user_token=user_token,
+                timeout=timeout,
+            )
+        )
+
+    @property
+    def project(self) -> str:
+        return self._transport.project
+
+    async def close(self) -> None:
+        """Closes the channel; calls in flight are cancelled."""
+        await self._transport.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,1 @@
+"""The public client classes, one module each."""

@@ -1,0 +1,153 @@
+"""The one place a client talks gRPC: channel, metadata, timeouts, retries, errors.
+
+Public client methods build a request, hand it with the stub method to `Transport`,
+and convert the response; they never see a raw `grpc.aio.AioRpcError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from .exceptions import from_grpc_error
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_PROJECT = "default"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+Metadata = Sequence[tuple[str, str]]
+Response = TypeVar("Response")
+
+# UNAVAILABLE means the server never started the call, so a retry cannot apply it twice.
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+_CHANNEL_OPTIONS = [
+    ("grpc.service_config", _SERVICE_CONFIG),
+    ("grpc.enable_retries", 1),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+]
+
+
+class Transport:
+    """A long-lived channel plus the metadata and timeout every call carries."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        project: str = DEFAULT_PROJECT,
+        user_token: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.channel = channel
+        self.project = project
+        self.timeout = timeout
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {user_token}"),) if user_token else ()
+        )
+
+    @classmethod
+    def insecure(cls, host: str, port: int | str, **kwargs: Any) -> Transport:
+        channel = grpc.aio.insecure_channel(_target(host, port), options=_CHANNEL_OPTIONS)
+        return cls(channel, **kwargs)
+
+    @classmethod
+    def secure(
+        cls, host: str, port: int | str, *, custom_ca: str | bytes | None = None, **kwargs: Any
+    ) -> Transport:
+        credentials = grpc.ssl_channel_credentials(root_certificates=_read_ca(custom_ca))
+        channel = grpc.aio.secure_channel(
+            _target(host, port), credentials, options=_CHANNEL_OPTIONS
+        )
+        return cls(channel, **kwargs)
+
+    async def unary(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable,
+        request: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> Any:
+        """Calls a unary RPC; raises the matching `CairnError` on failure."""
+        try:
+            return await method(
+                request, timeout=self._timeout(timeout), metadata=self._with(metadata)
+            )
+        except grpc.RpcError as error:
+            raise from_grpc_error(error) from None
+
+    async def server_stream(
+        self,
+        method: grpc.aio.UnaryStreamMultiCallable,
+        request: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> AsyncIterator[Any]:
+        """Iterates the responses of a server-streaming RPC."""
+        call = method(request, timeout=self._timeout(timeout), metadata=self._with(metadata))
+        try:
+            async for response in call:
+                yield response
+        except grpc.RpcError as error:
+            raise from_grpc_error(error) from None
+        finally:
+            call.cancel()
+
+    async def client_stream(
+        self,
+        method: grpc.aio.StreamUnaryMultiCallable,
+        requests: AsyncIterable[Any],
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> Any:
+        """Sends a stream of requests; returns the single response."""
+        try:
+            return await method(
+                requests, timeout=self._timeout(timeout), metadata=self._with(metadata)
+            )
+        except grpc.RpcError as error:
+            raise from_grpc_error(error) from None
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        return self.timeout if timeout is None else timeout
+
+    def _with(self, metadata: Metadata | None) -> tuple[tuple[str, str], ...]:
+        return self._metadata + tuple(metadata or ())
+
+
+def _target(host: str, port: int | str) -> str:
+    host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"{host}:{port}"
+
+
+def _read_ca(custom_ca: str | bytes | None) -> bytes | None:
+    """custom_ca is a PEM file path (as in Kubeflow's client) or the PEM bytes themselves."""
+    if custom_ca is None or isinstance(custom_ca, bytes):
+        return custom_ca
+    return Path(custom_ca).read_bytes()

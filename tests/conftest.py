@@ -1,0 +1,85 @@
+"""Fixtures shared by every tier: a throwaway PostgreSQL, an S3-protocol server on
+loopback and the three services in-process on a free port.
+
+Everything async runs on one session-wide event loop (see pyproject's pytest
+settings), because a server fixture and the tests that call it must share a loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pgserver
+import pytest
+import pytest_asyncio
+from moto.server import ThreadedMotoServer
+
+from cairn_server import catalog
+from cairn_server.common import database, logs
+from cairn_server.common.config import Config
+from cairn_server.common.server import CairnServer, migrate
+
+logs.configure("info", "console")
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private PostgreSQL 16 on a unix socket, deleted after the session."""
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="delete")
+    yield server.get_uri()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """host:port of moto's S3-protocol server on loopback (plain HTTP)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def config(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    data_dir = tmp_path_factory.mktemp("cairn-data")
+    return Config(
+        listen_address="127.0.0.1:0",
+        database_url=postgres_url,
+        data_dir=str(data_dir),
+        shutdown_grace_seconds=2.0,
+    )
+
+
+@pytest_asyncio.fixture(scope="session")
+async def pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
+    pool = await database.create_pool(config.database_url, config)
+    await migrate(pool, list(catalog.SERVICES.values()))
+    yield pool
+    await pool.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def server_port(config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
+    """The port of all three services hosted in-process, as `make run` hosts them."""
+    server = CairnServer(config, list(catalog.SERVICES.values()), pool)
+    port = await server.start()
+    yield port
+    await server.stop(grace=1.0)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix that keeps names of different tests apart."""
+    return uuid.uuid4().hex[:10]
+
+
+def with_overrides(config: Config, **changes: object) -> Config:
+    return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,92 @@
+"""A `cairn serve` subprocess, configured as `make run` configures it but for the
+address and the data directory, and helpers for the real command-line clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[str]
+    address: str
+    log_path: Path
+
+    def log_lines(self) -> list[dict]:
+        return [
+            json.loads(line)
+            for line in self.log_path.read_text().splitlines()
+            if line.startswith("{")
+        ]
+
+    def terminate(self, timeout: float) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tool(name: str) -> str:
+    path = BIN / name
+    found = str(path) if path.exists() else shutil.which(name)
+    assert found, f"{name} is not installed; 'make test' installs it"
+    return found
+
+
+def start_server(data_dir: Path, *extra: str) -> ServerProcess:
+    address = f"127.0.0.1:{free_port()}"
+    log_path = data_dir / "server.log"
+    env = {**os.environ, "CAIRN_DATA_DIR": str(data_dir), "CAIRN_LISTEN_ADDRESS": address}
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [tool("cairn"), "serve", "--log-format", "json", *extra],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    server = ServerProcess(process, address, log_path)
+    _wait_until_serving(server)
+    return server
+
+
+def _wait_until_serving(server: ServerProcess, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"server exited early:\n{server.log_path.read_text()}")
+        if any(line.get("event") == "serving" for line in server.log_lines()):
+            return
+        time.sleep(0.1)
+    server.process.kill()
+    raise AssertionError(f"server did not start:\n{server.log_path.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = start_server(tmp_path_factory.mktemp("served"))
+    yield server
+    if server.process.poll() is None:
+        server.terminate(timeout=30)
+
+
+def run_tool(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)

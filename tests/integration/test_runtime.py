@@ -1,0 +1,196 @@
+"""The shared runtime through real gRPC: health, reflection, error mapping, logging,
+request ids and graceful shutdown. A small servicer of the real TrackingService
+contract stands in for behaviour that later issues build."""
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+import cairn
+from cairn import exceptions
+from cairn.tracking.v1 import tracking_pb2, tracking_service_pb2, tracking_service_pb2_grpc
+from cairn_server import catalog
+from cairn_server.common import errors
+from cairn_server.common.config import Config
+from cairn_server.common.server import CairnServer
+from cairn_server.common.service import Resources, ServiceSpec
+
+SERVICE_NAMES = [spec.full_name for spec in catalog.SERVICES.values()]
+
+
+class _ScriptedTracking(tracking_service_pb2_grpc.TrackingServiceServicer):
+    """Answers GetRun according to the run id it is asked for."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def GetRun(self, request, context):
+        if request.run_id == "missing":
+            raise errors.NotFound(
+                "RUN_NOT_FOUND", "run missing not found", metadata={"run_id": "missing"}
+            )
+        if request.run_id == "bad":
+            raise errors.invalid_field("run_id", "must be 32 hex characters")
+        if request.run_id == "crash":
+            raise RuntimeError('duplicate key value violates "runs_pkey" SELECT secret FROM runs')
+        if request.run_id == "slow":
+            await self.release.wait()
+        return tracking_service_pb2.GetRunResponse(
+            run=tracking_pb2.Run(info=tracking_pb2.RunInfo(run_id=request.run_id))
+        )
+
+    async def GetMetricHistory(self, request, context):
+        for step in range(3):
+            yield tracking_service_pb2.GetMetricHistoryResponse(
+                points=tracking_pb2.MetricColumns(steps=[step])
+            )
+        raise errors.FailedPrecondition("RUN_DELETED", "run was deleted mid-stream")
+
+
+def _scripted_spec(servicer: _ScriptedTracking) -> ServiceSpec:
+    def register(server: grpc.aio.Server, resources: Resources) -> None:
+        tracking_service_pb2_grpc.add_TrackingServiceServicer_to_server(servicer, server)
+
+    return ServiceSpec(
+        name="tracking",
+        full_name=catalog.SERVICES["tracking"].full_name,
+        schema="tracking",
+        migrations_dir=Path("unused"),
+        register=register,
+    )
+
+
+@pytest.fixture
+async def scripted(config: Config, pool: asyncpg.Pool):
+    servicer = _ScriptedTracking()
+    server = CairnServer(config, [_scripted_spec(servicer)], pool)
+    port = await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    client = cairn.TrackingClient.insecure_connection("127.0.0.1", port)
+    yield servicer, server, channel, client
+    await client.close()
+    await channel.close()
+    await server.stop(grace=0)
+
+
+async def _get_run(client: cairn.TrackingClient, run_id: str, **kwargs):
+    request = tracking_service_pb2.GetRunRequest(project="default", run_id=run_id)
+    return await client._transport.unary(client._stub.GetRun, request, **kwargs)
+
+
+async def test_health_reports_serving_overall_and_per_service(server_port: int) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ["", *SERVICE_NAMES]:
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await health.Check(health_pb2.HealthCheckRequest(service="cairn.nope.v1.Nope"))
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_reflection_lists_every_service(server_port: int) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        async for reply in stub.ServerReflectionInfo(iter([request])):
+            listed = {s.name for s in reply.list_services_response.service}
+            break
+    assert listed == {
+        *SERVICE_NAMES,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+
+
+async def test_unbuilt_rpcs_answer_unimplemented_with_a_reason(server_port: int) -> None:
+    async with cairn.ArtifactClient.insecure_connection("127.0.0.1", server_port) as client:
+        from cairn.artifacts.v1 import artifacts_service_pb2 as pb
+
+        with pytest.raises(exceptions.UnimplementedError) as raised:
+            await client._transport.unary(
+                client._stub.StatObject, pb.StatObjectRequest(project="default", path="a")
+            )
+    assert raised.value.reason == "NOT_IMPLEMENTED"
+    assert "StatObject" in raised.value.message
+
+
+async def test_domain_errors_keep_code_reason_and_metadata(scripted) -> None:
+    _, _, _, client = scripted
+    with pytest.raises(exceptions.NotFoundError) as raised:
+        await _get_run(client, "missing")
+    assert raised.value.reason == "RUN_NOT_FOUND"
+    assert raised.value.metadata == {"run_id": "missing"}
+
+
+async def test_bad_input_carries_field_violations(scripted) -> None:
+    _, _, _, client = scripted
+    with pytest.raises(exceptions.InvalidArgumentError) as raised:
+        await _get_run(client, "bad")
+    assert raised.value.reason == "INVALID_ARGUMENT"
+    assert raised.value.field_violations == [("run_id", "must be 32 hex characters")]
+
+
+async def test_unexpected_errors_hide_internals_behind_a_logged_correlation_id(scripted) -> None:
+    _, _, _, client = scripted
+    with (
+        structlog.testing.capture_logs() as logged,
+        pytest.raises(exceptions.InternalError) as raised,
+    ):
+        await _get_run(client, "crash", metadata=[("x-request-id", "req-42")])
+    error = raised.value
+    assert error.metadata == {"correlation_id": "req-42"}
+    assert "req-42" in error.message
+    assert "SELECT" not in error.message and "runs_pkey" not in error.message
+    assert "Traceback" not in error.message
+    line = next(entry for entry in logged if entry.get("method", "").endswith("/GetRun"))
+    assert line["code"] == "INTERNAL"
+    assert line["request_id"] == "req-42"
+    assert line["log_level"] == "error"
+    assert isinstance(line["exc_info"], RuntimeError)
+
+
+async def test_one_log_line_per_call_with_a_generated_request_id(scripted) -> None:
+    _, _, _, client = scripted
+    with structlog.testing.capture_logs() as logged:
+        await _get_run(client, "0" * 32)
+    calls = [entry for entry in logged if entry.get("event") == "rpc"]
+    assert len(calls) == 1
+    assert calls[0]["code"] == "OK"
+    assert calls[0]["method"] == "/cairn.tracking.v1.TrackingService/GetRun"
+    assert len(calls[0]["request_id"]) == 32
+    assert calls[0]["duration_ms"] >= 0
+
+
+async def test_errors_raised_mid_stream_reach_the_client(scripted) -> None:
+    _, _, _, client = scripted
+    request = tracking_service_pb2.GetMetricHistoryRequest(project="default", run_id="r")
+    steps = []
+    with pytest.raises(exceptions.FailedPreconditionError) as raised:
+        async for chunk in client._transport.server_stream(client._stub.GetMetricHistory, request):
+            steps.extend(chunk.points.steps)
+    assert steps == [0, 1, 2]
+    assert raised.value.reason == "RUN_DELETED"
+
+
+async def test_shutdown_reports_not_serving_and_lets_calls_finish(scripted) -> None:
+    servicer, server, channel, client = scripted
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    in_flight = asyncio.create_task(_get_run(client, "slow"))
+    await asyncio.sleep(0.2)
+    stopping = asyncio.create_task(server.stop(grace=5))
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    watch.cancel()
+    await asyncio.sleep(0.2)
+    assert not in_flight.done() and not stopping.done()
+    servicer.release.set()
+    reply = await in_flight
+    assert reply.run.info.run_id == "slow"
+    await asyncio.wait_for(stopping, timeout=5)

@@ -1,0 +1,73 @@
+import argparse
+
+import pytest
+
+from cairn_server.common import config as config_module
+from cairn_server.common.config import Config, ConfigError
+from tests.conftest import repo_root
+
+
+def _flags(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    config_module.add_flags(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_defaults_serve_locally_without_configuration() -> None:
+    config = config_module.load(_flags(), env={})
+    assert config.listen_address == "127.0.0.1:50051"
+    assert config.database_url == ""
+    assert config.artifact_backend == "filesystem"
+    assert str(config.artifact_dir) == ".cairn/artifacts"
+
+
+def test_environment_sets_values_of_every_type() -> None:
+    env = {
+        "CAIRN_LISTEN_ADDRESS": "0.0.0.0:6000",
+        "CAIRN_DB_POOL_SIZE": "25",
+        "CAIRN_S3_SECURE": "false",
+        "CAIRN_SHUTDOWN_GRACE_SECONDS": "2.5",
+        "CAIRN_ARTIFACT_BACKEND": "s3",
+    }
+    config = config_module.load(_flags(), env=env)
+    assert config.listen_address == "0.0.0.0:6000"
+    assert config.db_pool_size == 25
+    assert config.s3_secure is False
+    assert config.shutdown_grace_seconds == 2.5
+    assert config.artifact_backend == "s3"
+
+
+def test_flag_wins_over_environment() -> None:
+    env = {"CAIRN_LOG_FORMAT": "json", "CAIRN_MIGRATE_ON_START": "true"}
+    config = config_module.load(_flags("--log-format", "console", "--no-migrate-on-start"), env=env)
+    assert config.log_format == "console"
+    assert config.migrate_on_start is False
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CAIRN_DB_POOL_SIZE": "many"}, "CAIRN_DB_POOL_SIZE='many' is not a valid int"),
+        ({"CAIRN_S3_SECURE": "maybe"}, "CAIRN_S3_SECURE='maybe' is not a valid bool"),
+        ({"CAIRN_ARTIFACT_BACKEND": "ftp"}, "CAIRN_ARTIFACT_BACKEND must be one of"),
+        ({"CAIRN_DB_POOL_SIZE": "0"}, "CAIRN_DB_POOL_SIZE must be at least"),
+        ({"CAIRN_MAX_MESSAGE_BYTES": "10"}, "CAIRN_MAX_MESSAGE_BYTES must be at least 1 MiB"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_variable_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        config_module.load(_flags(), env=env)
+
+
+def test_secrets_are_masked_in_the_logged_form() -> None:
+    config = Config(database_url="postgresql://u:pw@db/cairn", s3_secret_key="s3cret")
+    shown = config.redacted()
+    assert shown["database_url"] == "***"
+    assert shown["s3_secret_key"] == "***"
+    assert shown["s3_access_key"] == ""
+    assert "pw" not in repr(shown)
+
+
+def test_documented_table_matches_the_settings() -> None:
+    documented = (repo_root() / "docs" / "configuration.md").read_text()
+    assert config_module.table_markdown() in documented

@@ -1,0 +1,49 @@
+"""Pins the public names of the client package: removing one is a breaking change."""
+
+import cairn
+from cairn import exceptions
+
+
+def test_top_level_names() -> None:
+    assert set(cairn.__all__) == {
+        "ArtifactClient",
+        "CairnError",
+        "ModelRegistryAPIClient",
+        "TrackingClient",
+        "exceptions",
+    }
+    for name in cairn.__all__:
+        assert getattr(cairn, name) is not None
+
+
+def test_exception_names() -> None:
+    expected = {
+        "CairnError",
+        "AbortedError",
+        "AlreadyExistsError",
+        "CancelledError",
+        "DataLossError",
+        "DeadlineExceededError",
+        "FailedPreconditionError",
+        "InternalError",
+        "InvalidArgumentError",
+        "NotFoundError",
+        "OutOfRangeError",
+        "PermissionDeniedError",
+        "ResourceExhaustedError",
+        "UnauthenticatedError",
+        "UnavailableError",
+        "UnimplementedError",
+        "UnknownError",
+        "error_class",
+        "from_grpc_error",
+    }
+    assert set(exceptions.__all__) == expected
+    for name in expected - {"error_class", "from_grpc_error"}:
+        assert issubclass(getattr(exceptions, name), exceptions.CairnError)
+
+
+def test_clients_share_the_connection_constructors() -> None:
+    for client in (cairn.TrackingClient, cairn.ModelRegistryAPIClient, cairn.ArtifactClient):
+        assert callable(client.insecure_connection)
+        assert callable(client.secure_connection)
