@@ -1,14 +1,376 @@
-"""gRPC servicer of the tracking service: validates, converts, calls the store."""
+"""gRPC servicer of the tracking service: validates, converts, calls the stores."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import grpc
+
+from cairn.tracking.v1 import tracking_pb2 as pb
+from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.tracking.v1 import tracking_service_pb2_grpc
 
+from ..common import paging
+from ..common import validation as common
+from ..common.errors import invalid_field
 from ..common.service import Resources
+from . import convert, validation
+from .model import Batch, LifecycleStage, MetricColumns, RunInput, RunStatus, ViewType
+from .store.experiments import ExperimentStore
+from .store.history import MetricHistory
+from .store.runs import RunStore
+from .store.search import RunQuery, search_runs
+from .store.writes import RunWriter
+
+Context = grpc.aio.ServicerContext
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+MAX_ORDER_TERMS = 10
+MAX_BULK_RUNS = 100
+MAX_FILTER_LENGTH = 4096
 
 
 class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
-    """RPCs not overridden here inherit the generated UNIMPLEMENTED answer."""
-
     def __init__(self, resources: Resources) -> None:
-        self._resources = resources
+        pool = resources.pool
+        self._pool = pool
+        self._experiments = ExperimentStore(pool)
+        self._runs = RunStore(pool)
+        self._writer = RunWriter(pool)
+        self._history = MetricHistory(pool)
+
+    # Experiments
+
+    async def CreateExperiment(
+        self, request: api.CreateExperimentRequest, context: Context
+    ) -> api.CreateExperimentResponse:
+        record = await self._experiments.create(
+            common.project(request.project),
+            validation.experiment_name(request.name),
+            validation.uri(request.artifact_location, "artifact_location"),
+            _tags(request.tags, "tags"),
+        )
+        return api.CreateExperimentResponse(experiment=convert.experiment(record))
+
+    async def GetExperiment(
+        self, request: api.GetExperimentRequest, context: Context
+    ) -> api.GetExperimentResponse:
+        record = await self._experiments.get(
+            common.project(request.project), validation.experiment_id(request.experiment_id)
+        )
+        return api.GetExperimentResponse(experiment=convert.experiment(record))
+
+    async def GetExperimentByName(
+        self, request: api.GetExperimentByNameRequest, context: Context
+    ) -> api.GetExperimentByNameResponse:
+        record = await self._experiments.get_by_name(
+            common.project(request.project), validation.experiment_name(request.name)
+        )
+        return api.GetExperimentByNameResponse(experiment=convert.experiment(record))
+
+    async def SearchExperiments(
+        self, request: api.SearchExperimentsRequest, context: Context
+    ) -> api.SearchExperimentsResponse:
+        page = await self._experiments.search(
+            common.project(request.project),
+            _filter(request.filter),
+            request.order_by,
+            _view_type(request.view_type),
+            paging.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+            request.page_token,
+        )
+        return api.SearchExperimentsResponse(
+            experiments=[convert.experiment(e) for e in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    async def RenameExperiment(
+        self, request: api.RenameExperimentRequest, context: Context
+    ) -> api.RenameExperimentResponse:
+        record = await self._experiments.rename(
+            common.project(request.project),
+            validation.experiment_id(request.experiment_id),
+            validation.experiment_name(request.new_name, "new_name"),
+        )
+        return api.RenameExperimentResponse(experiment=convert.experiment(record))
+
+    async def DeleteExperiment(
+        self, request: api.DeleteExperimentRequest, context: Context
+    ) -> api.DeleteExperimentResponse:
+        await self._experiments.set_lifecycle(
+            common.project(request.project),
+            validation.experiment_id(request.experiment_id),
+            LifecycleStage.DELETED,
+        )
+        return api.DeleteExperimentResponse()
+
+    async def RestoreExperiment(
+        self, request: api.RestoreExperimentRequest, context: Context
+    ) -> api.RestoreExperimentResponse:
+        await self._experiments.set_lifecycle(
+            common.project(request.project),
+            validation.experiment_id(request.experiment_id),
+            LifecycleStage.ACTIVE,
+        )
+        return api.RestoreExperimentResponse()
+
+    async def SetExperimentTag(
+        self, request: api.SetExperimentTagRequest, context: Context
+    ) -> api.SetExperimentTagResponse:
+        await self._experiments.set_tag(
+            common.project(request.project),
+            validation.experiment_id(request.experiment_id),
+            validation.key(request.key, "key"),
+            validation.tag_value(request.value, "value"),
+        )
+        return api.SetExperimentTagResponse()
+
+    async def DeleteExperimentTag(
+        self, request: api.DeleteExperimentTagRequest, context: Context
+    ) -> api.DeleteExperimentTagResponse:
+        await self._experiments.delete_tag(
+            common.project(request.project),
+            validation.experiment_id(request.experiment_id),
+            validation.key(request.key, "key"),
+        )
+        return api.DeleteExperimentTagResponse()
+
+    # Runs
+
+    async def CreateRun(
+        self, request: api.CreateRunRequest, context: Context
+    ) -> api.CreateRunResponse:
+        parent = request.parent_run_id
+        record = await self._runs.create(
+            common.project(request.project),
+            validation.experiment_id(request.experiment_id),
+            run_name=validation.run_name(request.run_name),
+            user_id=common.text(request.user_id, "user_id", 256),
+            start_time_ms=request.start_time_ms,
+            tags=_tags(request.tags, "tags"),
+            parent_run_id=validation.run_id(parent, "parent_run_id") if parent else "",
+            status=_status(request.status) or RunStatus.RUNNING,
+        )
+        return api.CreateRunResponse(run=convert.run(record))
+
+    async def GetRun(self, request: api.GetRunRequest, context: Context) -> api.GetRunResponse:
+        record = await self._runs.get(
+            common.project(request.project), validation.run_id(request.run_id)
+        )
+        return api.GetRunResponse(run=convert.run(record))
+
+    async def UpdateRun(
+        self, request: api.UpdateRunRequest, context: Context
+    ) -> api.UpdateRunResponse:
+        if request.end_time_ms < 0:
+            raise invalid_field("end_time_ms", "must not be negative")
+        info = await self._runs.update(
+            common.project(request.project),
+            validation.run_id(request.run_id),
+            _status(request.status),
+            request.end_time_ms,
+            validation.run_name(request.run_name),
+        )
+        return api.UpdateRunResponse(run_info=convert.run_info(info))
+
+    async def DeleteRun(
+        self, request: api.DeleteRunRequest, context: Context
+    ) -> api.DeleteRunResponse:
+        await self._runs.set_lifecycle(
+            common.project(request.project),
+            validation.run_id(request.run_id),
+            LifecycleStage.DELETED,
+        )
+        return api.DeleteRunResponse()
+
+    async def RestoreRun(
+        self, request: api.RestoreRunRequest, context: Context
+    ) -> api.RestoreRunResponse:
+        await self._runs.set_lifecycle(
+            common.project(request.project),
+            validation.run_id(request.run_id),
+            LifecycleStage.ACTIVE,
+        )
+        return api.RestoreRunResponse()
+
+    async def SearchRuns(
+        self, request: api.SearchRunsRequest, context: Context
+    ) -> api.SearchRunsResponse:
+        if not request.experiment_ids:
+            raise invalid_field("experiment_ids", "name at least one experiment")
+        if len(request.order_by) > MAX_ORDER_TERMS:
+            raise invalid_field("order_by", f"at most {MAX_ORDER_TERMS} terms")
+        query = RunQuery(
+            project=common.project(request.project),
+            experiment_ids=[
+                validation.experiment_id(e, f"experiment_ids[{i}]")
+                for i, e in enumerate(request.experiment_ids)
+            ],
+            filter=_filter(request.filter),
+            order_by=list(request.order_by),
+            view_type=_view_type(request.view_type),
+            page_size=paging.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+            page_token=request.page_token,
+        )
+        page = await search_runs(self._pool, query)
+        return api.SearchRunsResponse(
+            runs=[convert.run(r) for r in page.items], next_page_token=page.next_page_token
+        )
+
+    # Logging
+
+    async def LogMetric(
+        self, request: api.LogMetricRequest, context: Context
+    ) -> api.LogMetricResponse:
+        metric = request.metric
+        batch = Batch(
+            metrics=MetricColumns(
+                keys=[validation.key(metric.key, "metric.key")],
+                values=[metric.value],
+                steps=[metric.step],
+                timestamps_ms=[metric.timestamp_ms],
+            )
+        )
+        await self._log(request.project, request.run_id, batch)
+        return api.LogMetricResponse()
+
+    async def LogParam(
+        self, request: api.LogParamRequest, context: Context
+    ) -> api.LogParamResponse:
+        batch = Batch(params=_params([request.param], "param"))
+        await self._log(request.project, request.run_id, batch)
+        return api.LogParamResponse()
+
+    async def SetTag(self, request: api.SetTagRequest, context: Context) -> api.SetTagResponse:
+        await self._log(request.project, request.run_id, Batch(tags=_tags([request.tag], "tag")))
+        return api.SetTagResponse()
+
+    async def DeleteTag(
+        self, request: api.DeleteTagRequest, context: Context
+    ) -> api.DeleteTagResponse:
+        await self._writer.delete_tag(
+            common.project(request.project),
+            validation.run_id(request.run_id),
+            validation.key(request.key, "key"),
+        )
+        return api.DeleteTagResponse()
+
+    async def LogBatch(
+        self, request: api.LogBatchRequest, context: Context
+    ) -> api.LogBatchResponse:
+        validation.count(len(request.metrics.values), validation.MAX_METRICS_PER_BATCH, "metrics")
+        validation.count(len(request.params), validation.MAX_PARAMS_PER_BATCH, "params")
+        validation.count(len(request.tags), validation.MAX_TAGS_PER_BATCH, "tags")
+        batch = Batch(
+            metrics=convert.metric_columns(request.metrics, "metrics"),
+            params=_params(request.params, "params"),
+            tags=_tags(request.tags, "tags"),
+            request_id=validation.request_id(request.request_id),
+        )
+        await self._log(request.project, request.run_id, batch)
+        return api.LogBatchResponse()
+
+    async def LogInputs(
+        self, request: api.LogInputsRequest, context: Context
+    ) -> api.LogInputsResponse:
+        validation.count(len(request.inputs), validation.MAX_INPUTS_PER_CALL, "inputs")
+        inputs = [_run_input(item, f"inputs[{i}]") for i, item in enumerate(request.inputs)]
+        await self._writer.log_inputs(
+            common.project(request.project), validation.run_id(request.run_id), inputs
+        )
+        return api.LogInputsResponse()
+
+    async def _log(self, project: str, run_id: str, batch: Batch) -> None:
+        await self._writer.log_batch(common.project(project), validation.run_id(run_id), batch)
+
+    # Metric history
+
+    async def GetMetricHistory(
+        self, request: api.GetMetricHistoryRequest, context: Context
+    ) -> AsyncIterator[api.GetMetricHistoryResponse]:
+        chunks = self._history.read(
+            common.project(request.project),
+            validation.run_id(request.run_id),
+            validation.key(request.metric_key, "metric_key"),
+            _max_points(request.max_points),
+        )
+        async for chunk in chunks:
+            yield api.GetMetricHistoryResponse(points=convert.series(chunk))
+
+    async def GetMetricHistoryBulk(
+        self, request: api.GetMetricHistoryBulkRequest, context: Context
+    ) -> AsyncIterator[api.GetMetricHistoryBulkResponse]:
+        validation.count(len(request.run_ids), MAX_BULK_RUNS, "run_ids")
+        project = common.project(request.project)
+        key = validation.key(request.metric_key, "metric_key")
+        max_points = _max_points(request.max_points)
+        run_ids = [validation.run_id(r, f"run_ids[{i}]") for i, r in enumerate(request.run_ids)]
+        for run_id in dict.fromkeys(run_ids):
+            async for chunk in self._history.read(project, run_id, key, max_points):
+                yield api.GetMetricHistoryBulkResponse(run_id=run_id, points=convert.series(chunk))
+
+
+def _tags(tags: list[pb.Tag], field: str) -> dict[str, str]:
+    """Validated tags; a key given twice keeps its last value, as repeated SetTag would."""
+    return {
+        validation.key(t.key, f"{field}[{i}].key"): validation.tag_value(
+            t.value, f"{field}[{i}].value"
+        )
+        for i, t in enumerate(tags)
+    }
+
+
+def _params(params: list[pb.Param], field: str) -> dict[str, str]:
+    """Validated params; the same key twice with different values is refused."""
+    found: dict[str, str] = {}
+    for i, param in enumerate(params):
+        key = validation.key(param.key, f"{field}[{i}].key")
+        value = validation.param_value(param.value, f"{field}[{i}].value")
+        if found.get(key, value) != value:
+            raise invalid_field(f"{field}[{i}]", f"param {key!r} given twice with different values")
+        found[key] = value
+    return found
+
+
+def _run_input(item: pb.RunInput, field: str) -> RunInput:
+    return RunInput(
+        kind=validation.key(item.kind, f"{field}.kind"),
+        name=common.text(item.name, f"{field}.name", validation.MAX_NAME_LENGTH),
+        uri=_required_uri(item.uri, f"{field}.uri"),
+        digest=common.text(item.digest, f"{field}.digest", 256),
+        context=common.text(item.context, f"{field}.context", validation.MAX_KEY_LENGTH),
+    )
+
+
+def _required_uri(value: str, field: str) -> str:
+    if not value:
+        raise invalid_field(field, "must not be empty")
+    return validation.uri(value, field)
+
+
+def _status(value: int) -> RunStatus | None:
+    if value == pb.RUN_STATUS_UNSPECIFIED:
+        return None
+    if value not in RunStatus._value2member_map_:
+        raise invalid_field("status", f"unknown run status {value}")
+    return RunStatus(value)
+
+
+def _view_type(value: int) -> ViewType:
+    if value == pb.VIEW_TYPE_UNSPECIFIED:
+        return ViewType.ACTIVE_ONLY
+    if value not in ViewType._value2member_map_:
+        raise invalid_field("view_type", f"unknown view type {value}")
+    return ViewType(value)
+
+
+def _filter(text: str) -> str:
+    if len(text) > MAX_FILTER_LENGTH:
+        raise invalid_field("filter", f"must be at most {MAX_FILTER_LENGTH} characters")
+    return text
+
+
+def _max_points(value: int) -> int:
+    if value < 0 or 0 < value < 4:
+        raise invalid_field("max_points", "must be 0 (every point) or at least 4")
+    return value

@@ -1,0 +1,299 @@
+"""The search filter language shared by the tracking and registry services.
+
+MLflow's filter strings parse unchanged (`metrics.acc > 0.9 and params.model = 'cnn'`),
+and Cairn adds OR, parentheses, NOT IN / NOT LIKE and IS [NOT] NULL::
+
+    filter     := or_expr
+    or_expr    := and_expr ("OR" and_expr)*
+    and_expr   := term ("AND" term)*
+    term       := "(" or_expr ")" | comparison
+    comparison := ident op value
+                | ident ["NOT"] ("LIKE" | "ILIKE") string
+                | ident ["NOT"] "IN" "(" value ("," value)* ")"
+                | ident "IS" ["NOT"] "NULL"
+    ident      := [entity "."] key        key: word, `backticked` or "double-quoted"
+    op         := "=" | "!=" | "<>" | "<" | "<=" | ">" | ">="
+    value      := 'single-quoted' or "double-quoted" string | number
+
+Keywords are case-insensitive. The parser only builds a tree; each service turns it
+into parameterized SQL, so no value is ever spliced into a statement.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .errors import InvalidArgument
+
+Value = str | float
+
+
+class FilterError(InvalidArgument):
+    """A filter that does not parse or names something unknown; says where and why."""
+
+    def __init__(self, position: int, problem: str) -> None:
+        super().__init__(
+            "INVALID_FILTER",
+            f"invalid filter at position {position}: {problem}",
+            metadata={"position": str(position)},
+        )
+        self.position = position
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Identifier:
+    entity: str  # canonical entity, e.g. "metric", "param", "tag", "attribute"
+    key: str
+    position: int
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """ident op value; op is one of = != < <= > >= LIKE ILIKE IN (negated for NOT)."""
+
+    ident: Identifier
+    op: str
+    value: Value | tuple[Value, ...]
+    negated: bool = False
+
+
+@dataclass(frozen=True)
+class NullCheck:
+    ident: Identifier
+    is_null: bool
+
+
+@dataclass(frozen=True)
+class BoolOp:
+    op: str  # "AND" or "OR"
+    operands: tuple[Node, ...]
+
+
+Node = Comparison | NullCheck | BoolOp
+
+_TOKEN = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<string>'(?:[^']|'')*')
+  | (?P<dquoted>"(?:[^"]|"")*")
+  | (?P<backtick>`[^`]*`)
+  | (?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![\w.]))
+  | (?P<op><=|>=|!=|<>|=|<|>)
+  | (?P<punct>[(),.])
+  | (?P<word>[A-Za-z_][\w\-:/]*)
+    """,
+    re.VERBOSE,
+)
+_KEYWORDS = {"AND", "OR", "NOT", "IN", "LIKE", "ILIKE", "IS", "NULL"}
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str
+    text: str
+    position: int  # 0-based offset in the filter string
+
+    @property
+    def keyword(self) -> str | None:
+        upper = self.text.upper()
+        return upper if self.kind == "word" and upper in _KEYWORDS else None
+
+
+def tokenize(text: str) -> list[_Token]:
+    tokens, position = [], 0
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if not match:
+            raise FilterError(position, f"unexpected character {text[position]!r}")
+        kind = match.lastgroup or ""
+        if kind != "ws":
+            tokens.append(_Token(kind, match.group(), position))
+        position = match.end()
+    return tokens
+
+
+def parse(text: str, entities: Mapping[str, str], default_entity: str = "attribute") -> Node | None:
+    """Parses a filter; None for an empty one.
+
+    Args:
+        text: the filter string.
+        entities: accepted entity prefixes (any case) to canonical entity names, e.g.
+            {"metrics": "metric", "metric": "metric", "params": "param", ...}.
+        default_entity: the entity of a key written without a prefix.
+
+    Raises:
+        FilterError: with the 0-based position of the problem.
+    """
+    tokens = tokenize(text)
+    if not tokens:
+        return None
+    parser = _Parser(tokens, len(text), {k.lower(): v for k, v in entities.items()}, default_entity)
+    node = parser.or_expr()
+    parser.expect_end()
+    return node
+
+
+class _Parser:
+    def __init__(self, tokens: list[_Token], end: int, entities: dict[str, str], default: str):
+        self.tokens, self.end, self.entities, self.default = tokens, end, entities, default
+        self.index = 0
+
+    def peek(self) -> _Token | None:
+        return self.tokens[self.index] if self.index < len(self.tokens) else None
+
+    def take(self) -> _Token:
+        token = self.peek()
+        if token is None:
+            raise FilterError(self.end, "unexpected end of filter")
+        self.index += 1
+        return token
+
+    def at_keyword(self, *words: str) -> bool:
+        token = self.peek()
+        return token is not None and token.keyword in words
+
+    def expect_keyword(self, word: str) -> None:
+        token = self.take()
+        if token.keyword != word:
+            raise FilterError(token.position, f"expected {word}, found {token.text!r}")
+
+    def expect_punct(self, text: str) -> _Token:
+        token = self.take()
+        if token.text != text:
+            raise FilterError(token.position, f"expected {text!r}, found {token.text!r}")
+        return token
+
+    def expect_end(self) -> None:
+        token = self.peek()
+        if token is not None:
+            raise FilterError(token.position, f"unexpected {token.text!r}")
+
+    def or_expr(self) -> Node:
+        return self._chain("OR", self.and_expr)
+
+    def and_expr(self) -> Node:
+        return self._chain("AND", self.term)
+
+    def _chain(self, word: str, operand: Callable[[], Node]) -> Node:
+        nodes = [operand()]
+        while self.at_keyword(word):
+            self.take()
+            nodes.append(operand())
+        return nodes[0] if len(nodes) == 1 else BoolOp(word, tuple(nodes))
+
+    def term(self) -> Node:
+        token = self.peek()
+        if token is not None and token.text == "(":
+            self.take()
+            node = self.or_expr()
+            self.expect_punct(")")
+            return node
+        return self.comparison()
+
+    def comparison(self) -> Node:
+        ident = self.identifier()
+        token = self.take()
+        if token.kind == "op":
+            return Comparison(ident, "!=" if token.text == "<>" else token.text, self.value())
+        if token.keyword == "IS":
+            negated = self.at_keyword("NOT")
+            if negated:
+                self.take()
+            self.expect_keyword("NULL")
+            return NullCheck(ident, is_null=not negated)
+        negated = token.keyword == "NOT"
+        if negated:
+            token = self.take()
+        if token.keyword in ("LIKE", "ILIKE"):
+            return Comparison(ident, token.keyword, self.string(), negated)
+        if token.keyword == "IN":
+            return Comparison(ident, "IN", self.value_list(), negated)
+        raise FilterError(token.position, f"expected a comparison operator, found {token.text!r}")
+
+    def identifier(self) -> Identifier:
+        first = self.take()
+        if first.kind not in ("word", "backtick", "dquoted") or first.keyword:
+            raise FilterError(first.position, f"expected a field name, found {first.text!r}")
+        after = self.peek()
+        if first.kind == "word" and after is not None and after.text == ".":
+            entity = self.entities.get(first.text.lower())
+            if entity is None:
+                known = ", ".join(sorted(self.entities))
+                raise FilterError(
+                    first.position, f"unknown entity {first.text!r}; use one of {known}"
+                )
+            self.take()
+            return Identifier(entity, self.key(), first.position)
+        return Identifier(self.default, _unquote(first), first.position)
+
+    def key(self) -> str:
+        parts = [self._key_part()]
+        while (token := self.peek()) is not None and token.text == ".":
+            self.take()
+            parts.append(self._key_part())
+        return ".".join(parts)
+
+    def _key_part(self) -> str:
+        token = self.take()
+        if token.kind not in ("word", "backtick", "dquoted"):
+            raise FilterError(token.position, f"expected a key, found {token.text!r}")
+        key = _unquote(token)
+        if not key:
+            raise FilterError(token.position, "empty key")
+        return key
+
+    def value(self) -> Value:
+        token = self.take()
+        if token.kind == "string":
+            return token.text[1:-1].replace("''", "'")
+        if token.kind == "dquoted":  # MLflow accepts "double-quoted" values too.
+            return token.text[1:-1].replace('""', '"')
+        if token.kind == "number":
+            return float(token.text)
+        raise FilterError(
+            token.position, f"expected a 'quoted string' or a number, found {token.text!r}"
+        )
+
+    def string(self) -> str:
+        token = self.peek()
+        value = self.value()
+        if not isinstance(value, str):
+            raise FilterError(
+                token.position if token else self.end, "LIKE needs a 'quoted' pattern"
+            )
+        return value
+
+    def value_list(self) -> tuple[Value, ...]:
+        self.expect_punct("(")
+        values = [self.value()]
+        while (token := self.take()).text == ",":
+            values.append(self.value())
+        if token.text != ")":
+            raise FilterError(token.position, f"expected ',' or ')', found {token.text!r}")
+        return tuple(values)
+
+
+def parse_order_by(
+    text: str, entities: Mapping[str, str], default_entity: str = "attribute"
+) -> tuple[Identifier, bool]:
+    """Parses one order clause such as "metrics.acc DESC"; returns (field, ascending)."""
+    tokens = tokenize(text)
+    parser = _Parser(tokens, len(text), {k.lower(): v for k, v in entities.items()}, default_entity)
+    ident = parser.identifier()
+    ascending = True
+    token = parser.peek()
+    if token is not None and token.kind == "word" and token.text.upper() in ("ASC", "DESC"):
+        ascending = parser.take().text.upper() == "ASC"
+    parser.expect_end()
+    return ident, ascending
+
+
+def _unquote(token: _Token) -> str:
+    if token.kind == "backtick":
+        return token.text[1:-1]
+    if token.kind == "dquoted":
+        return token.text[1:-1].replace('""', '"')
+    return token.text

@@ -1,0 +1,45 @@
+"""Checks every service applies to what it receives: projects, names, keys, sizes."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import invalid_field
+
+DEFAULT_PROJECT = "default"
+_PROJECT = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?")
+
+
+def project(value: str, field: str = "project") -> str:
+    """The project a request names; empty means "default"."""
+    if not value:
+        return DEFAULT_PROJECT
+    if not _PROJECT.fullmatch(value):
+        raise invalid_field(
+            field,
+            "must be 1-63 lowercase letters, digits, '-' or '_', starting and ending "
+            "with a letter or digit",
+        )
+    return value
+
+
+def name(value: str, field: str, max_length: int = 256) -> str:
+    """A required, printable, single-line name without surrounding spaces."""
+    if not value:
+        raise invalid_field(field, "must not be empty")
+    if len(value) > max_length:
+        raise invalid_field(field, f"must be at most {max_length} characters, got {len(value)}")
+    if not value.isprintable():
+        raise invalid_field(field, "must be printable text without control characters")
+    if value != value.strip():
+        raise invalid_field(field, "must not start or end with whitespace")
+    return value
+
+
+def text(value: str, field: str, max_length: int) -> str:
+    """Free text (may be empty or multi-line) up to a length, without NUL characters."""
+    if len(value) > max_length:
+        raise invalid_field(field, f"must be at most {max_length} characters, got {len(value)}")
+    if "\x00" in value:
+        raise invalid_field(field, "must not contain NUL characters")
+    return value

@@ -1,0 +1,111 @@
+"""Conversions between cairn.tracking.v1 messages and the store's plain records."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from cairn.tracking.v1 import tracking_pb2 as pb
+
+from ..common.errors import FieldViolation, InvalidArgument
+from . import validation
+from .model import Experiment, MetricColumns, MetricPoint, MetricSeries, Run, RunInfo, RunInput
+
+
+def experiment(record: Experiment) -> pb.Experiment:
+    return pb.Experiment(
+        project=record.project,
+        experiment_id=record.experiment_id,
+        name=record.name,
+        artifact_location=record.artifact_location,
+        lifecycle_stage=int(record.lifecycle_stage),
+        tags=[pb.Tag(key=k, value=v) for k, v in record.tags.items()],
+        creation_time=_timestamp(record.creation_time),
+        last_update_time=_timestamp(record.last_update_time),
+    )
+
+
+def run_info(record: RunInfo) -> pb.RunInfo:
+    return pb.RunInfo(
+        project=record.project,
+        run_id=record.run_id,
+        experiment_id=record.experiment_id,
+        run_name=record.run_name,
+        user_id=record.user_id,
+        status=int(record.status),
+        start_time_ms=record.start_time_ms,
+        end_time_ms=record.end_time_ms or 0,
+        artifact_uri=record.artifact_uri,
+        lifecycle_stage=int(record.lifecycle_stage),
+        parent_run_id=record.parent_run_id or "",
+    )
+
+
+def run(record: Run) -> pb.Run:
+    return pb.Run(
+        info=run_info(record.info),
+        data=pb.RunData(
+            metrics=[metric(m) for m in record.metrics],
+            params=[pb.Param(key=k, value=v) for k, v in record.params.items()],
+            tags=[pb.Tag(key=k, value=v) for k, v in record.tags.items()],
+        ),
+        inputs=[run_input(i) for i in record.inputs],
+    )
+
+
+def metric(point: MetricPoint) -> pb.Metric:
+    return pb.Metric(
+        key=point.key, value=point.value, timestamp_ms=point.timestamp_ms, step=point.step
+    )
+
+
+def run_input(record: RunInput) -> pb.RunInput:
+    return pb.RunInput(
+        kind=record.kind,
+        name=record.name,
+        uri=record.uri,
+        digest=record.digest,
+        context=record.context,
+    )
+
+
+def series(chunk: MetricSeries) -> pb.MetricColumns:
+    return pb.MetricColumns(
+        keys=[chunk.key],
+        key_indexes=[0] * len(chunk.values),
+        values=chunk.values,
+        steps=chunk.steps,
+        timestamps_ms=chunk.timestamps_ms,
+    )
+
+
+def metric_columns(message: pb.MetricColumns, field: str) -> MetricColumns:
+    """Checks the columns line up and every key is valid; expands keys to one per point."""
+    count = len(message.values)
+    lengths = {len(message.key_indexes), len(message.steps), len(message.timestamps_ms)}
+    if lengths != {count}:
+        raise InvalidArgument(
+            "INVALID_ARGUMENT",
+            f"{field}: key_indexes, values, steps and timestamps_ms must have the same length",
+            violations=[FieldViolation(field, "columns of different lengths")],
+        )
+    keys = [validation.key(k, f"{field}.keys[{i}]") for i, k in enumerate(message.keys)]
+    try:
+        expanded = [keys[i] for i in message.key_indexes]
+    except IndexError:
+        raise InvalidArgument(
+            "INVALID_ARGUMENT",
+            f"{field}.key_indexes: every index must be below the number of keys ({len(keys)})",
+            violations=[FieldViolation(f"{field}.key_indexes", "index out of range")],
+        ) from None
+    return MetricColumns(
+        keys=expanded,
+        values=list(message.values),
+        steps=list(message.steps),
+        timestamps_ms=list(message.timestamps_ms),
+    )
+
+
+def _timestamp(moment: object) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)  # type: ignore[arg-type]
+    return stamp

@@ -1,0 +1,116 @@
+"""Plain records the tracking store reads and writes; no protobuf, no SQL.
+
+Enum numbers equal those of the cairn.tracking.v1 enums, so the servicer converts
+them by value (a unit test holds the two in step).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class LifecycleStage(enum.IntEnum):
+    ACTIVE = 1
+    DELETED = 2
+
+
+class ViewType(enum.IntEnum):
+    ACTIVE_ONLY = 1
+    DELETED_ONLY = 2
+    ALL = 3
+
+
+class RunStatus(enum.IntEnum):
+    RUNNING = 1
+    SCHEDULED = 2
+    FINISHED = 3
+    FAILED = 4
+    KILLED = 5
+
+
+@dataclass
+class Experiment:
+    project: str
+    experiment_id: str
+    name: str
+    artifact_location: str
+    lifecycle_stage: LifecycleStage
+    creation_time: datetime
+    last_update_time: datetime
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunInfo:
+    project: str
+    run_id: str  # 32 lowercase hex characters
+    experiment_id: str
+    run_name: str
+    user_id: str
+    status: RunStatus
+    start_time_ms: int
+    end_time_ms: int | None
+    artifact_uri: str
+    lifecycle_stage: LifecycleStage  # DELETED when the run or its experiment is
+    parent_run_id: str | None
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    key: str
+    value: float
+    timestamp_ms: int
+    step: int
+
+
+@dataclass(frozen=True)
+class RunInput:
+    kind: str
+    name: str
+    uri: str
+    digest: str = ""
+    context: str = ""
+
+
+@dataclass
+class Run:
+    info: RunInfo
+    metrics: list[MetricPoint] = field(default_factory=list)
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    inputs: list[RunInput] = field(default_factory=list)
+
+
+@dataclass
+class MetricColumns:
+    """Metric points as columns: point i is (keys[i], values[i], steps[i], timestamps_ms[i])."""
+
+    keys: list[str] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    timestamps_ms: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass
+class MetricSeries:
+    """Consecutive points of one metric of one run, in step order, as columns."""
+
+    key: str
+    values: list[float]
+    steps: list[int]
+    timestamps_ms: list[int]
+
+
+@dataclass
+class Batch:
+    """What one LogBatch writes, validated; applied whole or not at all."""
+
+    metrics: MetricColumns = field(default_factory=MetricColumns)
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    request_id: str = ""

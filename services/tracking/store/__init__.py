@@ -1,0 +1,1 @@
+"""The tracking service's PostgreSQL store: SQL and transactions, domain errors out."""

@@ -1,0 +1,300 @@
+"""Experiments: create, read, rename, tag, soft delete and search."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import asyncpg
+
+from ...common import filter_sql, filters, paging
+from ...common.errors import AlreadyExists, FailedPrecondition, NotFound
+from ...common.filters import FilterError, Identifier
+from ...common.sql import Params, keyset_after
+from ..model import Experiment, LifecycleStage, ViewType
+
+# Where runs keep their artifacts unless the experiment names another location: a path
+# in the artifact service, which resolves "cairn-artifacts://<project>/<path>".
+ARTIFACT_SCHEME = "cairn-artifacts"
+_COLUMNS = """experiment_id, project, name, artifact_location, lifecycle_stage,
+              creation_time, last_update_time"""
+_ENTITIES = {"tags": "tag", "tag": "tag", "attributes": "attribute", "attribute": "attribute"}
+# Attribute name -> (column, SQL type) for filters and ordering.
+_ATTRIBUTES = {
+    "name": ("e.name", "text"),
+    "experiment_id": ("e.experiment_id", "bigint"),
+    "creation_time": ("(extract(epoch FROM e.creation_time) * 1000)::bigint", "bigint"),
+    "last_update_time": ("(extract(epoch FROM e.last_update_time) * 1000)::bigint", "bigint"),
+}
+
+
+class ExperimentStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(
+        self, project: str, name: str, artifact_location: str, tags: dict[str, str]
+    ) -> Experiment:
+        async with self._pool.acquire() as conn, conn.transaction():
+            try:
+                row = await conn.fetchrow(
+                    f"""INSERT INTO tracking.experiments (project, name, artifact_location)
+                        VALUES ($1, $2, $3) RETURNING {_COLUMNS}""",
+                    project,
+                    name,
+                    artifact_location,
+                )
+            except asyncpg.UniqueViolationError:
+                raise AlreadyExists(
+                    "EXPERIMENT_ALREADY_EXISTS",
+                    f"an experiment named {name!r} already exists in project {project!r} "
+                    "(deleted experiments keep their names until purged)",
+                    metadata={"name": name},
+                ) from None
+            if not artifact_location:
+                location = f"{ARTIFACT_SCHEME}://{project}/experiments/{row['experiment_id']}"
+                row = await conn.fetchrow(
+                    f"""UPDATE tracking.experiments SET artifact_location = $2
+                        WHERE experiment_id = $1 RETURNING {_COLUMNS}""",
+                    row["experiment_id"],
+                    location,
+                )
+            await _write_tags(conn, row["experiment_id"], tags)
+        return _experiment(row, tags)
+
+    async def get(self, project: str, experiment_id: int) -> Experiment:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM tracking.experiments WHERE project = $1 AND experiment_id = $2",
+                project,
+                experiment_id,
+            )
+            if row is None:
+                raise _not_found(experiment_id)
+            tags = await _tags(conn, [experiment_id])
+            return _experiment(row, tags.get(experiment_id, {}))
+
+    async def get_by_name(self, project: str, name: str) -> Experiment:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM tracking.experiments WHERE project = $1 AND name = $2",
+                project,
+                name,
+            )
+            if row is None:
+                raise NotFound(
+                    "EXPERIMENT_NOT_FOUND",
+                    f"no experiment named {name!r} in project {project!r}",
+                    metadata={"name": name},
+                )
+            tags = await _tags(conn, [row["experiment_id"]])
+            return _experiment(row, tags.get(row["experiment_id"], {}))
+
+    async def rename(self, project: str, experiment_id: int, new_name: str) -> Experiment:
+        async with self._pool.acquire() as conn:
+            try:
+                row = await conn.fetchrow(
+                    f"""UPDATE tracking.experiments SET name = $3, last_update_time = now()
+                        WHERE project = $1 AND experiment_id = $2 RETURNING {_COLUMNS}""",
+                    project,
+                    experiment_id,
+                    new_name,
+                )
+            except asyncpg.UniqueViolationError:
+                raise AlreadyExists(
+                    "EXPERIMENT_ALREADY_EXISTS",
+                    f"an experiment named {new_name!r} already exists in project {project!r}",
+                    metadata={"name": new_name},
+                ) from None
+            if row is None:
+                raise _not_found(experiment_id)
+            tags = await _tags(conn, [experiment_id])
+            return _experiment(row, tags.get(experiment_id, {}))
+
+    async def set_lifecycle(self, project: str, experiment_id: int, stage: LifecycleStage) -> None:
+        """Soft delete or restore. Runs keep their own stage; a run of a deleted
+        experiment reads as deleted, so restoring the experiment brings its runs back."""
+        async with self._pool.acquire() as conn:
+            found = await conn.fetchval(
+                """UPDATE tracking.experiments SET lifecycle_stage = $3, last_update_time = now()
+                   WHERE project = $1 AND experiment_id = $2 RETURNING 1""",
+                project,
+                experiment_id,
+                stage,
+            )
+        if found is None:
+            raise _not_found(experiment_id)
+
+    async def set_tag(self, project: str, experiment_id: int, key: str, value: str) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _lock_active(conn, project, experiment_id)
+            await _write_tags(conn, experiment_id, {key: value})
+
+    async def delete_tag(self, project: str, experiment_id: int, key: str) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _lock_active(conn, project, experiment_id)
+            deleted = await conn.fetchval(
+                """DELETE FROM tracking.experiment_tags WHERE experiment_id = $1 AND key = $2
+                   RETURNING 1""",
+                experiment_id,
+                key,
+            )
+            if deleted is None:
+                raise NotFound(
+                    "TAG_NOT_FOUND",
+                    f"experiment {experiment_id} has no tag {key!r}",
+                    metadata={"key": key},
+                )
+
+    async def search(
+        self,
+        project: str,
+        filter_text: str,
+        order_by: str,
+        view_type: ViewType,
+        page_size: int,
+        page_token: str,
+    ) -> paging.Page[Experiment]:
+        params = Params(project)
+        where = ["e.project = $1", _view_clause(view_type)]
+        node = filters.parse(filter_text, _ENTITIES)
+        if node is not None:
+            where.append(_compile(node, params))
+        order_expr, ascending, sql_type = _order(order_by)
+        columns = [(order_expr, ascending, sql_type), ("e.experiment_id", True, "bigint")]
+        fingerprint = paging.fingerprint(
+            "experiments", project, filter_text, order_by, int(view_type)
+        )
+        last = paging.decode(page_token, fingerprint)
+        if last is not None:
+            where.append(keyset_after(columns, last, params))
+        direction = "ASC" if ascending else "DESC"
+        limit = params.add(page_size + 1)
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""SELECT {_COLUMNS}, {order_expr} AS sort_key FROM tracking.experiments e
+                    WHERE {" AND ".join(where)}
+                    ORDER BY sort_key {direction}, e.experiment_id ASC LIMIT {limit}""",
+                *params.values,
+            )
+            tags = await _tags(conn, [r["experiment_id"] for r in rows[:page_size]])
+        items = [_experiment(r, tags.get(r["experiment_id"], {})) for r in rows[:page_size]]
+        token = ""
+        if len(rows) > page_size:
+            tail = rows[page_size - 1]
+            token = paging.encode(fingerprint, [tail["sort_key"], tail["experiment_id"]])
+        return paging.Page(items, token)
+
+
+def _view_clause(view_type: ViewType) -> str:
+    if view_type == ViewType.ALL:
+        return "TRUE"
+    stage = LifecycleStage.DELETED if view_type == ViewType.DELETED_ONLY else LifecycleStage.ACTIVE
+    return f"e.lifecycle_stage = {int(stage)}"
+
+
+def _order(order_by: str) -> tuple[str, bool, str]:
+    if not order_by:
+        return _ATTRIBUTES["creation_time"][0], False, "bigint"
+    ident, ascending = filters.parse_order_by(order_by, _ENTITIES)
+    if ident.entity != "attribute" or ident.key not in _ATTRIBUTES:
+        raise FilterError(
+            ident.position, "experiments order by name, creation_time or last_update_time"
+        )
+    column, sql_type = _ATTRIBUTES[ident.key]
+    return column, ascending, sql_type
+
+
+def _compile(node: filters.Node, params: Params) -> str:
+    if isinstance(node, filters.BoolOp):
+        return "(" + f" {node.op} ".join(_compile(n, params) for n in node.operands) + ")"
+    if isinstance(node, filters.NullCheck):
+        if node.ident.entity != "tag":
+            raise FilterError(node.ident.position, "IS NULL applies to tags only")
+        exists = _tag_exists(node.ident, "TRUE", params)
+        return f"NOT {exists}" if node.is_null else exists
+    if node.ident.entity == "tag":
+        return _tag_exists(
+            node.ident, filter_sql.condition("t.value", node, params, "text"), params
+        )
+    column, sql_type = _attribute(node.ident)
+    return filter_sql.condition(column, node, params, sql_type)
+
+
+def _attribute(ident: Identifier) -> tuple[str, str]:
+    if ident.key not in _ATTRIBUTES:
+        known = ", ".join(_ATTRIBUTES)
+        raise FilterError(
+            ident.position, f"unknown experiment attribute {ident.key!r}; use {known}"
+        )
+    return _ATTRIBUTES[ident.key]
+
+
+def _tag_exists(ident: Identifier, condition: str, params: Params) -> str:
+    key = params.add(ident.key)
+    return (
+        f"EXISTS (SELECT 1 FROM tracking.experiment_tags t WHERE t.experiment_id = e.experiment_id "
+        f"AND t.key = {key} AND {condition})"
+    )
+
+
+async def _lock_active(conn: asyncpg.Connection, project: str, experiment_id: int) -> None:
+    stage = await conn.fetchval(
+        """SELECT lifecycle_stage FROM tracking.experiments
+           WHERE project = $1 AND experiment_id = $2 FOR UPDATE""",
+        project,
+        experiment_id,
+    )
+    if stage is None:
+        raise _not_found(experiment_id)
+    if stage != LifecycleStage.ACTIVE:
+        raise FailedPrecondition(
+            "EXPERIMENT_DELETED", f"experiment {experiment_id} is deleted; restore it first"
+        )
+    await conn.execute(
+        "UPDATE tracking.experiments SET last_update_time = now() WHERE experiment_id = $1",
+        experiment_id,
+    )
+
+
+async def _write_tags(conn: asyncpg.Connection, experiment_id: int, tags: dict[str, str]) -> None:
+    if tags:
+        await conn.execute(
+            """INSERT INTO tracking.experiment_tags (experiment_id, key, value)
+               SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t(k, v)
+               ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value""",
+            experiment_id,
+            list(tags),
+            list(tags.values()),
+        )
+
+
+async def _tags(conn: asyncpg.Connection, ids: Sequence[int]) -> dict[int, dict[str, str]]:
+    rows = await conn.fetch(
+        """SELECT experiment_id, key, value FROM tracking.experiment_tags
+           WHERE experiment_id = ANY($1::bigint[]) ORDER BY key""",
+        list(ids),
+    )
+    found: dict[int, dict[str, str]] = {}
+    for row in rows:
+        found.setdefault(row["experiment_id"], {})[row["key"]] = row["value"]
+    return found
+
+
+def _experiment(row: asyncpg.Record, tags: dict[str, str]) -> Experiment:
+    return Experiment(
+        project=row["project"],
+        experiment_id=str(row["experiment_id"]),
+        name=row["name"],
+        artifact_location=row["artifact_location"],
+        lifecycle_stage=LifecycleStage(row["lifecycle_stage"]),
+        creation_time=row["creation_time"],
+        last_update_time=row["last_update_time"],
+        tags=dict(tags),
+    )
+
+
+def _not_found(experiment_id: int) -> NotFound:
+    return NotFound(
+        "EXPERIMENT_NOT_FOUND",
+        f"experiment {experiment_id} not found",
+        metadata={"experiment_id": str(experiment_id)},
+    )

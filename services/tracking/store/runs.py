@@ -1,0 +1,223 @@
+"""Runs: create, read, update, soft delete, and loading what was logged to them."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+
+from ...common.errors import FailedPrecondition, NotFound
+from ..model import LifecycleStage, MetricPoint, Run, RunInfo, RunInput, RunStatus
+from ..names import generate_run_name
+
+# A run reads as deleted when it or its experiment is.
+RUN_COLUMNS = """r.run_id, r.project, r.experiment_id, r.run_name, r.user_id, r.status,
+    r.start_time, r.end_time, r.artifact_uri, r.parent_run_id,
+    greatest(r.lifecycle_stage, e.lifecycle_stage) AS lifecycle_stage"""
+RUN_FROM = "tracking.runs r JOIN tracking.experiments e ON e.experiment_id = r.experiment_id"
+
+
+class RunStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(
+        self,
+        project: str,
+        experiment_id: int,
+        *,
+        run_name: str,
+        user_id: str,
+        start_time_ms: int,
+        tags: dict[str, str],
+        parent_run_id: str,
+        status: RunStatus,
+    ) -> Run:
+        run_id = uuid.uuid4()
+        async with self._pool.acquire() as conn, conn.transaction():
+            location = await _active_experiment_location(conn, project, experiment_id)
+            if parent_run_id:
+                await _existing_run(conn, project, parent_run_id)
+            await conn.execute(
+                """INSERT INTO tracking.runs (run_id, project, experiment_id, run_name, user_id,
+                       status, start_time, artifact_uri, parent_run_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+                run_id,
+                project,
+                experiment_id,
+                run_name or generate_run_name(),
+                user_id,
+                status,
+                start_time_ms or _now_ms(),
+                f"{location}/{run_id.hex}/artifacts",
+                uuid.UUID(parent_run_id) if parent_run_id else None,
+            )
+            if tags:
+                await conn.execute(
+                    """INSERT INTO tracking.tags (run_id, key, value)
+                       SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t(k, v)""",
+                    run_id,
+                    list(tags),
+                    list(tags.values()),
+                )
+            return (await load_runs(conn, [await _info_row(conn, project, run_id)]))[0]
+
+    async def get(self, project: str, run_id: str) -> Run:
+        async with self._pool.acquire() as conn:
+            row = await _info_row(conn, project, uuid.UUID(run_id))
+            return (await load_runs(conn, [row]))[0]
+
+    async def update(
+        self, project: str, run_id: str, status: RunStatus | None, end_time_ms: int, run_name: str
+    ) -> RunInfo:
+        run_uuid = uuid.UUID(run_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await lock_writable(conn, project, run_uuid)
+            await conn.execute(
+                """UPDATE tracking.runs SET status = coalesce($2, status),
+                       end_time = coalesce($3, end_time), run_name = coalesce($4, run_name)
+                   WHERE run_id = $1""",
+                run_uuid,
+                status,
+                end_time_ms or None,
+                run_name or None,
+            )
+            return run_info(await _info_row(conn, project, run_uuid))
+
+    async def set_lifecycle(self, project: str, run_id: str, stage: LifecycleStage) -> None:
+        async with self._pool.acquire() as conn:
+            found = await conn.fetchval(
+                """UPDATE tracking.runs SET lifecycle_stage = $3
+                   WHERE project = $1 AND run_id = $2 RETURNING 1""",
+                project,
+                uuid.UUID(run_id),
+                stage,
+            )
+        if found is None:
+            raise run_not_found(run_id)
+
+
+async def lock_writable(conn: asyncpg.Connection, project: str, run_id: uuid.UUID) -> None:
+    """Checks the run exists and may be written; holds it against a concurrent delete."""
+    row = await conn.fetchrow(
+        """SELECT r.lifecycle_stage AS run_stage, e.lifecycle_stage AS experiment_stage
+           FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
+           WHERE r.project = $1 AND r.run_id = $2 FOR SHARE OF r""",
+        project,
+        run_id,
+    )
+    if row is None:
+        raise run_not_found(run_id.hex)
+    if row["run_stage"] != LifecycleStage.ACTIVE:
+        raise FailedPrecondition(
+            "RUN_DELETED",
+            f"run {run_id.hex} is deleted; restore it before writing to it",
+            metadata={"run_id": run_id.hex},
+        )
+    if row["experiment_stage"] != LifecycleStage.ACTIVE:
+        raise FailedPrecondition(
+            "EXPERIMENT_DELETED",
+            f"the experiment of run {run_id.hex} is deleted; restore it before writing",
+            metadata={"run_id": run_id.hex},
+        )
+
+
+async def load_runs(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> list[Run]:
+    """Runs with their latest metrics, params, tags and inputs: four statements in all."""
+    runs = {row["run_id"]: Run(info=run_info(row)) for row in rows}
+    ids = list(runs)
+    for row in await conn.fetch(
+        """SELECT run_id, key, value, timestamp_ms, step FROM tracking.latest_metrics
+           WHERE run_id = ANY($1::uuid[]) ORDER BY key""",
+        ids,
+    ):
+        runs[row["run_id"]].metrics.append(
+            MetricPoint(row["key"], row["value"], row["timestamp_ms"], row["step"])
+        )
+    for table, attribute in (("params", "params"), ("tags", "tags")):
+        for row in await conn.fetch(
+            f"SELECT run_id, key, value FROM tracking.{table} WHERE run_id = ANY($1::uuid[]) ORDER BY key",
+            ids,
+        ):
+            getattr(runs[row["run_id"]], attribute)[row["key"]] = row["value"]
+    for row in await conn.fetch(
+        """SELECT run_id, kind, name, uri, digest, context FROM tracking.run_inputs
+           WHERE run_id = ANY($1::uuid[]) ORDER BY kind, uri, context""",
+        ids,
+    ):
+        runs[row["run_id"]].inputs.append(
+            RunInput(row["kind"], row["name"], row["uri"], row["digest"], row["context"])
+        )
+    return list(runs.values())
+
+
+def run_info(row: asyncpg.Record) -> RunInfo:
+    parent = row["parent_run_id"]
+    return RunInfo(
+        project=row["project"],
+        run_id=row["run_id"].hex,
+        experiment_id=str(row["experiment_id"]),
+        run_name=row["run_name"],
+        user_id=row["user_id"],
+        status=RunStatus(row["status"]),
+        start_time_ms=row["start_time"],
+        end_time_ms=row["end_time"],
+        artifact_uri=row["artifact_uri"],
+        lifecycle_stage=LifecycleStage(row["lifecycle_stage"]),
+        parent_run_id=parent.hex if parent else None,
+    )
+
+
+def run_not_found(run_id: str) -> NotFound:
+    return NotFound("RUN_NOT_FOUND", f"run {run_id} not found", metadata={"run_id": run_id})
+
+
+async def _info_row(conn: asyncpg.Connection, project: str, run_id: uuid.UUID) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        f"SELECT {RUN_COLUMNS} FROM {RUN_FROM} WHERE r.project = $1 AND r.run_id = $2",
+        project,
+        run_id,
+    )
+    if row is None:
+        raise run_not_found(run_id.hex)
+    return row
+
+
+async def _existing_run(conn: asyncpg.Connection, project: str, run_id: str) -> None:
+    found = await conn.fetchval(
+        "SELECT 1 FROM tracking.runs WHERE project = $1 AND run_id = $2",
+        project,
+        uuid.UUID(run_id),
+    )
+    if found is None:
+        raise NotFound(
+            "RUN_NOT_FOUND", f"parent run {run_id} not found", metadata={"run_id": run_id}
+        )
+
+
+async def _active_experiment_location(
+    conn: asyncpg.Connection, project: str, experiment_id: int
+) -> str:
+    row = await conn.fetchrow(
+        """SELECT lifecycle_stage, artifact_location FROM tracking.experiments
+           WHERE project = $1 AND experiment_id = $2 FOR SHARE""",
+        project,
+        experiment_id,
+    )
+    if row is None:
+        raise NotFound(
+            "EXPERIMENT_NOT_FOUND",
+            f"experiment {experiment_id} not found",
+            metadata={"experiment_id": str(experiment_id)},
+        )
+    if row["lifecycle_stage"] != LifecycleStage.ACTIVE:
+        raise FailedPrecondition(
+            "EXPERIMENT_DELETED", f"experiment {experiment_id} is deleted; restore it first"
+        )
+    return str(row["artifact_location"])
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

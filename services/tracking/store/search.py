@@ -1,0 +1,191 @@
+"""Search runs: the filter language compiled to parameterized SQL, keyset paging.
+
+Ordering puts NaN and missing values last in both directions: every order term sorts
+first on a "missing" flag, then on the value. The run id breaks ties, which makes the
+sort key unique and the keyset page token exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from ...common import filter_sql, filters, paging
+from ...common.filters import FilterError, Identifier
+from ...common.sql import Params, keyset_after
+from ..model import Run, RunStatus, ViewType
+from .runs import RUN_COLUMNS, RUN_FROM, load_runs
+
+ENTITIES = {
+    "metrics": "metric",
+    "metric": "metric",
+    "params": "param",
+    "param": "param",
+    "parameters": "param",
+    "parameter": "param",
+    "tags": "tag",
+    "tag": "tag",
+    "attributes": "attribute",
+    "attribute": "attribute",
+    "attr": "attribute",
+    "run": "attribute",
+}
+# Attribute name -> (SQL expression, SQL type).
+ATTRIBUTES = {
+    "run_id": ("replace(r.run_id::text, '-', '')", "text"),
+    "run_name": ("r.run_name", "text"),
+    "status": ("r.status", "smallint"),
+    "user_id": ("r.user_id", "text"),
+    "start_time": ("r.start_time", "bigint"),
+    "end_time": ("r.end_time", "bigint"),
+    "artifact_uri": ("r.artifact_uri", "text"),
+    "experiment_id": ("r.experiment_id", "bigint"),
+}
+_TABLES = {"metric": "latest_metrics", "param": "params", "tag": "tags"}
+_TYPES = {"metric": "double precision", "param": "text", "tag": "text"}
+DEFAULT_ORDER = ["attributes.start_time DESC"]
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    project: str
+    experiment_ids: Sequence[int]
+    filter: str
+    order_by: Sequence[str]
+    view_type: ViewType
+    page_size: int
+    page_token: str
+
+
+async def search_runs(pool: asyncpg.Pool, query: RunQuery) -> paging.Page[Run]:
+    params = Params(query.project, list(query.experiment_ids))
+    where = ["r.project = $1", "r.experiment_id = ANY($2::bigint[])", _view(query.view_type)]
+    node = filters.parse(query.filter, ENTITIES)
+    if node is not None:
+        where.append(_compile(node, params))
+    terms = [filters.parse_order_by(text, ENTITIES) for text in (query.order_by or DEFAULT_ORDER)]
+    selected, sort_columns = _sort_columns(terms, params)
+    fingerprint = paging.fingerprint(
+        "runs",
+        query.project,
+        sorted(query.experiment_ids),
+        query.filter,
+        list(query.order_by),
+        int(query.view_type),
+    )
+    last = paging.decode(query.page_token, fingerprint)
+    outer = keyset_after(sort_columns, last, params) if last is not None else "TRUE"
+    order = ", ".join(f"{expr} {'ASC' if asc else 'DESC'}" for expr, asc, _ in sort_columns)
+    limit = params.add(query.page_size + 1)
+    sql = f"""SELECT * FROM (
+                  SELECT {RUN_COLUMNS}, {", ".join(selected)} FROM {RUN_FROM}
+                  WHERE {" AND ".join(where)}
+              ) q WHERE {outer} ORDER BY {order} LIMIT {limit}"""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(sql, *params.values)
+        runs = await load_runs(conn, rows[: query.page_size])
+    token = ""
+    if len(rows) > query.page_size:
+        tail = rows[query.page_size - 1]
+        token = paging.encode(fingerprint, [_json_safe(tail[c]) for c in _key_names(len(terms))])
+    return paging.Page(runs, token)
+
+
+def _view(view_type: ViewType) -> str:
+    active = "(r.lifecycle_stage = 1 AND e.lifecycle_stage = 1)"
+    if view_type == ViewType.ALL:
+        return "TRUE"
+    return f"NOT {active}" if view_type == ViewType.DELETED_ONLY else active
+
+
+def _sort_columns(
+    terms: list[tuple[Identifier, bool]], params: Params
+) -> tuple[list[str], list[tuple[str, bool, str]]]:
+    """The SELECT items of the sort key, and the sort columns over the subquery q."""
+    selected, columns = [], []
+    for i, (ident, ascending) in enumerate(terms):
+        value_sql, sql_type = _sort_value(ident, params)
+        # NaN counts as missing: it sorts last, like NULL, whichever the direction.
+        nan_free = f"NULLIF({value_sql}, 'NaN')" if sql_type == "double precision" else value_sql
+        selected += [f"({nan_free} IS NULL)::int AS m{i}", f"{nan_free} AS v{i}"]
+        columns += [(f"q.m{i}", True, "int"), (f"q.v{i}", ascending, sql_type)]
+    selected.append("r.run_id AS tiebreak")
+    columns.append(("q.tiebreak", True, "uuid"))
+    return selected, columns
+
+
+def _key_names(term_count: int) -> list[str]:
+    return [name for i in range(term_count) for name in (f"m{i}", f"v{i}")] + ["tiebreak"]
+
+
+def _json_safe(value: object) -> object:
+    return str(value) if value is not None and not isinstance(value, int | float | str) else value
+
+
+def _sort_value(ident: Identifier, params: Params) -> tuple[str, str]:
+    if ident.entity == "attribute":
+        return _attribute(ident)
+    key = params.add(ident.key)
+    table = _TABLES[ident.entity]
+    return (
+        f"(SELECT x.value FROM tracking.{table} x WHERE x.run_id = r.run_id AND x.key = {key})",
+        _TYPES[ident.entity],
+    )
+
+
+def _attribute(ident: Identifier) -> tuple[str, str]:
+    if ident.key not in ATTRIBUTES:
+        known = ", ".join(ATTRIBUTES)
+        raise FilterError(
+            ident.position, f"unknown run attribute {ident.key!r}; use one of {known}"
+        )
+    return ATTRIBUTES[ident.key]
+
+
+def _compile(node: filters.Node, params: Params) -> str:
+    if isinstance(node, filters.BoolOp):
+        return "(" + f" {node.op} ".join(_compile(n, params) for n in node.operands) + ")"
+    if node.ident.entity == "attribute":
+        return _attribute_condition(node, params)
+    if isinstance(node, filters.NullCheck):
+        exists = _exists(node.ident, "TRUE", params)
+        return f"NOT {exists}" if node.is_null else exists
+    condition = filter_sql.condition("x.value", node, params, _TYPES[node.ident.entity])
+    if node.ident.entity == "metric" and node.op != "!=" and not node.negated:
+        # IEEE semantics: NaN is neither equal to, smaller nor greater than anything.
+        condition += " AND x.value <> 'NaN'"
+    return _exists(node.ident, condition, params)
+
+
+def _exists(ident: Identifier, condition: str, params: Params) -> str:
+    key = params.add(ident.key)
+    return (
+        f"EXISTS (SELECT 1 FROM tracking.{_TABLES[ident.entity]} x "
+        f"WHERE x.run_id = r.run_id AND x.key = {key} AND {condition})"
+    )
+
+
+def _attribute_condition(node: filters.Comparison | filters.NullCheck, params: Params) -> str:
+    column, sql_type = _attribute(node.ident)
+    if isinstance(node, filters.NullCheck):
+        return f"{column} IS {'' if node.is_null else 'NOT '}NULL"
+    if node.ident.key == "status":
+        node = _status_as_number(node)
+    return filter_sql.condition(column, node, params, sql_type)
+
+
+def _status_as_number(node: filters.Comparison) -> filters.Comparison:
+    """attributes.status compares with status names; the column holds their numbers."""
+    if node.op not in ("=", "!=", "IN"):
+        raise FilterError(node.ident.position, "status supports =, != and IN")
+    names = node.value if isinstance(node.value, tuple) else (node.value,)
+    numbers = []
+    for name in names:
+        if not isinstance(name, str) or name.upper() not in RunStatus.__members__:
+            known = ", ".join(RunStatus.__members__)
+            raise FilterError(node.ident.position, f"status is one of {known}")
+        numbers.append(float(RunStatus[name.upper()]))
+    value = tuple(numbers) if node.op == "IN" else numbers[0]
+    return filters.Comparison(node.ident, node.op, value, node.negated)

@@ -1,0 +1,75 @@
+"""The tracking service's input rules and limits (documented in docs/tracking.md)."""
+
+from __future__ import annotations
+
+import re
+
+from ..common import validation
+from ..common.errors import InvalidArgument, invalid_field
+
+MAX_KEY_LENGTH = 250
+MAX_PARAM_VALUE_LENGTH = 6000
+MAX_TAG_VALUE_LENGTH = 8000
+MAX_NAME_LENGTH = 500
+MAX_URI_LENGTH = 2048
+MAX_METRICS_PER_BATCH = 100_000
+MAX_PARAMS_PER_BATCH = 1000
+MAX_TAGS_PER_BATCH = 1000
+MAX_INPUTS_PER_CALL = 1000
+MAX_REQUEST_ID_LENGTH = 128
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+_EXPERIMENT_ID = re.compile(r"[1-9][0-9]{0,18}")
+
+
+def run_id(value: str, field: str = "run_id") -> str:
+    lowered = value.lower()
+    if not _RUN_ID.fullmatch(lowered):
+        raise invalid_field(field, "must be 32 hexadecimal characters")
+    return lowered
+
+
+def experiment_id(value: str, field: str = "experiment_id") -> int:
+    if not _EXPERIMENT_ID.fullmatch(value):
+        raise invalid_field(field, "must be a positive integer, as a string")
+    return int(value)
+
+
+def key(value: str, field: str) -> str:
+    return validation.name(value, field, MAX_KEY_LENGTH)
+
+
+def param_value(value: str, field: str) -> str:
+    return validation.text(value, field, MAX_PARAM_VALUE_LENGTH)
+
+
+def tag_value(value: str, field: str) -> str:
+    return validation.text(value, field, MAX_TAG_VALUE_LENGTH)
+
+
+def experiment_name(value: str, field: str = "name") -> str:
+    return validation.name(value, field, MAX_NAME_LENGTH)
+
+
+def run_name(value: str, field: str = "run_name") -> str:
+    return validation.name(value, field, MAX_NAME_LENGTH) if value else ""
+
+
+def uri(value: str, field: str) -> str:
+    return validation.text(value, field, MAX_URI_LENGTH)
+
+
+def request_id(value: str) -> str:
+    if len(value) > MAX_REQUEST_ID_LENGTH or not value.isprintable():
+        raise invalid_field(
+            "request_id", f"must be printable and at most {MAX_REQUEST_ID_LENGTH} characters"
+        )
+    return value
+
+
+def count(items: int, limit: int, field: str) -> None:
+    if items > limit:
+        raise InvalidArgument(
+            "INVALID_ARGUMENT",
+            f"{field}: at most {limit} per request, got {items}",
+            metadata={"field": field, "limit": str(limit), "count": str(items)},
+        )
