@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cairn.tracking.v1 import tracking_pb2 as pb
@@ -17,7 +19,7 @@ def experiment(record: Experiment) -> pb.Experiment:
         experiment_id=record.experiment_id,
         name=record.name,
         artifact_location=record.artifact_location,
-        lifecycle_stage=int(record.lifecycle_stage),
+        lifecycle_stage=f"LIFECYCLE_STAGE_{record.lifecycle_stage.name}",
         tags=[pb.Tag(key=k, value=v) for k, v in record.tags.items()],
         creation_time=_timestamp(record.creation_time),
         last_update_time=_timestamp(record.last_update_time),
@@ -31,11 +33,11 @@ def run_info(record: RunInfo) -> pb.RunInfo:
         experiment_id=record.experiment_id,
         run_name=record.run_name,
         user_id=record.user_id,
-        status=int(record.status),
+        status=f"RUN_STATUS_{record.status.name}",
         start_time_ms=record.start_time_ms,
         end_time_ms=record.end_time_ms or 0,
         artifact_uri=record.artifact_uri,
-        lifecycle_stage=int(record.lifecycle_stage),
+        lifecycle_stage=f"LIFECYCLE_STAGE_{record.lifecycle_stage.name}",
         parent_run_id=record.parent_run_id or "",
     )
 
@@ -105,7 +107,7 @@ def metric_columns(message: pb.MetricColumns, field: str) -> MetricColumns:
     )
 
 
-def _timestamp(moment: object) -> Timestamp:
+def _timestamp(moment: datetime) -> Timestamp:
     stamp = Timestamp()
-    stamp.FromDatetime(moment)  # type: ignore[arg-type]
+    stamp.FromDatetime(moment)
     return stamp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import asyncpg
 
 from ...common import filter_sql, filters, paging
@@ -63,7 +64,8 @@ class ExperimentStore:
     async def get(self, project: str, experiment_id: int) -> Experiment:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                f"SELECT {_COLUMNS} FROM tracking.experiments WHERE project = $1 AND experiment_id = $2",
+                f"""SELECT {_COLUMNS} FROM tracking.experiments
+                    WHERE project = $1 AND experiment_id = $2""",
                 project,
                 experiment_id,
             )

@@ -138,7 +138,8 @@ async def load_runs(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) ->
         )
     for table, attribute in (("params", "params"), ("tags", "tags")):
         for row in await conn.fetch(
-            f"SELECT run_id, key, value FROM tracking.{table} WHERE run_id = ANY($1::uuid[]) ORDER BY key",
+            f"""SELECT run_id, key, value FROM tracking.{table}
+                WHERE run_id = ANY($1::uuid[]) ORDER BY key""",
             ids,
         ):
             getattr(runs[row["run_id"]], attribute)[row["key"]] = row["value"]

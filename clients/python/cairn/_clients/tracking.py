@@ -1,15 +1,571 @@
-"""`TrackingClient`: Experiment tracking: experiments, runs, params, tags, metrics."""
+"""`TrackingClient`: experiment tracking with MLflow's method names and arguments."""
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from .._base import BaseClient
+from .._transport import Metadata
+from ..exceptions import NotFoundError
+from ..tracking.v1 import tracking_pb2 as pb
+from ..tracking.v1 import tracking_service_pb2 as api
 from ..tracking.v1 import tracking_service_pb2_grpc
+from ..types import _tracking as types
+from ..types._paging import ListOptions, OrderByField, PagedList
+from ..types._tracking import Experiment, Metric, Param, Run, RunInput, RunStatus, RunTag, ViewType
+from .active_run import ActiveRun
+
+SEARCH_MAX_RESULTS_DEFAULT = 1000
+_EXPERIMENT_ORDER = {
+    OrderByField.CREATE_TIME: "creation_time",
+    OrderByField.UPDATE_TIME: "last_update_time",
+    OrderByField.ID: "experiment_id",
+}
+_RUN_ORDER = {
+    OrderByField.CREATE_TIME: "attributes.start_time",
+    OrderByField.ID: "attributes.run_id",
+}
 
 
 class TrackingClient(BaseClient):
-    """Async client of `cairn.tracking.v1.TrackingService`."""
+    """Async client of `cairn.tracking.v1.TrackingService`.
+
+    Method names and arguments follow MLflow's `MlflowClient`. Every method also takes
+    keyword-only `timeout=` (seconds) and `metadata=` (extra headers) for that call.
+    """
 
     def _bind(self, channel: Any) -> None:
         self._stub = tracking_service_pb2_grpc.TrackingServiceStub(channel)
+
+    # Experiments
+
+    async def create_experiment(
+        self,
+        name: str,
+        artifact_location: str | None = None,
+        tags: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> str:
+        """Creates an experiment; returns its id.
+
+        Raises:
+            AlreadyExistsError: an experiment of that name exists (even deleted).
+        """
+        request = api.CreateExperimentRequest(
+            project=self.project,
+            name=name,
+            artifact_location=artifact_location or "",
+            tags=_tags(tags),
+        )
+        reply = await self._transport.unary(
+            self._stub.CreateExperiment, request, timeout=timeout, metadata=metadata
+        )
+        return str(reply.experiment.experiment_id)
+
+    async def get_experiment(
+        self, experiment_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> Experiment:
+        """Raises NotFoundError when there is no such experiment."""
+        request = api.GetExperimentRequest(project=self.project, experiment_id=str(experiment_id))
+        reply = await self._transport.unary(
+            self._stub.GetExperiment, request, timeout=timeout, metadata=metadata
+        )
+        return types.experiment_from_proto(reply.experiment)
+
+    async def get_experiment_by_name(
+        self, name: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> Experiment | None:
+        """The experiment of that name, or None."""
+        request = api.GetExperimentByNameRequest(project=self.project, name=name)
+        try:
+            reply = await self._transport.unary(
+                self._stub.GetExperimentByName, request, timeout=timeout, metadata=metadata
+            )
+        except NotFoundError:
+            return None
+        return types.experiment_from_proto(reply.experiment)
+
+    async def search_experiments(
+        self,
+        view_type: int = ViewType.ACTIVE_ONLY,
+        max_results: int | None = SEARCH_MAX_RESULTS_DEFAULT,
+        filter_string: str | None = None,
+        order_by: Sequence[str] | None = None,
+        page_token: str | None = None,
+        *,
+        options: ListOptions | None = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> PagedList[Experiment]:
+        """One page of experiments.
+
+        Args:
+            view_type: ACTIVE_ONLY, DELETED_ONLY or ALL.
+            max_results: page size (at most 1000).
+            filter_string: e.g. "name LIKE 'churn%' AND tags.team = 'growth'".
+            order_by: at most one of "name", "creation_time", "last_update_time",
+                "experiment_id", each optionally followed by ASC or DESC.
+            page_token: the next_page_token of the previous page.
+            options: ListOptions (for Pager); overrides max_results, page_token, order_by.
+        """
+        if order_by and len(order_by) > 1:
+            raise ValueError("experiments are ordered by one field")
+        order = order_by[0] if order_by else ""
+        if options is not None:
+            max_results, page_token, order = _apply_options(options, _EXPERIMENT_ORDER, order)
+        request = api.SearchExperimentsRequest(
+            project=self.project,
+            filter=filter_string or "",
+            order_by=order,
+            view_type=types.view_type_to_proto(view_type),
+            page_size=max_results or 0,
+            page_token=page_token or "",
+        )
+        reply = await self._transport.unary(
+            self._stub.SearchExperiments, request, timeout=timeout, metadata=metadata
+        )
+        return _page(options, [types.experiment_from_proto(e) for e in reply.experiments], reply)
+
+    async def rename_experiment(
+        self,
+        experiment_id: str,
+        new_name: str,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        request = api.RenameExperimentRequest(
+            project=self.project, experiment_id=str(experiment_id), new_name=new_name
+        )
+        await self._transport.unary(
+            self._stub.RenameExperiment, request, timeout=timeout, metadata=metadata
+        )
+
+    async def delete_experiment(
+        self, experiment_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> None:
+        """Soft-deletes the experiment; its runs are hidden with it until restored."""
+        request = api.DeleteExperimentRequest(
+            project=self.project, experiment_id=str(experiment_id)
+        )
+        await self._transport.unary(
+            self._stub.DeleteExperiment, request, timeout=timeout, metadata=metadata
+        )
+
+    async def restore_experiment(
+        self, experiment_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> None:
+        request = api.RestoreExperimentRequest(
+            project=self.project, experiment_id=str(experiment_id)
+        )
+        await self._transport.unary(
+            self._stub.RestoreExperiment, request, timeout=timeout, metadata=metadata
+        )
+
+    async def set_experiment_tag(
+        self,
+        experiment_id: str,
+        key: str,
+        value: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        request = api.SetExperimentTagRequest(
+            project=self.project, experiment_id=str(experiment_id), key=key, value=str(value)
+        )
+        await self._transport.unary(
+            self._stub.SetExperimentTag, request, timeout=timeout, metadata=metadata
+        )
+
+    async def delete_experiment_tag(
+        self,
+        experiment_id: str,
+        key: str,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        request = api.DeleteExperimentTagRequest(
+            project=self.project, experiment_id=str(experiment_id), key=key
+        )
+        await self._transport.unary(
+            self._stub.DeleteExperimentTag, request, timeout=timeout, metadata=metadata
+        )
+
+    # Runs
+
+    async def create_run(
+        self,
+        experiment_id: str,
+        start_time: int | None = None,
+        tags: dict[str, Any] | None = None,
+        run_name: str | None = None,
+        *,
+        parent_run_id: str | None = None,
+        user_id: str | None = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> Run:
+        """Starts a run (status RUNNING); a name is generated when none is given."""
+        request = api.CreateRunRequest(
+            project=self.project,
+            experiment_id=str(experiment_id),
+            run_name=run_name or "",
+            user_id=user_id or "",
+            start_time_ms=start_time or 0,
+            tags=_tags(tags),
+            parent_run_id=parent_run_id or "",
+        )
+        reply = await self._transport.unary(
+            self._stub.CreateRun, request, timeout=timeout, metadata=metadata
+        )
+        return types.run_from_proto(reply.run)
+
+    async def get_run(
+        self, run_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> Run:
+        """Raises NotFoundError when there is no such run."""
+        reply = await self._transport.unary(
+            self._stub.GetRun,
+            api.GetRunRequest(project=self.project, run_id=run_id),
+            timeout=timeout,
+            metadata=metadata,
+        )
+        return types.run_from_proto(reply.run)
+
+    async def update_run(
+        self,
+        run_id: str,
+        status: RunStatus | str | None = None,
+        name: str | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        request = api.UpdateRunRequest(
+            project=self.project,
+            run_id=run_id,
+            run_name=name or "",
+            status=types.status_to_proto(status) if status else None,
+        )
+        await self._transport.unary(
+            self._stub.UpdateRun, request, timeout=timeout, metadata=metadata
+        )
+
+    async def set_terminated(
+        self,
+        run_id: str,
+        status: RunStatus | str | None = None,
+        end_time: int | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        """Ends a run: FINISHED unless another status is given, at end_time or now."""
+        request = api.UpdateRunRequest(
+            project=self.project,
+            run_id=run_id,
+            status=types.status_to_proto(status or RunStatus.FINISHED),
+            end_time_ms=end_time or _now_ms(),
+        )
+        await self._transport.unary(
+            self._stub.UpdateRun, request, timeout=timeout, metadata=metadata
+        )
+
+    async def delete_run(
+        self, run_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> None:
+        await self._transport.unary(
+            self._stub.DeleteRun,
+            api.DeleteRunRequest(project=self.project, run_id=run_id),
+            timeout=timeout,
+            metadata=metadata,
+        )
+
+    async def restore_run(
+        self, run_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> None:
+        await self._transport.unary(
+            self._stub.RestoreRun,
+            api.RestoreRunRequest(project=self.project, run_id=run_id),
+            timeout=timeout,
+            metadata=metadata,
+        )
+
+    async def search_runs(
+        self,
+        experiment_ids: Sequence[str] | str,
+        filter_string: str = "",
+        run_view_type: int = ViewType.ACTIVE_ONLY,
+        max_results: int | None = SEARCH_MAX_RESULTS_DEFAULT,
+        order_by: Sequence[str] | None = None,
+        page_token: str | None = None,
+        *,
+        options: ListOptions | None = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> PagedList[Run]:
+        """One page of runs matching a filter.
+
+        Args:
+            experiment_ids: experiments to search.
+            filter_string: e.g. "metrics.acc > 0.9 and params.model = 'cnn'"; see
+                docs/filters.md for OR, parentheses, IN, LIKE and IS NULL.
+            run_view_type: ACTIVE_ONLY, DELETED_ONLY or ALL.
+            max_results: page size (at most 1000).
+            order_by: e.g. ["metrics.acc DESC", "params.lr"]; NaN and missing values
+                come last either way. Default: newest start time first.
+            page_token: the next_page_token of the previous page.
+            options: ListOptions (for Pager); overrides max_results, page_token, order_by.
+
+        Raises:
+            InvalidArgumentError: a bad filter, naming the position and the problem.
+        """
+        ids = [experiment_ids] if isinstance(experiment_ids, str) else list(experiment_ids)
+        order = list(order_by or [])
+        if options is not None:
+            max_results, page_token, first = _apply_options(options, _RUN_ORDER, "")
+            order = [first] if first else order
+        request = api.SearchRunsRequest(
+            project=self.project,
+            experiment_ids=[str(i) for i in ids],
+            filter=filter_string,
+            order_by=order,
+            view_type=types.view_type_to_proto(run_view_type),
+            page_size=max_results or 0,
+            page_token=page_token or "",
+        )
+        reply = await self._transport.unary(
+            self._stub.SearchRuns, request, timeout=timeout, metadata=metadata
+        )
+        return _page(options, [types.run_from_proto(r) for r in reply.runs], reply)
+
+    def start_run(
+        self,
+        experiment_id: str,
+        *,
+        run_name: str | None = None,
+        tags: dict[str, Any] | None = None,
+        batch_size: int = 10_000,
+        max_buffered: int = 100_000,
+    ) -> ActiveRun:
+        """A run for `async with`: metrics are buffered and sent in batches meanwhile.
+
+        The run ends FINISHED, or FAILED when the block raises (KILLED if cancelled).
+        `max_buffered` bounds the buffer: `log_metric` waits when it is full.
+        """
+        return ActiveRun(
+            self,
+            experiment_id,
+            run_name=run_name,
+            tags=tags,
+            batch_size=batch_size,
+            max_buffered=max_buffered,
+        )
+
+    # Logging
+
+    async def log_metric(
+        self,
+        run_id: str,
+        key: str,
+        value: float,
+        timestamp: int | None = None,
+        step: int | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        metric = pb.Metric(
+            key=key, value=float(value), timestamp_ms=timestamp or _now_ms(), step=step or 0
+        )
+        request = api.LogMetricRequest(project=self.project, run_id=run_id, metric=metric)
+        await self._transport.unary(
+            self._stub.LogMetric, request, timeout=timeout, metadata=metadata
+        )
+
+    async def log_param(
+        self,
+        run_id: str,
+        key: str,
+        value: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> Any:
+        """Logs a param; returns value. Logging another value for the key later raises
+        FailedPreconditionError (reason PARAM_ALREADY_LOGGED)."""
+        request = api.LogParamRequest(
+            project=self.project, run_id=run_id, param=pb.Param(key=key, value=str(value))
+        )
+        await self._transport.unary(
+            self._stub.LogParam, request, timeout=timeout, metadata=metadata
+        )
+        return value
+
+    async def set_tag(
+        self,
+        run_id: str,
+        key: str,
+        value: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        request = api.SetTagRequest(
+            project=self.project, run_id=run_id, tag=pb.Tag(key=key, value=str(value))
+        )
+        await self._transport.unary(self._stub.SetTag, request, timeout=timeout, metadata=metadata)
+
+    async def delete_tag(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        request = api.DeleteTagRequest(project=self.project, run_id=run_id, key=key)
+        await self._transport.unary(
+            self._stub.DeleteTag, request, timeout=timeout, metadata=metadata
+        )
+
+    async def log_batch(
+        self,
+        run_id: str,
+        metrics: Sequence[Metric] = (),
+        params: Sequence[Param] = (),
+        tags: Sequence[RunTag] = (),
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        """Logs metrics, params and tags atomically: all of them or none.
+
+        A request id is generated when none is given and sent with every retry, so a
+        batch the channel retries is applied once.
+        """
+        request = api.LogBatchRequest(
+            project=self.project,
+            run_id=run_id,
+            request_id=request_id or uuid.uuid4().hex,
+            metrics=types.metrics_to_columns(list(metrics)),
+            params=[pb.Param(key=p.key, value=str(p.value)) for p in params],
+            tags=[pb.Tag(key=t.key, value=str(t.value)) for t in tags],
+        )
+        await self._transport.unary(
+            self._stub.LogBatch, request, timeout=timeout, metadata=metadata
+        )
+
+    async def log_inputs(
+        self,
+        run_id: str,
+        inputs: Iterable[RunInput],
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        """Records what the run used (its input lineage)."""
+        request = api.LogInputsRequest(
+            project=self.project,
+            run_id=run_id,
+            inputs=[
+                pb.RunInput(kind=i.kind, name=i.name, uri=i.uri, digest=i.digest, context=i.context)
+                for i in inputs
+            ],
+        )
+        await self._transport.unary(
+            self._stub.LogInputs, request, timeout=timeout, metadata=metadata
+        )
+
+    # Metric history
+
+    async def get_metric_history(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        max_points: int | None = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> list[Metric]:
+        """Every point of one metric in step order, or at most max_points of them
+        (keeping the first, last, smallest and largest)."""
+        return [
+            m
+            async for m in self.iter_metric_history(
+                run_id, key, max_points=max_points, timeout=timeout, metadata=metadata
+            )
+        ]
+
+    async def iter_metric_history(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        max_points: int | None = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> AsyncIterator[Metric]:
+        """Like get_metric_history, one point at a time, as the server streams them."""
+        request = api.GetMetricHistoryRequest(
+            project=self.project, run_id=run_id, metric_key=key, max_points=max_points or 0
+        )
+        async for chunk in self._transport.server_stream(
+            self._stub.GetMetricHistory, request, timeout=timeout, metadata=metadata
+        ):
+            for metric in types.metrics_from_columns(chunk.points):
+                yield metric
+
+    async def get_metric_history_bulk(
+        self,
+        run_ids: Sequence[str],
+        key: str,
+        *,
+        max_points: int | None = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> dict[str, list[Metric]]:
+        """The history of one metric for several runs (at most 100), by run id."""
+        request = api.GetMetricHistoryBulkRequest(
+            project=self.project, run_ids=list(run_ids), metric_key=key, max_points=max_points or 0
+        )
+        found: dict[str, list[Metric]] = {run_id: [] for run_id in run_ids}
+        async for chunk in self._transport.server_stream(
+            self._stub.GetMetricHistoryBulk, request, timeout=timeout, metadata=metadata
+        ):
+            found[chunk.run_id].extend(types.metrics_from_columns(chunk.points))
+        return found
+
+
+def _tags(tags: dict[str, Any] | None) -> list[pb.Tag]:
+    return [pb.Tag(key=k, value=str(v)) for k, v in (tags or {}).items()]
+
+
+def _apply_options(
+    options: ListOptions, fields: dict[OrderByField, str], default_order: str
+) -> tuple[int | None, str | None, str]:
+    order = default_order
+    if options.order_by is not None:
+        if options.order_by not in fields:
+            raise ValueError(f"cannot order by {options.order_by.name} here")
+        order = f"{fields[options.order_by]} {'ASC' if options.is_asc else 'DESC'}"
+    return options.limit, options.next_page_token, order
+
+
+def _page(options: ListOptions | None, items: list[Any], reply: Any) -> PagedList[Any]:
+    page = PagedList(items, reply.next_page_token)
+    if options is not None:
+        options.next_page_token = page.next_page_token
+    return page
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

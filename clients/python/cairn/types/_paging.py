@@ -1,0 +1,169 @@
+"""List options, pages and the Pager every list and search call works with."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class OrderByField(enum.Enum):
+    """Fields every list can be ordered by."""
+
+    CREATE_TIME = "create_time"
+    UPDATE_TIME = "update_time"
+    ID = "id"
+
+
+@dataclass
+class ListOptions:
+    """How to list: page size, order and where to continue.
+
+    A list call reads `next_page_token` to know where to start and writes the token of
+    the following page back into it (None after the last page), so passing the same
+    options object again fetches the next page.
+
+    Attributes:
+        limit: items per page; None means the server's default.
+        order_by: field to order by; None means the call's default order.
+        is_asc: ascending (default) or descending order.
+        next_page_token: where the next call starts; None for the first page.
+    """
+
+    limit: int | None = None
+    order_by: OrderByField | None = None
+    is_asc: bool = True
+    next_page_token: str | None = None
+
+    @classmethod
+    def order_by_creation_time(cls, is_asc: bool = True, **kwargs: Any) -> ListOptions:
+        return cls(order_by=OrderByField.CREATE_TIME, is_asc=is_asc, **kwargs)
+
+    @classmethod
+    def order_by_update_time(cls, is_asc: bool = True, **kwargs: Any) -> ListOptions:
+        return cls(order_by=OrderByField.UPDATE_TIME, is_asc=is_asc, **kwargs)
+
+    @classmethod
+    def order_by_id(cls, is_asc: bool = True, **kwargs: Any) -> ListOptions:
+        return cls(order_by=OrderByField.ID, is_asc=is_asc, **kwargs)
+
+
+class PagedList(list[T]):
+    """One page of results: a list, plus the token of the next page (None at the end)."""
+
+    def __init__(self, items: Iterable[T] = (), next_page_token: str | None = None) -> None:
+        super().__init__(items)
+        self.next_page_token = next_page_token or None
+
+    @property
+    def token(self) -> str | None:
+        """MLflow's name for next_page_token."""
+        return self.next_page_token
+
+
+PageFunction = Callable[[ListOptions], "list[T] | Awaitable[list[T]]"]
+
+
+class Pager(Generic[T]):
+    """Iterates every item of a paged list call, fetching pages as needed.
+
+    Wrap any function that takes `ListOptions` and returns a page (sync or async):
+    `for` works with a sync function, `async for` with an async one. Paging ends as
+    soon as a page comes back without a next-page token: no request is wasted to find
+    the end. Builder methods set the options and restart from the first page::
+
+        async for model in Pager(client.get_registered_models).order_by_update_time().descending():
+            ...
+    """
+
+    def __init__(self, page_fn: PageFunction[T], options: ListOptions | None = None) -> None:
+        self.page_fn = page_fn
+        self.options = replace(options) if options else ListOptions()
+        # Whether page_fn answers with awaitables; known for sure after its first call.
+        self._async_mode = inspect.iscoroutinefunction(page_fn)
+        self.restart()
+
+    def restart(self) -> Pager[T]:
+        """Starts again from the first page, keeping the options."""
+        self.options.next_page_token = None
+        self._done = False
+        return self
+
+    def order_by_creation_time(self) -> Pager[T]:
+        return self._set(order_by=OrderByField.CREATE_TIME)
+
+    def order_by_update_time(self) -> Pager[T]:
+        return self._set(order_by=OrderByField.UPDATE_TIME)
+
+    def order_by_id(self) -> Pager[T]:
+        return self._set(order_by=OrderByField.ID)
+
+    def ascending(self) -> Pager[T]:
+        return self._set(is_asc=True)
+
+    def descending(self) -> Pager[T]:
+        return self._set(is_asc=False)
+
+    def limit(self, n: int) -> Pager[T]:
+        """Items per page."""
+        if n < 1:
+            raise ValueError(f"page size must be at least 1, got {n}")
+        return self._set(limit=n)
+
+    page_size = limit
+
+    @property
+    def done(self) -> bool:
+        """True once the last page has been fetched."""
+        return self._done
+
+    def next_page(self) -> Any:
+        """The next page: a list, or an awaitable of one when the page function is async.
+
+        After the last page it returns (or resolves to) an empty list without calling
+        the page function.
+        """
+        if self._done:
+            return _ready([]) if self._async_mode else []
+        result: Any = self.page_fn(self.options)
+        self._async_mode = inspect.isawaitable(result)
+        if self._async_mode:
+            return self._finish_async(result)
+        return self._finish(result)
+
+    def __iter__(self) -> Iterator[T]:
+        while not self._done:
+            result: Any = self.page_fn(self.options)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise TypeError("this Pager wraps an async function: use 'async for'")
+            yield from self._finish(result)
+
+    async def __aiter__(self) -> AsyncIterator[T]:
+        while not self._done:
+            page = self.next_page()
+            for item in await page if inspect.isawaitable(page) else page:
+                yield item
+
+    async def _finish_async(self, pending: Awaitable[list[T]]) -> list[T]:
+        return self._finish(await pending)
+
+    def _finish(self, page: list[T]) -> list[T]:
+        token = getattr(page, "next_page_token", self.options.next_page_token)
+        self.options.next_page_token = token or None
+        self._done = not token
+        return page
+
+    def _set(self, **changes: Any) -> Pager[T]:
+        for name, value in changes.items():
+            setattr(self.options, name, value)
+        return self.restart()
+
+
+async def _ready(value: list[T]) -> list[T]:
+    return value

@@ -1,0 +1,210 @@
+"""Tracking types, named and shaped as in MLflow: times are milliseconds since the epoch,
+statuses and lifecycle stages are strings."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from ..tracking.v1 import tracking_pb2 as pb
+
+
+class RunStatus(enum.StrEnum):
+    """Status of a run; compares equal to its name ("RUNNING", "FINISHED", ...)."""
+
+    RUNNING = "RUNNING"
+    SCHEDULED = "SCHEDULED"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+class ViewType(enum.IntEnum):
+    """Which lifecycle stages a search returns (MLflow's numbers)."""
+
+    ACTIVE_ONLY = 1
+    DELETED_ONLY = 2
+    ALL = 3
+
+
+class LifecycleStage:
+    ACTIVE = "active"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    value: float
+    timestamp: int = 0
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class Param:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
+class RunTag:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
+class RunInput:
+    """Something a run used: an artifact stored by Cairn, a dataset or a model.
+
+    Attributes:
+        uri: where it lives, e.g. "cairn-artifacts://default/data/train.csv".
+        kind: "artifact", "dataset", "model", ...
+        name: a readable name.
+        digest: a content digest when known, e.g. "sha256:...".
+        context: how it was used, e.g. "training".
+    """
+
+    uri: str
+    kind: str = "artifact"
+    name: str = ""
+    digest: str = ""
+    context: str = ""
+
+
+@dataclass
+class Experiment:
+    experiment_id: str
+    name: str
+    artifact_location: str
+    lifecycle_stage: str
+    tags: dict[str, str] = field(default_factory=dict)
+    creation_time: int = 0
+    last_update_time: int = 0
+    project: str = "default"
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    experiment_id: str
+    run_name: str
+    user_id: str
+    status: RunStatus
+    start_time: int
+    end_time: int | None
+    artifact_uri: str
+    lifecycle_stage: str
+    parent_run_id: str | None = None
+    project: str = "default"
+
+    @property
+    def run_uuid(self) -> str:
+        """MLflow's older name for run_id."""
+        return self.run_id
+
+
+@dataclass
+class RunData:
+    """What was logged: the latest value of each metric, params and tags, by key."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    latest_metrics: dict[str, Metric] = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    info: RunInfo
+    data: RunData = field(default_factory=RunData)
+    inputs: list[RunInput] = field(default_factory=list)
+
+
+_STAGES = {
+    pb.LIFECYCLE_STAGE_ACTIVE: LifecycleStage.ACTIVE,
+    pb.LIFECYCLE_STAGE_DELETED: LifecycleStage.DELETED,
+}
+
+
+def status_to_proto(status: RunStatus | str) -> str:
+    """The wire name of a status, e.g. "RUN_STATUS_FINISHED"."""
+    try:
+        return "RUN_STATUS_" + RunStatus(str(status).upper()).value
+    except ValueError:
+        raise ValueError(
+            f"unknown run status {status!r}; use one of {[s.value for s in RunStatus]}"
+        ) from None
+
+
+def view_type_to_proto(view_type: int) -> str:
+    """The wire name of a view type, e.g. "VIEW_TYPE_ACTIVE_ONLY"."""
+    return "VIEW_TYPE_" + ViewType(view_type).name
+
+
+def experiment_from_proto(message: pb.Experiment) -> Experiment:
+    return Experiment(
+        experiment_id=message.experiment_id,
+        name=message.name,
+        artifact_location=message.artifact_location,
+        lifecycle_stage=_STAGES.get(message.lifecycle_stage, LifecycleStage.ACTIVE),
+        tags={t.key: t.value for t in message.tags},
+        creation_time=message.creation_time.ToMilliseconds(),
+        last_update_time=message.last_update_time.ToMilliseconds(),
+        project=message.project,
+    )
+
+
+def run_info_from_proto(message: pb.RunInfo) -> RunInfo:
+    return RunInfo(
+        run_id=message.run_id,
+        experiment_id=message.experiment_id,
+        run_name=message.run_name,
+        user_id=message.user_id,
+        status=RunStatus(pb.RunStatus.Name(message.status).removeprefix("RUN_STATUS_")),
+        start_time=message.start_time_ms,
+        end_time=message.end_time_ms or None,
+        artifact_uri=message.artifact_uri,
+        lifecycle_stage=_STAGES.get(message.lifecycle_stage, LifecycleStage.ACTIVE),
+        parent_run_id=message.parent_run_id or None,
+        project=message.project,
+    )
+
+
+def run_from_proto(message: pb.Run) -> Run:
+    latest = {m.key: Metric(m.key, m.value, m.timestamp_ms, m.step) for m in message.data.metrics}
+    return Run(
+        info=run_info_from_proto(message.info),
+        data=RunData(
+            metrics={k: m.value for k, m in latest.items()},
+            params={p.key: p.value for p in message.data.params},
+            tags={t.key: t.value for t in message.data.tags},
+            latest_metrics=latest,
+        ),
+        inputs=[
+            RunInput(uri=i.uri, kind=i.kind, name=i.name, digest=i.digest, context=i.context)
+            for i in message.inputs
+        ],
+    )
+
+
+def metrics_to_columns(metrics: list[Metric]) -> pb.MetricColumns:
+    """Packs metrics into columns, each distinct key sent once."""
+    index: dict[str, int] = {}
+    key_indexes = [index.setdefault(m.key, len(index)) for m in metrics]
+    return pb.MetricColumns(
+        keys=list(index),
+        key_indexes=key_indexes,
+        values=[m.value for m in metrics],
+        steps=[m.step for m in metrics],
+        timestamps_ms=[m.timestamp for m in metrics],
+    )
+
+
+def metrics_from_columns(columns: pb.MetricColumns) -> list[Metric]:
+    keys = list(columns.keys)
+    return [
+        Metric(keys[k], v, t, s)
+        for k, v, s, t in zip(
+            columns.key_indexes, columns.values, columns.steps, columns.timestamps_ms, strict=True
+        )
+    ]

@@ -1,0 +1,122 @@
+"""The filter language parser: what parses, to what, and where errors point."""
+
+import pytest
+
+from cairn_server.common.filters import (
+    BoolOp,
+    Comparison,
+    FilterError,
+    Identifier,
+    NullCheck,
+    parse,
+    parse_order_by,
+)
+from cairn_server.tracking.store.search import ENTITIES
+
+
+def _ident(entity: str, key: str, position: int) -> Identifier:
+    return Identifier(entity, key, position)
+
+
+def test_empty_filter_is_none() -> None:
+    assert parse("   ", ENTITIES) is None
+
+
+def test_mlflow_filter_parses_unchanged() -> None:
+    text = (
+        "metrics.acc > 0.9 and params.model = 'cnn' and tags.team = 'x' "
+        "and attributes.status = 'FINISHED'"
+    )
+    assert parse(text, ENTITIES) == BoolOp(
+        "AND",
+        (
+            Comparison(_ident("metric", "acc", 0), ">", 0.9),
+            Comparison(_ident("param", "model", 22), "=", "cnn"),
+            Comparison(_ident("tag", "team", 47), "=", "x"),
+            Comparison(_ident("attribute", "status", 67), "=", "FINISHED"),
+        ),
+    )
+
+
+def test_or_binds_looser_than_and_and_parentheses_group() -> None:
+    text = "metrics.a = 1 or metrics.b = 2 and (params.c = 'x' OR tags.d IS NULL)"
+    node = parse(text, ENTITIES)
+    assert isinstance(node, BoolOp) and node.op == "OR"
+    assert node.operands[0] == Comparison(_ident("metric", "a", 0), "=", 1.0)
+    right = node.operands[1]
+    assert isinstance(right, BoolOp) and right.op == "AND"
+    group = right.operands[1]
+    assert group == BoolOp(
+        "OR",
+        (
+            Comparison(_ident("param", "c", text.index("params.c")), "=", "x"),
+            NullCheck(_ident("tag", "d", text.index("tags.d")), is_null=True),
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("params.m LIKE 'c%'", Comparison(_ident("param", "m", 0), "LIKE", "c%")),
+        ("params.m not ilike 'C%'", Comparison(_ident("param", "m", 0), "ILIKE", "C%", negated=True)),
+        ("tags.t IN ('a', 'b')", Comparison(_ident("tag", "t", 0), "IN", ("a", "b"))),
+        ("tags.t NOT IN ('a')", Comparison(_ident("tag", "t", 0), "IN", ("a",), negated=True)),
+        ("tags.t IS NOT NULL", NullCheck(_ident("tag", "t", 0), is_null=False)),
+        ("metrics.`val.acc` >= -1e3", Comparison(_ident("metric", "val.acc", 0), ">=", -1000.0)),
+        ('metrics."my loss" < .5', Comparison(_ident("metric", "my loss", 0), "<", 0.5)),
+        ("params.a.b != 'x'", Comparison(_ident("param", "a.b", 0), "!=", "x")),
+        ("params.a <> \"x\"", Comparison(_ident("param", "a", 0), "!=", "x")),
+        ("run_name = 'it''s'", Comparison(_ident("attribute", "run_name", 0), "=", "it's")),
+        ("METRIC.x = 1", Comparison(_ident("metric", "x", 0), "=", 1.0)),
+    ],
+)
+def test_comparisons(text: str, expected: object) -> None:
+    assert parse(text, ENTITIES) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "problem"),
+    [
+        ("metrics.acc >", 13, "unexpected end"),
+        ("foo.x = 1", 0, "unknown entity 'foo'"),
+        ("metrics.acc = 1 and", 19, "unexpected end"),
+        ("params.a = 'x", 11, "unexpected character"),
+        ("metrics.a = 1)", 13, "unexpected ')'"),
+        ("metrics.a ! 1", 10, "unexpected character '!'"),
+        ("metrics.a = = 1", 12, "expected a 'quoted string' or a number"),
+        ("(metrics.a = 1", 14, "unexpected end"),
+        ("params.a IN ('x' 'y')", 17, "expected ',' or ')'"),
+        ("params.a LIKE 3", 14, "LIKE needs a 'quoted' pattern"),
+        ("params.a IS 'x'", 12, "expected NULL"),
+        ("and = 1", 0, "expected a field name"),
+        ("metrics. = 1", 9, "expected a key"),
+        ("metrics.`` = 1", 8, "empty key"),
+    ],
+)
+def test_errors_name_position_and_problem(text: str, position: int, problem: str) -> None:
+    with pytest.raises(FilterError) as raised:
+        parse(text, ENTITIES)
+    assert raised.value.position == position
+    assert problem in raised.value.problem
+    assert raised.value.reason == "INVALID_FILTER"
+    assert f"position {position}" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "entity", "key", "ascending"),
+    [
+        ("metrics.acc DESC", "metric", "acc", False),
+        ("params.lr", "param", "lr", True),
+        ("start_time asc", "attribute", "start_time", True),
+        ("tags.`a b` desc", "tag", "a b", False),
+    ],
+)
+def test_order_by(text: str, entity: str, key: str, ascending: bool) -> None:
+    ident, asc = parse_order_by(text, ENTITIES)
+    assert (ident.entity, ident.key, asc) == (entity, key, ascending)
+
+
+def test_order_by_rejects_trailing_words() -> None:
+    with pytest.raises(FilterError, match="position 12"):
+        parse_order_by("metrics.acc sideways", ENTITIES)

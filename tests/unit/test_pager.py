@@ -1,0 +1,82 @@
+"""The Pager over scripted page functions: pages of 3, 0, 1 and 2 items, then the end."""
+
+import pytest
+
+from cairn.types import ListOptions, OrderByField, PagedList, Pager
+
+PAGES = [["a", "b", "c"], [], ["d"], ["e", "f"]]
+
+
+class _Script:
+    """A page function answering from PAGES by token, recording every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[ListOptions] = []
+
+    def page(self, options: ListOptions) -> PagedList[str]:
+        self.calls.append(ListOptions(**vars(options)))
+        index = int(options.next_page_token or 0)
+        following = str(index + 1) if index + 1 < len(PAGES) else None
+        return PagedList(PAGES[index], following)
+
+    async def apage(self, options: ListOptions) -> PagedList[str]:
+        return self.page(options)
+
+
+def test_sync_iteration_visits_every_page_once() -> None:
+    script = _Script()
+    assert list(Pager(script.page)) == ["a", "b", "c", "d", "e", "f"]
+    assert [c.next_page_token for c in script.calls] == [None, "1", "2", "3"]
+
+
+async def test_async_iteration_visits_every_page_once() -> None:
+    script = _Script()
+    assert [item async for item in Pager(script.apage)] == ["a", "b", "c", "d", "e", "f"]
+    assert len(script.calls) == 4
+
+
+async def test_a_lambda_around_an_async_call_works_with_async_for() -> None:
+    script = _Script()
+    pager = Pager(lambda options: script.apage(options))
+    assert [item async for item in pager] == ["a", "b", "c", "d", "e", "f"]
+
+
+async def test_next_page_then_the_end_without_another_call() -> None:
+    script = _Script()
+    pager = Pager(script.apage)
+    pages = [await pager.next_page() for _ in range(5)]
+    assert pages == [*PAGES, []]
+    assert pager.done
+    assert len(script.calls) == 4
+
+
+def test_builders_set_options_and_restart() -> None:
+    script = _Script()
+    pager = Pager(script.page).order_by_update_time().descending().limit(7)
+    pager.next_page()
+    pager.next_page()
+    pager.restart()
+    pager.next_page()
+    assert script.calls[-1].next_page_token is None
+    assert script.calls[-1].order_by is OrderByField.UPDATE_TIME
+    assert script.calls[-1].is_asc is False
+    assert script.calls[-1].limit == 7
+
+
+def test_page_size_is_an_alias_of_limit_and_checked() -> None:
+    assert Pager(_Script().page).page_size(3).options.limit == 3
+    with pytest.raises(ValueError, match="at least 1"):
+        Pager(_Script().page).limit(0)
+
+
+def test_sync_for_over_an_async_function_is_a_clear_error() -> None:
+    with pytest.raises(TypeError, match="async for"):
+        list(Pager(_Script().apage))
+
+
+def test_list_options_constructors() -> None:
+    options = ListOptions.order_by_creation_time(is_asc=False)
+    assert options.order_by is OrderByField.CREATE_TIME and options.is_asc is False
+    assert ListOptions(limit=50).limit == 50
+    assert PagedList([1], "t").token == "t"
+    assert PagedList([1], "").next_page_token is None
