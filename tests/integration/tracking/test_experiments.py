@@ -1,0 +1,139 @@
+"""Experiments through TrackingClient, the real service and PostgreSQL."""
+
+import pytest
+
+import cairn
+from cairn.exceptions import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from cairn.types import ListOptions, Pager, ViewType
+
+
+async def test_create_get_and_get_by_name(tracking: cairn.TrackingClient, unique: str) -> None:
+    experiment_id = await tracking.create_experiment(f"churn-{unique}", tags={"team": "growth"})
+    experiment = await tracking.get_experiment(experiment_id)
+    assert experiment.name == f"churn-{unique}"
+    assert experiment.tags == {"team": "growth"}
+    assert experiment.lifecycle_stage == "active"
+    assert experiment.artifact_location == f"cairn-artifacts://default/experiments/{experiment_id}"
+    assert experiment.creation_time > 0
+    assert await tracking.get_experiment_by_name(f"churn-{unique}") == experiment
+    assert await tracking.get_experiment_by_name(f"absent-{unique}") is None
+
+
+async def test_names_are_unique_even_after_delete(
+    tracking: cairn.TrackingClient, unique: str
+) -> None:
+    experiment_id = await tracking.create_experiment(f"dup-{unique}")
+    await tracking.delete_experiment(experiment_id)
+    with pytest.raises(AlreadyExistsError) as raised:
+        await tracking.create_experiment(f"dup-{unique}")
+    assert raised.value.reason == "EXPERIMENT_ALREADY_EXISTS"
+
+
+async def test_rename(tracking: cairn.TrackingClient, unique: str) -> None:
+    first = await tracking.create_experiment(f"a-{unique}")
+    await tracking.create_experiment(f"b-{unique}")
+    await tracking.rename_experiment(first, f"c-{unique}")
+    assert (await tracking.get_experiment(first)).name == f"c-{unique}"
+    with pytest.raises(AlreadyExistsError):
+        await tracking.rename_experiment(first, f"b-{unique}")
+
+
+async def test_tags_set_and_delete(tracking: cairn.TrackingClient, experiment_id: str) -> None:
+    await tracking.set_experiment_tag(experiment_id, "stage", 2)
+    await tracking.set_experiment_tag(experiment_id, "stage", 3)
+    assert (await tracking.get_experiment(experiment_id)).tags == {"stage": "3"}
+    await tracking.delete_experiment_tag(experiment_id, "stage")
+    assert (await tracking.get_experiment(experiment_id)).tags == {}
+    with pytest.raises(NotFoundError):
+        await tracking.delete_experiment_tag(experiment_id, "stage")
+
+
+async def test_delete_and_restore_hide_and_bring_back_runs(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    kept = (await tracking.create_run(experiment_id)).info.run_id
+    deleted_before = (await tracking.create_run(experiment_id)).info.run_id
+    await tracking.delete_run(deleted_before)
+    await tracking.delete_experiment(experiment_id)
+    assert (await tracking.get_experiment(experiment_id)).lifecycle_stage == "deleted"
+    assert await tracking.search_runs([experiment_id]) == []
+    assert (await tracking.get_run(kept)).info.lifecycle_stage == "deleted"
+    with pytest.raises(FailedPreconditionError) as raised:
+        await tracking.log_metric(kept, "loss", 1.0)
+    assert raised.value.reason == "EXPERIMENT_DELETED"
+    with pytest.raises(FailedPreconditionError):
+        await tracking.create_run(experiment_id)
+    await tracking.restore_experiment(experiment_id)
+    back = await tracking.search_runs([experiment_id])
+    # The run deleted on its own before stays deleted.
+    assert [r.info.run_id for r in back] == [kept]
+
+
+async def test_search_filter_order_and_view_types(
+    tracking: cairn.TrackingClient, unique: str
+) -> None:
+    ids = [
+        await tracking.create_experiment(f"s-{unique}-{n}", tags={"n": str(n)}) for n in range(3)
+    ]
+    await tracking.delete_experiment(ids[1])
+    active = await tracking.search_experiments(filter_string=f"name LIKE 's-{unique}-%'")
+    assert [e.experiment_id for e in active] == [ids[2], ids[0]]  # newest first by default
+    by_name = await tracking.search_experiments(
+        ViewType.ALL, filter_string=f"name LIKE 's-{unique}-%'", order_by=["name ASC"]
+    )
+    assert [e.experiment_id for e in by_name] == ids
+    deleted = await tracking.search_experiments(
+        ViewType.DELETED_ONLY, filter_string=f"name LIKE 's-{unique}-%'"
+    )
+    assert [e.experiment_id for e in deleted] == [ids[1]]
+    tagged = await tracking.search_experiments(
+        filter_string=f"name LIKE 's-{unique}-%' AND (tags.n = '0' OR tags.n = '2')"
+    )
+    assert {e.experiment_id for e in tagged} == {ids[0], ids[2]}
+
+
+async def test_search_pages_with_the_pager(tracking: cairn.TrackingClient, unique: str) -> None:
+    ids = [await tracking.create_experiment(f"p-{unique}-{n:02}") for n in range(7)]
+    calls = []
+
+    async def page(options: ListOptions):
+        calls.append(options.next_page_token)
+        return await tracking.search_experiments(
+            filter_string=f"name LIKE 'p-{unique}-%'", options=options
+        )
+
+    pager = Pager(page).order_by_creation_time().ascending().limit(3)
+    assert [e.experiment_id async for e in pager] == ids
+    assert len(calls) == 3  # 3 + 3 + 1, and no extra request to find the end
+
+
+@pytest.mark.parametrize(
+    ("call", "reason"),
+    [
+        (lambda t: t.create_experiment(""), "INVALID_ARGUMENT"),
+        (lambda t: t.create_experiment("x" * 501), "INVALID_ARGUMENT"),
+        (lambda t: t.create_experiment("bad\x07name"), "INVALID_ARGUMENT"),
+        (lambda t: t.get_experiment("abc"), "INVALID_ARGUMENT"),
+        (lambda t: t.search_experiments(filter_string="name ~ 'x'"), "INVALID_FILTER"),
+        (lambda t: t.search_experiments(filter_string="tags.a = 1"), "INVALID_FILTER"),
+        (lambda t: t.search_experiments(order_by=["metrics.acc"]), "INVALID_FILTER"),
+        (lambda t: t.search_experiments(page_token="garbage!"), "INVALID_PAGE_TOKEN"),
+    ],
+)
+async def test_bad_input_is_invalid_argument(
+    tracking: cairn.TrackingClient, call, reason: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as raised:
+        await call(tracking)
+    assert raised.value.reason == reason
+
+
+async def test_unknown_experiment_is_not_found(tracking: cairn.TrackingClient) -> None:
+    with pytest.raises(NotFoundError) as raised:
+        await tracking.get_experiment("999999999")
+    assert raised.value.reason == "EXPERIMENT_NOT_FOUND"

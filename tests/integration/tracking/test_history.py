@@ -1,0 +1,67 @@
+"""Metric history: order, chunked streaming, downsampling and the bulk read."""
+
+import math
+import random
+
+import pytest
+
+import cairn
+from cairn.exceptions import NotFoundError
+from cairn.types import Metric
+from cairn_server.tracking.store.history import CHUNK_POINTS
+
+
+async def test_history_is_in_step_order_across_chunks(
+    tracking: cairn.TrackingClient, run_id: str
+) -> None:
+    count = CHUNK_POINTS * 2 + 17  # three streamed messages
+    steps = list(range(count))
+    random.Random(7).shuffle(steps)
+    for start in range(0, count, 50_000):
+        chunk = steps[start : start + 50_000]
+        await tracking.log_batch(run_id, metrics=[Metric("loss", s * 0.5, s, s) for s in chunk])
+    history = await tracking.get_metric_history(run_id, "loss")
+    assert [m.step for m in history] == list(range(count))
+    assert history[10] == Metric("loss", 5.0, 10, 10)
+
+
+async def test_downsampling_keeps_first_last_min_and_max(
+    tracking: cairn.TrackingClient, run_id: str
+) -> None:
+    values = [math.sin(s / 50) for s in range(5000)]
+    values[1234], values[3456] = -7.0, 9.0
+    await tracking.log_batch(
+        run_id, metrics=[Metric("wave", v, s, s) for s, v in enumerate(values)]
+    )
+    sampled = await tracking.get_metric_history(run_id, "wave", max_points=100)
+    assert 4 <= len(sampled) <= 100
+    steps = [m.step for m in sampled]
+    assert steps == sorted(steps)
+    assert steps[0] == 0 and steps[-1] == 4999
+    assert {1234, 3456} <= set(steps)
+    few = await tracking.get_metric_history(run_id, "wave", max_points=6000)
+    assert len(few) == 5000  # fewer points than asked for: all of them
+
+
+async def test_unknown_key_is_empty_and_unknown_run_not_found(
+    tracking: cairn.TrackingClient, run_id: str
+) -> None:
+    assert await tracking.get_metric_history(run_id, "never-logged") == []
+    with pytest.raises(NotFoundError):
+        await tracking.get_metric_history("a" * 32, "loss")
+
+
+async def test_bulk_history_for_several_runs(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    runs = [(await tracking.create_run(experiment_id)).info.run_id for _ in range(3)]
+    for n, run in enumerate(runs):
+        await tracking.log_batch(
+            run, metrics=[Metric("acc", n + s / 10, s, s) for s in range(n + 1)]
+        )
+    found = await tracking.get_metric_history_bulk(runs, "acc")
+    assert {run: [m.value for m in points] for run, points in found.items()} == {
+        runs[0]: [0.0],
+        runs[1]: [1.0, 1.1],
+        runs[2]: [2.0, 2.1, 2.2],
+    }

@@ -1,0 +1,176 @@
+"""Runs and what is logged to them: params, tags, metrics, batches, inputs."""
+
+import math
+
+import pytest
+
+import cairn
+from cairn.exceptions import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from cairn.types import Metric, Param, RunInput, RunStatus, RunTag
+
+
+async def test_create_run_defaults(tracking: cairn.TrackingClient, experiment_id: str) -> None:
+    run = await tracking.create_run(experiment_id, tags={"git": "abc"})
+    info = run.info
+    assert len(info.run_id) == 32 and int(info.run_id, 16) >= 0
+    assert info.run_name  # generated
+    assert info.status == RunStatus.RUNNING == "RUNNING"
+    assert info.start_time > 0 and info.end_time is None
+    assert info.artifact_uri.endswith(f"/experiments/{experiment_id}/{info.run_id}/artifacts")
+    assert run.data.tags == {"git": "abc"}
+
+
+async def test_update_and_terminate(tracking: cairn.TrackingClient, run_id: str) -> None:
+    await tracking.update_run(run_id, status="SCHEDULED", name="renamed")
+    info = (await tracking.get_run(run_id)).info
+    assert (info.status, info.run_name) == (RunStatus.SCHEDULED, "renamed")
+    await tracking.set_terminated(run_id, end_time=1234)
+    info = (await tracking.get_run(run_id)).info
+    assert (info.status, info.end_time) == (RunStatus.FINISHED, 1234)
+
+
+async def test_parent_run_must_exist(
+    tracking: cairn.TrackingClient, experiment_id: str, run_id: str
+) -> None:
+    child = await tracking.create_run(experiment_id, parent_run_id=run_id)
+    assert child.info.parent_run_id == run_id
+    with pytest.raises(NotFoundError):
+        await tracking.create_run(experiment_id, parent_run_id="0" * 32)
+
+
+async def test_nan_and_infinities_round_trip_exactly(
+    tracking: cairn.TrackingClient, run_id: str
+) -> None:
+    await tracking.log_metric(run_id, "nan", math.nan, timestamp=1, step=0)
+    await tracking.log_batch(
+        run_id, metrics=[Metric("pos", math.inf, 1, 0), Metric("neg", -math.inf, 1, 0)]
+    )
+    values = (await tracking.get_run(run_id)).data.metrics
+    assert math.isnan(values["nan"])
+    assert values["pos"] == math.inf and values["neg"] == -math.inf
+    history = await tracking.get_metric_history(run_id, "pos")
+    assert [m.value for m in history] == [math.inf]
+
+
+async def test_latest_metric_is_greatest_step_then_timestamp(
+    tracking: cairn.TrackingClient, run_id: str
+) -> None:
+    await tracking.log_batch(
+        run_id,
+        metrics=[Metric("m", 1.0, 100, 5), Metric("m", 2.0, 50, 7), Metric("m", 3.0, 10, -1)],
+    )
+    await tracking.log_metric(run_id, "m", 4.0, timestamp=60, step=7)
+    await tracking.log_metric(run_id, "m", 5.0, timestamp=999, step=6)
+    latest = (await tracking.get_run(run_id)).data.latest_metrics["m"]
+    assert (latest.value, latest.step, latest.timestamp) == (4.0, 7, 60)
+
+
+async def test_params_are_immutable(tracking: cairn.TrackingClient, run_id: str) -> None:
+    await tracking.log_param(run_id, "lr", 0.1)
+    await tracking.log_param(run_id, "lr", "0.1")  # the same value again is fine
+    with pytest.raises(FailedPreconditionError) as raised:
+        await tracking.log_param(run_id, "lr", 0.2)
+    assert raised.value.reason == "PARAM_ALREADY_LOGGED"
+    assert raised.value.metadata == {"key": "lr", "old_value": "0.1", "new_value": "0.2"}
+    assert (await tracking.get_run(run_id)).data.params == {"lr": "0.1"}
+
+
+async def test_a_batch_with_one_bad_item_stores_nothing(
+    tracking: cairn.TrackingClient, run_id: str
+) -> None:
+    await tracking.log_param(run_id, "model", "cnn")
+    with pytest.raises(FailedPreconditionError):
+        await tracking.log_batch(
+            run_id,
+            metrics=[Metric("acc", 0.5, 1, s) for s in range(500)],
+            params=[Param("depth", "3"), Param("model", "rnn")],
+            tags=[RunTag("note", "x")],
+        )
+    run = await tracking.get_run(run_id)
+    assert run.data.metrics == {} and run.data.tags == {}
+    assert run.data.params == {"model": "cnn"}
+    assert await tracking.get_metric_history(run_id, "acc") == []
+
+
+async def test_a_retried_batch_is_applied_once(tracking: cairn.TrackingClient, run_id: str) -> None:
+    points = [Metric("loss", float(s), 1, s) for s in range(300)]
+    await tracking.log_batch(run_id, metrics=points, request_id="retry-1")
+    await tracking.log_batch(run_id, metrics=points, request_id="retry-1")
+    assert len(await tracking.get_metric_history(run_id, "loss")) == 300
+    await tracking.log_batch(run_id, metrics=points, request_id="retry-2")
+    assert len(await tracking.get_metric_history(run_id, "loss")) == 600
+
+
+async def test_writes_to_a_deleted_run_fail_until_restored(
+    tracking: cairn.TrackingClient, run_id: str
+) -> None:
+    await tracking.delete_run(run_id)
+    assert (await tracking.get_run(run_id)).info.lifecycle_stage == "deleted"
+    for write in (
+        tracking.log_metric(run_id, "m", 1.0),
+        tracking.log_param(run_id, "p", "v"),
+        tracking.set_tag(run_id, "t", "v"),
+        tracking.update_run(run_id, status="FAILED"),
+    ):
+        with pytest.raises(FailedPreconditionError) as raised:
+            await write
+        assert raised.value.reason == "RUN_DELETED"
+    await tracking.restore_run(run_id)
+    await tracking.log_metric(run_id, "m", 1.0)
+
+
+async def test_tags_set_overwrite_and_delete(tracking: cairn.TrackingClient, run_id: str) -> None:
+    await tracking.set_tag(run_id, "k", "1")
+    await tracking.log_batch(run_id, tags=[RunTag("k", "2"), RunTag("k", "3"), RunTag("j", "x")])
+    assert (await tracking.get_run(run_id)).data.tags == {"j": "x", "k": "3"}
+    await tracking.delete_tag(run_id, "k")
+    assert (await tracking.get_run(run_id)).data.tags == {"j": "x"}
+    with pytest.raises(NotFoundError):
+        await tracking.delete_tag(run_id, "k")
+
+
+async def test_input_lineage(tracking: cairn.TrackingClient, run_id: str) -> None:
+    used = [
+        RunInput(
+            "cairn-artifacts://default/data/train.csv", "artifact", "train", "sha256:ab", "training"
+        ),
+        RunInput("s3://bucket/eval.parquet", "dataset", "eval"),
+    ]
+    await tracking.log_inputs(run_id, used)
+    await tracking.log_inputs(run_id, used[:1])  # idempotent
+    assert sorted((await tracking.get_run(run_id)).inputs, key=lambda i: i.uri) == sorted(
+        used, key=lambda i: i.uri
+    )
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda t, r: t.log_metric(r, "", 1.0),
+        lambda t, r: t.log_metric(r, "k" * 251, 1.0),
+        lambda t, r: t.log_metric(r, "tab\tkey", 1.0),
+        lambda t, r: t.log_param(r, " padded", "v"),
+        lambda t, r: t.log_param(r, "p", "v" * 6001),
+        lambda t, r: t.set_tag(r, "t", "v" * 8001),
+        lambda t, r: t.log_batch(r, metrics=[Metric("m", 1.0, 1, s) for s in range(100_001)]),
+        lambda t, r: t.log_batch(r, params=[Param(f"p{i}", "v") for i in range(1001)]),
+        lambda t, r: t.log_batch(r, tags=[RunTag(f"t{i}", "v") for i in range(1001)]),
+        lambda t, r: t.log_batch(r, params=[Param("p", "1"), Param("p", "2")]),
+        lambda t, r: t.get_metric_history(r, "m", max_points=3),
+        lambda t, r: t.get_run("not-hex"),
+        lambda t, r: t.log_inputs(r, [RunInput("")]),
+    ],
+)
+async def test_bad_writes_are_refused_and_store_nothing(
+    tracking: cairn.TrackingClient, run_id: str, write
+) -> None:
+    with pytest.raises(InvalidArgumentError):
+        await write(tracking, run_id)
+    run = await tracking.get_run(run_id)
+    assert (run.data.metrics, run.data.params, run.data.tags, run.inputs) == ({}, {}, {}, [])
+
+
+async def test_unknown_run_is_not_found(tracking: cairn.TrackingClient) -> None:
+    with pytest.raises(NotFoundError) as raised:
+        await tracking.log_metric("f" * 32, "m", 1.0)
+    assert raised.value.reason == "RUN_NOT_FOUND"

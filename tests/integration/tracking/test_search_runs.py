@@ -1,0 +1,185 @@
+"""search_runs: the filter language, ordering with NaN and missing last, keyset paging."""
+
+import math
+
+import pytest
+
+import cairn
+from cairn.exceptions import InvalidArgumentError
+from cairn.types import ListOptions, Metric, Pager, Param, RunTag, ViewType
+
+
+async def _run(tracking, experiment_id, name, metrics=None, params=None, tags=None, status=None):
+    run = (await tracking.create_run(experiment_id, run_name=name)).info.run_id
+    await tracking.log_batch(
+        run,
+        metrics=[Metric(k, v, 1, 0) for k, v in (metrics or {}).items()],
+        params=[Param(k, v) for k, v in (params or {}).items()],
+        tags=[RunTag(k, v) for k, v in (tags or {}).items()],
+    )
+    if status:
+        await tracking.set_terminated(run, status)
+    return run
+
+
+@pytest.fixture
+async def zoo(tracking: cairn.TrackingClient, experiment_id: str) -> dict[str, str]:
+    """Five runs with overlapping metrics, params, tags and statuses."""
+    return {
+        "a": await _run(
+            tracking,
+            experiment_id,
+            "a",
+            {"acc": 0.95, "loss": 0.1},
+            {"model": "cnn"},
+            {"team": "x"},
+            "FINISHED",
+        ),
+        "b": await _run(
+            tracking, experiment_id, "b", {"acc": 0.80}, {"model": "cnn"}, {"team": "y"}, "FAILED"
+        ),
+        "c": await _run(
+            tracking, experiment_id, "c", {"acc": math.nan}, {"model": "rnn"}, {}, "FINISHED"
+        ),
+        "d": await _run(
+            tracking,
+            experiment_id,
+            "d",
+            {"acc": 0.91, "loss": math.inf},
+            {"model": "CNN-big"},
+            {"team": "x"},
+        ),
+        "e": await _run(tracking, experiment_id, "e", {}, {}, {}),
+    }
+
+
+async def _names(tracking, experiment_id, filter_string="", order_by=None, **kwargs) -> list[str]:
+    runs = await tracking.search_runs([experiment_id], filter_string, order_by=order_by, **kwargs)
+    return [r.info.run_name for r in runs]
+
+
+@pytest.mark.parametrize(
+    ("filter_string", "expected"),
+    [
+        (
+            "metrics.acc > 0.9 and params.model = 'cnn' and tags.team = 'x' "
+            "and attributes.status = 'FINISHED'",
+            {"a"},
+        ),
+        ("metrics.acc > 0.9", {"a", "d"}),  # NaN matches no comparison
+        ("metrics.acc != 0.8", {"a", "c", "d"}),
+        ("metrics.loss >= 1e308", {"d"}),
+        ("params.model LIKE 'cnn%'", {"a", "b"}),
+        ("params.model ILIKE 'cnn%'", {"a", "b", "d"}),
+        ("params.model NOT LIKE 'cnn%'", {"c", "d"}),
+        ("params.model IN ('rnn', 'CNN-big')", {"c", "d"}),
+        ("params.model NOT IN ('cnn')", {"c", "d"}),
+        ("tags.team IS NULL", {"c", "e"}),
+        ("tags.team IS NOT NULL AND metrics.loss IS NULL", {"b"}),
+        ("tags.team = 'y' OR (params.model = 'rnn' AND metrics.acc IS NOT NULL)", {"b", "c"}),
+        ("attributes.status IN ('FAILED', 'RUNNING')", {"b", "d", "e"}),
+        ("status != 'FINISHED'", {"b", "d", "e"}),
+        ("run_name = 'e'", {"e"}),
+        ("attributes.end_time IS NULL", {"d", "e"}),
+    ],
+)
+async def test_filters(
+    tracking, experiment_id, zoo, filter_string: str, expected: set[str]
+) -> None:
+    assert set(await _names(tracking, experiment_id, filter_string)) == expected
+
+
+@pytest.mark.parametrize(
+    ("direction", "present"), [("DESC", ["a", "d", "b"]), ("ASC", ["b", "d", "a"])]
+)
+async def test_nan_and_missing_sort_last_in_both_directions(
+    tracking, experiment_id, zoo, direction: str, present: list[str]
+) -> None:
+    names = await _names(tracking, experiment_id, order_by=[f"metrics.acc {direction}"])
+    assert names[:3] == present
+    assert set(names[3:]) == {"c", "e"}  # c has NaN, e has no acc at all
+
+
+async def test_order_by_several_terms(tracking, experiment_id, zoo) -> None:
+    names = await _names(tracking, experiment_id, order_by=["tags.team ASC", "run_name DESC"])
+    assert names == ["d", "a", "b", "e", "c"]  # team x (d, a), then y, then the ones without
+
+
+async def test_pages_stay_correct_while_runs_are_inserted(tracking, experiment_id) -> None:
+    for n in range(10):
+        await _run(tracking, experiment_id, f"r{n}", {"score": float(n)})
+    seen: list[str] = []
+    page = await tracking.search_runs(
+        [experiment_id], order_by=["metrics.score DESC"], max_results=3
+    )
+    while True:
+        seen += [r.info.run_name for r in page]
+        # Runs that sort before, after and at the cursor appear between pages.
+        await _run(tracking, experiment_id, f"new{len(seen)}", {"score": 100.0 + len(seen)})
+        if not page.token:
+            break
+        page = await tracking.search_runs(
+            [experiment_id], order_by=["metrics.score DESC"], max_results=3, page_token=page.token
+        )
+    assert seen == [f"r{n}" for n in reversed(range(10))]
+
+
+async def test_search_runs_with_the_pager(tracking, experiment_id) -> None:
+    for n in range(5):
+        await _run(tracking, experiment_id, f"p{n}")
+    calls = []
+
+    async def page(options: ListOptions):
+        calls.append(options.next_page_token)
+        return await tracking.search_runs([experiment_id], options=options)
+
+    names = [r.info.run_name async for r in Pager(page).order_by_creation_time().limit(2)]
+    assert names == [f"p{n}" for n in range(5)]
+    assert len(calls) == 3
+
+
+async def test_deleted_runs_by_view_type(tracking, experiment_id, zoo) -> None:
+    await tracking.delete_run(zoo["e"])
+    assert "e" not in await _names(tracking, experiment_id)
+    assert await _names(tracking, experiment_id, run_view_type=ViewType.DELETED_ONLY) == ["e"]
+    assert len(await _names(tracking, experiment_id, run_view_type=ViewType.ALL)) == 5
+
+
+@pytest.mark.parametrize(
+    ("filter_string", "position"),
+    [
+        ("metrics.acc >", 13),
+        ("metrics.acc > 'high'", 0),
+        ("params.model > 3", 0),
+        ("metrics.acc LIKE 'x'", 0),
+        ("attributes.colour = 'red'", 0),
+        ("status = 'DONE'", 0),
+        ("status > 'FINISHED'", 0),
+        ("start_time > 1.5", 0),
+        ("datasets.x = 'y'", 0),
+        ("metrics.acc > 0.5 and or", 22),
+    ],
+)
+async def test_bad_filters_name_the_position(
+    tracking, experiment_id, filter_string: str, position: int
+) -> None:
+    with pytest.raises(InvalidArgumentError) as raised:
+        await tracking.search_runs([experiment_id], filter_string)
+    assert raised.value.reason == "INVALID_FILTER"
+    assert raised.value.metadata["position"] == str(position)
+
+
+async def test_a_page_token_of_another_query_is_refused(tracking, experiment_id, zoo) -> None:
+    page = await tracking.search_runs([experiment_id], "metrics.acc > 0", max_results=1)
+    assert page.token
+    with pytest.raises(InvalidArgumentError) as raised:
+        await tracking.search_runs(
+            [experiment_id], "metrics.acc > 0.5", max_results=1, page_token=page.token
+        )
+    assert raised.value.reason == "INVALID_PAGE_TOKEN"
+
+
+async def test_filter_values_never_become_sql(tracking, experiment_id, zoo) -> None:
+    hostile = "params.model = 'x'' OR 1=1; DROP TABLE tracking.runs; --'"
+    assert await _names(tracking, experiment_id, hostile) == []
+    assert len(await _names(tracking, experiment_id)) == 5
