@@ -54,3 +54,7 @@ lock: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: bench-tracking
+bench-tracking: $(STAMP)
+	$(BIN)/python -m bench.tracking

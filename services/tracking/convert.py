@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cairn.tracking.v1 import tracking_pb2 as pb
@@ -81,29 +82,33 @@ def series(chunk: MetricSeries) -> pb.MetricColumns:
 
 
 def metric_columns(message: pb.MetricColumns, field: str) -> MetricColumns:
-    """Checks the columns line up and every key is valid; expands keys to one per point."""
+    """Checks the columns line up and the keys are valid and distinct."""
     count = len(message.values)
     lengths = {len(message.key_indexes), len(message.steps), len(message.timestamps_ms)}
     if lengths != {count}:
-        raise InvalidArgument(
-            "INVALID_ARGUMENT",
-            f"{field}: key_indexes, values, steps and timestamps_ms must have the same length",
-            violations=[FieldViolation(field, "columns of different lengths")],
+        raise _columns_error(
+            field, "key_indexes, values, steps and timestamps_ms must have the same length"
         )
     keys = [validation.key(k, f"{field}.keys[{i}]") for i, k in enumerate(message.keys)]
-    try:
-        expanded = [keys[i] for i in message.key_indexes]
-    except IndexError:
-        raise InvalidArgument(
-            "INVALID_ARGUMENT",
-            f"{field}.key_indexes: every index must be below the number of keys ({len(keys)})",
-            violations=[FieldViolation(f"{field}.key_indexes", "index out of range")],
-        ) from None
-    return MetricColumns(
-        keys=expanded,
-        values=list(message.values),
-        steps=list(message.steps),
-        timestamps_ms=list(message.timestamps_ms),
+    if len(set(keys)) != len(keys):
+        raise _columns_error(f"{field}.keys", "must be distinct")
+    columns = MetricColumns(
+        keys=keys,
+        key_indexes=np.fromiter(message.key_indexes, np.uint32, count),
+        values=np.fromiter(message.values, np.float64, count),
+        steps=np.fromiter(message.steps, np.int64, count),
+        timestamps_ms=np.fromiter(message.timestamps_ms, np.int64, count),
+    )
+    if count and int(columns.key_indexes.max()) >= len(keys):
+        raise _columns_error(
+            f"{field}.key_indexes", f"every index must be below the number of keys ({len(keys)})"
+        )
+    return columns
+
+
+def _columns_error(field: str, problem: str) -> InvalidArgument:
+    return InvalidArgument(
+        "INVALID_ARGUMENT", f"{field}: {problem}", violations=[FieldViolation(field, problem)]
     )
 
 

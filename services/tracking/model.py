@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
+
 
 class LifecycleStage(enum.IntEnum):
     ACTIVE = 1
@@ -85,12 +87,24 @@ class Run:
 
 @dataclass
 class MetricColumns:
-    """Metric points as columns: point i is (keys[i], values[i], steps[i], timestamps_ms[i])."""
+    """Metric points as numpy columns: point i is
+    (keys[key_indexes[i]], values[i], steps[i], timestamps_ms[i]); keys are distinct."""
 
     keys: list[str] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
-    steps: list[int] = field(default_factory=list)
-    timestamps_ms: list[int] = field(default_factory=list)
+    key_indexes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    timestamps_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @classmethod
+    def single(cls, key: str, value: float, step: int, timestamp_ms: int) -> MetricColumns:
+        return cls(
+            [key],
+            np.zeros(1, np.uint32),
+            np.array([value], np.float64),
+            np.array([step], np.int64),
+            np.array([timestamp_ms], np.int64),
+        )
 
     def __len__(self) -> int:
         return len(self.values)

@@ -224,13 +224,9 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         self, request: api.LogMetricRequest, context: Context
     ) -> api.LogMetricResponse:
         metric = request.metric
+        key = validation.key(metric.key, "metric.key")
         batch = Batch(
-            metrics=MetricColumns(
-                keys=[validation.key(metric.key, "metric.key")],
-                values=[metric.value],
-                steps=[metric.step],
-                timestamps_ms=[metric.timestamp_ms],
-            )
+            metrics=MetricColumns.single(key, metric.value, metric.step, metric.timestamp_ms)
         )
         await self._log(request.project, request.run_id, batch)
         return api.LogMetricResponse()

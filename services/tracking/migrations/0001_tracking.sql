@@ -51,15 +51,20 @@ CREATE TABLE tags (
 );
 CREATE INDEX tags_by_key ON tags (key, value);
 
--- Every metric point ever logged: the history. Append-only, loaded with COPY.
-CREATE TABLE metrics (
-    run_id uuid NOT NULL,
+-- Every metric point ever logged: the history, stored as chunks of columns. One
+-- LogBatch adds one chunk per metric key, its points sorted by (step, timestamp), so
+-- ingestion writes a few rows instead of one row (and one index entry) per point.
+CREATE TABLE metric_chunks (
+    run_id uuid NOT NULL REFERENCES runs ON DELETE CASCADE,
     key text NOT NULL,
-    value double precision NOT NULL,
-    step bigint NOT NULL,
-    timestamp_ms bigint NOT NULL
+    chunk_id bigint GENERATED ALWAYS AS IDENTITY,
+    min_step bigint NOT NULL,
+    max_step bigint NOT NULL,
+    steps bigint[] NOT NULL,
+    "values" double precision[] NOT NULL,
+    timestamps_ms bigint[] NOT NULL,
+    PRIMARY KEY (run_id, key, chunk_id)
 );
-CREATE INDEX metrics_history ON metrics (run_id, key, step, timestamp_ms);
 
 -- The latest point per (run, key): greatest step, then timestamp, then value.
 CREATE TABLE latest_metrics (

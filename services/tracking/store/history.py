@@ -1,7 +1,10 @@
 """Metric history: every point of one key of a run, in step order, chunk by chunk.
 
-The points are read through a server-side cursor, so a million points never sit in
-the service's memory at once; each chunk becomes one streamed message.
+Points are stored as chunks, each sorted by (step, timestamp). When the chunks' step
+ranges do not overlap (the usual case: steps grow as training goes on) they are sent
+one after the other as they are; otherwise PostgreSQL merges them in one sorted
+query. Both read through a server-side cursor, so a million points never sit in the
+service's memory at once.
 """
 
 from __future__ import annotations
@@ -14,22 +17,36 @@ import asyncpg
 from ..model import MetricSeries
 from .runs import run_not_found
 
+# Points per streamed message: about 700 KiB of packed columns.
 CHUNK_POINTS = 32_768
 
-_ALL_POINTS = """SELECT value, step, timestamp_ms FROM tracking.metrics
-                 WHERE run_id = $1 AND key = $2 ORDER BY step, timestamp_ms"""
+_CHUNKS_DISJOINT = """
+SELECT coalesce(bool_and(prev_max IS NULL OR min_step > prev_max), TRUE) FROM (
+    SELECT min_step, lag(max_step) OVER (ORDER BY min_step, chunk_id) AS prev_max
+    FROM tracking.metric_chunks WHERE run_id = $1 AND key = $2
+) ranges"""
 
-# A series longer than max_points is cut into max_points // 4 buckets, and at most 4
-# points per bucket: its first, last, smallest and largest. The buckets are
-# consecutive runs of points in step order, so the series keeps its first and last
-# points and its global minimum and maximum.
-_DOWNSAMPLED = """
+_CHUNKS_IN_ORDER = """
+SELECT "values", steps, timestamps_ms FROM tracking.metric_chunks
+WHERE run_id = $1 AND key = $2 ORDER BY min_step, chunk_id"""
+
+_POINTS = """
+SELECT p.value, p.step, p.ts FROM tracking.metric_chunks c,
+    unnest(c."values", c.steps, c.timestamps_ms) AS p(value, step, ts)
+WHERE c.run_id = $1 AND c.key = $2"""
+
+_ALL_POINTS_SORTED = _POINTS + " ORDER BY p.step, p.ts"
+
+# A series longer than max_points is cut into max_points // 4 buckets of consecutive
+# points, and each bucket keeps at most 4: its first, last, smallest and largest. So
+# the result keeps the series' first and last points and its minimum and maximum.
+_DOWNSAMPLED = f"""
 WITH numbered AS (
-    SELECT value, step, timestamp_ms,
-           ntile($3) OVER (ORDER BY step, timestamp_ms) AS bucket,
-           row_number() OVER (ORDER BY step, timestamp_ms) AS position,
+    SELECT value, step, ts,
+           ntile($3) OVER (ORDER BY step, ts) AS bucket,
+           row_number() OVER (ORDER BY step, ts) AS position,
            count(*) OVER () AS total
-    FROM tracking.metrics WHERE run_id = $1 AND key = $2
+    FROM ({_POINTS}) AS p(value, step, ts)
 ), ranked AS (
     SELECT *,
         row_number() OVER (PARTITION BY bucket ORDER BY position) AS from_start,
@@ -38,7 +55,7 @@ WITH numbered AS (
         row_number() OVER (PARTITION BY bucket ORDER BY value DESC, position) AS from_max
     FROM numbered
 )
-SELECT value, step, timestamp_ms FROM ranked
+SELECT value, step, ts FROM ranked
 WHERE total <= $4 OR from_start = 1 OR from_end = 1 OR from_min = 1 OR from_max = 1
 ORDER BY position"""
 
@@ -50,9 +67,12 @@ class MetricHistory:
     async def read(
         self, project: str, run_id: str, key: str, max_points: int
     ) -> AsyncIterator[MetricSeries]:
-        """Yields chunks of points; an unknown run is NOT_FOUND, an unknown key empty."""
+        """Yields runs of points in step order; an unknown run is NOT_FOUND."""
         run_uuid = uuid.UUID(run_id)
-        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
             exists = await conn.fetchval(
                 "SELECT 1 FROM tracking.runs WHERE project = $1 AND run_id = $2",
                 project,
@@ -61,17 +81,41 @@ class MetricHistory:
             if exists is None:
                 raise run_not_found(run_id)
             if max_points:
-                cursor = await conn.cursor(_DOWNSAMPLED, run_uuid, key, max_points // 4, max_points)
+                rows = _point_rows(
+                    conn, key, _DOWNSAMPLED, run_uuid, key, max_points // 4, max_points
+                )
+            elif await conn.fetchval(_CHUNKS_DISJOINT, run_uuid, key):
+                rows = _stored_chunks(conn, key, run_uuid)
             else:
-                cursor = await conn.cursor(_ALL_POINTS, run_uuid, key)
-            while rows := await cursor.fetch(CHUNK_POINTS):
-                yield _columns(key, rows)
+                rows = _point_rows(conn, key, _ALL_POINTS_SORTED, run_uuid, key)
+            async for series in rows:
+                yield series
 
 
-def _columns(key: str, rows: list[asyncpg.Record]) -> MetricSeries:
-    return MetricSeries(
-        key=key,
-        values=[r[0] for r in rows],
-        steps=[r[1] for r in rows],
-        timestamps_ms=[r[2] for r in rows],
-    )
+async def _stored_chunks(
+    conn: asyncpg.Connection, key: str, run_id: uuid.UUID
+) -> AsyncIterator[MetricSeries]:
+    """The stored chunks in order, merged into messages of about CHUNK_POINTS points."""
+    pending = MetricSeries(key, [], [], [])
+    async for values, steps, timestamps in conn.cursor(_CHUNKS_IN_ORDER, run_id, key, prefetch=8):
+        pending.values.extend(values)
+        pending.steps.extend(steps)
+        pending.timestamps_ms.extend(timestamps)
+        if len(pending.values) >= CHUNK_POINTS:
+            yield pending
+            pending = MetricSeries(key, [], [], [])
+    if pending.values:
+        yield pending
+
+
+async def _point_rows(
+    conn: asyncpg.Connection, key: str, query: str, *args: object
+) -> AsyncIterator[MetricSeries]:
+    cursor = await conn.cursor(query, *args)
+    while rows := await cursor.fetch(CHUNK_POINTS):
+        yield MetricSeries(
+            key=key,
+            values=[r[0] for r in rows],
+            steps=[r[1] for r in rows],
+            timestamps_ms=[r[2] for r in rows],
+        )

@@ -108,6 +108,11 @@ async def lock_writable(conn: asyncpg.Connection, project: str, run_id: uuid.UUI
         project,
         run_id,
     )
+    check_writable(run_id, row)
+
+
+def check_writable(run_id: uuid.UUID, row: asyncpg.Record | None) -> None:
+    """Raises unless row (run_stage, experiment_stage) says the run may be written."""
     if row is None:
         raise run_not_found(run_id.hex)
     if row["run_stage"] != LifecycleStage.ACTIVE:

@@ -66,7 +66,7 @@ async def search_runs(pool: asyncpg.Pool, query: RunQuery) -> paging.Page[Run]:
     if node is not None:
         where.append(_compile(node, params))
     terms = [filters.parse_order_by(text, ENTITIES) for text in (query.order_by or DEFAULT_ORDER)]
-    selected, sort_columns = _sort_columns(terms, params)
+    joins, selected, sort_columns = _sort_columns(terms, params)
     fingerprint = paging.fingerprint(
         "runs",
         query.project,
@@ -80,7 +80,7 @@ async def search_runs(pool: asyncpg.Pool, query: RunQuery) -> paging.Page[Run]:
     order = ", ".join(f"{expr} {'ASC' if asc else 'DESC'}" for expr, asc, _ in sort_columns)
     limit = params.add(query.page_size + 1)
     sql = f"""SELECT * FROM (
-                  SELECT {RUN_COLUMNS}, {", ".join(selected)} FROM {RUN_FROM}
+                  SELECT {RUN_COLUMNS}, {", ".join(selected)} FROM {RUN_FROM} {joins}
                   WHERE {" AND ".join(where)}
               ) q WHERE {outer} ORDER BY {order} LIMIT {limit}"""
     async with pool.acquire() as conn:
@@ -102,18 +102,28 @@ def _view(view_type: ViewType) -> str:
 
 def _sort_columns(
     terms: list[tuple[Identifier, bool]], params: Params
-) -> tuple[list[str], list[tuple[str, bool, str]]]:
-    """The SELECT items of the sort key, and the sort columns over the subquery q."""
-    selected, columns = [], []
+) -> tuple[str, list[str], list[tuple[str, bool, str]]]:
+    """Joins for the sort values, the SELECT items of the sort key, and the sort
+    columns over the subquery q."""
+    joins, selected, columns = [], [], []
     for i, (ident, ascending) in enumerate(terms):
-        value_sql, sql_type = _sort_value(ident, params)
+        if ident.entity == "attribute":
+            value_sql, sql_type = _attribute(ident)
+        else:
+            # A join, not a subquery per row: PostgreSQL can hash it in one pass.
+            table, sql_type = _TABLES[ident.entity], _TYPES[ident.entity]
+            joins.append(
+                f"LEFT JOIN tracking.{table} o{i} "
+                f"ON o{i}.run_id = r.run_id AND o{i}.key = {params.add(ident.key)}"
+            )
+            value_sql = f"o{i}.value"
         # NaN counts as missing: it sorts last, like NULL, whichever the direction.
         nan_free = f"NULLIF({value_sql}, 'NaN')" if sql_type == "double precision" else value_sql
         selected += [f"({nan_free} IS NULL)::int AS m{i}", f"{nan_free} AS v{i}"]
         columns += [(f"q.m{i}", True, "int"), (f"q.v{i}", ascending, sql_type)]
     selected.append("r.run_id AS tiebreak")
     columns.append(("q.tiebreak", True, "uuid"))
-    return selected, columns
+    return " ".join(joins), selected, columns
 
 
 def _key_names(term_count: int) -> list[str]:
@@ -122,17 +132,6 @@ def _key_names(term_count: int) -> list[str]:
 
 def _json_safe(value: object) -> object:
     return str(value) if value is not None and not isinstance(value, int | float | str) else value
-
-
-def _sort_value(ident: Identifier, params: Params) -> tuple[str, str]:
-    if ident.entity == "attribute":
-        return _attribute(ident)
-    key = params.add(ident.key)
-    table = _TABLES[ident.entity]
-    return (
-        f"(SELECT x.value FROM tracking.{table} x WHERE x.run_id = r.run_id AND x.key = {key})",
-        _TYPES[ident.entity],
-    )
 
 
 def _attribute(ident: Identifier) -> tuple[str, str]:

@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench-tracking` and friends. They print numbers; they assert nothing."""
