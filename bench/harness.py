@@ -46,8 +46,17 @@ def serve(database_url: str, *services: str) -> Iterator[Server]:
     port = _free_port()
     env = {**os.environ, "CAIRN_LOG_LEVEL": "warning"}
     process = subprocess.Popen(
-        [str(BIN / "cairn"), "serve", *services, "--database-url", database_url,
-         "--listen-address", f"127.0.0.1:{port}", "--db-pool-size", "16"],
+        [
+            str(BIN / "cairn"),
+            "serve",
+            *services,
+            "--database-url",
+            database_url,
+            "--listen-address",
+            f"127.0.0.1:{port}",
+            "--db-pool-size",
+            "16",
+        ],
         env=env,
     )
     try:

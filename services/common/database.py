@@ -42,4 +42,14 @@ async def create_pool(url: str, config: Config) -> asyncpg.Pool:
         max_size=config.db_pool_size,
         # Stores run their SQL through asyncpg's statement cache; keep it warm.
         statement_cache_size=1024,
+        reset=_keep_session,
     )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Skips asyncpg's reset round trip (RESET ALL, UNLISTEN, CLOSE ALL) on release.
+
+    Safe because no store leaves session state behind: settings are SET LOCAL,
+    cursors live inside transactions, and nothing LISTENs or holds advisory locks
+    beyond a call (asyncpg still rolls back a transaction left open).
+    """

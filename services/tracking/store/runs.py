@@ -17,6 +17,9 @@ RUN_COLUMNS = """r.run_id, r.project, r.experiment_id, r.run_name, r.user_id, r.
     r.start_time, r.end_time, r.artifact_uri, r.parent_run_id,
     greatest(r.lifecycle_stage, e.lifecycle_stage) AS lifecycle_stage"""
 RUN_FROM = "tracking.runs r JOIN tracking.experiments e ON e.experiment_id = r.experiment_id"
+# Joining the ids (rather than "run_id = ANY($1)") makes PostgreSQL expect a handful of
+# rows and walk the primary key, even before its statistics know the table's size.
+_FOR_RUNS = "JOIN unnest($1::uuid[]) AS page(run_id) USING (run_id)"
 
 
 class RunStore:
@@ -134,8 +137,8 @@ async def load_runs(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) ->
     runs = {row["run_id"]: Run(info=run_info(row)) for row in rows}
     ids = list(runs)
     for row in await conn.fetch(
-        """SELECT run_id, key, value, timestamp_ms, step FROM tracking.latest_metrics
-           WHERE run_id = ANY($1::uuid[]) ORDER BY key""",
+        f"""SELECT run_id, key, value, timestamp_ms, step FROM tracking.latest_metrics
+            {_FOR_RUNS} ORDER BY key""",
         ids,
     ):
         runs[row["run_id"]].metrics.append(
@@ -143,14 +146,13 @@ async def load_runs(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) ->
         )
     for table, attribute in (("params", "params"), ("tags", "tags")):
         for row in await conn.fetch(
-            f"""SELECT run_id, key, value FROM tracking.{table}
-                WHERE run_id = ANY($1::uuid[]) ORDER BY key""",
+            f"SELECT run_id, key, value FROM tracking.{table} {_FOR_RUNS} ORDER BY key",
             ids,
         ):
             getattr(runs[row["run_id"]], attribute)[row["key"]] = row["value"]
     for row in await conn.fetch(
-        """SELECT run_id, kind, name, uri, digest, context FROM tracking.run_inputs
-           WHERE run_id = ANY($1::uuid[]) ORDER BY kind, uri, context""",
+        f"""SELECT run_id, kind, name, uri, digest, context FROM tracking.run_inputs
+            {_FOR_RUNS} ORDER BY kind, uri, context""",
         ids,
     ):
         runs[row["run_id"]].inputs.append(

@@ -498,12 +498,10 @@ class TrackingClient(BaseClient):
     ) -> list[Metric]:
         """Every point of one metric in step order, or at most max_points of them
         (keeping the first, last, smallest and largest)."""
-        return [
-            m
-            async for m in self.iter_metric_history(
-                run_id, key, max_points=max_points, timeout=timeout, metadata=metadata
-            )
-        ]
+        points: list[Metric] = []
+        async for chunk in self._history_chunks(run_id, key, max_points, timeout, metadata):
+            points.extend(chunk)
+        return points
 
     async def iter_metric_history(
         self,
@@ -515,14 +513,25 @@ class TrackingClient(BaseClient):
         metadata: Metadata | None = None,
     ) -> AsyncIterator[Metric]:
         """Like get_metric_history, one point at a time, as the server streams them."""
+        async for chunk in self._history_chunks(run_id, key, max_points, timeout, metadata):
+            for metric in chunk:
+                yield metric
+
+    async def _history_chunks(
+        self,
+        run_id: str,
+        key: str,
+        max_points: int | None,
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> AsyncIterator[list[Metric]]:
         request = api.GetMetricHistoryRequest(
             project=self.project, run_id=run_id, metric_key=key, max_points=max_points or 0
         )
         async for chunk in self._transport.server_stream(
             self._stub.GetMetricHistory, request, timeout=timeout, metadata=metadata
         ):
-            for metric in types.metrics_from_columns(chunk.points):
-                yield metric
+            yield types.metrics_from_columns(chunk.points)
 
     async def get_metric_history_bulk(
         self,

@@ -32,8 +32,10 @@ class LifecycleStage:
     DELETED = "deleted"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Metric:
+    """One metric point; timestamp in milliseconds since the epoch."""
+
     key: str
     value: float
     timestamp: int = 0
@@ -201,10 +203,13 @@ def metrics_to_columns(metrics: list[Metric]) -> pb.MetricColumns:
 
 
 def metrics_from_columns(columns: pb.MetricColumns) -> list[Metric]:
+    # Plain lists iterate much faster than protobuf's repeated fields; this runs per point.
     keys = list(columns.keys)
+    values, steps, stamps = list(columns.values), list(columns.steps), list(columns.timestamps_ms)
+    if len(keys) == 1:
+        key = keys[0]
+        return [Metric(key, v, t, s) for v, s, t in zip(values, steps, stamps, strict=True)]
     return [
         Metric(keys[k], v, t, s)
-        for k, v, s, t in zip(
-            columns.key_indexes, columns.values, columns.steps, columns.timestamps_ms, strict=True
-        )
+        for k, v, s, t in zip(list(columns.key_indexes), values, steps, stamps, strict=True)
     ]
