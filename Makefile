@@ -32,9 +32,9 @@ check-gen: $(STAMP)
 	$(BIN)/python tools/gen_protos.py --check $(GEN_ROOT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check clients services tests tools
-	$(BIN)/ruff format --check clients services tests tools
-	$(BIN)/mypy clients/python/cairn services tools
+	$(BIN)/ruff check clients services tests tools bench
+	$(BIN)/ruff format --check clients services tests tools bench
+	$(BIN)/mypy clients/python/cairn services tools bench
 	cd protos && ../$(BIN)/buf lint
 
 # Console logs for people unless CAIRN_LOG_FORMAT says otherwise.

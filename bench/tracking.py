@@ -15,9 +15,9 @@ import uuid
 import asyncpg
 
 import cairn
-from cairn.types import Metric, Param, RunTag
+from cairn.types import Metric, PagedList, Param, Run, RunTag
 
-from .harness import RssSampler, Stopwatch, median, percentile, postgres, report, serve
+from .harness import RssSampler, Server, Stopwatch, median, percentile, postgres, report, serve
 
 BATCH = 10_000
 BATCHES_ONE_WRITER = 40
@@ -89,23 +89,30 @@ async def populate_search(client: cairn.TrackingClient, experiment_id: str) -> N
         await asyncio.gather(*(one(n) for n in range(start, min(start + 64, SEARCH_RUNS))))
 
 
+SEARCH_FILTER = "metrics.m0 > 0.2 and params.p1 != 'v0'"
+SEARCH_ORDER = ["metrics.m2 DESC"]
+
+
+async def search_page(
+    client: cairn.TrackingClient, experiment_id: str, token: str | None = None
+) -> PagedList[Run]:
+    return await client.search_runs(
+        [experiment_id], SEARCH_FILTER, order_by=SEARCH_ORDER, max_results=100, page_token=token
+    )
+
+
 async def search(
     client: cairn.TrackingClient, experiment_id: str
 ) -> tuple[list[float], float, int]:
-    query = {
-        "filter_string": "metrics.m0 > 0.2 and params.p1 != 'v0'",
-        "order_by": ["metrics.m2 DESC"],
-        "max_results": 100,
-    }
     first_pages = []
     for _ in range(30):
         start = time.perf_counter()
-        await client.search_runs([experiment_id], **query)
+        await search_page(client, experiment_id)
         first_pages.append((time.perf_counter() - start) * 1000)
     seen, token = 0, None
     with Stopwatch() as clock:
         while True:
-            page = await client.search_runs([experiment_id], **query, page_token=token)
+            page = await search_page(client, experiment_id, token)
             seen += len(page)
             token = page.token
             if not token:
@@ -121,7 +128,9 @@ async def analyze(database_url: str) -> None:
         await conn.close()
 
 
-async def history(client: cairn.TrackingClient, server, run_id: str) -> tuple[float, float, int]:
+async def history(
+    client: cairn.TrackingClient, server: Server, run_id: str
+) -> tuple[float, float, int]:
     for n in range(HISTORY_POINTS // BATCH):
         await client.log_batch(
             run_id, metrics=[Metric("h", random.random(), 1, n * BATCH + i) for i in range(BATCH)]

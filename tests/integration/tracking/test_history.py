@@ -29,13 +29,17 @@ async def test_history_logged_in_step_order_streams_stored_chunks(
     tracking: cairn.TrackingClient, run_id: str
 ) -> None:
     for start in (0, 1000, 2000):  # disjoint step ranges: no re-sorting needed
-        await tracking.log_batch(run_id, metrics=[Metric("acc", s, s, s) for s in range(start, start + 1000)])
+        await tracking.log_batch(
+            run_id, metrics=[Metric("acc", s, s, s) for s in range(start, start + 1000)]
+        )
     await tracking.log_metric(run_id, "acc", 3000.0, timestamp=3000, step=3000)
     history = await tracking.get_metric_history(run_id, "acc")
     assert [m.step for m in history] == list(range(3001))
 
 
-async def test_equal_steps_in_two_batches_order_by_timestamp(tracking: cairn.TrackingClient, run_id: str) -> None:
+async def test_equal_steps_in_two_batches_order_by_timestamp(
+    tracking: cairn.TrackingClient, run_id: str
+) -> None:
     await tracking.log_batch(run_id, metrics=[Metric("x", 1.0, 20, 5), Metric("x", 0.0, 1, 0)])
     await tracking.log_batch(run_id, metrics=[Metric("x", 2.0, 10, 5), Metric("x", 3.0, 30, 9)])
     history = await tracking.get_metric_history(run_id, "x")
