@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -43,7 +44,13 @@ async def create_pool(url: str, config: Config) -> asyncpg.Pool:
         # Stores run their SQL through asyncpg's statement cache; keep it warm.
         statement_cache_size=1024,
         reset=_keep_session,
+        init=_register_codecs,
     )
+
+
+async def _register_codecs(conn: asyncpg.Connection) -> None:
+    """jsonb in and out as Python values rather than JSON text."""
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -1,14 +1,446 @@
-"""gRPC servicer of the registry service: validates, converts, calls the store."""
+"""gRPC servicer of the registry: validates, converts, calls the stores."""
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
+import grpc
+
+from cairn.registry.v1 import registry_pb2 as pb
+from cairn.registry.v1 import registry_service_pb2 as api
 from cairn.registry.v1 import registry_service_pb2_grpc
 
+from ..common import paging
+from ..common import validation as common
+from ..common.errors import invalid_field
 from ..common.service import Resources
+from . import convert, validation
+from .model import Artifact, ArtifactKind, ModelVersion, RegisteredModel, Stage, State
+from .store import artifacts, models, versions
+
+Context: TypeAlias = grpc.aio.ServicerContext
+DEFAULT_PAGE_SIZE = 20  # as Kubeflow Model Registry
+MAX_PAGE_SIZE = 1000
 
 
 class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
-    """RPCs not overridden here inherit the generated UNIMPLEMENTED answer."""
-
     def __init__(self, resources: Resources) -> None:
-        self._resources = resources
+        self._models = models.ModelStore(resources.pool)
+        self._versions = versions.VersionStore(resources.pool)
+        self._artifacts = artifacts.ArtifactStore(resources.pool)
+
+    # Registered models
+
+    async def CreateRegisteredModel(
+        self, request: api.CreateRegisteredModelRequest, context: Context
+    ) -> api.CreateRegisteredModelResponse:
+        record = await self._models.create(_registered_model(request.registered_model))
+        return api.CreateRegisteredModelResponse(registered_model=convert.registered_model(record))
+
+    async def GetRegisteredModel(
+        self, request: api.GetRegisteredModelRequest, context: Context
+    ) -> api.GetRegisteredModelResponse:
+        record = await self._models.get(
+            common.project(request.project), validation.entity_id(request.id, "id")
+        )
+        return api.GetRegisteredModelResponse(registered_model=convert.registered_model(record))
+
+    async def FindRegisteredModel(
+        self, request: api.FindRegisteredModelRequest, context: Context
+    ) -> api.FindRegisteredModelResponse:
+        project = common.project(request.project)
+        key = request.WhichOneof("key")
+        if key == "name":
+            record = await self._models.find(project, name=validation.name(request.name, "name"))
+        elif key == "external_id":
+            record = await self._models.find(
+                project, external_id=validation.name(request.external_id, "external_id")
+            )
+        else:
+            raise invalid_field("key", "give a name or an external_id")
+        return api.FindRegisteredModelResponse(registered_model=convert.registered_model(record))
+
+    async def ListRegisteredModels(
+        self, request: api.ListRegisteredModelsRequest, context: Context
+    ) -> api.ListRegisteredModelsResponse:
+        items, token = await self._models.list_page(
+            common.project(request.project),
+            request.filter,
+            request.order_by,
+            _page_size(request.page_size),
+            request.page_token,
+        )
+        return api.ListRegisteredModelsResponse(
+            registered_models=[convert.registered_model(m) for m in items], next_page_token=token
+        )
+
+    async def UpdateRegisteredModel(
+        self, request: api.UpdateRegisteredModelRequest, context: Context
+    ) -> api.UpdateRegisteredModelResponse:
+        message = request.registered_model
+        record = _registered_model(message, require_name=False)
+        changes = _changes(record, request.update_mask.paths, (*models.UPDATABLE, "name"))
+        updated = await self._models.update(
+            record.project, validation.entity_id(message.id, "registered_model.id"), changes
+        )
+        return api.UpdateRegisteredModelResponse(registered_model=convert.registered_model(updated))
+
+    async def RenameRegisteredModel(
+        self, request: api.RenameRegisteredModelRequest, context: Context
+    ) -> api.RenameRegisteredModelResponse:
+        record = await self._models.rename(
+            common.project(request.project),
+            validation.entity_id(request.id, "id"),
+            validation.name(request.new_name, "new_name"),
+        )
+        return api.RenameRegisteredModelResponse(registered_model=convert.registered_model(record))
+
+    async def DeleteRegisteredModel(
+        self, request: api.DeleteRegisteredModelRequest, context: Context
+    ) -> api.DeleteRegisteredModelResponse:
+        await self._models.delete(
+            common.project(request.project), validation.entity_id(request.id, "id")
+        )
+        return api.DeleteRegisteredModelResponse()
+
+    async def SetRegisteredModelTag(
+        self, request: api.SetRegisteredModelTagRequest, context: Context
+    ) -> api.SetRegisteredModelTagResponse:
+        tag = validation.tags({request.key: request.value}, "tag")
+        await self._models.set_tag(
+            common.project(request.project),
+            validation.entity_id(request.registered_model_id, "registered_model_id"),
+            request.key,
+            tag[request.key],
+        )
+        return api.SetRegisteredModelTagResponse()
+
+    async def DeleteRegisteredModelTag(
+        self, request: api.DeleteRegisteredModelTagRequest, context: Context
+    ) -> api.DeleteRegisteredModelTagResponse:
+        await self._models.set_tag(
+            common.project(request.project),
+            validation.entity_id(request.registered_model_id, "registered_model_id"),
+            validation.name(request.key, "key"),
+            None,
+        )
+        return api.DeleteRegisteredModelTagResponse()
+
+    async def SetRegisteredModelAlias(
+        self, request: api.SetRegisteredModelAliasRequest, context: Context
+    ) -> api.SetRegisteredModelAliasResponse:
+        if request.version < 1:
+            raise invalid_field("version", "must be a version number (1 or more)")
+        await self._models.set_alias(
+            common.project(request.project),
+            validation.entity_id(request.registered_model_id, "registered_model_id"),
+            validation.alias(request.alias),
+            request.version,
+        )
+        return api.SetRegisteredModelAliasResponse()
+
+    async def DeleteRegisteredModelAlias(
+        self, request: api.DeleteRegisteredModelAliasRequest, context: Context
+    ) -> api.DeleteRegisteredModelAliasResponse:
+        await self._models.delete_alias(
+            common.project(request.project),
+            validation.entity_id(request.registered_model_id, "registered_model_id"),
+            validation.name(request.alias, "alias"),
+        )
+        return api.DeleteRegisteredModelAliasResponse()
+
+    # Model versions
+
+    async def CreateModelVersion(
+        self, request: api.CreateModelVersionRequest, context: Context
+    ) -> api.CreateModelVersionResponse:
+        record = await self._versions.create(_model_version(request.model_version))
+        return api.CreateModelVersionResponse(model_version=convert.model_version(record))
+
+    async def GetModelVersion(
+        self, request: api.GetModelVersionRequest, context: Context
+    ) -> api.GetModelVersionResponse:
+        record = await self._versions.get(
+            common.project(request.project), validation.entity_id(request.id, "id")
+        )
+        return api.GetModelVersionResponse(model_version=convert.model_version(record))
+
+    async def FindModelVersion(
+        self, request: api.FindModelVersionRequest, context: Context
+    ) -> api.FindModelVersionResponse:
+        project = common.project(request.project)
+        key = request.WhichOneof("key")
+        if key == "external_id":
+            record = await self._versions.find(
+                project, "", external_id=validation.name(request.external_id, "external_id")
+            )
+        elif key in ("name", "version", "alias"):
+            model_id = validation.entity_id(request.registered_model_id, "registered_model_id")
+            record = await self._versions.find(
+                project, model_id, name=request.name, number=request.version, alias=request.alias
+            )
+        else:
+            raise invalid_field("key", "give a name, version, alias or external_id")
+        return api.FindModelVersionResponse(model_version=convert.model_version(record))
+
+    async def ListModelVersions(
+        self, request: api.ListModelVersionsRequest, context: Context
+    ) -> api.ListModelVersionsResponse:
+        model_id = request.registered_model_id
+        items, token = await self._versions.list_page(
+            common.project(request.project),
+            validation.entity_id(model_id, "registered_model_id") if model_id else "",
+            request.filter,
+            request.order_by,
+            _page_size(request.page_size),
+            request.page_token,
+        )
+        return api.ListModelVersionsResponse(
+            model_versions=[convert.model_version(v) for v in items], next_page_token=token
+        )
+
+    async def UpdateModelVersion(
+        self, request: api.UpdateModelVersionRequest, context: Context
+    ) -> api.UpdateModelVersionResponse:
+        message = request.model_version
+        record = _model_version(message, require_model=False)
+        changes = _changes(record, request.update_mask.paths, (*versions.UPDATABLE, "name"))
+        updated = await self._versions.update(
+            record.project, validation.entity_id(message.id, "model_version.id"), changes
+        )
+        return api.UpdateModelVersionResponse(model_version=convert.model_version(updated))
+
+    async def DeleteModelVersion(
+        self, request: api.DeleteModelVersionRequest, context: Context
+    ) -> api.DeleteModelVersionResponse:
+        await self._versions.delete(
+            common.project(request.project), validation.entity_id(request.id, "id")
+        )
+        return api.DeleteModelVersionResponse()
+
+    async def TransitionModelVersionStage(
+        self, request: api.TransitionModelVersionStageRequest, context: Context
+    ) -> api.TransitionModelVersionStageResponse:
+        record = await self._versions.transition_stage(
+            common.project(request.project),
+            validation.entity_id(request.id, "id"),
+            _stage(request.stage),
+            request.archive_existing_versions,
+        )
+        return api.TransitionModelVersionStageResponse(model_version=convert.model_version(record))
+
+    async def GetLatestModelVersions(
+        self, request: api.GetLatestModelVersionsRequest, context: Context
+    ) -> api.GetLatestModelVersionsResponse:
+        records = await self._versions.latest(
+            common.project(request.project),
+            validation.entity_id(request.registered_model_id, "registered_model_id"),
+            [_stage(s) for s in request.stages],
+        )
+        return api.GetLatestModelVersionsResponse(
+            model_versions=[convert.model_version(v) for v in records]
+        )
+
+    async def SetModelVersionTag(
+        self, request: api.SetModelVersionTagRequest, context: Context
+    ) -> api.SetModelVersionTagResponse:
+        tag = validation.tags({request.key: request.value}, "tag")
+        await self._versions.set_tag(
+            common.project(request.project),
+            validation.entity_id(request.model_version_id, "model_version_id"),
+            request.key,
+            tag[request.key],
+        )
+        return api.SetModelVersionTagResponse()
+
+    async def DeleteModelVersionTag(
+        self, request: api.DeleteModelVersionTagRequest, context: Context
+    ) -> api.DeleteModelVersionTagResponse:
+        await self._versions.set_tag(
+            common.project(request.project),
+            validation.entity_id(request.model_version_id, "model_version_id"),
+            validation.name(request.key, "key"),
+            None,
+        )
+        return api.DeleteModelVersionTagResponse()
+
+    async def GetModelVersionDownloadUri(
+        self, request: api.GetModelVersionDownloadUriRequest, context: Context
+    ) -> api.GetModelVersionDownloadUriResponse:
+        uri = await self._versions.download_uri(
+            common.project(request.project), validation.entity_id(request.id, "id")
+        )
+        return api.GetModelVersionDownloadUriResponse(uri=uri)
+
+    # Artifacts
+
+    async def CreateArtifact(
+        self, request: api.CreateArtifactRequest, context: Context
+    ) -> api.CreateArtifactResponse:
+        record = await self._artifacts.create(_artifact(request.artifact))
+        return api.CreateArtifactResponse(artifact=convert.artifact(record))
+
+    async def GetArtifact(
+        self, request: api.GetArtifactRequest, context: Context
+    ) -> api.GetArtifactResponse:
+        record = await self._artifacts.get(
+            common.project(request.project), validation.entity_id(request.id, "id")
+        )
+        return api.GetArtifactResponse(artifact=convert.artifact(record))
+
+    async def FindArtifact(
+        self, request: api.FindArtifactRequest, context: Context
+    ) -> api.FindArtifactResponse:
+        project = common.project(request.project)
+        key = request.WhichOneof("key")
+        version = request.model_version_id
+        if key == "external_id":
+            record = await self._artifacts.find(
+                project, external_id=validation.name(request.external_id, "external_id")
+            )
+        elif key == "name":
+            record = await self._artifacts.find(
+                project,
+                model_version_id=validation.entity_id(version, "model_version_id")
+                if version
+                else "",
+                name=validation.name(request.name, "name"),
+            )
+        else:
+            raise invalid_field("key", "give a name or an external_id")
+        return api.FindArtifactResponse(artifact=convert.artifact(record))
+
+    async def ListArtifacts(
+        self, request: api.ListArtifactsRequest, context: Context
+    ) -> api.ListArtifactsResponse:
+        version = request.model_version_id
+        kind = {
+            pb.ARTIFACT_KIND_MODEL: ArtifactKind.MODEL,
+            pb.ARTIFACT_KIND_DOC: ArtifactKind.DOC,
+        }.get(request.kind)
+        items, token = await self._artifacts.list_page(
+            common.project(request.project),
+            validation.entity_id(version, "model_version_id") if version else "",
+            kind,
+            request.filter,
+            request.order_by,
+            _page_size(request.page_size),
+            request.page_token,
+        )
+        return api.ListArtifactsResponse(
+            artifacts=[convert.artifact(a) for a in items], next_page_token=token
+        )
+
+    async def UpdateArtifact(
+        self, request: api.UpdateArtifactRequest, context: Context
+    ) -> api.UpdateArtifactResponse:
+        message = request.artifact
+        record = _artifact(message, require_name=False)
+        paths = [p.removeprefix("model.") for p in request.update_mask.paths]
+        changes = _changes(record, paths, artifacts.UPDATABLE)
+        updated = await self._artifacts.update(
+            record.project, validation.entity_id(message.id, "artifact.id"), changes
+        )
+        return api.UpdateArtifactResponse(artifact=convert.artifact(updated))
+
+    async def DeleteArtifact(
+        self, request: api.DeleteArtifactRequest, context: Context
+    ) -> api.DeleteArtifactResponse:
+        await self._artifacts.delete(
+            common.project(request.project), validation.entity_id(request.id, "id")
+        )
+        return api.DeleteArtifactResponse()
+
+
+def _registered_model(message: pb.RegisteredModel, require_name: bool = True) -> RegisteredModel:
+    return RegisteredModel(
+        project=common.project(message.project, "registered_model.project"),
+        name=validation.name(message.name, "registered_model.name")
+        if require_name or message.name
+        else "",
+        description=validation.text(message.description, "registered_model.description"),
+        owner=validation.text(message.owner, "registered_model.owner"),
+        state=_state(message.state),
+        external_id=validation.optional_name(message.external_id, "registered_model.external_id"),
+        custom_properties=validation.properties(
+            convert.properties_from_proto(message.custom_properties),
+            "registered_model.custom_properties",
+        ),
+        tags=validation.tags(message.tags, "registered_model.tags"),
+    )
+
+
+def _model_version(message: pb.ModelVersion, require_model: bool = True) -> ModelVersion:
+    model_id = message.registered_model_id
+    return ModelVersion(
+        project=common.project(message.project, "model_version.project"),
+        registered_model_id=validation.entity_id(model_id, "model_version.registered_model_id")
+        if require_model or model_id
+        else "",
+        name=validation.optional_name(message.name, "model_version.name"),
+        author=validation.text(message.author, "model_version.author"),
+        description=validation.text(message.description, "model_version.description"),
+        state=_state(message.state),
+        stage=_stage(message.stage),
+        source_run_id=validation.text(message.source_run_id, "model_version.source_run_id"),
+        source_uri=validation.uri(message.source_uri, "model_version.source_uri"),
+        external_id=validation.optional_name(message.external_id, "model_version.external_id"),
+        custom_properties=validation.properties(
+            convert.properties_from_proto(message.custom_properties),
+            "model_version.custom_properties",
+        ),
+        tags=validation.tags(message.tags, "model_version.tags"),
+    )
+
+
+def _artifact(message: pb.Artifact, require_name: bool = True) -> Artifact:
+    details = message.model
+    kind = ArtifactKind.DOC if message.WhichOneof("kind") == "doc" else ArtifactKind.MODEL
+    version = message.model_version_id
+    return Artifact(
+        project=common.project(message.project, "artifact.project"),
+        kind=kind,
+        name=validation.name(message.name, "artifact.name") if require_name or message.name else "",
+        model_version_id=validation.entity_id(version, "artifact.model_version_id")
+        if version
+        else "",
+        description=validation.text(message.description, "artifact.description"),
+        uri=validation.uri(message.uri, "artifact.uri"),
+        state=int(message.state),
+        external_id=validation.optional_name(message.external_id, "artifact.external_id"),
+        custom_properties=validation.properties(
+            convert.properties_from_proto(message.custom_properties), "artifact.custom_properties"
+        ),
+        model_format_name=_detail(details, "model_format_name"),
+        model_format_version=_detail(details, "model_format_version"),
+        storage_key=_detail(details, "storage_key"),
+        storage_path=_detail(details, "storage_path"),
+        service_account_name=_detail(details, "service_account_name"),
+    )
+
+
+def _detail(details: pb.ModelArtifactDetails, name: str) -> str:
+    return validation.text(getattr(details, name), f"artifact.model.{name}")
+
+
+def _changes(record: Any, paths: list[str], allowed: tuple[str, ...]) -> dict[str, Any]:
+    unknown = [p for p in paths if p not in allowed]
+    if unknown:
+        raise invalid_field(
+            "update_mask", f"cannot update {', '.join(unknown)}; updatable: {', '.join(allowed)}"
+        )
+    return {path: getattr(record, path) for path in paths}
+
+
+def _state(value: int) -> State:
+    return State.ARCHIVED if value == pb.STATE_ARCHIVED else State.LIVE
+
+
+def _stage(value: int) -> Stage:
+    if value not in Stage._value2member_map_:
+        raise invalid_field("stage", f"unknown stage {value}")
+    return Stage(value)
+
+
+def _page_size(value: int) -> int:
+    return paging.page_size(value, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)

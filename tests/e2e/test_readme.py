@@ -18,6 +18,8 @@ def test_readme_client_example_runs(served: ServerProcess) -> None:
     assert example, "README has no python example"
     port = served.address.rsplit(":", 1)[1]
     code = example.group(1).replace("50051", port)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""  # the example prints only on errors

@@ -1,6 +1,16 @@
 """Plain Python types of the Cairn client; none of them is a protobuf message."""
 
 from ._paging import ListOptions, OrderByField, PagedList, Pager
+from ._registry import (
+    ArtifactState,
+    DocArtifact,
+    ModelArtifact,
+    ModelVersion,
+    ModelVersionStage,
+    ModelVersionState,
+    RegisteredModel,
+    RegisteredModelState,
+)
 from ._tracking import (
     Experiment,
     LifecycleStage,
@@ -16,14 +26,22 @@ from ._tracking import (
 )
 
 __all__ = [
+    "ArtifactState",
+    "DocArtifact",
     "Experiment",
     "LifecycleStage",
     "ListOptions",
     "Metric",
+    "ModelArtifact",
+    "ModelVersion",
+    "ModelVersionStage",
+    "ModelVersionState",
     "OrderByField",
     "PagedList",
     "Pager",
     "Param",
+    "RegisteredModel",
+    "RegisteredModelState",
     "Run",
     "RunData",
     "RunInfo",

@@ -1,0 +1,280 @@
+"""Registry types, shaped as in Kubeflow Model Registry's client: `RegisteredModel("name")`
+works, equality compares every field, times are milliseconds since the epoch."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ..common.v1 import common_pb2
+from ..registry.v1 import registry_pb2 as pb
+
+PropertyValue = bool | int | float | str
+
+
+class RegisteredModelState(enum.StrEnum):
+    LIVE = "LIVE"
+    ARCHIVED = "ARCHIVED"
+
+
+ModelVersionState = RegisteredModelState
+
+
+class ArtifactState(enum.StrEnum):
+    UNKNOWN = "UNKNOWN"
+    PENDING = "PENDING"
+    LIVE = "LIVE"
+    MARKED_FOR_DELETION = "MARKED_FOR_DELETION"
+    DELETED = "DELETED"
+    ABANDONED = "ABANDONED"
+    REFERENCE = "REFERENCE"
+
+
+class ModelVersionStage(enum.StrEnum):
+    """MLflow's stages; compares equal to "None", "Staging", "Production", "Archived"."""
+
+    NONE = "None"
+    STAGING = "Staging"
+    PRODUCTION = "Production"
+    ARCHIVED = "Archived"
+
+
+@dataclass
+class RegisteredModel:
+    name: str
+    owner: str | None = None
+    description: str | None = None
+    external_id: str | None = None
+    state: RegisteredModelState = RegisteredModelState.LIVE
+    custom_properties: dict[str, PropertyValue] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    id: str | None = None
+    aliases: dict[str, int] = field(default_factory=dict)
+    create_time_since_epoch: int | None = None
+    last_update_time_since_epoch: int | None = None
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    author: str | None = None
+    description: str | None = None
+    external_id: str | None = None
+    state: ModelVersionState = ModelVersionState.LIVE
+    custom_properties: dict[str, PropertyValue] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    source_run_id: str | None = None
+    source_uri: str | None = None
+    id: str | None = None
+    registered_model_id: str | None = None
+    version: int | None = None
+    stage: ModelVersionStage = ModelVersionStage.NONE
+    aliases: list[str] = field(default_factory=list)
+    create_time_since_epoch: int | None = None
+    last_update_time_since_epoch: int | None = None
+
+
+@dataclass
+class ModelArtifact:
+    name: str
+    uri: str = ""
+    description: str | None = None
+    external_id: str | None = None
+    model_format_name: str | None = None
+    model_format_version: str | None = None
+    storage_key: str | None = None
+    storage_path: str | None = None
+    service_account_name: str | None = None
+    state: ArtifactState = ArtifactState.UNKNOWN
+    custom_properties: dict[str, PropertyValue] = field(default_factory=dict)
+    id: str | None = None
+    model_version_id: str | None = None
+    create_time_since_epoch: int | None = None
+    last_update_time_since_epoch: int | None = None
+
+
+@dataclass
+class DocArtifact:
+    name: str
+    uri: str = ""
+    description: str | None = None
+    external_id: str | None = None
+    state: ArtifactState = ArtifactState.UNKNOWN
+    custom_properties: dict[str, PropertyValue] = field(default_factory=dict)
+    id: str | None = None
+    model_version_id: str | None = None
+    create_time_since_epoch: int | None = None
+    last_update_time_since_epoch: int | None = None
+
+
+Artifact = ModelArtifact | DocArtifact
+_DETAILS = (
+    "model_format_name",
+    "model_format_version",
+    "storage_key",
+    "storage_path",
+    "service_account_name",
+)
+_STAGE_WIRE = {
+    ModelVersionStage.NONE: "STAGE_UNSPECIFIED",
+    ModelVersionStage.STAGING: "STAGE_STAGING",
+    ModelVersionStage.PRODUCTION: "STAGE_PRODUCTION",
+    ModelVersionStage.ARCHIVED: "STAGE_ARCHIVED",
+}
+
+
+def stage(value: str) -> ModelVersionStage:
+    """A stage from its name in any case ("production", "None", ...)."""
+    for known in ModelVersionStage:
+        if known.value.lower() == str(value).lower():
+            return known
+    raise ValueError(f"unknown stage {value!r}; use one of {[s.value for s in ModelVersionStage]}")
+
+
+def stage_to_proto(value: str) -> str:
+    return _STAGE_WIRE[stage(value)]
+
+
+def properties_to_proto(values: dict[str, PropertyValue]) -> dict[str, common_pb2.Value]:
+    converted = {}
+    for key, value in values.items():
+        if isinstance(value, bool):
+            converted[key] = common_pb2.Value(bool_value=value)
+        elif isinstance(value, int):
+            converted[key] = common_pb2.Value(int_value=value)
+        elif isinstance(value, float):
+            converted[key] = common_pb2.Value(double_value=value)
+        elif isinstance(value, str):
+            converted[key] = common_pb2.Value(string_value=value)
+        else:
+            raise TypeError(f"custom property {key!r} must be bool, int, float or str")
+    return converted
+
+
+def properties_from_proto(values: Any) -> dict[str, PropertyValue]:
+    return {
+        key: getattr(v, v.WhichOneof("kind")) for key, v in values.items() if v.WhichOneof("kind")
+    }
+
+
+def registered_model_to_proto(model: RegisteredModel, project: str) -> pb.RegisteredModel:
+    return pb.RegisteredModel(
+        project=project,
+        id=model.id or "",
+        name=model.name,
+        description=model.description or "",
+        owner=model.owner or "",
+        state=f"STATE_{RegisteredModelState(model.state).value}",
+        external_id=model.external_id or "",
+        custom_properties=properties_to_proto(model.custom_properties),
+        tags=model.tags,
+    )
+
+
+def registered_model_from_proto(message: pb.RegisteredModel) -> RegisteredModel:
+    return RegisteredModel(
+        name=message.name,
+        owner=message.owner or None,
+        description=message.description or None,
+        external_id=message.external_id or None,
+        state=RegisteredModelState(pb.State.Name(message.state).removeprefix("STATE_")),
+        custom_properties=properties_from_proto(message.custom_properties),
+        tags=dict(message.tags),
+        id=message.id,
+        aliases=dict(message.aliases),
+        create_time_since_epoch=_ms(message.create_time),
+        last_update_time_since_epoch=_ms(message.update_time),
+    )
+
+
+def model_version_to_proto(
+    version: ModelVersion, project: str, registered_model_id: str
+) -> pb.ModelVersion:
+    return pb.ModelVersion(
+        project=project,
+        id=version.id or "",
+        registered_model_id=registered_model_id,
+        name=version.name,
+        author=version.author or "",
+        description=version.description or "",
+        state=f"STATE_{ModelVersionState(version.state).value}",
+        stage=stage_to_proto(version.stage),
+        source_run_id=version.source_run_id or "",
+        source_uri=version.source_uri or "",
+        external_id=version.external_id or "",
+        custom_properties=properties_to_proto(version.custom_properties),
+        tags=version.tags,
+    )
+
+
+def model_version_from_proto(message: pb.ModelVersion) -> ModelVersion:
+    return ModelVersion(
+        name=message.name,
+        author=message.author or None,
+        description=message.description or None,
+        external_id=message.external_id or None,
+        state=ModelVersionState(pb.State.Name(message.state).removeprefix("STATE_")),
+        custom_properties=properties_from_proto(message.custom_properties),
+        tags=dict(message.tags),
+        source_run_id=message.source_run_id or None,
+        source_uri=message.source_uri or None,
+        id=message.id,
+        registered_model_id=message.registered_model_id,
+        version=message.version,
+        stage=next(s for s, wire in _STAGE_WIRE.items() if pb.Stage.Value(wire) == message.stage),
+        aliases=list(message.aliases),
+        create_time_since_epoch=_ms(message.create_time),
+        last_update_time_since_epoch=_ms(message.update_time),
+    )
+
+
+def artifact_to_proto(
+    artifact: Artifact, project: str, model_version_id: str | None
+) -> pb.Artifact:
+    message = pb.Artifact(
+        project=project,
+        id=artifact.id or "",
+        model_version_id=model_version_id or "",
+        name=artifact.name,
+        description=artifact.description or "",
+        uri=artifact.uri or "",
+        state=f"ARTIFACT_STATE_{ArtifactState(artifact.state).value}".replace(
+            "_UNKNOWN", "_UNSPECIFIED"
+        ),
+        external_id=artifact.external_id or "",
+        custom_properties=properties_to_proto(artifact.custom_properties),
+    )
+    if isinstance(artifact, ModelArtifact):
+        message.model.CopyFrom(
+            pb.ModelArtifactDetails(**{name: getattr(artifact, name) or "" for name in _DETAILS})
+        )
+    else:
+        message.doc.SetInParent()
+    return message
+
+
+def artifact_from_proto(message: pb.Artifact) -> Artifact:
+    state = pb.ArtifactState.Name(message.state).removeprefix("ARTIFACT_STATE_")
+    common: dict[str, Any] = {
+        "name": message.name,
+        "uri": message.uri,
+        "description": message.description or None,
+        "external_id": message.external_id or None,
+        "state": ArtifactState("UNKNOWN" if state == "UNSPECIFIED" else state),
+        "custom_properties": properties_from_proto(message.custom_properties),
+        "id": message.id,
+        "model_version_id": message.model_version_id or None,
+        "create_time_since_epoch": _ms(message.create_time),
+        "last_update_time_since_epoch": _ms(message.update_time),
+    }
+    if message.WhichOneof("kind") == "doc":
+        return DocArtifact(**common)
+    details: dict[str, Any] = {name: getattr(message.model, name) or None for name in _DETAILS}
+    return ModelArtifact(**common, **details)
+
+
+def _ms(stamp: Timestamp) -> int | None:
+    return stamp.ToMilliseconds() if stamp.seconds or stamp.nanos else None

@@ -1,0 +1,127 @@
+"""Conversions between cairn.registry.v1 messages and the store's plain records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from cairn.common.v1 import common_pb2
+from cairn.registry.v1 import registry_pb2 as pb
+
+from .model import (
+    Artifact,
+    ArtifactKind,
+    ModelVersion,
+    PropertyValue,
+    RegisteredModel,
+    Stage,
+    State,
+)
+
+_STATES = {State.LIVE: "STATE_LIVE", State.ARCHIVED: "STATE_ARCHIVED"}
+_STAGES = {
+    Stage.NONE: "STAGE_UNSPECIFIED",
+    Stage.STAGING: "STAGE_STAGING",
+    Stage.PRODUCTION: "STAGE_PRODUCTION",
+    Stage.ARCHIVED: "STAGE_ARCHIVED",
+}
+
+
+def properties_to_proto(values: Mapping[str, PropertyValue]) -> dict[str, common_pb2.Value]:
+    converted = {}
+    for key, value in values.items():
+        if isinstance(value, bool):
+            converted[key] = common_pb2.Value(bool_value=value)
+        elif isinstance(value, int):
+            converted[key] = common_pb2.Value(int_value=value)
+        elif isinstance(value, float):
+            converted[key] = common_pb2.Value(double_value=value)
+        else:
+            converted[key] = common_pb2.Value(string_value=value)
+    return converted
+
+
+def properties_from_proto(values: Mapping[str, common_pb2.Value]) -> dict[str, PropertyValue]:
+    """Typed values; a Value with no field set is dropped."""
+    return {
+        key: getattr(value, kind)
+        for key, value in values.items()
+        if (kind := value.WhichOneof("kind")) is not None
+    }
+
+
+def registered_model(record: RegisteredModel) -> pb.RegisteredModel:
+    return pb.RegisteredModel(
+        project=record.project,
+        id=record.id,
+        name=record.name,
+        description=record.description,
+        owner=record.owner,
+        state=_STATES[record.state],
+        external_id=record.external_id,
+        custom_properties=properties_to_proto(record.custom_properties),
+        tags=record.tags,
+        aliases=record.aliases,
+        create_time=_timestamp(record.create_time),
+        update_time=_timestamp(record.update_time),
+    )
+
+
+def model_version(record: ModelVersion) -> pb.ModelVersion:
+    return pb.ModelVersion(
+        project=record.project,
+        id=record.id,
+        registered_model_id=record.registered_model_id,
+        name=record.name,
+        version=record.version,
+        author=record.author,
+        description=record.description,
+        state=_STATES[record.state],
+        stage=_STAGES[record.stage],
+        source_run_id=record.source_run_id,
+        source_uri=record.source_uri,
+        external_id=record.external_id,
+        custom_properties=properties_to_proto(record.custom_properties),
+        tags=record.tags,
+        aliases=record.aliases,
+        create_time=_timestamp(record.create_time),
+        update_time=_timestamp(record.update_time),
+    )
+
+
+def artifact(record: Artifact) -> pb.Artifact:
+    message = pb.Artifact(
+        project=record.project,
+        id=record.id,
+        model_version_id=record.model_version_id,
+        name=record.name,
+        description=record.description,
+        uri=record.uri,
+        state=record.state,  # type: ignore[arg-type]
+        external_id=record.external_id,
+        custom_properties=properties_to_proto(record.custom_properties),
+        create_time=_timestamp(record.create_time),
+        update_time=_timestamp(record.update_time),
+    )
+    if record.kind == ArtifactKind.MODEL:
+        message.model.CopyFrom(
+            pb.ModelArtifactDetails(
+                model_format_name=record.model_format_name,
+                model_format_version=record.model_format_version,
+                storage_key=record.storage_key,
+                storage_path=record.storage_path,
+                service_account_name=record.service_account_name,
+            )
+        )
+    else:
+        message.doc.SetInParent()
+    return message
+
+
+def _timestamp(moment: datetime | None) -> Timestamp:
+    stamp = Timestamp()
+    if moment is not None:
+        stamp.FromDatetime(moment)
+    return stamp

@@ -1,0 +1,1 @@
+"""The registry's PostgreSQL store: SQL and transactions, domain errors out."""

@@ -1,0 +1,235 @@
+"""Model and doc artifacts, standalone or attached to a model version."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+
+from ...common.errors import NotFound
+from ...common.sql import Params
+from ..model import Artifact, ArtifactKind
+from .common import (
+    Listing,
+    clash,
+    clashing_value,
+    decode_properties,
+    encode_properties,
+    id_or_none,
+    not_found,
+    update_row,
+)
+
+COLUMNS = """a.id, a.project, a.model_version_id, a.kind, a.name, a.description, a.uri, a.state,
+    a.external_id, a.custom_properties, a.model_format_name, a.model_format_version,
+    a.storage_key, a.storage_path, a.service_account_name, a.create_time, a.update_time"""
+_LISTING = Listing(
+    "a",
+    {
+        "name": ("a.name", "text"),
+        "uri": ("a.uri", "text"),
+        "description": ("a.description", "text"),
+        "external_id": ("a.external_id", "text"),
+        "model_format_name": ("a.model_format_name", "text"),
+        "model_version_id": ("a.model_version_id", "bigint"),
+        "id": ("a.id", "bigint"),
+    },
+)
+UPDATABLE = (
+    "description",
+    "uri",
+    "state",
+    "external_id",
+    "custom_properties",
+    "model_format_name",
+    "model_format_version",
+    "storage_key",
+    "storage_path",
+    "service_account_name",
+)
+_INSERTED = (
+    "project",
+    "model_version_id",
+    "kind",
+    "name",
+    "description",
+    "uri",
+    "state",
+    "external_id",
+    "custom_properties",
+    "model_format_name",
+    "model_format_version",
+    "storage_key",
+    "storage_path",
+    "service_account_name",
+)
+
+
+class ArtifactStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(self, artifact: Artifact) -> Artifact:
+        async with self._pool.acquire() as conn, conn.transaction():
+            version = None
+            if artifact.model_version_id:
+                version = await conn.fetchval(
+                    """SELECT id FROM registry.model_versions WHERE project = $1 AND id = $2
+                       FOR SHARE""",
+                    artifact.project,
+                    id_or_none(artifact.model_version_id),
+                )
+                if version is None:
+                    raise not_found(
+                        "MODEL_VERSION_NOT_FOUND", "model version", artifact.model_version_id
+                    )
+            values = [
+                artifact.project,
+                version,
+                artifact.kind,
+                artifact.name,
+                artifact.description,
+                artifact.uri,
+                artifact.state,
+                artifact.external_id or None,
+                encode_properties(artifact.custom_properties),
+                artifact.model_format_name,
+                artifact.model_format_version,
+                artifact.storage_key,
+                artifact.storage_path,
+                artifact.service_account_name,
+            ]
+            placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+            try:
+                row = await conn.fetchrow(
+                    f"""INSERT INTO registry.artifacts AS a ({", ".join(_INSERTED)})
+                        VALUES ({placeholders}) RETURNING {COLUMNS}""",
+                    *values,
+                )
+            except asyncpg.UniqueViolationError as error:
+                raise clash(
+                    error, clashing_value(error, artifact.name, artifact.external_id)
+                ) from None
+            return _artifact(row)
+
+    async def get(self, project: str, artifact_id: str) -> Artifact:
+        return await self._one(project, "a.id = $2", [id_or_none(artifact_id)], artifact_id)
+
+    async def find(
+        self, project: str, *, model_version_id: str = "", name: str = "", external_id: str = ""
+    ) -> Artifact:
+        if external_id:
+            return await self._one(project, "a.external_id = $2", [external_id], external_id)
+        if model_version_id:
+            return await self._one(
+                project,
+                "a.model_version_id = $2 AND a.name = $3",
+                [id_or_none(model_version_id), name],
+                name,
+            )
+        return await self._one(project, "a.model_version_id IS NULL AND a.name = $2", [name], name)
+
+    async def list_page(
+        self,
+        project: str,
+        model_version_id: str,
+        kind: ArtifactKind | None,
+        filter_text: str,
+        order_by: str,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[Artifact], str]:
+        params = Params(project)
+        where = ["a.project = $1", _LISTING.where(filter_text, params)]
+        if model_version_id:
+            where.append(f"a.model_version_id = {params.add(id_or_none(model_version_id) or -1)}")
+        if kind is not None:
+            where.append(f"a.kind = {params.add(int(kind))}")
+        scope = ["artifacts", project, model_version_id, int(kind or 0), filter_text]
+        async with self._pool.acquire() as conn:
+            rows, token = await _LISTING.page(
+                conn,
+                f"SELECT {COLUMNS} FROM registry.artifacts a",
+                where,
+                params,
+                order_by,
+                page_size,
+                page_token,
+                scope,
+            )
+        return [_artifact(r) for r in rows], token
+
+    async def update(self, project: str, artifact_id: str, changes: Mapping[str, Any]) -> Artifact:
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await self._one(
+                project, "a.id = $2", [id_or_none(artifact_id)], artifact_id, conn, lock=True
+            )
+            values = {k: v for k, v in changes.items() if k in UPDATABLE}
+            if "custom_properties" in values:
+                values["custom_properties"] = encode_properties(values["custom_properties"])
+            if "external_id" in values:
+                values["external_id"] = values["external_id"] or None
+            await update_row(conn, "artifacts", int(artifact_id), values, current.external_id)
+            return await self._one(project, "a.id = $2", [int(artifact_id)], artifact_id, conn)
+
+    async def delete(self, project: str, artifact_id: str) -> None:
+        async with self._pool.acquire() as conn:
+            found = await conn.fetchval(
+                "DELETE FROM registry.artifacts WHERE project = $1 AND id = $2 RETURNING id",
+                project,
+                id_or_none(artifact_id),
+            )
+        if found is None:
+            raise _missing(artifact_id)
+
+    async def _one(
+        self,
+        project: str,
+        condition: str,
+        values: list[Any],
+        shown: str,
+        conn: asyncpg.Connection | None = None,
+        lock: bool = False,
+    ) -> Artifact:
+        if conn is None:
+            async with self._pool.acquire() as own:
+                return await self._one(project, condition, values, shown, own, lock)
+        row = None
+        if all(v is not None for v in values):
+            row = await conn.fetchrow(
+                f"""SELECT {COLUMNS} FROM registry.artifacts a
+                    WHERE a.project = $1 AND {condition} {"FOR UPDATE" if lock else ""}""",
+                project,
+                *values,
+            )
+        if row is None:
+            raise _missing(shown)
+        return _artifact(row)
+
+
+def _missing(shown: str) -> NotFound:
+    return not_found("ARTIFACT_NOT_FOUND", "artifact", shown)
+
+
+def _artifact(row: asyncpg.Record) -> Artifact:
+    version = row["model_version_id"]
+    return Artifact(
+        project=row["project"],
+        id=str(row["id"]),
+        model_version_id=str(version) if version is not None else "",
+        kind=ArtifactKind(row["kind"]),
+        name=row["name"],
+        description=row["description"],
+        uri=row["uri"],
+        state=row["state"],
+        external_id=row["external_id"] or "",
+        custom_properties=decode_properties(row["custom_properties"]),
+        model_format_name=row["model_format_name"],
+        model_format_version=row["model_format_version"],
+        storage_key=row["storage_key"],
+        storage_path=row["storage_path"],
+        service_account_name=row["service_account_name"],
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+    )

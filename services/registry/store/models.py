@@ -1,0 +1,255 @@
+"""Registered models: create, read, update, rename, delete, tags, aliases, lists."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+
+from ...common.errors import NotFound, invalid_field
+from ...common.sql import Params
+from ..model import RegisteredModel, State
+from .common import (
+    Listing,
+    clash,
+    clashing_value,
+    decode_properties,
+    encode_properties,
+    id_or_none,
+    not_found,
+    update_row,
+)
+
+COLUMNS = """m.id, m.project, m.name, m.description, m.owner, m.state, m.external_id,
+    m.custom_properties, m.tags, m.create_time, m.update_time"""
+_LISTING = Listing(
+    "m",
+    {
+        "name": ("m.name", "text"),
+        "owner": ("m.owner", "text"),
+        "description": ("m.description", "text"),
+        "external_id": ("m.external_id", "text"),
+        "state": ("(CASE m.state WHEN 1 THEN 'LIVE' WHEN 2 THEN 'ARCHIVED' END)", "text"),
+        "id": ("m.id", "bigint"),
+    },
+)
+# Fields an update may change; name only through rename.
+UPDATABLE = ("description", "owner", "state", "external_id", "custom_properties")
+
+
+class ModelStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(self, model: RegisteredModel) -> RegisteredModel:
+        async with self._pool.acquire() as conn:
+            try:
+                row = await conn.fetchrow(
+                    f"""INSERT INTO registry.registered_models AS m (project, name, description,
+                            owner, state, external_id, custom_properties, tags)
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}""",
+                    model.project,
+                    model.name,
+                    model.description,
+                    model.owner,
+                    model.state,
+                    model.external_id or None,
+                    encode_properties(model.custom_properties),
+                    model.tags,
+                )
+            except asyncpg.UniqueViolationError as error:
+                raise clash(error, clashing_value(error, model.name, model.external_id)) from None
+            return (await with_aliases(conn, [row]))[0]
+
+    async def get(self, project: str, model_id: str) -> RegisteredModel:
+        return await self._one(project, "m.id = $2", id_or_none(model_id), model_id)
+
+    async def find(self, project: str, *, name: str = "", external_id: str = "") -> RegisteredModel:
+        if name:
+            return await self._one(project, "m.name = $2", name, name)
+        return await self._one(project, "m.external_id = $2", external_id, external_id)
+
+    async def list_page(
+        self, project: str, filter_text: str, order_by: str, page_size: int, page_token: str
+    ) -> tuple[list[RegisteredModel], str]:
+        params = Params(project)
+        where = ["m.project = $1", _LISTING.where(filter_text, params)]
+        async with self._pool.acquire() as conn:
+            rows, token = await _LISTING.page(
+                conn,
+                f"SELECT {COLUMNS} FROM registry.registered_models m",
+                where,
+                params,
+                order_by,
+                page_size,
+                page_token,
+                ["models", project, filter_text],
+            )
+            return await with_aliases(conn, rows), token
+
+    async def update(
+        self, project: str, model_id: str, changes: Mapping[str, Any]
+    ) -> RegisteredModel:
+        """Sets the given fields (a subset of UPDATABLE, plus an unchanged name)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await self._one(
+                project, "m.id = $2", id_or_none(model_id), model_id, conn, lock=True
+            )
+            if "name" in changes and changes["name"] != current.name:
+                raise invalid_field(
+                    "registered_model.name",
+                    f"is {current.name!r}; names change only through RenameRegisteredModel",
+                )
+            values = {k: v for k, v in changes.items() if k in UPDATABLE}
+            if "custom_properties" in values:
+                values["custom_properties"] = encode_properties(values["custom_properties"])
+            if "external_id" in values:
+                values["external_id"] = values["external_id"] or None
+            await update_row(conn, "registered_models", int(model_id), values, current.external_id)
+            return await self._one(project, "m.id = $2", int(model_id), model_id, conn)
+
+    async def rename(self, project: str, model_id: str, new_name: str) -> RegisteredModel:
+        async with self._pool.acquire() as conn:
+            try:
+                found = await conn.fetchval(
+                    """UPDATE registry.registered_models
+                       SET name = $3, update_time = clock_timestamp()
+                       WHERE project = $1 AND id = $2 RETURNING id""",
+                    project,
+                    id_or_none(model_id),
+                    new_name,
+                )
+            except asyncpg.UniqueViolationError as error:
+                raise clash(error, new_name) from None
+            if found is None:
+                raise _missing(model_id)
+            return await self._one(project, "m.id = $2", found, model_id, conn)
+
+    async def delete(self, project: str, model_id: str) -> None:
+        """Deletes the model with its versions, their artifacts, tags and aliases."""
+        async with self._pool.acquire() as conn:
+            found = await conn.fetchval(
+                """DELETE FROM registry.registered_models WHERE project = $1 AND id = $2
+                   RETURNING id""",
+                project,
+                id_or_none(model_id),
+            )
+        if found is None:
+            raise _missing(model_id)
+
+    async def set_tag(self, project: str, model_id: str, key: str, value: str | None) -> None:
+        """Sets a tag, or deletes it when value is None."""
+        expression = (
+            "tags || jsonb_build_object($3::text, $4::text)"
+            if value is not None
+            else "tags - $3::text"
+        )
+        args = [project, id_or_none(model_id), key] + ([value] if value is not None else [])
+        async with self._pool.acquire() as conn:
+            found = await conn.fetchval(
+                f"""UPDATE registry.registered_models
+                    SET tags = {expression}, update_time = clock_timestamp()
+                    WHERE project = $1 AND id = $2 RETURNING id""",
+                *args,
+            )
+        if found is None:
+            raise _missing(model_id)
+
+    async def set_alias(self, project: str, model_id: str, alias: str, version: int) -> None:
+        """Points alias at a version; an alias on another version moves in the same statement."""
+        async with self._pool.acquire() as conn:
+            version_id = await conn.fetchval(
+                """SELECT v.id FROM registry.model_versions v
+                   WHERE v.project = $1 AND v.registered_model_id = $2 AND v.version = $3""",
+                project,
+                id_or_none(model_id),
+                version,
+            )
+            if version_id is None:
+                await self._one(project, "m.id = $2", id_or_none(model_id), model_id, conn)
+                raise NotFound(
+                    "MODEL_VERSION_NOT_FOUND",
+                    f"registered model {model_id} has no version {version}",
+                    metadata={"version": str(version)},
+                )
+            await conn.execute(
+                """INSERT INTO registry.aliases (registered_model_id, alias, model_version_id)
+                   VALUES ($1, $2, $3) ON CONFLICT (registered_model_id, alias)
+                   DO UPDATE SET model_version_id = excluded.model_version_id""",
+                int(model_id),
+                alias,
+                version_id,
+            )
+
+    async def delete_alias(self, project: str, model_id: str, alias: str) -> None:
+        async with self._pool.acquire() as conn:
+            deleted = await conn.fetchval(
+                """DELETE FROM registry.aliases a USING registry.registered_models m
+                   WHERE m.id = a.registered_model_id AND m.project = $1
+                     AND a.registered_model_id = $2 AND a.alias = $3 RETURNING 1""",
+                project,
+                id_or_none(model_id),
+                alias,
+            )
+        if deleted is None:
+            raise NotFound(
+                "ALIAS_NOT_FOUND",
+                f"registered model {model_id} has no alias {alias!r}",
+                metadata={"alias": alias},
+            )
+
+    async def _one(
+        self,
+        project: str,
+        condition: str,
+        value: object,
+        shown: str,
+        conn: asyncpg.Connection | None = None,
+        lock: bool = False,
+    ) -> RegisteredModel:
+        sql = f"""SELECT {COLUMNS} FROM registry.registered_models m
+                  WHERE m.project = $1 AND {condition} {"FOR UPDATE" if lock else ""}"""
+        if conn is None:
+            async with self._pool.acquire() as own:
+                return await self._one(project, condition, value, shown, own, lock)
+        row = await conn.fetchrow(sql, project, value) if value is not None else None
+        if row is None:
+            raise _missing(shown)
+        return (await with_aliases(conn, [row]))[0]
+
+
+async def with_aliases(
+    conn: asyncpg.Connection, rows: list[asyncpg.Record]
+) -> list[RegisteredModel]:
+    """Models of the rows, with their aliases: one statement for the whole page."""
+    models = {row["id"]: _model(row) for row in rows}
+    if models:
+        for alias in await conn.fetch(
+            """SELECT a.registered_model_id, a.alias, v.version FROM registry.aliases a
+               JOIN registry.model_versions v ON v.id = a.model_version_id
+               WHERE a.registered_model_id = ANY($1::bigint[]) ORDER BY a.alias""",
+            list(models),
+        ):
+            models[alias["registered_model_id"]].aliases[alias["alias"]] = alias["version"]
+    return list(models.values())
+
+
+def _missing(model_id: str) -> NotFound:
+    return not_found("REGISTERED_MODEL_NOT_FOUND", "registered model", model_id)
+
+
+def _model(row: asyncpg.Record) -> RegisteredModel:
+    return RegisteredModel(
+        project=row["project"],
+        id=str(row["id"]),
+        name=row["name"],
+        description=row["description"],
+        owner=row["owner"],
+        state=State(row["state"]),
+        external_id=row["external_id"] or "",
+        custom_properties=decode_properties(row["custom_properties"]),
+        tags=dict(row["tags"]),
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+    )

@@ -1,0 +1,332 @@
+"""Model versions: numbered per model, staged, aliased, tagged, listed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from ...common.errors import NotFound, invalid_field
+from ...common.sql import Params
+from ..model import ModelVersion, Stage, State
+from .common import (
+    Listing,
+    clash,
+    clashing_value,
+    decode_properties,
+    encode_properties,
+    id_or_none,
+    not_found,
+    update_row,
+)
+
+COLUMNS = """v.id, v.project, v.registered_model_id, v.name, v.version, v.author, v.description,
+    v.state, v.stage, v.source_run_id, v.source_uri, v.external_id, v.custom_properties, v.tags,
+    v.create_time, v.update_time"""
+_STAGE_NAMES = (
+    "(CASE v.stage WHEN 0 THEN 'None' WHEN 1 THEN 'Staging' WHEN 2 THEN 'Production' "
+    "WHEN 3 THEN 'Archived' END)"
+)
+_LISTING = Listing(
+    "v",
+    {
+        "name": ("v.name", "text"),
+        "version": ("v.version", "bigint"),
+        "version_number": ("v.version", "bigint"),
+        "run_id": ("v.source_run_id", "text"),
+        "source_run_id": ("v.source_run_id", "text"),
+        "source_uri": ("v.source_uri", "text"),
+        "source_path": ("v.source_uri", "text"),
+        "author": ("v.author", "text"),
+        "description": ("v.description", "text"),
+        "external_id": ("v.external_id", "text"),
+        "registered_model_id": ("v.registered_model_id", "bigint"),
+        "model_name": (
+            "(SELECT m.name FROM registry.registered_models m WHERE m.id = v.registered_model_id)",
+            "text",
+        ),
+        "state": ("(CASE v.state WHEN 1 THEN 'LIVE' WHEN 2 THEN 'ARCHIVED' END)", "text"),
+        "stage": (_STAGE_NAMES, "text"),
+        "current_stage": (_STAGE_NAMES, "text"),
+        "id": ("v.id", "bigint"),
+    },
+)
+UPDATABLE = (
+    "author",
+    "description",
+    "state",
+    "source_run_id",
+    "source_uri",
+    "external_id",
+    "custom_properties",
+)
+
+
+class VersionStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(self, version: ModelVersion) -> ModelVersion:
+        """Takes the model's next number under its row lock: numbers are gapless and
+        never reused, and concurrent creations queue on the lock."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            number = await conn.fetchval(
+                """UPDATE registry.registered_models
+                   SET next_version = next_version + 1, update_time = clock_timestamp()
+                   WHERE project = $1 AND id = $2 RETURNING next_version - 1""",
+                version.project,
+                id_or_none(version.registered_model_id),
+            )
+            if number is None:
+                raise not_found(
+                    "REGISTERED_MODEL_NOT_FOUND", "registered model", version.registered_model_id
+                )
+            name = version.name or str(number)
+            try:
+                row = await conn.fetchrow(
+                    f"""INSERT INTO registry.model_versions AS v (project, registered_model_id,
+                            name, version, author, description, state, stage, source_run_id,
+                            source_uri, external_id, custom_properties, tags)
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                        RETURNING {COLUMNS}""",
+                    version.project,
+                    int(version.registered_model_id),
+                    name,
+                    number,
+                    version.author,
+                    version.description,
+                    version.state,
+                    version.stage,
+                    version.source_run_id,
+                    version.source_uri,
+                    version.external_id or None,
+                    encode_properties(version.custom_properties),
+                    version.tags,
+                )
+            except asyncpg.UniqueViolationError as error:
+                raise clash(error, clashing_value(error, name, version.external_id)) from None
+            return (await with_aliases(conn, [row]))[0]
+
+    async def get(self, project: str, version_id: str) -> ModelVersion:
+        return await self._one(project, "v.id = $2", [id_or_none(version_id)], version_id)
+
+    async def find(
+        self,
+        project: str,
+        model_id: str,
+        *,
+        name: str = "",
+        number: int = 0,
+        alias: str = "",
+        external_id: str = "",
+    ) -> ModelVersion:
+        if external_id:
+            return await self._one(project, "v.external_id = $2", [external_id], external_id)
+        model = id_or_none(model_id)
+        if name:
+            return await self._one(
+                project, "v.registered_model_id = $2 AND v.name = $3", [model, name], name
+            )
+        if alias:
+            return await self._one(
+                project,
+                """v.id = (SELECT a.model_version_id FROM registry.aliases a
+                           WHERE a.registered_model_id = $2 AND a.alias = $3)""",
+                [model, alias],
+                f"with alias {alias!r}",
+            )
+        return await self._one(
+            project, "v.registered_model_id = $2 AND v.version = $3", [model, number], str(number)
+        )
+
+    async def list_page(
+        self,
+        project: str,
+        model_id: str,
+        filter_text: str,
+        order_by: str,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[ModelVersion], str]:
+        params = Params(project)
+        where = ["v.project = $1", _LISTING.where(filter_text, params)]
+        if model_id:
+            where.append(f"v.registered_model_id = {params.add(id_or_none(model_id) or -1)}")
+        async with self._pool.acquire() as conn:
+            rows, token = await _LISTING.page(
+                conn,
+                f"SELECT {COLUMNS} FROM registry.model_versions v",
+                where,
+                params,
+                order_by,
+                page_size,
+                page_token,
+                ["versions", project, model_id, filter_text],
+            )
+            return await with_aliases(conn, rows), token
+
+    async def update(
+        self, project: str, version_id: str, changes: Mapping[str, Any]
+    ) -> ModelVersion:
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await self._one(
+                project, "v.id = $2", [id_or_none(version_id)], version_id, conn, lock=True
+            )
+            if "name" in changes and changes["name"] != current.name:
+                raise invalid_field(
+                    "model_version.name", f"is {current.name!r}; version names cannot change"
+                )
+            values = {k: v for k, v in changes.items() if k in UPDATABLE}
+            if "custom_properties" in values:
+                values["custom_properties"] = encode_properties(values["custom_properties"])
+            if "external_id" in values:
+                values["external_id"] = values["external_id"] or None
+            await update_row(conn, "model_versions", int(version_id), values, current.external_id)
+            return await self._one(project, "v.id = $2", [int(version_id)], version_id, conn)
+
+    async def delete(self, project: str, version_id: str) -> None:
+        """Deletes the version with its artifacts and aliases; its number is not reused."""
+        async with self._pool.acquire() as conn:
+            found = await conn.fetchval(
+                "DELETE FROM registry.model_versions WHERE project = $1 AND id = $2 RETURNING id",
+                project,
+                id_or_none(version_id),
+            )
+        if found is None:
+            raise _missing(version_id)
+
+    async def transition_stage(
+        self, project: str, version_id: str, stage: Stage, archive_existing: bool
+    ) -> ModelVersion:
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await self._one(
+                project, "v.id = $2", [id_or_none(version_id)], version_id, conn, lock=True
+            )
+            if archive_existing and stage in (Stage.STAGING, Stage.PRODUCTION):
+                await conn.execute(
+                    """UPDATE registry.model_versions
+                       SET stage = $3, update_time = clock_timestamp()
+                       WHERE registered_model_id = $1 AND stage = $2 AND id <> $4""",
+                    int(current.registered_model_id),
+                    stage,
+                    Stage.ARCHIVED,
+                    int(version_id),
+                )
+            await update_row(conn, "model_versions", int(version_id), {"stage": stage}, "")
+            return await self._one(project, "v.id = $2", [int(version_id)], version_id, conn)
+
+    async def latest(
+        self, project: str, model_id: str, stages: Sequence[Stage]
+    ) -> list[ModelVersion]:
+        """The highest version in each requested stage (every stage when none)."""
+        async with self._pool.acquire() as conn:
+            exists = await conn.fetchval(
+                "SELECT 1 FROM registry.registered_models WHERE project = $1 AND id = $2",
+                project,
+                id_or_none(model_id),
+            )
+            if exists is None:
+                raise not_found("REGISTERED_MODEL_NOT_FOUND", "registered model", model_id)
+            rows = await conn.fetch(
+                f"""SELECT DISTINCT ON (v.stage) {COLUMNS} FROM registry.model_versions v
+                    WHERE v.registered_model_id = $1
+                      AND (cardinality($2::smallint[]) = 0 OR v.stage = ANY($2::smallint[]))
+                    ORDER BY v.stage, v.version DESC""",
+                int(model_id),
+                [int(s) for s in stages],
+            )
+            return await with_aliases(conn, rows)
+
+    async def set_tag(self, project: str, version_id: str, key: str, value: str | None) -> None:
+        expression = (
+            "tags || jsonb_build_object($3::text, $4::text)"
+            if value is not None
+            else "tags - $3::text"
+        )
+        args = [project, id_or_none(version_id), key] + ([value] if value is not None else [])
+        async with self._pool.acquire() as conn:
+            found = await conn.fetchval(
+                f"""UPDATE registry.model_versions SET tags = {expression},
+                        update_time = clock_timestamp()
+                    WHERE project = $1 AND id = $2 RETURNING id""",
+                *args,
+            )
+        if found is None:
+            raise _missing(version_id)
+
+    async def download_uri(self, project: str, version_id: str) -> str:
+        """The first model artifact's URI, else the version's source URI."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                """SELECT v.source_uri, (SELECT a.uri FROM registry.artifacts a
+                        WHERE a.model_version_id = v.id AND a.kind = 1 AND a.uri <> ''
+                        ORDER BY a.id LIMIT 1) AS artifact_uri
+                   FROM registry.model_versions v WHERE v.project = $1 AND v.id = $2""",
+                project,
+                id_or_none(version_id),
+            )
+        if row is None:
+            raise _missing(version_id)
+        return str(row["artifact_uri"] or row["source_uri"])
+
+    async def _one(
+        self,
+        project: str,
+        condition: str,
+        values: list[Any],
+        shown: str,
+        conn: asyncpg.Connection | None = None,
+        lock: bool = False,
+    ) -> ModelVersion:
+        if conn is None:
+            async with self._pool.acquire() as own:
+                return await self._one(project, condition, values, shown, own, lock)
+        row = None
+        if all(v is not None for v in values):
+            row = await conn.fetchrow(
+                f"""SELECT {COLUMNS} FROM registry.model_versions v
+                    WHERE v.project = $1 AND {condition} {"FOR UPDATE" if lock else ""}""",
+                project,
+                *values,
+            )
+        if row is None:
+            raise _missing(shown)
+        return (await with_aliases(conn, [row]))[0]
+
+
+async def with_aliases(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[ModelVersion]:
+    versions = {row["id"]: _version(row) for row in rows}
+    if versions:
+        for alias in await conn.fetch(
+            """SELECT model_version_id, alias FROM registry.aliases
+               WHERE model_version_id = ANY($1::bigint[]) ORDER BY alias""",
+            list(versions),
+        ):
+            versions[alias["model_version_id"]].aliases.append(alias["alias"])
+    return list(versions.values())
+
+
+def _missing(shown: str) -> NotFound:
+    return not_found("MODEL_VERSION_NOT_FOUND", "model version", shown)
+
+
+def _version(row: asyncpg.Record) -> ModelVersion:
+    return ModelVersion(
+        project=row["project"],
+        id=str(row["id"]),
+        registered_model_id=str(row["registered_model_id"]),
+        name=row["name"],
+        version=row["version"],
+        author=row["author"],
+        description=row["description"],
+        state=State(row["state"]),
+        stage=Stage(row["stage"]),
+        source_run_id=row["source_run_id"],
+        source_uri=row["source_uri"],
+        external_id=row["external_id"] or "",
+        custom_properties=decode_properties(row["custom_properties"]),
+        tags=dict(row["tags"]),
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+    )

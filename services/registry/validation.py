@@ -1,0 +1,68 @@
+"""The registry's input rules: names, texts, properties, aliases, masks."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from ..common import validation
+from ..common.errors import invalid_field
+from .model import PropertyValue
+
+MAX_NAME_LENGTH = 256
+MAX_TEXT_LENGTH = 10_000
+MAX_URI_LENGTH = 4096
+MAX_PROPERTIES = 256
+MAX_PROPERTY_TEXT = 8000
+MAX_TAG_VALUE = 8000
+_ALIAS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}")
+_RESERVED_ALIAS = re.compile(r"(?i)latest|v\d+|version\d+")
+
+
+def name(value: str, field: str) -> str:
+    return validation.name(value, field, MAX_NAME_LENGTH)
+
+
+def optional_name(value: str, field: str) -> str:
+    return name(value, field) if value else ""
+
+
+def text(value: str, field: str) -> str:
+    return validation.text(value, field, MAX_TEXT_LENGTH)
+
+
+def uri(value: str, field: str) -> str:
+    return validation.text(value, field, MAX_URI_LENGTH)
+
+
+def entity_id(value: str, field: str) -> str:
+    """A required id. One the registry never gave out simply matches nothing (NOT_FOUND),
+    as Kubeflow's lookups of unknown ids return None."""
+    return validation.name(value, field, 64)
+
+
+def properties(values: Mapping[str, PropertyValue], field: str) -> dict[str, PropertyValue]:
+    if len(values) > MAX_PROPERTIES:
+        raise invalid_field(field, f"at most {MAX_PROPERTIES} properties")
+    for key, value in values.items():
+        validation.name(key, f"{field}[{key!r}]", MAX_NAME_LENGTH)
+        if isinstance(value, str):
+            validation.text(value, f"{field}[{key!r}]", MAX_PROPERTY_TEXT)
+    return dict(values)
+
+
+def tags(values: Mapping[str, str], field: str) -> dict[str, str]:
+    for key, value in values.items():
+        validation.name(key, f"{field}[{key!r}]", 250)
+        validation.text(value, f"{field}[{key!r}]", MAX_TAG_VALUE)
+    return dict(values)
+
+
+def alias(value: str, field: str = "alias") -> str:
+    if not _ALIAS.fullmatch(value):
+        raise invalid_field(
+            field, "1-255 letters, digits, '_', '-' or '.', not starting with '.' or '-'"
+        )
+    if _RESERVED_ALIAS.fullmatch(value):
+        raise invalid_field(field, f"{value!r} is reserved ('latest' and v<number> name versions)")
+    return value

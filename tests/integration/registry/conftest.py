@@ -1,0 +1,14 @@
+from collections.abc import AsyncIterator
+
+import pytest
+
+import cairn
+
+
+@pytest.fixture
+async def mr_client(server_port: int, unique: str) -> AsyncIterator[cairn.ModelRegistryAPIClient]:
+    """A client in a project of its own, so lists see only this test's objects."""
+    async with cairn.ModelRegistryAPIClient.insecure_connection(
+        "127.0.0.1", server_port, project=f"p-{unique}"
+    ) as client:
+        yield client

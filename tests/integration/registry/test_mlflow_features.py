@@ -1,0 +1,166 @@
+"""MLflow's registry features: aliases, stages, tags, search, rename, delete."""
+
+import asyncio
+
+import pytest
+
+import cairn
+from cairn.exceptions import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from cairn.types import ModelArtifact, ModelVersion, RegisteredModel
+
+
+@pytest.fixture
+async def churn(mr_client: cairn.ModelRegistryAPIClient) -> RegisteredModel:
+    model = await mr_client.create_registered_model("churn", tags={"team": "growth"})
+    for n in range(3):
+        await mr_client.create_model_version("churn", f"s3://b/churn/{n}", run_id=f"run{n}")
+    return model
+
+
+async def test_versions_are_numbered_and_never_reused(mr_client, churn) -> None:
+    assert [v.version for v in await mr_client.get_model_versions(churn.id)] == [1, 2, 3]
+    await mr_client.delete_model_version("churn", 3)
+    created = await mr_client.create_model_version("churn", "s3://b/churn/new")
+    assert created.version == 4 and created.name == "4"
+    with pytest.raises(NotFoundError):
+        await mr_client.get_model_version("churn", 3)
+
+
+async def test_fifty_concurrent_creations_get_fifty_distinct_numbers(mr_client) -> None:
+    model = await mr_client.upsert_registered_model(RegisteredModel("busy"))
+    created = await asyncio.gather(
+        *(mr_client.upsert_model_version(ModelVersion(f"c{n}"), model.id) for n in range(50))
+    )
+    assert sorted(v.version for v in created) == list(range(1, 51))
+
+
+async def test_aliases_move_atomically(mr_client, churn) -> None:
+    await mr_client.set_registered_model_alias("churn", "champion", 1)
+    assert (await mr_client.get_model_version_by_alias("churn", "champion")).version == 1
+    await mr_client.set_registered_model_alias("churn", "champion", 2)
+    assert (await mr_client.get_model_version_by_alias("churn", "champion")).version == 2
+    assert (await mr_client.get_registered_model("churn")).aliases == {"champion": 2}
+    assert (await mr_client.get_model_version("churn", 2)).aliases == ["champion"]
+    assert (await mr_client.get_model_version("churn", 1)).aliases == []
+    await mr_client.delete_registered_model_alias("churn", "champion")
+    with pytest.raises(NotFoundError):
+        await mr_client.get_model_version_by_alias("churn", "champion")
+
+
+@pytest.mark.parametrize("alias", ["latest", "LATEST", "v3", "version12", "", "-x", "a b"])
+async def test_reserved_and_malformed_aliases_are_refused(mr_client, churn, alias: str) -> None:
+    with pytest.raises(InvalidArgumentError):
+        await mr_client.set_registered_model_alias("churn", alias, 1)
+
+
+async def test_an_alias_on_a_missing_version_is_not_found(mr_client, churn) -> None:
+    with pytest.raises(NotFoundError) as raised:
+        await mr_client.set_registered_model_alias("churn", "champion", 99)
+    assert raised.value.reason == "MODEL_VERSION_NOT_FOUND"
+
+
+async def test_stage_transitions_and_latest_versions(mr_client, churn) -> None:
+    await mr_client.transition_model_version_stage("churn", 1, "Production")
+    await mr_client.transition_model_version_stage("churn", 2, "staging")
+    moved = await mr_client.transition_model_version_stage(
+        "churn", 3, "Production", archive_existing_versions=True
+    )
+    assert moved.stage == "Production"
+    assert (await mr_client.get_model_version("churn", 1)).stage == "Archived"
+    latest = {v.stage: v.version for v in await mr_client.get_latest_versions("churn")}
+    assert latest == {"Archived": 1, "Staging": 2, "Production": 3}
+    assert [v.version for v in await mr_client.get_latest_versions("churn", ["Staging"])] == [2]
+    with pytest.raises(ValueError, match="unknown stage"):
+        await mr_client.transition_model_version_stage("churn", 1, "Prod")
+
+
+async def test_tags_set_and_delete(mr_client, churn) -> None:
+    await mr_client.set_registered_model_tag("churn", "owner", "ana")
+    await mr_client.set_model_version_tag("churn", 1, "validated", True)
+    assert (await mr_client.get_registered_model("churn")).tags == {
+        "team": "growth",
+        "owner": "ana",
+    }
+    assert (await mr_client.get_model_version("churn", 1)).tags == {"validated": "True"}
+    await mr_client.delete_registered_model_tag("churn", "team")
+    await mr_client.delete_model_version_tag("churn", 1, "validated")
+    assert (await mr_client.get_registered_model("churn")).tags == {"owner": "ana"}
+    assert (await mr_client.get_model_version("churn", 1)).tags == {}
+
+
+async def test_search_with_the_filter_language(mr_client, churn) -> None:
+    await mr_client.create_registered_model("fraud", tags={"team": "risk"})
+    await mr_client.set_model_version_tag("churn", 2, "validated", "yes")
+    found = await mr_client.search_registered_models("tags.team = 'growth' OR name LIKE 'fr%'")
+    assert sorted(m.name for m in found) == ["churn", "fraud"]
+    versions = await mr_client.search_model_versions(
+        "model_name = 'churn' AND (run_id = 'run0' OR tags.validated = 'yes')"
+    )
+    assert sorted(v.version for v in versions) == [1, 2]
+    assert [v.version for v in await mr_client.search_model_versions("version_number >= 3")] == [3]
+    with pytest.raises(InvalidArgumentError) as raised:
+        await mr_client.search_model_versions("colour = 'red'")
+    assert raised.value.reason == "INVALID_FILTER"
+
+
+async def test_rename_and_delete(mr_client, churn) -> None:
+    await mr_client.create_registered_model("taken")
+    with pytest.raises(AlreadyExistsError) as raised:
+        await mr_client.rename_registered_model("churn", "taken")
+    assert raised.value.reason == "REGISTERED_MODEL_ALREADY_EXISTS"
+    renamed = await mr_client.rename_registered_model("churn", "retention")
+    assert renamed.id == churn.id and renamed.name == "retention"
+    await mr_client.delete_registered_model("retention")
+    assert await mr_client.get_registered_model_by_id(churn.id) is None
+    assert await mr_client.get_model_versions(churn.id) == []
+
+
+async def test_download_uri_prefers_the_model_artifact(mr_client, churn) -> None:
+    assert await mr_client.get_model_version_download_uri("churn", 1) == "s3://b/churn/0"
+    version = await mr_client.get_model_version("churn", 1)
+    await mr_client.upsert_model_artifact(
+        ModelArtifact("weights", uri="s3://b/weights.onnx"), version.id
+    )
+    assert await mr_client.get_model_version_download_uri("churn", 1) == "s3://b/weights.onnx"
+
+
+async def test_upsert_updates_fields_and_keeps_names(mr_client) -> None:
+    model = await mr_client.upsert_registered_model(
+        RegisteredModel(
+            "typed", custom_properties={"flag": True, "count": 2**62, "ratio": 0.5, "note": "x"}
+        )
+    )
+    assert model.custom_properties == {"flag": True, "count": 2**62, "ratio": 0.5, "note": "x"}
+    model.custom_properties = {"count": 3, "extra": float("inf")}
+    model.state = "ARCHIVED"
+    model.description = "now archived"
+    updated = await mr_client.upsert_registered_model(model)
+    assert updated.custom_properties == {"count": 3, "extra": float("inf")}
+    assert (updated.state, updated.description) == ("ARCHIVED", "now archived")
+    model.custom_properties = {}
+    assert (await mr_client.upsert_registered_model(model)).custom_properties == {}
+    model.name = "renamed-by-upsert"
+    with pytest.raises(InvalidArgumentError):
+        await mr_client.upsert_registered_model(model)
+
+
+async def test_bad_input_and_missing_objects(mr_client, churn) -> None:
+    with pytest.raises(AlreadyExistsError) as raised:
+        await mr_client.upsert_registered_model(RegisteredModel("churn"))
+    assert raised.value.reason == "REGISTERED_MODEL_ALREADY_EXISTS"
+    with pytest.raises(AlreadyExistsError) as raised:
+        await mr_client.upsert_model_version(ModelVersion("1"), churn.id)
+    assert raised.value.reason == "MODEL_VERSION_ALREADY_EXISTS"
+    with pytest.raises(NotFoundError) as raised:
+        await mr_client.upsert_model_version(ModelVersion("v"), "424242")
+    assert raised.value.reason == "REGISTERED_MODEL_NOT_FOUND"
+    with pytest.raises(NotFoundError):
+        await mr_client.upsert_model_artifact(ModelArtifact("w", uri="u"), "424242")
+    with pytest.raises(InvalidArgumentError):
+        await mr_client.upsert_registered_model(RegisteredModel(""))
+    with pytest.raises(InvalidArgumentError):
+        await mr_client.upsert_registered_model(RegisteredModel("bad\nname"))
+    assert await mr_client.get_registered_model_by_id("424242") is None
+    assert await mr_client.get_model_artifact_by_params(name="nope", model_version_id="1") is None
+    # A failed version creation leaves no gap in the numbering.
+    assert (await mr_client.create_model_version("churn", "s3://b/4")).version == 4
