@@ -58,3 +58,7 @@ clean:
 .PHONY: bench-tracking
 bench-tracking: $(STAMP)
 	$(BIN)/python -m bench.tracking
+
+.PHONY: bench-registry
+bench-registry: $(STAMP)
+	$(BIN)/python -m bench.registry

@@ -47,3 +47,35 @@ def test_clients_share_the_connection_constructors() -> None:
     for client in (cairn.TrackingClient, cairn.ModelRegistryAPIClient, cairn.ArtifactClient):
         assert callable(client.insecure_connection)
         assert callable(client.secure_connection)
+
+
+def test_type_names() -> None:
+    from cairn import types
+
+    assert set(types.__all__) == {
+        "ArtifactState",
+        "DocArtifact",
+        "Experiment",
+        "LifecycleStage",
+        "ListOptions",
+        "Metric",
+        "ModelArtifact",
+        "ModelVersion",
+        "ModelVersionStage",
+        "ModelVersionState",
+        "OrderByField",
+        "PagedList",
+        "Pager",
+        "Param",
+        "RegisteredModel",
+        "RegisteredModelState",
+        "Run",
+        "RunData",
+        "RunInfo",
+        "RunInput",
+        "RunStatus",
+        "RunTag",
+        "ViewType",
+    }
+    for name in types.__all__:
+        assert not type(getattr(types, name)).__module__.startswith("google.protobuf")

@@ -1,0 +1,26 @@
+"""Every reason the services raise is a value of cairn.common.v1.ErrorReason, so
+clients in any language can rely on the contract's list."""
+
+import re
+
+from cairn.common.v1 import common_pb2
+from tests.conftest import repo_root
+
+_RAISED = re.compile(
+    r"(?:NotFound|AlreadyExists|InvalidArgument|FailedPrecondition|OutOfRange|PermissionDenied|"
+    r"Unauthenticated|ResourceExhausted|DataLoss|Unavailable|not_found|_status)\(\s*\"([A-Z_]+)\""
+)
+_FIELD_REASON = re.compile(r"invalid_field\([^()]*?,\s*\"([A-Z_]+)\"\s*\)", re.S)
+
+
+def _declared() -> set[str]:
+    return {name.removeprefix("ERROR_REASON_") for name in common_pb2.ErrorReason.keys()}
+
+
+def test_every_raised_reason_is_declared() -> None:
+    used: set[str] = set()
+    for path in (repo_root() / "services").rglob("*.py"):
+        text = path.read_text()
+        used |= set(_RAISED.findall(text)) | set(_FIELD_REASON.findall(text))
+    assert used, "the pattern found no reasons at all"
+    assert used - _declared() == set()
