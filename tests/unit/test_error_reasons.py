@@ -14,7 +14,8 @@ _FIELD_REASON = re.compile(r"invalid_field\([^()]*?,\s*\"([A-Z_]+)\"\s*\)", re.S
 
 
 def _declared() -> set[str]:
-    return {name.removeprefix("ERROR_REASON_") for name in common_pb2.ErrorReason.keys()}
+    values = common_pb2.ErrorReason.DESCRIPTOR.values
+    return {value.name.removeprefix("ERROR_REASON_") for value in values}
 
 
 def test_every_raised_reason_is_declared() -> None:

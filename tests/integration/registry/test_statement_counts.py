@@ -2,8 +2,8 @@
 
 import asyncpg
 
-from cairn_server.common.database import create_pool
 from cairn_server.common.config import Config
+from cairn_server.common.database import create_pool
 from cairn_server.registry.model import ModelVersion, RegisteredModel
 from cairn_server.registry.store.models import ModelStore
 from cairn_server.registry.store.versions import VersionStore
@@ -16,7 +16,8 @@ async def test_pages_of_models_and_versions_take_a_fixed_number_of_statements(
     models, versions = ModelStore(pool), VersionStore(pool)
     for n in range(30):
         model = await models.create(RegisteredModel(project, f"m{n}", custom_properties={"n": n}))
-        await models.set_alias(project, model.id, "a", (await versions.create(ModelVersion(project, model.id, ""))).version)
+        version = await versions.create(ModelVersion(project, model.id, ""))
+        await models.set_alias(project, model.id, "a", version.version)
     statements: list[str] = []
 
     async def count(conn: asyncpg.Connection) -> None:
