@@ -63,11 +63,11 @@ async def page_through(client: cairn.ModelRegistryAPIClient) -> tuple[float, int
 
 
 async def concurrent_versions(client: cairn.ModelRegistryAPIClient) -> float:
-    model = await client.upsert_registered_model(RegisteredModel("concurrent"))
+    model_id = (await client.upsert_registered_model(RegisteredModel("concurrent"))).id or ""
     with Stopwatch() as clock:
         await asyncio.gather(
             *(
-                client.upsert_model_version(ModelVersion(f"v{n}"), model.id)
+                client.upsert_model_version(ModelVersion(f"v{n}"), model_id)
                 for n in range(CONCURRENT_VERSIONS)
             )
         )
@@ -84,17 +84,19 @@ async def main() -> None:
             db_floor = await select_one(database_url)
             await populate(client)
             model = await client.get_registered_model_by_params(name="model-00042")
-            assert model is not None and model.id
+            model_id = model.id if model and model.id else ""
             version = await client.upsert_model_version(
-                ModelVersion("v1", external_id="ext-v1"), model.id
+                ModelVersion("v1", external_id="ext-v1"), model_id
             )
+            version_id = version.id or ""
             artifact = await client.upsert_model_artifact(
-                ModelArtifact("weights", uri="s3://b/w"), version.id
+                ModelArtifact("weights", uri="s3://b/w"), version_id
             )
+            artifact_id = artifact.id or ""
             lookups = {
-                "get_registered_model_by_id": lambda: client.get_registered_model_by_id(model.id),
-                "get_model_version_by_id": lambda: client.get_model_version_by_id(version.id),
-                "get_model_artifact_by_id": lambda: client.get_model_artifact_by_id(artifact.id),
+                "get_registered_model_by_id": lambda: client.get_registered_model_by_id(model_id),
+                "get_model_version_by_id": lambda: client.get_model_version_by_id(version_id),
+                "get_model_artifact_by_id": lambda: client.get_model_artifact_by_id(artifact_id),
                 "get_registered_model_by_params(name)": lambda: (
                     client.get_registered_model_by_params(name="model-00042")
                 ),
@@ -102,7 +104,7 @@ async def main() -> None:
                     client.get_model_version_by_params(external_id="ext-v1")
                 ),
                 "get_model_artifact_by_params(name, version)": lambda: (
-                    client.get_model_artifact_by_params(name="weights", model_version_id=version.id)
+                    client.get_model_artifact_by_params(name="weights", model_version_id=version_id)
                 ),
             }
             measured = {name: await p50(call) for name, call in lookups.items()}
