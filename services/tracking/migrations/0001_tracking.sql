@@ -75,7 +75,8 @@ CREATE TABLE latest_metrics (
     timestamp_ms bigint NOT NULL,
     PRIMARY KEY (run_id, key)
 );
-CREATE INDEX latest_metrics_by_key ON latest_metrics (key, value);
+-- Serves metric filters and walking runs in the order of one metric.
+CREATE INDEX latest_metrics_by_key ON latest_metrics (key, value, run_id);
 
 CREATE TABLE run_inputs (
     run_id uuid NOT NULL REFERENCES runs ON DELETE CASCADE,

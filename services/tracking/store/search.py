@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -60,13 +61,7 @@ class RunQuery:
 
 
 async def search_runs(pool: asyncpg.Pool, query: RunQuery) -> paging.Page[Run]:
-    params = Params(query.project, list(query.experiment_ids))
-    where = ["r.project = $1", "r.experiment_id = ANY($2::bigint[])", _view(query.view_type)]
-    node = filters.parse(query.filter, ENTITIES)
-    if node is not None:
-        where.append(_compile(node, params))
     terms = [filters.parse_order_by(text, ENTITIES) for text in (query.order_by or DEFAULT_ORDER)]
-    joins, selected, sort_columns = _sort_columns(terms, params)
     fingerprint = paging.fingerprint(
         "runs",
         query.project,
@@ -76,21 +71,95 @@ async def search_runs(pool: asyncpg.Pool, query: RunQuery) -> paging.Page[Run]:
         int(query.view_type),
     )
     last = paging.decode(query.page_token, fingerprint)
-    outer = keyset_after(sort_columns, last, params) if last is not None else "TRUE"
-    order = ", ".join(f"{expr} {'ASC' if asc else 'DESC'}" for expr, asc, _ in sort_columns)
-    limit = params.add(query.page_size + 1)
-    sql = f"""SELECT * FROM (
-                  SELECT {RUN_COLUMNS}, {", ".join(selected)} FROM {RUN_FROM} {joins}
-                  WHERE {" AND ".join(where)}
-              ) q WHERE {outer} ORDER BY {order} LIMIT {limit}"""
+    wanted = query.page_size + 1
     async with pool.acquire() as conn:
-        rows = await conn.fetch(sql, *params.values)
+        if len(terms) == 1 and terms[0][0].entity == "metric":
+            rows = await _walk_one_metric(conn, query, terms[0], last, wanted)
+        else:
+            params, where = _scope(query)
+            rows = await conn.fetch(
+                _sorted_scan(terms, where, params, last, wanted), *params.values
+            )
         runs = await load_runs(conn, rows[: query.page_size])
     token = ""
     if len(rows) > query.page_size:
         tail = rows[query.page_size - 1]
         token = paging.encode(fingerprint, [_json_safe(tail[c]) for c in _key_names(len(terms))])
     return paging.Page(runs, token)
+
+
+def _scope(query: RunQuery) -> tuple[Params, list[str]]:
+    """The WHERE conditions of the runs a query may return, with their parameters."""
+    params = Params(query.project, list(query.experiment_ids))
+    where = ["r.project = $1", "r.experiment_id = ANY($2::bigint[])", _view(query.view_type)]
+    node = filters.parse(query.filter, ENTITIES)
+    if node is not None:
+        where.append(_compile(node, params))
+    return params, where
+
+
+def _sorted_scan(
+    terms: list[tuple[Identifier, bool]],
+    where: list[str],
+    params: Params,
+    last: list[Any] | None,
+    limit: int,
+) -> str:
+    """Any order: every matching run is joined to its sort values, then the top is kept."""
+    joins, selected, sort_columns = _sort_columns(terms, params)
+    outer = keyset_after(sort_columns, last, params) if last is not None else "TRUE"
+    order = ", ".join(f"{expr} {'ASC' if asc else 'DESC'}" for expr, asc, _ in sort_columns)
+    return f"""SELECT * FROM (
+                   SELECT {RUN_COLUMNS}, {", ".join(selected)} FROM {RUN_FROM} {joins}
+                   WHERE {" AND ".join(where)}
+               ) q WHERE {outer} ORDER BY {order} LIMIT {params.add(limit)}"""
+
+
+async def _walk_one_metric(
+    conn: asyncpg.Connection,
+    query: RunQuery,
+    term: tuple[Identifier, bool],
+    last: list[Any] | None,
+    wanted: int,
+) -> list[asyncpg.Record]:
+    """Ordered by one metric: walk the (key, value, run_id) index from the page's start
+    and stop after `wanted` matches, so a page costs about its own size rather than the
+    whole experiment. Runs without the metric (or with NaN) follow, by run id, once the
+    valued ones run out. Ties go by run id in the value's direction, the index's order."""
+    ident, ascending = term
+    direction, after = ("ASC", ">") if ascending else ("DESC", "<")
+    rows: list[asyncpg.Record] = []
+    if last is None or not last[0]:
+        params, where = _scope(query)
+        key = params.add(ident.key)
+        start = "TRUE"
+        if last is not None:
+            cursor = f"({params.add(last[1], 'double precision')}, {params.add(last[2], 'uuid')})"
+            start = f"(o.value, o.run_id) {after} {cursor}"
+        rows += await conn.fetch(
+            f"""SELECT {RUN_COLUMNS}, 0 AS m0, o.value AS v0, r.run_id AS tiebreak
+                FROM tracking.latest_metrics o
+                JOIN tracking.runs r ON r.run_id = o.run_id
+                JOIN tracking.experiments e ON e.experiment_id = r.experiment_id
+                WHERE o.key = {key} AND o.value <> 'NaN' AND {" AND ".join(where)} AND {start}
+                ORDER BY o.value {direction}, o.run_id {direction} LIMIT {params.add(wanted)}""",
+            *params.values,
+        )
+    if len(rows) < wanted:
+        params, where = _scope(query)
+        key = params.add(ident.key)
+        start = f"r.run_id {after} {params.add(last[2], 'uuid')}" if last and last[0] else "TRUE"
+        rows += await conn.fetch(
+            f"""SELECT {RUN_COLUMNS}, 1 AS m0, NULL::double precision AS v0,
+                       r.run_id AS tiebreak
+                FROM {RUN_FROM}
+                WHERE {" AND ".join(where)} AND {start} AND NOT EXISTS (
+                    SELECT 1 FROM tracking.latest_metrics x
+                    WHERE x.run_id = r.run_id AND x.key = {key} AND x.value <> 'NaN')
+                ORDER BY r.run_id {direction} LIMIT {params.add(wanted - len(rows))}""",
+            *params.values,
+        )
+    return rows
 
 
 def _view(view_type: ViewType) -> str:

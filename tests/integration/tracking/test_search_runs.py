@@ -183,3 +183,27 @@ async def test_filter_values_never_become_sql(tracking, experiment_id, zoo) -> N
     hostile = "params.model = 'x'' OR 1=1; DROP TABLE tracking.runs; --'"
     assert await _names(tracking, experiment_id, hostile) == []
     assert len(await _names(tracking, experiment_id)) == 5
+
+
+@pytest.mark.parametrize("direction", ["ASC", "DESC"])
+async def test_small_pages_cross_from_values_to_missing_ones(
+    tracking, experiment_id, direction: str
+) -> None:
+    values = {"a": 3.0, "b": 1.0, "c": 2.0, "d": 2.0, "e": math.nan}
+    for name, value in values.items():
+        await _run(tracking, experiment_id, name, {"m": value})
+    for name in ("f", "g"):
+        await _run(tracking, experiment_id, name)
+    names, token = [], None
+    while True:
+        page = await tracking.search_runs(
+            [experiment_id], order_by=[f"metrics.m {direction}"], max_results=2, page_token=token
+        )
+        names += [r.info.run_name for r in page]
+        token = page.token
+        if not token:
+            break
+    present = sorted(["a", "b", "c", "d"], key=lambda n: values[n], reverse=direction == "DESC")
+    assert sorted(names) == sorted(values) + ["f", "g"] and len(names) == 7
+    assert [values[n] for n in names[:4]] == [values[n] for n in present]
+    assert set(names[4:]) == {"e", "f", "g"}
