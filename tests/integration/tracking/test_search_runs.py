@@ -204,6 +204,6 @@ async def test_small_pages_cross_from_values_to_missing_ones(
         if not token:
             break
     present = sorted(["a", "b", "c", "d"], key=lambda n: values[n], reverse=direction == "DESC")
-    assert sorted(names) == sorted(values) + ["f", "g"] and len(names) == 7
+    assert sorted(names) == [*sorted(values), "f", "g"] and len(names) == 7
     assert [values[n] for n in names[:4]] == [values[n] for n in present]
     assert set(names[4:]) == {"e", "f", "g"}
