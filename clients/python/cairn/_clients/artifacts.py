@@ -1,15 +1,314 @@
-"""`ArtifactClient`: Artifact storage: upload, download, list, delete."""
+"""`ArtifactClient`: upload, download, open, stat, list and delete stored objects."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import hashlib
+import io
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from google.protobuf.duration_pb2 import Duration
 
 from .._base import BaseClient
+from .._transport import Metadata
+from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
+from ..exceptions import NotFoundError
+from ..types._artifacts import ObjectInfo, PresignedUrl, directory, object_from_proto
+from ..types._paging import ListOptions, PagedList
+
+CHUNK = 1024 * 1024
+Source = str | os.PathLike[str] | bytes | BinaryIO
+Progress = bool | Callable[[int, int], None]
 
 
 class ArtifactClient(BaseClient):
-    """Async client of `cairn.artifacts.v1.ArtifactService`."""
+    """Async client of `cairn.artifacts.v1.ArtifactService`.
+
+    Paths are relative and "/"-separated ("models/churn/v1.onnx"), within the client's
+    project. Every method also takes keyword-only `timeout=` and `metadata=`; transfers
+    default to no deadline.
+    """
 
     def _bind(self, channel: Any) -> None:
         self._stub = artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
+
+    async def upload(
+        self,
+        path: str,
+        source: Source,
+        *,
+        overwrite: bool = False,
+        content_type: str | None = None,
+        progress: Progress = False,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> ObjectInfo:
+        """Stores bytes, a local file or a binary file object at path.
+
+        The client sends the sha256 of what it read at the end of the stream; the object
+        appears only once all of it arrived and the server's checksum matched.
+
+        Raises:
+            AlreadyExistsError: an object is at path and overwrite is False.
+            DataLossError: the content that arrived differs from what was sent.
+        """
+        stream, size, expected, owned = _open_source(source)
+        digest = hashlib.sha256()
+        header = api.UploadHeader(
+            project=self.project,
+            path=path,
+            content_type=content_type or "",
+            expected_size=size or 0,
+            expected_sha256=expected,
+            overwrite=overwrite,
+        )
+        report = _reporter(progress, path, size)
+
+        async def requests() -> AsyncIterator[api.UploadRequest]:
+            yield api.UploadRequest(header=header)
+            sent = 0
+            while chunk := await asyncio.to_thread(stream.read, CHUNK):
+                digest.update(chunk)
+                sent += len(chunk)
+                report(sent)
+                yield api.UploadRequest(chunk=chunk)
+            yield api.UploadRequest(finish=api.UploadFinish(sha256=digest.hexdigest()))
+
+        try:
+            reply = await self._transport.client_stream(
+                self._stub.Upload, requests(), timeout=timeout, metadata=metadata
+            )
+        finally:
+            if owned:
+                stream.close()
+        return object_from_proto(reply.object)
+
+    async def open(
+        self,
+        path: str,
+        *,
+        offset: int = 0,
+        length: int = 0,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> AsyncIterator[bytes]:
+        """The object's bytes (or length bytes from offset) as they stream in."""
+        request = api.DownloadRequest(project=self.project, path=path, offset=offset, length=length)
+        async for reply in self._transport.server_stream(
+            self._stub.Download, request, timeout=timeout, metadata=metadata
+        ):
+            if reply.chunk:
+                yield reply.chunk
+
+    async def read(self, path: str, **kwargs: Any) -> bytes:
+        """The whole object (or a range, as `open`) in memory."""
+        return b"".join([chunk async for chunk in self.open(path, **kwargs)])
+
+    async def download(
+        self,
+        path: str,
+        destination: str | os.PathLike[str],
+        *,
+        progress: Progress = False,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> Path:
+        """Fetches one object to a file, or every object under a directory to a tree.
+
+        A file lands whole or not at all (written beside its target, then renamed). When
+        destination is an existing directory, the object keeps its name inside it.
+        Returns the local path written.
+        """
+        target = Path(destination)
+        try:
+            info = await self.stat(path, timeout=timeout, metadata=metadata)
+        except NotFoundError:
+            return await self._download_tree(path, target, progress, timeout, metadata)
+        if await asyncio.to_thread(target.is_dir):
+            target = target / Path(path).name
+        await self._download_file(info, target, progress, timeout, metadata)
+        return target
+
+    async def stat(
+        self, path: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> ObjectInfo:
+        """Raises NotFoundError when no object is at path."""
+        reply = await self._transport.unary(
+            self._stub.StatObject,
+            api.StatObjectRequest(project=self.project, path=path),
+            timeout=timeout,
+            metadata=metadata,
+        )
+        return object_from_proto(reply.object)
+
+    async def list(
+        self,
+        prefix: str = "",
+        *,
+        recursive: bool = False,
+        options: ListOptions | None = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> PagedList[ObjectInfo]:
+        """One page of objects under prefix, in path order; a one-level list shows
+        deeper paths as directories (is_dir=True). Works with Pager through options."""
+        options = options or ListOptions()
+        request = api.ListObjectsRequest(
+            project=self.project,
+            prefix=prefix,
+            recursive=recursive,
+            page_size=options.limit or 0,
+            page_token=options.next_page_token or "",
+        )
+        reply = await self._transport.unary(
+            self._stub.ListObjects, request, timeout=timeout, metadata=metadata
+        )
+        entries = [object_from_proto(o) for o in reply.objects] + [
+            directory(p, self.project) for p in reply.prefixes
+        ]
+        page = PagedList(sorted(entries, key=lambda e: e.path), reply.next_page_token)
+        options.next_page_token = page.next_page_token
+        return page
+
+    async def delete(
+        self,
+        path: str,
+        *,
+        recursive: bool = False,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> int:
+        """Deletes one object, or with recursive every object under the directory path."""
+        request = api.DeleteObjectRequest(project=self.project, path=path, recursive=recursive)
+        reply = await self._transport.unary(
+            self._stub.DeleteObject, request, timeout=timeout, metadata=metadata
+        )
+        return int(reply.deleted_count)
+
+    async def presigned_url(
+        self,
+        path: str,
+        method: str = "GET",
+        *,
+        expires_in: timedelta | float = 3600,
+        content_type: str | None = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> PresignedUrl:
+        """A URL to GET or PUT the object without passing through the service (S3 only).
+
+        After a PUT, call `confirm_upload` so the object is recorded. A PUT needs the
+        content type the uploader will send; the returned headers say what to send.
+        """
+        duration = Duration()
+        duration.FromTimedelta(
+            expires_in if isinstance(expires_in, timedelta) else timedelta(seconds=expires_in)
+        )
+        request = api.CreatePresignedUrlRequest(
+            project=self.project,
+            path=path,
+            method=f"PRESIGN_METHOD_{method.upper()}",
+            expires_in=duration,
+            content_type=content_type or "",
+        )
+        reply = await self._transport.unary(
+            self._stub.CreatePresignedUrl, request, timeout=timeout, metadata=metadata
+        )
+        return PresignedUrl(reply.url, dict(reply.headers))
+
+    async def confirm_upload(
+        self,
+        path: str,
+        expected_sha256: str | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> ObjectInfo:
+        """Records an object uploaded through a presigned PUT URL (after checking it)."""
+        request = api.ConfirmUploadRequest(
+            project=self.project, path=path, expected_sha256=expected_sha256 or ""
+        )
+        reply = await self._transport.unary(
+            self._stub.ConfirmUpload, request, timeout=timeout, metadata=metadata
+        )
+        return object_from_proto(reply.object)
+
+    async def _download_file(
+        self,
+        info: ObjectInfo,
+        target: Path,
+        progress: Progress,
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.part"
+        report, received = _reporter(progress, info.path, info.size), 0
+        try:
+            with temporary.open("wb") as out:
+                async for chunk in self.open(info.path, timeout=timeout, metadata=metadata):
+                    await asyncio.to_thread(out.write, chunk)
+                    received += len(chunk)
+                    report(received)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    async def _download_tree(
+        self,
+        path: str,
+        target: Path,
+        progress: Progress,
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> Path:
+        prefix = path.rstrip("/") + "/"
+        options, found = ListOptions(), False
+        while True:
+            page = await self.list(
+                prefix, recursive=True, options=options, timeout=timeout, metadata=metadata
+            )
+            for info in page:
+                found = True
+                await self._download_file(
+                    info, target / info.path[len(prefix) :], progress, timeout, metadata
+                )
+            if options.next_page_token is None:
+                break
+        if not found:
+            raise NotFoundError(f"no object or directory at {path!r}", reason="OBJECT_NOT_FOUND")
+        return target
+
+
+def _open_source(source: Source) -> tuple[BinaryIO, int | None, str, bool]:
+    """A readable stream, its size when known, its sha256 when cheaply known, and
+    whether this client opened it (and so closes it)."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        return io.BytesIO(data), len(data), hashlib.sha256(data).hexdigest(), True
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        return path.open("rb"), path.stat().st_size, "", True
+    return source, None, "", False
+
+
+def _reporter(progress: Progress, path: str, total: int | None) -> Callable[[int], None]:
+    if callable(progress):
+        return lambda done: progress(done, total or 0)
+    if not progress:
+        return lambda done: None
+
+    def show(done: int) -> None:
+        share = f"{100 * done / total:5.1f}%" if total else ""
+        sys.stderr.write(f"\r{path}: {done / 2**20:,.1f} MiB {share}")
+        if total and done >= total:
+            sys.stderr.write("\n")
+
+    return show

@@ -1,5 +1,6 @@
 """Plain Python types of the Cairn client; none of them is a protobuf message."""
 
+from ._artifacts import ObjectInfo, PresignedUrl
 from ._paging import ListOptions, OrderByField, PagedList, Pager
 from ._registry import (
     ArtifactState,
@@ -36,10 +37,12 @@ __all__ = [
     "ModelVersion",
     "ModelVersionStage",
     "ModelVersionState",
+    "ObjectInfo",
     "OrderByField",
     "PagedList",
     "Pager",
     "Param",
+    "PresignedUrl",
     "RegisteredModel",
     "RegisteredModelState",
     "Run",

@@ -27,7 +27,7 @@ from cairn.artifacts.v1 import artifacts_pb2 as cairn_dot_artifacts_dot_v1_dot_a
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*cairn/artifacts/v1/artifacts_service.proto\x12\x12\x63\x61irn.artifacts.v1\x1a\"cairn/artifacts/v1/artifacts.proto\x1a\x1egoogle/protobuf/duration.proto\"\x86\x01\n\x0cUploadHeader\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x15\n\rexpected_size\x18\x04 \x01(\x03\x12\x17\n\x0f\x65xpected_sha256\x18\x05 \x01(\t\x12\x11\n\toverwrite\x18\x06 \x01(\x08\"\\\n\rUploadRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .cairn.artifacts.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"@\n\x0eUploadResponse\x12.\n\x06object\x18\x01 \x01(\x0b\x32\x1e.cairn.artifacts.v1.ObjectInfo\"P\n\x0f\x44ownloadRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0e\n\x06length\x18\x04 \x01(\x03\"Q\n\x10\x44ownloadResponse\x12.\n\x06object\x18\x01 \x01(\x0b\x32\x1e.cairn.artifacts.v1.ObjectInfo\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"2\n\x11StatObjectRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"D\n\x12StatObjectResponse\x12.\n\x06object\x18\x01 \x01(\x0b\x32\x1e.cairn.artifacts.v1.ObjectInfo\"o\n\x12ListObjectsRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x11\n\trecursive\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"q\n\x13ListObjectsResponse\x12/\n\x07objects\x18\x01 \x03(\x0b\x32\x1e.cairn.artifacts.v1.ObjectInfo\x12\x10\n\x08prefixes\x18\x02 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"G\n\x13\x44\x65leteObjectRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x11\n\trecursive\x18\x03 \x01(\x08\"-\n\x14\x44\x65leteObjectResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x03\"\xb2\x01\n\x19\x43reatePresignedUrlRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x31\n\x06method\x18\x03 \x01(\x0e\x32!.cairn.artifacts.v1.PresignMethod\x12-\n\nexpires_in\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\"\xa7\x01\n\x1a\x43reatePresignedUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12L\n\x07headers\x18\x02 \x03(\x0b\x32;.cairn.artifacts.v1.CreatePresignedUrlResponse.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\x14\x43onfirmUploadRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x17\n\x0f\x65xpected_sha256\x18\x03 \x01(\t\"G\n\x15\x43onfirmUploadResponse\x12.\n\x06object\x18\x01 \x01(\x0b\x32\x1e.cairn.artifacts.v1.ObjectInfo2\xb8\x05\n\x0f\x41rtifactService\x12Q\n\x06Upload\x12!.cairn.artifacts.v1.UploadRequest\x1a\".cairn.artifacts.v1.UploadResponse(\x01\x12W\n\x08\x44ownload\x12#.cairn.artifacts.v1.DownloadRequest\x1a$.cairn.artifacts.v1.DownloadResponse0\x01\x12[\n\nStatObject\x12%.cairn.artifacts.v1.StatObjectRequest\x1a&.cairn.artifacts.v1.StatObjectResponse\x12^\n\x0bListObjects\x12&.cairn.artifacts.v1.ListObjectsRequest\x1a\'.cairn.artifacts.v1.ListObjectsResponse\x12\x61\n\x0c\x44\x65leteObject\x12\'.cairn.artifacts.v1.DeleteObjectRequest\x1a(.cairn.artifacts.v1.DeleteObjectResponse\x12s\n\x12\x43reatePresignedUrl\x12-.cairn.artifacts.v1.CreatePresignedUrlRequest\x1a..cairn.artifacts.v1.CreatePresignedUrlResponse\x12\x64\n\rConfirmUpload\x12(.cairn.artifacts.v1.ConfirmUploadRequest\x1a).cairn.artifacts.v1.ConfirmUploadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*cairn/artifacts/v1/artifacts_service.proto\x12\x12\x63\x61irn.artifacts.v1\x1a\"cairn/artifacts/v1/artifacts.proto\x1a\x1egoogle/protobuf/duration.proto\"\x86\x01\n\x0cUploadHeader\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x15\n\rexpected_size\x18\x04 \x01(\x03\x12\x17\n\x0f\x65xpected_sha256\x18\x05 \x01(\t\x12\x11\n\toverwrite\x18\x06 \x01(\x08\"\x1e\n\x0cUploadFinish\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"\x90\x01\n\rUploadRequest\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .cairn.artifacts.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12\x32\n\x06\x66inish\x18\x03 \x01(\x0b\x32 .cairn.artifacts.v1.UploadFinishH\x00\x42\x06\n\x04part\"@\n\x0eUploadResponse\x12.\n\x06object\x18\x01 \x01(\x0b\x32\x1e.cairn.artifacts.v1.ObjectInfo\"P\n\x0f\x44ownloadRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0e\n\x06length\x18\x04 \x01(\x03\"Q\n\x10\x44ownloadResponse\x12.\n\x06object\x18\x01 \x01(\x0b\x32\x1e.cairn.artifacts.v1.ObjectInfo\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"2\n\x11StatObjectRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"D\n\x12StatObjectResponse\x12.\n\x06object\x18\x01 \x01(\x0b\x32\x1e.cairn.artifacts.v1.ObjectInfo\"o\n\x12ListObjectsRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x11\n\trecursive\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"q\n\x13ListObjectsResponse\x12/\n\x07objects\x18\x01 \x03(\x0b\x32\x1e.cairn.artifacts.v1.ObjectInfo\x12\x10\n\x08prefixes\x18\x02 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"G\n\x13\x44\x65leteObjectRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x11\n\trecursive\x18\x03 \x01(\x08\"-\n\x14\x44\x65leteObjectResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x03\"\xb2\x01\n\x19\x43reatePresignedUrlRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x31\n\x06method\x18\x03 \x01(\x0e\x32!.cairn.artifacts.v1.PresignMethod\x12-\n\nexpires_in\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\"\xa7\x01\n\x1a\x43reatePresignedUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12L\n\x07headers\x18\x02 \x03(\x0b\x32;.cairn.artifacts.v1.CreatePresignedUrlResponse.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\x14\x43onfirmUploadRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x17\n\x0f\x65xpected_sha256\x18\x03 \x01(\t\"G\n\x15\x43onfirmUploadResponse\x12.\n\x06object\x18\x01 \x01(\x0b\x32\x1e.cairn.artifacts.v1.ObjectInfo2\xb8\x05\n\x0f\x41rtifactService\x12Q\n\x06Upload\x12!.cairn.artifacts.v1.UploadRequest\x1a\".cairn.artifacts.v1.UploadResponse(\x01\x12W\n\x08\x44ownload\x12#.cairn.artifacts.v1.DownloadRequest\x1a$.cairn.artifacts.v1.DownloadResponse0\x01\x12[\n\nStatObject\x12%.cairn.artifacts.v1.StatObjectRequest\x1a&.cairn.artifacts.v1.StatObjectResponse\x12^\n\x0bListObjects\x12&.cairn.artifacts.v1.ListObjectsRequest\x1a\'.cairn.artifacts.v1.ListObjectsResponse\x12\x61\n\x0c\x44\x65leteObject\x12\'.cairn.artifacts.v1.DeleteObjectRequest\x1a(.cairn.artifacts.v1.DeleteObjectResponse\x12s\n\x12\x43reatePresignedUrl\x12-.cairn.artifacts.v1.CreatePresignedUrlRequest\x1a..cairn.artifacts.v1.CreatePresignedUrlResponse\x12\x64\n\rConfirmUpload\x12(.cairn.artifacts.v1.ConfirmUploadRequest\x1a).cairn.artifacts.v1.ConfirmUploadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,36 +38,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEPRESIGNEDURLRESPONSE_HEADERSENTRY']._serialized_options = b'8\001'
   _globals['_UPLOADHEADER']._serialized_start=135
   _globals['_UPLOADHEADER']._serialized_end=269
-  _globals['_UPLOADREQUEST']._serialized_start=271
-  _globals['_UPLOADREQUEST']._serialized_end=363
-  _globals['_UPLOADRESPONSE']._serialized_start=365
-  _globals['_UPLOADRESPONSE']._serialized_end=429
-  _globals['_DOWNLOADREQUEST']._serialized_start=431
-  _globals['_DOWNLOADREQUEST']._serialized_end=511
-  _globals['_DOWNLOADRESPONSE']._serialized_start=513
-  _globals['_DOWNLOADRESPONSE']._serialized_end=594
-  _globals['_STATOBJECTREQUEST']._serialized_start=596
-  _globals['_STATOBJECTREQUEST']._serialized_end=646
-  _globals['_STATOBJECTRESPONSE']._serialized_start=648
-  _globals['_STATOBJECTRESPONSE']._serialized_end=716
-  _globals['_LISTOBJECTSREQUEST']._serialized_start=718
-  _globals['_LISTOBJECTSREQUEST']._serialized_end=829
-  _globals['_LISTOBJECTSRESPONSE']._serialized_start=831
-  _globals['_LISTOBJECTSRESPONSE']._serialized_end=944
-  _globals['_DELETEOBJECTREQUEST']._serialized_start=946
-  _globals['_DELETEOBJECTREQUEST']._serialized_end=1017
-  _globals['_DELETEOBJECTRESPONSE']._serialized_start=1019
-  _globals['_DELETEOBJECTRESPONSE']._serialized_end=1064
-  _globals['_CREATEPRESIGNEDURLREQUEST']._serialized_start=1067
-  _globals['_CREATEPRESIGNEDURLREQUEST']._serialized_end=1245
-  _globals['_CREATEPRESIGNEDURLRESPONSE']._serialized_start=1248
-  _globals['_CREATEPRESIGNEDURLRESPONSE']._serialized_end=1415
-  _globals['_CREATEPRESIGNEDURLRESPONSE_HEADERSENTRY']._serialized_start=1369
-  _globals['_CREATEPRESIGNEDURLRESPONSE_HEADERSENTRY']._serialized_end=1415
-  _globals['_CONFIRMUPLOADREQUEST']._serialized_start=1417
-  _globals['_CONFIRMUPLOADREQUEST']._serialized_end=1495
-  _globals['_CONFIRMUPLOADRESPONSE']._serialized_start=1497
-  _globals['_CONFIRMUPLOADRESPONSE']._serialized_end=1568
-  _globals['_ARTIFACTSERVICE']._serialized_start=1571
-  _globals['_ARTIFACTSERVICE']._serialized_end=2267
+  _globals['_UPLOADFINISH']._serialized_start=271
+  _globals['_UPLOADFINISH']._serialized_end=301
+  _globals['_UPLOADREQUEST']._serialized_start=304
+  _globals['_UPLOADREQUEST']._serialized_end=448
+  _globals['_UPLOADRESPONSE']._serialized_start=450
+  _globals['_UPLOADRESPONSE']._serialized_end=514
+  _globals['_DOWNLOADREQUEST']._serialized_start=516
+  _globals['_DOWNLOADREQUEST']._serialized_end=596
+  _globals['_DOWNLOADRESPONSE']._serialized_start=598
+  _globals['_DOWNLOADRESPONSE']._serialized_end=679
+  _globals['_STATOBJECTREQUEST']._serialized_start=681
+  _globals['_STATOBJECTREQUEST']._serialized_end=731
+  _globals['_STATOBJECTRESPONSE']._serialized_start=733
+  _globals['_STATOBJECTRESPONSE']._serialized_end=801
+  _globals['_LISTOBJECTSREQUEST']._serialized_start=803
+  _globals['_LISTOBJECTSREQUEST']._serialized_end=914
+  _globals['_LISTOBJECTSRESPONSE']._serialized_start=916
+  _globals['_LISTOBJECTSRESPONSE']._serialized_end=1029
+  _globals['_DELETEOBJECTREQUEST']._serialized_start=1031
+  _globals['_DELETEOBJECTREQUEST']._serialized_end=1102
+  _globals['_DELETEOBJECTRESPONSE']._serialized_start=1104
+  _globals['_DELETEOBJECTRESPONSE']._serialized_end=1149
+  _globals['_CREATEPRESIGNEDURLREQUEST']._serialized_start=1152
+  _globals['_CREATEPRESIGNEDURLREQUEST']._serialized_end=1330
+  _globals['_CREATEPRESIGNEDURLRESPONSE']._serialized_start=1333
+  _globals['_CREATEPRESIGNEDURLRESPONSE']._serialized_end=1500
+  _globals['_CREATEPRESIGNEDURLRESPONSE_HEADERSENTRY']._serialized_start=1454
+  _globals['_CREATEPRESIGNEDURLRESPONSE_HEADERSENTRY']._serialized_end=1500
+  _globals['_CONFIRMUPLOADREQUEST']._serialized_start=1502
+  _globals['_CONFIRMUPLOADREQUEST']._serialized_end=1580
+  _globals['_CONFIRMUPLOADRESPONSE']._serialized_start=1582
+  _globals['_CONFIRMUPLOADRESPONSE']._serialized_end=1653
+  _globals['_ARTIFACTSERVICE']._serialized_start=1656
+  _globals['_ARTIFACTSERVICE']._serialized_end=2352
 # @@protoc_insertion_point(module_scope)

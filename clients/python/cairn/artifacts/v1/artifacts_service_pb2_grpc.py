@@ -80,8 +80,9 @@ class ArtifactServiceServicer:
     """
 
     def Upload(self, request_iterator, context):
-        """A client stream: first a header, then chunks. The object becomes visible
-        only when the stream completes and the checksum (if given) matches.
+        """A client stream: a header, chunks, then a finish. The object becomes visible
+        only after the finish arrived and the size and checksum (if given) match; a
+        stream that ends without a finish (a cancelled client) publishes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

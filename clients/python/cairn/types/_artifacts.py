@@ -1,0 +1,52 @@
+"""Artifact types: stored objects and presigned URLs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..artifacts.v1 import artifacts_pb2 as pb
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A stored object, or a "directory" of a one-level list (is_dir, path ends in "/").
+
+    `file_size` is MLflow's FileInfo name for size.
+    """
+
+    path: str
+    is_dir: bool = False
+    size: int = 0
+    sha256: str = ""
+    content_type: str = ""
+    uri: str = ""
+    create_time: int | None = None
+    update_time: int | None = None
+    project: str = "default"
+
+    @property
+    def file_size(self) -> int | None:
+        return None if self.is_dir else self.size
+
+
+@dataclass(frozen=True)
+class PresignedUrl:
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def object_from_proto(message: pb.ObjectInfo) -> ObjectInfo:
+    return ObjectInfo(
+        path=message.path,
+        size=message.size,
+        sha256=message.sha256,
+        content_type=message.content_type,
+        uri=message.uri,
+        create_time=message.create_time.ToMilliseconds() or None,
+        update_time=message.update_time.ToMilliseconds() or None,
+        project=message.project,
+    )
+
+
+def directory(path: str, project: str) -> ObjectInfo:
+    return ObjectInfo(path=path, is_dir=True, project=project)

@@ -1,0 +1,46 @@
+"""Artifact paths: relative, "/"-separated, checked before anything touches storage."""
+
+from __future__ import annotations
+
+from ..common.errors import invalid_field
+
+MAX_PATH_LENGTH = 1024
+
+
+def object_path(value: str, field: str = "path") -> str:
+    """A path naming one object: no leading or trailing "/", no "." or ".." segments."""
+    _check_text(value, field)
+    if value.endswith("/"):
+        raise invalid_field(field, "names an object, so it must not end with '/'", "INVALID_PATH")
+    _check_segments(value.split("/"), field)
+    return value
+
+
+def prefix(value: str, field: str = "prefix") -> str:
+    """A prefix to list or delete under: empty, or a path that may end with "/"."""
+    if not value:
+        return ""
+    _check_text(value, field)
+    _check_segments(value.removesuffix("/").split("/"), field)
+    return value
+
+
+def _check_text(value: str, field: str) -> None:
+    if not value:
+        raise invalid_field(field, "must not be empty", "INVALID_PATH")
+    if len(value) > MAX_PATH_LENGTH:
+        raise invalid_field(field, f"must be at most {MAX_PATH_LENGTH} characters", "INVALID_PATH")
+    if value.startswith("/"):
+        raise invalid_field(field, "must be relative (no leading '/')", "INVALID_PATH")
+    if "\\" in value:
+        raise invalid_field(field, "must use '/' as separator, not '\\'", "INVALID_PATH")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise invalid_field(field, "must not contain NUL or control characters", "INVALID_PATH")
+
+
+def _check_segments(segments: list[str], field: str) -> None:
+    for segment in segments:
+        if segment in ("", ".", ".."):
+            raise invalid_field(
+                field, "must not contain empty, '.' or '..' segments", "INVALID_PATH"
+            )

@@ -1,0 +1,94 @@
+"""Bridging an upload's async gRPC stream to the blocking writers of the backends.
+
+The backends (the minio SDK, file writes) run in a worker thread and read from a
+`VerifyingReader`, which pulls chunks from a bounded queue the event loop fills, and
+hashes them on the way. At the end of the stream it checks the size and checksum and
+raises instead of reporting end-of-file when they do not match, so the writer never
+completes (no rename into place, no CompleteMultipartUpload): nothing becomes visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from ..common.errors import DataLoss, InvalidArgument
+
+QUEUE_CHUNKS = 8  # bounds memory: at most this many chunks wait for the writer
+
+
+class StreamClosed(Exception):
+    """The client went away or the stream broke before the upload finished."""
+
+
+class VerifyingReader:
+    """A file-like `read(n)` over chunks put by the event loop, verified at the end."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, expected_size: int, expected_sha256: str
+    ) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(QUEUE_CHUNKS)
+        self._buffer = b""
+        self._done = False
+        self.expected_size = expected_size
+        self.expected_sha256 = expected_sha256
+        self.size = 0
+        self.hash = hashlib.sha256()
+
+    async def feed(self, chunk: bytes, writer: asyncio.Future[None]) -> bool:
+        """Queues a chunk; False when the writer has stopped (it will not read more)."""
+        return await self._put(chunk, writer)
+
+    async def finish(self, writer: asyncio.Future[None]) -> None:
+        await self._put(None, writer)
+
+    async def fail(self, error: BaseException, writer: asyncio.Future[None]) -> None:
+        await self._put(error, writer)
+
+    async def _put(self, item: bytes | BaseException | None, writer: asyncio.Future[None]) -> bool:
+        if writer.done():
+            return False
+        putting = asyncio.ensure_future(self._queue.put(item))
+        await asyncio.wait({putting, writer}, return_when=asyncio.FIRST_COMPLETED)
+        if not putting.done():
+            putting.cancel()
+            return False
+        return True
+
+    @property
+    def sha256(self) -> str:
+        return self.hash.hexdigest()
+
+    def read(self, n: int = -1) -> bytes:
+        """Blocking: called from the writer's thread."""
+        while not self._done and (n < 0 or len(self._buffer) < n):
+            item = asyncio.run_coroutine_threadsafe(self._queue.get(), self._loop).result()
+            if isinstance(item, BaseException):
+                raise StreamClosed("upload stream ended early") from item
+            if item is None:
+                self._done = True
+                self._verify()
+            else:
+                self.size += len(item)
+                self.hash.update(item)
+                self._buffer += item
+        if n < 0:
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:n], self._buffer[n:]
+        return data
+
+    def _verify(self) -> None:
+        if self.expected_size and self.size != self.expected_size:
+            raise InvalidArgument(
+                "INVALID_ARGUMENT",
+                f"expected {self.expected_size} bytes, received {self.size}",
+                metadata={"expected_size": str(self.expected_size), "size": str(self.size)},
+            )
+        if self.expected_sha256 and self.sha256 != self.expected_sha256:
+            raise DataLoss(
+                "CHECKSUM_MISMATCH",
+                f"content has sha256 {self.sha256}, not the expected {self.expected_sha256}",
+                metadata={"expected_sha256": self.expected_sha256, "sha256": self.sha256},
+            )

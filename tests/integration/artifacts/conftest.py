@@ -1,0 +1,85 @@
+"""The artifact service on both backends: the local filesystem and S3 (moto on loopback)."""
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from minio import Minio
+
+import cairn
+from cairn_server import catalog
+from cairn_server.common.config import Config
+from cairn_server.common.server import CairnServer
+from tests.conftest import with_overrides
+
+BUCKET = "cairn-test"
+
+
+@pytest.fixture(scope="session")
+def s3_config(config: Config, s3_endpoint: str) -> Config:
+    client = Minio(
+        s3_endpoint, access_key="test", secret_key="test", secure=False, region="us-east-1"
+    )
+    if not client.bucket_exists(BUCKET):
+        client.make_bucket(BUCKET)
+    return with_overrides(
+        config,
+        artifact_backend="s3",
+        s3_endpoint=s3_endpoint,
+        s3_bucket=BUCKET,
+        s3_prefix="store",
+        s3_region="us-east-1",
+        s3_access_key="test",
+        s3_secret_key="test",
+        s3_secure=False,
+    )
+
+
+@pytest.fixture(scope="session")
+async def s3_server_port(s3_config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
+    server = CairnServer(s3_config, [catalog.SERVICES["artifacts"]], pool)
+    port = await server.start()
+    yield port
+    await server.stop(grace=1.0)
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+async def store(
+    request: pytest.FixtureRequest, server_port: int, s3_server_port: int, unique: str
+) -> AsyncIterator[cairn.ArtifactClient]:
+    """An ArtifactClient in a project of its own, on each backend in turn."""
+    port = server_port if request.param == "filesystem" else s3_server_port
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", port, project=f"a-{unique}", timeout=None
+    ) as client:
+        client.backend = request.param  # type: ignore[attr-defined]
+        yield client
+
+
+@pytest.fixture
+def raw_objects(store: cairn.ArtifactClient, config: Config, s3_config: Config):
+    """Lists what the backend itself holds for the store's project, temporaries included."""
+
+    def listing() -> list[str]:
+        if store.backend == "s3":  # type: ignore[attr-defined]
+            client = Minio(
+                s3_config.s3_endpoint,
+                access_key="test",
+                secret_key="test",
+                secure=False,
+                region="us-east-1",
+            )
+            prefix = f"store/{store.project}/"
+            found = [
+                o.object_name for o in client.list_objects(BUCKET, prefix=prefix, recursive=True)
+            ]
+            uploads = list(client._list_multipart_uploads(BUCKET, prefix=prefix).uploads)  # noqa: SLF001
+            return found + [f"multipart:{u.object_name}" for u in uploads]
+        root = config.artifact_dir / store.project
+        return (
+            sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+            if root.exists()
+            else []
+        )
+
+    return listing

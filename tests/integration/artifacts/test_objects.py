@@ -1,0 +1,250 @@
+"""Artifacts end to end, on the filesystem and on S3: round trips, ranges, listing,
+deletes, overwrite protection, checksums and interrupted uploads."""
+
+import asyncio
+import hashlib
+import io
+import os
+
+
+import pytest
+
+import cairn
+from cairn.artifacts.v1 import artifacts_service_pb2 as api
+from cairn.exceptions import AlreadyExistsError, DataLossError, InvalidArgumentError, NotFoundError
+from cairn.types import ListOptions, Pager
+
+BIG = os.urandom(3 * 1024 * 1024 + 123)  # several chunks, not a whole number of them
+
+
+async def test_round_trip_of_bytes_files_and_streams(store: cairn.ArtifactClient, tmp_path) -> None:
+    info = await store.upload("models/a.bin", BIG, content_type="application/x-test")
+    assert (info.size, info.sha256) == (len(BIG), hashlib.sha256(BIG).hexdigest())
+    assert info.content_type == "application/x-test"
+    assert await store.read("models/a.bin") == BIG
+    local = tmp_path / "b.bin"
+    local.write_bytes(BIG[:1000])
+    await store.upload("models/b.bin", local)
+    await store.upload("models/c.bin", io.BytesIO(b"streamed"))
+    assert await store.read("models/b.bin") == BIG[:1000]
+    assert await store.read("models/c.bin") == b"streamed"
+    assert (await store.stat("models/c.bin")).size == 8
+    await store.upload("empty.txt", b"")
+    assert await store.read("empty.txt") == b""
+
+
+async def test_uris_name_the_backend_object(store: cairn.ArtifactClient) -> None:
+    info = await store.upload("models/weights.onnx", b"onnx")
+    if store.backend == "s3":
+        assert info.uri == f"s3://cairn-test/store/{store.project}/models/weights.onnx"
+    else:
+        assert info.uri.startswith("file://") and info.uri.endswith(
+            f"/{store.project}/models/weights.onnx"
+        )
+
+
+async def test_ranges(store: cairn.ArtifactClient) -> None:
+    await store.upload("r.bin", BIG)
+    assert await store.read("r.bin", offset=10, length=100) == BIG[10:110]
+    assert await store.read("r.bin", offset=len(BIG) - 5) == BIG[-5:]
+    assert await store.read("r.bin", offset=len(BIG)) == b""
+    with pytest.raises(cairn.exceptions.OutOfRangeError):
+        await store.read("r.bin", offset=len(BIG) + 1)
+
+
+async def test_download_of_a_file_and_a_directory_tree(
+    store: cairn.ArtifactClient, tmp_path
+) -> None:
+    for name in ("run/model/weights.bin", "run/model/config.json", "run/metrics.csv", "other/x"):
+        await store.upload(name, name.encode())
+    written = await store.download("run/model/config.json", tmp_path)
+    assert written == tmp_path / "config.json" and written.read_bytes() == b"run/model/config.json"
+    tree = await store.download("run", tmp_path / "tree")
+    files = sorted(str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file())
+    assert files == ["metrics.csv", "model/config.json", "model/weights.bin"]
+    with pytest.raises(NotFoundError):
+        await store.download("missing", tmp_path / "none")
+
+
+async def test_listing_one_level_recursive_and_paged(store: cairn.ArtifactClient) -> None:
+    for name in ("d/a.txt", "d/b.txt", "d/sub/c.txt", "d/sub/deeper/e.txt", "d2/f.txt"):
+        await store.upload(name, b"x")
+    level = await store.list("d/")
+    assert [(e.path, e.is_dir) for e in level] == [
+        ("d/a.txt", False),
+        ("d/b.txt", False),
+        ("d/sub/", True),
+    ]
+    everything = await store.list("d/", recursive=True)
+    assert [e.path for e in everything] == [
+        "d/a.txt",
+        "d/b.txt",
+        "d/sub/c.txt",
+        "d/sub/deeper/e.txt",
+    ]
+    top = await store.list()
+    assert [(e.path, e.is_dir) for e in top] == [("d/", True), ("d2/", True)]
+    paged = [
+        e.path async for e in Pager(lambda o: store.list("d/", recursive=True, options=o)).limit(3)
+    ]
+    assert paged == [e.path for e in everything]
+    assert await store.list("nothing/") == []
+
+
+async def test_overwrite_protection(store: cairn.ArtifactClient) -> None:
+    await store.upload("once.txt", b"first")
+    with pytest.raises(AlreadyExistsError) as raised:
+        await store.upload("once.txt", b"second")
+    assert raised.value.reason == "OBJECT_ALREADY_EXISTS"
+    assert await store.read("once.txt") == b"first"
+    await store.upload("once.txt", b"second", overwrite=True)
+    assert await store.read("once.txt") == b"second"
+
+
+async def test_delete_one_object_and_a_directory(store: cairn.ArtifactClient) -> None:
+    for name in ("run1/a", "run1/b/c", "run10/d", "keep"):
+        await store.upload(name, b"x")
+    assert await store.delete("keep") == 1
+    assert await store.delete("run1", recursive=True) == 2
+    assert [e.path for e in await store.list(recursive=True)] == ["run10/d"]
+    with pytest.raises(NotFoundError):
+        await store.delete("keep")
+    with pytest.raises(NotFoundError):
+        await store.read("run1/a")
+
+
+async def _raw_upload(store: cairn.ArtifactClient, messages: list[api.UploadRequest]) -> None:
+    async def requests():
+        for message in messages:
+            yield message
+
+    await store._transport.client_stream(store._stub.Upload, requests())
+
+
+def _header(store: cairn.ArtifactClient, path: str, **fields) -> api.UploadRequest:
+    return api.UploadRequest(header=api.UploadHeader(project=store.project, path=path, **fields))
+
+
+FINISH = api.UploadRequest(finish=api.UploadFinish())
+
+
+async def test_a_checksum_mismatch_publishes_nothing(
+    store: cairn.ArtifactClient, raw_objects
+) -> None:
+    chunk = api.UploadRequest(chunk=BIG)
+    for messages in (
+        [_header(store, "bad.bin", expected_sha256="0" * 64), chunk, FINISH],
+        [
+            _header(store, "bad.bin"),
+            chunk,
+            api.UploadRequest(finish=api.UploadFinish(sha256="1" * 64)),
+        ],
+    ):
+        with pytest.raises(DataLossError) as raised:
+            await _raw_upload(store, messages)
+        assert raised.value.reason == "CHECKSUM_MISMATCH"
+    with pytest.raises(InvalidArgumentError):
+        await _raw_upload(
+            store,
+            [
+                _header(store, "short.bin", expected_size=10),
+                api.UploadRequest(chunk=b"abc"),
+                FINISH,
+            ],
+        )
+    assert await store.list(recursive=True) == []
+    with pytest.raises(NotFoundError):
+        await store.stat("bad.bin")
+    assert raw_objects() == []
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [],
+        [api.UploadRequest(chunk=b"no header")],
+        ["HEADER", "HEADER"],
+        ["HEADER", api.UploadRequest(chunk=b"x"), "HEADER"],
+        ["HEADER", api.UploadRequest(chunk=b"x")],
+        ["HEADER", FINISH, api.UploadRequest(chunk=b"x")],
+        ["HEADER", FINISH, FINISH],
+    ],
+    ids=[
+        "empty",
+        "no-header",
+        "two-headers",
+        "header-later",
+        "no-finish",
+        "chunk-after-finish",
+        "two-finishes",
+    ],
+)
+async def test_a_missing_or_repeated_header_or_finish_is_invalid(
+    store: cairn.ArtifactClient, messages
+) -> None:
+    resolved = [_header(store, "h.bin") if m == "HEADER" else m for m in messages]
+    with pytest.raises(InvalidArgumentError):
+        await _raw_upload(store, resolved)
+    assert await store.list(recursive=True) == []
+
+
+async def test_an_interrupted_upload_leaves_nothing_visible(
+    store: cairn.ArtifactClient, raw_objects
+) -> None:
+    sent = asyncio.Event()
+
+    async def requests():
+        yield _header(store, "cut.bin")
+        for _ in range(40):  # beyond an S3 part, so a multipart upload is under way
+            yield api.UploadRequest(chunk=BIG[: 1024 * 1024])
+        sent.set()
+        await asyncio.sleep(30)
+
+    call = store._stub.Upload(requests())
+    await sent.wait()
+    await asyncio.sleep(0.3)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.sleep(0.5)
+    assert await store.list(recursive=True) == []
+    with pytest.raises(NotFoundError):
+        await store.stat("cut.bin")
+    # Nor in the backend: no object, no temporary file, no multipart upload left open.
+    assert raw_objects() == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../escape",
+        "/absolute",
+        "a//b",
+        "a/./b",
+        "back\\slash",
+        "nul\x00byte",
+        "ctrl\x07",
+        "a/",
+        "",
+        "x" * 1025,
+    ],
+)
+async def test_bad_paths_are_refused(store: cairn.ArtifactClient, path: str) -> None:
+    with pytest.raises(InvalidArgumentError) as raised:
+        await store.upload(path, b"x")
+    assert raised.value.reason in ("INVALID_PATH", "INVALID_ARGUMENT")
+    with pytest.raises(InvalidArgumentError):
+        await store.stat(path)
+
+
+async def test_projects_do_not_see_each_other(
+    store: cairn.ArtifactClient, server_port: int
+) -> None:
+    await store.upload("secret.txt", b"mine")
+    channel = store._transport.channel
+    other = cairn.ArtifactClient(type(store._transport)(channel, project="someone-else"))
+    with pytest.raises(NotFoundError):
+        await other.stat("secret.txt")
+    assert await other.list("", recursive=True) == [] or all(
+        e.project == "someone-else" for e in await other.list("", recursive=True)
+    )
