@@ -73,7 +73,7 @@ def raw_objects(store: cairn.ArtifactClient, config: Config, s3_config: Config):
             found = [
                 o.object_name for o in client.list_objects(BUCKET, prefix=prefix, recursive=True)
             ]
-            uploads = list(client._list_multipart_uploads(BUCKET, prefix=prefix).uploads)  # noqa: SLF001
+            uploads = list(client._list_multipart_uploads(BUCKET, prefix=prefix).uploads)
             return found + [f"multipart:{u.object_name}" for u in uploads]
         root = config.artifact_dir / store.project
         return (

@@ -6,13 +6,12 @@ import hashlib
 import io
 import os
 
-
 import pytest
 
 import cairn
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import AlreadyExistsError, DataLossError, InvalidArgumentError, NotFoundError
-from cairn.types import ListOptions, Pager
+from cairn.types import Pager
 
 BIG = os.urandom(3 * 1024 * 1024 + 123)  # several chunks, not a whole number of them
 
