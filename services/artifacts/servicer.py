@@ -65,7 +65,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             common.project(request.project), paths.object_path(request.path)
         )
         offset, length = _range(request.offset, request.length, stored.size)
-        info = self._info(stored)
+        info: pb.ObjectInfo | None = self._info(stored)
         if not length:  # an empty object or range: only say what it is
             yield api.DownloadResponse(object=info)
             return
