@@ -81,6 +81,12 @@ class Transport:
         )
         return cls(channel, **kwargs)
 
+    def for_project(self, project: str, *, timeout: float | None) -> Transport:
+        """A transport on the same channel and credentials, for another project."""
+        derived = Transport(self.channel, project=project, timeout=timeout)
+        derived._metadata = self._metadata
+        return derived
+
     async def unary(
         self,
         method: grpc.aio.UnaryUnaryMultiCallable,

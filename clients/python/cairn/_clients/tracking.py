@@ -17,6 +17,7 @@ from ..types import _tracking as types
 from ..types._paging import ListOptions, OrderByField, PagedList
 from ..types._tracking import Experiment, Metric, Param, Run, RunInput, RunStatus, RunTag, ViewType
 from .active_run import ActiveRun
+from .run_artifacts import RunArtifacts
 
 SEARCH_MAX_RESULTS_DEFAULT = 1000
 _EXPERIMENT_ORDER = {
@@ -30,11 +31,13 @@ _RUN_ORDER = {
 }
 
 
-class TrackingClient(BaseClient):
+class TrackingClient(BaseClient, RunArtifacts):
     """Async client of `cairn.tracking.v1.TrackingService`.
 
     Method names and arguments follow MLflow's `MlflowClient`. Every method also takes
     keyword-only `timeout=` (seconds) and `metadata=` (extra headers) for that call.
+    The artifact methods (`log_artifact`, `log_artifacts`, `log_text`, `log_dict`,
+    `list_artifacts`, `download_artifacts`) use the artifact service on the same channel.
     """
 
     def _bind(self, channel: Any) -> None:

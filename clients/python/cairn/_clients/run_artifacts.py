@@ -1,0 +1,138 @@
+"""MLflow's artifact methods on `TrackingClient`: files of a run, in the artifact service.
+
+A run's artifact URI is `cairn-artifacts://<project>/<path>`; these methods move files
+under that path through an `ArtifactClient` on the same channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from .._transport import Transport
+from ..types._artifacts import ObjectInfo
+from ..types._paging import ListOptions
+from ..types._tracking import Run
+from .artifacts import ArtifactClient
+
+SCHEME = "cairn-artifacts"
+
+
+class _Client(Protocol):
+    _transport: Transport
+
+    async def get_run(self, run_id: str) -> Run: ...
+
+
+class RunArtifacts:
+    """Mixed into TrackingClient, which provides `_transport` and `get_run`."""
+
+    async def log_artifact(
+        self: _Client,
+        run_id: str,
+        local_path: str | os.PathLike[str],
+        artifact_path: str | None = None,
+    ) -> ObjectInfo:
+        """Uploads one local file into the run's artifacts (under artifact_path)."""
+        store, root = await _run_store(self, run_id)
+        source = Path(local_path)
+        return await store.upload(_join(root, artifact_path, source.name), source, overwrite=True)
+
+    async def log_artifacts(
+        self: _Client,
+        run_id: str,
+        local_dir: str | os.PathLike[str],
+        artifact_path: str | None = None,
+    ) -> list[ObjectInfo]:
+        """Uploads every file under a local directory, keeping the tree."""
+        store, root = await _run_store(self, run_id)
+        base = Path(local_dir)
+        uploaded = []
+        for file in await asyncio.to_thread(_files_under, base):
+            relative = file.relative_to(base).as_posix()
+            uploaded.append(
+                await store.upload(_join(root, artifact_path, relative), file, overwrite=True)
+            )
+        return uploaded
+
+    async def log_text(self: _Client, run_id: str, text: str, artifact_file: str) -> ObjectInfo:
+        store, root = await _run_store(self, run_id)
+        return await store.upload(
+            _join(root, None, artifact_file),
+            text.encode(),
+            overwrite=True,
+            content_type="text/plain; charset=utf-8",
+        )
+
+    async def log_dict(
+        self: _Client, run_id: str, dictionary: dict[str, Any], artifact_file: str
+    ) -> ObjectInfo:
+        """Stores a dict as JSON (or YAML for .yaml/.yml files, when PyYAML is installed)."""
+        if artifact_file.endswith((".yaml", ".yml")):
+            import yaml  # optional, as in MLflow
+
+            text, content_type = yaml.safe_dump(dictionary), "application/yaml"
+        else:
+            text, content_type = json.dumps(dictionary, indent=2), "application/json"
+        store, root = await _run_store(self, run_id)
+        return await store.upload(
+            _join(root, None, artifact_file),
+            text.encode(),
+            overwrite=True,
+            content_type=content_type,
+        )
+
+    async def list_artifacts(
+        self: _Client, run_id: str, path: str | None = None
+    ) -> list[ObjectInfo]:
+        """One level of the run's artifacts, with paths relative to the run's root."""
+        store, root = await _run_store(self, run_id)
+        prefix = _join(root, path, "") + "/"
+        listed = []
+        async for entry in _every_page(store, prefix):
+            relative = entry.path[len(root) + 1 :]
+            listed.append(ObjectInfo(**{**entry.__dict__, "path": relative.rstrip("/")}))
+        return listed
+
+    async def download_artifacts(
+        self: _Client, run_id: str, path: str, dst_path: str | os.PathLike[str] | None = None
+    ) -> str:
+        """Fetches one artifact file or directory; returns the local path written."""
+        store, root = await _run_store(self, run_id)
+        destination = Path(dst_path) if dst_path else Path(tempfile.mkdtemp(prefix="cairn-"))
+        source = _join(root, None, path.strip("/")) if path.strip("/") else root
+        target = destination / Path(path).name if path.strip("/") else destination
+        written = await store.download(source, target)
+        return str(written)
+
+
+async def _run_store(client: _Client, run_id: str) -> tuple[ArtifactClient, str]:
+    """An ArtifactClient in the run's project, and the run's root path in it."""
+    uri = (await client.get_run(run_id)).info.artifact_uri
+    parts = urlsplit(uri)
+    if parts.scheme != SCHEME:
+        raise ValueError(f"run {run_id} keeps artifacts at {uri!r}, outside the artifact service")
+    transport = client._transport.for_project(parts.netloc, timeout=None)
+    return ArtifactClient(transport), parts.path.strip("/")
+
+
+def _files_under(base: Path) -> list[Path]:
+    return sorted(p for p in base.rglob("*") if p.is_file())
+
+
+def _join(root: str, directory: str | None, name: str) -> str:
+    return "/".join(part.strip("/") for part in (root, directory or "", name) if part.strip("/"))
+
+
+async def _every_page(store: ArtifactClient, prefix: str) -> Any:
+    options = ListOptions()
+    while True:
+        for entry in await store.list(prefix, options=options):
+            yield entry
+        if options.next_page_token is None:
+            return
