@@ -59,17 +59,17 @@ def test_buf_curl_reaches_the_server_through_reflection(served: ServerProcess) -
     assert json.loads(result.stdout) == {"status": "SERVING"}
 
 
-def test_an_rpc_not_built_yet_is_unimplemented_with_its_reason(served: ServerProcess) -> None:
+def test_an_error_reaches_grpcurl_with_its_status_and_reason(served: ServerProcess) -> None:
     result = run_tool(
         tool("grpcurl"),
         "-plaintext",
         "-d",
-        '{"project": "default", "path": "a.txt"}',
+        json.dumps({"project": "default", "run_id": "0" * 32}),
         served.address,
-        "cairn.artifacts.v1.ArtifactService/StatObject",
+        "cairn.tracking.v1.TrackingService/GetRun",
     )
-    assert result.returncode == 64 + 12, result.stderr  # grpcurl: 64 + UNIMPLEMENTED
-    assert '"reason":"NOT_IMPLEMENTED"' in result.stderr.replace(" ", "")
+    assert result.returncode == 64 + 5, result.stderr  # grpcurl: 64 + NOT_FOUND
+    assert '"reason":"RUN_NOT_FOUND"' in result.stderr.replace(" ", "")
 
 
 def test_every_call_is_logged_with_request_id(served: ServerProcess) -> None:

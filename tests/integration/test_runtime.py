@@ -109,16 +109,13 @@ async def test_reflection_lists_every_service(server_port: int) -> None:
     }
 
 
-async def test_unbuilt_rpcs_answer_unimplemented_with_a_reason(server_port: int) -> None:
-    async with cairn.ArtifactClient.insecure_connection("127.0.0.1", server_port) as client:
-        from cairn.artifacts.v1 import artifacts_service_pb2 as pb
-
-        with pytest.raises(exceptions.UnimplementedError) as raised:
-            await client._transport.unary(
-                client._stub.StatObject, pb.StatObjectRequest(project="default", path="a")
-            )
+async def test_an_rpc_a_servicer_lacks_answers_unimplemented_with_a_reason(scripted) -> None:
+    _, _, _, client = scripted
+    request = tracking_service_pb2.CreateExperimentRequest(project="default", name="x")
+    with pytest.raises(exceptions.UnimplementedError) as raised:
+        await client._transport.unary(client._stub.CreateExperiment, request)
     assert raised.value.reason == "NOT_IMPLEMENTED"
-    assert "StatObject" in raised.value.message
+    assert "CreateExperiment" in raised.value.message
 
 
 async def test_domain_errors_keep_code_reason_and_metadata(scripted) -> None:

@@ -5,6 +5,7 @@ import asyncio
 import hashlib
 import json
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -83,7 +84,7 @@ async def test_run_artifacts_through_the_tracking_client(
             "model/weights.bin",
         ]
         one = await tracking.download_artifacts(run_id, "model/sub/config.json", tmp_path / "one")
-        assert open(one).read() == "{}"
+        assert Path(one).read_text() == "{}"
         tree = await tracking.download_artifacts(run_id, "model", tmp_path / "tree")
         assert sorted(p.name for p in (tmp_path / "tree" / "model").rglob("*") if p.is_file()) == [
             "config.json",
@@ -91,7 +92,7 @@ async def test_run_artifacts_through_the_tracking_client(
         ]
         assert tree.endswith("model")
         params = await tracking.download_artifacts(run_id, "params.json", tmp_path / "p")
-        assert json.loads(open(params).read()) == {"lr": 0.1}
+        assert json.loads(Path(params).read_text()) == {"lr": 0.1}
 
 
 async def test_a_model_version_from_uploaded_files(server_port: int, unique: str) -> None:
