@@ -62,3 +62,7 @@ bench-tracking: $(STAMP)
 .PHONY: bench-registry
 bench-registry: $(STAMP)
 	$(BIN)/python -m bench.registry
+
+.PHONY: bench-artifacts
+bench-artifacts: $(STAMP)
+	$(BIN)/python -m bench.artifacts

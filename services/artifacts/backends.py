@@ -21,8 +21,8 @@ from minio.error import S3Error
 from ..common.config import Config
 from ..common.errors import FailedPrecondition
 
-CHUNK = 1024 * 1024
-S3_PART_SIZE = 16 * 1024 * 1024
+CHUNK = 4 * 1024 * 1024
+S3_PART_SIZE = 8 * 1024 * 1024
 
 
 class Readable(Protocol):
@@ -131,6 +131,8 @@ class S3Backend:
             length=-1,
             part_size=S3_PART_SIZE,
             content_type=content_type,
+            # One part in flight: memory stays near two parts whatever the object's size.
+            num_parallel_uploads=1,
         )
 
     def read(self, key: str, offset: int, length: int) -> Iterator[bytes]:

@@ -14,7 +14,7 @@ import hashlib
 
 from ..common.errors import DataLoss, InvalidArgument
 
-QUEUE_CHUNKS = 8  # bounds memory: at most this many chunks wait for the writer
+QUEUE_CHUNKS = 4  # bounds memory: at most this many chunks wait for the writer
 
 
 class StreamClosed(Exception):
@@ -29,7 +29,7 @@ class VerifyingReader:
     ) -> None:
         self._loop = loop
         self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(QUEUE_CHUNKS)
-        self._buffer = b""
+        self._buffer = bytearray()
         self._done = False
         self.expected_size = expected_size
         self.expected_sha256 = expected_sha256
@@ -73,10 +73,11 @@ class VerifyingReader:
                 self.size += len(item)
                 self.hash.update(item)
                 self._buffer += item
-        if n < 0:
-            data, self._buffer = self._buffer, b""
+        if n < 0 or n >= len(self._buffer):
+            data, self._buffer = bytes(self._buffer), bytearray()
         else:
-            data, self._buffer = self._buffer[:n], self._buffer[n:]
+            data = bytes(self._buffer[:n])
+            del self._buffer[:n]
         return data
 
     def _verify(self) -> None:

@@ -1,0 +1,157 @@
+"""`make bench-artifacts`: a 1 GiB file through the service and straight to the backend.
+
+For each backend, in one run: upload and download through the artifact service, and
+the same transfer done directly (a copy on disk; the minio SDK against the S3 server),
+with the server's resident memory sampled while the service moves the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from minio import Minio
+
+import cairn
+
+from .harness import BIN, RssSampler, Server, Stopwatch, _free_port, postgres, report, serve
+
+SIZE = 1024**3
+MIB = 1024**2
+
+
+def _make_file(path: Path) -> None:
+    block = os.urandom(64 * MIB)
+    with path.open("wb") as out:
+        for _ in range(SIZE // len(block)):
+            out.write(block)
+
+
+def _moto() -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return process, f"127.0.0.1:{port}"
+        time.sleep(0.05)
+    raise RuntimeError("moto did not start")
+
+
+async def _through_service(
+    server: Server, source: Path, work: Path
+) -> tuple[float, float, float, float]:
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", server.port, timeout=None
+    ) as client:
+        async with RssSampler(server) as up_rss:
+            with Stopwatch() as up:
+                await client.upload("bench/big.bin", source, overwrite=True)
+        async with RssSampler(server) as down_rss:
+            with Stopwatch() as down:
+                await client.download("bench/big.bin", work / "through-service.bin")
+    return (
+        SIZE / MIB / up.seconds,
+        SIZE / MIB / down.seconds,
+        up_rss.growth_mib,
+        down_rss.growth_mib,
+    )
+
+
+def _direct_disk(source: Path, work: Path) -> tuple[float, float]:
+    with Stopwatch() as up:
+        shutil.copyfile(source, work / "direct-up.bin")
+    with Stopwatch() as down:
+        shutil.copyfile(work / "direct-up.bin", work / "direct-down.bin")
+    return SIZE / MIB / up.seconds, SIZE / MIB / down.seconds
+
+
+def _direct_s3(endpoint: str, source: Path, work: Path) -> tuple[float, float]:
+    client = Minio(
+        endpoint, access_key="bench", secret_key="bench", secure=False, region="us-east-1"
+    )
+    with Stopwatch() as up:
+        client.fput_object("direct", "big.bin", str(source), part_size=16 * MIB)
+    with Stopwatch() as down:
+        client.fget_object("direct", "big.bin", str(work / "direct-s3.bin"))
+    return SIZE / MIB / up.seconds, SIZE / MIB / down.seconds
+
+
+def _row(
+    name: str, service: tuple[float, float, float, float], direct: tuple[float, float]
+) -> list[tuple[str, str, str]]:
+    up, down, up_rss, down_rss = service
+    return [
+        (f"{name}: upload direct", f"{direct[0]:,.0f} MiB/s", "baseline"),
+        (
+            f"{name}: upload via service",
+            f"{up:,.0f} MiB/s",
+            f"{up / direct[0]:.0%} of direct; RSS +{up_rss:.0f} MiB",
+        ),
+        (f"{name}: download direct", f"{direct[1]:,.0f} MiB/s", "baseline"),
+        (
+            f"{name}: download via service",
+            f"{down:,.0f} MiB/s",
+            f"{down / direct[1]:.0%} of direct; RSS +{down_rss:.0f} MiB",
+        ),
+    ]
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="cairn-bench-") as scratch:
+        work = Path(scratch)
+        source = work / "source.bin"
+        _make_file(source)
+        rows = []
+        with postgres() as database_url:
+            with serve(database_url, "artifacts", "--artifact-root", str(work / "store")) as server:
+                service = await _through_service(server, source, work)
+            rows += _row("filesystem", service, _direct_disk(source, work))
+            moto, endpoint = _moto()
+            try:
+                s3 = Minio(
+                    endpoint,
+                    access_key="bench",
+                    secret_key="bench",
+                    secure=False,
+                    region="us-east-1",
+                )
+                for bucket in ("direct", "cairn"):
+                    s3.make_bucket(bucket)
+                flags = [
+                    "--artifact-backend",
+                    "s3",
+                    "--s3-endpoint",
+                    endpoint,
+                    "--s3-bucket",
+                    "cairn",
+                    "--s3-access-key",
+                    "bench",
+                    "--s3-secret-key",
+                    "bench",
+                    "--no-s3-secure",
+                    "--s3-region",
+                    "us-east-1",
+                ]
+                with serve(database_url, "artifacts", *flags) as server:
+                    service = await _through_service(server, source, work)
+                rows += _row("S3 (moto)", service, _direct_s3(endpoint, source, work))
+            finally:
+                moto.terminate()
+                moto.wait()
+    print("cairn artifacts benchmark: 1 GiB, server, client and backend on this machine")
+    report(rows)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
