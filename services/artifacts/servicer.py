@@ -27,6 +27,7 @@ Context: TypeAlias = grpc.aio.ServicerContext
 MAX_LIST_PAGE = 1000
 MAX_PRESIGN = timedelta(days=7)
 _SHA256_HEX = frozenset("0123456789abcdef")
+UPLOAD_ACCEPTED = "x-cairn-upload-accepted"
 
 
 class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
@@ -43,6 +44,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         path = paths.object_path(header.path)
         if not header.overwrite and await self._objects.exists(project, path):
             raise already_exists(path)
+        # Tells the client the header is accepted: it sends its chunks only after this,
+        # so a refused upload reaches it as its real status (see the client's transport).
+        await context.send_initial_metadata(((UPLOAD_ACCEPTED, "1"),))
         reader = VerifyingReader(
             asyncio.get_running_loop(), header.expected_size, _sha256(header.expected_sha256)
         )

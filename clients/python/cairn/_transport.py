@@ -129,13 +129,36 @@ class Transport:
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> Any:
-        """Sends a stream of requests; returns the single response."""
+        """Sends a stream of requests; returns the single response.
+
+        After the first message it waits for the server's initial metadata, which the
+        server sends once it accepted that message (an upload's header). A server that
+        refuses it ends the call instead, and its status reaches the caller intact:
+        writing into a call the server already ended makes grpc report a bare INTERNAL
+        "Internal error from Core" in place of the real status.
+        """
+        call = method(timeout=self._timeout(timeout), metadata=self._with(metadata))
         try:
-            return await method(
-                requests, timeout=self._timeout(timeout), metadata=self._with(metadata)
-            )
+            await self._send_all(call, requests)
+            return await call
         except grpc.RpcError as error:
             raise from_grpc_error(error) from None
+        finally:
+            if not call.done():
+                call.cancel()
+
+    @staticmethod
+    async def _send_all(call: Any, requests: AsyncIterable[Any]) -> None:
+        first = True
+        async for request in requests:
+            if call.done():
+                return  # the server has answered; awaiting the call raises its status
+            await call.write(request)
+            if first:
+                await call.initial_metadata()
+                first = False
+        if not call.done():
+            await call.done_writing()
 
     async def close(self) -> None:
         await self.channel.close()
