@@ -17,7 +17,7 @@ from cairn.artifacts.v1 import artifacts_service_pb2_grpc
 
 from ..common import paging
 from ..common import validation as common
-from ..common.errors import DataLoss, NotFound, OutOfRange, invalid_field
+from ..common.errors import DataLoss, DomainError, NotFound, OutOfRange, invalid_field
 from ..common.service import Resources
 from . import backends, paths
 from .store import ObjectStore, StoredObject, already_exists
@@ -27,7 +27,11 @@ Context: TypeAlias = grpc.aio.ServicerContext
 MAX_LIST_PAGE = 1000
 MAX_PRESIGN = timedelta(days=7)
 _SHA256_HEX = frozenset("0123456789abcdef")
-UPLOAD_ACCEPTED = "x-cairn-upload-accepted"
+# The verdict on an upload's header, sent as initial metadata; the client streams its
+# chunks only after "accepted" (the same name is in the client's transport).
+STREAM_VERDICT_HEADER = "x-cairn-stream"
+# A refused client should half-close at once; one that keeps sending is cut off here.
+REFUSED_DRAIN = 64
 
 
 class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
@@ -39,17 +43,8 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         self, request_iterator: AsyncIterator[api.UploadRequest], context: Context
     ) -> api.UploadResponse:
         stream = aiter(request_iterator)
-        header = await _header(stream)
-        project = common.project(header.project)
-        path = paths.object_path(header.path)
-        if not header.overwrite and await self._objects.exists(project, path):
-            raise already_exists(path)
-        # Tells the client the header is accepted: it sends its chunks only after this,
-        # so a refused upload reaches it as its real status (see the client's transport).
-        await context.send_initial_metadata(((UPLOAD_ACCEPTED, "1"),))
-        reader = VerifyingReader(
-            asyncio.get_running_loop(), header.expected_size, _sha256(header.expected_sha256)
-        )
+        header, project, path, expected_sha256 = await self._accept(stream, context)
+        reader = VerifyingReader(asyncio.get_running_loop(), header.expected_size, expected_sha256)
         key = self._backend.key(project, path)
         content_type = header.content_type or "application/octet-stream"
         writing = asyncio.ensure_future(
@@ -61,6 +56,25 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             project, path, reader.size, reader.sha256, content_type, header.overwrite
         )
         return api.UploadResponse(object=self._info(stored))
+
+    async def _accept(
+        self, stream: AsyncIterator[api.UploadRequest], context: Context
+    ) -> tuple[api.UploadHeader, str, str, str]:
+        """Checks the header, then tells the client whether to send its chunks."""
+        try:
+            header = await _header(stream)
+            project = common.project(header.project)
+            path = paths.object_path(header.path)
+            expected_sha256 = _sha256(header.expected_sha256)
+            if header.expected_size < 0:
+                raise invalid_field("expected_size", "must not be negative")
+            if not header.overwrite and await self._objects.exists(project, path):
+                raise already_exists(path)
+        except DomainError:
+            await _refuse(stream, context)
+            raise
+        await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
+        return header, project, path, expected_sha256
 
     async def Download(
         self, request: api.DownloadRequest, context: Context
@@ -191,6 +205,16 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             update_time=updated,
             uri=self._backend.uri(self._backend.key(stored.project, stored.path)),
         )
+
+
+async def _refuse(stream: AsyncIterator[api.UploadRequest], context: Context) -> None:
+    """Says "rejected", then reads what the client still sends until it half-closes,
+    so the error status does not overtake a write (which grpc would report as INTERNAL)."""
+    await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "rejected"),))
+    with contextlib.suppress(Exception):
+        for _ in range(REFUSED_DRAIN):
+            if await anext(stream, None) is None:
+                return
 
 
 async def _header(stream: AsyncIterator[api.UploadRequest]) -> api.UploadHeader:

@@ -81,3 +81,10 @@ def test_type_names() -> None:
     }
     for name in types.__all__:
         assert not type(getattr(types, name)).__module__.startswith("google.protobuf")
+
+
+def test_client_and_server_agree_on_the_stream_verdict_header() -> None:
+    from cairn import _transport
+    from cairn_server.artifacts import servicer
+
+    assert _transport.STREAM_VERDICT_HEADER == servicer.STREAM_VERDICT_HEADER

@@ -18,6 +18,8 @@ from .exceptions import from_grpc_error
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_PROJECT = "default"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Initial metadata of a client stream: the server's verdict on the first message.
+STREAM_VERDICT_HEADER = "x-cairn-stream"
 
 Metadata = Sequence[tuple[str, str]]
 Response = TypeVar("Response")
@@ -131,11 +133,11 @@ class Transport:
     ) -> Any:
         """Sends a stream of requests; returns the single response.
 
-        After the first message it waits for the server's initial metadata, which the
-        server sends once it accepted that message (an upload's header). A server that
-        refuses it ends the call instead, and its status reaches the caller intact:
-        writing into a call the server already ended makes grpc report a bare INTERNAL
-        "Internal error from Core" in place of the real status.
+        After the first message it waits for the server's initial metadata, whose
+        `x-cairn-stream` header says whether the server accepted that message (an
+        upload's header). When it did not, the client half-closes at once and the
+        server's status arrives intact; writing into a call the server has ended makes
+        grpc report a bare INTERNAL "Internal error from Core" instead.
         """
         call = method(timeout=self._timeout(timeout), metadata=self._with(metadata))
         try:
@@ -151,14 +153,13 @@ class Transport:
     async def _send_all(call: Any, requests: AsyncIterable[Any]) -> None:
         first = True
         async for request in requests:
-            if call.done():
-                return  # the server has answered; awaiting the call raises its status
             await call.write(request)
             if first:
-                await call.initial_metadata()
                 first = False
-        if not call.done():
-            await call.done_writing()
+                verdict = dict(await call.initial_metadata() or ()).get(STREAM_VERDICT_HEADER)
+                if verdict != "accepted":
+                    break
+        await call.done_writing()
 
     async def close(self) -> None:
         await self.channel.close()
