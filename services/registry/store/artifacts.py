@@ -16,6 +16,7 @@ from .common import (
     clashing_value,
     decode_properties,
     encode_properties,
+    fetch_one,
     id_or_none,
     not_found,
     update_row,
@@ -195,14 +196,7 @@ class ArtifactStore:
         if conn is None:
             async with self._pool.acquire() as own:
                 return await self._one(project, condition, values, shown, own, lock)
-        row = None
-        if all(v is not None for v in values):
-            row = await conn.fetchrow(
-                f"""SELECT {COLUMNS} FROM registry.artifacts a
-                    WHERE a.project = $1 AND {condition} {"FOR UPDATE" if lock else ""}""",
-                project,
-                *values,
-            )
+        row = await fetch_one(conn, "artifacts", "a", COLUMNS, condition, [project, *values], lock)
         if row is None:
             raise _missing(shown)
         return _artifact(row)

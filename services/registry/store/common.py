@@ -178,3 +178,24 @@ async def update_row(
 def clashing_value(error: asyncpg.UniqueViolationError, name: str, external_id: str) -> str:
     """Which of the two values a unique violation is about, for the error message."""
     return external_id if error.constraint_name == "external_ids_pkey" else name
+
+
+async def fetch_one(
+    conn: asyncpg.Connection,
+    table: str,
+    alias: str,
+    columns: str,
+    condition: str,
+    values: list[Any],
+    lock: bool,
+) -> asyncpg.Record | None:
+    """The row of `table AS alias` in project values[0] that meets condition; None when
+    there is none or a value could not match anything (None, e.g. a malformed id)."""
+    if any(v is None for v in values):
+        return None
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"""SELECT {columns} FROM registry.{table} {alias}
+            WHERE {alias}.project = $1 AND {condition} {"FOR UPDATE" if lock else ""}""",
+        *values,
+    )
+    return row

@@ -16,6 +16,7 @@ from .common import (
     clashing_value,
     decode_properties,
     encode_properties,
+    fetch_one,
     id_or_none,
     not_found,
     update_row,
@@ -208,12 +209,12 @@ class ModelStore:
         conn: asyncpg.Connection | None = None,
         lock: bool = False,
     ) -> RegisteredModel:
-        sql = f"""SELECT {COLUMNS} FROM registry.registered_models m
-                  WHERE m.project = $1 AND {condition} {"FOR UPDATE" if lock else ""}"""
         if conn is None:
             async with self._pool.acquire() as own:
                 return await self._one(project, condition, value, shown, own, lock)
-        row = await conn.fetchrow(sql, project, value) if value is not None else None
+        row = await fetch_one(
+            conn, "registered_models", "m", COLUMNS, condition, [project, value], lock
+        )
         if row is None:
             raise _missing(shown)
         return (await with_aliases(conn, [row]))[0]

@@ -16,6 +16,7 @@ from .common import (
     clashing_value,
     decode_properties,
     encode_properties,
+    fetch_one,
     id_or_none,
     not_found,
     update_row,
@@ -282,14 +283,9 @@ class VersionStore:
         if conn is None:
             async with self._pool.acquire() as own:
                 return await self._one(project, condition, values, shown, own, lock)
-        row = None
-        if all(v is not None for v in values):
-            row = await conn.fetchrow(
-                f"""SELECT {COLUMNS} FROM registry.model_versions v
-                    WHERE v.project = $1 AND {condition} {"FOR UPDATE" if lock else ""}""",
-                project,
-                *values,
-            )
+        row = await fetch_one(
+            conn, "model_versions", "v", COLUMNS, condition, [project, *values], lock
+        )
         if row is None:
             raise _missing(shown)
         return (await with_aliases(conn, [row]))[0]
