@@ -1,0 +1,381 @@
+"""The Kubeflow-shaped half of the registry client: upserts, lookups by id and params, lists."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from .._base import BaseClient
+from .._transport import Metadata
+from ..exceptions import NotFoundError
+from ..registry.v1 import registry_pb2 as pb
+from ..registry.v1 import registry_service_pb2 as api
+from ..registry.v1 import registry_service_pb2_grpc
+from ..types import _registry as types
+from ..types._paging import ListOptions, OrderByField, PagedList
+from ..types._registry import Artifact, ModelArtifact, ModelVersion, RegisteredModel
+
+_MODEL_FIELDS = ["name", "description", "owner", "state", "external_id", "custom_properties"]
+_VERSION_FIELDS = [
+    "name",
+    "author",
+    "description",
+    "state",
+    "source_run_id",
+    "source_uri",
+    "external_id",
+    "custom_properties",
+]
+_ARTIFACT_FIELDS = [
+    "description",
+    "uri",
+    "state",
+    "external_id",
+    "custom_properties",
+    "model.model_format_name",
+    "model.model_format_version",
+    "model.storage_key",
+    "model.storage_path",
+    "model.service_account_name",
+]
+_ORDER = {
+    OrderByField.CREATE_TIME: "create_time",
+    OrderByField.UPDATE_TIME: "update_time",
+    OrderByField.ID: "id",
+}
+
+
+class RegistryCore(BaseClient):
+    """Kubeflow Model Registry's methods; `ModelRegistryAPIClient` adds MLflow's."""
+
+    def _bind(self, channel: Any) -> None:
+        self._stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
+
+    async def _call(
+        self, name: str, request: Any, timeout: float | None, metadata: Metadata | None
+    ) -> Any:
+        return await self._transport.unary(
+            getattr(self._stub, name), request, timeout=timeout, metadata=metadata
+        )
+
+    async def _maybe(
+        self, name: str, request: Any, timeout: float | None, metadata: Metadata | None
+    ) -> Any:
+        try:
+            return await self._call(name, request, timeout, metadata)
+        except NotFoundError:
+            return None
+
+    # Kubeflow: upserts
+
+    async def upsert_registered_model(
+        self,
+        registered_model: RegisteredModel,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> RegisteredModel:
+        """Creates the model (no id) or updates its fields (with an id); returns it as stored."""
+        message = types.registered_model_to_proto(registered_model, self.project)
+        if registered_model.id:
+            request: Any = api.UpdateRegisteredModelRequest(
+                registered_model=message, update_mask=FieldMask(paths=_MODEL_FIELDS)
+            )
+            reply = await self._call("UpdateRegisteredModel", request, timeout, metadata)
+        else:
+            reply = await self._call(
+                "CreateRegisteredModel",
+                api.CreateRegisteredModelRequest(registered_model=message),
+                timeout,
+                metadata,
+            )
+        return types.registered_model_from_proto(reply.registered_model)
+
+    async def upsert_model_version(
+        self,
+        model_version: ModelVersion,
+        registered_model_id: str,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> ModelVersion:
+        """Creates a version of the model (numbered 1, 2, 3 ...) or updates one with an id."""
+        message = types.model_version_to_proto(
+            model_version, self.project, str(registered_model_id)
+        )
+        if model_version.id:
+            request: Any = api.UpdateModelVersionRequest(
+                model_version=message, update_mask=FieldMask(paths=_VERSION_FIELDS)
+            )
+            reply = await self._call("UpdateModelVersion", request, timeout, metadata)
+        else:
+            reply = await self._call(
+                "CreateModelVersion",
+                api.CreateModelVersionRequest(model_version=message),
+                timeout,
+                metadata,
+            )
+        return types.model_version_from_proto(reply.model_version)
+
+    async def upsert_model_artifact(
+        self,
+        model_artifact: ModelArtifact,
+        model_version_id: str | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> ModelArtifact:
+        """Creates a model artifact, attached to a version when one is given, or updates it."""
+        stored = await self._upsert_artifact(model_artifact, model_version_id, timeout, metadata)
+        assert isinstance(stored, ModelArtifact)
+        return stored
+
+    async def upsert_model_version_artifact(
+        self,
+        artifact: Artifact,
+        model_version_id: str,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> Artifact:
+        """Creates or updates a model or doc artifact of a version."""
+        return await self._upsert_artifact(artifact, model_version_id, timeout, metadata)
+
+    async def _upsert_artifact(
+        self,
+        artifact: Artifact,
+        model_version_id: str | None,
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> Artifact:
+        message = types.artifact_to_proto(artifact, self.project, model_version_id)
+        if artifact.id:
+            request: Any = api.UpdateArtifactRequest(
+                artifact=message, update_mask=FieldMask(paths=_ARTIFACT_FIELDS)
+            )
+            reply = await self._call("UpdateArtifact", request, timeout, metadata)
+        else:
+            reply = await self._call(
+                "CreateArtifact", api.CreateArtifactRequest(artifact=message), timeout, metadata
+            )
+        return types.artifact_from_proto(reply.artifact)
+
+    # Kubeflow: queries by id and by params (None when nothing matches)
+
+    async def get_registered_model_by_id(
+        self, id: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> RegisteredModel | None:
+        reply = await self._maybe(
+            "GetRegisteredModel",
+            api.GetRegisteredModelRequest(project=self.project, id=str(id)),
+            timeout,
+            metadata,
+        )
+        return types.registered_model_from_proto(reply.registered_model) if reply else None
+
+    async def get_model_version_by_id(
+        self,
+        model_version_id: str,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> ModelVersion | None:
+        reply = await self._maybe(
+            "GetModelVersion",
+            api.GetModelVersionRequest(project=self.project, id=str(model_version_id)),
+            timeout,
+            metadata,
+        )
+        return types.model_version_from_proto(reply.model_version) if reply else None
+
+    async def get_model_artifact_by_id(
+        self, id: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> ModelArtifact | None:
+        reply = await self._maybe(
+            "GetArtifact",
+            api.GetArtifactRequest(project=self.project, id=str(id)),
+            timeout,
+            metadata,
+        )
+        found = types.artifact_from_proto(reply.artifact) if reply else None
+        return found if isinstance(found, ModelArtifact) else None
+
+    async def get_registered_model_by_params(
+        self,
+        name: str | None = None,
+        external_id: str | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> RegisteredModel | None:
+        """By name or by external id."""
+        _exactly_one(name=name, external_id=external_id)
+        request = (
+            api.FindRegisteredModelRequest(project=self.project, name=name)
+            if name
+            else api.FindRegisteredModelRequest(project=self.project, external_id=external_id)
+        )
+        reply = await self._maybe("FindRegisteredModel", request, timeout, metadata)
+        return types.registered_model_from_proto(reply.registered_model) if reply else None
+
+    async def get_model_version_by_params(
+        self,
+        registered_model_id: str | None = None,
+        version: str | None = None,
+        external_id: str | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> ModelVersion | None:
+        """By external id, or by registered model id and version name (e.g. "v1.0")."""
+        if external_id:
+            request = api.FindModelVersionRequest(project=self.project, external_id=external_id)
+        elif registered_model_id and version:
+            request = api.FindModelVersionRequest(
+                project=self.project, registered_model_id=str(registered_model_id), name=version
+            )
+        else:
+            raise ValueError("give external_id, or registered_model_id and version")
+        reply = await self._maybe("FindModelVersion", request, timeout, metadata)
+        return types.model_version_from_proto(reply.model_version) if reply else None
+
+    async def get_model_artifact_by_params(
+        self,
+        name: str | None = None,
+        model_version_id: str | None = None,
+        external_id: str | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> ModelArtifact | None:
+        """By external id, or by name (within a model version when one is given)."""
+        if external_id:
+            request = api.FindArtifactRequest(project=self.project, external_id=external_id)
+        elif name:
+            request = api.FindArtifactRequest(
+                project=self.project, model_version_id=str(model_version_id or ""), name=name
+            )
+        else:
+            raise ValueError("give external_id, or name (and model_version_id)")
+        reply = await self._maybe("FindArtifact", request, timeout, metadata)
+        found = types.artifact_from_proto(reply.artifact) if reply else None
+        return found if isinstance(found, ModelArtifact) else None
+
+    # Kubeflow: lists (with ListOptions, for Pager)
+
+    async def get_registered_models(
+        self,
+        options: ListOptions | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> PagedList[RegisteredModel]:
+        """One page of registered models (20 by default)."""
+        options = options or ListOptions()
+        request = api.ListRegisteredModelsRequest(project=self.project, **_list_fields(options))
+        reply = await self._call("ListRegisteredModels", request, timeout, metadata)
+        return _page(
+            options, [types.registered_model_from_proto(m) for m in reply.registered_models], reply
+        )
+
+    async def get_model_versions(
+        self,
+        registered_model_id: str,
+        options: ListOptions | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> PagedList[ModelVersion]:
+        options = options or ListOptions()
+        request = api.ListModelVersionsRequest(
+            project=self.project,
+            registered_model_id=str(registered_model_id),
+            **_list_fields(options),
+        )
+        reply = await self._call("ListModelVersions", request, timeout, metadata)
+        return _page(
+            options, [types.model_version_from_proto(v) for v in reply.model_versions], reply
+        )
+
+    async def get_model_artifacts(
+        self,
+        model_version_id: str | None = None,
+        options: ListOptions | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> PagedList[ModelArtifact]:
+        """Model artifacts of a version, or of the whole project when no version is given."""
+        return await self._artifacts(
+            model_version_id, pb.ARTIFACT_KIND_MODEL, options, timeout, metadata
+        )  # type: ignore[return-value]
+
+    async def get_model_version_artifacts(
+        self,
+        model_version_id: str,
+        options: ListOptions | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> PagedList[Artifact]:
+        """Every artifact (model and doc) of a version."""
+        return await self._artifacts(
+            model_version_id, pb.ARTIFACT_KIND_UNSPECIFIED, options, timeout, metadata
+        )
+
+    async def _artifacts(
+        self,
+        model_version_id: str | None,
+        kind: int,
+        options: ListOptions | None,
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> PagedList[Artifact]:
+        options = options or ListOptions()
+        request = api.ListArtifactsRequest(
+            project=self.project,
+            model_version_id=str(model_version_id or ""),
+            kind=kind,  # type: ignore[arg-type]
+            **_list_fields(options),
+        )
+        reply = await self._call("ListArtifacts", request, timeout, metadata)
+        return _page(options, [types.artifact_from_proto(a) for a in reply.artifacts], reply)
+
+
+def _exactly_one(**given: str | None) -> None:
+    if sum(1 for v in given.values() if v) != 1:
+        raise ValueError(f"give exactly one of {', '.join(given)}")
+
+
+def _list_fields(options: ListOptions) -> dict[str, Any]:
+    order = ""
+    if options.order_by is not None:
+        order = f"{_ORDER[options.order_by]} {'asc' if options.is_asc else 'desc'}"
+    elif not options.is_asc:
+        order = "create_time desc"
+    return {
+        "page_size": options.limit or 0,
+        "page_token": options.next_page_token or "",
+        "order_by": order,
+    }
+
+
+def one_order(order_by: Sequence[str] | None) -> str:
+    if not order_by:
+        return ""
+    if len(order_by) > 1:
+        raise ValueError("registry lists order by one field")
+    return {
+        "creation_timestamp": "create_time",
+        "last_updated_timestamp": "update_time",
+    }.get(order_by[0].split()[0], order_by[0].split()[0]) + "".join(
+        f" {w}" for w in order_by[0].split()[1:]
+    )
+
+
+def _page(options: ListOptions, items: list[Any], reply: Any) -> PagedList[Any]:
+    page = PagedList(items, reply.next_page_token)
+    options.next_page_token = page.next_page_token
+    return page
