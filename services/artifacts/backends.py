@@ -22,7 +22,10 @@ from ..common.config import Config
 from ..common.errors import FailedPrecondition
 
 CHUNK = 4 * 1024 * 1024
-S3_PART_SIZE = 8 * 1024 * 1024
+MIB = 1024 * 1024
+S3_MIN_PART = 5 * MIB  # S3's smallest part
+S3_MAX_PARTS = 9_000  # below S3's limit of 10,000 parts, with room to spare
+S3_UNKNOWN_SIZE_PART = 8 * MIB  # when the size is not known: objects up to ~70 GiB
 
 
 class Readable(Protocol):
@@ -32,7 +35,7 @@ class Readable(Protocol):
 class Backend(Protocol):
     def key(self, project: str, path: str) -> str: ...
     def uri(self, key: str) -> str: ...
-    def write(self, key: str, source: Readable, content_type: str) -> None: ...
+    def write(self, key: str, source: Readable, content_type: str, size: int) -> None: ...
     def read(self, key: str, offset: int, length: int) -> Iterator[bytes]: ...
     def delete(self, keys: list[str]) -> None: ...
     def presign(self, key: str, method: str, expires: timedelta, content_type: str) -> str: ...
@@ -57,7 +60,7 @@ class FilesystemBackend:
     def uri(self, key: str) -> str:
         return (self.root / key).as_uri()
 
-    def write(self, key: str, source: Readable, content_type: str) -> None:
+    def write(self, key: str, source: Readable, content_type: str, size: int) -> None:
         target = self._file(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.parent / f".upload-{uuid.uuid4().hex}"
@@ -122,14 +125,18 @@ class S3Backend:
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
-    def write(self, key: str, source: Readable, content_type: str) -> None:
-        # length=-1: parts of S3_PART_SIZE; an error raised by source aborts the upload.
+    def write(self, key: str, source: Readable, content_type: str, size: int) -> None:
+        """size is the expected size, or 0 when unknown; it only picks the part size.
+
+        length=-1: the SDK reads part after part, and an error raised by source (a
+        checksum mismatch, a client gone) aborts the multipart upload.
+        """
         self.client.put_object(
             self.bucket,
             key,
             source,  # type: ignore[arg-type]
             length=-1,
-            part_size=S3_PART_SIZE,
+            part_size=_part_size(size),
             content_type=content_type,
             # One part in flight: memory stays near two parts whatever the object's size.
             num_parallel_uploads=1,
@@ -172,3 +179,11 @@ class S3Backend:
                 return None
             raise
         return digest.hexdigest(), size
+
+
+def _part_size(size: int) -> int:
+    """The smallest part (so the least memory) that keeps the part count under the limit."""
+    if not size:
+        return S3_UNKNOWN_SIZE_PART
+    needed = -(-size // S3_MAX_PARTS)
+    return max(S3_MIN_PART, -(-needed // MIB) * MIB)

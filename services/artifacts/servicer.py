@@ -48,7 +48,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         key = self._backend.key(project, path)
         content_type = header.content_type or "application/octet-stream"
         writing = asyncio.ensure_future(
-            asyncio.to_thread(self._backend.write, key, reader, content_type)
+            asyncio.to_thread(self._backend.write, key, reader, content_type, header.expected_size)
         )
         await _pump(stream, reader, writing)
         await writing

@@ -71,3 +71,12 @@ def test_secrets_are_masked_in_the_logged_form() -> None:
 def test_documented_table_matches_the_settings() -> None:
     documented = (repo_root() / "docs" / "configuration.md").read_text()
     assert config_module.table_markdown() in documented
+
+
+def test_malloc_tuning_applies_on_glibc() -> None:
+    import platform
+
+    from cairn_server.common import memory
+
+    applied = memory.tune_for_large_buffers()
+    assert applied == (platform.libc_ver()[0] == "glibc")
