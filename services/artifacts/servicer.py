@@ -9,13 +9,12 @@ from datetime import timedelta
 from typing import TypeAlias
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from cairn.artifacts.v1 import artifacts_pb2 as pb
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc
 
-from ..common import paging
+from ..common import paging, timestamps
 from ..common import validation as common
 from ..common.errors import DataLoss, DomainError, NotFound, OutOfRange, invalid_field
 from ..common.service import Resources
@@ -192,17 +191,14 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         return api.ConfirmUploadResponse(object=self._info(stored))
 
     def _info(self, stored: StoredObject) -> pb.ObjectInfo:
-        created, updated = Timestamp(), Timestamp()
-        created.FromDatetime(stored.create_time)
-        updated.FromDatetime(stored.update_time)
         return pb.ObjectInfo(
             project=stored.project,
             path=stored.path,
             size=stored.size,
             sha256=stored.sha256,
             content_type=stored.content_type,
-            create_time=created,
-            update_time=updated,
+            create_time=timestamps.to_proto(stored.create_time),
+            update_time=timestamps.to_proto(stored.update_time),
             uri=self._backend.uri(self._backend.key(stored.project, stored.path)),
         )
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from cairn.common.v1 import common_pb2
 from cairn.registry.v1 import registry_pb2 as pb
 
+from ..common import timestamps
 from .model import (
     Artifact,
     ArtifactKind,
@@ -64,8 +62,8 @@ def registered_model(record: RegisteredModel) -> pb.RegisteredModel:
         custom_properties=properties_to_proto(record.custom_properties),
         tags=record.tags,
         aliases=record.aliases,
-        create_time=_timestamp(record.create_time),
-        update_time=_timestamp(record.update_time),
+        create_time=timestamps.to_proto(record.create_time),
+        update_time=timestamps.to_proto(record.update_time),
     )
 
 
@@ -86,8 +84,8 @@ def model_version(record: ModelVersion) -> pb.ModelVersion:
         custom_properties=properties_to_proto(record.custom_properties),
         tags=record.tags,
         aliases=record.aliases,
-        create_time=_timestamp(record.create_time),
-        update_time=_timestamp(record.update_time),
+        create_time=timestamps.to_proto(record.create_time),
+        update_time=timestamps.to_proto(record.update_time),
     )
 
 
@@ -102,8 +100,8 @@ def artifact(record: Artifact) -> pb.Artifact:
         state=record.state,  # type: ignore[arg-type]
         external_id=record.external_id,
         custom_properties=properties_to_proto(record.custom_properties),
-        create_time=_timestamp(record.create_time),
-        update_time=_timestamp(record.update_time),
+        create_time=timestamps.to_proto(record.create_time),
+        update_time=timestamps.to_proto(record.update_time),
     )
     if record.kind == ArtifactKind.MODEL:
         message.model.CopyFrom(
@@ -118,10 +116,3 @@ def artifact(record: Artifact) -> pb.Artifact:
     else:
         message.doc.SetInParent()
     return message
-
-
-def _timestamp(moment: datetime | None) -> Timestamp:
-    stamp = Timestamp()
-    if moment is not None:
-        stamp.FromDatetime(moment)
-    return stamp

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import numpy as np
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from cairn.tracking.v1 import tracking_pb2 as pb
 
+from ..common import timestamps
 from ..common.errors import FieldViolation, InvalidArgument
 from . import validation
 from .model import Experiment, MetricColumns, MetricPoint, MetricSeries, Run, RunInfo, RunInput
@@ -22,8 +20,8 @@ def experiment(record: Experiment) -> pb.Experiment:
         artifact_location=record.artifact_location,
         lifecycle_stage=f"LIFECYCLE_STAGE_{record.lifecycle_stage.name}",
         tags=[pb.Tag(key=k, value=v) for k, v in record.tags.items()],
-        creation_time=_timestamp(record.creation_time),
-        last_update_time=_timestamp(record.last_update_time),
+        creation_time=timestamps.to_proto(record.creation_time),
+        last_update_time=timestamps.to_proto(record.last_update_time),
     )
 
 
@@ -110,9 +108,3 @@ def _columns_error(field: str, problem: str) -> InvalidArgument:
     return InvalidArgument(
         "INVALID_ARGUMENT", f"{field}: {problem}", violations=[FieldViolation(field, problem)]
     )
-
-
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
