@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..types._tracking import Metric, Param, Run, RunStatus, RunTag
 
-if TYPE_CHECKING:
-    from .tracking import TrackingClient
+
+class _RunWriter(Protocol):
+    """The part of TrackingClient an ActiveRun uses."""
+
+    async def create_run(
+        self, experiment_id: str, *, tags: dict[str, Any] | None, run_name: str | None
+    ) -> Run: ...
+
+    async def set_terminated(self, run_id: str, status: RunStatus) -> None: ...
+
+    async def log_param(self, run_id: str, key: str, value: Any) -> Any: ...
+
+    async def log_batch(
+        self,
+        run_id: str,
+        metrics: Sequence[Metric] = (),
+        params: Sequence[Param] = (),
+        tags: Sequence[RunTag] = (),
+    ) -> None: ...
 
 
 class ActiveRun:
@@ -25,7 +43,7 @@ class ActiveRun:
 
     def __init__(
         self,
-        client: TrackingClient,
+        client: _RunWriter,
         experiment_id: str,
         *,
         run_name: str | None,
