@@ -66,6 +66,9 @@ class Config:
     shutdown_grace_seconds: float = _setting(
         10.0, "on SIGTERM/SIGINT, how long in-flight calls may take to finish"
     )
+    metrics_address: str = _setting(
+        "", "host:port of the Prometheus /metrics endpoint (HTTP); empty turns it off"
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -78,6 +81,8 @@ class Config:
             raise ConfigError("CAIRN_MAX_MESSAGE_BYTES must be at least 1 MiB")
         if self.shutdown_grace_seconds < 0:
             raise ConfigError("CAIRN_SHUTDOWN_GRACE_SECONDS must not be negative")
+        if self.metrics_address and not self.metrics_address.rpartition(":")[2].isdigit():
+            raise ConfigError("CAIRN_METRICS_ADDRESS must be host:port, e.g. 0.0.0.0:9090")
 
     @property
     def artifact_dir(self) -> Path:

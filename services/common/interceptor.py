@@ -22,7 +22,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from . import logs
+from . import logs, metrics
 from .errors import DomainError
 
 ERROR_DOMAIN = "cairn"
@@ -82,12 +82,16 @@ def _unary(behaviour: Handler, method: str) -> Handler:
 def _streaming(behaviour: Handler, method: str) -> Handler:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         scope = _CallScope(method, context)
+        active = metrics.STREAMS.labels(method)
+        active.inc()
         try:
             async for response in _as_async_iter(behaviour(request, context)):
                 yield response
         except BaseException as exc:
             await scope.fail(exc)
             raise
+        finally:
+            active.dec()
         scope.finish()
 
     return call
@@ -152,7 +156,9 @@ class _CallScope:
         self._log(grpc.StatusCode.CANCELLED)
 
     def _log(self, code: grpc.StatusCode, **extra: Any) -> None:
-        duration_ms = round((time.perf_counter() - self.started) * 1000, 3)
+        seconds = time.perf_counter() - self.started
+        metrics.observe(self.method, code.name, seconds)
+        duration_ms = round(seconds * 1000, 3)
         level = "error" if code == grpc.StatusCode.INTERNAL else "info"
         getattr(_log, level)(
             "rpc",

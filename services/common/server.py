@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from . import database, logs, migrations
+from . import database, logs, metrics, migrations
 from .config import Config
 from .interceptor import CallInterceptor
 from .service import Resources, ServiceSpec
@@ -77,6 +77,8 @@ async def run(config: Config, services: Sequence[ServiceSpec]) -> None:
     try:
         if config.migrate_on_start:
             await migrate(pool, services)
+        if config.metrics_address:
+            metrics.serve(config.metrics_address, pool)
         server = CairnServer(config, services, pool)
         signals = _SignalWaiter.install()
         port = await server.start()

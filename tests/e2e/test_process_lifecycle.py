@@ -36,3 +36,26 @@ def test_unknown_service_is_a_usage_error(tmp_path) -> None:
     result = run_tool(tool("cairn"), "serve", "nope", "--data-dir", str(tmp_path))
     assert result.returncode == 2
     assert "unknown service nope" in result.stderr
+
+
+def test_prometheus_metrics_count_calls_and_show_the_pool(tmp_path) -> None:
+    import urllib.request
+
+    from tests.e2e.conftest import free_port
+
+    metrics_port = free_port()
+    server = start_server(tmp_path, "--metrics-address", f"127.0.0.1:{metrics_port}")
+    try:
+        checked = run_tool(
+            tool("grpcurl"), "-plaintext", "-d", "{}", server.address, "grpc.health.v1.Health/Check"
+        )
+        assert checked.returncode == 0, checked.stderr
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{metrics_port}/metrics", timeout=10
+        ) as reply:
+            text = reply.read().decode()
+    finally:
+        assert server.terminate(timeout=10) == 0
+    assert 'cairn_rpc_calls_total{code="OK",method="/grpc.health.v1.Health/Check"} 1.0' in text
+    assert 'cairn_rpc_duration_seconds_count{method="/grpc.health.v1.Health/Check"} 1.0' in text
+    assert "cairn_db_pool_max 10.0" in text
