@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# checkov pins dozens of packages of its own: it lives in a separate environment.
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp
 GEN_ROOT := clients/python
-GEN_DIRS := $(addprefix $(GEN_ROOT)/cairn/,common/v1 tracking/v1 registry/v1 artifacts/v1)
-PROTOS := $(shell find protos -name '*.proto' | sort)
 
 .PHONY: help venv gen check-gen lint run test test-fast clean lock
 
@@ -15,6 +16,8 @@ help:
 	@echo "make test       install everything into $(VENV) and run every check and test"
 	@echo "make gen        regenerate the Python code of protos/ into $(GEN_ROOT)"
 	@echo "make lint       ruff, mypy and buf lint"
+	@echo "make image      build the container image (needs a Docker engine)"
+	@echo "make bench-tracking | bench-registry | bench-artifacts   benchmarks"
 
 venv: $(STAMP)
 
@@ -22,6 +25,12 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+$(CHECKOV_STAMP): deploy/checkov-constraints.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install -q -c deploy/checkov-constraints.txt checkov
 	touch $@
 
 gen: $(STAMP)
@@ -41,7 +50,7 @@ lint: $(STAMP)
 run: $(STAMP)
 	CAIRN_LOG_FORMAT=$${CAIRN_LOG_FORMAT:-console} $(BIN)/cairn serve all
 
-test: $(STAMP) check-gen lint
+test: $(STAMP) $(CHECKOV_STAMP) check-gen lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Tests only, without the generation and lint checks.
@@ -53,7 +62,12 @@ lock: $(STAMP)
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -viE '^(pip|setuptools|wheel)=='; } > constraints.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Builds the container image where a Docker engine runs (not on the CI machines).
+.PHONY: image
+image:
+	docker build -t cairn:$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) .
 
 .PHONY: bench-tracking
 bench-tracking: $(STAMP)

@@ -25,8 +25,11 @@ Metadata = Sequence[tuple[str, str]]
 Response = TypeVar("Response")
 
 # UNAVAILABLE means the server never started the call, so a retry cannot apply it twice.
+# round_robin spreads calls over every address a name resolves to, e.g. the pods behind a
+# headless Kubernetes Service ("dns:///cairn-tracking-headless.cairn.svc" as the address).
 _SERVICE_CONFIG = json.dumps(
     {
+        "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": [{}],
