@@ -118,6 +118,7 @@ class S3Backend:
             secure=config.s3_secure,
             region=config.s3_region or None,
         )
+        self._bucket_ready = False
 
     def key(self, project: str, path: str) -> str:
         return "/".join(part for part in (self.prefix, project, path) if part)
@@ -131,6 +132,7 @@ class S3Backend:
         length=-1: the SDK reads part after part, and an error raised by source (a
         checksum mismatch, a client gone) aborts the multipart upload.
         """
+        self._ensure_bucket()
         self.client.put_object(
             self.bucket,
             key,
@@ -141,6 +143,14 @@ class S3Backend:
             # One part in flight: memory stays near two parts whatever the object's size.
             num_parallel_uploads=1,
         )
+
+    def _ensure_bucket(self) -> None:
+        """Creates the bucket on the first write if it is missing (a fresh MinIO, say).
+        Credentials that may not create buckets still work with an existing one."""
+        if not self._bucket_ready:
+            if not self.client.bucket_exists(self.bucket):
+                self.client.make_bucket(self.bucket)
+            self._bucket_ready = True
 
     def read(self, key: str, offset: int, length: int) -> Iterator[bytes]:
         response = self.client.get_object(self.bucket, key, offset=offset, length=length)

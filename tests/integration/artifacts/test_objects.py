@@ -247,3 +247,21 @@ async def test_projects_do_not_see_each_other(
     assert await other.list("", recursive=True) == [] or all(
         e.project == "someone-else" for e in await other.list("", recursive=True)
     )
+
+
+async def test_the_s3_backend_creates_a_missing_bucket(s3_config, unique: str) -> None:
+    from minio import Minio
+
+    from cairn_server.artifacts.backends import S3Backend
+    from tests.conftest import with_overrides
+
+    backend = S3Backend(with_overrides(s3_config, s3_bucket=f"fresh-{unique}"))
+    await asyncio.to_thread(backend.write, "p/x", io.BytesIO(b"hello"), "text/plain", 5)
+    client = Minio(
+        s3_config.s3_endpoint,
+        access_key="test",
+        secret_key="test",
+        secure=False,
+        region="us-east-1",
+    )
+    assert client.bucket_exists(f"fresh-{unique}")
