@@ -66,6 +66,13 @@ class Config:
     shutdown_grace_seconds: float = _setting(
         10.0, "on SIGTERM/SIGINT, how long in-flight calls may take to finish"
     )
+    tls_cert_file: str = _setting(
+        "", "PEM server certificate (chain); with CAIRN_TLS_KEY_FILE, serve TLS only"
+    )
+    tls_key_file: str = _setting("", "PEM private key of the server certificate", secret=True)
+    tls_client_ca_file: str = _setting(
+        "", "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)"
+    )
     metrics_address: str = _setting(
         "", "host:port of the Prometheus /metrics endpoint (HTTP); empty turns it off"
     )
@@ -81,6 +88,10 @@ class Config:
             raise ConfigError("CAIRN_MAX_MESSAGE_BYTES must be at least 1 MiB")
         if self.shutdown_grace_seconds < 0:
             raise ConfigError("CAIRN_SHUTDOWN_GRACE_SECONDS must not be negative")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("CAIRN_TLS_CERT_FILE and CAIRN_TLS_KEY_FILE go together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ConfigError("CAIRN_TLS_CLIENT_CA_FILE needs CAIRN_TLS_CERT_FILE and _KEY_FILE")
         if self.metrics_address and not self.metrics_address.rpartition(":")[2].isdigit():
             raise ConfigError("CAIRN_METRICS_ADDRESS must be host:port, e.g. 0.0.0.0:9090")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Sequence
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -48,10 +49,18 @@ class CairnServer:
         ]
 
     async def start(self, address: str | None = None) -> int:
-        """Binds (port 0 picks a free one), starts serving; returns the bound port."""
-        port = self._server.add_insecure_port(address or self.config.listen_address)
+        """Binds (port 0 picks a free one), starts serving; returns the bound port.
+
+        With a certificate configured the port speaks TLS only (and mTLS with a client CA).
+        """
+        address = address or self.config.listen_address
+        credentials = server_credentials(self.config)
+        if credentials is None:
+            port = self._server.add_insecure_port(address)
+        else:
+            port = self._server.add_secure_port(address, credentials)
         if port == 0:
-            raise OSError(f"cannot listen on {address or self.config.listen_address}")
+            raise OSError(f"cannot listen on {address}")
         await self._server.start()
         serving = health_pb2.HealthCheckResponse.SERVING
         for name in ["", *(spec.full_name for spec in self.services)]:
@@ -62,6 +71,18 @@ class CairnServer:
         """Reports NOT_SERVING, then lets in-flight calls finish within the grace period."""
         await self._health.enter_graceful_shutdown()
         await self._server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+
+
+def server_credentials(config: Config) -> grpc.ServerCredentials | None:
+    """TLS credentials from the configured PEM files, or None to serve plaintext."""
+    if not config.tls_cert_file:
+        return None
+    chain = Path(config.tls_cert_file).read_bytes()
+    key = Path(config.tls_key_file).read_bytes()
+    client_ca = Path(config.tls_client_ca_file).read_bytes() if config.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 async def migrate(pool: asyncpg.Pool, services: Sequence[ServiceSpec]) -> None:

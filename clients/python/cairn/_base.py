@@ -57,6 +57,8 @@ class BaseClient:
         custom_ca: str | bytes | None = None,
         project: str = DEFAULT_PROJECT,
         timeout: float | None = DEFAULT_TIMEOUT,
+        client_cert: str | bytes | None = None,
+        client_key: str | bytes | None = None,
     ) -> Self:
         """Connects over TLS.
 
@@ -67,12 +69,16 @@ class BaseClient:
             custom_ca: path to (or bytes of) a PEM root certificate; the system roots if None.
             project: the project every call of this client works in.
             timeout: default deadline of each call in seconds (None: no deadline).
+            client_cert: path to (or bytes of) a PEM client certificate, for mTLS.
+            client_key: path to (or bytes of) its PEM private key.
         """
         return cls(
             Transport.secure(
                 server_address,
                 port,
                 custom_ca=custom_ca,
+                client_cert=client_cert,
+                client_key=client_key,
                 project=project,
                 user_token=user_token,
                 timeout=timeout,

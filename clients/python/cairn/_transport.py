@@ -78,9 +78,20 @@ class Transport:
 
     @classmethod
     def secure(
-        cls, host: str, port: int | str, *, custom_ca: str | bytes | None = None, **kwargs: Any
+        cls,
+        host: str,
+        port: int | str,
+        *,
+        custom_ca: str | bytes | None = None,
+        client_cert: str | bytes | None = None,
+        client_key: str | bytes | None = None,
+        **kwargs: Any,
     ) -> Transport:
-        credentials = grpc.ssl_channel_credentials(root_certificates=_read_ca(custom_ca))
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_read_pem(custom_ca),
+            private_key=_read_pem(client_key),
+            certificate_chain=_read_pem(client_cert),
+        )
         channel = grpc.aio.secure_channel(
             _target(host, port), credentials, options=_CHANNEL_OPTIONS
         )
@@ -179,8 +190,8 @@ def _target(host: str, port: int | str) -> str:
     return f"{host}:{port}"
 
 
-def _read_ca(custom_ca: str | bytes | None) -> bytes | None:
-    """custom_ca is a PEM file path (as in Kubeflow's client) or the PEM bytes themselves."""
-    if custom_ca is None or isinstance(custom_ca, bytes):
-        return custom_ca
-    return Path(custom_ca).read_bytes()
+def _read_pem(source: str | bytes | None) -> bytes | None:
+    """A PEM file path (as Kubeflow's client takes custom_ca) or the PEM bytes themselves."""
+    if source is None or isinstance(source, bytes):
+        return source
+    return Path(source).read_bytes()

@@ -1,0 +1,160 @@
+"""TLS and mutual TLS between the client and a server, with certificates made here."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+import cairn
+from cairn.exceptions import UnavailableError
+from cairn_server import catalog
+from cairn_server.common.config import Config, ConfigError
+from cairn_server.common.server import CairnServer
+from tests.conftest import with_overrides
+
+
+def _certificate(
+    name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None, ca: bool
+):
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer[0].subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    certificate = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+    return certificate, key
+
+
+def _write(
+    directory: Path, name: str, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> tuple[Path, Path]:
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("pki")
+    ca = _certificate("cairn test CA", None, ca=True)
+    files = {}
+    files["ca"], _ = _write(directory, "ca", *ca)
+    files["other_ca"], _ = _write(directory, "other-ca", *_certificate("another CA", None, ca=True))
+    files["server_cert"], files["server_key"] = _write(
+        directory, "server", *_certificate("localhost", ca, ca=False)
+    )
+    files["client_cert"], files["client_key"] = _write(
+        directory, "client", *_certificate("client", ca, ca=False)
+    )
+    return files
+
+
+async def _serve(config: Config, pool: asyncpg.Pool) -> tuple[CairnServer, int]:
+    server = CairnServer(config, [catalog.SERVICES["tracking"]], pool)
+    return server, await server.start()
+
+
+@pytest.fixture
+async def tls_port(config: Config, pool: asyncpg.Pool, pki: dict[str, Path]) -> AsyncIterator[int]:
+    tls = with_overrides(
+        config, tls_cert_file=str(pki["server_cert"]), tls_key_file=str(pki["server_key"])
+    )
+    server, port = await _serve(tls, pool)
+    yield port
+    await server.stop(grace=0)
+
+
+@pytest.fixture
+async def mtls_port(config: Config, pool: asyncpg.Pool, pki: dict[str, Path]) -> AsyncIterator[int]:
+    mtls = with_overrides(
+        config,
+        tls_cert_file=str(pki["server_cert"]),
+        tls_key_file=str(pki["server_key"]),
+        tls_client_ca_file=str(pki["ca"]),
+    )
+    server, port = await _serve(mtls, pool)
+    yield port
+    await server.stop(grace=0)
+
+
+async def _works(client: cairn.TrackingClient) -> bool:
+    async with client:
+        return await client.get_experiment_by_name("no-such-experiment", timeout=5) is None
+
+
+async def test_tls_with_a_custom_ca(tls_port: int, pki: dict[str, Path]) -> None:
+    client = cairn.TrackingClient.secure_connection(
+        "localhost", tls_port, user_token="t", custom_ca=str(pki["ca"])
+    )
+    assert await _works(client)
+
+
+async def test_plaintext_and_unknown_ca_are_refused(tls_port: int, pki: dict[str, Path]) -> None:
+    with pytest.raises(UnavailableError):
+        await _works(cairn.TrackingClient.insecure_connection("localhost", tls_port, timeout=2))
+    with pytest.raises(UnavailableError):
+        await _works(
+            cairn.TrackingClient.secure_connection(
+                "localhost",
+                tls_port,
+                user_token="t",
+                custom_ca=pki["other_ca"].read_bytes(),
+                timeout=2,
+            )
+        )
+
+
+async def test_mutual_tls_needs_a_client_certificate(mtls_port: int, pki: dict[str, Path]) -> None:
+    with pytest.raises(UnavailableError):
+        await _works(
+            cairn.TrackingClient.secure_connection(
+                "localhost", mtls_port, user_token="t", custom_ca=str(pki["ca"]), timeout=2
+            )
+        )
+    client = cairn.TrackingClient.secure_connection(
+        "localhost",
+        mtls_port,
+        user_token="t",
+        custom_ca=str(pki["ca"]),
+        client_cert=str(pki["client_cert"]),
+        client_key=str(pki["client_key"]),
+    )
+    assert await _works(client)
+
+
+def test_tls_settings_must_come_together() -> None:
+    with pytest.raises(ConfigError, match="go together"):
+        Config(tls_cert_file="a.crt")
+    with pytest.raises(ConfigError, match="needs CAIRN_TLS_CERT_FILE"):
+        Config(tls_client_ca_file="ca.crt")
