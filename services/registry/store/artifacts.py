@@ -166,12 +166,9 @@ class ArtifactStore:
             current = await self._one(
                 project, "a.id = $2", [id_or_none(artifact_id)], artifact_id, conn, lock=True
             )
-            values = {k: v for k, v in changes.items() if k in UPDATABLE}
-            if "custom_properties" in values:
-                values["custom_properties"] = encode_properties(values["custom_properties"])
-            if "external_id" in values:
-                values["external_id"] = values["external_id"] or None
-            await update_row(conn, "artifacts", int(artifact_id), values, current.external_id)
+            await update_row(
+                conn, "artifacts", int(artifact_id), changes, UPDATABLE, current.external_id
+            )
             return await self._one(project, "a.id = $2", [int(artifact_id)], artifact_id, conn)
 
     async def delete(self, project: str, artifact_id: str) -> None:

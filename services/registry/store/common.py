@@ -158,9 +158,22 @@ class Listing:
 
 
 async def update_row(
-    conn: asyncpg.Connection, table: str, row_id: int, values: Mapping[str, Any], external_id: str
+    conn: asyncpg.Connection,
+    table: str,
+    row_id: int,
+    changes: Mapping[str, Any],
+    updatable: tuple[str, ...],
+    external_id: str,
 ) -> None:
-    """Sets columns of one row of a registry table and bumps its update time."""
+    """Sets the updatable fields among changes on one row and bumps its update time.
+
+    Custom properties are stored typed, and an empty external id as NULL (no id).
+    """
+    values = {k: v for k, v in changes.items() if k in updatable}
+    if "custom_properties" in values:
+        values["custom_properties"] = encode_properties(values["custom_properties"])
+    if "external_id" in values:
+        values["external_id"] = values["external_id"] or None
     if not values:
         return
     params = Params(row_id)

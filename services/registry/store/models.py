@@ -102,12 +102,9 @@ class ModelStore:
                     "registered_model.name",
                     f"is {current.name!r}; names change only through RenameRegisteredModel",
                 )
-            values = {k: v for k, v in changes.items() if k in UPDATABLE}
-            if "custom_properties" in values:
-                values["custom_properties"] = encode_properties(values["custom_properties"])
-            if "external_id" in values:
-                values["external_id"] = values["external_id"] or None
-            await update_row(conn, "registered_models", int(model_id), values, current.external_id)
+            await update_row(
+                conn, "registered_models", int(model_id), changes, UPDATABLE, current.external_id
+            )
             return await self._one(project, "m.id = $2", int(model_id), model_id, conn)
 
     async def rename(self, project: str, model_id: str, new_name: str) -> RegisteredModel:

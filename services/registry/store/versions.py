@@ -178,12 +178,9 @@ class VersionStore:
                 raise invalid_field(
                     "model_version.name", f"is {current.name!r}; version names cannot change"
                 )
-            values = {k: v for k, v in changes.items() if k in UPDATABLE}
-            if "custom_properties" in values:
-                values["custom_properties"] = encode_properties(values["custom_properties"])
-            if "external_id" in values:
-                values["external_id"] = values["external_id"] or None
-            await update_row(conn, "model_versions", int(version_id), values, current.external_id)
+            await update_row(
+                conn, "model_versions", int(version_id), changes, UPDATABLE, current.external_id
+            )
             return await self._one(project, "v.id = $2", [int(version_id)], version_id, conn)
 
     async def delete(self, project: str, version_id: str) -> None:
@@ -214,7 +211,9 @@ class VersionStore:
                     Stage.ARCHIVED,
                     int(version_id),
                 )
-            await update_row(conn, "model_versions", int(version_id), {"stage": stage}, "")
+            await update_row(
+                conn, "model_versions", int(version_id), {"stage": stage}, ("stage",), ""
+            )
             return await self._one(project, "v.id = $2", [int(version_id)], version_id, conn)
 
     async def latest(
