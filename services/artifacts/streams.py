@@ -49,6 +49,11 @@ class VerifyingReader:
     async def _put(self, item: bytes | BaseException | None, writer: asyncio.Future[None]) -> bool:
         if writer.done():
             return False
+        try:
+            self._queue.put_nowait(item)  # the usual case: room in the queue, no waiting
+            return True
+        except asyncio.QueueFull:
+            pass
         putting = asyncio.ensure_future(self._queue.put(item))
         await asyncio.wait({putting, writer}, return_when=asyncio.FIRST_COMPLETED)
         if not putting.done():
