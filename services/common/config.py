@@ -73,6 +73,11 @@ class Config:
     tls_client_ca_file: str = _setting(
         "", "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)"
     )
+    health_address: str = _setting(
+        "",
+        "host:port of a plaintext port answering gRPC health checks only (for probes "
+        "that cannot speak TLS); empty: none",
+    )
     metrics_address: str = _setting(
         "", "host:port of the Prometheus /metrics endpoint (HTTP); empty turns it off"
     )
@@ -92,8 +97,9 @@ class Config:
             raise ConfigError("CAIRN_TLS_CERT_FILE and CAIRN_TLS_KEY_FILE go together")
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ConfigError("CAIRN_TLS_CLIENT_CA_FILE needs CAIRN_TLS_CERT_FILE and _KEY_FILE")
-        if self.metrics_address and not self.metrics_address.rpartition(":")[2].isdigit():
-            raise ConfigError("CAIRN_METRICS_ADDRESS must be host:port, e.g. 0.0.0.0:9090")
+        for name, address in (("METRICS", self.metrics_address), ("HEALTH", self.health_address)):
+            if address and not address.rpartition(":")[2].isdigit():
+                raise ConfigError(f"CAIRN_{name}_ADDRESS must be host:port, e.g. 0.0.0.0:9090")
 
     @property
     def artifact_dir(self) -> Path:

@@ -35,6 +35,12 @@ class CairnServer:
             ],
         )
         self._health = health.aio.HealthServicer()
+        # A second, plaintext server with nothing but health, for probes that cannot
+        # speak TLS; it shares the health states of the main one.
+        self._probe_server: grpc.aio.Server | None = None
+        if config.health_address:
+            self._probe_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._probe_server)
         resources = Resources(config=config, pool=pool)
         for spec in self.services:
             spec.register(self._server, resources)
@@ -61,6 +67,10 @@ class CairnServer:
             port = self._server.add_secure_port(address, credentials)
         if port == 0:
             raise OSError(f"cannot listen on {address}")
+        if self._probe_server is not None:
+            if self._probe_server.add_insecure_port(self.config.health_address) == 0:
+                raise OSError(f"cannot listen on {self.config.health_address}")
+            await self._probe_server.start()
         await self._server.start()
         serving = health_pb2.HealthCheckResponse.SERVING
         for name in ["", *(spec.full_name for spec in self.services)]:
@@ -70,7 +80,10 @@ class CairnServer:
     async def stop(self, grace: float | None = None) -> None:
         """Reports NOT_SERVING, then lets in-flight calls finish within the grace period."""
         await self._health.enter_graceful_shutdown()
-        await self._server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+        grace = self.config.shutdown_grace_seconds if grace is None else grace
+        await self._server.stop(grace)
+        if self._probe_server is not None:
+            await self._probe_server.stop(0)
 
 
 def server_credentials(config: Config) -> grpc.ServerCredentials | None:

@@ -124,8 +124,16 @@ def test_every_container_is_limited_and_hardened(overlay: str) -> None:
             assert security["capabilities"]["drop"] == ["ALL"], where
 
 
+def config_value(overlay: str, key: str) -> str:
+    (config,) = [
+        c for c in of_kind(overlay, "ConfigMap") if c["metadata"]["name"].startswith("cairn-config")
+    ]
+    return str(config["data"][key])
+
+
 def test_probes_ask_the_health_of_each_servers_own_service(overlay: str) -> None:
     names = {spec.name: spec.full_name for spec in catalog.SERVICES.values()}
+    probe_port = int(config_value(overlay, "CAIRN_HEALTH_ADDRESS").rpartition(":")[2])
     servers = cairn_servers(overlay)
     assert sorted(
         d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] for d in servers
@@ -136,8 +144,9 @@ def test_probes_ask_the_health_of_each_servers_own_service(overlay: str) -> None
         ]
         (server,) = [c for c in pod_spec(deployment)["containers"] if c["name"] == component]
         assert server["args"] == ["serve", component]
+        assert probe_port in {p["containerPort"] for p in server["ports"]}
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert server[probe]["grpc"] == {"port": GRPC_PORT, "service": names[component]}, probe
+            assert server[probe]["grpc"] == {"port": probe_port, "service": names[component]}, probe
 
 
 def test_services_expose_the_listen_port_as_grpc(overlay: str) -> None:
@@ -194,6 +203,19 @@ def test_production_commits_no_secret_values() -> None:
         if "valueFrom" in e
     }
     assert referenced == {"cairn-database", "cairn-s3"}
+
+
+def test_production_serves_tls_from_the_tls_secret() -> None:
+    cert = config_value("prod", "CAIRN_TLS_CERT_FILE")
+    key = config_value("prod", "CAIRN_TLS_KEY_FILE")
+    for deployment in cairn_servers("prod"):
+        spec = pod_spec(deployment)
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "tls"]
+        assert volume["secret"]["secretName"] == "cairn-tls"
+        (mount,) = [m for c in spec["containers"] for m in c["volumeMounts"] if m["name"] == "tls"]
+        assert cert.startswith(mount["mountPath"] + "/") and key.startswith(
+            mount["mountPath"] + "/"
+        )
 
 
 def test_every_pod_is_covered_by_a_network_policy(overlay: str) -> None:

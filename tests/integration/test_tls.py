@@ -158,3 +158,39 @@ def test_tls_settings_must_come_together() -> None:
         Config(tls_cert_file="a.crt")
     with pytest.raises(ConfigError, match="needs CAIRN_TLS_CERT_FILE"):
         Config(tls_client_ca_file="ca.crt")
+
+
+async def test_a_plaintext_probe_port_answers_health_only(
+    config: Config, pool: asyncpg.Pool, pki: dict[str, Path]
+) -> None:
+    import socket
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from cairn.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        probe_port = sock.getsockname()[1]
+    tls = with_overrides(
+        config,
+        tls_cert_file=str(pki["server_cert"]),
+        tls_key_file=str(pki["server_key"]),
+        health_address=f"127.0.0.1:{probe_port}",
+    )
+    server, _ = await _serve(tls, pool)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{probe_port}") as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="cairn.tracking.v1.TrackingService"),
+                timeout=5,
+            )
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await tracking_service_pb2_grpc.TrackingServiceStub(channel).GetRun(
+                    tracking_service_pb2.GetRunRequest(run_id="0" * 32), timeout=5
+                )
+            assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await server.stop(grace=0)
