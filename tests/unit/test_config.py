@@ -52,6 +52,9 @@ def test_flag_wins_over_environment() -> None:
         ({"CAIRN_ARTIFACT_BACKEND": "ftp"}, "CAIRN_ARTIFACT_BACKEND must be one of"),
         ({"CAIRN_DB_POOL_SIZE": "0"}, "CAIRN_DB_POOL_SIZE must be at least"),
         ({"CAIRN_MAX_MESSAGE_BYTES": "10"}, "CAIRN_MAX_MESSAGE_BYTES must be at least 1 MiB"),
+        ({"CAIRN_METRICS_ADDRESS": "9090"}, "CAIRN_METRICS_ADDRESS must be host:port"),
+        ({"CAIRN_HEALTH_ADDRESS": "0.0.0.0:probe"}, "CAIRN_HEALTH_ADDRESS must be host:port"),
+        ({"CAIRN_TLS_KEY_FILE": "k.pem"}, "CAIRN_TLS_CERT_FILE and CAIRN_TLS_KEY_FILE go together"),
     ],
 )
 def test_bad_values_are_rejected_with_the_variable_named(env: dict[str, str], message: str) -> None:
