@@ -98,7 +98,8 @@ class Config:
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ConfigError("CAIRN_TLS_CLIENT_CA_FILE needs CAIRN_TLS_CERT_FILE and _KEY_FILE")
         for name, address in (("METRICS", self.metrics_address), ("HEALTH", self.health_address)):
-            if address and not address.rpartition(":")[2].isdigit():
+            host, colon, port = address.rpartition(":")
+            if address and not (colon and host and port.isdigit()):
                 raise ConfigError(f"CAIRN_{name}_ADDRESS must be host:port, e.g. 0.0.0.0:9090")
 
     @property
