@@ -15,6 +15,7 @@ from .common import (
     clash,
     clashing_value,
     decode_properties,
+    delete_row,
     encode_properties,
     fetch_one,
     id_or_none,
@@ -172,13 +173,7 @@ class ArtifactStore:
             return await self._one(project, "a.id = $2", [int(artifact_id)], artifact_id, conn)
 
     async def delete(self, project: str, artifact_id: str) -> None:
-        async with self._pool.acquire() as conn:
-            found = await conn.fetchval(
-                "DELETE FROM registry.artifacts WHERE project = $1 AND id = $2 RETURNING id",
-                project,
-                id_or_none(artifact_id),
-            )
-        if found is None:
+        if not await delete_row(self._pool, "artifacts", project, artifact_id):
             raise _missing(artifact_id)
 
     async def _one(

@@ -212,3 +212,33 @@ async def fetch_one(
         *values,
     )
     return row
+
+
+async def delete_row(pool: asyncpg.Pool, table: str, project: str, row_id: str) -> bool:
+    """Deletes one row of a registry table (cascading to what it owns); False when absent."""
+    async with pool.acquire() as conn:
+        found = await conn.fetchval(
+            f"DELETE FROM registry.{table} WHERE project = $1 AND id = $2 RETURNING id",
+            project,
+            id_or_none(row_id),
+        )
+    return found is not None
+
+
+async def write_tag(
+    pool: asyncpg.Pool, table: str, project: str, row_id: str, key: str, value: str | None
+) -> bool:
+    """Sets a tag on one row (or removes it when value is None); False when the row is absent."""
+    if value is None:
+        expression, args = "tags - $3::text", [key]
+    else:
+        expression, args = "tags || jsonb_build_object($3::text, $4::text)", [key, value]
+    async with pool.acquire() as conn:
+        found = await conn.fetchval(
+            f"""UPDATE registry.{table} SET tags = {expression}, update_time = clock_timestamp()
+                WHERE project = $1 AND id = $2 RETURNING id""",
+            project,
+            id_or_none(row_id),
+            *args,
+        )
+    return found is not None

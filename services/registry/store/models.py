@@ -15,11 +15,13 @@ from .common import (
     clash,
     clashing_value,
     decode_properties,
+    delete_row,
     encode_properties,
     fetch_one,
     id_or_none,
     not_found,
     update_row,
+    write_tag,
 )
 
 COLUMNS = """m.id, m.project, m.name, m.description, m.owner, m.state, m.external_id,
@@ -126,32 +128,12 @@ class ModelStore:
 
     async def delete(self, project: str, model_id: str) -> None:
         """Deletes the model with its versions, their artifacts, tags and aliases."""
-        async with self._pool.acquire() as conn:
-            found = await conn.fetchval(
-                """DELETE FROM registry.registered_models WHERE project = $1 AND id = $2
-                   RETURNING id""",
-                project,
-                id_or_none(model_id),
-            )
-        if found is None:
+        if not await delete_row(self._pool, "registered_models", project, model_id):
             raise _missing(model_id)
 
     async def set_tag(self, project: str, model_id: str, key: str, value: str | None) -> None:
         """Sets a tag, or deletes it when value is None."""
-        expression = (
-            "tags || jsonb_build_object($3::text, $4::text)"
-            if value is not None
-            else "tags - $3::text"
-        )
-        args = [project, id_or_none(model_id), key] + ([value] if value is not None else [])
-        async with self._pool.acquire() as conn:
-            found = await conn.fetchval(
-                f"""UPDATE registry.registered_models
-                    SET tags = {expression}, update_time = clock_timestamp()
-                    WHERE project = $1 AND id = $2 RETURNING id""",
-                *args,
-            )
-        if found is None:
+        if not await write_tag(self._pool, "registered_models", project, model_id, key, value):
             raise _missing(model_id)
 
     async def set_alias(self, project: str, model_id: str, alias: str, version: int) -> None:

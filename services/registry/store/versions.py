@@ -15,11 +15,13 @@ from .common import (
     clash,
     clashing_value,
     decode_properties,
+    delete_row,
     encode_properties,
     fetch_one,
     id_or_none,
     not_found,
     update_row,
+    write_tag,
 )
 
 COLUMNS = """v.id, v.project, v.registered_model_id, v.name, v.version, v.author, v.description,
@@ -185,13 +187,7 @@ class VersionStore:
 
     async def delete(self, project: str, version_id: str) -> None:
         """Deletes the version with its artifacts and aliases; its number is not reused."""
-        async with self._pool.acquire() as conn:
-            found = await conn.fetchval(
-                "DELETE FROM registry.model_versions WHERE project = $1 AND id = $2 RETURNING id",
-                project,
-                id_or_none(version_id),
-            )
-        if found is None:
+        if not await delete_row(self._pool, "model_versions", project, version_id):
             raise _missing(version_id)
 
     async def transition_stage(
@@ -239,20 +235,7 @@ class VersionStore:
             return await with_aliases(conn, rows)
 
     async def set_tag(self, project: str, version_id: str, key: str, value: str | None) -> None:
-        expression = (
-            "tags || jsonb_build_object($3::text, $4::text)"
-            if value is not None
-            else "tags - $3::text"
-        )
-        args = [project, id_or_none(version_id), key] + ([value] if value is not None else [])
-        async with self._pool.acquire() as conn:
-            found = await conn.fetchval(
-                f"""UPDATE registry.model_versions SET tags = {expression},
-                        update_time = clock_timestamp()
-                    WHERE project = $1 AND id = $2 RETURNING id""",
-                *args,
-            )
-        if found is None:
+        if not await write_tag(self._pool, "model_versions", project, version_id, key, value):
             raise _missing(version_id)
 
     async def download_uri(self, project: str, version_id: str) -> str:
