@@ -164,3 +164,16 @@ async def test_bad_input_and_missing_objects(mr_client, churn) -> None:
     assert await mr_client.get_model_artifact_by_params(name="nope", model_version_id="1") is None
     # A failed version creation leaves no gap in the numbering.
     assert (await mr_client.create_model_version("churn", "s3://b/4")).version == 4
+
+
+async def test_delete_artifact_rpc(mr_client, churn) -> None:
+    from cairn.registry.v1 import registry_service_pb2 as api
+
+    version = await mr_client.get_model_version("churn", 1)
+    artifact = await mr_client.upsert_model_artifact(ModelArtifact("gone", uri="u"), version.id)
+    request = api.DeleteArtifactRequest(project=mr_client.project, id=artifact.id)
+    await mr_client._transport.unary(mr_client._stub.DeleteArtifact, request)
+    assert await mr_client.get_model_artifact_by_id(artifact.id) is None
+    with pytest.raises(NotFoundError) as raised:
+        await mr_client._transport.unary(mr_client._stub.DeleteArtifact, request)
+    assert raised.value.reason == "ARTIFACT_NOT_FOUND"
