@@ -18,6 +18,8 @@ import pytest
 import pytest_asyncio
 from moto.server import ThreadedMotoServer
 
+import cairn
+
 from cairn_server import catalog
 from cairn_server.common import database, logs
 from cairn_server.common.config import Config
@@ -57,7 +59,7 @@ def config(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Confi
 @pytest_asyncio.fixture(scope="session")
 async def pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
     pool = await database.create_pool(config.database_url, config)
-    await migrate(pool, list(catalog.SERVICES.values()))
+    await migrate(pool, catalog.select([]))
     yield pool
     await pool.close()
 
@@ -65,7 +67,7 @@ async def pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
 @pytest_asyncio.fixture(scope="session")
 async def server_port(config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
     """The port of all three services hosted in-process, as `make run` hosts them."""
-    server = CairnServer(config, list(catalog.SERVICES.values()), pool)
+    server = CairnServer(config, catalog.select([]), pool)
     port = await server.start()
     yield port
     await server.stop(grace=1.0)
@@ -75,6 +77,13 @@ async def server_port(config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
 def unique() -> str:
     """A short unique suffix that keeps names of different tests apart."""
     return uuid.uuid4().hex[:10]
+
+
+async def new_project(port: int, name: str) -> str:
+    """Creates a project through the auth service (the test servers run with auth=none,
+    so every caller is a global admin)."""
+    async with cairn.AuthClient.insecure_connection("127.0.0.1", port) as auth:
+        return await auth.create_project(name)
 
 
 def with_overrides(config: Config, **changes: object) -> Config:

@@ -8,6 +8,7 @@ import grpc
 
 from cairn.artifacts.v1 import artifacts_service_pb2, artifacts_service_pb2_grpc
 
+from ..common.access import role_table
 from ..common.service import Resources, ServiceSpec
 from .servicer import ArtifactServicer
 
@@ -18,10 +19,17 @@ def _register(server: grpc.aio.Server, resources: Resources) -> None:
     )
 
 
+# A presigned URL may be for a PUT, so creating one needs the editor role.
+ROLES = role_table(
+    viewer=["Download", "StatObject", "ListObjects"],
+    editor=["Upload", "DeleteObject", "CreatePresignedUrl", "ConfirmUpload"],
+)
+
 SPEC = ServiceSpec(
     name="artifacts",
     full_name=artifacts_service_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
     schema="artifacts",
     migrations_dir=Path(__file__).parent / "migrations",
     register=_register,
+    roles=ROLES,
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -81,6 +82,23 @@ class Config:
     metrics_address: str = _setting(
         "", "host:port of the Prometheus /metrics endpoint (HTTP); empty turns it off"
     )
+    auth: str = _setting(
+        "none",
+        "api_key: every call needs an API key and a role; none: everyone is a global "
+        "admin, allowed on a loopback listen address only",
+        choices=("none", "api_key"),
+    )
+    allow_open_access: bool = _setting(
+        False,
+        "let CAIRN_AUTH=none serve on a non-loopback address: anyone who reaches it "
+        "can do anything",
+    )
+    auth_failure_limit: int = _setting(
+        20, "failed authentications a client address may make per window before it is refused"
+    )
+    auth_failure_window_seconds: float = _setting(
+        60.0, "length of that window; a refused address may try again after it"
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -97,6 +115,18 @@ class Config:
             raise ConfigError("CAIRN_TLS_CERT_FILE and CAIRN_TLS_KEY_FILE go together")
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ConfigError("CAIRN_TLS_CLIENT_CA_FILE needs CAIRN_TLS_CERT_FILE and _KEY_FILE")
+        if (
+            self.auth == "none"
+            and not self.allow_open_access
+            and not is_loopback(self.listen_address)
+        ):
+            raise ConfigError(
+                f"CAIRN_AUTH=none on {self.listen_address} would let anyone on the network do "
+                "anything: set CAIRN_AUTH=api_key, listen on 127.0.0.1, or set "
+                "CAIRN_ALLOW_OPEN_ACCESS=true if that is intended"
+            )
+        if self.auth_failure_limit < 1 or self.auth_failure_window_seconds <= 0:
+            raise ConfigError("CAIRN_AUTH_FAILURE_LIMIT and _WINDOW_SECONDS must be positive")
         for name, address in (("METRICS", self.metrics_address), ("HEALTH", self.health_address)):
             host, colon, port = address.rpartition(":")
             if address and not (colon and host and port.isdigit()):
@@ -114,6 +144,17 @@ class Config:
             )
             for f in dataclasses.fields(self)
         }
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a host:port listen address is reachable from this machine only."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def env_name(field_name: str) -> str:

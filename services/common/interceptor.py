@@ -1,4 +1,4 @@
-"""The one server interceptor: request ids, one log line per call, errors to statuses.
+"""The one server interceptor: request ids, access, one log line per call, errors to statuses.
 
 Every handler of every service (health and reflection included) runs inside
 `_CallScope`, which binds the request id into structlog's context, times the call,
@@ -6,6 +6,9 @@ turns a `DomainError` into its status code with `google.rpc.ErrorInfo` and
 `BadRequest` details, and turns anything unexpected into INTERNAL carrying a
 correlation id (the request id) that the log line also holds. No traceback or
 SQL text ever reaches a client.
+
+Before a handler of a method with a declared role runs, the gate admits the call for
+the project its request names (for a client stream: its first message).
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from google.protobuf.message import Message
+
 from . import logs, metrics
+from .access import CallInfo, Gate, Role, set_caller
 from .errors import DomainError
 
 ERROR_DOMAIN = "cairn"
@@ -33,7 +39,17 @@ Handler = Callable[[Any, grpc.aio.ServicerContext], Any]
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every RPC handler in a `_CallScope`."""
+    """Wraps every RPC handler in a `_CallScope`, and those with a role in an admission.
+
+    Args:
+        gate: admits callers.
+        roles: full method name ("/cairn.tracking.v1.TrackingService/GetRun") to the
+            least role it needs; methods not listed (health, reflection) are open.
+    """
+
+    def __init__(self, gate: Gate, roles: dict[str, Role]) -> None:
+        self._gate = gate
+        self._roles = roles
 
     async def intercept_service(
         self,
@@ -44,29 +60,89 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        role = self._roles.get(method)
+        admission = None if role is None else _Admission(self._gate, role, method)
         codec = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary, method), **codec)
+            return grpc.unary_unary_rpc_method_handler(
+                _unary(handler.unary_unary, method, admission, streamed=False), **codec
+            )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _unary(handler.stream_unary, method), **codec
+                _unary(handler.stream_unary, method, admission, streamed=True), **codec
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _streaming(handler.unary_stream, method), **codec
+                _streaming(handler.unary_stream, method, admission, streamed=False), **codec
             )
         return grpc.stream_stream_rpc_method_handler(
-            _streaming(handler.stream_stream, method), **codec
+            _streaming(handler.stream_stream, method, admission, streamed=True), **codec
         )
 
 
-def _unary(behaviour: Handler, method: str) -> Handler:
+class _Admission:
+    """Asks the gate to admit one call of a method, then records who the caller is."""
+
+    def __init__(self, gate: Gate, role: Role, method: str) -> None:
+        self._gate = gate
+        self._role = role
+        self._method = method
+
+    async def __call__(self, context: grpc.aio.ServicerContext, message: Message | None) -> None:
+        call = CallInfo(self._method, context.invocation_metadata() or (), context.peer())
+        caller = await self._gate.admit(call, self._role, project_of(message))
+        set_caller(caller)
+        structlog.contextvars.bind_contextvars(user=caller.user_id)
+        if caller.key_prefix:
+            structlog.contextvars.bind_contextvars(key_prefix=caller.key_prefix)
+
+    async def first_of(
+        self, context: grpc.aio.ServicerContext, requests: AsyncIterator[Message]
+    ) -> AsyncIterator[Message]:
+        """The request stream, admitted on its first message (or its end, when empty)."""
+        admitted = False
+        async for message in requests:
+            if not admitted:
+                await self(context, message)
+                admitted = True
+            yield message
+        if not admitted:
+            await self(context, None)
+
+
+def project_of(message: Message | None) -> str | None:
+    """The project a request names: its `project` field, or that of a set submessage
+    (an upload's header). None when it names none."""
+    if message is None:
+        return None
+    if "project" in message.DESCRIPTOR.fields_by_name:
+        return str(getattr(message, "project"))
+    for field, value in message.ListFields():
+        if isinstance(value, Message) and "project" in field.message_type.fields_by_name:
+            return str(getattr(value, "project"))
+    return None
+
+
+async def _admit(
+    admission: _Admission | None, request: Any, context: grpc.aio.ServicerContext, streamed: bool
+) -> Any:
+    """The request as the handler gets it: admitted now, or on its first message."""
+    if admission is None:
+        return request
+    if streamed:
+        return admission.first_of(context, request)
+    await admission(context, request)
+    return request
+
+
+def _unary(behaviour: Handler, method: str, admission: _Admission | None, streamed: bool) -> Handler:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         scope = _CallScope(method, context)
         try:
+            request = await _admit(admission, request, context, streamed)
             result = behaviour(request, context)
             if inspect.isawaitable(result):
                 result = await result
@@ -79,12 +155,15 @@ def _unary(behaviour: Handler, method: str) -> Handler:
     return call
 
 
-def _streaming(behaviour: Handler, method: str) -> Handler:
+def _streaming(
+    behaviour: Handler, method: str, admission: _Admission | None, streamed: bool
+) -> Handler:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         scope = _CallScope(method, context)
         active = metrics.STREAMS.labels(method)
         active.inc()
         try:
+            request = await _admit(admission, request, context, streamed)
             async for response in _as_async_iter(behaviour(request, context)):
                 yield response
         except BaseException as exc:

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import asyncpg
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from . import database, logs, metrics, migrations
+from .access import Gate, Role
 from .config import Config
 from .interceptor import CallInterceptor
 from .service import Resources, ServiceSpec
@@ -26,9 +28,10 @@ class CairnServer:
     def __init__(self, config: Config, services: Sequence[ServiceSpec], pool: asyncpg.Pool):
         self.config = config
         self.services = list(services)
+        resources = Resources(config=config, pool=pool)
         limit = config.max_message_bytes
         self._server = grpc.aio.server(
-            interceptors=[CallInterceptor()],
+            interceptors=[CallInterceptor(_gate(self.services, resources), role_table(services))],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -41,7 +44,6 @@ class CairnServer:
         if config.health_address:
             self._probe_server = grpc.aio.server()
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self._probe_server)
-        resources = Resources(config=config, pool=pool)
         for spec in self.services:
             spec.register(self._server, resources)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -84,6 +86,29 @@ class CairnServer:
         await self._server.stop(grace)
         if self._probe_server is not None:
             await self._probe_server.stop(0)
+
+
+def role_table(services: Sequence[ServiceSpec]) -> dict[str, Role]:
+    """Full method name to role, for every RPC of the services; fails on a gap, so no
+    RPC can be served without a declared role."""
+    table = {}
+    for spec in services:
+        methods = descriptor_pool.Default().FindServiceByName(spec.full_name).methods
+        names = {m.name for m in methods}
+        if names != set(spec.roles):
+            raise ValueError(
+                f"{spec.full_name}: role table differs from the RPCs by "
+                f"{sorted(names ^ set(spec.roles))}"
+            )
+        table.update({f"/{spec.full_name}/{name}": role for name, role in spec.roles.items()})
+    return table
+
+
+def _gate(services: Sequence[ServiceSpec], resources: Resources) -> Gate:
+    gates = [spec.gate for spec in services if spec.gate is not None]
+    if len(gates) != 1:
+        raise ValueError("exactly one hosted service (auth) must provide the gate")
+    return gates[0](resources)
 
 
 def server_credentials(config: Config) -> grpc.ServerCredentials | None:

@@ -1,4 +1,4 @@
-"""What a service contributes to the shared runtime: its servicer and its migrations."""
+"""What a service contributes to the shared runtime: its servicer, role table and migrations."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 
+from .access import Gate, RoleTable
 from .config import Config
 
 
@@ -31,6 +32,9 @@ class ServiceSpec:
         schema: the PostgreSQL schema holding the service's tables.
         migrations_dir: folder of the service's NNNN_description.sql files.
         register: adds the service's servicer to a server.
+        roles: the least role each of its RPCs needs; every RPC must be listed.
+        gate: for the one service that authenticates callers (auth), builds the gate
+            the interceptor asks to admit every call.
     """
 
     name: str
@@ -38,6 +42,8 @@ class ServiceSpec:
     schema: str
     migrations_dir: Path
     register: Callable[[grpc.aio.Server, Resources], None]
+    roles: RoleTable
+    gate: Callable[[Resources], Gate] | None = None
 
     def __post_init__(self) -> None:
         # The schema name is spliced into SQL; allow nothing but a plain identifier.

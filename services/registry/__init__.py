@@ -8,6 +8,7 @@ import grpc
 
 from cairn.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
 
+from ..common.access import role_table
 from ..common.service import Resources, ServiceSpec
 from .servicer import RegistryServicer
 
@@ -18,10 +19,46 @@ def _register(server: grpc.aio.Server, resources: Resources) -> None:
     )
 
 
+ROLES = role_table(
+    viewer=[
+        "GetRegisteredModel",
+        "FindRegisteredModel",
+        "ListRegisteredModels",
+        "GetModelVersion",
+        "FindModelVersion",
+        "ListModelVersions",
+        "GetLatestModelVersions",
+        "GetModelVersionDownloadUri",
+        "GetArtifact",
+        "FindArtifact",
+        "ListArtifacts",
+    ],
+    editor=[
+        "CreateRegisteredModel",
+        "UpdateRegisteredModel",
+        "RenameRegisteredModel",
+        "DeleteRegisteredModel",
+        "SetRegisteredModelTag",
+        "DeleteRegisteredModelTag",
+        "SetRegisteredModelAlias",
+        "DeleteRegisteredModelAlias",
+        "CreateModelVersion",
+        "UpdateModelVersion",
+        "DeleteModelVersion",
+        "TransitionModelVersionStage",
+        "SetModelVersionTag",
+        "DeleteModelVersionTag",
+        "CreateArtifact",
+        "UpdateArtifact",
+        "DeleteArtifact",
+    ],
+)
+
 SPEC = ServiceSpec(
     name="registry",
     full_name=registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
     schema="registry",
     migrations_dir=Path(__file__).parent / "migrations",
     register=_register,
+    roles=ROLES,
 )

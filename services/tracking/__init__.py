@@ -8,6 +8,7 @@ import grpc
 
 from cairn.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
 
+from ..common.access import role_table
 from ..common.service import Resources, ServiceSpec
 from .servicer import TrackingServicer
 
@@ -18,10 +19,41 @@ def _register(server: grpc.aio.Server, resources: Resources) -> None:
     )
 
 
+ROLES = role_table(
+    viewer=[
+        "GetExperiment",
+        "GetExperimentByName",
+        "SearchExperiments",
+        "GetRun",
+        "SearchRuns",
+        "GetMetricHistory",
+        "GetMetricHistoryBulk",
+    ],
+    editor=[
+        "CreateExperiment",
+        "RenameExperiment",
+        "DeleteExperiment",
+        "RestoreExperiment",
+        "SetExperimentTag",
+        "DeleteExperimentTag",
+        "CreateRun",
+        "UpdateRun",
+        "DeleteRun",
+        "RestoreRun",
+        "LogMetric",
+        "LogParam",
+        "SetTag",
+        "DeleteTag",
+        "LogBatch",
+        "LogInputs",
+    ],
+)
+
 SPEC = ServiceSpec(
     name="tracking",
     full_name=tracking_service_pb2.DESCRIPTOR.services_by_name["TrackingService"].full_name,
     schema="tracking",
     migrations_dir=Path(__file__).parent / "migrations",
     register=_register,
+    roles=ROLES,
 )

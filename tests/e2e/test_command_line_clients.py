@@ -12,6 +12,7 @@ SERVICES = [
     "cairn.tracking.v1.TrackingService",
     "cairn.registry.v1.RegistryService",
     "cairn.artifacts.v1.ArtifactService",
+    "cairn.auth.v1.AuthService",
 ]
 
 

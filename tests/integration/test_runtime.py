@@ -21,7 +21,7 @@ from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
 from cairn_server.common.service import Resources, ServiceSpec
 
-SERVICE_NAMES = [spec.full_name for spec in catalog.SERVICES.values()]
+SERVICE_NAMES = [spec.full_name for spec in catalog.select([])]
 
 
 class _ScriptedTracking(tracking_service_pb2_grpc.TrackingServiceServicer):
@@ -63,13 +63,14 @@ def _scripted_spec(servicer: _ScriptedTracking) -> ServiceSpec:
         schema="tracking",
         migrations_dir=Path("unused"),
         register=register,
+        roles=catalog.SERVICES["tracking"].roles,
     )
 
 
 @pytest.fixture
 async def scripted(config: Config, pool: asyncpg.Pool):
     servicer = _ScriptedTracking()
-    server = CairnServer(config, [_scripted_spec(servicer)], pool)
+    server = CairnServer(config, [catalog.AUTH, _scripted_spec(servicer)], pool)
     port = await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     client = cairn.TrackingClient.insecure_connection("127.0.0.1", port)

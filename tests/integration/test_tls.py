@@ -81,7 +81,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 async def _serve(config: Config, pool: asyncpg.Pool) -> tuple[CairnServer, int]:
-    server = CairnServer(config, [catalog.SERVICES["tracking"]], pool)
+    server = CairnServer(config, catalog.select(["tracking"]), pool)
     return server, await server.start()
 
 

@@ -28,6 +28,7 @@ def test_environment_sets_values_of_every_type() -> None:
         "CAIRN_S3_SECURE": "false",
         "CAIRN_SHUTDOWN_GRACE_SECONDS": "2.5",
         "CAIRN_ARTIFACT_BACKEND": "s3",
+        "CAIRN_AUTH": "api_key",
     }
     config = config_module.load(_flags(), env=env)
     assert config.listen_address == "0.0.0.0:6000"
@@ -35,6 +36,7 @@ def test_environment_sets_values_of_every_type() -> None:
     assert config.s3_secure is False
     assert config.shutdown_grace_seconds == 2.5
     assert config.artifact_backend == "s3"
+    assert config.auth == "api_key"
 
 
 def test_flag_wins_over_environment() -> None:
@@ -55,11 +57,27 @@ def test_flag_wins_over_environment() -> None:
         ({"CAIRN_METRICS_ADDRESS": "9090"}, "CAIRN_METRICS_ADDRESS must be host:port"),
         ({"CAIRN_HEALTH_ADDRESS": "0.0.0.0:probe"}, "CAIRN_HEALTH_ADDRESS must be host:port"),
         ({"CAIRN_TLS_KEY_FILE": "k.pem"}, "CAIRN_TLS_CERT_FILE and CAIRN_TLS_KEY_FILE go together"),
+        ({"CAIRN_LISTEN_ADDRESS": "0.0.0.0:50051"}, "CAIRN_AUTH=none on 0.0.0.0:50051"),
+        ({"CAIRN_LISTEN_ADDRESS": "10.1.2.3:50051"}, "would let anyone on the network"),
+        ({"CAIRN_AUTH": "api_key", "CAIRN_AUTH_FAILURE_LIMIT": "0"}, "must be positive"),
     ],
 )
 def test_bad_values_are_rejected_with_the_variable_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         config_module.load(_flags(), env=env)
+
+
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1:50051", "127.0.0.2:1", "localhost:50051", "[::1]:50051"]
+)
+def test_auth_may_be_off_on_loopback_addresses(address: str) -> None:
+    assert config_module.load(_flags(), env={"CAIRN_LISTEN_ADDRESS": address}).auth == "none"
+
+
+def test_auth_may_be_off_elsewhere_only_when_explicitly_allowed() -> None:
+    env = {"CAIRN_LISTEN_ADDRESS": "0.0.0.0:50051", "CAIRN_ALLOW_OPEN_ACCESS": "true"}
+    config = config_module.load(_flags(), env=env)
+    assert (config.auth, config.allow_open_access) == ("none", True)
 
 
 def test_secrets_are_masked_in_the_logged_form() -> None:

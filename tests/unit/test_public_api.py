@@ -7,6 +7,7 @@ from cairn import exceptions
 def test_top_level_names() -> None:
     assert set(cairn.__all__) == {
         "ArtifactClient",
+        "AuthClient",
         "CairnError",
         "ModelRegistryAPIClient",
         "TrackingClient",
@@ -44,7 +45,12 @@ def test_exception_names() -> None:
 
 
 def test_clients_share_the_connection_constructors() -> None:
-    for client in (cairn.TrackingClient, cairn.ModelRegistryAPIClient, cairn.ArtifactClient):
+    for client in (
+        cairn.TrackingClient,
+        cairn.ModelRegistryAPIClient,
+        cairn.ArtifactClient,
+        cairn.AuthClient,
+    ):
         assert callable(client.insecure_connection)
         assert callable(client.secure_connection)
 
@@ -53,6 +59,8 @@ def test_type_names() -> None:
     from cairn import types
 
     assert set(types.__all__) == {
+        "ApiKey",
+        "ApiKeyExpirationTime",
         "ArtifactState",
         "DocArtifact",
         "Experiment",
@@ -69,6 +77,9 @@ def test_type_names() -> None:
         "Pager",
         "Param",
         "PresignedUrl",
+        "Project",
+        "ProjectMember",
+        "ProjectRole",
         "RegisteredModel",
         "RegisteredModelState",
         "Run",

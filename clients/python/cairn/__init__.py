@@ -8,12 +8,14 @@ Connect with one of the async clients::
 
 from . import exceptions
 from ._clients.artifacts import ArtifactClient
+from ._clients.auth import AuthClient
 from ._clients.registry import ModelRegistryAPIClient
 from ._clients.tracking import TrackingClient
 from .exceptions import CairnError
 
 __all__ = [
     "ArtifactClient",
+    "AuthClient",
     "CairnError",
     "ModelRegistryAPIClient",
     "TrackingClient",

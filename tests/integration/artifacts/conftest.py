@@ -10,7 +10,7 @@ import cairn
 from cairn_server import catalog
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
-from tests.conftest import with_overrides
+from tests.conftest import new_project, with_overrides
 
 BUCKET = "cairn-test"
 
@@ -37,7 +37,7 @@ def s3_config(config: Config, s3_endpoint: str) -> Config:
 
 @pytest.fixture(scope="session")
 async def s3_server_port(s3_config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
-    server = CairnServer(s3_config, [catalog.SERVICES["artifacts"]], pool)
+    server = CairnServer(s3_config, catalog.select(["artifacts"]), pool)
     port = await server.start()
     yield port
     await server.stop(grace=1.0)
@@ -49,8 +49,9 @@ async def store(
 ) -> AsyncIterator[cairn.ArtifactClient]:
     """An ArtifactClient in a project of its own, on each backend in turn."""
     port = server_port if request.param == "filesystem" else s3_server_port
+    project = await new_project(port, f"a-{unique}")
     async with cairn.ArtifactClient.insecure_connection(
-        "127.0.0.1", port, project=f"a-{unique}", timeout=None
+        "127.0.0.1", port, project=project, timeout=None
     ) as client:
         client.backend = request.param  # type: ignore[attr-defined]
         yield client

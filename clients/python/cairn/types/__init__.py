@@ -1,6 +1,7 @@
 """Plain Python types of the Cairn client; none of them is a protobuf message."""
 
 from ._artifacts import ObjectInfo, PresignedUrl
+from ._auth import ApiKey, ApiKeyExpirationTime, Project, ProjectMember, ProjectRole
 from ._paging import ListOptions, OrderByField, PagedList, Pager
 from ._registry import (
     ArtifactState,
@@ -27,6 +28,8 @@ from ._tracking import (
 )
 
 __all__ = [
+    "ApiKey",
+    "ApiKeyExpirationTime",
     "ArtifactState",
     "DocArtifact",
     "Experiment",
@@ -43,6 +46,9 @@ __all__ = [
     "Pager",
     "Param",
     "PresignedUrl",
+    "Project",
+    "ProjectMember",
+    "ProjectRole",
     "RegisteredModel",
     "RegisteredModelState",
     "Run",

@@ -1,0 +1,189 @@
+"""`AuthClient`: projects, API keys and project roles, with ML cube's method names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._base import BaseClient
+from .._transport import Metadata
+from ..auth.v1 import auth_service_pb2 as api
+from ..auth.v1 import auth_service_pb2_grpc
+from ..types._auth import (
+    ApiKey,
+    ApiKeyExpirationTime,
+    Project,
+    ProjectMember,
+    ProjectRole,
+    api_key_from_proto,
+    member_from_proto,
+    project_from_proto,
+    role_to_proto,
+)
+
+
+class AuthClient(BaseClient):
+    """Async client of `cairn.auth.v1.AuthService`, which every Cairn server hosts.
+
+    Projects are named by their name (`project_id` in ML cube's signatures). Every
+    method also takes keyword-only `timeout=` and `metadata=`.
+    """
+
+    def _bind(self, channel: Any) -> None:
+        self._stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+
+    async def _call(self, method: Any, request: Any, **options: Any) -> Any:
+        return await self._transport.unary(method, request, **options)
+
+    # Projects
+
+    async def create_project(
+        self,
+        name: str,
+        description: str | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> str:
+        """Creates a project (global admins only); returns its id, which is its name."""
+        request = api.CreateProjectRequest(name=name, description=description or "")
+        response = await self._call(
+            self._stub.CreateProject, request, timeout=timeout, metadata=metadata
+        )
+        return str(response.project.name)
+
+    async def get_project(
+        self, project_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> Project:
+        response = await self._call(
+            self._stub.GetProject,
+            api.GetProjectRequest(project=project_id),
+            timeout=timeout,
+            metadata=metadata,
+        )
+        return project_from_proto(response.project)
+
+    async def get_projects(
+        self, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> list[Project]:
+        """The projects the caller is a member of (every project for a global admin)."""
+        response = await self._call(
+            self._stub.GetProjects, api.GetProjectsRequest(), timeout=timeout, metadata=metadata
+        )
+        return [project_from_proto(p) for p in response.projects]
+
+    # API keys
+
+    async def create_api_key(
+        self,
+        name: str,
+        expiration_time: ApiKeyExpirationTime,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> str:
+        """Creates an API key for the caller and returns it. It is shown this once only."""
+        return await self._create_key("", name, expiration_time, timeout, metadata)
+
+    async def create_user_api_key(
+        self,
+        user_id: str,
+        name: str,
+        expiration_time: ApiKeyExpirationTime,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> str:
+        """Creates an API key for another user (global admins only) and returns it."""
+        return await self._create_key(user_id, name, expiration_time, timeout, metadata)
+
+    async def _create_key(
+        self,
+        user_id: str,
+        name: str,
+        expiration_time: ApiKeyExpirationTime,
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> str:
+        request = api.CreateApiKeyRequest(
+            name=name,
+            expiration=ApiKeyExpirationTime(expiration_time).value,
+            user_id=user_id,
+        )
+        response = await self._call(
+            self._stub.CreateApiKey, request, timeout=timeout, metadata=metadata
+        )
+        return str(response.api_key)
+
+    async def get_api_keys(
+        self, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> list[ApiKey]:
+        """The caller's API keys, revoked and expired ones included."""
+        return await self.get_user_api_keys("", timeout=timeout, metadata=metadata)
+
+    async def get_user_api_keys(
+        self, user_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> list[ApiKey]:
+        """A user's API keys (global admins, and admins of a project the user is in)."""
+        response = await self._call(
+            self._stub.GetApiKeys,
+            api.GetApiKeysRequest(user_id=user_id),
+            timeout=timeout,
+            metadata=metadata,
+        )
+        return [api_key_from_proto(k) for k in response.api_keys]
+
+    async def delete_api_key(
+        self, api_key: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> None:
+        """Revokes a key, given whole or by its prefix; it stops working at once."""
+        await self._call(
+            self._stub.DeleteApiKey,
+            api.DeleteApiKeyRequest(api_key=api_key),
+            timeout=timeout,
+            metadata=metadata,
+        )
+
+    # Project roles
+
+    async def add_user_project_role(
+        self,
+        user_id: str,
+        project_id: str,
+        project_role: ProjectRole | str,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        """Gives a user a role in a project, replacing any role they had there."""
+        request = api.AddUserProjectRoleRequest(
+            project=project_id, user_id=user_id, role=role_to_proto(project_role)
+        )
+        await self._call(
+            self._stub.AddUserProjectRole, request, timeout=timeout, metadata=metadata
+        )
+
+    async def delete_project_role(
+        self,
+        user_id: str,
+        project_id: str,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        await self._call(
+            self._stub.DeleteProjectRole,
+            api.DeleteProjectRoleRequest(project=project_id, user_id=user_id),
+            timeout=timeout,
+            metadata=metadata,
+        )
+
+    async def get_project_members(
+        self, project_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> list[ProjectMember]:
+        response = await self._call(
+            self._stub.GetProjectMembers,
+            api.GetProjectMembersRequest(project=project_id),
+            timeout=timeout,
+            metadata=metadata,
+        )
+        return [member_from_proto(m) for m in response.members]

@@ -1,0 +1,136 @@
+"""The gate every call passes: who is calling (API key), and may they (role table)."""
+
+from __future__ import annotations
+
+import datetime
+
+from ..common import logs, validation
+from ..common.access import PROJECT_ROLES, Caller, CallInfo, Role
+from ..common.config import Config
+from ..common.errors import NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
+from . import keys
+from .limiter import FailureLimiter, client_address
+from .store import AuthStore, KeyCheck
+
+ANONYMOUS = "anonymous"
+API_KEY_HEADER = "x-api-key"
+_log = logs.get("cairn.auth")
+
+
+class ApiKeyGate:
+    """Admits calls that carry a valid API key of a user with the role they need."""
+
+    def __init__(self, store: AuthStore, config: Config) -> None:
+        self._store = store
+        self._limiter = FailureLimiter(config.auth_failure_limit, config.auth_failure_window_seconds)
+
+    async def admit(self, call: CallInfo, role: Role, project: str | None) -> Caller:
+        address = client_address(call.peer)
+        if self._limiter.blocked(address):
+            _log.warning("authentication refused", address=address, method=call.method)
+            raise ResourceExhausted(
+                "TOO_MANY_FAILED_ATTEMPTS",
+                "too many failed authentications from this address; try again later",
+            )
+        if role in PROJECT_ROLES:
+            project = validation.project(project or "")
+        key = presented_key(call.metadata)
+        prefix = keys.prefix_of(key)
+        check = None if prefix is None else await self._store.check_key(prefix, project)
+        try:
+            verified = _verify(key, check)
+        except Unauthenticated as failure:
+            self._fail(address, call.method, prefix, failure.reason)
+            raise
+        caller = Caller(verified.user_id, verified.global_admin, prefix or "")
+        _authorize(caller, role, project, verified.role, verified.project_exists)
+        return caller
+
+    def _fail(self, address: str, method: str, prefix: str | None, reason: str) -> None:
+        if reason == "API_KEY_MISSING":
+            return  # a forgotten key is no guess
+        failures = self._limiter.record_failure(address)
+        # The prefix only: the rest of what was presented may be a real secret.
+        _log.warning(
+            "authentication failed",
+            address=address,
+            method=method,
+            reason=reason,
+            key_prefix=prefix,
+            failures=failures,
+        )
+
+
+class OpenGate:
+    """auth=none: every caller is an anonymous global admin; projects must still exist."""
+
+    def __init__(self, store: AuthStore) -> None:
+        self._store = store
+        # Projects are never deleted, so a project seen once stays known.
+        self._known = {validation.DEFAULT_PROJECT}
+
+    async def admit(self, call: CallInfo, role: Role, project: str | None) -> Caller:
+        caller = Caller(ANONYMOUS, global_admin=True)
+        if role in PROJECT_ROLES:
+            project = validation.project(project or "")
+            if project not in self._known:
+                if not await self._store.project_exists(project):
+                    raise _project_not_found(project)
+                self._known.add(project)
+        return caller
+
+
+def presented_key(metadata: object) -> str:
+    """The key of `authorization: Bearer <key>` or `x-api-key: <key>`; both must agree."""
+    found = set()
+    for name, value in metadata:  # type: ignore[attr-defined]
+        if not isinstance(value, str):
+            continue
+        if name == "authorization":
+            scheme, _, credentials = value.partition(" ")
+            found.add(credentials.strip() if scheme.lower() == "bearer" else value)
+        elif name == API_KEY_HEADER:
+            found.add(value.strip())
+    if not found:
+        raise Unauthenticated(
+            "API_KEY_MISSING",
+            "this server needs an API key: send 'authorization: Bearer <key>' or 'x-api-key'",
+        )
+    if len(found) > 1:
+        return ""  # two different keys: malformed
+    return found.pop()
+
+
+def _verify(key: str, check: KeyCheck | None) -> KeyCheck:
+    """The stored row of a presented key, or Unauthenticated with the reason."""
+    if not keys.matches(key, None if check is None else check.key_hash) or check is None:
+        raise Unauthenticated("API_KEY_INVALID", "the API key is not valid")
+    if check.revoke_time is not None:
+        raise Unauthenticated("API_KEY_REVOKED", "the API key has been revoked")
+    now = datetime.datetime.now(datetime.UTC)
+    if check.expire_time is not None and check.expire_time <= now:
+        raise Unauthenticated("API_KEY_EXPIRED", "the API key has expired")
+    return check
+
+
+def _authorize(
+    caller: Caller, needed: Role, project: str | None, role: int | None, project_exists: bool
+) -> None:
+    if needed is Role.AUTHENTICATED:
+        return
+    if caller.global_admin:
+        if project is not None and needed in PROJECT_ROLES and not project_exists:
+            raise _project_not_found(project)
+        return
+    if needed in PROJECT_ROLES and role is not None and role >= needed:
+        return
+    where = f" in project {project!r}" if needed in PROJECT_ROLES else ""
+    raise PermissionDenied(
+        "PERMISSION_DENIED",
+        f"this call needs the {needed.name.lower()} role{where}",
+        metadata={"required_role": needed.name, **({"project": project} if project else {})},
+    )
+
+
+def _project_not_found(project: str) -> NotFound:
+    return NotFound("PROJECT_NOT_FOUND", f"project {project!r} not found", metadata={"id": project})

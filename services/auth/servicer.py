@@ -1,0 +1,126 @@
+"""gRPC servicer of AuthService: projects, API keys and project roles.
+
+The interceptor has already admitted the caller with the role the role table names;
+what a table cannot say (whose keys a caller may see or revoke) is checked here.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import grpc
+
+from cairn.auth.v1 import auth_service_pb2 as api
+from cairn.auth.v1 import auth_service_pb2_grpc
+
+from ..common import validation as common
+from ..common.access import Caller, current_caller
+from ..common.errors import NotFound, PermissionDenied
+from ..common.service import Resources
+from . import convert, validation
+from .store import AuthStore
+
+Context: TypeAlias = grpc.aio.ServicerContext
+
+
+class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
+    def __init__(self, resources: Resources) -> None:
+        self._store = AuthStore(resources.pool)
+
+    # Projects
+
+    async def CreateProject(
+        self, request: api.CreateProjectRequest, context: Context
+    ) -> api.CreateProjectResponse:
+        record = await self._store.create_project(
+            validation.new_project_name(request.name), validation.description(request.description)
+        )
+        return api.CreateProjectResponse(project=convert.project(record))
+
+    async def GetProject(
+        self, request: api.GetProjectRequest, context: Context
+    ) -> api.GetProjectResponse:
+        record = await self._store.get_project(
+            common.project(request.project), current_caller().user_id
+        )
+        return api.GetProjectResponse(project=convert.project(record))
+
+    async def GetProjects(
+        self, request: api.GetProjectsRequest, context: Context
+    ) -> api.GetProjectsResponse:
+        caller = current_caller()
+        records = await self._store.projects(caller.user_id, every=caller.global_admin)
+        return api.GetProjectsResponse(projects=[convert.project(r) for r in records])
+
+    # API keys
+
+    async def CreateApiKey(
+        self, request: api.CreateApiKeyRequest, context: Context
+    ) -> api.CreateApiKeyResponse:
+        caller = current_caller()
+        name = validation.key_name(request.name)
+        lifetime = validation.lifetime(request.expiration)
+        user_id = validation.user_id(request.user_id) if request.user_id else caller.user_id
+        if user_id != caller.user_id and not caller.global_admin:
+            raise PermissionDenied(
+                "PERMISSION_DENIED", "only a global admin creates keys for other users"
+            )
+        key, record = await self._store.create_key(user_id, name, lifetime)
+        return api.CreateApiKeyResponse(api_key=key, info=convert.api_key(record))
+
+    async def GetApiKeys(
+        self, request: api.GetApiKeysRequest, context: Context
+    ) -> api.GetApiKeysResponse:
+        caller = current_caller()
+        user_id = validation.user_id(request.user_id) if request.user_id else caller.user_id
+        if not await self._manages_keys_of(caller, user_id):
+            raise PermissionDenied(
+                "PERMISSION_DENIED",
+                "the keys of another user are for global admins and admins of their projects",
+            )
+        records = await self._store.keys_of(user_id)
+        return api.GetApiKeysResponse(api_keys=[convert.api_key(r) for r in records])
+
+    async def DeleteApiKey(
+        self, request: api.DeleteApiKeyRequest, context: Context
+    ) -> api.DeleteApiKeyResponse:
+        prefix = validation.key_prefix(request.api_key)
+        owner = await self._store.key_owner(prefix)
+        if not await self._manages_keys_of(current_caller(), owner):
+            # As if it did not exist: the prefixes of others' keys are not for probing.
+            raise NotFound("API_KEY_NOT_FOUND", f"no API key has the prefix {prefix}")
+        await self._store.revoke_key(prefix)
+        return api.DeleteApiKeyResponse()
+
+    async def _manages_keys_of(self, caller: Caller, user_id: str) -> bool:
+        return (
+            user_id == caller.user_id
+            or caller.global_admin
+            or await self._store.administers_member(caller.user_id, user_id)
+        )
+
+    # Project roles
+
+    async def AddUserProjectRole(
+        self, request: api.AddUserProjectRoleRequest, context: Context
+    ) -> api.AddUserProjectRoleResponse:
+        await self._store.set_role(
+            common.project(request.project),
+            validation.user_id(request.user_id),
+            validation.role(request.role),
+        )
+        return api.AddUserProjectRoleResponse()
+
+    async def DeleteProjectRole(
+        self, request: api.DeleteProjectRoleRequest, context: Context
+    ) -> api.DeleteProjectRoleResponse:
+        await self._store.delete_role(
+            common.project(request.project), validation.user_id(request.user_id)
+        )
+        return api.DeleteProjectRoleResponse()
+
+    async def GetProjectMembers(
+        self, request: api.GetProjectMembersRequest, context: Context
+    ) -> api.GetProjectMembersResponse:
+        records = await self._store.members(common.project(request.project))
+        return api.GetProjectMembersResponse(members=[convert.member(r) for r in records])

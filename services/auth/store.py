@@ -1,0 +1,212 @@
+"""Projects, users, project roles and API keys in the `auth` schema."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+import asyncpg
+
+from ..common.errors import AlreadyExists, NotFound
+from . import keys
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """What authenticating one key for one project needs, in one row."""
+
+    key_hash: bytes
+    user_id: str
+    global_admin: bool
+    expire_time: datetime.datetime | None
+    revoke_time: datetime.datetime | None
+    role: int | None  # the user's role in the project asked about
+    project_exists: bool
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    description: str
+    create_time: datetime.datetime
+    caller_role: int | None = None
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    prefix: str
+    name: str
+    user_id: str
+    create_time: datetime.datetime
+    expire_time: datetime.datetime | None
+    revoke_time: datetime.datetime | None
+
+
+@dataclass(frozen=True)
+class Member:
+    project: str
+    user_id: str
+    role: int
+
+
+_KEY_CHECK = """
+SELECT k.key_hash, k.user_id, u.global_admin, k.expire_time, k.revoke_time, r.role,
+       p.name IS NOT NULL AS project_exists
+FROM auth.api_keys k
+JOIN auth.users u USING (user_id)
+LEFT JOIN auth.projects p ON p.name = $2
+LEFT JOIN auth.project_roles r ON r.project = $2 AND r.user_id = k.user_id
+WHERE k.prefix = $1
+"""
+_KEY_COLUMNS = "prefix, name, user_id, create_time, expire_time, revoke_time"
+_ADD_USER = "INSERT INTO auth.users (user_id) VALUES ($1) ON CONFLICT DO NOTHING"
+
+
+class AuthStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def check_key(self, prefix: str, project: str | None) -> KeyCheck | None:
+        row = await self._pool.fetchrow(_KEY_CHECK, prefix, project)
+        return None if row is None else KeyCheck(**dict(row))
+
+    async def project_exists(self, name: str) -> bool:
+        found = await self._pool.fetchval("SELECT 1 FROM auth.projects WHERE name = $1", name)
+        return found is not None
+
+    # Projects.
+
+    async def create_project(self, name: str, description: str) -> Project:
+        try:
+            row = await self._pool.fetchrow(
+                "INSERT INTO auth.projects (name, description) VALUES ($1, $2) "
+                "RETURNING name, description, create_time",
+                name,
+                description,
+            )
+        except asyncpg.UniqueViolationError:
+            raise AlreadyExists(
+                "PROJECT_ALREADY_EXISTS", f"project {name!r} already exists"
+            ) from None
+        return Project(**dict(row))
+
+    async def get_project(self, name: str, user_id: str) -> Project:
+        row = await self._pool.fetchrow(
+            "SELECT p.name, p.description, p.create_time, r.role AS caller_role "
+            "FROM auth.projects p "
+            "LEFT JOIN auth.project_roles r ON r.project = p.name AND r.user_id = $2 "
+            "WHERE p.name = $1",
+            name,
+            user_id,
+        )
+        if row is None:
+            raise NotFound("PROJECT_NOT_FOUND", f"project {name!r} not found")
+        return Project(**dict(row))
+
+    async def projects(self, user_id: str, *, every: bool) -> list[Project]:
+        """The projects user_id is a member of, or every project when every is set."""
+        rows = await self._pool.fetch(
+            "SELECT p.name, p.description, p.create_time, r.role AS caller_role "
+            "FROM auth.projects p "
+            "LEFT JOIN auth.project_roles r ON r.project = p.name AND r.user_id = $1 "
+            "WHERE $2 OR r.role IS NOT NULL ORDER BY p.name",
+            user_id,
+            every,
+        )
+        return [Project(**dict(row)) for row in rows]
+
+    # API keys.
+
+    async def create_key(
+        self,
+        user_id: str,
+        name: str,
+        lifetime: datetime.timedelta | None,
+        *,
+        global_admin: bool = False,
+    ) -> tuple[str, ApiKeyInfo]:
+        """A new key for user_id (made a global admin when asked); the key and its row."""
+        key, prefix = keys.generate()
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(_ADD_USER, user_id)
+            if global_admin:
+                await conn.execute(
+                    "UPDATE auth.users SET global_admin = true WHERE user_id = $1", user_id
+                )
+            row = await conn.fetchrow(
+                "INSERT INTO auth.api_keys (prefix, key_hash, user_id, name, expire_time) "
+                "VALUES ($1, $2, $3, $4, now() + $5::interval) "
+                f"RETURNING {_KEY_COLUMNS}",
+                prefix,
+                keys.digest(key),
+                user_id,
+                name,
+                lifetime,
+            )
+        return key, ApiKeyInfo(**dict(row))
+
+    async def keys_of(self, user_id: str) -> list[ApiKeyInfo]:
+        rows = await self._pool.fetch(
+            f"SELECT {_KEY_COLUMNS} FROM auth.api_keys WHERE user_id = $1 "
+            "ORDER BY create_time, prefix",
+            user_id,
+        )
+        return [ApiKeyInfo(**dict(row)) for row in rows]
+
+    async def key_owner(self, prefix: str) -> str:
+        owner = await self._pool.fetchval(
+            "SELECT user_id FROM auth.api_keys WHERE prefix = $1", prefix
+        )
+        if owner is None:
+            raise NotFound("API_KEY_NOT_FOUND", f"no API key has the prefix {prefix}")
+        return str(owner)
+
+    async def revoke_key(self, prefix: str) -> None:
+        """Revokes a key; revoking a revoked key keeps its first revocation time."""
+        await self._pool.execute(
+            "UPDATE auth.api_keys SET revoke_time = coalesce(revoke_time, now()) "
+            "WHERE prefix = $1",
+            prefix,
+        )
+
+    # Project roles.
+
+    async def set_role(self, project: str, user_id: str, role: int) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(_ADD_USER, user_id)
+            await conn.execute(
+                "INSERT INTO auth.project_roles (project, user_id, role) VALUES ($1, $2, $3) "
+                "ON CONFLICT (project, user_id) DO UPDATE SET role = excluded.role",
+                project,
+                user_id,
+                role,
+            )
+
+    async def delete_role(self, project: str, user_id: str) -> None:
+        deleted = await self._pool.fetchval(
+            "DELETE FROM auth.project_roles WHERE project = $1 AND user_id = $2 RETURNING 1",
+            project,
+            user_id,
+        )
+        if deleted is None:
+            raise NotFound(
+                "PROJECT_ROLE_NOT_FOUND", f"{user_id!r} has no role in project {project!r}"
+            )
+
+    async def members(self, project: str) -> list[Member]:
+        rows = await self._pool.fetch(
+            "SELECT project, user_id, role FROM auth.project_roles WHERE project = $1 "
+            "ORDER BY user_id",
+            project,
+        )
+        return [Member(**dict(row)) for row in rows]
+
+    async def administers_member(self, admin_id: str, user_id: str) -> bool:
+        """Whether admin_id is an admin of a project user_id is a member of."""
+        found = await self._pool.fetchval(
+            "SELECT 1 FROM auth.project_roles a JOIN auth.project_roles m USING (project) "
+            "WHERE a.user_id = $1 AND a.role = 3 AND m.user_id = $2 LIMIT 1",
+            admin_id,
+            user_id,
+        )
+        return found is not None

@@ -1,0 +1,93 @@
+"""Who may call what: the roles RPCs declare, the caller, and the gate that checks them.
+
+Every RPC of every Cairn service declares the least role it needs in its service's
+role table (`ServiceSpec.roles`); the one server interceptor asks the `Gate` to admit
+each call before the handler runs. Methods outside those tables (health, reflection)
+are open. The gate itself (API keys, projects, members) is the auth service's.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class Role(enum.IntEnum):
+    """The least a caller must be for an RPC. Project roles are ordered; each includes
+    the ones below it. A global admin passes every check."""
+
+    AUTHENTICATED = 0  # any valid key; the handler checks ownership itself
+    VIEWER = 1  # read the request's project
+    EDITOR = 2  # also write in it
+    ADMIN = 3  # also manage its members and their keys
+    GLOBAL_ADMIN = 4  # manage projects
+
+
+PROJECT_ROLES = (Role.VIEWER, Role.EDITOR, Role.ADMIN)
+
+RoleTable = Mapping[str, Role]
+"""Method name (as in the proto, e.g. "GetRun") to the least role it needs."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated caller of the current RPC."""
+
+    user_id: str
+    global_admin: bool
+    key_prefix: str = ""  # empty when authentication is off
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """What the gate sees of a call: its method, headers and peer."""
+
+    method: str
+    metadata: Sequence[tuple[str, str | bytes]]
+    peer: str
+
+
+class Gate(Protocol):
+    async def admit(self, call: CallInfo, role: Role, project: str | None) -> Caller:
+        """Returns the caller, or raises Unauthenticated, PermissionDenied, NotFound
+        (PROJECT_NOT_FOUND, to global admins only) or ResourceExhausted."""
+        ...
+
+
+_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("cairn_caller")
+
+
+def current_caller() -> Caller:
+    """The caller of the RPC being handled (set by the interceptor before the handler)."""
+    return _caller.get()
+
+
+def set_caller(caller: Caller) -> None:
+    _caller.set(caller)
+
+
+def role_table(
+    *,
+    authenticated: Sequence[str] = (),
+    viewer: Sequence[str] = (),
+    editor: Sequence[str] = (),
+    admin: Sequence[str] = (),
+    global_admin: Sequence[str] = (),
+) -> dict[str, Role]:
+    """A service's role table, written as the methods each role opens."""
+    table: dict[str, Role] = {}
+    for role, methods in (
+        (Role.AUTHENTICATED, authenticated),
+        (Role.VIEWER, viewer),
+        (Role.EDITOR, editor),
+        (Role.ADMIN, admin),
+        (Role.GLOBAL_ADMIN, global_admin),
+    ):
+        for method in methods:
+            if method in table:
+                raise ValueError(f"{method} is listed twice")
+            table[method] = role
+    return table
