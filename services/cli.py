@@ -1,19 +1,29 @@
-"""The `cairn` command: serve services, apply migrations, show the configuration table."""
+"""The `cairn` command: serve services, apply migrations, create API keys, show settings."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
+import asyncpg
 import uvloop
 
 from . import catalog
+from .auth import SPEC as AUTH
+from .auth import keys as auth_keys
+from .auth import validation as auth_validation
+from .auth.store import AuthStore
 from .common import config as config_module
 from .common import database, logs, memory
 from .common.config import Config, ConfigError
+from .common.errors import DomainError
 from .common.server import migrate, run
+
+T = TypeVar("T")
+EXPIRATIONS = {"30d": "30_DAYS", "90d": "90_DAYS", "1y": "1_YEAR", "never": "NEVER"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,29 +35,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
     logs.configure(config.log_level, config.log_format)
-    return int(args.command(config, services) or 0)
+    return int(args.command(config, services, args) or 0)
 
 
-def _serve(config: Config, services: list[catalog.ServiceSpec]) -> None:
+def _serve(config: Config, services: list[catalog.ServiceSpec], args: argparse.Namespace) -> None:
     memory.tune_for_large_buffers()
     # On uvloop, asyncpg and grpc.aio answer about 0.1 ms sooner per call here.
     uvloop.run(run(config, services))
 
 
-def _migrate(config: Config, services: list[catalog.ServiceSpec]) -> None:
-    async def apply() -> None:
-        url = await asyncio.to_thread(database.resolve_url, config)
-        pool = await database.create_pool(url, config)
-        try:
-            await migrate(pool, services)
-        finally:
-            await pool.close()
-
-    uvloop.run(apply())
+def _migrate(config: Config, services: list[catalog.ServiceSpec], args: argparse.Namespace) -> None:
+    _with_pool(config, lambda pool: migrate(pool, services))
     logs.get("cairn.migrations").info("migrations up to date", services=[s.name for s in services])
 
 
-def _show_config(config: Config, services: list[catalog.ServiceSpec]) -> None:
+def _create_key(
+    config: Config, services: list[catalog.ServiceSpec], args: argparse.Namespace
+) -> None:
+    """Straight against the database, so a fresh deployment gets its first admin key
+    without ever serving with authentication off."""
+
+    async def create(pool: asyncpg.Pool) -> str:
+        await migrate(pool, [AUTH])
+        lifetime = auth_keys.LIFETIMES[auth_keys.expiration_number(EXPIRATIONS[args.expires])]
+        key, info = await AuthStore(pool).create_key(
+            args.user, args.name, lifetime, global_admin=args.admin
+        )
+        logs.get("cairn.auth").info(
+            "API key created", user=info.user_id, key_prefix=info.prefix, admin=args.admin
+        )
+        return key
+
+    key = _with_pool(config, create)
+    sys.stdout.write(key + "\n")
+
+
+def _with_pool(config: Config, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    async def session() -> T:
+        url = await asyncio.to_thread(database.resolve_url, config)
+        pool = await database.create_pool(url, config)
+        try:
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    return uvloop.run(session())
+
+
+def _show_config(
+    config: Config, services: list[catalog.ServiceSpec], args: argparse.Namespace
+) -> None:
     sys.stdout.write(config_module.table_markdown())
 
 
@@ -63,9 +100,46 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("services", nargs="*", help=f"all (default) or some of: {names}")
         config_module.add_flags(sub)
         sub.set_defaults(command=command)
+    _add_keys_command(commands)
     show = commands.add_parser("config", help="print the configuration table (Markdown)")
     show.set_defaults(command=_show_config)
     return parser
+
+
+def _add_keys_command(commands: argparse._SubParsersAction) -> None:
+    keys = commands.add_parser("keys", help="manage API keys directly in the database")
+    actions = keys.add_subparsers(required=True, metavar="ACTION")
+    summary = "create an API key and print it (once) on stdout"
+    create = actions.add_parser("create", help=summary, description=summary)
+    create.add_argument(
+        "--user", required=True, type=_checked(auth_validation.user_id), help="the key's user"
+    )
+    create.add_argument(
+        "--name",
+        default="bootstrap",
+        type=_checked(auth_validation.key_name),
+        help="a name to recognise the key by",
+    )
+    create.add_argument(
+        "--expires", choices=list(EXPIRATIONS), default="90d", help="lifetime (default 90d)"
+    )
+    create.add_argument(
+        "--admin", action="store_true", help="make the user a global admin (bootstrap)"
+    )
+    config_module.add_flags(create)
+    create.set_defaults(command=_create_key)
+
+
+def _checked(rule: Callable[[str], str]) -> Callable[[str], str]:
+    """An argparse type applying one of the services' validation rules."""
+
+    def check(value: str) -> str:
+        try:
+            return rule(value)
+        except DomainError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+
+    return check
 
 
 if __name__ == "__main__":

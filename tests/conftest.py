@@ -19,7 +19,6 @@ import pytest_asyncio
 from moto.server import ThreadedMotoServer
 
 import cairn
-
 from cairn_server import catalog
 from cairn_server.common import database, logs
 from cairn_server.common.config import Config

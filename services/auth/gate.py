@@ -22,7 +22,9 @@ class ApiKeyGate:
 
     def __init__(self, store: AuthStore, config: Config) -> None:
         self._store = store
-        self._limiter = FailureLimiter(config.auth_failure_limit, config.auth_failure_window_seconds)
+        self._limiter = FailureLimiter(
+            config.auth_failure_limit, config.auth_failure_window_seconds
+        )
 
     async def admit(self, call: CallInfo, role: Role, project: str | None) -> Caller:
         address = client_address(call.peer)

@@ -56,3 +56,8 @@ def digest(key: str) -> bytes:
 def matches(key: str, stored: bytes | None) -> bool:
     """Whether key hashes to stored, in time independent of where they differ."""
     return hmac.compare_digest(digest(key), _DECOY_HASH if stored is None else stored)
+
+
+def expiration_number(name: str) -> int:
+    """The ApiKeyExpiration value of a name such as "90_DAYS"."""
+    return auth_pb2.ApiKeyExpiration.Value(f"API_KEY_EXPIRATION_{name}")

@@ -164,8 +164,7 @@ class AuthStore:
     async def revoke_key(self, prefix: str) -> None:
         """Revokes a key; revoking a revoked key keeps its first revocation time."""
         await self._pool.execute(
-            "UPDATE auth.api_keys SET revoke_time = coalesce(revoke_time, now()) "
-            "WHERE prefix = $1",
+            "UPDATE auth.api_keys SET revoke_time = coalesce(revoke_time, now()) WHERE prefix = $1",
             prefix,
         )
 

@@ -22,10 +22,9 @@ from typing import Any
 import grpc
 import structlog
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-
-from google.protobuf.message import Message
 
 from . import logs, metrics
 from .access import CallInfo, Gate, Role, set_caller
@@ -119,10 +118,10 @@ def project_of(message: Message | None) -> str | None:
     if message is None:
         return None
     if "project" in message.DESCRIPTOR.fields_by_name:
-        return str(getattr(message, "project"))
+        return str(message.project)
     for field, value in message.ListFields():
         if isinstance(value, Message) and "project" in field.message_type.fields_by_name:
-            return str(getattr(value, "project"))
+            return str(value.project)
     return None
 
 
@@ -138,7 +137,9 @@ async def _admit(
     return request
 
 
-def _unary(behaviour: Handler, method: str, admission: _Admission | None, streamed: bool) -> Handler:
+def _unary(
+    behaviour: Handler, method: str, admission: _Admission | None, streamed: bool
+) -> Handler:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         scope = _CallScope(method, context)
         try:

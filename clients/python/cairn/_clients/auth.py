@@ -158,9 +158,7 @@ class AuthClient(BaseClient):
         request = api.AddUserProjectRoleRequest(
             project=project_id, user_id=user_id, role=role_to_proto(project_role)
         )
-        await self._call(
-            self._stub.AddUserProjectRole, request, timeout=timeout, metadata=metadata
-        )
+        await self._call(self._stub.AddUserProjectRole, request, timeout=timeout, metadata=metadata)
 
     async def delete_project_role(
         self,
