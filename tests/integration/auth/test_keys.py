@@ -1,0 +1,177 @@
+"""API keys: shown once, stored as a hash, listed, expiring, revoked at once."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+import grpc
+import pytest
+
+import cairn
+from cairn.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+from cairn.exceptions import (
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
+from cairn.types import ApiKeyExpirationTime
+from tests.integration.auth.conftest import World
+
+DAY_MS = 86_400_000
+
+
+async def _reason(client: cairn.TrackingClient) -> str | None:
+    async with client:
+        try:
+            await client.search_experiments()
+        except UnauthenticatedError as error:
+            return error.reason
+    return None
+
+
+async def test_a_new_key_works_at_once_and_is_listed_without_its_secret(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    async with world.auth("editor") as auth:
+        key = await auth.create_api_key("laptop", ApiKeyExpirationTime.THIRTY_DAYS)
+        listed = {k.name: k for k in await auth.get_api_keys()}
+    assert key.startswith("cairn_") and len(key) == len("cairn_") + 12 + 1 + 43
+    assert await _reason(world.tracking("editor")) is None
+    laptop = listed["laptop"]
+    assert key.startswith(f"cairn_{laptop.prefix}_")
+    assert key not in repr(listed)
+    assert laptop.expire_time is not None
+    assert abs(laptop.expire_time - (time.time() * 1000 + 30 * DAY_MS)) < 60_000
+    stored = await pool.fetchrow("SELECT * FROM auth.api_keys WHERE prefix = $1", laptop.prefix)
+    assert all(key not in str(value) for value in stored.values())
+
+
+@pytest.mark.parametrize(
+    ("choice", "days"),
+    [
+        (ApiKeyExpirationTime.NINETY_DAYS, 90),
+        (ApiKeyExpirationTime.ONE_YEAR, 365),
+        (ApiKeyExpirationTime.NEVER, None),
+    ],
+)
+async def test_expiry_choices(world: World, choice: ApiKeyExpirationTime, days: int | None) -> None:
+    async with world.auth("viewer") as auth:
+        await auth.create_api_key(f"k-{choice.name}", choice)
+        listed = {k.name: k for k in await auth.get_api_keys()}
+    expire_time = listed[f"k-{choice.name}"].expire_time
+    if days is None:
+        assert expire_time is None
+    else:
+        assert expire_time is not None
+        assert abs(expire_time - (time.time() * 1000 + days * DAY_MS)) < 60_000
+
+
+async def test_a_revoked_key_fails_on_the_next_call(world: World) -> None:
+    async with world.auth("editor") as auth:
+        key = await auth.create_api_key("short-lived", ApiKeyExpirationTime.NEVER)
+        client = cairn.TrackingClient.insecure_connection(
+            "127.0.0.1", world.port, key, project=world.project
+        )
+        assert await _reason(client) is None
+        await auth.delete_api_key(key.split("_")[1])  # by prefix
+    assert await _reason(
+        cairn.TrackingClient.insecure_connection("127.0.0.1", world.port, key, project=world.project)
+    ) == "API_KEY_REVOKED"
+    async with world.auth("editor") as auth:
+        revoked = [k for k in await auth.get_api_keys() if k.name == "short-lived"]
+    assert revoked[0].revoked
+
+
+async def test_failures_say_why(world: World) -> None:
+    assert await _reason(world.tracking("expired")) == "API_KEY_EXPIRED"
+    assert await _reason(world.tracking("revoked")) == "API_KEY_REVOKED"
+    for bad in ("nonsense", "cairn_0123456789ab_" + "y" * 43, world.keys["editor"] + "x"):
+        client = cairn.TrackingClient.insecure_connection("127.0.0.1", world.port, bad)
+        assert await _reason(client) == "API_KEY_INVALID"
+    assert await _reason(cairn.TrackingClient.insecure_connection("127.0.0.1", world.port)) == (
+        "API_KEY_MISSING"
+    )
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        lambda key: [("authorization", f"Bearer {key}")],
+        lambda key: [("authorization", f"bearer {key}")],
+        lambda key: [("x-api-key", key)],
+        lambda key: [("x-api-key", key), ("authorization", f"Bearer {key}")],
+    ],
+    ids=["bearer", "bearer-lowercase", "x-api-key", "both-agreeing"],
+)
+async def test_the_key_travels_as_bearer_or_x_api_key(world: World, headers) -> None:
+    async with cairn.TrackingClient.insecure_connection(
+        "127.0.0.1", world.port, project=world.project
+    ) as client:
+        found = await client.search_experiments(metadata=headers(world.keys["viewer"]))
+    assert found == []
+
+
+async def test_two_different_keys_are_refused(world: World) -> None:
+    async with cairn.TrackingClient.insecure_connection(
+        "127.0.0.1", world.port, world.keys["viewer"], project=world.project
+    ) as client:
+        with pytest.raises(UnauthenticatedError) as raised:
+            await client.search_experiments(metadata=[("x-api-key", world.keys["editor"])])
+    assert raised.value.reason == "API_KEY_INVALID"
+
+
+async def test_only_global_admins_create_keys_for_others(world: World) -> None:
+    async with world.auth("admin") as auth:
+        with pytest.raises(PermissionDeniedError):
+            await auth.create_user_api_key("someone", "x", ApiKeyExpirationTime.NEVER)
+    async with world.auth("global_admin") as auth:
+        key = await auth.create_user_api_key("someone-new", "x", ApiKeyExpirationTime.NEVER)
+        assert [k.user_id for k in await auth.get_user_api_keys("someone-new")] == ["someone-new"]
+    assert key.startswith("cairn_")
+
+
+async def test_project_admins_see_and_revoke_their_members_keys(world: World) -> None:
+    viewer_user = f"viewer-{world.project.removeprefix('acl-')}"
+    async with world.auth("admin") as auth:
+        keys = await auth.get_user_api_keys(viewer_user)
+        assert [k.name for k in keys] == ["viewer"]
+        await auth.delete_api_key(keys[0].prefix)
+    assert await _reason(world.tracking("viewer")) == "API_KEY_REVOKED"
+
+
+async def test_others_neither_see_nor_revoke_keys(world: World) -> None:
+    editor_user = f"editor-{world.project.removeprefix('acl-')}"
+    async with world.auth("outsider") as auth:
+        with pytest.raises(PermissionDeniedError):
+            await auth.get_user_api_keys(editor_user)
+        with pytest.raises(NotFoundError) as raised:
+            await auth.delete_api_key(world.keys["editor"])
+    assert raised.value.reason == "API_KEY_NOT_FOUND"
+    assert await _reason(world.tracking("editor")) is None
+
+
+async def test_bad_key_requests_are_invalid(world: World) -> None:
+    async with world.auth("editor") as auth:
+        with pytest.raises(InvalidArgumentError):
+            await auth.create_api_key("", ApiKeyExpirationTime.NEVER)
+        with pytest.raises(InvalidArgumentError):
+            await auth.delete_api_key("neither a key nor a prefix")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{world.port}") as channel:
+        stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.CreateApiKey(  # no expiration: not one of the fixed choices
+                auth_service_pb2.CreateApiKeyRequest(name="n"),
+                metadata=[("authorization", f"Bearer {world.keys['editor']}")],
+            )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_an_empty_bearer_is_missing_not_a_crash(world: World) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{world.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await auth_service_pb2_grpc.AuthServiceStub(channel).GetProjects(
+                auth_service_pb2.GetProjectsRequest(), metadata=[("authorization", "Bearer ")]
+            )
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
