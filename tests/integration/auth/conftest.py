@@ -49,7 +49,9 @@ async def serve(config: Config, pool: asyncpg.Pool) -> tuple[CairnServer, int]:
 async def guarded(config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
     """All services with API keys required; failures are not rate limited here (the
     table-driven test makes hundreds on purpose; rate limiting has its own server)."""
-    server, port = await serve(with_overrides(config, auth="api_key", auth_failure_limit=10**6), pool)
+    server, port = await serve(
+        with_overrides(config, auth="api_key", auth_failure_limit=10**6), pool
+    )
     yield port
     await server.stop(grace=0)
 

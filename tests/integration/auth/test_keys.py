@@ -76,9 +76,14 @@ async def test_a_revoked_key_fails_on_the_next_call(world: World) -> None:
         )
         assert await _reason(client) is None
         await auth.delete_api_key(key.split("_")[1])  # by prefix
-    assert await _reason(
-        cairn.TrackingClient.insecure_connection("127.0.0.1", world.port, key, project=world.project)
-    ) == "API_KEY_REVOKED"
+    assert (
+        await _reason(
+            cairn.TrackingClient.insecure_connection(
+                "127.0.0.1", world.port, key, project=world.project
+            )
+        )
+        == "API_KEY_REVOKED"
+    )
     async with world.auth("editor") as auth:
         revoked = [k for k in await auth.get_api_keys() if k.name == "short-lived"]
     assert revoked[0].revoked

@@ -69,10 +69,14 @@ async def outcome(channel: grpc.aio.Channel, method: MethodDescriptor, request: 
     metadata = (("authorization", f"Bearer {key}"),) if key else ()
     try:
         if method.client_streaming:
-            call = channel.stream_unary(path, **codec)(iter([request]), metadata=metadata, timeout=10)
+            call = channel.stream_unary(path, **codec)(
+                iter([request]), metadata=metadata, timeout=10
+            )
             await call
         elif method.server_streaming:
-            async for _ in channel.unary_stream(path, **codec)(request, metadata=metadata, timeout=10):
+            async for _ in channel.unary_stream(path, **codec)(
+                request, metadata=metadata, timeout=10
+            ):
                 pass
         else:
             await channel.unary_unary(path, **codec)(request, metadata=metadata, timeout=10)

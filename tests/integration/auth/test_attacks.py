@@ -1,0 +1,65 @@
+"""Brute force is rate limited per address and logged; keys never reach a log line."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+import cairn
+from cairn.exceptions import ResourceExhaustedError, UnauthenticatedError
+from cairn_server.auth.store import AuthStore
+from cairn_server.common.config import Config
+from tests.conftest import with_overrides
+from tests.integration.auth.conftest import serve
+
+GUESS = "cairn_0123456789ab_" + "g" * 43
+
+
+async def test_an_address_failing_too_often_is_refused_even_with_a_valid_key(
+    config: Config, pool: asyncpg.Pool, unique: str
+) -> None:
+    limited = with_overrides(config, auth="api_key", auth_failure_limit=3)
+    server, port = await serve(limited, pool)
+    key, _ = await AuthStore(pool).create_key(f"u-{unique}", "k", None, global_admin=True)
+    try:
+        with capture_logs() as logged:
+            async with cairn.AuthClient.insecure_connection("127.0.0.1", port, GUESS) as guesser:
+                for _ in range(3):
+                    with pytest.raises(UnauthenticatedError):
+                        await guesser.get_projects()
+                with pytest.raises(ResourceExhaustedError) as raised:
+                    await guesser.get_projects()
+            assert raised.value.reason == "TOO_MANY_FAILED_ATTEMPTS"
+            async with cairn.AuthClient.insecure_connection("127.0.0.1", port, key) as holder:
+                with pytest.raises(ResourceExhaustedError):
+                    await holder.get_projects()
+    finally:
+        await server.stop(grace=0)
+    failures = [e for e in logged if e["event"] == "authentication failed"]
+    assert [e["failures"] for e in failures] == [1, 2, 3]
+    assert {e["address"] for e in failures} == {"127.0.0.1"}
+    assert {e["key_prefix"] for e in failures} == {"0123456789ab"}
+    assert sum(e["event"] == "authentication refused" for e in logged) == 2
+
+
+async def test_no_log_line_holds_a_key(config: Config, pool: asyncpg.Pool, unique: str) -> None:
+    server, port = await serve(with_overrides(config, auth="api_key"), pool)
+    key, info = await AuthStore(pool).create_key(f"l-{unique}", "k", None, global_admin=True)
+    try:
+        with capture_logs([structlog.contextvars.merge_contextvars]) as logged:
+            async with cairn.AuthClient.insecure_connection("127.0.0.1", port, key) as auth:
+                await auth.get_projects()
+                await auth.create_api_key("another", cairn.types.ApiKeyExpirationTime.NEVER)
+            async with cairn.AuthClient.insecure_connection("127.0.0.1", port, key + "x") as bad:
+                with pytest.raises(UnauthenticatedError):
+                    await bad.get_projects()
+    finally:
+        await server.stop(grace=0)
+    text = repr(logged)
+    assert key not in text
+    assert key.rsplit("_", 1)[-1][:20] not in text
+    calls = [e for e in logged if e["event"] == "rpc" and e["code"] == "OK"]
+    assert calls and all(e["key_prefix"] == info.prefix for e in calls)
+    assert all(e["user"] == f"l-{unique}" for e in calls)

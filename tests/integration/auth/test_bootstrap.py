@@ -1,0 +1,73 @@
+"""A fresh deployment gets its first admin key from the command line, as the README says."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import asyncpg
+
+import cairn
+from cairn.types import ApiKeyExpirationTime, ProjectRole
+from cairn_server.common.config import Config
+from tests.conftest import with_overrides
+from tests.integration.auth.conftest import serve
+
+
+def _cairn(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CAIRN_DATABASE_URL": database_url, "CAIRN_LOG_FORMAT": "json"}
+    return subprocess.run(
+        [sys.executable, "-m", "cairn_server.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_keys_create_admin_bootstraps_a_server_that_requires_keys(
+    config: Config, pool: asyncpg.Pool, unique: str
+) -> None:
+    created = _cairn(
+        "keys",
+        "create",
+        "--admin",
+        "--user",
+        f"ops-{unique}",
+        "--expires",
+        "never",
+        database_url=config.database_url,
+    )
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("cairn_") and key not in created.stderr
+    server, port = await serve(with_overrides(config, auth="api_key"), pool)
+    try:
+        async with cairn.AuthClient.insecure_connection("127.0.0.1", port, key) as admin:
+            project = await admin.create_project(f"team-{unique}")
+            await admin.add_user_project_role(f"alice-{unique}", project, ProjectRole.EDITOR)
+            alice_key = await admin.create_user_api_key(
+                f"alice-{unique}", "laptop", ApiKeyExpirationTime.NINETY_DAYS
+            )
+            keys = await admin.get_api_keys()
+        assert [(k.name, k.expire_time) for k in keys] == [("bootstrap", None)]
+        async with cairn.TrackingClient.insecure_connection(
+            "127.0.0.1", port, alice_key, project=project
+        ) as alice:
+            assert await alice.create_experiment("first")
+    finally:
+        await server.stop(grace=0)
+
+
+def test_keys_create_rejects_a_bad_user(config: Config) -> None:
+    refused = _cairn("keys", "create", "--user", "two words", database_url=config.database_url)
+    assert refused.returncode == 2
+    assert "must not contain whitespace" in refused.stderr
+
+
+def test_serve_refuses_auth_none_off_loopback(config: Config) -> None:
+    refused = _cairn("serve", "--listen-address", "0.0.0.0:0", database_url=config.database_url)
+    assert refused.returncode == 2
+    assert "CAIRN_AUTH=none on 0.0.0.0:0" in refused.stderr

@@ -1,0 +1,119 @@
+"""Projects and members: isolation between projects, roles given and taken at once."""
+
+from __future__ import annotations
+
+import pytest
+
+import cairn
+from cairn.exceptions import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from cairn.types import ProjectMember, ProjectRole
+from tests.integration.auth.conftest import World
+
+
+def _user(world: World, who: str) -> str:
+    return f"{who}-{world.project.removeprefix('acl-')}"
+
+
+async def test_nothing_of_one_project_is_visible_from_another(world: World) -> None:
+    async with world.tracking("editor") as mine:
+        experiment_id = await mine.create_experiment("private")
+    async with world.tracking("global_admin", world.other_project) as elsewhere:
+        assert await elsewhere.get_experiment_by_name("private") is None
+        with pytest.raises(NotFoundError):
+            await elsewhere.get_experiment(experiment_id)
+    async with world.tracking("outsider") as outsider:
+        with pytest.raises(PermissionDeniedError) as raised:
+            await outsider.get_experiment(experiment_id)
+    assert raised.value.metadata["required_role"] == "VIEWER"
+
+
+async def test_members_see_their_projects_with_their_role(world: World) -> None:
+    async with world.auth("viewer") as auth:
+        projects = await auth.get_projects()
+        assert [(p.name, p.role) for p in projects] == [(world.project, ProjectRole.VIEWER)]
+        assert (await auth.get_project(world.project)).description == "where the roles are"
+        with pytest.raises(PermissionDeniedError):
+            await auth.get_project(world.other_project)
+    async with world.auth("global_admin") as auth:
+        names = {p.name for p in await auth.get_projects()}
+    assert {"default", world.project, world.other_project} <= names
+
+
+async def test_a_project_admin_manages_members(world: World) -> None:
+    newcomer = _user(world, "newcomer")
+    async with world.auth("admin") as auth:
+        await auth.add_user_project_role(newcomer, world.project, ProjectRole.PROJECT_VIEW)
+        await auth.add_user_project_role(newcomer, world.project, "EDITOR")  # replaces
+        members = await auth.get_project_members(world.project)
+        assert ProjectMember(world.project, newcomer, ProjectRole.EDITOR) in members
+        assert len(members) == 6
+        with pytest.raises(PermissionDeniedError):  # not an admin of the other project
+            await auth.add_user_project_role(newcomer, world.other_project, ProjectRole.ADMIN)
+
+
+async def test_a_role_taken_away_stops_working_at_once(world: World) -> None:
+    async with world.tracking("editor") as editor:
+        await editor.create_experiment("before")
+        async with world.auth("admin") as auth:
+            await auth.delete_project_role(_user(world, "editor"), world.project)
+            with pytest.raises(NotFoundError) as raised:
+                await auth.delete_project_role(_user(world, "editor"), world.project)
+        assert raised.value.reason == "PROJECT_ROLE_NOT_FOUND"
+        with pytest.raises(PermissionDeniedError):
+            await editor.create_experiment("after")
+
+
+async def test_a_viewer_reads_but_does_not_write(world: World) -> None:
+    async with world.tracking("editor") as editor:
+        await editor.create_experiment("shared")
+    async with world.tracking("viewer") as viewer:
+        assert (await viewer.get_experiment_by_name("shared")) is not None
+        with pytest.raises(PermissionDeniedError) as raised:
+            await viewer.create_experiment("mine")
+    assert raised.value.metadata == {"required_role": "EDITOR", "project": world.project}
+
+
+async def test_only_global_admins_create_projects(world: World, unique: str) -> None:
+    async with world.auth("admin") as auth:
+        with pytest.raises(PermissionDeniedError):
+            await auth.create_project(f"nope-{unique}")
+    async with world.auth("global_admin") as auth:
+        assert await auth.create_project(f"yes-{unique}") == f"yes-{unique}"
+        with pytest.raises(AlreadyExistsError) as raised:
+            await auth.create_project(f"yes-{unique}")
+        assert raised.value.reason == "PROJECT_ALREADY_EXISTS"
+        for bad in ("", "Upper", "-dash", "a" * 64, "has space"):
+            with pytest.raises(InvalidArgumentError):
+                await auth.create_project(bad)
+
+
+async def test_unknown_projects(world: World, unique: str) -> None:
+    async with world.tracking("global_admin", f"ghost-{unique}") as admin:
+        with pytest.raises(NotFoundError) as raised:
+            await admin.search_experiments()
+    assert raised.value.reason == "PROJECT_NOT_FOUND"
+    async with world.tracking("editor", f"ghost-{unique}") as member:
+        with pytest.raises(PermissionDeniedError):  # no hint whether it exists
+            await member.search_experiments()
+
+
+async def test_bad_role_requests_are_invalid(world: World) -> None:
+    async with world.auth("admin") as auth:
+        with pytest.raises(InvalidArgumentError):
+            await auth.add_user_project_role("has space", world.project, ProjectRole.VIEWER)
+        with pytest.raises(ValueError):
+            await auth.add_user_project_role("someone", world.project, "OWNER")
+
+
+async def test_without_auth_projects_must_still_exist(server_port: int, unique: str) -> None:
+    async with cairn.TrackingClient.insecure_connection(
+        "127.0.0.1", server_port, project=f"missing-{unique}"
+    ) as client:
+        with pytest.raises(NotFoundError) as raised:
+            await client.search_experiments()
+    assert raised.value.reason == "PROJECT_NOT_FOUND"

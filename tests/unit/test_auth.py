@@ -1,0 +1,146 @@
+"""Pure pieces of access control: key format, headers, peers, the failure limiter."""
+
+from __future__ import annotations
+
+import pytest
+
+from cairn.artifacts.v1 import artifacts_service_pb2
+from cairn.auth.v1 import auth_service_pb2
+from cairn.registry.v1 import registry_pb2, registry_service_pb2
+from cairn.tracking.v1 import tracking_service_pb2
+from cairn_server.auth import keys
+from cairn_server.auth.gate import presented_key
+from cairn_server.auth.limiter import FailureLimiter, client_address
+from cairn_server.common.access import Role, role_table
+from cairn_server.common.errors import Unauthenticated
+from cairn_server.common.interceptor import project_of
+
+
+def test_generated_keys_are_unique_and_carry_their_prefix() -> None:
+    made = [keys.generate() for _ in range(200)]
+    assert len({key for key, _ in made}) == 200
+    for key, prefix in made:
+        assert keys.prefix_of(key) == prefix
+        assert keys.as_prefix(key) == keys.as_prefix(prefix) == prefix
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "cairn_", "cairn_0123456789ab_short", "CAIRN_0123456789ab_" + "a" * 43, "x" * 62],
+)
+def test_malformed_keys_have_no_prefix(text: str) -> None:
+    assert keys.prefix_of(text) is None
+
+
+def test_only_the_right_key_matches_its_digest() -> None:
+    key, _ = keys.generate()
+    stored = keys.digest(key)
+    assert keys.matches(key, stored)
+    assert not keys.matches(key + "x", stored)
+    assert not keys.matches(key, None)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "key"),
+    [
+        ([("authorization", "Bearer abc")], "abc"),
+        ([("authorization", "bearer  abc ")], "abc"),
+        ([("x-api-key", "abc")], "abc"),
+        ([("x-api-key", "abc"), ("authorization", "Bearer abc")], "abc"),
+        ([("x-api-key", "abc"), ("authorization", "Bearer xyz")], ""),
+        ([("authorization", "Basic abc")], "Basic abc"),
+        ([("x-api-key-bin", b"abc"), ("x-api-key", "abc")], "abc"),
+    ],
+)
+def test_the_presented_key(metadata, key: str) -> None:
+    assert presented_key(metadata) == key
+
+
+def test_no_key_is_missing() -> None:
+    with pytest.raises(Unauthenticated) as raised:
+        presented_key([("x-request-id", "r")])
+    assert raised.value.reason == "API_KEY_MISSING"
+
+
+@pytest.mark.parametrize(
+    ("peer", "address"),
+    [
+        ("ipv4:10.0.0.7:51234", "10.0.0.7"),
+        ("ipv6:[::1]:5000", "::1"),
+        ("ipv6:[2001:db8::1]:443", "2001:db8::1"),
+        ("unix:/tmp/s", "unix:/tmp/s"),
+    ],
+)
+def test_client_address_drops_the_port(peer: str, address: str) -> None:
+    assert client_address(peer) == address
+
+
+def test_the_limiter_refuses_after_the_limit_until_the_window_ends() -> None:
+    now = [0.0]
+    limiter = FailureLimiter(3, 60, clock=lambda: now[0])
+    for expected in (1, 2, 3):
+        assert not limiter.blocked("a")
+        assert limiter.record_failure("a") == expected
+    assert limiter.blocked("a")
+    assert not limiter.blocked("b")
+    now[0] = 59.9
+    assert limiter.blocked("a")
+    now[0] = 60.0
+    assert not limiter.blocked("a")
+    assert limiter.record_failure("a") == 1
+
+
+def test_the_limiter_forgets_old_addresses_when_it_grows() -> None:
+    now = [0.0]
+    limiter = FailureLimiter(1, 10, clock=lambda: now[0])
+    for n in range(10_000):
+        limiter.record_failure(f"old-{n}")
+    now[0] = 11
+    limiter.record_failure("new")
+    assert len(limiter._windows) == 1
+
+
+@pytest.mark.parametrize(
+    ("request_message", "project"),
+    [
+        (tracking_service_pb2.GetRunRequest(project="p", run_id="r"), "p"),
+        (tracking_service_pb2.GetRunRequest(run_id="r"), ""),
+        (
+            registry_service_pb2.CreateRegisteredModelRequest(
+                registered_model=registry_pb2.RegisteredModel(project="q", name="m")
+            ),
+            "q",
+        ),
+        (registry_service_pb2.CreateRegisteredModelRequest(), None),
+        (
+            artifacts_service_pb2.UploadRequest(
+                header=artifacts_service_pb2.UploadHeader(project="r", path="x")
+            ),
+            "r",
+        ),
+        (artifacts_service_pb2.UploadRequest(chunk=b"data"), None),
+        (auth_service_pb2.CreateApiKeyRequest(name="k"), None),
+        (None, None),
+    ],
+)
+def test_the_project_a_request_names(request_message, project: str | None) -> None:
+    assert project_of(request_message) == project
+
+
+def test_a_role_table_lists_each_method_once() -> None:
+    assert role_table(viewer=["Get"], editor=["Put"]) == {"Get": Role.VIEWER, "Put": Role.EDITOR}
+    with pytest.raises(ValueError, match="Get is listed twice"):
+        role_table(viewer=["Get"], admin=["Get"])
+
+
+def test_a_server_refuses_a_service_whose_role_table_has_a_gap() -> None:
+    import dataclasses
+
+    from cairn_server import catalog
+    from cairn_server.common.server import role_table as server_role_table
+
+    tracking = catalog.SERVICES["tracking"]
+    gap = {name: role for name, role in tracking.roles.items() if name != "LogBatch"}
+    with pytest.raises(ValueError, match="LogBatch"):
+        server_role_table([dataclasses.replace(tracking, roles=gap)])
+    assert len(server_role_table(catalog.select([]))) == 67
