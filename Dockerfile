@@ -16,7 +16,9 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links=/wheels "cairn[server]==0.1.0" \
     && rm -rf /wheels
 USER 10001:10001
+# Reachable from other hosts, so API keys are required (bootstrap: cairn keys create).
 ENV CAIRN_LISTEN_ADDRESS=0.0.0.0:50051 \
+    CAIRN_AUTH=api_key \
     CAIRN_METRICS_ADDRESS=0.0.0.0:9090 \
     CAIRN_LOG_FORMAT=json \
     PYTHONDONTWRITEBYTECODE=1

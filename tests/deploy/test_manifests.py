@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from cairn_server import catalog
+from cairn_server.common import config as config_module
 from cairn_server.common.config import Config, env_name
 from tests.conftest import repo_root
 
@@ -124,11 +125,15 @@ def test_every_container_is_limited_and_hardened(overlay: str) -> None:
             assert security["capabilities"]["drop"] == ["ALL"], where
 
 
-def config_value(overlay: str, key: str) -> str:
+def config_data(overlay: str) -> dict[str, str]:
     (config,) = [
         c for c in of_kind(overlay, "ConfigMap") if c["metadata"]["name"].startswith("cairn-config")
     ]
-    return str(config["data"][key])
+    return dict(config["data"])
+
+
+def config_value(overlay: str, key: str) -> str:
+    return str(config_data(overlay)[key])
 
 
 def test_probes_ask_the_health_of_each_servers_own_service(overlay: str) -> None:
@@ -170,10 +175,7 @@ def test_services_expose_the_listen_port_as_grpc(overlay: str) -> None:
 
 
 def test_termination_grace_outlasts_the_servers_own(overlay: str) -> None:
-    (config,) = [
-        c for c in of_kind(overlay, "ConfigMap") if c["metadata"]["name"].startswith("cairn-config")
-    ]
-    grace = float(config["data"]["CAIRN_SHUTDOWN_GRACE_SECONDS"])
+    grace = float(config_value(overlay, "CAIRN_SHUTDOWN_GRACE_SECONDS"))
     for deployment in cairn_servers(overlay):
         assert pod_spec(deployment)["terminationGracePeriodSeconds"] > grace
 
@@ -191,6 +193,16 @@ def test_every_cairn_variable_exists_in_the_configuration_table(overlay: str) ->
             if e["name"].startswith("CAIRN_")
         }
     assert used and used <= known, used - known
+
+
+def test_servers_require_api_keys(overlay: str) -> None:
+    # The image listens on 0.0.0.0, where a server without keys refuses to start.
+    env = {"CAIRN_LISTEN_ADDRESS": "0.0.0.0:50051"}
+    env.update({k: v for k, v in config_data(overlay).items() if k.startswith("CAIRN_")})
+    for deployment in cairn_servers(overlay):
+        for container in pod_spec(deployment)["containers"]:
+            env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+            assert config_module.load(env=env).auth == "api_key"
 
 
 def test_production_commits_no_secret_values() -> None:

@@ -194,3 +194,33 @@ async def test_a_plaintext_probe_port_answers_health_only(
             assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         await server.stop(grace=0)
+
+
+async def test_api_keys_over_tls(
+    config: Config, pool: asyncpg.Pool, pki: dict[str, Path], unique: str
+) -> None:
+    from cairn.exceptions import UnauthenticatedError
+    from cairn_server.auth.store import AuthStore
+
+    key, _ = await AuthStore(pool).create_key(f"tls-{unique}", "k", None, global_admin=True)
+    guarded = with_overrides(
+        config,
+        auth="api_key",
+        tls_cert_file=str(pki["server_cert"]),
+        tls_key_file=str(pki["server_key"]),
+    )
+    server, port = await _serve(guarded, pool)
+    try:
+        assert await _works(
+            cairn.TrackingClient.secure_connection(
+                "localhost", port, user_token=key, custom_ca=str(pki["ca"])
+            )
+        )
+        with pytest.raises(UnauthenticatedError):
+            await _works(
+                cairn.TrackingClient.secure_connection(
+                    "localhost", port, user_token=key[:-1], custom_ca=str(pki["ca"])
+                )
+            )
+    finally:
+        await server.stop(grace=0)
