@@ -17,7 +17,7 @@ help:
 	@echo "make gen        regenerate the Python code of protos/ into $(GEN_ROOT)"
 	@echo "make lint       ruff, mypy and buf lint"
 	@echo "make image      build the container image (needs a Docker engine)"
-	@echo "make bench-tracking | bench-registry | bench-artifacts   benchmarks"
+	@echo "make bench-tracking | bench-registry | bench-artifacts | bench-auth   benchmarks"
 
 venv: $(STAMP)
 
@@ -76,6 +76,10 @@ bench-tracking: $(STAMP)
 .PHONY: bench-registry
 bench-registry: $(STAMP)
 	$(BIN)/python -m bench.registry
+
+.PHONY: bench-auth
+bench-auth: $(STAMP)
+	$(BIN)/python -m bench.auth
 
 .PHONY: bench-artifacts
 bench-artifacts: $(STAMP)

@@ -41,10 +41,12 @@ def postgres() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve(database_url: str, *services: str) -> Iterator[Server]:
-    """`cairn serve` in its own process, as in production."""
+def serve(database_url: str, *services: str, **settings: str) -> Iterator[Server]:
+    """`cairn serve` in its own process, as in production; settings are CAIRN_* values
+    by their lowercase names (auth="api_key")."""
     port = _free_port()
     env = {**os.environ, "CAIRN_LOG_LEVEL": "warning"}
+    env.update({f"CAIRN_{name.upper()}": value for name, value in settings.items()})
     process = subprocess.Popen(
         [
             str(BIN / "cairn"),
