@@ -41,7 +41,7 @@ async def latency(port: int, key: str | None) -> list[float]:
 
 async def measure(database_url: str) -> dict[str, list[float]]:
     key = bootstrap_key(database_url)
-    results = {}
+    results: dict[str, list[float]] = {}
     # Alternate the two servers so drift in the machine's load touches both alike.
     for _ in range(2):
         with serve(database_url, "tracking") as open_server:
