@@ -1,8 +1,9 @@
 """`make bench-auth`: what requiring API keys costs a call.
 
 The same log_metric round trip against two servers on one database: one with
-CAIRN_AUTH=none (the baseline) and one with CAIRN_AUTH=api_key, where every call looks
-its key up (one indexed query that also yields the caller's role in the project).
+CAIRN_AUTH=none (the baseline) and one with CAIRN_AUTH=api_key, where a call checks
+its key against a check cached until auth data changes (services/auth/cache.py), or
+looks it up (one indexed query that also yields the caller's role in the project).
 The first admin key comes from `cairn keys create --admin`, as a deployment's would.
 """
 

@@ -14,6 +14,7 @@ from cairn.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 
 from ..common.access import Gate, role_table
 from ..common.service import Resources, ServiceSpec
+from .cache import key_cache
 from .gate import ApiKeyGate, OpenGate
 from .servicer import AuthServicer
 from .store import AuthStore
@@ -27,7 +28,7 @@ def _gate(resources: Resources) -> Gate:
     store = AuthStore(resources.pool)
     if resources.config.auth == "none":
         return OpenGate(store)
-    return ApiKeyGate(store, resources.config)
+    return ApiKeyGate(store, key_cache(resources.pool), resources.config)
 
 
 # Key methods are open to every caller for their own keys; the servicer checks the rest.

@@ -9,6 +9,7 @@ from ..common.access import PROJECT_ROLES, Caller, CallInfo, Role
 from ..common.config import Config
 from ..common.errors import NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
 from . import keys
+from .cache import KeyCache
 from .limiter import FailureLimiter, client_address
 from .store import AuthStore, KeyCheck
 
@@ -20,8 +21,10 @@ _log = logs.get("cairn.auth")
 class ApiKeyGate:
     """Admits calls that carry a valid API key of a user with the role they need."""
 
-    def __init__(self, store: AuthStore, config: Config) -> None:
+    def __init__(self, store: AuthStore, cache: KeyCache, config: Config) -> None:
         self._store = store
+        self._cache = cache
+        cache.attach()
         self._limiter = FailureLimiter(
             config.auth_failure_limit, config.auth_failure_window_seconds
         )
@@ -38,7 +41,7 @@ class ApiKeyGate:
             project = validation.project(project or "")
         key = presented_key(call.metadata)
         prefix = keys.prefix_of(key)
-        check = None if prefix is None else await self._store.check_key(prefix, project)
+        check = None if prefix is None else await self._check(prefix, project)
         try:
             verified = _verify(key, check)
         except Unauthenticated as failure:
@@ -47,6 +50,20 @@ class ApiKeyGate:
         caller = Caller(verified.user_id, verified.global_admin, prefix or "")
         _authorize(caller, role, project, verified.role, verified.project_exists)
         return caller
+
+    async def close(self) -> None:
+        await self._cache.close()
+
+    async def _check(self, prefix: str, project: str | None) -> KeyCheck | None:
+        """The stored facts of a key for a project, cached while nothing changes."""
+        await self._cache.listen()
+        check = self._cache.get(prefix, project)
+        if check is None:
+            generation = self._cache.generation
+            check = await self._store.check_key(prefix, project)
+            if check is not None:
+                self._cache.put(prefix, project, check, generation)
+        return check
 
     def _fail(self, address: str, method: str, prefix: str | None, reason: str) -> None:
         if reason == "API_KEY_MISSING":
@@ -70,6 +87,9 @@ class OpenGate:
         self._store = store
         # Projects are never deleted, so a project seen once stays known.
         self._known = {validation.DEFAULT_PROJECT}
+
+    async def close(self) -> None:
+        pass
 
     async def admit(self, call: CallInfo, role: Role, project: str | None) -> Caller:
         caller = Caller(ANONYMOUS, global_admin=True)

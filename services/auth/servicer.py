@@ -18,6 +18,7 @@ from ..common.access import Caller, current_caller
 from ..common.errors import NotFound, PermissionDenied
 from ..common.service import Resources
 from . import convert, validation
+from .cache import key_cache
 from .store import AuthStore
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -26,6 +27,8 @@ Context: TypeAlias = grpc.aio.ServicerContext
 class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self._store = AuthStore(resources.pool)
+        # Changes reach this server's cached key checks before the call answers.
+        self._cache = key_cache(resources.pool)
 
     # Projects
 
@@ -35,6 +38,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         record = await self._store.create_project(
             validation.new_project_name(request.name), validation.description(request.description)
         )
+        self._cache.forget()
         return api.CreateProjectResponse(project=convert.project(record))
 
     async def GetProject(
@@ -90,6 +94,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             # As if it did not exist: the prefixes of others' keys are not for probing.
             raise NotFound("API_KEY_NOT_FOUND", f"no API key has the prefix {prefix}")
         await self._store.revoke_key(prefix)
+        self._cache.forget()
         return api.DeleteApiKeyResponse()
 
     async def _manages_keys_of(self, caller: Caller, user_id: str) -> bool:
@@ -109,6 +114,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             validation.user_id(request.user_id),
             validation.role(request.role),
         )
+        self._cache.forget()
         return api.AddUserProjectRoleResponse()
 
     async def DeleteProjectRole(
@@ -117,6 +123,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         await self._store.delete_role(
             common.project(request.project), validation.user_id(request.user_id)
         )
+        self._cache.forget()
         return api.DeleteProjectRoleResponse()
 
     async def GetProjectMembers(

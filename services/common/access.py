@@ -56,6 +56,10 @@ class Gate(Protocol):
         (PROJECT_NOT_FOUND, to global admins only) or ResourceExhausted."""
         ...
 
+    async def close(self) -> None:
+        """Releases what the gate holds (called when the server stops)."""
+        ...
+
 
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("cairn_caller")
 

@@ -30,8 +30,9 @@ class CairnServer:
         self.services = list(services)
         resources = Resources(config=config, pool=pool)
         limit = config.max_message_bytes
+        self._gate = _gate(self.services, resources)
         self._server = grpc.aio.server(
-            interceptors=[CallInterceptor(_gate(self.services, resources), role_table(services))],
+            interceptors=[CallInterceptor(self._gate, role_table(services))],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -84,6 +85,7 @@ class CairnServer:
         await self._health.enter_graceful_shutdown()
         grace = self.config.shutdown_grace_seconds if grace is None else grace
         await self._server.stop(grace)
+        await self._gate.close()
         if self._probe_server is not None:
             await self._probe_server.stop(0)
 

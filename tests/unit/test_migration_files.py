@@ -26,6 +26,6 @@ def test_discover_rejects_an_odd_name(tmp_path: Path) -> None:
         migrations.discover(tmp_path)
 
 
-@pytest.mark.parametrize("spec", list(catalog.SERVICES.values()), ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", catalog.select([]), ids=lambda s: s.name)
 def test_every_service_ships_well_formed_migrations(spec: catalog.ServiceSpec) -> None:
     migrations.discover(spec.migrations_dir)

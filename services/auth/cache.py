@@ -1,0 +1,116 @@
+"""Key checks remembered for a moment, forgotten whenever auth data changes anywhere.
+
+Looking a key up costs a database round trip on every call. A check is kept for at
+most `max_age` seconds, and only while this process listens on the channel that a
+trigger on every auth table notifies when a change commits (migration 0002), from
+whichever server, command or hand-typed SQL made it. A server that makes a change
+forgets at once, before it answers; others forget when the notification arrives,
+milliseconds later. Expiry is compared on every call, so it is exact either way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from ..common import logs
+from .store import KeyCheck
+
+CHANNEL = "cairn_auth_changed"
+RETRY_SECONDS = 5.0
+_log = logs.get("cairn.auth")
+
+
+class KeyCache:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        max_age: float = 2.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._pool = pool
+        self._max_age = max_age
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: dict[tuple[str, str | None], tuple[float, KeyCheck]] = {}
+        # Bumped by every change: a check read before a change is not stored after it.
+        self.generation = 0
+        self._listener: asyncpg.Connection | None = None
+        self._next_attempt = 0.0
+        self._users = 0  # gates using the cache; the last one to close stops listening
+
+    def get(self, prefix: str, project: str | None) -> KeyCheck | None:
+        entry = self._entries.get((prefix, project))
+        if entry is None or self._listener is None:
+            return None
+        stored_at, check = entry
+        if self._clock() - stored_at >= self._max_age:
+            del self._entries[(prefix, project)]
+            return None
+        return check
+
+    def put(self, prefix: str, project: str | None, check: KeyCheck, generation: int) -> None:
+        if self._listener is None or generation != self.generation:
+            return
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()
+        self._entries[(prefix, project)] = (self._clock(), check)
+
+    def forget(self, *_: Any) -> None:
+        """Drops every check (also the listener callback of the change channel)."""
+        self.generation += 1
+        self._entries.clear()
+
+    async def listen(self) -> None:
+        """Starts listening if not yet (or again, some seconds after losing it)."""
+        if self._listener is not None or self._clock() < self._next_attempt:
+            return
+        self._next_attempt = self._clock() + RETRY_SECONDS
+        connection = await self._pool.acquire()
+        try:
+            await connection.add_listener(CHANNEL, self.forget)
+        except (OSError, asyncpg.PostgresError):
+            await self._pool.release(connection)
+            _log.warning("not caching key checks: cannot listen for auth changes")
+            return
+        connection.add_termination_listener(self._lost)
+        self.forget()
+        self._listener = connection
+
+    def attach(self) -> None:
+        self._users += 1
+
+    async def close(self) -> None:
+        """Called by each gate that attached; the last one stops the listening."""
+        self._users = max(0, self._users - 1)
+        if self._users:
+            return
+        listener, self._listener = self._listener, None
+        self._next_attempt = 0.0
+        self.forget()
+        if listener is not None and not listener.is_closed():
+            await listener.remove_listener(CHANNEL, self.forget)
+            await self._pool.release(listener)
+
+    def _lost(self, connection: asyncpg.Connection) -> None:
+        self._listener = None
+        self.forget()
+        _log.warning("lost the auth change listener; key checks uncached until it is back")
+
+
+# By id of the pool, which the cache holds, so an id is never reused while listed. A
+# server process has one pool for its life; only tests make more.
+_CACHES: dict[int, KeyCache] = {}
+
+
+def key_cache(pool: asyncpg.Pool) -> KeyCache:
+    """The one cache of a pool, shared by the gate (which reads it) and the servicer
+    (which makes it forget when it changes keys or roles)."""
+    cache = _CACHES.get(id(pool))
+    if cache is None:
+        cache = _CACHES[id(pool)] = KeyCache(pool)
+    return cache

@@ -1,0 +1,100 @@
+"""Cached key checks: used while nothing changes, forgotten the moment anything does."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from cairn.exceptions import PermissionDeniedError, UnauthenticatedError
+from cairn_server.auth.cache import KeyCache, key_cache
+from cairn_server.auth.store import AuthStore, KeyCheck
+from tests.integration.auth.conftest import World
+
+
+def _prefix(key: str) -> str:
+    return key.split("_")[1]
+
+
+async def _forgotten_after(cache: KeyCache, change) -> None:
+    """Runs a change made outside any server, and waits for its notification."""
+    before = cache.generation
+    await change
+    for _ in range(500):
+        if cache.generation != before:
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail("no change notification arrived")
+
+
+async def test_a_used_key_is_served_from_the_cache(world: World, pool: asyncpg.Pool) -> None:
+    cache = key_cache(pool)
+    # Notifications arrive in commit order: once this one is in, the world's are too.
+    await _forgotten_after(cache, pool.execute("NOTIFY cairn_auth_changed"))
+    async with world.tracking("viewer") as viewer:
+        await viewer.search_experiments()
+    assert cache.get(_prefix(world.keys["viewer"]), world.project) is not None
+
+
+async def test_a_revocation_from_elsewhere_reaches_the_server(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    cache = key_cache(pool)
+    async with world.tracking("editor") as editor:
+        await editor.search_experiments()
+        await _forgotten_after(
+            cache,
+            pool.execute(
+                "UPDATE auth.api_keys SET revoke_time = now() WHERE prefix = $1",
+                _prefix(world.keys["editor"]),
+            ),
+        )
+        with pytest.raises(UnauthenticatedError) as raised:
+            await editor.search_experiments()
+    assert raised.value.reason == "API_KEY_REVOKED"
+
+
+async def test_a_role_removed_from_elsewhere_reaches_the_server(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    cache = key_cache(pool)
+    async with world.tracking("viewer") as viewer:
+        await viewer.search_experiments()
+        await _forgotten_after(
+            cache,
+            pool.execute("DELETE FROM auth.project_roles WHERE project = $1", world.project),
+        )
+        with pytest.raises(PermissionDeniedError):
+            await viewer.search_experiments()
+
+
+async def test_a_check_read_before_a_change_is_not_kept_after_it(
+    pool: asyncpg.Pool, unique: str
+) -> None:
+    now = [0.0]
+    cache = KeyCache(pool, max_age=10, clock=lambda: now[0])
+    await cache.listen()
+    try:
+        _, info = await AuthStore(pool).create_key(f"c-{unique}", "k", None)
+        check = await AuthStore(pool).check_key(info.prefix, None)
+        assert isinstance(check, KeyCheck)
+        generation = cache.generation
+        cache.forget()
+        cache.put(info.prefix, None, check, generation)
+        assert cache.get(info.prefix, None) is None
+        cache.put(info.prefix, None, check, cache.generation)
+        assert cache.get(info.prefix, None) == check
+        now[0] = 10
+        assert cache.get(info.prefix, None) is None
+    finally:
+        await cache.close()
+
+
+async def test_nothing_is_cached_without_a_listener(pool: asyncpg.Pool, unique: str) -> None:
+    cache = KeyCache(pool)
+    _, info = await AuthStore(pool).create_key(f"n-{unique}", "k", None)
+    check = await AuthStore(pool).check_key(info.prefix, None)
+    assert check is not None
+    cache.put(info.prefix, None, check, cache.generation)
+    assert cache.get(info.prefix, None) is None
