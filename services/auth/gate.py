@@ -7,7 +7,13 @@ import datetime
 from ..common import logs, validation
 from ..common.access import PROJECT_ROLES, Caller, CallInfo, Role
 from ..common.config import Config
-from ..common.errors import NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
+from ..common.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
 from . import keys
 from .cache import KeyCache
 from .limiter import FailureLimiter, client_address
@@ -37,16 +43,19 @@ class ApiKeyGate:
                 "TOO_MANY_FAILED_ATTEMPTS",
                 "too many failed authentications from this address; try again later",
             )
-        if role in PROJECT_ROLES:
-            project = validation.project(project or "")
         key = presented_key(call.metadata)
         prefix = keys.prefix_of(key)
+        # Who is calling comes first: a stranger learns nothing, not even that the
+        # project name is malformed.
+        project, bad_project = _scope(role, project)
         check = None if prefix is None else await self._check(prefix, project)
         try:
             verified = _verify(key, check)
         except Unauthenticated as failure:
             self._fail(address, call.method, prefix, failure.reason)
             raise
+        if bad_project is not None:
+            raise bad_project
         caller = Caller(verified.user_id, verified.global_admin, prefix or "")
         _authorize(caller, role, project, verified.role, verified.project_exists)
         return caller
@@ -121,6 +130,17 @@ def presented_key(metadata: object) -> str:
     if len(found) > 1:
         return ""  # two different keys: malformed
     return found.pop()
+
+
+def _scope(role: Role, project: str | None) -> tuple[str | None, InvalidArgument | None]:
+    """The project a role is checked in ("default" when the request names none), or
+    None with the error when the name is malformed."""
+    if role not in PROJECT_ROLES:
+        return None, None
+    try:
+        return validation.project(project or ""), None
+    except InvalidArgument as error:
+        return None, error
 
 
 def _verify(key: str, check: KeyCheck | None) -> KeyCheck:

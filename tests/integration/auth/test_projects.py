@@ -117,3 +117,16 @@ async def test_without_auth_projects_must_still_exist(server_port: int, unique: 
         with pytest.raises(NotFoundError) as raised:
             await client.search_experiments()
     assert raised.value.reason == "PROJECT_NOT_FOUND"
+
+
+async def test_a_malformed_project_is_invalid_for_members_and_hidden_from_strangers(
+    world: World,
+) -> None:
+    async with world.tracking("editor", "Not A Project") as member:
+        with pytest.raises(InvalidArgumentError):
+            await member.search_experiments()
+    async with cairn.TrackingClient.insecure_connection(
+        "127.0.0.1", world.port, "cairn_0123456789ab_" + "z" * 43, project="Not A Project"
+    ) as stranger:
+        with pytest.raises(cairn.exceptions.UnauthenticatedError):
+            await stranger.search_experiments()
