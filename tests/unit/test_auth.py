@@ -144,3 +144,26 @@ def test_a_server_refuses_a_service_whose_role_table_has_a_gap() -> None:
     with pytest.raises(ValueError, match="LogBatch"):
         server_role_table([dataclasses.replace(tracking, roles=gap)])
     assert len(server_role_table(catalog.select([]))) == 67
+
+
+def test_every_project_scoped_rpc_names_its_project_in_exactly_one_place() -> None:
+    # The gate checks the role in the project that project_of finds; a request with a
+    # second place for a project could name one to the gate and another to the handler.
+    from google.protobuf import descriptor_pool
+
+    from cairn_server import catalog
+    from cairn_server.common.access import PROJECT_ROLES
+
+    for spec in catalog.select([]):
+        service = descriptor_pool.Default().FindServiceByName(spec.full_name)
+        for method in service.methods:
+            fields = method.input_type.fields
+            places = [f.name for f in fields if f.name == "project"] + [
+                f.name
+                for f in fields
+                if f.message_type is not None and "project" in f.message_type.fields_by_name
+            ]
+            if spec.roles[method.name] in PROJECT_ROLES:
+                assert len(places) == 1, (method.full_name, places)
+            else:
+                assert places == [], (method.full_name, places)
