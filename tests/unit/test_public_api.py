@@ -99,3 +99,19 @@ def test_client_and_server_agree_on_the_stream_verdict_header() -> None:
     from cairn_server.artifacts import servicer
 
     assert _transport.STREAM_VERDICT_HEADER == servicer.STREAM_VERDICT_HEADER
+
+
+def test_sync_client_names() -> None:
+    from cairn import sync
+
+    assert set(sync.__all__) == {
+        "ArtifactClient",
+        "AuthClient",
+        "ModelRegistryAPIClient",
+        "TrackingClient",
+    }
+    for name in sync.__all__:
+        client = getattr(sync, name)
+        assert client._async_client is getattr(cairn, name)
+        assert callable(client.insecure_connection)
+        assert callable(client.secure_connection)

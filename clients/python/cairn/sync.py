@@ -1,0 +1,191 @@
+"""The sync facade: the same clients for scripts and notebooks, without `await`.
+
+    from cairn import sync
+
+    with sync.TrackingClient.insecure_connection("127.0.0.1", 50051) as tracking:
+        experiment_id = tracking.create_experiment("churn")
+        with tracking.start_run(experiment_id) as run:
+            run.log_metric("loss", 0.42, step=1)
+
+Each sync client runs its async twin on a private event loop in a daemon thread and
+waits for every call there, so both behave alike: the same arguments, return values and
+exceptions. A method that streams (`iter_metric_history`, `ArtifactClient.open`) returns
+a plain iterator; an object used with `async with` (`start_run`) is used with `with`;
+`Pager` iterates with `for`. Calls from several threads are safe: they queue on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from types import TracebackType
+from typing import Any, ClassVar, Self, TypeVar
+
+from . import _clients
+from ._base import BaseClient
+from ._clients.artifacts import ArtifactClient as _AsyncArtifactClient
+from ._clients.auth import AuthClient as _AsyncAuthClient
+from ._clients.registry import ModelRegistryAPIClient as _AsyncRegistryClient
+from ._clients.tracking import TrackingClient as _AsyncTrackingClient
+
+T = TypeVar("T")
+
+__all__ = ["ArtifactClient", "AuthClient", "ModelRegistryAPIClient", "TrackingClient"]
+
+
+class _Runner:
+    """A private event loop on a daemon thread, and the way to wait for work on it."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="cairn-sync", daemon=True
+        )
+        self._thread.start()
+
+    def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Calls function on the loop (awaiting what it returns) and adapts the result."""
+
+        async def on_loop() -> Any:
+            result = function(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+
+        return self._adapt(self.wait(on_loop()))
+
+    def wait(self, awaitable: Awaitable[T]) -> T:
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("a sync cairn client cannot be called from its own loop")
+
+        async def awaited() -> T:
+            return await awaitable
+
+        return asyncio.run_coroutine_threadsafe(awaited(), self._loop).result()
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def _adapt(self, value: Any) -> Any:
+        if hasattr(value, "__anext__"):
+            return self._iterate(value)
+        if hasattr(value, "__aenter__") and type(value).__module__.startswith(_clients.__name__):
+            return _SyncView(value, self)
+        return value
+
+    def _iterate(self, stream: AsyncIterator[Any]) -> Iterator[Any]:
+        try:
+            while True:
+                try:
+                    yield self.wait(stream.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            closing = getattr(stream, "aclose", None)
+            if closing is not None:
+                self.wait(closing())
+
+
+class _SyncView:
+    """An object of the async client (such as an ActiveRun), its methods made sync."""
+
+    def __init__(self, target: Any, runner: _Runner) -> None:
+        self._target = target
+        self._runner = runner
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if not callable(value):
+            return value
+
+        @functools.wraps(value)
+        def sync_method(*args: Any, **kwargs: Any) -> Any:
+            return self._runner.call(value, *args, **kwargs)
+
+        return sync_method
+
+    def __enter__(self) -> Any:
+        entered = self._runner.call(self._target.__aenter__)
+        return self if entered is self._target else entered
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        return self._runner.wait(self._target.__aexit__(exc_type, exc, tb))
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(dir(self._target)) | set(super().__dir__()))
+
+
+class _SyncClient(_SyncView):
+    """A sync client: its async twin, on a loop of its own."""
+
+    _async_client: ClassVar[type[BaseClient]]
+
+    @classmethod
+    def insecure_connection(cls, *args: Any, **kwargs: Any) -> Self:
+        """As the async client's `insecure_connection` (same arguments)."""
+        return cls._connect(cls._async_client.insecure_connection, args, kwargs)
+
+    @classmethod
+    def secure_connection(cls, *args: Any, **kwargs: Any) -> Self:
+        """As the async client's `secure_connection` (same arguments)."""
+        return cls._connect(cls._async_client.secure_connection, args, kwargs)
+
+    @classmethod
+    def _connect(
+        cls, connect: Callable[..., BaseClient], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Self:
+        runner = _Runner()
+        # The channel is made on the loop that will use it.
+        client = runner.wait(_made_on_loop(connect, args, kwargs))
+        return cls(client, runner)
+
+    def close(self) -> None:
+        """Closes the channel, then stops the client's loop."""
+        try:
+            self._runner.wait(self._target.close())
+        finally:
+            self._runner.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _made_on_loop(
+    connect: Callable[..., BaseClient], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> BaseClient:
+    return connect(*args, **kwargs)
+
+
+class TrackingClient(_SyncClient):
+    """`cairn.TrackingClient`, without `await`."""
+
+    _async_client = _AsyncTrackingClient
+
+
+class ModelRegistryAPIClient(_SyncClient):
+    """`cairn.ModelRegistryAPIClient`, without `await`."""
+
+    _async_client = _AsyncRegistryClient
+
+
+class ArtifactClient(_SyncClient):
+    """`cairn.ArtifactClient`, without `await`."""
+
+    _async_client = _AsyncArtifactClient
+
+
+class AuthClient(_SyncClient):
+    """`cairn.AuthClient`, without `await`."""
+
+    _async_client = _AsyncAuthClient

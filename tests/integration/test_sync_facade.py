@@ -1,0 +1,125 @@
+"""The sync clients against the real services: the same calls, without `await`.
+
+The servers run on the tests' event loop, so each scenario runs in a worker thread, as
+a script's main thread would call a remote server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from cairn import sync
+from cairn.exceptions import NotFoundError
+from cairn.types import ListOptions, Pager, RegisteredModel
+from tests.conftest import new_project
+
+
+def _tracking(port: int, project: str) -> sync.TrackingClient:
+    return sync.TrackingClient.insecure_connection("127.0.0.1", port, project=project)
+
+
+async def test_tracking_runs_logs_and_streams(server_port: int, unique: str) -> None:
+    project = await new_project(server_port, f"sync-{unique}")
+
+    def scenario() -> None:
+        with _tracking(server_port, project) as tracking:
+            experiment_id = tracking.create_experiment("sync")
+            with tracking.start_run(experiment_id, run_name="r", batch_size=10) as run:
+                for step in range(25):
+                    run.log_metric("loss", 1.0 / (step + 1), step=step)
+                run.log_param("lr", "0.1")
+                run_id = run.run_id
+            finished = tracking.get_run(run_id)
+            assert finished.info.status == "FINISHED"
+            assert finished.data.params == {"lr": "0.1"}
+            streamed = list(tracking.iter_metric_history(run_id, "loss"))
+            assert [m.step for m in streamed] == list(range(25))
+            assert len(tracking.get_metric_history(run_id, "loss")) == 25
+            with pytest.raises(NotFoundError):
+                tracking.get_run("0" * 32)
+
+    await asyncio.to_thread(scenario)
+
+
+async def test_a_run_block_that_raises_fails_the_run(server_port: int, unique: str) -> None:
+    project = await new_project(server_port, f"sync-{unique}")
+
+    def scenario() -> None:
+        with _tracking(server_port, project) as tracking:
+            experiment_id = tracking.create_experiment("sync-fail")
+            with pytest.raises(KeyError), tracking.start_run(experiment_id) as run:
+                run.log_metric("loss", 1.0)
+                raise KeyError("boom")
+            assert tracking.get_run(run.run_id).info.status == "FAILED"
+
+    await asyncio.to_thread(scenario)
+
+
+async def test_registry_paging_with_a_plain_for(server_port: int, unique: str) -> None:
+    project = await new_project(server_port, f"sync-{unique}")
+
+    def scenario() -> None:
+        with sync.ModelRegistryAPIClient.insecure_connection(
+            "127.0.0.1", server_port, project=project
+        ) as registry:
+            for n in range(7):
+                registry.upsert_registered_model(RegisteredModel(f"model-{n}"))
+            names = [m.name for m in Pager(registry.get_registered_models).limit(3)]
+            assert sorted(names) == [f"model-{n}" for n in range(7)]
+            first = registry.get_registered_models(ListOptions(limit=5))
+            assert len(first) == 5
+
+    await asyncio.to_thread(scenario)
+
+
+async def test_artifacts_upload_and_stream_back(server_port: int, unique: str) -> None:
+    project = await new_project(server_port, f"sync-{unique}")
+    payload = bytes(range(256)) * 8192  # 2 MiB: several chunks
+
+    def scenario() -> None:
+        with sync.ArtifactClient.insecure_connection(
+            "127.0.0.1", server_port, project=project
+        ) as store:
+            info = store.upload("data/blob.bin", payload)
+            assert info.size == len(payload)
+            assert b"".join(store.open("data/blob.bin")) == payload
+            assert store.read("data/blob.bin") == payload
+            assert [o.path for o in store.list("data/")] == ["data/blob.bin"]
+
+    await asyncio.to_thread(scenario)
+
+
+async def test_one_client_serves_several_threads(server_port: int, unique: str) -> None:
+    project = await new_project(server_port, f"sync-{unique}")
+
+    def scenario() -> None:
+        with _tracking(server_port, project) as tracking:
+            errors: list[BaseException] = []
+
+            def worker(n: int) -> None:
+                try:
+                    tracking.create_experiment(f"thread-{n}")
+                except BaseException as error:
+                    errors.append(error)
+
+            threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert errors == []
+            assert len(tracking.search_experiments()) == 8
+
+    await asyncio.to_thread(scenario)
+
+
+async def test_auth_client_without_await(server_port: int, unique: str) -> None:
+    def scenario() -> None:
+        with sync.AuthClient.insecure_connection("127.0.0.1", server_port) as auth:
+            assert auth.create_project(f"made-sync-{unique}") == f"made-sync-{unique}"
+            assert f"made-sync-{unique}" in {p.name for p in auth.get_projects()}
+
+    await asyncio.to_thread(scenario)
