@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 
-from ..common import logs, validation
+from ..common import logs, metrics, validation
 from ..common.access import PROJECT_ROLES, Caller, CallInfo, Role
 from ..common.config import Config
 from ..common.errors import (
@@ -38,6 +38,7 @@ class ApiKeyGate:
     async def admit(self, call: CallInfo, role: Role, project: str | None) -> Caller:
         address = client_address(call.peer)
         if self._limiter.blocked(address):
+            metrics.AUTH_REFUSALS.inc()
             _log.warning("authentication refused", address=address, method=call.method)
             raise ResourceExhausted(
                 "TOO_MANY_FAILED_ATTEMPTS",
@@ -77,6 +78,7 @@ class ApiKeyGate:
     def _fail(self, address: str, method: str, prefix: str | None, reason: str) -> None:
         if reason == "API_KEY_MISSING":
             return  # a forgotten key is no guess
+        metrics.AUTH_FAILURES.labels(reason).inc()
         failures = self._limiter.record_failure(address)
         # The prefix only: the rest of what was presented may be a real secret.
         _log.warning(

@@ -21,6 +21,12 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 STREAMS = Gauge("cairn_rpc_active_streams", "Streaming RPCs in progress, by method", ["method"])
+AUTH_FAILURES = Counter(
+    "cairn_auth_failures", "Failed authentications (a key was presented), by reason", ["reason"]
+)
+AUTH_REFUSALS = Counter(
+    "cairn_auth_refusals", "Calls refused because their address failed too often"
+)
 
 
 def observe(method: str, code: str, seconds: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 import structlog
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 import cairn
@@ -20,6 +21,8 @@ GUESS = "cairn_0123456789ab_" + "g" * 43
 async def test_an_address_failing_too_often_is_refused_even_with_a_valid_key(
     config: Config, pool: asyncpg.Pool, unique: str
 ) -> None:
+    invalid_before = _sample("cairn_auth_failures_total", reason="API_KEY_INVALID")
+    refused_before = _sample("cairn_auth_refusals_total")
     limited = with_overrides(config, auth="api_key", auth_failure_limit=3)
     server, port = await serve(limited, pool)
     key, _ = await AuthStore(pool).create_key(f"u-{unique}", "k", None, global_admin=True)
@@ -42,6 +45,12 @@ async def test_an_address_failing_too_often_is_refused_even_with_a_valid_key(
     assert {e["address"] for e in failures} == {"127.0.0.1"}
     assert {e["key_prefix"] for e in failures} == {"0123456789ab"}
     assert sum(e["event"] == "authentication refused" for e in logged) == 2
+    assert _sample("cairn_auth_failures_total", reason="API_KEY_INVALID") == invalid_before + 3
+    assert _sample("cairn_auth_refusals_total") == refused_before + 2
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def test_no_log_line_holds_a_key(config: Config, pool: asyncpg.Pool, unique: str) -> None:
