@@ -14,11 +14,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 from minio import Minio
 
 import cairn
+from cairn.artifacts.v1 import artifacts_service_pb2, artifacts_service_pb2_grpc
 
 from .harness import BIN, RssSampler, Server, Stopwatch, _free_port, postgres, report, serve
 
@@ -69,8 +72,12 @@ async def _through_service(
 
 
 def _direct_disk(source: Path, work: Path) -> tuple[float, float]:
+    # The service syncs an upload to disk before it reports it stored; so does this.
     with Stopwatch() as up:
         shutil.copyfile(source, work / "direct-up.bin")
+        descriptor = os.open(work / "direct-up.bin", os.O_RDONLY)
+        os.fsync(descriptor)
+        os.close(descriptor)
     with Stopwatch() as down:
         shutil.copyfile(work / "direct-up.bin", work / "direct-down.bin")
     return SIZE / MIB / up.seconds, SIZE / MIB / down.seconds
@@ -87,22 +94,61 @@ def _direct_s3(endpoint: str, source: Path, work: Path) -> tuple[float, float]:
     return SIZE / MIB / up.seconds, SIZE / MIB / down.seconds
 
 
+def _grpc_sink() -> tuple[subprocess.Popen[str], int]:
+    sink = subprocess.Popen(
+        [str(BIN / "python"), "-m", "bench.grpc_sink"], stdout=subprocess.PIPE, text=True
+    )
+    assert sink.stdout is not None
+    return sink, int(sink.stdout.readline())
+
+
+async def _grpc_ceiling() -> tuple[float, float]:
+    """1 GiB up and down through a bare grpc.aio server in its own process, in the
+    client's 1 MiB messages: the most any gRPC service in Python moves here."""
+    sink, port = _grpc_sink()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
+            chunk = os.urandom(MIB)
+
+            async def chunks() -> AsyncIterator[artifacts_service_pb2.UploadRequest]:
+                for _ in range(SIZE // MIB):
+                    yield artifacts_service_pb2.UploadRequest(chunk=chunk)
+
+            with Stopwatch() as up:
+                await stub.Upload(chunks())
+            with Stopwatch() as down:
+                async for _ in stub.Download(artifacts_service_pb2.DownloadRequest(length=SIZE)):
+                    pass
+    finally:
+        sink.terminate()
+        sink.wait()
+    return SIZE / MIB / up.seconds, SIZE / MIB / down.seconds
+
+
 def _row(
-    name: str, service: tuple[float, float, float, float], direct: tuple[float, float]
+    name: str,
+    service: tuple[float, float, float, float],
+    direct: tuple[float, float],
+    ceiling: tuple[float, float] | None = None,
 ) -> list[tuple[str, str, str]]:
     up, down, up_rss, down_rss = service
+    ceiling_note = down_note = ""
+    if ceiling is not None:
+        ceiling_note = f", {up / ceiling[0]:.0%} of gRPC"
+        down_note = f", {down / ceiling[1]:.0%} of gRPC"
     return [
         (f"{name}: upload direct", f"{direct[0]:,.0f} MiB/s", "baseline"),
         (
             f"{name}: upload via service",
             f"{up:,.0f} MiB/s",
-            f"{up / direct[0]:.0%} of direct; RSS +{up_rss:.0f} MiB",
+            f"{up / direct[0]:.0%} of direct{ceiling_note}; RSS +{up_rss:.0f} MiB",
         ),
         (f"{name}: download direct", f"{direct[1]:,.0f} MiB/s", "baseline"),
         (
             f"{name}: download via service",
             f"{down:,.0f} MiB/s",
-            f"{down / direct[1]:.0%} of direct; RSS +{down_rss:.0f} MiB",
+            f"{down / direct[1]:.0%} of direct{down_note}; RSS +{down_rss:.0f} MiB",
         ),
     ]
 
@@ -116,7 +162,12 @@ async def main() -> None:
         with postgres() as database_url:
             with serve(database_url, "artifacts", "--artifact-root", str(work / "store")) as server:
                 service = await _through_service(server, source, work)
-            rows += _row("filesystem", service, _direct_disk(source, work))
+            ceiling = await _grpc_ceiling()
+            rows += [
+                ("gRPC alone: upload", f"{ceiling[0]:,.0f} MiB/s", "ceiling: no hash, no disk"),
+                ("gRPC alone: download", f"{ceiling[1]:,.0f} MiB/s", "ceiling: no hash, no disk"),
+            ]
+            rows += _row("filesystem", service, _direct_disk(source, work), ceiling)
             moto, endpoint = _moto()
             try:
                 s3 = Minio(
@@ -145,7 +196,7 @@ async def main() -> None:
                 ]
                 with serve(database_url, "artifacts", *flags) as server:
                     service = await _through_service(server, source, work)
-                rows += _row("S3 (moto)", service, _direct_s3(endpoint, source, work))
+                rows += _row("S3 (moto)", service, _direct_s3(endpoint, source, work), ceiling)
             finally:
                 moto.terminate()
                 moto.wait()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
@@ -36,7 +36,7 @@ class Backend(Protocol):
     def key(self, project: str, path: str) -> str: ...
     def uri(self, key: str) -> str: ...
     def write(self, key: str, source: Readable, content_type: str, size: int) -> None: ...
-    def read(self, key: str, offset: int, length: int) -> Iterator[bytes]: ...
+    def read(self, key: str, offset: int, length: int) -> Generator[bytes, None, None]: ...
     def delete(self, keys: list[str]) -> None: ...
     def presign(self, key: str, method: str, expires: timedelta, content_type: str) -> str: ...
     def hash_and_size(self, key: str) -> tuple[str, int] | None: ...
@@ -75,7 +75,7 @@ class FilesystemBackend:
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
 
-    def read(self, key: str, offset: int, length: int) -> Iterator[bytes]:
+    def read(self, key: str, offset: int, length: int) -> Generator[bytes, None, None]:
         with self._file(key).open("rb") as source:
             source.seek(offset)
             remaining = length
@@ -152,7 +152,7 @@ class S3Backend:
                 self.client.make_bucket(self.bucket)
             self._bucket_ready = True
 
-    def read(self, key: str, offset: int, length: int) -> Iterator[bytes]:
+    def read(self, key: str, offset: int, length: int) -> Generator[bytes, None, None]:
         response = self.client.get_object(self.bucket, key, offset=offset, length=length)
         try:
             yield from response.stream(CHUNK)

@@ -20,7 +20,7 @@ from ..common.errors import DataLoss, DomainError, NotFound, OutOfRange, invalid
 from ..common.service import Resources
 from . import backends, paths
 from .store import ObjectStore, StoredObject, already_exists
-from .streams import VerifyingReader
+from .streams import VerifyingReader, read_ahead
 
 Context: TypeAlias = grpc.aio.ServicerContext
 MAX_LIST_PAGE = 1000
@@ -87,12 +87,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             yield api.DownloadResponse(object=info)
             return
         chunks = self._backend.read(self._backend.key(stored.project, stored.path), offset, length)
-        try:
-            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-                yield api.DownloadResponse(object=info, chunk=chunk)
-                info = None
-        finally:
-            await asyncio.to_thread(chunks.close)  # type: ignore[attr-defined]
+        async for chunk in read_ahead(chunks):
+            yield api.DownloadResponse(object=info, chunk=chunk)
+            info = None
 
     async def StatObject(
         self, request: api.StatObjectRequest, context: Context

@@ -10,7 +10,9 @@ completes (no rename into place, no CompleteMultipartUpload): nothing becomes vi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+from collections.abc import AsyncIterator, Generator
 
 from ..common.errors import DataLoss, InvalidArgument
 
@@ -68,22 +70,33 @@ class VerifyingReader:
     def read(self, n: int = -1) -> bytes:
         """Blocking: called from the writer's thread."""
         while not self._done and (n < 0 or len(self._buffer) < n):
-            item = asyncio.run_coroutine_threadsafe(self._queue.get(), self._loop).result()
-            if isinstance(item, BaseException):
-                raise StreamClosed("upload stream ended early") from item
+            item = self._next()
             if item is None:
-                self._done = True
-                self._verify()
-            else:
-                self.size += len(item)
-                self.hash.update(item)
-                self._buffer += item
+                break
+            if not self._buffer and 0 <= len(item) <= n:
+                # The usual case: a whole chunk, returned as it came (a short read,
+                # which file-like readers allow) instead of copied into the buffer.
+                return item
+            self._buffer += item
         if n < 0 or n >= len(self._buffer):
             data, self._buffer = bytes(self._buffer), bytearray()
         else:
             data = bytes(self._buffer[:n])
             del self._buffer[:n]
         return data
+
+    def _next(self) -> bytes | None:
+        """The next chunk, hashed and counted; None (after verifying) at the end."""
+        item = asyncio.run_coroutine_threadsafe(self._queue.get(), self._loop).result()
+        if isinstance(item, BaseException):
+            raise StreamClosed("upload stream ended early") from item
+        if item is None:
+            self._done = True
+            self._verify()
+            return None
+        self.size += len(item)
+        self.hash.update(item)
+        return item
 
     def _verify(self) -> None:
         if self.expected_size and self.size != self.expected_size:
@@ -98,3 +111,17 @@ class VerifyingReader:
                 f"content has sha256 {self.sha256}, not the expected {self.expected_sha256}",
                 metadata={"expected_sha256": self.expected_sha256, "sha256": self.sha256},
             )
+
+
+async def read_ahead(chunks: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
+    """The chunks of a blocking reader, the next read in a thread while the caller
+    sends the one before; the reader is closed however the iteration ends."""
+    pending = asyncio.ensure_future(asyncio.to_thread(next, chunks, b""))
+    try:
+        while chunk := await pending:
+            pending = asyncio.ensure_future(asyncio.to_thread(next, chunks, b""))
+            yield chunk
+    finally:
+        with contextlib.suppress(Exception):
+            await pending  # a generator cannot be closed while it runs
+        await asyncio.to_thread(chunks.close)

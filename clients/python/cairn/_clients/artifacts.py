@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import os
@@ -71,11 +72,15 @@ class ArtifactClient(BaseClient):
         )
         report = _reporter(progress, path, size)
 
+        def read_and_hash() -> bytes:
+            chunk = stream.read(CHUNK)
+            digest.update(chunk)
+            return chunk
+
         async def requests() -> AsyncIterator[api.UploadRequest]:
             yield api.UploadRequest(header=header)
             sent = 0
-            while chunk := await asyncio.to_thread(stream.read, CHUNK):
-                digest.update(chunk)
+            async for chunk in _read_ahead(read_and_hash):
                 sent += len(chunk)
                 report(sent)
                 yield api.UploadRequest(chunk=chunk)
@@ -104,8 +109,9 @@ class ArtifactClient(BaseClient):
         async for reply in self._transport.server_stream(
             self._stub.Download, request, timeout=timeout, metadata=metadata
         ):
-            if reply.chunk:
-                yield reply.chunk
+            chunk = reply.chunk  # each read of a bytes field copies it
+            if chunk:
+                yield chunk
 
     async def read(self, path: str, **kwargs: Any) -> bytes:
         """The whole object (or a range, as `open`) in memory."""
@@ -253,8 +259,9 @@ class ArtifactClient(BaseClient):
         report, received = _reporter(progress, info.path, info.size), 0
         try:
             with temporary.open("wb") as out:
-                async for chunk in self.open(info.path, timeout=timeout, metadata=metadata):
-                    await asyncio.to_thread(out.write, chunk)
+                async for chunk in _written_behind(
+                    out, self.open(info.path, timeout=timeout, metadata=metadata)
+                ):
                     received += len(chunk)
                     report(received)
             os.replace(temporary, target)
@@ -285,6 +292,38 @@ class ArtifactClient(BaseClient):
         if not found:
             raise NotFoundError(f"no object or directory at {path!r}", reason="OBJECT_NOT_FOUND")
         return target
+
+
+async def _read_ahead(read: Callable[[], bytes]) -> AsyncIterator[bytes]:
+    """The chunks of a blocking read until it returns nothing, each read in a thread
+    while the caller still sends the one before."""
+    pending = asyncio.ensure_future(asyncio.to_thread(read))
+    try:
+        while chunk := await pending:
+            pending = asyncio.ensure_future(asyncio.to_thread(read))
+            yield chunk
+    finally:
+        # A read still running must end before its file may be closed.
+        with contextlib.suppress(Exception):
+            await pending
+
+
+async def _written_behind(out: BinaryIO, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Passes chunks on while writing each to out in a thread, one write in flight while
+    the next chunk arrives; every write has ended when this ends, however it ends."""
+    writing: asyncio.Future[int] | None = None
+    try:
+        async for chunk in chunks:
+            if writing is not None:
+                await writing
+            writing = asyncio.ensure_future(asyncio.to_thread(out.write, chunk))
+            yield chunk
+        if writing is not None:
+            await writing
+    finally:
+        if writing is not None and not writing.done():
+            with contextlib.suppress(Exception):
+                await writing
 
 
 def _open_source(source: Source) -> tuple[BinaryIO, int | None, str, bool]:
