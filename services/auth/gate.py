@@ -76,8 +76,8 @@ class ApiKeyGate:
         return check
 
     def _fail(self, address: str, method: str, prefix: str | None, reason: str) -> None:
-        if reason == "API_KEY_MISSING":
-            return  # a forgotten key is no guess
+        """Counts and logs a presented key that failed (a missing key is no guess and
+        never gets here)."""
         metrics.AUTH_FAILURES.labels(reason).inc()
         failures = self._limiter.record_failure(address)
         # The prefix only: the rest of what was presented may be a real secret.
