@@ -3,7 +3,9 @@
 `log_batch` is the one write path: LogMetric, LogParam and SetTag are batches of one.
 A batch runs in one transaction, so it lands whole or not at all, and a batch with a
 request id records that id in the same transaction, so a retry is applied once. A
-small batch of metrics alone without a request id (LogMetric) is one SQL statement.
+small batch of metrics alone without a request id (LogMetric) is one SQL statement
+(and, now and then, a second that merges the small chunks such writes leave behind:
+compaction.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from ...common.errors import FailedPrecondition, NotFound
 from ..model import Batch, MetricColumns, RunInput
-from . import pgcopy
+from . import compaction, pgcopy
 from .runs import check_writable, lock_writable
 
 
@@ -158,13 +160,16 @@ WITH run AS (
     SELECT $2, key, min(step), max(step), array_agg(step ORDER BY step, ts, value),
            array_agg(value ORDER BY step, ts, value), array_agg(ts ORDER BY step, ts, value)
     FROM points GROUP BY key
+    RETURNING key, chunk_id
 ), latest AS (
     INSERT INTO tracking.latest_metrics AS l (run_id, key, value, step, timestamp_ms)
     SELECT DISTINCT ON (key) $2, key, value, step, ts FROM points
     ORDER BY key, step DESC, ts DESC, value DESC
     {_LATEST_UPSERT}
 )
-SELECT run_stage, experiment_stage FROM run"""
+SELECT run_stage, experiment_stage,
+    ARRAY(SELECT key FROM chunks WHERE chunk_id % {compaction.CHECK_EVERY} = 0) AS to_merge
+FROM run"""
 
 _WRITE_LATEST = f"""
 INSERT INTO tracking.latest_metrics AS l (run_id, key, value, step, timestamp_ms)
@@ -186,6 +191,8 @@ async def _write_small(
         metrics.timestamps_ms.tolist(),
     )
     check_writable(run_id, row)
+    for key in row["to_merge"]:
+        await compaction.merge_small_chunks(conn, run_id, key)
 
 
 async def _copy_chunks(conn: asyncpg.Connection, run_id: uuid.UUID, metrics: MetricColumns) -> None:

@@ -1,0 +1,71 @@
+"""Small history chunks are merged, and a history reads the same before and after."""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+import asyncpg
+
+import cairn
+from cairn.types import Metric
+from cairn_server.tracking.store import compaction
+
+
+async def _chunk_sizes(pool: asyncpg.Pool, run_id: str, key: str) -> list[int]:
+    rows = await pool.fetch(
+        "SELECT cardinality(steps) AS n FROM tracking.metric_chunks "
+        "WHERE run_id = $1 AND key = $2 ORDER BY chunk_id",
+        uuid.UUID(run_id),
+        key,
+    )
+    return [row["n"] for row in rows]
+
+
+async def test_points_logged_one_by_one_are_merged_as_they_come(
+    tracking: cairn.TrackingClient, run_id: str, pool: asyncpg.Pool
+) -> None:
+    for step in range(200):
+        await tracking.log_metric(run_id, "loss", 1.0 / (step + 1), step=step, timestamp=step + 1)
+    sizes = await _chunk_sizes(pool, run_id, "loss")
+    assert sum(sizes) == 200
+    # 200 consecutive chunk ids hold a multiple of 64 at least 64 after the first.
+    assert len(sizes) <= 200 - compaction.MIN_SMALL_CHUNKS + 1
+    assert max(sizes) >= compaction.MIN_SMALL_CHUNKS
+    history = await tracking.get_metric_history(run_id, "loss")
+    assert history == [Metric("loss", 1.0 / (s + 1), s + 1, s) for s in range(200)]
+
+
+async def test_a_merge_keeps_every_point_in_order(
+    tracking: cairn.TrackingClient, run_id: str, pool: asyncpg.Pool
+) -> None:
+    big = [Metric("m", float(s), s, s) for s in range(1000, 1500)]  # stays as it is
+    await tracking.log_batch(run_id, metrics=big)
+    # Small chunks with overlapping steps, equal steps, NaN and infinities.
+    specials = [math.nan, math.inf, -math.inf, 0.0, -0.0]
+    for n in range(70):
+        points = [
+            Metric("m", specials[n % 5], n + 1, (n * 7) % 40),
+            Metric("m", float(n), n + 1, 2000 - n),
+        ]
+        await tracking.log_batch(run_id, metrics=points)
+    before = await tracking.get_metric_history(run_id, "m")
+    async with pool.acquire() as conn:
+        await compaction.merge_small_chunks(conn, uuid.UUID(run_id), "m")
+    after = await tracking.get_metric_history(run_id, "m")
+    assert sorted(await _chunk_sizes(pool, run_id, "m")) == [140, 500]
+    assert [(m.step, m.timestamp) for m in after] == [(m.step, m.timestamp) for m in before]
+    assert [repr(m.value) for m in after] == [repr(m.value) for m in before]
+
+
+async def test_fewer_small_chunks_than_the_threshold_stay(
+    tracking: cairn.TrackingClient, run_id: str, pool: asyncpg.Pool
+) -> None:
+    for step in range(10):
+        await tracking.log_batch(run_id, metrics=[Metric("few", 1.0, step + 1, step)])
+    async with pool.acquire() as conn:
+        await compaction.merge_small_chunks(conn, uuid.UUID(run_id), "few")
+    assert await _chunk_sizes(pool, run_id, "few") == [1] * 10
+    async with pool.acquire() as conn:
+        await compaction.merge_small_chunks(conn, uuid.UUID(run_id), "few", min_chunks=2)
+    assert await _chunk_sizes(pool, run_id, "few") == [10]
