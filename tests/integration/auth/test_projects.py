@@ -130,3 +130,20 @@ async def test_a_malformed_project_is_invalid_for_members_and_hidden_from_strang
     ) as stranger:
         with pytest.raises(cairn.exceptions.UnauthenticatedError):
             await stranger.search_experiments()
+
+
+async def test_a_viewer_cannot_upload_and_nothing_is_stored(world: World) -> None:
+    def store(who: str) -> cairn.ArtifactClient:
+        return cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", world.port, world.keys[who], project=world.project
+        )
+
+    async with store("viewer") as viewer:
+        with pytest.raises(PermissionDeniedError):
+            await viewer.upload("notes.txt", b"x" * (3 * 1024 * 1024))
+        with pytest.raises(NotFoundError):
+            await viewer.stat("notes.txt")
+    async with store("editor") as editor:
+        await editor.upload("notes.txt", b"mine")
+    async with store("viewer") as viewer:
+        assert await viewer.read("notes.txt") == b"mine"
