@@ -136,12 +136,17 @@ async def _walk_one_metric(
         if last is not None:
             cursor = f"({params.add(last[1], 'double precision')}, {params.add(last[2], 'uuid')})"
             start = f"(o.value, o.run_id) {after} {cursor}"
+        # The run and its filter are looked up per index entry, in order (OFFSET 0 keeps
+        # PostgreSQL from flattening the lookup into a join over every run, which it
+        # prefers while it has no statistics yet, as right after a bulk load).
         rows += await conn.fetch(
-            f"""SELECT {RUN_COLUMNS}, 0 AS m0, o.value AS v0, r.run_id AS tiebreak
+            f"""SELECT m.*, 0 AS m0, o.value AS v0, o.run_id AS tiebreak
                 FROM tracking.latest_metrics o
-                JOIN tracking.runs r ON r.run_id = o.run_id
-                JOIN tracking.experiments e ON e.experiment_id = r.experiment_id
-                WHERE o.key = {key} AND o.value <> 'NaN' AND {" AND ".join(where)} AND {start}
+                CROSS JOIN LATERAL (
+                    SELECT {RUN_COLUMNS} FROM {RUN_FROM}
+                    WHERE r.run_id = o.run_id AND {" AND ".join(where)} OFFSET 0
+                ) m
+                WHERE o.key = {key} AND o.value <> 'NaN' AND {start}
                 ORDER BY o.value {direction}, o.run_id {direction} LIMIT {params.add(wanted)}""",
             *params.values,
         )
