@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Role(enum.IntEnum):
@@ -41,13 +42,21 @@ class Caller:
     key_prefix: str = ""  # empty when authentication is off
 
 
-@dataclass(frozen=True)
 class CallInfo:
-    """What the gate sees of a call: its method, headers and peer."""
+    """What the gate sees of a call: its method, and its headers and peer, read from the
+    call only if the gate asks (with authentication off it never does)."""
 
-    method: str
-    metadata: Sequence[tuple[str, str | bytes]]
-    peer: str
+    def __init__(self, method: str, context: Any) -> None:
+        self.method = method
+        self._context = context
+
+    @functools.cached_property
+    def metadata(self) -> Sequence[tuple[str, str | bytes]]:
+        return tuple(self._context.invocation_metadata() or ())
+
+    @functools.cached_property
+    def peer(self) -> str:
+        return str(self._context.peer())
 
 
 class Gate(Protocol):

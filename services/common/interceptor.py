@@ -91,12 +91,14 @@ class _Admission:
         self._method = method
 
     async def __call__(self, context: grpc.aio.ServicerContext, message: Message | None) -> None:
-        call = CallInfo(self._method, context.invocation_metadata() or (), context.peer())
-        caller = await self._gate.admit(call, self._role, project_of(message))
+        caller = await self._gate.admit(
+            CallInfo(self._method, context), self._role, project_of(message)
+        )
         set_caller(caller)
-        structlog.contextvars.bind_contextvars(user=caller.user_id)
-        if caller.key_prefix:
-            structlog.contextvars.bind_contextvars(key_prefix=caller.key_prefix)
+        if caller.key_prefix:  # who called, on the call's log line, when keys are on
+            structlog.contextvars.bind_contextvars(
+                user=caller.user_id, key_prefix=caller.key_prefix
+            )
 
     async def first_of(
         self, context: grpc.aio.ServicerContext, requests: AsyncIterator[Message]
