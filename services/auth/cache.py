@@ -21,6 +21,7 @@ from .store import KeyCheck
 
 CHANNEL = "cairn_auth_changed"
 RETRY_SECONDS = 5.0
+LISTEN_TIMEOUT_SECONDS = 0.5
 _log = logs.get("cairn.auth")
 
 
@@ -70,7 +71,13 @@ class KeyCache:
         if self._listener is not None or self._clock() < self._next_attempt:
             return
         self._next_attempt = self._clock() + RETRY_SECONDS
-        connection = await self._pool.acquire()
+        if self._pool.get_max_size() < 2:
+            return  # the listener would hold the only connection: never cache
+        try:
+            # Not worth holding up the call that asked: a busy pool means try later.
+            connection = await self._pool.acquire(timeout=LISTEN_TIMEOUT_SECONDS)
+        except TimeoutError:
+            return
         try:
             await connection.add_listener(CHANNEL, self.forget)
         except (OSError, asyncpg.PostgresError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import asyncpg
 import pytest
@@ -98,3 +99,23 @@ async def test_nothing_is_cached_without_a_listener(pool: asyncpg.Pool, unique: 
     assert check is not None
     cache.put(info.prefix, None, check, cache.generation)
     assert cache.get(info.prefix, None) is None
+
+
+async def test_a_pool_of_one_connection_is_never_held_for_listening(config, unique: str) -> None:
+    from cairn_server.common import database
+
+    tiny = await database.create_pool(
+        config.database_url, dataclasses.replace(config, db_pool_min_size=1, db_pool_size=1)
+    )
+    try:
+        cache = KeyCache(tiny)
+        await cache.listen()
+        assert await tiny.fetchval("SELECT 1") == 1  # the one connection is still free
+        _, info = await AuthStore(tiny).create_key(f"t-{unique}", "k", None)
+        check = await AuthStore(tiny).check_key(info.prefix, None)
+        assert check is not None
+        cache.put(info.prefix, None, check, cache.generation)
+        assert cache.get(info.prefix, None) is None
+        await cache.close()
+    finally:
+        await tiny.close()
