@@ -19,7 +19,7 @@ from cairn.auth.v1 import auth_pb2
 
 _KEY = re.compile(r"cairn_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _PREFIX = re.compile(r"[0-9a-f]{12}")
-# Compared against when no key has the prefix, so an unknown prefix costs the same.
+# Compared against when no key has the prefix: the comparison runs either way.
 _DECOY_HASH = hashlib.sha256(b"no key has this hash").digest()
 
 LIFETIMES: dict[int, datetime.timedelta | None] = {
