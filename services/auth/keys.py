@@ -15,18 +15,17 @@ import hmac
 import re
 import secrets
 
-from cairn.auth.v1 import auth_pb2
-
 _KEY = re.compile(r"cairn_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _PREFIX = re.compile(r"[0-9a-f]{12}")
 # Compared against when no key has the prefix: the comparison runs either way.
 _DECOY_HASH = hashlib.sha256(b"no key has this hash").digest()
 
-LIFETIMES: dict[int, datetime.timedelta | None] = {
-    auth_pb2.API_KEY_EXPIRATION_30_DAYS: datetime.timedelta(days=30),
-    auth_pb2.API_KEY_EXPIRATION_90_DAYS: datetime.timedelta(days=90),
-    auth_pb2.API_KEY_EXPIRATION_1_YEAR: datetime.timedelta(days=365),
-    auth_pb2.API_KEY_EXPIRATION_NEVER: None,
+# ML cube's fixed choices, by the names the command line takes.
+LIFETIMES: dict[str, datetime.timedelta | None] = {
+    "30d": datetime.timedelta(days=30),
+    "90d": datetime.timedelta(days=90),
+    "1y": datetime.timedelta(days=365),
+    "never": None,
 }
 
 
@@ -56,8 +55,3 @@ def digest(key: str) -> bytes:
 def matches(key: str, stored: bytes | None) -> bool:
     """Whether key hashes to stored, in time independent of where they differ."""
     return hmac.compare_digest(digest(key), _DECOY_HASH if stored is None else stored)
-
-
-def expiration_number(name: str) -> int:
-    """The ApiKeyExpiration value of a name such as "90_DAYS"."""
-    return auth_pb2.ApiKeyExpiration.Value(f"API_KEY_EXPIRATION_{name}")

@@ -36,10 +36,18 @@ def key_name(value: str) -> str:
     return validation.name(value, "name")
 
 
+_EXPIRATIONS: dict[int, str] = {
+    pb.API_KEY_EXPIRATION_30_DAYS: "30d",
+    pb.API_KEY_EXPIRATION_90_DAYS: "90d",
+    pb.API_KEY_EXPIRATION_1_YEAR: "1y",
+    pb.API_KEY_EXPIRATION_NEVER: "never",
+}
+
+
 def lifetime(expiration: int) -> datetime.timedelta | None:
-    if expiration not in keys.LIFETIMES:
+    if expiration not in _EXPIRATIONS:
         raise invalid_field("expiration", "choose 30 days, 90 days, 1 year or never")
-    return keys.LIFETIMES[expiration]
+    return keys.LIFETIMES[_EXPIRATIONS[expiration]]
 
 
 def role(value: int) -> int:
