@@ -167,3 +167,13 @@ def test_every_project_scoped_rpc_names_its_project_in_exactly_one_place() -> No
                 assert len(places) == 1, (method.full_name, places)
             else:
                 assert places == [], (method.full_name, places)
+
+
+def test_a_server_without_the_auth_service_refuses_to_start() -> None:
+    from cairn_server import catalog
+    from cairn_server.common.config import Config
+    from cairn_server.common.server import CairnServer
+
+    # No gate, no server: the auth service is what admits every call.
+    with pytest.raises(ValueError, match="gate"):
+        CairnServer(Config(), [catalog.SERVICES["tracking"]], pool=None)  # type: ignore[arg-type]

@@ -180,3 +180,16 @@ async def test_an_empty_bearer_is_missing_not_a_crash(world: World) -> None:
                 auth_service_pb2.GetProjectsRequest(), metadata=[("authorization", "Bearer ")]
             )
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_an_empty_upload_stream_is_still_admitted_first(world: World) -> None:
+    # The gate admits a client stream on its first message, or at its end when it has
+    # none: a stream without messages must not slip past it.
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{world.port}") as channel:
+        upload = channel.stream_unary(
+            "/cairn.artifacts.v1.ArtifactService/Upload",
+            request_serializer=lambda m: m.SerializeToString(),
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await upload(iter([]), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
