@@ -7,9 +7,11 @@ settings), because a server fixture and the tests that call it must share a loop
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import inspect
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -83,6 +85,20 @@ async def new_project(port: int, name: str) -> str:
     so every caller is a global admin)."""
     async with cairn.AuthClient.insecure_connection("127.0.0.1", port) as auth:
         return await auth.create_project(name)
+
+
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], timeout: float = 15.0, what: str = "condition"
+) -> None:
+    """Waits until check() holds, asking again every few milliseconds; fails after timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        outcome = check()
+        if await outcome if inspect.isawaitable(outcome) else outcome:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        await asyncio.sleep(0.02)
 
 
 def with_overrides(config: Config, **changes: object) -> Config:

@@ -10,6 +10,7 @@ from cairn.artifacts.v1 import artifacts_service_pb2, artifacts_service_pb2_grpc
 
 from ..common.access import role_table
 from ..common.service import Resources, ServiceSpec
+from .janitor import run_janitor
 from .servicer import ArtifactServicer
 
 
@@ -32,4 +33,5 @@ SPEC = ServiceSpec(
     migrations_dir=Path(__file__).parent / "migrations",
     register=_register,
     roles=ROLES,
+    background=run_janitor,
 )

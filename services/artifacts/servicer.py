@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Generator
 from datetime import timedelta
 from typing import TypeAlias
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 
 from cairn.artifacts.v1 import artifacts_pb2 as pb
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
@@ -16,15 +18,27 @@ from cairn.artifacts.v1 import artifacts_service_pb2_grpc
 
 from ..common import paging, timestamps
 from ..common import validation as common
-from ..common.errors import DataLoss, DomainError, NotFound, OutOfRange, invalid_field
+from ..common.errors import (
+    Aborted,
+    DataLoss,
+    FailedPrecondition,
+    NotFound,
+    OutOfRange,
+    invalid_field,
+)
 from ..common.service import Resources
 from . import backends, paths
-from .store import ObjectStore, StoredObject, already_exists
+from .janitor import janitor_for
+from .store import ObjectStore, PendingUpload, StoredObject, already_exists
 from .streams import VerifyingReader, read_ahead
 
 Context: TypeAlias = grpc.aio.ServicerContext
 MAX_LIST_PAGE = 1000
-MAX_PRESIGN = timedelta(days=7)
+DEFAULT_PRESIGN_SECONDS = 3600
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+MAX_CONTENT_TYPE_LENGTH = 255
+# Opening an object that is replaced this many times in a row gives up (ABORTED).
+OPEN_ATTEMPTS = 3
 _SHA256_HEX = frozenset("0123456789abcdef")
 # The verdict on an upload's header, sent as initial metadata; the client streams its
 # chunks only after "accepted" (the same name is in the client's transport).
@@ -35,61 +49,112 @@ REFUSED_DRAIN = 64
 
 class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
     def __init__(self, resources: Resources, backend: backends.Backend | None = None) -> None:
+        self._config = resources.config
         self._backend = backend or backends.from_config(resources.config)
         self._objects = ObjectStore(resources.pool)
+        self._janitor = janitor_for(resources, self._backend)
 
     async def Upload(
         self, request_iterator: AsyncIterator[api.UploadRequest], context: Context
     ) -> api.UploadResponse:
         stream = aiter(request_iterator)
-        header, project, path, expected_sha256 = await self._accept(stream, context)
-        reader = VerifyingReader(asyncio.get_running_loop(), header.expected_size, expected_sha256)
-        key = self._backend.key(project, path)
-        content_type = header.content_type or "application/octet-stream"
-        writing = asyncio.ensure_future(
-            asyncio.to_thread(self._backend.write, key, reader, content_type, header.expected_size)
-        )
-        await _pump(stream, reader, writing)
-        await writing
-        stored = await self._objects.record(
-            project, path, reader.size, reader.sha256, content_type, header.overwrite
-        )
+        header, upload, expected_sha256 = await self._accept(stream, context)
+        try:
+            reader = VerifyingReader(
+                asyncio.get_running_loop(), header.expected_size, expected_sha256
+            )
+            writing = asyncio.ensure_future(
+                asyncio.to_thread(
+                    self._backend.write,
+                    upload.storage_key,
+                    reader,
+                    upload.content_type,
+                    header.expected_size,
+                )
+            )
+            await _pump(stream, reader, writing)
+            await writing
+            stored, replaced = await self._objects.publish(
+                upload, reader.size, reader.sha256, upload.content_type
+            )
+        except BaseException:
+            await self._discard(upload)
+            raise
+        await self._janitor.collect([replaced] if replaced else [])
         return api.UploadResponse(object=self._info(stored))
 
     async def _accept(
         self, stream: AsyncIterator[api.UploadRequest], context: Context
-    ) -> tuple[api.UploadHeader, str, str, str]:
-        """Checks the header, then tells the client whether to send its chunks."""
+    ) -> tuple[api.UploadHeader, PendingUpload, str]:
+        """Checks the header and records the upload, then tells the client whether to
+        send its chunks. Refusing an existing path here only spares a useless transfer:
+        publishing decides, as another upload may publish meanwhile."""
         try:
             header = await _header(stream)
             project = common.project(header.project)
             path = paths.object_path(header.path)
             expected_sha256 = _sha256(header.expected_sha256)
+            content_type = _content_type(header.content_type) or DEFAULT_CONTENT_TYPE
             if header.expected_size < 0:
                 raise invalid_field("expected_size", "must not be negative")
             if not header.overwrite and await self._objects.exists(project, path):
                 raise already_exists(path)
-        except DomainError:
+            upload = await self._objects.begin(project, path, header.overwrite, content_type)
+        except Exception:
             await _refuse(stream, context)
             raise
         await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
-        return header, project, path, expected_sha256
+        return header, upload, expected_sha256
+
+    async def _discard(self, upload: PendingUpload) -> None:
+        """Collects the bytes of an upload that did not publish. When the database
+        cannot say whether it did, nothing is removed here: the janitor decides later."""
+        try:
+            garbage = await self._objects.abandon(upload)
+        except Exception:
+            return
+        await self._janitor.collect(garbage)
 
     async def Download(
         self, request: api.DownloadRequest, context: Context
     ) -> AsyncIterator[api.DownloadResponse]:
-        stored = await self._objects.get(
-            common.project(request.project), paths.object_path(request.path)
+        stored, chunks = await self._open(
+            common.project(request.project),
+            paths.object_path(request.path),
+            request.offset,
+            request.length,
         )
-        offset, length = _range(request.offset, request.length, stored.size)
         info: pb.ObjectInfo | None = self._info(stored)
-        if not length:  # an empty object or range: only say what it is
+        if chunks is None:  # an empty object or range: only say what it is
             yield api.DownloadResponse(object=info)
             return
-        chunks = self._backend.read(self._backend.key(stored.project, stored.path), offset, length)
         async for chunk in read_ahead(chunks):
             yield api.DownloadResponse(object=info, chunk=chunk)
             info = None
+
+    async def _open(
+        self, project: str, path: str, offset: int, length: int
+    ) -> tuple[StoredObject, Generator[bytes, None, None] | None]:
+        """The object at path and its bytes in the range, opened (None when the range is
+        empty). Bytes that vanished since the row was read (the object was replaced or
+        deleted meanwhile) send it back to the row; an open file or stream keeps its
+        bytes readable to the end."""
+        stored = await self._objects.get(project, path)
+        for _ in range(OPEN_ATTEMPTS):
+            start, count = _range(offset, length, stored.size)
+            if not count:
+                return stored, None
+            try:
+                opened = await asyncio.to_thread(
+                    self._backend.open, stored.storage_key, start, count
+                )
+                return stored, opened
+            except backends.MissingBytes:
+                latest = await self._objects.get(project, path)
+                if latest.storage_key == stored.storage_key:
+                    raise _bytes_missing(path) from None
+                stored = latest
+        raise Aborted("OBJECT_CHANGED", f"{path!r} kept changing while it was opened; try again")
 
     async def StatObject(
         self, request: api.StatObjectRequest, context: Context
@@ -124,68 +189,77 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             path = paths.prefix(request.path).removesuffix("/") + "/"
         else:
             path = paths.object_path(request.path)
-        removed = await self._objects.remove(project, path, request.recursive)
-        if not removed and not request.recursive:
+        garbage = await self._objects.remove(project, path, request.recursive)
+        if not garbage and not request.recursive:
             raise NotFound("OBJECT_NOT_FOUND", f"no object at {path!r}", metadata={"path": path})
-        await asyncio.to_thread(
-            self._backend.delete, [self._backend.key(project, p) for p in removed]
-        )
-        return api.DeleteObjectResponse(deleted_count=len(removed))
+        await self._janitor.collect(garbage)
+        return api.DeleteObjectResponse(deleted_count=len(garbage))
 
     async def CreatePresignedUrl(
         self, request: api.CreatePresignedUrlRequest, context: Context
     ) -> api.CreatePresignedUrlResponse:
         project = common.project(request.project)
         path = paths.object_path(request.path)
-        expires = request.expires_in.ToTimedelta() or timedelta(hours=1)
-        if not timedelta(0) < expires <= MAX_PRESIGN:
-            raise invalid_field("expires_in", "must be positive and at most 7 days")
-        headers = {}
-        if request.method == pb.PRESIGN_METHOD_PUT:
-            if not request.content_type:
-                raise invalid_field(
-                    "content_type", "a presigned PUT needs the content type the client will send"
-                )
-            method, headers = "PUT", {"Content-Type": request.content_type}
-        elif request.method == pb.PRESIGN_METHOD_GET:
-            await self._objects.get(project, path)
-            method = "GET"
-        else:
+        expires = presign_expiry(request.expires_in, self._config.presign_max_seconds)
+        content_type = _content_type(request.content_type)
+        if not self._backend.supports_presign:
+            raise _presign_unsupported()
+        if request.method == pb.PRESIGN_METHOD_GET:
+            stored = await self._objects.get(project, path)
+            url = await asyncio.to_thread(self._backend.presign, stored.storage_key, "GET", expires)
+            return api.CreatePresignedUrlResponse(url=url)
+        if request.method != pb.PRESIGN_METHOD_PUT:
             raise invalid_field("method", "GET or PUT")
-        url = await asyncio.to_thread(
-            self._backend.presign,
-            self._backend.key(project, path),
-            method,
-            expires,
-            request.content_type,
+        if not request.overwrite and await self._objects.exists(project, path):
+            raise already_exists(path)
+        upload = await self._objects.begin(
+            project, path, request.overwrite, content_type, url_expires=expires
         )
-        return api.CreatePresignedUrlResponse(url=url, headers=headers)
+        url = await asyncio.to_thread(self._backend.presign, upload.storage_key, "PUT", expires)
+        return api.CreatePresignedUrlResponse(
+            url=url,
+            headers={"Content-Type": content_type} if content_type else {},
+            upload_id=upload.upload_id.hex,
+        )
 
     async def ConfirmUpload(
         self, request: api.ConfirmUploadRequest, context: Context
     ) -> api.ConfirmUploadResponse:
-        """Reads an object a client put through a presigned URL, checks it, publishes it."""
+        """Publishes what a client put through a presigned URL. The bytes are first
+        copied to a key no URL names, and checked there: a URL still valid after this
+        can never change what was published."""
         project = common.project(request.project)
         path = paths.object_path(request.path)
         expected = _sha256(request.expected_sha256)
-        key = self._backend.key(project, path)
-        found = await asyncio.to_thread(self._backend.hash_and_size, key)
-        if found is None:
-            raise NotFound(
-                "OBJECT_NOT_FOUND", f"nothing was uploaded to {path!r}", metadata={"path": path}
+        if not self._backend.supports_presign:
+            raise _presign_unsupported()
+        upload = await self._objects.upload(project, path, _upload_id(request.upload_id))
+        sealed = await self._objects.begin(project, path, upload.overwrite, upload.content_type)
+        try:
+            stored_type = await self._seal(upload, sealed.storage_key)
+            sha256, size = await asyncio.to_thread(self._backend.digest, sealed.storage_key)
+            _check_put(upload, expected, sha256, stored_type)
+            stored, replaced = await self._objects.publish(
+                sealed, size, sha256, upload.content_type or stored_type or DEFAULT_CONTENT_TYPE
             )
-        sha256, size = found
-        if expected and sha256 != expected:
-            await asyncio.to_thread(self._backend.delete, [key])
-            raise DataLoss(
-                "CHECKSUM_MISMATCH",
-                f"uploaded content has sha256 {sha256}, not {expected}",
-                metadata={"sha256": sha256, "expected_sha256": expected},
-            )
-        stored = await self._objects.record(
-            project, path, size, sha256, "application/octet-stream", overwrite=True
-        )
+        except BaseException as error:
+            await self._discard(sealed)
+            if not isinstance(error, NotFound):  # nothing arrived yet: the URL may still be used
+                await self._discard(upload)
+            raise
+        await self._discard(upload)
+        await self._janitor.collect([replaced] if replaced else [])
         return api.ConfirmUploadResponse(object=self._info(stored))
+
+    async def _seal(self, upload: PendingUpload, key: str) -> str:
+        try:
+            return await asyncio.to_thread(self._backend.copy, upload.storage_key, key)
+        except backends.MissingBytes:
+            raise NotFound(
+                "OBJECT_NOT_FOUND",
+                f"nothing was uploaded to {upload.path!r} yet",
+                metadata={"path": upload.path},
+            ) from None
 
     def _info(self, stored: StoredObject) -> pb.ObjectInfo:
         return pb.ObjectInfo(
@@ -196,7 +270,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             content_type=stored.content_type,
             create_time=timestamps.to_proto(stored.create_time),
             update_time=timestamps.to_proto(stored.update_time),
-            uri=self._backend.uri(self._backend.key(stored.project, stored.path)),
+            uri=self._backend.uri(stored.storage_key),
         )
 
 
@@ -268,3 +342,62 @@ def _sha256(value: str) -> str:
     if value and (len(value) != 64 or not set(value) <= _SHA256_HEX):
         raise invalid_field("expected_sha256", "must be 64 hexadecimal characters")
     return value
+
+
+def presign_expiry(requested: Duration, limit_seconds: int) -> timedelta:
+    """How long a presigned URL works: as asked (0 means an hour), at most the limit."""
+    seconds, nanos = requested.seconds, requested.nanos
+    if seconds < 0 or nanos < 0 or seconds + (nanos > 0) > limit_seconds:
+        raise invalid_field(
+            "expires_in",
+            f"must be positive and at most {limit_seconds} seconds (CAIRN_PRESIGN_MAX_SECONDS)",
+        )
+    if not seconds and not nanos:
+        return timedelta(seconds=min(DEFAULT_PRESIGN_SECONDS, limit_seconds))
+    return timedelta(seconds=seconds, microseconds=nanos // 1000)
+
+
+def _content_type(value: str) -> str:
+    if not value:
+        return ""
+    return common.name(value, "content_type", MAX_CONTENT_TYPE_LENGTH)
+
+
+def _upload_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(hex=value)
+    except ValueError:
+        raise invalid_field(
+            "upload_id", "must be the upload_id CreatePresignedUrl returned"
+        ) from None
+
+
+def _check_put(upload: PendingUpload, expected_sha256: str, sha256: str, content_type: str) -> None:
+    if expected_sha256 and sha256 != expected_sha256:
+        raise DataLoss(
+            "CHECKSUM_MISMATCH",
+            f"uploaded content has sha256 {sha256}, not {expected_sha256}",
+            metadata={"sha256": sha256, "expected_sha256": expected_sha256},
+        )
+    if upload.content_type and content_type != upload.content_type:
+        raise FailedPrecondition(
+            "CONTENT_TYPE_MISMATCH",
+            f"the upload was sent as {content_type!r}, but its URL was made for "
+            f"{upload.content_type!r}",
+            metadata={"content_type": content_type, "expected": upload.content_type},
+        )
+
+
+def _bytes_missing(path: str) -> DataLoss:
+    return DataLoss(
+        "OBJECT_BYTES_MISSING",
+        f"the bytes of {path!r} are missing from the artifact store",
+        metadata={"path": path},
+    )
+
+
+def _presign_unsupported() -> FailedPrecondition:
+    return FailedPrecondition(
+        "PRESIGN_UNSUPPORTED",
+        "presigned URLs need the S3 backend; this server stores files locally",
+    )

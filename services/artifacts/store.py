@@ -1,16 +1,28 @@
-"""The record of published objects: what stat and list show, per project."""
+"""The record of what lives at each path: published objects, uploads in progress and
+keys whose bytes are to be removed.
+
+The publication protocol, whose every step is one transaction here:
+1. `begin` records an upload and its fresh storage key before any byte is written.
+2. `publish` turns the upload into the object at its path: one winner per path,
+   decided here; the key it replaces (if any) becomes garbage in the same transaction.
+3. Bytes are removed only for keys in `garbage` (`janitor.py`), after the commit that
+   put them there. A crash between any two steps leaves the old object or the new one.
+"""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
 from ..common import paging
-from ..common.errors import AlreadyExists, NotFound
+from ..common.errors import Aborted, AlreadyExists, NotFound
+from .backends import new_key
 
-_COLUMNS = "project, path, size, sha256, content_type, create_time, update_time"
+_COLUMNS = "project, path, size, sha256, content_type, storage_key, create_time, update_time"
+_UPLOAD_COLUMNS = "upload_id, storage_key, project, path, overwrite, content_type"
 
 
 @dataclass(frozen=True)
@@ -20,8 +32,21 @@ class StoredObject:
     size: int
     sha256: str
     content_type: str
+    storage_key: str
     create_time: datetime
     update_time: datetime
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    """An upload in progress: its bytes go under storage_key, and nowhere else."""
+
+    upload_id: uuid.UUID
+    storage_key: str
+    project: str
+    path: str
+    overwrite: bool
+    content_type: str
 
 
 @dataclass(frozen=True)
@@ -42,31 +67,160 @@ class ObjectStore:
             )
         return found is not None
 
-    async def record(
-        self, project: str, path: str, size: int, sha256: str, content_type: str, overwrite: bool
-    ) -> StoredObject:
-        """Publishes an object whose bytes are in place."""
-        on_conflict = (
-            """ON CONFLICT (project, path) DO UPDATE SET size = excluded.size,
-                   sha256 = excluded.sha256, content_type = excluded.content_type,
-                   update_time = clock_timestamp()"""
-            if overwrite
-            else ""
-        )
+    async def begin(
+        self,
+        project: str,
+        path: str,
+        overwrite: bool,
+        content_type: str = "",
+        url_expires: timedelta | None = None,
+    ) -> PendingUpload:
+        """Records an upload under a fresh key; url_expires for a presigned PUT."""
+        upload_id = uuid.uuid4()
         async with self._pool.acquire() as conn:
-            try:
-                row = await conn.fetchrow(
-                    f"""INSERT INTO artifacts.objects (project, path, size, sha256, content_type)
-                        VALUES ($1, $2, $3, $4, $5) {on_conflict} RETURNING {_COLUMNS}""",
-                    project,
-                    path,
-                    size,
-                    sha256,
-                    content_type,
+            row = await conn.fetchrow(
+                f"""INSERT INTO artifacts.uploads
+                        (upload_id, storage_key, project, path, overwrite, content_type,
+                         url_expire_time)
+                    VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + $7::interval)
+                    RETURNING {_UPLOAD_COLUMNS}""",
+                upload_id,
+                new_key(project, upload_id.hex),
+                project,
+                path,
+                overwrite,
+                content_type,
+                url_expires,
+            )
+        return PendingUpload(**dict(row))
+
+    async def upload(self, project: str, path: str, upload_id: uuid.UUID) -> PendingUpload:
+        """An upload begun for this path and not yet published or expired."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"""SELECT {_UPLOAD_COLUMNS} FROM artifacts.uploads
+                    WHERE upload_id = $1 AND project = $2 AND path = $3""",
+                upload_id,
+                project,
+                path,
+            )
+        if row is None:
+            raise NotFound(
+                "UPLOAD_NOT_FOUND",
+                f"no upload {upload_id} to {path!r} is waiting: it was confirmed already, "
+                "it expired, or it was never begun",
+                metadata={"upload_id": str(upload_id), "path": path},
+            )
+        return PendingUpload(**dict(row))
+
+    async def publish(
+        self, upload: PendingUpload, size: int, sha256: str, content_type: str
+    ) -> tuple[StoredObject, str | None]:
+        """Makes the upload's bytes the object at its path; returns the object and the
+        storage key it replaced, now garbage.
+
+        Raises:
+            AlreadyExists: an object is at the path and the upload may not overwrite it.
+            Aborted: the upload expired (the janitor took its key) before publishing.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Publishers of one path take turns, so the key read below is the one replaced.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                f"{upload.project}/{upload.path}",
+            )
+            if not await conn.fetchval(
+                "DELETE FROM artifacts.uploads WHERE upload_id = $1 RETURNING true",
+                upload.upload_id,
+            ):
+                raise _expired(upload)
+            replaced = await conn.fetchval(
+                """SELECT storage_key FROM artifacts.objects
+                   WHERE project = $1 AND path = $2 FOR UPDATE""",
+                upload.project,
+                upload.path,
+            )
+            if replaced is not None and not upload.overwrite:
+                raise already_exists(upload.path)
+            row = await conn.fetchrow(
+                f"""INSERT INTO artifacts.objects
+                        (project, path, size, sha256, content_type, storage_key)
+                    VALUES ($1, $2, $3, $4, $5, $6)
+                    ON CONFLICT (project, path) DO UPDATE SET size = excluded.size,
+                        sha256 = excluded.sha256, content_type = excluded.content_type,
+                        storage_key = excluded.storage_key, update_time = clock_timestamp()
+                    RETURNING {_COLUMNS}""",
+                upload.project,
+                upload.path,
+                size,
+                sha256,
+                content_type,
+                upload.storage_key,
+            )
+            if replaced is not None:
+                await conn.execute(
+                    "INSERT INTO artifacts.garbage (storage_key) VALUES ($1)", replaced
                 )
-            except asyncpg.UniqueViolationError:
-                raise already_exists(path) from None
-        return StoredObject(**dict(row))
+        return StoredObject(**dict(row)), replaced
+
+    async def abandon(self, upload: PendingUpload) -> list[str]:
+        """Gives up an upload that did not publish; returns its key if it is garbage now
+        (it is not when publishing committed after all, or the janitor took it)."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                """WITH gone AS (
+                       DELETE FROM artifacts.uploads WHERE upload_id = $1 RETURNING storage_key
+                   )
+                   INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
+                   ON CONFLICT DO NOTHING RETURNING storage_key""",
+                upload.upload_id,
+            )
+        return [row["storage_key"] for row in rows]
+
+    async def expire_uploads(self, older_than: timedelta) -> int:
+        """Turns uploads begun (or whose presigned URL expired) before the threshold into
+        garbage; a publication racing this either wins or finds its upload gone."""
+        async with self._pool.acquire() as conn:
+            expired = await conn.fetch(
+                """WITH gone AS (
+                       DELETE FROM artifacts.uploads
+                       WHERE coalesce(url_expire_time, create_time) < clock_timestamp() - $1
+                       RETURNING storage_key
+                   )
+                   INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
+                   ON CONFLICT DO NOTHING RETURNING storage_key""",
+                older_than,
+            )
+        return len(expired)
+
+    async def condemn(self, keys: list[str]) -> int:
+        """Makes garbage of those keys that no object and no upload refers to."""
+        async with self._pool.acquire() as conn:
+            condemned = await conn.fetch(
+                """INSERT INTO artifacts.garbage (storage_key)
+                   SELECT k FROM unnest($1::text[]) AS k
+                   WHERE NOT EXISTS (SELECT 1 FROM artifacts.objects o WHERE o.storage_key = k)
+                     AND NOT EXISTS (SELECT 1 FROM artifacts.uploads u WHERE u.storage_key = k)
+                   ON CONFLICT DO NOTHING RETURNING storage_key""",
+                keys,
+            )
+        return len(condemned)
+
+    async def garbage(self, limit: int) -> list[str]:
+        """The oldest keys whose bytes are to be removed. Two janitors may both take a
+        key: removing bytes twice is harmless, and a garbage key is never used again."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT storage_key FROM artifacts.garbage ORDER BY since LIMIT $1", limit
+            )
+        return [row["storage_key"] for row in rows]
+
+    async def forget(self, keys: list[str]) -> None:
+        """Called once the bytes of the keys are gone."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "DELETE FROM artifacts.garbage WHERE storage_key = ANY($1::text[])", keys
+            )
 
     async def get(self, project: str, path: str) -> StoredObject:
         async with self._pool.acquire() as conn:
@@ -80,22 +234,21 @@ class ObjectStore:
         return StoredObject(**dict(row))
 
     async def remove(self, project: str, path: str, recursive: bool) -> list[str]:
-        """Forgets one object, or every object under a prefix; returns their paths."""
+        """Unpublishes one object, or every object under a prefix; returns the storage
+        keys that became garbage, one per object removed."""
+        condition = "path LIKE $2" if recursive else "path = $2"
         async with self._pool.acquire() as conn:
-            if recursive:
-                rows = await conn.fetch(
-                    """DELETE FROM artifacts.objects WHERE project = $1 AND path LIKE $2
-                       RETURNING path""",
-                    project,
-                    _like_prefix(path),
-                )
-            else:
-                rows = await conn.fetch(
-                    "DELETE FROM artifacts.objects WHERE project = $1 AND path = $2 RETURNING path",
-                    project,
-                    path,
-                )
-        return [row["path"] for row in rows]
+            rows = await conn.fetch(
+                f"""WITH gone AS (
+                        DELETE FROM artifacts.objects WHERE project = $1 AND {condition}
+                        RETURNING storage_key
+                    )
+                    INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
+                    RETURNING storage_key""",
+                project,
+                _like_prefix(path) if recursive else path,
+            )
+        return [row["storage_key"] for row in rows]
 
     async def list(
         self, project: str, prefix: str, recursive: bool, page_size: int, page_token: str
@@ -143,6 +296,15 @@ def already_exists(path: str) -> AlreadyExists:
         "OBJECT_ALREADY_EXISTS",
         f"an object exists at {path!r}; upload with overwrite to replace it",
         metadata={"path": path},
+    )
+
+
+def _expired(upload: PendingUpload) -> Aborted:
+    return Aborted(
+        "UPLOAD_EXPIRED",
+        f"upload {upload.upload_id} to {upload.path!r} outlived the janitor's threshold "
+        "and was discarded; upload again",
+        metadata={"upload_id": str(upload.upload_id), "path": upload.path},
     )
 
 

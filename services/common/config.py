@@ -52,11 +52,25 @@ class Config:
     )
     s3_endpoint: str = _setting("", "S3 backend: host:port of the S3/MinIO endpoint")
     s3_bucket: str = _setting("cairn", "S3 backend: bucket")
-    s3_prefix: str = _setting("", "S3 backend: key prefix before <project>/<path>")
+    s3_prefix: str = _setting(
+        "", "S3 backend: key prefix of everything Cairn stores (give Cairn its own)"
+    )
     s3_region: str = _setting("", "S3 backend: region; empty lets the SDK discover it")
     s3_access_key: str = _setting("", "S3 backend: access key id", secret=True)
     s3_secret_key: str = _setting("", "S3 backend: secret access key", secret=True)
     s3_secure: bool = _setting(True, "S3 backend: use TLS to reach the endpoint")
+    artifact_janitor_interval_seconds: float = _setting(
+        3600.0,
+        "seconds between passes of the artifact janitor, which also runs at start; 0 turns it off",
+    )
+    artifact_janitor_min_age_seconds: float = _setting(
+        86400.0,
+        "age after which the janitor removes unreferenced bytes and discards unfinished "
+        "uploads (counted from a presigned PUT URL's expiry); longer than any upload takes",
+    )
+    presign_max_seconds: int = _setting(
+        3600, "longest lifetime of a presigned URL; at most 604800 (7 days, S3's limit)"
+    )
     log_level: str = _setting(
         "info", "least severe level logged", choices=("debug", "info", "warning", "error")
     )
@@ -125,6 +139,10 @@ class Config:
                 "anything: set CAIRN_AUTH=api_key, listen on 127.0.0.1, or set "
                 "CAIRN_ALLOW_OPEN_ACCESS=true if that is intended"
             )
+        if not 1 <= self.presign_max_seconds <= 7 * 24 * 3600:
+            raise ConfigError("CAIRN_PRESIGN_MAX_SECONDS must be from 1 to 604800 (7 days)")
+        if self.artifact_janitor_interval_seconds < 0 or self.artifact_janitor_min_age_seconds < 0:
+            raise ConfigError("CAIRN_ARTIFACT_JANITOR_* settings must not be negative")
         if self.auth_failure_limit < 1 or self.auth_failure_window_seconds <= 0:
             raise ConfigError("CAIRN_AUTH_FAILURE_LIMIT and _WINDOW_SECONDS must be positive")
         for name, address in (("METRICS", self.metrics_address), ("HEALTH", self.health_address)):

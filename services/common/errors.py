@@ -58,6 +58,10 @@ class FailedPrecondition(DomainError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class Aborted(DomainError):
+    code = grpc.StatusCode.ABORTED
+
+
 class OutOfRange(DomainError):
     code = grpc.StatusCode.OUT_OF_RANGE
 

@@ -29,6 +29,8 @@ class CairnServer:
         self.config = config
         self.services = list(services)
         resources = Resources(config=config, pool=pool)
+        self._resources = resources
+        self._background: list[asyncio.Task[None]] = []
         limit = config.max_message_bytes
         self._gate = _gate(self.services, resources)
         self._server = grpc.aio.server(
@@ -78,11 +80,19 @@ class CairnServer:
         serving = health_pb2.HealthCheckResponse.SERVING
         for name in ["", *(spec.full_name for spec in self.services)]:
             await self._health.set(name, serving)
+        self._background = [
+            asyncio.create_task(spec.background(self._resources), name=f"{spec.name} background")
+            for spec in self.services
+            if spec.background is not None
+        ]
         return port
 
     async def stop(self, grace: float | None = None) -> None:
         """Reports NOT_SERVING, then lets in-flight calls finish within the grace period."""
         await self._health.enter_graceful_shutdown()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         grace = self.config.shutdown_grace_seconds if grace is None else grace
         await self._server.stop(grace)
         await self._gate.close()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -35,6 +36,8 @@ class ServiceSpec:
         roles: the least role each of its RPCs needs; every RPC must be listed.
         gate: for the one service that authenticates callers (auth), builds the gate
             the interceptor asks to admit every call.
+        background: work the service does beside its calls while it is served (the
+            artifact janitor); started with the server, cancelled when it stops.
     """
 
     name: str
@@ -44,6 +47,7 @@ class ServiceSpec:
     register: Callable[[grpc.aio.Server, Resources], None]
     roles: RoleTable
     gate: Callable[[Resources], Gate] | None = None
+    background: Callable[[Resources], Coroutine[Any, Any, None]] | None = None
 
     def __post_init__(self) -> None:
         # The schema name is spliced into SQL; allow nothing but a plain identifier.

@@ -12,6 +12,10 @@ from datetime import datetime
 
 import numpy as np
 
+# Where runs keep their artifacts: "cairn-artifacts://<project>/<path>" names a path in
+# the artifact service, always in the experiment's own project.
+ARTIFACT_SCHEME = "cairn-artifacts"
+
 
 class LifecycleStage(enum.IntEnum):
     ACTIVE = 1

@@ -45,10 +45,11 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
     async def CreateExperiment(
         self, request: api.CreateExperimentRequest, context: Context
     ) -> api.CreateExperimentResponse:
+        project = common.project(request.project)
         record = await self._experiments.create(
-            common.project(request.project),
+            project,
             validation.experiment_name(request.name),
-            validation.uri(request.artifact_location, "artifact_location"),
+            validation.artifact_location(request.artifact_location, project),
             _tags(request.tags, "tags"),
         )
         return api.CreateExperimentResponse(experiment=convert.experiment(record))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from ..common import validation
 from ..common.errors import InvalidArgument, invalid_field
+from .model import ARTIFACT_SCHEME
 
 MAX_KEY_LENGTH = 250
 MAX_PARAM_VALUE_LENGTH = 6000
@@ -56,6 +58,30 @@ def run_name(value: str, field: str = "run_name") -> str:
 
 def uri(value: str, field: str) -> str:
     return validation.text(value, field, MAX_URI_LENGTH)
+
+
+def artifact_location(value: str, project: str) -> str:
+    """Empty (runs then keep artifacts under the experiment's default location), or a
+    path in the artifact service inside the experiment's own project."""
+    uri(value, "artifact_location")
+    if not value:
+        return value
+    parts = urlsplit(value)
+    segments = parts.path.removeprefix("/").split("/")
+    if (
+        parts.scheme != ARTIFACT_SCHEME
+        or parts.netloc != project
+        or parts.query
+        or parts.fragment
+        or any(segment in ("", ".", "..") for segment in segments)
+    ):
+        raise invalid_field(
+            "artifact_location",
+            f"must be {ARTIFACT_SCHEME}://{project}/<path>: an experiment keeps its "
+            "artifacts in its own project",
+            "INVALID_ARTIFACT_LOCATION",
+        )
+    return value
 
 
 def request_id(value: str) -> str:

@@ -10,11 +10,8 @@ from ...common import filter_sql, filters, paging
 from ...common.errors import AlreadyExists, FailedPrecondition, NotFound
 from ...common.filters import FilterError, Identifier
 from ...common.sql import Params, keyset_after
-from ..model import Experiment, LifecycleStage, ViewType
+from ..model import ARTIFACT_SCHEME, Experiment, LifecycleStage, ViewType
 
-# Where runs keep their artifacts unless the experiment names another location: a path
-# in the artifact service, which resolves "cairn-artifacts://<project>/<path>".
-ARTIFACT_SCHEME = "cairn-artifacts"
 _COLUMNS = """experiment_id, project, name, artifact_location, lifecycle_stage,
               creation_time, last_update_time"""
 _ENTITIES = {"tags": "tag", "tag": "tag", "attributes": "attribute", "attribute": "attribute"}

@@ -58,29 +58,51 @@ async def store(
 
 
 @pytest.fixture
+async def s3_store(s3_server_port: int, unique: str) -> AsyncIterator[cairn.ArtifactClient]:
+    """An ArtifactClient in a project of its own, on S3 only (presigned URLs)."""
+    project = await new_project(s3_server_port, f"s-{unique}")
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", s3_server_port, project=project, timeout=None
+    ) as client:
+        client.backend = "s3"  # type: ignore[attr-defined]
+        yield client
+
+
+@pytest.fixture
 def raw_objects(store: cairn.ArtifactClient, config: Config, s3_config: Config):
-    """Lists what the backend itself holds for the store's project, temporaries included."""
+    """Lists what the backend itself holds for the store's project, unfinished
+    multipart uploads included: the keys of its uploads, in either layout."""
 
     def listing() -> list[str]:
         if store.backend == "s3":  # type: ignore[attr-defined]
-            client = Minio(
-                s3_config.s3_endpoint,
-                access_key="test",
-                secret_key="test",
-                secure=False,
-                region="us-east-1",
-            )
-            prefix = f"store/{store.project}/"
-            found = [
-                o.object_name for o in client.list_objects(BUCKET, prefix=prefix, recursive=True)
-            ]
-            uploads = list(client._list_multipart_uploads(BUCKET, prefix=prefix).uploads)
+            client = s3_client(s3_config)
+            found, uploads = [], []
+            for prefix in (f"store/_objects/{store.project}/", f"store/{store.project}/"):
+                found += [
+                    o.object_name
+                    for o in client.list_objects(BUCKET, prefix=prefix, recursive=True)
+                ]
+                uploads += client._list_multipart_uploads(BUCKET, prefix=prefix).uploads
             return found + [f"multipart:{u.object_name}" for u in uploads]
-        root = config.artifact_dir / store.project
-        return (
-            sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        return sorted(
+            str(p.relative_to(config.artifact_dir))
+            for root in (
+                config.artifact_dir / "_objects" / store.project,
+                config.artifact_dir / store.project,
+            )
             if root.exists()
-            else []
+            for p in root.rglob("*")
+            if p.is_file()
         )
 
     return listing
+
+
+def s3_client(s3_config: Config) -> Minio:
+    return Minio(
+        s3_config.s3_endpoint,
+        access_key="test",
+        secret_key="test",
+        secure=False,
+        region="us-east-1",
+    )

@@ -5,6 +5,8 @@ import asyncio
 import hashlib
 import io
 import os
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -12,7 +14,8 @@ import cairn
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import AlreadyExistsError, DataLossError, InvalidArgumentError, NotFoundError
 from cairn.types import Pager
-from tests.conftest import new_project
+from tests.conftest import eventually, new_project
+from tests.integration.artifacts.conftest import s3_client
 
 BIG = os.urandom(3 * 1024 * 1024 + 123)  # several chunks, not a whole number of them
 
@@ -33,14 +36,20 @@ async def test_round_trip_of_bytes_files_and_streams(store: cairn.ArtifactClient
     assert await store.read("empty.txt") == b""
 
 
-async def test_uris_name_the_backend_object(store: cairn.ArtifactClient) -> None:
+async def test_uris_name_where_the_bytes_are_stored(store: cairn.ArtifactClient, s3_config) -> None:
     info = await store.upload("models/weights.onnx", b"onnx")
+    location = urlsplit(info.uri)
     if store.backend == "s3":
-        assert info.uri == f"s3://cairn-test/store/{store.project}/models/weights.onnx"
+        assert (location.scheme, location.netloc) == ("s3", "cairn-test")
+        assert location.path.startswith(f"/store/_objects/{store.project}/")
+        stored = s3_client(s3_config).get_object("cairn-test", location.path[1:]).read()
     else:
-        assert info.uri.startswith("file://") and info.uri.endswith(
-            f"/{store.project}/models/weights.onnx"
-        )
+        assert location.scheme == "file" and f"/_objects/{store.project}/" in location.path
+        stored = Path(location.path).read_bytes()
+    assert stored == b"onnx"
+    replaced = await store.upload("models/weights.onnx", b"onnx v2", overwrite=True)
+    assert replaced.uri != info.uri  # an overwrite is stored under a key of its own
+    assert (await store.stat("models/weights.onnx")).uri == replaced.uri
 
 
 async def test_ranges(store: cairn.ArtifactClient) -> None:
@@ -202,16 +211,15 @@ async def test_an_interrupted_upload_leaves_nothing_visible(
 
     call = store._stub.Upload(requests())
     await sent.wait()
-    await asyncio.sleep(0.3)
+    await eventually(lambda: raw_objects() != [], what="bytes arriving in the backend")
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
-    await asyncio.sleep(0.5)
+    # Nor in the backend: no object, no partial file, no multipart upload left open.
+    await eventually(lambda: raw_objects() == [], what="the cut upload's bytes removed")
     assert await store.list(recursive=True) == []
     with pytest.raises(NotFoundError):
         await store.stat("cut.bin")
-    # Nor in the backend: no object, no temporary file, no multipart upload left open.
-    assert raw_objects() == []
 
 
 @pytest.mark.parametrize(
@@ -252,7 +260,7 @@ async def test_projects_do_not_see_each_other(
 async def test_the_s3_backend_creates_a_missing_bucket(s3_config, unique: str) -> None:
     from minio import Minio
 
-    from cairn_server.artifacts.backends import S3Backend
+    from cairn_server.artifacts.s3 import S3Backend
     from tests.conftest import with_overrides
 
     backend = S3Backend(with_overrides(s3_config, s3_bucket=f"fresh-{unique}"))

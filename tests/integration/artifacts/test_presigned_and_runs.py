@@ -8,9 +8,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from google.protobuf.duration_pb2 import Duration
 
 import cairn
-from cairn.exceptions import DataLossError, FailedPreconditionError, NotFoundError
+from cairn.artifacts.v1 import artifacts_service_pb2 as api
+from cairn.exceptions import (
+    AlreadyExistsError,
+    DataLossError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from cairn.types import ModelArtifact, ModelVersion, RegisteredModel
 
 
@@ -22,12 +30,17 @@ def _http(
         return response.read()
 
 
-async def test_presigned_get_and_put_on_s3(store: cairn.ArtifactClient) -> None:
-    if store.backend != "s3":
-        with pytest.raises(FailedPreconditionError) as raised:
-            await store.presigned_url("x", "PUT", content_type="text/plain")
-        assert raised.value.reason == "PRESIGN_UNSUPPORTED"
+async def test_presigned_urls_need_the_s3_backend(store: cairn.ArtifactClient) -> None:
+    if store.backend == "s3":
         return
+    for method in ("GET", "PUT"):
+        with pytest.raises(FailedPreconditionError) as raised:
+            await store.presigned_url("x", method, content_type="text/plain")
+        assert raised.value.reason == "PRESIGN_UNSUPPORTED"
+
+
+async def test_presigned_get_and_put_on_s3(s3_store: cairn.ArtifactClient) -> None:
+    store = s3_store
     await store.upload("shared.txt", b"read me directly")
     url = await store.presigned_url("shared.txt", expires_in=60)
     assert await asyncio.to_thread(_http, url.url) == b"read me directly"
@@ -36,25 +49,112 @@ async def test_presigned_get_and_put_on_s3(store: cairn.ArtifactClient) -> None:
     put = await store.presigned_url(
         "direct/upload.bin", "PUT", content_type="application/octet-stream"
     )
-    assert put.headers == {"Content-Type": "application/octet-stream"}
+    assert put.headers == {"Content-Type": "application/octet-stream"} and put.upload_id
+    await asyncio.to_thread(_http, put.url, "PUT", body, put.headers)
     with pytest.raises(NotFoundError):
         await store.stat("direct/upload.bin")  # not recorded before confirmation
-    await asyncio.to_thread(_http, put.url, "PUT", body, put.headers)
-    info = await store.confirm_upload("direct/upload.bin", hashlib.sha256(body).hexdigest())
-    assert (info.size, info.sha256) == (len(body), hashlib.sha256(body).hexdigest())
+    info = await store.confirm_upload("direct/upload.bin", _sha(body), upload_id=put.upload_id)
+    assert (info.size, info.sha256) == (len(body), _sha(body))
+    assert info.content_type == "application/octet-stream"
     assert await store.read("direct/upload.bin") == body
+    with pytest.raises(NotFoundError) as raised:  # a confirmed upload is spent
+        await store.confirm_upload("direct/upload.bin", upload_id=put.upload_id)
+    assert raised.value.reason == "UPLOAD_NOT_FOUND"
 
+
+async def test_a_url_used_again_after_confirmation_changes_nothing(
+    s3_store: cairn.ArtifactClient,
+) -> None:
+    put = await s3_store.presigned_url("sealed.bin", "PUT")
+    await asyncio.to_thread(_http, put.url, "PUT", b"confirmed", BINARY)
+    await s3_store.confirm_upload("sealed.bin", upload_id=put.upload_id)
+    await asyncio.to_thread(_http, put.url, "PUT", b"sent later", BINARY)  # the URL still works
+    assert await s3_store.read("sealed.bin") == b"confirmed"
+
+
+async def test_a_presigned_put_replaces_an_object_only_with_overwrite(
+    s3_store: cairn.ArtifactClient,
+) -> None:
+    await s3_store.upload("kept.txt", b"original")
+    with pytest.raises(AlreadyExistsError):
+        await s3_store.presigned_url("kept.txt", "PUT")
+    # An object that appears after the URL was made is protected all the same.
+    put = await s3_store.presigned_url("raced.txt", "PUT")
+    await s3_store.upload("raced.txt", b"first")
+    await asyncio.to_thread(_http, put.url, "PUT", b"second", BINARY)
+    with pytest.raises(AlreadyExistsError):
+        await s3_store.confirm_upload("raced.txt", upload_id=put.upload_id)
+    assert await s3_store.read("raced.txt") == b"first"
+    replace = await s3_store.presigned_url("kept.txt", "PUT", overwrite=True)
+    await asyncio.to_thread(_http, replace.url, "PUT", b"replaced", BINARY)
+    await s3_store.confirm_upload("kept.txt", upload_id=replace.upload_id)
+    assert await s3_store.read("kept.txt") == b"replaced"
+
+
+async def test_a_presigned_put_is_checked_before_it_is_published(
+    s3_store: cairn.ArtifactClient,
+) -> None:
+    await s3_store.upload("checked.csv", b"old,bytes")
+    body = b"a,b\n1,2\n"
+    put = await s3_store.presigned_url(
+        "checked.csv", "PUT", content_type="text/csv", overwrite=True
+    )
+    await asyncio.to_thread(_http, put.url, "PUT", body, {"Content-Type": "text/plain"})
+    with pytest.raises(FailedPreconditionError) as wrong_type:
+        await s3_store.confirm_upload("checked.csv", upload_id=put.upload_id)
+    assert wrong_type.value.reason == "CONTENT_TYPE_MISMATCH"
+    put = await s3_store.presigned_url(
+        "checked.csv", "PUT", content_type="text/csv", overwrite=True
+    )
     await asyncio.to_thread(_http, put.url, "PUT", b"tampered", put.headers)
-    with pytest.raises(DataLossError):
-        await store.confirm_upload("direct/upload.bin", hashlib.sha256(body).hexdigest())
+    with pytest.raises(DataLossError) as wrong_bytes:
+        await s3_store.confirm_upload("checked.csv", _sha(body), upload_id=put.upload_id)
+    assert wrong_bytes.value.reason == "CHECKSUM_MISMATCH"
+    assert await s3_store.read("checked.csv") == b"old,bytes"
+    with pytest.raises(NotFoundError) as nothing:
+        put = await s3_store.presigned_url("never/uploaded.bin", "PUT")
+        await s3_store.confirm_upload("never/uploaded.bin", upload_id=put.upload_id)
+    assert nothing.value.reason == "OBJECT_NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    "expires_in",
+    [-1, 3601, 7 * 24 * 3600, 9223372036854775807 // 10**9],
+    ids=["negative", "past-the-limit", "seven-days", "huge"],
+)
+async def test_presigned_url_lifetimes_are_bounded(
+    s3_store: cairn.ArtifactClient, expires_in: int
+) -> None:
+    await s3_store.upload("short-lived.txt", b"x")
+    with pytest.raises(InvalidArgumentError) as raised:
+        await s3_store.presigned_url("short-lived.txt", expires_in=expires_in)
+    assert "CAIRN_PRESIGN_MAX_SECONDS" in raised.value.message
+
+
+async def test_a_huge_duration_on_the_wire_is_invalid(s3_store: cairn.ArtifactClient) -> None:
+    request = api.CreatePresignedUrlRequest(
+        project=s3_store.project,
+        path="x",
+        method="PRESIGN_METHOD_GET",
+        expires_in=Duration(seconds=9223372036854775807),
+    )
+    with pytest.raises(InvalidArgumentError):
+        await s3_store._transport.unary(s3_store._stub.CreatePresignedUrl, request)
+
+
+async def test_presigned_get_of_a_missing_object_is_not_found(
+    s3_store: cairn.ArtifactClient,
+) -> None:
     with pytest.raises(NotFoundError):
-        await store.confirm_upload("never/uploaded.bin")
+        await s3_store.presigned_url("missing.txt")
 
 
-async def test_presigned_get_of_a_missing_object_is_not_found(store: cairn.ArtifactClient) -> None:
-    if store.backend == "s3":
-        with pytest.raises(NotFoundError):
-            await store.presigned_url("missing.txt")
+# moto reads a PUT without Content-Type as a form and stores an empty object.
+BINARY = {"Content-Type": "application/octet-stream"}
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 async def test_run_artifacts_through_the_tracking_client(

@@ -20,7 +20,7 @@ from .._base import BaseClient
 from .._transport import Metadata
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
-from ..exceptions import NotFoundError
+from ..exceptions import DataLossError, NotFoundError
 from ..types._artifacts import ObjectInfo, PresignedUrl, directory, object_from_proto
 from ..types._paging import ListOptions, PagedList
 
@@ -104,14 +104,26 @@ class ArtifactClient(BaseClient):
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> AsyncIterator[bytes]:
-        """The object's bytes (or length bytes from offset) as they stream in."""
+        """The object's bytes (or length bytes from offset) as they stream in.
+
+        A whole object is checked against the sha256 the server recorded for it: when
+        the bytes differ, the iteration ends with DataLossError (CHECKSUM_MISMATCH)
+        after the last chunk, so a corrupt byte never passes silently.
+        """
         request = api.DownloadRequest(project=self.project, path=path, offset=offset, length=length)
+        checksum = _Checksum(path) if not offset and not length else None
         async for reply in self._transport.server_stream(
             self._stub.Download, request, timeout=timeout, metadata=metadata
         ):
+            if checksum and reply.HasField("object"):
+                checksum.expected = reply.object.sha256
             chunk = reply.chunk  # each read of a bytes field copies it
             if chunk:
+                if checksum:
+                    await checksum.update(chunk)
                 yield chunk
+        if checksum:
+            await checksum.verify()
 
     async def read(self, path: str, **kwargs: Any) -> bytes:
         """The whole object (or a range, as `open`) in memory."""
@@ -205,13 +217,17 @@ class ArtifactClient(BaseClient):
         *,
         expires_in: timedelta | float = 3600,
         content_type: str | None = None,
+        overwrite: bool = False,
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> PresignedUrl:
         """A URL to GET or PUT the object without passing through the service (S3 only).
 
-        After a PUT, call `confirm_upload` so the object is recorded. A PUT needs the
-        content type the uploader will send; the returned headers say what to send.
+        A URL works until it expires, whatever happens to the caller's key or role
+        meanwhile; the server caps the lifetime (CAIRN_PRESIGN_MAX_SECONDS). A PUT lands
+        under a key of its own: call `confirm_upload` with its `upload_id` to publish
+        it at path (replacing an object there only with overwrite). With content_type,
+        the uploader must send that Content-Type (see the returned headers).
         """
         duration = Duration()
         duration.FromTimedelta(
@@ -223,23 +239,37 @@ class ArtifactClient(BaseClient):
             method=f"PRESIGN_METHOD_{method.upper()}",
             expires_in=duration,
             content_type=content_type or "",
+            overwrite=overwrite,
         )
         reply = await self._transport.unary(
             self._stub.CreatePresignedUrl, request, timeout=timeout, metadata=metadata
         )
-        return PresignedUrl(reply.url, dict(reply.headers))
+        return PresignedUrl(reply.url, dict(reply.headers), reply.upload_id)
 
     async def confirm_upload(
         self,
         path: str,
         expected_sha256: str | None = None,
         *,
+        upload_id: str,
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> ObjectInfo:
-        """Records an object uploaded through a presigned PUT URL (after checking it)."""
+        """Publishes an object uploaded through a presigned PUT URL, after the server
+        checked its sha256 (when given) and content type.
+
+        Raises:
+            NotFoundError: nothing arrived yet (OBJECT_NOT_FOUND; the URL still works), or
+                the upload was confirmed already or expired (UPLOAD_NOT_FOUND).
+            DataLossError: the bytes differ from expected_sha256.
+            FailedPreconditionError: another Content-Type than the URL's was sent.
+            AlreadyExistsError: an object is at path and the URL was made without overwrite.
+        """
         request = api.ConfirmUploadRequest(
-            project=self.project, path=path, expected_sha256=expected_sha256 or ""
+            project=self.project,
+            path=path,
+            expected_sha256=expected_sha256 or "",
+            upload_id=upload_id,
         )
         reply = await self._transport.unary(
             self._stub.ConfirmUpload, request, timeout=timeout, metadata=metadata
@@ -292,6 +322,33 @@ class ArtifactClient(BaseClient):
         if not found:
             raise NotFoundError(f"no object or directory at {path!r}", reason="OBJECT_NOT_FOUND")
         return target
+
+
+class _Checksum:
+    """The sha256 of a download, hashed in a worker thread while the next chunk arrives."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.expected = ""
+        self._digest = hashlib.sha256()
+        self._hashing: asyncio.Future[None] | None = None
+
+    async def update(self, chunk: bytes) -> None:
+        if self._hashing is not None:
+            await self._hashing
+        self._hashing = asyncio.ensure_future(asyncio.to_thread(self._digest.update, chunk))
+
+    async def verify(self) -> None:
+        if self._hashing is not None:
+            await self._hashing
+        received = self._digest.hexdigest()
+        if received != self.expected:
+            raise DataLossError(
+                f"{self.path!r} arrived with sha256 {received}, but was stored with "
+                f"{self.expected}",
+                reason="CHECKSUM_MISMATCH",
+                metadata={"sha256": received, "expected_sha256": self.expected},
+            )
 
 
 async def _read_ahead(read: Callable[[], bytes]) -> AsyncIterator[bytes]:

@@ -31,8 +31,12 @@ class ObjectInfo:
 
 @dataclass(frozen=True)
 class PresignedUrl:
+    """A URL to send a request to, with the headers it needs; a PUT's upload_id goes
+    to `ArtifactClient.confirm_upload`."""
+
     url: str
     headers: dict[str, str] = field(default_factory=dict)
+    upload_id: str = ""
 
 
 def object_from_proto(message: pb.ObjectInfo) -> ObjectInfo:

@@ -124,21 +124,23 @@ class DeleteObjectResponse(_message.Message):
     def __init__(self, deleted_count: _Optional[int] = ...) -> None: ...
 
 class CreatePresignedUrlRequest(_message.Message):
-    __slots__ = ("project", "path", "method", "expires_in", "content_type")
+    __slots__ = ("project", "path", "method", "expires_in", "content_type", "overwrite")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
     project: str
     path: str
     method: _artifacts_pb2.PresignMethod
     expires_in: _duration_pb2.Duration
     content_type: str
-    def __init__(self, project: _Optional[str] = ..., path: _Optional[str] = ..., method: _Optional[_Union[_artifacts_pb2.PresignMethod, str]] = ..., expires_in: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., content_type: _Optional[str] = ...) -> None: ...
+    overwrite: bool
+    def __init__(self, project: _Optional[str] = ..., path: _Optional[str] = ..., method: _Optional[_Union[_artifacts_pb2.PresignMethod, str]] = ..., expires_in: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., content_type: _Optional[str] = ..., overwrite: _Optional[bool] = ...) -> None: ...
 
 class CreatePresignedUrlResponse(_message.Message):
-    __slots__ = ("url", "headers")
+    __slots__ = ("url", "headers", "upload_id")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -148,19 +150,23 @@ class CreatePresignedUrlResponse(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     URL_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     url: str
     headers: _containers.ScalarMap[str, str]
-    def __init__(self, url: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    upload_id: str
+    def __init__(self, url: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., upload_id: _Optional[str] = ...) -> None: ...
 
 class ConfirmUploadRequest(_message.Message):
-    __slots__ = ("project", "path", "expected_sha256")
+    __slots__ = ("project", "path", "expected_sha256", "upload_id")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_SHA256_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     project: str
     path: str
     expected_sha256: str
-    def __init__(self, project: _Optional[str] = ..., path: _Optional[str] = ..., expected_sha256: _Optional[str] = ...) -> None: ...
+    upload_id: str
+    def __init__(self, project: _Optional[str] = ..., path: _Optional[str] = ..., expected_sha256: _Optional[str] = ..., upload_id: _Optional[str] = ...) -> None: ...
 
 class ConfirmUploadResponse(_message.Message):
     __slots__ = ("object",)

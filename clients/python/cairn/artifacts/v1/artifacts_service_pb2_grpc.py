@@ -82,7 +82,9 @@ class ArtifactServiceServicer:
     def Upload(self, request_iterator, context):
         """A client stream: a header, chunks, then a finish. The object becomes visible
         only after the finish arrived and the size and checksum (if given) match; a
-        stream that ends without a finish (a cancelled client) publishes nothing.
+        stream that ends without a finish (a cancelled client) publishes nothing. Of
+        uploads racing to create one path, exactly one succeeds; the others get
+        ALREADY_EXISTS (OBJECT_ALREADY_EXISTS) and their bytes are discarded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,7 +124,8 @@ class ArtifactServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ConfirmUpload(self, request, context):
-        """Records an object a client uploaded through a presigned PUT URL.
+        """Publishes what a client uploaded through a presigned PUT URL (its upload_id),
+        after checking its checksum and content type.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

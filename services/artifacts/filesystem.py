@@ -1,0 +1,124 @@
+"""The filesystem backend: each key is a file under a root directory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Generator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+from .backends import CHUNK, MissingBytes, Readable
+
+
+class FilesystemBackend:
+    """A key is a file; an upload creates its file exclusively and syncs it to disk
+    before the row that publishes it is written."""
+
+    supports_presign = False
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def uri(self, key: str) -> str:
+        return self._file(key).as_uri()
+
+    def write(self, key: str, source: Readable, content_type: str, size: int) -> None:
+        target = self._file(key)
+        with _created(target) as out:
+            while chunk := source.read(CHUNK):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        _sync_directory(target.parent)
+
+    def open(self, key: str, offset: int, length: int) -> Generator[bytes, None, None]:
+        try:
+            source = self._file(key).open("rb")
+        except FileNotFoundError:
+            raise MissingBytes(key) from None
+        return _chunks(source, offset, length)
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self._file(key).unlink(missing_ok=True)
+
+    # Presigned URLs need an object store; the servicer refuses them before these run.
+    def presign(self, key: str, method: str, expires: timedelta) -> str:
+        raise NotImplementedError
+
+    def copy(self, source: str, target: str) -> str:
+        raise NotImplementedError
+
+    def digest(self, key: str) -> tuple[str, int]:
+        raise NotImplementedError
+
+    def scan(self) -> Iterator[tuple[str, datetime]]:
+        for folder, _, files in os.walk(self.root):
+            for name in files:
+                path = Path(folder, name)
+                with contextlib.suppress(FileNotFoundError):  # removed while walking
+                    yield path.relative_to(self.root).as_posix(), _modified(path)
+
+    def tidy(self, before: datetime) -> int:
+        """Removes empty folders, deepest first, last changed before the time."""
+        removed = 0
+        for folder, _, _ in os.walk(self.root, topdown=False):
+            path = Path(folder)
+            # rmdir refuses a folder that is not empty (or no longer there): skipped.
+            with contextlib.suppress(OSError):
+                if path != self.root and _modified(path) < before:
+                    path.rmdir()
+                    removed += 1
+        return removed
+
+    def _file(self, key: str) -> Path:
+        target = (self.root / key).resolve()
+        # Keys are made by the service; this guards the invariant anyway.
+        if not target.is_relative_to(self.root):
+            raise ValueError(f"key {key!r} escapes the artifact root")
+        return target
+
+
+@contextlib.contextmanager
+def _created(target: Path) -> Iterator[BinaryIO]:
+    """A new file, never an existing one; removed again if writing it fails. Its folder
+    is made again if the janitor removed it, empty, between mkdir and open."""
+    for attempt in range(3):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out = target.open("xb")
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+    try:
+        with out:
+            yield out
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+
+
+def _chunks(source: BinaryIO, offset: int, length: int) -> Generator[bytes, None, None]:
+    # An open file keeps its bytes readable even if the key is deleted meanwhile.
+    with source:
+        source.seek(offset)
+        remaining = length
+        while remaining > 0 and (chunk := source.read(min(CHUNK, remaining))):
+            remaining -= len(chunk)
+            yield chunk
+
+
+def _sync_directory(folder: Path) -> None:
+    """Makes the new file's name durable, not only its content."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _modified(path: Path) -> datetime:
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC)

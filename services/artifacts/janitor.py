@@ -1,0 +1,109 @@
+"""Removes bytes nothing refers to: replaced or deleted objects, failed and abandoned
+uploads, unfinished multipart uploads. It runs when a server starts and then every
+CAIRN_ARTIFACT_JANITOR_INTERVAL_SECONDS; several replicas may run it at once.
+
+An upload in progress is never touched: its key is referred to from `uploads` until it
+publishes, and only uploads older than CAIRN_ARTIFACT_JANITOR_MIN_AGE_SECONDS (counted
+from the URL's expiry for presigned PUTs) are expired. Bytes found under no key of the
+database are removed only once they are that old too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from ..common import logs
+from ..common.service import Resources
+from . import backends
+from .store import ObjectStore
+
+BATCH = 1000
+_log = logs.get("cairn.artifacts.janitor")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What one pass did."""
+
+    expired_uploads: int = 0
+    unreferenced: int = 0
+    removed: int = 0
+    tidied: int = 0
+
+
+def janitor_for(resources: Resources, backend: backends.Backend | None = None) -> Janitor:
+    return Janitor(
+        ObjectStore(resources.pool),
+        backend or backends.from_config(resources.config),
+        timedelta(seconds=resources.config.artifact_janitor_min_age_seconds),
+    )
+
+
+async def run_janitor(resources: Resources) -> None:
+    """The janitor of a server: a pass at start, then one every interval (none when the
+    interval is 0)."""
+    interval = resources.config.artifact_janitor_interval_seconds
+    if interval > 0:
+        await janitor_for(resources).run(interval)
+
+
+class Janitor:
+    def __init__(self, objects: ObjectStore, backend: backends.Backend, min_age: timedelta) -> None:
+        self._objects = objects
+        self._backend = backend
+        self.min_age = min_age
+
+    async def run(self, interval: float) -> None:
+        """Passes until cancelled; a failed pass is logged and tried again later."""
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                _log.exception("janitor pass failed")
+            await asyncio.sleep(interval)
+
+    async def sweep(self) -> Sweep:
+        before = datetime.now(UTC) - self.min_age
+        expired = await self._objects.expire_uploads(self.min_age)
+        unreferenced = await self._condemn_unreferenced(before)
+        removed = await self.collect_garbage()
+        tidied = await asyncio.to_thread(self._backend.tidy, before)
+        sweep = Sweep(expired, unreferenced, removed, tidied)
+        _log.info("janitor pass", **sweep.__dict__)
+        return sweep
+
+    async def collect(self, keys: list[str]) -> None:
+        """Removes the bytes of garbage keys, then forgets them; on failure they stay
+        garbage and a later pass tries again."""
+        if not keys:
+            return
+        try:
+            await asyncio.to_thread(self._backend.delete, keys)
+            await self._objects.forget(keys)
+        except Exception as error:
+            _log.warning("bytes left for the janitor", keys=len(keys), error=repr(error))
+
+    async def collect_garbage(self) -> int:
+        removed = 0
+        while keys := await self._objects.garbage(BATCH):
+            await asyncio.to_thread(self._backend.delete, keys)
+            await self._objects.forget(keys)
+            removed += len(keys)
+        return removed
+
+    async def _condemn_unreferenced(self, before: datetime) -> int:
+        scanned = self._backend.scan()
+        condemned = 0
+        while batch := await asyncio.to_thread(_next_batch, scanned):
+            old = [key for key, modified in batch if modified < before]
+            if old:
+                condemned += await self._objects.condemn(old)
+        return condemned
+
+
+def _next_batch(scanned: Iterator[tuple[str, datetime]]) -> list[tuple[str, datetime]]:
+    return list(itertools.islice(scanned, BATCH))

@@ -1,0 +1,161 @@
+"""The S3 backend: each key is an object in a bucket, under an optional prefix."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Generator, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from minio import Minio
+from minio.commonconfig import CopySource
+from minio.deleteobjects import DeleteObject
+from minio.error import S3Error
+
+from ..common.config import Config
+from .backends import CHUNK, KEY_ROOT, MissingBytes, Readable
+
+MIB = 1024 * 1024
+S3_MIN_PART = 5 * MIB  # S3's smallest part
+S3_MAX_PARTS = 9_000  # below S3's limit of 10,000 parts, with room to spare
+S3_UNKNOWN_SIZE_PART = 8 * MIB  # when the size is not known: objects up to ~70 GiB
+_ABSENT = frozenset({"NoSuchKey", "NoSuchObject"})
+
+
+class S3Backend:
+    """Objects in a bucket through the minio SDK; a multipart upload completes only at
+    the end, so an interrupted write leaves no object, only an unfinished upload."""
+
+    supports_presign = True
+
+    def __init__(self, config: Config) -> None:
+        self.bucket = config.s3_bucket
+        self.prefix = config.s3_prefix.strip("/")
+        self.client = Minio(
+            config.s3_endpoint,
+            access_key=config.s3_access_key or None,
+            secret_key=config.s3_secret_key or None,
+            secure=config.s3_secure,
+            region=config.s3_region or None,
+        )
+        self._bucket_ready = False
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._name(key)}"
+
+    def write(self, key: str, source: Readable, content_type: str, size: int) -> None:
+        """length=-1: the SDK reads part after part, and an error raised by source (a
+        checksum mismatch, a client gone) aborts the multipart upload."""
+        self._ensure_bucket()
+        self.client.put_object(
+            self.bucket,
+            self._name(key),
+            source,  # type: ignore[arg-type]
+            length=-1,
+            part_size=_part_size(size),
+            content_type=content_type,
+            # One part in flight: memory stays near two parts whatever the object's size.
+            num_parallel_uploads=1,
+        )
+
+    def _ensure_bucket(self) -> None:
+        """Creates the bucket on the first write if it is missing (a fresh MinIO, say).
+        Credentials that may not create buckets still work with an existing one."""
+        if not self._bucket_ready:
+            if not self.client.bucket_exists(self.bucket):
+                self.client.make_bucket(self.bucket)
+            self._bucket_ready = True
+
+    def open(self, key: str, offset: int, length: int) -> Generator[bytes, None, None]:
+        try:
+            response = self.client.get_object(
+                self.bucket, self._name(key), offset=offset, length=length
+            )
+        except S3Error as error:
+            if error.code in _ABSENT:
+                raise MissingBytes(key) from None
+            raise
+        return _chunks(response)
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [DeleteObject(self._name(k)) for k in keys[start : start + 1000]]
+            for error in self.client.remove_objects(self.bucket, batch):
+                if error.code not in _ABSENT:
+                    raise RuntimeError(f"could not delete {error.name}: {error.message}")
+
+    def copy(self, source: str, target: str) -> str:
+        try:
+            stat = self.client.stat_object(self.bucket, self._name(source))
+        except S3Error as error:
+            if error.code in _ABSENT:
+                raise MissingBytes(source) from None
+            raise
+        self.client.copy_object(
+            self.bucket, self._name(target), CopySource(self.bucket, self._name(source))
+        )
+        return stat.content_type or ""
+
+    def presign(self, key: str, method: str, expires: timedelta) -> str:
+        return str(
+            self.client.get_presigned_url(method, self.bucket, self._name(key), expires=expires)
+        )
+
+    def digest(self, key: str) -> tuple[str, int]:
+        digest, size = hashlib.sha256(), 0
+        for chunk in self.open(key, 0, 0):
+            digest.update(chunk)
+            size += len(chunk)
+        return digest.hexdigest(), size
+
+    def scan(self) -> Iterator[tuple[str, datetime]]:
+        """Only the keys new uploads are written under: a bucket may hold more."""
+        root = self._name(KEY_ROOT) + "/"
+        start = len(self._name(""))
+        for found in self.client.list_objects(self.bucket, prefix=root, recursive=True):
+            if found.object_name and found.last_modified:
+                yield found.object_name[start:], found.last_modified
+
+    def tidy(self, before: datetime) -> int:
+        """Aborts multipart uploads begun before the time anywhere under the prefix."""
+        aborted = 0
+        for upload in list(self._multipart_uploads()):
+            if upload.initiated_time and upload.initiated_time < before:
+                self.client._abort_multipart_upload(
+                    self.bucket, upload.object_name, upload.upload_id
+                )
+                aborted += 1
+        return aborted
+
+    def _multipart_uploads(self) -> Iterator[Any]:
+        key_marker = upload_id_marker = None
+        while True:
+            page = self.client._list_multipart_uploads(
+                self.bucket,
+                prefix=self._name(""),
+                key_marker=key_marker,
+                upload_id_marker=upload_id_marker,
+            )
+            yield from page.uploads
+            if not page.is_truncated:
+                return
+            key_marker, upload_id_marker = page.next_key_marker, page.next_upload_id_marker
+
+    def _name(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+
+def _chunks(response: Any) -> Generator[bytes, None, None]:
+    try:
+        yield from response.stream(CHUNK)
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def _part_size(size: int) -> int:
+    """The smallest part (so the least memory) that keeps the part count under the limit."""
+    if not size:
+        return S3_UNKNOWN_SIZE_PART
+    needed = -(-size // S3_MAX_PARTS)
+    return max(S3_MIN_PART, -(-needed // MIB) * MIB)
