@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Generator
 from datetime import timedelta
 from typing import TypeAlias
@@ -37,6 +39,7 @@ MAX_LIST_PAGE = 1000
 DEFAULT_PRESIGN_SECONDS = 3600
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_CONTENT_TYPE_LENGTH = 255
+UPLOAD_THREADS = 64
 # Opening an object that is replaced this many times in a row gives up (ABORTED).
 OPEN_ATTEMPTS = 3
 _SHA256_HEX = frozenset("0123456789abcdef")
@@ -53,6 +56,10 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         self._backend = backend or backends.from_config(resources.config)
         self._objects = ObjectStore(resources.pool)
         self._janitor = janitor_for(resources, self._backend)
+        # A writer thread waits on its client for every chunk: in the loop's default
+        # executor, a few slow uploads would hold every thread that other work (reads,
+        # deletes) needs. Past this many at once, uploads wait for a thread.
+        self._writers = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="cairn-upload")
 
     async def Upload(
         self, request_iterator: AsyncIterator[api.UploadRequest], context: Context
@@ -63,14 +70,15 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             reader = VerifyingReader(
                 asyncio.get_running_loop(), header.expected_size, expected_sha256
             )
-            writing = asyncio.ensure_future(
-                asyncio.to_thread(
+            writing = asyncio.get_running_loop().run_in_executor(
+                self._writers,
+                functools.partial(
                     self._backend.write,
                     upload.storage_key,
                     reader,
                     upload.content_type,
                     header.expected_size,
-                )
+                ),
             )
             await _pump(stream, reader, writing)
             await writing

@@ -184,7 +184,7 @@ class ObjectStore:
             expired = await conn.fetch(
                 """WITH gone AS (
                        DELETE FROM artifacts.uploads
-                       WHERE coalesce(url_expire_time, create_time) < clock_timestamp() - $1
+                       WHERE coalesce(url_expire_time, create_time) < clock_timestamp() - $1::interval
                        RETURNING storage_key
                    )
                    INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
