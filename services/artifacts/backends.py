@@ -11,6 +11,7 @@ blocks; the servicer runs them in worker threads (the minio SDK is synchronous).
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -28,6 +29,13 @@ class Readable(Protocol):
 
 class MissingBytes(Exception):
     """A key holds no bytes (any more): deleted or replaced since its row was read."""
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    key: str
+    write_id: str
+    started: datetime
 
 
 class Backend(Protocol):
@@ -66,9 +74,16 @@ class Backend(Protocol):
         """Every key the backend holds bytes under, with its last modification."""
         ...
 
-    def tidy(self, before: datetime) -> int:
-        """Removes what the backend itself leaves behind and last changed before a time
-        (unfinished multipart uploads, empty folders); returns how many."""
+    def unfinished(self) -> list[Unfinished]:
+        """Writes begun and never completed (S3's multipart uploads)."""
+        ...
+
+    def abort(self, write: Unfinished) -> None:
+        """Ends an unfinished write; one that completed or ended meanwhile is skipped."""
+        ...
+
+    def prune(self, before: datetime) -> int:
+        """Removes empty folders last changed before the time; returns how many."""
         ...
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from .backends import CHUNK, MissingBytes, Readable
+from .backends import CHUNK, MissingBytes, Readable, Unfinished
 
 
 class FilesystemBackend:
@@ -61,14 +61,24 @@ class FilesystemBackend:
                 with contextlib.suppress(FileNotFoundError):  # removed while walking
                     yield path.relative_to(self.root).as_posix(), _modified(path)
 
-    def tidy(self, before: datetime) -> int:
-        """Removes empty folders, deepest first, last changed before the time."""
+    def unfinished(self) -> list[Unfinished]:
+        return []  # a write goes straight to its key's file, which scan finds
+
+    def abort(self, write: Unfinished) -> None:
+        raise NotImplementedError
+
+    def prune(self, before: datetime) -> int:
+        """Removes empty folders, deepest first, last changed before the time; a folder's
+        time is read before any is removed, as removing one changes its parent's."""
+        folders = []
+        for folder, _, _ in os.walk(self.root):
+            with contextlib.suppress(FileNotFoundError):
+                folders.append((Path(folder), _modified(Path(folder))))
         removed = 0
-        for folder, _, _ in os.walk(self.root, topdown=False):
-            path = Path(folder)
+        for path, modified in sorted(folders, key=lambda f: len(f[0].parts), reverse=True):
             # rmdir refuses a folder that is not empty (or no longer there): skipped.
             with contextlib.suppress(OSError):
-                if path != self.root and _modified(path) < before:
+                if path != self.root and modified < before:
                     path.rmdir()
                     removed += 1
         return removed

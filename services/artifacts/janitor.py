@@ -32,7 +32,8 @@ class Sweep:
     expired_uploads: int = 0
     unreferenced: int = 0
     removed: int = 0
-    tidied: int = 0
+    aborted_writes: int = 0
+    pruned_folders: int = 0
 
 
 def janitor_for(resources: Resources, backend: backends.Backend | None = None) -> Janitor:
@@ -71,8 +72,10 @@ class Janitor:
         expired = await self._objects.expire_uploads(self.min_age)
         unreferenced = await self._condemn_unreferenced(before)
         removed = await self.collect_garbage()
-        tidied = await asyncio.to_thread(self._backend.tidy, before)
-        sweep = Sweep(expired, unreferenced, removed, tidied)
+        aborted = await self._abort_unfinished(before)
+        # Timed after the removals above: with no threshold, folders they emptied go too.
+        pruned = await asyncio.to_thread(self._backend.prune, datetime.now(UTC) - self.min_age)
+        sweep = Sweep(expired, unreferenced, removed, aborted, pruned)
         _log.info("janitor pass", **sweep.__dict__)
         return sweep
 
@@ -94,6 +97,17 @@ class Janitor:
             await self._objects.forget(keys)
             removed += len(keys)
         return removed
+
+    async def _abort_unfinished(self, before: datetime) -> int:
+        """Unfinished writes old enough and of no live upload. Listed before the live
+        uploads are read: a write is begun only after its upload is recorded, so one
+        listed here whose upload is not live any more has ended, or never will."""
+        writes = await asyncio.to_thread(self._backend.unfinished)
+        live = await self._objects.live_keys([w.key for w in writes])
+        stale = [w for w in writes if w.started < before and w.key not in live]
+        for write in stale:
+            await asyncio.to_thread(self._backend.abort, write)
+        return len(stale)
 
     async def _condemn_unreferenced(self, before: datetime) -> int:
         scanned = self._backend.scan()

@@ -13,7 +13,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 from ..common.config import Config
-from .backends import CHUNK, KEY_ROOT, MissingBytes, Readable
+from .backends import CHUNK, KEY_ROOT, MissingBytes, Readable, Unfinished
 
 MIB = 1024 * 1024
 S3_MIN_PART = 5 * MIB  # S3's smallest part
@@ -116,16 +116,24 @@ class S3Backend:
             if found.object_name and found.last_modified:
                 yield found.object_name[start:], found.last_modified
 
-    def tidy(self, before: datetime) -> int:
-        """Aborts multipart uploads begun before the time anywhere under the prefix."""
-        aborted = 0
-        for upload in list(self._multipart_uploads()):
-            if upload.initiated_time and upload.initiated_time < before:
-                self.client._abort_multipart_upload(
-                    self.bucket, upload.object_name, upload.upload_id
-                )
-                aborted += 1
-        return aborted
+    def unfinished(self) -> list[Unfinished]:
+        """Every multipart upload under the prefix, Cairn's or left by older versions."""
+        start = len(self._name(""))
+        return [
+            Unfinished(u.object_name[start:], u.upload_id, u.initiated_time)
+            for u in self._multipart_uploads()
+            if u.object_name and u.upload_id and u.initiated_time
+        ]
+
+    def abort(self, write: Unfinished) -> None:
+        try:
+            self.client._abort_multipart_upload(self.bucket, self._name(write.key), write.write_id)
+        except S3Error as error:
+            if error.code != "NoSuchUpload":
+                raise
+
+    def prune(self, before: datetime) -> int:
+        return 0  # an object store has no folders
 
     def _multipart_uploads(self) -> Iterator[Any]:
         key_marker = upload_id_marker = None

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import functools
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Generator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TypeAlias
 

@@ -184,7 +184,8 @@ class ObjectStore:
             expired = await conn.fetch(
                 """WITH gone AS (
                        DELETE FROM artifacts.uploads
-                       WHERE coalesce(url_expire_time, create_time) < clock_timestamp() - $1::interval
+                       WHERE coalesce(url_expire_time, create_time)
+                             < clock_timestamp() - $1::interval
                        RETURNING storage_key
                    )
                    INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
@@ -205,6 +206,15 @@ class ObjectStore:
                 keys,
             )
         return len(condemned)
+
+    async def live_keys(self, keys: list[str]) -> set[str]:
+        """Those keys an upload in progress writes under."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT storage_key FROM artifacts.uploads WHERE storage_key = ANY($1::text[])",
+                keys,
+            )
+        return {row["storage_key"] for row in rows}
 
     async def garbage(self, limit: int) -> list[str]:
         """The oldest keys whose bytes are to be removed. Two janitors may both take a
