@@ -51,10 +51,16 @@ def tool(name: str) -> str:
     return found
 
 
-def start_server(data_dir: Path, *extra: str) -> ServerProcess:
+def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> ServerProcess:
+    """`cairn serve` with its data under data_dir; env adds CAIRN_* settings."""
     address = f"127.0.0.1:{free_port()}"
     log_path = data_dir / "server.log"
-    env = {**os.environ, "CAIRN_DATA_DIR": str(data_dir), "CAIRN_LISTEN_ADDRESS": address}
+    env = {
+        **os.environ,
+        **(env or {}),
+        "CAIRN_DATA_DIR": str(data_dir),
+        "CAIRN_LISTEN_ADDRESS": address,
+    }
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [tool("cairn"), "serve", "--log-format", "json", *extra],

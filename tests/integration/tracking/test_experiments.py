@@ -137,3 +137,33 @@ async def test_unknown_experiment_is_not_found(tracking: cairn.TrackingClient) -
     with pytest.raises(NotFoundError) as raised:
         await tracking.get_experiment("999999999")
     assert raised.value.reason == "EXPERIMENT_NOT_FOUND"
+
+
+async def test_an_artifact_location_lies_in_the_experiments_own_project(
+    server_port: int, unique: str
+) -> None:
+    from tests.conftest import new_project
+
+    other = await new_project(server_port, f"secret-{unique}")
+    mine = await new_project(server_port, f"mine-{unique}")
+    async with cairn.TrackingClient.insecure_connection(
+        "127.0.0.1", server_port, project=mine
+    ) as tracking:
+        for n, location in enumerate(
+            [
+                f"cairn-artifacts://{other}/secret",
+                f"cairn-artifacts://{mine}/../{other}",
+                f"cairn-artifacts://{mine}",
+                f"cairn-artifacts://{mine}/a?b=c",
+                "s3://bucket/runs",
+                "/absolute/path",
+            ]
+        ):
+            with pytest.raises(InvalidArgumentError) as raised:
+                await tracking.create_experiment(f"bad-{n}", artifact_location=location)
+            assert raised.value.reason == "INVALID_ARTIFACT_LOCATION", location
+        experiment_id = await tracking.create_experiment(
+            "shared-root", artifact_location=f"cairn-artifacts://{mine}/team/runs"
+        )
+        experiment = await tracking.get_experiment(experiment_id)
+        assert experiment.artifact_location == f"cairn-artifacts://{mine}/team/runs"
