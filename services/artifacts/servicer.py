@@ -67,6 +67,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         stream = aiter(request_iterator)
         header, upload, expected_sha256 = await self._accept(stream, context)
         try:
+            await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
             reader = VerifyingReader(
                 asyncio.get_running_loop(), header.expected_size, expected_sha256
             )
@@ -94,8 +95,8 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
     async def _accept(
         self, stream: AsyncIterator[api.UploadRequest], context: Context
     ) -> tuple[api.UploadHeader, PendingUpload, str]:
-        """Checks the header and records the upload, then tells the client whether to
-        send its chunks. Refusing an existing path here only spares a useless transfer:
+        """Checks the header and records the upload, or tells the client not to send its
+        chunks. Refusing an existing path here only spares a useless transfer:
         publishing decides, as another upload may publish meanwhile."""
         try:
             header = await _header(stream)
@@ -111,7 +112,6 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         except Exception:
             await _refuse(stream, context)
             raise
-        await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
         return header, upload, expected_sha256
 
     async def _discard(self, upload: PendingUpload) -> None:
