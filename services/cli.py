@@ -37,10 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(args.command(config, services, args) or 0)
 
 
-def _serve(config: Config, services: list[catalog.ServiceSpec], args: argparse.Namespace) -> None:
+def _serve(config: Config, services: list[catalog.ServiceSpec], args: argparse.Namespace) -> int:
     memory.tune_for_large_buffers()
-    # On uvloop, asyncpg and grpc.aio answer about 0.1 ms sooner per call here.
-    uvloop.run(run(config, services))
+    try:
+        # On uvloop, asyncpg and grpc.aio answer about 0.1 ms sooner per call here.
+        uvloop.run(run(config, services))
+    except OSError as exc:  # a port in use, say: a message, not a traceback
+        sys.stderr.write(f"cairn serve: {exc}\n")
+        return 1
+    return 0
 
 
 def _migrate(config: Config, services: list[catalog.ServiceSpec], args: argparse.Namespace) -> None:

@@ -7,9 +7,17 @@ settings), because a server fixture and the tests that call it must share a loop
 
 from __future__ import annotations
 
+import os
+
+# Tests start processes (pg_ctl, the server) from a process busy with gRPC threads;
+# fork handlers that try to save gRPC's state in the child can crash it before it execs.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import asyncio
 import dataclasses
 import inspect
+import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -34,6 +42,28 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private PostgreSQL 16 on a unix socket, deleted after the session."""
     server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="delete")
     yield server.get_uri()
+
+
+@pytest.fixture(scope="module")
+def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pgserver.PostgresServer]:
+    """A PostgreSQL of the module's own, which a test may stop without harming others."""
+    yield pgserver.get_server(tmp_path_factory.mktemp("pg-own"), cleanup_mode="delete")
+
+
+def stop_postgres(server: pgserver.PostgresServer, timeout: float = 30.0) -> None:
+    """Stops it as `pg_ctl stop -m fast` does (SIGINT to the postmaster), and waits until
+    it is gone; start it again with `server.ensure_postgres_running()`."""
+    pid = server.get_pid()
+    assert pid is not None, "PostgreSQL is not running"
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"PostgreSQL (pid {pid}) did not stop within {timeout} s")
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,11 @@ class Config:
     data_dir: str = _setting(".cairn", "directory for the embedded PostgreSQL and artifacts")
     db_pool_min_size: int = _setting(1, "connections the pool keeps open when idle")
     db_pool_size: int = _setting(10, "most connections the pool opens")
+    db_acquire_timeout_seconds: float = _setting(
+        5.0,
+        "longest wait for a free pool connection; then the call is UNAVAILABLE "
+        "(DATABASE_BUSY) instead of waiting out its deadline",
+    )
     migrate_on_start: bool = _setting(True, "apply pending migrations when a service starts")
     artifact_backend: str = _setting(
         "filesystem", "where artifacts are stored", choices=("filesystem", "s3")
@@ -121,6 +126,8 @@ class Config:
                 raise ConfigError(f"{env_name(f.name)} must be one of {', '.join(choices)}")
         if self.db_pool_size < max(1, self.db_pool_min_size):
             raise ConfigError("CAIRN_DB_POOL_SIZE must be at least CAIRN_DB_POOL_MIN_SIZE and 1")
+        if self.db_acquire_timeout_seconds <= 0:
+            raise ConfigError("CAIRN_DB_ACQUIRE_TIMEOUT_SECONDS must be positive")
         if self.max_message_bytes < 1024 * 1024:
             raise ConfigError("CAIRN_MAX_MESSAGE_BYTES must be at least 1 MiB")
         if self.shutdown_grace_seconds < 0:

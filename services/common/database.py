@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from . import logs
 from .config import Config
+from .errors import Unavailable
 
 _log = logs.get("cairn.database")
 
@@ -37,15 +41,91 @@ def resolve_url(config: Config) -> str:
 
 
 async def create_pool(url: str, config: Config) -> asyncpg.Pool:
-    return await asyncpg.create_pool(
+    pool = BoundedPool(
         url,
         min_size=config.db_pool_min_size,
         max_size=config.db_pool_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
         # Stores run their SQL through asyncpg's statement cache; keep it warm.
         statement_cache_size=1024,
         reset=_keep_session,
         init=_register_codecs,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
     )
+    pool.acquire_timeout = config.db_acquire_timeout_seconds
+    return await pool
+
+
+class BoundedPool(asyncpg.Pool):
+    """A pool whose waits for a connection end after `acquire_timeout` seconds with
+    UNAVAILABLE (DATABASE_BUSY), long before a caller's deadline would. A caller that
+    names its own timeout gets asyncpg's TimeoutError as usual."""
+
+    acquire_timeout: float = 5.0
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        if timeout is not None:
+            return super().acquire(timeout=timeout)
+        return _BoundedAcquire(super().acquire(timeout=self.acquire_timeout), self.acquire_timeout)
+
+
+class _BoundedAcquire:
+    """asyncpg's acquire context (awaitable, or `async with`), with its timeout told."""
+
+    def __init__(self, inner: Any, seconds: float) -> None:
+        self._inner = inner
+        self._seconds = seconds
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        with self._busy_on_timeout():
+            return await self._inner.__aenter__()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._inner.__aexit__(*exc_info)
+
+    def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
+        return self._acquired().__await__()
+
+    async def _acquired(self) -> asyncpg.Connection:
+        with self._busy_on_timeout():
+            return await self._inner
+
+    @contextlib.contextmanager
+    def _busy_on_timeout(self) -> Iterator[None]:
+        try:
+            yield
+        except TimeoutError:
+            raise Unavailable(
+                "DATABASE_BUSY",
+                f"no database connection was free within {self._seconds:g} s "
+                "(CAIRN_DB_ACQUIRE_TIMEOUT_SECONDS); try again",
+            ) from None
+
+
+def unreachable(exc: BaseException) -> Unavailable | None:
+    """The error to answer when exc says the database cannot be reached (down,
+    restarting, or the connection broke), rather than that the request was wrong."""
+    if isinstance(exc, _UNREACHABLE) or (
+        isinstance(exc, asyncpg.InterfaceError) and _CLOSED in str(exc)
+    ):
+        return Unavailable(
+            "DATABASE_UNAVAILABLE", "the database cannot be reached at the moment; try again"
+        )
+    return None
+
+
+_UNREACHABLE = (
+    OSError,  # refused, reset, no route
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08: the connection failed or broke
+    asyncpg.exceptions.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+_CLOSED = "connection is closed"
 
 
 async def _register_codecs(conn: asyncpg.Connection) -> None:

@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from . import logs, metrics
+from . import database, logs, metrics
 from .access import CallInfo, Gate, Role, set_caller
 from .errors import DomainError
 
@@ -210,6 +210,7 @@ class _CallScope:
         if isinstance(exc, grpc.aio.AbortError):
             self._log(self.context.code() or grpc.StatusCode.UNKNOWN)
             return
+        exc = database.unreachable(exc) or exc
         if isinstance(exc, DomainError):
             self._log(exc.code, reason=exc.reason)
             await self.context.abort_with_status(rpc_status.to_status(domain_status(exc)))

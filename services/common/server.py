@@ -18,8 +18,12 @@ from .access import Gate, Role
 from .config import Config
 from .interceptor import CallInterceptor
 from .service import Resources, ServiceSpec
+from .watch import watch_database
 
 _log = logs.get("cairn.server")
+# grpc sets SO_REUSEPORT by default: a second server on a port in use would start and
+# silently take part of its traffic. Without it, binding a port in use fails.
+ONE_SERVER_PER_PORT = [("grpc.so_reuseport", 0)]
 
 
 class CairnServer:
@@ -38,6 +42,7 @@ class CairnServer:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
+                *ONE_SERVER_PER_PORT,
             ],
         )
         self._health = health.aio.HealthServicer()
@@ -45,7 +50,7 @@ class CairnServer:
         # speak TLS; it shares the health states of the main one.
         self._probe_server: grpc.aio.Server | None = None
         if config.health_address:
-            self._probe_server = grpc.aio.server()
+            self._probe_server = grpc.aio.server(options=ONE_SERVER_PER_PORT)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self._probe_server)
         for spec in self.services:
             spec.register(self._server, resources)
@@ -65,27 +70,28 @@ class CairnServer:
         With a certificate configured the port speaks TLS only (and mTLS with a client CA).
         """
         address = address or self.config.listen_address
-        credentials = server_credentials(self.config)
-        if credentials is None:
-            port = self._server.add_insecure_port(address)
-        else:
-            port = self._server.add_secure_port(address, credentials)
-        if port == 0:
-            raise OSError(f"cannot listen on {address}")
+        port = _bind(self._server, address, server_credentials(self.config))
         if self._probe_server is not None:
-            if self._probe_server.add_insecure_port(self.config.health_address) == 0:
-                raise OSError(f"cannot listen on {self.config.health_address}")
+            _bind(self._probe_server, self.config.health_address, None)
             await self._probe_server.start()
         await self._server.start()
-        serving = health_pb2.HealthCheckResponse.SERVING
-        for name in ["", *(spec.full_name for spec in self.services)]:
-            await self._health.set(name, serving)
+        await self._set_health(True)
         self._background = [
             asyncio.create_task(spec.background(self._resources), name=f"{spec.name} background")
             for spec in self.services
             if spec.background is not None
         ]
+        self._background.append(
+            asyncio.create_task(watch_database(self._resources.pool, self._set_health))
+        )
         return port
+
+    async def _set_health(self, serving: bool) -> None:
+        """Every service's health, and the server's ("") at once; ignored by the health
+        servicer once shutdown began."""
+        status = health_pb2.HealthCheckResponse
+        for name in ["", *(spec.full_name for spec in self.services)]:
+            await self._health.set(name, status.SERVING if serving else status.NOT_SERVING)
 
     async def stop(self, grace: float | None = None) -> None:
         """Reports NOT_SERVING, then lets in-flight calls finish within the grace period."""
@@ -98,6 +104,20 @@ class CairnServer:
         await self._gate.close()
         if self._probe_server is not None:
             await self._probe_server.stop(0)
+
+
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Binds address (port 0 picks a free one); returns the port bound."""
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:  # how grpc says it could not bind
+        port = 0
+    if port == 0:
+        raise OSError(f"cannot listen on {address}: the address is in use or not available")
+    return port
 
 
 def role_table(services: Sequence[ServiceSpec]) -> dict[str, Role]:

@@ -59,3 +59,23 @@ def test_prometheus_metrics_count_calls_and_show_the_pool(tmp_path) -> None:
     assert 'cairn_rpc_calls_total{code="OK",method="/grpc.health.v1.Health/Check"} 1.0' in text
     assert 'cairn_rpc_duration_seconds_count{method="/grpc.health.v1.Health/Check"} 1.0' in text
     assert "cairn_db_pool_max 10.0" in text
+
+
+def test_a_second_server_on_a_port_in_use_exits_with_a_clear_message(tmp_path) -> None:
+    (tmp_path / "first").mkdir()
+    first = start_server(tmp_path / "first")
+    try:
+        second = run_tool(
+            tool("cairn"),
+            "serve",
+            "--listen-address",
+            first.address,
+            "--data-dir",
+            str(tmp_path / "second"),
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert f"cannot listen on {first.address}" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        assert first.terminate(timeout=10) == 0

@@ -13,7 +13,11 @@ from typing import Any, TypeVar
 
 import grpc
 
+from .artifacts.v1 import artifacts_service_pb2
+from .auth.v1 import auth_service_pb2
 from .exceptions import from_grpc_error
+from .registry.v1 import registry_service_pb2
+from .tracking.v1 import tracking_service_pb2
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_PROJECT = "default"
@@ -24,7 +28,28 @@ STREAM_VERDICT_HEADER = "x-cairn-stream"
 Metadata = Sequence[tuple[str, str]]
 Response = TypeVar("Response")
 
-# UNAVAILABLE means the server never started the call, so a retry cannot apply it twice.
+# Methods a retry cannot apply twice: reads, and the writes the server deduplicates by
+# their request id. Other writes are not retried: UNAVAILABLE may also mean that the
+# database failed after the write committed.
+_READS = ("Get", "Search", "List", "Find", "Stat", "Download")
+_DEDUPLICATED = {"LogBatch"}
+
+
+def _retried_methods() -> list[dict[str, str]]:
+    return [
+        {"service": service.full_name, "method": method.name}
+        for module in (
+            auth_service_pb2,
+            artifacts_service_pb2,
+            registry_service_pb2,
+            tracking_service_pb2,
+        )
+        for service in module.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+        if method.name.startswith(_READS) or method.name in _DEDUPLICATED
+    ]
+
+
 # round_robin spreads calls over every address a name resolves to, e.g. the pods behind a
 # headless Kubernetes Service ("dns:///cairn-tracking-headless.cairn.svc" as the address).
 _SERVICE_CONFIG = json.dumps(
@@ -32,7 +57,7 @@ _SERVICE_CONFIG = json.dumps(
         "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
-                "name": [{}],
+                "name": _retried_methods(),
                 "retryPolicy": {
                     "maxAttempts": 4,
                     "initialBackoff": "0.1s",

@@ -4,13 +4,11 @@ so stopping it harms no other test."""
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
-import pgserver
 import pytest
-from pgserver._commands import pg_ctl
 
 import cairn
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
@@ -22,17 +20,7 @@ from cairn_server.artifacts.store import ObjectStore
 from cairn_server.common import database
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer, migrate
-from tests.conftest import eventually, with_overrides
-
-
-@pytest.fixture(scope="module")
-def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pgserver.PostgresServer]:
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg-outage"), cleanup_mode="delete")
-    yield server
-
-
-def _stop(postgres: pgserver.PostgresServer) -> None:
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=postgres.pgdata, user=postgres.system_user)
+from tests.conftest import eventually, stop_postgres, with_overrides
 
 
 @pytest.fixture(params=["filesystem", "s3"])
@@ -98,7 +86,7 @@ async def test_an_overwrite_cut_off_from_its_database_keeps_the_old_object(
         await eventually(
             lambda: len(_keys(settings)) > len(keys_before), what="the new bytes arriving"
         )
-    await asyncio.to_thread(_stop, own_postgres)
+    await asyncio.to_thread(stop_postgres, own_postgres)
     database_down.set()
     with pytest.raises(CairnError):
         await overwrite

@@ -1,0 +1,109 @@
+"""PostgreSQL stopped and started under a served instance: calls answer UNAVAILABLE
+with a stable reason (never INTERNAL), health follows the database, a busy pool answers
+at once rather than at the caller's deadline, and writes are not retried blindly."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import cairn
+from cairn import _transport
+from cairn.exceptions import CairnError, UnavailableError
+from cairn_server import catalog
+from cairn_server.common import database
+from cairn_server.common.config import Config
+from cairn_server.common.server import CairnServer, migrate
+from tests.conftest import eventually, stop_postgres, with_overrides
+
+
+@pytest.fixture
+async def served(own_postgres, config: Config) -> AsyncIterator[tuple[int, object]]:
+    settings = with_overrides(
+        config, database_url=own_postgres.get_uri(), db_pool_size=3, db_acquire_timeout_seconds=0.5
+    )
+    pool = await database.create_pool(settings.database_url, settings)
+    await migrate(pool, catalog.select([]))
+    server = CairnServer(settings, catalog.select([]), pool)
+    port = await server.start()
+    try:
+        yield port, pool
+    finally:
+        await asyncio.to_thread(own_postgres.ensure_postgres_running)
+        await server.stop(grace=1.0)
+        await pool.close()
+
+
+async def _health(port: int) -> int:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=5
+        )
+    return reply.status
+
+
+async def test_an_outage_is_unavailable_and_turns_health_not_serving(
+    served, own_postgres, unique: str
+) -> None:
+    port, _ = served
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", port, timeout=10) as tracking:
+        experiment_id = await tracking.create_experiment(f"outage-{unique}")
+        assert await _health(port) == health_pb2.HealthCheckResponse.SERVING
+        await asyncio.to_thread(stop_postgres, own_postgres)
+        for call in (
+            tracking.get_experiment(experiment_id),
+            tracking.create_run(experiment_id),
+        ):
+            with pytest.raises(UnavailableError) as raised:
+                await call
+            assert raised.value.reason in ("DATABASE_UNAVAILABLE", "DATABASE_BUSY")
+        await eventually(
+            lambda: _is(port, health_pb2.HealthCheckResponse.NOT_SERVING),
+            what="health NOT_SERVING",
+        )
+        await asyncio.to_thread(own_postgres.ensure_postgres_running)
+        await eventually(
+            lambda: _is(port, health_pb2.HealthCheckResponse.SERVING), what="health SERVING"
+        )
+
+        async def answers() -> bool:
+            try:
+                return (await tracking.get_experiment(experiment_id)).experiment_id == (
+                    experiment_id
+                )
+            except CairnError:
+                return False
+
+        await eventually(answers, what="calls answered again")
+
+
+async def _is(port: int, status: int) -> bool:
+    return await _health(port) == status
+
+
+async def test_a_busy_pool_answers_unavailable_before_the_deadline(served, unique: str) -> None:
+    port, pool = served
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", port) as tracking:
+        experiment_id = await tracking.create_experiment(f"busy-{unique}")
+        held = [await pool.acquire(timeout=5) for _ in range(3)]
+        try:
+            with pytest.raises(UnavailableError) as raised:
+                await tracking.get_experiment(experiment_id, timeout=30)
+            assert raised.value.reason == "DATABASE_BUSY"
+        finally:
+            for conn in held:
+                await pool.release(conn)
+        assert (await tracking.get_experiment(experiment_id)).experiment_id == experiment_id
+
+
+def test_only_reads_and_deduplicated_writes_are_retried() -> None:
+    retried = {m["method"] for m in _transport._retried_methods()}
+    assert {"GetRun", "SearchRuns", "Download", "ListModelVersions", "LogBatch"} <= retried
+    writes = {"LogMetric", "CreateRun", "CreateExperiment", "CreateModelVersion", "Upload"}
+    assert not retried & writes
+    assert all(
+        name.startswith(("Get", "Search", "List", "Find", "Stat", "Download"))
+        for name in retried - {"LogBatch"}
+    )
