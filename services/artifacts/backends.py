@@ -62,8 +62,8 @@ class Backend(Protocol):
     def presign(self, key: str, method: str, expires: timedelta) -> str: ...
 
     def copy(self, source: str, target: str) -> str:
-        """Copies bytes to a new key inside the store; returns the content type they were
-        stored with. Raises MissingBytes when source has none."""
+        """Copies bytes to a new key inside the store; returns the content type the copy
+        was stored with. Raises MissingBytes when source has none."""
         ...
 
     def digest(self, key: str) -> tuple[str, int]:

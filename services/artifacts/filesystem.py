@@ -96,7 +96,7 @@ def _created(target: Path) -> Iterator[BinaryIO]:
     """A new file, never an existing one; removed again if writing it fails. Its folder
     is made again if the janitor removed it, empty, between mkdir and open."""
     for attempt in range(3):
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _make_folders(target.parent)
         try:
             out = target.open("xb")
             break
@@ -109,6 +109,18 @@ def _created(target: Path) -> Iterator[BinaryIO]:
     except BaseException:
         target.unlink(missing_ok=True)
         raise
+
+
+def _make_folders(folder: Path) -> None:
+    """mkdir -p, syncing the parent of each folder it makes, so that the path to a file
+    published after a sync survives a crash of the machine, not only its content."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)
+        _sync_directory(made.parent)
 
 
 def _chunks(source: BinaryIO, offset: int, length: int) -> Generator[bytes, None, None]:

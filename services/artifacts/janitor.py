@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -68,14 +68,18 @@ class Janitor:
             await asyncio.sleep(interval)
 
     async def sweep(self) -> Sweep:
+        """One pass; a step that fails is logged and the next one runs all the same."""
         before = datetime.now(UTC) - self.min_age
-        expired = await self._objects.expire_uploads(self.min_age)
-        unreferenced = await self._condemn_unreferenced(before)
-        removed = await self.collect_garbage()
-        aborted = await self._abort_unfinished(before)
-        # Timed after the removals above: with no threshold, folders they emptied go too.
-        pruned = await asyncio.to_thread(self._backend.prune, datetime.now(UTC) - self.min_age)
-        sweep = Sweep(expired, unreferenced, removed, aborted, pruned)
+        sweep = Sweep(
+            expired_uploads=await _step(self._objects.expire_uploads(self.min_age)),
+            unreferenced=await _step(self._condemn_unreferenced(before)),
+            removed=await _step(self.collect_garbage()),
+            aborted_writes=await _step(self._abort_unfinished(before)),
+            # Timed after the removals above: with no threshold, folders they emptied go too.
+            pruned_folders=await _step(
+                asyncio.to_thread(self._backend.prune, datetime.now(UTC) - self.min_age)
+            ),
+        )
         _log.info("janitor pass", **sweep.__dict__)
         return sweep
 
@@ -91,11 +95,18 @@ class Janitor:
             _log.warning("bytes left for the janitor", keys=len(keys), error=repr(error))
 
     async def collect_garbage(self) -> int:
+        """Removes the bytes of every garbage key. Keys whose bytes cannot be removed
+        (a permission, an object lock) are logged and put behind the others, so they
+        never hold up the rest; the pass ends at the first batch that had any."""
         removed = 0
         while keys := await self._objects.garbage(BATCH):
-            await asyncio.to_thread(self._backend.delete, keys)
-            await self._objects.forget(keys)
-            removed += len(keys)
+            failed = await asyncio.to_thread(_delete_each_or_all, self._backend, keys)
+            await self._objects.forget([key for key in keys if key not in failed])
+            removed += len(keys) - len(failed)
+            if failed:
+                _log.warning("bytes could not be removed", keys=sorted(failed)[:10])
+                await self._objects.postpone(sorted(failed))
+                break
         return removed
 
     async def _abort_unfinished(self, before: datetime) -> int:
@@ -117,6 +128,29 @@ class Janitor:
             if old:
                 condemned += await self._objects.condemn(old)
         return condemned
+
+
+async def _step(work: Awaitable[int]) -> int:
+    try:
+        return await work
+    except Exception:
+        _log.exception("janitor step failed")
+        return 0
+
+
+def _delete_each_or_all(backend: backends.Backend, keys: list[str]) -> set[str]:
+    """Deletes keys at once, or one by one when that fails; returns those that failed."""
+    try:
+        backend.delete(keys)
+        return set()
+    except Exception:
+        failed = set()
+        for key in keys:
+            try:
+                backend.delete([key])
+            except Exception:
+                failed.add(key)
+        return failed
 
 
 def _next_batch(scanned: Iterator[tuple[str, datetime]]) -> list[tuple[str, datetime]]:

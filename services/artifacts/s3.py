@@ -86,15 +86,15 @@ class S3Backend:
 
     def copy(self, source: str, target: str) -> str:
         try:
-            stat = self.client.stat_object(self.bucket, self._name(source))
+            self.client.copy_object(
+                self.bucket, self._name(target), CopySource(self.bucket, self._name(source))
+            )
         except S3Error as error:
             if error.code in _ABSENT:
                 raise MissingBytes(source) from None
             raise
-        self.client.copy_object(
-            self.bucket, self._name(target), CopySource(self.bucket, self._name(source))
-        )
-        return stat.content_type or ""
+        # Read from the copy: the source may be written again meanwhile.
+        return self.client.stat_object(self.bucket, self._name(target)).content_type or ""
 
     def presign(self, key: str, method: str, expires: timedelta) -> str:
         return str(

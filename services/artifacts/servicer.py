@@ -22,6 +22,7 @@ from ..common import paging, timestamps
 from ..common import validation as common
 from ..common.errors import (
     Aborted,
+    AlreadyExists,
     DataLoss,
     FailedPrecondition,
     NotFound,
@@ -83,6 +84,8 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             )
             await _pump(stream, reader, writing)
             await writing
+            if not reader.verified:  # never publish what was not checked to the end
+                raise invalid_field("finish", "the upload ended before its finish message")
             stored, replaced = await self._objects.publish(
                 upload, reader.size, reader.sha256, upload.content_type
             )
@@ -247,16 +250,18 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             stored_type = await self._seal(upload, sealed.storage_key)
             sha256, size = await asyncio.to_thread(self._backend.digest, sealed.storage_key)
             _check_put(upload, expected, sha256, stored_type)
+            content_type = upload.content_type or stored_type or DEFAULT_CONTENT_TYPE
             stored, replaced = await self._objects.publish(
-                sealed, size, sha256, upload.content_type or stored_type or DEFAULT_CONTENT_TYPE
+                sealed, size, sha256, content_type, consumes=upload
             )
         except BaseException as error:
             await self._discard(sealed)
-            if not isinstance(error, NotFound):  # nothing arrived yet: the URL may still be used
+            # A verdict on what was sent spends the URL's upload; anything else (nothing
+            # sent yet, a timeout, an outage) leaves it to be confirmed again.
+            if isinstance(error, DataLoss | FailedPrecondition | AlreadyExists):
                 await self._discard(upload)
             raise
-        await self._discard(upload)
-        await self._janitor.collect([replaced] if replaced else [])
+        await self._janitor.collect([key for key in (replaced, upload.storage_key) if key])
         return api.ConfirmUploadResponse(object=self._info(stored))
 
     async def _seal(self, upload: PendingUpload, key: str) -> str:
@@ -313,7 +318,9 @@ async def _pump(
                 return
             if part != "chunk":
                 raise invalid_field("header", "an upload has exactly one header, first")
-            if not await reader.feed(message.chunk, writing):
+            chunk = message.chunk  # each read of a bytes field copies it
+            # An empty chunk would read as the end of the stream to the writer.
+            if chunk and not await reader.feed(chunk, writing):
                 return  # the writer failed; awaiting it raises its error
         raise invalid_field("finish", "the upload stream ended without its finish message")
     except BaseException as error:
@@ -353,21 +360,23 @@ def _sha256(value: str) -> str:
 
 
 def presign_expiry(requested: Duration, limit_seconds: int) -> timedelta:
-    """How long a presigned URL works: as asked (0 means an hour), at most the limit."""
-    seconds, nanos = requested.seconds, requested.nanos
-    if seconds < 0 or nanos < 0 or seconds + (nanos > 0) > limit_seconds:
+    """How long a presigned URL works, in whole seconds (S3 signs seconds): as asked,
+    rounded up (0 means an hour), at most the limit."""
+    seconds = requested.seconds + (requested.nanos > 0)
+    if requested.seconds < 0 or requested.nanos < 0 or seconds > limit_seconds:
         raise invalid_field(
             "expires_in",
             f"must be positive and at most {limit_seconds} seconds (CAIRN_PRESIGN_MAX_SECONDS)",
         )
-    if not seconds and not nanos:
-        return timedelta(seconds=min(DEFAULT_PRESIGN_SECONDS, limit_seconds))
-    return timedelta(seconds=seconds, microseconds=nanos // 1000)
+    return timedelta(seconds=seconds or min(DEFAULT_PRESIGN_SECONDS, limit_seconds))
 
 
 def _content_type(value: str) -> str:
+    """A media type as HTTP carries it: printable ASCII."""
     if not value:
         return ""
+    if not (value.isascii() and value.isprintable()):
+        raise invalid_field("content_type", "must be printable ASCII, e.g. 'text/csv'")
     return common.name(value, "content_type", MAX_CONTENT_TYPE_LENGTH)
 
 

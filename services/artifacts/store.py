@@ -105,23 +105,26 @@ class ObjectStore:
                 path,
             )
         if row is None:
-            raise NotFound(
-                "UPLOAD_NOT_FOUND",
-                f"no upload {upload_id} to {path!r} is waiting: it was confirmed already, "
-                "it expired, or it was never begun",
-                metadata={"upload_id": str(upload_id), "path": path},
-            )
+            raise _upload_not_found(upload_id, path)
         return PendingUpload(**dict(row))
 
     async def publish(
-        self, upload: PendingUpload, size: int, sha256: str, content_type: str
+        self,
+        upload: PendingUpload,
+        size: int,
+        sha256: str,
+        content_type: str,
+        consumes: PendingUpload | None = None,
     ) -> tuple[StoredObject, str | None]:
         """Makes the upload's bytes the object at its path; returns the object and the
-        storage key it replaced, now garbage.
+        storage key it replaced, now garbage. `consumes` is the presigned upload whose
+        bytes were copied into this one: it is spent in the same transaction, and its
+        key becomes garbage.
 
         Raises:
             AlreadyExists: an object is at the path and the upload may not overwrite it.
             Aborted: the upload expired (the janitor took its key) before publishing.
+            NotFound: the consumed upload was confirmed already (UPLOAD_NOT_FOUND).
         """
         async with self._pool.acquire() as conn, conn.transaction():
             # Publishers of one path take turns, so the key read below is the one replaced.
@@ -134,6 +137,8 @@ class ObjectStore:
                 upload.upload_id,
             ):
                 raise _expired(upload)
+            if consumes is not None:
+                await _spend(conn, consumes)
             replaced = await conn.fetchval(
                 """SELECT storage_key FROM artifacts.objects
                    WHERE project = $1 AND path = $2 FOR UPDATE""",
@@ -225,6 +230,15 @@ class ObjectStore:
             )
         return [row["storage_key"] for row in rows]
 
+    async def postpone(self, keys: list[str]) -> None:
+        """Puts garbage keys whose bytes could not be removed behind the others."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                """UPDATE artifacts.garbage SET since = clock_timestamp()
+                   WHERE storage_key = ANY($1::text[])""",
+                keys,
+            )
+
     async def forget(self, keys: list[str]) -> None:
         """Called once the bytes of the keys are gone."""
         async with self._pool.acquire() as conn:
@@ -306,6 +320,28 @@ def already_exists(path: str) -> AlreadyExists:
         "OBJECT_ALREADY_EXISTS",
         f"an object exists at {path!r}; upload with overwrite to replace it",
         metadata={"path": path},
+    )
+
+
+async def _spend(conn: asyncpg.Connection, upload: PendingUpload) -> None:
+    spent = await conn.fetchval(
+        """WITH gone AS (
+               DELETE FROM artifacts.uploads WHERE upload_id = $1 RETURNING storage_key
+           )
+           INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
+           RETURNING true""",
+        upload.upload_id,
+    )
+    if not spent:
+        raise _upload_not_found(upload.upload_id, upload.path)
+
+
+def _upload_not_found(upload_id: uuid.UUID, path: str) -> NotFound:
+    return NotFound(
+        "UPLOAD_NOT_FOUND",
+        f"no upload {upload_id} to {path!r} is waiting: it was confirmed already, "
+        "it expired, or it was never begun",
+        metadata={"upload_id": str(upload_id), "path": path},
     )
 
 

@@ -33,6 +33,7 @@ class VerifyingReader:
         self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(QUEUE_CHUNKS)
         self._buffer = bytearray()
         self._done = False
+        self.verified = False  # the end was reached and size and checksum matched
         self.expected_size = expected_size
         self.expected_sha256 = expected_sha256
         self.size = 0
@@ -111,6 +112,7 @@ class VerifyingReader:
                 f"content has sha256 {self.sha256}, not the expected {self.expected_sha256}",
                 metadata={"expected_sha256": self.expected_sha256, "sha256": self.sha256},
             )
+        self.verified = True
 
 
 async def read_ahead(chunks: Generator[bytes, None, None]) -> AsyncIterator[bytes]:

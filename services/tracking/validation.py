@@ -66,7 +66,10 @@ def artifact_location(value: str, project: str) -> str:
     uri(value, "artifact_location")
     if not value:
         return value
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. an unclosed "[" in the host
+        parts = urlsplit("")
     segments = parts.path.removeprefix("/").split("/")
     if (
         parts.scheme != ARTIFACT_SCHEME

@@ -67,3 +67,29 @@ async def test_the_janitor_removes_litter_once_it_is_old_enough(
     with pytest.raises(Aborted) as raised:  # the crashed upload cannot publish any more
         await objects.publish(crashed, 4, "0" * 64, "application/octet-stream")
     assert raised.value.reason == "UPLOAD_EXPIRED"
+
+
+async def test_bytes_that_cannot_be_removed_hold_up_nothing_else(
+    store: cairn.ArtifactClient, pool: asyncpg.Pool, config, s3_config
+) -> None:
+    if store.backend == "s3":
+        return  # a key S3 refuses to delete needs a bucket policy moto does not enforce
+    backend = _backend(store, config, s3_config)
+    stuck = backends.new_key(store.project, uuid.uuid4().hex)
+    (config.artifact_dir / stuck).mkdir(parents=True)  # a folder: unlink refuses it
+    (config.artifact_dir / stuck / "inside").write_bytes(b"x")
+    strays = [backends.new_key(store.project, uuid.uuid4().hex) for _ in range(2)]
+    for key in strays:
+        await asyncio.to_thread(backend.write, key, io.BytesIO(b"stray"), "", 0)
+    async with pool.acquire() as conn:
+        for key in [stuck, *strays]:  # the stuck key is the oldest garbage
+            await conn.execute("INSERT INTO artifacts.garbage (storage_key) VALUES ($1)", key)
+    swept = await Janitor(ObjectStore(pool), backend, timedelta(hours=1)).sweep()
+    assert swept.removed == 2
+    async with pool.acquire() as conn:
+        left = {row["storage_key"] for row in await conn.fetch("SELECT * FROM artifacts.garbage")}
+    assert stuck in left and not left & set(strays)
+    assert not any((config.artifact_dir / key).exists() for key in strays)
+    (config.artifact_dir / stuck / "inside").unlink()  # now it can go
+    (config.artifact_dir / stuck).rmdir()
+    assert await Janitor(ObjectStore(pool), backend, timedelta(hours=1)).collect_garbage() >= 1

@@ -131,6 +131,25 @@ async def test_presigned_url_lifetimes_are_bounded(
     assert "CAIRN_PRESIGN_MAX_SECONDS" in raised.value.message
 
 
+async def test_concurrent_confirmations_publish_once(s3_store: cairn.ArtifactClient) -> None:
+    put = await s3_store.presigned_url("twice.bin", "PUT", overwrite=True)
+    await asyncio.to_thread(_http, put.url, "PUT", b"once", BINARY)
+    outcomes = await asyncio.gather(
+        *(s3_store.confirm_upload("twice.bin", upload_id=put.upload_id) for _ in range(4)),
+        return_exceptions=True,
+    )
+    refused = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(refused) == 3, outcomes
+    assert all(isinstance(o, NotFoundError) and o.reason == "UPLOAD_NOT_FOUND" for o in refused)
+    assert await s3_store.read("twice.bin") == b"once"
+
+
+async def test_a_lifetime_under_a_second_is_rounded_up(s3_store: cairn.ArtifactClient) -> None:
+    await s3_store.upload("brief.txt", b"x")
+    url = await s3_store.presigned_url("brief.txt", expires_in=0.25)
+    assert "X-Amz-Expires=1&" in url.url
+
+
 async def test_a_huge_duration_on_the_wire_is_invalid(s3_store: cairn.ArtifactClient) -> None:
     request = api.CreatePresignedUrlRequest(
         project=s3_store.project,

@@ -197,3 +197,25 @@ def _reader(data: bytes):
     import io
 
     return io.BytesIO(data)
+
+
+async def test_an_empty_chunk_is_no_end_of_the_stream(store: cairn.ArtifactClient) -> None:
+    async def requests():
+        yield api.UploadRequest(header=api.UploadHeader(project=store.project, path="gaps.bin"))
+        for chunk in (b"abc", b"", b"def"):
+            yield api.UploadRequest(chunk=chunk)
+        yield api.UploadRequest(
+            finish=api.UploadFinish(sha256=hashlib.sha256(b"abcdef").hexdigest())
+        )
+
+    await store._transport.client_stream(store._stub.Upload, requests())
+    assert await store.read("gaps.bin") == b"abcdef"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain; name=文件", "text/plain\x00x", "a\nb"])
+async def test_a_content_type_http_cannot_carry_is_invalid(
+    store: cairn.ArtifactClient, content_type: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as raised:
+        await store.upload("typed.txt", b"x", content_type=content_type)
+    assert raised.value.field_violations[0][0] == "content_type"

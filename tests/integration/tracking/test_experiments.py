@@ -157,6 +157,7 @@ async def test_an_artifact_location_lies_in_the_experiments_own_project(
                 f"cairn-artifacts://{mine}/a?b=c",
                 "s3://bucket/runs",
                 "/absolute/path",
+                f"cairn-artifacts://[{mine}/x",
             ]
         ):
             with pytest.raises(InvalidArgumentError) as raised:
