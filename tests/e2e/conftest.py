@@ -51,9 +51,12 @@ def tool(name: str) -> str:
     return found
 
 
-def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> ServerProcess:
-    """`cairn serve` with its data under data_dir; env adds CAIRN_* settings."""
-    address = f"127.0.0.1:{free_port()}"
+def start_server(
+    data_dir: Path, *extra: str, env: dict[str, str] | None = None, address: str | None = None
+) -> ServerProcess:
+    """`cairn serve` with its data under data_dir (at address, or a free port); env adds
+    CAIRN_* settings."""
+    address = address or f"127.0.0.1:{free_port()}"
     log_path = data_dir / "server.log"
     env = {
         **os.environ,

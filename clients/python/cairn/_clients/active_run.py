@@ -1,18 +1,36 @@
-"""`ActiveRun`: a run for `async with`, whose metrics are sent in batches meanwhile."""
+"""`ActiveRun`: a run for `async with`, whose metrics are sent in batches meanwhile,
+through outages: what cannot be sent in time goes to a local journal."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from ..exceptions import DeadlineExceededError, ResourceExhaustedError, UnavailableError
 from ..types._tracking import Metric, Param, Run, RunStatus, RunTag
+from .journal import Journal
+
+# Failures that a later attempt may not meet: the server or its database away, a deadline,
+# a limit. Anything else (a deleted run, a bad value) is the caller's to know at once.
+TRANSIENT = (UnavailableError, DeadlineExceededError, ResourceExhaustedError)
+FIRST_BACKOFF_SECONDS = 0.1
+MAX_BACKOFF_SECONDS = 5.0
+T = TypeVar("T")
+_log = logging.getLogger("cairn")
 
 
 class _RunWriter(Protocol):
     """The part of TrackingClient an ActiveRun uses."""
+
+    @property
+    def project(self) -> str: ...
 
     async def create_run(
         self, experiment_id: str, *, tags: dict[str, Any] | None, run_name: str | None
@@ -28,6 +46,8 @@ class _RunWriter(Protocol):
         metrics: Sequence[Metric] = (),
         params: Sequence[Param] = (),
         tags: Sequence[RunTag] = (),
+        *,
+        request_id: str | None = None,
     ) -> None: ...
 
 
@@ -35,10 +55,21 @@ class ActiveRun:
     """A run being logged to, made by `TrackingClient.start_run`.
 
     `log_metric` only appends to a buffer; a background task sends the buffer as
-    `log_batch` calls of up to `batch_size` points. When `max_buffered` points wait,
-    `log_metric` waits too, so a fast loop cannot outrun the server without bound.
-    An error of a background send is raised by the next `log_metric`, `flush` or the
-    end of the block. Leaving the block flushes, then ends the run.
+    `log_batch` calls of up to `batch_size` points, each with a request id it keeps
+    through retries, so a batch is stored once however often it is sent. When
+    `max_buffered` points wait, `log_metric` waits too, so a fast loop cannot outrun
+    the server without bound.
+
+    Transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED: a server
+    restarting, a database outage) are retried with capped exponential backoff, and
+    sending resumes by itself; only an error retrying cannot fix is raised, by the next
+    `log_metric`, `flush` or the end of the block.
+
+    Leaving the block flushes for up to `flush_timeout` seconds, then ends the run with
+    the status the code chose (FINISHED, FAILED when the block raised, KILLED when it
+    was cancelled). What could not be sent by then is written, with that status, to a
+    journal file in `journal_dir`; `TrackingClient.sync(path)` or `cairn sync PATH`
+    stores it later, exactly once.
     """
 
     def __init__(
@@ -50,9 +81,16 @@ class ActiveRun:
         tags: dict[str, Any] | None,
         batch_size: int,
         max_buffered: int,
+        flush_timeout: float,
+        journal_dir: Path,
     ) -> None:
         if batch_size < 1 or max_buffered < batch_size:
             raise ValueError("need 1 <= batch_size <= max_buffered")
+        self._flush_timeout = flush_timeout
+        self._journal_dir = journal_dir
+        # The request id of the batch at the head of the buffer, once it was first sent.
+        self._head_request_id: str | None = None
+        self.journal: Path | None = None
         self._client = client
         self._experiment_id, self._run_name, self._tags = experiment_id, run_name, tags
         self._batch_size = batch_size
@@ -83,20 +121,44 @@ class ActiveRun:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        deadline = asyncio.get_running_loop().time() + self._flush_timeout
         try:
-            await self._stop_sending()
+            await asyncio.wait_for(self._drain(), self._flush_timeout)
+        except TimeoutError:
+            pass
         finally:
-            if exc_type is None and self._error is None:
-                status = RunStatus.FINISHED
-            elif exc_type is not None and issubclass(
-                exc_type, asyncio.CancelledError | KeyboardInterrupt
-            ):
-                status = RunStatus.KILLED
-            else:
-                status = RunStatus.FAILED
-            await self._client.set_terminated(self.run_id, status)
+            await self._stop_sending()
+        status = _status(exc_type, self._error)
+        if self._error is None and self._buffer:
+            self._keep_in_journal(status)
+        else:
+            try:
+                await asyncio.wait_for(
+                    _retrying(lambda: self._client.set_terminated(self.run_id, status)),
+                    max(0.0, deadline - asyncio.get_running_loop().time()),
+                )
+            except TimeoutError:
+                self._keep_in_journal(status)
         if self._error is not None and exc_type is None:
             raise self._error
+
+    def _keep_in_journal(self, status: RunStatus) -> None:
+        """Writes what is still unsent, and the status, for `sync` to store later."""
+        journal = Journal(self.run_id, self._client.project, status=status)
+        points, size = list(self._buffer), self._batch_size
+        for start in range(0, len(points), size):
+            request_id = (self._head_request_id if start == 0 else None) or uuid.uuid4().hex
+            journal.batches.append((request_id, points[start : start + size]))
+        self.journal = journal.write(self._journal_dir)
+        _log.warning(
+            "run %s: %d points could not be sent in %g s; kept in %s (store them with "
+            "`cairn sync %s`)",
+            self.run_id,
+            journal.points,
+            self._flush_timeout,
+            self.journal,
+            self.journal,
+        )
 
     async def log_metric(
         self, key: str, value: float, step: int = 0, timestamp: int | None = None
@@ -132,12 +194,15 @@ class ActiveRun:
         await self._client.log_batch(self.run_id, tags=[RunTag(key, str(value))])
 
     async def flush(self) -> None:
-        """Returns once every buffered point has been stored."""
+        """Returns once every buffered point has been stored, waiting through outages."""
+        await self._drain()
+        self._raise_pending()
+
+    async def _drain(self) -> None:
         while self._buffer and self._error is None:
             self._wake.set()
             async with self._room:
                 await self._room.wait_for(lambda: not self._buffer or self._error is not None)
-        self._raise_pending()
 
     async def _send_forever(self) -> None:
         while True:
@@ -145,26 +210,51 @@ class ActiveRun:
             self._wake.clear()
             while self._buffer:
                 batch = self._buffer[: self._batch_size]
+                self._head_request_id = uuid.uuid4().hex
+                send = functools.partial(
+                    self._client.log_batch,
+                    self.run_id,
+                    metrics=batch,
+                    request_id=self._head_request_id,
+                )
                 try:
-                    await self._client.log_batch(self.run_id, metrics=batch)
+                    await _retrying(send)
                 except Exception as error:  # Handed to the caller on its next call.
                     self._error = error
                     async with self._room:
                         self._room.notify_all()
                     return
                 del self._buffer[: len(batch)]
+                self._head_request_id = None
                 async with self._room:
                     self._room.notify_all()
 
     async def _stop_sending(self) -> None:
-        if self._sending is None:
-            return
-        try:
-            await self.flush()
-        finally:
+        if self._sending is not None:
             self._sending.cancel()
             await asyncio.gather(self._sending, return_exceptions=True)
 
     def _raise_pending(self) -> None:
         if self._error is not None:
             raise self._error
+
+
+def _status(exc_type: type[BaseException] | None, error: BaseException | None) -> RunStatus:
+    """What the code chose: an outage never makes a run FAILED by itself."""
+    if exc_type is None and error is None:
+        return RunStatus.FINISHED
+    if exc_type is not None and issubclass(exc_type, asyncio.CancelledError | KeyboardInterrupt):
+        return RunStatus.KILLED
+    return RunStatus.FAILED
+
+
+async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
+    """call() until it succeeds or fails with an error that is not transient."""
+    backoff = FIRST_BACKOFF_SECONDS
+    while True:
+        try:
+            return await call()
+        except TRANSIENT as error:
+            _log.info("retrying in %.1f s after %s", backoff, error)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)

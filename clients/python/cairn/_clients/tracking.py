@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from .._base import BaseClient
@@ -16,6 +18,7 @@ from ..tracking.v1 import tracking_service_pb2_grpc
 from ..types import _tracking as types
 from ..types._paging import ListOptions, OrderByField, PagedList
 from ..types._tracking import Experiment, Metric, Param, Run, RunInput, RunStatus, RunTag, ViewType
+from . import journal
 from .active_run import ActiveRun
 from .run_artifacts import RunArtifacts
 
@@ -357,11 +360,17 @@ class TrackingClient(BaseClient, RunArtifacts):
         tags: dict[str, Any] | None = None,
         batch_size: int = 10_000,
         max_buffered: int = 100_000,
+        flush_timeout: float = 60.0,
+        journal_dir: str | os.PathLike[str] | None = None,
     ) -> ActiveRun:
-        """A run for `async with`: metrics are buffered and sent in batches meanwhile.
+        """A run for `async with`: metrics are buffered and sent in batches meanwhile,
+        retried through outages.
 
         The run ends FINISHED, or FAILED when the block raises (KILLED if cancelled).
-        `max_buffered` bounds the buffer: `log_metric` waits when it is full.
+        `max_buffered` bounds the buffer: `log_metric` waits when it is full. Leaving
+        the block waits up to `flush_timeout` seconds for the rest to be sent; what is
+        still unsent then is written to a journal file under `journal_dir` (default
+        `~/.cache/cairn/journal`), named by `ActiveRun.journal`, for `sync_journal`.
         """
         return ActiveRun(
             self,
@@ -370,7 +379,20 @@ class TrackingClient(BaseClient, RunArtifacts):
             tags=tags,
             batch_size=batch_size,
             max_buffered=max_buffered,
+            flush_timeout=flush_timeout,
+            journal_dir=Path(journal_dir) if journal_dir else journal.default_directory(),
         )
+
+    async def sync_journal(self, path: str | os.PathLike[str] | None = None) -> int:
+        """Stores what runs left in their journals: one file, or every file of a
+        directory (default `~/.cache/cairn/journal`), each removed once stored. Every
+        batch is sent with the request id it was first sent with, so nothing the server
+        stored before the outage is stored twice. Returns the points sent."""
+        return await journal.replay(self, Path(path) if path else journal.default_directory())
+
+    def for_project(self, project: str) -> TrackingClient:
+        """A client of the same connection, in another project."""
+        return TrackingClient(self._transport.for_project(project, timeout=self._transport.timeout))
 
     # Logging
 

@@ -1,0 +1,108 @@
+"""The local journal of a run: what `start_run` could not send before its deadline.
+
+One JSON Lines file per run, `<run id>.jsonl`: a first line naming the run and its
+project, one line per batch of metrics with the request id it was (or would have been)
+sent with, and a last line with the status the run should end with. Replaying sends
+each batch with its own request id, so a batch that reached the server before the
+outage is not stored twice (the server remembers request ids of LogBatch per run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..types._tracking import Metric, RunStatus
+
+SUFFIX = ".jsonl"
+
+
+def default_directory() -> Path:
+    """`$XDG_CACHE_HOME/cairn/journal`, by default `~/.cache/cairn/journal`."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "cairn" / "journal"
+
+
+@dataclass
+class Journal:
+    """What is left of a run to store: batches of metrics, then its final status."""
+
+    run_id: str
+    project: str
+    batches: list[tuple[str, list[Metric]]] = field(default_factory=list)
+    status: RunStatus | None = None
+
+    @property
+    def points(self) -> int:
+        return sum(len(metrics) for _, metrics in self.batches)
+
+    def write(self, directory: Path) -> Path:
+        """Writes the journal whole, or not at all (a temporary file renamed)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / f"{self.run_id}{SUFFIX}"
+        temporary = target.with_suffix(".partial")
+        lines: list[dict[str, Any]] = [{"run_id": self.run_id, "project": self.project}]
+        lines += [
+            {"request_id": request_id, "metrics": [_point(m) for m in metrics]}
+            for request_id, metrics in self.batches
+        ]
+        if self.status is not None:
+            lines.append({"status": self.status.name})
+        with temporary.open("w") as out:
+            out.writelines(json.dumps(line) + "\n" for line in lines)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, target)
+        return target
+
+    @classmethod
+    def read(cls, path: Path) -> Journal:
+        first, *rest = (json.loads(line) for line in path.read_text().splitlines() if line)
+        journal = cls(first["run_id"], first["project"])
+        for line in rest:
+            if "status" in line:
+                journal.status = RunStatus[line["status"]]
+            else:
+                journal.batches.append(
+                    (line["request_id"], [Metric(k, v, t, s) for k, v, t, s in line["metrics"]])
+                )
+        return journal
+
+
+def _point(metric: Metric) -> list[Any]:
+    return [metric.key, metric.value, metric.timestamp, metric.step]
+
+
+class _Tracking(Protocol):
+    def for_project(self, project: str) -> _Tracking: ...
+
+    async def log_batch(
+        self, run_id: str, metrics: Sequence[Metric] = (), *, request_id: str | None = None
+    ) -> None: ...
+
+    async def set_terminated(self, run_id: str, status: RunStatus) -> None: ...
+
+
+async def replay(client: _Tracking, path: Path) -> int:
+    """Stores what the journal files at path (one file, or a directory of them) hold,
+    removing each file once all of it is stored; returns the points sent."""
+    sent = 0
+    for file in await asyncio.to_thread(_files, path):
+        journal = await asyncio.to_thread(Journal.read, file)
+        tracking = client.for_project(journal.project)
+        for request_id, metrics in journal.batches:
+            await tracking.log_batch(journal.run_id, metrics, request_id=request_id)
+            sent += len(metrics)
+        if journal.status is not None:
+            await tracking.set_terminated(journal.run_id, journal.status)
+        await asyncio.to_thread(file.unlink)
+    return sent
+
+
+def _files(path: Path) -> list[Path]:
+    return sorted(path.glob(f"*{SUFFIX}")) if path.is_dir() else [path]
