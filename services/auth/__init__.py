@@ -47,4 +47,5 @@ SPEC = ServiceSpec(
     register=_register,
     roles=ROLES,
     gate=_gate,
+    records_requests=True,
 )

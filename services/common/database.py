@@ -14,6 +14,7 @@ import asyncpg
 from . import logs
 from .config import Config
 from .errors import Unavailable
+from .idempotency import CALL_CONNECTION
 
 _log = logs.get("cairn.database")
 
@@ -67,9 +68,28 @@ class BoundedPool(asyncpg.Pool):
     acquire_timeout: float = 5.0
 
     def acquire(self, *, timeout: float | None = None) -> Any:
+        shared = CALL_CONNECTION.get()
+        if shared is not None:  # inside a write run once per request id: its transaction
+            return _Shared(shared)
         if timeout is not None:
             return super().acquire(timeout=timeout)
         return _BoundedAcquire(super().acquire(timeout=self.acquire_timeout), self.acquire_timeout)
+
+
+class _Shared:
+    """The connection of the call, lent to a store without being released after."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        return self._conn
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        return None
+
+    def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
+        return self.__aenter__().__await__()
 
 
 class _BoundedAcquire:

@@ -29,6 +29,7 @@ from grpc_status import rpc_status
 from . import database, logs, metrics
 from .access import CallInfo, Gate, Role, set_caller
 from .errors import DomainError
+from .idempotency import Idempotency, passing_bytes
 
 ERROR_DOMAIN = "cairn"
 REQUEST_ID_HEADER = "x-request-id"
@@ -46,9 +47,12 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             least role it needs; methods not listed (health, reflection) are open.
     """
 
-    def __init__(self, gate: Gate, roles: dict[str, Role]) -> None:
+    def __init__(
+        self, gate: Gate, roles: dict[str, Role], idempotency: Idempotency | None = None
+    ) -> None:
         self._gate = gate
         self._roles = roles
+        self._idempotency = idempotency
 
     async def intercept_service(
         self,
@@ -66,8 +70,13 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
+            schema = self._idempotency.schema_of(method) if self._idempotency else None
+            behaviour = handler.unary_unary
+            if schema is not None:
+                behaviour = _once(self._idempotency, schema, method, behaviour)  # type: ignore[arg-type]
+                codec["response_serializer"] = passing_bytes(handler.response_serializer)
             return grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary, method, admission, streamed=False), **codec
+                _unary(behaviour, method, admission, streamed=False), **codec
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
@@ -137,6 +146,19 @@ async def _admit(
         return admission.first_of(context, request)
     await admission(context, request)
     return request
+
+
+def _once(idempotency: Idempotency, schema: str, method: str, behaviour: Handler) -> Handler:
+    """A write's handler, run once per request id (see idempotency.py)."""
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def handle() -> Any:
+            result = behaviour(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+        return await idempotency.run(schema, method, context, request, handle)
+
+    return call
 
 
 def _unary(

@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from . import database, logs, metrics, migrations
 from .access import Gate, Role
 from .config import Config
+from .idempotency import Idempotency
 from .interceptor import CallInterceptor
 from .service import Resources, ServiceSpec
 from .watch import watch_database
@@ -24,6 +25,7 @@ _log = logs.get("cairn.server")
 # grpc sets SO_REUSEPORT by default: a second server on a port in use would start and
 # silently take part of its traffic. Without it, binding a port in use fails.
 ONE_SERVER_PER_PORT = [("grpc.so_reuseport", 0)]
+PRUNE_INTERVAL_SECONDS = 3600
 
 
 class CairnServer:
@@ -37,8 +39,13 @@ class CairnServer:
         self._background: list[asyncio.Task[None]] = []
         limit = config.max_message_bytes
         self._gate = _gate(self.services, resources)
+        self._idempotency = Idempotency(
+            pool,
+            {spec.full_name: spec.schema for spec in self.services if spec.records_requests},
+            exempt=set().union(*(spec.deduplicates_itself for spec in self.services)),
+        )
         self._server = grpc.aio.server(
-            interceptors=[CallInterceptor(self._gate, role_table(services))],
+            interceptors=[CallInterceptor(self._gate, role_table(services), self._idempotency)],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -81,10 +88,20 @@ class CairnServer:
             for spec in self.services
             if spec.background is not None
         ]
-        self._background.append(
-            asyncio.create_task(watch_database(self._resources.pool, self._set_health))
-        )
+        self._background += [
+            asyncio.create_task(watch_database(self._resources.pool, self._set_health)),
+            asyncio.create_task(self._forget_request_ids()),
+        ]
         return port
+
+    async def _forget_request_ids(self) -> None:
+        """Prunes the request ids of writes older than their retention, hourly."""
+        while True:
+            try:
+                await self._idempotency.prune(self.config.request_id_retention_seconds)
+            except Exception:
+                _log.exception("pruning request ids failed")
+            await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
 
     async def _set_health(self, serving: bool) -> None:
         """Every service's health, and the server's ("") at once; ignored by the health

@@ -38,6 +38,9 @@ class ServiceSpec:
             the interceptor asks to admit every call.
         background: work the service does beside its calls while it is served (the
             artifact janitor); started with the server, cancelled when it stops.
+        records_requests: whether its writes are run once per request id
+            (idempotency.py); its schema then has a `requests` table.
+        deduplicates_itself: writes that carry and check a request id of their own.
     """
 
     name: str
@@ -48,6 +51,8 @@ class ServiceSpec:
     roles: RoleTable
     gate: Callable[[Resources], Gate] | None = None
     background: Callable[[Resources], Coroutine[Any, Any, None]] | None = None
+    records_requests: bool = False
+    deduplicates_itself: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         # The schema name is spliced into SQL; allow nothing but a plain identifier.

@@ -56,4 +56,6 @@ SPEC = ServiceSpec(
     migrations_dir=Path(__file__).parent / "migrations",
     register=_register,
     roles=ROLES,
+    records_requests=True,
+    deduplicates_itself=frozenset({"LogBatch"}),
 )

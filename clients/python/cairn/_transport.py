@@ -7,6 +7,7 @@ and convert the response; they never see a raw `grpc.aio.AioRpcError`.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,25 +29,25 @@ STREAM_VERDICT_HEADER = "x-cairn-stream"
 Metadata = Sequence[tuple[str, str]]
 Response = TypeVar("Response")
 
-# Methods a retry cannot apply twice: reads, and the writes the server deduplicates by
-# their request id. Other writes are not retried: UNAVAILABLE may also mean that the
-# database failed after the write committed.
+# Every unary call carries a fresh request id, the same on each of its retries; the
+# services that record request ids apply a write once per id and answer a repeat with
+# the first answer. So a retry cannot apply a write twice for: reads, every write of
+# those services, and LogBatch (which also deduplicates by its own request_id). The
+# artifact service's writes are not retried: UNAVAILABLE may also mean that its
+# database failed after a write committed.
+REQUEST_ID_HEADER = "x-cairn-request-id"
 _READS = ("Get", "Search", "List", "Find", "Stat", "Download")
-_DEDUPLICATED = {"LogBatch"}
+_RECORDING_SERVICES = (auth_service_pb2, registry_service_pb2, tracking_service_pb2)
 
 
 def _retried_methods() -> list[dict[str, str]]:
     return [
         {"service": service.full_name, "method": method.name}
-        for module in (
-            auth_service_pb2,
-            artifacts_service_pb2,
-            registry_service_pb2,
-            tracking_service_pb2,
-        )
+        for module in (*_RECORDING_SERVICES, artifacts_service_pb2)
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
-        if method.name.startswith(_READS) or method.name in _DEDUPLICATED
+        if not method.client_streaming
+        and (module in _RECORDING_SERVICES or method.name.startswith(_READS))
     ]
 
 
@@ -136,7 +137,13 @@ class Transport:
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> Any:
-        """Calls a unary RPC; raises the matching `CairnError` on failure."""
+        """Calls a unary RPC; raises the matching `CairnError` on failure.
+
+        The call carries a fresh request id unless metadata names one (a caller that
+        retries on its own, across processes even, sends the same id each time)."""
+        metadata = list(metadata or ())
+        if not any(key == REQUEST_ID_HEADER for key, _ in metadata):
+            metadata.append((REQUEST_ID_HEADER, uuid.uuid4().hex))
         try:
             return await method(
                 request, timeout=self._timeout(timeout), metadata=self._with(metadata)

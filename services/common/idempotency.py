@@ -1,0 +1,154 @@
+"""Exactly-once writes: a write repeated with its request id gets the first answer.
+
+A client sends a fresh request id (metadata `x-cairn-request-id`) with every call and
+the same id with every retry of it. For a write of a service that records request ids,
+the interceptor runs the handler inside one transaction on one connection, which
+every store of the call shares (`database.BoundedPool` hands it out; a store's own
+transaction becomes a savepoint in it): it first claims the id in `<schema>.requests`,
+then runs the handler, then stores the answer, then commits. A repeat finds the claim
+and gets the stored answer; a repeat racing the first waits for its commit. A handler
+that fails rolls the claim back with the write, so a retry applies it afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
+
+import asyncpg
+import grpc
+from google.protobuf.message import Message
+
+from .errors import InvalidArgument
+
+REQUEST_ID_HEADER = "x-cairn-request-id"
+MAX_REQUEST_ID_LENGTH = 128
+# Methods that only read; every other method of a recording service is a write.
+READS = ("Get", "Search", "List", "Find", "Stat", "Download")
+# The connection of the write being run, which the pool hands to every store of the call.
+CALL_CONNECTION: ContextVar[asyncpg.Connection | None] = ContextVar(
+    "cairn_call_connection", default=None
+)
+
+
+class Idempotency:
+    """Runs writes once per request id.
+
+    Args:
+        pool: the database pool.
+        schemas: full service name ("cairn.tracking.v1.TrackingService") to the schema
+            whose `requests` table records its writes; services not listed record none.
+        exempt: method names that deduplicate on their own (LogBatch's request_id).
+    """
+
+    def __init__(self, pool: asyncpg.Pool, schemas: dict[str, str], exempt: set[str]) -> None:
+        self._pool = pool
+        self._schemas = schemas
+        self._exempt = exempt
+
+    def schema_of(self, method: str) -> str | None:
+        """The schema recording method ("/package.Service/Name"), if it is such a write."""
+        service, _, name = method.lstrip("/").partition("/")
+        if name.startswith(READS) or name in self._exempt:
+            return None
+        return self._schemas.get(service)
+
+    async def run(
+        self,
+        schema: str,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        request: Message,
+        handler: Callable[[], Awaitable[Message]],
+    ) -> Message | bytes:
+        """The handler's answer, or the serialized answer of the call with the same id."""
+        request_id = _request_id(context)
+        if request_id is None:
+            return await handler()
+        fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await _claim(conn, schema, method, request_id, fingerprint):
+                return await _answer(conn, schema, method, request_id, fingerprint)
+            token = CALL_CONNECTION.set(conn)
+            try:
+                response = await handler()
+            finally:
+                CALL_CONNECTION.reset(token)
+            await conn.execute(
+                f"""UPDATE {schema}.requests SET response = $3
+                    WHERE method = $1 AND request_id = $2""",
+                method,
+                request_id,
+                response.SerializeToString(),
+            )
+        return response
+
+    async def prune(self, retention_seconds: float) -> int:
+        """Forgets request ids older than the retention; returns how many."""
+        pruned = 0
+        async with self._pool.acquire() as conn:
+            for schema in sorted(set(self._schemas.values())):
+                status = await conn.execute(
+                    f"""DELETE FROM {schema}.requests
+                        WHERE create_time < clock_timestamp() - $1 * interval '1 second'""",
+                    retention_seconds,
+                )
+                pruned += int(status.split()[-1])
+        return pruned
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER:
+            if not (isinstance(value, str) and 0 < len(value) <= MAX_REQUEST_ID_LENGTH):
+                raise InvalidArgument(
+                    "INVALID_ARGUMENT",
+                    f"{REQUEST_ID_HEADER} must be 1 to {MAX_REQUEST_ID_LENGTH} characters",
+                )
+            return value
+    return None
+
+
+async def _claim(
+    conn: asyncpg.Connection, schema: str, method: str, request_id: str, fingerprint: bytes
+) -> bool:
+    claimed = await conn.fetchval(
+        f"""INSERT INTO {schema}.requests (method, request_id, fingerprint)
+            VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING true""",
+        method,
+        request_id,
+        fingerprint,
+    )
+    return bool(claimed)
+
+
+async def _answer(
+    conn: asyncpg.Connection, schema: str, method: str, request_id: str, fingerprint: bytes
+) -> bytes:
+    row = await conn.fetchrow(
+        f"""SELECT fingerprint, response FROM {schema}.requests
+            WHERE method = $1 AND request_id = $2""",
+        method,
+        request_id,
+    )
+    if row["fingerprint"] != fingerprint:
+        raise InvalidArgument(
+            "REQUEST_ID_REUSED",
+            f"request id {request_id!r} was used before with another request; "
+            "send a new id with every new call",
+            metadata={"request_id": request_id},
+        )
+    return bytes(row["response"])
+
+
+def passing_bytes(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
+    """A response serializer that sends a stored (already serialized) answer as it is."""
+
+    def serialize(response: Any) -> bytes:
+        if isinstance(response, bytes):
+            return response
+        return serializer(response) if serializer else response.SerializeToString()
+
+    return serialize
