@@ -48,4 +48,5 @@ SPEC = ServiceSpec(
     roles=ROLES,
     gate=_gate,
     records_requests=True,
+    not_recorded=frozenset({"CreateApiKey"}),
 )

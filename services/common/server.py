@@ -42,7 +42,7 @@ class CairnServer:
         self._idempotency = Idempotency(
             pool,
             {spec.full_name: spec.schema for spec in self.services if spec.records_requests},
-            exempt=set().union(*(spec.deduplicates_itself for spec in self.services)),
+            exempt=set().union(*(spec.not_recorded for spec in self.services)),
         )
         self._server = grpc.aio.server(
             interceptors=[CallInterceptor(self._gate, role_table(services), self._idempotency)],

@@ -40,7 +40,8 @@ class ServiceSpec:
             artifact janitor); started with the server, cancelled when it stops.
         records_requests: whether its writes are run once per request id
             (idempotency.py); its schema then has a `requests` table.
-        deduplicates_itself: writes that carry and check a request id of their own.
+        not_recorded: writes run without recording their request ids: LogBatch, which
+            records its own; CreateApiKey, whose answer holds a secret never stored.
     """
 
     name: str
@@ -52,7 +53,7 @@ class ServiceSpec:
     gate: Callable[[Resources], Gate] | None = None
     background: Callable[[Resources], Coroutine[Any, Any, None]] | None = None
     records_requests: bool = False
-    deduplicates_itself: frozenset[str] = frozenset()
+    not_recorded: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         # The schema name is spliced into SQL; allow nothing but a plain identifier.

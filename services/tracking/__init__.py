@@ -57,5 +57,5 @@ SPEC = ServiceSpec(
     register=_register,
     roles=ROLES,
     records_requests=True,
-    deduplicates_itself=frozenset({"LogBatch"}),
+    not_recorded=frozenset({"LogBatch"}),
 )

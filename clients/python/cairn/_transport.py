@@ -31,13 +31,14 @@ Response = TypeVar("Response")
 
 # Every unary call carries a fresh request id, the same on each of its retries; the
 # services that record request ids apply a write once per id and answer a repeat with
-# the first answer. So a retry cannot apply a write twice for: reads, every write of
-# those services, and LogBatch (which also deduplicates by its own request_id). The
-# artifact service's writes are not retried: UNAVAILABLE may also mean that its
+# the first answer. So a retry cannot apply a write twice for: reads, and every write
+# of those services but CreateApiKey (whose answer, a secret, is never stored). The
+# artifact service's writes are not retried either: UNAVAILABLE may also mean that its
 # database failed after a write committed.
 REQUEST_ID_HEADER = "x-cairn-request-id"
 _READS = ("Get", "Search", "List", "Find", "Stat", "Download")
 _RECORDING_SERVICES = (auth_service_pb2, registry_service_pb2, tracking_service_pb2)
+_NOT_RECORDED = {"CreateApiKey"}
 
 
 def _retried_methods() -> list[dict[str, str]]:
@@ -47,6 +48,7 @@ def _retried_methods() -> list[dict[str, str]]:
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
         if not method.client_streaming
+        and method.name not in _NOT_RECORDED
         and (module in _RECORDING_SERVICES or method.name.startswith(_READS))
     ]
 

@@ -1,0 +1,112 @@
+"""Writes whose answers are lost after they committed: the client retries with the same
+request id and gets the first answer, and the write is stored once. Through a proxy
+that cuts the connection as the server's answer begins."""
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+import cairn
+from cairn import _transport
+from cairn.exceptions import InvalidArgumentError
+from cairn.types import ModelVersion, RegisteredModel
+from cairn_server import catalog
+from cairn_server.common.idempotency import READS
+from tests.proxy import AnswerDroppingProxy
+
+
+@pytest.fixture
+async def proxy(server_port: int) -> AsyncIterator[AnswerDroppingProxy]:
+    proxy = AnswerDroppingProxy(server_port)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+async def test_tracking_writes_apply_once_when_their_answers_are_lost(
+    proxy: AnswerDroppingProxy, unique: str
+) -> None:
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", proxy.port) as tracking:
+        proxy.drop_next()
+        experiment_id = await tracking.create_experiment(f"once-{unique}")  # not ALREADY_EXISTS
+        proxy.drop_next()
+        run = await tracking.create_run(experiment_id)
+        run_id = run.info.run_id
+        for write in (
+            lambda: tracking.log_metric(run_id, "loss", 0.5, step=1),
+            lambda: tracking.log_param(run_id, "lr", "0.1"),
+            lambda: tracking.set_tag(run_id, "team", "vision"),
+            lambda: tracking.set_experiment_tag(experiment_id, "owner", "ml"),
+            lambda: tracking.delete_run(run_id),  # not NOT_FOUND or FAILED_PRECONDITION
+        ):
+            proxy.drop_next()
+            await write()
+        assert proxy.dropped == 7
+        runs = await tracking.search_runs([experiment_id], run_view_type=cairn.types.ViewType.ALL)
+        assert [r.info.run_id for r in runs] == [run_id]
+        assert [m.value for m in await tracking.get_metric_history(run_id, "loss")] == [0.5]
+
+
+async def test_registry_writes_apply_once_when_their_answers_are_lost(
+    proxy: AnswerDroppingProxy, server_port: int, unique: str
+) -> None:
+    async with cairn.ModelRegistryAPIClient.insecure_connection(
+        "127.0.0.1", proxy.port
+    ) as registry:
+        proxy.drop_next()
+        model = await registry.upsert_registered_model(RegisteredModel(f"once-{unique}"))
+        proxy.drop_next()
+        first = await registry.create_model_version(model.name, "s3://bucket/model")
+        proxy.drop_next()
+        named = await registry.upsert_model_version(ModelVersion("v-named"), model.id)
+        proxy.drop_next()
+        await registry.set_registered_model_alias(model.name, "champion", first.version)
+        assert proxy.dropped == 4
+        versions = await registry.get_model_versions(model.id)
+        assert sorted(v.id for v in versions) == sorted([first.id, named.id])
+        champion = await registry.get_model_version_by_alias(model.name, "champion")
+        assert champion.id == first.id
+
+
+async def test_auth_writes_apply_once_when_their_answers_are_lost(
+    proxy: AnswerDroppingProxy, unique: str
+) -> None:
+    async with cairn.AuthClient.insecure_connection("127.0.0.1", proxy.port) as auth:
+        proxy.drop_next()
+        project = await auth.create_project(f"once-{unique}")  # not ALREADY_EXISTS
+        assert project == f"once-{unique}"
+        assert proxy.dropped == 1
+
+
+async def test_a_request_id_reused_for_another_request_is_refused(
+    server_port: int, unique: str
+) -> None:
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
+        same_id = [(_transport.REQUEST_ID_HEADER, f"fixed-{unique}")]
+        first = await tracking.create_experiment(f"a-{unique}", metadata=same_id)
+        assert await tracking.create_experiment(f"a-{unique}", metadata=same_id) == first
+        with pytest.raises(InvalidArgumentError) as raised:
+            await tracking.create_experiment(f"b-{unique}", metadata=same_id)
+        assert raised.value.reason == "REQUEST_ID_REUSED"
+
+
+def test_every_write_of_the_recording_services_runs_once_per_request_id(pool) -> None:
+    from cairn_server.common.idempotency import Idempotency
+
+    specs = [spec for spec in catalog.select([]) if spec.records_requests]
+    once = Idempotency(
+        pool,
+        {spec.full_name: spec.schema for spec in specs},
+        exempt=set().union(*(spec.not_recorded for spec in specs)),
+    )
+    retried = {(m["service"], m["method"]) for m in _transport._retried_methods()}
+    for spec in specs:
+        for name in spec.roles:
+            method = f"/{spec.full_name}/{name}"
+            if name.startswith(READS):
+                continue
+            if name in spec.not_recorded:
+                assert name in ("LogBatch", "CreateApiKey")
+                continue
+            assert once.schema_of(method) == spec.schema, method
+            assert (spec.full_name, name) in retried, method  # so the client retries it
