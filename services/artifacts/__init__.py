@@ -34,4 +34,8 @@ SPEC = ServiceSpec(
     register=_register,
     roles=ROLES,
     background=run_janitor,
+    records_requests=True,
+    # Upload is a stream, which is not recorded; ConfirmUpload discards what it refused,
+    # which a recorded call's rollback would undo.
+    not_recorded=frozenset({"ConfirmUpload"}),
 )

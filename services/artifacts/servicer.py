@@ -29,6 +29,7 @@ from ..common.errors import (
     OutOfRange,
     invalid_field,
 )
+from ..common.idempotency import after_commit
 from ..common.service import Resources
 from . import backends, paths
 from .janitor import janitor_for
@@ -203,7 +204,8 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         garbage = await self._objects.remove(project, path, request.recursive)
         if not garbage and not request.recursive:
             raise NotFound("OBJECT_NOT_FOUND", f"no object at {path!r}", metadata={"path": path})
-        await self._janitor.collect(garbage)
+        # Only once the removal is committed: a repeat of this call may be recorded.
+        await after_commit(lambda: self._janitor.collect(garbage))
         return api.DeleteObjectResponse(deleted_count=len(garbage))
 
     async def CreatePresignedUrl(

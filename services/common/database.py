@@ -128,8 +128,12 @@ class _BoundedAcquire:
 def unreachable(exc: BaseException) -> Unavailable | None:
     """The error to answer when exc says the database cannot be reached (down,
     restarting, or the connection broke), rather than that the request was wrong."""
-    if isinstance(exc, _UNREACHABLE) or (
-        isinstance(exc, asyncpg.InterfaceError) and _CLOSED in str(exc)
+    if (
+        isinstance(exc, _UNREACHABLE)
+        or (isinstance(exc, asyncpg.InterfaceError) and _CLOSED in str(exc))
+        # A connection whose last query an outage cut off, handed out again before its
+        # cleanup ended; releasing it after this error terminates it.
+        or (isinstance(exc, asyncpg.InternalClientError) and _BUSY in str(exc))
     ):
         return Unavailable(
             "DATABASE_UNAVAILABLE", "the database cannot be reached at the moment; try again"
@@ -146,6 +150,7 @@ _UNREACHABLE = (
     asyncpg.exceptions.TooManyConnectionsError,
 )
 _CLOSED = "connection is closed"
+_BUSY = "another operation"
 
 
 async def _register_codecs(conn: asyncpg.Connection) -> None:

@@ -31,6 +31,21 @@ READS = ("Get", "Search", "List", "Find", "Stat", "Download")
 CALL_CONNECTION: ContextVar[asyncpg.Connection | None] = ContextVar(
     "cairn_call_connection", default=None
 )
+# What the write being run leaves for after its commit (removing replaced bytes, say).
+_AFTER_COMMIT: ContextVar[list[Callable[[], Awaitable[None]]] | None] = ContextVar(
+    "cairn_after_commit", default=None
+)
+
+
+async def after_commit(action: Callable[[], Awaitable[None]]) -> None:
+    """Runs action once the current call's writes are committed: at once, unless the
+    call is a write run once per request id, whose transaction commits after the
+    handler returns; then after that commit, and not at all if it rolls back."""
+    pending = _AFTER_COMMIT.get()
+    if pending is None:
+        await action()
+    else:
+        pending.append(action)
 
 
 class Idempotency:
@@ -40,7 +55,7 @@ class Idempotency:
         pool: the database pool.
         schemas: full service name ("cairn.tracking.v1.TrackingService") to the schema
             whose `requests` table records its writes; services not listed record none.
-        exempt: method names that deduplicate on their own (LogBatch's request_id).
+        exempt: writes not recorded (`ServiceSpec.not_recorded` of each service).
     """
 
     def __init__(self, pool: asyncpg.Pool, schemas: dict[str, str], exempt: set[str]) -> None:
@@ -68,14 +83,16 @@ class Idempotency:
         if request_id is None:
             return await handler()
         fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+        pending: list[Callable[[], Awaitable[None]]] = []
         async with self._pool.acquire() as conn, conn.transaction():
             if not await _claim(conn, schema, method, request_id, fingerprint):
                 return await _answer(conn, schema, method, request_id, fingerprint)
-            token = CALL_CONNECTION.set(conn)
+            connection, later = CALL_CONNECTION.set(conn), _AFTER_COMMIT.set(pending)
             try:
                 response = await handler()
             finally:
-                CALL_CONNECTION.reset(token)
+                CALL_CONNECTION.reset(connection)
+                _AFTER_COMMIT.reset(later)
             await conn.execute(
                 f"""UPDATE {schema}.requests SET response = $3
                     WHERE method = $1 AND request_id = $2""",
@@ -83,6 +100,8 @@ class Idempotency:
                 request_id,
                 response.SerializeToString(),
             )
+        for action in pending:
+            await action()
         return response
 
     async def prune(self, retention_seconds: float) -> int:

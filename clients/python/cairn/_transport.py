@@ -31,25 +31,26 @@ Response = TypeVar("Response")
 
 # Every unary call carries a fresh request id, the same on each of its retries; the
 # services that record request ids apply a write once per id and answer a repeat with
-# the first answer. So a retry cannot apply a write twice for: reads, and every write
-# of those services but CreateApiKey (whose answer, a secret, is never stored). The
-# artifact service's writes are not retried either: UNAVAILABLE may also mean that its
+# the first answer. So a retry cannot apply a write twice for: reads, and every unary
+# write but two: CreateApiKey (whose answer, a secret, is never stored) and the artifact
+# service's ConfirmUpload, which are not retried: UNAVAILABLE may also mean that the
 # database failed after a write committed.
 REQUEST_ID_HEADER = "x-cairn-request-id"
-_READS = ("Get", "Search", "List", "Find", "Stat", "Download")
-_RECORDING_SERVICES = (auth_service_pb2, registry_service_pb2, tracking_service_pb2)
-_NOT_RECORDED = {"CreateApiKey"}
+_NOT_RECORDED = {"CreateApiKey", "ConfirmUpload"}
 
 
 def _retried_methods() -> list[dict[str, str]]:
     return [
         {"service": service.full_name, "method": method.name}
-        for module in (*_RECORDING_SERVICES, artifacts_service_pb2)
+        for module in (
+            auth_service_pb2,
+            artifacts_service_pb2,
+            registry_service_pb2,
+            tracking_service_pb2,
+        )
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
-        if not method.client_streaming
-        and method.name not in _NOT_RECORDED
-        and (module in _RECORDING_SERVICES or method.name.startswith(_READS))
+        if not method.client_streaming and method.name not in _NOT_RECORDED
     ]
 
 
