@@ -79,3 +79,37 @@ def test_a_second_server_on_a_port_in_use_exits_with_a_clear_message(tmp_path) -
         assert "Traceback" not in second.stderr
     finally:
         assert first.terminate(timeout=10) == 0
+
+
+async def test_calls_caught_by_shutdown_are_unavailable(tmp_path) -> None:
+    import asyncio
+    import signal
+
+    import cairn
+    from cairn.exceptions import CairnError
+    from tests.conftest import eventually
+
+    server = start_server(tmp_path, "--shutdown-grace-seconds", "2")
+    host, port = server.address.split(":")
+    codes: dict[str, int] = {}
+    stop = asyncio.Event()
+
+    async def caller(tracking: cairn.TrackingClient, experiment_id: str) -> None:
+        while not stop.is_set():
+            try:
+                await tracking.get_experiment(experiment_id, timeout=5)
+                codes["OK"] = codes.get("OK", 0) + 1
+            except CairnError as error:
+                codes[error.code.name] = codes.get(error.code.name, 0) + 1
+                if error.code.name == "UNAVAILABLE":
+                    return  # the server is gone
+
+    async with cairn.TrackingClient.insecure_connection(host, int(port)) as tracking:
+        experiment_id = await tracking.create_experiment("shutdown")
+        callers = [asyncio.ensure_future(caller(tracking, experiment_id)) for _ in range(16)]
+        await eventually(lambda: codes.get("OK", 0) >= 200, what="calls flowing")
+        server.process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(server.process.wait, 30)
+        stop.set()
+        await asyncio.gather(*callers)
+    assert set(codes) <= {"OK", "UNAVAILABLE"}, codes

@@ -54,6 +54,9 @@ def _retried_methods() -> list[dict[str, str]]:
     ]
 
 
+# CANCELLED is retried too: a call the client cancels raises asyncio.CancelledError, so
+# this status comes from the server side, which answers it to calls that arrive while it
+# shuts down, before any handler ran.
 # round_robin spreads calls over every address a name resolves to, e.g. the pods behind a
 # headless Kubernetes Service ("dns:///cairn-tracking-headless.cairn.svc" as the address).
 _SERVICE_CONFIG = json.dumps(
@@ -67,7 +70,7 @@ _SERVICE_CONFIG = json.dumps(
                     "initialBackoff": "0.1s",
                     "maxBackoff": "2s",
                     "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
+                    "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
                 },
             }
         ],
