@@ -6,6 +6,7 @@ and convert the response; they never see a raw `grpc.aio.AioRpcError`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
@@ -21,6 +22,8 @@ from .registry.v1 import registry_service_pb2
 from .tracking.v1 import tracking_service_pb2
 
 DEFAULT_TIMEOUT = 30.0
+# After a failed write, how long to wait for the call's own status.
+ENDING_WAIT_SECONDS = 2.0
 DEFAULT_PROJECT = "default"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Initial metadata of a client stream: the server's verdict on the first message.
@@ -194,6 +197,11 @@ class Transport:
         call = method(timeout=self._timeout(timeout), metadata=self._with(metadata))
         try:
             await self._send_all(call, requests)
+        except (grpc.RpcError, asyncio.InvalidStateError) as error:
+            # A write into a call that already ended fails with a bare INTERNAL ("Internal
+            # error from Core") or InvalidStateError; the call's own status says why.
+            raise from_grpc_error(await _ending(call, error)) from None
+        try:
             return await call
         except grpc.RpcError as error:
             raise from_grpc_error(error) from None
@@ -233,3 +241,32 @@ def _read_pem(source: str | bytes | None) -> bytes | None:
     if source is None or isinstance(source, bytes):
         return source
     return Path(source).read_bytes()
+
+
+async def _ending(call: Any, write_error: BaseException) -> grpc.RpcError:
+    """How a call ended, once a write into it failed. grpc reports a connection that
+    broke under a write (a server killed mid-upload) as a bare INTERNAL, without the
+    details every INTERNAL of a Cairn server carries: that is UNAVAILABLE."""
+    ended = write_error
+    try:
+        await asyncio.wait_for(call.code(), ENDING_WAIT_SECONDS)
+        await call
+    except grpc.RpcError as error:
+        ended = error
+    except TimeoutError:
+        pass
+    if isinstance(ended, grpc.RpcError) and not (
+        ended.code() == grpc.StatusCode.INTERNAL and not _has_details(ended)
+    ):
+        return ended
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        f"the connection to the server broke while sending ({ended})",
+    )
+
+
+def _has_details(error: grpc.RpcError) -> bool:
+    trailing = error.trailing_metadata() or ()
+    return any(key == "grpc-status-details-bin" for key, _ in trailing)
