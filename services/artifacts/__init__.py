@@ -36,6 +36,6 @@ SPEC = ServiceSpec(
     background=run_janitor,
     records_requests=True,
     # Upload is a stream, which is not recorded; ConfirmUpload discards what it refused,
-    # which a recorded call's rollback would undo.
-    not_recorded=frozenset({"ConfirmUpload"}),
+    # which a recorded call's rollback would undo; a presigned URL is a bearer secret.
+    not_recorded=frozenset({"ConfirmUpload", "CreatePresignedUrl"}),
 )

@@ -16,6 +16,7 @@ from cairn.auth.v1 import auth_service_pb2_grpc
 from ..common import validation as common
 from ..common.access import Caller, current_caller
 from ..common.errors import NotFound, PermissionDenied
+from ..common.idempotency import after_commit
 from ..common.service import Resources
 from . import convert, validation
 from .cache import key_cache
@@ -38,8 +39,13 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         record = await self._store.create_project(
             validation.new_project_name(request.name), validation.description(request.description)
         )
-        self._cache.forget()
+        await after_commit(self._forget)
         return api.CreateProjectResponse(project=convert.project(record))
+
+    async def _forget(self) -> None:
+        """Forgets cached key checks; after the change commits, or a check racing the
+        commit would cache the state before it."""
+        self._cache.forget()
 
     async def GetProject(
         self, request: api.GetProjectRequest, context: Context
@@ -94,7 +100,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             # As if it did not exist: the prefixes of others' keys are not for probing.
             raise NotFound("API_KEY_NOT_FOUND", f"no API key has the prefix {prefix}")
         await self._store.revoke_key(prefix)
-        self._cache.forget()
+        await after_commit(self._forget)
         return api.DeleteApiKeyResponse()
 
     async def _manages_keys_of(self, caller: Caller, user_id: str) -> bool:
@@ -114,7 +120,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             validation.user_id(request.user_id),
             validation.role(request.role),
         )
-        self._cache.forget()
+        await after_commit(self._forget)
         return api.AddUserProjectRoleResponse()
 
     async def DeleteProjectRole(
@@ -123,7 +129,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         await self._store.delete_role(
             common.project(request.project), validation.user_id(request.user_id)
         )
-        self._cache.forget()
+        await after_commit(self._forget)
         return api.DeleteProjectRoleResponse()
 
     async def GetProjectMembers(

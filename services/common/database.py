@@ -129,7 +129,8 @@ def unreachable(exc: BaseException) -> Unavailable | None:
     """The error to answer when exc says the database cannot be reached (down,
     restarting, or the connection broke), rather than that the request was wrong."""
     if (
-        isinstance(exc, _UNREACHABLE)
+        (isinstance(exc, OSError) and _raised_in_asyncpg(exc))
+        or isinstance(exc, _UNREACHABLE)
         or (isinstance(exc, asyncpg.InterfaceError) and _CLOSED in str(exc))
         # A connection whose last query an outage cut off, handed out again before its
         # cleanup ended; releasing it after this error terminates it.
@@ -141,8 +142,18 @@ def unreachable(exc: BaseException) -> Unavailable | None:
     return None
 
 
+def _raised_in_asyncpg(exc: OSError) -> bool:
+    """Whether an OSError (refused, reset, no route) came from talking to PostgreSQL,
+    not from a file or another service."""
+    frame = exc.__traceback__
+    while frame is not None:
+        if "asyncpg" in frame.tb_frame.f_code.co_filename:
+            return True
+        frame = frame.tb_next
+    return False
+
+
 _UNREACHABLE = (
-    OSError,  # refused, reset, no route
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08: the connection failed or broke
     asyncpg.exceptions.CannotConnectNowError,  # starting up or shutting down
     asyncpg.exceptions.AdminShutdownError,

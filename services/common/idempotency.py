@@ -85,8 +85,10 @@ class Idempotency:
         fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
         pending: list[Callable[[], Awaitable[None]]] = []
         async with self._pool.acquire() as conn, conn.transaction():
-            if not await _claim(conn, schema, method, request_id, fingerprint):
-                return await _answer(conn, schema, method, request_id, fingerprint)
+            while not await _claim(conn, schema, method, request_id, fingerprint):
+                answer = await _answer(conn, schema, method, request_id, fingerprint)
+                if answer is not None:
+                    return answer  # else pruned since the claim failed: claim again
             connection, later = CALL_CONNECTION.set(conn), _AFTER_COMMIT.set(pending)
             try:
                 response = await handler()
@@ -145,13 +147,15 @@ async def _claim(
 
 async def _answer(
     conn: asyncpg.Connection, schema: str, method: str, request_id: str, fingerprint: bytes
-) -> bytes:
+) -> bytes | None:
     row = await conn.fetchrow(
         f"""SELECT fingerprint, response FROM {schema}.requests
             WHERE method = $1 AND request_id = $2""",
         method,
         request_id,
     )
+    if row is None:
+        return None
     if row["fingerprint"] != fingerprint:
         raise InvalidArgument(
             "REQUEST_ID_REUSED",

@@ -1,12 +1,14 @@
 """Health that follows the database: NOT_SERVING while PostgreSQL cannot be reached.
 
 A load balancer or Kubernetes then stops sending calls that could only fail. One slow
-answer is not an outage: the state changes after two probes in a row disagree with it.
+answer is not an outage: the state changes after two probes in a row disagree with it;
+and a pool busy with calls is no outage either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -40,9 +42,22 @@ async def watch_database(
 
 
 async def _probe(pool: asyncpg.Pool) -> bool:
+    """Whether the database answers. A pool too busy to lend a connection in time says
+    nothing about the database (a loaded server is no unhealthy one): that counts as
+    reachable."""
     try:
-        async with pool.acquire(timeout=PROBE_TIMEOUT_SECONDS) as conn:
-            await conn.fetchval("SELECT 1", timeout=PROBE_TIMEOUT_SECONDS)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        conn = await pool.acquire(timeout=PROBE_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return True
+    except Exception as error:
+        _log.info("database probe failed", error=repr(error))
         return False
-    return True
+    try:
+        await conn.fetchval("SELECT 1", timeout=PROBE_TIMEOUT_SECONDS)
+        return True
+    except Exception as error:
+        _log.info("database probe failed", error=repr(error))
+        return False
+    finally:
+        with contextlib.suppress(Exception):  # a broken connection is terminated here
+            await pool.release(conn)

@@ -107,7 +107,12 @@ def test_writes_are_retried_only_where_the_server_applies_them_once() -> None:
         ("artifacts", "DeleteObject"),
         ("artifacts", "Download"),
     } <= retried
-    never = {("artifacts", "ConfirmUpload"), ("artifacts", "Upload"), ("auth", "CreateApiKey")}
+    never = {
+        ("artifacts", "ConfirmUpload"),
+        ("artifacts", "CreatePresignedUrl"),
+        ("artifacts", "Upload"),
+        ("auth", "CreateApiKey"),
+    }
     assert not never & retried
 
 

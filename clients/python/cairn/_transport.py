@@ -35,11 +35,11 @@ Response = TypeVar("Response")
 # Every unary call carries a fresh request id, the same on each of its retries; the
 # services that record request ids apply a write once per id and answer a repeat with
 # the first answer. So a retry cannot apply a write twice for: reads, and every unary
-# write but two: CreateApiKey (whose answer, a secret, is never stored) and the artifact
-# service's ConfirmUpload, which are not retried: UNAVAILABLE may also mean that the
-# database failed after a write committed.
+# write but three, which are not retried (UNAVAILABLE may also mean that the database
+# failed after a write committed): CreateApiKey and CreatePresignedUrl, whose answers
+# are secrets never stored, and ConfirmUpload.
 REQUEST_ID_HEADER = "x-cairn-request-id"
-_NOT_RECORDED = {"CreateApiKey", "ConfirmUpload"}
+_NOT_RECORDED = {"CreateApiKey", "ConfirmUpload", "CreatePresignedUrl"}
 
 
 def _retried_methods() -> list[dict[str, str]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
+from .._transport import REQUEST_ID_HEADER
 from ..exceptions import DeadlineExceededError, ResourceExhaustedError, UnavailableError
 from ..types._tracking import Metric, Param, Run, RunStatus, RunTag
 from .journal import Journal
@@ -33,7 +34,12 @@ class _RunWriter(Protocol):
     def project(self) -> str: ...
 
     async def create_run(
-        self, experiment_id: str, *, tags: dict[str, Any] | None, run_name: str | None
+        self,
+        experiment_id: str,
+        *,
+        tags: dict[str, Any] | None,
+        run_name: str | None,
+        metadata: Sequence[tuple[str, str]] | None = None,
     ) -> Run: ...
 
     async def set_terminated(self, run_id: str, status: RunStatus) -> None: ...
@@ -88,8 +94,8 @@ class ActiveRun:
             raise ValueError("need 1 <= batch_size <= max_buffered")
         self._flush_timeout = flush_timeout
         self._journal_dir = journal_dir
-        # The request id of the batch at the head of the buffer, once it was first sent.
-        self._head_request_id: str | None = None
+        # The request id and length of the batch at the head of the buffer, once sent.
+        self._head: tuple[str, int] | None = None
         self.journal: Path | None = None
         self._client = client
         self._experiment_id, self._run_name, self._tags = experiment_id, run_name, tags
@@ -109,8 +115,16 @@ class ActiveRun:
         return self.run.info.run_id
 
     async def __aenter__(self) -> ActiveRun:
-        self.run = await self._client.create_run(
-            self._experiment_id, tags=self._tags, run_name=self._run_name
+        # One request id for every attempt: a retry after a lost answer gets the run.
+        once = [(REQUEST_ID_HEADER, uuid.uuid4().hex)]
+        self.run = await _retrying(
+            functools.partial(
+                self._client.create_run,
+                self._experiment_id,
+                tags=self._tags,
+                run_name=self._run_name,
+                metadata=once,
+            )
         )
         self._sending = asyncio.create_task(self._send_forever(), name=f"cairn-run-{self.run_id}")
         return self
@@ -129,7 +143,7 @@ class ActiveRun:
         finally:
             await self._stop_sending()
         status = _status(exc_type, self._error)
-        if self._error is None and self._buffer:
+        if self._buffer:  # an outage, or an error retrying cannot fix: nothing is dropped
             self._keep_in_journal(status)
         else:
             try:
@@ -143,12 +157,16 @@ class ActiveRun:
             raise self._error
 
     def _keep_in_journal(self, status: RunStatus) -> None:
-        """Writes what is still unsent, and the status, for `sync` to store later."""
-        journal = Journal(self.run_id, self._client.project, status=status)
-        points, size = list(self._buffer), self._batch_size
-        for start in range(0, len(points), size):
-            request_id = (self._head_request_id if start == 0 else None) or uuid.uuid4().hex
-            journal.batches.append((request_id, points[start : start + size]))
+        """Writes what is still unsent, and the status, for `sync` to store later. The
+        batch in flight keeps its request id and its exact points: the server may have
+        stored it already."""
+        journal = Journal(self.run_id, self._client.project, status=status, end_time=_now_ms())
+        points, start = list(self._buffer), 0
+        if self._head is not None:
+            request_id, start = self._head
+            journal.batches.append((request_id, points[:start]))
+        for offset in range(start, len(points), self._batch_size):
+            journal.batches.append((uuid.uuid4().hex, points[offset : offset + self._batch_size]))
         self.journal = journal.write(self._journal_dir)
         _log.warning(
             "run %s: %d points could not be sent in %g s; kept in %s (store them with "
@@ -210,12 +228,9 @@ class ActiveRun:
             self._wake.clear()
             while self._buffer:
                 batch = self._buffer[: self._batch_size]
-                self._head_request_id = uuid.uuid4().hex
+                self._head = (uuid.uuid4().hex, len(batch))
                 send = functools.partial(
-                    self._client.log_batch,
-                    self.run_id,
-                    metrics=batch,
-                    request_id=self._head_request_id,
+                    self._client.log_batch, self.run_id, metrics=batch, request_id=self._head[0]
                 )
                 try:
                     await _retrying(send)
@@ -225,7 +240,7 @@ class ActiveRun:
                         self._room.notify_all()
                     return
                 del self._buffer[: len(batch)]
-                self._head_request_id = None
+                self._head = None
                 async with self._room:
                     self._room.notify_all()
 
@@ -258,3 +273,7 @@ async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
             _log.info("retrying in %.1f s after %s", backoff, error)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..exceptions import CairnError
 from ..types._tracking import Metric, RunStatus
 
 SUFFIX = ".jsonl"
+_log = logging.getLogger("cairn")
 
 
 def default_directory() -> Path:
@@ -36,6 +39,7 @@ class Journal:
     project: str
     batches: list[tuple[str, list[Metric]]] = field(default_factory=list)
     status: RunStatus | None = None
+    end_time: int | None = None  # when the run ended, in milliseconds
 
     @property
     def points(self) -> int:
@@ -52,7 +56,7 @@ class Journal:
             for request_id, metrics in self.batches
         ]
         if self.status is not None:
-            lines.append({"status": self.status.name})
+            lines.append({"status": self.status.name, "end_time": self.end_time})
         with temporary.open("w") as out:
             out.writelines(json.dumps(line) + "\n" for line in lines)
             out.flush()
@@ -67,6 +71,7 @@ class Journal:
         for line in rest:
             if "status" in line:
                 journal.status = RunStatus[line["status"]]
+                journal.end_time = line.get("end_time")
             else:
                 journal.batches.append(
                     (line["request_id"], [Metric(k, v, t, s) for k, v, t, s in line["metrics"]])
@@ -85,23 +90,37 @@ class _Tracking(Protocol):
         self, run_id: str, metrics: Sequence[Metric] = (), *, request_id: str | None = None
     ) -> None: ...
 
-    async def set_terminated(self, run_id: str, status: RunStatus) -> None: ...
+    async def set_terminated(
+        self, run_id: str, status: RunStatus, end_time: int | None = None
+    ) -> None: ...
 
 
 async def replay(client: _Tracking, path: Path) -> int:
     """Stores what the journal files at path (one file, or a directory of them) hold,
-    removing each file once all of it is stored; returns the points sent."""
-    sent = 0
+    removing each file once all of it is stored; returns the points sent. A file that
+    cannot be stored (its run was deleted, say) is kept and the others go on; the first
+    such error is raised at the end."""
+    sent, failures = 0, []
     for file in await asyncio.to_thread(_files, path):
-        journal = await asyncio.to_thread(Journal.read, file)
-        tracking = client.for_project(journal.project)
-        for request_id, metrics in journal.batches:
-            await tracking.log_batch(journal.run_id, metrics, request_id=request_id)
-            sent += len(metrics)
-        if journal.status is not None:
-            await tracking.set_terminated(journal.run_id, journal.status)
-        await asyncio.to_thread(file.unlink)
+        try:
+            sent += await _replay_one(client, file)
+        except CairnError as error:
+            _log.warning("journal %s not stored: %s", file, error)
+            failures.append(error)
+    if failures:
+        raise failures[0]
     return sent
+
+
+async def _replay_one(client: _Tracking, file: Path) -> int:
+    journal = await asyncio.to_thread(Journal.read, file)
+    tracking = client.for_project(journal.project)
+    for request_id, metrics in journal.batches:
+        await tracking.log_batch(journal.run_id, metrics, request_id=request_id)
+    if journal.status is not None:
+        await tracking.set_terminated(journal.run_id, journal.status, journal.end_time)
+    await asyncio.to_thread(file.unlink)
+    return journal.points
 
 
 def _files(path: Path) -> list[Path]:
