@@ -77,9 +77,10 @@ class Config:
         3600, "longest lifetime of a presigned URL; at most 604800 (7 days, S3's limit)"
     )
     request_id_retention_seconds: float = _setting(
-        86400.0,
+        3600.0,
         "how long a write's request id is remembered, so that a retry within it gets the "
-        "first answer instead of applying the write again",
+        "first answer instead of applying the write again (LogBatch's ids: as long as "
+        "the run)",
     )
     log_level: str = _setting(
         "info", "least severe level logged", choices=("debug", "info", "warning", "error")

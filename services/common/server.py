@@ -25,7 +25,7 @@ _log = logs.get("cairn.server")
 # grpc sets SO_REUSEPORT by default: a second server on a port in use would start and
 # silently take part of its traffic. Without it, binding a port in use fails.
 ONE_SERVER_PER_PORT = [("grpc.so_reuseport", 0)]
-PRUNE_INTERVAL_SECONDS = 3600
+MAX_PRUNE_INTERVAL_SECONDS = 3600
 
 
 class CairnServer:
@@ -95,13 +95,15 @@ class CairnServer:
         return port
 
     async def _forget_request_ids(self) -> None:
-        """Prunes the request ids of writes older than their retention, hourly."""
+        """Prunes the request ids of writes older than their retention, four times per
+        retention (at most hourly), so none is kept much past it."""
+        retention = self.config.request_id_retention_seconds
         while True:
             try:
-                await self._idempotency.prune(self.config.request_id_retention_seconds)
+                await self._idempotency.prune(retention)
             except Exception:
                 _log.exception("pruning request ids failed")
-            await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
+            await asyncio.sleep(min(MAX_PRUNE_INTERVAL_SECONDS, retention / 4))
 
     async def _set_health(self, serving: bool) -> None:
         """Every service's health, and the server's ("") at once; ignored by the health

@@ -126,3 +126,21 @@ def test_every_write_of_the_recording_services_runs_once_per_request_id(pool) ->
                 continue  # a client stream: not recorded, not retried (docs/artifacts.md)
             assert once.schema_of(method) == spec.schema, method
             assert (spec.full_name, name) in retried, method  # so the client retries it
+
+
+async def test_request_ids_are_forgotten_after_their_retention(
+    server_port: int, pool, unique: str
+) -> None:
+    from cairn_server.common.idempotency import Idempotency
+
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
+        same_id = [(_transport.REQUEST_ID_HEADER, f"kept-{unique}")]
+        await tracking.create_experiment(f"kept-{unique}", metadata=same_id)
+    once = Idempotency(pool, {"cairn.tracking.v1.TrackingService": "tracking"}, exempt=set())
+    count = "SELECT count(*) FROM tracking.requests WHERE request_id = $1"
+    async with pool.acquire() as conn:
+        assert await conn.fetchval(count, f"kept-{unique}") == 1
+        await once.prune(retention_seconds=3600)  # younger than that: kept
+        assert await conn.fetchval(count, f"kept-{unique}") == 1
+        assert await once.prune(retention_seconds=0) >= 1
+        assert await conn.fetchval(count, f"kept-{unique}") == 0
