@@ -11,31 +11,15 @@ blocks; the servicer runs them in worker threads (the minio SDK is synchronous).
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from ..common.config import Config
+from .blobs import KEY_ROOT, MissingBytes, Readable, Unfinished
+from .filesystem import FilesystemBackend
+from .s3 import S3Backend
 
-CHUNK = 4 * 1024 * 1024
-# No project name starts with "_", so no key of an object stored before keys were
-# opaque ("<project>/<path>") lies under this folder.
-KEY_ROOT = "_objects"
-
-
-class Readable(Protocol):
-    def read(self, n: int = -1) -> bytes: ...
-
-
-class MissingBytes(Exception):
-    """A key holds no bytes (any more): deleted or replaced since its row was read."""
-
-
-@dataclass(frozen=True)
-class Unfinished:
-    key: str
-    write_id: str
-    started: datetime
+__all__ = ["Backend", "MissingBytes", "Unfinished", "from_config", "new_key"]
 
 
 class Backend(Protocol):
@@ -94,9 +78,5 @@ def new_key(project: str, upload_id: str) -> str:
 
 def from_config(config: Config) -> Backend:
     if config.artifact_backend == "s3":
-        from .s3 import S3Backend
-
         return S3Backend(config)
-    from .filesystem import FilesystemBackend
-
     return FilesystemBackend(config.artifact_dir)

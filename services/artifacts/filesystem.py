@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from .backends import CHUNK, MissingBytes, Readable, Unfinished
+from .blobs import CHUNK, MissingBytes, Readable, Unfinished
 
 
 class FilesystemBackend:

@@ -13,7 +13,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 from ..common.config import Config
-from .backends import CHUNK, KEY_ROOT, MissingBytes, Readable, Unfinished
+from .blobs import CHUNK, KEY_ROOT, MissingBytes, Readable, Unfinished
 
 MIB = 1024 * 1024
 S3_MIN_PART = 5 * MIB  # S3's smallest part
