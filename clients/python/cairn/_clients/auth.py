@@ -31,9 +31,6 @@ class AuthClient(BaseClient):
     def _bind(self, channel: Any) -> None:
         self._stub = auth_service_pb2_grpc.AuthServiceStub(channel)
 
-    async def _call(self, method: Any, request: Any, **options: Any) -> Any:
-        return await self._transport.unary(method, request, **options)
-
     # Projects
 
     async def create_project(
@@ -46,7 +43,7 @@ class AuthClient(BaseClient):
     ) -> str:
         """Creates a project (global admins only); returns its id, which is its name."""
         request = api.CreateProjectRequest(name=name, description=description or "")
-        response = await self._call(
+        response = await self._transport.unary(
             self._stub.CreateProject, request, timeout=timeout, metadata=metadata
         )
         return str(response.project.name)
@@ -54,7 +51,7 @@ class AuthClient(BaseClient):
     async def get_project(
         self, project_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> Project:
-        response = await self._call(
+        response = await self._transport.unary(
             self._stub.GetProject,
             api.GetProjectRequest(project=project_id),
             timeout=timeout,
@@ -66,7 +63,7 @@ class AuthClient(BaseClient):
         self, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> list[Project]:
         """The projects the caller is a member of (every project for a global admin)."""
-        response = await self._call(
+        response = await self._transport.unary(
             self._stub.GetProjects, api.GetProjectsRequest(), timeout=timeout, metadata=metadata
         )
         return [project_from_proto(p) for p in response.projects]
@@ -109,7 +106,7 @@ class AuthClient(BaseClient):
             expiration=ApiKeyExpirationTime(expiration_time).value,
             user_id=user_id,
         )
-        response = await self._call(
+        response = await self._transport.unary(
             self._stub.CreateApiKey, request, timeout=timeout, metadata=metadata
         )
         return str(response.api_key)
@@ -124,7 +121,7 @@ class AuthClient(BaseClient):
         self, user_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> list[ApiKey]:
         """A user's API keys (global admins, and admins of a project the user is in)."""
-        response = await self._call(
+        response = await self._transport.unary(
             self._stub.GetApiKeys,
             api.GetApiKeysRequest(user_id=user_id),
             timeout=timeout,
@@ -136,7 +133,7 @@ class AuthClient(BaseClient):
         self, api_key: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> None:
         """Revokes a key, given whole or by its prefix; it stops working at once."""
-        await self._call(
+        await self._transport.unary(
             self._stub.DeleteApiKey,
             api.DeleteApiKeyRequest(api_key=api_key),
             timeout=timeout,
@@ -158,7 +155,9 @@ class AuthClient(BaseClient):
         request = api.AddUserProjectRoleRequest(
             project=project_id, user_id=user_id, role=role_to_proto(project_role)
         )
-        await self._call(self._stub.AddUserProjectRole, request, timeout=timeout, metadata=metadata)
+        await self._transport.unary(
+            self._stub.AddUserProjectRole, request, timeout=timeout, metadata=metadata
+        )
 
     async def delete_project_role(
         self,
@@ -168,7 +167,7 @@ class AuthClient(BaseClient):
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> None:
-        await self._call(
+        await self._transport.unary(
             self._stub.DeleteProjectRole,
             api.DeleteProjectRoleRequest(project=project_id, user_id=user_id),
             timeout=timeout,
@@ -178,7 +177,7 @@ class AuthClient(BaseClient):
     async def get_project_members(
         self, project_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> list[ProjectMember]:
-        response = await self._call(
+        response = await self._transport.unary(
             self._stub.GetProjectMembers,
             api.GetProjectMembersRequest(project=project_id),
             timeout=timeout,

@@ -28,11 +28,11 @@ class ModelRegistryAPIClient(RegistryCore):
         self, name: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> RegisteredModel:
         """Raises NotFoundError when no model has the name."""
-        reply = await self._call(
-            "FindRegisteredModel",
+        reply = await self._transport.unary(
+            self._stub.FindRegisteredModel,
             api.FindRegisteredModelRequest(project=self.project, name=name),
-            timeout,
-            metadata,
+            timeout=timeout,
+            metadata=metadata,
         )
         return types.registered_model_from_proto(reply.registered_model)
 
@@ -62,7 +62,9 @@ class ModelRegistryAPIClient(RegistryCore):
         request = api.RenameRegisteredModelRequest(
             project=self.project, id=model_id, new_name=new_name
         )
-        reply = await self._call("RenameRegisteredModel", request, timeout, metadata)
+        reply = await self._transport.unary(
+            self._stub.RenameRegisteredModel, request, timeout=timeout, metadata=metadata
+        )
         return types.registered_model_from_proto(reply.registered_model)
 
     async def delete_registered_model(
@@ -71,11 +73,11 @@ class ModelRegistryAPIClient(RegistryCore):
         """Deletes the model with all its versions and their artifacts (archive instead by
         upserting state=ARCHIVED)."""
         model_id = await self._model_id(name, timeout, metadata)
-        await self._call(
-            "DeleteRegisteredModel",
+        await self._transport.unary(
+            self._stub.DeleteRegisteredModel,
             api.DeleteRegisteredModelRequest(project=self.project, id=model_id),
-            timeout,
-            metadata,
+            timeout=timeout,
+            metadata=metadata,
         )
 
     async def set_registered_model_tag(
@@ -91,7 +93,9 @@ class ModelRegistryAPIClient(RegistryCore):
         request = api.SetRegisteredModelTagRequest(
             project=self.project, registered_model_id=model_id, key=key, value=str(value)
         )
-        await self._call("SetRegisteredModelTag", request, timeout, metadata)
+        await self._transport.unary(
+            self._stub.SetRegisteredModelTag, request, timeout=timeout, metadata=metadata
+        )
 
     async def delete_registered_model_tag(
         self, name: str, key: str, *, timeout: float | None = None, metadata: Metadata | None = None
@@ -100,7 +104,9 @@ class ModelRegistryAPIClient(RegistryCore):
         request = api.DeleteRegisteredModelTagRequest(
             project=self.project, registered_model_id=model_id, key=key
         )
-        await self._call("DeleteRegisteredModelTag", request, timeout, metadata)
+        await self._transport.unary(
+            self._stub.DeleteRegisteredModelTag, request, timeout=timeout, metadata=metadata
+        )
 
     async def set_registered_model_alias(
         self,
@@ -116,7 +122,9 @@ class ModelRegistryAPIClient(RegistryCore):
         request = api.SetRegisteredModelAliasRequest(
             project=self.project, registered_model_id=model_id, alias=alias, version=int(version)
         )
-        await self._call("SetRegisteredModelAlias", request, timeout, metadata)
+        await self._transport.unary(
+            self._stub.SetRegisteredModelAlias, request, timeout=timeout, metadata=metadata
+        )
 
     async def delete_registered_model_alias(
         self,
@@ -130,7 +138,9 @@ class ModelRegistryAPIClient(RegistryCore):
         request = api.DeleteRegisteredModelAliasRequest(
             project=self.project, registered_model_id=model_id, alias=alias
         )
-        await self._call("DeleteRegisteredModelAlias", request, timeout, metadata)
+        await self._transport.unary(
+            self._stub.DeleteRegisteredModelAlias, request, timeout=timeout, metadata=metadata
+        )
 
     async def get_model_version_by_alias(
         self,
@@ -144,7 +154,9 @@ class ModelRegistryAPIClient(RegistryCore):
         request = api.FindModelVersionRequest(
             project=self.project, registered_model_id=model_id, alias=alias
         )
-        reply = await self._call("FindModelVersion", request, timeout, metadata)
+        reply = await self._transport.unary(
+            self._stub.FindModelVersion, request, timeout=timeout, metadata=metadata
+        )
         return types.model_version_from_proto(reply.model_version)
 
     async def create_model_version(
@@ -183,7 +195,9 @@ class ModelRegistryAPIClient(RegistryCore):
         request = api.FindModelVersionRequest(
             project=self.project, registered_model_id=model_id, version=int(version)
         )
-        reply = await self._call("FindModelVersion", request, timeout, metadata)
+        reply = await self._transport.unary(
+            self._stub.FindModelVersion, request, timeout=timeout, metadata=metadata
+        )
         return types.model_version_from_proto(reply.model_version)
 
     async def delete_model_version(
@@ -196,11 +210,11 @@ class ModelRegistryAPIClient(RegistryCore):
     ) -> None:
         """Deletes the version and its artifacts; its number is never given out again."""
         found = await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
-        await self._call(
-            "DeleteModelVersion",
+        await self._transport.unary(
+            self._stub.DeleteModelVersion,
             api.DeleteModelVersionRequest(project=self.project, id=found.id),
-            timeout,
-            metadata,
+            timeout=timeout,
+            metadata=metadata,
         )
 
     async def transition_model_version_stage(
@@ -222,7 +236,9 @@ class ModelRegistryAPIClient(RegistryCore):
             stage=types.stage_to_proto(stage),
             archive_existing_versions=archive_existing_versions,
         )
-        reply = await self._call("TransitionModelVersionStage", request, timeout, metadata)
+        reply = await self._transport.unary(
+            self._stub.TransitionModelVersionStage, request, timeout=timeout, metadata=metadata
+        )
         return types.model_version_from_proto(reply.model_version)
 
     async def get_latest_versions(
@@ -240,7 +256,9 @@ class ModelRegistryAPIClient(RegistryCore):
             registered_model_id=model_id,
             stages=[types.stage_to_proto(s) for s in stages or ()],
         )
-        reply = await self._call("GetLatestModelVersions", request, timeout, metadata)
+        reply = await self._transport.unary(
+            self._stub.GetLatestModelVersions, request, timeout=timeout, metadata=metadata
+        )
         return [types.model_version_from_proto(v) for v in reply.model_versions]
 
     async def set_model_version_tag(
@@ -257,7 +275,9 @@ class ModelRegistryAPIClient(RegistryCore):
         request = api.SetModelVersionTagRequest(
             project=self.project, model_version_id=found.id, key=key, value=str(value)
         )
-        await self._call("SetModelVersionTag", request, timeout, metadata)
+        await self._transport.unary(
+            self._stub.SetModelVersionTag, request, timeout=timeout, metadata=metadata
+        )
 
     async def delete_model_version_tag(
         self,
@@ -272,7 +292,9 @@ class ModelRegistryAPIClient(RegistryCore):
         request = api.DeleteModelVersionTagRequest(
             project=self.project, model_version_id=found.id, key=key
         )
-        await self._call("DeleteModelVersionTag", request, timeout, metadata)
+        await self._transport.unary(
+            self._stub.DeleteModelVersionTag, request, timeout=timeout, metadata=metadata
+        )
 
     async def get_model_version_download_uri(
         self,
@@ -285,7 +307,16 @@ class ModelRegistryAPIClient(RegistryCore):
         """The URI of the version's first model artifact, else its source URI."""
         found = await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
         request = api.GetModelVersionDownloadUriRequest(project=self.project, id=found.id)
-        return str((await self._call("GetModelVersionDownloadUri", request, timeout, metadata)).uri)
+        return str(
+            (
+                await self._transport.unary(
+                    self._stub.GetModelVersionDownloadUri,
+                    request,
+                    timeout=timeout,
+                    metadata=metadata,
+                )
+            ).uri
+        )
 
     async def search_registered_models(
         self,
@@ -305,7 +336,9 @@ class ModelRegistryAPIClient(RegistryCore):
             order_by=one_order(order_by),
             page_token=page_token or "",
         )
-        reply = await self._call("ListRegisteredModels", request, timeout, metadata)
+        reply = await self._transport.unary(
+            self._stub.ListRegisteredModels, request, timeout=timeout, metadata=metadata
+        )
         return PagedList(
             [types.registered_model_from_proto(m) for m in reply.registered_models],
             reply.next_page_token,
@@ -330,7 +363,9 @@ class ModelRegistryAPIClient(RegistryCore):
             order_by=one_order(order_by),
             page_token=page_token or "",
         )
-        reply = await self._call("ListModelVersions", request, timeout, metadata)
+        reply = await self._transport.unary(
+            self._stub.ListModelVersions, request, timeout=timeout, metadata=metadata
+        )
         return PagedList(
             [types.model_version_from_proto(v) for v in reply.model_versions], reply.next_page_token
         )

@@ -53,18 +53,12 @@ class RegistryCore(BaseClient):
     def _bind(self, channel: Any) -> None:
         self._stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
 
-    async def _call(
-        self, name: str, request: Any, timeout: float | None, metadata: Metadata | None
-    ) -> Any:
-        return await self._transport.unary(
-            getattr(self._stub, name), request, timeout=timeout, metadata=metadata
-        )
-
     async def _maybe(
-        self, name: str, request: Any, timeout: float | None, metadata: Metadata | None
+        self, method: Any, request: Any, timeout: float | None, metadata: Metadata | None
     ) -> Any:
+        """The reply, or None when the server answers NOT_FOUND (Kubeflow's `find`)."""
         try:
-            return await self._call(name, request, timeout, metadata)
+            return await self._transport.unary(method, request, timeout=timeout, metadata=metadata)
         except NotFoundError:
             return None
 
@@ -83,13 +77,15 @@ class RegistryCore(BaseClient):
             request: Any = api.UpdateRegisteredModelRequest(
                 registered_model=message, update_mask=FieldMask(paths=_MODEL_FIELDS)
             )
-            reply = await self._call("UpdateRegisteredModel", request, timeout, metadata)
+            reply = await self._transport.unary(
+                self._stub.UpdateRegisteredModel, request, timeout=timeout, metadata=metadata
+            )
         else:
-            reply = await self._call(
-                "CreateRegisteredModel",
+            reply = await self._transport.unary(
+                self._stub.CreateRegisteredModel,
                 api.CreateRegisteredModelRequest(registered_model=message),
-                timeout,
-                metadata,
+                timeout=timeout,
+                metadata=metadata,
             )
         return types.registered_model_from_proto(reply.registered_model)
 
@@ -109,13 +105,15 @@ class RegistryCore(BaseClient):
             request: Any = api.UpdateModelVersionRequest(
                 model_version=message, update_mask=FieldMask(paths=_VERSION_FIELDS)
             )
-            reply = await self._call("UpdateModelVersion", request, timeout, metadata)
+            reply = await self._transport.unary(
+                self._stub.UpdateModelVersion, request, timeout=timeout, metadata=metadata
+            )
         else:
-            reply = await self._call(
-                "CreateModelVersion",
+            reply = await self._transport.unary(
+                self._stub.CreateModelVersion,
                 api.CreateModelVersionRequest(model_version=message),
-                timeout,
-                metadata,
+                timeout=timeout,
+                metadata=metadata,
             )
         return types.model_version_from_proto(reply.model_version)
 
@@ -155,10 +153,15 @@ class RegistryCore(BaseClient):
             request: Any = api.UpdateArtifactRequest(
                 artifact=message, update_mask=FieldMask(paths=_ARTIFACT_FIELDS)
             )
-            reply = await self._call("UpdateArtifact", request, timeout, metadata)
+            reply = await self._transport.unary(
+                self._stub.UpdateArtifact, request, timeout=timeout, metadata=metadata
+            )
         else:
-            reply = await self._call(
-                "CreateArtifact", api.CreateArtifactRequest(artifact=message), timeout, metadata
+            reply = await self._transport.unary(
+                self._stub.CreateArtifact,
+                api.CreateArtifactRequest(artifact=message),
+                timeout=timeout,
+                metadata=metadata,
             )
         return types.artifact_from_proto(reply.artifact)
 
@@ -168,7 +171,7 @@ class RegistryCore(BaseClient):
         self, id: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> RegisteredModel | None:
         reply = await self._maybe(
-            "GetRegisteredModel",
+            self._stub.GetRegisteredModel,
             api.GetRegisteredModelRequest(project=self.project, id=str(id)),
             timeout,
             metadata,
@@ -183,7 +186,7 @@ class RegistryCore(BaseClient):
         metadata: Metadata | None = None,
     ) -> ModelVersion | None:
         reply = await self._maybe(
-            "GetModelVersion",
+            self._stub.GetModelVersion,
             api.GetModelVersionRequest(project=self.project, id=str(model_version_id)),
             timeout,
             metadata,
@@ -194,7 +197,7 @@ class RegistryCore(BaseClient):
         self, id: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> ModelArtifact | None:
         reply = await self._maybe(
-            "GetArtifact",
+            self._stub.GetArtifact,
             api.GetArtifactRequest(project=self.project, id=str(id)),
             timeout,
             metadata,
@@ -217,7 +220,7 @@ class RegistryCore(BaseClient):
             if name
             else api.FindRegisteredModelRequest(project=self.project, external_id=external_id)
         )
-        reply = await self._maybe("FindRegisteredModel", request, timeout, metadata)
+        reply = await self._maybe(self._stub.FindRegisteredModel, request, timeout, metadata)
         return types.registered_model_from_proto(reply.registered_model) if reply else None
 
     async def get_model_version_by_params(
@@ -238,7 +241,7 @@ class RegistryCore(BaseClient):
             )
         else:
             raise ValueError("give external_id, or registered_model_id and version")
-        reply = await self._maybe("FindModelVersion", request, timeout, metadata)
+        reply = await self._maybe(self._stub.FindModelVersion, request, timeout, metadata)
         return types.model_version_from_proto(reply.model_version) if reply else None
 
     async def get_model_artifact_by_params(
@@ -259,7 +262,7 @@ class RegistryCore(BaseClient):
             )
         else:
             raise ValueError("give external_id, or name (and model_version_id)")
-        reply = await self._maybe("FindArtifact", request, timeout, metadata)
+        reply = await self._maybe(self._stub.FindArtifact, request, timeout, metadata)
         found = types.artifact_from_proto(reply.artifact) if reply else None
         return found if isinstance(found, ModelArtifact) else None
 
@@ -275,7 +278,9 @@ class RegistryCore(BaseClient):
         """One page of registered models (20 by default)."""
         options = options or ListOptions()
         request = api.ListRegisteredModelsRequest(project=self.project, **_list_fields(options))
-        reply = await self._call("ListRegisteredModels", request, timeout, metadata)
+        reply = await self._transport.unary(
+            self._stub.ListRegisteredModels, request, timeout=timeout, metadata=metadata
+        )
         return _page(
             options, [types.registered_model_from_proto(m) for m in reply.registered_models], reply
         )
@@ -294,7 +299,9 @@ class RegistryCore(BaseClient):
             registered_model_id=str(registered_model_id),
             **_list_fields(options),
         )
-        reply = await self._call("ListModelVersions", request, timeout, metadata)
+        reply = await self._transport.unary(
+            self._stub.ListModelVersions, request, timeout=timeout, metadata=metadata
+        )
         return _page(
             options, [types.model_version_from_proto(v) for v in reply.model_versions], reply
         )
@@ -340,7 +347,9 @@ class RegistryCore(BaseClient):
             kind=kind,  # type: ignore[arg-type]
             **_list_fields(options),
         )
-        reply = await self._call("ListArtifacts", request, timeout, metadata)
+        reply = await self._transport.unary(
+            self._stub.ListArtifacts, request, timeout=timeout, metadata=metadata
+        )
         return _page(options, [types.artifact_from_proto(a) for a in reply.artifacts], reply)
 
 
