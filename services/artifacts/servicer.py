@@ -27,6 +27,7 @@ from ..common.errors import (
     FailedPrecondition,
     NotFound,
     OutOfRange,
+    Unavailable,
     invalid_field,
 )
 from ..common.idempotency import after_commit
@@ -55,6 +56,7 @@ REFUSED_DRAIN = 64
 class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
     def __init__(self, resources: Resources, backend: backends.Backend | None = None) -> None:
         self._config = resources.config
+        self._stopping = resources.stopping
         self._backend = backend or backends.from_config(resources.config)
         self._objects = ObjectStore(resources.pool)
         self._janitor = janitor_for(resources, self._backend)
@@ -83,7 +85,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
                     header.expected_size,
                 ),
             )
-            await _pump(stream, reader, writing)
+            await _pump(stream, reader, writing, self._stopping)
             await writing
             if not reader.verified:  # never publish what was not checked to the end
                 raise invalid_field("finish", "the upload ended before its finish message")
@@ -307,7 +309,10 @@ async def _header(stream: AsyncIterator[api.UploadRequest]) -> api.UploadHeader:
 
 
 async def _pump(
-    stream: AsyncIterator[api.UploadRequest], reader: VerifyingReader, writing: asyncio.Future[None]
+    stream: AsyncIterator[api.UploadRequest],
+    reader: VerifyingReader,
+    writing: asyncio.Future[None],
+    stopping: asyncio.Event,
 ) -> None:
     """Feeds chunks to the writer thread until the finish message. Any failure (a second
     header, a stream that ends without a finish because the client went away) reaches
@@ -324,6 +329,10 @@ async def _pump(
             # An empty chunk would read as the end of the stream to the writer.
             if chunk and not await reader.feed(chunk, writing):
                 return  # the writer failed; awaiting it raises its error
+        if stopping.is_set():  # the end of a shutdown's grace ends streams like this
+            raise Unavailable(
+                "SHUTTING_DOWN", "the server shut down before the upload finished; upload again"
+            )
         raise invalid_field("finish", "the upload stream ended without its finish message")
     except BaseException as error:
         await reader.fail(error, writing)

@@ -115,6 +115,7 @@ class CairnServer:
     async def stop(self, grace: float | None = None) -> None:
         """Reports NOT_SERVING, then lets in-flight calls finish within the grace period."""
         await self._health.enter_graceful_shutdown()
+        self._resources.stopping.set()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

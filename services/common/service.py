@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,12 @@ from .config import Config
 
 @dataclass(frozen=True)
 class Resources:
-    """What a servicer may use: the settings and the database pool."""
+    """What a servicer may use: the settings, the database pool, and whether the server
+    is shutting down (set when it stops taking calls)."""
 
     config: Config
     pool: asyncpg.Pool
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(frozen=True)

@@ -113,3 +113,41 @@ async def test_calls_caught_by_shutdown_are_unavailable(tmp_path) -> None:
         stop.set()
         await asyncio.gather(*callers)
     assert set(codes) <= {"OK", "UNAVAILABLE"}, codes
+
+
+async def test_an_upload_cut_by_the_end_of_the_grace_period_is_unavailable(tmp_path) -> None:
+    import asyncio
+    import signal
+
+    import cairn
+    from cairn.artifacts.v1 import artifacts_service_pb2 as api
+    from cairn.exceptions import UnavailableError
+
+    server = start_server(tmp_path, "--shutdown-grace-seconds", "1")
+    host, port = server.address.split(":")
+    sent = asyncio.Event()
+
+    async def slow_upload(store: cairn.ArtifactClient) -> None:
+        async def requests():
+            yield api.UploadRequest(header=api.UploadHeader(project="default", path="slow.bin"))
+            yield api.UploadRequest(chunk=b"x" * 1024)
+            sent.set()
+            while True:  # slower than any grace period
+                await asyncio.sleep(0.2)
+                yield api.UploadRequest(chunk=b"x" * 1024)
+
+        await store._transport.client_stream(store._stub.Upload, requests())
+
+    async with cairn.ArtifactClient.insecure_connection(host, int(port)) as store:
+        upload = asyncio.ensure_future(slow_upload(store))
+        await sent.wait()
+        server.process.send_signal(signal.SIGTERM)
+        with pytest.raises(UnavailableError):
+            await upload
+    assert server.process.wait(timeout=30) == 0
+    cut = [
+        (line["code"], line.get("reason"))
+        for line in server.log_lines()
+        if line.get("method", "").endswith("/Upload")
+    ]
+    assert cut == [("UNAVAILABLE", "SHUTTING_DOWN")]

@@ -56,6 +56,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_UNAVAILABLE: _ClassVar[ErrorReason]
     ERROR_REASON_DATABASE_UNAVAILABLE: _ClassVar[ErrorReason]
     ERROR_REASON_DATABASE_BUSY: _ClassVar[ErrorReason]
+    ERROR_REASON_SHUTTING_DOWN: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_INVALID_ARGUMENT: ErrorReason
 ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason
@@ -104,6 +105,7 @@ ERROR_REASON_INTERNAL: ErrorReason
 ERROR_REASON_UNAVAILABLE: ErrorReason
 ERROR_REASON_DATABASE_UNAVAILABLE: ErrorReason
 ERROR_REASON_DATABASE_BUSY: ErrorReason
+ERROR_REASON_SHUTTING_DOWN: ErrorReason
 
 class Value(_message.Message):
     __slots__ = ("bool_value", "int_value", "double_value", "string_value")
