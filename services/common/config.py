@@ -79,8 +79,12 @@ class Config:
     request_id_retention_seconds: float = _setting(
         3600.0,
         "how long a write's request id is remembered, so that a retry within it gets the "
-        "first answer instead of applying the write again (LogBatch's ids: as long as "
-        "the run)",
+        "first answer instead of applying the write again (LogBatch: see the next)",
+    )
+    batch_id_retention_seconds: float = _setting(
+        30 * 86400.0,
+        "how long LogBatch's request ids are remembered: the window in which a run's "
+        "journal (kept through an outage) can be synced exactly once",
     )
     log_level: str = _setting(
         "info", "least severe level logged", choices=("debug", "info", "warning", "error")
@@ -132,8 +136,8 @@ class Config:
                 raise ConfigError(f"{env_name(f.name)} must be one of {', '.join(choices)}")
         if self.db_pool_size < max(1, self.db_pool_min_size):
             raise ConfigError("CAIRN_DB_POOL_SIZE must be at least CAIRN_DB_POOL_MIN_SIZE and 1")
-        if self.request_id_retention_seconds <= 0:
-            raise ConfigError("CAIRN_REQUEST_ID_RETENTION_SECONDS must be positive")
+        if self.request_id_retention_seconds <= 0 or self.batch_id_retention_seconds <= 0:
+            raise ConfigError("CAIRN_*_ID_RETENTION_SECONDS must be positive")
         if self.db_acquire_timeout_seconds <= 0:
             raise ConfigError("CAIRN_DB_ACQUIRE_TIMEOUT_SECONDS must be positive")
         if self.max_message_bytes < 1024 * 1024:

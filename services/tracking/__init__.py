@@ -10,6 +10,7 @@ from cairn.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
 
 from ..common.access import role_table
 from ..common.service import Resources, ServiceSpec
+from .retention import forget_batch_ids
 from .servicer import TrackingServicer
 
 
@@ -56,6 +57,7 @@ SPEC = ServiceSpec(
     migrations_dir=Path(__file__).parent / "migrations",
     register=_register,
     roles=ROLES,
+    background=forget_batch_ids,
     records_requests=True,
     not_recorded=frozenset({"LogBatch"}),
 )

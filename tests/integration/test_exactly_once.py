@@ -144,3 +144,27 @@ async def test_request_ids_are_forgotten_after_their_retention(
         assert await conn.fetchval(count, f"kept-{unique}") == 1
         assert await once.prune(retention_seconds=0) >= 1
         assert await conn.fetchval(count, f"kept-{unique}") == 0
+
+
+async def test_log_batch_ids_are_forgotten_after_their_own_retention(
+    server_port: int, pool, unique: str
+) -> None:
+    from cairn.types import Metric
+    from cairn_server.tracking import retention
+
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
+        run_id = (
+            await tracking.create_run(await tracking.create_experiment(f"b-{unique}"))
+        ).info.run_id
+        point = [Metric("loss", 1.0, 1000, 1)]
+        await tracking.log_batch(run_id, point, request_id=f"batch-{unique}")
+        await retention.prune(pool, retention_seconds=3600)  # younger: remembered
+        await tracking.log_batch(run_id, point, request_id=f"batch-{unique}")
+        assert len(await tracking.get_metric_history(run_id, "loss")) == 1
+        assert await retention.prune(pool, retention_seconds=0) >= 1
+        async with pool.acquire() as conn:
+            left = await conn.fetchval(
+                "SELECT count(*) FROM tracking.applied_batches WHERE request_id = $1",
+                f"batch-{unique}",
+            )
+        assert left == 0
