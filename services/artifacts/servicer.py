@@ -25,12 +25,13 @@ from ..common.errors import (
     AlreadyExists,
     DataLoss,
     FailedPrecondition,
+    InvalidArgument,
     NotFound,
     OutOfRange,
     Unavailable,
     invalid_field,
 )
-from ..common.idempotency import after_commit
+from ..common.idempotency import after_commit, request_id_of
 from ..common.service import Resources
 from . import backends, paths
 from .janitor import janitor_for
@@ -69,7 +70,10 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         self, request_iterator: AsyncIterator[api.UploadRequest], context: Context
     ) -> api.UploadResponse:
         stream = aiter(request_iterator)
-        header, upload, expected_sha256 = await self._accept(stream, context)
+        accepted = await self._accept(stream, context)
+        if isinstance(accepted, StoredObject):  # a repeat of an upload that published
+            return api.UploadResponse(object=self._info(accepted))
+        header, upload, expected_sha256 = accepted
         try:
             await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
             reader = VerifyingReader(
@@ -90,7 +94,11 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             if not reader.verified:  # never publish what was not checked to the end
                 raise invalid_field("finish", "the upload ended before its finish message")
             stored, replaced = await self._objects.publish(
-                upload, reader.size, reader.sha256, upload.content_type
+                upload,
+                reader.size,
+                reader.sha256,
+                upload.content_type,
+                request_id=request_id_of(context),
             )
         except BaseException:
             await self._discard(upload)
@@ -100,10 +108,11 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
 
     async def _accept(
         self, stream: AsyncIterator[api.UploadRequest], context: Context
-    ) -> tuple[api.UploadHeader, PendingUpload, str]:
+    ) -> tuple[api.UploadHeader, PendingUpload, str] | StoredObject:
         """Checks the header and records the upload, or tells the client not to send its
-        chunks. Refusing an existing path here only spares a useless transfer:
-        publishing decides, as another upload may publish meanwhile."""
+        chunks: refused, or done already (a repeat of the call that published the object
+        at path: that object is returned). Refusing an existing path here only spares a
+        useless transfer: publishing decides, as another upload may publish meanwhile."""
         try:
             header = await _header(stream)
             project = common.project(header.project)
@@ -112,12 +121,19 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             content_type = _content_type(header.content_type) or DEFAULT_CONTENT_TYPE
             if header.expected_size < 0:
                 raise invalid_field("expected_size", "must not be negative")
-            if not header.overwrite and await self._objects.exists(project, path):
+            done = await self._objects.published_by(project, path, request_id_of(context))
+            if done is not None:
+                _check_repeat(done, expected_sha256)
+            elif not header.overwrite and await self._objects.exists(project, path):
                 raise already_exists(path)
-            upload = await self._objects.begin(project, path, header.overwrite, content_type)
+            else:
+                upload = await self._objects.begin(project, path, header.overwrite, content_type)
         except Exception:
             await _refuse(stream, context)
             raise
+        if done is not None:
+            await _refuse(stream, context, verdict="done")
+            return done
         return header, upload, expected_sha256
 
     async def _discard(self, upload: PendingUpload) -> None:
@@ -248,6 +264,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         expected = _sha256(request.expected_sha256)
         if not self._backend.supports_presign:
             raise _presign_unsupported()
+        done = await self._objects.published_by(project, path, request_id_of(context))
+        if done is not None:  # a repeat of the confirmation that published it
+            return api.ConfirmUploadResponse(object=self._info(done))
         upload = await self._objects.upload(project, path, _upload_id(request.upload_id))
         sealed = await self._objects.begin(project, path, upload.overwrite, upload.content_type)
         try:
@@ -256,7 +275,12 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             _check_put(upload, expected, sha256, stored_type)
             content_type = upload.content_type or stored_type or DEFAULT_CONTENT_TYPE
             stored, replaced = await self._objects.publish(
-                sealed, size, sha256, content_type, consumes=upload
+                sealed,
+                size,
+                sha256,
+                content_type,
+                consumes=upload,
+                request_id=request_id_of(context),
             )
         except BaseException as error:
             await self._discard(sealed)
@@ -291,10 +315,13 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         )
 
 
-async def _refuse(stream: AsyncIterator[api.UploadRequest], context: Context) -> None:
-    """Says "rejected", then reads what the client still sends until it half-closes,
-    so the error status does not overtake a write (which grpc would report as INTERNAL)."""
-    await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "rejected"),))
+async def _refuse(
+    stream: AsyncIterator[api.UploadRequest], context: Context, verdict: str = "rejected"
+) -> None:
+    """Tells the client not to send its chunks ("rejected", or "done" for a repeat of an
+    upload already published), then reads what it still sends until it half-closes, so
+    the answer does not overtake a write (which grpc would report as INTERNAL)."""
+    await context.send_initial_metadata(((STREAM_VERDICT_HEADER, verdict),))
     with contextlib.suppress(Exception):
         for _ in range(REFUSED_DRAIN):
             if await anext(stream, None) is None:
@@ -413,6 +440,16 @@ def _check_put(upload: PendingUpload, expected_sha256: str, sha256: str, content
             f"the upload was sent as {content_type!r}, but its URL was made for "
             f"{upload.content_type!r}",
             metadata={"content_type": content_type, "expected": upload.content_type},
+        )
+
+
+def _check_repeat(done: StoredObject, expected_sha256: str) -> None:
+    if expected_sha256 and done.sha256 != expected_sha256:
+        raise InvalidArgument(
+            "REQUEST_ID_REUSED",
+            f"this request id published other content at {done.path!r}; "
+            "send a new id with every new upload",
+            metadata={"path": done.path},
         )
 
 

@@ -115,11 +115,13 @@ class ObjectStore:
         sha256: str,
         content_type: str,
         consumes: PendingUpload | None = None,
+        request_id: str | None = None,
     ) -> tuple[StoredObject, str | None]:
         """Makes the upload's bytes the object at its path; returns the object and the
         storage key it replaced, now garbage. `consumes` is the presigned upload whose
         bytes were copied into this one: it is spent in the same transaction, and its
-        key becomes garbage.
+        key becomes garbage. `request_id` is that of the call publishing (see
+        `published_by`).
 
         Raises:
             AlreadyExists: an object is at the path and the upload may not overwrite it.
@@ -149,11 +151,12 @@ class ObjectStore:
                 raise already_exists(upload.path)
             row = await conn.fetchrow(
                 f"""INSERT INTO artifacts.objects
-                        (project, path, size, sha256, content_type, storage_key)
-                    VALUES ($1, $2, $3, $4, $5, $6)
+                        (project, path, size, sha256, content_type, storage_key, request_id)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7)
                     ON CONFLICT (project, path) DO UPDATE SET size = excluded.size,
                         sha256 = excluded.sha256, content_type = excluded.content_type,
-                        storage_key = excluded.storage_key, update_time = clock_timestamp()
+                        storage_key = excluded.storage_key, request_id = excluded.request_id,
+                        update_time = clock_timestamp()
                     RETURNING {_COLUMNS}""",
                 upload.project,
                 upload.path,
@@ -161,6 +164,7 @@ class ObjectStore:
                 sha256,
                 content_type,
                 upload.storage_key,
+                request_id,
             )
             if replaced is not None:
                 await conn.execute(
@@ -245,6 +249,23 @@ class ObjectStore:
             await conn.execute(
                 "DELETE FROM artifacts.garbage WHERE storage_key = ANY($1::text[])", keys
             )
+
+    async def published_by(
+        self, project: str, path: str, request_id: str | None
+    ) -> StoredObject | None:
+        """The object at path if the call with this request id published it (and nothing
+        replaced it since): what a repeat of that call answers."""
+        if request_id is None:
+            return None
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"""SELECT {_COLUMNS} FROM artifacts.objects
+                    WHERE project = $1 AND path = $2 AND request_id = $3""",
+                project,
+                path,
+                request_id,
+            )
+        return None if row is None else StoredObject(**dict(row))
 
     async def get(self, project: str, path: str) -> StoredObject:
         async with self._pool.acquire() as conn:

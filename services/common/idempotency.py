@@ -79,7 +79,7 @@ class Idempotency:
         handler: Callable[[], Awaitable[Message]],
     ) -> Message | bytes:
         """The handler's answer, or the serialized answer of the call with the same id."""
-        request_id = _request_id(context)
+        request_id = request_id_of(context)
         if request_id is None:
             return await handler()
         fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
@@ -120,7 +120,8 @@ class Idempotency:
         return pruned
 
 
-def _request_id(context: grpc.aio.ServicerContext) -> str | None:
+def request_id_of(context: grpc.aio.ServicerContext) -> str | None:
+    """The request id a call carries, if any (checked: 1 to 128 characters)."""
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER:
             if not (isinstance(value, str) and 0 < len(value) <= MAX_REQUEST_ID_LENGTH):

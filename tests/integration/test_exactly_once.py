@@ -92,6 +92,17 @@ async def test_artifact_writes_apply_once_when_their_answers_are_lost(
         assert await store.list(f"once-{unique}/", recursive=True) == []
 
 
+async def test_an_upload_whose_answer_is_lost_is_answered_with_what_it_stored(
+    proxy: AnswerDroppingProxy, unique: str
+) -> None:
+    async with cairn.ArtifactClient.insecure_connection("127.0.0.1", proxy.port) as store:
+        proxy.drop_next()
+        info = await store.upload(f"once-{unique}/model.bin", b"weights")  # not ALREADY_EXISTS
+        assert proxy.dropped == 1
+        assert info.sha256 == (await store.stat(f"once-{unique}/model.bin")).sha256
+        assert await store.read(f"once-{unique}/model.bin") == b"weights"
+
+
 async def test_a_request_id_reused_for_another_request_is_refused(
     server_port: int, unique: str
 ) -> None:

@@ -35,11 +35,11 @@ Response = TypeVar("Response")
 # Every unary call carries a fresh request id, the same on each of its retries; the
 # services that record request ids apply a write once per id and answer a repeat with
 # the first answer. So a retry cannot apply a write twice for: reads, and every unary
-# write but three, which are not retried (UNAVAILABLE may also mean that the database
+# write but two, which are not retried (UNAVAILABLE may also mean that the database
 # failed after a write committed): CreateApiKey and CreatePresignedUrl, whose answers
-# are secrets never stored, and ConfirmUpload.
+# are secrets never stored. Upload, a stream, retries itself (ArtifactClient.upload).
 REQUEST_ID_HEADER = "x-cairn-request-id"
-_NOT_RECORDED = {"CreateApiKey", "ConfirmUpload", "CreatePresignedUrl"}
+_NOT_RETRIED = {"CreateApiKey", "CreatePresignedUrl"}
 
 
 def _retried_methods() -> list[dict[str, str]]:
@@ -53,7 +53,7 @@ def _retried_methods() -> list[dict[str, str]]:
         )
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
-        if not method.client_streaming and method.name not in _NOT_RECORDED
+        if not method.client_streaming and method.name not in _NOT_RETRIED
     ]
 
 
@@ -150,12 +150,9 @@ class Transport:
 
         The call carries a fresh request id unless metadata names one (a caller that
         retries on its own, across processes even, sends the same id each time)."""
-        metadata = list(metadata or ())
-        if not any(key == REQUEST_ID_HEADER for key, _ in metadata):
-            metadata.append((REQUEST_ID_HEADER, uuid.uuid4().hex))
         try:
             return await method(
-                request, timeout=self._timeout(timeout), metadata=self._with(metadata)
+                request, timeout=self._timeout(timeout), metadata=self._with(with_id(metadata))
             )
         except grpc.RpcError as error:
             raise from_grpc_error(error) from None
@@ -194,7 +191,7 @@ class Transport:
         server's status arrives intact; writing into a call the server has ended makes
         grpc report a bare INTERNAL "Internal error from Core" instead.
         """
-        call = method(timeout=self._timeout(timeout), metadata=self._with(metadata))
+        call = method(timeout=self._timeout(timeout), metadata=self._with(with_id(metadata)))
         try:
             await self._send_all(call, requests)
         except (grpc.RpcError, asyncio.InvalidStateError) as error:
@@ -241,6 +238,14 @@ def _read_pem(source: str | bytes | None) -> bytes | None:
     if source is None or isinstance(source, bytes):
         return source
     return Path(source).read_bytes()
+
+
+def with_id(metadata: Metadata | None) -> list[tuple[str, str]]:
+    """The call's metadata with a request id: the caller's, or a fresh one."""
+    metadata = list(metadata or ())
+    if not any(key == REQUEST_ID_HEADER for key, _ in metadata):
+        metadata.append((REQUEST_ID_HEADER, uuid.uuid4().hex))
+    return metadata
 
 
 async def _ending(call: Any, write_error: BaseException) -> grpc.RpcError:

@@ -144,6 +144,27 @@ async def test_concurrent_confirmations_publish_once(s3_store: cairn.ArtifactCli
     assert await s3_store.read("twice.bin") == b"once"
 
 
+async def test_a_confirmation_whose_answer_is_lost_is_answered_with_what_it_published(
+    s3_store: cairn.ArtifactClient, s3_server_port: int
+) -> None:
+    from tests.proxy import AnswerDroppingProxy
+
+    put = await s3_store.presigned_url("lost-answer.bin", "PUT")
+    await asyncio.to_thread(_http, put.url, "PUT", b"direct", BINARY)
+    proxy = AnswerDroppingProxy(s3_server_port)
+    await proxy.start()
+    try:
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", proxy.port, project=s3_store.project
+        ) as store:
+            proxy.drop_next()
+            info = await store.confirm_upload("lost-answer.bin", upload_id=put.upload_id)
+    finally:
+        await proxy.close()
+    assert proxy.dropped == 1  # and the retry got the object, not UPLOAD_NOT_FOUND
+    assert info.size == 6 and await s3_store.read("lost-answer.bin") == b"direct"
+
+
 async def test_a_lifetime_under_a_second_is_rounded_up(s3_store: cairn.ArtifactClient) -> None:
     await s3_store.upload("brief.txt", b"x")
     url = await s3_store.presigned_url("brief.txt", expires_in=0.25)

@@ -17,15 +17,19 @@ from typing import Any, BinaryIO
 from google.protobuf.duration_pb2 import Duration
 
 from .._base import BaseClient
-from .._transport import Metadata
+from .._transport import Metadata, with_id
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
-from ..exceptions import DataLossError, NotFoundError
+from ..exceptions import DataLossError, NotFoundError, UnavailableError
 from ..types._artifacts import ObjectInfo, PresignedUrl, directory, object_from_proto
 from ..types._paging import ListOptions, PagedList
 
 CHUNK = 1024 * 1024
+# Waits before sending an upload again after UNAVAILABLE, as gRPC's own retries do.
+UPLOAD_RETRY_WAITS = (0.1, 0.4, 1.6)
 Source = str | os.PathLike[str] | bytes | BinaryIO
+# Sources that can be read again from the start; a file object is read once.
+Resendable = (str, os.PathLike, bytes, bytearray, memoryview)
 Progress = bool | Callable[[int, int], None]
 
 
@@ -54,12 +58,37 @@ class ArtifactClient(BaseClient):
         """Stores bytes, a local file or a binary file object at path.
 
         The client sends the sha256 of what it read at the end of the stream; the object
-        appears only once all of it arrived and the server's checksum matched.
+        appears only once all of it arrived and the server's checksum matched. Bytes and
+        local files are sent again, under the same request id, when the connection fails
+        (UNAVAILABLE): an upload whose answer was lost is then answered with the object
+        it stored, never stored twice or refused as ALREADY_EXISTS.
 
         Raises:
             AlreadyExistsError: an object is at path and overwrite is False.
             DataLossError: the content that arrived differs from what was sent.
         """
+        metadata, waits = with_id(metadata), iter(UPLOAD_RETRY_WAITS)
+        while True:
+            try:
+                return await self._upload_once(
+                    path, source, overwrite, content_type, progress, timeout, metadata
+                )
+            except UnavailableError:
+                wait = next(waits, None)
+                if wait is None or not isinstance(source, Resendable):
+                    raise
+                await asyncio.sleep(wait)
+
+    async def _upload_once(
+        self,
+        path: str,
+        source: Source,
+        overwrite: bool,
+        content_type: str | None,
+        progress: Progress,
+        timeout: float | None,
+        metadata: Metadata,
+    ) -> ObjectInfo:
         stream, size, expected, owned = _open_source(source)
         digest = hashlib.sha256()
         header = api.UploadHeader(
