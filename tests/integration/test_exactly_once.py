@@ -47,6 +47,40 @@ async def test_tracking_writes_apply_once_when_their_answers_are_lost(
         assert [m.value for m in await tracking.get_metric_history(run_id, "loss")] == [0.5]
 
 
+async def test_every_other_tracking_write_is_answered_as_the_first_time(
+    proxy: AnswerDroppingProxy, unique: str
+) -> None:
+    """Writes whose repeat would fail if applied again (renames, deletes, restores)."""
+    from cairn.types import Metric, RunInput, RunStatus
+
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", proxy.port) as tracking:
+        experiment_id = await tracking.create_experiment(f"rest-{unique}")
+        run_id = (await tracking.create_run(experiment_id)).info.run_id
+        await tracking.set_tag(run_id, "gone", "x")
+        await tracking.set_experiment_tag(experiment_id, "gone", "x")
+        writes = [
+            lambda: tracking.rename_experiment(experiment_id, f"renamed-{unique}"),
+            lambda: tracking.delete_experiment_tag(experiment_id, "gone"),
+            lambda: tracking.delete_tag(run_id, "gone"),
+            lambda: tracking.log_batch(run_id, [Metric("acc", 0.9, 1, 1)]),
+            lambda: tracking.log_inputs(run_id, [RunInput(f"cairn-artifacts://default/{unique}")]),
+            lambda: tracking.update_run(run_id, name=f"named-{unique}"),
+            lambda: tracking.set_terminated(run_id, RunStatus.FINISHED),
+            lambda: tracking.delete_run(run_id),
+            lambda: tracking.restore_run(run_id),
+            lambda: tracking.delete_experiment(experiment_id),
+            lambda: tracking.restore_experiment(experiment_id),
+        ]
+        for write in writes:
+            proxy.drop_next()
+            await write()
+        assert proxy.dropped == len(writes)
+        run = await tracking.get_run(run_id)
+        assert run.info.run_name == f"named-{unique}" and run.info.status == RunStatus.FINISHED
+        assert (await tracking.get_experiment(experiment_id)).name == f"renamed-{unique}"
+        assert len(await tracking.get_metric_history(run_id, "acc")) == 1
+
+
 async def test_registry_writes_apply_once_when_their_answers_are_lost(
     proxy: AnswerDroppingProxy, server_port: int, unique: str
 ) -> None:
@@ -61,11 +95,26 @@ async def test_registry_writes_apply_once_when_their_answers_are_lost(
         named = await registry.upsert_model_version(ModelVersion("v-named"), model.id)
         proxy.drop_next()
         await registry.set_registered_model_alias(model.name, "champion", first.version)
-        assert proxy.dropped == 4
+        for write in (
+            lambda: registry.set_registered_model_tag(model.name, "team", "ml"),
+            lambda: registry.delete_registered_model_tag(model.name, "team"),
+            lambda: registry.set_model_version_tag(model.name, first.version, "ok", "1"),
+            lambda: registry.delete_model_version_tag(model.name, first.version, "ok"),
+            lambda: registry.transition_model_version_stage(model.name, first.version, "Staging"),
+            lambda: registry.delete_model_version(model.name, named.version),
+        ):
+            proxy.drop_next()
+            await write()
+        assert proxy.dropped == 10
         versions = await registry.get_model_versions(model.id)
-        assert sorted(v.id for v in versions) == sorted([first.id, named.id])
+        assert [v.id for v in versions] == [first.id]
         champion = await registry.get_model_version_by_alias(model.name, "champion")
         assert champion.id == first.id
+        proxy.drop_next()
+        renamed = await registry.rename_registered_model(model.name, f"renamed-{unique}")
+        proxy.drop_next()
+        await registry.delete_registered_model(renamed.name)
+        assert proxy.dropped == 12
 
 
 async def test_auth_writes_apply_once_when_their_answers_are_lost(
@@ -75,7 +124,18 @@ async def test_auth_writes_apply_once_when_their_answers_are_lost(
         proxy.drop_next()
         project = await auth.create_project(f"once-{unique}")  # not ALREADY_EXISTS
         assert project == f"once-{unique}"
-        assert proxy.dropped == 1
+        key = await auth.create_user_api_key(
+            f"user-{unique}", "k", cairn.types.ApiKeyExpirationTime.THIRTY_DAYS
+        )  # its answer is never dropped: not recorded, not retried
+        for write in (
+            lambda: auth.add_user_project_role(f"user-{unique}", project, "VIEWER"),
+            lambda: auth.delete_project_role(f"user-{unique}", project),
+            lambda: auth.delete_api_key(key),
+        ):
+            proxy.drop_next()
+            await write()
+        assert proxy.dropped == 4
+        assert await auth.get_project_members(project) == []
 
 
 async def test_artifact_writes_apply_once_when_their_answers_are_lost(
