@@ -9,7 +9,7 @@ import pytest
 import cairn
 from cairn import _transport
 from cairn.exceptions import InvalidArgumentError
-from cairn.types import ModelVersion, RegisteredModel
+from cairn.types import ModelArtifact, ModelVersion, RegisteredModel
 from cairn_server import catalog
 from cairn_server.common.idempotency import READS
 from tests.proxy import AnswerDroppingProxy
@@ -110,11 +110,28 @@ async def test_registry_writes_apply_once_when_their_answers_are_lost(
         assert [v.id for v in versions] == [first.id]
         champion = await registry.get_model_version_by_alias(model.name, "champion")
         assert champion.id == first.id
+        model.description = "churn"
+        first.description = "the first"
+        proxy.drop_next()
+        await registry.upsert_registered_model(model)  # an update: it has an id
+        proxy.drop_next()
+        await registry.upsert_model_version(first, model.id)
+        proxy.drop_next()
+        artifact = await registry.upsert_model_artifact(
+            ModelArtifact("weights", uri="s3://bucket/model/w.onnx"), first.id
+        )
+        artifact.description = "onnx"
+        proxy.drop_next()
+        await registry.upsert_model_artifact(artifact)
+        proxy.drop_next()
+        await registry.delete_registered_model_alias(model.name, "champion")
+        assert [a.id for a in await registry.get_model_version_artifacts(first.id)] == [artifact.id]
+        assert (await registry.get_registered_model_by_id(model.id)).description == "churn"
         proxy.drop_next()
         renamed = await registry.rename_registered_model(model.name, f"renamed-{unique}")
         proxy.drop_next()
         await registry.delete_registered_model(renamed.name)
-        assert proxy.dropped == 12
+        assert proxy.dropped == 17
 
 
 async def test_auth_writes_apply_once_when_their_answers_are_lost(
