@@ -243,9 +243,20 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             raise invalid_field("method", "GET or PUT")
         if not request.overwrite and await self._objects.exists(project, path):
             raise already_exists(path)
+        # A repeat of this call (its answer was lost) gets the same upload, signed anew.
         upload = await self._objects.begin(
-            project, path, request.overwrite, content_type, url_expires=expires
+            project,
+            path,
+            request.overwrite,
+            content_type,
+            url_expires=expires,
+            request_id=request_id_of(context),
         )
+        if upload.path != path:
+            raise InvalidArgument(
+                "REQUEST_ID_REUSED",
+                "this request id began an upload to another path; send a new id with every call",
+            )
         url = await asyncio.to_thread(self._backend.presign, upload.storage_key, "PUT", expires)
         return api.CreatePresignedUrlResponse(
             url=url,

@@ -74,15 +74,18 @@ class ObjectStore:
         overwrite: bool,
         content_type: str = "",
         url_expires: timedelta | None = None,
+        request_id: str | None = None,
     ) -> PendingUpload:
-        """Records an upload under a fresh key; url_expires for a presigned PUT."""
+        """Records an upload under a fresh key; url_expires for a presigned PUT, whose
+        call's request_id makes a repeat of the call find this upload again."""
         upload_id = uuid.uuid4()
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
                 f"""INSERT INTO artifacts.uploads
                         (upload_id, storage_key, project, path, overwrite, content_type,
-                         url_expire_time)
-                    VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + $7::interval)
+                         url_expire_time, request_id)
+                    VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + $7::interval, $8)
+                    ON CONFLICT (project, request_id) DO UPDATE SET project = excluded.project
                     RETURNING {_UPLOAD_COLUMNS}""",
                 upload_id,
                 new_key(project, upload_id.hex),
@@ -91,6 +94,7 @@ class ObjectStore:
                 overwrite,
                 content_type,
                 url_expires,
+                request_id,
             )
         return PendingUpload(**dict(row))
 

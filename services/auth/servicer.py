@@ -16,7 +16,7 @@ from cairn.auth.v1 import auth_service_pb2_grpc
 from ..common import validation as common
 from ..common.access import Caller, current_caller
 from ..common.errors import NotFound, PermissionDenied
-from ..common.idempotency import after_commit
+from ..common.idempotency import after_commit, request_id_of
 from ..common.service import Resources
 from . import convert, validation
 from .cache import key_cache
@@ -75,7 +75,10 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             raise PermissionDenied(
                 "PERMISSION_DENIED", "only a global admin creates keys for other users"
             )
-        key, record = await self._store.create_key(user_id, name, lifetime)
+        key, record = await self._store.create_key(
+            user_id, name, lifetime, request_id=request_id_of(context)
+        )
+        await after_commit(self._forget)  # a key of the lost answer may be revoked
         return api.CreateApiKeyResponse(api_key=key, info=convert.api_key(record))
 
     async def GetApiKeys(

@@ -124,24 +124,39 @@ class AuthStore:
         lifetime: datetime.timedelta | None,
         *,
         global_admin: bool = False,
+        request_id: str | None = None,
     ) -> tuple[str, ApiKeyInfo]:
-        """A new key for user_id (made a global admin when asked); the key and its row."""
+        """A new key for user_id (made a global admin when asked); the key and its row.
+
+        A key made before by a call with the same request id (whose answer was lost, so
+        nobody has its secret) is revoked in the same transaction: one usable key is
+        left, the one returned now."""
         key, prefix = keys.generate()
         async with self._pool.acquire() as conn, conn.transaction():
+            if request_id is not None:
+                await conn.execute(
+                    """UPDATE auth.api_keys
+                       SET revoke_time = coalesce(revoke_time, now()), request_id = NULL
+                       WHERE user_id = $1 AND request_id = $2""",
+                    user_id,
+                    request_id,
+                )
             await conn.execute(_ADD_USER, user_id)
             if global_admin:
                 await conn.execute(
                     "UPDATE auth.users SET global_admin = true WHERE user_id = $1", user_id
                 )
             row = await conn.fetchrow(
-                "INSERT INTO auth.api_keys (prefix, key_hash, user_id, name, expire_time) "
-                "VALUES ($1, $2, $3, $4, now() + $5::interval) "
+                "INSERT INTO auth.api_keys "
+                "(prefix, key_hash, user_id, name, expire_time, request_id) "
+                "VALUES ($1, $2, $3, $4, now() + $5::interval, $6) "
                 f"RETURNING {_KEY_COLUMNS}",
                 prefix,
                 keys.digest(key),
                 user_id,
                 name,
                 lifetime,
+                request_id,
             )
         return key, ApiKeyInfo(**dict(row))
 

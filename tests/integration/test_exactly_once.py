@@ -141,9 +141,14 @@ async def test_auth_writes_apply_once_when_their_answers_are_lost(
         proxy.drop_next()
         project = await auth.create_project(f"once-{unique}")  # not ALREADY_EXISTS
         assert project == f"once-{unique}"
+        proxy.drop_next()
         key = await auth.create_user_api_key(
             f"user-{unique}", "k", cairn.types.ApiKeyExpirationTime.THIRTY_DAYS
-        )  # its answer is never dropped: not recorded, not retried
+        )
+        # The key of the lost answer (its secret never seen) was revoked: one usable key.
+        listed = await auth.get_user_api_keys(f"user-{unique}")
+        assert sorted(k.revoke_time is None for k in listed) == [False, True]
+        assert [k.prefix for k in listed if k.revoke_time is None] == [key.split("_")[1]]
         for write in (
             lambda: auth.add_user_project_role(f"user-{unique}", project, "VIEWER"),
             lambda: auth.delete_project_role(f"user-{unique}", project),
@@ -151,7 +156,7 @@ async def test_auth_writes_apply_once_when_their_answers_are_lost(
         ):
             proxy.drop_next()
             await write()
-        assert proxy.dropped == 4
+        assert proxy.dropped == 5
         assert await auth.get_project_members(project) == []
 
 
@@ -207,8 +212,9 @@ def test_every_write_of_the_recording_services_runs_once_per_request_id(pool) ->
             method = f"/{spec.full_name}/{name}"
             if name.startswith(READS):
                 continue
-            if name in spec.not_recorded:
+            if name in spec.not_recorded:  # each deduplicates itself (docs/architecture.md)
                 assert name in ("LogBatch", "CreateApiKey", "ConfirmUpload", "CreatePresignedUrl")
+                assert (spec.full_name, name) in retried
                 continue
             if name == "Upload":
                 continue  # a client stream: not recorded, not retried (docs/artifacts.md)

@@ -34,12 +34,11 @@ Response = TypeVar("Response")
 
 # Every unary call carries a fresh request id, the same on each of its retries; the
 # services that record request ids apply a write once per id and answer a repeat with
-# the first answer. So a retry cannot apply a write twice for: reads, and every unary
-# write but two, which are not retried (UNAVAILABLE may also mean that the database
-# failed after a write committed): CreateApiKey and CreatePresignedUrl, whose answers
-# are secrets never stored. Upload, a stream, retries itself (ArtifactClient.upload).
+# the first answer (CreateApiKey and CreatePresignedUrl, whose answers are secrets the
+# server never stores, answer a repeat with the same key or upload made anew). So a
+# retry cannot apply a write twice, and every unary call is retried. Upload, a stream,
+# retries itself (ArtifactClient.upload).
 REQUEST_ID_HEADER = "x-cairn-request-id"
-_NOT_RETRIED = {"CreateApiKey", "CreatePresignedUrl"}
 
 
 def _retried_methods() -> list[dict[str, str]]:
@@ -53,7 +52,7 @@ def _retried_methods() -> list[dict[str, str]]:
         )
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
-        if not method.client_streaming and method.name not in _NOT_RETRIED
+        if not method.client_streaming
     ]
 
 

@@ -165,6 +165,27 @@ async def test_a_confirmation_whose_answer_is_lost_is_answered_with_what_it_publ
     assert info.size == 6 and await s3_store.read("lost-answer.bin") == b"direct"
 
 
+async def test_a_presigned_put_whose_answer_is_lost_is_the_same_upload(
+    s3_store: cairn.ArtifactClient, s3_server_port: int
+) -> None:
+    from tests.proxy import AnswerDroppingProxy
+
+    proxy = AnswerDroppingProxy(s3_server_port)
+    await proxy.start()
+    try:
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", proxy.port, project=s3_store.project
+        ) as store:
+            proxy.drop_next()
+            put = await store.presigned_url("lost-url.bin", "PUT")
+    finally:
+        await proxy.close()
+    assert proxy.dropped == 1
+    await asyncio.to_thread(_http, put.url, "PUT", b"via the url", BINARY)
+    info = await s3_store.confirm_upload("lost-url.bin", upload_id=put.upload_id)
+    assert info.size == len(b"via the url")
+
+
 async def test_a_lifetime_under_a_second_is_rounded_up(s3_store: cairn.ArtifactClient) -> None:
     await s3_store.upload("brief.txt", b"x")
     url = await s3_store.presigned_url("brief.txt", expires_in=0.25)
