@@ -35,7 +35,9 @@ SPEC = ServiceSpec(
     roles=ROLES,
     background=run_janitor,
     records_requests=True,
-    # Upload is a stream, which is not recorded; ConfirmUpload discards what it refused,
-    # which a recorded call's rollback would undo; a presigned URL is a bearer secret.
+    # Deduplicated by the request ids kept on objects and uploads: ConfirmUpload
+    # discards what it refused, which a recorded call's rollback would undo; a
+    # presigned URL is a bearer secret, never stored. (Upload, a stream, is never
+    # recorded either: it keeps its id on the object too.)
     not_recorded=frozenset({"ConfirmUpload", "CreatePresignedUrl"}),
 )

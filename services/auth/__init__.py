@@ -48,5 +48,6 @@ SPEC = ServiceSpec(
     roles=ROLES,
     gate=_gate,
     records_requests=True,
+    # Its answer holds a secret, never stored: a repeat revokes and makes anew.
     not_recorded=frozenset({"CreateApiKey"}),
 )

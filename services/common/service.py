@@ -43,8 +43,9 @@ class ServiceSpec:
             artifact janitor); started with the server, cancelled when it stops.
         records_requests: whether its writes are run once per request id
             (idempotency.py); its schema then has a `requests` table.
-        not_recorded: writes run without recording their request ids: LogBatch, which
-            records its own; CreateApiKey, whose answer holds a secret never stored.
+        not_recorded: writes that deduplicate their request ids themselves instead
+            (docs/architecture.md, "Exactly-once writes"): their answers hold secrets
+            never stored, or a recorded call's rollback would undo what they must keep.
     """
 
     name: str

@@ -59,5 +59,6 @@ SPEC = ServiceSpec(
     roles=ROLES,
     background=forget_batch_ids,
     records_requests=True,
+    # Deduplicated by its own request_id field, which it keeps for the run's journal.
     not_recorded=frozenset({"LogBatch"}),
 )

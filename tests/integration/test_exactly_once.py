@@ -84,30 +84,58 @@ async def test_every_other_tracking_write_is_answered_as_the_first_time(
 async def test_registry_writes_apply_once_when_their_answers_are_lost(
     proxy: AnswerDroppingProxy, server_port: int, unique: str
 ) -> None:
+    """Each write through one RPC of its own (MLflow's by-name methods look the model up
+    first, and the proxy would drop that answer instead)."""
+    from cairn.registry.v1 import registry_service_pb2 as api
+
     async with cairn.ModelRegistryAPIClient.insecure_connection(
         "127.0.0.1", proxy.port
     ) as registry:
+
+        async def lost(method: str, request):
+            proxy.drop_next()
+            return await registry._transport.unary(getattr(registry._stub, method), request)
+
         proxy.drop_next()
         model = await registry.upsert_registered_model(RegisteredModel(f"once-{unique}"))
         proxy.drop_next()
-        first = await registry.create_model_version(model.name, "s3://bucket/model")
+        first = await registry.upsert_model_version(ModelVersion("first"), model.id)
         proxy.drop_next()
-        named = await registry.upsert_model_version(ModelVersion("v-named"), model.id)
-        proxy.drop_next()
-        await registry.set_registered_model_alias(model.name, "champion", first.version)
-        for write in (
-            lambda: registry.set_registered_model_tag(model.name, "team", "ml"),
-            lambda: registry.delete_registered_model_tag(model.name, "team"),
-            lambda: registry.set_model_version_tag(model.name, first.version, "ok", "1"),
-            lambda: registry.delete_model_version_tag(model.name, first.version, "ok"),
-            lambda: registry.transition_model_version_stage(model.name, first.version, "Staging"),
-            lambda: registry.delete_model_version(model.name, named.version),
+        named = await registry.upsert_model_version(ModelVersion("second"), model.id)
+        version = int(first.version)
+        for method, request in (
+            (
+                "SetRegisteredModelAlias",
+                api.SetRegisteredModelAliasRequest(
+                    registered_model_id=model.id, alias="champion", version=version
+                ),
+            ),
+            (
+                "SetRegisteredModelTag",
+                api.SetRegisteredModelTagRequest(
+                    registered_model_id=model.id, key="team", value="ml"
+                ),
+            ),
+            (
+                "DeleteRegisteredModelTag",
+                api.DeleteRegisteredModelTagRequest(registered_model_id=model.id, key="team"),
+            ),
+            (
+                "SetModelVersionTag",
+                api.SetModelVersionTagRequest(model_version_id=first.id, key="ok", value="1"),
+            ),
+            (
+                "DeleteModelVersionTag",
+                api.DeleteModelVersionTagRequest(model_version_id=first.id, key="ok"),
+            ),
+            (
+                "TransitionModelVersionStage",
+                api.TransitionModelVersionStageRequest(id=first.id, stage="STAGE_STAGING"),
+            ),
+            ("DeleteModelVersion", api.DeleteModelVersionRequest(id=named.id)),
         ):
-            proxy.drop_next()
-            await write()
-        assert proxy.dropped == 10
-        versions = await registry.get_model_versions(model.id)
-        assert [v.id for v in versions] == [first.id]
+            await lost(method, request)
+        assert [v.id for v in await registry.get_model_versions(model.id)] == [first.id]
         champion = await registry.get_model_version_by_alias(model.name, "champion")
         assert champion.id == first.id
         model.description = "churn"
@@ -123,15 +151,19 @@ async def test_registry_writes_apply_once_when_their_answers_are_lost(
         artifact.description = "onnx"
         proxy.drop_next()
         await registry.upsert_model_artifact(artifact)
-        proxy.drop_next()
-        await registry.delete_registered_model_alias(model.name, "champion")
         assert [a.id for a in await registry.get_model_version_artifacts(first.id)] == [artifact.id]
         assert (await registry.get_registered_model_by_id(model.id)).description == "churn"
-        proxy.drop_next()
-        renamed = await registry.rename_registered_model(model.name, f"renamed-{unique}")
-        proxy.drop_next()
-        await registry.delete_registered_model(renamed.name)
-        assert proxy.dropped == 17
+        await lost(
+            "DeleteRegisteredModelAlias",
+            api.DeleteRegisteredModelAliasRequest(registered_model_id=model.id, alias="champion"),
+        )
+        await lost("DeleteArtifact", api.DeleteArtifactRequest(id=artifact.id))
+        await lost(
+            "RenameRegisteredModel",
+            api.RenameRegisteredModelRequest(id=model.id, new_name=f"renamed-{unique}"),
+        )
+        await lost("DeleteRegisteredModel", api.DeleteRegisteredModelRequest(id=model.id))
+        assert proxy.dropped == 18  # the 17 writes of the registry, one of them twice
 
 
 async def test_auth_writes_apply_once_when_their_answers_are_lost(
