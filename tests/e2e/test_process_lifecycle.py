@@ -132,8 +132,8 @@ async def test_an_upload_cut_by_the_end_of_the_grace_period_is_unavailable(tmp_p
             yield api.UploadRequest(header=api.UploadHeader(project="default", path="slow.bin"))
             yield api.UploadRequest(chunk=b"x" * 1024)
             sent.set()
-            while True:  # slower than any grace period
-                await asyncio.sleep(0.2)
+            while True:  # a client that sends slower than any grace period lasts
+                await asyncio.sleep(0.2)  # pacing the client, not waiting for a condition
                 yield api.UploadRequest(chunk=b"x" * 1024)
 
         await store._transport.client_stream(store._stub.Upload, requests())

@@ -140,7 +140,8 @@ async def test_writers_through_a_restart_store_every_acknowledged_write_once(
         async def outage() -> None:
             await halfway.wait()
             await asyncio.to_thread(stop_postgres, own_postgres)
-            await asyncio.sleep(1.0)  # an outage of about a second, writers still writing
+            # The outage lasts until writers have met it, then PostgreSQL comes back.
+            await eventually(lambda: sum(refused.values()) >= writers, what="writes refused")
             await asyncio.to_thread(own_postgres.ensure_postgres_running)
 
         await asyncio.gather(outage(), *(writer(n, tracking, run_id) for n in range(writers)))
