@@ -2,6 +2,7 @@
 artifact names an uploaded object."""
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import urllib.request
@@ -20,6 +21,7 @@ from cairn.exceptions import (
     NotFoundError,
 )
 from cairn.types import ModelArtifact, ModelVersion, RegisteredModel
+from tests.proxy import AnswerDroppingProxy
 
 
 def _http(
@@ -147,20 +149,10 @@ async def test_concurrent_confirmations_publish_once(s3_store: cairn.ArtifactCli
 async def test_a_confirmation_whose_answer_is_lost_is_answered_with_what_it_published(
     s3_store: cairn.ArtifactClient, s3_server_port: int
 ) -> None:
-    from tests.proxy import AnswerDroppingProxy
-
     put = await s3_store.presigned_url("lost-answer.bin", "PUT")
     await asyncio.to_thread(_http, put.url, "PUT", b"direct", BINARY)
-    proxy = AnswerDroppingProxy(s3_server_port)
-    await proxy.start()
-    try:
-        async with cairn.ArtifactClient.insecure_connection(
-            "127.0.0.1", proxy.port, project=s3_store.project
-        ) as store:
-            proxy.drop_next()
-            info = await store.confirm_upload("lost-answer.bin", upload_id=put.upload_id)
-    finally:
-        await proxy.close()
+    async with _losing_one_answer(s3_server_port, s3_store.project) as (store, proxy):
+        info = await store.confirm_upload("lost-answer.bin", upload_id=put.upload_id)
     assert proxy.dropped == 1  # and the retry got the object, not UPLOAD_NOT_FOUND
     assert info.size == 6 and await s3_store.read("lost-answer.bin") == b"direct"
 
@@ -168,18 +160,8 @@ async def test_a_confirmation_whose_answer_is_lost_is_answered_with_what_it_publ
 async def test_a_presigned_put_whose_answer_is_lost_is_the_same_upload(
     s3_store: cairn.ArtifactClient, s3_server_port: int
 ) -> None:
-    from tests.proxy import AnswerDroppingProxy
-
-    proxy = AnswerDroppingProxy(s3_server_port)
-    await proxy.start()
-    try:
-        async with cairn.ArtifactClient.insecure_connection(
-            "127.0.0.1", proxy.port, project=s3_store.project
-        ) as store:
-            proxy.drop_next()
-            put = await store.presigned_url("lost-url.bin", "PUT")
-    finally:
-        await proxy.close()
+    async with _losing_one_answer(s3_server_port, s3_store.project) as (store, proxy):
+        put = await store.presigned_url("lost-url.bin", "PUT")
     assert proxy.dropped == 1
     await asyncio.to_thread(_http, put.url, "PUT", b"via the url", BINARY)
     info = await s3_store.confirm_upload("lost-url.bin", upload_id=put.upload_id)
@@ -208,6 +190,21 @@ async def test_presigned_get_of_a_missing_object_is_not_found(
 ) -> None:
     with pytest.raises(NotFoundError):
         await s3_store.presigned_url("missing.txt")
+
+
+@contextlib.asynccontextmanager
+async def _losing_one_answer(port: int, project: str):
+    """A client through a proxy that will lose the next answer the server sends."""
+    proxy = AnswerDroppingProxy(port)
+    await proxy.start()
+    try:
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", proxy.port, project=project
+        ) as store:
+            proxy.drop_next()
+            yield store, proxy
+    finally:
+        await proxy.close()
 
 
 # moto reads a PUT without Content-Type as a form and stores an empty object.
