@@ -303,8 +303,14 @@ class ObjectStore:
         self, project: str, prefix: str, recursive: bool, page_size: int, page_token: str
     ) -> Listing:
         """Entries in path order; one level folds deeper paths into "dir/" prefixes."""
-        fingerprint = paging.fingerprint("objects", project, prefix, recursive)
-        last = paging.decode(page_token, fingerprint)
+        keyset = paging.Keyset(
+            [paging.SortColumn("entry", True, "text", "entry")],
+            "objects",
+            project,
+            prefix,
+            recursive,
+        )
+        last = keyset.last(page_token)
         after = last[0] if last else ""
         # The part of each path after the prefix, cut after its first "/" for one level.
         entry = (
@@ -329,8 +335,7 @@ class ObjectStore:
                 after,
                 page_size + 1,
             )
-        page = rows[:page_size]
-        token = paging.encode(fingerprint, [page[-1]["entry"]]) if len(rows) > page_size else ""
+        page, token = rows[:page_size], keyset.next_token(rows, page_size)
         objects = [
             StoredObject(**{k: r[k] for k in _COLUMNS.split(", ")})
             for r in page

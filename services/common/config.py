@@ -48,6 +48,17 @@ class Config:
         "longest wait for a free pool connection; then the call is UNAVAILABLE "
         "(DATABASE_BUSY) instead of waiting out its deadline",
     )
+    db_statement_timeout_seconds: float = _setting(
+        30.0,
+        "longest one SQL statement of a call may run, planning included; then the call "
+        "is RESOURCE_EXHAUSTED (STATEMENT_TIMEOUT). Migrations and maintenance run "
+        "without it; 0 turns it off",
+    )
+    db_work_mem_kib: int = _setting(
+        16384,
+        "memory one sort or hash of a statement may take before it spills to disk "
+        "(PostgreSQL work_mem), set on every pool connection",
+    )
     migrate_on_start: bool = _setting(True, "apply pending migrations when a service starts")
     artifact_backend: str = _setting(
         "filesystem", "where artifacts are stored", choices=("filesystem", "s3")
@@ -140,6 +151,11 @@ class Config:
             raise ConfigError("CAIRN_*_ID_RETENTION_SECONDS must be positive")
         if self.db_acquire_timeout_seconds <= 0:
             raise ConfigError("CAIRN_DB_ACQUIRE_TIMEOUT_SECONDS must be positive")
+        if self.db_statement_timeout_seconds < 0 or self.db_work_mem_kib < 64:
+            raise ConfigError(
+                "CAIRN_DB_STATEMENT_TIMEOUT_SECONDS must not be negative, "
+                "CAIRN_DB_WORK_MEM_KIB must be at least 64"
+            )
         if self.max_message_bytes < 1024 * 1024:
             raise ConfigError("CAIRN_MAX_MESSAGE_BYTES must be at least 1 MiB")
         if self.shutdown_grace_seconds < 0:

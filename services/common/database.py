@@ -13,7 +13,7 @@ import asyncpg
 
 from . import logs
 from .config import Config
-from .errors import Unavailable
+from .errors import DomainError, ResourceExhausted, Unavailable
 from .idempotency import CALL_CONNECTION
 
 _log = logs.get("cairn.database")
@@ -50,6 +50,12 @@ async def create_pool(url: str, config: Config) -> asyncpg.Pool:
         max_inactive_connection_lifetime=300.0,
         # Stores run their SQL through asyncpg's statement cache; keep it warm.
         statement_cache_size=1024,
+        # Guards on every connection: no single statement, however a request is shaped,
+        # runs or grows without bound (maintenance lifts the timeout: sql.unguarded()).
+        server_settings={
+            "statement_timeout": str(round(config.db_statement_timeout_seconds * 1000)),
+            "work_mem": f"{config.db_work_mem_kib}kB",
+        },
         reset=_keep_session,
         init=_register_codecs,
         loop=None,
@@ -123,6 +129,19 @@ class _BoundedAcquire:
                 f"no database connection was free within {self._seconds:g} s "
                 "(CAIRN_DB_ACQUIRE_TIMEOUT_SECONDS); try again",
             ) from None
+
+
+def domain_error(exc: BaseException) -> DomainError | None:
+    """The error to answer for a database failure that is no bug: the database cannot
+    be reached, or a statement ran out of its time."""
+    if isinstance(exc, asyncpg.exceptions.QueryCanceledError):
+        return ResourceExhausted(
+            "STATEMENT_TIMEOUT",
+            "the request needed a database statement longer than the server allows "
+            "(CAIRN_DB_STATEMENT_TIMEOUT_SECONDS); narrow it: a smaller page, a more "
+            "selective filter",
+        )
+    return unreachable(exc)
 
 
 def unreachable(exc: BaseException) -> Unavailable | None:

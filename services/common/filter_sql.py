@@ -1,10 +1,11 @@
-"""Turning one comparison of a parsed filter into parameterized SQL."""
+"""Turning the comparisons of a parsed filter into parameterized SQL."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from .filters import Comparison, FilterError
+from .filters import Comparison, FilterError, Identifier, NullCheck
 from .sql import Params
 
 _OPERATORS = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
@@ -44,3 +45,46 @@ def _convert(value: Any, sql_type: str, node: Comparison) -> Any:
     if not abs(value) < 2**63 or value != int(value):
         raise FilterError(node.ident.position, f"{node.ident.key} compares with an integer")
     return int(value)
+
+
+class Lookups:
+    """One LEFT JOIN per distinct key a filter compares, however many terms use it.
+
+    A statement that grows by a join per key, not per term, plans in time linear in the
+    filter; an EXISTS per term let PostgreSQL's planner run for minutes and gigabytes
+    (filters.LIMITS caps the keys). A key the row lacks joins as NULLs.
+
+    Args:
+        params: collects the keys.
+        tables: entity -> key/value table, e.g. {"tag": "tracking.experiment_tags"}.
+        owner: (the tables' column naming the listed row, that row's id expression).
+    """
+
+    def __init__(self, params: Params, tables: Mapping[str, str], owner: tuple[str, str]) -> None:
+        self._params, self._tables, self._owner = params, tables, owner
+        self._aliases: dict[tuple[str, str], str] = {}
+        self.joins: list[str] = []
+
+    def condition(self, node: Comparison | NullCheck, sql_type: str) -> str:
+        """SQL for one term on a looked-up key; NULL (acting as false, since no NOT
+        stands above a term) when the row lacks the key."""
+        alias = self._alias(node.ident)
+        if isinstance(node, NullCheck):
+            return f"({alias}.{self._owner[0]} IS {'' if node.is_null else 'NOT '}NULL)"
+        value = f"{alias}.value"
+        sql = condition(value, node, self._params, sql_type)
+        if sql_type == "double precision" and node.op != "!=" and not node.negated:
+            # IEEE semantics: NaN is neither equal to, smaller nor greater than anything.
+            sql += f" AND {value} <> 'NaN'"
+        return f"({sql})"
+
+    def _alias(self, ident: Identifier) -> str:
+        found = (ident.entity, ident.key)
+        if found not in self._aliases:
+            alias = self._aliases[found] = f"f{len(self._aliases)}"
+            column, owner = self._owner
+            self.joins.append(
+                f"LEFT JOIN {self._tables[ident.entity]} {alias} ON {alias}.{column} = {owner} "
+                f"AND {alias}.key = {self._params.add(ident.key)}"
+            )
+        return self._aliases[found]

@@ -17,6 +17,9 @@ and Cairn adds OR, parentheses, NOT IN / NOT LIKE and IS [NOT] NULL::
 
 Keywords are case-insensitive. The parser only builds a tree; each service turns it
 into parameterized SQL, so no value is ever spliced into a statement.
+
+A filter's cost is bounded before any SQL exists: `LIMITS` caps its terms, its nesting,
+the distinct keys it looks up and the values of one IN list (FILTER_TOO_COMPLEX).
 """
 
 from __future__ import annotations
@@ -30,17 +33,36 @@ from .errors import InvalidArgument
 Value = str | float
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How big one filter may be; docs/filters.md lists the same numbers."""
+
+    terms: int = 256  # comparisons and IS NULL checks
+    depth: int = 32  # nested parentheses
+    keys: int = 20  # distinct metric, param and tag keys (each one lookup)
+    in_values: int = 1000  # values of one IN list
+
+
+LIMITS = Limits()
+
+
 class FilterError(InvalidArgument):
     """A filter that does not parse or names something unknown; says where and why."""
 
-    def __init__(self, position: int, problem: str) -> None:
+    def __init__(self, position: int, problem: str, reason: str = "INVALID_FILTER") -> None:
         super().__init__(
-            "INVALID_FILTER",
+            reason,
             f"invalid filter at position {position}: {problem}",
             metadata={"position": str(position)},
         )
         self.position = position
         self.problem = problem
+
+
+def too_complex(position: int, what: str, limit: int) -> FilterError:
+    return FilterError(
+        position, f"a filter may have at most {limit} {what}", reason="FILTER_TOO_COMPLEX"
+    )
 
 
 @dataclass(frozen=True)
@@ -140,6 +162,9 @@ class _Parser:
     def __init__(self, tokens: list[_Token], end: int, entities: dict[str, str], default: str):
         self.tokens, self.end, self.entities, self.default = tokens, end, entities, default
         self.index = 0
+        self.depth = 0
+        self.terms = 0
+        self.keys: set[tuple[str, str]] = set()
 
     def peek(self) -> _Token | None:
         return self.tokens[self.index] if self.index < len(self.tokens) else None
@@ -188,13 +213,18 @@ class _Parser:
         token = self.peek()
         if token is not None and token.text == "(":
             self.take()
+            self.depth += 1
+            if self.depth > LIMITS.depth:
+                raise too_complex(token.position, "levels of parentheses", LIMITS.depth)
             node = self.or_expr()
             self.expect_punct(")")
+            self.depth -= 1
             return node
         return self.comparison()
 
     def comparison(self) -> Node:
         ident = self.identifier()
+        self._count(ident)
         token = self.take()
         if token.kind == "op":
             return Comparison(ident, "!=" if token.text == "<>" else token.text, self.value())
@@ -212,6 +242,15 @@ class _Parser:
         if token.keyword == "IN":
             return Comparison(ident, "IN", self.value_list(), negated)
         raise FilterError(token.position, f"expected a comparison operator, found {token.text!r}")
+
+    def _count(self, ident: Identifier) -> None:
+        self.terms += 1
+        if self.terms > LIMITS.terms:
+            raise too_complex(ident.position, "terms", LIMITS.terms)
+        if ident.entity != "attribute":
+            self.keys.add((ident.entity, ident.key))
+            if len(self.keys) > LIMITS.keys:
+                raise too_complex(ident.position, "distinct keys", LIMITS.keys)
 
     def identifier(self) -> Identifier:
         first = self.take()
@@ -270,6 +309,8 @@ class _Parser:
         self.expect_punct("(")
         values = [self.value()]
         while (token := self.take()).text == ",":
+            if len(values) == LIMITS.in_values:
+                raise too_complex(token.position, "values in one IN list", LIMITS.in_values)
             values.append(self.value())
         if token.text != ")":
             raise FilterError(token.position, f"expected ',' or ')', found {token.text!r}")

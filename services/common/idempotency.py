@@ -21,6 +21,7 @@ import asyncpg
 import grpc
 from google.protobuf.message import Message
 
+from . import sql
 from .errors import InvalidArgument
 
 REQUEST_ID_HEADER = "x-cairn-request-id"
@@ -109,7 +110,8 @@ class Idempotency:
     async def prune(self, retention_seconds: float) -> int:
         """Forgets request ids older than the retention; returns how many."""
         pruned = 0
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await sql.unguarded(conn)
             for schema in sorted(set(self._schemas.values())):
                 status = await conn.execute(
                     f"""DELETE FROM {schema}.requests

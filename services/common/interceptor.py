@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from . import database, logs, metrics
+from . import database, logs, messages, metrics
 from .access import CallInfo, Gate, Role, set_caller
 from .errors import DomainError
 from .idempotency import Idempotency, passing_bytes
@@ -66,7 +66,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         role = self._roles.get(method)
         admission = None if role is None else _Admission(self._gate, role, method)
         codec = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": messages.tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
@@ -148,6 +148,20 @@ async def _admit(
     return request
 
 
+def _checked(request: Any, streamed: bool) -> Any:
+    """The request (or stream of requests), each checked before anything reads it."""
+    if not streamed:
+        messages.check(request)
+        return request
+
+    async def each() -> AsyncIterator[Any]:
+        async for message in request:
+            messages.check(message)
+            yield message
+
+    return each()
+
+
 def _once(idempotency: Idempotency, schema: str, method: str, behaviour: Handler) -> Handler:
     """A write's handler, run once per request id (see idempotency.py)."""
 
@@ -167,7 +181,7 @@ def _unary(
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         scope = _CallScope(method, context)
         try:
-            request = await _admit(admission, request, context, streamed)
+            request = await _admit(admission, _checked(request, streamed), context, streamed)
             result = behaviour(request, context)
             if inspect.isawaitable(result):
                 result = await result
@@ -188,7 +202,7 @@ def _streaming(
         active = metrics.STREAMS.labels(method)
         active.inc()
         try:
-            request = await _admit(admission, request, context, streamed)
+            request = await _admit(admission, _checked(request, streamed), context, streamed)
             async for response in _as_async_iter(behaviour(request, context)):
                 yield response
         except BaseException as exc:
@@ -232,7 +246,7 @@ class _CallScope:
         if isinstance(exc, grpc.aio.AbortError):
             self._log(self.context.code() or grpc.StatusCode.UNKNOWN)
             return
-        exc = database.unreachable(exc) or exc
+        exc = database.domain_error(exc) or exc
         if isinstance(exc, DomainError):
             self._log(exc.code, reason=exc.reason)
             await self.context.abort_with_status(rpc_status.to_status(domain_status(exc)))

@@ -45,7 +45,11 @@ def discover(folder: Path) -> list[Migration]:
 
 
 async def apply(conn: asyncpg.Connection, schema: str, migrations: list[Migration]) -> list[int]:
-    """Applies the pending migrations of one schema; returns the versions applied."""
+    """Applies the pending migrations of one schema; returns the versions applied.
+
+    Neither waiting for another replica's migrations nor a migration itself has the
+    pool's statement timeout; RESET gives the connection its own back afterwards."""
+    await conn.execute("SET statement_timeout = 0")
     await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
     try:
         await _ensure_ledger(conn, schema)
@@ -67,6 +71,7 @@ async def apply(conn: asyncpg.Connection, schema: str, migrations: list[Migratio
         return applied
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+        await conn.execute("RESET statement_timeout")
 
 
 async def applied_versions(conn: asyncpg.Connection, schema: str) -> set[int]:

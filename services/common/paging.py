@@ -1,24 +1,36 @@
-"""Opaque keyset page tokens.
+"""Keyset paging, the one way every list RPC pages.
 
-A token holds the sort key of the last row of a page and a fingerprint of the query
+A page token holds the sort key of the last row of a page and a fingerprint of the query
 (filter, order, scope) it belongs to. The next page starts strictly after that key, so
-rows inserted meanwhile never shift a page the way OFFSET does; a token reused with
-another query, or mangled, is INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
+rows inserted meanwhile never shift a page the way OFFSET does.
+
+Tokens are not signed: a token is only a position. Every value read back from one is
+checked against the type of its sort column (and the query's fingerprint) before it
+reaches SQL, and the query keeps its own scope conditions, so an edited token can at
+most start a page elsewhere in what the caller may read anyway. A token that fails a
+check is INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import datetime
 import hashlib
 import json
-from collections.abc import Sequence
+import math
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from .errors import invalid_field
+from .errors import InvalidArgument, invalid_field
+from .sql import Params
 
 MAX_TOKEN_LENGTH = 4096
 T = TypeVar("T")
+_INT_RANGES = {"smallint": 2**15, "int": 2**31, "bigint": 2**63}
+_TYPES = {*_INT_RANGES, "double precision", "text", "uuid", "timestamptz"}
 
 
 @dataclass
@@ -29,38 +41,93 @@ class Page(Generic[T]):
     next_page_token: str
 
 
-def fingerprint(*parts: Any) -> str:
-    """A short, stable digest of everything that defines a query's result order."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+@dataclass(frozen=True)
+class SortColumn:
+    """One column of a unique sort key.
+
+    Attributes:
+        expression: its SQL over the rows the query orders.
+        ascending: its direction.
+        sql_type: smallint, int, bigint, double precision, text, uuid or timestamptz.
+        name: the result column holding its value, read to make the next token.
+    """
+
+    expression: str
+    ascending: bool
+    sql_type: str
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.sql_type not in _TYPES:
+            raise ValueError(f"page tokens cannot hold {self.sql_type} values")
 
 
-def encode(query_fingerprint: str, last_key: Sequence[Any]) -> str:
-    payload = json.dumps({"q": query_fingerprint, "k": list(last_key)}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+class Keyset:
+    """The paging of one query: reads its token, and writes the next from a page's rows.
 
+    Args:
+        columns: the sort key, the last column unique.
+        query: everything that defines the query's rows and order (kind, scope,
+            filter, order); a token of another query is refused.
+    """
 
-def decode(token: str, query_fingerprint: str, field: str = "page_token") -> list[Any] | None:
-    """The last key of the previous page, or None for an empty token (the first page)."""
-    if not token:
-        return None
-    try:
-        if len(token) > MAX_TOKEN_LENGTH:
-            raise ValueError("too long")
-        padded = token + "=" * (-len(token) % 4)
-        payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        key, owner = payload["k"], payload["q"]
-        if not isinstance(key, list):
-            raise ValueError("no key")
-    except (ValueError, KeyError, TypeError):
-        raise invalid_field(field, "malformed page token", "INVALID_PAGE_TOKEN") from None
-    if owner != query_fingerprint:
-        raise invalid_field(
-            field,
-            "page token belongs to a different query (filter, order or scope)",
-            "INVALID_PAGE_TOKEN",
-        )
-    return key
+    def __init__(self, columns: Sequence[SortColumn], *query: Any) -> None:
+        self.columns = tuple(columns)
+        text = json.dumps(query, sort_keys=True, default=str)
+        self._fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def last(self, token: str, field: str = "page_token") -> list[Any] | None:
+        """The typed sort key a token ends at; None for an empty token (the first page)."""
+        if not token:
+            return None
+        payload = _payload(token, field)
+        if payload.get("q") != self._fingerprint:
+            raise _bad_token(field, "belongs to a different query (filter, order or scope)")
+        key = payload.get("k")
+        if not isinstance(key, list) or len(key) != len(self.columns):
+            raise _bad_token(field, "does not match the query's sort key")
+        try:
+            return [_typed(value, c.sql_type) for value, c in zip(key, self.columns, strict=True)]
+        except (TypeError, ValueError, OverflowError):
+            raise _bad_token(field, "holds a value of the wrong type") from None
+
+    def after(self, last: Sequence[Any], params: Params) -> str:
+        """A predicate true for rows whose sort key comes strictly after `last`.
+
+        NULLs compare equal to NULLs (IS NOT DISTINCT FROM) and never greater or smaller,
+        so queries put NULL-able values behind a "missing" flag column that orders them.
+        """
+        placeholders = [
+            params.add(value, c.sql_type) for value, c in zip(last, self.columns, strict=True)
+        ]
+        alternatives = []
+        for i, column in enumerate(self.columns):
+            equal_before = [
+                f"{self.columns[j].expression} IS NOT DISTINCT FROM {placeholders[j]}"
+                for j in range(i)
+            ]
+            step = f"{column.expression} {'>' if column.ascending else '<'} {placeholders[i]}"
+            alternatives.append("(" + " AND ".join([*equal_before, step]) + ")")
+        return "(" + " OR ".join(alternatives) + ")"
+
+    def condition(self, token: str, params: Params) -> str:
+        """`after` for a token's key, or TRUE on the first page."""
+        last = self.last(token)
+        return "TRUE" if last is None else self.after(last, params)
+
+    def page(self, rows: Sequence[Any], page_size: int, convert: Callable[[Any], T]) -> Page[T]:
+        """The first page_size of rows (the query fetched one more to know if more
+        follow), converted, with the token of the next page."""
+        return Page([convert(row) for row in rows[:page_size]], self.next_token(rows, page_size))
+
+    def next_token(self, rows: Sequence[Any], page_size: int) -> str:
+        """The token of the page after rows[:page_size]; empty when no row follows."""
+        if len(rows) <= page_size:
+            return ""
+        tail = rows[page_size - 1]
+        key = [_json_safe(tail[c.name]) for c in self.columns]
+        payload = json.dumps({"q": self._fingerprint, "k": key}, separators=(",", ":"))
+        return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
 def page_size(requested: int, default: int, maximum: int, field: str = "page_size") -> int:
@@ -69,3 +136,52 @@ def page_size(requested: int, default: int, maximum: int, field: str = "page_siz
     if requested > maximum:
         raise invalid_field(field, f"must be at most {maximum}")
     return requested or default
+
+
+def _payload(token: str, field: str) -> dict[str, Any]:
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise _bad_token(field, "is too long")
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error):
+        raise _bad_token(field, "is malformed") from None
+    if not isinstance(payload, dict):
+        raise _bad_token(field, "is malformed")
+    return payload
+
+
+def _typed(value: Any, sql_type: str) -> Any:
+    """value as the Python type asyncpg sends for sql_type; raises if it is not one."""
+    if value is None:
+        return None
+    if sql_type in _INT_RANGES:
+        if type(value) is not int or not -_INT_RANGES[sql_type] <= value < _INT_RANGES[sql_type]:
+            raise ValueError("not an integer of the column's range")
+        return value
+    if sql_type == "double precision":
+        if type(value) not in (int, float) or math.isnan(value):
+            raise ValueError("not a number")
+        return float(value)
+    if type(value) is not str or "\x00" in value:
+        raise ValueError("not a string")
+    if sql_type == "uuid":
+        return uuid.UUID(value)
+    if sql_type == "timestamptz":
+        moment = datetime.datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            raise ValueError("no time zone")
+        return moment
+    return value
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def _bad_token(field: str, problem: str) -> InvalidArgument:
+    return invalid_field(field, f"page token {problem}", "INVALID_PAGE_TOKEN")

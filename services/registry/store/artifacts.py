@@ -37,6 +37,7 @@ _LISTING = Listing(
         "model_version_id": ("a.model_version_id", "bigint"),
         "id": ("a.id", "bigint"),
     },
+    tagged=False,
 )
 UPDATABLE = (
     "description",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -12,7 +11,7 @@ import asyncpg
 from ...common import filter_sql, filters, paging
 from ...common.errors import AlreadyExists, NotFound
 from ...common.filters import FilterError, Identifier
-from ...common.sql import Params, keyset_after
+from ...common.sql import Params
 from ..model import PropertyValue
 
 # Unique constraints and the reason each clash reports.
@@ -29,7 +28,8 @@ _CLASHES = {
     "external_ids_pkey": ("EXTERNAL_ID_ALREADY_EXISTS", "external id"),
 }
 ORDER_FIELDS = {"create_time": "timestamptz", "update_time": "timestamptz", "id": "bigint"}
-FILTER_ENTITIES = {"tags": "tag", "tag": "tag", "attributes": "attribute", "attribute": "attribute"}
+_ATTRIBUTE_ENTITIES = {"attributes": "attribute", "attribute": "attribute"}
+FILTER_ENTITIES = {"tags": "tag", "tag": "tag", **_ATTRIBUTE_ENTITIES}
 
 
 def clash(error: asyncpg.UniqueViolationError, value: str) -> AlreadyExists:
@@ -80,24 +80,33 @@ class Listing:
     Attributes:
         alias: the SQL alias of the listed table, e.g. "m".
         attributes: filterable attribute name -> (SQL expression, SQL type).
+        tagged: whether the table has tags a filter may compare.
     """
 
-    def __init__(self, alias: str, attributes: Mapping[str, tuple[str, str]]) -> None:
+    def __init__(
+        self, alias: str, attributes: Mapping[str, tuple[str, str]], *, tagged: bool = True
+    ) -> None:
         self.alias = alias
         self.attributes = attributes
+        self.entities = FILTER_ENTITIES if tagged else _ATTRIBUTE_ENTITIES
 
     def where(self, filter_text: str, params: Params) -> str:
-        node = filters.parse(filter_text, FILTER_ENTITIES)
+        node = filters.parse(filter_text, self.entities)
         return "TRUE" if node is None else self._compile(node, params)
 
-    def order(self, order_by: str) -> tuple[str, bool, str]:
-        """(column, ascending, SQL type) from "create_time", "update_time desc", "id asc" ..."""
+    def keyset(self, order_by: str, *scope: Any) -> paging.Keyset:
+        """The sort key of "create_time", "update_time desc", "id asc" ..., id last."""
         words = order_by.split()
         field = words[0].lower() if words else "create_time"
         direction = words[1].lower() if len(words) > 1 else "asc"
         if field not in ORDER_FIELDS or direction not in ("asc", "desc") or len(words) > 2:
             raise FilterError(0, "order by create_time, update_time or id, then asc or desc")
-        return f"{self.alias}.{field}", direction == "asc", ORDER_FIELDS[field]
+        ascending = direction == "asc"
+        columns = [
+            paging.SortColumn(f"{self.alias}.{field}", ascending, ORDER_FIELDS[field], field),
+            paging.SortColumn(f"{self.alias}.id", ascending, "bigint", "id"),
+        ]
+        return paging.Keyset(columns, *scope, order_by)
 
     async def page(
         self,
@@ -111,29 +120,18 @@ class Listing:
         scope: list[Any],
     ) -> tuple[list[asyncpg.Record], str]:
         """Runs `query` (SELECT ... FROM ... with the alias) for one page."""
-        column, ascending, sql_type = self.order(order_by)
-        columns = [(column, ascending, sql_type), (f"{self.alias}.id", ascending, "bigint")]
-        fingerprint = paging.fingerprint(*scope, order_by)
-        last = paging.decode(page_token, fingerprint)
-        if last is not None:
-            if sql_type == "timestamptz":
-                last = [datetime.fromisoformat(last[0]), last[1]]
-            where = [*where, keyset_after(columns, last, params)]
-        direction = "ASC" if ascending else "DESC"
-        limit = params.add(page_size + 1)
+        keyset = self.keyset(order_by, *scope)
+        after = keyset.condition(page_token, params)
+        order = ", ".join(
+            f"{c.expression} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns
+        )
         rows = await conn.fetch(
-            f"""{query} WHERE {" AND ".join(where)}
-                ORDER BY {column} {direction}, {self.alias}.id {direction} LIMIT {limit}""",
+            f"""{query} WHERE {" AND ".join(where)} AND {after}
+                ORDER BY {order} LIMIT {params.add(page_size + 1)}""",
             *params.values,
         )
-        token = ""
-        if len(rows) > page_size:
-            tail = rows[page_size - 1]
-            key = tail[column.split(".")[1]]
-            token = paging.encode(
-                fingerprint, [key.isoformat() if isinstance(key, datetime) else key, tail["id"]]
-            )
-        return rows[:page_size], token
+        page = keyset.page(rows, page_size, lambda row: row)
+        return page.items, page.next_page_token
 
     def _compile(self, node: filters.Node, params: Params) -> str:
         if isinstance(node, filters.BoolOp):

@@ -9,11 +9,14 @@ import asyncpg
 from ...common import filter_sql, filters, paging
 from ...common.errors import AlreadyExists, FailedPrecondition, NotFound
 from ...common.filters import FilterError, Identifier
-from ...common.sql import Params, keyset_after
+from ...common.sql import Params
 from ..model import ARTIFACT_SCHEME, Experiment, LifecycleStage, ViewType
 
 _COLUMNS = """experiment_id, project, name, artifact_location, lifecycle_stage,
               creation_time, last_update_time"""
+# The same, qualified: a filter's lookups join tables with columns of the same names.
+_E_COLUMNS = ", ".join(f"e.{column.strip()}" for column in _COLUMNS.split(","))
+_TAGS = {"tag": "tracking.experiment_tags"}
 _ENTITIES = {"tags": "tag", "tag": "tag", "attributes": "attribute", "attribute": "attribute"}
 # Attribute name -> (column, SQL type) for filters and ordering.
 _ATTRIBUTES = {
@@ -154,33 +157,37 @@ class ExperimentStore:
     ) -> paging.Page[Experiment]:
         params = Params(project)
         where = ["e.project = $1", _view_clause(view_type)]
+        lookups = filter_sql.Lookups(params, _TAGS, ("experiment_id", "e.experiment_id"))
         node = filters.parse(filter_text, _ENTITIES)
         if node is not None:
-            where.append(_compile(node, params))
+            where.append(_compile(node, params, lookups))
         order_expr, ascending, sql_type = _order(order_by)
-        columns = [(order_expr, ascending, sql_type), ("e.experiment_id", True, "bigint")]
-        fingerprint = paging.fingerprint(
-            "experiments", project, filter_text, order_by, int(view_type)
+        keyset = paging.Keyset(
+            [
+                paging.SortColumn(order_expr, ascending, sql_type, "sort_key"),
+                paging.SortColumn("e.experiment_id", True, "bigint", "experiment_id"),
+            ],
+            "experiments",
+            project,
+            filter_text,
+            order_by,
+            int(view_type),
         )
-        last = paging.decode(page_token, fingerprint)
-        if last is not None:
-            where.append(keyset_after(columns, last, params))
+        where.append(keyset.condition(page_token, params))
         direction = "ASC" if ascending else "DESC"
         limit = params.add(page_size + 1)
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                f"""SELECT {_COLUMNS}, {order_expr} AS sort_key FROM tracking.experiments e
+                f"""SELECT {_E_COLUMNS}, {order_expr} AS sort_key
+                    FROM tracking.experiments e {" ".join(lookups.joins)}
                     WHERE {" AND ".join(where)}
                     ORDER BY sort_key {direction}, e.experiment_id ASC LIMIT {limit}""",
                 *params.values,
             )
             tags = await _tags(conn, [r["experiment_id"] for r in rows[:page_size]])
-        items = [_experiment(r, tags.get(r["experiment_id"], {})) for r in rows[:page_size]]
-        token = ""
-        if len(rows) > page_size:
-            tail = rows[page_size - 1]
-            token = paging.encode(fingerprint, [tail["sort_key"], tail["experiment_id"]])
-        return paging.Page(items, token)
+        return keyset.page(
+            rows, page_size, lambda r: _experiment(r, tags.get(r["experiment_id"], {}))
+        )
 
 
 def _view_clause(view_type: ViewType) -> str:
@@ -202,18 +209,14 @@ def _order(order_by: str) -> tuple[str, bool, str]:
     return column, ascending, sql_type
 
 
-def _compile(node: filters.Node, params: Params) -> str:
+def _compile(node: filters.Node, params: Params, lookups: filter_sql.Lookups) -> str:
     if isinstance(node, filters.BoolOp):
-        return "(" + f" {node.op} ".join(_compile(n, params) for n in node.operands) + ")"
-    if isinstance(node, filters.NullCheck):
-        if node.ident.entity != "tag":
-            raise FilterError(node.ident.position, "IS NULL applies to tags only")
-        exists = _tag_exists(node.ident, "TRUE", params)
-        return f"NOT {exists}" if node.is_null else exists
+        operands = (_compile(n, params, lookups) for n in node.operands)
+        return "(" + f" {node.op} ".join(operands) + ")"
     if node.ident.entity == "tag":
-        return _tag_exists(
-            node.ident, filter_sql.condition("t.value", node, params, "text"), params
-        )
+        return lookups.condition(node, "text")
+    if isinstance(node, filters.NullCheck):
+        raise FilterError(node.ident.position, "IS NULL applies to tags only")
     column, sql_type = _attribute(node.ident)
     return filter_sql.condition(column, node, params, sql_type)
 
@@ -225,14 +228,6 @@ def _attribute(ident: Identifier) -> tuple[str, str]:
             ident.position, f"unknown experiment attribute {ident.key!r}; use {known}"
         )
     return _ATTRIBUTES[ident.key]
-
-
-def _tag_exists(ident: Identifier, condition: str, params: Params) -> str:
-    key = params.add(ident.key)
-    return (
-        f"EXISTS (SELECT 1 FROM tracking.experiment_tags t WHERE t.experiment_id = e.experiment_id "
-        f"AND t.key = {key} AND {condition})"
-    )
 
 
 async def _lock_active(conn: asyncpg.Connection, project: str, experiment_id: int) -> None:

@@ -15,7 +15,7 @@ import asyncpg
 
 from ...common import filter_sql, filters, paging
 from ...common.filters import FilterError, Identifier
-from ...common.sql import Params, keyset_after
+from ...common.sql import Params
 from ..model import Run, RunStatus, ViewType
 from .runs import RUN_COLUMNS, RUN_FROM, load_runs
 
@@ -44,7 +44,11 @@ ATTRIBUTES = {
     "artifact_uri": ("r.artifact_uri", "text"),
     "experiment_id": ("r.experiment_id", "bigint"),
 }
-_TABLES = {"metric": "latest_metrics", "param": "params", "tag": "tags"}
+_TABLES = {
+    "metric": "tracking.latest_metrics",
+    "param": "tracking.params",
+    "tag": "tracking.tags",
+}
 _TYPES = {"metric": "double precision", "param": "text", "tag": "text"}
 DEFAULT_ORDER = ["attributes.start_time DESC"]
 
@@ -62,7 +66,8 @@ class RunQuery:
 
 async def search_runs(pool: asyncpg.Pool, query: RunQuery) -> paging.Page[Run]:
     terms = [filters.parse_order_by(text, ENTITIES) for text in (query.order_by or DEFAULT_ORDER)]
-    fingerprint = paging.fingerprint(
+    keyset = paging.Keyset(
+        _sort_key(terms),
         "runs",
         query.project,
         sorted(query.experiment_ids),
@@ -70,48 +75,68 @@ async def search_runs(pool: asyncpg.Pool, query: RunQuery) -> paging.Page[Run]:
         list(query.order_by),
         int(query.view_type),
     )
-    last = paging.decode(query.page_token, fingerprint)
+    last = keyset.last(query.page_token)
     wanted = query.page_size + 1
     async with pool.acquire() as conn:
         if len(terms) == 1 and terms[0][0].entity == "metric":
             rows = await _walk_one_metric(conn, query, terms[0], last, wanted)
         else:
-            params, where = _scope(query)
-            rows = await conn.fetch(
-                _sorted_scan(terms, where, params, last, wanted), *params.values
-            )
+            scope = _scope(query)
+            statement = _sorted_scan(terms, keyset, scope, last, wanted)
+            rows = await conn.fetch(statement, *scope.params.values)
         runs = await load_runs(conn, rows[: query.page_size])
-    token = ""
-    if len(rows) > query.page_size:
-        tail = rows[query.page_size - 1]
-        token = paging.encode(fingerprint, [_json_safe(tail[c]) for c in _key_names(len(terms))])
-    return paging.Page(runs, token)
+    return paging.Page(runs, keyset.next_token(rows, query.page_size))
 
 
-def _scope(query: RunQuery) -> tuple[Params, list[str]]:
-    """The WHERE conditions of the runs a query may return, with their parameters."""
+def _sort_key(terms: list[tuple[Identifier, bool]]) -> list[paging.SortColumn]:
+    """Per order term a "missing" flag and the value (columns of the subquery q), then
+    the run id."""
+    columns = []
+    for i, (ident, ascending) in enumerate(terms):
+        sql_type = _attribute(ident)[1] if ident.entity == "attribute" else _TYPES[ident.entity]
+        columns += [
+            paging.SortColumn(f"q.m{i}", True, "int", f"m{i}"),
+            paging.SortColumn(f"q.v{i}", ascending, sql_type, f"v{i}"),
+        ]
+    return [*columns, paging.SortColumn("q.tiebreak", True, "uuid", "tiebreak")]
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """The runs a query may return: the joins its filter looks values up with, the
+    WHERE condition, and their parameters."""
+
+    params: Params
+    joins: str
+    where: str
+
+
+def _scope(query: RunQuery) -> _Scope:
     params = Params(query.project, list(query.experiment_ids))
     where = ["r.project = $1", "r.experiment_id = ANY($2::bigint[])", _view(query.view_type)]
+    lookups = filter_sql.Lookups(params, _TABLES, ("run_id", "r.run_id"))
     node = filters.parse(query.filter, ENTITIES)
     if node is not None:
-        where.append(_compile(node, params))
-    return params, where
+        where.append(_compile(node, params, lookups))
+    return _Scope(params, " ".join(lookups.joins), " AND ".join(where))
 
 
 def _sorted_scan(
     terms: list[tuple[Identifier, bool]],
-    where: list[str],
-    params: Params,
+    keyset: paging.Keyset,
+    scope: _Scope,
     last: list[Any] | None,
     limit: int,
 ) -> str:
     """Any order: every matching run is joined to its sort values, then the top is kept."""
-    joins, selected, sort_columns = _sort_columns(terms, params)
-    outer = keyset_after(sort_columns, last, params) if last is not None else "TRUE"
-    order = ", ".join(f"{expr} {'ASC' if asc else 'DESC'}" for expr, asc, _ in sort_columns)
+    params = scope.params
+    joins, selected = _sort_values(terms, params)
+    outer = keyset.after(last, params) if last is not None else "TRUE"
+    order = ", ".join(f"{c.expression} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns)
     return f"""SELECT * FROM (
-                   SELECT {RUN_COLUMNS}, {", ".join(selected)} FROM {RUN_FROM} {joins}
-                   WHERE {" AND ".join(where)}
+                   SELECT {RUN_COLUMNS}, {", ".join(selected)}
+                   FROM {RUN_FROM} {scope.joins} {joins}
+                   WHERE {scope.where}
                ) q WHERE {outer} ORDER BY {order} LIMIT {params.add(limit)}"""
 
 
@@ -130,7 +155,8 @@ async def _walk_one_metric(
     direction, after = ("ASC", ">") if ascending else ("DESC", "<")
     rows: list[asyncpg.Record] = []
     if last is None or not last[0]:
-        params, where = _scope(query)
+        scope = _scope(query)
+        params = scope.params
         key = params.add(ident.key)
         start = "TRUE"
         if last is not None:
@@ -143,22 +169,23 @@ async def _walk_one_metric(
             f"""SELECT m.*, 0 AS m0, o.value AS v0, o.run_id AS tiebreak
                 FROM tracking.latest_metrics o
                 CROSS JOIN LATERAL (
-                    SELECT {RUN_COLUMNS} FROM {RUN_FROM}
-                    WHERE r.run_id = o.run_id AND {" AND ".join(where)} OFFSET 0
+                    SELECT {RUN_COLUMNS} FROM {RUN_FROM} {scope.joins}
+                    WHERE r.run_id = o.run_id AND {scope.where} OFFSET 0
                 ) m
                 WHERE o.key = {key} AND o.value <> 'NaN' AND {start}
                 ORDER BY o.value {direction}, o.run_id {direction} LIMIT {params.add(wanted)}""",
             *params.values,
         )
     if len(rows) < wanted:
-        params, where = _scope(query)
+        scope = _scope(query)
+        params = scope.params
         key = params.add(ident.key)
         start = f"r.run_id {after} {params.add(last[2], 'uuid')}" if last and last[0] else "TRUE"
         rows += await conn.fetch(
             f"""SELECT {RUN_COLUMNS}, 1 AS m0, NULL::double precision AS v0,
                        r.run_id AS tiebreak
-                FROM {RUN_FROM}
-                WHERE {" AND ".join(where)} AND {start} AND NOT EXISTS (
+                FROM {RUN_FROM} {scope.joins}
+                WHERE {scope.where} AND {start} AND NOT EXISTS (
                     SELECT 1 FROM tracking.latest_metrics x
                     WHERE x.run_id = r.run_id AND x.key = {key} AND x.value <> 'NaN')
                 ORDER BY r.run_id {direction} LIMIT {params.add(wanted - len(rows))}""",
@@ -174,38 +201,25 @@ def _view(view_type: ViewType) -> str:
     return f"NOT {active}" if view_type == ViewType.DELETED_ONLY else active
 
 
-def _sort_columns(
-    terms: list[tuple[Identifier, bool]], params: Params
-) -> tuple[str, list[str], list[tuple[str, bool, str]]]:
-    """Joins for the sort values, the SELECT items of the sort key, and the sort
-    columns over the subquery q."""
-    joins, selected, columns = [], [], []
-    for i, (ident, ascending) in enumerate(terms):
+def _sort_values(terms: list[tuple[Identifier, bool]], params: Params) -> tuple[str, list[str]]:
+    """Joins for the sort values, and the SELECT items of the sort key (see _sort_key)."""
+    joins, selected = [], []
+    for i, (ident, _) in enumerate(terms):
         if ident.entity == "attribute":
             value_sql, sql_type = _attribute(ident)
         else:
             # A join, not a subquery per row: PostgreSQL can hash it in one pass.
             table, sql_type = _TABLES[ident.entity], _TYPES[ident.entity]
             joins.append(
-                f"LEFT JOIN tracking.{table} o{i} "
+                f"LEFT JOIN {table} o{i} "
                 f"ON o{i}.run_id = r.run_id AND o{i}.key = {params.add(ident.key)}"
             )
             value_sql = f"o{i}.value"
         # NaN counts as missing: it sorts last, like NULL, whichever the direction.
         nan_free = f"NULLIF({value_sql}, 'NaN')" if sql_type == "double precision" else value_sql
         selected += [f"({nan_free} IS NULL)::int AS m{i}", f"{nan_free} AS v{i}"]
-        columns += [(f"q.m{i}", True, "int"), (f"q.v{i}", ascending, sql_type)]
     selected.append("r.run_id AS tiebreak")
-    columns.append(("q.tiebreak", True, "uuid"))
-    return " ".join(joins), selected, columns
-
-
-def _key_names(term_count: int) -> list[str]:
-    return [name for i in range(term_count) for name in (f"m{i}", f"v{i}")] + ["tiebreak"]
-
-
-def _json_safe(value: object) -> object:
-    return str(value) if value is not None and not isinstance(value, int | float | str) else value
+    return " ".join(joins), selected
 
 
 def _attribute(ident: Identifier) -> tuple[str, str]:
@@ -217,27 +231,13 @@ def _attribute(ident: Identifier) -> tuple[str, str]:
     return ATTRIBUTES[ident.key]
 
 
-def _compile(node: filters.Node, params: Params) -> str:
+def _compile(node: filters.Node, params: Params, lookups: filter_sql.Lookups) -> str:
     if isinstance(node, filters.BoolOp):
-        return "(" + f" {node.op} ".join(_compile(n, params) for n in node.operands) + ")"
+        operands = (_compile(n, params, lookups) for n in node.operands)
+        return "(" + f" {node.op} ".join(operands) + ")"
     if node.ident.entity == "attribute":
         return _attribute_condition(node, params)
-    if isinstance(node, filters.NullCheck):
-        exists = _exists(node.ident, "TRUE", params)
-        return f"NOT {exists}" if node.is_null else exists
-    condition = filter_sql.condition("x.value", node, params, _TYPES[node.ident.entity])
-    if node.ident.entity == "metric" and node.op != "!=" and not node.negated:
-        # IEEE semantics: NaN is neither equal to, smaller nor greater than anything.
-        condition += " AND x.value <> 'NaN'"
-    return _exists(node.ident, condition, params)
-
-
-def _exists(ident: Identifier, condition: str, params: Params) -> str:
-    key = params.add(ident.key)
-    return (
-        f"EXISTS (SELECT 1 FROM tracking.{_TABLES[ident.entity]} x "
-        f"WHERE x.run_id = r.run_id AND x.key = {key} AND {condition})"
-    )
+    return lookups.condition(node, _TYPES[node.ident.entity])
 
 
 def _attribute_condition(node: filters.Comparison | filters.NullCheck, params: Params) -> str:

@@ -240,7 +240,9 @@ async def test_an_interrupted_upload_leaves_nothing_visible(
 async def test_bad_paths_are_refused(store: cairn.ArtifactClient, path: str) -> None:
     with pytest.raises(InvalidArgumentError) as raised:
         await store.upload(path, b"x")
-    assert raised.value.reason in ("INVALID_PATH", "INVALID_ARGUMENT")
+    # A NUL is refused for every string of every request, before the path rules.
+    expected = "INVALID_STRING" if "\x00" in path else "INVALID_PATH"
+    assert raised.value.reason in (expected, "INVALID_ARGUMENT")
     with pytest.raises(InvalidArgumentError):
         await store.stat(path)
 

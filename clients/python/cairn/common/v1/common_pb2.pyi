@@ -16,6 +16,9 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_INVALID_PATH: _ClassVar[ErrorReason]
     ERROR_REASON_INVALID_ARTIFACT_LOCATION: _ClassVar[ErrorReason]
     ERROR_REASON_REQUEST_ID_REUSED: _ClassVar[ErrorReason]
+    ERROR_REASON_FILTER_TOO_COMPLEX: _ClassVar[ErrorReason]
+    ERROR_REASON_INVALID_STRING: _ClassVar[ErrorReason]
+    ERROR_REASON_MALFORMED_MESSAGE: _ClassVar[ErrorReason]
     ERROR_REASON_PROJECT_NOT_FOUND: _ClassVar[ErrorReason]
     ERROR_REASON_EXPERIMENT_NOT_FOUND: _ClassVar[ErrorReason]
     ERROR_REASON_RUN_NOT_FOUND: _ClassVar[ErrorReason]
@@ -57,6 +60,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_DATABASE_UNAVAILABLE: _ClassVar[ErrorReason]
     ERROR_REASON_DATABASE_BUSY: _ClassVar[ErrorReason]
     ERROR_REASON_SHUTTING_DOWN: _ClassVar[ErrorReason]
+    ERROR_REASON_STATEMENT_TIMEOUT: _ClassVar[ErrorReason]
+    ERROR_REASON_API_KEY_OUTLIVES_PARENT: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_INVALID_ARGUMENT: ErrorReason
 ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason
@@ -65,6 +70,9 @@ ERROR_REASON_INVALID_ORDER_BY: ErrorReason
 ERROR_REASON_INVALID_PATH: ErrorReason
 ERROR_REASON_INVALID_ARTIFACT_LOCATION: ErrorReason
 ERROR_REASON_REQUEST_ID_REUSED: ErrorReason
+ERROR_REASON_FILTER_TOO_COMPLEX: ErrorReason
+ERROR_REASON_INVALID_STRING: ErrorReason
+ERROR_REASON_MALFORMED_MESSAGE: ErrorReason
 ERROR_REASON_PROJECT_NOT_FOUND: ErrorReason
 ERROR_REASON_EXPERIMENT_NOT_FOUND: ErrorReason
 ERROR_REASON_RUN_NOT_FOUND: ErrorReason
@@ -106,6 +114,8 @@ ERROR_REASON_UNAVAILABLE: ErrorReason
 ERROR_REASON_DATABASE_UNAVAILABLE: ErrorReason
 ERROR_REASON_DATABASE_BUSY: ErrorReason
 ERROR_REASON_SHUTTING_DOWN: ErrorReason
+ERROR_REASON_STATEMENT_TIMEOUT: ErrorReason
+ERROR_REASON_API_KEY_OUTLIVES_PARENT: ErrorReason
 
 class Value(_message.Message):
     __slots__ = ("bool_value", "int_value", "double_value", "string_value")
