@@ -6,6 +6,8 @@ trigger on every auth table notifies when a change commits (migration 0002), fro
 whichever server, command or hand-typed SQL made it. A server that makes a change
 forgets at once, before it answers; others forget when the notification arrives,
 milliseconds later. Expiry is compared on every call, so it is exact either way.
+Everything is forgotten at once, not the changed key alone: the keys a revocation
+reaches through their parents (store.revoke_key) are forgotten with no list of them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """gRPC servicer of AuthService: projects, API keys and project roles.
 
 The interceptor has already admitted the caller with the role the role table names;
-what a table cannot say (whose keys a caller may see or revoke) is checked here.
+what a table cannot say (whose keys a caller may see or revoke) is checked here: a
+user's keys are theirs and the global admins' to manage, nobody else's. A project role,
+admin included, reaches no key, because a key is the user's in every project at once.
 """
 
 from __future__ import annotations
@@ -71,12 +73,14 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         name = validation.key_name(request.name)
         lifetime = validation.lifetime(request.expiration)
         user_id = validation.user_id(request.user_id) if request.user_id else caller.user_id
-        if user_id != caller.user_id and not caller.global_admin:
-            raise PermissionDenied(
-                "PERMISSION_DENIED", "only a global admin creates keys for other users"
-            )
+        _check_manages_keys_of(caller, user_id, "created")
         key, record = await self._store.create_key(
-            user_id, name, lifetime, request_id=request_id_of(context)
+            user_id,
+            name,
+            lifetime,
+            request_id=request_id_of(context),
+            # The caller's key, so the new one neither outlives nor survives it.
+            parent=caller.key_prefix or None,
         )
         await after_commit(self._forget)  # a key of the lost answer may be revoked
         return api.CreateApiKeyResponse(api_key=key, info=convert.api_key(record))
@@ -86,11 +90,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     ) -> api.GetApiKeysResponse:
         caller = current_caller()
         user_id = validation.user_id(request.user_id) if request.user_id else caller.user_id
-        if not await self._manages_keys_of(caller, user_id):
-            raise PermissionDenied(
-                "PERMISSION_DENIED",
-                "the keys of another user are for global admins and admins of their projects",
-            )
+        _check_manages_keys_of(caller, user_id, "listed")
         records = await self._store.keys_of(user_id)
         return api.GetApiKeysResponse(api_keys=[convert.api_key(r) for r in records])
 
@@ -98,20 +98,16 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         self, request: api.DeleteApiKeyRequest, context: Context
     ) -> api.DeleteApiKeyResponse:
         prefix = validation.key_prefix(request.api_key)
+        caller = current_caller()
         owner = await self._store.key_owner(prefix)
-        if not await self._manages_keys_of(current_caller(), owner):
-            # As if it did not exist: the prefixes of others' keys are not for probing.
+        # A prefix nobody has is refused like another user's: that a key exists is for
+        # its owner and the global admins to learn.
+        _check_manages_keys_of(caller, owner, "revoked")
+        if owner is None:
             raise NotFound("API_KEY_NOT_FOUND", f"no API key has the prefix {prefix}")
-        await self._store.revoke_key(prefix)
+        await self._store.revoke_key(prefix)  # and the keys created with it
         await after_commit(self._forget)
         return api.DeleteApiKeyResponse()
-
-    async def _manages_keys_of(self, caller: Caller, user_id: str) -> bool:
-        return (
-            user_id == caller.user_id
-            or caller.global_admin
-            or await self._store.administers_member(caller.user_id, user_id)
-        )
 
     # Project roles
 
@@ -140,3 +136,11 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     ) -> api.GetProjectMembersResponse:
         records = await self._store.members(common.project(request.project))
         return api.GetProjectMembersResponse(members=[convert.member(r) for r in records])
+
+
+def _check_manages_keys_of(caller: Caller, user_id: str | None, verb: str) -> None:
+    """Refuses all but the owner of the keys (None: nobody) and global admins."""
+    if user_id != caller.user_id and not caller.global_admin:
+        raise PermissionDenied(
+            "PERMISSION_DENIED", f"a user's API keys are {verb} by that user or a global admin only"
+        )

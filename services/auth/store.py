@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from ..common.errors import AlreadyExists, NotFound
+from ..common.errors import AlreadyExists, NotFound, Unauthenticated, invalid_field
 from . import keys
 
 
@@ -60,6 +60,36 @@ WHERE k.prefix = $1
 """
 _KEY_COLUMNS = "prefix, name, user_id, create_time, expire_time, revoke_time"
 _ADD_USER = "INSERT INTO auth.users (user_id) VALUES ($1) ON CONFLICT DO NOTHING"
+_INSERT_KEY = f"""
+INSERT INTO auth.api_keys
+    (prefix, key_hash, user_id, name, expire_time, request_id, parent_prefix)
+VALUES ($1, $2, $3, $4, now() + $5::interval, $6, $7)
+RETURNING {_KEY_COLUMNS}
+"""
+# FOR SHARE: a revocation, which locks the parent FOR UPDATE, waits for this commit.
+_LOCK_PARENT = """
+SELECT revoke_time, expire_time, now() + $2::interval AS wanted
+FROM auth.api_keys WHERE prefix = $1 FOR SHARE
+"""
+_REVOKE_UNSEEN = """
+UPDATE auth.api_keys SET revoke_time = coalesce(revoke_time, now()), request_id = NULL
+WHERE user_id = $1 AND request_id = $2
+"""
+# A key and all keys created with it, transitively, not yet revoked: locked parents
+# first, in the order a creation locks them (its parent, then a key its lost answer
+# left), so that the two never wait for each other. No cycle can exist: a parent is
+# named when its child is inserted, and prefixes never change.
+_LOCK_TREE = """
+WITH RECURSIVE tree (prefix, depth) AS (
+    SELECT $1::text, 0
+    UNION ALL
+    SELECT k.prefix, t.depth + 1 FROM auth.api_keys k JOIN tree t ON k.parent_prefix = t.prefix
+)
+SELECT k.prefix FROM tree JOIN auth.api_keys k USING (prefix)
+WHERE k.revoke_time IS NULL
+ORDER BY tree.depth, k.prefix
+FOR UPDATE OF k
+"""
 
 
 class AuthStore:
@@ -125,38 +155,28 @@ class AuthStore:
         *,
         global_admin: bool = False,
         request_id: str | None = None,
+        parent: str | None = None,
     ) -> tuple[str, ApiKeyInfo]:
         """A new key for user_id (made a global admin when asked); the key and its row.
 
+        parent is the prefix of the key that asks (None for the command line or with
+        authentication off): the new key may not expire after it, and is revoked with it.
         A key made before by a call with the same request id (whose answer was lost, so
         nobody has its secret) is revoked in the same transaction: one usable key is
         left, the one returned now."""
         key, prefix = keys.generate()
         async with self._pool.acquire() as conn, conn.transaction():
+            if parent is not None:
+                await _admit_parent(conn, parent, lifetime)
             if request_id is not None:
-                await conn.execute(
-                    """UPDATE auth.api_keys
-                       SET revoke_time = coalesce(revoke_time, now()), request_id = NULL
-                       WHERE user_id = $1 AND request_id = $2""",
-                    user_id,
-                    request_id,
-                )
+                await conn.execute(_REVOKE_UNSEEN, user_id, request_id)
             await conn.execute(_ADD_USER, user_id)
             if global_admin:
                 await conn.execute(
                     "UPDATE auth.users SET global_admin = true WHERE user_id = $1", user_id
                 )
             row = await conn.fetchrow(
-                "INSERT INTO auth.api_keys "
-                "(prefix, key_hash, user_id, name, expire_time, request_id) "
-                "VALUES ($1, $2, $3, $4, now() + $5::interval, $6) "
-                f"RETURNING {_KEY_COLUMNS}",
-                prefix,
-                keys.digest(key),
-                user_id,
-                name,
-                lifetime,
-                request_id,
+                _INSERT_KEY, prefix, keys.digest(key), user_id, name, lifetime, request_id, parent
             )
         return key, ApiKeyInfo(**dict(row))
 
@@ -168,20 +188,29 @@ class AuthStore:
         )
         return [ApiKeyInfo(**dict(row)) for row in rows]
 
-    async def key_owner(self, prefix: str) -> str:
+    async def key_owner(self, prefix: str) -> str | None:
+        """The user of the key with this prefix; None when no key has it."""
         owner = await self._pool.fetchval(
             "SELECT user_id FROM auth.api_keys WHERE prefix = $1", prefix
         )
-        if owner is None:
-            raise NotFound("API_KEY_NOT_FOUND", f"no API key has the prefix {prefix}")
-        return str(owner)
+        return None if owner is None else str(owner)
 
-    async def revoke_key(self, prefix: str) -> None:
-        """Revokes a key; revoking a revoked key keeps its first revocation time."""
-        await self._pool.execute(
-            "UPDATE auth.api_keys SET revoke_time = coalesce(revoke_time, now()) WHERE prefix = $1",
-            prefix,
-        )
+    async def revoke_key(self, prefix: str) -> int:
+        """Revokes a key and every key created with it, transitively, in one transaction;
+        returns how many were newly revoked. A revoked key keeps its first revocation time.
+
+        Each pass sees what committed before it began (READ COMMITTED): a key created
+        with a key of the tree while a pass ran shows up in the next one, and a creation
+        that begins after a pass locked its parent waits for this commit and is refused.
+        So the passes go on until one finds nothing left to revoke."""
+        revoked = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            while tree := [row["prefix"] for row in await conn.fetch(_LOCK_TREE, prefix)]:
+                await conn.execute(
+                    "UPDATE auth.api_keys SET revoke_time = now() WHERE prefix = ANY($1)", tree
+                )
+                revoked += len(tree)
+        return revoked
 
     # Project roles.
 
@@ -215,12 +244,23 @@ class AuthStore:
         )
         return [Member(**dict(row)) for row in rows]
 
-    async def administers_member(self, admin_id: str, user_id: str) -> bool:
-        """Whether admin_id is an admin of a project user_id is a member of."""
-        found = await self._pool.fetchval(
-            "SELECT 1 FROM auth.project_roles a JOIN auth.project_roles m USING (project) "
-            "WHERE a.user_id = $1 AND a.role = 3 AND m.user_id = $2 LIMIT 1",
-            admin_id,
-            user_id,
+
+async def _admit_parent(
+    conn: asyncpg.Connection, parent: str, lifetime: datetime.timedelta | None
+) -> None:
+    """Refuses a key its parent may not create: one that would expire after the parent,
+    or any key once the parent is revoked (between the caller's check and now). The
+    parent's row stays locked until the commit, so a revocation waits for the new key
+    and then revokes it too."""
+    row = await conn.fetchrow(_LOCK_PARENT, parent, lifetime)
+    if row is None or row["revoke_time"] is not None:
+        raise Unauthenticated("API_KEY_REVOKED", "the API key has been revoked")
+    parent_expiry, wanted = row["expire_time"], row["wanted"]
+    if parent_expiry is not None and (wanted is None or wanted > parent_expiry):
+        raise invalid_field(
+            "expiration",
+            f"a key cannot outlive the key that creates it, which expires at "
+            f"{parent_expiry.isoformat(timespec='seconds')}: choose a shorter expiration, "
+            "or create the key with a longer-lived one",
+            "API_KEY_OUTLIVES_PARENT",
         )
-        return found is not None

@@ -72,3 +72,33 @@ def test_the_log_names_the_key_by_prefix_only(bootstrapped) -> None:
     log = server.log_path.read_text()
     assert key not in log
     assert key.split("_")[1] in log
+
+
+def test_a_key_made_with_a_key_neither_outlives_nor_survives_it(bootstrapped) -> None:
+    server, root = bootstrapped
+    create = "cairn.auth.v1.AuthService/CreateApiKey"
+
+    def made_with(key: str, expiration: str) -> str:
+        made = grpcurl(
+            server, create, {"name": expiration, "expiration": expiration}, f"x-api-key: {key}"
+        )
+        assert made.returncode == 0, made.stderr
+        return str(json.loads(made.stdout)["api_key"])
+
+    quarter = made_with(root, "API_KEY_EXPIRATION_90_DAYS")
+    refused = grpcurl(
+        server,
+        create,
+        {"name": "forever", "expiration": "API_KEY_EXPIRATION_NEVER"},
+        f"x-api-key: {quarter}",
+    )
+    assert "Code: InvalidArgument" in refused.stderr
+    assert "API_KEY_OUTLIVES_PARENT" in refused.stderr
+    child = made_with(quarter, "API_KEY_EXPIRATION_30_DAYS")
+    revoked = grpcurl(
+        server, "cairn.auth.v1.AuthService/DeleteApiKey", {"apiKey": quarter}, f"x-api-key: {root}"
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    after = grpcurl(server, "cairn.auth.v1.AuthService/GetProjects", {}, f"x-api-key: {child}")
+    assert "Code: Unauthenticated" in after.stderr
+    assert "API_KEY_REVOKED" in after.stderr

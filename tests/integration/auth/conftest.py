@@ -1,7 +1,7 @@
 """A server with CAIRN_AUTH=api_key, and callers of every kind for its tests.
 
 The callers: a global admin; a viewer, an editor and an admin of one project; an
-editor of another project; and keys that must fail (expired, revoked).
+editor and an admin of another project; and keys that must fail (expired, revoked).
 """
 
 from __future__ import annotations
@@ -30,13 +30,20 @@ class World:
     project: str
     other_project: str
     keys: dict[str, str]
+    users: dict[str, str]  # the user id of each caller
 
     def auth(self, who: str) -> cairn.AuthClient:
-        return cairn.AuthClient.insecure_connection("127.0.0.1", self.port, self.keys[who])
+        return self.auth_with(self.keys[who])
+
+    def auth_with(self, key: str) -> cairn.AuthClient:
+        return cairn.AuthClient.insecure_connection("127.0.0.1", self.port, key)
 
     def tracking(self, who: str, project: str | None = None) -> cairn.TrackingClient:
+        return self.tracking_with(self.keys[who], project)
+
+    def tracking_with(self, key: str, project: str | None = None) -> cairn.TrackingClient:
         return cairn.TrackingClient.insecure_connection(
-            "127.0.0.1", self.port, self.keys[who], project=project or self.project
+            "127.0.0.1", self.port, key, project=project or self.project
         )
 
 
@@ -61,6 +68,7 @@ async def world(guarded: int, pool: asyncpg.Pool, unique: str) -> World:
     store = AuthStore(pool)
     root, _ = await store.create_key(f"root-{unique}", "root", None, global_admin=True)
     keys = {"global_admin": root}
+    users = {"global_admin": f"root-{unique}"}
     project, other = f"acl-{unique}", f"acl-other-{unique}"
     async with cairn.AuthClient.insecure_connection("127.0.0.1", guarded, root) as admin:
         await admin.create_project(project, "where the roles are")
@@ -70,10 +78,11 @@ async def world(guarded: int, pool: asyncpg.Pool, unique: str) -> World:
             ("editor", project, ProjectRole.EDITOR),
             ("admin", project, ProjectRole.ADMIN),
             ("outsider", other, ProjectRole.EDITOR),
+            ("other_admin", other, ProjectRole.ADMIN),
             ("expired", project, ProjectRole.ADMIN),
             ("revoked", project, ProjectRole.ADMIN),
         ):
-            user = f"{who}-{unique}"
+            user = users[who] = f"{who}-{unique}"
             await admin.add_user_project_role(user, where, role)
             keys[who] = await admin.create_user_api_key(user, who, ApiKeyExpirationTime.ONE_YEAR)
         await admin.delete_api_key(keys["revoked"])
@@ -81,4 +90,4 @@ async def world(guarded: int, pool: asyncpg.Pool, unique: str) -> World:
         "UPDATE auth.api_keys SET expire_time = now() - interval '1 second' WHERE prefix = $1",
         keys["expired"].split("_")[1],
     )
-    return World(guarded, project, other, keys)
+    return World(guarded, project, other, keys, users)

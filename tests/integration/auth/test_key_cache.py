@@ -8,10 +8,15 @@ import dataclasses
 import asyncpg
 import pytest
 
+import cairn
 from cairn.exceptions import PermissionDeniedError, UnauthenticatedError
+from cairn.types import ApiKeyExpirationTime
 from cairn_server.auth.cache import KeyCache, key_cache
 from cairn_server.auth.store import AuthStore, KeyCheck
-from tests.integration.auth.conftest import World
+from cairn_server.common import database
+from cairn_server.common.config import Config
+from tests.conftest import eventually, with_overrides
+from tests.integration.auth.conftest import World, serve
 
 
 def _prefix(key: str) -> str:
@@ -70,6 +75,38 @@ async def test_a_role_removed_from_elsewhere_reaches_the_server(
             await viewer.search_experiments()
 
 
+async def test_a_revoked_keys_children_are_refused_by_another_server_too(
+    world: World, config: Config
+) -> None:
+    """The children of a revoked key change in the revoking transaction, whose commit
+    makes every listening server forget what it kept, the children's checks included."""
+    own_pool = await database.create_pool(config.database_url, config)
+    other, other_port = await serve(with_overrides(config, auth="api_key"), own_pool)
+    try:
+        async with world.auth("editor") as editor:
+            child = await editor.create_api_key("child", ApiKeyExpirationTime.THIRTY_DAYS)
+        there = cairn.TrackingClient.insecure_connection(
+            "127.0.0.1", other_port, child, project=world.project
+        )
+        async with there:
+            await there.search_experiments()
+            assert key_cache(own_pool).get(_prefix(child), world.project) is not None
+            async with world.auth("editor") as editor:
+                await editor.delete_api_key(world.keys["editor"])
+
+            async def refused() -> bool:
+                try:
+                    await there.search_experiments()
+                except UnauthenticatedError as error:
+                    return error.reason == "API_KEY_REVOKED"
+                return False
+
+            await eventually(refused, what="the child refused on the other server")
+    finally:
+        await other.stop(grace=0)
+        await own_pool.close()
+
+
 async def test_a_check_read_before_a_change_is_not_kept_after_it(
     pool: asyncpg.Pool, unique: str
 ) -> None:
@@ -102,8 +139,6 @@ async def test_nothing_is_cached_without_a_listener(pool: asyncpg.Pool, unique: 
 
 
 async def test_a_pool_of_one_connection_is_never_held_for_listening(config, unique: str) -> None:
-    from cairn_server.common import database
-
     tiny = await database.create_pool(
         config.database_url, dataclasses.replace(config, db_pool_min_size=1, db_pool_size=1)
     )

@@ -112,7 +112,9 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateApiKey(self, request, context):
-        """The secret is in the response and nowhere else, ever.
+        """The secret is in the response and nowhere else, ever. A key never expires after
+        the caller's key that created it (INVALID_ARGUMENT, API_KEY_OUTLIVES_PARENT).
+        A user's keys are created, listed and revoked by that user or a global admin only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,7 +127,8 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteApiKey(self, request, context):
-        """Revokes a key: from now on it is UNAUTHENTICATED (API_KEY_REVOKED).
+        """Revokes a key and every key created with it, transitively: from now on they are
+        UNAUTHENTICATED (API_KEY_REVOKED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
