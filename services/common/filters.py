@@ -18,8 +18,8 @@ and Cairn adds OR, parentheses, NOT IN / NOT LIKE and IS [NOT] NULL::
 Keywords are case-insensitive. The parser only builds a tree; each service turns it
 into parameterized SQL, so no value is ever spliced into a statement.
 
-A filter's cost is bounded before any SQL exists: `LIMITS` caps its terms, its nesting,
-the distinct keys it looks up and the values of one IN list (FILTER_TOO_COMPLEX).
+A filter's cost is bounded before any SQL exists: `LIMITS` caps its length, terms and
+nesting, the distinct keys it looks up and the values of one IN list (FILTER_TOO_COMPLEX).
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ Value = str | float
 class Limits:
     """How big one filter may be; docs/filters.md lists the same numbers."""
 
+    length: int = 4096  # characters
     terms: int = 256  # comparisons and IS NULL checks
     depth: int = 32  # nested parentheses
-    keys: int = 20  # distinct metric, param and tag keys (each one lookup)
+    keys: int = 12  # distinct metric, param and tag keys (each one lookup)
     in_values: int = 1000  # values of one IN list
 
 
@@ -149,6 +150,8 @@ def parse(text: str, entities: Mapping[str, str], default_entity: str = "attribu
     Raises:
         FilterError: with the 0-based position of the problem.
     """
+    if len(text) > LIMITS.length:
+        raise too_complex(LIMITS.length, "characters", LIMITS.length)
     tokens = tokenize(text)
     if not tokens:
         return None

@@ -28,7 +28,6 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_ORDER_TERMS = 10
 MAX_BULK_RUNS = 100
-MAX_FILTER_LENGTH = 4096
 
 
 class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
@@ -75,7 +74,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
     ) -> api.SearchExperimentsResponse:
         page = await self._experiments.search(
             common.project(request.project),
-            _filter(request.filter),
+            request.filter,
             request.order_by,
             _view_type(request.view_type),
             paging.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
@@ -208,7 +207,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
                 validation.experiment_id(e, f"experiment_ids[{i}]")
                 for i, e in enumerate(request.experiment_ids)
             ],
-            filter=_filter(request.filter),
+            filter=request.filter,
             order_by=list(request.order_by),
             view_type=_view_type(request.view_type),
             page_size=paging.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
@@ -360,12 +359,6 @@ def _view_type(value: int) -> ViewType:
     if value not in ViewType._value2member_map_:
         raise invalid_field("view_type", f"unknown view type {value}")
     return ViewType(value)
-
-
-def _filter(text: str) -> str:
-    if len(text) > MAX_FILTER_LENGTH:
-        raise invalid_field("filter", f"must be at most {MAX_FILTER_LENGTH} characters")
-    return text
 
 
 def _max_points(value: int) -> int:

@@ -3,6 +3,7 @@
 import pytest
 
 from cairn_server.common.filters import (
+    LIMITS,
     BoolOp,
     Comparison,
     FilterError,
@@ -123,3 +124,40 @@ def test_order_by(text: str, entity: str, key: str, ascending: bool) -> None:
 def test_order_by_rejects_trailing_words() -> None:
     with pytest.raises(FilterError, match="position 12"):
         parse_order_by("metrics.acc sideways", ENTITIES)
+
+
+def _too_complex(text: str) -> FilterError:
+    with pytest.raises(FilterError) as raised:
+        parse(text, ENTITIES)
+    assert raised.value.reason == "FILTER_TOO_COMPLEX"
+    return raised.value
+
+
+def test_nesting_stops_at_its_limit_not_at_python_recursion() -> None:
+    deepest = "(" * LIMITS.depth + "metrics.a > 0" + ")" * LIMITS.depth
+    assert parse(deepest, ENTITIES) == Comparison(_ident("metric", "a", LIMITS.depth), ">", 0)
+    # 196 levels raised RecursionError (INTERNAL); any depth past the limit is refused.
+    for depth in (LIMITS.depth + 1, 196, 1000):
+        error = _too_complex("(" * depth + "metrics.a > 0" + ")" * depth)
+        assert error.position == LIMITS.depth
+        assert "parentheses" in error.problem
+
+
+def test_terms_keys_in_lists_and_length_have_limits() -> None:
+    terms = " OR ".join(["m=1"] * LIMITS.terms)
+    assert len(parse(terms, ENTITIES).operands) == LIMITS.terms  # type: ignore[union-attr]
+    assert "terms" in _too_complex(terms + " OR m=1").problem
+    keys = " OR ".join(f"tags.t{i} = 'x'" for i in range(LIMITS.keys))
+    assert len(parse(keys, ENTITIES).operands) == LIMITS.keys  # type: ignore[union-attr]
+    assert "distinct keys" in _too_complex(keys + " OR params.p = 'x'").problem
+    values = ",".join(["1"] * LIMITS.in_values)
+    assert parse(f"metrics.a IN ({values})", ENTITIES) is not None
+    assert "IN list" in _too_complex(f"metrics.a IN ({values},1)").problem
+    assert "characters" in _too_complex("x" * (LIMITS.length + 1)).problem
+
+
+def test_attributes_are_no_lookups_and_repeated_keys_count_once() -> None:
+    text = " AND ".join(["attributes.status = 'FINISHED'", *["metrics.a > 0"] * 50])
+    assert parse(text, ENTITIES) is not None
+    many = " OR ".join(f"attributes.run_name = 'r{i}'" for i in range(LIMITS.keys + 5))
+    assert parse(many, ENTITIES) is not None

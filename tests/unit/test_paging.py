@@ -1,0 +1,86 @@
+"""Keyset page tokens: what a token may hold, checked before any of it reaches SQL."""
+
+import base64
+import datetime
+import json
+import uuid
+
+import pytest
+
+from cairn_server.common.errors import InvalidArgument
+from cairn_server.common.paging import Keyset, SortColumn
+from cairn_server.common.sql import Params
+
+_COLUMNS = [
+    SortColumn("q.m0", True, "int", "m0"),
+    SortColumn("q.v0", False, "double precision", "v0"),
+    SortColumn("q.t", True, "timestamptz", "t"),
+    SortColumn("q.tiebreak", True, "uuid", "tiebreak"),
+]
+_ROW = {
+    "m0": 0,
+    "v0": 0.5,
+    "t": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
+    "tiebreak": uuid.UUID(int=7),
+}
+
+
+def _token(keyset: Keyset) -> str:
+    return keyset.next_token([_ROW, _ROW], 1)
+
+
+def _forged(token: str, key: object) -> str:
+    payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    payload["k"] = key
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+
+
+def _refused(keyset: Keyset, token: str) -> str:
+    with pytest.raises(InvalidArgument) as raised:
+        keyset.last(token)
+    assert raised.value.reason == "INVALID_PAGE_TOKEN"
+    return raised.value.message
+
+
+def test_a_token_reads_back_typed() -> None:
+    keyset = Keyset(_COLUMNS, "runs", "p")
+    assert keyset.last(_token(keyset)) == [0, 0.5, _ROW["t"], _ROW["tiebreak"]]
+    assert keyset.last("") is None
+    assert keyset.next_token([_ROW], 1) == ""  # nothing follows the last page
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        [1],  # the key of another sort order
+        [0, 0.5, "2026-01-02T03:04:05+00:00", "not-a-uuid"],
+        ["0", 0.5, "2026-01-02T03:04:05+00:00", str(uuid.UUID(int=7))],
+        [True, 0.5, "2026-01-02T03:04:05+00:00", str(uuid.UUID(int=7))],
+        [2**40, 0.5, "2026-01-02T03:04:05+00:00", str(uuid.UUID(int=7))],
+        [0, "0.5", "2026-01-02T03:04:05+00:00", str(uuid.UUID(int=7))],
+        [0, 0.5, "2026-01-02T03:04:05", str(uuid.UUID(int=7))],  # no time zone
+        [0, 0.5, "yesterday", str(uuid.UUID(int=7))],
+        [0, 0.5, "2026-01-02T03:04:05+00:00", {"$gt": 1}],
+        "not a list",
+    ],
+)
+def test_an_edited_key_is_an_invalid_page_token(key: object) -> None:
+    keyset = Keyset(_COLUMNS, "runs", "p")
+    _refused(keyset, _forged(_token(keyset), key))
+
+
+def test_a_token_of_another_query_or_mangled_is_refused() -> None:
+    token = _token(Keyset(_COLUMNS, "runs", "p"))
+    assert "different query" in _refused(Keyset(_COLUMNS, "runs", "other-project"), token)
+    for mangled in ("%%%", "eyJxIjogMX0", token[:-3], "A" * 5000, base64.b64encode(b"[]").decode()):
+        _refused(Keyset(_COLUMNS, "runs", "p"), mangled)
+
+
+def test_after_compares_the_whole_key_in_order() -> None:
+    keyset = Keyset(_COLUMNS[:2], "q")
+    params = Params()
+    sql = keyset.after([1, 2.0], params)
+    assert sql == (
+        "((q.m0 > $1::int) OR (q.m0 IS NOT DISTINCT FROM $1::int AND q.v0 < $2::double precision))"
+    )
+    assert params.values == [1, 2.0]
