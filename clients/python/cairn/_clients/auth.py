@@ -120,7 +120,7 @@ class AuthClient(BaseClient):
     async def get_user_api_keys(
         self, user_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> list[ApiKey]:
-        """A user's API keys (global admins, and admins of a project the user is in)."""
+        """A user's API keys: the user's own, or anybody's for a global admin."""
         response = await self._transport.unary(
             self._stub.GetApiKeys,
             api.GetApiKeysRequest(user_id=user_id),
