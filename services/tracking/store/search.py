@@ -32,7 +32,11 @@ ENTITIES = {
     "attribute": "attribute",
     "attr": "attribute",
     "run": "attribute",
+    "inputs": "input",
+    "input": "input",
 }
+# The fields of a run's inputs a filter compares (tracking.run_inputs columns).
+INPUT_FIELDS = ("kind", "name", "uri", "digest", "context")
 # Attribute name -> (SQL expression, SQL type).
 ATTRIBUTES = {
     "run_id": ("replace(r.run_id::text, '-', '')", "text"),
@@ -93,6 +97,8 @@ def _sort_key(terms: list[tuple[Identifier, bool]]) -> list[paging.SortColumn]:
     the run id."""
     columns = []
     for i, (ident, ascending) in enumerate(terms):
+        if ident.entity == "input":
+            raise FilterError(ident.position, "runs are not ordered by their inputs")
         sql_type = _attribute(ident)[1] if ident.entity == "attribute" else _TYPES[ident.entity]
         columns += [
             paging.SortColumn(f"q.m{i}", True, "int", f"m{i}"),
@@ -115,10 +121,43 @@ def _scope(query: RunQuery) -> _Scope:
     params = Params(query.project, list(query.experiment_ids))
     where = ["r.project = $1", "r.experiment_id = ANY($2::bigint[])", _view(query.view_type)]
     lookups = filter_sql.Lookups(params, _TABLES, ("run_id", "r.run_id"))
+    inputs = _Inputs(params)
     node = filters.parse(query.filter, ENTITIES)
     if node is not None:
-        where.append(_compile(node, params, lookups))
-    return _Scope(params, " ".join(lookups.joins), " AND ".join(where))
+        where.append(_compile(node, params, lookups, inputs))
+    return _Scope(params, " ".join([*lookups.joins, *inputs.joins()]), " AND ".join(where))
+
+
+class _Inputs:
+    """Terms on a run's inputs, of which a run has any number: each term holds when one
+    of the inputs meets it. All of them are answered by one lookup of the run's inputs,
+    one boolean column per term."""
+
+    def __init__(self, params: Params) -> None:
+        self._params = params
+        self._columns: list[str] = []
+
+    def condition(self, node: filters.Comparison | filters.NullCheck) -> str:
+        field = node.ident.key
+        if field not in INPUT_FIELDS:
+            known = ", ".join(INPUT_FIELDS)
+            raise FilterError(node.ident.position, f"inputs have {known}; not {field!r}")
+        if isinstance(node, filters.NullCheck):
+            matched = f"coalesce(im.i{len(self._columns)}, false)"
+            self._columns.append(f"bool_or(ri.{field} <> '')")
+            return f"NOT {matched}" if node.is_null else matched
+        value = filter_sql.condition(f"ri.{field}", node, self._params, "text")
+        self._columns.append(f"bool_or({value})")
+        return f"coalesce(im.i{len(self._columns) - 1}, false)"
+
+    def joins(self) -> list[str]:
+        if not self._columns:
+            return []
+        columns = ", ".join(f"{sql} AS i{i}" for i, sql in enumerate(self._columns))
+        return [
+            f"LEFT JOIN LATERAL (SELECT {columns} FROM tracking.run_inputs ri "
+            "WHERE ri.run_id = r.run_id) im ON TRUE"
+        ]
 
 
 def _sorted_scan(
@@ -231,12 +270,16 @@ def _attribute(ident: Identifier) -> tuple[str, str]:
     return ATTRIBUTES[ident.key]
 
 
-def _compile(node: filters.Node, params: Params, lookups: filter_sql.Lookups) -> str:
+def _compile(
+    node: filters.Node, params: Params, lookups: filter_sql.Lookups, inputs: _Inputs
+) -> str:
     if isinstance(node, filters.BoolOp):
-        operands = (_compile(n, params, lookups) for n in node.operands)
+        operands = (_compile(n, params, lookups, inputs) for n in node.operands)
         return "(" + f" {node.op} ".join(operands) + ")"
     if node.ident.entity == "attribute":
         return _attribute_condition(node, params)
+    if node.ident.entity == "input":
+        return inputs.condition(node)
     return lookups.condition(node, _TYPES[node.ident.entity])
 
 

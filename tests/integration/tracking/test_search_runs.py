@@ -6,7 +6,7 @@ import pytest
 
 import cairn
 from cairn.exceptions import InvalidArgumentError
-from cairn.types import ListOptions, Metric, Pager, Param, RunTag, ViewType
+from cairn.types import ListOptions, Metric, Pager, Param, RunInput, RunTag, ViewType
 
 
 async def _run(tracking, experiment_id, name, metrics=None, params=None, tags=None, status=None):
@@ -207,3 +207,37 @@ async def test_small_pages_cross_from_values_to_missing_ones(
     assert sorted(names) == [*sorted(values), "f", "g"] and len(names) == 7
     assert [values[n] for n in names[:4]] == [values[n] for n in present]
     assert set(names[4:]) == {"e", "f", "g"}
+
+
+async def test_runs_are_found_by_what_they_used(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    """Lineage: a term on inputs holds when one of the run's inputs meets it."""
+    train = "cairn-artifacts://default/data/train.csv"
+    both = await _run(tracking, experiment_id, "both")
+    await tracking.log_inputs(
+        both,
+        [
+            RunInput(train, kind="dataset", name="train", context="training"),
+            RunInput("s3://bucket/eval.csv", kind="dataset", name="eval", context="evaluation"),
+        ],
+    )
+    model = await _run(tracking, experiment_id, "model-only")
+    await tracking.log_inputs(model, [RunInput("models:/churn/3", kind="model", name="churn")])
+    bare = await _run(tracking, experiment_id, "bare")
+
+    async def found(text: str) -> set[str]:
+        return {r.info.run_id for r in await tracking.search_runs([experiment_id], text)}
+
+    assert await found(f"inputs.uri = '{train}'") == {both}
+    assert await found("inputs.kind = 'dataset' AND inputs.context = 'evaluation'") == {both}
+    assert await found("inputs.kind = 'model' OR inputs.name LIKE 'tr%'") == {both, model}
+    assert await found("inputs.kind != 'model'") == {both}
+    assert await found("inputs.uri IS NULL") == {bare}
+    assert await found("inputs.name IS NOT NULL AND run_name != 'both'") == {model}
+    for bad in ("inputs.size = 'x'", "inputs.uri > 3"):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await tracking.search_runs([experiment_id], bad)
+        assert refused.value.reason == "INVALID_FILTER"
+    with pytest.raises(InvalidArgumentError):
+        await tracking.search_runs([experiment_id], "", order_by=["inputs.uri"])
