@@ -32,7 +32,19 @@ def text(value: str, field: str) -> str:
 
 
 def uri(value: str, field: str) -> str:
-    return validation.text(value, field, MAX_URI_LENGTH)
+    """A location others can resolve. A `file:` URI names a path on one machine (the
+    filesystem artifact backend's `ObjectInfo.uri` is one): stored here, it would hand
+    every other client a server's local path, so it is refused."""
+    validation.text(value, field, MAX_URI_LENGTH)
+    if value[:5].lower() == "file:":
+        raise invalid_field(
+            field,
+            "a file: URI is a path on one machine; store the files in the artifact service "
+            "and give cairn-artifacts://<project>/<path> (ObjectInfo.artifact_uri), "
+            "runs:/<run_id>/<path> or models:/<name>/<version>",
+            "INVALID_ARTIFACT_LOCATION",
+        )
+    return value
 
 
 def entity_id(value: str, field: str) -> str:

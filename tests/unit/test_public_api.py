@@ -12,6 +12,7 @@ def test_top_level_names() -> None:
         "ModelRegistryAPIClient",
         "TrackingClient",
         "exceptions",
+        "models",
     }
     for name in cairn.__all__:
         assert getattr(cairn, name) is not None
@@ -92,6 +93,37 @@ def test_type_names() -> None:
     }
     for name in types.__all__:
         assert not type(getattr(types, name)).__module__.startswith("google.protobuf")
+
+
+def test_model_names() -> None:
+    from cairn import models
+
+    assert set(models.__all__) == {
+        "CACHE_ENV",
+        "MANIFEST",
+        "ArtifactUri",
+        "CloudpickleFlavor",
+        "FileEntry",
+        "FilesFlavor",
+        "Flavor",
+        "Manifest",
+        "ModelCache",
+        "ModelInfo",
+        "ModelUri",
+        "PickleFlavor",
+        "RunUri",
+        "SklearnFlavor",
+        "UntrustedModelError",
+        "Uri",
+        "default_cache_dir",
+        "get_flavor",
+        "is_uri",
+        "parse_uri",
+        "register_flavor",
+    }
+    assert issubclass(models.UntrustedModelError, exceptions.FailedPreconditionError)
+    for method in ("log_model", "load_model", "download_artifacts"):
+        assert callable(getattr(cairn.TrackingClient, method))
 
 
 def test_client_and_server_agree_on_the_stream_verdict_header() -> None:

@@ -6,7 +6,7 @@ Connect with one of the async clients::
         ...
 """
 
-from . import exceptions
+from . import exceptions, models
 from ._clients.artifacts import ArtifactClient
 from ._clients.auth import AuthClient
 from ._clients.registry import ModelRegistryAPIClient
@@ -20,4 +20,5 @@ __all__ = [
     "ModelRegistryAPIClient",
     "TrackingClient",
     "exceptions",
+    "models",
 ]

@@ -239,11 +239,16 @@ class VersionStore:
             raise _missing(version_id)
 
     async def download_uri(self, project: str, version_id: str) -> str:
-        """The first model artifact's URI, else the version's source URI."""
+        """The first model artifact's URI, else the version's source URI. `file:` URIs
+        stored before they were refused name a server's local path, useless to a client:
+        they are passed over."""
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                """SELECT v.source_uri, (SELECT a.uri FROM registry.artifacts a
+                """SELECT CASE WHEN v.source_uri ILIKE 'file:%' THEN '' ELSE v.source_uri END
+                        AS source_uri,
+                      (SELECT a.uri FROM registry.artifacts a
                         WHERE a.model_version_id = v.id AND a.kind = 1 AND a.uri <> ''
+                          AND a.uri NOT ILIKE 'file:%'
                         ORDER BY a.id LIMIT 1) AS artifact_uri
                    FROM registry.model_versions v WHERE v.project = $1 AND v.id = $2""",
                 project,

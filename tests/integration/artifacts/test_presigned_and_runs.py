@@ -262,7 +262,7 @@ async def test_a_model_version_from_uploaded_files(server_port: int, unique: str
         model = await registry.upsert_registered_model(RegisteredModel(f"uploaded-{unique}"))
         version = await registry.upsert_model_version(ModelVersion("v1"), model.id)
         artifact = await registry.upsert_model_artifact(
-            ModelArtifact("model", uri=stored.uri, model_format_name="onnx"), version.id
+            ModelArtifact("model", uri=stored.artifact_uri, model_format_name="onnx"), version.id
         )
-        assert artifact.uri == stored.uri
-        assert await registry.get_model_version_download_uri(model.name, 1) == stored.uri
+        assert artifact.uri == stored.artifact_uri == f"cairn-artifacts://default/{stored.path}"
+        assert await registry.get_model_version_download_uri(model.name, 1) == stored.artifact_uri

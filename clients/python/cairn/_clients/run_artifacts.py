@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from .._transport import Transport
+from ..models._uris import is_uri
 from ..types._artifacts import ObjectInfo
 from ..types._paging import ListOptions
 from ..types._tracking import Run
@@ -100,9 +101,29 @@ class RunArtifacts:
         return listed
 
     async def download_artifacts(
-        self: _Client, run_id: str, path: str, dst_path: str | os.PathLike[str] | None = None
+        self: _Client,
+        run_id: str,
+        path: str | os.PathLike[str] | None = None,
+        dst_path: str | os.PathLike[str] | None = None,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> str:
-        """Fetches one artifact file or directory; returns the local path written."""
+        """Fetches one artifact file or directory; returns the local path written.
+
+        run_id may be a URI instead (models:/<name>/<version>, models:/<name>@<alias>,
+        models:/<name>/<stage>, runs:/<run_id>/<path>, cairn-artifacts://<project>/<path>);
+        the next argument is then the destination: `download_artifacts(uri, dst)`. A model
+        directory is fetched through the local model cache (cache_dir, or
+        cairn.models.default_cache_dir()), checked against its manifest.
+        """
+        if is_uri(run_id):
+            # Imported here: run_models builds on this module.
+            from .run_models import download_uri
+
+            return await download_uri(self, run_id, dst_path or path, cache_dir)
+        if path is None:
+            raise TypeError("download_artifacts needs the path within the run, or a URI")
+        path = str(path)
         store, root = await _run_store(self, run_id)
         destination = Path(dst_path) if dst_path else Path(tempfile.mkdtemp(prefix="cairn-"))
         source = _join(root, None, path.strip("/")) if path.strip("/") else root

@@ -21,6 +21,7 @@ from ..types._tracking import Experiment, Metric, Param, Run, RunInput, RunStatu
 from . import journal
 from .active_run import ActiveRun
 from .run_artifacts import RunArtifacts
+from .run_models import RunModels
 
 SEARCH_MAX_RESULTS_DEFAULT = 1000
 _EXPERIMENT_ORDER = {
@@ -34,13 +35,14 @@ _RUN_ORDER = {
 }
 
 
-class TrackingClient(BaseClient, RunArtifacts):
+class TrackingClient(BaseClient, RunArtifacts, RunModels):
     """Async client of `cairn.tracking.v1.TrackingService`.
 
     Method names and arguments follow MLflow's `MlflowClient`. Every method also takes
     keyword-only `timeout=` (seconds) and `metadata=` (extra headers) for that call.
     The artifact methods (`log_artifact`, `log_artifacts`, `log_text`, `log_dict`,
-    `list_artifacts`, `download_artifacts`) use the artifact service on the same channel.
+    `list_artifacts`, `download_artifacts`) use the artifact service on the same channel;
+    the model methods (`log_model`, `load_model`) the artifact and registry services.
     """
 
     def _bind(self, channel: Any) -> None:

@@ -28,6 +28,13 @@ class ObjectInfo:
     def file_size(self) -> int | None:
         return None if self.is_dir else self.size
 
+    @property
+    def artifact_uri(self) -> str:
+        """The object's name for other clients and services, "cairn-artifacts://<project>/
+        <path>": give this (not `uri`, where one backend keeps the bytes) to the registry
+        or a teammate; `TrackingClient.download_artifacts` and `load_model` resolve it."""
+        return f"cairn-artifacts://{self.project}/{self.path.rstrip('/')}"
+
 
 @dataclass(frozen=True)
 class PresignedUrl:

@@ -1,0 +1,304 @@
+"""Models on `TrackingClient`: `log_model`, `load_model`, and URIs resolved to files.
+
+A model is a directory in a run's artifacts: the flavor's files plus `cairn-model.json`
+(cairn.models). Registering it makes a registry version whose source is that directory.
+URIs (`models:/`, `runs:/`, `cairn-artifacts://`) resolve, through the registry and
+tracking services on the client's channel, to a path in the artifact service; a model
+is fetched from there into the local cache once per content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from .._transport import Transport
+from ..exceptions import AlreadyExistsError, FailedPreconditionError, NotFoundError
+from ..models import _manifest
+from ..models._cache import ModelCache
+from ..models._flavors import Flavor, UntrustedModelError, flavor_for, get_flavor
+from ..models._info import ModelInfo
+from ..models._manifest import MANIFEST, Manifest
+from ..models._uris import ArtifactUri, ModelUri, RunUri, parse_uri
+from ..types._registry import ModelArtifact
+from ..types._tracking import Run
+from .artifacts import ArtifactClient
+from .registry import ModelRegistryAPIClient
+from .run_artifacts import _join, _run_store
+
+# A version's source may itself be a models:/ URI; resolving stops after this many hops.
+MAX_HOPS = 4
+CachePath = str | os.PathLike[str] | None
+
+
+class _Client(Protocol):
+    _transport: Transport
+
+    async def get_run(self, run_id: str) -> Run: ...
+
+
+class RunModels:
+    """Mixed into TrackingClient, which provides `_transport` and `get_run`."""
+
+    async def log_model(
+        self: _Client,
+        run_id: str,
+        model: Any,
+        name: str = "model",
+        *,
+        flavor: str | Flavor | None = None,
+        registered_model_name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        signature: Mapping[str, Any] | None = None,
+    ) -> ModelInfo:
+        """Stores a model as a directory of the run's artifacts, optionally registered.
+
+        The directory holds the flavor's files and a manifest with the sha256 of each,
+        the flavor and the Python and library versions in use; the manifest is uploaded
+        last, so a directory with one is complete. With registered_model_name, the
+        registered model is created when absent and gets a new version whose source is
+        the directory and whose run is the run.
+
+        Args:
+            run_id: the run to log into.
+            model: the model; what it may be depends on the flavor (a path for "files").
+            name: the directory's path within the run's artifacts.
+            flavor: a registered flavor's name ("files", "pickle", "cloudpickle",
+                "sklearn") or a Flavor; None picks one that recognises the model.
+            registered_model_name: registers the model under this name.
+            metadata: JSON-serialisable facts kept in the manifest.
+            signature: the model's inputs and outputs as JSON (kept, not enforced).
+
+        Returns:
+            Where the model went, and the version made.
+
+        Raises:
+            AlreadyExistsError: the run has a model at name already.
+            InvalidArgumentError: no flavor of that name, or none recognises the model.
+        """
+        chosen = get_flavor(flavor) if isinstance(flavor, str) else flavor or flavor_for(model)
+        store, root = await _run_store(self, run_id)
+        directory = _join(root, None, name)
+        await _refuse_existing(store, directory)
+        with tempfile.TemporaryDirectory(prefix="cairn-model-") as scratch:
+            manifest = await asyncio.to_thread(
+                _manifest.save,
+                model,
+                chosen,
+                Path(scratch),
+                signature=signature,
+                metadata=metadata,
+                run_id=run_id,
+                artifact_path=name,
+            )
+            manifest_bytes = await _upload(store, directory, Path(scratch), manifest)
+        info = ModelInfo(
+            run_id=run_id,
+            artifact_path=name,
+            model_uri=str(RunUri(run_id, name.strip("/"))),
+            artifact_uri=str(ArtifactUri(store.project, directory)),
+            flavor=chosen.name,
+            files={path: entry.sha256 for path, entry in manifest.files.items()},
+            manifest_sha256=ModelCache.key(manifest_bytes),
+            metadata=manifest.metadata,
+            signature=manifest.signature,
+        )
+        if registered_model_name is None:
+            return info
+        number = await _register(self._transport, registered_model_name, info, manifest)
+        return dataclasses.replace(
+            info, registered_model_name=registered_model_name, registered_model_version=number
+        )
+
+    async def load_model(
+        self: _Client,
+        model_uri: str,
+        *,
+        allow_pickle: bool = False,
+        cache_dir: CachePath = None,
+    ) -> Any:
+        """Loads a model logged with `log_model`, from any of its URIs.
+
+        The files come from the local cache (cairn.models.default_cache_dir(), or
+        cache_dir) when it holds the model's content already, else from the artifact
+        service, each checked against the manifest's sha256 first.
+
+        Args:
+            model_uri: models:/<name>/<version>, models:/<name>@<alias>,
+                models:/<name>/<stage>, models:/<name>/latest, runs:/<run_id>/<path> or
+                cairn-artifacts://<project>/<path>.
+            allow_pickle: loads flavors that unpickle ("pickle", "cloudpickle",
+                "sklearn"). Unpickling runs code the file's author chose: allow it only
+                for models from people you trust.
+            cache_dir: the cache to use instead of the default.
+
+        Returns:
+            What the flavor loads: the object, or for "files" the local path.
+
+        Raises:
+            UntrustedModelError: the flavor unpickles and allow_pickle is False.
+            DataLossError: a file differs from the sha256 the manifest recorded.
+            NotFoundError: the URI names no model.
+        """
+        store, path = await _locate(self, model_uri)
+        manifest_bytes, manifest = await _read_manifest(store, path, model_uri)
+        flavor = get_flavor(manifest.flavor)
+        if flavor.unsafe and not allow_pickle:
+            raise UntrustedModelError(
+                f"{model_uri} is a {flavor.name} model: loading it unpickles, which runs "
+                "whatever code its author put in the file. Pass allow_pickle=True only "
+                "for models from people you trust.",
+                reason="PICKLE_NOT_ALLOWED",
+            )
+        cache = ModelCache(cache_dir)
+        directory = await _fetch(store, path, manifest_bytes, manifest, cache, model_uri)
+        _manifest.warn_on_other_versions(manifest, model_uri)
+        return await asyncio.to_thread(flavor.load, directory, manifest.options)
+
+
+async def download_uri(
+    client: _Client,
+    uri: str,
+    dst_path: str | os.PathLike[str] | None,
+    cache_dir: CachePath = None,
+) -> str:
+    """`TrackingClient.download_artifacts` given a URI: a model directory through the
+    cache (then copied, manifest included), anything else straight from the store."""
+    store, path = await _locate(client, uri)
+    destination = Path(dst_path) if dst_path else Path(tempfile.mkdtemp(prefix="cairn-"))
+    target = destination / Path(path).name if path else destination
+    try:
+        manifest_bytes, manifest = await _read_manifest(store, path, uri)
+    except NotFoundError:
+        return str(await store.download(path, target))
+    entry = await _fetch(store, path, manifest_bytes, manifest, ModelCache(cache_dir), uri)
+    await asyncio.to_thread(shutil.copytree, entry, target, dirs_exist_ok=True)
+    return str(target)
+
+
+async def _locate(client: _Client, uri: str, hops: int = 0) -> tuple[ArtifactClient, str]:
+    """The artifact service (in the right project) and the path a URI names."""
+    parsed = parse_uri(uri)
+    if isinstance(parsed, ArtifactUri):
+        transport = client._transport.for_project(parsed.project, timeout=None)
+        return ArtifactClient(transport), parsed.path
+    if isinstance(parsed, RunUri):
+        store, root = await _run_store(client, parsed.run_id)
+        return store, _join(root, None, parsed.path)
+    if hops >= MAX_HOPS:
+        raise FailedPreconditionError(
+            f"{uri} still names another model after {MAX_HOPS} hops", reason="FAILED_PRECONDITION"
+        )
+    source = await _version_source(ModelRegistryAPIClient(client._transport), parsed)
+    try:
+        return await _locate(client, source, hops + 1)
+    except ValueError as error:  # a source outside Cairn (s3://, https://, ...)
+        raise FailedPreconditionError(
+            f"{uri} is stored at {source!r}, outside Cairn's artifact service: fetch it with "
+            "the tools of that store",
+            reason="INVALID_ARTIFACT_LOCATION",
+        ) from error
+
+
+async def _version_source(registry: ModelRegistryAPIClient, uri: ModelUri) -> str:
+    """The download URI of the version a models:/ URI names."""
+    if uri.alias is not None:
+        number = (await registry.get_model_version_by_alias(uri.name, uri.alias)).version
+    elif uri.version is not None:
+        number = uri.version
+    else:
+        stages = [uri.stage] if uri.stage is not None else None
+        found = await registry.get_latest_versions(uri.name, stages)
+        if not found:
+            raise NotFoundError(
+                f"{uri}: model {uri.name!r} has no version"
+                + (f" in stage {uri.stage.value}" if uri.stage is not None else ""),
+                reason="MODEL_VERSION_NOT_FOUND",
+            )
+        number = max(v.version or 0 for v in found)
+    source = await registry.get_model_version_download_uri(uri.name, number or 0)
+    if not source:
+        raise NotFoundError(
+            f"{uri}: version {number} of {uri.name!r} has no source or model artifact URI",
+            reason="MODEL_VERSION_NOT_FOUND",
+        )
+    return source
+
+
+async def _refuse_existing(store: ArtifactClient, directory: str) -> None:
+    """A model's files must not change under a version that points at them."""
+    with contextlib.suppress(NotFoundError):
+        await store.stat(f"{directory}/{MANIFEST}")
+        raise AlreadyExistsError(
+            f"a model is logged at {directory!r} already; log under another name",
+            reason="OBJECT_ALREADY_EXISTS",
+        )
+
+
+async def _upload(store: ArtifactClient, directory: str, local: Path, manifest: Manifest) -> bytes:
+    for relative in manifest.files:
+        await store.upload(f"{directory}/{relative}", local / relative, overwrite=True)
+    manifest_bytes = (local / MANIFEST).read_bytes()
+    # Last, and never over another: the manifest is what makes the directory a model.
+    await store.upload(f"{directory}/{MANIFEST}", manifest_bytes, content_type="application/json")
+    return manifest_bytes
+
+
+async def _register(transport: Transport, name: str, info: ModelInfo, manifest: Manifest) -> int:
+    """Creates the registered model when absent, then a version of it with a model
+    artifact (Kubeflow's shape: the format is the flavor); returns the version number."""
+    registry = ModelRegistryAPIClient(transport)
+    if await registry.get_registered_model_by_params(name=name) is None:
+        with contextlib.suppress(AlreadyExistsError):  # created meanwhile by someone else
+            await registry.create_registered_model(name)
+    version = await registry.create_model_version(name, info.artifact_uri, run_id=info.run_id)
+    format_version = next(iter(manifest.libraries.values()), "") or None
+    await registry.upsert_model_artifact(
+        ModelArtifact(
+            info.artifact_path.strip("/").rsplit("/", 1)[-1] or "model",
+            uri=info.artifact_uri,
+            model_format_name=info.flavor,
+            model_format_version=format_version,
+        ),
+        version.id,
+    )
+    return int(version.version or 0)
+
+
+async def _read_manifest(store: ArtifactClient, path: str, uri: str) -> tuple[bytes, Manifest]:
+    try:
+        data = await store.read(f"{path}/{MANIFEST}" if path else MANIFEST)
+    except NotFoundError:
+        raise NotFoundError(
+            f"{uri} holds no model logged with log_model (no {MANIFEST})",
+            reason="OBJECT_NOT_FOUND",
+        ) from None
+    return data, Manifest.from_json(data, uri)
+
+
+async def _fetch(
+    store: ArtifactClient,
+    path: str,
+    manifest_bytes: bytes,
+    manifest: Manifest,
+    cache: ModelCache,
+    uri: str,
+) -> Path:
+    """The model's local directory: the cache entry of its manifest, filled when absent."""
+    key = cache.key(manifest_bytes)
+    if (entry := await asyncio.to_thread(cache.lookup, key, manifest)) is not None:
+        return entry
+    with cache.filling(key) as scratch:
+        for relative, expected in manifest.files.items():
+            local = scratch / relative
+            await store.download(_join(path, None, relative), local)
+            await asyncio.to_thread(_manifest.verify_file, local, relative, expected, uri)
+        (scratch / MANIFEST).write_bytes(manifest_bytes)
+    return cache.root / key

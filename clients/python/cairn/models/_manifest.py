@@ -1,0 +1,147 @@
+"""The manifest of a model directory: what it holds and what it was saved with.
+
+`cairn-model.json` sits beside the model's files. It names the flavor and its options,
+the Python and library versions of the saver, and the size and sha256 of every file, so
+a loader can tell that it holds exactly what was logged. It is uploaded last: a directory
+with a manifest is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import platform
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import DataLossError, InvalidArgumentError
+from ._flavors import Flavor
+
+MANIFEST = "cairn-model.json"
+FORMAT = 1
+_HASH_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A model directory's description (the JSON of `cairn-model.json`)."""
+
+    flavor: str
+    options: dict[str, Any]
+    files: dict[str, FileEntry]
+    python_version: str
+    libraries: dict[str, str] = field(default_factory=dict)
+    signature: dict[str, Any] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""
+    artifact_path: str = ""
+    created_at: str = ""
+    format: int = FORMAT
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=2, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> Manifest:
+        try:
+            raw = json.loads(data)
+            files = {path: FileEntry(**entry) for path, entry in raw.pop("files").items()}
+            return cls(files=files, **raw)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise InvalidArgumentError(
+                f"{where} holds no readable Cairn model manifest ({error})",
+                reason="INVALID_ARGUMENT",
+            ) from None
+
+
+def save(
+    model: Any,
+    flavor: Flavor,
+    directory: Path,
+    *,
+    signature: Mapping[str, Any] | None,
+    metadata: Mapping[str, Any] | None,
+    run_id: str,
+    artifact_path: str,
+) -> Manifest:
+    """Has the flavor write the model into directory, then hashes every file and writes
+    the manifest beside them (blocking: run it in a thread)."""
+    options = flavor.save(model, directory)
+    manifest = Manifest(
+        flavor=flavor.name,
+        options=options,
+        files={relative: entry_of(directory / relative) for relative in files_under(directory)},
+        python_version=platform.python_version(),
+        libraries=_versions(flavor.libraries),
+        signature=dict(signature) if signature is not None else None,
+        metadata=dict(metadata or {}),
+        run_id=run_id,
+        artifact_path=artifact_path,
+        created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+    )
+    json.dumps(manifest.metadata)  # fails here, before anything is uploaded
+    (directory / MANIFEST).write_bytes(manifest.to_json())
+    return manifest
+
+
+def files_under(directory: Path) -> list[str]:
+    """Every file's "/"-separated path under directory, the manifest excepted."""
+    return sorted(
+        p.relative_to(directory).as_posix()
+        for p in directory.rglob("*")
+        if p.is_file() and p.relative_to(directory).as_posix() != MANIFEST
+    )
+
+
+def entry_of(path: Path) -> FileEntry:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while chunk := source.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return FileEntry(path.stat().st_size, digest.hexdigest())
+
+
+def verify_file(path: Path, relative: str, expected: FileEntry, where: str) -> None:
+    """Raises DataLossError when the file differs from the manifest's entry."""
+    found = entry_of(path)
+    if found != expected:
+        raise DataLossError(
+            f"{relative!r} of the model at {where} has sha256 {found.sha256} "
+            f"({found.size} bytes), but the model was logged with {expected.sha256} "
+            f"({expected.size} bytes): the stored file changed since",
+            reason="CHECKSUM_MISMATCH",
+            metadata={"file": relative, "sha256": found.sha256, "expected_sha256": expected.sha256},
+        )
+
+
+def warn_on_other_versions(manifest: Manifest, where: str) -> None:
+    """Loading with other library versions than the saver's often works, and sometimes
+    silently does not (pickled estimators): say so, as MLflow does."""
+    saved = dict(manifest.libraries)
+    if saved and (now := _versions(tuple(saved))) != saved:
+        changed = ", ".join(f"{name} {saved[name]} -> {now.get(name)}" for name in saved)
+        warnings.warn(
+            f"the model at {where} was saved with other library versions ({changed})",
+            stacklevel=3,
+        )
+
+
+def _versions(distributions: tuple[str, ...]) -> dict[str, str]:
+    found = {}
+    for name in distributions:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = ""
+    return found

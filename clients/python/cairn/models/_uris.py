@@ -1,0 +1,155 @@
+"""The URIs a model or artifact can be named by, parsed exactly.
+
+    models:/<name>/<version>      a version by number
+    models:/<name>@<alias>        the version an alias points at
+    models:/<name>/<stage>        the highest version in a stage (None, Staging, Production,
+                                  Archived; any case)
+    models:/<name>/latest         the highest version of the model
+    runs:/<run_id>/<path>         a path in a run's artifacts (the run's root without a path)
+    cairn-artifacts://<project>/<path>   a path in the artifact service
+
+These are MLflow's forms plus Cairn's own; a `models:` URI names a model of the client's
+project. Nothing here talks to a server: resolving is the client's work.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..exceptions import InvalidArgumentError
+from ..types._registry import ModelVersionStage
+
+MODELS_SCHEME = "models"
+RUNS_SCHEME = "runs"
+ARTIFACTS_SCHEME = "cairn-artifacts"
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+_STAGES = {stage.value.lower(): stage for stage in ModelVersionStage}
+
+
+@dataclass(frozen=True)
+class ModelUri:
+    """`models:/...`: exactly one of version, alias, stage or latest is set."""
+
+    name: str
+    version: int | None = None
+    alias: str | None = None
+    stage: ModelVersionStage | None = None
+    latest: bool = False
+
+    def __str__(self) -> str:
+        if self.alias is not None:
+            return f"models:/{self.name}@{self.alias}"
+        reference = self.version if self.version is not None else self.stage or "latest"
+        return f"models:/{self.name}/{getattr(reference, 'value', reference)}"
+
+
+@dataclass(frozen=True)
+class RunUri:
+    """`runs:/<run_id>/<path>`; path "" is the run's whole artifact root."""
+
+    run_id: str
+    path: str = ""
+
+    def __str__(self) -> str:
+        return f"runs:/{self.run_id}/{self.path}" if self.path else f"runs:/{self.run_id}"
+
+
+@dataclass(frozen=True)
+class ArtifactUri:
+    """`cairn-artifacts://<project>/<path>`; path "" is the whole project."""
+
+    project: str
+    path: str = ""
+
+    def __str__(self) -> str:
+        return f"cairn-artifacts://{self.project}/{self.path}"
+
+
+Uri = ModelUri | RunUri | ArtifactUri
+
+
+def is_uri(text: str) -> bool:
+    """Whether text starts with a scheme ("models:", "s3:", ...), as no run id does."""
+    return _SCHEME.match(text) is not None
+
+
+def parse_uri(uri: str) -> Uri:
+    """Parses one of the forms in this module's docstring.
+
+    Raises:
+        InvalidArgumentError: uri has another scheme or a malformed body; the message
+            lists the accepted forms.
+    """
+    scheme = _SCHEME.match(uri)
+    kind = scheme.group(1).lower() if scheme else ""
+    body = uri[scheme.end() :] if scheme else ""
+    if kind == MODELS_SCHEME:
+        return _models(uri, body)
+    if kind == RUNS_SCHEME:
+        return _runs(uri, body)
+    if kind == ARTIFACTS_SCHEME:
+        return _artifacts(uri, body)
+    raise _bad(uri, "unknown scheme")
+
+
+def _models(uri: str, body: str) -> ModelUri:
+    # "models://profile/..." names another server in MLflow; Cairn has one registry.
+    if not body.startswith("/") or body.startswith("//"):
+        raise _bad(uri, "write models:/<name>/<version>, models:/<name>@<alias> or ...")
+    path = body[1:]
+    name, at, alias = path.rpartition("@")
+    if at and name and "/" not in alias:
+        if not alias:
+            raise _bad(uri, "the alias is empty")
+        return ModelUri(name, alias=alias)
+    name, slash, reference = path.rpartition("/")
+    if not slash or not name or not reference:
+        raise _bad(uri, "a model URI needs a name and a version, stage, alias or 'latest'")
+    if reference.isascii() and reference.isdigit():
+        return ModelUri(name, version=int(reference))
+    if reference.lower() == "latest":
+        return ModelUri(name, latest=True)
+    if reference.lower() in _STAGES:
+        return ModelUri(name, stage=_STAGES[reference.lower()])
+    raise _bad(uri, f"{reference!r} is no version number, stage ({_stage_names()}) or 'latest'")
+
+
+def _runs(uri: str, body: str) -> RunUri:
+    if not body.startswith("/") or body.startswith("//"):
+        raise _bad(uri, "write runs:/<run_id>/<path>")
+    run_id, _, path = body[1:].partition("/")
+    if not run_id:
+        raise _bad(uri, "the run id is empty")
+    return RunUri(run_id, _clean(uri, path))
+
+
+def _artifacts(uri: str, body: str) -> ArtifactUri:
+    if not body.startswith("//"):
+        raise _bad(uri, "write cairn-artifacts://<project>/<path>")
+    project, _, path = body[2:].partition("/")
+    if not project:
+        raise _bad(uri, "the project is empty")
+    return ArtifactUri(project, _clean(uri, path))
+
+
+def _clean(uri: str, path: str) -> str:
+    """The path without trailing "/"; "." and ".." segments are refused here, as the
+    artifact service refuses them, so a URI cannot climb out of a run's root."""
+    path = path.rstrip("/")
+    if any(segment in {".", ".."} for segment in path.split("/")):
+        raise _bad(uri, "'.' and '..' are not allowed in a path")
+    return path
+
+
+def _stage_names() -> str:
+    return ", ".join(stage.value for stage in ModelVersionStage)
+
+
+def _bad(uri: str, why: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"{uri!r}: {why}. Accepted: models:/<name>/<version>, models:/<name>@<alias>, "
+        f"models:/<name>/<stage>, models:/<name>/latest, runs:/<run_id>/<path>, "
+        f"cairn-artifacts://<project>/<path>",
+        reason="INVALID_ARGUMENT",
+    )

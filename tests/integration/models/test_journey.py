@@ -1,0 +1,93 @@
+"""MLflow's journey through the real services: log a model, register it, point an alias
+at it, load it back by its URI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from cairn.models import MANIFEST, parse_uri
+from tests.integration.models.conftest import World
+
+
+def _estimator() -> tuple[LogisticRegression, np.ndarray]:
+    rng = np.random.default_rng(7)
+    features = rng.normal(size=(60, 3))
+    labels = (features @ np.array([1.0, -2.0, 0.5]) > 0).astype(int)
+    return LogisticRegression().fit(features, labels), features
+
+
+async def test_log_register_alias_and_load_an_sklearn_model(world: World, unique: str) -> None:
+    estimator, features = _estimator()
+    name = f"churn-{unique}"
+
+    info = await world.tracking.log_model(
+        world.run_id,
+        estimator,
+        "model",
+        registered_model_name=name,
+        metadata={"trained_on": "synthetic"},
+        signature={"inputs": [{"type": "double", "shape": [-1, 3]}]},
+    )
+    assert info.flavor == "sklearn"  # recognised without flavor=
+    assert info.registered_model_version == 1
+    assert info.model_uri == f"runs:/{world.run_id}/model"
+    await world.registry.set_registered_model_alias(name, "champion", 1)
+
+    loaded = await world.tracking.load_model(
+        f"models:/{name}@champion", allow_pickle=True, cache_dir=world.cache
+    )
+
+    assert type(loaded) is LogisticRegression
+    np.testing.assert_array_equal(loaded.coef_, estimator.coef_)
+    np.testing.assert_array_equal(loaded.predict(features), estimator.predict(features))
+
+
+async def test_the_version_points_at_the_run_and_its_directory(world: World, unique: str) -> None:
+    name = f"churn-{unique}"
+    info = await world.tracking.log_model(
+        world.run_id, {"w": [1, 2]}, "nested/model", flavor="pickle", registered_model_name=name
+    )
+
+    version = await world.registry.get_model_version(name, 1)
+    assert version.source_run_id == world.run_id
+    assert version.source_uri == info.artifact_uri
+    run_root = (await world.tracking.get_run(world.run_id)).info.artifact_uri
+    assert info.artifact_uri == f"{run_root}/nested/model"
+    download_uri = await world.registry.get_model_version_download_uri(name, 1)
+    assert parse_uri(download_uri) == parse_uri(info.artifact_uri)
+    [artifact] = await world.registry.get_model_artifacts(version.id)
+    assert (artifact.uri, artifact.model_format_name) == (info.artifact_uri, "pickle")
+    listed = await world.tracking.list_artifacts(world.run_id, "nested/model")
+    assert sorted(a.path for a in listed) == [f"nested/model/{MANIFEST}", "nested/model/model.pkl"]
+
+
+async def test_a_second_log_model_registers_version_two(world: World, unique: str) -> None:
+    name = f"churn-{unique}"
+    first = await world.tracking.log_model(
+        world.run_id, [1], "m", flavor="pickle", registered_model_name=name
+    )
+    second = await world.tracking.log_model(
+        await world.new_run(), [2], "m", flavor="pickle", registered_model_name=name
+    )
+    assert (first.registered_model_version, second.registered_model_version) == (1, 2)
+    for number, expected in ((1, [1]), (2, [2])):
+        assert (
+            await world.tracking.load_model(
+                f"models:/{name}/{number}", allow_pickle=True, cache_dir=world.cache
+            )
+            == expected
+        )
+
+
+async def test_a_model_cannot_be_logged_twice_at_one_path(world: World) -> None:
+    from cairn.exceptions import AlreadyExistsError
+
+    await world.tracking.log_model(world.run_id, [1], "m", flavor="pickle")
+    with pytest.raises(AlreadyExistsError):
+        await world.tracking.log_model(world.run_id, [2], "m", flavor="pickle")
+    loaded = await world.tracking.load_model(
+        f"runs:/{world.run_id}/m", allow_pickle=True, cache_dir=world.cache
+    )
+    assert loaded == [1]
