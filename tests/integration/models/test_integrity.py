@@ -1,0 +1,146 @@
+"""What load_model checks: each file's sha256 against the manifest, the trust a pickle
+needs, and the cache that spares a second download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cairn.exceptions import DataLossError, NotFoundError
+from cairn.models import MANIFEST, UntrustedModelError
+from tests.integration.models.conftest import World
+
+
+def _model_dir(root: Path) -> Path:
+    (root / "bundle" / "sub").mkdir(parents=True)
+    (root / "bundle" / "config.json").write_text('{"layers": 2}')
+    (root / "bundle" / "sub" / "weights.bin").write_bytes(bytes(range(256)) * 64)
+    return root / "bundle"
+
+
+def _store_path(artifact_uri: str) -> str:
+    return artifact_uri.split("/", 3)[3]  # cairn-artifacts://<project>/<path>
+
+
+async def test_a_directory_comes_back_as_a_local_path(world: World, tmp_path: Path) -> None:
+    info = await world.tracking.log_model(world.run_id, _model_dir(tmp_path), "bundle-model")
+    assert info.flavor == "files"
+    assert set(info.files) == {"bundle/config.json", "bundle/sub/weights.bin"}
+
+    loaded = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+
+    assert loaded.is_dir() and loaded.name == "bundle"
+    assert (loaded / "config.json").read_text() == '{"layers": 2}'
+    assert (loaded / "sub" / "weights.bin").read_bytes() == bytes(range(256)) * 64
+    assert loaded.is_relative_to(world.cache / info.manifest_sha256)
+
+
+async def test_a_changed_file_is_refused(world: World, tmp_path: Path) -> None:
+    info = await world.tracking.log_model(world.run_id, _model_dir(tmp_path), "bundle-model")
+    changed = f"{_store_path(info.artifact_uri)}/bundle/sub/weights.bin"
+    # The store itself is consistent (its own sha256 matches the new bytes): only the
+    # manifest knows these are not the bytes that were logged.
+    await world.store.upload(changed, b"tampered", overwrite=True)
+
+    with pytest.raises(DataLossError) as raised:
+        await world.tracking.load_model(info.model_uri, cache_dir=world.cache)
+
+    assert raised.value.reason == "CHECKSUM_MISMATCH"
+    assert raised.value.metadata["file"] == "bundle/sub/weights.bin"
+    assert raised.value.metadata["expected_sha256"] == info.files["bundle/sub/weights.bin"]
+    assert "changed since" in raised.value.message
+    # Nothing half-checked stays in the cache.
+    assert not world.cache.exists() or [p.name for p in world.cache.iterdir()] == []
+    with pytest.raises(DataLossError):
+        await world.tracking.download_artifacts(info.model_uri, tmp_path / "dst")
+
+
+async def test_a_second_load_fetches_nothing_but_the_manifest(
+    world: World, tmp_path: Path, unique: str
+) -> None:
+    name = f"cached-{unique}"
+    info = await world.tracking.log_model(
+        world.run_id, _model_dir(tmp_path), "bundle-model", registered_model_name=name
+    )
+    first = await world.tracking.load_model(f"models:/{name}/1", cache_dir=world.cache)
+    # Remove the model's files from the store, its manifest excepted: a load that still
+    # succeeds cannot have fetched them.
+    for relative in info.files:
+        await world.store.delete(f"{_store_path(info.artifact_uri)}/{relative}")
+
+    again = await world.tracking.load_model(f"models:/{name}/1", cache_dir=world.cache)
+    by_run = await world.tracking.load_model(info.model_uri, cache_dir=world.cache)
+
+    assert again == by_run == first
+    assert [p.name for p in world.cache.iterdir()] == [info.manifest_sha256]
+    # Another cache has to fetch, and the files are gone: the first cache was used.
+    with pytest.raises(NotFoundError):
+        await world.tracking.load_model(info.model_uri, cache_dir=tmp_path / "other-cache")
+
+
+async def test_a_cache_entry_cut_short_is_fetched_again(world: World, tmp_path: Path) -> None:
+    info = await world.tracking.log_model(world.run_id, _model_dir(tmp_path), "bundle-model")
+    loaded = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+    (loaded / "sub" / "weights.bin").write_bytes(b"short")
+
+    again = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+
+    assert (again / "sub" / "weights.bin").read_bytes() == bytes(range(256)) * 64
+
+
+async def test_pickles_load_only_when_allowed(world: World) -> None:
+    info = await world.tracking.log_model(world.run_id, {"w": 1}, "pickled", flavor="pickle")
+
+    with pytest.raises(UntrustedModelError) as raised:
+        await world.tracking.load_model(info.model_uri, cache_dir=world.cache)
+
+    assert raised.value.reason == "PICKLE_NOT_ALLOWED"
+    assert "runs whatever code" in raised.value.message
+    assert "allow_pickle=True" in raised.value.message
+    assert not world.cache.exists()  # refused before any file was fetched
+    loaded = await world.tracking.load_model(
+        info.model_uri, allow_pickle=True, cache_dir=world.cache
+    )
+    assert loaded == {"w": 1}
+
+
+async def test_cloudpickle_stores_what_pickle_cannot(world: World) -> None:
+    offset = 3
+    info = await world.tracking.log_model(
+        world.run_id, lambda x: x + offset, "fn", flavor="cloudpickle"
+    )
+    with pytest.raises(UntrustedModelError):
+        await world.tracking.load_model(info.model_uri, cache_dir=world.cache)
+    loaded = await world.tracking.load_model(
+        info.model_uri, allow_pickle=True, cache_dir=world.cache
+    )
+    assert loaded(4) == 7
+
+
+async def test_the_manifest_records_what_the_model_was_saved_with(world: World) -> None:
+    import json
+    import platform
+
+    import sklearn
+    from sklearn.tree import DecisionTreeClassifier
+
+    info = await world.tracking.log_model(
+        world.run_id,
+        DecisionTreeClassifier().fit([[0], [1]], [0, 1]),
+        "tree",
+        metadata={"owner": "ds-team"},
+        signature={"inputs": "x"},
+    )
+    manifest = json.loads(await world.store.read(f"{_store_path(info.artifact_uri)}/{MANIFEST}"))
+    assert manifest["flavor"] == "sklearn"
+    assert manifest["python_version"] == platform.python_version()
+    assert manifest["libraries"]["scikit-learn"] == sklearn.__version__
+    assert manifest["files"] == {
+        "model.pkl": {
+            "sha256": info.files["model.pkl"],
+            "size": manifest["files"]["model.pkl"]["size"],
+        }
+    }
+    assert (manifest["metadata"], manifest["signature"]) == ({"owner": "ds-team"}, {"inputs": "x"})
+    assert (manifest["run_id"], manifest["artifact_path"]) == (world.run_id, "tree")

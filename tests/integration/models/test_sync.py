@@ -1,0 +1,56 @@
+"""The sync facade runs MLflow's model journey as the async client does.
+
+The servers run on the tests' event loop, so the scenario runs in a worker thread, as a
+script's main thread would call a remote server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LinearRegression
+
+from cairn import sync
+from cairn.models import UntrustedModelError
+from tests.conftest import new_project
+
+
+async def test_the_sync_clients_log_register_and_load(
+    server_port: int, unique: str, tmp_path: Path
+) -> None:
+    project = await new_project(server_port, f"msync-{unique}")
+    features = np.arange(12.0).reshape(6, 2)
+    estimator = LinearRegression().fit(features, features @ [2.0, -1.0] + 0.5)
+
+    def scenario() -> None:
+        connect = {"project": project}
+        with (
+            sync.TrackingClient.insecure_connection("127.0.0.1", server_port, **connect) as mlflow,
+            sync.ModelRegistryAPIClient.insecure_connection(
+                "127.0.0.1", server_port, **connect
+            ) as registry,
+        ):
+            experiment_id = mlflow.create_experiment("sync-models")
+            with mlflow.start_run(experiment_id) as run:
+                info = mlflow.log_model(
+                    run.run_id, estimator, "model", registered_model_name="price"
+                )
+            registry.set_registered_model_alias("price", "champion", info.registered_model_version)
+            with pytest.raises(UntrustedModelError):
+                mlflow.load_model("models:/price@champion", cache_dir=tmp_path)
+            loaded = mlflow.load_model(
+                "models:/price@champion", allow_pickle=True, cache_dir=tmp_path
+            )
+            np.testing.assert_allclose(loaded.predict(features), estimator.predict(features))
+            written = mlflow.download_artifacts(
+                "models:/price/1", tmp_path / "dst", cache_dir=tmp_path
+            )
+            assert sorted(p.name for p in Path(written).iterdir()) == [
+                "cairn-model.json",
+                "model.pkl",
+            ]
+
+    await asyncio.to_thread(scenario)

@@ -1,0 +1,136 @@
+"""Every URI form names the same files to load_model and download_artifacts, and the
+registry hands out only URIs a client can resolve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cairn.exceptions import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from cairn.types import ModelArtifact
+from tests.integration.models.conftest import World
+
+
+@pytest.fixture
+async def two_versions(world: World, unique: str) -> str:
+    """Model versions 1 ({"v": 1}, alias gold) and 2 ({"v": 2}, in Production)."""
+    name = f"forms-{unique}"
+    await world.tracking.log_model(
+        world.run_id, {"v": 1}, "model", flavor="pickle", registered_model_name=name
+    )
+    await world.tracking.log_model(
+        await world.new_run(), {"v": 2}, "model", flavor="pickle", registered_model_name=name
+    )
+    await world.registry.set_registered_model_alias(name, "gold", 1)
+    await world.registry.transition_model_version_stage(name, 2, "Production")
+    return name
+
+
+async def test_each_uri_form_loads_its_version(world: World, two_versions: str) -> None:
+    name = two_versions
+    run_root = (await world.tracking.get_run(world.run_id)).info.artifact_uri
+    expected = {
+        f"models:/{name}/1": 1,
+        f"models:/{name}/2": 2,
+        f"models:/{name}@gold": 1,
+        f"models:/{name}/Production": 2,
+        f"models:/{name}/production": 2,
+        f"models:/{name}/latest": 2,
+        f"runs:/{world.run_id}/model": 1,
+        f"{run_root}/model": 1,  # cairn-artifacts://<project>/<path>
+    }
+    for uri, version in expected.items():
+        loaded = await world.tracking.load_model(uri, allow_pickle=True, cache_dir=world.cache)
+        assert loaded == {"v": version}, uri
+
+
+async def test_uris_that_name_nothing(world: World, two_versions: str) -> None:
+    name = two_versions
+    for uri, reason in (
+        (f"models:/{name}/Staging", "MODEL_VERSION_NOT_FOUND"),
+        (f"models:/{name}/9", "MODEL_VERSION_NOT_FOUND"),
+        (f"models:/{name}@silver", "MODEL_VERSION_NOT_FOUND"),
+        (f"models:/absent-{name}/1", "REGISTERED_MODEL_NOT_FOUND"),
+        (f"runs:/{world.run_id}/no-model", "OBJECT_NOT_FOUND"),
+    ):
+        with pytest.raises(NotFoundError) as raised:
+            await world.tracking.load_model(uri, allow_pickle=True, cache_dir=world.cache)
+        assert raised.value.reason == reason, uri
+    with pytest.raises(InvalidArgumentError):
+        await world.tracking.load_model(f"models:/{name}", cache_dir=world.cache)
+
+
+async def test_download_artifacts_takes_every_form(
+    world: World, two_versions: str, tmp_path: Path
+) -> None:
+    name = two_versions
+    (tmp_path / "notes.txt").write_text("read me")
+    await world.tracking.log_artifact(world.run_id, tmp_path / "notes.txt", "docs")
+    run_root = (await world.tracking.get_run(world.run_id)).info.artifact_uri
+
+    for index, uri in enumerate(
+        (f"models:/{name}@gold", f"runs:/{world.run_id}/model", f"{run_root}/model")
+    ):
+        written = Path(
+            await world.tracking.download_artifacts(
+                uri, tmp_path / f"dst{index}", cache_dir=world.cache
+            )
+        )
+        assert written == tmp_path / f"dst{index}" / "model"
+        assert sorted(p.name for p in written.iterdir()) == ["cairn-model.json", "model.pkl"]
+    # Plain artifacts, not models, come straight from the store.
+    for uri in (f"runs:/{world.run_id}/docs/notes.txt", f"{run_root}/docs/notes.txt"):
+        written = Path(await world.tracking.download_artifacts(uri, tmp_path / "plain"))
+        assert written.read_text() == "read me"
+    tree = Path(await world.tracking.download_artifacts(f"runs:/{world.run_id}/docs", tmp_path))
+    assert (tree / "notes.txt").read_text() == "read me"
+    # The run form still works as in MLflow.
+    one = await world.tracking.download_artifacts(world.run_id, "docs/notes.txt", tmp_path / "r")
+    assert Path(one).read_text() == "read me"
+
+
+async def test_the_registry_refuses_server_paths(world: World, unique: str) -> None:
+    name = f"paths-{unique}"
+    await world.registry.create_registered_model(name)
+    with pytest.raises(InvalidArgumentError) as raised:
+        await world.registry.create_model_version(name, "file:///srv/.cairn/artifacts/x/model")
+    assert raised.value.reason == "INVALID_ARTIFACT_LOCATION"
+    assert "cairn-artifacts://" in raised.value.message
+    version = await world.registry.create_model_version(name, "")
+    with pytest.raises(InvalidArgumentError):
+        await world.registry.upsert_model_artifact(
+            ModelArtifact("m", uri="FILE:///tmp/model.onnx"), version.id
+        )
+
+
+async def test_an_uploaded_file_registered_by_its_artifact_uri_loads(
+    world: World, unique: str, tmp_path: Path
+) -> None:
+    """The upload-then-register path of the issue: the object's artifact_uri, not its
+    storage uri, goes to the registry, and comes back resolvable."""
+    (tmp_path / "weights.onnx").write_bytes(b"onnx")
+    info = await world.tracking.log_model(world.run_id, tmp_path / "weights.onnx", "onnx")
+    stored = await world.store.stat(f"{info.artifact_uri.split('/', 3)[3]}/weights.onnx")
+    assert stored.uri.startswith("file://")  # where this backend keeps the bytes
+    name = f"uploaded-{unique}"
+    await world.registry.create_registered_model(name)
+    await world.registry.create_model_version(name, info.artifact_uri)
+
+    download_uri = await world.registry.get_model_version_download_uri(name, 1)
+
+    assert download_uri == info.artifact_uri
+    loaded = await world.tracking.load_model(f"models:/{name}/1", cache_dir=world.cache)
+    assert Path(loaded).read_bytes() == b"onnx"
+
+
+async def test_a_version_stored_outside_cairn_is_named_not_fetched(
+    world: World, unique: str
+) -> None:
+    name = f"s3-{unique}"
+    await world.registry.create_registered_model(name)
+    await world.registry.create_model_version(name, "s3://bucket/models/churn")
+    with pytest.raises(FailedPreconditionError) as raised:
+        await world.tracking.load_model(f"models:/{name}/1", cache_dir=world.cache)
+    assert raised.value.reason == "INVALID_ARTIFACT_LOCATION"
+    assert "s3://bucket/models/churn" in raised.value.message
