@@ -163,7 +163,9 @@ def get_flavor(name: str) -> Flavor:
         return _FLAVORS[name]
     except KeyError:
         raise InvalidArgumentError(
-            f"no model flavor {name!r}; registered: {', '.join(sorted(_FLAVORS))}",
+            f"no model flavor {name!r} (a flavor of your own must be registered with "
+            f"cairn.models.register_flavor where the model is loaded too); registered: "
+            f"{', '.join(sorted(_FLAVORS))}",
             reason="INVALID_ARGUMENT",
         ) from None
 

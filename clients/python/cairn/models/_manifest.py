@@ -128,13 +128,18 @@ def verify_file(path: Path, relative: str, expected: FileEntry, where: str) -> N
 def warn_on_other_versions(manifest: Manifest, where: str) -> None:
     """Loading with other library versions than the saver's often works, and sometimes
     silently does not (pickled estimators): say so, as MLflow does."""
-    saved = dict(manifest.libraries)
-    if saved and (now := _versions(tuple(saved))) != saved:
-        changed = ", ".join(f"{name} {saved[name]} -> {now.get(name)}" for name in saved)
+    saved = {"python": _minor(manifest.python_version), **manifest.libraries}
+    now = {"python": _minor(platform.python_version()), **_versions(tuple(manifest.libraries))}
+    changed = [f"{name} {saved[name]} -> {now[name]}" for name in saved if saved[name] != now[name]]
+    if changed:
         warnings.warn(
-            f"the model at {where} was saved with other library versions ({changed})",
+            f"the model at {where} was saved with other versions ({', '.join(changed)})",
             stacklevel=3,
         )
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
 
 
 def _versions(distributions: tuple[str, ...]) -> dict[str, str]:
