@@ -8,6 +8,9 @@ from datetime import datetime
 from typing import Protocol
 
 CHUNK = 4 * 1024 * 1024
+# The largest object: S3's limit, which the filesystem backend keeps too, so that an
+# object moves between backends.
+MAX_OBJECT_BYTES = 5 * 1024**4
 # No project name starts with "_", so no key of an object stored before keys were
 # opaque ("<project>/<path>") lies under this folder.
 KEY_ROOT = "_objects"

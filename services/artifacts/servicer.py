@@ -18,7 +18,7 @@ from cairn.artifacts.v1 import artifacts_pb2 as pb
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc
 
-from ..common import paging, timestamps
+from ..common import messages, paging, timestamps
 from ..common import validation as common
 from ..common.errors import (
     Aborted,
@@ -33,7 +33,7 @@ from ..common.errors import (
 )
 from ..common.idempotency import after_commit, request_id_of
 from ..common.service import Resources
-from . import backends, paths
+from . import backends, blobs, paths
 from .janitor import janitor_for
 from .store import ObjectStore, PendingUpload, StoredObject, already_exists
 from .streams import VerifyingReader, read_ahead
@@ -50,8 +50,6 @@ _SHA256_HEX = frozenset("0123456789abcdef")
 # The verdict on an upload's header, sent as initial metadata; the client streams its
 # chunks only after "accepted" (the same name is in the client's transport).
 STREAM_VERDICT_HEADER = "x-cairn-stream"
-# A refused client should half-close at once; one that keeps sending is cut off here.
-REFUSED_DRAIN = 64
 
 
 class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
@@ -119,8 +117,10 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             path = paths.object_path(header.path)
             expected_sha256 = _sha256(header.expected_sha256)
             content_type = _content_type(header.content_type) or DEFAULT_CONTENT_TYPE
-            if header.expected_size < 0:
-                raise invalid_field("expected_size", "must not be negative")
+            if not 0 <= header.expected_size <= blobs.MAX_OBJECT_BYTES:
+                raise invalid_field(
+                    "expected_size", f"must be 0 (unknown) to {blobs.MAX_OBJECT_BYTES} bytes"
+                )
             done = await self._objects.published_by(project, path, request_id_of(context))
             if done is not None:
                 _check_repeat(done, expected_sha256)
@@ -333,10 +333,7 @@ async def _refuse(
     upload already published), then reads what it still sends until it half-closes, so
     the answer does not overtake a write (which grpc would report as INTERNAL)."""
     await context.send_initial_metadata(((STREAM_VERDICT_HEADER, verdict),))
-    with contextlib.suppress(Exception):
-        for _ in range(REFUSED_DRAIN):
-            if await anext(stream, None) is None:
-                return
+    await messages.drain(stream)
 
 
 async def _header(stream: AsyncIterator[api.UploadRequest]) -> api.UploadHeader:

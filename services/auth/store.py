@@ -169,6 +169,12 @@ class AuthStore:
             if parent is not None:
                 await _admit_parent(conn, parent, lifetime)
             if request_id is not None:
+                # Calls repeating one request id at the same time take turns: each
+                # revokes the key of the one before, and one usable key is left.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                    f"auth.api_keys/{user_id}/{request_id}",
+                )
                 await conn.execute(_REVOKE_UNSEEN, user_id, request_id)
             await conn.execute(_ADD_USER, user_id)
             if global_admin:

@@ -180,12 +180,15 @@ def _unary(
 ) -> Handler:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         scope = _CallScope(method, context)
+        received = request
         try:
             request = await _admit(admission, _checked(request, streamed), context, streamed)
             result = behaviour(request, context)
             if inspect.isawaitable(result):
                 result = await result
         except BaseException as exc:
+            if streamed and isinstance(exc, Exception):  # refused while the client sends
+                await messages.drain(received)
             await scope.fail(exc)
             raise
         scope.finish()
@@ -297,14 +300,18 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
 
 
 def domain_status(exc: DomainError) -> status_pb2.Status:
-    status = _status(exc.code, exc.reason, exc.message, exc.metadata)
+    """The status of a domain error, every text in it clipped (to about 3 KiB in all):
+    errors quote the input, and trailers past 16 KiB never reach the client, which sees
+    RESOURCE_EXHAUSTED instead."""
+    metadata = {key: _clip(value, 128) for key, value in exc.metadata.items()}
+    status = _status(exc.code, exc.reason, _clip(exc.message, 1024), metadata)
     if exc.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
+                    field=_clip(v.field, 128), description=_clip(v.description, 256)
                 )
-                for v in exc.violations
+                for v in exc.violations[:4]
             ]
         )
         status.details.append(_pack(bad_request))
@@ -318,6 +325,14 @@ def _status(
     return status_pb2.Status(
         code=getattr(code_pb2, code.name), message=message, details=[_pack(info)]
     )
+
+
+def _clip(text: str, limit: int) -> str:
+    """text cut to at most limit bytes of UTF-8 (an ellipsis marks the cut)."""
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode(errors="ignore") + "…"
 
 
 def _pack(message: Any) -> any_pb2.Any:

@@ -1,18 +1,20 @@
 """What every request is checked for before any handler runs, whatever its method.
 
-A request must decode as its method's message, and every string in it must be one
-PostgreSQL can store (no NUL) and of a bounded length. Field-specific rules (names,
-keys, sizes) stay with the services; these are the ones no handler should have to
-remember.
+A request must decode as its method's message, every string in it must be one
+PostgreSQL can store (no NUL) and of a bounded length, and every enum must hold one of
+its values (proto3 keeps unknown numbers, which no column or handler expects).
+Field-specific rules (names, keys, sizes) stay with the services; these are the ones no
+handler should have to remember.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from .errors import InvalidArgument, invalid_field
@@ -20,6 +22,8 @@ from .errors import InvalidArgument, invalid_field
 # A backstop far above any field's own limit: a string of a 16 MiB message is bounded
 # anyway, but no field needs more than this.
 MAX_STRING_CHARS = 1024 * 1024
+# A refused client should half-close at once; one that keeps sending is cut off here.
+REFUSED_DRAIN = 64
 
 
 class Malformed:
@@ -44,79 +48,94 @@ def tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
 
 def check(request: Any) -> None:
-    """Raises INVALID_ARGUMENT unless request decoded and all its strings can be stored."""
+    """Raises INVALID_ARGUMENT unless request decoded and all its values can be stored."""
     if isinstance(request, Malformed):
         raise InvalidArgument(
             "MALFORMED_MESSAGE",
             f"the request is not a valid message of this method ({request.problem})",
         )
     if isinstance(request, Message):
-        for path, value in _strings(request, ""):
-            if "\x00" in value:
+        for path, value, enum in _values(request, ""):
+            if enum is not None:
+                if value not in enum.values_by_number:
+                    raise invalid_field(path, f"{value} is not a value of {enum.name}")
+            elif "\x00" in value:
                 raise invalid_field(path, "must not contain NUL characters", "INVALID_STRING")
-            if len(value) > MAX_STRING_CHARS:
+            elif len(value) > MAX_STRING_CHARS:
                 raise invalid_field(
                     path, f"must be at most {MAX_STRING_CHARS} characters", "INVALID_STRING"
                 )
 
 
-def _strings(message: Message, prefix: str) -> Iterator[tuple[str, str]]:
-    """(field path, value) of every string set in message, nested ones included."""
+Checked = tuple[str, Any, EnumDescriptor | None]
+
+
+def _values(message: Message, prefix: str) -> Iterator[Checked]:
+    """(field path, value, its enum or None for a string) of every string and enum set
+    in message, nested ones included."""
     for field, kind in _plan(message.DESCRIPTOR):
         name = f"{prefix}{field.name}"
         value = getattr(message, field.name)
-        if kind == "string":
-            yield name, value
-        elif kind == "strings":
-            yield from ((f"{name}[{i}]", v) for i, v in enumerate(value))
+        if kind == "scalar":
+            yield name, value, field.enum_type
+        elif kind == "scalars":
+            yield from ((f"{name}[{i}]", v, field.enum_type) for i, v in enumerate(value))
         elif kind == "map":
-            for key, item in value.items():
-                if isinstance(key, str):
-                    yield f"{name}.key", key
-                if isinstance(item, str):
-                    yield f"{name}[{key!r}]", item
-                elif isinstance(item, Message):
-                    yield from _strings(item, f"{name}[{key!r}].")
+            yield from _entries(field, name, value)
         elif kind == "message":
             if message.HasField(field.name):
-                yield from _strings(value, f"{name}.")
+                yield from _values(value, f"{name}.")
         else:
             for i, item in enumerate(value):
-                yield from _strings(item, f"{name}[{i}].")
+                yield from _values(item, f"{name}[{i}].")
+
+
+def _entries(field: FieldDescriptor, name: str, entries: Any) -> Iterator[Checked]:
+    value_field = field.message_type.fields_by_name["value"]
+    for key, item in entries.items():
+        if isinstance(key, str):
+            yield f"{name}.key", key, None
+        if value_field.type == FieldDescriptor.TYPE_MESSAGE:
+            yield from _values(item, f"{name}[{key!r}].")
+        elif _checked_scalar(value_field):
+            yield f"{name}[{key!r}]", item, value_field.enum_type
 
 
 @functools.cache
 def _plan(descriptor: Descriptor) -> tuple[tuple[FieldDescriptor, str], ...]:
-    """The fields of a message type that can hold strings, and how to reach them."""
+    """The fields of a message type that can hold strings or enums, and how to reach them."""
     plan = []
     for field in descriptor.fields:
-        repeated = field.is_repeated
-        if field.type == FieldDescriptor.TYPE_STRING:
-            plan.append((field, "strings" if repeated else "string"))
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            entry = field.message_type
-            if entry.GetOptions().map_entry:
-                if any(_holds_strings(f) for f in entry.fields):
-                    plan.append((field, "map"))
-            elif _holds_strings_type(entry, set()):
-                plan.append((field, "messages" if repeated else "message"))
+        if _checked_scalar(field):
+            plan.append((field, "scalars" if field.is_repeated else "scalar"))
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and _holds_checked(field.message_type):
+            if field.message_type.GetOptions().map_entry:
+                plan.append((field, "map"))
+            else:
+                plan.append((field, "messages" if field.is_repeated else "message"))
     return tuple(plan)
 
 
-def _holds_strings(field: FieldDescriptor) -> bool:
-    if field.type == FieldDescriptor.TYPE_STRING:
-        return True
-    return field.type == FieldDescriptor.TYPE_MESSAGE and _holds_strings_type(
-        field.message_type, set()
-    )
+def _checked_scalar(field: FieldDescriptor) -> bool:
+    return field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_ENUM)
 
 
-def _holds_strings_type(descriptor: Descriptor, seen: set[str]) -> bool:
-    if descriptor.full_name in seen:  # recursive types: the first visit decides
+def _holds_checked(descriptor: Descriptor, seen: frozenset[str] = frozenset()) -> bool:
+    if descriptor.full_name in seen:  # a recursive type: its other fields decide
         return False
-    seen.add(descriptor.full_name)
+    inner = seen | {descriptor.full_name}
     return any(
-        f.type == FieldDescriptor.TYPE_STRING
-        or (f.type == FieldDescriptor.TYPE_MESSAGE and _holds_strings_type(f.message_type, seen))
+        _checked_scalar(f)
+        or (f.type == FieldDescriptor.TYPE_MESSAGE and _holds_checked(f.message_type, inner))
         for f in descriptor.fields
     )
+
+
+async def drain(requests: AsyncIterator[Any]) -> None:
+    """Reads what a refused client still sends (at most REFUSED_DRAIN messages) until it
+    half-closes: an answer that overtakes the client's writes reaches it as INTERNAL
+    instead of the refusal."""
+    with contextlib.suppress(Exception):
+        for _ in range(REFUSED_DRAIN):
+            if await anext(requests, None) is None:
+                return

@@ -75,3 +75,20 @@ def test_bytes_that_do_not_decode_become_malformed_message(data: bytes) -> None:
     request = messages.tolerant(tracking_service_pb2.GetRunRequest.FromString)(data)
     assert isinstance(request, messages.Malformed)
     assert _refusal(request).reason == "MALFORMED_MESSAGE"
+
+
+def test_an_enum_holds_one_of_its_values() -> None:
+    refusal = _refusal(
+        registry_service_pb2.CreateRegisteredModelRequest(
+            registered_model=registry_pb2.RegisteredModel(name="m", state=100_000)
+        )
+    )
+    assert refusal.reason == "INVALID_ARGUMENT"
+    assert [v.field for v in refusal.violations] == ["registered_model.state"]
+    messages.check(
+        registry_service_pb2.CreateRegisteredModelRequest(
+            registered_model=registry_pb2.RegisteredModel(
+                name="m", state=registry_pb2.State.Value("STATE_ARCHIVED")
+            )
+        )
+    )

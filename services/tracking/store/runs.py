@@ -77,7 +77,7 @@ class RunStore:
     ) -> RunInfo:
         run_uuid = uuid.UUID(run_id)
         async with self._pool.acquire() as conn, conn.transaction():
-            await lock_writable(conn, project, run_uuid)
+            await lock_writable(conn, project, run_uuid, updating=True)
             await conn.execute(
                 """UPDATE tracking.runs SET status = coalesce($2, status),
                        end_time = coalesce($3, end_time), run_name = coalesce($4, run_name)
@@ -102,12 +102,19 @@ class RunStore:
             raise run_not_found(run_id)
 
 
-async def lock_writable(conn: asyncpg.Connection, project: str, run_id: uuid.UUID) -> None:
-    """Checks the run exists and may be written; holds it against a concurrent delete."""
+async def lock_writable(
+    conn: asyncpg.Connection, project: str, run_id: uuid.UUID, *, updating: bool = False
+) -> None:
+    """Checks the run exists and may be written; holds it against a concurrent delete.
+
+    A caller that goes on to update the run's own row says so (updating): it takes the
+    row's update lock at once, since two holders of a share lock that both upgrade it
+    deadlock."""
     row = await conn.fetchrow(
-        """SELECT r.lifecycle_stage AS run_stage, e.lifecycle_stage AS experiment_stage
-           FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
-           WHERE r.project = $1 AND r.run_id = $2 FOR SHARE OF r""",
+        f"""SELECT r.lifecycle_stage AS run_stage, e.lifecycle_stage AS experiment_stage
+            FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
+            WHERE r.project = $1 AND r.run_id = $2
+            FOR {"NO KEY UPDATE" if updating else "SHARE"} OF r""",
         project,
         run_id,
     )
