@@ -102,6 +102,9 @@ def artifact(record: Artifact) -> pb.Artifact:
         custom_properties=properties_to_proto(record.custom_properties),
         create_time=timestamps.to_proto(record.create_time),
         update_time=timestamps.to_proto(record.update_time),
+        version=record.version,
+        type=record.type,
+        source_run_id=record.source_run_id,
     )
     if record.kind == ArtifactKind.MODEL:
         message.model.CopyFrom(

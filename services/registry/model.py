@@ -83,5 +83,8 @@ class Artifact:
     storage_key: str = ""
     storage_path: str = ""
     service_account_name: str = ""
+    version: int = 0
+    type: str = ""
+    source_run_id: str = ""
     create_time: datetime | None = None
     update_time: datetime | None = None

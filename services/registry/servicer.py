@@ -277,7 +277,16 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     async def CreateArtifact(
         self, request: api.CreateArtifactRequest, context: Context
     ) -> api.CreateArtifactResponse:
-        record = await self._artifacts.create(_artifact(request.artifact))
+        artifact = _artifact(request.artifact)
+        if not request.new_version:
+            record = await self._artifacts.create(artifact)
+        elif artifact.model_version_id:
+            raise invalid_field(
+                "artifact.model_version_id",
+                "must be empty with new_version: only standalone artifacts are versioned",
+            )
+        else:
+            record = await self._artifacts.create_version(artifact)
         return api.CreateArtifactResponse(artifact=convert.artifact(record))
 
     async def GetArtifact(
@@ -305,6 +314,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
                 if version
                 else "",
                 name=validation.name(request.name, "name"),
+                version=_version_number(request.version),
             )
         else:
             raise invalid_field("key", "give a name or an external_id")
@@ -416,7 +426,15 @@ def _artifact(message: pb.Artifact, require_name: bool = True) -> Artifact:
         storage_key=_detail(details, "storage_key"),
         storage_path=_detail(details, "storage_path"),
         service_account_name=_detail(details, "service_account_name"),
+        type=validation.optional_name(message.type, "artifact.type"),
+        source_run_id=validation.text(message.source_run_id, "artifact.source_run_id"),
     )
+
+
+def _version_number(value: int) -> int:
+    if value < 0:
+        raise invalid_field("version", "must be 0 (the latest) or a version number")
+    return value
 
 
 def _detail(details: pb.ModelArtifactDetails, name: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from ...common.errors import NotFound
+from ...common.errors import AlreadyExists, NotFound
 from ...common.sql import Params
 from ..model import Artifact, ArtifactKind
 from .common import (
@@ -25,7 +25,8 @@ from .common import (
 
 COLUMNS = """a.id, a.project, a.model_version_id, a.kind, a.name, a.description, a.uri, a.state,
     a.external_id, a.custom_properties, a.model_format_name, a.model_format_version,
-    a.storage_key, a.storage_path, a.service_account_name, a.create_time, a.update_time"""
+    a.storage_key, a.storage_path, a.service_account_name, a.version, a.type, a.source_run_id,
+    a.create_time, a.update_time"""
 _LISTING = Listing(
     "a",
     {
@@ -35,6 +36,10 @@ _LISTING = Listing(
         "external_id": ("a.external_id", "text"),
         "model_format_name": ("a.model_format_name", "text"),
         "model_version_id": ("a.model_version_id", "bigint"),
+        "version": ("coalesce(a.version, 0)", "bigint"),
+        "type": ("a.type", "text"),
+        "source_run_id": ("a.source_run_id", "text"),
+        "run_id": ("a.source_run_id", "text"),
         "id": ("a.id", "bigint"),
     },
     tagged=False,
@@ -66,6 +71,9 @@ _INSERTED = (
     "storage_key",
     "storage_path",
     "service_account_name",
+    "version",
+    "type",
+    "source_run_id",
 )
 
 
@@ -87,41 +95,53 @@ class ArtifactStore:
                     raise not_found(
                         "MODEL_VERSION_NOT_FOUND", "model version", artifact.model_version_id
                     )
-            values = [
+            elif await conn.fetchval(
+                "SELECT 1 FROM registry.artifact_names WHERE project = $1 AND name = $2",
                 artifact.project,
-                version,
-                artifact.kind,
                 artifact.name,
-                artifact.description,
-                artifact.uri,
-                artifact.state,
-                artifact.external_id or None,
-                encode_properties(artifact.custom_properties),
-                artifact.model_format_name,
-                artifact.model_format_version,
-                artifact.storage_key,
-                artifact.storage_path,
-                artifact.service_account_name,
-            ]
-            placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
-            try:
-                row = await conn.fetchrow(
-                    f"""INSERT INTO registry.artifacts AS a ({", ".join(_INSERTED)})
-                        VALUES ({placeholders}) RETURNING {COLUMNS}""",
-                    *values,
-                )
-            except asyncpg.UniqueViolationError as error:
-                raise clash(
-                    error, clashing_value(error, artifact.name, artifact.external_id)
-                ) from None
-            return _artifact(row)
+            ):
+                raise _taken(artifact.name, "a versioned artifact")
+            return await _insert(conn, artifact, version, None)
+
+    async def create_version(self, artifact: Artifact) -> Artifact:
+        """The next version of the standalone artifact `artifact.name`.
+
+        Takes the name's next number under its row lock (made on the name's first
+        version): numbers are gapless and never reused, concurrent creations queue on
+        the lock, and a failed creation rolls its number back.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            number = await conn.fetchval(
+                """INSERT INTO registry.artifact_names AS n (project, name, next_version)
+                   VALUES ($1, $2, 2)
+                   ON CONFLICT (project, name) DO UPDATE SET next_version = n.next_version + 1
+                   RETURNING n.next_version - 1""",
+                artifact.project,
+                artifact.name,
+            )
+            if number == 1 and await conn.fetchval(
+                """SELECT 1 FROM registry.artifacts WHERE project = $1
+                   AND model_version_id IS NULL AND name = $2 AND version IS NULL""",
+                artifact.project,
+                artifact.name,
+            ):
+                raise _taken(artifact.name, "an unversioned artifact")
+            return await _insert(conn, artifact, None, number)
 
     async def get(self, project: str, artifact_id: str) -> Artifact:
         return await self._one(project, "a.id = $2", [id_or_none(artifact_id)], artifact_id)
 
     async def find(
-        self, project: str, *, model_version_id: str = "", name: str = "", external_id: str = ""
+        self,
+        project: str,
+        *,
+        model_version_id: str = "",
+        name: str = "",
+        external_id: str = "",
+        version: int = 0,
     ) -> Artifact:
+        """By external id, by name in a model version, or by standalone name: version n,
+        or (version 0) the unversioned artifact of the name, else its highest version."""
         if external_id:
             return await self._one(project, "a.external_id = $2", [external_id], external_id)
         if model_version_id:
@@ -131,7 +151,20 @@ class ArtifactStore:
                 [id_or_none(model_version_id), name],
                 name,
             )
-        return await self._one(project, "a.model_version_id IS NULL AND a.name = $2", [name], name)
+        if version:
+            return await self._one(
+                project,
+                "a.model_version_id IS NULL AND a.name = $2 AND a.version = $3",
+                [name, version],
+                f"{name} version {version}",
+            )
+        return await self._one(
+            project,
+            """a.model_version_id IS NULL AND a.name = $2
+               ORDER BY a.version DESC NULLS FIRST LIMIT 1""",
+            [name],
+            name,
+        )
 
     async def list_page(
         self,
@@ -195,6 +228,16 @@ class ArtifactStore:
         return _artifact(row)
 
 
+def _taken(name: str, by: str) -> AlreadyExists:
+    """Versioned and unversioned standalone artifacts never share a name, so a lookup by
+    name alone has one meaning."""
+    return AlreadyExists(
+        "ARTIFACT_ALREADY_EXISTS",
+        f"artifact name {name!r} is taken by {by}",
+        metadata={"value": name},
+    )
+
+
 def _missing(shown: str) -> NotFound:
     return not_found("ARTIFACT_NOT_FOUND", "artifact", shown)
 
@@ -217,6 +260,43 @@ def _artifact(row: asyncpg.Record) -> Artifact:
         storage_key=row["storage_key"],
         storage_path=row["storage_path"],
         service_account_name=row["service_account_name"],
+        version=row["version"] or 0,
+        type=row["type"],
+        source_run_id=row["source_run_id"],
         create_time=row["create_time"],
         update_time=row["update_time"],
     )
+
+
+async def _insert(
+    conn: asyncpg.Connection, artifact: Artifact, model_version: int | None, number: int | None
+) -> Artifact:
+    values = [
+        artifact.project,
+        model_version,
+        artifact.kind,
+        artifact.name,
+        artifact.description,
+        artifact.uri,
+        artifact.state,
+        artifact.external_id or None,
+        encode_properties(artifact.custom_properties),
+        artifact.model_format_name,
+        artifact.model_format_version,
+        artifact.storage_key,
+        artifact.storage_path,
+        artifact.service_account_name,
+        number,
+        artifact.type,
+        artifact.source_run_id,
+    ]
+    placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+    try:
+        row = await conn.fetchrow(
+            f"""INSERT INTO registry.artifacts AS a ({", ".join(_INSERTED)})
+                VALUES ({placeholders}) RETURNING {COLUMNS}""",
+            *values,
+        )
+    except asyncpg.UniqueViolationError as error:
+        raise clash(error, clashing_value(error, artifact.name, artifact.external_id)) from None
+    return _artifact(row)

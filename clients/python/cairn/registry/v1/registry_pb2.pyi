@@ -178,7 +178,7 @@ class DocArtifactDetails(_message.Message):
     def __init__(self) -> None: ...
 
 class Artifact(_message.Message):
-    __slots__ = ("project", "id", "model_version_id", "name", "description", "uri", "state", "external_id", "custom_properties", "create_time", "update_time", "model", "doc")
+    __slots__ = ("project", "id", "model_version_id", "name", "description", "uri", "state", "external_id", "custom_properties", "create_time", "update_time", "model", "doc", "version", "type", "source_run_id")
     class CustomPropertiesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +199,9 @@ class Artifact(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DOC_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     project: str
     id: str
     model_version_id: str
@@ -212,4 +215,7 @@ class Artifact(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     model: ModelArtifactDetails
     doc: DocArtifactDetails
-    def __init__(self, project: _Optional[str] = ..., id: _Optional[str] = ..., model_version_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[ArtifactState, str]] = ..., external_id: _Optional[str] = ..., custom_properties: _Optional[_Mapping[str, _common_pb2.Value]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[_Union[ModelArtifactDetails, _Mapping]] = ..., doc: _Optional[_Union[DocArtifactDetails, _Mapping]] = ...) -> None: ...
+    version: int
+    type: str
+    source_run_id: str
+    def __init__(self, project: _Optional[str] = ..., id: _Optional[str] = ..., model_version_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[ArtifactState, str]] = ..., external_id: _Optional[str] = ..., custom_properties: _Optional[_Mapping[str, _common_pb2.Value]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[_Union[ModelArtifactDetails, _Mapping]] = ..., doc: _Optional[_Union[DocArtifactDetails, _Mapping]] = ..., version: _Optional[int] = ..., type: _Optional[str] = ..., source_run_id: _Optional[str] = ...) -> None: ...

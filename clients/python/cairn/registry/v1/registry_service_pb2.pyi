@@ -352,10 +352,12 @@ class GetModelVersionDownloadUriResponse(_message.Message):
     def __init__(self, uri: _Optional[str] = ...) -> None: ...
 
 class CreateArtifactRequest(_message.Message):
-    __slots__ = ("artifact",)
+    __slots__ = ("artifact", "new_version")
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    NEW_VERSION_FIELD_NUMBER: _ClassVar[int]
     artifact: _registry_pb2.Artifact
-    def __init__(self, artifact: _Optional[_Union[_registry_pb2.Artifact, _Mapping]] = ...) -> None: ...
+    new_version: bool
+    def __init__(self, artifact: _Optional[_Union[_registry_pb2.Artifact, _Mapping]] = ..., new_version: _Optional[bool] = ...) -> None: ...
 
 class CreateArtifactResponse(_message.Message):
     __slots__ = ("artifact",)
@@ -378,16 +380,18 @@ class GetArtifactResponse(_message.Message):
     def __init__(self, artifact: _Optional[_Union[_registry_pb2.Artifact, _Mapping]] = ...) -> None: ...
 
 class FindArtifactRequest(_message.Message):
-    __slots__ = ("project", "model_version_id", "name", "external_id")
+    __slots__ = ("project", "model_version_id", "name", "external_id", "version")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     project: str
     model_version_id: str
     name: str
     external_id: str
-    def __init__(self, project: _Optional[str] = ..., model_version_id: _Optional[str] = ..., name: _Optional[str] = ..., external_id: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, project: _Optional[str] = ..., model_version_id: _Optional[str] = ..., name: _Optional[str] = ..., external_id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class FindArtifactResponse(_message.Message):
     __slots__ = ("artifact",)
