@@ -127,6 +127,10 @@ class UnauthenticatedError(CairnError):
     grpc_status_code = grpc.StatusCode.UNAUTHENTICATED
 
 
+# Devo ML Model Manager's names, for its users' `except` clauses.
+ModelAlreadyExists = AlreadyExistsError
+ModelNotFound = NotFoundError
+
 _BY_CODE: dict[grpc.StatusCode, type[CairnError]] = {
     cls.grpc_status_code: cls
     for cls in CairnError.__subclasses__()
@@ -184,6 +188,8 @@ __all__ = [
     "FailedPreconditionError",
     "InternalError",
     "InvalidArgumentError",
+    "ModelAlreadyExists",
+    "ModelNotFound",
     "NotFoundError",
     "OutOfRangeError",
     "PermissionDeniedError",

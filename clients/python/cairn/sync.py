@@ -9,8 +9,10 @@
 
 Each sync client runs its async twin on a private event loop in a daemon thread and
 waits for every call there, so both behave alike: the same arguments, return values and
-exceptions. A method that streams (`iter_metric_history`, `ArtifactClient.open`) returns
-a plain iterator; an object used with `async with` (`start_run`) is used with `with`;
+exceptions. Objects the async client hands out to be used further (`ActiveRun`,
+`ActiveArtifact`) come back with their methods made sync. A method that streams
+(`iter_metric_history`, `ArtifactClient.open`) returns a plain iterator; an object used
+with `async with` (`start_run`) is used with `with`;
 `Pager` iterates with `for`. Calls from several threads are safe: they queue on the loop.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
@@ -28,12 +31,19 @@ from . import _clients
 from ._base import BaseClient
 from ._clients.artifacts import ArtifactClient as _AsyncArtifactClient
 from ._clients.auth import AuthClient as _AsyncAuthClient
+from ._clients.model_manager import ModelManager as _AsyncModelManager
 from ._clients.registry import ModelRegistryAPIClient as _AsyncRegistryClient
 from ._clients.tracking import TrackingClient as _AsyncTrackingClient
 
 T = TypeVar("T")
 
-__all__ = ["ArtifactClient", "AuthClient", "ModelRegistryAPIClient", "TrackingClient"]
+__all__ = [
+    "ArtifactClient",
+    "AuthClient",
+    "ModelManager",
+    "ModelRegistryAPIClient",
+    "TrackingClient",
+]
 
 
 class _Runner:
@@ -72,7 +82,9 @@ class _Runner:
     def _adapt(self, value: Any) -> Any:
         if hasattr(value, "__anext__"):
             return self._iterate(value)
-        if hasattr(value, "__aenter__") and type(value).__module__.startswith(_clients.__name__):
+        if type(value).__module__.startswith(_clients.__name__) and (
+            hasattr(value, "__aenter__") or getattr(value, "_sync_view", False)
+        ):
             return _SyncView(value, self)
         return value
 
@@ -189,3 +201,14 @@ class AuthClient(_SyncClient):
     """`cairn.AuthClient`, without `await`."""
 
     _async_client = _AsyncAuthClient
+
+
+def ModelManager(
+    registry: ModelRegistryAPIClient,
+    download_path: str | os.PathLike[str] = ".",
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Any:
+    """`cairn.ModelManager` (Devo's calls) over a sync registry client, without `await`."""
+    manager = _AsyncModelManager(registry._target, download_path, cache_dir=cache_dir)
+    return _SyncView(manager, registry._runner)

@@ -10,16 +10,21 @@ from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
 from ..types._paging import PagedList
 from ..types._registry import ModelVersion, RegisteredModel
+from .lineage import ModelVersionLineageMixin
 from .registry_core import RegistryCore, one_order
+from .versioned_artifacts import VersionedArtifacts
 
 
-class ModelRegistryAPIClient(RegistryCore):
+class ModelRegistryAPIClient(RegistryCore, VersionedArtifacts, ModelVersionLineageMixin):
     """Async client of `cairn.registry.v1.RegistryService`.
 
     The Kubeflow-shaped methods (`upsert_*`, `get_*_by_id`, `get_*_by_params`, lists
     taking `ListOptions`) address objects by id and return None when nothing matches.
     The MLflow-shaped methods below address models by name and versions by number, and
-    raise `NotFoundError`. Every method also takes keyword-only `timeout=` and `metadata=`.
+    raise `NotFoundError`. Every method also takes keyword-only `timeout=` and `metadata=`,
+    except the journey's: ML Aide's versioned artifacts (`create_artifact`,
+    `get_artifact`, `get_artifact_versions`) and `get_model_version_lineage`, which make
+    several calls each (docs/models.md).
     """
 
     # MLflow: by model name and version number
@@ -165,12 +170,27 @@ class ModelRegistryAPIClient(RegistryCore):
         source: str,
         run_id: str | None = None,
         tags: dict[str, Any] | None = None,
+        run_link: str | None = None,
         description: str | None = None,
         *,
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> ModelVersion:
-        """MLflow's form: a new version of the model `name` from `source`."""
+        """MLflow's form (and argument order): a new version of the model `name`.
+
+        Args:
+            name: the registered model.
+            source: where the version's files are: a models:/, runs:/ or
+                cairn-artifacts:// URI, or another store's (s3://...); a file: URI is
+                refused (InvalidArgumentError, INVALID_ARTIFACT_LOCATION).
+            run_id: the run that produced it.
+            tags: the version's tags.
+            run_link: a link to the run (kept as the custom property "run_link").
+            description: a description.
+
+        Returns:
+            The version, numbered 1, 2, 3 ... per model.
+        """
         model_id = await self._model_id(name, timeout, metadata)
         version = ModelVersion(
             "",
@@ -178,6 +198,7 @@ class ModelRegistryAPIClient(RegistryCore):
             source_uri=source,
             source_run_id=run_id,
             tags={k: str(v) for k, v in (tags or {}).items()},
+            custom_properties={"run_link": run_link} if run_link else {},
         )
         return await self.upsert_model_version(
             version, model_id, timeout=timeout, metadata=metadata

@@ -20,6 +20,7 @@ from ..types._paging import ListOptions, OrderByField, PagedList
 from ..types._tracking import Experiment, Metric, Param, Run, RunInput, RunStatus, RunTag, ViewType
 from . import journal
 from .active_run import ActiveRun
+from .lineage import RunLineage
 from .run_artifacts import RunArtifacts
 from .run_models import RunModels
 
@@ -35,7 +36,7 @@ _RUN_ORDER = {
 }
 
 
-class TrackingClient(BaseClient, RunArtifacts, RunModels):
+class TrackingClient(BaseClient, RunArtifacts, RunModels, RunLineage):
     """Async client of `cairn.tracking.v1.TrackingService`.
 
     Method names and arguments follow MLflow's `MlflowClient`. Every method also takes

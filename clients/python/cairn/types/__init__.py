@@ -2,6 +2,7 @@
 
 from ._artifacts import ObjectInfo, PresignedUrl
 from ._auth import ApiKey, ApiKeyExpirationTime, Project, ProjectMember, ProjectRole
+from ._journey import ManagedModel, ModelVersionLineage, VersionedArtifact
 from ._paging import ListOptions, OrderByField, PagedList, Pager
 from ._registry import (
     ArtifactState,
@@ -35,9 +36,11 @@ __all__ = [
     "Experiment",
     "LifecycleStage",
     "ListOptions",
+    "ManagedModel",
     "Metric",
     "ModelArtifact",
     "ModelVersion",
+    "ModelVersionLineage",
     "ModelVersionStage",
     "ModelVersionState",
     "ObjectInfo",
@@ -57,5 +60,6 @@ __all__ = [
     "RunInput",
     "RunStatus",
     "RunTag",
+    "VersionedArtifact",
     "ViewType",
 ]

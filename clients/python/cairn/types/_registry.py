@@ -76,6 +76,36 @@ class ModelVersion:
     create_time_since_epoch: int | None = None
     last_update_time_since_epoch: int | None = None
 
+    # MLflow's names for the same facts.
+
+    @property
+    def run_id(self) -> str | None:
+        """MLflow's name for source_run_id."""
+        return self.source_run_id
+
+    @property
+    def source(self) -> str | None:
+        """MLflow's name for source_uri."""
+        return self.source_uri
+
+    @property
+    def current_stage(self) -> ModelVersionStage:
+        """MLflow's name for stage."""
+        return self.stage
+
+    @property
+    def status(self) -> str:
+        """MLflow's registration status: always "READY", since a version is stored
+        whole by the call that creates it (MLflow's PENDING_REGISTRATION and
+        FAILED_REGISTRATION never occur)."""
+        return "READY"
+
+    @property
+    def run_link(self) -> str | None:
+        """MLflow's run_link: the custom property "run_link", set by create_model_version."""
+        value = self.custom_properties.get("run_link")
+        return str(value) if value is not None else None
+
 
 @dataclass
 class ModelArtifact:

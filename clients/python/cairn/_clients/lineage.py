@@ -1,0 +1,118 @@
+"""Lineage in one call each: what produced a model version (registry client), and which
+runs used an artifact (tracking client).
+
+Both read through the client's channel: the registry's version names its run by id,
+the tracking service holds the run's inputs and params (docs/models.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .._transport import Transport
+from ..tracking.v1 import tracking_service_pb2 as tracking_api
+from ..tracking.v1 import tracking_service_pb2_grpc
+from ..types import _tracking
+from ..types._journey import ModelVersionLineage
+from ..types._registry import ModelVersion
+from ..types._tracking import Run, ViewType
+
+PAGE_SIZE = 1000
+# Experiments named per SearchRuns call when looking through a whole project.
+EXPERIMENTS_PER_SEARCH = 100
+
+
+class _Registry(Protocol):
+    _transport: Transport
+
+    async def get_model_version(self, name: str, version: int | str) -> ModelVersion: ...
+
+
+class _Tracking(Protocol):
+    _transport: Transport
+    _stub: Any
+
+    @property
+    def project(self) -> str: ...
+
+
+class ModelVersionLineageMixin:
+    """Mixed into ModelRegistryAPIClient."""
+
+    async def get_model_version_lineage(
+        self: _Registry, name: str, version: int | str
+    ) -> ModelVersionLineage:
+        """What produced a version: the version, its source run, the run's inputs (what
+        it used) and params.
+
+        Raises:
+            NotFoundError: no such model or version, or its run no longer exists.
+        """
+        found = await self.get_model_version(name, version)
+        if not found.source_run_id:
+            return ModelVersionLineage(found, None)
+        stub = tracking_service_pb2_grpc.TrackingServiceStub(self._transport.channel)
+        request = tracking_api.GetRunRequest(
+            project=self._transport.project, run_id=found.source_run_id
+        )
+        run = _tracking.run_from_proto((await self._transport.unary(stub.GetRun, request)).run)
+        return ModelVersionLineage(found, run, list(run.inputs), dict(run.data.params))
+
+
+class RunLineage:
+    """Mixed into TrackingClient."""
+
+    async def get_runs_using(
+        self: _Tracking,
+        uri: Any,
+        *,
+        run_view_type: int = ViewType.ALL,
+    ) -> list[Run]:
+        """Every run of the project, in any experiment, that used uri: runs with an input
+        (`log_inputs`) of exactly that URI, newest first.
+
+        Args:
+            uri: the URI as it was logged, or anything with a `uri` attribute (a
+                versioned artifact, an ObjectInfo's artifact_uri, a RunInput).
+            run_view_type: ALL (default: a deleted run used it too), ACTIVE_ONLY or
+                DELETED_ONLY.
+        """
+        text = uri if isinstance(uri, str) else getattr(uri, "artifact_uri", None) or uri.uri
+        experiments = await _every_experiment(self)
+        runs: list[Run] = []
+        for start in range(0, len(experiments), EXPERIMENTS_PER_SEARCH):
+            request = tracking_api.SearchRunsRequest(
+                project=self.project,
+                experiment_ids=experiments[start : start + EXPERIMENTS_PER_SEARCH],
+                filter="inputs.uri = '{}'".format(text.replace("'", "''")),
+                view_type=_tracking.view_type_to_proto(run_view_type),
+                page_size=PAGE_SIZE,
+            )
+            runs += await _every_run(self, request)
+        return sorted(runs, key=lambda r: r.info.start_time, reverse=True)
+
+
+async def _every_experiment(client: _Tracking) -> list[str]:
+    """Ids of the project's experiments, deleted ones too (their runs used things)."""
+    request = tracking_api.SearchExperimentsRequest(
+        project=client.project,
+        view_type=_tracking.view_type_to_proto(ViewType.ALL),
+        page_size=PAGE_SIZE,
+    )
+    found: list[str] = []
+    while True:
+        reply = await client._transport.unary(client._stub.SearchExperiments, request)
+        found += [e.experiment_id for e in reply.experiments]
+        if not reply.next_page_token:
+            return found
+        request.page_token = reply.next_page_token
+
+
+async def _every_run(client: _Tracking, request: tracking_api.SearchRunsRequest) -> list[Run]:
+    found: list[Run] = []
+    while True:
+        reply = await client._transport.unary(client._stub.SearchRuns, request)
+        found += [_tracking.run_from_proto(r) for r in reply.runs]
+        if not reply.next_page_token:
+            return found
+        request.page_token = reply.next_page_token

@@ -1,0 +1,256 @@
+"""Devo ML Model Manager's calls on Cairn's registry: `add_model`, `get_model`,
+`find_model`, `get_models`.
+
+A Devo model is a registered model whose latest version holds the model file: the file
+is stored as a `files` model (with a manifest of its sha256, docs/models.md), the
+version's model artifact names the engine as its format. `force` adds a version rather
+than changing files a version points at, so what was registered stays loadable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from ..exceptions import AlreadyExistsError, NotFoundError
+from ..models import _manifest
+from ..models._flavors import FilesFlavor
+from ..models._uris import ArtifactUri
+from ..types._journey import ManagedModel
+from ..types._paging import ListOptions, PagedList
+from ..types._registry import ModelArtifact, ModelVersion, RegisteredModel
+from .artifacts import ArtifactClient
+from .registry import ModelRegistryAPIClient
+from .run_models import _upload
+from .tracking import TrackingClient
+from .versioned_artifacts import _segment
+
+# Where add_model puts files in the artifact service, one directory per version.
+FILES_ROOT = "registry/models"
+PAGE_SIZE = 1000
+T = TypeVar("T")
+
+
+class ModelManager:
+    """Devo's `Client` over a registry client's channel.
+
+    `ModelManager(registry, download_path)`: download_path is where get_model and
+    find_model put files (the current directory by default, as Devo's default
+    downloader); downloads pass through the model cache (cache_dir, else
+    cairn.models.default_cache_dir()). Models are the project's registered models;
+    each call reads or writes their latest version.
+    """
+
+    _sync_view = True
+
+    def __init__(
+        self,
+        registry: ModelRegistryAPIClient,
+        download_path: str | os.PathLike[str] = ".",
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._registry = registry
+        self.download_path = Path(download_path).expanduser()
+        self.cache_dir = cache_dir
+
+    async def add_model(
+        self,
+        name: str,
+        engine: str,
+        model_file: str | os.PathLike[str],
+        description: str | None = None,
+        force: bool = False,
+    ) -> ManagedModel:
+        """Uploads a model file and registers it under name with its engine.
+
+        Args:
+            name: the model's name.
+            engine: how the file is to be read ("ONNX", "H2O", ...): the version's model
+                format. Matching it to the file is the caller's business, as in Devo.
+            model_file: the local file (or directory); "~" is expanded.
+            description: the model's description.
+            force: replaces an existing model: its latest version becomes a new one
+                with this file and engine; the description changes when one is given.
+
+        Returns:
+            The model as stored.
+
+        Raises:
+            ModelAlreadyExists: the name is taken and force is False.
+        """
+        source = await asyncio.to_thread(_expanded, model_file)
+        existing = await self._registry.get_registered_model_by_params(name=name)
+        if existing is not None and not force:
+            raise AlreadyExistsError(
+                f"model {name!r} exists; pass force=True to replace it",
+                reason="REGISTERED_MODEL_ALREADY_EXISTS",
+            )
+        uri = await self._store_file(name, source)
+        model = await self._model_for(name, existing, description, force)
+        version = await self._registry.upsert_model_version(
+            ModelVersion("", description=description, source_uri=uri), model.id or ""
+        )
+        artifact = await self._registry.upsert_model_artifact(
+            ModelArtifact(source.name, uri=uri, model_format_name=engine), version.id
+        )
+        # Read again: a new version changes the model's update time.
+        return _managed(
+            await self._registry.get_registered_model_by_id(model.id or "") or model,
+            version,
+            artifact,
+        )
+
+    async def get_model(self, name: str, download_file: bool | None = None) -> ManagedModel:
+        """The model's latest version; with download_file, its file is downloaded into
+        download_path (sha256-checked) and `path` says where.
+
+        Raises:
+            ModelNotFound: no model has the name.
+        """
+        model = await self._registry.get_registered_model_by_params(name=name)
+        if model is None:
+            raise NotFoundError(f"model {name!r} not found", reason="REGISTERED_MODEL_NOT_FOUND")
+        versions = await self._registry.get_model_versions(
+            model.id or "", ListOptions(limit=1, is_asc=False)
+        )
+        version = versions[0] if versions else None
+        artifacts = await self._registry.get_model_artifacts(version.id) if version else []
+        found = _managed(model, version, artifacts[0] if artifacts else None)
+        if download_file and version is not None:
+            return await self._download(found)
+        return found
+
+    async def find_model(self, name: str, download_file: bool | None = None) -> ManagedModel | None:
+        """As get_model, but None when no model has the name."""
+        try:
+            return await self.get_model(name, download_file)
+        except NotFoundError:
+            return None
+
+    async def get_models(self) -> list[ManagedModel]:
+        """Every model of the project (all pages), each as its latest version.
+
+        Reads the models, versions and model artifacts of the project a page of 1,000 at
+        a time: three listings, not a call per model.
+        """
+        registry = self._registry
+        models = await _every(lambda token: registry.get_registered_models(_options(token)))
+        latest: dict[str, ModelVersion] = {}
+        for version in await _every(
+            lambda token: registry.search_model_versions(max_results=PAGE_SIZE, page_token=token)
+        ):
+            key = version.registered_model_id or ""
+            if key not in latest or (version.version or 0) > (latest[key].version or 0):
+                latest[key] = version
+        wanted = {v.id: v.registered_model_id for v in latest.values()}
+        first: dict[str, ModelArtifact] = {}
+        for artifact in await _every(
+            lambda token: registry.get_model_artifacts(None, _options(token))
+        ):
+            model_id = wanted.get(artifact.model_version_id or "")
+            if model_id is not None:
+                first.setdefault(model_id, artifact)
+        return [_managed(m, latest.get(m.id or ""), first.get(m.id or "")) for m in models]
+
+    async def _model_for(
+        self, name: str, existing: RegisteredModel | None, description: str | None, force: bool
+    ) -> RegisteredModel:
+        if existing is None:
+            try:
+                return await self._registry.upsert_registered_model(
+                    RegisteredModel(name, description=description)
+                )
+            except AlreadyExistsError:  # made meanwhile by another caller
+                if not force:
+                    raise
+                existing = await self._registry.get_registered_model_by_params(name=name)
+                assert existing is not None
+        if description is not None and existing.description != description:
+            existing.description = description
+            return await self._registry.upsert_registered_model(existing)
+        return existing
+
+    async def _store_file(self, name: str, source: Path) -> str:
+        transport = self._registry._transport
+        store = ArtifactClient(transport.for_project(transport.project, timeout=None))
+        directory = f"{FILES_ROOT}/{_segment(name)}/{uuid.uuid4().hex}"
+        with tempfile.TemporaryDirectory(prefix="cairn-model-") as scratch:
+            manifest = await asyncio.to_thread(
+                _manifest.save,
+                str(source),
+                FilesFlavor(),
+                Path(scratch),
+                signature=None,
+                metadata=None,
+                run_id="",
+                artifact_path=directory,
+            )
+            await _upload(store, directory, Path(scratch), manifest)
+        return str(ArtifactUri(transport.project, directory))
+
+    async def _download(self, model: ManagedModel) -> ManagedModel:
+        """The file through the model cache (checked against its manifest), then copied."""
+        loader = TrackingClient(self._registry._transport)
+        uri = f"models:/{model.name}/{model.version}"
+        await asyncio.to_thread(self.download_path.mkdir, parents=True, exist_ok=True)
+        try:
+            local = Path(await loader.load_model(uri, cache_dir=self.cache_dir))
+        except NotFoundError as error:
+            if error.reason != "OBJECT_NOT_FOUND":
+                raise
+            # Registered by hand, without a manifest: fetched as it is.
+            written = await loader.download_artifacts(
+                uri, self.download_path, cache_dir=self.cache_dir
+            )
+            return dataclasses.replace(model, path=written)
+        target = self.download_path / local.name
+        if await asyncio.to_thread(local.is_dir):
+            await asyncio.to_thread(shutil.copytree, local, target, dirs_exist_ok=True)
+        else:
+            await asyncio.to_thread(shutil.copyfile, local, target)
+        return dataclasses.replace(model, path=str(target))
+
+
+def _managed(
+    model: RegisteredModel, version: ModelVersion | None, artifact: ModelArtifact | None
+) -> ManagedModel:
+    return ManagedModel(
+        id=model.id or "",
+        name=model.name,
+        engine=artifact.model_format_name if artifact else None,
+        description=model.description,
+        version=version.version if version else None,
+        file_name=artifact.name if artifact else None,
+        uri=(artifact.uri if artifact else None) or (version.source_uri if version else None),
+        create_time_since_epoch=model.create_time_since_epoch,
+        last_update_time_since_epoch=model.last_update_time_since_epoch,
+    )
+
+
+def _options(token: str | None) -> ListOptions:
+    return ListOptions(limit=PAGE_SIZE, next_page_token=token)
+
+
+async def _every(fetch: Callable[[str | None], Awaitable[PagedList[T]]]) -> list[T]:
+    """Every item of a list call, page by page."""
+    found: list[T] = []
+    token: str | None = None
+    while True:
+        page = await fetch(token)
+        found += page
+        token = page.next_page_token
+        if token is None:
+            return found
+
+
+def _expanded(path: str | os.PathLike[str]) -> Path:
+    """Devo's paths may start with "~"."""
+    return Path(path).expanduser()

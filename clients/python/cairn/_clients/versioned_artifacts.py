@@ -1,0 +1,225 @@
+"""Versioned artifacts on `ModelRegistryAPIClient` (ML Aide's `create_artifact` and
+`get_artifact`): every creation under a name is its next version, numbered without gaps.
+
+A version is a standalone registry artifact with a number, a type and metadata; its
+files live in the artifact service under a directory of their own, uploaded before the
+version exists, so a version never shows without its files (docs/models.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any, Protocol
+from urllib.parse import quote
+
+from .._transport import Transport
+from ..exceptions import NotFoundError
+from ..models._uris import ArtifactUri, parse_uri
+from ..registry.v1 import registry_service_pb2 as api
+from ..types._artifacts import ObjectInfo
+from ..types._journey import (
+    VersionedArtifact,
+    versioned_artifact_from_proto,
+    versioned_artifact_to_proto,
+)
+from ..types._paging import ListOptions
+from ..types._registry import PropertyValue
+from ..types._tracking import RunInput
+from .artifacts import ArtifactClient
+
+# Where versions' files go in the artifact service, one directory per version.
+FILES_ROOT = "registry/artifacts"
+FileSource = str | os.PathLike[str] | bytes | IO[bytes]
+
+
+class ActiveArtifact:
+    """One version of a named artifact and its files (ML Aide's `ActiveArtifact`).
+
+    The version's facts are in `artifact` and repeated as attributes (`name`, `version`,
+    `type`, `metadata`, `uri`, `run_id`).
+    """
+
+    # The sync facade hands it out with its methods made sync.
+    _sync_view = True
+
+    def __init__(self, artifact: VersionedArtifact, transport: Transport) -> None:
+        self.artifact = artifact
+        location = parse_uri(artifact.uri)
+        assert isinstance(location, ArtifactUri)
+        self._directory = location.path
+        self._store = ArtifactClient(transport.for_project(location.project, timeout=None))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "artifact":
+            raise AttributeError(name)
+        return getattr(self.artifact, name)
+
+    def __repr__(self) -> str:
+        return f"ActiveArtifact({self.artifact!r})"
+
+    def as_input(self, context: str = "") -> RunInput:
+        """This version as a run's input (`TrackingClient.log_inputs`): its URI names
+        the version, its kind is the artifact's type."""
+        return RunInput(
+            uri=self.artifact.uri,
+            kind=self.artifact.type or "artifact",
+            name=self.artifact.name,
+            context=context,
+        )
+
+    async def add_file(self, file: FileSource, filename: str | None = None) -> list[ObjectInfo]:
+        """Adds a file (a path, bytes or a binary file object), or every file of a
+        directory, to this version. Bytes and file objects need a filename.
+
+        Raises:
+            AlreadyExistsError: the version has a file of that name already.
+        """
+        return await _upload(self._store, self._directory, file, filename)
+
+    async def files(self) -> list[str]:
+        """The version's files, as paths relative to it."""
+        prefix, options, found = self._directory + "/", ListOptions(limit=1000), []
+        while True:
+            page = await self._store.list(prefix, recursive=True, options=options)
+            found += [info.path[len(prefix) :] for info in page if not info.is_dir]
+            if options.next_page_token is None:
+                return sorted(found)
+
+    async def download(self, target_directory: str | os.PathLike[str]) -> str:
+        """Downloads every file of this version into target_directory (kept relative to
+        the version, sha256-checked); returns target_directory."""
+        await self._store.download(self._directory, Path(target_directory))
+        return str(target_directory)
+
+    async def load(self, filename: str) -> io.BytesIO:
+        """One file of this version, in memory.
+
+        Raises:
+            NotFoundError: the version has no such file.
+        """
+        return io.BytesIO(await self._store.read(f"{self._directory}/{filename.strip('/')}"))
+
+
+class _Registry(Protocol):
+    _transport: Transport
+    _stub: Any
+
+    @property
+    def project(self) -> str: ...
+
+
+class VersionedArtifacts:
+    """Mixed into ModelRegistryAPIClient, which provides `_transport` and `_stub`."""
+
+    async def create_artifact(
+        self: _Registry,
+        name: str,
+        artifact_type: str,
+        metadata: Mapping[str, PropertyValue] | None = None,
+        *,
+        files: FileSource | Iterable[str | os.PathLike[str]] | None = None,
+        run_id: str | None = None,
+        description: str | None = None,
+    ) -> ActiveArtifact:
+        """Creates the next version of the artifact `name` (1 when the name is new).
+
+        The files are uploaded first, to a directory of the version's own; the version
+        (and its number) exists once they are all stored. Numbers have no gaps, also
+        under concurrent creations, and are never given out twice.
+
+        Args:
+            name: the artifact's name.
+            artifact_type: free-form: "dataset", "model", "report", ...
+            metadata: facts to keep (str, int, float or bool values).
+            files: a path (file or directory), several paths, bytes or a binary file
+                object (the latter two stored as "data"); more can be added later with
+                `ActiveArtifact.add_file`.
+            run_id: the run that made it.
+            description: a description.
+
+        Raises:
+            AlreadyExistsError: an unversioned standalone artifact holds the name.
+        """
+        directory = f"{FILES_ROOT}/{_segment(name)}/{uuid.uuid4().hex}"
+        store = ArtifactClient(self._transport.for_project(self.project, timeout=None))
+        sources = [files] if isinstance(files, str | os.PathLike | bytes | io.IOBase) else files
+        for source in sources or ():
+            await _upload(store, directory, source, None)
+        message = versioned_artifact_to_proto(
+            self.project,
+            name,
+            artifact_type,
+            dict(metadata or {}),
+            str(ArtifactUri(self.project, directory)),
+            run_id,
+            description,
+        )
+        reply = await self._transport.unary(
+            self._stub.CreateArtifact,
+            api.CreateArtifactRequest(artifact=message, new_version=True),
+        )
+        return ActiveArtifact(versioned_artifact_from_proto(reply.artifact), self._transport)
+
+    async def get_artifact(
+        self: _Registry, name: str, version: int | None = None
+    ) -> ActiveArtifact:
+        """The version asked for, or the latest one.
+
+        Raises:
+            NotFoundError: no such artifact or version.
+        """
+        request = api.FindArtifactRequest(project=self.project, name=name, version=version or 0)
+        found = (await self._transport.unary(self._stub.FindArtifact, request)).artifact
+        if found.version == 0:  # an unversioned standalone artifact of that name
+            raise NotFoundError(f"artifact {name} has no versions", reason="ARTIFACT_NOT_FOUND")
+        return ActiveArtifact(versioned_artifact_from_proto(found), self._transport)
+
+    async def get_artifact_versions(self: _Registry, name: str) -> list[VersionedArtifact]:
+        """Every version of the artifact `name`, oldest first (empty when none)."""
+        quoted = name.replace("'", "''")
+        request = api.ListArtifactsRequest(
+            project=self.project,
+            filter=f"name = '{quoted}' AND version > 0",
+            order_by="id asc",
+            page_size=1000,
+        )
+        found: list[VersionedArtifact] = []
+        while True:
+            reply = await self._transport.unary(self._stub.ListArtifacts, request)
+            found += [versioned_artifact_from_proto(a) for a in reply.artifacts]
+            if not reply.next_page_token:
+                return found
+            request.page_token = reply.next_page_token
+
+
+async def _upload(
+    store: ArtifactClient, directory: str, file: Any, filename: str | None
+) -> list[ObjectInfo]:
+    if isinstance(file, bytes | io.IOBase):
+        data: Any = file
+        return [await store.upload(f"{directory}/{filename or 'data'}", data)]
+    local = Path(file)
+    if await asyncio.to_thread(local.is_file):
+        return [await store.upload(f"{directory}/{filename or local.name}", local)]
+    if not await asyncio.to_thread(local.is_dir):
+        raise FileNotFoundError(f"{local} is no file or directory")
+    base = filename or local.name
+    stored = []
+    for path in sorted(
+        await asyncio.to_thread(lambda: [p for p in local.rglob("*") if p.is_file()])
+    ):
+        stored.append(
+            await store.upload(f"{directory}/{base}/{path.relative_to(local).as_posix()}", path)
+        )
+    return stored
+
+
+def _segment(name: str) -> str:
+    """The name as one path segment (names may hold "/", or be "." or "..")."""
+    quoted = quote(name, safe="")
+    return quoted if quoted not in (".", "..") else quoted.replace(".", "%2E")

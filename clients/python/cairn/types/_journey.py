@@ -1,0 +1,126 @@
+"""Types of the model journey: versioned artifacts (ML Aide), managed models (Devo) and
+a model version's lineage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..registry.v1 import registry_pb2 as pb
+from ._registry import ModelVersion, PropertyValue, properties_from_proto, properties_to_proto
+from ._tracking import Run, RunInput
+
+
+@dataclass(frozen=True)
+class VersionedArtifact:
+    """One version of a named artifact, as ML Aide's `Artifact`.
+
+    Attributes:
+        name: the artifact's name, unique among the project's standalone artifacts.
+        version: 1, 2, 3 ... per name, without gaps.
+        type: free-form: "dataset", "model", "report", ...
+        metadata: what was given at creation (str, int, float or bool values).
+        uri: "cairn-artifacts://<project>/<directory>": where the version's files are.
+        run_id: the run that made it, if one did.
+        description: a description, if any.
+        id: the registry's id of the version (a standalone registry artifact).
+        create_time_since_epoch: milliseconds since the epoch.
+    """
+
+    name: str
+    version: int
+    type: str
+    metadata: dict[str, PropertyValue] = field(default_factory=dict)
+    uri: str = ""
+    run_id: str | None = None
+    description: str | None = None
+    id: str | None = None
+    create_time_since_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class ManagedModel:
+    """A model as Devo's Model Manager shows one: the latest version of a registered model.
+
+    Attributes:
+        id: the registered model's id.
+        name: its name.
+        engine: the latest version's model format ("ONNX", "H2O", "sklearn", ...), None
+            when that version has no model artifact.
+        description: the registered model's description.
+        version: the latest version's number (None when the model has no version).
+        file_name: the model file's name (None when unknown).
+        uri: the latest version's download URI.
+        path: where get_model/find_model downloaded the file (None otherwise).
+        create_time_since_epoch / last_update_time_since_epoch: milliseconds since the epoch.
+    """
+
+    id: str
+    name: str
+    engine: str | None = None
+    description: str | None = None
+    version: int | None = None
+    file_name: str | None = None
+    uri: str | None = None
+    path: str | None = None
+    create_time_since_epoch: int | None = None
+    last_update_time_since_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelVersionLineage:
+    """What produced a model version: the version, its run, and what the run used.
+
+    Attributes:
+        model_version: the version.
+        run: its source run, None when the version names none.
+        inputs: the run's inputs (what it used); empty without a run.
+        params: the run's params; empty without a run.
+    """
+
+    model_version: ModelVersion
+    run: Run | None
+    inputs: list[RunInput] = field(default_factory=list)
+    params: dict[str, str] = field(default_factory=dict)
+
+
+def versioned_artifact_from_proto(message: pb.Artifact) -> VersionedArtifact:
+    stamp = message.create_time
+    return VersionedArtifact(
+        name=message.name,
+        version=message.version,
+        type=message.type,
+        metadata=properties_from_proto(message.custom_properties),
+        uri=message.uri,
+        run_id=message.source_run_id or None,
+        description=message.description or None,
+        id=message.id,
+        create_time_since_epoch=stamp.ToMilliseconds() if stamp.seconds or stamp.nanos else None,
+    )
+
+
+def versioned_artifact_to_proto(
+    project: str,
+    name: str,
+    artifact_type: str,
+    metadata: dict[str, PropertyValue],
+    uri: str,
+    run_id: str | None,
+    description: str | None,
+) -> pb.Artifact:
+    """A new version's message; type "model" makes a model artifact, any other a doc one
+    (the registry's two kinds), so Kubeflow's lists show it as one or the other."""
+    message = pb.Artifact(
+        project=project,
+        name=name,
+        type=artifact_type,
+        custom_properties=properties_to_proto(metadata),
+        uri=uri,
+        source_run_id=run_id or "",
+        description=description or "",
+        state=pb.ARTIFACT_STATE_LIVE,
+    )
+    if artifact_type == "model":
+        message.model.SetInParent()
+    else:
+        message.doc.SetInParent()
+    return message
