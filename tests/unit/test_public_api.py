@@ -6,9 +6,11 @@ from cairn import exceptions
 
 def test_top_level_names() -> None:
     assert set(cairn.__all__) == {
+        "ActiveArtifact",
         "ArtifactClient",
         "AuthClient",
         "CairnError",
+        "ModelManager",
         "ModelRegistryAPIClient",
         "TrackingClient",
         "exceptions",
@@ -29,6 +31,8 @@ def test_exception_names() -> None:
         "FailedPreconditionError",
         "InternalError",
         "InvalidArgumentError",
+        "ModelAlreadyExists",
+        "ModelNotFound",
         "NotFoundError",
         "OutOfRangeError",
         "PermissionDeniedError",
@@ -43,6 +47,9 @@ def test_exception_names() -> None:
     assert set(exceptions.__all__) == expected
     for name in expected - {"error_class", "from_grpc_error"}:
         assert issubclass(getattr(exceptions, name), exceptions.CairnError)
+    # Devo's names are aliases, not classes of their own.
+    assert exceptions.ModelAlreadyExists is exceptions.AlreadyExistsError
+    assert exceptions.ModelNotFound is exceptions.NotFoundError
 
 
 def test_clients_share_the_connection_constructors() -> None:
@@ -67,9 +74,11 @@ def test_type_names() -> None:
         "Experiment",
         "LifecycleStage",
         "ListOptions",
+        "ManagedModel",
         "Metric",
         "ModelArtifact",
         "ModelVersion",
+        "ModelVersionLineage",
         "ModelVersionStage",
         "ModelVersionState",
         "ObjectInfo",
@@ -89,6 +98,7 @@ def test_type_names() -> None:
         "RunInput",
         "RunStatus",
         "RunTag",
+        "VersionedArtifact",
         "ViewType",
     }
     for name in types.__all__:
@@ -122,8 +132,17 @@ def test_model_names() -> None:
         "register_flavor",
     }
     assert issubclass(models.UntrustedModelError, exceptions.FailedPreconditionError)
-    for method in ("log_model", "load_model", "download_artifacts"):
+    for method in ("log_model", "load_model", "download_artifacts", "get_runs_using"):
         assert callable(getattr(cairn.TrackingClient, method))
+    for method in (
+        "create_artifact",
+        "get_artifact",
+        "get_artifact_versions",
+        "get_model_version_lineage",
+    ):
+        assert callable(getattr(cairn.ModelRegistryAPIClient, method))
+    for method in ("add_model", "get_model", "find_model", "get_models"):
+        assert callable(getattr(cairn.ModelManager, method))
 
 
 def test_client_and_server_agree_on_the_stream_verdict_header() -> None:
@@ -139,10 +158,12 @@ def test_sync_client_names() -> None:
     assert set(sync.__all__) == {
         "ArtifactClient",
         "AuthClient",
+        "ModelManager",
         "ModelRegistryAPIClient",
         "TrackingClient",
     }
-    for name in sync.__all__:
+    assert callable(sync.ModelManager)  # wraps a sync registry client, as Devo's Client
+    for name in set(sync.__all__) - {"ModelManager"}:
         client = getattr(sync, name)
         assert client._async_client is getattr(cairn, name)
         assert callable(client.insecure_connection)

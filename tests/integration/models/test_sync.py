@@ -54,3 +54,46 @@ async def test_the_sync_clients_log_register_and_load(
             ]
 
     await asyncio.to_thread(scenario)
+
+
+async def test_the_sync_clients_run_the_ml_aide_and_devo_journeys(
+    server_port: int, unique: str, tmp_path: Path
+) -> None:
+    project = await new_project(server_port, f"msync2-{unique}")
+    onnx = tmp_path / "net.onnx"
+    onnx.write_bytes(b"onnx")
+
+    def scenario() -> None:
+        connect = {"project": project}
+        with (
+            sync.TrackingClient.insecure_connection("127.0.0.1", server_port, **connect) as mlflow,
+            sync.ModelRegistryAPIClient.insecure_connection(
+                "127.0.0.1", server_port, **connect
+            ) as registry,
+        ):
+            # ML Aide: a versioned dataset used by a run, a model logged and loaded back.
+            dataset = registry.create_artifact("rows", "dataset", {"n": 2}, files=b"1\n2\n")
+            assert (dataset.version, dataset.type) == (1, "dataset")
+            assert registry.create_artifact("rows", "dataset").version == 2
+            assert registry.get_artifact("rows", 1).load("data").read() == b"1\n2\n"
+            experiment_id = mlflow.create_experiment("sync-journey")
+            run_id = mlflow.create_run(experiment_id).info.run_id
+            mlflow.log_inputs(run_id, [dataset.as_input("training")])
+            mlflow.log_model(run_id, {"w": 1}, "m", flavor="pickle", registered_model_name="aide")
+            assert mlflow.load_model("models:/aide/1", allow_pickle=True, cache_dir=tmp_path) == {
+                "w": 1
+            }
+            lineage = registry.get_model_version_lineage("aide", 1)
+            assert [i.uri for i in lineage.inputs] == [dataset.uri]
+            assert [r.info.run_id for r in mlflow.get_runs_using(dataset.uri)] == [run_id]
+
+            # Devo: add a file with its engine, find it, download it.
+            manager = sync.ModelManager(registry, tmp_path / "dl", cache_dir=tmp_path)
+            manager.add_model("net", "ONNX", onnx, description="d")
+            found = manager.find_model("net", download_file=True)
+            assert found is not None and found.engine == "ONNX"
+            assert Path(found.path).read_bytes() == b"onnx"
+            assert manager.find_model("absent") is None
+            assert {m.name for m in manager.get_models()} == {"aide", "net"}
+
+    await asyncio.to_thread(scenario)

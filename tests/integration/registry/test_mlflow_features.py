@@ -177,3 +177,39 @@ async def test_delete_artifact_rpc(mr_client, churn) -> None:
     with pytest.raises(NotFoundError) as raised:
         await mr_client._transport.unary(mr_client._stub.DeleteArtifact, request)
     assert raised.value.reason == "ARTIFACT_NOT_FOUND"
+
+
+async def test_create_model_version_takes_mlflows_arguments_and_fields(mr_client) -> None:
+    await mr_client.create_registered_model("linked")
+    created = await mr_client.create_model_version(
+        "linked",
+        "cairn-artifacts://default/models/linked",
+        "run-7",
+        {"validated": "yes"},
+        "https://tracking.example/runs/run-7",
+        "first",
+    )
+    stored = await mr_client.get_model_version("linked", created.version)
+    assert (stored.run_id, stored.source) == ("run-7", "cairn-artifacts://default/models/linked")
+    assert (stored.status, stored.current_stage) == ("READY", "None")
+    assert stored.run_link == "https://tracking.example/runs/run-7"
+    assert (stored.tags, stored.description) == ({"validated": "yes"}, "first")
+    with pytest.raises(InvalidArgumentError) as refused:
+        await mr_client.create_model_version("linked", "file:///srv/.cairn/artifacts/x")
+    assert refused.value.reason == "INVALID_ARTIFACT_LOCATION"
+
+
+async def test_only_standalone_artifacts_are_versioned(mr_client) -> None:
+    from cairn.registry.v1 import registry_pb2 as pb
+    from cairn.registry.v1 import registry_service_pb2 as api
+
+    await mr_client.create_registered_model("holder")
+    version = await mr_client.create_model_version("holder", "s3://b/holder")
+    request = api.CreateArtifactRequest(
+        artifact=pb.Artifact(
+            project=mr_client.project, model_version_id=version.id, name="a", doc={}
+        ),
+        new_version=True,
+    )
+    with pytest.raises(InvalidArgumentError):
+        await mr_client._transport.unary(mr_client._stub.CreateArtifact, request)

@@ -1,0 +1,104 @@
+"""Devo ML Model Manager's calls through the real services: add_model with an engine,
+find_model, get_model downloading the file, force replacing it, get_models over every
+page, and Devo's two exceptions."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+import cairn
+from cairn.exceptions import AlreadyExistsError, ModelAlreadyExists, ModelNotFound, NotFoundError
+from tests.integration.models.conftest import World
+
+
+@pytest.fixture
+def manager(world: World, tmp_path: Path) -> cairn.ModelManager:
+    return cairn.ModelManager(world.registry, tmp_path / "downloads", cache_dir=world.cache)
+
+
+def test_devos_exceptions_are_cairns() -> None:
+    assert ModelAlreadyExists is AlreadyExistsError
+    assert ModelNotFound is NotFoundError
+
+
+async def test_add_find_get_and_force_replace(
+    manager: cairn.ModelManager, world: World, tmp_path: Path
+) -> None:
+    onnx = tmp_path / "pokemon.onnx"
+    onnx.write_bytes(b"onnx-v1")
+
+    added = await manager.add_model(
+        "pokemon_onnx_regression", "ONNX", onnx, description="A funny Pokemon prediction"
+    )
+
+    assert (added.name, added.engine, added.description) == (
+        "pokemon_onnx_regression",
+        "ONNX",
+        "A funny Pokemon prediction",
+    )
+    assert (added.version, added.file_name, added.path) == (1, "pokemon.onnx", None)
+    assert await manager.find_model("non_existing_model_name") is None
+    with pytest.raises(ModelNotFound):
+        await manager.get_model("non_existing_model_name")
+    assert await manager.find_model("pokemon_onnx_regression") == added
+
+    downloaded = await manager.get_model("pokemon_onnx_regression", download_file=True)
+    assert downloaded.path == str(tmp_path / "downloads" / "pokemon.onnx")
+    assert Path(downloaded.path).read_bytes() == b"onnx-v1"
+
+    h2o = tmp_path / "m.json"
+    h2o.write_text('{"h2o": 2}')
+    with pytest.raises(ModelAlreadyExists):
+        await manager.add_model("pokemon_onnx_regression", "H2O", h2o)
+    replaced = await manager.add_model("pokemon_onnx_regression", "H2O", h2o, force=True)
+
+    # Only engine, file and (when given) description change; the old file stays loadable.
+    assert (replaced.engine, replaced.version, replaced.file_name) == ("H2O", 2, "m.json")
+    assert replaced.description == "A funny Pokemon prediction"
+    assert replaced.id == added.id
+    found = await manager.find_model("pokemon_onnx_regression", download_file=True)
+    assert found is not None and Path(found.path or "").read_text() == '{"h2o": 2}'
+    first = await world.tracking.load_model(
+        "models:/pokemon_onnx_regression/1", cache_dir=world.cache
+    )
+    assert Path(first).read_bytes() == b"onnx-v1"
+    described = await manager.add_model(
+        "pokemon_onnx_regression", "ONNX", onnx, description="v3", force=True
+    )
+    assert (described.description, described.version) == ("v3", 3)
+
+
+async def test_the_stored_file_is_checked_and_named_by_its_sha256(
+    manager: cairn.ModelManager, world: World, tmp_path: Path
+) -> None:
+    model_file = tmp_path / "model.bin"
+    model_file.write_bytes(b"weights" * 1000)
+    await manager.add_model("checked", "TORCH", model_file)
+
+    version = await world.registry.get_model_version("checked", 1)
+    [artifact] = await world.registry.get_model_artifacts(version.id)
+    assert (artifact.model_format_name, artifact.uri) == ("TORCH", version.source_uri)
+    manifest = await world.tracking.download_artifacts(
+        f"{version.source_uri}/cairn-model.json", tmp_path / "m"
+    )
+    assert hashlib.sha256(model_file.read_bytes()).hexdigest() in Path(manifest).read_text()
+
+
+async def test_get_models_returns_every_page(
+    manager: cairn.ModelManager, world: World, tmp_path: Path
+) -> None:
+    model_file = tmp_path / "tiny.onnx"
+    model_file.write_bytes(b"tiny")
+    for n in range(23):  # more than the registry's default page of 20
+        await world.registry.create_registered_model(f"plain-{n:02d}")
+    await manager.add_model("with-engine", "ONNX", model_file, description="d")
+
+    models = await manager.get_models()
+
+    assert len(models) == 24
+    by_name = {m.name: m for m in models}
+    assert (by_name["with-engine"].engine, by_name["with-engine"].version) == ("ONNX", 1)
+    assert (by_name["plain-07"].engine, by_name["plain-07"].version) == (None, None)

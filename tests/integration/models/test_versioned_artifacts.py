@@ -1,0 +1,116 @@
+"""ML Aide's versioned artifacts through the real services: gapless numbers (also under
+concurrent creates), type and metadata, the latest or an asked version, download and load,
+and ML Aide's sequence: a run with used artifacts, a model logged, a version, loaded back."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from cairn.exceptions import AlreadyExistsError, NotFoundError
+from cairn.models import parse_uri
+from cairn.types import ModelArtifact
+from tests.integration.models.conftest import World
+
+
+async def test_each_create_is_the_next_version_with_type_and_metadata(
+    world: World, tmp_path: Path
+) -> None:
+    data = tmp_path / "iris.csv"
+    data.write_text("a,b\n1,2\n")
+    first = await world.registry.create_artifact(
+        "iris", "dataset", {"rows": 1}, files=data, run_id=world.run_id
+    )
+    second = await world.registry.create_artifact(
+        "iris", "dataset", {"rows": 2}, files=b"a,b\n1,2\n3,4\n", description="more"
+    )
+
+    assert (first.version, second.version) == (1, 2)
+    assert (first.type, first.metadata, first.run_id) == ("dataset", {"rows": 1}, world.run_id)
+    assert second.description == "more"
+    assert first.uri != second.uri
+    assert parse_uri(first.uri).project == world.project  # type: ignore[union-attr]
+    latest = await world.registry.get_artifact("iris")
+    assert latest.artifact == second.artifact
+    assert (await world.registry.get_artifact("iris", 1)).artifact == first.artifact
+    assert [v.version for v in await world.registry.get_artifact_versions("iris")] == [1, 2]
+    assert (await first.load("iris.csv")).read() == b"a,b\n1,2\n"
+    assert (await second.load("data")).read() == b"a,b\n1,2\n3,4\n"
+
+
+async def test_concurrent_creates_take_gapless_distinct_numbers(world: World) -> None:
+    created = await asyncio.gather(
+        *(world.registry.create_artifact("features", "dataset", {"writer": n}) for n in range(12))
+    )
+    assert sorted(a.version for a in created) == list(range(1, 13))
+    listed = await world.registry.get_artifact_versions("features")
+    assert [a.version for a in listed] == list(range(1, 13))
+    assert sorted(a.metadata["writer"] for a in listed) == list(range(12))  # type: ignore[type-var]
+
+
+async def test_download_writes_every_file_and_add_file_adds_one(
+    world: World, tmp_path: Path
+) -> None:
+    folder = tmp_path / "images"
+    (folder / "cats").mkdir(parents=True)
+    (folder / "cats" / "a.png").write_bytes(b"\x89PNG-a")
+    (folder / "b.png").write_bytes(b"\x89PNG-b")
+    artifact = await world.registry.create_artifact("images", "dataset", files=folder)
+    await artifact.add_file(b"labels", filename="labels.txt")
+
+    assert await artifact.files() == ["images/b.png", "images/cats/a.png", "labels.txt"]
+    target = tmp_path / "out"
+    await (await world.registry.get_artifact("images")).download(target)
+    assert (target / "images" / "cats" / "a.png").read_bytes() == b"\x89PNG-a"
+    assert (target / "labels.txt").read_bytes() == b"labels"
+    with pytest.raises(AlreadyExistsError):
+        await artifact.add_file(b"again", filename="labels.txt")
+
+
+async def test_missing_versions_and_unversioned_names(world: World) -> None:
+    with pytest.raises(NotFoundError):
+        await world.registry.get_artifact("nothing")
+    await world.registry.create_artifact("once", "report")
+    with pytest.raises(NotFoundError):
+        await world.registry.get_artifact("once", 2)
+    assert await world.registry.get_artifact_versions("nothing") == []
+
+    # A name is either versioned or not, so a lookup by name has one meaning.
+    await world.registry.upsert_model_artifact(ModelArtifact("plain", uri="s3://b/plain"))
+    with pytest.raises(AlreadyExistsError):
+        await world.registry.create_artifact("plain", "model")
+    with pytest.raises(AlreadyExistsError):
+        await world.registry.upsert_model_artifact(ModelArtifact("once", uri="s3://b/once"))
+    found = await world.registry.get_model_artifact_by_params(name="plain")
+    assert found is not None and found.uri == "s3://b/plain"
+
+
+async def test_ml_aides_sequence_run_with_used_artifacts_model_version_loaded_back(
+    world: World, unique: str
+) -> None:
+    dataset = await world.registry.create_artifact(
+        "train-set", "dataset", {"source": "warehouse"}, files=b"x,y\n0,0\n1,1\n"
+    )
+    run_id = await world.new_run()
+    await world.tracking.log_inputs(run_id, [dataset.as_input("training")])
+    await world.tracking.log_param(run_id, "threshold", 0.5)
+    model = {"weights": [0.25, 0.75], "bias": -0.1}
+
+    info = await world.tracking.log_model(
+        run_id, model, "model", flavor="pickle", registered_model_name=f"scorer-{unique}"
+    )
+    await world.tracking.set_terminated(run_id)
+
+    assert info.registered_model_version == 1
+    loaded = await world.tracking.load_model(
+        f"models:/scorer-{unique}/1", allow_pickle=True, cache_dir=world.cache
+    )
+    assert loaded == model
+    lineage = await world.registry.get_model_version_lineage(f"scorer-{unique}", 1)
+    assert lineage.run is not None and lineage.run.info.run_id == run_id
+    assert [(i.uri, i.kind, i.name, i.context) for i in lineage.inputs] == [
+        (dataset.uri, "dataset", "train-set", "training")
+    ]
+    assert lineage.params == {"threshold": "0.5"}
