@@ -17,7 +17,7 @@ help:
 	@echo "make gen        regenerate the Python code of protos/ into $(GEN_ROOT)"
 	@echo "make lint       ruff, mypy and buf lint"
 	@echo "make image      build the container image (needs a Docker engine)"
-	@echo "make bench-tracking | bench-registry | bench-artifacts | bench-auth   benchmarks"
+	@echo "make bench-tracking | bench-registry | bench-artifacts | bench-auth | bench-filters   benchmarks"
 
 venv: $(STAMP)
 
@@ -84,3 +84,7 @@ bench-auth: $(STAMP)
 .PHONY: bench-artifacts
 bench-artifacts: $(STAMP)
 	$(BIN)/python -m bench.artifacts
+
+.PHONY: bench-filters
+bench-filters: $(STAMP)
+	$(BIN)/python -m bench.filters
