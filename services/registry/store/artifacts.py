@@ -95,12 +95,14 @@ class ArtifactStore:
                     raise not_found(
                         "MODEL_VERSION_NOT_FOUND", "model version", artifact.model_version_id
                     )
-            elif await conn.fetchval(
-                "SELECT 1 FROM registry.artifact_names WHERE project = $1 AND name = $2",
-                artifact.project,
-                artifact.name,
-            ):
-                raise _taken(artifact.name, "a versioned artifact")
+            else:
+                await _lock_name(conn, artifact)
+                if await conn.fetchval(
+                    "SELECT 1 FROM registry.artifact_names WHERE project = $1 AND name = $2",
+                    artifact.project,
+                    artifact.name,
+                ):
+                    raise _taken(artifact.name, "a versioned artifact")
             return await _insert(conn, artifact, version, None)
 
     async def create_version(self, artifact: Artifact) -> Artifact:
@@ -111,6 +113,7 @@ class ArtifactStore:
         the lock, and a failed creation rolls its number back.
         """
         async with self._pool.acquire() as conn, conn.transaction():
+            await _lock_name(conn, artifact)
             number = await conn.fetchval(
                 """INSERT INTO registry.artifact_names AS n (project, name, next_version)
                    VALUES ($1, $2, 2)
@@ -226,6 +229,16 @@ class ArtifactStore:
         if row is None:
             raise _missing(shown)
         return _artifact(row)
+
+
+async def _lock_name(conn: asyncpg.Connection, artifact: Artifact) -> None:
+    """Serialises the first unversioned and versioned creations of a standalone name
+    until commit, so the check that keeps the two kinds apart cannot race."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 7227))",
+        artifact.project,
+        artifact.name,
+    )
 
 
 def _taken(name: str, by: str) -> AlreadyExists:

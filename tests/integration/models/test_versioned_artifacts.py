@@ -114,3 +114,15 @@ async def test_ml_aides_sequence_run_with_used_artifacts_model_version_loaded_ba
         (dataset.uri, "dataset", "train-set", "training")
     ]
     assert lineage.params == {"threshold": "0.5"}
+
+
+async def test_a_name_cannot_become_both_kinds_at_once(world: World) -> None:
+    for n in range(5):
+        name = f"contested-{n}"
+        results = await asyncio.gather(
+            world.registry.upsert_model_artifact(ModelArtifact(name, uri=f"s3://b/{name}")),
+            world.registry.create_artifact(name, "model"),
+            return_exceptions=True,
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        assert len(failures) == 1 and isinstance(failures[0], AlreadyExistsError), results
