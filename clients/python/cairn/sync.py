@@ -59,6 +59,10 @@ class _Runner:
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Calls function on the loop (awaiting what it returns) and adapts the result."""
 
+        # An object this facade handed out goes back to the async client as itself.
+        args = tuple(_unwrapped(a) for a in args)
+        kwargs = {key: _unwrapped(value) for key, value in kwargs.items()}
+
         async def on_loop() -> Any:
             result = function(*args, **kwargs)
             return await result if inspect.isawaitable(result) else result
@@ -133,6 +137,14 @@ class _SyncView:
 
     def __dir__(self) -> list[str]:
         return sorted(set(dir(self._target)) | set(super().__dir__()))
+
+
+def _unwrapped(value: Any) -> Any:
+    if isinstance(value, _SyncView):
+        return value._target
+    if isinstance(value, list | tuple) and any(isinstance(v, _SyncView) for v in value):
+        return type(value)(_unwrapped(v) for v in value)
+    return value
 
 
 class _SyncClient(_SyncView):

@@ -86,6 +86,11 @@ async def test_the_sync_clients_run_the_ml_aide_and_devo_journeys(
             lineage = registry.get_model_version_lineage("aide", 1)
             assert [i.uri for i in lineage.inputs] == [dataset.uri]
             assert [r.info.run_id for r in mlflow.get_runs_using(dataset.uri)] == [run_id]
+            with mlflow.start_run(
+                experiment_id, used_artifacts=[dataset], journal_dir=tmp_path / "journal"
+            ) as second:
+                second.log_metric("loss", 0.5)
+            assert len(mlflow.get_runs_using(dataset)) == 2
 
             # Devo: add a file with its engine, find it, download it.
             manager = sync.ModelManager(registry, tmp_path / "dl", cache_dir=tmp_path)

@@ -126,3 +126,14 @@ async def test_a_name_cannot_become_both_kinds_at_once(world: World) -> None:
         )
         failures = [r for r in results if isinstance(r, BaseException)]
         assert len(failures) == 1 and isinstance(failures[0], AlreadyExistsError), results
+
+
+async def test_a_run_started_with_used_artifacts_records_them(world: World) -> None:
+    dataset = await world.registry.create_artifact("used", "dataset", files=b"1\n")
+    async with world.tracking.start_run(
+        world.experiment_id, used_artifacts=[dataset], journal_dir=world.cache / "journal"
+    ) as run:
+        run_id = run.run_id
+    stored = await world.tracking.get_run(run_id)
+    assert [(i.uri, i.kind, i.name) for i in stored.inputs] == [(dataset.uri, "dataset", "used")]
+    assert [r.info.run_id for r in await world.tracking.get_runs_using(dataset)] == [run_id]

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from .._transport import REQUEST_ID_HEADER
 from ..exceptions import DeadlineExceededError, ResourceExhaustedError, UnavailableError
-from ..types._tracking import Metric, Param, Run, RunStatus, RunTag
+from ..types._tracking import Metric, Param, Run, RunInput, RunStatus, RunTag
 from .journal import Journal
 
 # Failures that a later attempt may not meet: the server or its database away, a deadline,
@@ -43,6 +43,8 @@ class _RunWriter(Protocol):
     ) -> Run: ...
 
     async def set_terminated(self, run_id: str, status: RunStatus) -> None: ...
+
+    async def log_inputs(self, run_id: str, inputs: Sequence[RunInput]) -> None: ...
 
     async def log_param(self, run_id: str, key: str, value: Any) -> Any: ...
 
@@ -89,7 +91,9 @@ class ActiveRun:
         max_buffered: int,
         flush_timeout: float,
         journal_dir: Path,
+        inputs: Sequence[RunInput] = (),
     ) -> None:
+        self._inputs = list(inputs)
         if batch_size < 1 or max_buffered < batch_size:
             raise ValueError("need 1 <= batch_size <= max_buffered")
         self._flush_timeout = flush_timeout
@@ -126,6 +130,8 @@ class ActiveRun:
                 metadata=once,
             )
         )
+        if self._inputs:
+            await self._client.log_inputs(self.run_id, self._inputs)
         self._sending = asyncio.create_task(self._send_forever(), name=f"cairn-run-{self.run_id}")
         return self
 

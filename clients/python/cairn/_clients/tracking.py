@@ -365,9 +365,13 @@ class TrackingClient(BaseClient, RunArtifacts, RunModels, RunLineage):
         max_buffered: int = 100_000,
         flush_timeout: float = 60.0,
         journal_dir: str | os.PathLike[str] | None = None,
+        used_artifacts: Iterable[Any] = (),
     ) -> ActiveRun:
         """A run for `async with`: metrics are buffered and sent in batches meanwhile,
         retried through outages.
+
+        `used_artifacts` (ML Aide's name) are logged as the run's inputs when it starts:
+        `RunInput`s, or versioned artifacts (`ActiveArtifact`, whose `as_input()` is used).
 
         The run ends FINISHED, or FAILED when the block raises (KILLED if cancelled).
         `max_buffered` bounds the buffer: `log_metric` waits when it is full. Leaving
@@ -384,6 +388,7 @@ class TrackingClient(BaseClient, RunArtifacts, RunModels, RunLineage):
             max_buffered=max_buffered,
             flush_timeout=flush_timeout,
             journal_dir=Path(journal_dir) if journal_dir else journal.default_directory(),
+            inputs=[a if isinstance(a, RunInput) else a.as_input() for a in used_artifacts],
         )
 
     async def sync_journal(self, path: str | os.PathLike[str] | None = None) -> int:
