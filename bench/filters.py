@@ -49,7 +49,10 @@ def _widest() -> str:
     return "(" * 31 + either + ")" * 31 + " AND " + " AND ".join(["metrics.m0 >= 0"] * 50)
 
 
-async def seed(database_url: str, experiment_id: str) -> None:
+async def seed(database_url: str, experiment_id: str, runs: int = RUNS) -> None:
+    """runs runs in the experiment (of project "default"), each with five metrics
+    m0..m4, params p0..p4 and tags t0..t4; written in SQL, as going through the API
+    would take most of a minute. Statistics are gathered, as a live database has them."""
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(
@@ -58,15 +61,19 @@ async def seed(database_url: str, experiment_id: str) -> None:
                SELECT gen_random_uuid(), 'default', $1, 'r' || i, 3, i, ''
                FROM generate_series(1, $2) AS i""",
             int(experiment_id),
-            RUNS,
+            runs,
         )
         for table, prefix, value in _SEED:
             await conn.execute(
                 f"""INSERT INTO tracking.{table}
                     SELECT r.run_id, '{prefix}' || k, {value}
-                    FROM tracking.runs r, generate_series(0, 4) AS k""",
+                    FROM tracking.runs r, generate_series(0, 4) AS k
+                    WHERE r.experiment_id = $1""",
+                int(experiment_id),
             )
-        await conn.execute("ANALYZE")
+        await conn.execute(
+            "ANALYZE tracking.runs, tracking.latest_metrics, tracking.params, tracking.tags"
+        )
     finally:
         await conn.close()
 

@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 
 import cairn
+from bench import filters as bench_filters
 from cairn.exceptions import InvalidArgumentError, ResourceExhaustedError
 from cairn_server import catalog
 from cairn_server.common import database
@@ -25,36 +26,12 @@ SECOND = 1.0  # the issue's bound for the 200-term filter: answered within 1 s
 
 
 @pytest_asyncio.fixture(scope="module")
-async def crowded(pool: asyncpg.Pool, server_port: int) -> str:
-    """An experiment of 10,000 runs with five metrics, params and tags each. They are
-    written in SQL: through the API they would take most of a minute, and what is under
-    test is searching them. Statistics are gathered, as a live database has them."""
+async def crowded(postgres_url: str, server_port: int) -> str:
+    """An experiment of 10,000 runs with five metrics, params and tags each, as
+    `make bench-filters` searches."""
     async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as client:
         experiment_id = await client.create_experiment(f"crowded-{time.time_ns()}")
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            """INSERT INTO tracking.runs
-                   (run_id, project, experiment_id, run_name, status, start_time, artifact_uri)
-               SELECT gen_random_uuid(), 'default', $1, 'r' || i, 3, i, ''
-               FROM generate_series(1, $2) AS i""",
-            int(experiment_id),
-            RUNS,
-        )
-        for table, prefix, value in (
-            ("latest_metrics (run_id, key, value, step, timestamp_ms)", "m", "random(), 0, 0"),
-            ("params (run_id, key, value)", "p", "'v' || (random() * 4)::int"),
-            ("tags (run_id, key, value)", "t", "'x' || (random() * 7)::int"),
-        ):
-            await conn.execute(
-                f"""INSERT INTO tracking.{table}
-                    SELECT r.run_id, '{prefix}' || k, {value}
-                    FROM tracking.runs r, generate_series(0, 4) AS k
-                    WHERE r.experiment_id = $1""",
-                int(experiment_id),
-            )
-    await pool.execute(
-        "ANALYZE tracking.runs, tracking.latest_metrics, tracking.params, tracking.tags"
-    )
+    await bench_filters.seed(postgres_url, experiment_id, RUNS)
     return experiment_id
 
 
