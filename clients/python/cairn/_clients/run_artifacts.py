@@ -11,67 +11,58 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from typing import Any
 
-from .._transport import Transport
 from ..models._uris import is_uri
 from ..types._artifacts import ObjectInfo
 from ..types._paging import ListOptions
-from ..types._tracking import Run
 from .artifacts import ArtifactClient
-
-SCHEME = "cairn-artifacts"
-
-
-class _Client(Protocol):
-    _transport: Transport
-
-    async def get_run(self, run_id: str) -> Run: ...
+from .run_models import download_uri
+from .run_store import RunClient, join, run_store
 
 
 class RunArtifacts:
     """Mixed into TrackingClient, which provides `_transport` and `get_run`."""
 
     async def log_artifact(
-        self: _Client,
+        self: RunClient,
         run_id: str,
         local_path: str | os.PathLike[str],
         artifact_path: str | None = None,
     ) -> ObjectInfo:
         """Uploads one local file into the run's artifacts (under artifact_path)."""
-        store, root = await _run_store(self, run_id)
+        store, root = await run_store(self, run_id)
         source = Path(local_path)
-        return await store.upload(_join(root, artifact_path, source.name), source, overwrite=True)
+        return await store.upload(join(root, artifact_path, source.name), source, overwrite=True)
 
     async def log_artifacts(
-        self: _Client,
+        self: RunClient,
         run_id: str,
         local_dir: str | os.PathLike[str],
         artifact_path: str | None = None,
     ) -> list[ObjectInfo]:
         """Uploads every file under a local directory, keeping the tree."""
-        store, root = await _run_store(self, run_id)
+        store, root = await run_store(self, run_id)
         base = Path(local_dir)
         uploaded = []
         for file in await asyncio.to_thread(_files_under, base):
             relative = file.relative_to(base).as_posix()
             uploaded.append(
-                await store.upload(_join(root, artifact_path, relative), file, overwrite=True)
+                await store.upload(join(root, artifact_path, relative), file, overwrite=True)
             )
         return uploaded
 
-    async def log_text(self: _Client, run_id: str, text: str, artifact_file: str) -> ObjectInfo:
-        store, root = await _run_store(self, run_id)
+    async def log_text(self: RunClient, run_id: str, text: str, artifact_file: str) -> ObjectInfo:
+        store, root = await run_store(self, run_id)
         return await store.upload(
-            _join(root, None, artifact_file),
+            join(root, None, artifact_file),
             text.encode(),
             overwrite=True,
             content_type="text/plain; charset=utf-8",
         )
 
     async def log_dict(
-        self: _Client, run_id: str, dictionary: dict[str, Any], artifact_file: str
+        self: RunClient, run_id: str, dictionary: dict[str, Any], artifact_file: str
     ) -> ObjectInfo:
         """Stores a dict as JSON (or YAML for .yaml/.yml files, when PyYAML is installed)."""
         if artifact_file.endswith((".yaml", ".yml")):
@@ -80,20 +71,20 @@ class RunArtifacts:
             text, content_type = yaml.safe_dump(dictionary), "application/yaml"
         else:
             text, content_type = json.dumps(dictionary, indent=2), "application/json"
-        store, root = await _run_store(self, run_id)
+        store, root = await run_store(self, run_id)
         return await store.upload(
-            _join(root, None, artifact_file),
+            join(root, None, artifact_file),
             text.encode(),
             overwrite=True,
             content_type=content_type,
         )
 
     async def list_artifacts(
-        self: _Client, run_id: str, path: str | None = None
+        self: RunClient, run_id: str, path: str | None = None
     ) -> list[ObjectInfo]:
         """One level of the run's artifacts, with paths relative to the run's root."""
-        store, root = await _run_store(self, run_id)
-        prefix = _join(root, path, "") + "/"
+        store, root = await run_store(self, run_id)
+        prefix = join(root, path, "") + "/"
         listed = []
         async for entry in _every_page(store, prefix):
             relative = entry.path[len(root) + 1 :]
@@ -101,7 +92,7 @@ class RunArtifacts:
         return listed
 
     async def download_artifacts(
-        self: _Client,
+        self: RunClient,
         run_id: str,
         path: str | os.PathLike[str] | None = None,
         dst_path: str | os.PathLike[str] | None = None,
@@ -117,37 +108,20 @@ class RunArtifacts:
         cairn.models.default_cache_dir()), checked against its manifest.
         """
         if is_uri(run_id):
-            # Imported here: run_models builds on this module.
-            from .run_models import download_uri
-
             return await download_uri(self, run_id, dst_path or path, cache_dir)
         if path is None:
             raise TypeError("download_artifacts needs the path within the run, or a URI")
         path = str(path)
-        store, root = await _run_store(self, run_id)
+        store, root = await run_store(self, run_id)
         destination = Path(dst_path) if dst_path else Path(tempfile.mkdtemp(prefix="cairn-"))
-        source = _join(root, None, path.strip("/")) if path.strip("/") else root
+        source = join(root, None, path.strip("/")) if path.strip("/") else root
         target = destination / Path(path).name if path.strip("/") else destination
         written = await store.download(source, target)
         return str(written)
 
 
-async def _run_store(client: _Client, run_id: str) -> tuple[ArtifactClient, str]:
-    """An ArtifactClient in the run's project, and the run's root path in it."""
-    uri = (await client.get_run(run_id)).info.artifact_uri
-    parts = urlsplit(uri)
-    if parts.scheme != SCHEME:
-        raise ValueError(f"run {run_id} keeps artifacts at {uri!r}, outside the artifact service")
-    transport = client._transport.for_project(parts.netloc, timeout=None)
-    return ArtifactClient(transport), parts.path.strip("/")
-
-
 def _files_under(base: Path) -> list[Path]:
     return sorted(p for p in base.rglob("*") if p.is_file())
-
-
-def _join(root: str, directory: str | None, name: str) -> str:
-    return "/".join(part.strip("/") for part in (root, directory or "", name) if part.strip("/"))
 
 
 async def _every_page(store: ArtifactClient, prefix: str) -> Any:

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from .._transport import Transport
 from ..exceptions import AlreadyExistsError, FailedPreconditionError, NotFoundError
@@ -28,27 +28,20 @@ from ..models._info import ModelInfo
 from ..models._manifest import MANIFEST, Manifest
 from ..models._uris import ArtifactUri, ModelUri, RunUri, parse_uri
 from ..types._registry import ModelArtifact
-from ..types._tracking import Run
 from .artifacts import ArtifactClient
 from .registry import ModelRegistryAPIClient
-from .run_artifacts import _join, _run_store
+from .run_store import RunClient, join, run_store
 
 # A version's source may itself be a models:/ URI; resolving stops after this many hops.
 MAX_HOPS = 4
 CachePath = str | os.PathLike[str] | None
 
 
-class _Client(Protocol):
-    _transport: Transport
-
-    async def get_run(self, run_id: str) -> Run: ...
-
-
 class RunModels:
     """Mixed into TrackingClient, which provides `_transport` and `get_run`."""
 
     async def log_model(
-        self: _Client,
+        self: RunClient,
         run_id: str,
         model: Any,
         name: str = "model",
@@ -84,8 +77,8 @@ class RunModels:
             InvalidArgumentError: no flavor of that name, or none recognises the model.
         """
         chosen = get_flavor(flavor) if isinstance(flavor, str) else flavor or flavor_for(model)
-        store, root = await _run_store(self, run_id)
-        directory = _join(root, None, name)
+        store, root = await run_store(self, run_id)
+        directory = join(root, None, name)
         await _refuse_existing(store, directory)
         with tempfile.TemporaryDirectory(prefix="cairn-model-") as scratch:
             manifest = await asyncio.to_thread(
@@ -118,7 +111,7 @@ class RunModels:
         )
 
     async def load_model(
-        self: _Client,
+        self: RunClient,
         model_uri: str,
         *,
         allow_pickle: bool = False,
@@ -164,7 +157,7 @@ class RunModels:
 
 
 async def download_uri(
-    client: _Client,
+    client: RunClient,
     uri: str,
     dst_path: str | os.PathLike[str] | None,
     cache_dir: CachePath = None,
@@ -183,15 +176,15 @@ async def download_uri(
     return str(target)
 
 
-async def _locate(client: _Client, uri: str, hops: int = 0) -> tuple[ArtifactClient, str]:
+async def _locate(client: RunClient, uri: str, hops: int = 0) -> tuple[ArtifactClient, str]:
     """The artifact service (in the right project) and the path a URI names."""
     parsed = parse_uri(uri)
     if isinstance(parsed, ArtifactUri):
         transport = client._transport.for_project(parsed.project, timeout=None)
         return ArtifactClient(transport), parsed.path
     if isinstance(parsed, RunUri):
-        store, root = await _run_store(client, parsed.run_id)
-        return store, _join(root, None, parsed.path)
+        store, root = await run_store(client, parsed.run_id)
+        return store, join(root, None, parsed.path)
     if hops >= MAX_HOPS:
         raise FailedPreconditionError(
             f"{uri} still names another model after {MAX_HOPS} hops", reason="FAILED_PRECONDITION"
@@ -298,7 +291,7 @@ async def _fetch(
     with cache.filling(key) as scratch:
         for relative, expected in manifest.files.items():
             local = scratch / relative
-            await store.download(_join(path, None, relative), local)
+            await store.download(join(path, None, relative), local)
             await asyncio.to_thread(_manifest.verify_file, local, relative, expected, uri)
         (scratch / MANIFEST).write_bytes(manifest_bytes)
     return cache.root / key
