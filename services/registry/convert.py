@@ -64,6 +64,7 @@ def registered_model(record: RegisteredModel) -> pb.RegisteredModel:
         aliases=record.aliases,
         create_time=timestamps.to_proto(record.create_time),
         update_time=timestamps.to_proto(record.update_time),
+        latest_versions=[model_version(v) for v in record.latest_versions],
     )
 
 
@@ -86,6 +87,7 @@ def model_version(record: ModelVersion) -> pb.ModelVersion:
         aliases=record.aliases,
         create_time=timestamps.to_proto(record.create_time),
         update_time=timestamps.to_proto(record.update_time),
+        registered_model_name=record.registered_model_name,
     )
 
 

@@ -43,6 +43,7 @@ class RegisteredModel:
     aliases: dict[str, int] = field(default_factory=dict)
     create_time: datetime | None = None
     update_time: datetime | None = None
+    latest_versions: list[ModelVersion] = field(default_factory=list)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class ModelVersion:
     aliases: list[str] = field(default_factory=list)
     create_time: datetime | None = None
     update_time: datetime | None = None
+    registered_model_name: str = ""
 
 
 @dataclass

@@ -76,6 +76,7 @@ def test_type_names() -> None:
         "ListOptions",
         "ManagedModel",
         "Metric",
+        "MlflowModelVersion",
         "ModelArtifact",
         "ModelVersion",
         "ModelVersionLineage",

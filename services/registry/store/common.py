@@ -28,6 +28,7 @@ _CLASHES = {
     "external_ids_pkey": ("EXTERNAL_ID_ALREADY_EXISTS", "external id"),
 }
 ORDER_FIELDS = {"create_time": "timestamptz", "update_time": "timestamptz", "id": "bigint"}
+_MLFLOW_ORDER = {"creation_timestamp": "create_time", "last_updated_timestamp": "update_time"}
 _ATTRIBUTE_ENTITIES = {"attributes": "attribute", "attribute": "attribute"}
 FILTER_ENTITIES = {"tags": "tag", "tag": "tag", **_ATTRIBUTE_ENTITIES}
 
@@ -84,26 +85,37 @@ class Listing:
     """
 
     def __init__(
-        self, alias: str, attributes: Mapping[str, tuple[str, str]], *, tagged: bool = True
+        self,
+        alias: str,
+        attributes: Mapping[str, tuple[str, str]],
+        *,
+        tagged: bool = True,
+        by_name: bool = False,
     ) -> None:
         self.alias = alias
         self.attributes = attributes
         self.entities = FILTER_ENTITIES if tagged else _ATTRIBUTE_ENTITIES
+        # Ordering by the name column (MLflow's "name ASC"); the id after it keeps the
+        # key unique, so keyset paging stays exact even though names are text.
+        self.orders = {**ORDER_FIELDS, "name": "text"} if by_name else ORDER_FIELDS
 
     def where(self, filter_text: str, params: Params) -> str:
         node = filters.parse(filter_text, self.entities)
         return "TRUE" if node is None else self._compile(node, params)
 
     def keyset(self, order_by: str, *scope: Any) -> paging.Keyset:
-        """The sort key of "create_time", "update_time desc", "id asc" ..., id last."""
+        """The sort key of "create_time", "update_time desc", "id asc" ..., id last.
+
+        MLflow's field names (creation_timestamp, last_updated_timestamp) are accepted.
+        """
         words = order_by.split()
-        field = words[0].lower() if words else "create_time"
+        field = _MLFLOW_ORDER.get(words[0].lower(), words[0].lower()) if words else "create_time"
         direction = words[1].lower() if len(words) > 1 else "asc"
-        if field not in ORDER_FIELDS or direction not in ("asc", "desc") or len(words) > 2:
-            raise FilterError(0, "order by create_time, update_time or id, then asc or desc")
+        if field not in self.orders or direction not in ("asc", "desc") or len(words) > 2:
+            raise FilterError(0, f"order by one of {', '.join(self.orders)}, then asc or desc")
         ascending = direction == "asc"
         columns = [
-            paging.SortColumn(f"{self.alias}.{field}", ascending, ORDER_FIELDS[field], field),
+            paging.SortColumn(f"{self.alias}.{field}", ascending, self.orders[field], field),
             paging.SortColumn(f"{self.alias}.id", ascending, "bigint", "id"),
         ]
         return paging.Keyset(columns, *scope, order_by)

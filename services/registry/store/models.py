@@ -23,9 +23,13 @@ from .common import (
     update_row,
     write_tag,
 )
+from .versions import latest_of
 
 COLUMNS = """m.id, m.project, m.name, m.description, m.owner, m.state, m.external_id,
-    m.custom_properties, m.tags, m.create_time, m.update_time"""
+    m.custom_properties, m.tags, m.create_time, m.update_time,
+    (SELECT coalesce(jsonb_object_agg(a.alias, v.version ORDER BY a.alias), '{}'::jsonb)
+       FROM registry.aliases a JOIN registry.model_versions v ON v.id = a.model_version_id
+      WHERE a.registered_model_id = m.id) AS aliases"""
 _LISTING = Listing(
     "m",
     {
@@ -36,6 +40,7 @@ _LISTING = Listing(
         "state": ("(CASE m.state WHEN 1 THEN 'LIVE' WHEN 2 THEN 'ARCHIVED' END)", "text"),
         "id": ("m.id", "bigint"),
     },
+    by_name=True,
 )
 # Fields an update may change; name only through rename.
 UPDATABLE = ("description", "owner", "state", "external_id", "custom_properties")
@@ -202,17 +207,13 @@ class ModelStore:
 async def with_aliases(
     conn: asyncpg.Connection, rows: list[asyncpg.Record]
 ) -> list[RegisteredModel]:
-    """Models of the rows, with their aliases: one statement for the whole page."""
-    models = {row["id"]: _model(row) for row in rows}
-    if models:
-        for alias in await conn.fetch(
-            """SELECT a.registered_model_id, a.alias, v.version FROM registry.aliases a
-               JOIN registry.model_versions v ON v.id = a.model_version_id
-               WHERE a.registered_model_id = ANY($1::bigint[]) ORDER BY a.alias""",
-            list(models),
-        ):
-            models[alias["registered_model_id"]].aliases[alias["alias"]] = alias["version"]
-    return list(models.values())
+    """Models of the rows (COLUMNS carries their aliases) with MLflow's latest_versions:
+    one statement for the whole page."""
+    models = [_model(row) for row in rows]
+    latest = await latest_of(conn, [int(m.id) for m in models])
+    for model in models:
+        model.latest_versions = latest[int(model.id)]
+    return models
 
 
 def _missing(model_id: str) -> NotFound:
@@ -230,6 +231,7 @@ def _model(row: asyncpg.Record) -> RegisteredModel:
         external_id=row["external_id"] or "",
         custom_properties=decode_properties(row["custom_properties"]),
         tags=dict(row["tags"]),
+        aliases={alias: int(version) for alias, version in row["aliases"].items()},
         create_time=row["create_time"],
         update_time=row["update_time"],
     )

@@ -26,7 +26,12 @@ from .common import (
 
 COLUMNS = """v.id, v.project, v.registered_model_id, v.name, v.version, v.author, v.description,
     v.state, v.stage, v.source_run_id, v.source_uri, v.external_id, v.custom_properties, v.tags,
-    v.create_time, v.update_time"""
+    v.create_time, v.update_time,
+    (SELECT m.name FROM registry.registered_models m WHERE m.id = v.registered_model_id)
+        AS model_name,
+    ARRAY(SELECT a.alias FROM registry.aliases a WHERE a.model_version_id = v.id
+          ORDER BY a.alias) AS aliases"""
+_MODEL_NAME = "(SELECT m.name FROM registry.registered_models m WHERE m.id = v.registered_model_id)"
 _STAGE_NAMES = (
     "(CASE v.stage WHEN 0 THEN 'None' WHEN 1 THEN 'Staging' WHEN 2 THEN 'Production' "
     "WHEN 3 THEN 'Archived' END)"
@@ -34,7 +39,10 @@ _STAGE_NAMES = (
 _LISTING = Listing(
     "v",
     {
-        "name": ("v.name", "text"),
+        # MLflow's meaning: the registered model's name; the version's own is version_name.
+        "name": (_MODEL_NAME, "text"),
+        "model_name": (_MODEL_NAME, "text"),
+        "version_name": ("v.name", "text"),
         "version": ("v.version", "bigint"),
         "version_number": ("v.version", "bigint"),
         "run_id": ("v.source_run_id", "text"),
@@ -45,10 +53,6 @@ _LISTING = Listing(
         "description": ("v.description", "text"),
         "external_id": ("v.external_id", "text"),
         "registered_model_id": ("v.registered_model_id", "bigint"),
-        "model_name": (
-            "(SELECT m.name FROM registry.registered_models m WHERE m.id = v.registered_model_id)",
-            "text",
-        ),
         "state": ("(CASE v.state WHEN 1 THEN 'LIVE' WHEN 2 THEN 'ARCHIVED' END)", "text"),
         "stage": (_STAGE_NAMES, "text"),
         "current_stage": (_STAGE_NAMES, "text"),
@@ -279,15 +283,25 @@ class VersionStore:
 
 
 async def with_aliases(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[ModelVersion]:
-    versions = {row["id"]: _version(row) for row in rows}
-    if versions:
-        for alias in await conn.fetch(
-            """SELECT model_version_id, alias FROM registry.aliases
-               WHERE model_version_id = ANY($1::bigint[]) ORDER BY alias""",
-            list(versions),
+    """Versions of the rows; COLUMNS already carries their aliases and model names."""
+    return [_version(row) for row in rows]
+
+
+async def latest_of(
+    conn: asyncpg.Connection, model_ids: list[int]
+) -> dict[int, list[ModelVersion]]:
+    """MLflow's latest_versions of several models in one statement: the highest version
+    in each stage, by model id, in stage order."""
+    latest: dict[int, list[ModelVersion]] = {model_id: [] for model_id in model_ids}
+    if model_ids:
+        for row in await conn.fetch(
+            f"""SELECT DISTINCT ON (v.registered_model_id, v.stage) {COLUMNS}
+                FROM registry.model_versions v WHERE v.registered_model_id = ANY($1::bigint[])
+                ORDER BY v.registered_model_id, v.stage, v.version DESC""",
+            model_ids,
         ):
-            versions[alias["model_version_id"]].aliases.append(alias["alias"])
-    return list(versions.values())
+            latest[row["registered_model_id"]].append(_version(row))
+    return latest
 
 
 def _missing(shown: str) -> NotFound:
@@ -310,6 +324,8 @@ def _version(row: asyncpg.Record) -> ModelVersion:
         external_id=row["external_id"] or "",
         custom_properties=decode_properties(row["custom_properties"]),
         tags=dict(row["tags"]),
+        aliases=list(row["aliases"]),
+        registered_model_name=row["model_name"],
         create_time=row["create_time"],
         update_time=row["update_time"],
     )

@@ -21,7 +21,7 @@ async def test_versions_are_numbered_and_never_reused(mr_client, churn) -> None:
     assert [v.version for v in await mr_client.get_model_versions(churn.id)] == [1, 2, 3]
     await mr_client.delete_model_version("churn", 3)
     created = await mr_client.create_model_version("churn", "s3://b/churn/new")
-    assert created.version == 4 and created.name == "4"
+    assert created.version == 4 and created.version_name == "4" and created.name == "churn"
     with pytest.raises(NotFoundError):
         await mr_client.get_model_version("churn", 3)
 

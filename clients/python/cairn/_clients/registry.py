@@ -2,394 +2,248 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from .._transport import Metadata
+from ..exceptions import NotFoundError
+from ..models._uris import ModelUri, parse_uri
 from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
 from ..types._paging import PagedList
-from ..types._registry import ModelVersion, RegisteredModel
+from ..types._registry import MlflowModelVersion, ModelVersionStage, RegisteredModel
 from .lineage import ModelVersionLineageMixin
-from .registry_core import RegistryCore, one_order
+from .registry_mlflow import MlflowRegistry
 from .versioned_artifacts import VersionedArtifacts
 
+T = TypeVar("T")
+# MLflow's defaults (mlflow.store.model_registry).
+SEARCH_REGISTERED_MODEL_MAX_RESULTS_DEFAULT = 100
+SEARCH_MODEL_VERSION_MAX_RESULTS_DEFAULT = 10_000
+# The server's largest page; a larger max_results is gathered from several pages.
+_SERVER_PAGE = 1000
 
-class ModelRegistryAPIClient(RegistryCore, VersionedArtifacts, ModelVersionLineageMixin):
+
+class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLineageMixin):
     """Async client of `cairn.registry.v1.RegistryService`.
 
     The Kubeflow-shaped methods (`upsert_*`, `get_*_by_id`, `get_*_by_params`, lists
     taking `ListOptions`) address objects by id and return None when nothing matches.
-    The MLflow-shaped methods below address models by name and versions by number, and
-    raise `NotFoundError`. Every method also takes keyword-only `timeout=` and `metadata=`,
-    except the journey's: ML Aide's versioned artifacts (`create_artifact`,
-    `get_artifact`, `get_artifact_versions`) and `get_model_version_lineage`, which make
-    several calls each (docs/models.md).
+    The MLflow-shaped methods address models by name and versions by number, raise
+    `NotFoundError`, and return versions as `MlflowModelVersion` (`name` is the model's).
+    Every method also takes keyword-only `timeout=` and `metadata=`, except the
+    journey's: ML Aide's versioned artifacts (`create_artifact`, `get_artifact`,
+    `get_artifact_versions`) and `get_model_version_lineage`, which make several calls
+    each (docs/models.md).
     """
 
-    # MLflow: by model name and version number
-
-    async def get_registered_model(
-        self, name: str, *, timeout: float | None = None, metadata: Metadata | None = None
-    ) -> RegisteredModel:
-        """Raises NotFoundError when no model has the name."""
-        reply = await self._transport.unary(
-            self._stub.FindRegisteredModel,
-            api.FindRegisteredModelRequest(project=self.project, name=name),
-            timeout=timeout,
-            metadata=metadata,
-        )
-        return types.registered_model_from_proto(reply.registered_model)
-
-    async def create_registered_model(
+    async def update_registered_model(
         self,
         name: str,
-        tags: dict[str, Any] | None = None,
         description: str | None = None,
         *,
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> RegisteredModel:
-        model = RegisteredModel(
-            name, description=description, tags={k: str(v) for k, v in (tags or {}).items()}
-        )
-        return await self.upsert_registered_model(model, timeout=timeout, metadata=metadata)
-
-    async def rename_registered_model(
-        self,
-        name: str,
-        new_name: str,
-        *,
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-    ) -> RegisteredModel:
-        model_id = await self._model_id(name, timeout, metadata)
-        request = api.RenameRegisteredModelRequest(
-            project=self.project, id=model_id, new_name=new_name
+        """MLflow's: sets the model's description (None leaves it as it is)."""
+        model = await self.get_registered_model(name, timeout=timeout, metadata=metadata)
+        if description is None:
+            return model
+        request = api.UpdateRegisteredModelRequest(
+            registered_model=types.registered_model_to_proto(
+                RegisteredModel(name, id=model.id, description=description), self.project
+            ),
+            update_mask=FieldMask(paths=["description"]),
         )
         reply = await self._transport.unary(
-            self._stub.RenameRegisteredModel, request, timeout=timeout, metadata=metadata
+            self._stub.UpdateRegisteredModel, request, timeout=timeout, metadata=metadata
         )
         return types.registered_model_from_proto(reply.registered_model)
 
-    async def delete_registered_model(
-        self, name: str, *, timeout: float | None = None, metadata: Metadata | None = None
-    ) -> None:
-        """Deletes the model with all its versions and their artifacts (archive instead by
-        upserting state=ARCHIVED)."""
-        model_id = await self._model_id(name, timeout, metadata)
-        await self._transport.unary(
-            self._stub.DeleteRegisteredModel,
-            api.DeleteRegisteredModelRequest(project=self.project, id=model_id),
-            timeout=timeout,
-            metadata=metadata,
-        )
-
-    async def set_registered_model_tag(
+    async def update_model_version(
         self,
         name: str,
-        key: str,
-        value: Any,
-        *,
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-    ) -> None:
-        model_id = await self._model_id(name, timeout, metadata)
-        request = api.SetRegisteredModelTagRequest(
-            project=self.project, registered_model_id=model_id, key=key, value=str(value)
-        )
-        await self._transport.unary(
-            self._stub.SetRegisteredModelTag, request, timeout=timeout, metadata=metadata
-        )
-
-    async def delete_registered_model_tag(
-        self, name: str, key: str, *, timeout: float | None = None, metadata: Metadata | None = None
-    ) -> None:
-        model_id = await self._model_id(name, timeout, metadata)
-        request = api.DeleteRegisteredModelTagRequest(
-            project=self.project, registered_model_id=model_id, key=key
-        )
-        await self._transport.unary(
-            self._stub.DeleteRegisteredModelTag, request, timeout=timeout, metadata=metadata
-        )
-
-    async def set_registered_model_alias(
-        self,
-        name: str,
-        alias: str,
         version: int | str,
-        *,
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-    ) -> None:
-        """Points the alias at a version, moving it from any other version atomically."""
-        model_id = await self._model_id(name, timeout, metadata)
-        request = api.SetRegisteredModelAliasRequest(
-            project=self.project, registered_model_id=model_id, alias=alias, version=int(version)
-        )
-        await self._transport.unary(
-            self._stub.SetRegisteredModelAlias, request, timeout=timeout, metadata=metadata
-        )
-
-    async def delete_registered_model_alias(
-        self,
-        name: str,
-        alias: str,
-        *,
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-    ) -> None:
-        model_id = await self._model_id(name, timeout, metadata)
-        request = api.DeleteRegisteredModelAliasRequest(
-            project=self.project, registered_model_id=model_id, alias=alias
-        )
-        await self._transport.unary(
-            self._stub.DeleteRegisteredModelAlias, request, timeout=timeout, metadata=metadata
-        )
-
-    async def get_model_version_by_alias(
-        self,
-        name: str,
-        alias: str,
-        *,
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-    ) -> ModelVersion:
-        model_id = await self._model_id(name, timeout, metadata)
-        request = api.FindModelVersionRequest(
-            project=self.project, registered_model_id=model_id, alias=alias
-        )
-        reply = await self._transport.unary(
-            self._stub.FindModelVersion, request, timeout=timeout, metadata=metadata
-        )
-        return types.model_version_from_proto(reply.model_version)
-
-    async def create_model_version(
-        self,
-        name: str,
-        source: str,
-        run_id: str | None = None,
-        tags: dict[str, Any] | None = None,
-        run_link: str | None = None,
         description: str | None = None,
         *,
         timeout: float | None = None,
         metadata: Metadata | None = None,
-    ) -> ModelVersion:
-        """MLflow's form (and argument order): a new version of the model `name`.
+    ) -> MlflowModelVersion:
+        """MLflow's: sets a version's description (None leaves it as it is)."""
+        found = await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
+        if description is None:
+            return found
+        message = types.model_version_to_proto(found, self.project, found.registered_model_id or "")
+        message.description = description
+        request = api.UpdateModelVersionRequest(
+            model_version=message, update_mask=FieldMask(paths=["description"])
+        )
+        reply = await self._transport.unary(
+            self._stub.UpdateModelVersion, request, timeout=timeout, metadata=metadata
+        )
+        return types.mlflow_model_version_from_proto(reply.model_version)
+
+    async def copy_model_version(
+        self,
+        src_model_uri: str,
+        dst_name: str,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> MlflowModelVersion:
+        """MLflow's: a new version of `dst_name` (created when missing) copying the
+        version a models:/ URI names: its source is that URI, with the original's run,
+        tags, run link and description.
 
         Args:
-            name: the registered model.
-            source: where the version's files are: a models:/, runs:/ or
-                cairn-artifacts:// URI, or another store's (s3://...); a file: URI is
-                refused (InvalidArgumentError, INVALID_ARTIFACT_LOCATION).
-            run_id: the run that produced it.
-            tags: the version's tags.
-            run_link: a link to the run (kept as the custom property "run_link").
-            description: a description.
+            src_model_uri: models:/<name>/<version>, models:/<name>@<alias>,
+                models:/<name>/<stage> or models:/<name>/latest.
+            dst_name: the registered model to add the version to.
 
-        Returns:
-            The version, numbered 1, 2, 3 ... per model.
+        Raises:
+            InvalidArgumentError: src_model_uri is no models:/ URI.
+            NotFoundError: the URI names no version.
         """
-        model_id = await self._model_id(name, timeout, metadata)
-        version = ModelVersion(
-            "",
-            description=description,
-            source_uri=source,
-            source_run_id=run_id,
-            tags={k: str(v) for k, v in (tags or {}).items()},
-            custom_properties={"run_link": run_link} if run_link else {},
-        )
-        return await self.upsert_model_version(
-            version, model_id, timeout=timeout, metadata=metadata
-        )
-
-    async def get_model_version(
-        self,
-        name: str,
-        version: int | str,
-        *,
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-    ) -> ModelVersion:
-        model_id = await self._model_id(name, timeout, metadata)
-        request = api.FindModelVersionRequest(
-            project=self.project, registered_model_id=model_id, version=int(version)
-        )
-        reply = await self._transport.unary(
-            self._stub.FindModelVersion, request, timeout=timeout, metadata=metadata
-        )
-        return types.model_version_from_proto(reply.model_version)
-
-    async def delete_model_version(
-        self,
-        name: str,
-        version: int | str,
-        *,
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-    ) -> None:
-        """Deletes the version and its artifacts; its number is never given out again."""
-        found = await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
-        await self._transport.unary(
-            self._stub.DeleteModelVersion,
-            api.DeleteModelVersionRequest(project=self.project, id=found.id),
+        parsed = parse_uri(src_model_uri)
+        if not isinstance(parsed, ModelUri):
+            raise ValueError(f"{src_model_uri!r}: copy_model_version takes a models:/ URI")
+        source = await self._version_of_uri(parsed, timeout, metadata)
+        try:
+            await self.get_registered_model(dst_name, timeout=timeout, metadata=metadata)
+        except NotFoundError:
+            await self.create_registered_model(dst_name, timeout=timeout, metadata=metadata)
+        return await self.create_model_version(
+            dst_name,
+            f"models:/{source.name}/{source.version}",
+            source.run_id,
+            source.tags,
+            source.run_link,
+            source.description,
             timeout=timeout,
             metadata=metadata,
         )
 
-    async def transition_model_version_stage(
-        self,
-        name: str,
-        version: int | str,
-        stage: str,
-        archive_existing_versions: bool = False,
-        *,
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-    ) -> ModelVersion:
-        """Moves a version to "None", "Staging", "Production" or "Archived"; with
-        archive_existing_versions, the model's other versions in that stage are archived."""
-        found = await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
-        request = api.TransitionModelVersionStageRequest(
-            project=self.project,
-            id=found.id,
-            stage=types.stage_to_proto(stage),
-            archive_existing_versions=archive_existing_versions,
-        )
-        reply = await self._transport.unary(
-            self._stub.TransitionModelVersionStage, request, timeout=timeout, metadata=metadata
-        )
-        return types.model_version_from_proto(reply.model_version)
+    async def _version_of_uri(
+        self, uri: ModelUri, timeout: float | None, metadata: Metadata | None
+    ) -> MlflowModelVersion:
+        if uri.alias is not None:
+            return await self.get_model_version_by_alias(
+                uri.name, uri.alias, timeout=timeout, metadata=metadata
+            )
+        if uri.version is not None:
+            return await self.get_model_version(
+                uri.name, uri.version, timeout=timeout, metadata=metadata
+            )
+        stages = [uri.stage.value] if uri.stage is not None else None
+        found = await self.get_latest_versions(uri.name, stages, timeout=timeout, metadata=metadata)
+        if not found:
+            raise NotFoundError(f"{uri} names no version", reason="MODEL_VERSION_NOT_FOUND")
+        return max(found, key=lambda v: v.version or 0)
 
-    async def get_latest_versions(
-        self,
-        name: str,
-        stages: Sequence[str] | None = None,
-        *,
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-    ) -> list[ModelVersion]:
-        """The highest version in each stage (every stage when none is given)."""
-        model_id = await self._model_id(name, timeout, metadata)
-        request = api.GetLatestModelVersionsRequest(
-            project=self.project,
-            registered_model_id=model_id,
-            stages=[types.stage_to_proto(s) for s in stages or ()],
-        )
-        reply = await self._transport.unary(
-            self._stub.GetLatestModelVersions, request, timeout=timeout, metadata=metadata
-        )
-        return [types.model_version_from_proto(v) for v in reply.model_versions]
-
-    async def set_model_version_tag(
-        self,
-        name: str,
-        version: int | str,
-        key: str,
-        value: Any,
-        *,
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-    ) -> None:
-        found = await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
-        request = api.SetModelVersionTagRequest(
-            project=self.project, model_version_id=found.id, key=key, value=str(value)
-        )
-        await self._transport.unary(
-            self._stub.SetModelVersionTag, request, timeout=timeout, metadata=metadata
-        )
-
-    async def delete_model_version_tag(
-        self,
-        name: str,
-        version: int | str,
-        key: str,
-        *,
-        timeout: float | None = None,
-        metadata: Metadata | None = None,
-    ) -> None:
-        found = await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
-        request = api.DeleteModelVersionTagRequest(
-            project=self.project, model_version_id=found.id, key=key
-        )
-        await self._transport.unary(
-            self._stub.DeleteModelVersionTag, request, timeout=timeout, metadata=metadata
-        )
-
-    async def get_model_version_download_uri(
+    async def get_model_version_stages(
         self,
         name: str,
         version: int | str,
         *,
         timeout: float | None = None,
         metadata: Metadata | None = None,
-    ) -> str:
-        """The URI of the version's first model artifact, else its source URI."""
-        found = await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
-        request = api.GetModelVersionDownloadUriRequest(project=self.project, id=found.id)
-        return str(
-            (
-                await self._transport.unary(
-                    self._stub.GetModelVersionDownloadUri,
-                    request,
-                    timeout=timeout,
-                    metadata=metadata,
-                )
-            ).uri
-        )
+    ) -> list[str]:
+        """MLflow's: the stages a version can be moved to (every stage, as in MLflow).
+
+        Raises:
+            NotFoundError: no such version.
+        """
+        await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
+        return [stage.value for stage in ModelVersionStage]
 
     async def search_registered_models(
         self,
         filter_string: str | None = None,
-        max_results: int = 100,
+        max_results: int = SEARCH_REGISTERED_MODEL_MAX_RESULTS_DEFAULT,
         order_by: Sequence[str] | None = None,
         page_token: str | None = None,
         *,
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> PagedList[RegisteredModel]:
-        """Models matching a filter such as "name LIKE 'churn%' AND tags.team = 'x'"."""
-        request = api.ListRegisteredModelsRequest(
-            project=self.project,
-            filter=filter_string or "",
-            page_size=max_results,
-            order_by=one_order(order_by),
-            page_token=page_token or "",
-        )
-        reply = await self._transport.unary(
-            self._stub.ListRegisteredModels, request, timeout=timeout, metadata=metadata
-        )
-        return PagedList(
-            [types.registered_model_from_proto(m) for m in reply.registered_models],
-            reply.next_page_token,
-        )
+        """Models matching a filter such as "name LIKE 'churn%' AND tags.team = 'x'",
+        each with MLflow's `latest_versions`.
+
+        Args:
+            order_by: one key, e.g. ["name ASC"]: name, creation_timestamp,
+                last_updated_timestamp (or create_time, update_time, id), then ASC or DESC.
+        """
+
+        async def page(size: int, token: str) -> tuple[list[RegisteredModel], str]:
+            request = api.ListRegisteredModelsRequest(
+                project=self.project,
+                filter=filter_string or "",
+                page_size=size,
+                order_by=_one_order(order_by),
+                page_token=token,
+            )
+            reply = await self._transport.unary(
+                self._stub.ListRegisteredModels, request, timeout=timeout, metadata=metadata
+            )
+            found = [types.registered_model_from_proto(m) for m in reply.registered_models]
+            return found, reply.next_page_token
+
+        return await _gather(page, max_results, page_token or "")
 
     async def search_model_versions(
         self,
         filter_string: str | None = None,
-        max_results: int = 100,
+        max_results: int = SEARCH_MODEL_VERSION_MAX_RESULTS_DEFAULT,
         order_by: Sequence[str] | None = None,
         page_token: str | None = None,
         *,
         timeout: float | None = None,
         metadata: Metadata | None = None,
-    ) -> PagedList[ModelVersion]:
-        """Versions matching a filter such as "name = 'v3' AND run_id = '...'" or
-        "model_name = 'churn' AND tags.validated = 'yes'"."""
-        request = api.ListModelVersionsRequest(
-            project=self.project,
-            filter=filter_string or "",
-            page_size=max_results,
-            order_by=one_order(order_by),
-            page_token=page_token or "",
-        )
-        reply = await self._transport.unary(
-            self._stub.ListModelVersions, request, timeout=timeout, metadata=metadata
-        )
-        return PagedList(
-            [types.model_version_from_proto(v) for v in reply.model_versions], reply.next_page_token
-        )
+    ) -> PagedList[MlflowModelVersion]:
+        """Versions matching a filter in MLflow's names: "name = 'churn'" (the registered
+        model's name), run_id, source_path, version_number, current_stage, tags.<key>;
+        `version_name` is the version's own (Kubeflow) name. Up to max_results of
+        them, gathered from pages of at most 1,000.
+        """
 
-    async def _model_id(self, name: str, timeout: float | None, metadata: Metadata | None) -> str:
-        return (await self.get_registered_model(name, timeout=timeout, metadata=metadata)).id or ""
+        async def page(size: int, token: str) -> tuple[list[MlflowModelVersion], str]:
+            request = api.ListModelVersionsRequest(
+                project=self.project,
+                filter=filter_string or "",
+                page_size=size,
+                order_by=_one_order(order_by),
+                page_token=token,
+            )
+            reply = await self._transport.unary(
+                self._stub.ListModelVersions, request, timeout=timeout, metadata=metadata
+            )
+            found = [types.mlflow_model_version_from_proto(v) for v in reply.model_versions]
+            return found, reply.next_page_token
+
+        return await _gather(page, max_results, page_token or "")
+
+
+async def _gather(
+    page: Callable[[int, str], Awaitable[tuple[list[T], str]]], max_results: int, token: str
+) -> PagedList[T]:
+    """Up to max_results items from pages of at most the server's largest, and the token
+    of what follows them (MLflow's max_results may exceed one server page)."""
+    if max_results < 1:
+        raise ValueError("max_results must be at least 1")
+    items: list[T] = []
+    while True:
+        found, token = await page(min(_SERVER_PAGE, max_results - len(items)), token)
+        items.extend(found)
+        if not token or len(items) >= max_results:
+            return PagedList(items, token)
+
+
+def _one_order(order_by: Sequence[str] | None) -> str:
+    """The registry orders by one key; the server reads MLflow's field names too."""
+    if not order_by:
+        return ""
+    if len(order_by) > 1:
+        raise ValueError("registry searches order by one key, e.g. ['name ASC']")
+    return str(order_by[0])

@@ -7,6 +7,7 @@ from ._paging import ListOptions, OrderByField, PagedList, Pager
 from ._registry import (
     ArtifactState,
     DocArtifact,
+    MlflowModelVersion,
     ModelArtifact,
     ModelVersion,
     ModelVersionStage,
@@ -38,6 +39,7 @@ __all__ = [
     "ListOptions",
     "ManagedModel",
     "Metric",
+    "MlflowModelVersion",
     "ModelArtifact",
     "ModelVersion",
     "ModelVersionLineage",

@@ -55,6 +55,9 @@ class RegisteredModel:
     aliases: dict[str, int] = field(default_factory=dict)
     create_time_since_epoch: int | None = None
     last_update_time_since_epoch: int | None = None
+    # MLflow's latest_versions: the highest version in each stage. Read only, and left
+    # out of equality: it is a view of the versions, not a field of the model.
+    latest_versions: list[MlflowModelVersion] = field(default_factory=list, compare=False)
 
 
 @dataclass
@@ -75,6 +78,8 @@ class ModelVersion:
     aliases: list[str] = field(default_factory=list)
     create_time_since_epoch: int | None = None
     last_update_time_since_epoch: int | None = None
+    # The name of the model the version belongs to; read only, outside equality.
+    registered_model_name: str | None = field(default=None, compare=False)
 
     # MLflow's names for the same facts.
 
@@ -105,6 +110,16 @@ class ModelVersion:
         """MLflow's run_link: the custom property "run_link", set by create_model_version."""
         value = self.custom_properties.get("run_link")
         return str(value) if value is not None else None
+
+
+@dataclass
+class MlflowModelVersion(ModelVersion):
+    """A model version as MLflow's registry methods return it (`get_model_version`,
+    `search_model_versions`, ...): `name` is the registered model's name, as in MLflow,
+    and the version's own (Kubeflow) name is `version_name`. Handed to a Kubeflow method
+    (`upsert_model_version`), `version_name` is the name it stores."""
+
+    version_name: str = ""
 
 
 @dataclass
@@ -217,6 +232,7 @@ def registered_model_from_proto(message: pb.RegisteredModel) -> RegisteredModel:
         aliases=dict(message.aliases),
         create_time_since_epoch=_ms(message.create_time),
         last_update_time_since_epoch=_ms(message.update_time),
+        latest_versions=[mlflow_model_version_from_proto(v) for v in message.latest_versions],
     )
 
 
@@ -227,7 +243,7 @@ def model_version_to_proto(
         project=project,
         id=version.id or "",
         registered_model_id=registered_model_id,
-        name=version.name,
+        name=version.version_name if isinstance(version, MlflowModelVersion) else version.name,
         author=version.author or "",
         description=version.description or "",
         state=f"STATE_{ModelVersionState(version.state).value}",
@@ -241,8 +257,19 @@ def model_version_to_proto(
 
 
 def model_version_from_proto(message: pb.ModelVersion) -> ModelVersion:
-    return ModelVersion(
-        name=message.name,
+    """Kubeflow's shape: `name` is the version's name."""
+    return ModelVersion(name=message.name, **_version_fields(message))
+
+
+def mlflow_model_version_from_proto(message: pb.ModelVersion) -> MlflowModelVersion:
+    """MLflow's shape: `name` is the registered model's name."""
+    return MlflowModelVersion(
+        name=message.registered_model_name, version_name=message.name, **_version_fields(message)
+    )
+
+
+def _version_fields(message: pb.ModelVersion) -> dict[str, Any]:
+    return dict(
         author=message.author or None,
         description=message.description or None,
         external_id=message.external_id or None,
@@ -258,6 +285,7 @@ def model_version_from_proto(message: pb.ModelVersion) -> ModelVersion:
         aliases=list(message.aliases),
         create_time_since_epoch=_ms(message.create_time),
         last_update_time_since_epoch=_ms(message.update_time),
+        registered_model_name=message.registered_model_name or None,
     )
 
 

@@ -27,7 +27,7 @@ from cairn.common.v1 import common_pb2 as cairn_dot_common_dot_v1_dot_common__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cairn/registry/v1/registry.proto\x12\x11\x63\x61irn.registry.v1\x1a\x1c\x63\x61irn/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x05\n\x0fRegisteredModel\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\r\n\x05owner\x18\x05 \x01(\t\x12\'\n\x05state\x18\x06 \x01(\x0e\x32\x18.cairn.registry.v1.State\x12\x13\n\x0b\x65xternal_id\x18\x07 \x01(\t\x12S\n\x11\x63ustom_properties\x18\x08 \x03(\x0b\x32\x38.cairn.registry.v1.RegisteredModel.CustomPropertiesEntry\x12:\n\x04tags\x18\t \x03(\x0b\x32,.cairn.registry.v1.RegisteredModel.TagsEntry\x12@\n\x07\x61liases\x18\n \x03(\x0b\x32/.cairn.registry.v1.RegisteredModel.AliasesEntry\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1aO\n\x15\x43ustomPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.cairn.common.v1.Value:\x02\x38\x01\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0c\x41liasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x9a\x05\n\x0cModelVersion\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x1b\n\x13registered_model_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\x0e\n\x06\x61uthor\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\'\n\x05state\x18\x08 \x01(\x0e\x32\x18.cairn.registry.v1.State\x12\'\n\x05stage\x18\t \x01(\x0e\x32\x18.cairn.registry.v1.Stage\x12\x15\n\rsource_run_id\x18\n \x01(\t\x12\x12\n\nsource_uri\x18\x0b \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x0c \x01(\t\x12P\n\x11\x63ustom_properties\x18\r \x03(\x0b\x32\x35.cairn.registry.v1.ModelVersion.CustomPropertiesEntry\x12\x37\n\x04tags\x18\x0e \x03(\x0b\x32).cairn.registry.v1.ModelVersion.TagsEntry\x12\x0f\n\x07\x61liases\x18\x0f \x03(\t\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1aO\n\x15\x43ustomPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.cairn.common.v1.Value:\x02\x38\x01\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x98\x01\n\x14ModelArtifactDetails\x12\x19\n\x11model_format_name\x18\x01 \x01(\t\x12\x1c\n\x14model_format_version\x18\x02 \x01(\t\x12\x13\n\x0bstorage_key\x18\x03 \x01(\t\x12\x14\n\x0cstorage_path\x18\x04 \x01(\t\x12\x1c\n\x14service_account_name\x18\x05 \x01(\t\"\x14\n\x12\x44ocArtifactDetails\"\xe6\x04\n\x08\x41rtifact\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x18\n\x10model_version_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0b\n\x03uri\x18\x06 \x01(\t\x12/\n\x05state\x18\x07 \x01(\x0e\x32 .cairn.registry.v1.ArtifactState\x12\x13\n\x0b\x65xternal_id\x18\x08 \x01(\t\x12L\n\x11\x63ustom_properties\x18\t \x03(\x0b\x32\x31.cairn.registry.v1.Artifact.CustomPropertiesEntry\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x05model\x18\x0c \x01(\x0b\x32\'.cairn.registry.v1.ModelArtifactDetailsH\x00\x12\x34\n\x03\x64oc\x18\r \x01(\x0b\x32%.cairn.registry.v1.DocArtifactDetailsH\x00\x12\x0f\n\x07version\x18\x0e \x01(\x03\x12\x0c\n\x04type\x18\x0f \x01(\t\x12\x15\n\rsource_run_id\x18\x10 \x01(\t\x1aO\n\x15\x43ustomPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.cairn.common.v1.Value:\x02\x38\x01\x42\x06\n\x04kind*B\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nSTATE_LIVE\x10\x01\x12\x12\n\x0eSTATE_ARCHIVED\x10\x02*[\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x11\n\rSTAGE_STAGING\x10\x01\x12\x14\n\x10STAGE_PRODUCTION\x10\x02\x12\x12\n\x0eSTAGE_ARCHIVED\x10\x03*\xe4\x01\n\rArtifactState\x12\x1e\n\x1a\x41RTIFACT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41RTIFACT_STATE_PENDING\x10\x01\x12\x17\n\x13\x41RTIFACT_STATE_LIVE\x10\x02\x12&\n\"ARTIFACT_STATE_MARKED_FOR_DELETION\x10\x03\x12\x1a\n\x16\x41RTIFACT_STATE_DELETED\x10\x04\x12\x1c\n\x18\x41RTIFACT_STATE_ABANDONED\x10\x05\x12\x1c\n\x18\x41RTIFACT_STATE_REFERENCE\x10\x06*]\n\x0c\x41rtifactKind\x12\x1d\n\x19\x41RTIFACT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41RTIFACT_KIND_MODEL\x10\x01\x12\x15\n\x11\x41RTIFACT_KIND_DOC\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cairn/registry/v1/registry.proto\x12\x11\x63\x61irn.registry.v1\x1a\x1c\x63\x61irn/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x05\n\x0fRegisteredModel\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\r\n\x05owner\x18\x05 \x01(\t\x12\'\n\x05state\x18\x06 \x01(\x0e\x32\x18.cairn.registry.v1.State\x12\x13\n\x0b\x65xternal_id\x18\x07 \x01(\t\x12S\n\x11\x63ustom_properties\x18\x08 \x03(\x0b\x32\x38.cairn.registry.v1.RegisteredModel.CustomPropertiesEntry\x12:\n\x04tags\x18\t \x03(\x0b\x32,.cairn.registry.v1.RegisteredModel.TagsEntry\x12@\n\x07\x61liases\x18\n \x03(\x0b\x32/.cairn.registry.v1.RegisteredModel.AliasesEntry\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x0flatest_versions\x18\r \x03(\x0b\x32\x1f.cairn.registry.v1.ModelVersion\x1aO\n\x15\x43ustomPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.cairn.common.v1.Value:\x02\x38\x01\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0c\x41liasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xb9\x05\n\x0cModelVersion\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x1b\n\x13registered_model_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\x0e\n\x06\x61uthor\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\'\n\x05state\x18\x08 \x01(\x0e\x32\x18.cairn.registry.v1.State\x12\'\n\x05stage\x18\t \x01(\x0e\x32\x18.cairn.registry.v1.Stage\x12\x15\n\rsource_run_id\x18\n \x01(\t\x12\x12\n\nsource_uri\x18\x0b \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x0c \x01(\t\x12P\n\x11\x63ustom_properties\x18\r \x03(\x0b\x32\x35.cairn.registry.v1.ModelVersion.CustomPropertiesEntry\x12\x37\n\x04tags\x18\x0e \x03(\x0b\x32).cairn.registry.v1.ModelVersion.TagsEntry\x12\x0f\n\x07\x61liases\x18\x0f \x03(\t\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15registered_model_name\x18\x12 \x01(\t\x1aO\n\x15\x43ustomPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.cairn.common.v1.Value:\x02\x38\x01\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x98\x01\n\x14ModelArtifactDetails\x12\x19\n\x11model_format_name\x18\x01 \x01(\t\x12\x1c\n\x14model_format_version\x18\x02 \x01(\t\x12\x13\n\x0bstorage_key\x18\x03 \x01(\t\x12\x14\n\x0cstorage_path\x18\x04 \x01(\t\x12\x1c\n\x14service_account_name\x18\x05 \x01(\t\"\x14\n\x12\x44ocArtifactDetails\"\xe6\x04\n\x08\x41rtifact\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x18\n\x10model_version_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0b\n\x03uri\x18\x06 \x01(\t\x12/\n\x05state\x18\x07 \x01(\x0e\x32 .cairn.registry.v1.ArtifactState\x12\x13\n\x0b\x65xternal_id\x18\x08 \x01(\t\x12L\n\x11\x63ustom_properties\x18\t \x03(\x0b\x32\x31.cairn.registry.v1.Artifact.CustomPropertiesEntry\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x05model\x18\x0c \x01(\x0b\x32\'.cairn.registry.v1.ModelArtifactDetailsH\x00\x12\x34\n\x03\x64oc\x18\r \x01(\x0b\x32%.cairn.registry.v1.DocArtifactDetailsH\x00\x12\x0f\n\x07version\x18\x0e \x01(\x03\x12\x0c\n\x04type\x18\x0f \x01(\t\x12\x15\n\rsource_run_id\x18\x10 \x01(\t\x1aO\n\x15\x43ustomPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.cairn.common.v1.Value:\x02\x38\x01\x42\x06\n\x04kind*B\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nSTATE_LIVE\x10\x01\x12\x12\n\x0eSTATE_ARCHIVED\x10\x02*[\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x11\n\rSTAGE_STAGING\x10\x01\x12\x14\n\x10STAGE_PRODUCTION\x10\x02\x12\x12\n\x0eSTAGE_ARCHIVED\x10\x03*\xe4\x01\n\rArtifactState\x12\x1e\n\x1a\x41RTIFACT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41RTIFACT_STATE_PENDING\x10\x01\x12\x17\n\x13\x41RTIFACT_STATE_LIVE\x10\x02\x12&\n\"ARTIFACT_STATE_MARKED_FOR_DELETION\x10\x03\x12\x1a\n\x16\x41RTIFACT_STATE_DELETED\x10\x04\x12\x1c\n\x18\x41RTIFACT_STATE_ABANDONED\x10\x05\x12\x1c\n\x18\x41RTIFACT_STATE_REFERENCE\x10\x06*]\n\x0c\x41rtifactKind\x12\x1d\n\x19\x41RTIFACT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41RTIFACT_KIND_MODEL\x10\x01\x12\x15\n\x11\x41RTIFACT_KIND_DOC\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,34 +46,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELVERSION_TAGSENTRY']._serialized_options = b'8\001'
   _globals['_ARTIFACT_CUSTOMPROPERTIESENTRY']._loaded_options = None
   _globals['_ARTIFACT_CUSTOMPROPERTIESENTRY']._serialized_options = b'8\001'
-  _globals['_STATE']._serialized_start=2225
-  _globals['_STATE']._serialized_end=2291
-  _globals['_STAGE']._serialized_start=2293
-  _globals['_STAGE']._serialized_end=2384
-  _globals['_ARTIFACTSTATE']._serialized_start=2387
-  _globals['_ARTIFACTSTATE']._serialized_end=2615
-  _globals['_ARTIFACTKIND']._serialized_start=2617
-  _globals['_ARTIFACTKIND']._serialized_end=2710
+  _globals['_STATE']._serialized_start=2314
+  _globals['_STATE']._serialized_end=2380
+  _globals['_STAGE']._serialized_start=2382
+  _globals['_STAGE']._serialized_end=2473
+  _globals['_ARTIFACTSTATE']._serialized_start=2476
+  _globals['_ARTIFACTSTATE']._serialized_end=2704
+  _globals['_ARTIFACTKIND']._serialized_start=2706
+  _globals['_ARTIFACTKIND']._serialized_end=2799
   _globals['_REGISTEREDMODEL']._serialized_start=119
-  _globals['_REGISTEREDMODEL']._serialized_end=760
-  _globals['_REGISTEREDMODEL_CUSTOMPROPERTIESENTRY']._serialized_start=588
-  _globals['_REGISTEREDMODEL_CUSTOMPROPERTIESENTRY']._serialized_end=667
-  _globals['_REGISTEREDMODEL_TAGSENTRY']._serialized_start=669
-  _globals['_REGISTEREDMODEL_TAGSENTRY']._serialized_end=712
-  _globals['_REGISTEREDMODEL_ALIASESENTRY']._serialized_start=714
-  _globals['_REGISTEREDMODEL_ALIASESENTRY']._serialized_end=760
-  _globals['_MODELVERSION']._serialized_start=763
-  _globals['_MODELVERSION']._serialized_end=1429
-  _globals['_MODELVERSION_CUSTOMPROPERTIESENTRY']._serialized_start=588
-  _globals['_MODELVERSION_CUSTOMPROPERTIESENTRY']._serialized_end=667
-  _globals['_MODELVERSION_TAGSENTRY']._serialized_start=669
-  _globals['_MODELVERSION_TAGSENTRY']._serialized_end=712
-  _globals['_MODELARTIFACTDETAILS']._serialized_start=1432
-  _globals['_MODELARTIFACTDETAILS']._serialized_end=1584
-  _globals['_DOCARTIFACTDETAILS']._serialized_start=1586
-  _globals['_DOCARTIFACTDETAILS']._serialized_end=1606
-  _globals['_ARTIFACT']._serialized_start=1609
-  _globals['_ARTIFACT']._serialized_end=2223
-  _globals['_ARTIFACT_CUSTOMPROPERTIESENTRY']._serialized_start=588
-  _globals['_ARTIFACT_CUSTOMPROPERTIESENTRY']._serialized_end=667
+  _globals['_REGISTEREDMODEL']._serialized_end=818
+  _globals['_REGISTEREDMODEL_CUSTOMPROPERTIESENTRY']._serialized_start=646
+  _globals['_REGISTEREDMODEL_CUSTOMPROPERTIESENTRY']._serialized_end=725
+  _globals['_REGISTEREDMODEL_TAGSENTRY']._serialized_start=727
+  _globals['_REGISTEREDMODEL_TAGSENTRY']._serialized_end=770
+  _globals['_REGISTEREDMODEL_ALIASESENTRY']._serialized_start=772
+  _globals['_REGISTEREDMODEL_ALIASESENTRY']._serialized_end=818
+  _globals['_MODELVERSION']._serialized_start=821
+  _globals['_MODELVERSION']._serialized_end=1518
+  _globals['_MODELVERSION_CUSTOMPROPERTIESENTRY']._serialized_start=646
+  _globals['_MODELVERSION_CUSTOMPROPERTIESENTRY']._serialized_end=725
+  _globals['_MODELVERSION_TAGSENTRY']._serialized_start=727
+  _globals['_MODELVERSION_TAGSENTRY']._serialized_end=770
+  _globals['_MODELARTIFACTDETAILS']._serialized_start=1521
+  _globals['_MODELARTIFACTDETAILS']._serialized_end=1673
+  _globals['_DOCARTIFACTDETAILS']._serialized_start=1675
+  _globals['_DOCARTIFACTDETAILS']._serialized_end=1695
+  _globals['_ARTIFACT']._serialized_start=1698
+  _globals['_ARTIFACT']._serialized_end=2312
+  _globals['_ARTIFACT_CUSTOMPROPERTIESENTRY']._serialized_start=646
+  _globals['_ARTIFACT_CUSTOMPROPERTIESENTRY']._serialized_end=725
 # @@protoc_insertion_point(module_scope)

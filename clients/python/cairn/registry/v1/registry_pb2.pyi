@@ -59,7 +59,7 @@ ARTIFACT_KIND_MODEL: ArtifactKind
 ARTIFACT_KIND_DOC: ArtifactKind
 
 class RegisteredModel(_message.Message):
-    __slots__ = ("project", "id", "name", "description", "owner", "state", "external_id", "custom_properties", "tags", "aliases", "create_time", "update_time")
+    __slots__ = ("project", "id", "name", "description", "owner", "state", "external_id", "custom_properties", "tags", "aliases", "create_time", "update_time", "latest_versions")
     class CustomPropertiesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class RegisteredModel(_message.Message):
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LATEST_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     project: str
     id: str
     name: str
@@ -105,10 +106,11 @@ class RegisteredModel(_message.Message):
     aliases: _containers.ScalarMap[str, int]
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, project: _Optional[str] = ..., id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., external_id: _Optional[str] = ..., custom_properties: _Optional[_Mapping[str, _common_pb2.Value]] = ..., tags: _Optional[_Mapping[str, str]] = ..., aliases: _Optional[_Mapping[str, int]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    latest_versions: _containers.RepeatedCompositeFieldContainer[ModelVersion]
+    def __init__(self, project: _Optional[str] = ..., id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., external_id: _Optional[str] = ..., custom_properties: _Optional[_Mapping[str, _common_pb2.Value]] = ..., tags: _Optional[_Mapping[str, str]] = ..., aliases: _Optional[_Mapping[str, int]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("project", "id", "registered_model_id", "name", "version", "author", "description", "state", "stage", "source_run_id", "source_uri", "external_id", "custom_properties", "tags", "aliases", "create_time", "update_time")
+    __slots__ = ("project", "id", "registered_model_id", "name", "version", "author", "description", "state", "stage", "source_run_id", "source_uri", "external_id", "custom_properties", "tags", "aliases", "create_time", "update_time", "registered_model_name")
     class CustomPropertiesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +142,7 @@ class ModelVersion(_message.Message):
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     project: str
     id: str
     registered_model_id: str
@@ -157,7 +160,8 @@ class ModelVersion(_message.Message):
     aliases: _containers.RepeatedScalarFieldContainer[str]
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, project: _Optional[str] = ..., id: _Optional[str] = ..., registered_model_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., author: _Optional[str] = ..., description: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., stage: _Optional[_Union[Stage, str]] = ..., source_run_id: _Optional[str] = ..., source_uri: _Optional[str] = ..., external_id: _Optional[str] = ..., custom_properties: _Optional[_Mapping[str, _common_pb2.Value]] = ..., tags: _Optional[_Mapping[str, str]] = ..., aliases: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    registered_model_name: str
+    def __init__(self, project: _Optional[str] = ..., id: _Optional[str] = ..., registered_model_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., author: _Optional[str] = ..., description: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., stage: _Optional[_Union[Stage, str]] = ..., source_run_id: _Optional[str] = ..., source_uri: _Optional[str] = ..., external_id: _Optional[str] = ..., custom_properties: _Optional[_Mapping[str, _common_pb2.Value]] = ..., tags: _Optional[_Mapping[str, str]] = ..., aliases: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., registered_model_name: _Optional[str] = ...) -> None: ...
 
 class ModelArtifactDetails(_message.Message):
     __slots__ = ("model_format_name", "model_format_version", "storage_key", "storage_path", "service_account_name")
