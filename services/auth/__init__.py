@@ -35,6 +35,7 @@ def _gate(resources: Resources) -> Gate:
 ROLES = role_table(
     authenticated=["GetProjects", "CreateApiKey", "GetApiKeys", "DeleteApiKey"],
     viewer=["GetProject"],
+    editor=["UpdateProject"],
     admin=["AddUserProjectRole", "DeleteProjectRole", "GetProjectMembers"],
     global_admin=["CreateProject"],
 )

@@ -17,7 +17,7 @@ from cairn.auth.v1 import auth_service_pb2_grpc
 
 from ..common import validation as common
 from ..common.access import Caller, current_caller
-from ..common.errors import NotFound, PermissionDenied
+from ..common.errors import NotFound, PermissionDenied, invalid_field
 from ..common.idempotency import after_commit, request_id_of
 from ..common.service import Resources
 from . import convert, validation
@@ -61,8 +61,31 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         self, request: api.GetProjectsRequest, context: Context
     ) -> api.GetProjectsResponse:
         caller = current_caller()
-        records = await self._store.projects(caller.user_id, every=caller.global_admin)
+        if request.user_id and request.user_id != caller.user_id:
+            # ML cube's get_user_projects: another user's projects, for global admins.
+            user_id = validation.user_id(request.user_id)
+            if not caller.global_admin:
+                raise PermissionDenied(
+                    "PERMISSION_DENIED", "another user's projects are listed by global admins only"
+                )
+            records = await self._store.projects(user_id, every=False)
+        else:
+            records = await self._store.projects(caller.user_id, every=caller.global_admin)
         return api.GetProjectsResponse(projects=[convert.project(r) for r in records])
+
+    async def UpdateProject(
+        self, request: api.UpdateProjectRequest, context: Context
+    ) -> api.UpdateProjectResponse:
+        project = common.project(request.project)
+        if request.HasField("name") and request.name != project:
+            raise invalid_field(
+                "name", "a project's name is its id in every service and cannot change"
+            )
+        description = (
+            validation.description(request.description) if request.HasField("description") else None
+        )
+        record = await self._store.update_project(project, description, current_caller().user_id)
+        return api.UpdateProjectResponse(project=convert.project(record))
 
     # API keys
 

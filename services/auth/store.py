@@ -133,6 +133,18 @@ class AuthStore:
             raise NotFound("PROJECT_NOT_FOUND", f"project {name!r} not found")
         return Project(**dict(row))
 
+    async def update_project(self, name: str, description: str | None, user_id: str) -> Project:
+        """Sets the description (None: unchanged); the project as user_id sees it."""
+        if description is not None:
+            updated = await self._pool.fetchval(
+                "UPDATE auth.projects SET description = $2 WHERE name = $1 RETURNING 1",
+                name,
+                description,
+            )
+            if updated is None:
+                raise NotFound("PROJECT_NOT_FOUND", f"project {name!r} not found")
+        return await self.get_project(name, user_id)
+
     async def projects(self, user_id: str, *, every: bool) -> list[Project]:
         """The projects user_id is a member of, or every project when every is set."""
         rows = await self._pool.fetch(

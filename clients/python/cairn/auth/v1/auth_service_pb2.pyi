@@ -35,14 +35,32 @@ class GetProjectResponse(_message.Message):
     def __init__(self, project: _Optional[_Union[_auth_pb2.Project, _Mapping]] = ...) -> None: ...
 
 class GetProjectsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
 
 class GetProjectsResponse(_message.Message):
     __slots__ = ("projects",)
     PROJECTS_FIELD_NUMBER: _ClassVar[int]
     projects: _containers.RepeatedCompositeFieldContainer[_auth_pb2.Project]
     def __init__(self, projects: _Optional[_Iterable[_Union[_auth_pb2.Project, _Mapping]]] = ...) -> None: ...
+
+class UpdateProjectRequest(_message.Message):
+    __slots__ = ("project", "name", "description")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    name: str
+    description: str
+    def __init__(self, project: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class UpdateProjectResponse(_message.Message):
+    __slots__ = ("project",)
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    project: _auth_pb2.Project
+    def __init__(self, project: _Optional[_Union[_auth_pb2.Project, _Mapping]] = ...) -> None: ...
 
 class CreateApiKeyRequest(_message.Message):
     __slots__ = ("name", "expiration", "user_id")

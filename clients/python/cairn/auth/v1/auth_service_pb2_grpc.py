@@ -53,6 +53,11 @@ class AuthServiceStub:
                 request_serializer=cairn_dot_auth_dot_v1_dot_auth__service__pb2.GetProjectsRequest.SerializeToString,
                 response_deserializer=cairn_dot_auth_dot_v1_dot_auth__service__pb2.GetProjectsResponse.FromString,
                 _registered_method=True)
+        self.UpdateProject = channel.unary_unary(
+                '/cairn.auth.v1.AuthService/UpdateProject',
+                request_serializer=cairn_dot_auth_dot_v1_dot_auth__service__pb2.UpdateProjectRequest.SerializeToString,
+                response_deserializer=cairn_dot_auth_dot_v1_dot_auth__service__pb2.UpdateProjectResponse.FromString,
+                _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/cairn.auth.v1.AuthService/CreateApiKey',
                 request_serializer=cairn_dot_auth_dot_v1_dot_auth__service__pb2.CreateApiKeyRequest.SerializeToString,
@@ -105,7 +110,16 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetProjects(self, request, context):
-        """The projects the caller is a member of; every project for a global admin.
+        """The projects the caller is a member of; every project for a global admin. With
+        user_id: that user's projects (the user themself or a global admin only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateProject(self, request, context):
+        """Changes a project's description (editors of the project). A project's name is its
+        id in every service, so it cannot change: a different name is INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -170,6 +184,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.GetProjects,
                     request_deserializer=cairn_dot_auth_dot_v1_dot_auth__service__pb2.GetProjectsRequest.FromString,
                     response_serializer=cairn_dot_auth_dot_v1_dot_auth__service__pb2.GetProjectsResponse.SerializeToString,
+            ),
+            'UpdateProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateProject,
+                    request_deserializer=cairn_dot_auth_dot_v1_dot_auth__service__pb2.UpdateProjectRequest.FromString,
+                    response_serializer=cairn_dot_auth_dot_v1_dot_auth__service__pb2.UpdateProjectResponse.SerializeToString,
             ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
@@ -286,6 +305,33 @@ class AuthService:
             '/cairn.auth.v1.AuthService/GetProjects',
             cairn_dot_auth_dot_v1_dot_auth__service__pb2.GetProjectsRequest.SerializeToString,
             cairn_dot_auth_dot_v1_dot_auth__service__pb2.GetProjectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cairn.auth.v1.AuthService/UpdateProject',
+            cairn_dot_auth_dot_v1_dot_auth__service__pb2.UpdateProjectRequest.SerializeToString,
+            cairn_dot_auth_dot_v1_dot_auth__service__pb2.UpdateProjectResponse.FromString,
             options,
             channel_credentials,
             insecure,
