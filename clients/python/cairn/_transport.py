@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,27 +87,122 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+class LazyChannel:
+    """A channel opened on the first call, in the event loop that makes that call.
+
+    A grpc.aio channel belongs to the loop it was made in. Kubeflow's users make their
+    client at module level and use it inside `asyncio.run(...)`, whose loop does not
+    exist yet when the client is made; so the stubs are bound to this stand-in, and the
+    real channel is made when a call first needs it. A later call from another loop
+    (a second `asyncio.run`) gets a new channel once the first loop has ended; while
+    that loop still runs, the channel is its own and the call is refused.
+    """
+
+    def __init__(self, open_channel: Callable[[], grpc.aio.Channel]) -> None:
+        self._open = open_channel
+        self._channel: grpc.aio.Channel | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def get(self) -> grpc.aio.Channel:
+        """The channel of the running loop, opened now if need be."""
+        loop = asyncio.get_running_loop()
+        if self._channel is None or self._loop is not loop:
+            if self._loop is not None and self._loop.is_running():
+                raise RuntimeError(
+                    "this cairn client is in use by another running event loop; "
+                    "make one client per loop (or use cairn.sync from threads)"
+                )
+            self._channel, self._loop = self._open(), loop
+        return self._channel
+
+    @property
+    def opened(self) -> bool:
+        return self._channel is not None
+
+    async def close(self) -> None:
+        """Closes the channel if it was opened in this loop (one of an ended loop is
+        dropped: nothing of it can run any more)."""
+        channel, self._channel = self._channel, None
+        loop, self._loop = self._loop, None
+        if channel is not None and loop is asyncio.get_running_loop():
+            await channel.close()
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> _Deferred:
+        return _Deferred(self, "unary_unary", args, kwargs)
+
+    def unary_stream(self, *args: Any, **kwargs: Any) -> _Deferred:
+        return _Deferred(self, "unary_stream", args, kwargs)
+
+    def stream_unary(self, *args: Any, **kwargs: Any) -> _Deferred:
+        return _Deferred(self, "stream_unary", args, kwargs)
+
+    def stream_stream(self, *args: Any, **kwargs: Any) -> _Deferred:
+        return _Deferred(self, "stream_stream", args, kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        # get_state, channel_ready, ...: those of the real channel.
+        return getattr(self.get(), name)
+
+
+class _Deferred:
+    """A stub's multi-callable whose channel is found when it is called."""
+
+    def __init__(
+        self, lazy: LazyChannel, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self._lazy = lazy
+        self._kind = kind
+        self._args = args
+        self._kwargs = kwargs
+        self._bound: Any = None
+        self._bound_to: grpc.aio.Channel | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        channel = self._lazy.get()
+        if self._bound_to is not channel:
+            self._bound = getattr(channel, self._kind)(*self._args, **self._kwargs)
+            self._bound_to = channel
+        return self._bound(*args, **kwargs)
+
+
+Credentials = tuple[str, str]
+
+
+def token_header(user_token: str | None, token_style: str = "bearer") -> tuple[Credentials, ...]:
+    """The metadata that presents an API key: `authorization: Bearer <key>` (bearer,
+    the default) or `x-api-key: <key>` (standalone, Devo's default); the server takes
+    either."""
+    if not user_token:
+        return ()
+    style = token_style.lower()
+    if style == "bearer":
+        return (("authorization", f"Bearer {user_token}"),)
+    if style == "standalone":
+        return (("x-api-key", user_token),)
+    raise ValueError(f"token_style must be 'bearer' or 'standalone', not {token_style!r}")
+
+
 class Transport:
     """A long-lived channel plus the metadata and timeout every call carries."""
 
     def __init__(
         self,
-        channel: grpc.aio.Channel,
+        channel: grpc.aio.Channel | LazyChannel,
         *,
         project: str = DEFAULT_PROJECT,
         user_token: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        token_style: str = "bearer",
     ) -> None:
         self.channel = channel
         self.project = project
         self.timeout = timeout
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {user_token}"),) if user_token else ()
-        )
+        self._metadata = token_header(user_token, token_style)
 
     @classmethod
     def insecure(cls, host: str, port: int | str, **kwargs: Any) -> Transport:
-        channel = grpc.aio.insecure_channel(_target(host, port), options=_CHANNEL_OPTIONS)
+        target = _target(host, port)
+        channel = LazyChannel(lambda: grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS))
         return cls(channel, **kwargs)
 
     @classmethod
@@ -121,13 +216,15 @@ class Transport:
         client_key: str | bytes | None = None,
         **kwargs: Any,
     ) -> Transport:
+        # The files are read now: a missing one fails where the client is made.
         credentials = grpc.ssl_channel_credentials(
             root_certificates=_read_pem(custom_ca),
             private_key=_read_pem(client_key),
             certificate_chain=_read_pem(client_cert),
         )
-        channel = grpc.aio.secure_channel(
-            _target(host, port), credentials, options=_CHANNEL_OPTIONS
+        target = _target(host, port)
+        channel = LazyChannel(
+            lambda: grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
         )
         return cls(channel, **kwargs)
 

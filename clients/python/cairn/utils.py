@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import quote, urlencode
 
 from .exceptions import CairnError
 
@@ -18,25 +19,34 @@ def s3_uri_from(
     endpoint: str | None = None,
     region: str | None = None,
 ) -> str:
-    """An S3 URI for a storage path, with the endpoint and region as query parameters.
+    """An S3 URI for a storage path: `s3://<bucket>/<path>`, with the endpoint and the
+    region as query parameters when they are known.
 
-    Without a bucket, AWS_S3_BUCKET is used; a bucket other than that one needs its
-    endpoint too. Endpoint and region default to AWS_S3_ENDPOINT and AWS_DEFAULT_REGION.
+    As the Kubeflow seed writes it, `s3_uri_from("build/onnx/hal.onnx", "cool-bucket")`
+    is `s3://cool-bucket/build/onnx/hal.onnx`: AWS's own endpoint and the region of the
+    reader's configuration apply. Endpoint and region default to AWS_S3_ENDPOINT and
+    AWS_DEFAULT_REGION when those are set; they are `endpoint=` and `defaultRegion=`
+    in the URI.
+
+    Args:
+        path: the object's key within the bucket.
+        bucket: the bucket; AWS_S3_BUCKET when None.
+        endpoint: the S3 endpoint URL (e.g. a MinIO server's).
+        region: the bucket's region.
 
     Raises:
-        MissingMetadata: when the bucket, endpoint or region cannot be found.
+        MissingMetadata: when no bucket is given and AWS_S3_BUCKET is not set.
     """
-    default_bucket = os.environ.get("AWS_S3_BUCKET")
+    bucket = bucket or os.environ.get("AWS_S3_BUCKET")
     if not bucket:
-        if not default_bucket:
-            raise MissingMetadata("no bucket given and AWS_S3_BUCKET is not set")
-        bucket = default_bucket
-    elif bucket != default_bucket and not endpoint:
-        raise MissingMetadata("a bucket other than AWS_S3_BUCKET needs its endpoint and region")
-    endpoint = endpoint or os.environ.get("AWS_S3_ENDPOINT")
-    region = region or os.environ.get("AWS_DEFAULT_REGION")
-    if not (endpoint and region):
-        raise MissingMetadata(
-            "the endpoint and region are needed (or AWS_S3_ENDPOINT and AWS_DEFAULT_REGION)"
+        raise MissingMetadata("no bucket given and AWS_S3_BUCKET is not set")
+    query = {
+        key: value
+        for key, value in (
+            ("endpoint", endpoint or os.environ.get("AWS_S3_ENDPOINT")),
+            ("defaultRegion", region or os.environ.get("AWS_DEFAULT_REGION")),
         )
-    return f"s3://{bucket}/{path}?endpoint={endpoint}&defaultRegion={region}"
+        if value
+    }
+    uri = f"s3://{bucket}/{quote(path.lstrip('/'), safe='/')}"
+    return f"{uri}?{urlencode(query, safe=':/')}" if query else uri
