@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import IO, Any
 
 from .._base import BaseClient
+from .._tables import millis, print_table
 from .._transport import Metadata
 from ..auth.v1 import auth_service_pb2 as api
 from ..auth.v1 import auth_service_pb2_grpc
@@ -68,6 +69,61 @@ class AuthClient(BaseClient):
         )
         return [project_from_proto(p) for p in response.projects]
 
+    async def get_user_projects(
+        self, user_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> list[Project]:
+        """The projects user_id is a member of, with user_id's role in each.
+
+        The caller's own, or anybody's for a global admin (ML cube's company admins).
+        """
+        response = await self._transport.unary(
+            self._stub.GetProjects,
+            api.GetProjectsRequest(user_id=user_id),
+            timeout=timeout,
+            metadata=metadata,
+        )
+        return [project_from_proto(p) for p in response.projects]
+
+    async def update_project(
+        self,
+        project_id: str,
+        name: str | None = None,
+        description: str | None = None,
+        default_storage_policy: Any = None,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> Project:
+        """Changes a project's description (editors of the project); returns the project.
+
+        As in ML cube, None leaves a value unchanged. A project's name is its id in every
+        service, so name may only repeat it; default_storage_policy (ML cube's) is not
+        Cairn's and must stay None.
+
+        Raises:
+            InvalidArgumentError: for a new name.
+            NotFoundError: when the project does not exist.
+        """
+        if default_storage_policy is not None:
+            raise ValueError("Cairn projects have no storage policy; leave it None")
+        request = api.UpdateProjectRequest(project=project_id, name=name, description=description)
+        response = await self._transport.unary(
+            self._stub.UpdateProject, request, timeout=timeout, metadata=metadata
+        )
+        return project_from_proto(response.project)
+
+    async def show_projects(
+        self,
+        *,
+        file: IO[str] | None = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        """Prints the caller's projects as a table (to stdout, or file)."""
+        projects = await self.get_projects(timeout=timeout, metadata=metadata)
+        rows = [(p.project_id, p.description, p.role and p.role.lower()) for p in projects]
+        print_table("Projects", ["Project ID", "Description", "Your role"], rows, file)
+
     # API keys
 
     async def create_api_key(
@@ -128,6 +184,28 @@ class AuthClient(BaseClient):
             metadata=metadata,
         )
         return [api_key_from_proto(k) for k in response.api_keys]
+
+    async def show_api_keys(
+        self,
+        *,
+        file: IO[str] | None = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        """Prints the caller's API keys as a table (to stdout, or file); never a secret."""
+        keys = await self.get_api_keys(timeout=timeout, metadata=metadata)
+        rows = [
+            (
+                k.prefix,
+                k.name,
+                millis(k.create_time),
+                millis(k.expire_time) or "never",
+                "revoked" if k.revoked else "",
+            )
+            for k in keys
+        ]
+        columns = ["Prefix", "Name", "Created (UTC)", "Expires (UTC)", "Status"]
+        print_table("API keys", columns, rows, file)
 
     async def delete_api_key(
         self, api_key: str, *, timeout: float | None = None, metadata: Metadata | None = None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from .._base import BaseClient
+from .._tables import millis, print_table
 from .._transport import Metadata
 from ..exceptions import NotFoundError
 from ..registry.v1 import registry_pb2 as pb
@@ -332,6 +333,20 @@ class RegistryCore(BaseClient):
             model_version_id, pb.ARTIFACT_KIND_UNSPECIFIED, options, timeout, metadata
         )
 
+    async def show_models(
+        self,
+        *,
+        file: IO[str] | None = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        """Prints the project's registered models as a table (to stdout, or file).
+
+        ML cube's `show_models(task_id)` lists a task's models; Cairn has no tasks, and
+        the client's project plays their part.
+        """
+        await _show_models(self, file, timeout, metadata)
+
     async def _artifacts(
         self,
         model_version_id: str | None,
@@ -351,6 +366,25 @@ class RegistryCore(BaseClient):
             self._stub.ListArtifacts, request, timeout=timeout, metadata=metadata
         )
         return _page(options, [types.artifact_from_proto(a) for a in reply.artifacts], reply)
+
+
+async def _show_models(
+    client: RegistryCore,
+    file: IO[str] | None,
+    timeout: float | None,
+    metadata: Metadata | None,
+) -> None:
+    options = ListOptions(limit=100)
+    rows = []
+    while True:
+        page = await client.get_registered_models(options, timeout=timeout, metadata=metadata)
+        rows += [
+            (m.id, m.name, m.owner, m.description, millis(m.create_time_since_epoch)) for m in page
+        ]
+        if page.next_page_token is None:
+            break
+    columns = ["Model ID", "Name", "Owner", "Description", "Created (UTC)"]
+    print_table(f"Models of project {client.project}", columns, rows, file)
 
 
 def _exactly_one(**given: str | None) -> None:

@@ -11,7 +11,9 @@ from ..auth.v1 import auth_pb2 as pb
 class ProjectRole(enum.StrEnum):
     """A member's role in a project; each includes the ones before it.
 
-    ML cube's names (PROJECT_VIEW, PROJECT_EDIT, PROJECT_ADMIN) are aliases.
+    ML cube's names (PROJECT_VIEW, PROJECT_EDIT, PROJECT_ADMIN) are aliases. Wherever a
+    role is taken, a string names it too, in any case: "viewer", "PROJECT_VIEW",
+    "Viewer" and ProjectRole.VIEWER are one role.
     """
 
     VIEWER = "VIEWER"
@@ -20,6 +22,14 @@ class ProjectRole(enum.StrEnum):
     PROJECT_VIEW = "VIEWER"
     PROJECT_EDIT = "EDITOR"
     PROJECT_ADMIN = "ADMIN"
+
+    @classmethod
+    def _missing_(cls, value: object) -> ProjectRole | None:
+        # The enum's values are the upper-case names; its aliases are member names only.
+        if isinstance(value, str):
+            name = value.strip().upper()
+            return cls.__members__.get(name) or cls._value2member_map_.get(name)  # type: ignore[return-value]
+        return None
 
 
 class ApiKeyExpirationTime(enum.Enum):
@@ -83,7 +93,16 @@ _ROLE_NUMBERS = {role: number for number, role in _ROLES.items()}
 
 
 def role_to_proto(role: ProjectRole | str) -> pb.ProjectRole:
-    return _ROLE_NUMBERS.get(ProjectRole(role), pb.PROJECT_ROLE_UNSPECIFIED)
+    """The wire role of a ProjectRole or a role's name (see ProjectRole).
+
+    Raises:
+        ValueError: for a name that is no role.
+    """
+    try:
+        return _ROLE_NUMBERS[ProjectRole(role)]
+    except ValueError:
+        names = "viewer, editor, admin, PROJECT_VIEW, PROJECT_EDIT or PROJECT_ADMIN"
+        raise ValueError(f"{role!r} is not a project role: use {names}") from None
 
 
 def project_from_proto(message: pb.Project) -> Project:
