@@ -10,11 +10,15 @@ def test_top_level_names() -> None:
         "ArtifactClient",
         "AuthClient",
         "CairnError",
+        "Client",
         "ModelManager",
         "ModelRegistryAPIClient",
         "TrackingClient",
+        "create_client_from_profile",
+        "create_client_from_token",
         "exceptions",
         "models",
+        "profiles",
     }
     for name in cairn.__all__:
         assert getattr(cairn, name) is not None
@@ -159,12 +163,17 @@ def test_sync_client_names() -> None:
     assert set(sync.__all__) == {
         "ArtifactClient",
         "AuthClient",
+        "Client",
         "ModelManager",
         "ModelRegistryAPIClient",
         "TrackingClient",
+        "create_client_from_profile",
+        "create_client_from_token",
     }
     assert callable(sync.ModelManager)  # wraps a sync registry client, as Devo's Client
-    for name in set(sync.__all__) - {"ModelManager"}:
+    assert callable(sync.Client) and callable(sync.create_client_from_token)
+    single = {"Client", "ModelManager", "create_client_from_profile", "create_client_from_token"}
+    for name in set(sync.__all__) - single:
         client = getattr(sync, name)
         assert client._async_client is getattr(cairn, name)
         assert callable(client.insecure_connection)

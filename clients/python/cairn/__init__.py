@@ -1,12 +1,16 @@
 """Cairn: experiment tracking, a model registry and an artifact store over gRPC.
 
-Connect with one of the async clients::
+Connect to every service at once, or with one of the service clients::
+
+    async with cairn.Client("http://127.0.0.1:50051") as client:
+        await client.tracking.create_experiment("churn")
 
     async with cairn.TrackingClient.insecure_connection("127.0.0.1", 50051) as client:
         ...
 """
 
-from . import exceptions, models
+from . import exceptions, models, profiles
+from ._client import Client, create_client_from_profile, create_client_from_token
 from ._clients.artifacts import ArtifactClient
 from ._clients.auth import AuthClient
 from ._clients.model_manager import ModelManager
@@ -20,9 +24,13 @@ __all__ = [
     "ArtifactClient",
     "AuthClient",
     "CairnError",
+    "Client",
     "ModelManager",
     "ModelRegistryAPIClient",
     "TrackingClient",
+    "create_client_from_profile",
+    "create_client_from_token",
     "exceptions",
     "models",
+    "profiles",
 ]

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
-from . import _clients
+from . import _client, _clients
 from ._base import BaseClient
 from ._clients.artifacts import ArtifactClient as _AsyncArtifactClient
 from ._clients.auth import AuthClient as _AsyncAuthClient
@@ -40,9 +40,12 @@ T = TypeVar("T")
 __all__ = [
     "ArtifactClient",
     "AuthClient",
+    "Client",
     "ModelManager",
     "ModelRegistryAPIClient",
     "TrackingClient",
+    "create_client_from_profile",
+    "create_client_from_token",
 ]
 
 
@@ -224,3 +227,49 @@ def ModelManager(
     """`cairn.ModelManager` (Devo's calls) over a sync registry client, without `await`."""
     manager = _AsyncModelManager(registry._target, download_path, cache_dir=cache_dir)
     return _SyncView(manager, registry._runner)
+
+
+class Client(_SyncView):
+    """`cairn.Client` without `await`: `.tracking`, `.registry`, `.artifacts`, `.auth`
+    and `.models` are sync too, over the one channel, and so are Devo's `add_model`,
+    `get_model`, `find_model` and `get_models` on the client itself."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """As `cairn.Client(...)` (same arguments)."""
+        self._adopt(_client.Client(*args, **kwargs))
+
+    @classmethod
+    def _of(cls, client: _client.Client) -> Client:
+        wrapped = cls.__new__(cls)
+        wrapped._adopt(client)
+        return wrapped
+
+    def _adopt(self, client: _client.Client) -> None:
+        # The async client opens its channel on its first call, so on this loop.
+        runner = _Runner()
+        super().__init__(client, runner)
+        for name in ("tracking", "registry", "artifacts", "auth", "models"):
+            setattr(self, name, _SyncView(getattr(client, name), runner))
+
+    def close(self) -> None:
+        """Closes the channel, then stops the client's loop."""
+        try:
+            self._runner.wait(self._target.close())
+        finally:
+            self._runner.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def create_client_from_token(*args: Any, **kwargs: Any) -> Client:
+    """As `cairn.create_client_from_token` (Devo's factory), the client sync."""
+    return Client._of(_client.create_client_from_token(*args, **kwargs))
+
+
+def create_client_from_profile(*args: Any, **kwargs: Any) -> Client:
+    """As `cairn.create_client_from_profile` (Devo's factory), the client sync."""
+    return Client._of(_client.create_client_from_profile(*args, **kwargs))

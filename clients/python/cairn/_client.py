@@ -1,0 +1,199 @@
+"""`cairn.Client`: every service over one channel, and Devo's client factories."""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+from typing import Any, Self
+
+from ._clients.artifacts import ArtifactClient
+from ._clients.auth import AuthClient
+from ._clients.model_manager import ManagedModel, ModelManager
+from ._clients.registry import ModelRegistryAPIClient
+from ._clients.tracking import TrackingClient
+from ._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT, Transport
+from .profiles import BEARER, STANDALONE, Profile, load_profile, split_url
+
+
+class Client:
+    """One connection to a Cairn server, with a client for each service on it.
+
+    `tracking` (MLflow's calls), `registry` (Kubeflow's and MLflow's), `artifacts`,
+    `auth` (ML cube's) and `models` (Devo's, also as `add_model`, `get_model`,
+    `find_model` and `get_models` on the client itself) share one channel, made on the
+    first call in the loop that makes it, and one set of credentials.
+
+    Args:
+        server_address: a host name or address, or a URL: `https://host[:port]` connects
+            over TLS, `http://host[:port]` without.
+        port: the TCP port, when server_address does not name one.
+        user_token: an API key (None: none sent).
+        token_style: "bearer" sends `authorization: Bearer <key>`, "standalone"
+            `x-api-key: <key>`; a Cairn server takes either.
+        is_secure: TLS or not; by default, TLS unless the URL is `http://`.
+        custom_ca: path to (or bytes of) a PEM root certificate (None: the system roots).
+        project: the project every call works in.
+        timeout: default deadline of each call in seconds (None: no deadline).
+        download_path: where `get_model`/`find_model` put files (Devo's downloader).
+        client_cert: path to (or bytes of) a PEM client certificate, for mTLS.
+        client_key: path to (or bytes of) its PEM private key.
+    """
+
+    def __init__(
+        self,
+        server_address: str,
+        port: int | str | None = None,
+        *,
+        user_token: str | None = None,
+        token_style: str = BEARER,
+        is_secure: bool | None = None,
+        custom_ca: str | bytes | None = None,
+        project: str = DEFAULT_PROJECT,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        download_path: str | os.PathLike[str] | None = None,
+        client_cert: str | bytes | None = None,
+        client_key: str | bytes | None = None,
+    ) -> None:
+        host, url_port, url_tls = _split(server_address)
+        secure = url_tls if is_secure is None else is_secure
+        port = port or url_port or (443 if secure else 50051)
+        settings: dict[str, Any] = dict(
+            project=project, user_token=user_token, timeout=timeout, token_style=token_style
+        )
+        if secure:
+            transport = Transport.secure(
+                host,
+                port,
+                custom_ca=custom_ca,
+                client_cert=client_cert,
+                client_key=client_key,
+                **settings,
+            )
+        else:
+            transport = Transport.insecure(host, port, **settings)
+        self._transport = transport
+        self.tracking = TrackingClient(transport)
+        self.registry = ModelRegistryAPIClient(transport)
+        self.artifacts = ArtifactClient(transport)
+        self.auth = AuthClient(transport)
+        self.models = ModelManager(self.registry, download_path or ".")
+
+    @property
+    def project(self) -> str:
+        return self._transport.project
+
+    # Devo's calls, on the client as Devo has them.
+
+    async def add_model(
+        self,
+        name: str,
+        engine: str,
+        model_file: str | os.PathLike[str],
+        description: str | None = None,
+        force: bool = False,
+    ) -> ManagedModel:
+        """As `ModelManager.add_model` (Devo's `Client.add_model`)."""
+        return await self.models.add_model(name, engine, model_file, description, force)
+
+    async def get_model(self, name: str, download_file: bool | None = None) -> ManagedModel:
+        """As `ModelManager.get_model` (Devo's)."""
+        return await self.models.get_model(name, download_file)
+
+    async def find_model(self, name: str, download_file: bool | None = None) -> ManagedModel | None:
+        """As `ModelManager.find_model` (Devo's): None when there is no such model."""
+        return await self.models.find_model(name, download_file)
+
+    async def get_models(self) -> list[ManagedModel]:
+        """As `ModelManager.get_models` (Devo's): every model of the project."""
+        return await self.models.get_models()
+
+    async def close(self) -> None:
+        """Closes the channel every service client shares."""
+        await self._transport.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def _split(server_address: str) -> tuple[str, int | None, bool]:
+    if "://" in server_address:
+        host, port, tls = split_url(server_address)
+        explicit = f":{port}" in server_address.split("://", 1)[1]
+        return host, port if explicit else None, tls
+    return server_address, None, True
+
+
+def create_client_from_token(
+    url: str,
+    token: str,
+    auth_type: str = STANDALONE,
+    download_path: str | os.PathLike[str] | None = None,
+    *,
+    project: str = DEFAULT_PROJECT,
+    custom_ca: str | bytes | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> Client:
+    """Devo's factory: a client of the server at url with an API key.
+
+    Args:
+        url: `https://host[:port]` (TLS; port 443 by default) or `http://host[:port]`
+            (plaintext; port 50051 by default).
+        token: the API key.
+        auth_type: "standalone" (`x-api-key`, Devo's default) or "bearer".
+        download_path: where `get_model`/`find_model` put files ("." when None).
+        project: the project every call works in.
+        custom_ca: a PEM root certificate for TLS (None: the system roots).
+        timeout: default deadline of each call in seconds (30 as in Devo).
+    """
+    return Client(
+        url,
+        user_token=token,
+        token_style=auth_type,
+        custom_ca=custom_ca,
+        project=project,
+        timeout=timeout,
+        download_path=download_path,
+    )
+
+
+def create_client_from_profile(
+    profile: str = "default",
+    path: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> Client:
+    """Devo's factory: a client from a named profile of the profile file.
+
+    Args:
+        profile: the section of the file.
+        path: the file, or a directory holding profiles.ini; by default
+            `$CAIRN_PROFILES`, else `~/.config/cairn/profiles.ini` (cairn.profiles).
+        overrides: keyword arguments of `Client` that win over the profile's values,
+            e.g. `timeout=45`.
+
+    Raises:
+        cairn.profiles.ProfileError: when the file or profile is missing or invalid.
+    """
+    return client_from_profile(load_profile(profile, path), **overrides)
+
+
+def client_from_profile(profile: Profile, **overrides: Any) -> Client:
+    """A Client of a Profile already read."""
+    settings: dict[str, Any] = dict(
+        port=profile.port,
+        user_token=profile.token,
+        token_style=profile.token_style,
+        is_secure=profile.tls,
+        custom_ca=profile.ca,
+        project=profile.project,
+        timeout=profile.timeout,
+        download_path=profile.download_path,
+    )
+    return Client(profile.host, **{**settings, **overrides})

@@ -1,0 +1,189 @@
+"""Connection profiles: named sections of an INI file, as Devo's client reads them.
+
+One file serves the Python client (`cairn.create_client_from_profile`) and the command
+line. It is found, in this order, at the path given, at `$CAIRN_PROFILES`, or at
+`~/.config/cairn/profiles.ini`::
+
+    [default]
+    url = http://127.0.0.1:50051
+
+    [prod]
+    host = cairn.example.com
+    port = 443
+    tls = true
+    ca = ~/certs/cairn-ca.pem
+    token = cairn_0123456789ab_...
+    token_style = bearer
+    project = churn
+    timeout = 45
+    download_path = ~/models
+
+`url` (Devo's, `http://` for plaintext, `https://` for TLS) or `host` with `port` and
+`tls` say where the server is. `token_style` (Devo's `auth_type` too) is `standalone`
+(`x-api-key: <token>`, Devo's default and so the default here) or `bearer`
+(`authorization: Bearer <token>`); a Cairn server takes either.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT
+
+PROFILES_ENV = "CAIRN_PROFILES"
+DEFAULT_PROFILES_PATH = Path("~/.config/cairn/profiles.ini")
+PROFILES_FILE_NAME = "profiles.ini"
+STANDALONE = "standalone"
+BEARER = "bearer"
+# Without a port in a URL: 443 for https, and `make run`'s port for plaintext.
+DEFAULT_TLS_PORT = 443
+DEFAULT_PLAINTEXT_PORT = 50051
+
+_KEYS = {
+    "url",
+    "host",
+    "port",
+    "tls",
+    "ca",
+    "token",
+    "token_style",
+    "auth_type",
+    "project",
+    "timeout",
+    "download_path",
+}
+
+
+class ProfileError(ValueError):
+    """A profile file or a profile that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Where a server is and how to talk to it.
+
+    Attributes:
+        name: the profile's section name.
+        host: the server's host name or address.
+        port: its TCP port.
+        tls: whether to connect over TLS.
+        ca: a PEM root certificate file for TLS (None: the system roots).
+        token: the API key (None: none sent).
+        token_style: "standalone" (`x-api-key`) or "bearer" (`authorization: Bearer`).
+        project: the project calls work in.
+        timeout: default deadline of each call in seconds (None: no deadline).
+        download_path: where Devo's get_model/find_model put files (None: ".").
+    """
+
+    name: str
+    host: str
+    port: int
+    tls: bool = False
+    ca: str | None = None
+    token: str | None = None
+    token_style: str = STANDALONE
+    project: str = DEFAULT_PROJECT
+    timeout: float | None = DEFAULT_TIMEOUT
+    download_path: str | None = None
+
+
+def profiles_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The profile file: path (a directory means its profiles.ini), else $CAIRN_PROFILES,
+    else ~/.config/cairn/profiles.ini; "~" is expanded."""
+    chosen = Path(path or os.environ.get(PROFILES_ENV) or DEFAULT_PROFILES_PATH).expanduser()
+    return chosen / PROFILES_FILE_NAME if chosen.is_dir() else chosen
+
+
+def load_profile(name: str = "default", path: str | os.PathLike[str] | None = None) -> Profile:
+    """Reads one profile.
+
+    Raises:
+        ProfileError: when the file or the profile is missing, or a value is invalid.
+    """
+    file = profiles_path(path)
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with file.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        raise ProfileError(f"no profile file at {file}") from None
+    except configparser.Error as error:
+        raise ProfileError(f"{file} is not a valid INI file: {error}") from None
+    if not parser.has_section(name):
+        known = ", ".join(parser.sections()) or "none"
+        raise ProfileError(f"{file} has no profile {name!r} (it has: {known})")
+    return parse_profile(name, dict(parser.items(name)), source=str(file))
+
+
+def parse_profile(name: str, values: dict[str, str], *, source: str = "profile") -> Profile:
+    """A Profile from one section's keys and values (see the module's docstring)."""
+    unknown = set(values) - _KEYS
+    if unknown:
+        raise ProfileError(f"{source} [{name}]: unknown keys {', '.join(sorted(unknown))}")
+    host, port, tls = _address(name, values, source)
+    style = (values.get("token_style") or values.get("auth_type") or STANDALONE).lower()
+    if style not in (STANDALONE, BEARER):
+        raise ProfileError(f"{source} [{name}]: token_style must be standalone or bearer")
+    return Profile(
+        name=name,
+        host=host,
+        port=port,
+        tls=tls,
+        ca=_path(values.get("ca")),
+        token=values.get("token") or None,
+        token_style=style,
+        project=values.get("project") or DEFAULT_PROJECT,
+        timeout=_timeout(name, values.get("timeout"), source),
+        download_path=_path(values.get("download_path")),
+    )
+
+
+def split_url(url: str) -> tuple[str, int, bool]:
+    """Host, port and TLS of "https://host[:port]" or "http://host[:port]"."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ProfileError(f"{url!r} is not an http:// or https:// URL")
+    tls = parts.scheme == "https"
+    default = DEFAULT_TLS_PORT if tls else DEFAULT_PLAINTEXT_PORT
+    return parts.hostname, parts.port or default, tls
+
+
+def _address(name: str, values: dict[str, str], source: str) -> tuple[str, int, bool]:
+    if values.get("url"):
+        if values.get("host"):
+            raise ProfileError(f"{source} [{name}]: give url or host, not both")
+        return split_url(values["url"])
+    if not values.get("host"):
+        raise ProfileError(f"{source} [{name}]: needs url, or host (and port)")
+    tls = _boolean(name, values.get("tls", "false"), source)
+    try:
+        port = int(values.get("port") or (DEFAULT_TLS_PORT if tls else DEFAULT_PLAINTEXT_PORT))
+    except ValueError:
+        raise ProfileError(f"{source} [{name}]: port must be a number") from None
+    return values["host"], port, tls
+
+
+def _boolean(name: str, value: str, source: str) -> bool:
+    states = configparser.ConfigParser.BOOLEAN_STATES
+    if value.lower() not in states:
+        raise ProfileError(f"{source} [{name}]: tls must be true or false")
+    return states[value.lower()]
+
+
+def _timeout(name: str, value: str | None, source: str) -> float | None:
+    if value is None or value == "":
+        return DEFAULT_TIMEOUT
+    if value.lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ProfileError(f"{source} [{name}]: timeout must be seconds or none") from None
+
+
+def _path(value: str | None) -> str | None:
+    return str(Path(value).expanduser()) if value else None
