@@ -276,7 +276,8 @@ async def main():
     another_version = await mr_client.upsert_model_version(version, model.id)
     await mr_client.upsert_model_artifact(trained_model, another_version.id)
 {_indented(BY_PARAMS)}
-    assert another_trained_model == trained_model and trained_model.external_id == "unique_reference"
+    assert another_trained_model == trained_model
+    assert trained_model.external_id == "unique_reference"
     assert version is None  # no model has the id "x"
     assert model.external_id == "another_unique_reference"
 {_indented(LISTS)}
