@@ -1,0 +1,115 @@
+"""ML cube's calls as its users write them, through a server that requires API keys:
+role names as strings, update_project, get_user_projects and the show_* tables."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+import cairn
+from cairn.exceptions import InvalidArgumentError, NotFoundError, PermissionDeniedError
+from cairn.types import ApiKeyExpirationTime, ProjectRole
+from tests.integration.auth.conftest import World
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("PROJECT_VIEW", ProjectRole.VIEWER),
+        ("viewer", ProjectRole.VIEWER),
+        ("Viewer", ProjectRole.VIEWER),
+        ("PROJECT_EDIT", ProjectRole.EDITOR),
+        ("editor", ProjectRole.EDITOR),
+        ("project_admin", ProjectRole.ADMIN),
+        ("ADMIN", ProjectRole.ADMIN),
+        (ProjectRole.PROJECT_EDIT, ProjectRole.EDITOR),
+    ],
+)
+async def test_a_role_is_named_as_ml_cube_or_cairn_name_it(
+    world: World, unique: str, given: str | ProjectRole, expected: ProjectRole
+) -> None:
+    user = f"named-{unique}"
+    async with world.auth("admin") as admin:
+        await admin.add_user_project_role(user, world.project, given)
+        members = {m.user_id: m.role for m in await admin.get_project_members(world.project)}
+    assert members[user] is expected
+
+
+async def test_a_name_that_is_no_role_is_refused_before_any_call(world: World) -> None:
+    async with world.auth("admin") as admin:
+        with pytest.raises(ValueError, match="PROJECT_VIEW"):
+            await admin.add_user_project_role("someone", world.project, "owner")
+
+
+async def test_update_project_changes_the_description_for_an_editor(world: World) -> None:
+    async with world.auth("editor") as editor:
+        updated = await editor.update_project(world.project, description="churn models")
+        assert updated.description == "churn models"
+        assert updated.role is ProjectRole.EDITOR
+        # None leaves a value as it is, as in ML cube; the project's own name may repeat.
+        same = await editor.update_project(world.project, world.project, None)
+        assert same.description == "churn models"
+        assert (await editor.get_project(world.project)).description == "churn models"
+        with pytest.raises(InvalidArgumentError) as renamed:
+            await editor.update_project(world.project, name="renamed")
+        assert renamed.value.reason == "INVALID_ARGUMENT"
+
+
+async def test_update_project_is_refused_to_a_viewer_and_unknown_projects(
+    world: World, unique: str
+) -> None:
+    async with world.auth("viewer") as viewer:
+        with pytest.raises(PermissionDeniedError):
+            await viewer.update_project(world.project, description="mine now")
+    async with world.auth("global_admin") as admin:
+        with pytest.raises(NotFoundError):
+            await admin.update_project(f"nowhere-{unique}", description="x")
+
+
+async def test_get_user_projects_lists_a_users_projects_with_their_role(world: World) -> None:
+    async with world.auth("global_admin") as admin:
+        projects = await admin.get_user_projects(world.users["outsider"])
+    assert [(p.project_id, p.role) for p in projects] == [(world.other_project, ProjectRole.EDITOR)]
+    async with world.auth("viewer") as viewer:
+        own = await viewer.get_user_projects(world.users["viewer"])
+        assert [p.project_id for p in own] == [world.project]
+        with pytest.raises(PermissionDeniedError):
+            await viewer.get_user_projects(world.users["outsider"])
+
+
+async def test_show_projects_and_api_keys_print_tables_without_secrets(world: World) -> None:
+    async with world.auth("editor") as editor:
+        await editor.update_project(world.project, description="where the roles are")
+        key = await editor.create_api_key("laptop", ApiKeyExpirationTime.NINETY_DAYS)
+        projects, keys = io.StringIO(), io.StringIO()
+        await editor.show_projects(file=projects)
+        await editor.show_api_keys(file=keys)
+    lines = projects.getvalue().splitlines()
+    assert lines[0].strip() == "Projects"
+    assert "Project ID" in lines[2] and "Description" in lines[2]
+    row = next(line for line in lines if world.project in line)
+    assert "where the roles are" in row and "editor" in row
+    listing = keys.getvalue()
+    prefix, secret = key.split("_")[1], key.split("_", 2)[2]
+    laptop = next(line for line in listing.splitlines() if prefix in line)
+    assert "laptop" in laptop and "never" not in laptop
+    assert secret not in listing and "\x1b[" not in listing
+
+
+async def test_show_models_prints_every_model_of_the_project(server_port: int, unique: str) -> None:
+    project = f"shown-{unique}"
+    async with cairn.AuthClient.insecure_connection("127.0.0.1", server_port) as auth:
+        await auth.create_project(project)
+    async with cairn.ModelRegistryAPIClient.insecure_connection(
+        "127.0.0.1", server_port, project=project
+    ) as registry:
+        for n in range(103):  # more than one page of 100
+            await registry.upsert_registered_model(
+                cairn.types.RegisteredModel(f"model-{n:03}", owner="team")
+            )
+        shown = io.StringIO()
+        await registry.show_models(file=shown)
+    rows = [line for line in shown.getvalue().splitlines() if "model-" in line]
+    assert len(rows) == 103 and "team" in rows[0]
+    assert f"Models of project {project}" in shown.getvalue()
