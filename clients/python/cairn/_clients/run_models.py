@@ -15,9 +15,9 @@ import dataclasses
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .._transport import Transport
 from ..exceptions import AlreadyExistsError, FailedPreconditionError, NotFoundError
@@ -25,7 +25,8 @@ from ..models import _manifest
 from ..models._cache import ModelCache
 from ..models._flavors import Flavor, UntrustedModelError, flavor_for, get_flavor
 from ..models._info import ModelInfo
-from ..models._manifest import MANIFEST, Manifest
+from ..models._manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
+from ..models._paths import inside, invalid_manifest
 from ..models._uris import ArtifactUri, ModelUri, RunUri, parse_uri
 from ..types._registry import ModelArtifact
 from .artifacts import ArtifactClient
@@ -266,14 +267,21 @@ async def _register(transport: Transport, name: str, info: ModelInfo, manifest: 
 
 
 async def _read_manifest(store: ArtifactClient, path: str, uri: str) -> tuple[bytes, Manifest]:
+    data = bytearray()
+    source = cast(AsyncGenerator[bytes], store.open(f"{path}/{MANIFEST}" if path else MANIFEST))
     try:
-        data = await store.read(f"{path}/{MANIFEST}" if path else MANIFEST)
+        # Read as it streams in, so a huge object posing as a manifest stops early.
+        async with contextlib.aclosing(source) as chunks:
+            async for chunk in chunks:
+                data += chunk
+                if len(data) > MAX_MANIFEST_BYTES:
+                    raise invalid_manifest(uri, f"is larger than {MAX_MANIFEST_BYTES} bytes")
     except NotFoundError:
         raise NotFoundError(
             f"{uri} holds no model logged with log_model (no {MANIFEST})",
             reason="OBJECT_NOT_FOUND",
         ) from None
-    return data, Manifest.from_json(data, uri)
+    return bytes(data), Manifest.from_json(bytes(data), uri)
 
 
 async def _fetch(
@@ -290,7 +298,7 @@ async def _fetch(
         return entry
     with cache.filling(key) as scratch:
         for relative, expected in manifest.files.items():
-            local = scratch / relative
+            local = inside(scratch, relative, uri)
             await store.download(join(path, None, relative), local)
             await asyncio.to_thread(_manifest.verify_file, local, relative, expected, uri)
         (scratch / MANIFEST).write_bytes(manifest_bytes)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ._manifest import MANIFEST, Manifest
+from ._paths import inside
 
 CACHE_ENV = "CAIRN_MODEL_CACHE"
 
@@ -47,7 +48,7 @@ class ModelCache:
         if not (entry / MANIFEST).is_file():
             return None
         for relative, expected in manifest.files.items():
-            file = entry / relative
+            file = inside(entry, relative, str(entry))
             if not file.is_file() or file.stat().st_size != expected.size:
                 shutil.rmtree(entry, ignore_errors=True)
                 return None

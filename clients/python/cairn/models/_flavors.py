@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ..exceptions import FailedPreconditionError, InvalidArgumentError
+from ._paths import inside
 
 
 @runtime_checkable
@@ -75,7 +76,7 @@ class FilesFlavor:
         return {"path": source.name}
 
     def load(self, directory: Path, options: Mapping[str, Any]) -> Path:
-        return directory / str(options["path"])
+        return inside(directory, options.get("path"), str(directory), "its path option")
 
 
 class PickleFlavor:
@@ -96,7 +97,8 @@ class PickleFlavor:
         return {"path": self._file}
 
     def load(self, directory: Path, options: Mapping[str, Any]) -> Any:
-        with (directory / str(options["path"])).open("rb") as source:
+        path = inside(directory, options.get("path"), str(directory), "its path option")
+        with path.open("rb") as source:
             return pickle.load(source)  # the caller allowed it: allow_pickle=True
 
     def _dump(self, model: Any, out: Any) -> None:

@@ -12,19 +12,36 @@ import hashlib
 import importlib.metadata
 import json
 import platform
+import re
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import DataLossError, InvalidArgumentError
+from ..exceptions import DataLossError
 from ._flavors import Flavor
+from ._paths import MANIFEST, invalid_manifest, relative_path
 
-MANIFEST = "cairn-model.json"
 FORMAT = 1
 _HASH_CHUNK = 1024 * 1024
+# About 100,000 files' entries: a larger "manifest" is not one, and is not read whole.
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# The JSON type of each field but files (checked entry by entry).
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "flavor": str,
+    "options": dict,
+    "python_version": str,
+    "libraries": dict,
+    "signature": (dict, type(None)),
+    "metadata": dict,
+    "run_id": str,
+    "artifact_path": str,
+    "created_at": str,
+    "format": int,
+}
 
 
 @dataclass(frozen=True)
@@ -54,15 +71,54 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> Manifest:
+        """Parses and checks a manifest: known format, fields of their types, file paths
+        relative and inside the model's directory.
+
+        Raises:
+            DataLossError: (INVALID_MODEL_MANIFEST) anything else.
+        """
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise invalid_manifest(where, f"is larger than {MAX_MANIFEST_BYTES} bytes")
         try:
             raw = json.loads(data)
-            files = {path: FileEntry(**entry) for path, entry in raw.pop("files").items()}
-            return cls(files=files, **raw)
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
-            raise InvalidArgumentError(
-                f"{where} holds no readable Cairn model manifest ({error})",
-                reason="INVALID_ARGUMENT",
-            ) from None
+        except ValueError as error:
+            raise invalid_manifest(where, f"is no JSON ({error})") from None
+        if not isinstance(raw, dict):
+            raise invalid_manifest(where, "is no JSON object")
+        if raw.get("format") != FORMAT:
+            raise invalid_manifest(
+                where,
+                f"has format {raw.get('format')!r}; this client reads format {FORMAT} "
+                "(a newer cairn may read it)",
+            )
+        unknown = set(raw) - {f.name for f in fields(cls)}
+        missing = {"flavor", "options", "files", "python_version"} - set(raw)
+        if unknown or missing:
+            raise invalid_manifest(
+                where, f"has unknown fields {sorted(unknown)} or lacks {sorted(missing)}"
+            )
+        for name, value in raw.items():
+            expected = _TYPES.get(name, dict)
+            if not isinstance(value, expected) or isinstance(value, bool):
+                raise invalid_manifest(where, f"has a {type(value).__name__} as {name}")
+        if not all(isinstance(v, str) for v in raw.get("libraries", {}).values()):
+            raise invalid_manifest(where, "has a library version that is no string")
+        files = {
+            relative_path(path, where): _entry(entry, path, where)
+            for path, entry in raw.pop("files").items()
+        }
+        return cls(files=files, **raw)
+
+
+def _entry(raw: Any, path: str, where: str) -> FileEntry:
+    if not isinstance(raw, dict) or set(raw) != {"size", "sha256"}:
+        raise invalid_manifest(where, f"describes {path!r} by {raw!r}, not by size and sha256")
+    size, sha256 = raw["size"], raw["sha256"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise invalid_manifest(where, f"gives {path!r} the size {size!r}")
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        raise invalid_manifest(where, f"gives {path!r} the sha256 {sha256!r}")
+    return FileEntry(size, sha256)
 
 
 def save(

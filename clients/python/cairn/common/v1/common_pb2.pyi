@@ -62,6 +62,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_SHUTTING_DOWN: _ClassVar[ErrorReason]
     ERROR_REASON_STATEMENT_TIMEOUT: _ClassVar[ErrorReason]
     ERROR_REASON_API_KEY_OUTLIVES_PARENT: _ClassVar[ErrorReason]
+    ERROR_REASON_INVALID_MODEL_MANIFEST: _ClassVar[ErrorReason]
+    ERROR_REASON_ARTIFACT_URI_IMMUTABLE: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_INVALID_ARGUMENT: ErrorReason
 ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason
@@ -116,6 +118,8 @@ ERROR_REASON_DATABASE_BUSY: ErrorReason
 ERROR_REASON_SHUTTING_DOWN: ErrorReason
 ERROR_REASON_STATEMENT_TIMEOUT: ErrorReason
 ERROR_REASON_API_KEY_OUTLIVES_PARENT: ErrorReason
+ERROR_REASON_INVALID_MODEL_MANIFEST: ErrorReason
+ERROR_REASON_ARTIFACT_URI_IMMUTABLE: ErrorReason
 
 class Value(_message.Message):
     __slots__ = ("bool_value", "int_value", "double_value", "string_value")
