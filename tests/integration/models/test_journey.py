@@ -91,3 +91,23 @@ async def test_a_model_cannot_be_logged_twice_at_one_path(world: World) -> None:
         f"runs:/{world.run_id}/m", allow_pickle=True, cache_dir=world.cache
     )
     assert loaded == [1]
+
+
+async def test_of_two_models_logged_at_once_at_one_path_the_winner_loads(world: World) -> None:
+    import asyncio
+
+    from cairn.exceptions import AlreadyExistsError
+
+    models = [list(range(1000)), list(range(2000))]
+    results = await asyncio.gather(
+        *(world.tracking.log_model(world.run_id, m, "race", flavor="pickle") for m in models),
+        return_exceptions=True,
+    )
+
+    lost = [r for r in results if isinstance(r, BaseException)]
+    assert len(lost) == 1 and isinstance(lost[0], AlreadyExistsError), results
+    winner = models[results.index(next(r for r in results if r is not lost[0]))]
+    loaded = await world.tracking.load_model(
+        f"runs:/{world.run_id}/race", allow_pickle=True, cache_dir=world.cache
+    )
+    assert loaded == winner

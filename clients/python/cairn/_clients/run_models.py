@@ -237,11 +237,24 @@ async def _refuse_existing(store: ArtifactClient, directory: str) -> None:
 
 
 async def _upload(store: ArtifactClient, directory: str, local: Path, manifest: Manifest) -> bytes:
-    for relative in manifest.files:
-        await store.upload(f"{directory}/{relative}", local / relative, overwrite=True)
-    manifest_bytes = (local / MANIFEST).read_bytes()
-    # Last, and never over another: the manifest is what makes the directory a model.
-    await store.upload(f"{directory}/{MANIFEST}", manifest_bytes, content_type="application/json")
+    """Never over an object: of two loggers at one directory, the first to store a file
+    both have keeps it and the other stops (AlreadyExistsError), so the files under the
+    winner's manifest are all the winner's. The manifest goes last: it is what makes the
+    directory a model."""
+    try:
+        for relative in manifest.files:
+            await store.upload(f"{directory}/{relative}", local / relative)
+        manifest_bytes = (local / MANIFEST).read_bytes()
+        await store.upload(
+            f"{directory}/{MANIFEST}", manifest_bytes, content_type="application/json"
+        )
+    except AlreadyExistsError as error:
+        raise AlreadyExistsError(
+            f"a model is logged at {directory!r} already (or is being logged there now); "
+            "log under another name",
+            reason="OBJECT_ALREADY_EXISTS",
+            metadata=error.metadata,
+        ) from error
     return manifest_bytes
 
 
