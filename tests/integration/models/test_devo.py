@@ -102,3 +102,44 @@ async def test_get_models_returns_every_page(
     by_name = {m.name: m for m in models}
     assert (by_name["with-engine"].engine, by_name["with-engine"].version) == ("ONNX", 1)
     assert (by_name["plain-07"].engine, by_name["plain-07"].version) == (None, None)
+
+
+async def test_get_model_downloads_a_pickled_model_without_unpickling_it(
+    manager: cairn.ModelManager, world: World
+) -> None:
+    info = await world.tracking.log_model(
+        world.run_id, {"a": 1}, "pickled", flavor="pickle", registered_model_name="pickled"
+    )
+
+    found = await manager.get_model("pickled", download_file=True)
+
+    assert found.path == str(manager.download_path / "model.pkl")
+    assert hashlib.sha256(Path(found.path).read_bytes()).hexdigest() == info.files["model.pkl"]
+    assert sorted(p.name for p in manager.download_path.iterdir()) == ["model.pkl"]
+
+
+async def test_get_model_downloads_a_model_of_a_flavor_not_registered_here(
+    manager: cairn.ModelManager, world: World
+) -> None:
+    class Custom:
+        name = "custom-here-only"
+        libraries = ()
+        unsafe = False
+
+        def matches(self, model: object) -> bool:
+            return False
+
+        def save(self, model: object, directory: Path) -> dict[str, object]:
+            (directory / "weights.txt").write_text(str(model))
+            return {}
+
+        def load(self, directory: Path, options: object) -> object:
+            raise AssertionError("get_model must not load")
+
+    await world.tracking.log_model(
+        world.run_id, 42, "custom", flavor=Custom(), registered_model_name="custom"
+    )
+
+    found = await manager.get_model("custom", download_file=True)
+
+    assert found.path is not None and Path(found.path).read_text() == "42"

@@ -22,13 +22,15 @@ from typing import TypeVar
 from ..exceptions import AlreadyExistsError, NotFoundError
 from ..models import _manifest
 from ..models._flavors import FilesFlavor
+from ..models._manifest import Manifest
+from ..models._paths import inside
 from ..models._uris import ArtifactUri
 from ..types._journey import ManagedModel
 from ..types._paging import ListOptions, PagedList
 from ..types._registry import ModelArtifact, ModelVersion, RegisteredModel
 from .artifacts import ArtifactClient
 from .registry import ModelRegistryAPIClient
-from .run_models import _upload
+from .run_models import _upload, fetch_model
 from .tracking import TrackingClient
 from .versioned_artifacts import _segment
 
@@ -197,12 +199,13 @@ class ModelManager:
         return str(ArtifactUri(transport.project, directory))
 
     async def _download(self, model: ManagedModel) -> ManagedModel:
-        """The file through the model cache (checked against its manifest), then copied."""
+        """The files through the model cache (checked against their manifest), then
+        copied; never loaded, so a pickled model downloads without being unpickled."""
         loader = TrackingClient(self._registry._transport)
         uri = f"models:/{model.name}/{model.version}"
         await asyncio.to_thread(self.download_path.mkdir, parents=True, exist_ok=True)
         try:
-            local = Path(await loader.load_model(uri, cache_dir=self.cache_dir))
+            entry, manifest = await fetch_model(loader, uri, self.cache_dir)
         except NotFoundError as error:
             if error.reason != "OBJECT_NOT_FOUND":
                 raise
@@ -211,12 +214,8 @@ class ModelManager:
                 uri, self.download_path, cache_dir=self.cache_dir
             )
             return dataclasses.replace(model, path=written)
-        target = self.download_path / local.name
-        if await asyncio.to_thread(local.is_dir):
-            await asyncio.to_thread(shutil.copytree, local, target, dirs_exist_ok=True)
-        else:
-            await asyncio.to_thread(shutil.copyfile, local, target)
-        return dataclasses.replace(model, path=str(target))
+        path = await asyncio.to_thread(_copy_files, entry, manifest, self.download_path, uri)
+        return dataclasses.replace(model, path=str(path))
 
 
 def _managed(
@@ -249,6 +248,17 @@ async def _every(fetch: Callable[[str | None], Awaitable[PagedList[T]]]) -> list
         token = page.next_page_token
         if token is None:
             return found
+
+
+def _copy_files(entry: Path, manifest: Manifest, target: Path, uri: str) -> Path:
+    """Copies the model's files (not its manifest) into target; returns the one file or
+    directory at their top (Devo's model file), else target."""
+    for relative in manifest.files:
+        destination = inside(target, relative, uri)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(inside(entry, relative, uri), destination)
+    tops = {relative.split("/", 1)[0] for relative in manifest.files}
+    return target / tops.pop() if len(tops) == 1 else target
 
 
 def _expanded(path: str | os.PathLike[str]) -> Path:

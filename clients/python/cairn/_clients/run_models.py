@@ -177,6 +177,18 @@ async def download_uri(
     return str(target)
 
 
+async def fetch_model(client: RunClient, uri: str, cache_dir: CachePath) -> tuple[Path, Manifest]:
+    """A model's verified cache entry and its manifest, without loading it (nothing is
+    unpickled).
+
+    Raises:
+        NotFoundError: (OBJECT_NOT_FOUND) the URI holds no manifest.
+    """
+    store, path = await _locate(client, uri)
+    manifest_bytes, manifest = await _read_manifest(store, path, uri)
+    return await _fetch(store, path, manifest_bytes, manifest, ModelCache(cache_dir), uri), manifest
+
+
 async def _locate(client: RunClient, uri: str, hops: int = 0) -> tuple[ArtifactClient, str]:
     """The artifact service (in the right project) and the path a URI names."""
     parsed = parse_uri(uri)
