@@ -134,3 +134,19 @@ async def test_a_version_stored_outside_cairn_is_named_not_fetched(
         await world.tracking.load_model(f"models:/{name}/1", cache_dir=world.cache)
     assert raised.value.reason == "INVALID_ARTIFACT_LOCATION"
     assert "s3://bucket/models/churn" in raised.value.message
+
+
+async def test_a_malformed_cairn_source_is_reported_as_such_not_as_outside_cairn(
+    world: World, unique: str
+) -> None:
+    name = f"bad-source-{unique}"
+    await world.registry.create_registered_model(name)
+    await world.registry.create_model_version(name, f"cairn-artifacts://{world.project}/a/../b")
+    await world.registry.create_model_version(name, f"runs:/{'x' * 300}/model")
+
+    with pytest.raises(InvalidArgumentError) as raised:
+        await world.tracking.load_model(f"models:/{name}/1", cache_dir=world.cache)
+    assert "'..'" in raised.value.message
+    with pytest.raises(InvalidArgumentError) as raised:  # the tracking service's refusal
+        await world.tracking.load_model(f"models:/{name}/2", cache_dir=world.cache)
+    assert "outside Cairn" not in raised.value.message

@@ -27,7 +27,7 @@ from ..models._flavors import Flavor, UntrustedModelError, flavor_for, get_flavo
 from ..models._info import ModelInfo
 from ..models._manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
 from ..models._paths import inside, invalid_manifest
-from ..models._uris import ArtifactUri, ModelUri, RunUri, parse_uri
+from ..models._uris import SCHEMES, ArtifactUri, ModelUri, RunUri, parse_uri, scheme_of
 from ..types._registry import ModelArtifact
 from .artifacts import ArtifactClient
 from .registry import ModelRegistryAPIClient
@@ -203,14 +203,13 @@ async def _locate(client: RunClient, uri: str, hops: int = 0) -> tuple[ArtifactC
             f"{uri} still names another model after {MAX_HOPS} hops", reason="FAILED_PRECONDITION"
         )
     source = await _version_source(ModelRegistryAPIClient(client._transport), parsed)
-    try:
-        return await _locate(client, source, hops + 1)
-    except ValueError as error:  # a source outside Cairn (s3://, https://, ...)
+    if scheme_of(source) not in SCHEMES:  # s3://, https://, ...
         raise FailedPreconditionError(
             f"{uri} is stored at {source!r}, outside Cairn's artifact service: fetch it with "
             "the tools of that store",
             reason="INVALID_ARTIFACT_LOCATION",
-        ) from error
+        )
+    return await _locate(client, source, hops + 1)
 
 
 async def _version_source(registry: ModelRegistryAPIClient, uri: ModelUri) -> str:

@@ -23,6 +23,7 @@ from ..types._registry import ModelVersionStage
 MODELS_SCHEME = "models"
 RUNS_SCHEME = "runs"
 ARTIFACTS_SCHEME = "cairn-artifacts"
+SCHEMES = (MODELS_SCHEME, RUNS_SCHEME, ARTIFACTS_SCHEME)
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _STAGES = {stage.value.lower(): stage for stage in ModelVersionStage}
 
@@ -69,6 +70,12 @@ class ArtifactUri:
 Uri = ModelUri | RunUri | ArtifactUri
 
 
+def scheme_of(text: str) -> str:
+    """The URI's scheme in lower case ("" when it has none)."""
+    match = _SCHEME.match(text)
+    return match.group(1).lower() if match else ""
+
+
 def is_uri(text: str) -> bool:
     """Whether text starts with a scheme ("models:", "s3:", ...), as no run id does."""
     return _SCHEME.match(text) is not None
@@ -81,9 +88,8 @@ def parse_uri(uri: str) -> Uri:
         InvalidArgumentError: uri has another scheme or a malformed body; the message
             lists the accepted forms.
     """
-    scheme = _SCHEME.match(uri)
-    kind = scheme.group(1).lower() if scheme else ""
-    body = uri[scheme.end() :] if scheme else ""
+    kind = scheme_of(uri)
+    body = uri[len(kind) + 1 :] if kind else ""
     if kind == MODELS_SCHEME:
         return _models(uri, body)
     if kind == RUNS_SCHEME:
