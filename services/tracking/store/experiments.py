@@ -161,10 +161,13 @@ class ExperimentStore:
         node = filters.parse(filter_text, _ENTITIES)
         if node is not None:
             where.append(_compile(node, params, lookups))
-        order_expr, ascending, sql_type = _order(order_by)
+        terms = _order(order_by)
         keyset = paging.Keyset(
             [
-                paging.SortColumn(order_expr, ascending, sql_type, "sort_key"),
+                *(
+                    paging.SortColumn(expr, ascending, sql_type, f"sort_key{i}")
+                    for i, (expr, ascending, sql_type) in enumerate(terms)
+                ),
                 paging.SortColumn("e.experiment_id", True, "bigint", "experiment_id"),
             ],
             "experiments",
@@ -174,14 +177,17 @@ class ExperimentStore:
             int(view_type),
         )
         where.append(keyset.condition(page_token, params))
-        direction = "ASC" if ascending else "DESC"
+        keys = ", ".join(f"{expr} AS sort_key{i}" for i, (expr, _, _) in enumerate(terms))
+        order = ", ".join(
+            f"sort_key{i} {'ASC' if up else 'DESC'}" for i, (_, up, _) in enumerate(terms)
+        )
         limit = params.add(page_size + 1)
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                f"""SELECT {_E_COLUMNS}, {order_expr} AS sort_key
+                f"""SELECT {_E_COLUMNS}, {keys}
                     FROM tracking.experiments e {" ".join(lookups.joins)}
                     WHERE {" AND ".join(where)}
-                    ORDER BY sort_key {direction}, e.experiment_id ASC LIMIT {limit}""",
+                    ORDER BY {order}, e.experiment_id ASC LIMIT {limit}""",
                 *params.values,
             )
             tags = await _tags(conn, [r["experiment_id"] for r in rows[:page_size]])
@@ -197,16 +203,25 @@ def _view_clause(view_type: ViewType) -> str:
     return f"e.lifecycle_stage = {int(stage)}"
 
 
-def _order(order_by: str) -> tuple[str, bool, str]:
-    if not order_by:
-        return _ATTRIBUTES["creation_time"][0], False, "bigint"
-    ident, ascending = filters.parse_order_by(order_by, _ENTITIES)
-    if ident.entity != "attribute" or ident.key not in _ATTRIBUTES:
-        raise FilterError(
-            ident.position, "experiments order by name, creation_time or last_update_time"
-        )
-    column, sql_type = _ATTRIBUTES[ident.key]
-    return column, ascending, sql_type
+def _order(order_by: str) -> list[tuple[str, bool, str]]:
+    """The sort terms of "name", "creation_time DESC", or several of them separated by
+    commas (MLflow's order_by list), each attribute at most once."""
+    if not order_by.strip():
+        return [(_ATTRIBUTES["creation_time"][0], False, "bigint")]
+    terms, seen = [], set()
+    for text in order_by.split(","):
+        ident, ascending = filters.parse_order_by(text, _ENTITIES)
+        if ident.entity != "attribute" or ident.key not in _ATTRIBUTES:
+            raise FilterError(
+                ident.position,
+                "experiments order by name, experiment_id, creation_time or last_update_time",
+            )
+        if ident.key in seen:
+            raise FilterError(ident.position, f"{ident.key} is ordered by twice")
+        seen.add(ident.key)
+        column, sql_type = _ATTRIBUTES[ident.key]
+        terms.append((column, ascending, sql_type))
+    return terms
 
 
 def _compile(node: filters.Node, params: Params, lookups: filter_sql.Lookups) -> str:

@@ -56,7 +56,7 @@ class _RunWriter(Protocol):
         tags: Sequence[RunTag] = (),
         *,
         request_id: str | None = None,
-    ) -> None: ...
+    ) -> object: ...
 
 
 class ActiveRun:

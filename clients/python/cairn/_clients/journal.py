@@ -88,7 +88,7 @@ class _Tracking(Protocol):
 
     async def log_batch(
         self, run_id: str, metrics: Sequence[Metric] = (), *, request_id: str | None = None
-    ) -> None: ...
+    ) -> object: ...
 
     async def set_terminated(
         self, run_id: str, status: RunStatus, end_time: int | None = None

@@ -22,9 +22,12 @@ from . import journal
 from .active_run import ActiveRun
 from .lineage import RunLineage
 from .run_artifacts import RunArtifacts
+from .run_media import RunMedia
 from .run_models import RunModels
+from .run_operations import BackgroundWrites, RunOperations
 
 SEARCH_MAX_RESULTS_DEFAULT = 1000
+MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
 _EXPERIMENT_ORDER = {
     OrderByField.CREATE_TIME: "creation_time",
     OrderByField.UPDATE_TIME: "last_update_time",
@@ -36,13 +39,14 @@ _RUN_ORDER = {
 }
 
 
-class TrackingClient(BaseClient, RunArtifacts, RunModels, RunLineage):
+class TrackingClient(BaseClient, RunArtifacts, RunMedia, RunModels, RunLineage, BackgroundWrites):
     """Async client of `cairn.tracking.v1.TrackingService`.
 
     Method names and arguments follow MLflow's `MlflowClient`. Every method also takes
     keyword-only `timeout=` (seconds) and `metadata=` (extra headers) for that call.
     The artifact methods (`log_artifact`, `log_artifacts`, `log_text`, `log_dict`,
-    `list_artifacts`, `download_artifacts`) use the artifact service on the same channel;
+    `log_image`, `log_table`, `load_table`, `list_artifacts`, `download_artifacts`) use
+    the artifact service on the same channel;
     the model methods (`log_model`, `load_model`) the artifact and registry services.
     """
 
@@ -117,14 +121,16 @@ class TrackingClient(BaseClient, RunArtifacts, RunModels, RunLineage):
             view_type: ACTIVE_ONLY, DELETED_ONLY or ALL.
             max_results: page size (at most 1000).
             filter_string: e.g. "name LIKE 'churn%' AND tags.team = 'growth'".
-            order_by: at most one of "name", "creation_time", "last_update_time",
-                "experiment_id", each optionally followed by ASC or DESC.
+            order_by: keys among "name", "creation_time", "last_update_time" and
+                "experiment_id", each optionally followed by ASC or DESC, each at most
+                once, e.g. ["name ASC", "creation_time DESC"].
             page_token: the next_page_token of the previous page.
             options: ListOptions (for Pager); overrides max_results, page_token, order_by.
         """
-        if order_by and len(order_by) > 1:
-            raise ValueError("experiments are ordered by one field")
-        order = order_by[0] if order_by else ""
+        if isinstance(order_by, str):
+            order_by = [order_by]
+        # The wire carries the keys in one string, separated by commas.
+        order = ", ".join(order_by or [])
         if options is not None:
             max_results, page_token, order = _apply_options(options, _EXPERIMENT_ORDER, order)
         request = api.SearchExperimentsRequest(
@@ -247,6 +253,21 @@ class TrackingClient(BaseClient, RunArtifacts, RunModels, RunLineage):
             metadata=metadata,
         )
         return types.run_from_proto(reply.run)
+
+    async def get_parent_run(
+        self, run_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> Run | None:
+        """MLflow's: the run's parent (`create_run(parent_run_id=...)`, or MLflow's tag
+        "mlflow.parentRunId"), or None when it has none.
+
+        Raises:
+            NotFoundError: there is no such run.
+        """
+        run = await self.get_run(run_id, timeout=timeout, metadata=metadata)
+        parent = run.info.parent_run_id or run.data.tags.get(MLFLOW_PARENT_RUN_ID)
+        if not parent:
+            return None
+        return await self.get_run(parent, timeout=timeout, metadata=metadata)
 
     async def update_run(
         self,
@@ -411,16 +432,22 @@ class TrackingClient(BaseClient, RunArtifacts, RunModels, RunLineage):
         value: float,
         timestamp: int | None = None,
         step: int | None = None,
+        synchronous: bool | None = None,
         *,
         timeout: float | None = None,
         metadata: Metadata | None = None,
-    ) -> None:
+    ) -> RunOperations | None:
+        """Logs one point. With synchronous=False it returns at once a RunOperations
+        whose wait() waits for the write (docs/client.md, "MLflow")."""
         metric = pb.Metric(
             key=key, value=float(value), timestamp_ms=timestamp or _now_ms(), step=step or 0
         )
         request = api.LogMetricRequest(project=self.project, run_id=run_id, metric=metric)
-        await self._transport.unary(
-            self._stub.LogMetric, request, timeout=timeout, metadata=metadata
+        return await self._write(
+            self._transport.unary(
+                self._stub.LogMetric, request, timeout=timeout, metadata=metadata
+            ),
+            synchronous,
         )
 
     async def log_param(
@@ -428,33 +455,40 @@ class TrackingClient(BaseClient, RunArtifacts, RunModels, RunLineage):
         run_id: str,
         key: str,
         value: Any,
+        synchronous: bool | None = None,
         *,
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> Any:
-        """Logs a param; returns value. Logging another value for the key later raises
+        """Logs a param; returns value (a RunOperations with synchronous=False, as in
+        MLflow). Logging another value for the key later raises
         FailedPreconditionError (reason PARAM_ALREADY_LOGGED)."""
         request = api.LogParamRequest(
             project=self.project, run_id=run_id, param=pb.Param(key=key, value=str(value))
         )
-        await self._transport.unary(
-            self._stub.LogParam, request, timeout=timeout, metadata=metadata
+        started = await self._write(
+            self._transport.unary(self._stub.LogParam, request, timeout=timeout, metadata=metadata),
+            synchronous,
         )
-        return value
+        return value if started is None else started
 
     async def set_tag(
         self,
         run_id: str,
         key: str,
         value: Any,
+        synchronous: bool | None = None,
         *,
         timeout: float | None = None,
         metadata: Metadata | None = None,
-    ) -> None:
+    ) -> RunOperations | None:
         request = api.SetTagRequest(
             project=self.project, run_id=run_id, tag=pb.Tag(key=key, value=str(value))
         )
-        await self._transport.unary(self._stub.SetTag, request, timeout=timeout, metadata=metadata)
+        return await self._write(
+            self._transport.unary(self._stub.SetTag, request, timeout=timeout, metadata=metadata),
+            synchronous,
+        )
 
     async def delete_tag(
         self,
@@ -475,11 +509,12 @@ class TrackingClient(BaseClient, RunArtifacts, RunModels, RunLineage):
         metrics: Sequence[Metric] = (),
         params: Sequence[Param] = (),
         tags: Sequence[RunTag] = (),
+        synchronous: bool | None = None,
         *,
         request_id: str | None = None,
         timeout: float | None = None,
         metadata: Metadata | None = None,
-    ) -> None:
+    ) -> RunOperations | None:
         """Logs metrics, params and tags atomically: all of them or none.
 
         A request id is generated when none is given and sent with every retry, so a
@@ -493,8 +528,9 @@ class TrackingClient(BaseClient, RunArtifacts, RunModels, RunLineage):
             params=[pb.Param(key=p.key, value=str(p.value)) for p in params],
             tags=[pb.Tag(key=t.key, value=str(t.value)) for t in tags],
         )
-        await self._transport.unary(
-            self._stub.LogBatch, request, timeout=timeout, metadata=metadata
+        return await self._write(
+            self._transport.unary(self._stub.LogBatch, request, timeout=timeout, metadata=metadata),
+            synchronous,
         )
 
     async def log_inputs(

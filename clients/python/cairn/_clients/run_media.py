@@ -1,0 +1,297 @@
+"""MLflow's `log_image`, `log_table` and `load_table` on `TrackingClient`, in MLflow's formats.
+
+Images are stored as PNG; tables as JSON in pandas' "split" orientation
+(`{"columns": [...], "data": [[...], ...]}`), the file MLflow writes and reads, so a
+table logged by either can be loaded by the other. numpy, Pillow and pandas are used
+when installed and never required: without Pillow an image is a numpy array (or PNG
+bytes) and only `.png` files are written; without pandas a table is a dict and
+`load_table` returns the split dict.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import time
+import uuid
+import zlib
+from typing import Any, Protocol
+
+from ..exceptions import NotFoundError
+from ..types._paging import PagedList
+from ..types._tracking import Run
+from .run_operations import RunOperations
+from .run_store import RunClient, join, run_store
+
+# MLflow's tag names (mlflow.utils.mlflow_tags).
+MLFLOW_LOGGED_IMAGES = "mlflow.loggedImages"
+MLFLOW_LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"
+_IMAGE_KEY = re.compile(r"^[a-zA-Z0-9_\-./ ]+$")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_FORBIDDEN_IN_TABLE_FILE = ['"', "'", ",", ":", "[", "]", "{", "}"]
+
+
+class _MediaClient(RunClient, Protocol):
+    async def set_tag(
+        self, run_id: str, key: str, value: Any, synchronous: bool | None = None
+    ) -> RunOperations | None: ...
+
+    async def search_runs(
+        self, experiment_ids: Any, filter_string: str = "", *args: Any, **kwargs: Any
+    ) -> PagedList[Run]: ...
+
+
+class RunMedia:
+    """Mixed into TrackingClient."""
+
+    async def log_image(
+        self: _MediaClient,
+        run_id: str,
+        image: Any,
+        artifact_file: str | None = None,
+        key: str | None = None,
+        step: int | None = None,
+        timestamp: int | None = None,
+        synchronous: bool | None = None,
+    ) -> RunOperations | None:
+        """Stores an image (numpy array, PIL image, or PNG bytes) as MLflow does: at
+        artifact_file, or with key (and step, timestamp) as
+        `images/<key>%step%<step>%timestamp%<ms>%<uuid>.png`, tagging the run
+        "mlflow.loggedImages". MLflow's compressed .webp copy is written only when
+        Pillow is installed. synchronous=False uploads in the background.
+
+        Raises:
+            TypeError: artifact_file together with key, step or timestamp, or neither
+                artifact_file nor key (MLflow's rule).
+            ValueError: a key with characters MLflow refuses, or a format other than
+                PNG without Pillow.
+        """
+        if artifact_file is not None and any(a is not None for a in (key, step, timestamp)):
+            raise TypeError("artifact_file cannot be used with key, step or timestamp")
+        if artifact_file is None and key is None:
+            raise TypeError("give exactly one of artifact_file or key")
+        if key is not None and not _IMAGE_KEY.match(key):
+            raise ValueError(
+                "key may only contain alphanumerics, underscores, dashes, periods, "
+                f"spaces and slashes: {key!r}"
+            )
+        if artifact_file is None:
+            base = f"images/{str(key).replace('/', '#')}%step%{step or 0}"
+            base += f"%timestamp%{timestamp or time.time_ns() // 1_000_000}%{uuid.uuid4()}"
+            files = {f"{base}.png": _encode(image, "png")}
+            webp = _webp(image)
+            if webp is not None:
+                files[f"{base}%compressed.webp"] = webp
+        else:
+            files = {artifact_file: _encode(image, artifact_file.rsplit(".", 1)[-1].lower())}
+
+        async def upload() -> None:
+            store, root = await run_store(self, run_id)
+            for path, data in files.items():
+                await store.upload(join(root, None, path), data, overwrite=True)
+            if key is not None:
+                await self.set_tag(run_id, MLFLOW_LOGGED_IMAGES, True)
+
+        return await self._write(upload(), synchronous)  # type: ignore[attr-defined]
+
+    async def log_table(self: _MediaClient, run_id: str, data: Any, artifact_file: str) -> None:
+        """Stores a table (a dict of columns, a dict of scalars as one row, or a pandas
+        DataFrame) as JSON in pandas' split orientation; a table already at
+        artifact_file gets the rows appended, as in MLflow. The run is tagged
+        "mlflow.loggedArtifacts" so load_table finds it.
+
+        Raises:
+            ValueError: artifact_file is not .json (.parquet needs pandas with pyarrow
+                in MLflow and is not written here) or holds a character MLflow refuses.
+        """
+        _check_table_file(artifact_file)
+        table = _split(data)
+        store, root = await run_store(self, run_id)
+        path = join(root, None, artifact_file)
+        try:
+            existing = json.loads(await store.read(path))
+        except NotFoundError:
+            existing = None
+        if existing is not None:
+            table = _append(existing, table)
+        body = json.dumps(table, default=str).encode()
+        await store.upload(path, body, overwrite=True, content_type="application/json")
+        tags = (await self.get_run(run_id)).data.tags
+        logged = json.loads(tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+        entry = {"path": artifact_file, "type": "table"}
+        if entry not in logged:
+            logged.append(entry)
+            await self.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps(logged))
+
+    async def load_table(
+        self: _MediaClient,
+        experiment_id: str,
+        artifact_file: str,
+        run_ids: list[str] | None = None,
+        extra_columns: list[str] | None = None,
+    ) -> Any:
+        """The table logged at artifact_file by the experiment's runs (or by run_ids),
+        rows of all runs concatenated; extra_columns (e.g. ["run_id"]) adds those run
+        attributes as columns. A pandas DataFrame when pandas is installed, else the
+        split dict {"columns": [...], "data": [...]}.
+
+        Raises:
+            NotFoundError: no run has the table (reason ARTIFACT_NOT_FOUND).
+        """
+        _check_table_file(artifact_file)
+        entry = json.dumps({"path": artifact_file, "type": "table"})
+        runs = [
+            r
+            for r in await _every_run(self, experiment_id)
+            if (not run_ids or r.info.run_id in run_ids)
+            and entry in r.data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "")
+        ]
+        if not runs:
+            raise NotFoundError(
+                f"no run of experiment {experiment_id} has the table {artifact_file!r}",
+                reason="ARTIFACT_NOT_FOUND",
+            )
+        combined: dict[str, Any] | None = None
+        for run in runs:
+            store, root = await run_store(self, run.info.run_id)
+            table = json.loads(await store.read(join(root, None, artifact_file)))
+            for column in extra_columns or ():
+                table = _with_column(table, column, getattr(run.info, column, None))
+            combined = table if combined is None else _append(combined, table)
+        return _as_frame(combined)
+
+
+async def _every_run(client: _MediaClient, experiment_id: str) -> list[Run]:
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = await client.search_runs([experiment_id], "", max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.next_page_token
+        if not token:
+            return runs
+
+
+def _check_table_file(artifact_file: str) -> None:
+    for char in _FORBIDDEN_IN_TABLE_FILE:
+        if char in artifact_file:
+            raise ValueError(f"the artifact_file contains forbidden character: {char}")
+    if not artifact_file.endswith(".json"):
+        raise ValueError(f"{artifact_file!r}: tables are stored as .json files")
+
+
+def _split(data: Any) -> dict[str, Any]:
+    """pandas' split orientation of a dict of columns, a dict of scalars or a DataFrame."""
+    if hasattr(data, "to_json") and hasattr(data, "columns"):
+        return json.loads(data.to_json(orient="split", index=False, date_format="iso"))
+    if not isinstance(data, dict):
+        raise TypeError("data must be a dict or a pandas.DataFrame")
+    columns = list(data)
+    values = [_plain(v) for v in data.values()]
+    if all(isinstance(v, list) for v in values):
+        lengths = {len(v) for v in values}
+        if len(lengths) > 1:
+            raise ValueError("all columns of a table must have the same length")
+        return {"columns": columns, "data": [list(row) for row in zip(*values, strict=True)]}
+    return {"columns": columns, "data": [values]}  # all scalars: one row, as in MLflow
+
+
+def _plain(value: Any) -> Any:
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+def _append(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """Rows of both, under the union of their columns (missing cells None), as pd.concat."""
+    columns = list(first["columns"]) + [c for c in second["columns"] if c not in first["columns"]]
+    rows = []
+    for table in (first, second):
+        for row in table["data"]:
+            cells = dict(zip(table["columns"], row, strict=True))
+            rows.append([cells.get(c) for c in columns])
+    return {"columns": columns, "data": rows}
+
+
+def _with_column(table: dict[str, Any], column: str, value: Any) -> dict[str, Any]:
+    if column in table["columns"]:
+        raise ValueError(f"column {column!r} already exists in the table")
+    return {"columns": [*table["columns"], column], "data": [[*r, value] for r in table["data"]]}
+
+
+def _as_frame(table: Any) -> Any:
+    try:
+        import pandas
+    except ImportError:
+        return table
+    return pandas.DataFrame(table["data"], columns=table["columns"])
+
+
+def _encode(image: Any, extension: str) -> bytes:
+    """The image as a file of its extension: PIL for any format it knows, else PNG."""
+    if isinstance(image, bytes | bytearray):
+        if extension != "png" or not bytes(image).startswith(_PNG_SIGNATURE):
+            raise ValueError("image bytes are accepted as PNG files (.png) only")
+        return bytes(image)
+    if hasattr(image, "save") and hasattr(image, "resize"):  # a PIL image
+        import io
+
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG" if extension == "jpg" else extension.upper())
+        return buffer.getvalue()
+    if extension != "png":
+        raise ValueError(f".{extension} needs Pillow; without it images are stored as .png")
+    return png(image)
+
+
+def _webp(image: Any) -> bytes | None:
+    try:
+        import PIL.Image
+    except ImportError:
+        return None
+    import io
+
+    picture = (
+        image if isinstance(image, PIL.Image.Image) else PIL.Image.open(io.BytesIO(png(image)))
+    )
+    buffer = io.BytesIO()
+    picture.save(buffer, format="WEBP")
+    return buffer.getvalue()
+
+
+def png(image: Any) -> bytes:
+    """A PNG of a numpy array as MLflow converts it: uint8 as is, floats in [0, 1]
+    scaled by 255; shape (H, W) grey, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA."""
+    if isinstance(image, bytes | bytearray):
+        return bytes(image)
+    import numpy
+
+    array = numpy.asarray(image)
+    if array.dtype.kind == "f":
+        if array.size and (array.min() < 0 or array.max() > 1):
+            raise ValueError("float images must have values in [0, 1]")
+        array = (array * 255).round()
+    elif array.dtype.kind in "iub" and array.size and (array.min() < 0 or array.max() > 255):
+        raise ValueError("integer images must have values in [0, 255]")
+    array = array.astype(numpy.uint8)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    colour = {2: 0, 3: {3: 2, 4: 6}.get(array.shape[-1], -1) if array.ndim == 3 else -1}
+    kind = colour.get(array.ndim, -1)
+    if kind < 0:
+        raise ValueError(
+            f"an image has shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4): {array.shape}"
+        )
+    height, width = array.shape[:2]
+    rows = array.reshape(height, -1)
+    raw = b"".join(b"\x00" + rows[y].tobytes() for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, kind, 0, 0, 0)
+    return (
+        _PNG_SIGNATURE
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(raw))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

@@ -1,0 +1,132 @@
+"""MLflow's tracking calls (seed 002) give MLflow's answers."""
+
+import json
+from pathlib import Path
+
+import numpy
+import pytest
+
+import cairn
+from cairn.exceptions import NotFoundError
+
+
+def split(table):
+    """load_table's answer as MLflow's split dict (a DataFrame when pandas is installed)."""
+    if isinstance(table, dict):
+        return table
+    return json.loads(table.to_json(orient="split", index=False))
+
+
+async def test_search_experiments_orders_by_several_keys(tracking, unique) -> None:
+    for name in ("b", "a", "c"):
+        await tracking.create_experiment(f"{unique}-{name}")
+    found, token = [], None
+    while True:
+        page = await tracking.search_experiments(
+            max_results=2,
+            filter_string=f"name LIKE '{unique}-%'",
+            order_by=["name DESC", "creation_time ASC"],
+            page_token=token,
+        )
+        found += [e.name for e in page]
+        token = page.token
+        if token is None:
+            break
+    assert found == [f"{unique}-c", f"{unique}-b", f"{unique}-a"]
+    with pytest.raises(cairn.exceptions.InvalidArgumentError):
+        await tracking.search_experiments(order_by=["name", "name DESC"])
+
+
+async def test_get_parent_run(tracking, experiment_id) -> None:
+    parent = await tracking.create_run(experiment_id)
+    child = await tracking.create_run(experiment_id, parent_run_id=parent.info.run_id)
+    found = await tracking.get_parent_run(child.info.run_id)
+    assert found is not None and found.info.run_id == parent.info.run_id
+    assert await tracking.get_parent_run(parent.info.run_id) is None
+    # MLflow's own way of naming a parent: the tag mlflow.parentRunId.
+    tagged = await tracking.create_run(
+        experiment_id, tags={"mlflow.parentRunId": child.info.run_id}
+    )
+    assert (await tracking.get_parent_run(tagged.info.run_id)).info.run_id == child.info.run_id
+
+
+async def test_synchronous_false_returns_at_once_and_can_be_waited_for(tracking, run_id) -> None:
+    operations = [
+        await tracking.log_metric(run_id, "loss", 0.5 - step / 10, step=step, synchronous=False)
+        for step in range(5)
+    ]
+    operations.append(await tracking.log_param(run_id, "lr", 0.1, synchronous=False))
+    operations.append(await tracking.set_tag(run_id, "team", "growth", synchronous=False))
+    for operation in operations:
+        await operation.wait()
+    run = await tracking.get_run(run_id)
+    assert run.data.params == {"lr": "0.1"} and run.data.tags["team"] == "growth"
+    assert len(await tracking.get_metric_history(run_id, "loss")) == 5
+    # synchronous=None and True wait for the write, as MLflow does by default.
+    assert await tracking.log_metric(run_id, "acc", 0.9, synchronous=True) is None
+    assert await tracking.log_param(run_id, "depth", 3) == 3
+
+
+async def test_flush_async_logging_waits_for_every_write_and_reports_errors(
+    tracking, run_id
+) -> None:
+    await tracking.log_batch(run_id, [cairn.types.Metric("m", 1.0, 0, 0)], synchronous=False)
+    await tracking.log_param(run_id, "p", "1", synchronous=False)
+    await tracking.flush_async_logging()
+    assert (await tracking.get_run(run_id)).data.params["p"] == "1"
+    failing = await tracking.log_param(run_id, "p", "2", synchronous=False)
+    with pytest.raises(cairn.exceptions.FailedPreconditionError):
+        await failing.wait()
+
+
+async def test_log_image_stores_pngs_as_mlflow_does(tracking, run_id, tmp_path) -> None:
+    image = numpy.zeros((4, 3, 3), dtype=numpy.uint8)
+    image[0, 0] = (255, 0, 0)
+    await tracking.log_image(run_id, image, "plots/red.png")
+    written = await tracking.download_artifacts(run_id, "plots/red.png", tmp_path)
+    data = Path(written).read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert int.from_bytes(data[16:20], "big") == 3 and int.from_bytes(data[20:24], "big") == 4
+    await tracking.log_image(run_id, numpy.ones((2, 2)), key="dogs/big", step=3)
+    (listed,) = [f for f in await tracking.list_artifacts(run_id, "images") if "png" in f.path]
+    assert listed.path.startswith("images/dogs#big%step%3%timestamp%")
+    assert (await tracking.get_run(run_id)).data.tags["mlflow.loggedImages"] == "True"
+    with pytest.raises(TypeError):
+        await tracking.log_image(run_id, image, "x.png", key="k")
+    with pytest.raises(ValueError):
+        await tracking.log_image(run_id, image, "x.jpg")  # JPEG needs Pillow
+
+
+async def test_log_table_and_load_table_in_mlflows_split_format(
+    tracking, experiment_id, tmp_path
+) -> None:
+    first = (await tracking.create_run(experiment_id)).info.run_id
+    second = (await tracking.create_run(experiment_id)).info.run_id
+    table = {"inputs": ["What is MLflow?", "What is Databricks?"], "toxicity": [0.0, 0.5]}
+    await tracking.log_table(first, data=table, artifact_file="qabot_eval_results.json")
+    await tracking.log_table(
+        first, {"inputs": "And Cairn?", "toxicity": 0.1}, "qabot_eval_results.json"
+    )
+    await tracking.log_table(second, table, "qabot_eval_results.json")
+    written = await tracking.download_artifacts(first, "qabot_eval_results.json", tmp_path)
+    assert json.loads(Path(written).read_text()) == {
+        "columns": ["inputs", "toxicity"],
+        "data": [["What is MLflow?", 0.0], ["What is Databricks?", 0.5], ["And Cairn?", 0.1]],
+    }
+    tags = (await tracking.get_run(first)).data.tags
+    assert json.loads(tags["mlflow.loggedArtifacts"]) == [
+        {"path": "qabot_eval_results.json", "type": "table"}
+    ]
+    loaded = split(
+        await tracking.load_table(
+            experiment_id, "qabot_eval_results.json", run_ids=[first], extra_columns=["run_id"]
+        )
+    )
+    assert loaded["columns"] == ["inputs", "toxicity", "run_id"]
+    assert [row[2] for row in loaded["data"]] == [first] * 3
+    everything = split(await tracking.load_table(experiment_id, "qabot_eval_results.json"))
+    assert len(everything["data"]) == 5
+    with pytest.raises(NotFoundError):
+        await tracking.load_table(experiment_id, "missing.json")
+    with pytest.raises(ValueError):
+        await tracking.log_table(first, table, "bad,name.json")
