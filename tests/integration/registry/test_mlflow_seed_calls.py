@@ -12,9 +12,7 @@ async def churn(mr_client: cairn.ModelRegistryAPIClient) -> str:
     await mr_client.create_registered_model("churn")
     await mr_client.create_registered_model("other")
     for n in range(3):
-        await mr_client.create_model_version(
-            "churn", f"s3://b/churn/{n}", f"run{n}", {"n": str(n)}
-        )
+        await mr_client.create_model_version("churn", f"s3://b/churn/{n}", f"run{n}", {"n": str(n)})
     await mr_client.create_model_version("other", "s3://b/other/0", "run0")
     return "churn"
 
@@ -124,3 +122,23 @@ async def test_version_tags_by_stage(mr_client, churn) -> None:
         await mr_client.set_model_version_tag("churn", 2, "k", "v", stage="Staging")
     with pytest.raises(NotFoundError):
         await mr_client.set_model_version_tag("churn", key="k", value="v", stage="Production")
+
+
+async def test_max_results_beyond_one_server_page_is_gathered(
+    mr_client, churn, monkeypatch
+) -> None:
+    from cairn._clients import registry
+
+    monkeypatch.setattr(registry, "_SERVER_PAGE", 2)  # a page of 2 stands for 1,000
+    everything = await mr_client.search_model_versions(order_by=["id ASC"])
+    assert [(v.name, v.version) for v in everything] == [
+        ("churn", 1),
+        ("churn", 2),
+        ("churn", 3),
+        ("other", 1),
+    ]
+    assert everything.token is None
+    first = await mr_client.search_model_versions(max_results=3, order_by=["id ASC"])
+    assert len(first) == 3 and first.token is not None
+    rest = await mr_client.search_model_versions(order_by=["id ASC"], page_token=first.token)
+    assert [(v.name, v.version) for v in rest] == [("other", 1)]

@@ -1,5 +1,6 @@
 """MLflow's tracking calls (seed 002) give MLflow's answers."""
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import numpy
 import pytest
 
 import cairn
+from cairn import sync
 from cairn.exceptions import NotFoundError
 
 
@@ -130,3 +132,17 @@ async def test_log_table_and_load_table_in_mlflows_split_format(
         await tracking.load_table(experiment_id, "missing.json")
     with pytest.raises(ValueError):
         await tracking.log_table(first, table, "bad,name.json")
+
+
+async def test_synchronous_false_under_the_sync_facade(server_port, experiment_id) -> None:
+    def scenario() -> None:
+        with sync.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
+            run_id = tracking.create_run(experiment_id).info.run_id
+            operations = tracking.log_metric(run_id, "loss", 0.25, step=1, synchronous=False)
+            operations.wait()
+            tracking.log_param(run_id, "lr", "0.1", synchronous=False)
+            tracking.flush_async_logging()
+            run = tracking.get_run(run_id)
+            assert run.data.metrics == {"loss": 0.25} and run.data.params == {"lr": "0.1"}
+
+    await asyncio.to_thread(scenario)
