@@ -17,6 +17,11 @@ MAX_PROPERTY_TEXT = 8000
 MAX_TAG_VALUE = 8000
 _ALIAS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}")
 _RESERVED_ALIAS = re.compile(r"(?i)latest|v\d+|version\d+")
+# Two characters at least, so "C:\\models" (a Windows path) is no URI either.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+:")
+# What makes a value without a scheme a filesystem path: a separator, or a start that
+# only paths have ("~/m", "./m", "../m", ".").
+_PATH_LIKE = re.compile(r"[/\\]|^[.~]")
 
 
 def name(value: str, field: str) -> str:
@@ -32,10 +37,21 @@ def text(value: str, field: str) -> str:
 
 
 def uri(value: str, field: str) -> str:
-    """A location others can resolve. A `file:` URI names a path on one machine (the
-    filesystem artifact backend's `ObjectInfo.uri` is one): stored here, it would hand
-    every other client a server's local path, so it is refused."""
+    """A location others can resolve (or ""). A `file:` URI names a path on one machine
+    (the filesystem artifact backend's `ObjectInfo.uri` is one), and so does a path
+    without a scheme ("/srv/.cairn/artifacts/...", "models/m.onnx"): stored here, either
+    would hand every other client a server's local path, so both are refused. A single
+    word without a scheme or a "/" (Kubeflow's own examples register "resource_URI")
+    names no path and is kept as it is."""
     validation.text(value, field, MAX_URI_LENGTH)
+    if value and not _SCHEME.match(value) and _PATH_LIKE.search(value):
+        raise invalid_field(
+            field,
+            f"{value[:200]!r} is a path without a scheme, a file on some machine; give "
+            "cairn-artifacts://<project>/<path> (ObjectInfo.artifact_uri), runs:/<run_id>/<path>, "
+            "models:/<name>/<version> or a URI of another store (s3://, https://, ...)",
+            "INVALID_ARTIFACT_LOCATION",
+        )
     if value[:5].lower() == "file:":
         raise invalid_field(
             field,

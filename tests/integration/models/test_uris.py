@@ -150,3 +150,22 @@ async def test_a_malformed_cairn_source_is_reported_as_such_not_as_outside_cairn
     with pytest.raises(InvalidArgumentError) as raised:  # the tracking service's refusal
         await world.tracking.load_model(f"models:/{name}/2", cache_dir=world.cache)
     assert "outside Cairn" not in raised.value.message
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/srv/cairn/.cairn/artifacts/default/x/model", "models/m.onnx", "~/m.onnx", "C:\\m.onnx"],
+)
+async def test_the_registry_refuses_paths_without_a_scheme(
+    world: World, unique: str, path: str
+) -> None:
+    name = f"bare-{unique}"
+    await world.registry.create_registered_model(name)
+    with pytest.raises(InvalidArgumentError) as raised:
+        await world.registry.create_model_version(name, path)
+    assert raised.value.reason == "INVALID_ARTIFACT_LOCATION"
+    version = await world.registry.create_model_version(name, "s3://bucket/models/m")
+    with pytest.raises(InvalidArgumentError) as raised:
+        await world.registry.upsert_model_artifact(ModelArtifact("m", uri=path), version.id)
+    assert raised.value.reason == "INVALID_ARTIFACT_LOCATION"
+    assert await world.registry.get_model_version_download_uri(name, 1) == "s3://bucket/models/m"
