@@ -18,6 +18,7 @@ from cairn_server.auth.store import AuthStore
 from cairn_server.common.config import Config
 from tests.conftest import with_overrides
 from tests.integration.auth.conftest import serve
+from tests.integration.test_tls import pki, tls_port  # noqa: F401 (fixtures)
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -79,6 +80,7 @@ url = http://127.0.0.1:{port}
 [testing]
 host = 127.0.0.1
 port : {port}
+tls = false
 token = {key}
 auth_type = bearer
 project = default
@@ -120,11 +122,24 @@ def test_profile_errors_say_what_is_wrong(tmp_path: Path) -> None:
         profiles.load_profile("z", file)
     with pytest.raises(profiles.ProfileError, match="standalone or bearer"):
         profiles.load_profile("b", file)
-    with pytest.raises(profiles.ProfileError, match="not an http"):
+    with pytest.raises(profiles.ProfileError, match=r"\[c\]: url: the URL is not http://"):
         profiles.load_profile("c", file)
     assert profiles.load_profile("a", file) == profiles.Profile("a", "h", 1)
     https = profiles.parse_profile("s", {"url": "https://cairn.example.com", "ca": "~/ca.pem"})
     assert (https.port, https.tls, https.ca) == (443, True, str(Path("~/ca.pem").expanduser()))
+
+
+async def test_a_host_profile_without_tls_key_speaks_tls(
+    tls_port: int,
+    pki: dict[str, Path],
+    tmp_path: Path,  # noqa: F811
+) -> None:
+    # Plaintext to this TLS-only server would fail; so would the token sent in the clear.
+    file = tmp_path / "profiles.ini"
+    file.write_text(f"[prod]\nhost = localhost\nport = {tls_port}\nca = {pki['ca']}\n")
+    file.chmod(0o600)
+    async with cairn.create_client_from_profile("prod", file, timeout=5) as client:
+        assert await client.tracking.get_experiment_by_name("no-such-experiment") is None
 
 
 def test_the_default_profile_path_is_under_the_users_config(

@@ -30,13 +30,18 @@ class Client:
         user_token: an API key (None: none sent).
         token_style: "bearer" sends `authorization: Bearer <key>`, "standalone"
             `x-api-key: <key>`; a Cairn server takes either.
-        is_secure: TLS or not; by default, TLS unless the URL is `http://`.
-        custom_ca: path to (or bytes of) a PEM root certificate (None: the system roots).
+        is_secure: TLS or not; by default, TLS unless the URL is `http://`. False with
+            an `https://` URL is refused.
+        custom_ca: path to (or bytes of) a PEM root certificate (None: the system roots);
+            refused on a plaintext connection, as are client_cert and client_key.
         project: the project every call works in.
         timeout: default deadline of each call in seconds (None: no deadline).
         download_path: where `get_model`/`find_model` put files (Devo's downloader).
         client_cert: path to (or bytes of) a PEM client certificate, for mTLS.
         client_key: path to (or bytes of) its PEM private key.
+
+    Raises:
+        ValueError: for `https://` with is_secure=False, or certificates without TLS.
     """
 
     def __init__(
@@ -55,7 +60,12 @@ class Client:
         client_key: str | bytes | None = None,
     ) -> None:
         host, url_port, url_tls = _split(server_address)
-        secure = url_tls if is_secure is None else is_secure
+        if url_tls and is_secure is False:
+            raise ValueError("an https:// address with is_secure=False: choose one")
+        secure = (url_tls is not False) if is_secure is None else is_secure
+        if not secure and (custom_ca or client_cert or client_key):
+            # Certificates given for a plaintext connection would be silently unused.
+            raise ValueError("custom_ca, client_cert and client_key need a TLS connection")
         port = port or url_port or (443 if secure else 50051)
         settings: dict[str, Any] = dict(
             project=project, user_token=user_token, timeout=timeout, token_style=token_style
@@ -123,12 +133,13 @@ class Client:
         await self.close()
 
 
-def _split(server_address: str) -> tuple[str, int | None, bool]:
+def _split(server_address: str) -> tuple[str, int | None, bool | None]:
+    """Host, port (None: not named) and TLS (None: no scheme says) of an address."""
     if "://" in server_address:
         host, port, tls = split_url(server_address)
         explicit = f":{port}" in server_address.split("://", 1)[1]
         return host, port if explicit else None, tls
-    return server_address, None, True
+    return server_address, None, None
 
 
 def create_client_from_token(

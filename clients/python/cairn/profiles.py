@@ -19,7 +19,10 @@ line. It is found, in this order, at the path given, at `$CAIRN_PROFILES`, or at
     download_path = ~/models
 
 `url` (Devo's, `http://` for plaintext, `https://` for TLS) or `host` with `port` and
-`tls` say where the server is. `token_style` (Devo's `auth_type` too) is `standalone`
+`tls` say where the server is, never both. `tls` is true unless the profile says
+`tls = false`, as `cairn.Client(host)` connects over TLS: a profile that forgets the key
+must not send its token in the clear. A `ca` on a plaintext connection is refused, since
+it would silently not be used. `token_style` (Devo's `auth_type` too) is `standalone`
 (`x-api-key: <token>`, Devo's default and so the default here) or `bearer`
 (`authorization: Bearer <token>`); a Cairn server takes either.
 """
@@ -70,7 +73,7 @@ class Profile:
         name: the profile's section name.
         host: the server's host name or address.
         port: its TCP port.
-        tls: whether to connect over TLS.
+        tls: whether to connect over TLS (a profile's `host` without `tls` means TLS).
         ca: a PEM root certificate file for TLS (None: the system roots).
         token: the API key (None: none sent).
         token_style: "standalone" (`x-api-key`) or "bearer" (`authorization: Bearer`).
@@ -125,6 +128,8 @@ def parse_profile(name: str, values: dict[str, str], *, source: str = "profile")
     if unknown:
         raise ProfileError(f"{source} [{name}]: unknown keys {', '.join(sorted(unknown))}")
     host, port, tls = _address(name, values, source)
+    if values.get("ca") and not tls:
+        raise ProfileError(f"{source} [{name}]: ca is for TLS, but the connection is plaintext")
     style = (values.get("token_style") or values.get("auth_type") or STANDALONE).lower()
     if style not in (STANDALONE, BEARER):
         raise ProfileError(f"{source} [{name}]: token_style must be standalone or bearer")
@@ -143,23 +148,39 @@ def parse_profile(name: str, values: dict[str, str], *, source: str = "profile")
 
 
 def split_url(url: str) -> tuple[str, int, bool]:
-    """Host, port and TLS of "https://host[:port]" or "http://host[:port]"."""
+    """Host, port and TLS of "https://host[:port]" or "http://host[:port]".
+
+    Raises:
+        ProfileError: when url is not such a URL (the message does not quote it: a URL
+            may carry credentials).
+    """
     parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ProfileError("the URL's port is not a number from 0 to 65535") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ProfileError(f"{url!r} is not an http:// or https:// URL")
+        raise ProfileError("the URL is not http://host[:port] or https://host[:port]")
     tls = parts.scheme == "https"
     default = DEFAULT_TLS_PORT if tls else DEFAULT_PLAINTEXT_PORT
-    return parts.hostname, parts.port or default, tls
+    return parts.hostname, port or default, tls
 
 
 def _address(name: str, values: dict[str, str], source: str) -> tuple[str, int, bool]:
     if values.get("url"):
-        if values.get("host"):
-            raise ProfileError(f"{source} [{name}]: give url or host, not both")
-        return split_url(values["url"])
+        beside = [key for key in ("host", "port", "tls") if key in values]
+        if beside:
+            raise ProfileError(
+                f"{source} [{name}]: url places the server; {', '.join(beside)} cannot be"
+                " given with it"
+            )
+        try:
+            return split_url(values["url"])
+        except ProfileError as error:
+            raise ProfileError(f"{source} [{name}]: url: {error}") from None
     if not values.get("host"):
         raise ProfileError(f"{source} [{name}]: needs url, or host (and port)")
-    tls = _boolean(name, values.get("tls", "false"), source)
+    tls = _boolean(name, values.get("tls", "true"), source)
     try:
         port = int(values.get("port") or (DEFAULT_TLS_PORT if tls else DEFAULT_PLAINTEXT_PORT))
     except ValueError:

@@ -1,0 +1,67 @@
+"""Profiles and cairn.Client's address: what connects over TLS and what is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+import cairn
+from cairn import profiles
+from cairn.profiles import ProfileError, parse_profile
+
+
+def test_a_host_profile_without_tls_connects_over_tls() -> None:
+    # Like cairn.Client(host): a forgotten key must not send the token in the clear.
+    for values in (
+        {"host": "cairn.example.com", "port": "443", "token": "cairn_x_y"},
+        {"host": "cairn.example.com", "ca": "/etc/ssl/ca.pem"},
+        {"host": "cairn.example.com"},
+    ):
+        profile = parse_profile("prod", values)
+        assert profile.tls, values
+    assert parse_profile("p", {"host": "h"}).port == profiles.DEFAULT_TLS_PORT
+    plain = parse_profile("dev", {"host": "127.0.0.1", "tls": "false"})
+    assert (plain.tls, plain.port) == (False, profiles.DEFAULT_PLAINTEXT_PORT)
+
+
+def test_a_ca_on_a_plaintext_connection_is_refused() -> None:
+    with pytest.raises(ProfileError, match="ca is for TLS"):
+        parse_profile("p", {"host": "h", "tls": "false", "ca": "/ca.pem"})
+    with pytest.raises(ProfileError, match="ca is for TLS"):
+        parse_profile("p", {"url": "http://h:443", "ca": "/ca.pem"})
+
+
+@pytest.mark.parametrize("key", ["host", "port", "tls"])
+def test_url_and_the_keys_it_replaces_are_refused_together(key: str) -> None:
+    with pytest.raises(ProfileError, match=f"url places the server; {key} cannot"):
+        parse_profile("p", {"url": "https://h", key: "false" if key == "tls" else "1"})
+
+
+def test_a_url_whose_port_is_not_a_number_is_a_profile_error() -> None:
+    with pytest.raises(ProfileError, match=r"\[p\]: url: the URL's port is not a number"):
+        parse_profile("p", {"url": "http://h:abc"})
+
+
+def _channel_kind(client: cairn.Client) -> str:
+    # The lazy channel's opener names the grpc function it will call.
+    names = client._transport.channel._open.__code__.co_names
+    return "secure" if "secure_channel" in names else "insecure"
+
+
+def test_a_host_profile_without_tls_makes_a_tls_client() -> None:
+    profile = parse_profile("prod", {"host": "cairn.example.com", "token": "cairn_x_y"})
+    assert _channel_kind(cairn._client.client_from_profile(profile)) == "secure"
+
+
+def test_client_refuses_https_with_is_secure_false() -> None:
+    with pytest.raises(ValueError, match="https:// address with is_secure=False"):
+        cairn.Client("https://cairn.example.com", is_secure=False, user_token="k")
+    assert _channel_kind(cairn.Client("cairn.example.com")) == "secure"
+    assert _channel_kind(cairn.Client("http://cairn.example.com")) == "insecure"
+
+
+@pytest.mark.parametrize("certificate", ["custom_ca", "client_cert", "client_key"])
+def test_client_refuses_certificates_without_tls(certificate: str) -> None:
+    with pytest.raises(ValueError, match="need a TLS connection"):
+        cairn.Client("http://cairn.example.com:443", **{certificate: b"pem"})
+    with pytest.raises(ValueError, match="need a TLS connection"):
+        cairn.Client("cairn.example.com", is_secure=False, **{certificate: b"pem"})
