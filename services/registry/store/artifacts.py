@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from ...common.errors import AlreadyExists, NotFound
+from ...common.errors import AlreadyExists, FailedPrecondition, NotFound
 from ...common.sql import Params
 from ..model import Artifact, ArtifactKind
 from .common import (
@@ -204,6 +204,13 @@ class ArtifactStore:
             current = await self._one(
                 project, "a.id = $2", [id_or_none(artifact_id)], artifact_id, conn, lock=True
             )
+            if current.version and changes.get("uri", current.uri) != current.uri:
+                raise FailedPrecondition(
+                    "ARTIFACT_URI_IMMUTABLE",
+                    f"version {current.version} of artifact {current.name!r} keeps its URI "
+                    f"{current.uri!r}: its files are what the version is; create a new version",
+                    metadata={"value": current.uri},
+                )
             await update_row(
                 conn, "artifacts", int(artifact_id), changes, UPDATABLE, current.external_id
             )

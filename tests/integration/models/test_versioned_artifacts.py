@@ -137,3 +137,35 @@ async def test_a_run_started_with_used_artifacts_records_them(world: World) -> N
     stored = await world.tracking.get_run(run_id)
     assert [(i.uri, i.kind, i.name) for i in stored.inputs] == [(dataset.uri, "dataset", "used")]
     assert [r.info.run_id for r in await world.tracking.get_runs_using(dataset)] == [run_id]
+
+
+async def test_a_versions_uri_cannot_change(world: World) -> None:
+    from cairn.exceptions import FailedPreconditionError
+
+    await world.registry.create_artifact("fixed", "model", files=b"1")
+    found = await world.registry.get_model_artifact_by_params(name="fixed")
+    assert found is not None
+    kept = found.uri
+    found.uri = "s3://bucket/fixed"
+    found.description = "still describable"
+
+    with pytest.raises(FailedPreconditionError) as raised:
+        await world.registry.upsert_model_artifact(found)
+
+    assert raised.value.reason == "ARTIFACT_URI_IMMUTABLE"
+    assert kept in raised.value.message
+    found.uri = kept
+    assert (await world.registry.upsert_model_artifact(found)).description == "still describable"
+    version = await world.registry.get_artifact("fixed")
+    assert (version.uri, (await version.load("data")).read()) == (kept, b"1")
+
+
+def test_a_version_outside_the_artifact_service_is_named_not_asserted() -> None:
+    from cairn._clients.versioned_artifacts import ActiveArtifact
+    from cairn.exceptions import FailedPreconditionError
+    from cairn.types import VersionedArtifact
+
+    elsewhere = VersionedArtifact("moved", 2, "model", uri="s3://bucket/moved")
+    with pytest.raises(FailedPreconditionError) as raised:
+        ActiveArtifact(elsewhere, transport=None)  # type: ignore[arg-type]
+    assert "s3://bucket/moved" in raised.value.message

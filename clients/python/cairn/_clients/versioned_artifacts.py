@@ -18,7 +18,7 @@ from typing import IO, Any, Protocol
 from urllib.parse import quote
 
 from .._transport import Transport
-from ..exceptions import NotFoundError
+from ..exceptions import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from ..models._uris import ArtifactUri, parse_uri
 from ..registry.v1 import registry_service_pb2 as api
 from ..types._artifacts import ObjectInfo
@@ -49,8 +49,7 @@ class ActiveArtifact:
 
     def __init__(self, artifact: VersionedArtifact, transport: Transport) -> None:
         self.artifact = artifact
-        location = parse_uri(artifact.uri)
-        assert isinstance(location, ArtifactUri)
+        location = _location(artifact)
         self._directory = location.path
         self._store = ArtifactClient(transport.for_project(location.project, timeout=None))
 
@@ -217,6 +216,23 @@ async def _upload(
             await store.upload(f"{directory}/{base}/{path.relative_to(local).as_posix()}", path)
         )
     return stored
+
+
+def _location(artifact: VersionedArtifact) -> ArtifactUri:
+    """Where the version's files are: always the artifact service, unless the row was
+    changed by hand (the registry keeps a version's URI as it was created)."""
+    try:
+        location = parse_uri(artifact.uri)
+    except InvalidArgumentError:
+        location = None
+    if not isinstance(location, ArtifactUri):
+        raise FailedPreconditionError(
+            f"version {artifact.version} of artifact {artifact.name!r} is at "
+            f"{artifact.uri!r}, not in the artifact service (cairn-artifacts://...): "
+            "its files cannot be read through Cairn",
+            reason="INVALID_ARTIFACT_LOCATION",
+        )
+    return location
 
 
 def _segment(name: str) -> str:
