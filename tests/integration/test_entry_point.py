@@ -88,6 +88,7 @@ timeout = 45
 download_path = ~/models
 """
     )
+    path.chmod(0o600)  # it holds a token
     return path
 
 

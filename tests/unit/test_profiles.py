@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 import cairn
@@ -65,3 +67,42 @@ def test_client_refuses_certificates_without_tls(certificate: str) -> None:
         cairn.Client("http://cairn.example.com:443", **{certificate: b"pem"})
     with pytest.raises(ValueError, match="need a TLS connection"):
         cairn.Client("cairn.example.com", is_secure=False, **{certificate: b"pem"})
+
+
+SECRET = "cairn_0123456789ab_SUPERSECRET"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (f"[default]\nurl = http://h\ntoken {SECRET}\n", "line 3: not `key = value`"),
+        (f"[d]\ntoken = {SECRET}\ntoken = {SECRET}2\n", "line 3: key 'token' twice in [d]"),
+        (f"token = {SECRET}\n[d]\n", "line 1: a key before any [section]"),
+    ],
+)
+def test_a_malformed_file_is_reported_without_its_text(tmp_path, text: str, where: str) -> None:
+    file = tmp_path / "profiles.ini"
+    file.write_text(text)
+    file.chmod(0o600)
+    with pytest.raises(ProfileError) as raised:
+        profiles.load_profile("default", file)
+    assert where in str(raised.value)
+    assert "SUPERSECRET" not in str(raised.value)
+
+
+def test_a_profiles_repr_hides_its_token() -> None:
+    profile = parse_profile("p", {"host": "h", "token": SECRET})
+    assert profile.token == SECRET
+    assert "SUPERSECRET" not in repr(profile)
+
+
+def test_a_token_in_a_file_others_can_read_is_warned_about(tmp_path) -> None:
+    file = tmp_path / "profiles.ini"
+    file.write_text(f"[default]\nurl = http://h\n[prod]\nhost = h\ntoken = {SECRET}\n")
+    file.chmod(0o644)
+    with pytest.warns(profiles.ProfileFileWarning, match="chmod 600"):
+        profiles.load_profile("default", file)
+    file.chmod(0o600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        profiles.load_profile("prod", file)

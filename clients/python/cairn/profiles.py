@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import configparser
 import os
-from dataclasses import dataclass
+import stat
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -62,7 +64,14 @@ _KEYS = {
 
 
 class ProfileError(ValueError):
-    """A profile file or a profile that cannot be used."""
+    """A profile file or a profile that cannot be used.
+
+    Its message names the file, the section, the line number and the key, never a
+    line's or a value's text: those may hold a token."""
+
+
+class ProfileFileWarning(UserWarning):
+    """A profile file holding a token is readable or writable by others than its owner."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +96,7 @@ class Profile:
     port: int
     tls: bool = False
     ca: str | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     token_style: str = STANDALONE
     project: str = DEFAULT_PROJECT
     timeout: float | None = DEFAULT_TIMEOUT
@@ -115,11 +124,39 @@ def load_profile(name: str = "default", path: str | os.PathLike[str] | None = No
     except FileNotFoundError:
         raise ProfileError(f"no profile file at {file}") from None
     except configparser.Error as error:
-        raise ProfileError(f"{file} is not a valid INI file: {error}") from None
+        raise ProfileError(f"{file} is not a valid INI file: {_where(error)}") from None
+    if any(parser.has_option(section, "token") for section in parser.sections()):
+        _warn_if_shared(file)
     if not parser.has_section(name):
         known = ", ".join(parser.sections()) or "none"
         raise ProfileError(f"{file} has no profile {name!r} (it has: {known})")
     return parse_profile(name, dict(parser.items(name)), source=str(file))
+
+
+def _where(error: configparser.Error) -> str:
+    """Where the file is wrong, without the text of the line (it may be a token)."""
+    if isinstance(error, configparser.DuplicateOptionError):
+        return f"line {error.lineno}: key {error.option!r} twice in [{error.section}]"
+    if isinstance(error, configparser.DuplicateSectionError):
+        return f"line {error.lineno}: section [{error.section}] twice"
+    if isinstance(error, configparser.MissingSectionHeaderError):
+        return f"line {error.lineno}: a key before any [section]"
+    if isinstance(error, configparser.ParsingError):
+        lines = ", ".join(str(lineno) for lineno, _ in error.errors)
+        return f"line{'s' if len(error.errors) > 1 else ''} {lines}: not `key = value`"
+    return type(error).__name__
+
+
+def _warn_if_shared(file: Path) -> None:
+    # As ssh refuses a private key others can read: a token there is everybody's.
+    mode = file.stat().st_mode
+    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        warnings.warn(
+            f"{file} holds a token and is open to other users (mode {stat.S_IMODE(mode):o});"
+            f" run: chmod 600 {file}",
+            ProfileFileWarning,
+            stacklevel=3,
+        )
 
 
 def parse_profile(name: str, values: dict[str, str], *, source: str = "profile") -> Profile:
