@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from cairn.exceptions import InvalidArgumentError
+from cairn.exceptions import InvalidArgumentError, NotFoundError
 from cairn.models import MANIFEST, FileEntry, Manifest, PickleFlavor, get_flavor, register_flavor
 from cairn.models._flavors import _FLAVORS
 from tests.integration.models.conftest import World
@@ -87,3 +87,20 @@ async def test_other_versions_load_with_a_warning(world: World) -> None:
     message = str(warned[0].message)
     assert "python 3.1 -> " + ".".join(platform.python_version().split(".")[:2]) in message
     assert "numpy 0.0.1 -> " in message
+
+
+async def test_a_model_file_named_like_the_manifest_is_refused(
+    world: World, tmp_path: Path
+) -> None:
+    (tmp_path / MANIFEST).write_text('{"mine": true}')
+
+    with pytest.raises(InvalidArgumentError) as raised:
+        await world.tracking.log_model(world.run_id, tmp_path / MANIFEST, "named-like")
+
+    assert raised.value.reason == "INVALID_PATH" and MANIFEST in raised.value.message
+    with pytest.raises(NotFoundError):  # nothing was logged
+        await world.tracking.load_model(f"runs:/{world.run_id}/named-like")
+    (tmp_path / "dir" / MANIFEST).mkdir(parents=True)
+    (tmp_path / "dir" / MANIFEST / "weights.bin").write_bytes(b"w")
+    with pytest.raises(InvalidArgumentError):
+        await world.tracking.log_model(world.run_id, tmp_path / "dir" / MANIFEST, "named-dir")

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import DataLossError
+from ..exceptions import DataLossError, InvalidArgumentError
 from ._flavors import Flavor
 from ._paths import MANIFEST, invalid_manifest, relative_path
 
@@ -134,6 +134,12 @@ def save(
     """Has the flavor write the model into directory, then hashes every file and writes
     the manifest beside them (blocking: run it in a thread)."""
     options = flavor.save(model, directory)
+    if (directory / MANIFEST).exists():
+        raise InvalidArgumentError(
+            f"the model holds a file or directory named {MANIFEST} at its top, the name of "
+            "the manifest Cairn writes beside the files: rename it, or put it in a directory",
+            reason="INVALID_PATH",
+        )
     manifest = Manifest(
         flavor=flavor.name,
         options=options,
