@@ -4,6 +4,8 @@ role names as strings, update_project, get_user_projects and the show_* tables."
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import pytest
 
@@ -95,6 +97,23 @@ async def test_show_projects_and_api_keys_print_tables_without_secrets(world: Wo
     laptop = next(line for line in listing.splitlines() if prefix in line)
     assert "laptop" in laptop and "never" not in laptop
     assert secret not in listing and "\x1b[" not in listing
+
+
+async def test_show_projects_prints_a_description_as_written_never_as_markup(
+    world: World,
+) -> None:
+    written = "see [/link] and [bold]this[/bold] [red]"
+    async with world.auth("editor") as editor:
+        await editor.update_project(world.project, description=written)
+        shown = io.StringIO()
+        await editor.show_projects(file=shown)
+    assert written in shown.getvalue()
+
+
+def test_importing_cairn_does_not_import_rich() -> None:
+    code = "import sys, cairn, cairn.sync; print('rich' in sys.modules)"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert imported.stdout.strip() == "False", imported.stderr
 
 
 async def test_show_models_prints_every_model_of_the_project(server_port: int, unique: str) -> None:
