@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import grpc
 import pytest
 import pytest_asyncio
 
 import cairn
 from cairn import profiles, sync
+from cairn._transport import ClientClosedError, LazyChannel
 from cairn.exceptions import UnauthenticatedError
 from cairn.types import RegisteredModel
 from cairn_server.auth.store import AuthStore
@@ -55,6 +61,111 @@ async def test_one_client_reaches_every_service_over_one_channel(
         assert experiment_id and model.id and info.size == 5
         assert "default" in [p.project_id for p in projects]
     assert not channel.opened  # closing the client closed its one channel
+    # A closed client stays closed, in every project of it: no call reopens a channel.
+    other_project = client.tracking.for_project("elsewhere")
+    for call in (client.auth.get_projects(), other_project.search_experiments()):
+        with pytest.raises(ClientClosedError, match="closed"):
+            await call
+    assert not channel.opened
+    await client.close()  # again: nothing to do
+
+
+def _counting_channels(monkeypatch: pytest.MonkeyPatch) -> list[grpc.aio.Channel]:
+    opened: list[grpc.aio.Channel] = []
+    insecure_channel = grpc.aio.insecure_channel
+
+    def counting(*args: Any, **kwargs: Any) -> grpc.aio.Channel:
+        opened.append(insecure_channel(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(grpc.aio, "insecure_channel", counting)
+    return opened
+
+
+async def test_a_call_while_the_client_closes_is_refused_and_opens_nothing(
+    server_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = _counting_channels(monkeypatch)
+    client = cairn.Client(f"http://127.0.0.1:{server_port}")
+    await client.auth.get_projects()
+    closing = asyncio.create_task(client.close())
+    await asyncio.sleep(0)  # close() has begun and awaits the channel's close
+    with pytest.raises(ClientClosedError):
+        await client.auth.get_projects()
+    await closing
+    assert len(opened) == 1 and not client._transport.channel.opened
+    assert opened[0].get_state() == grpc.ChannelConnectivity.SHUTDOWN
+
+
+async def test_a_loop_is_refused_while_another_loop_uses_the_client(server_port: int) -> None:
+    client = cairn.Client(f"http://127.0.0.1:{server_port}")
+    await client.auth.get_projects()  # this loop's channel; this loop keeps running
+
+    def from_another_loop() -> None:
+        asyncio.run(client.auth.get_projects())
+
+    with pytest.raises(RuntimeError, match="in use by another running event loop"):
+        await asyncio.to_thread(from_another_loop)
+    await client.close()
+
+
+async def test_loops_taking_turns_share_their_channels_and_close_closes_all(
+    server_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = _counting_channels(monkeypatch)
+    client = cairn.Client(f"http://127.0.0.1:{server_port}")
+
+    def taking_turns() -> None:  # a script's thread; the server answers on the test's loop
+        first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
+        for _ in range(5):
+            first.run_until_complete(client.auth.get_projects())
+            second.run_until_complete(client.auth.get_projects())
+        first.run_until_complete(client.close())
+        first.close()
+        second.close()
+
+    await asyncio.to_thread(taking_turns)
+    assert len(opened) == 2  # one a loop, not one a turn
+    assert [c.get_state() for c in opened] == [grpc.ChannelConnectivity.SHUTDOWN] * 2
+
+
+def test_threads_racing_to_open_the_channel_open_one() -> None:
+    opened: list[grpc.aio.Channel] = []
+
+    def slow_open() -> grpc.aio.Channel:
+        time.sleep(0.05)  # a channel that takes a moment to make widens the window
+        opened.append(grpc.aio.insecure_channel("127.0.0.1:1"))
+        return opened[-1]
+
+    lazy = LazyChannel(slow_open)
+    both_running = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def first_call() -> None:
+        async def main() -> None:
+            both_running.wait()
+            try:
+                outcomes.append(lazy.get())
+            except RuntimeError as error:
+                outcomes.append(error)
+            await asyncio.sleep(0.2)  # keep this loop running while the other asks
+
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=first_call) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(opened) == 1
+    assert sum(isinstance(o, RuntimeError) for o in outcomes) == 1  # the later loop
+
+
+def test_the_lazy_channel_forwards_only_a_channels_own_names() -> None:
+    lazy = LazyChannel(lambda: pytest.fail("nothing should open a channel"))
+    assert not hasattr(lazy, "no_such")
+    assert copy.copy(lazy) is not lazy
+    assert not lazy.opened
 
 
 @pytest.mark.parametrize("style", [profiles.STANDALONE, profiles.BEARER])
@@ -131,9 +242,9 @@ def test_profile_errors_say_what_is_wrong(tmp_path: Path) -> None:
 
 
 async def test_a_host_profile_without_tls_key_speaks_tls(
-    tls_port: int,
-    pki: dict[str, Path],
-    tmp_path: Path,  # noqa: F811
+    tls_port: int,  # noqa: F811
+    pki: dict[str, Path],  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     # Plaintext to this TLS-only server would fail; so would the token sent in the clear.
     file = tmp_path / "profiles.ini"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -87,45 +88,78 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+class ClientClosedError(RuntimeError):
+    """A call on a client that was closed: a closed client stays closed."""
+
+
 class LazyChannel:
     """A channel opened on the first call, in the event loop that makes that call.
 
     A grpc.aio channel belongs to the loop it was made in. Kubeflow's users make their
     client at module level and use it inside `asyncio.run(...)`, whose loop does not
     exist yet when the client is made; so the stubs are bound to this stand-in, and the
-    real channel is made when a call first needs it. A later call from another loop
-    (a second `asyncio.run`) gets a new channel once the first loop has ended; while
-    that loop still runs, the channel is its own and the call is refused.
+    real channel is made when a call first needs it. Each loop that calls gets a channel
+    of its own, kept while that loop lives (two loops taking turns do not open one per
+    turn); a call while another loop using the client runs is refused. `close()` closes
+    every channel, and the client for good: later calls raise ClientClosedError.
     """
+
+    # What callers ask of a channel besides its multi-callables.
+    _FORWARDED = frozenset({"get_state", "channel_ready", "wait_for_state_change"})
 
     def __init__(self, open_channel: Callable[[], grpc.aio.Channel]) -> None:
         self._open = open_channel
-        self._channel: grpc.aio.Channel | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._channels: dict[asyncio.AbstractEventLoop, grpc.aio.Channel] = {}
+        self._closed = False
+        # Threads each running a loop may make the first call at once.
+        self._lock = threading.Lock()
 
     def get(self) -> grpc.aio.Channel:
-        """The channel of the running loop, opened now if need be."""
+        """The channel of the running loop, opened now if need be.
+
+        Raises:
+            ClientClosedError: when the client was closed.
+            RuntimeError: when another loop using this client is running.
+        """
         loop = asyncio.get_running_loop()
-        if self._channel is None or self._loop is not loop:
-            if self._loop is not None and self._loop.is_running():
+        with self._lock:
+            if self._closed:
+                raise ClientClosedError("this cairn client is closed; make a new one")
+            channel = self._channels.get(loop)
+            if channel is not None:
+                return channel
+            if any(other.is_running() for other in self._channels):
                 raise RuntimeError(
                     "this cairn client is in use by another running event loop; "
                     "make one client per loop (or use cairn.sync from threads)"
                 )
-            self._channel, self._loop = self._open(), loop
-        return self._channel
+            for ended in [other for other in self._channels if other.is_closed()]:
+                _destroy(self._channels.pop(ended))
+            channel = self._channels[loop] = self._open()
+            return channel
 
     @property
     def opened(self) -> bool:
-        return self._channel is not None
+        return bool(self._channels)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     async def close(self) -> None:
-        """Closes the channel if it was opened in this loop (one of an ended loop is
-        dropped: nothing of it can run any more)."""
-        channel, self._channel = self._channel, None
-        loop, self._loop = self._loop, None
-        if channel is not None and loop is asyncio.get_running_loop():
-            await channel.close()
+        """Closes every channel, and the client: later calls raise ClientClosedError.
+        Closing again does nothing."""
+        with self._lock:
+            self._closed = True
+            channels, self._channels = self._channels, {}
+        here = asyncio.get_running_loop()
+        for loop, channel in channels.items():
+            if loop is here:
+                await channel.close()
+            elif loop.is_running():  # another thread's loop: its channel closes there
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(channel.close(), loop))
+            else:
+                _destroy(channel)
 
     def unary_unary(self, *args: Any, **kwargs: Any) -> _Deferred:
         return _Deferred(self, "unary_unary", args, kwargs)
@@ -140,8 +174,17 @@ class LazyChannel:
         return _Deferred(self, "stream_stream", args, kwargs)
 
     def __getattr__(self, name: str) -> Any:
-        # get_state, channel_ready, ...: those of the real channel.
+        # Only names of the real channel; any other would open a channel to answer
+        # hasattr() or copy.copy()'s probes.
+        if name not in LazyChannel._FORWARDED:
+            raise AttributeError(name)
         return getattr(self.get(), name)
+
+
+def _destroy(channel: grpc.aio.Channel) -> None:
+    """Frees a channel whose loop does not run (ended, or between two runs), which
+    cannot await its close: grpc's own finalizer destroys the core channel at once."""
+    getattr(channel, "__del__")()  # noqa: B009 (grpc.aio.Channel's stub lacks it)
 
 
 class _Deferred:
