@@ -143,3 +143,24 @@ async def test_get_model_downloads_a_model_of_a_flavor_not_registered_here(
     found = await manager.get_model("custom", download_file=True)
 
     assert found.path is not None and Path(found.path).read_text() == "42"
+
+
+async def test_get_model_takes_the_highest_version_number(
+    manager: cairn.ModelManager, world: World, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from cairn.types import ModelVersion
+
+    model_file = tmp_path / "m.onnx"
+    model_file.write_bytes(b"m")
+    added = await manager.add_model("many", "ONNX", model_file)
+    # Made at once, the versions' creation times need not follow their numbers.
+    await asyncio.gather(
+        *(world.registry.upsert_model_version(ModelVersion(f"v{n}"), added.id) for n in range(12))
+    )
+
+    found = await manager.get_model("many")
+
+    assert found.version == 13
+    assert {m.name: m.version for m in await manager.get_models()}["many"] == 13

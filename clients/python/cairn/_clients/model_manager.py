@@ -120,10 +120,10 @@ class ModelManager:
         model = await self._registry.get_registered_model_by_params(name=name)
         if model is None:
             raise NotFoundError(f"model {name!r} not found", reason="REGISTERED_MODEL_NOT_FOUND")
-        versions = await self._registry.get_model_versions(
-            model.id or "", ListOptions(limit=1, is_asc=False)
-        )
-        version = versions[0] if versions else None
+        # The highest number, as get_models and models:/<name>/latest choose: creation
+        # times of versions made at once need not follow their numbers.
+        latest = await self._registry.get_latest_versions(name)  # the highest per stage
+        version = max(latest, key=lambda v: v.version or 0, default=None)
         artifacts = await self._registry.get_model_artifacts(version.id) if version else []
         found = _managed(model, version, artifacts[0] if artifacts else None)
         if download_file and version is not None:
