@@ -106,3 +106,30 @@ def test_a_token_in_a_file_others_can_read_is_warned_about(tmp_path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         profiles.load_profile("prod", file)
+
+
+def _target(client: cairn.Client) -> str:
+    cells = client._transport.channel._open.__closure__ or ()
+    return next(c.cell_contents for c in cells if isinstance(c.cell_contents, str))
+
+
+@pytest.mark.parametrize(
+    ("address", "target"),
+    [
+        ("localhost:50051", "localhost:50051"),
+        ("localhost", "localhost:443"),
+        ("[::1]:8443", "[::1]:8443"),
+        ("[::1]", "[::1]:443"),
+        ("::1", "[::1]:443"),
+        ("https://[::1]:8443", "[::1]:8443"),
+        ("http://cairn.example.com:50051/", "cairn.example.com:50051"),
+    ],
+)
+def test_client_reads_the_port_of_a_bare_address(address: str, target: str) -> None:
+    assert _target(cairn.Client(address)) == target
+
+
+@pytest.mark.parametrize("address", ["localhost:http", "[::1]x", "[::1", "h:0"])
+def test_client_refuses_an_address_it_cannot_read(address: str) -> None:
+    with pytest.raises(ValueError, match=r"port|address"):
+        cairn.Client(address)

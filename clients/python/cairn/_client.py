@@ -24,8 +24,9 @@ class Client:
     first call in the loop that makes it, and one set of credentials.
 
     Args:
-        server_address: a host name or address, or a URL: `https://host[:port]` connects
-            over TLS, `http://host[:port]` without.
+        server_address: a host name or address with or without its port (`host:port`,
+            `[v6::addr]:port`), or a URL: `https://host[:port]` connects over TLS,
+            `http://host[:port]` without.
         port: the TCP port, when server_address does not name one.
         user_token: an API key (None: none sent).
         token_style: "bearer" sends `authorization: Bearer <key>`, "standalone"
@@ -139,7 +140,26 @@ def _split(server_address: str) -> tuple[str, int | None, bool | None]:
         host, port, tls = split_url(server_address)
         explicit = f":{port}" in server_address.split("://", 1)[1]
         return host, port if explicit else None, tls
-    return server_address, None, None
+    return (*_host_port(server_address), None)
+
+
+def _host_port(address: str) -> tuple[str, int | None]:
+    """ "host", "host:port", "v6::addr", "[v6::addr]" or "[v6::addr]:port"."""
+    if address.startswith("["):
+        host, bracket, rest = address[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{address!r} is not [address] or [address]:port")
+        return host, _port(rest[1:], address) if rest else None
+    if address.count(":") == 1:  # more than one: a bare IPv6 address
+        host, _, port = address.partition(":")
+        return host, _port(port, address)
+    return address, None
+
+
+def _port(text: str, address: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"the port of {address!r} is not a number from 1 to 65535")
+    return int(text)
 
 
 def create_client_from_token(
