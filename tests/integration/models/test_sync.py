@@ -14,6 +14,7 @@ import pytest
 from sklearn.linear_model import LinearRegression
 
 from cairn import sync
+from cairn.exceptions import ModelAlreadyExists, ModelNotFound
 from cairn.models import UntrustedModelError
 from tests.conftest import new_project
 
@@ -99,6 +100,16 @@ async def test_the_sync_clients_run_the_ml_aide_and_devo_journeys(
             assert found is not None and found.engine == "ONNX"
             assert Path(found.path).read_bytes() == b"onnx"
             assert manager.find_model("absent") is None
+            with pytest.raises(ModelNotFound):
+                manager.get_model("absent")
+            onnx.write_bytes(b"onnx v2")
+            with pytest.raises(ModelAlreadyExists):
+                manager.add_model("net", "ONNX", onnx)
+            replaced = manager.add_model("net", "TensorRT", onnx, force=True)
+            assert (replaced.version, replaced.engine) == (2, "TensorRT")
+            again = manager.get_model("net", download_file=True)
+            assert (again.version, again.engine) == (2, "TensorRT")
+            assert Path(again.path).read_bytes() == b"onnx v2"
             assert {m.name for m in manager.get_models()} == {"aide", "net"}
 
     await asyncio.to_thread(scenario)
