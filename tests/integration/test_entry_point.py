@@ -281,3 +281,20 @@ async def test_the_sync_factory_runs_devos_calls_without_await(
             assert client.tracking.search_experiments() is not None
 
     await asyncio.to_thread(scenario)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: sync.Client("http://127.0.0.1:1"),
+        lambda: sync.TrackingClient.insecure_connection("127.0.0.1", 1),
+    ],
+)
+def test_a_sync_client_closes_twice_and_then_refuses_calls(make: Any) -> None:
+    client = make()
+    client.close()
+    client.close()
+    with client:  # and on leaving a `with`
+        pass
+    with pytest.raises(ClientClosedError):
+        (client.tracking if isinstance(client, sync.Client) else client).search_experiments()

@@ -34,6 +34,7 @@ from ._clients.auth import AuthClient as _AsyncAuthClient
 from ._clients.model_manager import ModelManager as _AsyncModelManager
 from ._clients.registry import ModelRegistryAPIClient as _AsyncRegistryClient
 from ._clients.tracking import TrackingClient as _AsyncTrackingClient
+from ._transport import ClientClosedError
 
 T = TypeVar("T")
 
@@ -75,6 +76,10 @@ class _Runner:
     def wait(self, awaitable: Awaitable[T]) -> T:
         if threading.current_thread() is self._thread:
             raise RuntimeError("a sync cairn client cannot be called from its own loop")
+        if self._loop.is_closed():
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # never to run: no "never awaited" warning
+            raise ClientClosedError("this cairn client is closed; make a new one")
 
         async def awaited() -> T:
             return await awaitable
@@ -82,9 +87,16 @@ class _Runner:
         return asyncio.run_coroutine_threadsafe(awaited(), self._loop).result()
 
     def close(self) -> None:
+        """Stops the loop and its thread; again, does nothing."""
+        if self._loop.is_closed():
+            return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._loop.is_closed()
 
     def _adapt(self, value: Any) -> Any:
         if hasattr(value, "__anext__"):
@@ -150,7 +162,26 @@ def _unwrapped(value: Any) -> Any:
     return value
 
 
-class _SyncClient(_SyncView):
+class _Closing(_SyncView):
+    """A sync client's closing, with `with` or `close()`; closing twice is harmless."""
+
+    def close(self) -> None:
+        """Closes the channel, then stops the client's loop."""
+        if self._runner.closed:
+            return
+        try:
+            self._runner.wait(self._target.close())
+        finally:
+            self._runner.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _SyncClient(_Closing):
     """A sync client: its async twin, on a loop of its own."""
 
     _async_client: ClassVar[type[BaseClient]]
@@ -173,19 +204,6 @@ class _SyncClient(_SyncView):
         # The channel is made on the loop that will use it.
         client = runner.wait(_made_on_loop(connect, args, kwargs))
         return cls(client, runner)
-
-    def close(self) -> None:
-        """Closes the channel, then stops the client's loop."""
-        try:
-            self._runner.wait(self._target.close())
-        finally:
-            self._runner.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 async def _made_on_loop(
@@ -229,7 +247,7 @@ def ModelManager(
     return _SyncView(manager, registry._runner)
 
 
-class Client(_SyncView):
+class Client(_Closing):
     """`cairn.Client` without `await`: `.tracking`, `.registry`, `.artifacts`, `.auth`
     and `.models` are sync too, over the one channel, and so are Devo's `add_model`,
     `get_model`, `find_model` and `get_models` on the client itself."""
@@ -250,19 +268,6 @@ class Client(_SyncView):
         super().__init__(client, runner)
         for name in ("tracking", "registry", "artifacts", "auth", "models"):
             setattr(self, name, _SyncView(getattr(client, name), runner))
-
-    def close(self) -> None:
-        """Closes the channel, then stops the client's loop."""
-        try:
-            self._runner.wait(self._target.close())
-        finally:
-            self._runner.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def create_client_from_token(*args: Any, **kwargs: Any) -> Client:
