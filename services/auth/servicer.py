@@ -61,10 +61,11 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         self, request: api.GetProjectsRequest, context: Context
     ) -> api.GetProjectsResponse:
         caller = current_caller()
-        if request.user_id and request.user_id != caller.user_id:
-            # ML cube's get_user_projects: another user's projects, for global admins.
+        if request.user_id:
+            # ML cube's get_user_projects: the user's memberships, whoever asks (a global
+            # admin's own included), so the answer depends on the user alone.
             user_id = validation.user_id(request.user_id)
-            if not caller.global_admin:
+            if user_id != caller.user_id and not caller.global_admin:
                 raise PermissionDenied(
                     "PERMISSION_DENIED", "another user's projects are listed by global admins only"
                 )

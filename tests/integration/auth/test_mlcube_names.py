@@ -7,11 +7,13 @@ import io
 import subprocess
 import sys
 
+import asyncpg
 import pytest
 
 import cairn
 from cairn.exceptions import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from cairn.types import ApiKeyExpirationTime, ProjectRole
+from cairn_server.auth.store import AuthStore
 from tests.integration.auth.conftest import World
 
 
@@ -78,6 +80,23 @@ async def test_get_user_projects_lists_a_users_projects_with_their_role(world: W
         assert [p.project_id for p in own] == [world.project]
         with pytest.raises(PermissionDeniedError):
             await viewer.get_user_projects(world.users["outsider"])
+
+
+async def test_get_user_projects_of_a_global_admin_is_the_same_whoever_asks(
+    world: World, pool: asyncpg.Pool, unique: str
+) -> None:
+    second = f"root2-{unique}"
+    key, _ = await AuthStore(pool).create_key(second, "root2", None, global_admin=True)
+    async with world.auth("global_admin") as admin:
+        await admin.add_user_project_role(second, world.project, "editor")
+        asked_by_another = await admin.get_user_projects(second)
+    async with world.auth_with(key) as himself:
+        asked_by_himself = await himself.get_user_projects(second)
+        every = await himself.get_projects()  # without a user: every project, for him
+    expected = [(world.project, ProjectRole.EDITOR)]
+    assert [(p.project_id, p.role) for p in asked_by_another] == expected
+    assert [(p.project_id, p.role) for p in asked_by_himself] == expected
+    assert world.other_project in [p.project_id for p in every]
 
 
 async def test_show_projects_and_api_keys_print_tables_without_secrets(world: World) -> None:
