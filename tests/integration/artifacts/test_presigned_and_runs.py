@@ -21,6 +21,7 @@ from cairn.exceptions import (
     NotFoundError,
 )
 from cairn.types import ModelArtifact, ModelVersion, RegisteredModel
+from tests.conftest import new_project
 from tests.proxy import AnswerDroppingProxy
 
 
@@ -266,3 +267,29 @@ async def test_a_model_version_from_uploaded_files(server_port: int, unique: str
         )
         assert artifact.uri == stored.artifact_uri == f"cairn-artifacts://default/{stored.path}"
         assert await registry.get_model_version_download_uri(model.name, 1) == stored.artifact_uri
+
+
+async def test_reads_take_an_objects_artifact_uri(
+    server_port: int, unique: str, tmp_path: Path
+) -> None:
+    """The URI docs/artifacts.md says to share names the object to every read, also from
+    a client of another project."""
+    other = await new_project(server_port, f"reader-{unique}")
+    async with (
+        cairn.ArtifactClient.insecure_connection("127.0.0.1", server_port) as artifacts,
+        cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", server_port, project=other
+        ) as elsewhere,
+    ):
+        stored = await artifacts.upload(f"shared/{unique}/notes.txt", b"shared bytes")
+        uri = stored.artifact_uri
+        for client in (artifacts, elsewhere):
+            assert await client.read(uri) == b"shared bytes"
+            assert b"".join([c async for c in client.open(uri)]) == b"shared bytes"
+            assert (await client.stat(uri)).sha256 == stored.sha256
+            written = await client.download(uri, tmp_path / client.project)
+            assert written.read_bytes() == b"shared bytes"
+        tree = await elsewhere.download(
+            f"cairn-artifacts://default/shared/{unique}", tmp_path / "tree"
+        )
+        assert (tree / "notes.txt").read_bytes() == b"shared bytes"

@@ -21,6 +21,7 @@ from .._transport import Metadata, with_id
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
 from ..exceptions import DataLossError, NotFoundError, UnavailableError
+from ..models._uris import ARTIFACTS_SCHEME, ArtifactUri, parse_uri, scheme_of
 from ..types._artifacts import ObjectInfo, PresignedUrl, directory, object_from_proto
 from ..types._paging import ListOptions, PagedList
 
@@ -139,7 +140,8 @@ class ArtifactClient(BaseClient):
         the bytes differ, the iteration ends with DataLossError (CHECKSUM_MISMATCH)
         after the last chunk, so a corrupt byte never passes silently.
         """
-        request = api.DownloadRequest(project=self.project, path=path, offset=offset, length=length)
+        project, path = self._named(path)
+        request = api.DownloadRequest(project=project, path=path, offset=offset, length=length)
         checksum = _Checksum(path) if not offset and not length else None
         async for reply in self._transport.server_stream(
             self._stub.Download, request, timeout=timeout, metadata=metadata
@@ -173,6 +175,14 @@ class ArtifactClient(BaseClient):
         destination is an existing directory, the object keeps its name inside it.
         Returns the local path written.
         """
+        project, path = self._named(path)
+        if project != self.project:
+            other = ArtifactClient(
+                self._transport.for_project(project, timeout=self._transport.timeout)
+            )
+            return await other.download(
+                path, destination, progress=progress, timeout=timeout, metadata=metadata
+            )
         target = Path(destination)
         try:
             info = await self.stat(path, timeout=timeout, metadata=metadata)
@@ -183,13 +193,23 @@ class ArtifactClient(BaseClient):
         await self._download_file(info, target, progress, timeout, metadata)
         return target
 
+    def _named(self, path: str) -> tuple[str, str]:
+        """The project and path a read names: a path in this client's project, or an
+        object's `artifact_uri` (cairn-artifacts://<project>/<path>) in its own."""
+        if scheme_of(path) != ARTIFACTS_SCHEME:
+            return self.project, path
+        uri = parse_uri(path)
+        assert isinstance(uri, ArtifactUri)
+        return uri.project, uri.path
+
     async def stat(
         self, path: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> ObjectInfo:
         """Raises NotFoundError when no object is at path."""
+        project, path = self._named(path)
         reply = await self._transport.unary(
             self._stub.StatObject,
-            api.StatObjectRequest(project=self.project, path=path),
+            api.StatObjectRequest(project=project, path=path),
             timeout=timeout,
             metadata=metadata,
         )
