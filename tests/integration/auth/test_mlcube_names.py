@@ -60,6 +60,13 @@ async def test_update_project_changes_the_description_for_an_editor(world: World
         assert renamed.value.reason == "INVALID_ARGUMENT"
 
 
+async def test_update_project_leaves_empty_values_as_they_are(world: World) -> None:
+    # ML cube's docs: "Empty values will not be updated."
+    async with world.auth("editor") as editor:
+        assert (await editor.update_project(world.project, "", "d")).description == "d"
+        assert (await editor.update_project(world.project, None, "")).description == "d"
+
+
 async def test_update_project_is_refused_to_a_viewer_and_unknown_projects(
     world: World, unique: str
 ) -> None:
@@ -148,6 +155,10 @@ async def test_show_models_prints_every_model_of_the_project(server_port: int, u
             )
         shown = io.StringIO()
         await registry.show_models(file=shown)
+    async with cairn.ModelRegistryAPIClient.insecure_connection("127.0.0.1", server_port) as other:
+        by_task = io.StringIO()
+        await other.show_models(project, file=by_task)  # ML cube's task id, positionally
+    assert by_task.getvalue() == shown.getvalue()
     rows = [line for line in shown.getvalue().splitlines() if "model-" in line]
     assert len(rows) == 103 and "team" in rows[0]
     assert f"Models of project {project}" in shown.getvalue()

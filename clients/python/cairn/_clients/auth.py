@@ -96,9 +96,9 @@ class AuthClient(BaseClient):
     ) -> Project:
         """Changes a project's description (editors of the project); returns the project.
 
-        As in ML cube, None leaves a value unchanged. A project's name is its id in every
-        service, so name may only repeat it; default_storage_policy (ML cube's) is not
-        Cairn's and must stay None.
+        As in ML cube, an empty value ("" or None) leaves it unchanged. A project's name
+        is its id in every service, so name may only repeat it; default_storage_policy
+        (ML cube's) is not Cairn's and must stay None.
 
         Raises:
             InvalidArgumentError: for a new name.
@@ -106,7 +106,9 @@ class AuthClient(BaseClient):
         """
         if default_storage_policy is not None:
             raise ValueError("Cairn projects have no storage policy; leave it None")
-        request = api.UpdateProjectRequest(project=project_id, name=name, description=description)
+        request = api.UpdateProjectRequest(
+            project=project_id, name=name or None, description=description or None
+        )
         response = await self._transport.unary(
             self._stub.UpdateProject, request, timeout=timeout, metadata=metadata
         )

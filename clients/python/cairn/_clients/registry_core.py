@@ -335,17 +335,26 @@ class RegistryCore(BaseClient):
 
     async def show_models(
         self,
+        task_id: str | None = None,
         *,
         file: IO[str] | None = None,
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> None:
-        """Prints the project's registered models as a table (to stdout, or file).
+        """Prints a project's registered models as a table (to stdout, or file).
 
         ML cube's `show_models(task_id)` lists a task's models; Cairn has no tasks, and
-        the client's project plays their part.
+        a project plays their part.
+
+        Args:
+            task_id: the project whose models to show, as ML cube's call takes its task
+                (positionally too); None: the client's project.
         """
-        await _show_models(self, file, timeout, metadata)
+        client = self
+        if task_id is not None and task_id != self.project:
+            transport = self._transport.for_project(task_id, timeout=self._transport.timeout)
+            client = type(self)(transport)
+        await _show_models(client, file, timeout, metadata)
 
     async def _artifacts(
         self,
