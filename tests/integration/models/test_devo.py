@@ -19,6 +19,22 @@ def manager(world: World, tmp_path: Path) -> cairn.ModelManager:
     return cairn.ModelManager(world.registry, tmp_path / "downloads", cache_dir=world.cache)
 
 
+def _counting(registry: cairn.ModelRegistryAPIClient) -> dict[str, int]:
+    """Counts the calls of get_models' three listings on registry (patched in place)."""
+    calls: dict[str, int] = {}
+    for name in ("get_registered_models", "search_model_versions", "get_model_artifacts"):
+        method = getattr(registry, name)
+
+        async def counted(
+            *args: object, _m: object = method, _n: str = name, **kw: object
+        ) -> object:
+            calls[_n] = calls.get(_n, 0) + 1
+            return await _m(*args, **kw)  # type: ignore[operator]
+
+        setattr(registry, name, counted)
+    return calls
+
+
 def test_devos_exceptions_are_cairns() -> None:
     assert ModelAlreadyExists is AlreadyExistsError
     assert ModelNotFound is NotFoundError
@@ -92,15 +108,25 @@ async def test_get_models_returns_every_page(
 ) -> None:
     model_file = tmp_path / "tiny.onnx"
     model_file.write_bytes(b"tiny")
-    for n in range(23):  # more than the registry's default page of 20
+    for n in range(23):  # pages of 5: the last one short
         await world.registry.create_registered_model(f"plain-{n:02d}")
-    await manager.add_model("with-engine", "ONNX", model_file, description="d")
+    for n in range(6):  # versions and model artifacts over two pages as well
+        await manager.add_model("with-engine", "ONNX", model_file, description="d", force=n > 0)
+    paged = cairn.ModelManager(world.registry, tmp_path / "dl", page_size=5)
+    calls = _counting(world.registry)
 
-    models = await manager.get_models()
+    models = await paged.get_models()
+
+    # 24 models, 6 versions and 6 artifacts in pages of 5: 5 + 2 + 2 calls.
+    assert calls == {
+        "get_registered_models": 5,
+        "search_model_versions": 2,
+        "get_model_artifacts": 2,
+    }
 
     assert len(models) == 24
     by_name = {m.name: m for m in models}
-    assert (by_name["with-engine"].engine, by_name["with-engine"].version) == ("ONNX", 1)
+    assert (by_name["with-engine"].engine, by_name["with-engine"].version) == ("ONNX", 6)
     assert (by_name["plain-07"].engine, by_name["plain-07"].version) == (None, None)
 
 

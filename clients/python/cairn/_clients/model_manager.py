@@ -58,8 +58,10 @@ class ModelManager:
         download_path: str | os.PathLike[str] = ".",
         *,
         cache_dir: str | os.PathLike[str] | None = None,
+        page_size: int = PAGE_SIZE,
     ) -> None:
         self._registry = registry
+        self.page_size = page_size
         self.download_path = Path(download_path).expanduser()
         self.cache_dir = cache_dir
 
@@ -140,14 +142,14 @@ class ModelManager:
     async def get_models(self) -> list[ManagedModel]:
         """Every model of the project (all pages), each as its latest version.
 
-        Reads the models, versions and model artifacts of the project a page of 1,000 at
-        a time: three listings, not a call per model.
+        Reads the models, versions and model artifacts of the project a page (page_size,
+        1,000 by default) at a time: three listings, not a call per model.
         """
-        registry = self._registry
-        models = await _every(lambda token: registry.get_registered_models(_options(token)))
+        registry, size = self._registry, self.page_size
+        models = await _every(lambda token: registry.get_registered_models(_options(size, token)))
         latest: dict[str, ModelVersion] = {}
         for version in await _every(
-            lambda token: registry.search_model_versions(max_results=PAGE_SIZE, page_token=token)
+            lambda token: registry.search_model_versions(max_results=size, page_token=token)
         ):
             key = version.registered_model_id or ""
             if key not in latest or (version.version or 0) > (latest[key].version or 0):
@@ -155,7 +157,7 @@ class ModelManager:
         wanted = {v.id: v.registered_model_id for v in latest.values()}
         first: dict[str, ModelArtifact] = {}
         for artifact in await _every(
-            lambda token: registry.get_model_artifacts(None, _options(token))
+            lambda token: registry.get_model_artifacts(None, _options(size, token))
         ):
             model_id = wanted.get(artifact.model_version_id or "")
             if model_id is not None:
@@ -234,8 +236,8 @@ def _managed(
     )
 
 
-def _options(token: str | None) -> ListOptions:
-    return ListOptions(limit=PAGE_SIZE, next_page_token=token)
+def _options(size: int, token: str | None) -> ListOptions:
+    return ListOptions(limit=size, next_page_token=token)
 
 
 async def _every(fetch: Callable[[str | None], Awaitable[PagedList[T]]]) -> list[T]:
