@@ -133,3 +133,12 @@ def test_client_reads_the_port_of_a_bare_address(address: str, target: str) -> N
 def test_client_refuses_an_address_it_cannot_read(address: str) -> None:
     with pytest.raises(ValueError, match=r"port|address"):
         cairn.Client(address)
+
+
+def test_s3_uri_from_writes_the_path_as_kubeflow_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cairn.utils import s3_uri_from
+
+    for variable in ("AWS_S3_ENDPOINT", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(variable, raising=False)
+    assert s3_uri_from("models/my model+v1.onnx", "b") == "s3://b/models/my model+v1.onnx"
+    assert s3_uri_from("/build/hal.onnx", "b") == "s3://b/build/hal.onnx"

@@ -1,7 +1,7 @@
 """Connection profiles: named sections of an INI file, as Devo's client reads them.
 
-One file serves the Python client (`cairn.create_client_from_profile`) and the command
-line. It is found, in this order, at the path given, at `$CAIRN_PROFILES`, or at
+The Python client reads the file (`cairn.create_client_from_profile`); the command line
+will read the same one. It is found, in this order, at the path given, at `$CAIRN_PROFILES`, or at
 `~/.config/cairn/profiles.ini`::
 
     [default]

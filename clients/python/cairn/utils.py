@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from .exceptions import CairnError
 
@@ -29,7 +29,8 @@ def s3_uri_from(
     in the URI.
 
     Args:
-        path: the object's key within the bucket.
+        path: the object's key within the bucket, written as it is (not
+            percent-encoded, as in Kubeflow); a leading "/" is dropped.
         bucket: the bucket; AWS_S3_BUCKET when None.
         endpoint: the S3 endpoint URL (e.g. a MinIO server's).
         region: the bucket's region.
@@ -48,5 +49,7 @@ def s3_uri_from(
         )
         if value
     }
-    uri = f"s3://{bucket}/{quote(path.lstrip('/'), safe='/')}"
+    # The path as given, not percent-encoded, as Kubeflow's helper writes it; a leading
+    # "/" is dropped, or the key would begin with an empty segment.
+    uri = f"s3://{bucket}/{path.lstrip('/')}"
     return f"{uri}?{urlencode(query, safe=':/')}" if query else uri

@@ -45,7 +45,9 @@ class ApiKeyExpirationTime(enum.Enum):
 class Project:
     """A project (workspace). Its name is its id: the `project=` of a connection.
 
-    `role` is the caller's role in it; None for a global admin who is not a member.
+    `role` is the caller's role in it (from `get_project`/`get_projects`), or that of
+    the user asked about (from `get_user_projects`); None for a global admin who is not
+    a member.
     """
 
     name: str
