@@ -148,6 +148,28 @@ async def _admit(
     return request
 
 
+class _Refusals:
+    """A client stream that remembers whether one of its messages was refused (by the
+    checks or the admission). The call then reads what the client still sends before
+    answering: an answer that overtakes the client's writes reaches it as INTERNAL
+    instead of the refusal. Other failures (a shutdown, say) answer at once."""
+
+    def __init__(self, received: AsyncIterator[Any]) -> None:
+        self.received = received
+        self.refused = False
+
+    def refusing(self, messages_of: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async def each() -> AsyncIterator[Any]:
+            try:
+                async for message in messages_of:
+                    yield message
+            except DomainError:
+                self.refused = True
+                raise
+
+        return each()
+
+
 def _checked(request: Any, streamed: bool) -> Any:
     """The request (or stream of requests), each checked before anything reads it."""
     if not streamed:
@@ -180,15 +202,17 @@ def _unary(
 ) -> Handler:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         scope = _CallScope(method, context)
-        received = request
+        stream = _Refusals(request) if streamed else None
         try:
             request = await _admit(admission, _checked(request, streamed), context, streamed)
+            if stream is not None:
+                request = stream.refusing(request)
             result = behaviour(request, context)
             if inspect.isawaitable(result):
                 result = await result
         except BaseException as exc:
-            if streamed and isinstance(exc, Exception):  # refused while the client sends
-                await messages.drain(received)
+            if stream is not None and stream.refused:
+                await messages.drain(stream.received)
             await scope.fail(exc)
             raise
         scope.finish()
