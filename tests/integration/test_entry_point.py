@@ -139,6 +139,7 @@ def test_threads_racing_to_open_the_channel_open_one() -> None:
 
     lazy = LazyChannel(slow_open)
     both_running = threading.Barrier(2)
+    both_asked = threading.Barrier(2)
     outcomes: list[object] = []
 
     def first_call() -> None:
@@ -148,7 +149,8 @@ def test_threads_racing_to_open_the_channel_open_one() -> None:
                 outcomes.append(lazy.get())
             except RuntimeError as error:
                 outcomes.append(error)
-            await asyncio.sleep(0.2)  # keep this loop running while the other asks
+            # This loop keeps running until the other thread has asked too.
+            await asyncio.to_thread(both_asked.wait, 30)
 
         asyncio.run(main())
 
