@@ -394,7 +394,7 @@ def _range(offset: int, length: int, size: int) -> tuple[int, int]:
     if offset < 0 or length < 0:
         raise invalid_field("offset" if offset < 0 else "length", "must not be negative")
     if offset > size:
-        raise OutOfRange("INVALID_ARGUMENT", f"offset {offset} is past the end ({size} bytes)")
+        raise OutOfRange("OFFSET_PAST_END", f"offset {offset} is past the end ({size} bytes)")
     return offset, min(length or size - offset, size - offset)
 
 

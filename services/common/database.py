@@ -13,7 +13,7 @@ import asyncpg
 
 from . import logs
 from .config import Config
-from .errors import DomainError, ResourceExhausted, Unavailable
+from .errors import Aborted, DomainError, ResourceExhausted, Unavailable
 from .idempotency import CALL_CONNECTION
 
 _log = logs.get("cairn.database")
@@ -133,7 +133,7 @@ class _BoundedAcquire:
 
 def domain_error(exc: BaseException) -> DomainError | None:
     """The error to answer for a database failure that is no bug: the database cannot
-    be reached, or a statement ran out of its time."""
+    be reached, a statement ran out of its time, or transactions conflicted."""
     if isinstance(exc, asyncpg.exceptions.QueryCanceledError):
         return ResourceExhausted(
             "STATEMENT_TIMEOUT",
@@ -141,7 +141,18 @@ def domain_error(exc: BaseException) -> DomainError | None:
             "(CAIRN_DB_STATEMENT_TIMEOUT_SECONDS); narrow it: a smaller page, a more "
             "selective filter",
         )
+    if isinstance(exc, _CONFLICTS):
+        return Aborted(
+            "TRANSACTION_CONFLICT",
+            "the database rolled this call back in a conflict with another; nothing of it "
+            "was applied: call again",
+        )
     return unreachable(exc)
+
+
+# What PostgreSQL rolls a transaction back for when transactions cross (SQLSTATE 40P01,
+# 40001): the call applied nothing, so it can simply be made again.
+_CONFLICTS = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 
 
 def unreachable(exc: BaseException) -> Unavailable | None:

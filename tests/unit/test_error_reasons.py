@@ -3,7 +3,11 @@ clients in any language can rely on the contract's list."""
 
 import re
 
+import asyncpg
+import grpc
+
 from cairn.common.v1 import common_pb2
+from cairn_server.common import database
 from tests.conftest import repo_root
 
 _RAISED = re.compile(
@@ -25,3 +29,15 @@ def test_every_raised_reason_is_declared() -> None:
         used |= set(_RAISED.findall(text)) | set(_FIELD_REASON.findall(text))
     assert used, "the pattern found no reasons at all"
     assert used - _declared() == set()
+
+
+def test_transactions_rolled_back_in_a_conflict_answer_aborted() -> None:
+    """A deadlock victim or a serialization failure applied nothing: ABORTED, call again,
+    never INTERNAL."""
+    for exc in (
+        asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
+        asyncpg.exceptions.SerializationError("could not serialize access"),
+    ):
+        answer = database.domain_error(exc)
+        assert answer is not None
+        assert (answer.code, answer.reason) == (grpc.StatusCode.ABORTED, "TRANSACTION_CONFLICT")

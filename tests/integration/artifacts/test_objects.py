@@ -57,8 +57,9 @@ async def test_ranges(store: cairn.ArtifactClient) -> None:
     assert await store.read("r.bin", offset=10, length=100) == BIG[10:110]
     assert await store.read("r.bin", offset=len(BIG) - 5) == BIG[-5:]
     assert await store.read("r.bin", offset=len(BIG)) == b""
-    with pytest.raises(cairn.exceptions.OutOfRangeError):
+    with pytest.raises(cairn.exceptions.OutOfRangeError) as past:
         await store.read("r.bin", offset=len(BIG) + 1)
+    assert past.value.reason == "OFFSET_PAST_END"
 
 
 async def test_download_of_a_file_and_a_directory_tree(
