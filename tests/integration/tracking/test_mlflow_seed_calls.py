@@ -57,6 +57,8 @@ async def test_synchronous_false_returns_at_once_and_can_be_waited_for(tracking,
         await tracking.log_metric(run_id, "loss", 0.5 - step / 10, step=step, synchronous=False)
         for step in range(5)
     ]
+    # Nothing was sent yet: the call returned before its write went out.
+    assert not any(operation.done() for operation in operations)
     operations.append(await tracking.log_param(run_id, "lr", 0.1, synchronous=False))
     operations.append(await tracking.set_tag(run_id, "team", "growth", synchronous=False))
     for operation in operations:
@@ -77,8 +79,28 @@ async def test_flush_async_logging_waits_for_every_write_and_reports_errors(
     await tracking.flush_async_logging()
     assert (await tracking.get_run(run_id)).data.params["p"] == "1"
     failing = await tracking.log_param(run_id, "p", "2", synchronous=False)
+    # Writes are sent in order: once a later one has ended, the failing one has too.
+    await (await tracking.set_tag(run_id, "after", "1", synchronous=False)).wait()
+    assert failing.done()
+    # A write that failed before the flush began is reported by the flush, once.
+    with pytest.raises(cairn.exceptions.FailedPreconditionError):
+        await tracking.flush_async_logging()
+    await tracking.flush_async_logging()
+
+
+async def test_an_error_raised_by_wait_is_not_raised_again_by_flush(tracking, run_id) -> None:
+    await tracking.log_param(run_id, "p", "1")
+    failing = await tracking.log_param(run_id, "p", "2", synchronous=False)
     with pytest.raises(cairn.exceptions.FailedPreconditionError):
         await failing.wait()
+    await tracking.flush_async_logging()
+
+
+async def test_synchronous_false_writes_land_in_the_order_they_were_made(tracking, run_id) -> None:
+    for i in range(30):
+        await tracking.set_tag(run_id, "t", str(i), synchronous=False)
+    await tracking.flush_async_logging()
+    assert (await tracking.get_run(run_id)).data.tags["t"] == "29"
 
 
 async def test_log_image_stores_pngs_as_mlflow_does(tracking, run_id, tmp_path) -> None:
