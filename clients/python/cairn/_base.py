@@ -90,8 +90,20 @@ class BaseClient:
         return self._transport.project
 
     async def close(self) -> None:
-        """Closes the channel; calls in flight are cancelled."""
-        await self._transport.close()
+        """Waits for the writes started with synchronous=False, then closes the
+        channel; other calls in flight are cancelled.
+
+        Raises:
+            CairnError: the first error of such a write not yet reported by a flush;
+                the client is closed all the same.
+        """
+        try:
+            await self._before_close()
+        finally:
+            await self._transport.close()
+
+    async def _before_close(self) -> None:
+        """What must end while the channel is still open (a client's queued writes)."""
 
     async def __aenter__(self) -> Self:
         return self

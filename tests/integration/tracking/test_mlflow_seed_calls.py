@@ -9,6 +9,7 @@ import pytest
 
 import cairn
 from cairn import sync
+from cairn._transport import ClientClosedError
 from cairn.exceptions import NotFoundError
 
 
@@ -101,6 +102,16 @@ async def test_synchronous_false_writes_land_in_the_order_they_were_made(trackin
         await tracking.set_tag(run_id, "t", str(i), synchronous=False)
     await tracking.flush_async_logging()
     assert (await tracking.get_run(run_id)).data.tags["t"] == "29"
+
+
+async def test_close_sends_the_background_writes_first(server_port, tracking, run_id) -> None:
+    client = cairn.TrackingClient.insecure_connection("127.0.0.1", server_port)
+    operations = await client.log_param(run_id, "p", "1", synchronous=False)
+    await client.close()
+    assert operations.done()
+    assert (await tracking.get_run(run_id)).data.params == {"p": "1"}
+    with pytest.raises(ClientClosedError):
+        await client.log_param(run_id, "q", "1", synchronous=False)
 
 
 async def test_log_image_stores_pngs_as_mlflow_does(tracking, run_id, tmp_path) -> None:
