@@ -167,6 +167,18 @@ async def test_log_table_and_load_table_in_mlflows_split_format(
         await tracking.log_table(first, table, "bad,name.json")
 
 
+async def test_log_table_keeps_every_row_of_appends_made_at_once(tracking, experiment_id) -> None:
+    run_id = (await tracking.create_run(experiment_id)).info.run_id
+    await asyncio.gather(
+        *(tracking.log_table(run_id, {"a": [i]}, "same.json") for i in range(5)),
+        tracking.log_table(run_id, {"a": [0]}, "other.json"),
+    )
+    table = split(await tracking.load_table(experiment_id, "same.json", run_ids=[run_id]))
+    assert sorted(row[0] for row in table["data"]) == [0, 1, 2, 3, 4]
+    logged = json.loads((await tracking.get_run(run_id)).data.tags["mlflow.loggedArtifacts"])
+    assert sorted(entry["path"] for entry in logged) == ["other.json", "same.json"]
+
+
 async def test_synchronous_false_under_the_sync_facade(server_port, experiment_id) -> None:
     def scenario() -> None:
         with sync.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:

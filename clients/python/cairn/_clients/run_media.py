@@ -10,11 +10,13 @@ bytes) and only `.png` files are written; without pandas a table is a dict and
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import struct
 import time
 import uuid
+import weakref
 import zlib
 from typing import Any, Protocol
 
@@ -101,6 +103,10 @@ class RunMedia:
         artifact_file gets the rows appended, as in MLflow. The run is tagged
         "mlflow.loggedArtifacts" so load_table finds it.
 
+        Appends to one file through one client are made one after another, so rows
+        logged at once are all kept; appends from different clients or processes are
+        not serialized (as in MLflow, the last write of the file wins).
+
         Raises:
             ValueError: artifact_file is not .json (.parquet needs pandas with pyarrow
                 in MLflow and is not written here) or holds a character MLflow refuses.
@@ -109,20 +115,24 @@ class RunMedia:
         table = _split(data)
         store, root = await run_store(self, run_id)
         path = join(root, None, artifact_file)
-        try:
-            existing = json.loads(await store.read(path))
-        except NotFoundError:
-            existing = None
-        if existing is not None:
-            table = _append(existing, table)
-        body = json.dumps(table, default=str).encode()
-        await store.upload(path, body, overwrite=True, content_type="application/json")
-        tags = (await self.get_run(run_id)).data.tags
-        logged = json.loads(tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
-        entry = {"path": artifact_file, "type": "table"}
-        if entry not in logged:
-            logged.append(entry)
-            await self.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps(logged))
+        # Appending reads the file and writes it whole: two appends at once would each
+        # write the old rows plus their own, and one would be lost.
+        async with _lock(self, run_id, artifact_file):
+            try:
+                existing = json.loads(await store.read(path))
+            except NotFoundError:
+                existing = None
+            if existing is not None:
+                table = _append(existing, table)
+            body = json.dumps(table, default=str).encode()
+            await store.upload(path, body, overwrite=True, content_type="application/json")
+        async with _lock(self, run_id, MLFLOW_LOGGED_ARTIFACTS):  # the tag is a list too
+            tags = (await self.get_run(run_id)).data.tags
+            logged = json.loads(tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+            entry = {"path": artifact_file, "type": "table"}
+            if entry not in logged:
+                logged.append(entry)
+                await self.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps(logged))
 
     async def load_table(
         self: _MediaClient,
@@ -160,6 +170,18 @@ class RunMedia:
                 table = _with_column(table, column, getattr(run.info, column, None))
             combined = table if combined is None else _append(combined, table)
         return _as_frame(combined)
+
+
+def _lock(client: Any, run_id: str, name: str) -> asyncio.Lock:
+    """The client's lock on one read-modify-write of a run (a table file, a tag); kept
+    while someone holds or waits for it."""
+    locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = client.__dict__.setdefault(
+        "_media_locks", weakref.WeakValueDictionary()
+    )
+    lock = locks.get((run_id, name))
+    if lock is None:
+        lock = locks[(run_id, name)] = asyncio.Lock()
+    return lock
 
 
 async def _every_run(client: _MediaClient, experiment_id: str) -> list[Run]:
