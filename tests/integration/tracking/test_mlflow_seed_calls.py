@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import zlib
 from pathlib import Path
 
 import numpy
@@ -130,6 +131,49 @@ async def test_log_image_stores_pngs_as_mlflow_does(tracking, run_id, tmp_path) 
         await tracking.log_image(run_id, image, "x.png", key="k")
     with pytest.raises(ValueError):
         await tracking.log_image(run_id, image, "x.jpg")  # JPEG needs Pillow
+
+
+def pixels(data: bytes) -> list[list[int]]:
+    """The rows of a grey 8-bit PNG written without filters, read with zlib."""
+    position, idat, width = 8, b"", 0
+    while position < len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        body = data[position + 8 : position + 8 + length]
+        if kind == b"IHDR":
+            width = int.from_bytes(body[:4], "big")
+            assert body[8:10] == b"\x08\x00"  # 8 bits, grey
+        elif kind == b"IDAT":
+            idat += body
+        position += 12 + length
+    raw = zlib.decompress(idat)
+    rows = [raw[i : i + width + 1] for i in range(0, len(raw), width + 1)]
+    assert all(row[0] == 0 for row in rows)  # no filter
+    return [list(row[1:]) for row in rows]
+
+
+async def test_log_image_converts_pixels_as_mlflow_does(tracking, run_id, tmp_path) -> None:
+    async def logged(image, name: str) -> list[list[int]]:
+        await tracking.log_image(run_id, image, f"{name}.png")
+        written = await tracking.download_artifacts(run_id, f"{name}.png", tmp_path)
+        return pixels(Path(written).read_bytes())
+
+    # x * 255 then astype(uint8): truncated, not rounded.
+    assert await logged(numpy.array([[0.5, 0.999], [1.0, 0.0]]), "floats") == [
+        [127, 254],
+        [255, 0],
+    ]
+    with pytest.warns(UserWarning, match="min/max"):
+        scaled = await logged(numpy.array([[-1.0, 1.0], [3.0, 0.0]]), "scaled")
+    assert scaled == [[0, 127], [255, 63]]
+    assert await logged(numpy.array([[True, False]]), "mask") == [[255, 0]]
+    assert await logged(numpy.array([[0, 200]], dtype=numpy.int64), "ints") == [[0, 200]]
+    with pytest.raises(ValueError, match="NaN"):
+        await tracking.log_image(run_id, numpy.array([[0.5, numpy.nan]]), "nan.png")
+    with pytest.raises(TypeError, match="complex"):
+        await tracking.log_image(run_id, numpy.array([[1j]]), "complex.png")
+    with pytest.raises(ValueError, match="integer"):
+        await tracking.log_image(run_id, numpy.array([[256]]), "big.png")
 
 
 async def test_log_table_and_load_table_in_mlflows_split_format(

@@ -16,6 +16,7 @@ import re
 import struct
 import time
 import uuid
+import warnings
 import weakref
 import zlib
 from typing import Any, Protocol
@@ -63,11 +64,16 @@ class RunMedia:
         "mlflow.loggedImages". MLflow's compressed .webp copy is written only when
         Pillow is installed. synchronous=False uploads in the background.
 
+        Float pixels are multiplied by 255 and truncated, as MLflow does; floats
+        outside [0, 1] are first min/max scaled to [0, 1], with a warning.
+
         Raises:
             TypeError: artifact_file together with key, step or timestamp, or neither
-                artifact_file nor key (MLflow's rule).
-            ValueError: a key with characters MLflow refuses, or a format other than
-                PNG without Pillow.
+                artifact_file nor key (MLflow's rule); pixels neither bool, integer
+                nor real float (complex, object, strings).
+            ValueError: a key with characters MLflow refuses, a format other than
+                PNG without Pillow, integer pixels outside [0, 255], or NaN or
+                infinite float pixels.
         """
         if artifact_file is not None and any(a is not None for a in (key, step, timestamp)):
             raise TypeError("artifact_file cannot be used with key, step or timestamp")
@@ -281,20 +287,13 @@ def _webp(image: Any) -> bytes | None:
 
 
 def png(image: Any) -> bytes:
-    """A PNG of a numpy array as MLflow converts it: uint8 as is, floats in [0, 1]
-    scaled by 255; shape (H, W) grey, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA."""
+    """A PNG of a numpy array as MLflow converts it (`_to_uint8`); shape (H, W) grey,
+    (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA."""
     if isinstance(image, bytes | bytearray):
         return bytes(image)
     import numpy
 
-    array = numpy.asarray(image)
-    if array.dtype.kind == "f":
-        if array.size and (array.min() < 0 or array.max() > 1):
-            raise ValueError("float images must have values in [0, 1]")
-        array = (array * 255).round()
-    elif array.dtype.kind in "iub" and array.size and (array.min() < 0 or array.max() > 255):
-        raise ValueError("integer images must have values in [0, 255]")
-    array = array.astype(numpy.uint8)
+    array = _to_uint8(numpy.asarray(image))
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     colour = {2: 0, 3: {3: 2, 4: 6}.get(array.shape[-1], -1) if array.ndim == 3 else -1}
@@ -313,6 +312,41 @@ def png(image: Any) -> bytes:
         + _chunk(b"IDAT", zlib.compress(raw))
         + _chunk(b"IEND", b"")
     )
+
+
+def _to_uint8(array: Any) -> Any:
+    """MLflow's conversion (mlflow.data.image's _normalize_to_uint8): integers in
+    [0, 255] as they are; floats (and bools) times 255 then truncated, not rounded, by
+    astype(uint8); floats outside [0, 1] first min/max scaled to [0, 1] with a warning.
+
+    Raises:
+        TypeError: a dtype that is not bool, integer or real float.
+        ValueError: integers outside [0, 255]; NaN or infinite floats.
+    """
+    import numpy
+
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"an image has bool, integer or float pixels, not {array.dtype}")
+    if not array.size:
+        return array.astype(numpy.uint8)
+    if array.dtype.kind in "iu":
+        if array.min() < 0 or array.max() > 255:
+            raise ValueError(
+                f"integer pixel values must be in [0, 255]: found {array.min()} to {array.max()}"
+            )
+        return array.astype(numpy.uint8)
+    if array.dtype.kind == "f" and not numpy.isfinite(array).all():
+        raise ValueError("float pixel values must be finite: the image has NaN or inf")
+    low, high = array.min(), array.max()
+    if array.dtype.kind == "f" and (low < 0 or high > 1):
+        warnings.warn(
+            f"float pixel values out of [0.0, 1.0] (found {low} to {high}); "
+            "rescaled to [0.0, 1.0] with min/max, as MLflow does",
+            stacklevel=4,
+        )
+        # MLflow divides by zero here; a constant image becomes black instead.
+        array = (array - low) / (high - low) if high > low else array * 0.0
+    return (array * 255).astype(numpy.uint8)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
