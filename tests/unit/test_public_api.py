@@ -101,6 +101,7 @@ def test_type_names() -> None:
         "RunData",
         "RunInfo",
         "RunInput",
+        "RunOperations",
         "RunStatus",
         "RunTag",
         "VersionedArtifact",

@@ -1,5 +1,6 @@
 """Plain Python types of the Cairn client; none of them is a protobuf message."""
 
+from .._clients.run_operations import RunOperations
 from ._artifacts import ObjectInfo, PresignedUrl
 from ._auth import ApiKey, ApiKeyExpirationTime, Project, ProjectMember, ProjectRole
 from ._journey import ManagedModel, ModelVersionLineage, VersionedArtifact
@@ -60,6 +61,7 @@ __all__ = [
     "RunData",
     "RunInfo",
     "RunInput",
+    "RunOperations",
     "RunStatus",
     "RunTag",
     "VersionedArtifact",
