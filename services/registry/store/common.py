@@ -28,7 +28,11 @@ _CLASHES = {
     "external_ids_pkey": ("EXTERNAL_ID_ALREADY_EXISTS", "external id"),
 }
 ORDER_FIELDS = {"create_time": "timestamptz", "update_time": "timestamptz", "id": "bigint"}
-_MLFLOW_ORDER = {"creation_timestamp": "create_time", "last_updated_timestamp": "update_time"}
+_MLFLOW_ORDER = {
+    "creation_timestamp": "create_time",
+    "last_updated_timestamp": "update_time",
+    "version_number": "version",
+}
 _ATTRIBUTE_ENTITIES = {"attributes": "attribute", "attribute": "attribute"}
 FILTER_ENTITIES = {"tags": "tag", "tag": "tag", **_ATTRIBUTE_ENTITIES}
 
@@ -90,14 +94,15 @@ class Listing:
         attributes: Mapping[str, tuple[str, str]],
         *,
         tagged: bool = True,
-        by_name: bool = False,
+        orders: Mapping[str, str] | None = None,
     ) -> None:
         self.alias = alias
         self.attributes = attributes
         self.entities = FILTER_ENTITIES if tagged else _ATTRIBUTE_ENTITIES
-        # Ordering by the name column (MLflow's "name ASC"); the id after it keeps the
-        # key unique, so keyset paging stays exact even though names are text.
-        self.orders = {**ORDER_FIELDS, "name": "text"} if by_name else ORDER_FIELDS
+        # Columns of the table's own to order by besides the times and the id (column
+        # -> SQL type), e.g. the name for MLflow's "name ASC"; the id after any of them
+        # keeps the key unique, so keyset paging stays exact.
+        self.orders = {**ORDER_FIELDS, **(orders or {})}
 
     def where(self, filter_text: str, params: Params) -> str:
         node = filters.parse(filter_text, self.entities)

@@ -40,7 +40,7 @@ _LISTING = Listing(
         "state": ("(CASE m.state WHEN 1 THEN 'LIVE' WHEN 2 THEN 'ARCHIVED' END)", "text"),
         "id": ("m.id", "bigint"),
     },
-    by_name=True,
+    orders={"name": "text"},
 )
 # Fields an update may change; name only through rename.
 UPDATABLE = ("description", "owner", "state", "external_id", "custom_properties")

@@ -58,6 +58,7 @@ _LISTING = Listing(
         "current_stage": (_STAGE_NAMES, "text"),
         "id": ("v.id", "bigint"),
     },
+    orders={"version": "bigint"},
 )
 UPDATABLE = (
     "author",

@@ -142,3 +142,31 @@ async def test_max_results_beyond_one_server_page_is_gathered(
     assert len(first) == 3 and first.token is not None
     rest = await mr_client.search_model_versions(order_by=["id ASC"], page_token=first.token)
     assert [(v.name, v.version) for v in rest] == [("other", 1)]
+
+
+async def test_search_registered_models_orders_by_name_by_default(mr_client) -> None:
+    """MLflow's default order; Kubeflow's get_registered_models keeps creation order."""
+    for name in ("zeta", "alpha", "mid"):
+        await mr_client.create_registered_model(name)
+    assert [m.name for m in await mr_client.search_registered_models()] == [
+        "alpha",
+        "mid",
+        "zeta",
+    ]
+
+
+async def test_search_model_versions_orders_by_version_number(mr_client, churn) -> None:
+    newest_first = await mr_client.search_model_versions(
+        "name = 'churn'", order_by=["version_number DESC"]
+    )
+    assert [v.version for v in newest_first] == [3, 2, 1]
+    oldest_first = await mr_client.search_model_versions(
+        "name = 'churn'", max_results=2, order_by=["version_number ASC"]
+    )
+    assert [v.version for v in oldest_first] == [1, 2]
+    rest = await mr_client.search_model_versions(
+        "name = 'churn'",
+        order_by=["version_number ASC"],
+        page_token=oldest_first.next_page_token,
+    )
+    assert [v.version for v in rest] == [3]

@@ -172,8 +172,9 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
         each with MLflow's `latest_versions`.
 
         Args:
-            order_by: one key, e.g. ["name ASC"]: name, creation_timestamp,
-                last_updated_timestamp (or create_time, update_time, id), then ASC or DESC.
+            order_by: one key, e.g. ["name ASC"] (the default, as in MLflow): name,
+                creation_timestamp, last_updated_timestamp (or create_time, update_time,
+                id), then ASC or DESC.
         """
 
         async def page(size: int, token: str) -> tuple[list[RegisteredModel], str]:
@@ -181,7 +182,7 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
                 project=self.project,
                 filter=filter_string or "",
                 page_size=size,
-                order_by=_one_order(order_by),
+                order_by=_one_order(order_by) or "name ASC",  # MLflow's default
                 page_token=token,
             )
             reply = await self._transport.unary(
