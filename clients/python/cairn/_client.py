@@ -119,8 +119,9 @@ class Client:
         return await self.models.get_models()
 
     async def close(self) -> None:
-        """Closes the channel every service client shares."""
-        await self._transport.close()
+        """Waits for the tracking writes started with synchronous=False, then closes the
+        channel every service client shares (see TrackingClient.close)."""
+        await self.tracking.close()
 
     async def __aenter__(self) -> Self:
         return self

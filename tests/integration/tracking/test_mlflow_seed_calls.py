@@ -235,3 +235,13 @@ async def test_synchronous_false_under_the_sync_facade(server_port, experiment_i
             assert run.data.metrics == {"loss": 0.25} and run.data.params == {"lr": "0.1"}
 
     await asyncio.to_thread(scenario)
+
+
+async def test_the_one_entry_point_sends_background_writes_before_closing(
+    server_port, tracking, run_id
+) -> None:
+    client = cairn.Client(f"http://127.0.0.1:{server_port}")
+    operations = await client.tracking.log_param(run_id, "p", "1", synchronous=False)
+    await client.close()
+    assert operations.done()
+    assert (await tracking.get_run(run_id)).data.params == {"p": "1"}
