@@ -42,8 +42,10 @@ _RUN_ORDER = {
 class TrackingClient(BaseClient, RunArtifacts, RunMedia, RunModels, RunLineage, BackgroundWrites):
     """Async client of `cairn.tracking.v1.TrackingService`.
 
-    Method names and arguments follow MLflow's `MlflowClient`. Every method also takes
-    keyword-only `timeout=` (seconds) and `metadata=` (extra headers) for that call.
+    Method names and arguments follow MLflow's `MlflowClient`. Every method that makes
+    one call also takes keyword-only `timeout=` (seconds) and `metadata=` (extra headers)
+    for it; the artifact, media, model and lineage methods, which make several calls
+    (each with the client's default timeout), take neither.
     The artifact methods (`log_artifact`, `log_artifacts`, `log_text`, `log_dict`,
     `log_image`, `log_table`, `load_table`, `list_artifacts`, `download_artifacts`) use
     the artifact service on the same channel;
