@@ -24,8 +24,9 @@ nesting, the distinct keys it looks up and the values of one IN list (FILTER_TOO
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from .errors import InvalidArgument
@@ -51,13 +52,26 @@ class FilterError(InvalidArgument):
     """A filter that does not parse or names something unknown; says where and why."""
 
     def __init__(self, position: int, problem: str, reason: str = "INVALID_FILTER") -> None:
+        subject = "order_by" if reason == "INVALID_ORDER_BY" else "filter"
         super().__init__(
             reason,
-            f"invalid filter at position {position}: {problem}",
+            f"invalid {subject} at position {position}: {problem}",
             metadata={"position": str(position)},
         )
         self.position = position
         self.problem = problem
+
+
+@contextlib.contextmanager
+def ordering() -> Iterator[None]:
+    """Reports what goes wrong inside as an order_by error (INVALID_ORDER_BY): the
+    parser and the field lookups serve filters and orders alike."""
+    try:
+        yield
+    except FilterError as error:
+        if error.reason != "INVALID_FILTER":
+            raise
+        raise FilterError(error.position, error.problem, "INVALID_ORDER_BY") from None
 
 
 def too_complex(position: int, what: str, limit: int) -> FilterError:
@@ -324,14 +338,16 @@ def parse_order_by(
     text: str, entities: Mapping[str, str], default_entity: str = "attribute"
 ) -> tuple[Identifier, bool]:
     """Parses one order clause such as "metrics.acc DESC"; returns (field, ascending)."""
-    tokens = tokenize(text)
-    parser = _Parser(tokens, len(text), {k.lower(): v for k, v in entities.items()}, default_entity)
-    ident = parser.identifier()
-    ascending = True
-    token = parser.peek()
-    if token is not None and token.kind == "word" and token.text.upper() in ("ASC", "DESC"):
-        ascending = parser.take().text.upper() == "ASC"
-    parser.expect_end()
+    with ordering():
+        tokens = tokenize(text)
+        entities = {k.lower(): v for k, v in entities.items()}
+        parser = _Parser(tokens, len(text), entities, default_entity)
+        ident = parser.identifier()
+        ascending = True
+        token = parser.peek()
+        if token is not None and token.kind == "word" and token.text.upper() in ("ASC", "DESC"):
+            ascending = parser.take().text.upper() == "ASC"
+        parser.expect_end()
     return ident, ascending
 
 

@@ -117,7 +117,11 @@ class Listing:
         field = _MLFLOW_ORDER.get(words[0].lower(), words[0].lower()) if words else "create_time"
         direction = words[1].lower() if len(words) > 1 else "asc"
         if field not in self.orders or direction not in ("asc", "desc") or len(words) > 2:
-            raise FilterError(0, f"order by one of {', '.join(self.orders)}, then asc or desc")
+            raise FilterError(
+                0,
+                f"order by one of {', '.join(self.orders)}, then asc or desc",
+                "INVALID_ORDER_BY",
+            )
         ascending = direction == "asc"
         columns = [
             paging.SortColumn(f"{self.alias}.{field}", ascending, self.orders[field], field),

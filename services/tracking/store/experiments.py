@@ -215,9 +215,12 @@ def _order(order_by: str) -> list[tuple[str, bool, str]]:
             raise FilterError(
                 ident.position,
                 "experiments order by name, experiment_id, creation_time or last_update_time",
+                "INVALID_ORDER_BY",
             )
         if ident.key in seen:
-            raise FilterError(ident.position, f"{ident.key} is ordered by twice")
+            raise FilterError(
+                ident.position, f"{ident.key} is ordered by twice", "INVALID_ORDER_BY"
+            )
         seen.add(ident.key)
         column, sql_type = _ATTRIBUTES[ident.key]
         terms.append((column, ascending, sql_type))

@@ -98,8 +98,11 @@ def _sort_key(terms: list[tuple[Identifier, bool]]) -> list[paging.SortColumn]:
     columns = []
     for i, (ident, ascending) in enumerate(terms):
         if ident.entity == "input":
-            raise FilterError(ident.position, "runs are not ordered by their inputs")
-        sql_type = _attribute(ident)[1] if ident.entity == "attribute" else _TYPES[ident.entity]
+            raise FilterError(
+                ident.position, "runs are not ordered by their inputs", "INVALID_ORDER_BY"
+            )
+        with filters.ordering():
+            sql_type = _attribute(ident)[1] if ident.entity == "attribute" else _TYPES[ident.entity]
         columns += [
             paging.SortColumn(f"q.m{i}", True, "int", f"m{i}"),
             paging.SortColumn(f"q.v{i}", ascending, sql_type, f"v{i}"),

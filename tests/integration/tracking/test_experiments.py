@@ -121,7 +121,7 @@ async def test_search_pages_with_the_pager(tracking: cairn.TrackingClient, uniqu
         (lambda t: t.get_experiment("abc"), "INVALID_ARGUMENT"),
         (lambda t: t.search_experiments(filter_string="name ~ 'x'"), "INVALID_FILTER"),
         (lambda t: t.search_experiments(filter_string="tags.a = 1"), "INVALID_FILTER"),
-        (lambda t: t.search_experiments(order_by=["metrics.acc"]), "INVALID_FILTER"),
+        (lambda t: t.search_experiments(order_by=["metrics.acc"]), "INVALID_ORDER_BY"),
         (lambda t: t.search_experiments(page_token="garbage!"), "INVALID_PAGE_TOKEN"),
     ],
 )

@@ -239,5 +239,16 @@ async def test_runs_are_found_by_what_they_used(
         with pytest.raises(InvalidArgumentError) as refused:
             await tracking.search_runs([experiment_id], bad)
         assert refused.value.reason == "INVALID_FILTER"
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError) as unordered:
         await tracking.search_runs([experiment_id], "", order_by=["inputs.uri"])
+    assert unordered.value.reason == "INVALID_ORDER_BY"
+
+
+@pytest.mark.parametrize("order", ["metrics.", "attributes.colour", "metrics.acc SIDEWAYS", "("])
+async def test_a_bad_order_is_invalid_order_by(
+    tracking: cairn.TrackingClient, experiment_id: str, order: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as refused:
+        await tracking.search_runs([experiment_id], "", order_by=[order])
+    assert refused.value.reason == "INVALID_ORDER_BY"
+    assert "invalid order_by" in refused.value.message
