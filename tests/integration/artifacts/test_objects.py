@@ -76,6 +76,14 @@ async def test_download_of_a_file_and_a_directory_tree(
         await store.download("missing", tmp_path / "none")
 
 
+async def test_a_destination_ending_in_a_slash_is_a_directory_made_for_the_file(
+    store: cairn.ArtifactClient, tmp_path
+) -> None:
+    await store.upload("models/x.bin", b"x")
+    written = await store.download("models/x.bin", f"{tmp_path}/newdir/")
+    assert written == tmp_path / "newdir" / "x.bin" and written.read_bytes() == b"x"
+
+
 async def test_listing_one_level_recursive_and_paged(store: cairn.ArtifactClient) -> None:
     for name in ("d/a.txt", "d/b.txt", "d/sub/c.txt", "d/sub/deeper/e.txt", "d2/f.txt"):
         await store.upload(name, b"x")

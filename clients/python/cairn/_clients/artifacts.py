@@ -172,7 +172,8 @@ class ArtifactClient(BaseClient):
         """Fetches one object to a file, or every object under a directory to a tree.
 
         A file lands whole or not at all (written beside its target, then renamed). When
-        destination is an existing directory, the object keeps its name inside it.
+        destination is an existing directory, or ends with "/" (the directory is made),
+        the object keeps its name inside it.
         Returns the local path written.
         """
         project, path = self._named(path)
@@ -188,7 +189,9 @@ class ArtifactClient(BaseClient):
             info = await self.stat(path, timeout=timeout, metadata=metadata)
         except NotFoundError:
             return await self._download_tree(path, target, progress, timeout, metadata)
-        if await asyncio.to_thread(target.is_dir):
+        # A destination written as a directory ("models/") is one, made if need be.
+        as_directory = str(destination).endswith(("/", os.sep))
+        if as_directory or await asyncio.to_thread(target.is_dir):
             target = target / Path(path).name
         await self._download_file(info, target, progress, timeout, metadata)
         return target
