@@ -10,12 +10,13 @@ from pathlib import Path
 import asyncpg
 import grpc
 from google.protobuf import descriptor_pool
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from . import database, logs, metrics, migrations
 from .access import Gate, Role
 from .config import Config
+from .health import HealthServicer
 from .idempotency import Idempotency
 from .interceptor import CallInterceptor
 from .service import Resources, ServiceSpec
@@ -52,7 +53,7 @@ class CairnServer:
                 *ONE_SERVER_PER_PORT,
             ],
         )
-        self._health = health.aio.HealthServicer()
+        self._health = HealthServicer()
         # A second, plaintext server with nothing but health, for probes that cannot
         # speak TLS; it shares the health states of the main one.
         self._probe_server: grpc.aio.Server | None = None

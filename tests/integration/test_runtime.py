@@ -96,6 +96,14 @@ async def test_health_reports_serving_overall_and_per_service(server_port: int) 
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_health_lists_every_name_with_its_status(server_port: int) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
+        listed = await health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest())
+    assert {name: reply.status for name, reply in listed.statuses.items()} == dict.fromkeys(
+        ["", *SERVICE_NAMES], health_pb2.HealthCheckResponse.SERVING
+    )
+
+
 async def test_reflection_lists_every_service(server_port: int) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
