@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -94,6 +95,7 @@ def _show_config(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cairn", description="Cairn ML metadata platform")
+    parser.add_argument("--version", action="version", version=f"cairn {_version()}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     names = ", ".join(catalog.SERVICES)
     for name, command, summary in (
@@ -183,3 +185,10 @@ def _checked(rule: Callable[[str], str]) -> Callable[[str], str]:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("cairn")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "unknown"

@@ -94,3 +94,10 @@ def test_every_call_is_logged_with_request_id(served: ServerProcess) -> None:
     assert len(lines) == 1
     assert lines[0]["code"] == "OK"
     assert lines[0]["level"] == "info"
+
+
+def test_cairn_says_its_version() -> None:
+    answer = run_tool(tool("cairn"), "--version")
+    assert answer.returncode == 0, answer.stderr
+    version = answer.stdout.split()
+    assert version[0] == "cairn" and version[1][0].isdigit(), answer.stdout
