@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+RUN_STAMP := $(VENV)/.run-stamp
 # checkov pins dozens of packages of its own: it lives in a separate environment.
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp
@@ -27,6 +28,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
+# `make run` needs only what serving needs: the server and the embedded PostgreSQL,
+# not the development tools (they come with `make test`).
+$(RUN_STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[server,embedded]'
+	touch $@
+
 $(CHECKOV_STAMP): deploy/checkov-constraints.txt
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
@@ -47,7 +56,7 @@ lint: $(STAMP)
 	cd protos && ../$(BIN)/buf lint
 
 # Console logs for people unless CAIRN_LOG_FORMAT says otherwise.
-run: $(STAMP)
+run: $(RUN_STAMP)
 	CAIRN_LOG_FORMAT=$${CAIRN_LOG_FORMAT:-console} $(BIN)/cairn serve all
 
 test: $(STAMP) $(CHECKOV_STAMP) check-gen lint
