@@ -183,12 +183,12 @@ def _checked(rule: Callable[[str], str]) -> Callable[[str], str]:
     return check
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _version() -> str:
     try:
         return importlib.metadata.version("cairn")
     except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
         return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

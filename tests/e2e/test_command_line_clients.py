@@ -1,6 +1,7 @@
 """The served process driven by real grpcurl and buf curl, as a person debugging would."""
 
 import json
+import sys
 
 import pytest
 
@@ -101,3 +102,11 @@ def test_cairn_says_its_version() -> None:
     assert answer.returncode == 0, answer.stderr
     version = answer.stdout.split()
     assert version[0] == "cairn" and version[1][0].isdigit(), answer.stdout
+
+
+def test_the_module_form_says_its_version_too() -> None:
+    """`python -m cairn_server.cli` runs the module as __main__: what main() uses must be
+    defined before the module calls it."""
+    answer = run_tool(sys.executable, "-m", "cairn_server.cli", "--version")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.startswith("cairn "), answer.stdout
