@@ -102,6 +102,8 @@ class KeyCache:
         self._next_attempt = 0.0
         self.forget()
         if listener is not None and not listener.is_closed():
+            # Back in the pool, the connection is closed at shutdown: no loss to report.
+            listener.remove_termination_listener(self._lost)
             await listener.remove_listener(CHANNEL, self.forget)
             await self._pool.release(listener)
 

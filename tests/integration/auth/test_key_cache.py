@@ -7,6 +7,7 @@ import dataclasses
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 import cairn
 from cairn.exceptions import PermissionDeniedError, UnauthenticatedError
@@ -154,3 +155,33 @@ async def test_a_pool_of_one_connection_is_never_held_for_listening(config, uniq
         await cache.close()
     finally:
         await tiny.close()
+
+
+async def test_a_clean_close_is_not_reported_as_a_lost_listener(config: Config) -> None:
+    """Closing the cache hands its connection back to the pool, which closes it at
+    shutdown: that is no loss, while a connection cut under the listener is one."""
+    own_pool = await database.create_pool(config.database_url, config)
+    try:
+        with capture_logs() as logged:
+            cache = KeyCache(own_pool)
+            await cache.listen()
+            assert cache._listener is not None
+            await cache.close()
+            await own_pool.close()
+        assert [e for e in logged if "lost" in e["event"]] == []
+    finally:
+        own_pool.terminate()
+
+
+async def test_a_listener_cut_off_is_reported(pool: asyncpg.Pool) -> None:
+    cache = KeyCache(pool)
+    await cache.listen()
+    listener = cache._listener
+    assert listener is not None
+    try:
+        with capture_logs() as logged:
+            await pool.execute("SELECT pg_terminate_backend($1)", listener.get_server_pid())
+            await eventually(lambda: cache._listener is None, what="the loss noticed")
+        assert any("lost the auth change listener" in e["event"] for e in logged)
+    finally:
+        await cache.close()
