@@ -11,9 +11,8 @@ import asyncpg
 import grpc
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from . import database, logs, metrics, migrations
+from . import database, logs, metrics, migrations, reflection
 from .access import Gate, Role
 from .config import Config
 from .health import HealthServicer
@@ -63,13 +62,12 @@ class CairnServer:
         for spec in self.services:
             spec.register(self._server, resources)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(self.reflected_names(), self._server)
+        reflection.enable(self._server, self.reflected_names())
 
     def reflected_names(self) -> list[str]:
         return [
             *(spec.full_name for spec in self.services),
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
         ]
 
     async def start(self, address: str | None = None) -> int:

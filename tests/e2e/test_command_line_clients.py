@@ -21,7 +21,12 @@ def test_grpcurl_lists_every_service(served: ServerProcess) -> None:
     result = run_tool(tool("grpcurl"), "-plaintext", served.address, "list")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == sorted(
-        [*SERVICES, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
+        [
+            *SERVICES,
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]
     )
 
 

@@ -114,6 +114,7 @@ async def test_reflection_lists_every_service(server_port: int) -> None:
     assert listed == {
         *SERVICE_NAMES,
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     }
 
