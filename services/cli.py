@@ -1,11 +1,15 @@
-"""The `cairn` command: serve services, apply migrations, create API keys, show settings."""
+"""The server's commands: serve services, apply migrations, create API keys in the
+database, show settings.
+
+The `cairn` console script (cairn.cli) hands `serve`, `migrate`, `config` and
+`keys create --user` to `main` here; `python -m cairn_server.cli` runs them directly.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import importlib.metadata
-import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -107,7 +111,6 @@ def _parser() -> argparse.ArgumentParser:
         config_module.add_flags(sub)
         sub.set_defaults(command=command)
     _add_keys_command(commands)
-    _add_sync_command(commands)
     show = commands.add_parser("config", help="print the configuration table (Markdown)")
     show.set_defaults(command=_show_config)
     return parser
@@ -135,40 +138,6 @@ def _add_keys_command(commands: argparse._SubParsersAction) -> None:
     )
     config_module.add_flags(create)
     create.set_defaults(command=_create_key)
-
-
-def _add_sync_command(commands: argparse._SubParsersAction) -> None:
-    summary = "store what runs could not send during an outage (their local journals)"
-    sync = commands.add_parser("sync", help=summary, description=summary)
-    sync.add_argument(
-        "path", nargs="?", help="a journal file or folder (default ~/.cache/cairn/journal)"
-    )
-    sync.add_argument("--address", default="127.0.0.1:50051", help="host:port of the server")
-    sync.add_argument(
-        "--api-key",
-        default=os.environ.get("CAIRN_API_KEY"),
-        help="API key, when the server requires one [env CAIRN_API_KEY]",
-    )
-    sync.set_defaults(command=_sync)
-
-
-def _sync(config: Config, services: list[catalog.ServiceSpec], args: argparse.Namespace) -> int:
-    import cairn  # the client: this command is one of its users, not of the server
-
-    async def replay() -> int:
-        host, _, port = args.address.rpartition(":")
-        async with cairn.TrackingClient.insecure_connection(
-            host, int(port), user_token=args.api_key
-        ) as tracking:
-            return await tracking.sync_journal(args.path)
-
-    try:
-        sent = uvloop.run(replay())
-    except cairn.exceptions.CairnError as exc:
-        sys.stderr.write(f"cairn sync: {exc}\n")
-        return 1
-    sys.stdout.write(f"stored {sent} points\n")
-    return 0
 
 
 def _checked(rule: Callable[[str], str]) -> Callable[[str], str]:

@@ -1,0 +1,54 @@
+"""The `cairn` command: experiments, runs, metrics, artifacts, models, projects and API
+keys from the shell, and the server's own commands (serve, migrate, config).
+
+Each command group is a module of this package; `main` is the console script.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from collections.abc import Sequence
+
+import click
+
+from . import _server, experiments, keys, sync
+from ._connection import connection_options
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("cairn")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "unknown"
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(_version(), "--version", prog_name="cairn", message="%(prog)s %(version)s")
+@connection_options
+def cli() -> None:
+    """Cairn ML metadata platform.
+
+    Connection: flags (here or after any command), then CAIRN_* variables, then a
+    profile (--profile, CAIRN_PROFILE, else [default] of ~/.config/cairn/profiles.ini),
+    then 127.0.0.1:50051.
+    """
+
+
+for _command in (*_server.COMMANDS, experiments.group, keys.group, sync.command):
+    cli.add_command(_command)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script: runs one command and exits with its status."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="cairn")
+    except Exception as error:  # a bug of ours: still one line, not a traceback
+        click.echo(f"Error: unexpected {type(error).__name__}: {error}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

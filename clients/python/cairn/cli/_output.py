@@ -1,0 +1,124 @@
+"""What commands print: tables for people (rich), JSON for scripts.
+
+JSON is an array of objects for a listing and one object for a single thing; field
+names are the Python client's attribute names, times are ISO-8601 in UTC
+("2026-12-01T04:53:48.123Z"), and absent values are null.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from .._tables import print_table
+
+TABLE = "table"
+JSON = "json"
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Fields holding milliseconds since the epoch, printed as ISO-8601.
+_TIME_FIELDS = frozenset(
+    {
+        "creation_time",
+        "last_update_time",
+        "last_updated_timestamp",
+        "creation_timestamp",
+        "start_time",
+        "end_time",
+        "timestamp",
+        "create_time",
+        "update_time",
+        "expire_time",
+        "revoke_time",
+    }
+)
+
+
+def output_option(command: F) -> F:
+    """`--output table|json` (`-o`)."""
+    return click.option(
+        "--output",
+        "-o",
+        type=click.Choice([TABLE, JSON]),
+        default=TABLE,
+        show_default=True,
+        help="a table for people, or JSON for scripts",
+    )(command)
+
+
+def plain(value: Any) -> Any:
+    """A client type as JSON-ready values: dicts, lists, strings, numbers, None."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _field(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def _field(name: str, value: Any) -> Any:
+    if name in _TIME_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+        return iso_time(value)
+    return plain(value)
+
+
+def iso_time(millis: int | None) -> str | None:
+    if not millis:
+        return None
+    moment = datetime.datetime.fromtimestamp(millis / 1000, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def emit_list(
+    output: str,
+    records: Sequence[Mapping[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    title: str,
+) -> None:
+    """Prints records: as a JSON array, or as a table of the columns (key, heading)."""
+    if output == JSON:
+        write_json(list(records))
+        return
+    rows = [[_cell(record.get(key)) for key, _ in columns] for record in records]
+    print_table(title, [heading for _, heading in columns], rows, file=_table_file())
+
+
+def emit_object(output: str, record: Mapping[str, Any], title: str) -> None:
+    """Prints one record: a JSON object, or a table of its fields and values."""
+    if output == JSON:
+        write_json(record)
+        return
+    rows = [(key, _cell(value)) for key, value in record.items()]
+    print_table(title, ["Field", "Value"], rows, file=_table_file())
+
+
+def write_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(str(_cell(v)) for v in value)
+    return value
+
+
+def _table_file() -> Any:
+    # A terminal gets its own width; a pipe or file 200 columns, so few values fold.
+    return None if sys.stdout.isatty() else sys.stdout
+
+
+def is_terminal() -> bool:
+    """Whether people watch stdout (progress bars and plots are for them only)."""
+    return sys.stdout.isatty()

@@ -1,0 +1,47 @@
+"""The server's commands (`serve`, `migrate`, `config`, `keys create --user`), handed
+to cairn_server.cli, which needs the server's dependencies (`pip install 'cairn[server]'`).
+
+They are imported only when one of them runs: the user commands work with the client
+package alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+# The server's own parser reads these commands' flags and prints their --help.
+PASS_THROUGH: dict[str, Any] = {
+    "context_settings": {"ignore_unknown_options": True, "allow_extra_args": True},
+    "add_help_option": False,
+}
+
+
+def run_server_command(argv: Sequence[str]) -> None:
+    """Runs `cairn <argv>` as the server's command line does, exiting with its status."""
+    try:
+        from cairn_server import cli as server_cli
+    except ImportError as error:
+        raise click.ClickException(
+            f"`cairn {argv[0]}` is a server command and needs the server's packages"
+            f" ({error.name} is missing): pip install 'cairn[server]'"
+        ) from None
+    raise SystemExit(server_cli.main(list(argv)))
+
+
+def _pass_through(name: str, summary: str) -> click.Command:
+    @click.command(name, help=summary, short_help=summary, **PASS_THROUGH)
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def command(args: tuple[str, ...]) -> None:
+        run_server_command([name, *args])
+
+    return command
+
+
+COMMANDS = [
+    _pass_through("serve", "Serve services on one port until SIGTERM/SIGINT (server)."),
+    _pass_through("migrate", "Apply pending database migrations, then exit (server)."),
+    _pass_through("config", "Print the server's configuration table, Markdown (server)."),
+]

@@ -1,0 +1,18 @@
+"""`cairn sync`: store what runs could not send during an outage (their local journals)."""
+
+from __future__ import annotations
+
+import click
+
+from ._calls import call
+from ._connection import connection_options
+
+
+@click.command("sync")
+@click.argument("path", required=False)
+@connection_options
+def command(path: str | None) -> None:
+    """Send the points runs journaled during an outage (PATH: a journal file or folder,
+    default ~/.cache/cairn/journal); each point is stored once, however often this runs."""
+    sent = call(lambda client: client.tracking.sync_journal(path))
+    click.echo(f"stored {sent} points")

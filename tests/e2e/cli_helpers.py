@@ -1,0 +1,46 @@
+"""Running the real `cairn` executable as a user would, with a clean environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.conftest import tool
+
+
+def environment(home: Path, **variables: str) -> dict[str, str]:
+    """os.environ without any CAIRN_* setting, HOME at home (so no profile file of the
+    machine's user is read), plus variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    return {**env, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), **variables}
+
+
+def cairn(*argv: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tool("cairn"), *argv], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def ok(*argv: str, env: dict[str, str]) -> str:
+    """stdout of a command that must succeed."""
+    done = cairn(*argv, env=env)
+    assert done.returncode == 0, f"cairn {' '.join(argv)}: {done.stderr}"
+    assert "Traceback" not in done.stderr
+    return done.stdout
+
+
+def as_json(*argv: str, env: dict[str, str]) -> Any:
+    return json.loads(ok(*argv, "--output", "json", env=env))
+
+
+def failed(*argv: str, env: dict[str, str]) -> str:
+    """The one-line stderr of a command that must fail with status 1."""
+    done = cairn(*argv, env=env)
+    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
