@@ -19,6 +19,7 @@ from cairn_server import catalog
 from cairn_server.common import config as config_module
 from cairn_server.common.config import Config, env_name
 from tests.conftest import repo_root
+from tests.deploy.policies import Pod, allowed
 
 OVERLAYS = ["dev", "prod"]
 KUBERNETES_VERSION = "1.34.0"
@@ -238,3 +239,25 @@ def test_every_pod_is_covered_by_a_network_policy(overlay: str) -> None:
             all(labels.get(k) == v for k, v in p["spec"]["podSelector"]["matchLabels"].items())
             for p in policies
         ), workload["metadata"]["name"]
+
+
+def _server_pods(overlay: str) -> list[Pod]:
+    return [
+        Pod(
+            namespace=d["metadata"]["namespace"],
+            labels=d["spec"]["template"]["metadata"]["labels"],
+        )
+        for d in cairn_servers(overlay)
+    ]
+
+
+def test_the_network_policies_admit_the_clients_the_docs_describe(overlay: str) -> None:
+    """docs/deploy.md: a client pod carrying cairn.dev/client=true, in any namespace,
+    reaches every server's gRPC port; a pod without the label does not."""
+    policies = of_kind(overlay, "NetworkPolicy")
+    client = Pod(namespace="team-a", labels={"cairn.dev/client": "true"})
+    stranger = Pod(namespace="team-a", labels={"app": "notebook"})
+    for server in _server_pods(overlay):
+        assert allowed(policies, client, server, GRPC_PORT), server.labels
+        assert not allowed(policies, stranger, server, GRPC_PORT), server.labels
+        assert not allowed(policies, client, server, 9090), server.labels
