@@ -1,0 +1,201 @@
+"""Every ```python block of README.md and docs/*.md runs as written, as a script of its
+own, against a served instance set up as `make run` sets it up; so do README's shell
+blocks. The convention is in docs/development.md ("Examples in the docs")."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import repo_root
+from tests.e2e.conftest import BIN, ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+NOT_RUN = "no-run"
+# Blocks marked no-run are only compiled; every one is an example nobody's paste checks.
+MAX_NOT_RUN = 3
+PYTHON = {"python", "py", "python3"}
+SHELL = {"sh", "bash", "shell"}
+SCRIPT_TIMEOUT = 90.0  # seconds; a block importing scikit-learn takes a few on a busy machine
+
+FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
+# make run's address as the docs write it: "127.0.0.1:50051" or ("127.0.0.1", 50051).
+MAKE_RUN_ADDRESS = re.compile(r"127\.0\.0\.1(?P<between>:|[\"'],\s*)50051\b")
+
+
+@dataclass(frozen=True)
+class Block:
+    path: str  # relative to the repository's root
+    line: int  # of the opening fence
+    language: str
+    flags: frozenset[str]
+    code: str
+
+    @property
+    def runs(self) -> bool:
+        return NOT_RUN not in self.flags
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+def doc_files() -> list[Path]:
+    return [repo_root() / "README.md", *sorted((repo_root() / "docs").glob("*.md"))]
+
+
+def fenced_blocks(path: Path) -> list[Block]:
+    """The fenced code blocks of a markdown file, in order."""
+    found: list[Block] = []
+    lines = path.read_text().splitlines()
+    opening: re.Match[str] | None = None
+    start, body = 0, []
+    for number, line in enumerate(lines, start=1):
+        match = FENCE.match(line)
+        if opening is None:
+            if match:
+                opening, start, body = match, number, []
+            continue
+        if match and _closes(opening, match):
+            found.append(_block(path, start, opening, body))
+            opening = None
+        else:
+            body.append(line[len(opening["indent"]) :] if line.strip() else "")
+    assert opening is None, f"{path.name}:{start}: a code block is never closed"
+    return found
+
+
+def _closes(opening: re.Match[str], match: re.Match[str]) -> bool:
+    fence = match["fence"]
+    return fence[0] == opening["fence"][0] and len(fence) >= len(opening["fence"])
+
+
+def _block(path: Path, line: int, opening: re.Match[str], body: list[str]) -> Block:
+    language, *flags = opening["info"].split() or [""]
+    return Block(
+        str(path.relative_to(repo_root())),
+        line,
+        language.lower(),
+        frozenset(flags),
+        "\n".join(body) + "\n",
+    )
+
+
+def all_blocks() -> list[Block]:
+    return [block for path in doc_files() for block in fenced_blocks(path)]
+
+
+def python_blocks() -> list[Block]:
+    return [block for block in all_blocks() if block.language in PYTHON]
+
+
+def readme_shell_blocks() -> list[Block]:
+    readme = fenced_blocks(repo_root() / "README.md")
+    return [block for block in readme if block.language in SHELL]
+
+
+def checked_blocks() -> list[Block]:
+    return python_blocks() + readme_shell_blocks()
+
+
+def pointed_at(code: str, address: str) -> str:
+    """The block with make run's address replaced by the test server's."""
+    host, port = address.rsplit(":", 1)
+    rewritten = MAKE_RUN_ADDRESS.sub(lambda match: f"{host}{match['between']}{port}", code)
+    assert "50051" not in rewritten, (
+        "write make run's address as 127.0.0.1:50051 or ('127.0.0.1', 50051), "
+        "so the test can point the block at its server"
+    )
+    return rewritten
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A fresh current directory with `.venv` (the one running the tests) in it, as in a
+    checkout after `make run`."""
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    (tmp_path / "home").mkdir()
+    return tmp_path
+
+
+def script_environment(workdir: Path) -> dict[str, str]:
+    """The caller's environment without the virtual environment on PATH (the docs must
+    say how to get there), a home of its own (profiles, caches, journals) and no CAIRN_*
+    settings of the machine running the tests."""
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("CAIRN_", "XDG_", "VIRTUAL_ENV"))
+    }
+    path = [entry for entry in inherited.get("PATH", "").split(os.pathsep) if Path(entry) != BIN]
+    return {**inherited, "HOME": str(workdir / "home"), "PATH": os.pathsep.join(path)}
+
+
+def run_script(
+    argv: list[str], block: Block, workdir: Path, env: dict[str, str] | None = None
+) -> None:
+    try:
+        result = subprocess.run(
+            argv,
+            cwd=workdir,
+            env={**script_environment(workdir), **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=SCRIPT_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as timeout:
+        pytest.fail(f"{block} did not finish in {SCRIPT_TIMEOUT:.0f} s:\n{timeout.stderr}")
+    if result.returncode != 0:
+        pytest.fail(f"{block} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+
+
+@pytest.mark.parametrize("block", [b for b in python_blocks() if b.runs], ids=str)
+def test_python_block_runs(block: Block, served: ServerProcess, workdir: Path) -> None:
+    script = workdir / "example.py"
+    script.write_text(pointed_at(block.code, served.address))
+    run_script([sys.executable, str(script)], block, workdir)
+
+
+@pytest.mark.parametrize("block", [b for b in readme_shell_blocks() if b.runs], ids=str)
+def test_readme_shell_block_runs(block: Block, served: ServerProcess, workdir: Path) -> None:
+    """Run from a directory holding `.venv`, as a reader would from the checkout, with
+    make run's services already serving. The `cairn` command reaches 127.0.0.1:50051
+    unless told otherwise; CAIRN_ADDRESS tells it where the test's server is."""
+    script = workdir / "example.sh"
+    script.write_text(pointed_at(block.code, served.address))
+    bash = ["bash", "-e", "-o", "pipefail", str(script)]
+    run_script(bash, block, workdir, env={"CAIRN_ADDRESS": served.address})
+
+
+@pytest.mark.parametrize("block", [b for b in checked_blocks() if not b.runs], ids=str)
+def test_block_not_run_is_still_valid(block: Block) -> None:
+    if block.language in PYTHON:
+        compile(block.code, str(block), "exec")
+    else:
+        result = subprocess.run(["bash", "-n"], input=block.code, capture_output=True, text=True)
+        assert result.returncode == 0, f"{block}: {result.stderr}"
+
+
+def test_blocks_not_run_stay_few() -> None:
+    not_run = [str(block) for block in checked_blocks() if not block.runs]
+    assert len(not_run) <= MAX_NOT_RUN, f"more blocks marked {NOT_RUN} than allowed: {not_run}"
+
+
+def test_blocks_carry_only_known_flags() -> None:
+    """A misspelt marker would make a block run that its author meant to skip, or the
+    reverse; either way say so here rather than in a puzzling failure."""
+    unknown = {str(block): block.flags - {NOT_RUN} for block in all_blocks()}
+    assert not {name: flags for name, flags in unknown.items() if flags}
+
+
+def test_the_examples_are_found() -> None:
+    """The README's client example is among the blocks run, so a parser that finds
+    nothing cannot pass."""
+    readme = [block for block in python_blocks() if block.path == "README.md" and block.runs]
+    assert readme and "TrackingClient" in readme[0].code
