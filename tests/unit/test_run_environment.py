@@ -86,15 +86,17 @@ def closure(extras: set[str]) -> dict[str, str]:
         requirements += cairn["optional-dependencies"][extra]
     pending = [("cairn", requirement) for requirement in wanted(requirements, set())]
     found: dict[str, str] = {}
+    walked: set[tuple[str, frozenset[str]]] = set()  # moto and moto[server] differ
     while pending:
         parent, requirement = pending.pop()
         name = canonicalize_name(requirement.name)
         if name == "cairn":  # an extra naming others of Cairn's extras
             pending += [("cairn", r) for r in wanted(_extras_of_cairn(cairn, requirement), set())]
             continue
-        if name in found:
+        if (name, frozenset(requirement.extras)) in walked:
             continue
-        found[name] = parent
+        walked.add((name, frozenset(requirement.extras)))
+        found.setdefault(name, parent)
         below = metadata.distribution(name).requires or []
         pending += [(name, r) for r in wanted(below, set(requirement.extras))]
     return found
@@ -106,11 +108,8 @@ def _extras_of_cairn(cairn: dict, requirement: Requirement) -> list[str]:
 
 def development_tools() -> set[str]:
     """The dev extra's own requirements, not the other extras it includes."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    names = {
-        canonicalize_name(Requirement(r).name) for r in project["optional-dependencies"]["dev"]
-    }
-    return names - {"cairn"}
+    dev = project()["optional-dependencies"]["dev"]
+    return {canonicalize_name(Requirement(r).name) for r in dev} - {"cairn"}
 
 
 def test_make_run_depends_on_the_run_stamp_not_the_development_one() -> None:
