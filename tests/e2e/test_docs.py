@@ -8,13 +8,14 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import repo_root
-from tests.e2e.conftest import BIN, ServerProcess
+from tests.e2e.conftest import BIN, ServerProcess, start_server, tool
 
 pytestmark = pytest.mark.e2e
 
@@ -23,6 +24,7 @@ NOT_RUN = "no-run"
 MAX_NOT_RUN = 3
 PYTHON = {"python", "py", "python3"}
 SHELL = {"sh", "bash", "shell"}
+KEY = "CAIRN_API_KEY"  # the variable the examples, like the `cairn` command, read a key from
 SCRIPT_TIMEOUT = 90.0  # seconds; a block importing scikit-learn takes a few on a busy machine
 
 FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
@@ -160,6 +162,36 @@ def test_python_block_runs(block: Block, served: ServerProcess, workdir: Path) -
     script = workdir / "example.py"
     script.write_text(pointed_at(block.code, served.address))
     run_script([sys.executable, str(script)], block, workdir)
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    """A server that requires API keys, and the admin key README's bootstrap makes."""
+    data_dir = tmp_path_factory.mktemp("keyed")
+    created = subprocess.run(
+        [tool("cairn"), "keys", "create", "--admin", "--user", "ops", "--expires", "1y"],
+        env={**os.environ, "CAIRN_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert created.returncode == 0, created.stderr
+    server = start_server(data_dir, "--auth", "api_key")
+    yield server, created.stdout.strip()
+    server.terminate(timeout=30)
+
+
+@pytest.mark.parametrize("block", [b for b in python_blocks() if b.runs and KEY in b.code], ids=str)
+def test_python_block_runs_with_keys_required(
+    block: Block, keyed: tuple[ServerProcess, str], workdir: Path
+) -> None:
+    """A block that reads an API key from CAIRN_API_KEY also runs against a server that
+    requires keys, given the admin key; with authentication off any key passes, so
+    only this shows the example would work for real."""
+    server, admin_key = keyed
+    script = workdir / "example.py"
+    script.write_text(pointed_at(block.code, server.address))
+    run_script([sys.executable, str(script)], block, workdir, env={KEY: admin_key})
 
 
 @pytest.mark.parametrize("block", [b for b in readme_shell_blocks() if b.runs], ids=str)
