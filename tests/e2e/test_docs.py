@@ -20,7 +20,7 @@ from tests.e2e.conftest import BIN, ServerProcess, start_server, tool
 pytestmark = pytest.mark.e2e
 
 NOT_RUN = "no-run"
-# Blocks marked no-run are only compiled; every one is an example nobody's paste checks.
+# Blocks marked no-run are only compiled, so nothing shows they work: keep them few.
 MAX_NOT_RUN = 3
 PYTHON = {"python", "py", "python3"}
 SHELL = {"sh", "bash", "shell"}
