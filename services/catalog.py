@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import operations
 from .artifacts import SPEC as ARTIFACTS
 from .auth import SPEC as AUTH
 from .common.service import ServiceSpec
@@ -12,11 +13,13 @@ SERVICES: dict[str, ServiceSpec] = {spec.name: spec for spec in (TRACKING, REGIS
 
 
 def select(names: list[str]) -> list[ServiceSpec]:
-    """The specs for names, after the auth service, which every server hosts because its
-    gate admits the calls of all the others; "all" (or no name) means every service."""
+    """The specs for names, after the two every server hosts: auth, whose gate admits
+    the calls of all the others, and operations, which runs their garbage collection
+    (docs/operations.md); "all" (or no name) means every service."""
     if not names or names == ["all"]:
-        return [AUTH, *SERVICES.values()]
+        names = list(SERVICES)
     unknown = [n for n in names if n not in SERVICES]
     if unknown:
         raise ValueError(f"unknown service {', '.join(unknown)}; choose from {', '.join(SERVICES)}")
-    return [AUTH, *(SERVICES[n] for n in dict.fromkeys(names))]
+    served = [AUTH, *(SERVICES[n] for n in dict.fromkeys(names))]
+    return [served[0], operations.spec(served), *served[1:]]

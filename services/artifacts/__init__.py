@@ -10,7 +10,7 @@ from cairn.artifacts.v1 import artifacts_service_pb2, artifacts_service_pb2_grpc
 
 from ..common.access import role_table
 from ..common.service import Resources, ServiceSpec
-from .janitor import run_janitor
+from . import purge
 from .servicer import ArtifactServicer
 
 
@@ -33,7 +33,8 @@ SPEC = ServiceSpec(
     migrations_dir=Path(__file__).parent / "migrations",
     register=_register,
     roles=ROLES,
-    background=run_janitor,
+    background=purge.background,
+    purge=purge.purge,
     records_requests=True,
     # Deduplicated by the request ids kept on objects and uploads: ConfirmUpload
     # discards what it refused, which a recorded call's rollback would undo; a

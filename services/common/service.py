@@ -6,8 +6,9 @@ import asyncio
 import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import grpc
@@ -24,6 +25,24 @@ class Resources:
     config: Config
     pool: asyncpg.Pool
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Purge(Protocol):
+    """What a service's purge step is given by the garbage collection running it
+    (services/operations): the cut-off, and where it reports and hands on its work."""
+
+    cutoff: datetime  # things soft-deleted before this go
+
+    async def plan(self, items: int) -> None:
+        """Adds items the step found to do to the operation's progress total."""
+
+    async def done(self, kind: str, items: int, progress: int | None = None) -> None:
+        """Counts items of a kind removed; progress (default: items) advances `done`."""
+
+    async def discard(self, conn: asyncpg.Connection, locations: list[str]) -> None:
+        """Queues artifact locations (cairn-artifacts://<project>/<path>) whose objects
+        the artifacts service is to delete, in conn's transaction: they are queued
+        exactly when the rows that referred to them are gone."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +62,10 @@ class ServiceSpec:
             artifact janitor); started with the server, cancelled when it stops.
         records_requests: whether its writes are run once per request id
             (idempotency.py); its schema then has a `requests` table.
+        purge: the service's step of garbage collection (docs/operations.md): removes
+            for good what was soft-deleted before `Purge.cutoff`, in bounded batches,
+            reporting as it goes; run again after a restart, so it must pick up
+            whatever is left.
         not_recorded: writes that deduplicate their request ids themselves instead
             (docs/architecture.md, "Exactly-once writes"): their answers hold secrets
             never stored, or a recorded call's rollback would undo what they must keep.
@@ -57,6 +80,7 @@ class ServiceSpec:
     gate: Callable[[Resources], Gate] | None = None
     background: Callable[[Resources], Coroutine[Any, Any, None]] | None = None
     records_requests: bool = False
+    purge: Callable[[Resources, Purge], Coroutine[Any, Any, None]] | None = None
     not_recorded: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ from ..common.access import role_table
 from ..common.service import Resources, ServiceSpec
 from .retention import forget_batch_ids
 from .servicer import TrackingServicer
+from .store import purge
 
 
 def _register(server: grpc.aio.Server, resources: Resources) -> None:
@@ -59,6 +60,7 @@ SPEC = ServiceSpec(
     roles=ROLES,
     background=forget_batch_ids,
     records_requests=True,
+    purge=purge.purge,
     # Deduplicated by its own request_id field, which it keeps for the run's journal.
     not_recorded=frozenset({"LogBatch"}),
 )

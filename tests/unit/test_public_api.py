@@ -13,6 +13,7 @@ def test_top_level_names() -> None:
         "Client",
         "ModelManager",
         "ModelRegistryAPIClient",
+        "OperationsClient",
         "TrackingClient",
         "create_client_from_profile",
         "create_client_from_token",
@@ -62,6 +63,7 @@ def test_clients_share_the_connection_constructors() -> None:
         cairn.ModelRegistryAPIClient,
         cairn.ArtifactClient,
         cairn.AuthClient,
+        cairn.OperationsClient,
     ):
         assert callable(client.insecure_connection)
         assert callable(client.secure_connection)
@@ -87,6 +89,11 @@ def test_type_names() -> None:
         "ModelVersionStage",
         "ModelVersionState",
         "ObjectInfo",
+        "Operation",
+        "OperationFailedError",
+        "OperationKind",
+        "OperationState",
+        "OperationTimeoutError",
         "OrderByField",
         "PagedList",
         "Pager",
@@ -167,6 +174,7 @@ def test_sync_client_names() -> None:
         "Client",
         "ModelManager",
         "ModelRegistryAPIClient",
+        "OperationsClient",
         "TrackingClient",
         "create_client_from_profile",
         "create_client_from_token",

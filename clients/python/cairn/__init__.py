@@ -14,6 +14,7 @@ from ._client import Client, create_client_from_profile, create_client_from_toke
 from ._clients.artifacts import ArtifactClient
 from ._clients.auth import AuthClient
 from ._clients.model_manager import ModelManager
+from ._clients.operations import OperationsClient
 from ._clients.registry import ModelRegistryAPIClient
 from ._clients.tracking import TrackingClient
 from ._clients.versioned_artifacts import ActiveArtifact
@@ -27,6 +28,7 @@ __all__ = [
     "Client",
     "ModelManager",
     "ModelRegistryAPIClient",
+    "OperationsClient",
     "TrackingClient",
     "create_client_from_profile",
     "create_client_from_token",

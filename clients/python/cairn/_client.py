@@ -9,6 +9,7 @@ from typing import Any, Self
 from ._clients.artifacts import ArtifactClient
 from ._clients.auth import AuthClient
 from ._clients.model_manager import ManagedModel, ModelManager
+from ._clients.operations import OperationsClient
 from ._clients.registry import ModelRegistryAPIClient
 from ._clients.tracking import TrackingClient
 from ._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT, Transport
@@ -19,7 +20,8 @@ class Client:
     """One connection to a Cairn server, with a client for each service on it.
 
     `tracking` (MLflow's calls), `registry` (Kubeflow's and MLflow's), `artifacts`,
-    `auth` (ML cube's) and `models` (Devo's, also as `add_model`, `get_model`,
+    `auth` (ML cube's), `operations` (garbage collection, long-running operations)
+    and `models` (Devo's, also as `add_model`, `get_model`,
     `find_model` and `get_models` on the client itself) share one channel, made on the
     first call in the loop that makes it, and one set of credentials.
 
@@ -87,6 +89,7 @@ class Client:
         self.registry = ModelRegistryAPIClient(transport)
         self.artifacts = ArtifactClient(transport)
         self.auth = AuthClient(transport)
+        self.operations = OperationsClient(transport)
         self.models = ModelManager(self.registry, download_path or ".")
 
     @property

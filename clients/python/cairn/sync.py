@@ -32,6 +32,7 @@ from ._base import BaseClient
 from ._clients.artifacts import ArtifactClient as _AsyncArtifactClient
 from ._clients.auth import AuthClient as _AsyncAuthClient
 from ._clients.model_manager import ModelManager as _AsyncModelManager
+from ._clients.operations import OperationsClient as _AsyncOperationsClient
 from ._clients.registry import ModelRegistryAPIClient as _AsyncRegistryClient
 from ._clients.tracking import TrackingClient as _AsyncTrackingClient
 from ._transport import ClientClosedError
@@ -44,6 +45,7 @@ __all__ = [
     "Client",
     "ModelManager",
     "ModelRegistryAPIClient",
+    "OperationsClient",
     "TrackingClient",
     "create_client_from_profile",
     "create_client_from_token",
@@ -236,6 +238,12 @@ class AuthClient(_SyncClient):
     _async_client = _AsyncAuthClient
 
 
+class OperationsClient(_SyncClient):
+    """`cairn.OperationsClient`, without `await`."""
+
+    _async_client = _AsyncOperationsClient
+
+
 def ModelManager(
     registry: ModelRegistryAPIClient,
     download_path: str | os.PathLike[str] = ".",
@@ -248,8 +256,8 @@ def ModelManager(
 
 
 class Client(_Closing):
-    """`cairn.Client` without `await`: `.tracking`, `.registry`, `.artifacts`, `.auth`
-    and `.models` are sync too, over the one channel, and so are Devo's `add_model`,
+    """`cairn.Client` without `await`: `.tracking`, `.registry`, `.artifacts`, `.auth`,
+    `.operations` and `.models` are sync too, over the one channel, and so are Devo's `add_model`,
     `get_model`, `find_model` and `get_models` on the client itself."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -266,7 +274,7 @@ class Client(_Closing):
         # The async client opens its channel on its first call, so on this loop.
         runner = _Runner()
         super().__init__(client, runner)
-        for name in ("tracking", "registry", "artifacts", "auth", "models"):
+        for name in ("tracking", "registry", "artifacts", "auth", "operations", "models"):
             setattr(self, name, _SyncView(getattr(client, name), runner))
 
 

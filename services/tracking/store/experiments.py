@@ -11,6 +11,7 @@ from ...common.errors import AlreadyExists, FailedPrecondition, NotFound
 from ...common.filters import FilterError, Identifier
 from ...common.sql import Params
 from ..model import ARTIFACT_SCHEME, Experiment, LifecycleStage, ViewType
+from .purge import DELETE_TIME
 
 _COLUMNS = """experiment_id, project, name, artifact_location, lifecycle_stage,
               creation_time, last_update_time"""
@@ -116,8 +117,9 @@ class ExperimentStore:
         experiment reads as deleted, so restoring the experiment brings its runs back."""
         async with self._pool.acquire() as conn:
             found = await conn.fetchval(
-                """UPDATE tracking.experiments SET lifecycle_stage = $3, last_update_time = now()
-                   WHERE project = $1 AND experiment_id = $2 RETURNING 1""",
+                f"""UPDATE tracking.experiments
+                    SET lifecycle_stage = $3, last_update_time = now(), {DELETE_TIME}
+                    WHERE project = $1 AND experiment_id = $2 RETURNING 1""",
                 project,
                 experiment_id,
                 stage,

@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import io
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -17,7 +16,8 @@ from typing import Any, BinaryIO
 from google.protobuf.duration_pb2 import Duration
 
 from .._base import BaseClient
-from .._transport import Metadata, with_id
+from .._progress import Meter, Progress, meter
+from .._transport import REQUEST_ID_HEADER, Metadata, with_id
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
 from ..exceptions import DataLossError, NotFoundError, UnavailableError
@@ -31,7 +31,7 @@ UPLOAD_RETRY_WAITS = (0.1, 0.4, 1.6)
 Source = str | os.PathLike[str] | bytes | BinaryIO
 # Sources that can be read again from the start; a file object is read once.
 Resendable = (str, os.PathLike, bytes, bytearray, memoryview)
-Progress = bool | Callable[[int, int], None]
+__all__ = ["ArtifactClient", "Progress"]
 
 
 class ArtifactClient(BaseClient):
@@ -64,15 +64,67 @@ class ArtifactClient(BaseClient):
         (UNAVAILABLE): an upload whose answer was lost is then answered with the object
         it stored, never stored twice or refused as ALREADY_EXISTS.
 
+        progress shows the transfer (docs/artifacts.md, "Progress"): True draws a bar on
+        stderr when it is a terminal, or prints one line at the end when it is not; a
+        rich Console does the same on it; a callable gets (bytes_done, bytes_total).
+
         Raises:
             AlreadyExistsError: an object is at path and overwrite is False.
             DataLossError: the content that arrived differs from what was sent.
         """
-        metadata, waits = with_id(metadata), iter(UPLOAD_RETRY_WAITS)
+        size = await asyncio.to_thread(_size_of, source)
+        with meter(progress, "upload", path, size) as counted:
+            return await self._upload(
+                path, source, overwrite, content_type, counted, timeout, metadata
+            )
+
+    async def upload_tree(
+        self,
+        path: str,
+        local_dir: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        progress: Progress = False,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> list[ObjectInfo]:
+        """Stores every file under a local directory at path/<its relative path>, one
+        after another, in path order; returns what was stored.
+
+        Each file is an upload of its own (see `upload`): a failure leaves the files
+        before it stored. progress shows the tree as one transfer, of the size of all
+        its files.
+        """
+        files = await asyncio.to_thread(_files_under, Path(local_dir))
+        total = sum(size for _, size in files)
+        # Each file is a write of its own: a request id given is not theirs to share.
+        metadata = [(key, value) for key, value in metadata or () if key != REQUEST_ID_HEADER]
+        stored = []
+        with meter(progress, "upload", _tree_label(path, len(files)), total) as counted:
+            for file, _ in files:
+                relative = file.relative_to(local_dir).as_posix()
+                target = f"{path.rstrip('/')}/{relative}" if path.strip("/") else relative
+                stored.append(
+                    await self._upload(target, file, overwrite, None, counted, timeout, metadata)
+                )
+        return stored
+
+    async def _upload(
+        self,
+        path: str,
+        source: Source,
+        overwrite: bool,
+        content_type: str | None,
+        counted: Meter,
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> ObjectInfo:
+        """One upload, sent again under its request id after UNAVAILABLE when it can be."""
+        metadata, waits, start = with_id(metadata), iter(UPLOAD_RETRY_WAITS), counted.done
         while True:
             try:
                 return await self._upload_once(
-                    path, source, overwrite, content_type, progress, timeout, metadata
+                    path, source, overwrite, content_type, counted, start, timeout, metadata
                 )
             except UnavailableError:
                 wait = next(waits, None)
@@ -86,7 +138,8 @@ class ArtifactClient(BaseClient):
         source: Source,
         overwrite: bool,
         content_type: str | None,
-        progress: Progress,
+        counted: Meter,
+        start: int,
         timeout: float | None,
         metadata: Metadata,
     ) -> ObjectInfo:
@@ -100,7 +153,6 @@ class ArtifactClient(BaseClient):
             expected_sha256=expected,
             overwrite=overwrite,
         )
-        report = _reporter(progress, path, size)
 
         def read_and_hash() -> bytes:
             chunk = stream.read(CHUNK)
@@ -112,7 +164,7 @@ class ArtifactClient(BaseClient):
             sent = 0
             async for chunk in _read_ahead(read_and_hash):
                 sent += len(chunk)
-                report(sent)
+                counted.reach(start + sent)
                 yield api.UploadRequest(chunk=chunk)
             yield api.UploadRequest(finish=api.UploadFinish(sha256=digest.hexdigest()))
 
@@ -173,7 +225,8 @@ class ArtifactClient(BaseClient):
 
         A file lands whole or not at all (written beside its target, then renamed). When
         destination is an existing directory, or ends with "/" (the directory is made),
-        the object keeps its name inside it.
+        the object keeps its name inside it. progress shows the transfer as `upload`
+        says; a directory is one transfer, of the size of all its objects, listed first.
         Returns the local path written.
         """
         project, path = self._named(path)
@@ -193,7 +246,8 @@ class ArtifactClient(BaseClient):
         as_directory = str(destination).endswith(("/", os.sep))
         if as_directory or await asyncio.to_thread(target.is_dir):
             target = target / Path(path).name
-        await self._download_file(info, target, progress, timeout, metadata)
+        with meter(progress, "download", info.path, info.size) as counted:
+            await self._download_file(info, target, counted, timeout, metadata)
         return target
 
     def _named(self, path: str) -> tuple[str, str]:
@@ -332,20 +386,18 @@ class ArtifactClient(BaseClient):
         self,
         info: ObjectInfo,
         target: Path,
-        progress: Progress,
+        counted: Meter,
         timeout: float | None,
         metadata: Metadata | None,
     ) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.part"
-        report, received = _reporter(progress, info.path, info.size), 0
         try:
             with temporary.open("wb") as out:
                 async for chunk in _written_behind(
                     out, self.open(info.path, timeout=timeout, metadata=metadata)
                 ):
-                    received += len(chunk)
-                    report(received)
+                    counted.advance(len(chunk))
             os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
@@ -359,20 +411,23 @@ class ArtifactClient(BaseClient):
         metadata: Metadata | None,
     ) -> Path:
         prefix = path.rstrip("/") + "/"
-        options, found = ListOptions(), False
+        # Listed whole first: the transfer's total is known before its first byte.
+        objects: list[ObjectInfo] = []
+        options = ListOptions()
         while True:
-            page = await self.list(
+            objects += await self.list(
                 prefix, recursive=True, options=options, timeout=timeout, metadata=metadata
             )
-            for info in page:
-                found = True
-                await self._download_file(
-                    info, target / info.path[len(prefix) :], progress, timeout, metadata
-                )
             if options.next_page_token is None:
                 break
-        if not found:
+        if not objects:
             raise NotFoundError(f"no object or directory at {path!r}", reason="OBJECT_NOT_FOUND")
+        total = sum(info.size for info in objects)
+        with meter(progress, "download", _tree_label(prefix, len(objects)), total) as counted:
+            for info in objects:
+                await self._download_file(
+                    info, target / info.path[len(prefix) :], counted, timeout, metadata
+                )
         return target
 
 
@@ -447,16 +502,22 @@ def _open_source(source: Source) -> tuple[BinaryIO, int | None, str, bool]:
     return source, None, "", False
 
 
-def _reporter(progress: Progress, path: str, total: int | None) -> Callable[[int], None]:
-    if callable(progress):
-        return lambda done: progress(done, total or 0)
-    if not progress:
-        return lambda done: None
+def _size_of(source: Source) -> int | None:
+    """The size an upload will have, when known before reading it (not for a file object)."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return len(source)
+    if isinstance(source, str | os.PathLike):
+        return Path(source).stat().st_size
+    return None
 
-    def show(done: int) -> None:
-        share = f"{100 * done / total:5.1f}%" if total else ""
-        sys.stderr.write(f"\r{path}: {done / 2**20:,.1f} MiB {share}")
-        if total and done >= total:
-            sys.stderr.write("\n")
 
-    return show
+def _files_under(base: Path) -> list[tuple[Path, int]]:
+    """Every file under base, in path order, with its size."""
+    if not base.is_dir():
+        raise NotADirectoryError(f"{base} is not a directory")
+    files = sorted(p for p in base.rglob("*") if p.is_file())
+    return [(file, file.stat().st_size) for file in files]
+
+
+def _tree_label(path: str, count: int) -> str:
+    return f"{path.rstrip('/') or '.'}/ ({count} file{'s' if count != 1 else ''})"

@@ -6,13 +6,13 @@ under that path through an `ArtifactClient` on the same channel.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from .._progress import Progress
 from ..models._uris import is_uri
 from ..types._artifacts import ObjectInfo
 from ..types._paging import ListOptions
@@ -29,28 +29,37 @@ class RunArtifacts:
         run_id: str,
         local_path: str | os.PathLike[str],
         artifact_path: str | None = None,
+        *,
+        progress: Progress = False,
     ) -> ObjectInfo:
-        """Uploads one local file into the run's artifacts (under artifact_path)."""
+        """Uploads one local file into the run's artifacts (under artifact_path).
+
+        progress: True for a bar on stderr (one line when it is not a terminal), a rich
+        Console, or a callable given (bytes_done, bytes_total); docs/artifacts.md.
+        """
         store, root = await run_store(self, run_id)
         source = Path(local_path)
-        return await store.upload(join(root, artifact_path, source.name), source, overwrite=True)
+        return await store.upload(
+            join(root, artifact_path, source.name), source, overwrite=True, progress=progress
+        )
 
     async def log_artifacts(
         self: RunClient,
         run_id: str,
         local_dir: str | os.PathLike[str],
         artifact_path: str | None = None,
+        *,
+        progress: Progress = False,
     ) -> list[ObjectInfo]:
-        """Uploads every file under a local directory, keeping the tree."""
+        """Uploads every file under a local directory, keeping the tree.
+
+        progress shows the directory as one transfer, of the size of all its files (as
+        `log_artifact` says).
+        """
         store, root = await run_store(self, run_id)
-        base = Path(local_dir)
-        uploaded = []
-        for file in await asyncio.to_thread(_files_under, base):
-            relative = file.relative_to(base).as_posix()
-            uploaded.append(
-                await store.upload(join(root, artifact_path, relative), file, overwrite=True)
-            )
-        return uploaded
+        return await store.upload_tree(
+            join(root, None, artifact_path or ""), local_dir, overwrite=True, progress=progress
+        )
 
     async def log_text(self: RunClient, run_id: str, text: str, artifact_file: str) -> ObjectInfo:
         store, root = await run_store(self, run_id)
@@ -98,6 +107,7 @@ class RunArtifacts:
         dst_path: str | os.PathLike[str] | None = None,
         *,
         cache_dir: str | os.PathLike[str] | None = None,
+        progress: Progress = False,
     ) -> str:
         """Fetches one artifact file or directory; returns the local path written.
 
@@ -105,10 +115,11 @@ class RunArtifacts:
         models:/<name>/<stage>, runs:/<run_id>/<path>, cairn-artifacts://<project>/<path>);
         the next argument is then the destination: `download_artifacts(uri, dst)`. A model
         directory is fetched through the local model cache (cache_dir, or
-        cairn.models.default_cache_dir()), checked against its manifest.
+        cairn.models.default_cache_dir()), checked against its manifest. progress shows
+        the file or directory as one transfer (as `log_artifact` says).
         """
         if is_uri(run_id):
-            return await download_uri(self, run_id, dst_path or path, cache_dir)
+            return await download_uri(self, run_id, dst_path or path, cache_dir, progress)
         if path is None:
             raise TypeError("download_artifacts needs the path within the run, or a URI")
         path = str(path)
@@ -116,12 +127,8 @@ class RunArtifacts:
         destination = Path(dst_path) if dst_path else Path(tempfile.mkdtemp(prefix="cairn-"))
         source = join(root, None, path.strip("/")) if path.strip("/") else root
         target = destination / Path(path).name if path.strip("/") else destination
-        written = await store.download(source, target)
+        written = await store.download(source, target, progress=progress)
         return str(written)
-
-
-def _files_under(base: Path) -> list[Path]:
-    return sorted(p for p in base.rglob("*") if p.is_file())
 
 
 async def _every_page(store: ArtifactClient, prefix: str) -> Any:

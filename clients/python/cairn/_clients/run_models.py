@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+from .._progress import Progress, meter
 from .._transport import Transport
 from ..exceptions import AlreadyExistsError, FailedPreconditionError, NotFoundError
 from ..models import _manifest
@@ -51,6 +52,7 @@ class RunModels:
         registered_model_name: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         signature: Mapping[str, Any] | None = None,
+        progress: Progress = False,
     ) -> ModelInfo:
         """Stores a model as a directory of the run's artifacts, optionally registered.
 
@@ -69,6 +71,9 @@ class RunModels:
             registered_model_name: registers the model under this name.
             metadata: JSON-serialisable facts kept in the manifest.
             signature: the model's inputs and outputs as JSON (kept, not enforced).
+            progress: shows the upload of the model's files as one transfer: True for a
+                bar on stderr (one line when it is not a terminal), a rich Console, or a
+                callable given (bytes_done, bytes_total); docs/artifacts.md.
 
         Returns:
             Where the model went, and the version made.
@@ -92,7 +97,7 @@ class RunModels:
                 run_id=run_id,
                 artifact_path=name,
             )
-            manifest_bytes = await _upload(store, directory, Path(scratch), manifest)
+            manifest_bytes = await _upload(store, directory, Path(scratch), manifest, progress)
         info = ModelInfo(
             run_id=run_id,
             artifact_path=name,
@@ -117,6 +122,7 @@ class RunModels:
         *,
         allow_pickle: bool = False,
         cache_dir: CachePath = None,
+        progress: Progress = False,
     ) -> Any:
         """Loads a model logged with `log_model`, from any of its URIs.
 
@@ -132,6 +138,8 @@ class RunModels:
                 "sklearn"). Unpickling runs code the file's author chose: allow it only
                 for models from people you trust.
             cache_dir: the cache to use instead of the default.
+            progress: shows the download of the model's files as one transfer (none
+                when the cache holds them), as in `log_model`.
 
         Returns:
             What the flavor loads: the object, or for "files" the local path.
@@ -152,7 +160,7 @@ class RunModels:
                 reason="PICKLE_NOT_ALLOWED",
             )
         cache = ModelCache(cache_dir)
-        directory = await _fetch(store, path, manifest_bytes, manifest, cache, model_uri)
+        directory = await _fetch(store, path, manifest_bytes, manifest, cache, model_uri, progress)
         _manifest.warn_on_other_versions(manifest, model_uri)
         return await asyncio.to_thread(flavor.load, directory, manifest.options)
 
@@ -162,6 +170,7 @@ async def download_uri(
     uri: str,
     dst_path: str | os.PathLike[str] | None,
     cache_dir: CachePath = None,
+    progress: Progress = False,
 ) -> str:
     """`TrackingClient.download_artifacts` given a URI: a model directory through the
     cache (then copied, manifest included), anything else straight from the store."""
@@ -171,8 +180,9 @@ async def download_uri(
     try:
         manifest_bytes, manifest = await _read_manifest(store, path, uri)
     except NotFoundError:
-        return str(await store.download(path, target))
-    entry = await _fetch(store, path, manifest_bytes, manifest, ModelCache(cache_dir), uri)
+        return str(await store.download(path, target, progress=progress))
+    cache = ModelCache(cache_dir)
+    entry = await _fetch(store, path, manifest_bytes, manifest, cache, uri, progress)
     await asyncio.to_thread(shutil.copytree, entry, target, dirs_exist_ok=True)
     return str(target)
 
@@ -247,18 +257,29 @@ async def _refuse_existing(store: ArtifactClient, directory: str) -> None:
         )
 
 
-async def _upload(store: ArtifactClient, directory: str, local: Path, manifest: Manifest) -> bytes:
+async def _upload(
+    store: ArtifactClient,
+    directory: str,
+    local: Path,
+    manifest: Manifest,
+    progress: Progress = False,
+) -> bytes:
     """Never over an object: of two loggers at one directory, the first to store a file
     both have keeps it and the other stops (AlreadyExistsError), so the files under the
     winner's manifest are all the winner's. The manifest goes last: it is what makes the
     directory a model."""
+    manifest_bytes = (local / MANIFEST).read_bytes()
+    total = sum(entry.size for entry in manifest.files.values()) + len(manifest_bytes)
     try:
-        for relative in manifest.files:
-            await store.upload(f"{directory}/{relative}", local / relative)
-        manifest_bytes = (local / MANIFEST).read_bytes()
-        await store.upload(
-            f"{directory}/{MANIFEST}", manifest_bytes, content_type="application/json"
-        )
+        with meter(progress, "upload", f"{directory}/", total) as counted:
+            for relative in manifest.files:
+                await store.upload(f"{directory}/{relative}", local / relative, progress=counted)
+            await store.upload(
+                f"{directory}/{MANIFEST}",
+                manifest_bytes,
+                content_type="application/json",
+                progress=counted,
+            )
     except AlreadyExistsError as error:
         raise AlreadyExistsError(
             f"a model is logged at {directory!r} already (or is being logged there now); "
@@ -315,15 +336,17 @@ async def _fetch(
     manifest: Manifest,
     cache: ModelCache,
     uri: str,
+    progress: Progress = False,
 ) -> Path:
     """The model's local directory: the cache entry of its manifest, filled when absent."""
     key = cache.key(manifest_bytes)
     if (entry := await asyncio.to_thread(cache.lookup, key, manifest)) is not None:
         return entry
-    with cache.filling(key) as scratch:
+    total = sum(entry.size for entry in manifest.files.values())
+    with cache.filling(key) as scratch, meter(progress, "download", uri, total) as counted:
         for relative, expected in manifest.files.items():
             local = inside(scratch, relative, uri)
-            await store.download(join(path, None, relative), local)
+            await store.download(join(path, None, relative), local, progress=counted)
             await asyncio.to_thread(_manifest.verify_file, local, relative, expected, uri)
         (scratch / MANIFEST).write_bytes(manifest_bytes)
     return cache.root / key

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import quote
 
+from .._progress import Progress
 from .._transport import Transport
 from ..exceptions import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from ..models._uris import ArtifactUri, parse_uri
@@ -71,14 +72,17 @@ class ActiveArtifact:
             context=context,
         )
 
-    async def add_file(self, file: FileSource, filename: str | None = None) -> list[ObjectInfo]:
+    async def add_file(
+        self, file: FileSource, filename: str | None = None, *, progress: Progress = False
+    ) -> list[ObjectInfo]:
         """Adds a file (a path, bytes or a binary file object), or every file of a
-        directory, to this version. Bytes and file objects need a filename.
+        directory, to this version. Bytes and file objects need a filename. progress
+        shows the file or directory as one transfer (docs/artifacts.md, "Progress").
 
         Raises:
             AlreadyExistsError: the version has a file of that name already.
         """
-        return await _upload(self._store, self._directory, file, filename)
+        return await _upload(self._store, self._directory, file, filename, progress)
 
     async def files(self) -> list[str]:
         """The version's files, as paths relative to it."""
@@ -89,10 +93,13 @@ class ActiveArtifact:
             if options.next_page_token is None:
                 return sorted(found)
 
-    async def download(self, target_directory: str | os.PathLike[str]) -> str:
+    async def download(
+        self, target_directory: str | os.PathLike[str], *, progress: Progress = False
+    ) -> str:
         """Downloads every file of this version into target_directory (kept relative to
-        the version, sha256-checked); returns target_directory."""
-        await self._store.download(self._directory, Path(target_directory))
+        the version, sha256-checked), shown as one transfer with progress; returns
+        target_directory."""
+        await self._store.download(self._directory, Path(target_directory), progress=progress)
         return str(target_directory)
 
     async def load(self, filename: str) -> io.BytesIO:
@@ -124,6 +131,7 @@ class VersionedArtifacts:
         files: FileSource | Iterable[str | os.PathLike[str]] | None = None,
         run_id: str | None = None,
         description: str | None = None,
+        progress: Progress = False,
     ) -> ActiveArtifact:
         """Creates the next version of the artifact `name` (1 when the name is new).
 
@@ -140,6 +148,8 @@ class VersionedArtifacts:
                 `ActiveArtifact.add_file`.
             run_id: the run that made it.
             description: a description.
+            progress: shows each file or directory as a transfer (docs/artifacts.md,
+                "Progress").
 
         Raises:
             AlreadyExistsError: an unversioned standalone artifact holds the name.
@@ -148,7 +158,7 @@ class VersionedArtifacts:
         store = ArtifactClient(self._transport.for_project(self.project, timeout=None))
         sources = [files] if isinstance(files, str | os.PathLike | bytes | io.IOBase) else files
         for source in sources or ():
-            await _upload(store, directory, source, None)
+            await _upload(store, directory, source, None, progress)
         message = versioned_artifact_to_proto(
             self.project,
             name,
@@ -197,25 +207,21 @@ class VersionedArtifacts:
 
 
 async def _upload(
-    store: ArtifactClient, directory: str, file: Any, filename: str | None
+    store: ArtifactClient, directory: str, file: Any, filename: str | None, progress: Progress
 ) -> list[ObjectInfo]:
     if isinstance(file, bytes | io.IOBase):
         data: Any = file
-        return [await store.upload(f"{directory}/{filename or 'data'}", data)]
+        name = f"{directory}/{filename or 'data'}"
+        return [await store.upload(name, data, progress=progress)]
     local = Path(file)
     if await asyncio.to_thread(local.is_file):
-        return [await store.upload(f"{directory}/{filename or local.name}", local)]
+        name = f"{directory}/{filename or local.name}"
+        return [await store.upload(name, local, progress=progress)]
     if not await asyncio.to_thread(local.is_dir):
         raise FileNotFoundError(f"{local} is no file or directory")
-    base = filename or local.name
-    stored = []
-    for path in sorted(
-        await asyncio.to_thread(lambda: [p for p in local.rglob("*") if p.is_file()])
-    ):
-        stored.append(
-            await store.upload(f"{directory}/{base}/{path.relative_to(local).as_posix()}", path)
-        )
-    return stored
+    return await store.upload_tree(
+        f"{directory}/{filename or local.name}", local, progress=progress
+    )
 
 
 def _location(artifact: VersionedArtifact) -> ArtifactUri:

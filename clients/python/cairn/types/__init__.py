@@ -4,6 +4,13 @@ from .._clients.run_operations import RunOperations
 from ._artifacts import ObjectInfo, PresignedUrl
 from ._auth import ApiKey, ApiKeyExpirationTime, Project, ProjectMember, ProjectRole
 from ._journey import ManagedModel, ModelVersionLineage, VersionedArtifact
+from ._operations import (
+    Operation,
+    OperationFailedError,
+    OperationKind,
+    OperationState,
+    OperationTimeoutError,
+)
 from ._paging import ListOptions, OrderByField, PagedList, Pager
 from ._registry import (
     ArtifactState,
@@ -47,6 +54,11 @@ __all__ = [
     "ModelVersionStage",
     "ModelVersionState",
     "ObjectInfo",
+    "Operation",
+    "OperationFailedError",
+    "OperationKind",
+    "OperationState",
+    "OperationTimeoutError",
     "OrderByField",
     "PagedList",
     "Pager",

@@ -1,0 +1,160 @@
+"""`OperationsClient`: garbage collection, and following long-running operations."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from google.protobuf import duration_pb2
+
+from .._base import BaseClient
+from .._transport import Metadata
+from ..operations.v1 import operations_service_pb2 as api
+from ..operations.v1 import operations_service_pb2_grpc
+from ..types._operations import (
+    Operation,
+    OperationFailedError,
+    OperationTimeoutError,
+    operation_from_proto,
+)
+from ..types._paging import ListOptions, PagedList, Pager
+
+# How long one WaitOperation call waits on the server; the call's own deadline is a
+# little longer, so the server answers before the deadline cuts it off.
+WAIT_CHUNK_SECONDS = 10.0
+_DEADLINE_MARGIN_SECONDS = 10.0
+
+ProgressCallback = Callable[[Operation], Awaitable[None] | None]
+
+
+class OperationsClient(BaseClient):
+    """Async client of `cairn.operations.v1.OperationService`, which every Cairn
+    server hosts. Global admins only. Operations are named "operations/<uuid>".
+
+    Every method but `wait_operation` and `wait_job_completion` (which make several
+    calls) also takes keyword-only `timeout=` and `metadata=`.
+    """
+
+    def _bind(self, channel: Any) -> None:
+        self._stub = operations_service_pb2_grpc.OperationServiceStub(channel)
+
+    async def start_garbage_collection(
+        self,
+        older_than: datetime.timedelta,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> Operation:
+        """Starts removing for good what was soft-deleted more than `older_than` ago
+        (experiments, runs, their artifacts) and pruning expired request ids.
+
+        Returns at once with the operation, PENDING or RUNNING; follow it with
+        `get_operation` or `wait_operation`.
+
+        Raises:
+            InvalidArgumentError: for a negative older_than.
+        """
+        request = api.StartGarbageCollectionRequest(older_than=_duration(older_than))
+        response = await self._transport.unary(
+            self._stub.StartGarbageCollection, request, timeout=timeout, metadata=metadata
+        )
+        return operation_from_proto(response.operation)
+
+    async def get_operation(
+        self, name: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> Operation:
+        """Raises NotFoundError (OPERATION_NOT_FOUND) for a name no operation has."""
+        response = await self._transport.unary(
+            self._stub.GetOperation,
+            api.GetOperationRequest(name=name),
+            timeout=timeout,
+            metadata=metadata,
+        )
+        return operation_from_proto(response.operation)
+
+    async def get_operations(
+        self,
+        options: ListOptions | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> PagedList[Operation]:
+        """One page of operations, newest first (100 by default); for Pager."""
+        options = options or ListOptions()
+        request = api.ListOperationsRequest(
+            page_size=options.limit or 0, page_token=options.next_page_token or ""
+        )
+        response = await self._transport.unary(
+            self._stub.ListOperations, request, timeout=timeout, metadata=metadata
+        )
+        page = PagedList(
+            [operation_from_proto(o) for o in response.operations], response.next_page_token
+        )
+        options.next_page_token = page.next_page_token
+        return page
+
+    def list_operations(self, page_size: int | None = None) -> Pager[Operation]:
+        """Every operation, newest first: `async for operation in client.list_operations()`."""
+        return Pager(self.get_operations, ListOptions(limit=page_size))
+
+    async def wait_operation(
+        self,
+        name: str,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Operation:
+        """Waits until the operation is done (SUCCEEDED or FAILED) and returns it.
+
+        Args:
+            name: "operations/<uuid>".
+            timeout: seconds to wait at most; None waits as long as it takes.
+            on_progress: called (or awaited) with the operation each time the server
+                reports on it, about every 10 seconds and when it ends.
+
+        Raises:
+            OperationTimeoutError: the timeout passed first (the operation goes on).
+            NotFoundError: no operation has the name.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            left = WAIT_CHUNK_SECONDS if deadline is None else deadline - loop.time()
+            operation = await self._wait_once(name, max(0.0, min(left, WAIT_CHUNK_SECONDS)))
+            if on_progress is not None:
+                reported = on_progress(operation)
+                if reported is not None:
+                    await reported
+            if operation.done:
+                return operation
+            if deadline is not None and loop.time() >= deadline:
+                raise OperationTimeoutError(operation, timeout or 0.0)
+
+    async def wait_job_completion(self, job_id: str, max_wait_timeout: int = 3000) -> Operation:
+        """ML cube's waiter: as `wait_operation`, but a FAILED operation raises.
+
+        Raises:
+            OperationTimeoutError: max_wait_timeout seconds passed first (ML cube's
+                JobWaitTimeoutException).
+            OperationFailedError: the operation failed (JobFailureException).
+            NotFoundError: no operation has the name (JobNotFoundException).
+        """
+        operation = await self.wait_operation(job_id, timeout=max_wait_timeout)
+        if operation.state.value == "FAILED":
+            raise OperationFailedError(operation)
+        return operation
+
+    async def _wait_once(self, name: str, seconds: float) -> Operation:
+        request = api.WaitOperationRequest(name=name)
+        request.timeout.FromTimedelta(datetime.timedelta(seconds=seconds))
+        response = await self._transport.unary(
+            self._stub.WaitOperation, request, timeout=seconds + _DEADLINE_MARGIN_SECONDS
+        )
+        return operation_from_proto(response.operation)
+
+
+def _duration(value: datetime.timedelta) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromTimedelta(value)
+    return duration

@@ -1,0 +1,106 @@
+"""Garbage collection's artifacts step: deletes every object under the locations other
+services let go of (`operations/queue.py`), then the janitor removes their bytes.
+
+It runs in a garbage collection received by a server hosting the artifacts service,
+and in that service's background work every CAIRN_ARTIFACT_JANITOR_INTERVAL_SECONDS,
+so locations queued by a tracking server running elsewhere are drained too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import asyncpg
+
+from ..common import logs
+from ..common.service import Purge, Resources
+from ..operations import queue
+from .janitor import Janitor, janitor_for, run_janitor
+from .store import _like_prefix
+
+# Objects unpublished per transaction.
+BATCH = 1000
+_log = logs.get("cairn.artifacts.purge")
+
+
+@dataclass
+class Drained:
+    locations: int = 0
+    objects: int = 0
+    bytes: int = 0
+
+
+async def purge(resources: Resources, gc: Purge) -> None:
+    async with resources.pool.acquire() as conn:
+        await gc.plan(await queue.pending(conn))
+    janitor = janitor_for(resources)
+    drained = Drained()
+    while (finished := await _drain_one(resources.pool, drained)) is not None:
+        await janitor.collect_garbage()
+        await gc.done("artifact_locations", int(finished))
+    await gc.done("artifact_objects", drained.objects, progress=0)
+    await gc.done("artifact_bytes", drained.bytes, progress=0)
+
+
+async def background(resources: Resources) -> None:
+    """The artifacts service's work beside its calls: the janitor, and draining the
+    queue of discarded locations."""
+    await asyncio.gather(run_janitor(resources), _drain_forever(resources))
+
+
+async def _drain_forever(resources: Resources) -> None:
+    interval = resources.config.artifact_janitor_interval_seconds
+    if interval <= 0:
+        return
+    janitor = janitor_for(resources)
+    while True:
+        try:
+            await drain(resources.pool, janitor)
+        except Exception:
+            _log.exception("draining discarded locations failed")
+        await asyncio.sleep(interval)
+
+
+async def drain(pool: asyncpg.Pool, janitor: Janitor) -> Drained:
+    """Deletes the objects under every queued location and removes their bytes."""
+    drained = Drained()
+    while await _drain_one(pool, drained) is not None:
+        await janitor.collect_garbage()
+    if drained.locations:
+        _log.info("discarded locations drained", **drained.__dict__)
+    return drained
+
+
+async def _drain_one(pool: asyncpg.Pool, drained: Drained) -> bool | None:
+    """Unpublishes up to BATCH objects under the oldest queued location (their keys
+    become garbage), and takes it off the queue once none is left; whether it did,
+    or None when the queue is empty."""
+    async with pool.acquire() as conn, conn.transaction():
+        location = await queue.take(conn)
+        if location is None:
+            return None
+        row = await conn.fetchrow(
+            f"""WITH gone AS (
+                    DELETE FROM artifacts.objects o
+                    WHERE o.project = $1 AND o.path IN (
+                        SELECT path FROM artifacts.objects
+                        WHERE project = $1 AND (path = $2 OR path LIKE $3)
+                        LIMIT {BATCH})
+                    RETURNING storage_key, size
+                ), condemned AS (
+                    INSERT INTO artifacts.garbage (storage_key)
+                    SELECT storage_key FROM gone ON CONFLICT DO NOTHING
+                )
+                SELECT count(*) AS objects, coalesce(sum(size), 0) AS bytes FROM gone""",
+            location.project,
+            location.path,
+            _like_prefix(location.path + "/"),
+        )
+        drained.objects += row["objects"]
+        drained.bytes += row["bytes"]
+        if row["objects"] == BATCH:
+            return False
+        await queue.done(conn, location)
+        drained.locations += 1
+    return True

@@ -1,0 +1,63 @@
+"""The hand-off of artifact locations from the services that let go of them to the
+artifacts service, which deletes what lies under them, wherever it runs.
+
+A location is queued in the transaction that removed the rows referring to it, so it
+is queued exactly when they are gone; the artifacts service takes it off the queue in
+the transaction that unpublishes the objects under it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import asyncpg
+
+ARTIFACT_SCHEME = "cairn-artifacts"
+
+
+@dataclass(frozen=True)
+class Location:
+    id: int
+    project: str
+    path: str
+
+
+def parse(location: str) -> tuple[str, str] | None:
+    """(project, path) of "cairn-artifacts://<project>/<path>"; None for a location
+    elsewhere (another store's, which Cairn never deletes) or for a whole project."""
+    parts = urlsplit(location)
+    path = parts.path.strip("/")
+    if parts.scheme != ARTIFACT_SCHEME or not parts.netloc or not path:
+        return None
+    return parts.netloc, path
+
+
+async def enqueue(conn: asyncpg.Connection, locations: list[str]) -> int:
+    """Queues the locations in Cairn's artifact service; returns how many."""
+    parsed = [p for p in map(parse, locations) if p is not None]
+    if parsed:
+        await conn.executemany(
+            "INSERT INTO operations.discarded_locations (project, path) VALUES ($1, $2)",
+            parsed,
+        )
+    return len(parsed)
+
+
+async def pending(conn: asyncpg.Connection) -> int:
+    count: int = await conn.fetchval("SELECT count(*) FROM operations.discarded_locations")
+    return count
+
+
+async def take(conn: asyncpg.Connection) -> Location | None:
+    """The oldest queued location no other transaction is working on, locked until
+    conn's transaction ends (it deletes it with `done` when its objects are gone)."""
+    row = await conn.fetchrow(
+        """SELECT id, project, path FROM operations.discarded_locations
+           ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"""
+    )
+    return None if row is None else Location(row["id"], row["project"], row["path"])
+
+
+async def done(conn: asyncpg.Connection, location: Location) -> None:
+    await conn.execute("DELETE FROM operations.discarded_locations WHERE id = $1", location.id)

@@ -1,0 +1,223 @@
+"""The operations table: creating, reading and listing operations, and the lease by
+which one server at a time runs each (docs/operations.md, "Restarts")."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from ..common.errors import NotFound
+from ..common.paging import Keyset, Page, SortColumn
+from ..common.sql import Params
+from .model import PREFIX, Kind, Operation, State
+
+_COLUMNS = """operation_id, kind, state, spec, steps, progress_done, progress_total, counts,
+    errors, create_time, update_time, end_time"""
+_NEWEST_FIRST = Keyset(
+    [
+        SortColumn("create_time", False, "timestamptz", "create_time"),
+        SortColumn("operation_id", False, "uuid", "operation_id"),
+    ],
+    "operations",
+)
+
+
+class LeaseLost(Exception):
+    """Another server took the operation over (this one's lease had passed)."""
+
+
+class OperationStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(
+        self,
+        kind: Kind,
+        spec: dict[str, Any],
+        steps: Sequence[str],
+        owner: uuid.UUID,
+        lease: timedelta,
+    ) -> Operation:
+        """A new operation, PENDING and leased to owner, who is about to run it."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"""INSERT INTO operations.operations
+                        (operation_id, kind, state, spec, steps, owner, lease_until)
+                    VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + $7::interval)
+                    RETURNING {_COLUMNS}""",
+                uuid.uuid4(),
+                kind,
+                State.PENDING,
+                spec,
+                list(steps),
+                owner,
+                lease,
+            )
+        return _operation(row)
+
+    async def get(self, name: str) -> Operation:
+        operation_id = operation_id_of(name)
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM operations.operations WHERE operation_id = $1",
+                operation_id,
+            )
+        if row is None:
+            raise not_found(name)
+        return _operation(row)
+
+    async def list(self, page_size: int, page_token: str) -> Page[Operation]:
+        params = Params()
+        after = _NEWEST_FIRST.condition(page_token, params)
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""SELECT {_COLUMNS} FROM operations.operations WHERE {after}
+                    ORDER BY create_time DESC, operation_id DESC
+                    LIMIT {page_size + 1}""",
+                *params.values,
+            )
+        return _NEWEST_FIRST.page(rows, page_size, _operation)
+
+    async def claim(
+        self, owner: uuid.UUID, hosted: Sequence[str], lease: timedelta
+    ) -> Operation | None:
+        """Takes over one unfinished operation whose lease has passed and whose steps
+        this server hosts all of; SKIP LOCKED, so two servers never take the same one."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                """SELECT operation_id FROM operations.operations
+                   WHERE end_time IS NULL AND lease_until < clock_timestamp()
+                     AND steps <@ $1::text[]
+                   ORDER BY create_time LIMIT 1 FOR UPDATE SKIP LOCKED""",
+                list(hosted),
+            )
+            if row is None:
+                return None
+            taken = await conn.fetchrow(
+                f"""UPDATE operations.operations
+                    SET owner = $2, lease_until = clock_timestamp() + $3::interval, state = $4,
+                        attempts = attempts + 1, update_time = clock_timestamp()
+                    WHERE operation_id = $1 RETURNING {_COLUMNS}""",
+                row["operation_id"],
+                owner,
+                lease,
+                State.RUNNING,
+            )
+        return _operation(taken)
+
+    async def begin(self, operation_id: uuid.UUID, owner: uuid.UUID) -> None:
+        """Marks an operation this server created RUNNING as it starts it."""
+        await self._update(
+            operation_id, owner, "state = $3, attempts = attempts + 1", State.RUNNING
+        )
+
+    async def renew(self, operation_id: uuid.UUID, owner: uuid.UUID, lease: timedelta) -> None:
+        await self._update(
+            operation_id, owner, "lease_until = clock_timestamp() + $3::interval", lease
+        )
+
+    async def release(self, operation_id: uuid.UUID, owner: uuid.UUID) -> None:
+        """Lets another server take the operation over at once (this one is stopping)."""
+        await self._update(operation_id, owner, "owner = NULL, lease_until = clock_timestamp()")
+
+    async def plan(self, operation_id: uuid.UUID, owner: uuid.UUID, items: int) -> None:
+        await self._update(operation_id, owner, "progress_total = progress_total + $3", items)
+
+    async def count(
+        self, operation_id: uuid.UUID, owner: uuid.UUID, kind: str, items: int, progress: int
+    ) -> None:
+        await self._update(
+            operation_id,
+            owner,
+            """counts = jsonb_set(counts, ARRAY[$3::text],
+                   to_jsonb(coalesce((counts->>$3::text)::bigint, 0) + $4)),
+               progress_done = progress_done + $5""",
+            kind,
+            items,
+            progress,
+        )
+
+    async def finish(
+        self, operation_id: uuid.UUID, owner: uuid.UUID, state: State, errors: Sequence[str]
+    ) -> None:
+        await self._update(
+            operation_id,
+            owner,
+            """state = $3::smallint, errors = errors || $4::text[],
+               end_time = clock_timestamp(), owner = NULL,
+               progress_done = CASE WHEN $3::smallint = 3
+                   THEN progress_total ELSE progress_done END""",
+            state,
+            list(errors),
+        )
+
+    async def fail_abandoned(self, hosted: Sequence[str], older_than: timedelta) -> int:
+        """Fails unfinished operations whose lease passed long ago and that no server
+        took over, naming the steps this one could not run for them."""
+        async with self._pool.acquire() as conn:
+            status = await conn.execute(
+                """UPDATE operations.operations
+                   SET state = $3, end_time = clock_timestamp(), update_time = clock_timestamp(),
+                       owner = NULL,
+                       errors = errors || ('no server hosting ' || array_to_string(steps, ', ')
+                           || ' took the operation over after its server stopped')
+                   WHERE end_time IS NULL AND lease_until < clock_timestamp() - $2::interval
+                     AND NOT steps <@ $1::text[]""",
+                list(hosted),
+                older_than,
+                State.FAILED,
+            )
+        return int(status.split()[-1])
+
+    async def _update(
+        self, operation_id: uuid.UUID, owner: uuid.UUID, assignments: str, *values: Any
+    ) -> None:
+        """Changes an operation this owner holds; LeaseLost when it holds it no more."""
+        async with self._pool.acquire() as conn:
+            held = await conn.fetchval(
+                f"""UPDATE operations.operations
+                    SET {assignments}, update_time = clock_timestamp()
+                    WHERE operation_id = $1 AND owner = $2 AND end_time IS NULL
+                    RETURNING true""",
+                operation_id,
+                owner,
+                *values,
+            )
+        if not held:
+            raise LeaseLost(f"{PREFIX}{operation_id}")
+
+
+def operation_id_of(name: str) -> uuid.UUID:
+    """The id in "operations/<uuid>"; NOT_FOUND for any other name."""
+    text = name.removeprefix(PREFIX) if name.startswith(PREFIX) else ""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise not_found(name) from None
+
+
+def not_found(name: str) -> NotFound:
+    return NotFound(
+        "OPERATION_NOT_FOUND", f"no operation is named {name!r}", metadata={"name": name}
+    )
+
+
+def _operation(row: asyncpg.Record) -> Operation:
+    return Operation(
+        operation_id=row["operation_id"],
+        kind=Kind(row["kind"]),
+        state=State(row["state"]),
+        spec=dict(row["spec"]),
+        steps=list(row["steps"]),
+        progress_done=row["progress_done"],
+        progress_total=row["progress_total"],
+        counts={k: int(v) for k, v in row["counts"].items()},
+        errors=list(row["errors"]),
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+        end_time=row["end_time"],
+    )

@@ -1,0 +1,92 @@
+"""Garbage collection's tracking step: removes for good the experiments and runs
+soft-deleted before the cut-off, with everything logged to them, and hands their
+artifact locations to the artifacts service in the same transaction.
+
+A run goes when it was deleted before the cut-off, or its experiment was. An
+experiment goes once it was deleted before the cut-off and has no run left; its name
+is free from then on. Each batch is one short transaction, so a restart resumes by
+selecting what is left.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ...common.service import Purge, Resources
+from ..model import LifecycleStage
+
+# Sets delete_time with the lifecycle stage: when first deleted, NULL when restored.
+DELETE_TIME = (
+    f"delete_time = CASE WHEN $3::smallint = {int(LifecycleStage.DELETED)} "
+    "THEN coalesce(delete_time, clock_timestamp()) END"
+)
+# Runs per transaction; each takes its params, tags, metric chunks and inputs along.
+BATCH = 100
+_DELETED = int(LifecycleStage.DELETED)
+_RUNS = f"""tracking.runs r JOIN tracking.experiments e USING (experiment_id)
+    WHERE (r.lifecycle_stage = {_DELETED} AND r.delete_time < $1)
+       OR (e.lifecycle_stage = {_DELETED} AND e.delete_time < $1)"""
+_EXPERIMENTS = f"""tracking.experiments e
+    WHERE e.lifecycle_stage = {_DELETED} AND e.delete_time < $1"""
+
+
+async def purge(resources: Resources, gc: Purge) -> None:
+    pool = resources.pool
+    async with pool.acquire() as conn:
+        runs = await conn.fetchval(f"SELECT count(*) FROM {_RUNS}", gc.cutoff)
+        experiments = await conn.fetchval(f"SELECT count(*) FROM {_EXPERIMENTS}", gc.cutoff)
+    await gc.plan(runs + experiments)
+    while removed := await _purge_runs(pool, gc):
+        await gc.done("runs", removed)
+    while removed := await _purge_experiments(pool, gc):
+        await gc.done("experiments", removed)
+
+
+async def _purge_runs(pool: asyncpg.Pool, gc: Purge) -> int:
+    async with pool.acquire() as conn, conn.transaction():
+        # The experiment's row is shared-locked so that it cannot be restored under us.
+        rows = await conn.fetch(
+            f"""SELECT r.run_id, r.artifact_uri FROM {_RUNS}
+                LIMIT {BATCH} FOR UPDATE OF r SKIP LOCKED FOR SHARE OF e SKIP LOCKED""",
+            gc.cutoff,
+        )
+        if rows:
+            await conn.execute(
+                "DELETE FROM tracking.runs WHERE run_id = ANY($1::uuid[])",
+                [row["run_id"] for row in rows],
+            )
+            await gc.discard(conn, [row["artifact_uri"] for row in rows])
+    return len(rows)
+
+
+async def _purge_experiments(pool: asyncpg.Pool, gc: Purge) -> int:
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            f"""SELECT e.experiment_id, e.artifact_location FROM {_EXPERIMENTS}
+                  AND NOT EXISTS (SELECT FROM tracking.runs r
+                                  WHERE r.experiment_id = e.experiment_id)
+                LIMIT {BATCH} FOR UPDATE SKIP LOCKED""",
+            gc.cutoff,
+        )
+        if rows:
+            await conn.execute(
+                "DELETE FROM tracking.experiments WHERE experiment_id = ANY($1::bigint[])",
+                [row["experiment_id"] for row in rows],
+            )
+            await gc.discard(conn, await _unshared(conn, [r["artifact_location"] for r in rows]))
+    return len(rows)
+
+
+async def _unshared(conn: asyncpg.Connection, locations: list[str]) -> list[str]:
+    """The locations no remaining experiment keeps artifacts in, under or above: a
+    location chosen by hand may be another experiment's too."""
+    rows = await conn.fetch(
+        """SELECT loc FROM unnest($1::text[]) AS loc
+           WHERE NOT EXISTS (
+               SELECT FROM tracking.experiments o
+               WHERE o.artifact_location = loc
+                  OR starts_with(o.artifact_location, loc || '/')
+                  OR starts_with(loc, o.artifact_location || '/'))""",
+        locations,
+    )
+    return [row["loc"] for row in rows]

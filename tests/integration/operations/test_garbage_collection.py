@@ -1,0 +1,162 @@
+"""Garbage collection through the real services in-process: what was soft-deleted
+before the cut-off goes for good, rows, names and bytes; nothing else is touched."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+
+import cairn
+from cairn.exceptions import InvalidArgumentError, NotFoundError
+from cairn.types import OperationState, OperationTimeoutError
+from cairn_server.common.config import Config
+from tests.conftest import new_project
+
+HOUR = datetime.timedelta(hours=1)
+
+
+@pytest.fixture
+async def client(server_port: int, unique: str) -> cairn.Client:
+    project = await new_project(server_port, f"gc-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        yield client
+
+
+async def _run_with_artifact(client: cairn.Client, experiment_id: str, tmp: Path) -> str:
+    tracking = client.tracking
+    run_id = (await tracking.create_run(experiment_id)).info.run_id
+    await tracking.log_param(run_id, "lr", "0.1")
+    for step in range(3):
+        await tracking.log_metric(run_id, "loss", 1.0 / (step + 1), step=step)
+    weights = tmp / f"weights-{run_id}.bin"
+    weights.write_bytes(b"w" * 4096)
+    await tracking.log_artifact(run_id, weights)
+    return run_id
+
+
+async def _storage_keys(pool: asyncpg.Pool, project: str) -> dict[str, str]:
+    rows = await pool.fetch(
+        "SELECT path, storage_key FROM artifacts.objects WHERE project = $1", project
+    )
+    return {row["path"]: row["storage_key"] for row in rows}
+
+
+async def _deleted_long_ago(pool: asyncpg.Pool, table: str, ids: list[str]) -> None:
+    """Moves the deletion two hours back, as if it had been made then."""
+    column, sql_type = ("run_id", "uuid") if table == "runs" else ("experiment_id", "bigint")
+    status = await pool.execute(
+        f"""UPDATE tracking.{table} SET delete_time = delete_time - interval '2 hours'
+            WHERE {column} = ANY($1::text[]::{sql_type}[])""",
+        ids,
+    )
+    assert status == f"UPDATE {len(ids)}"
+
+
+async def test_purges_what_was_deleted_before_the_cutoff(
+    client: cairn.Client, pool: asyncpg.Pool, config: Config, tmp_path: Path, unique: str
+) -> None:
+    tracking, project = client.tracking, client.project
+    doomed = await tracking.create_experiment(f"doomed-{unique}")
+    doomed_runs = [await _run_with_artifact(client, doomed, tmp_path) for _ in range(2)]
+    live = await tracking.create_experiment(f"live-{unique}")
+    live_run = await _run_with_artifact(client, live, tmp_path)
+    deleted_run = await _run_with_artifact(client, live, tmp_path)
+    recent = await _run_with_artifact(client, live, tmp_path)  # deleted after the cut-off
+    keys = await _storage_keys(pool, project)
+    assert len(keys) == 5
+    await tracking.delete_experiment(doomed)
+    for run_id in (deleted_run, recent):
+        await tracking.delete_run(run_id)
+    await _deleted_long_ago(pool, "experiments", [doomed])
+    await _deleted_long_ago(pool, "runs", [deleted_run])
+    with pytest.raises(cairn.exceptions.AlreadyExistsError):
+        await tracking.create_experiment(f"doomed-{unique}")  # the name is kept
+    await pool.execute(
+        """INSERT INTO tracking.requests (method, request_id, fingerprint, create_time)
+           VALUES ('/x/Old', $1, '\\x00', clock_timestamp() - $2 * interval '1 second'),
+                  ('/x/New', $1, '\\x00', clock_timestamp())""",
+        f"gc-{unique}",
+        config.request_id_retention_seconds + 60,
+    )
+
+    started = await client.operations.start_garbage_collection(HOUR)
+    assert started.name.startswith("operations/")
+    assert started.state in (OperationState.PENDING, OperationState.RUNNING)
+    assert started.older_than == HOUR
+    done = await client.operations.wait_operation(started.name, timeout=60)
+
+    assert done.state is OperationState.SUCCEEDED, done.errors
+    assert done.counts["runs"] >= 3 and done.counts["experiments"] >= 1
+    assert done.counts["artifact_objects"] >= 3
+    assert done.counts["artifact_bytes"] >= 3 * 4096
+    assert done.counts["request_ids"] >= 1
+    assert done.progress_done == done.progress_total >= 4
+    assert done.end_time is not None and done.end_time >= done.create_time
+    for run_id in (*doomed_runs, deleted_run):
+        with pytest.raises(NotFoundError):
+            await tracking.get_run(run_id)
+    with pytest.raises(NotFoundError):
+        await tracking.get_experiment(doomed)
+    assert await tracking.create_experiment(f"doomed-{unique}")  # the name is free
+    assert (await tracking.get_run(live_run)).info.lifecycle_stage == "active"
+    assert (await tracking.get_run(recent)).info.lifecycle_stage == "deleted"
+    assert (await tracking.get_experiment(live)).lifecycle_stage == "active"
+
+    left = await _storage_keys(pool, project)
+    assert len(left) == 2  # those of the live run and of the run deleted after the cut-off
+    root = config.artifact_dir
+    for path, key in keys.items():
+        assert (root / key).exists() == (path in left), path
+    methods = {
+        row["method"]
+        for row in await pool.fetch(
+            "SELECT method FROM tracking.requests WHERE request_id = $1", f"gc-{unique}"
+        )
+    }
+    assert methods == {"/x/New"}
+
+    listed = [op.name async for op in client.operations.list_operations(page_size=1).limit(50)]
+    assert started.name in listed
+    assert (await client.operations.get_operation(started.name)) == done
+
+
+async def test_a_wait_that_times_out_says_so(client: cairn.Client, pool: asyncpg.Pool) -> None:
+    experiment_id = await client.tracking.create_experiment("held")
+    await client.tracking.delete_experiment(experiment_id)
+    await _deleted_long_ago(pool, "experiments", [experiment_id])
+    # A transaction of the test holds the experiments table: the collection waits.
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("LOCK TABLE tracking.experiments IN ACCESS EXCLUSIVE MODE")
+        started = await client.operations.start_garbage_collection(HOUR)
+        seen = []
+        with pytest.raises(OperationTimeoutError) as timed_out:
+            await client.operations.wait_operation(
+                started.name, timeout=0.5, on_progress=seen.append
+            )
+        assert not timed_out.value.operation.done
+        assert seen and seen[-1] == timed_out.value.operation
+    done = await client.operations.wait_job_completion(started.name, max_wait_timeout=60)
+    assert done.state is OperationState.SUCCEEDED
+    assert done.counts["experiments"] >= 1
+    with pytest.raises(NotFoundError):
+        await client.tracking.get_experiment(experiment_id)
+
+
+async def test_bad_requests_say_why(client: cairn.Client) -> None:
+    with pytest.raises(InvalidArgumentError) as negative:
+        await client.operations.start_garbage_collection(datetime.timedelta(seconds=-1))
+    assert negative.value.reason == "INVALID_ARGUMENT"
+    assert negative.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    for name in ("operations/00000000-0000-0000-0000-000000000000", "nonsense", ""):
+        with pytest.raises(NotFoundError) as unknown:
+            await client.operations.get_operation(name)
+        assert unknown.value.reason == "OPERATION_NOT_FOUND"
+        with pytest.raises(NotFoundError):
+            await client.operations.wait_operation(name, timeout=1)
+    with pytest.raises(InvalidArgumentError) as token:
+        await client.operations.get_operations(cairn.types.ListOptions(next_page_token="x"))
+    assert token.value.reason == "INVALID_PAGE_TOKEN"

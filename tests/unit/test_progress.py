@@ -1,0 +1,34 @@
+"""The columns of a transfer's bar, driven by a clock of the test's own."""
+
+import io
+import re
+
+from rich.console import Console
+from rich.progress import Progress
+
+from cairn import _progress
+
+
+def test_the_bar_shows_size_rate_and_the_time_left_while_bytes_move() -> None:
+    now = [0.0]
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120)
+    bars = Progress(
+        *_progress.columns(), console=console, get_time=lambda: now[0], auto_refresh=False
+    )
+    task = bars.add_task("download x", total=10_000_000)
+    for _ in range(4):
+        bars.advance(task, 1_000_000)
+        now[0] += 1.0
+    console.print(bars.get_renderable())
+    line = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue()).strip()
+    # 4 MB moved at 1 MB/s, 6 MB left: six seconds.
+    assert re.fullmatch(r"download x [━╸╺]+ +40% 4\.0/10\.0 MB 1\.0 MB/s 0:00:06", line), line
+
+
+def test_a_long_label_keeps_its_end() -> None:
+    label = "experiments/1/0123456789abcdef/artifacts/model/weights.bin"
+    shortened = _progress._shortened(label)
+    assert shortened.startswith("…") and shortened.endswith("model/weights.bin")
+    assert len(shortened) == _progress.LABEL_WIDTH
+    assert _progress._shortened("short.bin") == "short.bin"
