@@ -39,6 +39,8 @@ class OperationServicer(operations_service_pb2_grpc.OperationServiceServicer):
     async def StartGarbageCollection(
         self, request: api.StartGarbageCollectionRequest, context: Context
     ) -> api.StartGarbageCollectionResponse:
+        if not request.HasField("older_than"):
+            raise invalid_field("older_than", "is required (zero purges all that is deleted)")
         older_than = _duration(request.older_than, "older_than", MAX_OLDER_THAN)
         record = await self._runner.start_garbage_collection(older_than)
         return api.StartGarbageCollectionResponse(operation=convert.operation(record))

@@ -12,6 +12,7 @@ import pytest
 
 import cairn
 from cairn.exceptions import InvalidArgumentError, NotFoundError
+from cairn.operations.v1 import operations_service_pb2
 from cairn.types import OperationState, OperationTimeoutError
 from cairn_server.common.config import Config
 from tests.conftest import new_project
@@ -151,6 +152,13 @@ async def test_bad_requests_say_why(client: cairn.Client) -> None:
         await client.operations.start_garbage_collection(datetime.timedelta(seconds=-1))
     assert negative.value.reason == "INVALID_ARGUMENT"
     assert negative.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(InvalidArgumentError) as unset:
+        operations = client.operations
+        await operations._transport.unary(
+            operations._stub.StartGarbageCollection,
+            operations_service_pb2.StartGarbageCollectionRequest(),  # no older_than
+        )
+    assert unset.value.reason == "INVALID_ARGUMENT"
     for name in ("operations/00000000-0000-0000-0000-000000000000", "nonsense", ""):
         with pytest.raises(NotFoundError) as unknown:
             await client.operations.get_operation(name)
