@@ -18,7 +18,9 @@ def environment(home: Path, **variables: str) -> dict[str, str]:
     return {**env, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), **variables}
 
 
-def cairn(*argv: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cairn(
+    *argv: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [tool("cairn"), *argv], env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -26,7 +28,7 @@ def cairn(*argv: str, env: dict[str, str], timeout: float = 60) -> subprocess.Co
 
 def ok(*argv: str, env: dict[str, str]) -> str:
     """stdout of a command that must succeed."""
-    done = cairn(*argv, env=env)
+    done = run_cairn(*argv, env=env)
     assert done.returncode == 0, f"cairn {' '.join(argv)}: {done.stderr}"
     assert "Traceback" not in done.stderr
     return done.stdout
@@ -38,7 +40,7 @@ def as_json(*argv: str, env: dict[str, str]) -> Any:
 
 def failed(*argv: str, env: dict[str, str]) -> str:
     """The one-line stderr of a command that must fail with status 1."""
-    done = cairn(*argv, env=env)
+    done = run_cairn(*argv, env=env)
     assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()

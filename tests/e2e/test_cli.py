@@ -4,16 +4,20 @@ parsed and checked, tables checked for their rows, errors as one line and status
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.cli_helpers import as_json, cairn, environment, failed, ok
+import cairn
+from tests.e2e.cli_helpers import as_json, environment, failed, ok, run_cairn
 from tests.e2e.conftest import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+BRAILLE = re.compile("[\u2801-\u28ff]")
 
 
 @pytest.fixture
@@ -80,5 +84,148 @@ def test_no_server_is_one_line(tmp_path: Path) -> None:
 def test_server_commands_are_handed_to_the_server(env: dict[str, str]) -> None:
     table = ok("config", env=env)
     assert "| `CAIRN_LISTEN_ADDRESS` | `--listen-address` |" in table
-    helped = cairn("serve", "--help", env=env)
+    helped = run_cairn("serve", "--help", env=env)
     assert helped.returncode == 0 and "--listen-address" in helped.stdout
+
+
+def test_the_user_commands_need_no_server_package(tmp_path: Path) -> None:
+    # `pip install cairn` without extras: the server's dependencies are absent.
+    absent = ["asyncpg", "uvloop", "structlog", "minio", "numpy", "prometheus_client"]
+    script = (
+        "import sys\n"
+        f"sys.modules.update(dict.fromkeys({absent!r}))\n"  # None: `import` raises
+        "from cairn.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    env = environment(tmp_path, CAIRN_ADDRESS="127.0.0.1:1")
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", script, *argv], env=env, capture_output=True, text=True
+        )
+
+    helped = run("runs", "list", "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "--filter" in helped.stdout
+    serve = run("serve")
+    assert serve.returncode == 1
+    assert "pip install 'cairn[server]'" in serve.stderr
+    assert "Traceback" not in serve.stderr
+
+
+async def _logged_runs(address: str, experiment_id: str) -> list[str]:
+    """Three runs with acc 0.2, 0.9, 0.6, a param and a tag each; their ids."""
+    async with cairn.Client(f"http://{address}") as client:
+        ids = []
+        for n, acc in enumerate((0.2, 0.9, 0.6)):
+            run = await client.tracking.create_run(experiment_id, run_name=f"run-{n}")
+            run_id = run.info.run_id
+            await client.tracking.log_metric(run_id, "acc", acc, step=0)
+            await client.tracking.log_param(run_id, "n", str(n))
+            await client.tracking.set_tag(run_id, "team", "ml")
+            ids.append(run_id)
+        return ids
+
+
+async def test_runs_list_filter_order_describe_delete_restore(
+    served: ServerProcess, env: dict[str, str], unique: str
+) -> None:
+    name = f"runs-{unique}"
+    experiment_id = ok("experiments", "create", name, env=env).strip()
+    low, high, middle = await _logged_runs(served.address, experiment_id)
+
+    listed = as_json(
+        "runs", "list", "--experiment", name, "--filter", "metrics.acc > 0.5",
+        "--order-by", "metrics.acc DESC", env=env,
+    )  # fmt: skip
+    assert [r["run_id"] for r in listed] == [high, middle]
+    assert listed[0]["metrics"] == {"acc": 0.9}
+    assert listed[0]["params"] == {"n": "1"}
+    assert listed[0]["tags"]["team"] == "ml"
+    assert listed[0]["status"] == "RUNNING"
+    assert listed[0]["experiment_id"] == experiment_id
+    assert ISO.match(listed[0]["start_time"])
+
+    by_id = as_json("runs", "list", "-e", experiment_id, "--max-results", "2", env=env)
+    assert [r["run_id"] for r in by_id] == [middle, high]  # newest first, two of three
+
+    table = ok("runs", "list", "-e", name, env=env)
+    for run_id, run_name in ((low, "run-0"), (high, "run-1"), (middle, "run-2")):
+        assert re.search(rf"│ {run_id} │ {run_name} +│ RUNNING", table), table
+
+    described = as_json("runs", "describe", high, env=env)
+    assert (described["run_id"], described["run_name"]) == (high, "run-1")
+    assert described["params"] == {"n": "1"}
+    assert high in ok("runs", "describe", high, env=env)
+
+    ok("runs", "delete", low, env=env)
+    assert low not in {r["run_id"] for r in as_json("runs", "list", "-e", name, env=env)}
+    deleted = as_json("runs", "list", "-e", name, "--view", "deleted", env=env)
+    assert [r["run_id"] for r in deleted] == [low]
+    assert deleted[0]["lifecycle_stage"] == "deleted"
+    ok("runs", "restore", low, env=env)
+    assert len(as_json("runs", "list", "-e", name, env=env)) == 3
+
+
+def test_an_unknown_run_is_run_not_found(env: dict[str, str]) -> None:
+    line = failed("runs", "describe", "0" * 32, env=env)
+    assert line.startswith("Error: NOT_FOUND [RUN_NOT_FOUND]")
+
+
+def test_a_bad_order_is_invalid_order_by(env: dict[str, str], unique: str) -> None:
+    experiment_id = ok("experiments", "create", f"order-{unique}", env=env).strip()
+    line = failed("runs", "list", "-e", experiment_id, "--order-by", "nonsense DESC", env=env)
+    assert "[INVALID_ORDER_BY]" in line
+
+
+async def test_metrics_history_numbers_and_plot(
+    served: ServerProcess, env: dict[str, str], unique: str
+) -> None:
+    experiment_id = ok("experiments", "create", f"history-{unique}", env=env).strip()
+    async with cairn.Client(f"http://{served.address}") as client:
+        run_id = (await client.tracking.create_run(experiment_id)).info.run_id
+        for step in range(20):
+            await client.tracking.log_metric(run_id, "loss", 1 / (step + 1), step=step)
+
+    points = as_json("metrics", "history", run_id, "loss", env=env)
+    assert [(p["step"], p["value"]) for p in points] == [(s, 1 / (s + 1)) for s in range(20)]
+    assert all(p["key"] == "loss" and ISO.match(p["timestamp"]) for p in points)
+
+    shown = ok("metrics", "history", run_id, "loss", env=env)
+    plot, _, table = shown.partition("┏")  # the table's top border
+    assert f"loss of run {run_id}" in plot.splitlines()[0]  # the plot's title
+    assert BRAILLE.search(plot)  # the line drawn
+    assert "\x1b[" not in shown  # no colour codes into a pipe
+    assert re.search(r"│ 19 +│ 0\.05 +│", table)
+    unplotted = ok("metrics", "history", run_id, "loss", "--no-plot", env=env)
+    assert not BRAILLE.search(unplotted)
+    assert re.search(r"│ 0 +│ 1\.0 +│", unplotted)
+
+    line = failed("metrics", "history", "0" * 32, "loss", env=env)
+    assert "[RUN_NOT_FOUND]" in line
+
+
+async def test_projects_create_list_describe_update_members(
+    env: dict[str, str], unique: str
+) -> None:
+    name = f"team-{unique}"
+    assert ok("projects", "create", name, "--description", "first", env=env).strip() == name
+    listed = {p["name"]: p for p in as_json("projects", "list", env=env)}
+    assert listed[name]["description"] == "first"
+    assert name in ok("projects", "list", env=env)
+    ok("projects", "update", name, "--description", "second", env=env)
+    assert as_json("projects", "describe", name, env=env)["description"] == "second"
+
+    ok("projects", "add-member", name, f"alice-{unique}", "editor", env=env)
+    members = as_json("projects", "members", name, env=env)
+    assert {(m["user_id"], m["role"]) for m in members} >= {(f"alice-{unique}", "EDITOR")}
+    ok("projects", "remove-member", name, f"alice-{unique}", env=env)
+    assert f"alice-{unique}" not in {
+        m["user_id"] for m in as_json("projects", "members", name, env=env)
+    }
+
+    # The project of a command: experiments made there are not in "default".
+    ok("experiments", "create", f"in-{unique}", "--project", name, env=env)
+    inside = as_json("experiments", "list", "--project", name, env=env)
+    assert [e["project"] for e in inside] == [name]
+    assert f"in-{unique}" not in {e["name"] for e in as_json("experiments", "list", env=env)}

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import click
 
-from . import _server, experiments, keys, sync
+from . import _server, artifacts, experiments, keys, metrics, models, projects, runs, sync
 from ._connection import connection_options
 
 
@@ -37,7 +37,17 @@ def cli() -> None:
     """
 
 
-for _command in (*_server.COMMANDS, experiments.group, keys.group, sync.command):
+for _command in (
+    *_server.COMMANDS,
+    experiments.group,
+    runs.group,
+    metrics.group,
+    artifacts.group,
+    models.group,
+    projects.group,
+    keys.group,
+    sync.command,
+):
     cli.add_command(_command)
 
 

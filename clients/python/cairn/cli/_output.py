@@ -37,6 +37,8 @@ _TIME_FIELDS = frozenset(
         "update_time",
         "expire_time",
         "revoke_time",
+        "create_time_since_epoch",
+        "last_update_time_since_epoch",
     }
 )
 

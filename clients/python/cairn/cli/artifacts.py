@@ -1,0 +1,160 @@
+"""`cairn artifacts list|upload|download|rm`: a run's artifacts (`-r RUN`, as MLflow's
+`mlflow artifacts download -r RUN -a PATH`), or paths of the artifact store itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .._client import Client
+from .._clients.artifacts import ArtifactClient
+from .._clients.run_store import join, run_store
+from ..types import ListOptions, ObjectInfo, Pager
+from ._calls import call
+from ._connection import connection_options
+from ._output import emit_list, is_terminal, output_option, plain
+
+COLUMNS = [("path", "Path"), ("is_dir", "Dir"), ("size", "Bytes"), ("update_time", "Updated")]
+
+run_option = click.option(
+    "--run-id", "-r", "run_id", help="a run's artifacts (paths are within the run)"
+)
+
+
+async def location(client: Client, run_id: str | None) -> tuple[ArtifactClient, str]:
+    """Where paths are: the run's artifact root, or the store's top (root "")."""
+    if run_id:
+        return await run_store(client.tracking, run_id)
+    return client.artifacts, ""
+
+
+def relative(info: ObjectInfo, root: str) -> dict[str, Any]:
+    """An object as a record, its path relative to root."""
+    record = plain(info)
+    if root:
+        record["path"] = info.path[len(root) + 1 :]
+    return record
+
+
+@click.group("artifacts")
+def group() -> None:
+    """Artifacts of a run (-r RUN) or of the artifact store: list, upload, download, rm."""
+
+
+@group.command("list")
+@click.argument("path", default="")
+@run_option
+@click.option("--recursive", is_flag=True, help="every object below, not one level")
+@output_option
+@connection_options
+def list_artifacts(path: str, run_id: str | None, recursive: bool, output: str) -> None:
+    """List the objects under PATH (one level; directories end with "/")."""
+
+    async def work(client: Client) -> list[dict[str, Any]]:
+        store, root = await location(client, run_id)
+        prefix = join(root, None, path) + "/" if join(root, None, path) else ""
+
+        def page(options: ListOptions) -> Any:
+            return store.list(prefix, recursive=recursive, options=options)
+
+        return [relative(info, root) async for info in Pager(page)]
+
+    emit_list(output, call(work), COLUMNS, "Artifacts")
+
+
+@group.command("upload")
+@click.argument("local_path", type=click.Path(exists=True, path_type=Path))
+@run_option
+@click.option(
+    "--artifact-path",
+    "-a",
+    help="where: a directory within the run (-r), else the store path [default: the name]",
+)
+@click.option("--overwrite", is_flag=True, help="replace an object (runs always replace)")
+@output_option
+@connection_options
+def upload(
+    local_path: Path, run_id: str | None, artifact_path: str | None, overwrite: bool, output: str
+) -> None:
+    """Upload a file or a directory tree; list what was stored."""
+
+    progress, is_dir = is_terminal(), local_path.is_dir()
+
+    async def work(client: Client) -> list[dict[str, Any]]:
+        if run_id:
+            _, root = await location(client, run_id)
+            if is_dir:
+                stored = await client.tracking.log_artifacts(
+                    run_id, local_path, artifact_path, progress=progress
+                )
+            else:
+                stored = [
+                    await client.tracking.log_artifact(
+                        run_id, local_path, artifact_path, progress=progress
+                    )
+                ]
+            return [relative(info, root) for info in stored]
+        target = artifact_path or local_path.name
+        if is_dir:
+            stored = await client.artifacts.upload_tree(
+                target, local_path, overwrite=overwrite, progress=progress
+            )
+        else:
+            stored = [
+                await client.artifacts.upload(
+                    target, local_path, overwrite=overwrite, progress=progress
+                )
+            ]
+        return [plain(info) for info in stored]
+
+    emit_list(output, call(work), COLUMNS, "Uploaded")
+
+
+@group.command("download")
+@run_option
+@click.option("--artifact-path", "-a", default="", help="within the run (-r), else a store path")
+@click.option(
+    "--artifact-uri",
+    "-u",
+    help="instead: runs:/RUN/PATH, models:/NAME/VERSION (@ALIAS, /STAGE), cairn-artifacts://...",
+)
+@click.option("--dst-path", "-d", default=".", show_default=True, help="local directory")
+@connection_options
+def download(
+    run_id: str | None, artifact_path: str, artifact_uri: str | None, dst_path: str
+) -> None:
+    """Download a file or a directory into --dst-path; print the local path written."""
+    if bool(run_id) + bool(artifact_uri) + (not run_id and bool(artifact_path)) != 1:
+        raise click.UsageError("give -r RUN (and -a PATH), -u URI, or -a STORE_PATH")
+    destination = Path(dst_path)
+    progress = is_terminal()
+
+    async def work(client: Client) -> Any:
+        if artifact_uri:
+            return await client.tracking.download_artifacts(
+                artifact_uri, dst_path=destination, progress=progress
+            )
+        if run_id:
+            return await client.tracking.download_artifacts(
+                run_id, artifact_path, destination, progress=progress
+            )
+        return await client.artifacts.download(artifact_path, f"{destination}/", progress=progress)
+
+    click.echo(str(call(work)))
+
+
+@group.command("rm")
+@click.argument("path")
+@run_option
+@click.option("--recursive", is_flag=True, help="every object under the directory PATH")
+@connection_options
+def remove(path: str, run_id: str | None, recursive: bool) -> None:
+    """Delete an object (or, with --recursive, a directory); print how many went."""
+
+    async def work(client: Client) -> int:
+        store, root = await location(client, run_id)
+        return await store.delete(join(root, None, path), recursive=recursive)
+
+    click.echo(f"deleted {call(work)} objects")

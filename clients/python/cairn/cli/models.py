@@ -1,0 +1,165 @@
+"""`cairn models list|describe|versions|alias|stage|download`: the model registry, by
+model name and version number as MLflow names them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .._client import Client
+from ..types import ListOptions, MlflowModelVersion, ModelVersionStage, Pager, RegisteredModel
+from ._calls import call
+from ._connection import connection_options
+from ._output import emit_list, emit_object, is_terminal, output_option, plain
+from .experiments import collect
+
+MODEL_COLUMNS = [
+    ("name", "Name"),
+    ("description", "Description"),
+    ("aliases", "Aliases"),
+    ("tags", "Tags"),
+    ("last_update_time_since_epoch", "Updated"),
+]
+VERSION_COLUMNS = [
+    ("version", "Version"),
+    ("stage", "Stage"),
+    ("aliases", "Aliases"),
+    ("source_run_id", "Run"),
+    ("source_uri", "Source"),
+    ("create_time_since_epoch", "Created"),
+]
+STAGES = [stage.value for stage in ModelVersionStage]
+
+
+def model_record(model: RegisteredModel) -> dict[str, Any]:
+    record = plain(model)
+    record["latest_versions"] = [v["version"] for v in record["latest_versions"]]
+    return record
+
+
+def quoted(text: str) -> str:
+    """A string literal of the filter language (docs/filters.md)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+@click.group("models")
+def group() -> None:
+    """Registered models: list, describe, versions, alias, stage, download."""
+
+
+@group.command("list")
+@click.option("--filter", "filter_string", default="", help="e.g. \"name LIKE 'churn%'\"")
+@click.option("--order-by", help="one key, e.g. 'last_updated_timestamp DESC' [default: name]")
+@click.option("--max-results", type=click.IntRange(min=1), help="stop after this many")
+@output_option
+@connection_options
+def list_models(
+    filter_string: str, order_by: str | None, max_results: int | None, output: str
+) -> None:
+    """List registered models (filter language: docs/filters.md)."""
+    order = [order_by] if order_by else None
+
+    async def work(client: Client) -> list[RegisteredModel]:
+        def page(options: ListOptions) -> Any:
+            return client.registry.search_registered_models(
+                filter_string, options.limit or 100, order, options.next_page_token
+            )
+
+        return await collect(Pager(page), max_results)
+
+    models = call(work)
+    emit_list(output, [model_record(m) for m in models], MODEL_COLUMNS, "Registered models")
+
+
+@group.command("describe")
+@click.argument("name")
+@output_option
+@connection_options
+def describe_model(name: str, output: str) -> None:
+    """Show a registered model, with its latest version in each stage."""
+    model = call(lambda client: client.registry.get_registered_model(name))
+    emit_object(output, model_record(model), f"Model {name}")
+
+
+@group.command("versions")
+@click.argument("name")
+@click.option("--filter", "filter_string", default="", help="more conditions, e.g. \"tags.x='y'\"")
+@click.option("--order-by", default="version_number DESC", show_default=True, help="one key")
+@click.option("--max-results", type=click.IntRange(min=1), help="stop after this many")
+@output_option
+@connection_options
+def list_versions(
+    name: str, filter_string: str, order_by: str, max_results: int | None, output: str
+) -> None:
+    """List the versions of model NAME, newest first."""
+    condition = f"name = {quoted(name)}" + (f" AND ({filter_string})" if filter_string else "")
+
+    async def work(client: Client) -> list[MlflowModelVersion]:
+        def page(options: ListOptions) -> Any:
+            return client.registry.search_model_versions(
+                condition, options.limit or 100, [order_by], options.next_page_token
+            )
+
+        return await collect(Pager(page), max_results)
+
+    versions = call(work)
+    emit_list(output, [plain(v) for v in versions], VERSION_COLUMNS, f"Versions of {name}")
+
+
+@group.command("alias")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("version", required=False, type=int)
+@click.option("--delete", is_flag=True, help="remove the alias instead")
+@connection_options
+def alias(name: str, alias: str, version: int | None, delete: bool) -> None:
+    """Point ALIAS of model NAME at VERSION (moving it from any other), or --delete it."""
+    if delete == (version is not None):
+        raise click.UsageError("give VERSION, or --delete")
+    if delete:
+        call(lambda client: client.registry.delete_registered_model_alias(name, alias))
+    else:
+        call(lambda client: client.registry.set_registered_model_alias(name, alias, version or 0))
+
+
+@group.command("stage")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.argument("stage", type=click.Choice(STAGES, case_sensitive=False))
+@click.option("--archive-existing", is_flag=True, help="archive the others in that stage")
+@output_option
+@connection_options
+def stage(name: str, version: int, stage: str, archive_existing: bool, output: str) -> None:
+    """Move VERSION of model NAME to a stage (MLflow's None/Staging/Production/Archived)."""
+    moved = call(
+        lambda client: client.registry.transition_model_version_stage(
+            name, version, stage, archive_existing
+        )
+    )
+    emit_object(output, plain(moved), f"{name} version {version}")
+
+
+@group.command("download")
+@click.argument("name")
+@click.option("--version", "-v", "version", help="a version number")
+@click.option("--alias", "-a", "alias_name", help="or an alias, e.g. champion")
+@click.option("--stage", "-s", "stage_name", help="or a stage: its latest version")
+@click.option("--dst-path", "-d", default=".", show_default=True, help="local directory")
+@connection_options
+def download(
+    name: str, version: str | None, alias_name: str | None, stage_name: str | None, dst_path: str
+) -> None:
+    """Download a model version's files (checked against their manifest) into
+    --dst-path; print the local path written."""
+    chosen = [v for v in (version, alias_name, stage_name) if v]
+    if len(chosen) != 1:
+        raise click.UsageError("give one of --version, --alias, --stage")
+    uri = f"models:/{name}@{alias_name}" if alias_name else f"models:/{name}/{chosen[0]}"
+    written = call(
+        lambda client: client.tracking.download_artifacts(
+            uri, dst_path=Path(dst_path), progress=is_terminal()
+        )
+    )
+    click.echo(str(written))
