@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -12,7 +13,7 @@ from ._clients.model_manager import ManagedModel, ModelManager
 from ._clients.operations import OperationsClient
 from ._clients.registry import ModelRegistryAPIClient
 from ._clients.tracking import TrackingClient
-from ._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT, Transport
+from ._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT, Transport, is_target, target_port
 from .profiles import BEARER, STANDALONE, Profile, load_profile, split_url
 
 
@@ -23,12 +24,14 @@ class Client:
     `auth` (ML cube's), `operations` (garbage collection, long-running operations)
     and `models` (Devo's, also as `add_model`, `get_model`,
     `find_model` and `get_models` on the client itself) share one channel, made on the
-    first call in the loop that makes it, and one set of credentials.
+    first call in the loop that makes it, and one set of credentials. Services deployed
+    apart get a channel each (`service_addresses`), and every call, a run artifact's
+    too, goes to its service's.
 
     Args:
         server_address: a host name or address with or without its port (`host:port`,
-            `[v6::addr]:port`), or a URL: `https://host[:port]` connects over TLS,
-            `http://host[:port]` without.
+            `[v6::addr]:port`), a gRPC target (`dns:///name[:port]`, `unix:path`), or a
+            URL: `https://host[:port]` connects over TLS, `http://host[:port]` without.
         port: the TCP port, when server_address does not name one.
         user_token: an API key (None: none sent).
         token_style: "bearer" sends `authorization: Bearer <key>`, "standalone"
@@ -42,9 +45,14 @@ class Client:
         download_path: where `get_model`/`find_model` put files (Devo's downloader).
         client_cert: path to (or bytes of) a PEM client certificate, for mTLS.
         client_key: path to (or bytes of) its PEM private key.
+        service_addresses: the address of each service served elsewhere than
+            server_address, by name (`tracking`, `registry`, `artifacts`, `auth`), in
+            the forms server_address takes but a URL; the port when it names none, the
+            TLS setting and the credentials are the client's.
 
     Raises:
-        ValueError: for `https://` with is_secure=False, or certificates without TLS.
+        ValueError: for `https://` with is_secure=False, certificates without TLS, or an
+            unknown service name.
     """
 
     def __init__(
@@ -61,6 +69,7 @@ class Client:
         download_path: str | os.PathLike[str] | None = None,
         client_cert: str | bytes | None = None,
         client_key: str | bytes | None = None,
+        service_addresses: Mapping[str, str] | None = None,
     ) -> None:
         host, url_port, url_tls = _split(server_address)
         if url_tls and is_secure is False:
@@ -71,7 +80,11 @@ class Client:
             raise ValueError("custom_ca, client_cert and client_key need a TLS connection")
         port = port or url_port or (443 if secure else 50051)
         settings: dict[str, Any] = dict(
-            project=project, user_token=user_token, timeout=timeout, token_style=token_style
+            project=project,
+            user_token=user_token,
+            timeout=timeout,
+            token_style=token_style,
+            service_addresses=service_addresses,
         )
         if secure:
             transport = Transport.secure(
@@ -140,6 +153,8 @@ class Client:
 
 def _split(server_address: str) -> tuple[str, int | None, bool | None]:
     """Host, port (None: not named) and TLS (None: no scheme says) of an address."""
+    if is_target(server_address):  # dns:///name[:port], unix:path: gRPC reads them
+        return server_address, target_port(server_address), None
     if "://" in server_address:
         host, port, tls = split_url(server_address)
         explicit = f":{port}" in server_address.split("://", 1)[1]

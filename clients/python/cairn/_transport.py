@@ -10,7 +10,7 @@ import asyncio
 import json
 import threading
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +42,19 @@ Response = TypeVar("Response")
 REQUEST_ID_HEADER = "x-cairn-request-id"
 
 
+# The services a client reaches, by the short names `cairn.Client(service_addresses=...)`
+# takes.
+SERVICES = {
+    name: module.DESCRIPTOR.services_by_name[service].full_name
+    for name, module, service in (
+        ("tracking", tracking_service_pb2, "TrackingService"),
+        ("registry", registry_service_pb2, "RegistryService"),
+        ("artifacts", artifacts_service_pb2, "ArtifactService"),
+        ("auth", auth_service_pb2, "AuthService"),
+    )
+}
+
+
 def _retried_methods() -> list[dict[str, str]]:
     return [
         {"service": service.full_name, "method": method.name}
@@ -61,7 +74,7 @@ def _retried_methods() -> list[dict[str, str]]:
 # this status comes from the server side, which answers it to calls that arrive while it
 # shuts down, before any handler ran.
 # round_robin spreads calls over every address a name resolves to, e.g. the pods behind a
-# headless Kubernetes Service ("dns:///cairn-tracking-headless.cairn.svc" as the address).
+# headless Kubernetes Service ("dns:///cairn-tracking-headless.cairn.svc:50051").
 _SERVICE_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
@@ -208,6 +221,74 @@ class _Deferred:
         return self._bound(*args, **kwargs)
 
 
+class RoutedChannel:
+    """Channels to services deployed apart (one Kubernetes Service each): a call goes
+    to the channel of its service, as its method path names it, any other call to the
+    default channel. Stubs bound to it never know; close() closes them all."""
+
+    def __init__(self, default: LazyChannel, routes: Mapping[str, LazyChannel]) -> None:
+        self._default = default
+        self._routes = dict(routes)
+
+    def _for(self, method: str) -> LazyChannel:
+        service = method.lstrip("/").partition("/")[0]
+        return self._routes.get(service, self._default)
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> _Deferred:
+        return self._for(method).unary_unary(method, *args, **kwargs)
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> _Deferred:
+        return self._for(method).unary_stream(method, *args, **kwargs)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> _Deferred:
+        return self._for(method).stream_unary(method, *args, **kwargs)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> _Deferred:
+        return self._for(method).stream_stream(method, *args, **kwargs)
+
+    @property
+    def opened(self) -> bool:
+        return any(c.opened for c in (self._default, *self._routes.values()))
+
+    @property
+    def closed(self) -> bool:
+        return self._default.closed
+
+    async def close(self) -> None:
+        for channel in (self._default, *self._routes.values()):
+            await channel.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._default, name)
+
+
+Opener = Callable[[str], Callable[[], grpc.aio.Channel]]
+
+
+def _channel(
+    opener: Opener,
+    host: str,
+    port: int | str,
+    service_addresses: Mapping[str, str] | None,
+) -> LazyChannel | RoutedChannel:
+    """A channel to host:port, or, given other addresses for some services (by the
+    names of SERVICES, in any form host takes; port when they name none), one that
+    routes each call to its service's address."""
+    default = LazyChannel(opener(_target(host, port)))
+    if not service_addresses:
+        return default
+    unknown = set(service_addresses) - set(SERVICES)
+    if unknown:
+        raise ValueError(
+            f"service_addresses names {sorted(unknown)}; the services are {sorted(SERVICES)}"
+        )
+    routes = {
+        SERVICES[name]: LazyChannel(opener(_target(address, target_port(address) or port)))
+        for name, address in service_addresses.items()
+    }
+    return RoutedChannel(default, routes)
+
+
 Credentials = tuple[str, str]
 
 
@@ -230,7 +311,7 @@ class Transport:
 
     def __init__(
         self,
-        channel: grpc.aio.Channel | LazyChannel,
+        channel: grpc.aio.Channel | LazyChannel | RoutedChannel,
         *,
         project: str = DEFAULT_PROJECT,
         user_token: str | None = None,
@@ -243,10 +324,18 @@ class Transport:
         self._metadata = token_header(user_token, token_style)
 
     @classmethod
-    def insecure(cls, host: str, port: int | str, **kwargs: Any) -> Transport:
-        target = _target(host, port)
-        channel = LazyChannel(lambda: grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS))
-        return cls(channel, **kwargs)
+    def insecure(
+        cls,
+        host: str,
+        port: int | str,
+        *,
+        service_addresses: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Transport:
+        def opener(target: str) -> Callable[[], grpc.aio.Channel]:
+            return lambda: grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+
+        return cls(_channel(opener, host, port, service_addresses), **kwargs)
 
     @classmethod
     def secure(
@@ -257,6 +346,7 @@ class Transport:
         custom_ca: str | bytes | None = None,
         client_cert: str | bytes | None = None,
         client_key: str | bytes | None = None,
+        service_addresses: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> Transport:
         # The files are read now: a missing one fails where the client is made.
@@ -265,11 +355,11 @@ class Transport:
             private_key=_read_pem(client_key),
             certificate_chain=_read_pem(client_cert),
         )
-        target = _target(host, port)
-        channel = LazyChannel(
-            lambda: grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
-        )
-        return cls(channel, **kwargs)
+
+        def opener(target: str) -> Callable[[], grpc.aio.Channel]:
+            return lambda: grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+
+        return cls(_channel(opener, host, port, service_addresses), **kwargs)
 
     def for_project(self, project: str, *, timeout: float | None) -> Transport:
         """A transport on the same channel and credentials, for another project."""
@@ -367,9 +457,67 @@ class Transport:
         return self._metadata + tuple(metadata or ())
 
 
+# gRPC target schemes (grpc/doc/naming.md) whose targets carry their whole address.
+_ADDRESS_SCHEMES = ("unix:", "unix-abstract:", "vsock:", "ipv4:", "ipv6:")
+_DNS_SCHEME = "dns:"
+
+
+def is_target(address: str) -> bool:
+    """Whether address is a gRPC target with a scheme (`dns:`, `unix:`, ...)."""
+    return address.lower().startswith((_DNS_SCHEME, *_ADDRESS_SCHEMES))
+
+
+def target_port(address: str) -> int | None:
+    """The port an address names (`host:port`, `[v6]:port`, `dns:///name:port`), if any."""
+    if address.lower().startswith(_ADDRESS_SCHEMES):
+        return None
+    named = _named_port(_dns_split(address)[1])
+    return int(named) if named else None
+
+
 def _target(host: str, port: int | str) -> str:
-    host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    return f"{host}:{port}"
+    """The gRPC target of an address and a port. The address is a host (`name`,
+    `v6::addr`, `[v6::addr]`), a host with its port (`name:port`, `[v6::addr]:port`),
+    or a target gRPC reads itself: `dns:[//authority/]name[:port]`, whose port is added
+    when missing, or `unix:path`, `unix:///path`, `unix-abstract:`, `ipv4:`, `ipv6:`,
+    `vsock:`, which name their whole address and are used as written.
+
+    Raises:
+        ValueError: when the address names a port other than port.
+    """
+    if host.lower().startswith(_ADDRESS_SCHEMES):
+        return host
+    prefix, name = _dns_split(host)
+    named = _named_port(name)
+    if named is not None:
+        if str(named) != str(port):
+            raise ValueError(f"{host!r} names port {named}, but port {port} was given")
+        return host
+    name = f"[{name}]" if ":" in name and not name.startswith("[") else name
+    return f"{prefix}{name}:{port}"
+
+
+def _dns_split(address: str) -> tuple[str, str]:
+    """("dns:///", "name:port") of "dns:///name:port", ("", address) of a bare address."""
+    if not address.lower().startswith(_DNS_SCHEME):
+        return "", address
+    rest = address[len(_DNS_SCHEME) :]
+    if rest.startswith("//"):  # dns://[authority]/name
+        _, slash, name = rest[2:].partition("/")
+        if not slash:
+            raise ValueError(f"{address!r} is not dns:[//authority/]name[:port]")
+        return address[: len(address) - len(name)], name
+    return address[: len(_DNS_SCHEME)], rest
+
+
+def _named_port(name: str) -> str | None:
+    """The port of "name:port" or "[v6]:port"; None for "name", "v6::addr", "[v6]"."""
+    if name.startswith("["):
+        _, _, rest = name.partition("]")
+        return rest[1:] if rest.startswith(":") else None
+    if name.count(":") == 1:
+        return name.partition(":")[2]
+    return None
 
 
 def _read_pem(source: str | bytes | None) -> bytes | None:
