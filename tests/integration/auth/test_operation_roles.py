@@ -1,0 +1,32 @@
+"""Garbage collection and operations are the global admins' alone: a project admin
+can neither start one nor read one."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+import cairn
+from cairn.exceptions import PermissionDeniedError
+from tests.integration.auth.conftest import World
+
+
+def _operations(world: World, who: str) -> cairn.OperationsClient:
+    return cairn.OperationsClient.insecure_connection("127.0.0.1", world.port, world.keys[who])
+
+
+async def test_only_a_global_admin_starts_or_reads_garbage_collection(world: World) -> None:
+    # A cut-off far back, so that this collection removes nothing other tests keep.
+    far_back = datetime.timedelta(days=3650)
+    async with _operations(world, "global_admin") as root:
+        started = await root.start_garbage_collection(far_back)
+    for who in ("admin", "editor", "viewer"):
+        async with _operations(world, who) as client:
+            with pytest.raises(PermissionDeniedError) as denied:
+                await client.start_garbage_collection(far_back)
+            assert denied.value.reason == "PERMISSION_DENIED"
+            with pytest.raises(PermissionDeniedError):
+                await client.get_operation(started.name)
+            with pytest.raises(PermissionDeniedError):
+                await client.get_operations()
