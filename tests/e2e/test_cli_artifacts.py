@@ -1,0 +1,144 @@
+"""`cairn artifacts` and `cairn models`, the real executable against a served instance:
+files go up and come back byte for byte, listings parsed as JSON."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+import cairn
+from tests.e2e.cli_helpers import as_json, environment, failed, ok, run_cairn
+from tests.e2e.conftest import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def env(served: ServerProcess, tmp_path: Path) -> dict[str, str]:
+    return environment(tmp_path, CAIRN_ADDRESS=served.address)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "outputs"
+    (root / "plots").mkdir(parents=True)
+    (root / "report.txt").write_text("accuracy 0.9\n")
+    (root / "plots" / "loss.csv").write_text("step,loss\n0,1.0\n1,0.5\n")
+    return root
+
+
+async def create_run(address: str, experiment_id: str) -> str:
+    async with cairn.Client(f"http://{address}") as client:
+        return (await client.tracking.create_run(experiment_id)).info.run_id
+
+
+async def test_run_artifacts_upload_list_download_rm(
+    served: ServerProcess, env: dict[str, str], tree: Path, tmp_path: Path, unique: str
+) -> None:
+    experiment_id = ok("experiments", "create", f"art-{unique}", env=env).strip()
+    run_id = await create_run(served.address, experiment_id)
+
+    uploaded = as_json("artifacts", "upload", str(tree), "-r", run_id, "-a", "out", env=env)
+    assert sorted(u["path"] for u in uploaded) == ["out/plots/loss.csv", "out/report.txt"]
+    single = as_json("artifacts", "upload", str(tree / "report.txt"), "-r", run_id, env=env)
+    assert [(u["path"], u["size"]) for u in single] == [("report.txt", 13)]
+
+    top = as_json("artifacts", "list", "-r", run_id, env=env)
+    assert [(e["path"], e["is_dir"]) for e in top] == [("out/", True), ("report.txt", False)]
+    below = as_json("artifacts", "list", "out", "-r", run_id, "--recursive", env=env)
+    assert [e["path"] for e in below] == ["out/plots/loss.csv", "out/report.txt"]
+    assert "report.txt" in ok("artifacts", "list", "-r", run_id, env=env)
+
+    target = tmp_path / "back"
+    written = ok("artifacts", "download", "-r", run_id, "-a", "out", "-d", str(target), env=env)
+    assert Path(written.strip()) == target / "out"
+    assert (target / "out" / "plots" / "loss.csv").read_text() == "step,loss\n0,1.0\n1,0.5\n"
+    by_uri = tmp_path / "by-uri"
+    uri = f"runs:/{run_id}/out/report.txt"
+    ok("artifacts", "download", "-u", uri, "-d", str(by_uri), env=env)
+    assert (by_uri / "report.txt").read_text() == "accuracy 0.9\n"
+
+    assert ok("artifacts", "rm", "out", "-r", run_id, "--recursive", env=env) == (
+        "deleted 2 objects\n"
+    )
+    assert [e["path"] for e in as_json("artifacts", "list", "-r", run_id, env=env)] == [
+        "report.txt"
+    ]
+    line = failed("artifacts", "download", "-r", run_id, "-a", "out", "-d", str(target), env=env)
+    assert "[OBJECT_NOT_FOUND]" in line
+
+
+def test_store_paths_upload_list_download_rm(
+    env: dict[str, str], tree: Path, tmp_path: Path, unique: str
+) -> None:
+    base = f"cli/{unique}"
+    one = as_json("artifacts", "upload", str(tree / "report.txt"), "-a", f"{base}/r.txt", env=env)
+    assert [u["path"] for u in one] == [f"{base}/r.txt"]
+    ok("artifacts", "upload", str(tree), "-a", f"{base}/tree", env=env)
+    listed = as_json("artifacts", "list", base, "--recursive", env=env)
+    assert [e["path"] for e in listed] == [
+        f"{base}/r.txt",
+        f"{base}/tree/plots/loss.csv",
+        f"{base}/tree/report.txt",
+    ]
+    line = failed("artifacts", "upload", str(tree / "report.txt"), "-a", f"{base}/r.txt", env=env)
+    assert line.startswith("Error: ALREADY_EXISTS [OBJECT_ALREADY_EXISTS]")
+    ok(
+        "artifacts",
+        "upload",
+        str(tree / "report.txt"),
+        "-a",
+        f"{base}/r.txt",
+        "--overwrite",
+        env=env,
+    )
+
+    ok("artifacts", "download", "-a", f"{base}/r.txt", "-d", str(tmp_path / "got"), env=env)
+    assert (tmp_path / "got" / "r.txt").read_text() == "accuracy 0.9\n"
+    assert ok("artifacts", "rm", f"{base}/r.txt", env=env) == "deleted 1 objects\n"
+    assert f"{base}/r.txt" not in {
+        e["path"] for e in as_json("artifacts", "list", base, "--recursive", env=env)
+    }
+
+
+def test_download_needs_one_source(env: dict[str, str]) -> None:
+    refused = run_cairn("artifacts", "download", env=env)
+    assert refused.returncode == 2
+    assert "give -r RUN" in refused.stderr
+
+
+async def test_models_list_versions_alias_stage_download(
+    served: ServerProcess, env: dict[str, str], tmp_path: Path, unique: str
+) -> None:
+    name = f"churn-{unique}"
+    experiment_id = ok("experiments", "create", f"models-{unique}", env=env).strip()
+    async with cairn.Client(f"http://{served.address}") as client:
+        run_id = (await client.tracking.create_run(experiment_id)).info.run_id
+        for weight in (1, 2):
+            await client.tracking.log_model(
+                run_id, {"w": weight}, f"model-{weight}", flavor="pickle",
+                registered_model_name=name,
+            )  # fmt: skip
+
+    models = as_json("models", "list", "--filter", f"name = '{name}'", env=env)
+    assert [m["name"] for m in models] == [name]
+    assert name in ok("models", "list", env=env)
+    versions = as_json("models", "versions", name, env=env)
+    assert [(v["version"], v["source_run_id"]) for v in versions] == [(2, run_id), (1, run_id)]
+
+    ok("models", "alias", name, "champion", "1", env=env)
+    ok("models", "alias", name, "challenger", "2", env=env)
+    ok("models", "alias", name, "challenger", "--delete", env=env)
+    assert as_json("models", "describe", name, env=env)["aliases"] == {"champion": 1}
+    staged = as_json("models", "stage", name, "2", "production", env=env)
+    assert (staged["version"], staged["stage"]) == (2, "Production")
+
+    for how, weight in ((["--alias", "champion"], 1), (["--stage", "Production"], 2)):
+        target = tmp_path / how[0].strip("-")
+        written = Path(ok("models", "download", name, *how, "-d", str(target), env=env).strip())
+        assert pickle.loads((written / "model.pkl").read_bytes()) == {"w": weight}
+    line = failed("models", "download", name, "--version", "9", "-d", str(tmp_path), env=env)
+    assert "NOT_FOUND" in line
+    assert "[REGISTERED_MODEL_NOT_FOUND]" in failed("models", "describe", f"no-{unique}", env=env)

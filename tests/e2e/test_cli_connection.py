@@ -1,0 +1,130 @@
+"""`cairn keys` against a server that requires keys (bootstrapped by `cairn keys create
+--admin`, the server's path through the same executable), and where the command
+connects: flag over CAIRN_* variable over profile."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cli_helpers import as_json, environment, failed, ok
+from tests.e2e.conftest import ServerProcess, start_server, tool
+
+pytestmark = pytest.mark.e2e
+
+DEAD = "127.0.0.1:1"  # nothing listens there
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    """A served instance requiring keys, and the admin key `cairn keys create --admin` made."""
+    data_dir = tmp_path_factory.mktemp("cli-keys")
+    created = subprocess.run(
+        [tool("cairn"), "keys", "create", "--admin", "--user", "ops", "--expires", "never"],
+        env={**os.environ, "CAIRN_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert created.returncode == 0, created.stderr
+    server = start_server(data_dir, "--auth", "api_key")
+    yield server, created.stdout.strip()
+    server.terminate(timeout=30)
+
+
+def test_keys_create_list_revoke(keyed: tuple[ServerProcess, str], tmp_path: Path) -> None:
+    server, admin = keyed
+    env = environment(tmp_path, CAIRN_ADDRESS=server.address, CAIRN_API_KEY=admin)
+    laptop = ok("keys", "create", "--name", "laptop", "--expires", "30d", env=env).strip()
+    assert laptop.startswith("cairn_") and laptop != admin
+
+    keys = {k["name"]: k for k in as_json("keys", "list", env=env)}
+    assert set(keys) >= {"bootstrap", "laptop"}
+    assert keys["laptop"]["user_id"] == "ops"
+    assert keys["laptop"]["expire_time"] > keys["laptop"]["create_time"]
+    assert keys["bootstrap"]["expire_time"] is None
+    assert keys["laptop"]["prefix"] in laptop
+    assert "laptop" in ok("keys", "list", env=env)
+
+    as_laptop = {**env, "CAIRN_API_KEY": laptop}
+    ok("experiments", "list", env=as_laptop)
+    ok("keys", "revoke", keys["laptop"]["prefix"], env=env)
+    revoked = {k["name"]: k for k in as_json("keys", "list", env=env)}["laptop"]
+    assert revoked["revoke_time"] is not None
+    assert "UNAUTHENTICATED" in failed("experiments", "list", env=as_laptop)
+
+
+def test_no_key_is_unauthenticated(keyed: tuple[ServerProcess, str], tmp_path: Path) -> None:
+    server, _ = keyed
+    env = environment(tmp_path, CAIRN_ADDRESS=server.address)
+    assert failed("keys", "list", env=env).startswith("Error: UNAUTHENTICATED")
+
+
+def write_profiles(home: Path, text: str) -> Path:
+    file = home / ".config" / "cairn" / "profiles.ini"
+    file.parent.mkdir(parents=True)
+    file.write_text(text)
+    file.chmod(0o600)
+    return file
+
+
+def test_flag_beats_variable_beats_profile(
+    keyed: tuple[ServerProcess, str], tmp_path: Path, unique: str
+) -> None:
+    server, admin = keyed
+    live = server.address
+    write_profiles(
+        tmp_path,
+        f"[default]\nurl = http://{live}\ntoken = {admin}\n\n"
+        f"[dead]\nurl = http://{DEAD}\ntoken = {admin}\n\n"
+        f"[team]\nhost = {live.split(':')[0]}\nport = {live.split(':')[1]}\ntls = false\n"
+        f"token = {admin}\nproject = team-{unique}\n",
+    )
+    env = environment(tmp_path)
+    ok("keys", "list", env=env)  # the [default] profile: its server and key
+
+    # The key: variable over profile, flag over variable.
+    bogus = {**env, "CAIRN_API_KEY": "cairn_000000000000_bogus"}
+    assert "UNAUTHENTICATED" in failed("keys", "list", env=bogus)
+    ok("keys", "list", "--api-key", admin, env=bogus)
+    ok("--api-key", admin, "keys", "list", env=bogus)  # on the group, too
+
+    # The address: variable over profile, flag over variable.
+    dead_profile = {**env, "CAIRN_PROFILE": "dead"}
+    assert "UNAVAILABLE" in failed("keys", "list", env=dead_profile)
+    ok("keys", "list", env={**dead_profile, "CAIRN_ADDRESS": live})
+    dead_variable = {**env, "CAIRN_ADDRESS": DEAD}
+    assert "UNAVAILABLE" in failed("keys", "list", env=dead_variable)
+    ok("keys", "list", "--address", live, env=dead_variable)
+    ok("--target", live, "keys", "list", env=dead_variable)
+    # The profile: --profile over CAIRN_PROFILE.
+    assert "UNAVAILABLE" in failed("keys", "list", "--profile", "dead", env=env)
+    ok("keys", "list", "--profile", "default", env=dead_profile)
+
+    # The project: the profile's, unless a variable or flag says otherwise.
+    ok("projects", "create", f"team-{unique}", env=env)
+    ok("experiments", "create", f"e-{unique}", "--profile", "team", env=env)
+    in_team = as_json("experiments", "list", "--project", f"team-{unique}", env=env)
+    assert [e["name"] for e in in_team] == [f"e-{unique}"]
+    as_default = {**env, "CAIRN_PROFILE": "team", "CAIRN_PROJECT": "default"}
+    assert f"e-{unique}" not in {e["name"] for e in as_json("experiments", "list", env=as_default)}
+
+
+def test_profiles_file_from_the_variable(keyed: tuple[ServerProcess, str], tmp_path: Path) -> None:
+    server, admin = keyed
+    elsewhere = tmp_path / "elsewhere.ini"
+    elsewhere.write_text(f"[default]\nurl = http://{server.address}\ntoken = {admin}\n")
+    elsewhere.chmod(0o600)
+    ok("keys", "list", env=environment(tmp_path, CAIRN_PROFILES=str(elsewhere)))
+
+
+def test_bad_profiles_are_one_line(tmp_path: Path) -> None:
+    write_profiles(tmp_path, "[default]\nurl = ftp://nowhere\n")
+    env = environment(tmp_path)
+    assert "url" in failed("experiments", "list", env=env)
+    assert "no profile 'nope'" in failed("experiments", "list", "--profile", "nope", env=env)
