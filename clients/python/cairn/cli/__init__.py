@@ -12,7 +12,18 @@ from collections.abc import Sequence
 
 import click
 
-from . import _server, artifacts, experiments, keys, metrics, models, projects, runs, sync
+from . import (
+    _server,
+    artifacts,
+    experiments,
+    keys,
+    metrics,
+    models,
+    operations,
+    projects,
+    runs,
+    sync,
+)
 from ._connection import connection_options
 
 
@@ -46,6 +57,8 @@ for _command in (
     models.group,
     projects.group,
     keys.group,
+    operations.gc,
+    operations.group,
     sync.command,
 ):
     cli.add_command(_command)
