@@ -34,6 +34,7 @@ class Drained:
 async def purge(resources: Resources, gc: Purge) -> None:
     async with resources.pool.acquire() as conn:
         await gc.plan(await queue.pending(conn))
+    await gc.done("artifact_locations", 0)
     janitor = janitor_for(resources)
     drained = Drained()
     while (finished := await _drain_one(resources.pool, drained)) is not None:

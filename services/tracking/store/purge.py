@@ -36,6 +36,8 @@ async def purge(resources: Resources, gc: Purge) -> None:
         runs = await conn.fetchval(f"SELECT count(*) FROM {_RUNS}", gc.cutoff)
         experiments = await conn.fetchval(f"SELECT count(*) FROM {_EXPERIMENTS}", gc.cutoff)
     await gc.plan(runs + experiments)
+    for kind in ("runs", "experiments"):  # listed in the counts even when none go
+        await gc.done(kind, 0)
     while removed := await _purge_runs(pool, gc):
         await gc.done("runs", removed)
     while removed := await _purge_experiments(pool, gc):
