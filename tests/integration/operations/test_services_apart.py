@@ -1,0 +1,68 @@
+"""Tracking and artifacts served by separate servers on one database: a GC on the
+tracking server removes the rows and queues their artifact locations; the objects wait
+until the artifacts server drains the queue (here: in its own GC run)."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+import cairn
+from cairn.exceptions import NotFoundError
+from cairn.types import OperationState
+from cairn_server import catalog
+from cairn_server.common.config import Config
+from cairn_server.common.server import CairnServer
+from tests.conftest import new_project, with_overrides
+
+
+@pytest.fixture
+async def ports(config: Config, pool: asyncpg.Pool) -> AsyncIterator[dict[str, int]]:
+    # No janitor pass of its own: only a GC run drains the queue here.
+    quiet = with_overrides(config, artifact_janitor_interval_seconds=0)
+    servers = {
+        name: CairnServer(quiet, catalog.select([name]), pool) for name in ("tracking", "artifacts")
+    }
+    ports = {name: await server.start() for name, server in servers.items()}
+    yield ports
+    for server in servers.values():
+        await server.stop(grace=0)
+
+
+async def test_artifacts_wait_in_the_queue_for_the_artifacts_service(
+    ports: dict[str, int], pool: asyncpg.Pool, config: Config, unique: str
+) -> None:
+    project = await new_project(ports["tracking"], f"apart-{unique}")
+
+    def connect(service: str) -> cairn.Client:
+        return cairn.Client(f"http://127.0.0.1:{ports[service]}", project=project)
+
+    async with connect("tracking") as tracking, connect("artifacts") as artifacts:
+        experiment_id = await tracking.tracking.create_experiment("apart")
+        run = await tracking.tracking.create_run(experiment_id)
+        root = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/")
+        await artifacts.artifacts.upload(f"{root}/model.bin", b"m" * 1000)
+        key = await pool.fetchval(
+            "SELECT storage_key FROM artifacts.objects WHERE project = $1", project
+        )
+        await tracking.tracking.delete_run(run.info.run_id)
+
+        at_tracking = await tracking.operations.start_garbage_collection(datetime.timedelta(0))
+        done = await tracking.operations.wait_operation(at_tracking.name, timeout=30)
+        assert done.state is OperationState.SUCCEEDED, done.errors
+        assert done.counts["runs"] >= 1 and "artifact_objects" not in done.counts
+        with pytest.raises(NotFoundError):
+            await tracking.tracking.get_run(run.info.run_id)
+        assert (await artifacts.artifacts.stat(f"{root}/model.bin")).size == 1000
+        assert (config.artifact_dir / key).exists()
+
+        at_artifacts = await artifacts.operations.start_garbage_collection(datetime.timedelta(0))
+        done = await artifacts.operations.wait_operation(at_artifacts.name, timeout=30)
+        assert done.state is OperationState.SUCCEEDED, done.errors
+        assert done.counts["artifact_objects"] >= 1 and done.counts["artifact_bytes"] >= 1000
+        with pytest.raises(NotFoundError):
+            await artifacts.artifacts.stat(f"{root}/model.bin")
+        assert not (config.artifact_dir / key).exists()
