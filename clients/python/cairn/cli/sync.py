@@ -12,7 +12,9 @@ from ._connection import connection_options
 @click.argument("path", required=False)
 @connection_options
 def command(path: str | None) -> None:
-    """Send the points runs journaled during an outage (PATH: a journal file or folder,
-    default ~/.cache/cairn/journal); each point is stored once, however often this runs."""
+    """Send the metrics runs journaled during an outage.
+
+    PATH is a journal file or folder (default ~/.cache/cairn/journal). Each point is
+    stored once, however often this runs."""
     sent = call(lambda client: client.tracking.sync_journal(path))
     click.echo(f"stored {sent} points")
