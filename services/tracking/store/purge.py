@@ -23,33 +23,44 @@ DELETE_TIME = (
 # Runs per transaction; each takes its params, tags, metric chunks and inputs along.
 BATCH = 100
 _DELETED = int(LifecycleStage.DELETED)
-_RUNS = f"""tracking.runs r JOIN tracking.experiments e USING (experiment_id)
-    WHERE (r.lifecycle_stage = {_DELETED} AND r.delete_time < $1)
-       OR (e.lifecycle_stage = {_DELETED} AND e.delete_time < $1)"""
+# Two selections, each served by a partial index on delete_time: runs deleted on their
+# own, and runs of deleted experiments (whose rows are share-locked, so that they
+# cannot be restored under us).
+_RUNS_DELETED = f"""tracking.runs r
+    WHERE r.lifecycle_stage = {_DELETED} AND r.delete_time < $1"""
+_RUNS_OF_DELETED = f"""tracking.experiments e JOIN tracking.runs r USING (experiment_id)
+    WHERE e.lifecycle_stage = {_DELETED} AND e.delete_time < $1"""
 _EXPERIMENTS = f"""tracking.experiments e
     WHERE e.lifecycle_stage = {_DELETED} AND e.delete_time < $1"""
+_LOCKS = {
+    _RUNS_DELETED: "FOR UPDATE SKIP LOCKED",
+    _RUNS_OF_DELETED: "FOR UPDATE OF r SKIP LOCKED FOR SHARE OF e SKIP LOCKED",
+}
 
 
 async def purge(resources: Resources, gc: Purge) -> None:
     pool = resources.pool
     async with pool.acquire() as conn:
-        runs = await conn.fetchval(f"SELECT count(*) FROM {_RUNS}", gc.cutoff)
-        experiments = await conn.fetchval(f"SELECT count(*) FROM {_EXPERIMENTS}", gc.cutoff)
-    await gc.plan(runs + experiments)
+        # An estimate: a run deleted on its own in a deleted experiment counts twice.
+        planned = [
+            await conn.fetchval(f"SELECT count(*) FROM {source}", gc.cutoff)
+            for source in (_RUNS_DELETED, _RUNS_OF_DELETED, _EXPERIMENTS)
+        ]
+    await gc.plan(sum(planned))
     for kind in ("runs", "experiments"):  # listed in the counts even when none go
         await gc.done(kind, 0)
-    while removed := await _purge_runs(pool, gc):
-        await gc.done("runs", removed)
+    for source in _LOCKS:
+        while removed := await _purge_runs(pool, gc, source):
+            await gc.done("runs", removed)
     while removed := await _purge_experiments(pool, gc):
         await gc.done("experiments", removed)
 
 
-async def _purge_runs(pool: asyncpg.Pool, gc: Purge) -> int:
+async def _purge_runs(pool: asyncpg.Pool, gc: Purge, source: str) -> int:
     async with pool.acquire() as conn, conn.transaction():
-        # The experiment's row is shared-locked so that it cannot be restored under us.
         rows = await conn.fetch(
-            f"""SELECT r.run_id, r.artifact_uri FROM {_RUNS}
-                LIMIT {BATCH} FOR UPDATE OF r SKIP LOCKED FOR SHARE OF e SKIP LOCKED""",
+            f"""SELECT r.run_id, r.artifact_uri FROM {source}
+                LIMIT {BATCH} {_LOCKS[source]}""",
             gc.cutoff,
         )
         if rows:
