@@ -172,6 +172,13 @@ def test_an_unknown_run_is_run_not_found(env: dict[str, str]) -> None:
     assert line.startswith("Error: NOT_FOUND [RUN_NOT_FOUND]")
 
 
+def test_an_unknown_experiment_name_is_experiment_not_found(env: dict[str, str]) -> None:
+    line = failed("runs", "list", "--experiment", "no-such-experiment", env=env)
+    assert (
+        line == "Error: NOT_FOUND [EXPERIMENT_NOT_FOUND]: no experiment named 'no-such-experiment'"
+    )
+
+
 def test_a_bad_order_is_invalid_order_by(env: dict[str, str], unique: str) -> None:
     experiment_id = ok("experiments", "create", f"order-{unique}", env=env).strip()
     line = failed("runs", "list", "-e", experiment_id, "--order-by", "nonsense DESC", env=env)

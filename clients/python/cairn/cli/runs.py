@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from .._client import Client
+from ..exceptions import NotFoundError
 from ..types import Pager, Run
 from ._calls import call
 from ._connection import connection_options
@@ -80,9 +81,17 @@ def list_runs(
 
 
 async def experiment_id(client: Client, name_or_id: str) -> str:
-    """The id of the experiment of that name, else name_or_id itself (taken as an id)."""
+    """The id of the experiment of that name, else name_or_id itself when it is an id.
+
+    Raises:
+        NotFoundError: no experiment has that name, and it is no id.
+    """
     found = await client.tracking.get_experiment_by_name(name_or_id)
-    return found.experiment_id if found else name_or_id
+    if found:
+        return found.experiment_id
+    if name_or_id.isdigit():
+        return name_or_id
+    raise NotFoundError(f"no experiment named {name_or_id!r}", reason="EXPERIMENT_NOT_FOUND")
 
 
 @group.command("describe")
