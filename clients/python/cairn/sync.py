@@ -36,6 +36,7 @@ from ._clients.operations import OperationsClient as _AsyncOperationsClient
 from ._clients.registry import ModelRegistryAPIClient as _AsyncRegistryClient
 from ._clients.tracking import TrackingClient as _AsyncTrackingClient
 from ._transport import ClientClosedError
+from .types._paging import Pager
 
 T = TypeVar("T")
 
@@ -103,6 +104,10 @@ class _Runner:
     def _adapt(self, value: Any) -> Any:
         if hasattr(value, "__anext__"):
             return self._iterate(value)
+        if isinstance(value, Pager) and inspect.iscoroutinefunction(value.page_fn):
+            # A Pager a method made (`list_operations`) pages with the sync call.
+            page_fn = value.page_fn
+            return Pager(lambda options: self.call(page_fn, options), value.options)
         if type(value).__module__.startswith(_clients.__name__) and (
             hasattr(value, "__aenter__") or getattr(value, "_sync_view", False)
         ):
