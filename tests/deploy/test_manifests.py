@@ -7,62 +7,30 @@ from __future__ import annotations
 import dataclasses
 import re
 import subprocess
-import sys
-from functools import cache
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from cairn_server import catalog
 from cairn_server.common import config as config_module
 from cairn_server.common.config import Config, env_name
 from tests.conftest import repo_root
+from tests.deploy.manifests import (
+    BIN,
+    OVERLAYS,
+    WORKLOADS,
+    cairn_servers,
+    containers,
+    objects,
+    of_kind,
+    pod_spec,
+    rendered,
+)
 from tests.deploy.policies import Pod, allowed
 
-OVERLAYS = ["dev", "prod"]
 KUBERNETES_VERSION = "1.34.0"
-BIN = Path(sys.executable).parent
 CHECKOV = repo_root() / ".venv-checkov" / "bin" / "checkov"
-WORKLOADS = {"Deployment", "StatefulSet", "Job"}
 GRPC_PORT = int(Config().listen_address.rpartition(":")[2])
-
-
-@cache
-def rendered(overlay: str) -> str:
-    result = subprocess.run(
-        [str(BIN / "kubectl"), "kustomize", str(repo_root() / "deploy/k8s/overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return result.stdout
-
-
-def objects(overlay: str) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(rendered(overlay)) if doc]
-
-
-def of_kind(overlay: str, *kinds: str) -> list[dict[str, Any]]:
-    return [o for o in objects(overlay) if o["kind"] in kinds]
-
-
-def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
-    return workload["spec"]["template"]["spec"]
-
-
-def containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
-    spec = pod_spec(workload)
-    return [*spec.get("initContainers", []), *spec["containers"]]
-
-
-def cairn_servers(overlay: str) -> list[dict[str, Any]]:
-    return [
-        d
-        for d in of_kind(overlay, "Deployment")
-        if d["spec"]["template"]["metadata"]["labels"].get("cairn.dev/server") == "true"
-    ]
 
 
 @pytest.fixture(params=OVERLAYS)
