@@ -23,10 +23,11 @@ from tests.deploy.manifests import (
     containers,
     objects,
     of_kind,
+    pod_labels,
     pod_spec,
     rendered,
 )
-from tests.deploy.policies import Pod, allowed
+from tests.deploy.policies import Pod, allowed, selects
 
 KUBERNETES_VERSION = "1.34.0"
 CHECKOV = repo_root() / ".venv-checkov" / "bin" / "checkov"
@@ -229,3 +230,22 @@ def test_the_network_policies_admit_the_clients_the_docs_describe(overlay: str) 
         assert allowed(policies, client, server, GRPC_PORT), server.labels
         assert not allowed(policies, stranger, server, GRPC_PORT), server.labels
         assert not allowed(policies, client, server, 9090), server.labels
+
+
+def test_every_selector_selects_the_pods_it_is_for(overlay: str) -> None:
+    """What the API server and the controllers would find: a workload's selector
+    matches its own pod template; a Service, PodDisruptionBudget and spread constraint
+    select the pods of their component."""
+    found = objects(overlay)
+    workloads = of_kind(found, *WORKLOADS)
+    for workload in workloads:
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        if "selector" in workload["spec"]:
+            assert selects(workload["spec"]["selector"], labels), workload["metadata"]["name"]
+        for spread in pod_spec(workload).get("topologySpreadConstraints", []):
+            assert selects(spread["labelSelector"], labels), workload["metadata"]["name"]
+    for obj in of_kind(found, "Service", "PodDisruptionBudget"):
+        selector = obj["spec"]["selector"]
+        selector = selector if obj["kind"] == "PodDisruptionBudget" else {"matchLabels": selector}
+        chosen = [w for w in workloads if selects(selector, pod_labels(w))]
+        assert len(chosen) == 1, obj["metadata"]["name"]
