@@ -8,7 +8,7 @@ import click
 
 from .._client import Client
 from ..types import Experiment, Pager, ViewType
-from ._calls import call
+from ._calls import call, collect
 from ._connection import connection_options
 from ._output import emit_list, output_option, plain
 
@@ -59,18 +59,6 @@ def list_experiments(
 
     experiments = call(work)
     emit_list(output, [plain(e) for e in experiments], COLUMNS, "Experiments")
-
-
-async def collect(pager: Pager[Any], max_results: int | None) -> list[Any]:
-    """Every item of a Pager, or the first max_results, asking for no more pages."""
-    if max_results:
-        pager.limit(min(max_results, 1000))
-    items: list[Any] = []
-    async for item in pager:
-        items.append(item)
-        if max_results and len(items) >= max_results:
-            break
-    return items
 
 
 @group.command("create")

@@ -10,10 +10,9 @@ import click
 
 from .._client import Client
 from ..types import ListOptions, MlflowModelVersion, ModelVersionStage, Pager, RegisteredModel
-from ._calls import call
+from ._calls import call, collect
 from ._connection import connection_options
 from ._output import emit_list, emit_object, is_terminal, output_option, plain
-from .experiments import collect
 
 MODEL_COLUMNS = [
     ("name", "Name"),

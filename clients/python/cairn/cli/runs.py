@@ -9,10 +9,10 @@ import click
 from .._client import Client
 from ..exceptions import NotFoundError
 from ..types import Pager, Run
-from ._calls import call
+from ._calls import call, collect
 from ._connection import connection_options
 from ._output import emit_list, emit_object, output_option, plain
-from .experiments import VIEWS, collect, view_option
+from .experiments import VIEWS, view_option
 
 COLUMNS = [
     ("run_id", "Run ID"),
