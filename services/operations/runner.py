@@ -88,8 +88,8 @@ class Runner:
             while True:
                 try:
                     await self._take_over()
-                except Exception:
-                    _log.exception("taking over operations failed")
+                except Exception as error:  # the database away, say: ask again later
+                    _log.warning("taking over operations failed", error=repr(error))
                 await asyncio.sleep(CLAIM_SECONDS)
         finally:
             running = list(self._running.values())
@@ -155,8 +155,8 @@ class Runner:
             except LeaseLost:
                 self._running[operation_id].cancel()
                 return
-            except Exception:
-                _log.exception("renewing an operation's lease failed")
+            except Exception as error:
+                _log.warning("renewing an operation's lease failed", error=repr(error))
 
     async def _hand_over(self, operation: Operation) -> None:
         """Releases the lease of an operation this stopping server was running, so
