@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import io
 import itertools
 import json
 import re
+import threading
 import time
 import urllib.request
 import uuid
@@ -24,12 +26,14 @@ import asyncpg
 import pytest
 
 import cairn
+from cairn._clients.artifacts import CHUNK
 from cairn.exceptions import UnauthenticatedError, UnavailableError
+from cairn.types import ObjectInfo
 from cairn_server import catalog
 from cairn_server.common.migrations import discover
-from tests.conftest import repo_root
+from tests.conftest import eventually, repo_root
 from tests.deploy import policies
-from tests.deploy.cluster import Cluster, Connection, PodFailed, subnet_of_this_run
+from tests.deploy.cluster import Cluster, Connection, Pod, PodFailed, subnet_of_this_run
 from tests.deploy.manifests import (
     OVERLAYS,
     Object,
@@ -117,6 +121,7 @@ class Deployment:
     cluster: Cluster
     tls: dict[str, str] | None
     seconds_to_ready: float
+    key: str  # the first admin key, made as docs/deploy.md says
 
 
 def _tls_for(found: list[Object], subnet: str, namespace: str) -> dict[str, str]:
@@ -190,7 +195,10 @@ async def deployed(
         objects(overlay), tmp_path_factory.mktemp(f"k8s-{overlay}"), postgres_url, s3_endpoint
     )
     try:
-        yield Deployment(overlay, cluster, tls, time.monotonic() - started)
+        ready = time.monotonic() - started
+        deployment, container, argv = documented_key_command()
+        key = (await cluster.exec(deployment, container, argv)).strip().splitlines()[-1]
+        yield Deployment(overlay, cluster, tls, ready, key)
     finally:
         await cluster.close()
 
@@ -229,9 +237,7 @@ async def test_a_client_works_across_the_three_services(
     """The first key made as docs/deploy.md says, then tracking, run artifacts,
     registry and auth, each through its own Service (over TLS in prod)."""
     cluster = deployed.cluster
-    deployment, container, argv = documented_key_command()
-    key = (await cluster.exec(deployment, container, argv)).strip().splitlines()[-1]
-    async with _client(cluster, deployed.tls, key) as client:
+    async with _client(cluster, deployed.tls, deployed.key) as client:
         experiment = await client.tracking.create_experiment(f"k8s-{deployed.overlay}")
         run = (await client.tracking.create_run(experiment)).info.run_id
         await client.tracking.log_metric(run, "loss", 0.5, step=1)
@@ -293,19 +299,67 @@ test_a_fresh_deployment_logs_no_error = pytest.mark.xfail(
 
 async def test_every_server_exits_cleanly_on_sigterm_within_its_grace(deployed: Deployment) -> None:
     """Exit 0, well within terminationGracePeriodSeconds, `stopped` logged last, and
-    nothing logged at warning or above from the SIGTERM on."""
+    nothing logged at warning or above from the SIGTERM on; an upload under way when
+    the artifact server is told to stop is finished and stored."""
     cluster = deployed.cluster
     servers = [p for p in cluster.pods.values() if p.labels.get("cairn.dev/server")]
     for pod in servers:
         (container,) = pod.spec["containers"]
         before = len(pod.processes[container["name"]].output().splitlines())
-        seconds, codes = await cluster.terminate(pod)
+        if container["name"] == "artifacts":
+            stored, (seconds, codes) = await _upload_across(cluster, deployed, pod)
+            assert stored.size == HeldBack.SIZE
+        else:
+            seconds, codes = await cluster.terminate(pod)
         assert set(codes.values()) == {0}, (pod.name, codes)
         assert seconds < pod.spec["terminationGracePeriodSeconds"], pod.name
         after = pod.processes[container["name"]].output().splitlines()[before:]
         events = [json.loads(line) for line in after if line.startswith("{")]
         assert events[-1]["event"] == "stopped", pod.name
         assert [e["event"] for e in events if e.get("level") in NOISY] == [], pod.name
+
+
+class HeldBack(io.RawIOBase):
+    """An upload's source whose third read waits until let go: by then the server has
+    accepted the upload's header and received its first chunk."""
+
+    SIZE = 3 * CHUNK
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.under_way = threading.Event()
+        self.go = threading.Event()
+        self._data = io.BytesIO(bytes(range(256)) * (self.SIZE // 256))
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        if self.reads == 3:
+            self.under_way.set()
+            self.go.wait(30)
+        return self._data.read(size)
+
+
+async def _upload_across(
+    cluster: Cluster, deployed: Deployment, pod: Pod
+) -> tuple[ObjectInfo, tuple[float, dict[str, int]]]:
+    """An upload through the artifacts Service, SIGTERM to the pod while it is under
+    way, then the rest of it sent."""
+    source = HeldBack()
+    async with _client(cluster, deployed.tls, deployed.key) as client:
+        path = f"shutdown/{uuid.uuid4().hex}"
+        upload = asyncio.ensure_future(client.artifacts.upload(path, source))
+        await asyncio.to_thread(source.under_way.wait, 30)
+        terminated = asyncio.ensure_future(cluster.terminate(pod))
+        await eventually(lambda: _logged(pod, "shutting down"), what="the server told to stop")
+        source.go.set()
+        return await upload, await terminated
+
+
+def _logged(pod: Pod, event: str) -> bool:
+    return any(f'"event": "{event}"' in p.output() for p in pod.processes.values())
 
 
 # A mistake in the manifests fails the tier: one Deployment (tracking) of the dev
