@@ -14,6 +14,7 @@ SERVICES = [
     "cairn.registry.v1.RegistryService",
     "cairn.artifacts.v1.ArtifactService",
     "cairn.auth.v1.AuthService",
+    "cairn.operations.v1.OperationService",
 ]
 
 
