@@ -26,6 +26,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cairn_server.common.config import Config, env_name
+from cairn_server.common.config import load as load_settings
 from tests.deploy import kubelet, policies
 from tests.deploy.image import image
 from tests.deploy.kubelet import ContainerConfigError, Namespace, Process
@@ -33,6 +34,16 @@ from tests.deploy.manifests import Object, pod_labels, pod_spec
 
 SETTINGS = {env_name(f.name) for f in dataclasses.fields(Config)}
 SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def named_ports(spec: Object) -> dict[str, int]:
+    """The named container ports of a pod spec, which Services and policies may name."""
+    return {
+        p["name"]: p["containerPort"]
+        for c in spec["containers"]
+        for p in c.get("ports", [])
+        if "name" in p
+    }
 
 
 class PodFailed(AssertionError):
@@ -59,12 +70,7 @@ class Pod:
         return pod_spec(self.workload)
 
     def container_ports(self) -> dict[str, int]:
-        return {
-            p["name"]: p["containerPort"]
-            for c in self.spec["containers"]
-            for p in c.get("ports", [])
-            if "name" in p
-        }
+        return named_ports(self.spec)
 
     def as_peer(self, namespace: str) -> policies.Pod:
         return policies.Pod(namespace, self.labels, self.container_ports())
@@ -333,27 +339,23 @@ class Cluster:
 
     def record_dependencies(self) -> None:
         """The database connections each container makes (and the artifact server's
-        S3 ones), to where its environment as written points: a Service of the
-        namespace (its pods' labels) or outside."""
+        S3 ones), to where its settings as written point (read as the server reads
+        them): a Service of the namespace (its pods' labels) or outside."""
         for pod in self.pods.values():
+            source = pod.as_peer(self.namespace.name)
             for container in [*pod.spec.get("initContainers", []), *pod.spec["containers"]]:
                 env = self.env_as_written(pod, container)
-                source = pod.as_peer(self.namespace.name)
-                if env.get("CAIRN_DATABASE_URL"):
-                    url = urlsplit(env["CAIRN_DATABASE_URL"])
+                settings = load_settings(env=env)
+                if settings.database_url:
+                    url = urlsplit(settings.database_url)
                     target, port = self._destination(url.hostname or "", url.port or 5432)
                     self.connections.append(Connection(source, target, port, "database"))
                 argv = kubelet.command(container, image(), env)
                 serves_artifacts = argv[1:2] == ["serve"] and "artifacts" in argv[2:]
-                if serves_artifacts and env.get("CAIRN_ARTIFACT_BACKEND") == "s3":
-                    secure = env.get("CAIRN_S3_SECURE", "true").lower() in {
-                        "1",
-                        "true",
-                        "yes",
-                        "on",
-                    }
-                    host, _, given = env["CAIRN_S3_ENDPOINT"].partition(":")
-                    target, port = self._destination(host, int(given or (443 if secure else 80)))
+                if serves_artifacts and settings.artifact_backend == "s3":
+                    host, _, given = settings.s3_endpoint.partition(":")
+                    default = 443 if settings.s3_secure else 80
+                    target, port = self._destination(host, int(given or default))
                     self.connections.append(Connection(source, target, port, "s3"))
 
     def _destination(self, host: str, port: int) -> tuple[policies.Pod, int]:
@@ -368,12 +370,7 @@ class Cluster:
             if o["kind"] in {"Deployment", "StatefulSet"}
             and policies.selects(selector, pod_labels(o))
         ]
-        ports = {
-            p["name"]: p["containerPort"]
-            for c in pod_spec(workload)["containers"]
-            for p in c.get("ports", [])
-            if "name" in p
-        }
+        ports = named_ports(pod_spec(workload))
         (service_port,) = [p for p in service["spec"]["ports"] if p["port"] == port]
         target = kubelet.resolved_port(service_port.get("targetPort", port), ports)
         return policies.Pod(self.namespace.name, pod_labels(workload), ports), target

@@ -265,6 +265,8 @@ async def test_prometheus_scrapes_every_server(deployed: Deployment) -> None:
 
 
 async def test_the_network_policies_allow_every_connection_made(deployed: Deployment) -> None:
+    """The connections of the tests before this one (the client's, Prometheus's) and
+    the pods' own, to the database and S3."""
     cluster = deployed.cluster
     cluster.record_dependencies()
     policies_ = of_kind(cluster.objects, "NetworkPolicy")
