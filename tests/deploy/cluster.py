@@ -305,8 +305,7 @@ class Cluster:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
-        selector = {"matchLabels": service["spec"]["selector"]}
-        ready = [p for p in self.pods.values() if p.ready and policies.selects(selector, p.labels)]
+        ready = self.endpoints(service)
         try:
             if not ready:
                 return  # no endpoints: the connection is refused
@@ -328,6 +327,11 @@ class Cluster:
             writer.close()
             return
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+    def endpoints(self, service: Object) -> list[Pod]:
+        """The ready pods a Service selects."""
+        selector = {"matchLabels": service["spec"]["selector"]}
+        return [p for p in self.pods.values() if p.ready and policies.selects(selector, p.labels)]
 
     def _peer(self, ip: str) -> policies.Pod:
         for pod in self.pods.values():

@@ -168,9 +168,6 @@ async def deploy(
 def _client(cluster: Cluster, tls: dict[str, str] | None, key: str | None) -> cairn.Client:
     """Through the Services, as a pod of the cluster would connect: the tracking one by
     a dns:/// target, as docs/deploy.md suggests for the headless Service."""
-    security: dict[str, Any] = {"is_secure": False}
-    if tls:
-        security = {"custom_ca": tls["ca.crt"].encode()}
     return cairn.Client(
         f"dns:///{cluster.service_address('cairn-tracking')}",
         service_addresses={
@@ -178,8 +175,13 @@ def _client(cluster: Cluster, tls: dict[str, str] | None, key: str | None) -> ca
             "artifacts": cluster.service_address("cairn-artifacts"),
         },
         user_token=key,
-        **security,
+        **_security(tls),
     )
+
+
+def _security(tls: dict[str, str] | None) -> dict[str, Any]:
+    """TLS with the test CA where the overlay serves it, plaintext elsewhere."""
+    return {"custom_ca": tls["ca.crt"].encode()} if tls else {"is_secure": False}
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
@@ -252,6 +254,31 @@ async def test_a_client_works_across_the_three_services(
     assert reached == {f"service cairn-{s}" for s in ("tracking", "registry", "artifacts")}
 
 
+async def test_a_headless_service_reaches_its_pods_at_its_port(deployed: Deployment) -> None:
+    """A headless Service's name resolves to its pods' addresses and the client
+    connects to them at the Service's port (no forwarding maps it to a targetPort):
+    the address list DNS would answer, as a gRPC target."""
+    cluster = deployed.cluster
+    headless_services = {
+        name: service
+        for name, service in cluster.namespace.services.items()
+        if service["spec"].get("clusterIP") == "None"
+    }
+    assert len(headless_services) == 3
+    for name, service in headless_services.items():
+        pods = cluster.endpoints(service)
+        (port,) = [p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc"]
+        addresses = ",".join(f"{pod.ip}:{port}" for pod in pods)
+        headless = cairn.Client(
+            f"ipv4:{addresses}", user_token=deployed.key, **_security(deployed.tls)
+        )
+        async with headless as client:
+            assert await client.auth.get_projects(), name
+        for pod in pods:
+            target = pod.as_peer(cluster.namespace.name)
+            cluster.connections.append(Connection(CLIENT, target, port, f"service {name}"))
+
+
 async def test_prometheus_scrapes_every_server(deployed: Deployment) -> None:
     cluster = deployed.cluster
     for pod in cluster.pods.values():
@@ -271,7 +298,13 @@ async def test_the_network_policies_allow_every_connection_made(deployed: Deploy
     cluster.record_dependencies()
     policies_ = of_kind(cluster.objects, "NetworkPolicy")
     kinds = {c.what.split(":")[0] for c in cluster.connections}
-    assert {"database", "s3", "metrics", "service cairn-tracking"} <= kinds
+    assert {
+        "database",
+        "s3",
+        "metrics",
+        "service cairn-tracking",
+        "service cairn-tracking-headless",
+    } <= kinds
     denied = [
         c
         for c in cluster.connections
