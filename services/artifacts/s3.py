@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -112,9 +113,10 @@ class S3Backend:
         """Only the keys new uploads are written under: a bucket may hold more."""
         root = self._name(KEY_ROOT) + "/"
         start = len(self._name(""))
-        for found in self.client.list_objects(self.bucket, prefix=root, recursive=True):
-            if found.object_name and found.last_modified:
-                yield found.object_name[start:], found.last_modified
+        with _empty_while_no_bucket():
+            for found in self.client.list_objects(self.bucket, prefix=root, recursive=True):
+                if found.object_name and found.last_modified:
+                    yield found.object_name[start:], found.last_modified
 
     def unfinished(self) -> list[Unfinished]:
         """Every multipart upload under the prefix, Cairn's or left by older versions."""
@@ -137,20 +139,32 @@ class S3Backend:
 
     def _multipart_uploads(self) -> Iterator[Any]:
         key_marker = upload_id_marker = None
-        while True:
-            page = self.client._list_multipart_uploads(
-                self.bucket,
-                prefix=self._name(""),
-                key_marker=key_marker,
-                upload_id_marker=upload_id_marker,
-            )
-            yield from page.uploads
-            if not page.is_truncated:
-                return
-            key_marker, upload_id_marker = page.next_key_marker, page.next_upload_id_marker
+        with _empty_while_no_bucket():
+            while True:
+                page = self.client._list_multipart_uploads(
+                    self.bucket,
+                    prefix=self._name(""),
+                    key_marker=key_marker,
+                    upload_id_marker=upload_id_marker,
+                )
+                yield from page.uploads
+                if not page.is_truncated:
+                    return
+                key_marker, upload_id_marker = page.next_key_marker, page.next_upload_id_marker
 
     def _name(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
+
+
+@contextmanager
+def _empty_while_no_bucket() -> Iterator[None]:
+    """A listing of a bucket not made yet ends empty: the first write makes it, so on a
+    fresh deployment the janitor finds nothing to do rather than an error."""
+    try:
+        yield
+    except S3Error as error:
+        if error.code != "NoSuchBucket":
+            raise
 
 
 def _chunks(response: Any) -> Generator[bytes, None, None]:

@@ -323,15 +323,6 @@ async def test_a_fresh_deployment_logs_no_error(deployed: Deployment) -> None:
     assert noisy == []
 
 
-# Known: on a bucket nobody has written yet (MinIO of the dev overlay, a new S3 bucket),
-# the artifact janitor's first pass logs two errors (NoSuchBucket) with tracebacks; the
-# bucket is made by the first upload. When that is fixed, this test passes and the
-# mark must go (strict).
-test_a_fresh_deployment_logs_no_error = pytest.mark.xfail(
-    strict=True, reason="janitor's first pass fails with NoSuchBucket on a fresh bucket"
-)(test_a_fresh_deployment_logs_no_error)
-
-
 async def test_every_server_exits_cleanly_on_sigterm_within_its_grace(deployed: Deployment) -> None:
     """Exit 0, well within terminationGracePeriodSeconds, `stopped` logged last, and
     nothing logged at warning or above from the SIGTERM on; an upload under way when

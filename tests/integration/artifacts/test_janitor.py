@@ -8,12 +8,14 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 import cairn
 from cairn_server.artifacts import backends
 from cairn_server.artifacts.janitor import Janitor
 from cairn_server.artifacts.store import ObjectStore, PendingUpload
 from cairn_server.common.errors import Aborted
+from tests.conftest import with_overrides
 from tests.integration.artifacts.conftest import BUCKET, s3_client
 
 
@@ -93,3 +95,18 @@ async def test_bytes_that_cannot_be_removed_hold_up_nothing_else(
     (config.artifact_dir / stuck / "inside").unlink()  # now it can go
     (config.artifact_dir / stuck).rmdir()
     assert await Janitor(ObjectStore(pool), backend, timedelta(hours=1)).collect_garbage() >= 1
+
+
+async def test_a_bucket_not_made_yet_gives_the_janitor_nothing_to_do(
+    pool: asyncpg.Pool, s3_config
+) -> None:
+    """A fresh deployment: the bucket is made by the first upload, and until then the
+    janitor's passes find nothing, without an error in the log."""
+    fresh = with_overrides(s3_config, s3_bucket=f"fresh-{uuid.uuid4().hex[:12]}")
+    with capture_logs() as logged:
+        swept = await Janitor(
+            ObjectStore(pool), backends.from_config(fresh), min_age=timedelta(0)
+        ).sweep()
+    assert swept.aborted_writes == swept.removed == 0
+    assert [e for e in logged if e["log_level"] in ("warning", "error")] == []
+    assert not s3_client(fresh).bucket_exists(fresh.s3_bucket)
