@@ -9,6 +9,8 @@ from .common.service import ServiceSpec
 from .registry import SPEC as REGISTRY
 from .tracking import SPEC as TRACKING
 
+# In the order a garbage collection runs their steps, whatever the order they are
+# named in: those letting go of artifact locations before artifacts, which drains them.
 SERVICES: dict[str, ServiceSpec] = {spec.name: spec for spec in (TRACKING, REGISTRY, ARTIFACTS)}
 
 
@@ -21,5 +23,5 @@ def select(names: list[str]) -> list[ServiceSpec]:
     unknown = [n for n in names if n not in SERVICES]
     if unknown:
         raise ValueError(f"unknown service {', '.join(unknown)}; choose from {', '.join(SERVICES)}")
-    served = [AUTH, *(SERVICES[n] for n in dict.fromkeys(names))]
+    served = [AUTH, *(spec for name, spec in SERVICES.items() if name in names)]
     return [served[0], operations.spec(served), *served[1:]]

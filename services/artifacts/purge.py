@@ -1,5 +1,6 @@
-"""Garbage collection's artifacts step: deletes every object under the locations other
-services let go of (`operations/queue.py`), then the janitor removes their bytes.
+"""Garbage collection's artifacts step: deletes the objects under the locations other
+services let go of (`operations/queue.py`) written no later than they were let go of,
+then the janitor removes their bytes.
 
 It runs in a garbage collection received by a server hosting the artifacts service,
 and in that service's background work every CAIRN_ARTIFACT_JANITOR_INTERVAL_SECONDS,
@@ -15,9 +16,9 @@ import asyncpg
 
 from ..common import logs
 from ..common.service import Purge, Resources
+from ..common.sql import like_prefix
 from ..operations import queue
 from .janitor import Janitor, janitor_for, run_janitor
-from .store import _like_prefix
 
 # Objects unpublished per transaction.
 BATCH = 1000
@@ -74,9 +75,9 @@ async def drain(pool: asyncpg.Pool, janitor: Janitor) -> Drained:
 
 
 async def _drain_one(pool: asyncpg.Pool, drained: Drained) -> bool | None:
-    """Unpublishes up to BATCH objects under the oldest queued location (their keys
-    become garbage), and takes it off the queue once none is left; whether it did,
-    or None when the queue is empty."""
+    """Unpublishes up to BATCH objects under the oldest queued location written no
+    later than it was queued (their keys become garbage), and takes it off the queue
+    once none is left; whether it did, or None when the queue is empty."""
     async with pool.acquire() as conn, conn.transaction():
         location = await queue.take(conn)
         if location is None:
@@ -87,6 +88,7 @@ async def _drain_one(pool: asyncpg.Pool, drained: Drained) -> bool | None:
                     WHERE o.project = $1 AND o.path IN (
                         SELECT path FROM artifacts.objects
                         WHERE project = $1 AND (path = $2 OR path LIKE $3)
+                          AND update_time <= $4
                         LIMIT {BATCH})
                     RETURNING storage_key, size
                 ), condemned AS (
@@ -96,7 +98,8 @@ async def _drain_one(pool: asyncpg.Pool, drained: Drained) -> bool | None:
                 SELECT count(*) AS objects, coalesce(sum(size), 0) AS bytes FROM gone""",
             location.project,
             location.path,
-            _like_prefix(location.path + "/"),
+            like_prefix(location.path + "/"),
+            location.queue_time,
         )
         drained.objects += row["objects"]
         drained.bytes += row["bytes"]

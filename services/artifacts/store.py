@@ -19,6 +19,7 @@ import asyncpg
 
 from ..common import paging
 from ..common.errors import Aborted, AlreadyExists, NotFound
+from ..common.sql import like_prefix
 from .backends import new_key
 
 _COLUMNS = "project, path, size, sha256, content_type, storage_key, create_time, update_time"
@@ -295,7 +296,7 @@ class ObjectStore:
                     INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
                     RETURNING storage_key""",
                 project,
-                _like_prefix(path) if recursive else path,
+                like_prefix(path) if recursive else path,
             )
         return [row["storage_key"] for row in rows]
 
@@ -330,7 +331,7 @@ class ObjectStore:
                     ) e WHERE entry > $4
                     ORDER BY entry, path LIMIT $5""",
                 project,
-                _like_prefix(prefix),
+                like_prefix(prefix),
                 len(prefix) + 1,
                 after,
                 page_size + 1,
@@ -382,8 +383,3 @@ def _expired(upload: PendingUpload) -> Aborted:
         "and was discarded; upload again",
         metadata={"upload_id": str(upload.upload_id), "path": upload.path},
     )
-
-
-def _like_prefix(prefix: str) -> str:
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"

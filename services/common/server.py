@@ -34,16 +34,16 @@ class CairnServer:
     def __init__(self, config: Config, services: Sequence[ServiceSpec], pool: asyncpg.Pool):
         self.config = config
         self.services = list(services)
-        resources = Resources(config=config, pool=pool)
-        self._resources = resources
-        self._background: list[asyncio.Task[None]] = []
-        limit = config.max_message_bytes
-        self._gate = _gate(self.services, resources)
         self._idempotency = Idempotency(
             pool,
             {spec.full_name: spec.schema for spec in self.services if spec.records_requests},
             exempt=set().union(*(spec.not_recorded for spec in self.services)),
         )
+        resources = Resources(config=config, pool=pool, idempotency=self._idempotency)
+        self._resources = resources
+        self._background: list[asyncio.Task[None]] = []
+        limit = config.max_message_bytes
+        self._gate = _gate(self.services, resources)
         self._server = grpc.aio.server(
             interceptors=[CallInterceptor(self._gate, role_table(services), self._idempotency)],
             options=[

@@ -15,15 +15,18 @@ import grpc
 
 from .access import Gate, RoleTable
 from .config import Config
+from .idempotency import Idempotency
 
 
 @dataclass(frozen=True)
 class Resources:
-    """What a servicer may use: the settings, the database pool, and whether the server
-    is shutting down (set when it stops taking calls)."""
+    """What a servicer may use: the settings, the database pool, the server's record of
+    request ids, and whether the server is shutting down (set when it stops taking
+    calls)."""
 
     config: Config
     pool: asyncpg.Pool
+    idempotency: Idempotency
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 

@@ -19,6 +19,13 @@ class Params:
         return f"{placeholder}::{cast}" if cast else placeholder
 
 
+def like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching the strings that start with prefix (its wildcards and
+    escape character taken literally)."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
 async def unguarded(conn: asyncpg.Connection) -> None:
     """Lifts the pool's statement timeout for the rest of conn's current transaction,
     for maintenance that may rightly take long."""

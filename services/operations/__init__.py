@@ -29,20 +29,21 @@ FULL_NAME = operations_service_pb2.DESCRIPTOR.services_by_name["OperationService
 
 def spec(hosted: Sequence[ServiceSpec]) -> ServiceSpec:
     """The operations service of a server hosting `hosted` (whose purge steps its
-    garbage collection runs)."""
-    runners: dict[int, Runner] = {}
-
-    def runner(resources: Resources) -> Runner:
-        # One per server: its calls start operations its background work runs.
-        return runners.setdefault(id(resources), Runner(resources, hosted))
+    garbage collection runs); one per server, as `catalog.select` makes it."""
+    runner: Runner | None = None
 
     def register(server: grpc.aio.Server, resources: Resources) -> None:
+        # Made once, with the server: its calls start operations its background work
+        # runs and takes over.
+        nonlocal runner
+        runner = Runner(resources, hosted)
         operations_service_pb2_grpc.add_OperationServiceServicer_to_server(
-            OperationServicer(resources, runner(resources)), server
+            OperationServicer(resources, runner), server
         )
 
     async def background(resources: Resources) -> None:
-        await runner(resources).serve()
+        assert runner is not None, "started before it was registered"
+        await runner.serve()
 
     return ServiceSpec(
         name="operations",

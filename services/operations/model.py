@@ -39,6 +39,8 @@ class Operation:
     counts: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     end_time: datetime | None = None
+    # How many times a server began running it: 1 when it starts, more after takeovers.
+    attempts: int = 0
 
     @property
     def name(self) -> str:
@@ -47,3 +49,13 @@ class Operation:
     @property
     def done(self) -> bool:
         return self.state in DONE
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One server's hold on one attempt at an operation: the attempt number fences off
+    an older attempt, of this server or another, once the operation was taken over."""
+
+    operation_id: uuid.UUID
+    owner: uuid.UUID
+    attempt: int

@@ -3,12 +3,15 @@ artifacts service, which deletes what lies under them, wherever it runs.
 
 A location is queued in the transaction that removed the rows referring to it, so it
 is queued exactly when they are gone; the artifacts service takes it off the queue in
-the transaction that unpublishes the objects under it.
+the transaction that unpublishes the objects under it. Only objects written no later
+than the location was queued go: a location reused since (a new experiment given the
+same artifact location) keeps what was written there after.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -21,6 +24,8 @@ class Location:
     id: int
     project: str
     path: str
+    # When it was let go of: objects written under it since are another owner's.
+    queue_time: datetime
 
 
 def parse(location: str) -> tuple[str, str] | None:
@@ -53,10 +58,10 @@ async def take(conn: asyncpg.Connection) -> Location | None:
     """The oldest queued location no other transaction is working on, locked until
     conn's transaction ends (it deletes it with `done` when its objects are gone)."""
     row = await conn.fetchrow(
-        """SELECT id, project, path FROM operations.discarded_locations
+        """SELECT id, project, path, queue_time FROM operations.discarded_locations
            ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"""
     )
-    return None if row is None else Location(row["id"], row["project"], row["path"])
+    return None if row is None else Location(**dict(row))
 
 
 async def done(conn: asyncpg.Connection, location: Location) -> None:

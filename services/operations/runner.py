@@ -18,10 +18,9 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from ..common import logs
-from ..common.idempotency import Idempotency
 from ..common.service import Resources, ServiceSpec
 from . import queue
-from .model import Kind, Operation, State
+from .model import Kind, Lease, Operation, State
 from .store import LeaseLost, OperationStore
 
 LEASE = timedelta(seconds=10)
@@ -34,21 +33,18 @@ _log = logs.get("cairn.operations")
 class GarbageCollection:
     """What a service's purge step sees of the operation running it (`Purge`)."""
 
-    def __init__(self, store: OperationStore, operation: Operation, owner: uuid.UUID) -> None:
+    def __init__(self, store: OperationStore, operation: Operation, held: Lease) -> None:
         self._store = store
-        self._id = operation.operation_id
-        self._owner = owner
+        self._held = held
         older_than = timedelta(seconds=operation.spec["older_than_seconds"])
         self.cutoff: datetime = operation.create_time - older_than
 
     async def plan(self, items: int) -> None:
         if items:
-            await self._store.plan(self._id, self._owner, items)
+            await self._store.plan(self._held, items)
 
     async def done(self, kind: str, items: int, progress: int | None = None) -> None:
-        await self._store.count(
-            self._id, self._owner, kind, items, items if progress is None else progress
-        )
+        await self._store.count(self._held, kind, items, items if progress is None else progress)
 
     async def discard(self, conn: asyncpg.Connection, locations: list[str]) -> None:
         await queue.enqueue(conn, locations)
@@ -61,13 +57,10 @@ class Runner:
         self._resources = resources
         self._store = OperationStore(resources.pool)
         self._owner = uuid.uuid4()
+        # In the order hosted, which catalog.select fixes: the steps that let go of
+        # artifact locations before the artifacts step that drains them.
         self._purging = [spec for spec in hosted if spec.purge is not None]
         self.steps = [spec.name for spec in self._purging]
-        self._idempotency = Idempotency(
-            resources.pool,
-            {spec.full_name: spec.schema for spec in hosted if spec.records_requests},
-            exempt=set(),
-        )
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     async def start_garbage_collection(self, older_than: timedelta) -> Operation:
@@ -101,7 +94,9 @@ class Runner:
         failed = await self._store.fail_abandoned(self.steps, ABANDONED_AFTER)
         if failed:
             _log.warning("abandoned operations failed", count=failed)
-        while operation := await self._store.claim(self._owner, self.steps, LEASE):
+        while operation := await self._store.claim(
+            self._owner, self.steps, LEASE, running=list(self._running)
+        ):
             _log.info("operation taken over", operation=operation.name)
             self._launch(operation)
 
@@ -111,57 +106,61 @@ class Runner:
         task.add_done_callback(lambda _: self._running.pop(operation.operation_id, None))
 
     async def _run(self, operation: Operation) -> None:
-        renewing = asyncio.create_task(self._renew(operation.operation_id))
+        held = Lease(operation.operation_id, self._owner, operation.attempts)
+        renewing = asyncio.create_task(self._renew(held))
         try:
             if operation.state is State.PENDING:
-                await self._store.begin(operation.operation_id, self._owner)
-            await self._collect(operation)
-            await self._store.finish(operation.operation_id, self._owner, State.SUCCEEDED, [])
+                await self._store.begin(held)
+            await self._collect(operation, held)
+            await self._store.finish(held, State.SUCCEEDED, [])
             _log.info("operation succeeded", operation=operation.name)
         except LeaseLost:
             _log.warning("operation taken over by another server", operation=operation.name)
         except asyncio.CancelledError:
-            await self._hand_over(operation)
+            await self._hand_over(operation, held)
             raise
-        except Exception as error:
-            _log.exception("operation failed", operation=operation.name)
-            await self._fail(operation, error)
+        except Exception:
+            await self._fail(operation, held)
         finally:
             renewing.cancel()
 
-    async def _fail(self, operation: Operation, error: Exception) -> None:
+    async def _fail(self, operation: Operation, held: Lease) -> None:
+        """Marks the operation FAILED with a message that names no internals (clients
+        read it) but an error id, logged with the traceback for the operator."""
+        error_id = uuid.uuid4().hex[:12]
+        _log.exception("operation failed", operation=operation.name, error_id=error_id)
+        message = f"the operation failed on the server; its log has the details (error {error_id})"
         try:
-            await self._store.finish(
-                operation.operation_id, self._owner, State.FAILED, [f"{error!r}"]
-            )
+            await self._store.finish(held, State.FAILED, [message])
         except Exception:
             # Its lease runs out, and a server takes it over and runs it again.
             _log.exception("operation could not be marked failed", operation=operation.name)
 
-    async def _collect(self, operation: Operation) -> None:
-        gc = GarbageCollection(self._store, operation, self._owner)
+    async def _collect(self, operation: Operation, held: Lease) -> None:
+        gc = GarbageCollection(self._store, operation, held)
         for spec in self._purging:
             if spec.name in operation.steps:
                 assert spec.purge is not None
                 await spec.purge(self._resources, gc)
         retention = self._resources.config.request_id_retention_seconds
-        await gc.done("request_ids", await self._idempotency.prune(retention), progress=0)
+        pruned = await self._resources.idempotency.prune(retention)
+        await gc.done("request_ids", pruned, progress=0)
 
-    async def _renew(self, operation_id: uuid.UUID) -> None:
+    async def _renew(self, held: Lease) -> None:
         while True:
             await asyncio.sleep(RENEW_SECONDS)
             try:
-                await self._store.renew(operation_id, self._owner, LEASE)
+                await self._store.renew(held, LEASE)
             except LeaseLost:
-                self._running[operation_id].cancel()
+                self._running[held.operation_id].cancel()
                 return
             except Exception as error:
                 _log.warning("renewing an operation's lease failed", error=repr(error))
 
-    async def _hand_over(self, operation: Operation) -> None:
+    async def _hand_over(self, operation: Operation, held: Lease) -> None:
         """Releases the lease of an operation this stopping server was running, so
         another (or this one restarted) resumes it without waiting for the lease."""
         try:
-            await self._store.release(operation.operation_id, self._owner)
+            await self._store.release(held)
         except Exception:
             _log.warning("operation left to its lease", operation=operation.name)

@@ -13,10 +13,10 @@ import asyncpg
 from ..common.errors import NotFound
 from ..common.paging import Keyset, Page, SortColumn
 from ..common.sql import Params
-from .model import PREFIX, Kind, Operation, State
+from .model import PREFIX, Kind, Lease, Operation, State
 
 _COLUMNS = """operation_id, kind, state, spec, steps, progress_done, progress_total, counts,
-    errors, create_time, update_time, end_time"""
+    errors, create_time, update_time, end_time, attempts"""
 _NEWEST_FIRST = Keyset(
     [
         SortColumn("create_time", False, "timestamptz", "create_time"),
@@ -42,12 +42,13 @@ class OperationStore:
         owner: uuid.UUID,
         lease: timedelta,
     ) -> Operation:
-        """A new operation, PENDING and leased to owner, who is about to run it."""
+        """A new operation, PENDING and leased to owner, who is about to run it (its
+        first attempt)."""
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
                 f"""INSERT INTO operations.operations
-                        (operation_id, kind, state, spec, steps, owner, lease_until)
-                    VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + $7::interval)
+                        (operation_id, kind, state, spec, steps, owner, lease_until, attempts)
+                    VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + $7::interval, 1)
                     RETURNING {_COLUMNS}""",
                 uuid.uuid4(),
                 kind,
@@ -83,17 +84,24 @@ class OperationStore:
         return _NEWEST_FIRST.page(rows, page_size, _operation)
 
     async def claim(
-        self, owner: uuid.UUID, hosted: Sequence[str], lease: timedelta
+        self,
+        owner: uuid.UUID,
+        hosted: Sequence[str],
+        lease: timedelta,
+        running: Sequence[uuid.UUID] = (),
     ) -> Operation | None:
         """Takes over one unfinished operation whose lease has passed and whose steps
-        this server hosts all of; SKIP LOCKED, so two servers never take the same one."""
+        this server hosts all of, but none it is `running` still (its lease may pass
+        while the attempt is under way); SKIP LOCKED, so two servers never take the same
+        one. The attempt count grows, so the attempt taken over can change it no more."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 """SELECT operation_id FROM operations.operations
                    WHERE end_time IS NULL AND lease_until < clock_timestamp()
-                     AND steps <@ $1::text[]
+                     AND steps <@ $1::text[] AND NOT operation_id = ANY($2::uuid[])
                    ORDER BY create_time LIMIT 1 FOR UPDATE SKIP LOCKED""",
                 list(hosted),
+                list(running),
             )
             if row is None:
                 return None
@@ -109,47 +117,37 @@ class OperationStore:
             )
         return _operation(taken)
 
-    async def begin(self, operation_id: uuid.UUID, owner: uuid.UUID) -> None:
+    async def begin(self, held: Lease) -> None:
         """Marks an operation this server created RUNNING as it starts it."""
-        await self._update(
-            operation_id, owner, "state = $3, attempts = attempts + 1", State.RUNNING
-        )
+        await self._update(held, "state = $4", State.RUNNING)
 
-    async def renew(self, operation_id: uuid.UUID, owner: uuid.UUID, lease: timedelta) -> None:
-        await self._update(
-            operation_id, owner, "lease_until = clock_timestamp() + $3::interval", lease
-        )
+    async def renew(self, held: Lease, lease: timedelta) -> None:
+        await self._update(held, "lease_until = clock_timestamp() + $4::interval", lease)
 
-    async def release(self, operation_id: uuid.UUID, owner: uuid.UUID) -> None:
+    async def release(self, held: Lease) -> None:
         """Lets another server take the operation over at once (this one is stopping)."""
-        await self._update(operation_id, owner, "owner = NULL, lease_until = clock_timestamp()")
+        await self._update(held, "owner = NULL, lease_until = clock_timestamp()")
 
-    async def plan(self, operation_id: uuid.UUID, owner: uuid.UUID, items: int) -> None:
-        await self._update(operation_id, owner, "progress_total = progress_total + $3", items)
+    async def plan(self, held: Lease, items: int) -> None:
+        await self._update(held, "progress_total = progress_total + $4", items)
 
-    async def count(
-        self, operation_id: uuid.UUID, owner: uuid.UUID, kind: str, items: int, progress: int
-    ) -> None:
+    async def count(self, held: Lease, kind: str, items: int, progress: int) -> None:
         await self._update(
-            operation_id,
-            owner,
-            """counts = jsonb_set(counts, ARRAY[$3::text],
-                   to_jsonb(coalesce((counts->>$3::text)::bigint, 0) + $4)),
-               progress_done = progress_done + $5""",
+            held,
+            """counts = jsonb_set(counts, ARRAY[$4::text],
+                   to_jsonb(coalesce((counts->>$4::text)::bigint, 0) + $5)),
+               progress_done = progress_done + $6""",
             kind,
             items,
             progress,
         )
 
-    async def finish(
-        self, operation_id: uuid.UUID, owner: uuid.UUID, state: State, errors: Sequence[str]
-    ) -> None:
+    async def finish(self, held: Lease, state: State, errors: Sequence[str]) -> None:
         await self._update(
-            operation_id,
-            owner,
-            """state = $3::smallint, errors = errors || $4::text[],
+            held,
+            f"""state = $4::smallint, errors = errors || $5::text[],
                end_time = clock_timestamp(), owner = NULL,
-               progress_done = CASE WHEN $3::smallint = 3
+               progress_done = CASE WHEN $4::smallint = {int(State.SUCCEEDED)}
                    THEN progress_total ELSE progress_done END""",
             state,
             list(errors),
@@ -173,22 +171,23 @@ class OperationStore:
             )
         return int(status.split()[-1])
 
-    async def _update(
-        self, operation_id: uuid.UUID, owner: uuid.UUID, assignments: str, *values: Any
-    ) -> None:
-        """Changes an operation this owner holds; LeaseLost when it holds it no more."""
+    async def _update(self, held: Lease, assignments: str, *values: Any) -> None:
+        """Changes an operation in the attempt `held` runs; LeaseLost when the operation
+        was taken over since (by another server or, its lease passed, by this one)."""
         async with self._pool.acquire() as conn:
-            held = await conn.fetchval(
+            changed = await conn.fetchval(
                 f"""UPDATE operations.operations
                     SET {assignments}, update_time = clock_timestamp()
-                    WHERE operation_id = $1 AND owner = $2 AND end_time IS NULL
+                    WHERE operation_id = $1 AND owner = $2 AND attempts = $3
+                      AND end_time IS NULL
                     RETURNING true""",
-                operation_id,
-                owner,
+                held.operation_id,
+                held.owner,
+                held.attempt,
                 *values,
             )
-        if not held:
-            raise LeaseLost(f"{PREFIX}{operation_id}")
+        if not changed:
+            raise LeaseLost(f"{PREFIX}{held.operation_id}")
 
 
 def operation_id_of(name: str) -> uuid.UUID:
@@ -220,4 +219,5 @@ def _operation(row: asyncpg.Record) -> Operation:
         create_time=row["create_time"],
         update_time=row["update_time"],
         end_time=row["end_time"],
+        attempts=row["attempts"],
     )

@@ -10,8 +10,8 @@ from ...common import filter_sql, filters, paging
 from ...common.errors import AlreadyExists, FailedPrecondition, NotFound
 from ...common.filters import FilterError, Identifier
 from ...common.sql import Params
-from ..model import ARTIFACT_SCHEME, Experiment, LifecycleStage, ViewType
-from .purge import DELETE_TIME
+from ..model import Experiment, LifecycleStage, ViewType
+from .purge import delete_time, generated_location
 
 _COLUMNS = """experiment_id, project, name, artifact_location, lifecycle_stage,
               creation_time, last_update_time"""
@@ -52,7 +52,7 @@ class ExperimentStore:
                     metadata={"name": name},
                 ) from None
             if not artifact_location:
-                location = f"{ARTIFACT_SCHEME}://{project}/experiments/{row['experiment_id']}"
+                location = generated_location(project, row["experiment_id"])
                 row = await conn.fetchrow(
                     f"""UPDATE tracking.experiments SET artifact_location = $2
                         WHERE experiment_id = $1 RETURNING {_COLUMNS}""",
@@ -118,12 +118,21 @@ class ExperimentStore:
         async with self._pool.acquire() as conn:
             found = await conn.fetchval(
                 f"""UPDATE tracking.experiments
-                    SET lifecycle_stage = $3, last_update_time = now(), {DELETE_TIME}
-                    WHERE project = $1 AND experiment_id = $2 RETURNING 1""",
+                    SET lifecycle_stage = $3, last_update_time = now(), {delete_time("$3")}
+                    WHERE project = $1 AND experiment_id = $2
+                      AND ($3 = {int(LifecycleStage.DELETED)} OR purge_time IS NULL)
+                    RETURNING 1""",
                 project,
                 experiment_id,
                 stage,
             )
+            if found is None and await _being_purged(conn, project, experiment_id):
+                raise FailedPrecondition(
+                    "EXPERIMENT_BEING_PURGED",
+                    f"experiment {experiment_id} cannot be restored: a garbage collection "
+                    "has begun removing its runs for good",
+                    metadata={"experiment_id": str(experiment_id)},
+                )
         if found is None:
             raise _not_found(experiment_id)
 
@@ -312,3 +321,13 @@ def _not_found(experiment_id: int) -> NotFound:
         f"experiment {experiment_id} not found",
         metadata={"experiment_id": str(experiment_id)},
     )
+
+
+async def _being_purged(conn: asyncpg.Connection, project: str, experiment_id: int) -> bool:
+    purge_time = await conn.fetchval(
+        """SELECT purge_time FROM tracking.experiments
+           WHERE project = $1 AND experiment_id = $2""",
+        project,
+        experiment_id,
+    )
+    return purge_time is not None

@@ -4,8 +4,14 @@ artifact locations to the artifacts service in the same transaction.
 
 A run goes when it was deleted before the cut-off, or its experiment was. An
 experiment goes once it was deleted before the cut-off and has no run left; its name
-is free from then on. Each batch is one short transaction, so a restart resumes by
-selecting what is left.
+is free from then on, and it cannot be restored once the first of its runs went
+(`purge_time`). Each batch is one transaction of statements bounded in size, so a
+restart resumes by selecting what is left. Rows another transaction holds are
+skipped, left for a later run, and counted ("runs_skipped", "experiments_skipped").
+
+What goes of the artifacts: each run's own directory (its artifact_uri), and an
+experiment's location only when Cairn made it (`<project>/experiments/<id>`): a
+location chosen by hand may hold files no experiment owns, as in MLflow.
 """
 
 from __future__ import annotations
@@ -13,19 +19,19 @@ from __future__ import annotations
 import asyncpg
 
 from ...common.service import Purge, Resources
-from ..model import LifecycleStage
+from ..model import ARTIFACT_SCHEME, LifecycleStage
 
-# Sets delete_time with the lifecycle stage: when first deleted, NULL when restored.
-DELETE_TIME = (
-    f"delete_time = CASE WHEN $3::smallint = {int(LifecycleStage.DELETED)} "
-    "THEN coalesce(delete_time, clock_timestamp()) END"
-)
 # Runs per transaction; each takes its params, tags, metric chunks and inputs along.
 BATCH = 100
+# Rows of one run-keyed table removed per statement: a run's history may be millions
+# of metric chunks, and every statement must end within the statement timeout.
+PIECE = 10_000
+# The tables keyed by run that may grow large; the rest go with the runs themselves.
+_RUN_HISTORY = ("metric_chunks", "latest_metrics", "params", "tags", "run_inputs")
 _DELETED = int(LifecycleStage.DELETED)
 # Two selections, each served by a partial index on delete_time: runs deleted on their
-# own, and runs of deleted experiments (whose rows are share-locked, so that they
-# cannot be restored under us).
+# own, and runs of deleted experiments (whose rows are locked, so that they cannot be
+# restored under us).
 _RUNS_DELETED = f"""tracking.runs r
     WHERE r.lifecycle_stage = {_DELETED} AND r.delete_time < $1"""
 _RUNS_OF_DELETED = f"""tracking.experiments e JOIN tracking.runs r USING (experiment_id)
@@ -34,8 +40,23 @@ _EXPERIMENTS = f"""tracking.experiments e
     WHERE e.lifecycle_stage = {_DELETED} AND e.delete_time < $1"""
 _LOCKS = {
     _RUNS_DELETED: "FOR UPDATE SKIP LOCKED",
-    _RUNS_OF_DELETED: "FOR UPDATE OF r SKIP LOCKED FOR SHARE OF e SKIP LOCKED",
+    # The experiment's row too, which the batch marks being purged; a restore waits.
+    _RUNS_OF_DELETED: "FOR UPDATE OF r SKIP LOCKED FOR NO KEY UPDATE OF e SKIP LOCKED",
 }
+
+
+def delete_time(stage: str) -> str:
+    """The assignment setting delete_time with the lifecycle stage (the SQL
+    expression `stage`): when first deleted, NULL when restored."""
+    return (
+        f"delete_time = CASE WHEN {stage}::smallint = {_DELETED} "
+        "THEN coalesce(delete_time, clock_timestamp()) END"
+    )
+
+
+def generated_location(project: str, experiment_id: int) -> str:
+    """The artifact location Cairn gives an experiment created without one."""
+    return f"{ARTIFACT_SCHEME}://{project}/experiments/{experiment_id}"
 
 
 async def purge(resources: Resources, gc: Purge) -> None:
@@ -54,28 +75,64 @@ async def purge(resources: Resources, gc: Purge) -> None:
             await gc.done("runs", removed)
     while removed := await _purge_experiments(pool, gc):
         await gc.done("experiments", removed)
+    await _count_skipped(pool, gc)
+
+
+async def _count_skipped(pool: asyncpg.Pool, gc: Purge) -> None:
+    """What is left is what other transactions held (a restore under way, say)."""
+    async with pool.acquire() as conn:
+        runs = sum([await conn.fetchval(f"SELECT count(*) FROM {s}", gc.cutoff) for s in _LOCKS])
+        experiments = await conn.fetchval(f"SELECT count(*) FROM {_EXPERIMENTS}", gc.cutoff)
+    for kind, skipped in (("runs_skipped", runs), ("experiments_skipped", experiments)):
+        if skipped:
+            await gc.done(kind, skipped, progress=0)
 
 
 async def _purge_runs(pool: asyncpg.Pool, gc: Purge, source: str) -> int:
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
-            f"""SELECT r.run_id, r.artifact_uri FROM {source}
+            f"""SELECT r.run_id, r.experiment_id, r.artifact_uri FROM {source}
                 LIMIT {BATCH} {_LOCKS[source]}""",
             gc.cutoff,
         )
         if rows:
-            await conn.execute(
-                "DELETE FROM tracking.runs WHERE run_id = ANY($1::uuid[])",
-                [row["run_id"] for row in rows],
-            )
+            run_ids = [row["run_id"] for row in rows]
+            if source is _RUNS_OF_DELETED:
+                await _mark_purging(conn, [row["experiment_id"] for row in rows])
+            for table in _RUN_HISTORY:
+                while await _delete_piece(conn, table, run_ids):
+                    pass
+            await conn.execute("DELETE FROM tracking.runs WHERE run_id = ANY($1::uuid[])", run_ids)
             await gc.discard(conn, [row["artifact_uri"] for row in rows])
     return len(rows)
+
+
+async def _mark_purging(conn: asyncpg.Connection, experiment_ids: list[int]) -> None:
+    """Deleted experiments losing their runs can be restored no more (restoring checks
+    purge_time): they would come back without them."""
+    await conn.execute(
+        f"""UPDATE tracking.experiments SET purge_time = clock_timestamp()
+            WHERE experiment_id = ANY($1::bigint[]) AND lifecycle_stage = {_DELETED}
+              AND purge_time IS NULL""",
+        list(set(experiment_ids)),
+    )
+
+
+async def _delete_piece(conn: asyncpg.Connection, table: str, run_ids: list[object]) -> bool:
+    """Deletes up to PIECE rows of the runs from a table; whether there may be more."""
+    status = await conn.execute(
+        f"""DELETE FROM tracking.{table} WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM tracking.{table} WHERE run_id = ANY($1::uuid[])
+                LIMIT {PIECE}))""",
+        run_ids,
+    )
+    return int(status.split()[-1]) == PIECE
 
 
 async def _purge_experiments(pool: asyncpg.Pool, gc: Purge) -> int:
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
-            f"""SELECT e.experiment_id, e.artifact_location FROM {_EXPERIMENTS}
+            f"""SELECT e.experiment_id, e.project, e.artifact_location FROM {_EXPERIMENTS}
                   AND NOT EXISTS (SELECT FROM tracking.runs r
                                   WHERE r.experiment_id = e.experiment_id)
                 LIMIT {BATCH} FOR UPDATE SKIP LOCKED""",
@@ -86,13 +143,19 @@ async def _purge_experiments(pool: asyncpg.Pool, gc: Purge) -> int:
                 "DELETE FROM tracking.experiments WHERE experiment_id = ANY($1::bigint[])",
                 [row["experiment_id"] for row in rows],
             )
-            await gc.discard(conn, await _unshared(conn, [r["artifact_location"] for r in rows]))
+            generated = [
+                row["artifact_location"]
+                for row in rows
+                if row["artifact_location"]
+                == generated_location(row["project"], row["experiment_id"])
+            ]
+            await gc.discard(conn, await unshared(conn, generated))
     return len(rows)
 
 
-async def _unshared(conn: asyncpg.Connection, locations: list[str]) -> list[str]:
-    """The locations no remaining experiment keeps artifacts in, under or above: a
-    location chosen by hand may be another experiment's too."""
+async def unshared(conn: asyncpg.Connection, locations: list[str]) -> list[str]:
+    """The locations no remaining experiment keeps artifacts in, under or above: an
+    experiment's location chosen by hand may lie inside another's."""
     rows = await conn.fetch(
         """SELECT loc FROM unnest($1::text[]) AS loc
            WHERE NOT EXISTS (

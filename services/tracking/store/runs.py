@@ -11,7 +11,7 @@ import asyncpg
 from ...common.errors import FailedPrecondition, NotFound
 from ..model import LifecycleStage, MetricPoint, Run, RunInfo, RunInput, RunStatus
 from ..names import generate_run_name
-from .purge import DELETE_TIME
+from .purge import delete_time
 
 # A run reads as deleted when it or its experiment is.
 RUN_COLUMNS = """r.run_id, r.project, r.experiment_id, r.run_name, r.user_id, r.status,
@@ -93,7 +93,7 @@ class RunStore:
     async def set_lifecycle(self, project: str, run_id: str, stage: LifecycleStage) -> None:
         async with self._pool.acquire() as conn:
             found = await conn.fetchval(
-                f"""UPDATE tracking.runs SET lifecycle_stage = $3, {DELETE_TIME}
+                f"""UPDATE tracking.runs SET lifecycle_stage = $3, {delete_time("$3")}
                     WHERE project = $1 AND run_id = $2 RETURNING 1""",
                 project,
                 uuid.UUID(run_id),
