@@ -1,0 +1,247 @@
+"""What a garbage collection must never remove: files written under a location after
+it was let go of, files no experiment owns under a location chosen by hand, and an
+experiment someone restores; and it must get through a run of any size."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+import cairn
+from cairn.exceptions import FailedPreconditionError, NotFoundError
+from cairn.types import Operation, OperationState
+from cairn_server import catalog
+from cairn_server.common.config import Config
+from cairn_server.common.server import CairnServer
+from cairn_server.tracking.store import purge
+from tests.conftest import new_project, with_overrides
+
+NOW = datetime.timedelta(0)
+NOTHING_DELETED_YET = datetime.timedelta(days=3650)  # a cut-off before every deletion
+
+
+@pytest.fixture
+async def ports(
+    config: Config, pool: asyncpg.Pool, server_port: int
+) -> AsyncIterator[dict[str, int]]:
+    """Tracking and artifacts apart, and all services together ("all", the session's
+    server), on one database."""
+    quiet = with_overrides(config, artifact_janitor_interval_seconds=0)  # drained by GCs only
+    servers = {
+        name: CairnServer(quiet, catalog.select([name]), pool) for name in ("tracking", "artifacts")
+    }
+    ports = {name: await server.start() for name, server in servers.items()}
+    yield {**ports, "all": server_port}
+    for server in servers.values():
+        await server.stop(grace=0)
+
+
+async def _collect(client: cairn.Client, older_than: datetime.timedelta) -> Operation:
+    started = await client.operations.start_garbage_collection(older_than)
+    done = await client.operations.wait_operation(started.name, timeout=60)
+    assert done.state is OperationState.SUCCEEDED, done.errors
+    return done
+
+
+@pytest.mark.parametrize("drained_by", ["artifacts", "all"])
+async def test_a_location_reused_before_it_is_drained_keeps_what_was_written_since(
+    ports: dict[str, int], drained_by: str, unique: str
+) -> None:
+    project = await new_project(ports["all"], f"reuse-{unique}")
+    location = f"cairn-artifacts://{project}/team/churn"
+
+    def connect(service: str) -> cairn.Client:
+        return cairn.Client(f"http://127.0.0.1:{ports[service]}", project=project)
+
+    async with connect("tracking") as tracking, connect(drained_by) as drainer:
+        old = await tracking.tracking.create_experiment("churn", artifact_location=location)
+        old_run = await tracking.tracking.create_run(old)
+        old_root = old_run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/")
+        await drainer.artifacts.upload(f"{old_root}/old.bin", b"o" * 10)
+        await tracking.tracking.delete_experiment(old)
+        await _collect(tracking, NOW)  # the rows go, the run's directory is queued
+
+        new = await tracking.tracking.create_experiment("churn", artifact_location=location)
+        run = await tracking.tracking.create_run(new)
+        root = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/")
+        await drainer.artifacts.upload(f"{root}/model.bin", b"m" * 100)
+        # The old run's own directory is rewritten too: the newer bytes stay.
+        await drainer.artifacts.upload(f"{old_root}/old.bin", b"n" * 20, overwrite=True)
+        await _collect(drainer, NOTHING_DELETED_YET)
+
+        assert (await drainer.artifacts.stat(f"{root}/model.bin")).size == 100
+        assert (await drainer.artifacts.stat(f"{old_root}/old.bin")).size == 20
+
+
+async def test_an_experiment_at_a_location_chosen_by_hand_leaves_other_files_there(
+    server_port: int, unique: str
+) -> None:
+    project = await new_project(server_port, f"custom-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        await client.artifacts.upload("registry/artifacts/ds/v1/data.csv", b"x" * 10)
+        await client.artifacts.upload("shared/notes.txt", b"n" * 5)
+        experiment = await client.tracking.create_experiment(
+            "custom", artifact_location=f"cairn-artifacts://{project}/shared"
+        )
+        run = await client.tracking.create_run(experiment)
+        root = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/")
+        await client.artifacts.upload(f"{root}/model.bin", b"m" * 10)
+        await client.artifacts.upload("registry/x", b"r")
+        empty = await client.tracking.create_experiment(
+            "empty", artifact_location=f"cairn-artifacts://{project}/registry"
+        )
+        for experiment_id in (experiment, empty):
+            await client.tracking.delete_experiment(experiment_id)
+        done = await _collect(client, NOW)
+        assert done.counts["experiments"] >= 2
+
+        with pytest.raises(NotFoundError):  # the run's own directory goes
+            await client.artifacts.stat(f"{root}/model.bin")
+        for kept in ("registry/artifacts/ds/v1/data.csv", "shared/notes.txt", "registry/x"):
+            assert (await client.artifacts.stat(kept)).size >= 1
+
+
+async def test_the_generated_location_goes_unless_another_experiment_keeps_files_in_it(
+    pool: asyncpg.Pool, unique: str
+) -> None:
+    """`unshared`: a location is kept when an experiment's is the same, inside it or
+    around it; a sibling whose name merely starts the same does not keep it."""
+    project = f"unshared-{unique}"
+    base = f"cairn-artifacts://{project}/experiments"
+    kept_by = {"same": f"{base}/7", "inside": f"{base}/8/inner", "around": f"{base}/9"}
+    async with pool.acquire() as conn:
+        rollback = conn.transaction()
+        await rollback.start()
+        try:
+            for name, location in {**kept_by, "sibling": f"{base}/100"}.items():
+                await conn.execute(
+                    """INSERT INTO tracking.experiments (project, name, artifact_location)
+                       VALUES ($1, $2, $3)""",
+                    project,
+                    name,
+                    location,
+                )
+            candidates = [f"{base}/7", f"{base}/8", f"{base}/9/sub", f"{base}/10"]
+            assert await purge.unshared(conn, candidates) == [f"{base}/10"]
+        finally:
+            await rollback.rollback()
+
+
+async def test_an_experiment_whose_purge_began_cannot_be_restored(
+    server_port: int, pool: asyncpg.Pool, unique: str
+) -> None:
+    project = await new_project(server_port, f"restore-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        tracking = client.tracking
+        experiment = await tracking.create_experiment("half")
+        runs = [(await tracking.create_run(experiment)).info.run_id for _ in range(2)]
+        await tracking.delete_experiment(experiment)
+        async with pool.acquire() as holder, holder.transaction():
+            # A writer holds one run: this GC removes the other and skips it.
+            await holder.execute(
+                "SELECT FROM tracking.runs WHERE run_id = $1::uuid FOR UPDATE", runs[1]
+            )
+            done = await _collect(client, NOW)
+        assert done.counts["runs_skipped"] == 1 and done.counts["experiments_skipped"] == 1
+        with pytest.raises(FailedPreconditionError) as refused:
+            await tracking.restore_experiment(experiment)
+        assert refused.value.reason == "EXPERIMENT_BEING_PURGED"
+        done = await _collect(client, NOW)  # the next one finishes the work
+        assert "runs_skipped" not in done.counts
+        with pytest.raises(NotFoundError):
+            await tracking.get_experiment(experiment)
+
+
+async def test_a_restore_before_the_purge_began_keeps_the_experiment_whole(
+    server_port: int, unique: str
+) -> None:
+    project = await new_project(server_port, f"restored-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        tracking = client.tracking
+        experiment = await tracking.create_experiment("back")
+        run = (await tracking.create_run(experiment)).info.run_id
+        await tracking.delete_experiment(experiment)
+        await tracking.restore_experiment(experiment)
+        await _collect(client, NOW)
+        assert (await tracking.get_run(run)).info.run_id == run
+
+
+async def test_delete_restore_delete_counts_from_the_last_delete(
+    server_port: int, pool: asyncpg.Pool, unique: str
+) -> None:
+    project = await new_project(server_port, f"redelete-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        tracking = client.tracking
+        experiment = await tracking.create_experiment("again")
+        await tracking.delete_experiment(experiment)
+        await pool.execute(
+            """UPDATE tracking.experiments SET delete_time = delete_time - interval '2 hours'
+               WHERE experiment_id = $1::text::bigint""",
+            experiment,
+        )
+        await tracking.restore_experiment(experiment)
+        assert await _delete_time(pool, experiment) is None
+        await tracking.delete_experiment(experiment)
+        await _collect(client, datetime.timedelta(hours=1))  # deleted just now: kept
+        assert (await tracking.get_experiment(experiment)).experiment_id == experiment
+
+
+async def _delete_time(pool: asyncpg.Pool, experiment_id: str) -> datetime.datetime | None:
+    value: datetime.datetime | None = await pool.fetchval(
+        "SELECT delete_time FROM tracking.experiments WHERE experiment_id = $1::text::bigint",
+        experiment_id,
+    )
+    return value
+
+
+async def test_a_run_with_a_long_history_goes_in_bounded_pieces(
+    server_port: int, pool: asyncpg.Pool, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every statement removes at most PIECE metric chunks, however many a run has, so
+    none runs into the statement timeout (a statement-level trigger counts them)."""
+    monkeypatch.setattr(purge, "PIECE", 5)
+    project = await new_project(server_port, f"pieces-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        tracking = client.tracking
+        experiment = await tracking.create_experiment("long")
+        run = (await tracking.create_run(experiment)).info.run_id
+        await pool.executemany(
+            """INSERT INTO tracking.metric_chunks
+                   (run_id, key, min_step, max_step, steps, "values", timestamps_ms)
+               VALUES ($1::uuid, 'loss', $2, $2, ARRAY[$2::bigint], ARRAY[0.5], ARRAY[0])""",
+            [(run, chunk) for chunk in range(23)],
+        )
+        await tracking.delete_run(run)
+        table = f"pieces_{unique}"
+        await pool.execute(_COUNTING_TRIGGER.format(table=table, run=run))
+        try:
+            await _collect(client, NOW)
+            pieces = [r["n"] for r in await pool.fetch(f"SELECT n FROM {table} WHERE n > 0")]
+        finally:
+            await pool.execute(
+                f"""DROP TRIGGER {table} ON tracking.metric_chunks;
+                    DROP FUNCTION {table}(); DROP TABLE {table}"""
+            )
+        assert sum(pieces) == 23 and max(pieces) <= 5 and len(pieces) >= 5
+
+
+# Records how many of the run's chunks each DELETE statement removed.
+_COUNTING_TRIGGER = """
+CREATE TABLE {table} (n bigint);
+CREATE FUNCTION {table}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {table} SELECT count(*) FROM gone WHERE run_id = '{run}';
+    RETURN NULL;
+END $$;
+CREATE TRIGGER {table} AFTER DELETE ON tracking.metric_chunks
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION {table}();
+"""
+
+
+def test_steps_run_producers_first_whatever_the_order_services_are_named_in() -> None:
+    for names in (["artifacts", "tracking"], ["artifacts", "registry", "tracking"], []):
+        hosted = [spec.name for spec in catalog.select(names) if spec.purge is not None]
+        assert hosted[-1] == "artifacts" and hosted.index("tracking") == 0, names
