@@ -27,7 +27,7 @@ from .errors import InvalidArgument
 REQUEST_ID_HEADER = "x-cairn-request-id"
 MAX_REQUEST_ID_LENGTH = 128
 # Methods that only read; every other method of a recording service is a write.
-READS = ("Get", "Search", "List", "Find", "Stat", "Download")
+READS = ("Get", "Search", "List", "Find", "Stat", "Download", "Wait")
 # The connection of the write being run, which the pool hands to every store of the call.
 CALL_CONNECTION: ContextVar[asyncpg.Connection | None] = ContextVar(
     "cairn_call_connection", default=None

@@ -53,4 +53,5 @@ def spec(hosted: Sequence[ServiceSpec]) -> ServiceSpec:
         register=register,
         roles=ROLES,
         background=background,
+        records_requests=True,
     )

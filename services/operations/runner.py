@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from ..common import logs
+from ..common.idempotency import after_commit
 from ..common.service import Resources, ServiceSpec
 from . import queue
 from .model import Kind, Lease, Operation, State
@@ -71,7 +72,13 @@ class Runner:
             self._owner,
             LEASE,
         )
-        self._launch(operation)
+
+        async def launch() -> None:
+            self._launch(operation)
+
+        # Once the operation is stored: in the call's transaction when a request id
+        # records it, which must commit (or roll back, and nothing runs) first.
+        await after_commit(launch)
         return operation
 
     async def serve(self) -> None:

@@ -2,6 +2,7 @@
 request id and gets the first answer, and the write is stored once. Through a proxy
 that cuts the connection as the server's answer begins."""
 
+import datetime
 from collections.abc import AsyncIterator
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 import cairn
 from cairn import _transport
 from cairn.exceptions import InvalidArgumentError
-from cairn.types import ModelArtifact, ModelVersion, RegisteredModel
+from cairn.types import ModelArtifact, ModelVersion, OperationState, RegisteredModel
 from cairn_server import catalog
 from cairn_server.common.idempotency import READS
 from tests.proxy import AnswerDroppingProxy
@@ -227,6 +228,25 @@ async def test_a_request_id_reused_for_another_request_is_refused(
         with pytest.raises(InvalidArgumentError) as raised:
             await tracking.create_experiment(f"b-{unique}", metadata=same_id)
         assert raised.value.reason == "REQUEST_ID_REUSED"
+
+
+async def test_a_garbage_collection_retried_with_its_request_id_starts_once(
+    proxy: AnswerDroppingProxy, server_port: int, pool, unique: str
+) -> None:
+    async with cairn.OperationsClient.insecure_connection("127.0.0.1", server_port) as ops:
+        same_id = [(_transport.REQUEST_ID_HEADER, f"gc-{unique}")]
+        first = await ops.start_garbage_collection(datetime.timedelta(days=1), metadata=same_id)
+        again = await ops.start_garbage_collection(datetime.timedelta(days=1), metadata=same_id)
+        assert again.name == first.name
+    count = "SELECT count(*) FROM operations.operations"
+    before = await pool.fetchval(count)
+    async with cairn.OperationsClient.insecure_connection("127.0.0.1", proxy.port) as ops:
+        proxy.drop_next()
+        started = await ops.start_garbage_collection(datetime.timedelta(days=1))
+        assert proxy.dropped == 1
+        done = await ops.wait_operation(started.name, timeout=60)
+    assert done.state is OperationState.SUCCEEDED
+    assert await pool.fetchval(count) == before + 1
 
 
 def test_every_write_of_the_recording_services_runs_once_per_request_id(pool) -> None:

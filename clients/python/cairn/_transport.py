@@ -19,6 +19,7 @@ import grpc
 from .artifacts.v1 import artifacts_service_pb2
 from .auth.v1 import auth_service_pb2
 from .exceptions import from_grpc_error
+from .operations.v1 import operations_service_pb2
 from .registry.v1 import registry_service_pb2
 from .tracking.v1 import tracking_service_pb2
 
@@ -61,6 +62,7 @@ def _retried_methods() -> list[dict[str, str]]:
         for module in (
             auth_service_pb2,
             artifacts_service_pb2,
+            operations_service_pb2,
             registry_service_pb2,
             tracking_service_pb2,
         )
