@@ -39,6 +39,8 @@ def test_exception_names() -> None:
         "ModelAlreadyExists",
         "ModelNotFound",
         "NotFoundError",
+        "OperationFailedError",
+        "OperationTimeoutError",
         "OutOfRangeError",
         "PermissionDeniedError",
         "ResourceExhaustedError",
@@ -55,6 +57,8 @@ def test_exception_names() -> None:
     # Devo's names are aliases, not classes of their own.
     assert exceptions.ModelAlreadyExists is exceptions.AlreadyExistsError
     assert exceptions.ModelNotFound is exceptions.NotFoundError
+    # A wait that timed out is a TimeoutError too, like a call past its deadline.
+    assert issubclass(exceptions.OperationTimeoutError, TimeoutError)
 
 
 def test_clients_share_the_connection_constructors() -> None:
@@ -90,10 +94,8 @@ def test_type_names() -> None:
         "ModelVersionState",
         "ObjectInfo",
         "Operation",
-        "OperationFailedError",
         "OperationKind",
         "OperationState",
-        "OperationTimeoutError",
         "OrderByField",
         "PagedList",
         "Pager",

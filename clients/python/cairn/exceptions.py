@@ -9,10 +9,13 @@ stays available as `grpc_error`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+
+if TYPE_CHECKING:
+    from .types import Operation
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
@@ -138,6 +141,36 @@ _BY_CODE: dict[grpc.StatusCode, type[CairnError]] = {
 }
 
 
+class OperationFailedError(CairnError):
+    """`wait_job_completion` found the operation FAILED; `operation` holds its errors.
+    No call failed, so `code` is UNKNOWN and `reason` None."""
+
+    def __init__(self, operation: Operation) -> None:
+        super().__init__(f"{operation.name} failed: {'; '.join(operation.errors) or 'no reason'}")
+        self.operation = operation
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class OperationTimeoutError(CairnError, TimeoutError):
+    """The operation was not done when the wait's timeout passed; it may still finish
+    (`operation` is how it was last seen). No call failed: `code` is DEADLINE_EXCEEDED,
+    the wait's deadline, and `reason` None."""
+
+    grpc_status_code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def __init__(self, operation: Operation, timeout: float) -> None:
+        super().__init__(
+            f"{operation.name} was still {operation.state.value} after {timeout:g} s "
+            f"({operation.progress_done}/{operation.progress_total} done); wait again later"
+        )
+        self.operation = operation
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def error_class(code: grpc.StatusCode) -> type[CairnError]:
     """The exception class for a status code (CairnError for OK and anything unknown)."""
     return _BY_CODE.get(code, CairnError)
@@ -191,6 +224,8 @@ __all__ = [
     "ModelAlreadyExists",
     "ModelNotFound",
     "NotFoundError",
+    "OperationFailedError",
+    "OperationTimeoutError",
     "OutOfRangeError",
     "PermissionDeniedError",
     "ResourceExhaustedError",

@@ -11,9 +11,9 @@ import grpc
 import pytest
 
 import cairn
-from cairn.exceptions import InvalidArgumentError, NotFoundError
+from cairn.exceptions import InvalidArgumentError, NotFoundError, OperationTimeoutError
 from cairn.operations.v1 import operations_service_pb2
-from cairn.types import OperationState, OperationTimeoutError
+from cairn.types import OperationState
 from cairn_server.common.config import Config
 from tests.conftest import new_project
 

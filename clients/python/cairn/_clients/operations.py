@@ -11,12 +11,11 @@ from google.protobuf import duration_pb2
 
 from .._base import BaseClient
 from .._transport import Metadata
+from ..exceptions import OperationFailedError, OperationTimeoutError
 from ..operations.v1 import operations_service_pb2 as api
 from ..operations.v1 import operations_service_pb2_grpc
 from ..types._operations import (
     Operation,
-    OperationFailedError,
-    OperationTimeoutError,
     operation_from_proto,
 )
 from ..types._paging import ListOptions, PagedList, Pager

@@ -6,10 +6,8 @@ from ._auth import ApiKey, ApiKeyExpirationTime, Project, ProjectMember, Project
 from ._journey import ManagedModel, ModelVersionLineage, VersionedArtifact
 from ._operations import (
     Operation,
-    OperationFailedError,
     OperationKind,
     OperationState,
-    OperationTimeoutError,
 )
 from ._paging import ListOptions, OrderByField, PagedList, Pager
 from ._registry import (
@@ -55,10 +53,8 @@ __all__ = [
     "ModelVersionState",
     "ObjectInfo",
     "Operation",
-    "OperationFailedError",
     "OperationKind",
     "OperationState",
-    "OperationTimeoutError",
     "OrderByField",
     "PagedList",
     "Pager",

@@ -53,26 +53,6 @@ class Operation:
         return self.name
 
 
-class OperationFailedError(RuntimeError):
-    """`wait_job_completion` found the operation FAILED; `operation` holds its errors."""
-
-    def __init__(self, operation: Operation) -> None:
-        super().__init__(f"{operation.name} failed: {'; '.join(operation.errors) or 'no reason'}")
-        self.operation = operation
-
-
-class OperationTimeoutError(TimeoutError):
-    """The operation was not done when the wait's timeout passed; it may still finish
-    (`operation` is how it was last seen)."""
-
-    def __init__(self, operation: Operation, timeout: float) -> None:
-        super().__init__(
-            f"{operation.name} was still {operation.state.value} after {timeout:g} s "
-            f"({operation.progress_done}/{operation.progress_total} done); wait again later"
-        )
-        self.operation = operation
-
-
 _STATES = {
     pb.OPERATION_STATE_PENDING: OperationState.PENDING,
     pb.OPERATION_STATE_RUNNING: OperationState.RUNNING,
