@@ -37,6 +37,8 @@ def test_gc_waits_and_frees_a_deleted_name(env: dict[str, str], unique: str) -> 
 
     listed = as_json("operations", "list", env=env)
     assert operation["name"] in [o["name"] for o in listed]
+    newest = as_json("operations", "list", "--max-results", "1", env=env)
+    assert [o["name"] for o in newest] == [listed[0]["name"]]
     got = as_json("operations", "get", operation["name"], env=env)
     assert got["state"] == "SUCCEEDED" and got["progress"] == operation["progress"]
     waited = as_json("operations", "wait", operation["name"], "--max-wait", "10s", env=env)
@@ -54,5 +56,8 @@ def test_gc_without_wait_prints_the_started_operation(env: dict[str, str]) -> No
 def test_bad_input_is_one_line(env: dict[str, str]) -> None:
     bad = run_cairn("gc", "--older-than", "-1d", env=env)
     assert bad.returncode == 2 and "not a duration" in bad.stderr
+    too_long = run_cairn("gc", "--older-than", "99999999999d", env=env)
+    assert too_long.returncode == 2 and "longer than a duration can be" in too_long.stderr
+    assert "Traceback" not in too_long.stderr
     unknown = "operations/00000000-0000-0000-0000-000000000000"
     assert "OPERATION_NOT_FOUND" in failed("operations", "get", unknown, env=env)

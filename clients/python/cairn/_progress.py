@@ -204,7 +204,9 @@ class _SharedBars:
             del cls._active[key]
             if bars.console is cls.stderr:
                 cls.stderr = None
-        bars.stop()  # draws the final state, which stays on the screen
+            # Under the lock: a transfer entering now must not start bars on this
+            # console before these have stopped.
+            bars.stop()  # draws the final state, which stays on the screen
 
 
 def columns() -> tuple[ProgressColumn, ...]:

@@ -103,6 +103,8 @@ class OperationsClient(BaseClient):
         name: str,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        *,
+        report_every: float = WAIT_CHUNK_SECONDS,
     ) -> Operation:
         """Waits until the operation is done (SUCCEEDED or FAILED) and returns it.
 
@@ -110,7 +112,9 @@ class OperationsClient(BaseClient):
             name: "operations/<uuid>".
             timeout: seconds to wait at most; None waits as long as it takes.
             on_progress: called (or awaited) with the operation each time the server
-                reports on it, about every 10 seconds and when it ends.
+                reports on it, every `report_every` seconds and when it ends.
+            report_every: how long each `WaitOperation` call waits on the server (at
+                most 10 seconds): shorter for a livelier progress report.
 
         Raises:
             OperationTimeoutError: the timeout passed first (the operation goes on).
@@ -118,9 +122,10 @@ class OperationsClient(BaseClient):
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        chunk = min(report_every, WAIT_CHUNK_SECONDS)
         while True:
-            left = WAIT_CHUNK_SECONDS if deadline is None else deadline - loop.time()
-            operation = await self._wait_once(name, max(0.0, min(left, WAIT_CHUNK_SECONDS)))
+            left = chunk if deadline is None else deadline - loop.time()
+            operation = await self._wait_once(name, max(0.0, min(left, chunk)))
             if on_progress is not None:
                 reported = on_progress(operation)
                 if reported is not None:

@@ -14,7 +14,7 @@ import click
 
 from .._client import Client
 from ..types import Operation, OperationState
-from ._calls import call
+from ._calls import call, collect
 from ._connection import connection_options
 from ._output import JSON, emit_list, emit_object, iso_time, output_option, plain
 
@@ -45,7 +45,10 @@ class Duration(click.ParamType):
         if found is None:
             self.fail(f"{value!r} is not a duration such as 30d, 12h, 90m, 45s or 2w", param, ctx)
         number, unit = found.groups()
-        return datetime.timedelta(seconds=float(number) * _UNITS[unit])
+        try:
+            return datetime.timedelta(seconds=float(number) * _UNITS[unit])
+        except OverflowError:
+            self.fail(f"{value!r} is longer than a duration can be", param, ctx)
 
 
 @click.command("gc")
@@ -81,14 +84,14 @@ def group() -> None:
 
 
 @group.command("list")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--max-results", type=click.IntRange(min=1), help="stop after this many")
 @output_option
 @connection_options
-def list_operations(limit: int, output: str) -> None:
+def list_operations(max_results: int | None, output: str) -> None:
     """List operations, newest first."""
 
     async def work(client: Client) -> list[Operation]:
-        return [o async for o in client.operations.list_operations(page_size=limit).limit(limit)]
+        return await collect(client.operations.list_operations(), max_results)
 
     operations = call(work)
     emit_list(output, [_record(o) for o in operations], COLUMNS, "Operations")
@@ -115,9 +118,15 @@ def wait_operation(name: str, max_wait: datetime.timedelta | None, output: str) 
     _emit(output, call(lambda client: _wait(client, name, seconds, show_bar=output != JSON)))
 
 
+# How often the bar asks the server: often enough to move smoothly.
+BAR_REPORT_SECONDS = 1.0
+
+
 async def _wait(client: Client, name: str, timeout: float | None, show_bar: bool) -> Operation:
     with _bar(show_bar) as update:
-        return await client.operations.wait_operation(name, timeout, on_progress=update)
+        return await client.operations.wait_operation(
+            name, timeout, on_progress=update, report_every=BAR_REPORT_SECONDS
+        )
 
 
 def _bar(show: bool) -> AbstractContextManager[Callable[[Operation], None] | None]:
