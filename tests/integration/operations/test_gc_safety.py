@@ -5,6 +5,7 @@ experiment someone restores; and it must get through a run of any size."""
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -14,6 +15,7 @@ import cairn
 from cairn.exceptions import FailedPreconditionError, NotFoundError
 from cairn.types import Operation, OperationState
 from cairn_server import catalog
+from cairn_server.common import database
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
 from cairn_server.tracking.store import purge
@@ -245,3 +247,29 @@ def test_steps_run_producers_first_whatever_the_order_services_are_named_in() ->
     for names in (["artifacts", "tracking"], ["artifacts", "registry", "tracking"], []):
         hosted = [spec.name for spec in catalog.select(names) if spec.purge is not None]
         assert hosted[-1] == "artifacts" and hosted.index("tracking") == 0, names
+
+
+async def test_a_failed_operation_tells_an_error_id_not_the_servers_internals(
+    config: Config, pool: asyncpg.Pool, unique: str
+) -> None:
+    """The step's statement times out behind a lock: clients read a fixed message and
+    an id; the SQL and table names stay in the server's log."""
+    impatient = with_overrides(config, db_statement_timeout_seconds=0.2)
+    own_pool = await database.create_pool(impatient.database_url, impatient)
+    server = CairnServer(impatient, catalog.select(["tracking"]), own_pool)
+    port = await server.start()
+    try:
+        async with (
+            cairn.Client(f"http://127.0.0.1:{port}") as client,
+            pool.acquire() as holder,
+            holder.transaction(),
+        ):
+            await holder.execute("LOCK TABLE tracking.runs IN ACCESS EXCLUSIVE MODE")
+            started = await client.operations.start_garbage_collection(NOTHING_DELETED_YET)
+            done = await client.operations.wait_operation(started.name, timeout=60)
+    finally:
+        await server.stop(grace=0)
+        await own_pool.close()
+    assert done.state is OperationState.FAILED
+    [error] = done.errors
+    assert re.fullmatch(r"the operation failed on the server; .* \(error [0-9a-f]{12}\)", error)
