@@ -17,7 +17,8 @@ def _operations(world: World, who: str) -> cairn.OperationsClient:
 
 
 async def test_only_a_global_admin_starts_or_reads_garbage_collection(world: World) -> None:
-    # A cut-off far back, so that this collection removes nothing other tests keep.
+    # A cut-off far back: no experiment or run other tests deleted goes. It still
+    # drains locations already queued and prunes expired request ids.
     far_back = datetime.timedelta(days=3650)
     async with _operations(world, "global_admin") as root:
         started = await root.start_garbage_collection(far_back)

@@ -13,7 +13,8 @@ async def test_start_list_and_wait_without_await(server_port: int) -> None:
     def scenario() -> tuple[Operation, list[Operation], list[str]]:
         seen: list[str] = []
         with sync.Client(f"http://127.0.0.1:{server_port}") as client:
-            # A cut-off far back, so this collection removes nothing other tests keep.
+            # A cut-off far back: no experiment or run other tests deleted goes. It still
+            # drains locations already queued and prunes expired request ids.
             started = client.operations.start_garbage_collection(datetime.timedelta(days=3650))
             done = client.operations.wait_operation(
                 started.name, timeout=30, on_progress=lambda op: seen.append(op.state.value)
