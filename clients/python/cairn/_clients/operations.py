@@ -32,8 +32,11 @@ class OperationsClient(BaseClient):
     """Async client of `cairn.operations.v1.OperationService`, which every Cairn
     server hosts. Global admins only. Operations are named "operations/<uuid>".
 
-    Every method but `wait_operation` and `wait_job_completion` (which make several
-    calls) also takes keyword-only `timeout=` and `metadata=`.
+    `start_garbage_collection`, `get_operation` and `get_operations` also take
+    keyword-only `timeout=` and `metadata=`; `list_operations` returns a Pager (its
+    `page_size` is how many each call asks for), and `wait_operation` and
+    `wait_job_completion` make several calls. It talks to the client's server_address,
+    whose server runs the steps of the services it hosts (docs/operations.md).
     """
 
     def _bind(self, channel: Any) -> None:
