@@ -17,7 +17,12 @@ from cairn.types import Operation, OperationState
 from cairn_server import catalog
 from cairn_server.common import database
 from cairn_server.common.config import Config
+from cairn_server.common.idempotency import Idempotency
 from cairn_server.common.server import CairnServer
+from cairn_server.common.service import Resources
+from cairn_server.operations.model import State
+from cairn_server.operations.runner import Runner
+from cairn_server.operations.store import OperationStore
 from cairn_server.tracking.store import purge
 from tests.conftest import new_project, with_overrides
 
@@ -273,3 +278,51 @@ async def test_a_failed_operation_tells_an_error_id_not_the_servers_internals(
     assert done.state is OperationState.FAILED
     [error] = done.errors
     assert re.fullmatch(r"the operation failed on the server; .* \(error [0-9a-f]{12}\)", error)
+
+
+async def test_a_restore_under_way_when_the_purge_comes_wins(
+    server_port: int, pool: asyncpg.Pool, unique: str
+) -> None:
+    project = await new_project(server_port, f"race-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        tracking = client.tracking
+        experiment = await tracking.create_experiment("raced")
+        run = (await tracking.create_run(experiment)).info.run_id
+        await tracking.delete_experiment(experiment)
+        async with pool.acquire() as restorer, restorer.transaction():
+            # A restore's update, not yet committed, as the collection runs.
+            await restorer.execute(
+                """UPDATE tracking.experiments SET lifecycle_stage = 1, delete_time = NULL
+                   WHERE experiment_id = $1::text::bigint""",
+                experiment,
+            )
+            done = await _collect(client, NOW)
+        assert done.counts["runs_skipped"] >= 1
+        assert (await tracking.get_experiment(experiment)).lifecycle_stage == "active"
+        assert (await tracking.get_run(run)).info.lifecycle_stage == "active"
+
+
+async def test_a_server_does_not_take_over_what_it_runs_when_its_lease_passed(
+    config: Config, pool: asyncpg.Pool
+) -> None:
+    """The lease lapses while the operation is blocked (the database slow, say): the
+    takeover check of the same server starts no second attempt beside the first."""
+    resources = Resources(config=config, pool=pool, idempotency=Idempotency(pool, {}, set()))
+    runner = Runner(resources, catalog.select(["tracking"]))
+    async with pool.acquire() as holder:
+        blocking = holder.transaction()
+        await blocking.start()
+        await holder.execute("LOCK TABLE tracking.runs IN ACCESS EXCLUSIVE MODE")
+        operation = await runner.start_garbage_collection(NOTHING_DELETED_YET)
+        task = runner._running[operation.operation_id]
+        await pool.execute(
+            """UPDATE operations.operations SET lease_until = clock_timestamp()
+               WHERE operation_id = $1""",
+            operation.operation_id,
+        )
+        await runner._take_over()
+        assert runner._running[operation.operation_id] is task
+        await blocking.rollback()
+    await task
+    done = await OperationStore(pool).get(operation.name)
+    assert done.state is State.SUCCEEDED and done.attempts == 1
