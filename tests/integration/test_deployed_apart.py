@@ -74,12 +74,30 @@ async def test_a_tracking_client_alone_reaches_no_artifact_service(
 
 
 @pytest.mark.parametrize(
-    "address", ["dns:///127.0.0.1:{port}", "dns:///localhost", "ipv4:127.0.0.1:{port}"]
+    "address",
+    ["dns:///127.0.0.1:{port}", "dns:///localhost", "ipv4:127.0.0.1:{port}", "ipv4:127.0.0.1"],
 )
 async def test_grpc_targets_reach_the_server(apart: dict[str, int], address: str) -> None:
     port = apart["tracking"]
     async with cairn.TrackingClient.insecure_connection(address.format(port=port), port) as client:
         await client.search_experiments()
+
+
+async def test_service_addresses_take_urls_and_address_lists(
+    apart: dict[str, int], unique: str
+) -> None:
+    """A URL's scheme agrees with the client's TLS; an ipv4: entry without its port
+    takes the client's."""
+    client = cairn.Client(
+        f"http://127.0.0.1:{apart['tracking']}",
+        service_addresses={
+            "registry": f"http://127.0.0.1:{apart['registry']}",
+            "auth": "ipv4:127.0.0.1",
+        },
+    )
+    async with client:
+        await client.registry.create_registered_model(f"url-{unique}")
+        assert [p.name for p in await client.auth.get_projects()]
 
 
 async def test_a_unix_socket_target_reaches_the_server(tmp_path: Path) -> None:
@@ -89,7 +107,7 @@ async def test_a_unix_socket_target_reaches_the_server(tmp_path: Path) -> None:
     server.add_insecure_port(socket)
     await server.start()
     try:
-        async with cairn.TrackingClient.insecure_connection(socket, 0) as client:
+        async with cairn.TrackingClient.insecure_connection(socket) as client:
             with pytest.raises(UnimplementedError):
                 await client.search_experiments()
     finally:

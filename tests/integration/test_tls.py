@@ -120,6 +120,20 @@ async def test_tls_with_a_custom_ca(tls_port: int, pki: dict[str, Path]) -> None
     assert await _works(client)
 
 
+@pytest.mark.parametrize("form", ["localhost:{port}", "dns:///localhost:{port}", "ipv4:127.0.0.1"])
+async def test_tls_to_a_target_that_names_its_port(
+    tls_port: int, pki: dict[str, Path], form: str
+) -> None:
+    """secure_connection's port is the target's own unless given (443 only when the
+    target names none); an ipv4: list's entries without a port take the port given."""
+    address = form.format(port=tls_port)
+    port = tls_port if address.startswith("ipv4:") else None
+    client = cairn.TrackingClient.secure_connection(
+        address, port, user_token="t", custom_ca=str(pki["ca"])
+    )
+    assert await _works(client)
+
+
 async def test_plaintext_and_unknown_ca_are_refused(tls_port: int, pki: dict[str, Path]) -> None:
     with pytest.raises(UnavailableError):
         await _works(cairn.TrackingClient.insecure_connection("localhost", tls_port, timeout=2))

@@ -3,14 +3,17 @@ its port, and one address per service for services deployed apart."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import cairn
-from cairn._transport import RoutedChannel, _target
+from cairn._targets import target
+from cairn._transport import RoutedChannel
 
 
 @pytest.mark.parametrize(
-    ("host", "port", "target"),
+    ("host", "port", "expected"),
     [
         ("localhost", 50051, "localhost:50051"),
         ("localhost:50051", 50051, "localhost:50051"),
@@ -34,30 +37,119 @@ from cairn._transport import RoutedChannel, _target
         ("unix:///run/cairn.sock", 50051, "unix:///run/cairn.sock"),
         ("unix-abstract:cairn", 50051, "unix-abstract:cairn"),
         ("ipv4:10.0.0.1:50051,10.0.0.2:50051", 50051, "ipv4:10.0.0.1:50051,10.0.0.2:50051"),
+        ("ipv4:10.0.0.1", 8000, "ipv4:10.0.0.1:8000"),
+        ("ipv4:10.0.0.1,10.0.0.2:8000", 8000, "ipv4:10.0.0.1:8000,10.0.0.2:8000"),
+        ("ipv6:::1", 8000, "ipv6:[::1]:8000"),
+        ("ipv6:::1,[fe80::1]:8000", 8000, "ipv6:[::1]:8000,[fe80::1]:8000"),
+        ("http://h", 8080, "h:8080"),
+        ("http://h:8080", 8080, "h:8080"),
+        ("http://[::1]:8080/", None, "[::1]:8080"),
     ],
 )
-def test_every_grpc_target_is_read_as_grpc_reads_it(host: str, port: int, target: str) -> None:
-    assert _target(host, port) == target
+def test_every_grpc_target_is_read_as_grpc_reads_it(host: str, port: int, expected: str) -> None:
+    assert target(host, False, port) == expected
 
 
-@pytest.mark.parametrize("host", ["localhost:50052", "[::1]:50052", "dns:///svc:50052"])
+@pytest.mark.parametrize(
+    "host", ["localhost:50052", "[::1]:50052", "dns:///svc:50052", "ipv4:10.0.0.1:50052"]
+)
 def test_an_address_naming_another_port_is_refused(host: str) -> None:
     with pytest.raises(ValueError, match="names port 50052"):
-        _target(host, 50051)
+        target(host, False, 50051)
+
+
+@pytest.mark.parametrize(
+    ("address", "tls", "expected"),
+    [
+        ("cairn.example.com", True, "cairn.example.com:443"),
+        ("cairn.example.com", False, "cairn.example.com:50051"),
+        ("cairn.example.com:8443", True, "cairn.example.com:8443"),
+        (
+            "dns:///cairn-tracking-headless.cairn.svc",
+            True,
+            "dns:///cairn-tracking-headless.cairn.svc:443",
+        ),
+        ("ipv4:10.0.0.1", True, "ipv4:10.0.0.1:443"),
+        ("ipv4:10.0.0.1", False, "ipv4:10.0.0.1:50051"),
+        ("https://cairn.example.com", True, "cairn.example.com:443"),
+    ],
+)
+def test_a_port_left_unnamed_is_443_with_tls_and_50051_without(
+    address: str, tls: bool, expected: str
+) -> None:
+    assert target(address, tls) == expected
+
+
+@pytest.mark.parametrize(
+    ("address", "tls", "port", "error"),
+    [
+        ("http://h:8080", True, None, "http:// address for a TLS connection"),
+        ("https://h", False, None, "https:// address for a plaintext connection"),
+        ("grpc://h:50051", False, None, "scheme 'grpc'"),
+        ("http://h/path", False, None, "is not http://host"),
+        ("http://h:port", False, None, "port is not a number"),
+        ("h:port", False, None, "port of 'h:port'"),
+        ("dns:///svc:port", False, None, "port of 'dns:///svc:port'"),
+        ("ipv4:10.0.0.1:port", False, None, "port of '10.0.0.1:port'"),
+        ("h", False, "port", "'port'"),
+        ("h", False, 70000, "not a number from 1 to 65535"),
+        ("ipv4:10.0.0.1,", False, None, "empty entry"),
+    ],
+)
+def test_an_address_the_client_cannot_read_is_refused_clearly(
+    address: str, tls: bool, port: int | str | None, error: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(error)):
+        target(address, tls, port)
+
+
+def test_secure_connection_takes_the_port_the_target_names() -> None:
+    """secure_connection's port defaults to the target's own, else 443."""
+    for address, expected in [
+        (
+            "dns:///cairn-tracking-headless.cairn.svc:50051",
+            "dns:///cairn-tracking-headless.cairn.svc:50051",
+        ),
+        ("cairn.example.com:8443", "cairn.example.com:8443"),
+        ("cairn.example.com", "cairn.example.com:443"),
+    ]:
+        client = cairn.TrackingClient.secure_connection(address, user_token="k")
+        assert _target_of(client._transport.channel) == expected
+    insecure = cairn.TrackingClient.insecure_connection("ipv4:10.0.0.1")
+    assert _target_of(insecure._transport.channel) == "ipv4:10.0.0.1:50051"
+
+
+def test_a_service_address_is_read_like_the_server_address() -> None:
+    with pytest.raises(ValueError, match="https:// address for a plaintext connection"):
+        cairn.Client(
+            "localhost:50051", is_secure=False, service_addresses={"artifacts": "https://a"}
+        )
+    with pytest.raises(ValueError, match="scheme 'ftp'"):
+        cairn.Client("localhost:50051", is_secure=False, service_addresses={"artifacts": "ftp://a"})
+    client = cairn.Client(
+        "http://localhost:8080",
+        service_addresses={"artifacts": "http://a", "registry": "ipv4:10.0.0.1"},
+    )
+    assert _targets(client) == {
+        "": "localhost:8080",
+        "cairn.artifacts.v1.ArtifactService": "a:8080",
+        "cairn.registry.v1.RegistryService": "ipv4:10.0.0.1:8080",
+    }
+
+
+def _target_of(lazy: object) -> str:
+    return next(
+        c.cell_contents
+        for c in lazy._open.__closure__ or ()  # type: ignore[attr-defined]
+        if isinstance(c.cell_contents, str)
+    )
 
 
 def _targets(client: cairn.Client) -> dict[str, str]:
     channel = client._transport.channel
     assert isinstance(channel, RoutedChannel)
     lazies = {"": channel._default, **channel._routes}
-    return {
-        name: next(
-            c.cell_contents
-            for c in lazy._open.__closure__ or ()
-            if isinstance(c.cell_contents, str)
-        )
-        for name, lazy in lazies.items()
-    }
+    return {name: _target_of(lazy) for name, lazy in lazies.items()}
 
 
 def test_client_takes_an_address_per_service() -> None:

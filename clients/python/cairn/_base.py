@@ -26,7 +26,7 @@ class BaseClient:
     def insecure_connection(
         cls,
         server_address: str,
-        port: int | str,
+        port: int | str | None = None,
         user_token: str | None = None,
         *,
         project: str = DEFAULT_PROJECT,
@@ -35,8 +35,11 @@ class BaseClient:
         """Connects without TLS, e.g. to a local `make run` server.
 
         Args:
-            server_address: host name or IP address.
-            port: TCP port.
+            server_address: any address `cairn.Client` takes (`host`, `host:port`,
+                `[v6::addr]:port`, `http://host[:port]`, `dns:///name[:port]`,
+                `ipv4:addr[:port],...`, `unix:path`); docs/client.md lists them.
+            port: the TCP port when server_address names none (None: 50051); an
+                address naming another is refused.
             user_token: an API key, sent as `authorization: Bearer <key>`.
             project: the project every call of this client works in.
             timeout: default deadline of each call in seconds (None: no deadline).
@@ -51,7 +54,7 @@ class BaseClient:
     def secure_connection(
         cls,
         server_address: str,
-        port: int | str = 443,
+        port: int | str | None = None,
         *,
         user_token: str,
         custom_ca: str | bytes | None = None,
@@ -63,8 +66,12 @@ class BaseClient:
         """Connects over TLS.
 
         Args:
-            server_address: host name the server certificate is valid for.
-            port: TCP port.
+            server_address: any address `cairn.Client` takes (`host`, `host:port`,
+                `[v6::addr]:port`, `https://host[:port]`, `dns:///name[:port]`,
+                `ipv4:addr[:port],...`); its host is the name the server
+                certificate must be valid for. docs/client.md lists the forms.
+            port: the TCP port when server_address names none (None: 443); an
+                address naming another is refused.
             user_token: an API key, sent as `authorization: Bearer <key>`.
             custom_ca: path to (or bytes of) a PEM root certificate; the system roots if None.
             project: the project every call of this client works in.

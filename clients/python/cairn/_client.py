@@ -13,8 +13,9 @@ from ._clients.model_manager import ManagedModel, ModelManager
 from ._clients.operations import OperationsClient
 from ._clients.registry import ModelRegistryAPIClient
 from ._clients.tracking import TrackingClient
-from ._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT, Transport, is_target, target_port
-from .profiles import BEARER, STANDALONE, Profile, load_profile, split_url
+from ._targets import parse
+from ._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT, Transport
+from .profiles import BEARER, STANDALONE, Profile, load_profile
 
 
 class Client:
@@ -30,14 +31,17 @@ class Client:
 
     Args:
         server_address: a host name or address with or without its port (`host:port`,
-            `[v6::addr]:port`), a gRPC target (`dns:///name[:port]`, `unix:path`), or a
-            URL: `https://host[:port]` connects over TLS, `http://host[:port]` without.
-        port: the TCP port, when server_address does not name one.
+            `[v6::addr]:port`), a URL (`https://host[:port]` connects over TLS,
+            `http://host[:port]` without), or a gRPC target (`dns:///name[:port]`,
+            `ipv4:addr[:port],...`, `unix:path`); every form is listed in
+            docs/client.md. A port left unnamed is 443 with TLS, 50051 without.
+        port: the TCP port, when server_address does not name one (an address naming
+            another is refused).
         user_token: an API key (None: none sent).
         token_style: "bearer" sends `authorization: Bearer <key>`, "standalone"
             `x-api-key: <key>`; a Cairn server takes either.
-        is_secure: TLS or not; by default, TLS unless the URL is `http://`. False with
-            an `https://` URL is refused.
+        is_secure: TLS or not; by default, TLS unless the URL is `http://`. A URL
+            whose scheme says otherwise is refused.
         custom_ca: path to (or bytes of) a PEM root certificate (None: the system roots);
             refused on a plaintext connection, as are client_cert and client_key.
         project: the project every call works in.
@@ -47,12 +51,14 @@ class Client:
         client_key: path to (or bytes of) its PEM private key.
         service_addresses: the address of each service served elsewhere than
             server_address, by name (`tracking`, `registry`, `artifacts`, `auth`), in
-            the forms server_address takes but a URL; the port when it names none, the
-            TLS setting and the credentials are the client's.
+            the forms server_address takes (a URL's scheme must agree with the
+            client's TLS); the port when it names none, the TLS setting and the
+            credentials are the client's.
 
     Raises:
-        ValueError: for `https://` with is_secure=False, certificates without TLS, or an
-            unknown service name.
+        ValueError: for an address of no form above, a port that is not a number from
+            1 to 65535, two different ports, a URL scheme that contradicts is_secure,
+            certificates without TLS, or an unknown service name.
     """
 
     def __init__(
@@ -71,14 +77,14 @@ class Client:
         client_key: str | bytes | None = None,
         service_addresses: Mapping[str, str] | None = None,
     ) -> None:
-        host, url_port, url_tls = _split(server_address)
-        if url_tls and is_secure is False:
-            raise ValueError("an https:// address with is_secure=False: choose one")
+        url_tls = parse(server_address).tls
+        if url_tls is not None and is_secure is not None and url_tls != is_secure:
+            scheme = "https" if url_tls else "http"
+            raise ValueError(f"an {scheme}:// address with is_secure={is_secure}: choose one")
         secure = (url_tls is not False) if is_secure is None else is_secure
         if not secure and (custom_ca or client_cert or client_key):
             # Certificates given for a plaintext connection would be silently unused.
             raise ValueError("custom_ca, client_cert and client_key need a TLS connection")
-        port = port or url_port or (443 if secure else 50051)
         settings: dict[str, Any] = dict(
             project=project,
             user_token=user_token,
@@ -88,7 +94,7 @@ class Client:
         )
         if secure:
             transport = Transport.secure(
-                host,
+                server_address,
                 port,
                 custom_ca=custom_ca,
                 client_cert=client_cert,
@@ -96,7 +102,7 @@ class Client:
                 **settings,
             )
         else:
-            transport = Transport.insecure(host, port, **settings)
+            transport = Transport.insecure(server_address, port, **settings)
         self._transport = transport
         self.tracking = TrackingClient(transport)
         self.registry = ModelRegistryAPIClient(transport)
@@ -152,33 +158,10 @@ class Client:
 
 
 def _split(server_address: str) -> tuple[str, int | None, bool | None]:
-    """Host, port (None: not named) and TLS (None: no scheme says) of an address."""
-    if is_target(server_address):  # dns:///name[:port], unix:path: gRPC reads them
-        return server_address, target_port(server_address), None
-    if "://" in server_address:
-        host, port, tls = split_url(server_address)
-        explicit = f":{port}" in server_address.split("://", 1)[1]
-        return host, port if explicit else None, tls
-    return (*_host_port(server_address), None)
-
-
-def _host_port(address: str) -> tuple[str, int | None]:
-    """ "host", "host:port", "v6::addr", "[v6::addr]" or "[v6::addr]:port"."""
-    if address.startswith("["):
-        host, bracket, rest = address[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(f"{address!r} is not [address] or [address]:port")
-        return host, _port(rest[1:], address) if rest else None
-    if address.count(":") == 1:  # more than one: a bare IPv6 address
-        host, _, port = address.partition(":")
-        return host, _port(port, address)
-    return address, None
-
-
-def _port(text: str, address: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"the port of {address!r} is not a number from 1 to 65535")
-    return int(text)
+    """Host, port (None: not named) and TLS (None: no scheme says) of an address, in
+    any form cairn._targets reads."""
+    address = parse(server_address)
+    return address.host, address.port, address.tls
 
 
 def create_client_from_token(
@@ -245,5 +228,6 @@ def client_from_profile(profile: Profile, **overrides: Any) -> Client:
         project=profile.project,
         timeout=profile.timeout,
         download_path=profile.download_path,
+        service_addresses=dict(profile.service_addresses) or None,
     )
     return Client(profile.host, **{**settings, **overrides})

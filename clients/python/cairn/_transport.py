@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from ._targets import parse, target
 from .artifacts.v1 import artifacts_service_pb2
 from .auth.v1 import auth_service_pb2
 from .exceptions import from_grpc_error
@@ -269,14 +270,16 @@ Opener = Callable[[str], Callable[[], grpc.aio.Channel]]
 
 def _channel(
     opener: Opener,
-    host: str,
-    port: int | str,
+    tls: bool,
+    address: str,
+    port: int | str | None,
     service_addresses: Mapping[str, str] | None,
 ) -> LazyChannel | RoutedChannel:
-    """A channel to host:port, or, given other addresses for some services (by the
-    names of SERVICES, in any form host takes; port when they name none), one that
-    routes each call to its service's address."""
-    default = LazyChannel(opener(_target(host, port)))
+    """A channel to address (at port when it names none), or, given other addresses for
+    some services (by the names of SERVICES, in the forms of cairn._targets), one that
+    routes each call to its service's address; such an address naming no port takes
+    the port given, else the one address names."""
+    default = LazyChannel(opener(target(address, tls, port)))
     if not service_addresses:
         return default
     unknown = set(service_addresses) - set(SERVICES)
@@ -284,9 +287,12 @@ def _channel(
         raise ValueError(
             f"service_addresses names {sorted(unknown)}; the services are {sorted(SERVICES)}"
         )
+    shared = port or parse(address).port
     routes = {
-        SERVICES[name]: LazyChannel(opener(_target(address, target_port(address) or port)))
-        for name, address in service_addresses.items()
+        SERVICES[name]: LazyChannel(
+            opener(target(other, tls, default=None if shared is None else int(shared)))
+        )
+        for name, other in service_addresses.items()
     }
     return RoutedChannel(default, routes)
 
@@ -329,21 +335,21 @@ class Transport:
     def insecure(
         cls,
         host: str,
-        port: int | str,
+        port: int | str | None,
         *,
         service_addresses: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> Transport:
-        def opener(target: str) -> Callable[[], grpc.aio.Channel]:
-            return lambda: grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        def opener(where: str) -> Callable[[], grpc.aio.Channel]:
+            return lambda: grpc.aio.insecure_channel(where, options=_CHANNEL_OPTIONS)
 
-        return cls(_channel(opener, host, port, service_addresses), **kwargs)
+        return cls(_channel(opener, False, host, port, service_addresses), **kwargs)
 
     @classmethod
     def secure(
         cls,
         host: str,
-        port: int | str,
+        port: int | str | None,
         *,
         custom_ca: str | bytes | None = None,
         client_cert: str | bytes | None = None,
@@ -358,10 +364,10 @@ class Transport:
             certificate_chain=_read_pem(client_cert),
         )
 
-        def opener(target: str) -> Callable[[], grpc.aio.Channel]:
-            return lambda: grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+        def opener(where: str) -> Callable[[], grpc.aio.Channel]:
+            return lambda: grpc.aio.secure_channel(where, credentials, options=_CHANNEL_OPTIONS)
 
-        return cls(_channel(opener, host, port, service_addresses), **kwargs)
+        return cls(_channel(opener, True, host, port, service_addresses), **kwargs)
 
     def for_project(self, project: str, *, timeout: float | None) -> Transport:
         """A transport on the same channel and credentials, for another project."""
@@ -457,69 +463,6 @@ class Transport:
 
     def _with(self, metadata: Metadata | None) -> tuple[tuple[str, str], ...]:
         return self._metadata + tuple(metadata or ())
-
-
-# gRPC target schemes (grpc/doc/naming.md) whose targets carry their whole address.
-_ADDRESS_SCHEMES = ("unix:", "unix-abstract:", "vsock:", "ipv4:", "ipv6:")
-_DNS_SCHEME = "dns:"
-
-
-def is_target(address: str) -> bool:
-    """Whether address is a gRPC target with a scheme (`dns:`, `unix:`, ...)."""
-    return address.lower().startswith((_DNS_SCHEME, *_ADDRESS_SCHEMES))
-
-
-def target_port(address: str) -> int | None:
-    """The port an address names (`host:port`, `[v6]:port`, `dns:///name:port`), if any."""
-    if address.lower().startswith(_ADDRESS_SCHEMES):
-        return None
-    named = _named_port(_dns_split(address)[1])
-    return int(named) if named else None
-
-
-def _target(host: str, port: int | str) -> str:
-    """The gRPC target of an address and a port. The address is a host (`name`,
-    `v6::addr`, `[v6::addr]`), a host with its port (`name:port`, `[v6::addr]:port`),
-    or a target gRPC reads itself: `dns:[//authority/]name[:port]`, whose port is added
-    when missing, or `unix:path`, `unix:///path`, `unix-abstract:`, `ipv4:`, `ipv6:`,
-    `vsock:`, which name their whole address and are used as written.
-
-    Raises:
-        ValueError: when the address names a port other than port.
-    """
-    if host.lower().startswith(_ADDRESS_SCHEMES):
-        return host
-    prefix, name = _dns_split(host)
-    named = _named_port(name)
-    if named is not None:
-        if str(named) != str(port):
-            raise ValueError(f"{host!r} names port {named}, but port {port} was given")
-        return host
-    name = f"[{name}]" if ":" in name and not name.startswith("[") else name
-    return f"{prefix}{name}:{port}"
-
-
-def _dns_split(address: str) -> tuple[str, str]:
-    """("dns:///", "name:port") of "dns:///name:port", ("", address) of a bare address."""
-    if not address.lower().startswith(_DNS_SCHEME):
-        return "", address
-    rest = address[len(_DNS_SCHEME) :]
-    if rest.startswith("//"):  # dns://[authority]/name
-        _, slash, name = rest[2:].partition("/")
-        if not slash:
-            raise ValueError(f"{address!r} is not dns:[//authority/]name[:port]")
-        return address[: len(address) - len(name)], name
-    return address[: len(_DNS_SCHEME)], rest
-
-
-def _named_port(name: str) -> str | None:
-    """The port of "name:port" or "[v6]:port"; None for "name", "v6::addr", "[v6]"."""
-    if name.startswith("["):
-        _, _, rest = name.partition("]")
-        return rest[1:] if rest.startswith(":") else None
-    if name.count(":") == 1:
-        return name.partition(":")[2]
-    return None
 
 
 def _read_pem(source: str | bytes | None) -> bytes | None:

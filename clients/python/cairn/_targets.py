@@ -1,0 +1,193 @@
+"""The addresses a client takes, read one way wherever an address is given
+(`cairn.Client`'s server_address and service_addresses, `secure_connection`,
+`insecure_connection`, the `cairn` command's --address):
+
+- a host, with or without its port: `name`, `name:port`, `v6::addr`, `[v6::addr]`,
+  `[v6::addr]:port`;
+- a URL, `https://host[:port]` (TLS) or `http://host[:port]` (plaintext), whose scheme
+  must agree with the connection's TLS;
+- a gRPC target (grpc/doc/naming.md): `dns:[//authority/]name[:port]`,
+  `ipv4:addr[:port][,addr[:port]...]`, `ipv6:addr` or `ipv6:[addr]:port` lists, whose
+  entries without a port get the connection's, and `unix:path`, `unix:///path`,
+  `unix-abstract:name`, `vsock:cid:port`, used as written.
+
+A port left unnamed is 443 with TLS and 50051 without.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+TLS_PORT = 443
+PLAINTEXT_PORT = 50051
+
+# Schemes of targets that carry their whole address, which gRPC reads as written.
+_WHOLE_SCHEMES = ("unix:", "unix-abstract:", "vsock:")
+# Schemes of address lists, whose entries may lack their port.
+_LIST_SCHEMES = ("ipv4:", "ipv6:")
+_DNS_SCHEME = "dns:"
+_URL_SCHEMES = {"http": False, "https": True}
+
+
+@dataclass(frozen=True)
+class Address:
+    """An address as given: host (a gRPC target kept whole), the port it names (None:
+    none) and the TLS its URL scheme says (None: no scheme says)."""
+
+    host: str
+    port: int | None
+    tls: bool | None
+
+
+def is_target(address: str) -> bool:
+    """Whether address is a gRPC target with a scheme (`dns:`, `unix:`, ...)."""
+    return address.lower().startswith((_DNS_SCHEME, *_WHOLE_SCHEMES, *_LIST_SCHEMES))
+
+
+def parse(address: str) -> Address:
+    """Host, named port and TLS of any form the module docstring lists.
+
+    Raises:
+        ValueError: for a port that is not a number from 1 to 65535, a URL of another
+            scheme (or with a path), or an address of no form above.
+    """
+    if is_target(address):
+        return Address(address, _target_port(address), None)
+    if "://" in address:
+        return _url(address)
+    return Address(*_host_port(address), None)
+
+
+def target(
+    address: str, tls: bool, port: int | str | None = None, *, default: int | None = None
+) -> str:
+    """The gRPC target that reaches address.
+
+    Args:
+        address: any form the module docstring lists.
+        tls: whether the connection uses TLS; a URL must agree.
+        port: the port given beside the address; an address naming another is refused.
+        default: the port when neither names one (None: 443 with TLS, 50051 without).
+
+    Raises:
+        ValueError: for an address parse refuses, a URL whose scheme contradicts tls,
+            a port that is not a number from 1 to 65535, or two different ports.
+    """
+    if address.lower().startswith(_WHOLE_SCHEMES):
+        return address  # the whole address: a port beside it means nothing
+    given = None if port is None else _port(str(port), address)
+    parsed = parse(address)
+    if parsed.tls is not None and parsed.tls != tls:
+        scheme = "https" if parsed.tls else "http"
+        wanted = "TLS" if tls else "plaintext"
+        raise ValueError(f"an {scheme}:// address for a {wanted} connection: choose one")
+    fallback = given or default or (TLS_PORT if tls else PLAINTEXT_PORT)
+    if parsed.host.lower().startswith(_LIST_SCHEMES):
+        return _address_list(parsed.host, given, fallback)
+    if given is not None and parsed.port is not None and parsed.port != given:
+        raise ValueError(f"{address!r} names port {parsed.port}, but port {given} was given")
+    prefix, name = _dns_split(parsed.host)
+    if _named_port(name) is not None:
+        return parsed.host
+    name = f"[{name}]" if ":" in name and not name.startswith("[") else name
+    return f"{prefix}{name}:{parsed.port or fallback}"
+
+
+def _url(address: str) -> Address:
+    """A URL's parts; its text is not quoted in errors (a URL may carry credentials)."""
+    parts = urlsplit(address)
+    if parts.scheme.lower() not in _URL_SCHEMES:
+        raise ValueError(
+            f"an address with scheme {parts.scheme!r}:// is none the client reads: "
+            "http://host[:port], https://host[:port], host[:port] or a gRPC target"
+        )
+    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("the URL is not http://host[:port] or https://host[:port]")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the URL's port is not a number from 1 to 65535") from None
+    if port == 0:
+        raise ValueError("the URL's port is not a number from 1 to 65535")
+    return Address(parts.hostname, port, _URL_SCHEMES[parts.scheme.lower()])
+
+
+def _host_port(address: str) -> tuple[str, int | None]:
+    """ "host", "host:port", "v6::addr", "[v6::addr]" or "[v6::addr]:port"."""
+    if address.startswith("["):
+        host, bracket, rest = address[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{address!r} is not [address] or [address]:port")
+        return host, _port(rest[1:], address) if rest else None
+    if address.count(":") == 1:  # more than one: a bare IPv6 address
+        host, _, port = address.partition(":")
+        return host, _port(port, address)
+    return address, None
+
+
+def _port(text: str, address: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"the port of {address!r} ({text!r}) is not a number from 1 to 65535")
+    return int(text)
+
+
+def _target_port(address: str) -> int | None:
+    """The port a target names: a dns: name's, an address list's first entry's."""
+    lowered = address.lower()
+    if lowered.startswith(_WHOLE_SCHEMES):
+        return None
+    if lowered.startswith(_LIST_SCHEMES):
+        scheme, _, entries = address.partition(":")
+        first = entries.split(",")[0]
+        return _entry(first, address, scheme.lower() == "ipv6")[1]
+    named = _named_port(_dns_split(address)[1])
+    return None if named is None else _port(named, address)
+
+
+def _address_list(address: str, given: int | None, fallback: int) -> str:
+    """An ipv4:/ipv6: list with the port added to each entry that lacks one; an entry
+    naming another port than the one given is refused."""
+    scheme, _, entries = address.partition(":")
+    v6 = scheme.lower() == "ipv6"
+    written = []
+    for entry in entries.split(","):
+        host, named = _entry(entry, address, v6)
+        if given is not None and named is not None and named != given:
+            raise ValueError(f"{address!r} names port {named}, but port {given} was given")
+        host = f"[{host}]" if v6 else host
+        written.append(f"{host}:{named or fallback}")
+    return f"{scheme}:{','.join(written)}"
+
+
+def _entry(entry: str, address: str, v6: bool) -> tuple[str, int | None]:
+    """Host and port of one entry of an address list ("ipv6:" entries are `addr` or
+    `[addr]:port`)."""
+    if not entry:
+        raise ValueError(f"{address!r} has an empty entry")
+    if v6 and not entry.startswith("["):
+        return entry, None
+    return _host_port(entry)
+
+
+def _dns_split(address: str) -> tuple[str, str]:
+    """("dns:///", "name:port") of "dns:///name:port", ("", address) of a bare address."""
+    if not address.lower().startswith(_DNS_SCHEME):
+        return "", address
+    rest = address[len(_DNS_SCHEME) :]
+    if rest.startswith("//"):  # dns://[authority]/name
+        _, slash, name = rest[2:].partition("/")
+        if not slash:
+            raise ValueError(f"{address!r} is not dns:[//authority/]name[:port]")
+        return address[: len(address) - len(name)], name
+    return address[: len(_DNS_SCHEME)], rest
+
+
+def _named_port(name: str) -> str | None:
+    """The port of "name:port" or "[v6]:port"; None for "name", "v6::addr", "[v6]"."""
+    if name.startswith("["):
+        _, _, rest = name.partition("]")
+        return rest[1:] if rest.startswith(":") else None
+    if name.count(":") == 1:
+        return name.partition(":")[2]
+    return None
