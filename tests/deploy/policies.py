@@ -1,7 +1,7 @@
 """NetworkPolicy evaluation, as a network plugin that enforces policies decides a
 connection: podSelector, namespaceSelector and ports against the labels of the pods at
-both ends (ipBlock peers and endPort ranges are not used by Cairn's manifests and match
-nothing here)."""
+both ends (ipBlock peers and endPort ranges are not used by Cairn's manifests; an
+ipBlock peer matches nothing here, no pod and no place outside)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,10 @@ def _expression(expression: Mapping[str, Any], labels: Labels) -> bool:
 def _peer_matches(peer: Mapping[str, Any], policy_namespace: str, other: Pod) -> bool:
     if not other.pod:
         return False  # only ipBlock peers name places outside the cluster
+    if "ipBlock" in peer or not ({"podSelector", "namespaceSelector"} & peer.keys()):
+        # An ipBlock peer names addresses, which no pod is judged by here; read as
+        # "no selector", it would let in every pod of the namespace.
+        return False
     if "namespaceSelector" in peer:
         if not selects(peer["namespaceSelector"], other.namespace_labels_with_name()):
             return False
@@ -97,8 +101,16 @@ def _policies_on(policies: Iterable[Mapping[str, Any]], pod: Pod, kind: str) -> 
         for p in policies
         if p["metadata"].get("namespace", pod.namespace) == pod.namespace
         and selects(p["spec"]["podSelector"], pod.labels)
-        and kind in p["spec"].get("policyTypes", ["Ingress"])
+        and kind in _policy_types(p["spec"])
     ]
+
+
+def _policy_types(spec: Mapping[str, Any]) -> list[str]:
+    """policyTypes as written, else what Kubernetes fills in: Ingress always, and
+    Egress when the policy has egress rules."""
+    if "policyTypes" in spec:
+        return list(spec["policyTypes"])
+    return ["Ingress", "Egress"] if "egress" in spec else ["Ingress"]
 
 
 def allowed(policies: Iterable[Mapping[str, Any]], source: Pod, target: Pod, port: int) -> bool:
