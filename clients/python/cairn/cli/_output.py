@@ -2,7 +2,10 @@
 
 JSON is an array of objects for a listing and one object for a single thing; field
 names are the Python client's attribute names, times are ISO-8601 in UTC
-("2026-12-01T04:53:48.123Z"), and absent values are null.
+("2026-12-01T04:53:48.123Z"), absent values are null, and a number that is not finite
+(a NaN or infinite metric) is the string "NaN", "Infinity" or "-Infinity", as MLflow's
+REST API writes it: JSON has no such numbers, and strict parsers (JavaScript's, Go's)
+refuse the bare NaN Python would print.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import dataclasses
 import datetime
 import enum
 import json
+import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -105,7 +109,19 @@ def emit_object(output: str, record: Mapping[str, Any], title: str) -> None:
 
 
 def write_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(_strict(value), indent=2, ensure_ascii=False, allow_nan=False)
+    sys.stdout.write(text + "\n")
+
+
+def _strict(value: Any) -> Any:
+    """value with every non-finite float as MLflow's string for it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, Mapping):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(item) for item in value]
+    return value
 
 
 def _cell(value: Any) -> Any:

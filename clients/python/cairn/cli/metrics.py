@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from ..types import Metric
@@ -12,6 +14,15 @@ from ._output import JSON, emit_list, is_terminal, output_option, plain
 COLUMNS = [("step", "Step"), ("value", "Value"), ("timestamp", "Time")]
 # The plot's size when stdout is not a terminal (plotext would guess 80 x 24).
 PIPED_SIZE = (100, 25)
+# The server keeps the first, last, smallest and largest point: fewer cannot be asked.
+MIN_MAX_POINTS = 4
+
+
+def _max_points(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    # The server's rule (GetMetricHistory): 0 for every point, else at least 4.
+    if value is not None and value != 0 and value < MIN_MAX_POINTS:
+        raise click.BadParameter(f"must be 0 (every point) or at least {MIN_MAX_POINTS}")
+    return value
 
 
 @click.group("metrics")
@@ -24,8 +35,10 @@ def group() -> None:
 @click.argument("key")
 @click.option(
     "--max-points",
-    type=click.IntRange(min=1),
-    help="at most this many points (the server keeps the first, last, smallest and largest)",
+    type=int,
+    callback=_max_points,
+    help="at most this many points, 4 or more; 0 for every point (the server keeps the"
+    " first, last, smallest and largest)",
 )
 @click.option("--plot/--no-plot", default=True, help="draw the points above the table")
 @output_option
@@ -36,9 +49,24 @@ def history(run_id: str, key: str, max_points: int | None, plot: bool, output: s
     points = call(
         lambda client: client.tracking.get_metric_history(run_id, key, max_points=max_points)
     )
+    title = f"{key} of run {run_id}"
     if plot and output != JSON and points:
-        click.echo(draw(points, f"{key} of run {run_id}"))
-    emit_list(output, [plain(p) for p in points], COLUMNS, f"{key} of run {run_id}")
+        show_plot(points, title)
+    emit_list(output, [plain(p) for p in points], COLUMNS, title)
+
+
+def show_plot(points: list[Metric], title: str) -> None:
+    """Draws the finite points and says how many were left out; a plot that cannot be
+    drawn is a note on stderr, never a failure: the table of numbers still follows."""
+    finite = [p for p in points if math.isfinite(p.value)]
+    try:
+        if finite:
+            click.echo(draw(finite, title))
+    except Exception as error:  # plotext's bugs must not cost the user the numbers
+        click.echo(f"(no plot: {type(error).__name__}: {error})", err=True)
+    left_out = len(points) - len(finite)
+    if left_out:
+        click.echo(f"({left_out} of {len(points)} points not plotted: NaN or infinite)")
 
 
 def draw(points: list[Metric], title: str) -> str:

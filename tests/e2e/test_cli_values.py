@@ -1,0 +1,101 @@
+"""`cairn` with the values JSON has no number for: NaN and infinite metrics come out
+as MLflow's strings, which a strict parser reads, and the plot leaves them out while
+the table keeps every number."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cairn
+from tests.e2e.cli_helpers import environment, ok, run_cairn
+from tests.e2e.conftest import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+BRAILLE = re.compile("[\u2801-\u28ff]")
+VALUES = [1.0, math.nan, 0.5, math.inf, -math.inf, 0.25]
+
+
+def strict(text: str) -> Any:
+    """JSON as JavaScript's and Go's parsers read it: NaN and Infinity are errors."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture
+def env(served: ServerProcess, tmp_path: Path) -> dict[str, str]:
+    return environment(tmp_path, CAIRN_ADDRESS=served.address)
+
+
+@pytest.fixture
+async def run_ids(served: ServerProcess, env: dict[str, str], unique: str) -> tuple[str, str]:
+    """An experiment whose run logged `loss` as VALUES at steps 0..5, and the run."""
+    experiment_id = ok("experiments", "create", f"values-{unique}", env=env).strip()
+    async with cairn.Client(f"http://{served.address}") as client:
+        run_id = (await client.tracking.create_run(experiment_id)).info.run_id
+        for step, value in enumerate(VALUES):
+            await client.tracking.log_metric(run_id, "loss", value, step=step)
+    return experiment_id, run_id
+
+
+def test_json_of_non_finite_metrics_is_strict_json(
+    run_ids: tuple[str, str], env: dict[str, str]
+) -> None:
+    experiment_id, run_id = run_ids
+    history = strict(ok("metrics", "history", run_id, "loss", "-o", "json", env=env))
+    assert [p["value"] for p in history] == [1.0, "NaN", 0.5, "Infinity", "-Infinity", 0.25]
+    runs = strict(ok("runs", "list", "-e", experiment_id, "-o", "json", env=env))
+    assert [r["metrics"] for r in runs] == [{"loss": 0.25}]
+    described = strict(ok("runs", "describe", run_id, "-o", "json", env=env))
+    assert described["run_id"] == run_id
+
+
+async def test_a_last_value_that_is_not_finite_is_a_string(
+    served: ServerProcess, run_ids: tuple[str, str], env: dict[str, str]
+) -> None:
+    experiment_id, run_id = run_ids
+    async with cairn.Client(f"http://{served.address}") as client:
+        await client.tracking.log_metric(run_id, "loss", math.nan, step=6)
+        await client.tracking.log_metric(run_id, "peak", math.inf, step=0)
+        await client.tracking.log_metric(run_id, "floor", -math.inf, step=0)
+    runs = strict(ok("runs", "list", "-e", experiment_id, "-o", "json", env=env))
+    assert runs[0]["metrics"] == {"loss": "NaN", "peak": "Infinity", "floor": "-Infinity"}
+
+
+def test_the_plot_leaves_out_non_finite_points_and_the_table_keeps_them(
+    run_ids: tuple[str, str], env: dict[str, str]
+) -> None:
+    _, run_id = run_ids
+    shown = ok("metrics", "history", run_id, "loss", env=env)
+    plot, _, table = shown.partition("┏")  # the table's top border
+    assert BRAILLE.search(plot)  # the finite points drawn
+    assert "(3 of 6 points not plotted: NaN or infinite)" in plot
+    for step, value in ((1, "nan"), (3, "inf"), (4, "-inf"), (5, "0.25")):
+        assert re.search(rf"│ {step} +│ {re.escape(value)} +│", table), table
+
+
+def test_max_points_is_0_or_at_least_4_as_the_server_says(
+    run_ids: tuple[str, str], env: dict[str, str]
+) -> None:
+    _, run_id = run_ids
+    for refused in ("1", "3", "-1"):
+        done = run_cairn("metrics", "history", run_id, "loss", "--max-points", refused, env=env)
+        assert done.returncode == 2, done.stderr
+        assert "must be 0 (every point) or at least 4" in done.stderr
+    every = strict(
+        ok("metrics", "history", run_id, "loss", "--max-points", "0", "-o", "json", env=env)
+    )
+    assert len(every) == len(VALUES)
+    four = strict(
+        ok("metrics", "history", run_id, "loss", "--max-points", "4", "-o", "json", env=env)
+    )
+    assert len(four) <= 4
