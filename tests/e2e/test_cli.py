@@ -113,6 +113,26 @@ def test_the_user_commands_need_no_server_package(tmp_path: Path) -> None:
     assert "Traceback" not in serve.stderr
 
 
+def test_a_broken_server_module_is_not_taken_for_a_missing_install(tmp_path: Path) -> None:
+    # The server is installed, but one of its own modules fails to import: a bug to show.
+    script = (
+        "import sys\n"
+        "sys.modules['cairn_server.cli'] = None\n"  # None: `import` raises
+        "from cairn.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "serve"],
+        env=environment(tmp_path),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert "cairn_server.cli" in done.stderr
+    assert "pip install" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 async def _logged_runs(address: str, experiment_id: str) -> list[str]:
     """Three runs with acc 0.2, 0.9, 0.6, a param and a tag each; their ids."""
     async with cairn.Client(f"http://{address}") as client:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cli_helpers import as_json, environment, failed, ok
+from tests.e2e.cli_helpers import as_json, environment, failed, ok, run_cairn
 from tests.e2e.conftest import ServerProcess, start_server, tool
 
 pytestmark = pytest.mark.e2e
@@ -97,8 +97,11 @@ def test_flag_beats_variable_beats_profile(
     # The address: variable over profile, flag over variable.
     dead_profile = {**env, "CAIRN_PROFILE": "dead"}
     assert "UNAVAILABLE" in failed("keys", "list", env=dead_profile)
-    ok("keys", "list", env={**dead_profile, "CAIRN_ADDRESS": live})
-    dead_variable = {**env, "CAIRN_ADDRESS": DEAD}
+    # The profile's key goes with the profile's server only: given another, pass one.
+    elsewhere = {**dead_profile, "CAIRN_ADDRESS": live}
+    assert "UNAUTHENTICATED" in failed("keys", "list", env=elsewhere)
+    ok("keys", "list", env={**elsewhere, "CAIRN_API_KEY": admin})
+    dead_variable = {**env, "CAIRN_ADDRESS": DEAD, "CAIRN_API_KEY": admin}
     assert "UNAVAILABLE" in failed("keys", "list", env=dead_variable)
     ok("keys", "list", "--address", live, env=dead_variable)
     ok("--target", live, "keys", "list", env=dead_variable)
@@ -128,3 +131,48 @@ def test_bad_profiles_are_one_line(tmp_path: Path) -> None:
     env = environment(tmp_path)
     assert "url" in failed("experiments", "list", env=env)
     assert "no profile 'nope'" in failed("experiments", "list", "--profile", "nope", env=env)
+
+
+def test_a_profiles_key_and_ca_stay_with_its_server(
+    keyed: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    """docs/cli.md's recipe: another address with a TLS profile's project. The profile's
+    CA is not forced on a plaintext address, and its key is not sent there."""
+    server, admin = keyed
+    ca = tmp_path / "prod-ca.pem"
+    ca.write_text("not used: the address given is plaintext\n")
+    write_profiles(
+        tmp_path,
+        f"[prod]\nhost = cairn.invalid\nport = 443\ntls = true\nca = {ca}\ntoken = {admin}\n",
+    )
+    env = environment(tmp_path, CAIRN_ADDRESS=server.address)
+    assert "UNAUTHENTICATED" in failed("--profile", "prod", "experiments", "list", env=env)
+    ok("--profile", "prod", "experiments", "list", "--api-key", admin, env=env)
+
+
+def test_client_variables_never_reach_the_server_commands(tmp_path: Path) -> None:
+    env = environment(tmp_path, CAIRN_TIMEOUT="abc", CAIRN_TLS="maybe", CAIRN_ADDRESS="::bad")
+    for argv in (
+        ["serve", "--help"],
+        ["migrate", "--help"],
+        ["keys", "create", "--user", "u", "--help"],
+    ):
+        done = run_cairn(*argv, env=env)
+        assert done.returncode == 0, (argv, done.stderr)
+        assert "--database-url" in done.stdout
+    assert "| `CAIRN_LISTEN_ADDRESS` |" in ok("config", env=env)
+    # A command that connects reads them, and says which one is wrong.
+    done = run_cairn("experiments", "list", env={**env, "CAIRN_TLS": "true"})
+    assert done.returncode == 2
+    assert "CAIRN_TIMEOUT='abc' is not a valid value" in done.stderr
+
+
+def test_a_typo_in_keys_create_is_a_usage_error(tmp_path: Path) -> None:
+    env = environment(tmp_path, CAIRN_ADDRESS=DEAD)
+    typo = run_cairn("keys", "create", "--nmae", "laptop", env=env)
+    assert typo.returncode == 2, typo.stderr
+    assert "No such option '--nmae'" in typo.stderr
+    assert "server" not in typo.stderr  # not taken for the database bootstrap
+    extra = run_cairn("keys", "create", "laptop", env=env)
+    assert extra.returncode == 2
+    assert "unexpected extra argument (laptop)" in extra.stderr

@@ -1,8 +1,8 @@
 """Connection profiles: named sections of an INI file, as Devo's client reads them.
 
-The Python client reads the file (`cairn.create_client_from_profile`); the command line
-will read the same one. It is found, in this order, at the path given, at `$CAIRN_PROFILES`, or at
-`~/.config/cairn/profiles.ini`::
+The Python client (`cairn.create_client_from_profile`) and the `cairn` command
+(`--profile`, docs/cli.md) read the same file. It is found, in this order, at the path
+given, at `$CAIRN_PROFILES`, or at `~/.config/cairn/profiles.ini`::
 
     [default]
     url = http://127.0.0.1:50051
@@ -17,6 +17,8 @@ will read the same one. It is found, in this order, at the path given, at `$CAIR
     project = churn
     timeout = 45
     download_path = ~/models
+    registry_address = registry.cairn.example.com:443
+    artifacts_address = artifacts.cairn.example.com:443
 
 `url` (Devo's, `http://` for plaintext, `https://` for TLS) or `host` with `port` and
 `tls` say where the server is, never both. `tls` is true unless the profile says
@@ -24,7 +26,9 @@ will read the same one. It is found, in this order, at the path given, at `$CAIR
 must not send its token in the clear. A `ca` on a plaintext connection is refused, since
 it would silently not be used. `token_style` (Devo's `auth_type` too) is `standalone`
 (`x-api-key: <token>`, Devo's default and so the default here) or `bearer`
-(`authorization: Bearer <token>`); a Cairn server takes either.
+(`authorization: Bearer <token>`); a Cairn server takes either. `registry_address` and
+`artifacts_address` place the services deployed apart from the server (the client's
+`service_addresses`, docs/deploy.md), with the profile's TLS and token.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import configparser
 import os
 import stat
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -60,7 +65,11 @@ _KEYS = {
     "project",
     "timeout",
     "download_path",
+    "registry_address",
+    "artifacts_address",
 }
+# The profile keys of the services a deployment may serve apart (Client's service_addresses).
+SERVICE_KEYS = {"registry": "registry_address", "artifacts": "artifacts_address"}
 
 
 class ProfileError(ValueError):
@@ -89,6 +98,8 @@ class Profile:
         project: the project calls work in.
         timeout: default deadline of each call in seconds (None: no deadline).
         download_path: where Devo's get_model/find_model put files (None: ".").
+        service_addresses: the address of each service served apart from host:port, by
+            service name ("registry", "artifacts"); empty when all are served there.
     """
 
     name: str
@@ -101,6 +112,7 @@ class Profile:
     project: str = DEFAULT_PROJECT
     timeout: float | None = DEFAULT_TIMEOUT
     download_path: str | None = None
+    service_addresses: Mapping[str, str] = field(default_factory=dict)
 
 
 def profiles_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -181,6 +193,9 @@ def parse_profile(name: str, values: dict[str, str], *, source: str = "profile")
         project=values.get("project") or DEFAULT_PROJECT,
         timeout=_timeout(name, values.get("timeout"), source),
         download_path=_path(values.get("download_path")),
+        service_addresses={
+            service: values[key] for service, key in SERVICE_KEYS.items() if values.get(key)
+        },
     )
 
 

@@ -43,3 +43,17 @@ def assert_unavailable(status: int, stderr: str) -> None:
     assert status == 1
     assert stderr.splitlines()[-1].startswith("Error: UNAVAILABLE")
     assert "Traceback" not in stderr
+
+
+async def test_a_profiles_ca_trusts_another_tls_address(
+    tls_port: int,  # noqa: F811
+    pki: dict[str, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The CA is about whom to trust, not where to send a key: it serves any TLS address."""
+    profiles = tmp_path / "profiles.ini"
+    profiles.write_text(f"[prod]\nhost = cairn.invalid\nca = {pki['ca']}\n")
+    env = environment(tmp_path, CAIRN_PROFILES=str(profiles), CAIRN_PROFILE="prod")
+    await asyncio.to_thread(
+        ok, "experiments", "list", "--address", f"https://localhost:{tls_port}", env=env
+    )

@@ -5,12 +5,18 @@ Each setting is taken from the first of: its flag, its environment variable, the
 and the built-in default (127.0.0.1:50051, plaintext, no key, project "default"). The
 profile file is the Python client's (cairn.profiles: `$CAIRN_PROFILES`, else
 `~/.config/cairn/profiles.ini`).
+
+The variables are read only when a command connects (`resolve`), not while click parses
+the command line: the server's commands (`serve`, `migrate`, `config`, the key
+bootstrap) share the `cairn` group but never connect, so a client setting they do not
+use cannot break them.
 """
 
 from __future__ import annotations
 
 import configparser
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +30,8 @@ from .._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 # Where the options given to the group and to the command meet (ctx.meta is shared).
 _META_KEY = "cairn.connection"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,6 +48,7 @@ class Connection:
     token_style: str
     project: str
     timeout: float | None
+    service_addresses: Mapping[str, str]
 
     def client(self) -> Client:
         return Client(
@@ -51,44 +60,77 @@ class Connection:
             custom_ca=self.ca_file,
             project=self.project,
             timeout=self.timeout,
+            service_addresses=dict(self.service_addresses) or None,
         )
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-    """Keeps an option's value where every command of the invocation reads it.
+    """Keeps a typed option's value where every command of the invocation reads it.
 
     The same options exist on the group (`cairn --profile prod runs list`) and on each
-    command (`cairn runs list --profile prod`); a value typed on the command line wins
-    over one the environment supplied to the other."""
-    if value is None or param.name is None:
-        return
-    given = ctx.find_root().meta.setdefault(_META_KEY, {})
-    typed = ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE
-    if typed or param.name not in given:
-        given[param.name] = value
+    command (`cairn runs list --profile prod`); the one typed last wins."""
+    if value is not None and param.name is not None:
+        ctx.find_root().meta.setdefault(_META_KEY, {})[param.name] = value
 
 
-def _option(*names: str, **settings: Any) -> Callable[[F], F]:
+def _seconds(text: str) -> float:
+    return float(text)
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in _TRUE | _FALSE:
+        return text.lower() in _TRUE
+    raise ValueError(text)
+
+
+# Each setting's name, its variable and how the variable's text becomes its value.
+_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "address": ("CAIRN_ADDRESS", str),
+    "api_key": ("CAIRN_API_KEY", str),
+    "project": ("CAIRN_PROJECT", str),
+    "profile": ("CAIRN_PROFILE", str),
+    "tls": ("CAIRN_TLS", _boolean),
+    "ca_file": ("CAIRN_CA_FILE", str),
+    "timeout": ("CAIRN_TIMEOUT", _seconds),
+    "registry_address": ("CAIRN_REGISTRY_ADDRESS", str),
+    "artifacts_address": ("CAIRN_ARTIFACTS_ADDRESS", str),
+}
+
+
+def _option(name: str, *flags: str, text: str, **settings: Any) -> Callable[[F], F]:
+    """The option of a setting; its variable is only named in the help (see resolve)."""
     return click.option(
-        *names, expose_value=False, callback=_remember, show_envvar=True, **settings
+        *flags,
+        name,
+        expose_value=False,
+        callback=_remember,
+        help=f"{text} [env var: {_VARIABLES[name][0]}]",
+        **settings,
     )
 
 
 _OPTIONS = [
     _option(
+        "address",
         "--address",
         "--target",
-        "address",
-        envvar="CAIRN_ADDRESS",
-        help=f"host:port, http://host[:port] or https://host[:port] [default {DEFAULT_ADDRESS}]",
+        text=f"host:port, http://host[:port] or https://host[:port] [default {DEFAULT_ADDRESS}]",
     ),
-    _option("--api-key", envvar="CAIRN_API_KEY", help="the API key to send"),
-    _option("--project", envvar="CAIRN_PROJECT", help="the project to work in"),
-    _option("--profile", envvar="CAIRN_PROFILE", help="a section of the profile file"),
-    _option("--tls/--no-tls", default=None, envvar="CAIRN_TLS", help="connect over TLS or not"),
-    _option("--ca-file", envvar="CAIRN_CA_FILE", help="PEM root certificate to trust (TLS)"),
+    _option("api_key", "--api-key", text="the API key to send"),
+    _option("project", "--project", text="the project to work in"),
+    _option("profile", "--profile", text="a section of the profile file"),
+    _option("tls", "--tls/--no-tls", default=None, text="connect over TLS or not"),
+    _option("ca_file", "--ca-file", text="PEM root certificate to trust (TLS)"),
+    _option("timeout", "--timeout", type=float, text="deadline of each call, in seconds"),
     _option(
-        "--timeout", type=float, envvar="CAIRN_TIMEOUT", help="deadline of each call, in seconds"
+        "registry_address",
+        "--registry-address",
+        text="the model registry's address, when it is served apart [default: --address]",
+    ),
+    _option(
+        "artifacts_address",
+        "--artifacts-address",
+        text="the artifact service's address, when it is served apart [default: --address]",
     ),
 ]
 
@@ -101,20 +143,38 @@ def connection_options(command: F) -> F:
 
 
 def resolve(ctx: click.Context) -> Connection:
-    """The connection of this invocation (raises ProfileError for a bad profile)."""
-    given: dict[str, Any] = ctx.find_root().meta.get(_META_KEY, {})
+    """The connection of this invocation (raises ProfileError for a bad profile, and
+    click's usage error for a variable that is not a value of its setting)."""
+    given = {**_from_environment(ctx), **ctx.find_root().meta.get(_META_KEY, {})}
     profile = _profile(given.get("profile"))
     host, port, tls = _location(given, profile)
+    # A profile's key, CA and services belong to the profile's server: given another
+    # address, they are not used (a key is never sent elsewhere, maybe in the clear).
+    own = profile if profile and not given.get("address") else None
     return Connection(
         host=host,
         port=port,
         tls=tls,
-        ca_file=_first(given.get("ca_file"), profile and profile.ca),
-        api_key=_first(given.get("api_key"), profile and profile.token),
+        ca_file=_first(given.get("ca_file"), profile.ca if profile and tls else None),
+        api_key=_first(given.get("api_key"), own and own.token),
         token_style=profile.token_style if profile else profiles.BEARER,
         project=_first(given.get("project"), profile and profile.project, DEFAULT_PROJECT),
-        timeout=_first(given.get("timeout"), profile and profile.timeout, DEFAULT_TIMEOUT),
+        timeout=_timeout(given, profile),
+        service_addresses=_services(given, own),
     )
+
+
+def _from_environment(ctx: click.Context) -> dict[str, Any]:
+    values = {}
+    for name, (variable, parse) in _VARIABLES.items():
+        text = os.environ.get(variable, "")
+        if not text:
+            continue
+        try:
+            values[name] = parse(text)
+        except ValueError:
+            raise click.UsageError(f"{variable}={text!r} is not a valid value", ctx) from None
+    return values
 
 
 def _location(given: dict[str, Any], profile: profiles.Profile | None) -> tuple[str, int, bool]:
@@ -131,6 +191,23 @@ def _location(given: dict[str, Any], profile: profiles.Profile | None) -> tuple[
         return profile.host, profile.port, _first(tls, profile.tls)
     default_host, _, default_port = DEFAULT_ADDRESS.rpartition(":")
     return default_host, int(default_port), bool(tls)
+
+
+def _timeout(given: dict[str, Any], profile: profiles.Profile | None) -> float | None:
+    # A profile's timeout is kept as it is, None (no deadline) too, as
+    # cairn.create_client_from_profile keeps it.
+    if given.get("timeout") is not None:
+        return float(given["timeout"])
+    return profile.timeout if profile else DEFAULT_TIMEOUT
+
+
+def _services(given: dict[str, Any], profile: profiles.Profile | None) -> dict[str, str]:
+    """The services served apart from the address: given, else the profile's own."""
+    services = dict(profile.service_addresses) if profile else {}
+    for service in ("registry", "artifacts"):
+        if given.get(f"{service}_address"):
+            services[service] = given[f"{service}_address"]
+    return services
 
 
 def _profile(name: str | None) -> profiles.Profile | None:

@@ -7,6 +7,7 @@ package alone.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,11 +25,27 @@ def run_server_command(argv: Sequence[str]) -> None:
     try:
         from cairn_server import cli as server_cli
     except ImportError as error:
+        if not server_not_installed(error):
+            raise  # a bug of the server's own code: its message, not advice to install
         raise click.ClickException(
             f"`cairn {argv[0]}` is a server command and needs the server's packages"
             f" ({error.name} is missing): pip install 'cairn[server]'"
         ) from None
     raise SystemExit(server_cli.main(list(argv)))
+
+
+def server_not_installed(error: ImportError) -> bool:
+    """Whether importing the server failed because it, or one of the packages it
+    depends on, is not installed (`pip install 'cairn[server]'` is the cure), rather
+    than because of a bug in the server's own modules."""
+    if importlib.util.find_spec("cairn_server") is None:
+        return True
+    return error.name is not None and not _is_our_module(error.name)
+
+
+def _is_our_module(name: str) -> bool:
+    # The server's and the client's modules: one of them missing is a bug, not an install.
+    return name.partition(".")[0] in ("cairn_server", "cairn")
 
 
 def _pass_through(name: str, summary: str) -> click.Command:

@@ -62,13 +62,18 @@ def create_key(
     """Create an API key and print it, once, on stdout.
 
     Without --user: a key for yourself, through the server. With --user (and --admin):
-    the bootstrap, straight into the database (the server's flags apply, e.g.
+    the bootstrap, straight into the database (then the server's flags apply too, e.g.
     --database-url)."""
-    if user is not None or admin or ctx.args:
+    if user is not None or admin:
         bootstrap = ["keys", "create", "--expires", expires, *ctx.args]
         bootstrap += ["--user", user] if user is not None else []
         bootstrap += ["--name", name] if name is not None else []
         run_server_command([*bootstrap, *(["--admin"] if admin else [])])
+    if ctx.args:  # the server's flags are for the bootstrap only: anything else is a typo
+        unknown = ctx.args[0]
+        if unknown.startswith("-"):
+            raise click.NoSuchOption(unknown.partition("=")[0], ctx=ctx)
+        raise click.UsageError(f"Got unexpected extra argument ({unknown})", ctx)
     key = call(lambda client: client.auth.create_api_key(name or "cli", LIFETIMES[expires]))
     click.echo(key)
 
