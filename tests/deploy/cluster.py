@@ -25,12 +25,13 @@ from urllib.parse import urlsplit
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cairn_server import catalog
 from cairn_server.common.config import Config, env_name
 from cairn_server.common.config import load as load_settings
 from tests.deploy import kubelet, policies
 from tests.deploy.image import image
 from tests.deploy.kubelet import ContainerConfigError, Namespace, Process
-from tests.deploy.manifests import Object, pod_labels, pod_spec
+from tests.deploy.manifests import BIN, Object, pod_labels, pod_spec
 
 SETTINGS = {env_name(f.name) for f in dataclasses.fields(Config)}
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -94,6 +95,8 @@ class Cluster:
         workdir: where pods keep their directories and logs.
         subnet: the first three numbers of the loopback addresses of pods and Services.
         client: the pod the test's own calls come from.
+        bin_dir: what stands in for the image's /usr/local/bin (the virtual
+            environment's bin).
     """
 
     def __init__(
@@ -103,8 +106,10 @@ class Cluster:
         workdir: Path,
         subnet: str,
         client: policies.Pod,
+        bin_dir: Path = BIN,
     ) -> None:
         self.objects = found
+        self.bin_dir = bin_dir
         (ns,) = {o["metadata"]["namespace"] for o in found if "namespace" in o["metadata"]}
         self.written = Namespace.of(ns, found)
         self.namespace = Namespace.of(ns, found)
@@ -117,6 +122,7 @@ class Cluster:
         self.pods: dict[str, Pod] = {}
         self.jobs: dict[str, list[Process]] = {}
         self.connections: list[Connection] = []
+        self.refused: list[str] = []  # connections a Service could not forward, and why
         self._servers: list[asyncio.Server] = []
         self._next_ip = 10
         services = [o for o in found if o["kind"] == "Service"]
@@ -131,18 +137,22 @@ class Cluster:
         return f"{self.subnet}.{self._next_ip}"
 
     def environment(self, pod: Pod, container: Object, namespace: Namespace) -> dict[str, str]:
-        env = kubelet.environment(container, image(), namespace, {"name": pod.name, "ip": pod.ip})
+        """The container's environment, run here: the paths its manifest writes under a
+        volume's mountPath moved to that volume's directory (the runtime's and image's
+        values name this machine's paths already, a virtual environment under /tmp
+        included), and 0.0.0.0 made the pod's address."""
+        fields = {"name": pod.name, "ip": pod.ip}
+        env = kubelet.runtime_environment(image(), namespace, fields, self.bin_dir)
         mounts = pod.mounts.get(container["name"], {})
-        env = {
-            k: kubelet.in_pod_network(kubelet.mounted(v, mounts), pod.ip) for k, v in env.items()
-        }
+        written = kubelet.written_environment(container, namespace, fields, env)
+        env.update({k: kubelet.mounted(v, mounts) for k, v in written.items()})
+        env = {k: kubelet.in_pod_network(v, pod.ip) for k, v in env.items()}
         env["HOME"] = str(pod.directory / "root")
         return env
 
     def env_as_written(self, pod: Pod, container: Object) -> dict[str, str]:
-        return kubelet.environment(
-            container, image(), self.written, {"name": pod.name, "ip": pod.ip}
-        )
+        fields = {"name": pod.name, "ip": pod.ip}
+        return kubelet.environment(container, image(), self.written, fields, self.bin_dir)
 
     def _check_settings(self, pod: Pod, container: Object, env: dict[str, str]) -> None:
         """A CAIRN_ variable no setting reads is a misspelt one (the server ignores it);
@@ -281,10 +291,10 @@ class Cluster:
 
     # Services
 
-    def service_address(self, name: str, port_name: str = "grpc") -> str:
-        service = self.namespace.services[name]
-        (port,) = [p for p in service["spec"]["ports"] if p.get("name") == port_name]
-        return f"{self.namespace.service_ips[name]}:{port['port']}"
+    def service_address(self, name: str, port: int) -> str:
+        """Where a client dials a Service at a port (the port its docs give, which the
+        Service may not have)."""
+        return f"{self.namespace.service_ips[name]}:{port}"
 
     async def serve_services(self) -> None:
         """A forwarder per ClusterIP Service port, to a ready pod it selects."""
@@ -308,7 +318,7 @@ class Cluster:
         ready = self.endpoints(service)
         try:
             if not ready:
-                return  # no endpoints: the connection is refused
+                raise ConnectionRefusedError("no ready endpoints")
             pod = ready[0]
             target = kubelet.resolved_port(
                 port.get("targetPort", port["port"]), pod.container_ports()
@@ -323,7 +333,12 @@ class Cluster:
                 )
             )
             up_reader, up_writer = await asyncio.open_connection(pod.ip, target)
-        except (OSError, ContainerConfigError):
+        except (OSError, ContainerConfigError) as error:
+            # What `kubectl get endpoints` plus a refused connection would show.
+            self.refused.append(
+                f"service {service['metadata']['name']}:{port['port']} -> "
+                f"{ready[0].name if ready else '<no endpoints>'}: {error}"
+            )
             writer.close()
             return
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
@@ -355,8 +370,7 @@ class Cluster:
                     target, port = self._destination(url.hostname or "", url.port or 5432)
                     self.connections.append(Connection(source, target, port, "database"))
                 argv = kubelet.command(container, image(), env)
-                serves_artifacts = argv[1:2] == ["serve"] and "artifacts" in argv[2:]
-                if serves_artifacts and settings.artifact_backend == "s3":
+                if "artifacts" in served(argv) and settings.artifact_backend == "s3":
                     host, _, given = settings.s3_endpoint.partition(":")
                     default = 443 if settings.s3_secure else 80
                     target, port = self._destination(host, int(given or default))
@@ -420,6 +434,15 @@ class Cluster:
                     if line.startswith("{"):
                         with contextlib.suppress(json.JSONDecodeError):
                             yield f"{pod.name}/{name}", json.loads(line)
+
+
+def served(argv: list[str]) -> set[str]:
+    """The services `cairn serve [name...]` hosts, as the server picks them (no name
+    or "all": every one); none for any other command."""
+    if argv[1:2] != ["serve"]:
+        return set()
+    names = [a for a in argv[2:] if not a.startswith("-")]
+    return {spec.name for spec in catalog.select(names)}
 
 
 def _service_names(name: str, namespace: str) -> set[str]:

@@ -22,8 +22,6 @@ from typing import Any
 from tests.deploy.image import Image
 from tests.deploy.manifests import BIN, Object
 
-# What the image's runtime gives every process besides the Dockerfile's ENV.
-RUNTIME_PATH = f"{BIN}:/usr/bin:/bin"
 _REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 
@@ -104,26 +102,55 @@ def service_links(namespace: Namespace) -> dict[str, str]:
 
 
 def environment(
-    container: Object, image: Image, namespace: Namespace, pod: Mapping[str, str]
+    container: Object,
+    image: Image,
+    namespace: Namespace,
+    pod: Mapping[str, str],
+    bin_dir: Path = BIN,
 ) -> dict[str, str]:
-    """The container's environment as the kubelet builds it: the image's ENV, then the
-    service links, then envFrom in order, then env in order (later wins).
+    """The container's environment as the kubelet builds it: the runtime's and the
+    image's, then what its manifest writes (later wins).
 
     Raises:
         ContainerConfigError: for a ConfigMap, Secret or key that does not exist.
     """
-    env = {"PATH": RUNTIME_PATH, "HOSTNAME": pod["name"], **image.env}
+    env = runtime_environment(image, namespace, pod, bin_dir)
+    env.update(written_environment(container, namespace, pod, env))
+    return env
+
+
+def runtime_environment(
+    image: Image, namespace: Namespace, pod: Mapping[str, str], bin_dir: Path = BIN
+) -> dict[str, str]:
+    """What every container gets before its manifest speaks: the runtime's PATH (the
+    image's /usr/local/bin is bin_dir here) and HOSTNAME, the image's ENV, the service
+    links."""
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOSTNAME": pod["name"], **image.env}
     env.update(service_links(namespace))
+    return env
+
+
+def written_environment(
+    container: Object, namespace: Namespace, pod: Mapping[str, str], before: Mapping[str, str]
+) -> dict[str, str]:
+    """The variables the container's manifest sets: envFrom in order, then env in order
+    (later wins); $(VAR) expands from before and what came earlier. An env entry
+    with neither value nor valueFrom is set to "".
+
+    Raises:
+        ContainerConfigError: for a ConfigMap, Secret or key that does not exist.
+    """
+    written: dict[str, str] = {}
     for source in container.get("envFrom", []):
-        env.update(_env_from(source, namespace))
+        written.update(_env_from(source, namespace))
     for variable in container.get("env", []):
-        if "value" in variable:
-            env[variable["name"]] = _expand(variable["value"], env)
-        else:
+        if "valueFrom" in variable:
             value = _value_from(variable["valueFrom"], namespace, pod)
             if value is not None:
-                env[variable["name"]] = value
-    return env
+                written[variable["name"]] = value
+        else:
+            written[variable["name"]] = _expand(variable.get("value", ""), {**before, **written})
+    return written
 
 
 def _env_from(source: Object, namespace: Namespace) -> dict[str, str]:
