@@ -67,7 +67,8 @@ def target(
     Args:
         address: any form the module docstring lists.
         tls: whether the connection uses TLS; a URL must agree.
-        port: the port given beside the address; an address naming another is refused.
+        port: the port given beside the address; an address naming another is refused
+            (but for an address list's entries, which keep their own).
         default: the port when neither names one (None: 443 with TLS, 50051 without).
 
     Raises:
@@ -84,7 +85,7 @@ def target(
         raise ValueError(f"an {scheme}:// address for a {wanted} connection: choose one")
     fallback = given or default or (TLS_PORT if tls else PLAINTEXT_PORT)
     if parsed.host.lower().startswith(_LIST_SCHEMES):
-        return _address_list(parsed.host, given, fallback)
+        return _address_list(parsed.host, fallback)
     if given is not None and parsed.port is not None and parsed.port != given:
         raise ValueError(f"{address!r} names port {parsed.port}, but port {given} was given")
     prefix, name = _dns_split(parsed.host)
@@ -145,18 +146,16 @@ def _target_port(address: str) -> int | None:
     return None if named is None else _port(named, address)
 
 
-def _address_list(address: str, given: int | None, fallback: int) -> str:
-    """An ipv4:/ipv6: list with the port added to each entry that lacks one; an entry
-    naming another port than the one given is refused."""
+def _address_list(address: str, port: int) -> str:
+    """An ipv4:/ipv6: list with port added to each entry that lacks one (the entries of
+    a list may name different ports, so one naming its own keeps it)."""
     scheme, _, entries = address.partition(":")
     v6 = scheme.lower() == "ipv6"
     written = []
     for entry in entries.split(","):
         host, named = _entry(entry, address, v6)
-        if given is not None and named is not None and named != given:
-            raise ValueError(f"{address!r} names port {named}, but port {given} was given")
         host = f"[{host}]" if v6 else host
-        written.append(f"{host}:{named or fallback}")
+        written.append(f"{host}:{named or port}")
     return f"{scheme}:{','.join(written)}"
 
 
