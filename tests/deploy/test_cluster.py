@@ -133,7 +133,9 @@ async def test_a_client_works_across_the_three_services(
     assert reached == {f"service cairn-{s}" for s in ("tracking", "registry", "artifacts")}
 
 
-async def test_a_headless_service_reaches_its_pods_at_the_documented_port(deployed: Deployment) -> None:
+async def test_a_headless_service_reaches_its_pods_at_the_documented_port(
+    deployed: Deployment,
+) -> None:
     """A headless Service's name resolves to its pods' addresses and the client
     connects to them at the documented port (no forwarding maps it to a targetPort):
     the address list DNS would answer, as a gRPC target."""

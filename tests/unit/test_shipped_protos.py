@@ -16,4 +16,3 @@ def test_google_rpc_protos_are_googleapis_own(name: str) -> None:
     shipped = (SHIPPED / name).read_text()
     assert shipped.startswith("// Copyright"), "keep googleapis' license header"
     assert shipped == (GOOGLEAPIS / name).read_text()
-
