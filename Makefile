@@ -14,6 +14,7 @@ GEN_ROOT := clients/python
 
 help:
 	@echo "make run        serve tracking, registry and artifacts on 127.0.0.1:50051 (embedded PostgreSQL)"
+	@echo "make venv       install the server and the development tools (grpcurl, buf ...) into $(VENV)"
 	@echo "make test       install everything into $(VENV) and run every check and test"
 	@echo "make gen        regenerate the Python code of protos/ into $(GEN_ROOT)"
 	@echo "make lint       ruff, mypy and buf lint"

@@ -1,5 +1,8 @@
 """Pins the public names of the client package: removing one is a breaking change."""
 
+import subprocess
+import sys
+
 import cairn
 from cairn import exceptions
 
@@ -20,9 +23,19 @@ def test_top_level_names() -> None:
         "exceptions",
         "models",
         "profiles",
+        "utils",
     }
     for name in cairn.__all__:
         assert getattr(cairn, name) is not None
+
+
+def test_a_bare_import_reaches_the_kubeflow_utils() -> None:
+    """As `model_registry.utils` is to Kubeflow's users: no second import needed. A fresh
+    interpreter, since this one may have imported cairn.utils already."""
+    script = "import cairn; print(cairn.utils.s3_uri_from('m/v1', 'b', region='r'))"
+    shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("s3://b/m/v1")
 
 
 def test_exception_names() -> None:

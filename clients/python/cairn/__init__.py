@@ -9,7 +9,7 @@ Connect to every service at once, or with one of the service clients::
         ...
 """
 
-from . import exceptions, models, profiles
+from . import exceptions, models, profiles, utils
 from ._client import Client, create_client_from_profile, create_client_from_token
 from ._clients.artifacts import ArtifactClient
 from ._clients.auth import AuthClient
@@ -35,4 +35,5 @@ __all__ = [
     "exceptions",
     "models",
     "profiles",
+    "utils",
 ]
