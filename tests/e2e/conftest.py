@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,34 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = start_server(tmp_path_factory.mktemp("served"))
     yield server
     if server.process.poll() is None:
+        server.terminate(timeout=30)
+
+
+def bootstrap_admin_key(data_dir: Path, user: str = "ops", expires: str = "never") -> str:
+    """The first key, made as docs/auth.md says: `cairn keys create --admin` straight
+    against the database of data_dir, before any server requires keys."""
+    created = subprocess.run(
+        [tool("cairn"), "keys", "create", "--admin", "--user", user, "--expires", expires],
+        env={**os.environ, "CAIRN_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert created.returncode == 0, created.stderr
+    return created.stdout.strip()
+
+
+@contextmanager
+def served_with_keys(
+    data_dir: Path, user: str = "ops", expires: str = "never", env: dict[str, str] | None = None
+) -> Iterator[tuple[ServerProcess, str]]:
+    """A server requiring API keys, and the admin key bootstrapped for it."""
+    key = bootstrap_admin_key(data_dir, user, expires)
+    server = start_server(data_dir, "--auth", "api_key", env=env)
+    try:
+        yield server, key
+    finally:
         server.terminate(timeout=30)
 
 

@@ -4,33 +4,19 @@ process that requires keys, driven by grpcurl as an operator would."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ServerProcess, run_tool, start_server, tool
+from tests.e2e.conftest import ServerProcess, run_tool, served_with_keys, tool
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def bootstrapped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
-    data_dir: Path = tmp_path_factory.mktemp("keys")
-    created = subprocess.run(
-        [tool("cairn"), "keys", "create", "--admin", "--user", "ops", "--expires", "never"],
-        env={**os.environ, "CAIRN_DATA_DIR": str(data_dir)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert created.returncode == 0, created.stderr
-    server = start_server(data_dir, "--auth", "api_key")
-    yield server, created.stdout.strip()
-    server.terminate(timeout=30)
+    with served_with_keys(tmp_path_factory.mktemp("keys")) as keyed:
+        yield keyed
 
 
 def grpcurl(server: ServerProcess, method: str, body: dict, *headers: str):

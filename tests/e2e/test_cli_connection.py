@@ -4,15 +4,13 @@ connects: flag over CAIRN_* variable over profile."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.cli_helpers import as_json, environment, failed, ok, run_cairn
-from tests.e2e.conftest import ServerProcess, start_server, tool
+from tests.e2e.conftest import ServerProcess, served_with_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -22,19 +20,8 @@ DEAD = "127.0.0.1:1"  # nothing listens there
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
     """A served instance requiring keys, and the admin key `cairn keys create --admin` made."""
-    data_dir = tmp_path_factory.mktemp("cli-keys")
-    created = subprocess.run(
-        [tool("cairn"), "keys", "create", "--admin", "--user", "ops", "--expires", "never"],
-        env={**os.environ, "CAIRN_DATA_DIR": str(data_dir)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert created.returncode == 0, created.stderr
-    server = start_server(data_dir, "--auth", "api_key")
-    yield server, created.stdout.strip()
-    server.terminate(timeout=30)
+    with served_with_keys(tmp_path_factory.mktemp("cli-keys")) as keyed:
+        yield keyed
 
 
 def test_keys_create_list_revoke(keyed: tuple[ServerProcess, str], tmp_path: Path) -> None:

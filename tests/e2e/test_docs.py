@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import repo_root
-from tests.e2e.conftest import BIN, ServerProcess, start_server, tool
+from tests.e2e.conftest import BIN, ServerProcess, served_with_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -167,18 +167,8 @@ def test_python_block_runs(block: Block, served: ServerProcess, workdir: Path) -
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
     """A server that requires API keys, and the admin key README's bootstrap makes."""
-    data_dir = tmp_path_factory.mktemp("keyed")
-    created = subprocess.run(
-        [tool("cairn"), "keys", "create", "--admin", "--user", "ops", "--expires", "1y"],
-        env={**os.environ, "CAIRN_DATA_DIR": str(data_dir)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert created.returncode == 0, created.stderr
-    server = start_server(data_dir, "--auth", "api_key")
-    yield server, created.stdout.strip()
-    server.terminate(timeout=30)
+    with served_with_keys(tmp_path_factory.mktemp("keyed"), expires="1y") as keyed:
+        yield keyed
 
 
 @pytest.mark.parametrize("block", [b for b in python_blocks() if b.runs and KEY in b.code], ids=str)

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import repo_root
-from tests.e2e.conftest import ServerProcess, start_server, tool
+from tests.e2e.conftest import ServerProcess, served_with_keys
 from tests.integration.test_tls import _certificate, _write
 
 pytestmark = pytest.mark.e2e
@@ -321,19 +321,9 @@ def tls_served(
     ca = _certificate("kubeflow seed CA", None, ca=True)
     ca_file, _ = _write(data_dir, "ca", *ca)
     cert_file, key_file = _write(data_dir, "server", *_certificate("localhost", ca, ca=False))
-    created = subprocess.run(
-        [tool("cairn"), "keys", "create", "--admin", "--user", "hal", "--expires", "never"],
-        env={**os.environ, "CAIRN_DATA_DIR": str(data_dir)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert created.returncode == 0, created.stderr
     tls = {"CAIRN_TLS_CERT_FILE": str(cert_file), "CAIRN_TLS_KEY_FILE": str(key_file)}
-    server = start_server(data_dir, "--auth", "api_key", env=tls)
-    yield server, created.stdout.strip(), ca_file
-    server.terminate(timeout=30)
+    with served_with_keys(data_dir, user="hal", env=tls) as (server, key):
+        yield server, key, ca_file
 
 
 def test_the_seeds_examples_run_as_written(tls_served: tuple[ServerProcess, str, Path]) -> None:
