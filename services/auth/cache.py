@@ -46,9 +46,14 @@ class KeyCache:
         self._next_attempt = 0.0
         self._users = 0  # gates using the cache; the last one to close stops listening
 
+    @property
+    def listening(self) -> bool:
+        """Whether changes reach the cache, so it may serve checks at all."""
+        return self._listener is not None
+
     def get(self, prefix: str, project: str | None) -> KeyCheck | None:
         entry = self._entries.get((prefix, project))
-        if entry is None or self._listener is None:
+        if entry is None or not self.listening:
             return None
         stored_at, check = entry
         if self._clock() - stored_at >= self._max_age:
@@ -57,7 +62,7 @@ class KeyCache:
         return check
 
     def put(self, prefix: str, project: str | None, check: KeyCheck, generation: int) -> None:
-        if self._listener is None or generation != self.generation:
+        if not self.listening or generation != self.generation:
             return
         if len(self._entries) >= self._max_entries:
             self._entries.clear()
