@@ -15,7 +15,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 if TYPE_CHECKING:
-    from .types import Operation
+    from .types._operations import Operation
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
