@@ -19,7 +19,7 @@ help:
 	@echo "make gen        regenerate the Python code of protos/ into $(GEN_ROOT)"
 	@echo "make lint       ruff, mypy and buf lint"
 	@echo "make image      build the container image (needs a Docker engine)"
-	@echo "make bench-tracking | bench-registry | bench-artifacts | bench-auth | bench-filters   benchmarks"
+	@echo "make bench-tracking | bench-registry | bench-artifacts | bench-auth | bench-filters | bench-search-scale   benchmarks"
 
 venv: $(STAMP)
 
@@ -98,3 +98,7 @@ bench-artifacts: $(STAMP)
 .PHONY: bench-filters
 bench-filters: $(STAMP)
 	$(BIN)/python -m bench.filters
+
+.PHONY: bench-search-scale
+bench-search-scale: $(STAMP)
+	$(BIN)/python -m bench.search_scale

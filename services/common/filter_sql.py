@@ -58,10 +58,21 @@ class Lookups:
         params: collects the keys.
         tables: entity -> key/value table, e.g. {"tag": "tracking.experiment_tags"}.
         owner: (the tables' column naming the listed row, that row's id expression).
+        per_owner: look the values up by the owner alone (the key compared in a form no
+            index serves), for statements that test one row at a time: the planner can
+            then only use the (owner, key) primary key, never read a key's every entry
+            for each row, whatever its statistics.
     """
 
-    def __init__(self, params: Params, tables: Mapping[str, str], owner: tuple[str, str]) -> None:
+    def __init__(
+        self,
+        params: Params,
+        tables: Mapping[str, str],
+        owner: tuple[str, str],
+        per_owner: bool = False,
+    ) -> None:
         self._params, self._tables, self._owner = params, tables, owner
+        self._key = "{}.key || ''" if per_owner else "{}.key"
         self._aliases: dict[tuple[str, str], str] = {}
         self.joins: list[str] = []
 
@@ -85,6 +96,6 @@ class Lookups:
             column, owner = self._owner
             self.joins.append(
                 f"LEFT JOIN {self._tables[ident.entity]} {alias} ON {alias}.{column} = {owner} "
-                f"AND {alias}.key = {self._params.add(ident.key)}"
+                f"AND {self._key.format(alias)} = {self._params.add(ident.key)}"
             )
         return self._aliases[found]

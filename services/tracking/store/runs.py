@@ -18,9 +18,14 @@ RUN_COLUMNS = """r.run_id, r.project, r.experiment_id, r.run_name, r.user_id, r.
     r.start_time, r.end_time, r.artifact_uri, r.parent_run_id,
     greatest(r.lifecycle_stage, e.lifecycle_stage) AS lifecycle_stage"""
 RUN_FROM = "tracking.runs r JOIN tracking.experiments e ON e.experiment_id = r.experiment_id"
-# Joining the ids (rather than "run_id = ANY($1)") makes PostgreSQL expect a handful of
-# rows and walk the primary key, even before its statistics know the table's size.
-_FOR_RUNS = "JOIN unnest($1::uuid[]) AS page(run_id) USING (run_id)"
+
+
+def _for_runs(table: str) -> str:
+    """The rows of tracking.<table> (as x) of the runs $1, looked up run by run on the
+    primary key. OFFSET 0 keeps PostgreSQL from flattening the lookup into a join, which
+    right after a bulk load (no statistics yet) it would hash over the whole table."""
+    return f"""FROM unnest($1::uuid[]) AS page(run_id) CROSS JOIN LATERAL (
+        SELECT * FROM tracking.{table} t WHERE t.run_id = page.run_id OFFSET 0) x"""
 
 
 class RunStore:
@@ -145,8 +150,8 @@ async def load_runs(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) ->
     runs = {row["run_id"]: Run(info=run_info(row)) for row in rows}
     ids = list(runs)
     for row in await conn.fetch(
-        f"""SELECT run_id, key, value, timestamp_ms, step FROM tracking.latest_metrics
-            {_FOR_RUNS} ORDER BY key""",
+        f"""SELECT x.run_id, x.key, x.value, x.timestamp_ms, x.step
+            {_for_runs("latest_metrics")} ORDER BY x.key""",
         ids,
     ):
         runs[row["run_id"]].metrics.append(
@@ -154,13 +159,13 @@ async def load_runs(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) ->
         )
     for table, attribute in (("params", "params"), ("tags", "tags")):
         for row in await conn.fetch(
-            f"SELECT run_id, key, value FROM tracking.{table} {_FOR_RUNS} ORDER BY key",
+            f"SELECT x.run_id, x.key, x.value {_for_runs(table)} ORDER BY x.key",
             ids,
         ):
             getattr(runs[row["run_id"]], attribute)[row["key"]] = row["value"]
     for row in await conn.fetch(
-        f"""SELECT run_id, kind, name, uri, digest, context FROM tracking.run_inputs
-            {_FOR_RUNS} ORDER BY kind, uri, context""",
+        f"""SELECT x.run_id, x.kind, x.name, x.uri, x.digest, x.context
+            {_for_runs("run_inputs")} ORDER BY x.kind, x.uri, x.context""",
         ids,
     ):
         runs[row["run_id"]].inputs.append(

@@ -55,6 +55,9 @@ _TABLES = {
 }
 _TYPES = {"metric": "double precision", "param": "text", "tag": "text"}
 DEFAULT_ORDER = ["attributes.start_time DESC"]
+# How many runs a newest-first page walks, testing the filter on each, before sorting
+# the matching runs instead (see _walk_newest_first).
+WALK_LIMIT = 5_000
 
 
 @dataclass(frozen=True)
@@ -82,14 +85,29 @@ async def search_runs(pool: asyncpg.Pool, query: RunQuery) -> paging.Page[Run]:
     last = keyset.last(query.page_token)
     wanted = query.page_size + 1
     async with pool.acquire() as conn:
-        if len(terms) == 1 and terms[0][0].entity == "metric":
-            rows = await _walk_one_metric(conn, query, terms[0], last, wanted)
-        else:
-            scope = _scope(query)
-            statement = _sorted_scan(terms, keyset, scope, last, wanted)
-            rows = await conn.fetch(statement, *scope.params.values)
+        rows = await _page_rows(conn, query, terms, keyset, last, wanted)
         runs = await load_runs(conn, rows[: query.page_size])
     return paging.Page(runs, keyset.next_token(rows, query.page_size))
+
+
+async def _page_rows(
+    conn: asyncpg.Connection,
+    query: RunQuery,
+    terms: list[tuple[Identifier, bool]],
+    keyset: paging.Keyset,
+    last: list[Any] | None,
+    wanted: int,
+) -> list[asyncpg.Record]:
+    """The page's rows (one more than the page, to know whether more follow)."""
+    if len(terms) == 1 and terms[0][0].entity == "metric":
+        return await _walk_one_metric(conn, query, terms[0], last, wanted)
+    if _newest_first(terms):
+        walked = await _walk_newest_first(conn, query, last, wanted)
+        if walked is not None:
+            return walked
+    scope = _scope(query)
+    statement = _sorted_scan(terms, keyset, scope, last, wanted)
+    return await conn.fetch(statement, *scope.params.values)
 
 
 def _sort_key(terms: list[tuple[Identifier, bool]]) -> list[paging.SortColumn]:
@@ -120,10 +138,16 @@ class _Scope:
     where: str
 
 
-def _scope(query: RunQuery) -> _Scope:
+def _scope(query: RunQuery, per_run: bool = False) -> _Scope:
+    """per_run: for a walk that tests one run at a time (its id r.run_id given). The
+    run and its values are then looked up by primary key alone: the experiment and the
+    keys are compared in a form no index serves (`+ 0`, `|| ''`), since without
+    statistics PostgreSQL may pick runs_by_experiment or the (key, value) indexes for
+    the lookup and read every entry of the experiment or the value for each run."""
     params = Params(query.project, list(query.experiment_ids))
-    where = ["r.project = $1", "r.experiment_id = ANY($2::bigint[])", _view(query.view_type)]
-    lookups = filter_sql.Lookups(params, _TABLES, ("run_id", "r.run_id"))
+    experiment = "r.experiment_id + 0" if per_run else "r.experiment_id"
+    where = ["r.project = $1", f"{experiment} = ANY($2::bigint[])", _view(query.view_type)]
+    lookups = filter_sql.Lookups(params, _TABLES, ("run_id", "r.run_id"), per_owner=per_run)
     inputs = _Inputs(params)
     node = filters.parse(query.filter, ENTITIES)
     if node is not None:
@@ -197,7 +221,7 @@ async def _walk_one_metric(
     direction, after = ("ASC", ">") if ascending else ("DESC", "<")
     rows: list[asyncpg.Record] = []
     if last is None or not last[0]:
-        scope = _scope(query)
+        scope = _scope(query, per_run=True)
         params = scope.params
         key = params.add(ident.key)
         start = "TRUE"
@@ -234,6 +258,87 @@ async def _walk_one_metric(
             *params.values,
         )
     return rows
+
+
+def _newest_first(terms: list[tuple[Identifier, bool]]) -> bool:
+    """The default order, which the runs_by_experiment index holds."""
+    (ident, ascending), *others = terms
+    return (
+        not others and ident.entity == "attribute" and ident.key == "start_time" and not ascending
+    )
+
+
+async def _walk_newest_first(
+    conn: asyncpg.Connection, query: RunQuery, last: list[Any] | None, wanted: int
+) -> list[asyncpg.Record] | None:
+    """Newest first: walk each experiment's (experiment_id, start_time DESC, run_id)
+    index from the page's start, the filter tested run by run, and stop after `wanted`
+    matches, so a page costs about its own size rather than sorting the experiment;
+    the experiments' pages are then merged. A start time is never NULL: the "missing"
+    flag is always 0.
+
+    A filter that few runs meet would make the walk visit most of the experiment, one
+    lookup per run: the walk gives up after WALK_LIMIT runs and returns None, and the
+    caller sorts instead (hash joins over the filter's keys, chosen by the planner)."""
+    scope = _scope(query, per_run=True)
+    params = scope.params
+    start = _newer_after(last, params)
+    limit, walked = params.add(wanted), params.add(WALK_LIMIT)
+    # Sorting is disabled for the statement: without statistics (right after a bulk
+    # load) PostgreSQL expects the filter to keep a run or two and would rather sort
+    # every run of the experiment than walk the index, a hundred times slower. OFFSET 0
+    # keeps the filter a lookup per index entry (see _walk_one_metric).
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_sort = off")
+        rows = await conn.fetch(
+            f"""SELECT w.* FROM (SELECT DISTINCT unnest($2::bigint[])) AS x(experiment_id)
+                CROSS JOIN LATERAL (
+                    SELECT m.*, 0 AS m0, o.start_time AS v0, o.run_id AS tiebreak
+                    FROM (
+                        SELECT o.run_id, o.start_time FROM tracking.runs o
+                        WHERE o.experiment_id = x.experiment_id AND {start}
+                        ORDER BY o.start_time DESC, o.run_id LIMIT {walked}
+                    ) o
+                    CROSS JOIN LATERAL (
+                        SELECT {RUN_COLUMNS} FROM {RUN_FROM} {scope.joins}
+                        WHERE r.run_id = o.run_id AND {scope.where} OFFSET 0
+                    ) m
+                    ORDER BY o.start_time DESC, o.run_id LIMIT {limit}
+                ) w
+                ORDER BY w.v0 DESC, w.tiebreak LIMIT {limit}""",
+            *params.values,
+        )
+    if len(rows) == wanted or not await _walked_too_far(conn, query, last):
+        return rows
+    return None
+
+
+def _newer_after(last: list[Any] | None, params: Params) -> str:
+    """Runs (as o) after the page's start in newest-first order."""
+    if last is None:
+        return "TRUE"
+    time, run_id = params.add(last[1], "bigint"), params.add(last[2], "uuid")
+    return f"(o.start_time < {time} OR (o.start_time = {time} AND o.run_id > {run_id}))"
+
+
+async def _walked_too_far(
+    conn: asyncpg.Connection, query: RunQuery, last: list[Any] | None
+) -> bool:
+    """Whether the experiments hold more than WALK_LIMIT runs from the page's start (so
+    the walk of one of them may have stopped short)."""
+    params = Params(list(query.experiment_ids))
+    start = _newer_after(last, params)
+    walked = params.add(WALK_LIMIT)
+    return bool(
+        await conn.fetchval(
+            f"""SELECT count(*) > {walked} FROM (
+                    SELECT 1 FROM tracking.runs o
+                    WHERE o.experiment_id = ANY($1::bigint[]) AND {start}
+                    LIMIT {walked} + 1
+                ) c""",
+            *params.values,
+        )
+    )
 
 
 def _view(view_type: ViewType) -> str:

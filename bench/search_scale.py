@@ -1,0 +1,244 @@
+"""`make bench-search-scale`: searching one experiment of 10,000 and 100,000 runs.
+
+Each size gets a fresh PostgreSQL, bulk-loaded in SQL: runs with five params, tags and
+metrics each (model one of 4 values, optimizer one of 3, team one of 4, acc uniform in
+[0, 1)). Autovacuum is off for the loaded tables, so the first measurements see what a
+search sees right after a bulk load: no statistics. Then ANALYZE, and the same again.
+
+Measured through the tracking store (statement and loading of the page's runs, as
+SearchRuns runs them, without gRPC): the first page (100 runs) of three filters people
+write, p50 of several calls, and a scan of every run, 1,000 a page. The baseline, on the
+same database in the same run: the statements the search ran before it walked the
+newest-first index and loaded a page's runs by primary key (kept here as text). A
+baseline call is cut off at BASELINE_TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from cairn_server import catalog
+from cairn_server.common import paging
+from cairn_server.common.server import migrate
+from cairn_server.tracking.model import MetricPoint, Run, ViewType
+from cairn_server.tracking.store import search
+from cairn_server.tracking.store.runs import run_info
+
+from .harness import median, postgres
+
+SIZES = (10_000, 100_000)
+SHAPES = [
+    (
+        "acc > 0.9 and model = 'cnn', by acc DESC",
+        "metrics.acc > 0.9 and params.model = 'cnn'",
+        ["metrics.acc DESC"],
+    ),
+    ("unfiltered, newest first", "", []),
+    (
+        "team = 'vision' and optimizer = 'adam', newest first",
+        "tags.team = 'vision' and params.optimizer = 'adam'",
+        ["attributes.start_time DESC"],
+    ),
+]
+CALLS = 9
+BUDGET_SECONDS = 10.0  # per measurement: fewer calls when one is slow
+BASELINE_TIMEOUT = "15s"
+_TABLES = ("runs", "latest_metrics", "params", "tags")
+_PICK = "(array[{}])[1 + floor(random() * {})::int]"
+_SEED = [
+    (
+        "latest_metrics (run_id, key, value, step, timestamp_ms)",
+        "(array['acc', 'loss', 'f1', 'auc', 'mse'])[k + 1]",
+        "random(), 0, 0",
+    ),
+    (
+        "params (run_id, key, value)",
+        "(array['model', 'optimizer', 'lr', 'batch', 'seed'])[k + 1]",
+        f"""CASE k WHEN 0 THEN {_PICK.format("'cnn', 'rnn', 'mlp', 'vit'", 4)}
+                   WHEN 1 THEN {_PICK.format("'adam', 'sgd', 'rmsprop'", 3)}
+                   ELSE floor(random() * 100)::text END""",
+    ),
+    (
+        "tags (run_id, key, value)",
+        "(array['team', 'owner', 'stage', 'env', 'note'])[k + 1]",
+        f"""CASE k WHEN 0 THEN {_PICK.format("'vision', 'nlp', 'speech', 'rl'", 4)}
+                   ELSE 'x' || floor(random() * 10)::text END""",
+    ),
+]
+
+
+async def load(pool: asyncpg.Pool, runs: int) -> int:
+    """An experiment of `runs` runs, one second apart; its id."""
+    async with pool.acquire() as conn:
+        for table in _TABLES:
+            await conn.execute(f"ALTER TABLE tracking.{table} SET (autovacuum_enabled = false)")
+        experiment_id: int = await conn.fetchval(
+            """INSERT INTO tracking.experiments (project, name, artifact_location)
+               VALUES ('default', 'scale', '') RETURNING experiment_id"""
+        )
+        await conn.execute(
+            """INSERT INTO tracking.runs
+                   (run_id, project, experiment_id, run_name, status, start_time, artifact_uri)
+               SELECT gen_random_uuid(), 'default', $1, 'r' || i, 3,
+                      1700000000000 + i * 1000, ''
+               FROM generate_series(1, $2) AS i""",
+            experiment_id,
+            runs,
+        )
+        for table, key, value in _SEED:
+            await conn.execute(
+                f"""INSERT INTO tracking.{table}
+                    SELECT r.run_id, {key}, {value}
+                    FROM tracking.runs r, generate_series(0, 4) AS k"""
+            )
+    return experiment_id
+
+
+# The statements a page's runs were loaded with before: a join PostgreSQL hashes over
+# the whole table while it has no statistics.
+_PREVIOUS_LOADS = {
+    "metrics": """SELECT run_id, key, value, timestamp_ms, step FROM tracking.latest_metrics
+                  JOIN unnest($1::uuid[]) AS page(run_id) USING (run_id) ORDER BY key""",
+    "params": """SELECT run_id, key, value FROM tracking.params
+                 JOIN unnest($1::uuid[]) AS page(run_id) USING (run_id) ORDER BY key""",
+    "tags": """SELECT run_id, key, value FROM tracking.tags
+               JOIN unnest($1::uuid[]) AS page(run_id) USING (run_id) ORDER BY key""",
+    "inputs": """SELECT run_id FROM tracking.run_inputs
+                 JOIN unnest($1::uuid[]) AS page(run_id) USING (run_id)""",
+}
+
+
+async def previous_search(pool: asyncpg.Pool, query: search.RunQuery) -> paging.Page[Run]:
+    """search.search_runs as it was: the metric walk, else every match sorted."""
+    terms = [
+        search.filters.parse_order_by(t, search.ENTITIES)
+        for t in (query.order_by or search.DEFAULT_ORDER)
+    ]
+    keyset = paging.Keyset(
+        search._sort_key(terms),
+        "runs",
+        query.project,
+        sorted(query.experiment_ids),
+        query.filter,
+        list(query.order_by),
+        int(query.view_type),
+    )
+    last = keyset.last(query.page_token)
+    wanted = query.page_size + 1
+    async with pool.acquire() as conn:
+        if len(terms) == 1 and terms[0][0].entity == "metric":
+            rows = await search._walk_one_metric(conn, query, terms[0], last, wanted)
+        else:
+            scope = search._scope(query)
+            statement = search._sorted_scan(terms, keyset, scope, last, wanted)
+            rows = await conn.fetch(statement, *scope.params.values)
+        runs = await _previous_load(conn, rows[: query.page_size])
+    return paging.Page(runs, keyset.next_token(rows, query.page_size))
+
+
+async def _previous_load(conn: asyncpg.Connection, rows: list[Any]) -> list[Run]:
+    runs = {row["run_id"]: Run(info=run_info(row)) for row in rows}
+    ids = list(runs)
+    for row in await conn.fetch(_PREVIOUS_LOADS["metrics"], ids):
+        point = MetricPoint(row["key"], row["value"], row["timestamp_ms"], row["step"])
+        runs[row["run_id"]].metrics.append(point)
+    for table in ("params", "tags"):
+        for row in await conn.fetch(_PREVIOUS_LOADS[table], ids):
+            getattr(runs[row["run_id"]], table)[row["key"]] = row["value"]
+    await conn.fetch(_PREVIOUS_LOADS["inputs"], ids)
+    return list(runs.values())
+
+
+Searcher = Callable[[asyncpg.Pool, search.RunQuery], Awaitable[paging.Page[Run]]]
+
+
+async def first_page_p50(pool: asyncpg.Pool, searcher: Searcher, query: search.RunQuery) -> str:
+    samples: list[float] = []
+    spent = 0.0
+    while len(samples) < CALLS and spent < BUDGET_SECONDS:
+        started = time.perf_counter()
+        try:
+            await searcher(pool, query)
+        except asyncpg.QueryCanceledError:
+            return f"> {BASELINE_TIMEOUT}"
+        samples.append(time.perf_counter() - started)
+        spent += samples[-1]
+    return f"{median(samples) * 1000:.1f} ms"
+
+
+async def scan_rate(pool: asyncpg.Pool, searcher: Searcher, query: search.RunQuery) -> str:
+    """Runs per second over every page of 1,000."""
+    started, seen, token = time.perf_counter(), 0, ""
+    while True:
+        try:
+            page = await searcher(pool, _with(query, page_token=token, page_size=1000))
+        except asyncpg.QueryCanceledError:
+            return f"page > {BASELINE_TIMEOUT}"
+        seen += len(page.items)
+        if not (token := page.next_page_token):
+            return f"{seen / (time.perf_counter() - started):,.0f} runs/s"
+
+
+def _with(query: search.RunQuery, **changes: Any) -> search.RunQuery:
+    return search.RunQuery(**{**query.__dict__, **changes})
+
+
+async def measure(
+    pools: dict[str, asyncpg.Pool], experiment_id: int, runs: int, stats: str
+) -> None:
+    for name, text, order in SHAPES:
+        query = search.RunQuery(
+            "default", [experiment_id], text, order, ViewType.ACTIVE_ONLY, 100, ""
+        )
+        before = await first_page_p50(pools["baseline"], previous_search, query)
+        now = await first_page_p50(pools["now"], search.search_runs, query)
+        _row(runs, stats, f"first page: {name}", before, now)
+    query = search.RunQuery("default", [experiment_id], "", [], ViewType.ACTIVE_ONLY, 1000, "")
+    before = await scan_rate(pools["baseline"], previous_search, query)
+    now = await scan_rate(pools["now"], search.search_runs, query)
+    _row(runs, stats, "scan every run, 1,000 a page", before, now)
+
+
+def _row(runs: int, stats: str, name: str, before: str, now: str) -> None:
+    print(f"| {runs:,} | {stats} | {name} | {before} | {now} |", flush=True)
+
+
+async def one_size(runs: int) -> None:
+    with postgres() as database_url:
+        pools = {
+            "now": await asyncpg.create_pool(database_url, min_size=1, max_size=1),
+            "baseline": await asyncpg.create_pool(
+                database_url,
+                min_size=1,
+                max_size=1,
+                server_settings={"statement_timeout": BASELINE_TIMEOUT},
+            ),
+        }
+        try:
+            await migrate(pools["now"], catalog.select(["tracking"]))
+            experiment_id = await load(pools["now"], runs)
+            await measure(pools, experiment_id, runs, "none (bulk load)")
+            await pools["now"].execute("ANALYZE " + ", ".join(f"tracking.{t}" for t in _TABLES))
+            await measure(pools, experiment_id, runs, "analyzed")
+        finally:
+            for pool in pools.values():
+                await pool.close()
+
+
+async def main() -> None:
+    print("search one experiment through the tracking store (p50 of the first page of 100;")
+    print(f"a scan of every run, 1,000 a page); previous statements cut off at {BASELINE_TIMEOUT}")
+    print()
+    print("| runs | statistics | search | previous SQL | now |")
+    print("|---|---|---|---|---|")
+    for runs in SIZES:
+        await one_size(runs)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,188 @@
+"""The walks of the newest-first order (the default) and of one metric's order return
+exactly what sorting every matching run returns: the same runs in the same order, pages
+stitched together included, for every kind of filter term, over runs with NaN,
+infinities, missing keys, deleted runs and tied start times, in one experiment and in
+several."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from cairn_server.tracking.model import ViewType
+from cairn_server.tracking.store import search
+
+RUNS = 240
+METRIC_VALUES = [0.1, 0.5, 0.9, 0.95, 1.0, float("nan"), float("inf"), float("-inf"), None]
+PARAM_VALUES = [("model", ["cnn", "rnn", "CNN-big", None]), ("optimizer", ["adam", "sgd", None])]
+FILTERS = [
+    "",
+    "metrics.acc > 0.9",
+    "metrics.acc <= 0.5",
+    "metrics.acc != 0.5",
+    "metrics.acc = 1.0",
+    "metrics.acc IS NULL",
+    "metrics.loss IS NOT NULL",
+    "metrics.acc > 0.9 and params.model = 'cnn'",
+    "params.model = 'cnn'",
+    "params.model != 'cnn'",
+    "params.model LIKE 'c%'",
+    "params.model ILIKE 'C%'",
+    "params.model NOT LIKE 'c%'",
+    "params.model IN ('cnn', 'rnn')",
+    "params.model NOT IN ('cnn')",
+    "params.optimizer IS NULL",
+    "tags.team = 'vision' and params.optimizer = 'adam'",
+    "tags.team = 'vision' or metrics.acc > 0.9",
+    "(tags.team = 'nlp' or tags.team = 'rl') and metrics.loss < 0.5",
+    "tags.team = 'nobody'",
+    "attributes.status = 'FINISHED'",
+    "attributes.run_name LIKE 'r1%'",
+    "attributes.start_time > 20",
+    "inputs.name = 'train'",
+    "inputs.uri IS NULL",
+]
+
+
+@pytest_asyncio.fixture(scope="module")
+async def experiments(pool: asyncpg.Pool) -> AsyncIterator[list[int]]:
+    """Two experiments of RUNS runs each, every key missing from some runs, start times
+    shared by three runs each, a tenth of the runs deleted."""
+    rng = random.Random(17)
+    ids = []
+    async with pool.acquire() as conn:
+        for _ in range(2):
+            experiment_id = await conn.fetchval(
+                """INSERT INTO tracking.experiments (project, name, artifact_location)
+                   VALUES ('default', $1, '') RETURNING experiment_id""",
+                f"walks-{uuid.uuid4().hex[:10]}",
+            )
+            await _fill(conn, experiment_id, rng)
+            ids.append(experiment_id)
+    yield ids
+
+
+async def _fill(conn: asyncpg.Connection, experiment_id: int, rng: random.Random) -> None:
+    runs, metrics, params, tags, inputs = [], [], [], [], []
+    for i in range(RUNS):
+        run_id = uuid.uuid4()
+        runs.append((run_id, "default", experiment_id, f"r{i}", rng.choice([1, 3, 4]), i // 3, ""))
+        for key in ("acc", "loss"):
+            if (value := rng.choice(METRIC_VALUES)) is not None:
+                metrics.append((run_id, key, value, 0, 0))
+        for key, values in (
+            ("model", ["cnn", "rnn", "CNN-big", None]),
+            ("optimizer", ["adam", "sgd", None]),
+        ):
+            if (text := rng.choice(values)) is not None:
+                params.append((run_id, key, text))
+        if (team := rng.choice(["vision", "nlp", "rl", None])) is not None:
+            tags.append((run_id, "team", team))
+        if rng.random() < 0.3:
+            inputs.append((run_id, "dataset", rng.choice(["train", "eval"]), f"s3://d/{i}", "", ""))
+    await conn.copy_records_to_table(
+        "runs",
+        schema_name="tracking",
+        records=runs,
+        columns=[
+            "run_id",
+            "project",
+            "experiment_id",
+            "run_name",
+            "status",
+            "start_time",
+            "artifact_uri",
+        ],
+    )
+    columns = ["run_id", "key", "value", "step", "timestamp_ms"]
+    await conn.copy_records_to_table(
+        "latest_metrics", schema_name="tracking", records=metrics, columns=columns
+    )
+    for table, rows in (("params", params), ("tags", tags)):
+        await conn.copy_records_to_table(table, schema_name="tracking", records=rows)
+    await conn.copy_records_to_table(
+        "run_inputs",
+        schema_name="tracking",
+        records=inputs,
+        columns=["run_id", "kind", "name", "uri", "digest", "context"],
+    )
+    deleted = [r[0] for r in runs if rng.random() < 0.1]
+    await conn.execute(
+        "UPDATE tracking.runs SET lifecycle_stage = 2 WHERE run_id = ANY($1::uuid[])", deleted
+    )
+
+
+async def _sorted(pool: asyncpg.Pool, query: search.RunQuery) -> list[uuid.UUID]:
+    """Every matching run in newest-first order, by the statement that sorts them all
+    (the one the search ran before it walked the index)."""
+    orders = query.order_by or search.DEFAULT_ORDER
+    terms = [search.filters.parse_order_by(text, search.ENTITIES) for text in orders]
+    keyset = search.paging.Keyset(search._sort_key(terms))
+    scope = search._scope(query)
+    statement = search._sorted_scan(terms, keyset, scope, None, 10 * RUNS)
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(statement, *scope.params.values)
+    (ident, ascending), *_ = terms
+    if ident.entity == "metric":
+        # Ordered by one metric, ties (and the runs without it) go by run id in the
+        # metric's direction, the order of its index (docs/filters.md).
+        rows = sorted(rows, key=lambda row: row["tiebreak"], reverse=not ascending)
+        rows.sort(key=lambda row: 0.0 if row["v0"] is None else row["v0"], reverse=not ascending)
+        rows.sort(key=lambda row: row["m0"])
+    return [row["run_id"] for row in rows]
+
+
+async def _paged(pool: asyncpg.Pool, query: search.RunQuery) -> list[uuid.UUID]:
+    """Every page of the search, stitched together."""
+    found: list[uuid.UUID] = []
+    token = ""
+    while True:
+        page = await search.search_runs(pool, _with(query, page_token=token))
+        found += [uuid.UUID(run.info.run_id) for run in page.items]
+        if not (token := page.next_page_token):
+            return found
+
+
+def _with(query: search.RunQuery, **changes: object) -> search.RunQuery:
+    fields = {**query.__dict__, **changes}
+    return search.RunQuery(**fields)
+
+
+@pytest.mark.parametrize("order", [[], ["metrics.acc DESC"], ["metrics.loss ASC"]])
+@pytest.mark.parametrize("walk_limit", [search.WALK_LIMIT, 60])
+@pytest.mark.parametrize("view", [ViewType.ACTIVE_ONLY, ViewType.ALL, ViewType.DELETED_ONLY])
+async def test_pages_of_every_filter_equal_the_sorted_statement(
+    pool: asyncpg.Pool,
+    experiments: list[int],
+    view: ViewType,
+    walk_limit: int,
+    order: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A small walk limit makes the walk give up and sort on filters few runs meet
+    # (fewer than a page among 60 runs).
+    monkeypatch.setattr(search, "WALK_LIMIT", walk_limit)
+    scopes = [experiments[:1], experiments, [experiments[1], experiments[0], experiments[1]]]
+    for experiment_ids in scopes:
+        for text in FILTERS:
+            for size in (25,):
+                query = search.RunQuery("default", experiment_ids, text, order, view, size, "")
+                expected = await _sorted(pool, query)
+                assert await _paged(pool, query) == expected, (experiment_ids, text, size)
+
+
+async def test_the_filters_compared_meet_some_runs_and_not_all(
+    pool: asyncpg.Pool, experiments: list[int]
+) -> None:
+    """The comparison above is only worth something if the filters select."""
+    everything = search.RunQuery("default", experiments, "", [], ViewType.ALL, 1000, "")
+    total = len(await _sorted(pool, everything))
+    assert total == 2 * RUNS
+    for text in FILTERS[1:]:
+        if text != "tags.team = 'nobody'":
+            assert 0 < len(await _sorted(pool, _with(everything, filter=text))) < total, text
