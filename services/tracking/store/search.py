@@ -101,7 +101,9 @@ async def _page_rows(
     """The page's rows (one more than the page, to know whether more follow)."""
     if len(terms) == 1 and terms[0][0].entity == "metric":
         return await _walk_one_metric(conn, query, terms[0], last, wanted)
-    if _newest_first(terms):
+    # One experiment only: merging walks that each stopped after WALK_LIMIT runs could
+    # fill a page from one experiment past where another's walk stopped unread.
+    if _newest_first(terms) and len(set(query.experiment_ids)) == 1:
         walked = await _walk_newest_first(conn, query, last, wanted)
         if walked is not None:
             return walked
@@ -271,11 +273,10 @@ def _newest_first(terms: list[tuple[Identifier, bool]]) -> bool:
 async def _walk_newest_first(
     conn: asyncpg.Connection, query: RunQuery, last: list[Any] | None, wanted: int
 ) -> list[asyncpg.Record] | None:
-    """Newest first: walk each experiment's (experiment_id, start_time DESC, run_id)
+    """Newest first in one experiment: walk its (experiment_id, start_time DESC, run_id)
     index from the page's start, the filter tested run by run, and stop after `wanted`
-    matches, so a page costs about its own size rather than sorting the experiment;
-    the experiments' pages are then merged. A start time is never NULL: the "missing"
-    flag is always 0.
+    matches, so a page costs about its own size rather than sorting the experiment. A
+    start time is never NULL: the "missing" flag is always 0.
 
     A filter that few runs meet would make the walk visit most of the experiment, one
     lookup per run: the walk gives up after WALK_LIMIT runs and returns None, and the
@@ -287,8 +288,11 @@ async def _walk_newest_first(
     # Sorting is disabled for the statement: without statistics (right after a bulk
     # load) PostgreSQL expects the filter to keep a run or two and would rather sort
     # every run of the experiment than walk the index, a hundred times slower. OFFSET 0
-    # keeps the filter a lookup per index entry (see _walk_one_metric).
-    async with conn.transaction():
+    # keeps the filter a lookup per index entry (see _walk_one_metric). One snapshot for
+    # the walk and the count after it, so a run purged in between cannot make a walk
+    # that stopped short look complete. (A search is a read: it never runs inside a
+    # recorded write's transaction, where SET LOCAL would outlive this block.)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute("SET LOCAL enable_sort = off")
         rows = await conn.fetch(
             f"""SELECT w.* FROM (SELECT DISTINCT unnest($2::bigint[])) AS x(experiment_id)
@@ -308,8 +312,8 @@ async def _walk_newest_first(
                 ORDER BY w.v0 DESC, w.tiebreak LIMIT {limit}""",
             *params.values,
         )
-    if len(rows) == wanted or not await _walked_too_far(conn, query, last):
-        return rows
+        if len(rows) == wanted or not await _walked_too_far(conn, query, last):
+            return rows
     return None
 
 
@@ -318,14 +322,16 @@ def _newer_after(last: list[Any] | None, params: Params) -> str:
     if last is None:
         return "TRUE"
     time, run_id = params.add(last[1], "bigint"), params.add(last[2], "uuid")
-    return f"(o.start_time < {time} OR (o.start_time = {time} AND o.run_id > {run_id}))"
+    # The first bound lets the index scan start at the page's start instead of at the
+    # newest run, so a deep page costs its own size.
+    return f"(o.start_time <= {time} AND (o.start_time < {time} OR o.run_id > {run_id}))"
 
 
 async def _walked_too_far(
     conn: asyncpg.Connection, query: RunQuery, last: list[Any] | None
 ) -> bool:
-    """Whether the experiments hold more than WALK_LIMIT runs from the page's start (so
-    the walk of one of them may have stopped short)."""
+    """Whether the experiment holds more than WALK_LIMIT runs from the page's start (so
+    the walk may have stopped short)."""
     params = Params(list(query.experiment_ids))
     start = _newer_after(last, params)
     walked = params.add(WALK_LIMIT)

@@ -75,10 +75,7 @@ async def _fill(conn: asyncpg.Connection, experiment_id: int, rng: random.Random
         for key in ("acc", "loss"):
             if (value := rng.choice(METRIC_VALUES)) is not None:
                 metrics.append((run_id, key, value, 0, 0))
-        for key, values in (
-            ("model", ["cnn", "rnn", "CNN-big", None]),
-            ("optimizer", ["adam", "sgd", None]),
-        ):
+        for key, values in PARAM_VALUES:
             if (text := rng.choice(values)) is not None:
                 params.append((run_id, key, text))
         if (team := rng.choice(["vision", "nlp", "rl", None])) is not None:
@@ -170,10 +167,89 @@ async def test_pages_of_every_filter_equal_the_sorted_statement(
     scopes = [experiments[:1], experiments, [experiments[1], experiments[0], experiments[1]]]
     for experiment_ids in scopes:
         for text in FILTERS:
-            for size in (25,):
-                query = search.RunQuery("default", experiment_ids, text, order, view, size, "")
-                expected = await _sorted(pool, query)
-                assert await _paged(pool, query) == expected, (experiment_ids, text, size)
+            query = search.RunQuery("default", experiment_ids, text, order, view, 25, "")
+            expected = await _sorted(pool, query)
+            assert await _paged(pool, query) == expected, (experiment_ids, text)
+
+
+async def test_a_sweep_in_one_experiment_hides_no_older_match_of_another(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Experiment A: 100 recent runs the filter rejects, then one older match; B: 30
+    matches older than that. Walks that each stop after WALK_LIMIT runs, merged, would
+    fill the first page with B's runs and page past A's match for good."""
+    monkeypatch.setattr(search, "WALK_LIMIT", 60)
+    a, b = await _new_experiment(pool), await _new_experiment(pool)
+    await _runs(pool, a, [(1000 - i, "sgd") for i in range(100)] + [(500, "adam")])
+    await _runs(pool, b, [(400 - i, "adam") for i in range(30)])
+    query = search.RunQuery(
+        "default", [a, b], "params.optimizer = 'adam'", [], ViewType.ALL, 25, ""
+    )
+    found = await _paged(pool, query)
+    assert found == await _sorted(pool, query)
+    assert len(found) == 31
+
+
+async def test_the_walk_and_the_sort_each_answer_in_one_experiment(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter most runs meet is answered by the walk; one no run meets gives up after
+    WALK_LIMIT runs and is answered by sorting."""
+    monkeypatch.setattr(search, "WALK_LIMIT", 60)
+    experiment = await _new_experiment(pool)
+    await _runs(pool, experiment, [(i, "adam") for i in range(100)])
+    outcomes: list[bool] = []
+    walk = search._walk_newest_first
+
+    async def spied(*args: object) -> object:
+        rows = await walk(*args)  # type: ignore[arg-type]
+        outcomes.append(rows is not None)
+        return rows
+
+    monkeypatch.setattr(search, "_walk_newest_first", spied)
+    for text in ("params.optimizer = 'adam'", "params.optimizer = 'sgd'"):
+        query = search.RunQuery("default", [experiment], text, [], ViewType.ALL, 25, "")
+        assert await _paged(pool, query) == await _sorted(pool, query)
+    # adam: four pages walked; sgd: the walk gave up and the sort answered (nothing)
+    assert outcomes == [True, True, True, True, False]
+
+
+async def _new_experiment(pool: asyncpg.Pool) -> int:
+    return await pool.fetchval(
+        """INSERT INTO tracking.experiments (project, name, artifact_location)
+           VALUES ('default', $1, '') RETURNING experiment_id""",
+        f"walks-{uuid.uuid4().hex[:10]}",
+    )
+
+
+async def _runs(pool: asyncpg.Pool, experiment_id: int, runs: list[tuple[int, str]]) -> None:
+    """Runs with these start times and optimizer params."""
+    ids = [uuid.uuid4() for _ in runs]
+    async with pool.acquire() as conn:
+        await conn.copy_records_to_table(
+            "runs",
+            schema_name="tracking",
+            records=[
+                (run_id, "default", experiment_id, "r", 3, start, "")
+                for run_id, (start, _) in zip(ids, runs, strict=True)
+            ],
+            columns=[
+                "run_id",
+                "project",
+                "experiment_id",
+                "run_name",
+                "status",
+                "start_time",
+                "artifact_uri",
+            ],
+        )
+        await conn.copy_records_to_table(
+            "params",
+            schema_name="tracking",
+            records=[
+                (run_id, "optimizer", value) for run_id, (_, value) in zip(ids, runs, strict=True)
+            ],
+        )
 
 
 async def test_the_filters_compared_meet_some_runs_and_not_all(
