@@ -16,7 +16,7 @@ from tests.deploy.manifests import Object, named, objects, pod_spec
 
 # Where CI clones the project: its virtual environment lives under /tmp, which every
 # server pod mounts an emptyDir at.
-VENV_UNDER_TMP = Path("/tmp/cairn-ci/.venv/bin")
+VENV_UNDER_TMP = Path("/tmp/checkout/.venv/bin")
 
 
 def _container(found: list[Object], deployment: str) -> Object:
