@@ -20,10 +20,11 @@ def _register(server: grpc.aio.Server, resources: Resources) -> None:
     )
 
 
-# A presigned URL may be for a PUT, so creating one needs the editor role.
+# A presigned URL may be for a PUT, so creating one needs the editor role; a ticket
+# grants what its call does (an upload: editor; a download: viewer).
 ROLES = role_table(
-    viewer=["Download", "StatObject", "ListObjects"],
-    editor=["Upload", "DeleteObject", "CreatePresignedUrl", "ConfirmUpload"],
+    viewer=["Download", "StatObject", "ListObjects", "CreateDownloadTicket"],
+    editor=["Upload", "DeleteObject", "CreatePresignedUrl", "ConfirmUpload", "CreateUploadTicket"],
 )
 
 SPEC = ServiceSpec(
@@ -40,5 +41,9 @@ SPEC = ServiceSpec(
     # discards what it refused, which a recorded call's rollback would undo; a
     # presigned URL is a bearer secret, never stored. (Upload, a stream, is never
     # recorded either: it keeps its id on the object too.)
-    not_recorded=frozenset({"ConfirmUpload", "CreatePresignedUrl"}),
+    # The ticket calls write nothing: an upload's ticket carries the request id to its
+    # publication, which keeps it on the object as Upload does.
+    not_recorded=frozenset(
+        {"ConfirmUpload", "CreatePresignedUrl", "CreateUploadTicket", "CreateDownloadTicket"}
+    ),
 )

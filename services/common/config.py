@@ -84,6 +84,19 @@ class Config:
         "age after which the janitor removes unreferenced bytes and discards unfinished "
         "uploads (counted from a presigned PUT URL's expiry); longer than any upload takes",
     )
+    artifact_direct: bool = _setting(
+        True,
+        "serve direct transfers: large artifacts move over plain HTTP/1.1 on a byte endpoint "
+        "of their own, authorized by tickets of the gRPC service (docs/artifacts.md)",
+    )
+    artifact_direct_port: int = _setting(
+        0, "port of the direct-transfer byte endpoint, on the gRPC host; 0 picks a free one"
+    )
+    artifact_direct_host: str = _setting(
+        "",
+        "host clients are told to reach the byte endpoint at; empty: the host they reached "
+        "the gRPC service at",
+    )
     presign_max_seconds: int = _setting(
         3600, "longest lifetime of a presigned URL; at most 604800 (7 days, S3's limit)"
     )

@@ -11,6 +11,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DirectTicket(_message.Message):
+    __slots__ = ("host", "port", "tls", "ticket")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    port: int
+    tls: bool
+    ticket: str
+    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., tls: _Optional[bool] = ..., ticket: _Optional[str] = ...) -> None: ...
+
 class UploadHeader(_message.Message):
     __slots__ = ("project", "path", "content_type", "expected_size", "expected_sha256", "overwrite")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
@@ -173,3 +185,33 @@ class ConfirmUploadResponse(_message.Message):
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     object: _artifacts_pb2.ObjectInfo
     def __init__(self, object: _Optional[_Union[_artifacts_pb2.ObjectInfo, _Mapping]] = ...) -> None: ...
+
+class CreateUploadTicketRequest(_message.Message):
+    __slots__ = ("header",)
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    header: UploadHeader
+    def __init__(self, header: _Optional[_Union[UploadHeader, _Mapping]] = ...) -> None: ...
+
+class CreateUploadTicketResponse(_message.Message):
+    __slots__ = ("ticket", "object")
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    ticket: DirectTicket
+    object: _artifacts_pb2.ObjectInfo
+    def __init__(self, ticket: _Optional[_Union[DirectTicket, _Mapping]] = ..., object: _Optional[_Union[_artifacts_pb2.ObjectInfo, _Mapping]] = ...) -> None: ...
+
+class CreateDownloadTicketRequest(_message.Message):
+    __slots__ = ("project", "path")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    path: str
+    def __init__(self, project: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class CreateDownloadTicketResponse(_message.Message):
+    __slots__ = ("ticket", "object")
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    ticket: DirectTicket
+    object: _artifacts_pb2.ObjectInfo
+    def __init__(self, ticket: _Optional[_Union[DirectTicket, _Mapping]] = ..., object: _Optional[_Union[_artifacts_pb2.ObjectInfo, _Mapping]] = ...) -> None: ...

@@ -72,6 +72,16 @@ class ArtifactServiceStub:
                 request_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.ConfirmUploadRequest.SerializeToString,
                 response_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.ConfirmUploadResponse.FromString,
                 _registered_method=True)
+        self.CreateUploadTicket = channel.unary_unary(
+                '/cairn.artifacts.v1.ArtifactService/CreateUploadTicket',
+                request_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateUploadTicketRequest.SerializeToString,
+                response_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateUploadTicketResponse.FromString,
+                _registered_method=True)
+        self.CreateDownloadTicket = channel.unary_unary(
+                '/cairn.artifacts.v1.ArtifactService/CreateDownloadTicket',
+                request_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateDownloadTicketRequest.SerializeToString,
+                response_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateDownloadTicketResponse.FromString,
+                _registered_method=True)
 
 
 class ArtifactServiceServicer:
@@ -131,6 +141,23 @@ class ArtifactServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateUploadTicket(self, request, context):
+        """Direct transfer (docs/artifacts.md): a ticket for one upload, sent over HTTP/1.1 to
+        the service's byte endpoint instead of through Upload. It carries the header's
+        checks and this call's request id; the endpoint publishes as Upload does.
+        FAILED_PRECONDITION (DIRECT_TRANSFER_UNAVAILABLE) when the server offers none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateDownloadTicket(self, request, context):
+        """A ticket to GET one object's bytes, as they are now, from the byte endpoint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArtifactServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +195,16 @@ def add_ArtifactServiceServicer_to_server(servicer, server):
                     servicer.ConfirmUpload,
                     request_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.ConfirmUploadRequest.FromString,
                     response_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.ConfirmUploadResponse.SerializeToString,
+            ),
+            'CreateUploadTicket': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateUploadTicket,
+                    request_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateUploadTicketRequest.FromString,
+                    response_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateUploadTicketResponse.SerializeToString,
+            ),
+            'CreateDownloadTicket': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateDownloadTicket,
+                    request_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateDownloadTicketRequest.FromString,
+                    response_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateDownloadTicketResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +398,60 @@ class ArtifactService:
             '/cairn.artifacts.v1.ArtifactService/ConfirmUpload',
             cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.ConfirmUploadRequest.SerializeToString,
             cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.ConfirmUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateUploadTicket(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cairn.artifacts.v1.ArtifactService/CreateUploadTicket',
+            cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateUploadTicketRequest.SerializeToString,
+            cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateUploadTicketResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateDownloadTicket(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cairn.artifacts.v1.ArtifactService/CreateDownloadTicket',
+            cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateDownloadTicketRequest.SerializeToString,
+            cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateDownloadTicketResponse.FromString,
             options,
             channel_credentials,
             insecure,

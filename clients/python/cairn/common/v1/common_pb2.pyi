@@ -68,6 +68,9 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_ARTIFACT_URI_IMMUTABLE: _ClassVar[ErrorReason]
     ERROR_REASON_OPERATION_NOT_FOUND: _ClassVar[ErrorReason]
     ERROR_REASON_EXPERIMENT_BEING_PURGED: _ClassVar[ErrorReason]
+    ERROR_REASON_TICKET_INVALID: _ClassVar[ErrorReason]
+    ERROR_REASON_TICKET_EXPIRED: _ClassVar[ErrorReason]
+    ERROR_REASON_DIRECT_TRANSFER_UNAVAILABLE: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_INVALID_ARGUMENT: ErrorReason
 ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason
@@ -128,6 +131,9 @@ ERROR_REASON_INVALID_MODEL_MANIFEST: ErrorReason
 ERROR_REASON_ARTIFACT_URI_IMMUTABLE: ErrorReason
 ERROR_REASON_OPERATION_NOT_FOUND: ErrorReason
 ERROR_REASON_EXPERIMENT_BEING_PURGED: ErrorReason
+ERROR_REASON_TICKET_INVALID: ErrorReason
+ERROR_REASON_TICKET_EXPIRED: ErrorReason
+ERROR_REASON_DIRECT_TRANSFER_UNAVAILABLE: ErrorReason
 
 class Value(_message.Message):
     __slots__ = ("bool_value", "int_value", "double_value", "string_value")
