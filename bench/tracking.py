@@ -1,28 +1,53 @@
 """`make bench-tracking`: ingestion, log_metric latency, search and metric history.
 
-Server, client and PostgreSQL share this machine. Ingestion is reported beside its
-ceiling, measured in the same run: asyncpg's copy_records_to_table of the same rows
-straight into the same table.
+Server, client and PostgreSQL share this machine. Each figure is reported beside its
+floor or ceiling, measured in the same run: ingestion beside binary COPY of the same
+rows (asyncpg's copy_records_to_table, one row per point, into a bare table) over as
+many connections as there are writers; log_metric beside a bare gRPC unary call to a
+server that answers at once (bench/grpc_echo.py).
+
+`python -m bench.tracking ingest latency` runs only the sections named (ingest,
+latency, search, history); with none, all of them.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import random
+import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import asyncpg
+import grpc
 
 import cairn
+from cairn.tracking.v1 import tracking_pb2 as pb
+from cairn.tracking.v1 import tracking_service_pb2 as api
+from cairn.tracking.v1 import tracking_service_pb2_grpc as rpc
 from cairn.types import Metric, PagedList, Param, Run, RunTag
 
-from .harness import RssSampler, Server, Stopwatch, median, percentile, postgres, report, serve
+from .harness import (
+    BIN,
+    RssSampler,
+    Server,
+    Stopwatch,
+    median,
+    percentile,
+    postgres,
+    report,
+    serve,
+)
 
-BATCH = 10_000
-BATCHES_ONE_WRITER = 40
+BATCH = 1_000  # points per LogBatch, as MLflow's log_batch takes them
+BATCHES_ONE_WRITER = 400
 WRITERS = 8
-BATCHES_PER_WRITER = 10
+BATCHES_PER_WRITER = 50
+LATENCY_CALLS = 2000
+HISTORY_BATCH = 10_000
 SEARCH_RUNS = 10_000
 HISTORY_POINTS = 1_000_000
 
@@ -32,23 +57,30 @@ def _points(count: int, offset: int = 0) -> list[Metric]:
     return [Metric(f"m{i % 10}", random.random(), now, offset + i) for i in range(count)]
 
 
-async def copy_ceiling(database_url: str, batches: int) -> float:
-    """Points per second that raw COPY moves into a bare table of the same rows: what
-    PostgreSQL accepts at all, before any service, index or transaction logic."""
-    conn = await asyncpg.connect(database_url)
+async def copy_ceiling(database_url: str, connections: int, batches: int) -> float:
+    """Points per second that raw binary COPY of BATCH rows at a time moves into a bare
+    table of the same rows, over `connections` connections at once: what PostgreSQL
+    accepts at all, before any service, index or transaction logic."""
+    conns = [await asyncpg.connect(database_url) for _ in range(connections)]
     run = uuid.uuid4()
     rows = [(run, m.key, m.value, m.step, m.timestamp) for m in _points(BATCH)]
+
+    async def copy(conn: asyncpg.Connection) -> None:
+        for _ in range(batches):
+            await conn.copy_records_to_table("points", records=rows)
+
     try:
-        await conn.execute(
-            """CREATE TEMP TABLE points (run_id uuid, key text, value float8, step int8,
-                   timestamp_ms int8)"""
-        )
+        for conn in conns:
+            await conn.execute(
+                """CREATE TEMP TABLE points (run_id uuid, key text, value float8, step int8,
+                       timestamp_ms int8)"""
+            )
         with Stopwatch() as clock:
-            for _ in range(batches):
-                await conn.copy_records_to_table("points", records=rows)
+            await asyncio.gather(*(copy(conn) for conn in conns))
     finally:
-        await conn.close()
-    return batches * BATCH / clock.seconds
+        for conn in conns:
+            await conn.close()
+    return connections * batches * BATCH / clock.seconds
 
 
 async def ingest(client: cairn.TrackingClient, run_ids: list[str], batches: int) -> float:
@@ -65,13 +97,45 @@ async def ingest(client: cairn.TrackingClient, run_ids: list[str], batches: int)
 
 
 async def log_metric_latency(
-    client: cairn.TrackingClient, run_id: str, calls: int = 2000
+    client: cairn.TrackingClient, run_id: str, calls: int = LATENCY_CALLS
 ) -> list[float]:
     samples = []
     for step in range(calls):
         start = time.perf_counter()
         await client.log_metric(run_id, "latency", 1.0, step=step)
         samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+@contextmanager
+def grpc_echo() -> Iterator[int]:
+    """The port of a bare gRPC server in its own process (bench/grpc_echo.py)."""
+    echo = subprocess.Popen(
+        [str(BIN / "python"), "-m", "bench.grpc_echo"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert echo.stdout is not None
+        yield int(echo.stdout.readline())
+    finally:
+        echo.terminate()
+        echo.wait(timeout=30)
+
+
+async def bare_unary_latency(port: int, calls: int = LATENCY_CALLS) -> list[float]:
+    """Round trips of the generated stub's LogMetric, the same request log_metric
+    sends, to a server that answers at once: the floor of any unary call here."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = rpc.TrackingServiceStub(channel)
+        samples = []
+        for step in range(calls):
+            request = api.LogMetricRequest(
+                project="default",
+                run_id=uuid.uuid4().hex,
+                metric=pb.Metric(key="latency", value=1.0, timestamp_ms=1, step=step),
+            )
+            start = time.perf_counter()
+            await stub.LogMetric(request, timeout=60)
+            samples.append((time.perf_counter() - start) * 1000)
     return samples
 
 
@@ -131,9 +195,11 @@ async def analyze(database_url: str) -> None:
 async def history(
     client: cairn.TrackingClient, server: Server, run_id: str
 ) -> tuple[float, float, int]:
-    for n in range(HISTORY_POINTS // BATCH):
+    for n in range(HISTORY_POINTS // HISTORY_BATCH):
+        first = n * HISTORY_BATCH
         await client.log_batch(
-            run_id, metrics=[Metric("h", random.random(), 1, n * BATCH + i) for i in range(BATCH)]
+            run_id,
+            metrics=[Metric("h", random.random(), 1, first + i) for i in range(HISTORY_BATCH)],
         )
     async with RssSampler(server) as rss:
         with Stopwatch() as clock:
@@ -141,71 +207,123 @@ async def history(
     return clock.seconds, rss.growth_mib, len(points)
 
 
-async def main() -> None:
+Row = tuple[str, str, str]
+
+
+def _fraction(measured: float, ceiling: float) -> str:
+    return f"{measured / ceiling:.0%} of COPY over as many connections"
+
+
+async def ingest_section(client: cairn.TrackingClient, database_url: str) -> list[Row]:
+    experiment_id = await client.create_experiment("bench-ingest")
+    runs = [(await client.create_run(experiment_id)).info.run_id for _ in range(WRITERS + 1)]
+    await ingest(client, runs[:1], 20)  # warm up connections and caches
+    # Each ceiling right before the figure it bounds, so both see the same machine.
+    ceiling_one = await copy_ceiling(database_url, 1, BATCHES_ONE_WRITER)
+    one = await ingest(client, runs[:1], BATCHES_ONE_WRITER)
+    ceiling_many = await copy_ceiling(database_url, WRITERS, BATCHES_PER_WRITER)
+    many = await ingest(client, runs[1:], BATCHES_PER_WRITER)
+    return [
+        (f"COPY ceiling, {BATCH:,} rows a COPY, 1 conn", f"{ceiling_one:,.0f} pts/s", "baseline"),
+        (f"LogBatch {BATCH:,}, 1 writer", f"{one:,.0f} pts/s", _fraction(one, ceiling_one)),
+        (
+            f"COPY ceiling, {BATCH:,} rows a COPY, {WRITERS} conns",
+            f"{ceiling_many:,.0f} pts/s",
+            "baseline",
+        ),
+        (
+            f"LogBatch {BATCH:,}, {WRITERS} writers",
+            f"{many:,.0f} pts/s",
+            _fraction(many, ceiling_many),
+        ),
+    ]
+
+
+async def latency_section(client: cairn.TrackingClient) -> list[Row]:
+    experiment_id = await client.create_experiment("bench-latency")
+    run_id = (await client.create_run(experiment_id)).info.run_id
+    await log_metric_latency(client, run_id, 200)  # warm up
+    with grpc_echo() as port:
+        await bare_unary_latency(port, 200)
+        bare = await bare_unary_latency(port)
+    latency = await log_metric_latency(client, run_id)
+    return [
+        (
+            "bare gRPC unary round trip p50",
+            f"{median(bare):.3f} ms",
+            f"baseline (bench/grpc_echo.py); p99 {percentile(bare, 99):.3f} ms",
+        ),
+        (
+            "log_metric round trip p50",
+            f"{median(latency):.3f} ms",
+            f"{median(latency) / median(bare):.2f}x the bare round trip (target <= 2x); "
+            f"p99 {percentile(latency, 99):.3f} ms",
+        ),
+    ]
+
+
+async def search_section(client: cairn.TrackingClient, database_url: str) -> list[Row]:
+    search_experiment = await client.create_experiment("bench-search")
+    await populate_search(client, search_experiment)
+    cold_pages, _, _ = await search(client, search_experiment)
+    # Autovacuum analyzes freshly loaded tables within about a minute; ANALYZE
+    # gets to that steady state at once.
+    await analyze(database_url)
+    first_pages, full_scan, matched = await search(client, search_experiment)
+    return [
+        (
+            f"search_runs first page ({SEARCH_RUNS:,} runs) p50",
+            f"{median(first_pages):.1f} ms",
+            f"p99 {percentile(first_pages, 99):.1f} ms; target <= 50 ms",
+        ),
+        (
+            "  the same before statistics exist",
+            f"{median(cold_pages):.1f} ms",
+            "right after loading, before autovacuum's ANALYZE",
+        ),
+        (
+            "search_runs all pages",
+            f"{full_scan:.2f} s",
+            f"{matched:,} runs in pages of 100; target <= 2 s",
+        ),
+    ]
+
+
+async def history_section(client: cairn.TrackingClient, server: Server) -> list[Row]:
+    experiment_id = await client.create_experiment("bench-history")
+    run_id = (await client.create_run(experiment_id)).info.run_id
+    seconds, rss_growth, points = await history(client, server, run_id)
+    return [
+        (f"get_metric_history {points:,} points", f"{seconds:.2f} s", "target <= 3 s"),
+        ("  server RSS growth meanwhile", f"{rss_growth:.1f} MiB", "target < 200 MiB"),
+    ]
+
+
+SECTIONS = ("ingest", "latency", "search", "history")
+
+
+async def main(sections: list[str]) -> None:
+    rows: list[Row] = []
     with postgres() as database_url, serve(database_url, "tracking") as server:
         async with cairn.TrackingClient.insecure_connection(
             "127.0.0.1", server.port, timeout=600
         ) as client:
-            experiment_id = await client.create_experiment("bench")
-            runs = [
-                (await client.create_run(experiment_id)).info.run_id for _ in range(WRITERS + 3)
-            ]
-            await ingest(client, runs[:1], 2)  # warm up connections and caches
-            ceiling = await copy_ceiling(database_url, BATCHES_ONE_WRITER)
-            one = await ingest(client, runs[:1], BATCHES_ONE_WRITER)
-            many = await ingest(client, runs[1 : 1 + WRITERS], BATCHES_PER_WRITER)
-            latency = await log_metric_latency(client, runs[-2])
-            search_experiment = await client.create_experiment("bench-search")
-            await populate_search(client, search_experiment)
-            cold_pages, _, _ = await search(client, search_experiment)
-            # Autovacuum analyzes freshly loaded tables within about a minute; ANALYZE
-            # gets to that steady state at once.
-            await analyze(database_url)
-            first_pages, full_scan, matched = await search(client, search_experiment)
-            history_seconds, rss_growth, history_points = await history(client, server, runs[-3])
+            if "ingest" in sections:
+                rows += await ingest_section(client, database_url)
+            if "latency" in sections:
+                rows += await latency_section(client)
+            if "search" in sections:
+                rows += await search_section(client, database_url)
+            if "history" in sections:
+                rows += await history_section(client, server)
     print("cairn tracking benchmark (server, client and PostgreSQL on this machine)")
-    report(
-        [
-            ("COPY ceiling (asyncpg, same rows)", f"{ceiling:,.0f} pts/s", "baseline"),
-            (
-                "LogBatch 10k, 1 writer",
-                f"{one:,.0f} pts/s",
-                f"{ceiling / one:.1f}x below COPY; target >= 250,000",
-            ),
-            (
-                f"LogBatch 10k, {WRITERS} writers",
-                f"{many:,.0f} pts/s",
-                f"{ceiling / many:.1f}x below COPY; target >= 250,000",
-            ),
-            (
-                "log_metric round trip p50",
-                f"{median(latency):.2f} ms",
-                f"p99 {percentile(latency, 99):.2f} ms; target p50 <= 1.5 ms",
-            ),
-            (
-                f"search_runs first page ({SEARCH_RUNS:,} runs) p50",
-                f"{median(first_pages):.1f} ms",
-                f"p99 {percentile(first_pages, 99):.1f} ms; target <= 50 ms",
-            ),
-            (
-                "  the same before statistics exist",
-                f"{median(cold_pages):.1f} ms",
-                "right after loading, before autovacuum's ANALYZE",
-            ),
-            (
-                "search_runs all pages",
-                f"{full_scan:.2f} s",
-                f"{matched:,} runs in pages of 100; target <= 2 s",
-            ),
-            (
-                f"get_metric_history {history_points:,} points",
-                f"{history_seconds:.2f} s",
-                "target <= 3 s",
-            ),
-            ("  server RSS growth meanwhile", f"{rss_growth:.1f} MiB", "target < 200 MiB"),
-        ]
-    )
+    report(rows)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sections", nargs="*", help=f"any of {', '.join(SECTIONS)}")
+    chosen = parser.parse_args().sections
+    if unknown := set(chosen) - set(SECTIONS):
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    asyncio.run(main(chosen or list(SECTIONS)))
