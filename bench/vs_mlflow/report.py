@@ -1,0 +1,116 @@
+"""The side-by-side table and what it was measured on."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Results = dict[str, float]
+
+
+def machine() -> str:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?"
+    )
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    kib = next(int(ln.split()[1]) for ln in meminfo if ln.startswith("MemTotal:"))
+    return f"{model}, {os.cpu_count()} cores, {kib / 1024**2:.0f} GiB RAM"
+
+
+def _rate(value: float) -> str:
+    return f"{value / 1000:,.1f}k" if value >= 10_000 else f"{value:,.0f}"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f} ms" if value < 10 else f"{value:.0f} ms"
+
+
+def _s(value: float) -> str:
+    return f"{value:.2f} s"
+
+
+def _faster(mlflow: float, cairn: float, higher_is_better: bool) -> str:
+    ratio = cairn / mlflow if higher_is_better else mlflow / cairn
+    return f"{ratio:.1f}x" if ratio >= 1 else f"{ratio:.1f}x (behind)"
+
+
+Row = tuple[str, str, Callable[[float], str], str, bool]
+
+
+def _rows(w: dict[str, Any]) -> list[Row]:
+    """(label, result key, format, unit shown in the MLflow column, higher is better)."""
+    rows: list[Row] = [
+        (f"ingest, {w['batch']:,}-point batches, 1 writer", "ingest_one", _rate, " pts/s", True),
+        (
+            f"ingest, {w['batch']:,}-point batches, {w['writers']} writers",
+            "ingest_many",
+            _rate,
+            " pts/s",
+            True,
+        ),
+        ("log one metric, p50", "log_metric_ms", _ms, "", False),
+        (
+            f"create a run + log its first batch, {w['writers']} writers",
+            "create_runs",
+            _rate,
+            " runs/s",
+            True,
+        ),
+    ]
+    for n, shape in enumerate(w["searches"]):
+        what = f"`{shape['filter']}`" if shape["filter"] else "unfiltered"
+        if shape["order_by"]:
+            what += f" order by `{', '.join(shape['order_by'])}`"
+        rows.append((f"search {what}, {w['page']} rows, p50", f"search_{n}_ms", _ms, "", False))
+    rows += [
+        (f"scan all {w['runs']:,} runs, {w['scan_page']:,} a page", "scan_s", _s, "", False),
+        (f"read a {w['history']:,}-point metric history, p50", "history_s", _s, "", False),
+    ]
+    return rows
+
+
+def print_table(
+    w: dict[str, Any], mlflow: Results, cairn: Results, context: dict[str, Any]
+) -> None:
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(context["started"]))
+    before, after = context["load"]
+    print(f"{when}; {context['machine']}; {context['seconds']:.0f} s in all")
+    print(
+        f"load average before {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}, "
+        f"after {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}"
+    )
+    print(
+        f"PostgreSQL {context['postgres']} (pgserver), a fresh cluster with default settings "
+        "for each system, one system after the other; ANALYZE after loading the runs searched"
+    )
+    print(
+        f"MLflow 3.17.2: `mlflow server --workers {context['workers']}` (uvicorn), "
+        "--backend-store-uri postgresql, --serve-artifacts --artifacts-destination <local dir>; "
+        "REST API through keep-alive requests.Sessions (one a thread). Compared with TCP_NODELAY "
+        "set on the connections its workers accept (bench/vs_mlflow/nodelay/sitecustomize.py): "
+        f"as started, its log-metric p50 is {context['default_log_metric_ms']:.1f} ms, "
+        f"with TCP_NODELAY {mlflow['log_metric_ms']:.1f} ms"
+    )
+    print("Cairn: `cairn serve all`, filesystem artifacts; its async client")
+    print()
+    print(
+        f"| workload ({w['runs']:,} runs, each with 5 params, 5 tags, 5 metrics) "
+        "| MLflow | Cairn | Cairn ahead by |"
+    )
+    print("|---|---|---|---|")
+    for label, key, fmt, unit, higher in _rows(w):
+        print(
+            f"| {label} | {fmt(mlflow[key])}{unit} | {fmt(cairn[key])} "
+            f"| {_faster(mlflow[key], cairn[key], higher)} |"
+        )
+    up = _faster(mlflow["upload"], cairn["upload"], True)
+    down = _faster(mlflow["download"], cairn["download"], True)
+    print(
+        f"| {w['artifact_mib']} MiB artifact upload / download "
+        f"| {mlflow['upload']:.0f} / {mlflow['download']:.0f} MiB/s "
+        f"| {cairn['upload']:.0f} / {cairn['download']:.0f} | {up} / {down} |"
+    )
