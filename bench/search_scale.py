@@ -96,7 +96,8 @@ async def load(pool: asyncpg.Pool, runs: int) -> int:
             await conn.execute(
                 f"""INSERT INTO tracking.{table}
                     SELECT r.run_id, {key}, {value}
-                    FROM tracking.runs r, generate_series(0, 4) AS k"""
+                    FROM tracking.runs r, generate_series(0, 4) AS k
+                    ORDER BY r.start_time, k"""
             )
     return experiment_id
 

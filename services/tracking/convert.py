@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from cairn.tracking.v1 import tracking_pb2 as pb
@@ -26,37 +28,42 @@ def experiment(record: Experiment) -> pb.Experiment:
 
 
 def run_info(record: RunInfo) -> pb.RunInfo:
-    return pb.RunInfo(
-        project=record.project,
-        run_id=record.run_id,
-        experiment_id=record.experiment_id,
-        run_name=record.run_name,
-        user_id=record.user_id,
-        status=f"RUN_STATUS_{record.status.name}",
-        start_time_ms=record.start_time_ms,
-        end_time_ms=record.end_time_ms or 0,
-        artifact_uri=record.artifact_uri,
-        lifecycle_stage=f"LIFECYCLE_STAGE_{record.lifecycle_stage.name}",
-        parent_run_id=record.parent_run_id or "",
-    )
+    return pb.RunInfo(**_run_info_fields(record))
+
+
+def _run_info_fields(record: RunInfo) -> dict[str, Any]:
+    # The store's status and stage numbers are the wire enums' numbers.
+    return {
+        "project": record.project,
+        "run_id": record.run_id,
+        "experiment_id": record.experiment_id,
+        "run_name": record.run_name,
+        "user_id": record.user_id,
+        "status": int(record.status),
+        "start_time_ms": record.start_time_ms,
+        "end_time_ms": record.end_time_ms or 0,
+        "artifact_uri": record.artifact_uri,
+        "lifecycle_stage": int(record.lifecycle_stage),
+        "parent_run_id": record.parent_run_id or "",
+    }
 
 
 def run(record: Run) -> pb.Run:
+    # Nested dicts rather than a message object per value: protobuf builds them about
+    # twice as fast, which a page of a thousand runs feels.
     return pb.Run(
-        info=run_info(record.info),
-        data=pb.RunData(
-            metrics=[metric(m) for m in record.metrics],
-            params=[pb.Param(key=k, value=v) for k, v in record.params.items()],
-            tags=[pb.Tag(key=k, value=v) for k, v in record.tags.items()],
-        ),
+        info=_run_info_fields(record.info),
+        data={
+            "metrics": [m._asdict() for m in record.metrics],
+            "params": [{"key": k, "value": v} for k, v in record.params.items()],
+            "tags": [{"key": k, "value": v} for k, v in record.tags.items()],
+        },
         inputs=[run_input(i) for i in record.inputs],
     )
 
 
 def metric(point: MetricPoint) -> pb.Metric:
-    return pb.Metric(
-        key=point.key, value=point.value, timestamp_ms=point.timestamp_ms, step=point.step
-    )
+    return pb.Metric(**point._asdict())
 
 
 def run_input(record: RunInput) -> pb.RunInput:

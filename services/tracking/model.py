@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 import numpy as np
 
@@ -63,8 +64,10 @@ class RunInfo:
     parent_run_id: str | None
 
 
-@dataclass(frozen=True)
-class MetricPoint:
+class MetricPoint(NamedTuple):
+    """The latest value of a metric. A tuple: a page of runs holds thousands, and a
+    frozen dataclass costs several times as much to make."""
+
     key: str
     value: float
     timestamp_ms: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
@@ -20,12 +21,25 @@ RUN_COLUMNS = """r.run_id, r.project, r.experiment_id, r.run_name, r.user_id, r.
 RUN_FROM = "tracking.runs r JOIN tracking.experiments e ON e.experiment_id = r.experiment_id"
 
 
-def _for_runs(table: str) -> str:
-    """The rows of tracking.<table> (as x) of the runs $1, looked up run by run on the
-    primary key. OFFSET 0 keeps PostgreSQL from flattening the lookup into a join, which
-    right after a bulk load (no statistics yet) it would hash over the whole table."""
-    return f"""FROM unnest($1::uuid[]) AS page(run_id) CROSS JOIN LATERAL (
-        SELECT * FROM tracking.{table} t WHERE t.run_id = page.run_id OFFSET 0) x"""
+def _logged(table: str, columns: str, order: str) -> str:
+    """The rows of tracking.<table> of the run page.run_id as one array per column, in
+    `order`, looked up on the primary key. OFFSET 0 keeps PostgreSQL from flattening the
+    lookup into a join, which right after a bulk load (no statistics yet) it would hash
+    over the whole table."""
+    arrays = ", ".join(f"array_agg(x.{c} ORDER BY {order})" for c in columns.split())
+    return f"""CROSS JOIN LATERAL (
+        SELECT {arrays} FROM tracking.{table} x WHERE x.run_id = page.run_id OFFSET 0
+    ) AS {table}"""
+
+
+# What was logged to each run of $1: one row per run, its values as parallel arrays
+# (NULL for none). A page of a thousand runs is a thousand rows, not sixteen thousand.
+_LOGGED = f"""SELECT page.run_id, latest_metrics.*, params.*, tags.*, run_inputs.*
+    FROM unnest($1::uuid[]) AS page(run_id)
+    {_logged("latest_metrics", "key value timestamp_ms step", "x.key")}
+    {_logged("params", "key value", "x.key")}
+    {_logged("tags", "key value", "x.key")}
+    {_logged("run_inputs", "kind name uri digest context", "x.kind, x.uri, x.context")}"""
 
 
 class RunStore:
@@ -146,32 +160,25 @@ def check_writable(run_id: uuid.UUID, row: asyncpg.Record | None) -> None:
 
 
 async def load_runs(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> list[Run]:
-    """Runs with their latest metrics, params, tags and inputs: four statements in all."""
+    """Runs with their latest metrics, params, tags and inputs, in one statement."""
     runs = {row["run_id"]: Run(info=run_info(row)) for row in rows}
-    ids = list(runs)
-    for row in await conn.fetch(
-        f"""SELECT x.run_id, x.key, x.value, x.timestamp_ms, x.step
-            {_for_runs("latest_metrics")} ORDER BY x.key""",
-        ids,
-    ):
-        runs[row["run_id"]].metrics.append(
-            MetricPoint(row["key"], row["value"], row["timestamp_ms"], row["step"])
-        )
-    for table, attribute in (("params", "params"), ("tags", "tags")):
-        for row in await conn.fetch(
-            f"SELECT x.run_id, x.key, x.value {_for_runs(table)} ORDER BY x.key",
-            ids,
-        ):
-            getattr(runs[row["run_id"]], attribute)[row["key"]] = row["value"]
-    for row in await conn.fetch(
-        f"""SELECT x.run_id, x.kind, x.name, x.uri, x.digest, x.context
-            {_for_runs("run_inputs")} ORDER BY x.kind, x.uri, x.context""",
-        ids,
-    ):
-        runs[row["run_id"]].inputs.append(
-            RunInput(row["kind"], row["name"], row["uri"], row["digest"], row["context"])
-        )
+    # A run's few rows per table are read fastest by a plain index scan; with or without
+    # statistics PostgreSQL prefers a bitmap scan, about 1.5 times slower over a page.
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_bitmapscan = off")
+        logged = await conn.fetch(_LOGGED, list(runs))
+    for run_id, *columns in logged:
+        _fill(runs[run_id], *(column or () for column in columns))
     return list(runs.values())
+
+
+def _fill(run: Run, *columns: Sequence[Any]) -> None:
+    """Sets what was logged to run from the columns of _LOGGED."""
+    m_key, m_value, m_time, m_step, p_key, p_value, t_key, t_value, *inputs = columns
+    run.metrics = list(map(MetricPoint, m_key, m_value, m_time, m_step))
+    run.params = dict(zip(p_key, p_value, strict=True))
+    run.tags = dict(zip(t_key, t_value, strict=True))
+    run.inputs = list(map(RunInput, *inputs))
 
 
 def run_info(row: asyncpg.Record) -> RunInfo:
@@ -182,13 +189,18 @@ def run_info(row: asyncpg.Record) -> RunInfo:
         experiment_id=str(row["experiment_id"]),
         run_name=row["run_name"],
         user_id=row["user_id"],
-        status=RunStatus(row["status"]),
+        status=_STATUSES[row["status"]],
         start_time_ms=row["start_time"],
         end_time_ms=row["end_time"],
         artifact_uri=row["artifact_uri"],
-        lifecycle_stage=LifecycleStage(row["lifecycle_stage"]),
+        lifecycle_stage=_STAGES[row["lifecycle_stage"]],
         parent_run_id=parent.hex if parent else None,
     )
+
+
+# Looked up rather than called: calling an enum class costs a page of runs milliseconds.
+_STATUSES = {int(status): status for status in RunStatus}
+_STAGES = {int(stage): stage for stage in LifecycleStage}
 
 
 def run_not_found(run_id: str) -> NotFound:

@@ -162,7 +162,7 @@ def run_info_from_proto(message: pb.RunInfo) -> RunInfo:
         experiment_id=message.experiment_id,
         run_name=message.run_name,
         user_id=message.user_id,
-        status=RunStatus(pb.RunStatus.Name(message.status).removeprefix("RUN_STATUS_")),
+        status=_STATUSES[message.status],
         start_time=message.start_time_ms,
         end_time=message.end_time_ms or None,
         artifact_uri=message.artifact_uri,
@@ -172,14 +172,20 @@ def run_info_from_proto(message: pb.RunInfo) -> RunInfo:
     )
 
 
+# By wire number, looked up once per run rather than named and parsed: a page holds
+# a thousand runs.
+_STATUSES = {pb.RunStatus.Value("RUN_STATUS_" + status): status for status in RunStatus}
+
+
 def run_from_proto(message: pb.Run) -> Run:
-    latest = {m.key: Metric(m.key, m.value, m.timestamp_ms, m.step) for m in message.data.metrics}
+    data = message.data
+    latest = {m.key: Metric(m.key, m.value, m.timestamp_ms, m.step) for m in data.metrics}
     return Run(
         info=run_info_from_proto(message.info),
         data=RunData(
             metrics={k: m.value for k, m in latest.items()},
-            params={p.key: p.value for p in message.data.params},
-            tags={t.key: t.value for t in message.data.tags},
+            params={p.key: p.value for p in data.params},
+            tags={t.key: t.value for t in data.tags},
             latest_metrics=latest,
         ),
         inputs=[
