@@ -2,7 +2,11 @@
 
 For each backend, in one run: upload and download through the artifact service, and
 the same transfer done directly (a copy on disk; the minio SDK against the S3 server),
-with the server's resident memory sampled while the service moves the file.
+with the server's resident memory sampled while the service moves the file. On the
+filesystem, the service moves it both ways: by direct transfer (the byte endpoint, the
+client's default for large objects) and streamed through gRPC.
+
+`python -m bench.artifacts [MiB]` moves another size (a multiple of 64 MiB).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -25,8 +30,8 @@ from cairn.artifacts.v1 import artifacts_service_pb2, artifacts_service_pb2_grpc
 
 from .harness import BIN, RssSampler, Server, Stopwatch, _free_port, postgres, report, serve
 
-SIZE = 1024**3
 MIB = 1024**2
+SIZE = int(sys.argv[1]) * MIB if __name__ == "__main__" and len(sys.argv) > 1 else 1024**3
 
 
 def _make_file(path: Path) -> None:
@@ -52,11 +57,13 @@ def _moto() -> tuple[subprocess.Popen[bytes], str]:
 
 
 async def _through_service(
-    server: Server, source: Path, work: Path
+    server: Server, source: Path, work: Path, direct: bool = True
 ) -> tuple[float, float, float, float]:
     async with cairn.ArtifactClient.insecure_connection(
         "127.0.0.1", server.port, timeout=None
     ) as client:
+        if not direct:
+            client.direct_threshold = None
         async with RssSampler(server) as up_rss:
             with Stopwatch() as up:
                 await client.upload("bench/big.bin", source, overwrite=True)
@@ -103,7 +110,7 @@ def _grpc_sink() -> tuple[subprocess.Popen[str], int]:
 
 
 async def _grpc_ceiling() -> tuple[float, float]:
-    """1 GiB up and down through a bare grpc.aio server in its own process, in the
+    """The file's size up and down through a bare grpc.aio server in its own process, in the
     client's 1 MiB messages: the most any gRPC service in Python moves here."""
     sink, port = _grpc_sink()
     try:
@@ -161,13 +168,16 @@ async def main() -> None:
         rows = []
         with postgres() as database_url:
             with serve(database_url, "artifacts", "--artifact-root", str(work / "store")) as server:
+                streamed = await _through_service(server, source, work, direct=False)
                 service = await _through_service(server, source, work)
             ceiling = await _grpc_ceiling()
             rows += [
                 ("gRPC alone: upload", f"{ceiling[0]:,.0f} MiB/s", "ceiling: no hash, no disk"),
                 ("gRPC alone: download", f"{ceiling[1]:,.0f} MiB/s", "ceiling: no hash, no disk"),
             ]
-            rows += _row("filesystem", service, _direct_disk(source, work), ceiling)
+            on_disk = _direct_disk(source, work)
+            rows += _row("filesystem, streamed", streamed, on_disk, ceiling)
+            rows += _row("filesystem, direct transfer", service, on_disk, ceiling)
             moto, endpoint = _moto()
             try:
                 s3 = Minio(
@@ -200,7 +210,9 @@ async def main() -> None:
             finally:
                 moto.terminate()
                 moto.wait()
-    print("cairn artifacts benchmark: 1 GiB, server, client and backend on this machine")
+    print(
+        f"cairn artifacts benchmark: {SIZE // MIB} MiB, server, client and backend on this machine"
+    )
     report(rows)
 
 

@@ -2,11 +2,13 @@
 Download sends the asked length from memory. No hashing, no disk, no database: what
 grpc.aio alone moves between two Python processes here.
 
-Run as `python -m bench.grpc_sink`; it prints its port, then serves until killed.
+Run as `python -m bench.grpc_sink [OPTIONS_JSON]`; it prints its port, then serves until
+killed. OPTIONS_JSON, a list of [name, value] pairs, adds server options (to try tunings).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -37,7 +39,8 @@ class Sink(rpc.ArtifactServiceServicer):
 
 
 async def serve() -> None:
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * CHUNK)])
+    extra = [tuple(option) for option in json.loads(sys.argv[1])] if len(sys.argv) > 1 else []
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * CHUNK), *extra])
     rpc.add_ArtifactServiceServicer_to_server(Sink(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

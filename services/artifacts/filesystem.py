@@ -40,6 +40,10 @@ class FilesystemBackend:
             raise MissingBytes(key) from None
         return _chunks(source, offset, length)
 
+    def local_file(self, key: str) -> Path:
+        """The file of a key, for the byte endpoint's sendfile."""
+        return self._file(key)
+
     def delete(self, keys: list[str]) -> None:
         for key in keys:
             self._file(key).unlink(missing_ok=True)

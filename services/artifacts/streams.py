@@ -100,19 +100,24 @@ class VerifyingReader:
         return item
 
     def _verify(self) -> None:
-        if self.expected_size and self.size != self.expected_size:
-            raise InvalidArgument(
-                "INVALID_ARGUMENT",
-                f"expected {self.expected_size} bytes, received {self.size}",
-                metadata={"expected_size": str(self.expected_size), "size": str(self.size)},
-            )
-        if self.expected_sha256 and self.sha256 != self.expected_sha256:
-            raise DataLoss(
-                "CHECKSUM_MISMATCH",
-                f"content has sha256 {self.sha256}, not the expected {self.expected_sha256}",
-                metadata={"expected_sha256": self.expected_sha256, "sha256": self.sha256},
-            )
+        verify(self.size, self.sha256, self.expected_size, self.expected_sha256)
         self.verified = True
+
+
+def verify(size: int, sha256: str, expected_size: int, expected_sha256: str) -> None:
+    """Raises unless what arrived is what was announced (0 and "": not announced)."""
+    if expected_size and size != expected_size:
+        raise InvalidArgument(
+            "INVALID_ARGUMENT",
+            f"expected {expected_size} bytes, received {size}",
+            metadata={"expected_size": str(expected_size), "size": str(size)},
+        )
+    if expected_sha256 and sha256 != expected_sha256:
+        raise DataLoss(
+            "CHECKSUM_MISMATCH",
+            f"content has sha256 {sha256}, not the expected {expected_sha256}",
+            metadata={"expected_sha256": expected_sha256, "sha256": sha256},
+        )
 
 
 async def read_ahead(chunks: Generator[bytes, None, None]) -> AsyncIterator[bytes]:

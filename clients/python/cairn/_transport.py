@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ._targets import parse, target
+from ._targets import is_target, parse, target
 from .artifacts.v1 import artifacts_service_pb2
 from .auth.v1 import auth_service_pb2
 from .exceptions import from_grpc_error
@@ -330,6 +331,11 @@ class Transport:
         self.project = project
         self.timeout = timeout
         self._metadata = token_header(user_token, token_style)
+        # For the artifact service's byte endpoint (direct transfer): the host its calls
+        # dial (None: a target such as dns:///, whose host is not one) and, over TLS,
+        # the context that trusts what the channel trusts (None: cannot be built).
+        self.artifacts_host: str | None = None
+        self.direct_tls: ssl.SSLContext | None = None
 
     @classmethod
     def insecure(
@@ -343,7 +349,9 @@ class Transport:
         def opener(where: str) -> Callable[[], grpc.aio.Channel]:
             return lambda: grpc.aio.insecure_channel(where, options=_CHANNEL_OPTIONS)
 
-        return cls(_channel(opener, False, host, port, service_addresses), **kwargs)
+        transport = cls(_channel(opener, False, host, port, service_addresses), **kwargs)
+        transport.artifacts_host = _artifacts_host(host, service_addresses)
+        return transport
 
     @classmethod
     def secure(
@@ -367,12 +375,16 @@ class Transport:
         def opener(where: str) -> Callable[[], grpc.aio.Channel]:
             return lambda: grpc.aio.secure_channel(where, credentials, options=_CHANNEL_OPTIONS)
 
-        return cls(_channel(opener, True, host, port, service_addresses), **kwargs)
+        transport = cls(_channel(opener, True, host, port, service_addresses), **kwargs)
+        transport.artifacts_host = _artifacts_host(host, service_addresses)
+        transport.direct_tls = _tls_context(custom_ca, client_cert, client_key)
+        return transport
 
     def for_project(self, project: str, *, timeout: float | None) -> Transport:
         """A transport on the same channel and credentials, for another project."""
         derived = Transport(self.channel, project=project, timeout=timeout)
         derived._metadata = self._metadata
+        derived.artifacts_host, derived.direct_tls = self.artifacts_host, self.direct_tls
         return derived
 
     async def unary(
@@ -463,6 +475,25 @@ class Transport:
 
     def _with(self, metadata: Metadata | None) -> tuple[tuple[str, str], ...]:
         return self._metadata + tuple(metadata or ())
+
+
+def _artifacts_host(address: str, service_addresses: Mapping[str, str] | None) -> str | None:
+    address = (service_addresses or {}).get("artifacts", address)
+    return None if is_target(address) else parse(address).host.strip("[]")
+
+
+def _tls_context(
+    custom_ca: str | bytes | None, client_cert: str | bytes | None, client_key: str | bytes | None
+) -> ssl.SSLContext | None:
+    """The channel's trust for plain TLS sockets; None when a client certificate is given
+    as bytes (the ssl module loads those from files only)."""
+    if isinstance(client_cert, bytes) or isinstance(client_key, bytes):
+        return None
+    pem = _read_pem(custom_ca)
+    context = ssl.create_default_context(cadata=pem.decode() if pem else None)
+    if client_cert:
+        context.load_cert_chain(client_cert, client_key)
+    return context
 
 
 def _read_pem(source: str | bytes | None) -> bytes | None:

@@ -18,19 +18,30 @@ from google.protobuf.duration_pb2 import Duration
 from .._base import BaseClient
 from .._progress import Meter, Progress, meter
 from .._transport import REQUEST_ID_HEADER, Metadata, with_id
+from ..artifacts.v1 import artifacts_pb2 as pb
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
-from ..exceptions import DataLossError, NotFoundError, UnavailableError
+from ..exceptions import (
+    DataLossError,
+    FailedPreconditionError,
+    NotFoundError,
+    UnavailableError,
+    UnimplementedError,
+)
 from ..models._uris import ARTIFACTS_SCHEME, ArtifactUri, parse_uri, scheme_of
 from ..types._artifacts import ObjectInfo, PresignedUrl, directory, object_from_proto
 from ..types._paging import ListOptions, PagedList
+from . import _direct
 
 CHUNK = 1024 * 1024
+# Objects of at least this size move by direct transfer when the server offers it.
+DIRECT_THRESHOLD = 8 * 1024 * 1024
 # Waits before sending an upload again after UNAVAILABLE, as gRPC's own retries do.
 UPLOAD_RETRY_WAITS = (0.1, 0.4, 1.6)
 Source = str | os.PathLike[str] | bytes | BinaryIO
 # Sources that can be read again from the start; a file object is read once.
 Resendable = (str, os.PathLike, bytes, bytearray, memoryview)
+NO_DIRECT = "DIRECT_TRANSFER_UNAVAILABLE"
 __all__ = ["ArtifactClient", "Progress"]
 
 
@@ -42,8 +53,36 @@ class ArtifactClient(BaseClient):
     default to no deadline.
     """
 
+    # Uploads and downloads of whole objects of at least this many bytes move over the
+    # service's byte endpoint (docs/artifacts.md, "Direct transfer"); None: never.
+    direct_threshold: int | None = DIRECT_THRESHOLD
+
     def _bind(self, channel: Any) -> None:
         self._stub = artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
+        self._direct_offered = True  # until the server says it offers none
+
+    def _goes_direct(self, size: int | None) -> bool:
+        threshold = self.direct_threshold
+        return self._direct_offered and threshold is not None and (size or 0) >= threshold
+
+    def _endpoint(self, ticket: api.DirectTicket) -> _direct.Endpoint | None:
+        host = ticket.host or self._transport.artifacts_host
+        if not host:
+            return None
+        tls = self._transport.direct_tls if ticket.tls else None
+        if ticket.tls and tls is None:
+            return None
+        return _direct.Endpoint(host, ticket.port, ticket.ticket, tls)
+
+    async def _ticket(self, method: Any, request: Any, timeout: Any, metadata: Any) -> Any:
+        """The ticket call's answer; None when the server offers no direct transfer."""
+        try:
+            return await self._transport.unary(method, request, timeout=timeout, metadata=metadata)
+        except (FailedPreconditionError, UnimplementedError) as error:
+            if isinstance(error, UnimplementedError) or error.reason == NO_DIRECT:
+                self._direct_offered = False
+                return None
+            raise
 
     async def upload(
         self,
@@ -143,6 +182,12 @@ class ArtifactClient(BaseClient):
         timeout: float | None,
         metadata: Metadata,
     ) -> ObjectInfo:
+        if self._goes_direct(_size_of(source)) and isinstance(source, Resendable):
+            direct = await self._upload_direct(
+                path, source, overwrite, content_type, counted, start, timeout, metadata
+            )
+            if direct is not None:
+                return direct
         stream, size, expected, owned = _open_source(source)
         digest = hashlib.sha256()
         header = api.UploadHeader(
@@ -176,6 +221,55 @@ class ArtifactClient(BaseClient):
             if owned:
                 stream.close()
         return object_from_proto(reply.object)
+
+    async def _upload_direct(
+        self,
+        path: str,
+        source: Source,
+        overwrite: bool,
+        content_type: str | None,
+        counted: Meter,
+        start: int,
+        timeout: float | None,
+        metadata: Metadata,
+    ) -> ObjectInfo | None:
+        """The upload over the byte endpoint; None when it cannot be reached (the caller
+        streams instead, under the same request id)."""
+        stream, size, expected, owned = _open_source(source)
+        try:
+            header = api.UploadHeader(
+                project=self.project,
+                path=path,
+                content_type=content_type or "",
+                expected_size=size or 0,
+                expected_sha256=expected,
+                overwrite=overwrite,
+            )
+            reply = await self._ticket(
+                self._stub.CreateUploadTicket,
+                api.CreateUploadTicketRequest(header=header),
+                timeout,
+                metadata,
+            )
+            if reply is None:
+                return None
+            if reply.HasField("object"):  # this request id published it already
+                return object_from_proto(reply.object)
+            endpoint = self._endpoint(reply.ticket)
+            if endpoint is None:
+                return None
+            loop = asyncio.get_running_loop()
+
+            def sent(done: int) -> None:
+                loop.call_soon_threadsafe(counted.reach, start + done)
+
+            published = await asyncio.to_thread(_direct.upload, endpoint, stream, sent)
+        except _direct.Unreachable:
+            return None
+        finally:
+            if owned:
+                stream.close()
+        return object_from_proto(pb.ObjectInfo.FromString(published))
 
     async def open(
         self,
@@ -393,6 +487,11 @@ class ArtifactClient(BaseClient):
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.part"
         try:
+            if self._goes_direct(info.size) and await self._download_direct(
+                info, temporary, counted, timeout, metadata
+            ):
+                os.replace(temporary, target)
+                return
             with temporary.open("wb") as out:
                 async for chunk in _written_behind(
                     out, self.open(info.path, timeout=timeout, metadata=metadata)
@@ -401,6 +500,42 @@ class ArtifactClient(BaseClient):
             os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
+
+    async def _download_direct(
+        self,
+        info: ObjectInfo,
+        temporary: Path,
+        counted: Meter,
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> bool:
+        """Fetches the object over the byte endpoint into temporary, checked against the
+        sha256 its ticket's answer names; False when it cannot (the caller streams)."""
+        request = api.CreateDownloadTicketRequest(project=self.project, path=info.path)
+        reply = await self._ticket(self._stub.CreateDownloadTicket, request, timeout, metadata)
+        endpoint = None if reply is None else self._endpoint(reply.ticket)
+        if endpoint is None:
+            return False
+        loop, start = asyncio.get_running_loop(), counted.done
+
+        def received(done: int) -> None:
+            loop.call_soon_threadsafe(counted.reach, start + done)
+
+        try:
+            with temporary.open("wb") as out:
+                sha256 = await asyncio.to_thread(
+                    _direct.download, endpoint, out, reply.object.size, received
+                )
+        except _direct.Unreachable:
+            return False
+        if sha256 != reply.object.sha256:
+            raise DataLossError(
+                f"{info.path!r} arrived with sha256 {sha256}, but was stored with "
+                f"{reply.object.sha256}",
+                reason="CHECKSUM_MISMATCH",
+                metadata={"sha256": sha256, "expected_sha256": reply.object.sha256},
+            )
+        return True
 
     async def _download_tree(
         self,

@@ -1,0 +1,175 @@
+"""The client side of direct transfer (docs/artifacts.md): one upload or download over
+plain HTTP/1.1 to the artifact service's byte endpoint, named by a ticket the gRPC
+service issued. Blocking: runs in a worker thread. Each chunk is hashed in a second
+thread while it is sent (or written), so the two overlap instead of adding up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import socket
+import ssl
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import grpc
+
+from ..exceptions import CairnError, UnavailableError, error_class
+
+CHUNK = 4 * 1024 * 1024
+CONNECT_SECONDS = 3.0
+# Beyond this, a stalled endpoint fails the transfer (an upload is then sent again).
+IDLE_SECONDS = 300.0
+PREFIX = "/v1/transfers/"
+
+
+class Unreachable(Exception):
+    """The byte endpoint cannot be reached (refused, unreachable, TLS failed), or the
+    bytes it was to serve changed: stream through gRPC instead."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    ticket: str
+    tls: ssl.SSLContext | None
+
+    def connect(self) -> socket.socket:
+        try:
+            connection = socket.create_connection((self.host, self.port), CONNECT_SECONDS)
+            if self.tls is not None:
+                connection = self.tls.wrap_socket(connection, server_hostname=self.host)
+        except (OSError, ssl.SSLError) as error:
+            raise Unreachable(f"{self.host}:{self.port}: {error}") from error
+        connection.settimeout(IDLE_SECONDS)
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection
+
+    def head(self, method: str, *fields: str) -> bytes:
+        lines = [f"{method} {PREFIX}{self.ticket} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        return "\r\n".join([*lines, *fields, "Connection: close", "", ""]).encode()
+
+
+def upload(endpoint: Endpoint, source: BinaryIO, sent: Callable[[int], None]) -> bytes:
+    """Sends source whole with its sha256 as the trailer; the serialized ObjectInfo the
+    endpoint published. Raises the endpoint's refusal as a CairnError."""
+    with endpoint.connect() as connection, connection.makefile("rb") as incoming:
+        connection.sendall(
+            endpoint.head(
+                "PUT",
+                "Transfer-Encoding: chunked",
+                "Expect: 100-continue",
+                "Trailer: X-Cairn-Sha256",
+            )
+        )
+        status, body = _answer(incoming)
+        if status != 100:  # refused, or published already by this request id
+            return _result(status, body)
+        try:
+            _send_body(connection, source, sent)
+        except OSError as error:
+            # The endpoint may have answered (a write failed on its side) and closed.
+            with contextlib.suppress(OSError, UnavailableError):
+                _result(*_answer(incoming))
+            raise UnavailableError(f"the upload's connection broke: {error}") from error
+        return _result(*_answer(incoming))
+
+
+def _send_body(connection: socket.socket, source: BinaryIO, sent: Callable[[int], None]) -> None:
+    digest, total = _Hasher(), 0
+    with digest:
+        while chunk := source.read(CHUNK):
+            digest.update(chunk)
+            connection.sendall(b"%x\r\n" % len(chunk))
+            connection.sendall(chunk)
+            connection.sendall(b"\r\n")
+            total += len(chunk)
+            sent(total)
+        trailer = f"0\r\nX-Cairn-Sha256: {digest.hexdigest()}\r\n\r\n"
+    connection.sendall(trailer.encode())
+
+
+def download(endpoint: Endpoint, out: BinaryIO, size: int, received: Callable[[int], None]) -> str:
+    """Writes the ticket's object to out; returns the sha256 of what arrived."""
+    with endpoint.connect() as connection, connection.makefile("rb") as incoming:
+        connection.sendall(endpoint.head("GET"))
+        status, fields = _status(incoming)
+        if status == 410:  # replaced or deleted since the ticket: the row decides
+            raise Unreachable("the object changed since its ticket was issued")
+        if status != 200:
+            _result(status, incoming.read(int(fields.get("content-length", "0"))))
+        digest, total = _Hasher(), 0
+        with digest:
+            while total < size:
+                chunk = incoming.read(min(CHUNK, size - total))
+                if not chunk:
+                    raise UnavailableError("the download's connection ended early")
+                digest.update(chunk)
+                out.write(chunk)
+                total += len(chunk)
+                received(total)
+            return digest.hexdigest()
+
+
+class _Hasher:
+    """sha256 in a thread of its own: update returns at once, one chunk in flight; the
+    chunk must not change until the next update (every chunk here is a new bytes)."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="cairn-hash")
+        self._pending: Future[None] | None = None
+
+    def __enter__(self) -> _Hasher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.shutdown(wait=True)
+
+    def update(self, chunk: bytes) -> None:
+        self._wait()
+        self._pending = self._thread.submit(self._hash.update, chunk)
+
+    def hexdigest(self) -> str:
+        self._wait()
+        return self._hash.hexdigest()
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+
+
+def _status(incoming: BinaryIO) -> tuple[int, dict[str, str]]:
+    line = incoming.readline(8192).decode("latin-1")
+    if not line.startswith("HTTP/1."):
+        raise UnavailableError("the byte endpoint closed the connection without an answer")
+    fields: dict[str, str] = {}
+    while header := incoming.readline(8192).decode("latin-1").rstrip("\r\n"):
+        name, _, value = header.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return int(line.split(" ")[1]), fields
+
+
+def _answer(incoming: BinaryIO) -> tuple[int, bytes]:
+    status, fields = _status(incoming)
+    return status, incoming.read(int(fields.get("content-length", "0"))) if status != 100 else b""
+
+
+def _result(status: int, body: bytes) -> bytes:
+    if status == 200:
+        return body
+    raise _error(body)
+
+
+def _error(body: bytes) -> CairnError:
+    try:
+        error = json.loads(body)
+        code = grpc.StatusCode[error["code"]]
+        return error_class(code)(error["message"], reason=error.get("reason"), code=code)
+    except (ValueError, KeyError, TypeError):
+        return UnavailableError("the byte endpoint answered with an error it did not explain")

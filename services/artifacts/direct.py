@@ -1,0 +1,306 @@
+"""The byte endpoint of direct transfer: plain HTTP/1.1 beside the gRPC port, serving
+one request per connection, each named by a ticket of the gRPC service (`tickets.py`).
+
+- `PUT /v1/transfers/<ticket>`, `Expect: 100-continue`, a chunked body and the trailer
+  `X-Cairn-Sha256` (the client's sha256 of what it sent): the upload the ticket allows.
+  The endpoint checks the ticket and records the upload before it answers
+  `100 Continue` (so a refusal arrives before any byte is sent), writes the body to the
+  upload's key as the streamed path does, hashing it on the way, and publishes it only
+  when size and checksum match; the answer is the serialized `ObjectInfo`.
+- `GET /v1/transfers/<ticket>`: the bytes of the stored key the ticket names, sent with
+  `sendfile`; `410 Gone` when they were replaced or deleted since (the client then
+  streams through gRPC, which goes back to the object's row).
+
+Errors are JSON: `{"code": "DATA_LOSS", "reason": "CHECKSUM_MISMATCH", "message": ...}`.
+A connection runs in a thread of its own, doing only blocking calls that release the
+GIL (recv, sha256 of a chunk in a second thread meanwhile, write, sendfile), so bytes
+never pass through the event loop; the database steps run on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import socket
+import socketserver
+import ssl
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, TypeVar, cast
+
+import grpc
+
+from ..common.errors import DomainError, InvalidArgument
+from .store import PendingUpload
+from .streams import verify
+from .tickets import Ticket, TicketSigner
+
+T = TypeVar("T")
+PREFIX = "/v1/transfers/"
+SHA256_TRAILER = "x-cairn-sha256"
+MAX_CONNECTIONS = 64  # as many as the streamed path's writer threads
+MAX_CHUNK = 16 * 1024 * 1024  # bounds one HTTP chunk held in memory
+MAX_HEADER_LINE = 8192
+_HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 412,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.UNAVAILABLE: 503,
+}
+
+
+class Transfers(Protocol):
+    """What the endpoint asks of the service; called from connection threads."""
+
+    signer: TicketSigner
+
+    def accept(self, ticket: Ticket) -> PendingUpload | bytes:
+        """Records the ticket's upload, or returns the serialized ObjectInfo a repeat of
+        its request published already."""
+        ...
+
+    def store(self, upload: PendingUpload, reader: ChunkedReader, ticket: Ticket) -> bytes:
+        """Writes the body to the upload's key and publishes it; the ObjectInfo."""
+        ...
+
+    def local_file(self, key: str) -> Path: ...
+
+
+class ByteEndpoint:
+    """The listening endpoint; `close` stops it (transfers under way run to their end)."""
+
+    def __init__(
+        self, host: str, port: int, transfers: Transfers, tls: ssl.SSLContext | None
+    ) -> None:
+        self._server = _Server((host, port), _Handler)
+        self._server.transfers = transfers
+        self._server.tls = tls
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="cairn-direct", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    transfers: Transfers
+    tls: ssl.SSLContext | None
+    slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def server_bind(self) -> None:
+        if ":" in self.server_address[0]:
+            self.address_family = socket.AF_INET6
+            self.socket = socket.socket(self.address_family, self.socket_type)
+        super().server_bind()
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, code: grpc.StatusCode, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.reason, self.message = status, code, reason, message
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        if not self.server.slots.acquire(blocking=False):
+            return self._refuse_busy()
+        try:
+            connection = self._secured()
+            if connection is None:
+                return
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            incoming = cast(BinaryIO, connection.makefile("rb", buffering=256 * 1024))
+            with connection, incoming:
+                try:
+                    self._serve(connection, incoming)
+                except (HttpError, DomainError) as error:
+                    with contextlib.suppress(OSError):
+                        _send_error(connection, error)
+                except OSError:
+                    pass  # the client went away; an upload was discarded on the way out
+        finally:
+            self.server.slots.release()
+
+    def _secured(self) -> socket.socket | None:
+        if self.server.tls is None:
+            return self.request
+        try:
+            return self.server.tls.wrap_socket(self.request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return None
+
+    def _refuse_busy(self) -> None:
+        error = HttpError(503, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "too many transfers")
+        with contextlib.suppress(OSError, ssl.SSLError):
+            _send_error(self._secured() or self.request, error)
+
+    def _serve(self, connection: socket.socket, incoming: BinaryIO) -> None:
+        method, target, headers = _read_head(incoming)
+        if not target.startswith(PREFIX) or method not in ("PUT", "GET"):
+            raise HttpError(404, grpc.StatusCode.NOT_FOUND, "NOT_FOUND", "no such resource")
+        transfers = self.server.transfers
+        ticket = transfers.signer.verify(target[len(PREFIX) :], method)
+        if method == "GET":
+            return _send_file(connection, transfers.local_file(ticket.key), ticket.size)
+        if headers.get("transfer-encoding", "").lower() != "chunked":
+            raise HttpError(
+                411, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "send a chunked body"
+            )
+        accepted = transfers.accept(ticket)
+        if isinstance(accepted, bytes):  # published already by this request id
+            return _send(connection, 200, accepted, "application/x-protobuf")
+        if headers.get("expect", "").lower() == "100-continue":
+            connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        with ChunkedReader(incoming, ticket.size, ticket.sha256) as reader:
+            info = transfers.store(accepted, reader, ticket)
+        _send(connection, 200, info, "application/x-protobuf")
+
+
+class ChunkedReader:
+    """A file-like `read(n)` over a chunked HTTP body, hashing each chunk in a second
+    thread while the next one is received and written; verified at the end (the
+    trailer's sha256, else the ticket's, and the expected size)."""
+
+    def __init__(self, incoming: BinaryIO, expected_size: int, expected_sha256: str) -> None:
+        self._incoming = incoming
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="cairn-direct-hash")
+        self._hashing: Future[None] | None = None
+        self._rest = b""
+        self._done = False
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.expected_size = expected_size
+        self.expected_sha256 = expected_sha256
+        self.verified = False
+
+    def __enter__(self) -> ChunkedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hasher.shutdown(wait=True)
+
+    @property
+    def sha256(self) -> str:
+        return self.hash.hexdigest()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._rest or self._next()
+        if 0 <= n < len(data):
+            data, self._rest = data[:n], data[n:]
+        else:
+            self._rest = b""
+        return data
+
+    def _next(self) -> bytes:
+        if self._done:
+            return b""
+        size = _chunk_size(self._incoming.readline(MAX_HEADER_LINE))
+        if size == 0:
+            self._end()
+            return b""
+        chunk = self._incoming.read(size)
+        if len(chunk) != size or self._incoming.read(2) != b"\r\n":
+            raise _bad_request("the body ended inside a chunk")
+        self._hash(chunk)
+        self.size += size
+        return chunk
+
+    def _hash(self, chunk: bytes) -> None:
+        if self._hashing is not None:
+            self._hashing.result()
+        self._hashing = self._hasher.submit(self.hash.update, chunk)
+
+    def _end(self) -> None:
+        self._done = True
+        if self._hashing is not None:
+            self._hashing.result()
+        trailers = _read_fields(self._incoming)
+        sent = trailers.get(SHA256_TRAILER, "").lower()
+        if self.expected_sha256 and sent and sent != self.expected_sha256:
+            raise _bad_request("the trailer's sha256 differs from the expected one")
+        verify(self.size, self.sha256, self.expected_size, sent or self.expected_sha256)
+        self.verified = True
+
+
+def _chunk_size(line: bytes) -> int:
+    try:
+        size = int(line.split(b";", 1)[0].strip(), 16)
+    except ValueError:
+        raise _bad_request("malformed chunk size") from None
+    if not 0 <= size <= MAX_CHUNK:
+        raise _bad_request(f"chunks are at most {MAX_CHUNK} bytes")
+    return size
+
+
+def _read_head(incoming: BinaryIO) -> tuple[str, str, dict[str, str]]:
+    line = incoming.readline(MAX_HEADER_LINE).decode("latin-1").rstrip("\r\n")
+    parts = line.split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise _bad_request("not an HTTP/1.1 request")
+    return parts[0], parts[1], _read_fields(incoming)
+
+
+def _read_fields(incoming: BinaryIO) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for _ in range(100):
+        line = incoming.readline(MAX_HEADER_LINE).decode("latin-1").rstrip("\r\n")
+        if not line:
+            return fields
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    raise _bad_request("too many header fields")
+
+
+def _send_file(connection: socket.socket, path: Path, size: int) -> None:
+    try:
+        source = path.open("rb")
+    except FileNotFoundError:  # replaced or deleted since the ticket was issued
+        raise HttpError(
+            410, grpc.StatusCode.NOT_FOUND, "OBJECT_CHANGED", "the object changed; ask again"
+        ) from None
+    with source:  # an open file keeps its bytes readable even if deleted meanwhile
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+        connection.sendall(head.encode())
+        connection.sendfile(source, 0, size)
+
+
+def _send(connection: socket.socket, status: int, body: bytes, content_type: str) -> None:
+    head = (
+        f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    connection.sendall(head.encode() + body)
+
+
+def _send_error(connection: socket.socket, error: HttpError | DomainError) -> None:
+    if isinstance(error, DomainError):
+        error = HttpError(
+            _HTTP_STATUS.get(error.code, 500), error.code, error.reason, error.message
+        )
+    body = {"code": error.code.name, "reason": error.reason, "message": error.message}
+    _send(connection, error.status, json.dumps(body).encode(), "application/json")
+
+
+def _bad_request(message: str) -> InvalidArgument:
+    return InvalidArgument("INVALID_ARGUMENT", message)
+
+
+def on_loop(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> T:
+    """Runs a coroutine on the service's loop from a connection thread; its result."""
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result()

@@ -1,0 +1,86 @@
+"""Direct-transfer tickets: what the gRPC service allows one request of the byte
+endpoint (`direct.py`) to do.
+
+A ticket is its claims, as JSON, and an HMAC-SHA256 of them under a key made when the
+process starts: it can be neither altered nor forged, it works on the process that
+issued it only, and it carries everything the transfer may do (one upload to one path
+with the checks of the call that issued it, or the bytes of one stored key), so it
+never grants more than its call did. It expires a minute after it was issued: a
+transfer must begin by then (one that began runs to its end).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+import hmac
+import json
+import os
+import time
+from dataclasses import dataclass
+
+from ..common.errors import PermissionDenied
+
+TICKET_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Ticket:
+    method: str  # "PUT": one upload; "GET": one stored key's bytes
+    project: str
+    path: str
+    expires: float  # seconds since the epoch
+    key: str = ""  # GET: the storage key served
+    size: int = 0  # GET: its size; PUT: the expected size (0: unknown)
+    sha256: str = ""  # PUT: the expected sha256 (empty: the client's trailer says)
+    overwrite: bool = False
+    content_type: str = ""
+    request_id: str = ""  # PUT: that of the call, kept on the object it publishes
+
+
+class TicketSigner:
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key or os.urandom(32)
+
+    def issue(self, **claims: object) -> str:
+        ticket = Ticket(expires=time.time() + TICKET_SECONDS, **claims)  # type: ignore[arg-type]
+        payload = _encode(json.dumps(dataclasses.asdict(ticket)).encode())
+        return f"{payload}.{self._sign(payload)}"
+
+    def verify(self, token: str, method: str) -> Ticket:
+        """The ticket's claims, if it is intact, for this method, and not expired.
+
+        Raises:
+            PermissionDenied: TICKET_INVALID or TICKET_EXPIRED.
+        """
+        payload, _, signature = token.partition(".")
+        if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
+            raise _invalid("the ticket is not one this server issued")
+        try:
+            ticket = Ticket(**json.loads(_decode(payload)))
+        except (ValueError, TypeError, binascii.Error):
+            raise _invalid("the ticket is malformed") from None
+        if ticket.method != method:
+            raise _invalid(f"the ticket is for {ticket.method}, not {method}")
+        if ticket.expires < time.time():
+            raise PermissionDenied(
+                "TICKET_EXPIRED", "the ticket expired; ask the service for a new one"
+            )
+        return ticket
+
+    def _sign(self, payload: str) -> str:
+        return _encode(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+
+
+def _invalid(message: str) -> PermissionDenied:
+    return PermissionDenied("TICKET_INVALID", message)
+
+
+def _encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -1,0 +1,141 @@
+"""Direct transfer on the filesystem backend: bytes over the byte endpoint, tickets
+that cannot be altered or outlive their minute, nothing published that does not match
+its checksum, and the streamed path when the endpoint cannot be reached."""
+
+import asyncio
+import hashlib
+import http.client
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+import cairn
+from cairn.artifacts.v1 import artifacts_service_pb2 as api
+from cairn.exceptions import NotFoundError
+from cairn_server import catalog
+from cairn_server.artifacts.tickets import TicketSigner
+from cairn_server.common.config import Config
+from cairn_server.common.server import CairnServer
+from tests.conftest import new_project, with_overrides
+
+SMALL_THRESHOLD = 1024 * 1024
+DATA = os.urandom(3 * SMALL_THRESHOLD + 5)  # several HTTP chunks, not a whole number
+
+
+@pytest.fixture
+async def direct(server_port: int, unique: str) -> AsyncIterator[cairn.ArtifactClient]:
+    project = await new_project(server_port, f"d-{unique}")
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", server_port, project=project, timeout=None
+    ) as client:
+        client.direct_threshold = SMALL_THRESHOLD
+        yield client
+
+
+async def _request(
+    ticket: api.DirectTicket, method: str, token: str, body: bytes | None = None
+) -> tuple[int, bytes]:
+    """One request to the byte endpoint, in a thread: the server's loop is this one."""
+    return await asyncio.to_thread(_blocking_request, ticket, method, token, body)
+
+
+def _blocking_request(
+    ticket: api.DirectTicket, method: str, token: str, body: bytes | None
+) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection(ticket.host or "127.0.0.1", ticket.port, timeout=10)
+    connection.request(
+        method, f"/v1/transfers/{token}", body=iter([body]) if body else None, encode_chunked=True
+    )
+    response = connection.getresponse()
+    return response.status, response.read()
+
+
+async def test_round_trip_over_the_byte_endpoint(direct: cairn.ArtifactClient, tmp_path: Path):
+    source = tmp_path / "data.bin"
+    source.write_bytes(DATA)
+    info = await direct.upload("big/data.bin", source)
+    assert info.sha256 == hashlib.sha256(DATA).hexdigest() and info.size == len(DATA)
+    again = await direct.upload("big/data.bin", DATA, overwrite=True)  # bytes, too
+    assert again.sha256 == info.sha256
+    fetched = await direct.download("big/data.bin", tmp_path / "out.bin")
+    assert fetched.read_bytes() == DATA
+    assert direct._direct_offered  # the server offered direct transfer: it was used
+
+
+async def test_an_altered_or_misused_ticket_is_refused(direct: cairn.ArtifactClient):
+    await direct.upload("t/one.bin", DATA)
+    reply = await direct._stub.CreateDownloadTicket(
+        api.CreateDownloadTicketRequest(project=direct.project, path="t/one.bin")
+    )
+    token = reply.ticket.ticket
+    payload, _, signature = token.partition(".")
+    forged = payload[:-2] + ("A" if payload[-2] != "A" else "B") + payload[-1] + "." + signature
+    for method, bad in (("GET", forged), ("PUT", token)):  # altered; a GET's for a PUT
+        status, body = await _request(reply.ticket, method, bad)
+        assert status == 403 and json.loads(body)["reason"] == "TICKET_INVALID"
+    status, body = await _request(reply.ticket, "GET", token)
+    assert status == 200 and body == DATA
+
+
+def test_a_ticket_expires_after_its_minute():
+    signer = TicketSigner()
+    token = signer.issue(method="GET", project="p", path="a", key="k", size=1)
+    assert signer.verify(token, "GET").path == "a"
+    later = time.time() + 61
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(time, "time", lambda: later)
+        with pytest.raises(Exception) as refused:
+            signer.verify(token, "GET")
+    assert getattr(refused.value, "reason", None) == "TICKET_EXPIRED"
+    with pytest.raises(Exception) as other:  # another process's key
+        TicketSigner().verify(token, "GET")
+    assert getattr(other.value, "reason", None) == "TICKET_INVALID"
+
+
+async def test_bytes_that_differ_from_the_checksum_publish_nothing(
+    direct: cairn.ArtifactClient,
+):
+    header = api.UploadHeader(
+        project=direct.project,
+        path="t/corrupt.bin",
+        expected_size=len(DATA),
+        expected_sha256=hashlib.sha256(b"other content").hexdigest(),
+    )
+    reply = await direct._stub.CreateUploadTicket(api.CreateUploadTicketRequest(header=header))
+    status, body = await _request(reply.ticket, "PUT", reply.ticket.ticket, DATA)
+    error = json.loads(body)
+    assert (status, error["code"], error["reason"]) == (500, "DATA_LOSS", "CHECKSUM_MISMATCH")
+    with pytest.raises(NotFoundError):
+        await direct.stat("t/corrupt.bin")
+
+
+@pytest.fixture
+async def unreachable_port(config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
+    """A server that advertises its byte endpoint where nothing listens."""
+    server = CairnServer(
+        with_overrides(config, artifact_direct_host="127.0.0.2"),
+        catalog.select(["artifacts"]),
+        pool,
+    )
+    port = await server.start()
+    yield port
+    await server.stop(grace=1.0)
+
+
+async def test_an_unreachable_endpoint_falls_back_to_streaming(
+    unreachable_port: int, server_port: int, unique: str, tmp_path: Path
+):
+    project = await new_project(server_port, f"u-{unique}")
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", unreachable_port, project=project, timeout=None
+    ) as client:
+        client.direct_threshold = SMALL_THRESHOLD
+        info = await client.upload("f/data.bin", DATA)
+        assert info.sha256 == hashlib.sha256(DATA).hexdigest()
+        fetched = await client.download("f/data.bin", tmp_path / "out.bin")
+        assert fetched.read_bytes() == DATA
