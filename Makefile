@@ -8,6 +8,9 @@ RUN_STAMP := $(VENV)/.run-stamp
 # checkov pins dozens of packages of its own: it lives in a separate environment.
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp
+# The MLflow that bench-vs-mlflow compares with, pinned, in an environment of its own.
+MLFLOW_VENV := .venv-mlflow
+MLFLOW_STAMP := $(MLFLOW_VENV)/.installed-stamp
 GEN_ROOT := clients/python
 
 .PHONY: help venv gen check-gen lint run test test-fast clean lock
@@ -20,6 +23,7 @@ help:
 	@echo "make lint       ruff, mypy and buf lint"
 	@echo "make image      build the container image (needs a Docker engine)"
 	@echo "make bench-tracking | bench-registry | bench-artifacts | bench-auth | bench-filters | bench-search-scale   benchmarks"
+	@echo "make bench-vs-mlflow   MLflow 3.17.2 and Cairn side by side (BENCH_ARGS='--runs 500' for less)"
 
 venv: $(STAMP)
 
@@ -41,6 +45,12 @@ $(CHECKOV_STAMP): deploy/checkov-constraints.txt
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
 	$(CHECKOV_VENV)/bin/python -m pip install -q -c deploy/checkov-constraints.txt checkov
+	touch $@
+
+$(MLFLOW_STAMP): bench/vs_mlflow/requirements.txt
+	test -x $(MLFLOW_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MLFLOW_VENV)/bin/python -m pip install -q -r bench/vs_mlflow/requirements.txt
 	touch $@
 
 gen: $(STAMP)
@@ -72,7 +82,7 @@ lock: $(STAMP)
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -viE '^(pip|setuptools|wheel)=='; } > constraints.txt
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(MLFLOW_VENV) .pytest_cache .mypy_cache .ruff_cache
 
 # Builds the container image where a Docker engine runs (not on the CI machines).
 .PHONY: image
@@ -102,3 +112,8 @@ bench-filters: $(STAMP)
 .PHONY: bench-search-scale
 bench-search-scale: $(STAMP)
 	$(BIN)/python -m bench.search_scale
+
+# MLflow first, then Cairn, each on a fresh PostgreSQL cluster; about 10 minutes.
+.PHONY: bench-vs-mlflow
+bench-vs-mlflow: $(STAMP) $(MLFLOW_STAMP)
+	$(BIN)/python -m bench.vs_mlflow $(BENCH_ARGS)
