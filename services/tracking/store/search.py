@@ -58,6 +58,9 @@ DEFAULT_ORDER = ["attributes.start_time DESC"]
 # How many runs a newest-first page walks, testing the filter on each, before sorting
 # the matching runs instead (see _walk_newest_first).
 WALK_LIMIT = 5_000
+# A filter requiring a param or tag value fewer runs than this hold (in any experiment)
+# is answered from those runs alone (see _rarest_value).
+RARE_LIMIT = 1_000
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,12 @@ async def _page_rows(
     """The page's rows (one more than the page, to know whether more follow)."""
     if len(terms) == 1 and terms[0][0].entity == "metric":
         return await _walk_one_metric(conn, query, terms[0], last, wanted)
+    rare = await _rarest_value(conn, query)
+    if rare is not None:
+        scope = _scope(query, per_run=True)
+        candidates = _holders(rare, scope.params)
+        statement = _sorted_scan(terms, keyset, scope, last, wanted, candidates)
+        return await conn.fetch(statement, *scope.params.values)
     # One experiment only: merging walks that each stopped after WALK_LIMIT runs could
     # fill a page from one experiment past where another's walk stopped unread.
     if _newest_first(terms) and len(set(query.experiment_ids)) == 1:
@@ -110,6 +119,48 @@ async def _page_rows(
     scope = _scope(query)
     statement = _sorted_scan(terms, keyset, scope, last, wanted)
     return await conn.fetch(statement, *scope.params.values)
+
+
+async def _rarest_value(conn: asyncpg.Connection, query: RunQuery) -> filters.Comparison | None:
+    """The term of the filter's conjunction requiring a param or tag value (= or IN)
+    that the fewest runs hold, if fewer than RARE_LIMIT do.
+
+    Such a filter is answered from the holders of that value, read from the (key,
+    value) index, each tested for the rest run by run: a page then costs at most
+    RARE_LIMIT lookups in any experiment of any size, where walking the newest runs
+    would visit thousands of them to meet a few holders, and sorting would join every
+    run. Counting stops at RARE_LIMIT, so common values cost little to rule out."""
+    terms = _required_values(filters.parse(query.filter, ENTITIES))
+    if not terms:
+        return None
+    params = Params()
+    counts = ", ".join(
+        f"""(SELECT count(*) FROM ({_holders(term, params)} LIMIT {params.add(RARE_LIMIT)}) c)"""
+        for term in terms
+    )
+    found = await conn.fetchrow(f"SELECT {counts}", *params.values)
+    fewest, term = min(zip(found, terms, strict=True), key=lambda pair: pair[0])
+    return term if fewest < RARE_LIMIT else None
+
+
+def _required_values(node: filters.Node | None) -> list[filters.Comparison]:
+    """The terms a run must meet (those ANDed at the top) that ask a param or tag for
+    one of some text values."""
+    if isinstance(node, filters.BoolOp):
+        return [] if node.op == "OR" else [t for n in node.operands for t in _required_values(n)]
+    if not isinstance(node, filters.Comparison) or node.negated or node.op not in ("=", "IN"):
+        return []
+    values = node.value if isinstance(node.value, tuple) else (node.value,)
+    texts = all(isinstance(value, str) for value in values)
+    return [node] if texts and node.ident.entity in ("param", "tag") else []
+
+
+def _holders(term: filters.Comparison, params: Params) -> str:
+    """The ids (run_id) of the runs holding a value the term asks for, from the (key,
+    value) index."""
+    value = filter_sql.condition("h.value", term, params, "text")
+    return f"""SELECT h.run_id FROM {_TABLES[term.ident.entity]} h
+               WHERE h.key = {params.add(term.ident.key)} AND {value}"""
 
 
 def _sort_key(terms: list[tuple[Identifier, bool]]) -> list[paging.SortColumn]:
@@ -195,17 +246,25 @@ def _sorted_scan(
     scope: _Scope,
     last: list[Any] | None,
     limit: int,
+    candidates: str | None = None,
 ) -> str:
-    """Any order: every matching run is joined to its sort values, then the top is kept."""
+    """Any order: every matching run is joined to its sort values, then the top is kept.
+
+    candidates: a statement selecting the ids (run_id) of the only runs that may match;
+    each is then looked up on its own (the scope must be per run), OFFSET 0 keeping
+    PostgreSQL from flattening the lookup into a join over every run."""
     params = scope.params
-    joins, selected = _sort_values(terms, params)
+    joins, selected = _sort_values(terms, params, per_run=candidates is not None)
+    runs = f"""SELECT {RUN_COLUMNS}, {", ".join(selected)}
+               FROM {RUN_FROM} {scope.joins} {joins}
+               WHERE {scope.where}"""
+    if candidates is not None:
+        runs = f"""SELECT m.* FROM ({candidates}) c
+                   CROSS JOIN LATERAL ({runs} AND r.run_id = c.run_id OFFSET 0) m"""
     outer = keyset.after(last, params) if last is not None else "TRUE"
     order = ", ".join(f"{c.expression} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns)
-    return f"""SELECT * FROM (
-                   SELECT {RUN_COLUMNS}, {", ".join(selected)}
-                   FROM {RUN_FROM} {scope.joins} {joins}
-                   WHERE {scope.where}
-               ) q WHERE {outer} ORDER BY {order} LIMIT {params.add(limit)}"""
+    return f"""SELECT * FROM ({runs}) q
+               WHERE {outer} ORDER BY {order} LIMIT {params.add(limit)}"""
 
 
 async def _walk_one_metric(
@@ -354,8 +413,12 @@ def _view(view_type: ViewType) -> str:
     return f"NOT {active}" if view_type == ViewType.DELETED_ONLY else active
 
 
-def _sort_values(terms: list[tuple[Identifier, bool]], params: Params) -> tuple[str, list[str]]:
-    """Joins for the sort values, and the SELECT items of the sort key (see _sort_key)."""
+def _sort_values(
+    terms: list[tuple[Identifier, bool]], params: Params, per_run: bool = False
+) -> tuple[str, list[str]]:
+    """Joins for the sort values, and the SELECT items of the sort key (see _sort_key).
+    per_run: look the values up by run id alone (see _scope)."""
+    key_column = "key || ''" if per_run else "key"
     joins, selected = [], []
     for i, (ident, _) in enumerate(terms):
         if ident.entity == "attribute":
@@ -365,7 +428,7 @@ def _sort_values(terms: list[tuple[Identifier, bool]], params: Params) -> tuple[
             table, sql_type = _TABLES[ident.entity], _TYPES[ident.entity]
             joins.append(
                 f"LEFT JOIN {table} o{i} "
-                f"ON o{i}.run_id = r.run_id AND o{i}.key = {params.add(ident.key)}"
+                f"ON o{i}.run_id = r.run_id AND o{i}.{key_column} = {params.add(ident.key)}"
             )
             value_sql = f"o{i}.value"
         # NaN counts as missing: it sorts last, like NULL, whichever the direction.

@@ -150,20 +150,28 @@ def _with(query: search.RunQuery, **changes: object) -> search.RunQuery:
     return search.RunQuery(**fields)
 
 
-@pytest.mark.parametrize("order", [[], ["metrics.acc DESC"], ["metrics.loss ASC"]])
-@pytest.mark.parametrize("walk_limit", [search.WALK_LIMIT, 60])
+@pytest.mark.parametrize(
+    "order", [[], ["metrics.acc DESC"], ["metrics.loss ASC"], ["params.model DESC"]]
+)
+@pytest.mark.parametrize(
+    ("walk_limit", "rare_limit"), [(search.WALK_LIMIT, search.RARE_LIMIT), (60, 0)]
+)
 @pytest.mark.parametrize("view", [ViewType.ACTIVE_ONLY, ViewType.ALL, ViewType.DELETED_ONLY])
 async def test_pages_of_every_filter_equal_the_sorted_statement(
     pool: asyncpg.Pool,
     experiments: list[int],
     view: ViewType,
     walk_limit: int,
+    rare_limit: int,
     order: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A small walk limit makes the walk give up and sort on filters few runs meet
-    # (fewer than a page among 60 runs).
+    # With the limits as shipped, every filter requiring a param or tag value is
+    # answered from that value's holders (fewer than RARE_LIMIT here). With none
+    # rare, the walks answer them, and a small walk limit makes a walk give up and
+    # sort on filters few runs meet (fewer than a page among 60 runs).
     monkeypatch.setattr(search, "WALK_LIMIT", walk_limit)
+    monkeypatch.setattr(search, "RARE_LIMIT", rare_limit)
     scopes = [experiments[:1], experiments, [experiments[1], experiments[0], experiments[1]]]
     for experiment_ids in scopes:
         for text in FILTERS:
@@ -194,8 +202,9 @@ async def test_the_walk_and_the_sort_each_answer_in_one_experiment(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A filter most runs meet is answered by the walk; one no run meets gives up after
-    WALK_LIMIT runs and is answered by sorting."""
+    WALK_LIMIT runs and is answered by sorting (no value counts as rare here)."""
     monkeypatch.setattr(search, "WALK_LIMIT", 60)
+    monkeypatch.setattr(search, "RARE_LIMIT", 0)
     experiment = await _new_experiment(pool)
     await _runs(pool, experiment, [(i, "adam") for i in range(100)])
     outcomes: list[bool] = []
@@ -212,6 +221,37 @@ async def test_the_walk_and_the_sort_each_answer_in_one_experiment(
         assert await _paged(pool, query) == await _sorted(pool, query)
     # adam: four pages walked; sgd: the walk gave up and the sort answered (nothing)
     assert outcomes == [True, True, True, True, False]
+
+
+async def test_a_value_few_runs_hold_is_answered_from_its_holders(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three old runs among a hundred newer ones hold optimizer = 'lbfgs': the page is
+    made from those three, without walking the newer runs; 'adam', which a hundred
+    hold, is not rare and is walked."""
+    monkeypatch.setattr(search, "RARE_LIMIT", 50)
+    experiment = await _new_experiment(pool)
+    await _runs(pool, experiment, [(i, "lbfgs") for i in range(3)])
+    await _runs(pool, experiment, [(100 + i, "adam") for i in range(100)])
+    chosen: list[str | None] = []
+    rarest = search._rarest_value
+
+    async def spied(*args: object) -> object:
+        term = await rarest(*args)  # type: ignore[arg-type]
+        chosen.append(term.value if term is not None else None)  # type: ignore[union-attr]
+        return term
+
+    monkeypatch.setattr(search, "_rarest_value", spied)
+    for text in (
+        "params.optimizer = 'lbfgs'",
+        "params.optimizer IN ('lbfgs', 'none') and attributes.start_time > 0",
+        "params.optimizer = 'adam'",
+    ):
+        query = search.RunQuery("default", [experiment], text, [], ViewType.ALL, 25, "")
+        assert await _paged(pool, query) == await _sorted(pool, query)
+    assert chosen[:2] == ["lbfgs", ("lbfgs", "none")]
+    assert set(chosen[2:]) == {None}
+    assert len(await _paged(pool, _with(query, filter="params.optimizer = 'lbfgs'"))) == 3
 
 
 async def _new_experiment(pool: asyncpg.Pool) -> int:
