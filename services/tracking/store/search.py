@@ -102,9 +102,13 @@ async def _page_rows(
     wanted: int,
 ) -> list[asyncpg.Record]:
     """The page's rows (one more than the page, to know whether more follow)."""
-    if len(terms) == 1 and terms[0][0].entity == "metric":
-        return await _walk_one_metric(conn, query, terms[0], last, wanted)
     rare = await _rarest_value(conn, query)
+    if len(terms) == 1 and terms[0][0].entity == "metric":
+        if rare is None:
+            walked = await _walk_one_metric(conn, query, terms[0], last, wanted)
+            if walked is not None:
+                return walked
+        return await _sorted_by_one_metric(conn, query, terms[0], last, wanted, rare)
     if rare is not None:
         scope = _scope(query, per_run=True)
         candidates = _holders(rare, scope.params)
@@ -254,17 +258,23 @@ def _sorted_scan(
     each is then looked up on its own (the scope must be per run), OFFSET 0 keeping
     PostgreSQL from flattening the lookup into a join over every run."""
     params = scope.params
-    joins, selected = _sort_values(terms, params, per_run=candidates is not None)
+    outer = keyset.after(last, params) if last is not None else "TRUE"
+    order = ", ".join(f"{c.expression} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns)
+    return f"""SELECT * FROM ({_matching(terms, scope, candidates)}) q
+               WHERE {outer} ORDER BY {order} LIMIT {params.add(limit)}"""
+
+
+def _matching(terms: list[tuple[Identifier, bool]], scope: _Scope, candidates: str | None) -> str:
+    """The runs matching the scope with their sort key (see _sort_key), of the
+    candidates only if given (see _sorted_scan)."""
+    joins, selected = _sort_values(terms, scope.params, per_run=candidates is not None)
     runs = f"""SELECT {RUN_COLUMNS}, {", ".join(selected)}
                FROM {RUN_FROM} {scope.joins} {joins}
                WHERE {scope.where}"""
-    if candidates is not None:
-        runs = f"""SELECT m.* FROM ({candidates}) c
-                   CROSS JOIN LATERAL ({runs} AND r.run_id = c.run_id OFFSET 0) m"""
-    outer = keyset.after(last, params) if last is not None else "TRUE"
-    order = ", ".join(f"{c.expression} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns)
-    return f"""SELECT * FROM ({runs}) q
-               WHERE {outer} ORDER BY {order} LIMIT {params.add(limit)}"""
+    if candidates is None:
+        return runs
+    return f"""SELECT m.* FROM ({candidates}) c
+               CROSS JOIN LATERAL ({runs} AND r.run_id = c.run_id OFFSET 0) m"""
 
 
 async def _walk_one_metric(
@@ -273,52 +283,136 @@ async def _walk_one_metric(
     term: tuple[Identifier, bool],
     last: list[Any] | None,
     wanted: int,
-) -> list[asyncpg.Record]:
+) -> list[asyncpg.Record] | None:
     """Ordered by one metric: walk the (key, value, run_id) index from the page's start
     and stop after `wanted` matches, so a page costs about its own size rather than the
     whole experiment. Runs without the metric (or with NaN) follow, by run id, once the
-    valued ones run out. Ties go by run id in the value's direction, the index's order."""
+    valued ones run out. Ties go by run id in the value's direction, the index's order.
+
+    The index holds the metric of every experiment: a filter few of its runs meet would
+    make the walk visit most of them, so it gives up after WALK_LIMIT entries and
+    returns None, and the caller sorts instead (_sorted_by_one_metric). The walk and the
+    runs without the metric are read in one snapshot (see _walk_newest_first)."""
     ident, ascending = term
     direction, after = ("ASC", ">") if ascending else ("DESC", "<")
     rows: list[asyncpg.Record] = []
-    if last is None or not last[0]:
-        scope = _scope(query, per_run=True)
-        params = scope.params
-        key = params.add(ident.key)
-        start = "TRUE"
-        if last is not None:
-            cursor = f"({params.add(last[1], 'double precision')}, {params.add(last[2], 'uuid')})"
-            start = f"(o.value, o.run_id) {after} {cursor}"
-        # The run and its filter are looked up per index entry, in order (OFFSET 0 keeps
-        # PostgreSQL from flattening the lookup into a join over every run, which it
-        # prefers while it has no statistics yet, as right after a bulk load).
-        rows += await conn.fetch(
-            f"""SELECT m.*, 0 AS m0, o.value AS v0, o.run_id AS tiebreak
-                FROM tracking.latest_metrics o
-                CROSS JOIN LATERAL (
-                    SELECT {RUN_COLUMNS} FROM {RUN_FROM} {scope.joins}
-                    WHERE r.run_id = o.run_id AND {scope.where} OFFSET 0
-                ) m
-                WHERE o.key = {key} AND o.value <> 'NaN' AND {start}
-                ORDER BY o.value {direction}, o.run_id {direction} LIMIT {params.add(wanted)}""",
-            *params.values,
-        )
-    if len(rows) < wanted:
-        scope = _scope(query)
-        params = scope.params
-        key = params.add(ident.key)
-        start = f"r.run_id {after} {params.add(last[2], 'uuid')}" if last and last[0] else "TRUE"
-        rows += await conn.fetch(
-            f"""SELECT {RUN_COLUMNS}, 1 AS m0, NULL::double precision AS v0,
-                       r.run_id AS tiebreak
-                FROM {RUN_FROM} {scope.joins}
-                WHERE {scope.where} AND {start} AND NOT EXISTS (
-                    SELECT 1 FROM tracking.latest_metrics x
-                    WHERE x.run_id = r.run_id AND x.key = {key} AND x.value <> 'NaN')
-                ORDER BY r.run_id {direction} LIMIT {params.add(wanted - len(rows))}""",
-            *params.values,
-        )
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        if last is None or not last[0]:
+            rows += await _walk_metric_values(conn, query, term, last, wanted)
+            if len(rows) < wanted and await _metric_walked_too_far(conn, query, term, last):
+                return None
+        if len(rows) < wanted:
+            scope = _scope(query)
+            params = scope.params
+            key = params.add(ident.key)
+            start = "TRUE"
+            if last is not None and last[0]:
+                start = f"r.run_id {after} {params.add(last[2], 'uuid')}"
+            rows += await conn.fetch(
+                f"""SELECT {RUN_COLUMNS}, 1 AS m0, NULL::double precision AS v0,
+                           r.run_id AS tiebreak
+                    FROM {RUN_FROM} {scope.joins}
+                    WHERE {scope.where} AND {start} AND NOT EXISTS (
+                        SELECT 1 FROM tracking.latest_metrics x
+                        WHERE x.run_id = r.run_id AND x.key = {key} AND x.value <> 'NaN')
+                    ORDER BY r.run_id {direction} LIMIT {params.add(wanted - len(rows))}""",
+                *params.values,
+            )
     return rows
+
+
+async def _walk_metric_values(
+    conn: asyncpg.Connection,
+    query: RunQuery,
+    term: tuple[Identifier, bool],
+    last: list[Any] | None,
+    wanted: int,
+) -> list[asyncpg.Record]:
+    """The matching runs with a value of the metric, from the page's start, among the
+    next WALK_LIMIT entries of its index."""
+    ident, ascending = term
+    direction = "ASC" if ascending else "DESC"
+    scope = _scope(query, per_run=True)
+    params = scope.params
+    start = _metric_after(term, last, params)
+    # The run and its filter are looked up per index entry, in order (OFFSET 0 keeps
+    # PostgreSQL from flattening the lookup into a join over every run, which it
+    # prefers while it has no statistics yet, as right after a bulk load).
+    return await conn.fetch(
+        f"""SELECT m.*, 0 AS m0, o.value AS v0, o.run_id AS tiebreak
+            FROM (
+                SELECT o.run_id, o.value FROM tracking.latest_metrics o
+                WHERE o.key = {params.add(ident.key)} AND o.value <> 'NaN' AND {start}
+                ORDER BY o.value {direction}, o.run_id {direction}
+                LIMIT {params.add(WALK_LIMIT)}
+            ) o
+            CROSS JOIN LATERAL (
+                SELECT {RUN_COLUMNS} FROM {RUN_FROM} {scope.joins}
+                WHERE r.run_id = o.run_id AND {scope.where} OFFSET 0
+            ) m
+            ORDER BY o.value {direction}, o.run_id {direction} LIMIT {params.add(wanted)}""",
+        *params.values,
+    )
+
+
+def _metric_after(term: tuple[Identifier, bool], last: list[Any] | None, params: Params) -> str:
+    """Index entries (as o) after the page's start in the metric's order."""
+    if last is None:
+        return "TRUE"
+    after = ">" if term[1] else "<"
+    cursor = f"({params.add(last[1], 'double precision')}, {params.add(last[2], 'uuid')})"
+    return f"(o.value, o.run_id) {after} {cursor}"
+
+
+async def _metric_walked_too_far(
+    conn: asyncpg.Connection,
+    query: RunQuery,
+    term: tuple[Identifier, bool],
+    last: list[Any] | None,
+) -> bool:
+    """Whether the metric's index holds more than WALK_LIMIT values from the page's
+    start (so the walk may have stopped short)."""
+    params = Params(term[0].key)
+    start = _metric_after(term, last, params)
+    walked = params.add(WALK_LIMIT)
+    return bool(
+        await conn.fetchval(
+            f"""SELECT count(*) > {walked} FROM (
+                    SELECT 1 FROM tracking.latest_metrics o
+                    WHERE o.key = $1 AND o.value <> 'NaN' AND {start}
+                    LIMIT {walked} + 1
+                ) c""",
+            *params.values,
+        )
+    )
+
+
+async def _sorted_by_one_metric(
+    conn: asyncpg.Connection,
+    query: RunQuery,
+    term: tuple[Identifier, bool],
+    last: list[Any] | None,
+    wanted: int,
+    rare: filters.Comparison | None,
+) -> list[asyncpg.Record]:
+    """What _walk_one_metric returns, in its order, by sorting every matching run (of
+    the holders of a rare value only, if given; see _rarest_value)."""
+    direction, after = ("ASC", ">") if term[1] else ("DESC", "<")
+    scope = _scope(query, per_run=rare is not None)
+    params = scope.params
+    candidates = _holders(rare, params) if rare is not None else None
+    start = "TRUE"
+    if last is not None and last[0]:
+        start = f"q.m0 = 1 AND q.tiebreak {after} {params.add(last[2], 'uuid')}"
+    elif last is not None:
+        cursor = f"({params.add(last[1], 'double precision')}, {params.add(last[2], 'uuid')})"
+        start = f"(q.m0 = 1 OR (q.v0, q.tiebreak) {after} {cursor})"
+    return await conn.fetch(
+        f"""SELECT * FROM ({_matching([term], scope, candidates)}) q WHERE {start}
+            ORDER BY q.m0, q.v0 {direction}, q.tiebreak {direction}
+            LIMIT {params.add(wanted)}""",
+        *params.values,
+    )
 
 
 def _newest_first(terms: list[tuple[Identifier, bool]]) -> bool:

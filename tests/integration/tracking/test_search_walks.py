@@ -254,6 +254,36 @@ async def test_a_value_few_runs_hold_is_answered_from_its_holders(
     assert len(await _paged(pool, _with(query, filter="params.optimizer = 'lbfgs'"))) == 3
 
 
+async def test_a_metric_walk_through_other_experiments_values_gives_up_and_sorts(
+    pool: asyncpg.Pool, experiments: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The metric's index holds every experiment's values: three runs with acc 0.5 lie
+    behind a hundred of the other experiments' higher values, so ordered by acc the walk
+    gives up after WALK_LIMIT entries and sorting answers, in the walk's order."""
+    monkeypatch.setattr(search, "WALK_LIMIT", 60)
+    experiment = await _new_experiment(pool)
+    await _runs(pool, experiment, [(i, "adam") for i in range(3)])
+    await pool.execute(
+        """INSERT INTO tracking.latest_metrics (run_id, key, value, step, timestamp_ms)
+           SELECT run_id, 'acc', 0.5, 0, 0 FROM tracking.runs WHERE experiment_id = $1""",
+        experiment,
+    )
+    outcomes: list[bool] = []
+    walk = search._walk_one_metric
+
+    async def spied(*args: object) -> object:
+        rows = await walk(*args)  # type: ignore[arg-type]
+        outcomes.append(rows is not None)
+        return rows
+
+    monkeypatch.setattr(search, "_walk_one_metric", spied)
+    query = search.RunQuery("default", [experiment], "", ["metrics.acc DESC"], ViewType.ALL, 2, "")
+    found = await _paged(pool, query)
+    assert found == await _sorted(pool, query)
+    assert len(found) == 3
+    assert outcomes == [False, False]
+
+
 async def _new_experiment(pool: asyncpg.Pool) -> int:
     return await pool.fetchval(
         """INSERT INTO tracking.experiments (project, name, artifact_location)
