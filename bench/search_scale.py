@@ -2,15 +2,17 @@
 
 Each size gets a fresh PostgreSQL, bulk-loaded in SQL: runs with five params, tags and
 metrics each (model one of 4 values, optimizer one of 3, team one of 4, acc uniform in
-[0, 1)). Autovacuum is off for the loaded tables, so the first measurements see what a
-search sees right after a bulk load: no statistics. Then ANALYZE, and the same again.
+[0, 1)), each run's values written together, as one LogBatch writes them. Autovacuum
+is off for the loaded tables, so the first measurements see what a search sees right
+after a bulk load: no statistics. Then ANALYZE, and the same again.
 
 Measured through the tracking store (statement and loading of the page's runs, as
 SearchRuns runs them, without gRPC): the first page (100 runs) of three filters people
 write, p50 of several calls, and a scan of every run, 1,000 a page. The baseline, on the
 same database in the same run: the statements the search ran before it walked the
 newest-first index and loaded a page's runs by primary key (kept here as text). A
-baseline call is cut off at BASELINE_TIMEOUT.
+baseline call is cut off at BASELINE_TIMEOUT. The scan is also measured end to end:
+through `cairn serve tracking` and the async Python client, pages decoded into Runs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import asyncpg
 
+import cairn
 from cairn_server import catalog
 from cairn_server.common import paging
 from cairn_server.common.server import migrate
@@ -30,7 +33,7 @@ from cairn_server.tracking.model import MetricPoint, Run, ViewType
 from cairn_server.tracking.store import search
 from cairn_server.tracking.store.runs import run_info
 
-from .harness import median, postgres
+from .harness import median, postgres, serve
 
 # Other sizes as arguments: python -m bench.search_scale 1000000
 SIZES = (10_000, 100_000)
@@ -215,8 +218,22 @@ def _with(query: search.RunQuery, **changes: Any) -> search.RunQuery:
     return search.RunQuery(**{**query.__dict__, **changes})
 
 
+async def api_scan_rate(client: cairn.TrackingClient, experiment_id: int) -> str:
+    """Runs per second over every page of 1,000 through the service and the client."""
+    started, seen, token = time.perf_counter(), 0, None
+    while True:
+        page = await client.search_runs(str(experiment_id), max_results=1000, page_token=token)
+        seen += len(page)
+        if not (token := page.next_page_token):
+            return f"{seen / (time.perf_counter() - started):,.0f} runs/s"
+
+
 async def measure(
-    pools: dict[str, asyncpg.Pool], experiment_id: int, runs: int, stats: str
+    pools: dict[str, asyncpg.Pool],
+    client: cairn.TrackingClient,
+    experiment_id: int,
+    runs: int,
+    stats: str,
 ) -> None:
     for name, text, order in SHAPES:
         query = search.RunQuery(
@@ -229,6 +246,8 @@ async def measure(
     before = await scan_rate(pools["baseline"], previous_search, query)
     now = await scan_rate(pools["now"], search.search_runs, query)
     _row(runs, stats, "scan every run, 1,000 a page", before, now)
+    now = await api_scan_rate(client, experiment_id)
+    _row(runs, stats, "the same scan through gRPC and the Python client", "", now)
 
 
 def _row(runs: int, stats: str, name: str, before: str, now: str) -> None:
@@ -249,9 +268,14 @@ async def one_size(runs: int) -> None:
         try:
             await migrate(pools["now"], catalog.select(["tracking"]))
             experiment_id = await load(pools["now"], runs)
-            await measure(pools, experiment_id, runs, "none (bulk load)")
-            await pools["now"].execute("ANALYZE " + ", ".join(f"tracking.{t}" for t in _TABLES))
-            await measure(pools, experiment_id, runs, "analyzed")
+            with serve(database_url, "tracking") as server:
+                async with cairn.TrackingClient.insecure_connection(
+                    "127.0.0.1", server.port, timeout=600
+                ) as client:
+                    await measure(pools, client, experiment_id, runs, "none (bulk load)")
+                    tables = ", ".join(f"tracking.{t}" for t in _TABLES)
+                    await pools["now"].execute(f"ANALYZE {tables}")
+                    await measure(pools, client, experiment_id, runs, "analyzed")
         finally:
             for pool in pools.values():
                 await pool.close()
