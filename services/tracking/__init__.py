@@ -61,6 +61,7 @@ SPEC = ServiceSpec(
     background=forget_batch_ids,
     records_requests=True,
     purge=purge.purge,
-    # Deduplicated by its own request_id field, which it keeps for the run's journal.
-    not_recorded=frozenset({"LogBatch"}),
+    # Deduplicated in their own write: LogBatch by its request_id field, which it keeps
+    # for the run's journal, LogMetric by the call's request id (one round trip).
+    not_recorded=frozenset({"LogBatch", "LogMetric"}),
 )

@@ -265,7 +265,13 @@ def test_every_write_of_the_recording_services_runs_once_per_request_id(pool) ->
             if name.startswith(READS):
                 continue
             if name in spec.not_recorded:  # each deduplicates itself (docs/architecture.md)
-                assert name in ("LogBatch", "CreateApiKey", "ConfirmUpload", "CreatePresignedUrl")
+                assert name in (
+                    "LogBatch",
+                    "LogMetric",
+                    "CreateApiKey",
+                    "ConfirmUpload",
+                    "CreatePresignedUrl",
+                )
                 assert (spec.full_name, name) in retried
                 continue
             if name == "Upload":

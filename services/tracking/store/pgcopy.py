@@ -2,15 +2,18 @@
 
 asyncpg encodes array parameters element by element (about 0.5 µs an element here, so
 15 ms for the three columns of a 10,000-point batch); laying out the COPY stream with
-numpy takes a fraction of a millisecond. Format: PostgreSQL docs, "COPY", "Binary
-Format", and the binary send format of arrays (array_send).
+numpy takes a fraction of a millisecond. The elements of all chunks of a batch are laid
+out at once, three numpy calls per batch, and each chunk's arrays are slices of them:
+laying them out per key cost about 45 µs a key (0.45 ms for a batch of 10 keys). Format:
+PostgreSQL docs, "COPY", "Binary Format", and the binary send format of arrays
+(array_send).
 """
 
 from __future__ import annotations
 
 import struct
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -19,20 +22,43 @@ HEADER = _SIGNATURE + struct.pack(">ii", 0, 0)  # no flags, no header extension
 TRAILER = struct.pack(">h", -1)
 INT8_OID = 20
 FLOAT8_OID = 701
+CHUNK_COLUMNS = ("run_id", "key", "min_step", "max_step", "steps", "values", "timestamps_ms")
+_ELEMENT = 12  # an array element: its length (int32), then its 8 bytes
+_ARRAY_HEADER = struct.Struct(">iiiIii")  # field length, ndim, has nulls, oid, length, lbound
+_INT8_FIELD = struct.Struct(">iq")
 
 
-def stream(rows: Iterable[Sequence[bytes]]) -> bytes:
-    """A whole COPY ... (FORMAT binary) input: header, rows of encoded fields, trailer."""
-    parts = [HEADER]
-    for fields in rows:
-        parts.append(struct.pack(">h", len(fields)))
-        parts.extend(fields)
+def chunk_stream(
+    run_id: uuid.UUID,
+    keys: Sequence[str],
+    bounds: Sequence[tuple[int, int]],
+    steps: np.ndarray,
+    values: np.ndarray,
+    timestamps: np.ndarray,
+) -> bytes:
+    """A whole COPY ... (FORMAT binary) input of metric_chunks rows (CHUNK_COLUMNS), one
+    per key: key i holds the points bounds[i] = (start, end) of the columns."""
+    step_elements = memoryview(_elements(steps, ">i8"))
+    value_elements = memoryview(_elements(values, ">f8"))
+    timestamp_elements = memoryview(_elements(timestamps, ">i8"))
+    run = struct.pack(">hi", len(CHUNK_COLUMNS), 16) + run_id.bytes
+    parts: list[bytes | memoryview] = [HEADER]
+    for key, (start, end) in zip(keys, bounds, strict=True):
+        count, first, last = end - start, start * _ELEMENT, end * _ELEMENT
+        parts += (
+            run,
+            text_field(key),
+            _INT8_FIELD.pack(8, int(steps[start])),
+            _INT8_FIELD.pack(8, int(steps[end - 1])),
+            _array_header(INT8_OID, count),
+            step_elements[first:last],
+            _array_header(FLOAT8_OID, count),
+            value_elements[first:last],
+            _array_header(INT8_OID, count),
+            timestamp_elements[first:last],
+        )
     parts.append(TRAILER)
     return b"".join(parts)
-
-
-def uuid_field(value: uuid.UUID) -> bytes:
-    return struct.pack(">i", 16) + value.bytes
 
 
 def text_field(value: str) -> bytes:
@@ -40,22 +66,14 @@ def text_field(value: str) -> bytes:
     return struct.pack(">i", len(data)) + data
 
 
-def int8_field(value: int) -> bytes:
-    return struct.pack(">iq", 8, value)
-
-
-def int8_array_field(values: np.ndarray) -> bytes:
-    return _array_field(values, INT8_OID, ">i8")
-
-
-def float8_array_field(values: np.ndarray) -> bytes:
-    return _array_field(values, FLOAT8_OID, ">f8")
-
-
-def _array_field(values: np.ndarray, element_oid: int, wire_dtype: str) -> bytes:
-    """A one-dimensional array without NULLs: a header, then (length, value) per element."""
+def _elements(values: np.ndarray, wire_dtype: str) -> bytes:
+    """Array elements without NULLs: (length 8, big-endian value) for each value."""
     elements = np.empty(len(values), dtype=[("length", ">i4"), ("value", wire_dtype)])
     elements["length"] = 8
     elements["value"] = values
-    body = struct.pack(">iiIii", 1, 0, element_oid, len(values), 1) + elements.tobytes()
-    return struct.pack(">i", len(body)) + body
+    return elements.tobytes()
+
+
+def _array_header(element_oid: int, count: int) -> bytes:
+    """A one-dimensional array field's length and header, before its elements."""
+    return _ARRAY_HEADER.pack(20 + count * _ELEMENT, 1, 0, element_oid, count, 1)

@@ -1,0 +1,84 @@
+"""Points round-trip bit for bit through both write paths of a batch: one statement
+with array parameters (small batches) and binary COPY of chunks laid out with numpy."""
+
+import math
+import random
+import struct
+
+import pytest
+
+import cairn
+from cairn import _transport
+from cairn.types import Metric
+from cairn_server.tracking.store.writes import STATEMENT_MAX_POINTS
+
+KEYS = ["loss", "ключ/ü 🙂", "k" * 250]
+BIGGEST, SMALLEST = 2**63 - 1, -(2**63)
+
+
+def _special_points(key: str) -> list[Metric]:
+    """Extreme steps, every kind of float, and ties on step and on (step, timestamp)."""
+    values = [math.nan, math.inf, -math.inf, -0.0, 5e-324, 1.7976931348623157e308]
+    points = [Metric(key, v, 1_000 + i, SMALLEST + i) for i, v in enumerate(values)]
+    return [
+        *points,
+        Metric(key, 1.5, BIGGEST, BIGGEST),
+        Metric(key, 2.5, 7, -1),
+        Metric(key, 0.5, 3, -1),  # the same step, an earlier timestamp: first
+        Metric(key, math.nan, 3, -1),  # the same step and timestamp: NaN last
+    ]
+
+
+def _batch(size: int) -> list[Metric]:
+    points = [p for key in KEYS for p in _special_points(key)]
+    filler = size - len(points)
+    points += [Metric(KEYS[i % 3], i / 7, i, 10 + i) for i in range(filler)]
+    random.Random(size).shuffle(points)
+    return points
+
+
+def _order(point: Metric) -> tuple[int, int, bool, float]:
+    return (point.step, point.timestamp, math.isnan(point.value), point.value)
+
+
+def _exact(points: list[Metric]) -> list[tuple[int, int, bytes]]:
+    return [(p.step, p.timestamp, struct.pack(">d", p.value)) for p in points]
+
+
+@pytest.mark.parametrize("size", [30, 2 * STATEMENT_MAX_POINTS + 7, 3000])
+async def test_points_round_trip_exactly_in_order(
+    tracking: cairn.TrackingClient, run_id: str, size: int
+) -> None:
+    assert size >= 30  # the special points alone
+    points = _batch(size)
+    await tracking.log_batch(run_id, metrics=points)
+    latest = (await tracking.get_run(run_id)).data.latest_metrics
+    for key in KEYS:
+        expected = sorted((p for p in points if p.key == key), key=_order)
+        history = await tracking.get_metric_history(run_id, key)
+        assert _exact(history) == _exact(expected)
+        assert _exact([latest[key]]) == _exact([Metric(key, 1.5, BIGGEST, BIGGEST)])
+
+
+async def test_a_log_metric_repeated_with_its_request_id_is_stored_once(
+    tracking: cairn.TrackingClient, run_id: str, unique: str
+) -> None:
+    same_id = [(_transport.REQUEST_ID_HEADER, f"metric-{unique}")]
+    for _ in range(2):
+        await tracking.log_metric(run_id, "once", 1.0, step=1, metadata=same_id)
+    # A LogBatch whose request_id field is the same text is another write.
+    await tracking.log_batch(run_id, [Metric("once", 2.0, 1, 2)], request_id=f"metric-{unique}")
+    await tracking.log_metric(run_id, "once", 3.0, step=3)
+    history = await tracking.get_metric_history(run_id, "once")
+    assert [p.value for p in history] == [1.0, 2.0, 3.0]
+
+
+async def test_points_logged_in_step_order_keep_it(
+    tracking: cairn.TrackingClient, run_id: str
+) -> None:
+    """Keys interleaved, each in step order: ordered by key alone (writes._point_order)."""
+    points = [Metric(KEYS[i % 3], math.sin(i), 5_000 - i, i // 3 * 2) for i in range(600)]
+    await tracking.log_batch(run_id, metrics=points)
+    for key in KEYS:
+        history = await tracking.get_metric_history(run_id, key)
+        assert _exact(history) == _exact([p for p in points if p.key == key])
