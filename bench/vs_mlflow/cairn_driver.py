@@ -88,19 +88,30 @@ async def search_ms(
     return statistics.median(samples[3:])
 
 
+async def matches(
+    client: cairn.TrackingClient, w: dict[str, Any], experiment_id: str, shape: dict[str, Any]
+) -> int:
+    """How many runs a shape matches, read page by page (scan_page runs a page)."""
+    seen, token = 0, None
+    while True:
+        page = await client.search_runs(
+            [experiment_id],
+            shape["filter"],
+            order_by=shape["order_by"],
+            max_results=w["scan_page"],
+            page_token=token,
+        )
+        seen += len(page)
+        token = page.token
+        if not token:
+            return seen
+
+
 async def scan_s(client: cairn.TrackingClient, w: dict[str, Any], experiment_id: str) -> float:
     samples = []
     for _ in range(w["scans"]):
-        seen, token = 0, None
         start = time.perf_counter()
-        while True:
-            page = await client.search_runs(
-                [experiment_id], max_results=w["scan_page"], page_token=token
-            )
-            seen += len(page)
-            token = page.token
-            if not token:
-                break
+        seen = await matches(client, w, experiment_id, {"filter": "", "order_by": []})
         samples.append(time.perf_counter() - start)
         if seen != w["runs"]:
             raise RuntimeError(f"the scan saw {seen} runs")
@@ -168,6 +179,7 @@ async def run(port: int, w: dict[str, Any]) -> dict[str, float]:
             await analyze(w["database_url"])
             for n, shape in enumerate(w["searches"]):
                 results[f"search_{n}_ms"] = await search_ms(client, w, search_experiment, shape)
+                results[f"search_{n}_matches"] = await matches(client, w, search_experiment, shape)
             results["scan_s"] = await scan_s(client, w, search_experiment)
         if "history" in phases:
             results["history_s"] = await history_s(client, w, runs[-2])

@@ -41,7 +41,7 @@ def _faster(mlflow: float, cairn: float, higher_is_better: bool) -> str:
 Row = tuple[str, str, Callable[[float], str], str, bool]
 
 
-def _rows(w: dict[str, Any]) -> list[Row]:
+def _rows(w: dict[str, Any], matched: list[int]) -> list[Row]:
     """(label, result key, format, unit shown in the MLflow column, higher is better)."""
     rows: list[Row] = [
         (f"ingest, {w['batch']:,}-point batches, 1 writer", "ingest_one", _rate, " pts/s", True),
@@ -65,7 +65,8 @@ def _rows(w: dict[str, Any]) -> list[Row]:
         what = f"`{shape['filter']}`" if shape["filter"] else "unfiltered"
         if shape["order_by"]:
             what += f" order by `{', '.join(shape['order_by'])}`"
-        rows.append((f"search {what}, {w['page']} rows, p50", f"search_{n}_ms", _ms, "", False))
+        label = f"search {what}, {w['page']} rows ({matched[n]:,} match), p50"
+        rows.append((label, f"search_{n}_ms", _ms, "", False))
     rows += [
         (f"scan all {w['runs']:,} runs, {w['scan_page']:,} a page", "scan_s", _s, "", False),
         (f"read a {w['history']:,}-point metric history, p50", "history_s", _s, "", False),
@@ -102,7 +103,8 @@ def print_table(
         "| MLflow | Cairn | Cairn ahead by |"
     )
     print("|---|---|---|---|")
-    for label, key, fmt, unit, higher in _rows(w):
+    matched = [int(cairn[f"search_{n}_matches"]) for n in range(len(w["searches"]))]
+    for label, key, fmt, unit, higher in _rows(w, matched):
         print(
             f"| {label} | {fmt(mlflow[key])}{unit} | {fmt(cairn[key])} "
             f"| {_faster(mlflow[key], cairn[key], higher)} |"
@@ -114,3 +116,15 @@ def print_table(
         f"| {mlflow['upload']:.0f} / {mlflow['download']:.0f} MiB/s "
         f"| {cairn['upload']:.0f} / {cairn['download']:.0f} | {up} / {down} |"
     )
+    _check_matches(w, mlflow, cairn)
+
+
+def _check_matches(w: dict[str, Any], mlflow: Results, cairn: Results) -> None:
+    """Both stored the same runs: every filter must match as many runs in each."""
+    for n, shape in enumerate(w["searches"]):
+        key = f"search_{n}_matches"
+        if mlflow[key] != cairn[key]:
+            print(
+                f"\nWARNING: `{shape['filter']}` matches {mlflow[key]:.0f} runs in MLflow "
+                f"and {cairn[key]:.0f} in Cairn"
+            )
