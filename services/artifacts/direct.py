@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import queue
 import socket
 import socketserver
 import ssl
@@ -45,6 +46,7 @@ SHA256_TRAILER = "x-cairn-sha256"
 MAX_CONNECTIONS = 64  # as many as the streamed path's writer threads
 MAX_CHUNK = 16 * 1024 * 1024  # bounds one HTTP chunk held in memory
 MAX_HEADER_LINE = 8192
+READ_AHEAD = 2
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.PERMISSION_DENIED: 403,
@@ -172,26 +174,39 @@ class _Handler(socketserver.BaseRequestHandler):
 
 
 class ChunkedReader:
-    """A file-like `read(n)` over a chunked HTTP body, hashing each chunk in a second
-    thread while the next one is received and written; verified at the end (the
-    trailer's sha256, else the ticket's, and the expected size)."""
+    """A file-like `read(n)` over a chunked HTTP body, verified at the end (the trailer's
+    sha256, else the ticket's, and the expected size). Three threads overlap: this one
+    receives the next chunk while the caller writes the one before and a third hashes
+    it; at most READ_AHEAD chunks wait for the writer."""
 
     def __init__(self, incoming: BinaryIO, expected_size: int, expected_sha256: str) -> None:
         self._incoming = incoming
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="cairn-direct-hash")
         self._hashing: Future[None] | None = None
+        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(READ_AHEAD)
+        self._stopped = threading.Event()
         self._rest = b""
-        self._done = False
+        self._finished = False
         self.hash = hashlib.sha256()
         self.size = 0
         self.expected_size = expected_size
         self.expected_sha256 = expected_sha256
         self.verified = False
+        self._receiver = threading.Thread(
+            target=self._receive, name="cairn-direct-receive", daemon=True
+        )
 
     def __enter__(self) -> ChunkedReader:
+        self._receiver.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # A receiver still waiting for room (the writer failed) gives up; one waiting
+        # on the client ends when the connection closes.
+        self._stopped.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._chunks.get_nowait()
         self._hasher.shutdown(wait=True)
 
     @property
@@ -199,16 +214,37 @@ class ChunkedReader:
         return self.hash.hexdigest()
 
     def read(self, n: int = -1) -> bytes:
-        data = self._rest or self._next()
+        data = self._rest or self._take()
         if 0 <= n < len(data):
             data, self._rest = data[:n], data[n:]
         else:
             self._rest = b""
         return data
 
-    def _next(self) -> bytes:
-        if self._done:
+    def _take(self) -> bytes:
+        if self._finished:
             return b""
+        item = self._chunks.get()
+        if isinstance(item, BaseException):
+            self._finished = True
+            raise item
+        self._finished = not item
+        return item
+
+    def _receive(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                item: bytes | BaseException = self._next()
+            except BaseException as error:
+                item = error
+            while not self._stopped.is_set():
+                with contextlib.suppress(queue.Full):
+                    self._chunks.put(item, timeout=0.5)
+                    break
+            if not isinstance(item, bytes) or not item:
+                return
+
+    def _next(self) -> bytes:
         size = _chunk_size(self._incoming.readline(MAX_HEADER_LINE))
         if size == 0:
             self._end()
@@ -226,7 +262,6 @@ class ChunkedReader:
         self._hashing = self._hasher.submit(self.hash.update, chunk)
 
     def _end(self) -> None:
-        self._done = True
         if self._hashing is not None:
             self._hashing.result()
         trailers = _read_fields(self._incoming)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
 from .blobs import CHUNK, MissingBytes, Readable, Unfinished
+
+SYNC_EVERY = 32 * 1024 * 1024
 
 
 class FilesystemBackend:
@@ -26,11 +29,15 @@ class FilesystemBackend:
 
     def write(self, key: str, source: Readable, content_type: str, size: int) -> None:
         target = self._file(key)
-        with _created(target) as out:
+        with _created(target) as out, _Syncer(out.fileno()) as syncer:
+            if size:  # allocated at once, not extent by extent as it grows
+                with contextlib.suppress(OSError):  # only a hint: writing decides
+                    os.posix_fallocate(out.fileno(), 0, size)
             while chunk := source.read(CHUNK):
                 out.write(chunk)
+                syncer.wrote(len(chunk))
             out.flush()
-            os.fsync(out.fileno())
+            syncer.finish()
         _sync_directory(target.parent)
 
     def open(self, key: str, offset: int, length: int) -> Generator[bytes, None, None]:
@@ -113,6 +120,34 @@ def _created(target: Path) -> Iterator[BinaryIO]:
     except BaseException:
         target.unlink(missing_ok=True)
         raise
+
+
+class _Syncer:
+    """Syncs a file being written every SYNC_EVERY bytes, in a thread of its own while
+    writing goes on, so that the last fsync has only the tail left to write to disk."""
+
+    def __init__(self, descriptor: int) -> None:
+        self._descriptor = descriptor
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="cairn-fsync")
+        self._pending: Future[None] | None = None
+        self._unsynced = 0
+
+    def __enter__(self) -> _Syncer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.shutdown(wait=True)  # before the file is closed
+
+    def wrote(self, count: int) -> None:
+        self._unsynced += count
+        if self._unsynced >= SYNC_EVERY and (self._pending is None or self._pending.done()):
+            self._unsynced = 0
+            self._pending = self._thread.submit(os.fdatasync, self._descriptor)
+
+    def finish(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+        os.fsync(self._descriptor)
 
 
 def _make_folders(folder: Path) -> None:

@@ -103,17 +103,43 @@ def download(endpoint: Endpoint, out: BinaryIO, size: int, received: Callable[[i
             raise Unreachable("the object changed since its ticket was issued")
         if status != 200:
             _result(status, incoming.read(int(fields.get("content-length", "0"))))
-        digest, total = _Hasher(), 0
-        with digest:
+        # Three threads overlap: this one receives a chunk while one hashes and one
+        # writes the chunk before.
+        digest, writer, total = _Hasher(), _Behind(out.write), 0
+        with digest, writer:
             while total < size:
                 chunk = incoming.read(min(CHUNK, size - total))
                 if not chunk:
                     raise UnavailableError("the download's connection ended early")
                 digest.update(chunk)
-                out.write(chunk)
+                writer.submit(chunk)
                 total += len(chunk)
                 received(total)
+            writer.wait()
             return digest.hexdigest()
+
+
+class _Behind:
+    """Calls a function on each chunk in a thread of its own, one call in flight."""
+
+    def __init__(self, function: Callable[[bytes], object]) -> None:
+        self._function = function
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="cairn-write")
+        self._pending: Future[object] | None = None
+
+    def __enter__(self) -> _Behind:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.shutdown(wait=True)
+
+    def submit(self, chunk: bytes) -> None:
+        self.wait()
+        self._pending = self._thread.submit(self._function, chunk)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
 
 
 class _Hasher:
