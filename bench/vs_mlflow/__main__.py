@@ -23,7 +23,7 @@ from ..harness import postgres, serve
 from . import cairn_driver
 from .mlflow_server import HERE, PYTHON, WORKERS, mlflow_server
 from .report import machine, print_table
-from .workload import describe
+from .workload import BATCH, describe
 
 NAGLE_CHECK_CALLS = 200
 
@@ -33,7 +33,10 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5000, help="runs searched (5000)")
     parser.add_argument("--history", type=int, default=100_000, help="points read back")
     parser.add_argument("--artifact-mib", type=int, default=256, help="artifact size")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.history % BATCH or args.history <= 0:
+        parser.error(f"--history is logged in batches of {BATCH:,}: give a multiple")
+    return args
 
 
 def _drive_mlflow(url: str, workload: dict[str, Any]) -> dict[str, float]:

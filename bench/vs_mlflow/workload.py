@@ -18,6 +18,7 @@ OPTIMIZERS = ["adam", "sgd", "rmsprop"]
 TEAMS = ["vision", "nlp", "speech", "recsys"]
 STAGES = ["dev", "staging", "prod"]
 DATASETS = ["imagenet", "coco", "wiki", "librispeech", "movielens", "c4"]
+BATCH = 1000
 START_TIME_MS = 1_767_225_600_000  # 2026-01-01; run n starts n seconds later
 
 SEARCHES = [
@@ -41,7 +42,7 @@ def describe(runs: int, history: int, artifact_mib: int) -> dict[str, Any]:
         "seed": 17,
         "runs": runs,
         "writers": 8,
-        "batch": 1000,
+        "batch": BATCH,
         "ingest_batches_one_writer": 30,
         "ingest_batches_per_writer": 8,
         "log_metric_calls": 500,
