@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
+from cairn._clients._direct_io import DirectWriter
+
 from .blobs import CHUNK, MissingBytes, Readable, Unfinished
 
 SYNC_EVERY = 32 * 1024 * 1024
@@ -103,13 +105,14 @@ class FilesystemBackend:
 
 
 @contextlib.contextmanager
-def _created(target: Path) -> Iterator[BinaryIO]:
+def _created(target: Path) -> Iterator[DirectWriter]:
     """A new file, never an existing one; removed again if writing it fails. Its folder
-    is made again if the janitor removed it, empty, between mkdir and open."""
+    is made again if the janitor removed it, empty, between mkdir and open. Written
+    around the page cache (docs/artifacts.md, "Performance")."""
     for attempt in range(3):
         _make_folders(target.parent)
         try:
-            out = target.open("xb")
+            out = DirectWriter.create(target)
             break
         except FileNotFoundError:
             if attempt == 2:

@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 import cairn
+from cairn._clients._direct_io import DirectWriter
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import NotFoundError
 from cairn_server import catalog
@@ -139,3 +140,12 @@ async def test_an_unreachable_endpoint_falls_back_to_streaming(
         assert info.sha256 == hashlib.sha256(DATA).hexdigest()
         fetched = await client.download("f/data.bin", tmp_path / "out.bin")
         assert fetched.read_bytes() == DATA
+
+
+@pytest.mark.parametrize("size", [0, 4095, 4096, 4 * 1024 * 1024 + 4097])
+def test_files_written_around_the_page_cache_hold_what_was_written(tmp_path: Path, size: int):
+    data = os.urandom(size)
+    with DirectWriter.create(tmp_path / "f.bin") as out:
+        for start in range(0, size, 1_000_003):  # pieces that straddle its buffer
+            out.write(data[start : start + 1_000_003])
+    assert (tmp_path / "f.bin").read_bytes() == data

@@ -19,6 +19,7 @@ from typing import BinaryIO
 import grpc
 
 from ..exceptions import CairnError, UnavailableError, error_class
+from ._direct_io import Writable
 
 CHUNK = 4 * 1024 * 1024
 CONNECT_SECONDS = 3.0
@@ -94,7 +95,7 @@ def _send_body(connection: socket.socket, source: BinaryIO, sent: Callable[[int]
     connection.sendall(trailer.encode())
 
 
-def download(endpoint: Endpoint, out: BinaryIO, size: int, received: Callable[[int], None]) -> str:
+def download(endpoint: Endpoint, out: Writable, size: int, received: Callable[[int], None]) -> str:
     """Writes the ticket's object to out; returns the sha256 of what arrived."""
     with endpoint.connect() as connection, connection.makefile("rb") as incoming:
         connection.sendall(endpoint.head("GET"))

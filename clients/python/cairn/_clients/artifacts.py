@@ -31,7 +31,8 @@ from ..exceptions import (
 from ..models._uris import ARTIFACTS_SCHEME, ArtifactUri, parse_uri, scheme_of
 from ..types._artifacts import ObjectInfo, PresignedUrl, directory, object_from_proto
 from ..types._paging import ListOptions, PagedList
-from . import _direct
+from . import _direct, _direct_io
+from ._direct_io import DirectWriter, Writable
 
 CHUNK = 1024 * 1024
 # Objects of at least this size move by direct transfer when the server offers it.
@@ -492,7 +493,7 @@ class ArtifactClient(BaseClient):
             ):
                 os.replace(temporary, target)
                 return
-            with temporary.open("wb") as out:
+            with _file_for(temporary, info.size) as out:
                 async for chunk in _written_behind(
                     out, self.open(info.path, timeout=timeout, metadata=metadata)
                 ):
@@ -522,7 +523,7 @@ class ArtifactClient(BaseClient):
             loop.call_soon_threadsafe(counted.reach, start + done)
 
         try:
-            with temporary.open("wb") as out:
+            with _file_for(temporary, info.size) as out:
                 sha256 = await asyncio.to_thread(
                     _direct.download, endpoint, out, reply.object.size, received
                 )
@@ -607,7 +608,7 @@ async def _read_ahead(read: Callable[[], bytes]) -> AsyncIterator[bytes]:
             await pending
 
 
-async def _written_behind(out: BinaryIO, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _written_behind(out: Writable, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """Passes chunks on while writing each to out in a thread, one write in flight while
     the next chunk arrives; every write has ended when this ends, however it ends."""
     writing: asyncio.Future[int] | None = None
@@ -623,6 +624,13 @@ async def _written_behind(out: BinaryIO, chunks: AsyncIterator[bytes]) -> AsyncI
         if writing is not None and not writing.done():
             with contextlib.suppress(Exception):
                 await writing
+
+
+def _file_for(path: Path, size: int) -> BinaryIO | DirectWriter:
+    """A new file to download into: large ones are written around the page cache."""
+    if size >= _direct_io.BUFFER:
+        return DirectWriter.create(path, exclusive=False)
+    return path.open("wb")
 
 
 def _open_source(source: Source) -> tuple[BinaryIO, int | None, str, bool]:
