@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 Results = dict[str, float]
+ROOT = Path(__file__).parents[2]
+
+
+def checkout() -> str:
+    """The commit measured, and whether the working tree differed from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "Cairn outside a git checkout"
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return f"Cairn at {commit}" + (" with uncommitted changes" if changed else "")
 
 
 def machine() -> str:
@@ -79,7 +95,7 @@ def print_table(
 ) -> None:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(context["started"]))
     before, after = context["load"]
-    print(f"{when}; {context['machine']}; {context['seconds']:.0f} s in all")
+    print(f"{when}; {context['machine']}; {context['seconds']:.0f} s in all; {checkout()}")
     print(
         f"load average before {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}, "
         f"after {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}"
