@@ -4,9 +4,9 @@
 A batch lands whole or not at all, and a batch with a request id records that id with
 its write, so a retry is applied once. A small batch of metrics alone (LogMetric) is one
 SQL statement (and, now and then, a second that merges the small chunks such writes
-leave behind: compaction.py); any other batch is one transaction of three round trips
-after BEGIN: a statement that checks the run, claims the request id and moves the latest
-points; params and tags, if any; binary COPY of its history chunks; COMMIT.
+leave behind: compaction.py); any other batch is one transaction: BEGIN, a statement
+that checks the run, claims the request id and moves the latest points, params and tags
+if any, binary COPY of its history chunks, COMMIT.
 """
 
 from __future__ import annotations
@@ -185,12 +185,13 @@ SELECT run_stage, experiment_stage, EXISTS (SELECT 1 FROM applies) AS applies,
     ARRAY(SELECT key FROM chunks WHERE chunk_id % {compaction.CHECK_EVERY} = 0) AS to_merge
 FROM run"""
 
-# The first statement of a batch's transaction, so that a batch is three round trips
-# (this, COPY, COMMIT) where it was six: it checks the run (holding it against a
-# concurrent delete), claims the request id ($3, if any) and moves each key's latest
-# point ($4..$7, one per key, in key order so that concurrent batches lock the same rows
-# in the same order). Unless the run may be written and the id was not claimed before,
-# it writes nothing and "applies" is false; the caller raises from the stages returned.
+# The first statement of a batch's transaction, so that a batch is five round trips
+# (BEGIN, this, COPY's two, COMMIT) where it was seven: it checks the run (holding it
+# against a concurrent delete), claims the request id ($3, if any) and moves each key's
+# latest point ($4..$7, one per key, in key order so that concurrent batches lock the
+# same rows in the same order). Unless the run may be written and the id was not claimed
+# before, it writes nothing and "applies" is false; the caller raises from the stages
+# returned.
 _BEGIN_BATCH = f"""
 WITH run AS (
     SELECT r.lifecycle_stage AS run_stage, e.lifecycle_stage AS experiment_stage
