@@ -47,6 +47,7 @@ MAX_CONNECTIONS = 64  # as many as the streamed path's writer threads
 MAX_CHUNK = 16 * 1024 * 1024  # bounds one HTTP chunk held in memory
 MAX_HEADER_LINE = 8192
 READ_AHEAD = 2
+IDLE_SECONDS = 300.0
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.PERMISSION_DENIED: 403,
@@ -84,6 +85,7 @@ class ByteEndpoint:
         self._server = _Server((host, port), _Handler)
         self._server.transfers = transfers
         self._server.tls = tls
+        self._server.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="cairn-direct", daemon=True
@@ -100,7 +102,7 @@ class _Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     transfers: Transfers
     tls: ssl.SSLContext | None
-    slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+    slots: threading.BoundedSemaphore
 
     def server_bind(self) -> None:
         if ":" in self.server_address[0]:
@@ -126,6 +128,7 @@ class _Handler(socketserver.BaseRequestHandler):
             if connection is None:
                 return
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection.settimeout(IDLE_SECONDS)  # a stalled client does not hold a thread
             incoming = cast(BinaryIO, connection.makefile("rb", buffering=256 * 1024))
             with connection, incoming:
                 try:
@@ -139,6 +142,7 @@ class _Handler(socketserver.BaseRequestHandler):
             self.server.slots.release()
 
     def _secured(self) -> socket.socket | None:
+        self.request.settimeout(IDLE_SECONDS)  # a handshake that never ends, too
         if self.server.tls is None:
             return self.request
         try:

@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import json
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from cairn_server.artifacts.tickets import TicketSigner
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
 from tests.conftest import new_project, with_overrides
+from tests.integration.test_tls import pki  # noqa: F401 (a fixture)
 
 SMALL_THRESHOLD = 1024 * 1024
 DATA = os.urandom(3 * SMALL_THRESHOLD + 5)  # several HTTP chunks, not a whole number
@@ -149,3 +151,44 @@ def test_files_written_around_the_page_cache_hold_what_was_written(tmp_path: Pat
         for start in range(0, size, 1_000_003):  # pieces that straddle its buffer
             out.write(data[start : start + 1_000_003])
     assert (tmp_path / "f.bin").read_bytes() == data
+
+
+@pytest.fixture
+async def tls_port(
+    config: Config,
+    pool: asyncpg.Pool,
+    pki: dict[str, Path],  # noqa: F811 (the fixture imported above)
+) -> AsyncIterator[int]:
+    tls = with_overrides(
+        config, tls_cert_file=str(pki["server_cert"]), tls_key_file=str(pki["server_key"])
+    )
+    server = CairnServer(tls, catalog.select(["artifacts"]), pool)
+    port = await server.start()
+    yield port
+    await server.stop(grace=0)
+
+
+async def test_the_byte_endpoint_speaks_tls_when_the_grpc_port_does(
+    tls_port: int,
+    pki: dict[str, Path],  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+):
+    async with cairn.ArtifactClient.secure_connection(
+        "localhost", tls_port, user_token="t", custom_ca=str(pki["ca"]), timeout=None
+    ) as client:
+        client.direct_threshold = SMALL_THRESHOLD
+        await client.upload("tls/data.bin", DATA, overwrite=True)
+        fetched = await client.download("tls/data.bin", tmp_path / "out.bin")
+        assert fetched.read_bytes() == DATA
+        reply = await client._stub.CreateDownloadTicket(
+            api.CreateDownloadTicketRequest(project=client.project, path="tls/data.bin")
+        )
+    assert reply.ticket.tls
+    context = ssl.create_default_context(cafile=str(pki["ca"]))
+
+    def fetch() -> bytes:
+        https = http.client.HTTPSConnection("localhost", reply.ticket.port, context=context)
+        https.request("GET", f"/v1/transfers/{reply.ticket.ticket}")
+        return https.getresponse().read()
+
+    assert await asyncio.to_thread(fetch) == DATA
