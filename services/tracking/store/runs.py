@@ -164,6 +164,8 @@ async def load_runs(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) ->
     runs = {row["run_id"]: Run(info=run_info(row)) for row in rows}
     # A run's few rows per table are read fastest by a plain index scan; with or without
     # statistics PostgreSQL prefers a bitmap scan, about 1.5 times slower over a page.
+    # Within a caller's transaction (CreateRun's) the setting lasts until that ends,
+    # which only records the call's answer.
     async with conn.transaction():
         await conn.execute("SET LOCAL enable_bitmapscan = off")
         logged = await conn.fetch(_LOGGED, list(runs))
