@@ -192,3 +192,14 @@ async def test_the_byte_endpoint_speaks_tls_when_the_grpc_port_does(
         return https.getresponse().read()
 
     assert await asyncio.to_thread(fetch) == DATA
+
+
+async def test_a_server_without_direct_transfer_is_streamed_to(
+    s3_store: cairn.ArtifactClient, tmp_path: Path
+):
+    s3_store.direct_threshold = SMALL_THRESHOLD  # S3 runs no byte endpoint
+    info = await s3_store.upload("s3/data.bin", DATA)
+    assert info.sha256 == hashlib.sha256(DATA).hexdigest()
+    assert not s3_store._direct_offered  # told once (DIRECT_TRANSFER_UNAVAILABLE)
+    fetched = await s3_store.download("s3/data.bin", tmp_path / "out.bin")
+    assert fetched.read_bytes() == DATA
