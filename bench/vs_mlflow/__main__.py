@@ -22,7 +22,7 @@ import asyncpg
 from ..harness import postgres, serve
 from . import cairn_driver
 from .mlflow_server import HERE, PYTHON, WORKERS, mlflow_server
-from .report import machine, print_table
+from .report import checkout, machine, print_table
 from .workload import BATCH, describe
 
 NAGLE_CHECK_CALLS = 200
@@ -69,14 +69,16 @@ async def _server_version(database_url: str) -> str:
         await connection.close()
 
 
-def _cairn(workload: dict[str, Any], work: Path) -> tuple[dict[str, float], str]:
+def _cairn(workload: dict[str, Any], work: Path) -> tuple[dict[str, float], str, str]:
+    """Results, PostgreSQL's version, and the code the server started from."""
     settings = {"data_dir": str(work / "cairn"), "artifact_root": str(work / "cairn-artifacts")}
+    code = checkout()
     with postgres() as database_url, serve(database_url, "all", **settings) as server:
         version = asyncio.run(_server_version(database_url))
         results = asyncio.run(
             cairn_driver.run(server.port, {**workload, "database_url": database_url})
         )
-    return results, version
+    return results, version, code
 
 
 def _artifact_file(path: Path, mib: int) -> None:
@@ -98,7 +100,7 @@ def main() -> None:
         nagle_check = {**workload, "phases": ["log_metric"], "log_metric_calls": NAGLE_CHECK_CALLS}
         default = _mlflow(nagle_check, work, nodelay=False)
         mlflow = _mlflow({**workload, "phases": everything}, work, nodelay=True)
-        cairn, version = _cairn({**workload, "phases": everything}, work)
+        cairn, version, code = _cairn({**workload, "phases": everything}, work)
     print_table(
         workload,
         mlflow,
@@ -109,6 +111,7 @@ def main() -> None:
             "machine": machine(),
             "load": (load_before, os.getloadavg()),
             "postgres": version,
+            "cairn": code,
             "workers": WORKERS,
             "default_log_metric_ms": default["log_metric_ms"],
         },

@@ -95,7 +95,7 @@ def print_table(
 ) -> None:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(context["started"]))
     before, after = context["load"]
-    print(f"{when}; {context['machine']}; {context['seconds']:.0f} s in all; {checkout()}")
+    print(f"{when}; {context['machine']}; {context['seconds']:.0f} s in all; {context['cairn']}")
     print(
         f"load average before {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}, "
         f"after {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}"
