@@ -162,6 +162,8 @@ def check_writable(run_id: uuid.UUID, row: asyncpg.Record | None) -> None:
 async def load_runs(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> list[Run]:
     """Runs with their latest metrics, params, tags and inputs, in one statement."""
     runs = {row["run_id"]: Run(info=run_info(row)) for row in rows}
+    if not runs:
+        return []
     # A run's few rows per table are read fastest by a plain index scan; with or without
     # statistics PostgreSQL prefers a bitmap scan, about 1.5 times slower over a page.
     # Within a caller's transaction (CreateRun's) the setting lasts until that ends,

@@ -299,7 +299,7 @@ async def _walk_one_metric(
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         if last is None or not last[0]:
             rows += await _walk_metric_values(conn, query, term, last, wanted)
-            if len(rows) < wanted and await _metric_walked_too_far(conn, query, term, last):
+            if len(rows) < wanted and await _metric_walked_too_far(conn, term, last):
                 return None
         if len(rows) < wanted:
             scope = _scope(query)
@@ -365,10 +365,7 @@ def _metric_after(term: tuple[Identifier, bool], last: list[Any] | None, params:
 
 
 async def _metric_walked_too_far(
-    conn: asyncpg.Connection,
-    query: RunQuery,
-    term: tuple[Identifier, bool],
-    last: list[Any] | None,
+    conn: asyncpg.Connection, term: tuple[Identifier, bool], last: list[Any] | None
 ) -> bool:
     """Whether the metric's index holds more than WALK_LIMIT values from the page's
     start (so the walk may have stopped short)."""
