@@ -82,7 +82,7 @@ class ByteEndpoint:
     def __init__(
         self, host: str, port: int, transfers: Transfers, tls: ssl.SSLContext | None
     ) -> None:
-        self._server = _Server((host, port), _Handler)
+        self._server = (_Server6 if ":" in host else _Server)((host, port), _Handler)
         self._server.transfers = transfers
         self._server.tls = tls
         self._server.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
@@ -104,11 +104,9 @@ class _Server(socketserver.ThreadingTCPServer):
     tls: ssl.SSLContext | None
     slots: threading.BoundedSemaphore
 
-    def server_bind(self) -> None:
-        if ":" in self.server_address[0]:
-            self.address_family = socket.AF_INET6
-            self.socket = socket.socket(self.address_family, self.socket_type)
-        super().server_bind()
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class HttpError(Exception):

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import ssl
 import uuid
 from collections.abc import AsyncIterator, Generator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
 from typing import TypeAlias
 
 import grpc
@@ -22,7 +20,6 @@ from cairn.artifacts.v1 import artifacts_service_pb2_grpc
 
 from ..common import messages, paging, timestamps
 from ..common import validation as common
-from ..common.config import Config
 from ..common.errors import (
     Aborted,
     AlreadyExists,
@@ -37,12 +34,10 @@ from ..common.errors import (
 from ..common.idempotency import after_commit, request_id_of
 from ..common.service import Resources
 from . import backends, blobs, paths
-from .direct import ByteEndpoint, ChunkedReader, on_loop
-from .filesystem import FilesystemBackend
 from .janitor import janitor_for
 from .store import ObjectStore, PendingUpload, StoredObject, already_exists
 from .streams import VerifyingReader, read_ahead
-from .tickets import Ticket, TicketSigner
+from .transfers import DirectTransfers
 
 Context: TypeAlias = grpc.aio.ServicerContext
 MAX_LIST_PAGE = 1000
@@ -69,16 +64,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         # executor, a few slow uploads would hold every thread that other work (reads,
         # deletes) needs. Past this many at once, uploads wait for a thread.
         self._writers = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="cairn-upload")
-        self.signer = TicketSigner()
-        self._loop = asyncio.get_running_loop()
-        self._endpoint = _byte_endpoint(resources, self._backend, self)
-        if self._endpoint is not None:
-            self._closing = self._loop.create_task(self._close_endpoint_on_stop())
-
-    async def _close_endpoint_on_stop(self) -> None:
-        await self._stopping.wait()
-        assert self._endpoint is not None
-        await asyncio.to_thread(self._endpoint.close)
+        self._direct = DirectTransfers(
+            resources, self._backend, self._objects, self._janitor, self._info, self._discard
+        )
 
     async def CreateUploadTicket(
         self, request: api.CreateUploadTicketRequest, context: Context
@@ -89,15 +77,15 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         expected_sha256 = _sha256(header.expected_sha256)
         content_type = _content_type(header.content_type) or DEFAULT_CONTENT_TYPE
         _check_size(header.expected_size)
-        endpoint = self._direct_endpoint()
-        request_id = request_id_of(context) or ""
-        done = await self._objects.published_by(project, path, request_id or None)
+        self._direct.check_offered()
+        request_id = request_id_of(context)
+        done = await self._objects.published_by(project, path, request_id)
         if done is not None:
             _check_repeat(done, expected_sha256)
             return api.CreateUploadTicketResponse(object=self._info(done))
         if not header.overwrite and await self._objects.exists(project, path):
             raise already_exists(path)
-        ticket = self.signer.issue(
+        ticket = self._direct.ticket(
             method="PUT",
             project=project,
             path=path,
@@ -105,78 +93,21 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             sha256=expected_sha256,
             overwrite=header.overwrite,
             content_type=content_type,
-            request_id=request_id,
+            request_id=request_id or "",
         )
-        return api.CreateUploadTicketResponse(ticket=_direct_ticket(endpoint, ticket, self._config))
+        return api.CreateUploadTicketResponse(ticket=ticket)
 
     async def CreateDownloadTicket(
         self, request: api.CreateDownloadTicketRequest, context: Context
     ) -> api.CreateDownloadTicketResponse:
         project = common.project(request.project)
         path = paths.object_path(request.path)
-        endpoint = self._direct_endpoint()
+        self._direct.check_offered()
         stored = await self._objects.get(project, path)
-        ticket = self.signer.issue(
+        ticket = self._direct.ticket(
             method="GET", project=project, path=path, key=stored.storage_key, size=stored.size
         )
-        return api.CreateDownloadTicketResponse(
-            ticket=_direct_ticket(endpoint, ticket, self._config), object=self._info(stored)
-        )
-
-    def _direct_endpoint(self) -> ByteEndpoint:
-        if self._endpoint is None or self._stopping.is_set():
-            raise FailedPrecondition(
-                "DIRECT_TRANSFER_UNAVAILABLE",
-                "this server offers no direct transfer (CAIRN_ARTIFACT_DIRECT, filesystem "
-                "backend only); stream through Upload and Download",
-            )
-        return self._endpoint
-
-    # The byte endpoint's side (direct.Transfers), called from its connection threads.
-    def accept(self, ticket: Ticket) -> PendingUpload | bytes:
-        return on_loop(self._loop, self._accept_ticket(ticket))
-
-    async def _accept_ticket(self, ticket: Ticket) -> PendingUpload | bytes:
-        request_id = ticket.request_id or None
-        done = await self._objects.published_by(ticket.project, ticket.path, request_id)
-        if done is not None:
-            return self._info(done).SerializeToString()
-        if not ticket.overwrite and await self._objects.exists(ticket.project, ticket.path):
-            raise already_exists(ticket.path)
-        return await self._objects.begin(
-            ticket.project, ticket.path, ticket.overwrite, ticket.content_type
-        )
-
-    def store(self, upload: PendingUpload, reader: ChunkedReader, ticket: Ticket) -> bytes:
-        try:
-            self._backend.write(upload.storage_key, reader, upload.content_type, ticket.size)
-            if not reader.verified:
-                raise invalid_field("body", "the upload ended before its last chunk")
-        except BaseException:
-            on_loop(self._loop, self._discard(upload))
-            raise
-        return on_loop(self._loop, self._publish_direct(upload, reader, ticket))
-
-    async def _publish_direct(
-        self, upload: PendingUpload, reader: ChunkedReader, ticket: Ticket
-    ) -> bytes:
-        try:
-            stored, replaced = await self._objects.publish(
-                upload,
-                reader.size,
-                reader.sha256,
-                upload.content_type,
-                request_id=ticket.request_id or None,
-            )
-        except BaseException:
-            await self._discard(upload)
-            raise
-        await self._janitor.collect([replaced] if replaced else [])
-        return self._info(stored).SerializeToString()
-
-    def local_file(self, key: str) -> Path:
-        assert isinstance(self._backend, FilesystemBackend)
-        return self._backend.local_file(key)
+        return api.CreateDownloadTicketResponse(ticket=ticket, object=self._info(stored))
 
     async def Upload(
         self, request_iterator: AsyncIterator[api.UploadRequest], context: Context
@@ -506,39 +437,6 @@ def _check_size(expected_size: int) -> None:
         raise invalid_field(
             "expected_size", f"must be 0 (unknown) to {blobs.MAX_OBJECT_BYTES} bytes"
         )
-
-
-def _byte_endpoint(
-    resources: Resources, backend: backends.Backend, transfers: ArtifactServicer
-) -> ByteEndpoint | None:
-    """The direct-transfer endpoint, listening on the gRPC host; None when turned off or
-    the backend keeps no local files (S3 offers its own presigned URLs)."""
-    config = resources.config
-    if not config.artifact_direct or not isinstance(backend, FilesystemBackend):
-        return None
-    host = config.listen_address.rpartition(":")[0].strip("[]")
-    return ByteEndpoint(host, config.artifact_direct_port, transfers, _tls(config))
-
-
-def _tls(config: Config) -> ssl.SSLContext | None:
-    """The gRPC port's TLS (and mTLS), for the byte endpoint too."""
-    if not config.tls_cert_file:
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
-    if config.tls_client_ca_file:
-        context.load_verify_locations(config.tls_client_ca_file)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
-def _direct_ticket(endpoint: ByteEndpoint, ticket: str, config: Config) -> api.DirectTicket:
-    return api.DirectTicket(
-        host=config.artifact_direct_host,
-        port=endpoint.port,
-        tls=bool(config.tls_cert_file),
-        ticket=ticket,
-    )
 
 
 def _range(offset: int, length: int, size: int) -> tuple[int, int]:

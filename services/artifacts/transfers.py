@@ -1,0 +1,144 @@
+"""The service's side of direct transfer (docs/artifacts.md): it signs the tickets the
+servicer issues, runs the byte endpoint (`direct.py`) on the filesystem backend, and
+records, writes and publishes what the endpoint receives, by the same steps as a
+streamed upload (`store.py`'s begin, the backend's write, publish; discard on failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from cairn.artifacts.v1 import artifacts_pb2 as pb
+from cairn.artifacts.v1 import artifacts_service_pb2 as api
+
+from ..common.config import Config
+from ..common.errors import FailedPrecondition, invalid_field
+from ..common.service import Resources
+from . import backends
+from .direct import ByteEndpoint, ChunkedReader, on_loop
+from .filesystem import FilesystemBackend
+from .janitor import Janitor
+from .store import ObjectStore, PendingUpload, StoredObject, already_exists
+from .tickets import Ticket, TicketSigner
+
+
+class DirectTransfers:
+    """Tickets and the byte endpoint; `direct.Transfers` for the endpoint's threads."""
+
+    def __init__(
+        self,
+        resources: Resources,
+        backend: backends.Backend,
+        objects: ObjectStore,
+        janitor: Janitor,
+        info: Callable[[StoredObject], pb.ObjectInfo],
+        discard: Callable[[PendingUpload], Coroutine[Any, Any, None]],
+    ) -> None:
+        self.signer = TicketSigner()
+        self._config = resources.config
+        self._stopping = resources.stopping
+        self._backend = backend
+        self._objects = objects
+        self._janitor = janitor
+        self._info = info
+        self._discard = discard
+        self._loop = asyncio.get_running_loop()
+        self._endpoint = _byte_endpoint(resources.config, backend, self)
+        if self._endpoint is not None:
+            self._closing = self._loop.create_task(self._close_on_stop())
+
+    async def _close_on_stop(self) -> None:
+        await self._stopping.wait()
+        assert self._endpoint is not None
+        await asyncio.to_thread(self._endpoint.close)
+
+    def check_offered(self) -> ByteEndpoint:
+        """Raises FAILED_PRECONDITION (DIRECT_TRANSFER_UNAVAILABLE) unless the endpoint runs."""
+        if self._endpoint is None or self._stopping.is_set():
+            raise FailedPrecondition(
+                "DIRECT_TRANSFER_UNAVAILABLE",
+                "this server offers no direct transfer (CAIRN_ARTIFACT_DIRECT, filesystem "
+                "backend only); stream through Upload and Download",
+            )
+        return self._endpoint
+
+    def ticket(self, **claims: object) -> api.DirectTicket:
+        """A signed ticket for the claims (tickets.Ticket's fields), and where to use it."""
+        endpoint = self.check_offered()
+        return api.DirectTicket(
+            host=self._config.artifact_direct_host,
+            port=endpoint.port,
+            tls=bool(self._config.tls_cert_file),
+            ticket=self.signer.issue(**claims),
+        )
+
+    # direct.Transfers: called from the endpoint's connection threads.
+    def accept(self, ticket: Ticket) -> PendingUpload | bytes:
+        return on_loop(self._loop, self._accept(ticket))
+
+    async def _accept(self, ticket: Ticket) -> PendingUpload | bytes:
+        request_id = ticket.request_id or None
+        done = await self._objects.published_by(ticket.project, ticket.path, request_id)
+        if done is not None:
+            return self._info(done).SerializeToString()
+        if not ticket.overwrite and await self._objects.exists(ticket.project, ticket.path):
+            raise already_exists(ticket.path)
+        return await self._objects.begin(
+            ticket.project, ticket.path, ticket.overwrite, ticket.content_type
+        )
+
+    def store(self, upload: PendingUpload, reader: ChunkedReader, ticket: Ticket) -> bytes:
+        try:
+            self._backend.write(upload.storage_key, reader, upload.content_type, ticket.size)
+            if not reader.verified:  # never publish what was not checked to the end
+                raise invalid_field("body", "the upload ended before its last chunk")
+        except BaseException:
+            on_loop(self._loop, self._discard(upload))
+            raise
+        return on_loop(self._loop, self._publish(upload, reader, ticket))
+
+    async def _publish(self, upload: PendingUpload, reader: ChunkedReader, ticket: Ticket) -> bytes:
+        try:
+            stored, replaced = await self._objects.publish(
+                upload,
+                reader.size,
+                reader.sha256,
+                upload.content_type,
+                request_id=ticket.request_id or None,
+            )
+        except BaseException:
+            await self._discard(upload)
+            raise
+        await self._janitor.collect([replaced] if replaced else [])
+        return self._info(stored).SerializeToString()
+
+    def local_file(self, key: str) -> Path:
+        assert isinstance(self._backend, FilesystemBackend)
+        return self._backend.local_file(key)
+
+
+def _byte_endpoint(
+    config: Config, backend: backends.Backend, transfers: DirectTransfers
+) -> ByteEndpoint | None:
+    """The endpoint, listening on the gRPC host; None when turned off or the backend
+    keeps no local files (S3 has presigned URLs of its own)."""
+    if not config.artifact_direct or not isinstance(backend, FilesystemBackend):
+        return None
+    host = config.listen_address.rpartition(":")[0].strip("[]")
+    return ByteEndpoint(host, config.artifact_direct_port, transfers, _tls(config))
+
+
+def _tls(config: Config) -> ssl.SSLContext | None:
+    """The gRPC port's TLS (and mTLS), for the byte endpoint too."""
+    if not config.tls_cert_file:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+    if config.tls_client_ca_file:
+        context.load_verify_locations(config.tls_client_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
