@@ -17,6 +17,7 @@ from ..common.errors import invalid_field
 from ..common.service import Resources
 from . import convert, validation
 from .model import Batch, LifecycleStage, MetricColumns, RunInput, RunStatus, ViewType
+from .retention import METRIC_REQUEST_PREFIX
 from .store.experiments import ExperimentStore
 from .store.history import MetricHistory
 from .store.runs import RunStore
@@ -28,9 +29,6 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_ORDER_TERMS = 10
 MAX_BULK_RUNS = 100
-# LogMetric's request ids (from the call's metadata) share applied_batches with the
-# request_id fields of LogBatch calls; the prefix keeps the two kinds apart.
-METRIC_REQUEST_PREFIX = "LogMetric:"
 
 
 class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):

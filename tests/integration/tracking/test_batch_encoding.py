@@ -10,6 +10,7 @@ import pytest
 import cairn
 from cairn import _transport
 from cairn.types import Metric
+from cairn_server.tracking import retention
 from cairn_server.tracking.store.writes import STATEMENT_MAX_POINTS
 
 KEYS = ["loss", "ключ/ü 🙂", "k" * 250]
@@ -82,3 +83,18 @@ async def test_points_logged_in_step_order_keep_it(
     for key in KEYS:
         history = await tracking.get_metric_history(run_id, key)
         assert _exact(history) == _exact([p for p in points if p.key == key])
+
+
+async def test_log_metric_ids_are_forgotten_before_log_batch_ids(
+    tracking: cairn.TrackingClient, run_id: str, pool, unique: str
+) -> None:
+    """LogMetric's ids are kept as long as other writes' ids, not as long as a journal's."""
+    await tracking.log_metric(
+        run_id, "m", 1.0, metadata=[(_transport.REQUEST_ID_HEADER, f"metric-{unique}")]
+    )
+    await tracking.log_batch(run_id, [Metric("m", 2.0, 1, 2)], request_id=f"batch-{unique}")
+    kept = "SELECT request_id FROM tracking.applied_batches WHERE request_id LIKE $1"
+    await retention.prune(pool, retention_seconds=3600, metric_retention_seconds=3600)
+    assert len(await pool.fetch(kept, f"%-{unique}")) == 2
+    await retention.prune(pool, retention_seconds=3600, metric_retention_seconds=0)
+    assert [r["request_id"] for r in await pool.fetch(kept, f"%-{unique}")] == [f"batch-{unique}"]
