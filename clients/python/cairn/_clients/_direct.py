@@ -26,11 +26,12 @@ CONNECT_SECONDS = 3.0
 # Beyond this, a stalled endpoint fails the transfer (an upload is then sent again).
 IDLE_SECONDS = 300.0
 PREFIX = "/v1/transfers/"
+BUSY, GONE = 503, 410  # the endpoint's statuses after which the client streams instead
 
 
 class Unreachable(Exception):
-    """The byte endpoint cannot be reached (refused, unreachable, TLS failed), or the
-    bytes it was to serve changed: stream through gRPC instead."""
+    """The byte endpoint cannot be reached (refused, unreachable, TLS failed) or is busy,
+    or the bytes it was to serve changed: stream through gRPC instead."""
 
 
 @dataclass(frozen=True)
@@ -60,17 +61,12 @@ def upload(endpoint: Endpoint, source: BinaryIO, sent: Callable[[int], None]) ->
     """Sends source whole with its sha256 as the trailer; the serialized ObjectInfo the
     endpoint published. Raises the endpoint's refusal as a CairnError."""
     with endpoint.connect() as connection, connection.makefile("rb") as incoming:
-        connection.sendall(
-            endpoint.head(
-                "PUT",
-                "Transfer-Encoding: chunked",
-                "Expect: 100-continue",
-                "Trailer: X-Cairn-Sha256",
-            )
+        head = endpoint.head(
+            "PUT", "Transfer-Encoding: chunked", "Expect: 100-continue", "Trailer: X-Cairn-Sha256"
         )
-        status, body = _answer(incoming)
+        status, fields = _opened(connection, incoming, head)
         if status != 100:  # refused, or published already by this request id
-            return _result(status, body)
+            return _result(status, _body(incoming, fields))
         try:
             _send_body(connection, source, sent)
         except OSError as error:
@@ -98,26 +94,48 @@ def _send_body(connection: socket.socket, source: BinaryIO, sent: Callable[[int]
 def download(endpoint: Endpoint, out: Writable, size: int, received: Callable[[int], None]) -> str:
     """Writes the ticket's object to out; returns the sha256 of what arrived."""
     with endpoint.connect() as connection, connection.makefile("rb") as incoming:
-        connection.sendall(endpoint.head("GET"))
-        status, fields = _status(incoming)
-        if status == 410:  # replaced or deleted since the ticket: the row decides
+        status, fields = _opened(connection, incoming, endpoint.head("GET"))
+        if status == GONE:  # replaced or deleted since the ticket: the row decides
             raise Unreachable("the object changed since its ticket was issued")
         if status != 200:
-            _result(status, incoming.read(int(fields.get("content-length", "0"))))
-        # Three threads overlap: this one receives a chunk while one hashes and one
-        # writes the chunk before.
-        digest, writer, total = _Hasher(), _Behind(out.write), 0
-        with digest, writer:
-            while total < size:
-                chunk = incoming.read(min(CHUNK, size - total))
-                if not chunk:
-                    raise UnavailableError("the download's connection ended early")
-                digest.update(chunk)
-                writer.submit(chunk)
-                total += len(chunk)
-                received(total)
-            writer.wait()
-            return digest.hexdigest()
+            _result(status, _body(incoming, fields))
+        try:
+            return _receive(incoming, out, size, received)
+        except OSError as error:
+            raise UnavailableError(f"the download's connection broke: {error}") from error
+
+
+def _receive(incoming: BinaryIO, out: Writable, size: int, received: Callable[[int], None]) -> str:
+    # Three threads overlap: this one receives a chunk while one hashes and one writes
+    # the chunk before.
+    digest, writer, total = _Hasher(), _Behind(out.write), 0
+    with digest, writer:
+        while total < size:
+            chunk = incoming.read(min(CHUNK, size - total))
+            if not chunk:
+                raise UnavailableError("the download's connection ended early")
+            digest.update(chunk)
+            writer.submit(chunk)
+            total += len(chunk)
+            received(total)
+        writer.wait()
+        return digest.hexdigest()
+
+
+def _opened(
+    connection: socket.socket, incoming: BinaryIO, head: bytes
+) -> tuple[int, dict[str, str]]:
+    """Sends a request's head; the answer's status and fields. Unreachable when the
+    endpoint is busy or breaks the connection before it answers: nothing was sent yet,
+    so the client may stream instead."""
+    try:
+        connection.sendall(head)
+        status, fields = _status(incoming)
+    except (OSError, UnavailableError) as error:
+        raise Unreachable(f"the byte endpoint did not answer: {error}") from error
+    if status == BUSY:
+        raise Unreachable("the byte endpoint is busy")
+    return status, fields
 
 
 class _Behind:
@@ -184,7 +202,11 @@ def _status(incoming: BinaryIO) -> tuple[int, dict[str, str]]:
 
 def _answer(incoming: BinaryIO) -> tuple[int, bytes]:
     status, fields = _status(incoming)
-    return status, incoming.read(int(fields.get("content-length", "0"))) if status != 100 else b""
+    return status, _body(incoming, fields)
+
+
+def _body(incoming: BinaryIO, fields: dict[str, str]) -> bytes:
+    return incoming.read(int(fields.get("content-length", "0")))
 
 
 def _result(status: int, body: bytes) -> bytes:
