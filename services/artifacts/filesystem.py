@@ -15,6 +15,7 @@ from cairn._clients._direct_io import DirectWriter
 from .blobs import CHUNK, MissingBytes, Readable, Unfinished
 
 SYNC_EVERY = 32 * 1024 * 1024
+READ_WINDOW = 32 * 1024 * 1024
 
 
 class FilesystemBackend:
@@ -169,8 +170,17 @@ def _chunks(source: BinaryIO, offset: int, length: int) -> Generator[bytes, None
     # An open file keeps its bytes readable even if the key is deleted meanwhile.
     with source:
         source.seek(offset)
-        remaining = length
-        while remaining > 0 and (chunk := source.read(min(CHUNK, remaining))):
+        remaining, asked = length, offset
+        while remaining > 0:
+            # Files written around the page cache are read from disk: ask for the next
+            # window ahead of the reads, so the disk works while chunks are sent.
+            if asked < offset + length and asked - source.tell() < READ_WINDOW:
+                window = min(READ_WINDOW, offset + length - asked)
+                os.posix_fadvise(source.fileno(), asked, window, os.POSIX_FADV_WILLNEED)
+                asked += window
+            chunk = source.read(min(CHUNK, remaining))
+            if not chunk:
+                break
             remaining -= len(chunk)
             yield chunk
 
