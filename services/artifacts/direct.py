@@ -15,11 +15,18 @@ Errors are JSON: `{"code": "DATA_LOSS", "reason": "CHECKSUM_MISMATCH", "message"
 A connection runs in a thread of its own, doing only blocking calls that release the
 GIL (recv, sha256 of a chunk in a second thread meanwhile, write, sendfile), so bytes
 never pass through the event loop; the database steps run on the loop.
+
+Anyone can open a connection, so what one costs before its ticket is checked is small
+and bounded: over MAX_CONNECTIONS the listener closes new ones before a thread or a TLS
+handshake is made for them, and a handshake and request head must arrive within
+HEAD_SECONDS. Only a valid ticket takes one of the MAX_TRANSFERS slots, which bound the
+memory transfers hold (docs/artifacts.md, "Guarantees").
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -29,27 +36,39 @@ import socket
 import socketserver
 import ssl
 import threading
-from collections.abc import Coroutine
+import uuid
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar, cast
 
 import grpc
 
-from ..common.errors import DomainError, InvalidArgument
+from ..common import database, logs
+from ..common.errors import DomainError, InvalidArgument, Unavailable
 from .store import PendingUpload
-from .streams import verify
+from .streams import check_growth, verify
 from .tickets import Ticket, TicketSigner
 
 T = TypeVar("T")
 PREFIX = "/v1/transfers/"
 SHA256_TRAILER = "x-cairn-sha256"
-MAX_CONNECTIONS = 64  # as many as the streamed path's writer threads
-MAX_CHUNK = 16 * 1024 * 1024  # bounds one HTTP chunk held in memory
+MAX_CHUNK = 4 * 1024 * 1024  # what the client sends; bounds one chunk held in memory
 MAX_HEADER_LINE = 8192
 READ_AHEAD = 2
-IDLE_SECONDS = 300.0
+WRITE_BUFFER = 4 * 1024 * 1024  # the O_DIRECT writer's (cairn.direct_io.BUFFER)
+# An upload holds READ_AHEAD queued chunks, one being received, one being written and
+# the writer's buffer: 20 MiB. The transfers at once are sized from a budget of 512 MiB
+# (a download holds only its socket buffers).
+TRANSFER_BYTES = (READ_AHEAD + 2) * MAX_CHUNK + WRITE_BUFFER
+MAX_TRANSFERS = 512 * 1024 * 1024 // TRANSFER_BYTES  # 25
+# Connections whose ticket is not checked yet hold a thread (no buffers) HEAD_SECONDS.
+MAX_CONNECTIONS = 4 * MAX_TRANSFERS
+HEAD_SECONDS = 10.0
+IDLE_SECONDS = 300.0  # a transfer under way whose client stalls
+LOOP_SECONDS = 120.0  # the longest a database step of a transfer may wait for the loop
 READ_WINDOW = 32 * 1024 * 1024
+_log = logs.get("cairn.artifacts.direct")
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.PERMISSION_DENIED: 403,
@@ -58,6 +77,7 @@ _HTTP_STATUS = {
     grpc.StatusCode.FAILED_PRECONDITION: 412,
     grpc.StatusCode.ABORTED: 409,
     grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 503,
 }
 
 
@@ -79,36 +99,85 @@ class Transfers(Protocol):
 
 
 class ByteEndpoint:
-    """The listening endpoint; `close` stops it (transfers under way run to their end)."""
+    """The listening endpoint; `close` stops it, letting transfers under way end."""
 
     def __init__(
         self, host: str, port: int, transfers: Transfers, tls: ssl.SSLContext | None
     ) -> None:
-        self._server = (_Server6 if ":" in host else _Server)((host, port), _Handler)
-        self._server.transfers = transfers
-        self._server.tls = tls
-        self._server.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._server = (_Server6 if ":" in host else _Server)((host, port), transfers, tls)
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="cairn-direct", daemon=True
         )
         self._thread.start()
 
-    def close(self) -> None:
+    def close(self, grace: float = 0.0) -> None:
+        """Stops taking connections and transfers (new ones are UNAVAILABLE, and clients
+        stream instead), then waits up to grace seconds for the transfers under way."""
+        self._server.stopping.set()
         self._server.shutdown()
         self._server.server_close()
+        self._server.wait_for_transfers(grace)
 
 
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
-    transfers: Transfers
-    tls: ssl.SSLContext | None
-    slots: threading.BoundedSemaphore
+    request_queue_size = 128  # the listen backlog: socketserver's 5 drops bursts
+
+    def __init__(
+        self, address: tuple[str, int], transfers: Transfers, tls: ssl.SSLContext | None
+    ) -> None:
+        super().__init__(address, _Handler)
+        self.transfers = transfers
+        self.tls = tls
+        self.stopping = threading.Event()
+        self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._transfers = threading.BoundedSemaphore(MAX_TRANSFERS)
+        self._active = 0
+        self._idle = threading.Condition()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Over the limit, a connection is closed here: no thread, no handshake.
+        if not self._connections.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._connections.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
+
+    @contextlib.contextmanager
+    def transfer_slot(self) -> Iterator[None]:
+        """One of the MAX_TRANSFERS slots, for a connection whose ticket passed."""
+        if self.stopping.is_set():
+            raise Unavailable("SHUTTING_DOWN", "the server is stopping; stream instead")
+        if not self._transfers.acquire(blocking=False):
+            raise Unavailable("UNAVAILABLE", "too many transfers at once; stream instead")
+        with self._idle:
+            self._active += 1
+        try:
+            yield
+        finally:
+            self._transfers.release()
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def wait_for_transfers(self, grace: float) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: self._active == 0, timeout=grace)
 
 
 class _Server6(_Server):
-    address_family = socket.AF_INET6
+    address_family = socket.AF_INET6  # a class attribute: read when the socket is made
 
 
 class HttpError(Exception):
@@ -121,28 +190,20 @@ class _Handler(socketserver.BaseRequestHandler):
     server: _Server
 
     def handle(self) -> None:
-        if not self.server.slots.acquire(blocking=False):
-            return self._refuse_busy()
-        try:
-            connection = self._secured()
-            if connection is None:
-                return
-            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            connection.settimeout(IDLE_SECONDS)  # a stalled client does not hold a thread
-            incoming = cast(BinaryIO, connection.makefile("rb", buffering=256 * 1024))
-            with connection, incoming:
-                try:
-                    self._serve(connection, incoming)
-                except (HttpError, DomainError) as error:
-                    with contextlib.suppress(OSError):
-                        _send_error(connection, error)
-                except OSError:
-                    pass  # the client went away; an upload was discarded on the way out
-        finally:
-            self.server.slots.release()
+        # Until its ticket passed, a connection has HEAD_SECONDS to be of use.
+        self.request.settimeout(HEAD_SECONDS)
+        connection = self._secured()
+        if connection is None:
+            return
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        incoming = cast(BinaryIO, connection.makefile("rb", buffering=256 * 1024))
+        with connection, incoming:
+            try:
+                self._serve(connection, incoming)
+            except Exception as error:
+                _answer_failure(connection, error)
 
     def _secured(self) -> socket.socket | None:
-        self.request.settimeout(IDLE_SECONDS)  # a handshake that never ends, too
         if self.server.tls is None:
             return self.request
         try:
@@ -150,18 +211,22 @@ class _Handler(socketserver.BaseRequestHandler):
         except (ssl.SSLError, OSError):
             return None
 
-    def _refuse_busy(self) -> None:
-        error = HttpError(503, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "too many transfers")
-        with contextlib.suppress(OSError, ssl.SSLError):
-            _send_error(self._secured() or self.request, error)
-
     def _serve(self, connection: socket.socket, incoming: BinaryIO) -> None:
         method, target, headers = _read_head(incoming)
         if not target.startswith(PREFIX) or method not in ("PUT", "GET"):
-            raise HttpError(404, grpc.StatusCode.NOT_FOUND, "NOT_FOUND", "no such resource")
+            raise HttpError(
+                404, grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED", "no such resource"
+            )
+        ticket = self.server.transfers.signer.verify(target[len(PREFIX) :], method)
+        with self.server.transfer_slot():
+            connection.settimeout(IDLE_SECONDS)  # a stalled client does not hold a slot
+            self._transfer(connection, incoming, ticket, headers)
+
+    def _transfer(
+        self, connection: socket.socket, incoming: BinaryIO, ticket: Ticket, headers: dict[str, str]
+    ) -> None:
         transfers = self.server.transfers
-        ticket = transfers.signer.verify(target[len(PREFIX) :], method)
-        if method == "GET":
+        if ticket.method == "GET":
             return _send_file(connection, transfers.local_file(ticket.key), ticket.size)
         if headers.get("transfer-encoding", "").lower() != "chunked":
             raise HttpError(
@@ -256,8 +321,9 @@ class ChunkedReader:
         chunk = self._incoming.read(size)
         if len(chunk) != size or self._incoming.read(2) != b"\r\n":
             raise _bad_request("the body ended inside a chunk")
-        self._hash(chunk)
         self.size += size
+        check_growth(self.size, self.expected_size)
+        self._hash(chunk)
         return chunk
 
     def _hash(self, chunk: bytes) -> None:
@@ -270,10 +336,15 @@ class ChunkedReader:
             self._hashing.result()
         trailers = _read_fields(self._incoming)
         sent = trailers.get(SHA256_TRAILER, "").lower()
+        if sent and (len(sent) != 64 or not set(sent) <= _HEX):
+            raise _bad_request("the trailer's sha256 is not 64 hexadecimal characters")
         if self.expected_sha256 and sent and sent != self.expected_sha256:
             raise _bad_request("the trailer's sha256 differs from the expected one")
         verify(self.size, self.sha256, self.expected_size, sent or self.expected_sha256)
         self.verified = True
+
+
+_HEX = set("0123456789abcdef")
 
 
 def _chunk_size(line: bytes) -> int:
@@ -310,7 +381,7 @@ def _send_file(connection: socket.socket, path: Path, size: int) -> None:
         source = path.open("rb")
     except FileNotFoundError:  # replaced or deleted since the ticket was issued
         raise HttpError(
-            410, grpc.StatusCode.NOT_FOUND, "OBJECT_CHANGED", "the object changed; ask again"
+            410, grpc.StatusCode.ABORTED, "OBJECT_CHANGED", "the object changed; ask again"
         ) from None
     with source:  # an open file keeps its bytes readable even if deleted meanwhile
         head = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
@@ -338,6 +409,30 @@ def _send(connection: socket.socket, status: int, body: bytes, content_type: str
     connection.sendall(head.encode() + body)
 
 
+def _answer_failure(connection: socket.socket, error: Exception) -> None:
+    """Answers what failed as the gRPC interceptor would: a domain error as its status,
+    the database out of reach as UNAVAILABLE, anything else as INTERNAL with a
+    correlation id that the log line holds too; nothing when the client went away."""
+    answer = _known(error) or database.domain_error(error)
+    if answer is None:
+        if isinstance(error, OSError):
+            return  # the connection broke; an upload was discarded on the way out
+        correlation = uuid.uuid4().hex
+        _log.error("direct transfer failed", correlation_id=correlation, exc_info=error)
+        answer = HttpError(
+            500,
+            grpc.StatusCode.INTERNAL,
+            "INTERNAL",
+            f"internal error; correlation id {correlation}",
+        )
+    with contextlib.suppress(OSError):
+        _send_error(connection, answer)
+
+
+def _known(error: Exception) -> HttpError | DomainError | None:
+    return error if isinstance(error, HttpError | DomainError) else None
+
+
 def _send_error(connection: socket.socket, error: HttpError | DomainError) -> None:
     if isinstance(error, DomainError):
         error = HttpError(
@@ -352,5 +447,19 @@ def _bad_request(message: str) -> InvalidArgument:
 
 
 def on_loop(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> T:
-    """Runs a coroutine on the service's loop from a connection thread; its result."""
-    return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+    """Runs a coroutine on the service's loop from a connection thread; its result.
+
+    Raises:
+        Unavailable: the loop is closed, or did not run the step within LOOP_SECONDS
+            (it stopped): a transfer thread never waits for it forever.
+    """
+    try:
+        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+    except RuntimeError:  # the loop is closed
+        coroutine.close()
+        raise Unavailable("SHUTTING_DOWN", "the server is stopping") from None
+    try:
+        return future.result(timeout=LOOP_SECONDS)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise Unavailable("SHUTTING_DOWN", "the server stopped during the transfer") from None

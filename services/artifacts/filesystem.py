@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -10,12 +12,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from cairn._clients._direct_io import DirectWriter
+from cairn.direct_io import DirectWriter
 
+from ..common.errors import DataLoss
 from .blobs import CHUNK, MissingBytes, Readable, Unfinished
 
 SYNC_EVERY = 32 * 1024 * 1024
 READ_WINDOW = 32 * 1024 * 1024
+# Space an upload's preallocation leaves free on the file system (PostgreSQL may share
+# it): the larger of 1 GiB and 5% of it.
+FREE_MARGIN_BYTES = 1024**3
+FREE_MARGIN_SHARE = 0.05
+FALLOC_FL_KEEP_SIZE = 1
 
 
 class FilesystemBackend:
@@ -33,13 +41,14 @@ class FilesystemBackend:
     def write(self, key: str, source: Readable, content_type: str, size: int) -> None:
         target = self._file(key)
         with _created(target) as out, _Syncer(out.fileno()) as syncer:
-            if size:  # allocated at once, not extent by extent as it grows
-                with contextlib.suppress(OSError):  # only a hint: writing decides
-                    os.posix_fallocate(out.fileno(), 0, size)
+            _preallocate(out.fileno(), size)
+            written = 0
             while chunk := source.read(CHUNK):
                 out.write(chunk)
+                written += len(chunk)
                 syncer.wrote(len(chunk))
             out.flush()
+            _check_length(out.fileno(), written)
             syncer.finish()
         _sync_directory(target.parent)
 
@@ -124,6 +133,44 @@ def _created(target: Path) -> Iterator[DirectWriter]:
     except BaseException:
         target.unlink(missing_ok=True)
         raise
+
+
+def _load_fallocate() -> object | None:
+    """The fallocate(2) of the C library: unlike posix_fallocate, glibc never emulates it
+    by writing every block where the file system cannot allocate (it fails instead)."""
+    with contextlib.suppress(OSError, AttributeError):
+        function = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).fallocate
+        function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        function.restype = ctypes.c_int
+        return function
+    return None
+
+
+_fallocate = _load_fallocate()
+
+
+def _preallocate(descriptor: int, size: int) -> None:
+    """Allocates an upload's announced size at once, not extent by extent as it grows;
+    only a hint (writing decides), so skipped where the file system cannot, and when the
+    size would not leave FREE_MARGIN free. The file's length stays what is written."""
+    if not size or _fallocate is None:
+        return
+    disk = os.fstatvfs(descriptor)
+    margin = max(FREE_MARGIN_BYTES, FREE_MARGIN_SHARE * disk.f_blocks * disk.f_frsize)
+    if size <= disk.f_bavail * disk.f_frsize - margin:
+        _fallocate(descriptor, FALLOC_FL_KEEP_SIZE, 0, size)  # type: ignore[operator]
+
+
+def _check_length(descriptor: int, written: int) -> None:
+    """Raises unless the file holds exactly the bytes written: what is published is
+    what was hashed, never a file a failed write left longer or shorter."""
+    length = os.fstat(descriptor).st_size
+    if length != written:
+        raise DataLoss(
+            "CHECKSUM_MISMATCH",
+            f"the stored file has {length} bytes, not the {written} received",
+            metadata={"size": str(written), "stored_size": str(length)},
+        )
 
 
 class _Syncer:

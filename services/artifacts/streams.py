@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import AsyncIterator, Generator
 
 from ..common.errors import DataLoss, InvalidArgument
+from .blobs import MAX_OBJECT_BYTES
 
 QUEUE_CHUNKS = 4  # bounds memory: at most this many chunks wait for the writer
 
@@ -96,12 +97,25 @@ class VerifyingReader:
             self._verify()
             return None
         self.size += len(item)
+        check_growth(self.size, self.expected_size)
         self.hash.update(item)
         return item
 
     def _verify(self) -> None:
         verify(self.size, self.sha256, self.expected_size, self.expected_sha256)
         self.verified = True
+
+
+def check_growth(size: int, expected_size: int) -> None:
+    """Raises as soon as more bytes arrived than announced (or than the largest object,
+    when the size is unknown): a client cannot make the service write without end."""
+    limit = expected_size or MAX_OBJECT_BYTES
+    if size > limit:
+        raise InvalidArgument(
+            "INVALID_ARGUMENT",
+            f"received more than the {limit} bytes expected",
+            metadata={"expected_size": str(limit), "size": str(size)},
+        )
 
 
 def verify(size: int, sha256: str, expected_size: int, expected_sha256: str) -> None:

@@ -54,7 +54,9 @@ class DirectTransfers:
     async def _close_on_stop(self) -> None:
         await self._stopping.wait()
         assert self._endpoint is not None
-        await asyncio.to_thread(self._endpoint.close)
+        # Transfers under way may end within the grace period: their database steps
+        # still run on this loop while gRPC lets its calls end.
+        await asyncio.to_thread(self._endpoint.close, self._config.shutdown_grace_seconds)
 
     def check_offered(self) -> ByteEndpoint:
         """Raises FAILED_PRECONDITION (DIRECT_TRANSFER_UNAVAILABLE) unless the endpoint runs."""

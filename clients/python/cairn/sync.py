@@ -145,6 +145,14 @@ class _SyncView:
 
         return sync_method
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A public attribute is the async object's (`client.direct_threshold = None`
+        # must switch direct transfer off); the view's own are private.
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._target, name, value)
+
     def __enter__(self) -> Any:
         entered = self._runner.call(self._target.__aenter__)
         return self if entered is self._target else entered
@@ -280,7 +288,7 @@ class Client(_Closing):
         runner = _Runner()
         super().__init__(client, runner)
         for name in ("tracking", "registry", "artifacts", "auth", "operations", "models"):
-            setattr(self, name, _SyncView(getattr(client, name), runner))
+            object.__setattr__(self, name, _SyncView(getattr(client, name), runner))
 
 
 def create_client_from_token(*args: Any, **kwargs: Any) -> Client:

@@ -3,21 +3,25 @@ that cannot be altered or outlive their minute, nothing published that does not 
 its checksum, and the streamed path when the endpoint cannot be reached."""
 
 import asyncio
+import collections
 import hashlib
 import http.client
+import io
 import json
 import os
 import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 import cairn
-from cairn._clients._direct_io import DirectWriter
+from cairn._clients import _direct
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
+from cairn.direct_io import DirectWriter
 from cairn.exceptions import NotFoundError
 from cairn_server import catalog
 from cairn_server.artifacts.tickets import TicketSigner
@@ -40,6 +44,28 @@ async def direct(server_port: int, unique: str) -> AsyncIterator[cairn.ArtifactC
         yield client
 
 
+@pytest.fixture
+def moved(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
+    """Transfers over the byte endpoint: "upload" and "download" count those that went
+    through, "upload tried" and "download tried" every attempt."""
+    counts: collections.Counter[str] = collections.Counter()
+
+    def counting(name: str) -> Any:
+        original = getattr(_direct, name)
+
+        def counted(*args: Any) -> Any:
+            counts[f"{name} tried"] += 1
+            result = original(*args)
+            counts[name] += 1
+            return result
+
+        return counted
+
+    for name in ("upload", "download"):
+        monkeypatch.setattr(_direct, name, counting(name))
+    return counts
+
+
 async def _request(
     ticket: api.DirectTicket, method: str, token: str, body: bytes | None = None
 ) -> tuple[int, bytes]:
@@ -58,7 +84,9 @@ def _blocking_request(
     return response.status, response.read()
 
 
-async def test_round_trip_over_the_byte_endpoint(direct: cairn.ArtifactClient, tmp_path: Path):
+async def test_round_trip_over_the_byte_endpoint(
+    direct: cairn.ArtifactClient, tmp_path: Path, moved: collections.Counter[str]
+):
     source = tmp_path / "data.bin"
     source.write_bytes(DATA)
     info = await direct.upload("big/data.bin", source)
@@ -67,7 +95,7 @@ async def test_round_trip_over_the_byte_endpoint(direct: cairn.ArtifactClient, t
     assert again.sha256 == info.sha256
     fetched = await direct.download("big/data.bin", tmp_path / "out.bin")
     assert fetched.read_bytes() == DATA
-    assert direct._direct_offered  # the server offered direct transfer: it was used
+    assert (moved["upload"], moved["download"]) == (2, 1)
 
 
 async def test_an_altered_or_misused_ticket_is_refused(direct: cairn.ArtifactClient):
@@ -131,7 +159,11 @@ async def unreachable_port(config: Config, pool: asyncpg.Pool) -> AsyncIterator[
 
 
 async def test_an_unreachable_endpoint_falls_back_to_streaming(
-    unreachable_port: int, server_port: int, unique: str, tmp_path: Path
+    unreachable_port: int,
+    server_port: int,
+    unique: str,
+    tmp_path: Path,
+    moved: collections.Counter[str],
 ):
     project = await new_project(server_port, f"u-{unique}")
     async with cairn.ArtifactClient.insecure_connection(
@@ -142,6 +174,21 @@ async def test_an_unreachable_endpoint_falls_back_to_streaming(
         assert info.sha256 == hashlib.sha256(DATA).hexdigest()
         fetched = await client.download("f/data.bin", tmp_path / "out.bin")
         assert fetched.read_bytes() == DATA
+    # Streamed both ways; the download did not try the endpoint the upload could not reach.
+    assert moved == {"upload tried": 1}
+
+
+async def test_a_ticket_the_endpoint_does_not_know_is_streamed_around(
+    direct: cairn.ArtifactClient,
+):
+    """Behind a load balancer, a ticket may reach a replica that did not issue it."""
+    header = api.UploadHeader(project=direct.project, path="t/lb.bin")
+    reply = await direct._stub.CreateUploadTicket(api.CreateUploadTicketRequest(header=header))
+    other = TicketSigner().issue(method="PUT", project=direct.project, path="t/lb.bin")
+    endpoint = _direct.Endpoint("127.0.0.1", reply.ticket.port, other, None)
+    with pytest.raises(_direct.Unreachable) as refused:
+        await asyncio.to_thread(_direct.upload, endpoint, io.BytesIO(DATA), lambda done: None)
+    assert refused.value.lasting
 
 
 @pytest.mark.parametrize("size", [0, 4095, 4096, 4 * 1024 * 1024 + 4097])
@@ -169,6 +216,7 @@ async def tls_port(
 
 
 async def test_the_byte_endpoint_speaks_tls_when_the_grpc_port_does(
+    moved: collections.Counter[str],
     tls_port: int,
     pki: dict[str, Path],  # noqa: F811 (the fixture imported above)
     tmp_path: Path,
@@ -180,6 +228,7 @@ async def test_the_byte_endpoint_speaks_tls_when_the_grpc_port_does(
         await client.upload("tls/data.bin", DATA, overwrite=True)
         fetched = await client.download("tls/data.bin", tmp_path / "out.bin")
         assert fetched.read_bytes() == DATA
+        assert (moved["upload"], moved["download"]) == (1, 1)
         reply = await client._stub.CreateDownloadTicket(
             api.CreateDownloadTicketRequest(project=client.project, path="tls/data.bin")
         )

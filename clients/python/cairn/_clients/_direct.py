@@ -11,27 +11,36 @@ import hashlib
 import json
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import grpc
 
+from ..direct_io import Writable
 from ..exceptions import CairnError, UnavailableError, error_class
-from ._direct_io import Writable
 
 CHUNK = 4 * 1024 * 1024
 CONNECT_SECONDS = 3.0
 # Beyond this, a stalled endpoint fails the transfer (an upload is then sent again).
 IDLE_SECONDS = 300.0
 PREFIX = "/v1/transfers/"
-BUSY, GONE = 503, 410  # the endpoint's statuses after which the client streams instead
+BUSY, GONE, REFUSED = 503, 410, 403  # statuses after which the client may stream instead
+# What may break an exchange: the socket (resets, timeouts, TLS alerts are OSErrors), an
+# answer that is no HTTP (ValueError), or one that ends early.
+BROKEN = (OSError, ValueError, UnavailableError)
 
 
 class Unreachable(Exception):
-    """The byte endpoint cannot be reached (refused, unreachable, TLS failed) or is busy,
-    or the bytes it was to serve changed: stream through gRPC instead."""
+    """Nothing was sent yet and the byte endpoint cannot take the transfer: stream
+    through gRPC instead. `lasting` when the endpoint itself cannot be reached from
+    here (refused, no route, TLS failed, a ticket of another replica), as opposed to
+    busy or an object that changed."""
+
+    def __init__(self, message: str, *, lasting: bool = False) -> None:
+        super().__init__(message)
+        self.lasting = lasting
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,7 @@ class Endpoint:
             if self.tls is not None:
                 connection = self.tls.wrap_socket(connection, server_hostname=self.host)
         except (OSError, ssl.SSLError) as error:
-            raise Unreachable(f"{self.host}:{self.port}: {error}") from error
+            raise Unreachable(f"{self.host}:{self.port}: {error}", lasting=True) from error
         connection.settimeout(IDLE_SECONDS)
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return connection
@@ -59,22 +68,30 @@ class Endpoint:
 
 def upload(endpoint: Endpoint, source: BinaryIO, sent: Callable[[int], None]) -> bytes:
     """Sends source whole with its sha256 as the trailer; the serialized ObjectInfo the
-    endpoint published. Raises the endpoint's refusal as a CairnError."""
+    endpoint published.
+
+    Raises:
+        Unreachable: before the first byte of the body (stream instead).
+        UnavailableError: the connection broke after (send the upload again).
+        CairnError: the endpoint's refusal.
+    """
     with endpoint.connect() as connection, connection.makefile("rb") as incoming:
         head = endpoint.head(
             "PUT", "Transfer-Encoding: chunked", "Expect: 100-continue", "Trailer: X-Cairn-Sha256"
         )
-        status, fields = _opened(connection, incoming, head)
+        status, body = _opened(connection, incoming, head, 100)
         if status != 100:  # refused, or published already by this request id
-            return _result(status, _body(incoming, fields))
+            return _result(status, body)
         try:
             _send_body(connection, source, sent)
         except OSError as error:
             # The endpoint may have answered (a write failed on its side) and closed.
-            with contextlib.suppress(OSError, UnavailableError):
+            with contextlib.suppress(*BROKEN):
                 _result(*_answer(incoming))
             raise UnavailableError(f"the upload's connection broke: {error}") from error
-        return _result(*_answer(incoming))
+        with _broken("upload"):
+            answer = _answer(incoming)
+        return _result(*answer)
 
 
 def _send_body(connection: socket.socket, source: BinaryIO, sent: Callable[[int], None]) -> None:
@@ -92,17 +109,20 @@ def _send_body(connection: socket.socket, source: BinaryIO, sent: Callable[[int]
 
 
 def download(endpoint: Endpoint, out: Writable, size: int, received: Callable[[int], None]) -> str:
-    """Writes the ticket's object to out; returns the sha256 of what arrived."""
+    """Writes the ticket's object to out; returns the sha256 of what arrived.
+
+    Raises:
+        Unreachable: before the first byte (stream instead).
+        UnavailableError: the connection broke after.
+    """
     with endpoint.connect() as connection, connection.makefile("rb") as incoming:
-        status, fields = _opened(connection, incoming, endpoint.head("GET"))
+        status, body = _opened(connection, incoming, endpoint.head("GET"), 200)
         if status == GONE:  # replaced or deleted since the ticket: the row decides
             raise Unreachable("the object changed since its ticket was issued")
         if status != 200:
-            _result(status, _body(incoming, fields))
-        try:
+            _result(status, body)
+        with _broken("download"):
             return _receive(incoming, out, size, received)
-        except OSError as error:
-            raise UnavailableError(f"the download's connection broke: {error}") from error
 
 
 def _receive(incoming: BinaryIO, out: Writable, size: int, received: Callable[[int], None]) -> str:
@@ -122,20 +142,36 @@ def _receive(incoming: BinaryIO, out: Writable, size: int, received: Callable[[i
         return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _broken(what: str) -> Iterator[None]:
+    """UnavailableError for a connection that breaks once bytes moved."""
+    try:
+        yield
+    except BROKEN as error:
+        if isinstance(error, UnavailableError):
+            raise
+        raise UnavailableError(f"the {what}'s connection broke: {error}") from error
+
+
 def _opened(
-    connection: socket.socket, incoming: BinaryIO, head: bytes
-) -> tuple[int, dict[str, str]]:
-    """Sends a request's head; the answer's status and fields. Unreachable when the
-    endpoint is busy or breaks the connection before it answers: nothing was sent yet,
-    so the client may stream instead."""
+    connection: socket.socket, incoming: BinaryIO, head: bytes, going: int
+) -> tuple[int, bytes]:
+    """Sends a request's head; the answer's status, and its body unless the status is
+    `going` (the transfer goes on). Unreachable when the endpoint breaks the connection
+    or answers no HTTP before that, is busy or stopping (503), or does not know the
+    ticket (another replica's, behind a load balancer): nothing was sent yet, so the
+    client may stream instead."""
     try:
         connection.sendall(head)
         status, fields = _status(incoming)
-    except (OSError, UnavailableError) as error:
+        body = b"" if status == going else _body(incoming, fields)
+    except BROKEN as error:
         raise Unreachable(f"the byte endpoint did not answer: {error}") from error
     if status == BUSY:
-        raise Unreachable("the byte endpoint is busy")
-    return status, fields
+        raise Unreachable("the byte endpoint is busy or stopping")
+    if status == REFUSED and _reason(body) == "TICKET_INVALID":
+        raise Unreachable("the byte endpoint does not know the ticket", lasting=True)
+    return status, body
 
 
 class _Behind:
@@ -190,14 +226,18 @@ class _Hasher:
 
 
 def _status(incoming: BinaryIO) -> tuple[int, dict[str, str]]:
+    """The status line and fields of an answer; ValueError when it is no HTTP."""
     line = incoming.readline(8192).decode("latin-1")
-    if not line.startswith("HTTP/1."):
+    if not line:
         raise UnavailableError("the byte endpoint closed the connection without an answer")
+    version, _, rest = line.partition(" ")
+    if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
+        raise ValueError(f"not an HTTP answer: {line[:40]!r}")
     fields: dict[str, str] = {}
     while header := incoming.readline(8192).decode("latin-1").rstrip("\r\n"):
         name, _, value = header.partition(":")
         fields[name.strip().lower()] = value.strip()
-    return int(line.split(" ")[1]), fields
+    return int(rest[:3]), fields
 
 
 def _answer(incoming: BinaryIO) -> tuple[int, bytes]:
@@ -213,6 +253,12 @@ def _result(status: int, body: bytes) -> bytes:
     if status == 200:
         return body
     raise _error(body)
+
+
+def _reason(body: bytes) -> str | None:
+    with contextlib.suppress(ValueError, AttributeError):
+        return str(json.loads(body).get("reason"))
+    return None
 
 
 def _error(body: bytes) -> CairnError:

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import io
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -15,12 +16,14 @@ from typing import Any, BinaryIO
 
 from google.protobuf.duration_pb2 import Duration
 
+from .. import direct_io
 from .._base import BaseClient
 from .._progress import Meter, Progress, meter
 from .._transport import REQUEST_ID_HEADER, Metadata, with_id
 from ..artifacts.v1 import artifacts_pb2 as pb
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
+from ..direct_io import DirectWriter, Writable
 from ..exceptions import (
     DataLossError,
     FailedPreconditionError,
@@ -31,8 +34,7 @@ from ..exceptions import (
 from ..models._uris import ARTIFACTS_SCHEME, ArtifactUri, parse_uri, scheme_of
 from ..types._artifacts import ObjectInfo, PresignedUrl, directory, object_from_proto
 from ..types._paging import ListOptions, PagedList
-from . import _direct, _direct_io
-from ._direct_io import DirectWriter, Writable
+from . import _direct
 
 CHUNK = 1024 * 1024
 # Objects of at least this size move by direct transfer when the server offers it.
@@ -43,6 +45,9 @@ Source = str | os.PathLike[str] | bytes | BinaryIO
 # Sources that can be read again from the start; a file object is read once.
 Resendable = (str, os.PathLike, bytes, bytearray, memoryview)
 NO_DIRECT = "DIRECT_TRANSFER_UNAVAILABLE"
+# A byte endpoint this client could not reach is not tried again for this long: each
+# try costs a connect timeout (3 s) when its packets are dropped.
+UNREACHABLE_SECONDS = 300.0
 __all__ = ["ArtifactClient", "Progress"]
 
 
@@ -61,6 +66,7 @@ class ArtifactClient(BaseClient):
     def _bind(self, channel: Any) -> None:
         self._stub = artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
         self._direct_offered = True  # until the server says it offers none
+        self._unreachable: dict[tuple[str, int], float] = {}  # endpoint: when to try again
 
     def _goes_direct(self, size: int | None) -> bool:
         threshold = self.direct_threshold
@@ -73,7 +79,16 @@ class ArtifactClient(BaseClient):
         tls = self._transport.direct_tls if ticket.tls else None
         if ticket.tls and tls is None:
             return None
+        if self._unreachable.get((host, ticket.port), 0.0) > time.monotonic():
+            return None
         return _direct.Endpoint(host, ticket.port, ticket.ticket, tls)
+
+    def _fell_back(self, endpoint: _direct.Endpoint, error: _direct.Unreachable) -> None:
+        """Notes an endpoint that cannot be reached from here, so that the next large
+        transfers stream at once instead of waiting for it."""
+        if error.lasting:
+            later = time.monotonic() + UNREACHABLE_SECONDS
+            self._unreachable[(endpoint.host, endpoint.port)] = later
 
     async def _ticket(self, method: Any, request: Any, timeout: Any, metadata: Any) -> Any:
         """The ticket call's answer; None when the server offers no direct transfer."""
@@ -183,7 +198,8 @@ class ArtifactClient(BaseClient):
         timeout: float | None,
         metadata: Metadata,
     ) -> ObjectInfo:
-        if self._goes_direct(_size_of(source)) and isinstance(source, Resendable):
+        size = await asyncio.to_thread(_size_of, source)
+        if self._goes_direct(size) and isinstance(source, Resendable):
             direct = await self._upload_direct(
                 path, source, overwrite, content_type, counted, start, timeout, metadata
             )
@@ -264,9 +280,11 @@ class ArtifactClient(BaseClient):
             def sent(done: int) -> None:
                 loop.call_soon_threadsafe(counted.reach, start + done)
 
-            published = await asyncio.to_thread(_direct.upload, endpoint, stream, sent)
-        except _direct.Unreachable:
-            return None
+            try:
+                published = await asyncio.to_thread(_direct.upload, endpoint, stream, sent)
+            except _direct.Unreachable as error:
+                self._fell_back(endpoint, error)
+                return None
         finally:
             if owned:
                 stream.close()
@@ -494,10 +512,13 @@ class ArtifactClient(BaseClient):
                 os.replace(temporary, target)
                 return
             with _file_for(temporary, info.size) as out:
+                received = 0
                 async for chunk in _written_behind(
                     out, self.open(info.path, timeout=timeout, metadata=metadata)
                 ):
+                    received += len(chunk)
                     counted.advance(len(chunk))
+            await asyncio.to_thread(_check_length, temporary, received)
             os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
@@ -527,8 +548,10 @@ class ArtifactClient(BaseClient):
                 sha256 = await asyncio.to_thread(
                     _direct.download, endpoint, out, reply.object.size, received
                 )
-        except _direct.Unreachable:
+        except _direct.Unreachable as error:
+            self._fell_back(endpoint, error)
             return False
+        await asyncio.to_thread(_check_length, temporary, reply.object.size)
         if sha256 != reply.object.sha256:
             raise DataLossError(
                 f"{info.path!r} arrived with sha256 {sha256}, but was stored with "
@@ -628,9 +651,21 @@ async def _written_behind(out: Writable, chunks: AsyncIterator[bytes]) -> AsyncI
 
 def _file_for(path: Path, size: int) -> BinaryIO | DirectWriter:
     """A new file to download into: large ones are written around the page cache."""
-    if size >= _direct_io.BUFFER:
+    if size >= direct_io.BUFFER:
         return DirectWriter.create(path, exclusive=False)
     return path.open("wb")
+
+
+def _check_length(path: Path, size: int) -> None:
+    """Raises unless the file holds exactly the size received (a write that failed
+    half-way must not leave a file the checksum was not computed over)."""
+    length = path.stat().st_size
+    if length != size:
+        raise DataLossError(
+            f"{path} holds {length} bytes, not the {size} received",
+            reason="CHECKSUM_MISMATCH",
+            metadata={"size": str(size), "stored_size": str(length)},
+        )
 
 
 def _open_source(source: Source) -> tuple[BinaryIO, int | None, str, bool]:

@@ -6,6 +6,8 @@ few hundred MiB/s, well below the disk. O_DIRECT hands aligned blocks to the dis
 instead. Bytes are gathered in an aligned buffer (one copy), written a buffer at a
 time; the tail that is not a whole block is written through the page cache. Where
 O_DIRECT is refused (tmpfs, some network file systems), files are written as usual.
+
+Shared by the client (downloads) and the artifact service's filesystem backend.
 """
 
 from __future__ import annotations
@@ -61,14 +63,17 @@ class DirectWriter:
 
     def _write_blocks(self, count: int) -> None:
         assert self._buffer is not None
+        view, done = memoryview(self._buffer)[:count], 0
         try:
-            _write_all(self._descriptor, memoryview(self._buffer)[:count])
+            while done < count:
+                done += os.write(self._descriptor, view[done:])
         except OSError as error:
-            # A file system that accepts the flag but not the writes: through the cache.
+            # A file system that accepts the flag but not the writes: the rest through
+            # the cache, from where the file's offset stands (after what was written).
             if error.errno != errno.EINVAL or not self._direct:
                 raise
             self._through_cache()
-            _write_all(self._descriptor, memoryview(self._buffer)[:count])
+            _write_all(self._descriptor, view[done:])
 
     def _through_cache(self) -> None:
         flags = fcntl.fcntl(self._descriptor, fcntl.F_GETFL)

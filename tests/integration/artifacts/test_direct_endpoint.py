@@ -1,0 +1,297 @@
+"""The byte endpoint of direct transfer against what anyone on the network may send it,
+and the client's side of an exchange that breaks: what a connection costs before its
+ticket passes, how failures are answered, and when the client streams instead."""
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from structlog.testing import capture_logs
+
+import cairn
+import cairn.sync
+from cairn import direct_io
+from cairn._clients import _direct
+from cairn.exceptions import UnavailableError
+from cairn_server.artifacts import direct
+from cairn_server.artifacts.direct import ByteEndpoint, ChunkedReader
+from cairn_server.artifacts.filesystem import _check_length, _preallocate
+from cairn_server.artifacts.tickets import Ticket, TicketSigner
+from cairn_server.common.errors import DataLoss
+
+DATA = b"0123456789" * 1000
+
+
+class _Transfers:
+    """The service's side, reduced to what these tests need: a file per key under a
+    folder, uploads read to their end and not stored, and a failure to raise."""
+
+    def __init__(self, root: Path) -> None:
+        self.signer = TicketSigner()
+        self.root = root
+        self.failure: Exception | None = None
+
+    def accept(self, ticket: Ticket) -> Any:
+        if self.failure is not None:
+            raise self.failure
+        return object()
+
+    def store(self, upload: Any, reader: ChunkedReader, ticket: Ticket) -> bytes:
+        while reader.read(1 << 20):
+            pass
+        assert reader.verified
+        return b"stored"
+
+    def local_file(self, key: str) -> Path:
+        return self.root / key
+
+
+@pytest.fixture
+def endpoint(tmp_path: Path) -> Iterator[tuple[ByteEndpoint, _Transfers]]:
+    transfers = _Transfers(tmp_path)
+    served = ByteEndpoint("127.0.0.1", 0, transfers, None)
+    yield served, transfers
+    served.close()
+
+
+def _exchange(port: int, request: bytes) -> tuple[int, dict[str, Any]]:
+    """Sends raw bytes; the answer's status and JSON body ({} when it is no JSON)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request)
+        answer = b""
+        while received := connection.recv(65536):
+            answer += received
+    status = int(answer.split(b" ", 2)[1])
+    if status == 100:
+        answer = answer.split(b"\r\n\r\n", 1)[1]
+        status = int(answer.split(b" ", 2)[1])
+    body = answer.split(b"\r\n\r\n", 1)[1]
+    with contextlib.suppress(ValueError):
+        return status, json.loads(body)
+    return status, {}
+
+
+def _put(token: str, body: bytes, trailer: str = "") -> bytes:
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in (body[:5000], body[5000:]))
+    return (
+        (
+            f"PUT /v1/transfers/{token} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+            "Expect: 100-continue\r\n\r\n"
+        ).encode()
+        + chunks
+        + f"0\r\n{trailer}\r\n".encode()
+    )
+
+
+def _get(token: str) -> bytes:
+    return f"GET /v1/transfers/{token} HTTP/1.1\r\n\r\n".encode()
+
+
+def _idle(port: int, count: int) -> list[socket.socket]:
+    return [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
+
+
+def test_idle_connections_take_no_transfer_slot(endpoint: tuple[ByteEndpoint, _Transfers]):
+    served, transfers = endpoint
+    (transfers.root / "k").write_bytes(DATA)
+    token = transfers.signer.issue(method="GET", project="p", path="a", key="k", size=len(DATA))
+    idle = _idle(served.port, direct.MAX_CONNECTIONS - 1)  # anyone's, sending nothing
+    try:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as connection:
+            connection.sendall(_get(token))
+            answer = connection.makefile("rb").read()
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(DATA)
+    finally:
+        for connection in idle:
+            connection.close()
+
+
+def test_connections_over_the_limit_are_closed_at_once(
+    endpoint: tuple[ByteEndpoint, _Transfers],
+):
+    served, _ = endpoint
+    idle = _idle(served.port, direct.MAX_CONNECTIONS)
+    try:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=5) as over:
+            assert over.recv(1) == b""  # no thread, no handshake: closed
+    finally:
+        for connection in idle:
+            connection.close()
+
+
+def test_a_connection_that_sends_no_request_is_closed(
+    endpoint: tuple[ByteEndpoint, _Transfers], monkeypatch: pytest.MonkeyPatch
+):
+    served, _ = endpoint
+    monkeypatch.setattr(direct, "HEAD_SECONDS", 0.2)
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as connection:
+        assert connection.recv(1) == b""
+
+
+def test_failures_are_answered_as_the_grpc_service_answers_them(
+    endpoint: tuple[ByteEndpoint, _Transfers],
+):
+    served, transfers = endpoint
+    token = transfers.signer.issue(method="PUT", project="p", path="a")
+    transfers.failure = asyncpg.PostgresConnectionError("the database went away")
+    status, error = _exchange(served.port, _put(token, DATA))
+    assert (status, error["code"], error["reason"]) == (503, "UNAVAILABLE", "DATABASE_UNAVAILABLE")
+    transfers.failure = RuntimeError("a bug")
+    with capture_logs() as logged:
+        status, error = _exchange(served.port, _put(token, DATA))
+    assert (status, error["code"], error["reason"]) == (500, "INTERNAL", "INTERNAL")
+    correlation = error["message"].rpartition(" ")[2]
+    assert [line["correlation_id"] for line in logged] == [correlation]
+
+
+def test_refusals_carry_declared_reasons(endpoint: tuple[ByteEndpoint, _Transfers]):
+    served, transfers = endpoint
+    status, error = _exchange(served.port, b"GET /elsewhere HTTP/1.1\r\n\r\n")
+    assert (status, error["code"], error["reason"]) == (404, "UNIMPLEMENTED", "NOT_IMPLEMENTED")
+    gone = transfers.signer.issue(method="GET", project="p", path="a", key="gone", size=1)
+    status, error = _exchange(served.port, _get(gone))
+    assert (status, error["code"], error["reason"]) == (410, "ABORTED", "OBJECT_CHANGED")
+    token = transfers.signer.issue(method="PUT", project="p", path="a")
+    status, error = _exchange(served.port, _put(token, DATA, "X-Cairn-Sha256: not-a-sha256\r\n"))
+    assert (status, error["code"]) == (400, "INVALID_ARGUMENT")
+    assert "64 hexadecimal" in error["message"]
+    digest = hashlib.sha256(DATA).hexdigest()
+    status, _ = _exchange(served.port, _put(token, DATA, f"X-Cairn-Sha256: {digest}\r\n"))
+    assert status == 200
+
+
+def test_an_upload_longer_than_announced_is_refused(endpoint: tuple[ByteEndpoint, _Transfers]):
+    served, transfers = endpoint
+    token = transfers.signer.issue(method="PUT", project="p", path="a", size=100)
+    status, error = _exchange(served.port, _put(token, DATA))
+    assert (status, error["code"]) == (400, "INVALID_ARGUMENT")
+    assert "more than the 100 bytes" in error["message"]
+
+
+def test_a_stopping_endpoint_sends_clients_to_the_streamed_path(
+    endpoint: tuple[ByteEndpoint, _Transfers],
+):
+    served, transfers = endpoint
+    token = transfers.signer.issue(method="PUT", project="p", path="a")
+    connections = served._server._connections
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as connection:
+        deadline = time.monotonic() + 10
+        while connections._value == direct.MAX_CONNECTIONS and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the endpoint took the connection in
+        served.close(grace=5)
+        connection.sendall(_put(token, DATA))
+        answer = connection.makefile("rb").read()
+    assert answer.startswith(b"HTTP/1.1 503") and b"SHUTTING_DOWN" in answer
+
+
+@contextlib.contextmanager
+def _fake_endpoint(answer: Callable[[socket.socket], None]) -> Iterator[_direct.Endpoint]:
+    """A listener that reads one request's head, then answers as told."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += connection.recv(65536)
+            answer(connection)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield _direct.Endpoint("127.0.0.1", listener.getsockname()[1], "ticket", None)
+    finally:
+        listener.close()
+        thread.join(10)
+
+
+def _garbled(connection: socket.socket) -> None:
+    connection.sendall(b"HTTP/1.1 abc\r\n\r\n")
+
+
+def _continue_then(then: Callable[[socket.socket], None]) -> Callable[[socket.socket], None]:
+    def answer(connection: socket.socket) -> None:
+        connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        received = b""
+        while not received.endswith(b"\r\n\r\n") or b"X-Cairn-Sha256" not in received:
+            received += connection.recv(65536)
+        then(connection)
+
+    return answer
+
+
+def _reset(connection: socket.socket) -> None:
+    # Closed right after: a reset, not an orderly end.
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_a_garbled_answer_before_the_body_is_streamed_around():
+    with _fake_endpoint(_garbled) as endpoint, pytest.raises(_direct.Unreachable):
+        _direct.upload(endpoint, io.BytesIO(DATA), lambda done: None)
+
+
+@pytest.mark.parametrize("then", [_garbled, _reset], ids=["garbled", "reset"])
+def test_a_connection_that_breaks_after_the_body_is_unavailable(
+    then: Callable[[socket.socket], None],
+):
+    with _fake_endpoint(_continue_then(then)) as endpoint, pytest.raises(UnavailableError):
+        _direct.upload(endpoint, io.BytesIO(DATA), lambda done: None)
+
+
+def test_a_partial_direct_write_then_einval_goes_on_where_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    data = os.urandom(direct_io.BUFFER + 10)
+    real_write, calls = os.write, []
+
+    def write(descriptor: int, view: Any) -> int:
+        calls.append(len(view))
+        if len(calls) == 1:  # half of the first buffer is written, then the flag fails
+            return real_write(descriptor, view[: len(view) // 2])
+        if len(calls) == 2:
+            raise OSError(22, "Invalid argument")
+        return real_write(descriptor, view)
+
+    with direct_io.DirectWriter.create(tmp_path / "f.bin") as out:
+        if not out._direct:
+            pytest.skip("this file system refuses O_DIRECT")
+        monkeypatch.setattr(direct_io.os, "write", write)
+        out.write(data)
+    monkeypatch.undo()
+    assert (tmp_path / "f.bin").read_bytes() == data
+
+
+def test_a_file_that_differs_in_length_from_what_arrived_is_not_published(tmp_path: Path):
+    with (tmp_path / "f.bin").open("wb") as out:
+        out.write(DATA)
+        out.flush()
+        _check_length(out.fileno(), len(DATA))
+        with pytest.raises(DataLoss):
+            _check_length(out.fileno(), len(DATA) - 1)
+
+
+def test_preallocation_keeps_free_space_and_the_file_length(tmp_path: Path):
+    with (tmp_path / "f.bin").open("wb") as out:
+        _preallocate(out.fileno(), 1 << 50)  # more than the disk: nothing allocated
+        assert os.fstat(out.fileno()).st_blocks == 0
+        _preallocate(out.fileno(), 1 << 20)
+        assert os.fstat(out.fileno()).st_size == 0  # only blocks, not length
+
+
+def test_the_sync_client_switches_direct_transfer_off():
+    with cairn.sync.ArtifactClient.insecure_connection("127.0.0.1", 1, project="p") as client:
+        client.direct_threshold = None
+        assert client._target.direct_threshold is None
+        assert "direct_threshold" not in vars(client)
