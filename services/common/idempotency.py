@@ -83,7 +83,7 @@ class Idempotency:
         request_id = request_id_of(context)
         if request_id is None:
             return await handler()
-        fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+        fingerprint = fingerprint_of(request)
         pending: list[Callable[[], Awaitable[None]]] = []
         async with self._pool.acquire() as conn, conn.transaction():
             while not await _claim(conn, schema, method, request_id, fingerprint):
@@ -120,6 +120,21 @@ class Idempotency:
                 )
                 pruned += int(status.split()[-1])
         return pruned
+
+
+def fingerprint_of(request: Message) -> bytes:
+    """What tells a repeat of a call from another call under the same request id."""
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+
+
+def request_id_reused(request_id: str) -> InvalidArgument:
+    """The error of a request id sent again with another request."""
+    return InvalidArgument(
+        "REQUEST_ID_REUSED",
+        f"request id {request_id!r} was used before with another request; "
+        "send a new id with every new call",
+        metadata={"request_id": request_id},
+    )
 
 
 def request_id_of(context: grpc.aio.ServicerContext) -> str | None:
@@ -160,12 +175,7 @@ async def _answer(
     if row is None:
         return None
     if row["fingerprint"] != fingerprint:
-        raise InvalidArgument(
-            "REQUEST_ID_REUSED",
-            f"request id {request_id!r} was used before with another request; "
-            "send a new id with every new call",
-            metadata={"request_id": request_id},
-        )
+        raise request_id_reused(request_id)
     return bytes(row["response"])
 
 

@@ -4,8 +4,12 @@ bounded.
 LogBatch's are kept longer than other writes' ids (CAIRN_REQUEST_ID_RETENTION_SECONDS):
 a run that outlived an outage leaves a journal of batches and their ids, and syncing it
 within CAIRN_BATCH_ID_RETENTION_SECONDS stores each batch exactly once. LogMetric's
-(claimed in its own statement, prefixed METRIC_REQUEST_PREFIX) are kept as long as
-other writes' ids: one row per call, which no journal replays.
+(claimed in its own statement with the request's fingerprint, which only they carry)
+are kept as long as other writes' ids: one row per call, which no journal replays.
+
+At thousands of calls a second, an hour of LogMetric ids is millions of rows: they are
+deleted in slices of `SLICE_ROWS`, each a statement well within the statement timeout
+and a short hold on the rows it deletes.
 """
 
 from __future__ import annotations
@@ -19,9 +23,19 @@ from ..common.service import Resources
 
 _log = logs.get("cairn.tracking.retention")
 MAX_INTERVAL_SECONDS = 3600
-# LogMetric's request ids (from the call's metadata) share applied_batches with the
-# request_id fields of LogBatch calls; the prefix keeps the two kinds apart.
-METRIC_REQUEST_PREFIX = "LogMetric:"
+SLICE_ROWS = 10_000
+
+# Each through an index on applied_at: the oldest rows of either kind, then the old
+# LogMetric rows (by the partial index of the rows with a fingerprint).
+_PRUNE_ALL = """
+DELETE FROM tracking.applied_batches WHERE ctid IN (
+    SELECT ctid FROM tracking.applied_batches
+    WHERE applied_at < clock_timestamp() - $1 * interval '1 second' LIMIT $2)"""
+_PRUNE_METRIC = """
+DELETE FROM tracking.applied_batches WHERE ctid IN (
+    SELECT ctid FROM tracking.applied_batches
+    WHERE fingerprint IS NOT NULL
+      AND applied_at < clock_timestamp() - $1 * interval '1 second' LIMIT $2)"""
 
 
 async def forget_batch_ids(resources: Resources) -> None:
@@ -33,28 +47,36 @@ async def forget_batch_ids(resources: Resources) -> None:
         try:
             pruned = await prune(resources.pool, retention, metric_retention)
             if pruned:
-                _log.info("LogBatch and LogMetric request ids forgotten", count=pruned)
+                _log.info("old LogBatch and LogMetric request ids forgotten", count=pruned)
         except Exception:
-            _log.exception("pruning LogBatch request ids failed")
+            _log.exception("forgetting old LogBatch and LogMetric request ids failed")
         await asyncio.sleep(min(MAX_INTERVAL_SECONDS, retention / 4, metric_retention / 4))
 
 
 async def prune(
-    pool: asyncpg.Pool, retention_seconds: float, metric_retention_seconds: float | None = None
+    pool: asyncpg.Pool,
+    retention_seconds: float,
+    metric_retention_seconds: float | None = None,
+    slice_rows: int = SLICE_ROWS,
 ) -> int:
     """Forgets LogBatch ids older than retention_seconds and LogMetric ids older than
     metric_retention_seconds (by default the same); returns how many."""
     if metric_retention_seconds is None:
         metric_retention_seconds = retention_seconds
-    shorter = min(retention_seconds, metric_retention_seconds)
     async with pool.acquire() as conn:
-        status = await conn.execute(
-            """DELETE FROM tracking.applied_batches
-               WHERE applied_at < clock_timestamp() - $2 * interval '1 second'
-                 AND (starts_with(request_id, $3)
-                      OR applied_at < clock_timestamp() - $1 * interval '1 second')""",
-            retention_seconds,
-            shorter,
-            METRIC_REQUEST_PREFIX,
-        )
-    return int(status.split()[-1])
+        pruned = await _in_slices(conn, _PRUNE_ALL, retention_seconds, slice_rows)
+        return pruned + await _in_slices(conn, _PRUNE_METRIC, metric_retention_seconds, slice_rows)
+
+
+async def _in_slices(
+    conn: asyncpg.Connection, statement: str, retention_seconds: float, slice_rows: int
+) -> int:
+    """Runs the DELETE of at most slice_rows rows until one deletes fewer; returns how
+    many rows went. Each slice commits by itself."""
+    pruned = 0
+    while True:
+        status = await conn.execute(statement, retention_seconds, slice_rows)
+        deleted = int(status.split()[-1])
+        pruned += deleted
+        if deleted < slice_rows:
+            return pruned

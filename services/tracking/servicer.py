@@ -17,7 +17,6 @@ from ..common.errors import invalid_field
 from ..common.service import Resources
 from . import convert, validation
 from .model import Batch, LifecycleStage, MetricColumns, RunInput, RunStatus, ViewType
-from .retention import METRIC_REQUEST_PREFIX
 from .store.experiments import ExperimentStore
 from .store.history import MetricHistory
 from .store.runs import RunStore
@@ -226,14 +225,13 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
     ) -> api.LogMetricResponse:
         metric = request.metric
         key = validation.key(metric.key, "metric.key")
-        request_id = idempotency.request_id_of(context)
-        batch = Batch(
-            metrics=MetricColumns.single(key, metric.value, metric.step, metric.timestamp_ms),
-            # Claimed by the write's own statement, one round trip in all, where the
-            # interceptor's transaction around it took five (docs/tracking.md).
-            request_id=f"{METRIC_REQUEST_PREFIX}{request_id}" if request_id else "",
+        await self._writer.log_metric(
+            common.project(request.project),
+            validation.run_id(request.run_id),
+            MetricColumns.single(key, metric.value, metric.step, metric.timestamp_ms),
+            request_id=idempotency.request_id_of(context),
+            fingerprint=idempotency.fingerprint_of(request),
         )
-        await self._log(request.project, request.run_id, batch)
         return api.LogMetricResponse()
 
     async def LogParam(

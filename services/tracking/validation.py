@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from ..common import validation
 from ..common.errors import InvalidArgument, invalid_field
 from .model import ARTIFACT_SCHEME
+from .store.writes import METRIC_REQUEST_PREFIX
 
 MAX_KEY_LENGTH = 250
 MAX_PARAM_VALUE_LENGTH = 6000
@@ -88,9 +89,16 @@ def artifact_location(value: str, project: str) -> str:
 
 
 def request_id(value: str) -> str:
-    if len(value) > MAX_REQUEST_ID_LENGTH or not value.isprintable():
+    """A LogBatch request id: printable, not too long, and not of LogMetric's kind."""
+    if (
+        len(value) > MAX_REQUEST_ID_LENGTH
+        or not value.isprintable()
+        or value.startswith(METRIC_REQUEST_PREFIX)
+    ):
         raise invalid_field(
-            "request_id", f"must be printable and at most {MAX_REQUEST_ID_LENGTH} characters"
+            "request_id",
+            f"must be printable, at most {MAX_REQUEST_ID_LENGTH} characters and not start "
+            f"with {METRIC_REQUEST_PREFIX!r}",
         )
     return value
 

@@ -18,10 +18,16 @@ from dataclasses import dataclass
 import asyncpg
 import numpy as np
 
+from ...common import idempotency, logs
 from ...common.errors import FailedPrecondition, NotFound
 from ..model import Batch, MetricColumns, RunInput
 from . import compaction, pgcopy
 from .runs import check_writable, lock_writable
+
+_log = logs.get("cairn.tracking.writes")
+# LogMetric's request ids (from the call's metadata) share applied_batches with the
+# request_id fields of LogBatch calls, which may not start so (validation.request_id).
+METRIC_REQUEST_PREFIX = "LogMetric:"
 
 
 class RunWriter:
@@ -37,7 +43,7 @@ class RunWriter:
         chunks = _Chunks.of(run_uuid, batch.metrics)
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                _BEGIN_BATCH, project, run_uuid, batch.request_id, *chunks.latest
+                _BEGIN_BATCH, project, run_uuid, batch.request_id, None, *chunks.latest
             )
             check_writable(run_uuid, row)
             if not row["applies"]:
@@ -55,6 +61,35 @@ class RunWriter:
                     format="binary",
                 )
         return True
+
+    async def log_metric(
+        self,
+        project: str,
+        run_id: str,
+        metrics: MetricColumns,
+        request_id: str | None,
+        fingerprint: bytes,
+    ) -> bool:
+        """Applies a LogMetric call; returns False when its request id was applied before.
+
+        The id is claimed by the write's own statement, one round trip in all, where the
+        interceptor's transaction around it took five (docs/tracking.md); fingerprint
+        (idempotency.fingerprint_of the request) tells a repeat from another request.
+
+        Raises:
+            InvalidArgument: REQUEST_ID_REUSED, the id came before with another request.
+        """
+        if not request_id:
+            return await self.log_batch(project, run_id, Batch(metrics=metrics))
+        async with self._pool.acquire() as conn:
+            return await _write_small(
+                conn,
+                project,
+                uuid.UUID(run_id),
+                metrics,
+                METRIC_REQUEST_PREFIX + request_id,
+                fingerprint,
+            )
 
     async def delete_tag(self, project: str, run_id: str, key: str) -> None:
         run_uuid = uuid.UUID(run_id)
@@ -144,12 +179,12 @@ _LATEST_UPSERT = """
         WHERE (excluded.step, excluded.timestamp_ms, excluded.value)
             > (l.step, l.timestamp_ms, l.value)"""
 
-# One statement, so a small metrics-only write is atomic without a transaction of its
-# own: it checks the run (holding it against a concurrent delete), claims the request
-# id ($7, if any), appends one history chunk per key and moves each key's latest point.
-# Unless the run may be written and the id was not claimed before, "points" is empty,
-# nothing is written and "applies" is false; the caller raises from the stages returned.
-_WRITE_SMALL = f"""
+# Both write statements begin so: they check the run (holding it against a concurrent
+# delete; $1 project, $2 run) and claim the request id ($3, if any, with $4, the
+# fingerprint of a LogMetric request). Unless the run may be written and the id was not
+# claimed before, nothing is written and "applies" is false; the caller raises from the
+# stages returned.
+_CHECK_AND_CLAIM = """
 WITH run AS (
     SELECT r.lifecycle_stage AS run_stage, e.lifecycle_stage AS experiment_stage
     FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
@@ -158,14 +193,21 @@ WITH run AS (
 ), writable AS (
     SELECT 1 FROM run WHERE run_stage = 1 AND experiment_stage = 1
 ), claim AS (
-    INSERT INTO tracking.applied_batches (run_id, request_id)
-    SELECT $2, $7 FROM writable WHERE $7 <> ''
+    INSERT INTO tracking.applied_batches (run_id, request_id, fingerprint)
+    SELECT $2, $3, $4::bytea FROM writable WHERE $3 <> ''
     ON CONFLICT DO NOTHING
     RETURNING 1
 ), applies AS (
-    SELECT 1 FROM writable WHERE $7 = '' OR EXISTS (SELECT 1 FROM claim)
-), points AS (
-    SELECT p.* FROM unnest($3::text[], $4::float8[], $5::int8[], $6::int8[])
+    SELECT 1 FROM writable WHERE $3 = '' OR EXISTS (SELECT 1 FROM claim)
+)"""
+
+# One statement, so a small metrics-only write is atomic without a transaction of its
+# own: after the check and claim, it appends one history chunk per key and moves each
+# key's latest point. It locks the latest points in byte order of their keys (COLLATE
+# "C", which for UTF-8 is code-point order), as _BEGIN_BATCH does, so that the two do
+# not deadlock under another collation.
+_WRITE_SMALL = f"""{_CHECK_AND_CLAIM}, points AS (
+    SELECT p.* FROM unnest($5::text[], $6::float8[], $7::int8[], $8::int8[])
         AS p(key, value, step, ts)
     WHERE EXISTS (SELECT 1 FROM applies)
 ), chunks AS (
@@ -177,8 +219,8 @@ WITH run AS (
     RETURNING key, chunk_id
 ), latest AS (
     INSERT INTO tracking.latest_metrics AS l (run_id, key, value, step, timestamp_ms)
-    SELECT DISTINCT ON (key) $2, key, value, step, ts FROM points
-    ORDER BY key, step DESC, ts DESC, value DESC
+    SELECT DISTINCT ON (key COLLATE "C") $2, key, value, step, ts FROM points
+    ORDER BY key COLLATE "C", step DESC, ts DESC, value DESC
     {_LATEST_UPSERT}
 )
 SELECT run_stage, experiment_stage, EXISTS (SELECT 1 FROM applies) AS applies,
@@ -186,30 +228,12 @@ SELECT run_stage, experiment_stage, EXISTS (SELECT 1 FROM applies) AS applies,
 FROM run"""
 
 # The first statement of a batch's transaction, so that a batch is five round trips
-# (BEGIN, this, COPY's two, COMMIT) where it was seven: it checks the run (holding it
-# against a concurrent delete), claims the request id ($3, if any) and moves each key's
-# latest point ($4..$7, one per key, in key order so that concurrent batches lock the
-# same rows in the same order). Unless the run may be written and the id was not claimed
-# before, it writes nothing and "applies" is false; the caller raises from the stages
-# returned.
-_BEGIN_BATCH = f"""
-WITH run AS (
-    SELECT r.lifecycle_stage AS run_stage, e.lifecycle_stage AS experiment_stage
-    FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
-    WHERE r.project = $1 AND r.run_id = $2
-    FOR SHARE OF r
-), writable AS (
-    SELECT 1 FROM run WHERE run_stage = 1 AND experiment_stage = 1
-), claim AS (
-    INSERT INTO tracking.applied_batches (run_id, request_id)
-    SELECT $2, $3 FROM writable WHERE $3 <> ''
-    ON CONFLICT DO NOTHING
-    RETURNING 1
-), applies AS (
-    SELECT 1 FROM writable WHERE $3 = '' OR EXISTS (SELECT 1 FROM claim)
-), latest AS (
+# (BEGIN, this, COPY's two, COMMIT) where it was seven: after the check and claim, it
+# moves each key's latest point ($5..$8, one per key, in code-point order of the keys
+# so that concurrent writes lock the same rows in the same order).
+_BEGIN_BATCH = f"""{_CHECK_AND_CLAIM}, latest AS (
     INSERT INTO tracking.latest_metrics AS l (run_id, key, value, step, timestamp_ms)
-    SELECT $2, p.* FROM unnest($4::text[], $5::float8[], $6::int8[], $7::int8[]) AS p
+    SELECT $2, p.* FROM unnest($5::text[], $6::float8[], $7::int8[], $8::int8[]) AS p
     WHERE EXISTS (SELECT 1 FROM applies)
     {_LATEST_UPSERT}
 )
@@ -222,22 +246,53 @@ async def _write_small(
     run_id: uuid.UUID,
     metrics: MetricColumns,
     request_id: str = "",
+    fingerprint: bytes | None = None,
 ) -> bool:
     keys = [metrics.keys[i] for i in metrics.key_indexes.tolist()]
     row = await conn.fetchrow(
         _WRITE_SMALL,
         project,
         run_id,
+        request_id,
+        fingerprint,
         keys,
         metrics.values.tolist(),
         metrics.steps.tolist(),
         metrics.timestamps_ms.tolist(),
-        request_id,
     )
     check_writable(run_id, row)
+    if not row["applies"]:
+        if fingerprint is not None:
+            await _check_repeat(conn, run_id, request_id, fingerprint)
+        return False
     for key in row["to_merge"]:
+        await _merge(conn, run_id, key)
+    return True
+
+
+async def _check_repeat(
+    conn: asyncpg.Connection, run_id: uuid.UUID, request_id: str, fingerprint: bytes
+) -> None:
+    """Raises REQUEST_ID_REUSED, as the interceptor does, unless the call that claimed
+    request_id first was this same request. (Ids claimed without a fingerprint, before
+    fingerprints were kept, pass.)"""
+    stored = await conn.fetchval(
+        "SELECT fingerprint FROM tracking.applied_batches WHERE run_id = $1 AND request_id = $2",
+        run_id,
+        request_id,
+    )
+    if stored is not None and stored != fingerprint:
+        raise idempotency.request_id_reused(request_id.removeprefix(METRIC_REQUEST_PREFIX))
+
+
+async def _merge(conn: asyncpg.Connection, run_id: uuid.UUID, key: str) -> None:
+    """Merges the key's small chunks after a write committed. A merge that fails leaves
+    the write applied and the chunks as they were (a later write merges them): failing
+    the call would make a client without a request id apply it again."""
+    try:
         await compaction.merge_small_chunks(conn, run_id, key)
-    return bool(row["applies"])
+    except Exception:
+        _log.exception("merging small history chunks failed", run_id=run_id.hex, key=key)
 
 
 @dataclass(frozen=True)

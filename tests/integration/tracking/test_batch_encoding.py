@@ -65,8 +65,8 @@ async def test_a_log_metric_repeated_with_its_request_id_is_stored_once(
     tracking: cairn.TrackingClient, run_id: str, unique: str
 ) -> None:
     same_id = [(_transport.REQUEST_ID_HEADER, f"metric-{unique}")]
-    for _ in range(2):
-        await tracking.log_metric(run_id, "once", 1.0, step=1, metadata=same_id)
+    for _ in range(2):  # the same request: its timestamp too
+        await tracking.log_metric(run_id, "once", 1.0, step=1, timestamp=1, metadata=same_id)
     # A LogBatch whose request_id field is the same text is another write.
     await tracking.log_batch(run_id, [Metric("once", 2.0, 1, 2)], request_id=f"metric-{unique}")
     await tracking.log_metric(run_id, "once", 3.0, step=3)
@@ -88,13 +88,18 @@ async def test_points_logged_in_step_order_keep_it(
 async def test_log_metric_ids_are_forgotten_before_log_batch_ids(
     tracking: cairn.TrackingClient, run_id: str, pool, unique: str
 ) -> None:
-    """LogMetric's ids are kept as long as other writes' ids, not as long as a journal's."""
-    await tracking.log_metric(
-        run_id, "m", 1.0, metadata=[(_transport.REQUEST_ID_HEADER, f"metric-{unique}")]
-    )
+    """LogMetric's ids are kept as long as other writes' ids, not as long as a journal's;
+    they are deleted in slices, until none is left."""
+    for i in range(3):
+        await tracking.log_metric(
+            run_id, "m", 1.0, metadata=[(_transport.REQUEST_ID_HEADER, f"metric{i}-{unique}")]
+        )
     await tracking.log_batch(run_id, [Metric("m", 2.0, 1, 2)], request_id=f"batch-{unique}")
     kept = "SELECT request_id FROM tracking.applied_batches WHERE request_id LIKE $1"
     await retention.prune(pool, retention_seconds=3600, metric_retention_seconds=3600)
-    assert len(await pool.fetch(kept, f"%-{unique}")) == 2
-    await retention.prune(pool, retention_seconds=3600, metric_retention_seconds=0)
+    assert len(await pool.fetch(kept, f"%-{unique}")) == 4
+    pruned = await retention.prune(
+        pool, retention_seconds=3600, metric_retention_seconds=0, slice_rows=2
+    )
+    assert pruned >= 3
     assert [r["request_id"] for r in await pool.fetch(kept, f"%-{unique}")] == [f"batch-{unique}"]

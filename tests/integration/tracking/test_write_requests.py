@@ -1,0 +1,96 @@
+"""Request ids of the writes that claim their own (LogMetric, LogBatch): a repeat is
+stored once, even when it races the first; another request under the same id is
+REQUEST_ID_REUSED; LogMetric's kind of id is not a LogBatch's; and a write that
+committed is answered OK even if merging small chunks after it fails."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+import cairn
+from cairn import _transport
+from cairn.exceptions import InvalidArgumentError
+from cairn.types import Metric
+from cairn_server.tracking.store import compaction
+from cairn_server.tracking.store.writes import METRIC_REQUEST_PREFIX
+
+_CLAIMS = "SELECT count(*) FROM tracking.applied_batches WHERE run_id = $1 AND request_id = $2"
+
+
+def _with_id(request_id: str) -> list[tuple[str, str]]:
+    return [(_transport.REQUEST_ID_HEADER, request_id)]
+
+
+async def _values(tracking: cairn.TrackingClient, run_id: str, key: str) -> list[float]:
+    return [p.value for p in await tracking.get_metric_history(run_id, key)]
+
+
+async def test_a_log_metric_id_sent_with_another_request_is_refused(
+    tracking: cairn.TrackingClient, run_id: str, unique: str
+) -> None:
+    same_id = _with_id(f"metric-{unique}")
+    await tracking.log_metric(run_id, "m", 1.0, step=1, timestamp=5, metadata=same_id)
+    await tracking.log_metric(run_id, "m", 1.0, step=1, timestamp=5, metadata=same_id)
+    with pytest.raises(InvalidArgumentError) as raised:
+        await tracking.log_metric(run_id, "m", 2.0, step=1, timestamp=5, metadata=same_id)
+    assert raised.value.reason == "REQUEST_ID_REUSED"
+    assert f"metric-{unique}" in str(raised.value)
+    assert METRIC_REQUEST_PREFIX not in str(raised.value)
+    assert await _values(tracking, run_id, "m") == [1.0]
+
+
+async def test_a_repeat_racing_the_first_call_is_stored_once(
+    tracking: cairn.TrackingClient, run_id: str, pool: asyncpg.Pool, unique: str
+) -> None:
+    same_id = _with_id(f"race-{unique}")
+    await asyncio.gather(
+        *(
+            tracking.log_metric(run_id, "m", 1.0, step=1, timestamp=5, metadata=same_id)
+            for _ in range(2)
+        )
+    )
+    small = [Metric("small", 1.0, 1, 1)]
+    large = [Metric("large", float(i), i, 1) for i in range(100)]
+    await asyncio.gather(
+        *(tracking.log_batch(run_id, small, request_id=f"small-{unique}") for _ in range(2)),
+        *(tracking.log_batch(run_id, large, request_id=f"large-{unique}") for _ in range(2)),
+    )
+    assert await _values(tracking, run_id, "m") == [1.0]
+    assert await _values(tracking, run_id, "small") == [1.0]
+    assert len(await _values(tracking, run_id, "large")) == 100
+    run = uuid.UUID(run_id)
+    for request_id in (f"{METRIC_REQUEST_PREFIX}race-", "small-", "large-"):
+        assert await pool.fetchval(_CLAIMS, run, request_id + unique) == 1
+
+
+async def test_log_batch_ids_may_not_take_log_metric_ids_kind(
+    tracking: cairn.TrackingClient, run_id: str, unique: str
+) -> None:
+    await tracking.log_metric(run_id, "m", 1.0, metadata=_with_id(unique))
+    with pytest.raises(InvalidArgumentError) as raised:
+        await tracking.log_batch(
+            run_id, [Metric("m", 2.0, 1, 1)], request_id=f"{METRIC_REQUEST_PREFIX}{unique}"
+        )
+    assert raised.value.reason == "INVALID_ARGUMENT"
+    assert await _values(tracking, run_id, "m") == [1.0]
+
+
+async def test_a_write_is_answered_ok_when_merging_after_it_fails(
+    tracking: cairn.TrackingClient, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    merges = []
+
+    async def failing_merge(*args: object, **kwargs: object) -> None:
+        merges.append(args)
+        raise asyncpg.LockNotAvailableError("lock timeout")
+
+    monkeypatch.setattr(compaction, "merge_small_chunks", failing_merge)
+    # One chunk id in CHECK_EVERY consecutive ones is a multiple of it: that write merges.
+    for step in range(compaction.CHECK_EVERY):
+        await tracking.log_metric(run_id, "m", float(step), step=step)
+    assert merges
+    assert await _values(tracking, run_id, "m") == [float(s) for s in range(compaction.CHECK_EVERY)]
