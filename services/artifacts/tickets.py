@@ -6,7 +6,10 @@ process starts: it can be neither altered nor forged, it works on the process th
 issued it only, and it carries everything the transfer may do (one upload to one path
 with the checks of the call that issued it, or the bytes of one stored key), so it
 never grants more than its call did. It expires a minute after it was issued: a
-transfer must begin by then (one that began runs to its end).
+transfer must begin by then (one that began runs to its end). An upload's ticket is
+used once: the process remembers the PUT tickets it accepted until they expire (it
+alone can verify them, so its memory is the whole record). A download's ticket may be
+used again within its minute, for the same bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import hmac
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -43,6 +47,8 @@ class Ticket:
 class TicketSigner:
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key or os.urandom(32)
+        self._used: dict[str, float] = {}  # the signatures of PUT tickets accepted
+        self._lock = threading.Lock()
 
     def issue(self, **claims: object) -> str:
         ticket = Ticket(expires=time.time() + TICKET_SECONDS, **claims)  # type: ignore[arg-type]
@@ -68,7 +74,19 @@ class TicketSigner:
             raise PermissionDenied(
                 "TICKET_EXPIRED", "the ticket expired; ask the service for a new one"
             )
+        if method == "PUT":
+            self._use_once(signature, ticket.expires)
         return ticket
+
+    def _use_once(self, signature: str, expires: float) -> None:
+        now = time.time()
+        with self._lock:
+            if signature in self._used:
+                raise _invalid("the upload's ticket was used already")
+            for used, until in list(self._used.items()):
+                if until < now:  # expired: refused as such from now on
+                    del self._used[used]
+            self._used[signature] = expires
 
     def _sign(self, payload: str) -> str:
         return _encode(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())

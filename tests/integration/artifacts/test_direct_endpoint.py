@@ -143,13 +143,16 @@ def test_failures_are_answered_as_the_grpc_service_answers_them(
     endpoint: tuple[ByteEndpoint, _Transfers],
 ):
     served, transfers = endpoint
-    token = transfers.signer.issue(method="PUT", project="p", path="a")
+
+    def put() -> bytes:
+        return _put(transfers.signer.issue(method="PUT", project="p", path="a"), DATA)
+
     transfers.failure = asyncpg.PostgresConnectionError("the database went away")
-    status, error = _exchange(served.port, _put(token, DATA))
+    status, error = _exchange(served.port, put())
     assert (status, error["code"], error["reason"]) == (503, "UNAVAILABLE", "DATABASE_UNAVAILABLE")
     transfers.failure = RuntimeError("a bug")
     with capture_logs() as logged:
-        status, error = _exchange(served.port, _put(token, DATA))
+        status, error = _exchange(served.port, put())
     assert (status, error["code"], error["reason"]) == (500, "INTERNAL", "INTERNAL")
     correlation = error["message"].rpartition(" ")[2]
     assert [line["correlation_id"] for line in logged] == [correlation]
@@ -162,13 +165,16 @@ def test_refusals_carry_declared_reasons(endpoint: tuple[ByteEndpoint, _Transfer
     gone = transfers.signer.issue(method="GET", project="p", path="a", key="gone", size=1)
     status, error = _exchange(served.port, _get(gone))
     assert (status, error["code"], error["reason"]) == (410, "ABORTED", "OBJECT_CHANGED")
-    token = transfers.signer.issue(method="PUT", project="p", path="a")
-    status, error = _exchange(served.port, _put(token, DATA, "X-Cairn-Sha256: not-a-sha256\r\n"))
+    garbled = transfers.signer.issue(method="PUT", project="p", path="a")
+    status, error = _exchange(served.port, _put(garbled, DATA, "X-Cairn-Sha256: not-a-sha256\r\n"))
     assert (status, error["code"]) == (400, "INVALID_ARGUMENT")
     assert "64 hexadecimal" in error["message"]
+    token = transfers.signer.issue(method="PUT", project="p", path="a")
     digest = hashlib.sha256(DATA).hexdigest()
     status, _ = _exchange(served.port, _put(token, DATA, f"X-Cairn-Sha256: {digest}\r\n"))
     assert status == 200
+    status, error = _exchange(served.port, _put(token, DATA))  # an upload's ticket: once
+    assert (status, error["reason"]) == (403, "TICKET_INVALID")
 
 
 def test_an_upload_longer_than_announced_is_refused(endpoint: tuple[ByteEndpoint, _Transfers]):
