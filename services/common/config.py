@@ -103,7 +103,8 @@ class Config:
     request_id_retention_seconds: float = _setting(
         3600.0,
         "how long a write's request id is remembered, so that a retry within it gets the "
-        "first answer instead of applying the write again (LogBatch: see the next)",
+        "first answer instead of applying the write again (LogMetric's included; LogBatch's "
+        "request_id field: see the next)",
     )
     batch_id_retention_seconds: float = _setting(
         30 * 86400.0,
