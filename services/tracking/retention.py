@@ -25,17 +25,22 @@ _log = logs.get("cairn.tracking.retention")
 MAX_INTERVAL_SECONDS = 3600
 SLICE_ROWS = 10_000
 
-# Each through an index on applied_at: the oldest rows of either kind, then the old
-# LogMetric rows (by the partial index of the rows with a fingerprint).
+# The oldest rows of either kind, then the old LogMetric rows (by the partial index of
+# the rows with a fingerprint). now() (each statement is its own transaction), not
+# clock_timestamp(), so that the cutoff bounds the index scan, which stops at the first
+# young row, instead of filtering a month of young LogBatch ids row by row; ctid IN
+# (...) deletes the rows found by their TIDs.
 _PRUNE_ALL = """
 DELETE FROM tracking.applied_batches WHERE ctid IN (
     SELECT ctid FROM tracking.applied_batches
-    WHERE applied_at < clock_timestamp() - $1 * interval '1 second' LIMIT $2)"""
+    WHERE applied_at < now() - $1 * interval '1 second'
+    ORDER BY applied_at LIMIT $2)"""
 _PRUNE_METRIC = """
 DELETE FROM tracking.applied_batches WHERE ctid IN (
     SELECT ctid FROM tracking.applied_batches
     WHERE fingerprint IS NOT NULL
-      AND applied_at < clock_timestamp() - $1 * interval '1 second' LIMIT $2)"""
+      AND applied_at < now() - $1 * interval '1 second'
+    ORDER BY applied_at LIMIT $2)"""
 
 
 async def forget_batch_ids(resources: Resources) -> None:
