@@ -16,7 +16,7 @@ from cairn.artifacts.v1 import artifacts_pb2 as pb
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 
 from ..common.config import Config
-from ..common.errors import FailedPrecondition, invalid_field
+from ..common.errors import FailedPrecondition, Unavailable, invalid_field
 from ..common.service import Resources
 from . import backends
 from .direct import ByteEndpoint, ChunkedReader, on_loop
@@ -59,8 +59,12 @@ class DirectTransfers:
         await asyncio.to_thread(self._endpoint.close, self._config.shutdown_grace_seconds)
 
     def check_offered(self) -> ByteEndpoint:
-        """Raises FAILED_PRECONDITION (DIRECT_TRANSFER_UNAVAILABLE) unless the endpoint runs."""
-        if self._endpoint is None or self._stopping.is_set():
+        """Raises FAILED_PRECONDITION (DIRECT_TRANSFER_UNAVAILABLE) unless the endpoint runs,
+        and UNAVAILABLE (SHUTTING_DOWN) while the server stops: that is no reason for a
+        client to stop asking for tickets (the next server may offer them)."""
+        if self._stopping.is_set():
+            raise Unavailable("SHUTTING_DOWN", "the server is stopping; stream instead")
+        if self._endpoint is None:
             raise FailedPrecondition(
                 "DIRECT_TRANSFER_UNAVAILABLE",
                 "this server offers no direct transfer (CAIRN_ARTIFACT_DIRECT, filesystem "

@@ -191,6 +191,25 @@ async def test_a_ticket_the_endpoint_does_not_know_is_streamed_around(
     assert refused.value.lasting
 
 
+async def test_a_stopping_server_is_streamed_to_without_turning_direct_transfer_off(
+    config: Config, pool: asyncpg.Pool, unique: str, moved: collections.Counter[str]
+):
+    server = CairnServer(config, catalog.select(["artifacts"]), pool)
+    port = await server.start()
+    try:
+        project = await new_project(port, f"st-{unique}")
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", port, project=project, timeout=None
+        ) as client:
+            client.direct_threshold = SMALL_THRESHOLD
+            server._resources.stopping.set()  # as stop() does before gRPC stops its calls
+            info = await client.upload("s/data.bin", DATA)
+            assert info.sha256 == hashlib.sha256(DATA).hexdigest()
+            assert client._direct_offered and not moved  # told SHUTTING_DOWN, not off
+    finally:
+        await server.stop(grace=1.0)
+
+
 @pytest.mark.parametrize("size", [0, 4095, 4096, 4 * 1024 * 1024 + 4097])
 def test_files_written_around_the_page_cache_hold_what_was_written(tmp_path: Path, size: int):
     data = os.urandom(size)

@@ -45,6 +45,7 @@ Source = str | os.PathLike[str] | bytes | BinaryIO
 # Sources that can be read again from the start; a file object is read once.
 Resendable = (str, os.PathLike, bytes, bytearray, memoryview)
 NO_DIRECT = "DIRECT_TRANSFER_UNAVAILABLE"
+SHUTTING_DOWN = "SHUTTING_DOWN"
 # A byte endpoint this client could not reach is not tried again for this long: each
 # try costs a connect timeout (3 s) when its packets are dropped.
 UNREACHABLE_SECONDS = 300.0
@@ -91,9 +92,14 @@ class ArtifactClient(BaseClient):
             self._unreachable[(endpoint.host, endpoint.port)] = later
 
     async def _ticket(self, method: Any, request: Any, timeout: Any, metadata: Any) -> Any:
-        """The ticket call's answer; None when the server offers no direct transfer."""
+        """The ticket call's answer; None when the server offers no direct transfer, or
+        not while it stops (this transfer streams, the next asks again)."""
         try:
             return await self._transport.unary(method, request, timeout=timeout, metadata=metadata)
+        except UnavailableError as error:
+            if error.reason == SHUTTING_DOWN:
+                return None
+            raise
         except (FailedPreconditionError, UnimplementedError) as error:
             if isinstance(error, UnimplementedError) or error.reason == NO_DIRECT:
                 self._direct_offered = False
