@@ -4,9 +4,11 @@
 A batch lands whole or not at all, and a batch with a request id records that id with
 its write, so a retry is applied once. A small batch of metrics alone (LogMetric) is one
 SQL statement (and, now and then, a second that merges the small chunks such writes
-leave behind: compaction.py); any other batch is one transaction: BEGIN, a statement
-that checks the run, claims the request id and moves the latest points, params and tags
-if any, binary COPY of its history chunks, COMMIT.
+leave behind: compaction.py; a LogMetric whose request id was taken reads what request
+took it: the same one is answered OK, another is REQUEST_ID_REUSED); any other batch
+is one transaction: BEGIN, a statement that checks the run, claims the request id and
+moves the latest points, params and tags if any, binary COPY of its history chunks,
+COMMIT.
 """
 
 from __future__ import annotations
