@@ -36,6 +36,7 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,6 +44,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar, cast
 
 import grpc
+
+from cairn.direct_io import BUFFER as WRITE_BUFFER
 
 from ..common import database, logs
 from ..common.errors import DomainError, InvalidArgument, Unavailable
@@ -56,7 +59,6 @@ SHA256_TRAILER = "x-cairn-sha256"
 MAX_CHUNK = 4 * 1024 * 1024  # what the client sends; bounds one chunk held in memory
 MAX_HEADER_LINE = 8192
 READ_AHEAD = 2
-WRITE_BUFFER = 4 * 1024 * 1024  # the O_DIRECT writer's (cairn.direct_io.BUFFER)
 # An upload holds READ_AHEAD queued chunks, one being received, one being written and
 # the writer's buffer: 20 MiB. The transfers at once are sized from a budget of 512 MiB
 # (a download holds only its socket buffers).
@@ -117,6 +119,7 @@ class ByteEndpoint:
         self._server.stopping.set()
         self._server.shutdown()
         self._server.server_close()
+        self._server.reaper.stop()
         self._server.wait_for_transfers(grace)
 
 
@@ -136,6 +139,7 @@ class _Server(socketserver.ThreadingTCPServer):
         self._transfers = threading.BoundedSemaphore(MAX_TRANSFERS)
         self._active = 0
         self._idle = threading.Condition()
+        self.reaper = _Reaper()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # Over the limit, a connection is closed here: no thread, no handshake.
@@ -176,6 +180,39 @@ class _Server(socketserver.ThreadingTCPServer):
             self._idle.wait_for(lambda: self._active == 0, timeout=grace)
 
 
+class _Reaper:
+    """Shuts down connections still without their request head after HEAD_SECONDS: a
+    read timeout alone would let a client trickle a byte every few seconds for ever."""
+
+    def __init__(self) -> None:
+        self._due: dict[socket.socket, float] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        threading.Thread(target=self._run, name="cairn-direct-reaper", daemon=True).start()
+
+    def watch(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._due[connection] = time.monotonic() + HEAD_SECONDS
+
+    def release(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._due.pop(connection, None)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(0.5):
+            now = time.monotonic()
+            with self._lock:
+                late = [c for c, due in self._due.items() if due < now]
+                for connection in late:
+                    del self._due[connection]
+            for connection in late:
+                with contextlib.suppress(OSError):  # the handler's reads end at once
+                    connection.shutdown(socket.SHUT_RDWR)
+
+
 class _Server6(_Server):
     address_family = socket.AF_INET6  # a class attribute: read when the socket is made
 
@@ -190,18 +227,22 @@ class _Handler(socketserver.BaseRequestHandler):
     server: _Server
 
     def handle(self) -> None:
-        # Until its ticket passed, a connection has HEAD_SECONDS to be of use.
+        # A connection has HEAD_SECONDS for its handshake and request head in all.
         self.request.settimeout(HEAD_SECONDS)
-        connection = self._secured()
-        if connection is None:
-            return
-        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        incoming = cast(BinaryIO, connection.makefile("rb", buffering=256 * 1024))
-        with connection, incoming:
-            try:
-                self._serve(connection, incoming)
-            except Exception as error:
-                _answer_failure(connection, error)
+        self.server.reaper.watch(self.request)
+        try:
+            connection = self._secured()
+            if connection is None:
+                return
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            incoming = cast(BinaryIO, connection.makefile("rb", buffering=256 * 1024))
+            with connection, incoming:
+                try:
+                    self._serve(connection, incoming)
+                except Exception as error:
+                    _answer_failure(connection, error)
+        finally:
+            self.server.reaper.release(self.request)
 
     def _secured(self) -> socket.socket | None:
         if self.server.tls is None:
@@ -213,6 +254,7 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def _serve(self, connection: socket.socket, incoming: BinaryIO) -> None:
         method, target, headers = _read_head(incoming)
+        self.server.reaper.release(self.request)
         if not target.startswith(PREFIX) or method not in ("PUT", "GET"):
             raise HttpError(
                 404, grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED", "no such resource"

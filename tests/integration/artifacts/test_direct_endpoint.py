@@ -139,6 +139,25 @@ def test_a_connection_that_sends_no_request_is_closed(
         assert connection.recv(1) == b""
 
 
+def test_a_request_head_trickled_in_is_cut_off(
+    endpoint: tuple[ByteEndpoint, _Transfers], monkeypatch: pytest.MonkeyPatch
+):
+    served, _ = endpoint
+    monkeypatch.setattr(direct, "HEAD_SECONDS", 0.5)
+    with socket.create_connection(("127.0.0.1", served.port), timeout=0.2) as connection:
+        for _ in range(50):  # a byte every 0.2 s, each well within a read's timeout
+            try:
+                connection.sendall(b"G")
+                if connection.recv(1) == b"":
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        else:
+            pytest.fail("a head sent for 10 s was still being read")
+
+
 def test_failures_are_answered_as_the_grpc_service_answers_them(
     endpoint: tuple[ByteEndpoint, _Transfers],
 ):
