@@ -284,6 +284,10 @@ class _Handler(socketserver.BaseRequestHandler):
         _send(connection, 200, info, "application/x-protobuf")
 
 
+class ClientGone(Exception):
+    """The client's connection broke or stalled in the middle of an upload's body."""
+
+
 class ChunkedReader:
     """A file-like `read(n)` over a chunked HTTP body, verified at the end (the trailer's
     sha256, else the ticket's, and the expected size). Three threads overlap: this one
@@ -346,6 +350,8 @@ class ChunkedReader:
         while not self._stopped.is_set():
             try:
                 item: bytes | BaseException = self._next()
+            except OSError as error:  # told apart from the writer's errors (the disk's)
+                item = ClientGone(f"the upload's connection broke: {error}")
             except BaseException as error:
                 item = error
             while not self._stopped.is_set():
@@ -457,7 +463,7 @@ def _answer_failure(connection: socket.socket, error: Exception) -> None:
     correlation id that the log line holds too; nothing when the client went away."""
     answer = _known(error) or database.domain_error(error)
     if answer is None:
-        if isinstance(error, OSError):
+        if isinstance(error, OSError | ClientGone):
             return  # the connection broke; an upload was discarded on the way out
         correlation = uuid.uuid4().hex
         _log.error("direct transfer failed", correlation_id=correlation, exc_info=error)

@@ -99,7 +99,10 @@ class DirectTransfers:
 
     def store(self, upload: PendingUpload, reader: ChunkedReader, ticket: Ticket) -> bytes:
         try:
-            self._backend.write(upload.storage_key, reader, upload.content_type, ticket.size)
+            try:
+                self._backend.write(upload.storage_key, reader, upload.content_type, ticket.size)
+            except OSError as error:  # the disk's (full, say): no client that went away
+                raise RuntimeError(f"writing {upload.storage_key} failed: {error}") from error
             if not reader.verified:  # never publish what was not checked to the end
                 raise invalid_field("body", "the upload ended before its last chunk")
         except BaseException:
