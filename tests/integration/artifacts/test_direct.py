@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import grpc
 import pytest
 
 import cairn
@@ -143,6 +144,22 @@ async def test_bytes_that_differ_from_the_checksum_publish_nothing(
     assert (status, error["code"], error["reason"]) == (500, "DATA_LOSS", "CHECKSUM_MISMATCH")
     with pytest.raises(NotFoundError):
         await direct.stat("t/corrupt.bin")
+
+
+async def test_a_streamed_upload_longer_than_announced_is_refused_at_once(
+    direct: cairn.ArtifactClient,
+):
+    header = api.UploadHeader(project=direct.project, path="t/long.bin", expected_size=10)
+
+    async def requests() -> AsyncIterator[api.UploadRequest]:
+        yield api.UploadRequest(header=header)
+        yield api.UploadRequest(chunk=b"x" * 20)
+        yield api.UploadRequest(finish=api.UploadFinish())
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await direct._stub.Upload(requests())
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "more than the 10 bytes" in (refused.value.details() or "")
 
 
 @pytest.fixture
