@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -45,7 +46,7 @@ from typing import Any, BinaryIO, Protocol, TypeVar, cast
 
 import grpc
 
-from cairn.direct_io import BUFFER as WRITE_BUFFER
+from cairn._direct_io import BUFFER as WRITE_BUFFER
 
 from ..common import database, logs
 from ..common.errors import DomainError, InvalidArgument, Unavailable
@@ -68,6 +69,11 @@ MAX_TRANSFERS = 512 * 1024 * 1024 // TRANSFER_BYTES  # 25
 MAX_CONNECTIONS = 4 * MAX_TRANSFERS
 HEAD_SECONDS = 10.0
 IDLE_SECONDS = 300.0  # a transfer under way whose client stalls
+REAP_SECONDS = 0.5  # how often connections past HEAD_SECONDS are looked for
+# After an error answer, what the client still sends is read for at most this long or
+# this much before the connection closes (closing on unread bytes resets it).
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 4 * 1024 * 1024
 LOOP_SECONDS = 120.0  # the longest a database step of a transfer may wait for the loop
 READ_WINDOW = 32 * 1024 * 1024
 _log = logs.get("cairn.artifacts.direct")
@@ -113,6 +119,11 @@ class ByteEndpoint:
         )
         self._thread.start()
 
+    @property
+    def connections(self) -> int:
+        """The connections the endpoint holds (taken in, not yet closed)."""
+        return self._server.connections
+
     def close(self, grace: float = 0.0) -> None:
         """Stops taking connections and transfers (new ones are UNAVAILABLE, and clients
         stream instead), then waits up to grace seconds for the transfers under way."""
@@ -139,6 +150,7 @@ class _Server(socketserver.ThreadingTCPServer):
         self._transfers = threading.BoundedSemaphore(MAX_TRANSFERS)
         self._active = 0
         self._idle = threading.Condition()
+        self.connections = 0
         self.reaper = _Reaper()
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -146,17 +158,26 @@ class _Server(socketserver.ThreadingTCPServer):
         if not self._connections.acquire(blocking=False):
             self.shutdown_request(request)
             return
+        self._count(1)
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._connections.release()
+            self._let_go()
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._connections.release()
+            self._let_go()
+
+    def _let_go(self) -> None:
+        self._count(-1)
+        self._connections.release()
+
+    def _count(self, change: int) -> None:
+        with self._idle:
+            self.connections += change
 
     @contextlib.contextmanager
     def transfer_slot(self) -> Iterator[None]:
@@ -182,35 +203,56 @@ class _Server(socketserver.ThreadingTCPServer):
 
 class _Reaper:
     """Shuts down connections still without their request head after HEAD_SECONDS: a
-    read timeout alone would let a client trickle a byte every few seconds for ever."""
+    read timeout alone would let a client trickle a byte every few seconds for ever.
+
+    It watches a duplicate of each connection's socket: TLS's wrap_socket detaches the
+    handler's socket object, while shutting the duplicate down ends the TCP connection
+    both name. Once stopped, it still cuts the connections it watches when they are due
+    (a connection taken in before the endpoint closed sends its head, to be told
+    SHUTTING_DOWN, or is cut), and ends when none is left."""
 
     def __init__(self) -> None:
         self._due: dict[socket.socket, float] = {}
-        self._lock = threading.Lock()
-        self._stopped = threading.Event()
+        self._lock = threading.Lock()  # also keeps a duplicate from closing mid-shutdown
+        self._stopping = False
+        self._ended = False
         threading.Thread(target=self._run, name="cairn-direct-reaper", daemon=True).start()
 
-    def watch(self, connection: socket.socket) -> None:
+    def watch(self, connection: socket.socket) -> socket.socket:
+        """Watches the connection; returns what to release once its head arrived."""
+        watched = connection.dup()
         with self._lock:
-            self._due[connection] = time.monotonic() + HEAD_SECONDS
+            if self._ended:  # taken in before the endpoint closed, come too late
+                _cut(watched)
+            else:
+                self._due[watched] = time.monotonic() + HEAD_SECONDS
+        return watched
 
-    def release(self, connection: socket.socket) -> None:
+    def release(self, watched: socket.socket) -> None:
         with self._lock:
-            self._due.pop(connection, None)
+            self._due.pop(watched, None)
+            watched.close()
 
     def stop(self) -> None:
-        self._stopped.set()
+        with self._lock:
+            self._stopping = True
 
     def _run(self) -> None:
-        while not self._stopped.wait(0.5):
+        while True:
+            time.sleep(REAP_SECONDS)
             now = time.monotonic()
             with self._lock:
-                late = [c for c, due in self._due.items() if due < now]
-                for connection in late:
-                    del self._due[connection]
-            for connection in late:
-                with contextlib.suppress(OSError):  # the handler's reads end at once
-                    connection.shutdown(socket.SHUT_RDWR)
+                for watched in [c for c, due in self._due.items() if due < now]:
+                    del self._due[watched]
+                    _cut(watched)
+                if self._stopping and not self._due:
+                    self._ended = True
+                    return
+
+
+def _cut(watched: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # the handler's reads end at once
+        watched.shutdown(socket.SHUT_RDWR)
 
 
 class _Server6(_Server):
@@ -229,7 +271,7 @@ class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         # A connection has HEAD_SECONDS for its handshake and request head in all.
         self.request.settimeout(HEAD_SECONDS)
-        self.server.reaper.watch(self.request)
+        self._watched = self.server.reaper.watch(self.request)
         try:
             connection = self._secured()
             if connection is None:
@@ -240,9 +282,10 @@ class _Handler(socketserver.BaseRequestHandler):
                 try:
                     self._serve(connection, incoming)
                 except Exception as error:
-                    _answer_failure(connection, error)
+                    if _answer_failure(connection, error):
+                        _linger(connection)
         finally:
-            self.server.reaper.release(self.request)
+            self.server.reaper.release(self._watched)
 
     def _secured(self) -> socket.socket | None:
         if self.server.tls is None:
@@ -254,7 +297,7 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def _serve(self, connection: socket.socket, incoming: BinaryIO) -> None:
         method, target, headers = _read_head(incoming)
-        self.server.reaper.release(self.request)
+        self.server.reaper.release(self._watched)
         if not target.startswith(PREFIX) or method not in ("PUT", "GET"):
             raise HttpError(
                 404, grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED", "no such resource"
@@ -285,7 +328,16 @@ class _Handler(socketserver.BaseRequestHandler):
 
 
 class ClientGone(Exception):
-    """The client's connection broke or stalled in the middle of an upload's body."""
+    """The client's connection broke or stalled in the middle of a transfer."""
+
+
+class StoredFileError(Exception):
+    """A stored file could not be read: the server's fault, logged as INTERNAL, and
+    answered so unless the answer had begun (then the connection only closes)."""
+
+    def __init__(self, error: OSError, *, answering: bool) -> None:
+        super().__init__(f"the stored file could not be read: {error}")
+        self.answering = answering
 
 
 class ChunkedReader:
@@ -427,19 +479,33 @@ def _read_fields(incoming: BinaryIO) -> dict[str, str]:
 def _send_file(connection: socket.socket, path: Path, size: int) -> None:
     try:
         source = path.open("rb")
+        # A file written around the page cache is read from disk: each window is asked
+        # for ahead of the one being sent, so the disk reads while the socket sends.
+        _read_ahead(source, 0, size)
     except FileNotFoundError:  # replaced or deleted since the ticket was issued
         raise HttpError(
             410, grpc.StatusCode.ABORTED, "OBJECT_CHANGED", "the object changed; ask again"
         ) from None
+    except OSError as error:
+        raise StoredFileError(error, answering=False) from error
     with source:  # an open file keeps its bytes readable even if deleted meanwhile
         head = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
         connection.sendall(head.encode())
-        # A file written around the page cache is read from disk: each window is asked
-        # for ahead of the one being sent, so the disk reads while the socket sends.
-        _read_ahead(source, 0, size)
-        for offset in range(0, size, READ_WINDOW):
-            _read_ahead(source, offset + READ_WINDOW, size)
-            connection.sendfile(source, offset, min(READ_WINDOW, size - offset))
+        try:
+            for offset in range(0, size, READ_WINDOW):
+                _read_ahead(source, offset + READ_WINDOW, size)
+                connection.sendfile(source, offset, min(READ_WINDOW, size - offset))
+        except OSError as error:
+            if _connection_error(error):
+                raise ClientGone(f"the download's connection broke: {error}") from error
+            raise StoredFileError(error, answering=True) from error
+
+
+def _connection_error(error: OSError) -> bool:
+    """Whether an error of sendfile is the socket's, not the file's."""
+    if isinstance(error, ConnectionError | TimeoutError | ssl.SSLError):
+        return True
+    return error.errno in (errno.EPIPE, errno.ENOTCONN, errno.ECONNRESET)
 
 
 def _read_ahead(source: BinaryIO, offset: int, size: int) -> None:
@@ -457,24 +523,46 @@ def _send(connection: socket.socket, status: int, body: bytes, content_type: str
     connection.sendall(head.encode() + body)
 
 
-def _answer_failure(connection: socket.socket, error: Exception) -> None:
+def _answer_failure(connection: socket.socket, error: Exception) -> bool:
     """Answers what failed as the gRPC interceptor would: a domain error as its status,
     the database out of reach as UNAVAILABLE, anything else as INTERNAL with a
-    correlation id that the log line holds too; nothing when the client went away."""
+    correlation id that the log line holds too; nothing when the client went away, or
+    when a download's answer had begun. Whether an answer was sent."""
     answer = _known(error) or database.domain_error(error)
     if answer is None:
         if isinstance(error, OSError | ClientGone):
-            return  # the connection broke; an upload was discarded on the way out
+            return False  # the connection broke; an upload was discarded on the way out
         correlation = uuid.uuid4().hex
         _log.error("direct transfer failed", correlation_id=correlation, exc_info=error)
+        if isinstance(error, StoredFileError) and error.answering:
+            return False  # its head went out: the client finds the body short
         answer = HttpError(
             500,
             grpc.StatusCode.INTERNAL,
             "INTERNAL",
             f"internal error; correlation id {correlation}",
         )
-    with contextlib.suppress(OSError):
+    try:
         _send_error(connection, answer)
+    except OSError:
+        return False
+    return True
+
+
+def _linger(connection: socket.socket) -> None:
+    """Reads what the client still sends after an error answer (an upload's body), for
+    at most LINGER_SECONDS or LINGER_BYTES, once it knows no more comes from here:
+    closing on unread bytes resets the connection, and a reset may destroy the answer
+    before the client read it, which would send the upload again."""
+    deadline, drained = time.monotonic() + LINGER_SECONDS, 0
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_WR)
+        while drained < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+            connection.settimeout(left)
+            received = connection.recv(256 * 1024)
+            if not received:
+                return
+            drained += len(received)
 
 
 def _known(error: Exception) -> HttpError | DomainError | None:

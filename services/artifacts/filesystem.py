@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from cairn.direct_io import DirectWriter
+from cairn._direct_io import DirectWriter
 
 from ..common.errors import DataLoss
 from .blobs import CHUNK, MissingBytes, Readable, Unfinished

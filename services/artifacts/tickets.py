@@ -7,9 +7,9 @@ issued it only, and it carries everything the transfer may do (one upload to one
 with the checks of the call that issued it, or the bytes of one stored key), so it
 never grants more than its call did. It expires a minute after it was issued: a
 transfer must begin by then (one that began runs to its end). An upload's ticket is
-used once: the process remembers the PUT tickets it accepted until they expire (it
-alone can verify them, so its memory is the whole record). A download's ticket may be
-used again within its minute, for the same bytes.
+used once (TICKET_USED after): the process remembers the PUT tickets it accepted until
+they expire (it alone can verify them, so its memory is the whole record). A download's
+ticket may be used again within its minute, for the same bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import base64
 import binascii
 import dataclasses
 import hashlib
+import heapq
 import hmac
 import json
 import os
@@ -47,7 +48,8 @@ class Ticket:
 class TicketSigner:
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key or os.urandom(32)
-        self._used: dict[str, float] = {}  # the signatures of PUT tickets accepted
+        self._used: set[str] = set()  # the signatures of PUT tickets accepted
+        self._expiries: list[tuple[float, str]] = []  # theirs, a heap: soonest first
         self._lock = threading.Lock()
 
     def issue(self, **claims: object) -> str:
@@ -59,7 +61,8 @@ class TicketSigner:
         """The ticket's claims, if it is intact, for this method, and not expired.
 
         Raises:
-            PermissionDenied: TICKET_INVALID or TICKET_EXPIRED.
+            PermissionDenied: TICKET_INVALID, TICKET_EXPIRED, or TICKET_USED (an
+                upload's ticket presented again).
         """
         payload, _, signature = token.partition(".")
         if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
@@ -81,12 +84,14 @@ class TicketSigner:
     def _use_once(self, signature: str, expires: float) -> None:
         now = time.time()
         with self._lock:
+            # Expired tickets are refused as such from now on: only those are forgotten,
+            # each once, so a PUT costs a few heap steps, not a scan of every ticket.
+            while self._expiries and self._expiries[0][0] < now:
+                self._used.discard(heapq.heappop(self._expiries)[1])
             if signature in self._used:
-                raise _invalid("the upload's ticket was used already")
-            for used, until in list(self._used.items()):
-                if until < now:  # expired: refused as such from now on
-                    del self._used[used]
-            self._used[signature] = expires
+                raise PermissionDenied("TICKET_USED", "the upload's ticket was used already")
+            self._used.add(signature)
+            heapq.heappush(self._expiries, (expires, signature))
 
     def _sign(self, payload: str) -> str:
         return _encode(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())

@@ -21,8 +21,8 @@ import pytest
 
 import cairn
 from cairn._clients import _direct
+from cairn._direct_io import DirectWriter
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
-from cairn.direct_io import DirectWriter
 from cairn.exceptions import NotFoundError
 from cairn_server import catalog
 from cairn_server.artifacts.tickets import TicketSigner

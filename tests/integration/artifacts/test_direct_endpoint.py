@@ -8,11 +8,13 @@ import io
 import json
 import os
 import socket
+import ssl
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -21,14 +23,15 @@ from structlog.testing import capture_logs
 
 import cairn
 import cairn.sync
-from cairn import direct_io
+from cairn import _direct_io
 from cairn._clients import _direct
 from cairn.exceptions import UnavailableError
-from cairn_server.artifacts import direct
+from cairn_server.artifacts import direct, filesystem
 from cairn_server.artifacts.direct import ByteEndpoint, ChunkedReader
 from cairn_server.artifacts.filesystem import _check_length, _preallocate
 from cairn_server.artifacts.tickets import Ticket, TicketSigner
 from cairn_server.common.errors import DataLoss
+from tests.integration.test_tls import pki  # noqa: F401 (a fixture)
 
 DATA = b"0123456789" * 1000
 
@@ -62,6 +65,18 @@ def endpoint(tmp_path: Path) -> Iterator[tuple[ByteEndpoint, _Transfers]]:
     transfers = _Transfers(tmp_path)
     served = ByteEndpoint("127.0.0.1", 0, transfers, None)
     yield served, transfers
+    served.close()
+
+
+@pytest.fixture
+def tls_endpoint(
+    tmp_path: Path,
+    pki: dict[str, Path],  # noqa: F811 (the fixture imported above)
+) -> Iterator[ByteEndpoint]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki["server_cert"], pki["server_key"])
+    served = ByteEndpoint("127.0.0.1", 0, _Transfers(tmp_path), context)
+    yield served
     served.close()
 
 
@@ -100,6 +115,28 @@ def _get(token: str) -> bytes:
 
 def _idle(port: int, count: int) -> list[socket.socket]:
     return [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
+
+
+def _taken_in(served: ByteEndpoint) -> None:
+    """Waits until the endpoint took a connection in."""
+    deadline = time.monotonic() + 10
+    while not served.connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _cut_while_trickling(connection: socket.socket, data: bytes) -> bool:
+    """Sends data a byte every 0.2 s (its timeout), each well within a read's timeout
+    of the endpoint; whether the endpoint cut the connection before the end."""
+    for byte in data:
+        try:
+            connection.sendall(bytes([byte]))
+            if connection.recv(1) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
 
 
 def test_idle_connections_take_no_transfer_slot(endpoint: tuple[ByteEndpoint, _Transfers]):
@@ -145,17 +182,33 @@ def test_a_request_head_trickled_in_is_cut_off(
     served, _ = endpoint
     monkeypatch.setattr(direct, "HEAD_SECONDS", 0.5)
     with socket.create_connection(("127.0.0.1", served.port), timeout=0.2) as connection:
-        for _ in range(50):  # a byte every 0.2 s, each well within a read's timeout
-            try:
-                connection.sendall(b"G")
-                if connection.recv(1) == b"":
-                    break
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-        else:
-            pytest.fail("a head sent for 10 s was still being read")
+        assert _cut_while_trickling(connection, b"G" * 50), "a head sent for 10 s was read"
+
+
+def test_a_request_head_trickled_in_over_tls_is_cut_off(
+    tls_endpoint: ByteEndpoint,
+    monkeypatch: pytest.MonkeyPatch,
+    pki: dict[str, Path],  # noqa: F811 (the fixture imported above)
+):
+    """TLS takes over the socket the endpoint watches; the head is still bounded."""
+    monkeypatch.setattr(direct, "HEAD_SECONDS", 0.5)
+    context = ssl.create_default_context(cafile=str(pki["ca"]))
+    with (
+        socket.create_connection(("127.0.0.1", tls_endpoint.port), timeout=0.2) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as connection,
+    ):
+        assert _cut_while_trickling(connection, b"G" * 50), "a head sent for 10 s was read"
+
+
+def test_a_connection_taken_in_before_the_endpoint_closed_is_cut_off(
+    endpoint: tuple[ByteEndpoint, _Transfers], monkeypatch: pytest.MonkeyPatch
+):
+    served, _ = endpoint
+    monkeypatch.setattr(direct, "HEAD_SECONDS", 1.5)  # due after close() ended
+    with socket.create_connection(("127.0.0.1", served.port), timeout=0.2) as connection:
+        _taken_in(served)
+        served.close()
+        assert _cut_while_trickling(connection, b"G" * 50), "a head sent for 10 s was read"
 
 
 def test_failures_are_answered_as_the_grpc_service_answers_them(
@@ -177,6 +230,52 @@ def test_failures_are_answered_as_the_grpc_service_answers_them(
     assert [line["correlation_id"] for line in logged] == [correlation]
 
 
+def test_a_stored_file_that_cannot_be_read_is_an_internal_error(
+    endpoint: tuple[ByteEndpoint, _Transfers], monkeypatch: pytest.MonkeyPatch
+):
+    served, transfers = endpoint
+    (transfers.root / "dir").mkdir()  # opening it fails, and not as a missing file
+    token = transfers.signer.issue(method="GET", project="p", path="a", key="dir", size=1)
+    with capture_logs() as logged:
+        status, error = _exchange(served.port, _get(token))
+    assert (status, error["code"], error["reason"]) == (500, "INTERNAL", "INTERNAL")
+    correlation = error["message"].rpartition(" ")[2]
+    assert [line["correlation_id"] for line in logged] == [correlation]
+
+    def failing(*args: Any) -> int:
+        raise OSError(5, "Input/output error")  # the disk, in the middle of the file
+
+    (transfers.root / "k").write_bytes(DATA)
+    token = transfers.signer.issue(method="GET", project="p", path="a", key="k", size=len(DATA))
+    monkeypatch.setattr(socket.socket, "sendfile", failing)
+    with (
+        capture_logs() as logged,
+        socket.create_connection(("127.0.0.1", served.port), timeout=10) as connection,
+    ):
+        connection.sendall(_get(token))
+        answer = connection.makefile("rb").read()
+    assert answer.startswith(b"HTTP/1.1 200") and not answer.endswith(DATA)  # short
+    assert [line["log_level"] for line in logged] == ["error"]
+
+
+def test_an_error_answer_leaves_the_rest_of_the_body_time_to_arrive(
+    endpoint: tuple[ByteEndpoint, _Transfers],
+):
+    """Closing on bytes not read would reset the connection, and a reset may destroy the
+    answer before the client reads it: the endpoint reads on (up to a bound) instead."""
+    served, transfers = endpoint
+    token = transfers.signer.issue(method="PUT", project="p", path="a", size=100)
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as connection:
+        connection.sendall(_put(token, DATA))
+        answer = connection.makefile("rb").read()  # to the end the endpoint sends
+        assert b"HTTP/1.1 400" in answer
+        piece = os.urandom(256 * 1024)
+        for _ in range(8):  # the client still sending its body
+            connection.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        connection.shutdown(socket.SHUT_WR)
+        assert connection.recv(1) == b""
+
+
 def test_refusals_carry_declared_reasons(endpoint: tuple[ByteEndpoint, _Transfers]):
     served, transfers = endpoint
     status, error = _exchange(served.port, b"GET /elsewhere HTTP/1.1\r\n\r\n")
@@ -193,7 +292,19 @@ def test_refusals_carry_declared_reasons(endpoint: tuple[ByteEndpoint, _Transfer
     status, _ = _exchange(served.port, _put(token, DATA, f"X-Cairn-Sha256: {digest}\r\n"))
     assert status == 200
     status, error = _exchange(served.port, _put(token, DATA))  # an upload's ticket: once
-    assert (status, error["reason"]) == (403, "TICKET_INVALID")
+    assert (status, error["reason"]) == (403, "TICKET_USED")
+
+
+def test_a_used_upload_ticket_is_streamed_around_without_skipping_the_endpoint(
+    endpoint: tuple[ByteEndpoint, _Transfers],
+):
+    served, transfers = endpoint
+    token = transfers.signer.issue(method="PUT", project="p", path="a")
+    at = _direct.Endpoint("127.0.0.1", served.port, token, None)
+    assert _direct.upload(at, io.BytesIO(DATA), lambda done: None) == b"stored"
+    with pytest.raises(_direct.Unreachable) as refused:
+        _direct.upload(at, io.BytesIO(DATA), lambda done: None)
+    assert not refused.value.lasting  # this ticket's fault, not the endpoint's
 
 
 def test_an_upload_longer_than_announced_is_refused(endpoint: tuple[ByteEndpoint, _Transfers]):
@@ -209,11 +320,8 @@ def test_a_stopping_endpoint_sends_clients_to_the_streamed_path(
 ):
     served, transfers = endpoint
     token = transfers.signer.issue(method="PUT", project="p", path="a")
-    connections = served._server._connections
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as connection:
-        deadline = time.monotonic() + 10
-        while connections._value == direct.MAX_CONNECTIONS and time.monotonic() < deadline:
-            time.sleep(0.01)  # until the endpoint took the connection in
+        _taken_in(served)
         served.close(grace=5)
         connection.sendall(_put(token, DATA))
         answer = connection.makefile("rb").read()
@@ -278,7 +386,7 @@ def test_a_connection_that_breaks_after_the_body_is_unavailable(
 def test_a_partial_direct_write_then_einval_goes_on_where_it_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    data = os.urandom(direct_io.BUFFER + 10)
+    data = os.urandom(_direct_io.BUFFER + 10)
     real_write, calls = os.write, []
 
     def write(descriptor: int, view: Any) -> int:
@@ -289,10 +397,10 @@ def test_a_partial_direct_write_then_einval_goes_on_where_it_stopped(
             raise OSError(22, "Invalid argument")
         return real_write(descriptor, view)
 
-    with direct_io.DirectWriter.create(tmp_path / "f.bin") as out:
+    with _direct_io.DirectWriter.create(tmp_path / "f.bin") as out:
         if not out._direct:
             pytest.skip("this file system refuses O_DIRECT")
-        monkeypatch.setattr(direct_io.os, "write", write)
+        monkeypatch.setattr(_direct_io.os, "write", write)
         out.write(data)
     monkeypatch.undo()
     assert (tmp_path / "f.bin").read_bytes() == data
@@ -313,6 +421,19 @@ def test_preallocation_keeps_free_space_and_the_file_length(tmp_path: Path):
         assert os.fstat(out.fileno()).st_blocks == 0
         _preallocate(out.fileno(), 1 << 20)
         assert os.fstat(out.fileno()).st_size == 0  # only blocks, not length
+
+
+def test_preallocation_stops_where_it_would_eat_into_the_free_margin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    block, free = 4096, 2 << 30  # a 4 GiB disk with 2 GiB free: the margin is 1 GiB
+    disk = SimpleNamespace(f_frsize=block, f_blocks=(4 << 30) // block, f_bavail=free // block)
+    allocated: list[int] = []
+    monkeypatch.setattr(filesystem.os, "fstatvfs", lambda descriptor: disk)
+    monkeypatch.setattr(filesystem, "_fallocate", lambda fd, mode, at, size: allocated.append(size))
+    _preallocate(0, free - filesystem.FREE_MARGIN_BYTES + 1)
+    _preallocate(0, free - filesystem.FREE_MARGIN_BYTES)
+    assert allocated == [free - filesystem.FREE_MARGIN_BYTES]
 
 
 def test_the_sync_client_switches_direct_transfer_off():

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import grpc
 
-from ..direct_io import Writable
+from .._direct_io import Writable
 from ..exceptions import CairnError, UnavailableError, error_class
 
 CHUNK = 4 * 1024 * 1024
@@ -159,8 +159,8 @@ def _opened(
     """Sends a request's head; the answer's status, and its body unless the status is
     `going` (the transfer goes on). Unreachable when the endpoint breaks the connection
     or answers no HTTP before that, is busy or stopping (503), or does not know the
-    ticket (another replica's, behind a load balancer): nothing was sent yet, so the
-    client may stream instead."""
+    ticket (another replica's, behind a load balancer), or took its upload already (a
+    ticket sent again): nothing was sent yet, so the client may stream instead."""
     try:
         connection.sendall(head)
         status, fields = _status(incoming)
@@ -171,6 +171,8 @@ def _opened(
         raise Unreachable("the byte endpoint is busy or stopping")
     if status == REFUSED and _reason(body) == "TICKET_INVALID":
         raise Unreachable("the byte endpoint does not know the ticket", lasting=True)
+    if status == REFUSED and _reason(body) == "TICKET_USED":  # this ticket only
+        raise Unreachable("the byte endpoint took this ticket's upload already")
     return status, body
 
 

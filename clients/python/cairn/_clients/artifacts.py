@@ -16,14 +16,14 @@ from typing import Any, BinaryIO
 
 from google.protobuf.duration_pb2 import Duration
 
-from .. import direct_io
+from .. import _direct_io
 from .._base import BaseClient
+from .._direct_io import DirectWriter, Writable
 from .._progress import Meter, Progress, meter
 from .._transport import REQUEST_ID_HEADER, Metadata, with_id
 from ..artifacts.v1 import artifacts_pb2 as pb
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
-from ..direct_io import DirectWriter, Writable
 from ..exceptions import (
     DataLossError,
     FailedPreconditionError,
@@ -657,7 +657,7 @@ async def _written_behind(out: Writable, chunks: AsyncIterator[bytes]) -> AsyncI
 
 def _file_for(path: Path, size: int) -> BinaryIO | DirectWriter:
     """A new file to download into: large ones are written around the page cache."""
-    if size >= direct_io.BUFFER:
+    if size >= _direct_io.BUFFER:
         return DirectWriter.create(path, exclusive=False)
     return path.open("wb")
 
