@@ -1,7 +1,7 @@
 """Request ids of the writes that claim their own (LogMetric, LogBatch): a repeat is
-stored once, even when it races the first; another request under the same id is
-REQUEST_ID_REUSED; LogMetric's kind of id is not a LogBatch's; and a write that
-committed is answered OK even if merging small chunks after it fails."""
+stored once, also one sent while the first is under way; another request under the
+same id is REQUEST_ID_REUSED; LogMetric's kind of id is not a LogBatch's; and a write
+that committed is answered OK even if merging small chunks after it fails."""
 
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ async def test_a_log_metric_id_sent_with_another_request_is_refused(
 async def test_a_repeat_racing_the_first_call_is_stored_once(
     tracking: cairn.TrackingClient, run_id: str, pool: asyncpg.Pool, unique: str
 ) -> None:
+    """Repeats sent at once: their statements may or may not overlap in the database
+    (the scheduler decides), so this shows they are stored once, not that they raced."""
     same_id = _with_id(f"race-{unique}")
     await asyncio.gather(
         *(
