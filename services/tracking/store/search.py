@@ -298,7 +298,12 @@ async def _walk_one_metric(
     rows: list[asyncpg.Record] = []
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         if last is None or not last[0]:
+            # As for the newest-first walk: without statistics PostgreSQL would rather
+            # sort every value of the metric than walk its index (see _walk_newest_first).
+            # The runs without the metric are sorted, so sorting is allowed again for them.
+            await conn.execute("SET LOCAL enable_sort = off")
             rows += await _walk_metric_values(conn, query, term, last, wanted)
+            await conn.execute("SET LOCAL enable_sort = on")
             if len(rows) < wanted and await _metric_walked_too_far(conn, term, last):
                 return None
         if len(rows) < wanted:
