@@ -122,6 +122,7 @@ def _taken_in(served: ByteEndpoint) -> None:
     deadline = time.monotonic() + 10
     while not served.connections and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert served.connections, "the endpoint took no connection in within 10 s"
 
 
 def _cut_while_trickling(connection: socket.socket, data: bytes) -> bool:
