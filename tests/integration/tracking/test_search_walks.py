@@ -210,15 +210,7 @@ async def test_the_walk_and_the_sort_each_answer_in_one_experiment(
     monkeypatch.setattr(search, "RARE_LIMIT", 0)
     experiment = await _new_experiment(pool)
     await _runs(pool, experiment, [(i, "adam") for i in range(100)])
-    outcomes: list[bool] = []
-    walk = search._walk_newest_first
-
-    async def spied(*args: object) -> object:
-        rows = await walk(*args)  # type: ignore[arg-type]
-        outcomes.append(rows is not None)
-        return rows
-
-    monkeypatch.setattr(search, "_walk_newest_first", spied)
+    outcomes = _walk_outcomes(monkeypatch, "_walk_newest_first")
     for text in ("params.optimizer = 'adam'", "params.optimizer = 'sgd'"):
         query = search.RunQuery("default", [experiment], text, [], ViewType.ALL, 25, "")
         assert await _paged(pool, query) == await _sorted(pool, query)
@@ -273,20 +265,26 @@ async def test_a_metric_walk_through_other_experiments_values_gives_up_and_sorts
            SELECT run_id, 'acc', 0.5, 0, 0 FROM tracking.runs WHERE experiment_id = $1""",
         experiment,
     )
-    outcomes: list[bool] = []
-    walk = search._walk_one_metric
-
-    async def spied(*args: object) -> object:
-        rows = await walk(*args)  # type: ignore[arg-type]
-        outcomes.append(rows is not None)
-        return rows
-
-    monkeypatch.setattr(search, "_walk_one_metric", spied)
+    outcomes = _walk_outcomes(monkeypatch, "_walk_one_metric")
     query = search.RunQuery("default", [experiment], "", ["metrics.acc DESC"], ViewType.ALL, 2, "")
     found = await _paged(pool, query)
     assert found == await _sorted(pool, query)
     assert len(found) == 3
     assert outcomes == [False, False]
+
+
+def _walk_outcomes(monkeypatch: pytest.MonkeyPatch, name: str) -> list[bool]:
+    """Whether each call of the walk `name` answered (True) or gave up (False)."""
+    outcomes: list[bool] = []
+    walk = getattr(search, name)
+
+    async def spied(*args: Any) -> Any:
+        rows = await walk(*args)
+        outcomes.append(rows is not None)
+        return rows
+
+    monkeypatch.setattr(search, name, spied)
+    return outcomes
 
 
 async def _new_experiment(pool: asyncpg.Pool) -> int:
