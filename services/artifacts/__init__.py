@@ -24,7 +24,14 @@ def _register(server: grpc.aio.Server, resources: Resources) -> None:
 # grants what its call does (an upload: editor; a download: viewer).
 ROLES = role_table(
     viewer=["Download", "StatObject", "ListObjects", "CreateDownloadTicket"],
-    editor=["Upload", "DeleteObject", "CreatePresignedUrl", "ConfirmUpload", "CreateUploadTicket"],
+    editor=[
+        "Upload",
+        "DeleteObject",
+        "CreatePresignedUrl",
+        "ConfirmUpload",
+        "CreateUploadTicket",
+        "CompleteUploadTicket",
+    ],
 )
 
 SPEC = ServiceSpec(
@@ -41,9 +48,16 @@ SPEC = ServiceSpec(
     # discards what it refused, which a recorded call's rollback would undo; a
     # presigned URL is a bearer secret, never stored. (Upload, a stream, is never
     # recorded either: it keeps its id on the object too.)
-    # The ticket calls write nothing: an upload's ticket carries the request id to its
-    # publication, which keeps it on the object as Upload does.
+    # The ticket calls write nothing but an upload's row: an upload's ticket carries the
+    # request id to its publication (CompleteUploadTicket's on S3), which keeps it on
+    # the object as Upload does; CompleteUploadTicket discards what it refused.
     not_recorded=frozenset(
-        {"ConfirmUpload", "CreatePresignedUrl", "CreateUploadTicket", "CreateDownloadTicket"}
+        {
+            "ConfirmUpload",
+            "CreatePresignedUrl",
+            "CreateUploadTicket",
+            "CreateDownloadTicket",
+            "CompleteUploadTicket",
+        }
     ),
 )

@@ -24,6 +24,10 @@ class MissingBytes(Exception):
     """A key holds no bytes (any more): deleted or replaced since its row was read."""
 
 
+class RefusedParts(Exception):
+    """The object store refused to complete a multipart upload with the parts named."""
+
+
 @dataclass(frozen=True)
 class Unfinished:
     """A write a backend began and never completed (an S3 multipart upload)."""

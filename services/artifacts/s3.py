@@ -10,17 +10,21 @@ from typing import Any
 
 from minio import Minio
 from minio.commonconfig import CopySource
+from minio.datatypes import Part
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
+from minio.helpers import DictType
 
 from ..common.config import Config
-from .blobs import CHUNK, KEY_ROOT, MissingBytes, Readable, Unfinished
+from .blobs import CHUNK, KEY_ROOT, MissingBytes, Readable, RefusedParts, Unfinished
 
 MIB = 1024 * 1024
 S3_MIN_PART = 5 * MIB  # S3's smallest part
 S3_MAX_PARTS = 9_000  # below S3's limit of 10,000 parts, with room to spare
 S3_UNKNOWN_SIZE_PART = 8 * MIB  # when the size is not known: objects up to ~70 GiB
 _ABSENT = frozenset({"NoSuchKey", "NoSuchObject"})
+# What S3 answers a completion whose parts are not the ones uploaded, or too small.
+_BAD_PARTS = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "MalformedXML"})
 
 
 class S3Backend:
@@ -39,6 +43,8 @@ class S3Backend:
             secure=config.s3_secure,
             region=config.s3_region or None,
         )
+        self._config = config
+        self._signer: Minio | None = None
         self._bucket_ready = False
 
     def uri(self, key: str) -> str:
@@ -97,10 +103,72 @@ class S3Backend:
         # Read from the copy: the source may be written again meanwhile.
         return self.client.stat_object(self.bucket, self._name(target)).content_type or ""
 
-    def presign(self, key: str, method: str, expires: timedelta) -> str:
+    def presign(
+        self, key: str, method: str, expires: timedelta, query: DictType | None = None
+    ) -> str:
+        """A URL for clients: signed for CAIRN_S3_PUBLIC_ENDPOINT, the store's address
+        as they reach it."""
         return str(
-            self.client.get_presigned_url(method, self.bucket, self._name(key), expires=expires)
+            self._public().get_presigned_url(
+                method, self.bucket, self._name(key), expires=expires, extra_query_params=query
+            )
         )
+
+    def _public(self) -> Minio:
+        """A client that only signs, for the address clients reach the store at. Its
+        region is set, so signing makes no call (that address may not be reachable from
+        the service); when none is configured, it is the bucket's, asked once here."""
+        if self._signer is None:
+            config = self._config
+            self._signer = Minio(
+                config.s3_public_endpoint or config.s3_endpoint,
+                access_key=config.s3_access_key or None,
+                secret_key=config.s3_secret_key or None,
+                secure=config.s3_secure,
+                region=config.s3_region or self.client._get_region(self.bucket),
+            )
+        return self._signer
+
+    def begin_parts(self, key: str, content_type: str) -> str:
+        """Begins a multipart upload whose parts clients PUT through presigned URLs;
+        returns its id. Nothing is at the key until `complete_parts`."""
+        self._ensure_bucket()
+        headers: DictType = {"Content-Type": content_type}
+        return self.client._create_multipart_upload(self.bucket, self._name(key), headers)
+
+    def presign_parts(self, key: str, write_id: str, count: int, expires: timedelta) -> list[str]:
+        return [
+            self.presign(key, "PUT", expires, {"uploadId": write_id, "partNumber": str(number)})
+            for number in range(1, count + 1)
+        ]
+
+    def complete_parts(self, key: str, write_id: str, etags: list[str]) -> None:
+        """Completes a multipart upload with its parts, in order. After this no part URL
+        can change the object. A completion repeated after one that succeeded (its
+        answer lost) finds the object in place, and is done.
+
+        Raises:
+            RefusedParts: the ETags are not those of the uploaded parts, or a part but
+                the last is under 5 MiB, or the upload is neither pending nor complete.
+        """
+        parts = [Part(number, etag) for number, etag in enumerate(etags, 1)]
+        try:
+            self.client._complete_multipart_upload(self.bucket, self._name(key), write_id, parts)
+        except S3Error as error:
+            if error.code == "NoSuchUpload" and self._holds(key):
+                return
+            if error.code in _BAD_PARTS or error.code == "NoSuchUpload":
+                raise RefusedParts(f"{error.code}: {error.message}") from None
+            raise
+
+    def _holds(self, key: str) -> bool:
+        try:
+            self.client.stat_object(self.bucket, self._name(key))
+        except S3Error as error:
+            if error.code in _ABSENT:
+                return False
+            raise
+        return True
 
     def digest(self, key: str) -> tuple[str, int]:
         digest, size = hashlib.sha256(), 0

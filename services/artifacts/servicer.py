@@ -35,6 +35,7 @@ from ..common.idempotency import after_commit, request_id_of
 from ..common.service import Resources
 from . import backends, blobs, paths
 from .janitor import janitor_for
+from .presigned import PresignedTransfers
 from .store import ObjectStore, PendingUpload, StoredObject, already_exists
 from .streams import VerifyingReader, read_ahead
 from .transfers import DirectTransfers
@@ -67,6 +68,17 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         self._direct = DirectTransfers(
             resources, self._backend, self._objects, self._janitor, self._info, self._discard
         )
+        self._presigned = PresignedTransfers(
+            resources.config, self._backend, self._objects, self._janitor, self._discard
+        )
+
+    def _check_direct(self, accept_presigned: bool) -> bool:
+        """Whether the transfer goes through presigned URLs (S3) rather than the byte
+        endpoint; raises as `DirectTransfers.check_offered` when neither is offered."""
+        if self._presigned.offered(accept_presigned):
+            return True
+        self._direct.check_offered()
+        return False
 
     async def CreateUploadTicket(
         self, request: api.CreateUploadTicketRequest, context: Context
@@ -77,7 +89,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         expected_sha256 = _sha256(header.expected_sha256)
         content_type = _content_type(header.content_type) or DEFAULT_CONTENT_TYPE
         _check_size(header.expected_size)
-        self._direct.check_offered()
+        presigned = self._check_direct(request.accept_presigned)
         request_id = request_id_of(context)
         done = await self._objects.published_by(project, path, request_id)
         if done is not None:
@@ -85,6 +97,11 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             return api.CreateUploadTicketResponse(object=self._info(done))
         if not header.overwrite and await self._objects.exists(project, path):
             raise already_exists(path)
+        if presigned:
+            parts = await self._presigned.begin(
+                project, path, header.overwrite, content_type, header.expected_size
+            )
+            return api.CreateUploadTicketResponse(parts=parts)
         ticket = self._direct.ticket(
             method="PUT",
             project=project,
@@ -102,12 +119,28 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
     ) -> api.CreateDownloadTicketResponse:
         project = common.project(request.project)
         path = paths.object_path(request.path)
-        self._direct.check_offered()
+        presigned = self._check_direct(request.accept_presigned)
         stored = await self._objects.get(project, path)
+        if presigned:
+            url = await self._presigned.download_url(stored)
+            return api.CreateDownloadTicketResponse(url=url, object=self._info(stored))
         ticket = self._direct.ticket(
             method="GET", project=project, path=path, key=stored.storage_key, size=stored.size
         )
         return api.CreateDownloadTicketResponse(ticket=ticket, object=self._info(stored))
+
+    async def CompleteUploadTicket(
+        self, request: api.CompleteUploadTicketRequest, context: Context
+    ) -> api.CompleteUploadTicketResponse:
+        project = common.project(request.project)
+        path = paths.object_path(request.path)
+        expected_sha256 = _sha256(request.sha256)
+        done = await self._objects.published_by(project, path, request_id_of(context))
+        if done is not None:  # a repeat of the completion that published it
+            _check_repeat(done, expected_sha256)
+            return api.CompleteUploadTicketResponse(object=self._info(done))
+        stored = await self._presigned.complete(project, path, request, request_id_of(context))
+        return api.CompleteUploadTicketResponse(object=self._info(stored))
 
     async def Upload(
         self, request_iterator: AsyncIterator[api.UploadRequest], context: Context

@@ -67,6 +67,11 @@ class Config:
         "", "filesystem backend: root directory; empty means <data_dir>/artifacts"
     )
     s3_endpoint: str = _setting("", "S3 backend: host:port of the S3/MinIO endpoint")
+    s3_public_endpoint: str = _setting(
+        "",
+        "S3 backend: host:port clients reach the store at, which presigned URLs (direct "
+        "transfer, CreatePresignedUrl) are signed for; empty: CAIRN_S3_ENDPOINT",
+    )
     s3_bucket: str = _setting("cairn", "S3 backend: bucket")
     s3_prefix: str = _setting(
         "", "S3 backend: key prefix of everything Cairn stores (give Cairn its own)"

@@ -279,12 +279,26 @@ async def test_the_byte_endpoint_speaks_tls_when_the_grpc_port_does(
     assert await asyncio.to_thread(fetch) == DATA
 
 
+@pytest.fixture
+async def undirected_s3_port(s3_config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
+    """An S3 server with direct transfer turned off (CAIRN_ARTIFACT_DIRECT=false)."""
+    config = with_overrides(s3_config, artifact_direct=False)
+    server = CairnServer(config, catalog.select(["artifacts"]), pool)
+    port = await server.start()
+    yield port
+    await server.stop(grace=1.0)
+
+
 async def test_a_server_without_direct_transfer_is_streamed_to(
-    s3_store: cairn.ArtifactClient, tmp_path: Path
+    undirected_s3_port: int, unique: str, tmp_path: Path
 ):
-    s3_store.direct_threshold = SMALL_THRESHOLD  # S3 runs no byte endpoint
-    info = await s3_store.upload("s3/data.bin", DATA)
-    assert info.sha256 == hashlib.sha256(DATA).hexdigest()
-    assert not s3_store._direct_offered  # told once (DIRECT_TRANSFER_UNAVAILABLE)
-    fetched = await s3_store.download("s3/data.bin", tmp_path / "out.bin")
-    assert fetched.read_bytes() == DATA
+    project = await new_project(undirected_s3_port, f"n-{unique}")
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", undirected_s3_port, project=project, timeout=None
+    ) as s3_store:
+        s3_store.direct_threshold = SMALL_THRESHOLD
+        info = await s3_store.upload("s3/data.bin", DATA)
+        assert info.sha256 == hashlib.sha256(DATA).hexdigest()
+        assert not s3_store._direct_offered  # told once (DIRECT_TRANSFER_UNAVAILABLE)
+        fetched = await s3_store.download("s3/data.bin", tmp_path / "out.bin")
+        assert fetched.read_bytes() == DATA

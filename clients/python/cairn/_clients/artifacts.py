@@ -34,7 +34,7 @@ from ..exceptions import (
 from ..models._uris import ARTIFACTS_SCHEME, ArtifactUri, parse_uri, scheme_of
 from ..types._artifacts import ObjectInfo, PresignedUrl, directory, object_from_proto
 from ..types._paging import ListOptions, PagedList
-from . import _direct
+from . import _direct, _presigned
 
 CHUNK = 1024 * 1024
 # Objects of at least this size move by direct transfer when the server offers it.
@@ -68,10 +68,18 @@ class ArtifactClient(BaseClient):
         self._stub = artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
         self._direct_offered = True  # until the server says it offers none
         self._unreachable: dict[tuple[str, int], float] = {}  # endpoint: when to try again
+        # The object store of presigned transfers (S3) could not be reached: until then,
+        # stream (asking would begin an upload that is never used).
+        self._store_unreachable_until = 0.0
 
     def _goes_direct(self, size: int | None) -> bool:
         threshold = self.direct_threshold
-        return self._direct_offered and threshold is not None and (size or 0) >= threshold
+        return (
+            self._direct_offered
+            and threshold is not None
+            and (size or 0) >= max(threshold, 1)
+            and self._store_unreachable_until <= time.monotonic()
+        )
 
     def _endpoint(self, ticket: api.DirectTicket) -> _direct.Endpoint | None:
         host = ticket.host or self._transport.artifacts_host
@@ -90,6 +98,11 @@ class ArtifactClient(BaseClient):
         if error.lasting:
             later = time.monotonic() + UNREACHABLE_SECONDS
             self._unreachable[(endpoint.host, endpoint.port)] = later
+
+    def _store_fell_back(self, error: _direct.Unreachable) -> None:
+        """As `_fell_back`, for the object store of presigned transfers."""
+        if error.lasting:
+            self._store_unreachable_until = time.monotonic() + UNREACHABLE_SECONDS
 
     async def _ticket(self, method: Any, request: Any, timeout: Any, metadata: Any) -> Any:
         """The ticket call's answer; None when the server offers no direct transfer, or
@@ -270,7 +283,7 @@ class ArtifactClient(BaseClient):
             )
             reply = await self._ticket(
                 self._stub.CreateUploadTicket,
-                api.CreateUploadTicketRequest(header=header),
+                api.CreateUploadTicketRequest(header=header, accept_presigned=True),
                 timeout,
                 metadata,
             )
@@ -278,6 +291,10 @@ class ArtifactClient(BaseClient):
                 return None
             if reply.HasField("object"):  # this request id published it already
                 return object_from_proto(reply.object)
+            if reply.HasField("parts"):
+                return await self._upload_presigned(
+                    header, source, reply.parts, counted, start, timeout, metadata
+                )
             endpoint = self._endpoint(reply.ticket)
             if endpoint is None:
                 return None
@@ -295,6 +312,49 @@ class ArtifactClient(BaseClient):
             if owned:
                 stream.close()
         return object_from_proto(pb.ObjectInfo.FromString(published))
+
+    async def _upload_presigned(
+        self,
+        header: api.UploadHeader,
+        source: Source,
+        parts: api.PresignedParts,
+        counted: Meter,
+        start: int,
+        timeout: float | None,
+        metadata: Metadata,
+    ) -> ObjectInfo | None:
+        """The upload's parts PUT to the object store, then published by the service;
+        None when the store cannot be reached (the caller streams instead)."""
+        assert isinstance(source, Resendable)
+        loop = asyncio.get_running_loop()
+
+        def sent(done: int) -> None:
+            loop.call_soon_threadsafe(counted.reach, start + done)
+
+        try:
+            etags, sha256 = await asyncio.to_thread(
+                _presigned.upload_source,
+                source,
+                header.expected_size,
+                parts.part_size,
+                list(parts.part_urls),
+                sent,
+            )
+        except _direct.Unreachable as error:
+            self._store_fell_back(error)
+            return None
+        request = api.CompleteUploadTicketRequest(
+            project=header.project,
+            path=header.path,
+            upload=parts.upload,
+            etags=etags,
+            size=header.expected_size,
+            sha256=sha256,
+        )
+        reply = await self._transport.unary(
+            self._stub.CompleteUploadTicket, request, timeout=timeout, metadata=metadata
+        )
+        return object_from_proto(reply.object)
 
     async def open(
         self,
@@ -539,24 +599,37 @@ class ArtifactClient(BaseClient):
     ) -> bool:
         """Fetches the object over the byte endpoint into temporary, checked against the
         sha256 its ticket's answer names; False when it cannot (the caller streams)."""
-        request = api.CreateDownloadTicketRequest(project=self.project, path=info.path)
+        request = api.CreateDownloadTicketRequest(
+            project=self.project, path=info.path, accept_presigned=True
+        )
         reply = await self._ticket(self._stub.CreateDownloadTicket, request, timeout, metadata)
-        endpoint = None if reply is None else self._endpoint(reply.ticket)
-        if endpoint is None:
+        if reply is None:
             return False
         loop, start = asyncio.get_running_loop(), counted.done
 
         def received(done: int) -> None:
             loop.call_soon_threadsafe(counted.reach, start + done)
 
-        try:
-            with _file_for(temporary, info.size) as out:
+        if reply.url:  # from the object store (S3)
+            try:
                 sha256 = await asyncio.to_thread(
-                    _direct.download, endpoint, out, reply.object.size, received
+                    _presigned.download, reply.url, str(temporary), reply.object.size, received
                 )
-        except _direct.Unreachable as error:
-            self._fell_back(endpoint, error)
-            return False
+            except _direct.Unreachable as error:
+                self._store_fell_back(error)
+                return False
+        else:
+            endpoint = self._endpoint(reply.ticket)
+            if endpoint is None:
+                return False
+            try:
+                with _file_for(temporary, info.size) as out:
+                    sha256 = await asyncio.to_thread(
+                        _direct.download, endpoint, out, reply.object.size, received
+                    )
+            except _direct.Unreachable as error:
+                self._fell_back(endpoint, error)
+                return False
         await asyncio.to_thread(_check_length, temporary, reply.object.size)
         if sha256 != reply.object.sha256:
             raise DataLossError(

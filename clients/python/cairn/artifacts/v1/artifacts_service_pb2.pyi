@@ -187,31 +187,71 @@ class ConfirmUploadResponse(_message.Message):
     def __init__(self, object: _Optional[_Union[_artifacts_pb2.ObjectInfo, _Mapping]] = ...) -> None: ...
 
 class CreateUploadTicketRequest(_message.Message):
-    __slots__ = ("header",)
+    __slots__ = ("header", "accept_presigned")
     HEADER_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_PRESIGNED_FIELD_NUMBER: _ClassVar[int]
     header: UploadHeader
-    def __init__(self, header: _Optional[_Union[UploadHeader, _Mapping]] = ...) -> None: ...
+    accept_presigned: bool
+    def __init__(self, header: _Optional[_Union[UploadHeader, _Mapping]] = ..., accept_presigned: _Optional[bool] = ...) -> None: ...
 
 class CreateUploadTicketResponse(_message.Message):
-    __slots__ = ("ticket", "object")
+    __slots__ = ("ticket", "object", "parts")
     TICKET_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
     ticket: DirectTicket
     object: _artifacts_pb2.ObjectInfo
-    def __init__(self, ticket: _Optional[_Union[DirectTicket, _Mapping]] = ..., object: _Optional[_Union[_artifacts_pb2.ObjectInfo, _Mapping]] = ...) -> None: ...
+    parts: PresignedParts
+    def __init__(self, ticket: _Optional[_Union[DirectTicket, _Mapping]] = ..., object: _Optional[_Union[_artifacts_pb2.ObjectInfo, _Mapping]] = ..., parts: _Optional[_Union[PresignedParts, _Mapping]] = ...) -> None: ...
 
-class CreateDownloadTicketRequest(_message.Message):
-    __slots__ = ("project", "path")
+class PresignedParts(_message.Message):
+    __slots__ = ("upload", "part_size", "part_urls")
+    UPLOAD_FIELD_NUMBER: _ClassVar[int]
+    PART_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PART_URLS_FIELD_NUMBER: _ClassVar[int]
+    upload: str
+    part_size: int
+    part_urls: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, upload: _Optional[str] = ..., part_size: _Optional[int] = ..., part_urls: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CompleteUploadTicketRequest(_message.Message):
+    __slots__ = ("project", "path", "upload", "etags", "size", "sha256")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_FIELD_NUMBER: _ClassVar[int]
+    ETAGS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
     project: str
     path: str
-    def __init__(self, project: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+    upload: str
+    etags: _containers.RepeatedScalarFieldContainer[str]
+    size: int
+    sha256: str
+    def __init__(self, project: _Optional[str] = ..., path: _Optional[str] = ..., upload: _Optional[str] = ..., etags: _Optional[_Iterable[str]] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class CompleteUploadTicketResponse(_message.Message):
+    __slots__ = ("object",)
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    object: _artifacts_pb2.ObjectInfo
+    def __init__(self, object: _Optional[_Union[_artifacts_pb2.ObjectInfo, _Mapping]] = ...) -> None: ...
+
+class CreateDownloadTicketRequest(_message.Message):
+    __slots__ = ("project", "path", "accept_presigned")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_PRESIGNED_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    path: str
+    accept_presigned: bool
+    def __init__(self, project: _Optional[str] = ..., path: _Optional[str] = ..., accept_presigned: _Optional[bool] = ...) -> None: ...
 
 class CreateDownloadTicketResponse(_message.Message):
-    __slots__ = ("ticket", "object")
+    __slots__ = ("ticket", "object", "url")
     TICKET_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
     ticket: DirectTicket
     object: _artifacts_pb2.ObjectInfo
-    def __init__(self, ticket: _Optional[_Union[DirectTicket, _Mapping]] = ..., object: _Optional[_Union[_artifacts_pb2.ObjectInfo, _Mapping]] = ...) -> None: ...
+    url: str
+    def __init__(self, ticket: _Optional[_Union[DirectTicket, _Mapping]] = ..., object: _Optional[_Union[_artifacts_pb2.ObjectInfo, _Mapping]] = ..., url: _Optional[str] = ...) -> None: ...

@@ -82,6 +82,11 @@ class ArtifactServiceStub:
                 request_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateDownloadTicketRequest.SerializeToString,
                 response_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateDownloadTicketResponse.FromString,
                 _registered_method=True)
+        self.CompleteUploadTicket = channel.unary_unary(
+                '/cairn.artifacts.v1.ArtifactService/CompleteUploadTicket',
+                request_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CompleteUploadTicketRequest.SerializeToString,
+                response_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CompleteUploadTicketResponse.FromString,
+                _registered_method=True)
 
 
 class ArtifactServiceServicer:
@@ -146,13 +151,26 @@ class ArtifactServiceServicer:
         the service's byte endpoint instead of through Upload. It carries the header's
         checks and this call's request id; the endpoint publishes as Upload does.
         FAILED_PRECONDITION (DIRECT_TRANSFER_UNAVAILABLE) when the server offers none.
+        On the S3 backend (accept_presigned), it begins a multipart upload instead and
+        answers presigned URLs of its parts; CompleteUploadTicket publishes it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateDownloadTicket(self, request, context):
-        """A ticket to GET one object's bytes, as they are now, from the byte endpoint.
+        """A ticket to GET one object's bytes, as they are now, from the byte endpoint; on
+        the S3 backend (accept_presigned), a presigned GET URL of them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteUploadTicket(self, request, context):
+        """Publishes an upload whose parts the client PUT through the URLs of
+        CreateUploadTicket (S3 backend): completes the multipart upload, reads the object
+        back, and publishes it only when its size and sha256 are the ones claimed. A
+        repeat of the call (its request id) that published answers that object.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -205,6 +223,11 @@ def add_ArtifactServiceServicer_to_server(servicer, server):
                     servicer.CreateDownloadTicket,
                     request_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateDownloadTicketRequest.FromString,
                     response_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateDownloadTicketResponse.SerializeToString,
+            ),
+            'CompleteUploadTicket': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteUploadTicket,
+                    request_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CompleteUploadTicketRequest.FromString,
+                    response_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CompleteUploadTicketResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -452,6 +475,33 @@ class ArtifactService:
             '/cairn.artifacts.v1.ArtifactService/CreateDownloadTicket',
             cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateDownloadTicketRequest.SerializeToString,
             cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CreateDownloadTicketResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteUploadTicket(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cairn.artifacts.v1.ArtifactService/CompleteUploadTicket',
+            cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CompleteUploadTicketRequest.SerializeToString,
+            cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CompleteUploadTicketResponse.FromString,
             options,
             channel_credentials,
             insecure,

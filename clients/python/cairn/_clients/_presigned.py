@@ -1,0 +1,320 @@
+"""The client side of direct transfer on the S3 backend (docs/artifacts.md): an upload's
+parts PUT to the object store, or a download's ranges fetched from it, through URLs
+the artifact service presigned, a few at once over kept-alive connections. Blocking:
+runs in a worker thread.
+
+sha256 needs the bytes in order while the pieces move out of order, so a thread of its
+own hashes the file from its start, behind the pieces: an upload's from the source (a
+second read, from the page cache of a file just read), a download's from the file as
+its ranges land in it. Neither holds more than a chunk per thread in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import urllib3
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, SSLError
+
+from ..exceptions import UnavailableError
+from ._direct import Unreachable
+
+WORKERS = 4
+CHUNK = 1024 * 1024  # what a connection sends or receives at a time
+RANGE = 16 * 1024 * 1024  # a download's ranges
+CONNECT_SECONDS = 3.0
+IDLE_SECONDS = 300.0
+# A piece whose connection broke (or the store answered 5xx) is sent again after these.
+RETRY_WAITS = (0.2, 1.0)
+# Statuses after which the store will not take this client's transfers for a while:
+# signed for an address or region it does not answer to (a misconfigured
+# CAIRN_S3_PUBLIC_ENDPOINT), or refusing this network.
+_LASTING = frozenset({400, 403})
+ReadAt = Callable[[int, int], bytes]
+
+
+class StoreRefused(Exception):
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"the object store answered {status}: {body[:300]!r}")
+        self.status = status
+
+
+def upload(
+    read_at: ReadAt, size: int, part_size: int, urls: Sequence[str], sent: Callable[[int], None]
+) -> tuple[list[str], str]:
+    """PUTs each part of the source (read_at(offset, length) reads it); returns the
+    parts' ETags, in order, and the sha256 of the whole.
+
+    Raises:
+        Unreachable: no part arrived (stream instead).
+        UnavailableError: a part failed after others arrived (send the upload again).
+    """
+    pieces = [(start, min(part_size, size - start)) for start in range(0, size, part_size)]
+    if len(pieces) != len(urls):
+        raise UnavailableError(f"the service sent {len(urls)} part URLs for {len(pieces)} parts")
+    transfer = _Transfer(pieces, sent)
+    # The transfer ends (and stops what still runs) before the hashing thread is joined.
+    with _Hashing(read_at, pieces, lambda index: True) as hashing, transfer:
+        etags = transfer.run(lambda index: _put(transfer, urls[index], read_at, index))
+        return etags, hashing.hexdigest()
+
+
+def download(url: str, path: str, size: int, received: Callable[[int], None]) -> str:
+    """Fetches the object into the file at path (created or emptied); returns the
+    sha256 of what arrived. Raises as `upload` does."""
+    pieces = [(start, min(RANGE, size - start)) for start in range(0, size, RANGE)]
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.ftruncate(descriptor, size)
+        transfer = _Transfer(pieces, received)
+
+        def read_at(offset: int, length: int) -> bytes:
+            return os.pread(descriptor, length, offset)
+
+        with _Hashing(read_at, pieces, transfer.wait_landed) as hashing, transfer:
+            transfer.run(lambda index: _get(transfer, url, descriptor, index))
+            return hashing.hexdigest()
+    finally:
+        os.close(descriptor)
+
+
+class _Transfer:
+    """What the pieces of one transfer share: a pool of kept-alive connections, the
+    progress, which pieces landed, and the first failure, which stops the others."""
+
+    def __init__(self, pieces: list[tuple[int, int]], moved: Callable[[int], None]) -> None:
+        self.pieces = pieces
+        self.http = urllib3.PoolManager(
+            maxsize=WORKERS,
+            block=True,
+            retries=False,
+            timeout=urllib3.Timeout(connect=CONNECT_SECONDS, read=IDLE_SECONDS),
+            blocksize=CHUNK,
+        )
+        self.stopped = threading.Event()
+        self._moved = moved
+        self._progress = [0] * len(pieces)  # bytes of each piece, its best attempt's
+        self._total = 0
+        self._landed = [False] * len(pieces)
+        self._changed = threading.Condition()
+
+    def __enter__(self) -> _Transfer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        with self._changed:
+            self._changed.notify_all()
+        self.http.clear()
+
+    def advance(self, index: int, done: int) -> None:
+        """Notes how far a piece's attempt got; progress never goes back on a retry."""
+        with self._changed:  # called under the lock, so that totals arrive in order
+            if done > self._progress[index]:
+                self._total += done - self._progress[index]
+                self._progress[index] = done
+                self._moved(self._total)
+
+    def landed(self, index: int) -> None:
+        with self._changed:
+            self._landed[index] = True
+            self._changed.notify_all()
+
+    def wait_landed(self, index: int) -> bool:
+        """Whether the piece landed; False when the transfer stopped first."""
+        with self._changed:
+            while not self._landed[index] and not self.stopped.is_set():
+                self._changed.wait()
+            return self._landed[index]
+
+    def run(self, move: Callable[[int], Any]) -> list[Any]:
+        """move(index) for every piece, WORKERS at once, in order; their results."""
+        with ThreadPoolExecutor(WORKERS, thread_name_prefix="cairn-presigned") as workers:
+            futures = [workers.submit(self._attempts, move, i) for i in range(len(self.pieces))]
+            for future in futures:
+                _wait_quietly(future)
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        failure = next((e for e in errors if not isinstance(e, _Stopped)), None)
+        if failure is None:
+            return [f.result() for f in futures]
+        if not any(self._landed):
+            raise Unreachable(f"the object store: {failure}", lasting=_lasting(failure))
+        raise UnavailableError(f"the transfer through the object store broke: {failure}")
+
+    def _attempts(self, move: Callable[[int], Any], index: int) -> Any:
+        waits = iter(RETRY_WAITS)
+        while True:
+            if self.stopped.is_set():
+                raise _Stopped
+            try:
+                result = move(index)
+                self.landed(index)
+                return result
+            except Exception as error:
+                wait = next(waits, None) if _transient(error) else None
+                if wait is None:
+                    self.stopped.set()
+                    with self._changed:
+                        self._changed.notify_all()
+                    raise
+                time.sleep(wait)
+
+
+def _put(transfer: _Transfer, url: str, read_at: ReadAt, index: int) -> str:
+    start, length = transfer.pieces[index]
+    body = _Region(read_at, start, length, lambda done: transfer.advance(index, done))
+    body.stopped = transfer.stopped
+    response = transfer.http.request(
+        "PUT",
+        url,
+        body=body,
+        headers={"Content-Length": str(length), "Content-Type": "application/octet-stream"},
+    )
+    if response.status != 200:
+        raise StoreRefused(response.status, response.data)
+    etag = response.headers.get("ETag")
+    if not etag:
+        raise UnavailableError("the object store answered a part without its ETag")
+    return str(etag)
+
+
+def _get(transfer: _Transfer, url: str, descriptor: int, index: int) -> None:
+    start, length = transfer.pieces[index]
+    response = transfer.http.request(
+        "GET", url, headers={"Range": f"bytes={start}-{start + length - 1}"}, preload_content=False
+    )
+    try:
+        if response.status not in (200, 206) or (response.status == 200 and start):
+            raise StoreRefused(response.status, response.read())
+        done = 0
+        while done < length:
+            if transfer.stopped.is_set():
+                raise _Stopped
+            chunk = response.read(min(CHUNK, length - done))
+            if not chunk:
+                raise ProtocolError("the range ended early")
+            os.pwrite(descriptor, chunk, start + done)
+            done += len(chunk)
+            transfer.advance(index, done)
+    finally:
+        response.release_conn()
+
+
+class _Region:
+    """A piece of the source as the chunks of a request's body."""
+
+    def __init__(
+        self, read_at: ReadAt, start: int, length: int, advance: Callable[[int], None]
+    ) -> None:
+        self._read_at = read_at
+        self._start = start
+        self._length = length
+        self._done = 0
+        self._advance = advance
+        self.stopped: threading.Event | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.read(CHUNK):
+            yield chunk
+
+    def read(self, size: int = -1) -> bytes:
+        if self.stopped is not None and self.stopped.is_set():
+            raise _Stopped  # another piece failed: end this one now
+        left = self._length - self._done
+        size = left if size < 0 else min(size, left)
+        if not size:
+            return b""
+        data = self._read_at(self._start + self._done, size)
+        if not data:
+            raise ValueError("the source ended before its size")
+        self._done += len(data)
+        self._advance(self._done)
+        return data
+
+
+class _Hashing:
+    """sha256 of the pieces in order, in a thread of its own; each piece is read once
+    ready(index) says it may be (at once for an upload; once landed for a download)."""
+
+    def __init__(
+        self, read_at: ReadAt, pieces: list[tuple[int, int]], ready: Callable[[int], bool]
+    ) -> None:
+        self._stop = threading.Event()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="cairn-hash")
+        self._future = self._thread.submit(self._hash, read_at, pieces, ready)
+
+    def _hash(
+        self, read_at: ReadAt, pieces: list[tuple[int, int]], ready: Callable[[int], bool]
+    ) -> str:
+        digest = hashlib.sha256()
+        for index, (start, length) in enumerate(pieces):
+            if not ready(index):
+                raise _Stopped
+            for offset in range(start, start + length, CHUNK):
+                if self._stop.is_set():
+                    raise _Stopped
+                digest.update(read_at(offset, min(CHUNK, start + length - offset)))
+        return digest.hexdigest()
+
+    def hexdigest(self) -> str:
+        return self._future.result()
+
+    def __enter__(self) -> _Hashing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.shutdown(wait=True)
+
+
+class _Stopped(Exception):
+    """Another piece failed: this one gave up."""
+
+
+def _wait_quietly(future: Future[Any]) -> None:
+    try:
+        future.result()
+    except BaseException:  # collected by the caller
+        return
+
+
+def _transient(error: Exception) -> bool:
+    """A piece worth sending again: its connection broke or timed out once it was open,
+    or the store failed (5xx). Not one refused, or a store that cannot be reached."""
+    if isinstance(error, StoreRefused):
+        return error.status >= 500
+    if isinstance(error, ConnectTimeoutError | SSLError):
+        return False
+    return isinstance(error, HTTPError | ConnectionError)
+
+
+def _lasting(error: BaseException) -> bool:
+    """Refused connections, unknown names, connect timeouts and TLS failures are the
+    store out of this client's reach (urllib3 reports each as one of these)."""
+    if isinstance(error, StoreRefused):
+        return error.status in _LASTING
+    return isinstance(error, ConnectTimeoutError | SSLError)
+
+
+def upload_source(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview,
+    size: int,
+    part_size: int,
+    urls: Sequence[str],
+    sent: Callable[[int], None],
+) -> tuple[list[str], str]:
+    """`upload` of a local file (read by position, so parts go in parallel) or bytes."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        view = memoryview(source)
+        return upload(lambda at, n: bytes(view[at : at + n]), size, part_size, urls, sent)
+    descriptor = os.open(source, os.O_RDONLY)
+    try:
+        return upload(lambda at, n: os.pread(descriptor, n, at), size, part_size, urls, sent)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,178 @@
+"""Direct transfer on the S3 backend (docs/artifacts.md): clients move the bytes to and
+from the object store through presigned URLs, and the service only signs and publishes.
+
+An upload is an S3 multipart upload under a fresh key, recorded in `artifacts.uploads`
+like any other before its URLs exist (so the janitor finds it if it is never finished).
+The client PUTs the parts, then `complete` finishes the multipart upload (after which
+no part URL can change the object), reads the object back, and publishes it only when
+its size and sha256 are the ones the client claimed: the sha256 recorded is that of the
+bytes in the store, computed here. Everything a completion needs is in the database and
+the store, not in the process: any replica can complete an upload another began.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cairn.artifacts.v1 import artifacts_service_pb2 as api
+
+from ..common.config import Config
+from ..common.errors import (
+    Aborted,
+    AlreadyExists,
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+    invalid_field,
+)
+from . import backends
+from .blobs import RefusedParts, Unfinished
+from .janitor import Janitor
+from .s3 import MIB, S3Backend
+from .store import ObjectStore, PendingUpload, StoredObject
+from .streams import verify
+
+# Parts of 16 MiB unless the object needs larger ones to keep within MAX_PARTS.
+PART_SIZE = 16 * MIB
+# Within S3's 10,000 and low enough that the answer's URLs (about 600 bytes each) stay
+# near 1 MB; 2,000 parts of at most 2.6 GiB cover the largest object, 5 TiB.
+MAX_PARTS = 2000
+# A URL lives long enough to start its last part (or range) at this rate, and at least
+# MIN_URL_SECONDS; never longer than CAIRN_PRESIGN_MAX_SECONDS.
+SLOWEST_BYTES_PER_SECOND = MIB
+MIN_URL_SECONDS = 300
+# Failures that judge what was sent: the upload is spent (anything else, an outage or
+# a timeout, leaves it to be completed again).
+_VERDICTS = (DataLoss, InvalidArgument, AlreadyExists, FailedPrecondition, Aborted)
+
+
+class PresignedTransfers:
+    def __init__(
+        self,
+        config: Config,
+        backend: backends.Backend,
+        objects: ObjectStore,
+        janitor: Janitor,
+        discard: Callable[[PendingUpload], Coroutine[Any, Any, None]],
+    ) -> None:
+        on = config.artifact_direct and isinstance(backend, S3Backend)
+        self._s3 = backend if on and isinstance(backend, S3Backend) else None
+        self._max_seconds = config.presign_max_seconds
+        self._objects = objects
+        self._janitor = janitor
+        self._discard = discard
+
+    def offered(self, accepted: bool) -> bool:
+        """Whether this transfer goes through presigned URLs: the client can take them
+        and the server offers them (S3 backend, CAIRN_ARTIFACT_DIRECT)."""
+        return accepted and self._s3 is not None
+
+    def _store(self) -> S3Backend:
+        if self._s3 is None:
+            raise FailedPrecondition(
+                "DIRECT_TRANSFER_UNAVAILABLE",
+                "this server offers no presigned direct transfer (S3 backend and "
+                "CAIRN_ARTIFACT_DIRECT only); upload through Upload",
+            )
+        return self._s3
+
+    def lifetime(self, size: int) -> timedelta:
+        seconds = max(MIN_URL_SECONDS, size // SLOWEST_BYTES_PER_SECOND)
+        return timedelta(seconds=min(seconds, self._max_seconds))
+
+    async def begin(
+        self, project: str, path: str, overwrite: bool, content_type: str, size: int
+    ) -> api.PresignedParts:
+        """Records an upload and begins its multipart upload; the URLs of its parts."""
+        store = self._store()
+        if not size:
+            raise invalid_field("header.expected_size", "needed to upload in presigned parts")
+        expires = self.lifetime(size)
+        upload = await self._objects.begin(
+            project, path, overwrite, content_type, url_expires=expires
+        )
+        part_size = _part_size(size)
+        try:
+            write_id = await asyncio.to_thread(store.begin_parts, upload.storage_key, content_type)
+            urls = await asyncio.to_thread(
+                store.presign_parts, upload.storage_key, write_id, -(-size // part_size), expires
+            )
+        except BaseException:
+            await self._discard(upload)
+            raise
+        return api.PresignedParts(
+            upload=f"{upload.upload_id.hex}.{write_id}", part_size=part_size, part_urls=urls
+        )
+
+    async def complete(
+        self,
+        project: str,
+        path: str,
+        request: api.CompleteUploadTicketRequest,
+        request_id: str | None,
+    ) -> StoredObject:
+        """Completes, checks and publishes an upload begun by `begin`.
+
+        Raises:
+            NotFound: no such upload is waiting (UPLOAD_NOT_FOUND).
+            InvalidArgument: the ETags are not the parts', or the size differs.
+            DataLoss: the sha256 of what the store holds differs (CHECKSUM_MISMATCH).
+        """
+        store = self._store()
+        upload_id, write_id = _upload_of(request.upload)
+        etags = list(request.etags)
+        if not 1 <= len(etags) <= MAX_PARTS:
+            raise invalid_field("etags", f"one per part, 1 to {MAX_PARTS}")
+        if not request.sha256 or request.size <= 0:
+            field = "sha256" if not request.sha256 else "size"
+            raise invalid_field(field, "required: the object is checked against it")
+        upload = await self._objects.upload(project, path, upload_id)
+        try:
+            await asyncio.to_thread(_complete, store, upload.storage_key, write_id, etags)
+            sha256, size = await asyncio.to_thread(store.digest, upload.storage_key)
+            verify(size, sha256, request.size, request.sha256)
+            stored, replaced = await self._objects.publish(
+                upload, size, sha256, upload.content_type, request_id=request_id
+            )
+        except BaseException as error:
+            if isinstance(error, _VERDICTS):
+                await self._discard(upload)
+            raise
+        await self._janitor.collect([replaced] if replaced else [])
+        return stored
+
+    async def download_url(self, stored: StoredObject) -> str:
+        store = self._store()
+        expires = self.lifetime(stored.size)
+        return await asyncio.to_thread(store.presign, stored.storage_key, "GET", expires)
+
+
+def _part_size(size: int) -> int:
+    needed = -(-size // MAX_PARTS)
+    return max(PART_SIZE, -(-needed // MIB) * MIB)
+
+
+def _complete(store: S3Backend, key: str, write_id: str, etags: list[str]) -> None:
+    try:
+        store.complete_parts(key, write_id, etags)
+    except RefusedParts as error:
+        # The upload is spent: its parts go now rather than after the janitor's threshold.
+        with contextlib.suppress(Exception):
+            store.abort(Unfinished(key, write_id, datetime.now(UTC)))
+        raise invalid_field("etags", f"the store refused the parts: {error}") from None
+
+
+def _upload_of(value: str) -> tuple[uuid.UUID, str]:
+    """The upload's id and its multipart upload's, as `begin` joined them."""
+    upload_id, _, write_id = value.partition(".")
+    try:
+        if write_id:
+            return uuid.UUID(hex=upload_id), write_id
+    except ValueError:
+        pass
+    raise invalid_field("upload", "must be the upload CreateUploadTicket answered")

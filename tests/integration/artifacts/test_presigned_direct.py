@@ -1,0 +1,207 @@
+"""Direct transfer on the S3 backend: parts PUT to and ranges fetched from the object
+store (moto on loopback) through presigned URLs, the service publishing only what it
+read back and checked, and the streamed path when the store cannot be reached."""
+
+import asyncio
+import collections
+import hashlib
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+
+import cairn
+from cairn._clients import _presigned
+from cairn.artifacts.v1 import artifacts_service_pb2 as api
+from cairn.exceptions import DataLossError, NotFoundError
+from cairn_server import catalog
+from cairn_server.artifacts import presigned
+from cairn_server.common.config import Config
+from cairn_server.common.server import CairnServer
+from tests.conftest import new_project, with_overrides
+from tests.integration.artifacts.conftest import BUCKET, s3_client
+
+MIB = 1024 * 1024
+PART = 5 * MIB  # S3's smallest part
+DATA = os.urandom(2 * PART + 5)  # three parts, the last of 5 bytes
+
+
+@pytest.fixture(autouse=True)
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(presigned, "PART_SIZE", PART)
+
+
+@pytest.fixture
+def moved(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
+    """Transfers through presigned URLs: "upload" and "download" count those that went
+    through, "... tried" every attempt."""
+    counts: collections.Counter[str] = collections.Counter()
+    for name, function in (("upload", "upload_source"), ("download", "download")):
+        original = getattr(_presigned, function)
+
+        def counted(*args: Any, _name: str = name, _original: Any = original) -> Any:
+            counts[f"{_name} tried"] += 1
+            result = _original(*args)
+            counts[_name] += 1
+            return result
+
+        monkeypatch.setattr(_presigned, function, counted)
+    return counts
+
+
+@pytest.fixture
+async def s3_direct(s3_store: cairn.ArtifactClient) -> cairn.ArtifactClient:
+    s3_store.direct_threshold = MIB
+    return s3_store
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def _ticket(client: cairn.ArtifactClient, path: str, **metadata: str) -> api.PresignedParts:
+    header = api.UploadHeader(project=client.project, path=path, expected_size=len(DATA))
+    reply = await client._stub.CreateUploadTicket(
+        api.CreateUploadTicketRequest(header=header, accept_presigned=True),
+        metadata=tuple(metadata.items()),
+    )
+    assert reply.HasField("parts") and not reply.HasField("ticket")
+    return reply.parts
+
+
+async def _put_parts(parts: api.PresignedParts) -> list[str]:
+    etags, _ = await asyncio.to_thread(
+        _presigned.upload_source, DATA, len(DATA), parts.part_size, parts.part_urls, lambda n: None
+    )
+    return etags
+
+
+async def test_a_multipart_round_trip_through_the_store(
+    s3_direct: cairn.ArtifactClient,
+    s3_config: Config,
+    tmp_path: Path,
+    moved: collections.Counter[str],
+):
+    source = tmp_path / "data.bin"
+    source.write_bytes(DATA)
+    seen: list[tuple[int, int]] = []
+    info = await s3_direct.upload("big/data.bin", source, progress=lambda *p: seen.append(p))
+    assert (info.size, info.sha256) == (len(DATA), _sha(DATA))
+    assert seen[-1] == (len(DATA), len(DATA)) and seen == sorted(seen)
+    stored = s3_client(s3_config).get_object(BUCKET, info.uri.split(f"{BUCKET}/", 1)[1])
+    assert _sha(stored.read()) == info.sha256  # the bytes in the store, end to end
+    fetched = await s3_direct.download("big/data.bin", tmp_path / "out.bin")
+    assert fetched.read_bytes() == DATA
+    assert (moved["upload"], moved["download"]) == (1, 1)
+
+
+async def test_a_claim_the_bytes_do_not_match_publishes_nothing(s3_direct: cairn.ArtifactClient):
+    parts = await _ticket(s3_direct, "t/claimed.bin")
+    etags = await _put_parts(parts)
+    complete = api.CompleteUploadTicketRequest(
+        project=s3_direct.project,
+        path="t/claimed.bin",
+        upload=parts.upload,
+        etags=etags,
+        size=len(DATA),
+        sha256=_sha(b"other content"),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await s3_direct._stub.CompleteUploadTicket(complete)
+    assert refused.value.code() == grpc.StatusCode.DATA_LOSS
+    with pytest.raises(NotFoundError):
+        await s3_direct.stat("t/claimed.bin")
+    complete.sha256 = _sha(DATA)  # the upload was spent by the verdict
+    with pytest.raises(grpc.aio.AioRpcError) as spent:
+        await s3_direct._stub.CompleteUploadTicket(complete)
+    assert spent.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_completion_repeated_returns_the_object_it_published(
+    s3_direct: cairn.ArtifactClient,
+):
+    request_id = ("x-cairn-request-id", f"complete-{s3_direct.project}")
+    parts = await _ticket(s3_direct, "t/once.bin")
+    complete = api.CompleteUploadTicketRequest(
+        project=s3_direct.project,
+        path="t/once.bin",
+        upload=parts.upload,
+        etags=await _put_parts(parts),
+        size=len(DATA),
+        sha256=_sha(DATA),
+    )
+    first = await s3_direct._stub.CompleteUploadTicket(complete, metadata=(request_id,))
+    again = await s3_direct._stub.CompleteUploadTicket(complete, metadata=(request_id,))
+    assert again.object == first.object and first.object.sha256 == _sha(DATA)
+    # The whole upload sent again under the id (its answer lost) gets the object too.
+    header = api.UploadHeader(project=s3_direct.project, path="t/once.bin")
+    ticket = await s3_direct._stub.CreateUploadTicket(
+        api.CreateUploadTicketRequest(header=header, accept_presigned=True), metadata=(request_id,)
+    )
+    assert ticket.object == first.object
+
+
+async def test_a_download_is_checked_against_the_recorded_sha256(
+    s3_direct: cairn.ArtifactClient, s3_config: Config, tmp_path: Path
+):
+    info = await s3_direct.upload("t/checked.bin", DATA)
+    key = info.uri.split(f"{BUCKET}/", 1)[1]
+    tampered = bytes([DATA[0] ^ 1]) + DATA[1:]  # by hand, in the store
+    await asyncio.to_thread(
+        s3_client(s3_config).put_object, BUCKET, key, _Bytes(tampered), -1, part_size=PART
+    )
+    with pytest.raises(DataLossError) as raised:
+        await s3_direct.download("t/checked.bin", tmp_path / "out.bin")
+    assert raised.value.reason == "CHECKSUM_MISMATCH"
+    assert list(tmp_path.iterdir()) == []
+
+
+class _Bytes:
+    def __init__(self, data: bytes) -> None:
+        self._data, self._at = data, 0
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self._data[self._at : self._at + (n if n >= 0 else len(self._data))]
+        self._at += len(chunk)
+        return chunk
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+async def unreachable_store_port(s3_config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
+    """An S3 server whose presigned URLs name a port where nothing listens."""
+    config = with_overrides(s3_config, s3_public_endpoint=f"127.0.0.1:{_closed_port()}")
+    server = CairnServer(config, catalog.select(["artifacts"]), pool)
+    port = await server.start()
+    yield port
+    await server.stop(grace=1.0)
+
+
+async def test_an_unreachable_store_falls_back_to_streaming(
+    unreachable_store_port: int,
+    unique: str,
+    tmp_path: Path,
+    moved: collections.Counter[str],
+):
+    project = await new_project(unreachable_store_port, f"us-{unique}")
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", unreachable_store_port, project=project, timeout=None
+    ) as client:
+        client.direct_threshold = MIB
+        info = await client.upload("f/data.bin", DATA)
+        assert (info.size, info.sha256) == (len(DATA), _sha(DATA))
+        fetched = await client.download("f/data.bin", tmp_path / "out.bin")
+        assert fetched.read_bytes() == DATA
+        assert client._direct_offered  # still offered: the store is skipped a while
+    # Streamed both ways; the download did not try the store the upload could not reach.
+    assert moved == {"upload tried": 1}
