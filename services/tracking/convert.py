@@ -12,6 +12,7 @@ from ..common import timestamps
 from ..common.errors import FieldViolation, InvalidArgument
 from . import validation
 from .model import Experiment, MetricColumns, MetricPoint, MetricSeries, Run, RunInfo, RunInput
+from .store.pages import RunPage
 
 
 def experiment(record: Experiment) -> pb.Experiment:
@@ -60,6 +61,56 @@ def run(record: Run) -> pb.Run:
         },
         inputs=[run_input(i) for i in record.inputs],
     )
+
+
+def run_columns(page: RunPage, project: str) -> pb.RunColumns:
+    """The page as columns: lists and flat values, no message per run or per value."""
+    metric_keys, metric_values, metric_times, metric_steps = page.metrics.columns
+    inputs = zip(*page.inputs.columns, strict=True)
+    return pb.RunColumns(
+        project=project,
+        **_info_columns(page.infos),
+        metric_counts=page.metrics.counts(),
+        metrics=pb.MetricColumns(
+            **_dictionary(metric_keys),
+            values=metric_values,
+            steps=metric_steps,
+            timestamps_ms=metric_times,
+        ),
+        param_counts=page.params.counts(),
+        params=_key_values(*page.params.columns),
+        tag_counts=page.tags.counts(),
+        tags=_key_values(*page.tags.columns),
+        input_counts=page.inputs.counts(),
+        inputs=[run_input(RunInput(*row)) for row in inputs],
+    )
+
+
+def _info_columns(infos: list[RunInfo]) -> dict[str, list[Any]]:
+    # The store's status and stage numbers are the wire enums' numbers.
+    return {
+        "run_ids": [i.run_id for i in infos],
+        "experiment_ids": [i.experiment_id for i in infos],
+        "run_names": [i.run_name for i in infos],
+        "user_ids": [i.user_id for i in infos],
+        "statuses": [int(i.status) for i in infos],
+        "start_times_ms": [i.start_time_ms for i in infos],
+        "end_times_ms": [i.end_time_ms or 0 for i in infos],
+        "artifact_uris": [i.artifact_uri for i in infos],
+        "lifecycle_stages": [int(i.lifecycle_stage) for i in infos],
+        "parent_run_ids": [i.parent_run_id or "" for i in infos],
+    }
+
+
+def _key_values(keys: list[str], values: list[str]) -> pb.KeyValueColumns:
+    return pb.KeyValueColumns(**_dictionary(keys), values=values)
+
+
+def _dictionary(keys: list[str]) -> dict[str, list[Any]]:
+    """Keys each sent once (a page repeats a few keys thousands of times)."""
+    index: dict[str, int] = {}
+    key_indexes = [index.setdefault(key, len(index)) for key in keys]
+    return {"keys": list(index), "key_indexes": key_indexes}
 
 
 def metric(point: MetricPoint) -> pb.Metric:

@@ -20,7 +20,7 @@ from .model import Batch, LifecycleStage, MetricColumns, RunInput, RunStatus, Vi
 from .store.experiments import ExperimentStore
 from .store.history import MetricHistory
 from .store.runs import RunStore
-from .store.search import RunQuery, search_runs
+from .store.search import RunQuery, search_page
 from .store.writes import RunWriter
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -213,9 +213,13 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             page_size=paging.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
             page_token=request.page_token,
         )
-        page = await search_runs(self._pool, query)
+        page, next_page_token = await search_page(self._pool, query)
+        if request.columnar:
+            return api.SearchRunsResponse(
+                columns=convert.run_columns(page, query.project), next_page_token=next_page_token
+            )
         return api.SearchRunsResponse(
-            runs=[convert.run(r) for r in page.items], next_page_token=page.next_page_token
+            runs=[convert.run(r) for r in page.runs()], next_page_token=next_page_token
         )
 
     # Logging

@@ -5,41 +5,21 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
 
 from ...common.errors import FailedPrecondition, NotFound
-from ..model import LifecycleStage, MetricPoint, Run, RunInfo, RunInput, RunStatus
+from ..model import LifecycleStage, Run, RunInfo, RunStatus
 from ..names import generate_run_name
+from .pages import load_page, run_info
 from .purge import delete_time
 
 # A run reads as deleted when it or its experiment is.
 RUN_COLUMNS = """r.run_id, r.project, r.experiment_id, r.run_name, r.user_id, r.status,
     r.start_time, r.end_time, r.artifact_uri, r.parent_run_id,
     greatest(r.lifecycle_stage, e.lifecycle_stage) AS lifecycle_stage"""
-RUN_FROM = "tracking.runs r JOIN tracking.experiments e ON e.experiment_id = r.experiment_id"
-
-
-def _logged(table: str, columns: str, order: str) -> str:
-    """The rows of tracking.<table> of the run page.run_id as one array per column, in
-    `order`, looked up on the primary key. OFFSET 0 keeps PostgreSQL from flattening the
-    lookup into a join, which right after a bulk load (no statistics yet) it would hash
-    over the whole table."""
-    arrays = ", ".join(f"array_agg(x.{c} ORDER BY {order})" for c in columns.split())
-    return f"""CROSS JOIN LATERAL (
-        SELECT {arrays} FROM tracking.{table} x WHERE x.run_id = page.run_id OFFSET 0
-    ) AS {table}"""
-
-
-# What was logged to each run of $1: one row per run, its values as parallel arrays
-# (NULL for none). A page of a thousand runs is a thousand rows, not sixteen thousand.
-_LOGGED = f"""SELECT page.run_id, latest_metrics.*, params.*, tags.*, run_inputs.*
-    FROM unnest($1::uuid[]) AS page(run_id)
-    {_logged("latest_metrics", "key value timestamp_ms step", "x.key")}
-    {_logged("params", "key value", "x.key")}
-    {_logged("tags", "key value", "x.key")}
-    {_logged("run_inputs", "kind name uri digest context", "x.kind, x.uri, x.context")}"""
+EXPERIMENT_OF_RUN = "JOIN tracking.experiments e ON e.experiment_id = r.experiment_id"
+RUN_FROM = f"tracking.runs r {EXPERIMENT_OF_RUN}"
 
 
 class RunStore:
@@ -160,51 +140,8 @@ def check_writable(run_id: uuid.UUID, row: asyncpg.Record | None) -> None:
 
 
 async def load_runs(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> list[Run]:
-    """Runs with their latest metrics, params, tags and inputs, in one statement."""
-    runs = {row["run_id"]: Run(info=run_info(row)) for row in rows}
-    if not runs:
-        return []
-    # A run's few rows per table are read fastest by a plain index scan; with or without
-    # statistics PostgreSQL prefers a bitmap scan, about 1.5 times slower over a page.
-    # Within a caller's transaction (CreateRun's) the setting lasts until that ends,
-    # which only records the call's answer.
-    async with conn.transaction():
-        await conn.execute("SET LOCAL enable_bitmapscan = off")
-        logged = await conn.fetch(_LOGGED, list(runs))
-    for run_id, *columns in logged:
-        _fill(runs[run_id], *(column or () for column in columns))
-    return list(runs.values())
-
-
-def _fill(run: Run, *columns: Sequence[Any]) -> None:
-    """Sets what was logged to run from the columns of _LOGGED."""
-    m_key, m_value, m_time, m_step, p_key, p_value, t_key, t_value, *inputs = columns
-    run.metrics = list(map(MetricPoint, m_key, m_value, m_time, m_step))
-    run.params = dict(zip(p_key, p_value, strict=True))
-    run.tags = dict(zip(t_key, t_value, strict=True))
-    run.inputs = list(map(RunInput, *inputs))
-
-
-def run_info(row: asyncpg.Record) -> RunInfo:
-    parent = row["parent_run_id"]
-    return RunInfo(
-        project=row["project"],
-        run_id=row["run_id"].hex,
-        experiment_id=str(row["experiment_id"]),
-        run_name=row["run_name"],
-        user_id=row["user_id"],
-        status=_STATUSES[row["status"]],
-        start_time_ms=row["start_time"],
-        end_time_ms=row["end_time"],
-        artifact_uri=row["artifact_uri"],
-        lifecycle_stage=_STAGES[row["lifecycle_stage"]],
-        parent_run_id=parent.hex if parent else None,
-    )
-
-
-# Looked up rather than called: calling an enum class costs a page of runs milliseconds.
-_STATUSES = {int(status): status for status in RunStatus}
-_STAGES = {int(stage): stage for stage in LifecycleStage}
+    """Runs with their latest metrics, params, tags and inputs."""
+    return (await load_page(conn, rows)).runs()
 
 
 def run_not_found(run_id: str) -> NotFound:

@@ -17,7 +17,8 @@ from ...common import filter_sql, filters, paging
 from ...common.filters import FilterError, Identifier
 from ...common.sql import Params
 from ..model import Run, RunStatus, ViewType
-from .runs import RUN_COLUMNS, RUN_FROM, load_runs
+from .pages import RunPage, load_page
+from .runs import EXPERIMENT_OF_RUN, RUN_COLUMNS, RUN_FROM
 
 ENTITIES = {
     "metrics": "metric",
@@ -75,6 +76,12 @@ class RunQuery:
 
 
 async def search_runs(pool: asyncpg.Pool, query: RunQuery) -> paging.Page[Run]:
+    page, next_page_token = await search_page(pool, query)
+    return paging.Page(page.runs(), next_page_token)
+
+
+async def search_page(pool: asyncpg.Pool, query: RunQuery) -> tuple[RunPage, str]:
+    """The page of runs the query asks for, by column, and the next page's token."""
     terms = [filters.parse_order_by(text, ENTITIES) for text in (query.order_by or DEFAULT_ORDER)]
     keyset = paging.Keyset(
         _sort_key(terms),
@@ -89,8 +96,8 @@ async def search_runs(pool: asyncpg.Pool, query: RunQuery) -> paging.Page[Run]:
     wanted = query.page_size + 1
     async with pool.acquire() as conn:
         rows = await _page_rows(conn, query, terms, keyset, last, wanted)
-        runs = await load_runs(conn, rows[: query.page_size])
-    return paging.Page(runs, keyset.next_token(rows, query.page_size))
+        page = await load_page(conn, rows[: query.page_size])
+    return page, keyset.next_token(rows, query.page_size)
 
 
 async def _page_rows(
@@ -433,6 +440,9 @@ async def _walk_newest_first(
     matches, so a page costs about its own size rather than sorting the experiment. A
     start time is never NULL: the "missing" flag is always 0.
 
+    The walk reads each run's row as it goes: the filter is tested on that row, not on
+    the run looked up again.
+
     A filter that few runs meet would make the walk visit most of the experiment, one
     lookup per run: the walk gives up after WALK_LIMIT runs and returns None, and the
     caller sorts instead (hash joins over the filter's keys, chosen by the planner)."""
@@ -454,13 +464,13 @@ async def _walk_newest_first(
                 CROSS JOIN LATERAL (
                     SELECT m.*, 0 AS m0, o.start_time AS v0, o.run_id AS tiebreak
                     FROM (
-                        SELECT o.run_id, o.start_time FROM tracking.runs o
+                        SELECT o.* FROM tracking.runs o
                         WHERE o.experiment_id = x.experiment_id AND {start}
                         ORDER BY o.start_time DESC, o.run_id LIMIT {walked}
                     ) o
                     CROSS JOIN LATERAL (
-                        SELECT {RUN_COLUMNS} FROM {RUN_FROM} {scope.joins}
-                        WHERE r.run_id = o.run_id AND {scope.where} OFFSET 0
+                        SELECT {RUN_COLUMNS} FROM (SELECT o.*) r {EXPERIMENT_OF_RUN} {scope.joins}
+                        WHERE {scope.where} OFFSET 0
                     ) m
                     ORDER BY o.start_time DESC, o.run_id LIMIT {limit}
                 ) w

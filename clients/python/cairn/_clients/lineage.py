@@ -87,6 +87,7 @@ class RunLineage:
                 filter="inputs.uri = '{}'".format(text.replace("'", "''")),
                 view_type=_tracking.view_type_to_proto(run_view_type),
                 page_size=PAGE_SIZE,
+                columnar=True,
             )
             runs += await _every_run(self, request)
         return sorted(runs, key=lambda r: r.info.start_time, reverse=True)
@@ -112,7 +113,7 @@ async def _every_run(client: _Tracking, request: tracking_api.SearchRunsRequest)
     found: list[Run] = []
     while True:
         reply = await client._transport.unary(client._stub.SearchRuns, request)
-        found += [_tracking.run_from_proto(r) for r in reply.runs]
+        found += _tracking.runs_from_search(reply)
         if not reply.next_page_token:
             return found
         request.page_token = reply.next_page_token

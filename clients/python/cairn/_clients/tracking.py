@@ -375,11 +375,12 @@ class TrackingClient(BaseClient, RunArtifacts, RunMedia, RunModels, RunLineage, 
             view_type=types.view_type_to_proto(run_view_type),
             page_size=max_results or 0,
             page_token=page_token or "",
+            columnar=True,
         )
         reply = await self._transport.unary(
             self._stub.SearchRuns, request, timeout=timeout, metadata=metadata
         )
-        return _page(options, [types.run_from_proto(r) for r in reply.runs], reply)
+        return _page(options, types.runs_from_search(reply), reply)
 
     def start_run(
         self,

@@ -4,9 +4,15 @@ statuses and lifecycle stages are strings."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import accumulate, pairwise, repeat
+from typing import Any, TypeVar
 
 from ..tracking.v1 import tracking_pb2 as pb
+from ..tracking.v1 import tracking_service_pb2 as api
+
+T = TypeVar("T")
 
 
 class RunStatus(enum.StrEnum):
@@ -193,6 +199,80 @@ def run_from_proto(message: pb.Run) -> Run:
             for i in message.inputs
         ],
     )
+
+
+def runs_from_search(reply: api.SearchRunsResponse) -> list[Run]:
+    """The runs of a SearchRuns page, whichever layout the server answered in."""
+    if reply.HasField("columns"):
+        return runs_from_columns(reply.columns)
+    return [run_from_proto(r) for r in reply.runs]
+
+
+def runs_from_columns(columns: pb.RunColumns) -> list[Run]:
+    """The runs of a columnar page (pb.RunColumns), each as run_from_proto makes it.
+
+    Each repeated field is copied into a list first: a list is read several times
+    faster than the message's own container, element by element."""
+    infos = map(
+        RunInfo,
+        list(columns.run_ids),
+        list(columns.experiment_ids),
+        list(columns.run_names),
+        list(columns.user_ids),
+        list(map(_STATUSES.__getitem__, list(columns.statuses))),
+        list(columns.start_times_ms),
+        [t or None for t in list(columns.end_times_ms)],
+        list(columns.artifact_uris),
+        [_STAGES.get(s, LifecycleStage.ACTIVE) for s in list(columns.lifecycle_stages)],
+        [p or None for p in list(columns.parent_run_ids)],
+        repeat(columns.project),
+    )
+    points = columns.metrics
+    metrics = map(
+        Metric,
+        _keys(points.keys, points.key_indexes),
+        list(points.values),
+        list(points.timestamps_ms),
+        list(points.steps),
+    )
+    inputs = [RunInput(i.uri, i.kind, i.name, i.digest, i.context) for i in columns.inputs]
+    logged = zip(
+        _per_run(columns.metric_counts, list(metrics)),
+        _per_run(columns.param_counts, _pairs(columns.params)),
+        _per_run(columns.tag_counts, _pairs(columns.tags)),
+        _per_run(columns.input_counts, inputs),
+        strict=True,
+    )
+    return [
+        Run(info, _run_data(latest, params, tags), run_inputs)
+        for info, (latest, params, tags, run_inputs) in zip(infos, logged, strict=True)
+    ]
+
+
+def _run_data(latest: list[Metric], params: list[Any], tags: list[Any]) -> RunData:
+    return RunData(
+        metrics={m.key: m.value for m in latest},
+        params=dict(params),
+        tags=dict(tags),
+        latest_metrics={m.key: m for m in latest},
+    )
+
+
+def _pairs(columns: pb.KeyValueColumns) -> list[tuple[str, str]]:
+    return list(zip(_keys(columns.keys, columns.key_indexes), list(columns.values), strict=True))
+
+
+def _keys(keys: Iterable[str], indexes: Iterable[int]) -> list[str]:
+    """Dictionary-encoded keys decoded (each key one string, shared)."""
+    return list(map(list(keys).__getitem__, list(indexes)))
+
+
+def _per_run(counts: Iterable[int], items: list[T]) -> list[list[T]]:
+    """items cut into consecutive runs of counts[i] each."""
+    bounds = [0, *accumulate(list(counts))]
+    if bounds[-1] != len(items):
+        raise ValueError(f"a columnar page counts {bounds[-1]} entries but holds {len(items)}")
+    return [items[start:end] for start, end in pairwise(bounds)]
 
 
 def metrics_to_columns(metrics: list[Metric]) -> pb.MetricColumns:

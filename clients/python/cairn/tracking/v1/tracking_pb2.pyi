@@ -88,6 +88,58 @@ class MetricColumns(_message.Message):
     timestamps_ms: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, keys: _Optional[_Iterable[str]] = ..., key_indexes: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ..., steps: _Optional[_Iterable[int]] = ..., timestamps_ms: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class KeyValueColumns(_message.Message):
+    __slots__ = ("keys", "key_indexes", "values")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    KEY_INDEXES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    key_indexes: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, keys: _Optional[_Iterable[str]] = ..., key_indexes: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RunColumns(_message.Message):
+    __slots__ = ("project", "run_ids", "experiment_ids", "run_names", "user_ids", "statuses", "start_times_ms", "end_times_ms", "artifact_uris", "lifecycle_stages", "parent_run_ids", "metric_counts", "metrics", "param_counts", "params", "tag_counts", "tags", "input_counts", "inputs")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    RUN_NAMES_FIELD_NUMBER: _ClassVar[int]
+    USER_IDS_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    START_TIMES_MS_FIELD_NUMBER: _ClassVar[int]
+    END_TIMES_MS_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_URIS_FIELD_NUMBER: _ClassVar[int]
+    LIFECYCLE_STAGES_FIELD_NUMBER: _ClassVar[int]
+    PARENT_RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    METRIC_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    PARAM_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    TAG_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    run_ids: _containers.RepeatedScalarFieldContainer[str]
+    experiment_ids: _containers.RepeatedScalarFieldContainer[str]
+    run_names: _containers.RepeatedScalarFieldContainer[str]
+    user_ids: _containers.RepeatedScalarFieldContainer[str]
+    statuses: _containers.RepeatedScalarFieldContainer[RunStatus]
+    start_times_ms: _containers.RepeatedScalarFieldContainer[int]
+    end_times_ms: _containers.RepeatedScalarFieldContainer[int]
+    artifact_uris: _containers.RepeatedScalarFieldContainer[str]
+    lifecycle_stages: _containers.RepeatedScalarFieldContainer[LifecycleStage]
+    parent_run_ids: _containers.RepeatedScalarFieldContainer[str]
+    metric_counts: _containers.RepeatedScalarFieldContainer[int]
+    metrics: MetricColumns
+    param_counts: _containers.RepeatedScalarFieldContainer[int]
+    params: KeyValueColumns
+    tag_counts: _containers.RepeatedScalarFieldContainer[int]
+    tags: KeyValueColumns
+    input_counts: _containers.RepeatedScalarFieldContainer[int]
+    inputs: _containers.RepeatedCompositeFieldContainer[RunInput]
+    def __init__(self, project: _Optional[str] = ..., run_ids: _Optional[_Iterable[str]] = ..., experiment_ids: _Optional[_Iterable[str]] = ..., run_names: _Optional[_Iterable[str]] = ..., user_ids: _Optional[_Iterable[str]] = ..., statuses: _Optional[_Iterable[_Union[RunStatus, str]]] = ..., start_times_ms: _Optional[_Iterable[int]] = ..., end_times_ms: _Optional[_Iterable[int]] = ..., artifact_uris: _Optional[_Iterable[str]] = ..., lifecycle_stages: _Optional[_Iterable[_Union[LifecycleStage, str]]] = ..., parent_run_ids: _Optional[_Iterable[str]] = ..., metric_counts: _Optional[_Iterable[int]] = ..., metrics: _Optional[_Union[MetricColumns, _Mapping]] = ..., param_counts: _Optional[_Iterable[int]] = ..., params: _Optional[_Union[KeyValueColumns, _Mapping]] = ..., tag_counts: _Optional[_Iterable[int]] = ..., tags: _Optional[_Union[KeyValueColumns, _Mapping]] = ..., input_counts: _Optional[_Iterable[int]] = ..., inputs: _Optional[_Iterable[_Union[RunInput, _Mapping]]] = ...) -> None: ...
+
 class Experiment(_message.Message):
     __slots__ = ("project", "experiment_id", "name", "artifact_location", "lifecycle_stage", "tags", "creation_time", "last_update_time")
     PROJECT_FIELD_NUMBER: _ClassVar[int]

@@ -233,7 +233,7 @@ class RestoreRunResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class SearchRunsRequest(_message.Message):
-    __slots__ = ("project", "experiment_ids", "filter", "order_by", "view_type", "page_size", "page_token")
+    __slots__ = ("project", "experiment_ids", "filter", "order_by", "view_type", "page_size", "page_token", "columnar")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_IDS_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
@@ -241,6 +241,7 @@ class SearchRunsRequest(_message.Message):
     VIEW_TYPE_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    COLUMNAR_FIELD_NUMBER: _ClassVar[int]
     project: str
     experiment_ids: _containers.RepeatedScalarFieldContainer[str]
     filter: str
@@ -248,15 +249,18 @@ class SearchRunsRequest(_message.Message):
     view_type: _tracking_pb2.ViewType
     page_size: int
     page_token: str
-    def __init__(self, project: _Optional[str] = ..., experiment_ids: _Optional[_Iterable[str]] = ..., filter: _Optional[str] = ..., order_by: _Optional[_Iterable[str]] = ..., view_type: _Optional[_Union[_tracking_pb2.ViewType, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    columnar: bool
+    def __init__(self, project: _Optional[str] = ..., experiment_ids: _Optional[_Iterable[str]] = ..., filter: _Optional[str] = ..., order_by: _Optional[_Iterable[str]] = ..., view_type: _Optional[_Union[_tracking_pb2.ViewType, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., columnar: _Optional[bool] = ...) -> None: ...
 
 class SearchRunsResponse(_message.Message):
-    __slots__ = ("runs", "next_page_token")
+    __slots__ = ("runs", "next_page_token", "columns")
     RUNS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     runs: _containers.RepeatedCompositeFieldContainer[_tracking_pb2.Run]
     next_page_token: str
-    def __init__(self, runs: _Optional[_Iterable[_Union[_tracking_pb2.Run, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    columns: _tracking_pb2.RunColumns
+    def __init__(self, runs: _Optional[_Iterable[_Union[_tracking_pb2.Run, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., columns: _Optional[_Union[_tracking_pb2.RunColumns, _Mapping]] = ...) -> None: ...
 
 class LogMetricRequest(_message.Message):
     __slots__ = ("project", "run_id", "metric")
