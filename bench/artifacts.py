@@ -2,9 +2,11 @@
 
 For each backend, in one run: upload and download through the artifact service, and
 the same transfer done directly (a copy on disk; the minio SDK against the S3 server),
-with the server's resident memory sampled while the service moves the file. On the
-filesystem, the service moves it both ways: by direct transfer (the byte endpoint, the
-client's default for large objects) and streamed through gRPC.
+with the server's resident memory sampled while the service moves the file. On each
+backend, the service moves it both ways: by direct transfer (the client's default for
+large objects: the byte endpoint on the filesystem, presigned URLs of the store on S3)
+and streamed through gRPC; on S3 also with one connection to the store (moto reads a
+whole object to serve any range of it, which parallel ranges pay once each).
 
 `python -m bench.artifacts [MiB]` moves another size (a multiple of 64 MiB).
 """
@@ -28,7 +30,7 @@ import grpc
 from minio import Minio
 
 import cairn
-from cairn._clients import _direct
+from cairn._clients import _direct, _presigned
 from cairn.artifacts.v1 import artifacts_service_pb2, artifacts_service_pb2_grpc
 
 from .harness import BIN, RssSampler, Server, Stopwatch, _free_port, postgres, report, serve
@@ -59,41 +61,53 @@ def _moto() -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("moto did not start")
 
 
+# The functions that move a direct transfer's bytes, and what each one counts as.
+_DIRECT_MOVERS = [
+    (_direct, "upload", "upload"),
+    (_direct, "download", "download"),
+    (_presigned, "upload_source", "upload"),
+    (_presigned, "download", "download"),
+]
+
+
 @contextlib.contextmanager
 def _direct_transfers() -> Iterator[list[str]]:
-    """The transfers that went over the byte endpoint meanwhile ("upload", "download"),
-    so that a row named direct transfer is one, not a silent fallback to the stream."""
+    """The transfers that went around gRPC meanwhile ("upload", "download"), over the
+    byte endpoint or the store's presigned URLs, so that a row named direct transfer is
+    one, not a silent fallback to the stream."""
     moved: list[str] = []
-    originals = {name: getattr(_direct, name) for name in ("upload", "download")}
+    originals = [(module, name, getattr(module, name)) for module, name, _ in _DIRECT_MOVERS]
 
-    def counting(name: str) -> Any:
+    def counting(original: Any, counted_as: str) -> Any:
         def counted(*args: Any) -> Any:
-            result = originals[name](*args)
-            moved.append(name)
+            result = original(*args)
+            moved.append(counted_as)
             return result
 
         return counted
 
-    for name in originals:
-        setattr(_direct, name, counting(name))
+    for (module, name, original), (_, _, counted_as) in zip(originals, _DIRECT_MOVERS, strict=True):
+        setattr(module, name, counting(original, counted_as))
     try:
         yield moved
     finally:
-        for name, original in originals.items():
-            setattr(_direct, name, original)
+        for module, name, original in originals:
+            setattr(module, name, original)
 
 
 async def _through_service(
-    server: Server, source: Path, work: Path, direct: bool = True, offered: bool = True
+    server: Server, source: Path, work: Path, direct: bool = True, connections: int = 0
 ) -> tuple[float, float, float, float]:
-    """Upload and download rates and RSS growths; direct: as the client does by default
-    (False: streamed), and when the server offers direct transfer (the S3 backend does
-    not), both must have taken it."""
+    """Upload and download rates and RSS growths; direct: as the client does by default,
+    and both must have taken it (False: streamed); connections: the client's
+    direct_connections, when not its default."""
     async with cairn.ArtifactClient.insecure_connection(
         "127.0.0.1", server.port, timeout=None
     ) as client:
         if not direct:
             client.direct_threshold = None
+        if connections:
+            client.direct_connections = connections
         with _direct_transfers() as moved:
             async with RssSampler(server) as up_rss:
                 with Stopwatch() as up:
@@ -101,7 +115,7 @@ async def _through_service(
             async with RssSampler(server) as down_rss:
                 with Stopwatch() as down:
                     await client.download("bench/big.bin", work / "through-service.bin")
-    if moved != (["upload", "download"] if direct and offered else []):
+    if moved != (["upload", "download"] if direct else []):
         raise RuntimeError(f"expected direct={direct}, but moved directly: {moved}")
     return (
         SIZE / MIB / up.seconds,
@@ -238,8 +252,13 @@ async def main() -> None:
                     "us-east-1",
                 ]
                 with serve(database_url, "artifacts", *flags) as server:
-                    service = await _through_service(server, source, work, offered=False)
-                rows += _row("S3 (moto)", service, _direct_s3(endpoint, source, work), ceiling)
+                    streamed = await _through_service(server, source, work, direct=False)
+                    service = await _through_service(server, source, work)
+                    single = await _through_service(server, source, work, connections=1)
+                on_s3 = _direct_s3(endpoint, source, work)
+                rows += _row("S3 (moto), streamed", streamed, on_s3, ceiling)
+                rows += _row("S3 (moto), direct transfer", service, on_s3, ceiling)
+                rows += _row("S3 (moto), direct, 1 connection", single, on_s3, ceiling)
             finally:
                 moto.terminate()
                 moto.wait()

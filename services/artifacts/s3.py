@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -171,10 +172,19 @@ class S3Backend:
         return True
 
     def digest(self, key: str) -> tuple[str, int]:
+        """Reads the next chunk in a thread of its own while this one hashes the chunk
+        before (both release the GIL), so the read-back costs the slower of the two."""
         digest, size = hashlib.sha256(), 0
-        for chunk in self.open(key, 0, 0):
-            digest.update(chunk)
-            size += len(chunk)
+        chunks = self.open(key, 0, 0)
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="cairn-digest") as reader:
+                pending = reader.submit(next, chunks, b"")
+                while chunk := pending.result():
+                    pending = reader.submit(next, chunks, b"")
+                    digest.update(chunk)
+                    size += len(chunk)
+        finally:
+            chunks.close()
         return digest.hexdigest(), size
 
     def scan(self) -> Iterator[tuple[str, datetime]]:

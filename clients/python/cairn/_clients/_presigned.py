@@ -25,9 +25,11 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, SS
 from ..exceptions import UnavailableError
 from ._direct import Unreachable
 
-WORKERS = 4
+CONNECTIONS = 4  # a transfer's, by default (ArtifactClient.direct_connections)
 CHUNK = 1024 * 1024  # what a connection sends or receives at a time
-RANGE = 16 * 1024 * 1024  # a download's ranges
+# A download's ranges: two per connection, from 16 to 256 MiB (see `_ranges`).
+MIN_RANGE = 16 * 1024 * 1024
+MAX_RANGE = 256 * 1024 * 1024
 CONNECT_SECONDS = 3.0
 IDLE_SECONDS = 300.0
 # A piece whose connection broke (or the store answered 5xx) is sent again after these.
@@ -46,7 +48,12 @@ class StoreRefused(Exception):
 
 
 def upload(
-    read_at: ReadAt, size: int, part_size: int, urls: Sequence[str], sent: Callable[[int], None]
+    read_at: ReadAt,
+    size: int,
+    part_size: int,
+    urls: Sequence[str],
+    sent: Callable[[int], None],
+    connections: int = CONNECTIONS,
 ) -> tuple[list[str], str]:
     """PUTs each part of the source (read_at(offset, length) reads it); returns the
     parts' ETags, in order, and the sha256 of the whole.
@@ -58,26 +65,32 @@ def upload(
     pieces = [(start, min(part_size, size - start)) for start in range(0, size, part_size)]
     if len(pieces) != len(urls):
         raise UnavailableError(f"the service sent {len(urls)} part URLs for {len(pieces)} parts")
-    transfer = _Transfer(pieces, sent)
+    transfer = _Transfer(pieces, sent, connections)
     # The transfer ends (and stops what still runs) before the hashing thread is joined.
-    with _Hashing(read_at, pieces, lambda index: True) as hashing, transfer:
+    with _Hashing(read_at, pieces, lambda index, past: pieces[index][1]) as hashing, transfer:
         etags = transfer.run(lambda index: _put(transfer, urls[index], read_at, index))
         return etags, hashing.hexdigest()
 
 
-def download(url: str, path: str, size: int, received: Callable[[int], None]) -> str:
+def download(
+    url: str,
+    path: str,
+    size: int,
+    received: Callable[[int], None],
+    connections: int = CONNECTIONS,
+) -> str:
     """Fetches the object into the file at path (created or emptied); returns the
     sha256 of what arrived. Raises as `upload` does."""
-    pieces = [(start, min(RANGE, size - start)) for start in range(0, size, RANGE)]
+    pieces = _ranges(size, connections)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.ftruncate(descriptor, size)
-        transfer = _Transfer(pieces, received)
+        transfer = _Transfer(pieces, received, connections)
 
         def read_at(offset: int, length: int) -> bytes:
             return os.pread(descriptor, length, offset)
 
-        with _Hashing(read_at, pieces, transfer.wait_landed) as hashing, transfer:
+        with _Hashing(read_at, pieces, transfer.wait_written) as hashing, transfer:
             transfer.run(lambda index: _get(transfer, url, descriptor, index))
             return hashing.hexdigest()
     finally:
@@ -88,10 +101,13 @@ class _Transfer:
     """What the pieces of one transfer share: a pool of kept-alive connections, the
     progress, which pieces landed, and the first failure, which stops the others."""
 
-    def __init__(self, pieces: list[tuple[int, int]], moved: Callable[[int], None]) -> None:
+    def __init__(
+        self, pieces: list[tuple[int, int]], moved: Callable[[int], None], connections: int
+    ) -> None:
         self.pieces = pieces
+        self.connections = connections
         self.http = urllib3.PoolManager(
-            maxsize=WORKERS,
+            maxsize=connections,
             block=True,
             retries=False,
             timeout=urllib3.Timeout(connect=CONNECT_SECONDS, read=IDLE_SECONDS),
@@ -120,22 +136,25 @@ class _Transfer:
                 self._total += done - self._progress[index]
                 self._progress[index] = done
                 self._moved(self._total)
+                self._changed.notify_all()
 
     def landed(self, index: int) -> None:
         with self._changed:
             self._landed[index] = True
             self._changed.notify_all()
 
-    def wait_landed(self, index: int) -> bool:
-        """Whether the piece landed; False when the transfer stopped first."""
+    def wait_written(self, index: int, past: int) -> int:
+        """How many bytes of a download's piece are in its file, once more than past
+        are (an attempt sent again writes the same bytes again); -1 when the transfer
+        stopped first."""
         with self._changed:
-            while not self._landed[index] and not self.stopped.is_set():
+            while self._progress[index] <= past and not self.stopped.is_set():
                 self._changed.wait()
-            return self._landed[index]
+            return self._progress[index] if self._progress[index] > past else -1
 
     def run(self, move: Callable[[int], Any]) -> list[Any]:
-        """move(index) for every piece, WORKERS at once, in order; their results."""
-        with ThreadPoolExecutor(WORKERS, thread_name_prefix="cairn-presigned") as workers:
+        """move(index) for every piece, a connection each at once, in order; their results."""
+        with ThreadPoolExecutor(self.connections, thread_name_prefix="cairn-presigned") as workers:
             futures = [workers.submit(self._attempts, move, i) for i in range(len(self.pieces))]
             for future in futures:
                 _wait_quietly(future)
@@ -238,28 +257,35 @@ class _Region:
         return data
 
 
+# available(index, past): how many bytes of the piece may be read, once more than past
+# may; -1 when there will be no more.
+Available = Callable[[int, int], int]
+
+
 class _Hashing:
-    """sha256 of the pieces in order, in a thread of its own; each piece is read once
-    ready(index) says it may be (at once for an upload; once landed for a download)."""
+    """sha256 of the pieces in order, in a thread of its own, reading each as far as
+    available says (all of it at once for an upload; as it lands for a download)."""
 
     def __init__(
-        self, read_at: ReadAt, pieces: list[tuple[int, int]], ready: Callable[[int], bool]
+        self, read_at: ReadAt, pieces: list[tuple[int, int]], available: Available
     ) -> None:
         self._stop = threading.Event()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="cairn-hash")
-        self._future = self._thread.submit(self._hash, read_at, pieces, ready)
+        self._future = self._thread.submit(self._hash, read_at, pieces, available)
 
-    def _hash(
-        self, read_at: ReadAt, pieces: list[tuple[int, int]], ready: Callable[[int], bool]
-    ) -> str:
+    def _hash(self, read_at: ReadAt, pieces: list[tuple[int, int]], available: Available) -> str:
         digest = hashlib.sha256()
         for index, (start, length) in enumerate(pieces):
-            if not ready(index):
-                raise _Stopped
-            for offset in range(start, start + length, CHUNK):
-                if self._stop.is_set():
+            done = 0
+            while done < length:
+                ready = available(index, done)
+                if ready < 0:
                     raise _Stopped
-                digest.update(read_at(offset, min(CHUNK, start + length - offset)))
+                for offset in range(start + done, start + ready, CHUNK):
+                    if self._stop.is_set():
+                        raise _Stopped
+                    digest.update(read_at(offset, min(CHUNK, start + ready - offset)))
+                done = ready
         return digest.hexdigest()
 
     def hexdigest(self) -> str:
@@ -271,6 +297,19 @@ class _Hashing:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.shutdown(wait=True)
+
+
+def _ranges(size: int, connections: int) -> list[tuple[int, int]]:
+    """A download's pieces: the whole object for one connection; otherwise two ranges
+    per connection, from 16 to 256 MiB each. Few requests, as a store may read a whole
+    object to serve any range of it (moto does); enough for the connections to share;
+    and small enough that the hashing, which follows them in order, is never more than
+    a range per connection behind when the last lands."""
+    step = size
+    if connections > 1:
+        share = -(-size // (2 * connections) // MIN_RANGE) * MIN_RANGE
+        step = min(MAX_RANGE, max(MIN_RANGE, share))
+    return [(start, min(step, size - start)) for start in range(0, size, max(step, 1))]
 
 
 class _Stopped(Exception):
@@ -308,13 +347,20 @@ def upload_source(
     part_size: int,
     urls: Sequence[str],
     sent: Callable[[int], None],
+    connections: int = CONNECTIONS,
 ) -> tuple[list[str], str]:
     """`upload` of a local file (read by position, so parts go in parallel) or bytes."""
     if isinstance(source, bytes | bytearray | memoryview):
         view = memoryview(source)
-        return upload(lambda at, n: bytes(view[at : at + n]), size, part_size, urls, sent)
+
+        def read_bytes(at: int, n: int) -> bytes:
+            return bytes(view[at : at + n])
+
+        return upload(read_bytes, size, part_size, urls, sent, connections)
     descriptor = os.open(source, os.O_RDONLY)
     try:
-        return upload(lambda at, n: os.pread(descriptor, n, at), size, part_size, urls, sent)
+        return upload(
+            lambda at, n: os.pread(descriptor, n, at), size, part_size, urls, sent, connections
+        )
     finally:
         os.close(descriptor)

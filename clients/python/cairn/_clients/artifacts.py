@@ -63,6 +63,10 @@ class ArtifactClient(BaseClient):
     # Uploads and downloads of whole objects of at least this many bytes move over the
     # service's byte endpoint (docs/artifacts.md, "Direct transfer"); None: never.
     direct_threshold: int | None = DIRECT_THRESHOLD
+    # Connections a direct transfer through the object store's presigned URLs (the S3
+    # backend) opens at once: parts PUT and ranges fetched in parallel; 1 fetches a
+    # download in one GET.
+    direct_connections: int = _presigned.CONNECTIONS
 
     def _bind(self, channel: Any) -> None:
         self._stub = artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
@@ -339,6 +343,7 @@ class ArtifactClient(BaseClient):
                 parts.part_size,
                 list(parts.part_urls),
                 sent,
+                max(1, self.direct_connections),
             )
         except _direct.Unreachable as error:
             self._store_fell_back(error)
@@ -613,7 +618,12 @@ class ArtifactClient(BaseClient):
         if reply.url:  # from the object store (S3)
             try:
                 sha256 = await asyncio.to_thread(
-                    _presigned.download, reply.url, str(temporary), reply.object.size, received
+                    _presigned.download,
+                    reply.url,
+                    str(temporary),
+                    reply.object.size,
+                    received,
+                    max(1, self.direct_connections),
                 )
             except _direct.Unreachable as error:
                 self._store_fell_back(error)
