@@ -91,8 +91,9 @@ class Config:
     )
     artifact_direct: bool = _setting(
         True,
-        "serve direct transfers: large artifacts move over plain HTTP/1.1 on a byte endpoint "
-        "of their own, authorized by tickets of the gRPC service (docs/artifacts.md)",
+        "serve direct transfers: large artifacts move outside gRPC, over plain HTTP/1.1 on a "
+        "byte endpoint of their own (filesystem backend) or through presigned URLs of the "
+        "store (S3), authorized by the gRPC service (docs/artifacts.md)",
     )
     artifact_direct_port: int = _setting(
         0, "port of the direct-transfer byte endpoint, on the gRPC host; 0 picks a free one"

@@ -18,7 +18,7 @@ import pytest
 import cairn
 from cairn._clients import _presigned
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
-from cairn.exceptions import DataLossError, NotFoundError
+from cairn.exceptions import DataLossError, FailedPreconditionError, NotFoundError
 from cairn_server import catalog
 from cairn_server.artifacts import presigned
 from cairn_server.common.config import Config
@@ -100,7 +100,9 @@ async def test_a_multipart_round_trip_through_the_store(
     assert (moved["upload"], moved["download"]) == (1, 1)
 
 
-async def test_a_claim_the_bytes_do_not_match_publishes_nothing(s3_direct: cairn.ArtifactClient):
+async def test_a_claim_the_bytes_do_not_match_publishes_nothing(
+    s3_direct: cairn.ArtifactClient, s3_config: Config
+):
     parts = await _ticket(s3_direct, "t/claimed.bin")
     etags = await _put_parts(parts)
     complete = api.CompleteUploadTicketRequest(
@@ -116,10 +118,36 @@ async def test_a_claim_the_bytes_do_not_match_publishes_nothing(s3_direct: cairn
     assert refused.value.code() == grpc.StatusCode.DATA_LOSS
     with pytest.raises(NotFoundError):
         await s3_direct.stat("t/claimed.bin")
+    assert _left_in_store(s3_config, s3_direct.project) == []  # its bytes went with it
     complete.sha256 = _sha(DATA)  # the upload was spent by the verdict
     with pytest.raises(grpc.aio.AioRpcError) as spent:
         await s3_direct._stub.CompleteUploadTicket(complete)
     assert spent.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _left_in_store(s3_config: Config, project: str) -> list[str]:
+    """Objects and unfinished multipart uploads under the project's keys."""
+    client, prefix = s3_client(s3_config), f"store/_objects/{project}/"
+    found = [o.object_name for o in client.list_objects(BUCKET, prefix=prefix, recursive=True)]
+    uploads = client._list_multipart_uploads(BUCKET, prefix=prefix).uploads
+    return found + [f"multipart:{u.object_name}" for u in uploads]
+
+
+async def test_a_client_that_takes_no_presigned_urls_is_answered_as_before(
+    s3_direct: cairn.ArtifactClient,
+):
+    header = api.UploadHeader(project=s3_direct.project, path="t/old.bin", expected_size=9)
+    calls = [
+        (s3_direct._stub.CreateUploadTicket, api.CreateUploadTicketRequest(header=header)),
+        (
+            s3_direct._stub.CreateDownloadTicket,
+            api.CreateDownloadTicketRequest(project=s3_direct.project, path="t/old.bin"),
+        ),
+    ]
+    for call, request in calls:
+        with pytest.raises(FailedPreconditionError) as refused:
+            await s3_direct._transport.unary(call, request, timeout=10, metadata=None)
+        assert refused.value.reason == "DIRECT_TRANSFER_UNAVAILABLE"
 
 
 async def test_a_completion_repeated_returns_the_object_it_published(

@@ -210,7 +210,7 @@ def _get(transfer: _Transfer, url: str, descriptor: int, index: int) -> None:
     )
     try:
         if response.status not in (200, 206) or (response.status == 200 and start):
-            raise StoreRefused(response.status, response.read())
+            raise StoreRefused(response.status, response.read(65536))  # an error's XML
         done = 0
         while done < length:
             if transfer.stopped.is_set():
@@ -222,6 +222,8 @@ def _get(transfer: _Transfer, url: str, descriptor: int, index: int) -> None:
             done += len(chunk)
             transfer.advance(index, done)
     finally:
+        if response.length_remaining:  # a body left unread: its connection is not reusable
+            response.close()
         response.release_conn()
 
 
