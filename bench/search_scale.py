@@ -30,8 +30,8 @@ from cairn_server import catalog
 from cairn_server.common import paging
 from cairn_server.common.server import migrate
 from cairn_server.tracking.model import MetricPoint, Run, ViewType
-from cairn_server.tracking.store import search
-from cairn_server.tracking.store.runs import run_info
+from cairn_server.tracking.store import run_filters, search
+from cairn_server.tracking.store.pages import run_info
 
 from .harness import median, postgres, serve
 
@@ -144,7 +144,7 @@ async def previous_search(pool: asyncpg.Pool, query: search.RunQuery) -> paging.
         if len(terms) == 1 and terms[0][0].entity == "metric" and last is None:
             rows = await _previous_metric_walk(conn, query, terms[0], wanted)
         else:
-            scope = search._scope(query)
+            scope = run_filters.run_scope(query)
             statement = search._sorted_scan(terms, keyset, scope, last, wanted)
             rows = await conn.fetch(statement, *scope.params.values)
         runs = await _previous_load(conn, rows[: query.page_size])
@@ -157,7 +157,7 @@ async def _previous_metric_walk(
     """The first page by one metric as it was walked: the run and its filter looked up
     with the indexes the planner picks (the page is full here: the shape's filter keeps
     about 250 runs of 10,000)."""
-    scope = search._scope(query)
+    scope = run_filters.run_scope(query)
     params = scope.params
     ident, ascending = term
     direction = "ASC" if ascending else "DESC"

@@ -12,7 +12,7 @@ from cairn_server.common.filters import (
     parse,
     parse_order_by,
 )
-from cairn_server.tracking.store.search import ENTITIES
+from cairn_server.tracking.store.run_filters import ENTITIES
 
 
 def _ident(entity: str, key: str, position: int) -> Identifier:

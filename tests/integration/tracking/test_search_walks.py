@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from cairn_server.tracking.model import ViewType
-from cairn_server.tracking.store import search
+from cairn_server.tracking.store import run_filters, search, walks
 
 RUNS = 240
 # A RARE_LIMIT under which every value counts as rare, however many runs the database
@@ -124,7 +124,7 @@ async def _sorted(pool: asyncpg.Pool, query: search.RunQuery) -> list[uuid.UUID]
     orders = query.order_by or search.DEFAULT_ORDER
     terms = [search.filters.parse_order_by(text, search.ENTITIES) for text in orders]
     keyset = search.paging.Keyset(search._sort_key(terms))
-    scope = search._scope(query)
+    scope = run_filters.run_scope(query)
     statement = search._sorted_scan(terms, keyset, scope, None, 10 * RUNS)
     async with pool.acquire() as conn:
         rows = await conn.fetch(statement, *scope.params.values)
@@ -158,7 +158,7 @@ def _with(query: search.RunQuery, **changes: object) -> search.RunQuery:
     "order", [[], ["metrics.acc DESC"], ["metrics.loss ASC"], ["params.model DESC"]]
 )
 @pytest.mark.parametrize(
-    ("walk_limit", "rare_limit"), [(search.WALK_LIMIT, EVERY_VALUE_RARE), (60, 0)]
+    ("walk_limit", "rare_limit"), [(walks.WALK_LIMIT, EVERY_VALUE_RARE), (60, 0)]
 )
 @pytest.mark.parametrize("view", [ViewType.ACTIVE_ONLY, ViewType.ALL, ViewType.DELETED_ONLY])
 async def test_pages_of_every_filter_equal_the_sorted_statement(
@@ -173,7 +173,7 @@ async def test_pages_of_every_filter_equal_the_sorted_statement(
     # Either every filter requiring a param or tag value is answered from that value's
     # holders, or none is: the walks answer them, and a small walk limit makes a walk
     # give up and sort on filters few runs meet (fewer than a page among 60 runs).
-    monkeypatch.setattr(search, "WALK_LIMIT", walk_limit)
+    monkeypatch.setattr(walks, "WALK_LIMIT", walk_limit)
     monkeypatch.setattr(search, "RARE_LIMIT", rare_limit)
     scopes = [experiments[:1], experiments, [experiments[1], experiments[0], experiments[1]]]
     for experiment_ids in scopes:
@@ -189,7 +189,7 @@ async def test_a_sweep_in_one_experiment_hides_no_older_match_of_another(
     """Experiment A: 100 recent runs the filter rejects, then one older match; B: 30
     matches older than that. Walks that each stop after WALK_LIMIT runs, merged, would
     fill the first page with B's runs and page past A's match for good."""
-    monkeypatch.setattr(search, "WALK_LIMIT", 60)
+    monkeypatch.setattr(walks, "WALK_LIMIT", 60)
     a, b = await _new_experiment(pool), await _new_experiment(pool)
     await _runs(pool, a, [(1000 - i, "sgd") for i in range(100)] + [(500, "adam")])
     await _runs(pool, b, [(400 - i, "adam") for i in range(30)])
@@ -206,11 +206,11 @@ async def test_the_walk_and_the_sort_each_answer_in_one_experiment(
 ) -> None:
     """A filter most runs meet is answered by the walk; one no run meets gives up after
     WALK_LIMIT runs and is answered by sorting (no value counts as rare here)."""
-    monkeypatch.setattr(search, "WALK_LIMIT", 60)
+    monkeypatch.setattr(walks, "WALK_LIMIT", 60)
     monkeypatch.setattr(search, "RARE_LIMIT", 0)
     experiment = await _new_experiment(pool)
     await _runs(pool, experiment, [(i, "adam") for i in range(100)])
-    outcomes = _walk_outcomes(monkeypatch, "_walk_newest_first")
+    outcomes = _walk_outcomes(monkeypatch, "walk_newest_first")
     for text in ("params.optimizer = 'adam'", "params.optimizer = 'sgd'"):
         query = search.RunQuery("default", [experiment], text, [], ViewType.ALL, 25, "")
         assert await _paged(pool, query) == await _sorted(pool, query)
@@ -257,7 +257,7 @@ async def test_a_metric_walk_through_other_experiments_values_gives_up_and_sorts
     """The metric's index holds every experiment's values: three runs with acc 0.5 lie
     behind a hundred of the other experiments' higher values, so ordered by acc the walk
     gives up after WALK_LIMIT entries and sorting answers, in the walk's order."""
-    monkeypatch.setattr(search, "WALK_LIMIT", 60)
+    monkeypatch.setattr(walks, "WALK_LIMIT", 60)
     experiment = await _new_experiment(pool)
     await _runs(pool, experiment, [(i, "adam") for i in range(3)])
     await pool.execute(
@@ -265,7 +265,7 @@ async def test_a_metric_walk_through_other_experiments_values_gives_up_and_sorts
            SELECT run_id, 'acc', 0.5, 0, 0 FROM tracking.runs WHERE experiment_id = $1""",
         experiment,
     )
-    outcomes = _walk_outcomes(monkeypatch, "_walk_one_metric")
+    outcomes = _walk_outcomes(monkeypatch, "walk_one_metric")
     query = search.RunQuery("default", [experiment], "", ["metrics.acc DESC"], ViewType.ALL, 2, "")
     found = await _paged(pool, query)
     assert found == await _sorted(pool, query)
@@ -276,14 +276,14 @@ async def test_a_metric_walk_through_other_experiments_values_gives_up_and_sorts
 def _walk_outcomes(monkeypatch: pytest.MonkeyPatch, name: str) -> list[bool]:
     """Whether each call of the walk `name` answered (True) or gave up (False)."""
     outcomes: list[bool] = []
-    walk = getattr(search, name)
+    walk = getattr(walks, name)
 
     async def spied(*args: Any) -> Any:
         rows = await walk(*args)
         outcomes.append(rows is not None)
         return rows
 
-    monkeypatch.setattr(search, name, spied)
+    monkeypatch.setattr(walks, name, spied)
     return outcomes
 
 

@@ -1,0 +1,201 @@
+"""What a run search may return, as SQL: the filter compiled to parameterized
+conditions on a run (r) and its experiment (e), the lifecycle view, and the values a
+search sorts on, missing and NaN flagged so that they sort last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ...common import filter_sql, filters
+from ...common.filters import FilterError, Identifier
+from ...common.sql import Params
+from ..model import RunStatus, ViewType
+
+ENTITIES = {
+    "metrics": "metric",
+    "metric": "metric",
+    "params": "param",
+    "param": "param",
+    "parameters": "param",
+    "parameter": "param",
+    "tags": "tag",
+    "tag": "tag",
+    "attributes": "attribute",
+    "attribute": "attribute",
+    "attr": "attribute",
+    "run": "attribute",
+    "inputs": "input",
+    "input": "input",
+}
+# The fields of a run's inputs a filter compares (tracking.run_inputs columns).
+INPUT_FIELDS = ("kind", "name", "uri", "digest", "context")
+# Attribute name -> (SQL expression, SQL type).
+ATTRIBUTES = {
+    "run_id": ("replace(r.run_id::text, '-', '')", "text"),
+    "run_name": ("r.run_name", "text"),
+    "status": ("r.status", "smallint"),
+    "user_id": ("r.user_id", "text"),
+    "start_time": ("r.start_time", "bigint"),
+    "end_time": ("r.end_time", "bigint"),
+    "artifact_uri": ("r.artifact_uri", "text"),
+    "experiment_id": ("r.experiment_id", "bigint"),
+}
+# The table of each entity's values, and its SQL type.
+TABLES = {
+    "metric": "tracking.latest_metrics",
+    "param": "tracking.params",
+    "tag": "tracking.tags",
+}
+TYPES = {"metric": "double precision", "param": "text", "tag": "text"}
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """One SearchRuns call, checked."""
+
+    project: str
+    experiment_ids: Sequence[int]
+    filter: str
+    order_by: Sequence[str]
+    view_type: ViewType
+    page_size: int
+    page_token: str
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The runs a query may return: the joins its filter looks values up with, the
+    WHERE condition, and their parameters."""
+
+    params: Params
+    joins: str
+    where: str
+
+
+def run_scope(query: RunQuery, per_run: bool = False) -> Scope:
+    """per_run: for a walk that tests one run at a time (its id r.run_id given). The
+    run and its values are then looked up by primary key alone: the experiment and the
+    keys are compared in a form no index serves (`+ 0`, `|| ''`), since without
+    statistics PostgreSQL may pick runs_by_experiment or the (key, value) indexes for
+    the lookup and read every entry of the experiment or the value for each run."""
+    params = Params(query.project, list(query.experiment_ids))
+    experiment = "r.experiment_id + 0" if per_run else "r.experiment_id"
+    where = ["r.project = $1", f"{experiment} = ANY($2::bigint[])", _view(query.view_type)]
+    lookups = filter_sql.Lookups(params, TABLES, ("run_id", "r.run_id"), per_owner=per_run)
+    inputs = _Inputs(params)
+    node = filters.parse(query.filter, ENTITIES)
+    if node is not None:
+        where.append(_compile(node, params, lookups, inputs))
+    return Scope(params, " ".join([*lookups.joins, *inputs.joins()]), " AND ".join(where))
+
+
+class _Inputs:
+    """Terms on a run's inputs, of which a run has any number: each term holds when one
+    of the inputs meets it. All of them are answered by one lookup of the run's inputs,
+    one boolean column per term."""
+
+    def __init__(self, params: Params) -> None:
+        self._params = params
+        self._columns: list[str] = []
+
+    def condition(self, node: filters.Comparison | filters.NullCheck) -> str:
+        field = node.ident.key
+        if field not in INPUT_FIELDS:
+            known = ", ".join(INPUT_FIELDS)
+            raise FilterError(node.ident.position, f"inputs have {known}; not {field!r}")
+        if isinstance(node, filters.NullCheck):
+            matched = f"coalesce(im.i{len(self._columns)}, false)"
+            self._columns.append(f"bool_or(ri.{field} <> '')")
+            return f"NOT {matched}" if node.is_null else matched
+        value = filter_sql.condition(f"ri.{field}", node, self._params, "text")
+        self._columns.append(f"bool_or({value})")
+        return f"coalesce(im.i{len(self._columns) - 1}, false)"
+
+    def joins(self) -> list[str]:
+        if not self._columns:
+            return []
+        columns = ", ".join(f"{sql} AS i{i}" for i, sql in enumerate(self._columns))
+        return [
+            f"LEFT JOIN LATERAL (SELECT {columns} FROM tracking.run_inputs ri "
+            "WHERE ri.run_id = r.run_id) im ON TRUE"
+        ]
+
+
+def _view(view_type: ViewType) -> str:
+    active = "(r.lifecycle_stage = 1 AND e.lifecycle_stage = 1)"
+    if view_type == ViewType.ALL:
+        return "TRUE"
+    return f"NOT {active}" if view_type == ViewType.DELETED_ONLY else active
+
+
+def sort_values(
+    terms: list[tuple[Identifier, bool]], params: Params, per_run: bool = False
+) -> tuple[str, list[str]]:
+    """Joins for the sort values, and the SELECT items of the sort key (see search._sort_key).
+    per_run: look the values up by run id alone (see run_scope)."""
+    key_column = "key || ''" if per_run else "key"
+    joins, selected = [], []
+    for i, (ident, _) in enumerate(terms):
+        if ident.entity == "attribute":
+            value_sql, sql_type = attribute(ident)
+        else:
+            # A join, not a subquery per row: PostgreSQL can hash it in one pass.
+            table, sql_type = TABLES[ident.entity], TYPES[ident.entity]
+            joins.append(
+                f"LEFT JOIN {table} o{i} "
+                f"ON o{i}.run_id = r.run_id AND o{i}.{key_column} = {params.add(ident.key)}"
+            )
+            value_sql = f"o{i}.value"
+        # NaN counts as missing: it sorts last, like NULL, whichever the direction.
+        nan_free = f"NULLIF({value_sql}, 'NaN')" if sql_type == "double precision" else value_sql
+        selected += [f"({nan_free} IS NULL)::int AS m{i}", f"{nan_free} AS v{i}"]
+    selected.append("r.run_id AS tiebreak")
+    return " ".join(joins), selected
+
+
+def attribute(ident: Identifier) -> tuple[str, str]:
+    if ident.key not in ATTRIBUTES:
+        known = ", ".join(ATTRIBUTES)
+        raise FilterError(
+            ident.position, f"unknown run attribute {ident.key!r}; use one of {known}"
+        )
+    return ATTRIBUTES[ident.key]
+
+
+def _compile(
+    node: filters.Node, params: Params, lookups: filter_sql.Lookups, inputs: _Inputs
+) -> str:
+    if isinstance(node, filters.BoolOp):
+        operands = (_compile(n, params, lookups, inputs) for n in node.operands)
+        return "(" + f" {node.op} ".join(operands) + ")"
+    if node.ident.entity == "attribute":
+        return _attribute_condition(node, params)
+    if node.ident.entity == "input":
+        return inputs.condition(node)
+    return lookups.condition(node, TYPES[node.ident.entity])
+
+
+def _attribute_condition(node: filters.Comparison | filters.NullCheck, params: Params) -> str:
+    column, sql_type = attribute(node.ident)
+    if isinstance(node, filters.NullCheck):
+        return f"{column} IS {'' if node.is_null else 'NOT '}NULL"
+    if node.ident.key == "status":
+        node = _status_as_number(node)
+    return filter_sql.condition(column, node, params, sql_type)
+
+
+def _status_as_number(node: filters.Comparison) -> filters.Comparison:
+    """attributes.status compares with status names; the column holds their numbers."""
+    if node.op not in ("=", "!=", "IN"):
+        raise FilterError(node.ident.position, "status supports =, != and IN")
+    names = node.value if isinstance(node.value, tuple) else (node.value,)
+    numbers = []
+    for name in names:
+        if not isinstance(name, str) or name.upper() not in RunStatus.__members__:
+            known = ", ".join(RunStatus.__members__)
+            raise FilterError(node.ident.position, f"status is one of {known}")
+        numbers.append(float(RunStatus[name.upper()]))
+    value = tuple(numbers) if node.op == "IN" else numbers[0]
+    return filters.Comparison(node.ident, node.op, value, node.negated)

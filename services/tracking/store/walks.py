@@ -1,0 +1,220 @@
+"""The walks of a run search: pages read in an index's order, the filter tested run
+by run, stopping once the page is full, so that a page costs about its own size. A walk
+that visits WALK_LIMIT entries without filling its page gives up (None), and the search
+sorts instead (see search.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from ...common.filters import Identifier
+from ...common.sql import Params
+from .run_filters import RunQuery, run_scope
+from .runs import EXPERIMENT_OF_RUN, RUN_COLUMNS, RUN_FROM
+
+# How many runs (or metric values) a page walks, testing the filter on each, before sorting
+# the matching runs instead (see walk_newest_first).
+WALK_LIMIT = 5_000
+
+
+async def walk_one_metric(
+    conn: asyncpg.Connection,
+    query: RunQuery,
+    term: tuple[Identifier, bool],
+    last: list[Any] | None,
+    wanted: int,
+) -> list[asyncpg.Record] | None:
+    """Ordered by one metric: walk the (key, value, run_id) index from the page's start
+    and stop after `wanted` matches, so a page costs about its own size rather than the
+    whole experiment. Runs without the metric (or with NaN) follow, by run id, once the
+    valued ones run out. Ties go by run id in the value's direction, the index's order.
+
+    The index holds the metric of every experiment: a filter few of its runs meet would
+    make the walk visit most of them, so it gives up after WALK_LIMIT entries and
+    returns None, and the caller sorts instead (search._sorted_by_one_metric). The walk and the
+    runs without the metric are read in one snapshot (see walk_newest_first)."""
+    ident, ascending = term
+    direction, after = ("ASC", ">") if ascending else ("DESC", "<")
+    rows: list[asyncpg.Record] = []
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        if last is None or not last[0]:
+            # As for the newest-first walk: without statistics PostgreSQL would rather
+            # sort every value of the metric than walk its index (see walk_newest_first).
+            # The runs without the metric are sorted, so sorting is allowed again for them.
+            await conn.execute("SET LOCAL enable_sort = off")
+            rows += await _walk_metric_values(conn, query, term, last, wanted)
+            await conn.execute("SET LOCAL enable_sort = on")
+            if len(rows) < wanted and await _metric_walked_too_far(conn, term, last):
+                return None
+        if len(rows) < wanted:
+            scope = run_scope(query)
+            params = scope.params
+            key = params.add(ident.key)
+            start = "TRUE"
+            if last is not None and last[0]:
+                start = f"r.run_id {after} {params.add(last[2], 'uuid')}"
+            rows += await conn.fetch(
+                f"""SELECT {RUN_COLUMNS}, 1 AS m0, NULL::double precision AS v0,
+                           r.run_id AS tiebreak
+                    FROM {RUN_FROM} {scope.joins}
+                    WHERE {scope.where} AND {start} AND NOT EXISTS (
+                        SELECT 1 FROM tracking.latest_metrics x
+                        WHERE x.run_id = r.run_id AND x.key = {key} AND x.value <> 'NaN')
+                    ORDER BY r.run_id {direction} LIMIT {params.add(wanted - len(rows))}""",
+                *params.values,
+            )
+    return rows
+
+
+async def _walk_metric_values(
+    conn: asyncpg.Connection,
+    query: RunQuery,
+    term: tuple[Identifier, bool],
+    last: list[Any] | None,
+    wanted: int,
+) -> list[asyncpg.Record]:
+    """The matching runs with a value of the metric, from the page's start, among the
+    next WALK_LIMIT entries of its index."""
+    ident, ascending = term
+    direction = "ASC" if ascending else "DESC"
+    scope = run_scope(query, per_run=True)
+    params = scope.params
+    start = _metric_after(term, last, params)
+    # The run and its filter are looked up per index entry, in order (OFFSET 0 keeps
+    # PostgreSQL from flattening the lookup into a join over every run, which it
+    # prefers while it has no statistics yet, as right after a bulk load).
+    return await conn.fetch(
+        f"""SELECT m.*, 0 AS m0, o.value AS v0, o.run_id AS tiebreak
+            FROM (
+                SELECT o.run_id, o.value FROM tracking.latest_metrics o
+                WHERE o.key = {params.add(ident.key)} AND o.value <> 'NaN' AND {start}
+                ORDER BY o.value {direction}, o.run_id {direction}
+                LIMIT {params.add(WALK_LIMIT)}
+            ) o
+            CROSS JOIN LATERAL (
+                SELECT {RUN_COLUMNS} FROM {RUN_FROM} {scope.joins}
+                WHERE r.run_id = o.run_id AND {scope.where} OFFSET 0
+            ) m
+            ORDER BY o.value {direction}, o.run_id {direction} LIMIT {params.add(wanted)}""",
+        *params.values,
+    )
+
+
+def _metric_after(term: tuple[Identifier, bool], last: list[Any] | None, params: Params) -> str:
+    """Index entries (as o) after the page's start in the metric's order."""
+    if last is None:
+        return "TRUE"
+    after = ">" if term[1] else "<"
+    cursor = f"({params.add(last[1], 'double precision')}, {params.add(last[2], 'uuid')})"
+    return f"(o.value, o.run_id) {after} {cursor}"
+
+
+async def _metric_walked_too_far(
+    conn: asyncpg.Connection, term: tuple[Identifier, bool], last: list[Any] | None
+) -> bool:
+    """Whether the metric's index holds more than WALK_LIMIT values from the page's
+    start (so the walk may have stopped short)."""
+    params = Params(term[0].key)
+    start = _metric_after(term, last, params)
+    walked = params.add(WALK_LIMIT)
+    return bool(
+        await conn.fetchval(
+            f"""SELECT count(*) > {walked} FROM (
+                    SELECT 1 FROM tracking.latest_metrics o
+                    WHERE o.key = $1 AND o.value <> 'NaN' AND {start}
+                    LIMIT {walked} + 1
+                ) c""",
+            *params.values,
+        )
+    )
+
+
+def newest_first(terms: list[tuple[Identifier, bool]]) -> bool:
+    """The default order, which the runs_by_experiment index holds."""
+    (ident, ascending), *others = terms
+    return (
+        not others and ident.entity == "attribute" and ident.key == "start_time" and not ascending
+    )
+
+
+async def walk_newest_first(
+    conn: asyncpg.Connection, query: RunQuery, last: list[Any] | None, wanted: int
+) -> list[asyncpg.Record] | None:
+    """Newest first in one experiment: walk its (experiment_id, start_time DESC, run_id)
+    index from the page's start, the filter tested run by run, and stop after `wanted`
+    matches, so a page costs about its own size rather than sorting the experiment. A
+    start time is never NULL: the "missing" flag is always 0.
+
+    The walk reads each run's row as it goes: the filter is tested on that row, not on
+    the run looked up again.
+
+    A filter that few runs meet would make the walk visit most of the experiment, one
+    lookup per run: the walk gives up after WALK_LIMIT runs and returns None, and the
+    caller sorts instead (hash joins over the filter's keys, chosen by the planner)."""
+    scope = run_scope(query, per_run=True)
+    params = scope.params
+    start = _newer_after(last, params)
+    limit, walked = params.add(wanted), params.add(WALK_LIMIT)
+    # Sorting is disabled for the statement: without statistics (right after a bulk
+    # load) PostgreSQL expects the filter to keep a run or two and would rather sort
+    # every run of the experiment than walk the index, a hundred times slower. OFFSET 0
+    # keeps the filter a lookup per index entry (see walk_one_metric). One snapshot for
+    # the walk and the count after it, so a run purged in between cannot make a walk
+    # that stopped short look complete. (A search is a read: it never runs inside a
+    # recorded write's transaction, where SET LOCAL would outlive this block.)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute("SET LOCAL enable_sort = off")
+        rows = await conn.fetch(
+            f"""SELECT w.* FROM (SELECT DISTINCT unnest($2::bigint[])) AS x(experiment_id)
+                CROSS JOIN LATERAL (
+                    SELECT m.*, 0 AS m0, o.start_time AS v0, o.run_id AS tiebreak
+                    FROM (
+                        SELECT o.* FROM tracking.runs o
+                        WHERE o.experiment_id = x.experiment_id AND {start}
+                        ORDER BY o.start_time DESC, o.run_id LIMIT {walked}
+                    ) o
+                    CROSS JOIN LATERAL (
+                        SELECT {RUN_COLUMNS} FROM (SELECT o.*) r {EXPERIMENT_OF_RUN} {scope.joins}
+                        WHERE {scope.where} OFFSET 0
+                    ) m
+                    ORDER BY o.start_time DESC, o.run_id LIMIT {limit}
+                ) w
+                ORDER BY w.v0 DESC, w.tiebreak LIMIT {limit}""",
+            *params.values,
+        )
+        if len(rows) == wanted or not await _walked_too_far(conn, query, last):
+            return rows
+    return None
+
+
+def _newer_after(last: list[Any] | None, params: Params) -> str:
+    """Runs (as o) after the page's start in newest-first order."""
+    if last is None:
+        return "TRUE"
+    time, run_id = params.add(last[1], "bigint"), params.add(last[2], "uuid")
+    # The first bound lets the index scan start at the page's start instead of at the
+    # newest run, so a deep page costs its own size.
+    return f"(o.start_time <= {time} AND (o.start_time < {time} OR o.run_id > {run_id}))"
+
+
+async def _walked_too_far(
+    conn: asyncpg.Connection, query: RunQuery, last: list[Any] | None
+) -> bool:
+    """Whether the experiment holds more than WALK_LIMIT runs from the page's start (so
+    the walk may have stopped short)."""
+    params = Params(list(query.experiment_ids))
+    start = _newer_after(last, params)
+    walked = params.add(WALK_LIMIT)
+    return bool(
+        await conn.fetchval(
+            f"""SELECT count(*) > {walked} FROM (
+                    SELECT 1 FROM tracking.runs o
+                    WHERE o.experiment_id = ANY($1::bigint[]) AND {start}
+                    LIMIT {walked} + 1
+                ) c""",
+            *params.values,
+        )
+    )
