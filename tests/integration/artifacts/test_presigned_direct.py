@@ -8,6 +8,7 @@ import hashlib
 import os
 import socket
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from cairn._clients import _presigned
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import DataLossError, FailedPreconditionError, NotFoundError
 from cairn_server import catalog
-from cairn_server.artifacts import presigned
+from cairn_server.artifacts import backends, presigned
+from cairn_server.artifacts.janitor import Janitor
+from cairn_server.artifacts.store import ObjectStore
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
 from tests.conftest import new_project, with_overrides
@@ -233,3 +236,19 @@ async def test_an_unreachable_store_falls_back_to_streaming(
         assert client._direct_offered  # still offered: the store is skipped a while
     # Streamed both ways; the download did not try the store the upload could not reach.
     assert moved == {"upload tried": 1}
+
+
+async def test_an_upload_never_completed_is_discarded_once_its_urls_expired(
+    s3_direct: cairn.ArtifactClient, s3_config: Config, pool: asyncpg.Pool
+):
+    await _ticket(s3_direct, "t/abandoned.bin")  # as a client that fell back leaves it
+    janitor = Janitor(ObjectStore(pool), backends.from_config(s3_config), timedelta(0))
+    await janitor.sweep()
+    assert len(_left_in_store(s3_config, s3_direct.project)) == 1  # its URLs still work
+    await pool.execute(
+        """UPDATE artifacts.uploads SET url_expire_time = now() - interval '1 second'
+           WHERE project = $1""",
+        s3_direct.project,
+    )
+    await janitor.sweep()
+    assert _left_in_store(s3_config, s3_direct.project) == []
