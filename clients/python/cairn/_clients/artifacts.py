@@ -602,8 +602,9 @@ class ArtifactClient(BaseClient):
         timeout: float | None,
         metadata: Metadata | None,
     ) -> bool:
-        """Fetches the object over the byte endpoint into temporary, checked against the
-        sha256 its ticket's answer names; False when it cannot (the caller streams)."""
+        """Fetches the object over the byte endpoint, or from the object store through
+        a presigned URL (S3), into temporary, checked against the sha256 its ticket's
+        answer names; False when it cannot (the caller streams)."""
         request = api.CreateDownloadTicketRequest(
             project=self.project, path=info.path, accept_presigned=True
         )
@@ -615,31 +616,10 @@ class ArtifactClient(BaseClient):
         def received(done: int) -> None:
             loop.call_soon_threadsafe(counted.reach, start + done)
 
-        if reply.url:  # from the object store (S3)
-            try:
-                sha256 = await asyncio.to_thread(
-                    _presigned.download,
-                    reply.url,
-                    str(temporary),
-                    reply.object.size,
-                    received,
-                    max(1, self.direct_connections),
-                )
-            except _direct.Unreachable as error:
-                self._store_fell_back(error)
-                return False
-        else:
-            endpoint = self._endpoint(reply.ticket)
-            if endpoint is None:
-                return False
-            try:
-                with _file_for(temporary, info.size) as out:
-                    sha256 = await asyncio.to_thread(
-                        _direct.download, endpoint, out, reply.object.size, received
-                    )
-            except _direct.Unreachable as error:
-                self._fell_back(endpoint, error)
-                return False
+        fetch = self._fetch_from_store if reply.url else self._fetch_from_endpoint
+        sha256 = await fetch(reply, temporary, received)
+        if sha256 is None:
+            return False
         await asyncio.to_thread(_check_length, temporary, reply.object.size)
         if sha256 != reply.object.sha256:
             raise DataLossError(
@@ -649,6 +629,45 @@ class ArtifactClient(BaseClient):
                 metadata={"sha256": sha256, "expected_sha256": reply.object.sha256},
             )
         return True
+
+    async def _fetch_from_store(
+        self,
+        reply: api.CreateDownloadTicketResponse,
+        temporary: Path,
+        received: Callable[[int], None],
+    ) -> str | None:
+        """The sha256 of what the presigned URL gave; None when the store is out of reach."""
+        try:
+            return await asyncio.to_thread(
+                _presigned.download,
+                reply.url,
+                str(temporary),
+                reply.object.size,
+                received,
+                max(1, self.direct_connections),
+            )
+        except _direct.Unreachable as error:
+            self._store_fell_back(error)
+            return None
+
+    async def _fetch_from_endpoint(
+        self,
+        reply: api.CreateDownloadTicketResponse,
+        temporary: Path,
+        received: Callable[[int], None],
+    ) -> str | None:
+        """The sha256 of what the byte endpoint sent; None when it is out of reach."""
+        endpoint = self._endpoint(reply.ticket)
+        if endpoint is None:
+            return None
+        try:
+            with _file_for(temporary, reply.object.size) as out:
+                return await asyncio.to_thread(
+                    _direct.download, endpoint, out, reply.object.size, received
+                )
+        except _direct.Unreachable as error:
+            self._fell_back(endpoint, error)
+            return None
 
     async def _download_tree(
         self,
