@@ -1,0 +1,32 @@
+"""How direct transfer on S3 cuts an object: the service's parts and the client's
+ranges cover every byte once, within S3's limits, whatever the size."""
+
+import pytest
+
+from cairn._clients._presigned import MAX_RANGE, MIN_RANGE, _ranges
+from cairn_server.artifacts.blobs import MAX_OBJECT_BYTES
+from cairn_server.artifacts.presigned import MAX_PARTS, PART_SIZE, _part_size
+
+MIB = 1024 * 1024
+SIZES = [1, 8 * MIB, 16 * MIB + 1, 1024 * MIB, 100 * 1024 * MIB + 7, MAX_OBJECT_BYTES]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_parts_stay_within_s3s_limits(size: int) -> None:
+    part = _part_size(size)
+    assert 5 * MIB <= part <= 5 * 1024 * MIB and part % MIB == 0
+    assert -(-size // part) <= MAX_PARTS
+    assert part == PART_SIZE or -(-size // (part - MIB)) > MAX_PARTS  # the least that fits
+
+
+@pytest.mark.parametrize("connections", [1, 2, 4])
+@pytest.mark.parametrize("size", SIZES)
+def test_ranges_cover_the_object_once(size: int, connections: int) -> None:
+    ranges = _ranges(size, connections)
+    assert [start for start, _ in ranges] == [0, *(s + n for s, n in ranges[:-1])]
+    assert sum(length for _, length in ranges) == size
+    if connections == 1:
+        assert ranges == [(0, size)]  # one GET
+    else:
+        assert all(MIN_RANGE <= n <= MAX_RANGE for _, n in ranges[:-1])
+        assert len(ranges) <= max(2 * connections, -(-size // MAX_RANGE))
