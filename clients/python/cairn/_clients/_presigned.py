@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +33,8 @@ MIN_RANGE = 16 * 1024 * 1024
 MAX_RANGE = 256 * 1024 * 1024
 CONNECT_SECONDS = 3.0
 IDLE_SECONDS = 300.0
-# A piece whose connection broke (or the store answered 5xx) is sent again after these.
+# A piece whose connection broke, or that the store failed (5xx, or a passing failure such
+# as RequestTimeout or SlowDown), is sent again after these.
 RETRY_WAITS = (0.2, 1.0)
 # Statuses after which the store will not take this client's transfers for a while:
 # signed for an address or region it does not answer to (a misconfigured
@@ -41,10 +43,20 @@ _LASTING = frozenset({400, 403})
 ReadAt = Callable[[int, int], bytes]
 
 
+# S3's codes of failures that pass: a connection too slow for it, too many requests.
+_PASSING = frozenset({"RequestTimeout", "SlowDown", "InternalError", "ServiceUnavailable"})
+
+
 class StoreRefused(Exception):
     def __init__(self, status: int, body: bytes) -> None:
         super().__init__(f"the object store answered {status}: {body[:300]!r}")
         self.status = status
+        found = re.search(rb"<Code>([^<]{1,100})</Code>", body)
+        self.code = found.group(1).decode("ascii", "replace") if found else ""
+
+    @property
+    def passing(self) -> bool:
+        return self.status >= 500 or self.code in _PASSING
 
 
 def upload(
@@ -327,9 +339,9 @@ def _wait_quietly(future: Future[Any]) -> None:
 
 def _transient(error: Exception) -> bool:
     """A piece worth sending again: its connection broke or timed out once it was open,
-    or the store failed (5xx). Not one refused, or a store that cannot be reached."""
+    or the store failed it for a while. Not one refused, or a store out of reach."""
     if isinstance(error, StoreRefused):
-        return error.status >= 500
+        return error.passing
     if isinstance(error, ConnectTimeoutError | SSLError):
         return False
     return isinstance(error, HTTPError | ConnectionError)
@@ -339,7 +351,7 @@ def _lasting(error: BaseException) -> bool:
     """Refused connections, unknown names, connect timeouts and TLS failures are the
     store out of this client's reach (urllib3 reports each as one of these)."""
     if isinstance(error, StoreRefused):
-        return error.status in _LASTING
+        return error.status in _LASTING and not error.passing
     return isinstance(error, ConnectTimeoutError | SSLError)
 
 
