@@ -103,16 +103,6 @@ class MetricColumns:
     steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     timestamps_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
-    @classmethod
-    def single(cls, key: str, value: float, step: int, timestamp_ms: int) -> MetricColumns:
-        return cls(
-            [key],
-            np.zeros(1, np.uint32),
-            np.array([value], np.float64),
-            np.array([step], np.int64),
-            np.array([timestamp_ms], np.int64),
-        )
-
     def __len__(self) -> int:
         return len(self.values)
 

@@ -16,7 +16,7 @@ from ..common import validation as common
 from ..common.errors import invalid_field
 from ..common.service import Resources
 from . import convert, validation
-from .model import Batch, LifecycleStage, MetricColumns, RunInput, RunStatus, ViewType
+from .model import Batch, LifecycleStage, MetricPoint, RunInput, RunStatus, ViewType
 from .store.experiments import ExperimentStore
 from .store.history import MetricHistory
 from .store.runs import RunStore
@@ -232,7 +232,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         await self._writer.log_metric(
             common.project(request.project),
             validation.run_id(request.run_id),
-            MetricColumns.single(key, metric.value, metric.step, metric.timestamp_ms),
+            MetricPoint(key, metric.value, metric.timestamp_ms, metric.step),
             request_id=idempotency.request_id_of(context),
             fingerprint=idempotency.fingerprint_of(request),
         )
