@@ -21,7 +21,8 @@ def _register(server: grpc.aio.Server, resources: Resources) -> None:
 
 
 # A presigned URL may be for a PUT, so creating one needs the editor role; a ticket
-# grants what its call does (an upload: editor; a download: viewer).
+# grants what its call does (an upload: editor; a download, on S3 a presigned GET of
+# the object's bytes as they are: viewer).
 ROLES = role_table(
     viewer=["Download", "StatObject", "ListObjects", "CreateDownloadTicket"],
     editor=[
@@ -48,9 +49,10 @@ SPEC = ServiceSpec(
     # discards what it refused, which a recorded call's rollback would undo; a
     # presigned URL is a bearer secret, never stored. (Upload, a stream, is never
     # recorded either: it keeps its id on the object too.)
-    # The ticket calls write nothing but an upload's row: an upload's ticket carries the
-    # request id to its publication (CompleteUploadTicket's on S3), which keeps it on
-    # the object as Upload does; CompleteUploadTicket discards what it refused.
+    # The ticket calls write nothing but, on S3, an upload's row (a repeat begins another,
+    # which the janitor discards): an upload's ticket carries the request id to its
+    # publication (CompleteUploadTicket's on S3), which keeps it on the object as Upload
+    # does; CompleteUploadTicket discards what it refused, as ConfirmUpload does.
     not_recorded=frozenset(
         {
             "ConfirmUpload",
