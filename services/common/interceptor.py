@@ -14,8 +14,8 @@ the project its request names (for a client stream: its first message).
 from __future__ import annotations
 
 import inspect
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -53,6 +53,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         self._gate = gate
         self._roles = roles
         self._idempotency = idempotency
+        # Method to the handler found for it and its wrapping, made once: gRPC looks the
+        # same handler up for every call of a method.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -63,6 +66,14 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        found = self._wrapped.get(method)
+        if found is not None and found[0] is handler:
+            return found[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         role = self._roles.get(method)
         admission = None if role is None else _Admission(self._gate, role, method)
         codec = {
@@ -320,7 +331,7 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 128:
             return value
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 32 hex digits, as uuid4().hex, in a fifth of its time
 
 
 def domain_status(exc: DomainError) -> status_pb2.Status:
