@@ -98,16 +98,40 @@ class PresignedTransfers:
         )
         part_size = _part_size(size)
         try:
-            write_id = await asyncio.to_thread(store.begin_parts, upload.storage_key, content_type)
+            upload = await self._begin_parts(store, upload)
             urls = await asyncio.to_thread(
-                store.presign_parts, upload.storage_key, write_id, -(-size // part_size), expires
+                store.presign_parts,
+                upload.storage_key,
+                _write_id(upload),
+                -(-size // part_size),
+                expires,
             )
         except BaseException:
-            await self._discard(upload)
+            await self._spend(upload)
             raise
-        return api.PresignedParts(
-            upload=f"{upload.upload_id.hex}.{write_id}", part_size=part_size, part_urls=urls
+        return api.PresignedParts(upload=upload.upload_id.hex, part_size=part_size, part_urls=urls)
+
+    async def _begin_parts(self, store: S3Backend, upload: PendingUpload) -> PendingUpload:
+        """Begins the upload's multipart upload and records its id on the upload."""
+        write_id = await asyncio.to_thread(
+            store.begin_parts, upload.storage_key, upload.content_type
         )
+        try:
+            return await self._objects.record_parts(upload, write_id)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(store.abort, _unfinished(upload.storage_key, write_id))
+            raise
+
+    async def _spend(self, upload: PendingUpload) -> None:
+        """Gives up an upload: its row and bytes, and its multipart upload's parts now
+        rather than after the janitor's threshold."""
+        await self._discard(upload)
+        if self._s3 is not None and upload.multipart_id:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(
+                    self._s3.abort, _unfinished(upload.storage_key, upload.multipart_id)
+                )
 
     async def complete(
         self,
@@ -124,16 +148,16 @@ class PresignedTransfers:
             DataLoss: the sha256 of what the store holds differs (CHECKSUM_MISMATCH).
         """
         store = self._store()
-        upload_id, write_id = _upload_of(request.upload)
+        upload_id = _upload_of(request.upload)
         etags = list(request.etags)
         if not 1 <= len(etags) <= MAX_PARTS:
             raise invalid_field("etags", f"one per part, 1 to {MAX_PARTS}")
         if not request.sha256 or request.size <= 0:
             field = "sha256" if not request.sha256 else "size"
             raise invalid_field(field, "required: the object is checked against it")
-        upload = await self._objects.upload(project, path, upload_id)
+        upload = await self._objects.upload(project, path, upload_id, kind="parts")
         try:
-            await asyncio.to_thread(_complete, store, upload.storage_key, write_id, etags)
+            await asyncio.to_thread(_complete, store, upload, etags)
             sha256, size = await asyncio.to_thread(store.digest, upload.storage_key)
             verify(size, sha256, request.size, request.sha256)
             stored, replaced = await self._objects.publish(
@@ -141,7 +165,7 @@ class PresignedTransfers:
             )
         except BaseException as error:
             if isinstance(error, _VERDICTS):
-                await self._discard(upload)
+                await self._spend(upload)
             raise
         await self._janitor.collect([replaced] if replaced else [])
         return stored
@@ -157,22 +181,27 @@ def _part_size(size: int) -> int:
     return max(PART_SIZE, -(-needed // MIB) * MIB)
 
 
-def _complete(store: S3Backend, key: str, write_id: str, etags: list[str]) -> None:
+def _complete(store: S3Backend, upload: PendingUpload, etags: list[str]) -> None:
+    """Completes the upload's multipart upload, the one recorded when it began."""
     try:
-        store.complete_parts(key, write_id, etags)
+        store.complete_parts(upload.storage_key, _write_id(upload), etags)
     except RefusedParts as error:
-        # The upload is spent: its parts go now rather than after the janitor's threshold.
-        with contextlib.suppress(Exception):
-            store.abort(Unfinished(key, write_id, datetime.now(UTC)))
         raise invalid_field("etags", f"the store refused the parts: {error}") from None
 
 
-def _upload_of(value: str) -> tuple[uuid.UUID, str]:
-    """The upload's id and its multipart upload's, as `begin` joined them."""
-    upload_id, _, write_id = value.partition(".")
+def _write_id(upload: PendingUpload) -> str:
+    if upload.multipart_id is None:
+        raise ValueError(f"upload {upload.upload_id} has no multipart upload")
+    return upload.multipart_id
+
+
+def _unfinished(key: str, write_id: str) -> Unfinished:
+    return Unfinished(key, write_id, datetime.now(UTC))
+
+
+def _upload_of(value: str) -> uuid.UUID:
+    """The upload's id, as `begin` answered it."""
     try:
-        if write_id:
-            return uuid.UUID(hex=upload_id), write_id
+        return uuid.UUID(hex=value)
     except ValueError:
-        pass
-    raise invalid_field("upload", "must be the upload CreateUploadTicket answered")
+        raise invalid_field("upload", "must be the upload CreateUploadTicket answered") from None

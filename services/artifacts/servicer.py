@@ -353,7 +353,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         done = await self._objects.published_by(project, path, request_id_of(context))
         if done is not None:  # a repeat of the confirmation that published it
             return api.ConfirmUploadResponse(object=self._info(done))
-        upload = await self._objects.upload(project, path, _upload_id(request.upload_id))
+        upload = await self._objects.upload(
+            project, path, _upload_id(request.upload_id), kind="put"
+        )
         sealed = await self._objects.begin(project, path, upload.overwrite, upload.content_type)
         try:
             stored_type = await self._seal(upload, sealed.storage_key)

@@ -11,9 +11,11 @@ The publication protocol, whose every step is one transaction here:
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 import asyncpg
 
@@ -23,7 +25,11 @@ from ..common.sql import like_prefix
 from .backends import new_key
 
 _COLUMNS = "project, path, size, sha256, content_type, storage_key, create_time, update_time"
-_UPLOAD_COLUMNS = "upload_id, storage_key, project, path, overwrite, content_type"
+_UPLOAD_COLUMNS = "upload_id, storage_key, project, path, overwrite, content_type, multipart_id"
+# Which uploads a call may take: "put", those of a presigned PUT URL (ConfirmUpload);
+# "parts", those of presigned parts, whose multipart upload is recorded (CompleteUploadTicket).
+UploadKind = Literal["put", "parts"]
+_KIND_CONDITIONS = {"put": "multipart_id IS NULL", "parts": "multipart_id IS NOT NULL"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class PendingUpload:
     path: str
     overwrite: bool
     content_type: str
+    # The S3 multipart upload of presigned parts (see `record_parts`).
+    multipart_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,12 +107,33 @@ class ObjectStore:
             )
         return PendingUpload(**dict(row))
 
-    async def upload(self, project: str, path: str, upload_id: uuid.UUID) -> PendingUpload:
-        """An upload begun for this path and not yet published or expired."""
+    async def record_parts(self, upload: PendingUpload, multipart_id: str) -> PendingUpload:
+        """Notes the multipart upload begun for an upload's presigned parts: completing
+        the upload takes this id from here, never from the client.
+
+        Raises:
+            Aborted: the upload expired meanwhile (UPLOAD_EXPIRED).
+        """
+        async with self._pool.acquire() as conn:
+            recorded = await conn.fetchval(
+                """UPDATE artifacts.uploads SET multipart_id = $2
+                   WHERE upload_id = $1 RETURNING true""",
+                upload.upload_id,
+                multipart_id,
+            )
+        if not recorded:
+            raise _expired(upload)
+        return dataclasses.replace(upload, multipart_id=multipart_id)
+
+    async def upload(
+        self, project: str, path: str, upload_id: uuid.UUID, kind: UploadKind
+    ) -> PendingUpload:
+        """An upload of this kind begun for this path and not yet published or expired."""
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
                 f"""SELECT {_UPLOAD_COLUMNS} FROM artifacts.uploads
-                    WHERE upload_id = $1 AND project = $2 AND path = $3""",
+                    WHERE upload_id = $1 AND project = $2 AND path = $3
+                      AND {_KIND_CONDITIONS[kind]}""",
                 upload_id,
                 project,
                 path,

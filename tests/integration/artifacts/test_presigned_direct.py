@@ -7,6 +7,7 @@ import collections
 import hashlib
 import os
 import socket
+import urllib.request
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -126,6 +127,37 @@ async def test_a_claim_the_bytes_do_not_match_publishes_nothing(
     with pytest.raises(grpc.aio.AioRpcError) as spent:
         await s3_direct._stub.CompleteUploadTicket(complete)
     assert spent.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_presigned_put_is_never_completed_as_parts_nor_parts_confirmed(
+    s3_direct: cairn.ArtifactClient,
+):
+    """Only ConfirmUpload publishes a PUT URL's upload (sealed: copied where no URL
+    writes), and only CompleteUploadTicket one of parts, with its recorded multipart id."""
+    body = b"put around the service"
+    put = await s3_direct.presigned_url("t/put.bin", "PUT", content_type="text/plain")
+    request = urllib.request.Request(put.url, data=body, method="PUT", headers=put.headers)
+    await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=10).close())
+    complete = api.CompleteUploadTicketRequest(
+        project=s3_direct.project,
+        path="t/put.bin",
+        upload=put.upload_id,
+        etags=['"0"'],
+        size=len(body),
+        sha256=_sha(body),
+    )
+    with pytest.raises(NotFoundError) as refused:
+        await s3_direct._transport.unary(
+            s3_direct._stub.CompleteUploadTicket, complete, timeout=10, metadata=None
+        )
+    assert refused.value.reason == "UPLOAD_NOT_FOUND"
+    parts = await _ticket(s3_direct, "t/parts.bin")
+    with pytest.raises(NotFoundError) as unconfirmed:
+        await s3_direct.confirm_upload("t/parts.bin", upload_id=parts.upload)
+    assert unconfirmed.value.reason == "UPLOAD_NOT_FOUND"
+    # The PUT's upload is still waiting for its confirmation.
+    info = await s3_direct.confirm_upload("t/put.bin", _sha(body), upload_id=put.upload_id)
+    assert info.sha256 == _sha(body)
 
 
 def _left_in_store(s3_config: Config, project: str) -> list[str]:
