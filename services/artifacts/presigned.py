@@ -138,9 +138,11 @@ class PresignedTransfers:
         project: str,
         path: str,
         request: api.CompleteUploadTicketRequest,
+        sha256: str,
         request_id: str | None,
     ) -> StoredObject:
-        """Completes, checks and publishes an upload begun by `begin`.
+        """Completes, checks and publishes an upload begun by `begin`; sha256 is the
+        request's, checked and lowercased.
 
         Raises:
             NotFound: no such upload is waiting (UPLOAD_NOT_FOUND).
@@ -152,16 +154,16 @@ class PresignedTransfers:
         etags = list(request.etags)
         if not 1 <= len(etags) <= MAX_PARTS:
             raise invalid_field("etags", f"one per part, 1 to {MAX_PARTS}")
-        if not request.sha256 or request.size <= 0:
-            field = "sha256" if not request.sha256 else "size"
+        if not sha256 or request.size <= 0:
+            field = "sha256" if not sha256 else "size"
             raise invalid_field(field, "required: the object is checked against it")
         upload = await self._objects.upload(project, path, upload_id, kind="parts")
         try:
             await asyncio.to_thread(_complete, store, upload, etags)
-            sha256, size = await asyncio.to_thread(store.digest, upload.storage_key)
-            verify(size, sha256, request.size, request.sha256)
+            found, size = await asyncio.to_thread(store.digest, upload.storage_key)
+            verify(size, found, request.size, sha256)
             stored, replaced = await self._objects.publish(
-                upload, size, sha256, upload.content_type, request_id=request_id
+                upload, size, found, upload.content_type, request_id=request_id
             )
         except BaseException as error:
             if isinstance(error, _VERDICTS):

@@ -86,7 +86,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         header = request.header
         project = common.project(header.project)
         path = paths.object_path(header.path)
-        expected_sha256 = _sha256(header.expected_sha256)
+        expected_sha256 = _sha256(header.expected_sha256, "header.expected_sha256")
         content_type = _content_type(header.content_type) or DEFAULT_CONTENT_TYPE
         _check_size(header.expected_size)
         presigned = self._check_direct(request.accept_presigned)
@@ -134,12 +134,14 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
     ) -> api.CompleteUploadTicketResponse:
         project = common.project(request.project)
         path = paths.object_path(request.path)
-        expected_sha256 = _sha256(request.sha256)
+        sha256 = _sha256(request.sha256, "sha256")
         done = await self._objects.published_by(project, path, request_id_of(context))
         if done is not None:  # a repeat of the completion that published it
-            _check_repeat(done, expected_sha256)
+            _check_repeat(done, sha256)
             return api.CompleteUploadTicketResponse(object=self._info(done))
-        stored = await self._presigned.complete(project, path, request, request_id_of(context))
+        stored = await self._presigned.complete(
+            project, path, request, sha256, request_id_of(context)
+        )
         return api.CompleteUploadTicketResponse(object=self._info(stored))
 
     async def Upload(
@@ -193,7 +195,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             header = await _header(stream)
             project = common.project(header.project)
             path = paths.object_path(header.path)
-            expected_sha256 = _sha256(header.expected_sha256)
+            expected_sha256 = _sha256(header.expected_sha256, "header.expected_sha256")
             content_type = _content_type(header.content_type) or DEFAULT_CONTENT_TYPE
             _check_size(header.expected_size)
             done = await self._objects.published_by(project, path, request_id_of(context))
@@ -347,7 +349,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         can never change what was published."""
         project = common.project(request.project)
         path = paths.object_path(request.path)
-        expected = _sha256(request.expected_sha256)
+        expected = _sha256(request.expected_sha256, "expected_sha256")
         if not self._backend.supports_presign:
             raise _presign_unsupported()
         done = await self._objects.published_by(project, path, request_id_of(context))
@@ -433,7 +435,9 @@ async def _pump(
         async for message in stream:
             part = message.WhichOneof("part")
             if part == "finish":
-                await _finish(stream, reader, writing, _sha256(message.finish.sha256))
+                await _finish(
+                    stream, reader, writing, _sha256(message.finish.sha256, "finish.sha256")
+                )
                 return
             if part != "chunk":
                 raise invalid_field("header", "an upload has exactly one header, first")
@@ -482,10 +486,11 @@ def _range(offset: int, length: int, size: int) -> tuple[int, int]:
     return offset, min(length or size - offset, size - offset)
 
 
-def _sha256(value: str) -> str:
+def _sha256(value: str, field: str) -> str:
+    """A sha256 as compared and recorded: lowercase hex ("" when none was sent)."""
     value = value.lower()
     if value and (len(value) != 64 or not set(value) <= _SHA256_HEX):
-        raise invalid_field("expected_sha256", "must be 64 hexadecimal characters")
+        raise invalid_field(field, "must be 64 hexadecimal characters")
     return value
 
 

@@ -160,6 +160,20 @@ async def test_a_presigned_put_is_never_completed_as_parts_nor_parts_confirmed(
     assert info.sha256 == _sha(body)
 
 
+async def test_a_claim_in_uppercase_hex_is_the_same_sha256(s3_direct: cairn.ArtifactClient):
+    parts = await _ticket(s3_direct, "t/upper.bin")
+    complete = api.CompleteUploadTicketRequest(
+        project=s3_direct.project,
+        path="t/upper.bin",
+        upload=parts.upload,
+        etags=await _put_parts(parts),
+        size=len(DATA),
+        sha256=_sha(DATA).upper(),
+    )
+    reply = await s3_direct._stub.CompleteUploadTicket(complete)
+    assert reply.object.sha256 == _sha(DATA)
+
+
 def _left_in_store(s3_config: Config, project: str) -> list[str]:
     """Objects and unfinished multipart uploads under the project's keys."""
     client, prefix = s3_client(s3_config), f"store/_objects/{project}/"
