@@ -86,15 +86,28 @@ class PresignedTransfers:
         return timedelta(seconds=min(seconds, self._max_seconds))
 
     async def begin(
-        self, project: str, path: str, overwrite: bool, content_type: str, size: int
+        self,
+        project: str,
+        path: str,
+        overwrite: bool,
+        content_type: str,
+        size: int,
+        sha256: str,
     ) -> api.PresignedParts:
-        """Records an upload and begins its multipart upload; the URLs of its parts."""
+        """Records an upload, with the size and sha256 (when given) its completion is
+        held to, and begins its multipart upload; the URLs of its parts."""
         store = self._store()
         if not size:
             raise invalid_field("header.expected_size", "needed to upload in presigned parts")
         expires = self.lifetime(size)
         upload = await self._objects.begin(
-            project, path, overwrite, content_type, url_expires=expires
+            project,
+            path,
+            overwrite,
+            content_type,
+            url_expires=expires,
+            expected_size=size,
+            expected_sha256=sha256,
         )
         part_size = _part_size(size)
         try:
@@ -146,7 +159,8 @@ class PresignedTransfers:
 
         Raises:
             NotFound: no such upload is waiting (UPLOAD_NOT_FOUND).
-            InvalidArgument: the ETags are not the parts', or the size differs.
+            InvalidArgument: the ETags are not the parts', or the size or sha256 claimed
+                is not the one announced, or the store holds another size.
             DataLoss: the sha256 of what the store holds differs (CHECKSUM_MISMATCH).
         """
         store = self._store()
@@ -158,8 +172,12 @@ class PresignedTransfers:
             field = "sha256" if not sha256 else "size"
             raise invalid_field(field, "required: the object is checked against it")
         upload = await self._objects.upload(project, path, upload_id, kind="parts")
+        _check_claim(upload, request.size, sha256, len(etags))
         try:
             await asyncio.to_thread(_complete, store, upload, etags)
+            # Each part URL takes up to 5 GiB: the size is checked before any byte is read.
+            size = await asyncio.to_thread(store.size, upload.storage_key)
+            verify(size, "", request.size, "")
             found, size = await asyncio.to_thread(store.digest, upload.storage_key)
             verify(size, found, request.size, sha256)
             stored, replaced = await self._objects.publish(
@@ -189,6 +207,18 @@ def _complete(store: S3Backend, upload: PendingUpload, etags: list[str]) -> None
         store.complete_parts(upload.storage_key, _write_id(upload), etags)
     except RefusedParts as error:
         raise invalid_field("etags", f"the store refused the parts: {error}") from None
+
+
+def _check_claim(upload: PendingUpload, size: int, sha256: str, parts: int) -> None:
+    """Holds a completion to what its upload announced when it began."""
+    if size != upload.expected_size:
+        raise invalid_field(
+            "size", f"the upload announced {upload.expected_size} bytes (header.expected_size)"
+        )
+    if upload.expected_sha256 and sha256 != upload.expected_sha256:
+        raise invalid_field("sha256", "differs from the upload's header.expected_sha256")
+    if parts != -(-size // _part_size(size)):
+        raise invalid_field("etags", "one per part URL the upload was given")
 
 
 def _write_id(upload: PendingUpload) -> str:

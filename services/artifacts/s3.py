@@ -162,6 +162,15 @@ class S3Backend:
                 raise RefusedParts(f"{error.code}: {error.message}") from None
             raise
 
+    def size(self, key: str) -> int:
+        """The size of the object at key, from its metadata (no byte is read)."""
+        try:
+            return int(self.client.stat_object(self.bucket, self._name(key)).size or 0)
+        except S3Error as error:
+            if error.code in _ABSENT:
+                raise MissingBytes(key) from None
+            raise
+
     def _holds(self, key: str) -> bool:
         try:
             self.client.stat_object(self.bucket, self._name(key))

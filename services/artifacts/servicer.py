@@ -99,7 +99,12 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             raise already_exists(path)
         if presigned:
             parts = await self._presigned.begin(
-                project, path, header.overwrite, content_type, header.expected_size
+                project,
+                path,
+                header.overwrite,
+                content_type,
+                header.expected_size,
+                expected_sha256,
             )
             return api.CreateUploadTicketResponse(parts=parts)
         ticket = self._direct.ticket(

@@ -25,7 +25,10 @@ from ..common.sql import like_prefix
 from .backends import new_key
 
 _COLUMNS = "project, path, size, sha256, content_type, storage_key, create_time, update_time"
-_UPLOAD_COLUMNS = "upload_id, storage_key, project, path, overwrite, content_type, multipart_id"
+_UPLOAD_COLUMNS = (
+    "upload_id, storage_key, project, path, overwrite, content_type, multipart_id, "
+    "expected_size, expected_sha256"
+)
 # Which uploads a call may take: "put", those of a presigned PUT URL (ConfirmUpload);
 # "parts", those of presigned parts, whose multipart upload is recorded (CompleteUploadTicket).
 UploadKind = Literal["put", "parts"]
@@ -56,6 +59,9 @@ class PendingUpload:
     content_type: str
     # The S3 multipart upload of presigned parts (see `record_parts`).
     multipart_id: str | None = None
+    # What an upload of presigned parts announced: its completion is held to it.
+    expected_size: int | None = None
+    expected_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,16 +90,20 @@ class ObjectStore:
         content_type: str = "",
         url_expires: timedelta | None = None,
         request_id: str | None = None,
+        expected_size: int | None = None,
+        expected_sha256: str | None = None,
     ) -> PendingUpload:
-        """Records an upload under a fresh key; url_expires for a presigned PUT, whose
-        call's request_id makes a repeat of the call find this upload again."""
+        """Records an upload under a fresh key; url_expires for a presigned PUT or
+        parts, whose call's request_id makes a repeat of the call find this upload
+        again; the expected size and sha256 of an upload of parts."""
         upload_id = uuid.uuid4()
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
                 f"""INSERT INTO artifacts.uploads
                         (upload_id, storage_key, project, path, overwrite, content_type,
-                         url_expire_time, request_id)
-                    VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + $7::interval, $8)
+                         url_expire_time, request_id, expected_size, expected_sha256)
+                    VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + $7::interval, $8,
+                            $9, $10)
                     ON CONFLICT (project, request_id) DO UPDATE SET project = excluded.project
                     RETURNING {_UPLOAD_COLUMNS}""",
                 upload_id,
@@ -104,6 +114,8 @@ class ObjectStore:
                 content_type,
                 url_expires,
                 request_id,
+                expected_size,
+                expected_sha256 or None,
             )
         return PendingUpload(**dict(row))
 

@@ -68,8 +68,10 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-async def _ticket(client: cairn.ArtifactClient, path: str, **metadata: str) -> api.PresignedParts:
-    header = api.UploadHeader(project=client.project, path=path, expected_size=len(DATA))
+async def _ticket(
+    client: cairn.ArtifactClient, path: str, size: int = len(DATA), **metadata: str
+) -> api.PresignedParts:
+    header = api.UploadHeader(project=client.project, path=path, expected_size=size)
     reply = await client._stub.CreateUploadTicket(
         api.CreateUploadTicketRequest(header=header, accept_presigned=True),
         metadata=tuple(metadata.items()),
@@ -172,6 +174,35 @@ async def test_a_claim_in_uppercase_hex_is_the_same_sha256(s3_direct: cairn.Arti
     )
     reply = await s3_direct._stub.CompleteUploadTicket(complete)
     assert reply.object.sha256 == _sha(DATA)
+
+
+async def test_parts_larger_than_announced_are_refused_before_the_read_back(
+    s3_direct: cairn.ArtifactClient, s3_config: Config
+):
+    parts = await _ticket(s3_direct, "t/grown.bin", size=6 * MIB)  # two parts of 5 MiB
+    etags = []
+    for url, size in zip(parts.part_urls, (PART, 4 * PART), strict=True):
+        sent = await asyncio.to_thread(
+            _presigned.upload_source, bytes(size), size, size, [url], lambda n: None
+        )
+        etags += sent[0]
+    complete = api.CompleteUploadTicketRequest(
+        project=s3_direct.project,
+        path="t/grown.bin",
+        upload=parts.upload,
+        etags=etags,
+        size=5 * PART,
+        sha256=_sha(bytes(5 * PART)),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as claimed:  # not what was announced
+        await s3_direct._stub.CompleteUploadTicket(complete)
+    assert claimed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    complete.size = 6 * MIB
+    with pytest.raises(grpc.aio.AioRpcError) as measured:  # not what the store holds
+        await s3_direct._stub.CompleteUploadTicket(complete)
+    assert measured.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "received 26214400" in str(measured.value.details())
+    assert _left_in_store(s3_config, s3_direct.project) == []
 
 
 def _left_in_store(s3_config: Config, project: str) -> list[str]:
