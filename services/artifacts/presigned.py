@@ -17,7 +17,10 @@ import contextlib
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+from minio.error import MinioException, S3Error
+from urllib3.exceptions import HTTPError
 
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 
@@ -28,10 +31,12 @@ from ..common.errors import (
     DataLoss,
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
+    Unavailable,
     invalid_field,
 )
 from . import backends
-from .blobs import RefusedParts, Unfinished
+from .blobs import MissingBytes, RefusedParts, Unfinished
 from .janitor import Janitor
 from .s3 import MIB, S3Backend
 from .store import ObjectStore, PendingUpload, StoredObject
@@ -49,6 +54,10 @@ MIN_URL_SECONDS = 300
 # Failures that judge what was sent: the upload is spent (anything else, an outage or
 # a timeout, leaves it to be completed again).
 _VERDICTS = (DataLoss, InvalidArgument, AlreadyExists, FailedPrecondition, Aborted)
+# What the store, or the way to it, fails with (the minio SDK's errors, urllib3's,
+# sockets'): an outage, not a verdict on the upload.
+_STORE_FAILURES = (MinioException, HTTPError, OSError)
+_T = TypeVar("_T")
 
 
 class PresignedTransfers:
@@ -112,7 +121,7 @@ class PresignedTransfers:
         part_size = _part_size(size)
         try:
             upload = await self._begin_parts(store, upload)
-            urls = await asyncio.to_thread(
+            urls = await _in_store(
                 store.presign_parts,
                 upload.storage_key,
                 _write_id(upload),
@@ -126,9 +135,7 @@ class PresignedTransfers:
 
     async def _begin_parts(self, store: S3Backend, upload: PendingUpload) -> PendingUpload:
         """Begins the upload's multipart upload and records its id on the upload."""
-        write_id = await asyncio.to_thread(
-            store.begin_parts, upload.storage_key, upload.content_type
-        )
+        write_id = await _in_store(store.begin_parts, upload.storage_key, upload.content_type)
         try:
             return await self._objects.record_parts(upload, write_id)
         except BaseException:
@@ -174,15 +181,10 @@ class PresignedTransfers:
         upload = await self._objects.upload(project, path, upload_id, kind="parts")
         _check_claim(upload, request.size, sha256, len(etags))
         try:
-            await asyncio.to_thread(_complete, store, upload, etags)
-            # Each part URL takes up to 5 GiB: the size is checked before any byte is read.
-            size = await asyncio.to_thread(store.size, upload.storage_key)
-            verify(size, "", request.size, "")
-            found, size = await asyncio.to_thread(store.digest, upload.storage_key)
+            await _in_store(_complete, store, upload, etags)
+            found, size = await self._read_back(store, upload, request.size)
             verify(size, found, request.size, sha256)
-            stored, replaced = await self._objects.publish(
-                upload, size, found, upload.content_type, request_id=request_id
-            )
+            stored, replaced = await self._publish(upload, request.size, found, request_id)
         except BaseException as error:
             if isinstance(error, _VERDICTS):
                 await self._spend(upload)
@@ -190,10 +192,43 @@ class PresignedTransfers:
         await self._janitor.collect([replaced] if replaced else [])
         return stored
 
+    async def _read_back(
+        self, store: S3Backend, upload: PendingUpload, size: int
+    ) -> tuple[str, int]:
+        """The sha256 and size of the object the store completed, read once its size
+        is size (a part URL takes up to 5 GiB: checked before any byte is read).
+
+        Raises:
+            InvalidArgument: the object has another size.
+            NotFound: the object is gone: another completion of the upload spent it,
+                or it expired (UPLOAD_NOT_FOUND).
+        """
+        try:
+            verify(await _in_store(store.size, upload.storage_key), "", size, "")
+            return await _in_store(store.digest, upload.storage_key)
+        except MissingBytes:
+            raise _gone(upload, "its object left the store") from None
+
+    async def _publish(
+        self, upload: PendingUpload, size: int, sha256: str, request_id: str | None
+    ) -> tuple[StoredObject, str | None]:
+        """As `ObjectStore.publish`; a completion that lost the race to publish to
+        another of the same request id (a retry of a call still running) answers the
+        object the other published."""
+        try:
+            return await self._objects.publish(
+                upload, size, sha256, upload.content_type, request_id=request_id
+            )
+        except Aborted:
+            done = await self._objects.published_by(upload.project, upload.path, request_id)
+            if done is not None and done.storage_key == upload.storage_key:
+                return done, None
+            raise _gone(upload, "another call completed it, or it expired") from None
+
     async def download_url(self, stored: StoredObject) -> str:
         store = self._store()
         expires = self.lifetime(stored.size)
-        return await asyncio.to_thread(store.presign, stored.storage_key, "GET", expires)
+        return await _in_store(store.presign, stored.storage_key, "GET", expires)
 
 
 def _part_size(size: int) -> int:
@@ -207,6 +242,28 @@ def _complete(store: S3Backend, upload: PendingUpload, etags: list[str]) -> None
         store.complete_parts(upload.storage_key, _write_id(upload), etags)
     except RefusedParts as error:
         raise invalid_field("etags", f"the store refused the parts: {error}") from None
+
+
+async def _in_store(function: Callable[..., _T], *args: Any) -> _T:
+    """function(*args) in a thread; a failure of the store, or of the way to it, is
+    UNAVAILABLE: nothing was decided about the upload, which may be completed again."""
+    try:
+        return await asyncio.to_thread(function, *args)
+    except _STORE_FAILURES as error:
+        detail = (error.code if isinstance(error, S3Error) else None) or type(error).__name__
+        raise Unavailable(
+            "OBJECT_STORE_UNAVAILABLE",
+            f"the object store failed ({detail}); call again",
+            metadata={"error": detail},
+        ) from error
+
+
+def _gone(upload: PendingUpload, why: str) -> NotFound:
+    return NotFound(
+        "UPLOAD_NOT_FOUND",
+        f"upload {upload.upload_id} to {upload.path!r} is no longer waiting: {why}",
+        metadata={"upload_id": str(upload.upload_id), "path": upload.path},
+    )
 
 
 def _check_claim(upload: PendingUpload, size: int, sha256: str, parts: int) -> None:

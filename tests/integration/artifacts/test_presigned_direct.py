@@ -7,6 +7,7 @@ import collections
 import hashlib
 import os
 import socket
+import threading
 import urllib.request
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -24,6 +25,7 @@ from cairn.exceptions import DataLossError, FailedPreconditionError, NotFoundErr
 from cairn_server import catalog
 from cairn_server.artifacts import backends, presigned
 from cairn_server.artifacts.janitor import Janitor
+from cairn_server.artifacts.s3 import S3Backend
 from cairn_server.artifacts.store import ObjectStore
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
@@ -252,6 +254,35 @@ async def test_a_completion_repeated_returns_the_object_it_published(
         api.CreateUploadTicketRequest(header=header, accept_presigned=True), metadata=(request_id,)
     )
     assert ticket.object == first.object
+
+
+async def test_completions_racing_under_one_request_id_both_answer_the_object(
+    s3_direct: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+):
+    """A retry of a completion still running (its deadline passed, say): both read the
+    object back at once, one publishes, and the other answers what it published."""
+    both_reading = threading.Barrier(2, timeout=10)
+    digest = S3Backend.digest
+
+    def together(self: S3Backend, key: str) -> tuple[str, int]:
+        both_reading.wait()
+        return digest(self, key)
+
+    monkeypatch.setattr(S3Backend, "digest", together)
+    parts = await _ticket(s3_direct, "t/raced.bin")
+    complete = api.CompleteUploadTicketRequest(
+        project=s3_direct.project,
+        path="t/raced.bin",
+        upload=parts.upload,
+        etags=await _put_parts(parts),
+        size=len(DATA),
+        sha256=_sha(DATA),
+    )
+    request_id = (("x-cairn-request-id", f"raced-{s3_direct.project}"),)
+    first, second = await asyncio.gather(
+        *(s3_direct._stub.CompleteUploadTicket(complete, metadata=request_id) for _ in "12")
+    )
+    assert first.object == second.object and first.object.sha256 == _sha(DATA)
 
 
 async def test_a_download_is_checked_against_the_recorded_sha256(
