@@ -310,6 +310,20 @@ class _Bytes:
         return chunk
 
 
+async def test_a_source_that_cannot_be_read_is_not_taken_for_an_unreachable_store(
+    s3_direct: cairn.ArtifactClient,
+):
+    parts = await _ticket(s3_direct, "t/unreadable.bin")
+
+    def read_at(offset: int, length: int) -> bytes:
+        raise OSError(5, "Input/output error")  # a failing disk, say
+
+    with pytest.raises(OSError, match="Input/output error"):
+        await asyncio.to_thread(
+            _presigned.upload, read_at, len(DATA), parts.part_size, parts.part_urls, print
+        )
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -71,8 +71,9 @@ def upload(
     parts' ETags, in order, and the sha256 of the whole.
 
     Raises:
-        Unreachable: no part arrived (stream instead).
-        UnavailableError: a part failed after others arrived (send the upload again).
+        Unreachable: the store failed before any part arrived (stream instead).
+        UnavailableError: the store failed after parts arrived (send the upload again).
+        OSError: the source could not be read (as any other error of this side).
     """
     pieces = [(start, min(part_size, size - start)) for start in range(0, size, part_size)]
     if len(pieces) != len(urls):
@@ -174,6 +175,10 @@ class _Transfer:
         failure = next((e for e in errors if not isinstance(e, _Stopped)), None)
         if failure is None:
             return [f.result() for f in futures]
+        if isinstance(failure, _SourceFailed):
+            raise failure.error
+        if not _of_the_store(failure):
+            raise failure  # this side's (a file that cannot be written): not the store's
         if not any(self._landed):
             raise Unreachable(f"the object store: {failure}", lasting=_lasting(failure))
         raise UnavailableError(f"the transfer through the object store broke: {failure}")
@@ -263,7 +268,10 @@ class _Region:
         size = left if size < 0 else min(size, left)
         if not size:
             return b""
-        data = self._read_at(self._start + self._done, size)
+        try:
+            data = self._read_at(self._start + self._done, size)
+        except OSError as error:
+            raise _SourceFailed(error) from error
         if not data:
             raise ValueError("the source ended before its size")
         self._done += len(data)
@@ -326,6 +334,15 @@ def _ranges(size: int, connections: int) -> list[tuple[int, int]]:
     return [(start, min(step, size - start)) for start in range(0, size, max(step, 1))]
 
 
+class _SourceFailed(Exception):
+    """The source of a part could not be read: raised as this, since urllib3 takes any
+    OSError raised while it sends a body for a connection that broke."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _Stopped(Exception):
     """Another piece failed: this one gave up."""
 
@@ -345,6 +362,13 @@ def _transient(error: Exception) -> bool:
     if isinstance(error, ConnectTimeoutError | SSLError):
         return False
     return isinstance(error, HTTPError | ConnectionError)
+
+
+def _of_the_store(error: BaseException) -> bool:
+    """A failure of the store or of the way to it (refused, answered oddly, a connection
+    that failed), which streaming may get around; not one of this side, such as a source
+    file that cannot be read."""
+    return isinstance(error, StoreRefused | UnavailableError | HTTPError | ConnectionError)
 
 
 def _lasting(error: BaseException) -> bool:
