@@ -50,9 +50,9 @@ def moved(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
     for name, function in (("upload", "upload_source"), ("download", "download")):
         original = getattr(_presigned, function)
 
-        def counted(*args: Any, _name: str = name, _original: Any = original) -> Any:
+        def counted(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
             counts[f"{_name} tried"] += 1
-            result = _original(*args)
+            result = _original(*args, **kw)
             counts[_name] += 1
             return result
 
@@ -322,6 +322,39 @@ async def test_a_source_that_cannot_be_read_is_not_taken_for_an_unreachable_stor
         await asyncio.to_thread(
             _presigned.upload, read_at, len(DATA), parts.part_size, parts.part_urls, print
         )
+
+
+async def test_a_cancelled_upload_stops_its_transfer_threads(
+    s3_direct: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+):
+    """Threads are not cancelled with the task that awaits them: the transfer must be
+    told to stop, or it PUTs the rest of the object unseen."""
+    reading, gate, ended = threading.Event(), threading.Event(), threading.Event()
+    outcome: list[object] = []
+    upload = _presigned.upload
+
+    def gated(read_at: Any, *args: Any, **kwargs: Any) -> Any:
+        def held(offset: int, length: int) -> bytes:
+            reading.set()
+            gate.wait(10)
+            return bytes(read_at(offset, length))
+
+        try:
+            outcome.append(upload(held, *args, **kwargs))
+        except Exception as error:
+            outcome.append(error)
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(_presigned, "upload", gated)
+    task = asyncio.create_task(s3_direct.upload("t/cancelled.bin", DATA))
+    assert await asyncio.to_thread(reading.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gate.set()
+    assert await asyncio.to_thread(ended.wait, 10)
+    assert isinstance(outcome[0], Exception)  # stopped, not every part PUT
 
 
 def _closed_port() -> int:

@@ -66,9 +66,11 @@ def upload(
     urls: Sequence[str],
     sent: Callable[[int], None],
     connections: int = CONNECTIONS,
+    stop: threading.Event | None = None,
 ) -> tuple[list[str], str]:
     """PUTs each part of the source (read_at(offset, length) reads it); returns the
-    parts' ETags, in order, and the sha256 of the whole.
+    parts' ETags, in order, and the sha256 of the whole. Setting stop (the caller was
+    cancelled) ends every piece at its next chunk.
 
     Raises:
         Unreachable: the store failed before any part arrived (stream instead).
@@ -78,7 +80,7 @@ def upload(
     pieces = [(start, min(part_size, size - start)) for start in range(0, size, part_size)]
     if len(pieces) != len(urls):
         raise UnavailableError(f"the service sent {len(urls)} part URLs for {len(pieces)} parts")
-    transfer = _Transfer(pieces, sent, connections)
+    transfer = _Transfer(pieces, sent, connections, stop)
     # The transfer ends (and stops what still runs) before the hashing thread is joined.
     with _Hashing(read_at, pieces, lambda index, past: pieces[index][1]) as hashing, transfer:
         etags = transfer.run(lambda index: _put(transfer, urls[index], read_at, index))
@@ -91,6 +93,7 @@ def download(
     size: int,
     received: Callable[[int], None],
     connections: int = CONNECTIONS,
+    stop: threading.Event | None = None,
 ) -> str:
     """Fetches the object into the file at path (created or emptied); returns the
     sha256 of what arrived. Raises as `upload` does."""
@@ -98,7 +101,7 @@ def download(
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.ftruncate(descriptor, size)
-        transfer = _Transfer(pieces, received, connections)
+        transfer = _Transfer(pieces, received, connections, stop)
 
         def read_at(offset: int, length: int) -> bytes:
             return os.pread(descriptor, length, offset)
@@ -115,7 +118,11 @@ class _Transfer:
     progress, which pieces landed, and the first failure, which stops the others."""
 
     def __init__(
-        self, pieces: list[tuple[int, int]], moved: Callable[[int], None], connections: int
+        self,
+        pieces: list[tuple[int, int]],
+        moved: Callable[[int], None],
+        connections: int,
+        stop: threading.Event | None = None,
     ) -> None:
         self.pieces = pieces
         self.connections = connections
@@ -126,7 +133,7 @@ class _Transfer:
             timeout=urllib3.Timeout(connect=CONNECT_SECONDS, read=IDLE_SECONDS),
             blocksize=CHUNK,
         )
-        self.stopped = threading.Event()
+        self.stopped = stop if stop is not None else threading.Event()
         self._moved = moved
         self._progress = [0] * len(pieces)  # bytes of each piece, its best attempt's
         self._total = 0
@@ -386,6 +393,7 @@ def upload_source(
     urls: Sequence[str],
     sent: Callable[[int], None],
     connections: int = CONNECTIONS,
+    stop: threading.Event | None = None,
 ) -> tuple[list[str], str]:
     """`upload` of a local file (read by position, so parts go in parallel) or bytes."""
     if isinstance(source, bytes | bytearray | memoryview):
@@ -394,11 +402,17 @@ def upload_source(
         def read_bytes(at: int, n: int) -> bytes:
             return bytes(view[at : at + n])
 
-        return upload(read_bytes, size, part_size, urls, sent, connections)
+        return upload(read_bytes, size, part_size, urls, sent, connections, stop)
     descriptor = os.open(source, os.O_RDONLY)
     try:
         return upload(
-            lambda at, n: os.pread(descriptor, n, at), size, part_size, urls, sent, connections
+            lambda at, n: os.pread(descriptor, n, at),
+            size,
+            part_size,
+            urls,
+            sent,
+            connections,
+            stop,
         )
     finally:
         os.close(descriptor)

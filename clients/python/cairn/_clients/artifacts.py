@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import io
 import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from google.protobuf.duration_pb2 import Duration
 
@@ -49,6 +51,7 @@ SHUTTING_DOWN = "SHUTTING_DOWN"
 # A byte endpoint this client could not reach is not tried again for this long: each
 # try costs a connect timeout (3 s) when its packets are dropped.
 UNREACHABLE_SECONDS = 300.0
+_T = TypeVar("_T")
 __all__ = ["ArtifactClient", "Progress"]
 
 
@@ -336,14 +339,16 @@ class ArtifactClient(BaseClient):
             loop.call_soon_threadsafe(counted.reach, start + done)
 
         try:
-            etags, sha256 = await asyncio.to_thread(
-                _presigned.upload_source,
-                source,
-                header.expected_size,
-                parts.part_size,
-                list(parts.part_urls),
-                sent,
-                max(1, self.direct_connections),
+            etags, sha256 = await _stopped_when_cancelled(
+                functools.partial(
+                    _presigned.upload_source,
+                    source,
+                    header.expected_size,
+                    parts.part_size,
+                    list(parts.part_urls),
+                    sent,
+                    max(1, self.direct_connections),
+                )
             )
         except _direct.Unreachable as error:
             self._store_fell_back(error)
@@ -638,13 +643,15 @@ class ArtifactClient(BaseClient):
     ) -> str | None:
         """The sha256 of what the presigned URL gave; None when the store is out of reach."""
         try:
-            return await asyncio.to_thread(
-                _presigned.download,
-                reply.url,
-                str(temporary),
-                reply.object.size,
-                received,
-                max(1, self.direct_connections),
+            return await _stopped_when_cancelled(
+                functools.partial(
+                    _presigned.download,
+                    reply.url,
+                    str(temporary),
+                    reply.object.size,
+                    received,
+                    max(1, self.direct_connections),
+                )
             )
         except _direct.Unreachable as error:
             self._store_fell_back(error)
@@ -723,6 +730,17 @@ class _Checksum:
                 reason="CHECKSUM_MISMATCH",
                 metadata={"sha256": received, "expected_sha256": self.expected},
             )
+
+
+async def _stopped_when_cancelled(transfer: Callable[..., _T]) -> _T:
+    """transfer(stop=...) in a thread. A thread cannot be cancelled: when the caller is,
+    stop tells the transfer's threads to end at their next chunk rather than move the
+    rest of the object unseen."""
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(transfer, stop=stop)
+    finally:
+        stop.set()
 
 
 async def _read_ahead(read: Callable[[], bytes]) -> AsyncIterator[bytes]:
