@@ -285,6 +285,27 @@ async def test_completions_racing_under_one_request_id_both_answer_the_object(
     assert first.object == second.object and first.object.sha256 == _sha(DATA)
 
 
+async def test_a_completion_that_failed_is_sent_again_alone(
+    s3_direct: cairn.ArtifactClient,
+    monkeypatch: pytest.MonkeyPatch,
+    moved: collections.Counter[str],
+):
+    """The store failing through every attempt the channel makes (4) fails the
+    completion UNAVAILABLE; the client completes again, without sending the parts again."""
+    failures = iter(range(4))
+    digest = S3Backend.digest
+
+    def failing(self: S3Backend, key: str) -> tuple[str, int]:
+        if next(failures, None) is not None:
+            raise ConnectionResetError("the store went away")
+        return digest(self, key)
+
+    monkeypatch.setattr(S3Backend, "digest", failing)
+    info = await s3_direct.upload("t/completed-again.bin", DATA)
+    assert info.sha256 == _sha(DATA)
+    assert moved["upload tried"] == 1 and next(failures, None) is None
+
+
 async def test_a_download_is_checked_against_the_recorded_sha256(
     s3_direct: cairn.ArtifactClient, s3_config: Config, tmp_path: Path
 ):

@@ -28,6 +28,7 @@ from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
 from ..exceptions import (
     DataLossError,
+    DeadlineExceededError,
     FailedPreconditionError,
     NotFoundError,
     UnavailableError,
@@ -43,6 +44,11 @@ CHUNK = 1024 * 1024
 DIRECT_THRESHOLD = 8 * 1024 * 1024
 # Waits before sending an upload again after UNAVAILABLE, as gRPC's own retries do.
 UPLOAD_RETRY_WAITS = (0.1, 0.4, 1.6)
+# A completion on S3 reads the object back: its default deadline is this, plus the
+# object's size at this rate, a slow one for a store reading its own object, so that
+# only a call that is stuck reaches it.
+COMPLETION_SECONDS = 30.0
+COMPLETION_BYTES_PER_SECOND = 50 * 1024 * 1024
 Source = str | os.PathLike[str] | bytes | BinaryIO
 # Sources that can be read again from the start; a file object is read once.
 Resendable = (str, os.PathLike, bytes, bytearray, memoryview)
@@ -361,10 +367,32 @@ class ArtifactClient(BaseClient):
             size=header.expected_size,
             sha256=sha256,
         )
-        reply = await self._transport.unary(
-            self._stub.CompleteUploadTicket, request, timeout=timeout, metadata=metadata
-        )
-        return object_from_proto(reply.object)
+        return await self._complete_upload(request, timeout, metadata)
+
+    async def _complete_upload(
+        self,
+        request: api.CompleteUploadTicketRequest,
+        timeout: float | None,
+        metadata: Metadata,
+    ) -> ObjectInfo:
+        """CompleteUploadTicket, which reads the whole object back: by default its
+        deadline grows with the size. It is sent again alone (under the same request id,
+        so it publishes once) when it times out or finds the service or the store
+        unavailable, rather than sending every part again."""
+        if timeout is None:
+            timeout = COMPLETION_SECONDS + request.size / COMPLETION_BYTES_PER_SECOND
+        waits = iter(UPLOAD_RETRY_WAITS)
+        while True:
+            try:
+                reply = await self._transport.unary(
+                    self._stub.CompleteUploadTicket, request, timeout=timeout, metadata=metadata
+                )
+                return object_from_proto(reply.object)
+            except (UnavailableError, DeadlineExceededError):
+                wait = next(waits, None)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
 
     async def open(
         self,
