@@ -3,7 +3,7 @@ ranges cover every byte once, within S3's limits, whatever the size."""
 
 import pytest
 
-from cairn._clients._presigned import MAX_RANGE, MIN_RANGE, _ranges
+from cairn._clients._presigned import MAX_RANGE, MIN_RANGE, StoreRefused, _lasting, _ranges
 from cairn_server.artifacts.blobs import MAX_OBJECT_BYTES
 from cairn_server.artifacts.presigned import MAX_PARTS, PART_SIZE, _part_size
 
@@ -30,3 +30,18 @@ def test_ranges_cover_the_object_once(size: int, connections: int) -> None:
     else:
         assert all(MIN_RANGE <= n <= MAX_RANGE for _, n in ranges[:-1])
         assert len(ranges) <= max(2 * connections, -(-size // MAX_RANGE))
+
+
+def test_a_url_that_expired_does_not_keep_the_client_off_the_store() -> None:
+    """S3's answer to a presigned URL past its expiry is a 403 like a wrong signature's:
+    only the message tells them apart. The next transfer's URLs are new."""
+    expired = StoreRefused(
+        403,
+        b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message>"
+        b"<X-Amz-Expires>3600</X-Amz-Expires></Error>",
+    )
+    refused = StoreRefused(
+        403, b"<Error><Code>SignatureDoesNotMatch</Code><Message>...</Message></Error>"
+    )
+    assert expired.expired and not _lasting(expired)
+    assert not refused.expired and _lasting(refused)

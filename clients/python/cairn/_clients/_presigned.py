@@ -53,6 +53,8 @@ class StoreRefused(Exception):
         self.status = status
         found = re.search(rb"<Code>([^<]{1,100})</Code>", body)
         self.code = found.group(1).decode("ascii", "replace") if found else ""
+        # S3's answer to a presigned URL past its expiry (X-Amz-Expires).
+        self.expired = status == 403 and b"<Message>Request has expired</Message>" in body
 
     @property
     def passing(self) -> bool:
@@ -73,7 +75,8 @@ def upload(
     cancelled) ends every piece at its next chunk.
 
     Raises:
-        Unreachable: the store failed before any part arrived (stream instead).
+        Unreachable: the store failed before any part arrived, or the URLs expired
+            (stream instead).
         UnavailableError: the store failed after parts arrived (send the upload again).
         OSError: the source could not be read (as any other error of this side).
     """
@@ -186,7 +189,8 @@ class _Transfer:
             raise failure.error
         if not _of_the_store(failure):
             raise failure  # this side's (a file that cannot be written): not the store's
-        if not any(self._landed):
+        if not any(self._landed) or _expired(failure):
+            # URLs that expired are this transfer's only: streaming gets around them.
             raise Unreachable(f"the object store: {failure}", lasting=_lasting(failure))
         raise UnavailableError(f"the transfer through the object store broke: {failure}")
 
@@ -378,11 +382,16 @@ def _of_the_store(error: BaseException) -> bool:
     return isinstance(error, StoreRefused | UnavailableError | HTTPError | ConnectionError)
 
 
+def _expired(error: BaseException) -> bool:
+    return isinstance(error, StoreRefused) and error.expired
+
+
 def _lasting(error: BaseException) -> bool:
     """Refused connections, unknown names, connect timeouts and TLS failures are the
-    store out of this client's reach (urllib3 reports each as one of these)."""
+    store out of this client's reach (urllib3 reports each as one of these); so is a
+    400 or 403, unless the store failed for a while or the URL expired."""
     if isinstance(error, StoreRefused):
-        return error.status in _LASTING and not error.passing
+        return error.status in _LASTING and not error.passing and not error.expired
     return isinstance(error, ConnectTimeoutError | SSLError)
 
 
