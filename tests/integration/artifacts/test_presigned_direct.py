@@ -307,7 +307,10 @@ async def test_a_completion_that_failed_is_sent_again_alone(
 
 
 async def test_a_download_is_checked_against_the_recorded_sha256(
-    s3_direct: cairn.ArtifactClient, s3_config: Config, tmp_path: Path
+    s3_direct: cairn.ArtifactClient,
+    s3_config: Config,
+    tmp_path: Path,
+    moved: collections.Counter[str],
 ):
     info = await s3_direct.upload("t/checked.bin", DATA)
     key = info.uri.split(f"{BUCKET}/", 1)[1]
@@ -319,6 +322,7 @@ async def test_a_download_is_checked_against_the_recorded_sha256(
         await s3_direct.download("t/checked.bin", tmp_path / "out.bin")
     assert raised.value.reason == "CHECKSUM_MISMATCH"
     assert list(tmp_path.iterdir()) == []
+    assert moved["download"] == 1  # fetched from the store, and checked there: not streamed
 
 
 class _Bytes:

@@ -338,7 +338,8 @@ class ArtifactClient(BaseClient):
     ) -> ObjectInfo | None:
         """The upload's parts PUT to the object store, then published by the service;
         None when the store cannot be reached (the caller streams instead)."""
-        assert isinstance(source, Resendable)
+        if not isinstance(source, str | os.PathLike | bytes | bytearray | memoryview):
+            raise TypeError("parts are read by position: from a local file or bytes")
         loop = asyncio.get_running_loop()
 
         def sent(done: int) -> None:
