@@ -4,60 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
-import io
 import os
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 
-from .. import _direct_io
 from .._base import BaseClient
-from .._direct_io import DirectWriter, Writable
+from .._direct_io import Writable
 from .._progress import Meter, Progress, meter
 from .._transport import REQUEST_ID_HEADER, Metadata, with_id
-from ..artifacts.v1 import artifacts_pb2 as pb
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
 from ..exceptions import (
     DataLossError,
-    DeadlineExceededError,
-    FailedPreconditionError,
     NotFoundError,
     UnavailableError,
-    UnimplementedError,
 )
 from ..models._uris import ARTIFACTS_SCHEME, ArtifactUri, parse_uri, scheme_of
 from ..types._artifacts import ObjectInfo, PresignedUrl, directory, object_from_proto
 from ..types._paging import ListOptions, PagedList
-from . import _direct, _presigned
+from . import _presigned
+from ._direct_transfers import UPLOAD_RETRY_WAITS, DirectTransfers
+from ._local_files import Resendable, Source, check_length, file_for, open_source, size_of
 
 CHUNK = 1024 * 1024
 # Objects of at least this size move by direct transfer when the server offers it.
 DIRECT_THRESHOLD = 8 * 1024 * 1024
-# Waits before sending an upload again after UNAVAILABLE, as gRPC's own retries do.
-UPLOAD_RETRY_WAITS = (0.1, 0.4, 1.6)
-# A completion on S3 reads the object back: its default deadline is this, plus the
-# object's size at this rate, a slow one for a store reading its own object, so that
-# only a call that is stuck reaches it.
-COMPLETION_SECONDS = 30.0
-COMPLETION_BYTES_PER_SECOND = 50 * 1024 * 1024
-Source = str | os.PathLike[str] | bytes | BinaryIO
-# Sources that can be read again from the start; a file object is read once.
-Resendable = (str, os.PathLike, bytes, bytearray, memoryview)
-NO_DIRECT = "DIRECT_TRANSFER_UNAVAILABLE"
-SHUTTING_DOWN = "SHUTTING_DOWN"
-# A byte endpoint this client could not reach is not tried again for this long: each
-# try costs a connect timeout (3 s) when its packets are dropped.
-UNREACHABLE_SECONDS = 300.0
-_T = TypeVar("_T")
 __all__ = ["ArtifactClient", "Progress"]
 
 
@@ -79,58 +56,15 @@ class ArtifactClient(BaseClient):
 
     def _bind(self, channel: Any) -> None:
         self._stub = artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
-        self._direct_offered = True  # until the server says it offers none
-        self._unreachable: dict[tuple[str, int], float] = {}  # endpoint: when to try again
-        # The object store of presigned transfers (S3) could not be reached: until then,
-        # stream (asking would begin an upload that is never used).
-        self._store_unreachable_until = 0.0
+        self._direct = DirectTransfers(self._transport, self._stub, self._connections)
 
-    def _goes_direct(self, size: int | None) -> bool:
-        threshold = self.direct_threshold
-        return (
-            self._direct_offered
-            and threshold is not None
-            and (size or 0) >= max(threshold, 1)
-            and self._store_unreachable_until <= time.monotonic()
-        )
+    def _connections(self) -> int:
+        return self.direct_connections
 
-    def _endpoint(self, ticket: api.DirectTicket) -> _direct.Endpoint | None:
-        host = ticket.host or self._transport.artifacts_host
-        if not host:
-            return None
-        tls = self._transport.direct_tls if ticket.tls else None
-        if ticket.tls and tls is None:
-            return None
-        if self._unreachable.get((host, ticket.port), 0.0) > time.monotonic():
-            return None
-        return _direct.Endpoint(host, ticket.port, ticket.ticket, tls)
-
-    def _fell_back(self, endpoint: _direct.Endpoint, error: _direct.Unreachable) -> None:
-        """Notes an endpoint that cannot be reached from here, so that the next large
-        transfers stream at once instead of waiting for it."""
-        if error.lasting:
-            later = time.monotonic() + UNREACHABLE_SECONDS
-            self._unreachable[(endpoint.host, endpoint.port)] = later
-
-    def _store_fell_back(self, error: _direct.Unreachable) -> None:
-        """As `_fell_back`, for the object store of presigned transfers."""
-        if error.lasting:
-            self._store_unreachable_until = time.monotonic() + UNREACHABLE_SECONDS
-
-    async def _ticket(self, method: Any, request: Any, timeout: Any, metadata: Any) -> Any:
-        """The ticket call's answer; None when the server offers no direct transfer, or
-        not while it stops (this transfer streams, the next asks again)."""
-        try:
-            return await self._transport.unary(method, request, timeout=timeout, metadata=metadata)
-        except UnavailableError as error:
-            if error.reason == SHUTTING_DOWN:
-                return None
-            raise
-        except (FailedPreconditionError, UnimplementedError) as error:
-            if isinstance(error, UnimplementedError) or error.reason == NO_DIRECT:
-                self._direct_offered = False
-                return None
-            raise
+    @property
+    def _direct_offered(self) -> bool:
+        """Whether the server offers direct transfer, as far as this client knows."""
+        return self._direct.offered
 
     async def upload(
         self,
@@ -159,7 +93,7 @@ class ArtifactClient(BaseClient):
             AlreadyExistsError: an object is at path and overwrite is False.
             DataLossError: the content that arrived differs from what was sent.
         """
-        size = await asyncio.to_thread(_size_of, source)
+        size = await asyncio.to_thread(size_of, source)
         with meter(progress, "upload", path, size) as counted:
             return await self._upload(
                 path, source, overwrite, content_type, counted, timeout, metadata
@@ -230,14 +164,14 @@ class ArtifactClient(BaseClient):
         timeout: float | None,
         metadata: Metadata,
     ) -> ObjectInfo:
-        size = await asyncio.to_thread(_size_of, source)
-        if self._goes_direct(size) and isinstance(source, Resendable):
-            direct = await self._upload_direct(
+        size = await asyncio.to_thread(size_of, source)
+        if self._direct.goes_direct(size, self.direct_threshold) and isinstance(source, Resendable):
+            direct = await self._direct.upload(
                 path, source, overwrite, content_type, counted, start, timeout, metadata
             )
             if direct is not None:
                 return direct
-        stream, size, expected, owned = _open_source(source)
+        stream, size, expected, owned = open_source(source)
         digest = hashlib.sha256()
         header = api.UploadHeader(
             project=self.project,
@@ -270,130 +204,6 @@ class ArtifactClient(BaseClient):
             if owned:
                 stream.close()
         return object_from_proto(reply.object)
-
-    async def _upload_direct(
-        self,
-        path: str,
-        source: Source,
-        overwrite: bool,
-        content_type: str | None,
-        counted: Meter,
-        start: int,
-        timeout: float | None,
-        metadata: Metadata,
-    ) -> ObjectInfo | None:
-        """The upload over the byte endpoint; None when it cannot be reached (the caller
-        streams instead, under the same request id)."""
-        stream, size, expected, owned = _open_source(source)
-        try:
-            header = api.UploadHeader(
-                project=self.project,
-                path=path,
-                content_type=content_type or "",
-                expected_size=size or 0,
-                expected_sha256=expected,
-                overwrite=overwrite,
-            )
-            reply = await self._ticket(
-                self._stub.CreateUploadTicket,
-                api.CreateUploadTicketRequest(header=header, accept_presigned=True),
-                timeout,
-                metadata,
-            )
-            if reply is None:
-                return None
-            if reply.HasField("object"):  # this request id published it already
-                return object_from_proto(reply.object)
-            if reply.HasField("parts"):
-                return await self._upload_presigned(
-                    header, source, reply.parts, counted, start, timeout, metadata
-                )
-            endpoint = self._endpoint(reply.ticket)
-            if endpoint is None:
-                return None
-            loop = asyncio.get_running_loop()
-
-            def sent(done: int) -> None:
-                loop.call_soon_threadsafe(counted.reach, start + done)
-
-            try:
-                published = await asyncio.to_thread(_direct.upload, endpoint, stream, sent)
-            except _direct.Unreachable as error:
-                self._fell_back(endpoint, error)
-                return None
-        finally:
-            if owned:
-                stream.close()
-        return object_from_proto(pb.ObjectInfo.FromString(published))
-
-    async def _upload_presigned(
-        self,
-        header: api.UploadHeader,
-        source: Source,
-        parts: api.PresignedParts,
-        counted: Meter,
-        start: int,
-        timeout: float | None,
-        metadata: Metadata,
-    ) -> ObjectInfo | None:
-        """The upload's parts PUT to the object store, then published by the service;
-        None when the store cannot be reached (the caller streams instead)."""
-        if not isinstance(source, str | os.PathLike | bytes | bytearray | memoryview):
-            raise TypeError("parts are read by position: from a local file or bytes")
-        loop = asyncio.get_running_loop()
-
-        def sent(done: int) -> None:
-            loop.call_soon_threadsafe(counted.reach, start + done)
-
-        try:
-            etags, sha256 = await _stopped_when_cancelled(
-                functools.partial(
-                    _presigned.upload_source,
-                    source,
-                    header.expected_size,
-                    parts.part_size,
-                    list(parts.part_urls),
-                    sent,
-                    max(1, self.direct_connections),
-                )
-            )
-        except _direct.Unreachable as error:
-            self._store_fell_back(error)
-            return None
-        request = api.CompleteUploadTicketRequest(
-            project=header.project,
-            path=header.path,
-            upload=parts.upload,
-            etags=etags,
-            size=header.expected_size,
-            sha256=sha256,
-        )
-        return await self._complete_upload(request, timeout, metadata)
-
-    async def _complete_upload(
-        self,
-        request: api.CompleteUploadTicketRequest,
-        timeout: float | None,
-        metadata: Metadata,
-    ) -> ObjectInfo:
-        """CompleteUploadTicket, which reads the whole object back: by default its
-        deadline grows with the size. It is sent again alone (under the same request id,
-        so it publishes once) when it times out or finds the service or the store
-        unavailable, rather than sending every part again."""
-        if timeout is None:
-            timeout = COMPLETION_SECONDS + request.size / COMPLETION_BYTES_PER_SECOND
-        waits = iter(UPLOAD_RETRY_WAITS)
-        while True:
-            try:
-                reply = await self._transport.unary(
-                    self._stub.CompleteUploadTicket, request, timeout=timeout, metadata=metadata
-                )
-                return object_from_proto(reply.object)
-            except (UnavailableError, DeadlineExceededError):
-                wait = next(waits, None)
-                if wait is None:
-                    raise
-                await asyncio.sleep(wait)
 
     async def open(
         self,
@@ -611,99 +421,23 @@ class ArtifactClient(BaseClient):
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.part"
         try:
-            if self._goes_direct(info.size) and await self._download_direct(
+            threshold = self.direct_threshold
+            if self._direct.goes_direct(info.size, threshold) and await self._direct.download(
                 info, temporary, counted, timeout, metadata
             ):
                 os.replace(temporary, target)
                 return
-            with _file_for(temporary, info.size) as out:
+            with file_for(temporary, info.size) as out:
                 received = 0
                 async for chunk in _written_behind(
                     out, self.open(info.path, timeout=timeout, metadata=metadata)
                 ):
                     received += len(chunk)
                     counted.advance(len(chunk))
-            await asyncio.to_thread(_check_length, temporary, received)
+            await asyncio.to_thread(check_length, temporary, received)
             os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
-
-    async def _download_direct(
-        self,
-        info: ObjectInfo,
-        temporary: Path,
-        counted: Meter,
-        timeout: float | None,
-        metadata: Metadata | None,
-    ) -> bool:
-        """Fetches the object over the byte endpoint, or from the object store through
-        a presigned URL (S3), into temporary, checked against the sha256 its ticket's
-        answer names; False when it cannot (the caller streams)."""
-        request = api.CreateDownloadTicketRequest(
-            project=self.project, path=info.path, accept_presigned=True
-        )
-        reply = await self._ticket(self._stub.CreateDownloadTicket, request, timeout, metadata)
-        if reply is None:
-            return False
-        loop, start = asyncio.get_running_loop(), counted.done
-
-        def received(done: int) -> None:
-            loop.call_soon_threadsafe(counted.reach, start + done)
-
-        fetch = self._fetch_from_store if reply.url else self._fetch_from_endpoint
-        sha256 = await fetch(reply, temporary, received)
-        if sha256 is None:
-            return False
-        await asyncio.to_thread(_check_length, temporary, reply.object.size)
-        if sha256 != reply.object.sha256:
-            raise DataLossError(
-                f"{info.path!r} arrived with sha256 {sha256}, but was stored with "
-                f"{reply.object.sha256}",
-                reason="CHECKSUM_MISMATCH",
-                metadata={"sha256": sha256, "expected_sha256": reply.object.sha256},
-            )
-        return True
-
-    async def _fetch_from_store(
-        self,
-        reply: api.CreateDownloadTicketResponse,
-        temporary: Path,
-        received: Callable[[int], None],
-    ) -> str | None:
-        """The sha256 of what the presigned URL gave; None when the store is out of reach."""
-        try:
-            return await _stopped_when_cancelled(
-                functools.partial(
-                    _presigned.download,
-                    reply.url,
-                    str(temporary),
-                    reply.object.size,
-                    received,
-                    max(1, self.direct_connections),
-                )
-            )
-        except _direct.Unreachable as error:
-            self._store_fell_back(error)
-            return None
-
-    async def _fetch_from_endpoint(
-        self,
-        reply: api.CreateDownloadTicketResponse,
-        temporary: Path,
-        received: Callable[[int], None],
-    ) -> str | None:
-        """The sha256 of what the byte endpoint sent; None when it is out of reach."""
-        endpoint = self._endpoint(reply.ticket)
-        if endpoint is None:
-            return None
-        try:
-            with _file_for(temporary, reply.object.size) as out:
-                return await asyncio.to_thread(
-                    _direct.download, endpoint, out, reply.object.size, received
-                )
-        except _direct.Unreachable as error:
-            self._fell_back(endpoint, error)
-            return None
 
     async def _download_tree(
         self,
@@ -761,17 +495,6 @@ class _Checksum:
             )
 
 
-async def _stopped_when_cancelled(transfer: Callable[..., _T]) -> _T:
-    """transfer(stop=...) in a thread. A thread cannot be cancelled: when the caller is,
-    stop tells the transfer's threads to end at their next chunk rather than move the
-    rest of the object unseen."""
-    stop = threading.Event()
-    try:
-        return await asyncio.to_thread(transfer, stop=stop)
-    finally:
-        stop.set()
-
-
 async def _read_ahead(read: Callable[[], bytes]) -> AsyncIterator[bytes]:
     """The chunks of a blocking read until it returns nothing, each read in a thread
     while the caller still sends the one before."""
@@ -802,46 +525,6 @@ async def _written_behind(out: Writable, chunks: AsyncIterator[bytes]) -> AsyncI
         if writing is not None and not writing.done():
             with contextlib.suppress(Exception):
                 await writing
-
-
-def _file_for(path: Path, size: int) -> BinaryIO | DirectWriter:
-    """A new file to download into: large ones are written around the page cache."""
-    if size >= _direct_io.BUFFER:
-        return DirectWriter.create(path, exclusive=False)
-    return path.open("wb")
-
-
-def _check_length(path: Path, size: int) -> None:
-    """Raises unless the file holds exactly the size received (a write that failed
-    half-way must not leave a file the checksum was not computed over)."""
-    length = path.stat().st_size
-    if length != size:
-        raise DataLossError(
-            f"{path} holds {length} bytes, not the {size} received",
-            reason="CHECKSUM_MISMATCH",
-            metadata={"size": str(size), "stored_size": str(length)},
-        )
-
-
-def _open_source(source: Source) -> tuple[BinaryIO, int | None, str, bool]:
-    """A readable stream, its size when known, its sha256 when cheaply known, and
-    whether this client opened it (and so closes it)."""
-    if isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-        return io.BytesIO(data), len(data), hashlib.sha256(data).hexdigest(), True
-    if isinstance(source, str | os.PathLike):
-        path = Path(source)
-        return path.open("rb"), path.stat().st_size, "", True
-    return source, None, "", False
-
-
-def _size_of(source: Source) -> int | None:
-    """The size an upload will have, when known before reading it (not for a file object)."""
-    if isinstance(source, bytes | bytearray | memoryview):
-        return len(source)
-    if isinstance(source, str | os.PathLike):
-        return Path(source).stat().st_size
-    return None
 
 
 def _files_under(base: Path) -> list[tuple[Path, int]]:

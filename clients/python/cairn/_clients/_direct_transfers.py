@@ -1,0 +1,326 @@
+"""Direct transfer for `ArtifactClient` (docs/artifacts.md, "Direct transfer"): the
+bytes go over the service's byte endpoint, or through presigned URLs to and from the
+object store (S3), and the gRPC service only hands out tickets and publishes. Which
+one, and when to stream through the service instead, is decided here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .._progress import Meter
+from .._transport import Metadata, Transport
+from ..artifacts.v1 import artifacts_pb2 as pb
+from ..artifacts.v1 import artifacts_service_pb2 as api
+from ..artifacts.v1 import artifacts_service_pb2_grpc
+from ..exceptions import (
+    DataLossError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    UnavailableError,
+    UnimplementedError,
+)
+from ..types._artifacts import ObjectInfo, object_from_proto
+from . import _direct, _presigned
+from ._local_files import Source, check_length, file_for, open_source
+
+# Waits before sending an upload again after UNAVAILABLE, as gRPC's own retries do.
+UPLOAD_RETRY_WAITS = (0.1, 0.4, 1.6)
+# A completion on S3 reads the object back: its default deadline is this, plus the
+# object's size at this rate, a slow one for a store reading its own object, so that
+# only a call that is stuck reaches it.
+COMPLETION_SECONDS = 30.0
+COMPLETION_BYTES_PER_SECOND = 50 * 1024 * 1024
+NO_DIRECT = "DIRECT_TRANSFER_UNAVAILABLE"
+SHUTTING_DOWN = "SHUTTING_DOWN"
+# A byte endpoint this client could not reach is not tried again for this long: each
+# try costs a connect timeout (3 s) when its packets are dropped.
+UNREACHABLE_SECONDS = 300.0
+_T = TypeVar("_T")
+
+
+class DirectTransfers:
+    """The direct transfers of one client, and what it learnt of the ways they go."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        stub: artifacts_service_pb2_grpc.ArtifactServiceStub,
+        connections: Callable[[], int],
+    ) -> None:
+        self._transport = transport
+        self._stub = stub
+        # How many connections a transfer through the object store opens (the
+        # client's direct_connections, read at each transfer).
+        self._connections = connections
+        self.offered = True  # until the server says it offers none
+        self._unreachable: dict[tuple[str, int], float] = {}  # endpoint: when to try again
+        # The object store of presigned transfers (S3) could not be reached: until then,
+        # stream (asking would begin an upload that is never used).
+        self._store_unreachable_until = 0.0
+
+    def goes_direct(self, size: int | None, threshold: int | None) -> bool:
+        """Whether a transfer of this size tries direct transfer first."""
+        return (
+            self.offered
+            and threshold is not None
+            and (size or 0) >= max(threshold, 1)
+            and self._store_unreachable_until <= time.monotonic()
+        )
+
+    def _endpoint(self, ticket: api.DirectTicket) -> _direct.Endpoint | None:
+        host = ticket.host or self._transport.artifacts_host
+        if not host:
+            return None
+        tls = self._transport.direct_tls if ticket.tls else None
+        if ticket.tls and tls is None:
+            return None
+        if self._unreachable.get((host, ticket.port), 0.0) > time.monotonic():
+            return None
+        return _direct.Endpoint(host, ticket.port, ticket.ticket, tls)
+
+    def _fell_back(self, endpoint: _direct.Endpoint, error: _direct.Unreachable) -> None:
+        """Notes an endpoint that cannot be reached from here, so that the next large
+        transfers stream at once instead of waiting for it."""
+        if error.lasting:
+            later = time.monotonic() + UNREACHABLE_SECONDS
+            self._unreachable[(endpoint.host, endpoint.port)] = later
+
+    def _store_fell_back(self, error: _direct.Unreachable) -> None:
+        """As `_fell_back`, for the object store of presigned transfers."""
+        if error.lasting:
+            self._store_unreachable_until = time.monotonic() + UNREACHABLE_SECONDS
+
+    async def _ticket(self, method: Any, request: Any, timeout: Any, metadata: Any) -> Any:
+        """The ticket call's answer; None when the server offers no direct transfer, or
+        not while it stops (this transfer streams, the next asks again)."""
+        try:
+            return await self._transport.unary(method, request, timeout=timeout, metadata=metadata)
+        except UnavailableError as error:
+            if error.reason == SHUTTING_DOWN:
+                return None
+            raise
+        except (FailedPreconditionError, UnimplementedError) as error:
+            if isinstance(error, UnimplementedError) or error.reason == NO_DIRECT:
+                self.offered = False
+                return None
+            raise
+
+    async def upload(
+        self,
+        path: str,
+        source: Source,
+        overwrite: bool,
+        content_type: str | None,
+        counted: Meter,
+        start: int,
+        timeout: float | None,
+        metadata: Metadata,
+    ) -> ObjectInfo | None:
+        """The upload over the byte endpoint; None when it cannot be reached (the caller
+        streams instead, under the same request id)."""
+        stream, size, expected, owned = open_source(source)
+        try:
+            header = api.UploadHeader(
+                project=self._transport.project,
+                path=path,
+                content_type=content_type or "",
+                expected_size=size or 0,
+                expected_sha256=expected,
+                overwrite=overwrite,
+            )
+            reply = await self._ticket(
+                self._stub.CreateUploadTicket,
+                api.CreateUploadTicketRequest(header=header, accept_presigned=True),
+                timeout,
+                metadata,
+            )
+            if reply is None:
+                return None
+            if reply.HasField("object"):  # this request id published it already
+                return object_from_proto(reply.object)
+            if reply.HasField("parts"):
+                return await self._upload_presigned(
+                    header, source, reply.parts, counted, start, timeout, metadata
+                )
+            endpoint = self._endpoint(reply.ticket)
+            if endpoint is None:
+                return None
+            loop = asyncio.get_running_loop()
+
+            def sent(done: int) -> None:
+                loop.call_soon_threadsafe(counted.reach, start + done)
+
+            try:
+                published = await asyncio.to_thread(_direct.upload, endpoint, stream, sent)
+            except _direct.Unreachable as error:
+                self._fell_back(endpoint, error)
+                return None
+        finally:
+            if owned:
+                stream.close()
+        return object_from_proto(pb.ObjectInfo.FromString(published))
+
+    async def _upload_presigned(
+        self,
+        header: api.UploadHeader,
+        source: Source,
+        parts: api.PresignedParts,
+        counted: Meter,
+        start: int,
+        timeout: float | None,
+        metadata: Metadata,
+    ) -> ObjectInfo | None:
+        """The upload's parts PUT to the object store, then published by the service;
+        None when the store cannot be reached (the caller streams instead)."""
+        if not isinstance(source, str | os.PathLike | bytes | bytearray | memoryview):
+            raise TypeError("parts are read by position: from a local file or bytes")
+        loop = asyncio.get_running_loop()
+
+        def sent(done: int) -> None:
+            loop.call_soon_threadsafe(counted.reach, start + done)
+
+        try:
+            etags, sha256 = await _stopped_when_cancelled(
+                functools.partial(
+                    _presigned.upload_source,
+                    source,
+                    header.expected_size,
+                    parts.part_size,
+                    list(parts.part_urls),
+                    sent,
+                    max(1, self._connections()),
+                )
+            )
+        except _direct.Unreachable as error:
+            self._store_fell_back(error)
+            return None
+        request = api.CompleteUploadTicketRequest(
+            project=header.project,
+            path=header.path,
+            upload=parts.upload,
+            etags=etags,
+            size=header.expected_size,
+            sha256=sha256,
+        )
+        return await self._complete_upload(request, timeout, metadata)
+
+    async def _complete_upload(
+        self,
+        request: api.CompleteUploadTicketRequest,
+        timeout: float | None,
+        metadata: Metadata,
+    ) -> ObjectInfo:
+        """CompleteUploadTicket, which reads the whole object back: by default its
+        deadline grows with the size. It is sent again alone (under the same request id,
+        so it publishes once) when it times out or finds the service or the store
+        unavailable, rather than sending every part again."""
+        if timeout is None:
+            timeout = COMPLETION_SECONDS + request.size / COMPLETION_BYTES_PER_SECOND
+        waits = iter(UPLOAD_RETRY_WAITS)
+        while True:
+            try:
+                reply = await self._transport.unary(
+                    self._stub.CompleteUploadTicket, request, timeout=timeout, metadata=metadata
+                )
+                return object_from_proto(reply.object)
+            except (UnavailableError, DeadlineExceededError):
+                wait = next(waits, None)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
+
+    async def download(
+        self,
+        info: ObjectInfo,
+        temporary: Path,
+        counted: Meter,
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> bool:
+        """Fetches the object over the byte endpoint, or from the object store through
+        a presigned URL (S3), into temporary, checked against the sha256 its ticket's
+        answer names; False when it cannot (the caller streams)."""
+        request = api.CreateDownloadTicketRequest(
+            project=self._transport.project, path=info.path, accept_presigned=True
+        )
+        reply = await self._ticket(self._stub.CreateDownloadTicket, request, timeout, metadata)
+        if reply is None:
+            return False
+        loop, start = asyncio.get_running_loop(), counted.done
+
+        def received(done: int) -> None:
+            loop.call_soon_threadsafe(counted.reach, start + done)
+
+        fetch = self._fetch_from_store if reply.url else self._fetch_from_endpoint
+        sha256 = await fetch(reply, temporary, received)
+        if sha256 is None:
+            return False
+        await asyncio.to_thread(check_length, temporary, reply.object.size)
+        if sha256 != reply.object.sha256:
+            raise DataLossError(
+                f"{info.path!r} arrived with sha256 {sha256}, but was stored with "
+                f"{reply.object.sha256}",
+                reason="CHECKSUM_MISMATCH",
+                metadata={"sha256": sha256, "expected_sha256": reply.object.sha256},
+            )
+        return True
+
+    async def _fetch_from_store(
+        self,
+        reply: api.CreateDownloadTicketResponse,
+        temporary: Path,
+        received: Callable[[int], None],
+    ) -> str | None:
+        """The sha256 of what the presigned URL gave; None when the store is out of reach."""
+        try:
+            return await _stopped_when_cancelled(
+                functools.partial(
+                    _presigned.download,
+                    reply.url,
+                    str(temporary),
+                    reply.object.size,
+                    received,
+                    max(1, self._connections()),
+                )
+            )
+        except _direct.Unreachable as error:
+            self._store_fell_back(error)
+            return None
+
+    async def _fetch_from_endpoint(
+        self,
+        reply: api.CreateDownloadTicketResponse,
+        temporary: Path,
+        received: Callable[[int], None],
+    ) -> str | None:
+        """The sha256 of what the byte endpoint sent; None when it is out of reach."""
+        endpoint = self._endpoint(reply.ticket)
+        if endpoint is None:
+            return None
+        try:
+            with file_for(temporary, reply.object.size) as out:
+                return await asyncio.to_thread(
+                    _direct.download, endpoint, out, reply.object.size, received
+                )
+        except _direct.Unreachable as error:
+            self._fell_back(endpoint, error)
+            return None
+
+
+async def _stopped_when_cancelled(transfer: Callable[..., _T]) -> _T:
+    """transfer(stop=...) in a thread. A thread cannot be cancelled: when the caller is,
+    stop tells the transfer's threads to end at their next chunk rather than move the
+    rest of the object unseen."""
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(transfer, stop=stop)
+    finally:
+        stop.set()
