@@ -79,8 +79,8 @@ def _direct_transfers() -> Iterator[list[str]]:
     originals = [(module, name, getattr(module, name)) for module, name, _ in _DIRECT_MOVERS]
 
     def counting(original: Any, counted_as: str) -> Any:
-        def counted(*args: Any) -> Any:
-            result = original(*args)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
             moved.append(counted_as)
             return result
 
