@@ -21,7 +21,12 @@ import pytest
 import cairn
 from cairn._clients import _presigned
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
-from cairn.exceptions import DataLossError, FailedPreconditionError, NotFoundError
+from cairn.exceptions import (
+    DataLossError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from cairn_server import catalog
 from cairn_server.artifacts import backends, presigned
 from cairn_server.artifacts.janitor import Janitor
@@ -106,6 +111,25 @@ async def test_a_multipart_round_trip_through_the_store(
     fetched = await s3_direct.download("big/data.bin", tmp_path / "out.bin")
     assert fetched.read_bytes() == DATA
     assert (moved["upload"], moved["download"]) == (1, 1)
+
+
+async def test_a_file_that_grew_during_its_upload_is_refused_not_published_cut(
+    s3_direct: cairn.ArtifactClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    source = tmp_path / "growing.bin"
+    source.write_bytes(DATA)
+    upload = _presigned.upload
+
+    def growing(*args: Any, **kwargs: Any) -> Any:
+        with source.open("ab") as appended:  # after its size was measured
+            appended.write(b"more")
+        return upload(*args, **kwargs)
+
+    monkeypatch.setattr(_presigned, "upload", growing)
+    with pytest.raises(InvalidArgumentError, match=f"more than the {len(DATA)} bytes"):
+        await s3_direct.upload("t/growing.bin", source)
+    with pytest.raises(NotFoundError):
+        await s3_direct.stat("t/growing.bin")
 
 
 async def test_a_claim_the_bytes_do_not_match_publishes_nothing(

@@ -23,7 +23,7 @@ from typing import Any
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, SSLError
 
-from ..exceptions import UnavailableError
+from ..exceptions import InvalidArgumentError, UnavailableError
 from ._direct import Unreachable
 
 CONNECTIONS = 4  # a transfer's, by default (ArtifactClient.direct_connections)
@@ -414,7 +414,7 @@ def upload_source(
         return upload(read_bytes, size, part_size, urls, sent, connections, stop)
     descriptor = os.open(source, os.O_RDONLY)
     try:
-        return upload(
+        sent_parts = upload(
             lambda at, n: os.pread(descriptor, n, at),
             size,
             part_size,
@@ -423,5 +423,20 @@ def upload_source(
             connections,
             stop,
         )
+        # Only the size measured before the transfer was sent: a file that grew (or
+        # shrank) meanwhile is refused as the streamed path refuses it, not published cut.
+        _check_unchanged(os.fstat(descriptor).st_size, size)
+        return sent_parts
     finally:
         os.close(descriptor)
+
+
+def _check_unchanged(now: int, size: int) -> None:
+    if now != size:
+        raise InvalidArgumentError(
+            f"received more than the {size} bytes expected"
+            if now > size
+            else f"the file shrank to {now} bytes from the {size} expected",
+            reason="INVALID_ARGUMENT",
+            metadata={"expected_size": str(size), "size": str(now)},
+        )
