@@ -39,7 +39,13 @@ from . import backends
 from .blobs import MissingBytes, RefusedParts, Unfinished
 from .janitor import Janitor
 from .s3 import MIB, S3Backend
-from .store import ObjectStore, PendingUpload, StoredObject
+from .store import (
+    ObjectStore,
+    PendingUpload,
+    StoredObject,
+    being_completed,
+    upload_expired,
+)
 from .streams import verify
 
 # Parts of 16 MiB unless the object needs larger ones to keep within MAX_PARTS.
@@ -166,6 +172,9 @@ class PresignedTransfers:
 
         Raises:
             NotFound: no such upload is waiting (UPLOAD_NOT_FOUND).
+            Aborted: another call is completing the upload, or the store ended its
+                multipart upload without an object (UPLOAD_BEING_COMPLETED; the upload
+                is left as it is), or it expired (UPLOAD_EXPIRED).
             InvalidArgument: the ETags are not the parts', or the size or sha256 claimed
                 is not the one announced, or the store holds another size.
             DataLoss: the sha256 of what the store holds differs (CHECKSUM_MISMATCH).
@@ -178,19 +187,32 @@ class PresignedTransfers:
         if not sha256 or request.size <= 0:
             field = "sha256" if not sha256 else "size"
             raise invalid_field(field, "required: the object is checked against it")
-        upload = await self._objects.upload(project, path, upload_id, kind="parts")
-        _check_claim(upload, request.size, sha256, len(etags))
-        try:
-            await _in_store(_complete, store, upload, etags)
-            found, size = await self._read_back(store, upload, request.size)
-            verify(size, found, request.size, sha256)
-            stored, replaced = await self._publish(upload, request.size, found, request_id)
-        except BaseException as error:
-            if isinstance(error, _VERDICTS):
-                await self._spend(upload)
-            raise
+        async with self._objects.completing(upload_id):
+            upload = await self._objects.upload(project, path, upload_id, kind="parts")
+            _check_claim(upload, request.size, sha256, len(etags))
+            try:
+                await _in_store(_complete, store, upload, etags)
+                found, size = await self._read_back(store, upload, request.size)
+                verify(size, found, request.size, sha256)
+                stored, replaced = await self._publish(upload, request.size, found, request_id)
+            except MissingBytes:
+                # Not a verdict on the claim: the upload is left as it is.
+                raise await self._ended(upload) from None
+            except BaseException as error:
+                if isinstance(error, _VERDICTS):
+                    await self._spend(upload)
+                raise
         await self._janitor.collect([replaced] if replaced else [])
         return stored
+
+    async def _ended(self, upload: PendingUpload) -> Aborted:
+        """What a completion answers when the store has neither the upload's multipart
+        upload nor its object: UPLOAD_EXPIRED once its row is gone, else call again."""
+        try:
+            await self._objects.upload(upload.project, upload.path, upload.upload_id, "parts")
+        except NotFound:
+            return upload_expired(upload)
+        return being_completed(upload.upload_id, "the store holds no multipart upload for it")
 
     async def _read_back(
         self, store: S3Backend, upload: PendingUpload, size: int
@@ -200,14 +222,10 @@ class PresignedTransfers:
 
         Raises:
             InvalidArgument: the object has another size.
-            NotFound: the object is gone: another completion of the upload spent it,
-                or it expired (UPLOAD_NOT_FOUND).
+            MissingBytes: the object is gone (it expired, say).
         """
-        try:
-            verify(await _in_store(store.size, upload.storage_key), "", size, "")
-            return await _in_store(store.digest, upload.storage_key)
-        except MissingBytes:
-            raise _gone(upload, "its object left the store") from None
+        verify(await _in_store(store.size, upload.storage_key), "", size, "")
+        return await _in_store(store.digest, upload.storage_key)
 
     async def _publish(
         self, upload: PendingUpload, size: int, sha256: str, request_id: str | None

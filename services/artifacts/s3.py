@@ -150,15 +150,20 @@ class S3Backend:
 
         Raises:
             RefusedParts: the ETags are not those of the uploaded parts, or a part but
-                the last is under 5 MiB, or the upload is neither pending nor complete.
+                the last is under 5 MiB.
+            MissingBytes: the multipart upload is neither pending nor complete.
         """
         parts = [Part(number, etag) for number, etag in enumerate(etags, 1)]
         try:
             self.client._complete_multipart_upload(self.bucket, self._name(key), write_id, parts)
         except S3Error as error:
-            if error.code == "NoSuchUpload" and self._holds(key):
-                return
-            if error.code in _BAD_PARTS or error.code == "NoSuchUpload":
+            if error.code == "NoSuchUpload":
+                if self._holds(key):
+                    return
+                # Not a verdict on the parts: another completion may still be joining
+                # them, or the upload ended (expired, discarded).
+                raise MissingBytes(key) from None
+            if error.code in _BAD_PARTS:
                 raise RefusedParts(f"{error.code}: {error.message}") from None
             raise
 

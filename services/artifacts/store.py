@@ -11,8 +11,10 @@ The publication protocol, whose every step is one transaction here:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -134,7 +136,7 @@ class ObjectStore:
                 multipart_id,
             )
         if not recorded:
-            raise _expired(upload)
+            raise upload_expired(upload)
         return dataclasses.replace(upload, multipart_id=multipart_id)
 
     async def upload(
@@ -153,6 +155,23 @@ class ObjectStore:
         if row is None:
             raise _upload_not_found(upload_id, path)
         return PendingUpload(**dict(row))
+
+    @contextlib.asynccontextmanager
+    async def completing(self, upload_id: uuid.UUID) -> AsyncIterator[None]:
+        """Holds an upload for one completion at a time, on any replica: the lock is a
+        transaction's, so a completion that dies releases it. It keeps a connection for
+        the completion's duration (the read-back is most of it).
+
+        Raises:
+            Aborted: another completion of the upload runs (UPLOAD_BEING_COMPLETED).
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
+                f"completing/{upload_id}",
+            ):
+                raise being_completed(upload_id, "another call is completing it")
+            yield
 
     async def publish(
         self,
@@ -184,7 +203,7 @@ class ObjectStore:
                 "DELETE FROM artifacts.uploads WHERE upload_id = $1 RETURNING true",
                 upload.upload_id,
             ):
-                raise _expired(upload)
+                raise upload_expired(upload)
             if consumes is not None:
                 await _spend(conn, consumes)
             replaced = await conn.fetchval(
@@ -417,10 +436,18 @@ def _upload_not_found(upload_id: uuid.UUID, path: str) -> NotFound:
     )
 
 
-def _expired(upload: PendingUpload) -> Aborted:
+def upload_expired(upload: PendingUpload) -> Aborted:
     return Aborted(
         "UPLOAD_EXPIRED",
         f"upload {upload.upload_id} to {upload.path!r} outlived the janitor's threshold "
         "and was discarded; upload again",
         metadata={"upload_id": str(upload.upload_id), "path": upload.path},
+    )
+
+
+def being_completed(upload_id: uuid.UUID, why: str) -> Aborted:
+    return Aborted(
+        "UPLOAD_BEING_COMPLETED",
+        f"upload {upload_id} is being completed or its completion has ended ({why}); call again",
+        metadata={"upload_id": str(upload_id)},
     )

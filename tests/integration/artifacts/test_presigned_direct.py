@@ -17,6 +17,8 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
+from minio import Minio
+from minio.error import S3Error
 
 import cairn
 from cairn._clients import _presigned
@@ -280,33 +282,74 @@ async def test_a_completion_repeated_returns_the_object_it_published(
     assert ticket.object == first.object
 
 
-async def test_completions_racing_under_one_request_id_both_answer_the_object(
-    s3_direct: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
-):
-    """A retry of a completion still running (its deadline passed, say): both read the
-    object back at once, one publishes, and the other answers what it published."""
-    both_reading = threading.Barrier(2, timeout=10)
-    digest = S3Backend.digest
-
-    def together(self: S3Backend, key: str) -> tuple[str, int]:
-        both_reading.wait()
-        return digest(self, key)
-
-    monkeypatch.setattr(S3Backend, "digest", together)
-    parts = await _ticket(s3_direct, "t/raced.bin")
-    complete = api.CompleteUploadTicketRequest(
-        project=s3_direct.project,
-        path="t/raced.bin",
+async def _completion(client: cairn.ArtifactClient, path: str) -> api.CompleteUploadTicketRequest:
+    parts = await _ticket(client, path)
+    return api.CompleteUploadTicketRequest(
+        project=client.project,
+        path=path,
         upload=parts.upload,
         etags=await _put_parts(parts),
         size=len(DATA),
         sha256=_sha(DATA),
     )
+
+
+async def test_a_completion_while_another_runs_is_aborted_and_its_repeat_answers_the_object(
+    s3_direct: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+):
+    """A retry of a completion still running (its deadline passed, say) neither
+    completes the upload a second time nor spends it: it is told to call again, and
+    once the first published, a repeat under its request id answers the object."""
+    reading, released = threading.Event(), threading.Event()
+    digest = S3Backend.digest
+
+    def held(self: S3Backend, key: str) -> tuple[str, int]:
+        reading.set()
+        released.wait(10)
+        return digest(self, key)
+
+    monkeypatch.setattr(S3Backend, "digest", held)
+    complete = await _completion(s3_direct, "t/raced.bin")
     request_id = (("x-cairn-request-id", f"raced-{s3_direct.project}"),)
-    first, second = await asyncio.gather(
-        *(s3_direct._stub.CompleteUploadTicket(complete, metadata=request_id) for _ in "12")
+    first = asyncio.ensure_future(
+        s3_direct._stub.CompleteUploadTicket(complete, metadata=request_id)
     )
-    assert first.object == second.object and first.object.sha256 == _sha(DATA)
+    assert await asyncio.to_thread(reading.wait, 10)
+    with pytest.raises(grpc.aio.AioRpcError) as raced:
+        await s3_direct._stub.CompleteUploadTicket(complete, metadata=request_id)
+    assert raced.value.code() == grpc.StatusCode.ABORTED
+    assert "UPLOAD_BEING_COMPLETED" in _reason(raced.value)
+    released.set()
+    published = (await first).object
+    again = await s3_direct._stub.CompleteUploadTicket(complete, metadata=request_id)
+    assert again.object == published and published.sha256 == _sha(DATA)
+
+
+def _reason(error: grpc.aio.AioRpcError) -> str:
+    return str(dict(error.trailing_metadata() or ()).get("grpc-status-details-bin", b""))
+
+
+async def test_a_store_without_the_multipart_upload_is_no_verdict_on_the_claim(
+    s3_direct: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+):
+    """S3 answers NoSuchUpload, no object at the key yet, while another completion
+    joins the parts: the upload is left to be completed, not spent."""
+    answers = iter(["NoSuchUpload"])
+    complete_parts = Minio._complete_multipart_upload
+
+    def busy(self: Minio, *args: Any, **kwargs: Any) -> Any:
+        code = next(answers, None)
+        if code is not None:
+            raise S3Error(None, code, "no such upload", None, None, None)  # type: ignore[arg-type]
+        return complete_parts(self, *args, **kwargs)
+
+    monkeypatch.setattr(Minio, "_complete_multipart_upload", busy)
+    complete = await _completion(s3_direct, "t/busy.bin")
+    with pytest.raises(grpc.aio.AioRpcError) as busy_answer:
+        await s3_direct._stub.CompleteUploadTicket(complete)
+    assert busy_answer.value.code() == grpc.StatusCode.ABORTED
+    reply = await s3_direct._stub.CompleteUploadTicket(complete)
+    assert reply.object.sha256 == _sha(DATA)
 
 
 async def test_a_completion_that_failed_is_sent_again_alone(

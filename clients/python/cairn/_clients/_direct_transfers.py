@@ -21,6 +21,7 @@ from ..artifacts.v1 import artifacts_pb2 as pb
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
 from ..exceptions import (
+    AbortedError,
     DataLossError,
     DeadlineExceededError,
     FailedPreconditionError,
@@ -40,6 +41,8 @@ COMPLETION_SECONDS = 30.0
 COMPLETION_BYTES_PER_SECOND = 50 * 1024 * 1024
 NO_DIRECT = "DIRECT_TRANSFER_UNAVAILABLE"
 SHUTTING_DOWN = "SHUTTING_DOWN"
+# Another attempt of the completion still runs (its deadline passed, say): call again.
+BEING_COMPLETED = "UPLOAD_BEING_COMPLETED"
 # A byte endpoint this client could not reach is not tried again for this long: each
 # try costs a connect timeout (3 s) when its packets are dropped.
 UNREACHABLE_SECONDS = 300.0
@@ -220,8 +223,9 @@ class DirectTransfers:
     ) -> ObjectInfo:
         """CompleteUploadTicket, which reads the whole object back: by default its
         deadline grows with the size. It is sent again alone (under the same request id,
-        so it publishes once) when it times out or finds the service or the store
-        unavailable, rather than sending every part again."""
+        so it publishes once) when it times out, finds the service or the store
+        unavailable, or finds an earlier attempt still completing, rather than sending
+        every part again."""
         if timeout is None:
             timeout = COMPLETION_SECONDS + request.size / COMPLETION_BYTES_PER_SECOND
         waits = iter(UPLOAD_RETRY_WAITS)
@@ -231,7 +235,9 @@ class DirectTransfers:
                     self._stub.CompleteUploadTicket, request, timeout=timeout, metadata=metadata
                 )
                 return object_from_proto(reply.object)
-            except (UnavailableError, DeadlineExceededError):
+            except (UnavailableError, DeadlineExceededError, AbortedError) as error:
+                if isinstance(error, AbortedError) and error.reason != BEING_COMPLETED:
+                    raise
                 wait = next(waits, None)
                 if wait is None:
                     raise
