@@ -28,6 +28,7 @@ from cairn.exceptions import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    UnavailableError,
 )
 from cairn_server import catalog
 from cairn_server.artifacts import backends, presigned
@@ -352,14 +353,14 @@ async def test_a_store_without_the_multipart_upload_is_no_verdict_on_the_claim(
     assert reply.object.sha256 == _sha(DATA)
 
 
-async def test_a_completion_that_failed_is_sent_again_alone(
+async def test_a_completion_the_store_failed_is_retried_by_the_channel_alone(
     s3_direct: cairn.ArtifactClient,
     monkeypatch: pytest.MonkeyPatch,
     moved: collections.Counter[str],
 ):
-    """The store failing through every attempt the channel makes (4) fails the
-    completion UNAVAILABLE; the client completes again, without sending the parts again."""
-    failures = iter(range(4))
+    """The store failing all but the last attempt the channel makes (4): the channel
+    completes again, without sending the parts again."""
+    failures = iter(range(3))
     digest = S3Backend.digest
 
     def failing(self: S3Backend, key: str) -> tuple[str, int]:
@@ -371,6 +372,25 @@ async def test_a_completion_that_failed_is_sent_again_alone(
     info = await s3_direct.upload("t/completed-again.bin", DATA)
     assert info.sha256 == _sha(DATA)
     assert moved["upload tried"] == 1 and next(failures, None) is None
+
+
+async def test_a_completion_that_failed_for_good_does_not_send_the_parts_again(
+    s3_direct: cairn.ArtifactClient,
+    monkeypatch: pytest.MonkeyPatch,
+    moved: collections.Counter[str],
+):
+    """One layer retries the completion (the channel's 4 attempts), and the whole upload
+    is not sent again after it: an outage costs no more than 4 read-backs."""
+    read_backs = collections.Counter[str]()
+
+    def failing(self: S3Backend, key: str) -> tuple[str, int]:
+        read_backs["tried"] += 1
+        raise ConnectionResetError("the store went away")
+
+    monkeypatch.setattr(S3Backend, "digest", failing)
+    with pytest.raises(UnavailableError):
+        await s3_direct.upload("t/never-completed.bin", DATA)
+    assert moved["upload tried"] == 1 and 1 <= read_backs["tried"] <= 4
 
 
 async def test_a_download_is_checked_against_the_recorded_sha256(

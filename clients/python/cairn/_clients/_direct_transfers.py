@@ -49,6 +49,23 @@ UNREACHABLE_SECONDS = 300.0
 _T = TypeVar("_T")
 
 
+class CompletionFailed(UnavailableError):
+    """A direct upload's completion stayed UNAVAILABLE through the channel's retries:
+    the upload is not sent again (its parts are in the store already; the janitor
+    discards them), the error is raised."""
+
+    @classmethod
+    def of(cls, error: UnavailableError) -> CompletionFailed:
+        return cls(
+            error.message,
+            reason=error.reason,
+            code=error.code,
+            metadata=error.metadata,
+            field_violations=error.field_violations,
+            grpc_error=error.grpc_error,
+        )
+
+
 class DirectTransfers:
     """The direct transfers of one client, and what it learnt of the ways they go."""
 
@@ -222,10 +239,12 @@ class DirectTransfers:
         metadata: Metadata,
     ) -> ObjectInfo:
         """CompleteUploadTicket, which reads the whole object back: by default its
-        deadline grows with the size. It is sent again alone (under the same request id,
-        so it publishes once) when it times out, finds the service or the store
-        unavailable, or finds an earlier attempt still completing, rather than sending
-        every part again."""
+        deadline grows with the size. The channel sends it again after UNAVAILABLE
+        (its retry policy); here it is sent again alone (under the same request id, so
+        it publishes once) when it timed out or found an earlier attempt still
+        completing. A completion that failed for good raises CompletionFailed: its
+        parts are in the store, and sending them all again would not help.
+        """
         if timeout is None:
             timeout = COMPLETION_SECONDS + request.size / COMPLETION_BYTES_PER_SECOND
         waits = iter(UPLOAD_RETRY_WAITS)
@@ -235,7 +254,9 @@ class DirectTransfers:
                     self._stub.CompleteUploadTicket, request, timeout=timeout, metadata=metadata
                 )
                 return object_from_proto(reply.object)
-            except (UnavailableError, DeadlineExceededError, AbortedError) as error:
+            except UnavailableError as error:
+                raise CompletionFailed.of(error) from error
+            except (DeadlineExceededError, AbortedError) as error:
                 if isinstance(error, AbortedError) and error.reason != BEING_COMPLETED:
                     raise
                 wait = next(waits, None)

@@ -29,7 +29,7 @@ from ..models._uris import ARTIFACTS_SCHEME, ArtifactUri, parse_uri, scheme_of
 from ..types._artifacts import ObjectInfo, PresignedUrl, directory, object_from_proto
 from ..types._paging import ListOptions, PagedList
 from . import _presigned
-from ._direct_transfers import UPLOAD_RETRY_WAITS, DirectTransfers
+from ._direct_transfers import UPLOAD_RETRY_WAITS, CompletionFailed, DirectTransfers
 from ._local_files import Resendable, Source, check_length, file_for, open_source, size_of
 
 CHUNK = 1024 * 1024
@@ -140,16 +140,18 @@ class ArtifactClient(BaseClient):
         timeout: float | None,
         metadata: Metadata | None,
     ) -> ObjectInfo:
-        """One upload, sent again under its request id after UNAVAILABLE when it can be."""
+        """One upload, sent again under its request id after UNAVAILABLE when it can be
+        (not after its completion failed: see `DirectTransfers._complete_upload`)."""
         metadata, waits, start = with_id(metadata), iter(UPLOAD_RETRY_WAITS), counted.done
         while True:
             try:
                 return await self._upload_once(
                     path, source, overwrite, content_type, counted, start, timeout, metadata
                 )
-            except UnavailableError:
+            except UnavailableError as error:
                 wait = next(waits, None)
-                if wait is None or not isinstance(source, Resendable):
+                resendable = isinstance(source, Resendable)
+                if wait is None or not resendable or isinstance(error, CompletionFailed):
                     raise
                 await asyncio.sleep(wait)
 
