@@ -126,7 +126,7 @@ class PresignedTransfers:
         )
         part_size = _part_size(size)
         try:
-            upload = await self._begin_parts(store, upload)
+            upload = await self._begin_parts(store, upload, part_size)
             urls = await _in_store(
                 store.presign_parts,
                 upload.storage_key,
@@ -139,11 +139,14 @@ class PresignedTransfers:
             raise
         return api.PresignedParts(upload=upload.upload_id.hex, part_size=part_size, part_urls=urls)
 
-    async def _begin_parts(self, store: S3Backend, upload: PendingUpload) -> PendingUpload:
-        """Begins the upload's multipart upload and records its id on the upload."""
+    async def _begin_parts(
+        self, store: S3Backend, upload: PendingUpload, part_size: int
+    ) -> PendingUpload:
+        """Begins the upload's multipart upload and records its id, and the size of its
+        parts, on the upload."""
         write_id = await _in_store(store.begin_parts, upload.storage_key, upload.content_type)
         try:
-            return await self._objects.record_parts(upload, write_id)
+            return await self._objects.record_parts(upload, write_id, part_size)
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(store.abort, _unfinished(upload.storage_key, write_id))
@@ -292,7 +295,8 @@ def _check_claim(upload: PendingUpload, size: int, sha256: str, parts: int) -> N
         )
     if upload.expected_sha256 and sha256 != upload.expected_sha256:
         raise invalid_field("sha256", "differs from the upload's header.expected_sha256")
-    if parts != -(-size // _part_size(size)):
+    # The part size recorded when the URLs were made, whatever PART_SIZE is now.
+    if not upload.part_size or parts != -(-size // upload.part_size):
         raise invalid_field("etags", "one per part URL the upload was given")
 
 

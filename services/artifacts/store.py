@@ -29,12 +29,16 @@ from .backends import new_key
 _COLUMNS = "project, path, size, sha256, content_type, storage_key, create_time, update_time"
 _UPLOAD_COLUMNS = (
     "upload_id, storage_key, project, path, overwrite, content_type, multipart_id, "
-    "expected_size, expected_sha256"
+    "expected_size, expected_sha256, part_size"
 )
 # Which uploads a call may take: "put", those of a presigned PUT URL (ConfirmUpload);
-# "parts", those of presigned parts, whose multipart upload is recorded (CompleteUploadTicket).
+# "parts", those of presigned parts, whose multipart upload and announced size are
+# recorded (CompleteUploadTicket; one begun before sizes were recorded cannot complete).
 UploadKind = Literal["put", "parts"]
-_KIND_CONDITIONS = {"put": "multipart_id IS NULL", "parts": "multipart_id IS NOT NULL"}
+_KIND_CONDITIONS = {
+    "put": "multipart_id IS NULL",
+    "parts": "multipart_id IS NOT NULL AND expected_size IS NOT NULL AND part_size IS NOT NULL",
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class PendingUpload:
     # What an upload of presigned parts announced: its completion is held to it.
     expected_size: int | None = None
     expected_sha256: str | None = None
+    # The size of its parts but the last, as their URLs were made.
+    part_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -121,23 +127,26 @@ class ObjectStore:
             )
         return PendingUpload(**dict(row))
 
-    async def record_parts(self, upload: PendingUpload, multipart_id: str) -> PendingUpload:
-        """Notes the multipart upload begun for an upload's presigned parts: completing
-        the upload takes this id from here, never from the client.
+    async def record_parts(
+        self, upload: PendingUpload, multipart_id: str, part_size: int
+    ) -> PendingUpload:
+        """Notes the multipart upload begun for an upload's presigned parts, and their
+        size: completing the upload takes both from here, never from the client.
 
         Raises:
             Aborted: the upload expired meanwhile (UPLOAD_EXPIRED).
         """
         async with self._pool.acquire() as conn:
             recorded = await conn.fetchval(
-                """UPDATE artifacts.uploads SET multipart_id = $2
+                """UPDATE artifacts.uploads SET multipart_id = $2, part_size = $3
                    WHERE upload_id = $1 RETURNING true""",
                 upload.upload_id,
                 multipart_id,
+                part_size,
             )
         if not recorded:
             raise upload_expired(upload)
-        return dataclasses.replace(upload, multipart_id=multipart_id)
+        return dataclasses.replace(upload, multipart_id=multipart_id, part_size=part_size)
 
     async def upload(
         self, project: str, path: str, upload_id: uuid.UUID, kind: UploadKind

@@ -135,6 +135,30 @@ async def test_a_file_that_grew_during_its_upload_is_refused_not_published_cut(
         await s3_direct.stat("t/growing.bin")
 
 
+async def test_a_completion_counts_parts_by_the_part_size_its_urls_were_made_for(
+    s3_direct: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+):
+    complete = await _completion(s3_direct, "t/sized.bin")  # three parts of 5 MiB
+    monkeypatch.setattr(presigned, "PART_SIZE", 6 * MIB)  # a server of another version
+    reply = await s3_direct._stub.CompleteUploadTicket(complete)
+    assert reply.object.sha256 == _sha(DATA)
+
+
+async def test_an_upload_of_parts_begun_without_a_recorded_size_is_not_waiting(
+    s3_direct: cairn.ArtifactClient, pool: asyncpg.Pool
+):
+    complete = await _completion(s3_direct, "t/unsized.bin")
+    await pool.execute(  # as an upload begun before sizes were recorded
+        "UPDATE artifacts.uploads SET expected_size = NULL, part_size = NULL WHERE project = $1",
+        s3_direct.project,
+    )
+    with pytest.raises(NotFoundError) as refused:
+        await s3_direct._transport.unary(
+            s3_direct._stub.CompleteUploadTicket, complete, timeout=10, metadata=None
+        )
+    assert refused.value.reason == "UPLOAD_NOT_FOUND"
+
+
 async def test_a_claim_the_bytes_do_not_match_publishes_nothing(
     s3_direct: cairn.ArtifactClient, s3_config: Config
 ):
