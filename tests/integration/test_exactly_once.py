@@ -271,11 +271,14 @@ def test_every_write_of_the_recording_services_runs_once_per_request_id(pool) ->
                     "CreateApiKey",
                     "ConfirmUpload",
                     "CreatePresignedUrl",
-                    # Write nothing: an upload ticket carries the request id to the
-                    # object its publication stores, which a repeat finds (as Upload
-                    # does); a download ticket reads, and a repeat signs another.
+                    # An upload ticket carries the request id to the object its
+                    # publication stores, which a repeat finds (as Upload does); on S3
+                    # a repeat begins another upload, which the janitor discards unused.
+                    # A download ticket reads, and a repeat signs another.
                     "CreateUploadTicket",
                     "CreateDownloadTicket",
+                    # Finds the object its request id published, as ConfirmUpload does.
+                    "CompleteUploadTicket",
                 )
                 assert (spec.full_name, name) in retried
                 continue
