@@ -233,18 +233,15 @@ class PresignedTransfers:
     async def _publish(
         self, upload: PendingUpload, size: int, sha256: str, request_id: str | None
     ) -> tuple[StoredObject, str | None]:
-        """As `ObjectStore.publish`; a completion that lost the race to publish to
-        another of the same request id (a retry of a call still running) answers the
-        object the other published."""
-        try:
-            return await self._objects.publish(
-                upload, size, sha256, upload.content_type, request_id=request_id
-            )
-        except Aborted:
-            done = await self._objects.published_by(upload.project, upload.path, request_id)
-            if done is not None and done.storage_key == upload.storage_key:
-                return done, None
-            raise _gone(upload, "another call completed it, or it expired") from None
+        """As `ObjectStore.publish`. Its completion holds the upload (`completing`), so
+        an upload gone meanwhile was expired by the janitor.
+
+        Raises:
+            Aborted: the upload expired (UPLOAD_EXPIRED), as ConfirmUpload answers.
+        """
+        return await self._objects.publish(
+            upload, size, sha256, upload.content_type, request_id=request_id
+        )
 
     async def download_url(self, stored: StoredObject) -> str:
         store = self._store()
@@ -277,14 +274,6 @@ async def _in_store(function: Callable[..., _T], *args: Any) -> _T:
             f"the object store failed ({detail}); call again",
             metadata={"error": detail},
         ) from error
-
-
-def _gone(upload: PendingUpload, why: str) -> NotFound:
-    return NotFound(
-        "UPLOAD_NOT_FOUND",
-        f"upload {upload.upload_id} to {upload.path!r} is no longer waiting: {why}",
-        metadata={"upload_id": str(upload.upload_id), "path": upload.path},
-    )
 
 
 def _check_claim(upload: PendingUpload, size: int, sha256: str, parts: int) -> None:

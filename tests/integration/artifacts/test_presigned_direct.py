@@ -24,6 +24,7 @@ import cairn
 from cairn._clients import _presigned
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import (
+    AbortedError,
     DataLossError,
     FailedPreconditionError,
     InvalidArgumentError,
@@ -157,6 +158,26 @@ async def test_an_upload_of_parts_begun_without_a_recorded_size_is_not_waiting(
             s3_direct._stub.CompleteUploadTicket, complete, timeout=10, metadata=None
         )
     assert refused.value.reason == "UPLOAD_NOT_FOUND"
+
+
+async def test_an_upload_that_expired_during_its_completion_is_upload_expired(
+    s3_direct: cairn.ArtifactClient, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+):
+    publish = ObjectStore.publish
+
+    async def expired_first(self: ObjectStore, *args: Any, **kwargs: Any) -> Any:
+        await pool.execute(  # as the janitor expires it
+            "DELETE FROM artifacts.uploads WHERE project = $1", s3_direct.project
+        )
+        return await publish(self, *args, **kwargs)
+
+    complete = await _completion(s3_direct, "t/expired.bin")
+    monkeypatch.setattr(ObjectStore, "publish", expired_first)
+    with pytest.raises(AbortedError) as expired:
+        await s3_direct._transport.unary(
+            s3_direct._stub.CompleteUploadTicket, complete, timeout=10, metadata=None
+        )
+    assert expired.value.reason == "UPLOAD_EXPIRED"
 
 
 async def test_a_claim_the_bytes_do_not_match_publishes_nothing(
