@@ -195,7 +195,8 @@ class ObjectStore:
         storage key it replaced, now garbage. `consumes` is the presigned upload whose
         bytes were copied into this one: it is spent in the same transaction, and its
         key becomes garbage. `request_id` is that of the call publishing (see
-        `published_by`).
+        `published_by`): when the object at the path carries it already, that object
+        is returned and this upload's key is the garbage.
 
         Raises:
             AlreadyExists: an object is at the path and the upload may not overwrite it.
@@ -215,12 +216,21 @@ class ObjectStore:
                 raise upload_expired(upload)
             if consumes is not None:
                 await _spend(conn, consumes)
-            replaced = await conn.fetchval(
-                """SELECT storage_key FROM artifacts.objects
-                   WHERE project = $1 AND path = $2 FOR UPDATE""",
+            current = await conn.fetchrow(
+                f"""SELECT {_COLUMNS}, request_id FROM artifacts.objects
+                    WHERE project = $1 AND path = $2 FOR UPDATE""",
                 upload.project,
                 upload.path,
             )
+            if current is not None and request_id and current["request_id"] == request_id:
+                # A retry of the call that published it (past its `published_by` check
+                # while the first still ran): once, and this upload's key is garbage.
+                await conn.execute(
+                    "INSERT INTO artifacts.garbage (storage_key) VALUES ($1)", upload.storage_key
+                )
+                published = {k: v for k, v in current.items() if k != "request_id"}
+                return StoredObject(**published), upload.storage_key
+            replaced = None if current is None else current["storage_key"]
             if replaced is not None and not upload.overwrite:
                 raise already_exists(upload.path)
             row = await conn.fetchrow(

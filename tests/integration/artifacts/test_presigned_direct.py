@@ -180,6 +180,18 @@ async def test_an_upload_that_expired_during_its_completion_is_upload_expired(
     assert expired.value.reason == "UPLOAD_EXPIRED"
 
 
+async def test_one_request_id_publishes_once_even_with_overwrite(
+    s3_direct: cairn.ArtifactClient, pool: asyncpg.Pool
+):
+    """A retry that passed the published_by check while the first call still ran."""
+    objects, project = ObjectStore(pool), s3_direct.project
+    first, second = [await objects.begin(project, "t/twice.bin", True) for _ in "12"]
+    published, _ = await objects.publish(first, 1, _sha(b"1"), "", request_id="r-twice")
+    again, garbage = await objects.publish(second, 1, _sha(b"1"), "", request_id="r-twice")
+    assert again == published and garbage == second.storage_key
+    assert await objects.get(project, "t/twice.bin") == published
+
+
 async def test_a_claim_the_bytes_do_not_match_publishes_nothing(
     s3_direct: cairn.ArtifactClient, s3_config: Config
 ):
