@@ -46,8 +46,9 @@ class ArtifactClient(BaseClient):
     default to no deadline.
     """
 
-    # Uploads and downloads of whole objects of at least this many bytes move over the
-    # service's byte endpoint (docs/artifacts.md, "Direct transfer"); None: never.
+    # Uploads and downloads of whole objects of at least this many bytes move directly
+    # (docs/artifacts.md, "Direct transfer"): over the service's byte endpoint, or, on
+    # the S3 backend, to and from the object store through presigned URLs; None: never.
     direct_threshold: int | None = DIRECT_THRESHOLD
     # Connections a direct transfer through the object store's presigned URLs (the S3
     # backend) opens at once: parts PUT and ranges fetched in parallel; 1 fetches a
