@@ -19,9 +19,6 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from minio.error import MinioException, S3Error
-from urllib3.exceptions import HTTPError
-
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 
 from ..common.config import Config
@@ -32,7 +29,6 @@ from ..common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    Unavailable,
     invalid_field,
 )
 from . import backends
@@ -60,9 +56,6 @@ MIN_URL_SECONDS = 300
 # Failures that judge what was sent: the upload is spent (anything else, an outage or
 # a timeout, leaves it to be completed again).
 _VERDICTS = (DataLoss, InvalidArgument, AlreadyExists, FailedPrecondition, Aborted)
-# What the store, or the way to it, fails with (the minio SDK's errors, urllib3's,
-# sockets'): an outage, not a verdict on the upload.
-_STORE_FAILURES = (MinioException, HTTPError, OSError)
 _T = TypeVar("_T")
 
 
@@ -263,17 +256,9 @@ def _complete(store: S3Backend, upload: PendingUpload, etags: list[str]) -> None
 
 
 async def _in_store(function: Callable[..., _T], *args: Any) -> _T:
-    """function(*args) in a thread; a failure of the store, or of the way to it, is
-    UNAVAILABLE: nothing was decided about the upload, which may be completed again."""
-    try:
-        return await asyncio.to_thread(function, *args)
-    except _STORE_FAILURES as error:
-        detail = (error.code if isinstance(error, S3Error) else None) or type(error).__name__
-        raise Unavailable(
-            "OBJECT_STORE_UNAVAILABLE",
-            f"the object store failed ({detail}); call again",
-            metadata={"error": detail},
-        ) from error
+    """function(*args) in a thread: the store's failures are UNAVAILABLE
+    (OBJECT_STORE_UNAVAILABLE, raised by S3Backend), nothing decided about the upload."""
+    return await asyncio.to_thread(function, *args)
 
 
 def _check_claim(upload: PendingUpload, size: int, sha256: str, parts: int) -> None:

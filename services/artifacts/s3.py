@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from minio import Minio
 from minio.commonconfig import CopySource
 from minio.datatypes import Part
 from minio.deleteobjects import DeleteObject
-from minio.error import S3Error
+from minio.error import MinioException, S3Error
 from minio.helpers import DictType
+from urllib3.exceptions import HTTPError
 
 from ..common.config import Config
+from ..common.errors import Unavailable
 from .blobs import CHUNK, KEY_ROOT, MissingBytes, Readable, RefusedParts, Unfinished
 
 MIB = 1024 * 1024
@@ -26,6 +29,33 @@ S3_UNKNOWN_SIZE_PART = 8 * MIB  # when the size is not known: objects up to ~70 
 _ABSENT = frozenset({"NoSuchKey", "NoSuchObject"})
 # What S3 answers a completion whose parts are not the ones uploaded, or too small.
 _BAD_PARTS = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "MalformedXML"})
+# What the store, or the way to it, fails with (the minio SDK's errors, urllib3's,
+# sockets'): an outage, not a verdict on what was sent.
+_STORE_FAILURES = (MinioException, HTTPError, OSError)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def unavailable(error: Exception) -> Unavailable:
+    """The one error a failure of the store becomes, whichever call met it: nothing
+    was decided about what was being moved, and the call may be made again."""
+    detail = (error.code if isinstance(error, S3Error) else None) or type(error).__name__
+    return Unavailable(
+        "OBJECT_STORE_UNAVAILABLE",
+        f"the object store failed ({detail}); call again",
+        metadata={"error": detail},
+    )
+
+
+def _in_store(method: Callable[_P, _T]) -> Callable[_P, _T]:
+    @functools.wraps(method)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(*args, **kwargs)
+        except _STORE_FAILURES as error:
+            raise unavailable(error) from error
+
+    return call
 
 
 class S3Backend:
@@ -51,6 +81,7 @@ class S3Backend:
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._name(key)}"
 
+    @_in_store
     def write(self, key: str, source: Readable, content_type: str, size: int) -> None:
         """length=-1: the SDK reads part after part, and an error raised by source (a
         checksum mismatch, a client gone) aborts the multipart upload."""
@@ -74,6 +105,7 @@ class S3Backend:
                 self.client.make_bucket(self.bucket)
             self._bucket_ready = True
 
+    @_in_store
     def open(self, key: str, offset: int, length: int) -> Generator[bytes, None, None]:
         try:
             response = self.client.get_object(
@@ -85,6 +117,7 @@ class S3Backend:
             raise
         return _chunks(response)
 
+    @_in_store
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
             batch = [DeleteObject(self._name(k)) for k in keys[start : start + 1000]]
@@ -92,6 +125,7 @@ class S3Backend:
                 if error.code not in _ABSENT:
                     raise RuntimeError(f"could not delete {error.name}: {error.message}")
 
+    @_in_store
     def copy(self, source: str, target: str) -> str:
         try:
             self.client.copy_object(
@@ -104,6 +138,7 @@ class S3Backend:
         # Read from the copy: the source may be written again meanwhile.
         return self.client.stat_object(self.bucket, self._name(target)).content_type or ""
 
+    @_in_store
     def presign(
         self, key: str, method: str, expires: timedelta, query: DictType | None = None
     ) -> str:
@@ -130,6 +165,7 @@ class S3Backend:
             )
         return self._signer
 
+    @_in_store
     def begin_parts(self, key: str, content_type: str) -> str:
         """Begins a multipart upload whose parts clients PUT through presigned URLs;
         returns its id. Nothing is at the key until `complete_parts`."""
@@ -143,6 +179,7 @@ class S3Backend:
             for number in range(1, count + 1)
         ]
 
+    @_in_store
     def complete_parts(self, key: str, write_id: str, etags: list[str]) -> None:
         """Completes a multipart upload with its parts, in order. After this no part URL
         can change the object. A completion repeated after one that succeeded (its
@@ -167,6 +204,7 @@ class S3Backend:
                 raise RefusedParts(f"{error.code}: {error.message}") from None
             raise
 
+    @_in_store
     def size(self, key: str) -> int:
         """The size of the object at key, from its metadata (no byte is read)."""
         try:
@@ -185,6 +223,7 @@ class S3Backend:
             raise
         return True
 
+    @_in_store
     def digest(self, key: str) -> tuple[str, int]:
         """Reads the next chunk in a thread of its own while this one hashes the chunk
         before (both release the GIL), so the read-back costs the slower of the two."""
@@ -262,6 +301,8 @@ def _empty_while_no_bucket() -> Iterator[None]:
 def _chunks(response: Any) -> Generator[bytes, None, None]:
     try:
         yield from response.stream(CHUNK)
+    except _STORE_FAILURES as error:
+        raise unavailable(error) from error
     finally:
         response.close()
         response.release_conn()

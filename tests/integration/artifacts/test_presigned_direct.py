@@ -418,14 +418,14 @@ async def test_a_completion_the_store_failed_is_retried_by_the_channel_alone(
     """The store failing all but the last attempt the channel makes (4): the channel
     completes again, without sending the parts again."""
     failures = iter(range(3))
-    digest = S3Backend.digest
+    get_object = Minio.get_object
 
-    def failing(self: S3Backend, key: str) -> tuple[str, int]:
+    def failing(self: Minio, *args: Any, **kwargs: Any) -> Any:
         if next(failures, None) is not None:
             raise ConnectionResetError("the store went away")
-        return digest(self, key)
+        return get_object(self, *args, **kwargs)
 
-    monkeypatch.setattr(S3Backend, "digest", failing)
+    monkeypatch.setattr(Minio, "get_object", failing)  # the read-back's
     info = await s3_direct.upload("t/completed-again.bin", DATA)
     assert info.sha256 == _sha(DATA)
     assert moved["upload tried"] == 1 and next(failures, None) is None
@@ -440,14 +440,29 @@ async def test_a_completion_that_failed_for_good_does_not_send_the_parts_again(
     is not sent again after it: an outage costs no more than 4 read-backs."""
     read_backs = collections.Counter[str]()
 
-    def failing(self: S3Backend, key: str) -> tuple[str, int]:
+    def failing(self: Minio, *args: Any, **kwargs: Any) -> Any:
         read_backs["tried"] += 1
         raise ConnectionResetError("the store went away")
 
-    monkeypatch.setattr(S3Backend, "digest", failing)
-    with pytest.raises(UnavailableError):
+    monkeypatch.setattr(Minio, "get_object", failing)
+    with pytest.raises(UnavailableError) as failed:
         await s3_direct.upload("t/never-completed.bin", DATA)
+    assert failed.value.reason == "OBJECT_STORE_UNAVAILABLE"
     assert moved["upload tried"] == 1 and 1 <= read_backs["tried"] <= 4
+
+
+async def test_a_streamed_download_the_store_fails_is_unavailable_not_internal(
+    s3_store: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    await s3_store.upload("t/streamed.bin", b"streamed")  # under the direct threshold
+
+    def failing(self: Minio, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionResetError("the store went away")
+
+    monkeypatch.setattr(Minio, "get_object", failing)
+    with pytest.raises(UnavailableError) as failed:
+        await s3_store.download("t/streamed.bin", tmp_path / "out.bin")
+    assert failed.value.reason == "OBJECT_STORE_UNAVAILABLE"
 
 
 async def test_a_download_is_checked_against_the_recorded_sha256(
