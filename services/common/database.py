@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import warnings
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -87,6 +88,7 @@ class BoundedPool(asyncpg.Pool):
     REFRESH_EVERY = 1000
     waiting = 0  # acquires waiting for asyncpg to lend a connection
     _kept = 0
+    _ready_since = 0.0  # time.monotonic() when `ready` was kept
     _keeping = True  # off once the pool closes
 
     def acquire(self, *, timeout: float | None = None) -> Any:
@@ -96,7 +98,13 @@ class BoundedPool(asyncpg.Pool):
         return _Acquire(self, timeout)
 
     def keep(self, conn: asyncpg.Connection) -> bool:
-        """Keeps conn ready for the next acquire if it may be; returns whether it was."""
+        """Keeps conn ready for the next acquire if it may be; returns whether it was.
+
+        What asyncpg's release would find wrong with conn keeps it from being kept: a
+        listener added to it, a query being cancelled on it, an expired generation. As
+        a release does, keeping retires the caller's reference to it (the next use
+        raises InterfaceError) and lends the next caller a reference of its own, so a
+        task that held on to it can never run on another call's connection."""
         self._kept += 1
         if (
             self.ready is not None
@@ -104,17 +112,27 @@ class BoundedPool(asyncpg.Pool):
             or not self._keeping
             or self._kept % self.REFRESH_EVERY == 0
             or not _settled(conn)
+            or not _unburdened(conn, self._generation)
         ):
             return False
-        self.ready = conn
+        self.ready = _lent_anew(conn)
+        self._ready_since = time.monotonic()
         return True
 
     async def take_ready(self) -> asyncpg.Connection | None:
-        """The connection kept ready, if any and still usable."""
+        """The connection kept ready, if any and still usable. One kept idle longer than
+        the pool lets its idle connections live is closed: a firewall may have dropped
+        it without a word, and asyncpg would have closed it by now."""
         conn, self.ready = self.ready, None
-        if conn is None or _settled(conn):
+        if conn is None:
+            return None
+        idle = time.monotonic() - self._ready_since
+        if _settled(conn) and idle < self._max_inactive_connection_lifetime:
             return conn
-        await super().release(conn)  # broke while kept: asyncpg closes it
+        if _settled(conn):
+            await conn.close()  # asyncpg then frees its place in the pool
+        else:
+            await super().release(conn)  # broke while kept: asyncpg closes it
         return None
 
     async def lend(self, timeout: float | None) -> asyncpg.Connection:
@@ -148,6 +166,26 @@ class BoundedPool(asyncpg.Pool):
     def terminate(self) -> None:
         self._keeping, self.ready = False, None
         super().terminate()
+
+
+def _unburdened(conn: asyncpg.Connection, generation: int) -> bool:
+    """Whether conn carries nothing asyncpg's release would deal with: listeners (a
+    release removes them), a query being cancelled (a release waits it out), a
+    generation expired by expire_connections (a release closes it)."""
+    raw = conn._con
+    return (
+        not (raw._listeners or raw._log_listeners)
+        and not raw._protocol._is_cancelling()
+        and conn._holder._generation == generation
+    )
+
+
+def _lent_anew(conn: asyncpg.Connection) -> asyncpg.Connection:
+    """conn's connection under a new reference, as asyncpg's acquire makes one; the old
+    one is detached as asyncpg's release detaches it."""
+    holder = conn._holder
+    holder._proxy = asyncpg.pool.PoolConnectionProxy(holder, conn._detach())
+    return holder._proxy
 
 
 def _settled(conn: asyncpg.Connection) -> bool:

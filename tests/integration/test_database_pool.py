@@ -90,3 +90,42 @@ async def test_a_busy_pool_still_answers_database_busy(small_pool: database.Boun
             async with small_pool.acquire():
                 pass
     assert raised.value.reason == "DATABASE_BUSY"
+
+
+async def test_a_reference_kept_past_its_block_stops_working_as_after_a_release(
+    small_pool: database.BoundedPool,
+) -> None:
+    async with small_pool.acquire() as first:
+        pass
+    with pytest.raises(asyncpg.InterfaceError):
+        await first.fetchval("SELECT 1")
+    async with small_pool.acquire() as second:
+        assert second is not first and await second.fetchval("SELECT 1") == 1
+
+
+async def test_a_connection_with_a_listener_is_not_kept(
+    small_pool: database.BoundedPool,
+) -> None:
+    heard: list[str] = []
+    async with small_pool.acquire() as conn:
+        await conn.add_listener("cairn_pool_test", lambda *args: heard.append(args[-1]))
+    assert small_pool.ready is None
+    async with small_pool.acquire() as conn:
+        await conn.execute("NOTIFY cairn_pool_test, 'for the next caller'")
+        assert await conn.fetchval("SELECT 1") == 1
+    assert heard == []
+
+
+async def test_expired_or_long_idle_connections_are_not_lent_again(
+    small_pool: database.BoundedPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with small_pool.acquire() as conn:
+        pid = conn.get_server_pid()
+        await small_pool.expire_connections()
+    assert small_pool.ready is None
+    assert await _pid(small_pool) != pid
+
+    pid = await _pid(small_pool)
+    assert small_pool.ready is not None
+    monkeypatch.setattr(small_pool, "_max_inactive_connection_lifetime", 0.0)
+    assert await _pid(small_pool) != pid
