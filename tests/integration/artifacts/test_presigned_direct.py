@@ -21,7 +21,7 @@ from minio import Minio
 from minio.error import S3Error
 
 import cairn
-from cairn._clients import _presigned
+from cairn._clients import _direct_transfers, _presigned
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import (
     AbortedError,
@@ -381,6 +381,39 @@ async def test_a_completion_while_another_runs_is_aborted_and_its_repeat_answers
     published = (await first).object
     again = await s3_direct._stub.CompleteUploadTicket(complete, metadata=request_id)
     assert again.object == published and published.sha256 == _sha(DATA)
+
+
+async def test_the_client_waits_for_a_completion_still_running_and_answers_its_object(
+    s3_direct: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+):
+    """Its first attempt timed out, say: the next ones are ABORTED until it published."""
+    reading, released = threading.Event(), threading.Event()
+    digest, completing = S3Backend.digest, ObjectStore.completing
+    refused = collections.Counter[str]()
+
+    def held(self: S3Backend, key: str) -> tuple[str, int]:
+        reading.set()
+        released.wait(10)
+        return digest(self, key)
+
+    def counted(self: ObjectStore, upload_id: Any) -> Any:
+        if reading.is_set():  # an attempt after the first
+            refused["attempts"] += 1
+            if refused["attempts"] > len(_direct_transfers.UPLOAD_RETRY_WAITS) + 1:
+                released.set()
+        return completing(self, upload_id)
+
+    monkeypatch.setattr(S3Backend, "digest", held)
+    monkeypatch.setattr(ObjectStore, "completing", counted)
+    monkeypatch.setattr(_direct_transfers, "BEING_COMPLETED_POLL_SECONDS", 0.01)
+    complete = await _completion(s3_direct, "t/waited.bin")
+    request_id = (("x-cairn-request-id", f"waited-{s3_direct.project}"),)
+    first = asyncio.ensure_future(
+        s3_direct._stub.CompleteUploadTicket(complete, metadata=request_id)
+    )
+    assert await asyncio.to_thread(reading.wait, 10)
+    waited = await s3_direct._direct._complete_upload(complete, 10, request_id)
+    assert waited.sha256 == (await first).object.sha256 == _sha(DATA)
 
 
 def _reason(error: grpc.aio.AioRpcError) -> str:

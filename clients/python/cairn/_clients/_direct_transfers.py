@@ -43,6 +43,7 @@ NO_DIRECT = "DIRECT_TRANSFER_UNAVAILABLE"
 SHUTTING_DOWN = "SHUTTING_DOWN"
 # Another attempt of the completion still runs (its deadline passed, say): call again.
 BEING_COMPLETED = "UPLOAD_BEING_COMPLETED"
+BEING_COMPLETED_POLL_SECONDS = 1.0
 # A byte endpoint this client could not reach is not tried again for this long: each
 # try costs a connect timeout (3 s) when its packets are dropped.
 UNREACHABLE_SECONDS = 300.0
@@ -247,7 +248,8 @@ class DirectTransfers:
         """
         if timeout is None:
             timeout = COMPLETION_SECONDS + request.size / COMPLETION_BYTES_PER_SECOND
-        waits = iter(UPLOAD_RETRY_WAITS)
+        waits, loop = iter(UPLOAD_RETRY_WAITS), asyncio.get_running_loop()
+        held_until: float | None = None
         while True:
             try:
                 reply = await self._transport.unary(
@@ -256,9 +258,16 @@ class DirectTransfers:
                 return object_from_proto(reply.object)
             except UnavailableError as error:
                 raise CompletionFailed.of(error) from error
-            except (DeadlineExceededError, AbortedError) as error:
-                if isinstance(error, AbortedError) and error.reason != BEING_COMPLETED:
+            except AbortedError as error:
+                if error.reason != BEING_COMPLETED:
                     raise
+                # An attempt that timed out here still reads the object back there: it
+                # is waited for as long as one attempt may take, then answered.
+                held_until = held_until or loop.time() + timeout
+                if loop.time() >= held_until:
+                    raise
+                await asyncio.sleep(BEING_COMPLETED_POLL_SECONDS)
+            except DeadlineExceededError:
                 wait = next(waits, None)
                 if wait is None:
                     raise
