@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 import warnings
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -70,155 +69,17 @@ async def create_pool(url: str, config: Config) -> asyncpg.Pool:
 class BoundedPool(asyncpg.Pool):
     """A pool whose waits for a connection end after `acquire_timeout` seconds with
     UNAVAILABLE (DATABASE_BUSY), long before a caller's deadline would. A caller that
-    names its own timeout gets asyncpg's TimeoutError as usual.
-
-    It also keeps one connection ready between calls (`ready`): asyncpg's acquire and
-    release arm and cancel three timers and run the release in a task of its own (two
-    turns of the event loop), 0.2 ms of each LogMetric's 2.0 ms measured in a served
-    instance. A connection an `async with pool.acquire()` block leaves without an error,
-    out of any transaction and still open is kept out of asyncpg's pool for the next
-    acquire, unless someone waits for a connection then or one is kept already; any
-    other is released through asyncpg, which rolls back, waits out a cancelled query or
-    closes it. Every `REFRESH_EVERY` keeps it goes back through asyncpg once, whose
-    release checks `max_queries` and an expired generation.
-    """
+    names its own timeout gets asyncpg's TimeoutError as usual."""
 
     acquire_timeout: float = 5.0
-    ready: asyncpg.Connection | None = None
-    REFRESH_EVERY = 1000
-    waiting = 0  # acquires waiting for asyncpg to lend a connection
-    _kept = 0
-    _ready_since = 0.0  # time.monotonic() when `ready` was kept
-    _keeping = True  # off once the pool closes
 
     def acquire(self, *, timeout: float | None = None) -> Any:
         shared = CALL_CONNECTION.get()
         if shared is not None:  # inside a write run once per request id: its transaction
             return _Shared(shared)
-        return _Acquire(self, timeout)
-
-    def keep(self, conn: asyncpg.Connection) -> bool:
-        """Keeps conn ready for the next acquire if it may be; returns whether it was.
-
-        What asyncpg's release would find wrong with conn keeps it from being kept: a
-        listener added to it, a query being cancelled on it, an expired generation. As
-        a release does, keeping retires the caller's reference to it (the next use
-        raises InterfaceError) and lends the next caller a reference of its own, so a
-        task that held on to it can never run on another call's connection."""
-        self._kept += 1
-        if (
-            self.ready is not None
-            or self.waiting
-            or not self._keeping
-            or self._kept % self.REFRESH_EVERY == 0
-            or not _settled(conn)
-            or not _unburdened(conn, self._generation)
-        ):
-            return False
-        self.ready = _lent_anew(conn)
-        self._ready_since = time.monotonic()
-        return True
-
-    async def take_ready(self) -> asyncpg.Connection | None:
-        """The connection kept ready, if any and still usable. One kept idle longer than
-        the pool lets its idle connections live is closed: a firewall may have dropped
-        it without a word, and asyncpg would have closed it by now."""
-        conn, self.ready = self.ready, None
-        if conn is None:
-            return None
-        idle = time.monotonic() - self._ready_since
-        if _settled(conn) and idle < self._max_inactive_connection_lifetime:
-            return conn
-        if _settled(conn):
-            await conn.close()  # asyncpg then frees its place in the pool
-        else:
-            await super().release(conn)  # broke while kept: asyncpg closes it
-        return None
-
-    async def lend(self, timeout: float | None) -> asyncpg.Connection:
-        """The connection kept ready, else one asyncpg lends within timeout."""
-        conn = await self.take_ready()
-        if conn is not None:
-            return conn
-        self.waiting += 1
-        try:
-            if timeout is not None:
-                return await super().acquire(timeout=timeout)
-            with _busy_on_timeout(self.acquire_timeout):
-                return await super().acquire(timeout=self.acquire_timeout)
-        finally:
-            self.waiting -= 1
-
-    def get_idle_size(self) -> int:
-        return super().get_idle_size() + (self.ready is not None)
-
-    async def expire_connections(self) -> None:
-        await super().expire_connections()
-        if (conn := await self.take_ready()) is not None:
-            await super().release(conn)  # of the old generation: asyncpg closes it
-
-    async def close(self) -> None:
-        self._keeping = False
-        if (conn := await self.take_ready()) is not None:
-            await super().release(conn)
-        await super().close()
-
-    def terminate(self) -> None:
-        self._keeping, self.ready = False, None
-        super().terminate()
-
-
-def _unburdened(conn: asyncpg.Connection, generation: int) -> bool:
-    """Whether conn carries nothing asyncpg's release would deal with: listeners (a
-    release removes them), a query being cancelled (a release waits it out), a
-    generation expired by expire_connections (a release closes it)."""
-    raw = conn._con
-    return (
-        not (raw._listeners or raw._log_listeners)
-        and not raw._protocol._is_cancelling()
-        and conn._holder._generation == generation
-    )
-
-
-def _lent_anew(conn: asyncpg.Connection) -> asyncpg.Connection:
-    """conn's connection under a new reference, as asyncpg's acquire makes one; the old
-    one is detached as asyncpg's release detaches it."""
-    holder = conn._holder
-    holder._proxy = asyncpg.pool.PoolConnectionProxy(holder, conn._detach())
-    return holder._proxy
-
-
-def _settled(conn: asyncpg.Connection) -> bool:
-    """Whether conn is open and out of any transaction (False once asyncpg took it
-    back after it broke, which detaches it)."""
-    try:
-        return not (conn.is_closed() or conn.is_in_transaction())
-    except asyncpg.InterfaceError:
-        return False
-
-
-class _Acquire:
-    """What BoundedPool.acquire returns: awaitable (release the connection with
-    pool.release), or an `async with` context that gives its connection back to the
-    pool, kept ready when it may be."""
-
-    def __init__(self, pool: BoundedPool, timeout: float | None) -> None:
-        self._pool = pool
-        self._timeout = timeout
-        self._conn: asyncpg.Connection | None = None
-
-    def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
-        return self._pool.lend(self._timeout).__await__()
-
-    async def __aenter__(self) -> asyncpg.Connection:
-        self._conn = await self._pool.lend(self._timeout)
-        return self._conn
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, *_: Any) -> None:
-        conn, self._conn = self._conn, None
-        if exc_type is None and self._pool.keep(conn):
-            return
-        await self._pool.release(conn)
+        if timeout is not None:
+            return super().acquire(timeout=timeout)
+        return _BoundedAcquire(super().acquire(timeout=self.acquire_timeout), self.acquire_timeout)
 
 
 class _Shared:
@@ -237,16 +98,37 @@ class _Shared:
         return self.__aenter__().__await__()
 
 
-@contextlib.contextmanager
-def _busy_on_timeout(seconds: float) -> Iterator[None]:
-    try:
-        yield
-    except TimeoutError:
-        raise Unavailable(
-            "DATABASE_BUSY",
-            f"no database connection was free within {seconds:g} s "
-            "(CAIRN_DB_ACQUIRE_TIMEOUT_SECONDS); try again",
-        ) from None
+class _BoundedAcquire:
+    """asyncpg's acquire context (awaitable, or `async with`), with its timeout told."""
+
+    def __init__(self, inner: Any, seconds: float) -> None:
+        self._inner = inner
+        self._seconds = seconds
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        with self._busy_on_timeout():
+            return await self._inner.__aenter__()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._inner.__aexit__(*exc_info)
+
+    def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
+        return self._acquired().__await__()
+
+    async def _acquired(self) -> asyncpg.Connection:
+        with self._busy_on_timeout():
+            return await self._inner
+
+    @contextlib.contextmanager
+    def _busy_on_timeout(self) -> Iterator[None]:
+        try:
+            yield
+        except TimeoutError:
+            raise Unavailable(
+                "DATABASE_BUSY",
+                f"no database connection was free within {self._seconds:g} s "
+                "(CAIRN_DB_ACQUIRE_TIMEOUT_SECONDS); try again",
+            ) from None
 
 
 def domain_error(exc: BaseException) -> DomainError | None:
