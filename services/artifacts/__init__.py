@@ -32,6 +32,7 @@ ROLES = role_table(
         "ConfirmUpload",
         "CreateUploadTicket",
         "CompleteUploadTicket",
+        "AbortUploadTicket",
     ],
 )
 
@@ -53,6 +54,8 @@ SPEC = ServiceSpec(
     # which the janitor discards): an upload's ticket carries the request id to its
     # publication (CompleteUploadTicket's on S3), which keeps it on the object as Upload
     # does; CompleteUploadTicket discards what it refused, as ConfirmUpload does.
+    # AbortUploadTicket's repeat finds no upload left to give up and answers OK, as the
+    # first did; it aborts the multipart upload after its commit, which no rollback undoes.
     not_recorded=frozenset(
         {
             "ConfirmUpload",
@@ -60,6 +63,7 @@ SPEC = ServiceSpec(
             "CreateUploadTicket",
             "CreateDownloadTicket",
             "CompleteUploadTicket",
+            "AbortUploadTicket",
         }
     ),
 )

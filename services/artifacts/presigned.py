@@ -34,6 +34,7 @@ from ..common.errors import (
 from . import backends
 from .blobs import MissingBytes, RefusedParts, Unfinished
 from .janitor import Janitor
+from .leases import CompletionLeases, CompletionSlots
 from .s3 import MIB, S3Backend
 from .store import (
     ObjectStore,
@@ -54,8 +55,9 @@ MAX_PARTS = 2000
 SLOWEST_BYTES_PER_SECOND = MIB
 MIN_URL_SECONDS = 300
 # Failures that judge what was sent: the upload is spent (anything else, an outage or
-# a timeout, leaves it to be completed again).
+# a timeout, or another completion holding the upload, leaves it to be completed again).
 _VERDICTS = (DataLoss, InvalidArgument, AlreadyExists, FailedPrecondition, Aborted)
+_NO_VERDICT = "UPLOAD_BEING_COMPLETED"
 _T = TypeVar("_T")
 
 
@@ -65,6 +67,7 @@ class PresignedTransfers:
         config: Config,
         backend: backends.Backend,
         objects: ObjectStore,
+        leases: CompletionLeases,
         janitor: Janitor,
         discard: Callable[[PendingUpload], Coroutine[Any, Any, None]],
     ) -> None:
@@ -72,6 +75,8 @@ class PresignedTransfers:
         self._s3 = backend if on and isinstance(backend, S3Backend) else None
         self._max_seconds = config.presign_max_seconds
         self._objects = objects
+        self._leases = leases
+        self.slots = CompletionSlots(config.artifact_max_completions)
         self._janitor = janitor
         self._discard = discard
 
@@ -149,11 +154,7 @@ class PresignedTransfers:
         """Gives up an upload: its row and bytes, and its multipart upload's parts now
         rather than after the janitor's threshold."""
         await self._discard(upload)
-        if self._s3 is not None and upload.multipart_id:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(
-                    self._s3.abort, _unfinished(upload.storage_key, upload.multipart_id)
-                )
+        await self._abort_parts(upload)
 
     async def complete(
         self,
@@ -168,6 +169,8 @@ class PresignedTransfers:
 
         Raises:
             NotFound: no such upload is waiting (UPLOAD_NOT_FOUND).
+            ResourceExhausted: this process runs as many completions as it may
+                (COMPLETIONS_BUSY); nothing was done.
             Aborted: another call is completing the upload, or the store ended its
                 multipart upload without an object (UPLOAD_BEING_COMPLETED; the upload
                 is left as it is), or it expired (UPLOAD_EXPIRED).
@@ -177,29 +180,79 @@ class PresignedTransfers:
         """
         store = self._store()
         upload_id = _upload_of(request.upload)
-        etags = list(request.etags)
-        if not 1 <= len(etags) <= MAX_PARTS:
+        if not 1 <= len(request.etags) <= MAX_PARTS:
             raise invalid_field("etags", f"one per part, 1 to {MAX_PARTS}")
         if not sha256 or request.size <= 0:
             field = "sha256" if not sha256 else "size"
             raise invalid_field(field, "required: the object is checked against it")
-        async with self._objects.completing(upload_id):
-            upload = await self._objects.upload(project, path, upload_id, kind="parts")
-            _check_claim(upload, request.size, sha256, len(etags))
-            try:
-                await _in_store(_complete, store, upload, etags)
-                found, size = await self._read_back(store, upload, request.size)
-                verify(size, found, request.size, sha256)
-                stored, replaced = await self._publish(upload, request.size, found, request_id)
-            except MissingBytes:
-                # Not a verdict on the claim: the upload is left as it is.
-                raise await self._ended(upload) from None
-            except BaseException as error:
-                if isinstance(error, _VERDICTS):
-                    await self._spend(upload)
-                raise
+        # The read-back's thread cannot be stopped: a completion whose caller left
+        # (its deadline passed) runs to its end, holding its slot and its lease until
+        # then, so the cap counts every read-back under way and a repeat of the call
+        # waits for the object rather than reading it back a second time.
+        return await _run_to_end(
+            self._completion(store, project, path, upload_id, request, sha256, request_id)
+        )
+
+    async def _completion(
+        self,
+        store: S3Backend,
+        project: str,
+        path: str,
+        upload_id: uuid.UUID,
+        request: api.CompleteUploadTicketRequest,
+        sha256: str,
+        request_id: str | None,
+    ) -> StoredObject:
+        with self.slots.taken():
+            async with self._leases.holding(project, path, upload_id) as held:
+                upload = held.upload
+                _check_claim(upload, request.size, sha256, len(request.etags))
+                try:
+                    await _in_store(_complete, store, upload, list(request.etags))
+                    found, size = await self._read_back(store, upload, request.size)
+                    verify(size, found, request.size, sha256)
+                    stored, replaced = await self._objects.publish(
+                        upload,
+                        request.size,
+                        found,
+                        upload.content_type,
+                        request_id=request_id,
+                        lease=held.token,
+                    )
+                except MissingBytes:
+                    # Not a verdict on the claim: the upload is left as it is.
+                    raise await self._ended(upload) from None
+                except BaseException as error:
+                    if _is_verdict(error):
+                        await self._spend(upload)
+                    raise
         await self._janitor.collect([replaced] if replaced else [])
         return stored
+
+    async def abort(self, project: str, path: str, upload: str) -> None:
+        """Gives up an upload of parts no completion holds: its row goes, its key's
+        bytes are collected and its multipart upload is aborted with its parts. An
+        upload that is not waiting (given up, published, expired, never begun) is left
+        as it is: nothing of it remains to give up. What the store fails to remove
+        now, the janitor removes later: the upload is spent once its row is gone.
+
+        Raises:
+            Aborted: a completion holds the upload (UPLOAD_BEING_COMPLETED).
+        """
+        self._store()
+        spent = await self._leases.withdraw(project, path, _upload_of(upload))
+        if spent is not None:
+            await self._janitor.collect([spent.storage_key])
+            await self._abort_parts(spent)
+
+    async def _abort_parts(self, upload: PendingUpload) -> None:
+        """Aborts the upload's multipart upload now rather than after the janitor's
+        threshold; a failure is left to the janitor."""
+        if self._s3 is not None and upload.multipart_id:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(
+                    self._s3.abort, _unfinished(upload.storage_key, upload.multipart_id)
+                )
 
     async def _ended(self, upload: PendingUpload) -> Aborted:
         """What a completion answers when the store has neither the upload's multipart
@@ -223,23 +276,14 @@ class PresignedTransfers:
         verify(await _in_store(store.size, upload.storage_key), "", size, "")
         return await _in_store(store.digest, upload.storage_key)
 
-    async def _publish(
-        self, upload: PendingUpload, size: int, sha256: str, request_id: str | None
-    ) -> tuple[StoredObject, str | None]:
-        """As `ObjectStore.publish`. Its completion holds the upload (`completing`), so
-        an upload gone meanwhile was expired by the janitor.
-
-        Raises:
-            Aborted: the upload expired (UPLOAD_EXPIRED), as ConfirmUpload answers.
-        """
-        return await self._objects.publish(
-            upload, size, sha256, upload.content_type, request_id=request_id
-        )
-
     async def download_url(self, stored: StoredObject) -> str:
         store = self._store()
         expires = self.lifetime(stored.size)
         return await _in_store(store.presign, stored.storage_key, "GET", expires)
+
+
+def _is_verdict(error: BaseException) -> bool:
+    return isinstance(error, _VERDICTS) and error.reason != _NO_VERDICT
 
 
 def _part_size(size: int) -> int:
@@ -253,6 +297,15 @@ def _complete(store: S3Backend, upload: PendingUpload, etags: list[str]) -> None
         store.complete_parts(upload.storage_key, _write_id(upload), etags)
     except RefusedParts as error:
         raise invalid_field("etags", f"the store refused the parts: {error}") from None
+
+
+async def _run_to_end(work: Coroutine[Any, Any, _T]) -> _T:
+    """Awaits work, which runs in a task of its own: cancelling the caller leaves it
+    running to its end."""
+    task = asyncio.ensure_future(work)
+    # Marks its outcome seen: no caller may be left to see it.
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return await asyncio.shield(task)
 
 
 async def _in_store(function: Callable[..., _T], *args: Any) -> _T:

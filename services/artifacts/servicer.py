@@ -35,6 +35,7 @@ from ..common.idempotency import after_commit, request_id_of
 from ..common.service import Resources
 from . import backends, blobs, paths
 from .janitor import janitor_for
+from .leases import CompletionLeases
 from .presigned import PresignedTransfers
 from .store import ObjectStore, PendingUpload, StoredObject, already_exists
 from .streams import VerifyingReader, read_ahead
@@ -69,7 +70,12 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             resources, self._backend, self._objects, self._janitor, self._info, self._discard
         )
         self._presigned = PresignedTransfers(
-            resources.config, self._backend, self._objects, self._janitor, self._discard
+            resources.config,
+            self._backend,
+            self._objects,
+            CompletionLeases(resources.pool, self._objects),
+            self._janitor,
+            self._discard,
         )
 
     def _check_direct(self, accept_presigned: bool) -> bool:
@@ -140,14 +146,28 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         project = common.project(request.project)
         path = paths.object_path(request.path)
         sha256 = _sha256(request.sha256, "sha256")
-        done = await self._objects.published_by(project, path, request_id_of(context))
-        if done is not None:  # a repeat of the completion that published it
-            _check_repeat(done, sha256)
-            return api.CompleteUploadTicketResponse(object=self._info(done))
-        stored = await self._presigned.complete(
-            project, path, request, sha256, request_id_of(context)
-        )
-        return api.CompleteUploadTicketResponse(object=self._info(stored))
+        request_id = request_id_of(context)
+        done = await self._objects.published_by(project, path, request_id)
+        if done is None:
+            try:
+                stored = await self._presigned.complete(project, path, request, sha256, request_id)
+                return api.CompleteUploadTicketResponse(object=self._info(stored))
+            except NotFound:
+                # Gone: the completion of this request id may have published since the
+                # check above (its lease ended with it), which a repeat answers.
+                done = await self._objects.published_by(project, path, request_id)
+                if done is None:
+                    raise
+        _check_repeat(done, sha256)  # a repeat of the completion that published it
+        return api.CompleteUploadTicketResponse(object=self._info(done))
+
+    async def AbortUploadTicket(
+        self, request: api.AbortUploadTicketRequest, context: Context
+    ) -> api.AbortUploadTicketResponse:
+        project = common.project(request.project)
+        path = paths.object_path(request.path)
+        await self._presigned.abort(project, path, request.upload)
+        return api.AbortUploadTicketResponse()
 
     async def Upload(
         self, request_iterator: AsyncIterator[api.UploadRequest], context: Context

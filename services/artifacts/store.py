@@ -11,10 +11,8 @@ The publication protocol, whose every step is one transaction here:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -27,7 +25,7 @@ from ..common.sql import like_prefix
 from .backends import new_key
 
 _COLUMNS = "project, path, size, sha256, content_type, storage_key, create_time, update_time"
-_UPLOAD_COLUMNS = (
+UPLOAD_COLUMNS = (
     "upload_id, storage_key, project, path, overwrite, content_type, multipart_id, "
     "expected_size, expected_sha256, part_size"
 )
@@ -113,7 +111,7 @@ class ObjectStore:
                     VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + $7::interval, $8,
                             $9, $10)
                     ON CONFLICT (project, request_id) DO UPDATE SET project = excluded.project
-                    RETURNING {_UPLOAD_COLUMNS}""",
+                    RETURNING {UPLOAD_COLUMNS}""",
                 upload_id,
                 new_key(project, upload_id.hex),
                 project,
@@ -154,7 +152,7 @@ class ObjectStore:
         """An upload of this kind begun for this path and not yet published or expired."""
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                f"""SELECT {_UPLOAD_COLUMNS} FROM artifacts.uploads
+                f"""SELECT {UPLOAD_COLUMNS} FROM artifacts.uploads
                     WHERE upload_id = $1 AND project = $2 AND path = $3
                       AND {_KIND_CONDITIONS[kind]}""",
                 upload_id,
@@ -165,23 +163,6 @@ class ObjectStore:
             raise _upload_not_found(upload_id, path)
         return PendingUpload(**dict(row))
 
-    @contextlib.asynccontextmanager
-    async def completing(self, upload_id: uuid.UUID) -> AsyncIterator[None]:
-        """Holds an upload for one completion at a time, on any replica: the lock is a
-        transaction's, so a completion that dies releases it. It keeps a connection for
-        the completion's duration (the read-back is most of it).
-
-        Raises:
-            Aborted: another completion of the upload runs (UPLOAD_BEING_COMPLETED).
-        """
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval(
-                "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
-                f"completing/{upload_id}",
-            ):
-                raise being_completed(upload_id, "another call is completing it")
-            yield
-
     async def publish(
         self,
         upload: PendingUpload,
@@ -190,17 +171,21 @@ class ObjectStore:
         content_type: str,
         consumes: PendingUpload | None = None,
         request_id: str | None = None,
+        lease: uuid.UUID | None = None,
     ) -> tuple[StoredObject, str | None]:
         """Makes the upload's bytes the object at its path; returns the object and the
         storage key it replaced, now garbage. `consumes` is the presigned upload whose
         bytes were copied into this one: it is spent in the same transaction, and its
         key becomes garbage. `request_id` is that of the call publishing (see
         `published_by`): when the object at the path carries it already, that object
-        is returned and this upload's key is the garbage.
+        is returned and this upload's key is the garbage. `lease` is the token of the
+        completion holding the upload (`leases.py`): only that one publishes it.
 
         Raises:
             AlreadyExists: an object is at the path and the upload may not overwrite it.
-            Aborted: the upload expired (the janitor took its key) before publishing.
+            Aborted: the upload expired (the janitor took its key) before publishing
+                (UPLOAD_EXPIRED), or its lease lapsed and another completion holds it
+                (UPLOAD_BEING_COMPLETED).
             NotFound: the consumed upload was confirmed already (UPLOAD_NOT_FOUND).
         """
         async with self._pool.acquire() as conn, conn.transaction():
@@ -210,10 +195,13 @@ class ObjectStore:
                 f"{upload.project}/{upload.path}",
             )
             if not await conn.fetchval(
-                "DELETE FROM artifacts.uploads WHERE upload_id = $1 RETURNING true",
+                """DELETE FROM artifacts.uploads
+                   WHERE upload_id = $1 AND completion IS NOT DISTINCT FROM $2
+                   RETURNING true""",
                 upload.upload_id,
+                lease,
             ):
-                raise upload_expired(upload)
+                raise await _not_publishable(conn, upload, lease)
             if consumes is not None:
                 await _spend(conn, consumes)
             current = await conn.fetchrow(
@@ -272,13 +260,15 @@ class ObjectStore:
 
     async def expire_uploads(self, older_than: timedelta) -> int:
         """Turns uploads begun (or whose presigned URL expired) before the threshold into
-        garbage; a publication racing this either wins or finds its upload gone."""
+        garbage, but not one a completion holds (`leases.py`); a publication racing
+        this either wins or finds its upload gone."""
         async with self._pool.acquire() as conn:
             expired = await conn.fetch(
                 """WITH gone AS (
                        DELETE FROM artifacts.uploads
                        WHERE coalesce(url_expire_time, create_time)
                              < clock_timestamp() - $1::interval
+                         AND (completing_until IS NULL OR completing_until < clock_timestamp())
                        RETURNING storage_key
                    )
                    INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
@@ -444,6 +434,17 @@ async def _spend(conn: asyncpg.Connection, upload: PendingUpload) -> None:
     )
     if not spent:
         raise _upload_not_found(upload.upload_id, upload.path)
+
+
+async def _not_publishable(
+    conn: asyncpg.Connection, upload: PendingUpload, lease: uuid.UUID | None
+) -> Aborted:
+    """Why an upload's row could not be taken to publish it."""
+    if lease is not None and await conn.fetchval(
+        "SELECT true FROM artifacts.uploads WHERE upload_id = $1", upload.upload_id
+    ):
+        return being_completed(upload.upload_id, "its lease lapsed and another call holds it")
+    return upload_expired(upload)
 
 
 def _upload_not_found(upload_id: uuid.UUID, path: str) -> NotFound:

@@ -103,6 +103,13 @@ class Config:
         "host clients are told to reach the byte endpoint at; empty: the host they reached "
         "the gRPC service at",
     )
+    artifact_max_completions: int = _setting(
+        4,
+        "S3 direct uploads a process completes at once (each reads its object back on a "
+        "thread of the loop's default executor, which has CPUs + 4 of them, at most 32); "
+        "one more is RESOURCE_EXHAUSTED (COMPLETIONS_BUSY), which the client retries with "
+        "backoff",
+    )
     presign_max_seconds: int = _setting(
         3600, "longest lifetime of a presigned URL; at most 604800 (7 days, S3's limit)"
     )
@@ -196,6 +203,8 @@ class Config:
             )
         if not 1 <= self.presign_max_seconds <= 7 * 24 * 3600:
             raise ConfigError("CAIRN_PRESIGN_MAX_SECONDS must be from 1 to 604800 (7 days)")
+        if self.artifact_max_completions < 1:
+            raise ConfigError("CAIRN_ARTIFACT_MAX_COMPLETIONS must be at least 1")
         if self.artifact_janitor_interval_seconds < 0 or self.artifact_janitor_min_age_seconds < 0:
             raise ConfigError("CAIRN_ARTIFACT_JANITOR_* settings must not be negative")
         if self.auth_failure_limit < 1 or self.auth_failure_window_seconds <= 0:

@@ -34,6 +34,7 @@ from cairn.exceptions import (
 from cairn_server import catalog
 from cairn_server.artifacts import backends, presigned
 from cairn_server.artifacts.janitor import Janitor
+from cairn_server.artifacts.leases import CompletionLeases
 from cairn_server.artifacts.s3 import S3Backend
 from cairn_server.artifacts.store import ObjectStore
 from cairn_server.common.config import Config
@@ -388,7 +389,7 @@ async def test_the_client_waits_for_a_completion_still_running_and_answers_its_o
 ):
     """Its first attempt timed out, say: the next ones are ABORTED until it published."""
     reading, released = threading.Event(), threading.Event()
-    digest, completing = S3Backend.digest, ObjectStore.completing
+    digest, holding = S3Backend.digest, CompletionLeases.holding
     refused = collections.Counter[str]()
 
     def held(self: S3Backend, key: str) -> tuple[str, int]:
@@ -396,15 +397,15 @@ async def test_the_client_waits_for_a_completion_still_running_and_answers_its_o
         released.wait(10)
         return digest(self, key)
 
-    def counted(self: ObjectStore, upload_id: Any) -> Any:
+    def counted(self: CompletionLeases, *args: Any) -> Any:
         if reading.is_set():  # an attempt after the first
             refused["attempts"] += 1
             if refused["attempts"] > len(_direct_transfers.UPLOAD_RETRY_WAITS) + 1:
                 released.set()
-        return completing(self, upload_id)
+        return holding(self, *args)
 
     monkeypatch.setattr(S3Backend, "digest", held)
-    monkeypatch.setattr(ObjectStore, "completing", counted)
+    monkeypatch.setattr(CompletionLeases, "holding", counted)
     monkeypatch.setattr(_direct_transfers, "BEING_COMPLETED_POLL_SECONDS", 0.01)
     complete = await _completion(s3_direct, "t/waited.bin")
     request_id = (("x-cairn-request-id", f"waited-{s3_direct.project}"),)

@@ -7,11 +7,13 @@ one, and when to stream through the service instead, is decided here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
+import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +27,7 @@ from ..exceptions import (
     DataLossError,
     DeadlineExceededError,
     FailedPreconditionError,
+    ResourceExhaustedError,
     UnavailableError,
     UnimplementedError,
 )
@@ -44,6 +47,13 @@ SHUTTING_DOWN = "SHUTTING_DOWN"
 # Another attempt of the completion still runs (its deadline passed, say): call again.
 BEING_COMPLETED = "UPLOAD_BEING_COMPLETED"
 BEING_COMPLETED_POLL_SECONDS = 1.0
+# The server completes as many uploads as it may at once: call again after a backoff
+# (jittered, so that refused clients do not come back together), as gRPC's retries wait.
+COMPLETIONS_BUSY = "COMPLETIONS_BUSY"
+BUSY_BACKOFF_SECONDS = (0.1, 2.0)  # the first wait and the longest, doubling between
+# How long giving up an upload (AbortUploadTicket) may take: it is a courtesy to the
+# store, and the error that ended the upload waits for it.
+ABORT_SECONDS = 10.0
 # A byte endpoint this client could not reach is not tried again for this long: each
 # try costs a connect timeout (3 s) when its packets are dropped.
 UNREACHABLE_SECONDS = 300.0
@@ -200,14 +210,37 @@ class DirectTransfers:
         metadata: Metadata,
     ) -> ObjectInfo | None:
         """The upload's parts PUT to the object store, then published by the service;
-        None when the store cannot be reached (the caller streams instead)."""
-        if not isinstance(source, str | os.PathLike | bytes | bytearray | memoryview):
-            raise TypeError("parts are read by position: from a local file or bytes")
+        None when the store cannot be reached (the caller streams instead). An upload
+        that ends otherwise (failed, cancelled, or streamed instead) is given up."""
         loop = asyncio.get_running_loop()
 
         def sent(done: int) -> None:
             loop.call_soon_threadsafe(counted.reach, start + done)
 
+        try:
+            published = await self._send_and_complete(
+                header, source, parts, sent, timeout, metadata
+            )
+        except BaseException:
+            await self._give_up(header, parts, metadata)
+            raise
+        if published is None:  # streamed instead: this upload is never completed
+            await self._give_up(header, parts, metadata)
+        return published
+
+    async def _send_and_complete(
+        self,
+        header: api.UploadHeader,
+        source: Source,
+        parts: api.PresignedParts,
+        sent: Callable[[int], None],
+        timeout: float | None,
+        metadata: Metadata,
+    ) -> ObjectInfo | None:
+        """PUTs the parts, then completes the upload; None when the store cannot be
+        reached (the caller streams instead)."""
+        if not isinstance(source, str | os.PathLike | bytes | bytearray | memoryview):
+            raise TypeError("parts are read by position: from a local file or bytes")
         try:
             etags, sha256 = await _stopped_when_cancelled(
                 functools.partial(
@@ -233,6 +266,21 @@ class DirectTransfers:
         )
         return await self._complete_upload(request, timeout, metadata)
 
+    async def _give_up(
+        self, header: api.UploadHeader, parts: api.PresignedParts, metadata: Metadata
+    ) -> None:
+        """AbortUploadTicket, so that the upload's parts leave the store now rather than
+        with the janitor a day later. Best effort: whatever it meets (an older server,
+        a completion still holding the upload, an outage) is left to the janitor, and
+        the error that ended the upload is the one raised."""
+        request = api.AbortUploadTicketRequest(
+            project=header.project, path=header.path, upload=parts.upload
+        )
+        with contextlib.suppress(Exception):
+            await self._transport.unary(
+                self._stub.AbortUploadTicket, request, timeout=ABORT_SECONDS, metadata=metadata
+            )
+
     async def _complete_upload(
         self,
         request: api.CompleteUploadTicketRequest,
@@ -242,13 +290,17 @@ class DirectTransfers:
         """CompleteUploadTicket, which reads the whole object back: by default its
         deadline grows with the size. The channel sends it again after UNAVAILABLE
         (its retry policy); here it is sent again alone (under the same request id, so
-        it publishes once) when it timed out or found an earlier attempt still
-        completing. A completion that failed for good raises CompletionFailed: its
-        parts are in the store, and sending them all again would not help.
+        it publishes once) when it timed out, found an earlier attempt still
+        completing, or found the server completing as many uploads as it may. A
+        completion that failed for good raises CompletionFailed: its parts are in the
+        store, and sending them all again would not help.
         """
         if timeout is None:
             timeout = COMPLETION_SECONDS + request.size / COMPLETION_BYTES_PER_SECOND
-        waits, loop = iter(UPLOAD_RETRY_WAITS), asyncio.get_running_loop()
+        waits, busy_waits = iter(UPLOAD_RETRY_WAITS), _backoff(*BUSY_BACKOFF_SECONDS)
+        loop = asyncio.get_running_loop()
+        # Refusals (ABORTED, RESOURCE_EXHAUSTED) are waited out for as long as one
+        # attempt may take, in all; then the last one is raised.
         held_until: float | None = None
         while True:
             try:
@@ -267,6 +319,13 @@ class DirectTransfers:
                 if loop.time() >= held_until:
                     raise
                 await asyncio.sleep(BEING_COMPLETED_POLL_SECONDS)
+            except ResourceExhaustedError as error:
+                if error.reason != COMPLETIONS_BUSY:
+                    raise
+                held_until = held_until or loop.time() + timeout
+                if loop.time() >= held_until:
+                    raise
+                await asyncio.sleep(next(busy_waits))
             except DeadlineExceededError:
                 wait = next(waits, None)
                 if wait is None:
@@ -349,6 +408,14 @@ class DirectTransfers:
         except _direct.Unreachable as error:
             self._fell_back(endpoint, error)
             return None
+
+
+def _backoff(first: float, longest: float) -> Iterator[float]:
+    """Waits doubling from first up to longest, each drawn from its upper half."""
+    wait = first
+    while True:
+        yield random.uniform(wait / 2, wait)
+        wait = min(wait * 2, longest)
 
 
 async def _stopped_when_cancelled(transfer: Callable[..., _T]) -> _T:

@@ -236,6 +236,20 @@ class CompleteUploadTicketResponse(_message.Message):
     object: _artifacts_pb2.ObjectInfo
     def __init__(self, object: _Optional[_Union[_artifacts_pb2.ObjectInfo, _Mapping]] = ...) -> None: ...
 
+class AbortUploadTicketRequest(_message.Message):
+    __slots__ = ("project", "path", "upload")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    path: str
+    upload: str
+    def __init__(self, project: _Optional[str] = ..., path: _Optional[str] = ..., upload: _Optional[str] = ...) -> None: ...
+
+class AbortUploadTicketResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class CreateDownloadTicketRequest(_message.Message):
     __slots__ = ("project", "path", "accept_presigned")
     PROJECT_FIELD_NUMBER: _ClassVar[int]

@@ -87,6 +87,11 @@ class ArtifactServiceStub:
                 request_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CompleteUploadTicketRequest.SerializeToString,
                 response_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CompleteUploadTicketResponse.FromString,
                 _registered_method=True)
+        self.AbortUploadTicket = channel.unary_unary(
+                '/cairn.artifacts.v1.ArtifactService/AbortUploadTicket',
+                request_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.AbortUploadTicketRequest.SerializeToString,
+                response_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.AbortUploadTicketResponse.FromString,
+                _registered_method=True)
 
 
 class ArtifactServiceServicer:
@@ -176,6 +181,19 @@ class ArtifactServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AbortUploadTicket(self, request, context):
+        """Gives up an upload of parts begun by CreateUploadTicket (S3 backend) before it is
+        published: the upload is spent (completing it is NOT_FOUND after) and its
+        multipart upload is aborted with the parts it holds. An upload that is not waiting
+        any more (given up already, published, expired, or never begun) answers OK, so a
+        repeat answers as the first call did; a published object stays (DeleteObject
+        removes it). ABORTED (UPLOAD_BEING_COMPLETED) while a CompleteUploadTicket holds
+        the upload.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArtifactServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -228,6 +246,11 @@ def add_ArtifactServiceServicer_to_server(servicer, server):
                     servicer.CompleteUploadTicket,
                     request_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CompleteUploadTicketRequest.FromString,
                     response_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CompleteUploadTicketResponse.SerializeToString,
+            ),
+            'AbortUploadTicket': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortUploadTicket,
+                    request_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.AbortUploadTicketRequest.FromString,
+                    response_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.AbortUploadTicketResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -502,6 +525,33 @@ class ArtifactService:
             '/cairn.artifacts.v1.ArtifactService/CompleteUploadTicket',
             cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CompleteUploadTicketRequest.SerializeToString,
             cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.CompleteUploadTicketResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortUploadTicket(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cairn.artifacts.v1.ArtifactService/AbortUploadTicket',
+            cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.AbortUploadTicketRequest.SerializeToString,
+            cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.AbortUploadTicketResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -74,6 +74,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_TICKET_USED: _ClassVar[ErrorReason]
     ERROR_REASON_OBJECT_STORE_UNAVAILABLE: _ClassVar[ErrorReason]
     ERROR_REASON_UPLOAD_BEING_COMPLETED: _ClassVar[ErrorReason]
+    ERROR_REASON_COMPLETIONS_BUSY: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_INVALID_ARGUMENT: ErrorReason
 ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason
@@ -140,6 +141,7 @@ ERROR_REASON_DIRECT_TRANSFER_UNAVAILABLE: ErrorReason
 ERROR_REASON_TICKET_USED: ErrorReason
 ERROR_REASON_OBJECT_STORE_UNAVAILABLE: ErrorReason
 ERROR_REASON_UPLOAD_BEING_COMPLETED: ErrorReason
+ERROR_REASON_COMPLETIONS_BUSY: ErrorReason
 
 class Value(_message.Message):
     __slots__ = ("bool_value", "int_value", "double_value", "string_value")

@@ -1,0 +1,186 @@
+"""What a completion of an upload of parts (CompleteUploadTicket on S3) holds while it
+moves bytes: a lease on the upload's row, and one of the process's completion slots.
+
+A completion finishes the multipart upload and reads the whole object back, minutes for
+a large one. It must hold its upload against every other completion, on any replica,
+yet hold no database connection meanwhile: the pool serves every call of the service,
+and a few completions each keeping a connection for a read-back would leave none for
+the rest. So the completion leases the row instead: one UPDATE taking it while no lease
+is live, renewed while the completion runs, cleared at its end. A completion whose
+process dies renews nothing, and its lease expires: the upload is free again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+
+from ..common import logs
+from ..common.errors import NotFound, ResourceExhausted
+from .store import UPLOAD_COLUMNS, ObjectStore, PendingUpload, being_completed
+
+# Renewed every RENEW_EVERY while the completion runs, a lease need not cover the
+# read-back of the largest object: it can stay short, so that an upload whose completion
+# died is free again within LEASE. Renewals come three times a lease, so one or two
+# missed (a database that hiccups) do not let it lapse under a completion still running.
+LEASE = timedelta(seconds=30)
+RENEW_EVERY = LEASE / 3
+_PARTS = "multipart_id IS NOT NULL AND expected_size IS NOT NULL AND part_size IS NOT NULL"
+_FREE = "(completing_until IS NULL OR completing_until < clock_timestamp())"
+_log = logs.get("cairn.artifacts.leases")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A completion holding its upload: the token its lease was taken with."""
+
+    upload: PendingUpload
+    token: uuid.UUID
+
+
+class CompletionLeases:
+    def __init__(self, pool: asyncpg.Pool, objects: ObjectStore) -> None:
+        self._pool = pool
+        self._objects = objects
+
+    @contextlib.asynccontextmanager
+    async def holding(
+        self, project: str, path: str, upload_id: uuid.UUID
+    ) -> AsyncIterator[Completion]:
+        """Holds a waiting upload of parts for one completion, on any replica, renewing
+        its lease until the block ends; no connection is kept meanwhile.
+
+        Raises:
+            NotFound: no such upload is waiting (UPLOAD_NOT_FOUND).
+            Aborted: another completion holds it (UPLOAD_BEING_COMPLETED).
+        """
+        held = await self._take(project, path, upload_id)
+        renewing = asyncio.create_task(self._renew(held))
+        try:
+            yield held
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+            await self._release(held)
+
+    async def _take(self, project: str, path: str, upload_id: uuid.UUID) -> Completion:
+        token = uuid.uuid4()
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"""UPDATE artifacts.uploads
+                    SET completion = $4, completing_until = clock_timestamp() + $5::interval
+                    WHERE upload_id = $1 AND project = $2 AND path = $3 AND {_PARTS}
+                      AND {_FREE}
+                    RETURNING {UPLOAD_COLUMNS}""",
+                upload_id,
+                project,
+                path,
+                token,
+                LEASE,
+            )
+        if row is None:  # NotFound unless the upload waits
+            await self._objects.upload(project, path, upload_id, kind="parts")
+            raise being_completed(upload_id, "another call is completing it")
+        return Completion(PendingUpload(**dict(row)), token)
+
+    async def _renew(self, held: Completion) -> None:
+        """Extends the lease every RENEW_EVERY until cancelled, or until it is found
+        lost (taken over after it lapsed: the completion cannot publish any more)."""
+        while True:
+            await asyncio.sleep(RENEW_EVERY.total_seconds())
+            try:
+                async with self._pool.acquire() as conn:
+                    kept = await conn.fetchval(
+                        """UPDATE artifacts.uploads
+                           SET completing_until = clock_timestamp() + $3::interval
+                           WHERE upload_id = $1 AND completion = $2 RETURNING true""",
+                        held.upload.upload_id,
+                        held.token,
+                        LEASE,
+                    )
+            except Exception as error:  # the next renewal may get through
+                _log.warning("completion lease not renewed", error=repr(error))
+                continue
+            if not kept:
+                return
+
+    async def _release(self, held: Completion) -> None:
+        """Frees the upload for the next completion (a published one is gone anyway).
+        When the database cannot be reached, the lease expires on its own."""
+        try:
+            async with self._pool.acquire() as conn:
+                await conn.execute(
+                    """UPDATE artifacts.uploads SET completion = NULL, completing_until = NULL
+                       WHERE upload_id = $1 AND completion = $2""",
+                    held.upload.upload_id,
+                    held.token,
+                )
+        except Exception as error:
+            _log.warning("completion lease left to expire", error=repr(error))
+
+    async def withdraw(self, project: str, path: str, upload_id: uuid.UUID) -> PendingUpload | None:
+        """Spends a waiting upload of parts that no completion holds: its row goes and
+        its key becomes garbage in one statement. None when no such upload waits.
+
+        Raises:
+            Aborted: a completion holds it (UPLOAD_BEING_COMPLETED).
+        """
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"""WITH gone AS (
+                        DELETE FROM artifacts.uploads
+                        WHERE upload_id = $1 AND project = $2 AND path = $3 AND {_PARTS}
+                          AND {_FREE}
+                        RETURNING {UPLOAD_COLUMNS}
+                    ), spent AS (
+                        INSERT INTO artifacts.garbage (storage_key)
+                        SELECT storage_key FROM gone ON CONFLICT DO NOTHING
+                    )
+                    SELECT * FROM gone""",
+                upload_id,
+                project,
+                path,
+            )
+        if row is not None:
+            return PendingUpload(**dict(row))
+        try:
+            await self._objects.upload(project, path, upload_id, kind="parts")
+        except NotFound:
+            return None  # nothing waits: nothing to give up
+        raise being_completed(upload_id, "a completion holds it")
+
+
+class CompletionSlots:
+    """At most `limit` completions at once in this process: each reads an object back
+    on a thread of the loop's default executor (with one more reading ahead), which
+    other calls need too. One past the limit is refused at once rather than queued, so
+    that the client's retry may reach another replica instead of waiting on this one."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+
+    @contextlib.contextmanager
+    def taken(self) -> Iterator[None]:
+        """Raises:
+        ResourceExhausted: `limit` completions run (COMPLETIONS_BUSY); call again.
+        """
+        if self.running >= self.limit:
+            raise ResourceExhausted(
+                "COMPLETIONS_BUSY",
+                f"this server completes {self.limit} uploads at once already "
+                "(CAIRN_ARTIFACT_MAX_COMPLETIONS); call again shortly",
+                metadata={"limit": str(self.limit)},
+            )
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1

@@ -1,0 +1,393 @@
+"""What completions of direct uploads on S3 hold, and for how long: no database
+connection while they read objects back, at most CAIRN_ARTIFACT_MAX_COMPLETIONS of them
+at once, a lease on the upload that lapses when its holder dies; and AbortUploadTicket,
+which gives an upload up."""
+
+import asyncio
+import hashlib
+import threading
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+
+import cairn
+from cairn._clients import _direct_transfers, _presigned
+from cairn.artifacts.v1 import artifacts_service_pb2 as api
+from cairn.exceptions import (
+    AbortedError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from cairn_server import catalog
+from cairn_server.artifacts import leases
+from cairn_server.artifacts.leases import CompletionSlots
+from cairn_server.artifacts.presigned import PresignedTransfers
+from cairn_server.artifacts.s3 import S3Backend, unavailable
+from cairn_server.artifacts.store import ObjectStore
+from cairn_server.common import database
+from cairn_server.common.config import Config
+from cairn_server.common.server import CairnServer
+from tests.conftest import eventually, new_project, with_overrides
+from tests.integration.artifacts.conftest import BUCKET, s3_client
+
+POOL_SIZE = 2
+COMPLETIONS = POOL_SIZE + 1  # the cap of the server below: more than its pool
+DATA = b"one small part" * 100
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+async def small_pool(
+    s3_config: Config, pool: asyncpg.Pool, unique: str
+) -> AsyncIterator[cairn.ArtifactClient]:
+    """A client of an S3 server whose pool has POOL_SIZE connections, a wait for one of
+    a second, and which completes COMPLETIONS uploads at once (the session's `pool`
+    migrated the database)."""
+    settings = with_overrides(
+        s3_config,
+        db_pool_min_size=1,
+        db_pool_size=POOL_SIZE,
+        db_acquire_timeout_seconds=1.0,
+        artifact_max_completions=COMPLETIONS,
+        artifact_janitor_interval_seconds=0,
+    )
+    pool = await database.create_pool(settings.database_url, settings)
+    server = CairnServer(settings, catalog.select(["artifacts"]), pool)
+    port = await server.start()
+    try:
+        project = await new_project(port, f"lp-{unique}")
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", port, project=project, timeout=None
+        ) as client:
+            yield client
+    finally:
+        await server.stop(grace=1.0)
+        await pool.close()
+
+
+@pytest.fixture
+async def s3_client_of(s3_server_port: int, unique: str) -> AsyncIterator[cairn.ArtifactClient]:
+    project = await new_project(s3_server_port, f"lq-{unique}")
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", s3_server_port, project=project, timeout=None
+    ) as client:
+        client.direct_threshold = 1
+        yield client
+
+
+class HeldReadBacks:
+    """Read-backs (S3Backend.digest) held until released, counted as they begin."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.released = threading.Event()
+        self._begun = 0
+        self._changed = threading.Condition()
+        digest = S3Backend.digest
+
+        def held(backend: S3Backend, key: str) -> tuple[str, int]:
+            with self._changed:
+                self._begun += 1
+                self._changed.notify_all()
+            self.released.wait(10)
+            return digest(backend, key)
+
+        monkeypatch.setattr(S3Backend, "digest", held)
+
+    async def reached(self, count: int) -> bool:
+        def wait() -> bool:
+            with self._changed:
+                return self._changed.wait_for(lambda: self._begun >= count, timeout=10)
+
+        return await asyncio.to_thread(wait)
+
+
+async def _completion(client: cairn.ArtifactClient, path: str) -> api.CompleteUploadTicketRequest:
+    header = api.UploadHeader(project=client.project, path=path, expected_size=len(DATA))
+    reply = await client._stub.CreateUploadTicket(
+        api.CreateUploadTicketRequest(header=header, accept_presigned=True)
+    )
+    parts = reply.parts
+    etags, _ = await asyncio.to_thread(
+        _presigned.upload_source, DATA, len(DATA), parts.part_size, parts.part_urls, print
+    )
+    return api.CompleteUploadTicketRequest(
+        project=client.project,
+        path=path,
+        upload=parts.upload,
+        etags=etags,
+        size=len(DATA),
+        sha256=_sha(DATA),
+    )
+
+
+def _abort_of(complete: api.CompleteUploadTicketRequest) -> api.AbortUploadTicketRequest:
+    return api.AbortUploadTicketRequest(
+        project=complete.project, path=complete.path, upload=complete.upload
+    )
+
+
+async def test_completions_reading_back_hold_no_pool_connection(
+    small_pool: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+):
+    """More completions than the pool has connections, all reading back at once: the
+    service still answers other calls from its pool, and each completion publishes."""
+    held = HeldReadBacks(monkeypatch)
+    requests = [await _completion(small_pool, f"t/{n}.bin") for n in range(COMPLETIONS)]
+    running = [asyncio.ensure_future(small_pool._stub.CompleteUploadTicket(r)) for r in requests]
+    assert await held.reached(COMPLETIONS)
+    assert len(await small_pool.list("t/")) == 0  # answered from the pool meanwhile
+    held.released.set()
+    published = [(await completion).object for completion in running]
+    assert {o.sha256 for o in published} == {_sha(DATA)}
+    assert len(await small_pool.list("t/")) == COMPLETIONS
+
+
+async def test_a_completion_past_the_cap_is_refused_and_the_client_waits_it_out(
+    small_pool: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+):
+    held = HeldReadBacks(monkeypatch)
+    requests = [await _completion(small_pool, f"c/{n}.bin") for n in range(COMPLETIONS + 1)]
+    running = [
+        asyncio.ensure_future(small_pool._stub.CompleteUploadTicket(r))
+        for r in requests[:COMPLETIONS]
+    ]
+    assert await held.reached(COMPLETIONS)
+    with pytest.raises(ResourceExhaustedError) as refused:
+        await small_pool._transport.unary(
+            small_pool._stub.CompleteUploadTicket, requests[-1], timeout=10, metadata=None
+        )
+    assert refused.value.reason == "COMPLETIONS_BUSY"
+    # The client calls again after a backoff; the cap frees once the others end.
+    refusals = 0
+    taken = CompletionSlots.taken
+
+    def counted(slots: CompletionSlots) -> Any:
+        nonlocal refusals
+        if slots.running >= slots.limit:
+            refusals += 1
+            if refusals == 2:
+                held.released.set()
+        return taken(slots)
+
+    monkeypatch.setattr(CompletionSlots, "taken", counted)
+    monkeypatch.setattr(_direct_transfers, "BUSY_BACKOFF_SECONDS", (0.01, 0.05))
+    waited = await small_pool._direct._complete_upload(requests[-1], 10, None)
+    assert waited.sha256 == _sha(DATA) and refusals >= 2
+    assert {(await r).object.sha256 for r in running} == {_sha(DATA)}
+
+
+async def test_a_lease_is_renewed_while_its_completion_reads_back(
+    s3_client_of: cairn.ArtifactClient, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(leases, "LEASE", timedelta(seconds=1))
+    monkeypatch.setattr(leases, "RENEW_EVERY", timedelta(seconds=0.1))
+    held = HeldReadBacks(monkeypatch)
+    complete = await _completion(s3_client_of, "t/renewed.bin")
+    first = asyncio.ensure_future(s3_client_of._stub.CompleteUploadTicket(complete))
+    assert await held.reached(1)
+    until = "SELECT completing_until, create_time FROM artifacts.uploads WHERE project = $1"
+    taken = await pool.fetchrow(until, s3_client_of.project)
+
+    async def renewed_past_its_first_length() -> bool:
+        now = await pool.fetchrow(until, s3_client_of.project)
+        return bool(now["completing_until"] > taken["completing_until"] + timedelta(seconds=1))
+
+    await eventually(renewed_past_its_first_length, what="a renewal past the first lease")
+    with pytest.raises(AbortedError) as refused:  # the lease did not lapse
+        await s3_client_of._transport.unary(
+            s3_client_of._stub.CompleteUploadTicket, complete, timeout=10, metadata=None
+        )
+    assert refused.value.reason == "UPLOAD_BEING_COMPLETED"
+    held.released.set()
+    assert (await first).object.sha256 == _sha(DATA)
+
+
+async def test_a_completion_whose_caller_left_runs_to_its_end_holding_the_upload(
+    small_pool: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+):
+    """Its deadline passed during the read-back: the read-back's thread cannot be
+    stopped, so the completion keeps its lease and its slot until it ends, and
+    publishes; its repeat waits, then answers the object."""
+    held = HeldReadBacks(monkeypatch)
+    request_id = (("x-cairn-request-id", f"left-{small_pool.project}"),)
+    complete = await _completion(small_pool, "t/left.bin")
+    with pytest.raises(grpc.aio.AioRpcError) as left:
+        await small_pool._stub.CompleteUploadTicket(complete, metadata=request_id, timeout=0.5)
+    assert left.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert await held.reached(1)
+    with pytest.raises(AbortedError) as refused:
+        await small_pool._transport.unary(
+            small_pool._stub.CompleteUploadTicket, complete, timeout=10, metadata=request_id
+        )
+    assert refused.value.reason == "UPLOAD_BEING_COMPLETED"
+    held.released.set()
+    monkeypatch.setattr(_direct_transfers, "BEING_COMPLETED_POLL_SECONDS", 0.01)
+    again = await small_pool._direct._complete_upload(complete, 10, request_id)
+    assert again.sha256 == _sha(DATA)
+
+
+async def test_a_lease_its_holder_left_is_taken_over_once_it_expired(
+    s3_client_of: cairn.ArtifactClient, pool: asyncpg.Pool
+):
+    """As a completion whose process died leaves its upload: leased, never renewed."""
+    complete = await _completion(s3_client_of, "t/orphan.bin")
+    await pool.execute(
+        """UPDATE artifacts.uploads SET completion = gen_random_uuid(),
+               completing_until = clock_timestamp() + interval '1 hour'
+           WHERE project = $1""",
+        s3_client_of.project,
+    )
+    for call, request in (
+        (s3_client_of._stub.CompleteUploadTicket, complete),
+        (s3_client_of._stub.AbortUploadTicket, _abort_of(complete)),
+    ):
+        with pytest.raises(AbortedError) as held:
+            await s3_client_of._transport.unary(call, request, timeout=10, metadata=None)
+        assert held.value.reason == "UPLOAD_BEING_COMPLETED"
+    await pool.execute(  # the hour passed
+        """UPDATE artifacts.uploads SET completing_until = clock_timestamp() - interval '1 s'
+           WHERE project = $1""",
+        s3_client_of.project,
+    )
+    reply = await s3_client_of._stub.CompleteUploadTicket(complete)
+    assert reply.object.sha256 == _sha(DATA)
+
+
+async def test_a_completion_whose_lease_lapsed_to_another_publishes_nothing(
+    s3_client_of: cairn.ArtifactClient, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+):
+    """Its renewals failed, say: the lease's new holder alone publishes, and the first
+    leaves the upload to it (ABORTED, not a verdict that would spend the upload)."""
+    held = HeldReadBacks(monkeypatch)
+    complete = await _completion(s3_client_of, "t/lapsed.bin")
+    first = asyncio.ensure_future(s3_client_of._stub.CompleteUploadTicket(complete))
+    assert await held.reached(1)
+    await pool.execute(  # another completion took the lease after it lapsed
+        "UPDATE artifacts.uploads SET completion = gen_random_uuid() WHERE project = $1",
+        s3_client_of.project,
+    )
+    held.released.set()
+    with pytest.raises(grpc.aio.AioRpcError) as lost:
+        await first
+    assert lost.value.code() == grpc.StatusCode.ABORTED
+    assert "UPLOAD_BEING_COMPLETED" in str(lost.value.trailing_metadata())
+    left = "SELECT count(*) FROM artifacts.uploads WHERE project = $1"
+    assert await pool.fetchval(left, s3_client_of.project) == 1  # not spent
+    with pytest.raises(NotFoundError):
+        await s3_client_of.stat("t/lapsed.bin")
+
+
+async def test_a_repeat_that_finds_its_upload_just_published_answers_the_object(
+    s3_client_of: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+):
+    """The repeat checked for a published object before the first attempt published,
+    and looked for the upload after: no lease holds it then, for it is gone."""
+    request_id = (("x-cairn-request-id", f"just-{s3_client_of.project}"),)
+    complete = await _completion(s3_client_of, "t/just.bin")
+    first = await s3_client_of._stub.CompleteUploadTicket(complete, metadata=request_id)
+    published_by, checks = ObjectStore.published_by, []
+
+    async def too_early(self: ObjectStore, *args: Any) -> Any:
+        checks.append(args)
+        return None if len(checks) == 1 else await published_by(self, *args)
+
+    monkeypatch.setattr(ObjectStore, "published_by", too_early)
+    again = await s3_client_of._stub.CompleteUploadTicket(complete, metadata=request_id)
+    assert again.object == first.object and len(checks) == 2
+
+
+def _left_in_store(s3_config: Config, project: str) -> list[str]:
+    client, prefix = s3_client(s3_config), f"store/_objects/{project}/"
+    found = [o.object_name for o in client.list_objects(BUCKET, prefix=prefix, recursive=True)]
+    uploads = client._list_multipart_uploads(BUCKET, prefix=prefix).uploads
+    return found + [f"multipart:{u.object_name}" for u in uploads]
+
+
+async def test_an_aborted_upload_is_spent_and_leaves_nothing_in_the_store(
+    s3_client_of: cairn.ArtifactClient, s3_config: Config
+):
+    complete = await _completion(s3_client_of, "t/aborted.bin")
+    assert len(_left_in_store(s3_config, s3_client_of.project)) == 1  # its parts
+    await s3_client_of._stub.AbortUploadTicket(_abort_of(complete))
+    assert _left_in_store(s3_config, s3_client_of.project) == []
+    with pytest.raises(NotFoundError) as spent:
+        await s3_client_of._transport.unary(
+            s3_client_of._stub.CompleteUploadTicket, complete, timeout=10, metadata=None
+        )
+    assert spent.value.reason == "UPLOAD_NOT_FOUND"
+    await s3_client_of._stub.AbortUploadTicket(_abort_of(complete))  # again: OK
+    # An upload that published is not waiting any more: aborting it leaves the object.
+    published = await _completion(s3_client_of, "t/published.bin")
+    await s3_client_of._stub.CompleteUploadTicket(published)
+    await s3_client_of._stub.AbortUploadTicket(_abort_of(published))
+    assert (await s3_client_of.stat("t/published.bin")).sha256 == _sha(DATA)
+
+
+async def test_the_client_gives_up_an_upload_it_cancelled(
+    s3_client_of: cairn.ArtifactClient, s3_config: Config, monkeypatch: pytest.MonkeyPatch
+):
+    sending, gate = threading.Event(), threading.Event()
+    upload_source = _presigned.upload_source
+
+    def gated(*args: Any, **kwargs: Any) -> Any:
+        sending.set()
+        gate.wait(10)
+        return upload_source(*args, **kwargs)
+
+    monkeypatch.setattr(_presigned, "upload_source", gated)
+    task = asyncio.create_task(s3_client_of.upload("t/cancelled.bin", DATA))
+    assert await asyncio.to_thread(sending.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gate.set()
+    assert _left_in_store(s3_config, s3_client_of.project) == []  # no multipart upload
+
+
+async def test_the_client_gives_up_an_upload_whose_completion_failed_for_good(
+    s3_client_of: cairn.ArtifactClient,
+    s3_config: Config,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setattr(S3Backend, "digest", _unavailable)
+    with pytest.raises(UnavailableError) as failed:
+        await s3_client_of.upload("t/failed.bin", DATA)
+    assert failed.value.reason == "OBJECT_STORE_UNAVAILABLE"
+    left = "SELECT count(*) FROM artifacts.uploads WHERE project = $1"
+    assert await pool.fetchval(left, s3_client_of.project) == 0
+    assert _left_in_store(s3_config, s3_client_of.project) == []  # the completed object too
+
+
+def _unavailable(self: S3Backend, key: str) -> tuple[str, int]:
+    raise unavailable(ConnectionResetError("the store went away"))
+
+
+async def test_giving_up_never_masks_the_error_that_ended_the_upload(
+    s3_client_of: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+):
+    async def broken(self: PresignedTransfers, *args: Any) -> None:
+        raise RuntimeError("the abort failed")  # INTERNAL to the client
+
+    aborted: list[str] = []
+    original = _direct_transfers.DirectTransfers._give_up
+
+    async def noted(self: Any, header: Any, *args: Any) -> None:
+        aborted.append(header.path)
+        await original(self, header, *args)
+
+    monkeypatch.setattr(PresignedTransfers, "abort", broken)
+    monkeypatch.setattr(_direct_transfers.DirectTransfers, "_give_up", noted)
+    monkeypatch.setattr(S3Backend, "size", lambda self, key: len(DATA) + 1)
+    with pytest.raises(InvalidArgumentError, match="received"):  # the store's other size
+        await s3_client_of.upload("t/refused.bin", DATA)
+    assert aborted == ["t/refused.bin"]
