@@ -66,8 +66,9 @@ class CompletionLeases:
             yield held
         finally:
             renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
+            # Waited for, so that no renewal lands after the release; a cancellation
+            # of this task still propagates (the lease then expires on its own).
+            await asyncio.wait({renewing})
             await self._release(held)
 
     async def _take(self, project: str, path: str, upload_id: uuid.UUID) -> Completion:
