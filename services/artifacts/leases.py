@@ -23,7 +23,7 @@ import asyncpg
 
 from ..common import logs
 from ..common.errors import NotFound, ResourceExhausted
-from .store import UPLOAD_COLUMNS, ObjectStore, PendingUpload, being_completed
+from .store import KIND_CONDITIONS, UPLOAD_COLUMNS, ObjectStore, PendingUpload, being_completed
 
 # Renewed every RENEW_EVERY while the completion runs, a lease need not cover the
 # read-back of the largest object: it can stay short, so that an upload whose completion
@@ -31,7 +31,7 @@ from .store import UPLOAD_COLUMNS, ObjectStore, PendingUpload, being_completed
 # missed (a database that hiccups) do not let it lapse under a completion still running.
 LEASE = timedelta(seconds=30)
 RENEW_EVERY = LEASE / 3
-_PARTS = "multipart_id IS NOT NULL AND expected_size IS NOT NULL AND part_size IS NOT NULL"
+_PARTS = KIND_CONDITIONS["parts"]  # the uploads a completion takes
 _FREE = "(completing_until IS NULL OR completing_until < clock_timestamp())"
 _log = logs.get("cairn.artifacts.leases")
 

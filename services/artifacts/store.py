@@ -33,7 +33,7 @@ UPLOAD_COLUMNS = (
 # "parts", those of presigned parts, whose multipart upload and announced size are
 # recorded (CompleteUploadTicket; one begun before sizes were recorded cannot complete).
 UploadKind = Literal["put", "parts"]
-_KIND_CONDITIONS = {
+KIND_CONDITIONS = {
     "put": "multipart_id IS NULL",
     "parts": "multipart_id IS NOT NULL AND expected_size IS NOT NULL AND part_size IS NOT NULL",
 }
@@ -154,7 +154,7 @@ class ObjectStore:
             row = await conn.fetchrow(
                 f"""SELECT {UPLOAD_COLUMNS} FROM artifacts.uploads
                     WHERE upload_id = $1 AND project = $2 AND path = $3
-                      AND {_KIND_CONDITIONS[kind]}""",
+                      AND {KIND_CONDITIONS[kind]}""",
                 upload_id,
                 project,
                 path,
