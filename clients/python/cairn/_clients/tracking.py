@@ -25,6 +25,7 @@ from .run_artifacts import RunArtifacts
 from .run_media import RunMedia
 from .run_models import RunModels
 from .run_operations import BackgroundWrites, RunOperations
+from .run_tables import RunTables
 
 SEARCH_MAX_RESULTS_DEFAULT = 1000
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
@@ -39,7 +40,9 @@ _RUN_ORDER = {
 }
 
 
-class TrackingClient(BaseClient, RunArtifacts, RunMedia, RunModels, RunLineage, BackgroundWrites):
+class TrackingClient(
+    BaseClient, RunArtifacts, RunMedia, RunModels, RunLineage, RunTables, BackgroundWrites
+):
     """Async client of `cairn.tracking.v1.TrackingService`.
 
     Method names and arguments follow MLflow's `MlflowClient`. Every method that makes
