@@ -80,7 +80,7 @@ class RunTable:
             page.run_ids,
             page.run_names,
             page.experiment_ids,
-            [_STATUSES[s].value for s in page.statuses],
+            list(map(_STATUS_NAMES.__getitem__, list(page.statuses))),
             page.artifact_uris,
             page.start_times_ms,
             page.end_times_ms,
@@ -172,7 +172,7 @@ def _checked(
     Raises:
         ValueError: not a count per run, or not a key and a value per entry counted.
     """
-    counts, indexes, values = list(counts), np.fromiter(key_indexes, np.int64), list(values)
+    counts, indexes, values = list(counts), np.array(list(key_indexes), np.int64), list(values)
     if not (len(counts) == runs and sum(counts) == len(indexes) == len(values)) or (
         len(indexes) and not 0 <= indexes.min() <= indexes.max() < len(keys)
     ):
@@ -192,5 +192,6 @@ def _attribute(name: str, values: list[Any]) -> np.ndarray:
 
 
 _KINDS = ("metrics", "params", "tags")
+_STATUS_NAMES = {number: status.value for number, status in _STATUSES.items()}
 # A page's entries of one kind, as _add_page takes them.
 _PageEntries = tuple[Iterable[int], list[str], Iterable[int], Iterable[Any]]
