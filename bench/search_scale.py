@@ -231,6 +231,13 @@ async def api_scan_rate(client: cairn.TrackingClient, experiment_id: int) -> str
     return await _rate(page, None)
 
 
+async def api_table_rate(client: cairn.TrackingClient, experiment_id: int, runs: int) -> str:
+    """Runs per second into one table of numpy columns, every run of the experiment."""
+    started = time.perf_counter()
+    table = await client.search_runs_table(str(experiment_id), max_results=runs)
+    return f"{len(table['run_id']) / (time.perf_counter() - started):,.0f} runs/s"
+
+
 async def _rate(page: Callable[[Any], Awaitable[tuple[int, Any]]], token: Any) -> str:
     """Reads pages from the first until the last or SCAN_BUDGET_SECONDS."""
     started, seen = time.perf_counter(), 0
@@ -263,6 +270,8 @@ async def measure(
     _row(runs, stats, "scan every run, 1,000 a page", before, now)
     now = await api_scan_rate(client, experiment_id)
     _row(runs, stats, "the same scan through gRPC and the Python client", "", now)
+    now = await api_table_rate(client, experiment_id, runs)
+    _row(runs, stats, "the same runs as one table (search_runs_table)", "", now)
 
 
 def _row(runs: int, stats: str, name: str, before: str, now: str) -> None:
