@@ -315,8 +315,10 @@ class _CallScope:
     def _log(self, code: grpc.StatusCode, **extra: Any) -> None:
         seconds = time.perf_counter() - self.started
         metrics.observe(self.method, code.name, seconds)
-        duration_ms = round(seconds * 1000, 3)
         level = "error" if code == grpc.StatusCode.INTERNAL else "info"
+        if not logs.enabled(level):  # CAIRN_LOG_LEVEL=warning, say: 5 µs a call saved
+            return
+        duration_ms = round(seconds * 1000, 3)
         getattr(_log, level)(
             "rpc",
             request_id=self.request_id,

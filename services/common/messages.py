@@ -54,7 +54,8 @@ def check(request: Any) -> None:
             "MALFORMED_MESSAGE",
             f"the request is not a valid message of this method ({request.problem})",
         )
-    if isinstance(request, Message):
+    if isinstance(request, Message) and not _clean(request):
+        # Only a refused request pays for the paths that name what is wrong in it.
         for path, value, enum in _values(request, ""):
             if enum is not None:
                 if value not in enum.values_by_number:
@@ -65,6 +66,34 @@ def check(request: Any) -> None:
                 raise invalid_field(
                     path, f"must be at most {MAX_STRING_CHARS} characters", "INVALID_STRING"
                 )
+
+
+def _fits(value: Any, enum: EnumDescriptor | None) -> bool:
+    if enum is not None:
+        return value in enum.values_by_number
+    return "\x00" not in value and len(value) <= MAX_STRING_CHARS
+
+
+def _clean(message: Message) -> bool:
+    """Whether every string and enum set in message passes, found without naming the
+    path of each (check() then names the one that does not): half the time or less."""
+    for field, kind in _plan(message.DESCRIPTOR):
+        value = getattr(message, field.name)
+        if kind == "scalar":
+            if not _fits(value, field.enum_type):
+                return False
+        elif kind == "scalars":
+            if not all(_fits(v, field.enum_type) for v in value):
+                return False
+        elif kind == "map":
+            if not all(_fits(v, enum) for _, v, enum in _entries(field, "", value)):
+                return False
+        elif kind == "message":
+            if message.HasField(field.name) and not _clean(value):
+                return False
+        elif not all(_clean(item) for item in value):
+            return False
+    return True
 
 
 Checked = tuple[str, Any, EnumDescriptor | None]

@@ -6,6 +6,7 @@ import asyncio
 import signal
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 import grpc
@@ -58,11 +59,14 @@ class CairnServer:
         self._probe_server: grpc.aio.Server | None = None
         if config.health_address:
             self._probe_server = grpc.aio.server(options=ONE_SERVER_PER_PORT)
-            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._probe_server)
+            health_pb2_grpc.add_HealthServicer_to_server(
+                self._health, generic_handlers_only(self._probe_server)
+            )
+        target = generic_handlers_only(self._server)
         for spec in self.services:
-            spec.register(self._server, resources)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable(self._server, self.reflected_names())
+            spec.register(target, resources)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, target)
+        reflection.enable(target, self.reflected_names())
 
     def reflected_names(self) -> list[str]:
         return [
@@ -123,6 +127,36 @@ class CairnServer:
         await self._gate.close()
         if self._probe_server is not None:
             await self._probe_server.stop(0)
+
+
+class _GenericHandlersOnly:
+    """A server as services register on it: it takes their handlers as generic
+    handlers only, never as registered methods.
+
+    For every call it takes, grpc.aio's server waits (asyncio.wait) on one pending
+    request per registered method, adding and removing a callback on each: Python
+    work in proportion to the methods hosted (43 for `serve tracking`, 80 for
+    `serve all`; docs/tracking.md, "Performance", has what it costs). Generic
+    handlers are one pending request for all methods, each call's handler found by
+    a dictionary lookup. The generated `add_*_to_server` functions add each
+    service's handlers both ways, so leaving out the registered copy loses no
+    method."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        """Left out: the generic handler added beside them serves the same methods."""
+
+
+def generic_handlers_only(server: grpc.aio.Server) -> grpc.aio.Server:
+    """server, as services register on it (see _GenericHandlersOnly)."""
+    return cast(grpc.aio.Server, _GenericHandlersOnly(server))
 
 
 def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:

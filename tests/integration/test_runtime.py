@@ -3,20 +3,23 @@ request ids and graceful shutdown. A small servicer of the real TrackingService
 contract stands in for behaviour that later issues build."""
 
 import asyncio
+import logging
 from pathlib import Path
 
 import asyncpg
 import grpc
 import pytest
 import structlog
+from google.protobuf import descriptor, descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client import REGISTRY
 
 import cairn
 from cairn import exceptions
 from cairn.tracking.v1 import tracking_pb2, tracking_service_pb2, tracking_service_pb2_grpc
 from cairn_server import catalog
-from cairn_server.common import errors
+from cairn_server.common import errors, logs, reflection
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
 from cairn_server.common.service import Resources, ServiceSpec
@@ -119,6 +122,38 @@ async def test_reflection_lists_every_service(server_port: int) -> None:
     }
 
 
+async def test_every_method_of_every_service_reaches_its_handler(server_port: int) -> None:
+    """Services register their handlers as generic handlers only (server.py,
+    _GenericHandlersOnly). Every method must still be served: its handler refuses bytes
+    that are no message as INVALID_ARGUMENT, where a method not served is UNIMPLEMENTED."""
+    services = [*SERVICE_NAMES, "grpc.health.v1.Health", *reflection.SERVICE_NAMES]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
+        for service in services:
+            for method in descriptor_pool.Default().FindServiceByName(service).methods:
+                code = await _answer_to_garbage(channel, f"/{service}/{method.name}", method)
+                assert code == grpc.StatusCode.INVALID_ARGUMENT, method.full_name
+
+
+async def _answer_to_garbage(
+    channel: grpc.aio.Channel, path: str, method: descriptor.MethodDescriptor
+) -> grpc.StatusCode:
+    garbage = b"\xff"  # no valid field tag: not a message of any type
+    try:
+        if method.client_streaming and method.server_streaming:
+            async for _ in channel.stream_stream(path)(iter([garbage])):
+                pass
+        elif method.client_streaming:
+            await channel.stream_unary(path)(iter([garbage]))
+        elif method.server_streaming:
+            async for _ in channel.unary_stream(path)(garbage):
+                pass
+        else:
+            await channel.unary_unary(path)(garbage)
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
 async def test_an_rpc_a_servicer_lacks_answers_unimplemented_with_a_reason(scripted) -> None:
     _, _, _, client = scripted
     request = tracking_service_pb2.CreateExperimentRequest(project="default", name="x")
@@ -173,6 +208,23 @@ async def test_one_log_line_per_call_with_a_generated_request_id(scripted) -> No
     assert calls[0]["method"] == "/cairn.tracking.v1.TrackingService/GetRun"
     assert len(calls[0]["request_id"]) == 32
     assert calls[0]["duration_ms"] >= 0
+
+
+async def test_a_level_that_drops_the_call_line_still_counts_the_call(
+    scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At CAIRN_LOG_LEVEL=warning the interceptor builds no line for an OK call (its
+    metrics are still counted); an INTERNAL one is still written, at error level."""
+    _, _, _, client = scripted
+    monkeypatch.setattr(logs, "_least_level", logging.WARNING)
+    sample = {"method": "/cairn.tracking.v1.TrackingService/GetRun", "code": "OK"}
+    before = REGISTRY.get_sample_value("cairn_rpc_calls_total", sample) or 0
+    with structlog.testing.capture_logs() as logged:
+        await _get_run(client, "0" * 32)
+        with pytest.raises(exceptions.InternalError):
+            await _get_run(client, "crash")
+    assert [entry["code"] for entry in logged if entry.get("event") == "rpc"] == ["INTERNAL"]
+    assert REGISTRY.get_sample_value("cairn_rpc_calls_total", sample) == before + 1
 
 
 async def test_errors_raised_mid_stream_reach_the_client(scripted) -> None:
