@@ -45,8 +45,8 @@ class RunTables:
         row per run in the search's order. `pandas.DataFrame(table)` makes the
         DataFrame `mlflow.search_runs` answers.
 
-        It reads the search's pages of 1,000 runs, asking for the next one before
-        adding the last to the table, and builds no object per run or per value.
+        It reads the search's pages of 1,000 runs, the next one under way while the
+        last is added to the table, and builds no object per run or per value.
         Arguments are search_runs's.
 
         Raises:
@@ -72,17 +72,16 @@ class RunTables:
                 left = max_results - len(table) - _runs_in(reply)
                 page = None
                 if reply.next_page_token and left > 0:
-                    request.page_token, request.page_size = (
-                        reply.next_page_token,
-                        min(PAGE_SIZE, left),
-                    )
+                    request.page_token = reply.next_page_token
+                    request.page_size = min(PAGE_SIZE, left)
                     page = _search(self, request)
-                    await asyncio.sleep(0)  # the request leaves before the page is added
-                table.add(reply)
+                # In a thread, so that the event loop sends the next request and takes
+                # its answer meanwhile (a coroutine would hold the loop until it ends).
+                await asyncio.to_thread(table.add, reply)
         finally:
             if page is not None:
                 page.cancel()
-        return table.table()
+        return await asyncio.to_thread(table.table)
 
 
 def _search(client: _Tracking, request: api.SearchRunsRequest) -> asyncio.Task[Any]:
