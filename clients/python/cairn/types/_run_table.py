@@ -18,7 +18,7 @@ import numpy as np
 
 from ..tracking.v1 import tracking_pb2 as pb
 from ..tracking.v1 import tracking_service_pb2 as api
-from ._tracking import _STATUSES, Run, runs_from_search
+from ._tracking import _STATUSES, Run, check_columns, runs_from_search
 
 # Attribute columns, first and in this order, as MLflow's DataFrame has them (with the
 # run's name, which MLflow keeps as the tag mlflow.runName).
@@ -59,7 +59,8 @@ class RunTable:
         """Adds a SearchRuns page, in whichever layout the server answered.
 
         Raises:
-            ValueError: a columnar page whose counts, keys and values disagree.
+            ValueError: a columnar page that does not add up (check_columns); nothing
+                of it is added.
         """
         if reply.HasField("columns"):
             self._add_columns(reply.columns)
@@ -76,6 +77,7 @@ class RunTable:
         return columns
 
     def _add_columns(self, page: pb.RunColumns) -> None:
+        check_columns(page)
         attributes = (
             page.run_ids,
             page.run_names,
@@ -121,21 +123,20 @@ class RunTable:
     def _add_page(
         self, attributes: Sequence[Iterable[Any]], logged: Sequence[_PageEntries]
     ) -> None:
-        """Adds a page: its attribute columns (ATTRIBUTES), and for each kind (_KINDS)
-        each run's count of entries, the page's keys, each entry's position in those
-        keys and its value. Nothing is added from a page that does not add up."""
+        """Adds a page that adds up (check_columns): its attribute columns (ATTRIBUTES),
+        and for each kind (_KINDS) each run's count of entries, the page's keys, each
+        entry's position in those keys and its value."""
         columns = [list(column) for column in attributes]
         runs = len(columns[0])
-        if any(len(column) != runs for column in columns):
-            raise ValueError("a columnar page's attribute lists differ in length")
-        checked = [_checked(kind, runs, *page) for kind, page in zip(_KINDS, logged, strict=True)]
         for name, column in zip(ATTRIBUTES, columns, strict=True):
             self._attributes[name].extend(column)
-        for kind, (counts, keys, indexes, values) in zip(_KINDS, checked, strict=True):
+        for kind, (counts, keys, indexes, values) in zip(_KINDS, logged, strict=True):
             numbers = self._key_ids[kind]
             ids = np.asarray([numbers.setdefault(key, len(numbers)) for key in keys], np.int64)
-            rows = np.repeat(np.arange(self._runs, self._runs + runs), counts)
-            self._logged[kind].append(_Entries(rows, ids[indexes], values))
+            rows = np.repeat(np.arange(self._runs, self._runs + runs), list(counts))
+            self._logged[kind].append(
+                _Entries(rows, ids[np.array(list(indexes), np.int64)], list(values))
+            )
         self._runs += runs
 
     def _pivot(self, kind: str) -> dict[str, np.ndarray]:
@@ -157,27 +158,6 @@ class RunTable:
             column[rows[at]] = values[at]
             columns[f"{kind}.{name}"] = column
         return columns
-
-
-def _checked(
-    kind: str,
-    runs: int,
-    counts: Iterable[int],
-    keys: list[str],
-    key_indexes: Iterable[int],
-    values: Iterable[Any],
-) -> tuple[list[int], list[str], np.ndarray, list[Any]]:
-    """A page's entries of one kind as lists, once they add up.
-
-    Raises:
-        ValueError: not a count per run, or not a key and a value per entry counted.
-    """
-    counts, indexes, values = list(counts), np.array(list(key_indexes), np.int64), list(values)
-    if not (len(counts) == runs and sum(counts) == len(indexes) == len(values)) or (
-        len(indexes) and not 0 <= indexes.min() <= indexes.max() < len(keys)
-    ):
-        raise ValueError(f"a columnar page's {kind} disagree with their counts or keys")
-    return counts, keys, indexes, values
 
 
 def _attribute(name: str, values: list[Any]) -> np.ndarray:

@@ -212,7 +212,12 @@ def runs_from_columns(columns: pb.RunColumns) -> list[Run]:
     """The runs of a columnar page (pb.RunColumns), each as run_from_proto makes it.
 
     Each repeated field is copied into a list first: a list is read several times
-    faster than the message's own container, element by element."""
+    faster than the message's own container, element by element.
+
+    Raises:
+        ValueError: the page does not add up (check_columns).
+    """
+    check_columns(columns)
     infos = map(
         RunInfo,
         list(columns.run_ids),
@@ -249,6 +254,54 @@ def runs_from_columns(columns: pb.RunColumns) -> list[Run]:
     ]
 
 
+def check_columns(columns: pb.RunColumns) -> None:
+    """Raises ValueError, naming the field, unless a columnar page adds up: an entry per
+    run in every list of the runs' attributes, a count per run in each table's counts,
+    as many entries in each of the table's lists as its counts add up to, key positions
+    within its keys, and statuses this client knows. A page that does not would pair
+    values with the wrong runs."""
+    runs = len(columns.run_ids)
+    for name in _INFO_COLUMNS:
+        if len(getattr(columns, name)) != runs:
+            raise ValueError(f"a columnar page holds {runs} runs but its {name} does not")
+    tables = (
+        ("metric", columns.metrics, ("key_indexes", "values", "steps", "timestamps_ms")),
+        ("param", columns.params, ("key_indexes", "values")),
+        ("tag", columns.tags, ("key_indexes", "values")),
+    )
+    for kind, table, lists in tables:
+        entries = _counted(columns, kind, runs)
+        if any(len(getattr(table, name)) != entries for name in lists):
+            raise ValueError(f"a columnar page counts {entries} {kind}s but its lists differ")
+        if entries and max(table.key_indexes) >= len(table.keys):
+            raise ValueError(f"a columnar page's {kind} key_indexes go past its keys")
+    if _counted(columns, "input", runs) != len(columns.inputs):
+        raise ValueError("a columnar page's input_counts do not add up to its inputs")
+    if not set(columns.statuses) <= _STATUSES.keys():
+        raise ValueError("a columnar page's statuses hold one this client does not know")
+
+
+def _counted(columns: pb.RunColumns, kind: str, runs: int) -> int:
+    """The entries a table's counts add up to, once there is a count per run."""
+    counts = getattr(columns, f"{kind}_counts")
+    if len(counts) != runs:
+        raise ValueError(f"a columnar page holds {runs} runs but its {kind}_counts does not")
+    return sum(counts)
+
+
+_INFO_COLUMNS = (
+    "experiment_ids",
+    "run_names",
+    "user_ids",
+    "statuses",
+    "start_times_ms",
+    "end_times_ms",
+    "artifact_uris",
+    "lifecycle_stages",
+    "parent_run_ids",
+)
+
+
 def _run_data(latest: list[Metric], params: list[Any], tags: list[Any]) -> RunData:
     return RunData(
         metrics={m.key: m.value for m in latest},
@@ -270,8 +323,6 @@ def _keys(keys: Iterable[str], indexes: Iterable[int]) -> list[str]:
 def _per_run(counts: Iterable[int], items: list[T]) -> list[list[T]]:
     """items cut into consecutive runs of counts[i] each."""
     bounds = [0, *accumulate(list(counts))]
-    if bounds[-1] != len(items):
-        raise ValueError(f"a columnar page counts {bounds[-1]} entries but holds {len(items)}")
     return [items[start:end] for start, end in pairwise(bounds)]
 
 
