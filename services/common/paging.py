@@ -144,7 +144,7 @@ def _payload(token: str, field: str) -> dict[str, Any]:
     try:
         padded = token + "=" * (-len(token) % 4)
         payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):  # Recursion: nested too deep
         raise _bad_token(field, "is malformed") from None
     if not isinstance(payload, dict):
         raise _bad_token(field, "is malformed")
@@ -165,6 +165,9 @@ def _typed(value: Any, sql_type: str) -> Any:
         return float(value)
     if type(value) is not str or "\x00" in value:
         raise ValueError("not a string")
+    # JSON carries lone surrogates ("\ud800"), which no UTF-8 encoder (asyncpg's) takes;
+    # UnicodeEncodeError is a ValueError.
+    value.encode()
     if sql_type == "uuid":
         return uuid.UUID(value)
     if sql_type == "timestamptz":

@@ -84,3 +84,30 @@ def test_after_compares_the_whole_key_in_order() -> None:
         "((q.m0 > $1::int) OR (q.m0 IS NOT DISTINCT FROM $1::int AND q.v0 < $2::double precision))"
     )
     assert params.values == [1, 2.0]
+
+
+def _encoded(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 3000,  # json.loads raised RecursionError (INTERNAL)
+        b'{"q": "x", "k": ' + b"[" * 1400 + b"]" * 1400 + b"}",
+    ],
+)
+def test_a_deeply_nested_token_is_malformed(raw: bytes) -> None:
+    keyset = Keyset(_COLUMNS, "runs", "p")
+    assert "malformed" in _refused(keyset, _encoded(raw))
+
+
+def test_a_text_value_that_is_not_utf8_is_refused() -> None:
+    """A lone surrogate survives JSON ("\\ud800") but no UTF-8 encoder: asyncpg failed
+    to send it (INTERNAL)."""
+    keyset = Keyset([SortColumn("q.v", True, "text", "v"), _COLUMNS[0]], "runs", "p")
+    token = keyset.next_token([{"v": "b", "m0": 1}] * 2, 1)
+    assert keyset.last(token) == ["b", 1]
+    for value in ("\ud800", "ok\udfff", "\ud83d"):
+        assert "wrong type" in _refused(keyset, _forged(token, [value, 1]))
+    assert keyset.last(_forged(token, ["\U0001f600", 1])) == ["\U0001f600", 1]
