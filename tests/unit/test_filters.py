@@ -1,5 +1,9 @@
 """The filter language parser: what parses, to what, and where errors point."""
 
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+
 import pytest
 
 from cairn_server.common.filters import (
@@ -11,6 +15,7 @@ from cairn_server.common.filters import (
     NullCheck,
     parse,
     parse_order_by,
+    tokenize,
 )
 from cairn_server.tracking.store.run_filters import ENTITIES
 
@@ -96,6 +101,11 @@ def test_comparisons(text: str, expected: object) -> None:
         ("and = 1", 0, "expected a field name"),
         ("metrics. = 1", 9, "expected a key"),
         ("metrics.`` = 1", 8, "empty key"),
+        # PostgreSQL refuses a LIKE pattern ending in its escape character, and only
+        # when a row's text reaches it: refused here, whatever the rows.
+        ("params.a LIKE 'abc\\'", 18, "ends in a lone '\\'"),
+        ("params.a NOT ILIKE 'it''s\\'", 25, "ends in a lone '\\'"),
+        ('params.a LIKE "\\\\\\"', 17, "ends in a lone '\\'"),
     ],
 )
 def test_errors_name_position_and_problem(text: str, position: int, problem: str) -> None:
@@ -124,6 +134,66 @@ def test_order_by(text: str, entity: str, key: str, ascending: bool) -> None:
 def test_order_by_rejects_trailing_words() -> None:
     with pytest.raises(FilterError, match="position 12"):
         parse_order_by("metrics.acc sideways", ENTITIES)
+
+
+def test_an_escaped_backslash_ends_a_like_pattern() -> None:
+    node = parse("params.a LIKE 'c:\\\\'", ENTITIES)
+    assert node == Comparison(_ident("param", "a", 0), "LIKE", "c:\\\\")
+    assert parse("params.a = 'c:\\'", ENTITIES) is not None  # = has no escapes
+
+
+def test_an_order_by_is_held_to_the_filter_length_limit() -> None:
+    longest = "params." + "k" * (LIMITS.length - len("params."))
+    assert parse_order_by(longest, ENTITIES)[0].key == "k" * (LIMITS.length - len("params."))
+    with pytest.raises(FilterError) as raised:
+        parse_order_by(longest + "k", ENTITIES)
+    assert raised.value.reason == "INVALID_ORDER_BY"
+    assert raised.value.position == LIMITS.length
+    assert "characters" in raised.value.problem
+
+
+@contextlib.contextmanager
+def _safety_net(seconds: int) -> Iterator[None]:
+    """Fails a test that would hang rather than hang the suite (not a timing check)."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+_MI = 1 << 20  # the longest string any request may carry
+
+
+@pytest.mark.parametrize(
+    ("hostile", "position"),
+    [
+        # A run of digits followed by a letter once cost quadratic backtracking in the
+        # number pattern: 16,000 digits took 16 s, a mebibyte would take hours.
+        pytest.param(lambda: "1" * _MI + "x", 0, id="digits-letter"),
+        pytest.param(lambda: "1" * _MI + ".x", 0, id="digits-dot-letter"),
+        pytest.param(lambda: "-" + "1" * _MI + "e+x", 0, id="signed-digits-exponent"),
+        pytest.param(lambda: "." + "1" * _MI + "x", 1, id="dot-digits-letter"),
+        pytest.param(lambda: "'" + "a" * _MI, 0, id="unclosed-string"),
+        pytest.param(lambda: '"' + "a''" * (_MI // 3), 0, id="unclosed-dquoted"),
+        pytest.param(lambda: "'" + "a''" * (_MI // 3), -1, id="string-then-quote"),
+        pytest.param(lambda: "`" + "a" * _MI, 0, id="unclosed-backtick"),
+    ],
+)
+def test_the_tokenizer_reads_the_longest_input_in_one_pass(
+    hostile: Callable[[], str], position: int
+) -> None:
+    text = hostile()
+    with _safety_net(30), pytest.raises(FilterError) as raised:
+        tokenize(text)
+    assert raised.value.position == position % len(text)
+    assert "unexpected character" in raised.value.problem
 
 
 def _too_complex(text: str) -> FilterError:
