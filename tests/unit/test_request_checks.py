@@ -67,6 +67,9 @@ def test_clean_requests_pass() -> None:
     "data",
     [
         bytes.fromhex("0a02c328"),  # run_id holding invalid UTF-8
+        # A lone surrogate (U+D800) encoded anyway: no str that reaches a filter or
+        # PostgreSQL can hold one.
+        bytes.fromhex("0a03eda080"),
         bytes.fromhex("0a05"),  # a string longer than the message
         bytes.fromhex("ff"),  # no valid tag
     ],

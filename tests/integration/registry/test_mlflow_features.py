@@ -1,6 +1,7 @@
 """MLflow's registry features: aliases, stages, tags, search, rename, delete."""
 
 import asyncio
+import base64
 
 import pytest
 
@@ -101,6 +102,20 @@ async def test_search_with_the_filter_language(mr_client, churn) -> None:
     with pytest.raises(InvalidArgumentError) as raised:
         await mr_client.search_model_versions("colour = 'red'")
     assert raised.value.reason == "INVALID_FILTER"
+
+
+async def test_hostile_filters_and_tokens_are_invalid_argument(mr_client, churn) -> None:
+    """A LIKE pattern ending in a lone backslash: PostgreSQL fails on it once a row's
+    text gets past "ch" (INTERNAL), or, where the name index serves the LIKE, reads it
+    as = 'ch'. A token nested too deep for the JSON decoder was INTERNAL."""
+    with pytest.raises(InvalidArgumentError) as raised:
+        await mr_client.search_registered_models("name LIKE 'ch\\'")
+    assert raised.value.reason == "INVALID_FILTER"
+    assert raised.value.metadata["position"] == "13"
+    nested = base64.urlsafe_b64encode(b"[" * 3000).decode()
+    with pytest.raises(InvalidArgumentError) as raised:
+        await mr_client.search_model_versions("name = 'churn'", page_token=nested)
+    assert raised.value.reason == "INVALID_PAGE_TOKEN"
 
 
 async def test_rename_and_delete(mr_client, churn) -> None:

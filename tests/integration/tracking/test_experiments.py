@@ -1,5 +1,7 @@
 """Experiments through TrackingClient, the real service and PostgreSQL."""
 
+import base64
+
 import pytest
 
 import cairn
@@ -112,6 +114,9 @@ async def test_search_pages_with_the_pager(tracking: cairn.TrackingClient, uniqu
     assert len(calls) == 3  # 3 + 3 + 1, and no extra request to find the end
 
 
+_NESTED_TOKEN = base64.urlsafe_b64encode(b"[" * 3000).decode()  # too deep for json.loads
+
+
 @pytest.mark.parametrize(
     ("call", "reason"),
     [
@@ -123,6 +128,10 @@ async def test_search_pages_with_the_pager(tracking: cairn.TrackingClient, uniqu
         (lambda t: t.search_experiments(filter_string="tags.a = 1"), "INVALID_FILTER"),
         (lambda t: t.search_experiments(order_by=["metrics.acc"]), "INVALID_ORDER_BY"),
         (lambda t: t.search_experiments(page_token="garbage!"), "INVALID_PAGE_TOKEN"),
+        # Each of these three was accepted or INTERNAL.
+        (lambda t: t.search_experiments(filter_string="name LIKE '\\'"), "INVALID_FILTER"),
+        (lambda t: t.search_experiments(order_by=["name" + " " * 4096]), "INVALID_ORDER_BY"),
+        (lambda t: t.search_experiments(page_token=_NESTED_TOKEN), "INVALID_PAGE_TOKEN"),
     ],
 )
 async def test_bad_input_is_invalid_argument(

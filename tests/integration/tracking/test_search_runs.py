@@ -1,5 +1,7 @@
 """search_runs: the filter language, ordering with NaN and missing last, keyset paging."""
 
+import base64
+import json
 import math
 
 import pytest
@@ -246,7 +248,16 @@ async def test_runs_are_found_by_what_they_used(
     assert unordered.value.reason == "INVALID_ORDER_BY"
 
 
-@pytest.mark.parametrize("order", ["metrics.", "attributes.colour", "metrics.acc SIDEWAYS", "("])
+@pytest.mark.parametrize(
+    "order",
+    [
+        "metrics.",
+        "attributes.colour",
+        "metrics.acc SIDEWAYS",
+        "(",
+        "params." + "k" * 4096,  # past the filter length limit, which order_by shares
+    ],
+)
 async def test_a_bad_order_is_invalid_order_by(
     tracking: cairn.TrackingClient, experiment_id: str, order: str
 ) -> None:
@@ -295,3 +306,42 @@ async def test_a_columnar_page_of_no_runs_is_empty(tracking, experiment_id) -> N
     )
     reply = await tracking._stub.SearchRuns(request)
     assert reply.HasField("columns") and runs_from_search(reply) == []
+
+
+async def test_a_like_pattern_ending_in_a_lone_backslash_is_invalid_filter(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    """PostgreSQL refuses such a pattern once a row's text runs past its prefix (it was
+    INTERNAL); a backslash before %, _ or itself matches that character."""
+    await _run(tracking, experiment_id, "r", params={"model": "abc%d", "path": "c:\\"})
+    with pytest.raises(InvalidArgumentError) as refused:
+        await tracking.search_runs([experiment_id], "params.model LIKE 'abc\\'")
+    assert refused.value.reason == "INVALID_FILTER"
+    assert refused.value.metadata["position"] == "22"  # the backslash
+    assert await _names(tracking, experiment_id, "params.model LIKE 'abc\\%d'") == ["r"]
+    assert await _names(tracking, experiment_id, "params.model LIKE 'abc\\_d'") == []
+    assert await _names(tracking, experiment_id, "params.path LIKE 'c:\\\\'") == ["r"]
+
+
+def _encoded(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def test_hostile_page_tokens_are_invalid_page_token(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    """A token nested too deep for the JSON decoder, or holding a text value no UTF-8
+    encoder takes (a lone surrogate), was INTERNAL."""
+    for model in ("a", "b"):
+        await _run(tracking, experiment_id, model, params={"model": model})
+    order = ["params.model"]
+    page = await tracking.search_runs([experiment_id], max_results=1, order_by=order)
+    payload = json.loads(base64.urlsafe_b64decode(page.token + "=" * (-len(page.token) % 4)))
+    assert payload["k"][1] == "a"  # the sort key: missing flag, value, run id
+    payload["k"][1] = "\ud800"
+    for token in (_encoded(json.dumps(payload).encode()), _encoded(b"[" * 3000)):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await tracking.search_runs(
+                [experiment_id], max_results=1, order_by=order, page_token=token
+            )
+        assert refused.value.reason == "INVALID_PAGE_TOKEN"
