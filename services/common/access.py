@@ -50,9 +50,9 @@ class CallInfo:
         self.method = method
         self._context = context
 
-    @functools.cached_property
+    @property
     def metadata(self) -> Sequence[tuple[str, str | bytes]]:
-        return tuple(self._context.invocation_metadata() or ())
+        return metadata_of(self._context)
 
     @functools.cached_property
     def peer(self) -> str:
@@ -71,6 +71,24 @@ class Gate(Protocol):
 
 
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("cairn_caller")
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+# The headers of the call being handled, with the call they are of.
+_metadata: contextvars.ContextVar[tuple[Any, Metadata]] = contextvars.ContextVar(
+    "cairn_call_metadata"
+)
+
+
+def metadata_of(context: Any) -> Metadata:
+    """The headers of a call (its grpc.aio.ServicerContext), read from gRPC once per
+    call: each invocation_metadata() converts them anew (2 µs), and the interceptor,
+    the gate and the servicer each look for one of them."""
+    known = _metadata.get(None)
+    if known is not None and known[0] is context:
+        return known[1]
+    metadata = tuple(context.invocation_metadata() or ())
+    _metadata.set((context, metadata))
+    return metadata
 
 
 def current_caller() -> Caller:

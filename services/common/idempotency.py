@@ -22,6 +22,7 @@ import grpc
 from google.protobuf.message import Message
 
 from . import sql
+from .access import metadata_of
 from .errors import InvalidArgument
 
 REQUEST_ID_HEADER = "x-cairn-request-id"
@@ -139,7 +140,7 @@ def request_id_reused(request_id: str) -> InvalidArgument:
 
 def request_id_of(context: grpc.aio.ServicerContext) -> str | None:
     """The request id a call carries, if any (checked: 1 to 128 characters)."""
-    for key, value in context.invocation_metadata() or ():
+    for key, value in metadata_of(context):
         if key == REQUEST_ID_HEADER:
             if not (isinstance(value, str) and 0 < len(value) <= MAX_REQUEST_ID_LENGTH):
                 raise InvalidArgument(
