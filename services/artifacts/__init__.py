@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -10,7 +11,7 @@ from cairn.artifacts.v1 import artifacts_service_pb2, artifacts_service_pb2_grpc
 
 from ..common.access import role_table
 from ..common.service import Resources, ServiceSpec
-from . import purge
+from . import completions, purge
 from .servicer import ArtifactServicer
 
 
@@ -18,6 +19,12 @@ def _register(server: grpc.aio.Server, resources: Resources) -> None:
     artifacts_service_pb2_grpc.add_ArtifactServiceServicer_to_server(
         ArtifactServicer(resources), server
     )
+
+
+async def _background(resources: Resources) -> None:
+    """The service's work beside its calls (`purge.background`), and settling the
+    completions under way when the server stops, before its pool closes."""
+    await asyncio.gather(purge.background(resources), completions.settle_on_stop(resources))
 
 
 # A presigned URL may be for a PUT, so creating one needs the editor role; a ticket
@@ -43,7 +50,7 @@ SPEC = ServiceSpec(
     migrations_dir=Path(__file__).parent / "migrations",
     register=_register,
     roles=ROLES,
-    background=purge.background,
+    background=_background,
     purge=purge.purge,
     records_requests=True,
     # Deduplicated by the request ids kept on objects and uploads: ConfirmUpload

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from ..common.errors import (
 )
 from . import backends
 from .blobs import MissingBytes, RefusedParts, Unfinished
+from .completions import Caller, Completions
 from .janitor import Janitor
 from .leases import CompletionLeases, CompletionSlots
 from .s3 import MIB, S3Backend
@@ -69,7 +70,7 @@ class PresignedTransfers:
         objects: ObjectStore,
         leases: CompletionLeases,
         janitor: Janitor,
-        discard: Callable[[PendingUpload], Coroutine[Any, Any, None]],
+        completions: Completions,
     ) -> None:
         on = config.artifact_direct and isinstance(backend, S3Backend)
         self._s3 = backend if on and isinstance(backend, S3Backend) else None
@@ -78,7 +79,7 @@ class PresignedTransfers:
         self._leases = leases
         self.slots = CompletionSlots(config.artifact_max_completions)
         self._janitor = janitor
-        self._discard = discard
+        self._completions = completions
 
     def offered(self, accepted: bool) -> bool:
         """Whether this transfer goes through presigned URLs: the client can take them
@@ -150,11 +151,19 @@ class PresignedTransfers:
                 await asyncio.to_thread(store.abort, _unfinished(upload.storage_key, write_id))
             raise
 
-    async def _spend(self, upload: PendingUpload) -> None:
+    async def _spend(self, upload: PendingUpload, lease: uuid.UUID | None = None) -> None:
         """Gives up an upload: its row and bytes, and its multipart upload's parts now
-        rather than after the janitor's threshold."""
-        await self._discard(upload)
-        await self._abort_parts(upload)
+        rather than after the janitor's threshold. With a lease, only while that lease
+        holds the upload: a completion whose lease lapsed leaves the upload, and its
+        parts, to the lease's new holder. When the database cannot say whether the row
+        went, nothing is removed here: the janitor decides later."""
+        try:
+            garbage = await self._objects.abandon(upload, lease)
+        except Exception:
+            return
+        if garbage:  # the row went here, not in another call
+            await self._janitor.collect(garbage)
+            await self._abort_parts(upload)
 
     async def complete(
         self,
@@ -173,7 +182,11 @@ class PresignedTransfers:
                 (COMPLETIONS_BUSY); nothing was done.
             Aborted: another call is completing the upload, or the store ended its
                 multipart upload without an object (UPLOAD_BEING_COMPLETED; the upload
-                is left as it is), or it expired (UPLOAD_EXPIRED).
+                is left as it is), or it is gone (UPLOAD_EXPIRED: it expired, or
+                another completion took it over after this one's lease lapsed).
+            Unavailable: the server is stopping (SHUTTING_DOWN): nothing was done, or
+                the completion was cut at the end of the grace period, the upload left
+                as it is.
             InvalidArgument: the ETags are not the parts', or the size or sha256 claimed
                 is not the one announced, or the store holds another size.
             DataLoss: the sha256 of what the store holds differs (CHECKSUM_MISMATCH).
@@ -189,8 +202,10 @@ class PresignedTransfers:
         # (its deadline passed) runs to its end, holding its slot and its lease until
         # then, so the cap counts every read-back under way and a repeat of the call
         # waits for the object rather than reading it back a second time.
-        return await _run_to_end(
-            self._completion(store, project, path, upload_id, request, sha256, request_id)
+        return await self._completions.run(
+            lambda caller: self._completion(
+                store, project, path, upload_id, request, sha256, request_id, caller
+            )
         )
 
     async def _completion(
@@ -202,6 +217,7 @@ class PresignedTransfers:
         request: api.CompleteUploadTicketRequest,
         sha256: str,
         request_id: str | None,
+        caller: Caller,
     ) -> StoredObject:
         with self.slots.taken():
             async with self._leases.holding(project, path, upload_id) as held:
@@ -223,8 +239,12 @@ class PresignedTransfers:
                     # Not a verdict on the claim: the upload is left as it is.
                     raise await self._ended(upload) from None
                 except BaseException as error:
-                    if _is_verdict(error):
-                        await self._spend(upload)
+                    # A verdict spends the upload only for a caller still there to hear
+                    # it: once it left, the upload is left to its repeat, which judges
+                    # it again and hears the verdict (the janitor discards an upload
+                    # whose repeat never comes).
+                    if _is_verdict(error) and caller.waiting:
+                        await self._spend(upload, held.token)
                     raise
         await self._janitor.collect([replaced] if replaced else [])
         return stored
@@ -297,15 +317,6 @@ def _complete(store: S3Backend, upload: PendingUpload, etags: list[str]) -> None
         store.complete_parts(upload.storage_key, _write_id(upload), etags)
     except RefusedParts as error:
         raise invalid_field("etags", f"the store refused the parts: {error}") from None
-
-
-async def _run_to_end(work: Coroutine[Any, Any, _T]) -> _T:
-    """Awaits work, which runs in a task of its own: cancelling the caller leaves it
-    running to its end."""
-    task = asyncio.ensure_future(work)
-    # Marks its outcome seen: no caller may be left to see it.
-    task.add_done_callback(lambda done: done.cancelled() or done.exception())
-    return await asyncio.shield(task)
 
 
 async def _in_store(function: Callable[..., _T], *args: Any) -> _T:

@@ -33,11 +33,11 @@ from ..common.errors import (
 )
 from ..common.idempotency import after_commit, request_id_of
 from ..common.service import Resources
-from . import backends, blobs, paths
+from . import backends, blobs, completions, paths
 from .janitor import janitor_for
 from .leases import CompletionLeases
 from .presigned import PresignedTransfers
-from .store import ObjectStore, PendingUpload, StoredObject, already_exists
+from .store import UPLOAD_EXPIRED, ObjectStore, PendingUpload, StoredObject, already_exists
 from .streams import VerifyingReader, read_ahead
 from .transfers import DirectTransfers
 
@@ -75,7 +75,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             self._objects,
             CompletionLeases(resources.pool, self._objects),
             self._janitor,
-            self._discard,
+            completions.of(resources),
         )
 
     def _check_direct(self, accept_presigned: bool) -> bool:
@@ -152,9 +152,12 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             try:
                 stored = await self._presigned.complete(project, path, request, sha256, request_id)
                 return api.CompleteUploadTicketResponse(object=self._info(stored))
-            except NotFound:
-                # Gone: the completion of this request id may have published since the
-                # check above (its lease ended with it), which a repeat answers.
+            except (NotFound, Aborted) as gone:
+                # Gone: another completion of this request id may have published since
+                # the check above (its lease ended with it), or while this one held a
+                # lease that lapsed (UPLOAD_EXPIRED then): what a repeat answers.
+                if isinstance(gone, Aborted) and gone.reason != UPLOAD_EXPIRED:
+                    raise
                 done = await self._objects.published_by(project, path, request_id)
                 if done is None:
                     raise

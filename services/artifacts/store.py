@@ -29,6 +29,8 @@ UPLOAD_COLUMNS = (
     "upload_id, storage_key, project, path, overwrite, content_type, multipart_id, "
     "expected_size, expected_sha256, part_size"
 )
+# The reason an upload is answered with once its row is gone (see `upload_expired`).
+UPLOAD_EXPIRED = "UPLOAD_EXPIRED"
 # Which uploads a call may take: "put", those of a presigned PUT URL (ConfirmUpload);
 # "parts", those of presigned parts, whose multipart upload and announced size are
 # recorded (CompleteUploadTicket; one begun before sizes were recorded cannot complete).
@@ -244,17 +246,24 @@ class ObjectStore:
                 )
         return StoredObject(**dict(row)), replaced
 
-    async def abandon(self, upload: PendingUpload) -> list[str]:
-        """Gives up an upload that did not publish; returns its key if it is garbage now
-        (it is not when publishing committed after all, or the janitor took it)."""
+    async def abandon(self, upload: PendingUpload, lease: uuid.UUID | None = None) -> list[str]:
+        """Gives up an upload that did not publish; returns its key when its row went
+        here, the key now garbage (nothing when publishing committed after all, or the
+        janitor or another call took the row). With `lease`, the token of a completion
+        (`leases.py`), only while that completion holds the upload."""
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
                 """WITH gone AS (
-                       DELETE FROM artifacts.uploads WHERE upload_id = $1 RETURNING storage_key
+                       DELETE FROM artifacts.uploads
+                       WHERE upload_id = $1 AND ($2::uuid IS NULL OR completion = $2)
+                       RETURNING storage_key
+                   ), spent AS (
+                       INSERT INTO artifacts.garbage (storage_key)
+                       SELECT storage_key FROM gone ON CONFLICT DO NOTHING
                    )
-                   INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
-                   ON CONFLICT DO NOTHING RETURNING storage_key""",
+                   SELECT storage_key FROM gone""",
                 upload.upload_id,
+                lease,
             )
         return [row["storage_key"] for row in rows]
 
@@ -458,9 +467,9 @@ def _upload_not_found(upload_id: uuid.UUID, path: str) -> NotFound:
 
 def upload_expired(upload: PendingUpload) -> Aborted:
     return Aborted(
-        "UPLOAD_EXPIRED",
-        f"upload {upload.upload_id} to {upload.path!r} outlived the janitor's threshold "
-        "and was discarded; upload again",
+        UPLOAD_EXPIRED,
+        f"upload {upload.upload_id} to {upload.path!r} is no longer waiting: it outlived "
+        "the janitor's threshold, or another call completed it or gave it up; upload again",
         metadata={"upload_id": str(upload.upload_id), "path": upload.path},
     )
 
