@@ -14,6 +14,7 @@ import pytest
 
 import cairn
 from cairn._clients import _direct_transfers
+from cairn.artifacts.v1 import artifacts_service_pb2_grpc
 from cairn.exceptions import DataLossError
 from cairn_server import catalog
 from cairn_server.artifacts import completions
@@ -160,9 +161,10 @@ async def test_a_lapsed_completion_answers_the_object_its_request_id_published(
 async def test_a_completion_cut_by_the_shutdown_leaves_its_upload_free(
     s3_config: Config, pool: asyncpg.Pool, unique: str, monkeypatch: pytest.MonkeyPatch
 ):
-    """Its caller left and the read-back outlives the grace period: the server cancels
-    the completion before its pool closes, which releases the lease; the upload can be
-    completed at once elsewhere rather than after the lease expires."""
+    """Read-backs outlive the grace period, one whose caller left and one whose caller
+    waits: the server cancels both before its pool closes, which releases their leases
+    (the uploads can be completed at once elsewhere rather than after the leases
+    expire), and tells the caller waiting to call again."""
     held = HeldReadBacks(monkeypatch)
     settings = with_overrides(
         s3_config, artifact_janitor_interval_seconds=0, shutdown_grace_seconds=0.1
@@ -178,11 +180,25 @@ async def test_a_completion_cut_by_the_shutdown_leaves_its_upload_free(
             complete = await _completion(client, "t/shutdown.bin")
             with pytest.raises(grpc.aio.AioRpcError):
                 await client._stub.CompleteUploadTicket(complete, timeout=0.5)
-            assert await held.reached(1)
-            assert await pool.fetchval(LEASED, project) == 1
-        await server.stop(grace=1.0)
+            # Its answer is the server's own, not the channel's after sending it again.
+            once = grpc.aio.insecure_channel(
+                f"127.0.0.1:{port}", options=[("grpc.enable_retries", 0)]
+            )
+            waiting = asyncio.ensure_future(
+                artifacts_service_pb2_grpc.ArtifactServiceStub(once).CompleteUploadTicket(
+                    await _completion(client, "t/waits.bin")
+                )
+            )
+            assert await held.reached(2)
+            assert await pool.fetchval(LEASED, project) == 2
+            await server.stop(grace=1.0)
+            with pytest.raises(grpc.aio.AioRpcError) as cut:
+                await waiting
+            await once.close()
+        assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "SHUTTING_DOWN" in str(cut.value.trailing_metadata())
         assert await pool.fetchval(LEASED, project) == 0
-        assert await pool.fetchval(LEFT, project) == 1  # left to be completed again
+        assert await pool.fetchval(LEFT, project) == 2  # left to be completed again
     finally:
         held.released.set()
         await own.close()
