@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -75,8 +76,15 @@ def decode_properties(stored: Mapping[str, Mapping[str, Any]]) -> dict[str, Prop
     return decoded
 
 
+# The one spelling of an id the registry gives out: ASCII digits without a leading zero,
+# short enough for a bigint. str.isdigit() would also take "²" (which int() refuses)
+# and Arabic-Indic digits (which int() reads as another model's number).
+_ID = re.compile(r"[1-9][0-9]{0,17}")
+
+
 def id_or_none(value: str) -> int | None:
-    return int(value) if value.isdigit() and len(value) < 19 else None
+    """The row id `value` spells, or None (matching no row) for any other text."""
+    return int(value) if _ID.fullmatch(value) else None
 
 
 class Listing:
