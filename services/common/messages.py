@@ -1,8 +1,9 @@
 """What every request is checked for before any handler runs, whatever its method.
 
 A request must decode as its method's message, every string in it must be one
-PostgreSQL can store (no NUL) and of a bounded length, and every enum must hold one of
-its values (proto3 keeps unknown numbers, which no column or handler expects).
+PostgreSQL can store (no NUL) and of a bounded length, every enum must hold one of
+its values (proto3 keeps unknown numbers, which no column or handler expects), and no
+list or map may hold more elements than any request needs.
 Field-specific rules (names, keys, sizes) stay with the services; these are the ones no
 handler should have to remember.
 """
@@ -17,11 +18,18 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from .errors import InvalidArgument, invalid_field
+from .errors import FieldViolation, InvalidArgument, invalid_field
 
 # A backstop far above any field's own limit: a string of a 16 MiB message is bounded
 # anyway, but no field needs more than this.
 MAX_STRING_CHARS = 1024 * 1024
+# No list or map of a request needs more elements than this (S3's 10,000 parts of an
+# upload is the largest elsewhere); counted with len() before anything iterates one,
+# since walking each element costs microseconds of the loop that serves every call.
+MAX_ELEMENTS = 10_000
+# The lists of these message types may be longer: a LogBatch's metric columns carry up
+# to tracking's MAX_METRICS_PER_BATCH points (a test keeps the two equal).
+WIDE_ELEMENTS = {"cairn.tracking.v1.MetricColumns": 100_000}
 # A refused client should half-close at once; one that keeps sending is cut off here.
 REFUSED_DRAIN = 64
 
@@ -55,7 +63,8 @@ def check(request: Any) -> None:
             f"the request is not a valid message of this method ({request.problem})",
         )
     if isinstance(request, Message) and not _clean(request):
-        # Only a refused request pays for the paths that name what is wrong in it.
+        # Only a refused request pays for the paths that name what is wrong in it (a
+        # list that is too long raises from inside _values, before it is iterated).
         for path, value, enum in _values(request, ""):
             if enum is not None:
                 if value not in enum.values_by_number:
@@ -74,11 +83,24 @@ def _fits(value: Any, enum: EnumDescriptor | None) -> bool:
     return "\x00" not in value and len(value) <= MAX_STRING_CHARS
 
 
+def _too_many(path: str, count: int, limit: int) -> InvalidArgument:
+    description = f"must hold at most {limit} elements, got {count}"
+    return InvalidArgument(
+        "INVALID_ARGUMENT",
+        f"{path}: {description}",
+        metadata={"field": path, "limit": str(limit), "count": str(count)},
+        violations=[FieldViolation(path, description)],
+    )
+
+
 def _clean(message: Message) -> bool:
-    """Whether every string and enum set in message passes, found without naming the
-    path of each (check() then names the one that does not): half the time or less."""
-    for field, kind in _plan(message.DESCRIPTOR):
+    """Whether every string and enum set in message passes and no list is too long,
+    found without naming the path of each (check() then names the one that does not):
+    half the time or less."""
+    for field, kind, limit in _plan(message.DESCRIPTOR):
         value = getattr(message, field.name)
+        if limit and len(value) > limit:
+            return False
         if kind == "scalar":
             if not _fits(value, field.enum_type):
                 return False
@@ -86,14 +108,21 @@ def _clean(message: Message) -> bool:
             if not all(_fits(v, field.enum_type) for v in value):
                 return False
         elif kind == "map":
-            if not all(_fits(v, enum) for _, v, enum in _entries(field, "", value)):
+            if not _clean_entries(field, value):
                 return False
         elif kind == "message":
             if message.HasField(field.name) and not _clean(value):
                 return False
-        elif not all(_clean(item) for item in value):
+        elif kind == "messages" and not all(_clean(item) for item in value):
             return False
     return True
+
+
+def _clean_entries(field: FieldDescriptor, entries: Any) -> bool:
+    try:
+        return all(_fits(v, enum) for _, v, enum in _entries(field, "", entries))
+    except InvalidArgument:  # a list inside a value: check() names it by its path
+        return False
 
 
 Checked = tuple[str, Any, EnumDescriptor | None]
@@ -101,10 +130,12 @@ Checked = tuple[str, Any, EnumDescriptor | None]
 
 def _values(message: Message, prefix: str) -> Iterator[Checked]:
     """(field path, value, its enum or None for a string) of every string and enum set
-    in message, nested ones included."""
-    for field, kind in _plan(message.DESCRIPTOR):
+    in message, nested ones included; raises on a list too long to walk."""
+    for field, kind, limit in _plan(message.DESCRIPTOR):
         name = f"{prefix}{field.name}"
         value = getattr(message, field.name)
+        if limit and len(value) > limit:
+            raise _too_many(name, len(value), limit)
         if kind == "scalar":
             yield name, value, field.enum_type
         elif kind == "scalars":
@@ -114,7 +145,7 @@ def _values(message: Message, prefix: str) -> Iterator[Checked]:
         elif kind == "message":
             if message.HasField(field.name):
                 yield from _values(value, f"{name}.")
-        else:
+        elif kind == "messages":
             for i, item in enumerate(value):
                 yield from _values(item, f"{name}[{i}].")
 
@@ -131,31 +162,43 @@ def _entries(field: FieldDescriptor, name: str, entries: Any) -> Iterator[Checke
 
 
 @functools.cache
-def _plan(descriptor: Descriptor) -> tuple[tuple[FieldDescriptor, str], ...]:
-    """The fields of a message type that can hold strings or enums, and how to reach them."""
+def _plan(descriptor: Descriptor) -> tuple[tuple[FieldDescriptor, str, int], ...]:
+    """The fields of a message type that can hold strings, enums or lists, how to reach
+    them, and how many elements each may hold (0 for a field that is not a list)."""
     plan = []
     for field in descriptor.fields:
+        limit = _element_limit(descriptor, field)
         if _checked_scalar(field):
-            plan.append((field, "scalars" if field.is_repeated else "scalar"))
-        elif field.type == FieldDescriptor.TYPE_MESSAGE and _holds_checked(field.message_type):
+            plan.append((field, "scalars" if field.is_repeated else "scalar", limit))
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and _walked(field.message_type):
             if field.message_type.GetOptions().map_entry:
-                plan.append((field, "map"))
+                plan.append((field, "map", limit))
             else:
-                plan.append((field, "messages" if field.is_repeated else "message"))
+                plan.append((field, "messages" if field.is_repeated else "message", limit))
+        elif field.is_repeated:  # numbers, bytes or plain messages: only counted
+            plan.append((field, "counted", limit))
     return tuple(plan)
+
+
+def _element_limit(descriptor: Descriptor, field: FieldDescriptor) -> int:
+    if not field.is_repeated:
+        return 0
+    return WIDE_ELEMENTS.get(descriptor.full_name, MAX_ELEMENTS)
 
 
 def _checked_scalar(field: FieldDescriptor) -> bool:
     return field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_ENUM)
 
 
-def _holds_checked(descriptor: Descriptor, seen: frozenset[str] = frozenset()) -> bool:
+def _walked(descriptor: Descriptor, seen: frozenset[str] = frozenset()) -> bool:
+    """Whether a message type holds a string, an enum or a list, itself or nested."""
     if descriptor.full_name in seen:  # a recursive type: its other fields decide
         return False
     inner = seen | {descriptor.full_name}
     return any(
         _checked_scalar(f)
-        or (f.type == FieldDescriptor.TYPE_MESSAGE and _holds_checked(f.message_type, inner))
+        or f.is_repeated
+        or (f.type == FieldDescriptor.TYPE_MESSAGE and _walked(f.message_type, inner))
         for f in descriptor.fields
     )
 

@@ -1,12 +1,14 @@
 """The checks every request gets before a handler: it decodes, its strings can be stored."""
 
 import pytest
+from google.protobuf import field_mask_pb2
 
 from cairn.common.v1 import common_pb2
 from cairn.registry.v1 import registry_pb2, registry_service_pb2
 from cairn.tracking.v1 import tracking_pb2, tracking_service_pb2
 from cairn_server.common import messages
 from cairn_server.common.errors import InvalidArgument
+from cairn_server.tracking.validation import MAX_METRICS_PER_BATCH
 
 
 def _refusal(request: object) -> InvalidArgument:
@@ -95,3 +97,65 @@ def test_an_enum_holds_one_of_its_values() -> None:
             )
         )
     )
+
+
+def _one_over(field: str) -> object:
+    """A request whose list or map `field` holds one element more than is allowed."""
+    over = messages.MAX_ELEMENTS + 1
+    if field == "stages":
+        return registry_service_pb2.GetLatestModelVersionsRequest(stages=[1] * over)
+    if field == "update_mask.paths":
+        return registry_service_pb2.UpdateRegisteredModelRequest(
+            update_mask=field_mask_pb2.FieldMask(paths=[""] * over)
+        )
+    if field == "registered_model.latest_versions":
+        return _model(latest_versions=[registry_pb2.ModelVersion()] * over)
+    return _model(custom_properties={f"{i:x}": common_pb2.Value() for i in range(over)})
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "stages",  # enums
+        "update_mask.paths",  # strings
+        "registered_model.latest_versions",  # messages
+        "registered_model.custom_properties",  # a map
+    ],
+)
+def test_a_list_one_element_too_long_is_refused_by_its_path(field: str) -> None:
+    refusal = _refusal(_one_over(field))
+    assert refusal.reason == "INVALID_ARGUMENT"
+    assert [v.field for v in refusal.violations] == [field]
+    assert refusal.metadata["limit"] == str(messages.MAX_ELEMENTS)
+    assert refusal.metadata["count"] == str(messages.MAX_ELEMENTS + 1)
+
+
+def test_a_list_is_counted_before_its_elements_are_read() -> None:
+    # Each element is bad too: the refusal names the list's length, so none was read.
+    bad = registry_pb2.ModelVersion(name="\x00")
+    refusal = _refusal(_model(latest_versions=[bad] * (messages.MAX_ELEMENTS + 1)))
+    assert refusal.reason == "INVALID_ARGUMENT"
+    assert [v.field for v in refusal.violations] == ["registered_model.latest_versions"]
+    # Within the limit, the bad element is what is named.
+    refusal = _refusal(_model(latest_versions=[bad] * messages.MAX_ELEMENTS))
+    assert [v.field for v in refusal.violations] == ["registered_model.latest_versions[0].name"]
+
+
+def test_a_log_batch_may_carry_as_many_points_as_tracking_takes() -> None:
+    assert messages.WIDE_ELEMENTS["cairn.tracking.v1.MetricColumns"] == MAX_METRICS_PER_BATCH
+    points = MAX_METRICS_PER_BATCH
+    columns = tracking_pb2.MetricColumns(
+        keys=[f"k{i}" for i in range(points)],
+        key_indexes=range(points),
+        values=[0.0] * points,
+        steps=[0] * points,
+        timestamps_ms=[0] * points,
+    )
+    messages.check(tracking_service_pb2.LogBatchRequest(metrics=columns))
+    columns.values.append(0.0)  # a number column is counted too, though never walked
+    refusal = _refusal(tracking_service_pb2.LogBatchRequest(metrics=columns))
+    assert [v.field for v in refusal.violations] == ["metrics.values"]
+    # The other lists of a LogBatch keep the usual limit.
+    params = [tracking_pb2.Param(key="k")] * (messages.MAX_ELEMENTS + 1)
+    refusal = _refusal(tracking_service_pb2.LogBatchRequest(params=params))
+    assert [v.field for v in refusal.violations] == ["params"]
