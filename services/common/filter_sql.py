@@ -38,6 +38,19 @@ def condition(column: str, node: Comparison, params: Params, sql_type: str) -> s
     return f"{column} {_OPERATORS[node.op]} {params.add(converted[0], sql_type)}"
 
 
+def prefix_condition(column: str, node: Comparison, params: Params, prefix: int) -> str:
+    """For a text column indexed by its first `prefix` characters, `AND left(column,
+    prefix) = ...` when node compares the column for equality (= or IN, not negated):
+    implied by the comparison, and served by the index. Nothing otherwise."""
+    if node.negated or node.op not in ("=", "IN"):
+        return ""
+    values = node.value if isinstance(node.value, tuple) else (node.value,)
+    starts = [str(value)[:prefix] for value in values]
+    if node.op == "IN":
+        return f" AND left({column}, {prefix}) = ANY({params.add(starts, 'text[]')})"
+    return f" AND left({column}, {prefix}) = {params.add(starts[0], 'text')}"
+
+
 def _convert(value: Any, sql_type: str, node: Comparison) -> Any:
     """The Python value asyncpg expects for a parameter of sql_type."""
     if sql_type not in ("bigint", "smallint"):
@@ -62,6 +75,9 @@ class Lookups:
             index serves), for statements that test one row at a time: the planner can
             then only use the (owner, key) primary key, never read a key's every entry
             for each row, whatever its statistics.
+        prefix: the tables' (key, value) indexes hold the first `prefix` characters of
+            each value (`left(value, prefix)`): a text value compared for equality has
+            its prefix compared too, which such an index serves.
     """
 
     def __init__(
@@ -70,8 +86,10 @@ class Lookups:
         tables: Mapping[str, str],
         owner: tuple[str, str],
         per_owner: bool = False,
+        prefix: int | None = None,
     ) -> None:
         self._params, self._tables, self._owner = params, tables, owner
+        self._prefix = prefix
         self._key = "{}.key || ''" if per_owner else "{}.key"
         self._aliases: dict[tuple[str, str], str] = {}
         self.joins: list[str] = []
@@ -84,6 +102,8 @@ class Lookups:
             return f"({alias}.{self._owner[0]} IS {'' if node.is_null else 'NOT '}NULL)"
         value = f"{alias}.value"
         sql = condition(value, node, self._params, sql_type)
+        if self._prefix and sql_type == "text":
+            sql += prefix_condition(value, node, self._params, self._prefix)
         if sql_type == "double precision" and node.op != "!=" and not node.negated:
             # IEEE semantics: NaN is neither equal to, smaller nor greater than anything.
             sql += f" AND {value} <> 'NaN'"

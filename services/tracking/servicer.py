@@ -337,13 +337,26 @@ def _params(params: list[pb.Param], field: str) -> dict[str, str]:
 
 
 def _run_input(item: pb.RunInput, field: str) -> RunInput:
-    return RunInput(
+    run_input = RunInput(
         kind=validation.key(item.kind, f"{field}.kind"),
         name=common.text(item.name, f"{field}.name", validation.MAX_NAME_LENGTH),
         uri=_required_uri(item.uri, f"{field}.uri"),
         digest=common.text(item.digest, f"{field}.digest", 256),
         context=common.text(item.context, f"{field}.context", validation.MAX_KEY_LENGTH),
     )
+    # Kind, uri and context make the inputs' primary key, whose entries PostgreSQL caps
+    # at 2,704 bytes: each is held to its length in UTF-8 bytes as well as characters.
+    for name, most in _KEYED_INPUT_BYTES.items():
+        if len(getattr(run_input, name).encode()) > most:
+            raise invalid_field(f"{field}.{name}", f"at most {most} bytes in UTF-8")
+    return run_input
+
+
+_KEYED_INPUT_BYTES = {
+    "kind": validation.MAX_KEY_LENGTH,
+    "uri": validation.MAX_URI_LENGTH,
+    "context": validation.MAX_KEY_LENGTH,
+}
 
 
 def _required_uri(value: str, field: str) -> str:

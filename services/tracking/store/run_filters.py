@@ -42,6 +42,9 @@ ATTRIBUTES = {
     "artifact_uri": ("r.artifact_uri", "text"),
     "experiment_id": ("r.experiment_id", "bigint"),
 }
+# params_by_key and tags_by_key hold each value's first VALUE_PREFIX characters (an
+# index entry of the whole value could pass PostgreSQL's 2,704 bytes; migration 0009).
+VALUE_PREFIX = 200
 # The table of each entity's values, and its SQL type.
 TABLES = {
     "metric": "tracking.latest_metrics",
@@ -83,7 +86,9 @@ def run_scope(query: RunQuery, per_run: bool = False) -> Scope:
     params = Params(query.project, list(query.experiment_ids))
     experiment = "r.experiment_id + 0" if per_run else "r.experiment_id"
     where = ["r.project = $1", f"{experiment} = ANY($2::bigint[])", _view(query.view_type)]
-    lookups = filter_sql.Lookups(params, TABLES, ("run_id", "r.run_id"), per_owner=per_run)
+    lookups = filter_sql.Lookups(
+        params, TABLES, ("run_id", "r.run_id"), per_owner=per_run, prefix=VALUE_PREFIX
+    )
     inputs = _Inputs(params)
     node = filters.parse(query.filter, ENTITIES)
     if node is not None:

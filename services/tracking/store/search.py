@@ -19,7 +19,17 @@ from ...common.sql import Params
 from ..model import Run
 from . import walks
 from .pages import RunPage, load_page
-from .run_filters import ENTITIES, TABLES, TYPES, RunQuery, Scope, attribute, run_scope, sort_values
+from .run_filters import (
+    ENTITIES,
+    TABLES,
+    TYPES,
+    VALUE_PREFIX,
+    RunQuery,
+    Scope,
+    attribute,
+    run_scope,
+    sort_values,
+)
 from .runs import RUN_COLUMNS, RUN_FROM
 
 DEFAULT_ORDER = ["attributes.start_time DESC"]
@@ -123,6 +133,7 @@ def _holders(term: filters.Comparison, params: Params) -> str:
     """The ids (run_id) of the runs holding a value the term asks for, from the (key,
     value) index."""
     value = filter_sql.condition("h.value", term, params, "text")
+    value += filter_sql.prefix_condition("h.value", term, params, VALUE_PREFIX)
     return f"""SELECT h.run_id FROM {TABLES[term.ident.entity]} h
                WHERE h.key = {params.add(term.ident.key)} AND {value}"""
 

@@ -1,0 +1,10 @@
+-- A (key, value) index entry holds the whole value, and PostgreSQL refuses an entry
+-- past 2,704 bytes: a param of 6,000 or a tag of 8,000 characters, both accepted, failed
+-- to be stored once it did not compress that small (a config dump, say). The indexes now
+-- hold each value's first 200 characters (at most 800 bytes, beside a key of at most
+-- 250 characters): a search comparing a value compares that prefix too
+-- (run_filters.VALUE_PREFIX), which the index serves, then the whole value.
+DROP INDEX params_by_key;
+CREATE INDEX params_by_key ON params (key, left(value, 200));
+DROP INDEX tags_by_key;
+CREATE INDEX tags_by_key ON tags (key, left(value, 200));
