@@ -6,7 +6,7 @@ import re
 from urllib.parse import urlsplit
 
 from ..common import validation
-from ..common.errors import InvalidArgument, invalid_field
+from ..common.errors import InvalidArgument, NotFound, invalid_field
 from .model import ARTIFACT_SCHEME
 from .store.writes import METRIC_REQUEST_PREFIX
 
@@ -22,6 +22,7 @@ MAX_INPUTS_PER_CALL = 1000
 MAX_REQUEST_ID_LENGTH = 128
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 _EXPERIMENT_ID = re.compile(r"[1-9][0-9]{0,18}")
+MAX_EXPERIMENT_ID = 2**63 - 1  # PostgreSQL's bigint
 
 
 def run_id(value: str, field: str = "run_id") -> str:
@@ -34,7 +35,14 @@ def run_id(value: str, field: str = "run_id") -> str:
 def experiment_id(value: str, field: str = "experiment_id") -> int:
     if not _EXPERIMENT_ID.fullmatch(value):
         raise invalid_field(field, "must be a positive integer, as a string")
-    return int(value)
+    number = int(value)
+    if number > MAX_EXPERIMENT_ID:  # a well-formed id no bigint column can hold
+        raise NotFound(
+            "EXPERIMENT_NOT_FOUND",
+            f"experiment {value} not found",
+            metadata={"experiment_id": value},
+        )
+    return number
 
 
 def key(value: str, field: str) -> str:

@@ -142,9 +142,19 @@ async def test_bad_input_is_invalid_argument(
     assert raised.value.reason == reason
 
 
-async def test_unknown_experiment_is_not_found(tracking: cairn.TrackingClient) -> None:
+# The last two are well-formed but beyond bigint: they were INTERNAL.
+@pytest.mark.parametrize(
+    "experiment_id",
+    ["999999999", str(2**63 - 1), str(2**63), "9999999999999999999"],
+)
+async def test_unknown_experiment_is_not_found(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
     with pytest.raises(NotFoundError) as raised:
-        await tracking.get_experiment("999999999")
+        await tracking.get_experiment(experiment_id)
+    assert raised.value.reason == "EXPERIMENT_NOT_FOUND"
+    with pytest.raises(NotFoundError) as raised:
+        await tracking.create_run(experiment_id)
     assert raised.value.reason == "EXPERIMENT_NOT_FOUND"
 
 
