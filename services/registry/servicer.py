@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
 import grpc
 
+from cairn.common.v1 import common_pb2
 from cairn.registry.v1 import registry_pb2 as pb
 from cairn.registry.v1 import registry_service_pb2 as api
 from cairn.registry.v1 import registry_service_pb2_grpc
@@ -15,12 +17,22 @@ from ..common import validation as common
 from ..common.errors import invalid_field
 from ..common.service import Resources
 from . import convert, validation
-from .model import Artifact, ArtifactKind, ModelVersion, RegisteredModel, Stage, State
+from .model import (
+    Artifact,
+    ArtifactKind,
+    ModelVersion,
+    PropertyValue,
+    RegisteredModel,
+    Stage,
+    State,
+)
 from .store import artifacts, models, versions
 
 Context: TypeAlias = grpc.aio.ServicerContext
 DEFAULT_PAGE_SIZE = 20  # as Kubeflow Model Registry
 MAX_PAGE_SIZE = 1000
+# GetLatestModelVersions' stages: four exist; room for a caller's repeats.
+MAX_STAGE_ENTRIES = 4 * len(Stage)
 
 
 class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
@@ -235,7 +247,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         records = await self._versions.latest(
             common.project(request.project),
             validation.entity_id(request.registered_model_id, "registered_model_id"),
-            [_stage(s) for s in request.stages],
+            _stages(request.stages),
         )
         return api.GetLatestModelVersionsResponse(
             model_versions=[convert.model_version(v) for v in records]
@@ -346,8 +358,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     ) -> api.UpdateArtifactResponse:
         message = request.artifact
         record = _artifact(message, require_name=False)
-        paths = [p.removeprefix("model.") for p in request.update_mask.paths]
-        changes = _changes(record, paths, artifacts.UPDATABLE)
+        changes = _changes(record, request.update_mask.paths, artifacts.UPDATABLE, "model.")
         updated = await self._artifacts.update(
             record.project, validation.entity_id(message.id, "artifact.id"), changes
         )
@@ -372,9 +383,8 @@ def _registered_model(message: pb.RegisteredModel, require_name: bool = True) ->
         owner=validation.text(message.owner, "registered_model.owner"),
         state=_state(message.state),
         external_id=validation.optional_name(message.external_id, "registered_model.external_id"),
-        custom_properties=validation.properties(
-            convert.properties_from_proto(message.custom_properties),
-            "registered_model.custom_properties",
+        custom_properties=_properties(
+            message.custom_properties, "registered_model.custom_properties"
         ),
         tags=validation.tags(message.tags, "registered_model.tags"),
     )
@@ -395,10 +405,7 @@ def _model_version(message: pb.ModelVersion, require_model: bool = True) -> Mode
         source_run_id=validation.text(message.source_run_id, "model_version.source_run_id"),
         source_uri=validation.uri(message.source_uri, "model_version.source_uri"),
         external_id=validation.optional_name(message.external_id, "model_version.external_id"),
-        custom_properties=validation.properties(
-            convert.properties_from_proto(message.custom_properties),
-            "model_version.custom_properties",
-        ),
+        custom_properties=_properties(message.custom_properties, "model_version.custom_properties"),
         tags=validation.tags(message.tags, "model_version.tags"),
     )
 
@@ -418,9 +425,7 @@ def _artifact(message: pb.Artifact, require_name: bool = True) -> Artifact:
         uri=validation.uri(message.uri, "artifact.uri"),
         state=int(message.state),
         external_id=validation.optional_name(message.external_id, "artifact.external_id"),
-        custom_properties=validation.properties(
-            convert.properties_from_proto(message.custom_properties), "artifact.custom_properties"
-        ),
+        custom_properties=_properties(message.custom_properties, "artifact.custom_properties"),
         model_format_name=_detail(details, "model_format_name"),
         model_format_version=_detail(details, "model_format_version"),
         storage_key=_detail(details, "storage_key"),
@@ -429,6 +434,12 @@ def _artifact(message: pb.Artifact, require_name: bool = True) -> Artifact:
         type=validation.optional_name(message.type, "artifact.type"),
         source_run_id=validation.text(message.source_run_id, "artifact.source_run_id"),
     )
+
+
+def _properties(values: Mapping[str, common_pb2.Value], field: str) -> dict[str, PropertyValue]:
+    # Counted before they are converted: converting a map of millions is the cost.
+    validation.count(len(values), validation.MAX_PROPERTIES, field, "properties")
+    return validation.properties(convert.properties_from_proto(values), field)
 
 
 def _version_number(value: int) -> int:
@@ -441,7 +452,12 @@ def _detail(details: pb.ModelArtifactDetails, name: str) -> str:
     return validation.text(getattr(details, name), f"artifact.model.{name}")
 
 
-def _changes(record: Any, paths: list[str], allowed: tuple[str, ...]) -> dict[str, Any]:
+def _changes(
+    record: Any, mask: Sequence[str], allowed: tuple[str, ...], prefix: str = ""
+) -> dict[str, Any]:
+    """The fields the mask names (each without prefix, if it has it) with record's values."""
+    validation.count(len(mask), len(allowed), "update_mask.paths", "paths")
+    paths = [p.removeprefix(prefix) for p in mask] if prefix else list(mask)
     unknown = [p for p in paths if p not in allowed]
     if unknown:
         raise invalid_field(
@@ -452,6 +468,13 @@ def _changes(record: Any, paths: list[str], allowed: tuple[str, ...]) -> dict[st
 
 def _state(value: int) -> State:
     return State.ARCHIVED if value == pb.STATE_ARCHIVED else State.LIVE
+
+
+def _stages(values: Sequence[int]) -> list[Stage]:
+    """Each stage asked for, once. The entries are counted before they are read (there
+    may be millions); a few repeats are harmless and read once."""
+    validation.count(len(values), MAX_STAGE_ENTRIES, "stages", "entries")
+    return [_stage(value) for value in dict.fromkeys(values)]
 
 
 def _stage(value: int) -> Stage:

@@ -14,6 +14,8 @@ MAX_TEXT_LENGTH = 10_000
 MAX_URI_LENGTH = 4096
 MAX_PROPERTIES = 256
 MAX_PROPERTY_TEXT = 8000
+MAX_TAGS = 256
+MAX_TAG_KEY = 250
 MAX_TAG_VALUE = 8000
 _ALIAS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}")
 _RESERVED_ALIAS = re.compile(r"(?i)latest|v\d+|version\d+")
@@ -69,9 +71,15 @@ def entity_id(value: str, field: str) -> str:
     return validation.name(value, field, 64)
 
 
+def count(size: int, maximum: int, field: str, what: str) -> None:
+    """Refuses more than maximum entries. Called on a request's map or list before
+    anything reads its entries: one message can hold millions of them."""
+    if size > maximum:
+        raise invalid_field(field, f"at most {maximum} {what}, got {size}")
+
+
 def properties(values: Mapping[str, PropertyValue], field: str) -> dict[str, PropertyValue]:
-    if len(values) > MAX_PROPERTIES:
-        raise invalid_field(field, f"at most {MAX_PROPERTIES} properties")
+    count(len(values), MAX_PROPERTIES, field, "properties")
     for key, value in values.items():
         validation.name(key, f"{field}[{key!r}]", MAX_NAME_LENGTH)
         if isinstance(value, str):
@@ -80,8 +88,9 @@ def properties(values: Mapping[str, PropertyValue], field: str) -> dict[str, Pro
 
 
 def tags(values: Mapping[str, str], field: str) -> dict[str, str]:
+    count(len(values), MAX_TAGS, field, "tags")
     for key, value in values.items():
-        validation.name(key, f"{field}[{key!r}]", 250)
+        validation.name(key, f"{field}[{key!r}]", MAX_TAG_KEY)
         validation.text(value, f"{field}[{key!r}]", MAX_TAG_VALUE)
     return dict(values)
 

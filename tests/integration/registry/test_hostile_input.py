@@ -5,13 +5,17 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from cairn.common.v1 import common_pb2
 from cairn.registry.v1 import registry_pb2 as pb
 from cairn.registry.v1 import registry_service_pb2 as api
 from cairn.registry.v1 import registry_service_pb2_grpc as rpc
 from tests.conftest import new_project
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
 @pytest.fixture
@@ -50,3 +54,45 @@ async def test_ids_in_other_digits_name_no_model(stub, server_port, unique) -> N
         assert refused == (grpc.StatusCode.NOT_FOUND, "REGISTERED_MODEL_NOT_FOUND"), spelling
     got = await stub.GetRegisteredModel(api.GetRegisteredModelRequest(project=project, id=model_id))
     assert got.registered_model.name == "m"
+
+
+async def test_repeated_inputs_are_counted_before_they_are_read(stub, server_port, unique) -> None:
+    """Each list or map a request carries has a cap, checked by its length alone, one
+    past which is refused; repeats of a stage count (they are read once when within)."""
+    project = await new_project(server_port, f"caps-{unique}")
+    model = await _create_model(stub, project, "m")
+    latest = api.GetLatestModelVersionsRequest(project=project, registered_model_id=model.id)
+    latest.stages.extend([pb.STAGE_PRODUCTION] * 16)
+    assert (await stub.GetLatestModelVersions(latest)).model_versions == []
+    latest.stages.append(pb.STAGE_STAGING)
+    assert await _refusal(stub.GetLatestModelVersions(latest)) == (INVALID, "INVALID_ARGUMENT")
+
+    update = api.UpdateRegisteredModelRequest(
+        registered_model=pb.RegisteredModel(project=project, id=model.id, description="d"),
+        update_mask=field_mask_pb2.FieldMask(paths=["description"] * 6),
+    )
+    assert (await stub.UpdateRegisteredModel(update)).registered_model.description == "d"
+    update.update_mask.paths.append("description")
+    assert await _refusal(stub.UpdateRegisteredModel(update)) == (INVALID, "INVALID_ARGUMENT")
+
+    tags = {f"t{n}": "" for n in range(256)}
+    assert len((await _create_model(stub, project, "tagged", tags=tags)).tags) == 256
+    tags["one-more"] = ""
+    refused = await _refusal(_create_model(stub, project, "over", tags=tags))
+    assert refused == (INVALID, "INVALID_ARGUMENT")
+    properties = {f"p{n}": common_pb2.Value(int_value=n) for n in range(257)}
+    refused = await _refusal(_create_model(stub, project, "over", custom_properties=properties))
+    assert refused == (INVALID, "INVALID_ARGUMENT")
+
+
+async def test_output_only_fields_of_a_request_are_ignored(stub, server_port, unique) -> None:
+    """A registered model's aliases and latest_versions (a version's aliases too) are
+    the server's to fill in: what a request puts there is not read (AIP-203)."""
+    project = await new_project(server_port, f"out-{unique}")
+    model = await _create_model(
+        stub, project, "m", aliases={"champion": 7}, latest_versions=[pb.ModelVersion(name="x")]
+    )
+    assert not model.aliases and not model.latest_versions
+    version = pb.ModelVersion(project=project, registered_model_id=model.id, aliases=["a"])
+    made = await stub.CreateModelVersion(api.CreateModelVersionRequest(model_version=version))
+    assert list(made.model_version.aliases) == []
