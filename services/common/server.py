@@ -138,9 +138,9 @@ class _GenericHandlersOnly:
     work in proportion to the methods hosted (43 for `serve tracking`, 80 for
     `serve all`; docs/tracking.md, "Performance", has what it costs). Generic
     handlers are one pending request for all methods, each call's handler found by
-    a dictionary lookup. The generated `add_*_to_server` functions add each
-    service's handlers both ways, so leaving out the registered copy loses no
-    method."""
+    a dictionary lookup in each service's table. The generated `add_*_to_server`
+    functions add each service's handlers both ways, so leaving out the registered
+    copy loses no method."""
 
     def __init__(self, server: grpc.aio.Server) -> None:
         self._server = server
