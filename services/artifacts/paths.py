@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from ..common.errors import invalid_field
 
-MAX_PATH_LENGTH = 1024
+# In UTF-8 bytes, as S3 caps its keys: a path is part of a btree key, which PostgreSQL
+# caps in bytes, so a cap in characters let 1,000 CJK characters reach INTERNAL.
+MAX_PATH_BYTES = 1024
 
 
 def object_path(value: str, field: str = "path") -> str:
@@ -28,8 +30,10 @@ def prefix(value: str, field: str = "prefix") -> str:
 def _check_text(value: str, field: str) -> None:
     if not value:
         raise invalid_field(field, "must not be empty", "INVALID_PATH")
-    if len(value) > MAX_PATH_LENGTH:
-        raise invalid_field(field, f"must be at most {MAX_PATH_LENGTH} characters", "INVALID_PATH")
+    if len(value.encode()) > MAX_PATH_BYTES:
+        raise invalid_field(
+            field, f"must be at most {MAX_PATH_BYTES} bytes in UTF-8", "INVALID_PATH"
+        )
     if value.startswith("/"):
         raise invalid_field(field, "must be relative (no leading '/')", "INVALID_PATH")
     if "\\" in value:

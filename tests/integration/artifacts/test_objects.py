@@ -244,6 +244,11 @@ async def test_an_interrupted_upload_leaves_nothing_visible(
         "a/",
         "",
         "x" * 1025,
+        # Over 1,024 bytes in UTF-8 though not in characters (the third was INTERNAL:
+        # too long for the btree of the objects' primary key).
+        "é" * 513,
+        "語" * 342,
+        "語" * 1000,
     ],
 )
 async def test_bad_paths_are_refused(store: cairn.ArtifactClient, path: str) -> None:
@@ -254,6 +259,13 @@ async def test_bad_paths_are_refused(store: cairn.ArtifactClient, path: str) -> 
     assert raised.value.reason in (expected, "INVALID_ARGUMENT")
     with pytest.raises(InvalidArgumentError):
         await store.stat(path)
+
+
+async def test_a_path_of_1024_bytes_in_utf8_is_stored(store: cairn.ArtifactClient) -> None:
+    path = "語" * 341 + "a"  # the limit counts bytes, as S3 does for its keys
+    assert len(path.encode()) == 1024
+    assert (await store.upload(path, b"x")).path == path
+    assert await store.read(path) == b"x"
 
 
 async def test_projects_do_not_see_each_other(
