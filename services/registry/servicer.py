@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, TypeAlias
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from cairn.common.v1 import common_pb2
 from cairn.registry.v1 import registry_pb2 as pb
@@ -27,10 +28,16 @@ from .model import (
     State,
 )
 from .store import artifacts, models, versions
+from .store.common import ListPage
 
 Context: TypeAlias = grpc.aio.ServicerContext
+T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 DEFAULT_PAGE_SIZE = 20  # as Kubeflow Model Registry
 MAX_PAGE_SIZE = 1000
+# Room a list response keeps beside its items for its next page token (at most 4 KiB)
+# and the framing.
+RESPONSE_RESERVE = 64 * 1024
 # GetLatestModelVersions' stages: four exist; room for a caller's repeats.
 MAX_STAGE_ENTRIES = 4 * len(Stage)
 
@@ -40,13 +47,26 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         self._models = models.ModelStore(resources.pool)
         self._versions = versions.VersionStore(resources.pool)
         self._artifacts = artifacts.ArtifactStore(resources.pool)
+        self._page_bytes = resources.config.max_message_bytes - RESPONSE_RESERVE
+
+    def _fitted(self, page: ListPage[T], to_message: Callable[[T], M]) -> tuple[list[M], str]:
+        """The page's items as messages, cut before the first that would take the
+        response past the largest message the server sends; the token then continues
+        at that item. A page of legal objects is always readable, one object at least."""
+        items = [to_message(item) for item in page.items]
+        count = convert.fitting(items, self._page_bytes)
+        if count < len(items):
+            return items[:count], page.first(count).next_page_token
+        return items, page.next_page_token
 
     # Registered models
 
     async def CreateRegisteredModel(
         self, request: api.CreateRegisteredModelRequest, context: Context
     ) -> api.CreateRegisteredModelResponse:
-        record = await self._models.create(_registered_model(request.registered_model))
+        model = _registered_model(request.registered_model)
+        validation.object_size(model.custom_properties, model.tags, "registered_model")
+        record = await self._models.create(model)
         return api.CreateRegisteredModelResponse(registered_model=convert.registered_model(record))
 
     async def GetRegisteredModel(
@@ -75,16 +95,15 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     async def ListRegisteredModels(
         self, request: api.ListRegisteredModelsRequest, context: Context
     ) -> api.ListRegisteredModelsResponse:
-        items, token = await self._models.list_page(
+        page = await self._models.list_page(
             common.project(request.project),
             request.filter,
             request.order_by,
             _page_size(request.page_size),
             request.page_token,
         )
-        return api.ListRegisteredModelsResponse(
-            registered_models=[convert.registered_model(m) for m in items], next_page_token=token
-        )
+        items, token = self._fitted(page, convert.registered_model)
+        return api.ListRegisteredModelsResponse(registered_models=items, next_page_token=token)
 
     async def UpdateRegisteredModel(
         self, request: api.UpdateRegisteredModelRequest, context: Context
@@ -166,7 +185,9 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     async def CreateModelVersion(
         self, request: api.CreateModelVersionRequest, context: Context
     ) -> api.CreateModelVersionResponse:
-        record = await self._versions.create(_model_version(request.model_version))
+        version = _model_version(request.model_version)
+        validation.object_size(version.custom_properties, version.tags, "model_version")
+        record = await self._versions.create(version)
         return api.CreateModelVersionResponse(model_version=convert.model_version(record))
 
     async def GetModelVersion(
@@ -199,7 +220,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         self, request: api.ListModelVersionsRequest, context: Context
     ) -> api.ListModelVersionsResponse:
         model_id = request.registered_model_id
-        items, token = await self._versions.list_page(
+        page = await self._versions.list_page(
             common.project(request.project),
             validation.entity_id(model_id, "registered_model_id") if model_id else "",
             request.filter,
@@ -207,9 +228,8 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
             _page_size(request.page_size),
             request.page_token,
         )
-        return api.ListModelVersionsResponse(
-            model_versions=[convert.model_version(v) for v in items], next_page_token=token
-        )
+        items, token = self._fitted(page, convert.model_version)
+        return api.ListModelVersionsResponse(model_versions=items, next_page_token=token)
 
     async def UpdateModelVersion(
         self, request: api.UpdateModelVersionRequest, context: Context
@@ -290,6 +310,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         self, request: api.CreateArtifactRequest, context: Context
     ) -> api.CreateArtifactResponse:
         artifact = _artifact(request.artifact)
+        validation.object_size(artifact.custom_properties, {}, "artifact")
         if not request.new_version:
             record = await self._artifacts.create(artifact)
         elif artifact.model_version_id:
@@ -340,7 +361,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
             pb.ARTIFACT_KIND_MODEL: ArtifactKind.MODEL,
             pb.ARTIFACT_KIND_DOC: ArtifactKind.DOC,
         }.get(request.kind)
-        items, token = await self._artifacts.list_page(
+        page = await self._artifacts.list_page(
             common.project(request.project),
             validation.entity_id(version, "model_version_id") if version else "",
             kind,
@@ -349,9 +370,8 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
             _page_size(request.page_size),
             request.page_token,
         )
-        return api.ListArtifactsResponse(
-            artifacts=[convert.artifact(a) for a in items], next_page_token=token
-        )
+        items, token = self._fitted(page, convert.artifact)
+        return api.ListArtifactsResponse(artifacts=items, next_page_token=token)
 
     async def UpdateArtifact(
         self, request: api.UpdateArtifactRequest, context: Context

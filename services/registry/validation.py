@@ -17,6 +17,12 @@ MAX_PROPERTY_TEXT = 8000
 MAX_TAGS = 256
 MAX_TAG_KEY = 250
 MAX_TAG_VALUE = 8000
+# What one object's custom properties and tags may hold together: keys and string
+# values in UTF-8 bytes, 8 for any other value (object_bytes). Without it 256
+# properties of 8,000 characters (up to 8 MB) were legal, and a page of such objects
+# could not be sent at all. A model is answered with its latest version of each stage:
+# five objects at this limit fit any message of 6 MiB or more.
+MAX_OBJECT_BYTES = 1024 * 1024
 _ALIAS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}")
 _RESERVED_ALIAS = re.compile(r"(?i)latest|v\d+|version\d+")
 # Two characters at least, so "C:\\models" (a Windows path) is no URI either.
@@ -93,6 +99,29 @@ def tags(values: Mapping[str, str], field: str) -> dict[str, str]:
         validation.name(key, f"{field}[{key!r}]", MAX_TAG_KEY)
         validation.text(value, f"{field}[{key!r}]", MAX_TAG_VALUE)
     return dict(values)
+
+
+def object_bytes(properties: Mapping[str, PropertyValue], tags: Mapping[str, str]) -> int:
+    """The size MAX_OBJECT_BYTES limits; store/common.py's OBJECT_BYTES_SQL computes the
+    same from stored rows."""
+    size = sum(
+        len(k.encode()) + (len(v.encode()) if isinstance(v, str) else 8)
+        for k, v in properties.items()
+    )
+    return size + sum(len(k.encode()) + len(v.encode()) for k, v in tags.items())
+
+
+def object_size(
+    properties: Mapping[str, PropertyValue], tags: Mapping[str, str], field: str
+) -> None:
+    """Refuses properties and tags that together pass MAX_OBJECT_BYTES."""
+    size = object_bytes(properties, tags)
+    if size > MAX_OBJECT_BYTES:
+        raise invalid_field(
+            field,
+            f"custom properties and tags may hold {MAX_OBJECT_BYTES} bytes together "
+            f"(keys and string values in UTF-8), got {size}",
+        )
 
 
 def alias(value: str, field: str = "alias") -> str:

@@ -12,6 +12,7 @@ from ...common.sql import Params
 from ..model import Artifact, ArtifactKind
 from .common import (
     Listing,
+    ListPage,
     clash,
     clashing_value,
     decode_properties,
@@ -178,7 +179,7 @@ class ArtifactStore:
         order_by: str,
         page_size: int,
         page_token: str,
-    ) -> tuple[list[Artifact], str]:
+    ) -> ListPage[Artifact]:
         params = Params(project)
         where = ["a.project = $1", _LISTING.where(filter_text, params)]
         if model_version_id:
@@ -187,7 +188,7 @@ class ArtifactStore:
             where.append(f"a.kind = {params.add(int(kind))}")
         scope = ["artifacts", project, model_version_id, int(kind or 0), filter_text]
         async with self._pool.acquire() as conn:
-            rows, token = await _LISTING.page(
+            page = await _LISTING.page(
                 conn,
                 f"SELECT {COLUMNS} FROM registry.artifacts a",
                 where,
@@ -197,7 +198,7 @@ class ArtifactStore:
                 page_token,
                 scope,
             )
-        return [_artifact(r) for r in rows], token
+        return page.of([_artifact(r) for r in page.items])
 
     async def update(self, project: str, artifact_id: str, changes: Mapping[str, Any]) -> Artifact:
         async with self._pool.acquire() as conn, conn.transaction():

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
 from ...common import filter_sql, filters, paging
-from ...common.errors import AlreadyExists, NotFound
+from ...common.errors import AlreadyExists, NotFound, invalid_field
 from ...common.filters import FilterError, Identifier
 from ...common.sql import Params
 from ..model import PropertyValue
+from ..validation import MAX_OBJECT_BYTES, MAX_TAGS, object_size
 
 # Unique constraints and the reason each clash reports.
 _CLASHES = {
@@ -28,6 +30,12 @@ _CLASHES = {
     "artifacts_name": ("ARTIFACT_ALREADY_EXISTS", "artifact name"),
     "external_ids_pkey": ("EXTERNAL_ID_ALREADY_EXISTS", "external id"),
 }
+# The message of each table's rows, to name a field of it.
+_MESSAGES = {
+    "registered_models": "registered_model",
+    "model_versions": "model_version",
+    "artifacts": "artifact",
+}
 ORDER_FIELDS = {"create_time": "timestamptz", "update_time": "timestamptz", "id": "bigint"}
 _MLFLOW_ORDER = {
     "creation_timestamp": "create_time",
@@ -36,6 +44,37 @@ _MLFLOW_ORDER = {
 }
 _ATTRIBUTE_ENTITIES = {"attributes": "attribute", "attribute": "attribute"}
 FILTER_ENTITIES = {"tags": "tag", "tag": "tag", **_ATTRIBUTE_ENTITIES}
+
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+@dataclass(frozen=True)
+class ListPage(Generic[T]):
+    """One page of a list, which may be cut shorter (to fit in one response).
+
+    Attributes:
+        items: the page's items.
+        next_page_token: the token of the next page; empty when none follows.
+        token_after: the token of the page that follows the first n items (n less
+            than len(items)).
+    """
+
+    items: list[T]
+    next_page_token: str
+    token_after: Callable[[int], str]
+
+    def of(self, items: list[U]) -> ListPage[U]:
+        """The same page holding items (the converted items, in order)."""
+        return ListPage(items, self.next_page_token, self.token_after)
+
+    def first(self, count: int) -> ListPage[T]:
+        """The page cut to its first count items (at least one), continued after them."""
+        if count >= len(self.items):
+            return self
+        count = max(count, 1)
+        return ListPage(self.items[:count], self.token_after(count), self.token_after)
 
 
 def clash(error: asyncpg.UniqueViolationError, value: str) -> AlreadyExists:
@@ -147,7 +186,7 @@ class Listing:
         page_size: int,
         page_token: str,
         scope: list[Any],
-    ) -> tuple[list[asyncpg.Record], str]:
+    ) -> ListPage[asyncpg.Record]:
         """Runs `query` (SELECT ... FROM ... with the alias) for one page."""
         keyset = self.keyset(order_by, *scope)
         after = keyset.condition(page_token, params)
@@ -159,8 +198,11 @@ class Listing:
                 ORDER BY {order} LIMIT {params.add(page_size + 1)}""",
             *params.values,
         )
-        page = keyset.page(rows, page_size, lambda row: row)
-        return page.items, page.next_page_token
+        return ListPage(
+            rows[:page_size],
+            keyset.next_token(rows, page_size),
+            lambda count: keyset.next_token(rows, count),
+        )
 
     def _compile(self, node: filters.Node, params: Params) -> str:
         if isinstance(node, filters.BoolOp):
@@ -191,14 +233,19 @@ async def update_row(
     changes: Mapping[str, Any],
     updatable: tuple[str, ...],
     external_id: str,
+    tags: Mapping[str, str] | None = None,
 ) -> None:
     """Sets the updatable fields among changes on one row and bumps its update time.
 
-    Custom properties are stored typed, and an empty external id as NULL (no id).
+    Custom properties are stored typed, and an empty external id as NULL (no id); with
+    the row's tags (its current ones: the caller holds its lock) they must fit in
+    MAX_OBJECT_BYTES.
     """
     values = {k: v for k, v in changes.items() if k in updatable}
     if "custom_properties" in values:
-        values["custom_properties"] = encode_properties(values["custom_properties"])
+        properties = values["custom_properties"]
+        object_size(properties, tags or {}, f"{_MESSAGES[table]}.custom_properties")
+        values["custom_properties"] = encode_properties(properties)
     if "external_id" in values:
         values["external_id"] = values["external_id"] or None
     if not values:
@@ -252,20 +299,64 @@ async def delete_row(pool: asyncpg.Pool, table: str, project: str, row_id: str) 
     return found is not None
 
 
+# validation.object_bytes of a stored row's custom properties (typed JSON, see
+# encode_properties) and of a tags object given as SQL.
+def _object_bytes_sql(tags: str) -> str:
+    return f"""((SELECT coalesce(sum(octet_length(p.key)
+                                     + coalesce(octet_length(p.value ->> 'string'), 8)), 0)
+                  FROM jsonb_each(t.custom_properties) p)
+               + (SELECT coalesce(sum(octet_length(g.key) + octet_length(g.value)), 0)
+                  FROM jsonb_each_text({tags}) g))"""
+
+
 async def write_tag(
     pool: asyncpg.Pool, table: str, project: str, row_id: str, key: str, value: str | None
 ) -> bool:
-    """Sets a tag on one row (or removes it when value is None); False when the row is absent."""
+    """Sets a tag on one row (or removes it when value is None); False when the row is absent.
+
+    The limits are conditions of the UPDATE itself: a concurrent set of the same row
+    makes PostgreSQL read the row again and test them on what that set left, so two
+    sets can never pass a limit together.
+
+    Raises:
+        InvalidArgument: the row holds MAX_TAGS other tags, or the tag would take its
+            properties and tags past MAX_OBJECT_BYTES.
+    """
+    args: list[Any] = [key]
     if value is None:
-        expression, args = "tags - $3::text", [key]
+        expression, limits = "t.tags - $3::text", ""
     else:
-        expression, args = "tags || jsonb_build_object($3::text, $4::text)", [key, value]
+        expression = "t.tags || jsonb_build_object($3::text, $4::text)"
+        limits = f"""AND (t.tags ? $3::text
+                          OR (SELECT count(*) FROM jsonb_object_keys(t.tags)) < $5)
+                     AND {_object_bytes_sql(expression)} <= $6"""
+        args += [value, MAX_TAGS, MAX_OBJECT_BYTES]
     async with pool.acquire() as conn:
         found = await conn.fetchval(
-            f"""UPDATE registry.{table} SET tags = {expression}, update_time = clock_timestamp()
-                WHERE project = $1 AND id = $2 RETURNING id""",
+            f"""UPDATE registry.{table} t SET tags = {expression}, update_time = clock_timestamp()
+                WHERE t.project = $1 AND t.id = $2 {limits} RETURNING t.id""",
             project,
             id_or_none(row_id),
             *args,
         )
+        if found is None and value is not None:
+            await _refuse_full(conn, table, project, row_id)
     return found is not None
+
+
+async def _refuse_full(conn: asyncpg.Connection, table: str, project: str, row_id: str) -> None:
+    """Raises the limit a tag's set failed on, if the row exists (the set changed nothing)."""
+    row = await conn.fetchrow(
+        f"""SELECT (SELECT count(*) FROM jsonb_object_keys(t.tags)) AS tags,
+                   {_object_bytes_sql("t.tags")} AS bytes
+            FROM registry.{table} t WHERE t.project = $1 AND t.id = $2""",
+        project,
+        id_or_none(row_id),
+    )
+    if row is not None:
+        raise invalid_field(
+            "key",
+            f"the tag does not fit: {row['tags']} tags of at most {MAX_TAGS}, and "
+            f"{row['bytes']} bytes of properties and tags of at most {MAX_OBJECT_BYTES} "
+            "(keys and string values in UTF-8); delete tags first",
+        )

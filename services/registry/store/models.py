@@ -12,6 +12,7 @@ from ...common.sql import Params
 from ..model import RegisteredModel, State
 from .common import (
     Listing,
+    ListPage,
     clash,
     clashing_value,
     decode_properties,
@@ -80,11 +81,11 @@ class ModelStore:
 
     async def list_page(
         self, project: str, filter_text: str, order_by: str, page_size: int, page_token: str
-    ) -> tuple[list[RegisteredModel], str]:
+    ) -> ListPage[RegisteredModel]:
         params = Params(project)
         where = ["m.project = $1", _LISTING.where(filter_text, params)]
         async with self._pool.acquire() as conn:
-            rows, token = await _LISTING.page(
+            page = await _LISTING.page(
                 conn,
                 f"SELECT {COLUMNS} FROM registry.registered_models m",
                 where,
@@ -94,7 +95,7 @@ class ModelStore:
                 page_token,
                 ["models", project, filter_text],
             )
-            return await with_aliases(conn, rows), token
+            return page.of(await with_aliases(conn, page.items))
 
     async def update(
         self, project: str, model_id: str, changes: Mapping[str, Any]
@@ -110,7 +111,13 @@ class ModelStore:
                     f"is {current.name!r}; names change only through RenameRegisteredModel",
                 )
             await update_row(
-                conn, "registered_models", int(model_id), changes, UPDATABLE, current.external_id
+                conn,
+                "registered_models",
+                int(model_id),
+                changes,
+                UPDATABLE,
+                current.external_id,
+                current.tags,
             )
             return await self._one(project, "m.id = $2", int(model_id), model_id, conn)
 

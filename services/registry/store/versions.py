@@ -12,6 +12,7 @@ from ...common.sql import Params
 from ..model import ModelVersion, Stage, State
 from .common import (
     Listing,
+    ListPage,
     clash,
     clashing_value,
     decode_properties,
@@ -156,13 +157,13 @@ class VersionStore:
         order_by: str,
         page_size: int,
         page_token: str,
-    ) -> tuple[list[ModelVersion], str]:
+    ) -> ListPage[ModelVersion]:
         params = Params(project)
         where = ["v.project = $1", _LISTING.where(filter_text, params)]
         if model_id:
             where.append(f"v.registered_model_id = {params.add(id_or_none(model_id) or -1)}")
         async with self._pool.acquire() as conn:
-            rows, token = await _LISTING.page(
+            page = await _LISTING.page(
                 conn,
                 f"SELECT {COLUMNS} FROM registry.model_versions v",
                 where,
@@ -172,7 +173,7 @@ class VersionStore:
                 page_token,
                 ["versions", project, model_id, filter_text],
             )
-            return await with_aliases(conn, rows), token
+            return page.of(await with_aliases(conn, page.items))
 
     async def update(
         self, project: str, version_id: str, changes: Mapping[str, Any]
@@ -186,7 +187,13 @@ class VersionStore:
                     "model_version.name", f"is {current.name!r}; version names cannot change"
                 )
             await update_row(
-                conn, "model_versions", int(version_id), changes, UPDATABLE, current.external_id
+                conn,
+                "model_versions",
+                int(version_id),
+                changes,
+                UPDATABLE,
+                current.external_id,
+                current.tags,
             )
             return await self._one(project, "v.id = $2", [int(version_id)], version_id, conn)
 

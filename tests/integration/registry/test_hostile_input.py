@@ -1,8 +1,10 @@
 """Input a client may send on purpose or by accident: each answer is a clear error with
 a stable reason (or the object asked for), never INTERNAL and never another row."""
 
+import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
@@ -13,7 +15,10 @@ from cairn.common.v1 import common_pb2
 from cairn.registry.v1 import registry_pb2 as pb
 from cairn.registry.v1 import registry_service_pb2 as api
 from cairn.registry.v1 import registry_service_pb2_grpc as rpc
-from tests.conftest import new_project
+from cairn_server import catalog
+from cairn_server.common.config import Config
+from cairn_server.common.server import CairnServer
+from tests.conftest import new_project, with_overrides
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -96,3 +101,82 @@ async def test_output_only_fields_of_a_request_are_ignored(stub, server_port, un
     version = pb.ModelVersion(project=project, registered_model_id=model.id, aliases=["a"])
     made = await stub.CreateModelVersion(api.CreateModelVersionRequest(model_version=version))
     assert list(made.model_version.aliases) == []
+
+
+def _filler(count: int, prefix: str = "p") -> dict[str, common_pb2.Value]:
+    """count properties of 8,000 characters: 8,000 bytes each, besides their keys."""
+    return {f"{prefix}{n:03}": common_pb2.Value(string_value="x" * 8000) for n in range(count)}
+
+
+async def test_tags_stop_at_their_limits_even_when_set_at_once(stub, server_port, unique) -> None:
+    """SetRegisteredModelTag used to add tags without end, until the model could no
+    longer be sent; now a tag past 256, or past 1 MiB of properties and tags together,
+    is refused, checked by the UPDATE itself so that concurrent sets cannot both pass."""
+    project = await new_project(server_port, f"tags-{unique}")
+    model = await _create_model(stub, project, "m", tags={f"t{n}": "" for n in range(255)})
+
+    def set_tag(key: str, value: str = ""):
+        return stub.SetRegisteredModelTag(
+            api.SetRegisteredModelTagRequest(
+                project=project, registered_model_id=model.id, key=key, value=value
+            )
+        )
+
+    outcomes = await asyncio.gather(set_tag("a"), set_tag("b"), return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(refused) == 1 and refused[0].code() == INVALID, outcomes
+    await set_tag("t0", "a new value")  # a key it has is no new tag
+    assert await _refusal(set_tag("c")) == (INVALID, "INVALID_ARGUMENT")
+
+    # 131 properties of 8,000 bytes and their keys are 1,048,524 bytes, 52 short of 1 MiB.
+    sized = await _create_model(stub, project, "sized", custom_properties=_filler(131))
+    one = api.SetRegisteredModelTagRequest(project=project, registered_model_id=sized.id, key="k")
+    await stub.SetRegisteredModelTag(one)
+    one.value = "x" * 52  # 53 bytes with its key, one too many
+    assert await _refusal(stub.SetRegisteredModelTag(one)) == (INVALID, "INVALID_ARGUMENT")
+    one.value = "x" * 51
+    await stub.SetRegisteredModelTag(one)
+    refused = await _refusal(_create_model(stub, project, "over", custom_properties=_filler(132)))
+    assert refused == (INVALID, "INVALID_ARGUMENT")
+    update = api.UpdateRegisteredModelRequest(
+        registered_model=pb.RegisteredModel(
+            project=project, id=sized.id, custom_properties=_filler(130, "q")
+        ),
+        update_mask=field_mask_pb2.FieldMask(paths=["custom_properties"]),
+    )
+    await stub.UpdateRegisteredModel(update)
+    # With the tag's 52 bytes, 130 properties as before and one of a 5-byte key: 1 MiB + 1.
+    update.registered_model.custom_properties["r0000"].string_value = "x" * 8000
+    assert await _refusal(stub.UpdateRegisteredModel(update)) == (INVALID, "INVALID_ARGUMENT")
+
+
+@pytest.fixture
+async def small_messages(config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
+    """A registry whose largest message is 1 MiB, the least a server may be given."""
+    server = CairnServer(
+        with_overrides(config, max_message_bytes=1024 * 1024), catalog.select(["registry"]), pool
+    )
+    port = await server.start()
+    yield port
+    await server.stop(grace=0)
+
+
+async def test_a_page_too_large_to_send_is_cut_and_continued(
+    small_messages, server_port, unique
+) -> None:
+    """Three models of 400 kB do not fit in one 1 MiB response: the page ends after two
+    (it used to fail whole, RESOURCE_EXHAUSTED) and its token continues with the third."""
+    project = await new_project(server_port, f"page-{unique}")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{small_messages}") as channel:
+        small = rpc.RegistryServiceStub(channel)
+        names = [
+            (await _create_model(small, project, f"m{n}", custom_properties=_filler(50))).name
+            for n in range(3)
+        ]
+        request = api.ListRegisteredModelsRequest(project=project, page_size=3)
+        first = await small.ListRegisteredModels(request)
+        request.page_token = first.next_page_token
+        second = await small.ListRegisteredModels(request)
+    assert [m.name for m in first.registered_models] == names[:2] and first.next_page_token
+    assert [m.name for m in second.registered_models] == names[2:]
+    assert not second.next_page_token

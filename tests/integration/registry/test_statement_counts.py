@@ -33,7 +33,7 @@ async def test_pages_of_models_and_versions_take_a_fixed_number_of_statements(
             sizes = {}
             for size in (2, 25):
                 statements.clear()
-                page, _ = await store.list_page(project, *scope, "", "", size, "")
+                page = (await store.list_page(project, *scope, "", "", size, "")).items
                 assert len(page) == size
                 sizes[size] = len(statements)
             assert sizes[2] == sizes[25] <= 2
