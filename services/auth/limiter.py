@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# Beyond this many tracked addresses, those whose window has passed are forgotten.
-_PRUNE_ABOVE = 10_000
+# The most windows kept: a flood of failures from ever new addresses evicts the oldest
+# window instead of growing the table (or the time each failure costs) without bound.
+MAX_WINDOWS = 10_000
 
 
 @dataclass
@@ -21,7 +24,8 @@ class FailureLimiter:
 
     An address with `limit` failures in its current window is refused, valid key or
     not, until the window ends. Successes do not reset the count: a caller holding one
-    valid key must not be able to keep guessing others.
+    valid key must not be able to keep guessing others. IPv6 addresses are counted per
+    /64, the block one subscriber usually holds whole.
     """
 
     def __init__(
@@ -30,33 +34,59 @@ class FailureLimiter:
         self._limit = limit
         self._window = window_seconds
         self._clock = clock
-        self._windows: dict[str, _Window] = {}
+        # In the order the windows started (a window is only ever added at the end, at
+        # the clock's time), so the expired ones are always at the front.
+        self._windows: OrderedDict[str, _Window] = OrderedDict()
 
     def blocked(self, address: str) -> bool:
-        window = self._current(address)
+        window = self._current(counted_address(address))
         return window is not None and window.failures >= self._limit
 
     def record_failure(self, address: str) -> int:
         """Counts one failure; returns the failures of the address in this window."""
-        window = self._current(address)
+        key = counted_address(address)
+        window = self._current(key)
         if window is None:
-            if len(self._windows) >= _PRUNE_ABOVE:
-                self._prune()
-            window = self._windows[address] = _Window(self._clock(), 0)
+            self._forget_expired()
+            if len(self._windows) >= MAX_WINDOWS:
+                self._windows.popitem(last=False)
+            window = self._windows[key] = _Window(self._clock(), 0)
         window.failures += 1
         return window.failures
 
-    def _current(self, address: str) -> _Window | None:
-        window = self._windows.get(address)
-        if window is not None and self._clock() - window.start >= self._window:
-            del self._windows[address]
+    def _current(self, key: str) -> _Window | None:
+        window = self._windows.get(key)
+        if window is not None and self._expired(window):
+            del self._windows[key]
             return None
         return window
 
-    def _prune(self) -> None:
-        now = self._clock()
-        for address in [a for a, w in self._windows.items() if now - w.start >= self._window]:
-            del self._windows[address]
+    def _forget_expired(self) -> None:
+        """Drops the expired windows, from the front: each window is dropped once, so a
+        burst of failures from N addresses costs O(N) in all."""
+        while self._windows and self._expired(next(iter(self._windows.values()))):
+            self._windows.popitem(last=False)
+
+    def _expired(self, window: _Window) -> bool:
+        return self._clock() - window.start >= self._window
+
+
+def counted_address(address: str) -> str:
+    """What failures are counted against: an IPv6 address's /64 (an IPv4 one mapped
+    into IPv6 as itself), any other address as it is. Runs before every authenticated
+    call, hence socket's parser rather than ipaddress (a hundred times slower)."""
+    if ":" not in address:
+        return address
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, address)
+    except OSError:  # "unix:...", or a scoped address ("fe80::1%eth0")
+        return address
+    if packed[:12] == _IPV4_MAPPED:
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return socket.inet_ntop(socket.AF_INET6, packed[:8] + bytes(8)) + "/64"
+
+
+_IPV4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 def client_address(peer: str) -> str:

@@ -10,7 +10,12 @@ from cairn.registry.v1 import registry_pb2, registry_service_pb2
 from cairn.tracking.v1 import tracking_service_pb2
 from cairn_server.auth import keys
 from cairn_server.auth.gate import presented_key
-from cairn_server.auth.limiter import FailureLimiter, client_address
+from cairn_server.auth.limiter import (
+    MAX_WINDOWS,
+    FailureLimiter,
+    client_address,
+    counted_address,
+)
 from cairn_server.common.access import Role, role_table
 from cairn_server.common.errors import Unauthenticated
 from cairn_server.common.interceptor import project_of
@@ -98,6 +103,57 @@ def test_the_limiter_forgets_old_addresses_when_it_grows() -> None:
     now[0] = 11
     limiter.record_failure("new")
     assert len(limiter._windows) == 1
+
+
+def test_a_flood_of_new_addresses_keeps_the_table_bounded() -> None:
+    # Nothing expires: each new address beyond the cap evicts the oldest window, so a
+    # failure costs the same however many came before (it once scanned the whole table
+    # and kept every window: 30,000 addresses took 25 s).
+    now = [0.0]
+    limiter = FailureLimiter(1, 60, clock=lambda: now[0])
+    burst = [f"10.{n >> 16}.{n >> 8 & 255}.{n & 255}" for n in range(MAX_WINDOWS + 100)]
+    largest = 0
+    for n, address in enumerate(burst):
+        now[0] = n / 1000
+        limiter.record_failure(address)
+        largest = max(largest, len(limiter._windows))
+    assert largest == MAX_WINDOWS
+    assert list(limiter._windows) == burst[100:]  # in start order: the oldest went first
+    assert limiter.blocked(burst[-1])
+    assert not limiter.blocked(burst[0])
+
+
+def test_expired_windows_are_dropped_from_the_front_only() -> None:
+    now = [0.0]
+    limiter = FailureLimiter(1, 10, clock=lambda: now[0])
+    for n in range(6):
+        now[0] = n
+        limiter.record_failure(f"10.0.0.{n}")
+    now[0] = 13  # the windows of 10.0.0.0 to .3 have ended
+    limiter.record_failure("10.0.1.1")
+    assert list(limiter._windows) == ["10.0.0.4", "10.0.0.5", "10.0.1.1"]
+
+
+@pytest.mark.parametrize(
+    ("address", "counted"),
+    [
+        ("10.0.0.7", "10.0.0.7"),
+        ("2001:db8:0:7:1:2:3:4", "2001:db8:0:7::/64"),
+        ("::ffff:10.0.0.7", "10.0.0.7"),  # an IPv4 client of a dual-stack socket
+        ("unix:/tmp/s", "unix:/tmp/s"),
+    ],
+)
+def test_ipv6_addresses_are_counted_per_64(address: str, counted: str) -> None:
+    assert counted_address(address) == counted
+
+
+def test_the_addresses_of_one_ipv6_64_share_a_window() -> None:
+    limiter = FailureLimiter(10, 60)
+    for n in range(30):
+        limiter.record_failure(f"2001:db8::{n:x}")
+    assert len(limiter._windows) == 1
+    assert limiter.blocked("2001:db8::ffff")
+    assert not limiter.blocked("2001:db8:0:1::1")
 
 
 @pytest.mark.parametrize(
