@@ -28,6 +28,8 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_ORDER_TERMS = 10
 MAX_BULK_RUNS = 100
+# Far more experiments than anyone searches at once; each is parsed and planned for.
+MAX_SEARCH_EXPERIMENTS = 1000
 
 
 class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
@@ -199,6 +201,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
     ) -> api.SearchRunsResponse:
         if not request.experiment_ids:
             raise invalid_field("experiment_ids", "name at least one experiment")
+        validation.count(len(request.experiment_ids), MAX_SEARCH_EXPERIMENTS, "experiment_ids")
         if len(request.order_by) > MAX_ORDER_TERMS:
             raise invalid_field("order_by", f"at most {MAX_ORDER_TERMS} terms")
         query = RunQuery(

@@ -267,6 +267,17 @@ async def test_a_bad_order_is_invalid_order_by(
     assert "invalid order_by" in refused.value.message
 
 
+async def test_a_search_names_at_most_1000_experiments(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    ids = [experiment_id] + [str(n) for n in range(2**62, 2**62 + 999)]
+    await tracking.search_runs(ids, "")
+    with pytest.raises(InvalidArgumentError) as refused:
+        await tracking.search_runs([*ids, "1"], "")
+    assert refused.value.reason == "INVALID_ARGUMENT"
+    assert "experiment_ids" in refused.value.message
+
+
 async def test_a_columnar_page_holds_the_runs_a_page_of_runs_holds(
     tracking, experiment_id, zoo
 ) -> None:
