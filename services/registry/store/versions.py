@@ -61,6 +61,8 @@ _LISTING = Listing(
     },
     orders={"version": "bigint"},
 )
+# Spare default names _free_name asks about at once.
+_NAMES_PER_LOOKUP = 16
 UPDATABLE = (
     "author",
     "description",
@@ -78,7 +80,8 @@ class VersionStore:
 
     async def create(self, version: ModelVersion) -> ModelVersion:
         """Takes the model's next number under its row lock: numbers are gapless and
-        never reused, and concurrent creations queue on the lock."""
+        never reused, and concurrent creations queue on the lock. An unnamed version
+        is named by its number, or by _free_name when a version has that name."""
         async with self._pool.acquire() as conn, conn.transaction():
             number = await conn.fetchval(
                 """UPDATE registry.registered_models
@@ -91,28 +94,13 @@ class VersionStore:
                 raise not_found(
                     "REGISTERED_MODEL_NOT_FOUND", "registered model", version.registered_model_id
                 )
+            model_id = int(version.registered_model_id)
             name = version.name or str(number)
             try:
-                row = await conn.fetchrow(
-                    f"""INSERT INTO registry.model_versions AS v (project, registered_model_id,
-                            name, version, author, description, state, stage, source_run_id,
-                            source_uri, external_id, custom_properties, tags)
-                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                        RETURNING {COLUMNS}""",
-                    version.project,
-                    int(version.registered_model_id),
-                    name,
-                    number,
-                    version.author,
-                    version.description,
-                    version.state,
-                    version.stage,
-                    version.source_run_id,
-                    version.source_uri,
-                    version.external_id or None,
-                    encode_properties(version.custom_properties),
-                    version.tags,
-                )
+                row = await _insert(conn, version, model_id, name, number, default=not version.name)
+                if row is None:  # a version was named like this number on purpose
+                    name = await _free_name(conn, model_id, number)
+                    row = await _insert(conn, version, model_id, name, number, default=False)
             except asyncpg.UniqueViolationError as error:
                 raise clash(error, clashing_value(error, name, version.external_id)) from None
             return (await with_aliases(conn, [row]))[0]
@@ -288,6 +276,65 @@ class VersionStore:
         if row is None:
             raise _missing(shown)
         return (await with_aliases(conn, [row]))[0]
+
+
+async def _insert(
+    conn: asyncpg.Connection,
+    version: ModelVersion,
+    model_id: int,
+    name: str,
+    number: int,
+    *,
+    default: bool,
+) -> asyncpg.Record | None:
+    """Inserts the version as name; a default name that another version has already
+    inserts nothing (None) instead of failing the transaction."""
+    free_only = "ON CONFLICT ON CONSTRAINT model_versions_registered_model_id_name_key DO NOTHING"
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"""INSERT INTO registry.model_versions AS v (project, registered_model_id, name,
+                version, author, description, state, stage, source_run_id, source_uri,
+                external_id, custom_properties, tags)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            {free_only if default else ""} RETURNING {COLUMNS}""",
+        version.project,
+        model_id,
+        name,
+        number,
+        version.author,
+        version.description,
+        version.state,
+        version.stage,
+        version.source_run_id,
+        version.source_uri,
+        version.external_id or None,
+        encode_properties(version.custom_properties),
+        version.tags,
+    )
+    return row
+
+
+async def _free_name(conn: asyncpg.Connection, model_id: int, number: int) -> str:
+    """The name of an unnamed version whose number another version has as its name:
+    "<number>-2", else "<number>-3" ..., the first the model's versions leave free.
+    The caller holds the model's row lock, which every creation of a version takes, so
+    the name stays free until it is inserted; each batch looked past is one taken by a
+    version, so the search ends."""
+    start = 2
+    while True:
+        candidates = [f"{number}-{k}" for k in range(start, start + _NAMES_PER_LOOKUP)]
+        taken = {
+            row["name"]
+            for row in await conn.fetch(
+                """SELECT name FROM registry.model_versions
+                   WHERE registered_model_id = $1 AND name = ANY($2::text[])""",
+                model_id,
+                candidates,
+            )
+        }
+        free = [name for name in candidates if name not in taken]
+        if free:
+            return free[0]
+        start += _NAMES_PER_LOOKUP
 
 
 async def with_aliases(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[ModelVersion]:

@@ -180,3 +180,24 @@ async def test_a_page_too_large_to_send_is_cut_and_continued(
     assert [m.name for m in first.registered_models] == names[:2] and first.next_page_token
     assert [m.name for m in second.registered_models] == names[2:]
     assert not second.next_page_token
+
+
+async def test_a_version_named_like_a_later_number_blocks_no_version(
+    stub, server_port, unique
+) -> None:
+    """An unnamed version is named by its number when that name is free; Kubeflow's own
+    example names version 1 "9000". A version 1 named "2" made every later unnamed
+    version clash (ALREADY_EXISTS) for good; version 2 is now named "2-2" (or "2-3"...)."""
+    project = await new_project(server_port, f"names-{unique}")
+    model = await _create_model(stub, project, "m")
+
+    async def create(name: str = "") -> pb.ModelVersion:
+        version = pb.ModelVersion(project=project, registered_model_id=model.id, name=name)
+        request = api.CreateModelVersionRequest(model_version=version)
+        return (await stub.CreateModelVersion(request)).model_version
+
+    assert [(await create(name)).version for name in ("3", "3-2")] == [1, 2]
+    made = [await create(), await create(), await create("6"), await create()]
+    assert [(v.version, v.name) for v in made] == [(3, "3-3"), (4, "4"), (5, "6"), (6, "6-2")]
+    refused = await _refusal(create("4"))
+    assert refused == (grpc.StatusCode.ALREADY_EXISTS, "MODEL_VERSION_ALREADY_EXISTS")
