@@ -21,7 +21,7 @@ import asyncpg
 
 from ..common import paging
 from ..common.errors import Aborted, AlreadyExists, NotFound
-from ..common.sql import like_prefix
+from ..common.sql import Params, like_prefix
 from .backends import new_key
 
 _COLUMNS = "project, path, size, sha256, content_type, storage_key, create_time, update_time"
@@ -381,7 +381,11 @@ class ObjectStore:
     async def list(
         self, project: str, prefix: str, recursive: bool, page_size: int, page_token: str
     ) -> Listing:
-        """Entries in path order; one level folds deeper paths into "dir/" prefixes."""
+        """Entries in path order; one level folds deeper paths into "dir/" prefixes.
+
+        A page reads about its own size from the (project, path) index, however many
+        objects the prefix holds: a range of it for a recursive listing, and for one
+        level a jump past each folded directory's objects."""
         keyset = paging.Keyset(
             [paging.SortColumn("entry", True, "text", "entry")],
             "objects",
@@ -391,29 +395,15 @@ class ObjectStore:
         )
         last = keyset.last(page_token)
         after = last[0] if last else ""
-        # The part of each path after the prefix, cut after its first "/" for one level.
-        entry = (
-            "substr(path, $3)"
-            if recursive
-            else (
-                "CASE WHEN strpos(substr(path, $3), '/') > 0 "
-                "THEN left(substr(path, $3), strpos(substr(path, $3), '/')) "
-                "ELSE substr(path, $3) END"
-            )
-        )
+        # The page starts past the last entry: past a folded directory's every object.
+        start = _past(prefix + after) if after.endswith("/") and not recursive else None
+        params = Params(project, start or prefix + after + _LEAST_CHARACTER, len(prefix) + 1)
+        end = _past(prefix)
+        within = f"AND o.path < {params.add(end)}" if end else ""
+        limit = params.add(page_size + 1)
+        statement = _list_all(within, limit) if recursive else _list_level(within, limit)
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"""SELECT DISTINCT ON (entry) entry, {_COLUMNS} FROM (
-                        SELECT ({entry}) COLLATE "C" AS entry, * FROM artifacts.objects
-                        WHERE project = $1 AND path LIKE $2
-                    ) e WHERE entry > $4
-                    ORDER BY entry, path LIMIT $5""",
-                project,
-                like_prefix(prefix),
-                len(prefix) + 1,
-                after,
-                page_size + 1,
-            )
+            rows = await conn.fetch(statement, *params.values)
         page, token = rows[:page_size], keyset.next_token(rows, page_size)
         objects = [
             StoredObject(**{k: r[k] for k in _COLUMNS.split(", ")})
@@ -422,6 +412,54 @@ class ObjectStore:
         ]
         prefixes = [prefix + r["entry"] for r in page if r["entry"].endswith("/")]
         return Listing(objects, prefixes, token)
+
+
+# Paths hold no NUL: path || _LEAST_CHARACTER is the least path after path.
+_LEAST_CHARACTER = "\x01"
+
+
+def _past(prefix: str) -> str | None:
+    """The least string after every string that starts with prefix, in the "C"
+    collation's order (code point order, which UTF-8 keeps); None for an empty prefix."""
+    kept = prefix.rstrip("\U0010ffff")
+    if not kept:
+        return None
+    following = ord(kept[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:  # surrogates are no characters of a text
+        following = 0xE000
+    return kept[:-1] + chr(following)
+
+
+def _list_all(within: str, limit: str) -> str:
+    """Every object from $2 on, in path order: a range of the primary key. $3 is where
+    the part after the prefix starts."""
+    return f"""SELECT substr(o.path, $3) AS entry, o.* FROM artifacts.objects o
+               WHERE o.project = $1 AND o.path >= $2 {within} ORDER BY o.path LIMIT {limit}"""
+
+
+def _list_level(within: str, limit: str) -> str:
+    """One level from $2 on: the first object of each entry, found by one probe of the
+    primary key per entry. After a file the next probe starts past it; after an object
+    in a directory, past the directory (its "dir/" with the "/" made "0", the next
+    character)."""
+    rest = "substr(l.path, $3)"
+    return f"""WITH RECURSIVE level (path) AS (
+            SELECT (SELECT o.path FROM artifacts.objects o
+                    WHERE o.project = $1 AND o.path >= $2 {within} ORDER BY o.path LIMIT 1)
+          UNION ALL
+            SELECT (SELECT o.path FROM artifacts.objects o
+                    WHERE o.project = $1 {within} AND o.path >= CASE
+                        WHEN strpos({rest}, '/') > 0
+                        THEN left(l.path, $3 - 2 + strpos({rest}, '/')) || '0'
+                        ELSE l.path || chr(1) END
+                    ORDER BY o.path LIMIT 1)
+            FROM level l WHERE l.path IS NOT NULL
+        )
+        SELECT CASE WHEN strpos({rest}, '/') > 0 THEN left({rest}, strpos({rest}, '/'))
+                    ELSE {rest} END AS entry, o.*
+        FROM (SELECT path FROM level WHERE path IS NOT NULL LIMIT {limit}) l
+        JOIN artifacts.objects o ON o.project = $1 AND o.path = l.path
+        ORDER BY l.path"""
 
 
 def already_exists(path: str) -> AlreadyExists:
