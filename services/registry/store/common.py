@@ -187,7 +187,8 @@ class Listing:
         page_token: str,
         scope: list[Any],
     ) -> ListPage[asyncpg.Record]:
-        """Runs `query` (SELECT ... FROM ... with the alias) for one page."""
+        """Runs `query` (SELECT ... FROM ... with the alias) for one page, which the
+        caller may cut shorter (ListPage.first)."""
         keyset = self.keyset(order_by, *scope)
         after = keyset.condition(page_token, params)
         order = ", ".join(
@@ -299,9 +300,9 @@ async def delete_row(pool: asyncpg.Pool, table: str, project: str, row_id: str) 
     return found is not None
 
 
-# validation.object_bytes of a stored row's custom properties (typed JSON, see
-# encode_properties) and of a tags object given as SQL.
 def _object_bytes_sql(tags: str) -> str:
+    """SQL of validation.object_bytes for row `t`: its custom properties (typed JSON,
+    see encode_properties) and the tags object the SQL expression `tags` gives."""
     return f"""((SELECT coalesce(sum(octet_length(p.key)
                                      + coalesce(octet_length(p.value ->> 'string'), 8)), 0)
                   FROM jsonb_each(t.custom_properties) p)
