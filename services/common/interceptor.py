@@ -8,7 +8,10 @@ correlation id (the request id) that the log line also holds. No traceback or
 SQL text ever reaches a client.
 
 Before a handler of a method with a declared role runs, the gate admits the call for
-the project its request names (for a client stream: its first message).
+the project its request names (for a client stream: its first message). Only then is
+the request's every value checked (messages.check): that walk costs the event loop
+time in proportion to the request, which a caller without a key must not be able to
+spend. A request that did not decode is refused before either, at no cost.
 """
 
 from __future__ import annotations
@@ -120,24 +123,11 @@ class _Admission:
                 user=caller.user_id, key_prefix=caller.key_prefix
             )
 
-    async def first_of(
-        self, context: grpc.aio.ServicerContext, requests: AsyncIterator[Message]
-    ) -> AsyncIterator[Message]:
-        """The request stream, admitted on its first message (or its end, when empty)."""
-        admitted = False
-        async for message in requests:
-            if not admitted:
-                await self(context, message)
-                admitted = True
-            yield message
-        if not admitted:
-            await self(context, None)
 
-
-def project_of(message: Message | None) -> str | None:
+def project_of(message: Any) -> str | None:
     """The project a request names: its `project` field, or that of a set submessage
     (an upload's header). None when it names none."""
-    if message is None:
+    if not isinstance(message, Message):  # none, or one that did not decode
         return None
     if "project" in message.DESCRIPTOR.fields_by_name:
         return str(message.project)
@@ -147,16 +137,31 @@ def project_of(message: Message | None) -> str | None:
     return None
 
 
-async def _admit(
+async def _admitted(
     admission: _Admission | None, request: Any, context: grpc.aio.ServicerContext, streamed: bool
 ) -> Any:
-    """The request as the handler gets it: admitted now, or on its first message."""
-    if admission is None:
+    """The request as the handler gets it: decoded, admitted, then checked throughout.
+    A stream is admitted on its first message (or its end, when empty)."""
+    if not streamed:
+        messages.check_decoded(request)
+        if admission is not None:
+            await admission(context, request)
+        messages.check(request)
         return request
-    if streamed:
-        return admission.first_of(context, request)
-    await admission(context, request)
-    return request
+
+    async def each() -> AsyncIterator[Any]:
+        pending = admission  # until the first message
+        async for message in request:
+            messages.check_decoded(message)
+            if pending is not None:
+                await pending(context, message)
+                pending = None
+            messages.check(message)
+            yield message
+        if pending is not None:
+            await pending(context, None)
+
+    return each()
 
 
 class _Refusals:
@@ -181,20 +186,6 @@ class _Refusals:
         return each()
 
 
-def _checked(request: Any, streamed: bool) -> Any:
-    """The request (or stream of requests), each checked before anything reads it."""
-    if not streamed:
-        messages.check(request)
-        return request
-
-    async def each() -> AsyncIterator[Any]:
-        async for message in request:
-            messages.check(message)
-            yield message
-
-    return each()
-
-
 def _once(idempotency: Idempotency, schema: str, method: str, behaviour: Handler) -> Handler:
     """A write's handler, run once per request id (see idempotency.py)."""
 
@@ -215,7 +206,7 @@ def _unary(
         scope = _CallScope(method, context)
         stream = _Refusals(request) if streamed else None
         try:
-            request = await _admit(admission, _checked(request, streamed), context, streamed)
+            request = await _admitted(admission, request, context, streamed)
             if stream is not None:
                 request = stream.refusing(request)
             result = behaviour(request, context)
@@ -240,7 +231,7 @@ def _streaming(
         active = metrics.STREAMS.labels(method)
         active.inc()
         try:
-            request = await _admit(admission, _checked(request, streamed), context, streamed)
+            request = await _admitted(admission, request, context, streamed)
             async for response in _as_async_iter(behaviour(request, context)):
                 yield response
         except BaseException as exc:

@@ -55,13 +55,18 @@ def tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return read
 
 
-def check(request: Any) -> None:
-    """Raises INVALID_ARGUMENT unless request decoded and all its values can be stored."""
+def check_decoded(request: Any) -> None:
+    """Raises INVALID_ARGUMENT MALFORMED_MESSAGE unless request decoded (at no cost)."""
     if isinstance(request, Malformed):
         raise InvalidArgument(
             "MALFORMED_MESSAGE",
             f"the request is not a valid message of this method ({request.problem})",
         )
+
+
+def check(request: Any) -> None:
+    """Raises INVALID_ARGUMENT unless request decoded and all its values can be stored."""
+    check_decoded(request)
     if isinstance(request, Message) and not _clean(request):
         # Only a refused request pays for the paths that name what is wrong in it (a
         # list that is too long raises from inside _values, before it is iterated).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+import grpc
 import pytest
 import structlog
 from prometheus_client import REGISTRY
@@ -10,10 +11,12 @@ from structlog.testing import capture_logs
 
 import cairn
 from cairn.exceptions import ResourceExhaustedError, UnauthenticatedError
+from cairn.registry.v1 import registry_pb2, registry_service_pb2, registry_service_pb2_grpc
 from cairn_server.auth.store import AuthStore
+from cairn_server.common import messages
 from cairn_server.common.config import Config
 from tests.conftest import with_overrides
-from tests.integration.auth.conftest import serve
+from tests.integration.auth.conftest import World, serve
 
 GUESS = "cairn_0123456789ab_" + "g" * 43
 
@@ -74,3 +77,35 @@ async def test_no_log_line_holds_a_key(config: Config, pool: asyncpg.Pool, uniqu
     calls = [e for e in logged if e["event"] == "rpc" and e["code"] == "OK"]
     assert calls and all(e["key_prefix"] == info.prefix for e in calls)
     assert all(e["user"] == f"l-{unique}" for e in calls)
+
+
+async def test_a_request_is_read_through_only_once_its_caller_is_admitted(world: World) -> None:
+    # Reading every element of a large request costs the event loop every call shares:
+    # a stranger's 1.4 MB request held it 11.5 s before being told it had no key. Who
+    # calls is now settled first, on the project field alone.
+    request = registry_service_pb2.CreateRegisteredModelRequest(
+        registered_model=registry_pb2.RegisteredModel(
+            project=world.project,
+            name="m",
+            latest_versions=[registry_pb2.ModelVersion()] * (messages.MAX_ELEMENTS + 1),
+        )
+    )
+    outcomes = {}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{world.port}") as channel:
+        stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
+        for who, key in (("no key", ""), ("a guess", GUESS), ("viewer", world.keys["viewer"])):
+            metadata = (("authorization", f"Bearer {key}"),) if key else ()
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.CreateRegisteredModel(request, metadata=metadata)
+            outcomes[who] = raised.value.code()
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.CreateRegisteredModel(
+                request, metadata=(("authorization", f"Bearer {world.keys['editor']}"),)
+            )
+    assert outcomes == {
+        "no key": grpc.StatusCode.UNAUTHENTICATED,
+        "a guess": grpc.StatusCode.UNAUTHENTICATED,
+        "viewer": grpc.StatusCode.PERMISSION_DENIED,
+    }
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "registered_model.latest_versions: must hold at most" in raised.value.details()
