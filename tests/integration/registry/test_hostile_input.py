@@ -18,7 +18,7 @@ from cairn.registry.v1 import registry_service_pb2_grpc as rpc
 from cairn_server import catalog
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
-from tests.conftest import new_project, with_overrides
+from tests.conftest import eventually, new_project, with_overrides
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -103,12 +103,22 @@ async def test_output_only_fields_of_a_request_are_ignored(stub, server_port, un
     assert list(made.model_version.aliases) == []
 
 
+async def _waits_for_a_lock(pool: asyncpg.Pool) -> bool:
+    waiting = await pool.fetchval(
+        """SELECT count(*) FROM pg_stat_activity
+           WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE registry.registered_models t%'"""
+    )
+    return bool(waiting)
+
+
 def _filler(count: int, prefix: str = "p") -> dict[str, common_pb2.Value]:
     """count properties of 8,000 characters: 8,000 bytes each, besides their keys."""
     return {f"{prefix}{n:03}": common_pb2.Value(string_value="x" * 8000) for n in range(count)}
 
 
-async def test_tags_stop_at_their_limits_even_when_set_at_once(stub, server_port, unique) -> None:
+async def test_tags_stop_at_their_limits_even_when_set_at_once(
+    stub, server_port, pool, unique
+) -> None:
     """SetRegisteredModelTag used to add tags without end, until the model could no
     longer be sent; now a tag past 256, or past 1 MiB of properties and tags together,
     is refused, checked by the UPDATE itself so that concurrent sets cannot both pass."""
@@ -122,9 +132,18 @@ async def test_tags_stop_at_their_limits_even_when_set_at_once(stub, server_port
             )
         )
 
-    outcomes = await asyncio.gather(set_tag("a"), set_tag("b"), return_exceptions=True)
-    refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
-    assert len(refused) == 1 and refused[0].code() == INVALID, outcomes
+    # A set waiting for the row while another transaction adds the 256th tag is
+    # refused once that commits: its UPDATE tests the limit on the row it finally gets.
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await conn.execute(
+                """UPDATE registry.registered_models SET tags = tags || '{"a": ""}'
+                   WHERE id = $1""",
+                int(model.id),
+            )
+            waiting = asyncio.ensure_future(_refusal(set_tag("b")))
+            await eventually(lambda: _waits_for_a_lock(pool), what="the set to wait")
+        assert await waiting == (INVALID, "INVALID_ARGUMENT")
     await set_tag("t0", "a new value")  # a key it has is no new tag
     assert await _refusal(set_tag("c")) == (INVALID, "INVALID_ARGUMENT")
 
