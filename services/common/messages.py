@@ -30,6 +30,11 @@ MAX_ELEMENTS = 10_000
 # The lists of these message types may be longer: a LogBatch's metric columns carry up
 # to tracking's MAX_METRICS_PER_BATCH points (a test keeps the two equal).
 WIDE_ELEMENTS = {"cairn.tracking.v1.MetricColumns": 100_000}
+# Lists nest, so each being short does not make a request short: this bounds the
+# strings, enums, messages and map entries of all its lists together (a LogBatch's
+# metric keys, params and tags come to at most 102,000). Lists of numbers are never
+# walked, so only their own limits count them.
+MAX_WALKED_ELEMENTS = 150_000
 # A refused client should half-close at once; one that keeps sending is cut off here.
 REFUSED_DRAIN = 64
 
@@ -67,10 +72,10 @@ def check_decoded(request: Any) -> None:
 def check(request: Any) -> None:
     """Raises INVALID_ARGUMENT unless request decoded and all its values can be stored."""
     check_decoded(request)
-    if isinstance(request, Message) and not _clean(request):
+    if isinstance(request, Message) and not _clean(request, _Budget()):
         # Only a refused request pays for the paths that name what is wrong in it (a
         # list that is too long raises from inside _values, before it is iterated).
-        for path, value, enum in _values(request, ""):
+        for path, value, enum in _values(request, "", _Budget()):
             if enum is not None:
                 if value not in enum.values_by_number:
                     raise invalid_field(path, f"{value} is not a value of {enum.name}")
@@ -98,14 +103,43 @@ def _too_many(path: str, count: int, limit: int) -> InvalidArgument:
     )
 
 
-def _clean(message: Message) -> bool:
+class _OverBudget(InvalidArgument):
+    """A request whose lists hold too many elements in all: no one field is at fault,
+    and naming where the count ran out would cost walking it all again."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "INVALID_ARGUMENT",
+            f"the lists and maps of the request hold more than {MAX_WALKED_ELEMENTS} "
+            "elements in all",
+            metadata={"limit": str(MAX_WALKED_ELEMENTS)},
+        )
+
+
+class _Budget:
+    """How many elements the walked lists of a request may still hold."""
+
+    def __init__(self) -> None:
+        self.left = MAX_WALKED_ELEMENTS
+
+    def spend(self, kind: str, count: int) -> None:
+        """Raises _OverBudget once the lists walked so far hold too many in all."""
+        if kind != "counted":
+            self.left -= count
+            if self.left < 0:
+                raise _OverBudget()
+
+
+def _clean(message: Message, budget: _Budget) -> bool:
     """Whether every string and enum set in message passes and no list is too long,
     found without naming the path of each (check() then names the one that does not):
     half the time or less."""
     for field, kind, limit in _plan(message.DESCRIPTOR):
         value = getattr(message, field.name)
-        if limit and len(value) > limit:
-            return False
+        if limit:
+            if len(value) > limit:
+                return False
+            budget.spend(kind, len(value))
         if kind == "scalar":
             if not _fits(value, field.enum_type):
                 return False
@@ -113,27 +147,33 @@ def _clean(message: Message) -> bool:
             if not all(_fits(v, field.enum_type) for v in value):
                 return False
         elif kind == "map":
-            if not _clean_entries(field, value):
+            if not _clean_entries(field, value, budget):
                 return False
         elif kind == "message":
-            if message.HasField(field.name) and not _clean(value):
+            if message.HasField(field.name) and not _clean(value, budget):
                 return False
-        elif kind == "messages" and not all(_clean(item) for item in value):
+        elif kind == "messages" and not all(_clean(item, budget) for item in value):
             return False
     return True
 
 
-def _clean_entries(field: FieldDescriptor, entries: Any) -> bool:
-    try:
-        return all(_fits(v, enum) for _, v, enum in _entries(field, "", entries))
-    except InvalidArgument:  # a list inside a value: check() names it by its path
+def _clean_entries(field: FieldDescriptor, entries: Any, budget: _Budget) -> bool:
+    key_field, value_field = field.message_type.fields  # a map entry's two fields
+    if key_field.type == FieldDescriptor.TYPE_STRING and not all(
+        _fits(key, None) for key in entries
+    ):
         return False
+    if value_field.type == FieldDescriptor.TYPE_MESSAGE:
+        return all(_clean(item, budget) for item in entries.values())
+    if _checked_scalar(value_field):
+        return all(_fits(item, value_field.enum_type) for item in entries.values())
+    return True
 
 
 Checked = tuple[str, Any, EnumDescriptor | None]
 
 
-def _values(message: Message, prefix: str) -> Iterator[Checked]:
+def _values(message: Message, prefix: str, budget: _Budget) -> Iterator[Checked]:
     """(field path, value, its enum or None for a string) of every string and enum set
     in message, nested ones included; raises on a list too long to walk."""
     for field, kind, limit in _plan(message.DESCRIPTOR):
@@ -141,27 +181,29 @@ def _values(message: Message, prefix: str) -> Iterator[Checked]:
         value = getattr(message, field.name)
         if limit and len(value) > limit:
             raise _too_many(name, len(value), limit)
+        if limit:
+            budget.spend(kind, len(value))
         if kind == "scalar":
             yield name, value, field.enum_type
         elif kind == "scalars":
             yield from ((f"{name}[{i}]", v, field.enum_type) for i, v in enumerate(value))
         elif kind == "map":
-            yield from _entries(field, name, value)
+            yield from _entries(field, name, value, budget)
         elif kind == "message":
             if message.HasField(field.name):
-                yield from _values(value, f"{name}.")
+                yield from _values(value, f"{name}.", budget)
         elif kind == "messages":
             for i, item in enumerate(value):
-                yield from _values(item, f"{name}[{i}].")
+                yield from _values(item, f"{name}[{i}].", budget)
 
 
-def _entries(field: FieldDescriptor, name: str, entries: Any) -> Iterator[Checked]:
+def _entries(field: FieldDescriptor, name: str, entries: Any, budget: _Budget) -> Iterator[Checked]:
     value_field = field.message_type.fields_by_name["value"]
     for key, item in entries.items():
         if isinstance(key, str):
             yield f"{name}.key", key, None
         if value_field.type == FieldDescriptor.TYPE_MESSAGE:
-            yield from _values(item, f"{name}[{key!r}].")
+            yield from _values(item, f"{name}[{key!r}].", budget)
         elif _checked_scalar(value_field):
             yield f"{name}[{key!r}]", item, value_field.enum_type
 

@@ -151,7 +151,12 @@ def test_a_log_batch_may_carry_as_many_points_as_tracking_takes() -> None:
         steps=[0] * points,
         timestamps_ms=[0] * points,
     )
-    messages.check(tracking_service_pb2.LogBatchRequest(metrics=columns))
+    most = tracking_service_pb2.LogBatchRequest(
+        metrics=columns,
+        params=[tracking_pb2.Param(key=f"p{i}", value="v") for i in range(1000)],
+        tags=[tracking_pb2.Tag(key=f"t{i}", value="v") for i in range(1000)],
+    )
+    messages.check(most)  # within the limit of all lists together, too
     columns.values.append(0.0)  # a number column is counted too, though never walked
     refusal = _refusal(tracking_service_pb2.LogBatchRequest(metrics=columns))
     assert [v.field for v in refusal.violations] == ["metrics.values"]
@@ -159,3 +164,21 @@ def test_a_log_batch_may_carry_as_many_points_as_tracking_takes() -> None:
     params = [tracking_pb2.Param(key="k")] * (messages.MAX_ELEMENTS + 1)
     refusal = _refusal(tracking_service_pb2.LogBatchRequest(params=params))
     assert [v.field for v in refusal.violations] == ["params"]
+
+
+def test_lists_that_each_fit_are_limited_together() -> None:
+    # 100 versions of 1,499 aliases: 150,000 elements, each list within its own limit.
+    versions = [registry_pb2.ModelVersion(aliases=[""] * 1499)] * 100
+    assert messages.MAX_WALKED_ELEMENTS == 100 * 1500
+    request = _model(latest_versions=versions)
+    messages.check(request)
+    request.registered_model.latest_versions[-1].aliases.append("")
+    refusal = _refusal(request)
+    assert refusal.reason == "INVALID_ARGUMENT"
+    assert refusal.metadata == {"limit": str(messages.MAX_WALKED_ELEMENTS)}
+    # Numbers are never walked, so they do not count: only their own limit does.
+    points = messages.WIDE_ELEMENTS["cairn.tracking.v1.MetricColumns"]
+    numbers = tracking_pb2.MetricColumns(
+        keys=["k"], key_indexes=[0] * points, values=[0.0] * points, steps=[0] * points
+    )
+    messages.check(tracking_service_pb2.LogBatchRequest(metrics=numbers))
