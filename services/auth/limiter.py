@@ -7,6 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 # The most windows kept: a flood of failures from ever new addresses evicts the oldest
 # window instead of growing the table (or the time each failure costs) without bound.
@@ -90,8 +91,11 @@ _IPV4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 def client_address(peer: str) -> str:
-    """The host of a gRPC peer string ("ipv4:10.0.0.7:51234", "ipv6:[::1]:5", "unix:...")."""
+    """The host of a gRPC peer string ("ipv4:10.0.0.7:51234", "ipv6:%5B::1%5D:5", "unix:...").
+
+    gRPC percent-encodes an IPv6 peer's brackets (grpc/grpc#30852; older releases sent
+    "ipv6:[::1]:5"): left encoded, the address would not parse and escape its /64."""
     kind, _, rest = peer.partition(":")
     if kind in ("ipv4", "ipv6"):
-        return rest.rpartition(":")[0].strip("[]")
+        return unquote(rest.rpartition(":")[0]).strip("[]")
     return peer

@@ -73,6 +73,8 @@ def test_no_key_is_missing() -> None:
         ("ipv4:10.0.0.7:51234", "10.0.0.7"),
         ("ipv6:[::1]:5000", "::1"),
         ("ipv6:[2001:db8::1]:443", "2001:db8::1"),
+        ("ipv6:%5B2001:db8::1%5D:443", "2001:db8::1"),  # as recent gRPC reports it
+        ("ipv6:%5Bfe80::1%25eth0%5D:443", "fe80::1%eth0"),
         ("unix:/tmp/s", "unix:/tmp/s"),
     ],
 )

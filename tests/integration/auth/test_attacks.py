@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import asyncpg
 import grpc
 import pytest
@@ -12,9 +14,12 @@ from structlog.testing import capture_logs
 import cairn
 from cairn.exceptions import ResourceExhaustedError, UnauthenticatedError
 from cairn.registry.v1 import registry_pb2, registry_service_pb2, registry_service_pb2_grpc
+from cairn_server import catalog
+from cairn_server.auth.limiter import counted_address
 from cairn_server.auth.store import AuthStore
 from cairn_server.common import messages
 from cairn_server.common.config import Config
+from cairn_server.common.server import CairnServer
 from tests.conftest import with_overrides
 from tests.integration.auth.conftest import World, serve
 
@@ -50,6 +55,42 @@ async def test_an_address_failing_too_often_is_refused_even_with_a_valid_key(
     assert sum(e["event"] == "authentication refused" for e in logged) == 2
     assert _sample("cairn_auth_failures_total", reason="API_KEY_INVALID") == invalid_before + 3
     assert _sample("cairn_auth_refusals_total") == refused_before + 2
+
+
+def _ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+async def test_an_ipv6_peer_is_counted_by_its_address(config: Config, pool: asyncpg.Pool) -> None:
+    # gRPC reports the peer as "ipv6:%5B::1%5D:port", brackets percent-encoded: the
+    # address must still parse, or its /64 grouping never applies.
+    server = CairnServer(
+        with_overrides(config, auth="api_key", auth_failure_limit=2), catalog.select([]), pool
+    )
+    port = await server.start("[::1]:0")
+    try:
+        with capture_logs() as logged:
+            async with cairn.AuthClient.insecure_connection(
+                f"[::1]:{port}", None, GUESS
+            ) as guesser:
+                for _ in range(2):
+                    with pytest.raises(UnauthenticatedError):
+                        await guesser.get_projects()
+                with pytest.raises(ResourceExhaustedError):
+                    await guesser.get_projects()
+    finally:
+        await server.stop(grace=0)
+    failures = [e for e in logged if e["event"] == "authentication failed"]
+    assert [e["address"] for e in failures] == ["::1", "::1"]
+    assert counted_address(failures[0]["address"]) == "::/64"  # grouped, not as it came
 
 
 def _sample(name: str, **labels: str) -> float:
