@@ -108,9 +108,9 @@ def test_the_limiter_forgets_old_addresses_when_it_grows() -> None:
 
 
 def test_a_flood_of_new_addresses_keeps_the_table_bounded() -> None:
-    # Nothing expires: each new address beyond the cap evicts the oldest window, so a
-    # failure costs the same however many came before (it once scanned the whole table
-    # and kept every window: 30,000 addresses took 25 s).
+    # Nothing expires: past the cap, new addresses share one overflow window, so the
+    # table stops growing and a failure costs the same however many came before (it
+    # once scanned the whole table and kept every window: 30,000 addresses took 25 s).
     now = [0.0]
     limiter = FailureLimiter(1, 60, clock=lambda: now[0])
     burst = [f"10.{n >> 16}.{n >> 8 & 255}.{n & 255}" for n in range(MAX_WINDOWS + 100)]
@@ -120,9 +120,47 @@ def test_a_flood_of_new_addresses_keeps_the_table_bounded() -> None:
         limiter.record_failure(address)
         largest = max(largest, len(limiter._windows))
     assert largest == MAX_WINDOWS
-    assert list(limiter._windows) == burst[100:]  # in start order: the oldest went first
-    assert limiter.blocked(burst[-1])
-    assert not limiter.blocked(burst[0])
+    assert list(limiter._windows) == burst[:MAX_WINDOWS]  # none pushed out early
+    assert all(limiter.blocked(address) for address in (burst[0], burst[-1], "10.255.0.1"))
+
+
+def test_cycling_more_addresses_than_the_table_holds_is_still_refused() -> None:
+    # Evicting the oldest window to make room let a flood of MAX_WINDOWS + 1 addresses
+    # push every window out before it reached the limit: nothing was ever refused.
+    limiter = FailureLimiter(3, 60, clock=lambda: 0.0)
+    addresses = [f"10.{n >> 16}.{n >> 8 & 255}.{n & 255}" for n in range(MAX_WINDOWS + 1)]
+    for _ in range(3):
+        for address in addresses:
+            limiter.record_failure(address)
+    assert all(limiter.blocked(address) for address in addresses)
+    assert limiter.blocked("192.0.2.1")  # a newcomer counts in the flood's overflow
+
+
+def test_a_blocked_address_is_not_evicted_by_new_ones() -> None:
+    now = [0.0]
+    limiter = FailureLimiter(2, 60, clock=lambda: now[0])
+    limiter.record_failure("192.0.2.1")
+    limiter.record_failure("192.0.2.1")
+    for n in range(MAX_WINDOWS):
+        now[0] = n / 1000
+        limiter.record_failure(f"10.0.{n >> 8}.{n & 255}")
+    assert limiter.blocked("192.0.2.1")
+    now[0] = 60  # its window ends when it would have: blocked for the window, no longer
+    assert not limiter.blocked("192.0.2.1")
+
+
+def test_the_overflow_window_counts_only_while_the_table_is_full() -> None:
+    now = [0.0]
+    limiter = FailureLimiter(1, 60, clock=lambda: now[0])
+    for n in range(MAX_WINDOWS):
+        limiter.record_failure(f"10.0.{n >> 8}.{n & 255}")
+    now[0] = 30
+    assert limiter.record_failure("192.0.2.1") == 1  # in the overflow window
+    assert limiter.blocked("192.0.2.2")
+    now[0] = 60  # the table's windows end; the overflow's runs on until 90
+    assert not limiter.blocked("192.0.2.2")
+    assert limiter.record_failure("192.0.2.2") == 1
+    assert list(limiter._windows) == ["192.0.2.2"]
 
 
 def test_expired_windows_are_dropped_from_the_front_only() -> None:
