@@ -109,7 +109,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         self, request: api.UpdateRegisteredModelRequest, context: Context
     ) -> api.UpdateRegisteredModelResponse:
         message = request.registered_model
-        record = _registered_model(message, require_name=False)
+        record = _registered_model(message, require_name=False, creating=False)
         changes = _changes(record, request.update_mask.paths, (*models.UPDATABLE, "name"))
         updated = await self._models.update(
             record.project, validation.entity_id(message.id, "registered_model.id"), changes
@@ -235,7 +235,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         self, request: api.UpdateModelVersionRequest, context: Context
     ) -> api.UpdateModelVersionResponse:
         message = request.model_version
-        record = _model_version(message, require_model=False)
+        record = _model_version(message, require_model=False, creating=False)
         changes = _changes(record, request.update_mask.paths, (*versions.UPDATABLE, "name"))
         updated = await self._versions.update(
             record.project, validation.entity_id(message.id, "model_version.id"), changes
@@ -393,7 +393,12 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         return api.DeleteArtifactResponse()
 
 
-def _registered_model(message: pb.RegisteredModel, require_name: bool = True) -> RegisteredModel:
+def _registered_model(
+    message: pb.RegisteredModel, require_name: bool = True, creating: bool = True
+) -> RegisteredModel:
+    """The model a request describes. Tags are set at creation and by SetTag only: an
+    update neither reads nor checks them (a model read back with more tags than the
+    limits allow today, stored before them, can be sent back with a change)."""
     return RegisteredModel(
         project=common.project(message.project, "registered_model.project"),
         name=validation.name(message.name, "registered_model.name")
@@ -406,11 +411,14 @@ def _registered_model(message: pb.RegisteredModel, require_name: bool = True) ->
         custom_properties=_properties(
             message.custom_properties, "registered_model.custom_properties"
         ),
-        tags=validation.tags(message.tags, "registered_model.tags"),
+        tags=validation.tags(message.tags, "registered_model.tags") if creating else {},
     )
 
 
-def _model_version(message: pb.ModelVersion, require_model: bool = True) -> ModelVersion:
+def _model_version(
+    message: pb.ModelVersion, require_model: bool = True, creating: bool = True
+) -> ModelVersion:
+    """The version a request describes; tags as for _registered_model."""
     model_id = message.registered_model_id
     return ModelVersion(
         project=common.project(message.project, "model_version.project"),
@@ -426,7 +434,7 @@ def _model_version(message: pb.ModelVersion, require_model: bool = True) -> Mode
         source_uri=validation.uri(message.source_uri, "model_version.source_uri"),
         external_id=validation.optional_name(message.external_id, "model_version.external_id"),
         custom_properties=_properties(message.custom_properties, "model_version.custom_properties"),
-        tags=validation.tags(message.tags, "model_version.tags"),
+        tags=validation.tags(message.tags, "model_version.tags") if creating else {},
     )
 
 

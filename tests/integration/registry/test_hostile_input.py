@@ -2,6 +2,7 @@
 a stable reason (or the object asked for), never INTERNAL and never another row."""
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -220,3 +221,29 @@ async def test_a_version_named_like_a_later_number_blocks_no_version(
     assert [(v.version, v.name) for v in made] == [(3, "3-3"), (4, "4"), (5, "6"), (6, "6-2")]
     refused = await _refusal(create("4"))
     assert refused == (grpc.StatusCode.ALREADY_EXISTS, "MODEL_VERSION_ALREADY_EXISTS")
+
+
+async def test_a_model_stored_before_the_tag_limit_takes_updates(
+    stub, server_port, pool: asyncpg.Pool, unique
+) -> None:
+    """Tags are set at creation and by SetTag only: a model read back with more tags than
+    the limit allows today (stored before it) is sent back with a change and updated."""
+    project = await new_project(server_port, f"legacy-{unique}")
+    model = await _create_model(stub, project, "m")
+    many = {f"t{i}": "x" for i in range(300)}
+    await pool.execute(
+        "UPDATE registry.registered_models SET tags = $2::text::jsonb WHERE id = $1",
+        int(model.id),
+        json.dumps(many),
+    )
+    read = await stub.GetRegisteredModel(
+        api.GetRegisteredModelRequest(project=project, id=model.id)
+    )
+    assert len(read.registered_model.tags) == 300
+    read.registered_model.description = "kept its tags"
+    request = api.UpdateRegisteredModelRequest(
+        registered_model=read.registered_model,
+        update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+    )
+    updated = (await stub.UpdateRegisteredModel(request)).registered_model
+    assert updated.description == "kept its tags" and dict(updated.tags) == many
