@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import TypeAlias
 
 import grpc
@@ -13,7 +14,7 @@ from cairn.tracking.v1 import tracking_service_pb2_grpc
 
 from ..common import idempotency, paging
 from ..common import validation as common
-from ..common.errors import invalid_field
+from ..common.errors import NotFound, invalid_field
 from ..common.service import Resources
 from . import convert, validation
 from .model import Batch, LifecycleStage, MetricPoint, RunInput, RunStatus, ViewType
@@ -206,10 +207,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             raise invalid_field("order_by", f"at most {MAX_ORDER_TERMS} terms")
         query = RunQuery(
             project=common.project(request.project),
-            experiment_ids=[
-                validation.experiment_id(e, f"experiment_ids[{i}]")
-                for i, e in enumerate(request.experiment_ids)
-            ],
+            experiment_ids=_searched_experiments(request.experiment_ids),
             filter=request.filter,
             order_by=list(request.order_by),
             view_type=_view_type(request.view_type),
@@ -337,6 +335,16 @@ def _params(params: list[pb.Param], field: str) -> dict[str, str]:
             raise invalid_field(f"{field}[{i}]", f"param {key!r} given twice with different values")
         found[key] = value
     return found
+
+
+def _searched_experiments(values: Sequence[str]) -> list[int]:
+    """The ids a search names. One past the largest id names no experiment: it matches no
+    run, as an unknown id does, rather than failing the search."""
+    ids = []
+    for i, value in enumerate(values):
+        with contextlib.suppress(NotFound):
+            ids.append(validation.experiment_id(value, f"experiment_ids[{i}]"))
+    return ids
 
 
 def _run_input(item: pb.RunInput, field: str) -> RunInput:

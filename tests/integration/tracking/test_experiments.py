@@ -156,6 +156,13 @@ async def test_unknown_experiment_is_not_found(
     with pytest.raises(NotFoundError) as raised:
         await tracking.create_run(experiment_id)
     assert raised.value.reason == "EXPERIMENT_NOT_FOUND"
+    # A search naming it finds no run there, as for any unknown id, and still searches
+    # the other experiments it names.
+    known = await tracking.create_experiment(f"beside-{experiment_id}")
+    run_id = (await tracking.create_run(known)).info.run_id
+    found = await tracking.search_runs([experiment_id, known])
+    assert [r.info.run_id for r in found] == [run_id]
+    assert len(await tracking.search_runs([experiment_id])) == 0
 
 
 async def test_an_artifact_location_lies_in_the_experiments_own_project(
