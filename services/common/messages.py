@@ -23,8 +23,9 @@ from .errors import FieldViolation, InvalidArgument, invalid_field
 # A backstop far above any field's own limit: a string of a 16 MiB message is bounded
 # anyway, but no field needs more than this.
 MAX_STRING_CHARS = 1024 * 1024
-# No list or map of a request needs more elements than this (S3's 10,000 parts of an
-# upload is the largest elsewhere); counted with len() before anything iterates one,
+# No list or map of a request needs more elements than this (the largest elsewhere are
+# a LogBatch's 1,000 params or tags and CompleteUploadTicket's 2,000 part ETags, within
+# S3's 10,000 parts); counted with len() before anything iterates one,
 # since walking each element costs microseconds of the loop that serves every call.
 MAX_ELEMENTS = 10_000
 # The lists of these message types may be longer: a LogBatch's metric columns carry up

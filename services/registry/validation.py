@@ -102,7 +102,7 @@ def tags(values: Mapping[str, str], field: str) -> dict[str, str]:
 
 
 def object_bytes(properties: Mapping[str, PropertyValue], tags: Mapping[str, str]) -> int:
-    """The size MAX_OBJECT_BYTES limits; store/common.py's OBJECT_BYTES_SQL computes the
+    """The size MAX_OBJECT_BYTES limits; store/common.py's _object_bytes_sql computes the
     same from stored rows."""
     size = sum(
         len(k.encode()) + (len(v.encode()) if isinstance(v, str) else 8)
