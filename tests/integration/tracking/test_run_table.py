@@ -56,7 +56,7 @@ def _expected(run: Any, keys: dict[str, list[str]]) -> dict[str, str]:
         "status": str(info.status),
         "artifact_uri": info.artifact_uri,
         "start_time": np.datetime64(info.start_time, "ms"),
-        "end_time": np.datetime64(info.end_time, "ms") if info.end_time else np.datetime64("NaT", "ms"),
+        "end_time": np.datetime64(info.end_time or "NaT", "ms"),
     }
     row |= {f"metrics.{k}": np.float64(data.metrics.get(k, math.nan)) for k in keys["metrics"]}
     row |= {f"params.{k}": data.params.get(k) for k in keys["params"]}
