@@ -15,6 +15,7 @@ of all its files, known before the first byte moves.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -59,6 +60,16 @@ class Meter:
 
     def advance(self, count: int) -> None:
         self.reach(self.done + count)
+
+    def from_thread(self, start: int) -> Callable[[int], None]:
+        """For a worker thread moving bytes: moved(n) reaches start + n on the event loop
+        this is called on (a Meter is not to be touched from other threads)."""
+        loop = asyncio.get_running_loop()
+
+        def moved(count: int) -> None:
+            loop.call_soon_threadsafe(self.reach, start + count)
+
+        return moved
 
 
 @contextlib.contextmanager

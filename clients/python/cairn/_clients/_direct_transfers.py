@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,6 +59,31 @@ ABORT_SECONDS = 10.0
 # try costs a connect timeout (3 s) when its packets are dropped.
 UNREACHABLE_SECONDS = 300.0
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One upload as ArtifactClient sends it, the same in each attempt: where to, what,
+    how, and its progress, shown from `start` bytes on."""
+
+    path: str
+    source: Source
+    overwrite: bool
+    content_type: str | None
+    counted: Meter
+    start: int
+    timeout: float | None
+    metadata: Metadata
+
+    def header(self, project: str, size: int | None, sha256: str) -> api.UploadHeader:
+        return api.UploadHeader(
+            project=project,
+            path=self.path,
+            content_type=self.content_type or "",
+            expected_size=size or 0,
+            expected_sha256=sha256,
+            overwrite=self.overwrite,
+        )
 
 
 class CompletionFailed(UnavailableError):
@@ -144,51 +170,28 @@ class DirectTransfers:
                 return None
             raise
 
-    async def upload(
-        self,
-        path: str,
-        source: Source,
-        overwrite: bool,
-        content_type: str | None,
-        counted: Meter,
-        start: int,
-        timeout: float | None,
-        metadata: Metadata,
-    ) -> ObjectInfo | None:
+    async def upload(self, upload: Upload) -> ObjectInfo | None:
         """The upload over the byte endpoint; None when it cannot be reached (the caller
         streams instead, under the same request id)."""
-        stream, size, expected, owned = open_source(source)
+        stream, size, expected, owned = open_source(upload.source)
         try:
-            header = api.UploadHeader(
-                project=self._transport.project,
-                path=path,
-                content_type=content_type or "",
-                expected_size=size or 0,
-                expected_sha256=expected,
-                overwrite=overwrite,
-            )
+            header = upload.header(self._transport.project, size, expected)
             reply = await self._ticket(
                 self._stub.CreateUploadTicket,
                 api.CreateUploadTicketRequest(header=header, accept_presigned=True),
-                timeout,
-                metadata,
+                upload.timeout,
+                upload.metadata,
             )
             if reply is None:
                 return None
             if reply.HasField("object"):  # this request id published it already
                 return object_from_proto(reply.object)
             if reply.HasField("parts"):
-                return await self._upload_presigned(
-                    header, source, reply.parts, counted, start, timeout, metadata
-                )
+                return await self._upload_presigned(header, upload, reply.parts)
             endpoint = self._endpoint(reply.ticket)
             if endpoint is None:
                 return None
-            loop = asyncio.get_running_loop()
-
-            def sent(done: int) -> None:
-                loop.call_soon_threadsafe(counted.reach, start + done)
-
+            sent = upload.counted.from_thread(upload.start)
             try:
                 published = await asyncio.to_thread(_direct.upload, endpoint, stream, sent)
             except _direct.Unreachable as error:
@@ -200,32 +203,21 @@ class DirectTransfers:
         return object_from_proto(pb.ObjectInfo.FromString(published))
 
     async def _upload_presigned(
-        self,
-        header: api.UploadHeader,
-        source: Source,
-        parts: api.PresignedParts,
-        counted: Meter,
-        start: int,
-        timeout: float | None,
-        metadata: Metadata,
+        self, header: api.UploadHeader, upload: Upload, parts: api.PresignedParts
     ) -> ObjectInfo | None:
         """The upload's parts PUT to the object store, then published by the service;
         None when the store cannot be reached (the caller streams instead). An upload
         that ends otherwise (failed, cancelled, or streamed instead) is given up."""
-        loop = asyncio.get_running_loop()
-
-        def sent(done: int) -> None:
-            loop.call_soon_threadsafe(counted.reach, start + done)
-
+        sent = upload.counted.from_thread(upload.start)
         try:
             published = await self._send_and_complete(
-                header, source, parts, sent, timeout, metadata
+                header, upload.source, parts, sent, upload.timeout, upload.metadata
             )
         except BaseException:
-            await self._give_up(header, parts, metadata)
+            await self._give_up(header, parts, upload.metadata)
             raise
         if published is None:  # streamed instead: this upload is never completed
-            await self._give_up(header, parts, metadata)
+            await self._give_up(header, parts, upload.metadata)
         return published
 
     async def _send_and_complete(
@@ -349,11 +341,7 @@ class DirectTransfers:
         reply = await self._ticket(self._stub.CreateDownloadTicket, request, timeout, metadata)
         if reply is None:
             return False
-        loop, start = asyncio.get_running_loop(), counted.done
-
-        def received(done: int) -> None:
-            loop.call_soon_threadsafe(counted.reach, start + done)
-
+        received = counted.from_thread(counted.done)
         fetch = self._fetch_from_store if reply.url else self._fetch_from_endpoint
         sha256 = await fetch(reply, temporary, received)
         if sha256 is None:

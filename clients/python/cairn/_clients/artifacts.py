@@ -29,7 +29,7 @@ from ..models._uris import ARTIFACTS_SCHEME, ArtifactUri, parse_uri, scheme_of
 from ..types._artifacts import ObjectInfo, PresignedUrl, directory, object_from_proto
 from ..types._paging import ListOptions, PagedList
 from . import _presigned
-from ._direct_transfers import UPLOAD_RETRY_WAITS, CompletionFailed, DirectTransfers
+from ._direct_transfers import UPLOAD_RETRY_WAITS, CompletionFailed, DirectTransfers, Upload
 from ._local_files import Resendable, Source, check_length, file_for, open_source, size_of
 
 CHUNK = 1024 * 1024
@@ -143,12 +143,13 @@ class ArtifactClient(BaseClient):
     ) -> ObjectInfo:
         """One upload, sent again under its request id after UNAVAILABLE when it can be
         (not after its completion failed: see `DirectTransfers._complete_upload`)."""
-        metadata, waits, start = with_id(metadata), iter(UPLOAD_RETRY_WAITS), counted.done
+        upload = Upload(
+            path, source, overwrite, content_type, counted, counted.done, timeout, with_id(metadata)
+        )
+        waits = iter(UPLOAD_RETRY_WAITS)
         while True:
             try:
-                return await self._upload_once(
-                    path, source, overwrite, content_type, counted, start, timeout, metadata
-                )
+                return await self._upload_once(upload)
             except UnavailableError as error:
                 wait = next(waits, None)
                 resendable = isinstance(source, Resendable)
@@ -156,34 +157,16 @@ class ArtifactClient(BaseClient):
                     raise
                 await asyncio.sleep(wait)
 
-    async def _upload_once(
-        self,
-        path: str,
-        source: Source,
-        overwrite: bool,
-        content_type: str | None,
-        counted: Meter,
-        start: int,
-        timeout: float | None,
-        metadata: Metadata,
-    ) -> ObjectInfo:
+    async def _upload_once(self, upload: Upload) -> ObjectInfo:
+        source = upload.source
         size = await asyncio.to_thread(size_of, source)
         if self._direct.goes_direct(size, self.direct_threshold) and isinstance(source, Resendable):
-            direct = await self._direct.upload(
-                path, source, overwrite, content_type, counted, start, timeout, metadata
-            )
+            direct = await self._direct.upload(upload)
             if direct is not None:
                 return direct
         stream, size, expected, owned = open_source(source)
         digest = hashlib.sha256()
-        header = api.UploadHeader(
-            project=self.project,
-            path=path,
-            content_type=content_type or "",
-            expected_size=size or 0,
-            expected_sha256=expected,
-            overwrite=overwrite,
-        )
+        header = upload.header(self.project, size, expected)
 
         def read_and_hash() -> bytes:
             chunk = stream.read(CHUNK)
@@ -195,13 +178,13 @@ class ArtifactClient(BaseClient):
             sent = 0
             async for chunk in _read_ahead(read_and_hash):
                 sent += len(chunk)
-                counted.reach(start + sent)
+                upload.counted.reach(upload.start + sent)
                 yield api.UploadRequest(chunk=chunk)
             yield api.UploadRequest(finish=api.UploadFinish(sha256=digest.hexdigest()))
 
         try:
             reply = await self._transport.client_stream(
-                self._stub.Upload, requests(), timeout=timeout, metadata=metadata
+                self._stub.Upload, requests(), timeout=upload.timeout, metadata=upload.metadata
             )
         finally:
             if owned:
