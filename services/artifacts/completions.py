@@ -5,9 +5,11 @@ A completion reads its object back on a thread that cannot be stopped, so a call
 caller leaves (its deadline passed, the client was cancelled) does not cut its
 completion: it runs to its end, holding its lease and its slot until then, told that
 nobody waits for its answer. The server's shutdown settles them while the database pool
-is still open: it waits for them within the grace period, then cancels the rest, whose
+is still open: it waits for them within its grace period, then cancels the rest, whose
 leases are released on the way out (a lease left to expire would keep every completion
-off the upload for up to `leases.LEASE`).
+off the upload for up to `leases.LEASE`). They are cut a little before the grace period
+ends (RELEASE_TIME), so that their leases are released and their callers told to call
+again (SHUTTING_DOWN) before the server cuts every call still running.
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ import functools
 import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from ..common import logs
 from ..common.errors import Unavailable
+from ..common.server import Stopping
 from ..common.service import Resources
 
+# The end of a shutdown's grace period left to the completions it cuts (at most half of
+# it): a lease's release is one UPDATE, an answer one message.
+RELEASE_TIME = timedelta(seconds=0.5)
 _T = TypeVar("_T")
 _log = logs.get("cairn.artifacts.completions")
 
@@ -37,8 +44,8 @@ class Caller:
 class Completions:
     """The completions under way in one server, which its shutdown settles."""
 
-    def __init__(self, stopping: asyncio.Event) -> None:
-        self._stopping = stopping
+    def __init__(self) -> None:
+        self._stopped = False  # by `settle`: no completion begins any more
         self._running: set[asyncio.Task[Any]] = set()
 
     async def run(self, work: Callable[[Caller], Coroutine[Any, Any, _T]]) -> _T:
@@ -49,7 +56,7 @@ class Completions:
             Unavailable: the server is stopping, and nothing was done, or it stopped
                 the completion within its grace period (SHUTTING_DOWN); call again.
         """
-        if self._stopping.is_set():
+        if self._stopped:
             raise Unavailable("SHUTTING_DOWN", "the server is stopping; call again")
         caller = Caller()
         task = asyncio.ensure_future(work(caller))
@@ -74,11 +81,16 @@ class Completions:
             # Nobody else hears of it: a repeat, if one comes, judges the upload again.
             _log.warning("completion ended after its caller left", error=repr(error))
 
-    async def settle(self, grace: float) -> None:
-        """Waits up to grace seconds for the completions under way, then cancels the
-        rest and waits for them to release what they hold."""
-        if self._running:
-            await asyncio.wait(set(self._running), timeout=grace)
+    async def settle(self, grace_ends: float) -> None:
+        """Takes no more completions, waits for those under way until RELEASE_TIME
+        before grace_ends (a loop time), then cancels the rest and waits for them to
+        release what they hold."""
+        self._stopped = True
+        now = asyncio.get_running_loop().time()
+        left_to_them = grace_ends - now
+        cut = left_to_them - min(RELEASE_TIME.total_seconds(), left_to_them / 2)
+        if self._running and cut > 0:
+            await asyncio.wait(set(self._running), timeout=cut)
         left = set(self._running)
         for task in left:
             task.cancel()
@@ -89,6 +101,7 @@ class Completions:
 
 # One set per server, shared by its servicer and its shutdown, keyed by the event its
 # resources share (a server's Resources is built once, and every service is given it).
+# A set holds nothing of its key, so that it goes with its server.
 _OF_SERVER: weakref.WeakKeyDictionary[asyncio.Event, Completions] = weakref.WeakKeyDictionary()
 
 
@@ -96,7 +109,7 @@ def of(resources: Resources) -> Completions:
     """The completions of the server whose resources these are."""
     found = _OF_SERVER.get(resources.stopping)
     if found is None:
-        found = _OF_SERVER[resources.stopping] = Completions(resources.stopping)
+        found = _OF_SERVER[resources.stopping] = Completions()
     return found
 
 
@@ -107,7 +120,14 @@ async def settle_on_stop(resources: Resources) -> None:
     try:
         await resources.stopping.wait()
     finally:
-        await of(resources).settle(resources.config.shutdown_grace_seconds)
+        await of(resources).settle(_grace_ends(resources))
+
+
+def _grace_ends(resources: Resources) -> float:
+    """The loop time at which the stopping server cuts the calls still running."""
+    if isinstance(resources.stopping, Stopping):
+        return resources.stopping.grace_ends
+    return asyncio.get_running_loop().time() + resources.config.shutdown_grace_seconds
 
 
 def _being_cancelled() -> bool:

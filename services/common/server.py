@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,7 +41,10 @@ class CairnServer:
             {spec.full_name: spec.schema for spec in self.services if spec.records_requests},
             exempt=set().union(*(spec.not_recorded for spec in self.services)),
         )
-        resources = Resources(config=config, pool=pool, idempotency=self._idempotency)
+        self._stopping = Stopping()
+        resources = Resources(
+            config=config, pool=pool, idempotency=self._idempotency, stopping=self._stopping
+        )
         self._resources = resources
         self._background: list[asyncio.Task[None]] = []
         limit = config.max_message_bytes
@@ -116,17 +120,30 @@ class CairnServer:
             await self._health.set(name, status.SERVING if serving else status.NOT_SERVING)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Reports NOT_SERVING, then lets in-flight calls finish within the grace period."""
+        """Reports NOT_SERVING and takes no more calls, then lets in-flight calls finish
+        within the grace period, which the services' background work (the artifacts
+        service's completions) ends within too."""
         await self._health.enter_graceful_shutdown()
-        self._resources.stopping.set()
+        grace = self.config.shutdown_grace_seconds if grace is None else grace
+        self._stopping.grace_ends = asyncio.get_running_loop().time() + grace
+        self._stopping.set()
         for task in self._background:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        grace = self.config.shutdown_grace_seconds if grace is None else grace
-        await self._server.stop(grace)
+        await asyncio.gather(
+            self._server.stop(grace), asyncio.gather(*self._background, return_exceptions=True)
+        )
         await self._gate.close()
         if self._probe_server is not None:
             await self._probe_server.stop(0)
+
+
+class Stopping(asyncio.Event):
+    """A CairnServer's `Resources.stopping`: set when the server stops taking calls;
+    `grace_ends` is then the loop time at which it cuts the calls still running."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.grace_ends = math.inf
 
 
 class _GenericHandlersOnly:

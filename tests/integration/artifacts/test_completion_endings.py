@@ -3,8 +3,10 @@ lapsed, or the server stopped: the verdict reaches the caller's repeat, a comple
 never spends an upload another holds, and nothing is left leased."""
 
 import asyncio
+import gc
 import hashlib
 import threading
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +24,7 @@ from cairn_server.artifacts.s3 import S3Backend
 from cairn_server.common import database
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
+from cairn_server.common.service import Resources
 from tests.conftest import eventually, new_project, with_overrides
 from tests.integration.artifacts.test_completion_leases import DATA, HeldReadBacks, _completion
 
@@ -164,10 +167,11 @@ async def test_a_completion_cut_by_the_shutdown_leaves_its_upload_free(
     """Read-backs outlive the grace period, one whose caller left and one whose caller
     waits: the server cancels both before its pool closes, which releases their leases
     (the uploads can be completed at once elsewhere rather than after the leases
-    expire), and tells the caller waiting to call again."""
+    expire), and tells the caller waiting to call again. The grace is stop()'s, not
+    the setting's (longer than the read-backs are held)."""
     held = HeldReadBacks(monkeypatch)
     settings = with_overrides(
-        s3_config, artifact_janitor_interval_seconds=0, shutdown_grace_seconds=0.1
+        s3_config, artifact_janitor_interval_seconds=0, shutdown_grace_seconds=60
     )
     own = await database.create_pool(settings.database_url, settings)
     server = CairnServer(settings, catalog.select(["artifacts"]), own)
@@ -202,6 +206,14 @@ async def test_a_completion_cut_by_the_shutdown_leaves_its_upload_free(
     finally:
         held.released.set()
         await own.close()
+
+
+def test_a_servers_completions_go_with_it(s3_config: Config) -> None:
+    resources = Resources(config=s3_config, pool=None, idempotency=None)  # type: ignore[arg-type]
+    kept = weakref.ref(completions.of(resources))
+    del resources
+    gc.collect()
+    assert kept() is None
 
 
 def api_copy(request: Any, **changes: Any) -> Any:
