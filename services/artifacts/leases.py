@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -31,6 +31,9 @@ from .store import KIND_CONDITIONS, UPLOAD_COLUMNS, ObjectStore, PendingUpload, 
 # missed (a database that hiccups) do not let it lapse under a completion still running.
 LEASE = timedelta(seconds=30)
 RENEW_EVERY = LEASE / 3
+# How long a completion past CAIRN_ARTIFACT_MAX_COMPLETIONS waits for a slot before it
+# is refused (COMPLETIONS_BUSY): see CompletionSlots.
+SLOT_WAIT = timedelta(seconds=5)
 _PARTS = KIND_CONDITIONS["parts"]  # the uploads a completion takes
 _FREE = "(completing_until IS NULL OR completing_until < clock_timestamp())"
 _log = logs.get("cairn.artifacts.leases")
@@ -161,27 +164,35 @@ class CompletionLeases:
 class CompletionSlots:
     """At most `limit` completions at once in this process: each reads an object back
     on a thread of the loop's default executor (with one more reading ahead), which
-    other calls need too. One past the limit is refused at once rather than queued, so
-    that the client's retry may reach another replica instead of waiting on this one."""
+    other calls need too. One past the limit waits up to SLOT_WAIT for a slot, then is
+    refused: long enough that a burst of uploads queues as it did before the refusal
+    existed (clients from before it fail their upload on it), short enough that the
+    retry of a client that knows it may reach another replica rather than wait on
+    this one."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.running = 0
+        self._free = asyncio.Semaphore(limit)
 
-    @contextlib.contextmanager
-    def taken(self) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def taken(self) -> AsyncIterator[None]:
         """Raises:
-        ResourceExhausted: `limit` completions run (COMPLETIONS_BUSY); call again.
+        ResourceExhausted: `limit` completions ran throughout SLOT_WAIT
+            (COMPLETIONS_BUSY); call again.
         """
-        if self.running >= self.limit:
+        try:
+            await asyncio.wait_for(self._free.acquire(), SLOT_WAIT.total_seconds())
+        except TimeoutError:
             raise ResourceExhausted(
                 "COMPLETIONS_BUSY",
                 f"this server completes {self.limit} uploads at once already "
                 "(CAIRN_ARTIFACT_MAX_COMPLETIONS); call again shortly",
                 metadata={"limit": str(self.limit)},
-            )
+            ) from None
         self.running += 1
         try:
             yield
         finally:
             self.running -= 1
+            self._free.release()

@@ -178,8 +178,8 @@ class PresignedTransfers:
 
         Raises:
             NotFound: no such upload is waiting (UPLOAD_NOT_FOUND).
-            ResourceExhausted: this process runs as many completions as it may
-                (COMPLETIONS_BUSY); nothing was done.
+            ResourceExhausted: this process ran as many completions as it may
+                throughout `leases.SLOT_WAIT` (COMPLETIONS_BUSY); nothing was done.
             Aborted: another call is completing the upload, or the store ended its
                 multipart upload without an object (UPLOAD_BEING_COMPLETED; the upload
                 is left as it is), or it is gone (UPLOAD_EXPIRED: it expired, or
@@ -219,33 +219,35 @@ class PresignedTransfers:
         request_id: str | None,
         caller: Caller,
     ) -> StoredObject:
-        with self.slots.taken():
-            async with self._leases.holding(project, path, upload_id) as held:
-                upload = held.upload
-                _check_claim(upload, request.size, sha256, len(request.etags))
-                try:
-                    await _in_store(_complete, store, upload, list(request.etags))
-                    found, size = await self._read_back(store, upload, request.size)
-                    verify(size, found, request.size, sha256)
-                    stored, replaced = await self._objects.publish(
-                        upload,
-                        request.size,
-                        found,
-                        upload.content_type,
-                        request_id=request_id,
-                        lease=held.token,
-                    )
-                except MissingBytes:
-                    # Not a verdict on the claim: the upload is left as it is.
-                    raise await self._ended(upload) from None
-                except BaseException as error:
-                    # A verdict spends the upload only for a caller still there to hear
-                    # it: once it left, the upload is left to its repeat, which judges
-                    # it again and hears the verdict (the janitor discards an upload
-                    # whose repeat never comes).
-                    if _is_verdict(error) and caller.waiting:
-                        await self._spend(upload, held.token)
-                    raise
+        async with (
+            self.slots.taken(),
+            self._leases.holding(project, path, upload_id) as held,
+        ):
+            upload = held.upload
+            _check_claim(upload, request.size, sha256, len(request.etags))
+            try:
+                await _in_store(_complete, store, upload, list(request.etags))
+                found, size = await self._read_back(store, upload, request.size)
+                verify(size, found, request.size, sha256)
+                stored, replaced = await self._objects.publish(
+                    upload,
+                    request.size,
+                    found,
+                    upload.content_type,
+                    request_id=request_id,
+                    lease=held.token,
+                )
+            except MissingBytes:
+                # Not a verdict on the claim: the upload is left as it is.
+                raise await self._ended(upload) from None
+            except BaseException as error:
+                # A verdict spends the upload only for a caller still there to hear
+                # it: once it left, the upload is left to its repeat, which judges
+                # it again and hears the verdict (the janitor discards an upload
+                # whose repeat never comes).
+                if _is_verdict(error) and caller.waiting:
+                    await self._spend(upload, held.token)
+                raise
         await self._janitor.collect([replaced] if replaced else [])
         return stored
 

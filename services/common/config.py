@@ -107,8 +107,8 @@ class Config:
         4,
         "S3 direct uploads a process completes at once (each reads its object back on a "
         "thread of the loop's default executor, which has CPUs + 4 of them, at most 32); "
-        "one more is RESOURCE_EXHAUSTED (COMPLETIONS_BUSY), which the client retries with "
-        "backoff",
+        "one more waits up to 5 s for a slot, then is RESOURCE_EXHAUSTED (COMPLETIONS_BUSY), "
+        "which the client retries with backoff",
     )
     presign_max_seconds: int = _setting(
         3600, "longest lifetime of a presigned URL; at most 604800 (7 days, S3's limit)"

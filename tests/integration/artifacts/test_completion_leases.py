@@ -151,9 +151,41 @@ async def test_completions_reading_back_hold_no_pool_connection(
     assert len(await small_pool.list("t/")) == COMPLETIONS
 
 
+async def test_a_completion_past_the_cap_gets_a_slot_freed_within_its_wait(
+    small_pool: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+):
+    """As a client from before COMPLETIONS_BUSY needs (it fails its upload on it): one
+    past the cap waits for a slot, and completes once one frees."""
+    monkeypatch.setattr(leases, "SLOT_WAIT", timedelta(seconds=30))
+    held = HeldReadBacks(monkeypatch)
+    requests = [await _completion(small_pool, f"w/{n}.bin") for n in range(COMPLETIONS + 1)]
+    running = [
+        asyncio.ensure_future(small_pool._stub.CompleteUploadTicket(r))
+        for r in requests[:COMPLETIONS]
+    ]
+    assert await held.reached(COMPLETIONS)
+    full = asyncio.Event()
+    taken = CompletionSlots.taken
+
+    def noted(slots: CompletionSlots) -> Any:
+        if slots.running >= slots.limit:
+            full.set()  # it waits for a slot from here on, before yielding to the loop
+        return taken(slots)
+
+    monkeypatch.setattr(CompletionSlots, "taken", noted)
+    # The channel sends nothing again on RESOURCE_EXHAUSTED: the answer is the server's.
+    past = asyncio.ensure_future(small_pool._stub.CompleteUploadTicket(requests[-1]))
+    await full.wait()
+    held.released.set()
+    assert (await past).object.sha256 == _sha(DATA)
+    assert {(await r).object.sha256 for r in running} == {_sha(DATA)}
+
+
 async def test_a_completion_past_the_cap_is_refused_and_the_client_waits_it_out(
     small_pool: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
 ):
+    """Still no slot once its wait is over: it is refused, and the client calls again."""
+    monkeypatch.setattr(leases, "SLOT_WAIT", timedelta(seconds=0.05))
     held = HeldReadBacks(monkeypatch)
     requests = [await _completion(small_pool, f"c/{n}.bin") for n in range(COMPLETIONS + 1)]
     running = [
