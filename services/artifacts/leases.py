@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 
@@ -61,12 +62,21 @@ class CompletionLeases:
 
         Raises:
             NotFound: no such upload is waiting (UPLOAD_NOT_FOUND).
-            Aborted: another completion holds it (UPLOAD_BEING_COMPLETED).
+            Aborted: another completion holds it, or took it over after its lease
+                lapsed, which cancels the block (UPLOAD_BEING_COMPLETED).
         """
         held = await self._take(project, path, upload_id)
-        renewing = asyncio.create_task(self._renew(held))
+        lost = asyncio.Event()
+        renewing = asyncio.create_task(self._renew(held, lost, asyncio.current_task()))
         try:
             yield held
+        except asyncio.CancelledError:
+            holder = asyncio.current_task()
+            # Cancelled by the renewal alone: the completion cannot publish any more,
+            # and stops reading back rather than keep its slot for nothing.
+            if lost.is_set() and holder is not None and holder.uncancel() == 0:
+                raise being_completed(upload_id, "another completion took its lease over") from None
+            raise
         finally:
             renewing.cancel()
             # Waited for, so that no renewal lands after the release; a cancellation
@@ -94,9 +104,12 @@ class CompletionLeases:
             raise being_completed(upload_id, "another call is completing it")
         return Completion(PendingUpload(**dict(row)), token)
 
-    async def _renew(self, held: Completion) -> None:
+    async def _renew(
+        self, held: Completion, lost: asyncio.Event, holder: asyncio.Task[Any] | None
+    ) -> None:
         """Extends the lease every RENEW_EVERY until cancelled, or until it is found
-        lost (taken over after it lapsed: the completion cannot publish any more)."""
+        lost (taken over after it lapsed: the completion cannot publish any more), when
+        it cancels the holder's work."""
         while True:
             await asyncio.sleep(RENEW_EVERY.total_seconds())
             try:
@@ -113,6 +126,9 @@ class CompletionLeases:
                 _log.warning("completion lease not renewed", error=repr(error))
                 continue
             if not kept:
+                lost.set()
+                if holder is not None:
+                    holder.cancel()
                 return
 
     async def _release(self, held: Completion) -> None:

@@ -181,7 +181,8 @@ class PresignedTransfers:
             ResourceExhausted: this process ran as many completions as it may
                 throughout `leases.SLOT_WAIT` (COMPLETIONS_BUSY); nothing was done.
             Aborted: another call is completing the upload, or the store ended its
-                multipart upload without an object (UPLOAD_BEING_COMPLETED; the upload
+                multipart upload without an object, or another completion took this
+                one's lease over after it lapsed (UPLOAD_BEING_COMPLETED; the upload
                 is left as it is), or it is gone (UPLOAD_EXPIRED: it expired, or
                 another completion took it over after this one's lease lapsed).
             Unavailable: the server is stopping (SHUTTING_DOWN): nothing was done, or

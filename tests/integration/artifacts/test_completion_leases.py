@@ -318,6 +318,39 @@ async def test_a_completion_whose_lease_lapsed_to_another_publishes_nothing(
         await s3_client_of.stat("t/lapsed.bin")
 
 
+async def test_a_completion_that_finds_its_lease_lost_stops_at_once(
+    s3_client_of: cairn.ArtifactClient, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+):
+    """It can no longer publish: its renewal cancels it rather than let it read the
+    object back to its end holding a slot; it answers while the read-back still runs."""
+    monkeypatch.setattr(leases, "RENEW_EVERY", timedelta(seconds=0.05))
+    held = HeldReadBacks(monkeypatch)
+    read_back, reading = threading.Event(), S3Backend.digest
+
+    def noted(backend: S3Backend, key: str) -> tuple[str, int]:
+        try:
+            return reading(backend, key)
+        finally:
+            read_back.set()
+
+    monkeypatch.setattr(S3Backend, "digest", noted)
+    complete = await _completion(s3_client_of, "t/lost.bin")
+    first = asyncio.ensure_future(s3_client_of._stub.CompleteUploadTicket(complete))
+    try:
+        assert await held.reached(1)
+        await pool.execute(  # another completion took the lease after it lapsed
+            "UPDATE artifacts.uploads SET completion = gen_random_uuid() WHERE project = $1",
+            s3_client_of.project,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as lost:
+            await first
+        assert not read_back.is_set()
+    finally:
+        held.released.set()
+    assert lost.value.code() == grpc.StatusCode.ABORTED
+    assert "UPLOAD_BEING_COMPLETED" in str(lost.value.trailing_metadata())
+
+
 async def test_a_repeat_that_finds_its_upload_just_published_answers_the_object(
     s3_client_of: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
 ):
