@@ -16,6 +16,7 @@ spend. A request that did not decode is refused before either, at no cost.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import time
@@ -51,11 +52,16 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
     """
 
     def __init__(
-        self, gate: Gate, roles: dict[str, Role], idempotency: Idempotency | None = None
+        self,
+        gate: Gate,
+        roles: dict[str, Role],
+        idempotency: Idempotency | None = None,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self._gate = gate
         self._roles = roles
         self._idempotency = idempotency
+        self._stopping = stopping  # set once the server stops taking calls
         # Method to the handler found for it and its wrapping, made once: gRPC looks the
         # same handler up for every call of a method.
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
@@ -79,6 +85,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         role = self._roles.get(method)
         admission = None if role is None else _Admission(self._gate, role, method)
+        scope = (method, admission, self._stopping)  # what every wrapping takes
         codec = {
             "request_deserializer": messages.tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
@@ -90,18 +97,21 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 behaviour = _once(self._idempotency, schema, method, behaviour)  # type: ignore[arg-type]
                 codec["response_serializer"] = passing_bytes(handler.response_serializer)
             return grpc.unary_unary_rpc_method_handler(
-                _unary(behaviour, method, admission, streamed=False), **codec
+                _unary(behaviour, *scope, streamed=False), **codec
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _unary(handler.stream_unary, method, admission, streamed=True), **codec
+                _unary(handler.stream_unary, *scope, streamed=True),
+                **codec,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _streaming(handler.unary_stream, method, admission, streamed=False), **codec
+                _streaming(handler.unary_stream, *scope, streamed=False),
+                **codec,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _streaming(handler.stream_stream, method, admission, streamed=True), **codec
+            _streaming(handler.stream_stream, *scope, streamed=True),
+            **codec,
         )
 
 
@@ -200,10 +210,14 @@ def _once(idempotency: Idempotency, schema: str, method: str, behaviour: Handler
 
 
 def _unary(
-    behaviour: Handler, method: str, admission: _Admission | None, streamed: bool
+    behaviour: Handler,
+    method: str,
+    admission: _Admission | None,
+    stopping: asyncio.Event | None,
+    streamed: bool,
 ) -> Handler:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        scope = _CallScope(method, context)
+        scope = _CallScope(method, context, stopping)
         stream = _Refusals(request) if streamed else None
         try:
             request = await _admitted(admission, request, context, streamed)
@@ -224,10 +238,14 @@ def _unary(
 
 
 def _streaming(
-    behaviour: Handler, method: str, admission: _Admission | None, streamed: bool
+    behaviour: Handler,
+    method: str,
+    admission: _Admission | None,
+    stopping: asyncio.Event | None,
+    streamed: bool,
 ) -> Handler:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        scope = _CallScope(method, context)
+        scope = _CallScope(method, context, stopping)
         active = metrics.STREAMS.labels(method)
         active.inc()
         try:
@@ -258,9 +276,15 @@ async def _as_async_iter(produced: Any) -> AsyncIterator[Any]:
 class _CallScope:
     """Request id, timing and the final log line of one call."""
 
-    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+    def __init__(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        stopping: asyncio.Event | None = None,
+    ) -> None:
         self.method = method
         self.context = context
+        self._stopping = stopping
         self.started = time.perf_counter()
         self.request_id = _request_id(context)
         structlog.contextvars.clear_contextvars()
@@ -300,7 +324,12 @@ class _CallScope:
                     _status(grpc.StatusCode.INTERNAL, "INTERNAL", message, details)
                 )
             )
-        # Cancellation and other BaseExceptions: the caller re-raises them.
+        # Cancellation and other BaseExceptions: the caller re-raises them. A call still
+        # running when a shutdown's grace ends is cancelled by gRPC, which tells its
+        # client UNAVAILABLE: the line says what the client was told.
+        if self._stopping is not None and self._stopping.is_set():
+            self._log(grpc.StatusCode.UNAVAILABLE, reason="SHUTTING_DOWN")
+            return
         self._log(grpc.StatusCode.CANCELLED)
 
     def _log(self, code: grpc.StatusCode, **extra: Any) -> None:

@@ -50,7 +50,9 @@ class CairnServer:
         limit = config.max_message_bytes
         self._gate = _gate(self.services, resources)
         self._server = grpc.aio.server(
-            interceptors=[CallInterceptor(self._gate, role_table(services), self._idempotency)],
+            interceptors=[
+                CallInterceptor(self._gate, role_table(services), self._idempotency, self._stopping)
+            ],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
