@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._transport import Transport
 from ..tracking.v1 import tracking_service_pb2 as api
 from ..types import _tracking as types
-from ..types._run_table import RunTable
 from ..types._tracking import ViewType
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # As mlflow.search_runs: the most runs a table holds unless told otherwise.
 TABLE_MAX_RESULTS_DEFAULT = 100_000
@@ -54,6 +54,12 @@ class RunTables:
         """
         if max_results < 1:
             raise ValueError(f"max_results must be at least 1, got {max_results}")
+        try:  # numpy is the server's dependency, not the client's
+            from ..types._run_table import RunTable
+        except ImportError as missing:
+            raise ImportError(
+                "search_runs_table makes numpy columns: pip install numpy"
+            ) from missing
         ids = [experiment_ids] if isinstance(experiment_ids, str) else list(experiment_ids)
         request = api.SearchRunsRequest(
             project=self.project,
