@@ -151,19 +151,25 @@ async def test_completions_reading_back_hold_no_pool_connection(
     assert len(await small_pool.list("t/")) == COMPLETIONS
 
 
+async def _cap_filled(
+    store: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch, folder: str
+) -> tuple[HeldReadBacks, list[Any], Any]:
+    """COMPLETIONS completions reading back (held), their calls, and the request of one
+    more, not yet sent."""
+    held = HeldReadBacks(monkeypatch)
+    requests = [await _completion(store, f"{folder}/{n}.bin") for n in range(COMPLETIONS + 1)]
+    running = [asyncio.ensure_future(store._stub.CompleteUploadTicket(r)) for r in requests[:-1]]
+    assert await held.reached(COMPLETIONS)
+    return held, running, requests[-1]
+
+
 async def test_a_completion_past_the_cap_gets_a_slot_freed_within_its_wait(
     small_pool: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
 ):
     """As a client from before COMPLETIONS_BUSY needs (it fails its upload on it): one
     past the cap waits for a slot, and completes once one frees."""
     monkeypatch.setattr(leases, "SLOT_WAIT", timedelta(seconds=30))
-    held = HeldReadBacks(monkeypatch)
-    requests = [await _completion(small_pool, f"w/{n}.bin") for n in range(COMPLETIONS + 1)]
-    running = [
-        asyncio.ensure_future(small_pool._stub.CompleteUploadTicket(r))
-        for r in requests[:COMPLETIONS]
-    ]
-    assert await held.reached(COMPLETIONS)
+    held, running, past = await _cap_filled(small_pool, monkeypatch, "w")
     full = asyncio.Event()
     taken = CompletionSlots.taken
 
@@ -174,7 +180,7 @@ async def test_a_completion_past_the_cap_gets_a_slot_freed_within_its_wait(
 
     monkeypatch.setattr(CompletionSlots, "taken", noted)
     # The channel sends nothing again on RESOURCE_EXHAUSTED: the answer is the server's.
-    past = asyncio.ensure_future(small_pool._stub.CompleteUploadTicket(requests[-1]))
+    past = asyncio.ensure_future(small_pool._stub.CompleteUploadTicket(past))
     await full.wait()
     held.released.set()
     assert (await past).object.sha256 == _sha(DATA)
@@ -186,16 +192,10 @@ async def test_a_completion_past_the_cap_is_refused_and_the_client_waits_it_out(
 ):
     """Still no slot once its wait is over: it is refused, and the client calls again."""
     monkeypatch.setattr(leases, "SLOT_WAIT", timedelta(seconds=0.05))
-    held = HeldReadBacks(monkeypatch)
-    requests = [await _completion(small_pool, f"c/{n}.bin") for n in range(COMPLETIONS + 1)]
-    running = [
-        asyncio.ensure_future(small_pool._stub.CompleteUploadTicket(r))
-        for r in requests[:COMPLETIONS]
-    ]
-    assert await held.reached(COMPLETIONS)
+    held, running, past = await _cap_filled(small_pool, monkeypatch, "c")
     with pytest.raises(ResourceExhaustedError) as refused:
         await small_pool._transport.unary(
-            small_pool._stub.CompleteUploadTicket, requests[-1], timeout=10, metadata=None
+            small_pool._stub.CompleteUploadTicket, past, timeout=10, metadata=None
         )
     assert refused.value.reason == "COMPLETIONS_BUSY"
     # The client calls again after a backoff; the cap frees once the others end.
@@ -212,7 +212,7 @@ async def test_a_completion_past_the_cap_is_refused_and_the_client_waits_it_out(
 
     monkeypatch.setattr(CompletionSlots, "taken", counted)
     monkeypatch.setattr(_direct_transfers, "BUSY_BACKOFF_SECONDS", (0.01, 0.05))
-    waited = await small_pool._direct._complete_upload(requests[-1], 10, None)
+    waited = await small_pool._direct._complete_upload(past, 10, None)
     assert waited.sha256 == _sha(DATA) and refusals >= 2
     assert {(await r).object.sha256 for r in running} == {_sha(DATA)}
 
