@@ -22,8 +22,9 @@ class AnswerDroppingProxy:
         self._connections: set[asyncio.Task[None]] = set()
         self.port = 0
 
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> int:
+        """Listens on port (a free one if 0); returns it."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 

@@ -102,6 +102,13 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 30_000),
+    # Each client connects on its own: gRPC otherwise shares one connection per address
+    # across a process's channels, so a client made after its server came back failed
+    # while another client's attempts to connect were still backing off.
+    ("grpc.use_local_subchannel_pool", 1),
+    # A client that lived through an outage tries to connect every 2 s at most, not up
+    # to every 120 s, so it reaches its server within seconds of its return.
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 
 
