@@ -71,8 +71,11 @@ class Keyset:
             filter, order); a token of another query is refused.
     """
 
-    def __init__(self, columns: Sequence[SortColumn], *query: Any) -> None:
+    def __init__(
+        self, columns: Sequence[SortColumn], *query: Any, max_token_length: int = MAX_TOKEN_LENGTH
+    ) -> None:
         self.columns = tuple(columns)
+        self.max_token_length = max_token_length
         text = json.dumps(query, sort_keys=True, default=str)
         self._fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -80,7 +83,7 @@ class Keyset:
         """The typed sort key a token ends at; None for an empty token (the first page)."""
         if not token:
             return None
-        payload = _payload(token, field)
+        payload = _payload(token, field, self.max_token_length)
         if payload.get("q") != self._fingerprint:
             raise _bad_token(field, "belongs to a different query (filter, order or scope)")
         key = payload.get("k")
@@ -126,7 +129,10 @@ class Keyset:
             return ""
         tail = rows[page_size - 1]
         key = [_json_safe(tail[c.name]) for c in self.columns]
-        payload = json.dumps({"q": self._fingerprint, "k": key}, separators=(",", ":"))
+        # Characters as UTF-8 rather than escaped: a long sort value makes a shorter token.
+        payload = json.dumps(
+            {"q": self._fingerprint, "k": key}, separators=(",", ":"), ensure_ascii=False
+        )
         return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
@@ -138,8 +144,8 @@ def page_size(requested: int, default: int, maximum: int, field: str = "page_siz
     return requested or default
 
 
-def _payload(token: str, field: str) -> dict[str, Any]:
-    if len(token) > MAX_TOKEN_LENGTH:
+def _payload(token: str, field: str, max_length: int) -> dict[str, Any]:
+    if len(token) > max_length:
         raise _bad_token(field, "is too long")
     try:
         padded = token + "=" * (-len(token) % 4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Sequence
 from typing import TypeAlias
 
@@ -17,20 +18,22 @@ from ..common import validation as common
 from ..common.errors import NotFound, invalid_field
 from ..common.service import Resources
 from . import convert, validation
+from .fitting import fitting_runs
 from .model import Batch, LifecycleStage, MetricPoint, RunInput, RunStatus, ViewType
 from .store.experiments import ExperimentStore
 from .store.history import MetricHistory
 from .store.runs import RunStore
-from .store.search import RunQuery, search_page
+from .store.search import MAX_ORDER_TERMS, MAX_TOKEN_LENGTH, RunQuery, search_page
 from .store.writes import RunWriter
 
 Context: TypeAlias = grpc.aio.ServicerContext
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-MAX_ORDER_TERMS = 10
 MAX_BULK_RUNS = 100
 # Far more experiments than anyone searches at once; each is parsed and planned for.
 MAX_SEARCH_EXPERIMENTS = 1000
+# Room a SearchRuns response keeps beside its runs for its next page token and framing.
+RESPONSE_RESERVE = MAX_TOKEN_LENGTH + 64 * 1024
 
 
 class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
@@ -41,6 +44,8 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         self._runs = RunStore(pool)
         self._writer = RunWriter(pool)
         self._history = MetricHistory(pool)
+        budget = resources.config.max_message_bytes - RESPONSE_RESERVE
+        self._fitting = functools.partial(fitting_runs, budget=budget)
 
     # Experiments
 
@@ -214,7 +219,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             page_size=paging.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
             page_token=request.page_token,
         )
-        page, next_page_token = await search_page(self._pool, query)
+        page, next_page_token = await search_page(self._pool, query, self._fitting)
         if request.columnar:
             return api.SearchRunsResponse(
                 columns=convert.run_columns(page, query.project), next_page_token=next_page_token

@@ -111,3 +111,19 @@ def test_a_text_value_that_is_not_utf8_is_refused() -> None:
     for value in ("\ud800", "ok\udfff", "\ud83d"):
         assert "wrong type" in _refused(keyset, _forged(token, [value, 1]))
     assert keyset.last(_forged(token, ["\U0001f600", 1])) == ["\U0001f600", 1]
+
+
+def test_a_runs_token_holds_the_longest_sort_values_the_search_allows() -> None:
+    """Tag values as long as they may be, of the characters JSON takes most bytes for,
+    in as many order terms as a search may have: the token reads back."""
+    from cairn_server.tracking.store import search
+    from cairn_server.tracking.validation import MAX_TAG_VALUE_LENGTH
+
+    orders = [f"tags.t{n} DESC" for n in range(search.MAX_ORDER_TERMS)]
+    terms = [search.filters.parse_order_by(text, search.ENTITIES) for text in orders]
+    keyset = Keyset(search._sort_key(terms), max_token_length=search.MAX_TOKEN_LENGTH)
+    longest = {f"v{n}": "\x01" * MAX_TAG_VALUE_LENGTH for n in range(len(terms))}
+    row = {**longest, **{f"m{n}": 0 for n in range(len(terms))}, "tiebreak": uuid.UUID(int=7)}
+    token = keyset.next_token([row, row], 1)
+    assert len(token) <= search.MAX_TOKEN_LENGTH
+    assert keyset.last(token)[1] == longest["v0"]

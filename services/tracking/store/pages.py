@@ -63,6 +63,11 @@ class Logged:
     def counts(self) -> list[int]:
         return [end - start for start, end in pairwise(self.starts)]
 
+    def head(self, runs: int) -> Logged:
+        """The rows of the first runs only."""
+        end = self.starts[runs]
+        return Logged(self.starts[: runs + 1], tuple(column[:end] for column in self.columns))
+
     def per_run(self, rows: list[Any]) -> list[list[Any]]:
         """rows (made of the columns, one per row) cut into each run's."""
         return [rows[start:end] for start, end in pairwise(self.starts)]
@@ -77,6 +82,11 @@ class RunPage:
     params: Logged  # key, value
     tags: Logged  # key, value
     inputs: Logged  # kind, name, uri, digest, context
+
+    def head(self, runs: int) -> RunPage:
+        """The page's first runs only."""
+        tables = (self.metrics, self.params, self.tags, self.inputs)
+        return RunPage(self.infos[:runs], *(table.head(runs) for table in tables))
 
     def runs(self) -> list[Run]:
         # Whole columns are made into points and pairs at once, then cut per run: a

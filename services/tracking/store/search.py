@@ -9,6 +9,7 @@ sort key unique and the keyset page token exact.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -33,6 +34,11 @@ from .run_filters import (
 from .runs import RUN_COLUMNS, RUN_FROM
 
 DEFAULT_ORDER = ["attributes.start_time DESC"]
+MAX_ORDER_TERMS = 10
+# A page token holds its last run's sort values: at most MAX_ORDER_TERMS tag values of
+# 8,000 characters, each six bytes at worst in JSON (a control character's "\u0001"),
+# then base64's third more.
+MAX_TOKEN_LENGTH = 640 * 1024
 # A filter requiring a param or tag value fewer runs than this hold (in any experiment)
 # is answered from those runs alone (see _rarest_value).
 RARE_LIMIT = 1_000
@@ -43,8 +49,12 @@ async def search_runs(pool: asyncpg.Pool, query: RunQuery) -> paging.Page[Run]:
     return paging.Page(page.runs(), next_page_token)
 
 
-async def search_page(pool: asyncpg.Pool, query: RunQuery) -> tuple[RunPage, str]:
-    """The page of runs the query asks for, by column, and the next page's token."""
+async def search_page(
+    pool: asyncpg.Pool, query: RunQuery, fitting: Callable[[RunPage], int] | None = None
+) -> tuple[RunPage, str]:
+    """The page of runs the query asks for, by column, and the next page's token.
+    fitting(page) says how many of the page's runs its answer holds (all by default):
+    the token then continues after those."""
     terms = [filters.parse_order_by(text, ENTITIES) for text in (query.order_by or DEFAULT_ORDER)]
     keyset = paging.Keyset(
         _sort_key(terms),
@@ -54,12 +64,16 @@ async def search_page(pool: asyncpg.Pool, query: RunQuery) -> tuple[RunPage, str
         query.filter,
         list(query.order_by),
         int(query.view_type),
+        max_token_length=MAX_TOKEN_LENGTH,
     )
     last = keyset.last(query.page_token)
     wanted = query.page_size + 1
     async with pool.acquire() as conn:
         rows = await _page_rows(conn, query, terms, keyset, last, wanted)
         page = await load_page(conn, rows[: query.page_size])
+    kept = fitting(page) if fitting and rows else len(page.infos)
+    if kept < len(page.infos):
+        return page.head(kept), keyset.next_token(rows, kept)
     return page, keyset.next_token(rows, query.page_size)
 
 

@@ -1,0 +1,86 @@
+"""How many runs of a page one SearchRuns response holds.
+
+A run takes about its strings' UTF-8 bytes on the wire, in either form of the response
+(run by run, or by column), plus framing. A page is cut before the first run that would
+take the response past its budget, so runs whose params and tags are large are read in
+smaller pages rather than not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from operator import attrgetter
+
+import numpy as np
+
+from .model import RunInfo
+from .store.pages import Logged, RunPage
+
+# Upper bounds of what the wire adds to the strings' bytes: a run's info (its numbers,
+# parent run id, field tags and lengths), a metric's three numbers, and each string's
+# tag and length.
+RUN_FRAMING = 256
+METRIC_FRAMING = 48
+STRING_FRAMING = 8
+# UTF-8 takes at most this many bytes per character.
+_MAX_CHAR_BYTES = 4
+# A run info's strings but its parent run id (32 characters or none).
+_INFO_STRINGS = [
+    attrgetter(name)
+    for name in ("project", "run_id", "experiment_id", "run_name", "user_id", "artifact_uri")
+]
+
+
+def fitting_runs(page: RunPage, budget: int) -> int:
+    """How many of the page's runs, from the first, a response holds in budget bytes;
+    at least one."""
+    runs = len(page.infos)
+    if _at_most(page) <= budget:  # nearly every page: no string is encoded to know
+        return runs
+    sizes = _info_bytes(page.infos)
+    for table, framing in _tables(page):
+        sizes += _per_run(table, framing)
+    return max(int(np.searchsorted(np.cumsum(sizes), budget, side="right")), 1)
+
+
+def _at_most(page: RunPage) -> int:
+    """What the page takes at most, from its characters (counted, not encoded)."""
+    chars = sum(sum(map(len, map(field, page.infos))) for field in _INFO_STRINGS)
+    framing = (RUN_FRAMING + STRING_FRAMING * len(_INFO_STRINGS)) * len(page.infos)
+    for table, row_framing in _tables(page):
+        framing += row_framing * table.starts[-1]
+        for column in _strings(table):
+            chars += sum(map(len, column))
+            framing += STRING_FRAMING * len(column)
+    return _MAX_CHAR_BYTES * chars + framing
+
+
+def _tables(page: RunPage) -> list[tuple[Logged, int]]:
+    """Each table of the page, with what each of its rows adds beside its strings."""
+    return [(page.metrics, METRIC_FRAMING), (page.params, 0), (page.tags, 0), (page.inputs, 0)]
+
+
+def _strings(table: Logged) -> list[Sequence[str]]:
+    """The table's columns of strings (a metric's value, time and step are numbers)."""
+    return [c for c in table.columns if c and isinstance(c[0], str)]
+
+
+def _info_bytes(infos: list[RunInfo]) -> np.ndarray:
+    sizes = np.full(len(infos), RUN_FRAMING, np.int64)
+    for field in _INFO_STRINGS:
+        sizes += np.fromiter(_encoded(map(field, infos)), np.int64, len(infos))
+    return sizes
+
+
+def _per_run(table: Logged, framing: int) -> np.ndarray:
+    """Each run's bytes in the table: its rows' strings and framing."""
+    rows = table.starts[-1]
+    cost = np.full(rows, framing, np.int64)
+    for column in _strings(table):
+        cost += np.fromiter(_encoded(column), np.int64, rows)
+    ends = np.concatenate(([0], np.cumsum(cost)))
+    return ends[table.starts[1:]] - ends[table.starts[:-1]]
+
+
+def _encoded(strings: Iterable[str]) -> Iterable[int]:
+    return (len(s.encode()) + STRING_FRAMING for s in strings)

@@ -1,0 +1,83 @@
+"""fitting_runs keeps a SearchRuns response within its budget, in either form, whatever
+the runs' strings (characters of one to four bytes in UTF-8)."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cairn.tracking.v1 import tracking_service_pb2 as api
+from cairn_server.tracking import convert
+from cairn_server.tracking.fitting import fitting_runs
+from cairn_server.tracking.model import LifecycleStage, RunInfo, RunStatus
+from cairn_server.tracking.store.pages import Logged, RunPage
+
+# Letters of one, two, three and four bytes in UTF-8, long enough that a miscount of
+# their bytes outweighs the framing.
+text = st.lists(
+    st.tuples(st.sampled_from("a\u00e9\u20ac\U0001f600"), st.integers(0, 200)), max_size=4
+).map(lambda runs: "".join(letter * count for letter, count in runs))
+
+
+@st.composite
+def pages(draw: st.DrawFn) -> RunPage:
+    runs = draw(st.integers(1, 8))
+    infos = [
+        RunInfo(
+            "default",
+            f"{n:032x}",
+            "1",
+            draw(text),
+            draw(text),
+            RunStatus.FINISHED,
+            n,
+            None,
+            draw(text),
+            LifecycleStage.ACTIVE,
+            None,
+        )
+        for n in range(runs)
+    ]
+
+    def table(*columns: st.SearchStrategy) -> Logged:
+        rows = draw(st.lists(st.tuples(st.integers(1, runs), *columns), max_size=10))
+        rows.sort(key=lambda row: row[0])
+        positions, *values = zip(*rows, strict=True) if rows else [[]] * (len(columns) + 1)
+        return Logged.of(runs, list(positions), *map(list, values))
+
+    number = st.floats(allow_nan=True)
+    when = st.integers(0, 2**62)
+    return RunPage(
+        infos,
+        table(text, number, when, when),
+        table(text, text),
+        table(text, text),
+        table(text, text, text, text, text),
+    )
+
+
+def _sizes(page: RunPage) -> tuple[int, int]:
+    by_run = api.SearchRunsResponse(runs=[convert.run(run) for run in page.runs()])
+    by_column = api.SearchRunsResponse(columns=convert.run_columns(page, "default"))
+    return by_run.ByteSize(), by_column.ByteSize()
+
+
+@settings(max_examples=100, deadline=None)
+@given(pages(), st.floats(0.0, 1.2))
+def test_the_runs_kept_fit_the_budget_in_either_form(page: RunPage, share: float) -> None:
+    budget = int(max(_sizes(page)) * share)
+    kept = fitting_runs(page, budget)
+    assert 1 <= kept <= len(page.infos)
+    if kept > 1:
+        assert max(_sizes(page.head(kept))) <= budget
+
+
+@settings(max_examples=30)
+@given(pages())
+def test_a_page_within_its_budget_is_kept_whole(page: RunPage) -> None:
+    assert fitting_runs(page, 2**40) == len(page.infos)
+
+
+@settings(max_examples=30)
+@given(pages(), st.integers(0, 8))
+def test_the_head_of_a_page_is_its_first_runs(page: RunPage, runs: int) -> None:
+    runs = min(runs, len(page.infos))
+    assert page.head(runs).runs() == page.runs()[:runs]
