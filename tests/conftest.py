@@ -14,6 +14,7 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import signal
@@ -133,6 +134,19 @@ async def eventually(
 
 def with_overrides(config: Config, **changes: object) -> Config:
     return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    config: Config, pool: asyncpg.Pool, services: list[str], **changes: object
+) -> AsyncIterator[int]:
+    """The port of a server of services (catalog names) run with config's changes."""
+    server = CairnServer(with_overrides(config, **changes), catalog.select(services), pool)
+    port = await server.start()
+    try:
+        yield port
+    finally:
+        await server.stop(grace=1.0)
 
 
 def repo_root() -> Path:

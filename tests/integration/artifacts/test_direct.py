@@ -28,7 +28,7 @@ from cairn_server import catalog
 from cairn_server.artifacts.tickets import TicketSigner
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
-from tests.conftest import new_project, with_overrides
+from tests.conftest import new_project, serving, with_overrides
 from tests.integration.test_tls import pki  # noqa: F401 (a fixture)
 
 SMALL_THRESHOLD = 1024 * 1024
@@ -165,14 +165,8 @@ async def test_a_streamed_upload_longer_than_announced_is_refused_at_once(
 @pytest.fixture
 async def unreachable_port(config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
     """A server that advertises its byte endpoint where nothing listens."""
-    server = CairnServer(
-        with_overrides(config, artifact_direct_host="127.0.0.2"),
-        catalog.select(["artifacts"]),
-        pool,
-    )
-    port = await server.start()
-    yield port
-    await server.stop(grace=1.0)
+    async with serving(config, pool, ["artifacts"], artifact_direct_host="127.0.0.2") as port:
+        yield port
 
 
 async def test_an_unreachable_endpoint_falls_back_to_streaming(
@@ -282,11 +276,8 @@ async def test_the_byte_endpoint_speaks_tls_when_the_grpc_port_does(
 @pytest.fixture
 async def undirected_s3_port(s3_config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
     """An S3 server with direct transfer turned off (CAIRN_ARTIFACT_DIRECT=false)."""
-    config = with_overrides(s3_config, artifact_direct=False)
-    server = CairnServer(config, catalog.select(["artifacts"]), pool)
-    port = await server.start()
-    yield port
-    await server.stop(grace=1.0)
+    async with serving(s3_config, pool, ["artifacts"], artifact_direct=False) as port:
+        yield port
 
 
 async def test_a_server_without_direct_transfer_is_streamed_to(

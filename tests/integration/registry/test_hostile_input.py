@@ -16,10 +16,8 @@ from cairn.common.v1 import common_pb2
 from cairn.registry.v1 import registry_pb2 as pb
 from cairn.registry.v1 import registry_service_pb2 as api
 from cairn.registry.v1 import registry_service_pb2_grpc as rpc
-from cairn_server import catalog
 from cairn_server.common.config import Config
-from cairn_server.common.server import CairnServer
-from tests.conftest import eventually, new_project, with_overrides
+from tests.conftest import eventually, new_project, serving
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -173,12 +171,8 @@ async def test_tags_stop_at_their_limits_even_when_set_at_once(
 @pytest.fixture
 async def small_messages(config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
     """A registry whose largest message is 1 MiB, the least a server may be given."""
-    server = CairnServer(
-        with_overrides(config, max_message_bytes=1024 * 1024), catalog.select(["registry"]), pool
-    )
-    port = await server.start()
-    yield port
-    await server.stop(grace=0)
+    async with serving(config, pool, ["registry"], max_message_bytes=1024 * 1024) as port:
+        yield port
 
 
 async def test_a_page_too_large_to_send_is_cut_and_continued(

@@ -11,23 +11,17 @@ import cairn
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.tracking.v1 import tracking_service_pb2_grpc as rpc
 from cairn.types import Param, RunTag
-from cairn_server import catalog
 from cairn_server.common.config import Config
-from cairn_server.common.server import CairnServer
-from tests.conftest import with_overrides
+from tests.conftest import serving
 
-MIB = 1024 * 1024
 RUNS = 8
 
 
 @pytest.fixture
 async def small_messages(config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
     """A tracking server whose largest message is 1 MiB, the least a server may be given."""
-    small = with_overrides(config, max_message_bytes=MIB)
-    server = CairnServer(small, catalog.select(["tracking"]), pool)
-    port = await server.start()
-    yield port
-    await server.stop(grace=0)
+    async with serving(config, pool, ["tracking"], max_message_bytes=1024 * 1024) as port:
+        yield port
 
 
 def _values(run: int) -> dict[str, str]:
