@@ -10,8 +10,11 @@ from cairn.exceptions import UnavailableError
 from tests.conftest import eventually
 from tests.proxy import AnswerDroppingProxy
 
-OUTAGE_SECONDS = 10.0  # gRPC's own backoff would be past 6 s by then
-RECONNECT_SECONDS = 3.5  # the 2 s cap, its 20% jitter and the connection itself
+# After 10 s of failing, gRPC's own backoff (1 s, growing 1.6 times an attempt, 20%
+# jitter) would try next about 6 s after the server's return, 2.6 s at the soonest.
+OUTAGE_SECONDS = 10.0
+# The 2 s cap with its jitter, a failing call's retries (0.7 s) and the connection.
+RECONNECT_SECONDS = 4.5
 
 
 def _unused_port() -> int:

@@ -90,8 +90,8 @@ async def test_pages_of_runs_as_messages_are_cut_too(
 
 
 async def test_a_search_ordered_by_long_values_pages_on(small_messages: int, unique: str) -> None:
-    """A page token holds its last run's sort values: params of 6,000 characters, four of
-    them in the order, each character escaped in JSON."""
+    """A page token holds its last run's sort values: params of 6,000 characters of four
+    bytes each in UTF-8, four of them in the order."""
     longest = "\U0001f600" * 6_000
     async with cairn.TrackingClient.insecure_connection("127.0.0.1", small_messages) as tracking:
         experiment_id = await tracking.create_experiment(f"long-order-{unique}")
