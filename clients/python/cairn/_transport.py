@@ -106,8 +106,8 @@ _CHANNEL_OPTIONS = [
     # across a process's channels, so a client made after its server came back failed
     # while another client's attempts to connect were still backing off.
     ("grpc.use_local_subchannel_pool", 1),
-    # A client that lived through an outage tries to connect every 2 s at most, not up
-    # to every 120 s, so it reaches its server within seconds of its return.
+    # A client that lived through an outage tries to connect at most about 2 s apart, not
+    # up to 120 s, so it reaches its server within seconds of its return.
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 
