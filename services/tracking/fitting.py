@@ -1,9 +1,10 @@
-"""How many runs of a page one SearchRuns response holds.
+"""How many runs (or experiments) of a page one search response holds.
 
 A run takes about its strings' UTF-8 bytes on the wire, in either form of the response
 (run by run, or by column), plus framing. A page is cut before the first run that would
 take the response past its budget, so runs whose params and tags are large are read in
-smaller pages rather than not at all.
+smaller pages rather than not at all. Experiments are cut the same way, before their
+tags are read.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from operator import attrgetter
 
 import numpy as np
 
-from .model import RunInfo
+from .model import Experiment, RunInfo
+from .store.experiments import TagSize
 from .store.pages import Logged, RunPage
 
 # Upper bounds of what the wire adds to the strings' bytes: a run's info (its numbers,
@@ -22,6 +24,10 @@ from .store.pages import Logged, RunPage
 RUN_FRAMING = 256
 METRIC_FRAMING = 48
 STRING_FRAMING = 8
+# An experiment's lifecycle stage, times and framing; its tags' framing (a message of two
+# strings).
+EXPERIMENT_FRAMING = 128
+TAG_FRAMING = 3 * STRING_FRAMING
 # UTF-8 takes at most this many bytes per character.
 _MAX_CHAR_BYTES = 4
 # A run info's strings but its parent run id (32 characters or none).
@@ -84,3 +90,17 @@ def _per_run(table: Logged, framing: int) -> np.ndarray:
 
 def _encoded(strings: Iterable[str]) -> Iterable[int]:
     return (len(s.encode()) + STRING_FRAMING for s in strings)
+
+
+def fitting_experiments(experiments: list[Experiment], tags: list[TagSize], budget: int) -> int:
+    """How many of the experiments (given without their tags), from the first, a
+    response holds in budget bytes, with tags of the sizes given; at least one."""
+    total = 0
+    for count, (experiment, size) in enumerate(zip(experiments, tags, strict=True)):
+        strings = (experiment.project, experiment.experiment_id, experiment.name)
+        chars = sum(map(len, strings)) + len(experiment.artifact_location)
+        total += _MAX_CHAR_BYTES * chars + EXPERIMENT_FRAMING
+        total += size.bytes + TAG_FRAMING * size.entries
+        if total > budget:
+            return max(count, 1)
+    return len(experiments)

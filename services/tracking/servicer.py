@@ -18,7 +18,7 @@ from ..common import validation as common
 from ..common.errors import NotFound, invalid_field
 from ..common.service import Resources
 from . import convert, validation
-from .fitting import fitting_runs
+from .fitting import fitting_experiments, fitting_runs
 from .model import Batch, LifecycleStage, MetricPoint, RunInput, RunStatus, ViewType
 from .store.experiments import ExperimentStore
 from .store.history import MetricHistory
@@ -33,7 +33,9 @@ MAX_BULK_RUNS = 100
 # Far more experiments than anyone searches at once; each is parsed and planned for.
 MAX_SEARCH_EXPERIMENTS = 1000
 # Room a SearchRuns response keeps beside its runs for its next page token and framing.
-RESPONSE_RESERVE = MAX_TOKEN_LENGTH + 64 * 1024
+RUNS_RESPONSE_RESERVE = MAX_TOKEN_LENGTH + 64 * 1024
+# The same for experiments, whose tokens hold at most four attributes (a few kB).
+EXPERIMENTS_RESPONSE_RESERVE = 64 * 1024
 
 
 class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
@@ -44,8 +46,11 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         self._runs = RunStore(pool)
         self._writer = RunWriter(pool)
         self._history = MetricHistory(pool)
-        budget = resources.config.max_message_bytes - RESPONSE_RESERVE
-        self._fitting = functools.partial(fitting_runs, budget=budget)
+        largest = resources.config.max_message_bytes
+        self._fitting = functools.partial(fitting_runs, budget=largest - RUNS_RESPONSE_RESERVE)
+        self._fitting_experiments = functools.partial(
+            fitting_experiments, budget=largest - EXPERIMENTS_RESPONSE_RESERVE
+        )
 
     # Experiments
 
@@ -53,11 +58,13 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         self, request: api.CreateExperimentRequest, context: Context
     ) -> api.CreateExperimentResponse:
         project = common.project(request.project)
+        tags = _tags(request.tags, "tags")
+        validation.experiment_tag_bytes(validation.tag_bytes(tags), "tags")
         record = await self._experiments.create(
             project,
             validation.experiment_name(request.name),
             validation.artifact_location(request.artifact_location, project),
-            _tags(request.tags, "tags"),
+            tags,
         )
         return api.CreateExperimentResponse(experiment=convert.experiment(record))
 
@@ -87,6 +94,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             _view_type(request.view_type),
             paging.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
             request.page_token,
+            self._fitting_experiments,
         )
         return api.SearchExperimentsResponse(
             experiments=[convert.experiment(e) for e in page.items],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from ..common import validation
@@ -20,6 +21,9 @@ MAX_PARAMS_PER_BATCH = 1000
 MAX_TAGS_PER_BATCH = 1000
 MAX_INPUTS_PER_CALL = 1000
 MAX_REQUEST_ID_LENGTH = 128
+# An experiment's tags, keys and values in UTF-8: an experiment is always answered in
+# one message, and the least a server may send is 1 MiB.
+MAX_EXPERIMENT_TAG_BYTES = 512 * 1024
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 _EXPERIMENT_ID = re.compile(r"[1-9][0-9]{0,18}")
 MAX_EXPERIMENT_ID = 2**63 - 1  # PostgreSQL's bigint
@@ -109,6 +113,22 @@ def request_id(value: str) -> str:
             f"with {METRIC_REQUEST_PREFIX!r}",
         )
     return value
+
+
+def tag_bytes(tags: Mapping[str, str]) -> int:
+    """What tags take against MAX_EXPERIMENT_TAG_BYTES."""
+    return sum(len(key.encode()) + len(value.encode()) for key, value in tags.items())
+
+
+def experiment_tag_bytes(size: int, field: str) -> None:
+    """Refuses tags that would take an experiment's past MAX_EXPERIMENT_TAG_BYTES."""
+    if size > MAX_EXPERIMENT_TAG_BYTES:
+        raise invalid_field(
+            field,
+            f"an experiment's tags may hold {MAX_EXPERIMENT_TAG_BYTES} bytes (keys and "
+            f"values in UTF-8); these would take {size}: delete tags first",
+            "TAGS_TOO_LARGE",
+        )
 
 
 def count(items: int, limit: int, field: str) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, TypeAlias
 
 import asyncpg
 
@@ -11,6 +12,7 @@ from ...common.errors import AlreadyExists, FailedPrecondition, NotFound
 from ...common.filters import FilterError, Identifier
 from ...common.sql import Params
 from ..model import Experiment, LifecycleStage, ViewType
+from ..validation import experiment_tag_bytes, tag_bytes
 from .purge import delete_time, generated_location
 
 _COLUMNS = """experiment_id, project, name, artifact_location, lifecycle_stage,
@@ -18,6 +20,8 @@ _COLUMNS = """experiment_id, project, name, artifact_location, lifecycle_stage,
 # The same, qualified: a filter's lookups join tables with columns of the same names.
 _E_COLUMNS = ", ".join(f"e.{column.strip()}" for column in _COLUMNS.split(","))
 _TAGS = {"tag": "tracking.experiment_tags"}
+# validation.tag_bytes of the tags `t` of one experiment.
+_TAG_BYTES = "coalesce(sum(octet_length(t.key) + octet_length(t.value)), 0)"
 _ENTITIES = {"tags": "tag", "tag": "tag", "attributes": "attribute", "attribute": "attribute"}
 # Attribute name -> (column, SQL type) for filters and ordering.
 _ATTRIBUTES = {
@@ -26,6 +30,17 @@ _ATTRIBUTES = {
     "creation_time": ("(extract(epoch FROM e.creation_time) * 1000)::bigint", "bigint"),
     "last_update_time": ("(extract(epoch FROM e.last_update_time) * 1000)::bigint", "bigint"),
 }
+
+
+class TagSize(NamedTuple):
+    """What one experiment's tags take: their keys' and values' bytes in UTF-8, and
+    how many there are."""
+
+    bytes: int
+    entries: int
+
+
+Fitting: TypeAlias = Callable[[list[Experiment], list[TagSize]], int]
 
 
 class ExperimentStore:
@@ -137,8 +152,17 @@ class ExperimentStore:
             raise _not_found(experiment_id)
 
     async def set_tag(self, project: str, experiment_id: int, key: str, value: str) -> None:
+        """Sets one tag, refused when it would take the experiment's tags past their
+        bound (validation.MAX_EXPERIMENT_TAG_BYTES)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await _lock_active(conn, project, experiment_id)
+            await _lock_active(conn, project, experiment_id)  # so no other set counts alongside
+            others = await conn.fetchval(
+                f"""SELECT {_TAG_BYTES} FROM tracking.experiment_tags t
+                    WHERE t.experiment_id = $1 AND t.key <> $2""",
+                experiment_id,
+                key,
+            )
+            experiment_tag_bytes(others + tag_bytes({key: value}), "value")
             await _write_tags(conn, experiment_id, {key: value})
 
     async def delete_tag(self, project: str, experiment_id: int, key: str) -> None:
@@ -165,7 +189,11 @@ class ExperimentStore:
         view_type: ViewType,
         page_size: int,
         page_token: str,
+        fitting: Fitting | None = None,
     ) -> paging.Page[Experiment]:
+        """One page of the experiments the filter finds. fitting(experiments, tag_sizes)
+        says how many of the page's experiments (given without their tags) its answer
+        holds: their tags are read only then, so a page costs at most what it sends."""
         params = Params(project)
         where = ["e.project = $1", _view_clause(view_type)]
         lookups = filter_sql.Lookups(params, _TAGS, ("experiment_id", "e.experiment_id"))
@@ -201,10 +229,13 @@ class ExperimentStore:
                     ORDER BY {order}, e.experiment_id ASC LIMIT {limit}""",
                 *params.values,
             )
-            tags = await _tags(conn, [r["experiment_id"] for r in rows[:page_size]])
-        return keyset.page(
-            rows, page_size, lambda r: _experiment(r, tags.get(r["experiment_id"], {}))
-        )
+            kept = rows[:page_size]
+            if fitting is not None and kept:
+                sizes = await _tag_sizes(conn, [r["experiment_id"] for r in kept])
+                kept = kept[: fitting([_experiment(r, {}) for r in kept], sizes)]
+            tags = await _tags(conn, [r["experiment_id"] for r in kept])
+        experiments = [_experiment(r, tags.get(r["experiment_id"], {})) for r in kept]
+        return paging.Page(experiments, keyset.next_token(rows, len(kept)))
 
 
 def _view_clause(view_type: ViewType) -> str:
@@ -288,6 +319,18 @@ async def _write_tags(conn: asyncpg.Connection, experiment_id: int, tags: dict[s
             list(tags),
             list(tags.values()),
         )
+
+
+async def _tag_sizes(conn: asyncpg.Connection, ids: list[int]) -> list[TagSize]:
+    """What each experiment's tags take: validation.tag_bytes, and how many there are."""
+    rows = await conn.fetch(
+        f"""SELECT t.experiment_id, {_TAG_BYTES} AS bytes, count(*) AS tags
+            FROM tracking.experiment_tags t WHERE t.experiment_id = ANY($1::bigint[])
+            GROUP BY t.experiment_id""",
+        ids,
+    )
+    found = {r["experiment_id"]: TagSize(r["bytes"], r["tags"]) for r in rows}
+    return [found.get(i, TagSize(0, 0)) for i in ids]
 
 
 async def _tags(conn: asyncpg.Connection, ids: Sequence[int]) -> dict[int, dict[str, str]]:

@@ -1,9 +1,6 @@
 """Runs whose params and tags take more than the largest message a server sends are
 still searched: a page holds the runs that fit and its token continues after them."""
 
-from collections.abc import AsyncIterator
-
-import asyncpg
 import grpc
 import pytest
 
@@ -11,17 +8,8 @@ import cairn
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.tracking.v1 import tracking_service_pb2_grpc as rpc
 from cairn.types import Param, RunTag
-from cairn_server.common.config import Config
-from tests.conftest import serving
 
 RUNS = 8
-
-
-@pytest.fixture
-async def small_messages(config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
-    """A tracking server whose largest message is 1 MiB, the least a server may be given."""
-    async with serving(config, pool, ["tracking"], max_message_bytes=1024 * 1024) as port:
-        yield port
 
 
 def _values(run: int) -> dict[str, str]:
