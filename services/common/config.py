@@ -130,7 +130,10 @@ class Config:
     log_format: str = _setting(
         "json", "json for machines, console for people", choices=("json", "console")
     )
-    max_message_bytes: int = _setting(16 * 1024 * 1024, "largest gRPC message received or sent")
+    max_message_bytes: int = _setting(
+        16 * 1024 * 1024,
+        "largest gRPC message received or sent; a run may hold a quarter of it",
+    )
     shutdown_grace_seconds: float = _setting(
         10.0, "on SIGTERM/SIGINT, how long in-flight calls may take to finish"
     )

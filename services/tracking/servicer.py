@@ -20,6 +20,7 @@ from ..common.service import Resources
 from . import convert, validation
 from .fitting import fitting_experiments, fitting_runs
 from .model import Batch, LifecycleStage, MetricPoint, RunInput, RunStatus, ViewType
+from .store import sizes
 from .store.experiments import ExperimentStore
 from .store.history import MetricHistory
 from .store.runs import RunStore
@@ -43,8 +44,9 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         pool = resources.pool
         self._pool = pool
         self._experiments = ExperimentStore(pool)
-        self._runs = RunStore(pool)
-        self._writer = RunWriter(pool)
+        run_bound = sizes.bound_for(resources.config.max_message_bytes)
+        self._runs = RunStore(pool, run_bound)
+        self._writer = RunWriter(pool, run_bound)
         self._history = MetricHistory(pool)
         largest = resources.config.max_message_bytes
         self._fitting = functools.partial(fitting_runs, budget=largest - RUNS_RESPONSE_RESERVE)

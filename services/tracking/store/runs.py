@@ -11,6 +11,7 @@ import asyncpg
 from ...common.errors import FailedPrecondition, NotFound
 from ..model import LifecycleStage, Run, RunInfo, RunStatus
 from ..names import generate_run_name
+from . import sizes
 from .pages import load_page, run_info
 from .purge import delete_time
 
@@ -23,8 +24,11 @@ RUN_FROM = f"tracking.runs r {EXPERIMENT_OF_RUN}"
 
 
 class RunStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """Runs' rows; a new run's tags count against bound (sizes.py)."""
+
+    def __init__(self, pool: asyncpg.Pool, bound: int) -> None:
         self._pool = pool
+        self._bound = bound
 
     async def create(
         self,
@@ -65,6 +69,8 @@ class RunStore:
                     list(tags),
                     list(tags.values()),
                 )
+            held = sum(sizes.entry_bytes(key, value) for key, value in tags.items())
+            await sizes.create(conn, run_id, held, self._bound)
             return (await load_runs(conn, [await _info_row(conn, project, run_id)]))[0]
 
     async def get(self, project: str, run_id: str) -> Run:

@@ -8,7 +8,9 @@ a second that merges the small chunks such writes leave behind: compaction.py; a
 LogMetric whose request id was taken reads what request took it: the same one is
 answered OK, another is REQUEST_ID_REUSED); any other batch is one transaction: BEGIN, a
 statement that checks the run, claims the request id and moves the latest points,
-params and tags if any, binary COPY of its history chunks, COMMIT."""
+params and tags if any, what they add to the run's size, binary COPY of its history
+chunks, COMMIT. A write that would take the run past its bound fails whole
+(sizes.within_bound), in either form."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import numpy as np
 from ...common import idempotency, logs
 from ...common.errors import FailedPrecondition, NotFound
 from ..model import Batch, MetricColumns, MetricPoint, RunInput
-from . import compaction, pgcopy
+from . import compaction, pgcopy, sizes
 from .runs import check_writable, lock_writable
 
 _log = logs.get("cairn.tracking.writes")
@@ -32,16 +34,34 @@ METRIC_REQUEST_PREFIX = "LogMetric:"
 
 
 class RunWriter:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """Writes to runs, each within bound bytes of entries (sizes.py)."""
+
+    def __init__(self, pool: asyncpg.Pool, bound: int) -> None:
         self._pool = pool
+        self._bound = bound
 
     async def log_batch(self, project: str, run_id: str, batch: Batch) -> bool:
-        """Applies the batch; returns False when its request id was applied before."""
+        """Applies the batch; returns False when its request id was applied before.
+
+        Raises:
+            InvalidArgument: RUN_TOO_LARGE, the batch would take the run past its bound.
+        """
         run_uuid = uuid.UUID(run_id)
         if _small_metrics_only(batch):
-            async with self._pool.acquire() as conn:
-                return await _write_small(conn, project, run_uuid, batch.metrics, batch.request_id)
+            return await sizes.within_bound(
+                self._pool,
+                run_uuid,
+                self._bound,
+                lambda: self._write_small(project, run_uuid, batch.metrics, batch.request_id),
+            )
         chunks = _Chunks.of(run_uuid, batch.metrics)
+        return await sizes.within_bound(
+            self._pool, run_uuid, self._bound, lambda: self._write(project, run_uuid, batch, chunks)
+        )
+
+    async def _write(
+        self, project: str, run_uuid: uuid.UUID, batch: Batch, chunks: _Chunks
+    ) -> bool:
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 _BEGIN_BATCH, project, run_uuid, batch.request_id, None, *chunks.latest
@@ -49,10 +69,12 @@ class RunWriter:
             check_writable(run_uuid, row)
             if not row["applies"]:
                 return False
+            added = row["added_bytes"]
             if batch.params:
-                await _write_params(conn, run_uuid, batch.params)
+                added += await _write_params(conn, run_uuid, batch.params)
             if batch.tags:
-                await _write_tags(conn, run_uuid, batch.tags)
+                added += await _write_tags(conn, run_uuid, batch.tags)
+            await sizes.grow(conn, run_uuid, added, self._bound)
             if chunks.copy:
                 await conn.copy_to_table(
                     "metric_chunks",
@@ -83,6 +105,16 @@ class RunWriter:
         """
         run_uuid = uuid.UUID(run_id)
         claim = METRIC_REQUEST_PREFIX + request_id if request_id else ""
+        return await sizes.within_bound(
+            self._pool,
+            run_uuid,
+            self._bound,
+            lambda: self._write_one(project, run_uuid, point, claim, fingerprint),
+        )
+
+    async def _write_one(
+        self, project: str, run_uuid: uuid.UUID, point: MetricPoint, claim: str, fingerprint: bytes
+    ) -> bool:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
                 _WRITE_ONE,
@@ -94,6 +126,7 @@ class RunWriter:
                 point.value,
                 point.step,
                 point.timestamp_ms,
+                self._bound,
             )
             check_writable(run_uuid, row)
             if not row["applies"]:
@@ -108,20 +141,37 @@ class RunWriter:
         run_uuid = uuid.UUID(run_id)
         async with self._pool.acquire() as conn, conn.transaction():
             await lock_writable(conn, project, run_uuid)
-            deleted = await conn.fetchval(
-                "DELETE FROM tracking.tags WHERE run_id = $1 AND key = $2 RETURNING 1",
+            freed = await conn.fetchval(
+                f"""DELETE FROM tracking.tags WHERE run_id = $1 AND key = $2
+                    RETURNING octet_length(key) + octet_length(value) + {sizes.ENTRY_BYTES}""",
                 run_uuid,
                 key,
             )
-        if deleted is None:
+            if freed is not None:
+                await sizes.shrink(conn, run_uuid, freed)
+        if freed is None:
             raise NotFound(
                 "TAG_NOT_FOUND", f"run {run_id} has no tag {key!r}", metadata={"key": key}
             )
 
     async def log_inputs(self, project: str, run_id: str, inputs: Sequence[RunInput]) -> None:
         run_uuid = uuid.UUID(run_id)
+        await sizes.within_bound(
+            self._pool, run_uuid, self._bound, lambda: self._write_inputs(project, run_uuid, inputs)
+        )
+
+    async def _write_inputs(
+        self, project: str, run_uuid: uuid.UUID, inputs: Sequence[RunInput]
+    ) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             await lock_writable(conn, project, run_uuid)
+            replaced = await conn.fetchval(
+                _REPLACED_INPUTS,
+                run_uuid,
+                [i.kind for i in inputs],
+                [i.uri for i in inputs],
+                [i.context for i in inputs],
+            )
             await conn.executemany(
                 """INSERT INTO tracking.run_inputs (run_id, kind, name, uri, digest, context)
                    VALUES ($1, $2, $3, $4, $5, $6)
@@ -129,16 +179,43 @@ class RunWriter:
                    DO UPDATE SET name = excluded.name, digest = excluded.digest""",
                 [(run_uuid, i.kind, i.name, i.uri, i.digest, i.context) for i in inputs],
             )
+            added = sum(
+                sizes.entry_bytes(i.kind, i.name, i.uri, i.digest, i.context) for i in inputs
+            )
+            await sizes.grow(conn, run_uuid, added - replaced, self._bound)
+
+    async def _write_small(
+        self, project: str, run_id: uuid.UUID, metrics: MetricColumns, request_id: str
+    ) -> bool:
+        keys = [metrics.keys[i] for i in metrics.key_indexes.tolist()]
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                _WRITE_SMALL,
+                project,
+                run_id,
+                request_id,
+                None,
+                keys,
+                metrics.values.tolist(),
+                metrics.steps.tolist(),
+                metrics.timestamps_ms.tolist(),
+                self._bound,
+            )
+            check_writable(run_id, row)
+            if not row["applies"]:
+                return False
+            for key in row["to_merge"]:
+                await _merge(conn, run_id, key)
+        return True
 
 
 def _small_metrics_only(batch: Batch) -> bool:
     return len(batch.metrics) <= STATEMENT_MAX_POINTS and not (batch.params or batch.tags)
 
 
-async def _write_params(
-    conn: asyncpg.Connection, run_id: uuid.UUID, params: dict[str, str]
-) -> None:
-    """Params are immutable: the same value again is fine, another value is refused."""
+async def _write_params(conn: asyncpg.Connection, run_id: uuid.UUID, params: dict[str, str]) -> int:
+    """Params are immutable: the same value again is fine, another value is refused.
+    Returns what the params new to the run add to its size."""
     keys, values = list(params), list(params.values())
     clash = await conn.fetchrow(
         """SELECT p.key, p.value AS old, n.value AS new
@@ -156,25 +233,56 @@ async def _write_params(
             f"to {clash['new']!r}: params are immutable",
             metadata={"key": clash["key"], "old_value": clash["old"], "new_value": clash["new"]},
         )
-    await conn.execute(
-        """INSERT INTO tracking.params (run_id, key, value)
-           SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t(k, v)
-           ON CONFLICT (run_id, key) DO NOTHING""",
+    added: int = await conn.fetchval(
+        f"""WITH added AS (
+                INSERT INTO tracking.params (run_id, key, value)
+                SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t(k, v)
+                ON CONFLICT (run_id, key) DO NOTHING
+                RETURNING key, value)
+            SELECT coalesce(sum(octet_length(key) + octet_length(value) + {sizes.ENTRY_BYTES}), 0)
+            FROM added""",
         run_id,
         keys,
         values,
     )
+    return added
 
 
-async def _write_tags(conn: asyncpg.Connection, run_id: uuid.UUID, tags: dict[str, str]) -> None:
-    await conn.execute(
-        """INSERT INTO tracking.tags (run_id, key, value)
-           SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t(k, v)
-           ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value""",
-        run_id,
-        list(tags),
-        list(tags.values()),
-    )
+async def _write_tags(conn: asyncpg.Connection, run_id: uuid.UUID, tags: dict[str, str]) -> int:
+    """Returns what the tags add to the run's size: their entries, less those they replace."""
+    replaced: int = await conn.fetchval(_REPLACE_TAGS, run_id, list(tags), list(tags.values()))
+    return sum(sizes.entry_bytes(key, value) for key, value in tags.items()) - replaced
+
+
+# Sets tags ($2 keys, $3 values) on run $1 and returns what the tags they replace took.
+# Those are read and locked first (the insert's condition waits for them), so no other
+# write changes them in between; a tag another write adds meanwhile is replaced without
+# being subtracted, which leaves the run's total above what it holds, as it may be.
+_REPLACE_TAGS = f"""
+WITH replaced AS (
+    SELECT octet_length(key) + octet_length(value) + {sizes.ENTRY_BYTES} AS bytes
+    FROM tracking.tags WHERE run_id = $1 AND key = ANY($2::text[])
+    FOR UPDATE
+), written AS (
+    INSERT INTO tracking.tags (run_id, key, value)
+    SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t(k, v)
+    WHERE (SELECT count(*) FROM replaced) >= 0
+    ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value
+)
+SELECT coalesce(sum(bytes), 0) FROM replaced"""
+
+
+# What the inputs of run $1 that inputs ($2 kinds, $3 uris, $4 contexts) replace take,
+# locked until the caller's transaction ends.
+_REPLACED_INPUTS = f"""
+SELECT coalesce(sum(bytes), 0) FROM (
+    SELECT octet_length(kind) + octet_length(name) + octet_length(uri) + octet_length(digest)
+           + octet_length(context) + {sizes.ENTRY_BYTES} AS bytes
+    FROM tracking.run_inputs
+    WHERE run_id = $1
+      AND (kind, uri, context) IN (SELECT * FROM unnest($2::text[], $3::text[], $4::text[]))
+    FOR UPDATE
+) replaced"""
 
 
 # Up to this many points, one SQL statement with array parameters is quickest; above
@@ -185,12 +293,16 @@ async def _write_tags(conn: asyncpg.Connection, run_id: uuid.UUID, tags: dict[st
 STATEMENT_MAX_POINTS = 32
 
 # The latest point per (run, key) moves forward only: greatest step, then timestamp,
-# then value, as MLflow decides it.
+# then value, as MLflow decides it. The rows returned say which keys are new to the run
+# (a row PostgreSQL inserted has no xmax), which _NEW_KEY_BYTES adds up.
 _LATEST_UPSERT = """
     ON CONFLICT (run_id, key) DO UPDATE
         SET value = excluded.value, step = excluded.step, timestamp_ms = excluded.timestamp_ms
         WHERE (excluded.step, excluded.timestamp_ms, excluded.value)
-            > (l.step, l.timestamp_ms, l.value)"""
+            > (l.step, l.timestamp_ms, l.value)
+    RETURNING l.key, l.xmax = 0 AS is_new"""
+_NEW_KEY_BYTES = f"""SELECT sum(octet_length(key) + {sizes.ENTRY_BYTES}) AS bytes
+    FROM latest WHERE is_new"""
 
 # Both write statements begin so: they check the run (holding it against a concurrent
 # delete; $1 project, $2 run) and claim the request id ($3, if any, with $4, the
@@ -235,7 +347,7 @@ _WRITE_SMALL = f"""{_CHECK_AND_CLAIM}, points AS (
     SELECT DISTINCT ON (key COLLATE "C") $2, key, value, step, ts FROM points
     ORDER BY key COLLATE "C", step DESC, ts DESC, value DESC
     {_LATEST_UPSERT}
-)
+), {sizes.growing(_NEW_KEY_BYTES, "$9")}
 SELECT run_stage, experiment_stage, EXISTS (SELECT 1 FROM applies) AS applies,
     ARRAY(SELECT key FROM chunks WHERE chunk_id % {compaction.CHECK_EVERY} = 0) AS to_merge
 FROM run"""
@@ -255,7 +367,7 @@ _WRITE_ONE = f"""{_CHECK_AND_CLAIM}, chunk AS (
     SELECT $2, $5::text, $6::float8, $7::int8, $8::int8
     WHERE EXISTS (SELECT 1 FROM applies)
     {_LATEST_UPSERT}
-)
+), {sizes.growing(_NEW_KEY_BYTES, "$9")}
 SELECT run_stage, experiment_stage, EXISTS (SELECT 1 FROM applies) AS applies,
     EXISTS (SELECT 1 FROM chunk WHERE chunk_id % {compaction.CHECK_EVERY} = 0) AS to_merge
 FROM run"""
@@ -270,34 +382,9 @@ _BEGIN_BATCH = f"""{_CHECK_AND_CLAIM}, latest AS (
     WHERE EXISTS (SELECT 1 FROM applies)
     {_LATEST_UPSERT}
 )
-SELECT run_stage, experiment_stage, EXISTS (SELECT 1 FROM applies) AS applies FROM run"""
-
-
-async def _write_small(
-    conn: asyncpg.Connection,
-    project: str,
-    run_id: uuid.UUID,
-    metrics: MetricColumns,
-    request_id: str,
-) -> bool:
-    keys = [metrics.keys[i] for i in metrics.key_indexes.tolist()]
-    row = await conn.fetchrow(
-        _WRITE_SMALL,
-        project,
-        run_id,
-        request_id,
-        None,
-        keys,
-        metrics.values.tolist(),
-        metrics.steps.tolist(),
-        metrics.timestamps_ms.tolist(),
-    )
-    check_writable(run_id, row)
-    if not row["applies"]:
-        return False
-    for key in row["to_merge"]:
-        await _merge(conn, run_id, key)
-    return True
+SELECT run_stage, experiment_stage, EXISTS (SELECT 1 FROM applies) AS applies,
+    coalesce(({_NEW_KEY_BYTES}), 0) AS added_bytes
+FROM run"""
 
 
 async def _check_repeat(

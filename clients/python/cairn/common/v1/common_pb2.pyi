@@ -75,6 +75,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_OBJECT_STORE_UNAVAILABLE: _ClassVar[ErrorReason]
     ERROR_REASON_UPLOAD_BEING_COMPLETED: _ClassVar[ErrorReason]
     ERROR_REASON_COMPLETIONS_BUSY: _ClassVar[ErrorReason]
+    ERROR_REASON_RUN_TOO_LARGE: _ClassVar[ErrorReason]
+    ERROR_REASON_TAGS_TOO_LARGE: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_INVALID_ARGUMENT: ErrorReason
 ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason
@@ -142,6 +144,8 @@ ERROR_REASON_TICKET_USED: ErrorReason
 ERROR_REASON_OBJECT_STORE_UNAVAILABLE: ErrorReason
 ERROR_REASON_UPLOAD_BEING_COMPLETED: ErrorReason
 ERROR_REASON_COMPLETIONS_BUSY: ErrorReason
+ERROR_REASON_RUN_TOO_LARGE: ErrorReason
+ERROR_REASON_TAGS_TOO_LARGE: ErrorReason
 
 class Value(_message.Message):
     __slots__ = ("bool_value", "int_value", "double_value", "string_value")

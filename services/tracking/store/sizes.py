@@ -1,0 +1,118 @@
+"""What a run holds, against the bound that keeps any run within one message.
+
+Each entry of a run (param, tag, latest metric, input) counts its strings' bytes in
+UTF-8 and ENTRY_BYTES more; run_sizes holds at least each run's total (migration 0010
+says how it is kept), and a write that adds entries adds to it, in the same statement
+or transaction, failing whole when the total would pass the bound.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+from ...common.errors import InvalidArgument
+
+T = TypeVar("T")
+# What an entry counts beside its strings (tracking.run_bytes counts the same).
+ENTRY_BYTES = 32
+# The constraint name of the error tracking.run_bytes_within raises.
+_BOUND = "run_bytes_bound"
+
+
+def bound_for(max_message_bytes: int) -> int:
+    """The bound of a run's entries for a server's largest message: a quarter of it,
+    so that a run, its framing and the longest page token fit in one response."""
+    return max_message_bytes // 4
+
+
+def entry_bytes(*strings: str) -> int:
+    return sum(len(s.encode()) for s in strings) + ENTRY_BYTES
+
+
+def growing(added: str, bound: str) -> str:
+    """A statement's CTE that adds what the query `added` (one row, column bytes, NULL
+    when nothing was added) says to run $2's total, or fails past bound (SQL text)."""
+    return f"""grown AS (
+    UPDATE tracking.run_sizes s SET bytes = tracking.run_bytes_within(s.bytes + n.bytes, {bound})
+    FROM ({added}) n WHERE s.run_id = $2 AND n.bytes IS NOT NULL
+)"""
+
+
+async def grow(conn: asyncpg.Connection, run_id: uuid.UUID, added: int, bound: int) -> None:
+    """Adds added bytes to the run's total within the caller's transaction, or fails
+    past bound."""
+    if added:
+        await conn.execute(
+            """UPDATE tracking.run_sizes SET bytes = tracking.run_bytes_within(bytes + $2, $3)
+               WHERE run_id = $1""",
+            run_id,
+            added,
+            bound,
+        )
+
+
+async def shrink(conn: asyncpg.Connection, run_id: uuid.UUID, freed: int) -> None:
+    """Takes freed bytes off the run's total: a delete is never refused, even on a run
+    that held more than its bound before there was one."""
+    await conn.execute(
+        "UPDATE tracking.run_sizes SET bytes = bytes - $2 WHERE run_id = $1", run_id, freed
+    )
+
+
+async def create(conn: asyncpg.Connection, run_id: uuid.UUID, held: int, bound: int) -> None:
+    """The total of a new run holding held bytes (its first tags).
+
+    Raises:
+        InvalidArgument: RUN_TOO_LARGE, held passes bound.
+    """
+    if held > bound:
+        raise run_too_large(run_id, bound)
+    await conn.execute("INSERT INTO tracking.run_sizes VALUES ($1, $2)", run_id, held)
+
+
+async def within_bound(
+    pool: asyncpg.Pool, run_id: uuid.UUID, bound: int, write: Callable[[], Awaitable[T]]
+) -> T:
+    """write(), which fails whole past bound: then the run is counted exactly (its total
+    counts replaced and deleted entries until then) and write tried once more.
+
+    Raises:
+        InvalidArgument: RUN_TOO_LARGE, the run would still pass the bound.
+    """
+    try:
+        return await write()
+    except asyncpg.CheckViolationError as error:
+        if error.constraint_name != _BOUND:
+            raise
+    await _recount(pool, run_id)
+    try:
+        return await write()
+    except asyncpg.CheckViolationError as error:
+        if error.constraint_name != _BOUND:
+            raise
+        raise run_too_large(run_id, bound) from None
+
+
+async def _recount(pool: asyncpg.Pool, run_id: uuid.UUID) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        # Waits for writes that added to the total and have not committed: the count,
+        # a statement begun after, sees their entries; later writes add their own.
+        await conn.execute("SELECT 1 FROM tracking.run_sizes WHERE run_id = $1 FOR UPDATE", run_id)
+        await conn.execute(
+            "UPDATE tracking.run_sizes SET bytes = tracking.run_bytes($1) WHERE run_id = $1",
+            run_id,
+        )
+
+
+def run_too_large(run_id: uuid.UUID, bound: int) -> InvalidArgument:
+    return InvalidArgument(
+        "RUN_TOO_LARGE",
+        f"run {run_id.hex} may hold {bound} bytes of params, tags, metric keys and inputs "
+        f"(each entry its strings in UTF-8 and {ENTRY_BYTES} more), and this write would "
+        "pass that: delete tags, or log to another run",
+        metadata={"run_id": run_id.hex, "limit": str(bound)},
+    )

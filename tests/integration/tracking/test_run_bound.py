@@ -1,0 +1,170 @@
+"""What a run holds is bounded, so that every run is read whole in one message: a write
+that would pass the bound is refused whole, by every write path, and a run at its
+bound is still read by get_run and search_runs.
+
+The server's largest message is 1 MiB here, so a run holds 256 KiB: each param, tag,
+metric key and input counts its strings' bytes in UTF-8 and 32 more."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+
+import cairn
+from cairn.exceptions import InvalidArgumentError
+from cairn.types import Metric, Param, RunInput, RunTag
+
+BOUND = 1024 * 1024 // 4
+ENTRY = 32
+TAG_ENTRY = 4 + 8_000 + ENTRY  # "tNNN" and the longest value
+
+
+@pytest.fixture
+async def tracking(small_messages: int) -> AsyncIterator[cairn.TrackingClient]:
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", small_messages) as client:
+        yield client
+
+
+async def _held(pool: asyncpg.Pool, run_id: str) -> int:
+    """What the run holds, counted from its rows."""
+    return await pool.fetchval("SELECT tracking.run_bytes($1)", uuid.UUID(run_id))
+
+
+async def _run_holding(tracking: cairn.TrackingClient, unique: str, held: int) -> str:
+    """A run whose tags take exactly held bytes."""
+    experiment_id = await tracking.create_experiment(f"bound-{unique}")
+    run_id = (await tracking.create_run(experiment_id)).info.run_id
+    tags, left = [], held
+    while left > TAG_ENTRY:
+        tags.append(RunTag(f"t{len(tags):03}", "€" * 2_666 + "xx"))  # 8,000 bytes
+        left -= TAG_ENTRY
+    assert left >= 4 + ENTRY
+    tags.append(RunTag("last", "x" * (left - 4 - ENTRY)))
+    await tracking.log_batch(run_id, tags=tags)
+    return run_id
+
+
+Write = Callable[[cairn.TrackingClient, str], Awaitable[object]]
+LONG_KEY = "k" * 100  # an entry of 132 bytes or more
+# Each adds more than 100 bytes to the run.
+WRITES: dict[str, Write] = {
+    "log_metric": lambda t, run: t.log_metric(run, LONG_KEY, 1.0),
+    "log_batch, a few points": lambda t, run: t.log_batch(run, [Metric(LONG_KEY, 1.0, 0, 0)]),
+    "log_batch, many points": lambda t, run: t.log_batch(
+        run, [Metric(LONG_KEY, float(n), 0, n) for n in range(100)]
+    ),
+    "log_param": lambda t, run: t.log_param(run, LONG_KEY, "v"),
+    "set_tag": lambda t, run: t.set_tag(run, LONG_KEY, "v"),
+    "log_inputs": lambda t, run: t.log_inputs(run, [RunInput(uri="s3://b/" + LONG_KEY)]),
+}
+
+
+@pytest.mark.parametrize("write", WRITES.values(), ids=WRITES.keys())
+async def test_a_write_past_the_bound_is_refused_whole(
+    tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str, write: Write
+) -> None:
+    run_id = await _run_holding(tracking, unique, BOUND - 100)
+    await tracking.log_metric(run_id, "m", 1.0, step=0)  # 1 + 32 bytes: fits
+    before = await tracking.get_run(run_id)
+    with pytest.raises(InvalidArgumentError) as refused:
+        await write(tracking, run_id)
+    assert refused.value.reason == "RUN_TOO_LARGE"
+    assert await tracking.get_run(run_id) == before
+    assert await _held(pool, run_id) == BOUND - 100 + 33
+    # Points of a key the run has add nothing: taken at the bound too.
+    await tracking.log_batch(run_id, [Metric("m", float(n), 0, n) for n in range(1, 100)])
+    assert (await tracking.get_run(run_id)).data.metrics == {"m": 99.0}
+
+
+async def test_a_run_at_its_bound_is_read_whole(
+    tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    """Tags of three bytes a character, about 790 kB on the wire at most, well within
+    the 1 MiB message a run with no bound passed."""
+    run_id = await _run_holding(tracking, unique, BOUND)
+    assert await _held(pool, run_id) == BOUND
+    run = await tracking.get_run(run_id)
+    assert sum(len(k) + len(v.encode()) + ENTRY for k, v in run.data.tags.items()) == BOUND
+    found = await tracking.search_runs(run.info.experiment_id)
+    assert [r.data.tags for r in found] == [run.data.tags]
+    with pytest.raises(InvalidArgumentError):
+        await tracking.log_param(run_id, "p", "v")
+
+
+async def test_replaced_and_deleted_tags_leave_room(
+    tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    """The service's running total counts a replaced tag again and does not take a
+    deleted one off; past the bound it counts the run anew, so neither refuses a write
+    that fits."""
+    run_id = await _run_holding(tracking, unique, BOUND - 100)
+    for n in range(40):  # 40 times a tag of 8 kB: five times the room
+        await tracking.set_tag(run_id, "t000", f"{n:08}" + "x" * 7_992)
+    await tracking.delete_tag(run_id, "t001")
+    await tracking.set_tag(run_id, "t999", "€" * 2_666)
+    assert await _held(pool, run_id) == BOUND - 100 - TAG_ENTRY + 4 + 7_998 + ENTRY
+
+
+async def test_a_refused_batch_claims_no_request_id(
+    tracking: cairn.TrackingClient, unique: str
+) -> None:
+    """Refused whole: the same batch with the same request id is applied once there is
+    room."""
+    run_id = await _run_holding(tracking, unique, BOUND - 100)
+    batch = {"params": [Param("p", "v" * 1_000)], "request_id": f"batch-{unique}"}
+    with pytest.raises(InvalidArgumentError):
+        await tracking.log_batch(run_id, **batch)
+    await tracking.delete_tag(run_id, "t000")
+    await tracking.log_batch(run_id, **batch)
+    assert (await tracking.get_run(run_id)).data.params == {"p": "v" * 1_000}
+
+
+async def test_two_batches_that_fit_only_one_at_a_time_are_not_both_taken(
+    tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    run_id = await _run_holding(tracking, unique, BOUND - 10_000)
+    outcomes = await asyncio.gather(
+        *(tracking.log_batch(run_id, params=[Param(key, "x" * 6_000)]) for key in ("a", "b")),
+        return_exceptions=True,
+    )
+    refused = [o for o in outcomes if isinstance(o, InvalidArgumentError)]
+    assert len(refused) == 1 and refused[0].reason == "RUN_TOO_LARGE"
+    assert await _held(pool, run_id) == BOUND - 10_000 + 1 + 6_000 + ENTRY
+
+
+async def test_a_run_created_with_tags_past_the_bound_is_refused(
+    tracking: cairn.TrackingClient, unique: str
+) -> None:
+    experiment_id = await tracking.create_experiment(f"bound-create-{unique}")
+    tags = {f"t{n:03}": "x" * 8_000 for n in range(BOUND // TAG_ENTRY + 1)}
+    with pytest.raises(InvalidArgumentError) as refused:
+        await tracking.create_run(experiment_id, tags=tags)
+    assert refused.value.reason == "RUN_TOO_LARGE"
+    assert not await tracking.search_runs(experiment_id)
+
+
+async def test_the_running_total_is_what_the_run_holds(
+    tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    """Written one call at a time through every path, replacing and deleting entries, a
+    run's total is exact: only writes racing on the same keys leave it above."""
+    experiment_id = await tracking.create_experiment(f"total-{unique}")
+    run_id = (await tracking.create_run(experiment_id, tags={"a": "€" * 10})).info.run_id
+    await tracking.log_metric(run_id, "loss", 1.0)
+    await tracking.log_metric(run_id, "loss", 0.5, step=1)
+    await tracking.log_batch(run_id, [Metric(f"m{n % 3}", 1.0, 0, n) for n in range(10)])
+    await tracking.log_batch(run_id, [Metric(f"m{n % 4}", 1.0, 0, n) for n in range(100)])
+    await tracking.log_batch(run_id, params=[Param("p", "1"), Param("q", "22")])
+    await tracking.log_param(run_id, "p", "1")
+    await tracking.log_batch(run_id, tags=[RunTag("a", "shorter"), RunTag("b", "x" * 300)])
+    await tracking.set_tag(run_id, "b", "y")
+    await tracking.delete_tag(run_id, "a")
+    inputs = [RunInput(uri="s3://b/train", name="train"), RunInput(uri="s3://b/test")]
+    await tracking.log_inputs(run_id, inputs)
+    await tracking.log_inputs(run_id, [RunInput(uri="s3://b/train", name="renamed")])
+    total = await pool.fetchval(
+        "SELECT bytes FROM tracking.run_sizes WHERE run_id = $1", uuid.UUID(run_id)
+    )
+    assert total == await _held(pool, run_id) > 0
