@@ -71,6 +71,13 @@ async def seed(database_url: str, experiment_id: str, runs: int = RUNS) -> None:
                     WHERE r.experiment_id = $1""",
                 int(experiment_id),
             )
+        # Every run has its total, as runs made through the service do.
+        await conn.execute(
+            """INSERT INTO tracking.run_sizes
+               SELECT run_id, tracking.run_bytes(run_id) FROM tracking.runs
+               WHERE experiment_id = $1""",
+            int(experiment_id),
+        )
         await conn.execute(
             "ANALYZE tracking.runs, tracking.latest_metrics, tracking.params, tracking.tags"
         )

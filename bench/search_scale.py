@@ -56,7 +56,7 @@ BUDGET_SECONDS = 10.0  # per measurement: fewer calls when one is slow
 # previous statements sort the experiment for every page, hours at a million runs.
 SCAN_BUDGET_SECONDS = 60.0
 BASELINE_TIMEOUT = "15s"
-_TABLES = ("runs", "latest_metrics", "params", "tags")
+_TABLES = ("runs", "latest_metrics", "params", "tags", "run_sizes")
 _PICK = "(array[{}])[1 + floor(random() * {})::int]"
 _SEED = [
     (
@@ -105,6 +105,11 @@ async def load(pool: asyncpg.Pool, runs: int) -> int:
                     FROM tracking.runs r, generate_series(0, 4) AS k
                     ORDER BY r.start_time, k"""
             )
+        # Every run has its total, as runs made through the service do.
+        await conn.execute(
+            """INSERT INTO tracking.run_sizes
+               SELECT run_id, tracking.run_bytes(run_id) FROM tracking.runs"""
+        )
     return experiment_id
 
 

@@ -108,6 +108,23 @@ async def _recount(pool: asyncpg.Pool, run_id: uuid.UUID) -> None:
         )
 
 
+async def loadable(conn: asyncpg.Connection, rows: list[asyncpg.Record], budget: int) -> int:
+    """How many of the runs of rows (run_id), from the first, hold budget bytes together
+    by their totals; one at least."""
+    if len(rows) <= 1:
+        return len(rows)
+    within: int = await conn.fetchval(
+        """SELECT count(*) FROM (
+               SELECT sum(coalesce(s.bytes, 0)) OVER (ORDER BY u.n) AS held
+               FROM unnest($1::uuid[]) WITH ORDINALITY AS u(run_id, n)
+               LEFT JOIN tracking.run_sizes s USING (run_id)) t
+           WHERE held <= $2""",
+        [row["run_id"] for row in rows],
+        budget,
+    )
+    return max(within, 1)
+
+
 def run_too_large(run_id: uuid.UUID, bound: int) -> InvalidArgument:
     return InvalidArgument(
         "RUN_TOO_LARGE",

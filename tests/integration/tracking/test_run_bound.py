@@ -6,6 +6,7 @@ The server's largest message is 1 MiB here, so a run holds 256 KiB: each param, 
 metric key and input counts its strings' bytes in UTF-8 and 32 more."""
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -15,6 +16,9 @@ import pytest
 import cairn
 from cairn.exceptions import InvalidArgumentError
 from cairn.types import Metric, Param, RunInput, RunTag
+from cairn_server.tracking.model import ViewType
+from cairn_server.tracking.store import search
+from cairn_server.tracking.store.run_filters import RunQuery
 
 BOUND = 1024 * 1024 // 4
 ENTRY = 32
@@ -168,3 +172,31 @@ async def test_the_running_total_is_what_the_run_holds(
         "SELECT bytes FROM tracking.run_sizes WHERE run_id = $1", uuid.UUID(run_id)
     )
     assert total == await _held(pool, run_id) > 0
+
+
+async def test_a_page_loads_only_the_runs_that_its_budget_holds(
+    tracking: cairn.TrackingClient,
+    pool: asyncpg.Pool,
+    unique: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page of 1,000 runs at their bound would load GiBs: a page loads the runs whose
+    totals fit its budget together, and its token continues after them. The budget is
+    two runs here and a page cut by it alone, so the pages hold two runs each."""
+    experiment_id = await tracking.create_experiment(f"loads-{unique}")
+    run_ids = []
+    for n in range(7):
+        run_id = (await tracking.create_run(experiment_id, start_time=7 - n)).info.run_id
+        await tracking.set_tag(run_id, "t", "x" * 8_000)  # 8,033 bytes
+        run_ids.append(run_id)
+    monkeypatch.setattr(search, "MAX_PAGE_LOAD_BYTES", 2 * 8_033)
+    query = RunQuery("default", [int(experiment_id)], "", [], ViewType.ACTIVE_ONLY, 1000, "")
+    pages = []
+    while True:
+        page, token = await search.search_page(pool, query)
+        pages.append([info.run_id for info in page.infos])
+        if not token:
+            break
+        query = dataclasses.replace(query, page_token=token)
+    assert [len(p) for p in pages] == [2, 2, 2, 1]
+    assert [run_id for p in pages for run_id in p] == run_ids
