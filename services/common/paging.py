@@ -127,8 +127,11 @@ class Keyset:
         """The token of the page after rows[:page_size]; empty when no row follows."""
         if len(rows) <= page_size:
             return ""
-        tail = rows[page_size - 1]
-        key = [_json_safe(tail[c.name]) for c in self.columns]
+        return self.token_after(rows[page_size - 1])
+
+    def token_after(self, row: Any) -> str:
+        """The token of the page that begins after row."""
+        key = [_json_safe(row[c.name]) for c in self.columns]
         # Characters as UTF-8 rather than escaped: a long sort value makes a shorter token.
         payload = json.dumps(
             {"q": self._fingerprint, "k": key}, separators=(",", ":"), ensure_ascii=False

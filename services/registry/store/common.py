@@ -77,6 +77,12 @@ class ListPage(Generic[T]):
         return ListPage(self.items[:count], self.token_after(count), self.token_after)
 
 
+# What a page of a list loads at most, its rows counted as text: twice what the default
+# largest message holds, so that the cut to a message (ListPage.first) is what shortens a
+# page, and a page of objects of 1 MiB costs tens of MiB, not a GiB.
+MAX_PAGE_LOAD_BYTES = 32 * 1024 * 1024
+
+
 def clash(error: asyncpg.UniqueViolationError, value: str) -> AlreadyExists:
     reason, what = _CLASHES.get(error.constraint_name or "", ("ALREADY_EXISTS", "value"))
     return AlreadyExists(reason, f"{what} {value!r} is already taken", metadata={"value": value})
@@ -194,15 +200,28 @@ class Listing:
         order = ", ".join(
             f"{c.expression} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns
         )
+        by_name = ", ".join(f"{c.name} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns)
+        # The page's rows that fit MAX_PAGE_LOAD_BYTES together as text (the first one at
+        # least), each with how many rows the page found.
         rows = await conn.fetch(
-            f"""{query} WHERE {" AND ".join(where)} AND {after}
-                ORDER BY {order} LIMIT {params.add(page_size + 1)}""",
+            f"""SELECT * FROM (
+                    SELECT q.*, count(*) OVER () AS found,
+                           sum(octet_length(q::text)) OVER (ORDER BY {by_name}) AS loaded,
+                           row_number() OVER (ORDER BY {by_name}) AS position
+                    FROM ({query} WHERE {" AND ".join(where)} AND {after}
+                          ORDER BY {order} LIMIT {params.add(page_size + 1)}) q
+                ) page
+                WHERE position = 1 OR loaded <= {params.add(MAX_PAGE_LOAD_BYTES)}
+                ORDER BY position""",
             *params.values,
         )
+        if rows and len(rows) < rows[0]["found"] and len(rows) <= page_size:
+            # Cut by what it loads: the page continues after its last row.
+            next_page_token = keyset.token_after(rows[-1])
+        else:
+            next_page_token = keyset.next_token(rows, page_size)
         return ListPage(
-            rows[:page_size],
-            keyset.next_token(rows, page_size),
-            lambda count: keyset.next_token(rows, count),
+            rows[:page_size], next_page_token, lambda count: keyset.next_token(rows, count)
         )
 
     def _compile(self, node: filters.Node, params: Params) -> str:

@@ -17,6 +17,7 @@ from cairn.registry.v1 import registry_pb2 as pb
 from cairn.registry.v1 import registry_service_pb2 as api
 from cairn.registry.v1 import registry_service_pb2_grpc as rpc
 from cairn_server.common.config import Config
+from cairn_server.registry.store import common as registry_common
 from tests.conftest import eventually, new_project, serving
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -194,6 +195,29 @@ async def test_a_page_too_large_to_send_is_cut_and_continued(
     assert [m.name for m in first.registered_models] == names[:2] and first.next_page_token
     assert [m.name for m in second.registered_models] == names[2:]
     assert not second.next_page_token
+
+
+async def test_a_page_loads_only_the_objects_its_budget_holds(
+    stub, server_port, unique, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of 1,000 objects of 1 MiB loaded a GiB before it was cut to a message: a
+    page loads the objects that fit its budget together (as text), and its token
+    continues after them. The budget here holds two models of about 80 kB."""
+    monkeypatch.setattr(registry_common, "MAX_PAGE_LOAD_BYTES", 200_000)
+    project = await new_project(server_port, f"loads-{unique}")
+    names = [
+        (await _create_model(stub, project, f"m{n}", custom_properties=_filler(10))).name
+        for n in range(5)
+    ]
+    request = api.ListRegisteredModelsRequest(project=project, page_size=1000)
+    pages = []
+    while True:
+        reply = await stub.ListRegisteredModels(request)
+        pages.append([m.name for m in reply.registered_models])
+        request.page_token = reply.next_page_token
+        if not request.page_token:
+            break
+    assert pages == [names[0:2], names[2:4], names[4:]]
 
 
 async def test_a_version_named_like_a_later_number_blocks_no_version(
