@@ -77,9 +77,10 @@ class ListPage(Generic[T]):
         return ListPage(self.items[:count], self.token_after(count), self.token_after)
 
 
-# What a page of a list loads at most, its rows counted as text: twice what the default
-# largest message holds, so that the cut to a message (ListPage.first) is what shortens a
-# page, and a page of objects of 1 MiB costs tens of MiB, not a GiB.
+# What a page of a list loads at most, its objects' properties and tags counted as text
+# (the text_bytes columns, migration 0004): twice what the default largest message
+# holds, so that the cut to a message (ListPage.first) is what shortens a page, and a
+# page of objects of 1 MiB costs tens of MiB, not a GiB.
 MAX_PAGE_LOAD_BYTES = 32 * 1024 * 1024
 
 
@@ -193,30 +194,30 @@ class Listing:
         page_token: str,
         scope: list[Any],
     ) -> ListPage[asyncpg.Record]:
-        """Runs `query` (SELECT ... FROM ... with the alias) for one page, which the
-        caller may cut shorter (ListPage.first)."""
+        """Runs `query` (SELECT ... FROM ... with the alias, text_bytes among its
+        columns) for one page, which the caller may cut shorter (ListPage.first)."""
         keyset = self.keyset(order_by, *scope)
         after = keyset.condition(page_token, params)
         order = ", ".join(
             f"{c.expression} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns
         )
         by_name = ", ".join(f"{c.name} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns)
-        # The page's rows that fit MAX_PAGE_LOAD_BYTES together as text (the first one at
-        # least), each with how many rows the page found.
+        # The rows that begin within MAX_PAGE_LOAD_BYTES of properties and tags (text_bytes,
+        # counted when written), and the second row in any case, so that a row past the
+        # budget says the page is cut before it.
         rows = await conn.fetch(
             f"""SELECT * FROM (
-                    SELECT q.*, count(*) OVER () AS found,
-                           sum(octet_length(q::text)) OVER (ORDER BY {by_name}) AS loaded,
-                           row_number() OVER (ORDER BY {by_name}) AS position
+                    SELECT q.*, sum(q.text_bytes) OVER w AS loaded, row_number() OVER w AS n
                     FROM ({query} WHERE {" AND ".join(where)} AND {after}
                           ORDER BY {order} LIMIT {params.add(page_size + 1)}) q
+                    WINDOW w AS (ORDER BY {by_name})
                 ) page
-                WHERE position = 1 OR loaded <= {params.add(MAX_PAGE_LOAD_BYTES)}
-                ORDER BY position""",
+                WHERE n <= 2 OR loaded - text_bytes < {params.add(MAX_PAGE_LOAD_BYTES)}
+                ORDER BY {by_name}""",
             *params.values,
         )
-        if rows and len(rows) < rows[0]["found"] and len(rows) <= page_size:
-            # Cut by what it loads: the page continues after its last row.
+        if len(rows) > 1 and rows[-1]["loaded"] > MAX_PAGE_LOAD_BYTES:
+            rows = rows[:-1]  # the page is cut before it, and continues there
             next_page_token = keyset.token_after(rows[-1])
         else:
             next_page_token = keyset.next_token(rows, page_size)

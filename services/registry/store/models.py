@@ -27,7 +27,7 @@ from .common import (
 from .versions import latest_of
 
 COLUMNS = """m.id, m.project, m.name, m.description, m.owner, m.state, m.external_id,
-    m.custom_properties, m.tags, m.create_time, m.update_time,
+    m.custom_properties, m.tags, m.text_bytes, m.create_time, m.update_time,
     (SELECT coalesce(jsonb_object_agg(a.alias, v.version ORDER BY a.alias), '{}'::jsonb)
        FROM registry.aliases a JOIN registry.model_versions v ON v.id = a.model_version_id
       WHERE a.registered_model_id = m.id) AS aliases"""

@@ -27,7 +27,7 @@ from .common import (
 
 COLUMNS = """v.id, v.project, v.registered_model_id, v.name, v.version, v.author, v.description,
     v.state, v.stage, v.source_run_id, v.source_uri, v.external_id, v.custom_properties, v.tags,
-    v.create_time, v.update_time,
+    v.text_bytes, v.create_time, v.update_time,
     (SELECT m.name FROM registry.registered_models m WHERE m.id = v.registered_model_id)
         AS model_name,
     ARRAY(SELECT a.alias FROM registry.aliases a WHERE a.model_version_id = v.id
