@@ -71,11 +71,10 @@ async def seed(database_url: str, experiment_id: str, runs: int = RUNS) -> None:
                     WHERE r.experiment_id = $1""",
                 int(experiment_id),
             )
-        # Every run has its total, as runs made through the service do.
+        # Every run's total, as writes through the service keep it.
         await conn.execute(
-            """INSERT INTO tracking.run_sizes
-               SELECT run_id, tracking.run_bytes(run_id) FROM tracking.runs
-               WHERE experiment_id = $1""",
+            """UPDATE tracking.run_sizes s SET bytes = tracking.run_bytes(s.run_id)
+               FROM tracking.runs r WHERE r.run_id = s.run_id AND r.experiment_id = $1""",
             int(experiment_id),
         )
         await conn.execute(

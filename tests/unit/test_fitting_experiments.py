@@ -12,7 +12,7 @@ from cairn_server.tracking.fitting import fitting_experiments
 from cairn_server.tracking.model import Experiment, LifecycleStage
 from cairn_server.tracking.store.experiments import TagSize
 from cairn_server.tracking.validation import tag_bytes
-from tests.unit.test_fitting_runs import text
+from tests.unit.utf8 import text
 
 tags = st.dictionaries(text, text, max_size=6)
 experiments = st.lists(

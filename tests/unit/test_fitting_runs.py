@@ -9,12 +9,7 @@ from cairn_server.tracking import convert
 from cairn_server.tracking.fitting import fitting_runs
 from cairn_server.tracking.model import LifecycleStage, RunInfo, RunStatus
 from cairn_server.tracking.store.pages import Logged, RunPage
-
-# Letters of one, two, three and four bytes in UTF-8, long enough that a miscount of
-# their bytes outweighs the framing.
-text = st.lists(
-    st.tuples(st.sampled_from("a\u00e9\u20ac\U0001f600"), st.integers(0, 200)), max_size=4
-).map(lambda runs: "".join(letter * count for letter, count in runs))
+from tests.unit.utf8 import text
 
 
 @st.composite

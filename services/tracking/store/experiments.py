@@ -221,7 +221,11 @@ class ExperimentStore:
             f"sort_key{i} {'ASC' if up else 'DESC'}" for i, (_, up, _) in enumerate(terms)
         )
         limit = params.add(page_size + 1)
-        async with self._pool.acquire() as conn:
+        # One snapshot: a tag set between the sizes and the tags would pass the cut.
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
             rows = await conn.fetch(
                 f"""SELECT {_E_COLUMNS}, {keys}
                     FROM tracking.experiments e {" ".join(lookups.joins)}

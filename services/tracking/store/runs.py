@@ -42,6 +42,8 @@ class RunStore:
         parent_run_id: str,
         status: RunStatus,
     ) -> Run:
+        held = sum(sizes.entry_bytes(key, value) for key, value in tags.items())
+        sizes.check_new_run(held, self._bound)
         run_id = uuid.uuid4()
         async with self._pool.acquire() as conn, conn.transaction():
             location = await _active_experiment_location(conn, project, experiment_id)
@@ -69,8 +71,7 @@ class RunStore:
                     list(tags),
                     list(tags.values()),
                 )
-            held = sum(sizes.entry_bytes(key, value) for key, value in tags.items())
-            await sizes.create(conn, run_id, held, self._bound)
+            await sizes.grow(conn, run_id, held, self._bound)  # its row: a trigger's
             return (await load_runs(conn, [await _info_row(conn, project, run_id)]))[0]
 
     async def get(self, project: str, run_id: str) -> Run:

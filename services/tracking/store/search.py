@@ -39,10 +39,6 @@ MAX_ORDER_TERMS = 10
 # 8,000 characters, each six bytes at worst in JSON (a control character's "\u0001"),
 # then base64's third more.
 MAX_TOKEN_LENGTH = 640 * 1024
-# What a page of runs loads at most, as run_sizes counts it (sizes.py): twice what the
-# default largest message holds, so that the cut to a message (fitting) is what shortens
-# a page, and a page of runs at their bound costs tens of MiB, not GiBs.
-MAX_PAGE_LOAD_BYTES = 32 * 1024 * 1024
 # A filter requiring a param or tag value fewer runs than this hold (in any experiment)
 # is answered from those runs alone (see _rarest_value).
 RARE_LIMIT = 1_000
@@ -59,7 +55,7 @@ async def search_page(
     """The page of runs the query asks for, by column, and the next page's token.
     fitting(page) says how many of the page's runs its answer holds (all by default):
     the token then continues after those. A page loads only the runs that hold
-    MAX_PAGE_LOAD_BYTES together (one at least), whatever its size."""
+    paging.MAX_PAGE_LOAD_BYTES together (one at least), as run_sizes counts them."""
     terms = [filters.parse_order_by(text, ENTITIES) for text in (query.order_by or DEFAULT_ORDER)]
     keyset = paging.Keyset(
         _sort_key(terms),
@@ -75,7 +71,7 @@ async def search_page(
     wanted = query.page_size + 1
     async with pool.acquire() as conn:
         rows = await _page_rows(conn, query, terms, keyset, last, wanted)
-        loaded = await sizes.loadable(conn, rows[: query.page_size], MAX_PAGE_LOAD_BYTES)
+        loaded = await sizes.loadable(conn, rows[: query.page_size], paging.MAX_PAGE_LOAD_BYTES)
         page = await load_page(conn, rows[:loaded])
     kept = fitting(page) if fitting and loaded else loaded
     return page.head(kept) if kept < loaded else page, keyset.next_token(rows, kept)

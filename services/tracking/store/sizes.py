@@ -1,9 +1,11 @@
 """What a run holds, against the bound that keeps any run within one message.
 
 Each entry of a run (param, tag, latest metric, input) counts its strings' bytes in
-UTF-8 and ENTRY_BYTES more; run_sizes holds at least each run's total (migration 0010
-says how it is kept), and a write that adds entries adds to it, in the same statement
-or transaction, failing whole when the total would pass the bound.
+UTF-8 and ENTRY_BYTES more. run_sizes holds each run's total (migration 0010): a write
+that adds, replaces or deletes entries changes it in the same statement or transaction,
+failing whole when the total would pass the bound. Two writes racing to add the same new
+key both count it, so the total may be above what the run holds, never below; a write
+refused is tried once more after the run is counted exactly (within_bound).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from ...common import idempotency
 from ...common.errors import InvalidArgument
 
 T = TypeVar("T")
@@ -33,18 +36,19 @@ def entry_bytes(*strings: str) -> int:
     return sum(len(s.encode()) for s in strings) + ENTRY_BYTES
 
 
-def growing(added: str, bound: str) -> str:
+def growing(added: str, run: str, bound: str) -> str:
     """A statement's CTE that adds what the query `added` (one row, column bytes, NULL
-    when nothing was added) says to run $2's total, or fails past bound (SQL text)."""
+    when nothing was added) says to the total of run (a placeholder), or fails past
+    bound (SQL text)."""
     return f"""grown AS (
     UPDATE tracking.run_sizes s SET bytes = tracking.run_bytes_within(s.bytes + n.bytes, {bound})
-    FROM ({added}) n WHERE s.run_id = $2 AND n.bytes IS NOT NULL
+    FROM ({added}) n WHERE s.run_id = {run} AND n.bytes IS NOT NULL
 )"""
 
 
 async def grow(conn: asyncpg.Connection, run_id: uuid.UUID, added: int, bound: int) -> None:
-    """Adds added bytes to the run's total within the caller's transaction, or fails
-    past bound."""
+    """Adds added bytes (less than none when entries were replaced by shorter ones) to
+    the run's total within the caller's transaction, or fails past bound."""
     if added:
         await conn.execute(
             """UPDATE tracking.run_sizes SET bytes = tracking.run_bytes_within(bytes + $2, $3)
@@ -63,22 +67,21 @@ async def shrink(conn: asyncpg.Connection, run_id: uuid.UUID, freed: int) -> Non
     )
 
 
-async def create(conn: asyncpg.Connection, run_id: uuid.UUID, held: int, bound: int) -> None:
-    """The total of a new run holding held bytes (its first tags).
+def check_new_run(held: int, bound: int) -> None:
+    """Refuses a new run holding held bytes (its first tags) past bound.
 
     Raises:
-        InvalidArgument: RUN_TOO_LARGE, held passes bound.
+        InvalidArgument: RUN_TOO_LARGE.
     """
     if held > bound:
-        raise run_too_large(run_id, bound)
-    await conn.execute("INSERT INTO tracking.run_sizes VALUES ($1, $2)", run_id, held)
+        raise _too_large("a run", bound)
 
 
 async def within_bound(
     pool: asyncpg.Pool, run_id: uuid.UUID, bound: int, write: Callable[[], Awaitable[T]]
 ) -> T:
     """write(), which fails whole past bound: then the run is counted exactly (its total
-    counts replaced and deleted entries until then) and write tried once more.
+    may count a key two racing writes added) and write tried once more.
 
     Raises:
         InvalidArgument: RUN_TOO_LARGE, the run would still pass the bound.
@@ -94,27 +97,37 @@ async def within_bound(
     except asyncpg.CheckViolationError as error:
         if error.constraint_name != _BOUND:
             raise
-        raise run_too_large(run_id, bound) from None
+        raise _too_large(f"run {run_id.hex}", bound, {"run_id": run_id.hex}) from None
 
 
 async def _recount(pool: asyncpg.Pool, run_id: uuid.UUID) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        # Waits for writes that added to the total and have not committed: the count,
-        # a statement begun after, sees their entries; later writes add their own.
-        await conn.execute("SELECT 1 FROM tracking.run_sizes WHERE run_id = $1 FOR UPDATE", run_id)
-        await conn.execute(
-            "UPDATE tracking.run_sizes SET bytes = tracking.run_bytes($1) WHERE run_id = $1",
-            run_id,
-        )
+    # On a connection of its own, committed at once: a write recorded by its request id
+    # runs in the call's transaction, which would hold the row's lock until the call
+    # ends, while the write tried again takes the run's other locks.
+    shared = idempotency.CALL_CONNECTION.set(None)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            # Waits for writes that changed the total and have not committed: the count,
+            # a statement begun after, sees their entries; later writes add their own.
+            await conn.execute(
+                "SELECT 1 FROM tracking.run_sizes WHERE run_id = $1 FOR UPDATE", run_id
+            )
+            await conn.execute(
+                "UPDATE tracking.run_sizes SET bytes = tracking.run_bytes($1) WHERE run_id = $1",
+                run_id,
+            )
+    finally:
+        idempotency.CALL_CONNECTION.reset(shared)
 
 
 async def loadable(conn: asyncpg.Connection, rows: list[asyncpg.Record], budget: int) -> int:
     """How many of the runs of rows (run_id), from the first, hold budget bytes together
     by their totals; one at least.
 
-    The largest total of all runs (an index's last entry) answers nearly every page at
-    once (0.3 ms): only where some run is that large are the page's runs' totals read, a
-    lookup each (about 5 ms for 1,000 runs, an eighth of loading them)."""
+    The largest total of all runs (an index's last entry) answers at once (0.3 ms) when
+    that many runs of that size fit the budget: 1,000 runs of 32 KiB each do. Only past
+    that are the page's runs' totals read, a lookup each (about 5 ms for 1,000 runs, an
+    eighth of loading them)."""
     if len(rows) <= 1:
         return len(rows)
     largest = await conn.fetchval("SELECT max(bytes) FROM tracking.run_sizes")
@@ -133,11 +146,11 @@ async def loadable(conn: asyncpg.Connection, rows: list[asyncpg.Record], budget:
     return max(within, 1)
 
 
-def run_too_large(run_id: uuid.UUID, bound: int) -> InvalidArgument:
+def _too_large(what: str, bound: int, metadata: dict[str, str] | None = None) -> InvalidArgument:
     return InvalidArgument(
         "RUN_TOO_LARGE",
-        f"run {run_id.hex} may hold {bound} bytes of params, tags, metric keys and inputs "
-        f"(each entry its strings in UTF-8 and {ENTRY_BYTES} more), and this write would "
-        "pass that: delete tags, or log to another run",
-        metadata={"run_id": run_id.hex, "limit": str(bound)},
+        f"{what} may hold {bound} bytes of params, tags, metric keys and inputs (each "
+        f"entry its strings in UTF-8 and {ENTRY_BYTES} more), and this write would pass "
+        "that: delete tags, or log to another run",
+        metadata={**(metadata or {}), "limit": str(bound)},
     )

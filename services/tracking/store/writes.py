@@ -74,7 +74,6 @@ class RunWriter:
                 added += await _write_params(conn, run_uuid, batch.params)
             if batch.tags:
                 added += await _write_tags(conn, run_uuid, batch.tags)
-            await sizes.grow(conn, run_uuid, added, self._bound)
             if chunks.copy:
                 await conn.copy_to_table(
                     "metric_chunks",
@@ -83,6 +82,8 @@ class RunWriter:
                     source=_once(chunks.copy),
                     format="binary",
                 )
+            # Last, so that the total's row is locked only until the commit.
+            await sizes.grow(conn, run_uuid, added, self._bound)
         return True
 
     async def log_metric(
@@ -214,8 +215,12 @@ def _small_metrics_only(batch: Batch) -> bool:
 
 
 async def _write_params(conn: asyncpg.Connection, run_id: uuid.UUID, params: dict[str, str]) -> int:
-    """Params are immutable: the same value again is fine, another value is refused.
-    Returns what the params new to the run add to its size."""
+    """Writes the params new to the run; params are immutable: the same value again is
+    fine, another value is refused.
+
+    Returns:
+        What the params new to the run add to its total.
+    """
     keys, values = list(params), list(params.values())
     clash = await conn.fetchrow(
         """SELECT p.key, p.value AS old, n.value AS new
@@ -347,7 +352,7 @@ _WRITE_SMALL = f"""{_CHECK_AND_CLAIM}, points AS (
     SELECT DISTINCT ON (key COLLATE "C") $2, key, value, step, ts FROM points
     ORDER BY key COLLATE "C", step DESC, ts DESC, value DESC
     {_LATEST_UPSERT}
-), {sizes.growing(_NEW_KEY_BYTES, "$9")}
+), {sizes.growing(_NEW_KEY_BYTES, "$2", "$9")}
 SELECT run_stage, experiment_stage, EXISTS (SELECT 1 FROM applies) AS applies,
     ARRAY(SELECT key FROM chunks WHERE chunk_id % {compaction.CHECK_EVERY} = 0) AS to_merge
 FROM run"""
@@ -367,7 +372,7 @@ _WRITE_ONE = f"""{_CHECK_AND_CLAIM}, chunk AS (
     SELECT $2, $5::text, $6::float8, $7::int8, $8::int8
     WHERE EXISTS (SELECT 1 FROM applies)
     {_LATEST_UPSERT}
-), {sizes.growing(_NEW_KEY_BYTES, "$9")}
+), {sizes.growing(_NEW_KEY_BYTES, "$2", "$9")}
 SELECT run_stage, experiment_stage, EXISTS (SELECT 1 FROM applies) AS applies,
     EXISTS (SELECT 1 FROM chunk WHERE chunk_id % {compaction.CHECK_EVERY} = 0) AS to_merge
 FROM run"""

@@ -8,10 +8,10 @@ import pytest
 
 import cairn
 from cairn.exceptions import InvalidArgumentError
+from cairn_server.tracking.validation import MAX_EXPERIMENT_TAG_BYTES
 
 EXPERIMENTS = 40
-# validation.MAX_EXPERIMENT_TAG_BYTES: keys and values in UTF-8.
-MAX_TAG_BYTES = 512 * 1024
+MAX_TAG_BYTES = MAX_EXPERIMENT_TAG_BYTES  # keys and values in UTF-8
 # A tag's value of 8,000 characters (the longest) of three bytes each in UTF-8.
 LONG_VALUE = "€" * 8_000
 
