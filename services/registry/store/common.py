@@ -77,13 +77,6 @@ class ListPage(Generic[T]):
         return ListPage(self.items[:count], self.token_after(count), self.token_after)
 
 
-# What a page of a list loads at most, its objects' properties and tags counted as text
-# (the text_bytes columns, migration 0004): twice what the default largest message
-# holds, so that the cut to a message (ListPage.first) is what shortens a page, and a
-# page of objects of 1 MiB costs tens of MiB, not a GiB.
-MAX_PAGE_LOAD_BYTES = 32 * 1024 * 1024
-
-
 def clash(error: asyncpg.UniqueViolationError, value: str) -> AlreadyExists:
     reason, what = _CLASHES.get(error.constraint_name or "", ("ALREADY_EXISTS", "value"))
     return AlreadyExists(reason, f"{what} {value!r} is already taken", metadata={"value": value})
@@ -202,9 +195,9 @@ class Listing:
             f"{c.expression} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns
         )
         by_name = ", ".join(f"{c.name} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns)
-        # The rows that begin within MAX_PAGE_LOAD_BYTES of properties and tags (text_bytes,
-        # counted when written), and the second row in any case, so that a row past the
-        # budget says the page is cut before it.
+        # The rows that begin within the load budget by their properties and tags
+        # (text_bytes, counted when written), and the second row in any case, so that a
+        # row past the budget says the page is cut before it.
         rows = await conn.fetch(
             f"""SELECT * FROM (
                     SELECT q.*, sum(q.text_bytes) OVER w AS loaded, row_number() OVER w AS n
@@ -212,11 +205,11 @@ class Listing:
                           ORDER BY {order} LIMIT {params.add(page_size + 1)}) q
                     WINDOW w AS (ORDER BY {by_name})
                 ) page
-                WHERE n <= 2 OR loaded - text_bytes < {params.add(MAX_PAGE_LOAD_BYTES)}
+                WHERE n <= 2 OR loaded - text_bytes < {params.add(paging.MAX_PAGE_LOAD_BYTES)}
                 ORDER BY {by_name}""",
             *params.values,
         )
-        if len(rows) > 1 and rows[-1]["loaded"] > MAX_PAGE_LOAD_BYTES:
+        if len(rows) > 1 and rows[-1]["loaded"] > paging.MAX_PAGE_LOAD_BYTES:
             rows = rows[:-1]  # the page is cut before it, and continues there
             next_page_token = keyset.token_after(rows[-1])
         else:

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from ...common import paging
 from ...common.errors import NotFound, invalid_field
 from ...common.sql import Params
 from ..model import RegisteredModel, State
@@ -24,7 +25,7 @@ from .common import (
     update_row,
     write_tag,
 )
-from .versions import latest_of
+from .versions import latest_bytes, latest_of
 
 COLUMNS = """m.id, m.project, m.name, m.description, m.owner, m.state, m.external_id,
     m.custom_properties, m.tags, m.text_bytes, m.create_time, m.update_time,
@@ -95,6 +96,10 @@ class ModelStore:
                 page_token,
                 ["models", project, filter_text],
             )
+            # A model comes with its latest versions (up to one a stage): they count too.
+            latest = await latest_bytes(conn, [row["id"] for row in page.items])
+            sizes = (row["text_bytes"] + latest.get(row["id"], 0) for row in page.items)
+            page = page.first(paging.within_budget(sizes, paging.MAX_PAGE_LOAD_BYTES))
             return page.of(await with_aliases(conn, page.items))
 
     async def update(

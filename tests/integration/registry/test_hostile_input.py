@@ -16,8 +16,8 @@ from cairn.common.v1 import common_pb2
 from cairn.registry.v1 import registry_pb2 as pb
 from cairn.registry.v1 import registry_service_pb2 as api
 from cairn.registry.v1 import registry_service_pb2_grpc as rpc
+from cairn_server.common import paging
 from cairn_server.common.config import Config
-from cairn_server.registry.store import common as registry_common
 from tests.conftest import eventually, new_project, serving
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -203,12 +203,38 @@ async def test_a_page_loads_only_the_objects_its_budget_holds(
     """A page of 1,000 objects of 1 MiB loaded a GiB before it was cut to a message: a
     page loads the objects that fit its budget together (as text), and its token
     continues after them. The budget here holds two models of about 80 kB."""
-    monkeypatch.setattr(registry_common, "MAX_PAGE_LOAD_BYTES", 200_000)
+    monkeypatch.setattr(paging, "MAX_PAGE_LOAD_BYTES", 200_000)
     project = await new_project(server_port, f"loads-{unique}")
     names = [
         (await _create_model(stub, project, f"m{n}", custom_properties=_filler(10))).name
         for n in range(5)
     ]
+    request = api.ListRegisteredModelsRequest(project=project, page_size=1000)
+    pages = []
+    while True:
+        reply = await stub.ListRegisteredModels(request)
+        pages.append([m.name for m in reply.registered_models])
+        request.page_token = reply.next_page_token
+        if not request.page_token:
+            break
+    assert pages == [names[0:2], names[2:4], names[4:]]
+
+
+async def test_a_page_of_models_counts_their_latest_versions(
+    stub, server_port, unique, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model comes with its latest version of each stage: small models with large
+    versions fill the budget too (two models and their versions of about 80 kB here)."""
+    monkeypatch.setattr(paging, "MAX_PAGE_LOAD_BYTES", 200_000)
+    project = await new_project(server_port, f"latest-{unique}")
+    names = []
+    for n in range(5):
+        model = await _create_model(stub, project, f"m{n}")
+        version = pb.ModelVersion(
+            project=project, registered_model_id=model.id, custom_properties=_filler(10)
+        )
+        await stub.CreateModelVersion(api.CreateModelVersionRequest(model_version=version))
+        names.append(model.name)
     request = api.ListRegisteredModelsRequest(project=project, page_size=1000)
     pages = []
     while True:
