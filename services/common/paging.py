@@ -20,7 +20,7 @@ import hashlib
 import json
 import math
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -31,25 +31,11 @@ MAX_TOKEN_LENGTH = 4096
 T = TypeVar("T")
 _INT_RANGES = {"smallint": 2**15, "int": 2**31, "bigint": 2**63}
 _TYPES = {*_INT_RANGES, "double precision", "text", "uuid", "timestamptz"}
-
-
 # What a page of a list or a search loads at most, counted as each service counts its
 # items' sizes: twice what the default largest message holds, so that the cut to a
 # message is what shortens a page, and a page of the largest items costs tens of MiB,
 # not GiBs.
 MAX_PAGE_LOAD_BYTES = 32 * 1024 * 1024
-
-
-def within_budget(sizes: Iterable[int], budget: int) -> int:
-    """How many of the items of sizes, from the first, take budget together; one at
-    least (when there is one)."""
-    count, total = 0, 0
-    for size in sizes:
-        total += size
-        if total > budget and count:
-            break
-        count += 1
-    return count
 
 
 @dataclass

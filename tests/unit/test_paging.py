@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from cairn_server.common.errors import InvalidArgument
-from cairn_server.common.paging import Keyset, SortColumn, within_budget
+from cairn_server.common.paging import Keyset, SortColumn
 from cairn_server.common.sql import Params
 
 _COLUMNS = [
@@ -127,10 +127,3 @@ def test_a_runs_token_holds_the_longest_sort_values_the_search_allows() -> None:
     token = keyset.next_token([row, row], 1)
     assert len(token) <= search.MAX_TOKEN_LENGTH
     assert keyset.last(token)[1] == longest["v0"]
-
-
-def test_a_budget_holds_the_items_that_fit_together_and_one_at_least() -> None:
-    assert within_budget([3, 3, 3], 6) == 2
-    assert within_budget([3, 3, 3], 9) == 3
-    assert within_budget([10, 1], 5) == 1
-    assert within_budget([], 5) == 0

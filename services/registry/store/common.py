@@ -186,9 +186,12 @@ class Listing:
         page_size: int,
         page_token: str,
         scope: list[Any],
+        brings: str = "0",
     ) -> ListPage[asyncpg.Record]:
         """Runs `query` (SELECT ... FROM ... with the alias, text_bytes among its
-        columns) for one page, which the caller may cut shorter (ListPage.first)."""
+        columns) for one page, which the caller may cut shorter (ListPage.first).
+        brings: SQL of what else the caller reads for a row `q` (bytes), counted with its
+        text_bytes against the page's budget."""
         keyset = self.keyset(order_by, *scope)
         after = keyset.condition(page_token, params)
         order = ", ".join(
@@ -196,16 +199,17 @@ class Listing:
         )
         by_name = ", ".join(f"{c.name} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns)
         # The rows that begin within the load budget by their properties and tags
-        # (text_bytes, counted when written), and the second row in any case, so that a
-        # row past the budget says the page is cut before it.
+        # (text_bytes, counted when written) and what they bring, and the second row in
+        # any case, so that a row past the budget says the page is cut before it.
         rows = await conn.fetch(
             f"""SELECT * FROM (
-                    SELECT q.*, sum(q.text_bytes) OVER w AS loaded, row_number() OVER w AS n
-                    FROM ({query} WHERE {" AND ".join(where)} AND {after}
-                          ORDER BY {order} LIMIT {params.add(page_size + 1)}) q
+                    SELECT item.*, sum(item.loads) OVER w AS loaded, row_number() OVER w AS n
+                    FROM (SELECT q.*, (q.text_bytes + {brings})::integer AS loads
+                          FROM ({query} WHERE {" AND ".join(where)} AND {after}
+                                ORDER BY {order} LIMIT {params.add(page_size + 1)}) q) item
                     WINDOW w AS (ORDER BY {by_name})
                 ) page
-                WHERE n <= 2 OR loaded - text_bytes < {params.add(paging.MAX_PAGE_LOAD_BYTES)}
+                WHERE n <= 2 OR loaded - loads < {params.add(paging.MAX_PAGE_LOAD_BYTES)}
                 ORDER BY {by_name}""",
             *params.values,
         )

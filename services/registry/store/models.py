@@ -7,7 +7,6 @@ from typing import Any
 
 import asyncpg
 
-from ...common import paging
 from ...common.errors import NotFound, invalid_field
 from ...common.sql import Params
 from ..model import RegisteredModel, State
@@ -25,7 +24,7 @@ from .common import (
     update_row,
     write_tag,
 )
-from .versions import latest_bytes, latest_of
+from .versions import latest_of
 
 COLUMNS = """m.id, m.project, m.name, m.description, m.owner, m.state, m.external_id,
     m.custom_properties, m.tags, m.text_bytes, m.create_time, m.update_time,
@@ -46,6 +45,13 @@ _LISTING = Listing(
 )
 # Fields an update may change; name only through rename.
 UPDATABLE = ("description", "owner", "state", "external_id", "custom_properties")
+
+
+# What a model `q` of a page brings beside itself: its latest version of each stage
+# (with_aliases reads them), as latest_of finds them.
+_LATEST_BYTES = """(SELECT coalesce(sum(x.text_bytes), 0) FROM (
+    SELECT DISTINCT ON (v.stage) v.text_bytes FROM registry.model_versions v
+    WHERE v.registered_model_id = q.id ORDER BY v.stage, v.version DESC) x)"""
 
 
 class ModelStore:
@@ -95,11 +101,8 @@ class ModelStore:
                 page_size,
                 page_token,
                 ["models", project, filter_text],
+                brings=_LATEST_BYTES,
             )
-            # A model comes with its latest versions (up to one a stage): they count too.
-            latest = await latest_bytes(conn, [row["id"] for row in page.items])
-            sizes = (row["text_bytes"] + latest.get(row["id"], 0) for row in page.items)
-            page = page.first(paging.within_budget(sizes, paging.MAX_PAGE_LOAD_BYTES))
             return page.of(await with_aliases(conn, page.items))
 
     async def update(

@@ -359,20 +359,6 @@ async def latest_of(
     return latest
 
 
-async def latest_bytes(conn: asyncpg.Connection, model_ids: list[int]) -> dict[int, int]:
-    """What the versions latest_of would read take (text_bytes), by model id."""
-    rows = await conn.fetch(
-        """SELECT registered_model_id, sum(text_bytes) AS bytes FROM (
-               SELECT DISTINCT ON (v.registered_model_id, v.stage)
-                   v.registered_model_id, v.text_bytes
-               FROM registry.model_versions v WHERE v.registered_model_id = ANY($1::bigint[])
-               ORDER BY v.registered_model_id, v.stage, v.version DESC) latest
-           GROUP BY registered_model_id""",
-        model_ids,
-    )
-    return {row["registered_model_id"]: row["bytes"] for row in rows}
-
-
 def _missing(shown: str) -> NotFound:
     return not_found("MODEL_VERSION_NOT_FOUND", "model version", shown)
 
