@@ -197,18 +197,8 @@ async def test_a_page_too_large_to_send_is_cut_and_continued(
     assert not second.next_page_token
 
 
-async def test_a_page_loads_only_the_objects_its_budget_holds(
-    stub, server_port, unique, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A page of 1,000 objects of 1 MiB loaded a GiB before it was cut to a message: a
-    page loads the objects that fit its budget together (as text), and its token
-    continues after them. The budget here holds two models of about 80 kB."""
-    monkeypatch.setattr(paging, "MAX_PAGE_LOAD_BYTES", 200_000)
-    project = await new_project(server_port, f"loads-{unique}")
-    names = [
-        (await _create_model(stub, project, f"m{n}", custom_properties=_filler(10))).name
-        for n in range(5)
-    ]
+async def _pages_of_models(stub, project: str) -> list[list[str]]:
+    """The names of the project's models, page by page of 1,000 asked for."""
     request = api.ListRegisteredModelsRequest(project=project, page_size=1000)
     pages = []
     while True:
@@ -216,8 +206,22 @@ async def test_a_page_loads_only_the_objects_its_budget_holds(
         pages.append([m.name for m in reply.registered_models])
         request.page_token = reply.next_page_token
         if not request.page_token:
-            break
-    assert pages == [names[0:2], names[2:4], names[4:]]
+            return pages
+
+
+async def test_a_page_loads_only_the_objects_its_budget_holds(
+    stub, server_port, unique, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of 1,000 objects of 1 MiB loaded a GiB before it was cut to a message: a
+    page loads the objects whose properties and tags fit its budget together, and its
+    token continues after them. The budget here holds two models of about 80 kB."""
+    monkeypatch.setattr(paging, "MAX_PAGE_LOAD_BYTES", 200_000)
+    project = await new_project(server_port, f"loads-{unique}")
+    names = [
+        (await _create_model(stub, project, f"m{n}", custom_properties=_filler(10))).name
+        for n in range(5)
+    ]
+    assert await _pages_of_models(stub, project) == [names[0:2], names[2:4], names[4:]]
 
 
 async def test_a_page_of_models_counts_their_latest_versions(
@@ -235,15 +239,7 @@ async def test_a_page_of_models_counts_their_latest_versions(
         )
         await stub.CreateModelVersion(api.CreateModelVersionRequest(model_version=version))
         names.append(model.name)
-    request = api.ListRegisteredModelsRequest(project=project, page_size=1000)
-    pages = []
-    while True:
-        reply = await stub.ListRegisteredModels(request)
-        pages.append([m.name for m in reply.registered_models])
-        request.page_token = reply.next_page_token
-        if not request.page_token:
-            break
-    assert pages == [names[0:2], names[2:4], names[4:]]
+    assert await _pages_of_models(stub, project) == [names[0:2], names[2:4], names[4:]]
 
 
 async def test_a_version_named_like_a_later_number_blocks_no_version(
