@@ -3,13 +3,14 @@
 A run takes about its strings' UTF-8 bytes on the wire, in either form of the response
 (run by run, or by column), plus framing. A page is cut before the first run that would
 take the response past its budget, so runs whose params and tags are large are read in
-smaller pages rather than not at all. Experiments are cut the same way, before their
-tags are read.
+smaller pages rather than not at all. The budget also holds the token that continues
+after the page's last run, which holds that run's sort values and so is sized as made.
+Experiments are cut the same way, before their tags are read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from .model import Experiment, RunInfo
 from .store.experiments import TagSize
 from .store.pages import Logged, RunPage
+from .store.search import MAX_TOKEN_LENGTH
 
 # Upper bounds of what the wire adds to the strings' bytes: a run's info (its numbers,
 # parent run id, field tags and lengths), a metric's three numbers, and each string's
@@ -28,6 +30,8 @@ STRING_FRAMING = 8
 # strings).
 EXPERIMENT_FRAMING = 128
 TAG_FRAMING = 3 * STRING_FRAMING
+# Tokens tried, each after fewer runs, before a page keeps room for the longest token.
+_TOKEN_TRIES = 3
 # UTF-8 takes at most this many bytes per character.
 _MAX_CHAR_BYTES = 4
 # A run info's strings but its parent run id (32 characters or none).
@@ -37,16 +41,34 @@ _INFO_STRINGS = [
 ]
 
 
-def fitting_runs(page: RunPage, budget: int) -> int:
-    """How many of the page's runs, from the first, a response holds in budget bytes;
-    at least one."""
+def fitting_runs(page: RunPage, token_bytes: Callable[[int], int], *, budget: int) -> int:
+    """How many of the page's runs, from the first, a response holds in budget bytes
+    beside the token that continues after them (token_bytes(count) long); at least one."""
     runs = len(page.infos)
-    if _at_most(page) <= budget:  # nearly every page: no string is encoded to know
+    if _at_most(page) + token_bytes(runs) <= budget:  # nearly every page: nothing encoded
         return runs
+    ends = np.cumsum(_run_bytes(page))
+    count = _within(ends, budget)
+    for _ in range(_TOKEN_TRIES):
+        fewer = _within(ends, budget - token_bytes(count))
+        if fewer >= count:
+            return count
+        count = fewer
+    # Each try ended on a run of long sort values: room for any token ends the search.
+    return _within(ends, budget - MAX_TOKEN_LENGTH)
+
+
+def _run_bytes(page: RunPage) -> np.ndarray:
+    """Each run's bytes in the response."""
     sizes = _info_bytes(page.infos)
     for table, framing in _tables(page):
         sizes += _per_run(table, framing)
-    return max(int(np.searchsorted(np.cumsum(sizes), budget, side="right")), 1)
+    return sizes
+
+
+def _within(ends: np.ndarray, budget: int) -> int:
+    """How many runs, of these cumulative sizes, hold budget bytes; at least one."""
+    return max(int(np.searchsorted(ends, budget, side="right")), 1)
 
 
 def _at_most(page: RunPage) -> int:

@@ -24,7 +24,7 @@ from .store import sizes
 from .store.experiments import ExperimentStore
 from .store.history import MetricHistory
 from .store.runs import RunStore
-from .store.search import MAX_ORDER_TERMS, MAX_TOKEN_LENGTH, RunQuery, search_page
+from .store.search import MAX_ORDER_TERMS, RunQuery, search_page
 from .store.writes import RunWriter
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -33,10 +33,10 @@ MAX_PAGE_SIZE = 1000
 MAX_BULK_RUNS = 100
 # Far more experiments than anyone searches at once; each is parsed and planned for.
 MAX_SEARCH_EXPERIMENTS = 1000
-# Room a SearchRuns response keeps beside its runs for its next page token and framing.
-RUNS_RESPONSE_RESERVE = MAX_TOKEN_LENGTH + 64 * 1024
-# The same for experiments, whose tokens hold at most four attributes (a few kB).
-EXPERIMENTS_RESPONSE_RESERVE = 64 * 1024
+# Room a search response keeps beside its runs or experiments for framing, and for the
+# token of an experiments' page (at most four attributes, a few kB); a runs' page counts
+# its token as made (fitting_runs).
+RESPONSE_RESERVE = 64 * 1024
 
 
 class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
@@ -48,11 +48,9 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         self._runs = RunStore(pool, run_bound)
         self._writer = RunWriter(pool, run_bound)
         self._history = MetricHistory(pool)
-        largest = resources.config.max_message_bytes
-        self._fitting = functools.partial(fitting_runs, budget=largest - RUNS_RESPONSE_RESERVE)
-        self._fitting_experiments = functools.partial(
-            fitting_experiments, budget=largest - EXPERIMENTS_RESPONSE_RESERVE
-        )
+        budget = resources.config.max_message_bytes - RESPONSE_RESERVE
+        self._fitting = functools.partial(fitting_runs, budget=budget)
+        self._fitting_experiments = functools.partial(fitting_experiments, budget=budget)
 
     # Experiments
 

@@ -39,6 +39,9 @@ MAX_ORDER_TERMS = 10
 # 8,000 characters, each six bytes at worst in JSON (a control character's "\u0001"),
 # then base64's third more.
 MAX_TOKEN_LENGTH = 640 * 1024
+# How many of a page's runs an answer holds, given the page and the length of the token
+# after a count of them.
+Fitting = Callable[[RunPage, Callable[[int], int]], int]
 # A filter requiring a param or tag value fewer runs than this hold (in any experiment)
 # is answered from those runs alone (see _rarest_value).
 RARE_LIMIT = 1_000
@@ -50,11 +53,12 @@ async def search_runs(pool: asyncpg.Pool, query: RunQuery) -> paging.Page[Run]:
 
 
 async def search_page(
-    pool: asyncpg.Pool, query: RunQuery, fitting: Callable[[RunPage], int] | None = None
+    pool: asyncpg.Pool, query: RunQuery, fitting: Fitting | None = None
 ) -> tuple[RunPage, str]:
     """The page of runs the query asks for, by column, and the next page's token.
-    fitting(page) says how many of the page's runs its answer holds (all by default):
-    the token then continues after those. A page loads only the runs that hold
+    fitting(page, token_bytes) says how many of the page's runs its answer holds beside
+    the token after them, token_bytes(count) long (all runs by default): the token then
+    continues after those. A page loads only the runs that hold
     paging.MAX_PAGE_LOAD_BYTES together (one at least), as run_sizes counts them."""
     terms = [filters.parse_order_by(text, ENTITIES) for text in (query.order_by or DEFAULT_ORDER)]
     keyset = paging.Keyset(
@@ -73,7 +77,9 @@ async def search_page(
         rows = await _page_rows(conn, query, terms, keyset, last, wanted)
         loaded = await sizes.loadable(conn, rows[: query.page_size], paging.MAX_PAGE_LOAD_BYTES)
         page = await load_page(conn, rows[:loaded])
-    kept = fitting(page) if fitting and loaded else loaded
+    kept = loaded
+    if fitting and loaded:
+        kept = fitting(page, lambda count: len(keyset.next_token(rows, count)))
     return page.head(kept) if kept < loaded else page, keyset.next_token(rows, kept)
 
 
