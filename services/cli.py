@@ -27,6 +27,7 @@ from .common import database, logs, memory
 from .common.config import Config, ConfigError
 from .common.errors import DomainError
 from .common.server import migrate, run
+from .common.service import Unservable
 
 T = TypeVar("T")
 
@@ -48,7 +49,7 @@ def _serve(config: Config, services: list[catalog.ServiceSpec], args: argparse.N
     try:
         # On uvloop, asyncpg and grpc.aio answer about 0.1 ms sooner per call here.
         uvloop.run(run(config, services))
-    except OSError as exc:  # a port in use, say: a message, not a traceback
+    except (OSError, Unservable) as exc:  # a port in use, say: a message, not a traceback
         sys.stderr.write(f"cairn serve: {exc}\n")
         return 1
     return 0

@@ -132,7 +132,8 @@ class Config:
     )
     max_message_bytes: int = _setting(
         16 * 1024 * 1024,
-        "largest gRPC message received or sent; a run may hold a quarter of it",
+        "largest gRPC message received or sent; a run may hold a quarter of it, and "
+        "tracking does not start while a stored run would not fit one",
     )
     shutdown_grace_seconds: float = _setting(
         10.0, "on SIGTERM/SIGINT, how long in-flight calls may take to finish"

@@ -240,6 +240,9 @@ async def run(config: Config, services: Sequence[ServiceSpec]) -> None:
     try:
         if config.migrate_on_start:
             await migrate(pool, services)
+        for spec in services:
+            if spec.servable:
+                await spec.servable(pool, config)
         if config.metrics_address:
             metrics.serve(config.metrics_address, pool)
         server = CairnServer(config, services, pool)

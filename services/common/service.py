@@ -48,6 +48,11 @@ class Purge(Protocol):
         exactly when the rows that referred to them are gone."""
 
 
+class Unservable(Exception):
+    """What is stored cannot be served under the settings given: the server does not
+    start, and the message tells the operator what to change."""
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     """One Cairn service, as the runtime hosts it.
@@ -72,6 +77,9 @@ class ServiceSpec:
         not_recorded: writes that deduplicate their request ids themselves instead
             (docs/architecture.md, "Exactly-once writes"): their answers hold secrets
             never stored, or a recorded call's rollback would undo what they must keep.
+        servable: checks, after migrations and before the server takes calls, that
+            what the service stores can be answered under the settings; raises
+            Unservable otherwise.
     """
 
     name: str
@@ -85,6 +93,7 @@ class ServiceSpec:
     records_requests: bool = False
     purge: Callable[[Resources, Purge], Coroutine[Any, Any, None]] | None = None
     not_recorded: frozenset[str] = frozenset()
+    servable: Callable[[asyncpg.Pool, Config], Coroutine[Any, Any, None]] | None = None
 
     def __post_init__(self) -> None:
         # The schema name is spliced into SQL; allow nothing but a plain identifier.

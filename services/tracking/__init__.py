@@ -4,21 +4,39 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncpg
 import grpc
 
 from cairn.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
 
 from ..common.access import role_table
-from ..common.service import Resources, ServiceSpec
+from ..common.config import Config
+from ..common.service import Resources, ServiceSpec, Unservable
 from .retention import forget_batch_ids
-from .servicer import TrackingServicer
-from .store import purge
+from .servicer import RESPONSE_RESERVE, TrackingServicer
+from .store import purge, sizes
+from .store.search import MAX_TOKEN_LENGTH
 
 
 def _register(server: grpc.aio.Server, resources: Resources) -> None:
     tracking_service_pb2_grpc.add_TrackingServiceServicer_to_server(
         TrackingServicer(resources), server
     )
+
+
+async def _servable(pool: asyncpg.Pool, config: Config) -> None:
+    """Refuses to serve runs that hold more than a response of this server can carry
+    beside its framing and the longest page token: they could not be read back. A
+    smaller CAIRN_MAX_MESSAGE_BYTES than the one they were written under leaves them so,
+    as do runs written before runs were bounded (migration 0010)."""
+    room = RESPONSE_RESERVE + MAX_TOKEN_LENGTH
+    runs, largest = await sizes.held_past(pool, config.max_message_bytes - room)
+    if runs:
+        raise Unservable(
+            f"{runs} stored run(s) hold more than a response of CAIRN_MAX_MESSAGE_BYTES="
+            f"{config.max_message_bytes} carries, the largest {largest} bytes: serve with "
+            f"CAIRN_MAX_MESSAGE_BYTES of at least {largest + room} (docs/deploy.md)"
+        )
 
 
 ROLES = role_table(
@@ -64,4 +82,5 @@ SPEC = ServiceSpec(
     # Deduplicated in their own write: LogBatch by its request_id field, which it keeps
     # for the run's journal, LogMetric by the call's request id (one round trip).
     not_recorded=frozenset({"LogBatch", "LogMetric"}),
+    servable=_servable,
 )

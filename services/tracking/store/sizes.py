@@ -120,6 +120,28 @@ async def _recount(pool: asyncpg.Pool, run_id: uuid.UUID) -> None:
         idempotency.CALL_CONNECTION.reset(shared)
 
 
+async def held_past(pool: asyncpg.Pool, limit: int) -> tuple[int, int]:
+    """How many runs hold more than limit bytes, and the most one of them holds (0 if
+    none).
+
+    Runs whose totals pass it are counted exactly first, as within_bound counts them:
+    racing writes may have left a total above what its run holds."""
+    async with pool.acquire() as conn, conn.transaction():
+        try:
+            past = await conn.fetch(
+                "SELECT run_id FROM tracking.run_sizes WHERE bytes > $1 FOR UPDATE", limit
+            )
+        except asyncpg.UndefinedTableError:  # not migrated yet: nothing is counted
+            return 0, 0
+        counted = await conn.fetch(
+            """UPDATE tracking.run_sizes SET bytes = tracking.run_bytes(run_id)
+               WHERE run_id = ANY($1) RETURNING bytes""",
+            [row["run_id"] for row in past],
+        )
+    held = [row["bytes"] for row in counted if row["bytes"] > limit]
+    return len(held), max(held, default=0)
+
+
 async def loadable(conn: asyncpg.Connection, rows: list[asyncpg.Record], budget: int) -> int:
     """How many of the runs of rows (run_id), from the first, hold budget bytes together
     by their totals; one at least.

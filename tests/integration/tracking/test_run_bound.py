@@ -16,10 +16,14 @@ import pytest
 import cairn
 from cairn.exceptions import InvalidArgumentError
 from cairn.types import Metric, Param, RunInput, RunTag
-from cairn_server.common import paging
+from cairn_server.common import paging, server
+from cairn_server.common.config import Config
+from cairn_server.common.service import Unservable
+from cairn_server.tracking import SPEC as TRACKING
 from cairn_server.tracking.model import ViewType
 from cairn_server.tracking.store import search, sizes
 from cairn_server.tracking.store.run_filters import RunQuery
+from tests.conftest import serving, with_overrides
 
 BOUND = sizes.bound_for(1024 * 1024)
 ENTRY = sizes.ENTRY_BYTES
@@ -249,3 +253,38 @@ async def test_a_page_loads_only_the_runs_that_its_budget_holds(
         query = dataclasses.replace(query, page_token=token)
     assert [len(p) for p in pages] == [2, 2, 2, 1]
     assert [run_id for p in pages for run_id in p] == run_ids
+
+
+async def test_a_server_whose_messages_cannot_carry_a_stored_run_does_not_start(
+    config: Config, pool: asyncpg.Pool, unique: str
+) -> None:
+    """Runs written under 2 MiB messages hold up to 512 KiB; a server of 1 MiB messages
+    could not send one of more than 320 KiB beside its framing (64 KiB) and the longest
+    page token (640 KiB)."""
+    async with (
+        serving(config, pool, ["tracking"], max_message_bytes=2 * 1024 * 1024) as port,
+        cairn.TrackingClient.insecure_connection("127.0.0.1", port) as larger,
+    ):
+        run_id = await _run_holding(larger, unique, 320 * 1024 + 1)
+    try:
+        with pytest.raises(Unservable) as refused:
+            await server.run(with_overrides(config, max_message_bytes=1024 * 1024), [TRACKING])
+        assert "CAIRN_MAX_MESSAGE_BYTES=1048576" in str(refused.value)
+        assert "serve with CAIRN_MAX_MESSAGE_BYTES of at least" in str(refused.value)
+    finally:  # no later server of this session is to be refused for it
+        await pool.execute("DELETE FROM tracking.runs WHERE run_id = $1", uuid.UUID(run_id))
+
+
+async def test_runs_past_a_bound_are_counted_exactly_before_a_server_is_refused(
+    tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    """A total racing writes left above what its run holds refuses no server."""
+    run_id = await _run_holding(tracking, unique, 10_000)
+    largest_bound = sizes.bound_for(Config().max_message_bytes)
+    await pool.execute(
+        "UPDATE tracking.run_sizes SET bytes = $2 WHERE run_id = $1",
+        uuid.UUID(run_id),
+        largest_bound + 1,
+    )
+    assert await sizes.held_past(pool, largest_bound) == (0, 0)
+    assert await _total(pool, run_id) == await _held(pool, run_id) == 10_000
