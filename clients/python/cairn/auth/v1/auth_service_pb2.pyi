@@ -81,16 +81,22 @@ class CreateApiKeyResponse(_message.Message):
     def __init__(self, api_key: _Optional[str] = ..., info: _Optional[_Union[_auth_pb2.ApiKey, _Mapping]] = ...) -> None: ...
 
 class GetApiKeysRequest(_message.Message):
-    __slots__ = ("user_id",)
+    __slots__ = ("user_id", "page_size", "page_token")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     user_id: str
-    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, user_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class GetApiKeysResponse(_message.Message):
-    __slots__ = ("api_keys",)
+    __slots__ = ("api_keys", "next_page_token")
     API_KEYS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     api_keys: _containers.RepeatedCompositeFieldContainer[_auth_pb2.ApiKey]
-    def __init__(self, api_keys: _Optional[_Iterable[_Union[_auth_pb2.ApiKey, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, api_keys: _Optional[_Iterable[_Union[_auth_pb2.ApiKey, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteApiKeyRequest(_message.Message):
     __slots__ = ("api_key",)
@@ -129,13 +135,19 @@ class DeleteProjectRoleResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class GetProjectMembersRequest(_message.Message):
-    __slots__ = ("project",)
+    __slots__ = ("project", "page_size", "page_token")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     project: str
-    def __init__(self, project: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, project: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class GetProjectMembersResponse(_message.Message):
-    __slots__ = ("members",)
+    __slots__ = ("members", "next_page_token")
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedCompositeFieldContainer[_auth_pb2.ProjectMember]
-    def __init__(self, members: _Optional[_Iterable[_Union[_auth_pb2.ProjectMember, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, members: _Optional[_Iterable[_Union[_auth_pb2.ProjectMember, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -129,13 +129,16 @@ class AuthServiceServicer:
         """The secret is in the response and nowhere else, ever. A key never expires after
         the caller's key that created it (INVALID_ARGUMENT, API_KEY_OUTLIVES_PARENT).
         A user's keys are created, listed and revoked by that user or a global admin only.
+        A user has at most 1,000 live keys (neither revoked nor expired); one more is
+        INVALID_ARGUMENT (TOO_MANY_API_KEYS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetApiKeys(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A user's keys, a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -162,7 +165,8 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetProjectMembers(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A project's members, a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
