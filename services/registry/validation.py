@@ -23,6 +23,10 @@ MAX_TAG_VALUE = 8000
 # could not be sent at all. A model is answered with its latest version of each stage:
 # five objects at this limit fit any message of 6 MiB or more.
 MAX_OBJECT_BYTES = 1024 * 1024
+# Aliases a registered model may have. A model is answered with all of them, and its
+# latest versions with theirs: 256 of 255 characters add 130 KB to a model's answer.
+# Without a bound, enough aliases made a model and every page holding it unreadable.
+MAX_ALIASES = 256
 _ALIAS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}")
 _RESERVED_ALIAS = re.compile(r"(?i)latest|v\d+|version\d+")
 # Two characters at least, so "C:\\models" (a Windows path) is no URI either.

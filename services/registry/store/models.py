@@ -7,9 +7,10 @@ from typing import Any
 
 import asyncpg
 
-from ...common.errors import NotFound, invalid_field
+from ...common.errors import InvalidArgument, NotFound, invalid_field
 from ...common.sql import Params
 from ..model import RegisteredModel, State
+from ..validation import MAX_ALIASES
 from .common import (
     Listing,
     ListPage,
@@ -48,10 +49,13 @@ UPDATABLE = ("description", "owner", "state", "external_id", "custom_properties"
 
 
 # What a model `q` of a page brings beside itself: its latest version of each stage
-# (with_aliases reads them), as latest_of finds them.
-_LATEST_BYTES = """(SELECT coalesce(sum(x.text_bytes), 0) FROM (
+# (with_aliases reads them), as latest_of finds them, and its aliases, which come twice
+# (the model's, and each latest version's own).
+_BRINGS = """(SELECT coalesce(sum(x.text_bytes), 0) FROM (
     SELECT DISTINCT ON (v.stage) v.text_bytes FROM registry.model_versions v
-    WHERE v.registered_model_id = q.id ORDER BY v.stage, v.version DESC) x)"""
+    WHERE v.registered_model_id = q.id ORDER BY v.stage, v.version DESC) x)
+    + 2 * (SELECT coalesce(sum(octet_length(a.alias)), 0) FROM registry.aliases a
+           WHERE a.registered_model_id = q.id)"""
 
 
 class ModelStore:
@@ -101,7 +105,7 @@ class ModelStore:
                 page_size,
                 page_token,
                 ["models", project, filter_text],
-                brings=_LATEST_BYTES,
+                brings=_BRINGS,
             )
             return page.of(await with_aliases(conn, page.items))
 
@@ -157,27 +161,38 @@ class ModelStore:
             raise _missing(model_id)
 
     async def set_alias(self, project: str, model_id: str, alias: str, version: int) -> None:
-        """Points alias at a version; an alias on another version moves in the same statement."""
-        async with self._pool.acquire() as conn:
-            version_id = await conn.fetchval(
-                """SELECT v.id FROM registry.model_versions v
-                   WHERE v.project = $1 AND v.registered_model_id = $2 AND v.version = $3""",
+        """Points alias at a version; an alias on another version moves in the same
+        statement. A model has at most MAX_ALIASES."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            # The model first, as its delete takes it before its versions: an alias is
+            # set against neither a model nor a version being deleted, and the count of
+            # the model's aliases holds until commit.
+            model = await conn.fetchval(
+                """SELECT id FROM registry.registered_models WHERE project = $1 AND id = $2
+                   FOR NO KEY UPDATE""",
                 project,
                 id_or_none(model_id),
+            )
+            if model is None:
+                raise _missing(model_id)
+            version_id = await conn.fetchval(
+                """SELECT id FROM registry.model_versions
+                   WHERE registered_model_id = $1 AND version = $2 FOR KEY SHARE""",
+                model,
                 version,
             )
             if version_id is None:
-                await self._one(project, "m.id = $2", id_or_none(model_id), model_id, conn)
                 raise NotFound(
                     "MODEL_VERSION_NOT_FOUND",
                     f"registered model {model_id} has no version {version}",
                     metadata={"version": str(version)},
                 )
+            await _check_alias_room(conn, model, alias)
             await conn.execute(
                 """INSERT INTO registry.aliases (registered_model_id, alias, model_version_id)
                    VALUES ($1, $2, $3) ON CONFLICT (registered_model_id, alias)
                    DO UPDATE SET model_version_id = excluded.model_version_id""",
-                int(model_id),
+                model,
                 alias,
                 version_id,
             )
@@ -229,6 +244,22 @@ async def with_aliases(
     for model in models:
         model.latest_versions = latest[int(model.id)]
     return models
+
+
+async def _check_alias_room(conn: asyncpg.Connection, model_id: int, alias: str) -> None:
+    """Refuses a new alias of a model that has MAX_ALIASES (moving one is never refused)."""
+    held, exists = await conn.fetchrow(
+        """SELECT count(*), bool_or(alias = $2) FROM registry.aliases
+           WHERE registered_model_id = $1""",
+        model_id,
+        alias,
+    )
+    if held >= MAX_ALIASES and not exists:
+        raise InvalidArgument(
+            "TOO_MANY_ALIASES",
+            f"a registered model may have {MAX_ALIASES} aliases: delete one first",
+            metadata={"limit": str(MAX_ALIASES)},
+        )
 
 
 def _missing(model_id: str) -> NotFound:

@@ -32,6 +32,9 @@ COLUMNS = """v.id, v.project, v.registered_model_id, v.name, v.version, v.author
         AS model_name,
     ARRAY(SELECT a.alias FROM registry.aliases a WHERE a.model_version_id = v.id
           ORDER BY a.alias) AS aliases"""
+# What a version `q` of a page brings beside itself: its aliases (bytes).
+ALIAS_BYTES = """(SELECT coalesce(sum(octet_length(a.alias)), 0) FROM registry.aliases a
+    WHERE a.model_version_id = q.id)"""
 _MODEL_NAME = "(SELECT m.name FROM registry.registered_models m WHERE m.id = v.registered_model_id)"
 _STAGE_NAMES = (
     "(CASE v.stage WHEN 0 THEN 'None' WHEN 1 THEN 'Staging' WHEN 2 THEN 'Production' "
@@ -160,6 +163,7 @@ class VersionStore:
                 page_size,
                 page_token,
                 ["versions", project, model_id, filter_text],
+                brings=ALIAS_BYTES,
             )
             return page.of(await with_aliases(conn, page.items))
 
@@ -194,6 +198,16 @@ class VersionStore:
         self, project: str, version_id: str, stage: Stage, archive_existing: bool
     ) -> ModelVersion:
         async with self._pool.acquire() as conn, conn.transaction():
+            # The model first, as creating a version takes it: one model's transitions
+            # follow one another, so each archives what the one before left in its stage.
+            await conn.execute(
+                """SELECT 1 FROM registry.registered_models m
+                   WHERE m.id = (SELECT v.registered_model_id FROM registry.model_versions v
+                                 WHERE v.project = $1 AND v.id = $2)
+                   FOR NO KEY UPDATE""",
+                project,
+                id_or_none(version_id),
+            )
             current = await self._one(
                 project, "v.id = $2", [id_or_none(version_id)], version_id, conn, lock=True
             )

@@ -242,6 +242,95 @@ async def test_a_page_of_models_counts_their_latest_versions(
     assert await _pages_of_models(stub, project) == [names[0:2], names[2:4], names[4:]]
 
 
+async def _version_of(stub, model: pb.RegisteredModel) -> pb.ModelVersion:
+    version = pb.ModelVersion(project=model.project, registered_model_id=model.id)
+    request = api.CreateModelVersionRequest(model_version=version)
+    return (await stub.CreateModelVersion(request)).model_version
+
+
+async def _aliases(stub, model: pb.RegisteredModel, version: int, names: list[str]) -> None:
+    """Points each of names at the version, a few at once."""
+    for start in range(0, len(names), 16):
+        some = names[start : start + 16]
+        await asyncio.gather(
+            *(stub.SetRegisteredModelAlias(_alias(model, version, n)) for n in some)
+        )
+
+
+def _alias(model: pb.RegisteredModel, version: int, name: str) -> object:
+    return api.SetRegisteredModelAliasRequest(
+        project=model.project, registered_model_id=model.id, alias=name, version=version
+    )
+
+
+def _long_aliases(count: int, prefix: str) -> list[str]:
+    """count aliases of 255 characters, the longest an alias may be."""
+    return [f"{prefix}{n:04}".ljust(255, "x") for n in range(count)]
+
+
+async def test_a_model_has_at_most_256_aliases(stub, server_port, unique) -> None:
+    """Every answer of a model carries all its aliases (and its latest versions theirs):
+    without a bound, 5,000 made it unreadable on a 1 MiB server, and 33,000 at 16 MiB.
+    At the bound a new alias is refused, moving one is not, and a delete frees room;
+    two new aliases set at once for the last place are not both taken."""
+    project = await new_project(server_port, f"aliases-{unique}")
+    model = await _create_model(stub, project, "m")
+    first, second = [(await _version_of(stub, model)).version for _ in range(2)]
+    await _aliases(stub, model, first, _long_aliases(255, "a"))
+    racing = [_alias(model, first, name) for name in ("last-a", "last-b")]
+    outcomes = await asyncio.gather(
+        *(stub.SetRegisteredModelAlias(r) for r in racing), return_exceptions=True
+    )
+    assert sum(not isinstance(o, Exception) for o in outcomes) == 1
+    assert await _refusal(stub.SetRegisteredModelAlias(_alias(model, first, "one-more"))) == (
+        INVALID,
+        "TOO_MANY_ALIASES",
+    )
+    moved = _long_aliases(1, "a")[0]
+    await stub.SetRegisteredModelAlias(_alias(model, second, moved))
+    request = api.DeleteRegisteredModelAliasRequest(
+        project=project, registered_model_id=model.id, alias=moved
+    )
+    await stub.DeleteRegisteredModelAlias(request)
+    await stub.SetRegisteredModelAlias(_alias(model, first, "one-more"))
+    got = await stub.GetRegisteredModel(api.GetRegisteredModelRequest(project=project, id=model.id))
+    assert len(got.registered_model.aliases) == 256
+
+
+async def test_pages_count_their_objects_aliases(
+    stub, server_port, unique, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model comes with its aliases twice (its own, its latest versions'), a version
+    with its own: 40 aliases of 255 characters are 20 kB a model and 10 kB a version,
+    so that budgets of 50 and 25 kB hold two of them."""
+    project = await new_project(server_port, f"alias-pages-{unique}")
+    models, versions = [], []
+    for n in range(5):
+        model = await _create_model(stub, project, f"m{n}")
+        version = await _version_of(stub, model)
+        await _aliases(stub, model, version.version, _long_aliases(40, "a"))
+        models.append(model.name)
+    monkeypatch.setattr(paging, "MAX_PAGE_LOAD_BYTES", 50_000)
+    assert await _pages_of_models(stub, project) == [models[0:2], models[2:4], models[4:]]
+    model = await _create_model(stub, project, "versions")
+    for n in range(5):
+        version = await _version_of(stub, model)
+        await _aliases(stub, model, version.version, _long_aliases(40, f"v{n}"))
+        versions.append(version.id)
+    monkeypatch.setattr(paging, "MAX_PAGE_LOAD_BYTES", 25_000)
+    request = api.ListModelVersionsRequest(
+        project=project, registered_model_id=model.id, page_size=1000
+    )
+    pages = []
+    while True:
+        reply = await stub.ListModelVersions(request)
+        pages.append([v.id for v in reply.model_versions])
+        request.page_token = reply.next_page_token
+        if not request.page_token:
+            break
+    assert pages == [versions[0:2], versions[2:4], versions[4:]]
+
+
 async def test_a_version_named_like_a_later_number_blocks_no_version(
     stub, server_port, unique
 ) -> None:

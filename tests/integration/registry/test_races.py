@@ -1,0 +1,119 @@
+"""Registry writes racing each other on one model: each answer is what some order of the
+calls gives, and never INTERNAL. A model's transitions follow one another, and an alias
+is set against neither a version nor a model being deleted."""
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable
+
+import grpc
+import pytest
+
+from cairn.registry.v1 import registry_pb2 as pb
+from cairn.registry.v1 import registry_service_pb2 as api
+from cairn.registry.v1 import registry_service_pb2_grpc as rpc
+from tests.conftest import new_project
+
+ROUNDS = 60
+
+
+@pytest.fixture
+async def stub(server_port: int) -> AsyncIterator[rpc.RegistryServiceStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
+        yield rpc.RegistryServiceStub(channel)
+
+
+async def _model(stub: rpc.RegistryServiceStub, project: str, name: str) -> pb.RegisteredModel:
+    model = pb.RegisteredModel(project=project, name=name)
+    request = api.CreateRegisteredModelRequest(registered_model=model)
+    return (await stub.CreateRegisteredModel(request)).registered_model
+
+
+async def _version(stub: rpc.RegistryServiceStub, model: pb.RegisteredModel) -> pb.ModelVersion:
+    version = pb.ModelVersion(
+        project=model.project, registered_model_id=model.id, source_uri="s3://bucket/model"
+    )
+    request = api.CreateModelVersionRequest(model_version=version)
+    return (await stub.CreateModelVersion(request)).model_version
+
+
+async def _codes(*calls: Awaitable[object]) -> list[grpc.StatusCode]:
+    """The status each call, run at once, answers with."""
+    codes = []
+    for outcome in await asyncio.gather(*calls, return_exceptions=True):
+        if isinstance(outcome, grpc.aio.AioRpcError):
+            codes.append(outcome.code())
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            codes.append(grpc.StatusCode.OK)
+    return codes
+
+
+def _set_alias(model: pb.RegisteredModel, version: pb.ModelVersion, alias: str) -> object:
+    return api.SetRegisteredModelAliasRequest(
+        project=model.project, registered_model_id=model.id, alias=alias, version=version.version
+    )
+
+
+async def test_versions_moved_to_production_at_once_leave_one_there(
+    stub: rpc.RegistryServiceStub, server_port: int, unique: str
+) -> None:
+    """Each call archives the versions in the stage before it: whichever comes last is
+    the one in Production."""
+    project = await new_project(server_port, f"transitions-{unique}")
+    for round_ in range(10):
+        model = await _model(stub, project, f"m{round_}")
+        versions = [await _version(stub, model) for _ in range(4)]
+        codes = await _codes(
+            *(
+                stub.TransitionModelVersionStage(
+                    api.TransitionModelVersionStageRequest(
+                        project=project,
+                        id=version.id,
+                        stage=pb.STAGE_PRODUCTION,
+                        archive_existing_versions=True,
+                    )
+                )
+                for version in versions
+            )
+        )
+        assert set(codes) == {grpc.StatusCode.OK}
+        request = api.ListModelVersionsRequest(project=project, registered_model_id=model.id)
+        listed = (await stub.ListModelVersions(request)).model_versions
+        stages = Counter(version.stage for version in listed)
+        assert stages == {pb.STAGE_PRODUCTION: 1, pb.STAGE_ARCHIVED: 3}
+
+
+async def test_an_alias_set_while_its_version_is_deleted_is_set_or_not_found(
+    stub: rpc.RegistryServiceStub, server_port: int, unique: str
+) -> None:
+    project = await new_project(server_port, f"alias-version-{unique}")
+    model = await _model(stub, project, "m")
+    for round_ in range(ROUNDS):
+        version = await _version(stub, model)
+        delete = api.DeleteModelVersionRequest(project=project, id=version.id)
+        set_code, delete_code = await _codes(
+            stub.SetRegisteredModelAlias(_set_alias(model, version, f"a{round_ % 3}")),
+            stub.DeleteModelVersion(delete),
+        )
+        assert set_code in (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND)
+        assert delete_code == grpc.StatusCode.OK
+    request = api.GetRegisteredModelRequest(project=project, id=model.id)
+    assert not (await stub.GetRegisteredModel(request)).registered_model.aliases
+
+
+async def test_an_alias_set_while_its_model_is_deleted_is_set_or_not_found(
+    stub: rpc.RegistryServiceStub, server_port: int, unique: str
+) -> None:
+    project = await new_project(server_port, f"alias-model-{unique}")
+    for round_ in range(ROUNDS):
+        model = await _model(stub, project, f"m{round_}")
+        version = await _version(stub, model)
+        delete = api.DeleteRegisteredModelRequest(project=project, id=model.id)
+        set_code, delete_code = await _codes(
+            stub.SetRegisteredModelAlias(_set_alias(model, version, "champion")),
+            stub.DeleteRegisteredModel(delete),
+        )
+        assert set_code in (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND)
+        assert delete_code == grpc.StatusCode.OK
