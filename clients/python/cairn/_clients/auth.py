@@ -21,6 +21,10 @@ from ..types._auth import (
     role_to_proto,
 )
 
+# The server's largest pages: the fewest calls for a whole listing.
+_KEYS_PAGE_SIZE = 500
+_MEMBERS_PAGE_SIZE = 1000
+
 
 class AuthClient(BaseClient):
     """Async client of `cairn.auth.v1.AuthService`, which every Cairn server hosts.
@@ -178,14 +182,21 @@ class AuthClient(BaseClient):
     async def get_user_api_keys(
         self, user_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> list[ApiKey]:
-        """A user's API keys: the user's own, or anybody's for a global admin."""
-        response = await self._transport.unary(
-            self._stub.GetApiKeys,
-            api.GetApiKeysRequest(user_id=user_id),
-            timeout=timeout,
-            metadata=metadata,
-        )
-        return [api_key_from_proto(k) for k in response.api_keys]
+        """A user's API keys: the user's own, or anybody's for a global admin.
+
+        Every key, revoked and expired ones included, in order of creation; read a page
+        (of up to 500) at a time.
+        """
+        request = api.GetApiKeysRequest(user_id=user_id, page_size=_KEYS_PAGE_SIZE)
+        keys: list[ApiKey] = []
+        while True:
+            reply = await self._transport.unary(
+                self._stub.GetApiKeys, request, timeout=timeout, metadata=metadata
+            )
+            keys += [api_key_from_proto(k) for k in reply.api_keys]
+            if not reply.next_page_token:
+                return keys
+            request.page_token = reply.next_page_token
 
     async def show_api_keys(
         self,
@@ -257,10 +268,15 @@ class AuthClient(BaseClient):
     async def get_project_members(
         self, project_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> list[ProjectMember]:
-        response = await self._transport.unary(
-            self._stub.GetProjectMembers,
-            api.GetProjectMembersRequest(project=project_id),
-            timeout=timeout,
-            metadata=metadata,
-        )
-        return [member_from_proto(m) for m in response.members]
+        """Every member of a project, in order of user id; read a page (of up to 1,000)
+        at a time."""
+        request = api.GetProjectMembersRequest(project=project_id, page_size=_MEMBERS_PAGE_SIZE)
+        members: list[ProjectMember] = []
+        while True:
+            reply = await self._transport.unary(
+                self._stub.GetProjectMembers, request, timeout=timeout, metadata=metadata
+            )
+            members += [member_from_proto(m) for m in reply.members]
+            if not reply.next_page_token:
+                return members
+            request.page_token = reply.next_page_token
