@@ -62,7 +62,7 @@ def _migrate(config: Config, services: list[catalog.ServiceSpec], args: argparse
 
 def _create_key(
     config: Config, services: list[catalog.ServiceSpec], args: argparse.Namespace
-) -> None:
+) -> int:
     """Straight against the database, so a fresh deployment gets its first admin key
     without ever serving with authentication off."""
 
@@ -76,8 +76,13 @@ def _create_key(
         )
         return key
 
-    key = _with_pool(config, create)
+    try:
+        key = _with_pool(config, create)
+    except DomainError as exc:  # the user's live keys at their bound, say
+        sys.stderr.write(f"cairn keys create: {exc.message}\n")
+        return 1
     sys.stdout.write(key + "\n")
+    return 0
 
 
 def _with_pool(config: Config, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:

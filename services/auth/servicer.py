@@ -15,6 +15,7 @@ import grpc
 from cairn.auth.v1 import auth_service_pb2 as api
 from cairn.auth.v1 import auth_service_pb2_grpc
 
+from ..common import paging
 from ..common import validation as common
 from ..common.access import Caller, current_caller
 from ..common.errors import NotFound, PermissionDenied, invalid_field
@@ -25,6 +26,15 @@ from .cache import key_cache
 from .store import AuthStore
 
 Context: TypeAlias = grpc.aio.ServicerContext
+
+DEFAULT_PAGE_SIZE = 100  # as the tracking and operations lists
+# Names are bounded (validation: a key's name 256 characters and a user id 128, each
+# character at most 4 bytes of UTF-8; a project 63 ASCII ones), so a page is bounded by
+# its length: an ApiKey takes at most 1,601 bytes and a ProjectMember 582, and 500 keys
+# (806 KB) or 1,000 members (589 KB) with the longest page token (4 KiB) fit the least
+# CAIRN_MAX_MESSAGE_BYTES, 1 MiB. tests/unit/test_auth_pages.py checks it.
+MAX_KEYS_PAGE_SIZE = 500
+MAX_MEMBERS_PAGE_SIZE = 1000
 
 
 class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
@@ -115,8 +125,12 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         caller = current_caller()
         user_id = validation.user_id(request.user_id) if request.user_id else caller.user_id
         _check_manages_keys_of(caller, user_id, "listed")
-        records = await self._store.keys_of(user_id)
-        return api.GetApiKeysResponse(api_keys=[convert.api_key(r) for r in records])
+        size = paging.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_KEYS_PAGE_SIZE)
+        page = await self._store.keys_of(user_id, size, request.page_token)
+        return api.GetApiKeysResponse(
+            api_keys=[convert.api_key(r) for r in page.items],
+            next_page_token=page.next_page_token,
+        )
 
     async def DeleteApiKey(
         self, request: api.DeleteApiKeyRequest, context: Context
@@ -158,8 +172,12 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     async def GetProjectMembers(
         self, request: api.GetProjectMembersRequest, context: Context
     ) -> api.GetProjectMembersResponse:
-        records = await self._store.members(common.project(request.project))
-        return api.GetProjectMembersResponse(members=[convert.member(r) for r in records])
+        size = paging.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_MEMBERS_PAGE_SIZE)
+        page = await self._store.members(common.project(request.project), size, request.page_token)
+        return api.GetProjectMembersResponse(
+            members=[convert.member(r) for r in page.items],
+            next_page_token=page.next_page_token,
+        )
 
 
 def _check_manages_keys_of(caller: Caller, user_id: str | None, verb: str) -> None:

@@ -7,8 +7,14 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from ..common.errors import AlreadyExists, NotFound, Unauthenticated, invalid_field
+from ..common.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated, invalid_field
+from ..common.paging import Keyset, Page, SortColumn
+from ..common.sql import Params
 from . import keys
+
+# Live keys (neither revoked nor expired) a user may have: enough for a key per machine,
+# job and colleague, and a bound on what one caller makes the others' listings hold.
+MAX_LIVE_KEYS = 1000
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,22 @@ _REVOKE_UNSEEN = """
 UPDATE auth.api_keys SET revoke_time = coalesce(revoke_time, now()), request_id = NULL
 WHERE user_id = $1 AND request_id = $2
 """
+# NO KEY UPDATE: creations for one user take turns (it conflicts with itself), while
+# writes that only reference the user (a role, a key's foreign key) go on.
+_LOCK_USER = "SELECT 1 FROM auth.users WHERE user_id = $1 FOR NO KEY UPDATE"
+# Counts no further than the bound: the check costs the same however many keys a user has.
+_AT_KEY_BOUND = """
+SELECT count(*) >= $2 FROM (
+    SELECT 1 FROM auth.api_keys
+    WHERE user_id = $1 AND revoke_time IS NULL AND (expire_time IS NULL OR expire_time > now())
+    LIMIT $2
+) live
+"""
+_KEY_ORDER = [
+    SortColumn("create_time", True, "timestamptz", "create_time"),
+    SortColumn("prefix", True, "text", "prefix"),
+]
+_MEMBER_ORDER = [SortColumn("user_id", True, "text", "user_id")]
 # A key and all keys created with it, transitively, not yet revoked: locked parents
 # first, in the order a creation locks them (its parent, then a key its lost answer
 # left), so that the two never wait for each other. No cycle can exist: a parent is
@@ -189,6 +211,7 @@ class AuthStore:
                 )
                 await conn.execute(_REVOKE_UNSEEN, user_id, request_id)
             await conn.execute(_ADD_USER, user_id)
+            await _admit_another_key(conn, user_id)
             if global_admin:
                 await conn.execute(
                     "UPDATE auth.users SET global_admin = true WHERE user_id = $1", user_id
@@ -198,13 +221,23 @@ class AuthStore:
             )
         return key, ApiKeyInfo(**dict(row))
 
-    async def keys_of(self, user_id: str) -> list[ApiKeyInfo]:
+    async def keys_of(self, user_id: str, page_size: int, page_token: str) -> Page[ApiKeyInfo]:
+        """A page of user_id's keys, revoked and expired ones too, in order of creation."""
+        keyset = Keyset(_KEY_ORDER, "api_keys", user_id)
+        params = Params(user_id)
+        last = keyset.last(page_token)
+        after = "TRUE"
+        if last is not None:
+            # The keyset's OR of comparisons is no range of the index; its first column's
+            # bound is, so a page starts where the one before ended.
+            since = params.add(last[0], "timestamptz")
+            after = f"create_time >= {since} AND {keyset.after(last, params)}"
         rows = await self._pool.fetch(
-            f"SELECT {_KEY_COLUMNS} FROM auth.api_keys WHERE user_id = $1 "
-            "ORDER BY create_time, prefix",
-            user_id,
+            f"SELECT {_KEY_COLUMNS} FROM auth.api_keys WHERE user_id = $1 AND {after} "
+            f"ORDER BY create_time, prefix LIMIT {page_size + 1}",
+            *params.values,
         )
-        return [ApiKeyInfo(**dict(row)) for row in rows]
+        return keyset.page(rows, page_size, lambda row: ApiKeyInfo(**dict(row)))
 
     async def key_owner(self, prefix: str) -> str | None:
         """The user of the key with this prefix; None when no key has it."""
@@ -254,13 +287,33 @@ class AuthStore:
                 "PROJECT_ROLE_NOT_FOUND", f"{user_id!r} has no role in project {project!r}"
             )
 
-    async def members(self, project: str) -> list[Member]:
+    async def members(self, project: str, page_size: int, page_token: str) -> Page[Member]:
+        """A page of the project's members, in order of user id."""
+        keyset = Keyset(_MEMBER_ORDER, "project_members", project)
+        params = Params(project)
+        after = keyset.condition(page_token, params)
         rows = await self._pool.fetch(
-            "SELECT project, user_id, role FROM auth.project_roles WHERE project = $1 "
-            "ORDER BY user_id",
-            project,
+            "SELECT project, user_id, role FROM auth.project_roles "
+            f"WHERE project = $1 AND {after} ORDER BY user_id LIMIT {page_size + 1}",
+            *params.values,
         )
-        return [Member(**dict(row)) for row in rows]
+        return keyset.page(rows, page_size, lambda row: Member(**dict(row)))
+
+
+async def _admit_another_key(conn: asyncpg.Connection, user_id: str) -> None:
+    """Refuses a key past MAX_LIVE_KEYS for user_id.
+
+    The count is a statement of its own after the lock: under READ COMMITTED a statement
+    sees what committed before it began, so a count in the locking statement would miss
+    the key of the creation it waited for, and two at the bound would both pass."""
+    await conn.execute(_LOCK_USER, user_id)
+    if await conn.fetchval(_AT_KEY_BOUND, user_id, MAX_LIVE_KEYS):
+        raise InvalidArgument(
+            "TOO_MANY_API_KEYS",
+            f"{user_id!r} already has {MAX_LIVE_KEYS} API keys that are neither revoked "
+            "nor expired, as many as a user may: revoke one first",
+            metadata={"limit": str(MAX_LIVE_KEYS)},
+        )
 
 
 async def _admit_parent(

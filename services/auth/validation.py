@@ -11,6 +11,7 @@ from ..common.errors import invalid_field
 from . import keys
 
 MAX_USER_ID_LENGTH = 128
+MAX_KEY_NAME_LENGTH = 256
 MAX_DESCRIPTION_LENGTH = 10_000
 
 
@@ -33,7 +34,7 @@ def description(value: str) -> str:
 
 
 def key_name(value: str) -> str:
-    return validation.name(value, "name")
+    return validation.name(value, "name", MAX_KEY_NAME_LENGTH)
 
 
 _EXPIRATIONS: dict[int, str] = {

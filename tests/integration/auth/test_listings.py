@@ -1,0 +1,164 @@
+"""Auth's listings answer a page at a time, so that no number of keys or members makes
+them unreadable; and a user's live keys are bounded, so that no caller makes a listing
+grow at will.
+
+Served with the least message a server may be set to (1 MiB): the keys and the members
+made here, with names of 4-byte characters, would not fit one answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+import cairn
+from cairn.auth.v1 import auth_service_pb2 as api
+from cairn.exceptions import InvalidArgumentError
+from cairn.types import ApiKeyExpirationTime
+from cairn_server.auth.store import MAX_LIVE_KEYS
+from cairn_server.common.config import Config
+from tests.conftest import serving
+
+WIDE = "\U0001f511"  # 4 bytes in UTF-8: the longest answers in the fewest rows
+NEVER = ApiKeyExpirationTime.NEVER
+
+
+@pytest_asyncio.fixture(scope="module")
+async def port(config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
+    async with serving(config, pool, [], max_message_bytes=1024 * 1024) as port:
+        yield port
+
+
+@pytest_asyncio.fixture(scope="module")
+async def auth(port: int) -> AsyncIterator[cairn.AuthClient]:
+    async with cairn.AuthClient.insecure_connection("127.0.0.1", port) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(scope="module")
+async def crowded(pool: asyncpg.Pool) -> str:
+    """A user one key short of the bound, every key with the longest name.
+
+    Written straight into the tables, which take a thousand keys in one statement where
+    as many calls would take seconds. Keys of one moment come in threes, so that the
+    order by time and prefix has ties to break."""
+    user = f"crowded-{uuid.uuid4().hex[:8]}" + WIDE * 112
+    count = MAX_LIVE_KEYS - 1
+    await pool.execute("INSERT INTO auth.users (user_id) VALUES ($1)", user)
+    await pool.execute(
+        """INSERT INTO auth.api_keys (prefix, key_hash, user_id, name, create_time)
+           SELECT prefix, sha256(prefix::bytea), $1, lpad(i::text, 4, '0') || $2,
+                  now() - (i / 3) * interval '1 millisecond'
+           FROM unnest($3::text[]) WITH ORDINALITY AS k(prefix, i)""",
+        user,
+        WIDE * 252,
+        [uuid.uuid4().hex[:12] for _ in range(count)],
+    )
+    return user
+
+
+async def _all(calls: Any, width: int = 32) -> list[Any]:
+    """Runs the calls, width at a time; their results, or the errors they raised."""
+    gate = asyncio.Semaphore(width)
+
+    async def one(call: Callable[[], Awaitable[Any]]) -> Any:
+        async with gate:
+            return await call()
+
+    return await asyncio.gather(*(one(c) for c in calls), return_exceptions=True)
+
+
+async def _walk(auth: cairn.AuthClient, method: str, request: Any, items: str) -> list[Any]:
+    """Every item of a listing, following its pages."""
+    found: list[Any] = []
+    while True:
+        reply = await auth._transport.unary(getattr(auth._stub, method), request)
+        found += getattr(reply, items)
+        if not reply.next_page_token:
+            return found
+        request.page_token = reply.next_page_token
+
+
+async def test_racing_creations_at_the_bound_leave_one_key_past_none(
+    auth: cairn.AuthClient, crowded: str, pool: asyncpg.Pool
+) -> None:
+    outcomes = await _all(
+        [lambda i=i: auth.create_user_api_key(crowded, f"race {i}", NEVER) for i in range(8)]
+    )
+    refused = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(refused) == 7, outcomes
+    assert all(isinstance(e, InvalidArgumentError) for e in refused), refused
+    assert {e.reason for e in refused} == {"TOO_MANY_API_KEYS"}
+    keys = await auth.get_user_api_keys(crowded)
+    assert sum(1 for k in keys if not k.revoked) == MAX_LIVE_KEYS
+
+    # A revoked key and an expired one no longer count; each frees one place.
+    await auth.delete_api_key(keys[0].prefix)
+    await auth.create_user_api_key(crowded, "after a revocation", NEVER)
+    await pool.execute(
+        "UPDATE auth.api_keys SET expire_time = now() - interval '1 second' WHERE prefix = $1",
+        keys[1].prefix,
+    )
+    await auth.create_user_api_key(crowded, "after an expiry", NEVER)
+    with pytest.raises(InvalidArgumentError) as refused_again:
+        await auth.create_user_api_key(crowded, "one too many", NEVER)
+    assert refused_again.value.reason == "TOO_MANY_API_KEYS"
+
+
+async def test_a_users_keys_are_listed_whole_a_page_at_a_time(
+    auth: cairn.AuthClient, crowded: str, pool: asyncpg.Pool
+) -> None:
+    expected = [
+        row["prefix"]
+        for row in await pool.fetch(
+            "SELECT prefix FROM auth.api_keys WHERE user_id = $1 ORDER BY create_time, prefix",
+            crowded,
+        )
+    ]
+    assert len(expected) >= MAX_LIVE_KEYS - 1
+    for size in (0, 7, 500):  # the default, a small one, the largest
+        request = api.GetApiKeysRequest(user_id=crowded, page_size=size)
+        listed = await _walk(auth, "GetApiKeys", request, "api_keys")
+        assert [k.prefix for k in listed] == expected, size
+    assert [k.prefix for k in await auth.get_user_api_keys(crowded)] == expected
+
+    with pytest.raises(InvalidArgumentError):
+        await auth._transport.unary(
+            auth._stub.GetApiKeys, api.GetApiKeysRequest(user_id=crowded, page_size=501)
+        )
+    first = await auth._transport.unary(
+        auth._stub.GetApiKeys, api.GetApiKeysRequest(user_id=crowded, page_size=1)
+    )
+    with pytest.raises(InvalidArgumentError) as elsewhere:  # another user's listing
+        await auth._transport.unary(
+            auth._stub.GetApiKeys,
+            api.GetApiKeysRequest(user_id="someone-else", page_token=first.next_page_token),
+        )
+    assert elsewhere.value.reason == "INVALID_PAGE_TOKEN"
+
+
+async def test_a_projects_members_are_listed_whole_a_page_at_a_time(
+    auth: cairn.AuthClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    project = await auth.create_project(f"members-{unique}")
+    users = [f"{i:04d}" + WIDE * 124 for i in range(2000)]
+    # Straight into the tables: 2,000 calls would take seconds.
+    await pool.execute(
+        "INSERT INTO auth.users (user_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", users
+    )
+    await pool.execute(
+        "INSERT INTO auth.project_roles (project, user_id, role) SELECT $1, unnest($2::text[]), 1",
+        project,
+        users,
+    )
+    for size in (0, 7, 1000):
+        request = api.GetProjectMembersRequest(project=project, page_size=size)
+        listed = await _walk(auth, "GetProjectMembers", request, "members")
+        assert [m.user_id for m in listed] == users, size
+    assert [m.user_id for m in await auth.get_project_members(project)] == users
