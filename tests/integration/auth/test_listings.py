@@ -24,6 +24,7 @@ from cairn.types import ApiKeyExpirationTime
 from cairn_server.auth.store import MAX_LIVE_KEYS
 from cairn_server.common.config import Config
 from tests.conftest import serving
+from tests.integration.auth.test_bootstrap import _cairn
 
 WIDE = "\U0001f511"  # 4 bytes in UTF-8: the longest answers in the fewest rows
 NEVER = ApiKeyExpirationTime.NEVER
@@ -86,7 +87,7 @@ async def _walk(auth: cairn.AuthClient, method: str, request: Any, items: str) -
 
 
 async def test_racing_creations_at_the_bound_leave_one_key_past_none(
-    auth: cairn.AuthClient, crowded: str, pool: asyncpg.Pool
+    auth: cairn.AuthClient, crowded: str, pool: asyncpg.Pool, config: Config
 ) -> None:
     outcomes = await _all(
         [lambda i=i: auth.create_user_api_key(crowded, f"race {i}", NEVER) for i in range(8)]
@@ -109,6 +110,10 @@ async def test_racing_creations_at_the_bound_leave_one_key_past_none(
     with pytest.raises(InvalidArgumentError) as refused_again:
         await auth.create_user_api_key(crowded, "one too many", NEVER)
     assert refused_again.value.reason == "TOO_MANY_API_KEYS"
+    # The command line writes keys through the same store method, and is refused alike.
+    command = _cairn("keys", "create", "--user", crowded, database_url=config.database_url)
+    assert command.returncode == 1 and not command.stdout
+    assert "neither revoked nor expired" in command.stderr and "Traceback" not in command.stderr
 
 
 async def test_a_users_keys_are_listed_whole_a_page_at_a_time(
