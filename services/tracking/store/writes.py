@@ -164,6 +164,9 @@ class RunWriter:
     async def _write_inputs(
         self, project: str, run_uuid: uuid.UUID, inputs: Sequence[RunInput]
     ) -> None:
+        # In one order for every write (a stable sort: of two same inputs the last one
+        # is written last), so that two writes of the same inputs never deadlock.
+        inputs = sorted(inputs, key=lambda i: (i.kind, i.uri, i.context))
         async with self._pool.acquire() as conn, conn.transaction():
             await lock_writable(conn, project, run_uuid)
             replaced = await conn.fetchval(
@@ -216,12 +219,31 @@ def _small_metrics_only(batch: Batch) -> bool:
 
 async def _write_params(conn: asyncpg.Connection, run_id: uuid.UUID, params: dict[str, str]) -> int:
     """Writes the params new to the run; params are immutable: the same value again is
-    fine, another value is refused.
+    fine, another value is refused, and the caller's transaction rolls back.
+
+    The values are compared after the insert, in a statement of its own: the insert
+    waits for a concurrent write of the same key to commit, and only a statement begun
+    after sees what it wrote. (Compared before, both writes of one key with two values
+    were answered OK, and the second value was dropped.)
 
     Returns:
         What the params new to the run add to its total.
     """
-    keys, values = list(params), list(params.values())
+    keys = sorted(params)  # in one order for every write, so two never deadlock
+    values = [params[key] for key in keys]
+    added: int = await conn.fetchval(
+        f"""WITH added AS (
+                INSERT INTO tracking.params (run_id, key, value)
+                SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t(k, v)
+                ORDER BY k COLLATE "C"
+                ON CONFLICT (run_id, key) DO NOTHING
+                RETURNING key, value)
+            SELECT coalesce(sum(octet_length(key) + octet_length(value) + {sizes.ENTRY_BYTES}), 0)
+            FROM added""",
+        run_id,
+        keys,
+        values,
+    )
     clash = await conn.fetchrow(
         """SELECT p.key, p.value AS old, n.value AS new
            FROM tracking.params p JOIN unnest($2::text[], $3::text[]) AS n(key, value)
@@ -238,47 +260,40 @@ async def _write_params(conn: asyncpg.Connection, run_id: uuid.UUID, params: dic
             f"to {clash['new']!r}: params are immutable",
             metadata={"key": clash["key"], "old_value": clash["old"], "new_value": clash["new"]},
         )
-    added: int = await conn.fetchval(
-        f"""WITH added AS (
-                INSERT INTO tracking.params (run_id, key, value)
-                SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t(k, v)
-                ON CONFLICT (run_id, key) DO NOTHING
-                RETURNING key, value)
-            SELECT coalesce(sum(octet_length(key) + octet_length(value) + {sizes.ENTRY_BYTES}), 0)
-            FROM added""",
-        run_id,
-        keys,
-        values,
-    )
     return added
 
 
 async def _write_tags(conn: asyncpg.Connection, run_id: uuid.UUID, tags: dict[str, str]) -> int:
     """Returns what the tags add to the run's size: their entries, less those they replace."""
-    replaced: int = await conn.fetchval(_REPLACE_TAGS, run_id, list(tags), list(tags.values()))
+    keys = sorted(tags)  # in one order for every write, so two never deadlock
+    replaced: int = await conn.fetchval(_REPLACE_TAGS, run_id, keys, [tags[k] for k in keys])
     return sum(sizes.entry_bytes(key, value) for key, value in tags.items()) - replaced
 
 
-# Sets tags ($2 keys, $3 values) on run $1 and returns what the tags they replace took.
-# Those are read and locked first (the insert's condition waits for them), so no other
-# write changes them in between; a tag another write adds meanwhile is replaced without
-# being subtracted, which leaves the run's total above what it holds, as it may be.
+# Sets tags ($2 keys, $3 values, in code-point order of the keys) on run $1 and returns
+# what the tags they replace took. Those are read and locked first (the insert's
+# condition waits for them), so no other write changes them in between; a tag another
+# write adds meanwhile is replaced without being subtracted, which leaves the run's
+# total above what it holds, as it may be. Rows are locked and inserted in key order,
+# so that two writes of the same tags never wait for each other in turn.
 _REPLACE_TAGS = f"""
 WITH replaced AS (
     SELECT octet_length(key) + octet_length(value) + {sizes.ENTRY_BYTES} AS bytes
     FROM tracking.tags WHERE run_id = $1 AND key = ANY($2::text[])
+    ORDER BY key COLLATE "C"
     FOR UPDATE
 ), written AS (
     INSERT INTO tracking.tags (run_id, key, value)
     SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t(k, v)
     WHERE (SELECT count(*) FROM replaced) >= 0
+    ORDER BY k COLLATE "C"
     ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value
 )
 SELECT coalesce(sum(bytes), 0) FROM replaced"""
 
 
 # What the inputs of run $1 that inputs ($2 kinds, $3 uris, $4 contexts) replace take,
-# locked until the caller's transaction ends.
+# locked in the order of their keys until the caller's transaction ends.
 _REPLACED_INPUTS = f"""
 SELECT coalesce(sum(bytes), 0) FROM (
     SELECT octet_length(kind) + octet_length(name) + octet_length(uri) + octet_length(digest)
@@ -286,6 +301,7 @@ SELECT coalesce(sum(bytes), 0) FROM (
     FROM tracking.run_inputs
     WHERE run_id = $1
       AND (kind, uri, context) IN (SELECT * FROM unnest($2::text[], $3::text[], $4::text[]))
+    ORDER BY kind COLLATE "C", uri COLLATE "C", context COLLATE "C"
     FOR UPDATE
 ) replaced"""
 
