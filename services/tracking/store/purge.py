@@ -21,13 +21,25 @@ import asyncpg
 from ...common.service import Purge, Resources
 from ..model import ARTIFACT_SCHEME, LifecycleStage
 
-# Runs per transaction; each takes its params, tags, metric chunks and inputs along.
+# Runs per transaction; each takes its params, tags, metric chunks, inputs and request
+# ids along.
 BATCH = 100
 # Rows of one run-keyed table removed per statement: a run's history may be millions
-# of metric chunks, and every statement must end within the statement timeout.
+# of metric chunks or request ids, and every statement must end within the statement
+# timeout.
 PIECE = 10_000
-# The tables keyed by run that may grow large; the rest go with the runs themselves.
-_RUN_HISTORY = ("metric_chunks", "latest_metrics", "params", "tags", "run_inputs")
+# Every table keyed by run whose rows grow with what was logged (applied_batches holds
+# one row per LogBatch and LogMetric call, kept for days). The rest go by ON DELETE
+# CASCADE with the runs, a bounded number of rows each: run_sizes (one row a run) and,
+# with an experiment, experiment_tags (bounded by MAX_EXPERIMENT_TAG_BYTES).
+_RUN_HISTORY = (
+    "metric_chunks",
+    "latest_metrics",
+    "params",
+    "tags",
+    "run_inputs",
+    "applied_batches",
+)
 _DELETED = int(LifecycleStage.DELETED)
 # Two selections, each served by a partial index on delete_time: runs deleted on their
 # own, and runs of deleted experiments (whose rows are locked, so that they cannot be
@@ -120,13 +132,21 @@ async def _mark_purging(conn: asyncpg.Connection, experiment_ids: list[int]) -> 
 
 async def _delete_piece(conn: asyncpg.Connection, table: str, run_ids: list[object]) -> bool:
     """Deletes up to PIECE rows of the runs from a table; whether there may be more."""
-    status = await conn.execute(
-        f"""DELETE FROM tracking.{table} WHERE ctid = ANY(ARRAY(
-                SELECT ctid FROM tracking.{table} WHERE run_id = ANY($1::uuid[])
-                LIMIT {PIECE}))""",
-        run_ids,
-    )
-    return int(status.split()[-1]) == PIECE
+    picked: int = await conn.fetchval(_DELETE_PIECE.format(table=table), run_ids, PIECE)
+    return picked == PIECE
+
+
+# Whether more may be left is told by the rows picked, not by those deleted: the
+# retention of request ids (tracking/retention.py) may delete some of them meanwhile,
+# and what stopped the loop early would go in the batch's one DELETE of its runs.
+_DELETE_PIECE = """
+WITH picked AS (
+    SELECT ARRAY(SELECT ctid FROM tracking.{table} WHERE run_id = ANY($1::uuid[])
+                 LIMIT $2) AS ctids
+), gone AS (
+    DELETE FROM tracking.{table} WHERE ctid = ANY((SELECT ctids FROM picked)::tid[])
+)
+SELECT cardinality(ctids) FROM picked"""
 
 
 async def _purge_experiments(pool: asyncpg.Pool, gc: Purge) -> int:
