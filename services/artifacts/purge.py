@@ -83,28 +83,40 @@ async def _drain_one(pool: asyncpg.Pool, drained: Drained) -> bool | None:
         if location is None:
             return None
         row = await conn.fetchrow(
-            f"""WITH gone AS (
-                    DELETE FROM artifacts.objects o
-                    WHERE o.project = $1 AND o.path IN (
-                        SELECT path FROM artifacts.objects
-                        WHERE project = $1 AND (path = $2 OR path LIKE $3)
-                          AND update_time <= $4
-                        LIMIT {BATCH})
-                    RETURNING storage_key, size
-                ), condemned AS (
-                    INSERT INTO artifacts.garbage (storage_key)
-                    SELECT storage_key FROM gone ON CONFLICT DO NOTHING
-                )
-                SELECT count(*) AS objects, coalesce(sum(size), 0) AS bytes FROM gone""",
+            _UNPUBLISH_OLD,
             location.project,
             location.path,
             like_prefix(location.path + "/"),
             location.queue_time,
+            BATCH,
         )
         drained.objects += row["objects"]
         drained.bytes += row["bytes"]
-        if row["objects"] == BATCH:
+        if row["picked"] == BATCH:
             return False
         await queue.done(conn, location)
         drained.locations += 1
     return True
+
+
+# The age condition is on the deleted row itself, not only in the selection: a row an
+# overwrite is committing when the DELETE reaches it is re-checked in its new version
+# (READ COMMITTED's recheck), against the target's conditions only, and must then be
+# kept. Whether more may be left is told by the rows selected, not by those deleted,
+# which such a recheck can make fewer.
+_UNPUBLISH_OLD = """
+WITH picked AS (
+    SELECT path FROM artifacts.objects
+    WHERE project = $1 AND (path = $2 OR path LIKE $3) AND update_time <= $4
+    LIMIT $5
+), gone AS (
+    DELETE FROM artifacts.objects o
+    WHERE o.project = $1 AND o.update_time <= $4 AND o.path IN (SELECT path FROM picked)
+    RETURNING storage_key, size
+), condemned AS (
+    INSERT INTO artifacts.garbage (storage_key)
+    SELECT storage_key FROM gone ON CONFLICT DO NOTHING
+)
+SELECT (SELECT count(*) FROM picked) AS picked, count(*) AS objects,
+       coalesce(sum(size), 0) AS bytes
+FROM gone"""

@@ -4,6 +4,7 @@ experiment someone restores; and it must get through a run of any size."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import re
 from collections.abc import AsyncIterator
@@ -20,11 +21,12 @@ from cairn_server.common.config import Config
 from cairn_server.common.idempotency import Idempotency
 from cairn_server.common.server import CairnServer
 from cairn_server.common.service import Resources
+from cairn_server.operations import queue
 from cairn_server.operations.model import State
 from cairn_server.operations.runner import Runner
 from cairn_server.operations.store import OperationStore
 from cairn_server.tracking.store import purge
-from tests.conftest import new_project, with_overrides
+from tests.conftest import eventually, new_project, with_overrides
 
 NOW = datetime.timedelta(0)
 NOTHING_DELETED_YET = datetime.timedelta(days=3650)  # a cut-off before every deletion
@@ -81,6 +83,68 @@ async def test_a_location_reused_before_it_is_drained_keeps_what_was_written_sin
 
         assert (await drainer.artifacts.stat(f"{root}/model.bin")).size == 100
         assert (await drainer.artifacts.stat(f"{old_root}/old.bin")).size == 20
+
+
+async def test_an_overwrite_committing_as_the_drain_reaches_it_is_kept(
+    server_port: int, pool: asyncpg.Pool, unique: str
+) -> None:
+    """An object overwritten after its location was queued, whose publication commits
+    while the drain's DELETE waits for its row, is re-checked in its new version and
+    kept. The interleaving is forced: an uncommitted garbage row under the key being
+    replaced holds the publication just after it updated the object's row."""
+    project = await new_project(server_port, f"overwrite-{unique}")
+    path = "runs/r1/artifacts/model.bin"
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        await client.artifacts.upload(path, b"old bytes")
+        replaced = await _storage_key(pool, project, path)
+        async with pool.acquire() as conn:  # as a purge lets go of the run's directory
+            await queue.enqueue(conn, [f"cairn-artifacts://{project}/runs/r1"])
+        async with pool.acquire() as holder:
+            held = holder.transaction()
+            await held.start()
+            try:
+                await holder.execute(
+                    "INSERT INTO artifacts.garbage (storage_key) VALUES ($1)", replaced
+                )
+                overwrite = asyncio.ensure_future(
+                    client.artifacts.upload(path, b"new bytes", overwrite=True)
+                )
+                await eventually(
+                    lambda: _waiting_on_a_lock(pool, "INSERT INTO artifacts.garbage"),
+                    what="the publication waiting after its update of the object",
+                )
+                collected = asyncio.ensure_future(_collect(client, NOTHING_DELETED_YET))
+                await eventually(
+                    lambda: _waiting_on_a_lock(pool, "DELETE FROM artifacts.objects o"),
+                    what="the drain waiting for the object's row",
+                )
+            finally:
+                await held.rollback()
+        written = await overwrite
+        await collected
+        assert (await client.artifacts.stat(path)).sha256 == written.sha256
+        new_key = await _storage_key(pool, project, path)
+        assert not await pool.fetchval(
+            "SELECT count(*) FROM artifacts.garbage WHERE storage_key = $1", new_key
+        )
+
+
+async def _storage_key(pool: asyncpg.Pool, project: str, path: str) -> str:
+    key: str = await pool.fetchval(
+        "SELECT storage_key FROM artifacts.objects WHERE project = $1 AND path = $2",
+        project,
+        path,
+    )
+    return key
+
+
+async def _waiting_on_a_lock(pool: asyncpg.Pool, statement: str) -> bool:
+    waiting = await pool.fetchval(
+        """SELECT count(*) FROM pg_stat_activity
+           WHERE wait_event_type = 'Lock' AND strpos(query, $1) > 0""",
+        statement,
+    )
+    return bool(waiting)
 
 
 async def test_an_experiment_at_a_location_chosen_by_hand_leaves_other_files_there(
@@ -204,47 +268,56 @@ async def _delete_time(pool: asyncpg.Pool, experiment_id: str) -> datetime.datet
     return value
 
 
+# Rows of a run, 23 a table, as its calls leave them (each row its own $2).
+_HISTORY_ROWS = {
+    "metric_chunks": """INSERT INTO tracking.metric_chunks
+            (run_id, key, min_step, max_step, steps, "values", timestamps_ms)
+        VALUES ($1::uuid, 'loss', $2, $2, ARRAY[$2::bigint], ARRAY[0.5], ARRAY[0])""",
+    # A LogBatch or LogMetric call's request id: a run may have millions.
+    "applied_batches": """INSERT INTO tracking.applied_batches (run_id, request_id)
+        VALUES ($1::uuid, 'batch-' || $2::bigint)""",
+}
+
+
+@pytest.mark.parametrize("table", _HISTORY_ROWS)
 async def test_a_run_with_a_long_history_goes_in_bounded_pieces(
-    server_port: int, pool: asyncpg.Pool, unique: str, monkeypatch: pytest.MonkeyPatch
+    server_port: int, pool: asyncpg.Pool, unique: str, monkeypatch: pytest.MonkeyPatch, table: str
 ) -> None:
-    """Every statement removes at most PIECE metric chunks, however many a run has, so
-    none runs into the statement timeout (a statement-level trigger counts them)."""
+    """Every statement removes at most PIECE of a run's metric chunks or request ids,
+    however many it has, so none runs into the statement timeout; nothing is left for
+    the cascade of the one DELETE of the batch's runs (a statement-level trigger counts
+    the rows each statement removed, cascades included)."""
     monkeypatch.setattr(purge, "PIECE", 5)
     project = await new_project(server_port, f"pieces-{unique}")
     async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
         tracking = client.tracking
         experiment = await tracking.create_experiment("long")
         run = (await tracking.create_run(experiment)).info.run_id
-        await pool.executemany(
-            """INSERT INTO tracking.metric_chunks
-                   (run_id, key, min_step, max_step, steps, "values", timestamps_ms)
-               VALUES ($1::uuid, 'loss', $2, $2, ARRAY[$2::bigint], ARRAY[0.5], ARRAY[0])""",
-            [(run, chunk) for chunk in range(23)],
-        )
+        await pool.executemany(_HISTORY_ROWS[table], [(run, row) for row in range(23)])
         await tracking.delete_run(run)
-        table = f"pieces_{unique}"
-        await pool.execute(_COUNTING_TRIGGER.format(table=table, run=run))
+        counter = f"pieces_{unique}"
+        await pool.execute(_COUNTING_TRIGGER.format(counter=counter, table=table, run=run))
         try:
             await _collect(client, NOW)
-            pieces = [r["n"] for r in await pool.fetch(f"SELECT n FROM {table} WHERE n > 0")]
+            pieces = [r["n"] for r in await pool.fetch(f"SELECT n FROM {counter} WHERE n > 0")]
         finally:
             await pool.execute(
-                f"""DROP TRIGGER {table} ON tracking.metric_chunks;
-                    DROP FUNCTION {table}(); DROP TABLE {table}"""
+                f"""DROP TRIGGER {counter} ON tracking.{table};
+                    DROP FUNCTION {counter}(); DROP TABLE {counter}"""
             )
-        assert sum(pieces) == 23 and max(pieces) <= 5 and len(pieces) >= 5
+        assert sum(pieces) == 23 and max(pieces) <= 5 and len(pieces) >= 5, pieces
 
 
-# Records how many of the run's chunks each DELETE statement removed.
+# Records how many of the run's rows each DELETE statement on the table removed.
 _COUNTING_TRIGGER = """
-CREATE TABLE {table} (n bigint);
-CREATE FUNCTION {table}() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE TABLE {counter} (n bigint);
+CREATE FUNCTION {counter}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO {table} SELECT count(*) FROM gone WHERE run_id = '{run}';
+    INSERT INTO {counter} SELECT count(*) FROM gone WHERE run_id = '{run}';
     RETURN NULL;
 END $$;
-CREATE TRIGGER {table} AFTER DELETE ON tracking.metric_chunks
-    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION {table}();
+CREATE TRIGGER {counter} AFTER DELETE ON tracking.{table}
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION {counter}();
 """
 
 
