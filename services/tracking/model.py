@@ -7,6 +7,8 @@ them by value (a unit test holds the two in step).
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -125,3 +127,13 @@ class Batch:
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     request_id: str = ""
+
+    def fingerprint(self) -> bytes:
+        """The sha256 of what the batch writes, which tells a repeat of it from another
+        batch under its request id."""
+        written = [self.metrics.keys, self.params, self.tags]
+        digest = hashlib.sha256(json.dumps(written, sort_keys=True).encode())
+        metrics = self.metrics  # columns of fixed types, one length: their bytes are enough
+        for column in (metrics.key_indexes, metrics.values, metrics.steps, metrics.timestamps_ms):
+            digest.update(np.ascontiguousarray(column).data)
+        return digest.digest()

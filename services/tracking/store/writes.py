@@ -4,19 +4,20 @@
 `log_metric` that of LogMetric's one point. A batch lands whole or not at all, and a
 write with a request id records that id with it, so a retry is applied once. A point
 (LogMetric), or a small batch of metrics alone, is one SQL statement (and, now and then,
-a second that merges the small chunks such writes leave behind: compaction.py; a
-LogMetric whose request id was taken reads what request took it: the same one is
-answered OK, another is REQUEST_ID_REUSED); any other batch is one transaction: BEGIN, a
+a second that merges the small chunks such writes leave behind: compaction.py); any
+other batch is one transaction: BEGIN, a
 statement that checks the run, claims the request id and moves the latest points,
 params and tags if any, what they add to the run's size, binary COPY of its history
-chunks, COMMIT. A write that would take the run past its bound fails whole
-(sizes.within_bound), in either form."""
+chunks, COMMIT. A write whose request id was taken reads what request took it: the same
+one is answered OK, another is REQUEST_ID_REUSED. A write that would take the run past
+its bound fails whole (sizes.within_bound), in either form."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import asyncpg
 import numpy as np
@@ -47,27 +48,30 @@ class RunWriter:
             InvalidArgument: RUN_TOO_LARGE, the batch would take the run past its bound.
         """
         run_uuid = uuid.UUID(run_id)
+        claim = _Claim(batch.request_id, batch.fingerprint() if batch.request_id else None)
         if _small_metrics_only(batch):
             return await sizes.within_bound(
                 self._pool,
                 run_uuid,
                 self._bound,
-                lambda: self._write_small(project, run_uuid, batch.metrics, batch.request_id),
+                lambda: self._write_small(project, run_uuid, batch.metrics, claim),
             )
         chunks = _Chunks.of(run_uuid, batch.metrics)
         return await sizes.within_bound(
-            self._pool, run_uuid, self._bound, lambda: self._write(project, run_uuid, batch, chunks)
+            self._pool,
+            run_uuid,
+            self._bound,
+            lambda: self._write(project, run_uuid, batch, chunks, claim),
         )
 
     async def _write(
-        self, project: str, run_uuid: uuid.UUID, batch: Batch, chunks: _Chunks
+        self, project: str, run_uuid: uuid.UUID, batch: Batch, chunks: _Chunks, claim: _Claim
     ) -> bool:
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                _BEGIN_BATCH, project, run_uuid, batch.request_id, None, *chunks.latest
-            )
+            row = await conn.fetchrow(_BEGIN_BATCH, project, run_uuid, *claim, *chunks.latest)
             check_writable(run_uuid, row)
             if not row["applies"]:
+                await claim.check_repeat(conn, run_uuid)
                 return False
             added = row["added_bytes"]
             if batch.params:
@@ -105,24 +109,25 @@ class RunWriter:
             InvalidArgument: REQUEST_ID_REUSED, the id came before with another request.
         """
         run_uuid = uuid.UUID(run_id)
-        claim = METRIC_REQUEST_PREFIX + request_id if request_id else ""
+        claim = _Claim("", None)
+        if request_id:
+            claim = _Claim(METRIC_REQUEST_PREFIX + request_id, fingerprint)
         return await sizes.within_bound(
             self._pool,
             run_uuid,
             self._bound,
-            lambda: self._write_one(project, run_uuid, point, claim, fingerprint),
+            lambda: self._write_one(project, run_uuid, point, claim),
         )
 
     async def _write_one(
-        self, project: str, run_uuid: uuid.UUID, point: MetricPoint, claim: str, fingerprint: bytes
+        self, project: str, run_uuid: uuid.UUID, point: MetricPoint, claim: _Claim
     ) -> bool:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
                 _WRITE_ONE,
                 project,
                 run_uuid,
-                claim,
-                fingerprint if claim else None,
+                *claim,
                 point.key,
                 point.value,
                 point.step,
@@ -131,8 +136,7 @@ class RunWriter:
             )
             check_writable(run_uuid, row)
             if not row["applies"]:
-                if claim:
-                    await _check_repeat(conn, run_uuid, claim, fingerprint)
+                await claim.check_repeat(conn, run_uuid)
                 return False
             if row["to_merge"]:
                 await _merge(conn, run_uuid, point.key)
@@ -189,7 +193,7 @@ class RunWriter:
             await sizes.grow(conn, run_uuid, added - replaced, self._bound)
 
     async def _write_small(
-        self, project: str, run_id: uuid.UUID, metrics: MetricColumns, request_id: str
+        self, project: str, run_id: uuid.UUID, metrics: MetricColumns, claim: _Claim
     ) -> bool:
         keys = [metrics.keys[i] for i in metrics.key_indexes.tolist()]
         async with self._pool.acquire() as conn:
@@ -197,8 +201,7 @@ class RunWriter:
                 _WRITE_SMALL,
                 project,
                 run_id,
-                request_id,
-                None,
+                *claim,
                 keys,
                 metrics.values.tolist(),
                 metrics.steps.tolist(),
@@ -207,6 +210,7 @@ class RunWriter:
             )
             check_writable(run_id, row)
             if not row["applies"]:
+                await claim.check_repeat(conn, run_id)
                 return False
             for key in row["to_merge"]:
                 await _merge(conn, run_id, key)
@@ -327,7 +331,7 @@ _NEW_KEY_BYTES = f"""SELECT sum(octet_length(key) + {sizes.ENTRY_BYTES}) AS byte
 
 # Both write statements begin so: they check the run (holding it against a concurrent
 # delete; $1 project, $2 run) and claim the request id ($3, if any, with $4, the
-# fingerprint of a LogMetric request). Unless the run may be written and the id was not
+# fingerprint of the request: _Claim). Unless the run may be written and the id was not
 # claimed before, nothing is written and "applies" is false; the caller raises from the
 # stages returned.
 _CHECK_AND_CLAIM = """
@@ -408,19 +412,28 @@ SELECT run_stage, experiment_stage, EXISTS (SELECT 1 FROM applies) AS applies,
 FROM run"""
 
 
-async def _check_repeat(
-    conn: asyncpg.Connection, run_id: uuid.UUID, request_id: str, fingerprint: bytes
-) -> None:
-    """Raises REQUEST_ID_REUSED, as the interceptor does, unless the call that claimed
-    request_id first was this same request. (Ids claimed without a fingerprint, before
-    fingerprints were kept, pass.)"""
-    stored = await conn.fetchval(
-        "SELECT fingerprint FROM tracking.applied_batches WHERE run_id = $1 AND request_id = $2",
-        run_id,
-        request_id,
-    )
-    if stored is not None and stored != fingerprint:
-        raise idempotency.request_id_reused(request_id.removeprefix(METRIC_REQUEST_PREFIX))
+class _Claim(NamedTuple):
+    """The request id a write claims ("" for none) and the fingerprint of its request,
+    which tells a repeat from another request under the same id."""
+
+    request_id: str
+    fingerprint: bytes | None
+
+    async def check_repeat(self, conn: asyncpg.Connection, run_id: uuid.UUID) -> None:
+        """Raises REQUEST_ID_REUSED, as the interceptor does, unless the write that
+        claimed the id first was this same request. (Ids claimed without a fingerprint,
+        before fingerprints were kept, pass.)"""
+        if not self.request_id:
+            return
+        stored = await conn.fetchval(
+            """SELECT fingerprint FROM tracking.applied_batches
+               WHERE run_id = $1 AND request_id = $2""",
+            run_id,
+            self.request_id,
+        )
+        if stored is not None and stored != self.fingerprint:
+            reused = self.request_id.removeprefix(METRIC_REQUEST_PREFIX)
+            raise idempotency.request_id_reused(reused)
 
 
 async def _merge(conn: asyncpg.Connection, run_id: uuid.UUID, key: str) -> None:

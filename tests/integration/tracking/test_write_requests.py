@@ -14,7 +14,7 @@ import pytest
 import cairn
 from cairn import _transport
 from cairn.exceptions import InvalidArgumentError
-from cairn.types import Metric
+from cairn.types import Metric, Param
 from cairn_server.tracking.store import compaction
 from cairn_server.tracking.store.writes import METRIC_REQUEST_PREFIX
 
@@ -41,6 +41,29 @@ async def test_a_log_metric_id_sent_with_another_request_is_refused(
     assert f"metric-{unique}" in str(raised.value)
     assert METRIC_REQUEST_PREFIX not in str(raised.value)
     assert await _values(tracking, run_id, "m") == [1.0]
+
+
+# A batch's two forms: a few points alone are one statement, others a transaction.
+BATCHES = {
+    "a few points": ({"metrics": [Metric("m", 1.0, 1, 1)]}, {"metrics": [Metric("m", 2.0, 1, 1)]}),
+    "params": ({"params": [Param("a", "1")]}, {"params": [Param("b", "2")]}),
+}
+
+
+@pytest.mark.parametrize("batch", BATCHES.values(), ids=BATCHES.keys())
+async def test_a_log_batch_id_sent_with_another_batch_is_refused(
+    tracking: cairn.TrackingClient, run_id: str, unique: str, batch: tuple[dict, dict]
+) -> None:
+    """It used to be taken for a repeat: answered OK, and the other batch dropped."""
+    first, other = batch
+    await tracking.log_batch(run_id, **first, request_id=f"batch-{unique}")
+    await tracking.log_batch(run_id, **first, request_id=f"batch-{unique}")
+    with pytest.raises(InvalidArgumentError) as raised:
+        await tracking.log_batch(run_id, **other, request_id=f"batch-{unique}")
+    assert raised.value.reason == "REQUEST_ID_REUSED"
+    run = await tracking.get_run(run_id)
+    assert run.data.params == {p.key: p.value for p in first.get("params", [])}
+    assert await _values(tracking, run_id, "m") == [m.value for m in first.get("metrics", [])]
 
 
 async def test_a_repeat_racing_the_first_call_is_stored_once(
