@@ -42,7 +42,9 @@ class Config:
     )
     data_dir: str = _setting(".cairn", "directory for the embedded PostgreSQL and artifacts")
     db_pool_min_size: int = _setting(1, "connections the pool keeps open when idle")
-    db_pool_size: int = _setting(10, "most connections the pool opens")
+    db_pool_size: int = _setting(
+        10, "most connections the pool opens; metric-history streams take at most half of them"
+    )
     db_acquire_timeout_seconds: float = _setting(
         5.0,
         "longest wait for a free pool connection; then the call is UNAVAILABLE "
@@ -58,6 +60,12 @@ class Config:
         16384,
         "memory one sort or hash of a statement may take before it spills to disk "
         "(PostgreSQL work_mem), set on every pool connection",
+    )
+    stream_stall_seconds: float = _setting(
+        30.0,
+        "longest a metric-history stream, which holds a database connection and its "
+        "snapshot, waits for its client to take one message (32,768 points); then it "
+        "ends RESOURCE_EXHAUSTED (STREAM_STALLED) and frees the connection",
     )
     migrate_on_start: bool = _setting(True, "apply pending migrations when a service starts")
     artifact_backend: str = _setting(
@@ -180,8 +188,10 @@ class Config:
             raise ConfigError("CAIRN_DB_POOL_SIZE must be at least CAIRN_DB_POOL_MIN_SIZE and 1")
         if self.request_id_retention_seconds <= 0 or self.batch_id_retention_seconds <= 0:
             raise ConfigError("CAIRN_*_ID_RETENTION_SECONDS must be positive")
-        if self.db_acquire_timeout_seconds <= 0:
-            raise ConfigError("CAIRN_DB_ACQUIRE_TIMEOUT_SECONDS must be positive")
+        if self.db_acquire_timeout_seconds <= 0 or self.stream_stall_seconds <= 0:
+            raise ConfigError(
+                "CAIRN_DB_ACQUIRE_TIMEOUT_SECONDS and CAIRN_STREAM_STALL_SECONDS must be positive"
+            )
         if self.db_statement_timeout_seconds < 0 or self.db_work_mem_kib < 64:
             raise ConfigError(
                 "CAIRN_DB_STATEMENT_TIMEOUT_SECONDS must not be negative, "

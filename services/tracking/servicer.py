@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import TypeAlias
 
 import grpc
@@ -305,27 +305,36 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
 
     async def GetMetricHistory(
         self, request: api.GetMetricHistoryRequest, context: Context
-    ) -> AsyncIterator[api.GetMetricHistoryResponse]:
+    ) -> None:
+        # Written, not yielded: each write is bounded (the read holds a connection while
+        # it waits), and the read is closed at once when the stream ends early.
         chunks = self._history.read(
             common.project(request.project),
             validation.run_id(request.run_id),
             validation.key(request.metric_key, "metric_key"),
             _max_points(request.max_points),
         )
-        async for chunk in chunks:
-            yield api.GetMetricHistoryResponse(points=convert.series(chunk))
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                message = api.GetMetricHistoryResponse(points=convert.series(chunk))
+                await self._history.taken(context.write(message))
 
     async def GetMetricHistoryBulk(
         self, request: api.GetMetricHistoryBulkRequest, context: Context
-    ) -> AsyncIterator[api.GetMetricHistoryBulkResponse]:
+    ) -> None:
         validation.count(len(request.run_ids), MAX_BULK_RUNS, "run_ids")
         project = common.project(request.project)
         key = validation.key(request.metric_key, "metric_key")
         max_points = _max_points(request.max_points)
         run_ids = [validation.run_id(r, f"run_ids[{i}]") for i, r in enumerate(request.run_ids)]
         for run_id in dict.fromkeys(run_ids):
-            async for chunk in self._history.read(project, run_id, key, max_points):
-                yield api.GetMetricHistoryBulkResponse(run_id=run_id, points=convert.series(chunk))
+            chunks = self._history.read(project, run_id, key, max_points)
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    message = api.GetMetricHistoryBulkResponse(
+                        run_id=run_id, points=convert.series(chunk)
+                    )
+                    await self._history.taken(context.write(message))
 
 
 def _tags(tags: list[pb.Tag], field: str) -> dict[str, str]:

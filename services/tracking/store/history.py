@@ -5,15 +5,30 @@ ranges do not overlap (the usual case: steps grow as training goes on) they are 
 one after the other as they are; otherwise PostgreSQL merges them in one sorted
 query. Both read through a server-side cursor, so a million points never sit in the
 service's memory at once.
+
+The whole history is one snapshot (a REPEATABLE READ transaction), so it holds a pool
+connection until its last message is taken, i.e. for as long as its client takes to
+read. Two bounds keep readers from holding the database: the stream ends once its
+client has taken no message for the pool's `stall_timeout` (STREAM_STALLED), and at
+most half the pool's connections serve histories at once, so readers, however slow,
+never take the connections every other call needs. Reading in pieces, each on a
+connection of its own, would free the connection between messages, but neither keeps
+one snapshot: compaction replaces chunks by new ones meanwhile (a keyset over chunk ids
+would skip or repeat their points), and the merged and downsampled reads order or
+number the points of the whole series.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 
 import asyncpg
 
+from ...common.database import BoundedPool
+from ...common.errors import ResourceExhausted, Unavailable
 from ..model import MetricSeries
 from .runs import run_not_found
 
@@ -63,13 +78,41 @@ ORDER BY position"""
 class MetricHistory:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        bounded = isinstance(pool, BoundedPool)
+        self._stall = pool.stall_timeout if bounded else BoundedPool.stall_timeout
+        self._slot_wait = pool.acquire_timeout if bounded else BoundedPool.acquire_timeout
+        self.readers = max(1, pool.get_max_size() // 2)
+        self._slots = asyncio.Semaphore(self.readers)
+
+    async def taken(self, sending: Awaitable[None]) -> None:
+        """Awaits the client taking one message of a read, at most the stall bound.
+
+        Raises:
+            ResourceExhausted: the client took nothing meanwhile (STREAM_STALLED); the
+                caller ends the stream, which frees its connection.
+        """
+        try:
+            # Not wait_for: on 3.11 it turns the call's cancellation (its client gone)
+            # into the failed write's error when both come at once.
+            async with asyncio.timeout(self._stall):
+                await sending
+        except TimeoutError:
+            raise ResourceExhausted(
+                "STREAM_STALLED",
+                f"the client took no message of the metric history within {self._stall:g} s "
+                "(CAIRN_STREAM_STALL_SECONDS) while it held a database connection; read "
+                "the stream as it arrives, or ask for fewer points (max_points)",
+            ) from None
 
     async def read(
         self, project: str, run_id: str, key: str, max_points: int
-    ) -> AsyncIterator[MetricSeries]:
-        """Yields runs of points in step order; an unknown run is NOT_FOUND."""
+    ) -> AsyncGenerator[MetricSeries, None]:
+        """Yields runs of points in step order; an unknown run is NOT_FOUND, and a read
+        that found every reader's slot taken throughout the pool's acquire timeout is
+        UNAVAILABLE (DATABASE_BUSY), as a wait for a connection is."""
         run_uuid = uuid.UUID(run_id)
         async with (
+            self._slot(),
             self._pool.acquire() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
@@ -90,6 +133,23 @@ class MetricHistory:
                 rows = _point_rows(conn, key, _ALL_POINTS_SORTED, run_uuid, key)
             async for series in rows:
                 yield series
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._slot_wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise Unavailable(
+                "DATABASE_BUSY",
+                f"{self.readers} metric histories (half the pool's connections) were being "
+                f"read throughout {self._slot_wait:g} s (CAIRN_DB_ACQUIRE_TIMEOUT_SECONDS); "
+                "try again",
+            ) from None
+        try:
+            yield
+        finally:
+            self._slots.release()
 
 
 async def _stored_chunks(
