@@ -16,22 +16,21 @@ location chosen by hand may hold files no experiment owns, as in MLflow.
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
 from ...common.service import Purge, Resources
 from ..model import ARTIFACT_SCHEME, LifecycleStage
 
-# Runs per transaction; each takes its params, tags, metric chunks, inputs and request
-# ids along.
+# Runs (or experiments) per transaction; each takes everything logged to it along.
 BATCH = 100
-# Rows of one run-keyed table removed per statement: a run's history may be millions
-# of metric chunks or request ids, and every statement must end within the statement
-# timeout.
+# Rows of one table removed per statement: a run's history may be millions of metric
+# chunks or request ids, and every statement must end within the statement timeout, so
+# nothing that grows with what was logged is left to ON DELETE CASCADE.
 PIECE = 10_000
-# Every table keyed by run whose rows grow with what was logged (applied_batches holds
-# one row per LogBatch and LogMetric call, kept for days). The rest go by ON DELETE
-# CASCADE with the runs, a bounded number of rows each: run_sizes (one row a run) and,
-# with an experiment, experiment_tags (bounded by MAX_EXPERIMENT_TAG_BYTES).
+# Every table keyed by run, but for run_sizes (one row a run, which goes with it):
+# applied_batches holds one row per LogBatch and LogMetric call, kept for days.
 _RUN_HISTORY = (
     "metric_chunks",
     "latest_metrics",
@@ -40,6 +39,8 @@ _RUN_HISTORY = (
     "run_inputs",
     "applied_batches",
 )
+_OF_RUNS = "run_id = ANY($1::uuid[])"
+_OF_EXPERIMENTS = "experiment_id = ANY($1::bigint[])"
 _DELETED = int(LifecycleStage.DELETED)
 # Two selections, each served by a partial index on delete_time: runs deleted on their
 # own, and runs of deleted experiments (whose rows are locked, so that they cannot be
@@ -112,8 +113,7 @@ async def _purge_runs(pool: asyncpg.Pool, gc: Purge, source: str) -> int:
             if source is _RUNS_OF_DELETED:
                 await _mark_purging(conn, [row["experiment_id"] for row in rows])
             for table in _RUN_HISTORY:
-                while await _delete_piece(conn, table, run_ids):
-                    pass
+                await _delete_in_pieces(conn, table, _OF_RUNS, run_ids)
             await conn.execute("DELETE FROM tracking.runs WHERE run_id = ANY($1::uuid[])", run_ids)
             await gc.discard(conn, [row["artifact_uri"] for row in rows])
     return len(rows)
@@ -130,19 +130,22 @@ async def _mark_purging(conn: asyncpg.Connection, experiment_ids: list[int]) -> 
     )
 
 
-async def _delete_piece(conn: asyncpg.Connection, table: str, run_ids: list[object]) -> bool:
-    """Deletes up to PIECE rows of the runs from a table; whether there may be more."""
-    picked: int = await conn.fetchval(_DELETE_PIECE.format(table=table), run_ids, PIECE)
-    return picked == PIECE
+async def _delete_in_pieces(
+    conn: asyncpg.Connection, table: str, owned: str, owners: list[Any]
+) -> None:
+    """Deletes the rows of a table the condition `owned` (of $1, the owners) selects,
+    PIECE rows a statement."""
+    statement = _DELETE_PIECE.format(table=table, owned=owned)
+    while await conn.fetchval(statement, owners, PIECE) == PIECE:
+        pass
 
 
 # Whether more may be left is told by the rows picked, not by those deleted: the
 # retention of request ids (tracking/retention.py) may delete some of them meanwhile,
-# and what stopped the loop early would go in the batch's one DELETE of its runs.
+# and what stopped the loop early would go in the one DELETE of the runs' rows.
 _DELETE_PIECE = """
 WITH picked AS (
-    SELECT ARRAY(SELECT ctid FROM tracking.{table} WHERE run_id = ANY($1::uuid[])
-                 LIMIT $2) AS ctids
+    SELECT ARRAY(SELECT ctid FROM tracking.{table} WHERE {owned} LIMIT $2) AS ctids
 ), gone AS (
     DELETE FROM tracking.{table} WHERE ctid = ANY((SELECT ctids FROM picked)::tid[])
 )
@@ -159,9 +162,12 @@ async def _purge_experiments(pool: asyncpg.Pool, gc: Purge) -> int:
             gc.cutoff,
         )
         if rows:
+            experiment_ids = [row["experiment_id"] for row in rows]
+            # Up to MAX_EXPERIMENT_TAG_BYTES of tags each, which may be many rows.
+            await _delete_in_pieces(conn, "experiment_tags", _OF_EXPERIMENTS, experiment_ids)
             await conn.execute(
                 "DELETE FROM tracking.experiments WHERE experiment_id = ANY($1::bigint[])",
-                [row["experiment_id"] for row in rows],
+                experiment_ids,
             )
             generated = [
                 row["artifact_location"]

@@ -268,35 +268,52 @@ async def _delete_time(pool: asyncpg.Pool, experiment_id: str) -> datetime.datet
     return value
 
 
-# Rows of a run, 23 a table, as its calls leave them (each row its own $2).
+# Rows of a run or an experiment as calls leave them: the column naming their owner,
+# and an insert of one ($1 the owner, $2 the row's number).
 _HISTORY_ROWS = {
-    "metric_chunks": """INSERT INTO tracking.metric_chunks
-            (run_id, key, min_step, max_step, steps, "values", timestamps_ms)
-        VALUES ($1::uuid, 'loss', $2, $2, ARRAY[$2::bigint], ARRAY[0.5], ARRAY[0])""",
+    "metric_chunks": (
+        "run_id",
+        """INSERT INTO tracking.metric_chunks
+               (run_id, key, min_step, max_step, steps, "values", timestamps_ms)
+           VALUES ($1::uuid, 'loss', $2, $2, ARRAY[$2::bigint], ARRAY[0.5], ARRAY[0])""",
+    ),
     # A LogBatch or LogMetric call's request id: a run may have millions.
-    "applied_batches": """INSERT INTO tracking.applied_batches (run_id, request_id)
-        VALUES ($1::uuid, 'batch-' || $2::bigint)""",
+    "applied_batches": (
+        "run_id",
+        """INSERT INTO tracking.applied_batches (run_id, request_id)
+           VALUES ($1::uuid, 'batch-' || $2::bigint)""",
+    ),
+    # Bounded in bytes, but a small tag is a row of its own.
+    "experiment_tags": (
+        "experiment_id",
+        """INSERT INTO tracking.experiment_tags (experiment_id, key, value)
+           VALUES ($1::text::bigint, 't' || $2::bigint, '')""",
+    ),
 }
 
 
 @pytest.mark.parametrize("table", _HISTORY_ROWS)
-async def test_a_run_with_a_long_history_goes_in_bounded_pieces(
+async def test_a_long_history_goes_in_bounded_pieces(
     server_port: int, pool: asyncpg.Pool, unique: str, monkeypatch: pytest.MonkeyPatch, table: str
 ) -> None:
-    """Every statement removes at most PIECE of a run's metric chunks or request ids,
-    however many it has, so none runs into the statement timeout; nothing is left for
-    the cascade of the one DELETE of the batch's runs (a statement-level trigger counts
-    the rows each statement removed, cascades included)."""
+    """Every statement removes at most PIECE of a run's metric chunks or request ids, or
+    of an experiment's tags, however many there are, so none runs into the statement
+    timeout; none is left to the cascade of the one DELETE of the runs' or experiments'
+    rows (a statement-level trigger counts the rows each statement removed, cascades
+    included)."""
     monkeypatch.setattr(purge, "PIECE", 5)
+    owner_column, insert = _HISTORY_ROWS[table]
     project = await new_project(server_port, f"pieces-{unique}")
     async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
         tracking = client.tracking
         experiment = await tracking.create_experiment("long")
         run = (await tracking.create_run(experiment)).info.run_id
-        await pool.executemany(_HISTORY_ROWS[table], [(run, row) for row in range(23)])
+        owner = run if owner_column == "run_id" else experiment
+        await pool.executemany(insert, [(owner, row) for row in range(23)])
         await tracking.delete_run(run)
-        counter = f"pieces_{unique}"
-        await pool.execute(_COUNTING_TRIGGER.format(counter=counter, table=table, run=run))
+        await tracking.delete_experiment(experiment)
+        counter, owned = f"pieces_{unique}", f"{owner_column} = '{owner}'"
+        await pool.execute(_COUNTING_TRIGGER.format(counter=counter, table=table, owned=owned))
         try:
             await _collect(client, NOW)
             pieces = [r["n"] for r in await pool.fetch(f"SELECT n FROM {counter} WHERE n > 0")]
@@ -308,12 +325,12 @@ async def test_a_run_with_a_long_history_goes_in_bounded_pieces(
         assert sum(pieces) == 23 and max(pieces) <= 5 and len(pieces) >= 5, pieces
 
 
-# Records how many of the run's rows each DELETE statement on the table removed.
+# Records how many of the owner's rows each DELETE statement on the table removed.
 _COUNTING_TRIGGER = """
 CREATE TABLE {counter} (n bigint);
 CREATE FUNCTION {counter}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO {counter} SELECT count(*) FROM gone WHERE run_id = '{run}';
+    INSERT INTO {counter} SELECT count(*) FROM gone WHERE {owned};
     RETURN NULL;
 END $$;
 CREATE TRIGGER {counter} AFTER DELETE ON tracking.{table}
