@@ -62,7 +62,7 @@ class Config:
         "(PostgreSQL work_mem), set on every pool connection",
     )
     stream_stall_seconds: float = _setting(
-        30.0,
+        60.0,
         "longest a metric-history stream, which holds a database connection and its "
         "snapshot, waits for its client to take one message (32,768 points); then it "
         "ends RESOURCE_EXHAUSTED (STREAM_STALLED) and frees the connection",

@@ -76,7 +76,7 @@ class BoundedPool(asyncpg.Pool):
     its client (a stream whose reader stopped reading); the call enforces it."""
 
     acquire_timeout: float = 5.0
-    stall_timeout: float = 30.0
+    stall_timeout: float = 60.0
 
     def acquire(self, *, timeout: float | None = None) -> Any:
         shared = CALL_CONNECTION.get()
