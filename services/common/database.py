@@ -63,20 +63,15 @@ async def create_pool(url: str, config: Config) -> asyncpg.Pool:
         record_class=asyncpg.Record,
     )
     pool.acquire_timeout = config.db_acquire_timeout_seconds
-    pool.stall_timeout = config.stream_stall_seconds
     return await pool
 
 
 class BoundedPool(asyncpg.Pool):
     """A pool whose waits for a connection end after `acquire_timeout` seconds with
     UNAVAILABLE (DATABASE_BUSY), long before a caller's deadline would. A caller that
-    names its own timeout gets asyncpg's TimeoutError as usual.
-
-    `stall_timeout` bounds how long a call holding one of its connections may wait on
-    its client (a stream whose reader stopped reading); the call enforces it."""
+    names its own timeout gets asyncpg's TimeoutError as usual."""
 
     acquire_timeout: float = 5.0
-    stall_timeout: float = 60.0
 
     def acquire(self, *, timeout: float | None = None) -> Any:
         shared = CALL_CONNECTION.get()

@@ -41,14 +41,16 @@ RESPONSE_RESERVE = 64 * 1024
 
 class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
     def __init__(self, resources: Resources) -> None:
-        pool = resources.pool
+        pool, config = resources.pool, resources.config
         self._pool = pool
         self._experiments = ExperimentStore(pool)
-        run_bound = sizes.bound_for(resources.config.max_message_bytes)
+        run_bound = sizes.bound_for(config.max_message_bytes)
         self._runs = RunStore(pool, run_bound)
         self._writer = RunWriter(pool, run_bound)
-        self._history = MetricHistory(pool)
-        budget = resources.config.max_message_bytes - RESPONSE_RESERVE
+        self._history = MetricHistory(
+            pool, config.stream_stall_seconds, config.db_acquire_timeout_seconds
+        )
+        budget = config.max_message_bytes - RESPONSE_RESERVE
         self._fitting = functools.partial(fitting_runs, budget=budget)
         self._fitting_experiments = functools.partial(fitting_experiments, budget=budget)
 

@@ -9,7 +9,7 @@ service's memory at once.
 The whole history is one snapshot (a REPEATABLE READ transaction), so it holds a pool
 connection until its last message is taken, i.e. for as long as its client takes to
 read. Two bounds keep readers from holding the database: the stream ends once its
-client has taken no message for the pool's `stall_timeout` (STREAM_STALLED), and at
+client has taken no message for `stall_seconds` (STREAM_STALLED), and at
 most half the pool's connections serve histories at once, so readers, however slow,
 never take the connections every other call needs. Reading in pieces, each on a
 connection of its own, would free the connection between messages, but neither keeps
@@ -27,7 +27,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 
 import asyncpg
 
-from ...common.database import BoundedPool
 from ...common.errors import ResourceExhausted, Unavailable
 from ..model import MetricSeries
 from .runs import run_not_found
@@ -76,11 +75,14 @@ ORDER BY position"""
 
 
 class MetricHistory:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """Reads of metric histories from pool, each ended once its client has taken no
+    message for stall_seconds; a read waits at most slot_wait_seconds for one of the
+    readers' slots (half the pool's connections)."""
+
+    def __init__(self, pool: asyncpg.Pool, stall_seconds: float, slot_wait_seconds: float) -> None:
         self._pool = pool
-        bounded = isinstance(pool, BoundedPool)
-        self._stall = pool.stall_timeout if bounded else BoundedPool.stall_timeout
-        self._slot_wait = pool.acquire_timeout if bounded else BoundedPool.acquire_timeout
+        self._stall = stall_seconds
+        self._slot_wait = slot_wait_seconds
         self.readers = max(1, pool.get_max_size() // 2)
         self._slots = asyncio.Semaphore(self.readers)
 
