@@ -4,8 +4,8 @@ bounded.
 LogBatch's are kept longer than other writes' ids (CAIRN_REQUEST_ID_RETENTION_SECONDS):
 a run that outlived an outage leaves a journal of batches and their ids, and syncing it
 within CAIRN_BATCH_ID_RETENTION_SECONDS stores each batch exactly once. LogMetric's
-(claimed in its own statement, prefixed "LogMetric:") are kept as long as other
-writes' ids: one row per call, which no journal replays.
+(claimed in its own statement with the request's fingerprint, which only they carry)
+are kept as long as other writes' ids: one row per call, which no journal replays.
 
 At thousands of calls a second, an hour of LogMetric ids is millions of rows: they are
 deleted in slices of `SLICE_ROWS`, each a statement well within the statement timeout
@@ -26,21 +26,23 @@ MAX_INTERVAL_SECONDS = 3600
 SLICE_ROWS = 10_000
 
 # The oldest rows of either kind, then the old LogMetric rows (by the partial index of
-# the rows of their prefix, writes.METRIC_REQUEST_PREFIX). now() (each statement is its
-# own transaction), not clock_timestamp(), so that the cutoff bounds the index scan,
-# which stops at the first young row, instead of filtering a month of young LogBatch
-# ids row by row; ctid IN (...) deletes the rows found by their TIDs.
+# the rows with a fingerprint). now() (each statement is its own transaction), not
+# clock_timestamp(), so that the cutoff bounds the index scan, which stops at the first
+# young row, instead of filtering a month of young LogBatch ids row by row; ctid IN
+# (...) deletes the rows found by their TIDs. Rows another transaction holds (a purge
+# deleting its runs' ids, in another order) are passed over, not waited for: the two
+# never deadlock, and what is passed over goes with its run or at the next pass.
 _PRUNE_ALL = """
 DELETE FROM tracking.applied_batches WHERE ctid IN (
     SELECT ctid FROM tracking.applied_batches
     WHERE applied_at < now() - $1 * interval '1 second'
-    ORDER BY applied_at LIMIT $2)"""
+    ORDER BY applied_at LIMIT $2 FOR UPDATE SKIP LOCKED)"""
 _PRUNE_METRIC = """
 DELETE FROM tracking.applied_batches WHERE ctid IN (
     SELECT ctid FROM tracking.applied_batches
-    WHERE request_id LIKE 'LogMetric:%'
+    WHERE fingerprint IS NOT NULL
       AND applied_at < now() - $1 * interval '1 second'
-    ORDER BY applied_at LIMIT $2)"""
+    ORDER BY applied_at LIMIT $2 FOR UPDATE SKIP LOCKED)"""
 
 
 async def forget_batch_ids(resources: Resources) -> None:

@@ -68,7 +68,9 @@ class RunWriter:
         self, project: str, run_uuid: uuid.UUID, batch: Batch, chunks: _Chunks, claim: _Claim
     ) -> bool:
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(_BEGIN_BATCH, project, run_uuid, *claim, *chunks.latest)
+            row = await conn.fetchrow(
+                _BEGIN_BATCH, project, run_uuid, claim.request_id, claim.fingerprint, *chunks.latest
+            )
             check_writable(run_uuid, row)
             if not row["applies"]:
                 await claim.check_repeat(conn, run_uuid)
@@ -127,7 +129,8 @@ class RunWriter:
                 _WRITE_ONE,
                 project,
                 run_uuid,
-                *claim,
+                claim.request_id,
+                claim.fingerprint,
                 point.key,
                 point.value,
                 point.step,
@@ -201,7 +204,8 @@ class RunWriter:
                 _WRITE_SMALL,
                 project,
                 run_id,
-                *claim,
+                claim.request_id,
+                claim.fingerprint,
                 keys,
                 metrics.values.tolist(),
                 metrics.steps.tolist(),
@@ -331,10 +335,11 @@ _NEW_KEY_BYTES = f"""SELECT sum(octet_length(key) + {sizes.ENTRY_BYTES}) AS byte
 
 # Both write statements begin so: they check the run (holding it against a concurrent
 # delete; $1 project, $2 run) and claim the request id ($3, if any, with $4, the
-# fingerprint of the request: _Claim). Unless the run may be written and the id was not
+# fingerprint of the request: _Claim; a LogMetric's in `fingerprint`, a LogBatch's in
+# `batch_fingerprint`, migration 0011). Unless the run may be written and the id was not
 # claimed before, nothing is written and "applies" is false; the caller raises from the
 # stages returned.
-_CHECK_AND_CLAIM = """
+_CHECK_AND_CLAIM = f"""
 WITH run AS (
     SELECT r.lifecycle_stage AS run_stage, e.lifecycle_stage AS experiment_stage
     FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
@@ -343,8 +348,10 @@ WITH run AS (
 ), writable AS (
     SELECT 1 FROM run WHERE run_stage = 1 AND experiment_stage = 1
 ), claim AS (
-    INSERT INTO tracking.applied_batches (run_id, request_id, fingerprint)
-    SELECT $2, $3, $4::bytea FROM writable WHERE $3 <> ''
+    INSERT INTO tracking.applied_batches (run_id, request_id, fingerprint, batch_fingerprint)
+    SELECT $2, $3, CASE WHEN $3 LIKE '{METRIC_REQUEST_PREFIX}%' THEN $4::bytea END,
+           CASE WHEN $3 NOT LIKE '{METRIC_REQUEST_PREFIX}%' THEN $4::bytea END
+    FROM writable WHERE $3 <> ''
     ON CONFLICT DO NOTHING
     RETURNING 1
 ), applies AS (
@@ -426,7 +433,7 @@ class _Claim(NamedTuple):
         if not self.request_id:
             return
         stored = await conn.fetchval(
-            """SELECT fingerprint FROM tracking.applied_batches
+            """SELECT coalesce(fingerprint, batch_fingerprint) FROM tracking.applied_batches
                WHERE run_id = $1 AND request_id = $2""",
             run_id,
             self.request_id,
