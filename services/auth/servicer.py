@@ -27,12 +27,13 @@ from .store import AuthStore
 
 Context: TypeAlias = grpc.aio.ServicerContext
 
-DEFAULT_PAGE_SIZE = 100  # as the tracking and operations lists
 # Names are bounded (validation: a key's name 256 characters and a user id 128, each
 # character at most 4 bytes of UTF-8; a project 63 ASCII ones), so a page is bounded by
 # its length: an ApiKey takes at most 1,601 bytes and a ProjectMember 582, and 500 keys
 # (806 KB) or 1,000 members (589 KB) with the longest page token (4 KiB) fit the least
-# CAIRN_MAX_MESSAGE_BYTES, 1 MiB. tests/unit/test_auth_pages.py checks it.
+# CAIRN_MAX_MESSAGE_BYTES, 1 MiB. tests/unit/test_auth_pages.py checks it. A request
+# without a page size gets the largest page: callers written before these lists paged
+# read no token, and so get as many as a page holds.
 MAX_KEYS_PAGE_SIZE = 500
 MAX_MEMBERS_PAGE_SIZE = 1000
 
@@ -125,7 +126,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         caller = current_caller()
         user_id = validation.user_id(request.user_id) if request.user_id else caller.user_id
         _check_manages_keys_of(caller, user_id, "listed")
-        size = paging.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_KEYS_PAGE_SIZE)
+        size = paging.page_size(request.page_size, MAX_KEYS_PAGE_SIZE, MAX_KEYS_PAGE_SIZE)
         page = await self._store.keys_of(user_id, size, request.page_token)
         return api.GetApiKeysResponse(
             api_keys=[convert.api_key(r) for r in page.items],
@@ -172,7 +173,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     async def GetProjectMembers(
         self, request: api.GetProjectMembersRequest, context: Context
     ) -> api.GetProjectMembersResponse:
-        size = paging.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_MEMBERS_PAGE_SIZE)
+        size = paging.page_size(request.page_size, MAX_MEMBERS_PAGE_SIZE, MAX_MEMBERS_PAGE_SIZE)
         page = await self._store.members(common.project(request.project), size, request.page_token)
         return api.GetProjectMembersResponse(
             members=[convert.member(r) for r in page.items],
