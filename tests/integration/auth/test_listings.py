@@ -132,6 +132,11 @@ async def test_a_users_keys_are_listed_whole_a_page_at_a_time(
         listed = await _walk(auth, "GetApiKeys", request, "api_keys")
         assert [k.prefix for k in listed] == expected, size
     assert [k.prefix for k in await auth.get_user_api_keys(crowded)] == expected
+    # A caller that reads no token (written before keys paged) gets the largest page.
+    unpaged = await auth._transport.unary(
+        auth._stub.GetApiKeys, api.GetApiKeysRequest(user_id=crowded)
+    )
+    assert [k.prefix for k in unpaged.api_keys] == expected[:500]
 
     with pytest.raises(InvalidArgumentError):
         await auth._transport.unary(
