@@ -312,12 +312,12 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         # it waits), and the read is closed at once when the stream ends early.
         chunks = self._history.read(
             common.project(request.project),
-            validation.run_id(request.run_id),
+            [validation.run_id(request.run_id)],
             validation.key(request.metric_key, "metric_key"),
             _max_points(request.max_points),
         )
         async with contextlib.aclosing(chunks):
-            async for chunk in chunks:
+            async for _, chunk in chunks:
                 message = api.GetMetricHistoryResponse(points=convert.series(chunk))
                 await self._history.taken(context.write(message))
 
@@ -329,14 +329,13 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         key = validation.key(request.metric_key, "metric_key")
         max_points = _max_points(request.max_points)
         run_ids = [validation.run_id(r, f"run_ids[{i}]") for i, r in enumerate(request.run_ids)]
-        for run_id in dict.fromkeys(run_ids):
-            chunks = self._history.read(project, run_id, key, max_points)
-            async with contextlib.aclosing(chunks):
-                async for chunk in chunks:
-                    message = api.GetMetricHistoryBulkResponse(
-                        run_id=run_id, points=convert.series(chunk)
-                    )
-                    await self._history.taken(context.write(message))
+        chunks = self._history.read(project, list(dict.fromkeys(run_ids)), key, max_points)
+        async with contextlib.aclosing(chunks):
+            async for run_id, chunk in chunks:
+                message = api.GetMetricHistoryBulkResponse(
+                    run_id=run_id, points=convert.series(chunk)
+                )
+                await self._history.taken(context.write(message))
 
 
 def _tags(tags: list[pb.Tag], field: str) -> dict[str, str]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 
 import asyncpg
 
@@ -107,34 +107,22 @@ class MetricHistory:
             ) from None
 
     async def read(
-        self, project: str, run_id: str, key: str, max_points: int
-    ) -> AsyncGenerator[MetricSeries, None]:
-        """Yields runs of points in step order; an unknown run is NOT_FOUND, and a read
-        that found every reader's slot taken throughout the pool's acquire timeout is
-        UNAVAILABLE (DATABASE_BUSY), as a wait for a connection is."""
-        run_uuid = uuid.UUID(run_id)
+        self, project: str, run_ids: Sequence[str], key: str, max_points: int
+    ) -> AsyncGenerator[tuple[str, MetricSeries], None]:
+        """Yields each run's points as (run id, a run of points), run after run, each
+        run's in step order, all in one snapshot. One reader's slot is held throughout,
+        so a read of several runs never waits for one after it has begun to answer. An
+        unknown run is NOT_FOUND, and a read that found every reader's slot taken
+        throughout the pool's acquire timeout is UNAVAILABLE (DATABASE_BUSY), as a wait
+        for a connection is."""
         async with (
             self._slot(),
             self._pool.acquire() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
-            exists = await conn.fetchval(
-                "SELECT 1 FROM tracking.runs WHERE project = $1 AND run_id = $2",
-                project,
-                run_uuid,
-            )
-            if exists is None:
-                raise run_not_found(run_id)
-            if max_points:
-                rows = _point_rows(
-                    conn, key, _DOWNSAMPLED, run_uuid, key, max_points // 4, max_points
-                )
-            elif await conn.fetchval(_CHUNKS_DISJOINT, run_uuid, key):
-                rows = _stored_chunks(conn, key, run_uuid)
-            else:
-                rows = _point_rows(conn, key, _ALL_POINTS_SORTED, run_uuid, key)
-            async for series in rows:
-                yield series
+            for run_id in run_ids:
+                async for series in _run_history(conn, project, run_id, key, max_points):
+                    yield run_id, series
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
@@ -152,6 +140,25 @@ class MetricHistory:
             yield
         finally:
             self._slots.release()
+
+
+async def _run_history(
+    conn: asyncpg.Connection, project: str, run_id: str, key: str, max_points: int
+) -> AsyncIterator[MetricSeries]:
+    run_uuid = uuid.UUID(run_id)
+    exists = await conn.fetchval(
+        "SELECT 1 FROM tracking.runs WHERE project = $1 AND run_id = $2", project, run_uuid
+    )
+    if exists is None:
+        raise run_not_found(run_id)
+    if max_points:
+        rows = _point_rows(conn, key, _DOWNSAMPLED, run_uuid, key, max_points // 4, max_points)
+    elif await conn.fetchval(_CHUNKS_DISJOINT, run_uuid, key):
+        rows = _stored_chunks(conn, key, run_uuid)
+    else:
+        rows = _point_rows(conn, key, _ALL_POINTS_SORTED, run_uuid, key)
+    async for series in rows:
+        yield series
 
 
 async def _stored_chunks(
