@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
+import grpc
 import pgserver
 import pytest
 import pytest_asyncio
@@ -130,6 +131,19 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{what} did not hold within {timeout} s")
         await asyncio.sleep(0.02)
+
+
+async def status_codes(*calls: Awaitable[object]) -> list[grpc.StatusCode]:
+    """The status each gRPC call, run at once, answers with (OK for an answer)."""
+    codes = []
+    for outcome in await asyncio.gather(*calls, return_exceptions=True):
+        if isinstance(outcome, grpc.aio.AioRpcError):
+            codes.append(outcome.code())
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            codes.append(grpc.StatusCode.OK)
+    return codes
 
 
 def with_overrides(config: Config, **changes: object) -> Config:

@@ -33,11 +33,15 @@ async def _refusal(call) -> tuple[grpc.StatusCode, str]:
     """The status code and ErrorInfo reason a call fails with."""
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await call
-    status = rpc_status.from_call(raised.value)
-    assert status is not None, raised.value.details()
+    return _code_and_reason(raised.value)
+
+
+def _code_and_reason(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
+    status = rpc_status.from_call(error)
+    assert status is not None, error.details()
     info = error_details_pb2.ErrorInfo()
     next(d for d in status.details if d.Unpack(info))
-    return raised.value.code(), info.reason
+    return error.code(), info.reason
 
 
 async def _create_model(stub, project: str, name: str, **fields) -> pb.RegisteredModel:
@@ -281,7 +285,9 @@ async def test_a_model_has_at_most_256_aliases(stub, server_port, unique) -> Non
     outcomes = await asyncio.gather(
         *(stub.SetRegisteredModelAlias(r) for r in racing), return_exceptions=True
     )
-    assert sum(not isinstance(o, Exception) for o in outcomes) == 1
+    refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(refused) == 1
+    assert _code_and_reason(refused[0]) == (INVALID, "TOO_MANY_ALIASES")
     assert await _refusal(stub.SetRegisteredModelAlias(_alias(model, first, "one-more"))) == (
         INVALID,
         "TOO_MANY_ALIASES",

@@ -2,9 +2,8 @@
 calls gives, and never INTERNAL. A model's transitions follow one another, and an alias
 is set against neither a version nor a model being deleted."""
 
-import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from cairn.registry.v1 import registry_pb2 as pb
 from cairn.registry.v1 import registry_service_pb2 as api
 from cairn.registry.v1 import registry_service_pb2_grpc as rpc
-from tests.conftest import new_project
+from tests.conftest import new_project, status_codes
 
 ROUNDS = 60
 
@@ -37,19 +36,6 @@ async def _version(stub: rpc.RegistryServiceStub, model: pb.RegisteredModel) -> 
     return (await stub.CreateModelVersion(request)).model_version
 
 
-async def _codes(*calls: Awaitable[object]) -> list[grpc.StatusCode]:
-    """The status each call, run at once, answers with."""
-    codes = []
-    for outcome in await asyncio.gather(*calls, return_exceptions=True):
-        if isinstance(outcome, grpc.aio.AioRpcError):
-            codes.append(outcome.code())
-        elif isinstance(outcome, BaseException):
-            raise outcome
-        else:
-            codes.append(grpc.StatusCode.OK)
-    return codes
-
-
 def _set_alias(model: pb.RegisteredModel, version: pb.ModelVersion, alias: str) -> object:
     return api.SetRegisteredModelAliasRequest(
         project=model.project, registered_model_id=model.id, alias=alias, version=version.version
@@ -65,7 +51,7 @@ async def test_versions_moved_to_production_at_once_leave_one_there(
     for round_ in range(10):
         model = await _model(stub, project, f"m{round_}")
         versions = [await _version(stub, model) for _ in range(4)]
-        codes = await _codes(
+        codes = await status_codes(
             *(
                 stub.TransitionModelVersionStage(
                     api.TransitionModelVersionStageRequest(
@@ -93,7 +79,7 @@ async def test_an_alias_set_while_its_version_is_deleted_is_set_or_not_found(
     for round_ in range(ROUNDS):
         version = await _version(stub, model)
         delete = api.DeleteModelVersionRequest(project=project, id=version.id)
-        set_code, delete_code = await _codes(
+        set_code, delete_code = await status_codes(
             stub.SetRegisteredModelAlias(_set_alias(model, version, f"a{round_ % 3}")),
             stub.DeleteModelVersion(delete),
         )
@@ -111,7 +97,7 @@ async def test_an_alias_set_while_its_model_is_deleted_is_set_or_not_found(
         model = await _model(stub, project, f"m{round_}")
         version = await _version(stub, model)
         delete = api.DeleteRegisteredModelRequest(project=project, id=model.id)
-        set_code, delete_code = await _codes(
+        set_code, delete_code = await status_codes(
             stub.SetRegisteredModelAlias(_set_alias(model, version, "champion")),
             stub.DeleteRegisteredModel(delete),
         )

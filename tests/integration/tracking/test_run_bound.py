@@ -267,8 +267,10 @@ async def test_a_server_whose_messages_cannot_carry_a_stored_run_does_not_start(
     ):
         run_id = await _run_holding(larger, unique, 320 * 1024 + 1)
     try:
+        # A server that started would serve until stopped: the timeout fails the test.
         with pytest.raises(Unservable) as refused:
-            await server.run(with_overrides(config, max_message_bytes=1024 * 1024), [TRACKING])
+            async with asyncio.timeout(60):
+                await server.run(with_overrides(config, max_message_bytes=1024 * 1024), [TRACKING])
         assert "CAIRN_MAX_MESSAGE_BYTES=1048576" in str(refused.value)
         assert "serve with CAIRN_MAX_MESSAGE_BYTES of at least" in str(refused.value)
     finally:  # no later server of this session is to be refused for it

@@ -2,10 +2,9 @@
 gives. Two values of one param are never both taken, and writes of the same entries in
 other orders never deadlock (ABORTED, which clients do not retry)."""
 
-import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from cairn.tracking.v1 import tracking_pb2 as pb
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.tracking.v1 import tracking_service_pb2_grpc as rpc
+from tests.conftest import status_codes
 
 ROUNDS = 30
 KEYS = [f"key{n:02}" for n in range(20)]
@@ -35,19 +35,6 @@ async def _run(stub: rpc.TrackingServiceStub, experiment_id: str) -> str:
     return (await stub.CreateRun(request)).run.info.run_id
 
 
-async def _codes(*calls: Awaitable[object]) -> list[grpc.StatusCode]:
-    """The status each call, run at once, answers with."""
-    codes = []
-    for outcome in await asyncio.gather(*calls, return_exceptions=True):
-        if isinstance(outcome, grpc.aio.AioRpcError):
-            codes.append(outcome.code())
-        elif isinstance(outcome, BaseException):
-            raise outcome
-        else:
-            codes.append(grpc.StatusCode.OK)
-    return codes
-
-
 async def test_two_values_of_one_param_logged_at_once_are_not_both_taken(
     stub: rpc.TrackingServiceStub, experiment_id: str
 ) -> None:
@@ -56,7 +43,7 @@ async def test_two_values_of_one_param_logged_at_once_are_not_both_taken(
     for _ in range(ROUNDS):
         run_id = await _run(stub, experiment_id)
         values = ["0.1", "0.2"]
-        codes = await _codes(
+        codes = await status_codes(
             *(
                 stub.LogParam(api.LogParamRequest(run_id=run_id, param=pb.Param(key="lr", value=v)))
                 for v in values
@@ -88,7 +75,7 @@ async def test_the_same_entries_written_at_once_in_other_orders_never_deadlock(
 
         order = list(range(20))
         seen.update(
-            await _codes(
+            await status_codes(
                 stub.LogBatch(batch(KEYS)),
                 stub.LogBatch(batch(KEYS[::-1])),
                 stub.LogInputs(inputs(order)),
