@@ -35,6 +35,7 @@ STREAM_VERDICT_HEADER = "x-cairn-stream"
 
 Metadata = Sequence[tuple[str, str]]
 Response = TypeVar("Response")
+Item = TypeVar("Item")
 
 # Every unary call carries a fresh request id, the same on each of its retries; the
 # services that record request ids apply a write once per id and answer a repeat with
@@ -414,6 +415,26 @@ class Transport:
             return await method(request, timeout=self._timeout(timeout), metadata=headers)
         except grpc.RpcError as error:
             raise from_grpc_error(error) from None
+
+    async def every_page(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable,
+        request: Any,
+        items: Callable[[Any], Sequence[Item]],
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> list[Item]:
+        """Every item of a list RPC: calls it page after page, from request's page token
+        (request is changed), until a reply has no next_page_token; items(reply) are a
+        page's."""
+        found: list[Item] = []
+        while True:
+            reply = await self.unary(method, request, timeout=timeout, metadata=metadata)
+            found += items(reply)
+            if not reply.next_page_token:
+                return found
+            request.page_token = reply.next_page_token
 
     async def server_stream(
         self,

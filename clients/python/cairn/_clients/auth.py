@@ -187,16 +187,13 @@ class AuthClient(BaseClient):
         Every key, revoked and expired ones included, in order of creation; read a page
         (of up to 500) at a time.
         """
-        request = api.GetApiKeysRequest(user_id=user_id, page_size=_KEYS_PAGE_SIZE)
-        keys: list[ApiKey] = []
-        while True:
-            reply = await self._transport.unary(
-                self._stub.GetApiKeys, request, timeout=timeout, metadata=metadata
-            )
-            keys += [api_key_from_proto(k) for k in reply.api_keys]
-            if not reply.next_page_token:
-                return keys
-            request.page_token = reply.next_page_token
+        return await self._transport.every_page(
+            self._stub.GetApiKeys,
+            api.GetApiKeysRequest(user_id=user_id, page_size=_KEYS_PAGE_SIZE),
+            lambda reply: [api_key_from_proto(k) for k in reply.api_keys],
+            timeout=timeout,
+            metadata=metadata,
+        )
 
     async def show_api_keys(
         self,
@@ -270,13 +267,10 @@ class AuthClient(BaseClient):
     ) -> list[ProjectMember]:
         """Every member of a project, in order of user id; read a page (of up to 1,000)
         at a time."""
-        request = api.GetProjectMembersRequest(project=project_id, page_size=_MEMBERS_PAGE_SIZE)
-        members: list[ProjectMember] = []
-        while True:
-            reply = await self._transport.unary(
-                self._stub.GetProjectMembers, request, timeout=timeout, metadata=metadata
-            )
-            members += [member_from_proto(m) for m in reply.members]
-            if not reply.next_page_token:
-                return members
-            request.page_token = reply.next_page_token
+        return await self._transport.every_page(
+            self._stub.GetProjectMembers,
+            api.GetProjectMembersRequest(project=project_id, page_size=_MEMBERS_PAGE_SIZE),
+            lambda reply: [member_from_proto(m) for m in reply.members],
+            timeout=timeout,
+            metadata=metadata,
+        )

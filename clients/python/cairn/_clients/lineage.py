@@ -100,20 +100,14 @@ async def _every_experiment(client: _Tracking) -> list[str]:
         view_type=_tracking.view_type_to_proto(ViewType.ALL),
         page_size=PAGE_SIZE,
     )
-    found: list[str] = []
-    while True:
-        reply = await client._transport.unary(client._stub.SearchExperiments, request)
-        found += [e.experiment_id for e in reply.experiments]
-        if not reply.next_page_token:
-            return found
-        request.page_token = reply.next_page_token
+    return await client._transport.every_page(
+        client._stub.SearchExperiments,
+        request,
+        lambda reply: [e.experiment_id for e in reply.experiments],
+    )
 
 
 async def _every_run(client: _Tracking, request: tracking_api.SearchRunsRequest) -> list[Run]:
-    found: list[Run] = []
-    while True:
-        reply = await client._transport.unary(client._stub.SearchRuns, request)
-        found += _tracking.runs_from_search(reply)
-        if not reply.next_page_token:
-            return found
-        request.page_token = reply.next_page_token
+    return await client._transport.every_page(
+        client._stub.SearchRuns, request, _tracking.runs_from_search
+    )
