@@ -204,10 +204,15 @@ async def test_a_page_too_large_to_send_is_cut_and_continued(
 async def _pages_of_models(stub, project: str) -> list[list[str]]:
     """The names of the project's models, page by page of 1,000 asked for."""
     request = api.ListRegisteredModelsRequest(project=project, page_size=1000)
+    return await _pages(stub.ListRegisteredModels, request, lambda r: r.registered_models, "name")
+
+
+async def _pages(list_call, request, items, field: str) -> list[list[str]]:
+    """The field of each item of a listing, page by page, following its tokens."""
     pages = []
     while True:
-        reply = await stub.ListRegisteredModels(request)
-        pages.append([m.name for m in reply.registered_models])
+        reply = await list_call(request)
+        pages.append([getattr(item, field) for item in items(reply)])
         request.page_token = reply.next_page_token
         if not request.page_token:
             return pages
@@ -327,13 +332,7 @@ async def test_pages_count_their_objects_aliases(
     request = api.ListModelVersionsRequest(
         project=project, registered_model_id=model.id, page_size=1000
     )
-    pages = []
-    while True:
-        reply = await stub.ListModelVersions(request)
-        pages.append([v.id for v in reply.model_versions])
-        request.page_token = reply.next_page_token
-        if not request.page_token:
-            break
+    pages = await _pages(stub.ListModelVersions, request, lambda r: r.model_versions, "id")
     assert pages == [versions[0:2], versions[2:4], versions[4:]]
 
 
