@@ -22,7 +22,7 @@ from cairn.tracking.v1 import tracking_service_pb2_grpc as rpc
 from cairn_server.common import database
 from cairn_server.common.config import Config
 from cairn_server.tracking.store.history import CHUNK_POINTS
-from tests.conftest import serving, with_overrides
+from tests.conftest import eventually, serving, with_overrides
 
 # A history far larger than what the transport buffers hold between server and client
 # (flow-control windows and socket buffers), so that a server writing to a client that
@@ -117,9 +117,10 @@ async def _snapshots_held(pool: asyncpg.Pool) -> int:
 
 
 async def _until_held(pool: asyncpg.Pool, count: int) -> None:
-    async with asyncio.timeout(30):
-        while await _snapshots_held(pool) != count:  # noqa: ASYNC110 (PostgreSQL's state)
-            await asyncio.sleep(0.05)
+    async def held() -> bool:
+        return await _snapshots_held(pool) == count
+
+    await eventually(held, timeout=30, what=f"{count} history snapshots held")
 
 
 async def _rest_of(call: grpc.aio.UnaryStreamCall) -> CairnError | None:
