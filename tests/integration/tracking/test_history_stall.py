@@ -198,7 +198,9 @@ async def test_a_slow_reader_gets_the_whole_history_as_it_was(
         while (message := await call.read()) is not grpc.aio.EOF:
             steps += message.points.steps
             await client.log_metric(served.run_id, "loss", 1.0, step=end + len(steps))
-            await asyncio.sleep(stall / 4)  # a reader slow on every message
+            # The slowness under test, not a wait for a condition: a quarter of the
+            # bound a message, so the whole read takes twice the bound and none of it one.
+            await asyncio.sleep(stall / 4)
         assert await call.code() == grpc.StatusCode.OK
         assert steps == list(range(end))
         stored = await pool.fetchval(
