@@ -115,10 +115,13 @@ class _Runner:
         return value
 
     def _iterate(self, stream: AsyncIterator[Any]) -> Iterator[Any]:
+        # A stream that can hand over what arrived in one go (ReadAhead) does so: a
+        # hand-off between threads costs far more than an item.
+        take = getattr(stream, "next_batch", None) or (lambda: _one(stream))
         try:
             while True:
                 try:
-                    yield self.wait(stream.__anext__())
+                    yield from self.wait(take())
                 except StopAsyncIteration:
                     return
         finally:
@@ -167,6 +170,10 @@ class _SyncView:
 
     def __dir__(self) -> list[str]:
         return sorted(set(dir(self._target)) | set(super().__dir__()))
+
+
+async def _one(stream: AsyncIterator[Any]) -> list[Any]:
+    return [await stream.__anext__()]
 
 
 def _unwrapped(value: Any) -> Any:

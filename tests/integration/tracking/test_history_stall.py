@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import grpc
 import pytest
 
 import cairn
+from cairn import sync
 from cairn.exceptions import CairnError, ResourceExhaustedError, UnavailableError, from_grpc_error
 from cairn.tracking.v1 import tracking_pb2 as pb
 from cairn.tracking.v1 import tracking_service_pb2 as api
@@ -28,6 +30,8 @@ from tests.conftest import eventually, serving, with_overrides
 # (flow-control windows and socket buffers), so that a server writing to a client that
 # stopped reading waits on it.
 MESSAGES = 8
+# Past what those buffers hold even once the client's window has grown to its largest.
+MESSAGES_PAST_GROWN_WINDOWS = 20
 
 # Peers on their own connections, as separate clients would be; no BDP probing, so
 # that the window a stalled client offers stays small.
@@ -44,10 +48,10 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def tracking_on_own_pool(
-    config: Config, pool: asyncpg.Pool, unique: str, **settings: object
+    config: Config, pool: asyncpg.Pool, unique: str, messages: int = MESSAGES, **settings: object
 ) -> AsyncIterator[Served]:
     """A tracking server on a pool of its own, and a run whose metric `loss` has a
-    history of MESSAGES messages."""
+    history of `messages` messages."""
     own_config = with_overrides(config, artifact_janitor_interval_seconds=0, **settings)
     own = await database.create_pool(config.database_url, own_config)
     try:
@@ -56,14 +60,14 @@ async def tracking_on_own_pool(
             grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
         ):
             stub = rpc.TrackingServiceStub(channel)
-            run_id = await _run_with_long_history(stub, pool, unique)
+            run_id = await _run_with_long_history(stub, pool, unique, messages)
             yield Served(port, own, run_id, stub)
     finally:
         await own.close()
 
 
 async def _run_with_long_history(
-    stub: rpc.TrackingServiceStub, pool: asyncpg.Pool, unique: str
+    stub: rpc.TrackingServiceStub, pool: asyncpg.Pool, unique: str, messages: int
 ) -> str:
     experiment = await stub.CreateExperiment(
         api.CreateExperimentRequest(project="default", name=f"stall-{unique}")
@@ -82,7 +86,7 @@ async def _run_with_long_history(
            FROM generate_series(0, $3 - 1) c""",
         uuid.UUID(run_id),
         CHUNK_POINTS,
-        MESSAGES,
+        messages,
     )
     return run_id
 
@@ -208,3 +212,36 @@ async def test_a_slow_reader_gets_the_whole_history_as_it_was(
             uuid.UUID(served.run_id),
         )
         assert stored == end + MESSAGES  # the points logged meanwhile, after the snapshot
+
+
+async def test_a_loop_slower_than_the_bound_gets_every_point(
+    config: Config, pool: asyncpg.Pool, unique: str
+) -> None:
+    """iter_metric_history reads ahead of the loop over it: a loop that dwells on a
+    point longer than the bound still gets the whole history, async client and sync
+    facade alike. The facade hands points over between threads a message at a time:
+    a hand-off a point made this read outlast the call's default deadline."""
+    stall = 0.5
+    messages = MESSAGES_PAST_GROWN_WINDOWS
+    end = messages * CHUNK_POINTS
+    async with tracking_on_own_pool(
+        config, pool, unique, messages, stream_stall_seconds=stall
+    ) as served:
+        steps = []
+        async with cairn.TrackingClient.insecure_connection("127.0.0.1", served.port) as client:
+            async for point in client.iter_metric_history(served.run_id, "loss"):
+                if not steps:
+                    await asyncio.sleep(3 * stall)  # the slowness under test
+                steps.append(point.step)
+        assert steps == list(range(end))
+
+        def dwelling_sync_loop() -> list[int]:
+            steps = []
+            with sync.TrackingClient.insecure_connection("127.0.0.1", served.port) as client:
+                for point in client.iter_metric_history(served.run_id, "loss"):
+                    if not steps:
+                        time.sleep(3 * stall)  # the slowness under test
+                    steps.append(point.step)
+            return steps
+
+        assert await asyncio.to_thread(dwelling_sync_loop) == list(range(end))

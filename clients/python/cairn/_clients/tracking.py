@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._base import BaseClient
-from .._transport import Metadata
+from .._transport import Metadata, ReadAhead
 from ..exceptions import NotFoundError
 from ..tracking.v1 import tracking_pb2 as pb
 from ..tracking.v1 import tracking_service_pb2 as api
@@ -581,7 +581,7 @@ class TrackingClient(
             points.extend(chunk)
         return points
 
-    async def iter_metric_history(
+    def iter_metric_history(
         self,
         run_id: str,
         key: str,
@@ -589,11 +589,13 @@ class TrackingClient(
         max_points: int | None = None,
         timeout: float | None = None,
         metadata: Metadata | None = None,
-    ) -> AsyncIterator[Metric]:
-        """Like get_metric_history, one point at a time, as the server streams them."""
-        async for chunk in self._history_chunks(run_id, key, max_points, timeout, metadata):
-            for metric in chunk:
-                yield metric
+    ) -> ReadAhead[Metric]:
+        """Like get_metric_history, one point at a time, as the server streams them.
+
+        The stream is read ahead of the loop over it, so however long the loop takes
+        over a point, the server never waits on it; points not taken yet wait in memory.
+        """
+        return ReadAhead(self._history_chunks(run_id, key, max_points, timeout, metadata))
 
     async def _history_chunks(
         self,
