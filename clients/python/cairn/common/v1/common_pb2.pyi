@@ -80,6 +80,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_TOO_MANY_ALIASES: _ClassVar[ErrorReason]
     ERROR_REASON_TOO_MANY_API_KEYS: _ClassVar[ErrorReason]
     ERROR_REASON_STREAM_STALLED: _ClassVar[ErrorReason]
+    ERROR_REASON_PAGE_TOKEN_REPEATED: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_INVALID_ARGUMENT: ErrorReason
 ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason
@@ -152,6 +153,7 @@ ERROR_REASON_TAGS_TOO_LARGE: ErrorReason
 ERROR_REASON_TOO_MANY_ALIASES: ErrorReason
 ERROR_REASON_TOO_MANY_API_KEYS: ErrorReason
 ERROR_REASON_STREAM_STALLED: ErrorReason
+ERROR_REASON_PAGE_TOKEN_REPEATED: ErrorReason
 
 class Value(_message.Message):
     __slots__ = ("bool_value", "int_value", "double_value", "string_value")
