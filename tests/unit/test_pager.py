@@ -2,6 +2,9 @@
 
 import pytest
 
+from cairn._transport import Transport
+from cairn.exceptions import UnknownError
+from cairn.registry.v1.registry_service_pb2 import ListArtifactsRequest, ListArtifactsResponse
 from cairn.types import ListOptions, OrderByField, PagedList, Pager
 
 PAGES = [["a", "b", "c"], [], ["d"], ["e", "f"]]
@@ -80,3 +83,36 @@ def test_list_options_constructors() -> None:
     assert ListOptions(limit=50).limit == 50
     assert PagedList([1], "t").token == "t"
     assert PagedList([1], "").next_page_token is None
+
+
+def _repeating(options: ListOptions) -> PagedList[str]:
+    """A server (or a proxy before it) that answers the first page's token for ever."""
+    return PagedList(["x"], "same")
+
+
+async def _arepeating(options: ListOptions) -> PagedList[str]:
+    return _repeating(options)
+
+
+def test_a_repeated_token_ends_sync_paging_with_a_clear_error() -> None:
+    with pytest.raises(UnknownError) as raised:
+        list(Pager(_repeating))
+    assert raised.value.reason == "PAGE_TOKEN_REPEATED"
+
+
+async def test_a_repeated_token_ends_async_paging_with_a_clear_error() -> None:
+    with pytest.raises(UnknownError) as raised:
+        [item async for item in Pager(_arepeating)]
+    assert raised.value.reason == "PAGE_TOKEN_REPEATED"
+
+
+async def test_a_token_cycle_ends_every_page_with_a_clear_error() -> None:
+    answers = {"": "a", "a": "b", "b": "a"}  # a, b, a: round for ever
+
+    async def list_call(request: ListArtifactsRequest, **_: object) -> ListArtifactsResponse:
+        return ListArtifactsResponse(next_page_token=answers[request.page_token])
+
+    transport = Transport.insecure("127.0.0.1", 1)  # never connects: no call goes out
+    with pytest.raises(UnknownError) as raised:
+        await transport.every_page(list_call, ListArtifactsRequest(), lambda reply: [])
+    assert raised.value.reason == "PAGE_TOKEN_REPEATED"

@@ -25,6 +25,7 @@ from .exceptions import from_grpc_error
 from .operations.v1 import operations_service_pb2
 from .registry.v1 import registry_service_pb2
 from .tracking.v1 import tracking_service_pb2
+from .types._paging import check_token_is_new
 
 DEFAULT_TIMEOUT = 30.0
 # After a failed write, how long to wait for the call's own status.
@@ -430,11 +431,14 @@ class Transport:
         (request is changed), until a reply has no next_page_token; items(reply) are a
         page's."""
         found: list[Item] = []
+        sent: set[str] = set()
         while True:
             reply = await self.unary(method, request, timeout=timeout, metadata=metadata)
             found += items(reply)
             if not reply.next_page_token:
                 return found
+            sent.add(request.page_token)
+            check_token_is_new(reply.next_page_token, sent)
             request.page_token = reply.next_page_token
 
     async def server_stream(

@@ -12,7 +12,7 @@ from ..exceptions import NotFoundError
 from ..models._uris import ModelUri, parse_uri
 from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
-from ..types._paging import PagedList
+from ..types._paging import PagedList, check_token_is_new
 from ..types._registry import MlflowModelVersion, ModelVersionStage, RegisteredModel
 from .lineage import ModelVersionLineageMixin
 from .registry_mlflow import MlflowRegistry
@@ -234,11 +234,14 @@ async def _gather(
     if max_results < 1:
         raise ValueError("max_results must be at least 1")
     items: list[T] = []
+    sent = set[str]()
     while True:
+        sent.add(token)
         found, token = await page(min(_SERVER_PAGE, max_results - len(items)), token)
         items.extend(found)
         if not token or len(items) >= max_results:
             return PagedList(items, token)
+        check_token_is_new(token, sent)
 
 
 def _one_order(order_by: Sequence[str] | None) -> str:

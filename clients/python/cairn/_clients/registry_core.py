@@ -15,7 +15,7 @@ from ..registry.v1 import registry_pb2 as pb
 from ..registry.v1 import registry_service_pb2 as api
 from ..registry.v1 import registry_service_pb2_grpc
 from ..types import _registry as types
-from ..types._paging import ListOptions, OrderByField, PagedList
+from ..types._paging import ListOptions, OrderByField, PagedList, Pager
 from ..types._registry import Artifact, ModelArtifact, ModelVersion, RegisteredModel
 
 _MODEL_FIELDS = ["name", "description", "owner", "state", "external_id", "custom_properties"]
@@ -383,15 +383,13 @@ async def _show_models(
     timeout: float | None,
     metadata: Metadata | None,
 ) -> None:
-    options = ListOptions(limit=100)
-    rows = []
-    while True:
-        page = await client.get_registered_models(options, timeout=timeout, metadata=metadata)
-        rows += [
-            (m.id, m.name, m.owner, m.description, millis(m.create_time_since_epoch)) for m in page
-        ]
-        if page.next_page_token is None:
-            break
+    models = Pager(
+        lambda options: client.get_registered_models(options, timeout=timeout, metadata=metadata)
+    )
+    rows = [
+        (m.id, m.name, m.owner, m.description, millis(m.create_time_since_epoch))
+        async for m in models.limit(100)
+    ]
     columns = ["Model ID", "Name", "Owner", "Description", "Created (UTC)"]
     print_table(f"Models of project {client.project}", columns, rows, file)
 

@@ -15,8 +15,7 @@ from typing import Any
 from .._progress import Progress
 from ..models._uris import is_uri
 from ..types._artifacts import ObjectInfo
-from ..types._paging import ListOptions
-from .artifacts import ArtifactClient
+from ..types._paging import Pager
 from .run_models import download_uri
 from .run_store import RunClient, join, run_store
 
@@ -95,7 +94,7 @@ class RunArtifacts:
         store, root = await run_store(self, run_id)
         prefix = join(root, path, "") + "/"
         listed = []
-        async for entry in _every_page(store, prefix):
+        async for entry in Pager(lambda options: store.list(prefix, options=options)):
             relative = entry.path[len(root) + 1 :]
             listed.append(ObjectInfo(**{**entry.__dict__, "path": relative.rstrip("/")}))
         return listed
@@ -129,12 +128,3 @@ class RunArtifacts:
         target = destination / Path(path).name if path.strip("/") else destination
         written = await store.download(source, target, progress=progress)
         return str(written)
-
-
-async def _every_page(store: ArtifactClient, prefix: str) -> Any:
-    options = ListOptions()
-    while True:
-        for entry in await store.list(prefix, options=options):
-            yield entry
-        if options.next_page_token is None:
-            return

@@ -22,7 +22,7 @@ import zlib
 from typing import Any, Protocol
 
 from ..exceptions import NotFoundError
-from ..types._paging import PagedList
+from ..types._paging import PagedList, check_token_is_new
 from ..types._tracking import Run
 from .run_operations import RunOperations
 from .run_store import RunClient, join, run_store
@@ -192,13 +192,16 @@ def _lock(client: Any, run_id: str, name: str) -> asyncio.Lock:
 
 async def _every_run(client: _MediaClient, experiment_id: str) -> list[Run]:
     runs: list[Run] = []
-    token = None
+    token, sent = None, set[str]()
     while True:
         page = await client.search_runs([experiment_id], "", max_results=1000, page_token=token)
         runs.extend(page)
+        if token:
+            sent.add(token)
         token = page.next_page_token
         if not token:
             return runs
+        check_token_is_new(token, sent)
 
 
 def _check_table_file(artifact_file: str) -> None:

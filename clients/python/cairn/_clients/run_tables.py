@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._transport import Transport
 from ..tracking.v1 import tracking_service_pb2 as api
 from ..types import _tracking as types
+from ..types._paging import check_token_is_new
 from ..types._tracking import ViewType
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ class RunTables:
             page_size=min(PAGE_SIZE, max_results),
             columnar=True,
         )
-        table = RunTable()
+        table, sent = RunTable(), set[str]()
         page: asyncio.Task[Any] | None = _search(self, request)
         try:
             while page is not None:
@@ -78,6 +79,8 @@ class RunTables:
                 left = max_results - len(table) - _runs_in(reply)
                 page = None
                 if reply.next_page_token and left > 0:
+                    sent.add(request.page_token)
+                    check_token_is_new(reply.next_page_token, sent)
                     request.page_token = reply.next_page_token
                     request.page_size = min(PAGE_SIZE, left)
                     page = _search(self, request)

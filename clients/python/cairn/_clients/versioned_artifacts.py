@@ -28,7 +28,7 @@ from ..types._journey import (
     versioned_artifact_from_proto,
     versioned_artifact_to_proto,
 )
-from ..types._paging import ListOptions
+from ..types._paging import Pager
 from ..types._registry import PropertyValue
 from ..types._tracking import RunInput
 from .artifacts import ArtifactClient
@@ -86,12 +86,10 @@ class ActiveArtifact:
 
     async def files(self) -> list[str]:
         """The version's files, as paths relative to it."""
-        prefix, options, found = self._directory + "/", ListOptions(limit=1000), []
-        while True:
-            page = await self._store.list(prefix, recursive=True, options=options)
-            found += [info.path[len(prefix) :] for info in page if not info.is_dir]
-            if options.next_page_token is None:
-                return sorted(found)
+        prefix = self._directory + "/"
+        listing = Pager(lambda options: self._store.list(prefix, recursive=True, options=options))
+        found = [info.path[len(prefix) :] async for info in listing.limit(1000) if not info.is_dir]
+        return sorted(found)
 
     async def download(
         self, target_directory: str | os.PathLike[str], *, progress: Progress = False
@@ -197,13 +195,11 @@ class VersionedArtifacts:
             order_by="id asc",
             page_size=1000,
         )
-        found: list[VersionedArtifact] = []
-        while True:
-            reply = await self._transport.unary(self._stub.ListArtifacts, request)
-            found += [versioned_artifact_from_proto(a) for a in reply.artifacts]
-            if not reply.next_page_token:
-                return found
-            request.page_token = reply.next_page_token
+        return await self._transport.every_page(
+            self._stub.ListArtifacts,
+            request,
+            lambda reply: [versioned_artifact_from_proto(a) for a in reply.artifacts],
+        )
 
 
 async def _upload(

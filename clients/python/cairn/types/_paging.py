@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
+from ..exceptions import UnknownError
+
 T = TypeVar("T")
 
 
@@ -91,6 +93,7 @@ class Pager(Generic[T]):
         """Starts again from the first page, keeping the options."""
         self.options.next_page_token = None
         self._done = False
+        self._sent: set[str] = set()
         return self
 
     def order_by_creation_time(self) -> Pager[T]:
@@ -129,7 +132,7 @@ class Pager(Generic[T]):
         """
         if self._done:
             return _ready([]) if self._async_mode else []
-        result: Any = self.page_fn(self.options)
+        result: Any = self._call_page_fn()
         self._async_mode = inspect.isawaitable(result)
         if self._async_mode:
             return self._finish_async(result)
@@ -137,7 +140,7 @@ class Pager(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         while not self._done:
-            result: Any = self.page_fn(self.options)
+            result: Any = self._call_page_fn()
             if inspect.isawaitable(result):
                 if inspect.iscoroutine(result):
                     result.close()
@@ -153,8 +156,15 @@ class Pager(Generic[T]):
     async def _finish_async(self, pending: Awaitable[list[T]]) -> list[T]:
         return self._finish(await pending)
 
+    def _call_page_fn(self) -> Any:
+        if self.options.next_page_token:
+            self._sent.add(self.options.next_page_token)
+        return self.page_fn(self.options)
+
     def _finish(self, page: list[T]) -> list[T]:
         token = getattr(page, "next_page_token", self.options.next_page_token)
+        if hasattr(page, "next_page_token"):
+            check_token_is_new(token, self._sent)
         self.options.next_page_token = token or None
         self._done = not token
         return page
@@ -163,6 +173,17 @@ class Pager(Generic[T]):
         for name, value in changes.items():
             setattr(self.options, name, value)
         return self.restart()
+
+
+def check_token_is_new(token: str | None, sent: set[str]) -> None:
+    """Raises PAGE_TOKEN_REPEATED when a list answers a token it was sent before: read
+    on, the pages would go round for ever."""
+    if token and token in sent:
+        raise UnknownError(
+            "the server answered a page token it was sent before, so the pages would go "
+            "round for ever; the server, or a proxy before it, is at fault",
+            reason="PAGE_TOKEN_REPEATED",
+        )
 
 
 async def _ready(value: list[T]) -> list[T]:
