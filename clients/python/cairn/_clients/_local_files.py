@@ -6,14 +6,25 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from pathlib import Path
-from typing import BinaryIO
+import sys
+from collections.abc import Sequence
+from pathlib import Path, PurePath, PureWindowsPath
+from typing import BinaryIO, TypeVar
 
 from .. import _direct_io
 from .._direct_io import DirectWriter
-from ..exceptions import DataLossError
+from ..exceptions import DataLossError, FailedPreconditionError
 
 Source = str | os.PathLike[str] | bytes | BinaryIO
+Local = TypeVar("Local", bound=PurePath)
+# Characters no Windows file name holds; ":" would also name a drive ("C:", which wins
+# a join) or an NTFS stream ("a.txt:x").
+_NOT_ON_WINDOWS = frozenset('<>:"/\\|?*') | frozenset(map(chr, range(32)))
+# Names Windows opens as devices, in any folder and with any extension ("NUL.txt").
+_WINDOWS_DEVICES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{port}{n}" for port in ("COM", "LPT") for n in [*"123456789", "¹", "²", "³"]}
+)
 # Sources that can be read again from the start, and by position; a file object is
 # read once, in order.
 Resendable = (str, os.PathLike, bytes, bytearray, memoryview)
@@ -57,3 +68,92 @@ def size_of(source: Source) -> int | None:
     if isinstance(source, str | os.PathLike):
         return Path(source).stat().st_size
     return None
+
+
+def local_file(root: Local, relative: str, path: str) -> Local:
+    """The file that the object at path, relative to a download's destination, names in
+    it: root joined with each "/"-separated segment, as one more component each.
+
+    The names come from the store, where any project member may choose them, so each
+    is checked for the platform root belongs to (a WindowsPath on Windows) before a byte
+    is written: on Windows "C:" or "a.txt:x" would write outside root or into a stream.
+
+    Raises:
+        FailedPreconditionError: UNSAFE_LOCAL_PATH, a segment that would name anything
+            but a file or folder of that name inside root.
+    """
+    segments = relative.split("/")
+    windows = isinstance(root, PureWindowsPath)
+    for segment in segments:
+        problem = _unsafe_segment(segment, windows)
+        if problem:
+            raise _unsafe(root, path, problem)
+    joined = root.joinpath(*segments)
+    # What the join made, whatever rule above a platform's parsing slips past: exactly
+    # root and the segments.
+    if not joined.is_relative_to(root) or joined.relative_to(root).parts != tuple(segments):
+        raise _unsafe(root, path, "it does not name a file inside the destination")
+    return joined
+
+
+def tree_files(root: Local, prefix: str, paths: Sequence[str]) -> list[Local]:
+    """The local file of each object of a directory download (paths, each under prefix),
+    checked all together before anything is written.
+
+    Raises:
+        FailedPreconditionError: UNSAFE_LOCAL_PATH (see `local_file`); LOCAL_PATH_CONFLICT
+            when one object is a file where another needs a folder ("a" beside "a/b"),
+            or, where file names ignore case (Windows, macOS), two name one file.
+    """
+    fold = isinstance(root, PureWindowsPath) or sys.platform == "darwin"
+    files: dict[tuple[str, ...], str] = {}
+    folders: dict[tuple[str, ...], str] = {}
+    targets = []
+    for path in paths:
+        if not path.startswith(prefix):
+            raise _unsafe(root, path, f"it is not under {prefix!r}")
+        relative = path[len(prefix) :]
+        targets.append(local_file(root, relative, path))
+        key = tuple(s.casefold() if fold else s for s in relative.split("/"))
+        if key in files:
+            raise _conflict(files[key], path, "they name one file here")
+        files[key] = path
+        for depth in range(1, len(key)):
+            folders.setdefault(key[:depth], path)
+    for key, path in files.items():
+        if key in folders:
+            raise _conflict(path, folders[key], "the first is a file, the second needs it a folder")
+    return targets
+
+
+def _unsafe_segment(segment: str, windows: bool) -> str | None:
+    """Why a segment cannot be a plain name inside a folder; None when it can."""
+    if segment in ("", ".", "..") or "\0" in segment:
+        return "it has an empty, '.' or '..' segment, or a NUL"
+    if not windows:
+        return None
+    if _NOT_ON_WINDOWS.intersection(segment):
+        return "a name holds a character Windows does not allow (':' names a drive or stream)"
+    if segment.endswith((".", " ")):
+        return "Windows drops a name's trailing dots and spaces ('.. ' is '..')"
+    if segment.partition(".")[0].rstrip(" ").upper() in _WINDOWS_DEVICES:
+        return "a name is one Windows keeps for a device"
+    return None
+
+
+def _unsafe(root: PurePath, path: str, why: str) -> FailedPreconditionError:
+    return FailedPreconditionError(
+        f"the object {path!r} cannot be downloaded into {str(root)!r}: {why}; nothing "
+        f"was written (download it alone to a file name of your choice)",
+        reason="UNSAFE_LOCAL_PATH",
+        metadata={"path": path, "destination": str(root)},
+    )
+
+
+def _conflict(path: str, other: str, why: str) -> FailedPreconditionError:
+    return FailedPreconditionError(
+        f"the objects {path!r} and {other!r} cannot both be downloaded into one local "
+        f"tree: {why}; nothing was written (download them one at a time)",
+        reason="LOCAL_PATH_CONFLICT",
+        metadata={"path": path, "other_path": other},
+    )

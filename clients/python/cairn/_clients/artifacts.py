@@ -30,7 +30,16 @@ from ..types._artifacts import ObjectInfo, PresignedUrl, directory, object_from_
 from ..types._paging import ListOptions, PagedList
 from . import _presigned
 from ._direct_transfers import UPLOAD_RETRY_WAITS, CompletionFailed, DirectTransfers, Upload
-from ._local_files import Resendable, Source, check_length, file_for, open_source, size_of
+from ._local_files import (
+    Resendable,
+    Source,
+    check_length,
+    file_for,
+    local_file,
+    open_source,
+    size_of,
+    tree_files,
+)
 
 CHUNK = 1024 * 1024
 # Objects of at least this size move by direct transfer when the server offers it.
@@ -259,7 +268,7 @@ class ArtifactClient(BaseClient):
         # A destination written as a directory ("models/") is one, made if need be.
         as_directory = str(destination).endswith(("/", os.sep))
         if as_directory or await asyncio.to_thread(target.is_dir):
-            target = target / Path(path).name
+            target = local_file(target, path.rpartition("/")[2], path)
         with meter(progress, "download", info.path, info.size) as counted:
             await self._download_file(info, target, counted, timeout, metadata)
         return target
@@ -405,7 +414,9 @@ class ArtifactClient(BaseClient):
         metadata: Metadata | None,
     ) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.part"
+        # Of a bounded length, unlike one with the target's name in it: any name the
+        # file system takes (255 bytes on ext4) has room for its temporary beside it.
+        temporary = target.parent / f".cairn-{uuid.uuid4().hex}.part"
         try:
             threshold = self.direct_threshold
             if self._direct.goes_direct(info.size, threshold) and await self._direct.download(
@@ -423,7 +434,9 @@ class ArtifactClient(BaseClient):
             await asyncio.to_thread(check_length, temporary, received)
             os.replace(temporary, target)
         finally:
-            temporary.unlink(missing_ok=True)
+            # A file that cannot be removed must not hide the error that ended the write.
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
 
     async def _download_tree(
         self,
@@ -434,23 +447,24 @@ class ArtifactClient(BaseClient):
         metadata: Metadata | None,
     ) -> Path:
         prefix = path.rstrip("/") + "/"
-        # Listed whole first: the transfer's total is known before its first byte.
-        objects: list[ObjectInfo] = []
-        options = ListOptions()
-        while True:
-            objects += await self.list(
-                prefix, recursive=True, options=options, timeout=timeout, metadata=metadata
-            )
-            if options.next_page_token is None:
-                break
-        if not objects:
+        # Listed whole first: the transfer's total is known before its first byte, and
+        # every local name is checked before one is written.
+        request = api.ListObjectsRequest(project=self.project, prefix=prefix, recursive=True)
+        listed = await self._transport.every_page(
+            self._stub.ListObjects,
+            request,
+            lambda reply: reply.objects,
+            timeout=timeout,
+            metadata=metadata,
+        )
+        if not listed:
             raise NotFoundError(f"no object or directory at {path!r}", reason="OBJECT_NOT_FOUND")
+        objects = [object_from_proto(o) for o in listed]
+        files = tree_files(target, prefix, [info.path for info in objects])
         total = sum(info.size for info in objects)
         with meter(progress, "download", _tree_label(prefix, len(objects)), total) as counted:
-            for info in objects:
-                await self._download_file(
-                    info, target / info.path[len(prefix) :], counted, timeout, metadata
-                )
+            for info, file in zip(objects, files, strict=True):
+                await self._download_file(info, file, counted, timeout, metadata)
         return target
 
 
