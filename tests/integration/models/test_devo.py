@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import cairn
-from cairn.exceptions import AlreadyExistsError, ModelAlreadyExists, ModelNotFound, NotFoundError
+from cairn.exceptions import ModelAlreadyExists, ModelNotFound
 from tests.integration.models.conftest import World
 
 
@@ -20,24 +20,19 @@ def manager(world: World, tmp_path: Path) -> cairn.ModelManager:
 
 
 def _counting(registry: cairn.ModelRegistryAPIClient) -> dict[str, int]:
-    """Counts the calls of get_models' three listings on registry (patched in place)."""
+    """Counts the calls of get_models' three listings on registry's stub (patched in
+    place)."""
     calls: dict[str, int] = {}
-    for name in ("get_registered_models", "search_model_versions", "get_model_artifacts"):
-        method = getattr(registry, name)
+    stub = registry._stub
+    for name in ("ListRegisteredModels", "ListModelVersions", "ListArtifacts"):
+        method = getattr(stub, name)
 
-        async def counted(
-            *args: object, _m: object = method, _n: str = name, **kw: object
-        ) -> object:
+        def counted(*args: object, _m: object = method, _n: str = name, **kw: object) -> object:
             calls[_n] = calls.get(_n, 0) + 1
-            return await _m(*args, **kw)  # type: ignore[operator]
+            return _m(*args, **kw)  # type: ignore[operator]
 
-        setattr(registry, name, counted)
+        setattr(stub, name, counted)
     return calls
-
-
-def test_devos_exceptions_are_cairns() -> None:
-    assert ModelAlreadyExists is AlreadyExistsError
-    assert ModelNotFound is NotFoundError
 
 
 async def test_add_find_get_and_force_replace(
@@ -118,11 +113,7 @@ async def test_get_models_returns_every_page(
     models = await paged.get_models()
 
     # 24 models, 6 versions and 6 artifacts in pages of 5: 5 + 2 + 2 calls.
-    assert calls == {
-        "get_registered_models": 5,
-        "search_model_versions": 2,
-        "get_model_artifacts": 2,
-    }
+    assert calls == {"ListRegisteredModels": 5, "ListModelVersions": 2, "ListArtifacts": 2}
 
     assert len(models) == 24
     by_name = {m.name: m for m in models}

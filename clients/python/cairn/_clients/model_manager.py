@@ -15,9 +15,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 from ..exceptions import AlreadyExistsError, NotFoundError
 from ..models import _manifest
@@ -25,8 +23,10 @@ from ..models._flavors import FilesFlavor
 from ..models._manifest import Manifest
 from ..models._paths import inside
 from ..models._uris import ArtifactUri
+from ..registry.v1 import registry_pb2 as pb
+from ..registry.v1 import registry_service_pb2 as api
+from ..types import _registry as types
 from ..types._journey import ManagedModel
-from ..types._paging import ListOptions, PagedList
 from ..types._registry import ModelArtifact, ModelVersion, RegisteredModel
 from .artifacts import ArtifactClient
 from .registry import ModelRegistryAPIClient
@@ -37,7 +37,6 @@ from .versioned_artifacts import _segment
 # Where add_model puts files in the artifact service, one directory per version.
 FILES_ROOT = "registry/models"
 PAGE_SIZE = 1000
-T = TypeVar("T")
 
 
 class ModelManager:
@@ -145,22 +144,31 @@ class ModelManager:
         Reads the models, versions and model artifacts of the project a page (page_size,
         1,000 by default) at a time: three listings, not a call per model.
         """
-        registry, size = self._registry, self.page_size
-        models = await _every(lambda token: registry.get_registered_models(_options(size, token)))
+        registry, project, size = self._registry, self._registry.project, self.page_size
+        every_page, stub = registry._transport.every_page, registry._stub
+        models = await every_page(
+            stub.ListRegisteredModels,
+            api.ListRegisteredModelsRequest(project=project, page_size=size),
+            lambda reply: [types.registered_model_from_proto(m) for m in reply.registered_models],
+        )
         latest: dict[str, ModelVersion] = {}
-        for version in await _every(
-            lambda token: registry.search_model_versions(max_results=size, page_token=token)
+        for version in await every_page(
+            stub.ListModelVersions,
+            api.ListModelVersionsRequest(project=project, page_size=size),
+            lambda reply: [types.model_version_from_proto(v) for v in reply.model_versions],
         ):
             key = version.registered_model_id or ""
             if key not in latest or (version.version or 0) > (latest[key].version or 0):
                 latest[key] = version
         wanted = {v.id: v.registered_model_id for v in latest.values()}
         first: dict[str, ModelArtifact] = {}
-        for artifact in await _every(
-            lambda token: registry.get_model_artifacts(None, _options(size, token))
+        for artifact in await every_page(
+            stub.ListArtifacts,
+            api.ListArtifactsRequest(project=project, kind=pb.ARTIFACT_KIND_MODEL, page_size=size),
+            lambda reply: [types.artifact_from_proto(a) for a in reply.artifacts],
         ):
             model_id = wanted.get(artifact.model_version_id or "")
-            if model_id is not None:
+            if model_id is not None and isinstance(artifact, ModelArtifact):
                 first.setdefault(model_id, artifact)
         return [_managed(m, latest.get(m.id or ""), first.get(m.id or "")) for m in models]
 
@@ -234,22 +242,6 @@ def _managed(
         create_time_since_epoch=model.create_time_since_epoch,
         last_update_time_since_epoch=model.last_update_time_since_epoch,
     )
-
-
-def _options(size: int, token: str | None) -> ListOptions:
-    return ListOptions(limit=size, next_page_token=token)
-
-
-async def _every(fetch: Callable[[str | None], Awaitable[PagedList[T]]]) -> list[T]:
-    """Every item of a list call, page by page."""
-    found: list[T] = []
-    token: str | None = None
-    while True:
-        page = await fetch(token)
-        found += page
-        token = page.next_page_token
-        if token is None:
-            return found
 
 
 def _copy_files(entry: Path, manifest: Manifest, target: Path, uri: str) -> Path:
