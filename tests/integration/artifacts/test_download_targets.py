@@ -1,10 +1,12 @@
 """Where a download writes, whatever the objects are named: every local file checked
 inside the destination before the first byte, trees a local file system cannot hold
-refused whole, names as long as the file system takes, and a listing read with the
-client's one paging loop."""
+refused whole, names as long as the file system takes, a listing read with the
+client's one paging loop, and streams with no default deadline."""
 
 import asyncio
+import io
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path, PureWindowsPath
 
@@ -15,7 +17,7 @@ import cairn
 from cairn.artifacts.v1 import artifacts_pb2 as pb
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc as rpc
-from cairn.exceptions import FailedPreconditionError, UnknownError
+from cairn.exceptions import DeadlineExceededError, FailedPreconditionError, UnknownError
 from tests.conftest import new_project
 
 
@@ -102,3 +104,42 @@ async def test_a_tree_whose_listing_repeats_its_page_token_ends_with_an_error(tm
         await server.stop(0)
     assert raised.value.reason == "PAGE_TOKEN_REPEATED"
     assert lister.pages == 2 and list(tmp_path.iterdir()) == []
+
+
+class _Trickle(io.RawIOBase):
+    """A file object (so the upload streams) that takes `seconds` for its 4 chunks."""
+
+    def __init__(self, seconds: float) -> None:
+        self.left, self.pause = 4, seconds / 4
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.left:
+            return b""
+        self.left -= 1
+        time.sleep(self.pause)
+        return b"x" * 1024
+
+
+async def test_streamed_transfers_have_no_default_deadline(server_port: int, unique: str):
+    """A client's default timeout bounds its unary calls, not its streams: an upload
+    or a read takes as long as its bytes do, unless the call passes timeout=."""
+    project = await new_project(server_port, f"dl-{unique}")
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", server_port, project=project, timeout=0.5
+    ) as store:
+        store.direct_threshold = None  # the streams themselves
+        info = await store.upload("slow.bin", _Trickle(seconds=1.2))
+        assert info.size == 4 * 1024
+        # More than the client buffers: the stream ends only once the reader took it.
+        data = os.urandom(40 * 1024 * 1024)
+        await store.upload("big.bin", data, timeout=60)
+        chunks = store.open("big.bin")
+        received = [await anext(chunks)]
+        await asyncio.sleep(1.0)  # past the client's default timeout
+        received += [chunk async for chunk in chunks]
+        assert b"".join(received) == data
+        with pytest.raises(DeadlineExceededError):
+            await store.upload("slower.bin", _Trickle(seconds=1.2), timeout=0.3)

@@ -51,8 +51,11 @@ class ArtifactClient(BaseClient):
     """Async client of `cairn.artifacts.v1.ArtifactService`.
 
     Paths are relative and "/"-separated ("models/churn/v1.onnx"), within the client's
-    project. Every method also takes keyword-only `timeout=` and `metadata=`; transfers
-    default to no deadline.
+    project. Every method also takes keyword-only `timeout=` and `metadata=`. The
+    client's default timeout bounds its unary calls (stat, list, delete, the tickets of
+    direct transfer); the streams that move bytes (`upload`, `open`, `read` and the
+    streamed path of `download`) default to no deadline, as they take as long as their
+    bytes do.
     """
 
     # Uploads and downloads of whole objects of at least this many bytes move directly
@@ -67,6 +70,11 @@ class ArtifactClient(BaseClient):
     def _bind(self, channel: Any) -> None:
         self._stub = artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
         self._direct = DirectTransfers(self._transport, self._stub, self._connections)
+        # The byte streams, on the same channel and credentials without a default
+        # deadline: a 30 s one failed any transfer longer than that (10 GiB over a link
+        # slower than 340 MiB/s, say). The channel's keepalive notices a connection that
+        # dies under a stream, and timeout= on a call still bounds it.
+        self._streams = self._transport.for_project(self._transport.project, timeout=None)
 
     def _connections(self) -> int:
         return self.direct_connections
@@ -192,7 +200,7 @@ class ArtifactClient(BaseClient):
             yield api.UploadRequest(finish=api.UploadFinish(sha256=digest.hexdigest()))
 
         try:
-            reply = await self._transport.client_stream(
+            reply = await self._streams.client_stream(
                 self._stub.Upload, requests(), timeout=upload.timeout, metadata=upload.metadata
             )
         finally:
@@ -218,7 +226,7 @@ class ArtifactClient(BaseClient):
         project, path = self._named(path)
         request = api.DownloadRequest(project=project, path=path, offset=offset, length=length)
         checksum = _Checksum(path) if not offset and not length else None
-        async for reply in self._transport.server_stream(
+        async for reply in self._streams.server_stream(
             self._stub.Download, request, timeout=timeout, metadata=metadata
         ):
             if checksum and reply.HasField("object"):
