@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from .._progress import Meter
 from .._transport import Metadata, Transport
@@ -118,6 +119,12 @@ class DirectTransfers:
         # client's direct_connections, read at each transfer).
         self._connections = connections
         self.offered = True  # until the server says it offers none
+        # A client whose channel has TLS sends nothing in clear: not to a plain byte
+        # endpoint (a server behind a TLS-terminating proxy runs one), nor to an http://
+        # object store; it streams through the channel instead. (The transport keeps a
+        # TLS context exactly when its channel has TLS, unless a client certificate was
+        # given as bytes, which the ssl module cannot load.)
+        self._tls_only = transport.direct_tls is not None
         self._unreachable: dict[tuple[str, int], float] = {}  # endpoint: when to try again
         # The object store of presigned transfers (S3) could not be reached: until then,
         # stream (asking would begin an upload that is never used).
@@ -134,7 +141,7 @@ class DirectTransfers:
 
     def _endpoint(self, ticket: api.DirectTicket) -> _direct.Endpoint | None:
         host = ticket.host or self._transport.artifacts_host
-        if not host:
+        if not host or (self._tls_only and not ticket.tls):
             return None
         tls = self._transport.direct_tls if ticket.tls else None
         if ticket.tls and tls is None:
@@ -154,6 +161,14 @@ class DirectTransfers:
         """As `_fell_back`, for the object store of presigned transfers."""
         if error.lasting:
             self._store_unreachable_until = time.monotonic() + UNREACHABLE_SECONDS
+
+    def _in_clear(self, *urls: str) -> bool:
+        """Whether presigned URLs would move a TLS client's bytes in clear: then the
+        store is out of its reach, for a while, as one it cannot connect to."""
+        if not self._tls_only or all(urlsplit(url).scheme == "https" for url in urls):
+            return False
+        self._store_fell_back(_direct.Unreachable("the store is not https", lasting=True))
+        return True
 
     async def _ticket(self, method: Any, request: Any, timeout: Any, metadata: Any) -> Any:
         """The ticket call's answer; None when the server offers no direct transfer, or
@@ -233,6 +248,8 @@ class DirectTransfers:
         reached (the caller streams instead)."""
         if not isinstance(source, str | os.PathLike | bytes | bytearray | memoryview):
             raise TypeError("parts are read by position: from a local file or bytes")
+        if self._in_clear(*parts.part_urls):
+            return None
         try:
             etags, sha256 = await _stopped_when_cancelled(
                 functools.partial(
@@ -363,6 +380,8 @@ class DirectTransfers:
         received: Callable[[int], None],
     ) -> str | None:
         """The sha256 of what the presigned URL gave; None when the store is out of reach."""
+        if self._in_clear(reply.url):
+            return None
         try:
             return await _stopped_when_cancelled(
                 functools.partial(
