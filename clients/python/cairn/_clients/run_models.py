@@ -29,6 +29,7 @@ from ..models._info import ModelInfo
 from ..models._manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
 from ..models._paths import inside, invalid_manifest
 from ..models._uris import SCHEMES, ArtifactUri, ModelUri, RunUri, parse_uri, scheme_of
+from ..types._paging import ListOptions
 from ..types._registry import ModelArtifact
 from .artifacts import ArtifactClient
 from .registry import ModelRegistryAPIClient
@@ -249,8 +250,7 @@ async def _version_source(registry: ModelRegistryAPIClient, uri: ModelUri) -> st
 
 async def _refuse_existing(store: ArtifactClient, directory: str) -> None:
     """A model's files must not change under a version that points at them."""
-    with contextlib.suppress(NotFoundError):
-        await store.stat(f"{directory}/{MANIFEST}")
+    if await _has_manifest(store, directory):
         raise AlreadyExistsError(
             f"a model is logged at {directory!r} already; log under another name",
             reason="OBJECT_ALREADY_EXISTS",
@@ -266,28 +266,70 @@ async def _upload(
 ) -> bytes:
     """Never over an object: of two loggers at one directory, the first to store a file
     both have keeps it and the other stops (AlreadyExistsError), so the files under the
-    winner's manifest are all the winner's. The manifest goes last: it is what makes the
-    directory a model."""
+    winner's manifest are all the winner's. A file stored already with the same bytes
+    (sha256 and size) is kept and counts as uploaded: a log_model that stopped part-way
+    (an outage before its manifest) can be run again and completes the model. The
+    manifest goes last: it is what makes the directory a model."""
     manifest_bytes = (local / MANIFEST).read_bytes()
     total = sum(entry.size for entry in manifest.files.values()) + len(manifest_bytes)
-    try:
-        with meter(progress, "upload", f"{directory}/", total) as counted:
-            for relative in manifest.files:
-                await store.upload(f"{directory}/{relative}", local / relative, progress=counted)
+    with meter(progress, "upload", f"{directory}/", total) as counted:
+        for relative, expected in manifest.files.items():
+            remote = f"{directory}/{relative}"
+            try:
+                await store.upload(remote, local / relative, progress=counted)
+            except AlreadyExistsError as error:
+                await _accept_stored(store, remote, expected, directory, error)
+                counted.advance(expected.size)
+        try:
             await store.upload(
                 f"{directory}/{MANIFEST}",
                 manifest_bytes,
                 content_type="application/json",
                 progress=counted,
             )
-    except AlreadyExistsError as error:
-        raise AlreadyExistsError(
-            f"a model is logged at {directory!r} already (or is being logged there now); "
-            "log under another name",
-            reason="OBJECT_ALREADY_EXISTS",
-            metadata=error.metadata,
-        ) from error
+        except AlreadyExistsError as error:
+            raise _logged_there(directory, error) from error
     return manifest_bytes
+
+
+async def _accept_stored(
+    store: ArtifactClient,
+    remote: str,
+    expected: _manifest.FileEntry,
+    directory: str,
+    error: AlreadyExistsError,
+) -> None:
+    """Returns when the object at remote holds expected's bytes; raises otherwise."""
+    with contextlib.suppress(NotFoundError):  # deleted since: differs all the same
+        stored = await store.stat(remote)
+        if (stored.sha256, stored.size) == (expected.sha256, expected.size):
+            return
+    if await _has_manifest(store, directory):
+        raise _logged_there(directory, error) from error
+    raise AlreadyExistsError(
+        f"{directory!r} holds other files than this model's and no manifest: another "
+        "log_model is storing a model there now, or one stopped part-way with other "
+        "files. Log under another name, or, when no one is logging there, delete the "
+        f"directory (ArtifactClient.delete({directory!r}, recursive=True)) and log again",
+        reason="OBJECT_ALREADY_EXISTS",
+        metadata={**error.metadata, "directory": directory},
+    ) from error
+
+
+async def _has_manifest(store: ArtifactClient, directory: str) -> bool:
+    try:
+        await store.stat(f"{directory}/{MANIFEST}")
+    except NotFoundError:
+        return False
+    return True
+
+
+def _logged_there(directory: str, error: AlreadyExistsError) -> AlreadyExistsError:
+    return AlreadyExistsError(
+        f"a model is logged at {directory!r} already; log under another name",
+        reason="OBJECT_ALREADY_EXISTS",
+        metadata=error.metadata,
+    )
 
 
 async def _register(transport: Transport, name: str, info: ModelInfo, manifest: Manifest) -> int:
@@ -346,7 +388,25 @@ async def _fetch(
     with cache.filling(key) as scratch, meter(progress, "download", uri, total) as counted:
         for relative, expected in manifest.files.items():
             local = inside(scratch, relative, uri)
-            await store.download(join(path, None, relative), local, progress=counted)
+            remote = join(path, None, relative)
+            await _check_stored(store, remote, relative, expected, uri)
+            await store.download(remote, local, progress=counted)
             await asyncio.to_thread(_manifest.verify_file, local, relative, expected, uri)
         (scratch / MANIFEST).write_bytes(manifest_bytes)
     return cache.root / key
+
+
+async def _check_stored(
+    store: ArtifactClient, remote: str, relative: str, expected: _manifest.FileEntry, uri: str
+) -> None:
+    """Refuses, before any byte moves, an entry naming a directory of the store (whose
+    download would be a whole tree) or an object other than the one logged."""
+    try:
+        stored = await store.stat(remote)
+    except NotFoundError:
+        if await store.list(f"{remote}/", options=ListOptions(limit=1)):
+            raise invalid_manifest(uri, f"names {relative!r}, a directory of the store") from None
+        raise
+    found = _manifest.FileEntry(stored.size, stored.sha256 or expected.sha256)
+    if found != expected:
+        raise _manifest.mismatch(relative, found, expected, uri)

@@ -176,15 +176,22 @@ def entry_of(path: Path) -> FileEntry:
 
 def verify_file(path: Path, relative: str, expected: FileEntry, where: str) -> None:
     """Raises DataLossError when the file differs from the manifest's entry."""
+    if not path.is_file():
+        raise invalid_manifest(where, f"names {relative!r}, which did not download as a file")
     found = entry_of(path)
     if found != expected:
-        raise DataLossError(
-            f"{relative!r} of the model at {where} has sha256 {found.sha256} "
-            f"({found.size} bytes), but the model was logged with {expected.sha256} "
-            f"({expected.size} bytes): the stored file changed since",
-            reason="CHECKSUM_MISMATCH",
-            metadata={"file": relative, "sha256": found.sha256, "expected_sha256": expected.sha256},
-        )
+        raise mismatch(relative, found, expected, where)
+
+
+def mismatch(relative: str, found: FileEntry, expected: FileEntry, where: str) -> DataLossError:
+    """The error of a stored file that is not the one the model was logged with."""
+    return DataLossError(
+        f"{relative!r} of the model at {where} has sha256 {found.sha256} "
+        f"({found.size} bytes), but the model was logged with {expected.sha256} "
+        f"({expected.size} bytes): the stored file changed since",
+        reason="CHECKSUM_MISMATCH",
+        metadata={"file": relative, "sha256": found.sha256, "expected_sha256": expected.sha256},
+    )
 
 
 def warn_on_other_versions(manifest: Manifest, where: str) -> None:

@@ -1,0 +1,82 @@
+"""A model journey that fails part-way, or meets a changed copy: a manifest naming a
+directory is refused before any byte moves, and a log_model that stopped before its
+manifest can be run again."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import signal
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cairn.exceptions import AlreadyExistsError, DataLossError
+from cairn.models import MANIFEST
+from tests.integration.models.conftest import World
+
+_WRITABLE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+
+
+@contextlib.contextmanager
+def _disk_full_after(size: int) -> Iterator[None]:
+    """No file of this process grows past size bytes (EFBIG, as a full disk's ENOSPC)."""
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, limits[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("change", ["a directory", "a larger object"])
+async def test_a_manifest_entry_not_naming_the_logged_object_is_refused_first(
+    world: World, tmp_path: Path, change: str
+) -> None:
+    (tmp_path / "m.txt").write_text("hello")
+    info = await world.tracking.log_model(world.run_id, tmp_path / "m.txt", "model")
+    base = info.artifact_uri.split("/", 3)[3]
+    raw = json.loads(await world.store.read(f"{base}/{MANIFEST}"))
+    if change == "a directory":
+        await world.store.upload(f"{base}/blob/part0", b"z" * 1_000_000)
+        raw["files"]["blob"] = {"size": 1, "sha256": "0" * 64}
+    else:
+        await world.store.upload(f"{base}/m.txt", b"z" * 1_000_000, overwrite=True)
+    await world.store.upload(f"{base}/{MANIFEST}", json.dumps(raw).encode(), overwrite=True)
+
+    with pytest.raises(DataLossError) as raised:
+        await world.tracking.load_model(info.model_uri, cache_dir=world.cache)
+
+    expected = "INVALID_MODEL_MANIFEST" if change == "a directory" else "CHECKSUM_MISMATCH"
+    assert raised.value.reason == expected
+    assert [p.name for p in world.cache.iterdir()] == []  # nothing kept of it
+
+
+async def test_log_model_completes_what_an_earlier_attempt_left(
+    world: World, tmp_path: Path
+) -> None:
+    (tmp_path / "m.txt").write_text("hello")
+    # An earlier log_model stored the file, then lost its connection before the manifest.
+    await world.tracking.log_artifact(world.run_id, tmp_path / "m.txt", "model")
+
+    info = await world.tracking.log_model(world.run_id, tmp_path / "m.txt", "model")
+
+    loaded = await world.tracking.load_model(info.model_uri, cache_dir=world.cache)
+    assert Path(loaded).read_text() == "hello"
+    # Other bytes under a name no manifest covers: what to do is in the error.
+    await world.tracking.log_artifact(world.run_id, tmp_path / "m.txt", "other")
+    (tmp_path / "m.txt").write_text("hello, again")
+    with pytest.raises(AlreadyExistsError) as raised:
+        await world.tracking.log_model(world.run_id, tmp_path / "m.txt", "other")
+    assert "stopped part-way" in raised.value.message
+    assert "delete the directory" in raised.value.message
+    assert raised.value.metadata["directory"].endswith("/artifacts/other")
