@@ -128,18 +128,18 @@ async def test_streamed_transfers_have_no_default_deadline(server_port: int, uni
     or a read takes as long as its bytes do, unless the call passes timeout=."""
     project = await new_project(server_port, f"dl-{unique}")
     async with cairn.ArtifactClient.insecure_connection(
-        "127.0.0.1", server_port, project=project, timeout=0.5
+        "127.0.0.1", server_port, project=project, timeout=0.3
     ) as store:
         store.direct_threshold = None  # the streams themselves
-        info = await store.upload("slow.bin", _Trickle(seconds=1.2))
+        info = await store.upload("slow.bin", _Trickle(seconds=0.8))
         assert info.size == 4 * 1024
         # More than the client buffers: the stream ends only once the reader took it.
         data = os.urandom(40 * 1024 * 1024)
         await store.upload("big.bin", data, timeout=60)
         chunks = store.open("big.bin")
         received = [await anext(chunks)]
-        await asyncio.sleep(1.0)  # past the client's default timeout
+        await asyncio.sleep(0.6)  # past the client's default timeout
         received += [chunk async for chunk in chunks]
         assert b"".join(received) == data
         with pytest.raises(DeadlineExceededError):
-            await store.upload("slower.bin", _Trickle(seconds=1.2), timeout=0.3)
+            await store.upload("slower.bin", _Trickle(seconds=0.8), timeout=0.2)
