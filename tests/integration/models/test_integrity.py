@@ -82,6 +82,7 @@ async def test_a_second_load_fetches_nothing_but_the_manifest(
 async def test_a_cache_entry_cut_short_is_fetched_again(world: World, tmp_path: Path) -> None:
     info = await world.tracking.log_model(world.run_id, _model_dir(tmp_path), "bundle-model")
     loaded = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+    (loaded / "sub" / "weights.bin").chmod(0o644)  # the cache's files are read-only
     (loaded / "sub" / "weights.bin").write_bytes(b"short")
 
     again = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))

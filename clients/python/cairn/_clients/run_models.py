@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import shutil
 import tempfile
@@ -184,7 +185,9 @@ async def download_uri(
         return str(await store.download(path, target, progress=progress))
     cache = ModelCache(cache_dir)
     entry = await _fetch(store, path, manifest_bytes, manifest, cache, uri, progress)
-    await asyncio.to_thread(shutil.copytree, entry, target, dirs_exist_ok=True)
+    # Bytes only: the cache's files are read-only, the copy is the user's to change.
+    copy = functools.partial(shutil.copytree, copy_function=shutil.copyfile, dirs_exist_ok=True)
+    await asyncio.to_thread(copy, entry, target)
     return str(target)
 
 
@@ -385,14 +388,16 @@ async def _fetch(
     if (entry := await asyncio.to_thread(cache.lookup, key, manifest)) is not None:
         return entry
     total = sum(entry.size for entry in manifest.files.values())
-    with cache.filling(key) as scratch, meter(progress, "download", uri, total) as counted:
+    with (
+        cache.filling(key, manifest_bytes) as scratch,
+        meter(progress, "download", uri, total) as counted,
+    ):
         for relative, expected in manifest.files.items():
             local = inside(scratch, relative, uri)
             remote = join(path, None, relative)
             await _check_stored(store, remote, relative, expected, uri)
             await store.download(remote, local, progress=counted)
             await asyncio.to_thread(_manifest.verify_file, local, relative, expected, uri)
-        (scratch / MANIFEST).write_bytes(manifest_bytes)
     return cache.root / key
 
 

@@ -5,6 +5,14 @@ content: two URIs that resolve to the same files share one entry, and an entry, 
 complete, never needs fetching again. An entry is filled in a temporary folder beside
 it, each file checked against the manifest, then renamed into place: a reader sees a
 whole verified model or none.
+
+An entry is shared by every load on the machine, and `load_model` of a "files" model
+hands out a path inside it, so it is guarded against edits: its files are made
+read-only when it is put in place, and its manifest, written last, dates the moment it
+was verified. A file changed since then has a change time (ctime, which no one can set
+back) or a modification time at or after the manifest's, so a lookup hashes it again,
+and an entry whose file no longer has its sha256 is dropped and fetched anew: an edit
+costs a download, and is never served as the model. Files untouched since cost a stat.
 """
 
 from __future__ import annotations
@@ -13,14 +21,20 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ._manifest import MANIFEST, Manifest
+from ._manifest import MANIFEST, FileEntry, Manifest, entry_of, files_under
 from ._paths import inside
 
 CACHE_ENV = "CAIRN_MODEL_CACHE"
+_WRITE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+# A file system's clock moves in ticks (Linux: 1-10 ms; FAT: 2 s): the seal waits for
+# the next tick this long at most, then leaves the files to be hashed on the next lookup.
+_TICK_WAIT_SECONDS = 0.05
 
 
 def default_cache_dir() -> Path:
@@ -42,28 +56,102 @@ class ModelCache:
         return hashlib.sha256(manifest_bytes).hexdigest()
 
     def lookup(self, key: str, manifest: Manifest) -> Path | None:
-        """The entry, when it is complete and its files still have their sizes (a cheap
-        check against a hand-edited cache; the full check ran when it was filled)."""
+        """The entry, when it is complete and each file still has the manifest's size and,
+        when it changed since the entry was sealed, its sha256 (blocking: run it in a
+        thread). An entry that fails is dropped."""
         entry = self.root / key
-        if not (entry / MANIFEST).is_file():
+        try:
+            sealed = (entry / MANIFEST).stat().st_mtime_ns
+        except OSError:
             return None
+        changed, writable = [], []
         for relative, expected in manifest.files.items():
             file = inside(entry, relative, str(entry))
-            if not file.is_file() or file.stat().st_size != expected.size:
-                shutil.rmtree(entry, ignore_errors=True)
+            found = _stat(file)
+            if found is None or found.st_size != expected.size:
+                _drop(entry)
                 return None
+            if max(found.st_mtime_ns, found.st_ctime_ns) >= sealed:
+                changed.append((file, expected))
+            elif found.st_mode & _WRITE:  # filled by an older client: as verified
+                writable.append(file)
+        if not all(_holds(file, expected) for file, expected in changed):
+            _drop(entry)
+            return None
+        if changed or writable:  # unchanged after all (touched, or sealed within a tick)
+            _seal([*(file for file, _ in changed), *writable], entry / MANIFEST)
         return entry
 
     @contextlib.contextmanager
-    def filling(self, key: str) -> Iterator[Path]:
-        """A temporary folder to fill; when the block ends without error it becomes the
-        entry (a concurrent filler's entry wins, ours is dropped)."""
+    def filling(self, key: str, manifest_bytes: bytes) -> Iterator[Path]:
+        """A temporary folder to fill with the model's files; when the block ends without
+        error they are sealed (read-only, then the manifest written) and the folder
+        becomes the entry (a concurrent filler's entry wins, ours is dropped)."""
         self.root.mkdir(parents=True, exist_ok=True)
         scratch = self.root / f".{key}.{uuid.uuid4().hex}.part"
         scratch.mkdir()
         try:
             yield scratch
+            (scratch / MANIFEST).write_bytes(manifest_bytes)
+            _seal([scratch / relative for relative in files_under(scratch)], scratch / MANIFEST)
             with contextlib.suppress(OSError):  # the entry exists already
                 scratch.rename(self.root / key)
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            remove(scratch)
+
+
+def remove(path: Path) -> None:
+    """Deletes a folder with read-only files (which Windows will not delete as they are)."""
+    if os.name == "nt":
+        for file in path.rglob("*"):
+            with contextlib.suppress(OSError):
+                file.chmod(stat.S_IREAD | stat.S_IWRITE)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _stat(file: Path) -> os.stat_result | None:
+    """The file's stat, or None when it is missing or no regular file."""
+    try:
+        found = file.stat()
+    except OSError:
+        return None
+    return found if stat.S_ISREG(found.st_mode) else None
+
+
+def _holds(file: Path, expected: FileEntry) -> bool:
+    try:
+        return entry_of(file) == expected
+    except OSError:
+        return False
+
+
+def _drop(entry: Path) -> None:
+    """Takes the entry out of view at once (a rename), then deletes it."""
+    aside = entry.with_name(f".{entry.name}.{uuid.uuid4().hex}.stale")
+    with contextlib.suppress(OSError):
+        entry.rename(aside)
+        remove(aside)
+
+
+def _seal(files: Iterable[Path], manifest: Path) -> None:
+    """Makes files and manifest read-only, then gives the manifest a modification time
+    later than any time of the files: whatever changes a file after this shows in its
+    own times."""
+    newest = 0
+    for file in files:
+        newest = max(newest, *_read_only(file))
+    _read_only(manifest)
+    deadline = time.monotonic() + _TICK_WAIT_SECONDS
+    while manifest.stat().st_mtime_ns <= newest and time.monotonic() < deadline:
+        time.sleep(0.001)
+        os.utime(manifest)  # now, by the file system's own clock
+
+
+def _read_only(file: Path) -> tuple[int, int]:
+    """Drops the file's write permissions (only when it has some: a chmod moves the
+    ctime); returns its mtime and ctime."""
+    found = file.stat()
+    if found.st_mode & _WRITE:
+        file.chmod(stat.S_IMODE(found.st_mode) & ~_WRITE)
+        found = file.stat()
+    return found.st_mtime_ns, found.st_ctime_ns
