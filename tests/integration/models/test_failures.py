@@ -1,20 +1,80 @@
-"""A model journey that fails part-way, or meets a changed copy: an edit of the shared
-cache is never served, a manifest naming a directory is refused before any byte moves,
-and a log_model that stopped before its manifest can be run again."""
+"""A model journey that fails part-way, or meets a changed copy: a download cut short by
+a full disk leaves no model behind, an edit of the shared cache is never served, a
+manifest naming a directory is refused before any byte moves, and a log_model that
+stopped before its manifest can be run again."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import resource
+import signal
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cairn.exceptions import AlreadyExistsError, DataLossError
+import cairn
+from cairn.exceptions import AlreadyExistsError, DataLossError, FailedPreconditionError
 from cairn.models import MANIFEST
 from tests.integration.models.conftest import World
 
 _WRITABLE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+
+
+@contextlib.contextmanager
+def _disk_full_after(size: int) -> Iterator[None]:
+    """No file of this process grows past size bytes (EFBIG, as a full disk's ENOSPC)."""
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, limits[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+async def test_a_copy_cut_short_leaves_the_earlier_one_and_no_part(
+    world: World, tmp_path: Path, unique: str
+) -> None:
+    (tmp_path / "a" / "model").mkdir(parents=True)
+    (tmp_path / "a" / "model" / "weights.bin").write_bytes(b"a" * 3_000_000)
+    (tmp_path / "b" / "model").mkdir(parents=True)
+    (tmp_path / "b" / "model" / "weights.bin").write_bytes(b"b" * 3_000_000)
+    first = await world.tracking.log_model(world.run_id, tmp_path / "a" / "model", "m")
+    name = f"copied-{unique}"
+    second = await world.tracking.log_model(
+        await world.new_run(), tmp_path / "b" / "model", "m", registered_model_name=name
+    )
+    dst = tmp_path / "dst"
+    await world.tracking.download_artifacts(first.model_uri, dst, cache_dir=world.cache)
+    await world.tracking.load_model(second.model_uri, cache_dir=world.cache)  # cached whole
+    earlier = _files(dst)
+    manager = cairn.ModelManager(world.registry, tmp_path / "devo", cache_dir=world.cache)
+
+    with _disk_full_after(1_000_000):
+        with pytest.raises(FailedPreconditionError) as copying:
+            await world.tracking.download_artifacts(second.model_uri, dst, cache_dir=world.cache)
+        with pytest.raises(FailedPreconditionError) as devo:
+            await manager.get_model(name, download_file=True)
+
+    assert copying.value.reason == devo.value.reason == "LOCAL_WRITE_FAILED"
+    assert copying.value.metadata["errno"] == "EFBIG"
+    # The earlier download is whole and still marked complete; nothing half-written stays.
+    assert _files(dst) == earlier
+    assert sorted(p.name for p in dst.iterdir()) == ["m"]
+    assert _files(tmp_path / "devo") == {}
+    written = await world.tracking.download_artifacts(second.model_uri, dst, cache_dir=world.cache)
+    assert _files(Path(written)) == {
+        "model/weights.bin": b"b" * 3_000_000,
+        MANIFEST: (world.cache / second.manifest_sha256 / MANIFEST).read_bytes(),
+    }
 
 
 async def test_an_edit_of_a_loaded_model_is_never_served_again(

@@ -12,16 +12,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import shutil
 import tempfile
 import uuid
 from pathlib import Path
 
 from ..exceptions import AlreadyExistsError, NotFoundError
 from ..models import _manifest
+from ..models._copies import copy_files
 from ..models._flavors import FilesFlavor
-from ..models._manifest import Manifest
-from ..models._paths import inside
 from ..models._uris import ArtifactUri
 from ..registry.v1 import registry_pb2 as pb
 from ..registry.v1 import registry_service_pb2 as api
@@ -224,7 +222,7 @@ class ModelManager:
                 uri, self.download_path, cache_dir=self.cache_dir
             )
             return dataclasses.replace(model, path=written)
-        path = await asyncio.to_thread(_copy_files, entry, manifest, self.download_path, uri)
+        path = await asyncio.to_thread(copy_files, entry, manifest, self.download_path, uri)
         return dataclasses.replace(model, path=str(path))
 
 
@@ -242,17 +240,6 @@ def _managed(
         create_time_since_epoch=model.create_time_since_epoch,
         last_update_time_since_epoch=model.last_update_time_since_epoch,
     )
-
-
-def _copy_files(entry: Path, manifest: Manifest, target: Path, uri: str) -> Path:
-    """Copies the model's files (not its manifest) into target; returns the one file or
-    directory at their top (Devo's model file), else target."""
-    for relative in manifest.files:
-        destination = inside(target, relative, uri)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(inside(entry, relative, uri), destination)
-    tops = {relative.split("/", 1)[0] for relative in manifest.files}
-    return target / tops.pop() if len(tops) == 1 else target
 
 
 def _expanded(path: str | os.PathLike[str]) -> Path:

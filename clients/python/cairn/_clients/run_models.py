@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import os
-import shutil
 import tempfile
 from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
@@ -25,6 +23,7 @@ from .._transport import Transport
 from ..exceptions import AlreadyExistsError, FailedPreconditionError, NotFoundError
 from ..models import _manifest
 from ..models._cache import ModelCache
+from ..models._copies import copy_model, writing
 from ..models._flavors import Flavor, UntrustedModelError, flavor_for, get_flavor
 from ..models._info import ModelInfo
 from ..models._manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
@@ -185,9 +184,7 @@ async def download_uri(
         return str(await store.download(path, target, progress=progress))
     cache = ModelCache(cache_dir)
     entry = await _fetch(store, path, manifest_bytes, manifest, cache, uri, progress)
-    # Bytes only: the cache's files are read-only, the copy is the user's to change.
-    copy = functools.partial(shutil.copytree, copy_function=shutil.copyfile, dirs_exist_ok=True)
-    await asyncio.to_thread(copy, entry, target)
+    await asyncio.to_thread(copy_model, entry, manifest, manifest_bytes, target, uri)
     return str(target)
 
 
@@ -389,6 +386,7 @@ async def _fetch(
         return entry
     total = sum(entry.size for entry in manifest.files.values())
     with (
+        writing(cache.root),
         cache.filling(key, manifest_bytes) as scratch,
         meter(progress, "download", uri, total) as counted,
     ):
