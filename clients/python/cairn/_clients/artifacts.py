@@ -259,6 +259,14 @@ class ArtifactClient(BaseClient):
         the object keeps its name inside it. progress shows the transfer as `upload`
         says; a directory is one transfer, of the size of all its objects, listed first.
         Returns the local path written.
+
+        Raises:
+            NotFoundError: no object or directory at path.
+            FailedPreconditionError: before anything is written, an object whose name is
+                no plain file name inside destination here (UNSAFE_LOCAL_PATH: on
+                Windows, "C:" or "a.txt:x", say), or a directory whose objects one local
+                tree cannot hold (LOCAL_PATH_CONFLICT: "a" beside "a/b").
+            DataLossError: the bytes that arrived differ from those stored.
         """
         project, path = self._named(path)
         if project != self.project:
