@@ -143,7 +143,8 @@ class RunModels:
                 when the cache holds them), as in `log_model`.
 
         Returns:
-            What the flavor loads: the object, or for "files" the local path.
+            What the flavor loads: the object, or for "files" the local path, read-only
+            in the cache shared by every load (docs/models.md, "The cache").
 
         Raises:
             UntrustedModelError: the flavor unpickles and allow_pickle is False.
@@ -174,7 +175,8 @@ async def download_uri(
     progress: Progress = False,
 ) -> str:
     """`TrackingClient.download_artifacts` given a URI: a model directory through the
-    cache (then copied, manifest included), anything else straight from the store."""
+    cache (then copied whole or not at all, manifest last), anything else straight from
+    the store."""
     store, path = await _locate(client, uri)
     destination = Path(dst_path) if dst_path else Path(tempfile.mkdtemp(prefix="cairn-"))
     target = destination / Path(path).name if path else destination

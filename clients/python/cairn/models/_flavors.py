@@ -54,7 +54,8 @@ class UntrustedModelError(FailedPreconditionError):
 
 class FilesFlavor:
     """A local file or directory, stored as it is; loading returns its local path
-    (ONNX files, a Hugging Face directory, anything a server reads itself)."""
+    (ONNX files, a Hugging Face directory, anything a server reads itself): a read-only
+    path in the shared model cache (`download_artifacts` makes a copy to change)."""
 
     name: ClassVar[str] = "files"
     libraries: ClassVar[tuple[str, ...]] = ()
