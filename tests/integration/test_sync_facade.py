@@ -7,11 +7,14 @@ a script's main thread would call a remote server.
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 import threading
 
 import pytest
 
 from cairn import sync
+from cairn._transport import ClientClosedError
 from cairn.exceptions import NotFoundError
 from cairn.types import ListOptions, Pager, RegisteredModel
 from tests.conftest import new_project
@@ -123,3 +126,79 @@ async def test_auth_client_without_await(server_port: int, unique: str) -> None:
             assert f"made-sync-{unique}" in {p.name for p in auth.get_projects()}
 
     await asyncio.to_thread(scenario)
+
+
+class _SlowSource(io.RawIOBase):
+    """A file object that gives a byte, then nothing until told to go on: a call that
+    waits on it is busy outside gRPC."""
+
+    def __init__(self) -> None:
+        self.reading = threading.Event()
+        self.go_on = threading.Event()
+        self._given = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._given:
+            self.reading.set()
+            self.go_on.wait(30)
+            return b""
+        self._given = True
+        return b"x"
+
+
+async def test_closing_ends_a_call_another_thread_waits_on(server_port: int, unique: str) -> None:
+    project = await new_project(server_port, f"sync-{unique}")
+
+    def scenario() -> None:
+        store = sync.ArtifactClient.insecure_connection("127.0.0.1", server_port, project=project)
+        source, outcome = _SlowSource(), []
+
+        def upload() -> None:
+            try:
+                store.upload("slow.bin", source)
+            except BaseException as error:
+                outcome.append(error)
+
+        uploader = threading.Thread(target=upload)
+        uploader.start()
+        assert source.reading.wait(30)  # the upload waits on its source
+        store.close()
+        source.go_on.set()
+        uploader.join(30)
+        assert not uploader.is_alive(), "the call's thread still waits after close()"
+        assert [type(error) for error in outcome] == [ClientClosedError]
+        with pytest.raises(ClientClosedError):
+            store.list()
+
+    await asyncio.to_thread(scenario)
+
+
+async def test_a_forked_child_gets_a_clear_error_not_a_call_that_never_returns(
+    server_port: int, unique: str
+) -> None:
+    project = await new_project(server_port, f"sync-{unique}")
+
+    def scenario() -> str:
+        with _tracking(server_port, project) as tracking:
+            tracking.create_experiment("before-fork")
+            read, write = os.pipe()
+            child = os.fork()
+            if child == 0:
+                try:
+                    tracking.create_experiment("in-child")
+                    os.write(write, b"returned")
+                except BaseException as error:
+                    os.write(write, type(error).__name__.encode())
+                finally:
+                    tracking.close()  # the parent's client: nothing to do here
+                    os._exit(0)
+            os.close(write)
+            with os.fdopen(read, "rb") as answer:
+                said = answer.read().decode()  # until the child exits
+            os.waitpid(child, 0)
+            return said
+
+    assert await asyncio.to_thread(scenario) == "ClientClosedError"

@@ -19,6 +19,7 @@ with `async with` (`start_run`) is used with `with`;
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import inspect
 import os
@@ -39,6 +40,8 @@ from ._transport import ClientClosedError
 from .types._paging import Pager
 
 T = TypeVar("T")
+# How long closing a client waits for the calls it cancels to end.
+CLOSE_WAIT_SECONDS = 5.0
 
 __all__ = [
     "ArtifactClient",
@@ -62,6 +65,13 @@ class _Runner:
             target=self._loop.run_forever, name="cairn-sync", daemon=True
         )
         self._thread.start()
+        # A forked child has the loop but not the thread that runs it: work handed to
+        # it there would wait for ever.
+        self._pid = os.getpid()
+        # Set once, under the lock, before the loop stops: no work is handed to a loop
+        # that will not run it.
+        self._closing = False
+        self._lock = threading.Lock()
 
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Calls function on the loop (awaiting what it returns) and adapts the result."""
@@ -79,27 +89,50 @@ class _Runner:
     def wait(self, awaitable: Awaitable[T]) -> T:
         if threading.current_thread() is self._thread:
             raise RuntimeError("a sync cairn client cannot be called from its own loop")
-        if self._loop.is_closed():
-            if inspect.iscoroutine(awaitable):
-                awaitable.close()  # never to run: no "never awaited" warning
-            raise ClientClosedError("this cairn client is closed; make a new one")
 
         async def awaited() -> T:
             return await awaitable
 
-        return asyncio.run_coroutine_threadsafe(awaited(), self._loop).result()
+        with self._lock:
+            refusal = self._refusal()
+            if refusal is None:
+                running = asyncio.run_coroutine_threadsafe(awaited(), self._loop)
+        if refusal is not None:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # never to run: no "never awaited" warning
+            raise refusal
+        try:
+            return running.result()
+        except concurrent.futures.CancelledError:
+            raise ClientClosedError("this cairn client was closed while the call ran") from None
 
     def close(self) -> None:
-        """Stops the loop and its thread; again, does nothing."""
-        if self._loop.is_closed():
-            return
+        """Ends the calls still running (their callers get ClientClosedError), stops the
+        loop and its thread; again, or in a forked child, does nothing."""
+        with self._lock:
+            if self._refusal() is not None:
+                return
+            self._closing = True
+        ending = asyncio.run_coroutine_threadsafe(_end_other_tasks(), self._loop)
+        ending.result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
 
     @property
     def closed(self) -> bool:
-        return self._loop.is_closed()
+        return self._refusal() is not None
+
+    def _refusal(self) -> ClientClosedError | None:
+        """Why no more work may be handed to the loop, if so."""
+        if os.getpid() != self._pid:
+            return ClientClosedError(
+                "a sync cairn client cannot be used in a process forked from the one that "
+                "made it; make a new client in this process"
+            )
+        if self._closing:
+            return ClientClosedError("this cairn client is closed; make a new one")
+        return None
 
     def _adapt(self, value: Any) -> Any:
         if hasattr(value, "__anext__"):
@@ -170,6 +203,16 @@ class _SyncView:
 
     def __dir__(self) -> list[str]:
         return sorted(set(dir(self._target)) | set(super().__dir__()))
+
+
+async def _end_other_tasks() -> None:
+    """Cancels every task of the loop but this one and waits, a bounded time, for them
+    to end."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in others:
+        task.cancel()
+    if others:
+        await asyncio.wait(others, timeout=CLOSE_WAIT_SECONDS)
 
 
 async def _one(stream: AsyncIterator[Any]) -> list[Any]:
