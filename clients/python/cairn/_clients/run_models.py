@@ -276,12 +276,12 @@ async def _upload(
     total = sum(entry.size for entry in manifest.files.values()) + len(manifest_bytes)
     with meter(progress, "upload", f"{directory}/", total) as counted:
         for relative, expected in manifest.files.items():
-            remote = f"{directory}/{relative}"
+            remote, start = f"{directory}/{relative}", counted.done
             try:
                 await store.upload(remote, local / relative, progress=counted)
             except AlreadyExistsError as error:
                 await _accept_stored(store, remote, expected, directory, error)
-                counted.advance(expected.size)
+                counted.reach(start + expected.size)
         try:
             await store.upload(
                 f"{directory}/{MANIFEST}",
