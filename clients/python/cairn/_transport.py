@@ -346,6 +346,8 @@ class Transport:
         # the context that trusts what the channel trusts (None: cannot be built).
         self.artifacts_host: str | None = None
         self.direct_tls: ssl.SSLContext | None = None
+        # Whether the channel has TLS: then artifact bytes never move in clear.
+        self.tls = False
 
     @classmethod
     def insecure(
@@ -388,6 +390,7 @@ class Transport:
         transport = cls(_channel(opener, True, host, port, service_addresses), **kwargs)
         transport.artifacts_host = _artifacts_host(host, service_addresses)
         transport.direct_tls = _tls_context(custom_ca, client_cert, client_key)
+        transport.tls = True
         return transport
 
     def for_project(self, project: str, *, timeout: float | None) -> Transport:
@@ -395,6 +398,7 @@ class Transport:
         derived = Transport(self.channel, project=project, timeout=timeout)
         derived._metadata = self._metadata
         derived.artifacts_host, derived.direct_tls = self.artifacts_host, self.direct_tls
+        derived.tls = self.tls
         return derived
 
     async def unary(

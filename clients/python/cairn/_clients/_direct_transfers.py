@@ -121,10 +121,8 @@ class DirectTransfers:
         self.offered = True  # until the server says it offers none
         # A client whose channel has TLS sends nothing in clear: not to a plain byte
         # endpoint (a server behind a TLS-terminating proxy runs one), nor to an http://
-        # object store; it streams through the channel instead. (The transport keeps a
-        # TLS context exactly when its channel has TLS, unless a client certificate was
-        # given as bytes, which the ssl module cannot load.)
-        self._tls_only = transport.direct_tls is not None
+        # object store; it streams through the channel instead.
+        self._tls_only = transport.tls
         self._unreachable: dict[tuple[str, int], float] = {}  # endpoint: when to try again
         # The object store of presigned transfers (S3) could not be reached: until then,
         # stream (asking would begin an upload that is never used).
