@@ -42,8 +42,6 @@ def copy_model(
                 staging.rename(target)
                 return target
         target.mkdir(exist_ok=True)
-        # Not a model while its files change: the manifest goes first, and comes back last.
-        (target / MANIFEST).unlink(missing_ok=True)
         _move_in(staging, manifest.files, target, where, with_manifest=True)
     return target
 
@@ -106,9 +104,10 @@ def _stage(entry: Path, manifest: Manifest, staging: Path, where: str) -> None:
 def _move_in(
     staging: Path, relatives: Iterable[str], target: Path, where: str, with_manifest: bool = False
 ) -> None:
-    """Renames the staged files over target's, the manifest last when asked. Folders are
-    made and names checked for all of them first, so the renames, which cannot fail for
-    want of space, are all that is left when the first one happens."""
+    """Renames the staged files over target's; with_manifest, target's manifest goes
+    first (no model while its files change) and the staged one comes last. Folders are
+    made and names checked for all of them beforehand, so the renames, which cannot fail
+    for want of space, are all that is left when the first one happens."""
     moves = [(staging / relative, inside(target, relative, where)) for relative in relatives]
     if with_manifest:
         moves.append((staging / MANIFEST, target / MANIFEST))
@@ -116,5 +115,7 @@ def _move_in(
         destination.parent.mkdir(parents=True, exist_ok=True)
         if destination.is_dir() and not destination.is_symlink():
             raise IsADirectoryError(errno.EISDIR, "a folder has the file's name", str(destination))
+    if with_manifest:
+        (target / MANIFEST).unlink(missing_ok=True)
     for source, destination in moves:
         os.replace(source, destination)
