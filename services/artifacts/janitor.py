@@ -57,6 +57,9 @@ class Janitor:
         self._objects = objects
         self._backend = backend
         self.min_age = min_age
+        # collect_soon's collection, and whether one was asked for since it began.
+        self._collecting: asyncio.Task[None] | None = None
+        self._asked = False
 
     async def run(self, interval: float) -> None:
         """Passes until cancelled; a failed pass is logged and tried again later."""
@@ -93,6 +96,19 @@ class Janitor:
             await self._objects.forget(keys)
         except Exception as error:
             _log.warning("bytes left for the janitor", keys=len(keys), error=repr(error))
+
+    def collect_soon(self) -> None:
+        """Removes the bytes of every garbage key in the background. Asked while such a
+        collection runs, it collects again once that one ends, so keys queued meanwhile
+        are not left for the next pass."""
+        self._asked = True
+        if self._collecting is None or self._collecting.done():
+            self._collecting = asyncio.create_task(self._collect_while_asked())
+
+    async def _collect_while_asked(self) -> None:
+        while self._asked:
+            self._asked = False
+            await _step(self.collect_garbage())
 
     async def collect_garbage(self) -> int:
         """Removes the bytes of every garbage key. Keys whose bytes cannot be removed

@@ -37,7 +37,14 @@ from . import backends, blobs, completions, paths
 from .janitor import janitor_for
 from .leases import CompletionLeases
 from .presigned import PresignedTransfers
-from .store import UPLOAD_EXPIRED, ObjectStore, PendingUpload, StoredObject, already_exists
+from .store import (
+    UPLOAD_EXPIRED,
+    ObjectStore,
+    PendingUpload,
+    Removed,
+    StoredObject,
+    already_exists,
+)
 from .streams import VerifyingReader, read_ahead
 from .transfers import DirectTransfers
 
@@ -324,12 +331,21 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             path = paths.prefix(request.path).removesuffix("/") + "/"
         else:
             path = paths.object_path(request.path)
-        garbage = await self._objects.remove(project, path, request.recursive)
-        if not garbage and not request.recursive:
+        removed = await self._objects.remove(project, path, request.recursive)
+        if not removed.count and not request.recursive:
             raise NotFound("OBJECT_NOT_FOUND", f"no object at {path!r}", metadata={"path": path})
         # Only once the removal is committed: a repeat of this call may be recorded.
-        await after_commit(lambda: self._janitor.collect(garbage))
-        return api.DeleteObjectResponse(deleted_count=len(garbage))
+        await after_commit(lambda: self._remove_bytes(removed))
+        return api.DeleteObjectResponse(deleted_count=removed.count)
+
+    async def _remove_bytes(self, removed: Removed) -> None:
+        """Removes the bytes of what a delete unpublished: within the call for one piece
+        of objects, past that beside the calls, so that a call does not last as long as
+        removing a large directory's bytes takes."""
+        if len(removed.keys) == removed.count:
+            await self._janitor.collect(removed.keys)
+        else:
+            self._janitor.collect_soon()
 
     async def CreatePresignedUrl(
         self, request: api.CreatePresignedUrlRequest, context: Context

@@ -29,6 +29,10 @@ UPLOAD_COLUMNS = (
     "upload_id, storage_key, project, path, overwrite, content_type, multipart_id, "
     "expected_size, expected_sha256, part_size"
 )
+# Objects a recursive removal unpublishes a statement: a directory of any size goes
+# without a statement that grows with it, which the statement timeout would end, every
+# time.
+REMOVE_PIECE = 1000
 # The reason an upload is answered with once its row is gone (see `upload_expired`).
 UPLOAD_EXPIRED = "UPLOAD_EXPIRED"
 # Which uploads a call may take: "put", those of a presigned PUT URL (ConfirmUpload);
@@ -361,22 +365,21 @@ class ObjectStore:
             raise NotFound("OBJECT_NOT_FOUND", f"no object at {path!r}", metadata={"path": path})
         return StoredObject(**dict(row))
 
-    async def remove(self, project: str, path: str, recursive: bool) -> list[str]:
-        """Unpublishes one object, or every object under a prefix; returns the storage
-        keys that became garbage, one per object removed."""
-        condition = "path LIKE $2" if recursive else "path = $2"
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"""WITH gone AS (
-                        DELETE FROM artifacts.objects WHERE project = $1 AND {condition}
-                        RETURNING storage_key
-                    )
-                    INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
-                    RETURNING storage_key""",
-                project,
-                like_prefix(path) if recursive else path,
-            )
-        return [row["storage_key"] for row in rows]
+    async def remove(self, project: str, path: str, recursive: bool) -> Removed:
+        """Unpublishes the object at path, or every object under it as a prefix, in one
+        transaction; their storage keys become garbage."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not recursive:
+                keys = await conn.fetchval(_REMOVE_ONE, project, path)
+                return Removed(len(keys), keys)
+            count, after = 0, ""
+            while True:
+                listed, after, keys = await conn.fetchrow(
+                    _REMOVE_PIECE, project, like_prefix(path), after
+                )
+                count += len(keys)
+                if listed < REMOVE_PIECE:
+                    return Removed(count, keys if len(keys) == count else [])
 
     async def list(
         self, project: str, prefix: str, recursive: bool, page_size: int, page_token: str
@@ -428,6 +431,46 @@ def _past(prefix: str) -> str | None:
     if 0xD800 <= following <= 0xDFFF:  # surrogates are no characters of a text
         following = 0xE000
     return kept[:-1] + chr(following)
+
+
+@dataclass(frozen=True)
+class Removed:
+    """What a removal unpublished: how many objects, and their storage keys when they
+    were one piece (REMOVE_PIECE) at most; the keys of more are left to the janitor."""
+
+    count: int
+    keys: list[str]
+
+
+# Unpublishes the object of project $1 at path $2: the storage keys that became garbage.
+_REMOVE_ONE = """
+WITH gone AS (
+    DELETE FROM artifacts.objects WHERE project = $1 AND path = $2 RETURNING storage_key
+), queued AS (
+    INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
+    RETURNING storage_key
+)
+SELECT ARRAY(SELECT storage_key FROM queued)"""
+
+# Unpublishes the next piece of the objects of project $1 whose paths match the LIKE
+# pattern $2, those past path $3 in path order (a range of the primary key, so that a
+# piece never walks over the rows the pieces before it deleted): how many it found, the
+# last of their paths, and the storage keys that became garbage.
+_REMOVE_PIECE = f"""
+WITH piece AS (
+    SELECT path FROM artifacts.objects
+    WHERE project = $1 AND path LIKE $2 AND path > $3
+    ORDER BY path LIMIT {REMOVE_PIECE}
+), gone AS (
+    DELETE FROM artifacts.objects o USING piece
+    WHERE o.project = $1 AND o.path = piece.path
+    RETURNING o.storage_key
+), queued AS (
+    INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
+    RETURNING storage_key
+)
+SELECT (SELECT count(*) FROM piece), (SELECT max(path) FROM piece),
+    ARRAY(SELECT storage_key FROM queued)"""
 
 
 def _list_all(within: str, limit: str) -> str:
