@@ -18,6 +18,7 @@ import asyncpg
 
 from ...common import idempotency
 from ...common.errors import InvalidArgument
+from ...common.sql import unguarded
 
 T = TypeVar("T")
 # What an entry counts beside its strings (tracking.run_bytes counts the same).
@@ -125,8 +126,11 @@ async def held_past(pool: asyncpg.Pool, limit: int) -> tuple[int, int]:
     none).
 
     Runs whose totals pass it are counted exactly first, as within_bound counts them:
-    racing writes may have left a total above what its run holds."""
+    racing writes may have left a total above what its run holds. Without the statement
+    timeout: counting many runs, or waiting for writes that hold them, may rightly take
+    longer, and a start-up check cut short would fail every start."""
     async with pool.acquire() as conn, conn.transaction():
+        await unguarded(conn)
         try:
             past = await conn.fetch(
                 "SELECT run_id FROM tracking.run_sizes WHERE bytes > $1 FOR UPDATE", limit

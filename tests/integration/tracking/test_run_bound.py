@@ -16,14 +16,14 @@ import pytest
 import cairn
 from cairn.exceptions import InvalidArgumentError
 from cairn.types import Metric, Param, RunInput, RunTag
-from cairn_server.common import paging, server
+from cairn_server.common import database, paging, server
 from cairn_server.common.config import Config
 from cairn_server.common.service import Unservable
 from cairn_server.tracking import SPEC as TRACKING
 from cairn_server.tracking.model import ViewType
 from cairn_server.tracking.store import search, sizes
 from cairn_server.tracking.store.run_filters import RunQuery
-from tests.conftest import serving, with_overrides
+from tests.conftest import eventually, serving, with_overrides
 
 BOUND = sizes.bound_for(1024 * 1024)
 ENTRY = sizes.ENTRY_BYTES
@@ -290,3 +290,43 @@ async def test_runs_past_a_bound_are_counted_exactly_before_a_server_is_refused(
     )
     assert await sizes.held_past(pool, largest_bound) == (0, 0)
     assert await _total(pool, run_id) == await _held(pool, run_id) == 10_000
+
+
+async def test_the_start_up_check_outlasts_the_statement_timeout(
+    config: Config, tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    """The check may wait on writes that hold the runs it counts (or count many runs):
+    cut short by the statement timeout, it would fail every start with a traceback."""
+    run_id = await _run_holding(tracking, unique, 10_000)
+    largest_bound = sizes.bound_for(Config().max_message_bytes)
+    await pool.execute(
+        "UPDATE tracking.run_sizes SET bytes = $2 WHERE run_id = $1",
+        uuid.UUID(run_id),
+        largest_bound + 1,
+    )
+    timeout = 0.05
+    strict = await database.create_pool(
+        config.database_url, with_overrides(config, db_statement_timeout_seconds=timeout)
+    )
+    try:
+        async with pool.acquire() as writer:
+            holding = writer.transaction()
+            await holding.start()
+            await writer.execute(
+                "SELECT 1 FROM tracking.run_sizes WHERE run_id = $1 FOR UPDATE", uuid.UUID(run_id)
+            )
+            checking = asyncio.create_task(sizes.held_past(strict, largest_bound))
+
+            async def waited_past_the_timeout() -> bool:
+                return checking.done() or await pool.fetchval(
+                    """SELECT count(*) > 0 FROM pg_stat_activity
+                       WHERE wait_event_type = 'Lock' AND query LIKE '%run_sizes WHERE bytes%'
+                         AND clock_timestamp() - query_start > $1 * interval '1 second'""",
+                    4 * timeout,
+                )
+
+            await eventually(waited_past_the_timeout, what="the check waiting on the write")
+            await holding.rollback()
+        assert await checking == (0, 0)
+    finally:
+        await strict.close()
