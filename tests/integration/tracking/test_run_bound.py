@@ -277,10 +277,11 @@ async def test_a_server_whose_messages_cannot_carry_a_stored_run_does_not_start(
         await pool.execute("DELETE FROM tracking.runs WHERE run_id = $1", uuid.UUID(run_id))
 
 
-async def test_runs_past_a_bound_are_counted_exactly_before_a_server_is_refused(
+async def _run_counted_past_the_largest_bound(
     tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
-) -> None:
-    """A total racing writes left above what its run holds refuses no server."""
+) -> tuple[str, int]:
+    """A run of 10,000 bytes whose total says more than any server's bound, as racing
+    writes may leave it; and that bound."""
     run_id = await _run_holding(tracking, unique, 10_000)
     largest_bound = sizes.bound_for(Config().max_message_bytes)
     await pool.execute(
@@ -288,6 +289,14 @@ async def test_runs_past_a_bound_are_counted_exactly_before_a_server_is_refused(
         uuid.UUID(run_id),
         largest_bound + 1,
     )
+    return run_id, largest_bound
+
+
+async def test_runs_past_a_bound_are_counted_exactly_before_a_server_is_refused(
+    tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    """A total racing writes left above what its run holds refuses no server."""
+    run_id, largest_bound = await _run_counted_past_the_largest_bound(tracking, pool, unique)
     assert await sizes.held_past(pool, largest_bound) == (0, 0)
     assert await _total(pool, run_id) == await _held(pool, run_id) == 10_000
 
@@ -297,13 +306,7 @@ async def test_the_start_up_check_outlasts_the_statement_timeout(
 ) -> None:
     """The check may wait on writes that hold the runs it counts (or count many runs):
     cut short by the statement timeout, it would fail every start with a traceback."""
-    run_id = await _run_holding(tracking, unique, 10_000)
-    largest_bound = sizes.bound_for(Config().max_message_bytes)
-    await pool.execute(
-        "UPDATE tracking.run_sizes SET bytes = $2 WHERE run_id = $1",
-        uuid.UUID(run_id),
-        largest_bound + 1,
-    )
+    run_id, largest_bound = await _run_counted_past_the_largest_bound(tracking, pool, unique)
     timeout = 0.05
     strict = await database.create_pool(
         config.database_url, with_overrides(config, db_statement_timeout_seconds=timeout)
