@@ -5,7 +5,8 @@ of an object names the key its bytes are under (see `store.py`). Every upload wr
 under a key of its own, "_objects/<project>/<xx>/<upload id>", so no two uploads ever
 write the same bytes and every valid path is storable whatever its shape. Keys are
 relative to the backend's root (a directory, or a bucket and prefix). Every method
-blocks; the servicer runs them in worker threads (the minio SDK is synchronous).
+blocks; the service runs them on threads of its own (`threads.py`; the minio SDK is
+synchronous).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from ..common import logs
 from ..common.service import Resources
-from . import backends
+from . import backends, threads
 from .store import ObjectStore
 
 BATCH = 1000
@@ -80,7 +80,7 @@ class Janitor:
             aborted_writes=await _step(self._abort_unfinished(before)),
             # Timed after the removals above: with no threshold, folders they emptied go too.
             pruned_folders=await _step(
-                asyncio.to_thread(self._backend.prune, datetime.now(UTC) - self.min_age)
+                threads.in_store(self._backend.prune, datetime.now(UTC) - self.min_age)
             ),
         )
         _log.info("janitor pass", **sweep.__dict__)
@@ -92,7 +92,7 @@ class Janitor:
         if not keys:
             return
         try:
-            await asyncio.to_thread(self._backend.delete, keys)
+            await threads.in_store(self._backend.delete, keys)
             await self._objects.forget(keys)
         except Exception as error:
             _log.warning("bytes left for the janitor", keys=len(keys), error=repr(error))
@@ -116,7 +116,7 @@ class Janitor:
         never hold up the rest; the pass ends at the first batch that had any."""
         removed = 0
         while keys := await self._objects.garbage(BATCH):
-            failed = await asyncio.to_thread(_delete_each_or_all, self._backend, keys)
+            failed = await threads.in_store(_delete_each_or_all, self._backend, keys)
             await self._objects.forget([key for key in keys if key not in failed])
             removed += len(keys) - len(failed)
             if failed:
@@ -129,17 +129,17 @@ class Janitor:
         """Unfinished writes old enough and of no live upload. Listed before the live
         uploads are read: a write is begun only after its upload is recorded, so one
         listed here whose upload is not live any more has ended, or never will."""
-        writes = await asyncio.to_thread(self._backend.unfinished)
+        writes = await threads.in_store(self._backend.unfinished)
         live = await self._objects.live_keys([w.key for w in writes])
         stale = [w for w in writes if w.started < before and w.key not in live]
         for write in stale:
-            await asyncio.to_thread(self._backend.abort, write)
+            await threads.in_store(self._backend.abort, write)
         return len(stale)
 
     async def _condemn_unreferenced(self, before: datetime) -> int:
         scanned = self._backend.scan()
         condemned = 0
-        while batch := await asyncio.to_thread(_next_batch, scanned):
+        while batch := await threads.in_store(_next_batch, scanned):
             old = [key for key, modified in batch if modified < before]
             if old:
                 condemned += await self._objects.condemn(old)

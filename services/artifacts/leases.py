@@ -179,8 +179,8 @@ class CompletionLeases:
 
 class CompletionSlots:
     """At most `limit` completions at once in this process: each reads an object back
-    on a thread of the loop's default executor (with one more reading ahead), which
-    other calls need too. One past the limit waits up to SLOT_WAIT for a slot, then is
+    on a store thread (`threads.py`, with one more reading ahead), which other calls
+    need too. One past the limit waits up to SLOT_WAIT for a slot, then is
     refused: long enough that a burst of uploads queues as it did before the refusal
     existed (clients from before it fail their upload on it), short enough that the
     retry of a client that knows it may reach another replica rather than wait on

@@ -12,12 +12,10 @@ the store, not in the process: any replica can complete an upload another began.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 
@@ -31,7 +29,7 @@ from ..common.errors import (
     NotFound,
     invalid_field,
 )
-from . import backends
+from . import backends, threads
 from .blobs import MissingBytes, RefusedParts, Unfinished
 from .completions import Caller, Completions
 from .janitor import Janitor
@@ -126,7 +124,7 @@ class PresignedTransfers:
         part_size = _part_size(size)
         try:
             upload = await self._begin_parts(store, upload, part_size)
-            urls = await _in_store(
+            urls = await threads.in_store(
                 store.presign_parts,
                 upload.storage_key,
                 _write_id(upload),
@@ -143,12 +141,14 @@ class PresignedTransfers:
     ) -> PendingUpload:
         """Begins the upload's multipart upload and records its id, and the size of its
         parts, on the upload."""
-        write_id = await _in_store(store.begin_parts, upload.storage_key, upload.content_type)
+        write_id = await threads.in_store(
+            store.begin_parts, upload.storage_key, upload.content_type
+        )
         try:
             return await self._objects.record_parts(upload, write_id, part_size)
         except BaseException:
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(store.abort, _unfinished(upload.storage_key, write_id))
+                await threads.in_store(store.abort, _unfinished(upload.storage_key, write_id))
             raise
 
     async def _spend(self, upload: PendingUpload, lease: uuid.UUID | None = None) -> None:
@@ -227,7 +227,7 @@ class PresignedTransfers:
             upload = held.upload
             _check_claim(upload, request.size, sha256, len(request.etags))
             try:
-                await _in_store(_complete, store, upload, list(request.etags))
+                await threads.in_store(_complete, store, upload, list(request.etags))
                 found, size = await self._read_back(store, upload, request.size)
                 verify(size, found, request.size, sha256)
                 stored, replaced = await self._objects.publish(
@@ -273,7 +273,7 @@ class PresignedTransfers:
         threshold; a failure is left to the janitor."""
         if self._s3 is not None and upload.multipart_id:
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(
+                await threads.in_store(
                     self._s3.abort, _unfinished(upload.storage_key, upload.multipart_id)
                 )
 
@@ -296,13 +296,13 @@ class PresignedTransfers:
             InvalidArgument: the object has another size.
             MissingBytes: the object is gone (it expired, say).
         """
-        verify(await _in_store(store.size, upload.storage_key), "", size, "")
-        return await _in_store(store.digest, upload.storage_key)
+        verify(await threads.in_store(store.size, upload.storage_key), "", size, "")
+        return await threads.in_store(store.digest, upload.storage_key)
 
     async def download_url(self, stored: StoredObject) -> str:
         store = self._store()
         expires = self.lifetime(stored.size)
-        return await _in_store(store.presign, stored.storage_key, "GET", expires)
+        return await threads.in_store(store.presign, stored.storage_key, "GET", expires)
 
 
 def _is_verdict(error: BaseException) -> bool:
@@ -320,12 +320,6 @@ def _complete(store: S3Backend, upload: PendingUpload, etags: list[str]) -> None
         store.complete_parts(upload.storage_key, _write_id(upload), etags)
     except RefusedParts as error:
         raise invalid_field("etags", f"the store refused the parts: {error}") from None
-
-
-async def _in_store(function: Callable[..., _T], *args: Any) -> _T:
-    """function(*args) in a thread: the store's failures are UNAVAILABLE
-    (OBJECT_STORE_UNAVAILABLE, raised by S3Backend), nothing decided about the upload."""
-    return await asyncio.to_thread(function, *args)
 
 
 def _check_claim(upload: PendingUpload, size: int, sha256: str, parts: int) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
+import certifi
+import urllib3
 from minio import Minio
 from minio.commonconfig import CopySource
 from minio.datatypes import Part
@@ -17,6 +20,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 from minio.helpers import DictType
 from urllib3.exceptions import HTTPError
+from urllib3.util import Retry, Timeout
 
 from ..common.config import Config
 from ..common.errors import Unavailable
@@ -32,6 +36,9 @@ _BAD_PARTS = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "Ma
 # What the store, or the way to it, fails with (the minio SDK's errors, urllib3's,
 # sockets'): an outage, not a verdict on what was sent.
 _STORE_FAILURES = (MinioException, HTTPError, OSError)
+# A store that does not take a connection within this is out of reach (a store that
+# answers takes one in milliseconds); CAIRN_S3_TIMEOUT_SECONDS when that is shorter.
+CONNECT_SECONDS = 5.0
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -67,12 +74,14 @@ class S3Backend:
     def __init__(self, config: Config) -> None:
         self.bucket = config.s3_bucket
         self.prefix = config.s3_prefix.strip("/")
+        self._http = _bounded_http(config.s3_timeout_seconds)
         self.client = Minio(
             config.s3_endpoint,
             access_key=config.s3_access_key or None,
             secret_key=config.s3_secret_key or None,
             secure=config.s3_secure,
             region=config.s3_region or None,
+            http_client=self._http,
         )
         self._config = config
         self._signer: Minio | None = None
@@ -162,6 +171,7 @@ class S3Backend:
                 secret_key=config.s3_secret_key or None,
                 secure=config.s3_secure,
                 region=config.s3_region or self.client._get_region(self.bucket),
+                http_client=self._http,
             )
         return self._signer
 
@@ -285,6 +295,23 @@ class S3Backend:
 
     def _name(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
+
+
+def _bounded_http(timeout: float) -> urllib3.PoolManager:
+    """The connections to the store, as the SDK makes them (TLS verified against
+    SSL_CERT_FILE or certifi's roots, ten kept per host), but bounded: the SDK's own wait
+    five minutes for each read and try a request six times, so a store that accepts
+    connections and never answers held a call for up to half an hour. A read that times
+    out is not tried again (the store had the request; waiting once more would only
+    double the bound); a refused connection and a 5xx answer are, twice (at once, then
+    after 0.4 s). The client's channel tries the whole call again (UNAVAILABLE)."""
+    return urllib3.PoolManager(
+        timeout=Timeout(connect=min(CONNECT_SECONDS, timeout), read=timeout),
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=Retry(total=2, read=0, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+    )
 
 
 @contextmanager

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import uuid
 from collections.abc import AsyncIterator, Generator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TypeAlias
 
@@ -33,7 +31,7 @@ from ..common.errors import (
 )
 from ..common.idempotency import after_commit, request_id_of
 from ..common.service import Resources
-from . import backends, blobs, completions, paths
+from . import backends, blobs, completions, paths, threads
 from .janitor import janitor_for
 from .leases import CompletionLeases
 from .presigned import PresignedTransfers
@@ -53,7 +51,6 @@ MAX_LIST_PAGE = 1000
 DEFAULT_PRESIGN_SECONDS = 3600
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_CONTENT_TYPE_LENGTH = 255
-UPLOAD_THREADS = 64
 # Opening an object that is replaced this many times in a row gives up (ABORTED).
 OPEN_ATTEMPTS = 3
 _SHA256_HEX = frozenset("0123456789abcdef")
@@ -69,10 +66,6 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         self._backend = backend or backends.from_config(resources.config)
         self._objects = ObjectStore(resources.pool)
         self._janitor = janitor_for(resources, self._backend)
-        # A writer thread waits on its client for every chunk: in the loop's default
-        # executor, a few slow uploads would hold every thread that other work (reads,
-        # deletes) needs. Past this many at once, uploads wait for a thread.
-        self._writers = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="cairn-upload")
         self._direct = DirectTransfers(
             resources, self._backend, self._objects, self._janitor, self._info, self._discard
         )
@@ -192,15 +185,12 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             reader = VerifyingReader(
                 asyncio.get_running_loop(), header.expected_size, expected_sha256
             )
-            writing = asyncio.get_running_loop().run_in_executor(
-                self._writers,
-                functools.partial(
-                    self._backend.write,
-                    upload.storage_key,
-                    reader,
-                    upload.content_type,
-                    header.expected_size,
-                ),
+            writing = threads.start_upload(
+                self._backend.write,
+                upload.storage_key,
+                reader,
+                upload.content_type,
+                header.expected_size,
             )
             await _pump(stream, reader, writing, self._stopping)
             await writing
@@ -287,7 +277,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             if not count:
                 return stored, None
             try:
-                opened = await asyncio.to_thread(
+                opened = await threads.in_store(
                     self._backend.open, stored.storage_key, start, count
                 )
                 return stored, opened
@@ -358,7 +348,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             raise _presign_unsupported()
         if request.method == pb.PRESIGN_METHOD_GET:
             stored = await self._objects.get(project, path)
-            url = await asyncio.to_thread(self._backend.presign, stored.storage_key, "GET", expires)
+            url = await threads.in_store(self._backend.presign, stored.storage_key, "GET", expires)
             return api.CreatePresignedUrlResponse(url=url)
         if request.method != pb.PRESIGN_METHOD_PUT:
             raise invalid_field("method", "GET or PUT")
@@ -378,7 +368,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
                 "REQUEST_ID_REUSED",
                 "this request id began an upload to another path; send a new id with every call",
             )
-        url = await asyncio.to_thread(self._backend.presign, upload.storage_key, "PUT", expires)
+        url = await threads.in_store(self._backend.presign, upload.storage_key, "PUT", expires)
         return api.CreatePresignedUrlResponse(
             url=url,
             headers={"Content-Type": content_type} if content_type else {},
@@ -405,7 +395,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         sealed = await self._objects.begin(project, path, upload.overwrite, upload.content_type)
         try:
             stored_type = await self._seal(upload, sealed.storage_key)
-            sha256, size = await asyncio.to_thread(self._backend.digest, sealed.storage_key)
+            sha256, size = await threads.in_store(self._backend.digest, sealed.storage_key)
             _check_put(upload, expected, sha256, stored_type)
             content_type = upload.content_type or stored_type or DEFAULT_CONTENT_TYPE
             stored, replaced = await self._objects.publish(
@@ -428,7 +418,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
 
     async def _seal(self, upload: PendingUpload, key: str) -> str:
         try:
-            return await asyncio.to_thread(self._backend.copy, upload.storage_key, key)
+            return await threads.in_store(self._backend.copy, upload.storage_key, key)
         except backends.MissingBytes:
             raise NotFound(
                 "OBJECT_NOT_FOUND",

@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import AsyncIterator, Generator
 
 from ..common.errors import DataLoss, InvalidArgument
+from . import threads
 from .blobs import MAX_OBJECT_BYTES
 
 QUEUE_CHUNKS = 4  # bounds memory: at most this many chunks wait for the writer
@@ -137,12 +138,12 @@ def verify(size: int, sha256: str, expected_size: int, expected_sha256: str) -> 
 async def read_ahead(chunks: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
     """The chunks of a blocking reader, the next read in a thread while the caller
     sends the one before; the reader is closed however the iteration ends."""
-    pending = asyncio.ensure_future(asyncio.to_thread(next, chunks, b""))
+    pending = asyncio.ensure_future(threads.in_store(next, chunks, b""))
     try:
         while chunk := await pending:
-            pending = asyncio.ensure_future(asyncio.to_thread(next, chunks, b""))
+            pending = asyncio.ensure_future(threads.in_store(next, chunks, b""))
             yield chunk
     finally:
         with contextlib.suppress(Exception):
             await pending  # a generator cannot be closed while it runs
-        await asyncio.to_thread(chunks.close)
+        await threads.in_store(chunks.close)

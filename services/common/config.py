@@ -88,6 +88,12 @@ class Config:
     s3_access_key: str = _setting("", "S3 backend: access key id", secret=True)
     s3_secret_key: str = _setting("", "S3 backend: secret access key", secret=True)
     s3_secure: bool = _setting(True, "S3 backend: use TLS to reach the endpoint")
+    s3_timeout_seconds: float = _setting(
+        60.0,
+        "S3 backend: longest wait for the store to answer a request or send the next bytes "
+        "of one (connecting: at most 5 s); then the call is UNAVAILABLE "
+        "(OBJECT_STORE_UNAVAILABLE) rather than waiting on a store that stopped answering",
+    )
     artifact_janitor_interval_seconds: float = _setting(
         3600.0,
         "seconds between passes of the artifact janitor, which also runs at start; 0 turns it off",
@@ -113,8 +119,8 @@ class Config:
     )
     artifact_max_completions: int = _setting(
         4,
-        "S3 direct uploads a process completes at once (each reads its object back on a "
-        "thread of the loop's default executor, which has CPUs + 4 of them, at most 32); "
+        "S3 direct uploads a process completes at once (each reads its object back on "
+        "one of the 32 threads the artifact service's calls to the store share); "
         "one more waits up to 5 s for a slot, then is RESOURCE_EXHAUSTED (COMPLETIONS_BUSY), "
         "which the client retries with backoff",
     )
@@ -217,6 +223,8 @@ class Config:
             )
         if not 1 <= self.presign_max_seconds <= 7 * 24 * 3600:
             raise ConfigError("CAIRN_PRESIGN_MAX_SECONDS must be from 1 to 604800 (7 days)")
+        if self.s3_timeout_seconds <= 0:
+            raise ConfigError("CAIRN_S3_TIMEOUT_SECONDS must be positive")
         if self.artifact_max_completions < 1:
             raise ConfigError("CAIRN_ARTIFACT_MAX_COMPLETIONS must be at least 1")
         if self.artifact_janitor_interval_seconds < 0 or self.artifact_janitor_min_age_seconds < 0:
