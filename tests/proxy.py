@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import urllib.parse
 
 _FRAME_HEADER = 9
 _HEADERS = 0x1
@@ -145,3 +147,126 @@ class StallingProxy:
             for direction in directions:
                 direction.cancel()
             server_out.close()
+
+
+class PostgresProxy:
+    """A TCP proxy on 127.0.0.1 in front of a PostgreSQL listening on a unix socket, for
+    faults between a server and its database. `cut_on(pattern)` breaks the connection
+    that next sends a statement matching pattern, before PostgreSQL gets it.
+    `partition()` stops every byte either way, and leaves new connections unanswered,
+    as a network partition or a black-holed route does; `heal()` lets them flow again
+    (what TCP's retransmissions would have carried arrives then)."""
+
+    def __init__(self, database_url: str) -> None:
+        url = urllib.parse.urlparse(database_url)
+        socket_dir = urllib.parse.parse_qs(url.query)["host"][0]
+        self._socket = f"{socket_dir}/.s.PGSQL.{url.port or 5432}"
+        self._user, self._database = url.username or "postgres", url.path.lstrip("/")
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._cut: re.Pattern[bytes] | None = None
+        self.cuts: list[bytes] = []
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    async def start(self) -> str:
+        """Listens on a free port; returns the database URL that leads through it."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return f"postgresql://{self._user}@127.0.0.1:{self.port}/{self._database}"
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.heal()
+        for connection in self._connections:
+            connection.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+
+    def cut_on(self, pattern: bytes) -> None:
+        self._cut = re.compile(pattern, re.IGNORECASE | re.DOTALL)
+
+    def partition(self) -> None:
+        self._flowing.clear()
+
+    def heal(self) -> None:
+        self._flowing.set()
+
+    async def _serve(
+        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+        writers = [client_out]
+        try:
+            await self._flowing.wait()  # the connection is not answered meanwhile
+            server_in, server_out = await asyncio.open_unix_connection(self._socket)
+            writers.append(server_out)
+            answers = asyncio.ensure_future(self._pass(server_in, client_out))
+            try:
+                await self._statements(client_in, server_out)
+            finally:
+                answers.cancel()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # either side went away
+        finally:
+            for writer in writers:
+                writer.close()
+
+    async def _statements(
+        self, client_in: asyncio.StreamReader, server_out: asyncio.StreamWriter
+    ) -> None:
+        """Forwards the client's messages; returns at the one to cut on."""
+        startup = await _untyped_message(client_in)
+        if startup[4:8] == _SSL_REQUEST:  # the server answers it; then the startup comes
+            await self._send(server_out, startup)
+            startup = await _untyped_message(client_in)
+        await self._send(server_out, startup)
+        prepared: dict[bytes, bytes] = {}  # statement name -> text, for Bind
+        while True:
+            kind = await client_in.readexactly(1)
+            length = await client_in.readexactly(4)
+            body = await client_in.readexactly(int.from_bytes(length, "big") - 4)
+            text = _statement_text(kind, body, prepared)
+            if self._cut is not None and text is not None and self._cut.search(text):
+                self._cut = None
+                self.cuts.append(text)
+                return
+            await self._send(server_out, kind + length + body)
+
+    async def _pass(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            while chunk := await source.read(65536):
+                await self._send(sink, chunk)
+        sink.close()
+
+    async def _send(self, sink: asyncio.StreamWriter, data: bytes) -> None:
+        await self._flowing.wait()
+        sink.write(data)
+        await sink.drain()
+
+
+_SSL_REQUEST = (80877103).to_bytes(4, "big")
+
+
+async def _untyped_message(source: asyncio.StreamReader) -> bytes:
+    """A startup-phase message: its length (4 bytes, itself included), then the rest."""
+    length = await source.readexactly(4)
+    return length + await source.readexactly(int.from_bytes(length, "big") - 4)
+
+
+def _statement_text(kind: bytes, body: bytes, prepared: dict[bytes, bytes]) -> bytes | None:
+    """The SQL a Query, Parse or Bind message runs (Bind names a statement parsed before)."""
+    if kind == b"Q":
+        return body
+    if kind == b"P":
+        name, _, rest = body.partition(b"\0")
+        prepared[name] = rest.partition(b"\0")[0]
+        return prepared[name]
+    if kind == b"B":
+        statement = body.partition(b"\0")[2].partition(b"\0")[0]
+        return prepared.get(statement, b"")
+    return None
