@@ -1,14 +1,19 @@
 """Health that follows the database: NOT_SERVING while PostgreSQL cannot be reached.
 
 A load balancer or Kubernetes then stops sending calls that could only fail. One slow
-answer is not an outage: the state changes after two probes in a row disagree with it;
-and a pool busy with calls is no outage either.
+answer is not an outage: the state changes after two probes in a row disagree with it.
+
+The probes go over a connection of their own, outside the pool. Through the pool, a
+wait for a connection that times out says nothing: the pool may be busy with calls (no
+outage), or every connection it opens may hang because the database does not answer (a
+network partition, a black-holed route), which is one. Over its own connection, a probe
+that cannot connect or get an answer within its time means that the database cannot be
+reached, and calls are not in its way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -24,40 +29,60 @@ _log = logs.get("cairn.health")
 async def watch_database(
     pool: asyncpg.Pool,
     report: Callable[[bool], Awaitable[None]],
-    interval: float = PROBE_INTERVAL_SECONDS,
+    interval: float | None = None,
 ) -> None:
-    """Probes the database every interval until cancelled; calls report(reachable)
-    when PROBES_TO_CHANGE probes in a row say the opposite of what was last reported."""
+    """Probes the database every interval (PROBE_INTERVAL_SECONDS) until cancelled, with
+    the pool's connection settings; calls report(reachable) when PROBES_TO_CHANGE probes
+    in a row say the opposite of what was last reported."""
+    probe = _Probe(pool)
     reachable, disagreeing = True, 0
-    while True:
-        await asyncio.sleep(interval)
-        if await _probe(pool) == reachable:
-            disagreeing = 0
-            continue
-        disagreeing += 1
-        if disagreeing >= PROBES_TO_CHANGE:
-            reachable, disagreeing = not reachable, 0
-            _log.warning("database reachable" if reachable else "database unreachable")
-            await report(reachable)
-
-
-async def _probe(pool: asyncpg.Pool) -> bool:
-    """Whether the database answers. A pool too busy to lend a connection in time says
-    nothing about the database (a loaded server is no unhealthy one): that counts as
-    reachable."""
     try:
-        conn = await pool.acquire(timeout=PROBE_TIMEOUT_SECONDS)
-    except TimeoutError:
-        return True
-    except Exception as error:
-        _log.info("database probe failed", error=repr(error))
-        return False
-    try:
-        await conn.fetchval("SELECT 1", timeout=PROBE_TIMEOUT_SECONDS)
-        return True
-    except Exception as error:
-        _log.info("database probe failed", error=repr(error))
-        return False
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL_SECONDS if interval is None else interval)
+            if await probe.answers() == reachable:
+                disagreeing = 0
+                continue
+            disagreeing += 1
+            if disagreeing >= PROBES_TO_CHANGE:
+                reachable, disagreeing = not reachable, 0
+                _log.warning("database reachable" if reachable else "database unreachable")
+                await report(reachable)
     finally:
-        with contextlib.suppress(Exception):  # a broken connection is terminated here
-            await pool.release(conn)
+        probe.close()
+
+
+class _Probe:
+    """`SELECT 1` over one connection kept open between probes (no new PostgreSQL
+    backend a second), opened again after any failure."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._conn: asyncpg.Connection | None = None
+
+    async def answers(self) -> bool:
+        """Whether the database answered within PROBE_TIMEOUT_SECONDS (to connect, and
+        again to the query)."""
+        try:
+            if self._conn is None:
+                self._conn = await self._connect()
+            await self._conn.fetchval("SELECT 1", timeout=PROBE_TIMEOUT_SECONDS)
+            return True
+        except Exception as error:  # refused, timed out, broken: all say unreachable
+            _log.info("database probe failed", error=repr(error))
+            self.close()
+            return False
+
+    async def _connect(self) -> asyncpg.Connection:
+        # The pool's own arguments (URL, TLS, server settings); asyncpg can set them
+        # (Pool.set_connect_args) but offers no way to read them.
+        pool = self._pool
+        return await asyncpg.connect(
+            *pool._connect_args, **{**pool._connect_kwargs, "timeout": PROBE_TIMEOUT_SECONDS}
+        )
+
+    def close(self) -> None:
+        """Drops the connection without a goodbye, which a database that does not
+        answer would never acknowledge."""
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None

@@ -1,0 +1,84 @@
+"""PostgreSQL behind a network partition (a black-holed route: nothing answers, nothing
+refuses): health turns NOT_SERVING and stays so while the partition lasts, though the
+pool's waits for a connection then time out as a busy pool's do, and turns SERVING
+again once the database answers. A pool that is only busy leaves health SERVING."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cairn_server import catalog
+from cairn_server.common import database, watch
+from cairn_server.common.config import Config
+from cairn_server.common.server import CairnServer
+from tests.conftest import eventually, with_overrides
+from tests.proxy import PostgresProxy
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@pytest.fixture
+async def served(
+    config: Config, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[int, PostgresProxy, asyncpg.Pool]]:
+    """All services, their database through a proxy; probes ten times a second, each
+    given 0.3 s (1 s and 2 s in production), so that the test takes seconds."""
+    monkeypatch.setattr(watch, "PROBE_INTERVAL_SECONDS", 0.1)
+    monkeypatch.setattr(watch, "PROBE_TIMEOUT_SECONDS", 0.3)
+    proxy = PostgresProxy(config.database_url)
+    settings = with_overrides(
+        config, database_url=await proxy.start(), db_pool_size=3, db_acquire_timeout_seconds=0.3
+    )
+    own_pool = await database.create_pool(settings.database_url, settings)
+    server = CairnServer(settings, catalog.select([]), own_pool)
+    port = await server.start()
+    try:
+        yield port, proxy, own_pool
+    finally:
+        proxy.heal()
+        await server.stop(grace=1.0)
+        await own_pool.close()
+        await proxy.close()
+
+
+async def _health(port: int) -> int:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=5
+        )
+    return reply.status
+
+
+async def test_health_is_not_serving_for_as_long_as_a_partition_lasts(served) -> None:
+    port, proxy, _ = served
+    assert await _health(port) == SERVING
+    proxy.partition()
+    await eventually(lambda: _is(port, NOT_SERVING), what="health NOT_SERVING")
+    # Twenty probes and more: each finds no connection within its time, as in a pool
+    # busy with calls; this is no busy pool, and health must not say SERVING again.
+    for _ in range(30):
+        assert await _health(port) == NOT_SERVING
+        await asyncio.sleep(0.1)
+    proxy.heal()
+    await eventually(lambda: _is(port, SERVING), what="health SERVING")
+
+
+async def test_a_pool_busy_with_calls_leaves_health_serving(served) -> None:
+    port, _, own_pool = served
+    held = [await own_pool.acquire(timeout=5) for _ in range(3)]
+    try:
+        for _ in range(12):  # a probe every 0.1 s
+            assert await _health(port) == SERVING
+            await asyncio.sleep(0.1)
+    finally:
+        for conn in held:
+            await own_pool.release(conn)
+
+
+async def _is(port: int, status: int) -> bool:
+    return await _health(port) == status
