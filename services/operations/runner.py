@@ -5,7 +5,9 @@ every RENEW_SECONDS while it runs. Every CLAIM_SECONDS a server takes over one
 unfinished operation whose lease has passed and whose steps it hosts (SKIP LOCKED, so
 no two servers take the same), and runs it again from the start: each step selects
 what is left, so nothing is done twice. One that no server able to run it took over
-within ABANDONED_AFTER is marked FAILED with the reason.
+within ABANDONED_AFTER is marked FAILED with the reason. An attempt cut short by an
+error a call would answer UNAVAILABLE or ABORTED for (a database connection broken, say)
+hands the operation back the same way, to be taken over again; any other error fails it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from ..common import logs
+from ..common import database, logs
+from ..common.errors import Aborted, DomainError, Unavailable
 from ..common.idempotency import after_commit
 from ..common.service import Resources, ServiceSpec
 from . import queue
@@ -126,8 +129,14 @@ class Runner:
         except asyncio.CancelledError:
             await self._hand_over(operation, held)
             raise
-        except Exception:
-            await self._fail(operation, held)
+        except Exception as error:
+            if _transient(error):
+                # As after a restart: handed back, it is taken over again within
+                # CLAIM_SECONDS once the database answers, and resumes from what is left.
+                _log.warning("operation interrupted", operation=operation.name, error=repr(error))
+                await self._hand_over(operation, held)
+            else:
+                await self._fail(operation, held)
         finally:
             renewing.cancel()
 
@@ -165,9 +174,19 @@ class Runner:
                 _log.warning("renewing an operation's lease failed", error=repr(error))
 
     async def _hand_over(self, operation: Operation, held: Lease) -> None:
-        """Releases the lease of an operation this stopping server was running, so
-        another (or this one restarted) resumes it without waiting for the lease."""
+        """Releases the lease of an operation this server stops running (it is
+        stopping, or the database failed the attempt), so a server (this one, or
+        another) resumes it without waiting for the lease."""
         try:
             await self._store.release(held)
         except Exception:
             _log.warning("operation left to its lease", operation=operation.name)
+
+
+def _transient(error: Exception) -> bool:
+    """Whether error is one a call would answer UNAVAILABLE or ABORTED for (the
+    database or the object store out of reach, a connection broken, the pool busy,
+    transactions in conflict): the attempt failed, not the operation, which a later
+    attempt can complete."""
+    answer = error if isinstance(error, DomainError) else database.domain_error(error)
+    return isinstance(answer, Unavailable | Aborted)
