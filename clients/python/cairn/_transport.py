@@ -7,14 +7,13 @@ and convert the response; they never see a raw `grpc.aio.AioRpcError`.
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import os
 import ssl
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -540,62 +539,6 @@ def _read_pem(source: str | bytes | None) -> bytes | None:
     if source is None or isinstance(source, bytes):
         return source
     return Path(source).read_bytes()
-
-
-class ReadAhead(Generic[Item]):
-    """The items of a stream of batches, one at a time, while a task of its own reads
-    the stream as fast as the server sends it: a loop over the items that takes its
-    time never keeps the server waiting, which a server may bound (a metric history's
-    STREAM_STALLED). Batches that arrived and were not taken yet wait in memory; a
-    loop left early closes it (`aclose`), or the reading goes on to the stream's end."""
-
-    def __init__(self, batches: AsyncIterator[Sequence[Item]]) -> None:
-        self._batches = batches
-        self._arrived: asyncio.Queue[Sequence[Item] | BaseException] = asyncio.Queue()
-        self._reading: asyncio.Task[None] | None = None
-        self._ready: collections.deque[Item] = collections.deque()
-        self._end: BaseException | None = None
-
-    def __aiter__(self) -> ReadAhead[Item]:
-        return self
-
-    async def __anext__(self) -> Item:
-        if not self._ready:
-            self._ready.extend(await self.next_batch())
-        return self._ready.popleft()
-
-    async def next_batch(self) -> list[Item]:
-        """Every item that arrived and was not taken, waiting only while there is none;
-        raises StopAsyncIteration, or the stream's error, once they are all taken. (The
-        sync facade takes items so, one hand-off between threads a batch.)"""
-        if self._reading is None:
-            self._reading = asyncio.create_task(self._read())
-        taken = list(self._ready)
-        self._ready.clear()
-        while self._end is None and (not taken or not self._arrived.empty()):
-            arrived = await self._arrived.get()
-            if isinstance(arrived, BaseException):
-                self._end = arrived
-            else:
-                taken.extend(arrived)
-        if taken:
-            return taken
-        assert self._end is not None
-        raise self._end
-
-    async def aclose(self) -> None:
-        """Stops reading the stream."""
-        if self._reading is not None:
-            self._reading.cancel()
-
-    async def _read(self) -> None:
-        try:
-            async for batch in self._batches:
-                self._arrived.put_nowait(batch)
-        except Exception as error:
-            self._arrived.put_nowait(error)
-        else:
-            self._arrived.put_nowait(StopAsyncIteration())
 
 
 def with_id(metadata: Metadata | None) -> list[tuple[str, str]]:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from .._base import BaseClient
-from .._transport import Metadata, ReadAhead
+from .._read_ahead import ReadAhead
+from .._transport import Metadata
 from ..exceptions import NotFoundError
 from ..tracking.v1 import tracking_pb2 as pb
 from ..tracking.v1 import tracking_service_pb2 as api
