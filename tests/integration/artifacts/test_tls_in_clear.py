@@ -1,6 +1,7 @@
 """A client whose channel has TLS moves no bytes in clear: behind a TLS-terminating
 proxy the server's byte endpoint is plain, and moto's S3 is http://, so its direct
-transfers stream through the channel instead."""
+transfers stream through the channel instead, and it stops asking for tickets it cannot
+use."""
 
 import asyncio
 import collections
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 import cairn
-from cairn._clients import _direct, _presigned
+from cairn._clients import _direct, _direct_transfers, _presigned
 from tests.conftest import new_project
 from tests.integration.test_tls import pki  # noqa: F401 (a fixture)
 
@@ -76,6 +77,21 @@ def tried(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
     return counts
 
 
+@pytest.fixture
+def tickets(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ticket calls made (each one a round trip, and for an upload a ticket the
+    server keeps until it expires)."""
+    asked: list[str] = []
+    original = _direct_transfers.DirectTransfers._ticket
+
+    async def counted(self: Any, method: Any, request: Any, *args: Any) -> Any:
+        asked.append(type(request).__name__)
+        return await original(self, method, request, *args)
+
+    monkeypatch.setattr(_direct_transfers.DirectTransfers, "_ticket", counted)
+    return asked
+
+
 @pytest.mark.parametrize("backend", ["filesystem", "s3"])
 async def test_a_tls_client_streams_rather_than_move_bytes_in_clear(
     backend: str,
@@ -83,6 +99,7 @@ async def test_a_tls_client_streams_rather_than_move_bytes_in_clear(
     s3_server_port: int,
     pki: dict[str, Path],  # noqa: F811 (the fixture imported above)
     tried: collections.Counter[str],
+    tickets: list[str],
     unique: str,
     tmp_path: Path,
 ):
@@ -97,7 +114,10 @@ async def test_a_tls_client_streams_rather_than_move_bytes_in_clear(
         client.direct_threshold = 1024 * 1024
         source = tmp_path / "data.bin"
         source.write_bytes(DATA)
-        await client.upload("clear/data.bin", source)
-        fetched = await client.download("clear/data.bin", tmp_path / "out.bin")
-        assert fetched.read_bytes() == DATA
+        for name in ("data.bin", "again.bin"):
+            await client.upload(f"clear/{name}", source)
+            fetched = await client.download(f"clear/{name}", tmp_path / name)
+            assert fetched.read_bytes() == DATA
     assert tried == {}
+    # The first ticket showed the way is in clear; no transfer after it asks again.
+    assert tickets == ["CreateUploadTicketRequest"]

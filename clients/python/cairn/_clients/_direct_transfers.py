@@ -118,7 +118,7 @@ class DirectTransfers:
         # How many connections a transfer through the object store opens (the
         # client's direct_connections, read at each transfer).
         self._connections = connections
-        self.offered = True  # until the server says it offers none
+        self.offered = True  # until the server says it offers none (for this client)
         # A client whose channel has TLS sends nothing in clear: not to a plain byte
         # endpoint (a server behind a TLS-terminating proxy runs one), nor to an http://
         # object store; it streams through the channel instead.
@@ -139,7 +139,13 @@ class DirectTransfers:
 
     def _endpoint(self, ticket: api.DirectTicket) -> _direct.Endpoint | None:
         host = ticket.host or self._transport.artifacts_host
-        if not host or (self._tls_only and not ticket.tls):
+        if self._tls_only and not ticket.tls:
+            # A server hands out byte-endpoint tickets only when it has no presigned
+            # transfer, and its endpoint does not turn TLS: asking again would cost a
+            # ticket call (and, for an upload, a ticket the server keeps) per transfer.
+            self.offered = False
+            return None
+        if not host:
             return None
         tls = self._transport.direct_tls if ticket.tls else None
         if ticket.tls and tls is None:
