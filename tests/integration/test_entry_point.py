@@ -17,8 +17,8 @@ import pytest_asyncio
 
 import cairn
 from cairn import profiles, sync
-from cairn._transport import ClientClosedError, LazyChannel
-from cairn.exceptions import UnauthenticatedError
+from cairn._transport import LazyChannel
+from cairn.exceptions import ClientClosedError, UnauthenticatedError
 from cairn.types import RegisteredModel
 from cairn_server.auth.store import AuthStore
 from cairn_server.common.config import Config

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import select
+import signal
 import threading
 
 import pytest
 
 from cairn import sync
-from cairn._transport import ClientClosedError
-from cairn.exceptions import NotFoundError
+from cairn.exceptions import ClientClosedError, NotFoundError
 from cairn.types import ListOptions, Pager, RegisteredModel
 from tests.conftest import new_project
 
@@ -197,6 +198,8 @@ async def test_a_forked_child_gets_a_clear_error_not_a_call_that_never_returns(
                     os._exit(0)
             os.close(write)
             with os.fdopen(read, "rb") as answer:
+                if not select.select([answer], [], [], 30)[0]:
+                    os.kill(child, signal.SIGKILL)  # a child whose call never returns
                 said = answer.read().decode()  # until the child exits
             os.waitpid(child, 0)
             return said

@@ -44,6 +44,7 @@ def test_exception_names() -> None:
         "AbortedError",
         "AlreadyExistsError",
         "CancelledError",
+        "ClientClosedError",
         "DataLossError",
         "DeadlineExceededError",
         "FailedPreconditionError",

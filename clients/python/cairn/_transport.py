@@ -20,7 +20,7 @@ import grpc
 from ._targets import is_target, parse, target
 from .artifacts.v1 import artifacts_service_pb2
 from .auth.v1 import auth_service_pb2
-from .exceptions import from_grpc_error
+from .exceptions import ClientClosedError, from_grpc_error
 from .operations.v1 import operations_service_pb2
 from .registry.v1 import registry_service_pb2
 from .tracking.v1 import tracking_service_pb2
@@ -112,10 +112,6 @@ _CHANNEL_OPTIONS = [
     # up to 120 s, so it reaches its server within seconds of its return.
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
-
-
-class ClientClosedError(RuntimeError):
-    """A call on a client that was closed: a closed client stays closed."""
 
 
 class LazyChannel:

@@ -141,6 +141,15 @@ _BY_CODE: dict[grpc.StatusCode, type[CairnError]] = {
 }
 
 
+class ClientClosedError(FailedPreconditionError, RuntimeError):
+    """A call on a client that was closed, or that another thread closed while the call
+    ran, or a sync client used in a process forked from the one that made it. No call
+    reached a server; `reason` is CLIENT_CLOSED. Make a new client."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="CLIENT_CLOSED")
+
+
 class OperationFailedError(CairnError):
     """`wait_job_completion` found the operation FAILED; `operation` holds its errors.
     No call failed, so `code` is UNKNOWN and `reason` None."""
@@ -216,6 +225,7 @@ __all__ = [
     "AlreadyExistsError",
     "CairnError",
     "CancelledError",
+    "ClientClosedError",
     "DataLossError",
     "DeadlineExceededError",
     "FailedPreconditionError",

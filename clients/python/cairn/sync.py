@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import inspect
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -36,12 +37,14 @@ from ._clients.model_manager import ModelManager as _AsyncModelManager
 from ._clients.operations import OperationsClient as _AsyncOperationsClient
 from ._clients.registry import ModelRegistryAPIClient as _AsyncRegistryClient
 from ._clients.tracking import TrackingClient as _AsyncTrackingClient
-from ._transport import ClientClosedError
+from .exceptions import ClientClosedError
 from .types._paging import Pager
 
 T = TypeVar("T")
 # How long closing a client waits for the calls it cancels to end.
 CLOSE_WAIT_SECONDS = 5.0
+_CLOSED = "this cairn client is closed; make a new one"
+_CLOSED_WHILE_RUNNING = "this cairn client was closed while the call ran"
 
 __all__ = [
     "ArtifactClient",
@@ -72,6 +75,8 @@ class _Runner:
         # that will not run it.
         self._closing = False
         self._lock = threading.Lock()
+        # The calls handed to the loop and not answered yet.
+        self._running: set[concurrent.futures.Future[Any]] = set()
 
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Calls function on the loop (awaiting what it returns) and adapts the result."""
@@ -93,46 +98,67 @@ class _Runner:
         async def awaited() -> T:
             return await awaitable
 
-        with self._lock:
-            refusal = self._refusal()
-            if refusal is None:
-                running = asyncio.run_coroutine_threadsafe(awaited(), self._loop)
-        if refusal is not None:
+        running = self._hand_over(awaited())
+        if running is None:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # never to run: no "never awaited" warning
-            raise refusal
+            raise self._refusal() or ClientClosedError(_CLOSED)
         try:
             return running.result()
         except concurrent.futures.CancelledError:
-            raise ClientClosedError("this cairn client was closed while the call ran") from None
+            raise ClientClosedError(_CLOSED_WHILE_RUNNING) from None
+        finally:
+            self._running.discard(running)
 
     def close(self) -> None:
         """Ends the calls still running (their callers get ClientClosedError), stops the
         loop and its thread; again, or in a forked child, does nothing."""
+        if self._forked():
+            return
         with self._lock:
-            if self._refusal() is not None:
+            if self._closing:
                 return
             self._closing = True
-        ending = asyncio.run_coroutine_threadsafe(_end_other_tasks(), self._loop)
-        ending.result()
+        asyncio.run_coroutine_threadsafe(_end_other_tasks(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+        # A call whose task outlived the wait for it to end will never be answered by
+        # the loop: its caller gets the error instead of waiting for ever.
+        for running in list(self._running):
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                running.set_exception(ClientClosedError(_CLOSED_WHILE_RUNNING))
 
     @property
     def closed(self) -> bool:
         return self._refusal() is not None
 
+    def _hand_over(self, work: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T] | None:
+        """work, running on the loop; None when the loop takes no more work."""
+        # The process first, without the lock: a forked child may have a copy of the lock
+        # that another thread of its parent held at the fork, and no such thread.
+        if self._forked():
+            work.close()
+            return None
+        with self._lock:
+            if self._closing:
+                work.close()
+                return None
+            running = asyncio.run_coroutine_threadsafe(work, self._loop)
+            self._running.add(running)
+            return running
+
+    def _forked(self) -> bool:
+        return os.getpid() != self._pid
+
     def _refusal(self) -> ClientClosedError | None:
         """Why no more work may be handed to the loop, if so."""
-        if os.getpid() != self._pid:
+        if self._forked():
             return ClientClosedError(
                 "a sync cairn client cannot be used in a process forked from the one that "
                 "made it; make a new client in this process"
             )
-        if self._closing:
-            return ClientClosedError("this cairn client is closed; make a new one")
-        return None
+        return ClientClosedError(_CLOSED) if self._closing else None
 
     def _adapt(self, value: Any) -> Any:
         if hasattr(value, "__anext__"):

@@ -10,8 +10,7 @@ import pytest
 
 import cairn
 from cairn import sync
-from cairn._transport import ClientClosedError
-from cairn.exceptions import NotFoundError
+from cairn.exceptions import ClientClosedError, NotFoundError
 
 
 def split(table):

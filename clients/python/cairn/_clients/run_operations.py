@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
-from .._transport import ClientClosedError
+from ..exceptions import ClientClosedError
 
 
 class RunOperations:

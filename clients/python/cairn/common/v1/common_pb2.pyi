@@ -84,6 +84,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_UNSAFE_LOCAL_PATH: _ClassVar[ErrorReason]
     ERROR_REASON_LOCAL_PATH_CONFLICT: _ClassVar[ErrorReason]
     ERROR_REASON_LOCAL_WRITE_FAILED: _ClassVar[ErrorReason]
+    ERROR_REASON_CLIENT_CLOSED: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_INVALID_ARGUMENT: ErrorReason
 ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason
@@ -160,6 +161,7 @@ ERROR_REASON_PAGE_TOKEN_REPEATED: ErrorReason
 ERROR_REASON_UNSAFE_LOCAL_PATH: ErrorReason
 ERROR_REASON_LOCAL_PATH_CONFLICT: ErrorReason
 ERROR_REASON_LOCAL_WRITE_FAILED: ErrorReason
+ERROR_REASON_CLIENT_CLOSED: ErrorReason
 
 class Value(_message.Message):
     __slots__ = ("bool_value", "int_value", "double_value", "string_value")
