@@ -29,6 +29,7 @@ from ..models._info import ModelInfo
 from ..models._manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
 from ..models._paths import inside, invalid_manifest
 from ..models._uris import SCHEMES, ArtifactUri, ModelUri, RunUri, parse_uri, scheme_of
+from ..types._artifacts import ObjectInfo
 from ..types._paging import ListOptions
 from ..types._registry import ModelArtifact
 from .artifacts import ArtifactClient
@@ -387,24 +388,23 @@ async def _fetch(
     if (entry := await asyncio.to_thread(cache.lookup, key, manifest)) is not None:
         return entry
     total = sum(entry.size for entry in manifest.files.values())
-    with (
-        writing(cache.root),
-        cache.filling(key, manifest_bytes) as scratch,
-        meter(progress, "download", uri, total) as counted,
-    ):
-        for relative, expected in manifest.files.items():
-            local = inside(scratch, relative, uri)
-            remote = join(path, None, relative)
-            await _check_stored(store, remote, relative, expected, uri)
-            await store.download(remote, local, progress=counted)
-            await asyncio.to_thread(_manifest.verify_file, local, relative, expected, uri)
+    with writing(cache.root):
+        async with cache.filling(key, manifest_bytes, manifest) as scratch:
+            with meter(progress, "download", uri, total) as counted:
+                for relative, expected in manifest.files.items():
+                    local = inside(scratch, relative, uri)
+                    remote = join(path, None, relative)
+                    stored = await _check_stored(store, remote, relative, expected, uri)
+                    await store._download_file(stored, local, counted, None, None)
+                    await asyncio.to_thread(_manifest.verify_file, local, relative, expected, uri)
     return cache.root / key
 
 
 async def _check_stored(
     store: ArtifactClient, remote: str, relative: str, expected: _manifest.FileEntry, uri: str
-) -> None:
-    """Refuses, before any byte moves, an entry naming a directory of the store (whose
+) -> ObjectInfo:
+    """The stored object of a manifest entry (downloaded from it, with no second stat);
+    refuses, before any byte moves, an entry naming a directory of the store (whose
     download would be a whole tree) or an object other than the one logged."""
     try:
         stored = await store.stat(remote)
@@ -415,3 +415,4 @@ async def _check_stored(
     found = _manifest.FileEntry(stored.size, stored.sha256 or expected.sha256)
     if found != expected:
         raise _manifest.mismatch(relative, found, expected, uri)
+    return stored

@@ -12,21 +12,27 @@ read-only when it is put in place, and its manifest, written last, dates the mom
 was verified. A file changed since then has a change time (ctime, which no one can set
 back) or a modification time at or after the manifest's, so a lookup hashes it again,
 and an entry whose file no longer has its sha256 is dropped and fetched anew: an edit
-costs a download, and is never served as the model. Files untouched since cost a stat.
+costs a download, and is never served as the model (an entry that cannot be moved aside
+is refused with an error instead). Files untouched since cost a stat. A cache this
+process may read but not change (a read-only volume, another user's) is served all the
+same, its files checked at each lookup.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
 import stat
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
+from ..exceptions import FailedPreconditionError
 from ._manifest import MANIFEST, FileEntry, Manifest, entry_of, files_under
 from ._paths import inside
 
@@ -58,7 +64,12 @@ class ModelCache:
     def lookup(self, key: str, manifest: Manifest) -> Path | None:
         """The entry, when it is complete and each file still has the manifest's size and,
         when it changed since the entry was sealed, its sha256 (blocking: run it in a
-        thread). An entry that fails is dropped."""
+        thread). An entry that fails is dropped.
+
+        Raises:
+            FailedPreconditionError: LOCAL_WRITE_FAILED, an entry that fails and cannot be
+                dropped (`_drop`).
+        """
         entry = self.root / key
         try:
             sealed = (entry / MANIFEST).stat().st_mtime_ns
@@ -79,25 +90,51 @@ class ModelCache:
             _drop(entry)
             return None
         if changed or writable:  # unchanged after all (touched, or sealed within a tick)
-            _seal([*(file for file, _ in changed), *writable], entry / MANIFEST)
+            # Verified already: a cache this process may read but not change (a
+            # read-only volume, a copied cache, another user's) is served as it is, its
+            # changed-looking files hashed again at the next lookup.
+            with contextlib.suppress(OSError):
+                _seal([*(file for file, _ in changed), *writable], entry / MANIFEST)
         return entry
 
-    @contextlib.contextmanager
-    def filling(self, key: str, manifest_bytes: bytes) -> Iterator[Path]:
+    @contextlib.asynccontextmanager
+    async def filling(
+        self, key: str, manifest_bytes: bytes, manifest: Manifest
+    ) -> AsyncIterator[Path]:
         """A temporary folder to fill with the model's files; when the block ends without
         error they are sealed (read-only, then the manifest written) and the folder
-        becomes the entry (a concurrent filler's entry wins, ours is dropped)."""
+        becomes the entry. The file system's work runs in a thread, off the caller's
+        event loop (sealing many files takes a while).
+
+        Raises (at the block's end):
+            FailedPreconditionError: LOCAL_WRITE_FAILED, an entry already there that
+                fails `lookup` and cannot be moved aside.
+            OSError: the file system refused to seal or place the entry.
+        """
+        scratch = await asyncio.to_thread(self._scratch, key)
+        try:
+            yield scratch
+            await asyncio.to_thread(self._put, scratch, key, manifest_bytes, manifest)
+        finally:
+            await asyncio.to_thread(remove, scratch)
+
+    def _scratch(self, key: str) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         scratch = self.root / f".{key}.{uuid.uuid4().hex}.part"
         scratch.mkdir()
+        return scratch
+
+    def _put(self, scratch: Path, key: str, manifest_bytes: bytes, manifest: Manifest) -> None:
+        """Seals scratch and renames it to the entry. When the entry exists already (a
+        concurrent filler's, or one that could not be moved aside), that one is served
+        only once it passes `lookup` too: an edited entry that stays is refused."""
+        (scratch / MANIFEST).write_bytes(manifest_bytes)
+        _seal([scratch / relative for relative in files_under(scratch)], scratch / MANIFEST)
         try:
-            yield scratch
-            (scratch / MANIFEST).write_bytes(manifest_bytes)
-            _seal([scratch / relative for relative in files_under(scratch)], scratch / MANIFEST)
-            with contextlib.suppress(OSError):  # the entry exists already
-                scratch.rename(self.root / key)
-        finally:
-            remove(scratch)
+            scratch.rename(self.root / key)
+        except OSError:
+            if self.lookup(key, manifest) is None:
+                raise
 
 
 def remove(path: Path) -> None:
@@ -126,11 +163,31 @@ def _holds(file: Path, expected: FileEntry) -> bool:
 
 
 def _drop(entry: Path) -> None:
-    """Takes the entry out of view at once (a rename), then deletes it."""
+    """Takes the entry out of view at once (a rename), then deletes it.
+
+    Raises:
+        FailedPreconditionError: LOCAL_WRITE_FAILED, the entry stays (on Windows a folder
+            holding a file some program has open cannot be renamed): it is never served.
+    """
     aside = entry.with_name(f".{entry.name}.{uuid.uuid4().hex}.stale")
-    with contextlib.suppress(OSError):
+    try:
         entry.rename(aside)
-        remove(aside)
+    except FileNotFoundError:  # dropped meanwhile by another loader
+        return
+    except OSError as error:
+        raise _in_use(entry, error) from error
+    remove(aside)
+
+
+def _in_use(entry: Path, error: OSError) -> FailedPreconditionError:
+    code = errno.errorcode.get(error.errno, "") if isinstance(error.errno, int) else ""
+    return FailedPreconditionError(
+        f"the model cache entry {entry} no longer holds the model's files and cannot be "
+        f"replaced ({error.strerror or error}; on Windows, a program has one of its files "
+        "open): it is not served; close what holds it, or delete it, and load again",
+        reason="LOCAL_WRITE_FAILED",
+        metadata={"path": str(entry), "errno": code},
+    )
 
 
 def _seal(files: Iterable[Path], manifest: Path) -> None:

@@ -1,0 +1,103 @@
+"""The model cache where the file system refuses a change: a cache this process may read
+but not change is still served once verified, an edited entry that cannot be moved aside
+(on Windows, a file of it is open) is never served, and a fill stats each stored file
+once and seals the entry off the event loop. The refusals are simulated: a read-only
+mount needs privileges, and Windows' open files need Windows."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cairn
+from cairn.exceptions import FailedPreconditionError
+from cairn.models import _cache
+from tests.integration.models.conftest import World
+
+
+async def _logged(world: World, tmp_path: Path) -> cairn.models.ModelInfo:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"threshold": 0.5}')
+    (tmp_path / "model" / "weights.bin").write_bytes(b"w" * 1000)
+    return await world.tracking.log_model(world.run_id, tmp_path / "model", "m")
+
+
+async def test_a_cache_that_cannot_be_changed_is_served_once_verified(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = await _logged(world, tmp_path)
+    loaded = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+    # A copied cache: every file's times are later than its manifest's.
+    for file in loaded.iterdir():
+        os.utime(file)
+
+    def read_only(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(args[0]))
+
+    monkeypatch.setattr(os, "utime", read_only)
+    monkeypatch.setattr(Path, "chmod", read_only)
+    again = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+
+    assert again == loaded
+    assert (again / "config.json").read_text() == '{"threshold": 0.5}'
+
+
+async def test_an_edited_entry_that_cannot_be_moved_aside_is_never_served(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = await _logged(world, tmp_path)
+    loaded = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+    config = loaded / "config.json"
+    config.chmod(0o644)
+    config.write_text('{"threshold": 0.9}')  # same length: only its sha256 tells
+    rename = Path.rename
+
+    def held_open(self: Path, target: Any) -> Any:
+        if str(target).endswith(".stale"):  # moving the entry aside
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", held_open)
+    with pytest.raises(FailedPreconditionError) as refused:
+        await world.tracking.load_model(info.model_uri, cache_dir=world.cache)
+    assert refused.value.reason == "LOCAL_WRITE_FAILED"
+    assert refused.value.metadata["path"] == str(world.cache / info.manifest_sha256)
+
+    monkeypatch.setattr(Path, "rename", rename)  # the file was closed
+    again = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+    assert (again / "config.json").read_text() == '{"threshold": 0.5}'
+
+
+async def test_a_fill_stats_each_object_once_and_seals_off_the_event_loop(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = await _logged(world, tmp_path)
+    stats: list[str] = []
+    stat = cairn.ArtifactClient.stat
+
+    async def counted(self: cairn.ArtifactClient, path: str, **kwargs: Any) -> Any:
+        stats.append(path)
+        return await stat(self, path, **kwargs)
+
+    sealed_on_loop: list[bool] = []
+    seal = _cache._seal
+
+    def sealing(*args: Any) -> None:
+        try:
+            asyncio.get_running_loop()
+            sealed_on_loop.append(True)
+        except RuntimeError:  # a worker thread
+            sealed_on_loop.append(False)
+        seal(*args)
+
+    monkeypatch.setattr(cairn.ArtifactClient, "stat", counted)
+    monkeypatch.setattr(_cache, "_seal", sealing)
+    await world.tracking.load_model(info.model_uri, cache_dir=world.cache)
+
+    assert sorted(path.rsplit("/", 1)[-1] for path in stats) == ["config.json", "weights.bin"]
+    assert sealed_on_loop == [False]
