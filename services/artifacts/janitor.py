@@ -11,6 +11,7 @@ database are removed only once they are that old too.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
@@ -103,7 +104,10 @@ class Janitor:
         are not left for the next pass."""
         self._asked = True
         if self._collecting is None or self._collecting.done():
-            self._collecting = asyncio.create_task(self._collect_while_asked())
+            # A context of its own: not the log context of the call that asked first.
+            self._collecting = asyncio.create_task(
+                self._collect_while_asked(), context=contextvars.Context()
+            )
 
     async def _collect_while_asked(self) -> None:
         while self._asked:

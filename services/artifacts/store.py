@@ -21,7 +21,7 @@ import asyncpg
 
 from ..common import paging
 from ..common.errors import Aborted, AlreadyExists, NotFound
-from ..common.sql import Params, like_prefix
+from ..common.sql import Params
 from .backends import new_key
 
 _COLUMNS = "project, path, size, sha256, content_type, storage_key, create_time, update_time"
@@ -372,11 +372,9 @@ class ObjectStore:
             if not recursive:
                 keys = await conn.fetchval(_REMOVE_ONE, project, path)
                 return Removed(len(keys), keys)
-            count, after = 0, ""
+            count, after, end = 0, path, _past(path)
             while True:
-                listed, after, keys = await conn.fetchrow(
-                    _REMOVE_PIECE, project, like_prefix(path), after
-                )
+                listed, after, keys = await conn.fetchrow(_REMOVE_PIECE, project, after, end)
                 count += len(keys)
                 if listed < REMOVE_PIECE:
                     return Removed(count, keys if len(keys) == count else [])
@@ -452,14 +450,15 @@ WITH gone AS (
 )
 SELECT ARRAY(SELECT storage_key FROM queued)"""
 
-# Unpublishes the next piece of the objects of project $1 whose paths match the LIKE
-# pattern $2, those past path $3 in path order (a range of the primary key, so that a
-# piece never walks over the rows the pieces before it deleted): how many it found, the
-# last of their paths, and the storage keys that became garbage.
+# Unpublishes the next piece of the objects of project $1 whose paths are past $2 and
+# before $3 in path order: a range of the primary key bounded both ways, whatever the
+# plan and the statistics, so that a piece never walks over the rows the pieces before
+# it deleted, nor past the directory. Answers how many it found, the last of their
+# paths, and the storage keys that became garbage.
 _REMOVE_PIECE = f"""
 WITH piece AS (
     SELECT path FROM artifacts.objects
-    WHERE project = $1 AND path LIKE $2 AND path > $3
+    WHERE project = $1 AND path > $2 AND path < $3
     ORDER BY path LIMIT {REMOVE_PIECE}
 ), gone AS (
     DELETE FROM artifacts.objects o USING piece

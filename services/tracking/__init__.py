@@ -30,7 +30,14 @@ async def _servable(pool: asyncpg.Pool, config: Config) -> None:
     smaller CAIRN_MAX_MESSAGE_BYTES than the one they were written under leaves them so,
     as do runs written before runs were bounded (migration 0010)."""
     room = RESPONSE_RESERVE + MAX_TOKEN_LENGTH
-    runs, largest = await sizes.held_past(pool, config.max_message_bytes - room)
+    try:
+        runs, largest = await sizes.held_past(pool, config.max_message_bytes - room)
+    except asyncpg.LockNotAvailableError:
+        raise Unservable(
+            "the runs stored could not be counted: a transaction held one of them for "
+            f"{sizes.HELD_RUN_WAIT_SECONDS} s (a session left idle in a transaction?); "
+            "end it and start again"
+        ) from None
     if runs:
         raise Unservable(
             f"{runs} stored run(s) hold more than a response of CAIRN_MAX_MESSAGE_BYTES="

@@ -121,16 +121,22 @@ async def _recount(pool: asyncpg.Pool, run_id: uuid.UUID) -> None:
         idempotency.CALL_CONNECTION.reset(shared)
 
 
+# How long the start-up count waits for a transaction that holds a run it counts.
+HELD_RUN_WAIT_SECONDS = 60
+
+
 async def held_past(pool: asyncpg.Pool, limit: int) -> tuple[int, int]:
     """How many runs hold more than limit bytes, and the most one of them holds (0 if
     none).
 
     Runs whose totals pass it are counted exactly first, as within_bound counts them:
     racing writes may have left a total above what its run holds. Without the statement
-    timeout: counting many runs, or waiting for writes that hold them, may rightly take
-    longer, and a start-up check cut short would fail every start."""
+    timeout: counting many runs may rightly take longer, and a start-up check cut short
+    would fail every start. A run held by another transaction is waited for at most
+    HELD_RUN_WAIT_SECONDS (asyncpg.LockNotAvailableError past that)."""
     async with pool.acquire() as conn, conn.transaction():
         await unguarded(conn)
+        await conn.execute(f"SET LOCAL lock_timeout = '{HELD_RUN_WAIT_SECONDS}s'")
         try:
             past = await conn.fetch(
                 "SELECT run_id FROM tracking.run_sizes WHERE bytes > $1 FOR UPDATE", limit

@@ -1,5 +1,6 @@
 """A directory is deleted whole however many objects it holds: no statement grows with
-it, and the bytes of a large one are removed beside the call, not within it."""
+it (one for the whole directory takes longer than the statement timeout here, which
+ended every try before), and the bytes of its objects are removed once it answered."""
 
 from __future__ import annotations
 

@@ -333,3 +333,27 @@ async def test_the_start_up_check_outlasts_the_statement_timeout(
         assert await checking == (0, 0)
     finally:
         await strict.close()
+
+
+async def test_a_start_up_check_kept_waiting_by_a_held_run_refuses_with_why(
+    config: Config,
+    tracking: cairn.TrackingClient,
+    pool: asyncpg.Pool,
+    unique: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run_id = await _run_holding(tracking, unique, 10_000)
+    await pool.execute(  # a total no response carries, as racing writes may leave one
+        "UPDATE tracking.run_sizes SET bytes = $2 WHERE run_id = $1",
+        uuid.UUID(run_id),
+        config.max_message_bytes,
+    )
+    monkeypatch.setattr(sizes, "HELD_RUN_WAIT_SECONDS", 0.2)
+    assert TRACKING.servable is not None
+    async with pool.acquire() as writer, writer.transaction():
+        await writer.execute(
+            "SELECT 1 FROM tracking.run_sizes WHERE run_id = $1 FOR UPDATE", uuid.UUID(run_id)
+        )
+        with pytest.raises(Unservable, match="a transaction held one of them"):
+            await TRACKING.servable(pool, config)
+    assert await sizes.held_past(pool, sizes.bound_for(Config().max_message_bytes)) == (0, 0)
