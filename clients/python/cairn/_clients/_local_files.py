@@ -3,17 +3,19 @@ download lands in."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePath, PureWindowsPath
 from typing import BinaryIO, TypeVar
 
 from .. import _direct_io
 from .._direct_io import DirectWriter
-from ..exceptions import DataLossError, FailedPreconditionError
+from ..exceptions import CairnError, DataLossError, FailedPreconditionError
 
 Source = str | os.PathLike[str] | bytes | BinaryIO
 Local = TypeVar("Local", bound=PurePath)
@@ -126,6 +128,48 @@ def tree_files(root: Local, prefix: str, paths: Sequence[str]) -> list[Local]:
     return targets
 
 
+def check_room(root: Path, paths: Sequence[str], targets: Sequence[Path]) -> None:
+    """Refuses a directory download (each object of paths to its file of targets, under
+    root) that what is on disk already stands in the way of, before anything is
+    written (blocking: run it in a thread): a local file where a folder is needed, or a
+    local folder where a file goes (left by an earlier download of another version).
+
+    Raises:
+        FailedPreconditionError: LOCAL_PATH_CONFLICT, metadata path (the object) and
+            local_path (what is in its way).
+    """
+    checked: set[Path] = set()
+    for path, target in zip(paths, targets, strict=True):
+        if target.is_dir() and not target.is_symlink():
+            raise _in_the_way(path, target, "a local folder has the name its file needs")
+        for relative in target.relative_to(root).parents:
+            folder = root / relative
+            if folder in checked:
+                continue
+            checked.add(folder)
+            if not folder.is_dir() and (folder.is_symlink() or folder.exists()):
+                raise _in_the_way(path, folder, "a local file has the name of a folder it needs")
+
+
+@contextlib.contextmanager
+def local_writes(target: Path, left: str) -> Iterator[None]:
+    """Turns the file system's refusals while writing target (full, read-only, not
+    ours) into FailedPreconditionError (LOCAL_WRITE_FAILED, metadata path and errno),
+    whose message ends with left: what the failure leaves. A CairnError raised inside
+    (some are OSErrors: UnavailableError) passes as it is."""
+    try:
+        yield
+    except CairnError:
+        raise
+    except OSError as error:
+        code = errno.errorcode.get(error.errno, "") if isinstance(error.errno, int) else ""
+        raise FailedPreconditionError(
+            f"could not write {error.filename or target}: {error.strerror or error}; {left}",
+            reason="LOCAL_WRITE_FAILED",
+            metadata={"path": str(error.filename or target), "errno": code},
+        ) from error
+
+
 def _unsafe_segment(segment: str, windows: bool) -> str | None:
     """Why a segment cannot be a plain name inside a folder; None when it can."""
     if segment in ("", ".", "..") or "\0" in segment:
@@ -156,4 +200,13 @@ def _conflict(path: str, other: str, why: str) -> FailedPreconditionError:
         f"tree: {why}; nothing was written (download them one at a time)",
         reason="LOCAL_PATH_CONFLICT",
         metadata={"path": path, "other_path": other},
+    )
+
+
+def _in_the_way(path: str, local: Path, why: str) -> FailedPreconditionError:
+    return FailedPreconditionError(
+        f"the object {path!r} cannot be downloaded: {why} ({local}); nothing was written "
+        "(move it away, or download into another folder)",
+        reason="LOCAL_PATH_CONFLICT",
+        metadata={"path": path, "local_path": str(local)},
     )

@@ -34,8 +34,10 @@ from ._local_files import (
     Resendable,
     Source,
     check_length,
+    check_room,
     file_for,
     local_file,
+    local_writes,
     open_source,
     size_of,
     tree_files,
@@ -265,7 +267,11 @@ class ArtifactClient(BaseClient):
             FailedPreconditionError: before anything is written, an object whose name is
                 no plain file name inside destination here (UNSAFE_LOCAL_PATH: on
                 Windows, "C:" or "a.txt:x", say), or a directory whose objects one local
-                tree cannot hold (LOCAL_PATH_CONFLICT: "a" beside "a/b").
+                tree cannot hold (LOCAL_PATH_CONFLICT: "a" beside "a/b"), or not beside
+                what destination holds already (a local file "a" where "a/b" goes);
+                LOCAL_WRITE_FAILED, the file system refused a write (full, read-only):
+                the file being written is removed, those of a directory finished before
+                it stay.
             DataLossError: the bytes that arrived differ from those stored.
         """
         project, path = self._named(path)
@@ -285,7 +291,10 @@ class ArtifactClient(BaseClient):
         as_directory = str(destination).endswith(("/", os.sep))
         if as_directory or await asyncio.to_thread(target.is_dir):
             target = local_file(target, path.rpartition("/")[2], path)
-        with meter(progress, "download", info.path, info.size) as counted:
+        with (
+            local_writes(target, "nothing of it was written; a file already there is as it was"),
+            meter(progress, "download", info.path, info.size) as counted,
+        ):
             await self._download_file(info, target, counted, timeout, metadata)
         return target
 
@@ -476,9 +485,15 @@ class ArtifactClient(BaseClient):
         if not listed:
             raise NotFoundError(f"no object or directory at {path!r}", reason="OBJECT_NOT_FOUND")
         objects = [object_from_proto(o) for o in listed]
-        files = tree_files(target, prefix, [info.path for info in objects])
+        paths = [info.path for info in objects]
+        files = tree_files(target, prefix, paths)
+        await asyncio.to_thread(check_room, target, paths, files)
         total = sum(info.size for info in objects)
-        with meter(progress, "download", _tree_label(prefix, len(objects)), total) as counted:
+        left = "the files downloaded before it are there, each whole; download again to finish"
+        with (
+            local_writes(target, left),
+            meter(progress, "download", _tree_label(prefix, len(objects)), total) as counted,
+        ):
             for info, file in zip(objects, files, strict=True):
                 await self._download_file(info, file, counted, timeout, metadata)
         return target

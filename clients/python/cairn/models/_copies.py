@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..exceptions import CairnError, FailedPreconditionError
+from .._clients._local_files import local_writes
 from ._manifest import MANIFEST, Manifest
 from ._paths import inside
 
@@ -60,22 +60,10 @@ def copy_files(entry: Path, manifest: Manifest, target: Path, where: str) -> Pat
     return target / tops.pop() if len(tops) == 1 else target
 
 
-@contextlib.contextmanager
-def writing(target: Path) -> Iterator[None]:
-    """Turns the file system's refusals (full, read-only, not ours) into a CairnError;
-    a CairnError raised inside (some are OSErrors: UnavailableError) passes as it is."""
-    try:
-        yield
-    except CairnError:
-        raise
-    except OSError as error:
-        code = errno.errorcode.get(error.errno, "") if isinstance(error.errno, int) else ""
-        raise FailedPreconditionError(
-            f"could not write {error.filename or target}: {error.strerror or error}; "
-            "nothing of it was kept",
-            reason="LOCAL_WRITE_FAILED",
-            metadata={"path": str(error.filename or target), "errno": code},
-        ) from error
+def writing(target: Path) -> contextlib.AbstractContextManager[None]:
+    """Turns the file system's refusals (full, read-only, not ours) into a CairnError
+    (LOCAL_WRITE_FAILED; see `local_writes`)."""
+    return local_writes(target, "nothing of it was kept, and an earlier copy is as it was")
 
 
 @contextlib.contextmanager
