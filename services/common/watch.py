@@ -33,7 +33,8 @@ async def watch_database(
 ) -> None:
     """Probes the database every interval (PROBE_INTERVAL_SECONDS) until cancelled, with
     the pool's connection settings; calls report(reachable) when PROBES_TO_CHANGE probes
-    in a row say the opposite of what was last reported."""
+    in a row say the opposite of what was last reported, and expires the pool's
+    connections when that is unreachable."""
     probe = _Probe(pool)
     reachable, disagreeing = True, 0
     try:
@@ -46,6 +47,12 @@ async def watch_database(
             if disagreeing >= PROBES_TO_CHANGE:
                 reachable, disagreeing = not reachable, 0
                 _log.warning("database reachable" if reachable else "database unreachable")
+                if not reachable:
+                    # A connection the pool holds may never hear from the database
+                    # again (a partition drops its packets, no reset comes): each is
+                    # replaced before it is lent again, so that a call waits for a new
+                    # one, in bounded time, rather than for an answer until its deadline.
+                    await pool.expire_connections()
                 await report(reachable)
     finally:
         probe.close()

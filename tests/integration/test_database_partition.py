@@ -11,6 +11,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import cairn
+from cairn.exceptions import UnavailableError
 from cairn_server import catalog
 from cairn_server.common import database, watch
 from cairn_server.common.config import Config
@@ -54,18 +56,25 @@ async def _health(port: int) -> int:
     return reply.status
 
 
-async def test_health_is_not_serving_for_as_long_as_a_partition_lasts(served) -> None:
+async def test_health_is_not_serving_for_as_long_as_a_partition_lasts(served, unique) -> None:
     port, proxy, _ = served
-    assert await _health(port) == SERVING
-    proxy.partition()
-    await eventually(lambda: _is(port, NOT_SERVING), what="health NOT_SERVING")
-    # Twenty probes and more: each finds no connection within its time, as in a pool
-    # busy with calls; this is no busy pool, and health must not say SERVING again.
-    for _ in range(30):
-        assert await _health(port) == NOT_SERVING
-        await asyncio.sleep(0.1)
-    proxy.heal()
-    await eventually(lambda: _is(port, SERVING), what="health SERVING")
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", port) as tracking:
+        experiment_id = await tracking.create_experiment(f"partitioned-{unique}")
+        assert await _health(port) == SERVING
+        proxy.partition()
+        await eventually(lambda: _is(port, NOT_SERVING), what="health NOT_SERVING")
+        # The pool's connections from before may never be answered: none is lent again,
+        # and a call answers UNAVAILABLE rather than waiting out its deadline on one.
+        with pytest.raises(UnavailableError):
+            await tracking.get_experiment(experiment_id, timeout=30)
+        # Three seconds more, thirty probes: the pool's waits for a connection time out
+        # meanwhile, as a busy pool's do, and health must not take that for one.
+        for _ in range(30):
+            assert await _health(port) == NOT_SERVING
+            await asyncio.sleep(0.1)
+        proxy.heal()
+        await eventually(lambda: _is(port, SERVING), what="health SERVING")
+        assert (await tracking.get_experiment(experiment_id)).experiment_id == experiment_id
 
 
 async def test_a_pool_busy_with_calls_leaves_health_serving(served) -> None:
