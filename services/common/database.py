@@ -72,6 +72,9 @@ class BoundedPool(asyncpg.Pool):
     names its own timeout gets asyncpg's TimeoutError as usual."""
 
     acquire_timeout: float = 5.0
+    # Set by the health watcher (watch.py) while its probes find the database out of
+    # reach: a wait that times out then failed to connect, and says DATABASE_UNAVAILABLE.
+    unreachable: bool = False
 
     def acquire(self, *, timeout: float | None = None) -> Any:
         shared = CALL_CONNECTION.get()
@@ -79,7 +82,7 @@ class BoundedPool(asyncpg.Pool):
             return _Shared(shared)
         if timeout is not None:
             return super().acquire(timeout=timeout)
-        return _BoundedAcquire(super().acquire(timeout=self.acquire_timeout), self.acquire_timeout)
+        return _BoundedAcquire(super().acquire(timeout=self.acquire_timeout), self)
 
 
 class _Shared:
@@ -101,9 +104,9 @@ class _Shared:
 class _BoundedAcquire:
     """asyncpg's acquire context (awaitable, or `async with`), with its timeout told."""
 
-    def __init__(self, inner: Any, seconds: float) -> None:
+    def __init__(self, inner: Any, pool: BoundedPool) -> None:
         self._inner = inner
-        self._seconds = seconds
+        self._pool = pool
 
     async def __aenter__(self) -> asyncpg.Connection:
         # Not through _busy_on_timeout: a generator's context costs ~1 µs a call.
@@ -130,9 +133,11 @@ class _BoundedAcquire:
             raise self._busy() from None
 
     def _busy(self) -> Unavailable:
+        if self._pool.unreachable:
+            return _unavailable()
         return Unavailable(
             "DATABASE_BUSY",
-            f"no database connection was free within {self._seconds:g} s "
+            f"no database connection was free within {self._pool.acquire_timeout:g} s "
             "(CAIRN_DB_ACQUIRE_TIMEOUT_SECONDS); try again",
         )
 
@@ -172,10 +177,14 @@ def unreachable(exc: BaseException) -> Unavailable | None:
         # cleanup ended; releasing it after this error terminates it.
         or (isinstance(exc, asyncpg.InternalClientError) and _BUSY in str(exc))
     ):
-        return Unavailable(
-            "DATABASE_UNAVAILABLE", "the database cannot be reached at the moment; try again"
-        )
+        return _unavailable()
     return None
+
+
+def _unavailable() -> Unavailable:
+    return Unavailable(
+        "DATABASE_UNAVAILABLE", "the database cannot be reached at the moment; try again"
+    )
 
 
 def _raised_in_asyncpg(exc: OSError) -> bool:

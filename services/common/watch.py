@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from . import logs
+from .database import BoundedPool
 
 PROBE_INTERVAL_SECONDS = 1.0
 PROBE_TIMEOUT_SECONDS = 2.0
@@ -47,6 +48,8 @@ async def watch_database(
             if disagreeing >= PROBES_TO_CHANGE:
                 reachable, disagreeing = not reachable, 0
                 _log.warning("database reachable" if reachable else "database unreachable")
+                if isinstance(pool, BoundedPool):
+                    pool.unreachable = not reachable
                 if not reachable:
                     # A connection the pool holds may never hear from the database
                     # again (a partition drops its packets, no reset comes): each is

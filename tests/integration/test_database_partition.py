@@ -64,9 +64,11 @@ async def test_health_is_not_serving_for_as_long_as_a_partition_lasts(served, un
         proxy.partition()
         await eventually(lambda: _is(port, NOT_SERVING), what="health NOT_SERVING")
         # The pool's connections from before may never be answered: none is lent again,
-        # and a call answers UNAVAILABLE rather than waiting out its deadline on one.
-        with pytest.raises(UnavailableError):
+        # and a call answers UNAVAILABLE, the database out of reach (not a busy pool),
+        # rather than wait out its deadline on one.
+        with pytest.raises(UnavailableError) as raised:
             await tracking.get_experiment(experiment_id, timeout=30)
+        assert raised.value.reason == "DATABASE_UNAVAILABLE"
         # Three seconds more, thirty probes: the pool's waits for a connection time out
         # meanwhile, as a busy pool's do, and health must not take that for one.
         for _ in range(30):
