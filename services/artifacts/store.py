@@ -21,7 +21,7 @@ import asyncpg
 
 from ..common import paging
 from ..common.errors import Aborted, AlreadyExists, NotFound
-from ..common.sql import Params
+from ..common.sql import Params, unguarded
 from .backends import new_key
 
 _COLUMNS = "project, path, size, sha256, content_type, storage_key, create_time, update_time"
@@ -29,10 +29,9 @@ UPLOAD_COLUMNS = (
     "upload_id, storage_key, project, path, overwrite, content_type, multipart_id, "
     "expected_size, expected_sha256, part_size"
 )
-# Objects a recursive removal unpublishes a statement: a directory of any size goes
-# without a statement that grows with it, which the statement timeout would end, every
-# time.
-REMOVE_PIECE = 1000
+# The bytes of a removal of up to this many objects are removed within the call; those
+# of more, by the janitor beside the calls.
+COLLECTED_IN_CALL = 1000
 # The reason an upload is answered with once its row is gone (see `upload_expired`).
 UPLOAD_EXPIRED = "UPLOAD_EXPIRED"
 # Which uploads a call may take: "put", those of a presigned PUT URL (ConfirmUpload);
@@ -366,18 +365,20 @@ class ObjectStore:
         return StoredObject(**dict(row))
 
     async def remove(self, project: str, path: str, recursive: bool) -> Removed:
-        """Unpublishes the object at path, or every object under it as a prefix, in one
-        transaction; their storage keys become garbage."""
+        """Unpublishes the object at path, or every object under it as a directory; their
+        storage keys become garbage.
+
+        A directory goes in one statement without the statement timeout, which would
+        end every try at one large enough (about 7 s per million objects here); the
+        call's deadline bounds it instead. Pieces, tried first, cost more than they
+        saved: a piece after a bulk of new objects, before statistics, read every row
+        left (200,000 objects took 9 s in pieces, 1.3 s at once)."""
         async with self._pool.acquire() as conn, conn.transaction():
             if not recursive:
-                keys = await conn.fetchval(_REMOVE_ONE, project, path)
-                return Removed(len(keys), keys)
-            count, after, end = 0, path, _past(path)
-            while True:
-                listed, after, keys = await conn.fetchrow(_REMOVE_PIECE, project, after, end)
-                count += len(keys)
-                if listed < REMOVE_PIECE:
-                    return Removed(count, keys if len(keys) == count else [])
+                end = path + _LEAST_CHARACTER  # the object at path alone
+                return Removed.of(await conn.fetchrow(_REMOVE, project, path, end))
+            await unguarded(conn)
+            return Removed.of(await conn.fetchrow(_REMOVE, project, path, _past(path)))
 
     async def list(
         self, project: str, prefix: str, recursive: bool, page_size: int, page_token: str
@@ -434,42 +435,30 @@ def _past(prefix: str) -> str | None:
 @dataclass(frozen=True)
 class Removed:
     """What a removal unpublished: how many objects, and their storage keys when they
-    were one piece (REMOVE_PIECE) at most; the keys of more are left to the janitor."""
+    were COLLECTED_IN_CALL at most; the keys of more are left to the janitor."""
 
     count: int
     keys: list[str]
 
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> Removed:
+        count, keys = row
+        return cls(count, keys if count <= COLLECTED_IN_CALL else [])
 
-# Unpublishes the object of project $1 at path $2: the storage keys that became garbage.
-_REMOVE_ONE = """
+
+# Unpublishes the objects of project $1 from path $2 on and before path $3 (a range of
+# the primary key): how many, and up to one more than COLLECTED_IN_CALL of the storage
+# keys that became garbage.
+_REMOVE = f"""
 WITH gone AS (
-    DELETE FROM artifacts.objects WHERE project = $1 AND path = $2 RETURNING storage_key
+    DELETE FROM artifacts.objects WHERE project = $1 AND path >= $2 AND path < $3
+    RETURNING storage_key
 ), queued AS (
     INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
     RETURNING storage_key
 )
-SELECT ARRAY(SELECT storage_key FROM queued)"""
-
-# Unpublishes the next piece of the objects of project $1 whose paths are past $2 and
-# before $3 in path order: a range of the primary key bounded both ways, whatever the
-# plan and the statistics, so that a piece never walks over the rows the pieces before
-# it deleted, nor past the directory. Answers how many it found, the last of their
-# paths, and the storage keys that became garbage.
-_REMOVE_PIECE = f"""
-WITH piece AS (
-    SELECT path FROM artifacts.objects
-    WHERE project = $1 AND path > $2 AND path < $3
-    ORDER BY path LIMIT {REMOVE_PIECE}
-), gone AS (
-    DELETE FROM artifacts.objects o USING piece
-    WHERE o.project = $1 AND o.path = piece.path
-    RETURNING o.storage_key
-), queued AS (
-    INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
-    RETURNING storage_key
-)
-SELECT (SELECT count(*) FROM piece), (SELECT max(path) FROM piece),
-    ARRAY(SELECT storage_key FROM queued)"""
+SELECT (SELECT count(*) FROM queued),
+    ARRAY(SELECT storage_key FROM queued LIMIT {COLLECTED_IN_CALL} + 1)"""
 
 
 def _list_all(within: str, limit: str) -> str:

@@ -1,20 +1,21 @@
-"""A directory is deleted whole however many objects it holds: no statement grows with
-it (one for the whole directory takes longer than the statement timeout here, which
-ended every try before), and the bytes of its objects are removed once it answered."""
+"""A directory is deleted whole however many objects it holds: its statement is not
+subject to the statement timeout (which ended every try at a directory large enough,
+so that it could never be deleted), and the bytes of its objects are removed once the
+call answered."""
 
 from __future__ import annotations
 
 import asyncpg
 
 import cairn
-from cairn_server.artifacts.store import REMOVE_PIECE
+from cairn_server.artifacts.store import COLLECTED_IN_CALL
 from cairn_server.common import database
 from cairn_server.common.config import Config
 from tests.conftest import eventually, new_project, serving, with_overrides
 
-# Many pieces: one statement for them all takes more than the statement timeout
-# below, one piece a tenth of it.
-OBJECTS = 30 * REMOVE_PIECE
+# Far more than a call's own collection takes, and more than one statement deletes
+# within the statement timeout below (about 0.2 s for these here).
+OBJECTS = 30 * COLLECTED_IN_CALL
 STATEMENT_TIMEOUT_SECONDS = 0.1
 
 
