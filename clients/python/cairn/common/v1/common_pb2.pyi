@@ -85,6 +85,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_LOCAL_PATH_CONFLICT: _ClassVar[ErrorReason]
     ERROR_REASON_LOCAL_WRITE_FAILED: _ClassVar[ErrorReason]
     ERROR_REASON_CLIENT_CLOSED: _ClassVar[ErrorReason]
+    ERROR_REASON_STORAGE_FULL: _ClassVar[ErrorReason]
+    ERROR_REASON_DATABASE_OUT_OF_RESOURCES: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_INVALID_ARGUMENT: ErrorReason
 ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason
@@ -162,6 +164,8 @@ ERROR_REASON_UNSAFE_LOCAL_PATH: ErrorReason
 ERROR_REASON_LOCAL_PATH_CONFLICT: ErrorReason
 ERROR_REASON_LOCAL_WRITE_FAILED: ErrorReason
 ERROR_REASON_CLIENT_CLOSED: ErrorReason
+ERROR_REASON_STORAGE_FULL: ErrorReason
+ERROR_REASON_DATABASE_OUT_OF_RESOURCES: ErrorReason
 
 class Value(_message.Message):
     __slots__ = ("bool_value", "int_value", "double_value", "string_value")
