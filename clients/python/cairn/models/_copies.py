@@ -5,9 +5,10 @@ The cache's entries are shared and read-only (_cache); `download_artifacts` and
 made in a temporary folder inside the destination's folder (the same file system, so
 moving it is a rename), each file's size checked; only then does anything at the
 destination change: the whole folder is renamed into place, or, over an earlier copy,
-file by file with the manifest last. A directory with a manifest is complete
-(_manifest), so a copy cut short by a full disk never looks like a model, and an earlier
-good copy is replaced only by a whole new one.
+file by file with the manifest last, each earlier file moved aside first and put back
+when a rename fails (on Windows, over a file some program holds open). A directory with
+a manifest is complete (_manifest), so a copy cut short by a full disk never looks like
+a model, and an earlier good copy is replaced only by a whole new one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .._clients._local_files import local_writes
+from ..exceptions import FailedPreconditionError
 from ._manifest import MANIFEST, Manifest
 from ._paths import inside
 
@@ -41,7 +43,6 @@ def copy_model(
             with contextlib.suppress(OSError):  # made meanwhile: moved in file by file
                 staging.rename(target)
                 return target
-        target.mkdir(exist_ok=True)
         _move_in(staging, manifest.files, target, where, with_manifest=True)
     return target
 
@@ -93,17 +94,97 @@ def _move_in(
     staging: Path, relatives: Iterable[str], target: Path, where: str, with_manifest: bool = False
 ) -> None:
     """Renames the staged files over target's; with_manifest, target's manifest goes
-    first (no model while its files change) and the staged one comes last. Folders are
-    made and names checked for all of them beforehand, so the renames, which cannot fail
-    for want of space, are all that is left when the first one happens."""
-    moves = [(staging / relative, inside(target, relative, where)) for relative in relatives]
+    aside first (no model while its files change) and the staged one comes last.
+    Folders are made and names checked for all of them beforehand, so the renames,
+    which cannot fail for want of space, are all that is left when the first one
+    happens; one can still fail (on Windows, over a file some program holds open): then
+    all is put back as it was (`_swap`), and the folders made are removed."""
+    moves: list[tuple[Path | None, Path]] = [
+        (staging / relative, inside(target, relative, where)) for relative in relatives
+    ]
     if with_manifest:
-        moves.append((staging / MANIFEST, target / MANIFEST))
-    for _, destination in moves:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        if destination.is_dir() and not destination.is_symlink():
-            raise IsADirectoryError(errno.EISDIR, "a folder has the file's name", str(destination))
-    if with_manifest:
-        (target / MANIFEST).unlink(missing_ok=True)
-    for source, destination in moves:
-        os.replace(source, destination)
+        moves = [(None, target / MANIFEST), *moves, (staging / MANIFEST, target / MANIFEST)]
+    made: list[Path] = []
+    try:
+        _make_folders(target, [destination.parent for _, destination in moves], made)
+        for _, destination in moves:
+            if destination.is_dir() and not destination.is_symlink():
+                raise IsADirectoryError(
+                    errno.EISDIR, "a folder has the file's name", str(destination)
+                )
+        _swap(moves, staging / f".earlier-{uuid.uuid4().hex}", target)
+    except BaseException:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):  # not empty: what could not be put back
+                folder.rmdir()
+        raise
+
+
+def _make_folders(target: Path, folders: Iterable[Path], made: list[Path]) -> None:
+    """Makes target and the folders inside it that are missing, adding each to made
+    (outermost first)."""
+    checked: set[Path] = set()
+    for folder in folders:
+        for needed in [*reversed(folder.parents), folder]:
+            if needed in checked or not needed.is_relative_to(target):
+                continue
+            checked.add(needed)
+            if not needed.is_dir():
+                needed.mkdir()
+                made.append(needed)
+
+
+def _swap(moves: list[tuple[Path | None, Path]], earlier: Path, target: Path) -> None:
+    """Each move's destination set aside into the folder earlier (when there is one),
+    then its source renamed there (when it has one). When a rename fails, what moved is
+    put back, last first, and the error raised.
+
+    Raises:
+        FailedPreconditionError: LOCAL_WRITE_FAILED, the earlier files could not all be
+            put back: target is left incomplete, and without its manifest.
+    """
+    earlier.mkdir()
+    moved: list[tuple[Path, Path | None]] = []  # a destination and its earlier file
+    try:
+        for index, (source, destination) in enumerate(moves):
+            aside = earlier / str(index)
+            try:
+                os.replace(destination, aside)
+                moved.append((destination, aside))
+            except FileNotFoundError:  # nothing there before
+                moved.append((destination, None))
+            if source is not None:
+                os.replace(source, destination)
+    except OSError as error:
+        if stuck := _put_back(moved):
+            raise _not_put_back(error, stuck, target) from error
+        raise
+
+
+def _put_back(moved: list[tuple[Path, Path | None]]) -> list[Path]:
+    """Undoes moved, last first: each new file removed, each earlier one renamed back;
+    returns the files that could not be. The manifest, set aside first, comes back only
+    when all its files did: a copy that is not whole never looks complete."""
+    stuck: list[Path] = []
+    for destination, aside in reversed(moved):
+        if stuck and aside is not None and destination.name == MANIFEST:
+            continue
+        try:
+            if aside is None:
+                destination.unlink(missing_ok=True)
+            else:
+                os.replace(aside, destination)
+        except OSError:
+            stuck.append(destination)
+    return stuck
+
+
+def _not_put_back(error: OSError, stuck: list[Path], target: Path) -> FailedPreconditionError:
+    code = errno.errorcode.get(error.errno, "") if isinstance(error.errno, int) else ""
+    return FailedPreconditionError(
+        f"could not write {error.filename or target}: {error.strerror or error}; and "
+        f"{len(stuck)} file(s) of the earlier copy could not be put back ({stuck[0]}): "
+        f"{target} is incomplete, without a manifest; download it again",
+        reason="LOCAL_WRITE_FAILED",
+        metadata={"path": str(error.filename or target), "errno": code},
+    )
