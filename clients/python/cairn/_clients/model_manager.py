@@ -21,9 +21,6 @@ from ..models import _manifest
 from ..models._copies import copy_files
 from ..models._flavors import FilesFlavor
 from ..models._uris import ArtifactUri
-from ..registry.v1 import registry_pb2 as pb
-from ..registry.v1 import registry_service_pb2 as api
-from ..types import _registry as types
 from ..types._journey import ManagedModel
 from ..types._registry import ModelArtifact, ModelVersion, RegisteredModel
 from .artifacts import ArtifactClient
@@ -142,31 +139,18 @@ class ModelManager:
         Reads the models, versions and model artifacts of the project a page (page_size,
         1,000 by default) at a time: three listings, not a call per model.
         """
-        registry, project, size = self._registry, self._registry.project, self.page_size
-        every_page, stub = registry._transport.every_page, registry._stub
-        models = await every_page(
-            stub.ListRegisteredModels,
-            api.ListRegisteredModelsRequest(project=project, page_size=size),
-            lambda reply: [types.registered_model_from_proto(m) for m in reply.registered_models],
-        )
+        registry, size = self._registry, self.page_size
+        models = await registry._every_registered_model(size)
         latest: dict[str, ModelVersion] = {}
-        for version in await every_page(
-            stub.ListModelVersions,
-            api.ListModelVersionsRequest(project=project, page_size=size),
-            lambda reply: [types.model_version_from_proto(v) for v in reply.model_versions],
-        ):
+        for version in await registry._every_model_version(size):
             key = version.registered_model_id or ""
             if key not in latest or (version.version or 0) > (latest[key].version or 0):
                 latest[key] = version
         wanted = {v.id: v.registered_model_id for v in latest.values()}
         first: dict[str, ModelArtifact] = {}
-        for artifact in await every_page(
-            stub.ListArtifacts,
-            api.ListArtifactsRequest(project=project, kind=pb.ARTIFACT_KIND_MODEL, page_size=size),
-            lambda reply: [types.artifact_from_proto(a) for a in reply.artifacts],
-        ):
+        for artifact in await registry._every_model_artifact(size):
             model_id = wanted.get(artifact.model_version_id or "")
-            if model_id is not None and isinstance(artifact, ModelArtifact):
+            if model_id is not None:
                 first.setdefault(model_id, artifact)
         return [_managed(m, latest.get(m.id or ""), first.get(m.id or "")) for m in models]
 

@@ -356,6 +356,35 @@ class RegistryCore(BaseClient):
             client = type(self)(transport)
         await _show_models(client, file, timeout, metadata)
 
+    # Every item of a project's list, all pages (whole-project reads: Devo's get_models)
+
+    async def _every_registered_model(self, page_size: int) -> list[RegisteredModel]:
+        request = api.ListRegisteredModelsRequest(project=self.project, page_size=page_size)
+        return await self._transport.every_page(
+            self._stub.ListRegisteredModels,
+            request,
+            lambda reply: [types.registered_model_from_proto(m) for m in reply.registered_models],
+        )
+
+    async def _every_model_version(self, page_size: int) -> list[ModelVersion]:
+        request = api.ListModelVersionsRequest(project=self.project, page_size=page_size)
+        return await self._transport.every_page(
+            self._stub.ListModelVersions,
+            request,
+            lambda reply: [types.model_version_from_proto(v) for v in reply.model_versions],
+        )
+
+    async def _every_model_artifact(self, page_size: int) -> list[ModelArtifact]:
+        request = api.ListArtifactsRequest(
+            project=self.project, kind=pb.ARTIFACT_KIND_MODEL, page_size=page_size
+        )
+        found = await self._transport.every_page(
+            self._stub.ListArtifacts,
+            request,
+            lambda reply: [types.artifact_from_proto(a) for a in reply.artifacts],
+        )
+        return [artifact for artifact in found if isinstance(artifact, ModelArtifact)]
+
     async def _artifacts(
         self,
         model_version_id: str | None,
