@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,7 +15,7 @@ from typing import BinaryIO
 
 from cairn._direct_io import DirectWriter
 
-from ..common.errors import DataLoss
+from ..common.errors import DataLoss, ResourceExhausted, Unavailable
 from .blobs import CHUNK, MissingBytes, Readable, Unfinished
 
 SYNC_EVERY = 32 * 1024 * 1024
@@ -40,7 +41,7 @@ class FilesystemBackend:
 
     def write(self, key: str, source: Readable, content_type: str, size: int) -> None:
         target = self._file(key)
-        with _created(target) as out, _Syncer(out.fileno()) as syncer:
+        with _store_failures(), _created(target) as out, _Syncer(out.fileno()) as syncer:
             _preallocate(out.fileno(), size)
             written = 0
             while chunk := source.read(CHUNK):
@@ -133,6 +134,28 @@ def _created(target: Path) -> Iterator[DirectWriter]:
     except BaseException:
         target.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def _store_failures() -> Iterator[None]:
+    """The file system's failures as answers: full (or over its quota), which an upload
+    of anything meets until space is freed; or failing, as a store that may answer
+    again."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ResourceExhausted(
+                "STORAGE_FULL",
+                "the artifact store's file system is full: nothing was stored; free space "
+                "or delete objects, then upload again",
+            ) from error
+        raise Unavailable(
+            "OBJECT_STORE_UNAVAILABLE",
+            f"the artifact store's file system failed ({os.strerror(error.errno or 0)}); "
+            "call again",
+            metadata={"error": errno.errorcode.get(error.errno or 0, "unknown")},
+        ) from error
 
 
 def _load_fallocate() -> object | None:

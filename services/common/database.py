@@ -144,7 +144,8 @@ class _BoundedAcquire:
 
 def domain_error(exc: BaseException) -> DomainError | None:
     """The error to answer for a database failure that is no bug: the database cannot
-    be reached, a statement ran out of its time, or transactions conflicted."""
+    be reached or is out of disk or memory, a statement ran out of its time, or
+    transactions conflicted."""
     if isinstance(exc, asyncpg.exceptions.QueryCanceledError):
         return ResourceExhausted(
             "STATEMENT_TIMEOUT",
@@ -157,6 +158,12 @@ def domain_error(exc: BaseException) -> DomainError | None:
             "TRANSACTION_CONFLICT",
             "the database rolled this call back in a conflict with another; nothing of it "
             "was applied: call again",
+        )
+    if isinstance(exc, asyncpg.exceptions.InsufficientResourcesError):
+        return unreachable(exc) or Unavailable(  # many connections are unreachable's
+            "DATABASE_OUT_OF_RESOURCES",
+            f"the database ran out of room ({type(exc).__name__}); nothing of the call was "
+            "applied: call again once it has some",
         )
     return unreachable(exc)
 

@@ -41,3 +41,21 @@ def test_transactions_rolled_back_in_a_conflict_answer_aborted() -> None:
         answer = database.domain_error(exc)
         assert answer is not None
         assert (answer.code, answer.reason) == (grpc.StatusCode.ABORTED, "TRANSACTION_CONFLICT")
+
+
+def test_a_database_out_of_disk_or_memory_answers_unavailable() -> None:
+    """SQLSTATE class 53: nothing was applied, and a client that retries UNAVAILABLE
+    (ActiveRun's sender among them) keeps its points to send again, where INTERNAL made
+    it give up."""
+    for exc in (
+        asyncpg.exceptions.DiskFullError("could not extend file"),
+        asyncpg.exceptions.OutOfMemoryError("out of memory"),
+    ):
+        answer = database.domain_error(exc)
+        assert answer is not None
+        assert (answer.code, answer.reason) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "DATABASE_OUT_OF_RESOURCES",
+        )
+    too_many = database.domain_error(asyncpg.exceptions.TooManyConnectionsError("sorry"))
+    assert too_many is not None and too_many.reason == "DATABASE_UNAVAILABLE"

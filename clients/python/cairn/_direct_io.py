@@ -101,9 +101,14 @@ class DirectWriter:
         try:
             self.flush()
         finally:
-            if self._buffer is not None:
-                self._buffer.close()
+            # The descriptor first, whatever happens to the buffer: a file removed after
+            # a failed write keeps its blocks for as long as it stays open.
             os.close(self._descriptor)
+            if self._buffer is not None:
+                # A failed write's traceback may still hold a view of the buffer, which
+                # then goes with the last of them.
+                with contextlib.suppress(BufferError):
+                    self._buffer.close()
 
     def __enter__(self) -> DirectWriter:
         return self
