@@ -41,10 +41,24 @@ async def test_a_cache_that_cannot_be_changed_is_served_once_verified(
 
     monkeypatch.setattr(os, "utime", read_only)
     monkeypatch.setattr(Path, "chmod", read_only)
+    monkeypatch.setattr(_cache, "_VERIFIED", {})
+    monkeypatch.setattr(_cache, "_SETTLED_NS", 0)  # the copy is older than a clock tick
+    hashed: list[Path] = []
+    entry_of = _cache.entry_of
+
+    def hashing(file: Path) -> Any:
+        hashed.append(file)
+        return entry_of(file)
+
+    monkeypatch.setattr(_cache, "entry_of", hashing)
     again = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
 
     assert again == loaded
     assert (again / "config.json").read_text() == '{"threshold": 0.5}'
+    assert sorted(file.name for file in hashed) == ["config.json", "weights.bin"]
+    # Hashed once by this process, not at every load.
+    await world.tracking.load_model(info.model_uri, cache_dir=world.cache)
+    assert len(hashed) == 2
 
 
 async def test_an_edited_entry_that_cannot_be_moved_aside_is_never_served(

@@ -15,7 +15,7 @@ and an entry whose file no longer has its sha256 is dropped and fetched anew: an
 costs a download, and is never served as the model (an entry that cannot be moved aside
 is refused with an error instead). Files untouched since cost a stat. A cache this
 process may read but not change (a read-only volume, another user's) is served all the
-same, its files checked at each lookup.
+same, its changed-looking files hashed once by each process (`_remember`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ _WRITE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
 # A file system's clock moves in ticks (Linux: 1-10 ms; FAT: 2 s): the seal waits for
 # the next tick this long at most, then leaves the files to be hashed on the next lookup.
 _TICK_WAIT_SECONDS = 0.05
+# Files this process verified in entries it could not seal (a read-only cache), by
+# `_identity`: hashed once a process rather than at every lookup.
+_VERIFIED: dict[tuple[int, ...], FileEntry] = {}
+_VERIFIED_MAX = 100_000
+_SETTLED_NS = 2_000_000_000  # FAT's clock tick, the coarsest
 
 
 def default_cache_dir() -> Path:
@@ -83,18 +88,20 @@ class ModelCache:
                 _drop(entry)
                 return None
             if max(found.st_mtime_ns, found.st_ctime_ns) >= sealed:
-                changed.append((file, expected))
+                if _VERIFIED.get(_identity(found)) != expected:
+                    changed.append((file, expected, found))
             elif found.st_mode & _WRITE:  # filled by an older client: as verified
                 writable.append(file)
-        if not all(_holds(file, expected) for file, expected in changed):
+        if not all(_holds(file, expected) for file, expected, _ in changed):
             _drop(entry)
             return None
         if changed or writable:  # unchanged after all (touched, or sealed within a tick)
-            # Verified already: a cache this process may read but not change (a
-            # read-only volume, a copied cache, another user's) is served as it is, its
-            # changed-looking files hashed again at the next lookup.
-            with contextlib.suppress(OSError):
-                _seal([*(file for file, _ in changed), *writable], entry / MANIFEST)
+            try:
+                _seal([*(file for file, _, _ in changed), *writable], entry / MANIFEST)
+            except OSError:
+                # Verified already: a cache this process may read but not change (a
+                # read-only volume, a copied cache, another user's) is served as it is.
+                _remember((found, expected) for _, expected, found in changed)
         return entry
 
     @contextlib.asynccontextmanager
@@ -144,6 +151,25 @@ def remove(path: Path) -> None:
             with contextlib.suppress(OSError):
                 file.chmod(stat.S_IREAD | stat.S_IWRITE)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _identity(found: os.stat_result) -> tuple[int, ...]:
+    """What changes with any change of a file: a write moves its ctime, a replacement its
+    inode."""
+    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns
+
+
+def _remember(verified: Iterable[tuple[os.stat_result, FileEntry]]) -> None:
+    """Keeps files hashed in an entry that could not be sealed, by their stat before the
+    hash, so that this process hashes them once, not at every lookup. Only a file whose
+    last change is older than any file system's clock tick: a change after the hash then
+    shows as another ctime."""
+    if len(_VERIFIED) > _VERIFIED_MAX:
+        _VERIFIED.clear()
+    settled = time.time_ns() - _SETTLED_NS
+    for found, expected in verified:
+        if max(found.st_mtime_ns, found.st_ctime_ns) < settled:
+            _VERIFIED[_identity(found)] = expected
 
 
 def _stat(file: Path) -> os.stat_result | None:
