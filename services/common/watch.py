@@ -77,6 +77,10 @@ class _Probe:
                 self._conn = await self._connect()
             await self._conn.fetchval("SELECT 1", timeout=PROBE_TIMEOUT_SECONDS)
             return True
+        except asyncpg.TooManyConnectionsError:
+            # It answered: every connection it allows is taken, the pools' of the
+            # servers most likely, which serve calls. A busy database is no outage.
+            return True
         except Exception as error:  # refused, timed out, broken: all say unreachable
             _log.info("database probe failed", error=repr(error))
             self.close()

@@ -93,3 +93,22 @@ async def test_a_pool_busy_with_calls_leaves_health_serving(served) -> None:
 
 async def _is(port: int, status: int) -> bool:
     return await _health(port) == status
+
+
+async def test_a_database_with_every_connection_taken_is_reachable(
+    config: Config, pool: asyncpg.Pool, unique: str
+) -> None:
+    """At its connection limit, PostgreSQL refuses the probe's connection (SQLSTATE
+    53300) while the pools' connections serve calls: health stays SERVING. (A role's
+    limit here; max_connections answers the same.)"""
+    role = f"limited_{unique}".replace("-", "_")
+    await pool.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 1')
+    try:
+        taken = await asyncpg.create_pool(config.database_url, user=role, min_size=1, max_size=1)
+        try:
+            assert await taken.fetchval("SELECT 1") == 1
+            assert await watch._Probe(taken).answers()
+        finally:
+            await taken.close()
+    finally:
+        await pool.execute(f'DROP ROLE "{role}"')
