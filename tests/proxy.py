@@ -166,6 +166,7 @@ class PostgresProxy:
         self._flowing.set()
         self._cut: re.Pattern[bytes] | None = None
         self.cuts: list[bytes] = []
+        self.held = 0  # messages sent to PostgreSQL during a partition, held back
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.port = 0
@@ -235,6 +236,7 @@ class PostgresProxy:
                 self._cut = None
                 self.cuts.append(text)
                 return
+            self.held += not self._flowing.is_set()
             await self._send(server_out, kind + length + body)
 
     async def _pass(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:

@@ -28,6 +28,10 @@ _log = logs.get("cairn.server")
 # silently take part of its traffic. Without it, binding a port in use fails.
 ONE_SERVER_PER_PORT = [("grpc.so_reuseport", 0)]
 MAX_PRUNE_INTERVAL_SECONDS = 3600
+# Shutdown waits for background work this much past the grace period, and for the
+# pool's connections to close this long, before it leaves them behind.
+STOP_MARGIN_SECONDS = 1.0
+POOL_CLOSE_SECONDS = 5.0
 
 
 class CairnServer:
@@ -103,6 +107,17 @@ class CairnServer:
         ]
         return port
 
+    async def _end_background(self, grace: float) -> None:
+        """Waits for the cancelled background work, within the grace period. Work
+        cancelled in the middle of a statement waits for PostgreSQL to confirm the
+        cancel, which a database behind a partition never does: such work is left
+        behind (and the process ends without it) rather than waited for for ever."""
+        if not self._background:
+            return
+        _, stuck = await asyncio.wait(self._background, timeout=grace + STOP_MARGIN_SECONDS)
+        if stuck:
+            _log.warning("background work left behind", tasks=[t.get_name() for t in stuck])
+
     async def _forget_request_ids(self) -> None:
         """Prunes the request ids of writes older than their retention, four times per
         retention (at most hourly), so none is kept much past it."""
@@ -131,9 +146,7 @@ class CairnServer:
         self._stopping.set()
         for task in self._background:
             task.cancel()
-        await asyncio.gather(
-            self._server.stop(grace), asyncio.gather(*self._background, return_exceptions=True)
-        )
+        await asyncio.gather(self._server.stop(grace), self._end_background(grace))
         await self._gate.close()
         if self._probe_server is not None:
             await self._probe_server.stop(0)
@@ -258,8 +271,19 @@ async def run(config: Config, services: Sequence[ServiceSpec]) -> None:
         _log.info("shutting down", signal=received, grace_seconds=config.shutdown_grace_seconds)
         await server.stop()
     finally:
-        await pool.close()
+        await _close(pool)
     _log.info("stopped")
+
+
+async def _close(pool: asyncpg.Pool) -> None:
+    """Closes the pool's connections, politely where the database answers: one that
+    does not (a partition) is dropped after POOL_CLOSE_SECONDS."""
+    # Not wait_for: cancelling a close stuck on such a connection would wait for it too.
+    closing = asyncio.ensure_future(pool.close())
+    done, _ = await asyncio.wait({closing}, timeout=POOL_CLOSE_SECONDS)
+    if not done:
+        _log.warning("database connections dropped unclosed at shutdown")
+        pool.terminate()
 
 
 class _SignalWaiter:

@@ -112,3 +112,26 @@ async def test_a_database_with_every_connection_taken_is_reachable(
             await taken.close()
     finally:
         await pool.execute(f'DROP ROLE "{role}"')
+
+
+async def test_shutdown_ends_within_its_grace_while_a_partition_holds_a_statement(
+    config: Config,
+) -> None:
+    """Background work cancelled in the middle of a statement waits for PostgreSQL to
+    confirm the cancel, which a partitioned database never does; shutdown leaves it
+    behind after the grace period instead of waiting for ever (SIGTERM, then SIGKILL)."""
+    proxy = PostgresProxy(config.database_url)
+    settings = with_overrides(config, database_url=await proxy.start(), db_pool_size=3)
+    own_pool = await database.create_pool(settings.database_url, settings)
+    server = CairnServer(settings, catalog.select([]), own_pool)
+    await server.start()
+    try:
+        proxy.partition()
+        await eventually(lambda: proxy.held > 0, what="background work caught in the partition")
+        stopping = asyncio.ensure_future(server.stop(grace=0.5))
+        done, _ = await asyncio.wait({stopping}, timeout=10)
+        assert done, "shutdown still waits on the partitioned database"
+    finally:
+        proxy.heal()
+        own_pool.terminate()
+        await proxy.close()
