@@ -1,7 +1,8 @@
 """The model cache where the file system refuses a change: a cache this process may read
 but not change is still served once verified, an edited entry that cannot be moved aside
 (on Windows, a file of it is open) is never served, and a fill stats each stored file
-once and seals the entry off the event loop. The refusals are simulated: a read-only
+once and seals the entry off the event loop, to its end even when the load is
+cancelled meanwhile. The refusals are simulated: a read-only
 mount needs privileges, and Windows' open files need Windows."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +117,37 @@ async def test_a_fill_stats_each_object_once_and_seals_off_the_event_loop(
 
     assert sorted(path.rsplit("/", 1)[-1] for path in stats) == ["config.json", "weights.bin"]
     assert sealed_on_loop == [False]
+
+
+async def test_a_load_cancelled_while_its_entry_is_sealed_leaves_the_entry_whole(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = await _logged(world, tmp_path)
+    sealed, release, removing = threading.Event(), threading.Event(), threading.Event()
+    seal, remove = _cache._seal, _cache.remove
+
+    def held_after_sealing(*args: Any) -> None:
+        seal(*args)
+        sealed.set()
+        release.wait(10)
+
+    def removal(path: Path) -> None:
+        removing.set()
+        remove(path)
+
+    monkeypatch.setattr(_cache, "_seal", held_after_sealing)
+    monkeypatch.setattr(_cache, "remove", removal)
+    loading = asyncio.ensure_future(
+        world.tracking.load_model(info.model_uri, cache_dir=world.cache)
+    )
+    assert await asyncio.to_thread(sealed.wait, 10)
+    loading.cancel()
+    # The scratch folder must not be removed while it is being put in place.
+    assert not await asyncio.to_thread(removing.wait, 0.5)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await loading
+
+    entry = world.cache / info.manifest_sha256
+    assert (entry / "model" / "config.json").read_text() == '{"threshold": 0.5}'
+    assert sorted(p.name for p in world.cache.iterdir()) == [entry.name]

@@ -29,8 +29,9 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from ..exceptions import FailedPreconditionError
 from ._manifest import MANIFEST, FileEntry, Manifest, entry_of, files_under
@@ -121,7 +122,7 @@ class ModelCache:
         scratch = await asyncio.to_thread(self._scratch, key)
         try:
             yield scratch
-            await asyncio.to_thread(self._put, scratch, key, manifest_bytes, manifest)
+            await _to_the_end(self._put, scratch, key, manifest_bytes, manifest)
         finally:
             await asyncio.to_thread(remove, scratch)
 
@@ -142,6 +143,18 @@ class ModelCache:
         except OSError:
             if self.lookup(key, manifest) is None:
                 raise
+
+
+async def _to_the_end(function: Callable[..., None], *args: Any) -> None:
+    """function(*args) in a thread, waited for to its end even by a caller cancelled
+    meanwhile: a thread cannot be stopped, and removing a scratch folder that is being
+    sealed and renamed could put a part of it in place."""
+    running = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait([running])
+        raise
 
 
 def remove(path: Path) -> None:
