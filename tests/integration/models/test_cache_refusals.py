@@ -151,3 +151,16 @@ async def test_a_load_cancelled_while_its_entry_is_sealed_leaves_the_entry_whole
     entry = world.cache / info.manifest_sha256
     assert (entry / "model" / "config.json").read_text() == '{"threshold": 0.5}'
     assert sorted(p.name for p in world.cache.iterdir()) == [entry.name]
+
+
+async def test_an_entry_folder_without_its_manifest_is_replaced(
+    world: World, tmp_path: Path
+) -> None:
+    info = await _logged(world, tmp_path)
+    left = world.cache / info.manifest_sha256 / "model"
+    left.mkdir(parents=True)  # what an interrupted rm -rf, say, leaves
+    (left / "config.json").write_text("{}")
+
+    loaded = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+
+    assert (loaded / "config.json").read_text() == '{"threshold": 0.5}'

@@ -135,14 +135,19 @@ class ModelCache:
     def _put(self, scratch: Path, key: str, manifest_bytes: bytes, manifest: Manifest) -> None:
         """Seals scratch and renames it to the entry. When the entry exists already (a
         concurrent filler's, or one that could not be moved aside), that one is served
-        only once it passes `lookup` too: an edited entry that stays is refused."""
+        only once it passes `lookup` too; else it is dropped for ours, and an edited
+        entry that cannot be is refused."""
         (scratch / MANIFEST).write_bytes(manifest_bytes)
         _seal([scratch / relative for relative in files_under(scratch)], scratch / MANIFEST)
+        entry = self.root / key
         try:
-            scratch.rename(self.root / key)
+            scratch.rename(entry)
         except OSError:
-            if self.lookup(key, manifest) is None:
-                raise
+            if self.lookup(key, manifest) is not None:
+                return
+            # Not servable, and no lookup drops it (no manifest: a folder left by hand).
+            _drop(entry)
+            scratch.rename(entry)
 
 
 async def _to_the_end(function: Callable[..., None], *args: Any) -> None:
