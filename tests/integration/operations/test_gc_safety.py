@@ -412,6 +412,13 @@ async def test_a_server_does_not_take_over_what_it_runs_when_its_lease_passed(
         )
         await runner._take_over()
         assert runner._running[operation.operation_id] is task
+        # The lease back at once: the session's own server, whose takeover runs every
+        # CLAIM_SECONDS, would rightly take over an operation whose lease stayed past.
+        await pool.execute(
+            """UPDATE operations.operations SET lease_until = clock_timestamp() + interval '1 hour'
+               WHERE operation_id = $1""",
+            operation.operation_id,
+        )
         await blocking.rollback()
     await task
     done = await OperationStore(pool).get(operation.name)
