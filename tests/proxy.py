@@ -13,20 +13,17 @@ _FRAME_HEADER = 9
 _HEADERS = 0x1
 
 
-class AnswerDroppingProxy:
-    """Listens on 127.0.0.1; `drop_next(n)` loses the next n answers."""
+class _Listener:
+    """A server on 127.0.0.1 that serves each connection in a task of its own, and
+    ends them all on close."""
 
-    def __init__(self, target_port: int) -> None:
-        self._target_port = target_port
-        self._to_drop = 0
-        self.dropped = 0
+    def __init__(self) -> None:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.port = 0
 
-    async def start(self, port: int = 0) -> int:
-        """Listens on port (a free one if 0); returns it."""
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+    async def _listen(self, port: int = 0) -> int:
+        self._server = await asyncio.start_server(self._accepted, "127.0.0.1", port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -37,14 +34,38 @@ class AnswerDroppingProxy:
             connection.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
 
-    def drop_next(self, answers: int = 1) -> None:
-        self._to_drop = answers
-
-    async def _serve(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter):
+    async def _accepted(
+        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
         task.add_done_callback(self._connections.discard)
+        await self._serve(client_in, client_out)
+
+    async def _serve(
+        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
+    ) -> None:
+        raise NotImplementedError
+
+
+class AnswerDroppingProxy(_Listener):
+    """Listens on 127.0.0.1; `drop_next(n)` loses the next n answers."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__()
+        self._target_port = target_port
+        self._to_drop = 0
+        self.dropped = 0
+
+    async def start(self, port: int = 0) -> int:
+        """Listens on port (a free one if 0); returns it."""
+        return await self._listen(port)
+
+    def drop_next(self, answers: int = 1) -> None:
+        self._to_drop = answers
+
+    async def _serve(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter):
         server_in, server_out = await asyncio.open_connection("127.0.0.1", self._target_port)
         upstream = asyncio.ensure_future(_copy(client_in, server_out))
         try:
@@ -81,32 +102,21 @@ async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
             await sink.drain()
 
 
-class StallingProxy:
+class StallingProxy(_Listener):
     """A TCP proxy to host:port that can stop answering, as a hung object store or a
     black-holed route does: `stall()` cuts the connections it forwards (their requests
     are lost) and accepts new ones without ever answering them; after `resume()`, new
     connections are forwarded again, and those that met the stall stay silent."""
 
     def __init__(self, host: str, port: int) -> None:
+        super().__init__()
         self._target = (host, port)
         self._stalled = False
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
         self._forwarding: set[asyncio.Task[None]] = set()
-        self.port = 0
 
     async def start(self) -> int:
         """Listens on a free port of 127.0.0.1; returns it."""
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for connection in self._connections:
-            connection.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        return await self._listen()
 
     def stall(self) -> None:
         self._stalled = True
@@ -119,8 +129,6 @@ class StallingProxy:
     async def _serve(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter):
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
         try:
             if self._stalled:
                 while await client_in.read(65536):
@@ -149,7 +157,7 @@ class StallingProxy:
             server_out.close()
 
 
-class PostgresProxy:
+class PostgresProxy(_Listener):
     """A TCP proxy on 127.0.0.1 in front of a PostgreSQL listening on a unix socket, for
     faults between a server and its database. `cut_on(pattern)` breaks the connection
     that next sends a statement matching pattern, before PostgreSQL gets it.
@@ -158,6 +166,7 @@ class PostgresProxy:
     (what TCP's retransmissions would have carried arrives then)."""
 
     def __init__(self, database_url: str) -> None:
+        super().__init__()
         url = urllib.parse.urlparse(database_url)
         socket_dir = urllib.parse.parse_qs(url.query)["host"][0]
         self._socket = f"{socket_dir}/.s.PGSQL.{url.port or 5432}"
@@ -167,23 +176,15 @@ class PostgresProxy:
         self._cut: re.Pattern[bytes] | None = None
         self.cuts: list[bytes] = []
         self.held = 0  # messages sent to PostgreSQL during a partition, held back
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
-        self.port = 0
 
     async def start(self) -> str:
         """Listens on a free port; returns the database URL that leads through it."""
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        await self._listen()
         return f"postgresql://{self._user}@127.0.0.1:{self.port}/{self._database}"
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
         self.heal()
-        for connection in self._connections:
-            connection.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await super().close()
 
     def cut_on(self, pattern: bytes) -> None:
         self._cut = re.compile(pattern, re.IGNORECASE | re.DOTALL)
@@ -197,10 +198,6 @@ class PostgresProxy:
     async def _serve(
         self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
     ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
         writers = [client_out]
         try:
             await self._flowing.wait()  # the connection is not answered meanwhile
