@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import resource
 import signal
 import time
 import uuid
@@ -117,6 +118,21 @@ async def new_project(port: int, name: str) -> str:
     so every caller is a global admin)."""
     async with cairn.AuthClient.insecure_connection("127.0.0.1", port) as auth:
         return await auth.create_project(name)
+
+
+@contextlib.contextmanager
+def disk_full_after(size: int) -> Iterator[None]:
+    """No file of this process grows past size bytes: a write past it fails (EFBIG), as
+    one on a full disk does (ENOSPC), where a real full disk needs a file system of its
+    own."""
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, limits[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
 
 
 async def eventually(

@@ -4,12 +4,8 @@ artifact store answers STORAGE_FULL, not INTERNAL."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import resource
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,22 +13,9 @@ import pytest
 from cairn._direct_io import BUFFER, DirectWriter
 from cairn_server.artifacts import filesystem
 from cairn_server.common.errors import ResourceExhausted
+from tests.conftest import disk_full_after
 
 FULL = Path("/dev/full")  # answers every write ENOSPC, as a full file system does
-
-
-@contextlib.contextmanager
-def _files_of_at_most(size: int) -> Iterator[None]:
-    """A write past size bytes fails (EFBIG), as one on a full disk does (ENOSPC): the
-    limit of this process, where a real full disk needs a file system of its own."""
-    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
-    signalled = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, limits[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
-        signal.signal(signal.SIGXFSZ, signalled)
 
 
 def _open_descriptors() -> set[str]:
@@ -43,7 +26,7 @@ def test_a_writer_whose_write_failed_still_closes_its_file(tmp_path: Path) -> No
     before = _open_descriptors()
     with (
         pytest.raises(OSError) as raised,
-        _files_of_at_most(BUFFER // 2),
+        disk_full_after(BUFFER // 2),
         DirectWriter.create(tmp_path / "big") as out,
     ):
         out.write(b"x" * (2 * BUFFER))  # through the writer's buffer: whole blocks

@@ -4,8 +4,6 @@ and a write the file system refuses part-way is a typed error, not a raw OSError
 
 from __future__ import annotations
 
-import resource
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 
 import cairn
 from cairn.exceptions import FailedPreconditionError
-from tests.conftest import new_project
+from tests.conftest import disk_full_after, new_project
 
 
 @pytest.fixture
@@ -60,15 +58,8 @@ async def test_a_write_refused_part_way_is_typed_and_leaves_whole_files(
     store: cairn.ArtifactClient, tmp_path: Path
 ) -> None:
     await store.upload("d/c", b"c" * 200_000)
-    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, limits[1]))  # as a full disk
-    try:
-        with pytest.raises(FailedPreconditionError) as refused:
-            await store.download("d", tmp_path / "out")
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
-        signal.signal(signal.SIGXFSZ, handler)
+    with pytest.raises(FailedPreconditionError) as refused, disk_full_after(100_000):
+        await store.download("d", tmp_path / "out")
 
     assert refused.value.reason == "LOCAL_WRITE_FAILED"
     assert refused.value.metadata["errno"] == "EFBIG"

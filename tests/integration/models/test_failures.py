@@ -5,12 +5,8 @@ stopped before its manifest can be run again."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import resource
-import signal
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,22 +14,10 @@ import pytest
 import cairn
 from cairn.exceptions import AlreadyExistsError, DataLossError, FailedPreconditionError
 from cairn.models import MANIFEST
+from tests.conftest import disk_full_after
 from tests.integration.models.conftest import World
 
 _WRITABLE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
-
-
-@contextlib.contextmanager
-def _disk_full_after(size: int) -> Iterator[None]:
-    """No file of this process grows past size bytes (EFBIG, as a full disk's ENOSPC)."""
-    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, limits[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
-        signal.signal(signal.SIGXFSZ, handler)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -58,7 +42,7 @@ async def test_a_copy_cut_short_leaves_the_earlier_one_and_no_part(
     earlier = _files(dst)
     manager = cairn.ModelManager(world.registry, tmp_path / "devo", cache_dir=world.cache)
 
-    with _disk_full_after(1_000_000):
+    with disk_full_after(1_000_000):
         with pytest.raises(FailedPreconditionError) as copying:
             await world.tracking.download_artifacts(second.model_uri, dst, cache_dir=world.cache)
         with pytest.raises(FailedPreconditionError) as devo:
