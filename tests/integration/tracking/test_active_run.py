@@ -1,12 +1,17 @@
 """start_run: buffered metrics sent in the background, the run's end status."""
 
 import asyncio
+from pathlib import Path
 
+import asyncpg
 import pytest
 
 import cairn
+from cairn._clients.journal import Journal
 from cairn.exceptions import FailedPreconditionError
 from cairn.types import RunStatus
+from cairn_server.common.config import Config
+from tests.conftest import serving
 
 
 async def test_metrics_are_flushed_and_the_run_finishes(
@@ -52,3 +57,28 @@ async def test_a_failed_background_send_surfaces(tracking, experiment_id) -> Non
                 await run.log_metric("m", step, step=step)
             await asyncio.sleep(0.2)
             await run.flush()
+
+
+async def test_an_end_cut_short_keeps_what_is_unsent_in_the_journal(
+    config: Config, pool: asyncpg.Pool, unique: str, tmp_path: Path
+) -> None:
+    """Cancelled while it ends (closing a sync client from another thread does that), a
+    run keeps its unsent points and its status in the journal, as after an outage."""
+    async with serving(config, pool, ["tracking"]) as port:
+        client = cairn.TrackingClient.insecure_connection("127.0.0.1", port)
+        experiment_id = await client.create_experiment(f"cut-{unique}")
+        run = client.start_run(experiment_id, journal_dir=tmp_path, flush_timeout=60)
+        await run.__aenter__()
+    try:
+        # The server is gone: the point waits in the buffer, its sends refused.
+        await run.log_metric("loss", 0.5, step=1)
+        ending = asyncio.create_task(run.__aexit__(None, None, None))
+        await asyncio.sleep(0)  # the end's first step runs, into its wait for the sends
+        ending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await ending
+    finally:
+        await client.close()
+    assert run.journal is not None
+    kept = Journal.read(run.journal)
+    assert (kept.run_id, kept.points, kept.status) == (run.run_id, 1, RunStatus.FINISHED)

@@ -141,6 +141,22 @@ class ActiveRun:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        try:
+            terminated = await self._end(exc_type)
+        except asyncio.CancelledError:
+            # Cancelled while it ends (a sync client closed from another thread, say):
+            # what is unsent, and the status, are kept as after an outage, not dropped.
+            await self._stop_sending()
+            self._keep_in_journal(_status(exc_type, self._error))
+            raise
+        if not terminated:  # an outage, or an error retrying cannot fix: nothing is dropped
+            self._keep_in_journal(_status(exc_type, self._error))
+        if self._error is not None and exc_type is None:
+            raise self._error
+
+    async def _end(self, exc_type: type[BaseException] | None) -> bool:
+        """Sends what is buffered, then the run's status, within flush_timeout; whether
+        both went."""
         deadline = asyncio.get_running_loop().time() + self._flush_timeout
         try:
             await asyncio.wait_for(self._drain(), self._flush_timeout)
@@ -148,19 +164,17 @@ class ActiveRun:
             pass
         finally:
             await self._stop_sending()
+        if self._buffer:
+            return False
         status = _status(exc_type, self._error)
-        if self._buffer:  # an outage, or an error retrying cannot fix: nothing is dropped
-            self._keep_in_journal(status)
-        else:
-            try:
-                await asyncio.wait_for(
-                    _retrying(lambda: self._client.set_terminated(self.run_id, status)),
-                    max(0.0, deadline - asyncio.get_running_loop().time()),
-                )
-            except TimeoutError:
-                self._keep_in_journal(status)
-        if self._error is not None and exc_type is None:
-            raise self._error
+        try:
+            await asyncio.wait_for(
+                _retrying(lambda: self._client.set_terminated(self.run_id, status)),
+                max(0.0, deadline - asyncio.get_running_loop().time()),
+            )
+        except TimeoutError:
+            return False
+        return True
 
     def _keep_in_journal(self, status: RunStatus) -> None:
         """Writes what is still unsent, and the status, for `sync` to store later. The
