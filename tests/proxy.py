@@ -113,6 +113,7 @@ class StallingProxy(_Listener):
         self._target = (host, port)
         self._stalled = False
         self._forwarding: set[asyncio.Task[None]] = set()
+        self.unanswered = 0  # connections taken in while stalled
 
     async def start(self) -> int:
         """Listens on a free port of 127.0.0.1; returns it."""
@@ -131,6 +132,7 @@ class StallingProxy(_Listener):
         assert task is not None
         try:
             if self._stalled:
+                self.unanswered += 1
                 while await client_in.read(65536):
                     pass  # read the request, never answer
                 return

@@ -8,6 +8,12 @@ threads, at most 32), which every service of the process shares and a stopping s
 waits for, a handful of such calls held every thread, and the calls after the store
 came back queued behind them. Here they cost only the artifact service's own backend
 calls, and only until their timeout.
+
+Nor does the process wait for them when it exits: a ThreadPoolExecutor's threads are
+joined at exit, which kept a stopped server alive until the store's timeout (60 s by
+default, twice Kubernetes' grace period). Their threads here are daemon threads, and a
+call that nobody waits for any more ends with the process; an upload's writer cut so
+is left unpublished, as after a crash, and the janitor removes its bytes.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from concurrent.futures import Executor, Future
+from typing import Any, ParamSpec, TypeVar
 
 # Backend calls: a download's reads, copies, deletes, the janitor's listings, the
 # read-back of a completion. Each holds its thread for one request to the store.
@@ -29,8 +37,48 @@ UPLOAD_THREADS = 64
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-_store = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="cairn-store")
-_uploads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="cairn-upload")
+
+
+class _DaemonThreads(Executor):
+    """Up to `size` daemon threads, started as work comes and none is idle, that run
+    submitted calls in order."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self._size, self._name = size, name
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._started = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+        future: Future[_T] = Future()
+        self._work.put((future, functools.partial(fn, *args, **kwargs)))
+        if not self._idle.acquire(blocking=False):
+            self._start_thread()
+        return future
+
+    def _start_thread(self) -> None:
+        with self._lock:
+            if self._started == self._size:
+                return  # the call waits for a thread
+            self._started += 1
+            name = f"{self._name}_{self._started}"
+            threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            future, call = self._work.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call())
+                except BaseException as error:
+                    future.set_exception(error)
+                del future, call  # holds no result past its call
+            self._idle.release()
+
+
+_store = _DaemonThreads(STORE_THREADS, "cairn-store")
+_uploads = _DaemonThreads(UPLOAD_THREADS, "cairn-upload")
 
 
 async def in_store(function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -47,7 +95,7 @@ def start_upload(
 
 
 def _start(
-    pool: ThreadPoolExecutor, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+    pool: Executor, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
 ) -> asyncio.Future[_T]:
     context = contextvars.copy_context()
     call = functools.partial(context.run, function, *args, **kwargs)
