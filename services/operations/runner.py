@@ -7,7 +7,9 @@ no two servers take the same), and runs it again from the start: each step selec
 what is left, so nothing is done twice. One that no server able to run it took over
 within ABANDONED_AFTER is marked FAILED with the reason. An attempt cut short by an
 error a call would answer UNAVAILABLE or ABORTED for (a database connection broken, say)
-hands the operation back the same way, to be taken over again; any other error fails it.
+hands the operation back the same way, to be taken over again once RETRY_SECONDS have
+passed, twice as long after each further attempt (at most RETRY_MAX_SECONDS); the
+MAX_ATTEMPTS-th attempt cut short fails it, as any other error does at once.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ LEASE = timedelta(seconds=10)
 RENEW_SECONDS = 3.0
 CLAIM_SECONDS = 2.0
 ABANDONED_AFTER = timedelta(minutes=10)
+# An outage retried so rests from one attempt to the next: 2, 4, 8 ... 300 s, 13.5
+# minutes until the tenth and last attempt.
+RETRY_SECONDS = 2.0
+RETRY_MAX_SECONDS = 300.0
+MAX_ATTEMPTS = 10
 _log = logs.get("cairn.operations")
 
 
@@ -130,22 +137,27 @@ class Runner:
             await self._hand_over(operation, held)
             raise
         except Exception as error:
-            if _transient(error):
-                # As after a restart: handed back, it is taken over again within
-                # CLAIM_SECONDS once the database answers, and resumes from what is left.
+            outage = _transient(error)
+            if outage and held.attempt < MAX_ATTEMPTS:
+                # As after a restart: handed back, it is taken over again once its retry
+                # delay passed and the database answers, and resumes from what is left.
                 _log.warning("operation interrupted", operation=operation.name, error=repr(error))
-                await self._hand_over(operation, held)
+                await self._hand_over(operation, held, retry_delay(held.attempt))
             else:
-                await self._fail(operation, held)
+                await self._fail(operation, held, outage)
         finally:
             renewing.cancel()
 
-    async def _fail(self, operation: Operation, held: Lease) -> None:
+    async def _fail(self, operation: Operation, held: Lease, outage: bool) -> None:
         """Marks the operation FAILED with a message that names no internals (clients
-        read it) but an error id, logged with the traceback for the operator."""
+        read it) but an error id, logged with the traceback for the operator; outage:
+        its last attempt was cut short by one (see _transient)."""
         error_id = uuid.uuid4().hex[:12]
         _log.exception("operation failed", operation=operation.name, error_id=error_id)
-        message = f"the operation failed on the server; its log has the details (error {error_id})"
+        where = "on the server"
+        if outage:
+            where = f"in attempt {held.attempt}, the last, cut short by an outage"
+        message = f"the operation failed {where}; its log has the details (error {error_id})"
         try:
             await self._store.finish(held, State.FAILED, [message])
         except Exception:
@@ -173,14 +185,21 @@ class Runner:
             except Exception as error:
                 _log.warning("renewing an operation's lease failed", error=repr(error))
 
-    async def _hand_over(self, operation: Operation, held: Lease) -> None:
+    async def _hand_over(
+        self, operation: Operation, held: Lease, delay: timedelta = timedelta()
+    ) -> None:
         """Releases the lease of an operation this server stops running (it is
-        stopping, or the database failed the attempt), so a server (this one, or
-        another) resumes it without waiting for the lease."""
+        stopping, or an outage cut the attempt short), so a server (this one, or
+        another) resumes it once delay passed, without waiting for the lease."""
         try:
-            await self._store.release(held)
+            await self._store.release(held, delay)
         except Exception:
             _log.warning("operation left to its lease", operation=operation.name)
+
+
+def retry_delay(attempt: int) -> timedelta:
+    """How long an operation whose attempt'th attempt an outage cut short rests."""
+    return timedelta(seconds=min(RETRY_SECONDS * 2 ** (attempt - 1), RETRY_MAX_SECONDS))
 
 
 def _transient(error: Exception) -> bool:

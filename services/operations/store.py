@@ -124,9 +124,12 @@ class OperationStore:
     async def renew(self, held: Lease, lease: timedelta) -> None:
         await self._update(held, "lease_until = clock_timestamp() + $4::interval", lease)
 
-    async def release(self, held: Lease) -> None:
-        """Lets another server take the operation over at once (this one is stopping)."""
-        await self._update(held, "owner = NULL, lease_until = clock_timestamp()")
+    async def release(self, held: Lease, delay: timedelta = timedelta()) -> None:
+        """Lets another server take the operation over once delay passed (at once when
+        this one is stopping)."""
+        await self._update(
+            held, "owner = NULL, lease_until = clock_timestamp() + $4::interval", delay
+        )
 
     async def plan(self, held: Lease, items: int) -> None:
         await self._update(held, "progress_total = progress_total + $4", items)

@@ -1,10 +1,13 @@
 """A garbage collection that loses its database connection in the middle of a step
 (PostgreSQL itself up, as in a failover or a dropped route) is handed back and resumed
-from what is left, as after a server's restart, and succeeds; it does not end FAILED."""
+from what is left, as after a server's restart, and succeeds; it does not end FAILED.
+Each attempt so cut short rests longer before the next, and the last one allowed
+fails the operation."""
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -16,16 +19,25 @@ from cairn_server import catalog
 from cairn_server.common import database
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
-from tests.conftest import new_project, with_overrides
+from cairn_server.operations import runner
+from tests.conftest import eventually, new_project, with_overrides
 from tests.proxy import PostgresProxy
 
 HOUR = datetime.timedelta(hours=1)
+TRACKING_STEP = rb"SELECT count\(\*\) FROM tracking\.runs"  # the tracking step's first
 
 
-async def test_a_connection_lost_mid_step_is_resumed_not_failed(
-    config: Config, pool: asyncpg.Pool, unique: str
-) -> None:
+@pytest.fixture
+async def proxy(config: Config) -> AsyncIterator[PostgresProxy]:
     proxy = PostgresProxy(config.database_url)
+    yield proxy
+    await proxy.close()
+
+
+@pytest.fixture
+async def client(config: Config, proxy: PostgresProxy, unique: str) -> AsyncIterator[cairn.Client]:
+    """A client of a server whose database connections go through the proxy, in a
+    project with a run deleted two hours ago."""
     settings = with_overrides(config, database_url=await proxy.start())
     own_pool = await database.create_pool(settings.database_url, settings)
     server = CairnServer(settings, catalog.select([]), own_pool)
@@ -33,23 +45,92 @@ async def test_a_connection_lost_mid_step_is_resumed_not_failed(
     try:
         project = await new_project(port, f"gc-cut-{unique}")
         async with cairn.Client(f"http://127.0.0.1:{port}", project=project) as client:
-            tracking = client.tracking
-            run_id = (await tracking.create_run(await tracking.create_experiment("e"))).info.run_id
-            await tracking.delete_run(run_id)
-            await pool.execute(
-                """UPDATE tracking.runs SET delete_time = delete_time - interval '2 hours'
-                   WHERE run_id = $1::text::uuid""",
-                run_id,
-            )
-            proxy.cut_on(rb"SELECT count\(\*\) FROM tracking\.runs")  # the tracking step's first
-            started = await client.operations.start_garbage_collection(HOUR)
-            done = await client.operations.wait_operation(started.name, timeout=30)
-            assert proxy.cuts
-            assert done.state is OperationState.SUCCEEDED, done.errors
-            assert done.counts["runs"] >= 1
-            with pytest.raises(NotFoundError):
-                await tracking.get_run(run_id)
+            yield client
     finally:
         await server.stop(grace=1.0)
         await own_pool.close()
-        await proxy.close()
+
+
+async def _deleted_run(client: cairn.Client, pool: asyncpg.Pool) -> str:
+    tracking = client.tracking
+    run_id = (await tracking.create_run(await tracking.create_experiment("e"))).info.run_id
+    await tracking.delete_run(run_id)
+    await pool.execute(
+        """UPDATE tracking.runs SET delete_time = delete_time - interval '2 hours'
+           WHERE run_id = $1::text::uuid""",
+        run_id,
+    )
+    return run_id
+
+
+async def _row(pool: asyncpg.Pool, name: str) -> asyncpg.Record:
+    return await pool.fetchrow(
+        """SELECT owner, attempts, end_time, lease_until - clock_timestamp() AS rest
+           FROM operations.operations WHERE operation_id = $1::text::uuid""",
+        name.removeprefix("operations/"),
+    )
+
+
+async def test_a_connection_lost_mid_step_is_resumed_not_failed(
+    client: cairn.Client, proxy: PostgresProxy, pool: asyncpg.Pool
+) -> None:
+    run_id = await _deleted_run(client, pool)
+    proxy.cut_on(TRACKING_STEP)
+    started = await client.operations.start_garbage_collection(HOUR)
+    done = await client.operations.wait_operation(started.name, timeout=30)
+    assert proxy.cuts
+    assert done.state is OperationState.SUCCEEDED, done.errors
+    assert done.counts["runs"] >= 1
+    with pytest.raises(NotFoundError):
+        await client.tracking.get_run(run_id)
+
+
+async def test_an_attempt_cut_short_rests_its_retry_delay_before_the_next(
+    client: cairn.Client,
+    proxy: PostgresProxy,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner, "RETRY_SECONDS", 3600.0)  # no server takes it over meanwhile
+    monkeypatch.setattr(runner, "RETRY_MAX_SECONDS", 7200.0)
+    await _deleted_run(client, pool)
+    proxy.cut_on(TRACKING_STEP)
+    started = await client.operations.start_garbage_collection(HOUR)
+
+    async def handed_back() -> bool:
+        return (await _row(pool, started.name))["owner"] is None
+
+    await eventually(handed_back, what="the attempt cut short handed back")
+    row = await _row(pool, started.name)
+    assert row["attempts"] == 1 and row["end_time"] is None
+    assert datetime.timedelta(minutes=59) < row["rest"] <= HOUR
+    await pool.execute(
+        """UPDATE operations.operations SET lease_until = clock_timestamp()
+           WHERE operation_id = $1::text::uuid""",
+        started.name.removeprefix("operations/"),
+    )  # its delay over: the next attempt completes it
+    done = await client.operations.wait_operation(started.name, timeout=30)
+    assert done.state is OperationState.SUCCEEDED, done.errors
+
+
+async def test_the_last_attempt_cut_short_fails_the_operation_saying_so(
+    client: cairn.Client,
+    proxy: PostgresProxy,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner, "MAX_ATTEMPTS", 1)
+    await _deleted_run(client, pool)
+    proxy.cut_on(TRACKING_STEP)
+    started = await client.operations.start_garbage_collection(HOUR)
+    done = await client.operations.wait_operation(started.name, timeout=30)
+    assert len(proxy.cuts) == 1
+    assert done.state is OperationState.FAILED
+    [message] = done.errors
+    assert message.startswith("the operation failed in attempt 1, the last, cut short by an outage")
+
+
+def test_retry_delays_double_up_to_their_bound() -> None:
+    delays = [runner.retry_delay(attempt).total_seconds() for attempt in range(1, 11)]
+    assert delays == [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]
+    assert sum(delays[: runner.MAX_ATTEMPTS - 1]) == 810  # 13.5 minutes of outage
