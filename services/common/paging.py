@@ -188,7 +188,9 @@ def _typed(value: Any, sql_type: str) -> Any:
         moment = datetime.datetime.fromisoformat(value)
         if moment.tzinfo is None:
             raise ValueError("no time zone")
-        return moment
+        # As asyncpg sends it: a moment of year 1 or 9999 may be out of range in UTC
+        # (OverflowError), where asyncpg would fail the statement.
+        return moment.astimezone(datetime.UTC)
     return value
 
 
