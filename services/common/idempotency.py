@@ -22,7 +22,7 @@ import grpc
 from google.protobuf.message import Message
 
 from . import sql
-from .access import metadata_of
+from .access import current_caller, metadata_of
 from .errors import InvalidArgument
 
 REQUEST_ID_HEADER = "x-cairn-request-id"
@@ -124,8 +124,18 @@ class Idempotency:
 
 
 def fingerprint_of(request: Message) -> bytes:
-    """What tells a repeat of a call from another call under the same request id."""
-    return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+    """What tells a repeat of a call from another call under the same request id: the
+    request, and with authentication on who sent it. Another caller sending the same
+    request under that id is then REQUEST_ID_REUSED: it never gets an answer recorded
+    for someone else, which would skip a check the handler makes of its caller (whose
+    key DeleteApiKey revokes, say)."""
+    digest = hashlib.sha256()
+    caller = current_caller()
+    if caller.key_prefix:  # authentication is on
+        user = caller.user_id.encode()
+        digest.update(len(user).to_bytes(4, "big") + user)
+    digest.update(request.SerializeToString(deterministic=True))
+    return digest.digest()
 
 
 def request_id_reused(request_id: str) -> InvalidArgument:

@@ -12,8 +12,10 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 import cairn
-from cairn.exceptions import ResourceExhaustedError, UnauthenticatedError
+from cairn.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+from cairn.exceptions import ResourceExhaustedError, UnauthenticatedError, from_grpc_error
 from cairn.registry.v1 import registry_pb2, registry_service_pb2, registry_service_pb2_grpc
+from cairn.types import ApiKeyExpirationTime
 from cairn_server import catalog
 from cairn_server.auth.limiter import counted_address
 from cairn_server.auth.store import AuthStore
@@ -150,3 +152,27 @@ async def test_a_request_is_read_through_only_once_its_caller_is_admitted(world:
     }
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "registered_model.latest_versions: must hold at most" in raised.value.details()
+
+
+async def test_another_callers_request_id_gets_nothing_recorded_for_its_owner(
+    world: World,
+) -> None:
+    # A write's recorded answer is found by its request id: replayed by someone else
+    # with the same request, it answered OK where that caller is refused.
+    async with world.auth("viewer") as viewer:
+        spare = await viewer.create_api_key("spare", ApiKeyExpirationTime.THIRTY_DAYS)
+    request = auth_service_pb2.DeleteApiKeyRequest(api_key=spare.split("_")[1])
+    request_id = (("x-cairn-request-id", f"revoke-{request.api_key}"),)
+    owner = (("authorization", f"Bearer {world.keys['viewer']}"),)
+    other = (("authorization", f"Bearer {world.keys['outsider']}"),)
+    codes = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{world.port}") as channel:
+        stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+        await stub.DeleteApiKey(request, metadata=owner + request_id)
+        await stub.DeleteApiKey(request, metadata=owner + request_id)  # the owner's retry
+        for metadata in (other, other + request_id):
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.DeleteApiKey(request, metadata=metadata)
+            codes.append(raised.value.code())
+    assert codes == [grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT]
+    assert from_grpc_error(raised.value).reason == "REQUEST_ID_REUSED"
