@@ -22,7 +22,7 @@ import grpc
 from google.protobuf.message import Message
 
 from . import sql
-from .access import current_caller, metadata_of
+from .access import Caller, current_caller, metadata_of
 from .errors import InvalidArgument
 
 REQUEST_ID_HEADER = "x-cairn-request-id"
@@ -84,7 +84,11 @@ class Idempotency:
         request_id = request_id_of(context)
         if request_id is None:
             return await handler()
-        fingerprint = fingerprint_of(request)
+        # With the caller: another user sending the same request under that id is then
+        # REQUEST_ID_REUSED, and never gets an answer recorded for someone else, which
+        # would skip a check the handler makes of its caller (whose key DeleteApiKey
+        # revokes, say).
+        fingerprint = fingerprint_of(request, current_caller())
         pending: list[Callable[[], Awaitable[None]]] = []
         async with self._pool.acquire() as conn, conn.transaction():
             while not await _claim(conn, schema, method, request_id, fingerprint):
@@ -123,15 +127,11 @@ class Idempotency:
         return pruned
 
 
-def fingerprint_of(request: Message) -> bytes:
+def fingerprint_of(request: Message, caller: Caller | None = None) -> bytes:
     """What tells a repeat of a call from another call under the same request id: the
-    request, and with authentication on who sent it. Another caller sending the same
-    request under that id is then REQUEST_ID_REUSED: it never gets an answer recorded
-    for someone else, which would skip a check the handler makes of its caller (whose
-    key DeleteApiKey revokes, say)."""
+    request, and the caller if given with authentication on."""
     digest = hashlib.sha256()
-    caller = current_caller()
-    if caller.key_prefix:  # authentication is on
+    if caller is not None and caller.key_prefix:  # authentication is on
         user = caller.user_id.encode()
         digest.update(len(user).to_bytes(4, "big") + user)
     digest.update(request.SerializeToString(deterministic=True))
