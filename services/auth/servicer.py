@@ -157,6 +157,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             common.project(request.project),
             validation.user_id(request.user_id),
             validation.role(request.role),
+            keep_an_admin=not current_caller().global_admin,
         )
         await after_commit(self._forget)
         return api.AddUserProjectRoleResponse()
@@ -165,7 +166,9 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         self, request: api.DeleteProjectRoleRequest, context: Context
     ) -> api.DeleteProjectRoleResponse:
         await self._store.delete_role(
-            common.project(request.project), validation.user_id(request.user_id)
+            common.project(request.project),
+            validation.user_id(request.user_id),
+            keep_an_admin=not current_caller().global_admin,
         )
         await after_commit(self._forget)
         return api.DeleteProjectRoleResponse()

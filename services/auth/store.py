@@ -7,7 +7,15 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from ..common.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated, invalid_field
+from ..common.access import Role
+from ..common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    invalid_field,
+)
 from ..common.paging import Keyset, Page, SortColumn
 from ..common.sql import Params
 from . import keys
@@ -265,8 +273,13 @@ class AuthStore:
 
     # Project roles.
 
-    async def set_role(self, project: str, user_id: str, role: int) -> None:
+    async def set_role(
+        self, project: str, user_id: str, role: int, keep_an_admin: bool = False
+    ) -> None:
+        """Gives user_id role in project; keep_an_admin: refuses to demote its last admin."""
         async with self._pool.acquire() as conn, conn.transaction():
+            if keep_an_admin and role != Role.ADMIN:
+                await _keep_an_admin(conn, project, user_id)
             await conn.execute(_ADD_USER, user_id)
             await conn.execute(
                 "INSERT INTO auth.project_roles (project, user_id, role) VALUES ($1, $2, $3) "
@@ -276,12 +289,16 @@ class AuthStore:
                 role,
             )
 
-    async def delete_role(self, project: str, user_id: str) -> None:
-        deleted = await self._pool.fetchval(
-            "DELETE FROM auth.project_roles WHERE project = $1 AND user_id = $2 RETURNING 1",
-            project,
-            user_id,
-        )
+    async def delete_role(self, project: str, user_id: str, keep_an_admin: bool = False) -> None:
+        """Takes user_id's role in project away; keep_an_admin: not its last admin's."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if keep_an_admin:
+                await _keep_an_admin(conn, project, user_id)
+            deleted = await conn.fetchval(
+                "DELETE FROM auth.project_roles WHERE project = $1 AND user_id = $2 RETURNING 1",
+                project,
+                user_id,
+            )
         if deleted is None:
             raise NotFound(
                 "PROJECT_ROLE_NOT_FOUND", f"{user_id!r} has no role in project {project!r}"
@@ -298,6 +315,24 @@ class AuthStore:
             *params.values,
         )
         return keyset.page(rows, page_size, lambda row: Member(**dict(row)))
+
+
+async def _keep_an_admin(conn: asyncpg.Connection, project: str, user_id: str) -> None:
+    """Refuses a change that takes user_id's admin role in project away from its only
+    admin. The admins' rows stay locked until the change commits, so two admins taking
+    each other's role at once take turns, and the second sees the first's change."""
+    admins = await conn.fetch(
+        "SELECT user_id FROM auth.project_roles WHERE project = $1 AND role = $2 FOR UPDATE",
+        project,
+        Role.ADMIN,
+    )
+    if [row["user_id"] for row in admins] == [user_id]:
+        raise FailedPrecondition(
+            "LAST_PROJECT_ADMIN",
+            f"{user_id!r} is the only admin of project {project!r}: make another member "
+            "admin first",
+            metadata={"project": project, "user_id": user_id},
+        )
 
 
 async def _admit_another_key(conn: asyncpg.Connection, user_id: str) -> None:

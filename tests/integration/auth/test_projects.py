@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
 import pytest
 
 import cairn
 from cairn.exceptions import (
     AlreadyExistsError,
+    FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
 )
-from cairn.types import ProjectMember, ProjectRole
+from cairn.types import ApiKeyExpirationTime, ProjectMember, ProjectRole
+from tests.conftest import eventually
 from tests.integration.auth.conftest import World
 
 
@@ -147,3 +152,72 @@ async def test_a_viewer_cannot_upload_and_nothing_is_stored(world: World) -> Non
         await editor.upload("notes.txt", b"mine")
     async with store("viewer") as viewer:
         assert await viewer.read("notes.txt") == b"mine"
+
+
+async def _project_of_two_admins(world: World, unique: str) -> tuple[str, dict[str, str]]:
+    """A new project whose admins are "first" and "second"; each one's user id and key."""
+    project = f"two-admins-{unique}"
+    keys = {}
+    async with world.auth("global_admin") as root:
+        await root.create_project(project)
+        for name in ("first", "second"):
+            user = f"{name}-{unique}"
+            await root.add_user_project_role(user, project, ProjectRole.ADMIN)
+            keys[user] = await root.create_user_api_key(user, "k", ApiKeyExpirationTime.ONE_YEAR)
+    return project, keys
+
+
+async def test_a_project_keeps_an_admin_unless_a_global_admin_removes_it(
+    world: World, unique: str
+) -> None:
+    project, keys = await _project_of_two_admins(world, unique)
+    first, second = keys
+    async with world.auth_with(keys[first]) as auth:
+        await auth.delete_project_role(second, project)  # one admin is left: first
+        refusals = []
+        for leave in (
+            auth.add_user_project_role(first, project, ProjectRole.EDITOR),
+            auth.delete_project_role(first, project),
+        ):
+            with pytest.raises(FailedPreconditionError) as raised:
+                await leave
+            refusals.append(raised.value.reason)
+        assert refusals == ["LAST_PROJECT_ADMIN"] * 2
+        await auth.add_user_project_role(first, project, ProjectRole.ADMIN)  # stays one
+    async with world.auth("global_admin") as root:
+        await root.delete_project_role(first, project)  # a global admin may
+        assert await root.get_project_members(project) == []
+
+
+async def test_two_admins_taking_each_others_role_at_once_leave_one(
+    world: World, pool: asyncpg.Pool, unique: str
+) -> None:
+    project, keys = await _project_of_two_admins(world, unique)
+    first, second = keys
+    async with world.auth_with(keys[first]) as one, world.auth_with(keys[second]) as other:
+        # The test holds the admins' rows, so both changes are admitted and wait on them.
+        async with pool.acquire() as holder, holder.transaction():
+            await holder.execute(
+                "SELECT 1 FROM auth.project_roles WHERE project = $1 FOR UPDATE", project
+            )
+            changes = [
+                asyncio.ensure_future(one.add_user_project_role(second, project, "VIEWER")),
+                asyncio.ensure_future(other.add_user_project_role(first, project, "VIEWER")),
+            ]
+            await eventually(lambda: _waiting_on_locks(pool, 2), what="both changes waiting")
+        outcomes = await asyncio.gather(*changes, return_exceptions=True)
+    refused = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+    assert len(refused) == 1, outcomes
+    assert isinstance(refused[0], FailedPreconditionError), refused
+    assert refused[0].reason == "LAST_PROJECT_ADMIN"
+    async with world.auth("global_admin") as root:
+        roles = {member.role for member in await root.get_project_members(project)}
+    assert roles == {ProjectRole.VIEWER, ProjectRole.ADMIN}
+
+
+async def _waiting_on_locks(pool: asyncpg.Pool, count: int) -> bool:
+    waiting = await pool.fetchval(
+        """SELECT count(*) FROM pg_stat_activity
+           WHERE wait_event_type = 'Lock' AND query LIKE '%auth.project_roles%'"""
+    )
+    return waiting >= count

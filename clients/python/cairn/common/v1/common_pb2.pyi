@@ -87,6 +87,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_CLIENT_CLOSED: _ClassVar[ErrorReason]
     ERROR_REASON_STORAGE_FULL: _ClassVar[ErrorReason]
     ERROR_REASON_DATABASE_OUT_OF_RESOURCES: _ClassVar[ErrorReason]
+    ERROR_REASON_LAST_PROJECT_ADMIN: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_INVALID_ARGUMENT: ErrorReason
 ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason
@@ -166,6 +167,7 @@ ERROR_REASON_LOCAL_WRITE_FAILED: ErrorReason
 ERROR_REASON_CLIENT_CLOSED: ErrorReason
 ERROR_REASON_STORAGE_FULL: ErrorReason
 ERROR_REASON_DATABASE_OUT_OF_RESOURCES: ErrorReason
+ERROR_REASON_LAST_PROJECT_ADMIN: ErrorReason
 
 class Value(_message.Message):
     __slots__ = ("bool_value", "int_value", "double_value", "string_value")
