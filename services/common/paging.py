@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from google.protobuf.message import Message
+
 from .errors import InvalidArgument, invalid_field
 from .sql import Params
 
@@ -44,6 +46,22 @@ class Page(Generic[T]):
 
     items: list[T]
     next_page_token: str
+
+
+# Room a list response keeps beside its items for framing and its next page token (a
+# few kB); a search of runs counts its token as made (tracking's fitting_runs).
+RESPONSE_RESERVE = 64 * 1024
+
+
+def fitting(items: Sequence[Message], budget: int) -> int:
+    """How many of items, from the first, a repeated field holds in budget bytes (each
+    costs its size and at most 6 bytes of tag and length); at least one."""
+    total = 0
+    for count, item in enumerate(items):
+        total += item.ByteSize() + 6
+        if total > budget:
+            return max(count, 1)
+    return len(items)
 
 
 @dataclass(frozen=True)

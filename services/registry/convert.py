@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
-from google.protobuf.message import Message
+from collections.abc import Mapping
 
 from cairn.common.v1 import common_pb2
 from cairn.registry.v1 import registry_pb2 as pb
@@ -123,14 +121,3 @@ def artifact(record: Artifact) -> pb.Artifact:
     else:
         message.doc.SetInParent()
     return message
-
-
-def fitting(items: Sequence[Message], budget: int) -> int:
-    """How many of items, from the first, a repeated field holds in budget bytes (each
-    costs its size and at most 6 bytes of tag and length); at least one."""
-    total = 0
-    for count, item in enumerate(items):
-        total += item.ByteSize() + 6
-        if total > budget:
-            return max(count, 1)
-    return len(items)

@@ -35,9 +35,6 @@ T = TypeVar("T")
 M = TypeVar("M", bound=Message)
 DEFAULT_PAGE_SIZE = 20  # as Kubeflow Model Registry
 MAX_PAGE_SIZE = 1000
-# Room a list response keeps beside its items for its next page token (at most 4 KiB)
-# and the framing.
-RESPONSE_RESERVE = 64 * 1024
 # GetLatestModelVersions' stages: four exist; room for a caller's repeats.
 MAX_STAGE_ENTRIES = 4 * len(Stage)
 
@@ -47,14 +44,14 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         self._models = models.ModelStore(resources.pool)
         self._versions = versions.VersionStore(resources.pool)
         self._artifacts = artifacts.ArtifactStore(resources.pool)
-        self._page_bytes = resources.config.max_message_bytes - RESPONSE_RESERVE
+        self._page_bytes = resources.config.max_message_bytes - paging.RESPONSE_RESERVE
 
     def _fitted(self, page: ListPage[T], to_message: Callable[[T], M]) -> tuple[list[M], str]:
         """The page's items as messages, cut before the first that would take the
         response past the largest message the server sends; the token then continues
         at that item. A page of legal objects is always readable, one object at least."""
         items = [to_message(item) for item in page.items]
-        count = convert.fitting(items, self._page_bytes)
+        count = paging.fitting(items, self._page_bytes)
         if count < len(items):
             return items[:count], page.first(count).next_page_token
         return items, page.next_page_token

@@ -11,9 +11,10 @@ from cairn.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
 
 from ..common.access import role_table
 from ..common.config import Config
+from ..common.paging import RESPONSE_RESERVE
 from ..common.service import Resources, ServiceSpec, Unservable
 from .retention import forget_batch_ids
-from .servicer import RESPONSE_RESERVE, TrackingServicer
+from .servicer import TrackingServicer
 from .store import purge, sizes
 from .store.search import MAX_TOKEN_LENGTH
 

@@ -33,10 +33,6 @@ MAX_PAGE_SIZE = 1000
 MAX_BULK_RUNS = 100
 # Far more experiments than anyone searches at once; each is parsed and planned for.
 MAX_SEARCH_EXPERIMENTS = 1000
-# Room a search response keeps beside its runs or experiments for framing, and for the
-# token of an experiments' page (at most four attributes, a few kB); a runs' page counts
-# its token as made (fitting_runs).
-RESPONSE_RESERVE = 64 * 1024
 
 
 class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
@@ -50,7 +46,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         self._history = MetricHistory(
             pool, config.stream_stall_seconds, config.db_acquire_timeout_seconds
         )
-        budget = config.max_message_bytes - RESPONSE_RESERVE
+        budget = config.max_message_bytes - paging.RESPONSE_RESERVE
         self._fitting = functools.partial(fitting_runs, budget=budget)
         self._fitting_experiments = functools.partial(fitting_experiments, budget=budget)
 

@@ -3,8 +3,9 @@
 import pytest
 
 from cairn.registry.v1 import registry_pb2
+from cairn_server.common import paging
 from cairn_server.common.errors import InvalidArgument
-from cairn_server.registry import convert, validation
+from cairn_server.registry import validation
 from cairn_server.registry.store.common import ListPage, id_or_none
 
 
@@ -40,9 +41,9 @@ def test_object_bytes_count_utf8_and_eight_for_other_values() -> None:
 
 def test_a_page_is_cut_before_the_item_past_the_budget() -> None:
     items = [registry_pb2.RegisteredModel(name="x" * 98) for _ in range(3)]  # 100 bytes each
-    assert convert.fitting(items, 318) == 3
-    assert convert.fitting(items, 317) == 2
-    assert convert.fitting(items, 1) == 1  # one item at least, or a list could not go on
+    assert paging.fitting(items, 318) == 3
+    assert paging.fitting(items, 317) == 2
+    assert paging.fitting(items, 1) == 1  # one item at least, or a list could not go on
     page = ListPage(["a", "b", "c"], "after-c", lambda count: f"after-{'abc'[count - 1]}")
     cut = page.first(2)
     assert (cut.items, cut.next_page_token) == (["a", "b"], "after-b")
