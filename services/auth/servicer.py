@@ -36,6 +36,9 @@ Context: TypeAlias = grpc.aio.ServicerContext
 # read no token, and so get as many as a page holds.
 MAX_KEYS_PAGE_SIZE = 500
 MAX_MEMBERS_PAGE_SIZE = 1000
+# A project's description may be 10,000 characters (40 kB): a page of projects is cut
+# shorter where it would not fit the largest message the server sends.
+MAX_PROJECTS_PAGE_SIZE = 1000
 
 
 class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
@@ -43,6 +46,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         self._store = AuthStore(resources.pool)
         # Changes reach this server's cached key checks before the call answers.
         self._cache = key_cache(resources.pool)
+        self._page_bytes = resources.config.max_message_bytes - paging.RESPONSE_RESERVE
 
     # Projects
 
@@ -80,10 +84,18 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
                 raise PermissionDenied(
                     "PERMISSION_DENIED", "another user's projects are listed by global admins only"
                 )
-            records = await self._store.projects(user_id, every=False)
         else:
-            records = await self._store.projects(caller.user_id, every=caller.global_admin)
-        return api.GetProjectsResponse(projects=[convert.project(r) for r in records])
+            user_id = caller.user_id
+        size = paging.page_size(request.page_size, MAX_PROJECTS_PAGE_SIZE, MAX_PROJECTS_PAGE_SIZE)
+        records, token_after = await self._store.projects(
+            user_id,
+            size,
+            request.page_token,
+            every=not request.user_id and caller.global_admin,
+        )
+        projects = [convert.project(record) for record in records]
+        kept = paging.fitting(projects, self._page_bytes)
+        return api.GetProjectsResponse(projects=projects[:kept], next_page_token=token_after(kept))
 
     async def UpdateProject(
         self, request: api.UpdateProjectRequest, context: Context

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -105,6 +106,7 @@ _KEY_ORDER = [
     SortColumn("prefix", True, "text", "prefix"),
 ]
 _MEMBER_ORDER = [SortColumn("user_id", True, "text", "user_id")]
+_PROJECT_ORDER = [SortColumn("p.name", True, "text", "name")]
 # A key and all keys created with it, transitively, not yet revoked: locked parents
 # first, in the order a creation locks them (its parent, then a key its lost answer
 # left), so that the two never wait for each other. No cycle can exist: a parent is
@@ -175,17 +177,24 @@ class AuthStore:
                 raise NotFound("PROJECT_NOT_FOUND", f"project {name!r} not found")
         return await self.get_project(name, user_id)
 
-    async def projects(self, user_id: str, *, every: bool) -> list[Project]:
-        """The projects user_id is a member of, or every project when every is set."""
+    async def projects(
+        self, user_id: str, page_size: int, page_token: str, *, every: bool
+    ) -> tuple[list[Project], Callable[[int], str]]:
+        """A page of the projects user_id is a member of (of every project when every is
+        set), in order of name, and the token of the page after its first n."""
+        keyset = Keyset(_PROJECT_ORDER, "projects", user_id, every)
+        params = Params(user_id, every)
+        after = keyset.condition(page_token, params)
         rows = await self._pool.fetch(
             "SELECT p.name, p.description, p.create_time, r.role AS caller_role "
             "FROM auth.projects p "
             "LEFT JOIN auth.project_roles r ON r.project = p.name AND r.user_id = $1 "
-            "WHERE $2 OR r.role IS NOT NULL ORDER BY p.name",
-            user_id,
-            every,
+            f"WHERE ($2 OR r.role IS NOT NULL) AND {after} ORDER BY p.name "
+            f"LIMIT {page_size + 1}",
+            *params.values,
         )
-        return [Project(**dict(row)) for row in rows]
+        projects = [Project(**dict(row)) for row in rows[:page_size]]
+        return projects, lambda count: keyset.next_token(rows, count)
 
     # API keys.
 

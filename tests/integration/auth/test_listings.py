@@ -172,3 +172,30 @@ async def test_a_projects_members_are_listed_whole_a_page_at_a_time(
         listed = await _walk(auth, "GetProjectMembers", request, "members")
         assert [m.user_id for m in listed] == users, size
     assert [m.user_id for m in await auth.get_project_members(project)] == users
+
+
+async def test_projects_with_the_longest_descriptions_are_listed_whole_a_page_at_a_time(
+    auth: cairn.AuthClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    # 30 descriptions of 40 kB each come to more than a 1 MiB answer: one answer
+    # holding every project could not be read.
+    names = [f"wide-{unique}-{i:02d}" for i in range(30)]
+    await pool.execute(
+        "INSERT INTO auth.projects (name, description) SELECT unnest($1::text[]), $2",
+        names,
+        WIDE * 10_000,
+    )
+    request = api.GetProjectsRequest()
+    pages = []
+    while True:
+        reply = await auth._transport.unary(auth._stub.GetProjects, request)
+        pages.append(reply)
+        if not reply.next_page_token:
+            break
+        request.page_token = reply.next_page_token
+    listed = [p.name for page in pages for p in page.projects]
+    assert len(listed) == len(set(listed))  # none twice
+    assert [name for name in listed if name.startswith(f"wide-{unique}")] == names
+    assert len(pages) > 1
+    projects = {p.name: p for p in await auth.get_projects()}
+    assert all(projects[name].description == WIDE * 10_000 for name in names)

@@ -67,11 +67,9 @@ class AuthClient(BaseClient):
     async def get_projects(
         self, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> list[Project]:
-        """The projects the caller is a member of (every project for a global admin)."""
-        response = await self._transport.unary(
-            self._stub.GetProjects, api.GetProjectsRequest(), timeout=timeout, metadata=metadata
-        )
-        return [project_from_proto(p) for p in response.projects]
+        """The projects the caller is a member of (every project for a global admin), in
+        order of name; read a page at a time."""
+        return await self._every_project(api.GetProjectsRequest(), timeout, metadata)
 
     async def get_user_projects(
         self, user_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
@@ -80,13 +78,18 @@ class AuthClient(BaseClient):
 
         The caller's own, or anybody's for a global admin (ML cube's company admins).
         """
-        response = await self._transport.unary(
+        return await self._every_project(api.GetProjectsRequest(user_id=user_id), timeout, metadata)
+
+    async def _every_project(
+        self, request: api.GetProjectsRequest, timeout: float | None, metadata: Metadata | None
+    ) -> list[Project]:
+        return await self._transport.every_page(
             self._stub.GetProjects,
-            api.GetProjectsRequest(user_id=user_id),
+            request,
+            lambda reply: [project_from_proto(p) for p in reply.projects],
             timeout=timeout,
             metadata=metadata,
         )
-        return [project_from_proto(p) for p in response.projects]
 
     async def update_project(
         self,

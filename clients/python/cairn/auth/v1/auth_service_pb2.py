@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from cairn.auth.v1 import auth_pb2 as cairn_dot_auth_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cairn/auth/v1/auth_service.proto\x12\rcairn.auth.v1\x1a\x18\x63\x61irn/auth/v1/auth.proto\"9\n\x14\x43reateProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"@\n\x15\x43reateProjectResponse\x12\'\n\x07project\x18\x01 \x01(\x0b\x32\x16.cairn.auth.v1.Project\"$\n\x11GetProjectRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\"=\n\x12GetProjectResponse\x12\'\n\x07project\x18\x01 \x01(\x0b\x32\x16.cairn.auth.v1.Project\"%\n\x12GetProjectsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"?\n\x13GetProjectsResponse\x12(\n\x08projects\x18\x01 \x03(\x0b\x32\x16.cairn.auth.v1.Project\"m\n\x14UpdateProjectRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0b\x64\x65scription\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x07\n\x05_nameB\x0e\n\x0c_description\"@\n\x15UpdateProjectResponse\x12\'\n\x07project\x18\x01 \x01(\x0b\x32\x16.cairn.auth.v1.Project\"i\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x33\n\nexpiration\x18\x02 \x01(\x0e\x32\x1f.cairn.auth.v1.ApiKeyExpiration\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"L\n\x14\x43reateApiKeyResponse\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12#\n\x04info\x18\x02 \x01(\x0b\x32\x15.cairn.auth.v1.ApiKey\"K\n\x11GetApiKeysRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x12GetApiKeysResponse\x12\'\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x15.cairn.auth.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x13\x44\x65leteApiKeyRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteApiKeyResponse\"g\n\x19\x41\x64\x64UserProjectRoleRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12(\n\x04role\x18\x03 \x01(\x0e\x32\x1a.cairn.auth.v1.ProjectRole\"\x1c\n\x1a\x41\x64\x64UserProjectRoleResponse\"<\n\x18\x44\x65leteProjectRoleRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x1b\n\x19\x44\x65leteProjectRoleResponse\"R\n\x18GetProjectMembersRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"c\n\x19GetProjectMembersResponse\x12-\n\x07members\x18\x01 \x03(\x0b\x32\x1c.cairn.auth.v1.ProjectMember\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xae\x07\n\x0b\x41uthService\x12Z\n\rCreateProject\x12#.cairn.auth.v1.CreateProjectRequest\x1a$.cairn.auth.v1.CreateProjectResponse\x12Q\n\nGetProject\x12 .cairn.auth.v1.GetProjectRequest\x1a!.cairn.auth.v1.GetProjectResponse\x12T\n\x0bGetProjects\x12!.cairn.auth.v1.GetProjectsRequest\x1a\".cairn.auth.v1.GetProjectsResponse\x12Z\n\rUpdateProject\x12#.cairn.auth.v1.UpdateProjectRequest\x1a$.cairn.auth.v1.UpdateProjectResponse\x12W\n\x0c\x43reateApiKey\x12\".cairn.auth.v1.CreateApiKeyRequest\x1a#.cairn.auth.v1.CreateApiKeyResponse\x12Q\n\nGetApiKeys\x12 .cairn.auth.v1.GetApiKeysRequest\x1a!.cairn.auth.v1.GetApiKeysResponse\x12W\n\x0c\x44\x65leteApiKey\x12\".cairn.auth.v1.DeleteApiKeyRequest\x1a#.cairn.auth.v1.DeleteApiKeyResponse\x12i\n\x12\x41\x64\x64UserProjectRole\x12(.cairn.auth.v1.AddUserProjectRoleRequest\x1a).cairn.auth.v1.AddUserProjectRoleResponse\x12\x66\n\x11\x44\x65leteProjectRole\x12\'.cairn.auth.v1.DeleteProjectRoleRequest\x1a(.cairn.auth.v1.DeleteProjectRoleResponse\x12\x66\n\x11GetProjectMembers\x12\'.cairn.auth.v1.GetProjectMembersRequest\x1a(.cairn.auth.v1.GetProjectMembersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cairn/auth/v1/auth_service.proto\x12\rcairn.auth.v1\x1a\x18\x63\x61irn/auth/v1/auth.proto\"9\n\x14\x43reateProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"@\n\x15\x43reateProjectResponse\x12\'\n\x07project\x18\x01 \x01(\x0b\x32\x16.cairn.auth.v1.Project\"$\n\x11GetProjectRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\"=\n\x12GetProjectResponse\x12\'\n\x07project\x18\x01 \x01(\x0b\x32\x16.cairn.auth.v1.Project\"L\n\x12GetProjectsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x13GetProjectsResponse\x12(\n\x08projects\x18\x01 \x03(\x0b\x32\x16.cairn.auth.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"m\n\x14UpdateProjectRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0b\x64\x65scription\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x07\n\x05_nameB\x0e\n\x0c_description\"@\n\x15UpdateProjectResponse\x12\'\n\x07project\x18\x01 \x01(\x0b\x32\x16.cairn.auth.v1.Project\"i\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x33\n\nexpiration\x18\x02 \x01(\x0e\x32\x1f.cairn.auth.v1.ApiKeyExpiration\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"L\n\x14\x43reateApiKeyResponse\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12#\n\x04info\x18\x02 \x01(\x0b\x32\x15.cairn.auth.v1.ApiKey\"K\n\x11GetApiKeysRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x12GetApiKeysResponse\x12\'\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x15.cairn.auth.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x13\x44\x65leteApiKeyRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteApiKeyResponse\"g\n\x19\x41\x64\x64UserProjectRoleRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12(\n\x04role\x18\x03 \x01(\x0e\x32\x1a.cairn.auth.v1.ProjectRole\"\x1c\n\x1a\x41\x64\x64UserProjectRoleResponse\"<\n\x18\x44\x65leteProjectRoleRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x1b\n\x19\x44\x65leteProjectRoleResponse\"R\n\x18GetProjectMembersRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"c\n\x19GetProjectMembersResponse\x12-\n\x07members\x18\x01 \x03(\x0b\x32\x1c.cairn.auth.v1.ProjectMember\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xae\x07\n\x0b\x41uthService\x12Z\n\rCreateProject\x12#.cairn.auth.v1.CreateProjectRequest\x1a$.cairn.auth.v1.CreateProjectResponse\x12Q\n\nGetProject\x12 .cairn.auth.v1.GetProjectRequest\x1a!.cairn.auth.v1.GetProjectResponse\x12T\n\x0bGetProjects\x12!.cairn.auth.v1.GetProjectsRequest\x1a\".cairn.auth.v1.GetProjectsResponse\x12Z\n\rUpdateProject\x12#.cairn.auth.v1.UpdateProjectRequest\x1a$.cairn.auth.v1.UpdateProjectResponse\x12W\n\x0c\x43reateApiKey\x12\".cairn.auth.v1.CreateApiKeyRequest\x1a#.cairn.auth.v1.CreateApiKeyResponse\x12Q\n\nGetApiKeys\x12 .cairn.auth.v1.GetApiKeysRequest\x1a!.cairn.auth.v1.GetApiKeysResponse\x12W\n\x0c\x44\x65leteApiKey\x12\".cairn.auth.v1.DeleteApiKeyRequest\x1a#.cairn.auth.v1.DeleteApiKeyResponse\x12i\n\x12\x41\x64\x64UserProjectRole\x12(.cairn.auth.v1.AddUserProjectRoleRequest\x1a).cairn.auth.v1.AddUserProjectRoleResponse\x12\x66\n\x11\x44\x65leteProjectRole\x12\'.cairn.auth.v1.DeleteProjectRoleRequest\x1a(.cairn.auth.v1.DeleteProjectRoleResponse\x12\x66\n\x11GetProjectMembers\x12\'.cairn.auth.v1.GetProjectMembersRequest\x1a(.cairn.auth.v1.GetProjectMembersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,37 +42,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPROJECTRESPONSE']._serialized_start=240
   _globals['_GETPROJECTRESPONSE']._serialized_end=301
   _globals['_GETPROJECTSREQUEST']._serialized_start=303
-  _globals['_GETPROJECTSREQUEST']._serialized_end=340
-  _globals['_GETPROJECTSRESPONSE']._serialized_start=342
-  _globals['_GETPROJECTSRESPONSE']._serialized_end=405
-  _globals['_UPDATEPROJECTREQUEST']._serialized_start=407
-  _globals['_UPDATEPROJECTREQUEST']._serialized_end=516
-  _globals['_UPDATEPROJECTRESPONSE']._serialized_start=518
-  _globals['_UPDATEPROJECTRESPONSE']._serialized_end=582
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=584
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=689
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=691
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=767
-  _globals['_GETAPIKEYSREQUEST']._serialized_start=769
-  _globals['_GETAPIKEYSREQUEST']._serialized_end=844
-  _globals['_GETAPIKEYSRESPONSE']._serialized_start=846
-  _globals['_GETAPIKEYSRESPONSE']._serialized_end=932
-  _globals['_DELETEAPIKEYREQUEST']._serialized_start=934
-  _globals['_DELETEAPIKEYREQUEST']._serialized_end=972
-  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=974
-  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=996
-  _globals['_ADDUSERPROJECTROLEREQUEST']._serialized_start=998
-  _globals['_ADDUSERPROJECTROLEREQUEST']._serialized_end=1101
-  _globals['_ADDUSERPROJECTROLERESPONSE']._serialized_start=1103
-  _globals['_ADDUSERPROJECTROLERESPONSE']._serialized_end=1131
-  _globals['_DELETEPROJECTROLEREQUEST']._serialized_start=1133
-  _globals['_DELETEPROJECTROLEREQUEST']._serialized_end=1193
-  _globals['_DELETEPROJECTROLERESPONSE']._serialized_start=1195
-  _globals['_DELETEPROJECTROLERESPONSE']._serialized_end=1222
-  _globals['_GETPROJECTMEMBERSREQUEST']._serialized_start=1224
-  _globals['_GETPROJECTMEMBERSREQUEST']._serialized_end=1306
-  _globals['_GETPROJECTMEMBERSRESPONSE']._serialized_start=1308
-  _globals['_GETPROJECTMEMBERSRESPONSE']._serialized_end=1407
-  _globals['_AUTHSERVICE']._serialized_start=1410
-  _globals['_AUTHSERVICE']._serialized_end=2352
+  _globals['_GETPROJECTSREQUEST']._serialized_end=379
+  _globals['_GETPROJECTSRESPONSE']._serialized_start=381
+  _globals['_GETPROJECTSRESPONSE']._serialized_end=469
+  _globals['_UPDATEPROJECTREQUEST']._serialized_start=471
+  _globals['_UPDATEPROJECTREQUEST']._serialized_end=580
+  _globals['_UPDATEPROJECTRESPONSE']._serialized_start=582
+  _globals['_UPDATEPROJECTRESPONSE']._serialized_end=646
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=648
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=753
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=755
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=831
+  _globals['_GETAPIKEYSREQUEST']._serialized_start=833
+  _globals['_GETAPIKEYSREQUEST']._serialized_end=908
+  _globals['_GETAPIKEYSRESPONSE']._serialized_start=910
+  _globals['_GETAPIKEYSRESPONSE']._serialized_end=996
+  _globals['_DELETEAPIKEYREQUEST']._serialized_start=998
+  _globals['_DELETEAPIKEYREQUEST']._serialized_end=1036
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=1038
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=1060
+  _globals['_ADDUSERPROJECTROLEREQUEST']._serialized_start=1062
+  _globals['_ADDUSERPROJECTROLEREQUEST']._serialized_end=1165
+  _globals['_ADDUSERPROJECTROLERESPONSE']._serialized_start=1167
+  _globals['_ADDUSERPROJECTROLERESPONSE']._serialized_end=1195
+  _globals['_DELETEPROJECTROLEREQUEST']._serialized_start=1197
+  _globals['_DELETEPROJECTROLEREQUEST']._serialized_end=1257
+  _globals['_DELETEPROJECTROLERESPONSE']._serialized_start=1259
+  _globals['_DELETEPROJECTROLERESPONSE']._serialized_end=1286
+  _globals['_GETPROJECTMEMBERSREQUEST']._serialized_start=1288
+  _globals['_GETPROJECTMEMBERSREQUEST']._serialized_end=1370
+  _globals['_GETPROJECTMEMBERSRESPONSE']._serialized_start=1372
+  _globals['_GETPROJECTMEMBERSRESPONSE']._serialized_end=1471
+  _globals['_AUTHSERVICE']._serialized_start=1474
+  _globals['_AUTHSERVICE']._serialized_end=2416
 # @@protoc_insertion_point(module_scope)

@@ -35,16 +35,22 @@ class GetProjectResponse(_message.Message):
     def __init__(self, project: _Optional[_Union[_auth_pb2.Project, _Mapping]] = ...) -> None: ...
 
 class GetProjectsRequest(_message.Message):
-    __slots__ = ("user_id",)
+    __slots__ = ("user_id", "page_size", "page_token")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     user_id: str
-    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, user_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class GetProjectsResponse(_message.Message):
-    __slots__ = ("projects",)
+    __slots__ = ("projects", "next_page_token")
     PROJECTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     projects: _containers.RepeatedCompositeFieldContainer[_auth_pb2.Project]
-    def __init__(self, projects: _Optional[_Iterable[_Union[_auth_pb2.Project, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, projects: _Optional[_Iterable[_Union[_auth_pb2.Project, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UpdateProjectRequest(_message.Message):
     __slots__ = ("project", "name", "description")
