@@ -164,6 +164,16 @@ class Config:
         "host:port of a plaintext port answering gRPC health checks only (for probes "
         "that cannot speak TLS); empty: none",
     )
+    health_probe_interval_seconds: float = _setting(
+        1.0,
+        "how often health probes the database (SELECT 1 over a connection of its own); "
+        "two probes in a row that disagree with the health reported change it",
+    )
+    health_probe_timeout_seconds: float = _setting(
+        2.0,
+        "longest a health probe waits to connect, then for its answer; past it the "
+        "database counts as unreachable (raise it for a database across a slow link)",
+    )
     metrics_address: str = _setting(
         "", "host:port of the Prometheus /metrics endpoint (HTTP); empty turns it off"
     )
@@ -205,6 +215,8 @@ class Config:
             )
         if self.max_message_bytes < 1024 * 1024:
             raise ConfigError("CAIRN_MAX_MESSAGE_BYTES must be at least 1 MiB")
+        if self.health_probe_interval_seconds <= 0 or self.health_probe_timeout_seconds <= 0:
+            raise ConfigError("CAIRN_HEALTH_PROBE_*_SECONDS must be positive")
         if self.shutdown_grace_seconds < 0:
             raise ConfigError("CAIRN_SHUTDOWN_GRACE_SECONDS must not be negative")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):

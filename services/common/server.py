@@ -102,10 +102,19 @@ class CairnServer:
             if spec.background is not None
         ]
         self._background += [
-            asyncio.create_task(watch_database(self._resources.pool, self._set_health)),
+            asyncio.create_task(self._watch_database()),
             asyncio.create_task(self._forget_request_ids()),
         ]
         return port
+
+    async def _watch_database(self) -> None:
+        config = self.config
+        await watch_database(
+            self._resources.pool,
+            self._set_health,
+            config.health_probe_interval_seconds,
+            config.health_probe_timeout_seconds,
+        )
 
     async def _end_background(self, grace: float) -> None:
         """Waits for the cancelled background work, within the grace period. Work

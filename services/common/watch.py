@@ -21,8 +21,6 @@ import asyncpg
 from . import logs
 from .database import BoundedPool
 
-PROBE_INTERVAL_SECONDS = 1.0
-PROBE_TIMEOUT_SECONDS = 2.0
 PROBES_TO_CHANGE = 2
 _log = logs.get("cairn.health")
 
@@ -30,17 +28,19 @@ _log = logs.get("cairn.health")
 async def watch_database(
     pool: asyncpg.Pool,
     report: Callable[[bool], Awaitable[None]],
-    interval: float | None = None,
+    interval: float,
+    timeout: float,
 ) -> None:
-    """Probes the database every interval (PROBE_INTERVAL_SECONDS) until cancelled, with
-    the pool's connection settings; calls report(reachable) when PROBES_TO_CHANGE probes
-    in a row say the opposite of what was last reported, and expires the pool's
-    connections when that is unreachable."""
-    probe = _Probe(pool)
+    """Probes the database every interval seconds until cancelled, with the pool's
+    connection settings, each probe given timeout seconds to connect and again to be
+    answered; calls report(reachable) when PROBES_TO_CHANGE probes in a row say the
+    opposite of what was last reported, and expires the pool's connections when that
+    is unreachable."""
+    probe = _Probe(pool, timeout)
     reachable, disagreeing = True, 0
     try:
         while True:
-            await asyncio.sleep(PROBE_INTERVAL_SECONDS if interval is None else interval)
+            await asyncio.sleep(interval)
             if await probe.answers() == reachable:
                 disagreeing = 0
                 continue
@@ -65,17 +65,18 @@ class _Probe:
     """`SELECT 1` over one connection kept open between probes (no new PostgreSQL
     backend a second), opened again after any failure."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
         self._pool = pool
+        self._timeout = timeout
         self._conn: asyncpg.Connection | None = None
 
     async def answers(self) -> bool:
-        """Whether the database answered within PROBE_TIMEOUT_SECONDS (to connect, and
-        again to the query)."""
+        """Whether the database answered within the timeout (to connect, and again to
+        the query)."""
         try:
             if self._conn is None:
                 self._conn = await self._connect()
-            await self._conn.fetchval("SELECT 1", timeout=PROBE_TIMEOUT_SECONDS)
+            await self._conn.fetchval("SELECT 1", timeout=self._timeout)
             return True
         except asyncpg.TooManyConnectionsError:
             # It answered: every connection it allows is taken, the pools' of the
@@ -91,7 +92,7 @@ class _Probe:
         # (Pool.set_connect_args) but offers no way to read them.
         pool = self._pool
         return await asyncpg.connect(
-            *pool._connect_args, **{**pool._connect_kwargs, "timeout": PROBE_TIMEOUT_SECONDS}
+            *pool._connect_args, **{**pool._connect_kwargs, "timeout": self._timeout}
         )
 
     def close(self) -> None:

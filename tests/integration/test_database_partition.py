@@ -20,21 +20,27 @@ from cairn_server.common.server import CairnServer
 from tests.conftest import eventually, with_overrides
 from tests.proxy import PostgresProxy
 
+# Two probes of 0.1 + 0.3 s, with room; at the default settings two take 6 s.
+PROBES_DECIDE_SECONDS = 3.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @pytest.fixture
 async def served(
-    config: Config, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    config: Config, pool: asyncpg.Pool
 ) -> AsyncIterator[tuple[int, PostgresProxy, asyncpg.Pool]]:
     """All services, their database through a proxy; probes ten times a second, each
-    given 0.3 s (1 s and 2 s in production), so that the test takes seconds."""
-    monkeypatch.setattr(watch, "PROBE_INTERVAL_SECONDS", 0.1)
-    monkeypatch.setattr(watch, "PROBE_TIMEOUT_SECONDS", 0.3)
+    given 0.3 s (CAIRN_HEALTH_PROBE_*: 1 s and 2 s by default), so that the test takes
+    seconds."""
     proxy = PostgresProxy(config.database_url)
     settings = with_overrides(
-        config, database_url=await proxy.start(), db_pool_size=3, db_acquire_timeout_seconds=0.3
+        config,
+        database_url=await proxy.start(),
+        db_pool_size=3,
+        db_acquire_timeout_seconds=0.3,
+        health_probe_interval_seconds=0.1,
+        health_probe_timeout_seconds=0.3,
     )
     own_pool = await database.create_pool(settings.database_url, settings)
     server = CairnServer(settings, catalog.select([]), own_pool)
@@ -62,7 +68,9 @@ async def test_health_is_not_serving_for_as_long_as_a_partition_lasts(served, un
         experiment_id = await tracking.create_experiment(f"partitioned-{unique}")
         assert await _health(port) == SERVING
         proxy.partition()
-        await eventually(lambda: _is(port, NOT_SERVING), what="health NOT_SERVING")
+        await eventually(
+            lambda: _is(port, NOT_SERVING), PROBES_DECIDE_SECONDS, "health NOT_SERVING"
+        )
         # The pool's connections from before may never be answered: none is lent again,
         # and a call answers UNAVAILABLE, the database out of reach (not a busy pool),
         # rather than wait out its deadline on one.
@@ -107,7 +115,7 @@ async def test_a_database_with_every_connection_taken_is_reachable(
         taken = await asyncpg.create_pool(config.database_url, user=role, min_size=1, max_size=1)
         try:
             assert await taken.fetchval("SELECT 1") == 1
-            assert await watch._Probe(taken).answers()
+            assert await watch._Probe(taken, timeout=2.0).answers()
         finally:
             await taken.close()
     finally:
