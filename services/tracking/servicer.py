@@ -281,7 +281,10 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             metrics=convert.metric_columns(request.metrics, "metrics"),
             params=_params(request.params, "params"),
             tags=_tags(request.tags, "tags"),
-            request_id=validation.request_id(request.request_id),
+            # The batch's own id (journals replay it), else the call's, as other writes.
+            request_id=validation.request_id(
+                request.request_id or idempotency.request_id_of(context) or ""
+            ),
         )
         await self._log(request.project, request.run_id, batch)
         return api.LogBatchResponse()

@@ -6,6 +6,7 @@ that committed is answered OK even if merging small chunks after it fails."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 
 import asyncpg
@@ -14,10 +15,13 @@ import pytest
 import cairn
 from cairn import _transport
 from cairn.exceptions import InvalidArgumentError
+from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.types import Metric, Param
+from cairn.types import _tracking as types
 from cairn_server.tracking.store import compaction
 from cairn_server.tracking.store.writes import METRIC_REQUEST_PREFIX
 
+_POINT = Metric("m", 0.5, 1, 1)
 _CLAIMS = "SELECT count(*) FROM tracking.applied_batches WHERE run_id = $1 AND request_id = $2"
 
 
@@ -119,3 +123,33 @@ async def test_a_write_is_answered_ok_when_merging_after_it_fails(
         await tracking.log_metric(run_id, "m", float(step), step=step)
     assert merges
     assert await _values(tracking, run_id, "m") == [float(s) for s in range(compaction.CHECK_EVERY)]
+
+
+async def test_a_log_batch_without_an_id_of_its_own_takes_the_calls(
+    tracking: cairn.TrackingClient, run_id: str, unique: str
+) -> None:
+    """A LogBatch that leaves its request_id field empty (grpcurl, another language's
+    client) is applied once per x-cairn-request-id, as every other write."""
+    same_id = _with_id(f"header-{unique}")
+    first = api.LogBatchRequest(
+        project=tracking.project, run_id=run_id, metrics=types.metrics_to_columns([_POINT])
+    )
+    other = api.LogBatchRequest()
+    other.CopyFrom(first)
+    other.metrics.values[0] = 9.0
+    send = functools.partial(tracking._transport.unary, tracking._stub.LogBatch)
+    await send(first, metadata=same_id)
+    await send(first, metadata=same_id)
+    with pytest.raises(InvalidArgumentError) as raised:
+        await send(other, metadata=same_id)
+    assert raised.value.reason == "REQUEST_ID_REUSED"
+    assert await _values(tracking, run_id, "m") == [_POINT.value]
+
+
+async def test_log_batch_sends_a_request_id_given_in_its_metadata_as_the_batchs(
+    tracking: cairn.TrackingClient, run_id: str, unique: str
+) -> None:
+    same_id = _with_id(f"job-{unique}")
+    for _ in range(2):  # a job restarted by its scheduler, say
+        await tracking.log_batch(run_id, [_POINT], metadata=same_id)
+    assert await _values(tracking, run_id, "m") == [_POINT.value]

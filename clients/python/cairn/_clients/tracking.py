@@ -11,7 +11,7 @@ from typing import Any
 
 from .._base import BaseClient
 from .._read_ahead import ReadAhead
-from .._transport import Metadata
+from .._transport import REQUEST_ID_HEADER, Metadata
 from ..exceptions import NotFoundError
 from ..tracking.v1 import tracking_pb2 as pb
 from ..tracking.v1 import tracking_service_pb2 as api
@@ -527,13 +527,14 @@ class TrackingClient(
     ) -> RunOperations | None:
         """Logs metrics, params and tags atomically: all of them or none.
 
-        A request id is generated when none is given and sent with every retry, so a
-        batch the channel retries is applied once.
+        The batch's request id is request_id, else the `x-cairn-request-id` of metadata,
+        else a new one; it is sent with every retry, so a batch the channel retries, or
+        a caller sends again under its id, is applied once.
         """
         request = api.LogBatchRequest(
             project=self.project,
             run_id=run_id,
-            request_id=request_id or uuid.uuid4().hex,
+            request_id=request_id or _request_id_of(metadata) or uuid.uuid4().hex,
             metrics=types.metrics_to_columns(list(metrics)),
             params=[pb.Param(key=p.key, value=str(p.value)) for p in params],
             tags=[pb.Tag(key=t.key, value=str(t.value)) for t in tags],
@@ -659,3 +660,8 @@ def _page(options: ListOptions | None, items: list[Any], reply: Any) -> PagedLis
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _request_id_of(metadata: Metadata | None) -> str | None:
+    """The request id a caller gave in a call's metadata, if any."""
+    return next((value for key, value in metadata or () if key == REQUEST_ID_HEADER), None)
