@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Generator
 from datetime import timedelta
@@ -99,7 +100,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         request_id = request_id_of(context)
         done = await self._objects.published_by(project, path, request_id)
         if done is not None:
-            _check_repeat(done, expected_sha256)
+            _check_repeat(done, expected_sha256, header.expected_size, content_type)
             return api.CreateUploadTicketResponse(object=self._info(done))
         if not header.overwrite and await self._objects.exists(project, path):
             raise already_exists(path)
@@ -215,7 +216,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         """Checks the header and records the upload, or tells the client not to send its
         chunks: refused, or done already (a repeat of the call that published the object
         at path: that object is returned). Refusing an existing path here only spares a
-        useless transfer: publishing decides, as another upload may publish meanwhile."""
+        useless transfer: publishing decides, as another upload may publish meanwhile.
+        A repeat whose header holds no sha256 sends its chunks, which must be the bytes
+        of that object: another upload under its request id is REQUEST_ID_REUSED."""
         try:
             header = await _header(stream)
             project = common.project(header.project)
@@ -225,7 +228,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             _check_size(header.expected_size)
             done = await self._objects.published_by(project, path, request_id_of(context))
             if done is not None:
-                _check_repeat(done, expected_sha256)
+                _check_repeat(done, expected_sha256, header.expected_size, content_type)
             elif not header.overwrite and await self._objects.exists(project, path):
                 raise already_exists(path)
             else:
@@ -233,10 +236,18 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         except Exception:
             await _refuse(stream, context)
             raise
-        if done is not None:
+        if done is None:
+            return header, upload, expected_sha256
+        if expected_sha256:
             await _refuse(stream, context, verdict="done")
             return done
-        return header, upload, expected_sha256
+        await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
+        try:
+            sha256, size = await _received(stream)
+        finally:
+            await messages.drain(stream)
+        _check_repeat(done, sha256, size, content_type)
+        return done
 
     async def _discard(self, upload: PendingUpload) -> None:
         """Collects the bytes of an upload that did not publish. When the database
@@ -574,14 +585,41 @@ def _check_put(upload: PendingUpload, expected_sha256: str, sha256: str, content
         )
 
 
-def _check_repeat(done: StoredObject, expected_sha256: str) -> None:
-    if expected_sha256 and done.sha256 != expected_sha256:
+def _check_repeat(
+    done: StoredObject, sha256: str, size: int = 0, content_type: str | None = None
+) -> None:
+    """Refuses an upload under the request id that published done unless it may be its
+    repeat: the same bytes (their sha256 and size, where known) of the same type."""
+    if (
+        (sha256 and done.sha256 != sha256)
+        or (size and done.size != size)
+        or (content_type is not None and done.content_type != content_type)
+    ):
         raise InvalidArgument(
             "REQUEST_ID_REUSED",
             f"this request id published other content at {done.path!r}; "
             "send a new id with every new upload",
             metadata={"path": done.path},
         )
+
+
+async def _received(stream: AsyncIterator[api.UploadRequest]) -> tuple[str, int]:
+    """The sha256 and size of the chunks of an upload, read to its finish (whose
+    sha256, if it holds one, must be theirs)."""
+    digest, size = hashlib.sha256(), 0
+    async for message in stream:
+        part = message.WhichOneof("part")
+        if part == "chunk":
+            await asyncio.to_thread(digest.update, message.chunk)  # not on the loop
+            size += len(message.chunk)
+        elif part == "finish":
+            sent, sha256 = message.finish.sha256, digest.hexdigest()
+            if sent and sent != sha256:
+                raise invalid_field("finish.sha256", "differs from the bytes sent")
+            return sha256, size
+        else:
+            raise invalid_field("header", "an upload has one header, its first message")
+    raise invalid_field("finish", "the upload ended before its finish message")
 
 
 def _bytes_missing(path: str) -> DataLoss:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import cairn
+from cairn import _transport
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import AlreadyExistsError, DataLossError, InvalidArgumentError, NotFoundError
 from cairn.types import Pager
@@ -296,3 +297,24 @@ async def test_the_s3_backend_creates_a_missing_bucket(s3_config, unique: str) -
         region="us-east-1",
     )
     assert client.bucket_exists(f"fresh-{unique}")
+
+
+async def test_an_upload_under_the_id_of_another_is_refused_not_taken_for_its_repeat(
+    store: cairn.ArtifactClient, unique: str
+) -> None:
+    """A repeat of an upload that published is answered with its object without
+    storing anything; it used to be recognized by the request id alone, so another
+    upload under that id (other bytes, another content type) was answered OK and
+    never stored."""
+    same_id = [(_transport.REQUEST_ID_HEADER, f"upload-{unique}")]
+    first = await store.upload("again/x.txt", b"one", metadata=same_id)
+    assert await store.upload("again/x.txt", b"one", metadata=same_id) == first
+    for other in (
+        {"source": b"two, and longer", "overwrite": True},
+        {"source": b"two", "overwrite": True},  # the same size
+        {"source": b"one", "overwrite": True, "content_type": "text/plain"},
+    ):
+        with pytest.raises(InvalidArgumentError) as raised:
+            await store.upload("again/x.txt", metadata=same_id, **other)
+        assert raised.value.reason == "REQUEST_ID_REUSED", other
+    assert await store.read("again/x.txt") == b"one"
