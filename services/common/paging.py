@@ -73,12 +73,14 @@ class SortColumn:
         ascending: its direction.
         sql_type: smallint, int, bigint, double precision, text, uuid or timestamptz.
         name: the result column holding its value, read to make the next token.
+        nullable: whether a row may hold NULL there (a token may then hold null).
     """
 
     expression: str
     ascending: bool
     sql_type: str
     name: str
+    nullable: bool = False
 
     def __post_init__(self) -> None:
         if self.sql_type not in _TYPES:
@@ -113,7 +115,7 @@ class Keyset:
         if not isinstance(key, list) or len(key) != len(self.columns):
             raise _bad_token(field, "does not match the query's sort key")
         try:
-            return [_typed(value, c.sql_type) for value, c in zip(key, self.columns, strict=True)]
+            return [_typed(value, c) for value, c in zip(key, self.columns, strict=True)]
         except (TypeError, ValueError, OverflowError):
             raise _bad_token(field, "holds a value of the wrong type") from None
 
@@ -183,10 +185,15 @@ def _payload(token: str, field: str, max_length: int) -> dict[str, Any]:
     return payload
 
 
-def _typed(value: Any, sql_type: str) -> Any:
-    """value as the Python type asyncpg sends for sql_type; raises if it is not one."""
+def _typed(value: Any, column: SortColumn) -> Any:
+    """value as the Python type asyncpg sends for the column's type; raises if it is not
+    one (or is null, where the column is never NULL: code reading a token's key need not
+    expect None there)."""
     if value is None:
+        if not column.nullable:
+            raise ValueError("null")
         return None
+    sql_type = column.sql_type
     if sql_type in _INT_RANGES:
         if type(value) is not int or not -_INT_RANGES[sql_type] <= value < _INT_RANGES[sql_type]:
             raise ValueError("not an integer of the column's range")

@@ -13,7 +13,7 @@ from cairn_server.common.sql import Params
 
 _COLUMNS = [
     SortColumn("q.m0", True, "int", "m0"),
-    SortColumn("q.v0", False, "double precision", "v0"),
+    SortColumn("q.v0", False, "double precision", "v0", nullable=True),
     SortColumn("q.t", True, "timestamptz", "t"),
     SortColumn("q.tiebreak", True, "uuid", "tiebreak"),
 ]
@@ -46,6 +46,9 @@ def test_a_token_reads_back_typed() -> None:
     keyset = Keyset(_COLUMNS, "runs", "p")
     assert keyset.last(_token(keyset)) == [0, 0.5, _ROW["t"], _ROW["tiebreak"]]
     assert keyset.last("") is None
+    # A nullable column's null (the value a run lacks) reads back.
+    lacking = [0, None, _ROW["t"].isoformat(), str(_ROW["tiebreak"])]
+    assert keyset.last(_forged(_token(keyset), lacking)) == [0, None, _ROW["t"], _ROW["tiebreak"]]
     assert keyset.next_token([_ROW], 1) == ""  # nothing follows the last page
 
 
@@ -64,6 +67,8 @@ def test_a_token_reads_back_typed() -> None:
         [0, 0.5, "0001-01-01T00:00:00+05:00", str(uuid.UUID(int=7))],
         [0, 0.5, "9999-12-31T23:59:59-05:00", str(uuid.UUID(int=7))],
         [0, 0.5, "2026-01-02T03:04:05+00:00", {"$gt": 1}],
+        [None, 0.5, "2026-01-02T03:04:05+00:00", str(uuid.UUID(int=7))],  # never NULL
+        [0, 0.5, None, str(uuid.UUID(int=7))],
         "not a list",
     ],
 )

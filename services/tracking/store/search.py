@@ -171,7 +171,7 @@ def _sort_key(terms: list[tuple[Identifier, bool]]) -> list[paging.SortColumn]:
             sql_type = attribute(ident)[1] if ident.entity == "attribute" else TYPES[ident.entity]
         columns += [
             paging.SortColumn(f"q.m{i}", True, "int", f"m{i}"),
-            paging.SortColumn(f"q.v{i}", ascending, sql_type, f"v{i}"),
+            paging.SortColumn(f"q.v{i}", ascending, sql_type, f"v{i}", nullable=True),
         ]
     return [*columns, paging.SortColumn("q.tiebreak", True, "uuid", "tiebreak")]
 
