@@ -396,10 +396,7 @@ class ObjectStore:
             recursive,
         )
         last = keyset.last(page_token)
-        after = last[0] if last else ""
-        # The page starts past the last entry: past a folded directory's every object.
-        start = _past(prefix + after) if after.endswith("/") and not recursive else None
-        params = Params(project, start or prefix + after + _LEAST_CHARACTER, len(prefix) + 1)
+        params = Params(project, _start(prefix, recursive, last), len(prefix) + 1)
         end = _past(prefix)
         within = f"AND o.path < {params.add(end)}" if end else ""
         limit = params.add(page_size + 1)
@@ -418,6 +415,17 @@ class ObjectStore:
 
 # Paths hold no NUL: path || _LEAST_CHARACTER is the least path after path.
 _LEAST_CHARACTER = "\x01"
+
+
+def _start(prefix: str, recursive: bool, last: list[str] | None) -> str:
+    """The least path of a listing's page: the prefix itself on the first (an object at
+    it comes first, as S3 lists it), else past the last entry, and past a folded
+    directory's every object."""
+    if last is None:
+        return prefix
+    entry = prefix + last[0]
+    folded = not recursive and entry.endswith("/")
+    return (_past(entry) if folded else None) or entry + _LEAST_CHARACTER
 
 
 def _past(prefix: str) -> str | None:
