@@ -53,6 +53,8 @@ def prefix_condition(column: str, node: Comparison, params: Params, prefix: int)
 
 def _convert(value: Any, sql_type: str, node: Comparison) -> Any:
     """The Python value asyncpg expects for a parameter of sql_type."""
+    if sql_type == "double precision":
+        return float(value)
     if sql_type not in ("bigint", "smallint"):
         return value
     if not abs(value) < 2**63 or value != int(value):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from .errors import InvalidArgument
 
-Value = str | float
+Value = str | int | float
 
 
 @dataclass(frozen=True)
@@ -314,7 +314,7 @@ class _Parser:
         if token.kind == "dquoted":  # MLflow accepts "double-quoted" values too.
             return token.text[1:-1].replace('""', '"')
         if token.kind == "number":
-            return float(token.text)
+            return _number(token.text)
         raise FilterError(
             token.position, f"expected a 'quoted string' or a number, found {token.text!r}"
         )
@@ -348,6 +348,14 @@ class _Parser:
         if token.text != ")":
             raise FilterError(token.position, f"expected ',' or ')', found {token.text!r}")
         return tuple(values)
+
+
+def _number(text: str) -> int | float:
+    """A whole number of the int64 range exactly (a float holds 53 bits: start times
+    and ids past 2**53 would compare as their neighbours), any other as a float."""
+    if text.lstrip("+-").isdigit() and abs(whole := int(text)) < 2**63:
+        return whole
+    return float(text)
 
 
 def parse_order_by(

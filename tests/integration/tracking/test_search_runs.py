@@ -356,3 +356,15 @@ async def test_hostile_page_tokens_are_invalid_page_token(
                 [experiment_id], max_results=1, order_by=order, page_token=token
             )
         assert refused.value.reason == "INVALID_PAGE_TOKEN"
+
+
+async def test_start_times_past_a_floats_precision_compare_exactly(
+    tracking: cairn.TrackingClient,
+) -> None:
+    experiment_id = await tracking.create_experiment("exact-times")
+    times = [2**53, 2**53 + 1, 2**63 - 2]
+    for time in times:
+        await tracking.create_run(experiment_id, start_time=time, run_name=str(time))
+    for wanted in times:
+        found = await tracking.search_runs(experiment_id, f"attributes.start_time = {wanted}")
+        assert [run.info.run_name for run in found] == [str(wanted)]
