@@ -6,7 +6,7 @@ import functools
 import hashlib
 import os
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
@@ -235,17 +235,22 @@ class S3Backend:
 
     @_in_store
     def digest(self, key: str) -> tuple[str, int]:
-        """Reads the next chunk in a thread of its own while this one hashes the chunk
-        before (both release the GIL), so the read-back costs the slower of the two."""
+        """Hashes each chunk in a thread of its own while this one reads the next (both
+        release the GIL), so the read-back costs the slower of the two. The reads stay
+        in this thread, a daemon thread (threads.py): the process does not wait at exit
+        for one that a silent store holds, as it would for a pool's."""
         digest, size = hashlib.sha256(), 0
         chunks = self.open(key, 0, 0)
         try:
-            with ThreadPoolExecutor(1, thread_name_prefix="cairn-digest") as reader:
-                pending = reader.submit(next, chunks, b"")
-                while chunk := pending.result():
-                    pending = reader.submit(next, chunks, b"")
-                    digest.update(chunk)
+            with ThreadPoolExecutor(1, thread_name_prefix="cairn-digest") as hasher:
+                hashed: Future[None] | None = None
+                for chunk in chunks:
+                    if hashed is not None:
+                        hashed.result()
+                    hashed = hasher.submit(digest.update, chunk)
                     size += len(chunk)
+                if hashed is not None:
+                    hashed.result()
         finally:
             chunks.close()
         return digest.hexdigest(), size

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import uuid
 from collections.abc import AsyncIterator, Generator
 from datetime import timedelta
@@ -241,13 +240,20 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         if expected_sha256:
             await _refuse(stream, context, verdict="done")
             return done
-        await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
-        try:
-            sha256, size = await _received(stream)
-        finally:
-            await messages.drain(stream)
-        _check_repeat(done, sha256, size, content_type)
+        await self._check_bytes_repeated(stream, context, done)
         return done
+
+    async def _check_bytes_repeated(
+        self, stream: AsyncIterator[api.UploadRequest], context: Context, done: StoredObject
+    ) -> None:
+        """Reads an upload's bytes as any upload's, storing none, and refuses them unless
+        they are those of done, which its request id published (see _accept)."""
+        await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
+        reader = VerifyingReader(asyncio.get_running_loop(), 0, "")
+        writing = threads.start_upload(_read_to_end, reader, done)
+        await _pump(stream, reader, writing, self._stopping)
+        await writing
+        _check_repeat(done, reader.sha256, reader.size)
 
     async def _discard(self, upload: PendingUpload) -> None:
         """Collects the bytes of an upload that did not publish. When the database
@@ -595,31 +601,27 @@ def _check_repeat(
         or (size and done.size != size)
         or (content_type is not None and done.content_type != content_type)
     ):
-        raise InvalidArgument(
-            "REQUEST_ID_REUSED",
-            f"this request id published other content at {done.path!r}; "
-            "send a new id with every new upload",
-            metadata={"path": done.path},
-        )
+        raise _request_id_reused(done)
 
 
-async def _received(stream: AsyncIterator[api.UploadRequest]) -> tuple[str, int]:
-    """The sha256 and size of the chunks of an upload, read to its finish (whose
-    sha256, if it holds one, must be theirs)."""
-    digest, size = hashlib.sha256(), 0
-    async for message in stream:
-        part = message.WhichOneof("part")
-        if part == "chunk":
-            await asyncio.to_thread(digest.update, message.chunk)  # not on the loop
-            size += len(message.chunk)
-        elif part == "finish":
-            sent, sha256 = message.finish.sha256, digest.hexdigest()
-            if sent and sent != sha256:
-                raise invalid_field("finish.sha256", "differs from the bytes sent")
-            return sha256, size
-        else:
-            raise invalid_field("header", "an upload has one header, its first message")
-    raise invalid_field("finish", "the upload ended before its finish message")
+def _request_id_reused(done: StoredObject) -> InvalidArgument:
+    return InvalidArgument(
+        "REQUEST_ID_REUSED",
+        f"this request id published other content at {done.path!r}; "
+        "send a new id with every new upload",
+        metadata={"path": done.path},
+    )
+
+
+def _read_to_end(reader: VerifyingReader, done: StoredObject) -> None:
+    """Reads an upload's bytes, storing none; more than done's are another upload's."""
+    while reader.read(_REPEAT_READ):
+        if reader.size > done.size:
+            raise _request_id_reused(done)
+
+
+# How much of a repeated upload's bytes the thread checking them takes at once.
+_REPEAT_READ = 1024 * 1024
 
 
 def _bytes_missing(path: str) -> DataLoss:

@@ -20,10 +20,11 @@ import grpc
 import pytest
 
 import cairn
+from cairn import _transport
 from cairn._clients import _direct
 from cairn._direct_io import DirectWriter
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
-from cairn.exceptions import NotFoundError
+from cairn.exceptions import InvalidArgumentError, NotFoundError
 from cairn_server import catalog
 from cairn_server.artifacts.tickets import TicketSigner
 from cairn_server.common.config import Config
@@ -293,3 +294,21 @@ async def test_a_server_without_direct_transfer_is_streamed_to(
         assert not s3_store._direct_offered  # told once (DIRECT_TRANSFER_UNAVAILABLE)
         fetched = await s3_store.download("s3/data.bin", tmp_path / "out.bin")
         assert fetched.read_bytes() == DATA
+
+
+async def test_a_file_under_the_id_of_another_upload_is_refused_not_taken_for_its_repeat(
+    direct: cairn.ArtifactClient, tmp_path: Path, unique: str
+) -> None:
+    """A file's sha256 is not known when its ticket is asked for, so the service can
+    tell a repeat from another upload of the same size only by the bytes, which the
+    client then checks."""
+    first, other = tmp_path / "first.bin", tmp_path / "other.bin"
+    first.write_bytes(DATA)
+    other.write_bytes(DATA[::-1])  # the same size
+    same_id = [(_transport.REQUEST_ID_HEADER, f"ticket-{unique}")]
+    stored = await direct.upload("t/model.bin", first, metadata=same_id)
+    assert await direct.upload("t/model.bin", first, metadata=same_id) == stored
+    with pytest.raises(InvalidArgumentError) as raised:
+        await direct.upload("t/model.bin", other, overwrite=True, metadata=same_id)
+    assert raised.value.reason == "REQUEST_ID_REUSED"
+    assert await direct.read("t/model.bin") == DATA

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import os
 import random
 import threading
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 from .._progress import Meter
@@ -29,6 +30,7 @@ from ..exceptions import (
     DataLossError,
     DeadlineExceededError,
     FailedPreconditionError,
+    InvalidArgumentError,
     ResourceExhaustedError,
     UnavailableError,
     UnimplementedError,
@@ -84,6 +86,21 @@ class Upload:
             expected_size=size or 0,
             expected_sha256=sha256,
             overwrite=self.overwrite,
+        )
+
+
+def _check_same_bytes(stream: BinaryIO, done: ObjectInfo) -> None:
+    """Raises unless stream holds the bytes of done, which the upload's request id
+    published: else another upload was sent under that id."""
+    digest = hashlib.sha256()
+    while chunk := stream.read(1024 * 1024):
+        digest.update(chunk)
+    if digest.hexdigest() != done.sha256:
+        raise InvalidArgumentError(
+            f"this request id published other content at {done.path!r}; "
+            "send a new id with every new upload",
+            reason="REQUEST_ID_REUSED",
+            metadata={"path": done.path},
         )
 
 
@@ -204,7 +221,10 @@ class DirectTransfers:
             if reply is None:
                 return None
             if reply.HasField("object"):  # this request id published it already
-                return object_from_proto(reply.object)
+                done = object_from_proto(reply.object)
+                if not expected:  # the service could compare its size only
+                    await asyncio.to_thread(_check_same_bytes, stream, done)
+                return done
             if reply.HasField("parts"):
                 return await self._upload_presigned(header, upload, reply.parts)
             endpoint = self._endpoint(reply.ticket)
