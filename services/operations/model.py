@@ -41,6 +41,8 @@ class Operation:
     end_time: datetime | None = None
     # How many times a server began running it: 1 when it starts, more after takeovers.
     attempts: int = 0
+    # How many of those attempts an outage cut short.
+    outages: int = 0
 
     @property
     def name(self) -> str:

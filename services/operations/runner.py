@@ -8,8 +8,8 @@ what is left, so nothing is done twice. One that no server able to run it took o
 within ABANDONED_AFTER is marked FAILED with the reason. An attempt cut short by an
 error a call would answer UNAVAILABLE or ABORTED for (a database connection broken, say)
 hands the operation back the same way, to be taken over again once RETRY_SECONDS have
-passed, twice as long after each further attempt (at most RETRY_MAX_SECONDS); the
-MAX_ATTEMPTS-th attempt cut short fails it, as any other error does at once.
+passed, twice as long after each further attempt so cut short (at most
+RETRY_MAX_SECONDS); the MAX_OUTAGES-th fails it, as any other error does at once.
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ LEASE = timedelta(seconds=10)
 RENEW_SECONDS = 3.0
 CLAIM_SECONDS = 2.0
 ABANDONED_AFTER = timedelta(minutes=10)
-# An outage retried so rests from one attempt to the next: 2, 4, 8 ... 300 s, 13.5
-# minutes until the tenth and last attempt.
+# An operation whose attempts outages cut short rests from one to the next: 2, 4, 8 ...
+# 300 s, 13.5 minutes until the tenth so cut short, which fails it. Takeovers after a
+# server stopped do not count.
 RETRY_SECONDS = 2.0
 RETRY_MAX_SECONDS = 300.0
-MAX_ATTEMPTS = 10
+MAX_OUTAGES = 10
 _log = logs.get("cairn.operations")
 
 
@@ -137,27 +138,26 @@ class Runner:
             await self._hand_over(operation, held)
             raise
         except Exception as error:
-            outage = _transient(error)
-            if outage and held.attempt < MAX_ATTEMPTS:
+            outages = operation.outages + 1 if _transient(error) else 0
+            if 0 < outages < MAX_OUTAGES:
                 # As after a restart: handed back, it is taken over again once its retry
                 # delay passed and the database answers, and resumes from what is left.
                 _log.warning("operation interrupted", operation=operation.name, error=repr(error))
-                await self._hand_over(operation, held, retry_delay(held.attempt))
+                await self._rest(operation, held, retry_delay(outages))
             else:
-                await self._fail(operation, held, outage)
+                await self._fail(operation, held, outages)
         finally:
             renewing.cancel()
 
-    async def _fail(self, operation: Operation, held: Lease, outage: bool) -> None:
+    async def _fail(self, operation: Operation, held: Lease, outages: int) -> None:
         """Marks the operation FAILED with a message that names no internals (clients
-        read it) but an error id, logged with the traceback for the operator; outage:
-        its last attempt was cut short by one (see _transient)."""
+        read it) but an error id, logged with the traceback for the operator; outages:
+        how many of its attempts outages cut short, this one included (see _transient),
+        0 when another error ended it."""
         error_id = uuid.uuid4().hex[:12]
         _log.exception("operation failed", operation=operation.name, error_id=error_id)
-        where = "on the server"
-        if outage:
-            where = f"in attempt {held.attempt}, the last, cut short by an outage"
-        message = f"the operation failed {where}; its log has the details (error {error_id})"
+        how = f": outages cut short its attempts ({outages})" if outages else " on the server"
+        message = f"the operation failed{how}; its log has the details (error {error_id})"
         try:
             await self._store.finish(held, State.FAILED, [message])
         except Exception:
@@ -185,21 +185,26 @@ class Runner:
             except Exception as error:
                 _log.warning("renewing an operation's lease failed", error=repr(error))
 
-    async def _hand_over(
-        self, operation: Operation, held: Lease, delay: timedelta = timedelta()
-    ) -> None:
-        """Releases the lease of an operation this server stops running (it is
-        stopping, or an outage cut the attempt short), so a server (this one, or
-        another) resumes it once delay passed, without waiting for the lease."""
+    async def _hand_over(self, operation: Operation, held: Lease) -> None:
+        """Releases the lease of an operation this server stops running, so a server
+        resumes it without waiting for the lease."""
         try:
-            await self._store.release(held, delay)
+            await self._store.release(held)
+        except Exception:
+            _log.warning("operation left to its lease", operation=operation.name)
+
+    async def _rest(self, operation: Operation, held: Lease, delay: timedelta) -> None:
+        """Hands back an attempt an outage cut short, to be resumed once delay passed
+        (by this server or another; after its lease, if the database does not answer)."""
+        try:
+            await self._store.rest(held, delay)
         except Exception:
             _log.warning("operation left to its lease", operation=operation.name)
 
 
-def retry_delay(attempt: int) -> timedelta:
-    """How long an operation whose attempt'th attempt an outage cut short rests."""
-    return timedelta(seconds=min(RETRY_SECONDS * 2 ** (attempt - 1), RETRY_MAX_SECONDS))
+def retry_delay(outages: int) -> timedelta:
+    """How long an operation rests after outages cut short that many of its attempts."""
+    return timedelta(seconds=min(RETRY_SECONDS * 2 ** (outages - 1), RETRY_MAX_SECONDS))
 
 
 def _transient(error: Exception) -> bool:

@@ -16,7 +16,7 @@ from ..common.sql import Params
 from .model import PREFIX, Kind, Lease, Operation, State
 
 _COLUMNS = """operation_id, kind, state, spec, steps, progress_done, progress_total, counts,
-    errors, create_time, update_time, end_time, attempts"""
+    errors, create_time, update_time, end_time, attempts, outages"""
 _NEWEST_FIRST = Keyset(
     [
         SortColumn("create_time", False, "timestamptz", "create_time"),
@@ -124,11 +124,17 @@ class OperationStore:
     async def renew(self, held: Lease, lease: timedelta) -> None:
         await self._update(held, "lease_until = clock_timestamp() + $4::interval", lease)
 
-    async def release(self, held: Lease, delay: timedelta = timedelta()) -> None:
-        """Lets another server take the operation over once delay passed (at once when
-        this one is stopping)."""
+    async def release(self, held: Lease) -> None:
+        """Lets another server take the operation over at once (this one is stopping)."""
+        await self._update(held, "owner = NULL, lease_until = clock_timestamp()")
+
+    async def rest(self, held: Lease, delay: timedelta) -> None:
+        """Hands back an attempt an outage cut short, counted: a server takes the
+        operation over again once delay passed."""
         await self._update(
-            held, "owner = NULL, lease_until = clock_timestamp() + $4::interval", delay
+            held,
+            "owner = NULL, lease_until = clock_timestamp() + $4::interval, outages = outages + 1",
+            delay,
         )
 
     async def plan(self, held: Lease, items: int) -> None:
@@ -223,4 +229,5 @@ def _operation(row: asyncpg.Record) -> Operation:
         update_time=row["update_time"],
         end_time=row["end_time"],
         attempts=row["attempts"],
+        outages=row["outages"],
     )

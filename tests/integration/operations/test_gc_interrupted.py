@@ -65,7 +65,7 @@ async def _deleted_run(client: cairn.Client, pool: asyncpg.Pool) -> str:
 
 async def _row(pool: asyncpg.Pool, name: str) -> asyncpg.Record:
     return await pool.fetchrow(
-        """SELECT owner, attempts, end_time, lease_until - clock_timestamp() AS rest
+        """SELECT owner, attempts, outages, end_time, lease_until - clock_timestamp() AS rest
            FROM operations.operations WHERE operation_id = $1::text::uuid""",
         name.removeprefix("operations/"),
     )
@@ -102,7 +102,7 @@ async def test_an_attempt_cut_short_rests_its_retry_delay_before_the_next(
 
     await eventually(handed_back, what="the attempt cut short handed back")
     row = await _row(pool, started.name)
-    assert row["attempts"] == 1 and row["end_time"] is None
+    assert (row["attempts"], row["outages"], row["end_time"]) == (1, 1, None)
     assert datetime.timedelta(minutes=59) < row["rest"] <= HOUR
     await pool.execute(
         """UPDATE operations.operations SET lease_until = clock_timestamp()
@@ -119,7 +119,7 @@ async def test_the_last_attempt_cut_short_fails_the_operation_saying_so(
     pool: asyncpg.Pool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(runner, "MAX_ATTEMPTS", 1)
+    monkeypatch.setattr(runner, "MAX_OUTAGES", 1)
     await _deleted_run(client, pool)
     proxy.cut_on(TRACKING_STEP)
     started = await client.operations.start_garbage_collection(HOUR)
@@ -127,10 +127,10 @@ async def test_the_last_attempt_cut_short_fails_the_operation_saying_so(
     assert len(proxy.cuts) == 1
     assert done.state is OperationState.FAILED
     [message] = done.errors
-    assert message.startswith("the operation failed in attempt 1, the last, cut short by an outage")
+    assert message.startswith("the operation failed: outages cut short its attempts (1)")
 
 
 def test_retry_delays_double_up_to_their_bound() -> None:
-    delays = [runner.retry_delay(attempt).total_seconds() for attempt in range(1, 11)]
+    delays = [runner.retry_delay(outages).total_seconds() for outages in range(1, 11)]
     assert delays == [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]
-    assert sum(delays[: runner.MAX_ATTEMPTS - 1]) == 810  # 13.5 minutes of outage
+    assert sum(delays[: runner.MAX_OUTAGES - 1]) == 810  # 13.5 minutes of outage
