@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import socket
 import socketserver
 import ssl
@@ -86,6 +87,7 @@ _HTTP_STATUS = {
     grpc.StatusCode.ABORTED: 409,
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 503,
+    grpc.StatusCode.DATA_LOSS: 422,  # what arrived is not what was announced
 }
 
 
@@ -414,7 +416,7 @@ class ChunkedReader:
                 return
 
     def _next(self) -> bytes:
-        size = _chunk_size(self._incoming.readline(MAX_HEADER_LINE))
+        size = _chunk_size(_line(self._incoming))
         if size == 0:
             self._end()
             return b""
@@ -440,25 +442,43 @@ class ChunkedReader:
             raise _bad_request("the trailer's sha256 is not 64 hexadecimal characters")
         if self.expected_sha256 and sent and sent != self.expected_sha256:
             raise _bad_request("the trailer's sha256 differs from the expected one")
+        if not (sent or self.expected_sha256):
+            raise _bad_request(
+                f"name the bytes' sha256, in the ticket or the {SHA256_TRAILER} trailer"
+            )
         verify(self.size, self.sha256, self.expected_size, sent or self.expected_sha256)
         self.verified = True
 
 
 _HEX = set("0123456789abcdef")
+_CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
+
+
+def _line(incoming: BinaryIO) -> bytes:
+    """The next line, whole: one longer than MAX_HEADER_LINE, read so far, would be taken
+    for its start (and the rest for the lines after it)."""
+    line = incoming.readline(MAX_HEADER_LINE)
+    if not line.endswith(b"\n"):
+        raise _bad_request(
+            f"a line of the request is longer than {MAX_HEADER_LINE} bytes, "
+            "or the request ended inside it"
+        )
+    return line
 
 
 def _chunk_size(line: bytes) -> int:
-    try:
-        size = int(line.split(b";", 1)[0].strip(), 16)
-    except ValueError:
-        raise _bad_request("malformed chunk size") from None
-    if not 0 <= size <= MAX_CHUNK:
+    """The size of a chunk line: hexadecimal digits (then extensions after ";")."""
+    digits = line.split(b";", 1)[0].rstrip(b" \t\r\n")
+    if not _CHUNK_SIZE.fullmatch(digits):
+        raise _bad_request("malformed chunk size")
+    size = int(digits, 16)
+    if size > MAX_CHUNK:
         raise _bad_request(f"chunks are at most {MAX_CHUNK} bytes")
     return size
 
 
 def _read_head(incoming: BinaryIO) -> tuple[str, str, dict[str, str]]:
-    line = incoming.readline(MAX_HEADER_LINE).decode("latin-1").rstrip("\r\n")
+    line = _line(incoming).decode("latin-1").rstrip("\r\n")
     parts = line.split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
         raise _bad_request("not an HTTP/1.1 request")
@@ -468,7 +488,7 @@ def _read_head(incoming: BinaryIO) -> tuple[str, str, dict[str, str]]:
 def _read_fields(incoming: BinaryIO) -> dict[str, str]:
     fields: dict[str, str] = {}
     for _ in range(100):
-        line = incoming.readline(MAX_HEADER_LINE).decode("latin-1").rstrip("\r\n")
+        line = _line(incoming).decode("latin-1").rstrip("\r\n")
         if not line:
             return fields
         name, _, value = line.partition(":")

@@ -296,6 +296,38 @@ def test_refusals_carry_declared_reasons(endpoint: tuple[ByteEndpoint, _Transfer
     assert (status, error["reason"]) == (403, "TICKET_USED")
 
 
+@pytest.mark.parametrize(
+    "size_line",
+    [b"0" * 9000, b"0x5", b"-0", b"+5", b"5 5"],
+    ids=["longer than a line may be", "0x", "a sign", "a plus", "two numbers"],
+)
+def test_a_malformed_chunk_size_is_refused(
+    endpoint: tuple[ByteEndpoint, _Transfers], size_line: bytes
+):
+    """A size line past the longest line read was cut there and read as its start: 9,000
+    zeros, then "5" and its chunk, published an empty object."""
+    served, transfers = endpoint
+    token = transfers.signer.issue(method="PUT", project="p", path="a")
+    digest = hashlib.sha256(b"hello").hexdigest()
+    request = (
+        f"PUT /v1/transfers/{token} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        + size_line
+        + f"\r\nhello\r\n0\r\nX-Cairn-Sha256: {digest}\r\n\r\n".encode()
+    )
+    status, error = _exchange(served.port, request)
+    assert (status, error["code"]) == (400, "INVALID_ARGUMENT"), error
+
+
+def test_an_upload_with_no_sha256_to_check_is_refused(endpoint: tuple[ByteEndpoint, _Transfers]):
+    """Neither its ticket nor its trailer names the bytes' sha256: nothing would check
+    what arrived against what was sent."""
+    served, transfers = endpoint
+    token = transfers.signer.issue(method="PUT", project="p", path="a")
+    status, error = _exchange(served.port, _put(token, DATA))
+    assert (status, error["code"]) == (400, "INVALID_ARGUMENT")
+    assert "sha256" in error["message"]
+
+
 def test_a_used_upload_ticket_is_streamed_around_without_skipping_the_endpoint(
     endpoint: tuple[ByteEndpoint, _Transfers],
 ):
