@@ -164,17 +164,38 @@ async def _run_history(
 async def _stored_chunks(
     conn: asyncpg.Connection, key: str, run_id: uuid.UUID
 ) -> AsyncIterator[MetricSeries]:
-    """The stored chunks in order, merged into messages of about CHUNK_POINTS points."""
+    """The stored chunks in order, cut and merged into messages of CHUNK_POINTS points
+    (the last one fewer), which a server given the least message size still sends: a
+    stored chunk holds up to a LogBatch's 100,000 points of one key.
+
+    Rows are fetched a message's worth at a time, counted by the size of the last row
+    fetched: a stalled reader holds at most that and one stored chunk, not a fixed
+    number of rows of any size (eight of the largest were 100 MB)."""
+    cursor = await conn.cursor(_CHUNKS_IN_ORDER, run_id, key)
     pending = MetricSeries(key, [], [], [])
-    async for values, steps, timestamps in conn.cursor(_CHUNKS_IN_ORDER, run_id, key, prefetch=8):
-        pending.values.extend(values)
-        pending.steps.extend(steps)
-        pending.timestamps_ms.extend(timestamps)
-        if len(pending.values) >= CHUNK_POINTS:
-            yield pending
-            pending = MetricSeries(key, [], [], [])
+    wanted = 1
+    while rows := await cursor.fetch(wanted):
+        for values, steps, timestamps in rows:
+            pending.values.extend(values)
+            pending.steps.extend(steps)
+            pending.timestamps_ms.extend(timestamps)
+            while len(pending.values) >= CHUNK_POINTS:
+                message, pending = _split(pending, CHUNK_POINTS)
+                yield message
+        wanted = max(1, CHUNK_POINTS // max(1, len(rows[-1][0])))
     if pending.values:
         yield pending
+
+
+def _split(series: MetricSeries, count: int) -> tuple[MetricSeries, MetricSeries]:
+    """The first count points of series, and the rest."""
+    head = MetricSeries(
+        series.key, series.values[:count], series.steps[:count], series.timestamps_ms[:count]
+    )
+    rest = MetricSeries(
+        series.key, series.values[count:], series.steps[count:], series.timestamps_ms[count:]
+    )
+    return head, rest
 
 
 async def _point_rows(

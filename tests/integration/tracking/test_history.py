@@ -7,6 +7,7 @@ import pytest
 
 import cairn
 from cairn.exceptions import NotFoundError
+from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.types import Metric
 from cairn_server.tracking.store.history import CHUNK_POINTS
 
@@ -86,3 +87,29 @@ async def test_bulk_history_for_several_runs(
         runs[1]: [1.0, 1.1],
         runs[2]: [2.0, 2.1, 2.2],
     }
+
+
+async def test_a_history_of_large_batches_is_sent_in_messages_any_server_can_send(
+    small_messages: int, unique: str
+) -> None:
+    """Stored chunks as large as a LogBatch (100,000 points of a key) were merged into
+    messages of up to 130,000 points, past the 1 MiB a server may be given: the whole
+    history of two acknowledged batches could not be read."""
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", small_messages) as tracking:
+        experiment_id = await tracking.create_experiment(f"large-batches-{unique}")
+        run_id = (await tracking.create_run(experiment_id)).info.run_id
+        count = CHUNK_POINTS - 1
+        for start in (0, count):  # disjoint: the stored chunks are sent as they are
+            points = [
+                Metric("loss", s * 0.5, 1_700_000_000_000 + s, s)
+                for s in range(start, start + count)
+            ]
+            await tracking.log_batch(run_id, metrics=points)
+        request = api.GetMetricHistoryRequest(
+            project=tracking.project, run_id=run_id, metric_key="loss"
+        )
+        sizes = [
+            len(reply.points.values) async for reply in tracking._stub.GetMetricHistory(request)
+        ]
+    assert sum(sizes) == 2 * count
+    assert max(sizes) <= CHUNK_POINTS

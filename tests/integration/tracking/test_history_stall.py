@@ -146,6 +146,7 @@ async def test_a_stalled_reader_is_ended_and_frees_its_connection(
         reader(served.port, served.run_id, bulk=bulk) as call,
     ):
         await call.read()  # one message, then the client stops reading
+        await _until_held(pool, 1)  # the server waits on the client, its snapshot held
         await _until_held(pool, 0)
         ended = await _rest_of(call)  # what was sent before the end, then why
     assert isinstance(ended, ResourceExhaustedError)
