@@ -54,6 +54,9 @@ _ALL_POINTS_SORTED = _POINTS + " ORDER BY p.step, p.ts"
 # A series longer than max_points is cut into max_points // 4 buckets of consecutive
 # points, and each bucket keeps at most 4: its first, last, smallest and largest. So
 # the result keeps the series' first and last points and its minimum and maximum.
+# PostgreSQL sorts NaN above every number: the largest is looked for among numbers
+# first, so a NaN does not hide a bucket's peak (it is its largest when it holds no
+# number).
 _DOWNSAMPLED = f"""
 WITH numbered AS (
     SELECT value, step, ts,
@@ -66,7 +69,9 @@ WITH numbered AS (
         row_number() OVER (PARTITION BY bucket ORDER BY position) AS from_start,
         row_number() OVER (PARTITION BY bucket ORDER BY position DESC) AS from_end,
         row_number() OVER (PARTITION BY bucket ORDER BY value, position) AS from_min,
-        row_number() OVER (PARTITION BY bucket ORDER BY value DESC, position) AS from_max
+        row_number() OVER (
+            PARTITION BY bucket ORDER BY value = 'NaN', value DESC, position
+        ) AS from_max
     FROM numbered
 )
 SELECT value, step, ts FROM ranked

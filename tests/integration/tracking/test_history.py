@@ -113,3 +113,14 @@ async def test_a_history_of_large_batches_is_sent_in_messages_any_server_can_sen
         ]
     assert sum(sizes) == 2 * count
     assert max(sizes) <= CHUNK_POINTS
+
+
+async def test_downsampling_keeps_a_peak_beside_a_nan(
+    tracking: cairn.TrackingClient, run_id: str
+) -> None:
+    """PostgreSQL sorts NaN above every number: taken for the bucket's largest value,
+    it hid the peak of 1000."""
+    values = [1.0, math.nan, 1000.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    await tracking.log_batch(run_id, metrics=[Metric("nan", v, s, s) for s, v in enumerate(values)])
+    sampled = await tracking.get_metric_history(run_id, "nan", max_points=4)
+    assert 1000.0 in [m.value for m in sampled]
