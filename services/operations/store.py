@@ -200,12 +200,17 @@ class OperationStore:
 
 
 def operation_id_of(name: str) -> uuid.UUID:
-    """The id in "operations/<uuid>"; NOT_FOUND for any other name."""
+    """The id in "operations/<uuid>", the uuid as the service writes it (uuid.UUID also
+    reads "urn:uuid:...", braces, capitals and no hyphens: one operation would have
+    many names); NOT_FOUND for any other name."""
     text = name.removeprefix(PREFIX) if name.startswith(PREFIX) else ""
     try:
-        return uuid.UUID(text)
+        operation_id = uuid.UUID(text)
     except ValueError:
         raise not_found(name) from None
+    if str(operation_id) != text:
+        raise not_found(name)
+    return operation_id
 
 
 def not_found(name: str) -> NotFound:

@@ -168,3 +168,15 @@ async def test_bad_requests_say_why(client: cairn.Client) -> None:
     with pytest.raises(InvalidArgumentError) as token:
         await client.operations.get_operations(cairn.types.ListOptions(next_page_token="x"))
     assert token.value.reason == "INVALID_PAGE_TOKEN"
+
+
+async def test_an_operation_has_one_name(client: cairn.Client) -> None:
+    """uuid.UUID reads an id in other spellings too: each was another name of the
+    operation."""
+    started = await client.operations.start_garbage_collection(datetime.timedelta(days=3650))
+    assert (await client.operations.get_operation(started.name)).name == started.name
+    operation_id = started.name.removeprefix("operations/")
+    for other in (f"urn:uuid:{operation_id}", operation_id.upper(), operation_id.replace("-", "")):
+        with pytest.raises(NotFoundError):
+            await client.operations.get_operation(f"operations/{other}")
+    await client.operations.wait_operation(started.name, timeout=30)
