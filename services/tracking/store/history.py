@@ -125,8 +125,9 @@ class MetricHistory:
             self._pool.acquire() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
+            await _check_runs(conn, project, run_ids)  # before a point is sent
             for run_id in run_ids:
-                async for series in _run_history(conn, project, run_id, key, max_points):
+                async for series in _run_history(conn, run_id, key, max_points):
                     yield run_id, series
 
     @contextlib.asynccontextmanager
@@ -147,15 +148,24 @@ class MetricHistory:
             self._slots.release()
 
 
+async def _check_runs(conn: asyncpg.Connection, project: str, run_ids: Sequence[str]) -> None:
+    """NOT_FOUND for the first of run_ids the project does not hold."""
+    found = await conn.fetchval(
+        """SELECT coalesce(array_agg(run_id), '{}') FROM tracking.runs
+           WHERE project = $1 AND run_id = ANY($2::uuid[])""",
+        project,
+        [uuid.UUID(run_id) for run_id in run_ids],
+    )
+    held = {run_id.hex for run_id in found}
+    for run_id in run_ids:
+        if uuid.UUID(run_id).hex not in held:
+            raise run_not_found(run_id)
+
+
 async def _run_history(
-    conn: asyncpg.Connection, project: str, run_id: str, key: str, max_points: int
+    conn: asyncpg.Connection, run_id: str, key: str, max_points: int
 ) -> AsyncIterator[MetricSeries]:
     run_uuid = uuid.UUID(run_id)
-    exists = await conn.fetchval(
-        "SELECT 1 FROM tracking.runs WHERE project = $1 AND run_id = $2", project, run_uuid
-    )
-    if exists is None:
-        raise run_not_found(run_id)
     if max_points:
         rows = _point_rows(conn, key, _DOWNSAMPLED, run_uuid, key, max_points // 4, max_points)
     elif await conn.fetchval(_CHUNKS_DISJOINT, run_uuid, key):

@@ -3,6 +3,7 @@
 import math
 import random
 
+import grpc
 import pytest
 
 import cairn
@@ -87,6 +88,20 @@ async def test_bulk_history_for_several_runs(
         runs[1]: [1.0, 1.1],
         runs[2]: [2.0, 2.1, 2.2],
     }
+
+
+async def test_a_bulk_read_naming_an_unknown_run_sends_nothing(
+    tracking: cairn.TrackingClient, run_id: str
+) -> None:
+    """It was NOT_FOUND only once every run before the unknown one had been sent."""
+    await tracking.log_batch(run_id, metrics=[Metric("acc", 0.5, 1, 1)])
+    request = api.GetMetricHistoryBulkRequest(
+        project=tracking.project, run_ids=[run_id, "a" * 32], metric_key="acc"
+    )
+    call = tracking._stub.GetMetricHistoryBulk(request)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call.read()  # the first message is the error
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_a_history_of_large_batches_is_sent_in_messages_any_server_can_send(
