@@ -329,9 +329,11 @@ class AuthStore:
 async def _keep_an_admin(conn: asyncpg.Connection, project: str, user_id: str) -> None:
     """Refuses a change that takes user_id's admin role in project away from its only
     admin. The admins' rows stay locked until the change commits, so two admins taking
-    each other's role at once take turns, and the second sees the first's change."""
+    each other's role at once take turns, and the second sees the first's change; both
+    lock them in one order, so neither holds a row the other waits for."""
     admins = await conn.fetch(
-        "SELECT user_id FROM auth.project_roles WHERE project = $1 AND role = $2 FOR UPDATE",
+        """SELECT user_id FROM auth.project_roles WHERE project = $1 AND role = $2
+           ORDER BY user_id FOR UPDATE""",
         project,
         Role.ADMIN,
     )

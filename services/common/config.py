@@ -215,7 +215,7 @@ class Config:
             )
         if self.max_message_bytes < 1024 * 1024:
             raise ConfigError("CAIRN_MAX_MESSAGE_BYTES must be at least 1 MiB")
-        if self.health_probe_interval_seconds <= 0 or self.health_probe_timeout_seconds <= 0:
+        if not (self.health_probe_interval_seconds > 0 and self.health_probe_timeout_seconds > 0):
             raise ConfigError("CAIRN_HEALTH_PROBE_*_SECONDS must be positive")
         if self.shutdown_grace_seconds < 0:
             raise ConfigError("CAIRN_SHUTDOWN_GRACE_SECONDS must not be negative")

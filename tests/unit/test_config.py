@@ -61,6 +61,8 @@ def test_flag_wins_over_environment() -> None:
         ({"CAIRN_LISTEN_ADDRESS": "10.1.2.3:50051"}, "would let anyone on the network"),
         ({"CAIRN_AUTH": "api_key", "CAIRN_AUTH_FAILURE_LIMIT": "0"}, "must be positive"),
         ({"CAIRN_S3_TIMEOUT_SECONDS": "0"}, "CAIRN_S3_TIMEOUT_SECONDS must be positive"),
+        ({"CAIRN_HEALTH_PROBE_TIMEOUT_SECONDS": "0"}, "CAIRN_HEALTH_PROBE_.*must be positive"),
+        ({"CAIRN_HEALTH_PROBE_INTERVAL_SECONDS": "nan"}, "CAIRN_HEALTH_PROBE_.*must be positive"),
     ],
 )
 def test_bad_values_are_rejected_with_the_variable_named(env: dict[str, str], message: str) -> None:
