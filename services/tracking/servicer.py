@@ -281,10 +281,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             metrics=convert.metric_columns(request.metrics, "metrics"),
             params=_params(request.params, "params"),
             tags=_tags(request.tags, "tags"),
-            # The batch's own id (journals replay it), else the call's, as other writes.
-            request_id=validation.request_id(
-                request.request_id or idempotency.request_id_of(context) or ""
-            ),
+            request_id=_batch_id(request, context),
         )
         await self._log(request.project, request.run_id, batch)
         return api.LogBatchResponse()
@@ -335,6 +332,15 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
                     run_id=run_id, points=convert.series(chunk)
                 )
                 await self._history.taken(context.write(message))
+
+
+def _batch_id(request: api.LogBatchRequest, context: Context) -> str:
+    """The batch's own request id (journals replay it), else the call's, as other
+    writes have; "" for none."""
+    if request.request_id:
+        return validation.request_id(request.request_id)
+    header = idempotency.request_id_of(context) or ""
+    return validation.request_id(header, idempotency.REQUEST_ID_HEADER) if header else ""
 
 
 def _tags(tags: list[pb.Tag], field: str) -> dict[str, str]:

@@ -100,7 +100,7 @@ def artifact_location(value: str, project: str) -> str:
     return value
 
 
-def request_id(value: str) -> str:
+def request_id(value: str, field: str = "request_id") -> str:
     """A LogBatch request id: printable, not too long, and not of LogMetric's kind."""
     if (
         len(value) > MAX_REQUEST_ID_LENGTH
@@ -108,7 +108,7 @@ def request_id(value: str) -> str:
         or value.startswith(METRIC_REQUEST_PREFIX)
     ):
         raise invalid_field(
-            "request_id",
+            field,
             f"must be printable, at most {MAX_REQUEST_ID_LENGTH} characters and not start "
             f"with {METRIC_REQUEST_PREFIX!r}",
         )

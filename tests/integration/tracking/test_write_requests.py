@@ -153,3 +153,19 @@ async def test_log_batch_sends_a_request_id_given_in_its_metadata_as_the_batchs(
     for _ in range(2):  # a job restarted by its scheduler, say
         await tracking.log_batch(run_id, [_POINT], metadata=same_id)
     assert await _values(tracking, run_id, "m") == [_POINT.value]
+
+
+async def test_a_call_id_of_log_metrics_kind_is_refused_naming_the_header(
+    tracking: cairn.TrackingClient, run_id: str, unique: str
+) -> None:
+    request = api.LogBatchRequest(
+        project=tracking.project, run_id=run_id, metrics=types.metrics_to_columns([_POINT])
+    )
+    with pytest.raises(InvalidArgumentError) as raised:
+        await tracking._transport.unary(
+            tracking._stub.LogBatch,
+            request,
+            metadata=_with_id(f"{METRIC_REQUEST_PREFIX}{unique}"),
+        )
+    assert [field for field, _ in raised.value.field_violations] == [_transport.REQUEST_ID_HEADER]
+    assert await _values(tracking, run_id, "m") == []
