@@ -139,3 +139,27 @@ async def test_downsampling_keeps_a_peak_beside_a_nan(
     await tracking.log_batch(run_id, metrics=[Metric("nan", v, s, s) for s, v in enumerate(values)])
     sampled = await tracking.get_metric_history(run_id, "nan", max_points=4)
     assert 1000.0 in [m.value for m in sampled]
+
+
+async def test_downsampling_keeps_each_buckets_first_last_lowest_and_highest(
+    tracking: cairn.TrackingClient, run_id: str
+) -> None:
+    """Against the points worked out here: buckets of consecutive points (position *
+    buckets // total), each keeping its first and last points and the first holding its
+    lowest and its highest number (a NaN is neither)."""
+    rng = random.Random(3)
+    choices = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1.0, 2.0]
+    values = [rng.choice(choices) if rng.random() < 0.3 else rng.random() for _ in range(2000)]
+    await tracking.log_batch(run_id, metrics=[Metric("mix", v, s, s) for s, v in enumerate(values)])
+    max_points = 40
+    sampled = await tracking.get_metric_history(run_id, "mix", max_points=max_points)
+    buckets: dict[int, list[int]] = {}
+    for position in range(len(values)):
+        buckets.setdefault(position * (max_points // 4) // len(values), []).append(position)
+    expected = set()
+    for positions in buckets.values():
+        expected |= {positions[0], positions[-1]}
+        if numbers := [p for p in positions if not math.isnan(values[p])]:
+            expected.add(min(numbers, key=lambda p: (values[p], p)))
+            expected.add(min(numbers, key=lambda p: (-values[p], p)))
+    assert [m.step for m in sampled] == sorted(expected)
