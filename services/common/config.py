@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -197,9 +198,12 @@ class Config:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            choices = f.metadata["choices"]
-            if choices and getattr(self, f.name) not in choices:
+            value, choices = getattr(self, f.name), f.metadata["choices"]
+            if choices and value not in choices:
                 raise ConfigError(f"{env_name(f.name)} must be one of {', '.join(choices)}")
+            # nan passes every bound below (each comparison with it is false).
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{env_name(f.name)} must be a finite number, not {value}")
         if self.db_pool_size < max(1, self.db_pool_min_size):
             raise ConfigError("CAIRN_DB_POOL_SIZE must be at least CAIRN_DB_POOL_MIN_SIZE and 1")
         if self.request_id_retention_seconds <= 0 or self.batch_id_retention_seconds <= 0:
@@ -215,7 +219,7 @@ class Config:
             )
         if self.max_message_bytes < 1024 * 1024:
             raise ConfigError("CAIRN_MAX_MESSAGE_BYTES must be at least 1 MiB")
-        if not (self.health_probe_interval_seconds > 0 and self.health_probe_timeout_seconds > 0):
+        if self.health_probe_interval_seconds <= 0 or self.health_probe_timeout_seconds <= 0:
             raise ConfigError("CAIRN_HEALTH_PROBE_*_SECONDS must be positive")
         if self.shutdown_grace_seconds < 0:
             raise ConfigError("CAIRN_SHUTDOWN_GRACE_SECONDS must not be negative")

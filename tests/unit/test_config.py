@@ -62,7 +62,9 @@ def test_flag_wins_over_environment() -> None:
         ({"CAIRN_AUTH": "api_key", "CAIRN_AUTH_FAILURE_LIMIT": "0"}, "must be positive"),
         ({"CAIRN_S3_TIMEOUT_SECONDS": "0"}, "CAIRN_S3_TIMEOUT_SECONDS must be positive"),
         ({"CAIRN_HEALTH_PROBE_TIMEOUT_SECONDS": "0"}, "CAIRN_HEALTH_PROBE_.*must be positive"),
-        ({"CAIRN_HEALTH_PROBE_INTERVAL_SECONDS": "nan"}, "CAIRN_HEALTH_PROBE_.*must be positive"),
+        ({"CAIRN_HEALTH_PROBE_INTERVAL_SECONDS": "nan"}, "must be a finite number, not nan"),
+        ({"CAIRN_STREAM_STALL_SECONDS": "nan"}, "CAIRN_STREAM_STALL_SECONDS must be a finite"),
+        ({"CAIRN_S3_TIMEOUT_SECONDS": "inf"}, "CAIRN_S3_TIMEOUT_SECONDS must be a finite"),
     ],
 )
 def test_bad_values_are_rejected_with_the_variable_named(env: dict[str, str], message: str) -> None:
