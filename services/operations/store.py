@@ -93,7 +93,9 @@ class OperationStore:
         """Takes over one unfinished operation whose lease has passed and whose steps
         this server hosts all of, but none it is `running` still (its lease may pass
         while the attempt is under way); SKIP LOCKED, so two servers never take the same
-        one. The attempt count grows, so the attempt taken over can change it no more."""
+        one. The attempt count grows, so the attempt taken over can change it no more.
+        An attempt whose lease ran out without being handed back (its server died, or
+        lost the database, which a rest also needs) counts as one an outage cut short."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 """SELECT operation_id FROM operations.operations
@@ -108,7 +110,8 @@ class OperationStore:
             taken = await conn.fetchrow(
                 f"""UPDATE operations.operations
                     SET owner = $2, lease_until = clock_timestamp() + $3::interval, state = $4,
-                        attempts = attempts + 1, update_time = clock_timestamp()
+                        attempts = attempts + 1, update_time = clock_timestamp(),
+                        outages = outages + (owner IS NOT NULL)::int
                     WHERE operation_id = $1 RETURNING {_COLUMNS}""",
                 row["operation_id"],
                 owner,

@@ -20,7 +20,7 @@ from cairn_server.common import database
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
 from cairn_server.operations import runner
-from tests.conftest import eventually, new_project, with_overrides
+from tests.conftest import eventually, new_project, serving, with_overrides
 from tests.proxy import PostgresProxy
 
 HOUR = datetime.timedelta(hours=1)
@@ -134,3 +134,31 @@ def test_retry_delays_double_up_to_their_bound() -> None:
     delays = [runner.retry_delay(outages).total_seconds() for outages in range(1, 11)]
     assert delays == [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]
     assert sum(delays[: runner.MAX_OUTAGES - 1]) == 810  # 13.5 minutes of outage
+
+
+async def test_an_attempt_handed_back_by_a_stopping_server_counts_no_outage(
+    config: Config, pool: asyncpg.Pool, client: cairn.Client, unique: str
+) -> None:
+    """A server stopped (SIGTERM, a deploy) hands its operations back: the takeover
+    that follows is no outage, however many deploys an operation lives through."""
+    await _deleted_run(client, pool)
+    async with pool.acquire() as holder, holder.transaction():
+        # The tracking step waits on the lock: the first attempt is under way when its
+        # server stops.
+        await holder.execute("LOCK TABLE tracking.runs IN SHARE MODE")
+        async with serving(config, pool, []) as port, _client_of(port, client.project) as own:
+            started = await own.operations.start_garbage_collection(HOUR)
+
+            async def running() -> bool:
+                operation = await own.operations.get_operation(started.name)
+                return operation.state is OperationState.RUNNING
+
+            await eventually(running, what="the first attempt running")
+    done = await client.operations.wait_operation(started.name, timeout=30)
+    assert done.state is OperationState.SUCCEEDED, done.errors
+    row = await _row(pool, started.name)
+    assert (row["attempts"], row["outages"]) == (2, 0)
+
+
+def _client_of(port: int, project: str) -> cairn.Client:
+    return cairn.Client(f"http://127.0.0.1:{port}", project=project)
