@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Sequence
 
 import asyncpg
 
@@ -34,9 +34,15 @@ from .runs import run_not_found
 # Points per streamed message: about 700 KiB of packed columns.
 CHUNK_POINTS = 32_768
 
+# Whether the chunks' step ranges are disjoint, and about how many points each holds,
+# in their order: a float8 array is a 24-byte header and 8 bytes a value, and
+# pg_column_size reads a value stored out of line from its pointer, not its bytes.
 _CHUNKS_DISJOINT = """
-SELECT coalesce(bool_and(prev_max IS NULL OR min_step > prev_max), TRUE) FROM (
-    SELECT min_step, lag(max_step) OVER (ORDER BY min_step, chunk_id) AS prev_max
+SELECT coalesce(bool_and(prev_max IS NULL OR min_step > prev_max), TRUE),
+       coalesce(array_agg(points ORDER BY min_step, chunk_id), '{}')
+FROM (
+    SELECT min_step, chunk_id, lag(max_step) OVER (ORDER BY min_step, chunk_id) AS prev_max,
+           greatest((pg_column_size("values") - 24) / 8, 1) AS points
     FROM tracking.metric_chunks WHERE run_id = $1 AND key = $2
 ) ranges"""
 
@@ -173,8 +179,8 @@ async def _run_history(
     run_uuid = uuid.UUID(run_id)
     if max_points:
         rows = _point_rows(conn, key, _DOWNSAMPLED, run_uuid, key, max_points // 4, max_points)
-    elif await conn.fetchval(_CHUNKS_DISJOINT, run_uuid, key):
-        rows = _stored_chunks(conn, key, run_uuid)
+    elif (chunks := await conn.fetchrow(_CHUNKS_DISJOINT, run_uuid, key))[0]:
+        rows = _stored_chunks(conn, key, run_uuid, chunks[1])
     else:
         rows = _point_rows(conn, key, _ALL_POINTS_SORTED, run_uuid, key)
     async for series in rows:
@@ -182,29 +188,40 @@ async def _run_history(
 
 
 async def _stored_chunks(
-    conn: asyncpg.Connection, key: str, run_id: uuid.UUID
+    conn: asyncpg.Connection, key: str, run_id: uuid.UUID, points: Sequence[int]
 ) -> AsyncIterator[MetricSeries]:
     """The stored chunks in order, cut and merged into messages of CHUNK_POINTS points
     (the last one fewer), which a server given the least message size still sends: a
     stored chunk holds up to a LogBatch's 100,000 points of one key.
 
-    Rows are fetched a message's worth at a time, counted by the size of the last row
-    fetched: a stalled reader holds at most that and one stored chunk, not a fixed
-    number of rows of any size (eight of the largest were 100 MB)."""
+    points: about how many each chunk holds. Each fetch takes the rows of about a
+    message (one at least), so a stalled reader holds that and one stored chunk at
+    most, not a fixed number of rows of any size (eight of the largest were 100 MB)."""
     cursor = await conn.cursor(_CHUNKS_IN_ORDER, run_id, key)
     pending = MetricSeries(key, [], [], [])
-    wanted = 1
-    while rows := await cursor.fetch(wanted):
-        for values, steps, timestamps in rows:
+    for wanted in _fetches(points):
+        for values, steps, timestamps in await cursor.fetch(wanted):
             pending.values.extend(values)
             pending.steps.extend(steps)
             pending.timestamps_ms.extend(timestamps)
             while len(pending.values) >= CHUNK_POINTS:
                 message, pending = _split(pending, CHUNK_POINTS)
                 yield message
-        wanted = max(1, CHUNK_POINTS // max(1, len(rows[-1][0])))
     if pending.values:
         yield pending
+
+
+def _fetches(points: Sequence[int]) -> Iterator[int]:
+    """How many rows each fetch takes, given each row's points: those that hold at most
+    CHUNK_POINTS together, one at least."""
+    rows = held = 0
+    for count in points:
+        if rows and held + count > CHUNK_POINTS:
+            yield rows
+            rows = held = 0
+        rows, held = rows + 1, held + count
+    if rows:
+        yield rows
 
 
 def _split(series: MetricSeries, count: int) -> tuple[MetricSeries, MetricSeries]:

@@ -2,7 +2,9 @@
 
 import math
 import random
+import uuid
 
+import asyncpg
 import grpc
 import pytest
 
@@ -10,6 +12,7 @@ import cairn
 from cairn.exceptions import NotFoundError
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.types import Metric
+from cairn_server.tracking.store import history
 from cairn_server.tracking.store.history import CHUNK_POINTS
 
 
@@ -163,3 +166,23 @@ async def test_downsampling_keeps_each_buckets_first_last_lowest_and_highest(
             expected.add(min(numbers, key=lambda p: (values[p], p)))
             expected.add(min(numbers, key=lambda p: (-values[p], p)))
     assert [m.step for m in sampled] == sorted(expected)
+
+
+async def test_a_stream_fetches_about_a_message_of_stored_chunks_at_a_time(
+    tracking: cairn.TrackingClient, run_id: str, pool: asyncpg.Pool
+) -> None:
+    """The rows a fetch takes are counted from each chunk's size, read without reading
+    its points: sized by the last row instead, a fetch after a one-point chunk (a
+    LogMetric's) took 32,768 rows, millions of points when LogBatches' followed."""
+    await tracking.log_metric(run_id, "mixed", 0.0, timestamp=0, step=0)
+    for start in (1, 40_001):
+        steps = range(start, start + 40_000)
+        await tracking.log_batch(run_id, metrics=[Metric("mixed", 0.5, s, s) for s in steps])
+    disjoint, points = await pool.fetchrow(history._CHUNKS_DISJOINT, uuid.UUID(run_id), "mixed")
+    assert disjoint
+    real = [1, 40_000, 40_000]
+    assert len(points) == 3
+    assert all(abs(estimate - count) <= 1 for estimate, count in zip(points, real, strict=True))
+    assert list(history._fetches(points)) == [1, 1, 1]
+    assert list(history._fetches([1_000] * 70)) == [32, 32, 6]
+    assert len(await tracking.get_metric_history(run_id, "mixed")) == 80_001
