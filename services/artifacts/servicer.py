@@ -613,15 +613,15 @@ def _request_id_reused(done: StoredObject) -> InvalidArgument:
     )
 
 
+# How much of a repeated upload's bytes the thread checking them takes at once.
+_REPEAT_READ = 1024 * 1024
+
+
 def _read_to_end(reader: VerifyingReader, done: StoredObject) -> None:
     """Reads an upload's bytes, storing none; more than done's are another upload's."""
     while reader.read(_REPEAT_READ):
         if reader.size > done.size:
             raise _request_id_reused(done)
-
-
-# How much of a repeated upload's bytes the thread checking them takes at once.
-_REPEAT_READ = 1024 * 1024
 
 
 def _bytes_missing(path: str) -> DataLoss:
