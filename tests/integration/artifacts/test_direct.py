@@ -313,3 +313,34 @@ async def test_a_file_under_the_id_of_another_upload_is_refused_not_taken_for_it
         await direct.upload("t/model.bin", other, overwrite=True, metadata=same_id)
     assert raised.value.reason == "REQUEST_ID_REUSED"
     assert await direct.read("t/model.bin") == DATA
+
+
+@pytest.mark.parametrize("kind", ["file", "bytes"])
+async def test_an_upload_whose_id_published_another_meanwhile_is_refused(
+    direct: cairn.ArtifactClient,
+    tmp_path: Path,
+    unique: str,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+) -> None:
+    """Another upload under the same id publishes between the ticket and the PUT: the
+    endpoint answers with its object before the bytes are sent, which the client then
+    compares with its own (by their sha256, hashing a file), as when the ticket call is
+    answered so."""
+    mine: Path | bytes = DATA
+    if kind == "file":
+        mine = tmp_path / "mine.bin"
+        mine.write_bytes(DATA)
+    same_id = [(_transport.REQUEST_ID_HEADER, f"race-{unique}")]
+    loop, put = asyncio.get_running_loop(), _direct.upload
+
+    def after_another(endpoint: _direct.Endpoint, source: Any, sent: Any) -> bytes:
+        another = direct.upload("t/raced.bin", b"another upload", metadata=same_id)
+        asyncio.run_coroutine_threadsafe(another, loop).result(timeout=30)
+        return put(endpoint, source, sent)
+
+    monkeypatch.setattr(_direct, "upload", after_another)
+    with pytest.raises(InvalidArgumentError) as raised:
+        await direct.upload("t/raced.bin", mine, metadata=same_id)
+    assert raised.value.reason == "REQUEST_ID_REUSED"
+    assert await direct.read("t/raced.bin") == b"another upload"

@@ -89,6 +89,18 @@ class Upload:
         )
 
 
+async def _published_already(stream: BinaryIO, expected: str, done: pb.ObjectInfo) -> ObjectInfo:
+    """The object an upload's request id published already, unless it holds other bytes
+    than stream's (sha256 expected, when known: a local file's is not before it is
+    read, and the service then compared the size alone)."""
+    published = object_from_proto(done)
+    if not expected:
+        await asyncio.to_thread(_check_same_bytes, stream, published)
+    elif expected != published.sha256:
+        raise _request_id_reused(published)
+    return published
+
+
 def _check_same_bytes(stream: BinaryIO, done: ObjectInfo) -> None:
     """Raises unless stream holds the bytes of done, which the upload's request id
     published: else another upload was sent under that id."""
@@ -96,12 +108,16 @@ def _check_same_bytes(stream: BinaryIO, done: ObjectInfo) -> None:
     while chunk := stream.read(1024 * 1024):
         digest.update(chunk)
     if digest.hexdigest() != done.sha256:
-        raise InvalidArgumentError(
-            f"this request id published other content at {done.path!r}; "
-            "send a new id with every new upload",
-            reason="REQUEST_ID_REUSED",
-            metadata={"path": done.path},
-        )
+        raise _request_id_reused(done)
+
+
+def _request_id_reused(done: ObjectInfo) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"this request id published other content at {done.path!r}; "
+        "send a new id with every new upload",
+        reason="REQUEST_ID_REUSED",
+        metadata={"path": done.path},
+    )
 
 
 class CompletionFailed(UnavailableError):
@@ -221,25 +237,26 @@ class DirectTransfers:
             if reply is None:
                 return None
             if reply.HasField("object"):  # this request id published it already
-                done = object_from_proto(reply.object)
-                if not expected:  # the service could compare its size only
-                    await asyncio.to_thread(_check_same_bytes, stream, done)
-                return done
+                return await _published_already(stream, expected, reply.object)
             if reply.HasField("parts"):
                 return await self._upload_presigned(header, upload, reply.parts)
             endpoint = self._endpoint(reply.ticket)
             if endpoint is None:
                 return None
-            sent = upload.counted.from_thread(upload.start)
+            sent, start = upload.counted.from_thread(upload.start), stream.tell()
             try:
-                published = await asyncio.to_thread(_direct.upload, endpoint, stream, sent)
+                published = pb.ObjectInfo.FromString(
+                    await asyncio.to_thread(_direct.upload, endpoint, stream, sent)
+                )
             except _direct.Unreachable as error:
                 self._fell_back(endpoint, error)
                 return None
+            if stream.tell() == start:  # answered before the body: published meanwhile
+                return await _published_already(stream, expected, published)
+            return object_from_proto(published)
         finally:
             if owned:
                 stream.close()
-        return object_from_proto(pb.ObjectInfo.FromString(published))
 
     async def _upload_presigned(
         self, header: api.UploadHeader, upload: Upload, parts: api.PresignedParts
