@@ -51,7 +51,7 @@ from cairn._direct_io import BUFFER as WRITE_BUFFER
 
 from ..common import database, logs
 from ..common.errors import DomainError, InvalidArgument, Unavailable
-from .store import PendingUpload
+from .store import PendingUpload, StoredObject
 from .streams import check_growth, verify
 from .tickets import Ticket, TicketSigner
 
@@ -96,13 +96,17 @@ class Transfers(Protocol):
 
     signer: TicketSigner
 
-    def accept(self, ticket: Ticket) -> PendingUpload | bytes:
-        """Records the ticket's upload, or returns the serialized ObjectInfo a repeat of
-        its request published already."""
+    def accept(self, ticket: Ticket) -> PendingUpload | StoredObject | bytes:
+        """Records the ticket's upload; for a repeat of the upload its request id
+        published, the serialized ObjectInfo to answer at once (the ticket names the
+        object's sha256), or the object, whose bytes the body must be."""
         ...
 
-    def store(self, upload: PendingUpload, reader: ChunkedReader, ticket: Ticket) -> bytes:
-        """Writes the body to the upload's key and publishes it; the ObjectInfo."""
+    def store(
+        self, upload: PendingUpload | StoredObject, reader: ChunkedReader, ticket: Ticket
+    ) -> bytes:
+        """Writes the body to the upload's key and publishes it, or compares it with the
+        object a repeat's request id published; the ObjectInfo."""
         ...
 
     def local_file(self, key: str) -> Path: ...
@@ -320,7 +324,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 411, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "send a chunked body"
             )
         accepted = transfers.accept(ticket)
-        if isinstance(accepted, bytes):  # published already by this request id
+        if isinstance(accepted, bytes):  # a repeat of what its request id published
             return _send(connection, 200, accepted, "application/x-protobuf")
         if headers.get("expect", "").lower() == "100-continue":
             connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -31,7 +31,7 @@ from ..common.errors import (
 )
 from ..common.idempotency import after_commit, request_id_of
 from ..common.service import Resources
-from . import backends, blobs, completions, paths, threads
+from . import backends, blobs, completions, paths, repeats, threads
 from .janitor import janitor_for
 from .leases import CompletionLeases
 from .presigned import PresignedTransfers
@@ -99,7 +99,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         request_id = request_id_of(context)
         done = await self._objects.published_by(project, path, request_id)
         if done is not None:
-            _check_repeat(done, expected_sha256, header.expected_size, content_type)
+            repeats.check(done, expected_sha256, header.expected_size, content_type)
             return api.CreateUploadTicketResponse(object=self._info(done))
         if not header.overwrite and await self._objects.exists(project, path):
             raise already_exists(path)
@@ -161,7 +161,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
                 done = await self._objects.published_by(project, path, request_id)
                 if done is None:
                     raise
-        _check_repeat(done, sha256)  # a repeat of the completion that published it
+        repeats.check(done, sha256)  # a repeat of the completion that published it
         return api.CompleteUploadTicketResponse(object=self._info(done))
 
     async def AbortUploadTicket(
@@ -227,7 +227,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             _check_size(header.expected_size)
             done = await self._objects.published_by(project, path, request_id_of(context))
             if done is not None:
-                _check_repeat(done, expected_sha256, header.expected_size, content_type)
+                repeats.check(done, expected_sha256, header.expected_size, content_type)
             elif not header.overwrite and await self._objects.exists(project, path):
                 raise already_exists(path)
             else:
@@ -250,10 +250,10 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         they are those of done, which its request id published (see _accept)."""
         await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
         reader = VerifyingReader(asyncio.get_running_loop(), 0, "")
-        writing = threads.start_upload(_read_to_end, reader, done)
+        writing = threads.start_upload(repeats.read_to_end, reader, done)
         await _pump(stream, reader, writing, self._stopping)
         await writing
-        _check_repeat(done, reader.sha256, reader.size)
+        repeats.check(done, reader.sha256, reader.size)
 
     async def _discard(self, upload: PendingUpload) -> None:
         """Collects the bytes of an upload that did not publish. When the database
@@ -589,39 +589,6 @@ def _check_put(upload: PendingUpload, expected_sha256: str, sha256: str, content
             f"{upload.content_type!r}",
             metadata={"content_type": content_type, "expected": upload.content_type},
         )
-
-
-def _check_repeat(
-    done: StoredObject, sha256: str, size: int = 0, content_type: str | None = None
-) -> None:
-    """Refuses an upload under the request id that published done unless it may be its
-    repeat: the same bytes (their sha256 and size, where known) of the same type."""
-    if (
-        (sha256 and done.sha256 != sha256)
-        or (size and done.size != size)
-        or (content_type is not None and done.content_type != content_type)
-    ):
-        raise _request_id_reused(done)
-
-
-def _request_id_reused(done: StoredObject) -> InvalidArgument:
-    return InvalidArgument(
-        "REQUEST_ID_REUSED",
-        f"this request id published other content at {done.path!r}; "
-        "send a new id with every new upload",
-        metadata={"path": done.path},
-    )
-
-
-# How much of a repeated upload's bytes the thread checking them takes at once.
-_REPEAT_READ = 1024 * 1024
-
-
-def _read_to_end(reader: VerifyingReader, done: StoredObject) -> None:
-    """Reads an upload's bytes, storing none; more than done's are another upload's."""
-    while reader.read(_REPEAT_READ):
-        if reader.size > done.size:
-            raise _request_id_reused(done)
 
 
 def _bytes_missing(path: str) -> DataLoss:

@@ -18,7 +18,7 @@ from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from ..common.config import Config
 from ..common.errors import FailedPrecondition, Unavailable, invalid_field
 from ..common.service import Resources
-from . import backends
+from . import backends, repeats
 from .direct import ByteEndpoint, ChunkedReader, on_loop
 from .filesystem import FilesystemBackend
 from .janitor import Janitor
@@ -83,32 +83,48 @@ class DirectTransfers:
         )
 
     # direct.Transfers: called from the endpoint's connection threads.
-    def accept(self, ticket: Ticket) -> PendingUpload | bytes:
+    def accept(self, ticket: Ticket) -> PendingUpload | StoredObject | bytes:
         return on_loop(self._loop, self._accept(ticket))
 
-    async def _accept(self, ticket: Ticket) -> PendingUpload | bytes:
+    async def _accept(self, ticket: Ticket) -> PendingUpload | StoredObject | bytes:
         request_id = ticket.request_id or None
         done = await self._objects.published_by(ticket.project, ticket.path, request_id)
         if done is not None:
-            return self._info(done).SerializeToString()
+            # Another upload under the id may have published since the ticket was issued
+            # (the servicer compared the ticket with what had published then).
+            repeats.check(done, ticket.sha256, ticket.size, ticket.content_type)
+            if ticket.sha256:  # the same bytes: not worth sending again
+                return self._info(done).SerializeToString()
+            return done
         if not ticket.overwrite and await self._objects.exists(ticket.project, ticket.path):
             raise already_exists(ticket.path)
         return await self._objects.begin(
             ticket.project, ticket.path, ticket.overwrite, ticket.content_type
         )
 
-    def store(self, upload: PendingUpload, reader: ChunkedReader, ticket: Ticket) -> bytes:
+    def store(
+        self, upload: PendingUpload | StoredObject, reader: ChunkedReader, ticket: Ticket
+    ) -> bytes:
+        if isinstance(upload, StoredObject):
+            return self._compare(upload, reader)
         try:
             try:
                 self._backend.write(upload.storage_key, reader, upload.content_type, ticket.size)
             except OSError as error:  # the disk's (full, say): no client that went away
                 raise RuntimeError(f"writing {upload.storage_key} failed: {error}") from error
-            if not reader.verified:  # never publish what was not checked to the end
-                raise invalid_field("body", "the upload ended before its last chunk")
+            _check_verified(reader)
         except BaseException:
             on_loop(self._loop, self._discard(upload))
             raise
         return on_loop(self._loop, self._publish(upload, reader, ticket))
+
+    def _compare(self, done: StoredObject, reader: ChunkedReader) -> bytes:
+        """done's ObjectInfo if the body is done's bytes (a repeat of the upload that
+        published it), else REQUEST_ID_REUSED; the body is stored nowhere."""
+        repeats.read_to_end(reader, done)
+        _check_verified(reader)
+        repeats.check(done, reader.sha256, reader.size)
+        return self._info(done).SerializeToString()
 
     async def _publish(self, upload: PendingUpload, reader: ChunkedReader, ticket: Ticket) -> bytes:
         try:
@@ -128,6 +144,11 @@ class DirectTransfers:
     def local_file(self, key: str) -> Path:
         assert isinstance(self._backend, FilesystemBackend)
         return self._backend.local_file(key)
+
+
+def _check_verified(reader: ChunkedReader) -> None:
+    if not reader.verified:  # never take what was not checked to the end
+        raise invalid_field("body", "the upload ended before its last chunk")
 
 
 def _byte_endpoint(

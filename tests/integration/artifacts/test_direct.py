@@ -23,6 +23,7 @@ import cairn
 from cairn import _transport
 from cairn._clients import _direct
 from cairn._direct_io import DirectWriter
+from cairn.artifacts.v1 import artifacts_pb2 as pb
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import InvalidArgumentError, NotFoundError
 from cairn_server import catalog
@@ -313,6 +314,58 @@ async def test_a_file_under_the_id_of_another_upload_is_refused_not_taken_for_it
         await direct.upload("t/model.bin", other, overwrite=True, metadata=same_id)
     assert raised.value.reason == "REQUEST_ID_REUSED"
     assert await direct.read("t/model.bin") == DATA
+
+
+def _put_with_trailer(ticket: api.DirectTicket, body: bytes) -> tuple[int, bytes]:
+    """A PUT as a client of another language sends it: one chunk, then the bytes'
+    sha256 in the trailer."""
+    connection = http.client.HTTPConnection(ticket.host or "127.0.0.1", ticket.port, timeout=10)
+    connection.putrequest("PUT", f"/v1/transfers/{ticket.ticket}")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.endheaders()
+    sha256 = hashlib.sha256(body).hexdigest()
+    connection.send(
+        b"%x\r\n%s\r\n0\r\nX-Cairn-Sha256: %s\r\n\r\n" % (len(body), body, sha256.encode())
+    )
+    response = connection.getresponse()
+    return response.status, response.read()
+
+
+async def _ticket(
+    direct: cairn.ArtifactClient, path: str, request_id: str, size: int, sha256: str = ""
+) -> api.DirectTicket:
+    header = api.UploadHeader(
+        project=direct.project, path=path, expected_size=size, expected_sha256=sha256
+    )
+    reply = await direct._stub.CreateUploadTicket(
+        api.CreateUploadTicketRequest(header=header),
+        metadata=[(_transport.REQUEST_ID_HEADER, request_id)],
+    )
+    return reply.ticket
+
+
+@pytest.mark.parametrize("announced", ["size", "size and sha256", "nothing"])
+async def test_the_endpoint_refuses_a_ticket_whose_id_published_other_bytes_meanwhile(
+    direct: cairn.ArtifactClient, unique: str, announced: str
+) -> None:
+    """Another upload under the ticket's request id publishes before the PUT: the
+    endpoint itself tells a repeat from it, by what the ticket announces or else by
+    the body, for clients that do not compare the object they are answered with."""
+    request_id = f"endpoint-race-{unique}"
+    size = len(DATA) if announced != "nothing" else 0
+    sha256 = hashlib.sha256(DATA).hexdigest() if announced == "size and sha256" else ""
+    ticket = await _ticket(direct, "t/raced.bin", request_id, size, sha256)
+    other = DATA[::-1]  # the same size
+    repeat = await _ticket(direct, "t/raced.bin", request_id, size)  # of `other`, below
+    metadata = [(_transport.REQUEST_ID_HEADER, request_id)]
+    stored = await direct.upload("t/raced.bin", other, metadata=metadata)
+    status, body = await asyncio.to_thread(_put_with_trailer, ticket, DATA)
+    assert (status, json.loads(body)["reason"]) == (400, "REQUEST_ID_REUSED")
+    assert await direct.read("t/raced.bin") == other
+    # A true repeat, whose ticket names no sha256, is told by its bytes.
+    status, body = await asyncio.to_thread(_put_with_trailer, repeat, other)
+    assert status == 200
+    assert pb.ObjectInfo.FromString(body).sha256 == stored.sha256
 
 
 @pytest.mark.parametrize("kind", ["file", "bytes"])
