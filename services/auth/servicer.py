@@ -87,15 +87,15 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         else:
             user_id = caller.user_id
         size = paging.page_size(request.page_size, MAX_PROJECTS_PAGE_SIZE, MAX_PROJECTS_PAGE_SIZE)
-        records, token_after = await self._store.projects(
+        records, token = await self._store.projects(
             user_id,
             size,
             request.page_token,
             every=not request.user_id and caller.global_admin,
+            budget=self._page_bytes,
         )
         projects = [convert.project(record) for record in records]
-        kept = paging.fitting(projects, self._page_bytes)
-        return api.GetProjectsResponse(projects=projects[:kept], next_page_token=token_after(kept))
+        return api.GetProjectsResponse(projects=projects, next_page_token=token)
 
     async def UpdateProject(
         self, request: api.UpdateProjectRequest, context: Context

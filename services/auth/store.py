@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -107,6 +106,9 @@ _KEY_ORDER = [
 ]
 _MEMBER_ORDER = [SortColumn("user_id", True, "text", "user_id")]
 _PROJECT_ORDER = [SortColumn("p.name", True, "text", "name")]
+# What a project takes in an answer beyond its name and description: its time, role,
+# and each field's tag and length, with room to spare.
+_PROJECT_OVERHEAD = 64
 # A key and all keys created with it, transitively, not yet revoked: locked parents
 # first, in the order a creation locks them (its parent, then a key its lost answer
 # left), so that the two never wait for each other. No cycle can exist: a parent is
@@ -178,23 +180,44 @@ class AuthStore:
         return await self.get_project(name, user_id)
 
     async def projects(
-        self, user_id: str, page_size: int, page_token: str, *, every: bool
-    ) -> tuple[list[Project], Callable[[int], str]]:
+        self, user_id: str, page_size: int, page_token: str, *, every: bool, budget: int
+    ) -> tuple[list[Project], str]:
         """A page of the projects user_id is a member of (of every project when every is
-        set), in order of name, and the token of the page after its first n."""
+        set), in order of name, as many as an answer holds in budget bytes (one at
+        least), and the token of the page after it.
+
+        One statement counts the projects' bytes before it reads their descriptions, so
+        that a page of long ones is never read whole only to be cut (1,001 descriptions
+        of 40 kB came to 40 MB)."""
         keyset = Keyset(_PROJECT_ORDER, "projects", user_id, every)
         params = Params(user_id, every)
         after = keyset.condition(page_token, params)
         rows = await self._pool.fetch(
-            "SELECT p.name, p.description, p.create_time, r.role AS caller_role "
-            "FROM auth.projects p "
-            "LEFT JOIN auth.project_roles r ON r.project = p.name AND r.user_id = $1 "
-            f"WHERE ($2 OR r.role IS NOT NULL) AND {after} ORDER BY p.name "
-            f"LIMIT {page_size + 1}",
+            f"""WITH listed AS (
+                    SELECT p.name, octet_length(p.name) + octet_length(p.description)
+                        + {_PROJECT_OVERHEAD} AS bytes
+                    FROM auth.projects p
+                    LEFT JOIN auth.project_roles r ON r.project = p.name AND r.user_id = $1
+                    WHERE ($2 OR r.role IS NOT NULL) AND {after}
+                    ORDER BY p.name LIMIT {page_size + 1}
+                ), counted AS (
+                    SELECT name, row_number() OVER w AS n, sum(bytes) OVER w AS held
+                    FROM listed WINDOW w AS (ORDER BY name ROWS UNBOUNDED PRECEDING)
+                )
+                SELECT p.name, p.description, p.create_time, r.role AS caller_role,
+                    (SELECT count(*) FROM listed) AS listed
+                FROM counted c JOIN auth.projects p USING (name)
+                LEFT JOIN auth.project_roles r ON r.project = p.name AND r.user_id = $1
+                WHERE c.n <= {page_size} AND (c.n = 1 OR c.held <= {params.add(budget)})
+                ORDER BY p.name""",
             *params.values,
         )
-        projects = [Project(**dict(row)) for row in rows[:page_size]]
-        return projects, lambda count: keyset.next_token(rows, count)
+        projects = [
+            Project(row["name"], row["description"], row["create_time"], row["caller_role"])
+            for row in rows
+        ]
+        more = bool(rows) and rows[0]["listed"] > len(rows)
+        return projects, keyset.token_after(rows[-1]) if more else ""
 
     # API keys.
 

@@ -21,7 +21,7 @@ import cairn
 from cairn.auth.v1 import auth_service_pb2 as api
 from cairn.exceptions import InvalidArgumentError
 from cairn.types import ApiKeyExpirationTime
-from cairn_server.auth.store import MAX_LIVE_KEYS
+from cairn_server.auth.store import MAX_LIVE_KEYS, AuthStore
 from cairn_server.common.config import Config
 from tests.conftest import serving
 from tests.integration.auth.test_bootstrap import _cairn
@@ -187,6 +187,7 @@ async def test_projects_with_the_longest_descriptions_are_listed_whole_a_page_at
     )
     try:
         await _check_projects_listed_whole(auth, unique, names)
+        await _check_only_a_pages_worth_is_read(pool, names)
     finally:  # a global admin's listings in the other tests stay as they were
         await pool.execute("DELETE FROM auth.projects WHERE name = ANY($1::text[])", names)
 
@@ -208,3 +209,14 @@ async def _check_projects_listed_whole(
     assert len(pages) > 1
     projects = {p.name: p for p in await auth.get_projects()}
     assert all(projects[name].description == WIDE * 10_000 for name in names)
+
+
+async def _check_only_a_pages_worth_is_read(pool: asyncpg.Pool, names: list[str]) -> None:
+    """The store reads the descriptions of the projects an answer holds, not of the
+    whole page it was asked for."""
+    budget = 100_000  # two descriptions of 40 kB, not three
+    projects, token = await AuthStore(pool).projects("nobody", 1000, "", every=True, budget=budget)
+    wide = [p.name for p in projects if p.name in names]
+    assert wide == names[: len(wide)] and len(wide) <= 2
+    assert sum(len(p.name.encode()) + len(p.description.encode()) for p in projects) <= budget
+    assert token
