@@ -145,3 +145,37 @@ async def test_the_manifest_records_what_the_model_was_saved_with(world: World) 
     }
     assert (manifest["metadata"], manifest["signature"]) == ({"owner": "ds-team"}, {"inputs": "x"})
     assert (manifest["run_id"], manifest["artifact_path"]) == (world.run_id, "tree")
+
+
+@pytest.mark.parametrize("replaced", ["logged again", "copied from a model made anew"])
+async def test_a_registered_version_loads_only_the_model_it_was_registered_with(
+    world: World, unique: str, replaced: str
+) -> None:
+    """The files of a registered version's source are replaced by another model's,
+    each consistent with its own manifest: the registry pins the version to the first
+    one's manifest, and loads through it refuse the second."""
+    name, copy = f"pinned-{unique}", f"pinned-copy-{unique}"
+    info = await world.tracking.log_model(
+        world.run_id, {"v": "registered"}, "model", flavor="pickle", registered_model_name=name
+    )
+    await world.registry.copy_model_version(f"models:/{name}/1", copy)
+    if replaced == "logged again":  # as docs/models.md tells, to log at a path again
+        await world.store.delete(_store_path(info.artifact_uri), recursive=True)
+        await world.tracking.log_model(world.run_id, {"v": "other"}, "model", flavor="pickle")
+    else:  # the copy's source names the model and version, found by name
+        await world.registry.delete_registered_model(name)
+        await world.tracking.log_model(
+            await world.new_run(),
+            {"v": "other"},
+            "model",
+            flavor="pickle",
+            registered_model_name=name,
+        )
+    uris = [f"models:/{copy}/1"] + ([f"models:/{name}/1"] if replaced == "logged again" else [])
+    for uri in uris:
+        with pytest.raises(DataLossError) as raised:
+            await world.tracking.load_model(uri, allow_pickle=True, cache_dir=world.cache)
+        assert raised.value.reason == "CHECKSUM_MISMATCH"
+        assert raised.value.metadata["expected_sha256"] == info.manifest_sha256
+        with pytest.raises(DataLossError):
+            await world.tracking.download_artifacts(uri, world.cache.parent / "dst")

@@ -16,11 +16,16 @@ import os
 import tempfile
 from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from .._progress import Progress, meter
 from .._transport import Transport
-from ..exceptions import AlreadyExistsError, FailedPreconditionError, NotFoundError
+from ..exceptions import (
+    AlreadyExistsError,
+    DataLossError,
+    FailedPreconditionError,
+    NotFoundError,
+)
 from ..models import _manifest
 from ..models._cache import ModelCache
 from ..models._copies import copy_model, writing
@@ -38,7 +43,21 @@ from .run_store import RunClient, join, run_store
 
 # A version's source may itself be a models:/ URI; resolving stops after this many hops.
 MAX_HOPS = 4
+# The version tag that pins a registered version to the model it was registered with:
+# the sha256 of its manifest, which names every file's. A load through the registry
+# refuses another model found at the version's source since (copy_model_version copies
+# the tag with the others).
+MANIFEST_TAG = "cairn.manifest_sha256"
 CachePath = str | os.PathLike[str] | None
+
+
+class _Location(NamedTuple):
+    """Where a URI's files are, and the sha256 of the manifest they must have when the
+    URI went through a pinned registry version (None otherwise)."""
+
+    store: ArtifactClient
+    path: str
+    manifest_sha256: str | None = None
 
 
 class RunModels:
@@ -152,8 +171,8 @@ class RunModels:
             DataLossError: a file differs from the sha256 the manifest recorded.
             NotFoundError: the URI names no model.
         """
-        store, path = await _locate(self, model_uri)
-        manifest_bytes, manifest = await _read_manifest(store, path, model_uri)
+        location = await _locate(self, model_uri)
+        manifest_bytes, manifest = await _read_manifest(location, model_uri)
         flavor = get_flavor(manifest.flavor)
         if flavor.unsafe and not allow_pickle:
             raise UntrustedModelError(
@@ -163,7 +182,9 @@ class RunModels:
                 reason="PICKLE_NOT_ALLOWED",
             )
         cache = ModelCache(cache_dir)
-        directory = await _fetch(store, path, manifest_bytes, manifest, cache, model_uri, progress)
+        directory = await _fetch(
+            location.store, location.path, manifest_bytes, manifest, cache, model_uri, progress
+        )
         _manifest.warn_on_other_versions(manifest, model_uri)
         return await asyncio.to_thread(flavor.load, directory, manifest.options)
 
@@ -178,12 +199,15 @@ async def download_uri(
     """`TrackingClient.download_artifacts` given a URI: a model directory through the
     cache (then copied whole or not at all, manifest last), anything else straight from
     the store."""
-    store, path = await _locate(client, uri)
+    location = await _locate(client, uri)
+    store, path = location.store, location.path
     destination = Path(dst_path) if dst_path else Path(tempfile.mkdtemp(prefix="cairn-"))
     target = destination / Path(path).name if path else destination
     try:
-        manifest_bytes, manifest = await _read_manifest(store, path, uri)
+        manifest_bytes, manifest = await _read_manifest(location, uri)
     except NotFoundError:
+        if location.manifest_sha256:  # a version registered with a model, gone since
+            raise
         return str(await store.download(path, target, progress=progress))
     cache = ModelCache(cache_dir)
     entry = await _fetch(store, path, manifest_bytes, manifest, cache, uri, progress)
@@ -198,36 +222,43 @@ async def fetch_model(client: RunClient, uri: str, cache_dir: CachePath) -> tupl
     Raises:
         NotFoundError: (OBJECT_NOT_FOUND) the URI holds no manifest.
     """
-    store, path = await _locate(client, uri)
-    manifest_bytes, manifest = await _read_manifest(store, path, uri)
-    return await _fetch(store, path, manifest_bytes, manifest, ModelCache(cache_dir), uri), manifest
+    location = await _locate(client, uri)
+    manifest_bytes, manifest = await _read_manifest(location, uri)
+    cache = ModelCache(cache_dir)
+    return await _fetch(
+        location.store, location.path, manifest_bytes, manifest, cache, uri
+    ), manifest
 
 
-async def _locate(client: RunClient, uri: str, hops: int = 0) -> tuple[ArtifactClient, str]:
-    """The artifact service (in the right project) and the path a URI names."""
+async def _locate(client: RunClient, uri: str, hops: int = 0, pin: str | None = None) -> _Location:
+    """The artifact service (in the right project) and the path a URI names, with the
+    pin of the first registry version on the way."""
     parsed = parse_uri(uri)
     if isinstance(parsed, ArtifactUri):
         transport = client._transport.for_project(parsed.project, timeout=None)
-        return ArtifactClient(transport), parsed.path
+        return _Location(ArtifactClient(transport), parsed.path, pin)
     if isinstance(parsed, RunUri):
         store, root = await run_store(client, parsed.run_id)
-        return store, join(root, None, parsed.path)
+        return _Location(store, join(root, None, parsed.path), pin)
     if hops >= MAX_HOPS:
         raise FailedPreconditionError(
             f"{uri} still names another model after {MAX_HOPS} hops", reason="FAILED_PRECONDITION"
         )
-    source = await _version_source(ModelRegistryAPIClient(client._transport), parsed)
+    source, pinned = await _version_source(ModelRegistryAPIClient(client._transport), parsed)
     if scheme_of(source) not in SCHEMES:  # s3://, https://, ...
         raise FailedPreconditionError(
             f"{uri} is stored at {source!r}, outside Cairn's artifact service: fetch it with "
             "the tools of that store",
             reason="INVALID_ARTIFACT_LOCATION",
         )
-    return await _locate(client, source, hops + 1)
+    return await _locate(client, source, hops + 1, pin or pinned)
 
 
-async def _version_source(registry: ModelRegistryAPIClient, uri: ModelUri) -> str:
-    """The download URI of the version a models:/ URI names."""
+async def _version_source(
+    registry: ModelRegistryAPIClient, uri: ModelUri
+) -> tuple[str, str | None]:
+    """The download URI of the version a models:/ URI names, and its pin (MANIFEST_TAG;
+    None for a version registered without one)."""
     if uri.alias is not None:
         number = (await registry.get_model_version_by_alias(uri.name, uri.alias)).version
     elif uri.version is not None:
@@ -242,13 +273,14 @@ async def _version_source(registry: ModelRegistryAPIClient, uri: ModelUri) -> st
                 reason="MODEL_VERSION_NOT_FOUND",
             )
         number = max(v.version or 0 for v in found)
+    version = await registry.get_model_version(uri.name, number or 0)
     source = await registry.get_model_version_download_uri(uri.name, number or 0)
     if not source:
         raise NotFoundError(
             f"{uri}: version {number} of {uri.name!r} has no source or model artifact URI",
             reason="MODEL_VERSION_NOT_FOUND",
         )
-    return source
+    return source, version.tags.get(MANIFEST_TAG)
 
 
 async def _refuse_existing(store: ArtifactClient, directory: str) -> None:
@@ -342,7 +374,12 @@ async def _register(transport: Transport, name: str, info: ModelInfo, manifest: 
     if await registry.get_registered_model_by_params(name=name) is None:
         with contextlib.suppress(AlreadyExistsError):  # created meanwhile by someone else
             await registry.create_registered_model(name)
-    version = await registry.create_model_version(name, info.artifact_uri, run_id=info.run_id)
+    version = await registry.create_model_version(
+        name,
+        info.artifact_uri,
+        run_id=info.run_id,
+        tags={MANIFEST_TAG: info.manifest_sha256},
+    )
     format_version = next(iter(manifest.libraries.values()), "") or None
     await registry.upsert_model_artifact(
         ModelArtifact(
@@ -356,7 +393,9 @@ async def _register(transport: Transport, name: str, info: ModelInfo, manifest: 
     return int(version.version or 0)
 
 
-async def _read_manifest(store: ArtifactClient, path: str, uri: str) -> tuple[bytes, Manifest]:
+async def _read_manifest(location: _Location, uri: str) -> tuple[bytes, Manifest]:
+    """The manifest at a location, which must be the one its pin names, if any."""
+    store, path = location.store, location.path
     data = bytearray()
     source = cast(AsyncGenerator[bytes], store.open(f"{path}/{MANIFEST}" if path else MANIFEST))
     try:
@@ -371,6 +410,15 @@ async def _read_manifest(store: ArtifactClient, path: str, uri: str) -> tuple[by
             f"{uri} holds no model logged with log_model (no {MANIFEST})",
             reason="OBJECT_NOT_FOUND",
         ) from None
+    found = ModelCache.key(bytes(data))
+    if location.manifest_sha256 and found != location.manifest_sha256:
+        raise DataLossError(
+            f"{uri} was registered with the model whose manifest has sha256 "
+            f"{location.manifest_sha256}; its source now holds another model ({found}): "
+            "the files changed since it was registered",
+            reason="CHECKSUM_MISMATCH",
+            metadata={"sha256": found, "expected_sha256": location.manifest_sha256},
+        )
     return bytes(data), Manifest.from_json(bytes(data), uri)
 
 
