@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from cairn.exceptions import InvalidArgumentError
 from cairn.models import MANIFEST, parse_uri
 from tests.integration.models.conftest import World
 
@@ -111,3 +112,36 @@ async def test_of_two_models_logged_at_once_at_one_path_the_winner_loads(world: 
         f"runs:/{world.run_id}/race", allow_pickle=True, cache_dir=world.cache
     )
     assert loaded == winner
+
+
+@pytest.mark.parametrize("directory", ["model ", "m" * 300])
+async def test_a_directory_of_any_stored_name_registers_whole(
+    world: World, unique: str, directory: str
+) -> None:
+    """The model artifact is named as the registered model, not after the directory,
+    whose last part the registry may refuse as a name: the call used to fail after the
+    version was made, and a second call found the model logged there already."""
+    name = f"odd-dir-{unique}"
+    info = await world.tracking.log_model(
+        world.run_id, {"v": 1}, directory, flavor="pickle", registered_model_name=name
+    )
+    assert info.registered_model_version == 1
+    version = await world.registry.get_model_version(name, 1)
+    [artifact] = await world.registry.get_model_artifacts(version.id)
+    assert (artifact.name, artifact.uri) == (name, info.artifact_uri)
+
+
+@pytest.mark.parametrize("bad_name", ["", " lead", "x" * 300])
+async def test_a_name_the_registry_refuses_is_refused_before_any_upload(
+    world: World, bad_name: str
+) -> None:
+    with pytest.raises(InvalidArgumentError):
+        await world.tracking.log_model(
+            world.run_id, {"v": 1}, "refused", flavor="pickle", registered_model_name=bad_name
+        )
+    assert await world.tracking.list_artifacts(world.run_id, "refused") == []
+    # Nothing stands in the way of the same call with a valid name.
+    info = await world.tracking.log_model(
+        world.run_id, {"v": 1}, "refused", flavor="pickle", registered_model_name="fine"
+    )
+    assert info.registered_model_version is not None

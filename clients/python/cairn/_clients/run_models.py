@@ -24,6 +24,7 @@ from ..exceptions import (
     AlreadyExistsError,
     DataLossError,
     FailedPreconditionError,
+    InvalidArgumentError,
     NotFoundError,
 )
 from ..models import _manifest
@@ -101,9 +102,12 @@ class RunModels:
 
         Raises:
             AlreadyExistsError: the run has a model at name already.
-            InvalidArgumentError: no flavor of that name, or none recognises the model.
+            InvalidArgumentError: no flavor of that name, or none recognises the model;
+                registered_model_name is no valid name (before any file is uploaded).
         """
         chosen = get_flavor(flavor) if isinstance(flavor, str) else flavor or flavor_for(model)
+        if registered_model_name is not None:
+            await _check_registrable(self._transport, registered_model_name)
         store, root = await run_store(self, run_id)
         directory = join(root, None, name)
         await _refuse_existing(store, directory)
@@ -367,9 +371,22 @@ def _logged_there(directory: str, error: AlreadyExistsError) -> AlreadyExistsErr
     )
 
 
+async def _check_registrable(transport: Transport, name: str) -> None:
+    """Refuses, before any file goes up, a name the registry refuses: refused after the
+    upload, the model would stay logged and unregistered, and a second log_model to
+    register it would find the model there (OBJECT_ALREADY_EXISTS)."""
+    if not name:
+        raise InvalidArgumentError(
+            "registered_model_name must not be empty", reason="INVALID_ARGUMENT"
+        )
+    await ModelRegistryAPIClient(transport).get_registered_model_by_params(name=name)
+
+
 async def _register(transport: Transport, name: str, info: ModelInfo, manifest: Manifest) -> int:
     """Creates the registered model when absent, then a version of it with a model
-    artifact (Kubeflow's shape: the format is the flavor); returns the version number."""
+    artifact (Kubeflow's shape: named as the model, the format is the flavor); returns
+    the version number. (Named after the directory, an artifact name the registry
+    refuses, as a long one, failed the call after the version was made.)"""
     registry = ModelRegistryAPIClient(transport)
     if await registry.get_registered_model_by_params(name=name) is None:
         with contextlib.suppress(AlreadyExistsError):  # created meanwhile by someone else
@@ -383,7 +400,7 @@ async def _register(transport: Transport, name: str, info: ModelInfo, manifest: 
     format_version = next(iter(manifest.libraries.values()), "") or None
     await registry.upsert_model_artifact(
         ModelArtifact(
-            info.artifact_path.strip("/").rsplit("/", 1)[-1] or "model",
+            name,
             uri=info.artifact_uri,
             model_format_name=info.flavor,
             model_format_version=format_version,
