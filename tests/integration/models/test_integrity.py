@@ -3,10 +3,12 @@ needs, and the cache that spares a second download."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
 
+from cairn._clients.run_models import MAX_HOPS
 from cairn.exceptions import DataLossError, NotFoundError
 from cairn.models import MANIFEST, UntrustedModelError
 from tests.integration.models.conftest import World
@@ -147,35 +149,51 @@ async def test_the_manifest_records_what_the_model_was_saved_with(world: World) 
     assert (manifest["run_id"], manifest["artifact_path"]) == (world.run_id, "tree")
 
 
-@pytest.mark.parametrize("replaced", ["logged again", "copied from a model made anew"])
 async def test_a_registered_version_loads_only_the_model_it_was_registered_with(
-    world: World, unique: str, replaced: str
+    world: World, unique: str
 ) -> None:
     """The files of a registered version's source are replaced by another model's,
-    each consistent with its own manifest: the registry pins the version to the first
-    one's manifest, and loads through it refuse the second."""
+    consistent with its own manifest: the registry pins the version (and its copy) to
+    the first one's manifest, and loads through them refuse the second."""
     name, copy = f"pinned-{unique}", f"pinned-copy-{unique}"
     info = await world.tracking.log_model(
         world.run_id, {"v": "registered"}, "model", flavor="pickle", registered_model_name=name
     )
     await world.registry.copy_model_version(f"models:/{name}/1", copy)
-    if replaced == "logged again":  # as docs/models.md tells, to log at a path again
-        await world.store.delete(_store_path(info.artifact_uri), recursive=True)
-        await world.tracking.log_model(world.run_id, {"v": "other"}, "model", flavor="pickle")
-    else:  # the copy's source names the model and version, found by name
-        await world.registry.delete_registered_model(name)
-        await world.tracking.log_model(
-            await world.new_run(),
-            {"v": "other"},
-            "model",
-            flavor="pickle",
-            registered_model_name=name,
-        )
-    uris = [f"models:/{copy}/1"] + ([f"models:/{name}/1"] if replaced == "logged again" else [])
-    for uri in uris:
+    # As docs/models.md tells, to log at a path again.
+    await world.store.delete(_store_path(info.artifact_uri), recursive=True)
+    await world.tracking.log_model(world.run_id, {"v": "other"}, "model", flavor="pickle")
+    for uri in (f"models:/{name}/1", f"models:/{copy}/1"):
         with pytest.raises(DataLossError) as raised:
             await world.tracking.load_model(uri, allow_pickle=True, cache_dir=world.cache)
         assert raised.value.reason == "CHECKSUM_MISMATCH"
         assert raised.value.metadata["expected_sha256"] == info.manifest_sha256
         with pytest.raises(DataLossError):
             await world.tracking.download_artifacts(uri, world.cache.parent / "dst")
+
+
+async def test_copies_of_copies_load_the_original_files_however_deep(world: World, unique: str):
+    """A copy points at its original's files, not through it by name: copies of copies
+    stay one hop from the files, and survive the original's rename."""
+    names = [f"chain-{unique}-{i}" for i in range(MAX_HOPS + 3)]
+    await world.tracking.log_model(
+        world.run_id, {"v": "original"}, "model", flavor="pickle", registered_model_name=names[0]
+    )
+    for before, after in itertools.pairwise(names):
+        await world.registry.copy_model_version(f"models:/{before}/1", after)
+    await world.registry.rename_registered_model(names[0], f"renamed-{unique}")
+    # Another model under the original's name, which the first copy's source names.
+    await world.tracking.log_model(
+        await world.new_run(),
+        {"v": "other"},
+        "model",
+        flavor="pickle",
+        registered_model_name=names[0],
+    )
+    for name in names[1:]:
+        loaded = await world.tracking.load_model(
+            f"models:/{name}/1", allow_pickle=True, cache_dir=world.cache
+        )
+        assert loaded == {"v": "original"}, name
+    copied = await world.registry.get_model_version(names[-1], 1)
+    assert copied.source == f"models:/{names[-2]}/1"  # MLflow's source of a copy

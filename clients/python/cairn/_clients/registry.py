@@ -13,7 +13,12 @@ from ..models._uris import ModelUri, parse_uri
 from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
 from ..types._paging import PagedList, check_token_is_new
-from ..types._registry import MlflowModelVersion, ModelVersionStage, RegisteredModel
+from ..types._registry import (
+    MlflowModelVersion,
+    ModelArtifact,
+    ModelVersionStage,
+    RegisteredModel,
+)
 from .lineage import ModelVersionLineageMixin
 from .registry_mlflow import MlflowRegistry
 from .versioned_artifacts import VersionedArtifacts
@@ -95,7 +100,8 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
     ) -> MlflowModelVersion:
         """MLflow's: a new version of `dst_name` (created when missing) copying the
         version a models:/ URI names: its source is that URI, with the original's run,
-        tags, run link and description.
+        tags, run link and description, and a model artifact at the original's files
+        (its download URI when copied), as MLflow resolves a copy's storage location.
 
         Args:
             src_model_uri: models:/<name>/<version>, models:/<name>@<alias>,
@@ -114,7 +120,7 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
             await self.get_registered_model(dst_name, timeout=timeout, metadata=metadata)
         except NotFoundError:
             await self.create_registered_model(dst_name, timeout=timeout, metadata=metadata)
-        return await self.create_model_version(
+        copied = await self.create_model_version(
             dst_name,
             f"models:/{source.name}/{source.version}",
             source.run_id,
@@ -124,6 +130,31 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
             timeout=timeout,
             metadata=metadata,
         )
+        await self._point_at_files_of(source, copied, timeout, metadata)
+        return copied
+
+    async def _point_at_files_of(
+        self,
+        source: MlflowModelVersion,
+        copied: MlflowModelVersion,
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> None:
+        """Gives a copy a model artifact at its original's files: a load of the copy
+        goes there at once, not through the original by its name, which a rename or a
+        delete breaks and each copy of a copy would make one hop longer."""
+        uri = await self.get_model_version_download_uri(
+            source.name, source.version or 0, timeout=timeout, metadata=metadata
+        )
+        originals = await self.get_model_artifacts(source.id, timeout=timeout, metadata=metadata)
+        original = originals[0] if originals else ModelArtifact(copied.name)
+        artifact = ModelArtifact(
+            copied.name,
+            uri=uri,
+            model_format_name=original.model_format_name,
+            model_format_version=original.model_format_version,
+        )
+        await self.upsert_model_artifact(artifact, copied.id, timeout=timeout, metadata=metadata)
 
     async def _version_of_uri(
         self, uri: ModelUri, timeout: float | None, metadata: Metadata | None

@@ -234,28 +234,34 @@ async def fetch_model(client: RunClient, uri: str, cache_dir: CachePath) -> tupl
     ), manifest
 
 
-async def _locate(client: RunClient, uri: str, hops: int = 0, pin: str | None = None) -> _Location:
+async def _locate(client: RunClient, uri: str) -> _Location:
     """The artifact service (in the right project) and the path a URI names, with the
-    pin of the first registry version on the way."""
-    parsed = parse_uri(uri)
-    if isinstance(parsed, ArtifactUri):
-        transport = client._transport.for_project(parsed.project, timeout=None)
-        return _Location(ArtifactClient(transport), parsed.path, pin)
-    if isinstance(parsed, RunUri):
-        store, root = await run_store(client, parsed.run_id)
-        return _Location(store, join(root, None, parsed.path), pin)
-    if hops >= MAX_HOPS:
-        raise FailedPreconditionError(
-            f"{uri} still names another model after {MAX_HOPS} hops", reason="FAILED_PRECONDITION"
-        )
-    source, pinned = await _version_source(ModelRegistryAPIClient(client._transport), parsed)
-    if scheme_of(source) not in SCHEMES:  # s3://, https://, ...
-        raise FailedPreconditionError(
-            f"{uri} is stored at {source!r}, outside Cairn's artifact service: fetch it with "
-            "the tools of that store",
-            reason="INVALID_ARTIFACT_LOCATION",
-        )
-    return await _locate(client, source, hops + 1, pin or pinned)
+    pin of the first registry version on the way (a version's source may itself be a
+    models:/ URI)."""
+    current, pin = uri, None
+    for hop in range(MAX_HOPS + 1):
+        parsed = parse_uri(current)
+        if isinstance(parsed, ArtifactUri):
+            transport = client._transport.for_project(parsed.project, timeout=None)
+            return _Location(ArtifactClient(transport), parsed.path, pin)
+        if isinstance(parsed, RunUri):
+            store, root = await run_store(client, parsed.run_id)
+            return _Location(store, join(root, None, parsed.path), pin)
+        if hop == MAX_HOPS:
+            break
+        current, pinned = await _version_source(ModelRegistryAPIClient(client._transport), parsed)
+        pin = pin or pinned
+        if scheme_of(current) not in SCHEMES:  # s3://, https://, ...
+            raise FailedPreconditionError(
+                f"{uri} is stored at {current!r}, outside Cairn's artifact service: fetch it "
+                "with the tools of that store",
+                reason="INVALID_ARTIFACT_LOCATION",
+            )
+    raise FailedPreconditionError(
+        f"{uri} names a version whose source names another, and so on, more than "
+        f"{MAX_HOPS} times; the last named {current!r}",
+        reason="MODEL_URI_TOO_DEEP",
+    )
 
 
 async def _version_source(
