@@ -134,6 +134,11 @@ class Batch:
         written = [self.metrics.keys, self.params, self.tags]
         digest = hashlib.sha256(json.dumps(written, sort_keys=True).encode())
         metrics = self.metrics  # columns of fixed types, one length: their bytes are enough
-        for column in (metrics.key_indexes, metrics.values, metrics.steps, metrics.timestamps_ms):
+        # Every NaN as one: a journal's JSON keeps no NaN's sign or payload (x86 sets the
+        # sign of 0 * inf), so its replay of a stored batch would be another batch.
+        values = metrics.values
+        if np.isnan(values).any():
+            values = np.where(np.isnan(values), np.nan, values)
+        for column in (metrics.key_indexes, values, metrics.steps, metrics.timestamps_ms):
             digest.update(np.ascontiguousarray(column).data)
         return digest.digest()

@@ -4,12 +4,13 @@ import asyncio
 from pathlib import Path
 
 import asyncpg
+import numpy as np
 import pytest
 
 import cairn
 from cairn._clients.journal import Journal
 from cairn.exceptions import FailedPreconditionError
-from cairn.types import RunStatus
+from cairn.types import Metric, RunStatus
 from cairn_server.common.config import Config
 from tests.conftest import serving
 
@@ -82,3 +83,40 @@ async def test_an_end_cut_short_keeps_what_is_unsent_in_the_journal(
     assert run.journal is not None
     kept = Journal.read(run.journal)
     assert (kept.run_id, kept.points, kept.status) == (run.run_id, 1, RunStatus.FINISHED)
+
+
+async def test_numpy_steps_reach_the_journal_of_an_outage(
+    config: Config, pool: asyncpg.Pool, unique: str, tmp_path: Path
+) -> None:
+    """`for step in np.arange(n)`: numpy integers send well, and the journal written
+    when they cannot be sent keeps them too (json cannot write a numpy integer)."""
+    async with serving(config, pool, ["tracking"]) as port:
+        client = cairn.TrackingClient.insecure_connection("127.0.0.1", port)
+        experiment_id = await client.create_experiment(f"np-{unique}")
+        run = client.start_run(experiment_id, journal_dir=tmp_path, flush_timeout=0.5)
+        await run.__aenter__()
+    try:
+        for step in np.arange(3):  # the server is gone: the points wait in the buffer
+            await run.log_metric("loss", 0.5, step=step, timestamp=np.int64(1000) + step)
+        await run.__aexit__(None, None, None)
+    finally:
+        await client.close()
+    assert run.journal is not None
+    [(_, kept)] = Journal.read(run.journal).batches
+    assert [(m.step, m.timestamp) for m in kept] == [(0, 1000), (1, 1001), (2, 1002)]
+
+
+async def test_a_stored_batch_with_a_computed_nan_replays_from_the_journal(
+    tracking: cairn.TrackingClient, run_id: str, tmp_path: Path
+) -> None:
+    """A batch stored before its answer was lost stays in the journal under its request
+    id. Its NaN came from arithmetic (sign bit set on x86); the journal's JSON brings it
+    back as another NaN, and the replay is still that batch's repeat."""
+    computed_nan = float("inf") * 0
+    batch = [Metric("loss", 0.5, 1000, 0), Metric("loss", computed_nan, 1001, 1)]
+    await tracking.log_batch(run_id, batch, request_id=f"in-flight-{run_id}")
+    Journal(run_id, tracking.project, batches=[(f"in-flight-{run_id}", batch)]).write(tmp_path)
+    assert await tracking.sync_journal(tmp_path) == 2
+    assert list(tmp_path.iterdir()) == []
+    history = await tracking.get_metric_history(run_id, "loss")
+    assert [m.step for m in history] == [0, 1]  # stored once

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import operator
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -209,9 +210,10 @@ class ActiveRun:
                     lambda: len(self._buffer) < self._max_buffered or self._error is not None
                 )
             self._raise_pending()
-        self._buffer.append(
-            Metric(key, float(value), timestamp or time.time_ns() // 1_000_000, step)
-        )
+        # Plain ints, as the journal writes them: a numpy step (`for step in
+        # np.arange(n)`) sends well, and failed the journal of an outage, losing it all.
+        stamp = operator.index(timestamp) if timestamp else time.time_ns() // 1_000_000
+        self._buffer.append(Metric(key, float(value), stamp, operator.index(step)))
         if len(self._buffer) >= self._batch_size:
             self._wake.set()
 
