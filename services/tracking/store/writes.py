@@ -71,9 +71,7 @@ class RunWriter:
             row = await conn.fetchrow(
                 _BEGIN_BATCH, project, run_uuid, claim.request_id, claim.fingerprint, *chunks.latest
             )
-            check_writable(run_uuid, row)
-            if not row["applies"]:
-                await claim.check_repeat(conn, run_uuid)
+            if not await claim.applied(conn, run_uuid, row):
                 return False
             added = row["added_bytes"]
             if batch.params:
@@ -137,9 +135,7 @@ class RunWriter:
                 point.timestamp_ms,
                 self._bound,
             )
-            check_writable(run_uuid, row)
-            if not row["applies"]:
-                await claim.check_repeat(conn, run_uuid)
+            if not await claim.applied(conn, run_uuid, row):
                 return False
             if row["to_merge"]:
                 await _merge(conn, run_uuid, point.key)
@@ -212,9 +208,7 @@ class RunWriter:
                 metrics.timestamps_ms.tolist(),
                 self._bound,
             )
-            check_writable(run_id, row)
-            if not row["applies"]:
-                await claim.check_repeat(conn, run_id)
+            if not await claim.applied(conn, run_id, row):
                 return False
             for key in row["to_merge"]:
                 await _merge(conn, run_id, key)
@@ -426,21 +420,32 @@ class _Claim(NamedTuple):
     request_id: str
     fingerprint: bytes | None
 
-    async def check_repeat(self, conn: asyncpg.Connection, run_id: uuid.UUID) -> None:
-        """Raises REQUEST_ID_REUSED, as the interceptor does, unless the write that
-        claimed the id first was this same request. (Ids claimed without a fingerprint,
-        before fingerprints were kept, pass.)"""
-        if not self.request_id:
-            return
-        stored = await conn.fetchval(
-            """SELECT coalesce(fingerprint, batch_fingerprint) FROM tracking.applied_batches
-               WHERE run_id = $1 AND request_id = $2""",
-            run_id,
-            self.request_id,
-        )
-        if stored is not None and stored != self.fingerprint:
+    async def applied(
+        self, conn: asyncpg.Connection, run_id: uuid.UUID, row: asyncpg.Record | None
+    ) -> bool:
+        """Whether the write statement that returned row (_CHECK_AND_CLAIM's) applied
+        the write; False for a repeat of the request that claimed the id, answered as
+        that one was even once the run is deleted. Raises REQUEST_ID_REUSED, as the
+        interceptor does, when another request claimed it, and as check_writable when
+        the run may not be written. (Ids claimed without a fingerprint, before
+        fingerprints were kept, count as this request's.)"""
+        if row is not None and row["applies"]:
+            return True
+        stored: bytes | None = None
+        if self.request_id and row is not None:  # the run is of the caller's project
+            stored = await conn.fetchval(
+                """SELECT coalesce(fingerprint, batch_fingerprint, '') FROM tracking.applied_batches
+                   WHERE run_id = $1 AND request_id = $2""",
+                run_id,
+                self.request_id,
+            )
+        if stored is None:  # not claimed: the run may not be written
+            check_writable(run_id, row)
+            return False  # claimed, and forgotten since (retention): taken for a repeat
+        if stored and stored != self.fingerprint:
             reused = self.request_id.removeprefix(METRIC_REQUEST_PREFIX)
             raise idempotency.request_id_reused(reused)
+        return False
 
 
 async def _merge(conn: asyncpg.Connection, run_id: uuid.UUID, key: str) -> None:

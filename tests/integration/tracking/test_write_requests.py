@@ -14,7 +14,7 @@ import pytest
 
 import cairn
 from cairn import _transport
-from cairn.exceptions import InvalidArgumentError
+from cairn.exceptions import FailedPreconditionError, InvalidArgumentError
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.types import Metric, Param
 from cairn.types import _tracking as types
@@ -169,3 +169,33 @@ async def test_a_call_id_of_log_metrics_kind_is_refused_naming_the_header(
         )
     assert [field for field, _ in raised.value.field_violations] == [_transport.REQUEST_ID_HEADER]
     assert await _values(tracking, run_id, "m") == []
+
+
+async def test_a_repeat_of_a_stored_write_is_answered_ok_once_its_run_is_deleted(
+    tracking: cairn.TrackingClient, run_id: str, unique: str
+) -> None:
+    """A repeat is answered as the first call was, as every recorded write's is: a
+    client whose answer was lost, and whose run was deleted meanwhile, is told its
+    points were stored (ActiveRun would otherwise report them lost). A write never
+    stored still meets the deleted run."""
+    many = [Metric("m", float(i), 1, i) for i in range(40)]  # the COPY form
+    writes = {
+        "one point": lambda: tracking.log_metric(
+            run_id, "m", 0.5, step=1, timestamp=1, metadata=_with_id(f"metric-{unique}")
+        ),
+        "a few points": lambda: tracking.log_batch(
+            run_id, [Metric("m", 1.0, 1, 1)], request_id=f"few-{unique}"
+        ),
+        "many points": lambda: tracking.log_batch(run_id, many, request_id=f"many-{unique}"),
+    }
+    for write in writes.values():
+        await write()
+    await tracking.delete_run(run_id)
+    for write in writes.values():
+        await write()  # no RUN_DELETED
+    with pytest.raises(FailedPreconditionError) as raised:
+        await tracking.log_batch(run_id, [Metric("m", 1.0, 1, 1)], request_id=f"new-{unique}")
+    assert raised.value.reason == "RUN_DELETED"
+    with pytest.raises(InvalidArgumentError) as reused:
+        await tracking.log_batch(run_id, [Metric("m", 9.0, 1, 1)], request_id=f"few-{unique}")
+    assert reused.value.reason == "REQUEST_ID_REUSED"
