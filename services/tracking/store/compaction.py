@@ -7,7 +7,11 @@ The price: the one write in 64 that merges takes about a millisecond longer. Whe
 write's chunk id is a multiple of `CHECK_EVERY`, its keys are checked: once a key has
 `MIN_SMALL_CHUNKS` chunks of fewer than `SMALL_POINTS` points, they are merged into one
 sorted chunk, in one statement. A merged chunk is merged again until it holds
-`SMALL_POINTS` points; after that it stays as it is.
+`SMALL_POINTS` points; after that it stays as it is. One merge takes at most the
+`MAX_MERGED` oldest small chunks, so its cost is bounded however many have piled up
+(batches of 33 to 255 points a key are small chunks that never merge by themselves:
+1,200 of them once made one write merge 300,000 points, in 227 ms), and a merged chunk
+fits one history message (`history.CHUNK_POINTS`); what is left goes to later merges.
 
 Merging is safe beside anything else: concurrent writes append chunks the statement
 does not see, a concurrent merge finds the chunks gone and writes nothing, and readers
@@ -23,11 +27,13 @@ import asyncpg
 SMALL_POINTS = 256
 MIN_SMALL_CHUNKS = 64
 CHECK_EVERY = 64
+MAX_MERGED = 128  # chunks of fewer than SMALL_POINTS: under 32,768 points together
 
 _MERGE_SMALL_CHUNKS = """
 WITH small AS (
     SELECT chunk_id FROM tracking.metric_chunks
     WHERE run_id = $1 AND key = $2 AND cardinality(steps) < $3
+    ORDER BY chunk_id LIMIT $5
 ), merged AS (
     DELETE FROM tracking.metric_chunks c
     WHERE c.run_id = $1 AND c.key = $2 AND c.chunk_id IN (SELECT chunk_id FROM small)
@@ -48,4 +54,4 @@ async def merge_small_chunks(
     conn: asyncpg.Connection, run_id: uuid.UUID, key: str, min_chunks: int = MIN_SMALL_CHUNKS
 ) -> None:
     """Merges the key's small chunks into one, if it has at least min_chunks of them."""
-    await conn.execute(_MERGE_SMALL_CHUNKS, run_id, key, SMALL_POINTS, min_chunks)
+    await conn.execute(_MERGE_SMALL_CHUNKS, run_id, key, SMALL_POINTS, min_chunks, MAX_MERGED)

@@ -10,6 +10,7 @@ import asyncpg
 import cairn
 from cairn.types import Metric
 from cairn_server.tracking.store import compaction
+from cairn_server.tracking.store.history import CHUNK_POINTS
 
 
 async def _chunk_sizes(pool: asyncpg.Pool, run_id: str, key: str) -> list[int]:
@@ -71,3 +72,31 @@ async def test_fewer_small_chunks_than_the_threshold_stay(
     async with pool.acquire() as conn:
         await compaction.merge_small_chunks(conn, uuid.UUID(run_id), "few", min_chunks=2)
     assert await _chunk_sizes(pool, run_id, "few") == [10]
+
+
+async def test_a_merge_takes_a_bounded_number_of_chunks_oldest_first(
+    tracking: cairn.TrackingClient, run_id: str, pool: asyncpg.Pool
+) -> None:
+    """Batches of 33 to 255 points a key leave small chunks that never merge by
+    themselves; one merge once took every one of them, however many."""
+    count, points = compaction.MAX_MERGED + 100, 250
+    await pool.execute(
+        """INSERT INTO tracking.metric_chunks
+               (run_id, key, min_step, max_step, steps, "values", timestamps_ms)
+           SELECT $1, 'piled', c * $3, c * $3 + $3 - 1,
+                  array_agg(c * $3 + p ORDER BY p), array_agg(p::float8 ORDER BY p),
+                  array_agg(c * $3 + p ORDER BY p)
+           FROM generate_series(0, $2 - 1) c, generate_series(0, $3 - 1) p GROUP BY c""",
+        uuid.UUID(run_id),
+        count,
+        points,
+    )
+    async with pool.acquire() as conn:
+        await compaction.merge_small_chunks(conn, uuid.UUID(run_id), "piled")
+    sizes = await _chunk_sizes(pool, run_id, "piled")
+    assert sorted(sizes) == [points] * (count - compaction.MAX_MERGED) + [
+        points * compaction.MAX_MERGED
+    ]
+    assert max(sizes) <= CHUNK_POINTS  # one message's worth
+    history = await tracking.get_metric_history(run_id, "piled")
+    assert [m.step for m in history] == list(range(count * points))
