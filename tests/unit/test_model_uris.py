@@ -48,6 +48,7 @@ def test_accepted_forms(uri: str, parsed: object) -> None:
         "models:/churn/Prod",  # not a stage
         "models:/churn/-1",
         "models:/churn/\uff11",  # a digit, but not an ASCII one
+        "models:/churn/9223372036854775808",  # past the largest version number, an int64
         "models:/churn@",
         "models:/@champion",
         "models:/",

@@ -228,3 +228,17 @@ async def test_only_standalone_artifacts_are_versioned(mr_client) -> None:
     )
     with pytest.raises(InvalidArgumentError):
         await mr_client._transport.unary(mr_client._stub.CreateArtifact, request)
+
+
+@pytest.mark.parametrize("version", [2**63, "abc", "1.0", -1])
+async def test_a_version_that_is_no_number_is_invalid_not_a_value_error(
+    mr_client: cairn.ModelRegistryAPIClient, version: int | str
+) -> None:
+    await mr_client.create_registered_model("numbered")
+    for call in (
+        lambda: mr_client.get_model_version("numbered", version),
+        lambda: mr_client.set_registered_model_alias("numbered", "a", version),
+    ):
+        with pytest.raises(InvalidArgumentError) as raised:
+            await call()
+        assert raised.value.reason == "INVALID_ARGUMENT"

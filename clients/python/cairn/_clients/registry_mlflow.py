@@ -11,6 +11,7 @@ from typing import Any
 
 from .._transport import Metadata
 from ..exceptions import NotFoundError
+from ..models._uris import version_number
 from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
 from ..types._registry import MlflowModelVersion, ModelVersion, RegisteredModel
@@ -120,7 +121,10 @@ class MlflowRegistry(RegistryCore):
         """Points the alias at a version, moving it from any other version atomically."""
         model_id = await self._model_id(name, timeout, metadata)
         request = api.SetRegisteredModelAliasRequest(
-            project=self.project, registered_model_id=model_id, alias=alias, version=int(version)
+            project=self.project,
+            registered_model_id=model_id,
+            alias=alias,
+            version=version_number(version),
         )
         await self._transport.unary(
             self._stub.SetRegisteredModelAlias, request, timeout=timeout, metadata=metadata
@@ -214,7 +218,7 @@ class MlflowRegistry(RegistryCore):
     ) -> MlflowModelVersion:
         model_id = await self._model_id(name, timeout, metadata)
         request = api.FindModelVersionRequest(
-            project=self.project, registered_model_id=model_id, version=int(version)
+            project=self.project, registered_model_id=model_id, version=version_number(version)
         )
         reply = await self._transport.unary(
             self._stub.FindModelVersion, request, timeout=timeout, metadata=metadata

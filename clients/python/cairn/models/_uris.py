@@ -24,6 +24,7 @@ MODELS_SCHEME = "models"
 RUNS_SCHEME = "runs"
 ARTIFACTS_SCHEME = "cairn-artifacts"
 SCHEMES = (MODELS_SCHEME, RUNS_SCHEME, ARTIFACTS_SCHEME)
+MAX_VERSION = 2**63 - 1  # the registry's version numbers are int64
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _STAGES = {stage.value.lower(): stage for stage in ModelVersionStage}
 
@@ -113,6 +114,8 @@ def _models(uri: str, body: str) -> ModelUri:
     if not slash or not name or not reference:
         raise _bad(uri, "a model URI needs a name and a version, stage, alias or 'latest'")
     if reference.isascii() and reference.isdigit():
+        if int(reference) > MAX_VERSION:
+            raise _bad(uri, f"a version number is at most {MAX_VERSION}")
         return ModelUri(name, version=int(reference))
     if reference.lower() == "latest":
         return ModelUri(name, latest=True)
@@ -150,6 +153,18 @@ def _clean(uri: str, path: str) -> str:
 
 def _stage_names() -> str:
     return ", ".join(stage.value for stage in ModelVersionStage)
+
+
+def version_number(version: int | str) -> int:
+    """A version number as the registry takes it (an int64 of digits alone), else
+    InvalidArgumentError, as the server answers a bad one."""
+    text = str(version)
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_VERSION:
+        raise InvalidArgumentError(
+            f"version: {version!r} is no version number (0 to {MAX_VERSION})",
+            reason="INVALID_ARGUMENT",
+        )
+    return int(text)
 
 
 def _bad(uri: str, why: str) -> InvalidArgumentError:
