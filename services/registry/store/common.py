@@ -141,15 +141,16 @@ class Listing:
         attributes: Mapping[str, tuple[str, str]],
         *,
         tagged: bool = True,
-        orders: Mapping[str, str] | None = None,
+        orders: Mapping[str, str | tuple[str, str, str]] | None = None,
     ) -> None:
         self.alias = alias
         self.attributes = attributes
         self.entities = FILTER_ENTITIES if tagged else _ATTRIBUTE_ENTITIES
-        # Columns of the table's own to order by besides the times and the id (column
-        # -> SQL type), e.g. the name for MLflow's "name ASC"; the id after any of them
-        # keeps the key unique, so keyset paging stays exact.
-        self.orders = {**ORDER_FIELDS, **(orders or {})}
+        # What to order by besides the times and the id: a column of the table's own
+        # (column -> SQL type), e.g. the name for MLflow's "name ASC", or any expression
+        # (field -> (SQL, SQL type, the query's column holding its value)); the id after
+        # any of them keeps the key unique, so keyset paging stays exact.
+        self.orders: dict[str, str | tuple[str, str, str]] = {**ORDER_FIELDS, **(orders or {})}
 
     def where(self, filter_text: str, params: Params) -> str:
         node = filters.parse(filter_text, self.entities)
@@ -170,8 +171,12 @@ class Listing:
                 "INVALID_ORDER_BY",
             )
         ascending = direction == "asc"
+        order = self.orders[field]
+        expression, sql_type, name = (
+            (f"{self.alias}.{field}", order, field) if isinstance(order, str) else order
+        )
         columns = [
-            paging.SortColumn(f"{self.alias}.{field}", ascending, self.orders[field], field),
+            paging.SortColumn(expression, ascending, sql_type, name),
             paging.SortColumn(f"{self.alias}.id", ascending, "bigint", "id"),
         ]
         return paging.Keyset(columns, *scope, order_by)

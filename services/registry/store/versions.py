@@ -62,7 +62,8 @@ _LISTING = Listing(
         "current_stage": (_STAGE_NAMES, "text"),
         "id": ("v.id", "bigint"),
     },
-    orders={"version": "bigint"},
+    # MLflow's "name": the registered model's, which COLUMNS reads as model_name.
+    orders={"version": "bigint", "name": (_MODEL_NAME, "text", "model_name")},
 )
 # Spare default names _free_name asks about at once.
 _NAMES_PER_LOOKUP = 16

@@ -242,3 +242,24 @@ async def test_a_version_that_is_no_number_is_invalid_not_a_value_error(
         with pytest.raises(InvalidArgumentError) as raised:
             await call()
         assert raised.value.reason == "INVALID_ARGUMENT"
+
+
+async def test_versions_order_by_their_models_name_across_pages(
+    mr_client: cairn.ModelRegistryAPIClient,
+) -> None:
+    """MLflow's "name" of a version is its model's; docs/registry.md orders versions
+    by the same keys as models."""
+    for name in ("b-model", "a-model", "c-model"):
+        await mr_client.create_registered_model(name)
+        for _ in range(2):
+            await mr_client.create_model_version(name, "s3://bucket/m")
+    for order, expected in (("name ASC", "aabbcc"), ("name DESC", "ccbbaa")):
+        found = await mr_client.search_model_versions(order_by=[order], max_results=3)
+        pages = [[v.name[0] for v in found]]
+        while found.token:
+            found = await mr_client.search_model_versions(
+                order_by=[order], max_results=3, page_token=found.token
+            )
+            pages.append([v.name[0] for v in found])
+        assert "".join(sum(pages, [])) == expected
+        assert len(pages) == 2
