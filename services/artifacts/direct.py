@@ -40,7 +40,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar, cast
@@ -70,6 +70,13 @@ MAX_TRANSFERS = 512 * 1024 * 1024 // TRANSFER_BYTES  # 25
 MAX_CONNECTIONS = 4 * MAX_TRANSFERS
 HEAD_SECONDS = 10.0
 IDLE_SECONDS = 300.0  # a transfer under way whose client stalls
+# A transfer must move this many bytes a second on average, past its first IDLE_SECONDS:
+# a client that trickles a byte now and then, each within a read's timeout, would hold
+# its slot for ever. Progress is told a piece at a time (SEND_PIECE for a download, a
+# chunk of at most MAX_CHUNK for an upload), 64 s of it at this rate, well within the
+# slack.
+MIN_BYTES_PER_SECOND = 64 * 1024
+SEND_PIECE = 4 * 1024 * 1024
 REAP_SECONDS = 0.5  # how often connections past HEAD_SECONDS are looked for
 # After an error answer, what the client still sends is read for at most this long or
 # this much before the connection closes (closing on unread bytes resets it).
@@ -208,8 +215,9 @@ class _Server(socketserver.ThreadingTCPServer):
 
 
 class _Reaper:
-    """Shuts down connections still without their request head after HEAD_SECONDS: a
-    read timeout alone would let a client trickle a byte every few seconds for ever.
+    """Shuts down connections still without their request head after HEAD_SECONDS, and
+    transfers that fall behind MIN_BYTES_PER_SECOND: a read timeout alone would let a
+    client trickle a byte every few seconds for ever.
 
     It watches a duplicate of each connection's socket: TLS's wrap_socket detaches the
     handler's socket object, while shutting the duplicate down ends the TCP connection
@@ -233,6 +241,12 @@ class _Reaper:
             else:
                 self._due[watched] = time.monotonic() + HEAD_SECONDS
         return watched
+
+    def hold_to(self, watched: socket.socket, due: float) -> None:
+        """Cuts the connection at due (time.monotonic) unless told otherwise before."""
+        with self._lock:
+            if watched in self._due:
+                self._due[watched] = due
 
     def release(self, watched: socket.socket) -> None:
         with self._lock:
@@ -303,7 +317,8 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def _serve(self, connection: socket.socket, incoming: BinaryIO) -> None:
         method, target, headers = _read_head(incoming)
-        self.server.reaper.release(self._watched)
+        # The ticket is checked on the server's time; the transfer's bound comes after.
+        self.server.reaper.hold_to(self._watched, float("inf"))
         if not target.startswith(PREFIX) or method not in ("PUT", "GET"):
             raise HttpError(
                 404, grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED", "no such resource"
@@ -311,14 +326,28 @@ class _Handler(socketserver.BaseRequestHandler):
         ticket = self.server.transfers.signer.verify(target[len(PREFIX) :], method)
         with self.server.transfer_slot():
             connection.settimeout(IDLE_SECONDS)  # a stalled client does not hold a slot
-            self._transfer(connection, incoming, ticket, headers)
+            self._transfer(connection, incoming, ticket, headers, self._pace())
+
+    def _pace(self) -> Callable[[int], None]:
+        """Starts a transfer's bound: told the bytes moved so far, it cuts the
+        connection when they fall behind MIN_BYTES_PER_SECOND after IDLE_SECONDS."""
+        reaper, watched, start = self.server.reaper, self._watched, time.monotonic()
+        reaper.hold_to(watched, start + IDLE_SECONDS)
+        return lambda moved: reaper.hold_to(
+            watched, start + IDLE_SECONDS + moved / MIN_BYTES_PER_SECOND
+        )
 
     def _transfer(
-        self, connection: socket.socket, incoming: BinaryIO, ticket: Ticket, headers: dict[str, str]
+        self,
+        connection: socket.socket,
+        incoming: BinaryIO,
+        ticket: Ticket,
+        headers: dict[str, str],
+        moved: Callable[[int], None],
     ) -> None:
         transfers = self.server.transfers
         if ticket.method == "GET":
-            return _send_file(connection, transfers.local_file(ticket.key), ticket.size)
+            return _send_file(connection, transfers.local_file(ticket.key), ticket.size, moved)
         if headers.get("transfer-encoding", "").lower() != "chunked":
             raise HttpError(
                 411, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "send a chunked body"
@@ -328,7 +357,7 @@ class _Handler(socketserver.BaseRequestHandler):
             return _send(connection, 200, accepted, "application/x-protobuf")
         if headers.get("expect", "").lower() == "100-continue":
             connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        with ChunkedReader(incoming, ticket.size, ticket.sha256) as reader:
+        with ChunkedReader(incoming, ticket.size, ticket.sha256, moved) as reader:
             info = transfers.store(accepted, reader, ticket)
         _send(connection, 200, info, "application/x-protobuf")
 
@@ -352,8 +381,15 @@ class ChunkedReader:
     receives the next chunk while the caller writes the one before and a third hashes
     it; at most READ_AHEAD chunks wait for the writer."""
 
-    def __init__(self, incoming: BinaryIO, expected_size: int, expected_sha256: str) -> None:
+    def __init__(
+        self,
+        incoming: BinaryIO,
+        expected_size: int,
+        expected_sha256: str,
+        moved: Callable[[int], None] = lambda size: None,
+    ) -> None:
         self._incoming = incoming
+        self._moved = moved  # told the bytes received so far, after each chunk
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="cairn-direct-hash")
         self._hashing: Future[None] | None = None
         self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(READ_AHEAD)
@@ -428,6 +464,7 @@ class ChunkedReader:
         if len(chunk) != size or self._incoming.read(2) != b"\r\n":
             raise _bad_request("the body ended inside a chunk")
         self.size += size
+        self._moved(self.size)
         check_growth(self.size, self.expected_size)
         self._hash(chunk)
         return chunk
@@ -500,7 +537,9 @@ def _read_fields(incoming: BinaryIO) -> dict[str, str]:
     raise _bad_request("too many header fields")
 
 
-def _send_file(connection: socket.socket, path: Path, size: int) -> None:
+def _send_file(
+    connection: socket.socket, path: Path, size: int, moved: Callable[[int], None]
+) -> None:
     try:
         source = path.open("rb")
         # A file written around the page cache is read from disk: each window is asked
@@ -516,9 +555,11 @@ def _send_file(connection: socket.socket, path: Path, size: int) -> None:
         head = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
         connection.sendall(head.encode())
         try:
-            for offset in range(0, size, READ_WINDOW):
-                _read_ahead(source, offset + READ_WINDOW, size)
-                connection.sendfile(source, offset, min(READ_WINDOW, size - offset))
+            for offset in range(0, size, SEND_PIECE):
+                if offset % READ_WINDOW == 0:
+                    _read_ahead(source, offset + READ_WINDOW, size)
+                connection.sendfile(source, offset, min(SEND_PIECE, size - offset))
+                moved(offset + min(SEND_PIECE, size - offset))
         except OSError as error:
             if _connection_error(error):
                 raise ClientGone(f"the download's connection broke: {error}") from error

@@ -340,6 +340,43 @@ def test_a_used_upload_ticket_is_streamed_around_without_skipping_the_endpoint(
     assert not refused.value.lasting  # this ticket's fault, not the endpoint's
 
 
+def test_an_upload_that_trickles_is_cut_off(
+    endpoint: tuple[ByteEndpoint, _Transfers], monkeypatch: pytest.MonkeyPatch
+):
+    """Each byte arrives well within a read's timeout, yet far below the pace a
+    transfer must keep: the slot is given back, not held for as long as it trickles."""
+    served, transfers = endpoint
+    monkeypatch.setattr(direct, "IDLE_SECONDS", 0.5)
+    monkeypatch.setattr(direct, "MIN_BYTES_PER_SECOND", 1000)
+    token = transfers.signer.issue(method="PUT", project="p", path="a", size=50)
+    head = f"PUT /v1/transfers/{token} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", served.port), timeout=0.2) as connection:
+        connection.sendall(head.encode())
+        assert _cut_while_trickling(connection, b"1\r\nx\r\n" * 50), "an upload trickled for a minute was read"
+
+
+def test_a_download_read_too_slowly_is_cut_off(
+    endpoint: tuple[ByteEndpoint, _Transfers], monkeypatch: pytest.MonkeyPatch
+):
+    served, transfers = endpoint
+    monkeypatch.setattr(direct, "IDLE_SECONDS", 0.5)
+    monkeypatch.setattr(direct, "MIN_BYTES_PER_SECOND", 1024 * 1024)
+    monkeypatch.setattr(direct, "SEND_PIECE", 64 * 1024)
+    size = 16 * 1024 * 1024
+    (transfers.root / "big").write_bytes(os.urandom(size))
+    token = transfers.signer.issue(method="GET", project="p", path="a", key="big", size=size)
+    received = 0
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as connection:
+        connection.sendall(_get(token))
+        _taken_in(served)
+        # About 160 KiB a second, until the endpoint lets the transfer go (what the
+        # socket buffers hold still arrives after that).
+        while served.connections and (piece := connection.recv(16 * 1024)):
+            received += len(piece)
+            time.sleep(0.1)
+    assert not served.connections and received < size / 2
+
+
 def test_an_upload_longer_than_announced_is_refused(endpoint: tuple[ByteEndpoint, _Transfers]):
     served, transfers = endpoint
     token = transfers.signer.issue(method="PUT", project="p", path="a", size=100)
