@@ -147,12 +147,7 @@ def domain_error(exc: BaseException) -> DomainError | None:
     be reached or is out of disk or memory, a statement ran out of its time, or
     transactions conflicted."""
     if isinstance(exc, asyncpg.exceptions.QueryCanceledError):
-        return ResourceExhausted(
-            "STATEMENT_TIMEOUT",
-            "the request needed a database statement longer than the server allows "
-            "(CAIRN_DB_STATEMENT_TIMEOUT_SECONDS); narrow it: a smaller page, a more "
-            "selective filter",
-        )
+        return statement_timeout()
     if isinstance(exc, _CONFLICTS):
         return Aborted(
             "TRANSACTION_CONFLICT",
@@ -166,6 +161,16 @@ def domain_error(exc: BaseException) -> DomainError | None:
             "applied: call again once it has some",
         )
     return unreachable(exc)
+
+
+def statement_timeout() -> ResourceExhausted:
+    return ResourceExhausted(
+        "STATEMENT_TIMEOUT",
+        "the request needed more database time than the server allows "
+        "(CAIRN_DB_STATEMENT_TIMEOUT_SECONDS: for a statement, and for the sorts of one "
+        "metric history read together); narrow it: a smaller page, a more selective "
+        "filter, fewer runs",
+    )
 
 
 # What PostgreSQL rolls a transaction back for when transactions cross (SQLSTATE 40P01,

@@ -44,7 +44,10 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         self._runs = RunStore(pool, run_bound)
         self._writer = RunWriter(pool, run_bound)
         self._history = MetricHistory(
-            pool, config.stream_stall_seconds, config.db_acquire_timeout_seconds
+            pool,
+            config.stream_stall_seconds,
+            config.db_acquire_timeout_seconds,
+            config.db_statement_timeout_seconds,
         )
         budget = config.max_message_bytes - paging.RESPONSE_RESERVE
         self._fitting = functools.partial(fitting_runs, budget=budget)

@@ -16,17 +16,25 @@ connection of its own, would free the connection between messages, but neither k
 one snapshot: compaction replaces chunks by new ones meanwhile (a keyset over chunk ids
 would skip or repeat their points), and the merged and downsampled reads order or
 number the points of the whole series.
+
+A merged or downsampled read sorts a run's points in one statement before it sends the
+first, which the client cannot pace. The statement timeout bounds each; a bulk read of
+many runs gets that timeout once for all its sorts together (`_SortBudget`), so one
+request costs at most the time one statement may.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Sequence
 
 import asyncpg
 
+from ...common.database import statement_timeout
 from ...common.errors import ResourceExhausted, Unavailable
 from ..model import MetricSeries
 from .runs import run_not_found
@@ -95,8 +103,15 @@ class MetricHistory:
     message for stall_seconds; a read waits at most slot_wait_seconds for one of the
     readers' slots (half the pool's connections)."""
 
-    def __init__(self, pool: asyncpg.Pool, stall_seconds: float, slot_wait_seconds: float) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        stall_seconds: float,
+        slot_wait_seconds: float,
+        sort_seconds: float = 0.0,
+    ) -> None:
         self._pool = pool
+        self._sort_seconds = sort_seconds  # for all sorts of one read; 0: no bound
         self._stall = stall_seconds
         self._slot_wait = slot_wait_seconds
         self.readers = max(1, pool.get_max_size() // 2)
@@ -137,8 +152,9 @@ class MetricHistory:
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
             await _check_runs(conn, project, run_ids)  # before a point is sent
+            sorts = _SortBudget(conn, self._sort_seconds)
             for run_id in run_ids:
-                async for series in _run_history(conn, run_id, key, max_points):
+                async for series in _run_history(conn, run_id, key, max_points, sorts):
                     yield run_id, series
 
     @contextlib.asynccontextmanager
@@ -173,16 +189,48 @@ async def _check_runs(conn: asyncpg.Connection, project: str, run_ids: Sequence[
             raise run_not_found(run_id)
 
 
+class _SortBudget:
+    """The time the sorts of one read may take together: each sort's statement gets
+    what the ones before it left (SET LOCAL statement_timeout, in the read's
+    transaction, then back to the pool's for the rest); past that the read is
+    RESOURCE_EXHAUSTED (STATEMENT_TIMEOUT), as one statement past the timeout is."""
+
+    def __init__(self, conn: asyncpg.Connection, seconds: float) -> None:
+        self._conn = conn
+        self._whole = seconds if seconds > 0 else math.inf  # the pool's own timeout
+        self._left = self._whole
+
+    async def sorted_rows(self, key: str, query: str, *args: object) -> AsyncIterator[MetricSeries]:
+        if self._left <= 0:
+            raise statement_timeout()
+        limited = self._left < self._whole  # a first sort has the pool's timeout already
+        if limited:  # whole milliseconds, one at least: 0 would lift the timeout
+            await self._set_timeout(str(max(1, math.ceil(self._left * 1000))))
+        started = time.monotonic()
+        rows = _point_rows(self._conn, key, query, *args)
+        first = await anext(rows, None)  # the sort runs before the first row comes
+        self._left -= time.monotonic() - started
+        if limited:
+            await self._set_timeout("DEFAULT")
+        if first is not None:
+            yield first
+            async for series in rows:
+                yield series
+
+    async def _set_timeout(self, value: str) -> None:
+        await self._conn.execute(f"SET LOCAL statement_timeout TO {value}")
+
+
 async def _run_history(
-    conn: asyncpg.Connection, run_id: str, key: str, max_points: int
+    conn: asyncpg.Connection, run_id: str, key: str, max_points: int, sorts: _SortBudget
 ) -> AsyncIterator[MetricSeries]:
     run_uuid = uuid.UUID(run_id)
     if max_points:
-        rows = _point_rows(conn, key, _DOWNSAMPLED, run_uuid, key, max_points // 4, max_points)
+        rows = sorts.sorted_rows(key, _DOWNSAMPLED, run_uuid, key, max_points // 4, max_points)
     elif (chunks := await conn.fetchrow(_CHUNKS_DISJOINT, run_uuid, key))[0]:
         rows = _stored_chunks(conn, key, run_uuid, chunks[1])
     else:
-        rows = _point_rows(conn, key, _ALL_POINTS_SORTED, run_uuid, key)
+        rows = sorts.sorted_rows(key, _ALL_POINTS_SORTED, run_uuid, key)
     async for series in rows:
         yield series
 
