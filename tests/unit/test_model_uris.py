@@ -49,6 +49,7 @@ def test_accepted_forms(uri: str, parsed: object) -> None:
         "models:/churn/-1",
         "models:/churn/\uff11",  # a digit, but not an ASCII one
         "models:/churn/9223372036854775808",  # past the largest version number, an int64
+        "models:/churn/" + "9" * 5000,  # more digits than int() reads
         "models:/churn@",
         "models:/@champion",
         "models:/",

@@ -230,7 +230,7 @@ async def test_only_standalone_artifacts_are_versioned(mr_client) -> None:
         await mr_client._transport.unary(mr_client._stub.CreateArtifact, request)
 
 
-@pytest.mark.parametrize("version", [2**63, "abc", "1.0", -1])
+@pytest.mark.parametrize("version", [2**63, "9" * 5000, "abc", "1.5", 1.5, -1])
 async def test_a_version_that_is_no_number_is_invalid_not_a_value_error(
     mr_client: cairn.ModelRegistryAPIClient, version: int | str
 ) -> None:
@@ -263,3 +263,10 @@ async def test_versions_order_by_their_models_name_across_pages(
             pages.append([v.name[0] for v in found])
         assert "".join(sum(pages, [])) == expected
         assert len(pages) == 2
+
+
+async def test_a_version_is_read_as_int_reads_it(mr_client: cairn.ModelRegistryAPIClient) -> None:
+    await mr_client.create_registered_model("read-as-int")
+    await mr_client.create_model_version("read-as-int", "s3://bucket/m")
+    for version in (1, "1", " 1", "01", 1.0):
+        assert (await mr_client.get_model_version("read-as-int", version)).version == 1

@@ -114,9 +114,9 @@ def _models(uri: str, body: str) -> ModelUri:
     if not slash or not name or not reference:
         raise _bad(uri, "a model URI needs a name and a version, stage, alias or 'latest'")
     if reference.isascii() and reference.isdigit():
-        if int(reference) > MAX_VERSION:
+        if not _within_versions(reference):
             raise _bad(uri, f"a version number is at most {MAX_VERSION}")
-        return ModelUri(name, version=int(reference))
+        return ModelUri(name, version=int(reference.lstrip("0") or "0"))
     if reference.lower() == "latest":
         return ModelUri(name, latest=True)
     if reference.lower() in _STAGES:
@@ -156,15 +156,24 @@ def _stage_names() -> str:
 
 
 def version_number(version: int | str) -> int:
-    """A version number as the registry takes it (an int64 of digits alone), else
-    InvalidArgumentError, as the server answers a bad one."""
-    text = str(version)
-    if not (text.isascii() and text.isdigit()) or int(text) > MAX_VERSION:
+    """A version number as the registry takes it (an int64; as int() reads it, from an
+    int, a whole float or digits with spaces around), else InvalidArgumentError, as the
+    server answers a bad one."""
+    if isinstance(version, float) and version.is_integer():
+        version = int(version)
+    text = str(version).strip()
+    if not (text.isascii() and text.isdigit() and _within_versions(text)):
         raise InvalidArgumentError(
             f"version: {version!r} is no version number (0 to {MAX_VERSION})",
             reason="INVALID_ARGUMENT",
         )
-    return int(text)
+    return int(text.lstrip("0") or "0")
+
+
+def _within_versions(digits: str) -> bool:
+    # Counted before int() reads them: it refuses more than 4,300 digits (ValueError).
+    significant = digits.lstrip("0") or "0"
+    return len(significant) <= len(str(MAX_VERSION)) and int(significant) <= MAX_VERSION
 
 
 def _bad(uri: str, why: str) -> InvalidArgumentError:
