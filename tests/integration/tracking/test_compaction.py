@@ -98,5 +98,11 @@ async def test_a_merge_takes_a_bounded_number_of_chunks_oldest_first(
         points * compaction.MAX_MERGED
     ]
     assert max(sizes) <= CHUNK_POINTS  # one message's worth
+    merged = await pool.fetchrow(
+        """SELECT min_step, max_step FROM tracking.metric_chunks
+           WHERE run_id = $1 AND key = 'piled' ORDER BY cardinality(steps) DESC LIMIT 1""",
+        uuid.UUID(run_id),
+    )
+    assert tuple(merged) == (0, compaction.MAX_MERGED * points - 1)  # the oldest chunks
     history = await tracking.get_metric_history(run_id, "piled")
     assert [m.step for m in history] == list(range(count * points))
