@@ -155,7 +155,7 @@ def _stage_names() -> str:
     return ", ".join(stage.value for stage in ModelVersionStage)
 
 
-def version_number(version: int | str) -> int:
+def version_number(version: int | float | str) -> int:
     """A version number as the registry takes it (an int64; as int() reads it, from an
     int, a whole float or digits with spaces around), else InvalidArgumentError, as the
     server answers a bad one."""
