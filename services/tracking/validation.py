@@ -97,6 +97,14 @@ def artifact_location(value: str, project: str) -> str:
             "artifacts in its own project",
             "INVALID_ARTIFACT_LOCATION",
         )
+    # One spelling per place: the purge compares locations as text, and another
+    # spelling (the scheme's case, spaces or tabs, which parsing drops) of a location
+    # another experiment keeps would not look shared.
+    canonical = f"{ARTIFACT_SCHEME}://{project}/{'/'.join(segments)}"
+    if value != canonical:
+        raise invalid_field(
+            "artifact_location", f"write it as {canonical!r}", "INVALID_ARTIFACT_LOCATION"
+        )
     return value
 
 

@@ -115,7 +115,8 @@ async def _purge_runs(pool: asyncpg.Pool, gc: Purge, source: str) -> int:
             for table in _RUN_HISTORY:
                 await _delete_in_pieces(conn, table, _OF_RUNS, run_ids)
             await conn.execute("DELETE FROM tracking.runs WHERE run_id = ANY($1::uuid[])", run_ids)
-            await gc.discard(conn, [row["artifact_uri"] for row in rows])
+            locations = [row["artifact_uri"] for row in rows]
+            await gc.discard(conn, await unshared(conn, locations, above=False))
     return len(rows)
 
 
@@ -179,16 +180,19 @@ async def _purge_experiments(pool: asyncpg.Pool, gc: Purge) -> int:
     return len(rows)
 
 
-async def unshared(conn: asyncpg.Connection, locations: list[str]) -> list[str]:
-    """The locations no remaining experiment keeps artifacts in, under or above: an
-    experiment's location chosen by hand may lie inside another's."""
+async def unshared(
+    conn: asyncpg.Connection, locations: list[str], *, above: bool = True
+) -> list[str]:
+    """The locations no remaining experiment keeps artifacts in, under or (when above)
+    above: an experiment's location chosen by hand may lie inside another's, or inside
+    a run's directory (whose own experiment is above it, and does not keep it)."""
+    around = "OR starts_with(loc, o.artifact_location || '/')" if above else ""
     rows = await conn.fetch(
-        """SELECT loc FROM unnest($1::text[]) AS loc
-           WHERE NOT EXISTS (
-               SELECT FROM tracking.experiments o
-               WHERE o.artifact_location = loc
-                  OR starts_with(o.artifact_location, loc || '/')
-                  OR starts_with(loc, o.artifact_location || '/'))""",
+        f"""SELECT loc FROM unnest($1::text[]) AS loc
+            WHERE NOT EXISTS (
+                SELECT FROM tracking.experiments o
+                WHERE o.artifact_location = loc
+                   OR starts_with(o.artifact_location, loc || '/') {around})""",
         locations,
     )
     return [row["loc"] for row in rows]

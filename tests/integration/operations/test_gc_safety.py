@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 import cairn
-from cairn.exceptions import FailedPreconditionError, NotFoundError
+from cairn.exceptions import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from cairn.types import Operation, OperationState
 from cairn_server import catalog
 from cairn_server.common import database
@@ -423,3 +423,47 @@ async def test_a_server_does_not_take_over_what_it_runs_when_its_lease_passed(
     await task
     done = await OperationStore(pool).get(operation.name)
     assert done.state is State.SUCCEEDED and done.attempts == 1
+
+
+async def test_a_purged_run_leaves_an_experiment_kept_inside_its_directory(
+    server_port: int, unique: str
+) -> None:
+    """An experiment's location chosen by hand may lie inside a run's directory: the
+    run's purge leaves it, as an experiment's purge leaves another's."""
+    project = await new_project(server_port, f"nested-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        outer = await client.tracking.create_experiment("outer")
+        purged = await client.tracking.create_run(outer)
+        inner = await client.tracking.create_experiment(
+            "inner", artifact_location=f"{purged.info.artifact_uri}/shared"
+        )
+        live = await client.tracking.create_run(inner)
+        root = live.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/")
+        await client.artifacts.upload(f"{root}/model.bin", b"live weights")
+        await client.tracking.delete_run(purged.info.run_id)
+        done = await _collect(client, NOW)
+        assert done.counts["runs"] >= 1
+        assert (await client.artifacts.stat(f"{root}/model.bin")).size == 12
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "Cairn-Artifacts://{p}/x",
+        " cairn-artifacts://{p}/x",
+        "cairn-artifacts://{p}/x\t",
+        "cairn-artifacts://{p}/x\ty",
+    ],
+)
+async def test_a_location_is_taken_in_one_spelling_only(
+    server_port: int, unique: str, spelling: str
+) -> None:
+    """Another spelling of a location another experiment keeps would not look shared to
+    the purge, which would take that experiment's files with it."""
+    project = await new_project(server_port, f"spelled-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        with pytest.raises(InvalidArgumentError) as refused:
+            await client.tracking.create_experiment(
+                "odd", artifact_location=spelling.format(p=project)
+            )
+        assert refused.value.reason == "INVALID_ARTIFACT_LOCATION"
