@@ -27,8 +27,8 @@ _ENTITIES = {"tags": "tag", "tag": "tag", "attributes": "attribute", "attribute"
 _ATTRIBUTES = {
     "name": ("e.name", "text"),
     "experiment_id": ("e.experiment_id", "bigint"),
-    "creation_time": ("(extract(epoch FROM e.creation_time) * 1000)::bigint", "bigint"),
-    "last_update_time": ("(extract(epoch FROM e.last_update_time) * 1000)::bigint", "bigint"),
+    "creation_time": ("floor(extract(epoch FROM e.creation_time) * 1000)::bigint", "bigint"),
+    "last_update_time": ("floor(extract(epoch FROM e.last_update_time) * 1000)::bigint", "bigint"),
 }
 
 

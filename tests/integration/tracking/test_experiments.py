@@ -2,6 +2,7 @@
 
 import base64
 
+import asyncpg
 import pytest
 
 import cairn
@@ -194,3 +195,32 @@ async def test_an_artifact_location_lies_in_the_experiments_own_project(
         )
         experiment = await tracking.get_experiment(experiment_id)
         assert experiment.artifact_location == f"cairn-artifacts://{mine}/team/runs"
+
+
+async def test_an_experiment_is_found_by_the_times_it_reports(
+    tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    """Stored to the microsecond, reported in whole milliseconds (cut, not rounded):
+    a filter compares the same milliseconds, as MLflow's, which stores them."""
+    name = f"timed-{unique}"
+    experiment_id = await tracking.create_experiment(name)
+    await pool.execute(
+        """UPDATE tracking.experiments SET creation_time = '2026-01-01 00:00:00.000700+00',
+               last_update_time = '2026-01-01 00:00:01.999900+00'
+           WHERE experiment_id = $1""",
+        int(experiment_id),
+    )
+    experiment = await tracking.get_experiment(experiment_id)
+    assert (experiment.creation_time, experiment.last_update_time) == (
+        1767225600000,
+        1767225601999,
+    )
+    for attribute, value in (
+        ("creation_time", experiment.creation_time),
+        ("last_update_time", experiment.last_update_time),
+    ):
+        for comparison in ("=", "<=", ">="):
+            found = await tracking.search_experiments(
+                filter_string=f"name = '{name}' AND {attribute} {comparison} {value}"
+            )
+            assert [e.experiment_id for e in found] == [experiment_id], (attribute, comparison)
