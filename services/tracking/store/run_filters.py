@@ -144,7 +144,7 @@ def sort_values(
     joins, selected = [], []
     for i, (ident, _) in enumerate(terms):
         if ident.entity == "attribute":
-            value_sql, sql_type = attribute(ident)
+            value_sql, sql_type = sort_attribute(ident)
         else:
             # A join, not a subquery per row: PostgreSQL can hash it in one pass.
             table, sql_type = TABLES[ident.entity], TYPES[ident.entity]
@@ -158,6 +158,20 @@ def sort_values(
         selected += [f"({nan_free} IS NULL)::int AS m{i}", f"{nan_free} AS v{i}"]
     selected.append("r.run_id AS tiebreak")
     return " ".join(joins), selected
+
+
+# Runs ordered by status sort by its name (FAILED, FINISHED, KILLED, RUNNING,
+# SCHEDULED), as MLflow's, which stores the names, sorts them; the column holds numbers.
+_STATUS_BY_NAME = "array_position(ARRAY[{}]::smallint[], r.status)".format(
+    ", ".join(str(status.value) for status in sorted(RunStatus, key=lambda s: s.name))
+)
+
+
+def sort_attribute(ident: Identifier) -> tuple[str, str]:
+    """An attribute's sort value (SQL expression, SQL type)."""
+    if ident.key == "status":
+        return _STATUS_BY_NAME, "int"
+    return attribute(ident)
 
 
 def attribute(ident: Identifier) -> tuple[str, str]:

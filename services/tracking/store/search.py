@@ -27,8 +27,8 @@ from .run_filters import (
     VALUE_PREFIX,
     RunQuery,
     Scope,
-    attribute,
     run_scope,
+    sort_attribute,
     sort_values,
 )
 from .runs import RUN_COLUMNS, RUN_FROM
@@ -168,7 +168,9 @@ def _sort_key(terms: list[tuple[Identifier, bool]]) -> list[paging.SortColumn]:
                 ident.position, "runs are not ordered by their inputs", "INVALID_ORDER_BY"
             )
         with filters.ordering():
-            sql_type = attribute(ident)[1] if ident.entity == "attribute" else TYPES[ident.entity]
+            sql_type = (
+                sort_attribute(ident)[1] if ident.entity == "attribute" else TYPES[ident.entity]
+            )
         columns += [
             paging.SortColumn(f"q.m{i}", True, "int", f"m{i}"),
             paging.SortColumn(f"q.v{i}", ascending, sql_type, f"v{i}", nullable=True),

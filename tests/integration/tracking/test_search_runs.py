@@ -368,3 +368,22 @@ async def test_start_times_past_a_floats_precision_compare_exactly(
     for wanted in times:
         found = await tracking.search_runs(experiment_id, f"attributes.start_time = {wanted}")
         assert [run.info.run_name for run in found] == [str(wanted)]
+
+
+async def test_runs_order_by_the_name_of_their_status(tracking, experiment_id) -> None:
+    """As MLflow's, which stores the names: FAILED, FINISHED, KILLED, RUNNING."""
+    for name, status in (("r", None), ("f", "FINISHED"), ("x", "FAILED"), ("k", "KILLED")):
+        await _run(tracking, experiment_id, name, status=status)
+    for direction, expected in (("ASC", "xfkr"), ("DESC", "rkfx")):
+        seen, token = [], None
+        while True:  # a page a run: the token carries the status's place
+            page = await tracking.search_runs(
+                [experiment_id],
+                order_by=[f"attributes.status {direction}"],
+                max_results=1,
+                page_token=token,
+            )
+            seen += [r.info.run_name for r in page]
+            if not (token := page.token):
+                break
+        assert "".join(seen) == expected
