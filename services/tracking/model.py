@@ -127,11 +127,14 @@ class Batch:
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     request_id: str = ""
+    run_name: str = ""  # renames the run: MLflow's tag mlflow.runName, given as a tag
 
     def fingerprint(self) -> bytes:
         """The sha256 of what the batch writes, which tells a repeat of it from another
         batch under its request id."""
-        written = [self.metrics.keys, self.params, self.tags]
+        written: list[object] = [self.metrics.keys, self.params, self.tags]
+        if self.run_name:  # only then: a batch's fingerprint is what it was before
+            written.append(self.run_name)
         digest = hashlib.sha256(json.dumps(written, sort_keys=True).encode())
         metrics = self.metrics  # columns of fixed types, one length: their bytes are enough
         # Every NaN as one: a journal's JSON keeps no NaN's sign or payload (x86 sets the

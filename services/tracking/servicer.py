@@ -23,6 +23,7 @@ from .model import Batch, LifecycleStage, MetricPoint, RunInput, RunStatus, View
 from .store import sizes
 from .store.experiments import ExperimentStore
 from .store.history import MetricHistory
+from .store.run_filters import RUN_NAME_TAG
 from .store.runs import RunStore
 from .store.search import MAX_ORDER_TERMS, RunQuery, search_page
 from .store.writes import RunWriter
@@ -159,13 +160,20 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         self, request: api.CreateRunRequest, context: Context
     ) -> api.CreateRunResponse:
         parent = request.parent_run_id
+        tags = _tags(request.tags, "tags")
+        tagged = _tagged_name(tags, "tags")
+        given = validation.run_name(request.run_name)
+        if given and tagged and given != tagged:
+            raise invalid_field(
+                "run_name", f"is not the tag {RUN_NAME_TAG} ({tagged!r}): give one, or both alike"
+            )
         record = await self._runs.create(
             common.project(request.project),
             validation.experiment_id(request.experiment_id),
-            run_name=validation.run_name(request.run_name),
+            run_name=given or tagged,
             user_id=common.text(request.user_id, "user_id", 256),
             start_time_ms=request.start_time_ms,
-            tags=_tags(request.tags, "tags"),
+            tags=tags,
             parent_run_id=validation.run_id(parent, "parent_run_id") if parent else "",
             status=_status(request.status) or RunStatus.RUNNING,
         )
@@ -261,7 +269,10 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         return api.LogParamResponse()
 
     async def SetTag(self, request: api.SetTagRequest, context: Context) -> api.SetTagResponse:
-        await self._log(request.project, request.run_id, Batch(tags=_tags([request.tag], "tag")))
+        tags = _tags([request.tag], "tag")
+        name = _tagged_name(tags, "tag")
+        batch = Batch(tags=tags, run_name=name)
+        await self._log(request.project, request.run_id, batch)
         return api.SetTagResponse()
 
     async def DeleteTag(
@@ -280,10 +291,13 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         validation.count(len(request.metrics.values), validation.MAX_METRICS_PER_BATCH, "metrics")
         validation.count(len(request.params), validation.MAX_PARAMS_PER_BATCH, "params")
         validation.count(len(request.tags), validation.MAX_TAGS_PER_BATCH, "tags")
+        tags = _tags(request.tags, "tags")
+        name = _tagged_name(tags, "tags")
         batch = Batch(
             metrics=convert.metric_columns(request.metrics, "metrics"),
             params=_params(request.params, "params"),
-            tags=_tags(request.tags, "tags"),
+            tags=tags,
+            run_name=name,
             request_id=_batch_id(request, context),
         )
         await self._log(request.project, request.run_id, batch)
@@ -344,6 +358,12 @@ def _batch_id(request: api.LogBatchRequest, context: Context) -> str:
         return validation.request_id(request.request_id)
     header = idempotency.request_id_of(context) or ""
     return validation.request_id(header, idempotency.REQUEST_ID_HEADER) if header else ""
+
+
+def _tagged_name(tags: dict[str, str], field: str) -> str:
+    """The run name that tags give as MLflow's mlflow.runName, taken out of them: the
+    name is kept as the run's name alone ("" when they give none)."""
+    return validation.run_name(tags.pop(RUN_NAME_TAG, ""), f"{field}[{RUN_NAME_TAG}]")
 
 
 def _tags(tags: list[pb.Tag], field: str) -> dict[str, str]:

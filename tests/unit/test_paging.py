@@ -128,7 +128,7 @@ def test_a_runs_token_holds_the_longest_sort_values_the_search_allows() -> None:
     from cairn_server.tracking.validation import MAX_TAG_VALUE_LENGTH
 
     orders = [f"tags.t{n} DESC" for n in range(search.MAX_ORDER_TERMS)]
-    terms = [search.filters.parse_order_by(text, search.ENTITIES) for text in orders]
+    terms = [search.parse_order(text) for text in orders]
     keyset = Keyset(search._sort_key(terms), max_token_length=search.MAX_TOKEN_LENGTH)
     longest = {f"v{n}": "\x01" * MAX_TAG_VALUE_LENGTH for n in range(len(terms))}
     row = {**longest, **{f"m{n}": 0 for n in range(len(terms))}, "tiebreak": uuid.UUID(int=7)}

@@ -6,7 +6,7 @@ search sorts on, missing and NaN flagged so that they sort last.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ...common import filter_sql, filters
 from ...common.filters import FilterError, Identifier
@@ -31,6 +31,9 @@ ENTITIES = {
 }
 # The fields of a run's inputs a filter compares (tracking.run_inputs columns).
 INPUT_FIELDS = ("kind", "name", "uri", "digest", "context")
+# The tag MLflow keeps a run's name as: it names a run at creation, renames it when set,
+# and filters and orders compare the name (docs/tracking.md, "Runs").
+RUN_NAME_TAG = "mlflow.runName"
 # Attribute name -> (SQL expression, SQL type).
 ATTRIBUTES = {
     "run_id": ("replace(r.run_id::text, '-', '')", "text"),
@@ -90,10 +93,38 @@ def run_scope(query: RunQuery, per_run: bool = False) -> Scope:
         params, TABLES, ("run_id", "r.run_id"), per_owner=per_run, prefix=VALUE_PREFIX
     )
     inputs = _Inputs(params)
-    node = filters.parse(query.filter, ENTITIES)
+    node = parse_filter(query.filter)
     if node is not None:
         where.append(_compile(node, params, lookups, inputs))
     return Scope(params, " ".join([*lookups.joins, *inputs.joins()]), " AND ".join(where))
+
+
+def parse_filter(text: str) -> filters.Node | None:
+    """A run filter's tree, with `tags.mlflow.runName` read as the run's name."""
+    return _with_names(filters.parse(text, ENTITIES))
+
+
+def parse_order(text: str) -> tuple[Identifier, bool]:
+    """An order_by term of runs, `tags.mlflow.runName` read as the run's name."""
+    ident, ascending = filters.parse_order_by(text, ENTITIES)
+    return _named(ident), ascending
+
+
+def _with_names(node: filters.Node | None) -> filters.Node | None:
+    return None if node is None else _renamed(node)
+
+
+def _renamed(node: filters.Node) -> filters.Node:
+    if isinstance(node, filters.BoolOp):
+        return filters.BoolOp(node.op, tuple(_renamed(n) for n in node.operands))
+    return replace(node, ident=_named(node.ident))
+
+
+def _named(ident: Identifier) -> Identifier:
+    # MLflow keeps a run's name as this tag too; Cairn keeps it as the name alone.
+    if ident.entity == "tag" and ident.key == RUN_NAME_TAG:
+        return Identifier("attribute", "run_name", ident.position)
+    return ident
 
 
 class _Inputs:

@@ -21,12 +21,13 @@ from ..model import Run
 from . import sizes, walks
 from .pages import RunPage, load_page
 from .run_filters import (
-    ENTITIES,
     TABLES,
     TYPES,
     VALUE_PREFIX,
     RunQuery,
     Scope,
+    parse_filter,
+    parse_order,
     run_scope,
     sort_attribute,
     sort_values,
@@ -60,7 +61,7 @@ async def search_page(
     the token after them, token_bytes(count) long (all runs by default): the token then
     continues after those. A page loads only the runs that hold
     paging.MAX_PAGE_LOAD_BYTES together (one at least), as run_sizes counts them."""
-    terms = [filters.parse_order_by(text, ENTITIES) for text in (query.order_by or DEFAULT_ORDER)]
+    terms = [parse_order(text) for text in (query.order_by or DEFAULT_ORDER)]
     keyset = paging.Keyset(
         _sort_key(terms),
         "runs",
@@ -124,7 +125,7 @@ async def _rarest_value(conn: asyncpg.Connection, query: RunQuery) -> filters.Co
     RARE_LIMIT lookups in any experiment of any size, where walking the newest runs
     would visit thousands of them to meet a few holders, and sorting would join every
     run. Counting stops at RARE_LIMIT, so common values cost little to rule out."""
-    terms = _required_values(filters.parse(query.filter, ENTITIES))
+    terms = _required_values(parse_filter(query.filter))
     if not terms:
         return None
     params = Params()

@@ -78,6 +78,12 @@ class RunWriter:
                 added += await _write_params(conn, run_uuid, batch.params)
             if batch.tags:
                 added += await _write_tags(conn, run_uuid, batch.tags)
+            if batch.run_name:
+                await conn.execute(
+                    "UPDATE tracking.runs SET run_name = $2 WHERE run_id = $1",
+                    run_uuid,
+                    batch.run_name,
+                )
             if chunks.copy:
                 await conn.copy_to_table(
                     "metric_chunks",
@@ -216,7 +222,9 @@ class RunWriter:
 
 
 def _small_metrics_only(batch: Batch) -> bool:
-    return len(batch.metrics) <= STATEMENT_MAX_POINTS and not (batch.params or batch.tags)
+    return len(batch.metrics) <= STATEMENT_MAX_POINTS and not (
+        batch.params or batch.tags or batch.run_name
+    )
 
 
 async def _write_params(conn: asyncpg.Connection, run_id: uuid.UUID, params: dict[str, str]) -> int:

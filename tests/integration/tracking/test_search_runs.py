@@ -387,3 +387,22 @@ async def test_runs_order_by_the_name_of_their_status(tracking, experiment_id) -
             if not (token := page.token):
                 break
         assert "".join(seen) == expected
+
+
+async def test_mlflows_run_name_tag_is_the_runs_name(tracking, experiment_id) -> None:
+    """MLflow keeps a run's name as the tag mlflow.runName too: it names a run, renames
+    it, and filters and orders by the name. Cairn keeps the name alone."""
+    named = (await tracking.create_run(experiment_id, run_name="b-named")).info.run_id
+    tagged = await tracking.create_run(experiment_id, tags={"mlflow.runName": "c-tagged"})
+    assert tagged.info.run_name == "c-tagged" and "mlflow.runName" not in tagged.data.tags
+    with pytest.raises(InvalidArgumentError):
+        await tracking.create_run(experiment_id, run_name="x", tags={"mlflow.runName": "y"})
+    renamed = (await tracking.create_run(experiment_id, run_name="first")).info.run_id
+    await tracking.set_tag(renamed, "mlflow.runName", "a-renamed")
+    assert (await tracking.get_run(renamed)).info.run_name == "a-renamed"
+    await tracking.log_batch(named, tags=[RunTag("mlflow.runName", "b-again"), RunTag("k", "v")])
+    assert (await tracking.get_run(named)).data.tags == {"k": "v"}
+    assert await _names(tracking, experiment_id, "tags.mlflow.runName = 'b-again'") == ["b-again"]
+    assert await _names(tracking, experiment_id, "tags.`mlflow.runName` LIKE 'c-%'") == ["c-tagged"]
+    ordered = await _names(tracking, experiment_id, order_by=["tags.mlflow.runName DESC"])
+    assert ordered == ["c-tagged", "b-again", "a-renamed"]

@@ -123,7 +123,7 @@ async def _sorted(pool: asyncpg.Pool, query: search.RunQuery) -> list[uuid.UUID]
     """Every matching run in newest-first order, by the statement that sorts them all
     (the one the search ran before it walked the index)."""
     orders = query.order_by or search.DEFAULT_ORDER
-    terms = [search.filters.parse_order_by(text, search.ENTITIES) for text in orders]
+    terms = [search.parse_order(text) for text in orders]
     keyset = search.paging.Keyset(search._sort_key(terms))
     scope = run_filters.run_scope(query)
     statement = search._sorted_scan(terms, keyset, scope, None, 10 * RUNS)
