@@ -142,7 +142,11 @@ async def test_a_stalled_reader_is_ended_and_frees_its_connection(
     config: Config, pool: asyncpg.Pool, unique: str, bulk: bool
 ) -> None:
     async with (
-        tracking_on_own_pool(config, pool, unique, stream_stall_seconds=0.5) as served,
+        # Past what the buffers hold: with 8 messages, a bulk read once ended whole
+        # while its client was not reading.
+        tracking_on_own_pool(
+            config, pool, unique, MESSAGES_PAST_GROWN_WINDOWS, stream_stall_seconds=0.5
+        ) as served,
         reader(served.port, served.run_id, bulk=bulk) as call,
     ):
         await call.read()  # one message, then the client stops reading
