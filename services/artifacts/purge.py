@@ -19,6 +19,7 @@ from ..common.service import Purge, Resources
 from ..common.sql import like_prefix
 from ..operations import queue
 from .janitor import Janitor, janitor_for, run_janitor
+from .store import PUBLISHES_OF_PROJECT
 
 # Objects unpublished per transaction.
 BATCH = 1000
@@ -82,6 +83,11 @@ async def _drain_one(pool: asyncpg.Pool, drained: Drained) -> bool | None:
         location = await queue.take(conn)
         if location is None:
             return None
+        # Publishes under way commit first, or an object one inserted before the
+        # location was queued would be invisible to the DELETE and kept for ever.
+        await conn.execute(
+            f"SELECT pg_advisory_xact_lock({PUBLISHES_OF_PROJECT})", location.project
+        )
         row = await conn.fetchrow(
             _UNPUBLISH_OLD,
             location.project,

@@ -44,6 +44,13 @@ KIND_CONDITIONS = {
 }
 
 
+# The advisory lock of a project's publishes ($1 the project): each publish holds it
+# shared until it commits, and a drain of one of the project's locations takes it
+# whole before it deletes, so that its DELETE sees every object a publish inserted
+# before (an uncommitted one it would miss, and the location would be marked done).
+PUBLISHES_OF_PROJECT = "hashtextextended($1, 1)"
+
+
 @dataclass(frozen=True)
 class StoredObject:
     project: str
@@ -194,9 +201,12 @@ class ObjectStore:
             NotFound: the consumed upload was confirmed already (UPLOAD_NOT_FOUND).
         """
         async with self._pool.acquire() as conn, conn.transaction():
-            # Publishers of one path take turns, so the key read below is the one replaced.
+            # Publishers of one path take turns, so the key read below is the one
+            # replaced; a drain waits for the project's publishes under way (purge.py).
             await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                f"SELECT pg_advisory_xact_lock_shared({PUBLISHES_OF_PROJECT}), "
+                "pg_advisory_xact_lock(hashtextextended($2, 0))",
+                upload.project,
                 f"{upload.project}/{upload.path}",
             )
             if not await conn.fetchval(

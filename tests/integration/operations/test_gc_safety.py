@@ -16,6 +16,7 @@ import cairn
 from cairn.exceptions import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from cairn.types import Operation, OperationState
 from cairn_server import catalog
+from cairn_server.artifacts.store import PUBLISHES_OF_PROJECT
 from cairn_server.common import database
 from cairn_server.common.config import Config
 from cairn_server.common.idempotency import Idempotency
@@ -88,10 +89,10 @@ async def test_a_location_reused_before_it_is_drained_keeps_what_was_written_sin
 async def test_an_overwrite_committing_as_the_drain_reaches_it_is_kept(
     server_port: int, pool: asyncpg.Pool, unique: str
 ) -> None:
-    """An object overwritten after its location was queued, whose publication commits
-    while the drain's DELETE waits for its row, is re-checked in its new version and
-    kept. The interleaving is forced: an uncommitted garbage row under the key being
-    replaced holds the publication just after it updated the object's row."""
+    """An object overwritten after its location was queued, whose publication is under
+    way when the drain comes, is kept: the drain waits for it to commit and sees its
+    new version. The interleaving is forced: an uncommitted garbage row under the key
+    being replaced holds the publication just after it updated the object's row."""
     project = await new_project(server_port, f"overwrite-{unique}")
     path = "runs/r1/artifacts/model.bin"
     async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
@@ -115,8 +116,8 @@ async def test_an_overwrite_committing_as_the_drain_reaches_it_is_kept(
                 )
                 collected = asyncio.ensure_future(_collect(client, NOTHING_DELETED_YET))
                 await eventually(
-                    lambda: _waiting_on_a_lock(pool, "DELETE FROM artifacts.objects o"),
-                    what="the drain waiting for the object's row",
+                    lambda: _waiting_on_a_lock(pool, _DRAIN_WAITING),
+                    what="the drain waiting for the publication",
                 )
             finally:
                 await held.rollback()
@@ -127,6 +128,54 @@ async def test_an_overwrite_committing_as_the_drain_reaches_it_is_kept(
         assert not await pool.fetchval(
             "SELECT count(*) FROM artifacts.garbage WHERE storage_key = $1", new_key
         )
+
+
+# The drain's wait for the publications of a project under way.
+_DRAIN_WAITING = f"SELECT pg_advisory_xact_lock({PUBLISHES_OF_PROJECT})"
+
+
+async def test_an_upload_publishing_when_its_location_is_drained_goes_with_it(
+    server_port: int, pool: asyncpg.Pool, unique: str
+) -> None:
+    """An object inserted before its run's directory was queued, whose publication had
+    not committed when the drain came, was invisible to the drain's DELETE: the
+    location was marked done and the object kept for ever, past the cut-off. The drain
+    now waits for publications under way. The interleaving is forced: a trigger holds
+    the publication on a lock the test holds, just after its row was inserted."""
+    project = await new_project(server_port, f"publishing-{unique}")
+    hold = f"""CREATE FUNCTION public.hold_{unique}() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN PERFORM pg_advisory_xact_lock(7227); RETURN NEW; END $$"""
+    trigger = f"""CREATE TRIGGER hold_{unique} AFTER INSERT ON artifacts.objects FOR EACH ROW
+                  WHEN (NEW.project = '{project}') EXECUTE FUNCTION public.hold_{unique}()"""
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        experiment = await client.tracking.create_experiment("publishing")
+        run = await client.tracking.create_run(experiment)
+        root = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/")
+        await client.tracking.delete_run(run.info.run_id)
+        async with pool.acquire() as holder:
+            await holder.execute(hold)
+            await holder.execute(trigger)
+            await holder.execute("SELECT pg_advisory_lock(7227)")
+            try:
+                upload = asyncio.ensure_future(client.artifacts.upload(f"{root}/late.bin", b"x"))
+                await eventually(
+                    lambda: _waiting_on_a_lock(pool, "INSERT INTO artifacts.objects"),
+                    what="the publication held after inserting its row",
+                )
+                collected = asyncio.ensure_future(_collect(client, NOW))
+                drain_waits = asyncio.ensure_future(
+                    eventually(lambda: _waiting_on_a_lock(pool, _DRAIN_WAITING), timeout=30)
+                )
+                await asyncio.wait([collected, drain_waits], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                await holder.execute("SELECT pg_advisory_unlock(7227)")
+                await holder.execute(f"DROP TRIGGER hold_{unique} ON artifacts.objects")
+                await holder.execute(f"DROP FUNCTION public.hold_{unique}()")
+        await upload
+        assert (await collected).counts["runs"] >= 1
+        drain_waits.cancel()
+        with pytest.raises(NotFoundError):
+            await client.artifacts.stat(f"{root}/late.bin")
 
 
 async def _storage_key(pool: asyncpg.Pool, project: str, path: str) -> str:
