@@ -1,6 +1,8 @@
 """start_run: buffered metrics sent in the background, the run's end status."""
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -8,6 +10,7 @@ import numpy as np
 import pytest
 
 import cairn
+from cairn._clients.active_run import ActiveRun
 from cairn._clients.journal import Journal
 from cairn.exceptions import FailedPreconditionError
 from cairn.types import Metric, RunStatus
@@ -60,26 +63,34 @@ async def test_a_failed_background_send_surfaces(tracking, experiment_id) -> Non
             await run.flush()
 
 
+@contextlib.asynccontextmanager
+async def _run_without_its_server(
+    config: Config, pool: asyncpg.Pool, name: str, journal_dir: Path, flush_timeout: float
+) -> AsyncIterator[ActiveRun]:
+    """A run begun, whose server has stopped since: its sends are refused."""
+    async with serving(config, pool, ["tracking"]) as port:
+        client = cairn.TrackingClient.insecure_connection("127.0.0.1", port)
+        experiment_id = await client.create_experiment(name)
+        run = client.start_run(experiment_id, journal_dir=journal_dir, flush_timeout=flush_timeout)
+        await run.__aenter__()
+    try:
+        yield run
+    finally:
+        await client.close()
+
+
 async def test_an_end_cut_short_keeps_what_is_unsent_in_the_journal(
     config: Config, pool: asyncpg.Pool, unique: str, tmp_path: Path
 ) -> None:
     """Cancelled while it ends (closing a sync client from another thread does that), a
     run keeps its unsent points and its status in the journal, as after an outage."""
-    async with serving(config, pool, ["tracking"]) as port:
-        client = cairn.TrackingClient.insecure_connection("127.0.0.1", port)
-        experiment_id = await client.create_experiment(f"cut-{unique}")
-        run = client.start_run(experiment_id, journal_dir=tmp_path, flush_timeout=60)
-        await run.__aenter__()
-    try:
-        # The server is gone: the point waits in the buffer, its sends refused.
-        await run.log_metric("loss", 0.5, step=1)
+    async with _run_without_its_server(config, pool, f"cut-{unique}", tmp_path, 60) as run:
+        await run.log_metric("loss", 0.5, step=1)  # waits in the buffer, its sends refused
         ending = asyncio.create_task(run.__aexit__(None, None, None))
         await asyncio.sleep(0)  # the end's first step runs, into its wait for the sends
         ending.cancel()
         with pytest.raises(asyncio.CancelledError):
             await ending
-    finally:
-        await client.close()
     assert run.journal is not None
     kept = Journal.read(run.journal)
     assert (kept.run_id, kept.points, kept.status) == (run.run_id, 1, RunStatus.FINISHED)
@@ -90,17 +101,10 @@ async def test_numpy_steps_reach_the_journal_of_an_outage(
 ) -> None:
     """`for step in np.arange(n)`: numpy integers send well, and the journal written
     when they cannot be sent keeps them too (json cannot write a numpy integer)."""
-    async with serving(config, pool, ["tracking"]) as port:
-        client = cairn.TrackingClient.insecure_connection("127.0.0.1", port)
-        experiment_id = await client.create_experiment(f"np-{unique}")
-        run = client.start_run(experiment_id, journal_dir=tmp_path, flush_timeout=0.5)
-        await run.__aenter__()
-    try:
-        for step in np.arange(3):  # the server is gone: the points wait in the buffer
+    async with _run_without_its_server(config, pool, f"np-{unique}", tmp_path, 0.5) as run:
+        for step in np.arange(3):  # the points wait in the buffer
             await run.log_metric("loss", 0.5, step=step, timestamp=np.int64(1000) + step)
         await run.__aexit__(None, None, None)
-    finally:
-        await client.close()
     assert run.journal is not None
     [(_, kept)] = Journal.read(run.journal).batches
     assert [(m.step, m.timestamp) for m in kept] == [(0, 1000), (1, 1001), (2, 1002)]
