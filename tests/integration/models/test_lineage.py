@@ -3,6 +3,9 @@ params), and which runs of the project used an artifact, in any experiment."""
 
 from __future__ import annotations
 
+import pytest
+
+from cairn.exceptions import NotFoundError
 from cairn.types import RunInput
 from tests.integration.models.conftest import World
 
@@ -63,3 +66,17 @@ async def test_versions_are_found_by_their_run(world: World, unique: str) -> Non
     )
     found = await world.registry.search_model_versions(f"run_id = '{world.run_id}'")
     assert [(v.version, v.run_id) for v in found] == [(1, world.run_id)]
+
+
+async def test_a_version_naming_another_systems_run_has_no_run_here(
+    world: World, unique: str
+) -> None:
+    """An imported version may name an MLflow or Kubeflow run id, which is no id of a
+    Cairn run: the run is not found, as the docstring says, not an INVALID_ARGUMENT
+    about a field the caller never sent."""
+    name = f"imported-{unique}"
+    await world.registry.create_registered_model(name)
+    await world.registry.create_model_version(name, "s3://bucket/m", run_id="mlflow-run-abc")
+    with pytest.raises(NotFoundError) as missing:
+        await world.registry.get_model_version_lineage(name, 1)
+    assert missing.value.reason == "RUN_NOT_FOUND"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cairn.exceptions import AlreadyExistsError, NotFoundError
+from cairn._clients.versioned_artifacts import _segment
+from cairn.exceptions import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from cairn.models import parse_uri
 from cairn.types import ModelArtifact
 from tests.integration.models.conftest import World
@@ -169,3 +170,55 @@ def test_a_version_outside_the_artifact_service_is_named_not_asserted() -> None:
     with pytest.raises(FailedPreconditionError) as raised:
         ActiveArtifact(elsewhere, transport=None)  # type: ignore[arg-type]
     assert "s3://bucket/moved" in raised.value.message
+
+
+async def _stored_under(world: World, name: str) -> list[str]:
+    prefix = f"registry/artifacts/{_segment(name)}/"
+    return [info.path for info in await world.store.list(prefix, recursive=True)]
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "metadata", "refused"),
+    [
+        ("nested", "dataset", {"nested": {"a": 1}}, InvalidArgumentError),  # before sending
+        ("wide", "dataset", {"n": 2**70}, InvalidArgumentError),  # before sending
+        ("new\nline", "dataset", {}, InvalidArgumentError),  # the registry's name check
+        ("long-type", "t" * 300, {}, InvalidArgumentError),  # refused after: files removed
+    ],
+)
+async def test_a_refused_create_leaves_no_files(
+    world: World, name: str, kind: str, metadata: dict, refused: type[Exception]
+) -> None:
+    with pytest.raises(refused):
+        await world.registry.create_artifact(name, kind, metadata, files=b"x" * 1024)
+    assert await _stored_under(world, name) == []
+
+
+async def test_two_files_of_one_name_are_refused_before_any_is_sent(
+    world: World, tmp_path: Path
+) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "data.csv").write_text(folder)
+    files = [tmp_path / "a" / "data.csv", tmp_path / "b" / "data.csv"]
+    with pytest.raises(InvalidArgumentError) as refused:
+        await world.registry.create_artifact("twice", "dataset", files=files)
+    assert "data.csv" in refused.value.message
+    assert await _stored_under(world, "twice") == []
+
+
+async def test_any_name_the_registry_takes_holds_files(world: World) -> None:
+    """Quoted, 120 characters of another script came to a path past 1,024 bytes."""
+    for name in ("模" * 120, "🔑" * 100, "模" * 120 + "x"):
+        created = await world.registry.create_artifact(name, "dataset", files=b"abc")
+        await created.add_file(b"more", "second")
+        assert await (await world.registry.get_artifact(name)).files() == ["data", "second"]
+
+
+async def test_a_version_without_files_downloads_as_an_empty_directory(
+    world: World, tmp_path: Path
+) -> None:
+    await world.registry.create_artifact("empty", "report", {"k": 1})
+    found = await world.registry.get_artifact("empty")
+    assert await found.download(tmp_path / "out") == str(tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []

@@ -7,15 +7,20 @@ the tracking service holds the run's inputs and params (docs/models.md).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 from .._transport import Transport
+from ..exceptions import NotFoundError
 from ..tracking.v1 import tracking_service_pb2 as tracking_api
 from ..tracking.v1 import tracking_service_pb2_grpc
 from ..types import _tracking
 from ..types._journey import ModelVersionLineage
 from ..types._registry import ModelVersion
 from ..types._tracking import Run, ViewType
+
+# A run id of Cairn's (what GetRun takes); a version may name another system's run.
+_RUN_ID = re.compile(r"[0-9a-fA-F]{32}")
 
 PAGE_SIZE = 1000
 # Experiments named per SearchRuns call when looking through a whole project.
@@ -51,6 +56,12 @@ class ModelVersionLineageMixin:
         found = await self.get_model_version(name, version)
         if not found.source_run_id:
             return ModelVersionLineage(found, None)
+        if not _RUN_ID.fullmatch(found.source_run_id):  # another system's, imported
+            raise NotFoundError(
+                f"version {found.version} of {name!r} names the run {found.source_run_id!r}, "
+                "which is no run id of Cairn's",
+                reason="RUN_NOT_FOUND",
+            )
         stub = tracking_service_pb2_grpc.TrackingServiceStub(self._transport.channel)
         request = tracking_api.GetRunRequest(
             project=self._transport.project, run_id=found.source_run_id

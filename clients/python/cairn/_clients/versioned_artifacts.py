@@ -9,6 +9,8 @@ version exists, so a version never shows without its files (docs/models.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import io
 import os
 import uuid
@@ -19,8 +21,16 @@ from urllib.parse import quote
 
 from .._progress import Progress
 from .._transport import Transport
-from ..exceptions import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from ..exceptions import (
+    AlreadyExistsError,
+    CairnError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from ..models._uris import ArtifactUri, parse_uri
+from ..registry.v1 import registry_pb2 as pb
 from ..registry.v1 import registry_service_pb2 as api
 from ..types._artifacts import ObjectInfo
 from ..types._journey import (
@@ -97,7 +107,13 @@ class ActiveArtifact:
         """Downloads every file of this version into target_directory (kept relative to
         the version, sha256-checked), shown as one transfer with progress; returns
         target_directory."""
-        await self._store.download(self._directory, Path(target_directory), progress=progress)
+        target = Path(target_directory)
+        try:
+            await self._store.download(self._directory, target, progress=progress)
+        except NotFoundError:  # a version without files (yet): nothing to download
+            if await self.files():
+                raise
+            await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
         return str(target_directory)
 
     async def load(self, filename: str) -> io.BytesIO:
@@ -151,25 +167,34 @@ class VersionedArtifacts:
 
         Raises:
             AlreadyExistsError: an unversioned standalone artifact holds the name.
+            InvalidArgumentError: a name, type or metadata the registry refuses, or two
+                files of one name; what can be known before any byte is sent is checked
+                first, and files uploaded for a version the registry then refuses are
+                removed.
         """
         directory = f"{FILES_ROOT}/{_segment(name)}/{uuid.uuid4().hex}"
-        store = ArtifactClient(self._transport.for_project(self.project, timeout=None))
+        location = str(ArtifactUri(self.project, directory))
+        message = _new_version(
+            self.project, name, artifact_type, metadata, location, run_id, description
+        )
         sources = [files] if isinstance(files, str | os.PathLike | bytes | io.IOBase) else files
-        for source in sources or ():
+        sources = list(sources or ())
+        if sources:  # worth a look first only when there are files to send
+            _check_distinct(sources)
+            await _check_name(self, name)
+        store = ArtifactClient(self._transport.for_project(self.project, timeout=None))
+        for source in sources:
             await _upload(store, directory, source, None, progress)
-        message = versioned_artifact_to_proto(
-            self.project,
-            name,
-            artifact_type,
-            dict(metadata or {}),
-            str(ArtifactUri(self.project, directory)),
-            run_id,
-            description,
-        )
-        reply = await self._transport.unary(
-            self._stub.CreateArtifact,
-            api.CreateArtifactRequest(artifact=message, new_version=True),
-        )
+        try:
+            reply = await self._transport.unary(
+                self._stub.CreateArtifact,
+                api.CreateArtifactRequest(artifact=message, new_version=True),
+            )
+        except _REFUSED:  # no version names the files: nothing would ever remove them
+            if sources:
+                with contextlib.suppress(CairnError):
+                    await store.delete(directory, recursive=True)
+            raise
         return ActiveArtifact(versioned_artifact_from_proto(reply.artifact), self._transport)
 
     async def get_artifact(
@@ -200,6 +225,59 @@ class VersionedArtifacts:
             request,
             lambda reply: [versioned_artifact_from_proto(a) for a in reply.artifacts],
         )
+
+
+# Answers that say the version was not made; a lost answer (UNAVAILABLE, a deadline)
+# may hide one that was, whose files must stay.
+_REFUSED = (
+    InvalidArgumentError,
+    AlreadyExistsError,
+    FailedPreconditionError,
+    PermissionDeniedError,
+    NotFoundError,
+)
+
+
+def _new_version(
+    project: str,
+    name: str,
+    artifact_type: str,
+    metadata: Mapping[str, PropertyValue] | None,
+    uri: str,
+    run_id: str | None,
+    description: str | None,
+) -> pb.Artifact:
+    """The new version's message, made before any file is sent: metadata the registry
+    cannot hold is refused at once."""
+    try:
+        return versioned_artifact_to_proto(
+            project, name, artifact_type, dict(metadata or {}), uri, run_id, description
+        )
+    except (TypeError, ValueError) as error:  # a nested value; an int past 64 bits
+        raise InvalidArgumentError(f"metadata: {error}", reason="INVALID_ARGUMENT") from None
+
+
+def _check_distinct(sources: list[Any]) -> None:
+    """Two sources stored under one name would stop the second upload half-way."""
+    names = [_stored_name(source) for source in sources]
+    for name in names:
+        if names.count(name) > 1:
+            raise InvalidArgumentError(
+                f"files: two of them would be stored as {name!r}; give them apart, or "
+                "add one with ActiveArtifact.add_file(file, filename)",
+                reason="INVALID_ARGUMENT",
+            )
+
+
+def _stored_name(source: Any) -> str:
+    return "data" if isinstance(source, bytes | io.IOBase) else Path(source).name
+
+
+async def _check_name(registry: _Registry, name: str) -> None:
+    """Refuses a name the registry refuses, before any file is sent."""
+    request = api.FindArtifactRequest(project=registry.project, name=name)
+    with contextlib.suppress(NotFoundError):
+        await registry._transport.unary(registry._stub.FindArtifact, request)
 
 
 async def _upload(
@@ -237,7 +315,21 @@ def _location(artifact: VersionedArtifact) -> ArtifactUri:
     return location
 
 
+# The longest a name's segment of a version's directory may be: any name of the
+# registry's 256 characters then leaves room in a path of 1,024 bytes for the version's
+# directory and its files' names.
+MAX_SEGMENT = 160
+
+
 def _segment(name: str) -> str:
-    """The name as one path segment (names may hold "/", or be "." or "..")."""
+    """The name as one path segment (names may hold "/", or be "." or ".."), cut short
+    when quoting makes it long (a character of another script takes 9 bytes, an emoji
+    12), with a hash of the whole name so that names cut alike stay apart."""
     quoted = quote(name, safe="")
-    return quoted if quoted not in (".", "..") else quoted.replace(".", "%2E")
+    if quoted in (".", ".."):
+        return quoted.replace(".", "%2E")
+    if len(quoted) <= MAX_SEGMENT:
+        return quoted
+    head = quoted[: MAX_SEGMENT - 17]
+    head = head[: head.rfind("%")] if "%" in head[-2:] else head  # never half a %XX
+    return f"{head}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
