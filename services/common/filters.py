@@ -113,17 +113,21 @@ class BoolOp:
 
 Node = Comparison | NullCheck | BoolOp
 
-# Each pattern reads a token in one pass. The number is atomic, (?>...): once read, it is
-# not given back digit by digit to retry the check after it, which cost quadratic time on
-# a run of digits followed by a letter (16,000 digits: 16 s on the event loop). Whatever
-# a shorter prefix would leave next is a digit, "." or "e", which that check refuses too.
+# A key right after an entity's "." is read whole, digits first included (`params.123`,
+# `params.2-stage`), as MLflow reads it: a number never starts right after a word or a
+# "." (".5" alone is one). Each pattern reads a token in one pass. The number is atomic,
+# (?>...): once read, it is not given back digit by digit to retry the check after it,
+# which cost quadratic time on a run of digits followed by a letter (16,000 digits: 16 s
+# on the event loop). Whatever a shorter prefix would leave next is a digit, "." or "e",
+# which that check refuses too.
 _TOKEN = re.compile(
     r"""
     (?P<ws>\s+)
   | (?P<string>'(?:[^']|'')*')
   | (?P<dquoted>"(?:[^"]|"")*")
   | (?P<backtick>`[^`]*`)
-  | (?P<number>(?>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?![\w.]))
+  | (?P<key>(?<=\.)[\w\-:/]+)
+  | (?P<number>(?<![\w.])(?>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?![\w.]))
   | (?P<op><=|>=|!=|<>|=|<|>)
   | (?P<punct>[(),.])
   | (?P<word>\w[\w\-:/]*)
@@ -141,8 +145,8 @@ class _Token:
 
     @property
     def keyword(self) -> str | None:
-        upper = self.text.upper()
-        return upper if self.kind == "word" and upper in _KEYWORDS else None
+        upper = self.text.upper()  # ASCII alone: a dotless i's upper case is "I"
+        return upper if self.kind == "word" and self.text.isascii() and upper in _KEYWORDS else None
 
 
 def tokenize(text: str) -> list[_Token]:
@@ -152,6 +156,7 @@ def tokenize(text: str) -> list[_Token]:
         if not match:
             raise FilterError(position, f"unexpected character {text[position]!r}")
         kind = match.lastgroup or ""
+        kind = "word" if kind == "key" else kind
         if kind != "ws":
             tokens.append(_Token(kind, match.group(), position))
         position = match.end()

@@ -44,10 +44,18 @@ def test_mlflow_filter_parses_unchanged() -> None:
     )
 
 
-@pytest.mark.parametrize("key", ["über", "ключ", "ñ_loss", "2nd", "学习率"])
+@pytest.mark.parametrize(
+    "key", ["über", "ключ", "ñ_loss", "2nd", "学习率", "123", "2-stage", "2:x"]
+)
 def test_keys_of_any_letters_or_a_first_digit_need_no_quotes(key: str) -> None:
     """As MLflow reads names (\\w, any script's letters and digits)."""
     assert parse(f"params.{key} = 'x'", ENTITIES) == Comparison(_ident("param", key, 0), "=", "x")
+
+
+def test_keywords_are_ascii_words_alone() -> None:
+    """A dotless i's upper case is "I": the word of it is no IS."""
+    with pytest.raises(FilterError):
+        parse("tags.x \u0131s null", ENTITIES)
 
 
 def test_or_binds_looser_than_and_and_parentheses_group() -> None:
@@ -131,6 +139,7 @@ def test_errors_name_position_and_problem(text: str, position: int, problem: str
         ("start_time asc", "attribute", "start_time", True),
         ("tags.`a b` desc", "tag", "a b", False),
         ("metrics.ñ_loss DESC", "metric", "ñ_loss", False),
+        ("params.123 DESC", "param", "123", False),
     ],
 )
 def test_order_by(text: str, entity: str, key: str, ascending: bool) -> None:
