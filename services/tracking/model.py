@@ -18,6 +18,9 @@ import numpy as np
 # Where runs keep their artifacts: "cairn-artifacts://<project>/<path>" names a path in
 # the artifact service, always in the experiment's own project.
 ARTIFACT_SCHEME = "cairn-artifacts"
+# The tag MLflow keeps a run's name as: it names a run at creation, renames it when set,
+# and filters and orders compare the name (docs/tracking.md, "Runs").
+RUN_NAME_TAG = "mlflow.runName"
 
 
 class LifecycleStage(enum.IntEnum):
@@ -127,14 +130,15 @@ class Batch:
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     request_id: str = ""
-    run_name: str = ""  # renames the run: MLflow's tag mlflow.runName, given as a tag
+    run_name: str = ""  # renames the run: given as the tag RUN_NAME_TAG
 
     def fingerprint(self) -> bytes:
         """The sha256 of what the batch writes, which tells a repeat of it from another
         batch under its request id."""
-        written: list[object] = [self.metrics.keys, self.params, self.tags]
-        if self.run_name:  # only then: a batch's fingerprint is what it was before
-            written.append(self.run_name)
+        # The tags as the request sent them, the name's tag among them: a batch applied
+        # by a server that kept the tag has the same fingerprint.
+        tags = {**self.tags, RUN_NAME_TAG: self.run_name} if self.run_name else self.tags
+        written = [self.metrics.keys, self.params, tags]
         digest = hashlib.sha256(json.dumps(written, sort_keys=True).encode())
         metrics = self.metrics  # columns of fixed types, one length: their bytes are enough
         # Every NaN as one: a journal's JSON keeps no NaN's sign or payload (x86 sets the

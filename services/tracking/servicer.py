@@ -19,11 +19,18 @@ from ..common.errors import NotFound, invalid_field
 from ..common.service import Resources
 from . import convert, validation
 from .fitting import fitting_experiments, fitting_runs
-from .model import Batch, LifecycleStage, MetricPoint, RunInput, RunStatus, ViewType
+from .model import (
+    RUN_NAME_TAG,
+    Batch,
+    LifecycleStage,
+    MetricPoint,
+    RunInput,
+    RunStatus,
+    ViewType,
+)
 from .store import sizes
 from .store.experiments import ExperimentStore
 from .store.history import MetricHistory
-from .store.run_filters import RUN_NAME_TAG
 from .store.runs import RunStore
 from .store.search import MAX_ORDER_TERMS, RunQuery, search_page
 from .store.writes import RunWriter
@@ -278,6 +285,10 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
     async def DeleteTag(
         self, request: api.DeleteTagRequest, context: Context
     ) -> api.DeleteTagResponse:
+        if request.key == RUN_NAME_TAG:
+            raise invalid_field(
+                "key", f"{RUN_NAME_TAG} is the run's name, which a run keeps: rename the run"
+            )
         await self._writer.delete_tag(
             common.project(request.project),
             validation.run_id(request.run_id),
@@ -363,7 +374,12 @@ def _batch_id(request: api.LogBatchRequest, context: Context) -> str:
 def _tagged_name(tags: dict[str, str], field: str) -> str:
     """The run name that tags give as MLflow's mlflow.runName, taken out of them: the
     name is kept as the run's name alone ("" when they give none)."""
-    return validation.run_name(tags.pop(RUN_NAME_TAG, ""), f"{field}[{RUN_NAME_TAG}]")
+    if RUN_NAME_TAG not in tags:
+        return ""
+    name = validation.run_name(tags.pop(RUN_NAME_TAG), f"{field}[{RUN_NAME_TAG}]")
+    if not name:
+        raise invalid_field(f"{field}[{RUN_NAME_TAG}]", "a run's name must not be empty")
+    return name
 
 
 def _tags(tags: list[pb.Tag], field: str) -> dict[str, str]:

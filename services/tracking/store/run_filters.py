@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from ...common import filter_sql, filters
 from ...common.filters import FilterError, Identifier
 from ...common.sql import Params
-from ..model import RunStatus, ViewType
+from ..model import RUN_NAME_TAG, RunStatus, ViewType
 
 ENTITIES = {
     "metrics": "metric",
@@ -31,9 +31,6 @@ ENTITIES = {
 }
 # The fields of a run's inputs a filter compares (tracking.run_inputs columns).
 INPUT_FIELDS = ("kind", "name", "uri", "digest", "context")
-# The tag MLflow keeps a run's name as: it names a run at creation, renames it when set,
-# and filters and orders compare the name (docs/tracking.md, "Runs").
-RUN_NAME_TAG = "mlflow.runName"
 # Attribute name -> (SQL expression, SQL type).
 ATTRIBUTES = {
     "run_id": ("replace(r.run_id::text, '-', '')", "text"),

@@ -11,6 +11,7 @@ from cairn.exceptions import InvalidArgumentError
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.types import ListOptions, Metric, Pager, Param, RunInput, RunTag, ViewType
 from cairn.types._tracking import run_from_proto, runs_from_search
+from cairn_server.tracking.model import Batch
 
 
 async def _run(tracking, experiment_id, name, metrics=None, params=None, tags=None, status=None):
@@ -406,3 +407,18 @@ async def test_mlflows_run_name_tag_is_the_runs_name(tracking, experiment_id) ->
     assert await _names(tracking, experiment_id, "tags.`mlflow.runName` LIKE 'c-%'") == ["c-tagged"]
     ordered = await _names(tracking, experiment_id, order_by=["tags.mlflow.runName DESC"])
     assert ordered == ["c-tagged", "b-again", "a-renamed"]
+    for write in (
+        lambda: tracking.set_tag(renamed, "mlflow.runName", ""),  # no name is no name
+        lambda: tracking.delete_tag(renamed, "mlflow.runName"),  # a run keeps its name
+    ):
+        with pytest.raises(InvalidArgumentError):
+            await write()
+    assert (await tracking.get_run(renamed)).info.run_name == "a-renamed"
+
+
+def test_a_batch_renaming_its_run_has_the_fingerprint_it_had_as_a_tag() -> None:
+    """A server of the version before kept the tag as any other: a batch it applied,
+    retried after the update, is the same batch."""
+    renaming = Batch(tags={"k": "v"}, run_name="x", request_id="r")
+    as_tag = Batch(tags={"k": "v", "mlflow.runName": "x"}, request_id="r")
+    assert renaming.fingerprint() == as_tag.fingerprint()
