@@ -185,14 +185,20 @@ async def unshared(
 ) -> list[str]:
     """The locations no remaining experiment keeps artifacts in, under or (when above)
     above: an experiment's location chosen by hand may lie inside another's, or inside
-    a run's directory (whose own experiment is above it, and does not keep it)."""
+    a run's directory (whose own experiment is above it, and does not keep it). In and
+    under lie in one range of experiments_by_location (migration 0012), from the
+    location to it followed by "0", the byte after "/"; above is a look at every
+    experiment, which only experiments' purges take."""
     around = "OR starts_with(loc, o.artifact_location || '/')" if above else ""
     rows = await conn.fetch(
         f"""SELECT loc FROM unnest($1::text[]) AS loc
             WHERE NOT EXISTS (
                 SELECT FROM tracking.experiments o
-                WHERE o.artifact_location = loc
-                   OR starts_with(o.artifact_location, loc || '/') {around})""",
+                WHERE (o.artifact_location COLLATE "C" >= loc
+                       AND o.artifact_location COLLATE "C" < loc || '0'
+                       AND (o.artifact_location = loc
+                            OR starts_with(o.artifact_location, loc || '/')))
+                   {around})""",
         locations,
     )
     return [row["loc"] for row in rows]

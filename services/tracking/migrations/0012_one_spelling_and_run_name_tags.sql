@@ -1,0 +1,49 @@
+-- Artifact locations in one spelling. CreateExperiment takes a location in its one
+-- spelling only since (validation.artifact_location): the purge compares locations as
+-- text, and another spelling of a location another experiment keeps (the scheme's
+-- case, leading spaces, tabs, all of which every reader of a location drops) did not
+-- look shared, so purging one experiment took the other's files. Locations stored
+-- before, and their runs' artifact URIs, are written in that spelling here.
+UPDATE experiments e SET artifact_location = c.spelled
+FROM (
+    SELECT experiment_id,
+           lower(substring(bare FROM '^[A-Za-z][A-Za-z0-9+.-]*:'))
+               || substring(bare FROM '^[A-Za-z][A-Za-z0-9+.-]*:(.*)$') AS spelled
+    FROM (SELECT experiment_id,
+                 regexp_replace(regexp_replace(artifact_location, E'[\\t\\r\\n]', '', 'g'),
+                                E'^[\\x01-\\x20]+', '') AS bare
+          FROM experiments WHERE artifact_location <> '') found
+    WHERE bare ~ '^[A-Za-z][A-Za-z0-9+.-]*:'
+) c
+WHERE e.experiment_id = c.experiment_id AND e.artifact_location <> c.spelled;
+
+UPDATE runs r SET artifact_uri = c.spelled
+FROM (
+    SELECT run_id,
+           lower(substring(bare FROM '^[A-Za-z][A-Za-z0-9+.-]*:'))
+               || substring(bare FROM '^[A-Za-z][A-Za-z0-9+.-]*:(.*)$') AS spelled
+    FROM (SELECT run_id,
+                 regexp_replace(regexp_replace(artifact_uri, E'[\\t\\r\\n]', '', 'g'),
+                                E'^[\\x01-\\x20]+', '') AS bare
+          FROM runs) found
+    WHERE bare ~ '^[A-Za-z][A-Za-z0-9+.-]*:'
+) c
+WHERE r.run_id = c.run_id AND r.artifact_uri <> c.spelled;
+
+-- Purging a run looks for experiments whose location lies in or under the run's
+-- directory (store/purge.py, unshared): the locations in byte order serve it.
+CREATE INDEX IF NOT EXISTS experiments_by_location ON experiments (artifact_location COLLATE "C");
+
+-- MLflow's tag mlflow.runName is a run's name (docs/tracking.md, "Runs"), kept as the
+-- name alone. A run tagged so before takes the tag's value as its name when it is one
+-- (1-500 characters, none of them control characters, no space at either end), and the
+-- tag goes, with what it counted in its run's total; any other value stays a tag.
+WITH named AS (
+    DELETE FROM tags
+    WHERE key = 'mlflow.runName' AND char_length(value) BETWEEN 1 AND 500
+      AND value = btrim(value) AND value !~ '[[:cntrl:]]'
+    RETURNING run_id, value, octet_length(key) + octet_length(value) + 32 AS bytes
+), renamed AS (
+    UPDATE runs r SET run_name = n.value FROM named n WHERE r.run_id = n.run_id
+)
+UPDATE run_sizes s SET bytes = s.bytes - n.bytes FROM named n WHERE s.run_id = n.run_id;
