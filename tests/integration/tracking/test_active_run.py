@@ -12,7 +12,7 @@ import pytest
 import cairn
 from cairn._clients.active_run import ActiveRun
 from cairn._clients.journal import Journal
-from cairn.exceptions import FailedPreconditionError
+from cairn.exceptions import FailedPreconditionError, InvalidArgumentError
 from cairn.types import Metric, RunStatus
 from cairn_server.common.config import Config
 from tests.conftest import serving
@@ -124,3 +124,21 @@ async def test_a_stored_batch_with_a_computed_nan_replays_from_the_journal(
     assert list(tmp_path.iterdir()) == []
     history = await tracking.get_metric_history(run_id, "loss")
     assert [m.step for m in history] == [0, 1]  # stored once
+
+
+async def test_a_file_that_is_no_journal_is_named_and_the_others_are_stored(
+    tracking: cairn.TrackingClient, run_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal cut short (a full disk) stopped the whole sync with a bare JSON error,
+    and the good journals beside it were not sent."""
+    good = Journal(run_id, tracking.project, batches=[("j-1", [Metric("synced", 1.0, 5, 0)])])
+    good.write(tmp_path)
+    (tmp_path / ("0" * 32 + ".jsonl")).write_text("")
+    with pytest.raises(InvalidArgumentError) as refused:
+        await tracking.sync_journal(tmp_path)
+    assert refused.value.reason == "INVALID_JOURNAL" and "0" * 32 in refused.value.message
+    assert [m.value for m in await tracking.get_metric_history(run_id, "synced")] == [1.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["0" * 32 + ".jsonl"]  # kept, to look at
+    # Where no run ever needed a journal, there is nothing to send.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "never-used"))
+    assert await tracking.sync_journal() == 0

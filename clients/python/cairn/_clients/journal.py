@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..exceptions import CairnError
+from ..exceptions import CairnError, InvalidArgumentError
 from ..types._tracking import Metric, RunStatus
 
 SUFFIX = ".jsonl"
@@ -66,7 +66,23 @@ class Journal:
 
     @classmethod
     def read(cls, path: Path) -> Journal:
-        first, *rest = (json.loads(line) for line in path.read_text().splitlines() if line)
+        """The journal in a file.
+
+        Raises:
+            InvalidArgumentError: (INVALID_JOURNAL) the file is no journal (empty, cut
+                short, another file), naming it and what is wrong.
+        """
+        try:
+            return cls._parsed(path.read_text().splitlines())
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+            raise InvalidArgumentError(
+                f"{path} is no journal of a run: {type(error).__name__}: {error}",
+                reason="INVALID_JOURNAL",
+            ) from None
+
+    @classmethod
+    def _parsed(cls, lines: list[str]) -> Journal:
+        first, *rest = (json.loads(line) for line in lines if line)
         journal = cls(first["run_id"], first["project"])
         for line in rest:
             if "status" in line:
@@ -124,4 +140,8 @@ async def _replay_one(client: _Tracking, file: Path) -> int:
 
 
 def _files(path: Path) -> list[Path]:
-    return sorted(path.glob(f"*{SUFFIX}")) if path.is_dir() else [path]
+    if path.is_dir():
+        return sorted(path.glob(f"*{SUFFIX}"))
+    if not path.exists():
+        raise FileNotFoundError(f"no journal file or folder at {path}")
+    return [path]

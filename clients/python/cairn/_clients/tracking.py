@@ -426,7 +426,16 @@ class TrackingClient(
         """Stores what runs left in their journals: one file, or every file of a
         directory (default `~/.cache/cairn/journal`), each removed once stored. Every
         batch is sent with the request id it was first sent with, so nothing the server
-        stored before the outage is stored twice. Returns the points sent."""
+        stored before the outage is stored twice. Returns the points sent (0 when the
+        default directory does not exist: no run ever needed it).
+
+        Raises:
+            FileNotFoundError: path names nothing.
+            CairnError: a file could not be stored (its run deleted, say) or is no
+                journal (INVALID_JOURNAL); the others were stored all the same.
+        """
+        if path is None and not journal.default_directory().exists():
+            return 0
         return await journal.replay(self, Path(path) if path else journal.default_directory())
 
     def for_project(self, project: str) -> TrackingClient:
