@@ -163,3 +163,14 @@ def test_a_typo_in_keys_create_is_a_usage_error(tmp_path: Path) -> None:
     extra = run_cairn("keys", "create", "laptop", env=env)
     assert extra.returncode == 2
     assert "unexpected extra argument (laptop)" in extra.stderr
+
+
+def test_a_bootstrap_key_given_a_server_is_a_usage_error(tmp_path: Path) -> None:
+    """`keys create --user` writes into a database and reaches no server: given an
+    address, it made a key in a new database under the current folder, which the server
+    asked for did not know."""
+    env = environment(tmp_path)
+    for connection in (["--address", DEAD], ["--api-key", "k"], ["--project", "p"]):
+        done = run_cairn("keys", "create", "--user", "alice", *connection, env=env)
+        assert done.returncode == 2, done.stderr
+        assert "reaches no server" in done.stderr and connection[0] in done.stderr

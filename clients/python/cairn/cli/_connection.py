@@ -142,6 +142,11 @@ def connection_options(command: F) -> F:
     return command
 
 
+def typed(ctx: click.Context) -> list[str]:
+    """The connection options typed in this invocation, as flags (--address, ...)."""
+    return [f"--{name.replace('_', '-')}" for name in ctx.find_root().meta.get(_META_KEY, {})]
+
+
 def resolve(ctx: click.Context) -> Connection:
     """The connection of this invocation (raises ProfileError for a bad profile, and
     click's usage error for a variable that is not a value of its setting)."""

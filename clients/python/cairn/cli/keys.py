@@ -12,7 +12,7 @@ import click
 
 from ..types import ApiKeyExpirationTime
 from ._calls import call
-from ._connection import connection_options
+from ._connection import connection_options, typed
 from ._output import emit_list, output_option, plain
 from ._server import run_server_command
 
@@ -65,6 +65,13 @@ def create_key(
     the bootstrap, straight into the database (then the server's flags apply too, e.g.
     --database-url)."""
     if user is not None or admin:
+        if connection := typed(ctx):  # the bootstrap reaches no server: a key there is lost
+            raise click.UsageError(
+                "--user writes the key straight into a database (--database-url, "
+                f"CAIRN_DATABASE_URL) and reaches no server: {', '.join(connection)} "
+                "would make a key that server does not know",
+                ctx,
+            )
         bootstrap = ["keys", "create", "--expires", expires, *ctx.args]
         bootstrap += ["--user", user] if user is not None else []
         bootstrap += ["--name", name] if name is not None else []
