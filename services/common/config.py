@@ -247,10 +247,18 @@ class Config:
             raise ConfigError("CAIRN_ARTIFACT_JANITOR_* settings must not be negative")
         if self.auth_failure_limit < 1 or self.auth_failure_window_seconds <= 0:
             raise ConfigError("CAIRN_AUTH_FAILURE_LIMIT and _WINDOW_SECONDS must be positive")
-        for name, address in (("METRICS", self.metrics_address), ("HEALTH", self.health_address)):
-            host, colon, port = address.rpartition(":")
-            if address and not (colon and host and port.isdigit()):
-                raise ConfigError(f"CAIRN_{name}_ADDRESS must be host:port, e.g. 0.0.0.0:9090")
+        for name, address in (
+            ("LISTEN", self.listen_address),
+            ("METRICS", self.metrics_address),
+            ("HEALTH", self.health_address),
+        ):
+            if (address or name == "LISTEN") and not _host_and_port(address):
+                raise ConfigError(
+                    f"CAIRN_{name}_ADDRESS must be host:port with a port from 0 to 65535 "
+                    f"(0: any free one), e.g. 0.0.0.0:9090; not {address!r}"
+                )
+        if not 0 <= self.artifact_direct_port <= 65535:
+            raise ConfigError("CAIRN_ARTIFACT_DIRECT_PORT must be from 0 to 65535 (0: any free)")
 
     @property
     def artifact_dir(self) -> Path:
@@ -264,6 +272,13 @@ class Config:
             )
             for f in dataclasses.fields(self)
         }
+
+
+def _host_and_port(address: str) -> bool:
+    # Checked before anything starts: grpc took 99999 as 34463 (modulo 65536) and "abc"
+    # as an address in use, once the database had started.
+    host, colon, port = address.rpartition(":")
+    return bool(colon and host) and port.isascii() and port.isdigit() and int(port) <= 65535
 
 
 def is_loopback(address: str) -> bool:
