@@ -174,3 +174,15 @@ def test_a_bootstrap_key_given_a_server_is_a_usage_error(tmp_path: Path) -> None
         done = run_cairn("keys", "create", "--user", "alice", *connection, env=env)
         assert done.returncode == 2, done.stderr
         assert "reaches no server" in done.stderr and connection[0] in done.stderr
+
+
+def test_a_timeout_no_call_could_meet_is_a_usage_error(tmp_path: Path) -> None:
+    env = environment(tmp_path, CAIRN_ADDRESS=DEAD)
+    for timeout in ("-1", "0", "nan", "inf", "1e300"):
+        done = run_cairn("experiments", "list", "--timeout", timeout, env=env)
+        assert done.returncode == 2 and "--timeout" in done.stderr, (timeout, done.stderr)
+        variable = run_cairn("experiments", "list", env={**env, "CAIRN_TIMEOUT": timeout})
+        assert variable.returncode == 2 and "CAIRN_TIMEOUT" in variable.stderr
+    # none is no deadline, as in a profile: the call goes (and finds no server).
+    unreachable = run_cairn("experiments", "list", "--timeout", "none", "--address", DEAD, env=env)
+    assert unreachable.returncode == 1 and "UNAVAILABLE" in unreachable.stderr

@@ -142,3 +142,18 @@ def test_s3_uri_from_writes_the_path_as_kubeflow_does(monkeypatch: pytest.Monkey
         monkeypatch.delenv(variable, raising=False)
     assert s3_uri_from("models/my model+v1.onnx", "b") == "s3://b/models/my model+v1.onnx"
     assert s3_uri_from("/build/hal.onnx", "b") == "s3://b/build/hal.onnx"
+
+
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "inf", "1e300", "soon"])
+def test_a_timeout_that_no_call_could_meet_is_refused(timeout: str) -> None:
+    """Each was taken, and every call then failed DEADLINE_EXCEEDED at once."""
+    with pytest.raises(ProfileError, match="timeout must be seconds above 0"):
+        parse_profile("p", {"host": "h", "timeout": timeout})
+    if timeout != "soon":
+        with pytest.raises(ValueError, match="timeout must be seconds above 0"):
+            cairn.TrackingClient.insecure_connection("127.0.0.1", 1, timeout=float(timeout))
+
+
+def test_a_timeout_is_seconds_or_none() -> None:
+    assert parse_profile("p", {"host": "h", "timeout": "2.5"}).timeout == 2.5
+    assert parse_profile("p", {"host": "h", "timeout": "none"}).timeout is None

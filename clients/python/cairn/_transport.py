@@ -320,6 +320,31 @@ def token_header(user_token: str | None, token_style: str = "bearer") -> tuple[C
     raise ValueError(f"token_style must be 'bearer' or 'standalone', not {token_style!r}")
 
 
+# The longest deadline (about 31 years): past some point grpc's deadline overflows and
+# every call fails DEADLINE_EXCEEDED at once (1e300 did).
+MAX_TIMEOUT_SECONDS = 1e9
+
+
+def check_timeout(seconds: float | None) -> float | None:
+    """A call's deadline in seconds, above 0 and at most MAX_TIMEOUT_SECONDS, or None for
+    none. (-1, 0, nan and inf were taken, and every call then failed DEADLINE_EXCEEDED.)"""
+    if seconds is not None and not (
+        isinstance(seconds, int | float) and 0 < seconds <= MAX_TIMEOUT_SECONDS
+    ):
+        raise ValueError(
+            f"timeout must be seconds above 0 (at most {MAX_TIMEOUT_SECONDS:g}), or none "
+            f"for no deadline; not {seconds}"
+        )
+    return seconds
+
+
+def timeout_of(text: str) -> float | None:
+    """A timeout as written in a profile, a variable or a flag: seconds, or "none"."""
+    if text.strip().lower() == "none":
+        return None
+    return check_timeout(float(text))
+
+
 class Transport:
     """A long-lived channel plus the metadata and timeout every call carries."""
 
@@ -334,7 +359,7 @@ class Transport:
     ) -> None:
         self.channel = channel
         self.project = project
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self._metadata = token_header(user_token, token_style)
         # For the artifact service's byte endpoint (direct transfer): the host its calls
         # dial (None: a target such as dns:///, whose host is not one) and, over TLS,

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT
+from ._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT, timeout_of
 
 PROFILES_ENV = "CAIRN_PROFILES"
 DEFAULT_PROFILES_PATH = Path("~/.config/cairn/profiles.ini")
@@ -250,12 +250,12 @@ def _boolean(name: str, value: str, source: str) -> bool:
 def _timeout(name: str, value: str | None, source: str) -> float | None:
     if value is None or value == "":
         return DEFAULT_TIMEOUT
-    if value.lower() == "none":
-        return None
     try:
-        return float(value)
+        return timeout_of(value)
     except ValueError:
-        raise ProfileError(f"{source} [{name}]: timeout must be seconds or none") from None
+        raise ProfileError(
+            f"{source} [{name}]: timeout must be seconds above 0, or none; not {value!r}"
+        ) from None
 
 
 def _path(value: str | None) -> str | None:

@@ -15,6 +15,7 @@ use cannot break them.
 from __future__ import annotations
 
 import configparser
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import click
 
 from .. import profiles
 from .._client import Client, _split
-from .._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT
+from .._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT, timeout_of
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 # Where the options given to the group and to the command meet (ctx.meta is shared).
@@ -74,7 +75,19 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
 
 
 def _seconds(text: str) -> float:
-    return float(text)
+    """A timeout's text: seconds above 0, or "none" (inf here: None is "not given")."""
+    seconds = timeout_of(text)
+    return math.inf if seconds is None else seconds
+
+
+class _Seconds(click.ParamType):
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return _seconds(str(value))
+        except ValueError:
+            self.fail(f"{value!r}: give seconds above 0 (at most 1e9), or none", param, ctx)
 
 
 def _boolean(text: str) -> bool:
@@ -121,7 +134,12 @@ _OPTIONS = [
     _option("profile", "--profile", text="a section of the profile file"),
     _option("tls", "--tls/--no-tls", default=None, text="connect over TLS or not"),
     _option("ca_file", "--ca-file", text="PEM root certificate to trust (TLS)"),
-    _option("timeout", "--timeout", type=float, text="deadline of each call, in seconds"),
+    _option(
+        "timeout",
+        "--timeout",
+        type=_Seconds(),
+        text="deadline of each call, in seconds, or none",
+    ),
     _option(
         "registry_address",
         "--registry-address",
@@ -202,7 +220,7 @@ def _timeout(given: dict[str, Any], profile: profiles.Profile | None) -> float |
     # A profile's timeout is kept as it is, None (no deadline) too, as
     # cairn.create_client_from_profile keeps it.
     if given.get("timeout") is not None:
-        return float(given["timeout"])
+        return None if given["timeout"] == math.inf else float(given["timeout"])
     return profile.timeout if profile else DEFAULT_TIMEOUT
 
 
