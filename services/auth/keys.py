@@ -16,7 +16,8 @@ import re
 import secrets
 
 _KEY = re.compile(r"cairn_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
-_PREFIX = re.compile(r"[0-9a-f]{12}")
+# A prefix alone, as key listings show it, or as a key begins (docs/cli.md's form).
+_PREFIX = re.compile(r"(?:cairn_)?([0-9a-f]{12})")
 # Compared against when no key has the prefix: the comparison runs either way.
 _DECOY_HASH = hashlib.sha256(b"no key has this hash").digest()
 
@@ -43,8 +44,8 @@ def prefix_of(key: str) -> str | None:
 
 def as_prefix(key_or_prefix: str) -> str | None:
     """A whole key or just its prefix, as the prefix; None when it is neither."""
-    if _PREFIX.fullmatch(key_or_prefix):
-        return key_or_prefix
+    if match := _PREFIX.fullmatch(key_or_prefix):
+        return match.group(1)
     return prefix_of(key_or_prefix)
 
 

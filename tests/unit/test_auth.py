@@ -27,6 +27,9 @@ def test_generated_keys_are_unique_and_carry_their_prefix() -> None:
     for key, prefix in made:
         assert keys.prefix_of(key) == prefix
         assert keys.as_prefix(key) == keys.as_prefix(prefix) == prefix
+        # As the key begins: docs/cli.md's `cairn keys revoke cairn_5f0c2a9e81b4`.
+        assert keys.as_prefix(f"cairn_{prefix}") == prefix
+    assert keys.as_prefix("cairn_0123456789ab_") is None
 
 
 @pytest.mark.parametrize(
