@@ -13,6 +13,7 @@ import importlib.metadata
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 import uvloop
@@ -41,7 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
     logs.configure(config.log_level, config.log_format)
-    return int(args.command(config, services, args) or 0)
+    try:
+        return int(args.command(config, services, args) or 0)
+    except _NoDatabase as exc:
+        sys.stderr.write(f"cairn {args.command_name}: {exc}\n")
+        return 1
 
 
 def _serve(config: Config, services: list[catalog.ServiceSpec], args: argparse.Namespace) -> int:
@@ -50,7 +55,8 @@ def _serve(config: Config, services: list[catalog.ServiceSpec], args: argparse.N
         # On uvloop, asyncpg and grpc.aio answer about 0.1 ms sooner per call here.
         uvloop.run(run(config, services))
     except (OSError, Unservable) as exc:  # a port in use, say: a message, not a traceback
-        sys.stderr.write(f"cairn serve: {exc}\n")
+        failure = _NoDatabase(config, exc) if database.unreachable(exc) else exc
+        sys.stderr.write(f"cairn serve: {failure}\n")
         return 1
     return 0
 
@@ -94,7 +100,32 @@ def _with_pool(config: Config, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> 
         finally:
             await pool.close()
 
-    return uvloop.run(session())
+    try:
+        return uvloop.run(session())
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        if isinstance(exc, asyncpg.ClientConfigurationError) or database.unreachable(exc):
+            raise _NoDatabase(config, exc) from exc
+        raise
+
+
+class _NoDatabase(Exception):
+    """A server command's database could not be used: where it is, and why."""
+
+    def __init__(self, config: Config, cause: BaseException) -> None:
+        super().__init__(
+            f"cannot use the database at {_where(config)} (--database-url, "
+            f"CAIRN_DATABASE_URL): {cause}"
+        )
+
+
+def _where(config: Config) -> str:
+    """The database's place, without its password."""
+    if not config.database_url:
+        return f"{config.data_dir}/postgres (embedded)"
+    parts = urlsplit(config.database_url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        return "the URL given"
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
 
 
 def _show_config(
@@ -115,10 +146,10 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=summary, description=summary)
         sub.add_argument("services", nargs="*", help=f"all (default) or some of: {names}")
         config_module.add_flags(sub)
-        sub.set_defaults(command=command)
+        sub.set_defaults(command=command, command_name=name)
     _add_keys_command(commands)
     show = commands.add_parser("config", help="print the configuration table (Markdown)")
-    show.set_defaults(command=_show_config)
+    show.set_defaults(command=_show_config, command_name="config")
     return parser
 
 
@@ -143,7 +174,7 @@ def _add_keys_command(commands: argparse._SubParsersAction) -> None:
         "--admin", action="store_true", help="make the user a global admin (bootstrap)"
     )
     config_module.add_flags(create)
-    create.set_defaults(command=_create_key)
+    create.set_defaults(command=_create_key, command_name="keys create")
 
 
 def _checked(rule: Callable[[str], str]) -> Callable[[str], str]:

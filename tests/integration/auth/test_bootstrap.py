@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import asyncpg
+import pytest
 
 import cairn
 from cairn.types import ApiKeyExpirationTime, ProjectRole
@@ -71,3 +72,20 @@ def test_serve_refuses_auth_none_off_loopback(config: Config) -> None:
     refused = _cairn("serve", "--listen-address", "0.0.0.0:0", database_url=config.database_url)
     assert refused.returncode == 2
     assert "CAIRN_AUTH=none on 0.0.0.0:0" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        ("postgresql://ops:s3cret@127.0.0.1:1/cairn", "127.0.0.1:1/cairn"),
+        ("notaurl", "the URL given"),
+    ],
+)
+def test_a_database_out_of_reach_is_named_not_unexpected(url: str, where: str) -> None:
+    """The commonest mistakes of a deployment ended in the catch-all of our own bugs
+    ("unexpected ConnectionRefusedError"), naming no database."""
+    for command in (["migrate"], ["keys", "create", "--user", "ops"]):
+        done = _cairn(*command, database_url=url)
+        assert done.returncode == 1, done.stderr
+        assert f"cannot use the database at {where}" in done.stderr
+        assert "s3cret" not in done.stderr and "Traceback" not in done.stderr
