@@ -186,3 +186,36 @@ def test_a_timeout_no_call_could_meet_is_a_usage_error(tmp_path: Path) -> None:
     # none is no deadline, as in a profile: the call goes (and finds no server).
     unreachable = run_cairn("experiments", "list", "--timeout", "none", "--address", DEAD, env=env)
     assert unreachable.returncode == 1 and "UNAVAILABLE" in unreachable.stderr
+
+
+def test_options_that_name_another_thing_are_usage_errors(tmp_path: Path) -> None:
+    """models download built a URI from its options: --stage 1 downloaded version 1,
+    --version production the Production stage. --max-points past 32 bits reached
+    protobuf's bare 'Value out of range'."""
+    env = environment(tmp_path, CAIRN_ADDRESS=DEAD)
+    for argv in (
+        ["models", "download", "churn", "--stage", "1"],
+        ["models", "download", "churn", "--version", "production"],
+        ["models", "download", "churn", "--alias", "x/1"],
+        ["metrics", "history", "0" * 32, "acc", "--max-points", str(2**31)],
+    ):
+        done = run_cairn(*argv, env=env)
+        assert done.returncode == 2, (argv, done.stderr)
+        assert "Invalid value" in done.stderr, done.stderr
+
+
+def test_a_ca_file_is_for_tls_alone(tmp_path: Path) -> None:
+    """--ca-file and CAIRN_CA_FILE made every plaintext command fail, naming the Python
+    client's parameters; a profile's ca was ignored there already."""
+    env = environment(tmp_path, CAIRN_ADDRESS=DEAD, CAIRN_CA_FILE=str(tmp_path / "ca.pem"))
+    assert "UNAVAILABLE" in failed("experiments", "list", env=env)
+    assert "UNAVAILABLE" in failed("experiments", "list", "--ca-file", "x.pem", env=env)
+
+
+def test_a_profile_file_others_may_read_is_one_warning_line(tmp_path: Path) -> None:
+    path = write_profiles(tmp_path, "[p]\nhost = 127.0.0.1\nport = 1\ntls = false\ntoken = k\n")
+    path.chmod(0o644)
+    done = run_cairn("experiments", "list", "--profile", "p", env=environment(tmp_path))
+    warning = [line for line in done.stderr.splitlines() if "chmod 600" in line]
+    assert len(warning) == 1 and warning[0].startswith("Warning: "), done.stderr
+    assert ".py:" not in done.stderr

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -66,11 +68,25 @@ for _command in (
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The console script: runs one command and exits with its status."""
+    warnings.showwarning = _one_line
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="cairn")
     except Exception as error:  # a bug of ours: still one line, not a traceback
         click.echo(f"Error: unexpected {type(error).__name__}: {error}", err=True)
         sys.exit(1)
+
+
+def _one_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """A warning as a person reads it (a profile file others may read, say), without the
+    source file and line of Python's format."""
+    click.echo(f"Warning: {message}", err=True)
 
 
 if __name__ == "__main__":

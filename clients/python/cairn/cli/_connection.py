@@ -178,7 +178,9 @@ def resolve(ctx: click.Context) -> Connection:
         host=host,
         port=port,
         tls=tls,
-        ca_file=_first(given.get("ca_file"), profile.ca if profile and tls else None),
+        # A CA says whom to trust over TLS; a plaintext connection has no use for one,
+        # from the profile, the flag or the variable alike.
+        ca_file=_first(given.get("ca_file"), profile and profile.ca) if tls else None,
         api_key=_first(given.get("api_key"), own and own.token),
         token_style=profile.token_style if profile else profiles.BEARER,
         project=_first(given.get("project"), profile and profile.project, DEFAULT_PROJECT),

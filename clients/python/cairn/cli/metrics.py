@@ -16,12 +16,16 @@ COLUMNS = [("step", "Step"), ("value", "Value"), ("timestamp", "Time")]
 PIPED_SIZE = (100, 25)
 # The server keeps the first, last, smallest and largest point: fewer cannot be asked.
 MIN_MAX_POINTS = 4
+MAX_MAX_POINTS = 2**31 - 1
 
 
 def _max_points(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    # The server's rule (GetMetricHistory): 0 for every point, else at least 4.
-    if value is not None and value != 0 and value < MIN_MAX_POINTS:
-        raise click.BadParameter(f"must be 0 (every point) or at least {MIN_MAX_POINTS}")
+    # The server's rule (GetMetricHistory): 0 for every point, else at least 4, in the
+    # request's 32 bits.
+    if value is not None and value != 0 and not MIN_MAX_POINTS <= value <= MAX_MAX_POINTS:
+        raise click.BadParameter(
+            f"must be 0 (every point) or from {MIN_MAX_POINTS} to {MAX_MAX_POINTS}"
+        )
     return value
 
 

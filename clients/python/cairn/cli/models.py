@@ -142,19 +142,31 @@ def stage(name: str, version: int, stage: str, archive_existing: bool, output: s
 
 @group.command("download")
 @click.argument("name")
-@click.option("--version", "-v", "version", help="a version number")
+@click.option(
+    "--version", "-v", "version", type=click.IntRange(1, 2**63 - 1), help="a version number"
+)
 @click.option("--alias", "-a", "alias_name", help="or an alias, e.g. champion")
-@click.option("--stage", "-s", "stage_name", help="or a stage: its latest version")
+@click.option(
+    "--stage",
+    "-s",
+    "stage_name",
+    type=click.Choice(STAGES, case_sensitive=False),
+    help="or a stage: its latest version",
+)
 @click.option("--dst-path", "-d", default=".", show_default=True, help="local directory")
 @connection_options
 def download(
-    name: str, version: str | None, alias_name: str | None, stage_name: str | None, dst_path: str
+    name: str, version: int | None, alias_name: str | None, stage_name: str | None, dst_path: str
 ) -> None:
     """Download a model version's files (checked against their manifest) into
     --dst-path; print the local path written."""
     chosen = [v for v in (version, alias_name, stage_name) if v]
     if len(chosen) != 1:
         raise click.UsageError("give one of --version, --alias, --stage")
+    if alias_name is not None and ("/" in alias_name or "@" in alias_name):
+        raise click.BadParameter(
+            f"{alias_name!r}: an alias has no '/' or '@'", param_hint="--alias"
+        )
     uri = f"models:/{name}@{alias_name}" if alias_name else f"models:/{name}/{chosen[0]}"
     written = call(
         lambda client: client.tracking.download_artifacts(
