@@ -174,3 +174,19 @@ async def test_unknown_run_is_not_found(tracking: cairn.TrackingClient) -> None:
     with pytest.raises(NotFoundError) as raised:
         await tracking.log_metric("f" * 32, "m", 1.0)
     assert raised.value.reason == "RUN_NOT_FOUND"
+
+
+async def test_a_number_past_its_fields_bits_is_invalid_naming_the_parameter(
+    tracking: cairn.TrackingClient, run_id: str
+) -> None:
+    """protobuf's own error was a bare ValueError, 'Value out of range', naming none."""
+    calls = {
+        "step": lambda: tracking.log_metric(run_id, "m", 1.0, step=2**70),
+        "timestamp": lambda: tracking.log_metric(run_id, "m", 1.0, timestamp=2**63),
+        "max_points": lambda: tracking.get_metric_history(run_id, "m", max_points=2**31),
+        "metrics": lambda: tracking.log_batch(run_id, [Metric("m", 1.0, 1, 2**64)]),
+    }
+    for name, call in calls.items():
+        with pytest.raises(InvalidArgumentError) as refused:
+            await call()
+        assert refused.value.message.startswith(f"{name}: "), refused.value.message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import time
 import uuid
@@ -12,7 +13,7 @@ from typing import Any
 from .._base import BaseClient
 from .._read_ahead import ReadAhead
 from .._transport import REQUEST_ID_HEADER, Metadata
-from ..exceptions import NotFoundError
+from ..exceptions import InvalidArgumentError, NotFoundError
 from ..tracking.v1 import tracking_pb2 as pb
 from ..tracking.v1 import tracking_service_pb2 as api
 from ..tracking.v1 import tracking_service_pb2_grpc
@@ -459,7 +460,10 @@ class TrackingClient(
         """Logs one point. With synchronous=False it returns at once a RunOperations
         whose wait() waits for the write (docs/client.md, "MLflow")."""
         metric = pb.Metric(
-            key=key, value=float(value), timestamp_ms=timestamp or _now_ms(), step=step or 0
+            key=key,
+            value=float(value),
+            timestamp_ms=_whole(timestamp or _now_ms(), "timestamp"),
+            step=_whole(step or 0, "step"),
         )
         request = api.LogMetricRequest(project=self.project, run_id=run_id, metric=metric)
         return await self._write(
@@ -544,7 +548,7 @@ class TrackingClient(
             project=self.project,
             run_id=run_id,
             request_id=request_id or _request_id_of(metadata) or uuid.uuid4().hex,
-            metrics=types.metrics_to_columns(list(metrics)),
+            metrics=_columns(metrics),
             params=[pb.Param(key=p.key, value=str(p.value)) for p in params],
             tags=[pb.Tag(key=t.key, value=str(t.value)) for t in tags],
         )
@@ -617,7 +621,10 @@ class TrackingClient(
         metadata: Metadata | None,
     ) -> AsyncIterator[list[Metric]]:
         request = api.GetMetricHistoryRequest(
-            project=self.project, run_id=run_id, metric_key=key, max_points=max_points or 0
+            project=self.project,
+            run_id=run_id,
+            metric_key=key,
+            max_points=_whole(max_points or 0, "max_points", 32),
         )
         async for chunk in self._transport.server_stream(
             self._stub.GetMetricHistory, request, timeout=timeout, metadata=metadata
@@ -635,7 +642,10 @@ class TrackingClient(
     ) -> dict[str, list[Metric]]:
         """The history of one metric for several runs (at most 100), by run id."""
         request = api.GetMetricHistoryBulkRequest(
-            project=self.project, run_ids=list(run_ids), metric_key=key, max_points=max_points or 0
+            project=self.project,
+            run_ids=list(run_ids),
+            metric_key=key,
+            max_points=_whole(max_points or 0, "max_points", 32),
         )
         found: dict[str, list[Metric]] = {run_id: [] for run_id in run_ids}
         async for chunk in self._transport.server_stream(
@@ -669,6 +679,30 @@ def _page(options: ListOptions | None, items: list[Any], reply: Any) -> PagedLis
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _whole(value: Any, name: str, bits: int = 64) -> int:
+    """An integer of the request's field, else InvalidArgumentError naming the parameter
+    (protobuf's own error, "Value out of range", names none)."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"{name}: {value!r} is no integer", reason="INVALID_ARGUMENT"
+        ) from None
+    limit = 1 << (bits - 1)
+    if not -limit <= number < limit:
+        raise InvalidArgumentError(
+            f"{name}: {number} does not fit in {bits} bits", reason="INVALID_ARGUMENT"
+        )
+    return number
+
+
+def _columns(metrics: Sequence[Metric]) -> pb.MetricColumns:
+    try:
+        return types.metrics_to_columns(list(metrics))
+    except (TypeError, ValueError) as error:  # a step past 64 bits, a value of no number
+        raise InvalidArgumentError(f"metrics: {error}", reason="INVALID_ARGUMENT") from None
 
 
 def _request_id_of(metadata: Metadata | None) -> str | None:
