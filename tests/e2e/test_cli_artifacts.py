@@ -97,10 +97,15 @@ def test_store_paths_upload_list_download_rm(
 
     ok("artifacts", "download", "-a", f"{base}/r.txt", "-d", str(tmp_path / "got"), env=env)
     assert (tmp_path / "got" / "r.txt").read_text() == "accuracy 0.9\n"
-    assert ok("artifacts", "rm", f"{base}/r.txt", env=env) == "deleted 1 objects\n"
+    assert ok("artifacts", "rm", f"{base}/r.txt", env=env) == "deleted 1 object\n"
     assert f"{base}/r.txt" not in {
         e["path"] for e in as_json("artifacts", "list", base, "--recursive", env=env)
     }
+    # A directory without --recursive was "no object at ..."; a bare "" deleted nothing.
+    directory = run_cairn("artifacts", "rm", base, env=env)
+    assert directory.returncode == 2 and "add --recursive" in directory.stderr
+    nothing = run_cairn("artifacts", "rm", "", "--recursive", env=env)
+    assert nothing.returncode == 2 and "name what to delete" in nothing.stderr
 
 
 def test_download_needs_one_source(env: dict[str, str]) -> None:

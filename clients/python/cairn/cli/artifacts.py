@@ -11,6 +11,7 @@ import click
 from .._client import Client
 from .._clients.artifacts import ArtifactClient
 from .._clients.run_store import join, run_store
+from ..exceptions import NotFoundError
 from ..types import ListOptions, ObjectInfo, Pager
 from ._calls import call
 from ._connection import connection_options
@@ -152,9 +153,22 @@ def download(
 @connection_options
 def remove(path: str, run_id: str | None, recursive: bool) -> None:
     """Delete an object (or, with --recursive, a directory); print how many went."""
+    if not path.strip("/") and not run_id:
+        raise click.BadParameter(
+            "name what to delete (or a run's whole artifacts with --run-id)", param_hint="PATH"
+        )
 
     async def work(client: Client) -> int:
         store, root = await location(client, run_id)
-        return await store.delete(join(root, None, path), recursive=recursive)
+        target = join(root, None, path)
+        try:
+            return await store.delete(target, recursive=recursive)
+        except NotFoundError:
+            if not recursive and await store.list(f"{target}/", options=ListOptions(limit=1)):
+                raise click.UsageError(
+                    f"{path!r} is a directory: add --recursive to delete everything under it"
+                ) from None
+            raise
 
-    click.echo(f"deleted {call(work)} objects")
+    deleted = call(work)
+    click.echo(f"deleted {deleted} object{'' if deleted == 1 else 's'}")
