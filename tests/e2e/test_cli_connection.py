@@ -219,3 +219,15 @@ def test_a_profile_file_others_may_read_is_one_warning_line(tmp_path: Path) -> N
     warning = [line for line in done.stderr.splitlines() if "chmod 600" in line]
     assert len(warning) == 1 and warning[0].startswith("Warning: "), done.stderr
     assert ".py:" not in done.stderr
+
+
+def test_connecting_mistakes_say_what_to_do(
+    keyed: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    """gRPC's own words (connections to all backends failing) say nothing of the fix."""
+    server, _ = keyed
+    env = environment(tmp_path)
+    refused = failed("experiments", "list", "--address", DEAD, env=env)
+    assert f"no server answers at {DEAD}" in refused
+    keyless = failed("experiments", "list", "--address", server.address, env=env)
+    assert "API_KEY_MISSING" in keyless and "--api-key, CAIRN_API_KEY" in keyless

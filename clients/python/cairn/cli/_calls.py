@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 import click
 
 from .._client import Client
-from ..exceptions import CairnError
+from ..exceptions import CairnError, UnavailableError, UnimplementedError
 from ..profiles import ProfileError
 from ..types import Pager
-from ._connection import resolve
+from ._connection import Connection, resolve
 
 T = TypeVar("T")
 
@@ -23,17 +23,45 @@ def call(work: Callable[[Client], Awaitable[T]]) -> T:
     A CairnError (its status, reason and message), a bad profile or a bad value becomes
     click's one-line "Error: ..." on stderr and exit status 1, never a traceback.
     """
-    ctx = click.get_current_context()
     try:
-        connection = resolve(ctx)
-
-        async def session() -> T:
-            async with connection.client() as client:
-                return await work(client)
-
-        return asyncio.run(session())
-    except (CairnError, ProfileError, ValueError, OSError) as error:
+        connection = resolve(click.get_current_context())
+    except (ProfileError, ValueError) as error:
         raise click.ClickException(str(error)) from None
+
+    async def session() -> T:
+        async with connection.client() as client:
+            return await work(client)
+
+    try:
+        return asyncio.run(session())
+    except CairnError as error:
+        hint = _hint(error, connection)
+        raise click.ClickException(f"{error}{f' ({hint})' if hint else ''}") from None
+    except (ProfileError, ValueError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _hint(error: CairnError, connection: Connection) -> str:
+    """What to do about the commonest mistakes of connecting, which gRPC's own words
+    (connections to all backends failing; Method not found!) do not say."""
+    where = f"{connection.host}:{connection.port}"
+    text = error.message
+    if error.reason == "API_KEY_MISSING":
+        return "give it with --api-key, CAIRN_API_KEY or a profile's token"
+    if isinstance(error, UnimplementedError):
+        return (
+            f"{where} does not serve this service: give the address of the server that "
+            "does, e.g. --registry-address or --artifacts-address"
+        )
+    if not isinstance(error, UnavailableError) or error.reason:
+        return ""
+    if "WRONG_VERSION_NUMBER" in text or "handshake failed" in text.lower():
+        return f"{where} does not speak TLS: use http://, --no-tls or tls = false"
+    if "Socket closed" in text and not connection.tls:
+        return f"{where} may speak TLS: use https:// or --tls"
+    if "Connection refused" in text or "failed to connect" in text.lower():
+        return f"no server answers at {where}: is it running? --address, CAIRN_ADDRESS"
+    return ""
 
 
 async def collect(pager: Pager[Any], max_results: int | None) -> list[Any]:
