@@ -101,7 +101,10 @@ def list_versions(
                 condition, options.limit or 100, [order_by], options.next_page_token
             )
 
-        return await collect(Pager(page), max_results)
+        found = await collect(Pager(page), max_results)
+        if not found:  # no model of that name, or one without versions?
+            await client.registry.get_registered_model(name)
+        return found
 
     versions = call(work)
     emit_list(output, [plain(v) for v in versions], VERSION_COLUMNS, f"Versions of {name}")

@@ -81,16 +81,17 @@ def list_runs(
 
 
 async def experiment_id(client: Client, name_or_id: str) -> str:
-    """The id of the experiment of that name, else name_or_id itself when it is an id.
+    """The id of the experiment of that name, else name_or_id itself when it is the id
+    of one (a typo of an id used to list nothing, as an experiment without runs does).
 
     Raises:
-        NotFoundError: no experiment has that name, and it is no id.
+        NotFoundError: no experiment has that name or id.
     """
     found = await client.tracking.get_experiment_by_name(name_or_id)
     if found:
         return found.experiment_id
-    if name_or_id.isdigit():
-        return name_or_id
+    if name_or_id.isascii() and name_or_id.isdigit():
+        return (await client.tracking.get_experiment(name_or_id)).experiment_id
     raise NotFoundError(f"no experiment named {name_or_id!r}", reason="EXPERIMENT_NOT_FOUND")
 
 
