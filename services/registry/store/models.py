@@ -167,24 +167,25 @@ class ModelStore:
             # The model first, as its delete takes it before its versions: an alias is
             # set against neither a model nor a version being deleted, and the count of
             # the model's aliases holds until commit.
-            model = await conn.fetchval(
-                """SELECT id FROM registry.registered_models WHERE project = $1 AND id = $2
+            found = await conn.fetchrow(
+                """SELECT id, name FROM registry.registered_models WHERE project = $1 AND id = $2
                    FOR NO KEY UPDATE""",
                 project,
                 id_or_none(model_id),
             )
-            if model is None:
+            if found is None:
                 raise _missing(model_id)
+            model = found["id"]
             version_id = await conn.fetchval(
                 """SELECT id FROM registry.model_versions
                    WHERE registered_model_id = $1 AND version = $2 FOR KEY SHARE""",
                 model,
                 version,
             )
-            if version_id is None:
+            if version_id is None:  # named as the caller knows it, not by its row id
                 raise NotFound(
                     "MODEL_VERSION_NOT_FOUND",
-                    f"registered model {model_id} has no version {version}",
+                    f"registered model {found['name']!r} has no version {version}",
                     metadata={"version": str(version)},
                 )
             await _check_alias_room(conn, model, alias)

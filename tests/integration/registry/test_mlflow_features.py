@@ -270,3 +270,15 @@ async def test_a_version_is_read_as_int_reads_it(mr_client: cairn.ModelRegistryA
     await mr_client.create_model_version("read-as-int", "s3://bucket/m")
     for version in (1, "1", " 1", "01", 1.0):
         assert (await mr_client.get_model_version("read-as-int", version)).version == 1
+
+
+async def test_an_alias_to_a_missing_version_names_the_model_as_the_caller_does(
+    mr_client: cairn.ModelRegistryAPIClient,
+) -> None:
+    """The refusal named the model by its row id ("registered model 1"), which no
+    caller of set_registered_model_alias(name, ...) ever saw."""
+    await mr_client.create_registered_model("churn-named")
+    with pytest.raises(NotFoundError) as missing:
+        await mr_client.set_registered_model_alias("churn-named", "champion", 99)
+    assert missing.value.reason == "MODEL_VERSION_NOT_FOUND"
+    assert "'churn-named' has no version 99" in missing.value.message
