@@ -261,7 +261,7 @@ async def test_versions_order_by_their_models_name_across_pages(
                 order_by=[order], max_results=3, page_token=found.token
             )
             pages.append([v.name[0] for v in found])
-        assert "".join(sum(pages, [])) == expected
+        assert "".join(name for page in pages for name in page) == expected
         assert len(pages) == 2
 
 
