@@ -94,7 +94,10 @@ def _create_key(
 def _with_pool(config: Config, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     async def session() -> T:
         url = await asyncio.to_thread(database.resolve_url, config)
-        pool = await database.create_pool(url, config)
+        try:
+            pool = await database.create_pool(url, config)
+        except ValueError as exc:  # asyncpg's reading of a URL that is none
+            raise _NoDatabase(config, exc) from exc
         try:
             return await work(pool)
         finally:
@@ -122,10 +125,13 @@ def _where(config: Config) -> str:
     """The database's place, without its password."""
     if not config.database_url:
         return f"{config.data_dir}/postgres (embedded)"
-    parts = urlsplit(config.database_url)
-    if parts.scheme not in ("postgres", "postgresql"):
-        return "the URL given"
-    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+    try:
+        parts = urlsplit(config.database_url)
+        if parts.scheme in ("postgres", "postgresql"):
+            return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+    except ValueError:  # several hosts, a port past 65535: asyncpg reads what this cannot
+        pass
+    return "the URL given"
 
 
 def _show_config(

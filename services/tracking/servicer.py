@@ -285,15 +285,19 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
     async def DeleteTag(
         self, request: api.DeleteTagRequest, context: Context
     ) -> api.DeleteTagResponse:
-        if request.key == RUN_NAME_TAG:
-            raise invalid_field(
-                "key", f"{RUN_NAME_TAG} is the run's name, which a run keeps: rename the run"
+        try:
+            await self._writer.delete_tag(
+                common.project(request.project),
+                validation.run_id(request.run_id),
+                validation.key(request.key, "key"),
             )
-        await self._writer.delete_tag(
-            common.project(request.project),
-            validation.run_id(request.run_id),
-            validation.key(request.key, "key"),
-        )
+        except NotFound as missing:
+            # Only a tag kept from before the name was the tag (migration 0012) is one.
+            if request.key == RUN_NAME_TAG and missing.reason == "TAG_NOT_FOUND":
+                raise invalid_field(
+                    "key", f"{RUN_NAME_TAG} is the run's name, which a run keeps: rename the run"
+                ) from None
+            raise
         return api.DeleteTagResponse()
 
     async def LogBatch(

@@ -31,17 +31,21 @@ FROM (
 WHERE r.run_id = c.run_id AND r.artifact_uri <> c.spelled;
 
 -- Purging a run looks for experiments whose location lies in or under the run's
--- directory (store/purge.py, unshared): the locations in byte order serve it.
-CREATE INDEX IF NOT EXISTS experiments_by_location ON experiments (artifact_location COLLATE "C");
+-- directory (store/purge.py, unshared): the locations' first 600 characters in byte
+-- order serve it (a whole location, of up to 2,048 characters of up to 4 bytes, could
+-- pass the 2,704 bytes of an index entry).
+CREATE INDEX IF NOT EXISTS experiments_by_location
+    ON experiments ((substr(artifact_location, 1, 600) COLLATE "C"));
 
 -- MLflow's tag mlflow.runName is a run's name (docs/tracking.md, "Runs"), kept as the
--- name alone. A run tagged so before takes the tag's value as its name when it is one
--- (1-500 characters, none of them control characters, no space at either end), and the
--- tag goes, with what it counted in its run's total; any other value stays a tag.
+-- name alone. A run tagged so before takes the tag's value as its name when it is
+-- plainly one (1-500 letters, digits, spaces inside and _ . : / @ + -, which the
+-- service's rule for names takes too), and the tag goes, with what it counted in its
+-- run's total; any other value stays a tag, which delete_tag removes.
 WITH named AS (
     DELETE FROM tags
     WHERE key = 'mlflow.runName' AND char_length(value) BETWEEN 1 AND 500
-      AND value = btrim(value) AND value !~ '[[:cntrl:]]'
+      AND value ~ '^[[:alnum:]_.:/@+-]([[:alnum:] _.:/@+-]*[[:alnum:]_.:/@+-])?$'
     RETURNING run_id, value, octet_length(key) + octet_length(value) + 32 AS bytes
 ), renamed AS (
     UPDATE runs r SET run_name = n.value FROM named n WHERE r.run_id = n.run_id

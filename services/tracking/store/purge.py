@@ -186,16 +186,17 @@ async def unshared(
     """The locations no remaining experiment keeps artifacts in, under or (when above)
     above: an experiment's location chosen by hand may lie inside another's, or inside
     a run's directory (whose own experiment is above it, and does not keep it). In and
-    under lie in one range of experiments_by_location (migration 0012), from the
-    location to it followed by "0", the byte after "/"; above is a look at every
-    experiment, which only experiments' purges take."""
+    under lie in one range of experiments_by_location (migration 0012: locations' first
+    600 characters), from the location to it followed by "0", the byte after "/", each
+    cut as the index cuts them; above is a look at every experiment, which only
+    experiments' purges take."""
     around = "OR starts_with(loc, o.artifact_location || '/')" if above else ""
     rows = await conn.fetch(
         f"""SELECT loc FROM unnest($1::text[]) AS loc
             WHERE NOT EXISTS (
                 SELECT FROM tracking.experiments o
-                WHERE (o.artifact_location COLLATE "C" >= loc
-                       AND o.artifact_location COLLATE "C" < loc || '0'
+                WHERE (substr(o.artifact_location, 1, 600) COLLATE "C"
+                           BETWEEN substr(loc, 1, 600) AND substr(loc || '0', 1, 600)
                        AND (o.artifact_location = loc
                             OR starts_with(o.artifact_location, loc || '/')))
                    {around})""",

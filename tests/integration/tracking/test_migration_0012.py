@@ -47,8 +47,14 @@ async def test_locations_stored_in_other_spellings_are_written_in_one(
 async def test_a_run_tagged_with_its_name_takes_it(
     tracking: cairn.TrackingClient, run_id: str, pool: asyncpg.Pool
 ) -> None:
-    other = await tracking.create_run((await tracking.get_run(run_id)).info.experiment_id)
-    for run, value in ((run_id, "from-the-tag"), (other.info.run_id, " not a name ")):
+    experiment_id = (await tracking.get_run(run_id)).info.experiment_id
+    other = await tracking.create_run(experiment_id)
+    unseen = await tracking.create_run(experiment_id)  # a space of no width: no name
+    for run, value in (
+        (run_id, "from-the-tag"),
+        (other.info.run_id, " not a name "),
+        (unseen.info.run_id, "name\u200b"),
+    ):
         await pool.execute(
             "INSERT INTO tracking.tags (run_id, key, value) VALUES ($1, 'mlflow.runName', $2)",
             uuid.UUID(run),
@@ -66,3 +72,18 @@ async def test_a_run_tagged_with_its_name_takes_it(
     assert before - after == len("mlflow.runName") + len("from-the-tag") + 32
     kept = await tracking.get_run(other.info.run_id)  # no name: it stays a tag
     assert kept.data.tags["mlflow.runName"] == " not a name "
+    assert (await tracking.get_run(unseen.info.run_id)).data.tags["mlflow.runName"] == "name\u200b"
+    await tracking.delete_tag(other.info.run_id, "mlflow.runName")  # and delete_tag drops it
+    assert "mlflow.runName" not in (await tracking.get_run(other.info.run_id)).data.tags
+
+
+async def test_a_location_of_any_length_allowed_is_indexed(
+    tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    """2,000 characters of 3 bytes each passed the 2,704 bytes of an index entry of the
+    whole location: CreateExperiment answered INTERNAL, and the migration failed on
+    such a location stored before."""
+    location = f"cairn-artifacts://default/{unique}/" + "模" * 2000
+    experiment_id = await tracking.create_experiment(f"long-{unique}", artifact_location=location)
+    assert (await tracking.get_experiment(experiment_id)).artifact_location == location
+    await _migrate(pool)
