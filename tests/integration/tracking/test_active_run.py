@@ -142,3 +142,16 @@ async def test_a_file_that_is_no_journal_is_named_and_the_others_are_stored(
     # Where no run ever needed a journal, there is nothing to send.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "never-used"))
     assert await tracking.sync_journal() == 0
+
+
+async def test_a_step_past_64_bits_is_refused_when_logged_not_with_its_batch(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    """Buffered as given, it failed its whole batch later (the valid points with it),
+    and the run's journal could never be replayed."""
+    async with tracking.start_run(experiment_id) as run:
+        await run.log_metric("kept", 1.0, step=1)
+        with pytest.raises(InvalidArgumentError) as refused:
+            await run.log_metric("kept", 2.0, step=2**70)
+        assert refused.value.message.startswith("step: ")
+    assert [m.step for m in await tracking.get_metric_history(run.run_id, "kept")] == [1]

@@ -3,6 +3,7 @@ runs named by MLflow's tag mlflow.runName."""
 
 from __future__ import annotations
 
+import random
 import uuid
 
 import asyncpg
@@ -80,10 +81,14 @@ async def test_a_run_tagged_with_its_name_takes_it(
 async def test_a_location_of_any_length_allowed_is_indexed(
     tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
 ) -> None:
-    """2,000 characters of 3 bytes each passed the 2,704 bytes of an index entry of the
-    whole location: CreateExperiment answered INTERNAL, and the migration failed on
-    such a location stored before."""
-    location = f"cairn-artifacts://default/{unique}/" + "模" * 2000
+    """2,000 characters of 3 bytes each (that do not compress) passed the 2,704 bytes of
+    an index entry of the whole location: CreateExperiment answered INTERNAL, and the
+    migration failed on such a location stored before."""
+    rng = random.Random(7)
+    name = "".join(chr(0x4E00 + rng.randrange(20_000)) for _ in range(2000))
+    location = f"cairn-artifacts://default/{unique}/{name}"
     experiment_id = await tracking.create_experiment(f"long-{unique}", artifact_location=location)
     assert (await tracking.get_experiment(experiment_id)).artifact_location == location
-    await _migrate(pool)
+    await pool.execute("DROP INDEX tracking.experiments_by_location")
+    await _migrate(pool)  # made again over the stored location
+    assert await pool.fetchval("SELECT to_regclass('tracking.experiments_by_location')")

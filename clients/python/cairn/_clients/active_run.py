@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import operator
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 from .._transport import REQUEST_ID_HEADER
 from ..exceptions import DeadlineExceededError, ResourceExhaustedError, UnavailableError
 from ..types._tracking import Metric, Param, Run, RunInput, RunStatus, RunTag
+from ._numbers import whole
 from .journal import Journal
 
 # Failures that a later attempt may not meet: the server or its database away, a deadline,
@@ -210,10 +210,11 @@ class ActiveRun:
                     lambda: len(self._buffer) < self._max_buffered or self._error is not None
                 )
             self._raise_pending()
-        # Plain ints, as the journal writes them: a numpy step (`for step in
-        # np.arange(n)`) sends well, and failed the journal of an outage, losing it all.
-        stamp = operator.index(timestamp) if timestamp else time.time_ns() // 1_000_000
-        self._buffer.append(Metric(key, float(value), stamp, operator.index(step)))
+        # Plain ints of 64 bits, checked here: a numpy step (`for step in np.arange(n)`)
+        # sent well and failed the journal of an outage, losing it all, and a step past
+        # 64 bits failed its whole batch later, valid points with it.
+        stamp = whole(timestamp, "timestamp") if timestamp else time.time_ns() // 1_000_000
+        self._buffer.append(Metric(key, float(value), stamp, whole(step, "step")))
         if len(self._buffer) >= self._batch_size:
             self._wake.set()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 import os
 import time
 import uuid
@@ -21,6 +20,7 @@ from ..types import _tracking as types
 from ..types._paging import ListOptions, OrderByField, PagedList
 from ..types._tracking import Experiment, Metric, Param, Run, RunInput, RunStatus, RunTag, ViewType
 from . import journal
+from ._numbers import whole
 from .active_run import ActiveRun
 from .lineage import RunLineage
 from .run_artifacts import RunArtifacts
@@ -462,8 +462,8 @@ class TrackingClient(
         metric = pb.Metric(
             key=key,
             value=float(value),
-            timestamp_ms=_whole(timestamp or _now_ms(), "timestamp"),
-            step=_whole(step or 0, "step"),
+            timestamp_ms=whole(timestamp or _now_ms(), "timestamp"),
+            step=whole(step or 0, "step"),
         )
         request = api.LogMetricRequest(project=self.project, run_id=run_id, metric=metric)
         return await self._write(
@@ -624,7 +624,7 @@ class TrackingClient(
             project=self.project,
             run_id=run_id,
             metric_key=key,
-            max_points=_whole(max_points or 0, "max_points", 32),
+            max_points=whole(max_points or 0, "max_points", 32),
         )
         async for chunk in self._transport.server_stream(
             self._stub.GetMetricHistory, request, timeout=timeout, metadata=metadata
@@ -645,7 +645,7 @@ class TrackingClient(
             project=self.project,
             run_ids=list(run_ids),
             metric_key=key,
-            max_points=_whole(max_points or 0, "max_points", 32),
+            max_points=whole(max_points or 0, "max_points", 32),
         )
         found: dict[str, list[Metric]] = {run_id: [] for run_id in run_ids}
         async for chunk in self._transport.server_stream(
@@ -679,23 +679,6 @@ def _page(options: ListOptions | None, items: list[Any], reply: Any) -> PagedLis
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _whole(value: Any, name: str, bits: int = 64) -> int:
-    """An integer of the request's field, else InvalidArgumentError naming the parameter
-    (protobuf's own error, "Value out of range", names none)."""
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise InvalidArgumentError(
-            f"{name}: {value!r} is no integer", reason="INVALID_ARGUMENT"
-        ) from None
-    limit = 1 << (bits - 1)
-    if not -limit <= number < limit:
-        raise InvalidArgumentError(
-            f"{name}: {number} does not fit in {bits} bits", reason="INVALID_ARGUMENT"
-        )
-    return number
 
 
 def _columns(metrics: Sequence[Metric]) -> pb.MetricColumns:

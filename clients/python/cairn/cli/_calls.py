@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -25,7 +26,7 @@ def call(work: Callable[[Client], Awaitable[T]]) -> T:
     """
     try:
         connection = resolve(click.get_current_context())
-    except (ProfileError, ValueError) as error:
+    except (ProfileError, ValueError, OSError) as error:  # OSError: a profile file unread
         raise click.ClickException(str(error)) from None
 
     async def session() -> T:
@@ -44,23 +45,27 @@ def call(work: Callable[[Client], Awaitable[T]]) -> T:
 def _hint(error: CairnError, connection: Connection) -> str:
     """What to do about the commonest mistakes of connecting, which gRPC's own words
     (connections to all backends failing; Method not found!) do not say."""
-    where = f"{connection.host}:{connection.port}"
     text = error.message
     if error.reason == "API_KEY_MISSING":
         return "give it with --api-key, CAIRN_API_KEY or a profile's token"
     if isinstance(error, UnimplementedError):
         return (
-            f"{where} does not serve this service: give the address of the server that "
-            "does, e.g. --registry-address or --artifacts-address"
+            "the server asked does not serve this service: give the address of one that "
+            "does (--address, --registry-address, --artifacts-address)"
         )
     if not isinstance(error, UnavailableError) or error.reason:
         return ""
-    if "WRONG_VERSION_NUMBER" in text or "handshake failed" in text.lower():
+    # The address that failed, as gRPC names it (a service may be served apart).
+    found = re.search(r"ipv[46]:(\S+?):? ", text)
+    where = found.group(1) if found else f"{connection.host}:{connection.port}"
+    if "WRONG_VERSION_NUMBER" in text:
         return f"{where} does not speak TLS: use http://, --no-tls or tls = false"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return f"{where}'s certificate is not trusted here: give its CA with --ca-file"
     if "Socket closed" in text and not connection.tls:
         return f"{where} may speak TLS: use https:// or --tls"
     if "Connection refused" in text or "failed to connect" in text.lower():
-        return f"no server answers at {where}: is it running? --address, CAIRN_ADDRESS"
+        return f"no server answers at {where}: is it running? check the address given"
     return ""
 
 
