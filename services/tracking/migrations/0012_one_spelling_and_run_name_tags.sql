@@ -4,31 +4,20 @@
 -- case, leading spaces, tabs, all of which every reader of a location drops) did not
 -- look shared, so purging one experiment took the other's files. Locations stored
 -- before, and their runs' artifact URIs, are written in that spelling here.
-UPDATE experiments e SET artifact_location = c.spelled
-FROM (
-    SELECT experiment_id,
-           lower(substring(bare FROM '^[A-Za-z][A-Za-z0-9+.-]*:'))
-               || substring(bare FROM '^[A-Za-z][A-Za-z0-9+.-]*:(.*)$') AS spelled
-    FROM (SELECT experiment_id,
-                 regexp_replace(regexp_replace(artifact_location, E'[\\t\\r\\n]', '', 'g'),
-                                E'^[\\x01-\\x20]+', '') AS bare
-          FROM experiments WHERE artifact_location <> '') found
-    WHERE bare ~ '^[A-Za-z][A-Za-z0-9+.-]*:'
-) c
-WHERE e.experiment_id = c.experiment_id AND e.artifact_location <> c.spelled;
-
-UPDATE runs r SET artifact_uri = c.spelled
-FROM (
-    SELECT run_id,
-           lower(substring(bare FROM '^[A-Za-z][A-Za-z0-9+.-]*:'))
-               || substring(bare FROM '^[A-Za-z][A-Za-z0-9+.-]*:(.*)$') AS spelled
-    FROM (SELECT run_id,
-                 regexp_replace(regexp_replace(artifact_uri, E'[\\t\\r\\n]', '', 'g'),
-                                E'^[\\x01-\\x20]+', '') AS bare
-          FROM runs) found
-    WHERE bare ~ '^[A-Za-z][A-Za-z0-9+.-]*:'
-) c
-WHERE r.run_id = c.run_id AND r.artifact_uri <> c.spelled;
+-- A location in its one spelling as urlsplit reads it: tabs and line breaks dropped
+-- anywhere, control characters and spaces before it, the scheme in lower case.
+CREATE FUNCTION spelled(location text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN bare ~ '^[A-Za-z][A-Za-z0-9+.-]*:'
+                THEN lower(substring(bare FROM '^[A-Za-z][A-Za-z0-9+.-]*:'))
+                     || substring(bare FROM '^[A-Za-z][A-Za-z0-9+.-]*:(.*)$')
+                ELSE location END
+    FROM (SELECT regexp_replace(regexp_replace(location, E'[\\t\\r\\n]', '', 'g'),
+                                E'^[\\x01-\\x20]+', '') AS bare) b
+$$;
+UPDATE experiments SET artifact_location = spelled(artifact_location)
+WHERE artifact_location <> '' AND artifact_location <> spelled(artifact_location);
+UPDATE runs SET artifact_uri = spelled(artifact_uri) WHERE artifact_uri <> spelled(artifact_uri);
+DROP FUNCTION spelled(text);
 
 -- Purging a run looks for experiments whose location lies in or under the run's
 -- directory (store/purge.py, unshared): the locations' first 600 characters in byte
