@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
+from urllib.parse import urlsplit
 
 import grpc
 from google.protobuf.message import Message
@@ -316,6 +317,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
                 "must be empty with new_version: only standalone artifacts are versioned",
             )
         else:
+            _check_own_files(artifact.uri, artifact.project)
             record = await self._artifacts.create_version(artifact)
         return api.CreateArtifactResponse(artifact=convert.artifact(record))
 
@@ -510,3 +512,18 @@ def _stage(value: int) -> Stage:
 
 def _page_size(value: int) -> int:
     return paging.page_size(value, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _check_own_files(uri: str, project: str) -> None:
+    """A version's files are its project's: another project's directory would send the
+    version's readers there, under a name of this project."""
+    try:
+        location = urlsplit(uri)
+    except ValueError:  # an unclosed "[" of a host, say
+        raise invalid_field("artifact.uri", "is no URI", "INVALID_ARTIFACT_LOCATION") from None
+    if location.scheme.lower() == "cairn-artifacts" and location.netloc != project:
+        raise invalid_field(
+            "artifact.uri",
+            f"a version's files are in its own project: cairn-artifacts://{project}/<path>",
+            "INVALID_ARTIFACT_LOCATION",
+        )

@@ -12,6 +12,8 @@ import pytest
 from cairn._clients.versioned_artifacts import _segment
 from cairn.exceptions import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from cairn.models import parse_uri
+from cairn.registry.v1 import registry_pb2 as pb
+from cairn.registry.v1 import registry_service_pb2 as api
 from cairn.types import ModelArtifact
 from tests.integration.models.conftest import World
 
@@ -222,3 +224,18 @@ async def test_a_version_without_files_downloads_as_an_empty_directory(
     found = await world.registry.get_artifact("empty")
     assert await found.download(tmp_path / "out") == str(tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+async def test_a_version_keeps_its_files_in_its_own_project(world: World, unique: str) -> None:
+    """A raw CreateArtifact could point a version of this project at another project's
+    directory, sending its readers there under this project's name."""
+    registry = world.registry
+    for uri in (f"cairn-artifacts://other-{unique}/secret", "cairn-artifacts://[bad/x"):
+        message = pb.Artifact(project=registry.project, name="pointer", type="dataset", uri=uri)
+        message.doc.SetInParent()
+        with pytest.raises(InvalidArgumentError) as refused:
+            await registry._transport.unary(
+                registry._stub.CreateArtifact,
+                api.CreateArtifactRequest(artifact=message, new_version=True),
+            )
+        assert refused.value.reason == "INVALID_ARTIFACT_LOCATION"
