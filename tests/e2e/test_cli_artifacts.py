@@ -3,6 +3,7 @@ files go up and come back byte for byte, listings parsed as JSON."""
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -67,7 +68,8 @@ async def test_run_artifacts_upload_list_download_rm(
         "report.txt"
     ]
     line = failed("artifacts", "download", "-r", run_id, "-a", "out", "-d", str(target), env=env)
-    assert "[OBJECT_NOT_FOUND]" in line
+    # Named as typed: the store's path of the run's root is not the user's.
+    assert line.endswith(f"[OBJECT_NOT_FOUND]: run {run_id} has no artifact at 'out'")
 
 
 def test_store_paths_upload_list_download_rm(
@@ -106,6 +108,17 @@ def test_store_paths_upload_list_download_rm(
     assert directory.returncode == 2 and "add --recursive" in directory.stderr
     nothing = run_cairn("artifacts", "rm", "", "--recursive", env=env)
     assert nothing.returncode == 2 and "name what to delete" in nothing.stderr
+
+
+def test_an_empty_directory_uploads_nothing_and_says_so(
+    env: dict[str, str], tmp_path: Path, unique: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    argv = ("artifacts", "upload", str(tmp_path / "empty"), "-a", f"cli/{unique}/empty")
+    uploaded = run_cairn(*argv, "-o", "json", env=env)
+    assert uploaded.returncode == 0 and json.loads(uploaded.stdout) == []
+    assert uploaded.stderr == f"Nothing uploaded: {tmp_path / 'empty'} holds no files.\n"
+    assert "Nothing uploaded" in run_cairn(*argv, env=env).stderr
 
 
 def test_download_needs_one_source(env: dict[str, str]) -> None:

@@ -254,6 +254,21 @@ async def test_run_artifacts_through_the_tracking_client(
         assert json.loads(Path(params).read_text()) == {"lr": 0.1}
 
 
+async def test_a_missing_run_artifact_is_named_as_the_caller_named_it(
+    server_port: int, unique: str, tmp_path
+) -> None:
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
+        experiment_id = await tracking.create_experiment(f"missing-{unique}")
+        run_id = (await tracking.create_run(experiment_id)).info.run_id
+        with pytest.raises(NotFoundError) as raised:
+            await tracking.download_artifacts(run_id, "nosuch/", tmp_path)
+        assert raised.value.reason == "OBJECT_NOT_FOUND"
+        assert raised.value.message == f"run {run_id} has no artifact at 'nosuch'"
+        with pytest.raises(NotFoundError) as raised:
+            await tracking.download_artifacts(run_id, "", tmp_path)
+        assert raised.value.message == f"run {run_id} has no artifacts"
+
+
 async def test_a_model_version_from_uploaded_files(server_port: int, unique: str) -> None:
     async with (
         cairn.ArtifactClient.insecure_connection("127.0.0.1", server_port) as artifacts,

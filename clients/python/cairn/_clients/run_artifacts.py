@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._progress import Progress
+from ..exceptions import NotFoundError
 from ..models._uris import is_uri
 from ..types._artifacts import ObjectInfo
 from ..types._paging import Pager
@@ -126,5 +127,14 @@ class RunArtifacts:
         destination = Path(dst_path) if dst_path else Path(tempfile.mkdtemp(prefix="cairn-"))
         source = join(root, None, path.strip("/")) if path.strip("/") else root
         target = destination / Path(path).name if path.strip("/") else destination
-        written = await store.download(source, target, progress=progress)
+        try:
+            written = await store.download(source, target, progress=progress)
+        except NotFoundError as missing:
+            # Named as the caller named it: the store's path is the run's root, not theirs.
+            named = f"no artifact at {path.strip('/')!r}" if path.strip("/") else "no artifacts"
+            raise NotFoundError(
+                f"run {run_id} has {named}",
+                reason=missing.reason,
+                metadata={**missing.metadata, "run_id": run_id, "path": path},
+            ) from None
         return str(written)

@@ -46,6 +46,11 @@ _TIME_FIELDS = frozenset(
     }
 )
 
+# Attributes the client types hold as "" when the server has none (a run made without
+# a user): null in JSON, as every other absent value is. Only attributes of a type, so
+# that a tag or param of the same name keeps its empty value.
+_ABSENT_WHEN_EMPTY = frozenset({"user_id"})
+
 
 def output_option(command: F) -> F:
     """`--output table|json` (`-o`)."""
@@ -62,7 +67,7 @@ def output_option(command: F) -> F:
 def plain(value: Any) -> Any:
     """A client type as JSON-ready values: dicts, lists, strings, numbers, None."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        value = {f.name: _attribute(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
         return {str(k): _field(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -70,6 +75,11 @@ def plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     return value
+
+
+def _attribute(value: Any, name: str) -> Any:
+    found = getattr(value, name)
+    return None if name in _ABSENT_WHEN_EMPTY and found == "" else found
 
 
 def _field(name: str, value: Any) -> Any:

@@ -110,7 +110,10 @@ def upload(
             ]
         return [plain(info) for info in stored]
 
-    emit_list(output, call(work), COLUMNS, "Uploaded")
+    uploaded = call(work)
+    if not uploaded:  # an empty tree: say so, where an empty table would leave it unsaid
+        click.echo(f"Nothing uploaded: {local_path} holds no files.", err=True)
+    emit_list(output, uploaded, COLUMNS, "Uploaded")
 
 
 @group.command("download")
