@@ -25,7 +25,16 @@ import functools
 import inspect
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Set,
+    ValuesView,
+)
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -93,6 +102,8 @@ class _Runner:
 
     def wait(self, awaitable: Awaitable[T]) -> T:
         if threading.current_thread() is self._thread:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # never to run: no "never awaited" warning
             raise RuntimeError("a sync cairn client cannot be called from its own loop")
 
         async def awaited() -> T:
@@ -246,10 +257,20 @@ async def _one(stream: AsyncIterator[Any]) -> list[Any]:
 
 
 def _unwrapped(value: Any) -> Any:
+    """value, with the objects this facade handed out (alone, or in a collection or a
+    generator of arguments) as the async client's own: the async client uses them on
+    the loop, where a facade's object cannot call back into it."""
     if isinstance(value, _SyncView):
         return value._target
-    if isinstance(value, list | tuple) and any(isinstance(v, _SyncView) for v in value):
-        return type(value)(_unwrapped(v) for v in value)
+    if inspect.isgenerator(value):  # read here, once: the loop would read it too late
+        value = list(value)
+    if isinstance(value, Mapping) and any(isinstance(v, _SyncView) for v in value.values()):
+        return {key: _unwrapped(v) for key, v in value.items()}
+    if isinstance(value, list | tuple | Set | ValuesView) and any(
+        isinstance(v, _SyncView) for v in value
+    ):
+        unwrapped = [_unwrapped(v) for v in value]
+        return type(value)(unwrapped) if isinstance(value, list | tuple) else unwrapped
     return value
 
 

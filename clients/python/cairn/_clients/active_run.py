@@ -13,10 +13,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
+from .._numbers import real, whole
 from .._transport import REQUEST_ID_HEADER
 from ..exceptions import DeadlineExceededError, ResourceExhaustedError, UnavailableError
 from ..types._tracking import Metric, Param, Run, RunInput, RunStatus, RunTag
-from ._numbers import whole
 from .journal import Journal
 
 # Failures that a later attempt may not meet: the server or its database away, a deadline,
@@ -213,8 +213,8 @@ class ActiveRun:
         # Plain ints of 64 bits, checked here: a numpy step (`for step in np.arange(n)`)
         # sent well and failed the journal of an outage, losing it all, and a step past
         # 64 bits failed its whole batch later, valid points with it.
-        stamp = whole(timestamp, "timestamp") if timestamp else time.time_ns() // 1_000_000
-        self._buffer.append(Metric(key, float(value), stamp, whole(step, "step")))
+        stamp = time.time_ns() // 1_000_000 if timestamp is None else whole(timestamp, "timestamp")
+        self._buffer.append(Metric(key, real(value, "value"), stamp, whole(step, "step")))
         if len(self._buffer) >= self._batch_size:
             self._wake.set()
 

@@ -8,6 +8,7 @@ from typing import IO, Any
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from .._base import BaseClient
+from .._numbers import whole
 from .._tables import millis, print_table
 from .._transport import Metadata
 from ..exceptions import NotFoundError
@@ -435,7 +436,7 @@ def _list_fields(options: ListOptions) -> dict[str, Any]:
     elif not options.is_asc:
         order = "create_time desc"
     return {
-        "page_size": options.limit or 0,
+        "page_size": whole(options.limit or 0, "limit", 32),
         "page_token": options.next_page_token or "",
         "order_by": order,
     }

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._base import BaseClient
+from .._numbers import real, whole
 from .._read_ahead import ReadAhead
 from .._transport import REQUEST_ID_HEADER, Metadata
 from ..exceptions import InvalidArgumentError, NotFoundError
@@ -20,7 +21,6 @@ from ..types import _tracking as types
 from ..types._paging import ListOptions, OrderByField, PagedList
 from ..types._tracking import Experiment, Metric, Param, Run, RunInput, RunStatus, RunTag, ViewType
 from . import journal
-from ._numbers import whole
 from .active_run import ActiveRun
 from .lineage import RunLineage
 from .run_artifacts import RunArtifacts
@@ -142,13 +142,16 @@ class TrackingClient(
         # The wire carries the keys in one string, separated by commas.
         order = ", ".join(order_by or [])
         if options is not None:
-            max_results, page_token, order = _apply_options(options, _EXPERIMENT_ORDER, order)
+            max_results, page_token, chosen = _apply_options(
+                options, _EXPERIMENT_ORDER, "creation_time", bool(order)
+            )
+            order = order if chosen is None else chosen
         request = api.SearchExperimentsRequest(
             project=self.project,
             filter=filter_string or "",
             order_by=order,
             view_type=types.view_type_to_proto(view_type),
-            page_size=max_results or 0,
+            page_size=whole(max_results or 0, "max_results", 32),
             page_token=page_token or "",
         )
         reply = await self._transport.unary(
@@ -243,7 +246,7 @@ class TrackingClient(
             experiment_id=str(experiment_id),
             run_name=run_name or "",
             user_id=user_id or "",
-            start_time_ms=start_time or 0,
+            start_time_ms=whole(start_time or 0, "start_time"),
             tags=_tags(tags),
             parent_run_id=parent_run_id or "",
         )
@@ -312,7 +315,7 @@ class TrackingClient(
             project=self.project,
             run_id=run_id,
             status=types.status_to_proto(status or RunStatus.FINISHED),
-            end_time_ms=end_time or _now_ms(),
+            end_time_ms=whole(end_time or _now_ms(), "end_time"),
         )
         await self._transport.unary(
             self._stub.UpdateRun, request, timeout=timeout, metadata=metadata
@@ -340,7 +343,7 @@ class TrackingClient(
 
     async def search_runs(
         self,
-        experiment_ids: Sequence[str] | str,
+        experiment_ids: Sequence[str | int] | str | int,
         filter_string: str = "",
         run_view_type: int = ViewType.ACTIVE_ONLY,
         max_results: int | None = SEARCH_MAX_RESULTS_DEFAULT,
@@ -367,18 +370,23 @@ class TrackingClient(
         Raises:
             InvalidArgumentError: a bad filter, naming the position and the problem.
         """
-        ids = [experiment_ids] if isinstance(experiment_ids, str) else list(experiment_ids)
+        # One id may come alone, as a string or a number (numpy's too), as in MLflow.
+        ids: list[Any] = [experiment_ids]
+        if isinstance(experiment_ids, Iterable) and not isinstance(experiment_ids, str):
+            ids = list(experiment_ids)
         order = list(order_by or [])
         if options is not None:
-            max_results, page_token, first = _apply_options(options, _RUN_ORDER, "")
-            order = [first] if first else order
+            max_results, page_token, chosen = _apply_options(
+                options, _RUN_ORDER, "attributes.start_time", bool(order)
+            )
+            order = order if chosen is None else [chosen]
         request = api.SearchRunsRequest(
             project=self.project,
             experiment_ids=[str(i) for i in ids],
             filter=filter_string,
             order_by=order,
             view_type=types.view_type_to_proto(run_view_type),
-            page_size=max_results or 0,
+            page_size=whole(max_results or 0, "max_results", 32),
             page_token=page_token or "",
             columnar=True,
         )
@@ -461,8 +469,8 @@ class TrackingClient(
         whose wait() waits for the write (docs/client.md, "MLflow")."""
         metric = pb.Metric(
             key=key,
-            value=float(value),
-            timestamp_ms=whole(timestamp or _now_ms(), "timestamp"),
+            value=real(value, "value"),
+            timestamp_ms=whole(_now_ms() if timestamp is None else timestamp, "timestamp"),
             step=whole(step or 0, "step"),
         )
         request = api.LogMetricRequest(project=self.project, run_id=run_id, metric=metric)
@@ -660,14 +668,21 @@ def _tags(tags: dict[str, Any] | None) -> list[pb.Tag]:
 
 
 def _apply_options(
-    options: ListOptions, fields: dict[OrderByField, str], default_order: str
-) -> tuple[int | None, str | None, str]:
-    order = default_order
+    options: ListOptions, fields: dict[OrderByField, str], default_key: str, ordered: bool
+) -> tuple[int | None, str | None, str | None]:
+    """A search's page size, token and order from options. The order is options' field,
+    else, for a call given no order_by (ordered False), the call's default key, either
+    in options' direction (a Pager's ascending() or descending()); None keeps the order_by
+    the call was given."""
     if options.order_by is not None:
         if options.order_by not in fields:
             raise ValueError(f"cannot order by {options.order_by.name} here")
-        order = f"{fields[options.order_by]} {'ASC' if options.is_asc else 'DESC'}"
-    return options.limit, options.next_page_token, order
+        key = fields[options.order_by]
+    elif ordered:
+        return options.limit, options.next_page_token, None
+    else:
+        key = default_key
+    return options.limit, options.next_page_token, f"{key} {'ASC' if options.is_asc else 'DESC'}"
 
 
 def _page(options: ListOptions | None, items: list[Any], reply: Any) -> PagedList[Any]:

@@ -4,12 +4,16 @@ works, equality compares every field, times are milliseconds since the epoch."""
 from __future__ import annotations
 
 import enum
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from .._numbers import whole
 from ..common.v1 import common_pb2
+from ..exceptions import InvalidArgumentError
 from ..registry.v1 import registry_pb2 as pb
 
 PropertyValue = bool | int | float | str
@@ -184,19 +188,25 @@ def stage_to_proto(value: str) -> str:
 
 
 def properties_to_proto(values: dict[str, PropertyValue]) -> dict[str, common_pb2.Value]:
-    converted = {}
-    for key, value in values.items():
-        if isinstance(value, bool):
-            converted[key] = common_pb2.Value(bool_value=value)
-        elif isinstance(value, int):
-            converted[key] = common_pb2.Value(int_value=value)
-        elif isinstance(value, float):
-            converted[key] = common_pb2.Value(double_value=value)
-        elif isinstance(value, str):
-            converted[key] = common_pb2.Value(string_value=value)
-        else:
-            raise TypeError(f"custom property {key!r} must be bool, int, float or str")
-    return converted
+    """Custom properties as the wire's values; numpy's scalars count as the Python
+    numbers they stand for. Raises InvalidArgumentError naming a property of another
+    type, or an integer past 64 bits."""
+    return {key: _property(key, value) for key, value in values.items()}
+
+
+def _property(key: str, value: Any) -> common_pb2.Value:
+    if isinstance(value, bool | np.bool_):
+        return common_pb2.Value(bool_value=bool(value))
+    if isinstance(value, numbers.Integral):
+        return common_pb2.Value(int_value=whole(value, f"custom property {key!r}"))
+    if isinstance(value, numbers.Real):
+        return common_pb2.Value(double_value=float(value))
+    if isinstance(value, str):
+        return common_pb2.Value(string_value=value)
+    raise InvalidArgumentError(
+        f"custom property {key!r} must be bool, int, float or str, not {type(value).__name__}",
+        reason="INVALID_ARGUMENT",
+    )
 
 
 def properties_from_proto(values: Any) -> dict[str, PropertyValue]:

@@ -1,0 +1,174 @@
+"""What the tracking client makes of the values and options a caller passes: each as
+MLflow's client takes it, or an InvalidArgumentError naming the argument before any
+call (never protobuf's bare TypeError or ValueError)."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+import cairn
+from cairn import sync
+from cairn.exceptions import InvalidArgumentError
+from cairn.types import ListOptions, Metric, Pager, RegisteredModel
+
+
+async def test_a_timestamp_of_0_is_kept_as_log_batch_keeps_it(tracking, run_id) -> None:
+    await tracking.log_metric(run_id, "by-call", 1.0, timestamp=0)
+    await tracking.log_batch(run_id, metrics=[Metric("by-batch", 1.0, 0, 0)])
+    async with tracking.start_run((await tracking.get_run(run_id)).info.experiment_id) as run:
+        await run.log_metric("buffered", 1.0, timestamp=0)
+    buffered = await tracking.get_metric_history(run.run_id, "buffered")
+    for key in ("by-call", "by-batch"):
+        assert [p.timestamp for p in await tracking.get_metric_history(run_id, key)] == [0]
+    assert [p.timestamp for p in buffered] == [0]
+
+
+@pytest.mark.parametrize("value", ["1.5", b"1", "abc", None, 1j])
+async def test_a_metric_value_must_be_a_number(tracking, run_id, value) -> None:
+    with pytest.raises(InvalidArgumentError, match="value"):
+        await tracking.log_metric(run_id, "k", value)
+    async with tracking.start_run((await tracking.get_run(run_id)).info.experiment_id) as run:
+        with pytest.raises(InvalidArgumentError, match="value"):
+            await run.log_metric("k", value)
+    assert await tracking.get_metric_history(run_id, "k") == []
+
+
+async def test_numbers_of_numpy_and_booleans_as_metric_values(tracking, run_id) -> None:
+    for step, value in enumerate([np.float32(0.5), np.int64(2), True]):
+        await tracking.log_metric(run_id, "k", value, step=step)
+    assert [p.value for p in await tracking.get_metric_history(run_id, "k")] == [0.5, 2.0, 1.0]
+
+
+async def test_a_boolean_step_is_refused_on_both_paths(tracking, run_id) -> None:
+    with pytest.raises(InvalidArgumentError, match="step"):
+        await tracking.log_metric(run_id, "k", 1.0, step=True)
+    with pytest.raises(InvalidArgumentError):
+        await tracking.log_batch(run_id, metrics=[Metric("k", 1.0, 1, True)])
+
+
+@pytest.mark.parametrize("value", [2**70, 1.7e12, "1700000000000"])
+async def test_times_that_are_no_64_bit_integers_are_named(
+    tracking, experiment_id, run_id, value
+) -> None:
+    with pytest.raises(InvalidArgumentError, match="start_time"):
+        await tracking.create_run(experiment_id, start_time=value)
+    with pytest.raises(InvalidArgumentError, match="end_time"):
+        await tracking.set_terminated(run_id, end_time=value)
+
+
+@pytest.mark.parametrize("value", [2**31, 5.0])
+async def test_page_sizes_that_are_no_32_bit_integers_are_named(
+    tracking, experiment_id, value
+) -> None:
+    with pytest.raises(InvalidArgumentError, match="max_results"):
+        await tracking.search_experiments(max_results=value)
+    with pytest.raises(InvalidArgumentError, match="max_results"):
+        await tracking.search_runs([experiment_id], max_results=value)
+
+
+async def test_search_runs_takes_one_id_alone_as_a_number(tracking, experiment_id) -> None:
+    run_id = (await tracking.create_run(experiment_id)).info.run_id
+    for alone in (experiment_id, int(experiment_id), np.int64(experiment_id)):
+        assert [r.info.run_id for r in await tracking.search_runs(alone)] == [run_id]
+
+
+async def test_the_pagers_direction_orders_runs_and_experiments(
+    tracking, experiment_id, unique
+) -> None:
+    made = [
+        (await tracking.create_run(experiment_id, run_name=f"r{n}", start_time=1000 + n)).info
+        for n in range(3)
+    ]
+    names = [r.run_name for r in made]
+
+    async def runs(pager: Pager) -> list[str]:
+        return [r.info.run_name async for r in pager.limit(2)]
+
+    def pager() -> Pager:
+        return Pager(lambda options: tracking.search_runs([experiment_id], options=options))
+
+    assert await runs(pager().ascending()) == names
+    assert await runs(pager().descending()) == names[::-1]
+    page = await tracking.search_runs([experiment_id], options=ListOptions(is_asc=False))
+    assert [r.info.run_name for r in page] == names[::-1]
+    # An order_by of the call's own still rules, with the pager's pages.
+    ordered = Pager(
+        lambda options: tracking.search_runs(
+            [experiment_id], order_by=["attributes.run_name DESC"], options=options
+        )
+    ).ascending()
+    assert await runs(ordered) == names[::-1]
+
+    for name in ("e0", "e1", "e2"):
+        await tracking.create_experiment(f"{unique}-{name}")
+
+    async def experiments(pager: Pager) -> list[str]:
+        return [e.name.removeprefix(f"{unique}-") async for e in pager.limit(2)]
+
+    def experiment_pager() -> Pager:
+        return Pager(
+            lambda options: tracking.search_experiments(
+                filter_string=f"name LIKE '{unique}-%'", options=options
+            )
+        )
+
+    assert await experiments(experiment_pager().ascending()) == ["e0", "e1", "e2"]
+    assert await experiments(experiment_pager().descending()) == ["e2", "e1", "e0"]
+
+
+@pytest.mark.parametrize(
+    "value, kind", [(np.int64(3), int), (np.float32(0.5), float), (np.bool_(True), bool)]
+)
+async def test_numpy_custom_properties_are_the_numbers_they_stand_for(
+    server_port, unique, value, kind
+) -> None:
+    async with cairn.ModelRegistryAPIClient.insecure_connection(
+        "127.0.0.1", server_port
+    ) as registry:
+        model = await registry.upsert_registered_model(
+            RegisteredModel(f"props-{unique}", custom_properties={"p": value})
+        )
+        stored = (await registry.get_registered_model_by_id(model.id)).custom_properties["p"]
+    assert type(stored) is kind and stored == value
+
+
+@pytest.mark.parametrize("value", [2**63, [1], None])
+async def test_a_custom_property_the_registry_cannot_hold_is_named(
+    server_port, unique, value
+) -> None:
+    async with cairn.ModelRegistryAPIClient.insecure_connection(
+        "127.0.0.1", server_port
+    ) as registry:
+        with pytest.raises(InvalidArgumentError, match="custom property 'p'"):
+            await registry.upsert_registered_model(
+                RegisteredModel(f"bad-{unique}", custom_properties={"p": value})
+            )
+
+
+async def test_a_registry_page_size_past_32_bits_is_named(server_port) -> None:
+    async with cairn.ModelRegistryAPIClient.insecure_connection(
+        "127.0.0.1", server_port
+    ) as registry:
+        with pytest.raises(InvalidArgumentError, match="limit"):
+            await registry.get_registered_models(ListOptions(limit=2**31))
+
+
+@pytest.mark.parametrize("form", ["generator", "dict values", "set"])
+async def test_the_sync_facade_takes_its_artifacts_in_any_iterable(
+    server_port, experiment_id, unique, form
+) -> None:
+    def scenario() -> None:
+        with sync.Client("127.0.0.1", server_port, is_secure=False) as client:
+            artifact = client.registry.create_artifact(f"ds-{unique}", "dataset", {}, files=b"x")
+            used = {
+                "generator": (a for a in [artifact]),
+                "dict values": {"a": artifact}.values(),
+                "set": {artifact},
+            }[form]
+            with client.tracking.start_run(experiment_id, used_artifacts=used) as run:
+                pass
+            inputs = client.tracking.get_run(run.run_id).inputs
+            assert [i.uri for i in inputs] == [artifact.uri]
+
+    await asyncio.to_thread(scenario)
