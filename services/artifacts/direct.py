@@ -51,6 +51,7 @@ from cairn._direct_io import BUFFER as WRITE_BUFFER
 
 from ..common import database, logs
 from ..common.errors import DomainError, InvalidArgument, Unavailable
+from . import pace
 from .store import PendingUpload, StoredObject
 from .streams import check_growth, verify
 from .tickets import Ticket, TicketSigner
@@ -69,13 +70,7 @@ MAX_TRANSFERS = 512 * 1024 * 1024 // TRANSFER_BYTES  # 25
 # Connections whose ticket is not checked yet hold a thread (no buffers) HEAD_SECONDS.
 MAX_CONNECTIONS = 4 * MAX_TRANSFERS
 HEAD_SECONDS = 10.0
-IDLE_SECONDS = 300.0  # a transfer under way whose client stalls
-# A transfer must move this many bytes a second on average, past its first IDLE_SECONDS:
-# a client that trickles a byte now and then, each within a read's timeout, would hold
-# its slot for ever. Progress is told a piece at a time (SEND_PIECE for a download, a
-# chunk of at most MAX_CHUNK for an upload), 64 s of it at this rate, well within the
-# slack.
-MIN_BYTES_PER_SECOND = 64 * 1024
+# A download tells its progress (pace.py) a piece at a time.
 SEND_PIECE = 4 * 1024 * 1024
 REAP_SECONDS = 0.5  # how often connections past HEAD_SECONDS are looked for
 # After an error answer, what the client still sends is read for at most this long or
@@ -216,7 +211,7 @@ class _Server(socketserver.ThreadingTCPServer):
 
 class _Reaper:
     """Shuts down connections still without their request head after HEAD_SECONDS, and
-    transfers that fall behind MIN_BYTES_PER_SECOND: a read timeout alone would let a
+    transfers that fall behind the pace (pace.py): a read timeout alone would let a
     client trickle a byte every few seconds for ever.
 
     It watches a duplicate of each connection's socket: TLS's wrap_socket detaches the
@@ -325,17 +320,15 @@ class _Handler(socketserver.BaseRequestHandler):
             )
         ticket = self.server.transfers.signer.verify(target[len(PREFIX) :], method)
         with self.server.transfer_slot():
-            connection.settimeout(IDLE_SECONDS)  # a stalled client does not hold a slot
+            connection.settimeout(pace.IDLE_SECONDS)  # a stalled client does not hold a slot
             self._transfer(connection, incoming, ticket, headers, self._pace())
 
     def _pace(self) -> Callable[[int], None]:
         """Starts a transfer's bound: told the bytes moved so far, it cuts the
-        connection when they fall behind MIN_BYTES_PER_SECOND after IDLE_SECONDS."""
+        connection when they fall behind the pace (pace.py)."""
         reaper, watched, start = self.server.reaper, self._watched, time.monotonic()
-        reaper.hold_to(watched, start + IDLE_SECONDS)
-        return lambda moved: reaper.hold_to(
-            watched, start + IDLE_SECONDS + moved / MIN_BYTES_PER_SECOND
-        )
+        reaper.hold_to(watched, pace.due(start, 0))
+        return lambda moved: reaper.hold_to(watched, pace.due(start, moved))
 
     def _transfer(
         self,

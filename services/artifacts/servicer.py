@@ -26,12 +26,13 @@ from ..common.errors import (
     InvalidArgument,
     NotFound,
     OutOfRange,
+    ResourceExhausted,
     Unavailable,
     invalid_field,
 )
 from ..common.idempotency import after_commit, request_id_of
 from ..common.service import Resources
-from . import backends, blobs, completions, paths, repeats, threads
+from . import backends, blobs, completions, pace, paths, repeats, threads
 from .janitor import janitor_for
 from .leases import CompletionLeases
 from .presigned import PresignedTransfers
@@ -480,14 +481,16 @@ async def _pump(
     stopping: asyncio.Event,
 ) -> None:
     """Feeds chunks to the writer thread until the finish message. Any failure (a second
-    header, a stream that ends without a finish because the client went away) reaches
-    the writer, which then gives up without publishing anything."""
+    header, a stream that ends without a finish because the client went away, one that
+    falls behind the pace of pace.py while it holds a writer thread) reaches the writer,
+    which then gives up without publishing anything."""
+    messages = _paced(stream)
     try:
-        async for message in stream:
+        async for message in messages:
             part = message.WhichOneof("part")
             if part == "finish":
                 await _finish(
-                    stream, reader, writing, _sha256(message.finish.sha256, "finish.sha256")
+                    messages, reader, writing, _sha256(message.finish.sha256, "finish.sha256")
                 )
                 return
             if part != "chunk":
@@ -506,6 +509,29 @@ async def _pump(
         with contextlib.suppress(BaseException):
             await writing
         raise
+
+
+async def _paced(stream: AsyncIterator[api.UploadRequest]) -> AsyncIterator[api.UploadRequest]:
+    """The stream's messages, each awaited until the upload falls behind the pace: a
+    client that stalls, or trickles, would hold its writer thread (of UPLOAD_THREADS)
+    for ever, and enough of them every other client's uploads."""
+    loop = asyncio.get_running_loop()
+    start, received = loop.time(), 0
+    while True:
+        try:
+            async with asyncio.timeout_at(pace.due(start, received)):
+                message = await anext(stream)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise ResourceExhausted(
+                "STREAM_STALLED",
+                f"the upload fell behind {pace.MIN_BYTES_PER_SECOND // 1024} KiB a second "
+                f"past its first {pace.IDLE_SECONDS:g} s, or sent nothing for that long; "
+                "upload again",
+            ) from None
+        received += len(message.chunk)
+        yield message
 
 
 async def _finish(

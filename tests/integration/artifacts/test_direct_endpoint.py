@@ -26,7 +26,7 @@ import cairn.sync
 from cairn import _direct_io
 from cairn._clients import _direct
 from cairn.exceptions import UnavailableError
-from cairn_server.artifacts import direct, filesystem
+from cairn_server.artifacts import direct, filesystem, pace
 from cairn_server.artifacts.direct import ByteEndpoint, ChunkedReader
 from cairn_server.artifacts.filesystem import _check_length, _preallocate
 from cairn_server.artifacts.tickets import Ticket, TicketSigner
@@ -346,8 +346,8 @@ def test_an_upload_that_trickles_is_cut_off(
     """Each byte arrives well within a read's timeout, yet far below the pace a
     transfer must keep: the slot is given back, not held for as long as it trickles."""
     served, transfers = endpoint
-    monkeypatch.setattr(direct, "IDLE_SECONDS", 0.5)
-    monkeypatch.setattr(direct, "MIN_BYTES_PER_SECOND", 1000)
+    monkeypatch.setattr(pace, "IDLE_SECONDS", 0.5)
+    monkeypatch.setattr(pace, "MIN_BYTES_PER_SECOND", 1000)
     token = transfers.signer.issue(method="PUT", project="p", path="a", size=50)
     head = f"PUT /v1/transfers/{token} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
     with socket.create_connection(("127.0.0.1", served.port), timeout=0.2) as connection:
@@ -360,8 +360,8 @@ def test_a_download_read_too_slowly_is_cut_off(
     endpoint: tuple[ByteEndpoint, _Transfers], monkeypatch: pytest.MonkeyPatch
 ):
     served, transfers = endpoint
-    monkeypatch.setattr(direct, "IDLE_SECONDS", 0.5)
-    monkeypatch.setattr(direct, "MIN_BYTES_PER_SECOND", 1024 * 1024)
+    monkeypatch.setattr(pace, "IDLE_SECONDS", 0.5)
+    monkeypatch.setattr(pace, "MIN_BYTES_PER_SECOND", 1024 * 1024)
     monkeypatch.setattr(direct, "SEND_PIECE", 64 * 1024)
     size = 16 * 1024 * 1024
     (transfers.root / "big").write_bytes(os.urandom(size))
