@@ -9,7 +9,8 @@ import hashlib
 import io
 import os
 import sys
-from collections.abc import Iterator, Sequence
+import unicodedata
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePath, PureWindowsPath
 from typing import BinaryIO, TypeVar
 
@@ -105,9 +106,10 @@ def tree_files(root: Local, prefix: str, paths: Sequence[str]) -> list[Local]:
     Raises:
         FailedPreconditionError: UNSAFE_LOCAL_PATH (see `local_file`); LOCAL_PATH_CONFLICT
             when one object is a file where another needs a folder ("a" beside "a/b"),
-            or, where file names ignore case (Windows, macOS), two name one file.
+            or two name one file where file names ignore case (Windows, macOS) or how
+            an accented letter is spelled in Unicode (macOS: "é" or "e" + U+0301).
     """
-    fold = isinstance(root, PureWindowsPath) or sys.platform == "darwin"
+    same_name = _name_key(root)
     files: dict[tuple[str, ...], str] = {}
     folders: dict[tuple[str, ...], str] = {}
     targets = []
@@ -116,7 +118,7 @@ def tree_files(root: Local, prefix: str, paths: Sequence[str]) -> list[Local]:
             raise _unsafe(root, path, f"it is not under {prefix!r}")
         relative = path[len(prefix) :]
         targets.append(local_file(root, relative, path))
-        key = tuple(s.casefold() if fold else s for s in relative.split("/"))
+        key = tuple(map(same_name, relative.split("/")))
         if key in files:
             raise _conflict(files[key], path, "they name one file here")
         files[key] = path
@@ -126,6 +128,24 @@ def tree_files(root: Local, prefix: str, paths: Sequence[str]) -> list[Local]:
         if key in folders:
             raise _conflict(path, folders[key], "the first is a file, the second needs it a folder")
     return targets
+
+
+def _name_key(root: PurePath) -> Callable[[str], str]:
+    """What a name is reduced to so that two names root's file system opens as one file
+    are equal. NTFS ignores case only (it keeps "é" and "e" + U+0301 apart); APFS and
+    HFS+ also ignore Unicode normalization, on case-sensitive volumes too (those, rare,
+    get case twins refused as well: the default volume ignores case)."""
+    if isinstance(root, PureWindowsPath):
+        return str.casefold
+    if sys.platform == "darwin":
+        return _canonical_caseless
+    return str
+
+
+def _canonical_caseless(name: str) -> str:
+    # Unicode's canonical caseless match (D145), its definition of names equal up to
+    # case and normalization; NFD also is the form HFS+ stores names in.
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
 
 
 def check_room(root: Path, paths: Sequence[str], targets: Sequence[Path]) -> None:
