@@ -26,8 +26,64 @@ class ConfigError(ValueError):
     """A setting has a value it cannot take."""
 
 
-def _setting(default: Any, help: str, *, choices: Sequence[str] = (), secret: bool = False) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices, "secret": secret})
+# Longest retention or janitor age taken: far past any real need, and far inside what
+# PostgreSQL intervals (`$1 * interval '1 second'` overflowed past about 5e15 s) and
+# Python's timedelta and dates (`now - min_age` overflowed past about 6e10 s) hold.
+TEN_YEARS_SECONDS = 10 * 365 * 86400
+# PostgreSQL's statement_timeout (milliseconds) and work_mem (kB), and gRPC's message
+# length options, are C ints.
+INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The values a number setting takes: least to most, and 0 as well when 0 turns
+    the setting off. `note` explains the numbers where they are not plain."""
+
+    least: float
+    most: float = math.inf
+    note: str = ""
+    zero_is_off: bool = False
+
+    def allow(self, value: float) -> bool:
+        return (self.zero_is_off and value == 0) or self.least <= value <= self.most
+
+    def __str__(self) -> str:
+        span = f"at least {_number(self.least)}"
+        if self.most != math.inf:
+            span = f"from {_number(self.least)} to {_number(self.most)}"
+        if self.note:
+            span += f" ({self.note})"
+        return f"0 (off) or {span}" if self.zero_is_off else span
+
+
+def _number(value: float) -> str:
+    """315360000 rather than 315360000.0 or 3.1536e+08; 1e+16 rather than 17 digits."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
+def _setting(
+    default: Any,
+    help: str,
+    *,
+    choices: Sequence[str] = (),
+    secret: bool = False,
+    bounds: Bounds | None = None,
+) -> Any:
+    if bounds is not None:
+        help += f"; {bounds}"
+    return field(
+        default=default,
+        metadata={"help": help, "choices": choices, "secret": secret, "bounds": bounds},
+    )
+
+
+# Request ids are pruned four times per retention: under a minute, an idle server prunes
+# almost without rest (every 0.25 ms at 0.001 s), and a retry after a brief outage may
+# come after its request id was forgotten.
+_RETENTION = Bounds(60, TEN_YEARS_SECONDS, "10 years")
 
 
 @dataclass(frozen=True)
@@ -42,7 +98,11 @@ class Config:
         secret=True,
     )
     data_dir: str = _setting(".cairn", "directory for the embedded PostgreSQL and artifacts")
-    db_pool_min_size: int = _setting(1, "connections the pool keeps open when idle")
+    db_pool_min_size: int = _setting(
+        1,
+        "connections the pool keeps open when idle, at most CAIRN_DB_POOL_SIZE",
+        bounds=Bounds(0),
+    )
     db_pool_size: int = _setting(
         10, "most connections the pool opens; metric-history streams take at most half of them"
     )
@@ -55,12 +115,15 @@ class Config:
         30.0,
         "longest one SQL statement of a call may run, planning included; then the call "
         "is RESOURCE_EXHAUSTED (STATEMENT_TIMEOUT). Migrations and maintenance run "
-        "without it; 0 turns it off",
+        "without it",
+        # Below 1 ms, PostgreSQL's milliseconds rounded to 0, which is no timeout at all.
+        bounds=Bounds(0.001, INT32_MAX // 1000, "24 days, PostgreSQL's most", zero_is_off=True),
     )
     db_work_mem_kib: int = _setting(
         16384,
         "memory one sort or hash of a statement may take before it spills to disk "
         "(PostgreSQL work_mem), set on every pool connection",
+        bounds=Bounds(64, INT32_MAX, "PostgreSQL's range"),
     )
     stream_stall_seconds: float = _setting(
         60.0,
@@ -94,15 +157,21 @@ class Config:
         "S3 backend: longest wait for the store to answer a request or send the next bytes "
         "of one (connecting: at most 5 s); then the call is UNAVAILABLE "
         "(OBJECT_STORE_UNAVAILABLE) rather than waiting on a store that stopped answering",
+        # A socket's timeout overflows past about 9e9 s, at the first request.
+        bounds=Bounds(0.001, 86400, "a day"),
     )
     artifact_janitor_interval_seconds: float = _setting(
         3600.0,
-        "seconds between passes of the artifact janitor, which also runs at start; 0 turns it off",
+        "seconds between passes of the artifact janitor, which also runs at start",
+        # Under a second, the janitor's passes (each lists and deletes) follow each other
+        # without rest on an idle server.
+        bounds=Bounds(1, TEN_YEARS_SECONDS, "10 years", zero_is_off=True),
     )
     artifact_janitor_min_age_seconds: float = _setting(
         86400.0,
         "age after which the janitor removes unreferenced bytes and discards unfinished "
         "uploads (counted from a presigned PUT URL's expiry); longer than any upload takes",
+        bounds=Bounds(0, TEN_YEARS_SECONDS, "10 years"),
     )
     artifact_direct: bool = _setting(
         True,
@@ -133,11 +202,13 @@ class Config:
         "how long a write's request id is remembered, so that a retry within it gets the "
         "first answer instead of applying the write again (LogMetric's included; LogBatch's "
         "request_id field: see the next)",
+        bounds=_RETENTION,
     )
     batch_id_retention_seconds: float = _setting(
         30 * 86400.0,
         "how long LogBatch's request ids are remembered: the window in which a run's "
         "journal (kept through an outage) can be synced exactly once",
+        bounds=_RETENTION,
     )
     log_level: str = _setting(
         "info", "least severe level logged", choices=("debug", "info", "warning", "error")
@@ -149,9 +220,13 @@ class Config:
         16 * 1024 * 1024,
         "largest gRPC message received or sent; a run may hold a quarter of it, and "
         "tracking does not start while a stored run would not fit one",
+        bounds=Bounds(1024 * 1024, INT32_MAX, "1 MiB to 2 GiB less a byte, gRPC's most"),
     )
     shutdown_grace_seconds: float = _setting(
-        10.0, "on SIGTERM/SIGINT, how long in-flight calls may take to finish"
+        10.0,
+        "on SIGTERM/SIGINT, how long in-flight calls may take to finish",
+        # Bounded so that a client trickling bytes cannot hold a stopping server for ever.
+        bounds=Bounds(0, 3600, "an hour"),
     )
     tls_cert_file: str = _setting(
         "", "PEM server certificate (chain); with CAIRN_TLS_KEY_FILE, serve TLS only"
@@ -169,6 +244,8 @@ class Config:
         1.0,
         "how often health probes the database (SELECT 1 over a connection of its own); "
         "two probes in a row that disagree with the health reported change it",
+        # A shorter interval makes an idle server a loop of SELECT 1.
+        bounds=Bounds(0.1),
     )
     health_probe_timeout_seconds: float = _setting(
         2.0,
@@ -198,31 +275,15 @@ class Config:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            value, choices = getattr(self, f.name), f.metadata["choices"]
-            if choices and value not in choices:
-                raise ConfigError(f"{env_name(f.name)} must be one of {', '.join(choices)}")
-            # nan passes every bound below (each comparison with it is false).
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{env_name(f.name)} must be a finite number, not {value}")
+            _check_setting(f, getattr(self, f.name))
         if self.db_pool_size < max(1, self.db_pool_min_size):
             raise ConfigError("CAIRN_DB_POOL_SIZE must be at least CAIRN_DB_POOL_MIN_SIZE and 1")
-        if self.request_id_retention_seconds <= 0 or self.batch_id_retention_seconds <= 0:
-            raise ConfigError("CAIRN_*_ID_RETENTION_SECONDS must be positive")
         if self.db_acquire_timeout_seconds <= 0 or self.stream_stall_seconds <= 0:
             raise ConfigError(
                 "CAIRN_DB_ACQUIRE_TIMEOUT_SECONDS and CAIRN_STREAM_STALL_SECONDS must be positive"
             )
-        if self.db_statement_timeout_seconds < 0 or self.db_work_mem_kib < 64:
-            raise ConfigError(
-                "CAIRN_DB_STATEMENT_TIMEOUT_SECONDS must not be negative, "
-                "CAIRN_DB_WORK_MEM_KIB must be at least 64"
-            )
-        if self.max_message_bytes < 1024 * 1024:
-            raise ConfigError("CAIRN_MAX_MESSAGE_BYTES must be at least 1 MiB")
-        if self.health_probe_interval_seconds <= 0 or self.health_probe_timeout_seconds <= 0:
-            raise ConfigError("CAIRN_HEALTH_PROBE_*_SECONDS must be positive")
-        if self.shutdown_grace_seconds < 0:
-            raise ConfigError("CAIRN_SHUTDOWN_GRACE_SECONDS must not be negative")
+        if self.health_probe_timeout_seconds <= 0:
+            raise ConfigError("CAIRN_HEALTH_PROBE_TIMEOUT_SECONDS must be positive")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError("CAIRN_TLS_CERT_FILE and CAIRN_TLS_KEY_FILE go together")
         if self.tls_client_ca_file and not self.tls_cert_file:
@@ -239,12 +300,8 @@ class Config:
             )
         if not 1 <= self.presign_max_seconds <= 7 * 24 * 3600:
             raise ConfigError("CAIRN_PRESIGN_MAX_SECONDS must be from 1 to 604800 (7 days)")
-        if self.s3_timeout_seconds <= 0:
-            raise ConfigError("CAIRN_S3_TIMEOUT_SECONDS must be positive")
         if self.artifact_max_completions < 1:
             raise ConfigError("CAIRN_ARTIFACT_MAX_COMPLETIONS must be at least 1")
-        if self.artifact_janitor_interval_seconds < 0 or self.artifact_janitor_min_age_seconds < 0:
-            raise ConfigError("CAIRN_ARTIFACT_JANITOR_* settings must not be negative")
         if self.auth_failure_limit < 1 or self.auth_failure_window_seconds <= 0:
             raise ConfigError("CAIRN_AUTH_FAILURE_LIMIT and _WINDOW_SECONDS must be positive")
         for name, address in (
@@ -272,6 +329,18 @@ class Config:
             )
             for f in dataclasses.fields(self)
         }
+
+
+def _check_setting(f: dataclasses.Field[Any], value: Any) -> None:
+    """Raises ConfigError for a value outside the setting's choices or bounds."""
+    choices, bounds = f.metadata["choices"], f.metadata["bounds"]
+    if choices and value not in choices:
+        raise ConfigError(f"{env_name(f.name)} must be one of {', '.join(choices)}")
+    # nan passes every bound (each comparison with it is false).
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{env_name(f.name)} must be a finite number, not {value}")
+    if bounds is not None and not bounds.allow(value):
+        raise ConfigError(f"{env_name(f.name)} must be {bounds}, not {_number(value)}")
 
 
 def _host_and_port(address: str) -> bool:

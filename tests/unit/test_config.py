@@ -1,4 +1,7 @@
 import argparse
+import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 
@@ -53,7 +56,7 @@ def test_flag_wins_over_environment() -> None:
         ({"CAIRN_S3_SECURE": "maybe"}, "CAIRN_S3_SECURE='maybe' is not a valid bool"),
         ({"CAIRN_ARTIFACT_BACKEND": "ftp"}, "CAIRN_ARTIFACT_BACKEND must be one of"),
         ({"CAIRN_DB_POOL_SIZE": "0"}, "CAIRN_DB_POOL_SIZE must be at least"),
-        ({"CAIRN_MAX_MESSAGE_BYTES": "10"}, "CAIRN_MAX_MESSAGE_BYTES must be at least 1 MiB"),
+        ({"CAIRN_MAX_MESSAGE_BYTES": "10"}, "CAIRN_MAX_MESSAGE_BYTES must be from 1048576 to"),
         ({"CAIRN_METRICS_ADDRESS": "9090"}, "CAIRN_METRICS_ADDRESS must be host:port"),
         ({"CAIRN_HEALTH_ADDRESS": "0.0.0.0:probe"}, "CAIRN_HEALTH_ADDRESS must be host:port"),
         ({"CAIRN_METRICS_ADDRESS": "0.0.0.0:70000"}, "CAIRN_METRICS_ADDRESS must be host:port"),
@@ -65,7 +68,7 @@ def test_flag_wins_over_environment() -> None:
         ({"CAIRN_LISTEN_ADDRESS": "0.0.0.0:50051"}, "CAIRN_AUTH=none on 0.0.0.0:50051"),
         ({"CAIRN_LISTEN_ADDRESS": "10.1.2.3:50051"}, "would let anyone on the network"),
         ({"CAIRN_AUTH": "api_key", "CAIRN_AUTH_FAILURE_LIMIT": "0"}, "must be positive"),
-        ({"CAIRN_S3_TIMEOUT_SECONDS": "0"}, "CAIRN_S3_TIMEOUT_SECONDS must be positive"),
+        ({"CAIRN_S3_TIMEOUT_SECONDS": "0"}, "CAIRN_S3_TIMEOUT_SECONDS must be from 0.001 to"),
         ({"CAIRN_HEALTH_PROBE_TIMEOUT_SECONDS": "0"}, "CAIRN_HEALTH_PROBE_.*must be positive"),
         ({"CAIRN_HEALTH_PROBE_INTERVAL_SECONDS": "nan"}, "must be a finite number, not nan"),
         ({"CAIRN_STREAM_STALL_SECONDS": "nan"}, "CAIRN_STREAM_STALL_SECONDS must be a finite"),
@@ -75,6 +78,119 @@ def test_flag_wins_over_environment() -> None:
 def test_bad_values_are_rejected_with_the_variable_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         config_module.load(_flags(), env=env)
+
+
+TEN_YEARS = "from 60 to 315360000 (10 years)"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        # Too large: each overflowed later, in PostgreSQL, Python or gRPC (audit 20, #4).
+        ("CAIRN_REQUEST_ID_RETENTION_SECONDS", "1e16", f"{TEN_YEARS}, not 1e+16"),
+        ("CAIRN_BATCH_ID_RETENTION_SECONDS", "1e16", f"{TEN_YEARS}, not 1e+16"),
+        (
+            "CAIRN_ARTIFACT_JANITOR_MIN_AGE_SECONDS",
+            "1e12",
+            "from 0 to 315360000 (10 years), not 1000000000000",
+        ),
+        (
+            "CAIRN_ARTIFACT_JANITOR_INTERVAL_SECONDS",
+            "1e12",
+            "0 (off) or from 1 to 315360000 (10 years), not 1000000000000",
+        ),
+        (
+            "CAIRN_DB_STATEMENT_TIMEOUT_SECONDS",
+            "1e7",
+            "0 (off) or from 0.001 to 2147483 (24 days, PostgreSQL's most), not 10000000",
+        ),
+        (
+            "CAIRN_DB_WORK_MEM_KIB",
+            "9999999999",
+            "from 64 to 2147483647 (PostgreSQL's range), not 9999999999",
+        ),
+        (
+            "CAIRN_MAX_MESSAGE_BYTES",
+            "3000000000",
+            "from 1048576 to 2147483647 (1 MiB to 2 GiB less a byte, gRPC's most), not 3000000000",
+        ),
+        ("CAIRN_SHUTDOWN_GRACE_SECONDS", "1e300", "from 0 to 3600 (an hour), not 1e+300"),
+        ("CAIRN_S3_TIMEOUT_SECONDS", "1e10", "from 0.001 to 86400 (a day), not 10000000000"),
+        # Too small: below 0 asyncpg refused it once the database had started.
+        ("CAIRN_DB_POOL_MIN_SIZE", "-1", "at least 0, not -1"),
+        ("CAIRN_DB_WORK_MEM_KIB", "63", "from 64 to 2147483647 (PostgreSQL's range), not 63"),
+        # Tiny but positive: an idle server spun, or the guard was off (audit 20, #5).
+        ("CAIRN_REQUEST_ID_RETENTION_SECONDS", "0.001", f"{TEN_YEARS}, not 0.001"),
+        ("CAIRN_BATCH_ID_RETENTION_SECONDS", "59", f"{TEN_YEARS}, not 59"),
+        ("CAIRN_HEALTH_PROBE_INTERVAL_SECONDS", "1e-06", "at least 0.1, not 1e-06"),
+        (
+            "CAIRN_ARTIFACT_JANITOR_INTERVAL_SECONDS",
+            "0.001",
+            "0 (off) or from 1 to 315360000 (10 years), not 0.001",
+        ),
+        (
+            "CAIRN_DB_STATEMENT_TIMEOUT_SECONDS",
+            "0.0004",  # PostgreSQL took round(0.4) ms as no timeout at all
+            "0 (off) or from 0.001 to 2147483 (24 days, PostgreSQL's most), not 0.0004",
+        ),
+        ("CAIRN_DB_STATEMENT_TIMEOUT_SECONDS", "-1", "0 (off) or from 0.001 to 2147483"),
+        ("CAIRN_SHUTDOWN_GRACE_SECONDS", "-0.5", "from 0 to 3600 (an hour), not -0.5"),
+    ],
+)
+def test_numbers_out_of_range_name_the_variable_and_its_range(
+    variable: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"{variable} must be {message}")):
+        config_module.load(_flags(), env={variable: value})
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("request_id_retention_seconds", 60.0),
+        ("request_id_retention_seconds", 315360000.0),
+        ("batch_id_retention_seconds", 315360000.0),
+        ("artifact_janitor_min_age_seconds", 0.0),
+        ("artifact_janitor_min_age_seconds", 315360000.0),
+        ("artifact_janitor_interval_seconds", 0.0),
+        ("artifact_janitor_interval_seconds", 1.0),
+        ("db_statement_timeout_seconds", 0.0),
+        ("db_statement_timeout_seconds", 0.001),
+        ("db_statement_timeout_seconds", 2147483.0),
+        ("db_work_mem_kib", 64),
+        ("db_work_mem_kib", 2**31 - 1),
+        ("max_message_bytes", 2**31 - 1),
+        ("db_pool_min_size", 0),
+        ("shutdown_grace_seconds", 0.0),
+        ("shutdown_grace_seconds", 3600.0),
+        ("health_probe_interval_seconds", 0.1),
+        ("s3_timeout_seconds", 86400.0),
+    ],
+)
+def test_the_ends_of_each_range_are_taken(setting: str, value: float) -> None:
+    assert getattr(Config(**{setting: value}), setting) == value
+
+
+def test_every_range_is_in_the_documented_meaning() -> None:
+    for f in dataclasses.fields(Config):
+        if f.metadata["bounds"] is not None:
+            assert f.metadata["help"].endswith(f"; {f.metadata['bounds']}"), f.name
+
+
+def test_a_bad_number_stops_the_server_before_it_starts_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cairn_server import cli
+
+    data_dir = tmp_path / "data"
+    argv = ["serve", "--data-dir", str(data_dir), "--artifact-janitor-min-age-seconds", "1e14"]
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    assert "CAIRN_ARTIFACT_JANITOR_MIN_AGE_SECONDS must be from 0 to 315360000" in (
+        capsys.readouterr().err
+    )
+    assert not data_dir.exists()  # no embedded PostgreSQL was started under it
 
 
 @pytest.mark.parametrize(
