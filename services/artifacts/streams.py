@@ -113,7 +113,7 @@ def check_growth(size: int, expected_size: int) -> None:
     limit = expected_size or MAX_OBJECT_BYTES
     if size > limit:
         raise InvalidArgument(
-            "INVALID_ARGUMENT",
+            "SIZE_MISMATCH",
             f"received more than the {limit} bytes expected",
             metadata={"expected_size": str(limit), "size": str(size)},
         )
@@ -123,7 +123,7 @@ def verify(size: int, sha256: str, expected_size: int, expected_sha256: str) -> 
     """Raises unless what arrived is what was announced (0 and "": not announced)."""
     if expected_size and size != expected_size:
         raise InvalidArgument(
-            "INVALID_ARGUMENT",
+            "SIZE_MISMATCH",
             f"expected {expected_size} bytes, received {size}",
             metadata={"expected_size": str(expected_size), "size": str(size)},
         )

@@ -17,6 +17,7 @@ from cairn.artifacts.v1 import artifacts_service_pb2 as api
 
 from ..common.config import Config
 from ..common.errors import FailedPrecondition, Unavailable, invalid_field
+from ..common.server import Stopping
 from ..common.service import Resources
 from . import backends, repeats
 from .direct import ByteEndpoint, ChunkedReader, on_loop
@@ -49,7 +50,11 @@ class DirectTransfers:
         self._loop = asyncio.get_running_loop()
         self._endpoint = _byte_endpoint(resources.config, backend, self)
         if self._endpoint is not None:
-            self._closing = self._loop.create_task(self._close_on_stop())
+            closing = self._loop.create_task(self._close_on_stop(), name="byte endpoint")
+            # Held, so that the server's stop waits for the transfers under way before
+            # it closes the pool they publish through.
+            if isinstance(self._stopping, Stopping):
+                self._stopping.holds(closing)
 
     async def _close_on_stop(self) -> None:
         await self._stopping.wait()

@@ -242,9 +242,10 @@ class Config:
     )
     health_probe_interval_seconds: float = _setting(
         1.0,
-        "how often health probes the database (SELECT 1 over a connection of its own); "
+        "how often health probes the database (whether it answers and takes writes, over "
+        "a connection of its own); "
         "two probes in a row that disagree with the health reported change it",
-        # A shorter interval makes an idle server a loop of SELECT 1.
+        # A shorter interval makes an idle server a loop of probes.
         bounds=Bounds(0.1),
     )
     health_probe_timeout_seconds: float = _setting(

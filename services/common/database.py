@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import warnings
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -154,6 +155,18 @@ def domain_error(exc: BaseException) -> DomainError | None:
             "the database rolled this call back in a conflict with another; nothing of it "
             "was applied: call again",
         )
+    if isinstance(exc, asyncpg.exceptions.ReadOnlySQLTransactionError):
+        # A standby, or a primary demoted in a failover: writes come back once the
+        # connections reach the new primary (the health watcher drops these).
+        return Unavailable(
+            "DATABASE_READ_ONLY",
+            "the database takes no writes at the moment (a failover?); nothing of the "
+            "call was applied: call again",
+        )
+    if isinstance(exc, asyncpg.InterfaceError) and _POOL_CLOSING.search(str(exc)):
+        # Work that outlived the server's stop (a byte-endpoint transfer past the grace
+        # period): the client calls again, on this server's successor.
+        return Unavailable("SHUTTING_DOWN", "the server is stopping; call again")
     if isinstance(exc, asyncpg.exceptions.InsufficientResourcesError):
         return unreachable(exc) or Unavailable(  # many connections are unreachable's
             "DATABASE_OUT_OF_RESOURCES",
@@ -218,6 +231,7 @@ _UNREACHABLE = (
     asyncpg.exceptions.TooManyConnectionsError,
 )
 _CLOSED = "connection is closed"
+_POOL_CLOSING = re.compile(r"\bpool is clos(ing|ed)\b")
 _BUSY = "another operation"
 
 

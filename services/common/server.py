@@ -7,7 +7,7 @@ import math
 import signal
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import asyncpg
 import grpc
@@ -155,7 +155,11 @@ class CairnServer:
         self._stopping.set()
         for task in self._background:
             task.cancel()
-        await asyncio.gather(self._server.stop(grace), self._end_background(grace))
+        await asyncio.gather(
+            self._server.stop(grace),
+            self._end_background(grace),
+            self._stopping.held_ended(grace),
+        )
         await self._gate.close()
         if self._probe_server is not None:
             await self._probe_server.stop(0)
@@ -163,11 +167,25 @@ class CairnServer:
 
 class Stopping(asyncio.Event):
     """A CairnServer's `Resources.stopping`: set when the server stops taking calls;
-    `grace_ends` is then the loop time at which it cuts the calls still running."""
+    `grace_ends` is then the loop time at which it cuts the calls still running. Work a
+    service ends on its own once it is set (the byte endpoint's transfers), it `holds`:
+    the stop waits for it, within the grace period, before the pool closes."""
 
     def __init__(self) -> None:
         super().__init__()
         self.grace_ends = math.inf
+        self._held: set[asyncio.Task[Any]] = set()
+
+    def holds(self, ending: asyncio.Task[Any]) -> None:
+        self._held.add(ending)
+
+    async def held_ended(self, grace: float) -> None:
+        """Waits for the work held, at most grace (and the stop's margin) seconds."""
+        if not self._held:
+            return
+        _, stuck = await asyncio.wait(self._held, timeout=grace + STOP_MARGIN_SECONDS)
+        if stuck:
+            _log.warning("work left behind at shutdown", tasks=[t.get_name() for t in stuck])
 
 
 class _GenericHandlersOnly:

@@ -1,4 +1,5 @@
-"""Health that follows the database: NOT_SERVING while PostgreSQL cannot be reached.
+"""Health that follows the database: NOT_SERVING while PostgreSQL cannot be reached or
+takes no writes (a standby, or a primary demoted in a failover).
 
 A load balancer or Kubernetes then stops sending calls that could only fail. One slow
 answer is not an outage: the state changes after two probes in a row disagree with it.
@@ -35,7 +36,8 @@ async def watch_database(
     connection settings, each probe given timeout seconds to connect and again to be
     answered; calls report(reachable) when PROBES_TO_CHANGE probes in a row say the
     opposite of what was last reported, and expires the pool's connections when that
-    is unreachable."""
+    is unreachable (a read-only database counts as one: its connections, to a demoted
+    primary, are replaced too)."""
     probe = _Probe(pool, timeout)
     reachable, disagreeing = True, 0
     try:
@@ -61,9 +63,14 @@ async def watch_database(
         probe.close()
 
 
+# Whether a new transaction of this session may write: not on a standby, nor on a
+# server set read-only (what a demoted primary's connections see).
+_WRITABLE = "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'"
+
+
 class _Probe:
-    """`SELECT 1` over one connection kept open between probes (no new PostgreSQL
-    backend a second), opened again after any failure."""
+    """`_WRITABLE` over one connection kept open between probes (no new PostgreSQL
+    backend a second), opened again after any failure or read-only answer."""
 
     def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
         self._pool = pool
@@ -72,12 +79,17 @@ class _Probe:
 
     async def answers(self) -> bool:
         """Whether the database answered within the timeout (to connect, and again to
-        the query)."""
+        the query), and takes writes."""
         try:
             if self._conn is None:
                 self._conn = await self._connect()
-            await self._conn.fetchval("SELECT 1", timeout=self._timeout)
-            return True
+            if await self._conn.fetchval(_WRITABLE, timeout=self._timeout):
+                return True
+            # Every call that writes fails meanwhile; the next probe connects afresh,
+            # to the new primary once the failover's address names it.
+            _log.info("database probe found it takes no writes")
+            self.close()
+            return False
         except asyncpg.TooManyConnectionsError:
             # It answered: every connection it allows is taken, the pools' of the
             # servers most likely, which serve calls. A busy database is no outage.

@@ -5,6 +5,7 @@ at once rather than at the caller's deadline, and writes are not retried blindly
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -81,6 +82,42 @@ async def test_an_outage_is_unavailable_and_turns_health_not_serving(
 
 async def _is(port: int, status: int) -> bool:
     return await _health(port) == status
+
+
+async def _set_read_only(url: str, read_only: bool) -> None:
+    """The whole server read-only, as the connections to a primary demoted in a
+    failover find it (every session's next transaction is read-only)."""
+    conn = await asyncpg.connect(url)
+    try:
+        value = "on" if read_only else "off"
+        await conn.execute(f"ALTER SYSTEM SET default_transaction_read_only = {value}")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+
+
+async def test_a_database_that_takes_no_writes_is_unavailable_and_not_serving(
+    served, own_postgres, unique: str
+) -> None:
+    port, _ = served
+    url = own_postgres.get_uri()
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", port, timeout=10) as tracking:
+        experiment_id = await tracking.create_experiment(f"read-only-{unique}")
+        await _set_read_only(url, True)
+        try:
+            with pytest.raises(UnavailableError) as raised:
+                await tracking.create_run(experiment_id)
+            assert raised.value.reason == "DATABASE_READ_ONLY"
+            await eventually(
+                lambda: _is(port, health_pb2.HealthCheckResponse.NOT_SERVING),
+                what="health NOT_SERVING",
+            )
+        finally:
+            await _set_read_only(url, False)
+        await eventually(
+            lambda: _is(port, health_pb2.HealthCheckResponse.SERVING), what="health SERVING"
+        )
+        assert (await tracking.create_run(experiment_id)).info.experiment_id == experiment_id
 
 
 async def test_a_busy_pool_answers_unavailable_before_the_deadline(served, unique: str) -> None:

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from cairn.artifacts.v1 import artifacts_pb2 as pb
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import InvalidArgumentError, NotFoundError
 from cairn_server import catalog
+from cairn_server.artifacts.direct import ChunkedReader
 from cairn_server.artifacts.tickets import TicketSigner
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
@@ -222,6 +224,51 @@ async def test_a_stopping_server_is_streamed_to_without_turning_direct_transfer_
             assert client._direct_offered and not moved  # told SHUTTING_DOWN, not off
     finally:
         await server.stop(grace=1.0)
+
+
+async def test_a_stop_waits_for_a_direct_upload_under_way(
+    config: Config,
+    pool: asyncpg.Pool,
+    unique: str,
+    moved: collections.Counter[str],
+    monkeypatch: pytest.MonkeyPatch,
+):
+    reading, release = threading.Event(), threading.Event()
+    read = ChunkedReader.read
+
+    def held(self: ChunkedReader, n: int = -1) -> bytes:
+        """The endpoint's reads of a body past its first wait for release: the upload
+        stays under way, mid-body, for as long as the test needs."""
+        if self.size > 0:
+            reading.set()
+            release.wait(60)
+        return read(self, n)
+
+    monkeypatch.setattr(ChunkedReader, "read", held)
+    server = CairnServer(
+        with_overrides(config, shutdown_grace_seconds=60), catalog.select(["artifacts"]), pool
+    )
+    port = await server.start()
+    try:
+        project = await new_project(port, f"hold-{unique}")
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", port, project=project, timeout=None
+        ) as client:
+            client.direct_threshold = SMALL_THRESHOLD
+            upload = asyncio.create_task(client.upload("held.bin", DATA))
+            assert await asyncio.to_thread(reading.wait, 30)  # under way, mid-body
+            stopping = asyncio.create_task(server.stop())
+            # No gRPC call is in flight: the stop used to end here at once, and close
+            # the pool under the transfer, which then failed INTERNAL.
+            done, _ = await asyncio.wait({stopping}, timeout=1.0)
+            assert not done
+            release.set()
+            info = await upload
+            await stopping
+        assert info.sha256 == hashlib.sha256(DATA).hexdigest() and moved["upload"] == 1
+    finally:
+        release.set()
+        await server.stop(grace=0)
 
 
 @pytest.mark.parametrize("size", [0, 4095, 4096, 4 * 1024 * 1024 + 4097])

@@ -162,15 +162,17 @@ async def test_a_checksum_mismatch_publishes_nothing(
         with pytest.raises(DataLossError) as raised:
             await _raw_upload(store, messages)
         assert raised.value.reason == "CHECKSUM_MISMATCH"
-    with pytest.raises(InvalidArgumentError):
-        await _raw_upload(
-            store,
-            [
-                _header(store, "short.bin", expected_size=10),
-                api.UploadRequest(chunk=b"abc"),
-                FINISH,
-            ],
-        )
+    for announced in (10, 2):  # fewer bytes than announced, and more
+        with pytest.raises(InvalidArgumentError) as raised:
+            await _raw_upload(
+                store,
+                [
+                    _header(store, "sized.bin", expected_size=announced),
+                    api.UploadRequest(chunk=b"abc"),
+                    FINISH,
+                ],
+            )
+        assert raised.value.reason == "SIZE_MISMATCH"
     assert await store.list(recursive=True) == []
     with pytest.raises(NotFoundError):
         await store.stat("bad.bin")

@@ -437,6 +437,6 @@ def _check_unchanged(now: int, size: int) -> None:
             f"received more than the {size} bytes expected"
             if now > size
             else f"the file shrank to {now} bytes from the {size} expected",
-            reason="INVALID_ARGUMENT",
+            reason="SIZE_MISMATCH",
             metadata={"expected_size": str(size), "size": str(now)},
         )
