@@ -53,14 +53,14 @@ SPEC = ServiceSpec(
     background=_background,
     purge=purge.purge,
     records_requests=True,
-    # Deduplicated by the request ids kept on objects and uploads: ConfirmUpload
-    # discards what it refused, which a recorded call's rollback would undo; a
-    # presigned URL is a bearer secret, never stored. (Upload, a stream, is never
-    # recorded either: it keeps its id on the object too.)
+    # Deduplicated by the publications recorded under their request ids (store.py) and
+    # the ids kept on uploads: ConfirmUpload discards what it refused, which a recorded
+    # call's rollback would undo; a presigned URL is a bearer secret, never stored.
+    # (Upload, a stream, is never recorded either: its publication is.)
     # The ticket calls write nothing but, on S3, an upload's row (a repeat begins another,
     # which the janitor discards): an upload's ticket carries the request id to its
-    # publication (CompleteUploadTicket's on S3), which keeps it on the object as Upload
-    # does; CompleteUploadTicket discards what it refused, as ConfirmUpload does.
+    # publication (CompleteUploadTicket's on S3), recorded as Upload's is;
+    # CompleteUploadTicket discards what it refused, as ConfirmUpload does.
     # AbortUploadTicket's repeat finds no upload left to give up and answers OK, as the
     # first did; it aborts the multipart upload after its commit, which no rollback undoes.
     not_recorded=frozenset(

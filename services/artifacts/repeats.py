@@ -9,10 +9,12 @@ that announces no sha256 is compared by its bytes, read to their end and stored 
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..common.errors import InvalidArgument
-from .store import StoredObject
+
+if TYPE_CHECKING:  # the store checks repeats as it publishes
+    from .store import StoredObject
 
 # How much of a repeated upload's bytes are taken at once to be hashed.
 _READ = 1024 * 1024

@@ -98,11 +98,12 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         _check_size(header.expected_size)
         presigned = self._check_direct(request.accept_presigned)
         request_id = request_id_of(context)
+        taken = await self._in_the_way(project, path, header.overwrite)
         done = await self._objects.published_by(project, path, request_id)
         if done is not None:
             repeats.check(done, expected_sha256, header.expected_size, content_type)
             return api.CreateUploadTicketResponse(object=self._info(done))
-        if not header.overwrite and await self._objects.exists(project, path):
+        if taken:
             raise already_exists(path)
         if presigned:
             parts = await self._presigned.begin(
@@ -226,10 +227,11 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             expected_sha256 = _sha256(header.expected_sha256, "header.expected_sha256")
             content_type = _content_type(header.content_type) or DEFAULT_CONTENT_TYPE
             _check_size(header.expected_size)
+            taken = await self._in_the_way(project, path, header.overwrite)
             done = await self._objects.published_by(project, path, request_id_of(context))
             if done is not None:
                 repeats.check(done, expected_sha256, header.expected_size, content_type)
-            elif not header.overwrite and await self._objects.exists(project, path):
+            elif taken:
                 raise already_exists(path)
             else:
                 upload = await self._objects.begin(project, path, header.overwrite, content_type)
@@ -255,6 +257,12 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         await _pump(stream, reader, writing, self._stopping)
         await writing
         repeats.check(done, reader.sha256, reader.size)
+
+    async def _in_the_way(self, project: str, path: str, overwrite: bool) -> bool:
+        """Whether an object at path refuses an upload that may not overwrite it. Asked
+        before whether the call's request id published it: a first try that publishes in
+        between is then found as this repeat's own, not as an object in its way."""
+        return not overwrite and await self._objects.exists(project, path)
 
     async def _discard(self, upload: PendingUpload) -> None:
         """Collects the bytes of an upload that did not publish. When the database

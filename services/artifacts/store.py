@@ -12,6 +12,7 @@ The publication protocol, whose every step is one transaction here:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,9 +20,10 @@ from typing import Literal
 
 import asyncpg
 
-from ..common import paging
+from ..common import idempotency, paging
 from ..common.errors import Aborted, AlreadyExists, NotFound
 from ..common.sql import Params, unguarded
+from . import repeats
 from .backends import new_key
 
 _COLUMNS = "project, path, size, sha256, content_type, storage_key, create_time, update_time"
@@ -189,9 +191,11 @@ class ObjectStore:
         storage key it replaced, now garbage. `consumes` is the presigned upload whose
         bytes were copied into this one: it is spent in the same transaction, and its
         key becomes garbage. `request_id` is that of the call publishing (see
-        `published_by`): when the object at the path carries it already, that object
-        is returned and this upload's key is the garbage. `lease` is the token of the
-        completion holding the upload (`leases.py`): only that one publishes it.
+        `published_by`): what it publishes is recorded under it in the same
+        transaction; when it published already, what it published is returned
+        (whatever is at the path now) and this upload's key is the garbage. `lease` is
+        the token of the completion holding the upload (`leases.py`): only that one
+        publishes it.
 
         Raises:
             AlreadyExists: an object is at the path and the upload may not overwrite it.
@@ -199,6 +203,7 @@ class ObjectStore:
                 (UPLOAD_EXPIRED), or its lease lapsed and another completion holds it
                 (UPLOAD_BEING_COMPLETED).
             NotFound: the consumed upload was confirmed already (UPLOAD_NOT_FOUND).
+            InvalidArgument: the request id published another object (REQUEST_ID_REUSED).
         """
         async with self._pool.acquire() as conn, conn.transaction():
             # Publishers of one path take turns, so the key read below is the one
@@ -217,6 +222,17 @@ class ObjectStore:
                 lease,
             ):
                 raise await _not_publishable(conn, upload, lease)
+            done = await _claim(conn, upload, request_id, size, sha256) if request_id else None
+            if done is not None:
+                # A repeat of the call that published under this id, past its
+                # `published_by` check while the first still ran (the claim waited for
+                # its commit): answered with what it published, and this upload's key
+                # (and the one it consumes, if still waiting) is garbage.
+                repeats.check(done, sha256, size, content_type)
+                if consumes is not None:
+                    await _spend(conn, consumes, required=False)
+                await _collect(conn, upload.storage_key)
+                return done, upload.storage_key
             if consumes is not None:
                 await _spend(conn, consumes)
             current = await conn.fetchrow(
@@ -226,13 +242,11 @@ class ObjectStore:
                 upload.path,
             )
             if current is not None and request_id and current["request_id"] == request_id:
-                # A retry of the call that published it (past its `published_by` check
-                # while the first still ran): once, and this upload's key is garbage.
-                await conn.execute(
-                    "INSERT INTO artifacts.garbage (storage_key) VALUES ($1)", upload.storage_key
-                )
-                published = {k: v for k, v in current.items() if k != "request_id"}
-                return StoredObject(**published), upload.storage_key
+                # Published before its publication was recorded (0009): once, too.
+                done = StoredObject(**{k: v for k, v in current.items() if k != "request_id"})
+                await _record(conn, request_id, done)
+                await _collect(conn, upload.storage_key)
+                return done, upload.storage_key
             replaced = None if current is None else current["storage_key"]
             if replaced is not None and not upload.overwrite:
                 raise already_exists(upload.path)
@@ -253,11 +267,12 @@ class ObjectStore:
                 upload.storage_key,
                 request_id,
             )
+            published = StoredObject(**dict(row))
+            if request_id:
+                await _record(conn, request_id, published)
             if replaced is not None:
-                await conn.execute(
-                    "INSERT INTO artifacts.garbage (storage_key) VALUES ($1)", replaced
-                )
-        return StoredObject(**dict(row)), replaced
+                await _collect(conn, replaced)
+        return published, replaced
 
     async def abandon(self, upload: PendingUpload, lease: uuid.UUID | None = None) -> list[str]:
         """Gives up an upload that did not publish; returns its key when its row went
@@ -349,19 +364,17 @@ class ObjectStore:
     async def published_by(
         self, project: str, path: str, request_id: str | None
     ) -> StoredObject | None:
-        """The object at path if the call with this request id published it (and nothing
-        replaced it since): what a repeat of that call answers."""
+        """What the call with this request id published, if it did: what a repeat of
+        that call answers, even once the object at path was replaced or removed.
+
+        Raises:
+            InvalidArgument: the id published at another path, or in another project
+                (REQUEST_ID_REUSED).
+        """
         if request_id is None:
             return None
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(
-                f"""SELECT {_COLUMNS} FROM artifacts.objects
-                    WHERE project = $1 AND path = $2 AND request_id = $3""",
-                project,
-                path,
-                request_id,
-            )
-        return None if row is None else StoredObject(**dict(row))
+            return await _published(conn, project, path, request_id)
 
     async def get(self, project: str, path: str) -> StoredObject:
         async with self._pool.acquire() as conn:
@@ -519,7 +532,81 @@ def already_exists(path: str) -> AlreadyExists:
     )
 
 
-async def _spend(conn: asyncpg.Connection, upload: PendingUpload) -> None:
+# The method under which `requests` keeps the request id of a publication (0009).
+_PUBLICATION = "publication"
+_PUBLISHED = f"""SELECT {_COLUMNS} FROM artifacts.publications
+                 WHERE method = '{_PUBLICATION}' AND request_id = $1"""
+
+
+async def _published(
+    conn: asyncpg.Connection, project: str, path: str, request_id: str
+) -> StoredObject | None:
+    """What request_id published (see `published_by`)."""
+    row = await conn.fetchrow(_PUBLISHED, request_id)
+    if row is not None:
+        return _same_call(StoredObject(**dict(row)), project, path, request_id)
+    # Published before publications were recorded (0009), or recorded past the
+    # retention: the object it left, while nothing replaced it.
+    row = await conn.fetchrow(
+        f"""SELECT {_COLUMNS} FROM artifacts.objects
+            WHERE project = $1 AND path = $2 AND request_id = $3""",
+        project,
+        path,
+        request_id,
+    )
+    return None if row is None else StoredObject(**dict(row))
+
+
+def _same_call(done: StoredObject, project: str, path: str, request_id: str) -> StoredObject:
+    """done, unless the call naming project and path cannot be a repeat of the one that
+    published it. Another project is not named back: its caller may not see it."""
+    if done.project != project:
+        raise idempotency.request_id_reused(request_id)
+    if done.path != path:
+        raise repeats.request_id_reused(done)
+    return done
+
+
+async def _claim(
+    conn: asyncpg.Connection, upload: PendingUpload, request_id: str, size: int, sha256: str
+) -> StoredObject | None:
+    """Claims request_id for the upload's publication (None), or returns what the id
+    published already. A claim under way in another transaction is waited for: two
+    publications under one id take turns, and the second finds what the first did."""
+    fingerprint = hashlib.sha256(
+        f"{upload.project}\0{upload.path}\0{size}\0{sha256}".encode()
+    ).digest()
+    while not await conn.fetchval(
+        """INSERT INTO artifacts.requests (method, request_id, fingerprint)
+           VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING true""",
+        _PUBLICATION,
+        request_id,
+        fingerprint,
+    ):
+        row = await conn.fetchrow(_PUBLISHED, request_id)
+        if row is not None:
+            return _same_call(StoredObject(**dict(row)), upload.project, upload.path, request_id)
+        # else forgotten (past its retention) since the claim failed: claim again
+    return None
+
+
+async def _record(conn: asyncpg.Connection, request_id: str, done: StoredObject) -> None:
+    """Records what request_id published, under the claim `_claim` took."""
+    await conn.execute(
+        f"""INSERT INTO artifacts.publications (method, request_id, {_COLUMNS})
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+        _PUBLICATION,
+        request_id,
+        *(getattr(done, field.name) for field in dataclasses.fields(StoredObject)),
+    )
+
+
+async def _collect(conn: asyncpg.Connection, key: str) -> None:
+    await conn.execute("INSERT INTO artifacts.garbage (storage_key) VALUES ($1)", key)
+
+
+async def _spend(conn: asyncpg.Connection, upload: PendingUpload, required: bool = True) -> None:
+    """Spends a consumed upload; one spent already is UPLOAD_NOT_FOUND when required."""
     spent = await conn.fetchval(
         """WITH gone AS (
                DELETE FROM artifacts.uploads WHERE upload_id = $1 RETURNING storage_key
@@ -528,7 +615,7 @@ async def _spend(conn: asyncpg.Connection, upload: PendingUpload) -> None:
            RETURNING true""",
         upload.upload_id,
     )
-    if not spent:
+    if not spent and required:
         raise _upload_not_found(upload.upload_id, upload.path)
 
 

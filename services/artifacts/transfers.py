@@ -93,6 +93,9 @@ class DirectTransfers:
 
     async def _accept(self, ticket: Ticket) -> PendingUpload | StoredObject | bytes:
         request_id = ticket.request_id or None
+        # Asked first, as the servicer's _in_the_way: a first try publishing in between is
+        # then this repeat's own object, not one in its way.
+        taken = not ticket.overwrite and await self._objects.exists(ticket.project, ticket.path)
         done = await self._objects.published_by(ticket.project, ticket.path, request_id)
         if done is not None:
             # Another upload under the id may have published since the ticket was issued
@@ -101,7 +104,7 @@ class DirectTransfers:
             if ticket.sha256:  # the same bytes: not worth sending again
                 return self._info(done).SerializeToString()
             return done
-        if not ticket.overwrite and await self._objects.exists(ticket.project, ticket.path):
+        if taken:
             raise already_exists(ticket.path)
         return await self._objects.begin(
             ticket.project, ticket.path, ticket.overwrite, ticket.content_type

@@ -1,0 +1,221 @@
+"""A repeat of an upload that published (its answer was lost) is answered with what it
+published, even after another upload replaced or removed that object: it is never
+published again (which would overwrite the newer object) nor refused as ALREADY_EXISTS.
+On every path: the stream, tickets (the byte endpoint; presigned parts on S3) and
+presigned PUT URLs."""
+
+import asyncio
+import hashlib
+import os
+import urllib.request
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+import cairn
+from cairn._transport import REQUEST_ID_HEADER
+from cairn.artifacts.v1 import artifacts_service_pb2 as api
+from cairn.artifacts.v1 import artifacts_service_pb2_grpc
+from cairn.exceptions import InvalidArgumentError, from_grpc_error
+from cairn.types import ObjectInfo
+from tests.conftest import new_project
+from tests.proxy import AnswerDroppingProxy
+
+_DATA = 0x0
+DIRECT_THRESHOLD = 1024 * 1024
+LARGE = os.urandom(DIRECT_THRESHOLD + 5)  # goes through a ticket, not the stream
+
+
+class PublishedAnswerDroppingProxy(AnswerDroppingProxy):
+    """Loses the next answer message itself (its DATA frame, sent once the upload
+    published; the stream's verdict, in headers before it, passes), then holds the
+    caller's reconnection until `release()`: what others do meanwhile comes between
+    the upload and its client's own retry."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+        self.lost = asyncio.Event()
+        self._released = asyncio.Event()
+        self._released.set()
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def _serve(self, client_in, client_out) -> None:
+        await self._released.wait()
+        await super()._serve(client_in, client_out)
+
+    async def _answers(self, server_in, client_out) -> None:
+        while True:
+            header = await server_in.readexactly(9)
+            length = int.from_bytes(header[:3], "big")
+            kind, stream = header[3], int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
+            payload = await server_in.readexactly(length)
+            if kind == _DATA and stream and self._to_drop:
+                self._to_drop -= 1
+                self.dropped += 1
+                self._released.clear()
+                self.lost.set()
+                return
+            client_out.write(header + payload)
+            await client_out.drain()
+
+
+@pytest.fixture
+async def proxy(server_port: int) -> AsyncIterator[PublishedAnswerDroppingProxy]:
+    proxy = PublishedAnswerDroppingProxy(server_port)
+    await proxy.start()
+    yield proxy
+    proxy.release()
+    await proxy.close()
+
+
+@pytest.fixture
+async def local(server_port: int, unique: str) -> AsyncIterator[cairn.ArtifactClient]:
+    """An ArtifactClient in a project of its own, on the filesystem backend."""
+    project = await new_project(server_port, f"r-{unique}")
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", server_port, project=project, timeout=None
+    ) as client:
+        yield client
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _with_id(request_id: str) -> list[tuple[str, str]]:
+    return [(REQUEST_ID_HEADER, request_id)]
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+async def test_a_retried_stream_after_another_upload_replaced_its_object_publishes_nothing(
+    proxy: PublishedAnswerDroppingProxy, local: cairn.ArtifactClient, overwrite: bool
+) -> None:
+    store = local
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", proxy.port, project=store.project, timeout=None
+    ) as retrying:
+        await retrying.list("")  # the channel is up before the answer is armed
+        proxy.drop_next()
+        first = asyncio.create_task(retrying.upload("model.bin", b"A-old", overwrite=overwrite))
+        await proxy.lost.wait()  # A published; its client is to retry by itself
+        newer = await store.upload("model.bin", b"B-new", overwrite=True)
+        proxy.release()
+        answered = await first  # not ALREADY_EXISTS
+    assert proxy.dropped == 1
+    assert answered.sha256 == _sha(b"A-old")
+    assert await store.read("model.bin") == b"B-new"  # B's acknowledged write stands
+    assert (await store.stat("model.bin")).update_time == newer.update_time
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+async def test_a_repeated_ticket_upload_after_another_upload_replaced_its_object(
+    store: cairn.ArtifactClient, overwrite: bool, unique: str
+) -> None:
+    store.direct_threshold = DIRECT_THRESHOLD
+    request_id = f"ticket-{unique}"
+    first = await store.upload("big.bin", LARGE, overwrite=overwrite, metadata=_with_id(request_id))
+    await store.upload("big.bin", b"B-new", overwrite=True)
+    ticket = await store._stub.CreateUploadTicket(
+        api.CreateUploadTicketRequest(
+            header=api.UploadHeader(
+                project=store.project, path="big.bin", overwrite=overwrite, expected_size=len(LARGE)
+            ),
+            accept_presigned=True,
+        ),
+        metadata=_with_id(request_id),
+    )
+    assert ticket.HasField("object")  # no ticket, no parts: nothing is sent again
+    again = await store.upload("big.bin", LARGE, overwrite=overwrite, metadata=_with_id(request_id))
+    assert _same(again, first)
+    assert await store.read("big.bin") == b"B-new"
+
+
+async def test_a_repeated_confirmation_after_another_upload_replaced_its_object(
+    s3_store: cairn.ArtifactClient, unique: str
+) -> None:
+    store, body = s3_store, b"A-old"
+    put = await store.presigned_url("put.bin", "PUT", overwrite=True)
+    await asyncio.to_thread(_http_put, put.url, body, put.headers)
+    confirm = _with_id(f"confirm-{unique}")
+    first = await store.confirm_upload("put.bin", upload_id=put.upload_id, metadata=confirm)
+    await store.upload("put.bin", b"B-new", overwrite=True)
+    again = await store.confirm_upload("put.bin", upload_id=put.upload_id, metadata=confirm)
+    assert _same(again, first)  # not UPLOAD_NOT_FOUND
+    assert await store.read("put.bin") == b"B-new"
+
+
+async def test_a_repeat_of_an_upload_whose_object_was_deleted_stores_nothing(
+    store: cairn.ArtifactClient, unique: str
+) -> None:
+    request_id = f"deleted-{unique}"
+    first = await store.upload("gone.bin", b"A-old", metadata=_with_id(request_id))
+    await store.delete("gone.bin")
+    again = await store.upload("gone.bin", b"A-old", metadata=_with_id(request_id))
+    assert _same(again, first)
+    assert await store.list("") == []
+
+
+async def test_another_upload_under_a_request_id_that_published_is_refused_after_all(
+    store: cairn.ArtifactClient, unique: str
+) -> None:
+    request_id = f"reused-{unique}"
+    await store.upload("a.bin", b"A-old", metadata=_with_id(request_id))
+    await store.upload("a.bin", b"B-new", overwrite=True)
+    for path, data in [("a.bin", b"other bytes"), ("elsewhere.bin", b"A-old")]:
+        with pytest.raises(InvalidArgumentError) as raised:
+            await store.upload(path, data, overwrite=True, metadata=_with_id(request_id))
+        assert raised.value.reason == "REQUEST_ID_REUSED"
+    assert await store.read("a.bin") == b"B-new"
+    assert [o.path for o in await store.list("")] == ["a.bin"]
+
+
+async def test_two_uploads_under_one_request_id_at_once_publish_one_of_them(
+    server_port: int, local: cairn.ArtifactClient, unique: str
+) -> None:
+    """Both are past their check of the request id before either publishes: the
+    second to publish finds the first's publication, and its other bytes are refused."""
+    store, request_id, finish = local, f"racing-{unique}", asyncio.Event()
+
+    async def requests(data: bytes) -> AsyncIterator[api.UploadRequest]:
+        header = api.UploadHeader(project=store.project, path="raced.bin", overwrite=True)
+        yield api.UploadRequest(header=header)
+        yield api.UploadRequest(chunk=data)
+        await finish.wait()
+        yield api.UploadRequest(finish=api.UploadFinish(sha256=_sha(data)))
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
+        stub = artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
+        calls = [
+            stub.Upload(requests(data), metadata=_with_id(request_id))
+            for data in (b"first bytes", b"other bytes")
+        ]
+        for call in calls:  # both accepted: past the check, their bytes on the way
+            assert ("x-cairn-stream", "accepted") in tuple(await call.initial_metadata())
+        finish.set()
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+    published = [a for a in answers if isinstance(a, api.UploadResponse)]
+    refused = [a for a in answers if isinstance(a, grpc.aio.AioRpcError)]
+    assert len(published) == 1 and len(refused) == 1, answers
+    assert from_grpc_error(refused[0]).reason == "REQUEST_ID_REUSED"
+    stored = await store.stat("raced.bin")
+    assert stored.sha256 == published[0].object.sha256
+    assert stored.update_time == stored.create_time  # published once
+
+
+def _same(again: ObjectInfo, first: ObjectInfo) -> bool:
+    return (again.path, again.size, again.sha256, again.create_time, again.update_time) == (
+        first.path,
+        first.size,
+        first.sha256,
+        first.create_time,
+        first.update_time,
+    )
+
+
+def _http_put(url: str, data: bytes, headers: dict[str, str]) -> None:
+    request = urllib.request.Request(url, data=data, method="PUT", headers=headers)
+    with urllib.request.urlopen(request, timeout=10):  # loopback only
+        pass
