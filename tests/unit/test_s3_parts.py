@@ -1,0 +1,39 @@
+"""How the S3 backend cuts a streamed upload into parts: the part a client's announced
+size asks for has a bound, and each part is read whole (s3.WholeReads) rather than
+built by the SDK from short reads, which cost time in the square of the part's size."""
+
+from cairn_server.artifacts import s3
+from cairn_server.artifacts.blobs import MAX_OBJECT_BYTES
+
+MIB = 1024 * 1024
+
+
+def test_parts_are_the_least_that_fit_the_part_count_and_at_most_the_bound() -> None:
+    assert s3._part_size(0) == s3.S3_UNKNOWN_SIZE_PART
+    assert s3._part_size(1) == s3.S3_MIN_PART
+    assert s3._part_size(s3.S3_MAX_PARTS * 7 * MIB) == 7 * MIB
+    # 5 TiB announced asked for parts of 583 MiB, held in memory whole.
+    assert s3._part_size(MAX_OBJECT_BYTES) == s3.S3_MAX_STREAMED_PART == 32 * MIB
+    assert s3._part_size(s3.MAX_STREAMED_BYTES) == s3.S3_MAX_STREAMED_PART
+
+
+class _ShortReads:
+    """A stream that returns at most one chunk a read, as an upload's does."""
+
+    def __init__(self, data: bytes, chunk: int) -> None:
+        self._data, self._chunk = data, chunk
+
+    def read(self, n: int = -1) -> bytes:
+        size = self._chunk if n < 0 else min(n, self._chunk)
+        taken, self._data = self._data[:size], self._data[size:]
+        return taken
+
+
+def test_whole_reads_return_what_was_asked_until_the_end() -> None:
+    data = bytes(range(256)) * 40  # 10,240 bytes
+    whole = s3.WholeReads(_ShortReads(data, chunk=1000))
+    assert whole.read(4096) == data[:4096]
+    assert whole.read(4096) == data[4096:8192]
+    assert whole.read(4096) == data[8192:]  # the end came first
+    assert whole.read(4096) == b""
+    assert s3.WholeReads(_ShortReads(data, chunk=1000)).read() == data
