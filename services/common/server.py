@@ -296,10 +296,27 @@ async def run(config: Config, services: Sequence[ServiceSpec]) -> None:
         )
         received = await signals.wait()
         _log.info("shutting down", signal=received, grace_seconds=config.shutdown_grace_seconds)
-        await server.stop()
+        await _stop(server, signals)
     finally:
         await _close(pool)
     _log.info("stopped")
+
+
+async def _stop(server: CairnServer, signals: _SignalWaiter) -> None:
+    """Stops the server within its grace period, or at once on another signal: an
+    operator who signals again does not want to wait for the calls still running."""
+    stopping = asyncio.ensure_future(server.stop())
+    again = asyncio.ensure_future(signals.wait())
+    await asyncio.wait({stopping, again}, return_when=asyncio.FIRST_COMPLETED)
+    if stopping.done():
+        again.cancel()
+        stopping.result()
+        return
+    _log.warning("stopping at once", signal=again.result())
+    stopping.cancel()
+    # Not awaited without a bound: a stop cancelled in the middle of a statement waits for
+    # PostgreSQL to confirm the cancel.
+    await asyncio.wait({stopping}, timeout=STOP_MARGIN_SECONDS)
 
 
 async def _close(pool: asyncpg.Pool) -> None:
@@ -314,10 +331,11 @@ async def _close(pool: asyncpg.Pool) -> None:
 
 
 class _SignalWaiter:
-    """Resolves with the name of the first SIGTERM or SIGINT received."""
+    """The SIGTERMs and SIGINTs received: each wait() resolves with the name of the next
+    one not waited for yet."""
 
     def __init__(self) -> None:
-        self._received: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._received: asyncio.Queue[str] = asyncio.Queue()
 
     @classmethod
     def install(cls) -> _SignalWaiter:
@@ -328,8 +346,7 @@ class _SignalWaiter:
         return waiter
 
     def _on_signal(self, name: str) -> None:
-        if not self._received.done():
-            self._received.set_result(name)
+        self._received.put_nowait(name)
 
     async def wait(self) -> str:
-        return await self._received
+        return await self._received.get()

@@ -151,3 +151,44 @@ async def test_an_upload_cut_by_the_end_of_the_grace_period_is_unavailable(tmp_p
         if line.get("method", "").endswith("/Upload")
     ]
     assert cut == [("UNAVAILABLE", "SHUTTING_DOWN")]
+
+
+async def test_a_second_signal_stops_at_once(tmp_path) -> None:
+    import asyncio
+    import signal
+
+    import cairn
+    from cairn.artifacts.v1 import artifacts_service_pb2 as api
+    from tests.conftest import eventually
+
+    server = start_server(tmp_path, "--shutdown-grace-seconds", "3600")
+    host, port = server.address.split(":")
+    sent = asyncio.Event()
+
+    async def held_upload(store: cairn.ArtifactClient) -> None:
+        async def requests():
+            yield api.UploadRequest(header=api.UploadHeader(project="default", path="held.bin"))
+            yield api.UploadRequest(chunk=b"x")
+            sent.set()
+            await asyncio.Event().wait()  # a client that holds its call open
+
+        await store._transport.client_stream(store._stub.Upload, requests())
+
+    async def shutting_down() -> bool:
+        return any(line["event"] == "shutting down" for line in server.log_lines())
+
+    try:
+        async with cairn.ArtifactClient.insecure_connection(host, int(port)) as store:
+            upload = asyncio.ensure_future(held_upload(store))
+            await sent.wait()
+            server.process.send_signal(signal.SIGTERM)
+            await eventually(shutting_down, what="the server shutting down")
+            server.process.send_signal(signal.SIGINT)
+            # The grace period is an hour: only the second signal ends it this soon.
+            assert await asyncio.to_thread(server.process.wait, 30) == 0
+            upload.cancel()
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+    events = [line["event"] for line in server.log_lines()]
+    assert "stopping at once" in events and "stopped" in events
