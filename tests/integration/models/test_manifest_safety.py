@@ -5,13 +5,14 @@ malformed one is a DataLossError (INVALID_MODEL_MANIFEST), never a KeyError."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cairn.exceptions import DataLossError
+from cairn.exceptions import DataLossError, FailedPreconditionError
 from cairn.models import MANIFEST, Manifest
 from cairn.models._manifest import MAX_MANIFEST_BYTES, entry_of
 from tests.integration.models.conftest import World
@@ -157,3 +158,20 @@ async def test_an_oversized_manifest_is_refused_before_it_is_read_whole(
         await world.tracking.load_model(info.model_uri, cache_dir=world.cache)
     assert raised.value.reason == "INVALID_MODEL_MANIFEST"
     assert "larger than" in raised.value.message
+
+
+async def test_files_this_machine_cannot_hold_apart_are_refused_before_a_byte(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model logged on Linux with "w.bin" and "W.bin", loaded on macOS (which opens
+    both as one file): the load left one file where the manifest names two."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "w.bin").write_bytes(b"lower")
+    (model / "W.bin").write_bytes(b"UPPER")
+    info = await world.tracking.log_model(world.run_id, model, "twins")
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(FailedPreconditionError) as raised:
+        await world.tracking.load_model(info.model_uri, cache_dir=world.cache)
+    assert raised.value.reason == "LOCAL_PATH_CONFLICT"
+    assert not any(p.is_file() and p.name != MANIFEST for p in world.cache.rglob("*.bin"))

@@ -38,6 +38,7 @@ from ..models._uris import SCHEMES, ArtifactUri, ModelUri, RunUri, parse_uri, sc
 from ..types._artifacts import ObjectInfo
 from ..types._paging import ListOptions
 from ..types._registry import ModelArtifact
+from ._local_files import tree_files
 from .artifacts import ArtifactClient
 from .registry import ModelRegistryAPIClient
 from .run_store import RunClient, join, run_store
@@ -461,6 +462,11 @@ async def _fetch(
     total = sum(entry.size for entry in manifest.files.values())
     with writing(cache.root):
         async with cache.filling(key, manifest_bytes, manifest) as scratch:
+            # The manifest's names as a directory download checks its objects' names:
+            # ones this file system cannot hold apart ("a" and "A" on macOS or Windows)
+            # would leave one file where the manifest names two, unsafe ones (Windows'
+            # "NUL", say) name no file here.
+            tree_files(scratch, "", list(manifest.files))
             with meter(progress, "download", uri, total) as counted:
                 for relative, expected in manifest.files.items():
                     local = inside(scratch, relative, uri)
