@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from pathlib import Path
 
+import asyncpg
 import grpc
 
 from cairn.artifacts.v1 import artifacts_service_pb2, artifacts_service_pb2_grpc
 
+from ..common import logs
 from ..common.access import role_table
-from ..common.service import Resources, ServiceSpec
+from ..common.config import Config
+from ..common.service import Resources, ServiceSpec, Unservable
 from . import completions, purge
+from .filesystem import FilesystemBackend
 from .servicer import ArtifactServicer
+
+_log = logs.get("cairn.artifacts")
 
 
 def _register(server: grpc.aio.Server, resources: Resources) -> None:
@@ -25,6 +32,34 @@ async def _background(resources: Resources) -> None:
     """The service's work beside its calls (`purge.background`), and settling the
     completions under way when the server stops, before its pool closes."""
     await asyncio.gather(purge.background(resources), completions.settle_on_stop(resources))
+
+
+async def _servable(pool: asyncpg.Pool, config: Config) -> None:
+    """Refuses to serve a filesystem root the server cannot write, which would answer
+    every upload UNAVAILABLE ("call again") for ever. A full one is served: downloads
+    work, and deleting objects frees the space uploads need."""
+    if config.artifact_backend != "filesystem":
+        return
+    backend = FilesystemBackend(config.artifact_dir)
+    try:
+        await asyncio.to_thread(backend.check_writable)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            _log.warning(
+                "the artifact root is full: uploads fail until space is freed",
+                root=str(backend.root),
+            )
+            return
+        raise Unservable(_unusable_root(config, backend.root, error)) from error
+
+
+def _unusable_root(config: Config, root: Path, error: OSError) -> str:
+    where = "" if config.artifact_root else ", by default <CAIRN_DATA_DIR>/artifacts"
+    failed = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
+    return (
+        f"the artifact root {root} cannot be used ({failed}): set CAIRN_ARTIFACT_ROOT "
+        f"(--artifact-root{where}) to a directory this server can create and write in"
+    )
 
 
 # A presigned URL may be for a PUT, so creating one needs the editor role; a ticket
@@ -53,6 +88,7 @@ SPEC = ServiceSpec(
     background=_background,
     purge=purge.purge,
     records_requests=True,
+    servable=_servable,
     # Deduplicated by the publications recorded under their request ids (store.py) and
     # the ids kept on uploads: ConfirmUpload discards what it refused, which a recorded
     # call's rollback would undo; a presigned URL is a bearer secret, never stored.

@@ -7,6 +7,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import uuid
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ from typing import BinaryIO
 from cairn._direct_io import DirectWriter
 
 from ..common.errors import DataLoss, ResourceExhausted, Unavailable
-from .blobs import CHUNK, MissingBytes, Readable, Unfinished
+from .blobs import CHUNK, KEY_ROOT, MissingBytes, Readable, Unfinished
 
 SYNC_EVERY = 32 * 1024 * 1024
 READ_WINDOW = 32 * 1024 * 1024
@@ -106,6 +107,18 @@ class FilesystemBackend:
                     path.rmdir()
                     removed += 1
         return removed
+
+    def check_writable(self) -> None:
+        """Makes the root and the folder of new keys, then creates, syncs and removes a
+        file there as an upload would; raises the OSError of a root that cannot be used
+        (a path under /proc, a read-only file system, a file where a folder should be).
+        A file left by a crash in between is unreferenced: the janitor removes it."""
+        probe = self._file(f"{KEY_ROOT}/.write-check-{uuid.uuid4().hex}")
+        with _created(probe) as out:
+            out.write(b"cairn")
+            out.flush()
+            os.fsync(out.fileno())
+        probe.unlink()
 
     def _file(self, key: str) -> Path:
         target = (self.root / key).resolve()
@@ -229,6 +242,8 @@ def _make_folders(folder: Path) -> None:
     published after a sync survives a crash of the machine, not only its content."""
     missing = []
     while not folder.is_dir():
+        if folder.exists():  # a file where a folder should be: say so, not "File exists"
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
         missing.append(folder)
         folder = folder.parent
     for made in reversed(missing):

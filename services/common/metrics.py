@@ -46,10 +46,20 @@ def _children_of(method: str, code: str) -> tuple[Counter, Histogram]:
 
 
 class _PoolCollector(Collector):
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """The gauges of the pool watched; registered once, since a registry refuses a
+    second collector of the same names (a process serving metrics again, in tests)."""
+
+    def __init__(self) -> None:
+        self._pool: asyncpg.Pool | None = None
+
+    def watch(self, pool: asyncpg.Pool) -> None:
+        if self._pool is None:
+            REGISTRY.register(self)
         self._pool = pool
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        if self._pool is None:
+            return
         yield GaugeMetricFamily(
             "cairn_db_pool_size", "Open database connections", self._pool.get_size()
         )
@@ -61,8 +71,30 @@ class _PoolCollector(Collector):
         )
 
 
-def serve(address: str, pool: asyncpg.Pool) -> None:
-    """Starts the /metrics endpoint (a daemon thread) and the pool gauges."""
+_pool_collector = _PoolCollector()
+
+
+def serve(address: str, pool: asyncpg.Pool) -> int:
+    """Starts the /metrics endpoint (a daemon thread) and the pool gauges; returns the
+    port bound, which port 0 picks free.
+
+    Raises:
+        OSError: the address cannot be bound, naming it and CAIRN_METRICS_ADDRESS.
+    """
+    port = _listen(address)
+    _pool_collector.watch(pool)
+    return port
+
+
+def _listen(address: str) -> int:
     host, _, port = address.rpartition(":")
-    REGISTRY.register(_PoolCollector(pool))
-    start_http_server(int(port), addr=host or "0.0.0.0")
+    # "[::1]:9090", as grpc takes it: the brackets only set the host apart from the port.
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        server, _ = start_http_server(int(port), addr=host or "0.0.0.0")
+    except OSError as error:  # "Name or service not known", an address in use
+        raise OSError(
+            f"cannot serve metrics on {address} (CAIRN_METRICS_ADDRESS, --metrics-address): "
+            f"{error.strerror or error}"
+        ) from error
+    return int(server.server_port)

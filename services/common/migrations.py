@@ -5,17 +5,26 @@ pending file runs in its own transaction, and the version is recorded in
 `<schema>.schema_migrations` in that same transaction, so a failed file leaves no trace.
 The whole run holds a PostgreSQL advisory lock, so replicas that start together
 apply each file exactly once while the others wait.
+
+A server checks the ledgers against its files before it serves (`check`): it refuses a
+database that lacks any of them, and warns of versions only a newer release knows.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 
-from . import logs
+from . import logs, sql
+from .service import Unservable
+
+if TYPE_CHECKING:
+    from .service import ServiceSpec
 
 # Any constant works, as long as every Cairn process uses the same one.
 ADVISORY_LOCK_KEY = 0x43_41_49_52_4E  # "CAIRN"
@@ -87,4 +96,85 @@ async def _ensure_ledger(conn: asyncpg.Connection, schema: str) -> None:
                 name text NOT NULL,
                 applied_at timestamptz NOT NULL DEFAULT now()
             )"""
+    )
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """How a schema's ledger compares with the migrations this server has."""
+
+    schema: str
+    missing: list[Migration]  # files of this server the database has not applied
+    unknown: list[str]  # versions applied that no file of this server is (a newer release)
+
+
+async def check(pool: asyncpg.Pool, services: Sequence[ServiceSpec]) -> None:
+    """Refuses to serve a database that lacks any of the services' migrations, and warns
+    of migrations applied that this server does not know (a newer release's).
+
+    Raises:
+        Unservable: a schema lacks migrations, naming them and `cairn migrate`.
+    """
+    states = await compare(pool, services)
+    for state in states:
+        if state.unknown:
+            _log.warning(
+                "the database holds migrations newer than this server",
+                schema=state.schema,
+                unknown=state.unknown,
+                hint="a newer release migrated it: serve this one only while rolling that "
+                "one out or back (docs/deploy.md, Upgrades)",
+            )
+    behind = [state for state in states if state.missing]
+    if behind:
+        raise Unservable(
+            f"the database lacks migrations this server needs: {'; '.join(map(_lacks, behind))}. "
+            "Run `cairn migrate` of this release (on Kubernetes, the cairn-migrate Job; "
+            'docs/deploy.md, "Upgrades") or serve with CAIRN_MIGRATE_ON_START=true'
+        )
+
+
+async def compare(pool: asyncpg.Pool, services: Sequence[ServiceSpec]) -> list[SchemaState]:
+    """Each service's schema against its migration files, read once no migration run is
+    under way: one that another process is applying now is waited for, not taken for
+    missing (a pod started beside the migrate Job, replicas starting together)."""
+    files = {spec.schema: discover(spec.migrations_dir) for spec in services}
+    async with pool.acquire() as conn, conn.transaction():
+        # apply() holds the lock exclusively; shared holders read together. Like apply(),
+        # without the pool's statement timeout: a migration may build an index for minutes.
+        await sql.unguarded(conn)
+        if not await conn.fetchval(
+            "SELECT pg_try_advisory_xact_lock_shared($1)", ADVISORY_LOCK_KEY
+        ):
+            _log.info("waiting for the migrations another process is applying")
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ADVISORY_LOCK_KEY)
+        ledgers = {schema: await _ledger(conn, schema) for schema in files}
+    return [_state(schema, files[schema], ledgers[schema]) for schema in files]
+
+
+async def _ledger(conn: asyncpg.Connection, schema: str) -> dict[int, str]:
+    """The versions applied to a schema and their names; none where no ledger exists
+    yet (a database never migrated)."""
+    if await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".schema_migrations') is None:
+        return {}
+    rows = await conn.fetch(f'SELECT version, name FROM "{schema}".schema_migrations')
+    return {row["version"]: row["name"] for row in rows}
+
+
+def _state(schema: str, files: list[Migration], ledger: dict[int, str]) -> SchemaState:
+    known = {m.version for m in files}
+    return SchemaState(
+        schema=schema,
+        missing=[m for m in files if m.version not in ledger],
+        unknown=[ledger[v] for v in sorted(ledger) if v not in known],
+    )
+
+
+def _lacks(state: SchemaState) -> str:
+    missing = state.missing
+    if len(missing) <= 3:
+        return f"the {state.schema} schema lacks {', '.join(m.name for m in missing)}"
+    return (
+        f"the {state.schema} schema lacks {len(missing)} migrations, "
+        f"{missing[0].name} ... {missing[-1].name}"
     )

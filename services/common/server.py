@@ -67,6 +67,7 @@ class CairnServer:
         # A second, plaintext server with nothing but health, for probes that cannot
         # speak TLS; it shares the health states of the main one.
         self._probe_server: grpc.aio.Server | None = None
+        self.health_port: int | None = None  # bound by start()
         if config.health_address:
             self._probe_server = grpc.aio.server(options=ONE_SERVER_PER_PORT)
             health_pb2_grpc.add_HealthServicer_to_server(
@@ -92,7 +93,9 @@ class CairnServer:
         address = address or self.config.listen_address
         port = _bind(self._server, address, server_credentials(self.config))
         if self._probe_server is not None:
-            _bind(self._probe_server, self.config.health_address, None)
+            self.health_port = _bind(
+                self._probe_server, self.config.health_address, None, "CAIRN_HEALTH_ADDRESS"
+            )
             await self._probe_server.start()
         await self._server.start()
         await self._set_health(True)
@@ -218,8 +221,14 @@ def generic_handlers_only(server: grpc.aio.Server) -> grpc.aio.Server:
     return cast(grpc.aio.Server, _GenericHandlersOnly(server))
 
 
-def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
-    """Binds address (port 0 picks a free one); returns the port bound."""
+def _bind(
+    server: grpc.aio.Server,
+    address: str,
+    credentials: grpc.ServerCredentials | None,
+    setting: str = "CAIRN_LISTEN_ADDRESS",
+) -> int:
+    """Binds address, the value of setting (port 0 picks a free one); returns the port
+    bound."""
     try:
         if credentials is None:
             port = server.add_insecure_port(address)
@@ -228,7 +237,9 @@ def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredent
     except RuntimeError:  # how grpc says it could not bind
         port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {address}: the address is in use or not available")
+        raise OSError(
+            f"cannot listen on {address} ({setting}): the address is in use or not available"
+        )
     return port
 
 
@@ -280,11 +291,13 @@ async def run(config: Config, services: Sequence[ServiceSpec]) -> None:
     try:
         if config.migrate_on_start:
             await migrate(pool, services)
+        await migrations.check(pool, services)
         for spec in services:
             if spec.servable:
                 await spec.servable(pool, config)
+        metrics_port: int | None = None
         if config.metrics_address:
-            metrics.serve(config.metrics_address, pool)
+            metrics_port = metrics.serve(config.metrics_address, pool)
         server = CairnServer(config, services, pool)
         signals = _SignalWaiter.install()
         port = await server.start()
@@ -292,6 +305,8 @@ async def run(config: Config, services: Sequence[ServiceSpec]) -> None:
             "serving",
             address=config.listen_address,
             port=port,
+            metrics_port=metrics_port,
+            health_port=server.health_port,
             services=[spec.full_name for spec in services],
         )
         received = await signals.wait()

@@ -1,0 +1,152 @@
+"""A server checks the database's migrations against its own before it serves: it
+refuses a database that lacks any (never migrated, or migrated by an older release),
+waits for migrations another process is applying, and warns of a newer release's."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from structlog.testing import capture_logs
+
+from cairn_server import catalog
+from cairn_server.common import database, migrations, server
+from cairn_server.common.config import Config
+from cairn_server.common.service import Unservable
+from cairn_server.tracking import SPEC as TRACKING
+from tests.conftest import eventually, with_overrides
+
+SERVICES = catalog.select([])
+SCHEMAS = [spec.schema for spec in SERVICES]
+
+
+@pytest_asyncio.fixture
+async def fresh_url(postgres_url: str) -> AsyncIterator[str]:
+    """A database of its own on the test PostgreSQL, never migrated."""
+    name = f"schema_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}"))
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest_asyncio.fixture
+async def fresh_pool(fresh_url: str, config: Config) -> AsyncIterator[asyncpg.Pool]:
+    pool = await database.create_pool(fresh_url, config)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def test_a_database_never_migrated_is_refused_naming_every_schema_and_cairn_migrate(
+    fresh_pool: asyncpg.Pool,
+) -> None:
+    with pytest.raises(Unservable) as refused:
+        await migrations.check(fresh_pool, SERVICES)
+    message = str(refused.value)
+    for schema in SCHEMAS:
+        assert f"the {schema} schema lacks" in message
+    assert "the tracking schema lacks 12 migrations, 0001_tracking ... 0012_" in message
+    assert "cairn migrate" in message and "CAIRN_MIGRATE_ON_START=true" in message
+    # The check only reads: it made no schema (nor a ledger) of its own.
+    made = await fresh_pool.fetchval(
+        "SELECT count(*) FROM pg_namespace WHERE nspname = ANY($1::text[])", SCHEMAS
+    )
+    assert made == 0
+
+
+async def test_a_database_of_an_older_release_is_refused_naming_what_it_lacks(
+    fresh_pool: asyncpg.Pool,
+) -> None:
+    """Every schema migrated but tracking's last two, as the release before left it."""
+    async with fresh_pool.acquire() as conn:
+        for spec in SERVICES:
+            files = migrations.discover(spec.migrations_dir)
+            await migrations.apply(conn, spec.schema, files[:-2] if spec is TRACKING else files)
+    with pytest.raises(Unservable) as refused:
+        await migrations.check(fresh_pool, SERVICES)
+    message = str(refused.value)
+    assert (
+        "the tracking schema lacks 0011_batch_request_fingerprints, "
+        "0012_one_spelling_and_run_name_tags." in message
+    )
+    assert [schema for schema in SCHEMAS if f"the {schema} schema" in message] == ["tracking"]
+
+
+async def test_a_migrated_database_passes_in_silence(fresh_pool: asyncpg.Pool) -> None:
+    await server.migrate(fresh_pool, SERVICES)
+    with capture_logs() as logged:
+        await migrations.check(fresh_pool, SERVICES)
+    assert [entry for entry in logged if entry["log_level"] != "debug"] == []
+
+
+async def test_migrations_of_a_newer_release_are_warned_of_and_served(
+    fresh_pool: asyncpg.Pool,
+) -> None:
+    """An older image (a rollback, or an old pod restarting during a rolling update)
+    serves a schema migrated further, loudly: docs/deploy.md, "Upgrades"."""
+    await server.migrate(fresh_pool, SERVICES)
+    await fresh_pool.execute(
+        "INSERT INTO tracking.schema_migrations (version, name) "
+        "VALUES (99, '0099_from_a_newer_release')"
+    )
+    with capture_logs() as logged:
+        await migrations.check(fresh_pool, SERVICES)
+    warnings = [entry for entry in logged if entry["log_level"] == "warning"]
+    assert len(warnings) == 1
+    assert warnings[0]["event"] == "the database holds migrations newer than this server"
+    assert warnings[0]["schema"] == "tracking"
+    assert warnings[0]["unknown"] == ["0099_from_a_newer_release"]
+
+
+async def test_migrations_another_process_is_applying_are_waited_for(
+    fresh_url: str, fresh_pool: asyncpg.Pool
+) -> None:
+    """A server started while the migrate Job (or a replica) migrates does not take the
+    migrations not yet applied for missing: it reads once they are all applied."""
+    migrating = await asyncpg.connect(fresh_url)
+    try:
+        await migrating.execute("SELECT pg_advisory_lock($1)", migrations.ADVISORY_LOCK_KEY)
+        with capture_logs() as logged:
+            checking = asyncio.create_task(migrations.check(fresh_pool, SERVICES))
+            await eventually(lambda: _waits_for_advisory_lock(migrating), what="check waits")
+        assert not checking.done()
+        for spec in SERVICES:  # apply() takes the lock again: session locks nest
+            files = migrations.discover(spec.migrations_dir)
+            await migrations.apply(migrating, spec.schema, files)
+        await migrating.execute("SELECT pg_advisory_unlock($1)", migrations.ADVISORY_LOCK_KEY)
+        await asyncio.wait_for(checking, timeout=30)
+    finally:
+        await migrating.close()
+    assert "waiting for the migrations another process is applying" in [
+        entry["event"] for entry in logged
+    ]
+
+
+async def _waits_for_advisory_lock(conn: asyncpg.Connection) -> bool:
+    waiting = await conn.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    return bool(waiting)
+
+
+async def test_a_server_that_does_not_migrate_refuses_a_database_never_migrated(
+    config: Config, fresh_url: str
+) -> None:
+    """CAIRN_MIGRATE_ON_START=false, as on Kubernetes: the server does not start (before,
+    it served, answering INTERNAL to every call that touched a missing table)."""
+    unmigrated = with_overrides(config, database_url=fresh_url, migrate_on_start=False)
+    # A server that started would serve until stopped: the timeout fails the test.
+    with pytest.raises(Unservable, match="the tracking schema lacks 12 migrations"):
+        async with asyncio.timeout(60):
+            await server.run(unmigrated, SERVICES)
