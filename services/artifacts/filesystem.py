@@ -17,7 +17,7 @@ from typing import BinaryIO
 from cairn._direct_io import DirectWriter
 
 from ..common.errors import DataLoss, ResourceExhausted, Unavailable
-from .blobs import CHUNK, KEY_ROOT, MissingBytes, Readable, Unfinished
+from .blobs import CHUNK, KEY_ROOT, MAX_OBJECT_BYTES, MissingBytes, Readable, Unfinished
 
 SYNC_EVERY = 32 * 1024 * 1024
 READ_WINDOW = 32 * 1024 * 1024
@@ -33,6 +33,7 @@ class FilesystemBackend:
     before the row that publishes it is written."""
 
     supports_presign = False
+    max_write_bytes = MAX_OBJECT_BYTES
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()

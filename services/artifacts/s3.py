@@ -76,6 +76,7 @@ class S3Backend:
     the end, so an interrupted write leaves no object, only an unfinished upload."""
 
     supports_presign = True
+    max_write_bytes = MAX_STREAMED_BYTES
 
     def __init__(self, config: Config) -> None:
         self.bucket = config.s3_bucket

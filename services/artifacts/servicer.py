@@ -227,6 +227,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             expected_sha256 = _sha256(header.expected_sha256, "header.expected_sha256")
             content_type = _content_type(header.content_type) or DEFAULT_CONTENT_TYPE
             _check_size(header.expected_size)
+            self._check_streamable(header.expected_size)
             taken = await self._in_the_way(project, path, header.overwrite)
             done = await self._objects.published_by(project, path, request_id_of(context))
             if done is not None:
@@ -257,6 +258,17 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         await _pump(stream, reader, writing, self._stopping)
         await writing
         repeats.check(done, reader.sha256, reader.size)
+
+    def _check_streamable(self, size: int) -> None:
+        most = self._backend.max_write_bytes
+        if size > most:
+            raise FailedPrecondition(
+                "TOO_LARGE_TO_STREAM",
+                f"at most {most} bytes stream through this server; send {size} by direct "
+                "transfer (the client does above its direct_threshold, where the server "
+                "offers it and the client reaches the store)",
+                metadata={"expected_size": str(size), "max_size": str(most)},
+            )
 
     async def _in_the_way(self, project: str, path: str, overwrite: bool) -> bool:
         """Whether an object at path refuses an upload that may not overwrite it. Asked

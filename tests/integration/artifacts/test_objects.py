@@ -13,8 +13,15 @@ import pytest
 import cairn
 from cairn import _transport
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
-from cairn.exceptions import AlreadyExistsError, DataLossError, InvalidArgumentError, NotFoundError
+from cairn.exceptions import (
+    AlreadyExistsError,
+    DataLossError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from cairn.types import Pager
+from cairn_server.artifacts import s3
 from tests.conftest import eventually, new_project
 from tests.integration.artifacts.conftest import s3_client
 
@@ -177,6 +184,19 @@ async def test_a_checksum_mismatch_publishes_nothing(
     with pytest.raises(NotFoundError):
         await store.stat("bad.bin")
     assert raw_objects() == []
+
+
+async def test_an_upload_larger_than_streams_through_s3_is_refused_at_its_header(
+    s3_store: cairn.ArtifactClient,
+) -> None:
+    """The server holds each S3 part in memory, with a bound (32 MiB: at most about
+    281 GiB in 9,000 parts); a larger announced size is refused before a byte."""
+    huge = s3.MAX_STREAMED_BYTES + 1
+    with pytest.raises(FailedPreconditionError) as raised:
+        await _raw_upload(s3_store, [_header(s3_store, "huge.bin", expected_size=huge), FINISH])
+    assert raised.value.reason == "TOO_LARGE_TO_STREAM"
+    assert raised.value.metadata["max_size"] == str(s3.MAX_STREAMED_BYTES)
+    assert await s3_store.list(recursive=True) == []
 
 
 @pytest.mark.parametrize(
