@@ -9,15 +9,26 @@ that announces no sha256 is compared by its bytes, read to their end and stored 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ..common.errors import InvalidArgument
 
-if TYPE_CHECKING:  # the store checks repeats as it publishes
-    from .store import StoredObject
-
 # How much of a repeated upload's bytes are taken at once to be hashed.
 _READ = 1024 * 1024
+
+
+class Published(Protocol):
+    """What a request id published (store.StoredObject; the store checks repeats as it
+    publishes, so this module names no type of its)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def content_type(self) -> str: ...
 
 
 class Reader(Protocol):
@@ -29,7 +40,7 @@ class Reader(Protocol):
     def read(self, n: int = -1) -> bytes: ...
 
 
-def check(done: StoredObject, sha256: str, size: int = 0, content_type: str | None = None) -> None:
+def check(done: Published, sha256: str, size: int = 0, content_type: str | None = None) -> None:
     """Refuses an upload under the request id that published done unless it may be its
     repeat: the same bytes (their sha256 and size, where known) of the same type."""
     if (
@@ -40,14 +51,14 @@ def check(done: StoredObject, sha256: str, size: int = 0, content_type: str | No
         raise request_id_reused(done)
 
 
-def read_to_end(reader: Reader, done: StoredObject) -> None:
+def read_to_end(reader: Reader, done: Published) -> None:
     """Reads an upload's bytes, storing none; more than done's are another upload's."""
     while reader.read(_READ):
         if reader.size > done.size:
             raise request_id_reused(done)
 
 
-def request_id_reused(done: StoredObject) -> InvalidArgument:
+def request_id_reused(done: Published) -> InvalidArgument:
     return InvalidArgument(
         "REQUEST_ID_REUSED",
         f"this request id published other content at {done.path!r}; "
