@@ -7,7 +7,9 @@ streamed upload (`store.py`'s begin, the backend's write, publish; discard on fa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,11 @@ from .filesystem import FilesystemBackend
 from .janitor import Janitor
 from .store import ObjectStore, PendingUpload, StoredObject, already_exists
 from .tickets import Ticket, TicketSigner
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class DirectTransfers:
@@ -58,10 +65,24 @@ class DirectTransfers:
 
     async def _close_on_stop(self) -> None:
         await self._stopping.wait()
-        assert self._endpoint is not None
+        endpoint, grace = self._endpoint, self._config.shutdown_grace_seconds
+        assert endpoint is not None
+        closed = self._loop.create_future()
+
+        def close() -> None:
+            try:
+                endpoint.close(grace)
+            finally:
+                # The loop may be gone: a second signal ends the process without this.
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(_settle, closed)
+
         # Transfers under way may end within the grace period: their database steps
-        # still run on this loop while gRPC lets its calls end.
-        await asyncio.to_thread(self._endpoint.close, self._config.shutdown_grace_seconds)
+        # still run on this loop while gRPC lets its calls end. The wait is on a daemon
+        # thread of its own, not the loop's executor, which the process joins as it
+        # ends: a stop cut short by a second signal must not wait for it.
+        threading.Thread(target=close, name="byte endpoint close", daemon=True).start()
+        await closed
 
     def check_offered(self) -> ByteEndpoint:
         """Raises FAILED_PRECONDITION (DIRECT_TRANSFER_UNAVAILABLE) unless the endpoint runs,

@@ -192,3 +192,53 @@ async def test_a_second_signal_stops_at_once(tmp_path) -> None:
             server.process.kill()
     events = [line["event"] for line in server.log_lines()]
     assert "stopping at once" in events and "stopped" in events
+
+
+async def test_a_second_signal_stops_at_once_with_a_direct_transfer_under_way(tmp_path) -> None:
+    """The byte endpoint waits for its transfers within the grace period on a thread of
+    its own, which a second signal does not wait for."""
+    import asyncio
+    import signal
+    import socket
+
+    import grpc
+
+    from cairn.artifacts.v1 import artifacts_service_pb2 as api
+    from cairn.artifacts.v1 import artifacts_service_pb2_grpc
+    from tests.conftest import eventually
+
+    server = start_server(
+        tmp_path, "--shutdown-grace-seconds", "3600", env={"CAIRN_ARTIFACT_DIRECT": "true"}
+    )
+    host, _ = server.address.split(":")
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            reply = await artifacts_service_pb2_grpc.ArtifactServiceStub(
+                channel
+            ).CreateUploadTicket(
+                api.CreateUploadTicketRequest(
+                    header=api.UploadHeader(project="default", path="held.bin", expected_size=1000)
+                )
+            )
+        ticket = reply.ticket
+        with socket.create_connection((host, ticket.port), timeout=10) as held:
+            head = (
+                f"PUT /v1/transfers/{ticket.ticket} HTTP/1.1\r\n"
+                "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+            )
+            held.sendall(head.encode())
+            # The endpoint took the ticket: the transfer is under way.
+            assert held.recv(64).startswith(b"HTTP/1.1 100")
+            held.sendall(b"a\r\n0123456789\r\n")
+            server.process.send_signal(signal.SIGTERM)
+
+            async def shutting_down() -> bool:
+                return any(line["event"] == "shutting down" for line in server.log_lines())
+
+            await eventually(shutting_down, what="the server shutting down")
+            server.process.send_signal(signal.SIGINT)
+            assert await asyncio.to_thread(server.process.wait, 30) == 0
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+    assert "stopping at once" in [line["event"] for line in server.log_lines()]
