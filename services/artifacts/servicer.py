@@ -534,12 +534,15 @@ async def _pump(
 async def _paced(stream: AsyncIterator[api.UploadRequest]) -> AsyncIterator[api.UploadRequest]:
     """The stream's messages, each awaited until the upload falls behind the pace: a
     client that stalls, or trickles, would hold its writer thread (of UPLOAD_THREADS)
-    for ever, and enough of them every other client's uploads."""
+    for ever, and enough of them every other client's uploads. Only the time spent
+    waiting for the client counts: not the server's own, between messages (a writer
+    thread to free up, a slow store)."""
     loop = asyncio.get_running_loop()
-    start, received = loop.time(), 0
+    waited, received = 0.0, 0
     while True:
+        began = loop.time()
         try:
-            async with asyncio.timeout_at(pace.due(start, received)):
+            async with asyncio.timeout(pace.due(0.0, received) - waited):
                 message = await anext(stream)
         except StopAsyncIteration:
             return
@@ -550,6 +553,7 @@ async def _paced(stream: AsyncIterator[api.UploadRequest]) -> AsyncIterator[api.
                 f"past its first {pace.IDLE_SECONDS:g} s, or sent nothing for that long; "
                 "upload again",
             ) from None
+        waited += loop.time() - began
         received += len(message.chunk)
         yield message
 

@@ -3,6 +3,7 @@ threads: stalled or trickling clients are cut, and cannot take every thread from
 uploads of others."""
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 
 import grpc
@@ -91,3 +92,29 @@ async def test_stalled_uploads_on_every_writer_thread_leave_room_for_others(
         refusals = await asyncio.gather(*(_refusal(call) for call in stalled))
     gone.set()
     assert {error.reason for error in refusals} == {"STREAM_STALLED"}
+
+
+async def test_time_spent_waiting_for_a_writer_thread_is_not_the_clients(
+    server_port: int, unique: str, quick_pace: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that sent its whole upload at once, then waited for a thread past the
+    pace's idle time (a busy server), is stored, not cut."""
+    held, writers = threading.Event(), threads._DaemonThreads(1, "test-upload")
+    monkeypatch.setattr(threads, "_uploads", writers)
+    writers.submit(held.wait)  # another upload holds the only writer thread
+    project = await new_project(server_port, f"queued-{unique}")
+    body = [bytes([n]) * 1024 for n in range(10)]
+
+    async def requests() -> AsyncIterator[api.UploadRequest]:
+        yield api.UploadRequest(header=api.UploadHeader(project=project, path="queued.bin"))
+        for chunk in body:
+            yield api.UploadRequest(chunk=chunk)
+        yield api.UploadRequest(finish=api.UploadFinish())
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
+        upload = asyncio.ensure_future(rpc.ArtifactServiceStub(channel).Upload(requests()))
+        # Twice the idle time the pace allows a client, spent waiting for the thread.
+        await asyncio.sleep(2 * pace.IDLE_SECONDS)
+        held.set()
+        reply = await upload
+    assert reply.object.size == len(b"".join(body))
