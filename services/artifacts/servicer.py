@@ -163,7 +163,8 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
                 done = await self._objects.published_by(project, path, request_id)
                 if done is None:
                     raise
-        repeats.check(done, sha256)  # a repeat of the completion that published it
+        # A repeat of the completion that published it: the same size and sha256.
+        repeats.check(done, sha256, request.size)
         return api.CompleteUploadTicketResponse(object=self._info(done))
 
     async def AbortUploadTicket(
@@ -424,12 +425,14 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         expected = _sha256(request.expected_sha256, "expected_sha256")
         if not self._backend.supports_presign:
             raise _presign_unsupported()
+        upload_id = _upload_id(request.upload_id)
         done = await self._objects.published_by(project, path, request_id_of(context))
-        if done is not None:  # a repeat of the confirmation that published it
+        if done is not None:  # a repeat of the confirmation that published it...
+            repeats.check(done, expected)
+            if await self._objects.pending(project, path, upload_id, kind="put"):
+                raise repeats.request_id_reused(done)  # ...names the upload it spent
             return api.ConfirmUploadResponse(object=self._info(done))
-        upload = await self._objects.upload(
-            project, path, _upload_id(request.upload_id), kind="put"
-        )
+        upload = await self._objects.upload(project, path, upload_id, kind="put")
         sealed = await self._objects.begin(project, path, upload.overwrite, upload.content_type)
         try:
             stored_type = await self._seal(upload, sealed.storage_key)

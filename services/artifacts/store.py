@@ -177,6 +177,16 @@ class ObjectStore:
             raise _upload_not_found(upload_id, path)
         return PendingUpload(**dict(row))
 
+    async def pending(
+        self, project: str, path: str, upload_id: uuid.UUID, kind: UploadKind
+    ) -> bool:
+        """Whether that upload is begun for this path and not yet published or expired."""
+        try:
+            await self.upload(project, path, upload_id, kind)
+        except NotFound:
+            return False
+        return True
+
     async def publish(
         self,
         upload: PendingUpload,

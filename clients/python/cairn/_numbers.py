@@ -37,7 +37,7 @@ def real(value: Any, name: str) -> float:
         if isinstance(value, str | bytes):
             raise TypeError
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: 10**400, say
         raise InvalidArgumentError(
             f"{name}: {value!r} is no number", reason="INVALID_ARGUMENT"
         ) from None

@@ -9,6 +9,7 @@ import hashlib
 import os
 import urllib.request
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -137,14 +138,45 @@ async def test_a_repeated_confirmation_after_another_upload_replaced_its_object(
     s3_store: cairn.ArtifactClient, unique: str
 ) -> None:
     store, body = s3_store, b"A-old"
-    put = await store.presigned_url("put.bin", "PUT", overwrite=True)
-    await asyncio.to_thread(_http_put, put.url, body, put.headers)
+    put = await _presigned_put(store, "put.bin", body)
     confirm = _with_id(f"confirm-{unique}")
     first = await store.confirm_upload("put.bin", upload_id=put.upload_id, metadata=confirm)
+    assert (first.size, first.sha256) == (len(body), hashlib.sha256(body).hexdigest())
     await store.upload("put.bin", b"B-new", overwrite=True)
     again = await store.confirm_upload("put.bin", upload_id=put.upload_id, metadata=confirm)
     assert _same(again, first)  # not UPLOAD_NOT_FOUND
     assert await store.read("put.bin") == b"B-new"
+
+
+async def test_a_confirmation_of_another_upload_under_a_used_id_is_refused(
+    s3_store: cairn.ArtifactClient, unique: str
+) -> None:
+    """Not answered with what the id published: the other upload would be told it was
+    stored, and stay unpublished."""
+    store, confirm = s3_store, _with_id(f"confirm-other-{unique}")
+    first = await _presigned_put(store, "a.bin", b"A-old")
+    await store.confirm_upload("a.bin", upload_id=first.upload_id, metadata=confirm)
+    other = b"B-new bytes"
+    second = await _presigned_put(store, "a.bin", other)
+    for expected in (hashlib.sha256(other).hexdigest(), ""):
+        with pytest.raises(InvalidArgumentError) as raised:
+            await store.confirm_upload(
+                "a.bin", upload_id=second.upload_id, expected_sha256=expected, metadata=confirm
+            )
+        assert raised.value.reason == "REQUEST_ID_REUSED"
+    assert await store.read("a.bin") == b"A-old"
+    # The other upload is still there to be confirmed, under an id of its own.
+    assert (await store.confirm_upload("a.bin", upload_id=second.upload_id)).size == len(other)
+
+
+async def _presigned_put(store: cairn.ArtifactClient, path: str, body: bytes) -> Any:
+    """A presigned PUT URL of path, its body sent as binary (moto reads a PUT without
+    a Content-Type as a form, and stores an empty object)."""
+    put = await store.presigned_url(
+        path, "PUT", overwrite=True, content_type="application/octet-stream"
+    )
+    await asyncio.to_thread(_http_put, put.url, body, put.headers)
+    return put
 
 
 async def test_a_repeat_of_an_upload_whose_object_was_deleted_stores_nothing(
