@@ -29,11 +29,11 @@ from .blobs import CHUNK, KEY_ROOT, MissingBytes, Readable, RefusedParts, Unfini
 MIB = 1024 * 1024
 S3_MIN_PART = 5 * MIB  # S3's smallest part
 S3_MAX_PARTS = 9_000  # below S3's limit of 10,000 parts, with room to spare
-S3_UNKNOWN_SIZE_PART = 8 * MIB  # when the size is not known: objects up to ~70 GiB
 # The largest part a streamed upload holds (the SDK holds a whole part in memory before
-# it sends it): a size a client announces may ask for no more. So an object streamed
-# through the service is at most S3_MAX_PARTS of these (~281 GiB); larger ones go by
-# direct transfer, their parts sent by the client to the store.
+# it sends it, filled as the bytes arrive): a size a client announces may ask for no
+# more, and an upload of unknown size takes these. So an object streamed through the
+# service is at most S3_MAX_PARTS of these (~281 GiB); larger ones go by direct
+# transfer, their parts sent by the client to the store.
 S3_MAX_STREAMED_PART = 32 * MIB
 MAX_STREAMED_BYTES = S3_MAX_PARTS * S3_MAX_STREAMED_PART
 _ABSENT = frozenset({"NoSuchKey", "NoSuchObject"})
@@ -351,7 +351,7 @@ def _part_size(size: int) -> int:
     """The smallest part (so the least memory) that keeps the part count under the limit,
     and at most S3_MAX_STREAMED_PART: an announced size is only a client's word."""
     if not size:
-        return S3_UNKNOWN_SIZE_PART
+        return S3_MAX_STREAMED_PART
     needed = -(-size // S3_MAX_PARTS)
     return min(S3_MAX_STREAMED_PART, max(S3_MIN_PART, -(-needed // MIB) * MIB))
 

@@ -44,7 +44,7 @@ from .store import (
     StoredObject,
     already_exists,
 )
-from .streams import VerifyingReader, read_ahead
+from .streams import VerifyingReader, read_ahead, too_large_to_stream
 from .transfers import DirectTransfers
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -186,7 +186,10 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         try:
             await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
             reader = VerifyingReader(
-                asyncio.get_running_loop(), header.expected_size, expected_sha256
+                asyncio.get_running_loop(),
+                header.expected_size,
+                expected_sha256,
+                self._backend.max_write_bytes,
             )
             writing = threads.start_upload(
                 self._backend.write,
@@ -261,15 +264,8 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         repeats.check(done, reader.sha256, reader.size)
 
     def _check_streamable(self, size: int) -> None:
-        most = self._backend.max_write_bytes
-        if size > most:
-            raise FailedPrecondition(
-                "TOO_LARGE_TO_STREAM",
-                f"at most {most} bytes stream through this server; send {size} by direct "
-                "transfer (the client does above its direct_threshold, where the server "
-                "offers it and the client reaches the store)",
-                metadata={"expected_size": str(size), "max_size": str(most)},
-            )
+        if size > self._backend.max_write_bytes:
+            raise too_large_to_stream(size, self._backend.max_write_bytes)
 
     async def _in_the_way(self, project: str, path: str, overwrite: bool) -> bool:
         """Whether an object at path refuses an upload that may not overwrite it. Asked

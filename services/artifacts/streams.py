@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Generator
 
-from ..common.errors import DataLoss, InvalidArgument
+from ..common.errors import DataLoss, FailedPrecondition, InvalidArgument
 from . import threads
 from .blobs import MAX_OBJECT_BYTES
 
@@ -29,9 +29,14 @@ class VerifyingReader:
     """A file-like `read(n)` over chunks put by the event loop, verified at the end."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, expected_size: int, expected_sha256: str
+        self,
+        loop: asyncio.AbstractEventLoop,
+        expected_size: int,
+        expected_sha256: str,
+        most: int = MAX_OBJECT_BYTES,
     ) -> None:
         self._loop = loop
+        self._most = most  # what the writer takes, when no size was announced
         self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(QUEUE_CHUNKS)
         self._buffer = bytearray()
         self._done = False
@@ -98,7 +103,7 @@ class VerifyingReader:
             self._verify()
             return None
         self.size += len(item)
-        check_growth(self.size, self.expected_size)
+        check_growth(self.size, self.expected_size, self._most)
         self.hash.update(item)
         return item
 
@@ -107,16 +112,28 @@ class VerifyingReader:
         self.verified = True
 
 
-def check_growth(size: int, expected_size: int) -> None:
-    """Raises as soon as more bytes arrived than announced (or than the largest object,
-    when the size is unknown): a client cannot make the service write without end."""
-    limit = expected_size or MAX_OBJECT_BYTES
-    if size > limit:
+def check_growth(size: int, expected_size: int, most: int = MAX_OBJECT_BYTES) -> None:
+    """Raises as soon as more bytes arrived than announced (or, when the size is
+    unknown, than most, what the writer takes): a client cannot make the service write
+    without end."""
+    if expected_size and size > expected_size:
         raise InvalidArgument(
             "SIZE_MISMATCH",
-            f"received more than the {limit} bytes expected",
-            metadata={"expected_size": str(limit), "size": str(size)},
+            f"received more than the {expected_size} bytes expected",
+            metadata={"expected_size": str(expected_size), "size": str(size)},
         )
+    if size > most:
+        raise too_large_to_stream(size, most)
+
+
+def too_large_to_stream(size: int, most: int) -> FailedPrecondition:
+    return FailedPrecondition(
+        "TOO_LARGE_TO_STREAM",
+        f"at most {most} bytes stream through this server, not {size}: send it by direct "
+        "transfer (the client does above its direct_threshold, where the server offers "
+        "it and the client reaches the store)",
+        metadata={"size": str(size), "max_size": str(most)},
+    )
 
 
 def verify(size: int, sha256: str, expected_size: int, expected_sha256: str) -> None:

@@ -9,7 +9,7 @@ MIB = 1024 * 1024
 
 
 def test_parts_are_the_least_that_fit_the_part_count_and_at_most_the_bound() -> None:
-    assert s3._part_size(0) == s3.S3_UNKNOWN_SIZE_PART
+    assert s3._part_size(0) == s3.S3_MAX_STREAMED_PART  # unknown: filled as bytes come
     assert s3._part_size(1) == s3.S3_MIN_PART
     assert s3._part_size(s3.S3_MAX_PARTS * 7 * MIB) == 7 * MIB
     # 5 TiB announced asked for parts of 583 MiB, held in memory whole.

@@ -199,6 +199,19 @@ async def test_an_upload_larger_than_streams_through_s3_is_refused_at_its_header
     assert await s3_store.list(recursive=True) == []
 
 
+async def test_an_upload_of_unknown_size_past_what_streams_through_s3_stores_nothing(
+    s3_store: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted as it arrives: it would fail at the store past its parts, after hours."""
+    monkeypatch.setattr(s3.S3Backend, "max_write_bytes", 10)
+    chunk = api.UploadRequest(chunk=b"x" * 6)
+    with pytest.raises(FailedPreconditionError) as raised:
+        await _raw_upload(s3_store, [_header(s3_store, "growing.bin"), chunk, chunk, FINISH])
+    assert raised.value.reason == "TOO_LARGE_TO_STREAM"
+    assert raised.value.metadata["max_size"] == "10"
+    assert await s3_store.list(recursive=True) == []
+
+
 @pytest.mark.parametrize(
     "messages",
     [
