@@ -82,15 +82,21 @@ class ModelManager:
             The model as stored.
 
         Raises:
-            ModelAlreadyExists: the name is taken and force is False.
+            ModelAlreadyExists: the name is taken and force is False (a model that an
+                add which stopped part-way left without a version, or with a version of
+                its file but no engine, is not taken: this add completes it).
         """
         source = await asyncio.to_thread(_expanded, model_file)
         existing = await self._registry.get_registered_model_by_params(name=name)
         if existing is not None and not force:
-            raise AlreadyExistsError(
-                f"model {name!r} exists; pass force=True to replace it",
-                reason="REGISTERED_MODEL_ALREADY_EXISTS",
-            )
+            unfinished = await self._unfinished(existing)
+            if unfinished is None:
+                raise AlreadyExistsError(
+                    f"model {name!r} exists; pass force=True to replace it",
+                    reason="REGISTERED_MODEL_ALREADY_EXISTS",
+                )
+            if isinstance(unfinished, ModelVersion):  # the file is stored: its engine is not
+                return await self._finish(existing, unfinished, source.name, engine)
         uri = await self._store_file(name, source)
         model = await self._model_for(name, existing, description, force)
         version = await self._registry.upsert_model_version(
@@ -105,6 +111,31 @@ class ModelManager:
             version,
             artifact,
         )
+
+    async def _unfinished(self, model: RegisteredModel) -> ModelVersion | bool | None:
+        """What an add that stopped part-way left of model: True when it made no version,
+        the version of the add's file when it made no artifact (the engine) for it; None
+        for a model whole, or made otherwise (MLflow's versions have no artifacts)."""
+        latest = await self._registry.get_latest_versions(model.name)
+        version = max(latest, key=lambda v: v.version or 0, default=None)
+        if version is None:
+            return True
+        ours = str(ArtifactUri(self._registry.project, f"{FILES_ROOT}/{_segment(model.name)}/"))
+        if (version.source_uri or "").startswith(ours) and not (
+            await self._registry.get_model_artifacts(version.id)
+        ):
+            return version
+        return None
+
+    async def _finish(
+        self, model: RegisteredModel, version: ModelVersion, file_name: str, engine: str
+    ) -> ManagedModel:
+        """Gives the version an add made of its file the artifact that add did not."""
+        artifact = await self._registry.upsert_model_artifact(
+            ModelArtifact(file_name, uri=version.source_uri or "", model_format_name=engine),
+            version.id,
+        )
+        return _managed(model, version, artifact)
 
     async def get_model(self, name: str, download_file: bool | None = None) -> ManagedModel:
         """The model's latest version; with download_file, its file is downloaded into

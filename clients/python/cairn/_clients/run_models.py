@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
+from .._filter_text import quoted
 from .._progress import Progress, meter
 from .._transport import Transport
 from ..exceptions import (
@@ -37,7 +38,7 @@ from ..models._paths import inside, invalid_manifest
 from ..models._uris import SCHEMES, ArtifactUri, ModelUri, RunUri, parse_uri, scheme_of
 from ..types._artifacts import ObjectInfo
 from ..types._paging import ListOptions
-from ..types._registry import ModelArtifact
+from ..types._registry import MlflowModelVersion, ModelArtifact
 from ._local_files import tree_files
 from .artifacts import ArtifactClient
 from .registry import ModelRegistryAPIClient
@@ -102,7 +103,9 @@ class RunModels:
             Where the model went, and the version made.
 
         Raises:
-            AlreadyExistsError: the run has a model at name already.
+            AlreadyExistsError: the run has a model at name already (another model, or,
+                without registered_model_name, any: with it, a call that stored these
+                files and stopped before registering them is taken up where it stopped).
             InvalidArgumentError: no flavor of that name, or none recognises the model;
                 registered_model_name is no valid name (before any file is uploaded).
         """
@@ -111,7 +114,9 @@ class RunModels:
             await _check_registrable(self._transport, registered_model_name)
         store, root = await run_store(self, run_id)
         directory = join(root, None, name)
-        await _refuse_existing(store, directory)
+        logged = await _logged_manifest(store, directory)
+        if logged is not None and registered_model_name is None:
+            raise _logged_there(directory)
         with tempfile.TemporaryDirectory(prefix="cairn-model-") as scratch:
             manifest = await asyncio.to_thread(
                 _manifest.save,
@@ -123,7 +128,10 @@ class RunModels:
                 run_id=run_id,
                 artifact_path=name,
             )
-            manifest_bytes = await _upload(store, directory, Path(scratch), manifest, progress)
+            if logged is None:
+                manifest_bytes = await _upload(store, directory, Path(scratch), manifest, progress)
+            else:  # logged by an earlier call that may have stopped before registering
+                manifest_bytes, manifest = _same_model(logged, manifest, store, directory)
         info = ModelInfo(
             run_id=run_id,
             artifact_path=name,
@@ -137,7 +145,9 @@ class RunModels:
         )
         if registered_model_name is None:
             return info
-        number = await _register(self._transport, registered_model_name, info, manifest)
+        number = await _register(
+            self._transport, registered_model_name, info, manifest, resumed=logged is not None
+        )
         return dataclasses.replace(
             info, registered_model_name=registered_model_name, registered_model_version=number
         )
@@ -294,13 +304,25 @@ async def _version_source(
     return source, version.tags.get(MANIFEST_TAG)
 
 
-async def _refuse_existing(store: ArtifactClient, directory: str) -> None:
-    """A model's files must not change under a version that points at them."""
-    if await _has_manifest(store, directory):
-        raise AlreadyExistsError(
-            f"a model is logged at {directory!r} already; log under another name",
-            reason="OBJECT_ALREADY_EXISTS",
-        )
+async def _logged_manifest(store: ArtifactClient, directory: str) -> bytes | None:
+    """The manifest of a model logged at directory already, if any: a model's files must
+    not change under a version that points at them."""
+    try:
+        return await store.read(f"{directory}/{MANIFEST}")
+    except NotFoundError:
+        return None
+
+
+def _same_model(
+    logged: bytes, manifest: Manifest, store: ArtifactClient, directory: str
+) -> tuple[bytes, Manifest]:
+    """The logged model's manifest, and its bytes, when it holds exactly the files of
+    the one being logged (the same call, run again after it stopped part-way); else the
+    directory is another model's."""
+    stored = Manifest.from_json(logged, str(ArtifactUri(store.project, directory)))
+    if (stored.flavor, stored.files) != (manifest.flavor, manifest.files):
+        raise _logged_there(directory)
+    return logged, stored
 
 
 async def _upload(
@@ -370,11 +392,11 @@ async def _has_manifest(store: ArtifactClient, directory: str) -> bool:
     return True
 
 
-def _logged_there(directory: str, error: AlreadyExistsError) -> AlreadyExistsError:
+def _logged_there(directory: str, error: AlreadyExistsError | None = None) -> AlreadyExistsError:
     return AlreadyExistsError(
         f"a model is logged at {directory!r} already; log under another name",
         reason="OBJECT_ALREADY_EXISTS",
-        metadata=error.metadata,
+        metadata=error.metadata if error else None,
     )
 
 
@@ -389,21 +411,30 @@ async def _check_registrable(transport: Transport, name: str) -> None:
     await ModelRegistryAPIClient(transport).get_registered_model_by_params(name=name)
 
 
-async def _register(transport: Transport, name: str, info: ModelInfo, manifest: Manifest) -> int:
+async def _register(
+    transport: Transport, name: str, info: ModelInfo, manifest: Manifest, resumed: bool
+) -> int:
     """Creates the registered model when absent, then a version of it with a model
     artifact (Kubeflow's shape: named as the model, the format is the flavor); returns
     the version number. (Named after the directory, an artifact name the registry
-    refuses, as a long one, failed the call after the version was made.)"""
+    refuses, as a long one, failed the call after the version was made.) When resumed
+    (the files were logged by a call that stopped part-way), the version that call made
+    of these files, found by their manifest's sha256, is taken up rather than made
+    twice, and given its model artifact if it lacks one."""
     registry = ModelRegistryAPIClient(transport)
     if await registry.get_registered_model_by_params(name=name) is None:
         with contextlib.suppress(AlreadyExistsError):  # created meanwhile by someone else
             await registry.create_registered_model(name)
-    version = await registry.create_model_version(
-        name,
-        info.artifact_uri,
-        run_id=info.run_id,
-        tags={MANIFEST_TAG: info.manifest_sha256},
-    )
+    version = await _version_made(registry, name, info) if resumed else None
+    if version is None:
+        version = await registry.create_model_version(
+            name,
+            info.artifact_uri,
+            run_id=info.run_id,
+            tags={MANIFEST_TAG: info.manifest_sha256},
+        )
+    elif await registry.get_model_artifacts(version.id):
+        return int(version.version or 0)
     format_version = next(iter(manifest.libraries.values()), "") or None
     await registry.upsert_model_artifact(
         ModelArtifact(
@@ -415,6 +446,18 @@ async def _register(transport: Transport, name: str, info: ModelInfo, manifest: 
         version.id,
     )
     return int(version.version or 0)
+
+
+async def _version_made(
+    registry: ModelRegistryAPIClient, name: str, info: ModelInfo
+) -> MlflowModelVersion | None:
+    """The version of name made of exactly these files (its source and manifest pin)."""
+    found = await registry.search_model_versions(
+        f"name = {quoted(name)} AND tags.`{MANIFEST_TAG}` = {quoted(info.manifest_sha256)}"
+        f" AND source_uri = {quoted(info.artifact_uri)}",
+        order_by=["version ASC"],
+    )
+    return found[0] if found else None
 
 
 async def _read_manifest(location: _Location, uri: str) -> tuple[bytes, Manifest]:

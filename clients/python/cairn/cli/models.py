@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from .._client import Client
+from .._filter_text import quoted
 from ..types import ListOptions, MlflowModelVersion, ModelVersionStage, Pager, RegisteredModel
 from ._calls import call, collect
 from ._connection import connection_options
@@ -36,11 +37,6 @@ def model_record(model: RegisteredModel) -> dict[str, Any]:
     record = plain(model)
     record["latest_versions"] = [v["version"] for v in record["latest_versions"]]
     return record
-
-
-def quoted(text: str) -> str:
-    """A string literal of the filter language (docs/filters.md)."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 @click.group("models")
