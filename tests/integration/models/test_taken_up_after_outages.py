@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import cairn
-from cairn.exceptions import CairnError, UnavailableError
+from cairn.exceptions import UnavailableError
 from cairn_server import catalog
 from cairn_server.common import database
 from cairn_server.common.server import CairnServer, migrate
