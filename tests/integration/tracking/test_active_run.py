@@ -15,7 +15,7 @@ from cairn._clients.journal import Journal
 from cairn.exceptions import FailedPreconditionError, InvalidArgumentError
 from cairn.types import Metric, RunStatus
 from cairn_server.common.config import Config
-from tests.conftest import serving
+from tests.conftest import eventually, serving
 
 
 async def test_metrics_are_flushed_and_the_run_finishes(
@@ -155,3 +155,41 @@ async def test_a_step_past_64_bits_is_refused_when_logged_not_with_its_batch(
             await run.log_metric("kept", 2.0, step=2**70)
         assert refused.value.message.startswith("step: ")
     assert [m.step for m in await tracking.get_metric_history(run.run_id, "kept")] == [1]
+
+
+async def test_two_syncs_of_one_folder_store_each_journal_once(
+    tracking: cairn.TrackingClient, experiment_id: str, tmp_path: Path
+) -> None:
+    """The second used to fail on a file the first had stored and removed meanwhile
+    (a bare FileNotFoundError, which also stopped it syncing the rest)."""
+    runs = [(await tracking.create_run(experiment_id)).info.run_id for _ in range(12)]
+    for run_id in runs:
+        batches = [
+            (f"{run_id}-{n}", [Metric("loss", 1.0, 1, 10 * n + s) for s in range(10)])
+            for n in range(5)
+        ]
+        journal = Journal(run_id, tracking.project, batches=batches)
+        journal.status = RunStatus.FINISHED
+        journal.write(tmp_path)
+    sent = await asyncio.gather(tracking.sync_journal(tmp_path), tracking.sync_journal(tmp_path))
+    assert sum(sent) == 12 * 50  # each file counted by the sync that stored it
+    assert list(tmp_path.iterdir()) == []
+    for run_id in runs:
+        assert len(await tracking.get_metric_history(run_id, "loss")) == 50
+        assert (await tracking.get_run(run_id)).info.status == RunStatus.FINISHED
+
+
+async def test_buffered_points_are_sent_every_send_interval(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    """Not only once a batch is full: a process killed meanwhile lost them all."""
+    async with tracking.start_run(experiment_id, send_interval=0.2) as run:
+        for step in range(5):  # far from a batch of 10,000
+            await run.log_metric("loss", 1.0 / (step + 1), step)
+
+        async def sent() -> bool:
+            return len(await tracking.get_metric_history(run.run_id, "loss")) == 5
+
+        await eventually(sent, what="the buffered points sent while the run goes on")
+    with pytest.raises(ValueError):
+        tracking.start_run(experiment_id, send_interval=0)

@@ -4,6 +4,7 @@ through outages: what cannot be sent in time goes to a local journal."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -65,7 +66,10 @@ class ActiveRun:
 
     `log_metric` only appends to a buffer; a background task sends the buffer as
     `log_batch` calls of up to `batch_size` points, each with a request id it keeps
-    through retries, so a batch is stored once however often it is sent. When
+    through retries, so a batch is stored once however often it is sent: as soon as a
+    batch is full, and what is buffered at least every `send_interval` seconds, so a
+    process that dies (killed, out of memory) loses at most the points of that
+    interval, and a run's live view lags no more. When
     `max_buffered` points wait, `log_metric` waits too, so a fast loop cannot outrun
     the server without bound.
 
@@ -93,10 +97,14 @@ class ActiveRun:
         flush_timeout: float,
         journal_dir: Path,
         inputs: Sequence[RunInput] = (),
+        send_interval: float = 5.0,
     ) -> None:
         self._inputs = list(inputs)
         if batch_size < 1 or max_buffered < batch_size:
             raise ValueError("need 1 <= batch_size <= max_buffered")
+        if not send_interval > 0:
+            raise ValueError("send_interval must be positive")
+        self._send_interval = send_interval
         self._flush_timeout = flush_timeout
         self._journal_dir = journal_dir
         # The request id and length of the batch at the head of the buffer, once sent.
@@ -247,7 +255,9 @@ class ActiveRun:
 
     async def _send_forever(self) -> None:
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):  # what is buffered goes anyway
+                async with asyncio.timeout(self._send_interval):
+                    await self._wake.wait()
             self._wake.clear()
             while self._buffer:
                 batch = self._buffer[: self._batch_size]

@@ -10,15 +10,21 @@ outage is not stored twice (the server remembers request ids of LogBatch per run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..exceptions import CairnError, InvalidArgumentError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks; a file stored by another sync is still skipped
+    fcntl = None  # type: ignore[assignment]
 from ..types._tracking import Metric, RunStatus
 
 SUFFIX = ".jsonl"
@@ -72,8 +78,13 @@ class Journal:
             InvalidArgumentError: (INVALID_JOURNAL) the file is no journal (empty, cut
                 short, another file), naming it and what is wrong.
         """
+        return cls.parse(path, path.read_text())
+
+    @classmethod
+    def parse(cls, path: Path, text: str) -> Journal:
+        """The journal in text, read from path (named in the error)."""
         try:
-            return cls._parsed(path.read_text().splitlines())
+            return cls._parsed(text.splitlines())
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
             raise InvalidArgumentError(
                 f"{path} is no journal of a run: {type(error).__name__}: {error}",
@@ -115,11 +126,14 @@ async def replay(client: _Tracking, path: Path) -> int:
     """Stores what the journal files at path (one file, or a directory of them) hold,
     removing each file once all of it is stored; returns the points sent. A file that
     cannot be stored (its run was deleted, say) is kept and the others go on; the first
-    such error is raised at the end."""
+    such error is raised at the end. A file another sync holds, or stored and removed
+    meanwhile, is left to it: two syncs of one folder at once store each file once."""
     sent, failures = 0, []
     for file in await asyncio.to_thread(_files, path):
         try:
-            sent += await _replay_one(client, file)
+            with _Held.of(file) as held:
+                if held is not None:
+                    sent += await _replay_one(client, file, held)
         except CairnError as error:
             _log.warning("journal %s not stored: %s", file, error)
             failures.append(error)
@@ -128,15 +142,55 @@ async def replay(client: _Tracking, path: Path) -> int:
     return sent
 
 
-async def _replay_one(client: _Tracking, file: Path) -> int:
-    journal = await asyncio.to_thread(Journal.read, file)
+async def _replay_one(client: _Tracking, file: Path, held: _Held) -> int:
+    journal = Journal.parse(file, await asyncio.to_thread(held.text))
     tracking = client.for_project(journal.project)
     for request_id, metrics in journal.batches:
         await tracking.log_batch(journal.run_id, metrics, request_id=request_id)
     if journal.status is not None:
         await tracking.set_terminated(journal.run_id, journal.status, journal.end_time)
-    await asyncio.to_thread(file.unlink)
+    await asyncio.to_thread(file.unlink, missing_ok=True)
     return journal.points
+
+
+class _Held:
+    """A journal file opened and locked (flock, where the system has it) by this sync:
+    another sync of the same file skips it while this one stores it."""
+
+    def __init__(self, descriptor: int) -> None:
+        self._descriptor = descriptor
+
+    @classmethod
+    @contextlib.contextmanager
+    def of(cls, file: Path) -> Iterator[_Held | None]:
+        """The file held, or None when another sync holds it or removed it."""
+        try:
+            descriptor = os.open(file, os.O_RDONLY)
+        except FileNotFoundError:  # stored and removed by another sync since listed
+            yield None
+            return
+        try:
+            yield cls(descriptor) if _lock(descriptor, file) else None
+        finally:
+            os.close(descriptor)  # which unlocks it
+
+    def text(self) -> str:
+        with os.fdopen(os.dup(self._descriptor), encoding="utf-8") as opened:
+            return opened.read()
+
+
+def _lock(descriptor: int, file: Path) -> bool:
+    """Whether this sync now holds file: locked by no other, and still the file at its
+    path (not one another sync stored and removed after this one opened it)."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+    try:
+        return os.path.samestat(os.fstat(descriptor), os.stat(file))
+    except FileNotFoundError:
+        return False
 
 
 def _files(path: Path) -> list[Path]:

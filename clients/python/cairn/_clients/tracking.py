@@ -406,6 +406,7 @@ class TrackingClient(
         flush_timeout: float = 60.0,
         journal_dir: str | os.PathLike[str] | None = None,
         used_artifacts: Iterable[Any] = (),
+        send_interval: float = 5.0,
     ) -> ActiveRun:
         """A run for `async with`: metrics are buffered and sent in batches meanwhile,
         retried through outages.
@@ -414,7 +415,9 @@ class TrackingClient(
         `RunInput`s, or versioned artifacts (`ActiveArtifact`, whose `as_input()` is used).
 
         The run ends FINISHED, or FAILED when the block raises (KILLED if cancelled).
-        `max_buffered` bounds the buffer: `log_metric` waits when it is full. Leaving
+        Points are sent when `batch_size` of them wait, and what waits at least every
+        `send_interval` seconds. `max_buffered` bounds the buffer: `log_metric` waits
+        when it is full. Leaving
         the block waits up to `flush_timeout` seconds for the rest to be sent; what is
         still unsent then is written to a journal file under `journal_dir` (default
         `~/.cache/cairn/journal`), named by `ActiveRun.journal`, for `sync_journal`.
@@ -429,6 +432,7 @@ class TrackingClient(
             flush_timeout=flush_timeout,
             journal_dir=Path(journal_dir) if journal_dir else journal.default_directory(),
             inputs=[a if isinstance(a, RunInput) else a.as_input() for a in used_artifacts],
+            send_interval=send_interval,
         )
 
     async def sync_journal(self, path: str | os.PathLike[str] | None = None) -> int:
