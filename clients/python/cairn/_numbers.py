@@ -7,14 +7,12 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-import numpy as np
-
 from .exceptions import InvalidArgumentError
 
 
 def whole(value: Any, name: str, bits: int = 64) -> int:
     """value as a signed integer of bits bits, else InvalidArgumentError naming name."""
-    if isinstance(value, bool | np.bool_):  # an int to Python, never a number meant
+    if is_bool(value):  # an int to Python, never a number meant
         raise InvalidArgumentError(f"{name}: {value!r} is no integer", reason="INVALID_ARGUMENT")
     try:
         number = operator.index(value)
@@ -41,3 +39,8 @@ def real(value: Any, name: str) -> float:
         raise InvalidArgumentError(
             f"{name}: {value!r} is no number", reason="INVALID_ARGUMENT"
         ) from None
+
+
+def is_bool(value: Any) -> bool:
+    """A bool, Python's or numpy's (told by its dtype: numpy is no dependency here)."""
+    return isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"

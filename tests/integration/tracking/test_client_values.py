@@ -73,9 +73,11 @@ async def test_search_runs_takes_one_id_alone_as_a_number(tracking, experiment_i
         assert [r.info.run_id for r in await tracking.search_runs(alone)] == [run_id]
 
 
-async def test_the_pagers_direction_orders_runs_and_experiments(
+async def test_a_pagers_direction_orders_the_field_it_orders_by(
     tracking, experiment_id, unique
 ) -> None:
+    """A direction goes with a field (Kubeflow's `order_by_creation_time().descending()`);
+    without one the search keeps MLflow's default, newest first (docs/tracking.md)."""
     made = [
         (await tracking.create_run(experiment_id, run_name=f"r{n}", start_time=1000 + n)).info
         for n in range(3)
@@ -88,10 +90,10 @@ async def test_the_pagers_direction_orders_runs_and_experiments(
     def pager() -> Pager:
         return Pager(lambda options: tracking.search_runs([experiment_id], options=options))
 
-    assert await runs(pager().ascending()) == names
-    assert await runs(pager().descending()) == names[::-1]
-    page = await tracking.search_runs([experiment_id], options=ListOptions(is_asc=False))
-    assert [r.info.run_name for r in page] == names[::-1]
+    assert await runs(pager().order_by_creation_time().ascending()) == names
+    assert await runs(pager().order_by_creation_time().descending()) == names[::-1]
+    for alone in (pager(), pager().ascending(), pager().descending()):
+        assert await runs(alone) == names[::-1]
     # An order_by of the call's own still rules, with the pager's pages.
     ordered = Pager(
         lambda options: tracking.search_runs(
@@ -113,8 +115,12 @@ async def test_the_pagers_direction_orders_runs_and_experiments(
             )
         )
 
-    assert await experiments(experiment_pager().ascending()) == ["e0", "e1", "e2"]
-    assert await experiments(experiment_pager().descending()) == ["e2", "e1", "e0"]
+    assert await experiments(experiment_pager().order_by_creation_time().ascending()) == [
+        "e0",
+        "e1",
+        "e2",
+    ]
+    assert await experiments(experiment_pager().ascending()) == ["e2", "e1", "e0"]
 
 
 @pytest.mark.parametrize(

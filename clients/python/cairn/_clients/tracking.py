@@ -142,9 +142,7 @@ class TrackingClient(
         # The wire carries the keys in one string, separated by commas.
         order = ", ".join(order_by or [])
         if options is not None:
-            max_results, page_token, chosen = _apply_options(
-                options, _EXPERIMENT_ORDER, "creation_time", bool(order)
-            )
+            max_results, page_token, chosen = _apply_options(options, _EXPERIMENT_ORDER)
             order = order if chosen is None else chosen
         request = api.SearchExperimentsRequest(
             project=self.project,
@@ -376,9 +374,7 @@ class TrackingClient(
             ids = list(experiment_ids)
         order = list(order_by or [])
         if options is not None:
-            max_results, page_token, chosen = _apply_options(
-                options, _RUN_ORDER, "attributes.start_time", bool(order)
-            )
+            max_results, page_token, chosen = _apply_options(options, _RUN_ORDER)
             order = order if chosen is None else [chosen]
         request = api.SearchRunsRequest(
             project=self.project,
@@ -672,21 +668,18 @@ def _tags(tags: dict[str, Any] | None) -> list[pb.Tag]:
 
 
 def _apply_options(
-    options: ListOptions, fields: dict[OrderByField, str], default_key: str, ordered: bool
+    options: ListOptions, fields: dict[OrderByField, str]
 ) -> tuple[int | None, str | None, str | None]:
-    """A search's page size, token and order from options. The order is options' field,
-    else, for a call given no order_by (ordered False), the call's default key, either
-    in options' direction (a Pager's ascending() or descending()); None keeps the order_by
-    the call was given."""
-    if options.order_by is not None:
-        if options.order_by not in fields:
-            raise ValueError(f"cannot order by {options.order_by.name} here")
-        key = fields[options.order_by]
-    elif ordered:
+    """A search's page size, token and order from options: the field options order by,
+    in their direction; None (no field) keeps the call's own order, its order_by or its
+    default, MLflow's newest first (a direction alone, as Kubeflow's lists take it,
+    would turn that default round)."""
+    if options.order_by is None:
         return options.limit, options.next_page_token, None
-    else:
-        key = default_key
-    return options.limit, options.next_page_token, f"{key} {'ASC' if options.is_asc else 'DESC'}"
+    if options.order_by not in fields:
+        raise ValueError(f"cannot order by {options.order_by.name} here")
+    order = f"{fields[options.order_by]} {'ASC' if options.is_asc else 'DESC'}"
+    return options.limit, options.next_page_token, order
 
 
 def _page(options: ListOptions | None, items: list[Any], reply: Any) -> PagedList[Any]:

@@ -8,10 +8,9 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from .._numbers import whole
+from .._numbers import is_bool, whole
 from ..common.v1 import common_pb2
 from ..exceptions import InvalidArgumentError
 from ..registry.v1 import registry_pb2 as pb
@@ -195,7 +194,7 @@ def properties_to_proto(values: dict[str, PropertyValue]) -> dict[str, common_pb
 
 
 def _property(key: str, value: Any) -> common_pb2.Value:
-    if isinstance(value, bool | np.bool_):
+    if is_bool(value):
         return common_pb2.Value(bool_value=bool(value))
     if isinstance(value, numbers.Integral):
         return common_pb2.Value(int_value=whole(value, f"custom property {key!r}"))
