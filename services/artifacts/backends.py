@@ -26,12 +26,15 @@ __all__ = ["Backend", "MissingBytes", "Unfinished", "from_config", "new_key"]
 class Backend(Protocol):
     # Whether clients can move bytes around the service through presigned URLs.
     supports_presign: bool
-    # The largest object `write` takes (on S3 less than the largest object: its parts,
-    # which it holds in memory, have a bound); larger ones go by direct transfer.
-    max_write_bytes: int
 
     def uri(self, key: str) -> str:
         """Where other tools find the bytes, e.g. "s3://bucket/prefix/<key>"."""
+        ...
+
+    def write_limit(self, size: int) -> int:
+        """The most bytes `write` takes for an upload that announced size (0: unknown);
+        on S3 less than the largest object, as the parts it holds in memory have a
+        bound. Larger uploads go by direct transfer."""
         ...
 
     def write(self, key: str, source: Readable, content_type: str, size: int) -> None:

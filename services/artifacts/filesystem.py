@@ -33,7 +33,9 @@ class FilesystemBackend:
     before the row that publishes it is written."""
 
     supports_presign = False
-    max_write_bytes = MAX_OBJECT_BYTES
+
+    def write_limit(self, size: int) -> int:
+        return MAX_OBJECT_BYTES
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()

@@ -29,11 +29,12 @@ from .blobs import CHUNK, KEY_ROOT, MissingBytes, Readable, RefusedParts, Unfini
 MIB = 1024 * 1024
 S3_MIN_PART = 5 * MIB  # S3's smallest part
 S3_MAX_PARTS = 9_000  # below S3's limit of 10,000 parts, with room to spare
+S3_UNKNOWN_SIZE_PART = 8 * MIB  # when the size is not known: objects up to ~70 GiB
 # The largest part a streamed upload holds (the SDK holds a whole part in memory before
 # it sends it, filled as the bytes arrive): a size a client announces may ask for no
-# more, and an upload of unknown size takes these. So an object streamed through the
-# service is at most S3_MAX_PARTS of these (~281 GiB); larger ones go by direct
-# transfer, their parts sent by the client to the store.
+# more. So an object streamed through the service is at most S3_MAX_PARTS of these
+# (~281 GiB); larger ones go by direct transfer, their parts sent by the client to
+# the store.
 S3_MAX_STREAMED_PART = 32 * MIB
 MAX_STREAMED_BYTES = S3_MAX_PARTS * S3_MAX_STREAMED_PART
 _ABSENT = frozenset({"NoSuchKey", "NoSuchObject"})
@@ -76,7 +77,6 @@ class S3Backend:
     the end, so an interrupted write leaves no object, only an unfinished upload."""
 
     supports_presign = True
-    max_write_bytes = MAX_STREAMED_BYTES
 
     def __init__(self, config: Config) -> None:
         self.bucket = config.s3_bucket
@@ -96,6 +96,9 @@ class S3Backend:
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._name(key)}"
+
+    def write_limit(self, size: int) -> int:
+        return S3_MAX_PARTS * _part_size(size)
 
     @_in_store
     def write(self, key: str, source: Readable, content_type: str, size: int) -> None:
@@ -351,7 +354,7 @@ def _part_size(size: int) -> int:
     """The smallest part (so the least memory) that keeps the part count under the limit,
     and at most S3_MAX_STREAMED_PART: an announced size is only a client's word."""
     if not size:
-        return S3_MAX_STREAMED_PART
+        return S3_UNKNOWN_SIZE_PART
     needed = -(-size // S3_MAX_PARTS)
     return min(S3_MAX_STREAMED_PART, max(S3_MIN_PART, -(-needed // MIB) * MIB))
 

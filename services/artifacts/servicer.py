@@ -189,7 +189,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
                 asyncio.get_running_loop(),
                 header.expected_size,
                 expected_sha256,
-                self._backend.max_write_bytes,
+                self._backend.write_limit(header.expected_size),
             )
             writing = threads.start_upload(
                 self._backend.write,
@@ -264,8 +264,8 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         repeats.check(done, reader.sha256, reader.size)
 
     def _check_streamable(self, size: int) -> None:
-        if size > self._backend.max_write_bytes:
-            raise too_large_to_stream(size, self._backend.max_write_bytes)
+        if size > self._backend.write_limit(size):
+            raise too_large_to_stream(size, self._backend.write_limit(size))
 
     async def _in_the_way(self, project: str, path: str, overwrite: bool) -> bool:
         """Whether an object at path refuses an upload that may not overwrite it. Asked

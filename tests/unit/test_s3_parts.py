@@ -9,7 +9,7 @@ MIB = 1024 * 1024
 
 
 def test_parts_are_the_least_that_fit_the_part_count_and_at_most_the_bound() -> None:
-    assert s3._part_size(0) == s3.S3_MAX_STREAMED_PART  # unknown: filled as bytes come
+    assert s3._part_size(0) == s3.S3_UNKNOWN_SIZE_PART
     assert s3._part_size(1) == s3.S3_MIN_PART
     assert s3._part_size(s3.S3_MAX_PARTS * 7 * MIB) == 7 * MIB
     # 5 TiB announced asked for parts of 583 MiB, held in memory whole.
@@ -37,3 +37,10 @@ def test_whole_reads_return_what_was_asked_until_the_end() -> None:
     assert whole.read(4096) == data[8192:]  # the end came first
     assert whole.read(4096) == b""
     assert s3.WholeReads(_ShortReads(data, chunk=1000)).read() == data
+
+
+def test_what_streams_through_is_what_its_parts_hold() -> None:
+    backend = s3.S3Backend.__new__(s3.S3Backend)  # no store needed: arithmetic only
+    assert backend.write_limit(0) == s3.S3_MAX_PARTS * s3.S3_UNKNOWN_SIZE_PART  # ~70 GiB
+    assert backend.write_limit(1) == s3.S3_MAX_PARTS * s3.S3_MIN_PART
+    assert backend.write_limit(MAX_OBJECT_BYTES) == s3.MAX_STREAMED_BYTES < MAX_OBJECT_BYTES

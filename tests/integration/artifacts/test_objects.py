@@ -203,7 +203,7 @@ async def test_an_upload_of_unknown_size_past_what_streams_through_s3_stores_not
     s3_store: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Counted as it arrives: it would fail at the store past its parts, after hours."""
-    monkeypatch.setattr(s3.S3Backend, "max_write_bytes", 10)
+    monkeypatch.setattr(s3.S3Backend, "write_limit", lambda backend, size: 10)
     chunk = api.UploadRequest(chunk=b"x" * 6)
     with pytest.raises(FailedPreconditionError) as raised:
         await _raw_upload(s3_store, [_header(s3_store, "growing.bin"), chunk, chunk, FINISH])
