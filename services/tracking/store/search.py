@@ -102,7 +102,7 @@ async def _page_rows(
         return await _sorted_by_one_metric(conn, query, terms[0], last, wanted, rare)
     if rare is not None:
         scope = run_scope(query, per_run=True)
-        candidates = _holders(rare, scope.params)
+        candidates = _candidates(rare, scope.params)
         statement = _sorted_scan(terms, keyset, scope, last, wanted, candidates)
         return await conn.fetch(statement, *scope.params.values)
     # One experiment only: merging walks that each stopped after walks.WALK_LIMIT runs could
@@ -117,11 +117,12 @@ async def _page_rows(
 
 
 async def _rarest_value(conn: asyncpg.Connection, query: RunQuery) -> filters.Comparison | None:
-    """The term of the filter's conjunction requiring a param or tag value (= or IN)
-    that the fewest runs hold, if fewer than RARE_LIMIT do.
+    """The term of the filter's conjunction requiring a param or tag value or an
+    input's URI (= or IN) that the fewest runs hold, if fewer than RARE_LIMIT do.
 
     Such a filter is answered from the holders of that value, read from the (key,
-    value) index, each tested for the rest run by run: a page then costs at most
+    value) index (run_inputs_by_uri for a URI), each tested for the rest run by run:
+    "which runs used this artifact" then costs what it finds. A page costs at most
     RARE_LIMIT lookups in any experiment of any size, where walking the newest runs
     would visit thousands of them to meet a few holders, and sorting would join every
     run. Counting stops at RARE_LIMIT, so common values cost little to rule out."""
@@ -139,24 +140,36 @@ async def _rarest_value(conn: asyncpg.Connection, query: RunQuery) -> filters.Co
 
 
 def _required_values(node: filters.Node | None) -> list[filters.Comparison]:
-    """The terms a run must meet (those ANDed at the top) that ask a param or tag for
-    one of some text values."""
+    """The terms a run must meet (those ANDed at the top) that ask a param or tag, or
+    an input's URI, for one of some text values."""
     if isinstance(node, filters.BoolOp):
         return [] if node.op == "OR" else [t for n in node.operands for t in _required_values(n)]
     if not isinstance(node, filters.Comparison) or node.negated or node.op not in ("=", "IN"):
         return []
     values = node.value if isinstance(node.value, tuple) else (node.value,)
     texts = all(isinstance(value, str) for value in values)
-    return [node] if texts and node.ident.entity in ("param", "tag") else []
+    ident = node.ident
+    indexed = ident.entity in ("param", "tag") or (ident.entity, ident.key) == ("input", "uri")
+    return [node] if texts and indexed else []
 
 
 def _holders(term: filters.Comparison, params: Params) -> str:
     """The ids (run_id) of the runs holding a value the term asks for, from the (key,
-    value) index."""
+    value) index, or from run_inputs_by_uri for an input's URI."""
+    if term.ident.entity == "input":
+        uri = filter_sql.condition("h.uri", term, params, "text")
+        return f"SELECT h.run_id FROM tracking.run_inputs h WHERE {uri}"
     value = filter_sql.condition("h.value", term, params, "text")
     value += filter_sql.prefix_condition("h.value", term, params, VALUE_PREFIX)
     return f"""SELECT h.run_id FROM {TABLES[term.ident.entity]} h
                WHERE h.key = {params.add(term.ident.key)} AND {value}"""
+
+
+def _candidates(term: filters.Comparison, params: Params) -> str:
+    """The holders of a rare value (see _rarest_value), each once: a run may hold a URI
+    in several inputs (of other kinds or contexts). Counting holders needs no DISTINCT,
+    which would read every holder of a common URI before the count's LIMIT."""
+    return f"SELECT DISTINCT c.run_id FROM ({_holders(term, params)}) c"
 
 
 def _sort_key(terms: list[tuple[Identifier, bool]]) -> list[paging.SortColumn]:
@@ -225,7 +238,7 @@ async def _sorted_by_one_metric(
     direction, after = ("ASC", ">") if term[1] else ("DESC", "<")
     scope = run_scope(query, per_run=rare is not None)
     params = scope.params
-    candidates = _holders(rare, params) if rare is not None else None
+    candidates = _candidates(rare, params) if rare is not None else None
     start = "TRUE"
     if last is not None and last[0]:
         start = f"q.m0 = 1 AND q.tiebreak {after} {params.add(last[2], 'uuid')}"

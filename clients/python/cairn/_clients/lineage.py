@@ -23,8 +23,11 @@ from ..types._tracking import Run, ViewType
 _RUN_ID = re.compile(r"[0-9a-fA-F]{32}")
 
 PAGE_SIZE = 1000
-# Experiments named per SearchRuns call when looking through a whole project.
-EXPERIMENTS_PER_SEARCH = 100
+# Experiments named per SearchRuns call when looking through a whole project: as many
+# as a call may name. A search for a URI few runs used reads those runs from the
+# service's index of input URIs, whatever the experiments named, so fewer, larger calls
+# cost the least; SearchRuns names at least one experiment, hence the listing of them.
+EXPERIMENTS_PER_SEARCH = 1000
 
 
 class _Registry(Protocol):

@@ -1,0 +1,64 @@
+"""How many rows of a table a store's statements read, from PostgreSQL's own account
+(EXPLAIN ANALYZE): a measure of cost that no machine's speed changes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+
+class RecordingPool:
+    """A pool whose connections note every statement read with fetch or fetchrow (and
+    its arguments), to be explained afterwards; everything else goes to the real pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self.statements: list[tuple[str, tuple[Any, ...]]] = []
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[_RecordingConnection]:
+        async with self._pool.acquire() as conn:
+            yield _RecordingConnection(conn, self.statements)
+
+
+class _RecordingConnection:
+    def __init__(self, conn: asyncpg.Connection, statements: list[Any]) -> None:
+        self._conn = conn
+        self._statements = statements
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        self._statements.append((sql, args))
+        return await self._conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        self._statements.append((sql, args))
+        return await self._conn.fetchrow(sql, *args)
+
+
+async def rows_read(
+    pool: asyncpg.Pool, statements: list[tuple[str, tuple[Any, ...]]], table: str
+) -> int:
+    """The rows of table the statements' scans read: those they returned (each loop's)
+    and those their filters dropped."""
+    total = 0
+    async with pool.acquire() as conn:
+        for sql, args in statements:
+            plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args)
+            total += _read(json.loads(plan)[0]["Plan"], table)
+    return total
+
+
+def _read(node: dict[str, Any], table: str) -> int:
+    own = 0
+    if node.get("Relation Name") == table:
+        own = node["Actual Rows"] * node["Actual Loops"]
+        for removed in ("Rows Removed by Filter", "Rows Removed by Index Recheck"):
+            own += node.get(removed, 0) * node["Actual Loops"]
+    return own + sum(_read(child, table) for child in node.get("Plans", []))
