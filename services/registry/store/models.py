@@ -25,7 +25,7 @@ from .common import (
     update_row,
     write_tag,
 )
-from .versions import latest_of
+from .versions import STAGES, highest_in_stage, latest_of
 
 COLUMNS = """m.id, m.project, m.name, m.description, m.owner, m.state, m.external_id,
     m.custom_properties, m.tags, m.text_bytes, m.create_time, m.update_time,
@@ -50,10 +50,10 @@ UPDATABLE = ("description", "owner", "state", "external_id", "custom_properties"
 
 # What a model `q` of a page brings beside itself: its latest version of each stage
 # (with_aliases reads them), as latest_of finds them, and its aliases, which come twice
-# (the model's, and each latest version's own).
-_BRINGS = """(SELECT coalesce(sum(x.text_bytes), 0) FROM (
-    SELECT DISTINCT ON (v.stage) v.text_bytes FROM registry.model_versions v
-    WHERE v.registered_model_id = q.id ORDER BY v.stage, v.version DESC) x)
+# (the model's, and each latest version's own). One probe of model_versions_by_stage
+# per stage, as latest_of looks them up.
+_BRINGS = f"""(SELECT coalesce(sum(top.text_bytes), 0) FROM unnest({STAGES}) AS wanted (stage)
+    CROSS JOIN LATERAL ({highest_in_stage("text_bytes", "q.id", "wanted.stage")}) top)
     + 2 * (SELECT coalesce(sum(octet_length(a.alias)), 0) FROM registry.aliases a
            WHERE a.registered_model_id = q.id)"""
 
