@@ -4,6 +4,7 @@ program does, completes what the first left, and never makes it twice."""
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +123,8 @@ async def test_log_model_of_other_files_where_one_is_logged_is_refused(
             assert raised.value.reason == "OBJECT_ALREADY_EXISTS"
 
 
-@pytest.mark.parametrize("method", ["upsert_model_version", "upsert_model_artifact"])
-async def test_an_add_model_run_again_completes_the_model(
-    port: int, outage: Outage, tmp_path: Path, unique: str, method: str
+async def test_an_add_model_run_again_completes_the_version_it_made(
+    port: int, outage: Outage, tmp_path: Path, unique: str
 ) -> None:
     (tmp_path / "pokemon.onnx").write_bytes(b"onnx v1")
     name = f"pokemon-{unique}"
@@ -134,9 +134,9 @@ async def test_an_add_model_run_again_completes_the_model(
         def add() -> Any:
             return manager.add_model(name, "ONNX", tmp_path / "pokemon.onnx")
 
-        outage.before(method)
+        outage.before("upsert_model_artifact")  # the version made, its engine not
         await outage.fails(add)
-        added = await _again(add)  # was ModelAlreadyExists, for a model without its file
+        added = await _again(add)  # was ModelAlreadyExists, for a model without its engine
         assert (added.version, added.engine) == (1, "ONNX")
         with pytest.raises(cairn.exceptions.AlreadyExistsError):
             await add()  # whole now: taken
@@ -145,26 +145,67 @@ async def test_an_add_model_run_again_completes_the_model(
         assert Path(found.path or "").read_bytes() == b"onnx v1"
 
 
-async def test_a_copy_run_again_completes_the_copy_it_began(
+async def test_an_add_model_stopped_before_its_version_says_to_force_it(
     port: int, outage: Outage, tmp_path: Path, unique: str
 ) -> None:
-    (tmp_path / "m.txt").write_text("hello")
-    source, copy = f"src-{unique}", f"copy-{unique}"
-    async with (
-        cairn.TrackingClient.insecure_connection("127.0.0.1", port, timeout=10) as tracking,
-        Registry.insecure_connection("127.0.0.1", port, timeout=10) as registry,
-    ):
-        run_id = (await tracking.create_run(await tracking.create_experiment(copy))).info.run_id
-        await tracking.log_model(run_id, tmp_path / "m.txt", registered_model_name=source)
+    """A model without a version may be another caller's: it is taken, and the error
+    says how to add this file as its first version."""
+    (tmp_path / "pokemon.onnx").write_bytes(b"onnx v1")
+    name = f"empty-{unique}"
+    async with Registry.insecure_connection("127.0.0.1", port, timeout=10) as registry:
+        manager = cairn.ModelManager(registry, tmp_path / "dl", cache_dir=tmp_path / "cache")
+        outage.before("upsert_model_version")
+        await outage.fails(lambda: manager.add_model(name, "ONNX", tmp_path / "pokemon.onnx"))
+        with pytest.raises(cairn.exceptions.AlreadyExistsError, match="force=True") as taken:
+            await _again(lambda: manager.add_model(name, "ONNX", tmp_path / "pokemon.onnx"))
+        assert "no version yet" in taken.value.message
+        added = await manager.add_model(name, "ONNX", tmp_path / "pokemon.onnx", force=True)
+        assert (added.version, added.engine) == (1, "ONNX")
 
-        def copy_it() -> Any:
-            return registry.copy_model_version(f"models:/{source}/1", copy)
+
+async def test_an_unfinished_add_is_completed_only_by_an_add_of_its_files(
+    port: int, outage: Outage, tmp_path: Path, unique: str
+) -> None:
+    """Never by another file (which would be registered as the first one's bytes), nor
+    by an add without force past a whole version (ModelAlreadyExists, as ever)."""
+    (tmp_path / "v1.onnx").write_bytes(b"version one")
+    (tmp_path / "v2.onnx").write_bytes(b"version two")
+    (tmp_path / "other.pt").write_bytes(b"another file")
+    name = f"guarded-{unique}"
+    async with Registry.insecure_connection("127.0.0.1", port, timeout=10) as registry:
+        manager = cairn.ModelManager(registry, tmp_path / "dl", cache_dir=tmp_path / "cache")
+        await manager.add_model(name, "ONNX", tmp_path / "v1.onnx")
+        outage.before("upsert_model_artifact")  # a forced add stops after version 2
+        await outage.fails(
+            lambda: manager.add_model(name, "ONNX", tmp_path / "v2.onnx", force=True)
+        )
+        # Without force, past the whole version 1: taken, whatever the file.
+        for source in ("other.pt", "v2.onnx"):
+            with pytest.raises(cairn.exceptions.AlreadyExistsError):
+                await _again(partial(manager.add_model, name, "H2O", tmp_path / source))
+        # Another file, forced: a version of its own, not version 2 under its name.
+        version_two = await registry.get_model_version(name, 2)
+        added = await manager.add_model(name, "TORCH", tmp_path / "other.pt", force=True)
+        assert (added.version, added.file_name, added.engine) == (3, "other.pt", "TORCH")
+        assert await registry.get_model_artifacts(version_two.id) == []  # never mislabelled
+
+
+async def test_a_forced_add_run_again_completes_its_version(
+    port: int, outage: Outage, tmp_path: Path, unique: str
+) -> None:
+    (tmp_path / "v1.onnx").write_bytes(b"version one")
+    (tmp_path / "v2.onnx").write_bytes(b"version two")
+    name = f"forced-{unique}"
+    async with Registry.insecure_connection("127.0.0.1", port, timeout=10) as registry:
+        manager = cairn.ModelManager(registry, tmp_path / "dl", cache_dir=tmp_path / "cache")
+        await manager.add_model(name, "ONNX", tmp_path / "v1.onnx")
+
+        def add_again() -> Any:
+            return manager.add_model(name, "ONNX", tmp_path / "v2.onnx", force=True)
 
         outage.before("upsert_model_artifact")
-        await outage.fails(copy_it)
-        copied = await _again(copy_it)
-        assert copied.version == 1
-        versions = await registry.search_model_versions(f"name = '{copy}'")
-        assert [v.version for v in versions] == [1]
-        assert await registry.get_model_artifacts(versions[0].id)
-        assert (await registry.copy_model_version(f"models:/{source}/1", copy)).version == 2
+        await outage.fails(add_again)
+        added = await _again(add_again)
+        assert (added.version, added.file_name, added.engine) == (2, "v2.onnx", "ONNX")
+        versions = await registry.search_model_versions(f"name='{name}'")
+        assert sorted(v.version for v in versions) == [1, 2]  # version 2 completed, no third

@@ -15,12 +15,13 @@ import os
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 from ..exceptions import AlreadyExistsError, NotFoundError
 from ..models import _manifest
 from ..models._copies import copy_files
 from ..models._flavors import FilesFlavor
-from ..models._uris import ArtifactUri
+from ..models._uris import ArtifactUri, parse_uri
 from ..types._journey import ManagedModel
 from ..types._registry import ModelArtifact, ModelVersion, RegisteredModel
 from .artifacts import ArtifactClient
@@ -82,21 +83,18 @@ class ModelManager:
             The model as stored.
 
         Raises:
-            ModelAlreadyExists: the name is taken and force is False (a model that an
-                add which stopped part-way left without a version, or with a version of
-                its file but no engine, is not taken: this add completes it).
+            ModelAlreadyExists: the name is taken and force is False. An add of this
+                file that stopped after its version and before the engine (an outage)
+                is completed instead, by this call run again.
         """
         source = await asyncio.to_thread(_expanded, model_file)
         existing = await self._registry.get_registered_model_by_params(name=name)
-        if existing is not None and not force:
-            unfinished = await self._unfinished(existing)
-            if unfinished is None:
-                raise AlreadyExistsError(
-                    f"model {name!r} exists; pass force=True to replace it",
-                    reason="REGISTERED_MODEL_ALREADY_EXISTS",
-                )
-            if isinstance(unfinished, ModelVersion):  # the file is stored: its engine is not
-                return await self._finish(existing, unfinished, source.name, engine)
+        if existing is not None:
+            left = await self._left_by_an_earlier_add(existing, source, force)
+            if left is not None:
+                return await self._finish(existing, left, source.name, engine)
+            if not force:
+                raise _taken(name, await self._registry.get_latest_versions(name))
         uri = await self._store_file(name, source)
         model = await self._model_for(name, existing, description, force)
         version = await self._registry.upsert_model_version(
@@ -112,20 +110,39 @@ class ModelManager:
             artifact,
         )
 
-    async def _unfinished(self, model: RegisteredModel) -> ModelVersion | bool | None:
-        """What an add that stopped part-way left of model: True when it made no version,
-        the version of the add's file when it made no artifact (the engine) for it; None
-        for a model whole, or made otherwise (MLflow's versions have no artifacts)."""
+    async def _left_by_an_earlier_add(
+        self, model: RegisteredModel, source: Path, force: bool
+    ) -> ModelVersion | None:
+        """The version an add of source's very files stopped at, before its artifact
+        (the engine), if the model's latest is one: made by add_model (its source under
+        FILES_ROOT), without an artifact, of the same files; and, without force, the
+        model's only version (an add without force never follows another version)."""
         latest = await self._registry.get_latest_versions(model.name)
         version = max(latest, key=lambda v: v.version or 0, default=None)
-        if version is None:
-            return True
         ours = str(ArtifactUri(self._registry.project, f"{FILES_ROOT}/{_segment(model.name)}/"))
-        if (version.source_uri or "").startswith(ours) and not (
-            await self._registry.get_model_artifacts(version.id)
+        if (
+            version is None
+            or not (version.source_uri or "").startswith(ours)
+            or (not force and version.version != 1)
+            or await self._registry.get_model_artifacts(version.id)
         ):
-            return version
-        return None
+            return None
+        stored = await self._stored_files(version.source_uri or "")
+        return version if stored == await asyncio.to_thread(_files_of, source) else None
+
+    async def _stored_files(self, uri: str) -> dict[str, _manifest.FileEntry] | None:
+        """The files the manifest at a version's source names, or None without one."""
+        transport = self._registry._transport
+        store = ArtifactClient(transport.for_project(transport.project, timeout=None))
+        parsed = parse_uri(uri)
+        if not isinstance(parsed, ArtifactUri):
+            return None
+        directory = parsed.path
+        try:
+            data = await store.read(f"{directory}/{_manifest.MANIFEST}")
+        except NotFoundError:
+            return None
+        return _manifest.Manifest.from_json(data, uri).files
 
     async def _finish(
         self, model: RegisteredModel, version: ModelVersion, file_name: str, engine: str
@@ -239,6 +256,27 @@ class ModelManager:
             return dataclasses.replace(model, path=written)
         path = await asyncio.to_thread(copy_files, entry, manifest, self.download_path, uri)
         return dataclasses.replace(model, path=str(path))
+
+
+def _files_of(source: Path) -> dict[str, _manifest.FileEntry]:
+    """What the files flavor's manifest says of source: each file by its path under
+    source's name (blocking)."""
+    if source.is_file():
+        return {source.name: _manifest.entry_of(source)}
+    return {
+        f"{source.name}/{path.relative_to(source).as_posix()}": _manifest.entry_of(path)
+        for path in sorted(source.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _taken(name: str, versions: list[Any]) -> AlreadyExistsError:
+    hint = "pass force=True to replace it"
+    if not versions:  # created by another call, or left by an add that stopped there
+        hint = "it has no version yet; pass force=True to add this file as its first"
+    return AlreadyExistsError(
+        f"model {name!r} exists; {hint}", reason="REGISTERED_MODEL_ALREADY_EXISTS"
+    )
 
 
 def _managed(

@@ -7,7 +7,6 @@ from typing import TypeVar
 
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from .._filter_text import quoted
 from .._transport import Metadata
 from ..exceptions import NotFoundError
 from ..models._uris import ModelUri, parse_uri
@@ -121,37 +120,18 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
             await self.get_registered_model(dst_name, timeout=timeout, metadata=metadata)
         except NotFoundError:
             await self.create_registered_model(dst_name, timeout=timeout, metadata=metadata)
-        copied_uri = f"models:/{source.name}/{source.version}"
-        copied = await self._unfinished_copy(dst_name, copied_uri, timeout, metadata)
-        if copied is None:
-            copied = await self.create_model_version(
-                dst_name,
-                copied_uri,
-                source.run_id,
-                source.tags,
-                source.run_link,
-                source.description,
-                timeout=timeout,
-                metadata=metadata,
-            )
-        await self._point_at_files_of(source, copied, timeout, metadata)
-        return copied
-
-    async def _unfinished_copy(
-        self, name: str, copied_uri: str, timeout: float | None, metadata: Metadata | None
-    ) -> MlflowModelVersion | None:
-        """A copy of the same version that a call which stopped part-way left without
-        its model artifact: taken up rather than copied twice."""
-        copies = await self.search_model_versions(
-            f"name = {quoted(name)} AND source_uri = {quoted(copied_uri)}",
-            order_by=["version DESC"],
+        copied = await self.create_model_version(
+            dst_name,
+            f"models:/{source.name}/{source.version}",
+            source.run_id,
+            source.tags,
+            source.run_link,
+            source.description,
             timeout=timeout,
             metadata=metadata,
         )
-        for copy in copies:
-            if not await self.get_model_artifacts(copy.id, timeout=timeout, metadata=metadata):
-                return copy
-        return None
+        await self._point_at_files_of(source, copied, timeout, metadata)
+        return copied
 
     async def _point_at_files_of(
         self,
