@@ -143,6 +143,18 @@ class Keyset:
         last = self.last(token)
         return "TRUE" if last is None else self.after(last, params)
 
+    def bounded_condition(self, token: str, params: Params) -> str:
+        """`condition`, with the first column bounded by the token's value as well, for
+        sort keys whose columns are never NULL: implied by `after`'s OR of comparisons,
+        and what an index on that column serves, so a later page starts where its token
+        is instead of testing every row before it."""
+        last = self.last(token)
+        if last is None:
+            return "TRUE"
+        first = self.columns[0]
+        bound = f"{first.expression} {'>=' if first.ascending else '<='} "
+        return f"{bound}{params.add(last[0], first.sql_type)} AND {self.after(last, params)}"
+
     def page(self, rows: Sequence[Any], page_size: int, convert: Callable[[Any], T]) -> Page[T]:
         """The first page_size of rows (the query fetched one more to know if more
         follow), converted, with the token of the next page."""

@@ -198,7 +198,7 @@ class Listing:
         brings: SQL of what else the caller reads for a row `q` (bytes), counted with its
         text_bytes against the page's budget."""
         keyset = self.keyset(order_by, *scope)
-        after = _after(keyset, page_token, params)
+        after = keyset.bounded_condition(page_token, params)
         order = ", ".join(
             f"{c.expression} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns
         )
@@ -247,19 +247,6 @@ class Listing:
                 ident.position, f"unknown attribute {ident.key!r}; use one of {known}"
             )
         return self.attributes[ident.key]
-
-
-def _after(keyset: paging.Keyset, page_token: str, params: Params) -> str:
-    """The rows after the token's key, bounded by its first column as well: implied by
-    the key's OR of comparisons (the columns ordered are never NULL), and what an index
-    on that column serves, so a later page starts where the token is instead of reading
-    every row before it."""
-    last = keyset.last(page_token)
-    if last is None:
-        return "TRUE"
-    first = keyset.columns[0]
-    bound = f"{first.expression} {'>=' if first.ascending else '<='} "
-    return f"{keyset.after(last, params)} AND {bound}{params.add(last[0], first.sql_type)}"
 
 
 async def update_row(

@@ -236,7 +236,7 @@ class ExperimentStore:
             order_by,
             int(view_type),
         )
-        where.append(_after(keyset, page_token, params))
+        where.append(keyset.bounded_condition(page_token, params))
         keys = ", ".join(f"{expr} AS sort_key{i}" for i, (expr, _, _) in enumerate(terms))
         order = ", ".join(
             f"sort_key{i} {'ASC' if up else 'DESC'}" for i, (_, up, _) in enumerate(terms)
@@ -261,18 +261,6 @@ class ExperimentStore:
             tags = await _tags(conn, [r["experiment_id"] for r in kept])
         experiments = [_experiment(r, tags.get(r["experiment_id"], {})) for r in kept]
         return paging.Page(experiments, keyset.next_token(rows, len(kept)))
-
-
-def _after(keyset: paging.Keyset, page_token: str, params: Params) -> str:
-    """The rows after the token's. Beside keyset.after, the first sort term bounded
-    (implied, as no sort column is NULL): an index scan starts at that bound, where the
-    OR of keyset.after alone would be tested on every row before it."""
-    last = keyset.last(page_token)
-    if last is None:
-        return "TRUE"
-    first = keyset.columns[0]
-    bound = f"{first.expression} {'>=' if first.ascending else '<='} "
-    return f"{bound}{params.add(last[0], first.sql_type)} AND {keyset.after(last, params)}"
 
 
 def _view_clause(view_type: ViewType) -> str:
