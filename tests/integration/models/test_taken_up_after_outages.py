@@ -209,3 +209,23 @@ async def test_a_forced_add_run_again_completes_its_version(
         assert (added.version, added.file_name, added.engine) == (2, "v2.onnx", "ONNX")
         versions = await registry.search_model_versions(f"name='{name}'")
         assert sorted(v.version for v in versions) == [1, 2]  # version 2 completed, no third
+
+
+async def test_an_add_model_of_a_directory_run_again_completes_its_version(
+    port: int, outage: Outage, tmp_path: Path, unique: str
+) -> None:
+    model = tmp_path / "hf-model"
+    (model / "tokenizer").mkdir(parents=True)
+    (model / "weights.bin").write_bytes(b"weights")
+    (model / "tokenizer" / "vocab.txt").write_text("a b c")
+    name = f"dir-{unique}"
+    async with Registry.insecure_connection("127.0.0.1", port, timeout=10) as registry:
+        manager = cairn.ModelManager(registry, tmp_path / "dl", cache_dir=tmp_path / "cache")
+
+        def add() -> Any:
+            return manager.add_model(name, "HF", model)
+
+        outage.before("upsert_model_artifact")
+        await outage.fails(add)
+        added = await _again(add)
+        assert (added.version, added.engine) == (1, "HF")
