@@ -7,7 +7,6 @@ artifact tables are counted (no timing: a count of rows is the same on any machi
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,20 +32,35 @@ _COUNTED = {"model_versions", "artifacts"}
 
 
 class _OneConnection:
-    """A pool for the stores that hands out one connection, whose statements it logs."""
+    """A pool for the stores that hands out one connection, whose statements it logs
+    as they are sent (not through asyncpg's query logger, which reports each one later,
+    from a callback of the event loop)."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
         self.logged: list[tuple[str, tuple[Any, ...]]] = []
-        conn.add_query_logger(self._log)
-
-    def _log(self, record: Any) -> None:
-        if record.exception is None:
-            self.logged.append((record.query, tuple(record.args)))
 
     @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
-        yield self.conn
+    async def acquire(self) -> AsyncIterator[Any]:
+        yield _Logging(self)
+
+
+class _Logging:
+    """The connection, its queries logged into its _OneConnection before they run."""
+
+    def __init__(self, one: _OneConnection) -> None:
+        self._one = one
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._one.conn, name)
+        if name not in ("fetch", "fetchrow", "fetchval", "execute"):
+            return method
+
+        def logged(query: str, *args: Any, **kwargs: Any) -> Any:
+            self._one.logged.append((query, args))
+            return method(query, *args, **kwargs)
+
+        return logged
 
 
 def _rows_read(plan: dict[str, Any]) -> int:
@@ -65,12 +79,8 @@ def _rows_read(plan: dict[str, Any]) -> int:
 
 async def _cost(one: _OneConnection, read: Callable[[], Awaitable[Any]]) -> tuple[int, str]:
     """The rows all statements of the read took from the counted tables, and their plans."""
-    # asyncpg hands each statement to the logger in a callback it schedules (call_soon):
-    # one pass of the event loop runs those of the statements before, then of the read's.
-    await asyncio.sleep(0)
     one.logged.clear()
     await read()
-    await asyncio.sleep(0)
     statements = list(one.logged)
     assert statements, "the read ran no statement that was logged"
     total, plans = 0, []
