@@ -1,8 +1,11 @@
 """A run that `start_run` logs survives its server: killed with SIGKILL and started
-again mid-run, or gone past the flush deadline (the journal, then `cairn sync`)."""
+again mid-run, or gone past the flush deadline (the journal, then `cairn sync`); and a
+trainer killed during an outage leaves what it held in the journal."""
 
+import asyncio
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import pgserver
@@ -12,10 +15,35 @@ from pgserver._commands import pg_ctl
 import cairn
 from cairn._clients.journal import Journal
 from cairn.types import RunStatus
+from tests.conftest import eventually
 from tests.e2e.conftest import ServerProcess, run_tool, start_server, tool
 
 pytestmark = pytest.mark.e2e
 POINTS = 10_000
+# A training process: logs 250 points (stored), waits for a line, logs 300 more, and
+# waits to be killed.
+TRAINER = """
+import asyncio, sys
+import cairn
+
+async def main(address, experiment_id, journal_dir):
+    host, port = address.split(":")
+    async with cairn.TrackingClient.insecure_connection(host, int(port)) as tracking:
+        async with tracking.start_run(
+            experiment_id, batch_size=100, send_interval=0.5, journal_dir=journal_dir
+        ) as run:
+            for step in range(250):
+                await run.log_metric("loss", step / 2, step=step)
+            await run.flush()
+            print(run.run_id, flush=True)
+            await asyncio.to_thread(sys.stdin.readline)
+            for step in range(250, 550):
+                await run.log_metric("loss", step / 2, step=step)
+            print("logged", flush=True)
+            await asyncio.Event().wait()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
 
 
 def _connect(server: ServerProcess) -> cairn.TrackingClient:
@@ -50,6 +78,8 @@ async def test_a_run_outlives_a_server_killed_and_started_again(tmp_path: Path) 
                         server = start_server(tmp_path, address=server.address)
                     await run.log_metric("loss", step / 2, step=step)
             assert run.journal is None
+            # Written during the outage, the journal went once everything was stored.
+            assert list((tmp_path / "journal").glob("*.jsonl")) == []
             history = await _history(tracking, run.run_id)
             assert history == [(step, step / 2) for step in range(POINTS)]  # each once
             assert (await tracking.get_run(run.run_id)).info.status == RunStatus.FINISHED
@@ -92,5 +122,56 @@ async def test_what_cannot_be_sent_in_time_is_journaled_then_synced_once(tmp_pat
             assert math.isnan(dict(history)[700])
             assert (await tracking.get_run(run.run_id)).info.status == RunStatus.FINISHED
     finally:
+        server.terminate(timeout=30)
+        _stop_embedded_postgres(tmp_path)
+
+
+async def test_a_trainer_killed_during_an_outage_leaves_its_points_in_the_journal(
+    tmp_path: Path,
+) -> None:
+    server = start_server(tmp_path)
+    journal_dir = tmp_path / "journal"
+    async with _connect(server) as tracking:
+        experiment_id = await tracking.create_experiment("killed-in-an-outage")
+    trainer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        TRAINER,
+        server.address,
+        experiment_id,
+        str(journal_dir),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert trainer.stdin is not None and trainer.stdout is not None
+        run_id = (await trainer.stdout.readline()).decode().strip()
+        server.process.kill()
+        server.process.wait(timeout=10)
+        trainer.stdin.write(b"on\n")
+        await trainer.stdin.drain()
+        assert await trainer.stdout.readline() == b"logged\n"
+        journal = journal_dir / f"{run_id}.jsonl"
+
+        def kept() -> bool:
+            return journal.exists() and Journal.read(journal).points == 300
+
+        await eventually(kept, timeout=30, what="the points logged in the outage journaled")
+        trainer.kill()
+        await trainer.wait()
+
+        server = start_server(tmp_path, address=server.address)
+        synced = run_tool(tool("cairn"), "sync", str(journal_dir), "--address", server.address)
+        assert synced.returncode == 0, synced.stderr
+        assert synced.stdout.strip() == "stored 300 points"
+        async with _connect(server) as tracking:
+            history = await _history(tracking, run_id)
+            assert history == [(step, step / 2) for step in range(550)]  # each once
+            # Killed, the trainer never ended its run: it stays RUNNING, as in MLflow.
+            assert (await tracking.get_run(run_id)).info.status == RunStatus.RUNNING
+    finally:
+        if trainer.returncode is None:
+            trainer.kill()
+            await trainer.wait()
         server.terminate(timeout=30)
         _stop_embedded_postgres(tmp_path)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from cairn._clients.active_run import ActiveRun
 from cairn._clients.journal import Journal
+from cairn._clients.run_batches import Batches
 from cairn.types import Metric, RunStatus
 
 
@@ -29,11 +30,14 @@ def _run(tmp_path: Path) -> ActiveRun:
 
 def test_the_batch_in_flight_keeps_its_id_and_only_its_points(tmp_path: Path) -> None:
     run = _run(tmp_path)
-    run._buffer = [Metric("loss", float(i), 1000 + i, i) for i in range(11)]
-    run._head = ("in-flight", 2)  # a short tail batch was being sent
+    for i in range(2):
+        run._batches.add(Metric("loss", float(i), 1000 + i, i))
+    in_flight, _ = run._batches.next()  # a short batch is being sent; more points come
+    for i in range(2, 11):
+        run._batches.add(Metric("loss", float(i), 1000 + i, i))
     run._keep_in_journal(RunStatus.FINISHED)
     journal = Journal.read(run.journal)
-    assert [(request_id == "in-flight", len(points)) for request_id, points in journal.batches] == [
+    assert [(request_id == in_flight, len(points)) for request_id, points in journal.batches] == [
         (True, 2),
         (False, 4),
         (False, 4),
@@ -46,8 +50,30 @@ def test_the_batch_in_flight_keeps_its_id_and_only_its_points(tmp_path: Path) ->
 
 def test_without_a_batch_in_flight_every_batch_is_new(tmp_path: Path) -> None:
     run = _run(tmp_path)
-    run._buffer = [Metric("loss", float("nan"), 1, i) for i in range(5)]
+    for i in range(5):
+        run._batches.add(Metric("loss", float("nan"), 1, i))
     run._keep_in_journal(RunStatus.FAILED)
     journal = Journal.read(run.journal)
     assert [len(points) for _, points in journal.batches] == [4, 1]
     assert journal.status == RunStatus.FAILED
+
+
+def test_batches_keep_their_ids_once_journaled() -> None:
+    """A journal written during an outage names each batch by the id it is then sent
+    with, so a replay of that journal and the sends that follow store it once."""
+    batches = Batches(batch_size=3)
+    assert [batches.add(Metric("m", 0.0, 1, step)) for step in range(4)] == [
+        False,
+        False,
+        True,
+        True,
+    ]
+    journaled = batches.all()
+    assert [len(points) for _, points in journaled] == [3, 1]
+    batches.add(Metric("m", 0.0, 1, 4))
+    sent = []
+    while (batch := batches.next()) is not None:
+        sent.append(batch)
+        batches.stored()
+    assert sent[:2] == journaled  # the same ids, the same points
+    assert [m.step for m in sent[2][1]] == [4] and batches.points == 0

@@ -49,7 +49,7 @@ async def test_the_buffer_is_bounded(tracking, experiment_id) -> None:
     async with tracking.start_run(experiment_id, batch_size=10, max_buffered=20) as run:
         for step in range(200):
             await run.log_metric("m", step, step=step)
-            assert len(run._buffer) <= 20
+            assert run._batches.points <= 20
     assert len(await tracking.get_metric_history(run.run_id, "m")) == 200
 
 

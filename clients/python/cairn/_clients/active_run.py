@@ -19,6 +19,7 @@ from .._transport import REQUEST_ID_HEADER
 from ..exceptions import DeadlineExceededError, ResourceExhaustedError, UnavailableError
 from ..types._tracking import Metric, Param, Run, RunInput, RunStatus, RunTag
 from .journal import Journal
+from .run_batches import Batches
 
 # Failures that a later attempt may not meet: the server or its database away, a deadline,
 # a limit. Anything else (a deleted run, a bad value) is the caller's to know at once.
@@ -76,7 +77,10 @@ class ActiveRun:
     Transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED: a server
     restarting, a database outage) are retried with capped exponential backoff, and
     sending resumes by itself; only an error retrying cannot fix is raised, by the next
-    `log_metric`, `flush` or the end of the block.
+    `log_metric`, `flush` or the end of the block. While sends fail, what waits is
+    written to the run's journal (at the first failure, then at most every
+    `send_interval` seconds), so a process killed during an outage leaves it there; the
+    file goes once all is stored.
 
     Leaving the block flushes for up to `flush_timeout` seconds, then ends the run with
     the status the code chose (FINISHED, FAILED when the block raised, KILLED when it
@@ -107,14 +111,15 @@ class ActiveRun:
         self._send_interval = send_interval
         self._flush_timeout = flush_timeout
         self._journal_dir = journal_dir
-        # The request id and length of the batch at the head of the buffer, once sent.
-        self._head: tuple[str, int] | None = None
         self.journal: Path | None = None
+        # The journal written while sends fail, and when: written again at most every
+        # send_interval; waited for before the run's last journal replaces it.
+        self._journaling: asyncio.Future[Path] | None = None
+        self._journaled_at = 0.0
         self._client = client
         self._experiment_id, self._run_name, self._tags = experiment_id, run_name, tags
-        self._batch_size = batch_size
         self._max_buffered = max_buffered
-        self._buffer: list[Metric] = []
+        self._batches = Batches(batch_size)
         self._wake = asyncio.Event()
         self._room = asyncio.Condition()
         self._sending: asyncio.Task[None] | None = None
@@ -160,6 +165,9 @@ class ActiveRun:
             raise
         if not terminated:  # an outage, or an error retrying cannot fix: nothing is dropped
             self._keep_in_journal(_status(exc_type, self._error))
+        elif self.journal is not None:  # one written during an outage: all is stored since
+            self.journal.unlink(missing_ok=True)
+            self.journal = None
         if self._error is not None and exc_type is None:
             raise self._error
 
@@ -173,7 +181,7 @@ class ActiveRun:
             pass
         finally:
             await self._stop_sending()
-        if self._buffer:
+        if self._batches.points:
             return False
         status = _status(exc_type, self._error)
         try:
@@ -186,16 +194,10 @@ class ActiveRun:
         return True
 
     def _keep_in_journal(self, status: RunStatus) -> None:
-        """Writes what is still unsent, and the status, for `sync` to store later. The
-        batch in flight keeps its request id and its exact points: the server may have
-        stored it already."""
-        journal = Journal(self.run_id, self._client.project, status=status, end_time=_now_ms())
-        points, start = list(self._buffer), 0
-        if self._head is not None:
-            request_id, start = self._head
-            journal.batches.append((request_id, points[:start]))
-        for offset in range(start, len(points), self._batch_size):
-            journal.batches.append((uuid.uuid4().hex, points[offset : offset + self._batch_size]))
+        """Writes what is still unsent, and the status, for `sync` to store later. Each
+        batch keeps its request id and its exact points: the server may have stored the
+        one in flight already."""
+        journal = Journal(self.run_id, self._client.project, self._batches.all(), status, _now_ms())
         self.journal = journal.write(self._journal_dir)
         _log.warning(
             "run %s: %d points could not be sent in %g s; kept in %s (store them with "
@@ -212,18 +214,17 @@ class ActiveRun:
     ) -> None:
         """Buffers one point; waits only while the buffer is full."""
         self._raise_pending()
-        if len(self._buffer) >= self._max_buffered:
+        if self._batches.points >= self._max_buffered:
             async with self._room:
                 await self._room.wait_for(
-                    lambda: len(self._buffer) < self._max_buffered or self._error is not None
+                    lambda: self._batches.points < self._max_buffered or self._error is not None
                 )
             self._raise_pending()
         # Plain ints of 64 bits, checked here: a numpy step (`for step in np.arange(n)`)
         # sent well and failed the journal of an outage, losing it all, and a step past
         # 64 bits failed its whole batch later, valid points with it.
         stamp = time.time_ns() // 1_000_000 if timestamp is None else whole(timestamp, "timestamp")
-        self._buffer.append(Metric(key, real(value, "value"), stamp, whole(step, "step")))
-        if len(self._buffer) >= self._batch_size:
+        if self._batches.add(Metric(key, real(value, "value"), stamp, whole(step, "step"))):
             self._wake.set()
 
     async def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
@@ -248,10 +249,12 @@ class ActiveRun:
         self._raise_pending()
 
     async def _drain(self) -> None:
-        while self._buffer and self._error is None:
+        while self._batches.points and self._error is None:
             self._wake.set()
             async with self._room:
-                await self._room.wait_for(lambda: not self._buffer or self._error is not None)
+                await self._room.wait_for(
+                    lambda: not self._batches.points or self._error is not None
+                )
 
     async def _send_forever(self) -> None:
         while True:
@@ -259,28 +262,61 @@ class ActiveRun:
                 async with asyncio.timeout(self._send_interval):
                     await self._wake.wait()
             self._wake.clear()
-            while self._buffer:
-                batch = self._buffer[: self._batch_size]
-                self._head = (uuid.uuid4().hex, len(batch))
+            while (batch := self._batches.next()) is not None:
+                request_id, metrics = batch
                 send = functools.partial(
-                    self._client.log_batch, self.run_id, metrics=batch, request_id=self._head[0]
+                    self._client.log_batch, self.run_id, metrics=metrics, request_id=request_id
                 )
                 try:
-                    await _retrying(send)
+                    await _retrying(send, self._journal_meanwhile)
                 except Exception as error:  # Handed to the caller on its next call.
                     self._error = error
                     async with self._room:
                         self._room.notify_all()
                     return
-                del self._buffer[: len(batch)]
-                self._head = None
+                self._batches.stored()
                 async with self._room:
                     self._room.notify_all()
+            await self._forget_journal()
+
+    async def _journal_meanwhile(self) -> None:
+        """After a failed send: writes what waits to the journal, unless it was written
+        less than send_interval ago, so a process killed during the outage keeps it."""
+        now = asyncio.get_running_loop().time()
+        if self.journal is not None and now - self._journaled_at < self._send_interval:
+            return
+        self._journaled_at = now
+        journal = Journal(self.run_id, self._client.project, self._batches.all())
+        # Shielded: the write goes on if sending is stopped, and the end waits for it.
+        writing = asyncio.to_thread(journal.write, self._journal_dir)
+        self._journaling = asyncio.ensure_future(writing)
+        try:
+            written = await asyncio.shield(self._journaling)
+        except OSError as error:  # a full disk: sending goes on, with nothing kept
+            _log.warning("run %s: no journal written during the outage: %s", self.run_id, error)
+            return
+        if self.journal is None:
+            _log.warning(
+                "run %s: the server is out of reach; the %d points waiting are kept in %s "
+                "until they are stored",
+                self.run_id,
+                journal.points,
+                written,
+            )
+        self.journal = written
+
+    async def _forget_journal(self) -> None:
+        """Everything is stored: a journal written during an outage has nothing to keep."""
+        if self.journal is not None:
+            await asyncio.to_thread(self.journal.unlink, missing_ok=True)
+            self.journal = None
 
     async def _stop_sending(self) -> None:
         if self._sending is not None:
             self._sending.cancel()
             await asyncio.gather(self._sending, return_exceptions=True)
+        if self._journaling is not None:  # before the run's last journal replaces it
+            await asyncio.gather(self._journaling, return_exceptions=True)
 
     def _raise_pending(self) -> None:
         if self._error is not None:
@@ -296,14 +332,19 @@ def _status(exc_type: type[BaseException] | None, error: BaseException | None) -
     return RunStatus.FAILED
 
 
-async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
-    """call() until it succeeds or fails with an error that is not transient."""
+async def _retrying(
+    call: Callable[[], Awaitable[T]], failed: Callable[[], Awaitable[None]] | None = None
+) -> T:
+    """call() until it succeeds or fails with an error that is not transient; failed()
+    after each transient failure."""
     backoff = FIRST_BACKOFF_SECONDS
     while True:
         try:
             return await call()
         except TRANSIENT as error:
             _log.info("retrying in %.1f s after %s", backoff, error)
+            if failed is not None:
+                await failed()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 

@@ -417,6 +417,8 @@ class TrackingClient(
         the block waits up to `flush_timeout` seconds for the rest to be sent; what is
         still unsent then is written to a journal file under `journal_dir` (default
         `~/.cache/cairn/journal`), named by `ActiveRun.journal`, for `sync_journal`.
+        While sends fail, what waits is journaled there meanwhile, so a process killed
+        during an outage leaves it too.
         """
         return ActiveRun(
             self,
