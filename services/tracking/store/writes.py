@@ -69,7 +69,12 @@ class RunWriter:
     ) -> bool:
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                _BEGIN_BATCH, project, run_uuid, claim.request_id, claim.fingerprint, *chunks.latest
+                _BEGIN_RENAMING_BATCH if batch.run_name else _BEGIN_BATCH,
+                project,
+                run_uuid,
+                claim.request_id,
+                claim.fingerprint,
+                *chunks.latest,
             )
             if not await claim.applied(conn, run_uuid, row):
                 return False
@@ -340,13 +345,15 @@ _NEW_KEY_BYTES = f"""SELECT sum(octet_length(key) + {sizes.ENTRY_BYTES}) AS byte
 # fingerprint of the request: _Claim; a LogMetric's in `fingerprint`, a LogBatch's in
 # `batch_fingerprint`, migration 0011). Unless the run may be written and the id was not
 # claimed before, nothing is written and "applies" is false; the caller raises from the
-# stages returned.
+# stages returned. The run's row is locked FOR {lock}: SHARE, or NO KEY UPDATE for a
+# write that goes on to update the row, since two holders of a share lock that both
+# upgrade it deadlock.
 _CHECK_AND_CLAIM = f"""
 WITH run AS (
     SELECT r.lifecycle_stage AS run_stage, e.lifecycle_stage AS experiment_stage
     FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
     WHERE r.project = $1 AND r.run_id = $2
-    FOR SHARE OF r
+    FOR {{lock}} OF r
 ), writable AS (
     SELECT 1 FROM run WHERE run_stage = 1 AND experiment_stage = 1
 ), claim AS (
@@ -365,7 +372,7 @@ WITH run AS (
 # key's latest point. It locks the latest points in byte order of their keys (COLLATE
 # "C", which for UTF-8 is code-point order), as _BEGIN_BATCH does, so that the two do
 # not deadlock under another collation.
-_WRITE_SMALL = f"""{_CHECK_AND_CLAIM}, points AS (
+_WRITE_SMALL = f"""{_CHECK_AND_CLAIM.format(lock="SHARE")}, points AS (
     SELECT p.* FROM unnest($5::text[], $6::float8[], $7::int8[], $8::int8[])
         AS p(key, value, step, ts)
     WHERE EXISTS (SELECT 1 FROM applies)
@@ -389,7 +396,7 @@ FROM run"""
 # _WRITE_SMALL for the one point of a LogMetric, without the arrays to unnest, group
 # and sort: 0.60 against 0.67 ms a call with its commit, measured from a client of
 # PostgreSQL on this machine ($5 key, $6 value, $7 step, $8 timestamp).
-_WRITE_ONE = f"""{_CHECK_AND_CLAIM}, chunk AS (
+_WRITE_ONE = f"""{_CHECK_AND_CLAIM.format(lock="SHARE")}, chunk AS (
     INSERT INTO tracking.metric_chunks
         (run_id, key, min_step, max_step, steps, "values", timestamps_ms)
     SELECT $2, $5::text, $7::int8, $7::int8, ARRAY[$7::int8], ARRAY[$6::float8],
@@ -409,7 +416,9 @@ FROM run"""
 # The first statement of a batch's transaction, so that a batch is five round trips
 # (BEGIN, this, COPY's two, COMMIT) where it was seven: after the check and claim, it
 # moves each key's latest point ($5..$8, one per key, in code-point order of the keys
-# so that concurrent writes lock the same rows in the same order).
+# so that concurrent writes lock the same rows in the same order). A batch that renames
+# the run (by its mlflow.runName tag) updates the run's row, and begins with
+# _BEGIN_RENAMING_BATCH.
 _BEGIN_BATCH = f"""{_CHECK_AND_CLAIM}, latest AS (
     INSERT INTO tracking.latest_metrics AS l (run_id, key, value, step, timestamp_ms)
     SELECT $2, p.* FROM unnest($5::text[], $6::float8[], $7::int8[], $8::int8[]) AS p
@@ -419,6 +428,8 @@ _BEGIN_BATCH = f"""{_CHECK_AND_CLAIM}, latest AS (
 SELECT run_stage, experiment_stage, EXISTS (SELECT 1 FROM applies) AS applies,
     coalesce(({_NEW_KEY_BYTES}), 0) AS added_bytes
 FROM run"""
+_BEGIN_RENAMING_BATCH = _BEGIN_BATCH.format(lock="NO KEY UPDATE")
+_BEGIN_BATCH = _BEGIN_BATCH.format(lock="SHARE")
 
 
 class _Claim(NamedTuple):

@@ -83,3 +83,27 @@ async def test_the_same_entries_written_at_once_in_other_orders_never_deadlock(
             )
         )
     assert seen == {grpc.StatusCode.OK: 4 * ROUNDS}
+
+
+async def test_two_renames_of_a_run_by_its_name_tag_never_deadlock(
+    stub: rpc.TrackingServiceStub, experiment_id: str
+) -> None:
+    """The mlflow.runName tag renames the run: a batch carrying it updates the run's
+    row, which a batch only shares otherwise. Renamed at once, both are taken, as two
+    UpdateRuns are, and the run is named by one of them."""
+    seen: Counter[grpc.StatusCode] = Counter()
+    for _ in range(ROUNDS):
+        run_id = await _run(stub, experiment_id)
+        names = [f"name-{uuid.uuid4().hex[:8]}" for _ in range(4)]
+        tags = [pb.Tag(key="mlflow.runName", value=name) for name in names]
+        seen.update(
+            await status_codes(
+                stub.SetTag(api.SetTagRequest(run_id=run_id, tag=tags[0])),
+                stub.SetTag(api.SetTagRequest(run_id=run_id, tag=tags[1])),
+                stub.LogBatch(api.LogBatchRequest(run_id=run_id, tags=[tags[2]])),
+                stub.LogBatch(api.LogBatchRequest(run_id=run_id, tags=[tags[3]])),
+            )
+        )
+        run = (await stub.GetRun(api.GetRunRequest(run_id=run_id))).run
+        assert run.info.run_name in names
+    assert seen == {grpc.StatusCode.OK: 4 * ROUNDS}
