@@ -185,6 +185,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     ) -> api.CreateModelVersionResponse:
         version = _model_version(request.model_version)
         validation.object_size(version.custom_properties, version.tags, "model_version")
+        _check_own_files(version.source_uri, version.project, "model_version.source_uri")
         record = await self._versions.create(version)
         return api.CreateModelVersionResponse(model_version=convert.model_version(record))
 
@@ -235,6 +236,8 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         message = request.model_version
         record = _model_version(message, require_model=False, creating=False)
         changes = _changes(record, request.update_mask.paths, (*versions.UPDATABLE, "name"))
+        if "source_uri" in changes:
+            _check_own_files(record.source_uri, record.project, "model_version.source_uri")
         updated = await self._versions.update(
             record.project, validation.entity_id(message.id, "model_version.id"), changes
         )
@@ -309,6 +312,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     ) -> api.CreateArtifactResponse:
         artifact = _artifact(request.artifact)
         validation.object_size(artifact.custom_properties, {}, "artifact")
+        _check_own_files(artifact.uri, artifact.project, "artifact.uri")
         if not request.new_version:
             record = await self._artifacts.create(artifact)
         elif artifact.model_version_id:
@@ -317,7 +321,6 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
                 "must be empty with new_version: only standalone artifacts are versioned",
             )
         else:
-            _check_own_files(artifact.uri, artifact.project)
             record = await self._artifacts.create_version(artifact)
         return api.CreateArtifactResponse(artifact=convert.artifact(record))
 
@@ -378,6 +381,8 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         message = request.artifact
         record = _artifact(message, require_name=False)
         changes = _changes(record, request.update_mask.paths, artifacts.UPDATABLE, "model.")
+        if "uri" in changes:
+            _check_own_files(record.uri, record.project, "artifact.uri")
         updated = await self._artifacts.update(
             record.project, validation.entity_id(message.id, "artifact.id"), changes
         )
@@ -514,16 +519,17 @@ def _page_size(value: int) -> int:
     return paging.page_size(value, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def _check_own_files(uri: str, project: str) -> None:
-    """A version's files are its project's: another project's directory would send the
-    version's readers there, under a name of this project."""
+def _check_own_files(uri: str, project: str, field: str) -> None:
+    """The registry's files are its project's: another project's directory would send
+    the readers of a version or artifact there, under a name of this project, with
+    files its writer may not even read."""
     try:
         location = urlsplit(uri)
     except ValueError:  # an unclosed "[" of a host, say
-        raise invalid_field("artifact.uri", "is no URI", "INVALID_ARTIFACT_LOCATION") from None
+        raise invalid_field(field, "is no URI", "INVALID_ARTIFACT_LOCATION") from None
     if location.scheme.lower() == "cairn-artifacts" and location.netloc != project:
         raise invalid_field(
-            "artifact.uri",
-            f"a version's files are in its own project: cairn-artifacts://{project}/<path>",
+            field,
+            f"files of the registry are in its own project: cairn-artifacts://{project}/<path>",
             "INVALID_ARTIFACT_LOCATION",
         )

@@ -381,3 +381,56 @@ async def test_a_model_stored_before_the_tag_limit_takes_updates(
     )
     updated = (await stub.UpdateRegisteredModel(request)).registered_model
     assert updated.description == "kept its tags" and dict(updated.tags) == many
+
+
+async def test_no_version_or_artifact_points_at_another_projects_files(
+    stub, server_port, unique
+) -> None:
+    """A writer of this project could name another project's directory, which it may not
+    even read, and its readers who belong to both would be sent there under this
+    project's name: every URI the registry stores is checked, made or changed."""
+    project = await new_project(server_port, f"own-{unique}")
+    own, foreign = f"cairn-artifacts://{project}/m", f"cairn-artifacts://other-{unique}/m"
+    model_id = (await _create_model(stub, project, "m")).id
+
+    def version(uri: str, **fields) -> pb.ModelVersion:
+        return pb.ModelVersion(
+            project=project, registered_model_id=model_id, source_uri=uri, **fields
+        )
+
+    def artifact(uri: str, version_id: str, **fields) -> pb.Artifact:
+        message = pb.Artifact(project=project, name="weights", model_version_id=version_id)
+        message.uri, message.model.model_format_name = uri, "onnx"
+        message.MergeFrom(pb.Artifact(**fields))
+        return message
+
+    version_id = (
+        await stub.CreateModelVersion(api.CreateModelVersionRequest(model_version=version(own)))
+    ).model_version.id
+    artifact_id = (
+        await stub.CreateArtifact(api.CreateArtifactRequest(artifact=artifact(own, version_id)))
+    ).artifact.id
+    calls = [
+        stub.CreateModelVersion(api.CreateModelVersionRequest(model_version=version(foreign))),
+        stub.UpdateModelVersion(
+            api.UpdateModelVersionRequest(
+                model_version=version(foreign, id=version_id),
+                update_mask=field_mask_pb2.FieldMask(paths=["source_uri"]),
+            )
+        ),
+        stub.CreateArtifact(
+            api.CreateArtifactRequest(artifact=artifact(f"{foreign}/w.onnx", version_id))
+        ),
+        stub.UpdateArtifact(
+            api.UpdateArtifactRequest(
+                artifact=artifact(f"{foreign}/w.onnx", version_id, id=artifact_id),
+                update_mask=field_mask_pb2.FieldMask(paths=["uri"]),
+            )
+        ),
+    ]
+    for call in calls:
+        assert await _refusal(call) == (INVALID, "INVALID_ARTIFACT_LOCATION")
+    uri = await stub.GetModelVersionDownloadUri(
+        api.GetModelVersionDownloadUriRequest(project=project, id=version_id)
+    )
+    assert uri.uri.startswith(own)

@@ -196,16 +196,17 @@ async def test_delete_artifact_rpc(mr_client, churn) -> None:
 
 async def test_create_model_version_takes_mlflows_arguments_and_fields(mr_client) -> None:
     await mr_client.create_registered_model("linked")
+    source = f"cairn-artifacts://{mr_client.project}/models/linked"
     created = await mr_client.create_model_version(
         "linked",
-        "cairn-artifacts://default/models/linked",
+        source,
         "run-7",
         {"validated": "yes"},
         "https://tracking.example/runs/run-7",
         "first",
     )
     stored = await mr_client.get_model_version("linked", created.version)
-    assert (stored.run_id, stored.source) == ("run-7", "cairn-artifacts://default/models/linked")
+    assert (stored.run_id, stored.source) == ("run-7", source)
     assert (stored.status, stored.current_stage) == ("READY", "None")
     assert stored.run_link == "https://tracking.example/runs/run-7"
     assert (stored.tags, stored.description) == ({"validated": "yes"}, "first")
