@@ -2,12 +2,14 @@
 calls gives, and never INTERNAL. A model's transitions follow one another, and an alias
 is set against neither a version nor a model being deleted."""
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 
+import cairn
 from cairn.registry.v1 import registry_pb2 as pb
 from cairn.registry.v1 import registry_service_pb2 as api
 from cairn.registry.v1 import registry_service_pb2_grpc as rpc
@@ -103,3 +105,26 @@ async def test_an_alias_set_while_its_model_is_deleted_is_set_or_not_found(
         )
         assert set_code in (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND)
         assert delete_code == grpc.StatusCode.OK
+
+
+async def test_copies_to_a_missing_model_at_once_each_make_a_version(
+    server_port: int, unique: str
+) -> None:
+    """copy_model_version creates its destination when missing, as MLflow's does; copies
+    racing to create it all go on to add their versions."""
+    project = await new_project(server_port, f"copies-{unique}")
+    clients = [
+        cairn.ModelRegistryAPIClient.insecure_connection("127.0.0.1", server_port, project=project)
+        for _ in range(4)
+    ]
+    try:
+        await clients[0].create_registered_model("source")
+        await clients[0].create_model_version("source", "s3://bucket/model")
+        for round_ in range(ROUNDS // 4):
+            copies = await asyncio.gather(
+                *(c.copy_model_version("models:/source/1", f"copy-{round_}") for c in clients)
+            )
+            assert sorted(int(copy.version) for copy in copies) == [1, 2, 3, 4]
+    finally:
+        for client in clients:
+            await client.close()

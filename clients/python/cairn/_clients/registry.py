@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from .._transport import Metadata
-from ..exceptions import NotFoundError
+from ..exceptions import AlreadyExistsError, NotFoundError
 from ..models._uris import ModelUri, parse_uri
 from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
@@ -119,7 +120,8 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
         try:
             await self.get_registered_model(dst_name, timeout=timeout, metadata=metadata)
         except NotFoundError:
-            await self.create_registered_model(dst_name, timeout=timeout, metadata=metadata)
+            with contextlib.suppress(AlreadyExistsError):  # made meanwhile by another copy
+                await self.create_registered_model(dst_name, timeout=timeout, metadata=metadata)
         copied = await self.create_model_version(
             dst_name,
             f"models:/{source.name}/{source.version}",
