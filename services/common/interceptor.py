@@ -32,11 +32,17 @@ from grpc_status import rpc_status
 
 from . import database, logs, messages, metrics
 from .access import CallInfo, Gate, Role, metadata_of, set_caller
-from .errors import DomainError
+from .errors import DomainError, ResourceExhausted
 from .idempotency import Idempotency, passing_bytes
 
 ERROR_DOMAIN = "cairn"
 REQUEST_ID_HEADER = "x-request-id"
+# A client stream's first message (an upload's header) must come this soon: until it
+# does the call is admitted by no one, and waiting for it without end let callers
+# without a key hold memory of the server for ever (as a request head must reach the
+# byte endpoint within its HEAD_SECONDS).
+FIRST_MESSAGE_SECONDS = 10.0
+_END = object()  # a stream that ended before its first message
 _log = logs.get("cairn.rpc")
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Any]
@@ -160,18 +166,35 @@ async def _admitted(
         return request
 
     async def each() -> AsyncIterator[Any]:
-        pending = admission  # until the first message
-        async for message in request:
+        received = aiter(request)
+        first = await _first_of(received)
+        if first is not _END:
+            messages.check_decoded(first)
+        if admission is not None:
+            await admission(context, None if first is _END else first)
+        if first is _END:
+            return
+        messages.check(first)
+        yield first
+        async for message in received:
             messages.check_decoded(message)
-            if pending is not None:
-                await pending(context, message)
-                pending = None
             messages.check(message)
             yield message
-        if pending is not None:
-            await pending(context, None)
 
     return each()
+
+
+async def _first_of(received: AsyncIterator[Any]) -> Any:
+    """A client stream's first message (_END for none), within FIRST_MESSAGE_SECONDS."""
+    try:
+        async with asyncio.timeout(FIRST_MESSAGE_SECONDS):
+            return await anext(received, _END)
+    except TimeoutError:
+        raise ResourceExhausted(
+            "STREAM_STALLED",
+            f"the stream sent no message in its first {FIRST_MESSAGE_SECONDS:g} s; "
+            "send its first message (an upload's header) at once",
+        ) from None
 
 
 class _Refusals:

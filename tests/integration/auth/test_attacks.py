@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import asyncpg
@@ -12,6 +13,7 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 import cairn
+from cairn.artifacts.v1 import artifacts_service_pb2_grpc
 from cairn.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from cairn.exceptions import ResourceExhaustedError, UnauthenticatedError, from_grpc_error
 from cairn.registry.v1 import registry_pb2, registry_service_pb2, registry_service_pb2_grpc
@@ -19,7 +21,7 @@ from cairn.types import ApiKeyExpirationTime
 from cairn_server import catalog
 from cairn_server.auth.limiter import counted_address
 from cairn_server.auth.store import AuthStore
-from cairn_server.common import messages
+from cairn_server.common import interceptor, messages
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
 from tests.conftest import with_overrides
@@ -176,3 +178,23 @@ async def test_another_callers_request_id_gets_nothing_recorded_for_its_owner(
             codes.append(raised.value.code())
     assert codes == [grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT]
     assert from_grpc_error(raised.value).reason == "REQUEST_ID_REUSED"
+
+
+async def test_a_stream_without_its_first_message_is_ended_soon(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client stream is admitted on its first message. Callers without a key that
+    opened uploads and sent nothing held them, and the server's memory, for ever."""
+    monkeypatch.setattr(interceptor, "FIRST_MESSAGE_SECONDS", 0.5)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{world.port}") as channel:
+        stub = artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
+        held = [stub.Upload() for _ in range(20)]  # no key, no message
+        for call in held:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                async with asyncio.timeout(10):  # held for ever before
+                    await call
+            error = from_grpc_error(raised.value)
+            assert (error.code, error.reason) == (
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "STREAM_STALLED",
+            )
