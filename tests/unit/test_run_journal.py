@@ -1,12 +1,22 @@
 """The journal a run leaves when its points cannot be sent in time: the batch in flight
-keeps its request id and exactly its points; the rest get fresh ids."""
+keeps its request id and exactly its points; the rest get fresh ids. And the journal a
+run keeps while its sends fail: left alone by syncs, gone once what it holds is stored,
+never written over the run's last."""
 
+import asyncio
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from cairn._clients import journal as journals
 from cairn._clients.active_run import ActiveRun
-from cairn._clients.journal import Journal
+from cairn._clients.journal import Journal, LiveJournal
 from cairn._clients.run_batches import Batches
+from cairn.exceptions import UnavailableError
 from cairn.types import Metric, RunStatus
+from tests.conftest import eventually
+
+RUN_ID = "r" * 32
 
 
 class _Client:
@@ -77,3 +87,103 @@ def test_batches_keep_their_ids_once_journaled() -> None:
         batches.stored()
     assert sent[:2] == journaled  # the same ids, the same points
     assert [m.step for m in sent[2][1]] == [4] and batches.points == 0
+
+
+class _Server:
+    """A TrackingClient stand-in: refuses every send while down; holds a send of a point
+    from step `held_from` on until `release` is set; keeps each batch by request id."""
+
+    project = "vision"
+
+    def __init__(self, down: bool = False) -> None:
+        self.down, self.held_from = down, None
+        self.release = asyncio.Event()
+        self.batches: dict[str, list[Metric]] = {}
+
+    def for_project(self, project: str) -> "_Server":
+        return self
+
+    async def create_run(self, experiment_id: str, **ignored: Any) -> Any:
+        return type("R", (), {"info": type("I", (), {"run_id": RUN_ID})()})()
+
+    async def log_batch(
+        self, run_id: str, metrics: Sequence[Metric] = (), *, request_id: str = "", **ignored: Any
+    ) -> None:
+        if self.down:
+            raise UnavailableError("the server is away")
+        if self.held_from is not None and any(m.step >= self.held_from for m in metrics):
+            await self.release.wait()
+        self.batches.setdefault(request_id, list(metrics))
+
+    async def set_terminated(self, run_id: str, status: RunStatus, *ignored: Any) -> None:
+        if self.down:
+            raise UnavailableError("the server is away")
+
+    def steps(self) -> list[int]:
+        return sorted(m.step for batch in self.batches.values() for m in batch)
+
+
+def _started(server: _Server, tmp_path: Path, flush_timeout: float = 5.0) -> ActiveRun:
+    return ActiveRun(
+        server,  # type: ignore[arg-type]
+        "1",
+        run_name=None,
+        tags=None,
+        batch_size=2,
+        max_buffered=100,
+        flush_timeout=flush_timeout,
+        journal_dir=tmp_path,
+        send_interval=0.05,
+    )
+
+
+async def test_a_journal_kept_in_an_outage_goes_once_what_it_holds_is_stored(
+    tmp_path: Path,
+) -> None:
+    """Not only once nothing waits: a trainer logging on would keep it for ever, and a
+    later kill would leave points stored long ago to sync."""
+    server = _Server(down=True)
+    async with _started(server, tmp_path) as run:
+        for step in range(3):
+            await run.log_metric("loss", 0.5, step)
+        await eventually(lambda: run.journal is not None, what="a journal kept in the outage")
+        kept = run.journal
+        assert kept is not None and Journal.read(kept).points == 3
+        server.held_from, server.down = 3, False
+        for step in range(3, 10):  # logged on; their sends hang at the server
+            await run.log_metric("loss", 0.5, step)
+        await eventually(lambda: not kept.exists(), what="the journal gone once stored")
+        assert run.journal is None and run._batches.points
+        server.release.set()
+    assert server.steps() == list(range(10))
+
+
+async def test_a_sync_leaves_the_journal_of_a_run_going_on(tmp_path: Path) -> None:
+    """A sync of the folder while the run goes on stored the journal, then removed the
+    run's newer one in its place; it now skips it, and takes the run's last journal."""
+    server = _Server(down=True)
+    syncing = _Server()
+    async with _started(server, tmp_path, flush_timeout=0.2) as run:
+        for step in range(3):
+            await run.log_metric("loss", 0.5, step)
+        await eventually(lambda: run.journal is not None, what="a journal kept in the outage")
+        assert await journals.replay(syncing, tmp_path) == 0
+        assert run.journal is not None and run.journal.exists()
+        await run.log_metric("loss", 0.5, 3)
+    assert Journal.read(run.journal).status == RunStatus.FINISHED
+    assert await journals.replay(syncing, tmp_path) == 4
+    assert syncing.steps() == [0, 1, 2, 3]
+
+
+def test_a_journal_kept_late_never_replaces_the_runs_last(tmp_path: Path) -> None:
+    """A write begun during the outage and ending after the run's end (its thread goes
+    on when the end is cancelled) would put a state without the status back."""
+    point = Metric("loss", 0.5, 1, 0)
+    live = LiveJournal(tmp_path)
+    live.keep(Journal(RUN_ID, "vision", [("a", [point])]))
+    last = Journal(RUN_ID, "vision", [("a", [point]), ("b", [point])], RunStatus.FINISHED, 1)
+    assert live.end(last) == tmp_path / f"{RUN_ID}.jsonl"
+    assert live.keep(Journal(RUN_ID, "vision", [("a", [point])])) is None
+    live.forget()
+    assert Journal.read(tmp_path / f"{RUN_ID}.jsonl") == last
+    assert list(tmp_path.glob("*.partial")) == []

@@ -18,7 +18,7 @@ from .._numbers import real, whole
 from .._transport import REQUEST_ID_HEADER
 from ..exceptions import DeadlineExceededError, ResourceExhaustedError, UnavailableError
 from ..types._tracking import Metric, Param, Run, RunInput, RunStatus, RunTag
-from .journal import Journal
+from .journal import Journal, LiveJournal
 from .run_batches import Batches
 
 # Failures that a later attempt may not meet: the server or its database away, a deadline,
@@ -110,12 +110,12 @@ class ActiveRun:
             raise ValueError("send_interval must be positive")
         self._send_interval = send_interval
         self._flush_timeout = flush_timeout
-        self._journal_dir = journal_dir
-        self.journal: Path | None = None
-        # The journal written while sends fail, and when: written again at most every
-        # send_interval; waited for before the run's last journal replaces it.
-        self._journaling: asyncio.Future[Path] | None = None
+        self._journal = LiveJournal(journal_dir)
+        # The journal written while sends fail: when, the write under way (waited for as
+        # the run ends), and the id of its last batch, once stored all of it is.
         self._journaled_at = 0.0
+        self._journaling: asyncio.Future[Path | None] | None = None
+        self._journaled_through: str | None = None
         self._client = client
         self._experiment_id, self._run_name, self._tags = experiment_id, run_name, tags
         self._max_buffered = max_buffered
@@ -165,9 +165,8 @@ class ActiveRun:
             raise
         if not terminated:  # an outage, or an error retrying cannot fix: nothing is dropped
             self._keep_in_journal(_status(exc_type, self._error))
-        elif self.journal is not None:  # one written during an outage: all is stored since
-            self.journal.unlink(missing_ok=True)
-            self.journal = None
+        else:  # all is stored: a journal written during an outage goes
+            self._journal.end(None)
         if self._error is not None and exc_type is None:
             raise self._error
 
@@ -193,12 +192,18 @@ class ActiveRun:
             return False
         return True
 
+    @property
+    def journal(self) -> Path | None:
+        """The run's journal file: what it holds waits for `sync_journal` (None if all
+        is stored)."""
+        return self._journal.path
+
     def _keep_in_journal(self, status: RunStatus) -> None:
         """Writes what is still unsent, and the status, for `sync` to store later. Each
         batch keeps its request id and its exact points: the server may have stored the
         one in flight already."""
         journal = Journal(self.run_id, self._client.project, self._batches.all(), status, _now_ms())
-        self.journal = journal.write(self._journal_dir)
+        self._journal.end(journal)
         _log.warning(
             "run %s: %d points could not be sent in %g s; kept in %s (store them with "
             "`cairn sync %s`)",
@@ -275,9 +280,11 @@ class ActiveRun:
                         self._room.notify_all()
                     return
                 self._batches.stored()
+                if request_id == self._journaled_through:  # all the journal holds is stored
+                    self._journaled_through = None
+                    await asyncio.to_thread(self._journal.forget)
                 async with self._room:
                     self._room.notify_all()
-            await self._forget_journal()
 
     async def _journal_meanwhile(self) -> None:
         """After a failed send: writes what waits to the journal, unless it was written
@@ -286,16 +293,20 @@ class ActiveRun:
         if self.journal is not None and now - self._journaled_at < self._send_interval:
             return
         self._journaled_at = now
-        journal = Journal(self.run_id, self._client.project, self._batches.all())
+        batches = self._batches.all()
+        journal = Journal(self.run_id, self._client.project, batches)
         # Shielded: the write goes on if sending is stopped, and the end waits for it.
-        writing = asyncio.to_thread(journal.write, self._journal_dir)
-        self._journaling = asyncio.ensure_future(writing)
+        first = self.journal is None
+        self._journaling = asyncio.ensure_future(asyncio.to_thread(self._journal.keep, journal))
         try:
             written = await asyncio.shield(self._journaling)
         except OSError as error:  # a full disk: sending goes on, with nothing kept
             _log.warning("run %s: no journal written during the outage: %s", self.run_id, error)
             return
-        if self.journal is None:
+        if written is None:  # the run has ended meanwhile
+            return
+        self._journaled_through = batches[-1][0]
+        if first:
             _log.warning(
                 "run %s: the server is out of reach; the %d points waiting are kept in %s "
                 "until they are stored",
@@ -303,13 +314,6 @@ class ActiveRun:
                 journal.points,
                 written,
             )
-        self.journal = written
-
-    async def _forget_journal(self) -> None:
-        """Everything is stored: a journal written during an outage has nothing to keep."""
-        if self.journal is not None:
-            await asyncio.to_thread(self.journal.unlink, missing_ok=True)
-            self.journal = None
 
     async def _stop_sending(self) -> None:
         if self._sending is not None:

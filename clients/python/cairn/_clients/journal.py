@@ -14,6 +14,8 @@ import contextlib
 import json
 import logging
 import os
+import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,9 +55,36 @@ class Journal:
 
     def write(self, directory: Path) -> Path:
         """Writes the journal whole, or not at all (a temporary file renamed)."""
+        target, descriptor = self._write(directory)
+        os.close(descriptor)
+        return target
+
+    def write_held(self, directory: Path) -> tuple[Path, int]:
+        """Writes the journal as `write` does, locked (flock, where the system has it)
+        before it is in place: syncs skip it until the descriptor returned is closed."""
+        return self._write(directory, hold=True)
+
+    def _write(self, directory: Path, hold: bool = False) -> tuple[Path, int]:
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / f"{self.run_id}{SUFFIX}"
-        temporary = target.with_suffix(".partial")
+        # A name of its own: two writes of one run never write into each other's file.
+        temporary = directory / f"{self.run_id}.{uuid.uuid4().hex}.partial"
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(os.dup(descriptor), "w", encoding="utf-8") as out:
+                out.writelines(json.dumps(line) + "\n" for line in self._lines())
+                out.flush()
+                os.fsync(out.fileno())
+            if hold and fcntl is not None:
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
+            os.replace(temporary, target)
+        except BaseException:
+            os.close(descriptor)
+            temporary.unlink(missing_ok=True)
+            raise
+        return target, descriptor
+
+    def _lines(self) -> list[dict[str, Any]]:
         lines: list[dict[str, Any]] = [{"run_id": self.run_id, "project": self.project}]
         lines += [
             {"request_id": request_id, "metrics": [_point(m) for m in metrics]}
@@ -63,12 +92,7 @@ class Journal:
         ]
         if self.status is not None:
             lines.append({"status": self.status.name, "end_time": self.end_time})
-        with temporary.open("w") as out:
-            out.writelines(json.dumps(line) + "\n" for line in lines)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-        return target
+        return lines
 
     @classmethod
     def read(cls, path: Path) -> Journal:
@@ -104,6 +128,59 @@ class Journal:
                     (line["request_id"], [Metric(k, v, t, s) for k, v, t, s in line["metrics"]])
                 )
         return journal
+
+
+class LiveJournal:
+    """The journal file of a run still going on. Written while its sends fail, it is
+    held (flock) meanwhile, so a sync leaves it to the run; once the run ends it is
+    replaced by the run's last journal, or removed, and never by a state written late."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._lock = threading.Lock()  # `keep` runs on worker threads
+        self._descriptor: int | None = None
+        self._ended = False
+        self.path: Path | None = None
+
+    def keep(self, journal: Journal) -> Path | None:
+        """Writes journal in place of the last; None (nothing written) once ended."""
+        with self._lock:
+            if self._ended:
+                return None
+            self.path, descriptor = journal.write_held(self._directory)
+            self._release()
+            self._descriptor = descriptor
+            return self.path
+
+    def forget(self) -> None:
+        """Removes the file: all it holds is stored (unless the run has ended since, and
+        the file is its last journal)."""
+        with self._lock:
+            if not self._ended:
+                self._remove()
+
+    def end(self, journal: Journal | None) -> Path | None:
+        """The run has ended: writes its last journal, or with None removes the file
+        (all is stored). Later `keep`s write nothing."""
+        with self._lock:
+            self._ended = True
+            if journal is None:
+                self._remove()
+                return None
+            self.path = journal.write(self._directory)
+            self._release()
+            return self.path
+
+    def _remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
+        self._release()
+
+    def _release(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)  # which unlocks it
+            self._descriptor = None
 
 
 def _point(metric: Metric) -> list[Any]:
