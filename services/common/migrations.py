@@ -12,8 +12,9 @@ database that lacks any of them, and warns of versions only a newer release know
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,14 +54,26 @@ def discover(folder: Path) -> list[Migration]:
     return found
 
 
-async def apply(conn: asyncpg.Connection, schema: str, migrations: list[Migration]) -> list[int]:
-    """Applies the pending migrations of one schema; returns the versions applied.
+@contextlib.asynccontextmanager
+async def held(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """The migrations' lock, for a run of one schema or several: other runs wait, and so
+    does a server's check (`check`) until the whole run ends, not its first schema.
+    Taken again inside (by `apply`), it is held until the outermost release.
 
     Neither waiting for another replica's migrations nor a migration itself has the
     pool's statement timeout; RESET gives the connection its own back afterwards."""
     await conn.execute("SET statement_timeout = 0")
     await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
     try:
+        yield
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+        await conn.execute("RESET statement_timeout")
+
+
+async def apply(conn: asyncpg.Connection, schema: str, migrations: list[Migration]) -> list[int]:
+    """Applies the pending migrations of one schema; returns the versions applied."""
+    async with held(conn):
         await _ensure_ledger(conn, schema)
         done = await applied_versions(conn, schema)
         applied = []
@@ -78,9 +91,6 @@ async def apply(conn: asyncpg.Connection, schema: str, migrations: list[Migratio
             _log.info("migration applied", schema=schema, migration=migration.name)
             applied.append(migration.version)
         return applied
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
-        await conn.execute("RESET statement_timeout")
 
 
 async def applied_versions(conn: asyncpg.Connection, schema: str) -> set[int]:

@@ -279,7 +279,8 @@ def server_credentials(config: Config) -> grpc.ServerCredentials | None:
 
 
 async def migrate(pool: asyncpg.Pool, services: Sequence[ServiceSpec]) -> None:
-    async with pool.acquire() as conn:
+    """Applies every service's pending migrations, under one hold of their lock."""
+    async with pool.acquire() as conn, migrations.held(conn):
         for spec in services:
             await migrations.apply(conn, spec.schema, migrations.discover(spec.migrations_dir))
 

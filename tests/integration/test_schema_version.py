@@ -137,6 +137,45 @@ async def test_migrations_another_process_is_applying_are_waited_for(
     ]
 
 
+async def test_a_check_waits_for_every_schema_a_migration_run_applies(
+    fresh_url: str, fresh_pool: asyncpg.Pool, config: Config
+) -> None:
+    """A run of `cairn migrate` held the lock schema by schema: a check waiting for it
+    woke between the first schema and the next, and refused the database, naming the
+    migrations the run was about to apply."""
+    first = SCHEMAS[0]
+    blocker = await asyncpg.connect(fresh_url)
+    migrating = await database.create_pool(fresh_url, config)
+    try:
+        # The run's first schema waits on its ledger, which the blocker holds.
+        await blocker.execute(f'CREATE SCHEMA "{first}"')
+        await blocker.execute(
+            f"""CREATE TABLE "{first}".schema_migrations (version integer PRIMARY KEY,
+                name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        holding = blocker.transaction()
+        await holding.start()
+        await blocker.execute(f'LOCK TABLE "{first}".schema_migrations IN ACCESS EXCLUSIVE MODE')
+        running = asyncio.create_task(server.migrate(migrating, SERVICES))
+        await eventually(lambda: _waits_for_a_table(blocker), what="the run waits")
+        checking = asyncio.create_task(migrations.check(fresh_pool, SERVICES))
+        await eventually(lambda: _waits_for_advisory_lock(blocker), what="the check waits")
+        await holding.commit()
+        await asyncio.wait_for(running, timeout=60)
+        await asyncio.wait_for(checking, timeout=30)  # raised Unservable before
+    finally:
+        await blocker.close()
+        await migrating.close()
+
+
+async def _waits_for_a_table(conn: asyncpg.Connection) -> bool:
+    waiting = await conn.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'relation' AND NOT granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    return bool(waiting)
+
+
 async def _waits_for_advisory_lock(conn: asyncpg.Connection) -> bool:
     waiting = await conn.fetchval(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
