@@ -85,9 +85,10 @@ _LOCK_PARENT = """
 SELECT revoke_time, expire_time, now() + $2::interval AS wanted
 FROM auth.api_keys WHERE prefix = $1 FOR SHARE
 """
-_REVOKE_UNSEEN = """
-UPDATE auth.api_keys SET revoke_time = coalesce(revoke_time, now()), request_id = NULL
-WHERE user_id = $1 AND request_id = $2
+# The key a call with the same request id made before; its request id is forgotten.
+_FORGET_REQUEST = """
+UPDATE auth.api_keys SET request_id = NULL WHERE user_id = $1 AND request_id = $2
+RETURNING prefix
 """
 # NO KEY UPDATE: creations for one user take turns (it conflicts with itself), while
 # writes that only reference the user (a role, a key's foreign key) go on.
@@ -124,6 +125,17 @@ WHERE k.revoke_time IS NULL
 ORDER BY tree.depth, k.prefix
 FOR UPDATE OF k
 """
+
+
+async def _revoke_tree(conn: asyncpg.Connection, prefix: str) -> int:
+    """AuthStore.revoke_key's passes, in the caller's transaction."""
+    revoked = 0
+    while tree := [row["prefix"] for row in await conn.fetch(_LOCK_TREE, prefix)]:
+        await conn.execute(
+            "UPDATE auth.api_keys SET revoke_time = now() WHERE prefix = ANY($1)", tree
+        )
+        revoked += len(tree)
+    return revoked
 
 
 class AuthStore:
@@ -236,12 +248,12 @@ class AuthStore:
         parent is the prefix of the key that asks (None for the command line or with
         authentication off): the new key may not expire after it, and is revoked with it.
         A key made before by a call with the same request id (whose answer was lost, so
-        nobody has its secret) is revoked in the same transaction: one usable key is
-        left, the one returned now."""
+        nobody should have its secret) is revoked in the same transaction, with every key
+        created with it, as `revoke_key` does: one usable key is left, the one returned
+        now. Before the parent is checked, so a repeat asked with that very key is
+        refused."""
         key, prefix = keys.generate()
         async with self._pool.acquire() as conn, conn.transaction():
-            if parent is not None:
-                await _admit_parent(conn, parent, lifetime)
             if request_id is not None:
                 # Calls repeating one request id at the same time take turns: each
                 # revokes the key of the one before, and one usable key is left.
@@ -249,7 +261,11 @@ class AuthStore:
                     "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                     f"auth.api_keys/{user_id}/{request_id}",
                 )
-                await conn.execute(_REVOKE_UNSEEN, user_id, request_id)
+                earlier = await conn.fetchval(_FORGET_REQUEST, user_id, request_id)
+                if earlier is not None:
+                    await _revoke_tree(conn, earlier)
+            if parent is not None:
+                await _admit_parent(conn, parent, lifetime)
             await conn.execute(_ADD_USER, user_id)
             await _admit_another_key(conn, user_id)
             if global_admin:
@@ -294,14 +310,8 @@ class AuthStore:
         with a key of the tree while a pass ran shows up in the next one, and a creation
         that begins after a pass locked its parent waits for this commit and is refused.
         So the passes go on until one finds nothing left to revoke."""
-        revoked = 0
         async with self._pool.acquire() as conn, conn.transaction():
-            while tree := [row["prefix"] for row in await conn.fetch(_LOCK_TREE, prefix)]:
-                await conn.execute(
-                    "UPDATE auth.api_keys SET revoke_time = now() WHERE prefix = ANY($1)", tree
-                )
-                revoked += len(tree)
-        return revoked
+            return await _revoke_tree(conn, prefix)
 
     # Project roles.
 
