@@ -16,7 +16,7 @@ from cairn.artifacts.v1 import artifacts_pb2 as pb
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc
 
-from ..common import messages, paging, timestamps
+from ..common import access, messages, paging, timestamps
 from ..common import validation as common
 from ..common.errors import (
     Aborted,
@@ -202,6 +202,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             await writing
             if not reader.verified:  # never publish what was not checked to the end
                 raise invalid_field("finish", "the upload ended before its finish message")
+            await access.admit_again()  # its caller's key or role may be gone since
             stored, replaced = await self._objects.publish(
                 upload,
                 reader.size,
@@ -295,7 +296,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         if chunks is None:  # an empty object or range: only say what it is
             yield api.DownloadResponse(object=info)
             return
-        async for chunk in read_ahead(chunks):
+        async for chunk in access.still_admitted(read_ahead(chunks)):
             yield api.DownloadResponse(object=info, chunk=chunk)
             info = None
 

@@ -8,12 +8,13 @@ are open. The gate itself (API keys, projects, members) is the auth service's.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import enum
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 
 class Role(enum.IntEnum):
@@ -98,6 +99,40 @@ def current_caller() -> Caller:
 
 def set_caller(caller: Caller) -> None:
     _caller.set(caller)
+
+
+# A stream runs past its admission: an upload may last hours, and a key revoked or a
+# role taken away meanwhile must stop it too, not only the caller's next call.
+READMIT_SECONDS = 1.0
+_readmission: contextvars.ContextVar[Callable[[], Awaitable[object]]] = contextvars.ContextVar(
+    "cairn_readmission"
+)
+T = TypeVar("T")
+
+
+def set_readmission(admit: Callable[[], Awaitable[object]]) -> None:
+    """How the gate admits the call being handled again (set by the interceptor)."""
+    _readmission.set(admit)
+
+
+async def admit_again() -> None:
+    """Raises as the gate would now, admitting the call being handled (its key revoked,
+    its role taken away since it began); nothing for a call no gate admits."""
+    admit = _readmission.get(None)
+    if admit is not None:
+        await admit()
+
+
+async def still_admitted(items: AsyncIterator[T]) -> AsyncIterator[T]:
+    """items, with the call admitted again every READMIT_SECONDS while they come: a
+    stream ends with the refusal its next call would get."""
+    loop = asyncio.get_running_loop()
+    admitted_at = loop.time()
+    async for item in items:
+        if loop.time() - admitted_at >= READMIT_SECONDS:
+            await admit_again()
+            admitted_at = loop.time()
+        yield item
 
 
 def role_table(

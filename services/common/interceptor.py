@@ -17,6 +17,7 @@ spend. A request that did not decode is refused before either, at no cost.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import os
 import time
@@ -31,7 +32,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from . import database, logs, messages, metrics
-from .access import CallInfo, Gate, Role, metadata_of, set_caller
+from .access import CallInfo, Gate, Role, metadata_of, set_caller, set_readmission
 from .errors import DomainError, ResourceExhausted
 from .idempotency import Idempotency, passing_bytes
 
@@ -130,10 +131,10 @@ class _Admission:
         self._method = method
 
     async def __call__(self, context: grpc.aio.ServicerContext, message: Message | None) -> None:
-        caller = await self._gate.admit(
-            CallInfo(self._method, context), self._role, project_of(message)
-        )
+        call, project = CallInfo(self._method, context), project_of(message)
+        caller = await self._gate.admit(call, self._role, project)
         set_caller(caller)
+        set_readmission(functools.partial(self._gate.admit, call, self._role, project))
         if caller.key_prefix:  # who called, on the call's log line, when keys are on
             structlog.contextvars.bind_contextvars(
                 user=caller.user_id, key_prefix=caller.key_prefix
