@@ -8,6 +8,10 @@ from grpc_health.v1 import health, health_pb2
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# For liveness probes: SERVING from the start until shutdown, whatever the database does.
+# The other names follow the database; a liveness probe on them restarted every pod
+# of an outage, and a restarted server exits while its database is away.
+LIVENESS = "cairn.liveness"
 
 
 class HealthServicer(health.aio.HealthServicer):

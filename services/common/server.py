@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from . import database, logs, metrics, migrations, reflection
 from .access import Gate, Role
 from .config import Config
-from .health import HealthServicer
+from .health import LIVENESS, HealthServicer
 from .idempotency import Idempotency
 from .interceptor import CallInterceptor
 from .service import Resources, ServiceSpec
@@ -99,6 +99,7 @@ class CairnServer:
             await self._probe_server.start()
         await self._server.start()
         await self._set_health(True)
+        await self._health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         self._background = [
             asyncio.create_task(spec.background(self._resources), name=f"{spec.name} background")
             for spec in self.services

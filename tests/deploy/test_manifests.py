@@ -14,6 +14,7 @@ import pytest
 from cairn_server import catalog
 from cairn_server.common import config as config_module
 from cairn_server.common.config import Config, env_name
+from cairn_server.common.health import LIVENESS
 from tests.conftest import repo_root
 from tests.deploy.manifests import (
     BIN,
@@ -107,6 +108,9 @@ def config_value(overlay: str, key: str) -> str:
 
 
 def test_probes_ask_the_health_of_each_servers_own_service(overlay: str) -> None:
+    """Startup and readiness follow the server's service, which follows the database;
+    liveness asks for the name only a shutdown turns NOT_SERVING, so an outage of the
+    database takes pods out of their Services without restarting them."""
     names = {spec.name: spec.full_name for spec in catalog.SERVICES.values()}
     probe_port = int(config_value(overlay, "CAIRN_HEALTH_ADDRESS").rpartition(":")[2])
     servers = cairn_servers(overlay)
@@ -120,8 +124,9 @@ def test_probes_ask_the_health_of_each_servers_own_service(overlay: str) -> None
         (server,) = [c for c in pod_spec(deployment)["containers"] if c["name"] == component]
         assert server["args"] == ["serve", component]
         assert probe_port in {p["containerPort"] for p in server["ports"]}
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        for probe in ("startupProbe", "readinessProbe"):
             assert server[probe]["grpc"] == {"port": probe_port, "service": names[component]}, probe
+        assert server["livenessProbe"]["grpc"] == {"port": probe_port, "service": LIVENESS}
 
 
 def test_services_expose_the_listen_port_as_grpc(overlay: str) -> None:

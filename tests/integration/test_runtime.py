@@ -21,6 +21,7 @@ from cairn.tracking.v1 import tracking_pb2, tracking_service_pb2, tracking_servi
 from cairn_server import catalog
 from cairn_server.common import errors, logs, reflection
 from cairn_server.common.config import Config
+from cairn_server.common.health import LIVENESS
 from cairn_server.common.server import CairnServer
 from cairn_server.common.service import Resources, ServiceSpec
 
@@ -103,7 +104,7 @@ async def test_health_lists_every_name_with_its_status(server_port: int) -> None
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
         listed = await health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest())
     assert {name: reply.status for name, reply in listed.statuses.items()} == dict.fromkeys(
-        ["", *SERVICE_NAMES], health_pb2.HealthCheckResponse.SERVING
+        ["", *SERVICE_NAMES, LIVENESS], health_pb2.HealthCheckResponse.SERVING
     )
 
 
