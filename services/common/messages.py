@@ -10,6 +10,7 @@ handler should have to remember.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -36,8 +37,10 @@ WIDE_ELEMENTS = {"cairn.tracking.v1.MetricColumns": 100_000}
 # metric keys, params and tags come to at most 102,000). Lists of numbers are never
 # walked, so only their own limits count them.
 MAX_WALKED_ELEMENTS = 150_000
-# A refused client should half-close at once; one that keeps sending is cut off here.
+# A refused client should half-close at once; one that keeps sending, or sends nothing
+# and keeps its stream open, is cut off here.
 REFUSED_DRAIN = 64
+REFUSED_DRAIN_SECONDS = 5.0
 
 
 class Malformed:
@@ -252,10 +255,11 @@ def _walked(descriptor: Descriptor, seen: frozenset[str] = frozenset()) -> bool:
 
 
 async def drain(requests: AsyncIterator[Any]) -> None:
-    """Reads what a refused client still sends (at most REFUSED_DRAIN messages) until it
-    half-closes: an answer that overtakes the client's writes reaches it as INTERNAL
-    instead of the refusal."""
+    """Reads what a refused client still sends (at most REFUSED_DRAIN messages, for at
+    most REFUSED_DRAIN_SECONDS) until it half-closes: an answer that overtakes the
+    client's writes reaches it as INTERNAL instead of the refusal."""
     with contextlib.suppress(Exception):
-        for _ in range(REFUSED_DRAIN):
-            if await anext(requests, None) is None:
-                return
+        async with asyncio.timeout(REFUSED_DRAIN_SECONDS):
+            for _ in range(REFUSED_DRAIN):
+                if await anext(requests, None) is None:
+                    return

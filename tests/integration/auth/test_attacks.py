@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 import cairn
-from cairn.artifacts.v1 import artifacts_service_pb2_grpc
+from cairn.artifacts.v1 import artifacts_service_pb2, artifacts_service_pb2_grpc
 from cairn.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from cairn.exceptions import ResourceExhaustedError, UnauthenticatedError, from_grpc_error
 from cairn.registry.v1 import registry_pb2, registry_service_pb2, registry_service_pb2_grpc
@@ -178,6 +178,26 @@ async def test_another_callers_request_id_gets_nothing_recorded_for_its_owner(
             codes.append(raised.value.code())
     assert codes == [grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT]
     assert from_grpc_error(raised.value).reason == "REQUEST_ID_REUSED"
+
+
+async def test_a_stream_refused_for_its_caller_is_not_held_by_its_silence(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused stream reads what its client still sends before it answers, so the
+    refusal does not overtake it. A client that sent its header, then nothing, and kept
+    the stream open held the call for ever, as one that sent nothing at all did."""
+    monkeypatch.setattr(messages, "REFUSED_DRAIN_SECONDS", 0.5)
+    header = artifacts_service_pb2.UploadHeader(project=world.project, path="x", expected_size=1)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{world.port}") as channel:
+        stub = artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
+        held = [stub.Upload() for _ in range(20)]  # no key
+        for call in held:
+            await call.write(artifacts_service_pb2.UploadRequest(header=header))
+        for call in held:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                async with asyncio.timeout(10):  # held for ever before
+                    await call
+            assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_a_stream_without_its_first_message_is_ended_soon(
