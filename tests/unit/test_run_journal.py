@@ -4,9 +4,13 @@ run keeps while its sends fail: left alone by syncs, gone once what it holds is 
 never written over the run's last."""
 
 import asyncio
+import contextlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from cairn._clients import journal as journals
 from cairn._clients.active_run import ActiveRun
@@ -187,3 +191,29 @@ def test_a_journal_kept_late_never_replaces_the_runs_last(tmp_path: Path) -> Non
     live.forget()
     assert Journal.read(tmp_path / f"{RUN_ID}.jsonl") == last
     assert list(tmp_path.glob("*.partial")) == []
+
+
+def test_where_there_is_no_flock_a_live_journal_holds_no_open_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows has no flock, and refuses to replace or remove a file a process holds
+    open: the run's journal is closed after each write there, or the next write and its
+    removal failed, and the sender with them."""
+    monkeypatch.setattr(journals, "fcntl", None)
+    point = Metric("loss", 0.5, 1, 0)
+    live = LiveJournal(tmp_path)
+    kept = live.keep(Journal(RUN_ID, "vision", [("a", [point])]))
+    assert kept is not None and not _open_here(kept)
+    live.keep(Journal(RUN_ID, "vision", [("a", [point]), ("b", [point])]))
+    assert not _open_here(kept)
+    live.forget()
+    assert not kept.exists()
+
+
+def _open_here(path: Path) -> bool:
+    """Whether this process has path open (Linux: /proc/self/fd)."""
+    opened = []
+    for descriptor in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed since listed
+            opened.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+    return str(path) in opened

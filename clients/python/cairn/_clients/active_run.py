@@ -282,7 +282,7 @@ class ActiveRun:
                 self._batches.stored()
                 if request_id == self._journaled_through:  # all the journal holds is stored
                     self._journaled_through = None
-                    await asyncio.to_thread(self._journal.forget)
+                    await self._forget_journal()
                 async with self._room:
                     self._room.notify_all()
 
@@ -314,6 +314,12 @@ class ActiveRun:
                 journal.points,
                 written,
             )
+
+    async def _forget_journal(self) -> None:
+        try:
+            await asyncio.to_thread(self._journal.forget)
+        except OSError as error:  # kept: a sync finds its batches stored, by their ids
+            _log.warning("run %s: its journal was not removed: %s", self.run_id, error)
 
     async def _stop_sending(self) -> None:
         if self._sending is not None:

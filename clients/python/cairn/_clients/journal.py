@@ -59,10 +59,15 @@ class Journal:
         os.close(descriptor)
         return target
 
-    def write_held(self, directory: Path) -> tuple[Path, int]:
-        """Writes the journal as `write` does, locked (flock, where the system has it)
-        before it is in place: syncs skip it until the descriptor returned is closed."""
-        return self._write(directory, hold=True)
+    def write_held(self, directory: Path) -> tuple[Path, int | None]:
+        """Writes the journal as `write` does, locked (flock) before it is in place:
+        syncs skip it until the descriptor returned is closed. Where the system has no
+        flock, the file is closed (None): Windows cannot replace or remove an open file."""
+        target, descriptor = self._write(directory, hold=fcntl is not None)
+        if fcntl is not None:
+            return target, descriptor
+        os.close(descriptor)
+        return target, None
 
     def _write(self, directory: Path, hold: bool = False) -> tuple[Path, int]:
         directory.mkdir(parents=True, exist_ok=True)
@@ -75,7 +80,7 @@ class Journal:
                 out.writelines(json.dumps(line) + "\n" for line in self._lines())
                 out.flush()
                 os.fsync(out.fileno())
-            if hold and fcntl is not None:
+            if hold:
                 fcntl.flock(descriptor, fcntl.LOCK_EX)
             os.replace(temporary, target)
         except BaseException:
