@@ -102,7 +102,8 @@ def set_caller(caller: Caller) -> None:
 
 
 # A stream runs past its admission: an upload may last hours, and a key revoked or a
-# role taken away meanwhile must stop it too, not only the caller's next call.
+# role taken away meanwhile must stop it too, not only the caller's next call. (Not a
+# metric history, which holds the database connection a check may need.)
 READMIT_SECONDS = 1.0
 _readmission: contextvars.ContextVar[Callable[[], Awaitable[object]]] = contextvars.ContextVar(
     "cairn_readmission"

@@ -13,7 +13,7 @@ from cairn.tracking.v1 import tracking_pb2 as pb
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.tracking.v1 import tracking_service_pb2_grpc
 
-from ..common import access, idempotency, paging
+from ..common import idempotency, paging
 from ..common import validation as common
 from ..common.errors import NotFound, invalid_field
 from ..common.service import Resources
@@ -352,7 +352,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             _max_points(request.max_points),
         )
         async with contextlib.aclosing(chunks):
-            async for _, chunk in access.still_admitted(chunks):
+            async for _, chunk in chunks:
                 message = api.GetMetricHistoryResponse(points=convert.series(chunk))
                 await self._history.taken(context.write(message))
 
@@ -366,7 +366,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         run_ids = [validation.run_id(r, f"run_ids[{i}]") for i, r in enumerate(request.run_ids)]
         chunks = self._history.read(project, list(dict.fromkeys(run_ids)), key, max_points)
         async with contextlib.aclosing(chunks):
-            async for run_id, chunk in access.still_admitted(chunks):
+            async for run_id, chunk in chunks:
                 message = api.GetMetricHistoryBulkResponse(
                     run_id=run_id, points=convert.series(chunk)
                 )
