@@ -90,6 +90,16 @@ _FORGET_REQUEST = """
 UPDATE auth.api_keys SET request_id = NULL WHERE user_id = $1 AND request_id = $2
 RETURNING prefix
 """
+# Whether key $1 is key $2 or was created with it, transitively.
+_DESCENDS = """
+WITH RECURSIVE up (prefix) AS (
+    SELECT $1::text
+    UNION ALL
+    SELECT k.parent_prefix FROM auth.api_keys k JOIN up USING (prefix)
+    WHERE k.parent_prefix IS NOT NULL
+)
+SELECT $2 IN (SELECT prefix FROM up)
+"""
 # NO KEY UPDATE: creations for one user take turns (it conflicts with itself), while
 # writes that only reference the user (a role, a key's foreign key) go on.
 _LOCK_USER = "SELECT 1 FROM auth.users WHERE user_id = $1 FOR NO KEY UPDATE"
@@ -250,10 +260,11 @@ class AuthStore:
         A key made before by a call with the same request id (whose answer was lost, so
         nobody should have its secret) is revoked in the same transaction, with every key
         created with it, as `revoke_key` does: one usable key is left, the one returned
-        now. Before the parent is checked, so a repeat asked with that very key is
-        refused."""
+        now. A repeat asked with a key of that tree is refused."""
         key, prefix = keys.generate()
         async with self._pool.acquire() as conn, conn.transaction():
+            if parent is not None:  # first, as revoke_key locks a tree root first
+                await _admit_parent(conn, parent, lifetime)
             if request_id is not None:
                 # Calls repeating one request id at the same time take turns: each
                 # revokes the key of the one before, and one usable key is left.
@@ -263,9 +274,9 @@ class AuthStore:
                 )
                 earlier = await conn.fetchval(_FORGET_REQUEST, user_id, request_id)
                 if earlier is not None:
+                    if parent is not None and await conn.fetchval(_DESCENDS, parent, earlier):
+                        raise Unauthenticated("API_KEY_REVOKED", "the API key has been revoked")
                     await _revoke_tree(conn, earlier)
-            if parent is not None:
-                await _admit_parent(conn, parent, lifetime)
             await conn.execute(_ADD_USER, user_id)
             await _admit_another_key(conn, user_id)
             if global_admin:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+from typing import Any
 
 import asyncpg
 import pytest
 
 from cairn_server.auth.store import AuthStore
 from cairn_server.common.errors import Unauthenticated
+from tests.conftest import eventually
 
 DAY = datetime.timedelta(days=1)
 
@@ -61,3 +63,44 @@ async def test_a_repeated_request_id_revokes_the_earlier_key_with_its_tree(
         "SELECT prefix FROM auth.api_keys WHERE user_id = $1 AND revoke_time IS NULL", user
     )
     assert [row["prefix"] for row in live] == [again.prefix]
+
+
+async def test_a_repeated_creation_and_its_parents_revocation_do_not_deadlock(
+    pool: asyncpg.Pool, unique: str
+) -> None:
+    """The repeat locked the earlier key's tree before the parent, the reverse of a
+    revocation of the parent: each waited for the other (ABORTED after a second, and
+    the parent left usable). A key of the tree, held meanwhile, makes the race sure."""
+    store = AuthStore(pool)
+    user = f"order-{unique}"
+    _, parent = await store.create_key(user, "parent", 30 * DAY)
+    _, earlier = await store.create_key(
+        user, "earlier", 2 * DAY, request_id="lost-answer", parent=parent.prefix
+    )
+    _, below = await store.create_key(user, "below", DAY, parent=earlier.prefix)
+    async with pool.acquire() as blocker, blocker.transaction():
+        await blocker.execute(
+            "SELECT 1 FROM auth.api_keys WHERE prefix = $1 FOR NO KEY UPDATE", below.prefix
+        )
+        waiting = await _lock_waits(pool)
+        repeat = asyncio.create_task(
+            store.create_key(user, "earlier", DAY, request_id="lost-answer", parent=parent.prefix)
+        )
+        await eventually(lambda: _lock_waits(pool, more_than=waiting), what="the repeat waits")
+        revoking = asyncio.create_task(store.revoke_key(parent.prefix))
+        await eventually(lambda: _lock_waits(pool, more_than=waiting + 1), what="both wait")
+    await asyncio.gather(repeat, revoking)  # neither aborted
+    live = await pool.fetchval(
+        "SELECT count(*) FROM auth.api_keys WHERE user_id = $1 AND revoke_time IS NULL", user
+    )
+    assert live == 0
+
+
+async def _lock_waits(pool: asyncpg.Pool, more_than: int | None = None) -> Any:
+    """How many sessions of this database wait for a lock (or whether more than so many
+    do)."""
+    count = await pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND datname = current_database()"
+    )
+    return count if more_than is None else count > more_than
