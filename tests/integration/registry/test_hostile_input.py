@@ -434,3 +434,40 @@ async def test_no_version_or_artifact_points_at_another_projects_files(
         api.GetModelVersionDownloadUriRequest(project=project, id=version_id)
     )
     assert uri.uri.startswith(own)
+
+
+async def test_a_uri_stored_before_the_check_may_be_sent_back_unchanged(
+    stub, server_port, unique, pool: asyncpg.Pool
+) -> None:
+    """Kubeflow's upserts send every field back, the URI too: a version stored with
+    another project's URI (before the registry refused one) takes a new description,
+    and may not move to a third project's."""
+    project = await new_project(server_port, f"legacy-{unique}")
+    model_id = (await _create_model(stub, project, "m")).id
+    own, legacy = f"cairn-artifacts://{project}/m", f"cairn-artifacts://older-{unique}/m"
+    created = await stub.CreateModelVersion(
+        api.CreateModelVersionRequest(
+            model_version=pb.ModelVersion(
+                project=project, registered_model_id=model_id, source_uri=own
+            )
+        )
+    )
+    version_id = created.model_version.id
+    await pool.execute(
+        "UPDATE registry.model_versions SET source_uri = $2 WHERE id = $1",
+        int(version_id),
+        legacy,
+    )
+
+    def upsert(uri: str) -> object:
+        version = pb.ModelVersion(
+            project=project, id=version_id, source_uri=uri, description="described"
+        )
+        mask = field_mask_pb2.FieldMask(paths=["description", "source_uri"])
+        return stub.UpdateModelVersion(
+            api.UpdateModelVersionRequest(model_version=version, update_mask=mask)
+        )
+
+    assert (await upsert(legacy)).model_version.description == "described"
+    moved = upsert(f"cairn-artifacts://third-{unique}/m")
+    assert await _refusal(moved) == (INVALID, "INVALID_ARTIFACT_LOCATION")
