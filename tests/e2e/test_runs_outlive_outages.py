@@ -78,6 +78,7 @@ async def test_a_run_outlives_a_server_killed_and_started_again(tmp_path: Path) 
                         server = start_server(tmp_path, address=server.address)
                     await run.log_metric("loss", step / 2, step=step)
             assert run.journal is None
+            assert list((tmp_path / "journal").glob("*")) == []  # nothing left behind
             history = await _history(tracking, run.run_id)
             assert history == [(step, step / 2) for step in range(POINTS)]  # each once
             assert (await tracking.get_run(run.run_id)).info.status == RunStatus.FINISHED
