@@ -90,6 +90,11 @@ _FORGET_REQUEST = """
 UPDATE auth.api_keys SET request_id = NULL WHERE user_id = $1 AND request_id = $2
 RETURNING prefix
 """
+# Taken by revocations (exclusive) and by creations repeating a request id (shared),
+# before any key: each locks keys of trees in an order of its own (a revocation from a
+# root down, a repeat its parent, then the earlier key's tree), and two such orders over
+# one tree wait for each other. Repeats do not wait for each other.
+_TREES_LOCK = "SELECT pg_advisory_xact_lock{}(hashtextextended('auth.api_keys/trees', 0))"
 # Whether key $1 is key $2 or was created with it, transitively.
 _DESCENDS = """
 WITH RECURSIVE up (prefix) AS (
@@ -263,7 +268,9 @@ class AuthStore:
         now. A repeat asked with a key of that tree is refused."""
         key, prefix = keys.generate()
         async with self._pool.acquire() as conn, conn.transaction():
-            if parent is not None:  # first, as revoke_key locks a tree root first
+            if request_id is not None:
+                await conn.execute(_TREES_LOCK.format("_shared"))
+            if parent is not None:
                 await _admit_parent(conn, parent, lifetime)
             if request_id is not None:
                 # Calls repeating one request id at the same time take turns: each
@@ -322,6 +329,7 @@ class AuthStore:
         that begins after a pass locked its parent waits for this commit and is refused.
         So the passes go on until one finds nothing left to revoke."""
         async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(_TREES_LOCK.format(""))
             return await _revoke_tree(conn, prefix)
 
     # Project roles.

@@ -96,6 +96,41 @@ async def test_a_repeated_creation_and_its_parents_revocation_do_not_deadlock(
     assert live == 0
 
 
+async def test_a_repeat_and_a_revocation_of_a_root_above_both_its_keys_do_not_deadlock(
+    pool: asyncpg.Pool, unique: str
+) -> None:
+    """A revocation locks a tree from its root down, by depth; the repeat locked its
+    parent, then the earlier key. Under one root, with the earlier key above the parent,
+    each held what the other waited for."""
+    store = AuthStore(pool)
+    user = f"deep-{unique}"
+    _, root = await store.create_key(user, "root", 30 * DAY)
+    parent = root
+    for depth in range(3):  # the repeat's parent, three keys below the root
+        _, parent = await store.create_key(
+            user, f"p{depth}", (20 - depth) * DAY, parent=parent.prefix
+        )
+    _, side = await store.create_key(user, "side", 20 * DAY, parent=root.prefix)
+    await store.create_key(user, "earlier", 2 * DAY, request_id="lost-answer", parent=side.prefix)
+    async with pool.acquire() as blocker, blocker.transaction():
+        await blocker.execute(  # holds the repeat once it has its parent
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            f"auth.api_keys/{user}/lost-answer",
+        )
+        waiting = await _lock_waits(pool)
+        repeat = asyncio.create_task(
+            store.create_key(user, "earlier", DAY, request_id="lost-answer", parent=parent.prefix)
+        )
+        await eventually(lambda: _lock_waits(pool, more_than=waiting), what="the repeat waits")
+        revoking = asyncio.create_task(store.revoke_key(root.prefix))
+        await eventually(lambda: _lock_waits(pool, more_than=waiting + 1), what="both wait")
+    await asyncio.gather(repeat, revoking)  # neither aborted
+    live = await pool.fetchval(
+        "SELECT count(*) FROM auth.api_keys WHERE user_id = $1 AND revoke_time IS NULL", user
+    )
+    assert live == 0
+
+
 async def _lock_waits(pool: asyncpg.Pool, more_than: int | None = None) -> Any:
     """How many sessions of this database wait for a lock (or whether more than so many
     do)."""
