@@ -9,12 +9,15 @@ are open. The gate itself (API keys, projects, members) is the auth service's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import enum
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+
+from .errors import Unavailable
 
 
 class Role(enum.IntEnum):
@@ -126,12 +129,15 @@ async def admit_again() -> None:
 
 async def still_admitted(items: AsyncIterator[T]) -> AsyncIterator[T]:
     """items, with the call admitted again every READMIT_SECONDS while they come: a
-    stream ends with the refusal its next call would get."""
+    stream ends with the refusal its next call would get. A check the gate cannot make
+    (its database away) leaves the admission as it was: a download needs no database,
+    and outlives its outages."""
     loop = asyncio.get_running_loop()
     admitted_at = loop.time()
     async for item in items:
         if loop.time() - admitted_at >= READMIT_SECONDS:
-            await admit_again()
+            with contextlib.suppress(Unavailable):
+                await admit_again()
             admitted_at = loop.time()
         yield item
 

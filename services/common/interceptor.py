@@ -134,11 +134,22 @@ class _Admission:
         call, project = CallInfo(self._method, context), project_of(message)
         caller = await self._gate.admit(call, self._role, project)
         set_caller(caller)
-        set_readmission(functools.partial(self._gate.admit, call, self._role, project))
+        set_readmission(functools.partial(self._again, call, project))
         if caller.key_prefix:  # who called, on the call's log line, when keys are on
             structlog.contextvars.bind_contextvars(
                 user=caller.user_id, key_prefix=caller.key_prefix
             )
+
+    async def _again(self, call: CallInfo, project: str | None) -> None:
+        """The gate's admission once more, with a database it cannot reach said as the
+        domain error it is (DATABASE_UNAVAILABLE), not as asyncpg's."""
+        try:
+            await self._gate.admit(call, self._role, project)
+        except Exception as error:
+            mapped = database.domain_error(error)
+            if mapped is None:
+                raise
+            raise mapped from error
 
 
 def project_of(message: Any) -> str | None:

@@ -1,22 +1,30 @@
 """Streams outlive their admission: a key revoked or a role taken away while one runs
 stops it too, not only the caller's next call. An upload is not published, a download
-or a metric history ends."""
+ends; a download outlives a database outage all the same."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import cairn
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc as rpc
 from cairn.exceptions import NotFoundError, from_grpc_error
 from cairn.types import ApiKeyExpirationTime, ProjectRole
-from cairn_server.common import access
+from cairn_server import catalog
+from cairn_server.auth.store import AuthStore
+from cairn_server.common import access, database
+from cairn_server.common.config import Config
+from cairn_server.common.server import CairnServer
+from tests.conftest import eventually, with_overrides
 from tests.integration.auth.conftest import World
+from tests.proxy import PostgresProxy
 
 
 async def _editor(world: World, name: str) -> tuple[str, str]:
@@ -115,3 +123,51 @@ async def test_a_download_ends_once_its_key_is_revoked(
                 received += len(message.chunk)
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert received < size
+
+
+async def test_a_download_outlives_a_database_outage_though_admitted_again(
+    config: Config, pool: asyncpg.Pool, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download reads the store, not the database; admitting it again during an
+    outage cannot be done, and ended it UNAVAILABLE."""
+    monkeypatch.setattr(access, "READMIT_SECONDS", 0.0)
+    key, _ = await AuthStore(pool).create_key(f"dl-{unique}", "k", None, global_admin=True)
+    proxy = PostgresProxy(config.database_url)
+    settings = with_overrides(
+        config,
+        auth="api_key",
+        database_url=await proxy.start(),
+        db_acquire_timeout_seconds=0.3,
+        health_probe_interval_seconds=0.1,
+    )
+    server_pool = await database.create_pool(settings.database_url, settings)
+    server = CairnServer(settings, catalog.select([]), server_pool)
+    port = await server.start()
+    size = 24 << 20
+    try:
+        async with cairn.AuthClient.insecure_connection("127.0.0.1", port, key) as admin:
+            await admin.create_project(f"dl-{unique}")
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", port, key, project=f"dl-{unique}"
+        ) as artifacts:
+            await artifacts.upload("large.bin", b"x" * size)
+        options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.http2.bdp_probe", 0)]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+            request = api.DownloadRequest(project=f"dl-{unique}", path="large.bin")
+            messages = rpc.ArtifactServiceStub(channel).Download(request, metadata=_bearer(key))
+            received = 0
+            async for message in messages:
+                if not received:  # the database goes away, and the server knows it
+                    await proxy.close()
+                    await eventually(lambda: _away(channel), what="the server sees the outage")
+                received += len(message.chunk)
+        assert received == size
+    finally:
+        await server.stop(grace=1.0)
+        await server_pool.close()
+
+
+async def _away(channel: grpc.aio.Channel) -> bool:
+    health = health_pb2_grpc.HealthStub(channel)
+    reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
+    return reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
