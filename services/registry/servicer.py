@@ -536,6 +536,10 @@ def _check_own_files(uri: str, project: str, field: str) -> None:
     """The registry's files are its project's: another project's directory would send
     the readers of a version or artifact there, under a name of this project, with
     files its writer may not even read."""
+    try:
+        urlsplit(uri)
+    except ValueError:  # an unclosed "[" of a host, say
+        raise invalid_field(field, "is no URI", "INVALID_ARTIFACT_LOCATION") from None
     if _foreign(uri, project):
         raise invalid_field(
             field,

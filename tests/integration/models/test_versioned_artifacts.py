@@ -239,3 +239,4 @@ async def test_a_version_keeps_its_files_in_its_own_project(world: World, unique
                 api.CreateArtifactRequest(artifact=message, new_version=True),
             )
         assert refused.value.reason == "INVALID_ARTIFACT_LOCATION"
+        assert ("is no URI" in refused.value.message) == ("[" in uri)
