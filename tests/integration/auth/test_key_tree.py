@@ -78,22 +78,8 @@ async def test_a_repeated_creation_and_its_parents_revocation_do_not_deadlock(
         user, "earlier", 2 * DAY, request_id="lost-answer", parent=parent.prefix
     )
     _, below = await store.create_key(user, "below", DAY, parent=earlier.prefix)
-    async with pool.acquire() as blocker, blocker.transaction():
-        await blocker.execute(
-            "SELECT 1 FROM auth.api_keys WHERE prefix = $1 FOR NO KEY UPDATE", below.prefix
-        )
-        waiting = await _lock_waits(pool)
-        repeat = asyncio.create_task(
-            store.create_key(user, "earlier", DAY, request_id="lost-answer", parent=parent.prefix)
-        )
-        await eventually(lambda: _lock_waits(pool, more_than=waiting), what="the repeat waits")
-        revoking = asyncio.create_task(store.revoke_key(parent.prefix))
-        await eventually(lambda: _lock_waits(pool, more_than=waiting + 1), what="both wait")
-    await asyncio.gather(repeat, revoking)  # neither aborted
-    live = await pool.fetchval(
-        "SELECT count(*) FROM auth.api_keys WHERE user_id = $1 AND revoke_time IS NULL", user
-    )
-    assert live == 0
+    hold = ("SELECT 1 FROM auth.api_keys WHERE prefix = $1 FOR NO KEY UPDATE", below.prefix)
+    await _repeat_then_revoke(pool, user, hold, parent.prefix, parent.prefix)
 
 
 async def test_a_repeat_and_a_revocation_of_a_root_above_both_its_keys_do_not_deadlock(
@@ -112,17 +98,28 @@ async def test_a_repeat_and_a_revocation_of_a_root_above_both_its_keys_do_not_de
         )
     _, side = await store.create_key(user, "side", 20 * DAY, parent=root.prefix)
     await store.create_key(user, "earlier", 2 * DAY, request_id="lost-answer", parent=side.prefix)
+    hold = (  # holds the repeat once it has its parent
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        f"auth.api_keys/{user}/lost-answer",
+    )
+    await _repeat_then_revoke(pool, user, hold, parent.prefix, root.prefix)
+
+
+async def _repeat_then_revoke(
+    pool: asyncpg.Pool, user: str, hold: tuple[str, str], parent: str, revoked: str
+) -> None:
+    """While a session holds what hold locks: a repeat of "lost-answer" under parent,
+    then, once it waits, the revocation of revoked. Neither may abort, and none of the
+    user's keys stays usable."""
+    store = AuthStore(pool)
     async with pool.acquire() as blocker, blocker.transaction():
-        await blocker.execute(  # holds the repeat once it has its parent
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            f"auth.api_keys/{user}/lost-answer",
-        )
+        await blocker.execute(*hold)
         waiting = await _lock_waits(pool)
         repeat = asyncio.create_task(
-            store.create_key(user, "earlier", DAY, request_id="lost-answer", parent=parent.prefix)
+            store.create_key(user, "earlier", DAY, request_id="lost-answer", parent=parent)
         )
         await eventually(lambda: _lock_waits(pool, more_than=waiting), what="the repeat waits")
-        revoking = asyncio.create_task(store.revoke_key(root.prefix))
+        revoking = asyncio.create_task(store.revoke_key(revoked))
         await eventually(lambda: _lock_waits(pool, more_than=waiting + 1), what="both wait")
     await asyncio.gather(repeat, revoking)  # neither aborted
     live = await pool.fetchval(
