@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
-from urllib.parse import urlsplit
 
 import grpc
 from google.protobuf.message import Message
@@ -185,7 +184,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     ) -> api.CreateModelVersionResponse:
         version = _model_version(request.model_version)
         validation.object_size(version.custom_properties, version.tags, "model_version")
-        _check_own_files(version.source_uri, version.project, "model_version.source_uri")
+        validation.own_files(version.source_uri, version.project, "model_version.source_uri")
         record = await self._versions.create(version)
         return api.CreateModelVersionResponse(model_version=convert.model_version(record))
 
@@ -236,13 +235,9 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         message = request.model_version
         record = _model_version(message, require_model=False, creating=False)
         changes = _changes(record, request.update_mask.paths, (*versions.UPDATABLE, "name"))
-        version_id = validation.entity_id(message.id, "model_version.id")
-        if "source_uri" in changes and _foreign(record.source_uri, record.project):
-            # Refused when changed to, not when sent back unchanged (an upsert names it).
-            stored = await self._versions.get(record.project, version_id)
-            if stored.source_uri != record.source_uri:
-                _check_own_files(record.source_uri, record.project, "model_version.source_uri")
-        updated = await self._versions.update(record.project, version_id, changes)
+        updated = await self._versions.update(
+            record.project, validation.entity_id(message.id, "model_version.id"), changes
+        )
         return api.UpdateModelVersionResponse(model_version=convert.model_version(updated))
 
     async def DeleteModelVersion(
@@ -314,7 +309,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     ) -> api.CreateArtifactResponse:
         artifact = _artifact(request.artifact)
         validation.object_size(artifact.custom_properties, {}, "artifact")
-        _check_own_files(artifact.uri, artifact.project, "artifact.uri")
+        validation.own_files(artifact.uri, artifact.project, "artifact.uri")
         if not request.new_version:
             record = await self._artifacts.create(artifact)
         elif artifact.model_version_id:
@@ -383,12 +378,9 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         message = request.artifact
         record = _artifact(message, require_name=False)
         changes = _changes(record, request.update_mask.paths, artifacts.UPDATABLE, "model.")
-        artifact_id = validation.entity_id(message.id, "artifact.id")
-        if "uri" in changes and _foreign(record.uri, record.project):
-            stored = await self._artifacts.get(record.project, artifact_id)
-            if stored.uri != record.uri:
-                _check_own_files(record.uri, record.project, "artifact.uri")
-        updated = await self._artifacts.update(record.project, artifact_id, changes)
+        updated = await self._artifacts.update(
+            record.project, validation.entity_id(message.id, "artifact.id"), changes
+        )
         return api.UpdateArtifactResponse(artifact=convert.artifact(updated))
 
     async def DeleteArtifact(
@@ -520,29 +512,3 @@ def _stage(value: int) -> Stage:
 
 def _page_size(value: int) -> int:
     return paging.page_size(value, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-def _foreign(uri: str, project: str) -> bool:
-    """Whether uri is another project's cairn-artifacts:// location (or no URI at all:
-    an unclosed "[" of a host, say)."""
-    try:
-        location = urlsplit(uri)
-    except ValueError:
-        return True
-    return location.scheme.lower() == "cairn-artifacts" and location.netloc != project
-
-
-def _check_own_files(uri: str, project: str, field: str) -> None:
-    """The registry's files are its project's: another project's directory would send
-    the readers of a version or artifact there, under a name of this project, with
-    files its writer may not even read."""
-    try:
-        urlsplit(uri)
-    except ValueError:  # an unclosed "[" of a host, say
-        raise invalid_field(field, "is no URI", "INVALID_ARTIFACT_LOCATION") from None
-    if _foreign(uri, project):
-        raise invalid_field(
-            field,
-            f"files of the registry are in its own project: cairn-artifacts://{project}/<path>",
-            "INVALID_ARTIFACT_LOCATION",
-        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from ..common import validation
 from ..common.errors import invalid_field
@@ -136,3 +137,19 @@ def alias(value: str, field: str = "alias") -> str:
     if _RESERVED_ALIAS.fullmatch(value):
         raise invalid_field(field, f"{value!r} is reserved ('latest' and v<number> name versions)")
     return value
+
+
+def own_files(uri: str, project: str, field: str) -> None:
+    """Refuses a cairn-artifacts:// URI of another project, when a version or artifact
+    is made with it or changed to it: its readers who belong to both projects would be
+    sent to files its writer may not even read, under a name of this project."""
+    try:
+        location = urlsplit(uri)
+    except ValueError:  # an unclosed "[" of a host, say
+        raise invalid_field(field, "is no URI", "INVALID_ARTIFACT_LOCATION") from None
+    if location.scheme.lower() == "cairn-artifacts" and location.netloc != project:
+        raise invalid_field(
+            field,
+            f"files of the registry are in its own project: cairn-artifacts://{project}/<path>",
+            "INVALID_ARTIFACT_LOCATION",
+        )

@@ -10,6 +10,7 @@ import asyncpg
 from ...common.errors import AlreadyExists, FailedPrecondition, NotFound
 from ...common.sql import Params
 from ..model import Artifact, ArtifactKind
+from ..validation import own_files
 from .common import (
     Listing,
     ListPage,
@@ -212,6 +213,8 @@ class ArtifactStore:
                     f"{current.uri!r}: its files are what the version is; create a new version",
                     metadata={"value": current.uri},
                 )
+            if changes.get("uri", current.uri) != current.uri:  # as versions.update
+                own_files(changes["uri"], project, "artifact.uri")
             await update_row(
                 conn, "artifacts", int(artifact_id), changes, UPDATABLE, current.external_id
             )
