@@ -90,11 +90,11 @@ _FORGET_REQUEST = """
 UPDATE auth.api_keys SET request_id = NULL WHERE user_id = $1 AND request_id = $2
 RETURNING prefix
 """
-# Taken by revocations (exclusive) and by creations repeating a request id (shared),
+# Taken by revocations and by creations that name a request id (which may repeat one),
 # before any key: each locks keys of trees in an order of its own (a revocation from a
 # root down, a repeat its parent, then the earlier key's tree), and two such orders over
-# one tree wait for each other. Repeats do not wait for each other.
-_TREES_LOCK = "SELECT pg_advisory_xact_lock{}(hashtextextended('auth.api_keys/trees', 0))"
+# one tree wait for each other. So they take turns; creations are rare.
+_TREES_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('auth.api_keys/trees', 0))"
 # Whether key $1 is key $2 or was created with it, transitively.
 _DESCENDS = """
 WITH RECURSIVE up (prefix) AS (
@@ -269,7 +269,7 @@ class AuthStore:
         key, prefix = keys.generate()
         async with self._pool.acquire() as conn, conn.transaction():
             if request_id is not None:
-                await conn.execute(_TREES_LOCK.format("_shared"))
+                await conn.execute(_TREES_LOCK)
             if parent is not None:
                 await _admit_parent(conn, parent, lifetime)
             if request_id is not None:
@@ -329,7 +329,7 @@ class AuthStore:
         that begins after a pass locked its parent waits for this commit and is refused.
         So the passes go on until one finds nothing left to revoke."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(_TREES_LOCK.format(""))
+            await conn.execute(_TREES_LOCK)
             return await _revoke_tree(conn, prefix)
 
     # Project roles.

@@ -105,6 +105,40 @@ async def test_a_repeat_and_a_revocation_of_a_root_above_both_its_keys_do_not_de
     await _repeat_then_revoke(pool, user, hold, parent.prefix, root.prefix)
 
 
+async def test_two_repeats_each_asked_with_a_key_the_other_revokes_do_not_deadlock(
+    pool: asyncpg.Pool, unique: str
+) -> None:
+    """Repeats of two request ids, each asked with a key made with the other's earlier
+    key: each locked its parent, then the other's tree. They take turns now; the second
+    finds its parent revoked by the first."""
+    store = AuthStore(pool)
+    user = f"cross-{unique}"
+    _, root = await store.create_key(user, "root", 30 * DAY)
+    _, first = await store.create_key(user, "e1", 20 * DAY, request_id="r1", parent=root.prefix)
+    _, second = await store.create_key(user, "e2", 20 * DAY, request_id="r2", parent=root.prefix)
+    _, under_first = await store.create_key(user, "p2", 10 * DAY, parent=first.prefix)
+    _, under_second = await store.create_key(user, "p1", 10 * DAY, parent=second.prefix)
+    async with pool.acquire() as blocker, blocker.transaction():
+        for request_id in ("r1", "r2"):  # holds each repeat once it has its parent
+            await blocker.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                f"auth.api_keys/{user}/{request_id}",
+            )
+        waiting = await _lock_waits(pool)
+        repeats = [
+            asyncio.create_task(
+                store.create_key(user, "e1", DAY, request_id="r1", parent=under_second.prefix)
+            ),
+            asyncio.create_task(
+                store.create_key(user, "e2", DAY, request_id="r2", parent=under_first.prefix)
+            ),
+        ]
+        await eventually(lambda: _lock_waits(pool, more_than=waiting + 1), what="both wait")
+    outcomes = await asyncio.gather(*repeats, return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(refused) == 1 and isinstance(refused[0], Unauthenticated), outcomes
+
+
 async def _repeat_then_revoke(
     pool: asyncpg.Pool, user: str, hold: tuple[str, str], parent: str, revoked: str
 ) -> None:
