@@ -108,6 +108,8 @@ def set_caller(caller: Caller) -> None:
 # role taken away meanwhile must stop it too, not only the caller's next call. (Not a
 # metric history, which holds the database connection a check may need.)
 READMIT_SECONDS = 1.0
+# A check waits this long at most: a database behind a partition never answers.
+READMIT_TIMEOUT_SECONDS = 2.0
 _readmission: contextvars.ContextVar[Callable[[], Awaitable[object]]] = contextvars.ContextVar(
     "cairn_readmission"
 )
@@ -130,14 +132,15 @@ async def admit_again() -> None:
 async def still_admitted(items: AsyncIterator[T]) -> AsyncIterator[T]:
     """items, with the call admitted again every READMIT_SECONDS while they come: a
     stream ends with the refusal its next call would get. A check the gate cannot make
-    (its database away) leaves the admission as it was: a download needs no database,
-    and outlives its outages."""
+    (its database away, or silent behind a partition) leaves the admission as it was: a
+    download needs no database, and outlives its outages."""
     loop = asyncio.get_running_loop()
     admitted_at = loop.time()
     async for item in items:
         if loop.time() - admitted_at >= READMIT_SECONDS:
-            with contextlib.suppress(Unavailable):
-                await admit_again()
+            with contextlib.suppress(Unavailable, TimeoutError):
+                async with asyncio.timeout(READMIT_TIMEOUT_SECONDS):
+                    await admit_again()
             admitted_at = loop.time()
         yield item
 

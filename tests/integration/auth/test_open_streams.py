@@ -4,6 +4,7 @@ ends; a download outlives a database outage all the same."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 
@@ -125,12 +126,15 @@ async def test_a_download_ends_once_its_key_is_revoked(
     assert received < size
 
 
+@pytest.mark.parametrize("fault", ["refused", "partitioned"])
 async def test_a_download_outlives_a_database_outage_though_admitted_again(
-    config: Config, pool: asyncpg.Pool, unique: str, monkeypatch: pytest.MonkeyPatch
+    config: Config, pool: asyncpg.Pool, unique: str, monkeypatch: pytest.MonkeyPatch, fault: str
 ) -> None:
     """A download reads the store, not the database; admitting it again during an
-    outage cannot be done, and ended it UNAVAILABLE."""
+    outage cannot be done, and ended it UNAVAILABLE (the database refusing connections)
+    or stalled it (a partition, where the check waited for ever)."""
     monkeypatch.setattr(access, "READMIT_SECONDS", 0.0)
+    monkeypatch.setattr(access, "READMIT_TIMEOUT_SECONDS", 0.1)
     key, _ = await AuthStore(pool).create_key(f"dl-{unique}", "k", None, global_admin=True)
     proxy = PostgresProxy(config.database_url)
     settings = with_overrides(
@@ -138,7 +142,9 @@ async def test_a_download_outlives_a_database_outage_though_admitted_again(
         auth="api_key",
         database_url=await proxy.start(),
         db_acquire_timeout_seconds=0.3,
+        db_pool_size=1,  # caches no key check (docs/auth.md): each asks the database
         health_probe_interval_seconds=0.1,
+        health_probe_timeout_seconds=0.3,
     )
     server_pool = await database.create_pool(settings.database_url, settings)
     server = CairnServer(settings, catalog.select([]), server_pool)
@@ -156,15 +162,22 @@ async def test_a_download_outlives_a_database_outage_though_admitted_again(
             request = api.DownloadRequest(project=f"dl-{unique}", path="large.bin")
             messages = rpc.ArtifactServiceStub(channel).Download(request, metadata=_bearer(key))
             received = 0
-            async for message in messages:
-                if not received:  # the database goes away, and the server knows it
-                    await proxy.close()
-                    await eventually(lambda: _away(channel), what="the server sees the outage")
-                received += len(message.chunk)
+            async with asyncio.timeout(60):  # stalled for ever before, in a partition
+                async for message in messages:
+                    if not received:  # the database goes away, and the server knows it
+                        await (proxy.close() if fault == "refused" else _partition(proxy))
+                        await eventually(lambda: _away(channel), what="the outage seen")
+                    received += len(message.chunk)
         assert received == size
     finally:
+        proxy.heal()
         await server.stop(grace=1.0)
         await server_pool.close()
+        await proxy.close()
+
+
+async def _partition(proxy: PostgresProxy) -> None:
+    proxy.partition()
 
 
 async def _away(channel: grpc.aio.Channel) -> bool:
