@@ -203,17 +203,10 @@ async def test_a_page_of_versions_reads_about_its_size(
     async with pool.acquire() as conn:
         one = _OneConnection(conn)
         versions = VersionStore(cast(asyncpg.Pool, one))
-        token = ""
-        for page in range(3):
-            rows, plans = await _cost(
-                one,
-                lambda t=token: versions.list_page(project, "", filter_text, order_by, PAGE, t),
-            )
-            assert rows <= MOST_ROWS, f"page {page} read {rows} rows of versions\n{plans}"
-            token = (
-                await versions.list_page(project, "", filter_text, order_by, PAGE, token)
-            ).next_page_token
-            assert token
+        await _pages_read_about_their_size(
+            one,
+            lambda token: versions.list_page(project, "", filter_text, order_by, PAGE, token),
+        )
 
 
 @pytest.mark.parametrize("order_by", ["", "create_time desc", "update_time", "id desc"])
@@ -224,14 +217,18 @@ async def test_a_page_of_artifacts_reads_about_its_size(
     async with pool.acquire() as conn:
         one = _OneConnection(conn)
         artifacts = ArtifactStore(cast(asyncpg.Pool, one))
-        token = ""
-        for page in range(3):
-            rows, plans = await _cost(
-                one,
-                lambda t=token: artifacts.list_page(project, "", None, "", order_by, PAGE, t),
-            )
-            assert rows <= MOST_ROWS, f"page {page} read {rows} rows of artifacts\n{plans}"
-            token = (
-                await artifacts.list_page(project, "", None, "", order_by, PAGE, token)
-            ).next_page_token
-            assert token
+        await _pages_read_about_their_size(
+            one, lambda token: artifacts.list_page(project, "", None, "", order_by, PAGE, token)
+        )
+
+
+async def _pages_read_about_their_size(
+    one: _OneConnection, list_page: Callable[[str], Awaitable[Any]]
+) -> None:
+    """The first three pages each read at most MOST_ROWS rows, and each has a next."""
+    token = ""
+    for page in range(3):
+        rows, plans = await _cost(one, lambda t=token: list_page(t))
+        assert rows <= MOST_ROWS, f"page {page} read {rows} rows\n{plans}"
+        token = (await list_page(token)).next_page_token
+        assert token
