@@ -10,7 +10,9 @@ The ceiling ingestion is held to (target: 80%) is COPY into a logged table, each
 commit that waits for its WAL flush. A LogBatch is acknowledged only once it is
 durable, so it must write WAL and wait for the flush at its commit; no durable write
 can reach COPY into a temporary table, which does neither. That figure is printed too,
-as the speed of PostgreSQL taking rows at all.
+as the speed of PostgreSQL taking rows at all. So is the same ingestion sent to a
+server that answers at once (bench/grpc_echo.py): the client's and gRPC's share of each
+batch's time, which COPY, run from a client of PostgreSQL, does not pay.
 
 Figures and their bounds are measured in alternating rounds (ingestion in three,
 latency in twenty of 100 calls) and medians are reported: other work on the machine
@@ -233,17 +235,29 @@ async def ingest_section(client: cairn.TrackingClient, database_url: str) -> lis
     experiment_id = await client.create_experiment("bench-ingest")
     runs = [(await client.create_run(experiment_id)).info.run_id for _ in range(WRITERS + 1)]
     await ingest(client, runs[:1], 20)  # warm up connections and caches
+    with grpc_echo() as port:
+        async with cairn.TrackingClient.insecure_connection("127.0.0.1", port) as echo:
+            await ingest(echo, runs[:1], 20)
+            return await _ingest_rows(client, echo, database_url, runs[1:])
+
+
+async def _ingest_rows(
+    client: cairn.TrackingClient, echo: cairn.TrackingClient, database_url: str, runs: list[str]
+) -> list[Row]:
     rows = []
     for writers, batches in ((1, BATCHES_ONE_WRITER), (WRITERS, BATCHES_PER_WRITER)):
         # Each ceiling right before the figure it bounds, so both see the same machine,
         # in rounds whose medians are reported: the machine's load changes within seconds.
-        ceilings, durable, logged = [], [], []
+        ceilings, durable, logged, sent = [], [], [], []
         for _ in range(INGEST_ROUNDS):
             ceilings.append(await copy_ceiling(database_url, writers, batches))
             durable.append(await copy_ceiling(database_url, writers, batches, durable=True))
-            logged.append(await ingest(client, runs[1 : 1 + writers], batches))
+            logged.append(await ingest(client, runs[:writers], batches))
+            sent.append(await ingest(echo, runs[:writers], batches))
         ratios = [n / c for n, c in zip(logged, ceilings, strict=True)]
         durable_ratios = [n / c for n, c in zip(logged, durable, strict=True)]
+        # A batch's time on the wire, as a share of the time the ceiling's COPY takes.
+        wire_shares = [c / s for c, s in zip(durable, sent, strict=True)]
         rows += [
             (
                 f"COPY ceiling, {BATCH:,} rows a COPY, {writers} conn(s)",
@@ -260,6 +274,12 @@ async def ingest_section(client: cairn.TrackingClient, database_url: str) -> lis
                 f"{median(logged):,.0f} pts/s",
                 f"{median(durable_ratios):.0%} of the COPY ceiling (target >= 80%), "
                 f"{median(ratios):.0%} of the temporary table (medians of {INGEST_ROUNDS} rounds)",
+            ),
+            (
+                "  the same to a bare gRPC server",
+                f"{median(sent):,.0f} pts/s",
+                f"the client and gRPC alone (bench/grpc_echo.py): a batch's round trip "
+                f"takes {median(wire_shares):.0%} of the time the COPY ceiling takes",
             ),
         ]
     return rows
