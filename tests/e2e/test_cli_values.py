@@ -99,3 +99,22 @@ def test_max_points_is_0_or_at_least_4_as_the_server_says(
         ok("metrics", "history", run_id, "loss", "--max-points", "4", "-o", "json", env=env)
     )
     assert len(four) <= 4
+
+
+async def test_times_of_0_and_past_the_calendar_are_shown_as_kept(
+    served: ServerProcess, env: dict[str, str], unique: str
+) -> None:
+    """0 came out as null, and a time datetime cannot hold (one logged in nanoseconds,
+    which the server keeps) failed the whole listing with an unexpected ValueError."""
+    experiment_id = ok("experiments", "create", f"times-{unique}", env=env).strip()
+    nanoseconds = 1_764_567_890_123_456_789
+    async with cairn.Client(f"http://{served.address}") as client:
+        run_id = (await client.tracking.create_run(experiment_id, start_time=2**63 - 1)).info.run_id
+        await client.tracking.log_metric(run_id, "t", 1.0, step=0, timestamp=0)
+        await client.tracking.log_metric(run_id, "t", 2.0, step=1, timestamp=nanoseconds)
+    history = strict(ok("metrics", "history", run_id, "t", "-o", "json", env=env))
+    assert [p["timestamp"] for p in history] == ["1970-01-01T00:00:00.000Z", nanoseconds]
+    assert str(nanoseconds) in ok("metrics", "history", run_id, "t", env=env)
+    runs = strict(ok("runs", "list", "-e", experiment_id, "-o", "json", env=env))
+    assert [r["start_time"] for r in runs] == [2**63 - 1]
+    assert strict(ok("runs", "describe", run_id, "-o", "json", env=env))["start_time"] == 2**63 - 1

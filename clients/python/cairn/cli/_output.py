@@ -88,10 +88,16 @@ def _field(name: str, value: Any) -> Any:
     return plain(value)
 
 
-def iso_time(millis: int | None) -> str | None:
-    if not millis:
+def iso_time(millis: int | None) -> str | int | None:
+    """millis since the epoch in ISO-8601, UTC; 0 is the epoch, as the server keeps
+    it. A time outside the years 1-9999 (one in nanoseconds, say) stays its number:
+    the server keeps any of 64 bits, and one such point must not hide the others."""
+    if millis is None:
         return None
-    moment = datetime.datetime.fromtimestamp(millis / 1000, datetime.UTC)
+    try:
+        moment = datetime.datetime.fromtimestamp(millis / 1000, datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        return millis
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
