@@ -16,10 +16,13 @@ MAX_DESCRIPTION_LENGTH = 10_000
 
 
 def user_id(value: str, field: str = "user_id") -> str:
-    """A user id such as "alice" or "alice@example.com": printable, no spaces."""
+    """A user id such as "alice" or "alice@example.com": printable, no spaces. Stricter
+    than a name: no invisible character may tell two ids that look the same apart."""
     validation.name(value, field, MAX_USER_ID_LENGTH)
     if any(c.isspace() for c in value):
         raise invalid_field(field, "must not contain whitespace")
+    if not value.isprintable():
+        raise invalid_field(field, "must not contain invisible characters")
     return value
 
 

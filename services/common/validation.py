@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from cairn import _names as names
+
 from .errors import invalid_field
 
 DEFAULT_PROJECT = "default"
@@ -24,15 +26,10 @@ def project(value: str, field: str = "project") -> str:
 
 
 def name(value: str, field: str, max_length: int = 256) -> str:
-    """A required, printable, single-line name without surrounding spaces."""
-    if not value:
-        raise invalid_field(field, "must not be empty")
-    if len(value) > max_length:
-        raise invalid_field(field, f"must be at most {max_length} characters, got {len(value)}")
-    if not value.isprintable():
-        raise invalid_field(field, "must be printable text without control characters")
-    if value != value.strip():
-        raise invalid_field(field, "must not start or end with whitespace")
+    """A required single-line name without control characters or surrounding
+    whitespace (cairn._names, which the client checks too)."""
+    if problem := names.problem(value, max_length):
+        raise invalid_field(field, problem)
     return value
 
 

@@ -6,12 +6,13 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from cairn._names import MAX_KEY_LENGTH
+
 from ..common import validation
 from ..common.errors import InvalidArgument, NotFound, invalid_field
 from .model import ARTIFACT_SCHEME
 from .store.writes import METRIC_REQUEST_PREFIX
 
-MAX_KEY_LENGTH = 250
 MAX_PARAM_VALUE_LENGTH = 6000
 MAX_TAG_VALUE_LENGTH = 8000
 MAX_NAME_LENGTH = 500

@@ -88,7 +88,8 @@ def not_found(reason: str, what: str, key: str) -> NotFound:
 
 def encode_properties(values: Mapping[str, PropertyValue]) -> dict[str, dict[str, Any]]:
     """Typed JSON: ints travel as strings (JSON numbers lose int64 precision), and
-    non-finite doubles as their names (JSON has no NaN)."""
+    doubles a JSON number of jsonb cannot hold as their repr (jsonb has no NaN or
+    infinity, and its numbers, PostgreSQL's numeric, no negative zero)."""
     encoded: dict[str, dict[str, Any]] = {}
     for key, value in values.items():
         if isinstance(value, bool):
@@ -96,10 +97,14 @@ def encode_properties(values: Mapping[str, PropertyValue]) -> dict[str, dict[str
         elif isinstance(value, int):
             encoded[key] = {"int": str(value)}
         elif isinstance(value, float):
-            encoded[key] = {"double": value if math.isfinite(value) else repr(value)}
+            encoded[key] = {"double": value if _a_json_number(value) else repr(value)}
         else:
             encoded[key] = {"string": value}
     return encoded
+
+
+def _a_json_number(value: float) -> bool:
+    return math.isfinite(value) and (value != 0 or math.copysign(1.0, value) > 0)
 
 
 def decode_properties(stored: Mapping[str, Mapping[str, Any]]) -> dict[str, PropertyValue]:

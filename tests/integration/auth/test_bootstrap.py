@@ -68,6 +68,14 @@ def test_keys_create_rejects_a_bad_user(config: Config) -> None:
     assert "must not contain whitespace" in refused.stderr
 
 
+def test_keys_create_rejects_a_user_that_looks_like_another(config: Config) -> None:
+    """Names may hold invisible characters (a joiner of an emoji, say); a user id may
+    not, or two ids shown alike would be two users."""
+    refused = _cairn("keys", "create", "--user", "alice\u200b", database_url=config.database_url)
+    assert refused.returncode == 2
+    assert "must not contain invisible characters" in refused.stderr
+
+
 def test_serve_refuses_auth_none_off_loopback(config: Config) -> None:
     refused = _cairn("serve", "--listen-address", "0.0.0.0:0", database_url=config.database_url)
     assert refused.returncode == 2

@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import struct
 
 import pytest
 
@@ -137,6 +138,19 @@ async def test_download_uri_prefers_the_model_artifact(mr_client, churn) -> None
         ModelArtifact("weights", uri="s3://b/weights.onnx"), version.id
     )
     assert await mr_client.get_model_version_download_uri("churn", 1) == "s3://b/weights.onnx"
+
+
+async def test_a_double_property_keeps_its_bits(mr_client) -> None:
+    """jsonb's numbers (PostgreSQL's numeric) have no negative zero: -0.0 came back 0.0."""
+    doubles = {"zero": 0.0, "negative-zero": -0.0, "tiny": -5e-324, "big": -1.7976931348623157e308}
+    doubles |= {"inf": float("inf"), "-inf": float("-inf")}
+    made = await mr_client.upsert_registered_model(
+        RegisteredModel("doubles", custom_properties=doubles)
+    )
+    for read in (made, await mr_client.get_registered_model_by_id(made.id)):
+        assert {k: struct.pack(">d", v) for k, v in read.custom_properties.items()} == {
+            k: struct.pack(">d", v) for k, v in doubles.items()
+        }
 
 
 async def test_upsert_updates_fields_and_keeps_names(mr_client) -> None:

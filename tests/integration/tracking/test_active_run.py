@@ -157,6 +157,22 @@ async def test_a_step_past_64_bits_is_refused_when_logged_not_with_its_batch(
     assert [m.step for m in await tracking.get_metric_history(run.run_id, "kept")] == [1]
 
 
+@pytest.mark.parametrize("key", ["bad ", "x" * 251, "a\nb", "a\udc80", 7])
+async def test_a_key_the_server_refuses_is_refused_when_logged_not_with_its_batch(
+    tracking: cairn.TrackingClient, experiment_id: str, key: object
+) -> None:
+    """Buffered, it failed its batch and every later one, the good points with them,
+    and `cairn sync` of the journal failed the same way each time."""
+    async with tracking.start_run(experiment_id) as run:
+        await run.log_metric("good", 1.0, step=1)
+        with pytest.raises(InvalidArgumentError) as refused:
+            await run.log_metric(key, 1.0)  # type: ignore[arg-type]
+        assert refused.value.message.startswith("key: ")
+        await run.log_metric("good", 2.0, step=2)
+    assert [m.step for m in await tracking.get_metric_history(run.run_id, "good")] == [1, 2]
+    assert (await tracking.get_run(run.run_id)).info.status == RunStatus.FINISHED
+
+
 async def test_two_syncs_of_one_folder_store_each_journal_once(
     tracking: cairn.TrackingClient, experiment_id: str, tmp_path: Path
 ) -> None:

@@ -190,3 +190,47 @@ async def test_a_number_past_its_fields_bits_is_invalid_naming_the_parameter(
         with pytest.raises(InvalidArgumentError) as refused:
             await call()
         assert refused.value.message.startswith(f"{name}: "), refused.value.message
+
+
+# Text MLflow takes in names that `str.isprintable` refused: other scripts' spaces, the
+# joiners of emoji sequences and of Persian spelling, a soft hyphen, a bidi mark.
+ONE_LINE_TEXT = [
+    "日本\u3000語",
+    "10\u202f% sample",
+    "a\u00a0b",
+    "👩\u200d💻 dev",
+    "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian: "I want"
+    "co\u00adop",
+    "\u200fright-to-left",
+]
+
+
+@pytest.mark.parametrize("text", ONE_LINE_TEXT)
+async def test_names_and_keys_keep_any_text_on_one_line(
+    tracking: cairn.TrackingClient, experiment_id: str, text: str
+) -> None:
+    named = await tracking.create_experiment(f"{text} {experiment_id}")
+    assert (await tracking.get_experiment(named)).name == f"{text} {experiment_id}"
+    run_id = (await tracking.create_run(experiment_id, run_name=text)).info.run_id
+    await tracking.log_metric(run_id, text, 1.0)
+    await tracking.log_param(run_id, text, "v")
+    await tracking.set_tag(run_id, text, "v")
+    run = await tracking.get_run(run_id)
+    assert run.info.run_name == text
+    written = (run.data.metrics, run.data.params, run.data.tags)
+    assert written == ({text: 1.0}, {text: "v"}, {text: "v"})
+
+
+@pytest.mark.parametrize("text", ["a\tb", "a\nb", "a\x7fb", "a\x85b", "a\u2028b", "a\u2029b"])
+async def test_names_and_keys_refuse_control_characters_and_line_breaks(
+    tracking: cairn.TrackingClient, run_id: str, text: str
+) -> None:
+    for write in (
+        lambda: tracking.create_experiment(text),
+        lambda: tracking.log_metric(run_id, text, 1.0),
+        lambda: tracking.update_run(run_id, name=text),
+    ):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await write()
+        assert refused.value.reason == "INVALID_ARGUMENT"
+        assert "control characters" in refused.value.message

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
+from .. import _names as names
 from .._numbers import real, whole
 from .._transport import REQUEST_ID_HEADER
 from ..exceptions import DeadlineExceededError, ResourceExhaustedError, UnavailableError
@@ -225,11 +226,13 @@ class ActiveRun:
                     lambda: self._batches.points < self._max_buffered or self._error is not None
                 )
             self._raise_pending()
-        # Plain ints of 64 bits, checked here: a numpy step (`for step in np.arange(n)`)
-        # sent well and failed the journal of an outage, losing it all, and a step past
-        # 64 bits failed its whole batch later, valid points with it.
+        # Checked here as the server checks them, steps and times as plain ints of 64
+        # bits: a numpy step (`for step in np.arange(n)`) sent well and failed the
+        # journal of an outage, losing it all, and a step past 64 bits, or a key the
+        # server refuses, failed its whole batch later, valid points with it.
         stamp = time.time_ns() // 1_000_000 if timestamp is None else whole(timestamp, "timestamp")
-        if self._batches.add(Metric(key, real(value, "value"), stamp, whole(step, "step"))):
+        point = Metric(names.key(key, "key"), real(value, "value"), stamp, whole(step, "step"))
+        if self._batches.add(point):
             self._wake.set()
 
     async def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:

@@ -1,0 +1,41 @@
+"""What a name or key may hold: the rule the services apply, which the client also
+checks where it buffers (a point refused only when its batch is sent would fail the
+batch, and every point in it, with it)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .exceptions import InvalidArgumentError
+
+MAX_KEY_LENGTH = 250  # of a metric, param or tag key
+# Controls (C0, DEL, C1: U+0085 breaks lines too), the line and paragraph separators,
+# and lone surrogates, which are no text. Any other character may be in a name: the
+# spaces of other scripts, the joiners of emoji sequences and of Persian spelling, and
+# characters newer than this Python's Unicode tables (`str.isprintable` refuses all of
+# these).
+_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def problem(value: str, max_length: int) -> str | None:
+    """What keeps value from being a name of at most max_length characters (None when
+    nothing does), worded as the rest of "<field> ..."."""
+    if not value:
+        return "must not be empty"
+    if len(value) > max_length:
+        return f"must be at most {max_length} characters, got {len(value)}"
+    if _REFUSED.search(value):
+        return "must be one line of text without control characters"
+    if value != value.strip():
+        return "must not start or end with whitespace"
+    return None
+
+
+def key(value: Any, name: str) -> str:
+    """value as a metric, param or tag key, else InvalidArgumentError naming name."""
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{name}: {value!r} is no string", reason="INVALID_ARGUMENT")
+    if found := problem(value, MAX_KEY_LENGTH):
+        raise InvalidArgumentError(f"{name}: {found}", reason="INVALID_ARGUMENT")
+    return value
