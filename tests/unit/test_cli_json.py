@@ -1,7 +1,7 @@
 """What `--output json` makes of the client's types (cli/_output.plain)."""
 
 from cairn.cli._output import plain
-from cairn.types import Run, RunData, RunInfo, RunStatus
+from cairn.types import RegisteredModel, Run, RunData, RunInfo, RunStatus
 
 
 def _run(user_id: str, tags: dict[str, str]) -> Run:
@@ -29,3 +29,11 @@ def test_a_user_and_an_empty_tag_of_the_same_name_are_kept() -> None:
     record = plain(_run("alice", {"user_id": ""}))
     assert record["info"]["user_id"] == "alice"
     assert record["data"]["tags"] == {"user_id": ""}
+
+
+def test_times_are_the_types_own_fields_not_keys_of_a_callers_map() -> None:
+    """A custom property named like a time field was printed as a time."""
+    properties = {"timestamp": 0, "end_time": 1_700_000_000, "epochs": 3}
+    record = plain(RegisteredModel("m", custom_properties=properties))
+    assert record["custom_properties"] == properties
+    assert plain(_run("alice", {}))["info"]["start_time"] == "2023-11-14T22:13:20.000Z"

@@ -67,9 +67,13 @@ def output_option(command: F) -> F:
 def plain(value: Any) -> Any:
     """A client type as JSON-ready values: dicts, lists, strings, numbers, None."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = {f.name: _attribute(value, f.name) for f in dataclasses.fields(value)}
+        # Times by the names of the types' own fields: a map's keys are the caller's
+        # (a custom property named "timestamp" is no time).
+        return {
+            f.name: _field(f.name, _attribute(value, f.name)) for f in dataclasses.fields(value)
+        }
     if isinstance(value, Mapping):
-        return {str(k): _field(str(k), v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [plain(item) for item in value]
     if isinstance(value, enum.Enum):
