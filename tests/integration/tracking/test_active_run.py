@@ -173,6 +173,19 @@ async def test_a_key_the_server_refuses_is_refused_when_logged_not_with_its_batc
     assert (await tracking.get_run(run.run_id)).info.status == RunStatus.FINISHED
 
 
+async def test_log_metrics_buffers_all_its_points_or_none(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    """The points before a refused one were buffered, so the call sent again after its
+    error stored them twice."""
+    async with tracking.start_run(experiment_id) as run:
+        with pytest.raises(InvalidArgumentError):
+            await run.log_metrics({"a": 1.0, "bad ": 2.0, "b": 3.0})
+        await run.log_metrics({"a": 1.0, "b": 3.0})
+    for key in ("a", "b"):
+        assert len(await tracking.get_metric_history(run.run_id, key)) == 1
+
+
 async def test_two_syncs_of_one_folder_store_each_journal_once(
     tracking: cairn.TrackingClient, experiment_id: str, tmp_path: Path
 ) -> None:

@@ -219,25 +219,23 @@ class ActiveRun:
         self, key: str, value: float, step: int = 0, timestamp: int | None = None
     ) -> None:
         """Buffers one point; waits only while the buffer is full."""
-        self._raise_pending()
-        if self._batches.points >= self._max_buffered:
-            async with self._room:
-                await self._room.wait_for(
-                    lambda: self._batches.points < self._max_buffered or self._error is not None
-                )
-            self._raise_pending()
-        # Checked here as the server checks them, steps and times as plain ints of 64
-        # bits: a numpy step (`for step in np.arange(n)`) sent well and failed the
-        # journal of an outage, losing it all, and a step past 64 bits, or a key the
-        # server refuses, failed its whole batch later, valid points with it.
-        stamp = time.time_ns() // 1_000_000 if timestamp is None else whole(timestamp, "timestamp")
-        point = Metric(names.key(key, "key"), real(value, "value"), stamp, whole(step, "step"))
-        if self._batches.add(point):
-            self._wake.set()
+        await self._buffer([_checked(key, value, step, timestamp)])
 
     async def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
-        for key, value in metrics.items():
-            await self.log_metric(key, value, step)
+        """Buffers a point of each metric: all of them, or none when one is refused."""
+        await self._buffer([_checked(key, value, step, None) for key, value in metrics.items()])
+
+    async def _buffer(self, points: list[Metric]) -> None:
+        for point in points:
+            self._raise_pending()
+            if self._batches.points >= self._max_buffered:
+                async with self._room:
+                    await self._room.wait_for(
+                        lambda: self._batches.points < self._max_buffered or self._error is not None
+                    )
+                self._raise_pending()
+            if self._batches.add(point):
+                self._wake.set()
 
     async def log_param(self, key: str, value: Any) -> Any:
         """Sent at once, so a conflicting value fails here."""
@@ -334,6 +332,16 @@ class ActiveRun:
     def _raise_pending(self) -> None:
         if self._error is not None:
             raise self._error
+
+
+def _checked(key: str, value: float, step: int, timestamp: int | None) -> Metric:
+    """A point as the server will take it, else InvalidArgumentError naming what is
+    wrong. Checked when logged, as the server checks it, steps and times as plain ints
+    of 64 bits: a numpy step (`for step in np.arange(n)`) sent well and failed the
+    journal of an outage, losing it all, and a step past 64 bits, or a key the server
+    refuses, failed its whole batch later, valid points with it."""
+    stamp = time.time_ns() // 1_000_000 if timestamp is None else whole(timestamp, "timestamp")
+    return Metric(names.key(key, "key"), real(value, "value"), stamp, whole(step, "step"))
 
 
 def _status(exc_type: type[BaseException] | None, error: BaseException | None) -> RunStatus:
