@@ -16,6 +16,11 @@ MAX_KEY_LENGTH = 250  # of a metric, param or tag key
 # characters newer than this Python's Unicode tables (`str.isprintable` refuses all of
 # these).
 _REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# Characters that show as nothing, at an end a name cannot be told from the same name
+# without them: a byte-order mark a file read left, a zero-width space pasted along.
+# Within a name they join or shape what is around them (emoji, Persian), and stay.
+_INVISIBLE = "[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+_INVISIBLE_END = re.compile(f"^{_INVISIBLE}|{_INVISIBLE}\\Z")
 
 
 def problem(value: str, max_length: int) -> str | None:
@@ -27,8 +32,8 @@ def problem(value: str, max_length: int) -> str | None:
         return f"must be at most {max_length} characters, got {len(value)}"
     if _REFUSED.search(value):
         return "must be one line of text without control characters"
-    if value != value.strip():
-        return "must not start or end with whitespace"
+    if value != value.strip() or _INVISIBLE_END.search(value):
+        return "must not start or end with whitespace or an invisible character"
     return None
 
 

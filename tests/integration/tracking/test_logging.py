@@ -201,7 +201,7 @@ ONE_LINE_TEXT = [
     "👩\u200d💻 dev",
     "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian: "I want"
     "co\u00adop",
-    "\u200fright-to-left",
+    "\u05e9\u05dc\u05d5\u05dd\u200f!",  # Hebrew: "hello", a right-to-left mark
 ]
 
 
@@ -219,6 +219,20 @@ async def test_names_and_keys_keep_any_text_on_one_line(
     assert run.info.run_name == text
     written = (run.data.metrics, run.data.params, run.data.tags)
     assert written == ({text: 1.0}, {text: "v"}, {text: "v"})
+
+
+@pytest.mark.parametrize("text", ["\ufeffloss", "loss\u200b", "\u200eloss", "loss\u00ad"])
+async def test_names_and_keys_refuse_an_invisible_character_at_an_end(
+    tracking: cairn.TrackingClient, run_id: str, text: str
+) -> None:
+    """A byte-order mark a file read left, or a zero-width space pasted along, made a
+    key no one could tell from "loss"."""
+    for write in (
+        lambda: tracking.create_experiment(text),
+        lambda: tracking.log_metric(run_id, text, 1.0),
+    ):
+        with pytest.raises(InvalidArgumentError, match="invisible character"):
+            await write()
 
 
 @pytest.mark.parametrize("text", ["a\tb", "a\nb", "a\x7fb", "a\x85b", "a\u2028b", "a\u2029b"])
