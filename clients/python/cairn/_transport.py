@@ -500,16 +500,21 @@ class Transport:
         grpc report a bare INTERNAL "Internal error from Core" instead.
         """
         call = method(timeout=self._timeout(timeout), metadata=self._with(with_id(metadata)))
+        # Cancelled whatever ends it early: a source that raises midway, or the caller's
+        # cancellation, left the server's call waiting for the rest (and its buffers
+        # held) until the channel closed.
         try:
-            await self._send_all(call, requests)
-        except (grpc.RpcError, asyncio.InvalidStateError) as error:
-            # A write into a call that already ended fails with a bare INTERNAL ("Internal
-            # error from Core") or InvalidStateError; the call's own status says why.
-            raise from_grpc_error(await _ending(call, error)) from None
-        try:
-            return await call
-        except grpc.RpcError as error:
-            raise from_grpc_error(error) from None
+            try:
+                await self._send_all(call, requests)
+            except (grpc.RpcError, asyncio.InvalidStateError) as error:
+                # A write into a call that already ended fails with a bare INTERNAL
+                # ("Internal error from Core") or InvalidStateError; the call's own
+                # status says why.
+                raise from_grpc_error(await _ending(call, error)) from None
+            try:
+                return await call
+            except grpc.RpcError as error:
+                raise from_grpc_error(error) from None
         finally:
             if not call.done():
                 call.cancel()
