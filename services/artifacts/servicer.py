@@ -67,6 +67,12 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         self._backend = backend or backends.from_config(resources.config)
         self._objects = ObjectStore(resources.pool)
         self._janitor = janitor_for(resources, self._backend)
+        # A streamed upload takes a writer thread before it is accepted, when its client
+        # starts to send: past UPLOAD_THREADS, uploads wait holding their header alone.
+        # Accepted first, each held the chunks its client sent while it waited for a
+        # thread (about 2 MB a call in gRPC's window and the writer's queue), without
+        # bound in number.
+        self._writers = asyncio.Semaphore(threads.UPLOAD_THREADS)
         self._direct = DirectTransfers(
             resources, self._backend, self._objects, self._janitor, self._info, self._discard
         )
@@ -184,24 +190,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             return api.UploadResponse(object=self._info(accepted))
         header, upload, expected_sha256 = accepted
         try:
-            await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
-            reader = VerifyingReader(
-                asyncio.get_running_loop(),
-                header.expected_size,
-                expected_sha256,
-                self._backend.write_limit(header.expected_size),
-            )
-            writing = threads.start_upload(
-                self._backend.write,
-                upload.storage_key,
-                reader,
-                upload.content_type,
-                header.expected_size,
-            )
-            await _pump(stream, reader, writing, self._stopping)
-            await writing
-            if not reader.verified:  # never publish what was not checked to the end
-                raise invalid_field("finish", "the upload ended before its finish message")
+            async with self._writers:
+                await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
+                reader = await self._written(stream, header, upload, expected_sha256)
             await access.admit_again()  # its caller's key or role may be gone since
             stored, replaced = await self._objects.publish(
                 upload,
@@ -215,6 +206,34 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             raise
         await self._janitor.collect([replaced] if replaced else [])
         return api.UploadResponse(object=self._info(stored))
+
+    async def _written(
+        self,
+        stream: AsyncIterator[api.UploadRequest],
+        header: api.UploadHeader,
+        upload: PendingUpload,
+        expected_sha256: str,
+    ) -> VerifyingReader:
+        """The upload's bytes written to the store by a writer thread, as the client
+        sends them, and checked to their end; the reader that checked them."""
+        reader = VerifyingReader(
+            asyncio.get_running_loop(),
+            header.expected_size,
+            expected_sha256,
+            self._backend.write_limit(header.expected_size),
+        )
+        writing = threads.start_upload(
+            self._backend.write,
+            upload.storage_key,
+            reader,
+            upload.content_type,
+            header.expected_size,
+        )
+        await _pump(stream, reader, writing, self._stopping)
+        await writing
+        if not reader.verified:  # never publish what was not checked to the end
+            raise invalid_field("finish", "the upload ended before its finish message")
+        return reader
 
     async def _accept(
         self, stream: AsyncIterator[api.UploadRequest], context: Context

@@ -1,16 +1,25 @@
-"""An upload the client gives up midway (its source raises, or the caller cancels)
-ends on the server at once: the call was left open until the channel closed, and the
-server held its buffers and a writer's file meanwhile, about 2 MB a call."""
+"""What an upload holds of the server while it does not go on: one the client gives up
+midway (its source raises, or the caller cancels) ends on the server at once (it was
+left open until the channel closed, the server holding its buffers and a writer's file,
+about 2 MB a call), and one waiting for a writer thread holds only its header."""
 
 import asyncio
+import hashlib
 import io
 import threading
+from collections.abc import AsyncIterator
 
 import asyncpg
+import grpc
 import pytest
 
 import cairn
-from tests.conftest import eventually
+from cairn._transport import STREAM_VERDICT_HEADER
+from cairn.artifacts.v1 import artifacts_service_pb2 as api
+from cairn.artifacts.v1 import artifacts_service_pb2_grpc as rpc
+from cairn_server.artifacts import threads
+from cairn_server.common.config import Config
+from tests.conftest import eventually, new_project, serving
 
 CHUNK = 256 * 1024
 _OPEN = "SELECT count(*) FROM artifacts.uploads WHERE project = $1"
@@ -79,3 +88,48 @@ async def test_an_upload_cancelled_by_its_caller_ends_on_the_server(
 
 async def _opened(pool: asyncpg.Pool, project: str) -> bool:
     return await pool.fetchval(_OPEN, project) > 0
+
+
+async def test_uploads_past_the_writer_threads_wait_before_they_are_accepted(
+    config: Config, pool: asyncpg.Pool, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accepted at once, an upload waiting for a writer thread held the chunks its
+    client sent meanwhile (about 2 MB a call), however many waited. It now holds its
+    header alone: its client sends nothing before the verdict."""
+    monkeypatch.setattr(threads, "UPLOAD_THREADS", 1)
+    async with serving(config, pool, ["artifacts"]) as port:
+        project = await new_project(port, f"wait-{unique}")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = rpc.ArtifactServiceStub(channel)
+            first, first_sent = _held_upload(stub, project, "first")
+            assert await _verdict(first) == "accepted"
+            second, second_sent = _held_upload(stub, project, "second")
+            # Nothing the test could wait for happens here: the verdict must not come
+            # while the first upload holds the only writer.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(_verdict(second)), 1.0)
+            first_sent.set()
+            assert (await first).object.size == 1
+            assert await _verdict(second) == "accepted"
+            second_sent.set()
+            assert (await second).object.size == 1
+
+
+def _held_upload(
+    stub: rpc.ArtifactServiceStub, project: str, path: str
+) -> tuple[grpc.aio.StreamUnaryCall, asyncio.Event]:
+    """An upload of one byte whose finish waits for the event returned."""
+    finish = asyncio.Event()
+
+    async def requests() -> AsyncIterator[api.UploadRequest]:
+        yield api.UploadRequest(header=api.UploadHeader(project=project, path=path))
+        yield api.UploadRequest(chunk=b"x")
+        await finish.wait()
+        digest = hashlib.sha256(b"x").hexdigest()
+        yield api.UploadRequest(finish=api.UploadFinish(sha256=digest))
+
+    return stub.Upload(requests()), finish
+
+
+async def _verdict(call: grpc.aio.StreamUnaryCall) -> str | None:
+    return dict(await call.initial_metadata() or ()).get(STREAM_VERDICT_HEADER)
