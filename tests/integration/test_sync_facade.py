@@ -7,6 +7,7 @@ a script's main thread would call a remote server.
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import os
 import select
@@ -18,7 +19,7 @@ import pytest
 from cairn import sync
 from cairn.exceptions import ClientClosedError, NotFoundError
 from cairn.types import ListOptions, Pager, RegisteredModel
-from tests.conftest import new_project
+from tests.conftest import eventually, new_project
 
 
 def _tracking(port: int, project: str) -> sync.TrackingClient:
@@ -205,3 +206,36 @@ async def test_a_forked_child_gets_a_clear_error_not_a_call_that_never_returns(
             return said
 
     assert await asyncio.to_thread(scenario) == "ClientClosedError"
+
+
+async def test_a_client_dropped_unclosed_lets_its_thread_and_files_go(
+    server_port: int, unique: str
+) -> None:
+    """Each kept a thread and three files (its loop's) until the process exited: a
+    script making a client per task ran out of files after about 330."""
+    project = await new_project(server_port, f"sync-{unique}")
+
+    def sync_threads() -> int:
+        return sum(t.name == "cairn-sync" for t in threading.enumerate())
+
+    def files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def drop_one() -> None:
+        tracking = _tracking(server_port, project)
+        tracking.search_experiments()
+        sub = sync.Client(f"http://127.0.0.1:{server_port}", project=project).tracking
+        sub.search_experiments()  # the view keeps its client's loop while it is used
+
+    def scenario() -> tuple[int, int]:
+        drop_one()  # the first makes what every client shares (grpc's own threads)
+        gc.collect()
+        before = (sync_threads(), files())
+        for _ in range(20):
+            drop_one()
+        return before
+
+    threads_before, files_before = await asyncio.to_thread(scenario)
+    await eventually(lambda: gc.collect() >= 0 and sync_threads() <= threads_before)
+    # The server's ends of the connections (in this process) close a little later.
+    await eventually(lambda: files() <= files_before, what="the files are closed")

@@ -25,6 +25,7 @@ import functools
 import inspect
 import os
 import threading
+import weakref
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -74,12 +75,16 @@ class _Runner:
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
-            target=self._loop.run_forever, name="cairn-sync", daemon=True
+            target=_run_until_stopped, args=(self._loop,), name="cairn-sync", daemon=True
         )
         self._thread.start()
         # A forked child has the loop but not the thread that runs it: work handed to
         # it there would wait for ever.
         self._pid = os.getpid()
+        # Dropped unclosed (no client or object of its own left to use it), the loop
+        # stops and its thread ends: they were kept, with the loop's files and the
+        # channel's connections, until the process exited.
+        self._dropped = weakref.finalize(self, _stop_dropped, self._loop, self._pid)
         # Set once, under the lock, before the loop stops: no work is handed to a loop
         # that will not run it.
         self._closing = False
@@ -130,10 +135,10 @@ class _Runner:
             if self._closing:
                 return
             self._closing = True
+        self._dropped.detach()
         asyncio.run_coroutine_threadsafe(_end_other_tasks(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+        self._thread.join()  # which closes the loop
         # A call whose task outlived the wait for it to end will never be answered by
         # the loop: its caller gets the error instead of waiting for ever.
         for running in list(self._running):
@@ -240,6 +245,19 @@ class _SyncView:
 
     def __dir__(self) -> list[str]:
         return sorted(set(dir(self._target)) | set(super().__dir__()))
+
+
+def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
+    loop.run_forever()
+    loop.close()  # its files too, however it was stopped
+
+
+def _stop_dropped(loop: asyncio.AbstractEventLoop, pid: int) -> None:
+    """Stops the loop of a runner dropped unclosed (in the process that runs it: a
+    forked child's copy runs nowhere)."""
+    if os.getpid() == pid and not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # closed meanwhile
+            loop.call_soon_threadsafe(loop.stop)
 
 
 async def _end_other_tasks() -> None:
