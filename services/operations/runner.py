@@ -173,6 +173,10 @@ class Runner:
         retention = self._resources.config.request_id_retention_seconds
         pruned = await self._resources.idempotency.prune(retention)
         await gc.done("request_ids", pruned, progress=0)
+        # Operations are garbage too: those that ended before the cutoff, as the runs
+        # and experiments deleted before it (one a collection, else for ever).
+        forgotten = await self._store.forget_finished(gc.cutoff)
+        await gc.done("operations", forgotten, progress=0)
 
     async def _renew(self, held: Lease) -> None:
         while True:

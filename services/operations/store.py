@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -15,6 +15,8 @@ from ..common.paging import Keyset, Page, SortColumn
 from ..common.sql import Params
 from .model import PREFIX, Kind, Lease, Operation, State
 
+# Finished operations forgotten at a time: a short statement each.
+SLICE_ROWS = 1000
 _COLUMNS = """operation_id, kind, state, spec, steps, progress_done, progress_total, counts,
     errors, create_time, update_time, end_time, attempts, outages"""
 _NEWEST_FIRST = Keyset(
@@ -182,6 +184,24 @@ class OperationStore:
                 State.FAILED,
             )
         return int(status.split()[-1])
+
+    async def forget_finished(self, before: datetime, slice_rows: int = SLICE_ROWS) -> int:
+        """Deletes the operations that ended before `before`, slice_rows at a time (each
+        a short statement, which passes over rows another holds); returns how many."""
+        forgotten = 0
+        while True:
+            async with self._pool.acquire() as conn:
+                status = await conn.execute(
+                    """DELETE FROM operations.operations WHERE ctid IN (
+                           SELECT ctid FROM operations.operations
+                           WHERE end_time < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)""",
+                    before,
+                    slice_rows,
+                )
+            deleted = int(status.split()[-1])
+            forgotten += deleted
+            if deleted < slice_rows:
+                return forgotten
 
     async def _update(self, held: Lease, assignments: str, *values: Any) -> None:
         """Changes an operation in the attempt `held` runs; LeaseLost when the operation

@@ -4,6 +4,7 @@ before the cut-off goes for good, rows, names and bytes; nothing else is touched
 from __future__ import annotations
 
 import datetime
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -123,6 +124,32 @@ async def test_purges_what_was_deleted_before_the_cutoff(
     listed = [op.name async for op in client.operations.list_operations(page_size=1).limit(50)]
     assert started.name in listed
     assert (await client.operations.get_operation(started.name)) == done
+
+
+async def test_forgets_the_operations_that_ended_before_the_cutoff(
+    client: cairn.Client, pool: asyncpg.Pool
+) -> None:
+    """One row a collection was kept for ever."""
+    operations = client.operations
+    old, recent = [
+        await operations.wait_operation(
+            (await operations.start_garbage_collection(HOUR)).name, timeout=60
+        )
+        for _ in range(2)
+    ]
+    status = await pool.execute(
+        """UPDATE operations.operations SET end_time = end_time - interval '2 hours'
+           WHERE operation_id = $1""",
+        uuid.UUID(old.name.removeprefix("operations/")),
+    )
+    assert status == "UPDATE 1"
+    done = await operations.wait_operation(
+        (await operations.start_garbage_collection(HOUR)).name, timeout=60
+    )
+    assert done.state is OperationState.SUCCEEDED and done.counts["operations"] >= 1
+    with pytest.raises(NotFoundError):
+        await operations.get_operation(old.name)
+    assert (await operations.get_operation(recent.name)) == recent
 
 
 async def test_a_wait_that_times_out_says_so(client: cairn.Client, pool: asyncpg.Pool) -> None:
