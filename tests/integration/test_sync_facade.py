@@ -12,6 +12,9 @@ import io
 import os
 import select
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pytest
@@ -239,3 +242,66 @@ async def test_a_client_dropped_unclosed_lets_its_thread_and_files_go(
     await eventually(lambda: gc.collect() >= 0 and sync_threads() <= threads_before)
     # The server's ends of the connections (in this process) close a little later.
     await eventually(lambda: files() <= files_before, what="the files are closed")
+
+
+def _script(port: int, project: str, body: str) -> subprocess.CompletedProcess[str]:
+    """body run by a Python of its own, `tracking` a sync client of the project made
+    after the lines above it; killed after 60 s (a script that would never end)."""
+    prelude = (
+        "import atexit, gc\n"
+        "from cairn import sync\n"
+        "def client():\n"
+        f"    return sync.TrackingClient.insecure_connection('127.0.0.1', {port}, "
+        f"project={project!r})\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(body)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_a_client_in_use_at_exit_keeps_working(server_port: int, unique: str) -> None:
+    """Stopped at the exit as if dropped, it left an atexit handler using it waiting
+    for ever (or raising "Event loop is closed")."""
+    project = await new_project(server_port, f"sync-{unique}")
+    done = await asyncio.to_thread(
+        _script,
+        server_port,
+        project,
+        """
+        atexit.register(lambda: print("at exit", tracking.search_experiments() is not None))
+        tracking = client()
+        tracking.create_experiment("used-at-exit")
+        """,
+    )
+    assert (done.returncode, done.stdout) == (0, "at exit True\n"), done.stderr
+
+
+async def test_a_client_collected_with_its_open_iterator_lets_the_collection_end(
+    server_port: int, unique: str
+) -> None:
+    """In a reference cycle with a history iterator not read to its end, the stopped
+    loop was handed the iterator's end and gc.collect() waited for it for ever."""
+    project = await new_project(server_port, f"sync-{unique}")
+    done = await asyncio.to_thread(
+        _script,
+        server_port,
+        project,
+        """
+        tracking = client()
+        experiment_id = tracking.create_experiment("cycle")
+        run_id = tracking.create_run(experiment_id).info.run_id
+        for step in range(3):
+            tracking.log_metric(run_id, "m", 1.0, step=step)
+        points = tracking.iter_metric_history(run_id, "m")
+        next(points)
+        cycle = [tracking, points]
+        cycle.append(cycle)
+        del tracking, points, cycle
+        gc.collect()
+        print("collected")
+        """,
+    )
+    assert (done.returncode, done.stdout) == (0, "collected\n"), done.stderr

@@ -81,14 +81,15 @@ class _Runner:
         # A forked child has the loop but not the thread that runs it: work handed to
         # it there would wait for ever.
         self._pid = os.getpid()
+        # Closed once, before the loop stops: no work is handed to a loop that will not
+        # run it.
+        self._gate = _Gate()
         # Dropped unclosed (no client or object of its own left to use it), the loop
         # stops and its thread ends: they were kept, with the loop's files and the
-        # channel's connections, until the process exited.
-        self._dropped = weakref.finalize(self, _stop_dropped, self._loop, self._pid)
-        # Set once, under the lock, before the loop stops: no work is handed to a loop
-        # that will not run it.
-        self._closing = False
-        self._lock = threading.Lock()
+        # channel's connections, until the process exited. Not at the exit itself:
+        # clients still in use then (by atexit handlers, say) go on working.
+        self._dropped = weakref.finalize(self, _stop_dropped, self._loop, self._pid, self._gate)
+        self._dropped.atexit = False
         # The calls handed to the loop and not answered yet.
         self._running: set[concurrent.futures.Future[Any]] = set()
 
@@ -131,10 +132,8 @@ class _Runner:
         loop and its thread; again, or in a forked child, does nothing."""
         if self._forked():
             return
-        with self._lock:
-            if self._closing:
-                return
-            self._closing = True
+        if not self._gate.close():
+            return
         self._dropped.detach()
         asyncio.run_coroutine_threadsafe(_end_other_tasks(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -156,8 +155,8 @@ class _Runner:
         if self._forked():
             work.close()
             return None
-        with self._lock:
-            if self._closing:
+        with self._gate.lock:
+            if self._gate.closed:
                 work.close()
                 return None
             running = asyncio.run_coroutine_threadsafe(work, self._loop)
@@ -174,7 +173,7 @@ class _Runner:
                 "a sync cairn client cannot be used in a process forked from the one that "
                 "made it; make a new client in this process"
             )
-        return ClientClosedError(_CLOSED) if self._closing else None
+        return ClientClosedError(_CLOSED) if self._gate.closed else None
 
     def _adapt(self, value: Any) -> Any:
         if hasattr(value, "__anext__"):
@@ -202,7 +201,8 @@ class _Runner:
         finally:
             closing = getattr(stream, "aclose", None)
             if closing is not None:
-                self.wait(closing())
+                with contextlib.suppress(ClientClosedError):  # it ended with its loop
+                    self.wait(closing())
 
 
 class _SyncView:
@@ -247,17 +247,33 @@ class _SyncView:
         return sorted(set(dir(self._target)) | set(super().__dir__()))
 
 
+class _Gate:
+    """Whether a runner's loop still takes work."""
+
+    def __init__(self) -> None:
+        # Reentrant: a collection may run the finalizer of a dropped runner on a thread
+        # that holds the gate of another.
+        self.lock = threading.RLock()
+        self.closed = False
+
+    def close(self) -> bool:
+        """Takes no more work; whether it took work until now."""
+        with self.lock:
+            taking, self.closed = not self.closed, True
+            return taking
+
+
 def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
     loop.run_forever()
     loop.close()  # its files too, however it was stopped
 
 
-def _stop_dropped(loop: asyncio.AbstractEventLoop, pid: int) -> None:
-    """Stops the loop of a runner dropped unclosed (in the process that runs it: a
-    forked child's copy runs nowhere)."""
-    if os.getpid() == pid and not loop.is_closed():
-        with contextlib.suppress(RuntimeError):  # closed meanwhile
-            loop.call_soon_threadsafe(loop.stop)
+def _stop_dropped(loop: asyncio.AbstractEventLoop, pid: int, gate: _Gate) -> None:
+    """Stops the loop of a runner dropped unclosed, after which what is left of it (the
+    end of an iterator collected with it) is refused, not left waiting for ever; in the
+    process that runs it only (a forked child's copy runs nowhere)."""
+    if os.getpid() == pid and gate.close():
+        loop.call_soon_threadsafe(loop.stop)
 
 
 async def _end_other_tasks() -> None:
