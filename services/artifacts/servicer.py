@@ -276,11 +276,12 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
     ) -> None:
         """Reads an upload's bytes as any upload's, storing none, and refuses them unless
         they are those of done, which its request id published (see _accept)."""
-        await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
-        reader = VerifyingReader(asyncio.get_running_loop(), 0, "")
-        writing = threads.start_upload(repeats.read_to_end, reader, done)
-        await _pump(stream, reader, writing, self._stopping)
-        await writing
+        async with self._writers:  # its reader takes a writer thread as an upload does
+            await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
+            reader = VerifyingReader(asyncio.get_running_loop(), 0, "")
+            writing = threads.start_upload(repeats.read_to_end, reader, done)
+            await _pump(stream, reader, writing, self._stopping)
+            await writing
         repeats.check(done, reader.sha256, reader.size)
 
     def _check_streamable(self, size: int) -> None:

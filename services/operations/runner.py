@@ -174,8 +174,10 @@ class Runner:
         pruned = await self._resources.idempotency.prune(retention)
         await gc.done("request_ids", pruned, progress=0)
         # Operations are garbage too: those that ended before the cutoff, as the runs
-        # and experiments deleted before it (one a collection, else for ever).
-        forgotten = await self._store.forget_finished(gc.cutoff)
+        # and experiments deleted before it (one a collection, else for ever); but not
+        # within the request ids' retention, in which a retried start is answered with
+        # the operation it started, and a client still waiting on one reads it.
+        forgotten = await self._store.forget_finished(gc.cutoff, retention)
         await gc.done("operations", forgotten, progress=0)
 
     async def _renew(self, held: Lease) -> None:

@@ -185,17 +185,22 @@ class OperationStore:
             )
         return int(status.split()[-1])
 
-    async def forget_finished(self, before: datetime, slice_rows: int = SLICE_ROWS) -> int:
-        """Deletes the operations that ended before `before`, slice_rows at a time (each
-        a short statement, which passes over rows another holds); returns how many."""
+    async def forget_finished(
+        self, before: datetime, kept_seconds: float, slice_rows: int = SLICE_ROWS
+    ) -> int:
+        """Deletes the operations that ended before `before` and more than kept_seconds
+        ago, slice_rows at a time (each a short statement, which passes over rows
+        another holds); returns how many."""
         forgotten = 0
         while True:
             async with self._pool.acquire() as conn:
                 status = await conn.execute(
                     """DELETE FROM operations.operations WHERE ctid IN (
                            SELECT ctid FROM operations.operations
-                           WHERE end_time < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)""",
+                           WHERE end_time < least($1, clock_timestamp() - $2 * interval '1 s')
+                           LIMIT $3 FOR UPDATE SKIP LOCKED)""",
                     before,
+                    kept_seconds,
                     slice_rows,
                 )
             deleted = int(status.split()[-1])

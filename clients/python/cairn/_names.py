@@ -19,7 +19,7 @@ _REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 # Characters that show as nothing, at an end a name cannot be told from the same name
 # without them: a byte-order mark a file read left, a zero-width space pasted along.
 # Within a name they join or shape what is around them (emoji, Persian), and stay.
-_INVISIBLE = "[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+_INVISIBLE = "[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
 _INVISIBLE_END = re.compile(f"^{_INVISIBLE}|{_INVISIBLE}\\Z")
 
 
