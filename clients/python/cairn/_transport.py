@@ -441,6 +441,9 @@ class Transport:
             return await method(request, timeout=self._timeout(timeout), metadata=headers)
         except grpc.RpcError as error:
             raise from_grpc_error(error) from None
+        except asyncio.CancelledError:
+            self._raise_if_closed()
+            raise
 
     async def every_page(
         self,
@@ -480,6 +483,9 @@ class Transport:
                 yield response
         except grpc.RpcError as error:
             raise from_grpc_error(error) from None
+        except asyncio.CancelledError:
+            self._raise_if_closed()
+            raise
         finally:
             call.cancel()
 
@@ -515,9 +521,20 @@ class Transport:
                 return await call
             except grpc.RpcError as error:
                 raise from_grpc_error(error) from None
+        except asyncio.CancelledError:
+            self._raise_if_closed()
+            raise
         finally:
             if not call.done():
                 call.cancel()
+
+    def _raise_if_closed(self) -> None:
+        """Raises ClientClosedError for a call cancelled because the client was closed
+        (by another task), not its caller's task: grpc's bare CancelledError passed
+        `except CairnError` by and stopped the task as if it had been cancelled."""
+        task = asyncio.current_task()
+        if self.channel.closed and task is not None and not task.cancelling():
+            raise ClientClosedError("this cairn client was closed while the call ran") from None
 
     @staticmethod
     async def _send_all(call: Any, requests: AsyncIterable[Any]) -> None:

@@ -142,9 +142,10 @@ _BY_CODE: dict[grpc.StatusCode, type[CairnError]] = {
 
 
 class ClientClosedError(FailedPreconditionError, RuntimeError):
-    """A call on a client that was closed, or that another thread closed while the call
-    ran, or a sync client used in a process forked from the one that made it. No call
-    reached a server; `reason` is CLIENT_CLOSED. Make a new client."""
+    """A call on a client that was closed, or that another task or thread closed while
+    the call ran (which the server may have answered, or not), or a sync client used in
+    a process forked from the one that made it; `reason` is CLIENT_CLOSED. Make a new
+    client."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, reason="CLIENT_CLOSED")

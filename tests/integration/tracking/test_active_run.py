@@ -222,3 +222,29 @@ async def test_buffered_points_are_sent_every_send_interval(
         await eventually(sent, what="the buffered points sent while the run goes on")
     with pytest.raises(ValueError):
         tracking.start_run(experiment_id, send_interval=0)
+
+
+async def test_points_logged_as_the_block_ends_are_stored_or_refused(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    """Another task logging as the block ended was answered, and its points dropped:
+    the buffer took them after the run's last send, and a flush waited for ever."""
+    accepted = 0
+
+    async def late(run: ActiveRun) -> None:
+        nonlocal accepted
+        for step in range(100_000):
+            try:
+                await run.log_metric("late", 1.0, step=step)
+            except RuntimeError:
+                return
+            accepted += 1
+            await asyncio.sleep(0)
+
+    async with tracking.start_run(experiment_id) as run:
+        logging = asyncio.create_task(late(run))
+        await eventually(lambda: accepted > 100, what="the task logs")
+    await asyncio.wait_for(logging, 30)
+    with pytest.raises(RuntimeError, match="has ended"):
+        await run.flush()
+    assert len(await tracking.get_metric_history(run.run_id, "late")) == accepted

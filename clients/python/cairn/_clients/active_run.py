@@ -125,6 +125,8 @@ class ActiveRun:
         self._room = asyncio.Condition()
         self._sending: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
+        # The block is being left (no point is taken any more), and has been left.
+        self._ending = self._over = False
         self.run: Run | None = None
 
     @property
@@ -156,6 +158,17 @@ class ActiveRun:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # From here on points are refused, not taken by a buffer no one will send (by
+        # another task or thread still logging as the block ends).
+        self._ending = True
+        try:
+            await self._exit(exc_type)
+        finally:
+            self._over = True
+            async with self._room:  # those still waiting (a flush) learn it is over
+                self._room.notify_all()
+
+    async def _exit(self, exc_type: type[BaseException] | None) -> None:
         try:
             terminated = await self._end(exc_type)
         except asyncio.CancelledError:
@@ -227,13 +240,17 @@ class ActiveRun:
 
     async def _buffer(self, points: list[Metric]) -> None:
         for point in points:
-            self._raise_pending()
+            self._check_open()
             if self._batches.points >= self._max_buffered:
                 async with self._room:
                     await self._room.wait_for(
-                        lambda: self._batches.points < self._max_buffered or self._error is not None
+                        lambda: (
+                            self._batches.points < self._max_buffered
+                            or self._error is not None
+                            or self._over
+                        )
                     )
-                self._raise_pending()
+                self._check_open()
             if self._batches.add(point):
                 self._wake.set()
 
@@ -251,15 +268,17 @@ class ActiveRun:
 
     async def flush(self) -> None:
         """Returns once every buffered point has been stored, waiting through outages."""
+        self._check_open()
         await self._drain()
-        self._raise_pending()
+        if self._error is not None or self._batches.points:  # or the block ended first
+            self._check_open()
 
     async def _drain(self) -> None:
-        while self._batches.points and self._error is None:
+        while self._batches.points and self._error is None and not self._over:
             self._wake.set()
             async with self._room:
                 await self._room.wait_for(
-                    lambda: not self._batches.points or self._error is not None
+                    lambda: not self._batches.points or self._error is not None or self._over
                 )
 
     async def _send_forever(self) -> None:
@@ -329,9 +348,16 @@ class ActiveRun:
         if self._journaling is not None:  # before the run's last journal replaces it
             await asyncio.gather(self._journaling, return_exceptions=True)
 
-    def _raise_pending(self) -> None:
+    def _check_open(self) -> None:
+        """Raises the error that stopped sending, if one did, or RuntimeError once the
+        run's block has ended or is ending."""
         if self._error is not None:
             raise self._error
+        if self._ending:
+            raise RuntimeError(
+                f"the block of run {self.run_id} has ended: log to the run with the "
+                "client's calls (log_metric, log_batch) instead"
+            )
 
 
 def _checked(key: str, value: float, step: int, timestamp: int | None) -> Metric:
