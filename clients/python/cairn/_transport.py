@@ -368,6 +368,9 @@ class Transport:
         self.direct_tls: ssl.SSLContext | None = None
         # Whether the channel has TLS: then artifact bytes never move in clear.
         self.tls = False
+        # What the clients of this channel share, whatever their project (the writes
+        # queued with synchronous=False, which closing the channel waits for).
+        self.shared: dict[str, Any] = {}
 
     @classmethod
     def insecure(
@@ -418,7 +421,7 @@ class Transport:
         derived = Transport(self.channel, project=project, timeout=timeout)
         derived._metadata = self._metadata
         derived.artifacts_host, derived.direct_tls = self.artifacts_host, self.direct_tls
-        derived.tls = self.tls
+        derived.tls, derived.shared = self.tls, self.shared
         return derived
 
     async def unary(

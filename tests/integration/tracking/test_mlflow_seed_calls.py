@@ -114,6 +114,19 @@ async def test_close_sends_the_background_writes_first(server_port, tracking, ru
         await client.log_param(run_id, "q", "1", synchronous=False)
 
 
+async def test_close_sends_the_background_writes_of_every_projects_client_first(
+    server_port, tracking, run_id
+) -> None:
+    """Each client flushed its own queue: closing the channel from the parent dropped
+    the writes a client of another project had queued."""
+    client = cairn.TrackingClient.insecure_connection("127.0.0.1", server_port)
+    same = client.for_project(client.project)  # another client object on the channel
+    operations = [await same.set_tag(run_id, f"t{i}", "1", synchronous=False) for i in range(20)]
+    await client.close()
+    assert all(operation.done() for operation in operations)
+    assert len((await tracking.get_run(run_id)).data.tags) == 20
+
+
 async def test_log_image_stores_pngs_as_mlflow_does(tracking, run_id, tmp_path) -> None:
     image = numpy.zeros((4, 3, 3), dtype=numpy.uint8)
     image[0, 0] = (255, 0, 0)

@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
+from .._transport import Transport
 from ..exceptions import ClientClosedError
 
 
@@ -97,10 +98,13 @@ class _WriteQueue:
 
 class BackgroundWrites:
     """Mixed into TrackingClient: sends writes with synchronous=False in the background,
-    in order, so `flush_async_logging` (and `close`) can wait for all of them."""
+    in order, so `flush_async_logging` (and `close`) can wait for all of them: those of
+    every project's client on the channel, which closing any of them closes."""
+
+    _transport: Transport
 
     def _write_queue(self) -> _WriteQueue:
-        queue: _WriteQueue = self.__dict__.setdefault("_background_writes", _WriteQueue())
+        queue: _WriteQueue = self._transport.shared.setdefault("background_writes", _WriteQueue())
         return queue
 
     async def _write(self, write: Awaitable[Any], synchronous: bool | None) -> RunOperations | None:
@@ -108,7 +112,7 @@ class BackgroundWrites:
         if synchronous is not False:
             await write
             return None
-        if getattr(self._transport.channel, "closed", False):  # type: ignore[attr-defined]
+        if getattr(self._transport.channel, "closed", False):
             if asyncio.iscoroutine(write):
                 write.close()  # never to run: no "never awaited" warning
             raise ClientClosedError("this cairn client is closed; make a new one")
