@@ -235,6 +235,25 @@ async def test_log_table_keeps_every_row_of_appends_made_at_once(tracking, exper
     assert sorted(entry["path"] for entry in logged) == ["other.json", "same.json"]
 
 
+async def test_log_table_keeps_every_row_of_one_file_named_two_ways_or_by_two_clients(
+    tracking, experiment_id
+) -> None:
+    """The lock was the client object's, by the name as given: appends of "t.json"
+    and "/t.json" (one file), or through a for_project client, lost rows."""
+    run_id = (await tracking.create_run(experiment_id)).info.run_id
+    other = tracking.for_project(tracking.project)
+    await asyncio.gather(
+        *(
+            (tracking if i % 3 else other).log_table(
+                run_id, {"a": [i]}, ["t.json", "/t.json"][i % 2]
+            )
+            for i in range(12)
+        )
+    )
+    table = split(await tracking.load_table(experiment_id, "t.json", run_ids=[run_id]))
+    assert sorted(row[0] for row in table["data"]) == list(range(12))
+
+
 async def test_synchronous_false_under_the_sync_facade(server_port, experiment_id) -> None:
     def scenario() -> None:
         with sync.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:

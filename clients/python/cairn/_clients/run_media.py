@@ -109,9 +109,10 @@ class RunMedia:
         artifact_file gets the rows appended, as in MLflow. The run is tagged
         "mlflow.loggedArtifacts" so load_table finds it.
 
-        Appends to one file through one client are made one after another, so rows
-        logged at once are all kept; appends from different clients or processes are
-        not serialized (as in MLflow, the last write of the file wins).
+        Appends to one file through one client (or the clients of its channel) are
+        made one after another, so rows logged at once are all kept; appends from
+        different channels or processes are not serialized (as in MLflow, the last
+        write of the file wins).
 
         Raises:
             ValueError: artifact_file is not .json (.parquet needs pandas with pyarrow
@@ -122,8 +123,9 @@ class RunMedia:
         store, root = await run_store(self, run_id)
         path = join(root, None, artifact_file)
         # Appending reads the file and writes it whole: two appends at once would each
-        # write the old rows plus their own, and one would be lost.
-        async with _lock(self, run_id, artifact_file):
+        # write the old rows plus their own, and one would be lost. Locked by the path
+        # stored ("t.json" and "/t.json" are one file).
+        async with _lock(self, run_id, path):
             try:
                 existing = json.loads(await store.read(path))
             except NotFoundError:
@@ -179,11 +181,10 @@ class RunMedia:
 
 
 def _lock(client: Any, run_id: str, name: str) -> asyncio.Lock:
-    """The client's lock on one read-modify-write of a run (a table file, a tag); kept
-    while someone holds or waits for it."""
-    locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = client.__dict__.setdefault(
-        "_media_locks", weakref.WeakValueDictionary()
-    )
+    """The lock on one read-modify-write of a run (a table file, a tag) of the clients
+    of client's channel (for_project's too); kept while someone holds or waits for it."""
+    locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock]
+    locks = client._transport.shared.setdefault("media_locks", weakref.WeakValueDictionary())
     lock = locks.get((run_id, name))
     if lock is None:
         lock = locks[(run_id, name)] = asyncio.Lock()
