@@ -1,5 +1,7 @@
 """The Pager over scripted page functions: pages of 3, 0, 1 and 2 items, then the end."""
 
+import asyncio
+
 import pytest
 
 from cairn._transport import Transport
@@ -116,3 +118,22 @@ async def test_a_token_cycle_ends_every_page_with_a_clear_error() -> None:
     with pytest.raises(UnknownError) as raised:
         await transport.every_page(list_call, ListArtifactsRequest(), lambda reply: [])
     assert raised.value.reason == "PAGE_TOKEN_REPEATED"
+
+
+async def test_two_walks_of_one_pager_at_once_are_refused_not_blamed_on_the_server() -> None:
+    """Both walks sent the same token, and the second to come back raised UnknownError
+    PAGE_TOKEN_REPEATED, which says the server is at fault."""
+    script = _Script()
+
+    async def slow(options: ListOptions) -> PagedList[str]:
+        await asyncio.sleep(0)  # both walks ask before either is answered
+        return script.page(options)
+
+    pager = Pager(slow)
+
+    async def walk() -> list[str]:
+        return [item async for item in pager]
+
+    outcomes = await asyncio.gather(walk(), walk(), return_exceptions=True)
+    assert [type(o) for o in outcomes] == [list, RuntimeError], outcomes
+    assert "one task or thread at a time" in str(outcomes[1])

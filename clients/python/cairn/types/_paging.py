@@ -132,20 +132,22 @@ class Pager(Generic[T]):
         """
         if self._done:
             return _ready([]) if self._async_mode else []
+        sent = self.options.next_page_token
         result: Any = self._call_page_fn()
         self._async_mode = inspect.isawaitable(result)
         if self._async_mode:
-            return self._finish_async(result)
-        return self._finish(result)
+            return self._finish_async(result, sent)
+        return self._finish(result, sent)
 
     def __iter__(self) -> Iterator[T]:
         while not self._done:
+            sent = self.options.next_page_token
             result: Any = self._call_page_fn()
             if inspect.isawaitable(result):
                 if inspect.iscoroutine(result):
                     result.close()
                 raise TypeError("this Pager wraps an async function: use 'async for'")
-            yield from self._finish(result)
+            yield from self._finish(result, sent)
 
     async def __aiter__(self) -> AsyncIterator[T]:
         while not self._done:
@@ -153,15 +155,21 @@ class Pager(Generic[T]):
             for item in await page if inspect.isawaitable(page) else page:
                 yield item
 
-    async def _finish_async(self, pending: Awaitable[list[T]]) -> list[T]:
-        return self._finish(await pending)
+    async def _finish_async(self, pending: Awaitable[list[T]], sent: str | None) -> list[T]:
+        return self._finish(await pending, sent)
 
     def _call_page_fn(self) -> Any:
         if self.options.next_page_token:
             self._sent.add(self.options.next_page_token)
         return self.page_fn(self.options)
 
-    def _finish(self, page: list[T]) -> list[T]:
+    def _finish(self, page: list[T], sent: str | None) -> list[T]:
+        """Moves on past page, which was asked for with the token sent."""
+        if self.options.next_page_token != sent:  # another walk moved on meanwhile
+            raise RuntimeError(
+                "this Pager was walked by another iteration at the same time: walk a Pager "
+                "from one task or thread at a time, or give each its own"
+            )
         token = getattr(page, "next_page_token", self.options.next_page_token)
         if hasattr(page, "next_page_token"):
             check_token_is_new(token, self._sent)
