@@ -127,7 +127,9 @@ async def test_two_walks_of_one_pager_at_once_are_refused_not_blamed_on_the_serv
 
     async def slow(options: ListOptions) -> PagedList[str]:
         await asyncio.sleep(0)  # both walks ask before either is answered
-        return script.page(options)
+        page = script.page(options)
+        options.next_page_token = page.next_page_token  # as the clients' list calls do
+        return page
 
     pager = Pager(slow)
 
@@ -137,3 +139,6 @@ async def test_two_walks_of_one_pager_at_once_are_refused_not_blamed_on_the_serv
     outcomes = await asyncio.gather(walk(), walk(), return_exceptions=True)
     assert [type(o) for o in outcomes] == [list, RuntimeError], outcomes
     assert "one task or thread at a time" in str(outcomes[1])
+    # One walk after another goes on from where the last left off, as before.
+    pager.restart()
+    assert [item async for item in pager] == ["a", "b", "c", "d", "e", "f"]

@@ -110,7 +110,11 @@ class BaseClient:
             await self._transport.close()
 
     async def _before_close(self) -> None:
-        """What must end while the channel is still open (a client's queued writes)."""
+        """What must end while the channel is still open: the writes any client of the
+        channel queued with synchronous=False (run_operations.BackgroundWrites)."""
+        queued = self._transport.shared.get("background_writes")
+        if queued is not None:
+            await queued.flush()
 
     async def __aenter__(self) -> Self:
         return self

@@ -13,7 +13,9 @@ import pytest
 
 import cairn
 from cairn._clients.active_run import ActiveRun
+from cairn._clients.journal import Journal
 from cairn.exceptions import ClientClosedError
+from cairn.types import RunStatus
 from tests.conftest import eventually
 
 
@@ -78,3 +80,51 @@ async def _log_while_closed(own: cairn.TrackingClient, run: ActiveRun, pool: asy
                     await run.log_metric("m", 1.0, step=step)
         with pytest.raises(ClientClosedError):
             await run.flush()
+
+
+async def test_a_run_whose_client_is_closed_as_it_ends_keeps_its_status_in_its_journal(
+    own: cairn.TrackingClient, experiment_id: str, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """The end's set_terminated cut short by the close wrote no journal: the run stayed
+    RUNNING, with nothing for `cairn sync` to end it with."""
+    run = own.start_run(experiment_id, journal_dir=tmp_path)
+    async with pool.acquire() as conn, conn.transaction():
+
+        async def ended() -> None:
+            async with run:
+                await run.log_metric("m", 1.0)
+                await run.flush()
+                await conn.execute(  # the end's set_terminated waits for the row
+                    "SELECT 1 FROM tracking.runs WHERE run_id = $1 FOR UPDATE",
+                    uuid.UUID(run.run_id),
+                )
+
+        ending = asyncio.create_task(ended())
+        await eventually(lambda: _waiting_for(pool), what="the run's end waits")
+        await own.close()
+        with pytest.raises(ClientClosedError):
+            await ending
+    assert run.journal is not None
+    assert Journal.read(run.journal).status == RunStatus.FINISHED
+
+
+async def test_closing_any_client_of_the_channel_sends_the_queued_writes_first(
+    server_port: int, run_id: str, tracking: cairn.TrackingClient
+) -> None:
+    """Only the tracking client flushed the queue: closing the registry's view of a
+    cairn.Client dropped the writes the tracking view had queued."""
+    client = cairn.Client(f"http://127.0.0.1:{server_port}")
+    for i in range(20):
+        await client.tracking.set_tag(run_id, f"t{i}", "1", synchronous=False)
+    await client.registry.close()
+    assert len((await tracking.get_run(run_id)).data.tags) == 20
+
+
+async def test_an_active_run_is_entered_once(own: cairn.TrackingClient, experiment_id: str) -> None:
+    """Entered again, it started a new run that refused every point."""
+    run = own.start_run(experiment_id)
+    async with run:
+        pass
+    with pytest.raises(RuntimeError, match="start_run again"):
+        async with run:
+            pass

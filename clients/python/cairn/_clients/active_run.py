@@ -17,7 +17,12 @@ from typing import Any, Protocol, TypeVar
 from .. import _names as names
 from .._numbers import real, whole
 from .._transport import REQUEST_ID_HEADER
-from ..exceptions import DeadlineExceededError, ResourceExhaustedError, UnavailableError
+from ..exceptions import (
+    ClientClosedError,
+    DeadlineExceededError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
 from ..types._tracking import Metric, Param, Run, RunInput, RunStatus, RunTag
 from .journal import Journal, LiveJournal
 from .run_batches import Batches
@@ -136,6 +141,8 @@ class ActiveRun:
         return self.run.info.run_id
 
     async def __aenter__(self) -> ActiveRun:
+        if self.run is not None:
+            raise RuntimeError("an ActiveRun starts one run: call start_run again for another")
         # One request id for every attempt: a retry after a lost answer gets the run.
         once = [(REQUEST_ID_HEADER, uuid.uuid4().hex)]
         self.run = await _retrying(
@@ -171,9 +178,10 @@ class ActiveRun:
     async def _exit(self, exc_type: type[BaseException] | None) -> None:
         try:
             terminated = await self._end(exc_type)
-        except asyncio.CancelledError:
-            # Cancelled while it ends (a sync client closed from another thread, say):
-            # what is unsent, and the status, are kept as after an outage, not dropped.
+        except (asyncio.CancelledError, ClientClosedError):
+            # Cancelled, or its client closed, while it ends (a sync client closed from
+            # another thread, say): what is unsent, and the status, are kept as after an
+            # outage, not dropped.
             await self._stop_sending()
             self._keep_in_journal(_status(exc_type, self._error))
             raise

@@ -60,9 +60,6 @@ class TrackingClient(
     def _bind(self, channel: Any) -> None:
         self._stub = tracking_service_pb2_grpc.TrackingServiceStub(channel)
 
-    async def _before_close(self) -> None:
-        await self.flush_async_logging()
-
     # Experiments
 
     async def create_experiment(

@@ -94,6 +94,9 @@ class Pager(Generic[T]):
         self.options.next_page_token = None
         self._done = False
         self._sent: set[str] = set()
+        # Pages moved past (or restarts): a walk that finds it changed while it waited
+        # for a page was overtaken by another walk of this Pager.
+        self._position = getattr(self, "_position", 0) + 1
         return self
 
     def order_by_creation_time(self) -> Pager[T]:
@@ -132,22 +135,22 @@ class Pager(Generic[T]):
         """
         if self._done:
             return _ready([]) if self._async_mode else []
-        sent = self.options.next_page_token
+        at = self._position
         result: Any = self._call_page_fn()
         self._async_mode = inspect.isawaitable(result)
         if self._async_mode:
-            return self._finish_async(result, sent)
-        return self._finish(result, sent)
+            return self._finish_async(result, at)
+        return self._finish(result, at)
 
     def __iter__(self) -> Iterator[T]:
         while not self._done:
-            sent = self.options.next_page_token
+            at = self._position
             result: Any = self._call_page_fn()
             if inspect.isawaitable(result):
                 if inspect.iscoroutine(result):
                     result.close()
                 raise TypeError("this Pager wraps an async function: use 'async for'")
-            yield from self._finish(result, sent)
+            yield from self._finish(result, at)
 
     async def __aiter__(self) -> AsyncIterator[T]:
         while not self._done:
@@ -155,17 +158,17 @@ class Pager(Generic[T]):
             for item in await page if inspect.isawaitable(page) else page:
                 yield item
 
-    async def _finish_async(self, pending: Awaitable[list[T]], sent: str | None) -> list[T]:
-        return self._finish(await pending, sent)
+    async def _finish_async(self, pending: Awaitable[list[T]], at: int) -> list[T]:
+        return self._finish(await pending, at)
 
     def _call_page_fn(self) -> Any:
         if self.options.next_page_token:
             self._sent.add(self.options.next_page_token)
         return self.page_fn(self.options)
 
-    def _finish(self, page: list[T], sent: str | None) -> list[T]:
-        """Moves on past page, which was asked for with the token sent."""
-        if self.options.next_page_token != sent:  # another walk moved on meanwhile
+    def _finish(self, page: list[T], at: int) -> list[T]:
+        """Moves on past page, which was asked for at position `at`."""
+        if self._position != at:  # another walk moved on meanwhile
             raise RuntimeError(
                 "this Pager was walked by another iteration at the same time: walk a Pager "
                 "from one task or thread at a time, or give each its own"
@@ -175,6 +178,7 @@ class Pager(Generic[T]):
             check_token_is_new(token, self._sent)
         self.options.next_page_token = token or None
         self._done = not token
+        self._position += 1
         return page
 
     def _set(self, **changes: Any) -> Pager[T]:
