@@ -59,8 +59,10 @@ async def test_a_run_whose_client_is_closed_meanwhile_raises_client_closed(
     )
     with pytest.raises(ClientClosedError):  # the block's end raises it too
         await _log_while_closed(own, run, pool)
-    # What was not stored is in the run's journal.
+    # What was not stored is in the run's journal, with the status the code chose: the
+    # client's close, like an outage, makes no run FAILED.
     assert run.journal is not None and run.journal.parent == tmp_path
+    assert Journal.read(run.journal).status == RunStatus.FINISHED
 
 
 async def _log_while_closed(own: cairn.TrackingClient, run: ActiveRun, pool: asyncpg.Pool) -> None:
@@ -121,10 +123,14 @@ async def test_closing_any_client_of_the_channel_sends_the_queued_writes_first(
 
 
 async def test_an_active_run_is_entered_once(own: cairn.TrackingClient, experiment_id: str) -> None:
-    """Entered again, it started a new run that refused every point."""
+    """Entered again, it started a new run that refused every point; entered twice at
+    once, two runs, one of them left RUNNING for good."""
     run = own.start_run(experiment_id)
-    async with run:
-        pass
+    entries = await asyncio.gather(run.__aenter__(), run.__aenter__(), return_exceptions=True)
+    assert [type(e) for e in entries] == [type(run), RuntimeError]
+    await run.__aexit__(None, None, None)
     with pytest.raises(RuntimeError, match="start_run again"):
         async with run:
             pass
+    runs = await own.search_runs([experiment_id])
+    assert [r.info.status for r in runs] == [RunStatus.FINISHED]

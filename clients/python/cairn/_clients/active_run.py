@@ -130,8 +130,8 @@ class ActiveRun:
         self._room = asyncio.Condition()
         self._sending: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
-        # The block is being left (no point is taken any more), and has been left.
-        self._ending = self._over = False
+        # The block was entered, is being left (no point is taken any more), was left.
+        self._entered = self._ending = self._over = False
         self.run: Run | None = None
 
     @property
@@ -141,8 +141,9 @@ class ActiveRun:
         return self.run.info.run_id
 
     async def __aenter__(self) -> ActiveRun:
-        if self.run is not None:
+        if self._entered:  # set before any await: two entries at once are one too many
             raise RuntimeError("an ActiveRun starts one run: call start_run again for another")
+        self._entered = True
         # One request id for every attempt: a retry after a lost answer gets the run.
         once = [(REQUEST_ID_HEADER, uuid.uuid4().hex)]
         self.run = await _retrying(
@@ -379,8 +380,9 @@ def _checked(key: str, value: float, step: int, timestamp: int | None) -> Metric
 
 
 def _status(exc_type: type[BaseException] | None, error: BaseException | None) -> RunStatus:
-    """What the code chose: an outage never makes a run FAILED by itself."""
-    if exc_type is None and error is None:
+    """What the code chose: an outage never makes a run FAILED by itself, nor does its
+    client closed meanwhile (what was unsent is in its journal)."""
+    if exc_type is None and (error is None or isinstance(error, ClientClosedError)):
         return RunStatus.FINISHED
     if exc_type is not None and issubclass(exc_type, asyncio.CancelledError | KeyboardInterrupt):
         return RunStatus.KILLED

@@ -94,9 +94,6 @@ class Pager(Generic[T]):
         self.options.next_page_token = None
         self._done = False
         self._sent: set[str] = set()
-        # Pages moved past (or restarts): a walk that finds it changed while it waited
-        # for a page was overtaken by another walk of this Pager.
-        self._position = getattr(self, "_position", 0) + 1
         return self
 
     def order_by_creation_time(self) -> Pager[T]:
@@ -135,22 +132,20 @@ class Pager(Generic[T]):
         """
         if self._done:
             return _ready([]) if self._async_mode else []
-        at = self._position
         result: Any = self._call_page_fn()
         self._async_mode = inspect.isawaitable(result)
         if self._async_mode:
-            return self._finish_async(result, at)
-        return self._finish(result, at)
+            return self._finish_async(result)
+        return self._finish(result)
 
     def __iter__(self) -> Iterator[T]:
         while not self._done:
-            at = self._position
             result: Any = self._call_page_fn()
             if inspect.isawaitable(result):
                 if inspect.iscoroutine(result):
                     result.close()
                 raise TypeError("this Pager wraps an async function: use 'async for'")
-            yield from self._finish(result, at)
+            yield from self._finish(result)
 
     async def __aiter__(self) -> AsyncIterator[T]:
         while not self._done:
@@ -158,27 +153,20 @@ class Pager(Generic[T]):
             for item in await page if inspect.isawaitable(page) else page:
                 yield item
 
-    async def _finish_async(self, pending: Awaitable[list[T]], at: int) -> list[T]:
-        return self._finish(await pending, at)
+    async def _finish_async(self, pending: Awaitable[list[T]]) -> list[T]:
+        return self._finish(await pending)
 
     def _call_page_fn(self) -> Any:
         if self.options.next_page_token:
             self._sent.add(self.options.next_page_token)
         return self.page_fn(self.options)
 
-    def _finish(self, page: list[T], at: int) -> list[T]:
-        """Moves on past page, which was asked for at position `at`."""
-        if self._position != at:  # another walk moved on meanwhile
-            raise RuntimeError(
-                "this Pager was walked by another iteration at the same time: walk a Pager "
-                "from one task or thread at a time, or give each its own"
-            )
+    def _finish(self, page: list[T]) -> list[T]:
         token = getattr(page, "next_page_token", self.options.next_page_token)
         if hasattr(page, "next_page_token"):
             check_token_is_new(token, self._sent)
         self.options.next_page_token = token or None
         self._done = not token
-        self._position += 1
         return page
 
     def _set(self, **changes: Any) -> Pager[T]:
@@ -193,7 +181,8 @@ def check_token_is_new(token: str | None, sent: set[str]) -> None:
     if token and token in sent:
         raise UnknownError(
             "the server answered a page token it was sent before, so the pages would go "
-            "round for ever; the server, or a proxy before it, is at fault",
+            "round for ever; the server, or a proxy before it, is at fault, unless one "
+            "Pager is walked by two tasks or threads at once (walk it from one at a time)",
             reason="PAGE_TOKEN_REPEATED",
         )
 
