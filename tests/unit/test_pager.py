@@ -123,9 +123,15 @@ async def test_a_token_cycle_ends_every_page_with_a_clear_error() -> None:
 async def test_two_walks_of_one_pager_at_once_end_with_an_error_that_says_so() -> None:
     """Both walks share the Pager's place: the error blamed the server alone."""
     script = _Script()
+    both_asked, asked = asyncio.Event(), 0
 
     async def slow(options: ListOptions) -> PagedList[str]:
-        await asyncio.sleep(0)  # both walks ask before either is answered
+        nonlocal asked
+        asked += 1
+        if asked == 2:
+            both_asked.set()
+        if asked <= 2:  # both walks ask for the first page before either is answered
+            await both_asked.wait()
         page = script.page(options)
         options.next_page_token = page.next_page_token  # as the clients' list calls do
         return page
