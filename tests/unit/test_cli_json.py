@@ -1,6 +1,8 @@
 """What `--output json` makes of the client's types (cli/_output.plain)."""
 
-from cairn.cli._output import plain
+import pytest
+
+from cairn.cli._output import iso_time, plain
 from cairn.types import RegisteredModel, Run, RunData, RunInfo, RunStatus
 
 
@@ -37,3 +39,18 @@ def test_times_are_the_types_own_fields_not_keys_of_a_callers_map() -> None:
     record = plain(RegisteredModel("m", custom_properties=properties))
     assert record["custom_properties"] == properties
     assert plain(_run("alice", {}))["info"]["start_time"] == "2023-11-14T22:13:20.000Z"
+
+
+@pytest.mark.parametrize(
+    ("millis", "shown"),
+    [
+        (253_402_300_799_999, "9999-12-31T23:59:59.999Z"),
+        (-62_135_596_799_999, "0001-01-01T00:00:00.001Z"),
+        (-1, "1969-12-31T23:59:59.999Z"),
+        (4_102_444_800_007, "2100-01-01T00:00:00.007Z"),
+        (253_402_300_800_000, 253_402_300_800_000),  # past the calendar: the number
+    ],
+)
+def test_a_time_is_shown_to_the_millisecond_it_was_kept(millis: int, shown: str | int) -> None:
+    """Divided as a float, a time before 1970 or far ahead came out 1 ms early."""
+    assert iso_time(millis) == shown

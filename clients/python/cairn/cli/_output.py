@@ -92,15 +92,18 @@ def _field(name: str, value: Any) -> Any:
     return plain(value)
 
 
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
 def iso_time(millis: int | None) -> str | int | None:
     """millis since the epoch in ISO-8601, UTC; 0 is the epoch, as the server keeps
     it. A time outside the years 1-9999 (one in nanoseconds, say) stays its number:
     the server keeps any of 64 bits, and one such point must not hide the others."""
     if millis is None:
         return None
-    try:
-        moment = datetime.datetime.fromtimestamp(millis / 1000, datetime.UTC)
-    except (OverflowError, OSError, ValueError):
+    try:  # in integers: millis / 1000 as a float is 1 ms off for many times
+        moment = _EPOCH + datetime.timedelta(milliseconds=millis)
+    except OverflowError:
         return millis
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
