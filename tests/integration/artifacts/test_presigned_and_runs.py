@@ -8,6 +8,7 @@ import json
 import urllib.request
 from pathlib import Path
 
+import asyncpg
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
@@ -21,7 +22,10 @@ from cairn.exceptions import (
     NotFoundError,
 )
 from cairn.types import ModelArtifact, ModelVersion, RegisteredModel
-from tests.conftest import new_project
+from cairn_server import catalog
+from cairn_server.common.config import Config
+from cairn_server.common.server import CairnServer
+from tests.conftest import new_project, with_overrides
 from tests.proxy import AnswerDroppingProxy
 
 
@@ -173,6 +177,27 @@ async def test_a_lifetime_under_a_second_is_rounded_up(s3_store: cairn.ArtifactC
     await s3_store.upload("brief.txt", b"x")
     url = await s3_store.presigned_url("brief.txt", expires_in=0.25)
     assert "X-Amz-Expires=1&" in url.url
+
+
+async def test_the_default_lifetime_is_the_servers_within_a_shorter_cap(
+    s3_config: Config, pool: asyncpg.Pool, unique: str
+) -> None:
+    """The client asked for an hour by default, which a server capping URLs at less (as
+    docs/artifacts.md advises) refused: every call without expires_in failed."""
+    settings = with_overrides(s3_config, presign_max_seconds=600)
+    server = CairnServer(settings, catalog.select(["artifacts"]), pool)
+    port = await server.start()
+    try:
+        project = await new_project(port, f"cap-{unique}")
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", port, project=project
+        ) as client:
+            await client.upload("capped.txt", b"x")
+            url = await client.presigned_url("capped.txt")
+            assert "X-Amz-Expires=600&" in url.url
+            assert await asyncio.to_thread(_http, url.url) == b"x"
+    finally:
+        await server.stop(grace=1.0)
 
 
 async def test_a_huge_duration_on_the_wire_is_invalid(s3_store: cairn.ArtifactClient) -> None:

@@ -369,7 +369,7 @@ class ArtifactClient(BaseClient):
         path: str,
         method: str = "GET",
         *,
-        expires_in: timedelta | float = 3600,
+        expires_in: timedelta | float | None = None,
         content_type: str | None = None,
         overwrite: bool = False,
         timeout: float | None = None,
@@ -378,15 +378,18 @@ class ArtifactClient(BaseClient):
         """A URL to GET or PUT the object without passing through the service (S3 only).
 
         A URL works until it expires, whatever happens to the caller's key or role
-        meanwhile; the server caps the lifetime (CAIRN_PRESIGN_MAX_SECONDS). A PUT lands
+        meanwhile. Its lifetime is expires_in (in seconds, or a timedelta), at most the
+        server's cap (CAIRN_PRESIGN_MAX_SECONDS); None or 0 asks for the server's
+        default: an hour, or the cap if shorter. A PUT lands
         under a key of its own: call `confirm_upload` with its `upload_id` to publish
         it at path (replacing an object there only with overwrite). With content_type,
         the uploader must send that Content-Type (see the returned headers).
         """
         duration = Duration()
-        duration.FromTimedelta(
-            expires_in if isinstance(expires_in, timedelta) else timedelta(seconds=expires_in)
-        )
+        if expires_in is not None:
+            duration.FromTimedelta(
+                expires_in if isinstance(expires_in, timedelta) else timedelta(seconds=expires_in)
+            )
         request = api.CreatePresignedUrlRequest(
             project=self.project,
             path=path,
