@@ -13,6 +13,7 @@ database that lacks any of them, and warns of versions only a newer release know
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -54,21 +55,51 @@ def discover(folder: Path) -> list[Migration]:
     return found
 
 
+# How long the session of a migration run may sit idle, inside a transaction or out,
+# before PostgreSQL ends it. A run never waits on its client between statements, so
+# only a migrator that froze or lost its node (PostgreSQL sees no closed socket) is
+# idle that long, holding the lock every replica waits for and the locks of the tables
+# it was changing, which fail the writes of the servers serving meanwhile.
+STALLED_AFTER_SECONDS = 60
+_holder: contextvars.ContextVar[asyncpg.Connection | None] = contextvars.ContextVar(
+    "migrations_holder", default=None
+)
+
+
+def _session_settings() -> dict[str, int]:
+    """The settings of a run's session (in ms), RESET when it ends: neither waiting for
+    another replica's migrations nor a migration itself has the pool's statement
+    timeout (an index may take minutes to build), and a migrator killed while a
+    statement waits or runs is noticed within a second, not at the statement's end."""
+    stalled = STALLED_AFTER_SECONDS * 1000
+    return {
+        "statement_timeout": 0,
+        "idle_in_transaction_session_timeout": stalled,
+        "idle_session_timeout": stalled,
+        "client_connection_check_interval": 1000,
+    }
+
+
 @contextlib.asynccontextmanager
 async def held(conn: asyncpg.Connection) -> AsyncIterator[None]:
     """The migrations' lock, for a run of one schema or several: other runs wait, and so
     does a server's check (`check`) until the whole run ends, not its first schema.
-    Taken again inside (by `apply`), it is held until the outermost release.
-
-    Neither waiting for another replica's migrations nor a migration itself has the
-    pool's statement timeout; RESET gives the connection its own back afterwards."""
-    await conn.execute("SET statement_timeout = 0")
-    await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+    Taken again inside (by `apply`), it is held until the outermost release."""
+    if _holder.get() is conn:
+        yield
+        return
+    settings = _session_settings()
+    await conn.execute("; ".join(f"SET {name} = {value}" for name, value in settings.items()))
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ADVISORY_LOCK_KEY):
+        _log.info("waiting for the migrations another process is applying")
+        await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+    holding = _holder.set(conn)
     try:
         yield
     finally:
+        _holder.reset(holding)
         await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
-        await conn.execute("RESET statement_timeout")
+        await conn.execute("; ".join(f"RESET {name}" for name in settings))
 
 
 async def apply(conn: asyncpg.Connection, schema: str, migrations: list[Migration]) -> list[int]:

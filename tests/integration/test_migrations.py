@@ -1,12 +1,15 @@
 """The migration runner against the real PostgreSQL."""
 
 import asyncio
+import contextlib
+import sys
 
 import asyncpg
 import pytest
 
 from cairn_server.common import migrations
 from cairn_server.common.migrations import Migration
+from tests.conftest import eventually
 
 
 def _steps(schema: str) -> list[Migration]:
@@ -56,3 +59,82 @@ async def test_a_failing_file_leaves_no_trace(pool: asyncpg.Pool, unique: str) -
         assert exists is None
         # The lock was released: another run goes ahead at once.
         assert await migrations.apply(conn, schema, broken[:1]) == []
+
+
+@pytest.mark.parametrize("inside_a_transaction", [True, False], ids=["in-a-file", "between-files"])
+async def test_a_frozen_migrator_gives_the_lock_up(
+    postgres_url: str, unique: str, monkeypatch: pytest.MonkeyPatch, inside_a_transaction: bool
+) -> None:
+    """A migrator that stops answering (frozen, or its node lost: PostgreSQL sees no closed
+    socket) held the migrations' lock, and the locks of the tables it was changing, until
+    the kernel's keepalive gave up two hours later; every replica starting waited."""
+    monkeypatch.setattr(migrations, "STALLED_AFTER_SECONDS", 1)
+    schema = f"frozen_{unique}"
+    frozen, other = [await asyncpg.connect(postgres_url) for _ in range(2)]
+    try:
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)):
+            async with migrations.held(frozen), contextlib.AsyncExitStack() as stack:
+                if inside_a_transaction:
+                    await stack.enter_async_context(frozen.transaction())
+                    await frozen.execute(f"CREATE SCHEMA {schema}")
+                # Its client does nothing more while another replica waits to migrate.
+                applied = await asyncio.wait_for(
+                    migrations.apply(other, schema, _steps(schema)), 20
+                )
+        assert applied == [1, 2]
+        assert await other.fetchval(f"SELECT count(*) FROM {schema}.things") == 2
+    finally:
+        await other.close()
+        frozen.terminate()
+
+
+async def test_a_migrator_killed_while_its_statement_waits_gives_the_lock_up(
+    postgres_url: str, unique: str
+) -> None:
+    """A migrator killed while a statement of its waited on a lock kept the migrations'
+    lock until that statement ended: PostgreSQL saw the closed socket only afterwards."""
+    schema = f"killed_{unique}"
+    holder, other = [await asyncpg.connect(postgres_url) for _ in range(2)]
+    await holder.execute(f"CREATE SCHEMA {schema}; CREATE TABLE {schema}.busy (id int)")
+    waiting = f"LOCK TABLE {schema}.busy"
+    migrator = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _MIGRATOR, postgres_url, waiting
+    )
+    try:
+        async with holder.transaction():
+            await holder.execute(f"LOCK TABLE {schema}.busy")
+
+            async def blocked() -> bool:
+                found = """SELECT count(*) FROM pg_stat_activity
+                           WHERE query = $1 AND wait_event_type = 'Lock'"""
+                return await other.fetchval(found, waiting) == 1
+
+            await eventually(blocked, what="the migrator's statement waiting on the lock")
+            migrator.kill()
+            await migrator.wait()
+            # The table stays locked: only noticing the migrator gone frees its lock.
+            applied = await asyncio.wait_for(
+                migrations.apply(other, f"{schema}_next", _steps(schema)), 20
+            )
+        assert applied == [1, 2]
+    finally:
+        if migrator.returncode is None:
+            migrator.kill()
+            await migrator.wait()
+        await holder.close()
+        await other.close()
+
+
+# A migrator whose statement (argv[2]) waits on a lock of the test's.
+_MIGRATOR = """
+import asyncio, sys
+import asyncpg
+from cairn_server.common import migrations
+
+async def main():
+    conn = await asyncpg.connect(sys.argv[1])
+    async with migrations.held(conn), conn.transaction():
+        await conn.execute(sys.argv[2])
+
+asyncio.run(main())
+"""
