@@ -6,6 +6,7 @@ import sys
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from cairn_server.common import migrations
 from cairn_server.common.migrations import Migration
@@ -138,3 +139,26 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+async def test_a_migrator_waiting_for_another_says_so(postgres_url: str, unique: str) -> None:
+    """Only a server that did not migrate logged its wait: a migrating one (the default,
+    and `cairn migrate`) waited in silence for as long as the other's run took."""
+    schema = f"waits_{unique}"
+    first, second = [await asyncpg.connect(postgres_url) for _ in range(2)]
+    try:
+        async with migrations.held(first):
+            with capture_logs() as logged:
+                waiting = asyncio.create_task(migrations.apply(second, schema, _steps(schema)))
+                await eventually(
+                    lambda: (
+                        "waiting for the migrations another process is applying"
+                        in [entry["event"] for entry in logged]
+                    ),
+                    what="the wait logged",
+                )
+            assert not waiting.done()
+        assert await asyncio.wait_for(waiting, 20) == [1, 2]
+    finally:
+        await first.close()
+        await second.close()
