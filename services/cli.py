@@ -54,9 +54,11 @@ def _serve(config: Config, services: list[catalog.ServiceSpec], args: argparse.N
     try:
         # On uvloop, asyncpg and grpc.aio answer about 0.1 ms sooner per call here.
         uvloop.run(run(config, services))
-    except (OSError, Unservable) as exc:  # a port in use, say: a message, not a traceback
-        failure = _NoDatabase(config, exc) if database.unreachable(exc) else exc
-        sys.stderr.write(f"cairn serve: {failure}\n")
+    except (*_DATABASE_ERRORS, Unservable) as exc:
+        _raise_if_no_database(config, exc)
+        if not isinstance(exc, (OSError, Unservable)):
+            raise
+        sys.stderr.write(f"cairn serve: {exc}\n")  # a port in use, say: no traceback
         return 1
     return 0
 
@@ -105,10 +107,25 @@ def _with_pool(config: Config, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> 
 
     try:
         return uvloop.run(session())
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        if isinstance(exc, asyncpg.ClientConfigurationError) or database.unreachable(exc):
-            raise _NoDatabase(config, exc) from exc
+    except _DATABASE_ERRORS as exc:
+        _raise_if_no_database(config, exc)
         raise
+
+
+# What a failure to use the database may raise (OSError: one refused or unreachable).
+_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# The database refusing the URL's database or user, rather than any one statement.
+_REFUSED = (
+    asyncpg.ClientConfigurationError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+)
+
+
+def _raise_if_no_database(config: Config, exc: BaseException) -> None:
+    """Raises _NoDatabase when exc says the database is out of reach or refuses us."""
+    if isinstance(exc, _REFUSED) or database.unreachable(exc):
+        raise _NoDatabase(config, exc) from exc
 
 
 class _NoDatabase(Exception):
@@ -117,7 +134,7 @@ class _NoDatabase(Exception):
     def __init__(self, config: Config, cause: BaseException) -> None:
         super().__init__(
             f"cannot use the database at {_where(config)} (--database-url, "
-            f"CAIRN_DATABASE_URL): {cause}"
+            f"CAIRN_DATABASE_URL): {str(cause) or type(cause).__name__}"
         )
 
 

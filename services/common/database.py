@@ -38,6 +38,10 @@ def embedded_url(data_dir: str) -> str:
     return str(server.get_uri())
 
 
+# Longest wait to open one connection (the TCP and TLS handshakes, authentication).
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+
 def resolve_url(config: Config) -> str:
     return config.database_url or embedded_url(config.data_dir)
 
@@ -49,6 +53,9 @@ async def create_pool(url: str, config: Config) -> asyncpg.Pool:
         max_size=config.db_pool_size,
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
+        # asyncpg's own bound is a minute: a server started against a database that
+        # drops its packets sat silent that long before saying so.
+        timeout=CONNECT_TIMEOUT_SECONDS,
         # Stores run their SQL through asyncpg's statement cache; keep it warm.
         statement_cache_size=1024,
         # Guards on every connection: no single statement, however a request is shaped,

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 import cairn
 from cairn.types import ApiKeyExpirationTime, ProjectRole
+from cairn_server.common import database
 from cairn_server.common.config import Config
 from tests.conftest import with_overrides
 from tests.integration.auth.conftest import serve
@@ -95,8 +99,39 @@ def test_serve_refuses_auth_none_off_loopback(config: Config) -> None:
 def test_a_database_out_of_reach_is_named_not_unexpected(url: str, where: str) -> None:
     """The commonest mistakes of a deployment ended in the catch-all of our own bugs
     ("unexpected ConnectionRefusedError"), naming no database."""
-    for command in (["migrate"], ["keys", "create", "--user", "ops"]):
+    for command in (["migrate"], ["keys", "create", "--user", "ops"], _SERVE):
         done = _cairn(*command, database_url=url)
         assert done.returncode == 1, done.stderr
         assert f"cannot use the database at {where}" in done.stderr
         assert "s3cret" not in done.stderr and "Traceback" not in done.stderr
+
+
+_SERVE = ["serve", "--listen-address", "127.0.0.1:0"]
+
+
+def test_a_database_that_does_not_exist_is_named_not_unexpected(config: Config) -> None:
+    """`serve` named only a refused port; a database missing from the server (or a user
+    refused) ended in "unexpected InvalidCatalogNameError", and `migrate` too."""
+    parts = urlsplit(config.database_url)
+    missing = urlunsplit(parts._replace(path="/no_such_database"))
+    for command in (["migrate"], _SERVE):
+        done = _cairn(*command, database_url=missing)
+        assert done.returncode == 1, done.stderr
+        assert "cannot use the database at" in done.stderr
+        assert '"no_such_database" does not exist' in done.stderr
+        assert "unexpected" not in done.stderr
+
+
+def test_a_database_that_never_answers_is_given_up_on_and_named() -> None:
+    """A database whose address drops packets kept `serve` silent for a minute (asyncpg's
+    bound), then ended with the reason left empty."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # never accepted: no answer
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        done = _cairn(*_SERVE, database_url=f"postgresql://ops@127.0.0.1:{port}/cairn")
+    assert time.monotonic() - started < 2 * database.CONNECT_TIMEOUT_SECONDS
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().endswith(
+        f"cannot use the database at 127.0.0.1:{port}/cairn (--database-url, "
+        "CAIRN_DATABASE_URL): TimeoutError"
+    )
