@@ -214,7 +214,9 @@ class Config:
         "info", "least severe level logged", choices=("debug", "info", "warning", "error")
     )
     log_format: str = _setting(
-        "json", "json for machines, console for people", choices=("json", "console")
+        "json",
+        "json for machines (one object a line, the lines of libraries too), console for people",
+        choices=("json", "console"),
     )
     max_message_bytes: int = _setting(
         16 * 1024 * 1024,
