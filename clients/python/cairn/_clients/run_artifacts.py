@@ -37,7 +37,7 @@ class RunArtifacts:
         progress: True for a bar on stderr (one line when it is not a terminal), a rich
         Console, or a callable given (bytes_done, bytes_total); docs/artifacts.md.
         """
-        store, root = await run_store(self, run_id)
+        store, root = await run_store(self, run_id, writing=True)
         source = Path(local_path)
         return await store.upload(
             join(root, artifact_path, source.name), source, overwrite=True, progress=progress
@@ -56,13 +56,13 @@ class RunArtifacts:
         progress shows the directory as one transfer, of the size of all its files (as
         `log_artifact` says).
         """
-        store, root = await run_store(self, run_id)
+        store, root = await run_store(self, run_id, writing=True)
         return await store.upload_tree(
             join(root, None, artifact_path or ""), local_dir, overwrite=True, progress=progress
         )
 
     async def log_text(self: RunClient, run_id: str, text: str, artifact_file: str) -> ObjectInfo:
-        store, root = await run_store(self, run_id)
+        store, root = await run_store(self, run_id, writing=True)
         return await store.upload(
             join(root, None, artifact_file),
             text.encode(),
@@ -80,7 +80,7 @@ class RunArtifacts:
             text, content_type = yaml.safe_dump(dictionary), "application/yaml"
         else:
             text, content_type = json.dumps(dictionary, indent=2), "application/json"
-        store, root = await run_store(self, run_id)
+        store, root = await run_store(self, run_id, writing=True)
         return await store.upload(
             join(root, None, artifact_file),
             text.encode(),

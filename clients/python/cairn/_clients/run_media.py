@@ -95,7 +95,7 @@ class RunMedia:
             files = {artifact_file: _encode(image, artifact_file.rsplit(".", 1)[-1].lower())}
 
         async def upload() -> None:
-            store, root = await run_store(self, run_id)
+            store, root = await run_store(self, run_id, writing=True)
             for path, data in files.items():
                 await store.upload(join(root, None, path), data, overwrite=True)
             if key is not None:
@@ -120,7 +120,7 @@ class RunMedia:
         """
         _check_table_file(artifact_file)
         table = _split(data)
-        store, root = await run_store(self, run_id)
+        store, root = await run_store(self, run_id, writing=True)
         path = join(root, None, artifact_file)
         # Appending reads the file and writes it whole: two appends at once would each
         # write the old rows plus their own, and one would be lost. Locked by the path

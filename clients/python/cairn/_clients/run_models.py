@@ -112,7 +112,7 @@ class RunModels:
         chosen = get_flavor(flavor) if isinstance(flavor, str) else flavor or flavor_for(model)
         if registered_model_name is not None:
             await _check_registrable(self._transport, registered_model_name)
-        store, root = await run_store(self, run_id)
+        store, root = await run_store(self, run_id, writing=True)
         directory = join(root, None, name)
         logged = await _logged_manifest(store, directory)
         if logged is not None and registered_model_name is None:

@@ -7,8 +7,9 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from .._transport import Transport
+from ..exceptions import FailedPreconditionError
 from ..models._uris import ARTIFACTS_SCHEME
-from ..types._tracking import Run
+from ..types._tracking import Experiment, LifecycleStage, Run
 from .artifacts import ArtifactClient
 
 
@@ -19,15 +20,50 @@ class RunClient(Protocol):
 
     async def get_run(self, run_id: str) -> Run: ...
 
+    async def get_experiment(self, experiment_id: str) -> Experiment: ...
 
-async def run_store(client: RunClient, run_id: str) -> tuple[ArtifactClient, str]:
-    """An ArtifactClient in the run's project, and the run's root path in it."""
-    uri = (await client.get_run(run_id)).info.artifact_uri
-    parts = urlsplit(uri)
+
+async def run_store(
+    client: RunClient, run_id: str, *, writing: bool = False
+) -> tuple[ArtifactClient, str]:
+    """An ArtifactClient in the run's project, and the run's root path in it.
+
+    Raises:
+        FailedPreconditionError: writing, and the run or its experiment is deleted
+            (RUN_DELETED, EXPERIMENT_DELETED), as the tracking service refuses its other
+            writes. The artifact service knows no runs: what it stored there would be
+            removed with the run by the next garbage collection, a model version
+            registered from it too.
+    """
+    run = await client.get_run(run_id)
+    if writing and run.info.lifecycle_stage == LifecycleStage.DELETED:
+        raise await _deleted(client, run)
+    parts = urlsplit(run.info.artifact_uri)
     if parts.scheme != ARTIFACTS_SCHEME:
-        raise ValueError(f"run {run_id} keeps artifacts at {uri!r}, outside the artifact service")
+        raise ValueError(
+            f"run {run_id} keeps artifacts at {run.info.artifact_uri!r}, outside the artifact "
+            "service"
+        )
     transport = client._transport.for_project(parts.netloc, timeout=None)
     return ArtifactClient(transport), parts.path.strip("/")
+
+
+async def _deleted(client: RunClient, run: Run) -> FailedPreconditionError:
+    """The tracking service's refusal of a write to a run that reads as deleted: a run
+    of a deleted experiment does too."""
+    run_id = run.info.run_id
+    experiment = await client.get_experiment(run.info.experiment_id)
+    if experiment.lifecycle_stage == LifecycleStage.DELETED:
+        return FailedPreconditionError(
+            f"the experiment of run {run_id} is deleted; restore it before writing",
+            reason="EXPERIMENT_DELETED",
+            metadata={"run_id": run_id},
+        )
+    return FailedPreconditionError(
+        f"run {run_id} is deleted; restore it before writing to it",
+        reason="RUN_DELETED",
+        metadata={"run_id": run_id},
+    )
 
 
 def join(root: str, directory: str | None, name: str) -> str:
