@@ -5,9 +5,16 @@ artifact locations to the artifacts service in the same transaction.
 A run goes when it was deleted before the cut-off, or its experiment was. An
 experiment goes once it was deleted before the cut-off and has no run left; its name
 is free from then on, and it cannot be restored once the first of its runs went
-(`purge_time`). Each batch is one transaction of statements bounded in size, so a
-restart resumes by selecting what is left. Rows another transaction holds are
-skipped, left for a later run, and counted ("runs_skipped", "experiments_skipped").
+(`purge_time`). Runs go a batch at a time, in short transactions: one claims the batch
+(`purge_time`: none of them can be restored from then on, nor their experiments), one
+per piece of their history, one removes their rows. In one transaction, each piece
+rescanned what the earlier ones deleted, and so did the cascade of the runs' DELETE:
+a history of millions of rows outlasted the statement timeout, and every later
+collection failed the same way. The cascade still visits what the pieces deleted
+(until a vacuum), so it runs without the timeout; it holds only the claimed runs,
+which no one waits for. A restart resumes by selecting what is left, what was claimed
+included, whatever its cut-off. Rows another transaction holds are skipped, left for
+a later run, and counted ("runs_skipped", "experiments_skipped").
 
 What goes of the artifacts: each run's own directory (its artifact_uri), and an
 experiment's location only when Cairn made it (`<project>/experiments/<id>`): a
@@ -20,6 +27,7 @@ from typing import Any
 
 import asyncpg
 
+from ...common import sql
 from ...common.service import Purge, Resources
 from ..model import ARTIFACT_SCHEME, LifecycleStage
 
@@ -45,12 +53,13 @@ _DELETED = int(LifecycleStage.DELETED)
 # Two selections, each served by a partial index on delete_time: runs deleted on their
 # own, and runs of deleted experiments (whose rows are locked, so that they cannot be
 # restored under us).
+# What an earlier collection claimed goes too, whatever the cut-off.
 _RUNS_DELETED = f"""tracking.runs r
-    WHERE r.lifecycle_stage = {_DELETED} AND r.delete_time < $1"""
+    WHERE r.lifecycle_stage = {_DELETED} AND (r.delete_time < $1 OR r.purge_time IS NOT NULL)"""
 _RUNS_OF_DELETED = f"""tracking.experiments e JOIN tracking.runs r USING (experiment_id)
-    WHERE e.lifecycle_stage = {_DELETED} AND e.delete_time < $1"""
+    WHERE e.lifecycle_stage = {_DELETED} AND (e.delete_time < $1 OR e.purge_time IS NOT NULL)"""
 _EXPERIMENTS = f"""tracking.experiments e
-    WHERE e.lifecycle_stage = {_DELETED} AND e.delete_time < $1"""
+    WHERE e.lifecycle_stage = {_DELETED} AND (e.delete_time < $1 OR e.purge_time IS NOT NULL)"""
 _LOCKS = {
     _RUNS_DELETED: "FOR UPDATE SKIP LOCKED",
     # The experiment's row too, which the batch marks being purged; a restore waits.
@@ -102,40 +111,54 @@ async def _count_skipped(pool: asyncpg.Pool, gc: Purge) -> None:
 
 
 async def _purge_runs(pool: asyncpg.Pool, gc: Purge, source: str) -> int:
-    async with pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(
-            f"""SELECT r.run_id, r.experiment_id, r.artifact_uri FROM {source}
-                LIMIT {BATCH} {_LOCKS[source]}""",
-            gc.cutoff,
-        )
-        if rows:
-            run_ids = [row["run_id"] for row in rows]
-            if source is _RUNS_OF_DELETED:
-                await _mark_purging(conn, [row["experiment_id"] for row in rows])
+    rows = await _claim(pool, gc, source)
+    if rows:
+        run_ids = [row["run_id"] for row in rows]
+        async with pool.acquire() as conn:  # each piece a transaction of its own
             for table in _RUN_HISTORY:
                 await _delete_in_pieces(conn, table, _OF_RUNS, run_ids)
+        async with pool.acquire() as conn, conn.transaction():
+            # The cascade still visits each row the pieces deleted, until a vacuum: a
+            # cost that grows with the history, and holds no lock anyone waits for.
+            await sql.unguarded(conn)
             await conn.execute("DELETE FROM tracking.runs WHERE run_id = ANY($1::uuid[])", run_ids)
             locations = [row["artifact_uri"] for row in rows]
             await gc.discard(conn, await unshared(conn, locations, above=False))
     return len(rows)
 
 
-async def _mark_purging(conn: asyncpg.Connection, experiment_ids: list[int]) -> None:
-    """Deleted experiments losing their runs can be restored no more (restoring checks
-    purge_time): they would come back without them."""
-    await conn.execute(
-        f"""UPDATE tracking.experiments SET purge_time = clock_timestamp()
-            WHERE experiment_id = ANY($1::bigint[]) AND lifecycle_stage = {_DELETED}
-              AND purge_time IS NULL""",
-        list(set(experiment_ids)),
-    )
+async def _claim(pool: asyncpg.Pool, gc: Purge, source: str) -> list[asyncpg.Record]:
+    """A batch of the runs source selects, claimed: neither they nor (for runs of
+    deleted experiments) their experiments can be restored from then on (restoring
+    checks purge_time), since they would come back with part of what they held."""
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            f"""SELECT r.run_id, r.experiment_id, r.artifact_uri FROM {source}
+                LIMIT {BATCH} {_LOCKS[source]}""",
+            gc.cutoff,
+        )
+        if not rows:
+            return rows
+        await conn.execute(
+            """UPDATE tracking.runs SET purge_time = clock_timestamp()
+               WHERE run_id = ANY($1::uuid[]) AND purge_time IS NULL""",
+            [row["run_id"] for row in rows],
+        )
+        if source is _RUNS_OF_DELETED:
+            await conn.execute(
+                f"""UPDATE tracking.experiments SET purge_time = clock_timestamp()
+                    WHERE experiment_id = ANY($1::bigint[]) AND lifecycle_stage = {_DELETED}
+                      AND purge_time IS NULL""",
+                list({row["experiment_id"] for row in rows}),
+            )
+    return rows
 
 
 async def _delete_in_pieces(
     conn: asyncpg.Connection, table: str, owned: str, owners: list[Any]
 ) -> None:
     """Deletes the rows of a table the condition `owned` (of $1, the owners) selects,
-    PIECE rows a statement."""
+    PIECE rows a statement (a transaction each, unless conn is in one)."""
     statement = _DELETE_PIECE.format(table=table, owned=owned)
     while await conn.fetchval(statement, owners, PIECE) == PIECE:
         pass

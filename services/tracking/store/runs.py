@@ -97,14 +97,30 @@ class RunStore:
             return run_info(await _info_row(conn, project, run_uuid))
 
     async def set_lifecycle(self, project: str, run_id: str, stage: LifecycleStage) -> None:
+        """Soft delete or restore; a run a garbage collection has begun removing is not
+        restored (it would come back with part of its history)."""
         async with self._pool.acquire() as conn:
             found = await conn.fetchval(
                 f"""UPDATE tracking.runs SET lifecycle_stage = $3, {delete_time("$3")}
-                    WHERE project = $1 AND run_id = $2 RETURNING 1""",
+                    WHERE project = $1 AND run_id = $2
+                      AND ($3 = {int(LifecycleStage.DELETED)} OR purge_time IS NULL)
+                    RETURNING 1""",
                 project,
                 uuid.UUID(run_id),
                 stage,
             )
+            if found is None and await conn.fetchval(
+                """SELECT purge_time IS NOT NULL FROM tracking.runs
+                   WHERE project = $1 AND run_id = $2""",
+                project,
+                uuid.UUID(run_id),
+            ):
+                raise FailedPrecondition(
+                    "RUN_BEING_PURGED",
+                    f"run {run_id} cannot be restored: a garbage collection has begun "
+                    "removing it for good",
+                    metadata={"run_id": run_id},
+                )
         if found is None:
             raise run_not_found(run_id)
 

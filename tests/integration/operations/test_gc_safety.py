@@ -516,3 +516,67 @@ async def test_a_location_is_taken_in_one_spelling_only(
                 "odd", artifact_location=spelling.format(p=project)
             )
         assert refused.value.reason == "INVALID_ARTIFACT_LOCATION"
+
+
+async def test_runs_of_long_histories_go_within_the_statement_timeout(
+    config: Config, pool: asyncpg.Pool, unique: str
+) -> None:
+    """Deleted in one transaction, a batch's history made each piece rescan what the
+    earlier ones deleted, and the cascade of the runs' own DELETE all of it: past the
+    statement timeout, every collection failed the same way, and the runs stayed.
+    Right after a bulk load, before statistics exist, as here, the cascade scans."""
+    impatient = with_overrides(config, db_statement_timeout_seconds=_IMPATIENT)
+    own_pool = await database.create_pool(impatient.database_url, impatient)
+    server = CairnServer(impatient, catalog.select(["tracking"]), own_pool)
+    port = await server.start()
+    project = await new_project(port, f"long-{unique}")
+    try:
+        async with cairn.Client(f"http://127.0.0.1:{port}", project=project) as client:
+            experiment = await client.tracking.create_experiment("long")
+            runs = [(await client.tracking.create_run(experiment)).info.run_id for _ in range(20)]
+            await pool.execute(_CHUNKS, runs, _CHUNKS_A_RUN * len(runs))
+            for run in runs:
+                await client.tracking.delete_run(run)
+            done = await _collect(client, NOW)
+    finally:
+        await server.stop(grace=0)
+        await own_pool.close()
+    assert done.counts["runs"] == len(runs)
+    left = "SELECT count(*) FROM tracking.metric_chunks WHERE run_id = ANY($1::text[]::uuid[])"
+    assert await pool.fetchval(left, runs) == 0
+
+
+_IMPATIENT = 0.5  # seconds a statement of the collection may take
+_CHUNKS_A_RUN = 30_000
+# Runs logged side by side: their chunks interleave on the table's pages.
+_CHUNKS = """INSERT INTO tracking.metric_chunks
+                 (run_id, key, min_step, max_step, steps, "values", timestamps_ms)
+             SELECT ($1::text[]::uuid[])[1 + n % cardinality($1::text[])], 'loss', n, n,
+                    ARRAY[n], ARRAY[0.5], ARRAY[0]
+             FROM generate_series(1, $2::bigint) AS n"""
+
+
+async def test_a_run_whose_purge_began_is_not_restored_and_any_later_collection_ends_it(
+    server_port: int, pool: asyncpg.Pool, unique: str
+) -> None:
+    """A collection stopped after claiming a run (killed, say) left it with part of its
+    history: a restore would bring it back so, and a collection with an earlier cut-off
+    would leave it half gone for good."""
+    project = await new_project(server_port, f"claimed-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        tracking = client.tracking
+        experiment = await tracking.create_experiment("claimed")
+        run = (await tracking.create_run(experiment)).info.run_id
+        await tracking.log_param(run, "lr", "0.1")
+        await tracking.delete_run(run)
+        # What a collection's claim commits before the run's history goes.
+        await pool.execute(
+            "UPDATE tracking.runs SET purge_time = clock_timestamp() WHERE run_id = $1::uuid", run
+        )
+        with pytest.raises(FailedPreconditionError) as refused:
+            await tracking.restore_run(run)
+        assert refused.value.reason == "RUN_BEING_PURGED"
+        done = await _collect(client, NOTHING_DELETED_YET)
+        assert done.counts["runs"] >= 1
+        with pytest.raises(NotFoundError):
+            await tracking.get_run(run)
