@@ -3,7 +3,7 @@
 import pytest
 
 import cairn
-from cairn.exceptions import NotFoundError
+from cairn.exceptions import InvalidArgumentError, NotFoundError
 from cairn.types import MlflowModelVersion, ModelVersion
 
 
@@ -170,3 +170,17 @@ async def test_search_model_versions_orders_by_version_number(mr_client, churn) 
         page_token=oldest_first.next_page_token,
     )
     assert [v.version for v in rest] == [3]
+
+
+@pytest.mark.parametrize("search", ["search_registered_models", "search_model_versions"])
+async def test_max_results_is_checked_as_the_tracking_searches_check_it(
+    mr_client, search: str
+) -> None:
+    """None raised a bare TypeError, as did 2.5, and True was taken for 1."""
+    await mr_client.create_registered_model("counted")
+    call = getattr(mr_client, search)
+    assert isinstance(await call(max_results=None), list)  # the default
+    for wrong in (2.5, True, "3", 0, -1):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await call(max_results=wrong)
+        assert refused.value.message.startswith("max_results: "), wrong

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from .._numbers import whole
 from .._transport import Metadata
-from ..exceptions import AlreadyExistsError, NotFoundError
+from ..exceptions import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from ..models._uris import ModelUri, parse_uri
 from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
@@ -194,7 +195,7 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
     async def search_registered_models(
         self,
         filter_string: str | None = None,
-        max_results: int = SEARCH_REGISTERED_MODEL_MAX_RESULTS_DEFAULT,
+        max_results: int | None = SEARCH_REGISTERED_MODEL_MAX_RESULTS_DEFAULT,
         order_by: Sequence[str] | None = None,
         page_token: str | None = None,
         *,
@@ -224,12 +225,13 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
             found = [types.registered_model_from_proto(m) for m in reply.registered_models]
             return found, reply.next_page_token
 
-        return await _gather(page, max_results, page_token or "")
+        wanted = SEARCH_REGISTERED_MODEL_MAX_RESULTS_DEFAULT if max_results is None else max_results
+        return await _gather(page, wanted, page_token or "")
 
     async def search_model_versions(
         self,
         filter_string: str | None = None,
-        max_results: int = SEARCH_MODEL_VERSION_MAX_RESULTS_DEFAULT,
+        max_results: int | None = SEARCH_MODEL_VERSION_MAX_RESULTS_DEFAULT,
         order_by: Sequence[str] | None = None,
         page_token: str | None = None,
         *,
@@ -256,23 +258,25 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
             found = [types.mlflow_model_version_from_proto(v) for v in reply.model_versions]
             return found, reply.next_page_token
 
-        return await _gather(page, max_results, page_token or "")
+        wanted = SEARCH_MODEL_VERSION_MAX_RESULTS_DEFAULT if max_results is None else max_results
+        return await _gather(page, wanted, page_token or "")
 
 
 async def _gather(
-    page: Callable[[int, str], Awaitable[tuple[list[T], str]]], max_results: int, token: str
+    page: Callable[[int, str], Awaitable[tuple[list[T], str]]], max_results: Any, token: str
 ) -> PagedList[T]:
     """Up to max_results items from pages of at most the server's largest, and the token
     of what follows them (MLflow's max_results may exceed one server page)."""
-    if max_results < 1:
-        raise ValueError("max_results must be at least 1")
+    wanted = whole(max_results, "max_results")
+    if wanted < 1:
+        raise InvalidArgumentError("max_results: must be at least 1", reason="INVALID_ARGUMENT")
     items: list[T] = []
     sent = set[str]()
     while True:
         sent.add(token)
-        found, token = await page(min(_SERVER_PAGE, max_results - len(items)), token)
+        found, token = await page(min(_SERVER_PAGE, wanted - len(items)), token)
         items.extend(found)
-        if not token or len(items) >= max_results:
+        if not token or len(items) >= wanted:
             return PagedList(items, token)
         check_token_is_new(token, sent)
 
