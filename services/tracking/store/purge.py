@@ -12,9 +12,12 @@ rescanned what the earlier ones deleted, and so did the cascade of the runs' DEL
 a history of millions of rows outlasted the statement timeout, and every later
 collection failed the same way. The cascade still visits what the pieces deleted
 (until a vacuum), so it runs without the timeout; it holds only the claimed runs,
-which no one waits for. A restart resumes by selecting what is left, what was claimed
-included, whatever its cut-off. Rows another transaction holds are skipped, left for
-a later run, and counted ("runs_skipped", "experiments_skipped").
+which no one waits for. A restart resumes by selecting what is left; a claimed run
+stays deleted (it cannot be restored) until a collection whose cut-off covers it
+ends it, as a takeover of the one that claimed it does. Rows another transaction holds
+are skipped, left for a later run, and counted ("runs_skipped",
+"experiments_skipped"). Two collections at once may both work on a claimed batch;
+each run is counted by the one whose DELETE removed it.
 
 What goes of the artifacts: each run's own directory (its artifact_uri), and an
 experiment's location only when Cairn made it (`<project>/experiments/<id>`): a
@@ -23,6 +26,7 @@ location chosen by hand may hold files no experiment owns, as in MLflow.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
@@ -53,13 +57,12 @@ _DELETED = int(LifecycleStage.DELETED)
 # Two selections, each served by a partial index on delete_time: runs deleted on their
 # own, and runs of deleted experiments (whose rows are locked, so that they cannot be
 # restored under us).
-# What an earlier collection claimed goes too, whatever the cut-off.
 _RUNS_DELETED = f"""tracking.runs r
-    WHERE r.lifecycle_stage = {_DELETED} AND (r.delete_time < $1 OR r.purge_time IS NOT NULL)"""
+    WHERE r.lifecycle_stage = {_DELETED} AND r.delete_time < $1"""
 _RUNS_OF_DELETED = f"""tracking.experiments e JOIN tracking.runs r USING (experiment_id)
-    WHERE e.lifecycle_stage = {_DELETED} AND (e.delete_time < $1 OR e.purge_time IS NOT NULL)"""
+    WHERE e.lifecycle_stage = {_DELETED} AND e.delete_time < $1"""
 _EXPERIMENTS = f"""tracking.experiments e
-    WHERE e.lifecycle_stage = {_DELETED} AND (e.delete_time < $1 OR e.purge_time IS NOT NULL)"""
+    WHERE e.lifecycle_stage = {_DELETED} AND e.delete_time < $1"""
 _LOCKS = {
     _RUNS_DELETED: "FOR UPDATE SKIP LOCKED",
     # The experiment's row too, which the batch marks being purged; a restore waits.
@@ -93,8 +96,8 @@ async def purge(resources: Resources, gc: Purge) -> None:
     for kind in ("runs", "experiments"):  # listed in the counts even when none go
         await gc.done(kind, 0)
     for source in _LOCKS:
-        while removed := await _purge_runs(pool, gc, source):
-            await gc.done("runs", removed)
+        while claimed := await _claim(pool, gc, source):
+            await gc.done("runs", await _purge_runs(pool, gc, claimed))
     while removed := await _purge_experiments(pool, gc):
         await gc.done("experiments", removed)
     await _count_skipped(pool, gc)
@@ -110,35 +113,37 @@ async def _count_skipped(pool: asyncpg.Pool, gc: Purge) -> None:
             await gc.done(kind, skipped, progress=0)
 
 
-async def _purge_runs(pool: asyncpg.Pool, gc: Purge, source: str) -> int:
-    rows = await _claim(pool, gc, source)
-    if rows:
-        run_ids = [row["run_id"] for row in rows]
-        async with pool.acquire() as conn:  # each piece a transaction of its own
-            for table in _RUN_HISTORY:
-                await _delete_in_pieces(conn, table, _OF_RUNS, run_ids)
-        async with pool.acquire() as conn, conn.transaction():
-            # The cascade still visits each row the pieces deleted, until a vacuum: a
-            # cost that grows with the history, and holds no lock anyone waits for.
-            await sql.unguarded(conn)
-            await conn.execute("DELETE FROM tracking.runs WHERE run_id = ANY($1::uuid[])", run_ids)
-            locations = [row["artifact_uri"] for row in rows]
-            await gc.discard(conn, await unshared(conn, locations, above=False))
-    return len(rows)
+async def _purge_runs(pool: asyncpg.Pool, gc: Purge, run_ids: list[uuid.UUID]) -> int:
+    """Removes claimed runs; returns how many this collection removed (another one, a
+    collection started meanwhile, may have removed some: each is counted once)."""
+    async with pool.acquire() as conn:  # each piece a transaction of its own
+        for table in _RUN_HISTORY:
+            await _delete_in_pieces(conn, table, _OF_RUNS, run_ids)
+    async with pool.acquire() as conn, conn.transaction():
+        # The cascade still visits each row the pieces deleted, until a vacuum: a
+        # cost that grows with the history, and holds no lock anyone waits for.
+        await sql.unguarded(conn)
+        locations = await conn.fetch(
+            """DELETE FROM tracking.runs WHERE run_id = ANY($1::uuid[])
+               RETURNING artifact_uri""",
+            run_ids,
+        )
+        await gc.discard(conn, await unshared(conn, [r[0] for r in locations], above=False))
+    return len(locations)
 
 
-async def _claim(pool: asyncpg.Pool, gc: Purge, source: str) -> list[asyncpg.Record]:
+async def _claim(pool: asyncpg.Pool, gc: Purge, source: str) -> list[uuid.UUID]:
     """A batch of the runs source selects, claimed: neither they nor (for runs of
     deleted experiments) their experiments can be restored from then on (restoring
-    checks purge_time), since they would come back with part of what they held."""
+    checks purge_time, and migration 0014's trigger refuses it to servers that do
+    not), since they would come back with part of what they held."""
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
-            f"""SELECT r.run_id, r.experiment_id, r.artifact_uri FROM {source}
-                LIMIT {BATCH} {_LOCKS[source]}""",
+            f"SELECT r.run_id, r.experiment_id FROM {source} LIMIT {BATCH} {_LOCKS[source]}",
             gc.cutoff,
         )
         if not rows:
-            return rows
+            return []
         await conn.execute(
             """UPDATE tracking.runs SET purge_time = clock_timestamp()
                WHERE run_id = ANY($1::uuid[]) AND purge_time IS NULL""",
@@ -151,7 +156,7 @@ async def _claim(pool: asyncpg.Pool, gc: Purge, source: str) -> list[asyncpg.Rec
                       AND purge_time IS NULL""",
                 list({row["experiment_id"] for row in rows}),
             )
-    return rows
+    return [row["run_id"] for row in rows]
 
 
 async def _delete_in_pieces(

@@ -556,12 +556,12 @@ _CHUNKS = """INSERT INTO tracking.metric_chunks
              FROM generate_series(1, $2::bigint) AS n"""
 
 
-async def test_a_run_whose_purge_began_is_not_restored_and_any_later_collection_ends_it(
+async def test_a_run_whose_purge_began_is_not_restored_and_a_later_collection_ends_it(
     server_port: int, pool: asyncpg.Pool, unique: str
 ) -> None:
     """A collection stopped after claiming a run (killed, say) left it with part of its
-    history: a restore would bring it back so, and a collection with an earlier cut-off
-    would leave it half gone for good."""
+    history: a restore would bring it back so, as would a server of the release before,
+    which knows no purge_time (the database refuses it that restore)."""
     project = await new_project(server_port, f"claimed-{unique}")
     async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
         tracking = client.tracking
@@ -576,7 +576,14 @@ async def test_a_run_whose_purge_began_is_not_restored_and_any_later_collection_
         with pytest.raises(FailedPreconditionError) as refused:
             await tracking.restore_run(run)
         assert refused.value.reason == "RUN_BEING_PURGED"
-        done = await _collect(client, NOTHING_DELETED_YET)
-        assert done.counts["runs"] >= 1
+        with pytest.raises(asyncpg.ObjectNotInPrerequisiteStateError):
+            await pool.execute(_OLD_RESTORE, run)
+        await tracking.delete_run(run)  # deleting it again changes nothing
+        await _collect(client, NOW)
         with pytest.raises(NotFoundError):
             await tracking.get_run(run)
+
+
+# The restore of a server of the release before.
+_OLD_RESTORE = """UPDATE tracking.runs SET lifecycle_stage = 1, delete_time = NULL
+                  WHERE run_id = $1::uuid"""
