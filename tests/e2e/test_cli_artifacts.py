@@ -118,7 +118,9 @@ def test_an_empty_directory_uploads_nothing_and_says_so(
     uploaded = run_cairn(*argv, "-o", "json", env=env)
     assert uploaded.returncode == 0 and json.loads(uploaded.stdout) == []
     assert uploaded.stderr == f"Nothing uploaded: {tmp_path / 'empty'} holds no files.\n"
-    assert "Nothing uploaded" in run_cairn(*argv, env=env).stderr
+    as_table = run_cairn(*argv, env=env)
+    assert "Nothing uploaded" in as_table.stderr
+    assert as_table.stdout == ""  # not an empty table besides
 
 
 def test_download_needs_one_source(env: dict[str, str]) -> None:

@@ -188,6 +188,19 @@ def test_a_timeout_no_call_could_meet_is_a_usage_error(tmp_path: Path) -> None:
     assert unreachable.returncode == 1 and "UNAVAILABLE" in unreachable.stderr
 
 
+def test_an_address_the_client_cannot_read_is_a_usage_error(tmp_path: Path) -> None:
+    """A malformed address failed the call instead (status 1, as an outage), and an
+    empty --address was taken for none given: the default server was asked."""
+    env = environment(tmp_path, CAIRN_ADDRESS=DEAD)
+    for address in ("grpc://127.0.0.1:1", "localhost:http", "", " "):
+        for option in ("--address", "--registry-address", "--artifacts-address"):
+            done = run_cairn("experiments", "list", option, address, env=env)
+            assert done.returncode == 2 and option in done.stderr, (address, done.stderr)
+    variable = run_cairn("experiments", "list", env={**env, "CAIRN_ADDRESS": "localhost:http"})
+    assert variable.returncode == 2 and "CAIRN_ADDRESS" in variable.stderr
+    assert "is not a number from 1 to 65535" in variable.stderr
+
+
 def test_options_that_name_another_thing_are_usage_errors(tmp_path: Path) -> None:
     """models download built a URI from its options: --stage 1 downloaded version 1,
     --version production the Production stage. --max-points past 32 bits reached

@@ -220,6 +220,10 @@ async def replay(client: _Tracking, path: Path) -> int:
             _log.warning("journal %s not stored: %s", file, error)
             failures.append(error)
     if failures:
+        # Raised, the count would be lost: a sync that stored some journals says so.
+        _log.warning(
+            "stored %d points; %d journals not stored, kept to sync again", sent, len(failures)
+        )
         raise failures[0]
     return sent
 

@@ -90,6 +90,25 @@ class _Seconds(click.ParamType):
             self.fail(f"{value!r}: give seconds above 0 (at most 1e9), or none", param, ctx)
 
 
+def _address(text: str) -> str:
+    """An address as given by a flag or a variable, checked as the client reads it, so
+    that a malformed one is a usage mistake (exit status 2) before any call."""
+    if not text.strip():
+        raise ValueError("an address cannot be empty")
+    _split(text)
+    return text
+
+
+class _Address(click.ParamType):
+    name = "address"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return _address(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
 def _boolean(text: str) -> bool:
     if text.lower() in _TRUE | _FALSE:
         return text.lower() in _TRUE
@@ -98,15 +117,15 @@ def _boolean(text: str) -> bool:
 
 # Each setting's name, its variable and how the variable's text becomes its value.
 _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "address": ("CAIRN_ADDRESS", str),
+    "address": ("CAIRN_ADDRESS", _address),
     "api_key": ("CAIRN_API_KEY", str),
     "project": ("CAIRN_PROJECT", str),
     "profile": ("CAIRN_PROFILE", str),
     "tls": ("CAIRN_TLS", _boolean),
     "ca_file": ("CAIRN_CA_FILE", str),
     "timeout": ("CAIRN_TIMEOUT", _seconds),
-    "registry_address": ("CAIRN_REGISTRY_ADDRESS", str),
-    "artifacts_address": ("CAIRN_ARTIFACTS_ADDRESS", str),
+    "registry_address": ("CAIRN_REGISTRY_ADDRESS", _address),
+    "artifacts_address": ("CAIRN_ARTIFACTS_ADDRESS", _address),
 }
 
 
@@ -127,6 +146,7 @@ _OPTIONS = [
         "address",
         "--address",
         "--target",
+        type=_Address(),
         text=f"host:port, http://host[:port] or https://host[:port] [default {DEFAULT_ADDRESS}]",
     ),
     _option("api_key", "--api-key", text="the API key to send"),
@@ -143,11 +163,13 @@ _OPTIONS = [
     _option(
         "registry_address",
         "--registry-address",
+        type=_Address(),
         text="the model registry's address, when it is served apart [default: --address]",
     ),
     _option(
         "artifacts_address",
         "--artifacts-address",
+        type=_Address(),
         text="the artifact service's address, when it is served apart [default: --address]",
     ),
 ]
@@ -197,8 +219,11 @@ def _from_environment(ctx: click.Context) -> dict[str, Any]:
             continue
         try:
             values[name] = parse(text)
-        except ValueError:
-            raise click.UsageError(f"{variable}={text!r} is not a valid value", ctx) from None
+        except ValueError as error:
+            reason = f": {error}" if str(error) != text else ""
+            raise click.UsageError(
+                f"{variable}={text!r} is not a valid value{reason}", ctx
+            ) from None
     return values
 
 

@@ -15,7 +15,7 @@ from ..exceptions import NotFoundError
 from ..types import ListOptions, ObjectInfo, Pager
 from ._calls import call
 from ._connection import connection_options
-from ._output import emit_list, is_terminal, output_option, plain
+from ._output import JSON, emit_list, is_terminal, output_option, plain
 
 COLUMNS = [("path", "Path"), ("is_dir", "Dir"), ("size", "Bytes"), ("update_time", "Updated")]
 
@@ -113,6 +113,8 @@ def upload(
     uploaded = call(work)
     if not uploaded:  # an empty tree: say so, where an empty table would leave it unsaid
         click.echo(f"Nothing uploaded: {local_path} holds no files.", err=True)
+        if output != JSON:
+            return
     emit_list(output, uploaded, COLUMNS, "Uploaded")
 
 
