@@ -128,7 +128,9 @@ class ExperimentStore:
             return _experiment(row, tags.get(row["experiment_id"], {}))
 
     async def rename(self, project: str, experiment_id: int, new_name: str) -> Experiment:
-        async with self._pool.acquire() as conn:
+        """As in MLflow, a deleted experiment keeps its name until restored or purged."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _lock_active(conn, project, experiment_id)
             try:
                 row = await conn.fetchrow(
                     f"""UPDATE tracking.experiments SET name = $3, last_update_time = now()

@@ -8,11 +8,17 @@ from __future__ import annotations
 import json
 import stat
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 import cairn
-from cairn.exceptions import AlreadyExistsError, DataLossError, FailedPreconditionError
+from cairn.exceptions import (
+    AlreadyExistsError,
+    DataLossError,
+    FailedPreconditionError,
+    NotFoundError,
+)
 from cairn.models import MANIFEST
 from tests.conftest import disk_full_after
 from tests.integration.models.conftest import World
@@ -103,6 +109,24 @@ async def test_a_manifest_entry_not_naming_the_logged_object_is_refused_first(
     expected = "INVALID_MODEL_MANIFEST" if change == "a directory" else "CHECKSUM_MISMATCH"
     assert raised.value.reason == expected
     assert [p.name for p in world.cache.iterdir()] == []  # nothing kept of it
+
+
+async def test_a_version_whose_files_are_gone_says_so(world: World, tmp_path: Path) -> None:
+    """It said its source held no model logged with log_model, as for a path that never
+    held one, though the version was registered with one (its run purged, say)."""
+    (tmp_path / "m.txt").write_text("weights")
+    info = await world.tracking.log_model(
+        world.run_id, tmp_path / "m.txt", "model", registered_model_name="files-gone"
+    )
+    run = await world.tracking.get_run(world.run_id)
+    root = urlsplit(run.info.artifact_uri).path.strip("/")
+    await world.store.delete(f"{root}/{info.artifact_path}", recursive=True)
+    with pytest.raises(NotFoundError) as missing:
+        await world.tracking.load_model("models:/files-gone/1", cache_dir=world.cache)
+    assert missing.value.reason == "OBJECT_NOT_FOUND"
+    assert "registered with a model logged with log_model, whose files are gone" in str(
+        missing.value.message
+    )
 
 
 async def test_log_model_completes_what_an_earlier_attempt_left(

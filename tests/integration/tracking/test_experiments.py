@@ -46,6 +46,18 @@ async def test_rename(tracking: cairn.TrackingClient, unique: str) -> None:
         await tracking.rename_experiment(first, f"b-{unique}")
 
 
+async def test_a_deleted_experiment_keeps_its_name(
+    tracking: cairn.TrackingClient, unique: str
+) -> None:
+    """It could be renamed, though it took no other write; MLflow refuses it too."""
+    deleted = await tracking.create_experiment(f"gone-{unique}")
+    await tracking.delete_experiment(deleted)
+    with pytest.raises(FailedPreconditionError) as refused:
+        await tracking.rename_experiment(deleted, f"renamed-{unique}")
+    assert refused.value.reason == "EXPERIMENT_DELETED"
+    assert (await tracking.get_experiment(deleted)).name == f"gone-{unique}"
+
+
 async def test_tags_set_and_delete(tracking: cairn.TrackingClient, experiment_id: str) -> None:
     await tracking.set_experiment_tag(experiment_id, "stage", 2)
     await tracking.set_experiment_tag(experiment_id, "stage", 3)

@@ -474,7 +474,10 @@ async def _read_manifest(location: _Location, uri: str) -> tuple[bytes, Manifest
                     raise invalid_manifest(uri, f"is larger than {MAX_MANIFEST_BYTES} bytes")
     except NotFoundError:
         raise NotFoundError(
-            f"{uri} holds no model logged with log_model (no {MANIFEST})",
+            f"{uri} was registered with a model logged with log_model, whose files are gone "
+            "from its source (deleted, or removed with its run by a garbage collection)"
+            if location.manifest_sha256
+            else f"{uri} holds no model logged with log_model (no {MANIFEST})",
             reason="OBJECT_NOT_FOUND",
         ) from None
     found = ModelCache.key(bytes(data))
