@@ -215,7 +215,8 @@ class Config:
     )
     log_format: str = _setting(
         "json",
-        "json for machines (one object a line, the lines of libraries too), console for people",
+        "json for machines (one object a line, Python libraries' lines and warnings too; "
+        "gRPC's C core writes its own), console for people",
         choices=("json", "console"),
     )
     max_message_bytes: int = _setting(

@@ -56,6 +56,7 @@ def configure(level: str = "info", fmt: str = "json") -> None:
         )
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), handlers=[handler], force=True)
+    logging.captureWarnings(True)  # a library's warnings.warn, as one line of the log
     _least_level = numeric
 
 
