@@ -199,6 +199,10 @@ def test_an_address_the_client_cannot_read_is_a_usage_error(tmp_path: Path) -> N
     variable = run_cairn("experiments", "list", env={**env, "CAIRN_ADDRESS": "localhost:http"})
     assert variable.returncode == 2 and "CAIRN_ADDRESS" in variable.stderr
     assert "is not a number from 1 to 65535" in variable.stderr
+    # The reason, not the text: a URL may hold a password.
+    secret = "grpcs://user:s3cret@host:1"
+    hidden = run_cairn("experiments", "list", env={**env, "CAIRN_ADDRESS": secret})
+    assert hidden.returncode == 2 and "s3cret" not in hidden.stderr
 
 
 def test_options_that_name_another_thing_are_usage_errors(tmp_path: Path) -> None:

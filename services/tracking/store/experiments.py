@@ -128,12 +128,13 @@ class ExperimentStore:
             return _experiment(row, tags.get(row["experiment_id"], {}))
 
     async def rename(self, project: str, experiment_id: int, new_name: str) -> Experiment:
-        """As in MLflow, a deleted experiment keeps its name until restored or purged."""
+        """As in MLflow, a deleted experiment keeps its name until restored or purged.
+        (_lock_active sets last_update_time.)"""
         async with self._pool.acquire() as conn, conn.transaction():
             await _lock_active(conn, project, experiment_id)
             try:
                 row = await conn.fetchrow(
-                    f"""UPDATE tracking.experiments SET name = $3, last_update_time = now()
+                    f"""UPDATE tracking.experiments SET name = $3
                         WHERE project = $1 AND experiment_id = $2 RETURNING {_COLUMNS}""",
                     project,
                     experiment_id,

@@ -22,10 +22,8 @@ from cairn.exceptions import (
     NotFoundError,
 )
 from cairn.types import ModelArtifact, ModelVersion, RegisteredModel
-from cairn_server import catalog
 from cairn_server.common.config import Config
-from cairn_server.common.server import CairnServer
-from tests.conftest import new_project, with_overrides
+from tests.conftest import new_project, serving
 from tests.proxy import AnswerDroppingProxy
 
 
@@ -184,10 +182,7 @@ async def test_the_default_lifetime_is_the_servers_within_a_shorter_cap(
 ) -> None:
     """The client asked for an hour by default, which a server capping URLs at less (as
     docs/artifacts.md advises) refused: every call without expires_in failed."""
-    settings = with_overrides(s3_config, presign_max_seconds=600)
-    server = CairnServer(settings, catalog.select(["artifacts"]), pool)
-    port = await server.start()
-    try:
+    async with serving(s3_config, pool, ["artifacts"], presign_max_seconds=600) as port:
         project = await new_project(port, f"cap-{unique}")
         async with cairn.ArtifactClient.insecure_connection(
             "127.0.0.1", port, project=project
@@ -196,8 +191,6 @@ async def test_the_default_lifetime_is_the_servers_within_a_shorter_cap(
             url = await client.presigned_url("capped.txt")
             assert "X-Amz-Expires=600&" in url.url
             assert await asyncio.to_thread(_http, url.url) == b"x"
-    finally:
-        await server.stop(grace=1.0)
 
 
 async def test_a_huge_duration_on_the_wire_is_invalid(s3_store: cairn.ArtifactClient) -> None:

@@ -30,11 +30,17 @@ async def test_create_get_and_get_by_name(tracking: cairn.TrackingClient, unique
 async def test_names_are_unique_even_after_delete(
     tracking: cairn.TrackingClient, unique: str
 ) -> None:
+    """A deleted experiment keeps its name until restored or purged: it could be renamed,
+    though it took no other write; MLflow refuses it too."""
     experiment_id = await tracking.create_experiment(f"dup-{unique}")
     await tracking.delete_experiment(experiment_id)
     with pytest.raises(AlreadyExistsError) as raised:
         await tracking.create_experiment(f"dup-{unique}")
     assert raised.value.reason == "EXPERIMENT_ALREADY_EXISTS"
+    with pytest.raises(FailedPreconditionError) as refused:
+        await tracking.rename_experiment(experiment_id, f"renamed-{unique}")
+    assert refused.value.reason == "EXPERIMENT_DELETED"
+    assert (await tracking.get_experiment(experiment_id)).name == f"dup-{unique}"
 
 
 async def test_rename(tracking: cairn.TrackingClient, unique: str) -> None:
@@ -44,18 +50,6 @@ async def test_rename(tracking: cairn.TrackingClient, unique: str) -> None:
     assert (await tracking.get_experiment(first)).name == f"c-{unique}"
     with pytest.raises(AlreadyExistsError):
         await tracking.rename_experiment(first, f"b-{unique}")
-
-
-async def test_a_deleted_experiment_keeps_its_name(
-    tracking: cairn.TrackingClient, unique: str
-) -> None:
-    """It could be renamed, though it took no other write; MLflow refuses it too."""
-    deleted = await tracking.create_experiment(f"gone-{unique}")
-    await tracking.delete_experiment(deleted)
-    with pytest.raises(FailedPreconditionError) as refused:
-        await tracking.rename_experiment(deleted, f"renamed-{unique}")
-    assert refused.value.reason == "EXPERIMENT_DELETED"
-    assert (await tracking.get_experiment(deleted)).name == f"gone-{unique}"
 
 
 async def test_tags_set_and_delete(tracking: cairn.TrackingClient, experiment_id: str) -> None:

@@ -220,10 +220,9 @@ def _from_environment(ctx: click.Context) -> dict[str, Any]:
         try:
             values[name] = parse(text)
         except ValueError as error:
-            reason = f": {error}" if str(error) != text else ""
-            raise click.UsageError(
-                f"{variable}={text!r} is not a valid value{reason}", ctx
-            ) from None
+            if parse is _address:  # why, not the text: a URL may hold a password
+                raise click.UsageError(f"{variable} is not a valid address: {error}", ctx) from None
+            raise click.UsageError(f"{variable}={text!r} is not a valid value", ctx) from None
     return values
 
 
