@@ -103,7 +103,7 @@ def _with_pool(config: Config, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> 
         try:
             return await work(pool)
         finally:
-            await pool.close()
+            await database.close_pool(pool)
 
     try:
         return uvloop.run(session())

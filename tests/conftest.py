@@ -95,7 +95,7 @@ async def pool(config: Config) -> AsyncIterator[asyncpg.Pool]:
     pool = await database.create_pool(config.database_url, config)
     await migrate(pool, catalog.select([]))
     yield pool
-    await pool.close()
+    await database.close_pool(pool)
 
 
 @pytest_asyncio.fixture(scope="session")

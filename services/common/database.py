@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -72,6 +73,27 @@ async def create_pool(url: str, config: Config) -> asyncpg.Pool:
     )
     pool.acquire_timeout = config.db_acquire_timeout_seconds
     return await pool
+
+
+# Longest wait for the pool's connections to say goodbye before they are dropped.
+POOL_CLOSE_SECONDS = 5.0
+
+
+async def close_pool(pool: asyncpg.Pool) -> None:
+    """Closes the pool's connections, politely where the database answers; those that
+    do not within POOL_CLOSE_SECONDS are dropped.
+
+    asyncpg's own close has no bound: it waits for PostgreSQL to see each connection
+    off, and to acknowledge any statement cancelled on it, which a partition (or a
+    cancel lost on its way) never lets it do.
+    """
+    # Not wait_for: cancelling a close stuck on such a connection would wait for it too.
+    closing = asyncio.ensure_future(pool.close())
+    done, _ = await asyncio.wait({closing}, timeout=POOL_CLOSE_SECONDS)
+    if not done:
+        _log.warning("database connections dropped unclosed", after_seconds=POOL_CLOSE_SECONDS)
+        pool.terminate()  # which ends the close, unless a connection is never released
+        await asyncio.wait({closing}, timeout=POOL_CLOSE_SECONDS)
 
 
 class BoundedPool(asyncpg.Pool):

@@ -28,10 +28,9 @@ _log = logs.get("cairn.server")
 # silently take part of its traffic. Without it, binding a port in use fails.
 ONE_SERVER_PER_PORT = [("grpc.so_reuseport", 0)]
 MAX_PRUNE_INTERVAL_SECONDS = 3600
-# Shutdown waits for background work this much past the grace period, and for the
-# pool's connections to close this long, before it leaves them behind.
+# Shutdown waits for background work this much past the grace period before it leaves
+# it behind (database.close_pool bounds the wait for the pool's connections).
 STOP_MARGIN_SECONDS = 1.0
-POOL_CLOSE_SECONDS = 5.0
 
 
 class CairnServer:
@@ -315,7 +314,7 @@ async def run(config: Config, services: Sequence[ServiceSpec]) -> None:
         _log.info("shutting down", signal=received, grace_seconds=config.shutdown_grace_seconds)
         await _stop(server, signals)
     finally:
-        await _close(pool)
+        await database.close_pool(pool)
     _log.info("stopped")
 
 
@@ -334,17 +333,6 @@ async def _stop(server: CairnServer, signals: _SignalWaiter) -> None:
     # Not awaited without a bound: a stop cancelled in the middle of a statement waits for
     # PostgreSQL to confirm the cancel.
     await asyncio.wait({stopping}, timeout=STOP_MARGIN_SECONDS)
-
-
-async def _close(pool: asyncpg.Pool) -> None:
-    """Closes the pool's connections, politely where the database answers: one that
-    does not (a partition) is dropped after POOL_CLOSE_SECONDS."""
-    # Not wait_for: cancelling a close stuck on such a connection would wait for it too.
-    closing = asyncio.ensure_future(pool.close())
-    done, _ = await asyncio.wait({closing}, timeout=POOL_CLOSE_SECONDS)
-    if not done:
-        _log.warning("database connections dropped unclosed at shutdown")
-        pool.terminate()
 
 
 class _SignalWaiter:

@@ -96,7 +96,7 @@ async def fuzz_pool(fuzz_config: Config) -> AsyncIterator[asyncpg.Pool]:
     pool = await database.create_pool(fuzz_config.database_url, fuzz_config)
     await migrate(pool, catalog.select([]))
     yield pool
-    await pool.close()
+    await database.close_pool(pool)
 
 
 @pytest_asyncio.fixture(scope="package")

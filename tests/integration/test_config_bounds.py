@@ -46,7 +46,7 @@ async def _pool(config: Config, timeout: float, work_mem_kib: int) -> AsyncItera
     try:
         yield pool
     finally:
-        await pool.close()
+        await database.close_pool(pool)
 
 
 @pytest.mark.parametrize("work_mem_end", ["least", "most"])

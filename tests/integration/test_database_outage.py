@@ -34,7 +34,7 @@ async def served(own_postgres, config: Config) -> AsyncIterator[tuple[int, objec
     finally:
         await asyncio.to_thread(own_postgres.ensure_postgres_running)
         await server.stop(grace=1.0)
-        await pool.close()
+        await database.close_pool(pool)
 
 
 async def _health(port: int) -> int:

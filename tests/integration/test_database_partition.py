@@ -4,6 +4,7 @@ pool's waits for a connection then time out as a busy pool's do, and turns SERVI
 again once the database answers. A pool that is only busy leaves health SERVING."""
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -13,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import cairn
 from cairn.exceptions import UnavailableError
-from cairn_server import catalog
+from cairn_server import catalog, cli
 from cairn_server.common import database, watch
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
@@ -50,7 +51,7 @@ async def served(
     finally:
         proxy.heal()
         await server.stop(grace=1.0)
-        await own_pool.close()
+        await database.close_pool(own_pool)
         await proxy.close()
 
 
@@ -143,3 +144,57 @@ async def test_shutdown_ends_within_its_grace_while_a_partition_holds_a_statemen
         proxy.heal()
         own_pool.terminate()
         await proxy.close()
+
+
+async def test_a_pool_behind_a_partition_closes_within_its_bound(config: Config) -> None:
+    """asyncpg's close waits for PostgreSQL to see each connection off, which a partition
+    never lets it do; the pool is dropped after POOL_CLOSE_SECONDS instead."""
+    proxy = PostgresProxy(config.database_url)
+    settings = with_overrides(config, database_url=await proxy.start(), db_pool_min_size=2)
+    own_pool = await database.create_pool(settings.database_url, settings)
+    try:
+        proxy.partition()
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(database.close_pool(own_pool), 3 * database.POOL_CLOSE_SECONDS)
+        assert asyncio.get_running_loop().time() - started < 2 * database.POOL_CLOSE_SECONDS
+        assert own_pool.is_closing()
+    finally:
+        proxy.heal()
+        own_pool.terminate()
+        await proxy.close()
+
+
+async def test_a_command_ends_though_the_database_is_partitioned_when_it_is_done(
+    config: Config,
+) -> None:
+    """`cairn migrate` and `cairn keys create` closed their pool without a bound: a
+    partition arriving as the work ended left the command waiting for ever."""
+    proxy = PostgresProxy(config.database_url)
+    settings = with_overrides(config, database_url=await proxy.start())
+    loop = asyncio.get_running_loop()
+
+    async def work_then_partition(own_pool: asyncpg.Pool) -> int:
+        answer = await own_pool.fetchval("SELECT 42")
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_partition(proxy), loop))
+        return answer
+
+    # The command runs its own event loop, as from the command line; this one serves the
+    # proxy meanwhile. A daemon thread: one left waiting cannot hold the tests' exit.
+    outcome: list[int] = []
+    command = threading.Thread(
+        target=lambda: outcome.append(cli._with_pool(settings, work_then_partition)),
+        daemon=True,
+    )
+    try:
+        command.start()
+        await eventually(
+            lambda: not command.is_alive(), 3 * database.POOL_CLOSE_SECONDS, "the command ended"
+        )
+        assert outcome == [42]
+    finally:
+        proxy.heal()
+        await proxy.close()
+
+
+async def _partition(proxy: PostgresProxy) -> None:
+    proxy.partition()

@@ -51,7 +51,7 @@ async def fresh_pool(fresh_url: str, config: Config) -> AsyncIterator[asyncpg.Po
     try:
         yield pool
     finally:
-        await pool.close()
+        await database.close_pool(pool)
 
 
 async def test_a_database_never_migrated_is_refused_naming_every_schema_and_cairn_migrate(
@@ -165,7 +165,7 @@ async def test_a_check_waits_for_every_schema_a_migration_run_applies(
         await asyncio.wait_for(checking, timeout=30)  # raised Unservable before
     finally:
         await blocker.close()
-        await migrating.close()
+        await database.close_pool(migrating)
 
 
 async def _waits_for_a_table(conn: asyncpg.Connection) -> bool:

@@ -205,7 +205,7 @@ async def test_a_completion_cut_by_the_shutdown_leaves_its_upload_free(
         assert await pool.fetchval(LEFT, project) == 2  # left to be completed again
     finally:
         held.released.set()
-        await own.close()
+        await database.close_pool(own)
 
 
 def test_a_servers_completions_go_with_it(s3_config: Config) -> None:

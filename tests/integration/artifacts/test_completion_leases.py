@@ -71,7 +71,7 @@ async def small_pool(
             yield client
     finally:
         await server.stop(grace=1.0)
-        await pool.close()
+        await database.close_pool(pool)
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ async def outage(
     finally:
         own_postgres.ensure_postgres_running()
         await server.stop(grace=1.0)
-        await pool.close()
+        await database.close_pool(pool)
 
 
 def _keys(settings: Config) -> list[str]:

@@ -53,7 +53,7 @@ async def test_a_directory_of_many_objects_is_deleted_and_its_bytes_removed(
 
                 await eventually(forgotten, what="the deleted objects' bytes removed")
     finally:
-        await own.close()
+        await database.close_pool(own)
 
 
 async def _keys(pool: asyncpg.Pool, project: str, pattern: str) -> list[str]:

@@ -34,7 +34,7 @@ async def _database_of_the_old_layout(url: str, root: Path) -> None:
             len(OLD),
             hashlib.sha256(OLD).hexdigest(),
         )
-    await pool.close()
+    await database.close_pool(pool)
     (root / "default" / "models").mkdir(parents=True)
     (root / "default" / "models" / "old.bin").write_bytes(OLD)
     # What a crashed upload of the old layout left beside its target.
@@ -68,5 +68,5 @@ async def test_objects_of_the_old_layout_are_served_replaced_and_swept(
         assert len([key for key, _ in await asyncio.to_thread(list, backend.scan())]) == 1
     finally:
         await server.stop(grace=1.0)
-        await pool.close()
+        await database.close_pool(pool)
         postgres.cleanup()

@@ -108,7 +108,7 @@ async def test_a_revoked_keys_children_are_refused_by_another_server_too(
             await eventually(refused, what="the child refused on the other server")
     finally:
         await other.stop(grace=0)
-        await own_pool.close()
+        await database.close_pool(own_pool)
 
 
 async def test_a_check_read_before_a_change_is_not_kept_after_it(
@@ -157,7 +157,7 @@ async def test_a_pool_of_one_connection_is_never_held_for_listening(config, uniq
         assert cache.get(info.prefix, None) is None
         await cache.close()
     finally:
-        await tiny.close()
+        await database.close_pool(tiny)
 
 
 async def test_a_clean_close_is_not_reported_as_a_lost_listener(config: Config) -> None:
@@ -170,7 +170,7 @@ async def test_a_clean_close_is_not_reported_as_a_lost_listener(config: Config) 
             await cache.listen()
             assert cache._listener is not None
             await cache.close()
-            await own_pool.close()
+            await database.close_pool(own_pool)
         assert [e for e in logged if "lost" in e["event"]] == []
     finally:
         own_pool.terminate()

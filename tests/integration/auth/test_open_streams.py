@@ -172,7 +172,7 @@ async def test_a_download_outlives_a_database_outage_though_admitted_again(
     finally:
         proxy.heal()
         await server.stop(grace=1.0)
-        await server_pool.close()
+        await database.close_pool(server_pool)
         await proxy.close()
 
 

@@ -31,7 +31,7 @@ async def port(own_postgres, config) -> AsyncIterator[int]:
     finally:
         await asyncio.to_thread(own_postgres.ensure_postgres_running)
         await server.stop(grace=1.0)
-        await pool.close()
+        await database.close_pool(pool)
 
 
 class Outage:

@@ -48,7 +48,7 @@ async def client(config: Config, proxy: PostgresProxy, unique: str) -> AsyncIter
             yield client
     finally:
         await server.stop(grace=1.0)
-        await own_pool.close()
+        await database.close_pool(own_pool)
 
 
 async def _deleted_run(client: cairn.Client, pool: asyncpg.Pool) -> str:

@@ -413,7 +413,7 @@ async def test_a_failed_operation_tells_an_error_id_not_the_servers_internals(
             done = await client.operations.wait_operation(started.name, timeout=60)
     finally:
         await server.stop(grace=0)
-        await own_pool.close()
+        await database.close_pool(own_pool)
     assert done.state is OperationState.FAILED
     [error] = done.errors
     assert re.fullmatch(r"the operation failed on the server; .* \(error [0-9a-f]{12}\)", error)
@@ -540,7 +540,7 @@ async def test_runs_of_long_histories_go_within_the_statement_timeout(
             done = await _collect(client, NOW)
     finally:
         await server.stop(grace=0)
-        await own_pool.close()
+        await database.close_pool(own_pool)
     assert done.counts["runs"] >= len(runs)  # and the deleted runs of other tests
     for table in ("runs", "metric_chunks"):
         left = f"SELECT count(*) FROM tracking.{table} WHERE run_id = ANY($1::text[]::uuid[])"

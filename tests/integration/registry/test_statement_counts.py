@@ -2,8 +2,8 @@
 
 import asyncpg
 
+from cairn_server.common import database
 from cairn_server.common.config import Config
-from cairn_server.common.database import create_pool
 from cairn_server.registry.model import ModelVersion, RegisteredModel
 from cairn_server.registry.store.models import ModelStore
 from cairn_server.registry.store.versions import VersionStore
@@ -23,7 +23,7 @@ async def test_pages_of_models_and_versions_take_a_fixed_number_of_statements(
     async def count(conn: asyncpg.Connection) -> None:
         conn.add_query_logger(lambda record: statements.append(record.query))
 
-    counted = await create_pool(config.database_url, config)
+    counted = await database.create_pool(config.database_url, config)
     try:
         async with counted.acquire() as conn:
             await count(conn)
@@ -38,4 +38,4 @@ async def test_pages_of_models_and_versions_take_a_fixed_number_of_statements(
                 sizes[size] = len(statements)
             assert sizes[2] == sizes[25] <= 2
     finally:
-        await counted.close()
+        await database.close_pool(counted)

@@ -113,7 +113,7 @@ async def guarded(config: Config, crowded: str) -> AsyncIterator[tuple[int, asyn
         yield await server.start(), pool
     finally:
         await server.stop(grace=1.0)
-        await pool.close()
+        await database.close_pool(pool)
 
 
 async def test_every_pool_connection_carries_the_guards(

@@ -228,4 +228,4 @@ async def test_the_sorts_of_a_bulk_read_share_one_statement_timeout(
             assert time.monotonic() - started < 10  # the timeout and one sort, not twelve
     finally:
         await server.stop(grace=1.0)
-        await strict_pool.close()
+        await database.close_pool(strict_pool)

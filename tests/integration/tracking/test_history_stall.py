@@ -63,7 +63,7 @@ async def tracking_on_own_pool(
             run_id = await _run_with_long_history(stub, pool, unique, messages)
             yield Served(port, own, run_id, stub)
     finally:
-        await own.close()
+        await database.close_pool(own)
 
 
 async def _run_with_long_history(

@@ -332,7 +332,7 @@ async def test_the_start_up_check_outlasts_the_statement_timeout(
             await holding.rollback()
         assert await checking == (0, 0)
     finally:
-        await strict.close()
+        await database.close_pool(strict)
 
 
 async def test_a_start_up_check_kept_waiting_by_a_held_run_refuses_with_why(
