@@ -12,6 +12,11 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp
 MLFLOW_VENV := .venv-mlflow
 MLFLOW_STAMP := $(MLFLOW_VENV)/.installed-stamp
 GEN_ROOT := clients/python
+# Processes the tests run in (pytest-xdist), each with a PostgreSQL and an S3 server of
+# its own; 0 runs them in pytest's own process (for a debugger). A test file runs whole in
+# one worker, in order, its module fixtures built once.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: help venv gen check-gen lint run test test-fast clean lock
 
@@ -71,11 +76,11 @@ run: $(RUN_STAMP)
 	CAIRN_LOG_FORMAT=$${CAIRN_LOG_FORMAT:-console} $(BIN)/cairn serve all
 
 test: $(STAMP) $(CHECKOV_STAMP) check-gen lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 # Tests only, without the generation and lint checks.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 lock: $(STAMP)
 	{ echo "# Exact versions CI and 'make test' install; regenerate with 'make lock'."; \

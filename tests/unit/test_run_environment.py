@@ -137,5 +137,5 @@ def test_the_closure_sees_tools_the_development_environment_brings() -> None:
     (pytest-asyncio requires pytest), so an empty answer above is not a blind spot."""
     brought = closure({"dev"})
     assert development_tools() <= brought.keys()
-    assert brought["pytest"] in {"cairn", "pytest-asyncio"}
+    assert brought["pytest"] in {"cairn", "pytest-asyncio", "pytest-xdist"}
     assert brought["iniconfig"] == "pytest"
