@@ -205,6 +205,27 @@ def test_an_address_the_client_cannot_read_is_a_usage_error(tmp_path: Path) -> N
     assert hidden.returncode == 2 and "s3cret" not in hidden.stderr
 
 
+def test_an_address_whose_scheme_contradicts_the_connection_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    """--no-tls silently overrode an https:// address, and a service's address whose
+    scheme contradicted the server's connection exited 1, as an outage does."""
+    env = environment(tmp_path, CAIRN_ADDRESS=DEAD)
+    for argv in (
+        ["--address", "https://127.0.0.1:1", "--no-tls"],
+        ["--address", "http://127.0.0.1:1", "--tls"],
+        ["--registry-address", "https://127.0.0.1:1"],
+        ["--artifacts-address", "http://127.0.0.1:1", "--tls"],
+    ):
+        done = run_cairn("experiments", "list", *argv, env=env)
+        assert done.returncode == 2, (argv, done.stderr)
+        assert argv[0] in done.stderr and "choose one" in done.stderr, done.stderr
+    secret = "https://user:s3cret@127.0.0.1:1"
+    variable = run_cairn("experiments", "list", env={**env, "CAIRN_REGISTRY_ADDRESS": secret})
+    assert variable.returncode == 2 and "CAIRN_REGISTRY_ADDRESS" in variable.stderr
+    assert "s3cret" not in variable.stderr
+
+
 def test_options_that_name_another_thing_are_usage_errors(tmp_path: Path) -> None:
     """models download built a URI from its options: --stage 1 downloaded version 1,
     --version production the Production stage. --max-points past 32 bits reached

@@ -193,6 +193,7 @@ def resolve(ctx: click.Context) -> Connection:
     given = {**_from_environment(ctx), **ctx.find_root().meta.get(_META_KEY, {})}
     profile = _profile(given.get("profile"))
     host, port, tls = _location(given, profile)
+    _schemes_agree(given, tls, ctx)
     # A profile's key, CA and services belong to the profile's server: given another
     # address, they are not used (a key is never sent elsewhere, maybe in the clear).
     own = profile if profile and not given.get("address") else None
@@ -224,6 +225,21 @@ def _from_environment(ctx: click.Context) -> dict[str, Any]:
                 raise click.UsageError(f"{variable} is not a valid address: {error}", ctx) from None
             raise click.UsageError(f"{variable}={text!r} is not a valid value", ctx) from None
     return values
+
+
+def _schemes_agree(given: dict[str, Any], tls: bool, ctx: click.Context) -> None:
+    """An address given whose scheme says the contrary of the connection's TLS (--tls,
+    or the server's own address for a service served apart) is a usage mistake, as the
+    Python client refuses it; it is not named (a URL may hold a password)."""
+    for name in ("address", "registry_address", "artifacts_address"):
+        url_tls = _split(given[name])[2] if given.get(name) else None
+        if url_tls is not None and url_tls != tls:
+            scheme, wanted = ("https", "plaintext") if url_tls else ("http", "TLS")
+            option = f"--{name.replace('_', '-')} ({_VARIABLES[name][0]})"
+            raise click.UsageError(
+                f"{option} is an {scheme}:// address for a {wanted} connection: choose one",
+                ctx,
+            )
 
 
 def _location(given: dict[str, Any], profile: profiles.Profile | None) -> tuple[str, int, bool]:
