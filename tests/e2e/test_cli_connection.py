@@ -236,6 +236,9 @@ def test_options_that_name_another_thing_are_usage_errors(tmp_path: Path) -> Non
         ["models", "download", "churn", "--version", "production"],
         ["models", "download", "churn", "--alias", "x/1"],
         ["metrics", "history", "0" * 32, "acc", "--max-points", str(2**31)],
+        # The registry orders by one key: a second replaced the first.
+        ["models", "list", "--order-by", "name", "--order-by", "creation_timestamp"],
+        ["models", "versions", "churn", "--order-by", "version_number", "--order-by", "x"],
     ):
         done = run_cairn(*argv, env=env)
         assert done.returncode == 2, (argv, done.stderr)

@@ -44,9 +44,25 @@ def group() -> None:
     """Registered models: list, describe, versions, alias, stage, download."""
 
 
+_NEWEST_FIRST = "version_number DESC"
+
+
+def _one_key(ctx: click.Context, param: click.Parameter, keys: tuple[str, ...]) -> str | None:
+    """The registry orders by one key: a second --order-by is refused rather than let
+    replace the first."""
+    if len(keys) > 1:
+        raise click.BadParameter("the registry orders by one key: give it once", ctx, param)
+    return keys[0] if keys else None
+
+
 @group.command("list")
 @click.option("--filter", "filter_string", default="", help="e.g. \"name LIKE 'churn%'\"")
-@click.option("--order-by", help="one key, e.g. 'last_updated_timestamp DESC' [default: name]")
+@click.option(
+    "--order-by",
+    multiple=True,
+    callback=_one_key,
+    help="one key, e.g. 'last_updated_timestamp DESC' [default: name]",
+)
 @click.option("--max-results", type=click.IntRange(min=1), help="stop after this many")
 @output_option
 @connection_options
@@ -81,12 +97,14 @@ def describe_model(name: str, output: str) -> None:
 @group.command("versions")
 @click.argument("name")
 @click.option("--filter", "filter_string", default="", help="more conditions, e.g. \"tags.x='y'\"")
-@click.option("--order-by", default="version_number DESC", show_default=True, help="one key")
+@click.option(
+    "--order-by", multiple=True, callback=_one_key, help=f"one key [default: {_NEWEST_FIRST}]"
+)
 @click.option("--max-results", type=click.IntRange(min=1), help="stop after this many")
 @output_option
 @connection_options
 def list_versions(
-    name: str, filter_string: str, order_by: str, max_results: int | None, output: str
+    name: str, filter_string: str, order_by: str | None, max_results: int | None, output: str
 ) -> None:
     """List the versions of model NAME, newest first."""
     condition = f"name = {quoted(name)}" + (f" AND ({filter_string})" if filter_string else "")
@@ -94,7 +112,10 @@ def list_versions(
     async def work(client: Client) -> list[MlflowModelVersion]:
         def page(options: ListOptions) -> Any:
             return client.registry.search_model_versions(
-                condition, options.limit or 100, [order_by], options.next_page_token
+                condition,
+                options.limit or 100,
+                [order_by or _NEWEST_FIRST],
+                options.next_page_token,
             )
 
         found = await collect(Pager(page), max_results)
