@@ -146,6 +146,13 @@ class _BoundedAcquire:
             raise self._busy() from None
 
     async def __aexit__(self, *exc_info: Any) -> None:
+        if isinstance(exc_info[1], asyncio.CancelledError):
+            # Not lent again: cancelled as the answer to its statement's preparation
+            # arrived, asyncpg leaves the statement unsynced, and PostgreSQL then keeps
+            # its statement timeout running. The next message fails with that timeout
+            # (a later caller's statement, or the Terminate of a close, which then
+            # waits for ever).
+            self._inner.connection.terminate()
         await self._inner.__aexit__(*exc_info)
 
     def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
