@@ -84,8 +84,8 @@ async def close_pool(pool: asyncpg.Pool) -> None:
     do not within POOL_CLOSE_SECONDS are dropped.
 
     asyncpg's own close has no bound: it waits for PostgreSQL to see each connection
-    off, and to acknowledge any statement cancelled on it, which a partition (or a
-    cancel lost on its way) never lets it do.
+    off, and to acknowledge any statement cancelled on it, which a partition never
+    lets it do.
     """
     # Not wait_for: cancelling a close stuck on such a connection would wait for it too.
     closing = asyncio.ensure_future(pool.close())

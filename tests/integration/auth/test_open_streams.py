@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import cairn
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc as rpc
-from cairn.exceptions import NotFoundError, from_grpc_error
+from cairn.exceptions import NotFoundError, UnauthenticatedError, from_grpc_error
 from cairn.types import ApiKeyExpirationTime, ProjectRole
 from cairn_server import catalog
 from cairn_server.auth.store import AuthStore
@@ -110,20 +110,33 @@ async def test_a_download_ends_once_its_key_is_revoked(
     ) as artifacts:
         await artifacts.upload("streams/large.bin", b"x" * size)
     received = 0
-    async with grpc.aio.insecure_channel(
-        f"127.0.0.1:{world.port}", options=[("grpc.max_receive_message_length", 64 << 20)]
-    ) as channel:
+    # Without BDP probes the window stays small: the server cannot send the rest of the
+    # download while the revocation is under way.
+    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.http2.bdp_probe", 0)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{world.port}", options=options) as channel:
         stub = rpc.ArtifactServiceStub(channel)
         request = api.DownloadRequest(project=world.project, path="streams/large.bin")
         messages = stub.Download(request, metadata=_bearer(key)).__aiter__()
         received += len((await anext(messages)).chunk)
         async with world.auth("global_admin") as admin:
             await admin.delete_api_key(key)
+        await eventually(lambda: _refused(world, key), what="the revocation seen by new calls")
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             async for message in messages:
                 received += len(message.chunk)
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert received < size
+
+
+async def _refused(world: World, key: str) -> bool:
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", world.port, key, project=world.project
+    ) as artifacts:
+        try:
+            await artifacts.stat("streams/large.bin")
+        except UnauthenticatedError:
+            return True
+    return False
 
 
 @pytest.mark.parametrize("fault", ["refused", "partitioned"])

@@ -48,7 +48,7 @@ _NEWEST_FIRST = "version_number DESC"
 
 
 def _one_key(ctx: click.Context, param: click.Parameter, keys: tuple[str, ...]) -> str | None:
-    """The registry orders by one key: a second --order-by is refused rather than let
+    """The registry orders by one key: a second --order-by is refused, not left to
     replace the first."""
     if len(keys) > 1:
         raise click.BadParameter("the registry orders by one key: give it once", ctx, param)
