@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import select
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -13,7 +14,7 @@ import pytest
 
 from cairn_server.common import database
 from cairn_server.common.config import Config
-from tests.conftest import with_overrides
+from tests.conftest import eventually, with_overrides
 
 STATEMENT_TIMEOUT_SECONDS = 0.3
 
@@ -32,15 +33,28 @@ async def test_a_connection_cancelled_as_its_statement_is_prepared_is_not_lent_a
         db_pool_size=1,
     )
     pool = await database.create_pool(config.database_url, strict)
+    clock = await asyncpg.connect(config.database_url)
     try:
         cancelled_on = await _cancelled_as_prepared(pool)
-        # The cancelled statement's timeout runs out meanwhile, on the server.
-        await asyncio.sleep(2 * STATEMENT_TIMEOUT_SECONDS)
+        # Its statement timeout began before this, when PostgreSQL read the Parse.
+        prepared_by = await clock.fetchval("SELECT clock_timestamp()")
+        # Until the cancelled statement's timeout has run out on PostgreSQL's clock
+        # (which fails nothing by itself: only the next message shows it).
+        await eventually(
+            lambda: _past(clock, prepared_by, STATEMENT_TIMEOUT_SECONDS),
+            what="the cancelled statement's timeout over",
+        )
         async with pool.acquire() as conn:
             assert await conn.fetchval("SELECT 1") == 1
             assert conn.get_server_pid() != cancelled_on
     finally:
+        await clock.close()
         await database.close_pool(pool)
+
+
+async def _past(clock: asyncpg.Connection, start: datetime, seconds: float) -> bool:
+    query = "SELECT clock_timestamp() > $1::timestamptz + make_interval(secs => $2)"
+    return bool(await clock.fetchval(query, start, seconds))
 
 
 async def _cancelled_as_prepared(pool: asyncpg.Pool) -> int:
