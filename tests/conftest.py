@@ -33,7 +33,7 @@ from moto.server import ThreadedMotoServer
 
 import cairn
 from cairn_server import catalog
-from cairn_server.common import database, logs
+from cairn_server.common import database, logs, page_seals
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer, migrate
 
@@ -177,6 +177,18 @@ async def serving(
         yield port
     finally:
         await server.stop(grace=1.0)
+
+
+async def sealed_by(pool: asyncpg.Pool, schema: str, token: str) -> str:
+    """token sealed as the service of schema seals the tokens it answers: how a test
+    sends an edited token past the seal, to the checks behind it."""
+    key = await pool.fetchval(f'SELECT secret FROM "{schema}".page_token_key')
+    return page_seals.seal(key, token)
+
+
+def unsealed(token: str) -> str:
+    """The token a sealed one carries (what paging.py wrote)."""
+    return token.rpartition(page_seals.SEPARATOR)[0]
 
 
 def repo_root() -> Path:

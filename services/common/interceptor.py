@@ -1,4 +1,5 @@
-"""The one server interceptor: request ids, access, one log line per call, errors to statuses.
+"""The one server interceptor: request ids, access, page seals, one log line per call,
+errors to statuses.
 
 Every handler of every service (health and reflection included) runs inside
 `_CallScope`, which binds the request id into structlog's context, times the call,
@@ -35,6 +36,7 @@ from . import database, logs, messages, metrics
 from .access import CallInfo, Gate, Role, metadata_of, set_caller, set_readmission
 from .errors import DomainError, ResourceExhausted
 from .idempotency import Idempotency, passing_bytes
+from .page_seals import PageSeals, paged
 
 ERROR_DOMAIN = "cairn"
 REQUEST_ID_HEADER = "x-request-id"
@@ -56,17 +58,20 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         gate: admits callers.
         roles: full method name ("/cairn.tracking.v1.TrackingService/GetRun") to the
             least role it needs; methods not listed (health, reflection) are open.
+        seals: signs the page tokens of lists (page_seals.py).
     """
 
     def __init__(
         self,
         gate: Gate,
         roles: dict[str, Role],
+        seals: PageSeals,
         idempotency: Idempotency | None = None,
         stopping: asyncio.Event | None = None,
     ) -> None:
         self._gate = gate
         self._roles = roles
+        self._seals = seals
         self._idempotency = idempotency
         self._stopping = stopping  # set once the server stops taking calls
         # Method to the handler found for it and its wrapping, made once: gRPC looks the
@@ -100,6 +105,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary:
             schema = self._idempotency.schema_of(method) if self._idempotency else None
             behaviour = handler.unary_unary
+            if paged(method):
+                behaviour = self._seals.sealing(method, behaviour)
             if schema is not None:
                 behaviour = _once(self._idempotency, schema, method, behaviour)  # type: ignore[arg-type]
                 codec["response_serializer"] = passing_bytes(handler.response_serializer)

@@ -4,11 +4,12 @@ A page token holds the sort key of the last row of a page and a fingerprint of t
 (filter, order, scope) it belongs to. The next page starts strictly after that key, so
 rows inserted meanwhile never shift a page the way OFFSET does.
 
-Tokens are not signed: a token is only a position. Every value read back from one is
-checked against the type of its sort column (and the query's fingerprint) before it
-reaches SQL, and the query keeps its own scope conditions, so an edited token can at
-most start a page elsewhere in what the caller may read anyway. A token that fails a
-check is INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
+Tokens travel sealed (page_seals.py: the interceptor signs and checks them), so what
+reaches this module was made by it. Every value read back from one is still checked
+against the type of its sort column (and the query's fingerprint) before it reaches
+SQL, and the query keeps its own scope conditions: a seal leaked with its key would
+let an edited token at most start a page elsewhere in what the caller may read anyway.
+A token that fails a check is INVALID_ARGUMENT (INVALID_PAGE_TOKEN).
 """
 
 from __future__ import annotations
@@ -110,14 +111,14 @@ class Keyset:
             return None
         payload = _payload(token, field, self.max_token_length)
         if payload.get("q") != self._fingerprint:
-            raise _bad_token(field, "belongs to a different query (filter, order or scope)")
+            raise bad_token(field, "belongs to a different query (filter, order or scope)")
         key = payload.get("k")
         if not isinstance(key, list) or len(key) != len(self.columns):
-            raise _bad_token(field, "does not match the query's sort key")
+            raise bad_token(field, "does not match the query's sort key")
         try:
             return [_typed(value, c) for value, c in zip(key, self.columns, strict=True)]
         except (TypeError, ValueError, OverflowError):
-            raise _bad_token(field, "holds a value of the wrong type") from None
+            raise bad_token(field, "holds a value of the wrong type") from None
 
     def after(self, last: Sequence[Any], params: Params) -> str:
         """A predicate true for rows whose sort key comes strictly after `last`.
@@ -186,14 +187,14 @@ def page_size(requested: int, default: int, maximum: int, field: str = "page_siz
 
 def _payload(token: str, field: str, max_length: int) -> dict[str, Any]:
     if len(token) > max_length:
-        raise _bad_token(field, "is too long")
+        raise bad_token(field, "is too long")
     try:
         padded = token + "=" * (-len(token) % 4)
         payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, binascii.Error, RecursionError):  # Recursion: nested too deep
-        raise _bad_token(field, "is malformed") from None
+        raise bad_token(field, "is malformed") from None
     if not isinstance(payload, dict):
-        raise _bad_token(field, "is malformed")
+        raise bad_token(field, "is malformed")
     return payload
 
 
@@ -239,5 +240,5 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _bad_token(field: str, problem: str) -> InvalidArgument:
+def bad_token(field: str, problem: str) -> InvalidArgument:
     return invalid_field(field, f"page token {problem}", "INVALID_PAGE_TOKEN")

@@ -20,6 +20,7 @@ from .config import Config
 from .health import LIVENESS, HealthServicer
 from .idempotency import Idempotency
 from .interceptor import CallInterceptor
+from .page_seals import PageSeals
 from .service import Resources, ServiceSpec
 from .watch import watch_database
 
@@ -45,6 +46,7 @@ class CairnServer:
             exempt=set().union(*(spec.not_recorded for spec in self.services)),
         )
         self._stopping = Stopping()
+        self._seals = PageSeals()
         resources = Resources(
             config=config, pool=pool, idempotency=self._idempotency, stopping=self._stopping
         )
@@ -54,7 +56,9 @@ class CairnServer:
         self._gate = _gate(self.services, resources)
         self._server = grpc.aio.server(
             interceptors=[
-                CallInterceptor(self._gate, role_table(services), self._idempotency, self._stopping)
+                CallInterceptor(
+                    self._gate, role_table(services), self._seals, self._idempotency, self._stopping
+                )
             ],
             options=[
                 ("grpc.max_receive_message_length", limit),
@@ -90,6 +94,7 @@ class CairnServer:
         With a certificate configured the port speaks TLS only (and mTLS with a client CA).
         """
         address = address or self.config.listen_address
+        await self._seals.load(self._resources.pool, self.services)
         port = _bind(self._server, address, server_credentials(self.config))
         if self._probe_server is not None:
             self.health_port = _bind(

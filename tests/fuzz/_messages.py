@@ -56,7 +56,7 @@ class Known:
 
     project: str
     by_field: Mapping[str, tuple[str, ...]]
-    tokens: Mapping[str, str]  # full method name -> a real next_page_token
+    tokens: Mapping[str, values.RealToken]  # full method name -> a real next_page_token
     first_pages: Mapping[str, bytes]  # full method name -> the request of that token
     # request message name -> identifiers its filter accepted when probed
     filter_fields: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
@@ -79,7 +79,11 @@ class Messages:
         self._cache: dict[tuple[str, int, bool], st.SearchStrategy[Message]] = {}
 
     def of(
-        self, descriptor: Descriptor, depth: int = 0, token: str | None = None, hostile: bool = True
+        self,
+        descriptor: Descriptor,
+        depth: int = 0,
+        token: values.RealToken | None = None,
+        hostile: bool = True,
     ) -> st.SearchStrategy[Message]:
         """Messages of descriptor's type: plain values, up to two fields hostile (none
         when not hostile)."""
@@ -124,7 +128,7 @@ class Messages:
         return found
 
     def _field(
-        self, field: FieldDescriptor, owner: Descriptor, depth: int, token: str | None
+        self, field: FieldDescriptor, owner: Descriptor, depth: int, token: values.RealToken | None
     ) -> Pair | None:
         if field.type == F.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
             entry = field.message_type
@@ -152,7 +156,7 @@ class Messages:
         return plain_list, values.weighted((2, mixed), (1, long))
 
     def _single(
-        self, field: FieldDescriptor, owner: Descriptor, depth: int, token: str | None
+        self, field: FieldDescriptor, owner: Descriptor, depth: int, token: values.RealToken | None
     ) -> Pair | None:
         kind = field.type
         if kind == F.TYPE_MESSAGE:
@@ -182,7 +186,7 @@ class Messages:
             return st.sampled_from([0, 1, 2, 5, 10]), values.integers(*_INTEGERS[kind])
         return None  # groups: none in proto3
 
-    def _string(self, name: str, owner: Descriptor, token: str | None) -> Pair:
+    def _string(self, name: str, owner: Descriptor, token: values.RealToken | None) -> Pair:
         if name == "project":
             # Never "default" or another test's project: the fuzzer writes where it names.
             return st.just(self.known.project), values.strings(
@@ -194,7 +198,7 @@ class Messages:
             plain = values.weighted((3, st.just("")), (1, st.sampled_from(usual)))
             return plain, values.filters(accepted)
         if name == "page_token":
-            plain = values.weighted((3, st.just("")), (1, st.just(token or "")))
+            plain = values.weighted((3, st.just("")), (1, st.just(token.sealed if token else "")))
             return plain, values.page_tokens(token)
         if name == "order_by":
             plain = values.weighted((3, st.just("")), (1, st.sampled_from(values.PLAIN_ORDERS)))

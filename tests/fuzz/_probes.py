@@ -11,6 +11,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from hypothesis import strategies as st
 
+from cairn_server.common import page_seals
+
 from . import _messages as messages
 from . import _values as values
 from ._rpc import Metadata, Rpc
@@ -49,7 +51,8 @@ def _show(rpc: Rpc, part: bytes) -> str:
     token = getattr(decoded, "page_token", "")
     if token:
         with contextlib.suppress(ValueError):
-            shown += f" (page_token decodes to {json.dumps(values.decode_token(token))[:300]})"
+            bare = token.rpartition(page_seals.SEPARATOR)[0] or token
+            shown += f" (page_token decodes to {json.dumps(values.decode_token(bare))[:300]})"
     return shown
 
 

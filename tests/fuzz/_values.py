@@ -9,9 +9,12 @@ from __future__ import annotations
 import base64
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import strategies as st
+
+from cairn_server.common import page_seals
 
 
 def weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
@@ -411,6 +414,22 @@ def decode_token(token: str) -> dict[str, Any]:
     return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
 
 
+@dataclass(frozen=True)
+class RealToken:
+    """A next_page_token a list answered, and the key its service seals tokens with
+    (page_seals.py): what forges tokens that get past the seal, to the checks behind it,
+    as only a caller who had the key could."""
+
+    sealed: str
+    key: bytes
+
+    def payload(self) -> dict[str, Any]:
+        return decode_token(self.sealed.rpartition(page_seals.SEPARATOR)[0])
+
+    def forged(self, payload: Any) -> str:
+        return page_seals.seal(self.key, encode_token(payload))
+
+
 def forged_keys(real_key: list[Any]) -> st.SearchStrategy[list[Any]]:
     """A token's sort key changed: right length with some values swapped for hostile
     ones, or any JSON at all."""
@@ -420,9 +439,10 @@ def forged_keys(real_key: list[Any]) -> st.SearchStrategy[list[Any]]:
     return st.one_of(st.tuples(*slots).map(list), st.lists(json_values, max_size=4))
 
 
-def page_tokens(real: str | None = None) -> st.SearchStrategy[str]:
+def page_tokens(real: RealToken | None = None) -> st.SearchStrategy[str]:
     """Random text, base64 of garbage, base64 of JSON with wrong types, and (given a
-    real token) that token with its query fingerprint kept and its key forged."""
+    real token) that token with its query fingerprint kept and its key forged: mostly
+    sealed with the service's key, sometimes not (which the seal must refuse)."""
     options = [
         strings(),
         st.binary(max_size=48).map(lambda b: base64.urlsafe_b64encode(b).decode()),
@@ -432,12 +452,12 @@ def page_tokens(real: str | None = None) -> st.SearchStrategy[str]:
         st.just("a" * 4097),
     ]
     if real:
-        payload = decode_token(real)
-        forged = forged_keys(list(payload.get("k") or [])).map(
-            lambda key: encode_token({**payload, "k": key})
-        )
-        edited = st.sampled_from([real + "=", real + "A", real[:-1], real.replace("-", "+")])
-        return weighted((4, forged), (1, edited), (2, st.one_of(options)))
+        payload = real.payload()
+        forged = forged_keys(list(payload.get("k") or [])).map(lambda key: {**payload, "k": key})
+        sealed, token = forged.map(real.forged), real.sealed
+        edited = st.sampled_from([token + "=", token + "A", token[:-1], token.replace("-", "+")])
+        unsealed = forged.map(encode_token)
+        return weighted((4, sealed), (1, unsealed), (1, edited), (2, st.one_of(options)))
     return st.one_of(options)
 
 

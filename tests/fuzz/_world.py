@@ -50,7 +50,7 @@ class Seeder:
         self.ids: dict[str, list[str]] = {}
         # Each list RPC's request for a page of one item, and the token it answered.
         self.first_pages: dict[str, Message] = {}
-        self.tokens: dict[str, str] = {}
+        self.tokens: dict[str, values.RealToken] = {}
 
     def remember(self, value: str, *fields: str) -> str:
         for name in fields:
@@ -235,7 +235,8 @@ class Seeder:
             project=self.project, recursive=True, page_size=1
         )
 
-    async def page_tokens(self, channel: grpc.aio.Channel) -> None:
+    async def page_tokens(self, channel: grpc.aio.Channel, seal_keys: Mapping[str, bytes]) -> None:
+        """Each list's real token, with the key its service (by full name) seals with."""
         for path, request in self.first_pages.items():
             reply_class = _reply_class(path)
             reply = await channel.unary_unary(
@@ -244,7 +245,8 @@ class Seeder:
                 response_deserializer=reply_class.FromString,
             )(request, metadata=self.metadata)
             assert reply.next_page_token, f"{path} gave no token for its first page of one"
-            self.tokens[path] = reply.next_page_token
+            service = path.strip("/").split("/")[0]
+            self.tokens[path] = values.RealToken(reply.next_page_token, seal_keys[service])
 
     async def filter_fields(self, channel: grpc.aio.Channel) -> dict[str, tuple[str, ...]]:
         """For each list with a filter, the identifiers its filter accepts: each
@@ -286,7 +288,11 @@ def _reply_class(path: str) -> type[Message]:
 
 
 async def seed(
-    channel: grpc.aio.Channel, admin_key: str, project: str, viewer: str
+    channel: grpc.aio.Channel,
+    admin_key: str,
+    project: str,
+    viewer: str,
+    seal_keys: Mapping[str, bytes],
 ) -> tuple[Seeder, Keys]:
     """Creates `project` with experiments, runs, models, versions, artifacts and
     objects, and a viewer's key in it."""
@@ -298,7 +304,7 @@ async def seed(
     await seeder.tracking_data()
     await seeder.registry_data()
     await seeder.artifact_data()
-    await seeder.page_tokens(channel)
+    await seeder.page_tokens(channel, seal_keys)
     return seeder, keys
 
 

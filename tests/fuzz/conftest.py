@@ -123,31 +123,59 @@ async def admin_key(fuzz_pool: asyncpg.Pool) -> str:
     return key
 
 
+@pytest_asyncio.fixture(scope="package")
+async def seal_keys(fuzz_pool: asyncpg.Pool) -> dict[str, bytes]:
+    """Each service's page-token key (by full name), to forge tokens past the seal."""
+    return {
+        spec.full_name: await fuzz_pool.fetchval(
+            f'SELECT secret FROM "{spec.schema}".page_token_key'
+        )
+        for spec in catalog.select([])
+    }
+
+
 async def _target(
-    port: int, channel: grpc.aio.Channel, admin: str, project: str, discover: bool = False
+    port: int,
+    channel: grpc.aio.Channel,
+    admin: str,
+    project: str,
+    seal_keys: dict[str, bytes],
+    discover: bool = False,
 ) -> Target:
-    seeder, keys = await seed(channel, admin, project, viewer=f"{project}-viewer")
+    seeder, keys = await seed(channel, admin, project, f"{project}-viewer", seal_keys)
     fields = await seeder.filter_fields(channel) if discover else {}
     return Target(port, channel, keys, known(seeder, fields), seeder)
 
 
 @pytest_asyncio.fixture(scope="package")
-async def fuzzed(fuzz_server: int, fuzz_channel: grpc.aio.Channel, admin_key: str) -> Target:
+async def fuzzed(
+    fuzz_server: int, fuzz_channel: grpc.aio.Channel, admin_key: str, seal_keys: dict[str, bytes]
+) -> Target:
     """The project the fuzzer calls into (and may wreck), with what its lists' filters
     accept found out."""
-    return await _target(fuzz_server, fuzz_channel, admin_key, "fuzz", discover=True)
+    return await _target(fuzz_server, fuzz_channel, admin_key, "fuzz", seal_keys, discover=True)
 
 
 @pytest_asyncio.fixture(scope="package")
 async def targets(
-    fuzz_server: int, fuzz_channel: grpc.aio.Channel, admin_key: str, fuzzed: Target
+    fuzz_server: int,
+    fuzz_channel: grpc.aio.Channel,
+    admin_key: str,
+    seal_keys: dict[str, bytes],
+    fuzzed: Target,
 ) -> Callable[[Rpc], Target]:
     """The project each RPC is fuzzed in: one of its own for each RPC that deletes,
     so what it deletes is still there for the RPCs fuzzed after it."""
     deleting = [rpc for rpc in all_rpcs() if rpc.method.name.startswith("Delete")]
     own = await asyncio.gather(
         *(
-            _target(fuzz_server, fuzz_channel, admin_key, f"fuzz-{rpc.method.name.lower()}")
+            _target(
+                fuzz_server,
+                fuzz_channel,
+                admin_key,
+                f"fuzz-{rpc.method.name.lower()}",
+                seal_keys,
+            )
             for rpc in deleting
         )
     )
@@ -156,9 +184,11 @@ async def targets(
 
 
 @pytest_asyncio.fixture(scope="package")
-async def corpus(fuzz_server: int, fuzz_channel: grpc.aio.Channel, admin_key: str) -> Target:
+async def corpus(
+    fuzz_server: int, fuzz_channel: grpc.aio.Channel, admin_key: str, seal_keys: dict[str, bytes]
+) -> Target:
     """The project the regression corpus reads its real page tokens from."""
-    return await _target(fuzz_server, fuzz_channel, admin_key, "corpus")
+    return await _target(fuzz_server, fuzz_channel, admin_key, "corpus", seal_keys)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

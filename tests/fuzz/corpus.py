@@ -21,7 +21,6 @@ from cairn.registry.v1 import registry_pb2, registry_service_pb2
 from cairn.tracking.v1 import tracking_service_pb2
 
 from ._messages import length_delimited
-from ._values import decode_token, encode_token
 from ._world import LIST_RPCS, Seeder
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -60,8 +59,9 @@ def _forged(path: str, forge: Callable[[list[Any]], list[Any]]) -> Callable[[See
     def build(seeder: Seeder) -> bytes:
         request = type(seeder.first_pages[path])()
         request.CopyFrom(seeder.first_pages[path])
-        payload = decode_token(seeder.tokens[path])
-        request.page_token = encode_token({**payload, "k": forge(payload["k"])})  # type: ignore[attr-defined]
+        real = seeder.tokens[path]
+        payload = real.payload()
+        request.page_token = real.forged({**payload, "k": forge(payload["k"])})  # type: ignore[attr-defined]
         return request.SerializeToString()
 
     return build

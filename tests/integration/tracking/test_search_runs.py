@@ -4,6 +4,7 @@ import base64
 import json
 import math
 
+import asyncpg
 import pytest
 
 import cairn
@@ -12,6 +13,7 @@ from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.types import ListOptions, Metric, Pager, Param, RunInput, RunTag, ViewType
 from cairn.types._tracking import run_from_proto, runs_from_search
 from cairn_server.tracking.model import Batch
+from tests.conftest import sealed_by, unsealed
 
 
 async def _run(tracking, experiment_id, name, metrics=None, params=None, tags=None, status=None):
@@ -340,18 +342,21 @@ def _encoded(raw: bytes) -> str:
 
 
 async def test_hostile_page_tokens_are_invalid_page_token(
-    tracking: cairn.TrackingClient, experiment_id: str
+    tracking: cairn.TrackingClient, experiment_id: str, pool: asyncpg.Pool
 ) -> None:
     """A token nested too deep for the JSON decoder, or holding a text value no UTF-8
-    encoder takes (a lone surrogate), was INTERNAL."""
+    encoder takes (a lone surrogate), was INTERNAL. Sealed with the service's key, as
+    only a leaked key would let a caller seal them."""
     for model in ("a", "b"):
         await _run(tracking, experiment_id, model, params={"model": model})
     order = ["params.model"]
     page = await tracking.search_runs([experiment_id], max_results=1, order_by=order)
-    payload = json.loads(base64.urlsafe_b64decode(page.token + "=" * (-len(page.token) % 4)))
+    bare = unsealed(page.token)
+    payload = json.loads(base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4)))
     assert payload["k"][1] == "a"  # the sort key: missing flag, value, run id
     payload["k"][1] = "\ud800"
-    for token in (_encoded(json.dumps(payload).encode()), _encoded(b"[" * 3000)):
+    for hostile in (_encoded(json.dumps(payload).encode()), _encoded(b"[" * 3000)):
+        token = await sealed_by(pool, "tracking", hostile)
         with pytest.raises(InvalidArgumentError) as refused:
             await tracking.search_runs(
                 [experiment_id], max_results=1, order_by=order, page_token=token
