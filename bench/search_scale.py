@@ -127,10 +127,7 @@ _PREVIOUS_LOADS = {
 async def previous_search(pool: asyncpg.Pool, query: search.RunQuery) -> paging.Page[Run]:
     """search.search_runs as it was: the metric walk (first pages only), else every
     match sorted."""
-    terms = [
-        search.filters.parse_order_by(t, search.ENTITIES)
-        for t in (query.order_by or search.DEFAULT_ORDER)
-    ]
+    terms = [search.parse_order(t) for t in (query.order_by or search.DEFAULT_ORDER)]
     keyset = paging.Keyset(
         search._sort_key(terms),
         "runs",
