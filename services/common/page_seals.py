@@ -60,7 +60,8 @@ def opened(key: bytes, sealed: str, field: str = "page_token") -> str:
     if not sealed:
         return ""
     token, separator, mac = sealed.rpartition(SEPARATOR)
-    if not separator or not hmac.compare_digest(mac, _mac(key, token)):
+    # As bytes: compare_digest refuses str holding non-ASCII characters (TypeError).
+    if not separator or not hmac.compare_digest(mac.encode(), _mac(key, token).encode()):
         raise bad_token(
             field,
             "is not one this service issued: it was edited, or comes from another "

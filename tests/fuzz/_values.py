@@ -455,7 +455,9 @@ def page_tokens(real: RealToken | None = None) -> st.SearchStrategy[str]:
         payload = real.payload()
         forged = forged_keys(list(payload.get("k") or [])).map(lambda key: {**payload, "k": key})
         sealed, token = forged.map(real.forged), real.sealed
-        edited = st.sampled_from([token + "=", token + "A", token[:-1], token.replace("-", "+")])
+        edited = st.sampled_from(
+            [token + "=", token + "A", token + "é", token[:-1], token.replace("-", "+")]
+        )
         unsealed = forged.map(encode_token)
         return weighted((4, sealed), (1, unsealed), (1, edited), (2, st.one_of(options)))
     return st.one_of(options)

@@ -49,7 +49,8 @@ async def test_an_edited_token_is_refused_where_it_was_served(
     server_port: int, pool: asyncpg.Pool, unique: str
 ) -> None:
     """A token edited to start further on, a bare one (as the release before wrote
-    them), and one of another service were served (the first skipped two runs)."""
+    them), and one of another service were served (the first skipped two runs); a seal
+    of non-ASCII text must be refused as any other, not fail the comparison."""
     async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
         experiment_id = await _experiment(tracking, f"seals-{unique}", runs=6)
         first = await tracking.search_runs(
@@ -62,7 +63,8 @@ async def test_an_edited_token_is_refused_where_it_was_served(
         payload["k"][1:] = [4, str(uuid.UUID(int=2**128 - 1))]
         skipping = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
         seal = first.token.rpartition(".")[2]
-        for token in (f"{skipping}.{seal}", bare, await sealed_by(pool, "registry", bare)):
+        other_service = await sealed_by(pool, "registry", bare)
+        for token in (f"{skipping}.{seal}", bare, other_service, f"{bare}.é"):
             assert await _refused(tracking, experiment_id, token) == "INVALID_PAGE_TOKEN"
         # Sealed by the service's own key, the edit is what paging reads: the seal alone
         # refused it above.

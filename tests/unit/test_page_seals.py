@@ -45,6 +45,10 @@ def test_any_character_changed_is_refused(position: int) -> None:
         lambda sealed: sealed[:-1],
         lambda sealed: "." + sealed,
         lambda sealed: sealed.replace(".", ".."),
+        # Non-ASCII text, which hmac.compare_digest refuses to compare as str (TypeError:
+        # INTERNAL); the rest of the token is what a caller may send too.
+        lambda sealed: sealed + "é",
+        lambda sealed: sealed.rpartition(".")[0] + ".\u00e9\U0001f600",
     ],
 )
 def test_a_token_cut_lengthened_or_unsealed_is_refused(edit) -> None:
