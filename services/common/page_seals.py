@@ -23,15 +23,13 @@ import hashlib
 import hmac
 import inspect
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 from google.protobuf import descriptor_pool
 
 from .paging import bad_token
-
-if TYPE_CHECKING:
-    from .service import ServiceSpec
+from .service import ServiceSpec, Unservable
 
 SEAL_BYTES = 16
 SEPARATOR = "."
@@ -82,12 +80,19 @@ class PageSeals:
         self._keys: dict[str, bytes] = {}
 
     async def load(self, pool: asyncpg.Pool, services: Sequence[ServiceSpec]) -> None:
+        """Reads the key of each service that has lists; raises Unservable for a service
+        whose key is gone (deleted, where a new one is set by UPDATE: docs/deploy.md)."""
         for spec in services:
             methods = descriptor_pool.Default().FindServiceByName(spec.full_name).methods
-            if any(paged(f"/{spec.full_name}/{method.name}") for method in methods):
-                self._keys[spec.full_name] = await pool.fetchval(
-                    f'SELECT secret FROM "{spec.schema}".page_token_key'
+            if not any(paged(f"/{spec.full_name}/{method.name}") for method in methods):
+                continue
+            key = await pool.fetchval(f'SELECT secret FROM "{spec.schema}".page_token_key')
+            if key is None:
+                raise Unservable(
+                    f"{spec.schema}.page_token_key holds no key; give it one as "
+                    "docs/deploy.md (Upgrades) says"
                 )
+            self._keys[spec.full_name] = key
 
     def sealing(self, method: str, behaviour: Handler) -> Handler:
         """behaviour, given the request's page_token opened and answering its

@@ -15,8 +15,12 @@ import pytest
 
 import cairn
 from cairn.exceptions import InvalidArgumentError
+from cairn_server import catalog
+from cairn_server.common import database
 from cairn_server.common.config import Config
-from tests.conftest import sealed_by, serving, unsealed
+from cairn_server.common.server import CairnServer, migrate
+from cairn_server.common.service import Unservable
+from tests.conftest import sealed_by, serving, unsealed, with_overrides
 
 
 async def _experiment(tracking: cairn.TrackingClient, name: str, runs: int) -> str:
@@ -105,3 +109,18 @@ async def test_each_service_has_a_key_of_its_own(pool: asyncpg.Pool) -> None:
     ]
     assert all(len(key) == 32 for key in keys)
     assert len(set(keys)) == len(keys)
+
+
+async def test_a_server_whose_key_is_gone_does_not_start(own_postgres, config: Config) -> None:
+    """A key deleted instead of replaced made every list call INTERNAL, on a server
+    that reported itself serving."""
+    settings = with_overrides(config, database_url=own_postgres.get_uri())
+    pool = await database.create_pool(settings.database_url, settings)
+    try:
+        await migrate(pool, catalog.select(["tracking"]))
+        await pool.execute("DELETE FROM tracking.page_token_key")
+        server = CairnServer(settings, catalog.select(["tracking"]), pool)
+        with pytest.raises(Unservable, match=r"tracking\.page_token_key holds no key"):
+            await server.start()
+    finally:
+        await database.close_pool(pool)

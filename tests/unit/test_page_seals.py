@@ -60,12 +60,15 @@ def test_another_keys_seal_is_refused() -> None:
 
 
 def test_every_list_is_a_unary_call_answering_a_next_page_token() -> None:
-    """The interceptor seals unary calls only: a list that streamed, or answered its
-    token in another field, would go out unsealed."""
+    """The interceptor seals the unary calls that take a page_token: a list that
+    streamed, answered its token in another field, or answered one without taking one,
+    would go out unsealed."""
     found = []
     for spec in catalog.select([]):
         for method in descriptor_pool.Default().FindServiceByName(spec.full_name).methods:
             if not paged(f"/{spec.full_name}/{method.name}"):
+                # A token answered by a method the seal does not wrap would go out bare.
+                assert "next_page_token" not in method.output_type.fields_by_name, method.name
                 continue
             found.append(method.name)
             assert not method.client_streaming and not method.server_streaming, method.name
