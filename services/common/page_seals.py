@@ -33,8 +33,6 @@ from .service import ServiceSpec, Unservable
 
 SEAL_BYTES = 16
 SEPARATOR = "."
-# What a seal adds to a token: the separator and 16 bytes in unpadded base64.
-SEALED_EXTRA = 1 + 22
 
 Handler = Callable[[Any, Any], Any]
 
@@ -53,7 +51,7 @@ def seal(key: bytes, token: str) -> str:
     return f"{token}{SEPARATOR}{_mac(key, token)}" if token else ""
 
 
-def opened(key: bytes, sealed: str, field: str = "page_token") -> str:
+def opened(key: bytes, sealed: str) -> str:
     """The token a sealed one carries; raises INVALID_PAGE_TOKEN unless key sealed it."""
     if not sealed:
         return ""
@@ -61,7 +59,7 @@ def opened(key: bytes, sealed: str, field: str = "page_token") -> str:
     # As bytes: compare_digest refuses str holding non-ASCII characters (TypeError).
     if not separator or not hmac.compare_digest(mac.encode(), _mac(key, token).encode()):
         raise bad_token(
-            field,
+            "page_token",
             "is not one this service issued: it was edited, or comes from another "
             "deployment or from before an upgrade (start again from the first page)",
         )
