@@ -16,7 +16,7 @@ from typing import BinaryIO, TypeVar
 
 from .. import _direct_io
 from .._direct_io import DirectWriter
-from ..exceptions import CairnError, DataLossError, FailedPreconditionError
+from ..exceptions import CairnError, DataLossError, FailedPreconditionError, InvalidArgumentError
 
 Source = str | os.PathLike[str] | bytes | BinaryIO
 Local = TypeVar("Local", bound=PurePath)
@@ -71,6 +71,34 @@ def size_of(source: Source) -> int | None:
     if isinstance(source, str | os.PathLike):
         return Path(source).stat().st_size
     return None
+
+
+def files_in(directory: Path) -> list[str]:
+    """Every file's "/"-separated path under directory, in path order (blocking); all
+    are checked before any is returned, so an upload of the tree stores all or none of
+    them for this reason.
+
+    Raises:
+        InvalidArgumentError: INVALID_PATH, a name that is not text: bytes that are not
+            UTF-8, which a file system may hold and Python reads as lone surrogates
+            ("\\udcff"). No artifact path can carry them.
+    """
+    relatives = sorted(
+        file.relative_to(directory).as_posix() for file in directory.rglob("*") if file.is_file()
+    )
+    for relative in relatives:
+        try:
+            relative.encode()
+        except UnicodeEncodeError:
+            # Shown escaped: the message itself must be printable text.
+            shown = str(directory / relative).encode(errors="backslashreplace").decode()
+            raise InvalidArgumentError(
+                f"{shown}: the name is not UTF-8 text, which an artifact path must be; "
+                "rename it (nothing of the tree was sent)",
+                reason="INVALID_PATH",
+                metadata={"path": shown},
+            ) from None
+    return relatives
 
 
 def local_file(root: Local, relative: str, path: str) -> Local:

@@ -36,6 +36,7 @@ from ._local_files import (
     check_length,
     check_room,
     file_for,
+    files_in,
     local_file,
     local_writes,
     open_source,
@@ -562,10 +563,10 @@ async def _written_behind(out: Writable, chunks: AsyncIterator[bytes]) -> AsyncI
 
 
 def _files_under(base: Path) -> list[tuple[Path, int]]:
-    """Every file under base, in path order, with its size."""
+    """Every file under base, in path order, with its size (see `files_in`)."""
     if not base.is_dir():
         raise NotADirectoryError(f"{base} is not a directory")
-    files = sorted(p for p in base.rglob("*") if p.is_file())
+    files = [base / relative for relative in files_in(base)]
     return [(file, file.stat().st_size) for file in files]
 
 

@@ -24,6 +24,7 @@ from ..models._flavors import FilesFlavor
 from ..models._uris import ArtifactUri, parse_uri
 from ..types._journey import ManagedModel
 from ..types._registry import ModelArtifact, ModelVersion, RegisteredModel
+from ._local_files import files_in
 from .artifacts import ArtifactClient
 from .registry import ModelRegistryAPIClient
 from .run_models import _upload, fetch_model
@@ -264,9 +265,8 @@ def _files_of(source: Path) -> dict[str, _manifest.FileEntry]:
     if source.is_file():
         return {source.name: _manifest.entry_of(source)}
     return {
-        f"{source.name}/{path.relative_to(source).as_posix()}": _manifest.entry_of(path)
-        for path in sorted(source.rglob("*"))
-        if path.is_file()
+        f"{source.name}/{relative}": _manifest.entry_of(source / relative)
+        for relative in files_in(source)
     }
 
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .._clients._local_files import files_in
 from ..exceptions import DataLossError, InvalidArgumentError
 from ._flavors import Flavor
 from ._paths import MANIFEST, invalid_manifest, relative_path
@@ -159,11 +160,7 @@ def save(
 
 def files_under(directory: Path) -> list[str]:
     """Every file's "/"-separated path under directory, the manifest excepted."""
-    return sorted(
-        p.relative_to(directory).as_posix()
-        for p in directory.rglob("*")
-        if p.is_file() and p.relative_to(directory).as_posix() != MANIFEST
-    )
+    return [relative for relative in files_in(directory) if relative != MANIFEST]
 
 
 def entry_of(path: Path) -> FileEntry:

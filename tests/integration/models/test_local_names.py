@@ -1,0 +1,83 @@
+"""A local tree holding a file whose name is not UTF-8 (bytes a file system keeps and
+Python reads as lone surrogates) is refused whole, before anything of it is stored,
+by every call that uploads a tree: no artifact path can carry the name, and a tree
+refused part-way would leave the files before it stored."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+import cairn
+from cairn.exceptions import InvalidArgumentError, NotFoundError
+from tests.integration.models.conftest import World
+
+NOT_UTF8 = os.fsdecode(b"b\xff.txt")  # "b\udcff.txt"
+MODEL = "named-locally"
+
+Upload = Callable[[World, Path], Awaitable[object]]
+
+
+async def _upload_tree(world: World, tree: Path) -> object:
+    return await world.store.upload_tree("tree", tree)
+
+
+async def _log_artifacts(world: World, tree: Path) -> object:
+    return await world.tracking.log_artifacts(world.run_id, tree, "tree")
+
+
+async def _log_model(world: World, tree: Path) -> object:
+    return await world.tracking.log_model(
+        world.run_id, tree, "model", registered_model_name=MODEL
+    )
+
+
+async def _add_model(world: World, tree: Path) -> object:
+    manager = cairn.ModelManager(world.registry, tree.parent / "downloads", cache_dir=world.cache)
+    return await manager.add_model(MODEL, "files", tree)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """a.txt, the file of the name that is not text, and c.txt: one stored before it and
+    one after, in path order."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    for name in ("a.txt", NOT_UTF8, "c.txt"):
+        (root / name).write_text(name.encode(errors="surrogateescape").hex())
+    return root
+
+
+async def _stored(world: World) -> list[str]:
+    return [info.path for info in await world.store.list("", recursive=True)]
+
+
+@pytest.mark.parametrize(
+    "upload",
+    [_upload_tree, _log_artifacts, _log_model, _add_model],
+    ids=lambda upload: upload.__name__.lstrip("_"),
+)
+async def test_a_name_that_is_not_text_refuses_the_whole_tree(
+    world: World, tree: Path, upload: Upload
+) -> None:
+    with pytest.raises(InvalidArgumentError) as refused:
+        await upload(world, tree)
+
+    assert refused.value.reason == "INVALID_PATH"
+    assert refused.value.metadata["path"].endswith("b\\udcff.txt")
+    assert "not UTF-8" in str(refused.value)
+    str(refused.value).encode()  # the message itself is printable text
+    assert await _stored(world) == []
+    with pytest.raises(NotFoundError):
+        await world.registry.get_registered_model(MODEL)
+    # Renamed, the same tree is taken whole.
+    (tree / NOT_UTF8).rename(tree / "b.txt")
+    await upload(world, tree)
+    assert {path.rsplit("/", 1)[-1] for path in await _stored(world)} >= {
+        "a.txt",
+        "b.txt",
+        "c.txt",
+    }
