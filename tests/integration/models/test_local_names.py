@@ -30,9 +30,7 @@ async def _log_artifacts(world: World, tree: Path) -> object:
 
 
 async def _log_model(world: World, tree: Path) -> object:
-    return await world.tracking.log_model(
-        world.run_id, tree, "model", registered_model_name=MODEL
-    )
+    return await world.tracking.log_model(world.run_id, tree, "model", registered_model_name=MODEL)
 
 
 async def _add_model(world: World, tree: Path) -> object:
