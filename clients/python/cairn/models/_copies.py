@@ -8,7 +8,9 @@ destination change: the whole folder is renamed into place, or, over an earlier 
 file by file with the manifest last, each earlier file moved aside first and put back
 when a rename fails (on Windows, over a file some program holds open). A directory with
 a manifest is complete (_manifest), so a copy cut short by a full disk never looks like
-a model, and an earlier good copy is replaced only by a whole new one.
+a model, and an earlier good copy is replaced only by a whole new one. Copies into one
+folder, from threads or processes, take their turns (`_one_at_a_time`): the renames of
+two interleaved would leave one's manifest over a mix of both's files.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import errno
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -25,6 +28,9 @@ from .._clients._local_files import local_writes
 from ..exceptions import FailedPreconditionError
 from ._manifest import MANIFEST, Manifest
 from ._paths import inside
+
+if sys.platform != "win32":
+    import fcntl
 
 
 def copy_model(
@@ -36,7 +42,7 @@ def copy_model(
     Raises:
         FailedPreconditionError: (LOCAL_WRITE_FAILED) target could not be written.
     """
-    with writing(target), _staging(target.parent) as staging:
+    with writing(target), _staging(target.parent) as staging, _one_at_a_time(target.parent):
         _stage(entry, manifest, staging, where)
         (staging / MANIFEST).write_bytes(manifest_bytes)
         if not target.exists():
@@ -54,7 +60,7 @@ def copy_files(entry: Path, manifest: Manifest, target: Path, where: str) -> Pat
     Raises:
         FailedPreconditionError: (LOCAL_WRITE_FAILED) target could not be written.
     """
-    with writing(target), _staging(target) as staging:
+    with writing(target), _staging(target) as staging, _one_at_a_time(target):
         _stage(entry, manifest, staging, where)
         _move_in(staging, manifest.files, target, where)
     tops = {relative.split("/", 1)[0] for relative in manifest.files}
@@ -77,6 +83,23 @@ def _staging(folder: Path) -> Iterator[Path]:
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _one_at_a_time(folder: Path) -> Iterator[None]:
+    """Holds folder against every other copy into it until the end, waiting for the one
+    that holds it. The lock is the folder's own (flock), so nothing is left in it, and
+    the system lets it go with the process that held it. Windows locks no folder:
+    there, copies into one folder at once are not kept apart."""
+    if sys.platform == "win32":
+        yield
+        return
+    held = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(held)  # lets the lock go
 
 
 def _stage(entry: Path, manifest: Manifest, staging: Path, where: str) -> None:

@@ -1,0 +1,83 @@
+"""Two downloads of different models into one destination at once, over an earlier
+download: the second waits for the first to finish moving its files in, so the
+destination ends as one whole model (the later), never one model's manifest over a mix
+of both's files."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cairn.models import MANIFEST
+from cairn.models._manifest import Manifest
+from tests.integration.models.conftest import World
+
+# How long the second download is given to finish while the first holds the folder:
+# the old code finished it in a few milliseconds, then let the first go on over it.
+HELD_FOR = 1.0
+
+
+def _model(root: Path, content: bytes) -> Path:
+    root.mkdir(parents=True)
+    for name in ("a.bin", "b.bin", "z.bin"):
+        (root / name).write_bytes(content + name.encode())
+    return root
+
+
+def _whole(model: Path) -> None:
+    """Asserts each file the model directory's manifest names holds what it says."""
+    manifest = Manifest.from_json((model / MANIFEST).read_bytes(), str(model))
+    for relative, expected in manifest.files.items():
+        assert hashlib.sha256((model / relative).read_bytes()).hexdigest() == expected.sha256
+
+
+async def test_a_download_waits_for_another_into_the_same_folder(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uris = []
+    for content in (b"earlier", b"first", b"second"):
+        logged = await world.tracking.log_model(
+            await world.new_run(), _model(tmp_path / content.decode() / "model", content), "m"
+        )
+        await world.tracking.load_model(logged.model_uri, cache_dir=world.cache)
+        uris.append(logged.model_uri)
+    earlier, first, second = uris
+    dst = tmp_path / "dst"
+    target = Path(await world.tracking.download_artifacts(earlier, dst, cache_dir=world.cache))
+
+    # The first download stops after its first file is in, until let go.
+    moved_in, let_go = threading.Event(), threading.Event()
+    replace = os.replace
+
+    def stopping_once(source: Any, destination: Any) -> None:
+        replace(source, destination)
+        in_place = Path(destination).parent == target / "model" and ".part" in str(source)
+        if in_place and not moved_in.is_set():
+            moved_in.set()
+            let_go.wait()
+
+    monkeypatch.setattr(os, "replace", stopping_once)
+    first_download = asyncio.create_task(
+        world.tracking.download_artifacts(first, dst, cache_dir=world.cache)
+    )
+    try:
+        await asyncio.to_thread(moved_in.wait)
+        second_download = asyncio.create_task(
+            world.tracking.download_artifacts(second, dst, cache_dir=world.cache)
+        )
+        finished, _ = await asyncio.wait({second_download}, timeout=HELD_FOR)
+        assert not finished, "the second download moved in while the first was moving in"
+    finally:
+        let_go.set()
+    await first_download
+    await second_download
+
+    _whole(target)
+    assert (target / "model" / "a.bin").read_bytes() == b"seconda.bin"
+    assert sorted(p.name for p in dst.iterdir()) == [target.name]
