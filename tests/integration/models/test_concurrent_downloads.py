@@ -6,6 +6,8 @@ of both's files."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import hashlib
 import os
 import threading
@@ -81,3 +83,18 @@ async def test_a_download_waits_for_another_into_the_same_folder(
     _whole(target)
     assert (target / "model" / "a.bin").read_bytes() == b"seconda.bin"
     assert sorted(p.name for p in dst.iterdir()) == [target.name]
+
+
+async def test_a_folder_that_cannot_be_locked_still_takes_a_download(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On NFS an exclusive flock needs the file open for writing, which a folder is not
+    (EBADF): the download goes on unlocked instead of failing."""
+    logged = await world.tracking.log_model(world.run_id, _model(tmp_path / "model", b"1"), "m")
+
+    def refused(fd: int, operation: int) -> None:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    monkeypatch.setattr(fcntl, "flock", refused)
+    target = Path(await world.tracking.download_artifacts(logged.model_uri, tmp_path / "dst"))
+    _whole(target)

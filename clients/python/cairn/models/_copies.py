@@ -89,17 +89,19 @@ def _staging(folder: Path) -> Iterator[Path]:
 def _one_at_a_time(folder: Path) -> Iterator[None]:
     """Holds folder against every other copy into it until the end, waiting for the one
     that holds it. The lock is the folder's own (flock), so nothing is left in it, and
-    the system lets it go with the process that held it. Windows locks no folder:
-    there, copies into one folder at once are not kept apart."""
+    the system lets it go with the process that held it. Where no folder can be locked
+    (Windows; NFS, where an exclusive flock needs the file open for writing, which a
+    folder never is), copies
+    into one folder at once are not kept apart: the copy goes on unlocked, as before."""
     if sys.platform == "win32":
         yield
         return
-    held = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(held, fcntl.LOCK_EX)
+    with contextlib.ExitStack() as held:
+        with contextlib.suppress(OSError):
+            folder_fd = os.open(folder, os.O_RDONLY)
+            held.callback(os.close, folder_fd)  # lets the lock go
+            fcntl.flock(folder_fd, fcntl.LOCK_EX)
         yield
-    finally:
-        os.close(held)  # lets the lock go
 
 
 def _stage(entry: Path, manifest: Manifest, staging: Path, where: str) -> None:
