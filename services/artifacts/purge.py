@@ -32,18 +32,25 @@ class Drained:
     objects: int = 0
     bytes: int = 0
 
+    def add(self, other: Drained) -> None:
+        self.locations += other.locations
+        self.objects += other.objects
+        self.bytes += other.bytes
+
 
 async def purge(resources: Resources, gc: Purge) -> None:
     async with resources.pool.acquire() as conn:
         await gc.plan(await queue.pending(conn))
-    await gc.done("artifact_locations", 0)
+    for kind in ("artifact_locations", "artifact_objects", "artifact_bytes"):
+        await gc.done(kind, 0, progress=0)
     janitor = janitor_for(resources)
-    drained = Drained()
-    while (finished := await _drain_one(resources.pool, drained)) is not None:
+    while (drained := await _drain_one(resources.pool)) is not None:
+        # Counted as each batch commits, not at the end: an attempt cut short after a
+        # batch leaves it to no takeover, which finds those objects gone.
+        await gc.done("artifact_objects", drained.objects, progress=0)
+        await gc.done("artifact_bytes", drained.bytes, progress=0)
+        await gc.done("artifact_locations", drained.locations)
         await janitor.collect_garbage()
-        await gc.done("artifact_locations", int(finished))
-    await gc.done("artifact_objects", drained.objects, progress=0)
-    await gc.done("artifact_bytes", drained.bytes, progress=0)
 
 
 async def background(resources: Resources) -> None:
@@ -68,17 +75,19 @@ async def _drain_forever(resources: Resources) -> None:
 async def drain(pool: asyncpg.Pool, janitor: Janitor) -> Drained:
     """Deletes the objects under every queued location and removes their bytes."""
     drained = Drained()
-    while await _drain_one(pool, drained) is not None:
+    while (batch := await _drain_one(pool)) is not None:
+        drained.add(batch)
         await janitor.collect_garbage()
     if drained.locations:
         _log.info("discarded locations drained", **drained.__dict__)
     return drained
 
 
-async def _drain_one(pool: asyncpg.Pool, drained: Drained) -> bool | None:
+async def _drain_one(pool: asyncpg.Pool) -> Drained | None:
     """Unpublishes up to BATCH objects under the oldest queued location written no
     later than it was queued (their keys become garbage), and takes it off the queue
-    once none is left; whether it did, or None when the queue is empty."""
+    once none is left; what went (one location when it was taken off), or None when
+    the queue is empty."""
     async with pool.acquire() as conn, conn.transaction():
         location = await queue.take(conn)
         if location is None:
@@ -96,13 +105,11 @@ async def _drain_one(pool: asyncpg.Pool, drained: Drained) -> bool | None:
             location.queue_time,
             BATCH,
         )
-        drained.objects += row["objects"]
-        drained.bytes += row["bytes"]
-        if row["picked"] == BATCH:
-            return False
-        await queue.done(conn, location)
-        drained.locations += 1
-    return True
+        drained = Drained(objects=row["objects"], bytes=row["bytes"])
+        if row["picked"] < BATCH:
+            await queue.done(conn, location)
+            drained.locations = 1
+    return drained
 
 
 # The age condition is on the deleted row itself, not only in the selection: a row an

@@ -25,6 +25,8 @@ from tests.proxy import PostgresProxy
 
 HOUR = datetime.timedelta(hours=1)
 TRACKING_STEP = rb"SELECT count\(\*\) FROM tracking\.runs"  # the tracking step's first
+# The artifacts step's first after it drained a location: removing the bytes it let go.
+BYTES_REMOVED = rb"SELECT storage_key FROM artifacts\.garbage"
 
 
 @pytest.fixture
@@ -38,7 +40,10 @@ async def proxy(config: Config) -> AsyncIterator[PostgresProxy]:
 async def client(config: Config, proxy: PostgresProxy, unique: str) -> AsyncIterator[cairn.Client]:
     """A client of a server whose database connections go through the proxy, in a
     project with a run deleted two hours ago."""
-    settings = with_overrides(config, database_url=await proxy.start())
+    # No background janitor: only the collection runs the statements cut on.
+    settings = with_overrides(
+        config, database_url=await proxy.start(), artifact_janitor_interval_seconds=0
+    )
     own_pool = await database.create_pool(settings.database_url, settings)
     server = CairnServer(settings, catalog.select([]), own_pool)
     port = await server.start()
@@ -51,9 +56,14 @@ async def client(config: Config, proxy: PostgresProxy, unique: str) -> AsyncIter
         await database.close_pool(own_pool)
 
 
-async def _deleted_run(client: cairn.Client, pool: asyncpg.Pool) -> str:
+async def _deleted_run(client: cairn.Client, pool: asyncpg.Pool, *texts: str) -> str:
+    """A run deleted two hours ago, with an artifact of each of texts."""
     tracking = client.tracking
-    run_id = (await tracking.create_run(await tracking.create_experiment("e"))).info.run_id
+    found = await tracking.get_experiment_by_name("e")
+    experiment_id = found.experiment_id if found else await tracking.create_experiment("e")
+    run_id = (await tracking.create_run(experiment_id)).info.run_id
+    for number, text in enumerate(texts):
+        await tracking.log_text(run_id, text, f"{number}.txt")
     await tracking.delete_run(run_id)
     await pool.execute(
         """UPDATE tracking.runs SET delete_time = delete_time - interval '2 hours'
@@ -83,6 +93,28 @@ async def test_a_connection_lost_mid_step_is_resumed_not_failed(
     assert done.counts["runs"] >= 1
     with pytest.raises(NotFoundError):
         await client.tracking.get_run(run_id)
+
+
+async def test_what_an_attempt_cut_short_removed_is_counted(
+    client: cairn.Client, proxy: PostgresProxy, pool: asyncpg.Pool
+) -> None:
+    """The artifacts that went before the cut are counted by the attempt that removed
+    them: the takeover finds them gone."""
+    cleared = await client.operations.start_garbage_collection(HOUR)  # what others left
+    await client.operations.wait_operation(cleared.name, timeout=30)
+    texts = [["a" * 100, "b" * 200], ["c" * 400, "d" * 800]]
+    for run_texts in texts:
+        await _deleted_run(client, pool, *run_texts)
+    proxy.cut_on(BYTES_REMOVED)
+    started = await client.operations.start_garbage_collection(HOUR)
+    done = await client.operations.wait_operation(started.name, timeout=30)
+    assert len(proxy.cuts) == 1
+    assert done.state is OperationState.SUCCEEDED, done.errors
+    assert (await _row(pool, started.name))["attempts"] == 2
+    assert done.counts["runs"] == 2
+    assert done.counts["artifact_locations"] == 2
+    assert done.counts["artifact_objects"] == 4
+    assert done.counts["artifact_bytes"] == 1500
 
 
 async def test_an_attempt_cut_short_rests_its_retry_delay_before_the_next(
