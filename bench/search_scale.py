@@ -27,7 +27,7 @@ import asyncpg
 
 import cairn
 from cairn_server import catalog
-from cairn_server.common import paging
+from cairn_server.common import logs, paging
 from cairn_server.common.server import migrate
 from cairn_server.tracking.model import MetricPoint, Run, ViewType
 from cairn_server.tracking.store import run_filters, search
@@ -305,6 +305,7 @@ async def one_size(runs: int) -> None:
 
 
 async def main() -> None:
+    logs.configure("warning", "console")  # the migrations' lines would fall into the table
     print("search one experiment through the tracking store (p50 of the first page of 100;")
     print(f"a scan of every run, 1,000 a page); previous statements cut off at {BASELINE_TIMEOUT}")
     print()
