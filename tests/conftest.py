@@ -17,8 +17,10 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import io
 import resource
 import signal
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -32,6 +34,7 @@ import pytest_asyncio
 from moto.server import ThreadedMotoServer
 
 import cairn
+from cairn._clients.artifacts import CHUNK
 from cairn_server import catalog
 from cairn_server.common import database, logs, page_seals
 from cairn_server.common.config import Config
@@ -193,3 +196,26 @@ def unsealed(token: str) -> str:
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+class HeldBack(io.RawIOBase):
+    """An upload's source whose third read waits until let go: by then the server has
+    accepted the upload's header and received its first chunk."""
+
+    SIZE = 3 * CHUNK
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.under_way = threading.Event()
+        self.go = threading.Event()
+        self._data = io.BytesIO(bytes(range(256)) * (self.SIZE // 256))
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        if self.reads == 3:
+            self.under_way.set()
+            self.go.wait(30)
+        return self._data.read(size)

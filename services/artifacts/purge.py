@@ -1,6 +1,6 @@
 """Garbage collection's artifacts step: deletes the objects under the locations other
 services let go of (`operations/queue.py`) written no later than they were let go of,
-then the janitor removes their bytes.
+and ends the uploads under them begun by then; the janitor removes their bytes.
 
 It runs in a garbage collection received by a server hosting the artifacts service,
 and in that service's background work every CAIRN_ARTIFACT_JANITOR_INTERVAL_SECONDS,
@@ -84,10 +84,10 @@ async def drain(pool: asyncpg.Pool, janitor: Janitor) -> Drained:
 
 
 async def _drain_one(pool: asyncpg.Pool) -> Drained | None:
-    """Unpublishes up to BATCH objects under the oldest queued location written no
-    later than it was queued (their keys become garbage), and takes it off the queue
-    once none is left; what went (one location when it was taken off), or None when
-    the queue is empty."""
+    """Ends the uploads under the oldest queued location begun no later than it was
+    queued and unpublishes up to BATCH objects written by then (their keys become
+    garbage), and takes it off the queue once none is left; what went (one location
+    when it was taken off), or None when the queue is empty."""
     async with pool.acquire() as conn, conn.transaction():
         location = await queue.take(conn)
         if location is None:
@@ -96,6 +96,13 @@ async def _drain_one(pool: asyncpg.Pool) -> Drained | None:
         # location was queued would be invisible to the DELETE and kept for ever.
         await conn.execute(
             f"SELECT pg_advisory_xact_lock({PUBLISHES_OF_PROJECT})", location.project
+        )
+        await conn.execute(
+            _END_UPLOADS_BEGUN_BEFORE,
+            location.project,
+            location.path,
+            like_prefix(location.path + "/"),
+            location.queue_time,
         )
         row = await conn.fetchrow(
             _UNPUBLISH_OLD,
@@ -111,6 +118,21 @@ async def _drain_one(pool: asyncpg.Pool) -> Drained | None:
             drained.locations = 1
     return drained
 
+
+# An upload begun under the location before it was let go of is the old owner's, like
+# the objects written before: were it to publish after the drain, its object would be
+# newer than the location's queueing and kept for ever. Its row goes, as an expiry
+# takes it (`ObjectStore.expire_uploads`), so its publish is refused UPLOAD_EXPIRED.
+# One a completion holds is left to its completion (its bytes are being read back).
+_END_UPLOADS_BEGUN_BEFORE = """
+WITH gone AS (
+    DELETE FROM artifacts.uploads
+    WHERE project = $1 AND (path = $2 OR path LIKE $3) AND create_time <= $4
+      AND (completing_until IS NULL OR completing_until < clock_timestamp())
+    RETURNING storage_key
+)
+INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
+ON CONFLICT DO NOTHING"""
 
 # The age condition is on the deleted row itself, not only in the selection: a row an
 # overwrite is committing when the DELETE reaches it is re-checked in its new version

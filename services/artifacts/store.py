@@ -653,7 +653,9 @@ def upload_expired(upload: PendingUpload) -> Aborted:
     return Aborted(
         UPLOAD_EXPIRED,
         f"upload {upload.upload_id} to {upload.path!r} is no longer waiting: it outlived "
-        "the janitor's threshold, or another call completed it or gave it up; upload again",
+        "the janitor's threshold, a garbage collection removed the directory it was "
+        "begun in (a deleted run's), or another call completed it or gave it up; "
+        "upload again",
         metadata={"upload_id": str(upload.upload_id), "path": upload.path},
     )
 

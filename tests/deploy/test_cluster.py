@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import io
 import json
-import threading
 import time
 import urllib.request
 import uuid
@@ -20,11 +18,10 @@ from pathlib import Path
 import pytest
 
 import cairn
-from cairn._clients.artifacts import CHUNK
 from cairn.types import ObjectInfo
 from cairn_server import catalog
 from cairn_server.common.migrations import discover
-from tests.conftest import eventually
+from tests.conftest import HeldBack, eventually
 from tests.deploy import policies
 from tests.deploy.cluster import Cluster, Connection, Pod
 from tests.deploy.deployment import (
@@ -247,29 +244,6 @@ async def test_every_server_exits_cleanly_on_sigterm_within_its_grace(deployed: 
         events = [json.loads(line) for line in after if line.startswith("{")]
         assert events[-1]["event"] == "stopped", pod.name
         assert [e["event"] for e in events if e.get("level") in NOISY] == [], pod.name
-
-
-class HeldBack(io.RawIOBase):
-    """An upload's source whose third read waits until let go: by then the server has
-    accepted the upload's header and received its first chunk."""
-
-    SIZE = 3 * CHUNK
-
-    def __init__(self) -> None:
-        self.reads = 0
-        self.under_way = threading.Event()
-        self.go = threading.Event()
-        self._data = io.BytesIO(bytes(range(256)) * (self.SIZE // 256))
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        self.reads += 1
-        if self.reads == 3:
-            self.under_way.set()
-            self.go.wait(30)
-        return self._data.read(size)
 
 
 async def _upload_across(

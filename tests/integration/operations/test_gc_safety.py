@@ -13,7 +13,12 @@ import asyncpg
 import pytest
 
 import cairn
-from cairn.exceptions import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from cairn.exceptions import (
+    AbortedError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from cairn.types import Operation, OperationState
 from cairn_server import catalog
 from cairn_server.artifacts.store import PUBLISHES_OF_PROJECT
@@ -27,7 +32,7 @@ from cairn_server.operations.model import State
 from cairn_server.operations.runner import Runner
 from cairn_server.operations.store import OperationStore
 from cairn_server.tracking.store import purge
-from tests.conftest import eventually, new_project, with_overrides
+from tests.conftest import HeldBack, eventually, new_project, with_overrides
 
 NOW = datetime.timedelta(0)
 NOTHING_DELETED_YET = datetime.timedelta(days=3650)  # a cut-off before every deletion
@@ -176,6 +181,39 @@ async def test_an_upload_publishing_when_its_location_is_drained_goes_with_it(
         drain_waits.cancel()
         with pytest.raises(NotFoundError):
             await client.artifacts.stat(f"{root}/late.bin")
+
+
+async def test_an_upload_begun_before_its_run_was_collected_does_not_outlive_it(
+    server_port: int, pool: asyncpg.Pool, unique: str
+) -> None:
+    """An upload under way as its deleted run was collected published afterwards, and
+    its object stayed under a directory no run owns, past every later collection: the
+    drain keeps what is written after a location is queued (a reuse's). It now ends the
+    uploads under the location begun before it was queued, as an expiry would."""
+    project = await new_project(server_port, f"begun-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        experiment = await client.tracking.create_experiment("begun")
+        run = await client.tracking.create_run(experiment)
+        path = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/") + "/late.bin"
+        source = HeldBack()
+        upload = asyncio.ensure_future(client.artifacts.upload(path, source))
+        try:
+            assert await asyncio.to_thread(source.under_way.wait, 30)
+            assert await pool.fetchval(_UPLOADS_AT, project, path) == 1
+            await client.tracking.delete_run(run.info.run_id)
+            assert (await _collect(client, NOW)).counts["runs"] == 1
+        finally:
+            source.go.set()
+        with pytest.raises(AbortedError) as ended:
+            await upload
+        assert ended.value.reason == "UPLOAD_EXPIRED"
+        await _collect(client, NOW)
+        with pytest.raises(NotFoundError):
+            await client.artifacts.stat(path)
+        assert await pool.fetchval(_UPLOADS_AT, project, path) == 0
+
+
+_UPLOADS_AT = "SELECT count(*) FROM artifacts.uploads WHERE project = $1 AND path = $2"
 
 
 async def _storage_key(pool: asyncpg.Pool, project: str, path: str) -> str:
