@@ -7,6 +7,7 @@ a script's main thread would call a remote server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import io
 import os
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -181,16 +183,21 @@ async def test_closing_ends_a_call_another_thread_waits_on(server_port: int, uni
     await asyncio.to_thread(scenario)
 
 
+@pytest.mark.parametrize("lock_held_at_fork", [False, True])
 async def test_a_forked_child_gets_a_clear_error_not_a_call_that_never_returns(
-    server_port: int, unique: str
+    server_port: int, unique: str, lock_held_at_fork: bool
 ) -> None:
+    """Also when another thread of the parent held the client's lock as it forked: the
+    child's copy of the lock stays held, with no thread to let it go, so the child must
+    be refused before it would wait for that lock."""
     project = await new_project(server_port, f"sync-{unique}")
 
     def scenario() -> str:
         with _tracking(server_port, project) as tracking:
             tracking.create_experiment("before-fork")
             read, write = os.pipe()
-            child = os.fork()
+            with _held_by_another_thread(tracking._runner._gate.lock, lock_held_at_fork):
+                child = os.fork()
             if child == 0:
                 try:
                     tracking.create_experiment("in-child")
@@ -209,6 +216,28 @@ async def test_a_forked_child_gets_a_clear_error_not_a_call_that_never_returns(
             return said
 
     assert await asyncio.to_thread(scenario) == "ClientClosedError"
+
+
+@contextlib.contextmanager
+def _held_by_another_thread(lock: threading.RLock, held: bool) -> Iterator[None]:
+    """The block runs while a thread of its own holds lock (when held)."""
+    taken, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            taken.set()
+            done.wait(30)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    if held:
+        holder.start()
+        assert taken.wait(30)
+    try:
+        yield
+    finally:
+        done.set()
+        if held:
+            holder.join()
 
 
 async def test_a_client_dropped_unclosed_lets_its_thread_and_files_go(
