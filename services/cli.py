@@ -96,10 +96,7 @@ def _create_key(
 def _with_pool(config: Config, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     async def session() -> T:
         url = await asyncio.to_thread(database.resolve_url, config)
-        try:
-            pool = await database.create_pool(url, config)
-        except ValueError as exc:  # asyncpg's reading of a URL that is none
-            raise _NoDatabase(config, exc) from exc
+        pool = await database.create_pool(url, config)
         try:
             return await work(pool)
         finally:
@@ -113,9 +110,16 @@ def _with_pool(config: Config, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> 
 
 
 # What a failure to use the database may raise (OSError: one refused or unreachable).
-_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
-# The database refusing the URL's database or user, rather than any one statement.
+_DATABASE_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    database.UnreadableUrl,
+)
+# The URL unread, or the database refusing its database or user, rather than any one
+# statement.
 _REFUSED = (
+    database.UnreadableUrl,
     asyncpg.ClientConfigurationError,
     asyncpg.InvalidCatalogNameError,
     asyncpg.InvalidAuthorizationSpecificationError,

@@ -72,7 +72,24 @@ async def create_pool(url: str, config: Config) -> asyncpg.Pool:
         record_class=asyncpg.Record,
     )
     pool.acquire_timeout = config.db_acquire_timeout_seconds
-    return await pool
+    try:
+        return await pool
+    except asyncpg.ClientConfigurationError:
+        raise  # a ValueError too, whose messages name settings (sslmode), not secrets
+    except ValueError:
+        raise UnreadableUrl() from None
+
+
+class UnreadableUrl(ValueError):
+    """A database URL asyncpg cannot read. Its own message quotes the piece it could not
+    read, which is a piece of the password when that holds "/", "?" or "#" unencoded;
+    so none of it is kept, in the message or as the cause."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "not a PostgreSQL URL that can be read: percent-encode any of / ? # @ : in "
+            "its user name and password"
+        )
 
 
 # Longest wait for the pool's connections to say goodbye before they are dropped.

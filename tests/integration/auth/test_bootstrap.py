@@ -94,6 +94,9 @@ def test_serve_refuses_auth_none_off_loopback(config: Config) -> None:
         ("notaurl", "the URL given"),
         ("postgresql://ops:s3cret@h1:1,h2:2/cairn", "the URL given"),  # several hosts
         ("localhost:abc", "the URL given"),
+        # A password holding "/" or "?" unencoded: asyncpg's errors quote a piece of it.
+        ("postgresql://ops:s3cret/x@127.0.0.1:1/cairn", "the URL given"),
+        ("postgresql://ops:s3cret?x@127.0.0.1:1/cairn", "the URL given"),
     ],
 )
 def test_a_database_out_of_reach_is_named_not_unexpected(url: str, where: str) -> None:
