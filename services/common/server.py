@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import signal
+import ssl
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -21,7 +22,7 @@ from .health import LIVENESS, HealthServicer
 from .idempotency import Idempotency
 from .interceptor import CallInterceptor
 from .page_seals import PageSeals
-from .service import Resources, ServiceSpec
+from .service import Resources, ServiceSpec, Unservable
 from .watch import watch_database
 
 _log = logs.get("cairn.server")
@@ -275,12 +276,30 @@ def server_credentials(config: Config) -> grpc.ServerCredentials | None:
     """TLS credentials from the configured PEM files, or None to serve plaintext."""
     if not config.tls_cert_file:
         return None
+    _check_tls_files(config)
     chain = Path(config.tls_cert_file).read_bytes()
     key = Path(config.tls_key_file).read_bytes()
     client_ca = Path(config.tls_client_ca_file).read_bytes() if config.tls_client_ca_file else None
     return grpc.ssl_server_credentials(
         [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
+
+
+def _check_tls_files(config: Config) -> None:
+    """Raises Unservable naming the settings when the PEM files do not make a server's
+    TLS (a key of another certificate, a file that is no PEM): grpc only fails to add
+    the port, which reads as an address in use."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # An encrypted key is refused rather than prompted for on the terminal.
+        context.load_cert_chain(config.tls_cert_file, config.tls_key_file, password=b"")
+        if config.tls_client_ca_file:
+            context.load_verify_locations(config.tls_client_ca_file)
+    except ssl.SSLError as error:
+        raise Unservable(
+            "the TLS files cannot serve (CAIRN_TLS_CERT_FILE, CAIRN_TLS_KEY_FILE, "
+            f"CAIRN_TLS_CLIENT_CA_FILE): {error.reason or error}"
+        ) from error
 
 
 async def migrate(pool: asyncpg.Pool, services: Sequence[ServiceSpec]) -> None:

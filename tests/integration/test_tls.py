@@ -19,6 +19,7 @@ from cairn.exceptions import UnavailableError
 from cairn_server import catalog
 from cairn_server.common.config import Config, ConfigError
 from cairn_server.common.server import CairnServer
+from cairn_server.common.service import Unservable
 from tests.conftest import with_overrides
 
 
@@ -165,6 +166,23 @@ async def test_mutual_tls_needs_a_client_certificate(mtls_port: int, pki: dict[s
         client_key=str(pki["client_key"]),
     )
     assert await _works(client)
+
+
+@pytest.mark.parametrize("key", ["client_key", "not_pem"])
+async def test_a_key_that_is_not_the_certificates_is_named_not_a_port_in_use(
+    config: Config, pool: asyncpg.Pool, pki: dict[str, Path], key: str, tmp_path: Path
+) -> None:
+    """Another certificate's key, or a file that is no PEM at all, was reported as
+    "cannot listen on ...: the address is in use or not available"."""
+    (tmp_path / "not_pem").write_text("not a key")
+    key_file = pki.get(key, tmp_path / key)
+    tls = with_overrides(config, tls_cert_file=str(pki["server_cert"]), tls_key_file=str(key_file))
+    server = CairnServer(tls, catalog.select(["tracking"]), pool)
+    with pytest.raises(Unservable) as refused:
+        await server.start()
+    assert "CAIRN_TLS_CERT_FILE" in str(refused.value)
+    assert "CAIRN_TLS_KEY_FILE" in str(refused.value)
+    assert "in use" not in str(refused.value)
 
 
 def test_tls_settings_must_come_together() -> None:
