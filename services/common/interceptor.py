@@ -392,10 +392,17 @@ class _CallScope:
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:
+    """The caller's id for the call's log lines, or one made here. Only printable ASCII
+    is taken, as gRPC clients send headers: a raw HTTP/2 peer, unauthenticated, could
+    otherwise write terminal escapes into every console log line of its calls."""
     for key, value in metadata_of(context):
-        if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 128:
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and _loggable(value):
             return value
     return os.urandom(16).hex()  # 32 hex digits, as uuid4().hex, in a fifth of its time
+
+
+def _loggable(request_id: str) -> bool:
+    return 0 < len(request_id) <= 128 and request_id.isascii() and request_id.isprintable()
 
 
 def domain_status(exc: DomainError) -> status_pb2.Status:

@@ -1,9 +1,14 @@
 """A call's headers are read from gRPC once, whoever of the interceptor, the gate and
-the servicer asks for them, and never taken for another call's."""
+the servicer asks for them, and never taken for another call's; and the request id
+they give the call's log lines is one a terminal shows as it is."""
 
 import contextvars
+import re
+
+import pytest
 
 from cairn_server.common.access import metadata_of
+from cairn_server.common.interceptor import _request_id
 
 
 class _Call:
@@ -32,3 +37,25 @@ def _within_a_call() -> None:
 def test_a_call_s_headers_are_read_once_and_never_those_of_another_call() -> None:
     # Each RPC runs in a task of its own, so in a context of its own.
     contextvars.copy_context().run(_within_a_call)
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        "\x1b[2K\x1b[G\x1b]52;c;ZWNobw\x07\x1b[8m",  # erase the line, set the clipboard, hide
+        "one\nforged line",
+        "next\u2028line",
+        "caf\u00e9",
+    ],
+)
+def test_a_request_id_a_terminal_would_not_show_as_sent_is_replaced(sent: str) -> None:
+    """A raw HTTP/2 peer, before any key is checked, can send header values gRPC's own
+    clients cannot; console logs wrote them raw."""
+    logged = contextvars.copy_context().run(_request_id, _Call((("x-request-id", sent),)))
+    assert re.fullmatch("[0-9a-f]{32}", logged)
+
+
+def test_a_printable_request_id_is_kept() -> None:
+    sent = "trace 7f3a-01:client/retry=2"
+    logged = contextvars.copy_context().run(_request_id, _Call((("x-request-id", sent),)))
+    assert logged == sent
