@@ -190,6 +190,21 @@ async def test_devos_factory_sends_the_token_in_either_style(
             await bad.get_models()
 
 
+@pytest.mark.parametrize("style", [profiles.STANDALONE, profiles.BEARER])
+async def test_a_key_read_with_its_newline_works_and_one_no_header_carries_is_refused(
+    keyed: tuple[int, str], style: str, unique: str
+) -> None:
+    """A key read from a file (a Kubernetes secret made with --from-file) ends in a
+    newline, which no header carries: every call raised grpc's raw ExecuteBatchError."""
+    port, key = keyed
+    url = f"http://127.0.0.1:{port}"
+    async with cairn.create_client_from_token(url, key + "\n", style) as client:
+        assert await client.find_model(f"absent-{unique}") is None
+    with pytest.raises(ValueError, match="the API key holds characters") as refused:
+        cairn.create_client_from_token(url, "cairn_s3cret\u00e9", style)
+    assert "s3cret" not in str(refused.value)
+
+
 class _Recording(grpc.aio.ServerInterceptor):
     def __init__(self) -> None:
         self.metadata: list[tuple[str, str]] = []

@@ -309,9 +309,20 @@ Credentials = tuple[str, str]
 def token_header(user_token: str | None, token_style: str = "bearer") -> tuple[Credentials, ...]:
     """The metadata that presents an API key: `authorization: Bearer <key>` (bearer,
     the default) or `x-api-key: <key>` (standalone, Devo's default); the server takes
-    either."""
+    either. A key read from a file keeps its newline, which no header carries: the
+    whitespace around a key is not part of it.
+
+    Raises:
+        ValueError: the key holds characters a header cannot carry (not printable
+            ASCII); the message does not quote it.
+    """
+    user_token = (user_token or "").strip()
     if not user_token:
         return ()
+    if not (user_token.isascii() and user_token.isprintable()):
+        raise ValueError(
+            "the API key holds characters a header cannot carry: a key is printable ASCII"
+        )
     style = token_style.lower()
     if style == "bearer":
         return (("authorization", f"Bearer {user_token}"),)
