@@ -76,6 +76,8 @@ def _setting(
         help += f"; {bounds}"
     return field(
         default=default,
+        # A secret stays out of repr too: a traceback that shows locals would print it.
+        repr=not secret,
         metadata={"help": help, "choices": choices, "secret": secret, "bounds": bounds},
     )
 

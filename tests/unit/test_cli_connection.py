@@ -12,7 +12,7 @@ import pytest
 from cairn import profiles
 from cairn._client import client_from_profile
 from cairn.cli import cli
-from cairn.cli._connection import resolve
+from cairn.cli._connection import Connection, resolve
 from cairn.cli._server import server_not_installed
 
 
@@ -70,3 +70,12 @@ def test_only_a_missing_package_is_a_missing_install() -> None:
 def test_a_server_not_installed_is_a_missing_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *args: None)
     assert server_not_installed(ImportError("cannot import", name="cairn_server.cli"))
+
+
+def test_the_api_key_stays_out_of_the_connection_repr() -> None:
+    """A traceback that shows locals (pytest's, rich's, an error tracker's) prints it."""
+    connection = Connection(
+        "127.0.0.1", 50051, False, None, "cairn_s3cret", "bearer", "default", None, {}
+    )
+    assert "s3cret" not in repr(connection)
+    assert "host='127.0.0.1'" in repr(connection)

@@ -227,3 +227,15 @@ def test_malloc_tuning_applies_on_glibc() -> None:
 
     applied = memory.tune_for_large_buffers()
     assert applied == (platform.libc_ver()[0] == "glibc")
+
+
+def test_secrets_stay_out_of_the_settings_repr() -> None:
+    """A traceback that shows locals (pytest's, rich's, an error tracker's) prints them."""
+    env = {
+        "CAIRN_DATABASE_URL": "postgresql://cairn:pg-s3cret@db:5432/cairn",
+        "CAIRN_S3_ACCESS_KEY": "access-s3cret",
+        "CAIRN_S3_SECRET_KEY": "secret-s3cret",
+    }
+    shown = repr(config_module.load(_flags(), env=env))
+    assert "s3cret" not in shown
+    assert "listen_address='127.0.0.1:50051'" in shown

@@ -18,7 +18,7 @@ import configparser
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,7 +45,7 @@ class Connection:
     port: int
     tls: bool
     ca_file: str | None
-    api_key: str | None
+    api_key: str | None = field(repr=False)  # a traceback that shows locals prints repr
     token_style: str
     project: str
     timeout: float | None
