@@ -102,6 +102,15 @@ def test_an_address_the_client_cannot_read_is_refused_clearly(
         target(address, tls, port)
 
 
+@pytest.mark.parametrize("address", ["ops:s3cret@127.0.0.1:1", "ops:s3cret@h", "ops@h:1"])
+def test_an_address_with_credentials_is_refused_without_quoting_them(address: str) -> None:
+    """Read as a bare IPv6 address, or as a host and a port, it was quoted back in an
+    error (grpc's resolution failure, or the port's), password and all."""
+    with pytest.raises(ValueError, match="holds a user or password") as refused:
+        target(address, False)
+    assert "s3cret" not in str(refused.value)
+
+
 def test_secure_connection_takes_the_port_the_target_names() -> None:
     """secure_connection's port defaults to the target's own, else 443."""
     for address, expected in [

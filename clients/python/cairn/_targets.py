@@ -56,6 +56,11 @@ def parse(address: str) -> Address:
         return Address(address, _target_port(address), None)
     if "://" in address:
         return _url(address)
+    if "@" in address:  # no host holds one; quoting it could show a password
+        raise ValueError(
+            "the address holds a user or password (an '@'), which a host[:port] cannot: "
+            "give an API key instead"
+        )
     return Address(*_host_port(address), None)
 
 
