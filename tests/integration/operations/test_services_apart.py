@@ -1,6 +1,10 @@
 """Tracking and artifacts served by separate servers on one database: a GC on the
 tracking server removes the rows and queues their artifact locations; the objects wait
-until the artifacts server drains the queue (here: in its own GC run)."""
+until the artifacts server drains the queue (here: in its own GC run).
+
+On a database of its own: the queue is every project's, so on the shared one any other
+test's server hosting artifacts may drain it first (a janitor pass at start, or a GC
+operation another test left and this test's artifacts server takes over)."""
 
 from __future__ import annotations
 
@@ -14,9 +18,18 @@ import cairn
 from cairn.exceptions import NotFoundError
 from cairn.types import OperationState
 from cairn_server import catalog
+from cairn_server.common import database
 from cairn_server.common.config import Config
-from cairn_server.common.server import CairnServer
+from cairn_server.common.server import CairnServer, migrate
 from tests.conftest import new_project, with_overrides
+
+
+@pytest.fixture
+async def pool(own_postgres, config: Config) -> AsyncIterator[asyncpg.Pool]:
+    pool = await database.create_pool(own_postgres.get_uri(), config)
+    await migrate(pool, catalog.select([]))
+    yield pool
+    await database.close_pool(pool)
 
 
 @pytest.fixture
