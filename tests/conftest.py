@@ -31,6 +31,7 @@ import grpc
 import pgserver
 import pytest
 import pytest_asyncio
+from minio import Minio
 from moto.server import ThreadedMotoServer
 
 import cairn
@@ -41,6 +42,8 @@ from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer, migrate
 
 logs.configure("info", "console")
+
+BUCKET = "cairn-test"  # of the S3 backend (s3_config) on moto
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +83,27 @@ def s3_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_config(config: Config, s3_endpoint: str) -> Config:
+    """config with the S3 backend, on moto."""
+    client = Minio(
+        s3_endpoint, access_key="test", secret_key="test", secure=False, region="us-east-1"
+    )
+    if not client.bucket_exists(BUCKET):
+        client.make_bucket(BUCKET)
+    return with_overrides(
+        config,
+        artifact_backend="s3",
+        s3_endpoint=s3_endpoint,
+        s3_bucket=BUCKET,
+        s3_prefix="store",
+        s3_region="us-east-1",
+        s3_access_key="test",
+        s3_secret_key="test",
+        s3_secure=False,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -219,3 +243,13 @@ class HeldBack(io.RawIOBase):
             self.under_way.set()
             self.go.wait(30)
         return self._data.read(size)
+
+
+def s3_client(s3_config: Config) -> Minio:
+    return Minio(
+        s3_config.s3_endpoint,
+        access_key="test",
+        secret_key="test",
+        secure=False,
+        region="us-east-1",
+    )

@@ -1,6 +1,7 @@
 """Garbage collection's artifacts step: deletes the objects under the locations other
-services let go of (`operations/queue.py`) written no later than they were let go of,
-and ends the uploads under them begun by then; the janitor removes their bytes.
+services let go of (`operations/queue.py`) whose uploads began no later than they were
+let go of, and ends the uploads under them begun by then; the janitor removes their
+bytes. What is written there since is a reuse's, and stays.
 
 It runs in a garbage collection received by a server hosting the artifacts service,
 and in that service's background work every CAIRN_ARTIFACT_JANITOR_INTERVAL_SECONDS,
@@ -85,9 +86,9 @@ async def drain(pool: asyncpg.Pool, janitor: Janitor) -> Drained:
 
 async def _drain_one(pool: asyncpg.Pool) -> Drained | None:
     """Ends the uploads under the oldest queued location begun no later than it was
-    queued and unpublishes up to BATCH objects written by then (their keys become
-    garbage), and takes it off the queue once none is left; what went (one location
-    when it was taken off), or None when the queue is empty."""
+    queued, unpublishes up to BATCH objects whose uploads began by then (their keys
+    become garbage), and takes it off the queue once none is left; what went (one
+    location when it was taken off), or None when the queue is empty."""
     async with pool.acquire() as conn, conn.transaction():
         location = await queue.take(conn)
         if location is None:
@@ -120,8 +121,8 @@ async def _drain_one(pool: asyncpg.Pool) -> Drained | None:
 
 
 # An upload begun under the location before it was let go of is the old owner's, like
-# the objects written before: were it to publish after the drain, its object would be
-# newer than the location's queueing and kept for ever. Its row goes, as an expiry
+# the objects it would write: were it to publish after the drain, the location would be
+# off the queue and its object kept for ever. Its row goes, as an expiry
 # takes it (`ObjectStore.expire_uploads`), so its publish is refused UPLOAD_EXPIRED.
 # One a completion holds is left to its completion (its bytes are being read back).
 _END_UPLOADS_BEGUN_BEFORE = """
@@ -134,19 +135,22 @@ WITH gone AS (
 INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
 ON CONFLICT DO NOTHING"""
 
-# The age condition is on the deleted row itself, not only in the selection: a row an
-# overwrite is committing when the DELETE reaches it is re-checked in its new version
-# (READ COMMITTED's recheck), against the target's conditions only, and must then be
-# kept. Whether more may be left is told by the rows selected, not by those deleted,
-# which such a recheck can make fewer.
-_UNPUBLISH_OLD = """
+# An object is the old owner's when the upload that wrote it began no later than the
+# location was let go of, though it published after (0011; before that column, its
+# update_time stands in). The age condition is on the deleted row itself, not only in
+# the selection: a row an overwrite is committing when the DELETE reaches it is
+# re-checked in its new version (READ COMMITTED's recheck), against the target's
+# conditions only, and must then be kept. Whether more may be left is told by the rows
+# selected, not by those deleted, which such a recheck can make fewer.
+_BEGUN = "coalesce(o.upload_begin_time, o.update_time)"
+_UNPUBLISH_OLD = f"""
 WITH picked AS (
-    SELECT path FROM artifacts.objects
-    WHERE project = $1 AND (path = $2 OR path LIKE $3) AND update_time <= $4
+    SELECT path FROM artifacts.objects o
+    WHERE project = $1 AND (path = $2 OR path LIKE $3) AND {_BEGUN} <= $4
     LIMIT $5
 ), gone AS (
     DELETE FROM artifacts.objects o
-    WHERE o.project = $1 AND o.update_time <= $4 AND o.path IN (SELECT path FROM picked)
+    WHERE o.project = $1 AND {_BEGUN} <= $4 AND o.path IN (SELECT path FROM picked)
     RETURNING storage_key, size
 ), condemned AS (
     INSERT INTO artifacts.garbage (storage_key)

@@ -224,13 +224,14 @@ class ObjectStore:
                 upload.project,
                 f"{upload.project}/{upload.path}",
             )
-            if not await conn.fetchval(
+            begun = await conn.fetchval(
                 """DELETE FROM artifacts.uploads
                    WHERE upload_id = $1 AND completion IS NOT DISTINCT FROM $2
-                   RETURNING true""",
+                   RETURNING create_time""",
                 upload.upload_id,
                 lease,
-            ):
+            )
+            if begun is None:
                 raise await _not_publishable(conn, upload, lease)
             done = await _claim(conn, upload, request_id, size, sha256) if request_id else None
             if done is not None:
@@ -244,7 +245,8 @@ class ObjectStore:
                 await _collect(conn, upload.storage_key)
                 return done, upload.storage_key
             if consumes is not None:
-                await _spend(conn, consumes)
+                # The bytes published are the consumed upload's: so is their beginning.
+                begun = min(begun, await _spend(conn, consumes) or begun)
             current = await conn.fetchrow(
                 f"""SELECT {_COLUMNS}, request_id FROM artifacts.objects
                     WHERE project = $1 AND path = $2 FOR UPDATE""",
@@ -262,11 +264,13 @@ class ObjectStore:
                 raise already_exists(upload.path)
             row = await conn.fetchrow(
                 f"""INSERT INTO artifacts.objects
-                        (project, path, size, sha256, content_type, storage_key, request_id)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7)
+                        (project, path, size, sha256, content_type, storage_key, request_id,
+                         upload_begin_time)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                     ON CONFLICT (project, path) DO UPDATE SET size = excluded.size,
                         sha256 = excluded.sha256, content_type = excluded.content_type,
                         storage_key = excluded.storage_key, request_id = excluded.request_id,
+                        upload_begin_time = excluded.upload_begin_time,
                         update_time = clock_timestamp()
                     RETURNING {_COLUMNS}""",
                 upload.project,
@@ -276,6 +280,7 @@ class ObjectStore:
                 content_type,
                 upload.storage_key,
                 request_id,
+                begun,
             )
             published = StoredObject(**dict(row))
             if request_id:
@@ -615,18 +620,24 @@ async def _collect(conn: asyncpg.Connection, key: str) -> None:
     await conn.execute("INSERT INTO artifacts.garbage (storage_key) VALUES ($1)", key)
 
 
-async def _spend(conn: asyncpg.Connection, upload: PendingUpload, required: bool = True) -> None:
-    """Spends a consumed upload; one spent already is UPLOAD_NOT_FOUND when required."""
-    spent = await conn.fetchval(
+async def _spend(
+    conn: asyncpg.Connection, upload: PendingUpload, required: bool = True
+) -> datetime | None:
+    """Spends a consumed upload; returns when it began (None when it was spent already,
+    which is UPLOAD_NOT_FOUND when required)."""
+    begun: datetime | None = await conn.fetchval(
         """WITH gone AS (
-               DELETE FROM artifacts.uploads WHERE upload_id = $1 RETURNING storage_key
+               DELETE FROM artifacts.uploads WHERE upload_id = $1
+               RETURNING storage_key, create_time
+           ), spent AS (
+               INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
            )
-           INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
-           RETURNING true""",
+           SELECT create_time FROM gone""",
         upload.upload_id,
     )
-    if not spent and required:
+    if begun is None and required:
         raise _upload_not_found(upload.upload_id, upload.path)
+    return begun
 
 
 async def _not_publishable(

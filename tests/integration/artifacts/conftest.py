@@ -4,35 +4,12 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from minio import Minio
 
 import cairn
 from cairn_server import catalog
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
-from tests.conftest import new_project, with_overrides
-
-BUCKET = "cairn-test"
-
-
-@pytest.fixture(scope="session")
-def s3_config(config: Config, s3_endpoint: str) -> Config:
-    client = Minio(
-        s3_endpoint, access_key="test", secret_key="test", secure=False, region="us-east-1"
-    )
-    if not client.bucket_exists(BUCKET):
-        client.make_bucket(BUCKET)
-    return with_overrides(
-        config,
-        artifact_backend="s3",
-        s3_endpoint=s3_endpoint,
-        s3_bucket=BUCKET,
-        s3_prefix="store",
-        s3_region="us-east-1",
-        s3_access_key="test",
-        s3_secret_key="test",
-        s3_secure=False,
-    )
+from tests.conftest import BUCKET, new_project, s3_client
 
 
 @pytest.fixture(scope="session")
@@ -96,13 +73,3 @@ def raw_objects(store: cairn.ArtifactClient, config: Config, s3_config: Config):
         )
 
     return listing
-
-
-def s3_client(s3_config: Config) -> Minio:
-    return Minio(
-        s3_config.s3_endpoint,
-        access_key="test",
-        secret_key="test",
-        secure=False,
-        region="us-east-1",
-    )

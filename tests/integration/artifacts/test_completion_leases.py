@@ -33,8 +33,7 @@ from cairn_server.artifacts.store import ObjectStore
 from cairn_server.common import database
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
-from tests.conftest import eventually, new_project, with_overrides
-from tests.integration.artifacts.conftest import BUCKET, s3_client
+from tests.conftest import BUCKET, eventually, new_project, s3_client, with_overrides
 
 POOL_SIZE = 2
 COMPLETIONS = POOL_SIZE + 1  # the cap of the server below: more than its pool

@@ -15,8 +15,7 @@ from cairn_server.artifacts import backends
 from cairn_server.artifacts.janitor import Janitor
 from cairn_server.artifacts.store import ObjectStore, PendingUpload
 from cairn_server.common.errors import Aborted
-from tests.conftest import with_overrides
-from tests.integration.artifacts.conftest import BUCKET, s3_client
+from tests.conftest import BUCKET, s3_client, with_overrides
 
 
 def _backend(store: cairn.ArtifactClient, config, s3_config) -> backends.Backend:

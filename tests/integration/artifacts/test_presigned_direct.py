@@ -39,8 +39,7 @@ from cairn_server.artifacts.s3 import S3Backend
 from cairn_server.artifacts.store import ObjectStore
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
-from tests.conftest import new_project, with_overrides
-from tests.integration.artifacts.conftest import BUCKET, s3_client
+from tests.conftest import BUCKET, new_project, s3_client, with_overrides
 
 MIB = 1024 * 1024
 PART = 5 * MIB  # S3's smallest part

@@ -175,7 +175,7 @@ async def test_a_corrupt_stored_byte_raises_data_loss(
 ) -> None:
     from urllib.parse import urlsplit
 
-    from tests.integration.artifacts.conftest import BUCKET, s3_client
+    from tests.conftest import BUCKET, s3_client
 
     info = await store.upload("weights.bin", b"A" * 1000)
     location = urlsplit(info.uri)

@@ -8,7 +8,9 @@ operation another test left and this test's artifacts server takes over)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import urllib.request
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -16,12 +18,12 @@ import pytest
 
 import cairn
 from cairn.exceptions import NotFoundError
-from cairn.types import OperationState
+from cairn.types import Operation, OperationState
 from cairn_server import catalog
 from cairn_server.common import database
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer, migrate
-from tests.conftest import new_project, with_overrides
+from tests.conftest import HeldBack, new_project, with_overrides
 
 
 @pytest.fixture
@@ -33,9 +35,14 @@ async def pool(own_postgres, config: Config) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
-async def ports(config: Config, pool: asyncpg.Pool) -> AsyncIterator[dict[str, int]]:
+async def ports(
+    request: pytest.FixtureRequest, config: Config, pool: asyncpg.Pool
+) -> AsyncIterator[dict[str, int]]:
+    """The ports of the two servers; on the filesystem, or on S3 where a test says
+    `@pytest.mark.parametrize("ports", ["s3"], indirect=True)`."""
+    backend = request.getfixturevalue("s3_config") if getattr(request, "param", "") else config
     # No janitor pass of its own: only a GC run drains the queue here.
-    quiet = with_overrides(config, artifact_janitor_interval_seconds=0)
+    quiet = with_overrides(backend, artifact_janitor_interval_seconds=0)
     servers = {
         name: CairnServer(quiet, catalog.select([name]), pool) for name in ("tracking", "artifacts")
     }
@@ -79,3 +86,75 @@ async def test_artifacts_wait_in_the_queue_for_the_artifacts_service(
         with pytest.raises(NotFoundError):
             await artifacts.artifacts.stat(f"{root}/model.bin")
         assert not (config.artifact_dir / key).exists()
+
+
+async def test_an_upload_begun_before_its_run_was_collected_goes_when_drained(
+    ports: dict[str, int], pool: asyncpg.Pool, unique: str
+) -> None:
+    """An upload under way as the tracking server collected its deleted run, which
+    published before the artifacts server drained the run's directory, stayed for
+    good: the drain took it for a reuse's, written after the directory was queued. It
+    is the old run's, begun before, and goes with it."""
+    project = await new_project(ports["tracking"], f"straddle-{unique}")
+
+    def connect(service: str) -> cairn.Client:
+        return cairn.Client(f"http://127.0.0.1:{ports[service]}", project=project)
+
+    async with connect("tracking") as tracking, connect("artifacts") as artifacts:
+        run = await tracking.tracking.create_run(await tracking.tracking.create_experiment("s"))
+        path = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/") + "/late.bin"
+        source = HeldBack()
+        upload = asyncio.ensure_future(artifacts.artifacts.upload(path, source))
+        try:
+            assert await asyncio.to_thread(source.under_way.wait, 30)
+            await tracking.tracking.delete_run(run.info.run_id)
+            assert (await _collect(tracking)).counts["runs"] == 1
+        finally:
+            source.go.set()
+        assert (await upload).size == HeldBack.SIZE  # published after the queueing
+
+        assert (await _collect(artifacts)).counts["artifact_objects"] == 1
+        with pytest.raises(NotFoundError):
+            await artifacts.artifacts.stat(path)
+
+
+@pytest.mark.parametrize("ports", ["s3"], indirect=True)
+async def test_a_presigned_upload_begun_before_its_run_was_collected_goes_when_drained(
+    ports: dict[str, int], unique: str
+) -> None:
+    """As a streamed upload: a presigned PUT made before the collection and confirmed
+    after is the old run's. Its bytes are copied into an upload begun at confirmation,
+    after the collection; they began with the URL's."""
+    project = await new_project(ports["tracking"], f"presigned-{unique}")
+
+    def connect(service: str) -> cairn.Client:
+        return cairn.Client(f"http://127.0.0.1:{ports[service]}", project=project)
+
+    async with connect("tracking") as tracking, connect("artifacts") as artifacts:
+        run = await tracking.tracking.create_run(await tracking.tracking.create_experiment("p"))
+        path = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/") + "/late.bin"
+        put = await artifacts.artifacts.presigned_url(path, "PUT")
+        await asyncio.to_thread(_put, put.url, b"sent through the URL")
+        await tracking.tracking.delete_run(run.info.run_id)
+        assert (await _collect(tracking)).counts["runs"] == 1
+        confirmed = await artifacts.artifacts.confirm_upload(path, upload_id=put.upload_id)
+        assert confirmed.size == len(b"sent through the URL")
+
+        assert (await _collect(artifacts)).counts["artifact_objects"] == 1
+        with pytest.raises(NotFoundError):
+            await artifacts.artifacts.stat(path)
+
+
+def _put(url: str, body: bytes) -> None:
+    # Typed: urllib's default (a form) has moto read the body as form fields.
+    headers = {"Content-Type": "application/octet-stream"}
+    request = urllib.request.Request(url, data=body, method="PUT", headers=headers)
+    with urllib.request.urlopen(request, timeout=10):  # loopback only
+        pass
+
+
+async def _collect(client: cairn.Client) -> Operation:
+    started = await client.operations.start_garbage_collection(datetime.timedelta(0))
+    done = await client.operations.wait_operation(started.name, timeout=30)
+    assert done.state is OperationState.SUCCEEDED, done.errors
+    return done
