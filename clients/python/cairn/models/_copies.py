@@ -91,8 +91,8 @@ def _one_at_a_time(folder: Path) -> Iterator[None]:
     that holds it. The lock is the folder's own (flock), so nothing is left in it, and
     the system lets it go with the process that held it. Where no folder can be locked
     (Windows; NFS, where an exclusive flock needs the file open for writing, which a
-    folder never is), copies
-    into one folder at once are not kept apart: the copy goes on unlocked, as before."""
+    folder never is), copies into one folder at once are not kept apart: the copy goes
+    on unlocked, as before."""
     if sys.platform == "win32":
         yield
         return
