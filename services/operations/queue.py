@@ -3,9 +3,9 @@ artifacts service, which deletes what lies under them, wherever it runs.
 
 A location is queued in the transaction that removed the rows referring to it, so it
 is queued exactly when they are gone; the artifacts service takes it off the queue in
-the transaction that unpublishes the objects under it. Only objects written no later
-than the location was queued go: a location reused since (a new experiment given the
-same artifact location) keeps what was written there after.
+the transaction that unpublishes the objects under it. Only objects whose uploads began
+no later than the location was queued go: a location reused since (a new experiment
+given the same artifact location) keeps what was written there after.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ class Location:
     id: int
     project: str
     path: str
-    # When it was let go of: objects written under it since are another owner's.
+    # When it was let go of: objects whose uploads began under it since are another
+    # owner's.
     queue_time: datetime
 
 
