@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from cairn.models import MANIFEST
+from cairn.models._copies import _one_at_a_time
 from cairn.models._manifest import Manifest
 from tests.integration.models.conftest import World
 
@@ -98,3 +99,27 @@ async def test_a_folder_that_cannot_be_locked_still_takes_a_download(
     monkeypatch.setattr(fcntl, "flock", refused)
     target = Path(await world.tracking.download_artifacts(logged.model_uri, tmp_path / "dst"))
     _whole(target)
+
+
+def test_a_child_forked_during_a_copy_does_not_keep_the_folder(tmp_path: Path) -> None:
+    """A child forked while a copy held the folder (a data loader starting its workers
+    as a thread downloads) shares the lock; it was let go of by closing the copy's
+    descriptor, which left it held by the child, and every later download into the
+    folder waited for that child to exit."""
+    stay, go = os.pipe()
+    with _one_at_a_time(tmp_path):
+        child = os.fork()
+        if child == 0:  # holds on until the parent has looked
+            os.close(go)
+            os.read(stay, 1)
+            os._exit(0)
+    os.close(stay)
+    try:
+        probe = os.open(tmp_path, os.O_RDONLY)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if kept
+        finally:
+            os.close(probe)
+    finally:
+        os.close(go)
+        assert os.waitpid(child, 0)[1] == 0

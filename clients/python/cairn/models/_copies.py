@@ -99,8 +99,11 @@ def _one_at_a_time(folder: Path) -> Iterator[None]:
     with contextlib.ExitStack() as held:
         with contextlib.suppress(OSError):
             folder_fd = os.open(folder, os.O_RDONLY)
-            held.callback(os.close, folder_fd)  # lets the lock go
+            held.callback(os.close, folder_fd)
             fcntl.flock(folder_fd, fcntl.LOCK_EX)
+            # Let go of explicitly, not by the close: a child forked meanwhile (a data
+            # loader's workers) shares the lock, which closing here would leave it.
+            held.callback(fcntl.flock, folder_fd, fcntl.LOCK_UN)
         yield
 
 
