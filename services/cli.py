@@ -148,7 +148,10 @@ def _where(config: Config) -> str:
         return f"{config.data_dir}/postgres (embedded)"
     try:
         parts = urlsplit(config.database_url)
-        if parts.scheme in ("postgres", "postgresql"):
+        # An "@" past the host: a password holding "/" (or "?", "#") unencoded, read here
+        # as host, port and path ("user:2024/pw@host"), which would show a piece of it.
+        past_host = parts.path + parts.query + parts.fragment
+        if parts.scheme in ("postgres", "postgresql") and "@" not in past_host:
             return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
     except ValueError:  # several hosts, a port past 65535: asyncpg reads what this cannot
         pass

@@ -73,7 +73,13 @@ async def create_pool(url: str, config: Config) -> asyncpg.Pool:
     )
     pool.acquire_timeout = config.db_acquire_timeout_seconds
     try:
-        return await pool
+        await pool
+        if config.db_pool_min_size == 0:
+            # Opened with no connection, a pool reads its URL at the first acquire,
+            # where a ValueError would quote it: read now.
+            async with pool.acquire():
+                pass
+        return pool
     except asyncpg.ClientConfigurationError:
         raise  # a ValueError too, whose messages name settings (sslmode), not secrets
     except ValueError:

@@ -20,8 +20,9 @@ from tests.conftest import with_overrides
 from tests.integration.auth.conftest import serve
 
 
-def _cairn(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+def _cairn(*args: str, database_url: str, **settings: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CAIRN_DATABASE_URL": database_url, "CAIRN_LOG_FORMAT": "json"}
+    env.update(settings)
     return subprocess.run(
         [sys.executable, "-m", "cairn_server.cli", *args],
         env=env,
@@ -97,6 +98,8 @@ def test_serve_refuses_auth_none_off_loopback(config: Config) -> None:
         # A password holding "/" or "?" unencoded: asyncpg's errors quote a piece of it.
         ("postgresql://ops:s3cret/x@127.0.0.1:1/cairn", "the URL given"),
         ("postgresql://ops:s3cret?x@127.0.0.1:1/cairn", "the URL given"),
+        # One beginning with digits, before its "/": read as a port, the rest as a path.
+        ("postgresql://ops:2024/s3cret@127.0.0.1:1/cairn", "the URL given"),
     ],
 )
 def test_a_database_out_of_reach_is_named_not_unexpected(url: str, where: str) -> None:
@@ -104,9 +107,26 @@ def test_a_database_out_of_reach_is_named_not_unexpected(url: str, where: str) -
     ("unexpected ConnectionRefusedError"), naming no database."""
     for command in (["migrate"], ["keys", "create", "--user", "ops"], _SERVE):
         done = _cairn(*command, database_url=url)
-        assert done.returncode == 1, done.stderr
-        assert f"cannot use the database at {where}" in done.stderr
-        assert "s3cret" not in done.stderr and "Traceback" not in done.stderr
+        _named_not_shown(done, where)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://ops:s3cret/x@127.0.0.1:1/cairn", "postgresql://ops:s3cret?x@127.0.0.1:1/cairn"],
+)
+def test_an_unreadable_url_is_named_not_shown_with_no_connection_kept(url: str) -> None:
+    """A pool kept with no connection (CAIRN_DB_POOL_MIN_SIZE=0) read its URL only at
+    its first use, whose ValueError, quoting a piece of the password, came out as
+    unexpected."""
+    for command in (["migrate"], ["keys", "create", "--user", "ops"]):
+        done = _cairn(*command, database_url=url, CAIRN_DB_POOL_MIN_SIZE="0")
+        _named_not_shown(done, "the URL given")
+
+
+def _named_not_shown(done: subprocess.CompletedProcess[str], where: str) -> None:
+    assert done.returncode == 1, done.stderr
+    assert f"cannot use the database at {where}" in done.stderr
+    assert "s3cret" not in done.stderr and "Traceback" not in done.stderr
 
 
 _SERVE = ["serve", "--listen-address", "127.0.0.1:0"]
