@@ -290,6 +290,9 @@ def _check_tls_files(config: Config) -> None:
     TLS (a key of another certificate, a file that is no PEM): grpc only fails to add
     the port, which reads as an address in use."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    # What the system's OpenSSL holds too weak (a 1024-bit RSA key, a SHA-1 signature)
+    # grpc's own TLS serves: the check is of files that go together, not of strength.
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
     try:
         # An encrypted key is refused rather than prompted for on the terminal.
         context.load_cert_chain(config.tls_cert_file, config.tls_key_file, password=b"")

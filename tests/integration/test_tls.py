@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 import cairn
@@ -22,11 +22,16 @@ from cairn_server.common.server import CairnServer
 from cairn_server.common.service import Unservable
 from tests.conftest import with_overrides
 
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
 
 def _certificate(
-    name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None, ca: bool
+    name: str,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
+    ca: bool,
+    key: PrivateKey | None = None,
 ):
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = key or ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
     builder = (
@@ -51,7 +56,7 @@ def _certificate(
 
 
 def _write(
-    directory: Path, name: str, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey
+    directory: Path, name: str, certificate: x509.Certificate, key: PrivateKey
 ) -> tuple[Path, Path]:
     cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
@@ -70,7 +75,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     directory = tmp_path_factory.mktemp("pki")
     ca = _certificate("cairn test CA", None, ca=True)
     files = {}
-    files["ca"], _ = _write(directory, "ca", *ca)
+    files["ca"], files["ca_key"] = _write(directory, "ca", *ca)
     files["other_ca"], _ = _write(directory, "other-ca", *_certificate("another CA", None, ca=True))
     files["server_cert"], files["server_key"] = _write(
         directory, "server", *_certificate("localhost", ca, ca=False)
@@ -183,6 +188,28 @@ async def test_a_key_that_is_not_the_certificates_is_named_not_a_port_in_use(
     assert "CAIRN_TLS_CERT_FILE" in str(refused.value)
     assert "CAIRN_TLS_KEY_FILE" in str(refused.value)
     assert "in use" not in str(refused.value)
+
+
+async def test_a_key_the_system_openssl_holds_weak_still_serves(
+    config: Config, pool: asyncpg.Pool, pki: dict[str, Path], tmp_path: Path
+) -> None:
+    """The check of the TLS files refused a 1024-bit RSA key (EE_KEY_TOO_SMALL, the
+    security level of the system's OpenSSL), which grpc serves: a server that started
+    before the check stopped starting. The check is of files that go together."""
+    ca_key = serialization.load_pem_private_key(pki["ca_key"].read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca = (x509.load_pem_x509_certificate(pki["ca"].read_bytes()), ca_key)
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    cert, key = _write(tmp_path, "weak", *_certificate("localhost", ca, False, weak))
+    tls = with_overrides(config, tls_cert_file=str(cert), tls_key_file=str(key))
+    server, port = await _serve(tls, pool)
+    try:
+        client = cairn.TrackingClient.secure_connection(
+            "localhost", port, user_token="t", custom_ca=str(pki["ca"])
+        )
+        assert await _works(client)
+    finally:
+        await server.stop(grace=0)
 
 
 def test_tls_settings_must_come_together() -> None:
