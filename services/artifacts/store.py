@@ -655,7 +655,8 @@ def _upload_not_found(upload_id: uuid.UUID, path: str) -> NotFound:
     return NotFound(
         "UPLOAD_NOT_FOUND",
         f"no upload {upload_id} to {path!r} is waiting: it was confirmed already, "
-        "it expired, or it was never begun",
+        "it expired, a garbage collection removed the directory it was begun in (a "
+        "deleted run's), or it was never begun",
         metadata={"upload_id": str(upload_id), "path": path},
     )
 

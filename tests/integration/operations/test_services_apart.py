@@ -145,6 +145,33 @@ async def test_a_presigned_upload_begun_before_its_run_was_collected_goes_when_d
             await artifacts.artifacts.stat(path)
 
 
+@pytest.mark.parametrize("ports", ["s3"], indirect=True)
+async def test_a_presigned_upload_not_confirmed_when_its_run_is_drained_is_ended(
+    ports: dict[str, int], unique: str
+) -> None:
+    """Confirmed only after the drain, a presigned PUT made before its run was collected
+    finds its upload ended, and the answer names a collection among the causes."""
+    project = await new_project(ports["tracking"], f"unconfirmed-{unique}")
+
+    def connect(service: str) -> cairn.Client:
+        return cairn.Client(f"http://127.0.0.1:{ports[service]}", project=project)
+
+    async with connect("tracking") as tracking, connect("artifacts") as artifacts:
+        run = await tracking.tracking.create_run(await tracking.tracking.create_experiment("u"))
+        path = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/") + "/late.bin"
+        put = await artifacts.artifacts.presigned_url(path, "PUT")
+        await asyncio.to_thread(_put, put.url, b"sent through the URL")
+        await tracking.tracking.delete_run(run.info.run_id)
+        await _collect(tracking)
+        await _collect(artifacts)
+        with pytest.raises(NotFoundError) as ended:
+            await artifacts.artifacts.confirm_upload(path, upload_id=put.upload_id)
+        assert ended.value.reason == "UPLOAD_NOT_FOUND"
+        assert "garbage collection" in str(ended.value)
+        with pytest.raises(NotFoundError):
+            await artifacts.artifacts.stat(path)
+
+
 def _put(url: str, body: bytes) -> None:
     # Typed: urllib's default (a form) has moto read the body as form fields.
     headers = {"Content-Type": "application/octet-stream"}
