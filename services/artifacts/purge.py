@@ -11,6 +11,7 @@ so locations queued by a tracking server running elsewhere are drained too.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -32,6 +33,9 @@ class Drained:
     locations: int = 0
     objects: int = 0
     bytes: int = 0
+    # The id of a location left queued for an upload a completion holds, which the
+    # rest of this drain passes over (see `_drain_one`).
+    kept: int | None = None
 
     def add(self, other: Drained) -> None:
         self.locations += other.locations
@@ -45,7 +49,7 @@ async def purge(resources: Resources, gc: Purge) -> None:
     for kind in ("artifact_locations", "artifact_objects", "artifact_bytes"):
         await gc.done(kind, 0, progress=0)
     janitor = janitor_for(resources)
-    while (drained := await _drain_one(resources.pool)) is not None:
+    async for drained in _batches(resources.pool):
         # Counted as each batch commits, not at the end: an attempt cut short after a
         # batch leaves it to no takeover, which finds those objects gone.
         await gc.done("artifact_objects", drained.objects, progress=0)
@@ -76,7 +80,7 @@ async def _drain_forever(resources: Resources) -> None:
 async def drain(pool: asyncpg.Pool, janitor: Janitor) -> Drained:
     """Deletes the objects under every queued location and removes their bytes."""
     drained = Drained()
-    while (batch := await _drain_one(pool)) is not None:
+    async for batch in _batches(pool):
         drained.add(batch)
         await janitor.collect_garbage()
     if drained.locations:
@@ -84,13 +88,24 @@ async def drain(pool: asyncpg.Pool, janitor: Janitor) -> Drained:
     return drained
 
 
-async def _drain_one(pool: asyncpg.Pool) -> Drained | None:
-    """Ends the uploads under the oldest queued location begun no later than it was
-    queued, unpublishes up to BATCH objects whose uploads began by then (their keys
-    become garbage), and takes it off the queue once none is left; what went (one
-    location when it was taken off), or None when the queue is empty."""
+async def _batches(pool: asyncpg.Pool) -> AsyncIterator[Drained]:
+    """What each batch of one pass over the queue drained, as it commits."""
+    after = 0
+    while (batch := await _drain_one(pool, after)) is not None:
+        after = batch.kept or after
+        yield batch
+
+
+async def _drain_one(pool: asyncpg.Pool, after: int) -> Drained | None:
+    """Ends the uploads under the oldest queued location past id `after` begun no later
+    than it was queued, unpublishes up to BATCH objects whose uploads began by then
+    (their keys become garbage), and takes it off the queue once none is left; what
+    went (one location when it was taken off), or None when the queue is empty.
+
+    An upload a completion holds is left to it (its bytes are being read back): the
+    location then stays queued, for a later drain to remove what it publishes."""
     async with pool.acquire() as conn, conn.transaction():
-        location = await queue.take(conn)
+        location = await queue.take(conn, after)
         if location is None:
             return None
         # Publishes under way commit first, or an object one inserted before the
@@ -98,23 +113,15 @@ async def _drain_one(pool: asyncpg.Pool) -> Drained | None:
         await conn.execute(
             f"SELECT pg_advisory_xact_lock({PUBLISHES_OF_PROJECT})", location.project
         )
-        await conn.execute(
-            _END_UPLOADS_BEGUN_BEFORE,
-            location.project,
-            location.path,
-            like_prefix(location.path + "/"),
-            location.queue_time,
-        )
-        row = await conn.fetchrow(
-            _UNPUBLISH_OLD,
-            location.project,
-            location.path,
-            like_prefix(location.path + "/"),
-            location.queue_time,
-            BATCH,
-        )
+        under = (location.project, location.path, like_prefix(location.path + "/"))
+        await conn.execute(_END_UPLOADS_BEGUN_BEFORE, *under, location.queue_time)
+        row = await conn.fetchrow(_UNPUBLISH_OLD, *under, location.queue_time, BATCH)
         drained = Drained(objects=row["objects"], bytes=row["bytes"])
-        if row["picked"] < BATCH:
+        if row["picked"] == BATCH:
+            return drained  # more to come, in the next batch
+        if await conn.fetchval(_HELD_UPLOADS, *under, location.queue_time):
+            drained.kept = location.id
+        else:
             await queue.done(conn, location)
             drained.locations = 1
     return drained
@@ -124,7 +131,8 @@ async def _drain_one(pool: asyncpg.Pool) -> Drained | None:
 # the objects it would write: were it to publish after the drain, the location would be
 # off the queue and its object kept for ever. Its row goes, as an expiry
 # takes it (`ObjectStore.expire_uploads`), so its publish is refused UPLOAD_EXPIRED.
-# One a completion holds is left to its completion (its bytes are being read back).
+# One a completion holds is left to its completion (its bytes are being read back),
+# and the location stays queued for what it publishes (`_drain_one`).
 _END_UPLOADS_BEGUN_BEFORE = """
 WITH gone AS (
     DELETE FROM artifacts.uploads
@@ -134,6 +142,14 @@ WITH gone AS (
 )
 INSERT INTO artifacts.garbage (storage_key) SELECT storage_key FROM gone
 ON CONFLICT DO NOTHING"""
+
+# What _END_UPLOADS_BEGUN_BEFORE left under the location: uploads begun before it was
+# let go of that a completion holds.
+_HELD_UPLOADS = """
+SELECT EXISTS (
+    SELECT 1 FROM artifacts.uploads
+    WHERE project = $1 AND (path = $2 OR path LIKE $3) AND create_time <= $4
+)"""
 
 # An object is the old owner's when the upload that wrote it began no later than the
 # location was let go of, though it published after (0011; before that column, its

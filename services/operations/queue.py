@@ -55,12 +55,14 @@ async def pending(conn: asyncpg.Connection) -> int:
     return count
 
 
-async def take(conn: asyncpg.Connection) -> Location | None:
-    """The oldest queued location no other transaction is working on, locked until
-    conn's transaction ends (it deletes it with `done` when its objects are gone)."""
+async def take(conn: asyncpg.Connection, after: int = 0) -> Location | None:
+    """The oldest queued location past id `after` no other transaction is working on,
+    locked until conn's transaction ends (it deletes it with `done` when its objects
+    are gone)."""
     row = await conn.fetchrow(
         """SELECT id, project, path, queue_time FROM operations.discarded_locations
-           ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"""
+           WHERE id > $1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED""",
+        after,
     )
     return None if row is None else Location(**dict(row))
 

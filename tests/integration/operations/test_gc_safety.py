@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import re
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -21,7 +22,7 @@ from cairn.exceptions import (
 )
 from cairn.types import Operation, OperationState
 from cairn_server import catalog
-from cairn_server.artifacts.store import PUBLISHES_OF_PROJECT
+from cairn_server.artifacts.store import PUBLISHES_OF_PROJECT, ObjectStore
 from cairn_server.common import database
 from cairn_server.common.config import Config
 from cairn_server.common.idempotency import Idempotency
@@ -211,6 +212,37 @@ async def test_an_upload_begun_before_its_run_was_collected_does_not_outlive_it(
         with pytest.raises(NotFoundError):
             await client.artifacts.stat(path)
         assert await pool.fetchval(_UPLOADS_AT, project, path) == 0
+
+
+async def test_an_upload_its_completion_holds_as_it_is_drained_goes_at_the_next_drain(
+    server_port: int, pool: asyncpg.Pool, unique: str
+) -> None:
+    """An upload a completion held (reading its object back, on S3) as its run's
+    directory was drained was left to the completion, and the directory taken off the
+    queue: what the completion published after stayed for good. The directory now stays
+    queued while such an upload is held, and the next drain removes what it published."""
+    project = await new_project(server_port, f"held-{unique}")
+    objects = ObjectStore(pool)
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        run = await client.tracking.create_run(await client.tracking.create_experiment("held"))
+        path = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/") + "/big.bin"
+        upload = await objects.begin(project, path, overwrite=False)
+        completion = uuid.uuid4()  # a lease as a completion takes it (leases.py)
+        await pool.execute(
+            """UPDATE artifacts.uploads SET completion = $2,
+                   completing_until = clock_timestamp() + interval '1 hour'
+               WHERE upload_id = $1""",
+            upload.upload_id,
+            completion,
+        )
+        await client.tracking.delete_run(run.info.run_id)
+        assert (await _collect(client, NOW)).counts["runs"] == 1
+
+        await objects.publish(upload, 3, "0" * 64, "application/octet-stream", lease=completion)
+        assert (await client.artifacts.stat(path)).size == 3  # its read-back done
+        await _collect(client, NOW)
+        with pytest.raises(NotFoundError):
+            await client.artifacts.stat(path)
 
 
 _UPLOADS_AT = "SELECT count(*) FROM artifacts.uploads WHERE project = $1 AND path = $2"
