@@ -19,20 +19,19 @@ import pgserver
 import pytest
 import pytest_asyncio
 from hypothesis import configuration
-from minio import Minio
 
 from cairn_server import catalog
 from cairn_server.auth.store import AuthStore
 from cairn_server.common import database
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer, migrate
+from tests.conftest import with_overrides
 
 from ._messages import Known
 from ._probes import Keys
 from ._rpc import TALLY, Rpc, all_rpcs
 from ._world import Seeder, known, seed
 
-BUCKET = "cairn-fuzz"
 # Above the server's 16 MiB, so the server's own limit is what a big message meets.
 CLIENT_MESSAGE_LIMIT = 64 * 1024 * 1024
 
@@ -65,29 +64,16 @@ def fuzz_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="package")
 def fuzz_config(
-    tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str, fuzz_postgres: str
+    tmp_path_factory: pytest.TempPathFactory, s3_config: Config, fuzz_postgres: str
 ) -> Config:
-    client = Minio(
-        s3_endpoint, access_key="test", secret_key="test", secure=False, region="us-east-1"
-    )
-    if not client.bucket_exists(BUCKET):
-        client.make_bucket(BUCKET)
-    return Config(
-        listen_address="127.0.0.1:0",
+    return with_overrides(
+        s3_config,
         database_url=fuzz_postgres,
         data_dir=str(tmp_path_factory.mktemp("cairn-fuzz-data")),
-        shutdown_grace_seconds=2.0,
         auth="api_key",
         # The fuzzer presents bad keys on purpose; being locked out is not what it tests.
         auth_failure_limit=10**6,
-        artifact_backend="s3",
-        s3_endpoint=s3_endpoint,
-        s3_bucket=BUCKET,
         s3_prefix="fuzz",
-        s3_region="us-east-1",
-        s3_access_key="test",
-        s3_secret_key="test",
-        s3_secure=False,
     )
 
 

@@ -9,6 +9,7 @@ operation another test left and this test's artifacts server takes over)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import urllib.request
 from collections.abc import AsyncIterator
@@ -95,19 +96,12 @@ async def test_an_upload_begun_before_its_run_was_collected_goes_when_drained(
     published before the artifacts server drained the run's directory, stayed for
     good: the drain took it for a reuse's, written after the directory was queued. It
     is the old run's, begun before, and goes with it."""
-    project = await new_project(ports["tracking"], f"straddle-{unique}")
-
-    def connect(service: str) -> cairn.Client:
-        return cairn.Client(f"http://127.0.0.1:{ports[service]}", project=project)
-
-    async with connect("tracking") as tracking, connect("artifacts") as artifacts:
-        run = await tracking.tracking.create_run(await tracking.tracking.create_experiment("s"))
-        path = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/") + "/late.bin"
+    async with _a_run(ports, f"straddle-{unique}") as (tracking, artifacts, run_id, path):
         source = HeldBack()
         upload = asyncio.ensure_future(artifacts.artifacts.upload(path, source))
         try:
             assert await asyncio.to_thread(source.under_way.wait, 30)
-            await tracking.tracking.delete_run(run.info.run_id)
+            await tracking.tracking.delete_run(run_id)
             assert (await _collect(tracking)).counts["runs"] == 1
         finally:
             source.go.set()
@@ -125,17 +119,10 @@ async def test_a_presigned_upload_begun_before_its_run_was_collected_goes_when_d
     """As a streamed upload: a presigned PUT made before the collection and confirmed
     after is the old run's. Its bytes are copied into an upload begun at confirmation,
     after the collection; they began with the URL's."""
-    project = await new_project(ports["tracking"], f"presigned-{unique}")
-
-    def connect(service: str) -> cairn.Client:
-        return cairn.Client(f"http://127.0.0.1:{ports[service]}", project=project)
-
-    async with connect("tracking") as tracking, connect("artifacts") as artifacts:
-        run = await tracking.tracking.create_run(await tracking.tracking.create_experiment("p"))
-        path = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/") + "/late.bin"
+    async with _a_run(ports, f"presigned-{unique}") as (tracking, artifacts, run_id, path):
         put = await artifacts.artifacts.presigned_url(path, "PUT")
         await asyncio.to_thread(_put, put.url, b"sent through the URL")
-        await tracking.tracking.delete_run(run.info.run_id)
+        await tracking.tracking.delete_run(run_id)
         assert (await _collect(tracking)).counts["runs"] == 1
         confirmed = await artifacts.artifacts.confirm_upload(path, upload_id=put.upload_id)
         assert confirmed.size == len(b"sent through the URL")
@@ -151,17 +138,10 @@ async def test_a_presigned_upload_not_confirmed_when_its_run_is_drained_is_ended
 ) -> None:
     """Confirmed only after the drain, a presigned PUT made before its run was collected
     finds its upload ended, and the answer names a collection among the causes."""
-    project = await new_project(ports["tracking"], f"unconfirmed-{unique}")
-
-    def connect(service: str) -> cairn.Client:
-        return cairn.Client(f"http://127.0.0.1:{ports[service]}", project=project)
-
-    async with connect("tracking") as tracking, connect("artifacts") as artifacts:
-        run = await tracking.tracking.create_run(await tracking.tracking.create_experiment("u"))
-        path = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/") + "/late.bin"
+    async with _a_run(ports, f"unconfirmed-{unique}") as (tracking, artifacts, run_id, path):
         put = await artifacts.artifacts.presigned_url(path, "PUT")
         await asyncio.to_thread(_put, put.url, b"sent through the URL")
-        await tracking.tracking.delete_run(run.info.run_id)
+        await tracking.tracking.delete_run(run_id)
         await _collect(tracking)
         await _collect(artifacts)
         with pytest.raises(NotFoundError) as ended:
@@ -170,6 +150,23 @@ async def test_a_presigned_upload_not_confirmed_when_its_run_is_drained_is_ended
         assert "garbage collection" in str(ended.value)
         with pytest.raises(NotFoundError):
             await artifacts.artifacts.stat(path)
+
+
+@contextlib.asynccontextmanager
+async def _a_run(
+    ports: dict[str, int], name: str
+) -> AsyncIterator[tuple[cairn.Client, cairn.Client, str, str]]:
+    """Clients of the tracking and the artifacts server in a new project, a new run's
+    id and a path in its artifacts."""
+    project = await new_project(ports["tracking"], name)
+
+    def connect(service: str) -> cairn.Client:
+        return cairn.Client(f"http://127.0.0.1:{ports[service]}", project=project)
+
+    async with connect("tracking") as tracking, connect("artifacts") as artifacts:
+        run = await tracking.tracking.create_run(await tracking.tracking.create_experiment("e"))
+        root = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/")
+        yield tracking, artifacts, run.info.run_id, f"{root}/late.bin"
 
 
 def _put(url: str, body: bytes) -> None:
