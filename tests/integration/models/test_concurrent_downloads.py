@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from cairn.models import MANIFEST
-from cairn.models._copies import _one_at_a_time
+from cairn.models._copies import _moving_into
 from cairn.models._manifest import Manifest
 from tests.integration.models.conftest import World
 
@@ -107,7 +107,7 @@ def test_a_child_forked_during_a_copy_does_not_keep_the_folder(tmp_path: Path) -
     descriptor, which left it held by the child, and every later download into the
     folder waited for that child to exit."""
     stay, go = os.pipe()
-    with _one_at_a_time(tmp_path):
+    with _moving_into(tmp_path / "model"):
         child = os.fork()
         if child == 0:  # holds on until the parent has looked
             os.close(go)

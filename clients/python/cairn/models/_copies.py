@@ -9,7 +9,7 @@ file by file with the manifest last, each earlier file moved aside first and put
 when a rename fails (on Windows, over a file some program holds open). A directory with
 a manifest is complete (_manifest), so a copy cut short by a full disk never looks like
 a model, and an earlier good copy is replaced only by a whole new one. Copies into one
-folder, from threads or processes, take their turns (`_one_at_a_time`): the renames of
+folder, from threads or processes, take their turns (`_moving_into`): the renames of
 two interleaved would leave one's manifest over a mix of both's files.
 """
 
@@ -42,14 +42,15 @@ def copy_model(
     Raises:
         FailedPreconditionError: (LOCAL_WRITE_FAILED) target could not be written.
     """
-    with writing(target), _staging(target.parent) as staging, _one_at_a_time(target.parent):
+    with writing(target), _staging(target.parent) as staging:
         _stage(entry, manifest, staging, where)
         (staging / MANIFEST).write_bytes(manifest_bytes)
-        if not target.exists():
-            with contextlib.suppress(OSError):  # made meanwhile: moved in file by file
-                staging.rename(target)
-                return target
-        _move_in(staging, manifest.files, target, where, with_manifest=True)
+        with _moving_into(target):
+            if not target.exists():
+                with contextlib.suppress(OSError):  # made meanwhile: moved in file by file
+                    staging.rename(target)
+                    return target
+            _move_in(staging, manifest.files, target, where, with_manifest=True)
     return target
 
 
@@ -60,9 +61,10 @@ def copy_files(entry: Path, manifest: Manifest, target: Path, where: str) -> Pat
     Raises:
         FailedPreconditionError: (LOCAL_WRITE_FAILED) target could not be written.
     """
-    with writing(target), _staging(target) as staging, _one_at_a_time(target):
+    with writing(target), _staging(target) as staging:
         _stage(entry, manifest, staging, where)
-        _move_in(staging, manifest.files, target, where)
+        with _moving_into(target):
+            _move_in(staging, manifest.files, target, where)
     tops = {relative.split("/", 1)[0] for relative in manifest.files}
     return target / tops.pop() if len(tops) == 1 else target
 
@@ -86,19 +88,21 @@ def _staging(folder: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def _one_at_a_time(folder: Path) -> Iterator[None]:
-    """Holds folder against every other copy into it until the end, waiting for the one
-    that holds it. The lock is the folder's own (flock), so nothing is left in it, and
-    the system lets it go with the process that held it. Where no folder can be locked
-    (Windows; NFS, where an exclusive flock needs the file open for writing, which a
-    folder never is), copies into one folder at once are not kept apart: the copy goes
-    on unlocked, as before."""
+def _moving_into(target: Path) -> Iterator[None]:
+    """Holds the folder target is in against every other copy moving into it or a
+    folder beside target, until the end, waiting for the one that holds it: a copy of
+    a whole model (target made by it) and one of files (into target) lock the same
+    folder. Staging goes on unlocked. The lock is the folder's own (flock), so nothing
+    is left in it, and the system lets it go with the process that held it. Where no
+    folder can be locked (Windows; NFS, where an exclusive flock needs the file open for
+    writing, which a folder never is), copies are not kept apart: the copy goes on
+    unlocked, as before."""
     if sys.platform == "win32":
         yield
         return
     with contextlib.ExitStack() as held:
         with contextlib.suppress(OSError):
-            folder_fd = os.open(folder, os.O_RDONLY)
+            folder_fd = os.open(target.parent, os.O_RDONLY)
             held.callback(os.close, folder_fd)
             fcntl.flock(folder_fd, fcntl.LOCK_EX)
             # Let go of explicitly, not by the close: a child forked meanwhile (a data
