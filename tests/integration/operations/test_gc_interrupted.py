@@ -18,7 +18,7 @@ from cairn.types import OperationState
 from cairn_server import catalog
 from cairn_server.common import database
 from cairn_server.common.config import Config
-from cairn_server.common.server import CairnServer
+from cairn_server.common.server import CairnServer, migrate
 from cairn_server.operations import runner
 from tests.conftest import eventually, new_project, serving, with_overrides
 from tests.proxy import PostgresProxy
@@ -30,8 +30,18 @@ BYTES_REMOVED = rb"SELECT storage_key FROM artifacts\.garbage"
 
 
 @pytest.fixture
-async def proxy(config: Config) -> AsyncIterator[PostgresProxy]:
-    proxy = PostgresProxy(config.database_url)
+async def pool(own_postgres, config: Config) -> AsyncIterator[asyncpg.Pool]:
+    """A database of the module's own: counts are of every project, and on the shared
+    one another test's server could drain a location between two attempts."""
+    pool = await database.create_pool(own_postgres.get_uri(), config)
+    await migrate(pool, catalog.select([]))
+    yield pool
+    await database.close_pool(pool)
+
+
+@pytest.fixture
+async def proxy(own_postgres, pool: asyncpg.Pool) -> AsyncIterator[PostgresProxy]:
+    proxy = PostgresProxy(own_postgres.get_uri())
     yield proxy
     await proxy.close()
 
