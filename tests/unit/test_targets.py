@@ -102,13 +102,30 @@ def test_an_address_the_client_cannot_read_is_refused_clearly(
         target(address, tls, port)
 
 
-@pytest.mark.parametrize("address", ["ops:s3cret@127.0.0.1:1", "ops:s3cret@h", "ops@h:1"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ops:s3cret@127.0.0.1:1",
+        "ops:s3cret@h",
+        "ops@h:1",
+        "dns:///ops:s3cret@h:1",
+        "dns://8.8.8.8/ops:s3cret@h",
+        "http://ops:s3cret@h:1",
+        "https://ops:s3cret@h",
+    ],
+)
 def test_an_address_with_credentials_is_refused_without_quoting_them(address: str) -> None:
     """Read as a bare IPv6 address, or as a host and a port, it was quoted back in an
-    error (grpc's resolution failure, or the port's), password and all."""
+    error (grpc's resolution failure, or the port's), password and all; a dns: target
+    carried it to grpc, which quoted it; a URL dropped it in silence."""
     with pytest.raises(ValueError, match="holds a user or password") as refused:
         target(address, False)
     assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize("address", ["unix:/run/cairn@1.sock", "unix-abstract:cairn@1"])
+def test_a_socket_path_may_hold_an_at_sign(address: str) -> None:
+    assert target(address, False) == address
 
 
 def test_secure_connection_takes_the_port_the_target_names() -> None:

@@ -53,15 +53,24 @@ def parse(address: str) -> Address:
             scheme (or with a path), or an address of no form above.
     """
     if is_target(address):
+        prefix, name = _dns_split(address)
+        if prefix and "@" in name:  # a unix: path may hold one
+            raise _credentials()
         return Address(address, _target_port(address), None)
     if "://" in address:
         return _url(address)
-    if "@" in address:  # no host holds one; quoting it could show a password
-        raise ValueError(
-            "the address holds a user or password (an '@'), which a host[:port] cannot: "
-            "give an API key instead"
-        )
+    if "@" in address:
+        raise _credentials()
     return Address(*_host_port(address), None)
+
+
+def _credentials() -> ValueError:
+    # No host holds an "@": it comes with a user or password, which quoting the address
+    # in an error (grpc's, or the port's) would show.
+    return ValueError(
+        "the address holds a user or password (an '@'), which a host[:port] cannot: "
+        "give an API key instead"
+    )
 
 
 def target(
@@ -108,6 +117,8 @@ def _url(address: str) -> Address:
             f"an address with scheme {parts.scheme!r}:// is none the client reads: "
             "http://host[:port], https://host[:port], host[:port] or a gRPC target"
         )
+    if "@" in parts.netloc:  # not dropped in silence: the caller meant it to be sent
+        raise _credentials()
     if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError("the URL is not http://host[:port] or https://host[:port]")
     try:
