@@ -198,8 +198,9 @@ async def test_a_key_read_with_its_newline_works_and_one_no_header_carries_is_re
     newline, which no header carries: every call raised grpc's raw ExecuteBatchError."""
     port, key = keyed
     url = f"http://127.0.0.1:{port}"
-    async with cairn.create_client_from_token(url, key + "\n", style) as client:
-        assert await client.find_model(f"absent-{unique}") is None
+    for as_read in (key + "\n", key + "\r\n", f" {key}\t"):  # Unix, Windows, by hand
+        async with cairn.create_client_from_token(url, as_read, style) as client:
+            assert await client.find_model(f"absent-{unique}") is None
     with pytest.raises(ValueError, match="the API key holds characters") as refused:
         cairn.create_client_from_token(url, "cairn_s3cret\u00e9", style)
     assert "s3cret" not in str(refused.value)

@@ -190,6 +190,33 @@ async def test_a_key_that_is_not_the_certificates_is_named_not_a_port_in_use(
     assert "in use" not in str(refused.value)
 
 
+@pytest.mark.parametrize("broken", ["encrypted_key", "client_ca"])
+async def test_an_encrypted_key_or_a_client_ca_that_is_no_pem_is_named(
+    config: Config, pool: asyncpg.Pool, pki: dict[str, Path], broken: str, tmp_path: Path
+) -> None:
+    """An encrypted key is refused, not prompted for on the terminal; a client CA file
+    that is no PEM was reported as an address in use."""
+    settings = {"tls_cert_file": str(pki["server_cert"]), "tls_key_file": str(pki["server_key"])}
+    if broken == "encrypted_key":
+        key = serialization.load_pem_private_key(pki["server_key"].read_bytes(), None)
+        encrypted = tmp_path / "encrypted.key"
+        encrypted.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(b"passphrase"),
+            )
+        )
+        settings["tls_key_file"] = str(encrypted)
+    else:
+        (tmp_path / "ca.pem").write_text("not a certificate")
+        settings["tls_client_ca_file"] = str(tmp_path / "ca.pem")
+    server = CairnServer(with_overrides(config, **settings), catalog.select(["tracking"]), pool)
+    with pytest.raises(Unservable) as refused:
+        await server.start()
+    assert "the TLS files cannot serve" in str(refused.value)
+
+
 async def test_a_key_the_system_openssl_holds_weak_still_serves(
     config: Config, pool: asyncpg.Pool, pki: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -46,6 +46,8 @@ def test_a_call_s_headers_are_read_once_and_never_those_of_another_call() -> Non
         "one\nforged line",
         "next\u2028line",
         "caf\u00e9",
+        "x" * 129,  # a line of every log line it names, however long
+        "",
     ],
 )
 def test_a_request_id_a_terminal_would_not_show_as_sent_is_replaced(sent: str) -> None:
@@ -55,7 +57,7 @@ def test_a_request_id_a_terminal_would_not_show_as_sent_is_replaced(sent: str) -
     assert re.fullmatch("[0-9a-f]{32}", logged)
 
 
-def test_a_printable_request_id_is_kept() -> None:
-    sent = "trace 7f3a-01:client/retry=2"
+@pytest.mark.parametrize("sent", ["trace 7f3a-01:client/retry=2", "x" * 128])
+def test_a_printable_request_id_is_kept(sent: str) -> None:
     logged = contextvars.copy_context().run(_request_id, _Call((("x-request-id", sent),)))
     assert logged == sent

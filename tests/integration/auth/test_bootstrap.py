@@ -123,6 +123,15 @@ def test_an_unreadable_url_is_named_not_shown_with_no_connection_kept(url: str) 
         _named_not_shown(done, "the URL given")
 
 
+def test_a_url_with_a_setting_asyncpg_refuses_is_told_which() -> None:
+    """Its message names a setting, no secret: it is kept, not the fixed one of a URL
+    that cannot be read."""
+    url = "postgresql://ops:s3cret@127.0.0.1:1/cairn?sslmode=bogus"
+    done = _cairn("migrate", database_url=url)
+    _named_not_shown(done, "127.0.0.1:1/cairn")
+    assert "`sslmode` parameter must be one of" in done.stderr
+
+
 def _named_not_shown(done: subprocess.CompletedProcess[str], where: str) -> None:
     assert done.returncode == 1, done.stderr
     assert f"cannot use the database at {where}" in done.stderr
