@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import cairn
 from cairn.models import MANIFEST
 from cairn.models._copies import _moving_into
 from cairn.models._manifest import Manifest
@@ -84,6 +85,47 @@ async def test_a_download_waits_for_another_into_the_same_folder(
     _whole(target)
     assert (target / "model" / "a.bin").read_bytes() == b"seconda.bin"
     assert sorted(p.name for p in dst.iterdir()) == [target.name]
+
+
+async def test_a_download_of_files_waits_for_another_into_the_same_folder(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unique: str
+) -> None:
+    """get_model(download_file=True) moves a model's files into its download path, as
+    Devo does: two models whose files share names, moved in at once, left a mix."""
+    names = [f"{content}-{unique}" for content in ("first", "second")]
+    for name in names:
+        model = _model(tmp_path / name / "model", name.encode())
+        logged = await world.tracking.log_model(
+            await world.new_run(), model, "m", registered_model_name=name
+        )
+        await world.tracking.load_model(logged.model_uri, cache_dir=world.cache)
+    manager = cairn.ModelManager(world.registry, tmp_path / "devo", cache_dir=world.cache)
+
+    moved_in, let_go = threading.Event(), threading.Event()
+    replace = os.replace
+
+    def stopping_once(source: Any, destination: Any) -> None:
+        replace(source, destination)
+        if ".part" in str(source) and not moved_in.is_set():
+            moved_in.set()
+            let_go.wait()
+
+    monkeypatch.setattr(os, "replace", stopping_once)
+    first = asyncio.create_task(manager.get_model(names[0], download_file=True))
+    try:
+        await asyncio.to_thread(moved_in.wait)
+        second = asyncio.create_task(manager.get_model(names[1], download_file=True))
+        finished, _ = await asyncio.wait({second}, timeout=HELD_FOR)
+        assert not finished, "the second download moved in while the first was moving in"
+    finally:
+        let_go.set()
+    await first
+    await second
+
+    folder = tmp_path / "devo" / "model"
+    assert {(folder / f).read_bytes() for f in ("a.bin", "b.bin", "z.bin")} == {
+        names[1].encode() + f.encode() for f in ("a.bin", "b.bin", "z.bin")
+    }
 
 
 async def test_a_folder_that_cannot_be_locked_still_takes_a_download(
