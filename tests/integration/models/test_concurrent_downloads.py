@@ -149,7 +149,7 @@ def test_a_child_forked_during_a_copy_does_not_keep_the_folder(tmp_path: Path) -
     descriptor, which left it held by the child, and every later download into the
     folder waited for that child to exit."""
     stay, go = os.pipe()
-    with _moving_into(tmp_path / "model"):
+    with _moving_into(tmp_path):
         child = os.fork()
         if child == 0:  # holds on until the parent has looked
             os.close(go)

@@ -45,7 +45,7 @@ def copy_model(
     with writing(target), _staging(target.parent) as staging:
         _stage(entry, manifest, staging, where)
         (staging / MANIFEST).write_bytes(manifest_bytes)
-        with _moving_into(target):
+        with _moving_into(target.parent):
             if not target.exists():
                 with contextlib.suppress(OSError):  # made meanwhile: moved in file by file
                     staging.rename(target)
@@ -88,21 +88,20 @@ def _staging(folder: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def _moving_into(target: Path) -> Iterator[None]:
-    """Holds the folder target is in against every other copy moving into it or a
-    folder beside target, until the end, waiting for the one that holds it: a copy of
-    a whole model (target made by it) and one of files (into target) lock the same
-    folder. Staging goes on unlocked. The lock is the folder's own (flock), so nothing
-    is left in it, and the system lets it go with the process that held it. Where no
-    folder can be locked (Windows; NFS, where an exclusive flock needs the file open for
-    writing, which a folder never is), copies are not kept apart: the copy goes on
-    unlocked, as before."""
+def _moving_into(folder: Path) -> Iterator[None]:
+    """Holds folder against every other copy moving into it until the end, waiting for
+    the one that holds it: the folder a download was given, which a copy of a whole
+    model makes its directory in and a copy of files (ModelManager) fills. Staging goes
+    on unlocked. The lock is the folder's own (flock), so nothing is left in it, and the
+    system lets it go with the process that held it. Where no folder can be locked
+    (Windows; NFS, where an exclusive flock needs the file open for writing, which a
+    folder never is), copies are not kept apart: the copy goes on unlocked, as before."""
     if sys.platform == "win32":
         yield
         return
     with contextlib.ExitStack() as held:
         with contextlib.suppress(OSError):
-            folder_fd = os.open(target.parent, os.O_RDONLY)
+            folder_fd = os.open(folder, os.O_RDONLY)
             held.callback(os.close, folder_fd)
             fcntl.flock(folder_fd, fcntl.LOCK_EX)
             # Let go of explicitly, not by the close: a child forked meanwhile (a data
