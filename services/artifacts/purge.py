@@ -83,8 +83,13 @@ async def drain(pool: asyncpg.Pool, janitor: Janitor) -> Drained:
     async for batch in _batches(pool):
         drained.add(batch)
         await janitor.collect_garbage()
-    if drained.locations:
-        _log.info("discarded locations drained", **drained.__dict__)
+    if drained.locations or drained.objects:
+        _log.info(
+            "discarded locations drained",
+            locations=drained.locations,
+            objects=drained.objects,
+            bytes=drained.bytes,
+        )
     return drained
 
 

@@ -92,6 +92,37 @@ async def test_a_location_reused_before_it_is_drained_keeps_what_was_written_sin
         assert (await drainer.artifacts.stat(f"{old_root}/old.bin")).size == 20
 
 
+async def test_an_overwrite_by_a_server_of_the_version_before_is_kept(
+    ports: dict[str, int], pool: asyncpg.Pool, unique: str
+) -> None:
+    """A server of the version before (a rolling update, a rollback) replaces an object
+    without a word of when its upload began: the replaced upload's time stayed, and
+    the drain took a reuse's bytes, written after the queueing, for the old owner's."""
+    project = await new_project(ports["all"], f"rollback-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{ports['all']}", project=project) as client:
+        run = await client.tracking.create_run(await client.tracking.create_experiment("r"))
+        path = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/") + "/x.bin"
+        await client.artifacts.upload(path, b"old owner's")
+        await client.tracking.delete_run(run.info.run_id)
+        async with cairn.Client(
+            f"http://127.0.0.1:{ports['tracking']}", project=project
+        ) as tracking:
+            await _collect(tracking, NOW)  # queued, not drained
+        await pool.execute(_PUBLISHED_BY_THE_VERSION_BEFORE, project, path, f"older-{unique}")
+        await _collect(client, NOTHING_DELETED_YET)
+        assert (await client.artifacts.stat(path)).size == 5
+
+
+# The upsert of a publication as servers before artifacts migration 0011 wrote it.
+_PUBLISHED_BY_THE_VERSION_BEFORE = """
+INSERT INTO artifacts.objects (project, path, size, sha256, content_type, storage_key)
+VALUES ($1, $2, 5, repeat('0', 64), 'application/octet-stream', $3)
+ON CONFLICT (project, path) DO UPDATE SET size = excluded.size,
+    sha256 = excluded.sha256, content_type = excluded.content_type,
+    storage_key = excluded.storage_key, request_id = excluded.request_id,
+    update_time = clock_timestamp()"""
+
+
 async def test_an_overwrite_committing_as_the_drain_reaches_it_is_kept(
     server_port: int, pool: asyncpg.Pool, unique: str
 ) -> None:
