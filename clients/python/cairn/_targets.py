@@ -53,9 +53,8 @@ def parse(address: str) -> Address:
             scheme (or with a path), or an address of no form above.
     """
     if is_target(address):
-        prefix, name = _dns_split(address)
-        if prefix and "@" in name:  # a unix: path may hold one
-            raise _credentials()
+        if "@" in address and not address.lower().startswith(_WHOLE_SCHEMES):
+            raise _credentials()  # a socket's path may hold one; no name or address does
         return Address(address, _target_port(address), None)
     if "://" in address:
         return _url(address)
@@ -91,8 +90,8 @@ def target(
     """
     if address.lower().startswith(_WHOLE_SCHEMES):
         return address  # the whole address: a port beside it means nothing
+    parsed = parse(address)  # first: it refuses an address a port's error would quote
     given = None if port is None else _port(str(port), address)
-    parsed = parse(address)
     if parsed.tls is not None and parsed.tls != tls:
         scheme = "https" if parsed.tls else "http"
         wanted = "TLS" if tls else "plaintext"
