@@ -75,15 +75,18 @@ async def create_pool(url: str, config: Config) -> asyncpg.Pool:
     try:
         await pool
         if config.db_pool_min_size == 0:
-            # Opened with no connection, a pool reads its URL at the first acquire,
-            # where a ValueError would quote it: read now.
-            async with pool.acquire():
-                pass
+            # Opened with no connection, a pool reads its URL at its first use, where
+            # a ValueError would quote it: read now, by a connection of its own.
+            await (await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_SECONDS)).close()
         return pool
-    except asyncpg.ClientConfigurationError:
-        raise  # a ValueError too, whose messages name settings (sslmode), not secrets
-    except ValueError:
-        raise UnreadableUrl() from None
+    except BaseException as error:
+        pool.terminate()
+        if isinstance(error, ValueError) and not isinstance(
+            error,
+            asyncpg.ClientConfigurationError,  # whose messages name settings
+        ):
+            raise UnreadableUrl() from None
+        raise
 
 
 class UnreadableUrl(ValueError):
