@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import os
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,32 +56,12 @@ async def test_a_download_waits_for_another_into_the_same_folder(
     dst = tmp_path / "dst"
     target = Path(await world.tracking.download_artifacts(earlier, dst, cache_dir=world.cache))
 
-    # The first download stops after its first file is in, until let go.
-    moved_in, let_go = threading.Event(), threading.Event()
-    replace = os.replace
-
-    def stopping_once(source: Any, destination: Any) -> None:
-        replace(source, destination)
-        in_place = Path(destination).parent == target / "model" and ".part" in str(source)
-        if in_place and not moved_in.is_set():
-            moved_in.set()
-            let_go.wait()
-
-    monkeypatch.setattr(os, "replace", stopping_once)
-    first_download = asyncio.create_task(
-        world.tracking.download_artifacts(first, dst, cache_dir=world.cache)
+    await _second_waits_while_first_moves_in(
+        monkeypatch,
+        target / "model",
+        lambda: world.tracking.download_artifacts(first, dst, cache_dir=world.cache),
+        lambda: world.tracking.download_artifacts(second, dst, cache_dir=world.cache),
     )
-    try:
-        await asyncio.to_thread(moved_in.wait)
-        second_download = asyncio.create_task(
-            world.tracking.download_artifacts(second, dst, cache_dir=world.cache)
-        )
-        finished, _ = await asyncio.wait({second_download}, timeout=HELD_FOR)
-        assert not finished, "the second download moved in while the first was moving in"
-    finally:
-        let_go.set()
-    await first_download
-    await second_download
 
     _whole(target)
     assert (target / "model" / "a.bin").read_bytes() == b"seconda.bin"
@@ -101,31 +82,48 @@ async def test_a_download_of_files_waits_for_another_into_the_same_folder(
         await world.tracking.load_model(logged.model_uri, cache_dir=world.cache)
     manager = cairn.ModelManager(world.registry, tmp_path / "devo", cache_dir=world.cache)
 
+    folder = tmp_path / "devo" / "model"
+    await _second_waits_while_first_moves_in(
+        monkeypatch,
+        folder,
+        lambda: manager.get_model(names[0], download_file=True),
+        lambda: manager.get_model(names[1], download_file=True),
+    )
+
+    assert {(folder / f).read_bytes() for f in ("a.bin", "b.bin", "z.bin")} == {
+        names[1].encode() + f.encode() for f in ("a.bin", "b.bin", "z.bin")
+    }
+
+
+async def _second_waits_while_first_moves_in(
+    monkeypatch: pytest.MonkeyPatch,
+    into: Path,
+    first: Callable[[], Awaitable[object]],
+    second: Callable[[], Awaitable[object]],
+) -> None:
+    """Holds the first download once it has moved a file into `into`, starts the second
+    and asserts it does not finish meanwhile; then lets both finish."""
     moved_in, let_go = threading.Event(), threading.Event()
     replace = os.replace
 
     def stopping_once(source: Any, destination: Any) -> None:
         replace(source, destination)
-        if ".part" in str(source) and not moved_in.is_set():
+        in_place = Path(destination).parent == into and ".part" in str(source)
+        if in_place and not moved_in.is_set():
             moved_in.set()
             let_go.wait()
 
     monkeypatch.setattr(os, "replace", stopping_once)
-    first = asyncio.create_task(manager.get_model(names[0], download_file=True))
+    first_download = asyncio.create_task(first())
     try:
-        await asyncio.to_thread(moved_in.wait)
-        second = asyncio.create_task(manager.get_model(names[1], download_file=True))
-        finished, _ = await asyncio.wait({second}, timeout=HELD_FOR)
+        assert await asyncio.to_thread(moved_in.wait, 30), "the first never moved a file in"
+        second_download = asyncio.create_task(second())
+        finished, _ = await asyncio.wait({second_download}, timeout=HELD_FOR)
         assert not finished, "the second download moved in while the first was moving in"
     finally:
         let_go.set()
-    await first
-    await second
-
-    folder = tmp_path / "devo" / "model"
-    assert {(folder / f).read_bytes() for f in ("a.bin", "b.bin", "z.bin")} == {
-        names[1].encode() + f.encode() for f in ("a.bin", "b.bin", "z.bin")
-    }
+    await first_download
+    await second_download
 
 
 async def test_a_folder_that_cannot_be_locked_still_takes_a_download(
