@@ -81,10 +81,9 @@ async def create_pool(url: str, config: Config) -> asyncpg.Pool:
         return pool
     except BaseException as error:
         pool.terminate()
-        if isinstance(error, ValueError) and not isinstance(
-            error,
-            asyncpg.ClientConfigurationError,  # whose messages name settings
-        ):
+        # ClientConfigurationError is a ValueError too, whose messages name settings.
+        names_settings = isinstance(error, asyncpg.ClientConfigurationError)
+        if isinstance(error, ValueError) and not names_settings:
             raise UnreadableUrl() from None
         raise
 
