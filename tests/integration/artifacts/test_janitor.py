@@ -11,10 +11,13 @@ import pytest
 from structlog.testing import capture_logs
 
 import cairn
+from cairn_server import catalog
 from cairn_server.artifacts import backends
 from cairn_server.artifacts.janitor import Janitor
 from cairn_server.artifacts.store import ObjectStore, PendingUpload
+from cairn_server.common import database
 from cairn_server.common.errors import Aborted
+from cairn_server.common.server import migrate
 from tests.conftest import BUCKET, s3_client, with_overrides
 
 
@@ -97,15 +100,21 @@ async def test_bytes_that_cannot_be_removed_hold_up_nothing_else(
 
 
 async def test_a_bucket_not_made_yet_gives_the_janitor_nothing_to_do(
-    pool: asyncpg.Pool, s3_config
+    own_postgres, s3_config
 ) -> None:
     """A fresh deployment: the bucket is made by the first upload, and until then the
-    janitor's passes find nothing, without an error in the log."""
+    janitor's passes find nothing, without an error in the log. On a database of its
+    own, as a fresh deployment's: garbage other tests left would be swept against it."""
     fresh = with_overrides(s3_config, s3_bucket=f"fresh-{uuid.uuid4().hex[:12]}")
-    with capture_logs() as logged:
-        swept = await Janitor(
-            ObjectStore(pool), backends.from_config(fresh), min_age=timedelta(0)
-        ).sweep()
+    pool = await database.create_pool(own_postgres.get_uri(), fresh)
+    try:
+        await migrate(pool, catalog.select(["artifacts"]))
+        with capture_logs() as logged:
+            swept = await Janitor(
+                ObjectStore(pool), backends.from_config(fresh), min_age=timedelta(0)
+            ).sweep()
+    finally:
+        await database.close_pool(pool)
     assert swept.aborted_writes == swept.removed == 0
     assert [e for e in logged if e["log_level"] in ("warning", "error")] == []
     assert not s3_client(fresh).bucket_exists(fresh.s3_bucket)
