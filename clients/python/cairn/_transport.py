@@ -313,9 +313,15 @@ def token_header(user_token: str | None, token_style: str = "bearer") -> tuple[C
     whitespace around a key is not part of it.
 
     Raises:
+        TypeError: the key is not text (bytes read from a file, say).
         ValueError: the key holds characters a header cannot carry (not printable
             ASCII); the message does not quote it.
     """
+    if not isinstance(user_token, str | None):
+        raise TypeError(
+            f"the API key is text (str), not {type(user_token).__name__}: "
+            "decode a key read as bytes"
+        )
     user_token = (user_token or "").strip()
     if not user_token:
         return ()
