@@ -44,6 +44,7 @@ class Served:
     pool: asyncpg.Pool
     run_id: str
     stub: rpc.TrackingServiceStub
+    name: str  # its pool's connections' application_name
 
 
 @contextlib.asynccontextmanager
@@ -53,7 +54,11 @@ async def tracking_on_own_pool(
     """A tracking server on a pool of its own, and a run whose metric `loss` has a
     history of `messages` messages."""
     own_config = with_overrides(config, artifact_janitor_interval_seconds=0, **settings)
-    own = await database.create_pool(config.database_url, own_config)
+    # Named, so that the test counts its server's connections and never another test's.
+    name, separator = f"stall-{unique}", "&" if "?" in config.database_url else "?"
+    own = await database.create_pool(
+        f"{config.database_url}{separator}application_name={name}", own_config
+    )
     try:
         async with (
             serving(own_config, own, ["tracking"]) as port,
@@ -61,7 +66,7 @@ async def tracking_on_own_pool(
         ):
             stub = rpc.TrackingServiceStub(channel)
             run_id = await _run_with_long_history(stub, pool, unique, messages)
-            yield Served(port, own, run_id, stub)
+            yield Served(port, own, run_id, stub, name)
     finally:
         await database.close_pool(own)
 
@@ -112,17 +117,20 @@ async def reader(
         call.cancel()
 
 
-async def _snapshots_held(pool: asyncpg.Pool) -> int:
-    """Connections idle in a history read's transaction: waiting on a client."""
+async def _snapshots_held(pool: asyncpg.Pool, served: Served) -> int:
+    """The served pool's connections idle in a history read's transaction: waiting on a
+    client."""
     return await pool.fetchval(
         """SELECT count(*) FROM pg_stat_activity
-           WHERE state = 'idle in transaction' AND query LIKE '%metric_chunks%'"""
+           WHERE application_name = $1 AND state = 'idle in transaction'
+             AND query LIKE '%metric_chunks%'""",
+        served.name,
     )
 
 
-async def _until_held(pool: asyncpg.Pool, count: int) -> None:
+async def _until_held(pool: asyncpg.Pool, served: Served, count: int) -> None:
     async def held() -> bool:
-        return await _snapshots_held(pool) == count
+        return await _snapshots_held(pool, served) == count
 
     await eventually(held, timeout=30, what=f"{count} history snapshots held")
 
@@ -150,8 +158,8 @@ async def test_a_stalled_reader_is_ended_and_frees_its_connection(
         reader(served.port, served.run_id, bulk=bulk) as call,
     ):
         await call.read()  # one message, then the client stops reading
-        await _until_held(pool, 1)  # the server waits on the client, its snapshot held
-        await _until_held(pool, 0)
+        await _until_held(pool, served, 1)  # the server waits on the client, its snapshot held
+        await _until_held(pool, served, 0)
         ended = await _rest_of(call)  # what was sent before the end, then why
     assert isinstance(ended, ResourceExhaustedError)
     assert ended.reason == "STREAM_STALLED"
@@ -177,7 +185,7 @@ async def test_stalled_readers_leave_connections_for_every_other_call(
         # Half the pool serves histories; a reader past it waits as for a connection.
         assert len(refused) == size // 2
         assert {(type(e), e.reason) for e in refused} == {(UnavailableError, "DATABASE_BUSY")}
-        await _until_held(pool, size // 2)  # the readers admitted wait on their clients
+        await _until_held(pool, served, size // 2)  # the readers admitted wait on their clients
         # Everything else still finds a connection, reads and writes alike.
         run = await served.stub.GetRun(
             api.GetRunRequest(project="default", run_id=served.run_id), timeout=20
