@@ -198,3 +198,24 @@ async def test_a_command_ends_though_the_database_is_partitioned_when_it_is_done
 
 async def _partition(proxy: PostgresProxy) -> None:
     proxy.partition()
+
+
+@pytest.mark.parametrize("min_size", [0, 2])
+async def test_a_pool_opened_behind_a_partition_fails_within_the_connect_bound(
+    config: Config, monkeypatch: pytest.MonkeyPatch, min_size: int
+) -> None:
+    """A server started as its database stops answering says so within the bound, not
+    after asyncpg's minute; with no connection to keep open (min size 0), the pool
+    still opens one to read its URL, under the same bound."""
+    bound = 0.5
+    monkeypatch.setattr(database, "CONNECT_TIMEOUT_SECONDS", bound)
+    proxy = PostgresProxy(config.database_url)
+    settings = with_overrides(config, database_url=await proxy.start(), db_pool_min_size=min_size)
+    proxy.partition()
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(database.create_pool(settings.database_url, settings), 20)
+        assert asyncio.get_running_loop().time() - started < 10 * bound
+    finally:
+        await proxy.close()
