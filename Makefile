@@ -68,7 +68,8 @@ check-gen: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check clients services tests tools bench
 	$(BIN)/ruff format --check clients services tests tools bench
-	$(BIN)/mypy clients/python/cairn tools/typecheck/cairn_server tools/gen_protos.py bench
+	$(BIN)/mypy clients/python/cairn tools/typecheck/cairn_server tools/typecheck/user_code.py \
+		tools/gen_protos.py bench
 	cd protos && ../$(BIN)/buf lint
 
 # Console logs for people unless CAIRN_LOG_FORMAT says otherwise.

@@ -30,9 +30,16 @@ class Flavor(Protocol):
             refuses unless called with `allow_pickle=True`.
     """
 
-    name: ClassVar[str]
-    libraries: ClassVar[tuple[str, ...]]
-    unsafe: ClassVar[bool]
+    # Read-only properties, so that a flavor may give them as plain class attributes
+    # (`name = "mine"`), class variables or properties, and a type checker accepts each.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def libraries(self) -> tuple[str, ...]: ...
+
+    @property
+    def unsafe(self) -> bool: ...
 
     def matches(self, model: Any) -> bool:
         """Whether `log_model(flavor=None)` should pick this flavor for model."""
