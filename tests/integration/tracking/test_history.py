@@ -97,6 +97,13 @@ async def test_bulk_history_for_several_runs(
         runs[1]: [1.0, 1.1],
         runs[2]: [2.0, 2.1, 2.2],
     }
+    # A run id in upper case, as the server takes it, is answered under the id given;
+    # it raised a KeyError.
+    shouted = await tracking.get_metric_history_bulk([runs[1].upper(), runs[2]], "acc")
+    assert {run: [m.value for m in points] for run, points in shouted.items()} == {
+        runs[1].upper(): [1.0, 1.1],
+        runs[2]: [2.0, 2.1, 2.2],
+    }
 
 
 async def test_a_bulk_read_naming_an_unknown_run_sends_nothing(

@@ -647,7 +647,7 @@ class TrackingClient(
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> dict[str, list[Metric]]:
-        """The history of one metric for several runs (at most 100), by run id."""
+        """The history of one metric for several runs (at most 100), by run id as given."""
         request = api.GetMetricHistoryBulkRequest(
             project=self.project,
             run_ids=list(run_ids),
@@ -655,10 +655,16 @@ class TrackingClient(
             max_points=whole(max_points or 0, "max_points", 32),
         )
         found: dict[str, list[Metric]] = {run_id: [] for run_id in run_ids}
+        # The server takes a run id in either case and answers in lower case.
+        given: dict[str, list[str]] = {}
+        for run_id in found:
+            given.setdefault(run_id.lower(), []).append(run_id)
         async for chunk in self._transport.server_stream(
             self._stub.GetMetricHistoryBulk, request, timeout=timeout, metadata=metadata
         ):
-            found[chunk.run_id].extend(types.metrics_from_columns(chunk.points))
+            metrics = types.metrics_from_columns(chunk.points)
+            for run_id in given[chunk.run_id]:
+                found[run_id].extend(metrics)
         return found
 
 
