@@ -94,6 +94,17 @@ async def test_max_results_cuts_the_table(tracking, experiment_id, runs, monkeyp
         await tracking.search_runs_table(experiment_id, max_results=0)
 
 
+async def test_a_table_takes_the_experiment_ids_search_runs_takes(
+    tracking, experiment_id, runs
+) -> None:
+    """One id alone as a number, as search_runs and MLflow take it, raised TypeError."""
+    as_number = await tracking.search_runs_table(int(experiment_id))
+    for ids in ([experiment_id], [int(experiment_id)], np.int64(experiment_id)):
+        table = await tracking.search_runs_table(ids)
+        assert table["run_id"].tolist() == as_number["run_id"].tolist()
+    assert sorted(as_number["run_id"].tolist()) == sorted(runs)
+
+
 async def test_a_page_of_run_messages_makes_the_table_a_columnar_page_makes(
     tracking, experiment_id, runs
 ) -> None:

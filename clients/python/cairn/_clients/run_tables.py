@@ -11,6 +11,7 @@ from ..tracking.v1 import tracking_service_pb2 as api
 from ..types import _tracking as types
 from ..types._paging import check_token_is_new
 from ..types._tracking import ViewType
+from ._experiment_ids import experiment_ids_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,7 +34,7 @@ class RunTables:
 
     async def search_runs_table(
         self: _Tracking,
-        experiment_ids: Sequence[str] | str,
+        experiment_ids: Sequence[str | int] | str | int,
         filter_string: str = "",
         run_view_type: int = ViewType.ACTIVE_ONLY,
         max_results: int = TABLE_MAX_RESULTS_DEFAULT,
@@ -61,10 +62,9 @@ class RunTables:
             raise ImportError(
                 "search_runs_table makes numpy columns: pip install numpy"
             ) from missing
-        ids = [experiment_ids] if isinstance(experiment_ids, str) else list(experiment_ids)
         request = api.SearchRunsRequest(
             project=self.project,
-            experiment_ids=[str(i) for i in ids],
+            experiment_ids=experiment_ids_of(experiment_ids),
             filter=filter_string,
             order_by=list(order_by or []),
             view_type=types.view_type_to_proto(run_view_type),

@@ -21,6 +21,7 @@ from ..types import _tracking as types
 from ..types._paging import ListOptions, OrderByField, PagedList
 from ..types._tracking import Experiment, Metric, Param, Run, RunInput, RunStatus, RunTag, ViewType
 from . import journal
+from ._experiment_ids import experiment_ids_of
 from .active_run import ActiveRun
 from .lineage import RunLineage
 from .run_artifacts import RunArtifacts
@@ -365,17 +366,13 @@ class TrackingClient(
         Raises:
             InvalidArgumentError: a bad filter, naming the position and the problem.
         """
-        # One id may come alone, as a string or a number (numpy's too), as in MLflow.
-        ids: list[Any] = [experiment_ids]
-        if isinstance(experiment_ids, Iterable) and not isinstance(experiment_ids, str):
-            ids = list(experiment_ids)
         order = list(order_by or [])
         if options is not None:
             max_results, page_token, chosen = _apply_options(options, _RUN_ORDER)
             order = order if chosen is None else [chosen]
         request = api.SearchRunsRequest(
             project=self.project,
-            experiment_ids=[str(i) for i in ids],
+            experiment_ids=experiment_ids_of(experiment_ids),
             filter=filter_string,
             order_by=order,
             view_type=types.view_type_to_proto(run_view_type),
