@@ -31,6 +31,8 @@ async def test_a_metric_value_must_be_a_number(tracking, run_id, value) -> None:
     async with tracking.start_run((await tracking.get_run(run_id)).info.experiment_id) as run:
         with pytest.raises(InvalidArgumentError, match="value"):
             await run.log_metric("k", value)
+    with pytest.raises(InvalidArgumentError, match="metrics"):  # 10**400 was OverflowError
+        await tracking.log_batch(run_id, metrics=[Metric("k", value, 0, 0)])
     assert await tracking.get_metric_history(run_id, "k") == []
 
 

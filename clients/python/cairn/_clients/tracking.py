@@ -698,7 +698,8 @@ def _now_ms() -> int:
 def _columns(metrics: Sequence[Metric]) -> pb.MetricColumns:
     try:
         return types.metrics_to_columns(list(metrics))
-    except (TypeError, ValueError) as error:  # a step past 64 bits, a value of no number
+    # A step past 64 bits, a value of no number or none a float can hold (10**400).
+    except (TypeError, ValueError, OverflowError) as error:
         raise InvalidArgumentError(f"metrics: {error}", reason="INVALID_ARGUMENT") from None
 
 
