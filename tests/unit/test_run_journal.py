@@ -16,7 +16,9 @@ from cairn._clients import journal as journals
 from cairn._clients.active_run import ActiveRun
 from cairn._clients.journal import Journal, LiveJournal
 from cairn._clients.run_batches import Batches
+from cairn._clients.tracking import _columns
 from cairn.exceptions import UnavailableError
+from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.types import Metric, RunStatus
 from tests.conftest import eventually
 
@@ -91,6 +93,31 @@ def test_batches_keep_their_ids_once_journaled() -> None:
         batches.stored()
     assert sent[:2] == journaled  # the same ids, the same points
     assert [m.step for m in sent[2][1]] == [4] and batches.points == 0
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        lambda i: Metric("loss", -1.5, -(2**63), -(2**63) + i),  # the longest varints
+        lambda i: Metric("\U0001f525" * 250 + str(i), 0.5, 1, i),  # a new long key each
+    ],
+    ids=["long numbers", "long keys"],
+)
+def test_no_batch_is_larger_than_the_least_message_a_server_takes(point: Any) -> None:
+    """A batch of 100,000 points (as `batch_size` allows) took more than 1 MiB, the
+    least CAIRN_MAX_MESSAGE_BYTES: a server given that refused it every time, and the
+    run kept it in a journal no sync could store."""
+    batches = Batches(batch_size=100_000)
+    for i in range(100_000):
+        batches.add(point(i))
+    made = batches.all()
+    assert sum(len(points) for _, points in made) == 100_000
+    for request_id, points in made:
+        request = api.LogBatchRequest(
+            project="p" * 128, run_id=RUN_ID, request_id=request_id, metrics=_columns(points)
+        )
+        assert request.ByteSize() < 1024 * 1024
+    assert len(made) > 1
 
 
 class _Server:

@@ -254,3 +254,26 @@ async def test_points_logged_as_the_block_ends_are_stored_or_refused(
     with pytest.raises(RuntimeError, match="has ended"):
         await run.flush()
     assert len(await tracking.get_metric_history(run.run_id, "late")) == accepted
+
+
+async def test_a_server_taking_the_least_message_stores_a_run_of_large_batches(
+    config: Config, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """A batch of 100,000 points, as batch_size allows, took more than 1 MiB: a server
+    given that least CAIRN_MAX_MESSAGE_BYTES refused it as too large, which was retried
+    as a passing limit until the run's end, then journaled for a sync that failed alike;
+    the block ended without an error and stored nothing."""
+    async with (
+        serving(config, pool, ["tracking"], max_message_bytes=1024 * 1024) as port,
+        cairn.TrackingClient.insecure_connection("127.0.0.1", port) as client,
+    ):
+        experiment_id = await client.create_experiment(f"least-message-{tmp_path.name}")
+        points = 100_000
+        async with client.start_run(
+            experiment_id, batch_size=points, journal_dir=tmp_path, flush_timeout=20
+        ) as run:
+            for step in range(points):
+                await run.log_metric("loss", 0.5, step=step)
+        assert run.journal is None
+        history = await client.get_metric_history(run.run_id, "loss")
+        assert [point.step for point in history] == list(range(points))

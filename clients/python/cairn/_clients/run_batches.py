@@ -12,6 +12,19 @@ from ..types._tracking import Metric
 
 Batch = tuple[str, list[Metric]]  # a request id, and the points sent under it
 
+# What a batch's points may take in its message: well under 1 MiB, the least message a
+# server may be given (CAIRN_MAX_MESSAGE_BYTES), beside the rest of the request. A batch
+# no server could take would be retried, then journaled, then replayed, for ever.
+MAX_BATCH_BYTES = 768 * 1024
+# The most one point takes in the metric columns: a double, a step and a time as
+# varints of 64 bits, and the index of its key.
+POINT_BYTES = 8 + 10 + 10 + 5
+KEY_OVERHEAD_BYTES = 5  # a key's tag and length
+
+
+def _key_bytes(key: str) -> int:
+    return len(key.encode()) + KEY_OVERHEAD_BYTES
+
 
 class Batches:
     """Points waiting to be stored: batches already made, then points in none yet. A
@@ -22,13 +35,21 @@ class Batches:
         self._size = batch_size
         self._made: deque[Batch] = deque()
         self._loose: list[Metric] = []
+        # What the loose points would take in a message, at most; their keys' part once.
+        self._loose_bytes = 0
+        self._loose_keys: set[str] = set()
         self.points = 0  # every point held, in a batch or not
 
     def add(self, metric: Metric) -> bool:
-        """Holds one more point; whether a batch's worth waits in no batch yet."""
+        """Holds one more point; whether a batch's worth (in points or in bytes) waits
+        in no batch yet."""
         self._loose.append(metric)
         self.points += 1
-        return len(self._loose) >= self._size
+        self._loose_bytes += POINT_BYTES
+        if metric.key not in self._loose_keys:
+            self._loose_keys.add(metric.key)
+            self._loose_bytes += _key_bytes(metric.key)
+        return len(self._loose) >= self._size or self._loose_bytes >= MAX_BATCH_BYTES
 
     def next(self) -> Batch | None:
         """The batch to send: the oldest made, or one made now of the oldest points."""
@@ -49,5 +70,19 @@ class Batches:
         return list(self._made)
 
     def _make(self) -> None:
-        metrics, self._loose = self._loose[: self._size], self._loose[self._size :]
+        """A batch of the oldest loose points: batch_size of them, or fewer when more
+        would take past MAX_BATCH_BYTES (always one at least)."""
+        taken, size, keys = 0, 0, set[str]()
+        for metric in self._loose[: self._size]:
+            more = POINT_BYTES + (0 if metric.key in keys else _key_bytes(metric.key))
+            if taken and size + more > MAX_BATCH_BYTES:
+                break
+            taken, size = taken + 1, size + more
+            keys.add(metric.key)
+        metrics, self._loose = self._loose[:taken], self._loose[taken:]
         self._made.append((uuid.uuid4().hex, metrics))
+        # Only what tells `add` when to send: a key left in the set that no loose point
+        # has any more is not counted again, which at worst sends a little later.
+        self._loose_bytes = max(0, self._loose_bytes - size) if self._loose else 0
+        if not self._loose:
+            self._loose_keys.clear()
