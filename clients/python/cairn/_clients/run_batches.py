@@ -35,9 +35,11 @@ class Batches:
         self._size = batch_size
         self._made: deque[Batch] = deque()
         self._loose: list[Metric] = []
-        # What the loose points would take in a message, at most; their keys' part once.
-        self._loose_bytes = 0
-        self._loose_keys: set[str] = set()
+        # The keys of the loose points (and maybe of points made into batches since:
+        # emptied only with the loose points), and what they take in a message: with
+        # POINT_BYTES a point, a bound of what the loose points take.
+        self._keys: set[str] = set()
+        self._key_bytes = 0
         self.points = 0  # every point held, in a batch or not
 
     def add(self, metric: Metric) -> bool:
@@ -45,11 +47,11 @@ class Batches:
         in no batch yet."""
         self._loose.append(metric)
         self.points += 1
-        self._loose_bytes += POINT_BYTES
-        if metric.key not in self._loose_keys:
-            self._loose_keys.add(metric.key)
-            self._loose_bytes += _key_bytes(metric.key)
-        return len(self._loose) >= self._size or self._loose_bytes >= MAX_BATCH_BYTES
+        if metric.key not in self._keys:
+            self._keys.add(metric.key)
+            self._key_bytes += _key_bytes(metric.key)
+        loose = len(self._loose)
+        return loose >= self._size or loose * POINT_BYTES + self._key_bytes >= MAX_BATCH_BYTES
 
     def next(self) -> Batch | None:
         """The batch to send: the oldest made, or one made now of the oldest points."""
@@ -72,17 +74,23 @@ class Batches:
     def _make(self) -> None:
         """A batch of the oldest loose points: batch_size of them, or fewer when more
         would take past MAX_BATCH_BYTES (always one at least)."""
-        taken, size, keys = 0, 0, set[str]()
-        for metric in self._loose[: self._size]:
-            more = POINT_BYTES + (0 if metric.key in keys else _key_bytes(metric.key))
-            if taken and size + more > MAX_BATCH_BYTES:
-                break
-            taken, size = taken + 1, size + more
-            keys.add(metric.key)
+        taken = min(self._size, len(self._loose))
+        if taken * POINT_BYTES + self._key_bytes > MAX_BATCH_BYTES:  # else all fit
+            taken = _fitting(self._loose[:taken])
         metrics, self._loose = self._loose[:taken], self._loose[taken:]
         self._made.append((uuid.uuid4().hex, metrics))
-        # Only what tells `add` when to send: a key left in the set that no loose point
-        # has any more is not counted again, which at worst sends a little later.
-        self._loose_bytes = max(0, self._loose_bytes - size) if self._loose else 0
         if not self._loose:
-            self._loose_keys.clear()
+            self._keys.clear()
+            self._key_bytes = 0
+
+
+def _fitting(metrics: list[Metric]) -> int:
+    """How many of the first metrics fit MAX_BATCH_BYTES together (one at least)."""
+    taken, size, keys = 0, 0, set[str]()
+    for metric in metrics:
+        more = POINT_BYTES + (0 if metric.key in keys else _key_bytes(metric.key))
+        if taken and size + more > MAX_BATCH_BYTES:
+            break
+        taken, size = taken + 1, size + more
+        keys.add(metric.key)
+    return taken
