@@ -30,7 +30,10 @@ DEFAULT_TIMEOUT = 30.0
 # After a failed write, how long to wait for the call's own status.
 ENDING_WAIT_SECONDS = 2.0
 DEFAULT_PROJECT = "default"
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# gRPC's most: the server's CAIRN_MAX_MESSAGE_BYTES, up to that, bounds what is sent
+# either way. At 64 MiB, answers of a server given more (a run may hold a quarter of
+# its setting) failed here with RESOURCE_EXHAUSTED.
+MAX_MESSAGE_BYTES = 2**31 - 1
 # Initial metadata of a client stream: the server's verdict on the first message.
 STREAM_VERDICT_HEADER = "x-cairn-stream"
 

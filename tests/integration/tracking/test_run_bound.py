@@ -357,3 +357,24 @@ async def test_a_start_up_check_kept_waiting_by_a_held_run_refuses_with_why(
         with pytest.raises(Unservable, match="a transaction held one of them"):
             await TRACKING.servable(pool, config)
     assert await sizes.held_past(pool, sizes.bound_for(Config().max_message_bytes)) == (0, 0)
+
+
+async def test_a_run_larger_than_64_mib_is_read_from_a_server_given_larger_messages(
+    config: Config, pool: asyncpg.Pool, unique: str
+) -> None:
+    """A server may be given messages of up to 2 GiB, and a run may hold a quarter of
+    that; the client took answers of 64 MiB at most, so get_run of such a run failed
+    with RESOURCE_EXHAUSTED on the client's side."""
+    tag_bytes = 8_000 * 4  # the longest value, of 4-byte characters
+    tags = 65 * 1024 * 1024 // tag_bytes + 1
+    async with (
+        serving(config, pool, ["tracking"], max_message_bytes=2**31 - 1) as port,
+        cairn.TrackingClient.insecure_connection("127.0.0.1", port) as client,
+    ):
+        run_id = (await client.create_run(await client.create_experiment(unique))).info.run_id
+        value = "\U0001f525" * 8_000
+        for first in range(0, tags, 1_000):
+            batch = [RunTag(f"t{i}", value) for i in range(first, min(first + 1_000, tags))]
+            await client.log_batch(run_id, tags=batch)
+        run = await client.get_run(run_id)
+    assert len(run.data.tags) == tags and run.data.tags["t0"] == value
