@@ -105,7 +105,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     async def UpdateRegisteredModel(
         self, request: api.UpdateRegisteredModelRequest, context: Context
     ) -> api.UpdateRegisteredModelResponse:
-        message = request.registered_model
+        message = _named_only(request.registered_model, request.update_mask.paths, models.UPDATABLE)
         record = _registered_model(message, require_name=False, creating=False)
         changes = _changes(record, request.update_mask.paths, (*models.UPDATABLE, "name"))
         updated = await self._models.update(
@@ -232,7 +232,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     async def UpdateModelVersion(
         self, request: api.UpdateModelVersionRequest, context: Context
     ) -> api.UpdateModelVersionResponse:
-        message = request.model_version
+        message = _named_only(request.model_version, request.update_mask.paths, versions.UPDATABLE)
         record = _model_version(message, require_model=False, creating=False)
         changes = _changes(record, request.update_mask.paths, (*versions.UPDATABLE, "name"))
         updated = await self._versions.update(
@@ -375,8 +375,8 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     async def UpdateArtifact(
         self, request: api.UpdateArtifactRequest, context: Context
     ) -> api.UpdateArtifactResponse:
-        message = request.artifact
-        record = _artifact(message, require_name=False)
+        message = _named_only(request.artifact, request.update_mask.paths, artifacts.UPDATABLE)
+        record = _artifact(message, require_name=False, creating=False)
         changes = _changes(record, request.update_mask.paths, artifacts.UPDATABLE, "model.")
         updated = await self._artifacts.update(
             record.project, validation.entity_id(message.id, "artifact.id"), changes
@@ -430,14 +430,16 @@ def _model_version(
         state=_state(message.state),
         stage=_stage(message.stage),
         source_run_id=validation.text(message.source_run_id, "model_version.source_run_id"),
-        source_uri=validation.uri(message.source_uri, "model_version.source_uri"),
+        source_uri=(validation.uri if creating else validation.updated_uri)(
+            message.source_uri, "model_version.source_uri"
+        ),
         external_id=validation.optional_name(message.external_id, "model_version.external_id"),
         custom_properties=_properties(message.custom_properties, "model_version.custom_properties"),
         tags=validation.tags(message.tags, "model_version.tags") if creating else {},
     )
 
 
-def _artifact(message: pb.Artifact, require_name: bool = True) -> Artifact:
+def _artifact(message: pb.Artifact, require_name: bool = True, creating: bool = True) -> Artifact:
     details = message.model
     kind = ArtifactKind.DOC if message.WhichOneof("kind") == "doc" else ArtifactKind.MODEL
     version = message.model_version_id
@@ -449,7 +451,7 @@ def _artifact(message: pb.Artifact, require_name: bool = True) -> Artifact:
         if version
         else "",
         description=validation.text(message.description, "artifact.description"),
-        uri=validation.uri(message.uri, "artifact.uri"),
+        uri=(validation.uri if creating else validation.updated_uri)(message.uri, "artifact.uri"),
         state=int(message.state),
         external_id=validation.optional_name(message.external_id, "artifact.external_id"),
         custom_properties=_properties(message.custom_properties, "artifact.custom_properties"),
@@ -477,6 +479,29 @@ def _version_number(value: int) -> int:
 
 def _detail(details: pb.ModelArtifactDetails, name: str) -> str:
     return validation.text(getattr(details, name), f"artifact.model.{name}")
+
+
+# The fields of an artifact's ModelArtifactDetails (`model`) that an update may set.
+_MODEL_DETAILS = {field.name for field in pb.ModelArtifactDetails.DESCRIPTOR.fields}
+
+
+def _named_only(message: M, mask: Sequence[str], updatable: tuple[str, ...]) -> M:
+    """A copy of message without the updatable fields its mask does not name, which an
+    update neither reads nor checks: a value stored before today's checks, sent back as
+    read (MLflow's update_model_version sends the whole version), holds up no change of
+    another field. A path names a field of an artifact's `model` with or without
+    "model." before it."""
+    named = {path.removeprefix("model.") for path in mask}
+    trimmed = type(message)()
+    trimmed.CopyFrom(message)
+    for field in updatable:
+        if field in named:
+            continue
+        if field not in _MODEL_DETAILS:
+            trimmed.ClearField(field)
+        elif isinstance(trimmed, pb.Artifact) and trimmed.HasField("model"):
+            trimmed.model.ClearField(field)
+    return trimmed
 
 
 def _changes(

@@ -76,6 +76,13 @@ def uri(value: str, field: str) -> str:
     return value
 
 
+def updated_uri(value: str, field: str) -> str:
+    """A URI an update sends, checked only for its length here: what it names is checked
+    (`uri`) by the store once it is known to change, so that one stored before that check
+    came in can be sent back as read while another field changes."""
+    return validation.text(value, field, MAX_URI_LENGTH)
+
+
 def entity_id(value: str, field: str) -> str:
     """A required id. One the registry never gave out simply matches nothing (NOT_FOUND),
     as Kubeflow's lookups of unknown ids return None."""

@@ -10,7 +10,7 @@ import asyncpg
 from ...common.errors import AlreadyExists, FailedPrecondition, NotFound
 from ...common.sql import Params
 from ..model import Artifact, ArtifactKind
-from ..validation import own_files
+from ..validation import own_files, uri
 from .common import (
     Listing,
     ListPage,
@@ -214,6 +214,7 @@ class ArtifactStore:
                     metadata={"value": current.uri},
                 )
             if changes.get("uri", current.uri) != current.uri:  # as versions.update
+                uri(changes["uri"], "artifact.uri")
                 own_files(changes["uri"], project, "artifact.uri")
             await update_row(
                 conn, "artifacts", int(artifact_id), changes, UPDATABLE, current.external_id

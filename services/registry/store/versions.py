@@ -11,7 +11,7 @@ from ...common import filters
 from ...common.errors import NotFound, invalid_field
 from ...common.sql import Params
 from ..model import ModelVersion, Stage, State
-from ..validation import own_files
+from ..validation import own_files, uri
 from .common import (
     FILTER_ENTITIES,
     Listing,
@@ -217,8 +217,9 @@ class VersionStore:
                     "model_version.name", f"is {current.name!r}; version names cannot change"
                 )
             # Checked when changed, not when sent back as stored (Kubeflow's upserts send
-            # every field): a URI stored before the check came in keeps working.
+            # every field): a URI stored before the checks came in keeps working.
             if changes.get("source_uri", current.source_uri) != current.source_uri:
+                uri(changes["source_uri"], "model_version.source_uri")
                 own_files(changes["source_uri"], project, "model_version.source_uri")
             await update_row(
                 conn,

@@ -471,3 +471,92 @@ async def test_a_uri_stored_before_the_check_may_be_sent_back_unchanged(
     assert (await upsert(legacy)).model_version.description == "described"
     moved = upsert(f"cairn-artifacts://third-{unique}/m")
     assert await _refusal(moved) == (INVALID, "INVALID_ARTIFACT_LOCATION")
+
+
+async def test_a_file_uri_stored_before_the_check_may_be_sent_back_unchanged(
+    stub, server_port, unique, pool: asyncpg.Pool
+) -> None:
+    """A version and an artifact stored with a file: URI (before the registry refused
+    one), read back and sent whole with a new description, the URI named in the mask
+    (Kubeflow's upserts) or not (MLflow's update_model_version), were refused
+    INVALID_ARTIFACT_LOCATION for the URI they did not change. They are updated; a change
+    to another file: URI is still refused."""
+    project = await new_project(server_port, f"file-{unique}")
+    model_id = (await _create_model(stub, project, "m")).id
+    own, legacy = f"cairn-artifacts://{project}/m", "file:///srv/models/m"
+    version = pb.ModelVersion(project=project, registered_model_id=model_id, source_uri=own)
+    version_id = (
+        await stub.CreateModelVersion(api.CreateModelVersionRequest(model_version=version))
+    ).model_version.id
+    artifact = pb.Artifact(project=project, name="w", model_version_id=version_id, uri=own)
+    artifact.model.model_format_name = "onnx"
+    artifact_id = (
+        await stub.CreateArtifact(api.CreateArtifactRequest(artifact=artifact))
+    ).artifact.id
+    await pool.execute(
+        "UPDATE registry.model_versions SET source_uri = $2 WHERE id = $1", int(version_id), legacy
+    )
+    await pool.execute(
+        "UPDATE registry.artifacts SET uri = $2 WHERE id = $1", int(artifact_id), legacy
+    )
+
+    for paths in (["description"], ["description", "source_uri"]):
+        read = await stub.GetModelVersion(
+            api.GetModelVersionRequest(project=project, id=version_id)
+        )
+        read.model_version.description = f"described {len(paths)}"
+        updated = await stub.UpdateModelVersion(
+            api.UpdateModelVersionRequest(
+                model_version=read.model_version, update_mask=field_mask_pb2.FieldMask(paths=paths)
+            )
+        )
+        assert updated.model_version.description == f"described {len(paths)}"
+        assert updated.model_version.source_uri == legacy
+    for paths in (["description"], ["description", "uri", "model.model_format_name"]):
+        read_artifact = await stub.GetArtifact(
+            api.GetArtifactRequest(project=project, id=artifact_id)
+        )
+        read_artifact.artifact.description = f"described {len(paths)}"
+        changed = await stub.UpdateArtifact(
+            api.UpdateArtifactRequest(
+                artifact=read_artifact.artifact, update_mask=field_mask_pb2.FieldMask(paths=paths)
+            )
+        )
+        assert changed.artifact.description == f"described {len(paths)}"
+        assert changed.artifact.uri == legacy and changed.artifact.model.model_format_name == "onnx"
+
+    moved = pb.ModelVersion(project=project, id=version_id, source_uri="file:///srv/other")
+    refused = stub.UpdateModelVersion(
+        api.UpdateModelVersionRequest(
+            model_version=moved, update_mask=field_mask_pb2.FieldMask(paths=["source_uri"])
+        )
+    )
+    assert await _refusal(refused) == (INVALID, "INVALID_ARTIFACT_LOCATION")
+
+
+async def test_a_model_stored_before_the_property_limit_takes_a_new_description(
+    stub, server_port, unique, pool: asyncpg.Pool
+) -> None:
+    """Its properties, sent back as read but not named by the mask, were counted against
+    today's limit and the update refused."""
+    project = await new_project(server_port, f"props-{unique}")
+    model = await _create_model(stub, project, "m")
+    many = {f"p{i}": {"string_value": "x"} for i in range(300)}
+    await pool.execute(
+        "UPDATE registry.registered_models SET custom_properties = $2::text::jsonb WHERE id = $1",
+        int(model.id),
+        json.dumps(many),
+    )
+    read = await stub.GetRegisteredModel(
+        api.GetRegisteredModelRequest(project=project, id=model.id)
+    )
+    assert len(read.registered_model.custom_properties) == 300
+    read.registered_model.description = "kept its properties"
+    updated = await stub.UpdateRegisteredModel(
+        api.UpdateRegisteredModelRequest(
+            registered_model=read.registered_model,
+            update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+        )
+    )
+    assert updated.registered_model.description == "kept its properties"
+    assert len(updated.registered_model.custom_properties) == 300
