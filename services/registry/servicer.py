@@ -378,6 +378,13 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         message = _named_only(request.artifact, request.update_mask.paths, artifacts.UPDATABLE)
         record = _artifact(message, require_name=False, creating=False)
         changes = _changes(record, request.update_mask.paths, artifacts.UPDATABLE, "model.")
+        # What an artifact is and belongs to never changes; given, each must be as stored
+        # (Kubeflow's upserts send them, unmasked), else its change would pass unsaid.
+        changes |= {
+            field: getattr(record, field)
+            for field in ("name", "model_version_id")
+            if getattr(record, field)
+        }
         updated = await self._artifacts.update(
             record.project, validation.entity_id(message.id, "artifact.id"), changes
         )

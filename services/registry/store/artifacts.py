@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from ...common.errors import AlreadyExists, FailedPrecondition, NotFound
+from ...common.errors import AlreadyExists, FailedPrecondition, NotFound, invalid_field
 from ...common.sql import Params
 from ..model import Artifact, ArtifactKind
 from ..validation import own_files, uri
@@ -206,6 +206,16 @@ class ArtifactStore:
             current = await self._one(
                 project, "a.id = $2", [id_or_none(artifact_id)], artifact_id, conn, lock=True
             )
+            for field, stored in (
+                ("name", current.name),
+                ("model_version_id", current.model_version_id),
+            ):
+                if changes.get(field, stored) != stored:
+                    raise invalid_field(
+                        f"artifact.{field}",
+                        f"is {stored!r}: an artifact keeps its name and its version; "
+                        "create another one",
+                    )
             if current.version and changes.get("uri", current.uri) != current.uri:
                 raise FailedPrecondition(
                     "ARTIFACT_URI_IMMUTABLE",

@@ -175,6 +175,28 @@ async def test_upsert_updates_fields_and_keeps_names(mr_client) -> None:
         await mr_client.upsert_registered_model(model)
 
 
+async def test_an_artifact_upsert_changing_its_name_or_version_is_refused(mr_client) -> None:
+    """Both changes passed unsaid: the call answered the artifact as it was."""
+    model = await mr_client.upsert_registered_model(RegisteredModel("kept-artifact"))
+    first, second = [
+        await mr_client.upsert_model_version(ModelVersion(name), model.id) for name in ("1", "2")
+    ]
+    artifact = await mr_client.upsert_model_artifact(ModelArtifact("weights", uri="u"), first.id)
+    artifact.description = "described"
+    assert (await mr_client.upsert_model_artifact(artifact, first.id)).description == "described"
+    artifact.name = "renamed"
+    with pytest.raises(InvalidArgumentError) as renamed:
+        await mr_client.upsert_model_artifact(artifact, first.id)
+    assert renamed.value.field_violations[0][0] == "artifact.name"
+    artifact.name = "weights"
+    with pytest.raises(InvalidArgumentError) as moved:
+        await mr_client.upsert_model_version_artifact(artifact, second.id)
+    assert moved.value.field_violations[0][0] == "artifact.model_version_id"
+    stored = await mr_client.get_model_artifact_by_id(artifact.id)
+    assert stored is not None
+    assert (stored.name, stored.model_version_id) == ("weights", first.id)
+
+
 async def test_bad_input_and_missing_objects(mr_client, churn) -> None:
     with pytest.raises(AlreadyExistsError) as raised:
         await mr_client.upsert_registered_model(RegisteredModel("churn"))
