@@ -31,9 +31,10 @@ class RegistryServiceStub:
     and tags. Kubeflow Model Registry's shapes with MLflow's registry features.
 
     Lists take page_size (0 means 20, at most 1000), page_token, order_by
-    ("create_time", "update_time" or "id", optionally followed by "asc" or
-    "desc"; ascending by default) and a filter; next_page_token is empty when
-    there are no more pages.
+    ("create_time", "update_time" or "id", and "name" of models and versions, the
+    model's, and "version" of versions; optionally followed by "asc" or "desc";
+    ascending by default) and a filter; next_page_token is empty when there are no
+    more pages.
     """
 
     def __init__(self, channel):
@@ -189,9 +190,10 @@ class RegistryServiceServicer:
     and tags. Kubeflow Model Registry's shapes with MLflow's registry features.
 
     Lists take page_size (0 means 20, at most 1000), page_token, order_by
-    ("create_time", "update_time" or "id", optionally followed by "asc" or
-    "desc"; ascending by default) and a filter; next_page_token is empty when
-    there are no more pages.
+    ("create_time", "update_time" or "id", and "name" of models and versions, the
+    model's, and "version" of versions; optionally followed by "asc" or "desc";
+    ascending by default) and a filter; next_page_token is empty when there are no
+    more pages.
     """
 
     def CreateRegisteredModel(self, request, context):
@@ -525,9 +527,10 @@ class RegistryService:
     and tags. Kubeflow Model Registry's shapes with MLflow's registry features.
 
     Lists take page_size (0 means 20, at most 1000), page_token, order_by
-    ("create_time", "update_time" or "id", optionally followed by "asc" or
-    "desc"; ascending by default) and a filter; next_page_token is empty when
-    there are no more pages.
+    ("create_time", "update_time" or "id", and "name" of models and versions, the
+    model's, and "version" of versions; optionally followed by "asc" or "desc";
+    ascending by default) and a filter; next_page_token is empty when there are no
+    more pages.
     """
 
     @staticmethod
