@@ -35,6 +35,8 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+:")
 # What makes a value without a scheme a filesystem path: a separator, or a start that
 # only paths have ("~/m", "./m", "../m", ".").
 _PATH_LIKE = re.compile(r"[/\\]|^[.~]")
+# What URL parsers skip before a URL (WHATWG's C0 controls and space).
+_LEADING_IGNORED = "".join(chr(c) for c in range(0x21))
 
 
 def name(value: str, field: str) -> str:
@@ -57,7 +59,10 @@ def uri(value: str, field: str) -> str:
     word without a scheme or a "/" (Kubeflow's own examples register "resource_URI")
     names no path and is kept as it is."""
     validation.text(value, field, MAX_URI_LENGTH)
-    if value and not _SCHEME.match(value) and _PATH_LIKE.search(value):
+    # As URL parsers read it (urllib's urlsplit too): past leading spaces and controls,
+    # where " file:m.onnx" is a file: URI.
+    read = value.lstrip(_LEADING_IGNORED)
+    if read and not _SCHEME.match(read) and _PATH_LIKE.search(read):
         raise invalid_field(
             field,
             f"{value[:200]!r} is a path without a scheme, a file on some machine; give "
@@ -65,7 +70,7 @@ def uri(value: str, field: str) -> str:
             "models:/<name>/<version> or a URI of another store (s3://, https://, ...)",
             "INVALID_ARTIFACT_LOCATION",
         )
-    if value[:5].lower() == "file:":
+    if read[:5].lower() == "file:":
         raise invalid_field(
             field,
             "a file: URI is a path on one machine; store the files in the artifact service "

@@ -102,6 +102,11 @@ async def test_the_registry_refuses_server_paths(world: World, unique: str) -> N
         await world.registry.upsert_model_artifact(
             ModelArtifact("m", uri="FILE:///tmp/model.onnx"), version.id
         )
+    # Past the spaces URL parsers skip (urllib's too), a file: URI; it was stored.
+    for uri in (" file:model.onnx", "\tfile:///srv/m"):
+        with pytest.raises(InvalidArgumentError) as raised:
+            await world.registry.create_model_version(name, uri)
+        assert raised.value.reason == "INVALID_ARTIFACT_LOCATION"
 
 
 async def test_an_uploaded_file_registered_by_its_artifact_uri_loads(
