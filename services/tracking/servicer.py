@@ -15,7 +15,7 @@ from cairn.tracking.v1 import tracking_service_pb2_grpc
 
 from ..common import idempotency, paging
 from ..common import validation as common
-from ..common.errors import NotFound, invalid_field
+from ..common.errors import InvalidArgument, NotFound, invalid_field
 from ..common.service import Resources
 from . import convert, validation
 from .fitting import fitting_experiments, fitting_runs
@@ -88,9 +88,16 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
     async def GetExperimentByName(
         self, request: api.GetExperimentByNameRequest, context: Context
     ) -> api.GetExperimentByNameResponse:
-        record = await self._experiments.get_by_name(
-            common.project(request.project), validation.experiment_name(request.name)
-        )
+        project = common.project(request.project)
+        try:
+            name = validation.experiment_name(request.name)
+        except InvalidArgument as refused:  # no experiment can have it: absent, as in MLflow
+            raise NotFound(
+                "EXPERIMENT_NOT_FOUND",
+                f"no experiment is named so in project {project!r}: {refused.message}",
+                metadata={"name": request.name[: validation.MAX_NAME_LENGTH]},
+            ) from None
+        record = await self._experiments.get_by_name(project, name)
         return api.GetExperimentByNameResponse(experiment=convert.experiment(record))
 
     async def SearchExperiments(

@@ -26,6 +26,10 @@ async def test_create_get_and_get_by_name(tracking: cairn.TrackingClient, unique
     assert experiment.creation_time > 0
     assert await tracking.get_experiment_by_name(f"churn-{unique}") == experiment
     assert await tracking.get_experiment_by_name(f"absent-{unique}") is None
+    # Names no experiment can have are absent too, as MLflow answers them; they were
+    # INVALID_ARGUMENT.
+    for impossible in (f" churn-{unique}", "", "x" * 10_000, "a\nb"):
+        assert await tracking.get_experiment_by_name(impossible) is None
 
 
 async def test_names_are_unique_even_after_delete(
