@@ -35,8 +35,7 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+:")
 # What makes a value without a scheme a filesystem path: a separator, or a start that
 # only paths have ("~/m", "./m", "../m", ".").
 _PATH_LIKE = re.compile(r"[/\\]|^[.~]")
-# What URL parsers skip before a URL (WHATWG's C0 controls and space).
-_LEADING_IGNORED = "".join(chr(c) for c in range(0x21))
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def name(value: str, field: str) -> str:
@@ -59,10 +58,17 @@ def uri(value: str, field: str) -> str:
     word without a scheme or a "/" (Kubeflow's own examples register "resource_URI")
     names no path and is kept as it is."""
     validation.text(value, field, MAX_URI_LENGTH)
-    # As URL parsers read it (urllib's urlsplit too): past leading spaces and controls,
-    # where " file:m.onnx" is a file: URI.
-    read = value.lstrip(_LEADING_IGNORED)
-    if read and not _SCHEME.match(read) and _PATH_LIKE.search(read):
+    # URL parsers (urllib's urlsplit too) skip leading spaces and controls and drop tabs
+    # and line breaks anywhere, so " file:m" and "fi\tle:m" are file: URIs to them: a URI
+    # holding either is refused, and what is checked below is what they read.
+    if value != value.strip() or _CONTROL.search(value):
+        raise invalid_field(
+            field,
+            "a URI has no surrounding whitespace and no control characters (tabs, line "
+            "breaks): URL parsers would read another URI",
+            "INVALID_ARTIFACT_LOCATION",
+        )
+    if value and not _SCHEME.match(value) and _PATH_LIKE.search(value):
         raise invalid_field(
             field,
             f"{value[:200]!r} is a path without a scheme, a file on some machine; give "
@@ -70,7 +76,7 @@ def uri(value: str, field: str) -> str:
             "models:/<name>/<version> or a URI of another store (s3://, https://, ...)",
             "INVALID_ARTIFACT_LOCATION",
         )
-    if read[:5].lower() == "file:":
+    if value[:5].lower() == "file:":
         raise invalid_field(
             field,
             "a file: URI is a path on one machine; store the files in the artifact service "

@@ -73,6 +73,11 @@ _LISTING = Listing(
     # MLflow's "name": the registered model's, which COLUMNS reads as model_name.
     orders={"version": "bigint", "name": (_MODEL_NAME, "text", "model_name")},
 )
+# A stored URI with its spaces and controls dropped: URL parsers skip those before a URI
+# and drop tabs and line breaks within it, so " file:m" is a file: URI to them (one
+# stored before the registry refused such URIs). Dropping the spaces within it too only
+# makes "fi le:m" pass for one, which is no URI a client could use either.
+_AS_PARSED = "regexp_replace({}, '[\\x01-\\x20\\x7f]', '', 'g')"
 # Every stage, as an SQL array, for lookups that take each in turn.
 STAGES = "'{" + ",".join(str(int(s)) for s in Stage) + "}'::smallint[]"
 
@@ -293,14 +298,14 @@ class VersionStore:
     async def download_uri(self, project: str, version_id: str) -> str:
         """The first model artifact's URI, else the version's source URI. `file:` URIs
         stored before they were refused name a server's local path, useless to a client:
-        they are passed over."""
+        they are passed over, spelled as URL parsers read them (`_AS_PARSED`)."""
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                """SELECT CASE WHEN v.source_uri ILIKE 'file:%' THEN '' ELSE v.source_uri END
-                        AS source_uri,
+                f"""SELECT CASE WHEN {_AS_PARSED.format("v.source_uri")} ILIKE 'file:%'
+                             THEN '' ELSE v.source_uri END AS source_uri,
                       (SELECT a.uri FROM registry.artifacts a
                         WHERE a.model_version_id = v.id AND a.kind = 1 AND a.uri <> ''
-                          AND a.uri NOT ILIKE 'file:%'
+                          AND {_AS_PARSED.format("a.uri")} NOT ILIKE 'file:%'
                         ORDER BY a.id LIMIT 1) AS artifact_uri
                    FROM registry.model_versions v WHERE v.project = $1 AND v.id = $2""",
                 project,

@@ -525,6 +525,20 @@ async def test_a_file_uri_stored_before_the_check_may_be_sent_back_unchanged(
         assert changed.artifact.description == f"described {len(paths)}"
         assert changed.artifact.uri == legacy and changed.artifact.model.model_format_name == "onnx"
 
+    # Stored so, in any spelling URL parsers read as file:, they are passed over.
+    for spelled in (legacy, " file:m.onnx", "fi\tle:m.onnx"):
+        for table, column, row in (
+            ("model_versions", "source_uri", version_id),
+            ("artifacts", "uri", artifact_id),
+        ):
+            await pool.execute(
+                f"UPDATE registry.{table} SET {column} = $2 WHERE id = $1", int(row), spelled
+            )
+        download = await stub.GetModelVersionDownloadUri(
+            api.GetModelVersionDownloadUriRequest(project=project, id=version_id)
+        )
+        assert download.uri == ""
+
     moved = pb.ModelVersion(project=project, id=version_id, source_uri="file:///srv/other")
     refused = stub.UpdateModelVersion(
         api.UpdateModelVersionRequest(
