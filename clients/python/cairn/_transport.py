@@ -30,10 +30,12 @@ DEFAULT_TIMEOUT = 30.0
 # After a failed write, how long to wait for the call's own status.
 ENDING_WAIT_SECONDS = 2.0
 DEFAULT_PROJECT = "default"
-# gRPC's most: the server's CAIRN_MAX_MESSAGE_BYTES, up to that, bounds what is sent
-# either way. At 64 MiB, answers of a server given more (a run may hold a quarter of
-# its setting) failed here with RESOURCE_EXHAUSTED.
-MAX_MESSAGE_BYTES = 2**31 - 1
+# Answers are taken up to gRPC's most, so the server's CAIRN_MAX_MESSAGE_BYTES is their
+# bound: at 64 MiB, those of a server given more (a run may hold a quarter of its
+# setting) failed here with RESOURCE_EXHAUSTED. Requests keep the client's own bound,
+# past any a call needs, so a mistaken one is refused before it is sent.
+MAX_RECEIVE_BYTES = 2**31 - 1
+MAX_SEND_BYTES = 64 * 1024 * 1024
 # Initial metadata of a client stream: the server's verdict on the first message.
 STREAM_VERDICT_HEADER = "x-cairn-stream"
 
@@ -104,8 +106,8 @@ _SERVICE_CONFIG = json.dumps(
 _CHANNEL_OPTIONS = [
     ("grpc.service_config", _SERVICE_CONFIG),
     ("grpc.enable_retries", 1),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+    ("grpc.max_send_message_length", MAX_SEND_BYTES),
     ("grpc.keepalive_time_ms", 30_000),
     # Each client connects on its own: gRPC otherwise shares one connection per address
     # across a process's channels, so a client made after its server came back failed

@@ -405,7 +405,8 @@ class TrackingClient(
         `RunInput`s, or versioned artifacts (`ActiveArtifact`, whose `as_input()` is used).
 
         The run ends FINISHED, or FAILED when the block raises (KILLED if cancelled).
-        Points are sent when `batch_size` of them wait, and what waits at least every
+        Points are sent when `batch_size` of them wait (fewer, when more would take past
+        768 KiB: a server's smallest message is 1 MiB), and what waits at least every
         `send_interval` seconds. `max_buffered` bounds the buffer: `log_metric` waits
         when it is full. Leaving
         the block waits up to `flush_timeout` seconds for the rest to be sent; what is

@@ -95,7 +95,7 @@ def _moving_into(folder: Path) -> Iterator[None]:
     on unlocked. The lock is the folder's own (flock), so nothing is left in it, and the
     system lets it go with the process that held it. Where no folder can be locked
     (Windows; NFS, where an exclusive flock needs the file open for writing, which a
-    folder never is; a folder that may be written in but not read, whose open is
+    folder never is; a folder that may be written in but not listed, whose open is
     refused), copies are not kept apart: the copy goes on unlocked, as before."""
     if sys.platform == "win32":
         yield
