@@ -60,11 +60,12 @@ def uri(value: str, field: str) -> str:
     validation.text(value, field, MAX_URI_LENGTH)
     # URL parsers (urllib's urlsplit too) skip leading spaces and controls and drop tabs
     # and line breaks anywhere, so " file:m" and "fi\tle:m" are file: URIs to them: a URI
-    # holding either is refused, and what is checked below is what they read.
-    if value != value.strip() or _CONTROL.search(value):
+    # holding either is refused, and what is checked below is what they read. (A last
+    # space is kept: a run's artifact directory may end in one.)
+    if value.startswith(" ") or _CONTROL.search(value):
         raise invalid_field(
             field,
-            "a URI has no surrounding whitespace and no control characters (tabs, line "
+            "a URI starts with no space and holds no control characters (tabs, line "
             "breaks): URL parsers would read another URI",
             "INVALID_ARTIFACT_LOCATION",
         )

@@ -104,7 +104,7 @@ async def test_the_registry_refuses_server_paths(world: World, unique: str) -> N
         )
     # Read as URL parsers (urllib's too) read them, past the spaces and controls they
     # skip, and the tabs and line breaks they drop, file: URIs; they were stored.
-    for uri in (" file:model.onnx", "\x01file:m", "fi\tle:m.onnx", "file\n:m", "s3://b/m "):
+    for uri in (" file:model.onnx", "\x01file:m", "fi\tle:m.onnx", "file\n:m", "s3://b/m\t"):
         with pytest.raises(InvalidArgumentError) as raised:
             await world.registry.create_model_version(name, uri)
         assert raised.value.reason == "INVALID_ARTIFACT_LOCATION"
