@@ -235,6 +235,8 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         message = _named_only(request.model_version, request.update_mask.paths, versions.UPDATABLE)
         record = _model_version(message, require_model=False, creating=False)
         changes = _changes(record, request.update_mask.paths, (*versions.UPDATABLE, "name"))
+        if record.registered_model_id:  # never changes: given, it must be as stored
+            changes["registered_model_id"] = record.registered_model_id
         updated = await self._versions.update(
             record.project, validation.entity_id(message.id, "model_version.id"), changes
         )

@@ -221,6 +221,12 @@ class VersionStore:
                 raise invalid_field(
                     "model_version.name", f"is {current.name!r}; version names cannot change"
                 )
+            moved_to = changes.get("registered_model_id", current.registered_model_id)
+            if moved_to != current.registered_model_id:
+                raise invalid_field(
+                    "model_version.registered_model_id",
+                    f"is {current.registered_model_id!r}: a version keeps its model",
+                )
             # Checked when changed, not when sent back as stored (Kubeflow's upserts send
             # every field): a URI stored before the checks came in keeps working.
             if changes.get("source_uri", current.source_uri) != current.source_uri:

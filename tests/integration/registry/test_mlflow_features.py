@@ -197,6 +197,21 @@ async def test_an_artifact_upsert_changing_its_name_or_version_is_refused(mr_cli
     assert (stored.name, stored.model_version_id) == ("weights", first.id)
 
 
+async def test_a_version_upsert_moving_it_to_another_model_is_refused(mr_client) -> None:
+    """It passed unsaid, the call answering the version as it was."""
+    home, other = [
+        await mr_client.upsert_registered_model(RegisteredModel(name)) for name in ("home", "away")
+    ]
+    version = await mr_client.upsert_model_version(ModelVersion("1"), home.id)
+    version.description = "described"
+    assert (await mr_client.upsert_model_version(version, home.id)).description == "described"
+    with pytest.raises(InvalidArgumentError) as moved:
+        await mr_client.upsert_model_version(version, other.id)
+    assert moved.value.field_violations[0][0] == "model_version.registered_model_id"
+    stored = await mr_client.get_model_version_by_id(version.id)
+    assert stored is not None and stored.registered_model_id == home.id
+
+
 async def test_bad_input_and_missing_objects(mr_client, churn) -> None:
     with pytest.raises(AlreadyExistsError) as raised:
         await mr_client.upsert_registered_model(RegisteredModel("churn"))
