@@ -19,12 +19,22 @@ def object_path(value: str, field: str = "path") -> str:
 
 
 def prefix(value: str, field: str = "prefix") -> str:
-    """A prefix to list or delete under: empty, or a path that may end with "/"."""
+    """A prefix to list under, as S3 takes one: empty, or a path that may end with "/".
+    Its last part, unless it ends with "/", may be the start of a name: "." finds
+    ".env", which a check of it as a whole segment refused."""
     if not value:
         return ""
     _check_text(value, field)
-    _check_segments(value.removesuffix("/").split("/"), field)
+    _check_segments(value.split("/")[:-1], field)
     return value
+
+
+def directory(value: str, field: str = "path") -> str:
+    """A directory to delete under, as "<path>/": never a raw prefix, as deleting "run1"
+    must not take "run10/"; never empty, as no call deletes a whole project."""
+    _check_text(value, field)
+    _check_segments(value.removesuffix("/").split("/"), field)
+    return value.removesuffix("/") + "/"
 
 
 def _check_text(value: str, field: str) -> None:

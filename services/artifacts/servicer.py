@@ -373,8 +373,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
     ) -> api.DeleteObjectResponse:
         project = common.project(request.project)
         if request.recursive:
-            # A directory, never a raw prefix: deleting "run1" must not take "run10/".
-            path = paths.prefix(request.path).removesuffix("/") + "/"
+            path = paths.directory(request.path)
         else:
             path = paths.object_path(request.path)
         removed = await self._objects.remove(project, path, request.recursive)

@@ -82,6 +82,13 @@ async def test_download_of_a_file_and_a_directory_tree(
     assert files == ["metrics.csv", "model/config.json", "model/weights.bin"]
     with pytest.raises(NotFoundError):
         await store.download("missing", tmp_path / "none")
+    # A directory written as one ("run/": INVALID_PATH, the name of no object), and the
+    # whole project ("": INVALID_PATH too).
+    slashed = await store.download("run/", tmp_path / "slashed")
+    assert sorted(str(p.relative_to(slashed)) for p in slashed.rglob("*") if p.is_file()) == files
+    everything = await store.download("", tmp_path / "all")
+    every = sorted(str(p.relative_to(everything)) for p in everything.rglob("*") if p.is_file())
+    assert every == ["other/x", *(f"run/{file}" for file in files)]
 
 
 async def test_a_destination_ending_in_a_slash_is_a_directory_made_for_the_file(
@@ -137,6 +144,28 @@ async def test_delete_one_object_and_a_directory(store: cairn.ArtifactClient) ->
         await store.delete("keep")
     with pytest.raises(NotFoundError):
         await store.read("run1/a")
+    # No call deletes a whole project: it answered 0, as if the project were empty.
+    with pytest.raises(InvalidArgumentError) as refused:
+        await store.delete("", recursive=True)
+    assert refused.value.reason == "INVALID_PATH"
+    assert [e.path for e in await store.list(recursive=True)] == ["run10/d"]
+
+
+async def test_a_raw_prefix_may_end_in_the_start_of_a_dotted_name(
+    store: cairn.ArtifactClient,
+) -> None:
+    """Listing takes a raw prefix as S3 does: "." and "a/." find ".hidden" and "a/.env",
+    and were refused as '.' segments."""
+    for name in (".hidden", "a/.env", "a/..x", "a/b"):
+        await store.upload(name, b"x")
+    found = {
+        prefix: [e.path for e in await store.list(prefix, recursive=True)]
+        for prefix in (".", "a/.", "a/..")
+    }
+    assert found == {".": [".hidden"], "a/.": ["a/..x", "a/.env"], "a/..": ["a/..x"]}
+    for refused in ("./a", "a/../b", "a//"):
+        with pytest.raises(InvalidArgumentError):
+            await store.list(refused)
 
 
 async def _raw_upload(store: cairn.ArtifactClient, messages: list[api.UploadRequest]) -> None:

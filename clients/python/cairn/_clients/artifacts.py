@@ -255,7 +255,8 @@ class ArtifactClient(BaseClient):
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> Path:
-        """Fetches one object to a file, or every object under a directory to a tree.
+        """Fetches one object to a file, or every object under a directory to a tree (a
+        path ending in "/" names a directory; "" the whole project).
 
         A file lands whole or not at all (written beside its target, then renamed). When
         destination is an existing directory, or ends with "/" (the directory is made),
@@ -284,6 +285,8 @@ class ArtifactClient(BaseClient):
                 path, destination, progress=progress, timeout=timeout, metadata=metadata
             )
         target = Path(destination)
+        if not path or path.endswith("/"):  # a directory as written, or the whole project
+            return await self._download_tree(path, target, progress, timeout, metadata)
         try:
             info = await self.stat(path, timeout=timeout, metadata=metadata)
         except NotFoundError:
@@ -475,7 +478,7 @@ class ArtifactClient(BaseClient):
         timeout: float | None,
         metadata: Metadata | None,
     ) -> Path:
-        prefix = path.rstrip("/") + "/"
+        prefix = f"{path.rstrip('/')}/" if path.rstrip("/") else ""  # "": the project's
         # Listed whole first: the transfer's total is known before its first byte, and
         # every local name is checked before one is written.
         request = api.ListObjectsRequest(project=self.project, prefix=prefix, recursive=True)
