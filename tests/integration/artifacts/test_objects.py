@@ -6,12 +6,14 @@ import hashlib
 import io
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 import cairn
 from cairn import _transport
+from cairn._clients._direct_transfers import DirectTransfers
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import (
     AlreadyExistsError,
@@ -386,3 +388,30 @@ async def test_an_upload_under_the_id_of_another_is_refused_not_taken_for_its_re
             await store.upload("again/x.txt", metadata=same_id, **other)
         assert raised.value.reason == "REQUEST_ID_REUSED", other
     assert await store.read("again/x.txt") == b"one"
+
+
+async def test_a_download_from_another_project_keeps_the_clients_transfer_settings(
+    server_port: int, unique: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given an artifact_uri of another project, download made a client of its own with
+    the class's defaults: direct transfer, switched off on the caller's, went on."""
+    tried: list[str] = []
+    direct_download = DirectTransfers.download
+
+    async def recorded(self: DirectTransfers, info: Any, *args: Any) -> bool:
+        tried.append(info.path)
+        return await direct_download(self, info, *args)
+
+    monkeypatch.setattr(DirectTransfers, "download", recorded)
+    home, away = [await new_project(server_port, f"{side}-{unique}") for side in ("home", "away")]
+    async with (
+        cairn.ArtifactClient.insecure_connection("127.0.0.1", server_port, project=away) as owner,
+        cairn.ArtifactClient.insecure_connection("127.0.0.1", server_port, project=home) as reader,
+    ):
+        uri = (await owner.upload("weights.bin", b"w" * 1024)).artifact_uri
+        for threshold, expected in ((None, []), (1, ["weights.bin"])):
+            tried.clear()
+            reader.direct_threshold = threshold
+            written = await reader.download(uri, tmp_path / f"{threshold}.bin")
+            assert written.read_bytes() == b"w" * 1024
+            assert tried == expected

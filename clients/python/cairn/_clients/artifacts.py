@@ -281,6 +281,8 @@ class ArtifactClient(BaseClient):
             other = ArtifactClient(
                 self._transport.for_project(project, timeout=self._transport.timeout)
             )
+            other.direct_threshold = self.direct_threshold  # the caller's, not the defaults
+            other.direct_connections = self.direct_connections
             return await other.download(
                 path, destination, progress=progress, timeout=timeout, metadata=metadata
             )
