@@ -415,3 +415,13 @@ async def test_a_download_from_another_project_keeps_the_clients_transfer_settin
             written = await reader.download(uri, tmp_path / f"{threshold}.bin")
             assert written.read_bytes() == b"w" * 1024
             assert tried == expected
+
+
+async def test_a_path_that_starts_like_an_artifact_uri_is_read_back(
+    store: cairn.ArtifactClient,
+) -> None:
+    """The store takes "cairn-artifacts:/z" as a path; the client read it as a URI, which
+    it then refused, so the object could be written and never read."""
+    await store.upload("cairn-artifacts:/z", b"z")
+    assert await store.read("cairn-artifacts:/z") == b"z"
+    assert (await store.stat("cairn-artifacts:/z")).size == 1

@@ -306,8 +306,11 @@ class ArtifactClient(BaseClient):
 
     def _named(self, path: str) -> tuple[str, str]:
         """The project and path a read names: a path in this client's project, or an
-        object's `artifact_uri` (cairn-artifacts://<project>/<path>) in its own."""
-        if scheme_of(path) != ARTIFACTS_SCHEME:
+        object's `artifact_uri` (cairn-artifacts://<project>/<path>) in its own. Only
+        with its "//" is it a URI, which no path can hold (no segment is empty): the
+        store takes the path "cairn-artifacts:/z", which was read as a URI and refused."""
+        as_uri = scheme_of(path) == ARTIFACTS_SCHEME
+        if not (as_uri and path[len(ARTIFACTS_SCHEME) :].startswith("://")):
             return self.project, path
         uri = parse_uri(path)
         assert isinstance(uri, ArtifactUri)
