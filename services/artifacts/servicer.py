@@ -44,7 +44,7 @@ from .store import (
     StoredObject,
     already_exists,
 )
-from .streams import VerifyingReader, read_ahead, too_large_to_stream
+from .streams import MAX_CHUNK_BYTES, VerifyingReader, read_ahead, too_large_to_stream
 from .transfers import DirectTransfers
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -535,6 +535,8 @@ async def _pump(
             if part != "chunk":
                 raise invalid_field("header", "an upload has exactly one header, first")
             chunk = message.chunk  # each read of a bytes field copies it
+            if len(chunk) > MAX_CHUNK_BYTES:
+                raise invalid_field("chunk", f"must be at most {MAX_CHUNK_BYTES} bytes")
             # An empty chunk would read as the end of the stream to the writer.
             if chunk and not await reader.feed(chunk, writing):
                 return  # the writer failed; awaiting it raises its error

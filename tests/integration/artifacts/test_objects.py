@@ -23,7 +23,7 @@ from cairn.exceptions import (
     NotFoundError,
 )
 from cairn.types import Pager
-from cairn_server.artifacts import s3
+from cairn_server.artifacts import s3, streams
 from tests.conftest import eventually, new_project
 from tests.integration.artifacts.conftest import s3_client
 
@@ -425,3 +425,28 @@ async def test_a_path_that_starts_like_an_artifact_uri_is_read_back(
     await store.upload("cairn-artifacts:/z", b"z")
     assert await store.read("cairn-artifacts:/z") == b"z"
     assert (await store.stat("cairn-artifacts:/z")).size == 1
+
+
+async def test_a_chunk_larger_than_the_bound_is_refused_and_publishes_nothing(
+    store: cairn.ArtifactClient,
+) -> None:
+    """Chunks as large as a message (16 MiB) were taken, four of them queued at once:
+    64 MiB an upload, where docs/artifacts.md counts about 50 at most."""
+    largest = streams.MAX_CHUNK_BYTES
+    body = os.urandom(largest + 1)
+    whole = api.UploadRequest(finish=api.UploadFinish(sha256=hashlib.sha256(body).hexdigest()))
+    with pytest.raises(InvalidArgumentError) as refused:
+        await _raw_upload(store, [_header(store, "big.bin"), api.UploadRequest(chunk=body), whole])
+    assert refused.value.field_violations[0][0] == "chunk"
+    with pytest.raises(NotFoundError):
+        await store.stat("big.bin")
+    exact = body[:largest]
+    await _raw_upload(
+        store,
+        [
+            _header(store, "exact.bin"),
+            api.UploadRequest(chunk=exact),
+            api.UploadRequest(finish=api.UploadFinish(sha256=hashlib.sha256(exact).hexdigest())),
+        ],
+    )
+    assert (await store.stat("exact.bin")).size == largest
