@@ -4,15 +4,17 @@ gRPC target form reaches a server."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
 import pytest
 
 import cairn
-from cairn.exceptions import UnimplementedError
+from cairn.exceptions import DeadlineExceededError, UnimplementedError
 from cairn_server import catalog
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
@@ -112,3 +114,45 @@ async def test_a_unix_socket_target_reaches_the_server(tmp_path: Path) -> None:
                 await client.search_experiments()
     finally:
         await server.stop(0)
+
+
+class _Unanswering(grpc.GenericRpcHandler):
+    """A server that takes every call and never answers it, as a hung one does."""
+
+    def service(self, handler_call_details: Any) -> grpc.RpcMethodHandler:
+        async def hang(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            await asyncio.Event().wait()
+            return b""
+
+        return grpc.unary_unary_rpc_method_handler(hang)
+
+
+async def test_a_run_s_artifact_calls_keep_the_client_s_deadline(
+    apart: dict[str, int], unique: str, tmp_path: Path
+) -> None:
+    """A run's and a model's artifact calls went to an ArtifactClient made without a
+    deadline: against an artifact service that never answered, list_artifacts (and the
+    CLI's `artifacts list -r`, despite --timeout) waited for ever."""
+    hung = grpc.aio.server()
+    hung.add_generic_rpc_handlers([_Unanswering()])
+    port = hung.add_insecure_port("127.0.0.1:0")
+    await hung.start()
+    try:
+        async with cairn.Client(
+            "127.0.0.1",
+            apart["tracking"],
+            is_secure=False,
+            timeout=1,
+            service_addresses={"artifacts": f"127.0.0.1:{port}"},
+        ) as client:
+            experiment = await client.tracking.create_experiment(f"hung-{unique}")
+            run = (await client.tracking.create_run(experiment)).info.run_id
+            calls = [
+                client.tracking.list_artifacts(run),
+                client.tracking.download_artifacts(run, "model", tmp_path / "out"),
+            ]
+            for call in calls:
+                with pytest.raises(DeadlineExceededError):
+                    await asyncio.wait_for(call, 30)
+    finally:
+        await hung.stop(grace=0)

@@ -17,7 +17,7 @@ from google.protobuf.duration_pb2 import Duration
 from .._base import BaseClient
 from .._direct_io import Writable
 from .._progress import Meter, Progress, meter
-from .._transport import REQUEST_ID_HEADER, Metadata, with_id
+from .._transport import REQUEST_ID_HEADER, Metadata, Transport, with_id
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
 from ..exceptions import (
@@ -278,9 +278,7 @@ class ArtifactClient(BaseClient):
         """
         project, path = self._named(path)
         if project != self.project:
-            other = ArtifactClient(
-                self._transport.for_project(project, timeout=self._transport.timeout)
-            )
+            other = in_project(self._transport, project)
             other.direct_threshold = self.direct_threshold  # the caller's, not the defaults
             other.direct_connections = self.direct_connections
             return await other.download(
@@ -509,6 +507,14 @@ class ArtifactClient(BaseClient):
             for info, file in zip(objects, files, strict=True):
                 await self._download_file(info, file, counted, timeout, metadata)
         return target
+
+
+def in_project(transport: Transport, project: str) -> ArtifactClient:
+    """An ArtifactClient of project on transport's channel and credentials, with its
+    default deadline: the streams that move bytes take none of their own, but the calls
+    that list, delete or describe do, as on any ArtifactClient (a client made with no
+    deadline here waited for ever on a server that took a call and never answered)."""
+    return ArtifactClient(transport.for_project(project, timeout=transport.timeout))
 
 
 class _Checksum:

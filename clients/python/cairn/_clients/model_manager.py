@@ -25,7 +25,7 @@ from ..models._uris import ArtifactUri, parse_uri
 from ..types._journey import ManagedModel
 from ..types._registry import ModelArtifact, ModelVersion, RegisteredModel
 from ._local_files import files_in
-from .artifacts import ArtifactClient
+from .artifacts import in_project
 from .registry import ModelRegistryAPIClient
 from .run_models import _upload, fetch_model
 from .tracking import TrackingClient
@@ -134,7 +134,7 @@ class ModelManager:
     async def _stored_files(self, uri: str) -> dict[str, _manifest.FileEntry] | None:
         """The files the manifest at a version's source names, or None without one."""
         transport = self._registry._transport
-        store = ArtifactClient(transport.for_project(transport.project, timeout=None))
+        store = in_project(transport, transport.project)
         parsed = parse_uri(uri)
         if not isinstance(parsed, ArtifactUri):
             return None
@@ -223,7 +223,7 @@ class ModelManager:
 
     async def _store_file(self, name: str, source: Path) -> str:
         transport = self._registry._transport
-        store = ArtifactClient(transport.for_project(transport.project, timeout=None))
+        store = in_project(transport, transport.project)
         directory = f"{FILES_ROOT}/{_segment(name)}/{uuid.uuid4().hex}"
         with tempfile.TemporaryDirectory(prefix="cairn-model-") as scratch:
             manifest = await asyncio.to_thread(

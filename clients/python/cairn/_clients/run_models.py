@@ -40,7 +40,7 @@ from ..types._artifacts import ObjectInfo
 from ..types._paging import ListOptions
 from ..types._registry import MlflowModelVersion, ModelArtifact
 from ._local_files import tree_files
-from .artifacts import ArtifactClient
+from .artifacts import ArtifactClient, in_project
 from .registry import ModelRegistryAPIClient
 from .run_store import RunClient, join, run_store
 
@@ -253,8 +253,7 @@ async def _locate(client: RunClient, uri: str) -> _Location:
     for hop in range(MAX_HOPS + 1):
         parsed = parse_uri(current)
         if isinstance(parsed, ArtifactUri):
-            transport = client._transport.for_project(parsed.project, timeout=None)
-            return _Location(ArtifactClient(transport), parsed.path, pin)
+            return _Location(in_project(client._transport, parsed.project), parsed.path, pin)
         if isinstance(parsed, RunUri):
             store, root = await run_store(client, parsed.run_id)
             return _Location(store, join(root, None, parsed.path), pin)

@@ -10,7 +10,7 @@ from .._transport import Transport
 from ..exceptions import FailedPreconditionError
 from ..models._uris import ARTIFACTS_SCHEME
 from ..types._tracking import Experiment, LifecycleStage, Run
-from .artifacts import ArtifactClient
+from .artifacts import ArtifactClient, in_project
 
 
 class RunClient(Protocol):
@@ -44,8 +44,7 @@ async def run_store(
             f"run {run_id} keeps artifacts at {run.info.artifact_uri!r}, outside the artifact "
             "service"
         )
-    transport = client._transport.for_project(parts.netloc, timeout=None)
-    return ArtifactClient(transport), parts.path.strip("/")
+    return in_project(client._transport, parts.netloc), parts.path.strip("/")
 
 
 async def _deleted(client: RunClient, run: Run) -> FailedPreconditionError:
