@@ -75,7 +75,7 @@ def gc(older_than: datetime.timedelta, wait: bool, output: str) -> None:
             return started
         return await _wait(client, started.name, None, show_bar=output != JSON)
 
-    _emit(output, call(work))
+    _emit_outcome(output, call(work))
 
 
 @click.group("operations")
@@ -115,7 +115,9 @@ def wait_operation(name: str, max_wait: datetime.timedelta | None, output: str) 
     """Wait until an operation is done, with a progress bar; exit status 1 when it
     failed or --max-wait passed first."""
     seconds = None if max_wait is None else max_wait.total_seconds()
-    _emit(output, call(lambda client: _wait(client, name, seconds, show_bar=output != JSON)))
+    _emit_outcome(
+        output, call(lambda client: _wait(client, name, seconds, show_bar=output != JSON))
+    )
 
 
 # How often the bar asks the server: often enough to move smoothly.
@@ -175,6 +177,12 @@ class _RichBar:
 
 def _emit(output: str, operation: Operation) -> None:
     emit_object(output, _record(operation), operation.name)
+
+
+def _emit_outcome(output: str, operation: Operation) -> None:
+    """What a wait for the operation prints, exiting 1 when it failed: `get` only reads
+    one, and a failed read must not look like a failed operation, nor one like it."""
+    _emit(output, operation)
     if operation.state is OperationState.FAILED:
         raise click.exceptions.Exit(1)
 
