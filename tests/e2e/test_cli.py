@@ -202,7 +202,8 @@ def test_an_unknown_experiment_name_is_experiment_not_found(env: dict[str, str])
 def test_a_typo_of_an_id_or_name_is_not_found_not_an_empty_list(env: dict[str, str]) -> None:
     """Both listed nothing, as an experiment without runs or a model without versions
     does, and exited 0."""
-    assert "[EXPERIMENT_NOT_FOUND]" in failed("runs", "list", "-e", "999999", env=env)
+    for typo in ("999999", "0", "007", "9" * 30):  # the last three were INVALID_ARGUMENT
+        assert "[EXPERIMENT_NOT_FOUND]" in failed("runs", "list", "-e", typo, env=env)
     assert "[REGISTERED_MODEL_NOT_FOUND]" in failed("models", "versions", "no-such", env=env)
 
 

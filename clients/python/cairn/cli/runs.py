@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import click
@@ -13,6 +14,9 @@ from ._calls import call, collect
 from ._connection import connection_options
 from ._output import emit_list, emit_object, output_option, plain
 from .experiments import VIEWS, view_option
+
+# An experiment id as the server spells one: up to 19 digits, the first not 0.
+_AN_ID = re.compile(r"[1-9][0-9]{0,18}")
 
 COLUMNS = [
     ("run_id", "Run ID"),
@@ -90,7 +94,7 @@ async def experiment_id(client: Client, name_or_id: str) -> str:
     found = await client.tracking.get_experiment_by_name(name_or_id)
     if found:
         return found.experiment_id
-    if name_or_id.isascii() and name_or_id.isdigit():
+    if _AN_ID.fullmatch(name_or_id):  # "0" and "007" are no id: the server refuses them
         return (await client.tracking.get_experiment(name_or_id)).experiment_id
     raise NotFoundError(f"no experiment named {name_or_id!r}", reason="EXPERIMENT_NOT_FOUND")
 
