@@ -16,6 +16,8 @@ from cairn.exceptions import InvalidArgumentError, NotFoundError, OperationTimeo
 from cairn.operations.v1 import operations_service_pb2
 from cairn.types import OperationState
 from cairn_server.common.config import Config
+from cairn_server.operations.model import Kind, Lease, State
+from cairn_server.operations.store import OperationStore
 from tests.conftest import new_project
 
 HOUR = datetime.timedelta(hours=1)
@@ -174,6 +176,31 @@ async def test_a_wait_that_times_out_says_so(client: cairn.Client, pool: asyncpg
     assert done.counts["experiments"] >= 1
     with pytest.raises(NotFoundError):
         await client.tracking.get_experiment(experiment_id)
+
+
+async def test_a_wait_reporting_every_0_seconds_asks_ten_times_a_second_at_most(
+    client: cairn.Client, pool: asyncpg.Pool
+) -> None:
+    """report_every=0 asked the server again and again without pause."""
+    store, server = OperationStore(pool), uuid.uuid4()
+    # Of a step no server hosts: it stays pending while the wait goes on.
+    operation = await store.create(Kind.GARBAGE_COLLECTION, {}, ["wait-test"], server, HOUR)
+    reports: list[object] = []
+    try:
+        for report_every in (0.0, float("nan")):
+            reports.clear()
+            with pytest.raises(OperationTimeoutError):
+                await client.operations.wait_operation(
+                    operation.name,
+                    timeout=0.5,
+                    on_progress=reports.append,
+                    report_every=report_every,
+                )
+            assert 1 <= len(reports) <= 7
+    finally:
+        await store.finish(
+            Lease(operation.operation_id, server, operation.attempts), State.FAILED, []
+        )
 
 
 async def test_bad_requests_say_why(client: cairn.Client) -> None:

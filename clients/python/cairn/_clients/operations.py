@@ -23,6 +23,9 @@ from ..types._paging import ListOptions, PagedList, Pager
 # How long one WaitOperation call waits on the server; the call's own deadline is a
 # little longer, so the server answers before the deadline cuts it off.
 WAIT_CHUNK_SECONDS = 10.0
+# The shortest wait a report takes: shorter (report_every=0) asked the server again and
+# again without pause.
+MIN_REPORT_SECONDS = 0.1
 _DEADLINE_MARGIN_SECONDS = 10.0
 
 ProgressCallback = Callable[[Operation], Awaitable[None] | None]
@@ -116,8 +119,8 @@ class OperationsClient(BaseClient):
             timeout: seconds to wait at most; None waits as long as it takes.
             on_progress: called (or awaited) with the operation each time the server
                 reports on it, every `report_every` seconds and when it ends.
-            report_every: how long each `WaitOperation` call waits on the server (at
-                most 10 seconds): shorter for a livelier progress report.
+            report_every: how long each `WaitOperation` call waits on the server (from
+                0.1 to 10 seconds): shorter for a livelier progress report.
 
         Raises:
             OperationTimeoutError: the timeout passed first (the operation goes on).
@@ -125,7 +128,12 @@ class OperationsClient(BaseClient):
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        chunk = min(report_every, WAIT_CHUNK_SECONDS)
+        # Written so that NaN, which no comparison holds, takes the least too.
+        chunk = (
+            min(report_every, WAIT_CHUNK_SECONDS)
+            if report_every >= MIN_REPORT_SECONDS
+            else MIN_REPORT_SECONDS
+        )
         while True:
             left = chunk if deadline is None else deadline - loop.time()
             operation = await self._wait_once(name, max(0.0, min(left, chunk)))
