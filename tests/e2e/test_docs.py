@@ -152,7 +152,9 @@ def run_script(
             timeout=SCRIPT_TIMEOUT,
         )
     except subprocess.TimeoutExpired as timeout:
-        pytest.fail(f"{block} did not finish in {SCRIPT_TIMEOUT:.0f} s:\n{timeout.stderr}")
+        # Bytes whatever text= says: run() raises with what it read, undecoded.
+        stderr = (timeout.stderr or b"").decode(errors="replace")
+        pytest.fail(f"{block} did not finish in {SCRIPT_TIMEOUT:.0f} s:\n{stderr}")
     if result.returncode != 0:
         pytest.fail(f"{block} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
 
