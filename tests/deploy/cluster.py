@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -304,7 +305,7 @@ class Cluster:
                 continue
             for port in service["spec"]["ports"]:
                 server = await asyncio.start_server(
-                    lambda r, w, s=service, p=port: self._forward(s, p, r, w), ip, port["port"]
+                    functools.partial(self._forward, service, port), ip, port["port"]
                 )
                 self._servers.append(server)
 

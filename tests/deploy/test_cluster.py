@@ -254,7 +254,7 @@ async def _upload_across(
     source = HeldBack()
     async with documented_client(cluster, deployed.tls, deployed.key) as client:
         path = f"shutdown/{uuid.uuid4().hex}"
-        upload = asyncio.ensure_future(client.artifacts.upload(path, source))
+        upload = asyncio.ensure_future(client.artifacts.upload(path, source))  # type: ignore[arg-type]
         await asyncio.to_thread(source.under_way.wait, 30)
         terminated = asyncio.ensure_future(cluster.terminate(pod))
         await eventually(lambda: _logged(pod, "shutting down"), what="the server told to stop")

@@ -52,7 +52,7 @@ def test_a_namespace_selector_peer_matches_pods_of_the_namespaces_it_selects() -
 
 
 def test_ports_by_number_and_by_container_port_name() -> None:
-    peer = {"podSelector": {}}
+    peer: dict[str, Any] = {"podSelector": {}}
     assert allowed([_ingress_from(peer, port="grpc")], CLIENT, SERVER, 50051)
     assert not allowed([_ingress_from(peer, port="grpc")], CLIENT, SERVER, 9090)
     assert not allowed([_ingress_from(peer, port=50052)], CLIENT, SERVER, 50051)

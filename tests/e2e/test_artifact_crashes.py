@@ -9,7 +9,7 @@ from pathlib import Path
 import pgserver
 import pytest
 from minio import Minio
-from pgserver._commands import pg_ctl
+from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
 import cairn
 from cairn.artifacts.v1 import artifacts_service_pb2 as api

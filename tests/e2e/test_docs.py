@@ -57,7 +57,7 @@ def fenced_blocks(path: Path) -> list[Block]:
     found: list[Block] = []
     lines = path.read_text().splitlines()
     opening: re.Match[str] | None = None
-    start, body = 0, []
+    start, body = 0, list[str]()
     for number, line in enumerate(lines, start=1):
         match = FENCE.match(line)
         if opening is None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pgserver
 import pytest
-from pgserver._commands import pg_ctl
+from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
 import cairn
 from cairn._clients.journal import Journal

@@ -138,11 +138,13 @@ class Messages:
                 return None
             plain = st.tuples(key[0], value[0])
             bad = st.one_of(st.tuples(key[1], value[0]), st.tuples(key[0], value[1]))
-            hostile = [(2, st.lists(values.weighted((1, plain), (2, bad)), min_size=1, max_size=4))]
+            entries: list[tuple[int, st.SearchStrategy[Any]]] = [
+                (2, st.lists(values.weighted((1, plain), (2, bad)), min_size=1, max_size=4))
+            ]
             if entry.fields_by_name["key"].type == F.TYPE_STRING:
                 many = st.tuples(value[0], st.sampled_from([257, 1001]))
-                hostile.append((1, many.map(lambda t: [(f"k{i}", t[0]) for i in range(t[1])])))
-            return st.lists(plain, max_size=3), values.weighted(*hostile)
+                entries.append((1, many.map(lambda t: [(f"k{i}", t[0]) for i in range(t[1])])))
+            return st.lists(plain, max_size=3), values.weighted(*entries)
         single = self._single(field, owner, depth, token)
         if single is None or not field.is_repeated:
             return single
@@ -177,8 +179,8 @@ class Messages:
         if kind == F.TYPE_BOOL:
             return st.booleans(), st.booleans()
         if kind in (F.TYPE_DOUBLE, F.TYPE_FLOAT):
-            hostile = values.doubles(64 if kind == F.TYPE_DOUBLE else 32)
-            return st.sampled_from([0.0, 1.5, -2.0, 3.0]), hostile
+            doubles = values.doubles(64 if kind == F.TYPE_DOUBLE else 32)
+            return st.sampled_from([0.0, 1.5, -2.0, 3.0]), doubles
         if kind == F.TYPE_ENUM:
             plain = st.sampled_from([v.number for v in field.enum_type.values])
             return plain, values.integers(*values.INT32)

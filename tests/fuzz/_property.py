@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -43,7 +44,7 @@ def _normalized(text: str) -> str:
     return re.sub(r"\d+", "N", text.splitlines()[0] if text else "")[:200]
 
 
-def exceptions_logged(logged: list[dict[str, Any]]) -> dict[str, str]:
+def exceptions_logged(logged: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     """request id -> the exception the server logged for an INTERNAL answer."""
     found = {}
     for entry in logged:

@@ -10,7 +10,7 @@ import base64
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from hypothesis import strategies as st
 
@@ -131,7 +131,7 @@ def integers(low: int, high: int) -> st.SearchStrategy[int]:
     )
 
 
-def doubles(width: int = 64) -> st.SearchStrategy[float]:
+def doubles(width: Literal[16, 32, 64] = 64) -> st.SearchStrategy[float]:
     edges = [0.0, -0.0, math.nan, math.inf, -math.inf, 0.5, -1.0, 5e-324, 2.0**63, 2.0**64]
     edges += [1.7976931348623157e308, -1.7976931348623157e308, 1e-310]
     if width == 32:

@@ -271,7 +271,7 @@ class Seeder:
     ) -> bool:
         request = type(self.first_pages[path])()
         request.CopyFrom(self.first_pages[path])
-        request.filter = f"{ident} = {value}"  # type: ignore[attr-defined]
+        request.filter = f"{ident} = {value}"
         try:
             await channel.unary_unary(path, request_serializer=type(request).SerializeToString)(
                 request, metadata=self.metadata

@@ -61,14 +61,14 @@ def _forged(path: str, forge: Callable[[list[Any]], list[Any]]) -> Callable[[See
         request.CopyFrom(seeder.first_pages[path])
         real = seeder.tokens[path]
         payload = real.payload()
-        request.page_token = real.forged({**payload, "k": forge(payload["k"])})  # type: ignore[attr-defined]
+        request.page_token = real.forged({**payload, "k": forge(payload["k"])})
         return request.SerializeToString()
 
     return build
 
 
 def _forged_token_cases() -> list[Case]:
-    forgeries = {
+    forgeries: dict[str, Callable[[list[Any]], list[Any]]] = {
         # The example: a real token whose "k" became [1].
         "k-1": lambda key: [1],
         # The key's length kept, each value of another JSON type.
@@ -115,7 +115,7 @@ def _search(rpc: str, text: str) -> Callable[[Seeder], bytes]:
     def build(seeder: Seeder) -> bytes:
         request = cls(project=seeder.project, filter=text)
         if "experiment_ids" in cls.DESCRIPTOR.fields_by_name:  # SearchRuns needs one
-            request.experiment_ids.append(seeder.ids["experiment_id"][0])  # type: ignore[attr-defined]
+            request.experiment_ids.append(seeder.ids["experiment_id"][0])
         return request.SerializeToString()
 
     return build

@@ -205,9 +205,9 @@ async def test_a_key_read_with_its_newline_works_and_one_no_header_carries_is_re
         cairn.create_client_from_token(url, "cairn_s3cret\u00e9", style)
     assert "s3cret" not in str(refused.value)
     # Read as bytes, a key once failed with an AttributeError from deep in the client.
-    with pytest.raises(TypeError, match="the API key is text") as refused:
+    with pytest.raises(TypeError, match="the API key is text") as mistyped:
         cairn.create_client_from_token(url, b"cairn_s3cret\n", style)  # type: ignore[arg-type]
-    assert "s3cret" not in str(refused.value)
+    assert "s3cret" not in str(mistyped.value)
 
 
 class _Recording(grpc.aio.ServerInterceptor):

@@ -99,8 +99,10 @@ async def test_registry_writes_apply_once_when_their_answers_are_lost(
 
         proxy.drop_next()
         model = await registry.upsert_registered_model(RegisteredModel(f"once-{unique}"))
+        assert model.id is not None
         proxy.drop_next()
         first = await registry.upsert_model_version(ModelVersion("first"), model.id)
+        assert first.id is not None and first.version is not None
         proxy.drop_next()
         named = await registry.upsert_model_version(ModelVersion("second"), model.id)
         version = int(first.version)
@@ -153,7 +155,8 @@ async def test_registry_writes_apply_once_when_their_answers_are_lost(
         proxy.drop_next()
         await registry.upsert_model_artifact(artifact)
         assert [a.id for a in await registry.get_model_version_artifacts(first.id)] == [artifact.id]
-        assert (await registry.get_registered_model_by_id(model.id)).description == "churn"
+        read = await registry.get_registered_model_by_id(model.id)
+        assert read is not None and read.description == "churn"
         await lost(
             "DeleteRegisteredModelAlias",
             api.DeleteRegisteredModelAliasRequest(registered_model_id=model.id, alias="champion"),

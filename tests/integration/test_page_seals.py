@@ -43,7 +43,7 @@ async def _names(tracking: cairn.TrackingClient, experiment_id: str, token: str)
         token = page.token
 
 
-async def _refused(tracking: cairn.TrackingClient, experiment_id: str, token: str) -> str:
+async def _refused(tracking: cairn.TrackingClient, experiment_id: str, token: str) -> str | None:
     with pytest.raises(InvalidArgumentError) as raised:
         await _names(tracking, experiment_id, token)
     return raised.value.reason
@@ -60,6 +60,7 @@ async def test_an_edited_token_is_refused_where_it_was_served(
         first = await tracking.search_runs(
             experiment_id, max_results=2, order_by=["attributes.start_time"]
         )
+        assert first.token is not None
         bare = unsealed(first.token)
         payload = json.loads(base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4)))
         # The sort key: missing flag, start time, run id. After every run started at 4,
@@ -88,6 +89,7 @@ async def test_a_token_is_honoured_by_another_replica_and_after_a_restart(
             experiment_id, max_results=2, order_by=["attributes.start_time"]
         )
     assert [run.info.run_name for run in page] == ["r0", "r1"]
+    assert page.token is not None
     async with _tracking(config, pool) as tracking:
         assert await _names(tracking, experiment_id, page.token) == ["r2", "r3", "r4"]
 

@@ -281,4 +281,4 @@ def test_a_server_without_the_auth_service_refuses_to_start() -> None:
 
     # No gate, no server: the auth service is what admits every call.
     with pytest.raises(ValueError, match="gate"):
-        CairnServer(Config(), [catalog.SERVICES["tracking"]], pool=None)  # type: ignore[arg-type]
+        CairnServer(Config(), [catalog.SERVICES["tracking"]], pool=None)

@@ -29,7 +29,7 @@ def profile_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return file
 
 
-def _connection(monkeypatch: pytest.MonkeyPatch, **variables: str):  # type: ignore[no-untyped-def]
+def _connection(monkeypatch: pytest.MonkeyPatch, **variables: str) -> Connection:
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     with click.Context(cli) as ctx:

@@ -4,6 +4,7 @@ import pytest
 
 from cairn.cli._output import iso_time, plain
 from cairn.types import RegisteredModel, Run, RunData, RunInfo, RunStatus
+from cairn.types._registry import PropertyValue
 
 
 def _run(user_id: str, tags: dict[str, str]) -> Run:
@@ -35,7 +36,7 @@ def test_a_user_and_an_empty_tag_of_the_same_name_are_kept() -> None:
 
 def test_times_are_the_types_own_fields_not_keys_of_a_callers_map() -> None:
     """A custom property named like a time field was printed as a time."""
-    properties = {"timestamp": 0, "end_time": 1_700_000_000, "epochs": 3}
+    properties: dict[str, PropertyValue] = {"timestamp": 0, "end_time": 1_700_000_000, "epochs": 3}
     record = plain(RegisteredModel("m", custom_properties=properties))
     assert record["custom_properties"] == properties
     assert plain(_run("alice", {}))["info"]["start_time"] == "2023-11-14T22:13:20.000Z"

@@ -2,6 +2,7 @@ import argparse
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,7 +169,8 @@ def test_numbers_out_of_range_name_the_variable_and_its_range(
     ],
 )
 def test_the_ends_of_each_range_are_taken(setting: str, value: float) -> None:
-    assert getattr(Config(**{setting: value}), setting) == value
+    settings: dict[str, Any] = {setting: value}
+    assert getattr(Config(**settings), setting) == value
 
 
 def test_every_range_is_in_the_documented_meaning() -> None:

@@ -4,6 +4,7 @@ import base64
 import datetime
 import json
 import uuid
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ _COLUMNS = [
     SortColumn("q.t", True, "timestamptz", "t"),
     SortColumn("q.tiebreak", True, "uuid", "tiebreak"),
 ]
-_ROW = {
+_ROW: dict[str, Any] = {
     "m0": 0,
     "v0": 0.5,
     "t": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
@@ -134,4 +135,6 @@ def test_a_runs_token_holds_the_longest_sort_values_the_search_allows() -> None:
     row = {**longest, **{f"m{n}": 0 for n in range(len(terms))}, "tiebreak": uuid.UUID(int=7)}
     token = keyset.next_token([row, row], 1)
     assert len(token) <= search.MAX_TOKEN_LENGTH
-    assert keyset.last(token)[1] == longest["v0"]
+    last = keyset.last(token)
+    assert last is not None
+    assert last[1] == longest["v0"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pytest
 
@@ -63,10 +64,11 @@ def test_client_refuses_https_with_is_secure_false() -> None:
 
 @pytest.mark.parametrize("certificate", ["custom_ca", "client_cert", "client_key"])
 def test_client_refuses_certificates_without_tls(certificate: str) -> None:
+    pem: dict[str, Any] = {certificate: b"pem"}
     with pytest.raises(ValueError, match="need a TLS connection"):
-        cairn.Client("http://cairn.example.com:443", **{certificate: b"pem"})
+        cairn.Client("http://cairn.example.com:443", **pem)
     with pytest.raises(ValueError, match="need a TLS connection"):
-        cairn.Client("cairn.example.com", is_secure=False, **{certificate: b"pem"})
+        cairn.Client("cairn.example.com", is_secure=False, **pem)
 
 
 SECRET = "cairn_0123456789ab_SUPERSECRET"

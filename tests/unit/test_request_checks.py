@@ -1,5 +1,7 @@
 """The checks every request gets before a handler: it decodes, its strings can be stored."""
 
+from typing import Any
+
 import pytest
 from google.protobuf import field_mask_pb2
 
@@ -17,7 +19,7 @@ def _refusal(request: object) -> InvalidArgument:
     return raised.value
 
 
-def _model(**fields: object) -> registry_service_pb2.CreateRegisteredModelRequest:
+def _model(**fields: Any) -> registry_service_pb2.CreateRegisteredModelRequest:
     return registry_service_pb2.CreateRegisteredModelRequest(
         registered_model=registry_pb2.RegisteredModel(name="m", **fields)
     )
@@ -85,7 +87,7 @@ def test_bytes_that_do_not_decode_become_malformed_message(data: bytes) -> None:
 def test_an_enum_holds_one_of_its_values() -> None:
     refusal = _refusal(
         registry_service_pb2.CreateRegisteredModelRequest(
-            registered_model=registry_pb2.RegisteredModel(name="m", state=100_000)
+            registered_model=registry_pb2.RegisteredModel(name="m", state=100_000)  # type: ignore[arg-type]
         )
     )
     assert refusal.reason == "INVALID_ARGUMENT"
@@ -103,7 +105,9 @@ def _one_over(field: str) -> object:
     """A request whose list or map `field` holds one element more than is allowed."""
     over = messages.MAX_ELEMENTS + 1
     if field == "stages":
-        return registry_service_pb2.GetLatestModelVersionsRequest(stages=[1] * over)
+        return registry_service_pb2.GetLatestModelVersionsRequest(
+            stages=[registry_pb2.STAGE_STAGING] * over
+        )
     if field == "update_mask.paths":
         return registry_service_pb2.UpdateRegisteredModelRequest(
             update_mask=field_mask_pb2.FieldMask(paths=[""] * over)

@@ -109,7 +109,8 @@ def _extras_of_cairn(cairn: dict, requirement: Requirement) -> list[str]:
 def development_tools() -> set[str]:
     """The dev extra's own requirements, not the other extras it includes."""
     dev = project()["optional-dependencies"]["dev"]
-    return {canonicalize_name(Requirement(r).name) for r in dev} - {"cairn"}
+    names: set[str] = {canonicalize_name(Requirement(r).name) for r in dev}
+    return names - {"cairn"}
 
 
 def test_make_run_depends_on_the_run_stamp_not_the_development_one() -> None:

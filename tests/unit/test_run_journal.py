@@ -40,7 +40,7 @@ def _run(tmp_path: Path) -> ActiveRun:
         flush_timeout=0.0,
         journal_dir=tmp_path,
     )
-    run.run = type("R", (), {"info": type("I", (), {"run_id": "r" * 32})()})()  # type: ignore[assignment]
+    run.run = type("R", (), {"info": type("I", (), {"run_id": "r" * 32})()})()
     return run
 
 
@@ -48,10 +48,13 @@ def test_the_batch_in_flight_keeps_its_id_and_only_its_points(tmp_path: Path) ->
     run = _run(tmp_path)
     for i in range(2):
         run._batches.add(Metric("loss", float(i), 1000 + i, i))
-    in_flight, _ = run._batches.next()  # a short batch is being sent; more points come
+    batch = run._batches.next()  # a short batch is being sent; more points come
+    assert batch is not None
+    in_flight, _ = batch
     for i in range(2, 11):
         run._batches.add(Metric("loss", float(i), 1000 + i, i))
     run._keep_in_journal(RunStatus.FINISHED)
+    assert run.journal is not None
     journal = Journal.read(run.journal)
     assert [(request_id == in_flight, len(points)) for request_id, points in journal.batches] == [
         (True, 2),
@@ -69,6 +72,7 @@ def test_without_a_batch_in_flight_every_batch_is_new(tmp_path: Path) -> None:
     for i in range(5):
         run._batches.add(Metric("loss", float("nan"), 1, i))
     run._keep_in_journal(RunStatus.FAILED)
+    assert run.journal is not None
     journal = Journal.read(run.journal)
     assert [len(points) for _, points in journal.batches] == [4, 1]
     assert journal.status == RunStatus.FAILED
@@ -127,7 +131,8 @@ class _Server:
     project = "vision"
 
     def __init__(self, down: bool = False) -> None:
-        self.down, self.held_from = down, None
+        self.down = down
+        self.held_from: int | None = None
         self.release = asyncio.Event()
         self.batches: dict[str, list[Metric]] = {}
 
@@ -198,11 +203,11 @@ async def test_a_sync_leaves_the_journal_of_a_run_going_on(tmp_path: Path) -> No
         for step in range(3):
             await run.log_metric("loss", 0.5, step)
         await eventually(lambda: run.journal is not None, what="a journal kept in the outage")
-        assert await journals.replay(syncing, tmp_path) == 0
+        assert await journals.replay(syncing, tmp_path) == 0  # type: ignore[arg-type]
         assert run.journal is not None and run.journal.exists()
         await run.log_metric("loss", 0.5, 3)
     assert Journal.read(run.journal).status == RunStatus.FINISHED
-    assert await journals.replay(syncing, tmp_path) == 4
+    assert await journals.replay(syncing, tmp_path) == 4  # type: ignore[arg-type]
     assert syncing.steps() == [0, 1, 2, 3]
 
 

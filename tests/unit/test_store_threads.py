@@ -38,7 +38,7 @@ def test_an_error_is_the_calls_own_and_the_thread_serves_on() -> None:
 
 def test_a_call_cancelled_before_it_ran_never_runs() -> None:
     pool = _DaemonThreads(1, "test-threads")
-    release, ran = threading.Event(), []
+    release, ran = threading.Event(), list[str]()
     blocking = pool.submit(release.wait, 10)
     waiting = pool.submit(ran.append, "ran")
     assert waiting.cancel()

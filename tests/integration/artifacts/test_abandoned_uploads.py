@@ -57,7 +57,7 @@ async def test_an_upload_whose_source_fails_ends_on_the_server(
     store: cairn.ArtifactClient, pool: asyncpg.Pool
 ) -> None:
     with pytest.raises(OSError, match="the share went away"):
-        await store.upload("t/failed.bin", _Failing(chunks=8))
+        await store.upload("t/failed.bin", _Failing(chunks=8))  # type: ignore[arg-type]
     await _no_upload_open(pool, store.project)
 
 
@@ -74,7 +74,7 @@ async def test_an_upload_cancelled_by_its_caller_ends_on_the_server(
                 release.wait(30)
             return super().readinto(buffer)
 
-    task = asyncio.create_task(store.upload("t/cancelled.bin", _Hanging(chunks=8)))
+    task = asyncio.create_task(store.upload("t/cancelled.bin", _Hanging(chunks=8)))  # type: ignore[arg-type]
     try:
         assert await asyncio.to_thread(reading.wait, 30)
         await eventually(lambda: _opened(pool, store.project), what="the server opens it")

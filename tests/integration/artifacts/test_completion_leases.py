@@ -211,7 +211,7 @@ async def test_a_completion_past_the_cap_is_refused_and_the_client_waits_it_out(
 
     monkeypatch.setattr(CompletionSlots, "taken", counted)
     monkeypatch.setattr(_direct_transfers, "BUSY_BACKOFF_SECONDS", (0.01, 0.05))
-    waited = await small_pool._direct._complete_upload(past, 10, None)
+    waited = await small_pool._direct._complete_upload(past, 10, ())
     assert waited.sha256 == _sha(DATA) and refusals >= 2
     assert {(await r).object.sha256 for r in running} == {_sha(DATA)}
 

@@ -39,7 +39,7 @@ async def test_a_name_that_leaves_a_windows_destination_is_refused_first(
     await files.upload("models/C:/Users/Public/evil.bat", b"echo owned")
     destination = PureWindowsPath(r"D:\work\downloads")  # what Path is on Windows
     with pytest.raises(FailedPreconditionError) as refused:
-        await files._download_tree("models", destination, False, None, None)
+        await files._download_tree("models", destination, False, None, None)  # type: ignore[arg-type]
     assert refused.value.reason == "UNSAFE_LOCAL_PATH"
     assert refused.value.metadata["path"] == "models/C:/Users/Public/evil.bat"
 
@@ -131,7 +131,7 @@ async def test_streamed_transfers_have_no_default_deadline(server_port: int, uni
         "127.0.0.1", server_port, project=project, timeout=0.3
     ) as store:
         store.direct_threshold = None  # the streams themselves
-        info = await store.upload("slow.bin", _Trickle(seconds=0.8))
+        info = await store.upload("slow.bin", _Trickle(seconds=0.8))  # type: ignore[arg-type]
         assert info.size == 4 * 1024
         # More than the client buffers: the stream ends only once the reader took it.
         data = os.urandom(40 * 1024 * 1024)
@@ -142,4 +142,4 @@ async def test_streamed_transfers_have_no_default_deadline(server_port: int, uni
         received += [chunk async for chunk in chunks]
         assert b"".join(received) == data
         with pytest.raises(DeadlineExceededError):
-            await store.upload("slower.bin", _Trickle(seconds=0.8), timeout=0.2)
+            await store.upload("slower.bin", _Trickle(seconds=0.8), timeout=0.2)  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from tests.conftest import BUCKET, s3_client, with_overrides
 
 
 def _backend(store: cairn.ArtifactClient, config, s3_config) -> backends.Backend:
-    return backends.from_config(s3_config if store.backend == "s3" else config)
+    return backends.from_config(s3_config if store.backend == "s3" else config)  # type: ignore[attr-defined]
 
 
 async def _litter(
@@ -32,7 +32,7 @@ async def _litter(
     S3, a partial file on disk), bytes under a key nothing names, and on disk a
     temporary file of the old layout."""
     crashed = await objects.begin(store.project, "crashed.bin", overwrite=False)
-    if store.backend == "s3":
+    if store.backend == "s3":  # type: ignore[attr-defined]
         s3_client(s3_config)._create_multipart_upload(BUCKET, f"store/{crashed.storage_key}", {})
     else:
         await asyncio.to_thread(backend.write, crashed.storage_key, io.BytesIO(b"half"), "", 0)
@@ -55,7 +55,7 @@ async def test_the_janitor_removes_litter_once_it_is_old_enough(
     litter = sorted(raw_objects())
     # kept, v2 (v1 went at the overwrite), the crashed upload, the stray bytes, and on
     # disk the old temporary file
-    assert len(litter) == 4 + (store.backend == "filesystem")
+    assert len(litter) == 4 + (store.backend == "filesystem")  # type: ignore[attr-defined]
 
     await Janitor(objects, backend, min_age=timedelta(hours=1)).sweep()
     # Too young: a live upload may still own any of it. (moto dates every multipart

@@ -49,7 +49,7 @@ async def test_round_trip_of_bytes_files_and_streams(store: cairn.ArtifactClient
 async def test_uris_name_where_the_bytes_are_stored(store: cairn.ArtifactClient, s3_config) -> None:
     info = await store.upload("models/weights.onnx", b"onnx")
     location = urlsplit(info.uri)
-    if store.backend == "s3":
+    if store.backend == "s3":  # type: ignore[attr-defined]
         assert (location.scheme, location.netloc) == ("s3", "cairn-test")
         assert location.path.startswith(f"/store/_objects/{store.project}/")
         stored = s3_client(s3_config).get_object("cairn-test", location.path[1:]).read()
@@ -201,7 +201,7 @@ async def test_a_checksum_mismatch_publishes_nothing(
             await _raw_upload(store, messages)
         assert raised.value.reason == "CHECKSUM_MISMATCH"
     for announced in (10, 2):  # fewer bytes than announced, and more
-        with pytest.raises(InvalidArgumentError) as raised:
+        with pytest.raises(InvalidArgumentError) as refused:
             await _raw_upload(
                 store,
                 [
@@ -210,7 +210,7 @@ async def test_a_checksum_mismatch_publishes_nothing(
                     FINISH,
                 ],
             )
-        assert raised.value.reason == "SIZE_MISMATCH"
+        assert refused.value.reason == "SIZE_MISMATCH"
     assert await store.list(recursive=True) == []
     with pytest.raises(NotFoundError):
         await store.stat("bad.bin")
@@ -377,13 +377,14 @@ async def test_an_upload_under_the_id_of_another_is_refused_not_taken_for_its_re
     # Bytes name their sha256 in the header; a file object only once read, at the end.
     for source in (b"one", io.BytesIO(b"one")):
         assert await store.upload("again/x.txt", source, metadata=same_id) == first
-    for other in (
+    others: list[dict[str, Any]] = [
         {"source": b"two, and longer", "overwrite": True},
         {"source": b"two", "overwrite": True},  # the same size
         {"source": io.BytesIO(b"two"), "overwrite": True},
         {"source": io.BytesIO(b"one, and more"), "overwrite": True},
         {"source": b"one", "overwrite": True, "content_type": "text/plain"},
-    ):
+    ]
+    for other in others:
         with pytest.raises(InvalidArgumentError) as raised:
             await store.upload("again/x.txt", metadata=same_id, **other)
         assert raised.value.reason == "REQUEST_ID_REUSED", other

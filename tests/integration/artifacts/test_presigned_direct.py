@@ -508,7 +508,12 @@ async def test_a_download_is_checked_against_the_recorded_sha256(
     key = info.uri.split(f"{BUCKET}/", 1)[1]
     tampered = bytes([DATA[0] ^ 1]) + DATA[1:]  # by hand, in the store
     await asyncio.to_thread(
-        s3_client(s3_config).put_object, BUCKET, key, _Bytes(tampered), -1, part_size=PART
+        s3_client(s3_config).put_object,
+        BUCKET,
+        key,
+        _Bytes(tampered),  # type: ignore[arg-type]
+        -1,
+        part_size=PART,
     )
     with pytest.raises(DataLossError) as raised:
         await s3_direct.download("t/checked.bin", tmp_path / "out.bin")

@@ -95,7 +95,9 @@ async def test_racing_creations_at_the_bound_leave_one_key_past_none(
     refused = [o for o in outcomes if isinstance(o, Exception)]
     assert len(refused) == 7, outcomes
     assert all(isinstance(e, InvalidArgumentError) for e in refused), refused
-    assert {e.reason for e in refused} == {"TOO_MANY_API_KEYS"}
+    assert {e.reason for e in refused if isinstance(e, InvalidArgumentError)} == {
+        "TOO_MANY_API_KEYS"
+    }
     keys = await auth.get_user_api_keys(crowded)
     assert sum(1 for k in keys if not k.revoked) == MAX_LIVE_KEYS
 

@@ -163,7 +163,9 @@ async def test_a_project_admin_grants_roles_in_their_own_project_only(
         with pytest.raises(grpc.aio.AioRpcError) as raised:  # a role beyond admin
             await auth_service_pb2_grpc.AuthServiceStub(channel).AddUserProjectRole(
                 auth_service_pb2.AddUserProjectRoleRequest(
-                    project=world.project, user_id=viewer, role=4
+                    project=world.project,
+                    user_id=viewer,
+                    role=4,  # type: ignore[arg-type]
                 ),
                 metadata=[("authorization", f"Bearer {world.keys['admin']}")],
             )

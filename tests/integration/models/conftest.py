@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ class World:
 @pytest.fixture
 async def world(server_port: int, unique: str, tmp_path: Path) -> AsyncIterator[World]:
     project = await new_project(server_port, f"m-{unique}")
-    connect = {"project": project, "timeout": None}
+    connect: dict[str, Any] = {"project": project, "timeout": None}
     async with (
         cairn.TrackingClient.insecure_connection("127.0.0.1", server_port, **connect) as tracking,
         cairn.ModelRegistryAPIClient.insecure_connection(

@@ -11,7 +11,7 @@ import fcntl
 import hashlib
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +98,8 @@ async def test_a_download_of_files_waits_for_another_into_the_same_folder(
 async def _second_waits_while_first_moves_in(
     monkeypatch: pytest.MonkeyPatch,
     into: Path,
-    first: Callable[[], Awaitable[object]],
-    second: Callable[[], Awaitable[object]],
+    first: Callable[[], Coroutine[Any, Any, object]],
+    second: Callable[[], Coroutine[Any, Any, object]],
 ) -> None:
     """Holds the first download once it has moved a file into `into`, starts the second
     and asserts it does not finish meanwhile; then lets both finish."""

@@ -31,8 +31,8 @@ async def _log_dict(world: World, run_id: str, folder: Path) -> object:
     return await world.tracking.log_dict(run_id, {"a": 1}, "config.json")
 
 
-async def _log_table(world: World, run_id: str, folder: Path) -> object:
-    return await world.tracking.log_table(run_id, {"a": [1, 2]}, "table.json")
+async def _log_table(world: World, run_id: str, folder: Path) -> None:
+    await world.tracking.log_table(run_id, {"a": [1, 2]}, "table.json")
 
 
 async def _log_image(world: World, run_id: str, folder: Path) -> object:

@@ -208,7 +208,8 @@ async def test_a_forced_add_run_again_completes_its_version(
         added = await _again(add_again)
         assert (added.version, added.file_name, added.engine) == (2, "v2.onnx", "ONNX")
         versions = await registry.search_model_versions(f"name='{name}'")
-        assert sorted(v.version for v in versions) == [1, 2]  # version 2 completed, no third
+        # version 2 completed, no third
+        assert sorted(v.version for v in versions) == [1, 2]  # type: ignore[type-var]
 
 
 async def test_an_add_model_of_a_directory_run_again_completes_its_version(

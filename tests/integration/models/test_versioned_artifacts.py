@@ -50,7 +50,7 @@ async def test_concurrent_creates_take_gapless_distinct_numbers(world: World) ->
     assert sorted(a.version for a in created) == list(range(1, 13))
     listed = await world.registry.get_artifact_versions("features")
     assert [a.version for a in listed] == list(range(1, 13))
-    assert sorted(a.metadata["writer"] for a in listed) == list(range(12))  # type: ignore[type-var]
+    assert sorted(a.metadata["writer"] for a in listed) == list(range(12))
 
 
 async def test_download_writes_every_file_and_add_file_adds_one(

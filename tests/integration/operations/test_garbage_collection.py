@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -14,7 +15,7 @@ import pytest
 import cairn
 from cairn.exceptions import InvalidArgumentError, NotFoundError, OperationTimeoutError
 from cairn.operations.v1 import operations_service_pb2
-from cairn.types import OperationState
+from cairn.types import Operation, OperationState
 from cairn_server.common.config import Config
 from cairn_server.operations.model import Kind, Lease, State
 from cairn_server.operations.store import OperationStore
@@ -24,7 +25,7 @@ HOUR = datetime.timedelta(hours=1)
 
 
 @pytest.fixture
-async def client(server_port: int, unique: str) -> cairn.Client:
+async def client(server_port: int, unique: str) -> AsyncIterator[cairn.Client]:
     project = await new_project(server_port, f"gc-{unique}")
     async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
         yield client
@@ -99,7 +100,8 @@ async def test_purges_what_was_deleted_before_the_cutoff(
     assert done.counts["artifact_bytes"] >= 3 * 4096
     assert done.counts["request_ids"] >= 1
     assert done.progress_done == done.progress_total >= 4
-    assert done.end_time is not None and done.end_time >= done.create_time
+    assert done.end_time is not None and done.create_time is not None
+    assert done.end_time >= done.create_time
     for run_id in (*doomed_runs, deleted_run):
         with pytest.raises(NotFoundError):
             await tracking.get_run(run_id)
@@ -164,7 +166,7 @@ async def test_a_wait_that_times_out_says_so(client: cairn.Client, pool: asyncpg
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("LOCK TABLE tracking.experiments IN ACCESS EXCLUSIVE MODE")
         started = await client.operations.start_garbage_collection(HOUR)
-        seen = []
+        seen: list[Operation] = []
         with pytest.raises(OperationTimeoutError) as timed_out:
             await client.operations.wait_operation(
                 started.name, timeout=0.5, on_progress=seen.append

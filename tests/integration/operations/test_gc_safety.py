@@ -235,7 +235,7 @@ async def test_an_upload_begun_before_its_run_was_collected_does_not_outlive_it(
         run = await client.tracking.create_run(experiment)
         path = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/") + "/late.bin"
         source = HeldBack()
-        upload = asyncio.ensure_future(client.artifacts.upload(path, source))
+        upload = asyncio.ensure_future(client.artifacts.upload(path, source))  # type: ignore[arg-type]
         try:
             assert await asyncio.to_thread(source.under_way.wait, 30)
             assert await pool.fetchval(_UPLOADS_AT, project, path) == 1

@@ -98,7 +98,7 @@ async def test_an_upload_begun_before_its_run_was_collected_goes_when_drained(
     is the old run's, begun before, and goes with it."""
     async with _a_run(ports, f"straddle-{unique}") as (tracking, artifacts, run_id, path):
         source = HeldBack()
-        upload = asyncio.ensure_future(artifacts.artifacts.upload(path, source))
+        upload = asyncio.ensure_future(artifacts.artifacts.upload(path, source))  # type: ignore[arg-type]
         try:
             assert await asyncio.to_thread(source.under_way.wait, 30)
             await tracking.tracking.delete_run(run_id)

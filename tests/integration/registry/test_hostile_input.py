@@ -3,7 +3,8 @@ a stable reason (or the object asked for), never INTERNAL and never another row.
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
 
 import asyncpg
 import grpc
@@ -459,7 +460,7 @@ async def test_a_uri_stored_before_the_check_may_be_sent_back_unchanged(
         legacy,
     )
 
-    def upsert(uri: str) -> object:
+    def upsert(uri: str) -> Awaitable[Any]:
         version = pb.ModelVersion(
             project=project, id=version_id, source_uri=uri, description="described"
         )

@@ -9,6 +9,7 @@ import pytest
 import cairn
 from cairn.exceptions import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from cairn.types import ModelArtifact, ModelVersion, RegisteredModel
+from cairn.types._registry import PropertyValue
 from tests.conftest import sealed_by
 
 
@@ -144,7 +145,12 @@ async def test_download_uri_prefers_the_model_artifact(mr_client, churn) -> None
 
 async def test_a_double_property_keeps_its_bits(mr_client) -> None:
     """jsonb's numbers (PostgreSQL's numeric) have no negative zero: -0.0 came back 0.0."""
-    doubles = {"zero": 0.0, "negative-zero": -0.0, "tiny": -5e-324, "big": -1.7976931348623157e308}
+    doubles: dict[str, PropertyValue] = {
+        "zero": 0.0,
+        "negative-zero": -0.0,
+        "tiny": -5e-324,
+        "big": -1.7976931348623157e308,
+    }
     doubles |= {"inf": float("inf"), "-inf": float("-inf")}
     made = await mr_client.upsert_registered_model(
         RegisteredModel("doubles", custom_properties=doubles)
@@ -219,9 +225,9 @@ async def test_bad_input_and_missing_objects(mr_client, churn) -> None:
     with pytest.raises(AlreadyExistsError) as raised:
         await mr_client.upsert_model_version(ModelVersion("1"), churn.id)
     assert raised.value.reason == "MODEL_VERSION_ALREADY_EXISTS"
-    with pytest.raises(NotFoundError) as raised:
+    with pytest.raises(NotFoundError) as missing:
         await mr_client.upsert_model_version(ModelVersion("v"), "424242")
-    assert raised.value.reason == "REGISTERED_MODEL_NOT_FOUND"
+    assert missing.value.reason == "REGISTERED_MODEL_NOT_FOUND"
     with pytest.raises(NotFoundError):
         await mr_client.upsert_model_artifact(ModelArtifact("w", uri="u"), "424242")
     with pytest.raises(InvalidArgumentError):
@@ -323,7 +329,7 @@ async def test_a_version_is_read_as_int_reads_it(mr_client: cairn.ModelRegistryA
     await mr_client.create_registered_model("read-as-int")
     await mr_client.create_model_version("read-as-int", "s3://bucket/m")
     for version in (1, "1", " 1", "01", 1.0):
-        assert (await mr_client.get_model_version("read-as-int", version)).version == 1
+        assert (await mr_client.get_model_version("read-as-int", version)).version == 1  # type: ignore[arg-type]
 
 
 async def test_an_alias_to_a_missing_version_names_the_model_as_the_caller_does(

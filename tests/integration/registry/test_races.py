@@ -124,7 +124,7 @@ async def test_copies_to_a_missing_model_at_once_each_make_a_version(
             copies = await asyncio.gather(
                 *(c.copy_model_version("models:/source/1", f"copy-{round_}") for c in clients)
             )
-            assert sorted(int(copy.version) for copy in copies) == [1, 2, 3, 4]
+            assert sorted(int(copy.version) for copy in copies) == [1, 2, 3, 4]  # type: ignore[arg-type]
     finally:
         for client in clients:
             await client.close()

@@ -8,6 +8,7 @@ artifact tables are counted (no timing: a count of rows is the same on any machi
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
@@ -228,7 +229,7 @@ async def _pages_read_about_their_size(
     """The first three pages each read at most MOST_ROWS rows, and each has a next."""
     token = ""
     for page in range(3):
-        rows, plans = await _cost(one, lambda t=token: list_page(t))
+        rows, plans = await _cost(one, functools.partial(list_page, token))
         assert rows <= MOST_ROWS, f"page {page} read {rows} rows\n{plans}"
         token = (await list_page(token)).next_page_token
         assert token

@@ -96,6 +96,7 @@ async def test_register_objects_and_query_them(
     assert isinstance(readme, DocArtifact) and readme.id
 
     new_model = await mr_client.upsert_registered_model(RegisteredModel("new_model"))
+    assert new_model.id is not None
     maybe_new_model = await mr_client.get_registered_model_by_id(new_model.id)
     assert maybe_new_model == new_model  # True
 
@@ -126,6 +127,7 @@ async def test_external_ids_and_queries_by_params(mr_client: cairn.ModelRegistry
         external_id="another_unique_reference",
     )
     model = await mr_client.upsert_registered_model(model)
+    assert model.id is not None
     another_version = await mr_client.upsert_model_version(version, model.id)
     await mr_client.upsert_model_artifact(trained_model, another_version.id)
     with pytest.raises(cairn.exceptions.AlreadyExistsError) as clash:
@@ -139,25 +141,27 @@ async def test_external_ids_and_queries_by_params(mr_client: cairn.ModelRegistry
         name="my_model_name", model_version_id=another_version.id
     )
     # Or by its unique identifier
-    trained_model = await mr_client.get_model_artifact_by_params(external_id="unique_reference")
-    assert (
-        trained_model == another_trained_model and trained_model.description == "Model description"
-    )
+    by_reference = await mr_client.get_model_artifact_by_params(external_id="unique_reference")
+    assert by_reference is not None
+    assert by_reference == another_trained_model and by_reference.description == "Model description"
     # Same thing for a version
-    version = await mr_client.get_model_version_by_params(external_id="unique_reference")
-    assert version == another_version
+    found_version = await mr_client.get_model_version_by_params(external_id="unique_reference")
+    assert found_version == another_version
     # Or for a model
     model_again = await mr_client.get_registered_model_by_params(
         external_id="another_unique_reference"
     )
+    assert model_again is not None
     # Adding a version moved the model's update time (as MLflow does); the rest is equal.
-    assert model_again.last_update_time_since_epoch > model.last_update_time_since_epoch
+    updated, before = model_again.last_update_time_since_epoch, model.last_update_time_since_epoch
+    assert updated is not None and before is not None
+    assert updated > before
     model = model_again
     # We can also get a version by its name and associated model id
-    version = await mr_client.get_model_version_by_params(
+    found_version = await mr_client.get_model_version_by_params(
         version="v1.0", registered_model_id=model.id
     )
-    assert version == another_version
+    assert found_version == another_version
     assert (
         await mr_client.get_model_version_by_params(version="v1.0", registered_model_id="x") is None
     )
@@ -171,6 +175,7 @@ async def test_query_multiple_objects_and_list_options(
     created = [
         await mr_client.upsert_registered_model(RegisteredModel(f"m{n:02}")) for n in range(60)
     ]
+    assert created[0].id is not None
     version = await mr_client.upsert_model_version(ModelVersion("v1"), created[0].id)
     for n in range(25):
         await mr_client.upsert_model_artifact(ModelArtifact(f"a{n:02}", uri="u"), version.id)
@@ -199,10 +204,13 @@ async def test_pager(mr_client: cairn.ModelRegistryAPIClient) -> None:
     assert names == [f"paged{n}" for n in range(7)]
 
     model = await mr_client.upsert_registered_model(RegisteredModel("with-artifacts"))
+    assert model.id is not None
     mv = await mr_client.upsert_model_version(ModelVersion("1.0"), model.id)
+    mv_id = mv.id
+    assert mv_id is not None
     for n in range(3):
-        await mr_client.upsert_model_version_artifact(DocArtifact(f"doc{n}", uri="u"), mv.id)
-    model_version_artifacts = Pager(lambda o: mr_client.get_model_version_artifacts(mv.id, o))
+        await mr_client.upsert_model_version_artifact(DocArtifact(f"doc{n}", uri="u"), mv_id)
+    model_version_artifacts = Pager(lambda o: mr_client.get_model_version_artifacts(mv_id, o))
     reverse_model_version_artifacts = (
         model_version_artifacts.order_by_creation_time().descending().limit(100)
     )

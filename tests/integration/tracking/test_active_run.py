@@ -103,7 +103,7 @@ async def test_numpy_steps_reach_the_journal_of_an_outage(
     when they cannot be sent keeps them too (json cannot write a numpy integer)."""
     async with _run_without_its_server(config, pool, f"np-{unique}", tmp_path, 0.5) as run:
         for step in np.arange(3):  # the points wait in the buffer
-            await run.log_metric("loss", 0.5, step=step, timestamp=np.int64(1000) + step)
+            await run.log_metric("loss", 0.5, step=step, timestamp=np.int64(1000) + step)  # type: ignore[arg-type]
         await run.__aexit__(None, None, None)
     assert run.journal is not None
     [(_, kept)] = Journal.read(run.journal).batches

@@ -137,7 +137,10 @@ async def test_numpy_custom_properties_are_the_numbers_they_stand_for(
         model = await registry.upsert_registered_model(
             RegisteredModel(f"props-{unique}", custom_properties={"p": value})
         )
-        stored = (await registry.get_registered_model_by_id(model.id)).custom_properties["p"]
+        assert model.id is not None
+        read = await registry.get_registered_model_by_id(model.id)
+        assert read is not None
+        stored = read.custom_properties["p"]
     assert type(stored) is kind and stored == value
 
 

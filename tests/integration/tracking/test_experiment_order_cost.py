@@ -76,7 +76,9 @@ async def small(server_port: int, pool: asyncpg.Pool) -> str:
     return project
 
 
-async def _expected(pool: asyncpg.Pool, project: str, order: str, view: int, where: str) -> list:
+async def _expected(
+    pool: asyncpg.Pool, project: str, order: str, view: ViewType, where: str
+) -> list:
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             f"""SELECT experiment_id FROM tracking.experiments
@@ -87,7 +89,7 @@ async def _expected(pool: asyncpg.Pool, project: str, order: str, view: int, whe
     return [str(r["experiment_id"]) for r in rows]
 
 
-async def _paged(client: cairn.TrackingClient, order: str, view: int, text: str) -> list:
+async def _paged(client: cairn.TrackingClient, order: str, view: ViewType, text: str) -> list:
     found: list[str] = []
     token = None
     while True:
@@ -139,9 +141,7 @@ async def _page_cost(pool: asyncpg.Pool, project: str, order: str, view: StoreVi
         page = await ExperimentStore(pool).search(project, "", order, view, 10, token)
         token = page.next_page_token
     recording = RecordingPool(pool)
-    page = await ExperimentStore(recording).search(  # type: ignore[arg-type]
-        project, "", order, view, 10, token
-    )
+    page = await ExperimentStore(recording).search(project, "", order, view, 10, token)
     assert len(page.items) == 10
     return await rows_read(pool, recording.statements, "experiments")
 

@@ -240,7 +240,7 @@ async def test_a_loop_slower_than_the_bound_gets_every_point(
     async with tracking_on_own_pool(
         config, pool, unique, messages, stream_stall_seconds=stall
     ) as served:
-        steps = []
+        steps: list[int] = []
         async with cairn.TrackingClient.insecure_connection("127.0.0.1", served.port) as client:
             async for point in client.iter_metric_history(served.run_id, "loss"):
                 if not steps:
@@ -249,7 +249,7 @@ async def test_a_loop_slower_than_the_bound_gets_every_point(
         assert steps == list(range(end))
 
         def dwelling_sync_loop() -> list[int]:
-            steps = []
+            steps: list[int] = []
             with sync.TrackingClient.insecure_connection("127.0.0.1", served.port) as client:
                 for point in client.iter_metric_history(served.run_id, "loss"):
                     if not steps:

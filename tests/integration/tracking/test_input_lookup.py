@@ -91,7 +91,7 @@ async def lineage(server_port: int, pool: asyncpg.Pool) -> Lineage:
 
 
 async def _expected(
-    pool: asyncpg.Pool, lineage: Lineage, experiments: list[str], view: int, uris: list[str]
+    pool: asyncpg.Pool, lineage: Lineage, experiments: list[str], view: ViewType, uris: list[str]
 ) -> list[str]:
     """The runs that used one of uris, newest first (ties by id), as SQL of its own."""
     async with pool.acquire() as conn:
@@ -110,7 +110,7 @@ async def _expected(
 
 
 async def _paged(
-    client: cairn.TrackingClient, ids: list[str], text: str, view: int, size: int
+    client: cairn.TrackingClient, ids: list[str], text: str, view: ViewType, size: int
 ) -> list:
     found: list[str] = []
     token = None
@@ -125,7 +125,7 @@ async def _paged(
 @pytest.mark.parametrize("view", [ViewType.ACTIVE_ONLY, ViewType.DELETED_ONLY, ViewType.ALL])
 @pytest.mark.parametrize("named", ["abc", "b", "abcd"])
 async def test_a_uri_search_answers_as_testing_every_run(
-    server_port: int, pool: asyncpg.Pool, lineage: Lineage, view: int, named: str
+    server_port: int, pool: asyncpg.Pool, lineage: Lineage, view: ViewType, named: str
 ) -> None:
     ids = [lineage.experiments[name] for name in named]
     async with cairn.TrackingClient.insecure_connection(
@@ -175,7 +175,7 @@ async def test_a_uri_search_reads_the_runs_that_used_it_alone(
         lineage.project, experiments, f"inputs.uri = '{WANTED}'", [], StoreViewType.ALL, 100, ""
     )
     recording = RecordingPool(pool)
-    page, _ = await search.search_page(recording, query)  # type: ignore[arg-type]
+    page, _ = await search.search_page(recording, query)
     assert len(page.runs()) == len(lineage.users)
     # Six inputs of five runs, each looked up once or twice (finding, then loading them).
     assert await rows_read(pool, recording.statements, "run_inputs") <= 30

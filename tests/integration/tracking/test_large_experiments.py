@@ -8,6 +8,7 @@ import pytest
 
 import cairn
 from cairn.exceptions import InvalidArgumentError
+from cairn.types import Experiment
 from cairn_server.tracking.validation import MAX_EXPERIMENT_TAG_BYTES
 
 EXPERIMENTS = 40
@@ -29,7 +30,8 @@ async def test_a_search_of_experiments_larger_than_a_message_is_answered_in_page
             await tracking.create_experiment(f"big-{unique}-{n:02}", tags=_tags(n))
             for n in range(EXPERIMENTS)
         ]
-        found, pages, token = [], 0, None
+        found: list[Experiment] = []
+        pages, token = 0, None
         while True:
             page = await tracking.search_experiments(
                 filter_string=f"name LIKE 'big-{unique}-%'",
@@ -53,7 +55,8 @@ async def _tag_bytes(tracking: cairn.TrackingClient, experiment_id: str) -> int:
 
 def _filling(room: int) -> dict[str, str]:
     """Tags that leave exactly room bytes of the bound."""
-    tags, left = {}, MAX_TAG_BYTES - room
+    tags: dict[str, str] = {}
+    left = MAX_TAG_BYTES - room
     while left > 8_000:
         tags[f"f{len(tags):03}"] = "x" * 7_996
         left -= 8_000

@@ -9,7 +9,7 @@ import pytest
 import cairn
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.tracking.v1 import tracking_service_pb2_grpc as rpc
-from cairn.types import Param, RunTag
+from cairn.types import Param, Run, RunTag
 
 RUNS = 8
 MESSAGE = 1024 * 1024  # small_messages' largest message
@@ -49,7 +49,9 @@ async def test_a_search_of_runs_larger_than_a_message_is_answered_in_pages(
     small_messages: int, large_runs: tuple[str, list[str]]
 ) -> None:
     experiment_id, newest_first = large_runs
-    found, pages, token = [], 0, ""
+    found: list[Run] = []
+    token: str | None = ""
+    pages = 0
     async with cairn.TrackingClient.insecure_connection("127.0.0.1", small_messages) as tracking:
         while True:
             page = await tracking.search_runs(experiment_id, max_results=1000, page_token=token)

@@ -123,7 +123,7 @@ async def test_close_sends_the_background_writes_of_every_projects_client_first(
     same = client.for_project(client.project)  # another client object on the channel
     operations = [await same.set_tag(run_id, f"t{i}", "1", synchronous=False) for i in range(20)]
     await client.close()
-    assert all(operation.done() for operation in operations)
+    assert all(operation is not None and operation.done() for operation in operations)
     assert len((await tracking.get_run(run_id)).data.tags) == 20
 
 

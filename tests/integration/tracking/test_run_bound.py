@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -45,7 +46,8 @@ async def _run_holding(tracking: cairn.TrackingClient, unique: str, held: int) -
     """A run whose tags take exactly held bytes."""
     experiment_id = await tracking.create_experiment(f"bound-{unique}")
     run_id = (await tracking.create_run(experiment_id)).info.run_id
-    tags, left = [], held
+    tags: list[RunTag] = []
+    left = held
     while left > TAG_ENTRY:
         tags.append(RunTag(f"t{len(tags):03}", "€" * 2_666 + "xx"))  # 8,000 bytes
         left -= TAG_ENTRY
@@ -173,7 +175,7 @@ async def test_a_refused_batch_claims_no_request_id(
     """Refused whole: the same batch with the same request id is applied once there is
     room."""
     run_id = await _run_holding(tracking, unique, BOUND - 100)
-    batch = {"params": [Param("p", "v" * 1_000)], "request_id": f"batch-{unique}"}
+    batch: dict[str, Any] = {"params": [Param("p", "v" * 1_000)], "request_id": f"batch-{unique}"}
     with pytest.raises(InvalidArgumentError):
         await tracking.log_batch(run_id, **batch)
     await tracking.delete_tag(run_id, "t000")

@@ -351,6 +351,7 @@ async def test_hostile_page_tokens_are_invalid_page_token(
         await _run(tracking, experiment_id, model, params={"model": model})
     order = ["params.model"]
     page = await tracking.search_runs([experiment_id], max_results=1, order_by=order)
+    assert page.token is not None
     bare = unsealed(page.token)
     payload = json.loads(base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4)))
     assert payload["k"][1] == "a"  # the sort key: missing flag, value, run id
