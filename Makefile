@@ -69,7 +69,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check clients services tests tools bench
 	$(BIN)/ruff format --check clients services tests tools bench
 	$(BIN)/mypy clients/python/cairn tools/typecheck/cairn_server tools/typecheck/user_code.py \
-		tools/gen_protos.py bench
+		tools/gen_protos.py bench tests
 	cd protos && ../$(BIN)/buf lint
 
 # Console logs for people unless CAIRN_LOG_FORMAT says otherwise.
