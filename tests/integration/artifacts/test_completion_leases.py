@@ -16,6 +16,7 @@ import pytest
 
 import cairn
 from cairn._clients import _direct_transfers, _presigned
+from cairn._transport import with_id
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import (
     AbortedError,
@@ -211,7 +212,7 @@ async def test_a_completion_past_the_cap_is_refused_and_the_client_waits_it_out(
 
     monkeypatch.setattr(CompletionSlots, "taken", counted)
     monkeypatch.setattr(_direct_transfers, "BUSY_BACKOFF_SECONDS", (0.01, 0.05))
-    waited = await small_pool._direct._complete_upload(past, 10, ())
+    waited = await small_pool._direct._complete_upload(past, 10, with_id(None))
     assert waited.sha256 == _sha(DATA) and refusals >= 2
     assert {(await r).object.sha256 for r in running} == {_sha(DATA)}
 
