@@ -60,10 +60,21 @@ _SHA256_HEX = frozenset("0123456789abcdef")
 STREAM_VERDICT_HEADER = "x-cairn-stream"
 
 
+# Room in a Download message for what is not its chunk: the object's description (a
+# path of at most 1 KiB, its URIs, hash and content type) and the framing.
+DOWNLOAD_FRAMING_BYTES = 64 * 1024
+
+
 class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
     def __init__(self, resources: Resources, backend: backends.Backend | None = None) -> None:
         self._config = resources.config
         self._stopping = resources.stopping
+        # The bytes a Download message carries: what the store reads at once, or less
+        # when the server's largest message (CAIRN_MAX_MESSAGE_BYTES, 1 MiB at least)
+        # would not hold them beside the object's description in the first.
+        self._download_chunk = min(
+            blobs.CHUNK, resources.config.max_message_bytes - DOWNLOAD_FRAMING_BYTES
+        )
         self._backend = backend or backends.from_config(resources.config)
         self._objects = ObjectStore(resources.pool)
         self._janitor = janitor_for(resources, self._backend)
@@ -317,8 +328,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             yield api.DownloadResponse(object=info)
             return
         async for chunk in access.still_admitted(read_ahead(chunks)):
-            yield api.DownloadResponse(object=info, chunk=chunk)
-            info = None
+            for piece in _pieces(chunk, self._download_chunk):
+                yield api.DownloadResponse(object=info, chunk=piece)
+                info = None
 
     async def _open(
         self, project: str, path: str, offset: int, length: int
@@ -675,3 +687,12 @@ def _presign_unsupported() -> FailedPrecondition:
         "PRESIGN_UNSUPPORTED",
         "presigned URLs need the S3 backend; this server stores files locally",
     )
+
+
+def _pieces(chunk: bytes, most: int) -> Generator[bytes, None, None]:
+    """chunk, in pieces of at most `most` bytes (itself when it is no larger)."""
+    if len(chunk) <= most:
+        yield chunk
+        return
+    for start in range(0, len(chunk), most):
+        yield chunk[start : start + most]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
 import cairn
@@ -24,7 +25,8 @@ from cairn.exceptions import (
 )
 from cairn.types import Pager
 from cairn_server.artifacts import s3, streams
-from tests.conftest import eventually, new_project
+from cairn_server.common.config import Config
+from tests.conftest import eventually, new_project, serving
 from tests.integration.artifacts.conftest import s3_client
 
 BIG = os.urandom(3 * 1024 * 1024 + 123)  # several chunks, not a whole number of them
@@ -451,3 +453,23 @@ async def test_a_chunk_larger_than_the_bound_is_refused_and_publishes_nothing(
         ],
     )
     assert (await store.stat("exact.bin")).size == largest
+
+
+async def test_objects_stream_both_ways_through_a_server_taking_the_least_message(
+    config: Config, pool: asyncpg.Pool, unique: str, tmp_path
+) -> None:
+    """At CAIRN_MAX_MESSAGE_BYTES's least, 1 MiB, the client's 1 MiB chunks (with their
+    framing) were refused, and the server's 4 MiB ones could not be sent: no upload or
+    download streamed at all."""
+    body = os.urandom(3 * 1024 * 1024 + 5)
+    async with (
+        serving(config, pool, [], max_message_bytes=1024 * 1024) as port,
+        cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", port, project=await new_project(port, f"least-{unique}")
+        ) as store,
+    ):
+        store.direct_threshold = None  # the streams themselves
+        assert (await store.upload("big.bin", body)).size == len(body)
+        assert await store.read("big.bin") == body
+        written = await store.download("big.bin", tmp_path / "big.bin")
+        assert written.read_bytes() == body

@@ -44,7 +44,9 @@ from ._local_files import (
     tree_files,
 )
 
-CHUNK = 1024 * 1024
+# What an upload sends a message: under 1 MiB with its framing, the least message a
+# server may be given (CAIRN_MAX_MESSAGE_BYTES); 1 MiB whole was refused by such a one.
+CHUNK = 1023 * 1024
 # Objects of at least this size move by direct transfer when the server offers it.
 DIRECT_THRESHOLD = 8 * 1024 * 1024
 __all__ = ["ArtifactClient", "Progress"]
