@@ -132,7 +132,10 @@ async def test_a_run_s_artifact_calls_keep_the_client_s_deadline(
 ) -> None:
     """A run's and a model's artifact calls went to an ArtifactClient made without a
     deadline: against an artifact service that never answered, list_artifacts (and the
-    CLI's `artifacts list -r`, despite --timeout) waited for ever."""
+    CLI's `artifacts list -r`, despite --timeout) waited for ever, and log_model and
+    load_model, whose first read of a manifest is a stream, still did."""
+    async with _client(apart) as client:
+        await client.registry.create_artifact(f"data-{unique}", "dataset", files=b"rows")
     hung = grpc.aio.server()
     hung.add_generic_rpc_handlers([_Unanswering()])
     port = hung.add_insecure_port("127.0.0.1:0")
@@ -143,13 +146,21 @@ async def test_a_run_s_artifact_calls_keep_the_client_s_deadline(
             apart["tracking"],
             is_secure=False,
             timeout=1,
-            service_addresses={"artifacts": f"127.0.0.1:{port}"},
+            service_addresses={
+                "registry": f"127.0.0.1:{apart['registry']}",
+                "artifacts": f"127.0.0.1:{port}",
+            },
         ) as client:
             experiment = await client.tracking.create_experiment(f"hung-{unique}")
             run = (await client.tracking.create_run(experiment)).info.run_id
             calls = [
                 client.tracking.list_artifacts(run),
                 client.tracking.download_artifacts(run, "model", tmp_path / "out"),
+                # Their first calls read a manifest, a byte stream, which takes no
+                # deadline of its own.
+                client.tracking.log_model(run, {"v": 1}, "model", flavor="pickle"),
+                client.tracking.load_model(f"runs:/{run}/model", allow_pickle=True),
+                (await client.registry.get_artifact(f"data-{unique}")).files(),
             ]
             for call in calls:
                 with pytest.raises(DeadlineExceededError):

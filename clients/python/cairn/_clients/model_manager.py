@@ -140,7 +140,10 @@ class ModelManager:
             return None
         directory = parsed.path
         try:
-            data = await store.read(f"{directory}/{_manifest.MANIFEST}")
+            # Under the client's default deadline, as run_models' manifest reads.
+            data = await store.read(
+                f"{directory}/{_manifest.MANIFEST}", timeout=store._transport.timeout
+            )
         except NotFoundError:
             return None
         return _manifest.Manifest.from_json(data, uri).files

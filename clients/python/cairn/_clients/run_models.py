@@ -307,7 +307,9 @@ async def _logged_manifest(store: ArtifactClient, directory: str) -> bytes | Non
     """The manifest of a model logged at directory already, if any: a model's files must
     not change under a version that points at them."""
     try:
-        return await store.read(f"{directory}/{MANIFEST}")
+        # Small: under the client's default deadline, as its unary calls are (a byte
+        # stream takes none, and one that never answers would hold log_model for ever).
+        return await store.read(f"{directory}/{MANIFEST}", timeout=store._transport.timeout)
     except NotFoundError:
         return None
 
@@ -463,7 +465,9 @@ async def _read_manifest(location: _Location, uri: str) -> tuple[bytes, Manifest
     """The manifest at a location, which must be the one its pin names, if any."""
     store, path = location.store, location.path
     data = bytearray()
-    source = cast(AsyncGenerator[bytes], store.open(f"{path}/{MANIFEST}" if path else MANIFEST))
+    manifest = f"{path}/{MANIFEST}" if path else MANIFEST
+    # Under the client's default deadline, as _logged_manifest's read.
+    source = cast(AsyncGenerator[bytes], store.open(manifest, timeout=store._transport.timeout))
     try:
         # Read as it streams in, so a huge object posing as a manifest stops early.
         async with contextlib.aclosing(source) as chunks:

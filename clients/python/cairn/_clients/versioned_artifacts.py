@@ -41,7 +41,7 @@ from ..types._journey import (
 from ..types._paging import Pager
 from ..types._registry import PropertyValue
 from ..types._tracking import RunInput
-from .artifacts import ArtifactClient
+from .artifacts import ArtifactClient, in_project
 
 # Where versions' files go in the artifact service, one directory per version.
 FILES_ROOT = "registry/artifacts"
@@ -62,7 +62,7 @@ class ActiveArtifact:
         self.artifact = artifact
         location = _location(artifact)
         self._directory = location.path
-        self._store = ArtifactClient(transport.for_project(location.project, timeout=None))
+        self._store = in_project(transport, location.project)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name == "artifact":
@@ -182,7 +182,7 @@ class VersionedArtifacts:
         if sources:  # worth a look first only when there are files to send
             _check_distinct(sources)
             await _check_name(self, name)
-        store = ArtifactClient(self._transport.for_project(self.project, timeout=None))
+        store = in_project(self._transport, self.project)
         for source in sources:
             await _upload(store, directory, source, None, progress)
         try:
