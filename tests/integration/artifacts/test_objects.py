@@ -90,6 +90,9 @@ async def test_download_of_a_file_and_a_directory_tree(
     # whole project ("": INVALID_PATH too).
     slashed = await store.download("run/", tmp_path / "slashed")
     assert sorted(str(p.relative_to(slashed)) for p in slashed.rglob("*") if p.is_file()) == files
+    for absolute in ("/", "//", "/run/"):  # a typo of an absolute path, not the project
+        with pytest.raises(InvalidArgumentError):
+            await store.download(absolute, tmp_path / "absolute")
     everything = await store.download("", tmp_path / "all")
     every = sorted(str(p.relative_to(everything)) for p in everything.rglob("*") if p.is_file())
     assert every == ["other/x", *(f"run/{file}" for file in files)]

@@ -287,7 +287,9 @@ class ArtifactClient(BaseClient):
                 path, destination, progress=progress, timeout=timeout, metadata=metadata
             )
         target = Path(destination)
-        if not path or path.endswith("/"):  # a directory as written, or the whole project
+        # A directory as written, or the whole project ("", not "/": a path that starts
+        # with "/" is refused, as a typo of an absolute path).
+        if not path or (path.endswith("/") and path.strip("/")):
             return await self._download_tree(path, target, progress, timeout, metadata)
         try:
             info = await self.stat(path, timeout=timeout, metadata=metadata)
