@@ -15,7 +15,7 @@ from cairn.registry.v1 import registry_service_pb2_grpc
 
 from ..common import paging
 from ..common import validation as common
-from ..common.errors import invalid_field
+from ..common.errors import InvalidArgument, NotFound, invalid_field
 from ..common.service import Resources
 from . import convert, validation
 from .model import (
@@ -80,7 +80,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         project = common.project(request.project)
         key = request.WhichOneof("key")
         if key == "name":
-            record = await self._models.find(project, name=validation.name(request.name, "name"))
+            record = await self._models.find(project, name=_name_sought(request.name))
         elif key == "external_id":
             record = await self._models.find(
                 project, external_id=validation.name(request.external_id, "external_id")
@@ -546,3 +546,17 @@ def _stage(value: int) -> Stage:
 
 def _page_size(value: int) -> int:
     return paging.page_size(value, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _name_sought(value: str) -> str:
+    """A registered model's name a lookup asks for. One no model can have (surrounding
+    whitespace, too long) is absent, as MLflow's get_registered_model and Kubeflow's
+    get_registered_model_by_params answer it, not a bad request."""
+    try:
+        return validation.name(value, "name")
+    except InvalidArgument as refused:
+        raise NotFound(
+            "REGISTERED_MODEL_NOT_FOUND",
+            f"no registered model is named so: {refused.message}",
+            metadata={"name": value[: validation.MAX_NAME_LENGTH]},
+        ) from None

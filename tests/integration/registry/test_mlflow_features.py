@@ -342,3 +342,13 @@ async def test_an_alias_to_a_missing_version_names_the_model_as_the_caller_does(
         await mr_client.set_registered_model_alias("churn-named", "champion", 99)
     assert missing.value.reason == "MODEL_VERSION_NOT_FOUND"
     assert "'churn-named' has no version 99" in missing.value.message
+
+
+async def test_a_model_name_no_model_can_have_is_absent(mr_client) -> None:
+    """As MLflow's get_registered_model and Kubeflow's get_registered_model_by_params
+    answer it; it was INVALID_ARGUMENT."""
+    for impossible in (" padded", "x" * 1_000, "a\nb"):
+        with pytest.raises(NotFoundError) as absent:
+            await mr_client.get_registered_model(impossible)
+        assert absent.value.reason == "REGISTERED_MODEL_NOT_FOUND"
+        assert await mr_client.get_registered_model_by_params(name=impossible) is None
