@@ -551,7 +551,10 @@ def _page_size(value: int) -> int:
 def _name_sought(value: str) -> str:
     """A registered model's name a lookup asks for. One no model can have (surrounding
     whitespace, too long) is absent, as MLflow's get_registered_model and Kubeflow's
-    get_registered_model_by_params answer it, not a bad request."""
+    get_registered_model_by_params answer it, not a bad request; an empty one names
+    nothing to look for, which MLflow refuses too."""
+    if not value:
+        raise invalid_field("name", "must not be empty")
     try:
         return validation.name(value, "name")
     except InvalidArgument as refused:

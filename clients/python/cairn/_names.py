@@ -10,6 +10,7 @@ from typing import Any
 from .exceptions import InvalidArgumentError
 
 MAX_KEY_LENGTH = 250  # of a metric, param or tag key
+MAX_REGISTRY_NAME_LENGTH = 256  # of a registered model, version or artifact
 # Controls (C0, DEL, C1: U+0085 breaks lines too), the line and paragraph separators,
 # and lone surrogates, which are no text. Any other character may be in a name: the
 # spaces of other scripts, the joiners of emoji sequences and of Persian spelling, and
@@ -42,5 +43,14 @@ def key(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise InvalidArgumentError(f"{name}: {value!r} is no string", reason="INVALID_ARGUMENT")
     if found := problem(value, MAX_KEY_LENGTH):
+        raise InvalidArgumentError(f"{name}: {found}", reason="INVALID_ARGUMENT")
+    return value
+
+
+def registered_model_name(value: str, name: str = "registered_model_name") -> str:
+    """value as a registered model's name, else InvalidArgumentError naming name: checked
+    before files go up for a model, as a lookup by a name no model can have finds
+    nothing rather than refusing it."""
+    if found := problem(value, MAX_REGISTRY_NAME_LENGTH):
         raise InvalidArgumentError(f"{name}: {found}", reason="INVALID_ARGUMENT")
     return value

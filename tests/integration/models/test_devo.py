@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import cairn
-from cairn.exceptions import ModelAlreadyExists, ModelNotFound
+from cairn._clients.model_manager import FILES_ROOT
+from cairn.exceptions import InvalidArgumentError, ModelAlreadyExists, ModelNotFound
 from tests.integration.models.conftest import World
 
 
@@ -181,3 +182,17 @@ async def test_get_model_takes_the_highest_version_number(
 
     assert found.version == 13
     assert {m.name: m.version for m in await manager.get_models()}["many"] == 13
+
+
+async def test_a_name_the_registry_refuses_is_refused_before_the_file_goes_up(
+    manager: cairn.ModelManager, world: World, tmp_path: Path
+) -> None:
+    """Once a lookup by such a name found nothing (as MLflow's does) rather than refusing
+    it, the file went up and stayed, unregistered, when the registry then refused the
+    name."""
+    model_file = tmp_path / "model.bin"
+    model_file.write_bytes(b"weights")
+    for refused in (" lead", "x" * 300, ""):
+        with pytest.raises(InvalidArgumentError):
+            await manager.add_model(refused, "TORCH", model_file)
+    assert await world.store.list(FILES_ROOT, recursive=True) == []

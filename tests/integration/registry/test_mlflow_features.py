@@ -352,3 +352,5 @@ async def test_a_model_name_no_model_can_have_is_absent(mr_client) -> None:
             await mr_client.get_registered_model(impossible)
         assert absent.value.reason == "REGISTERED_MODEL_NOT_FOUND"
         assert await mr_client.get_registered_model_by_params(name=impossible) is None
+    with pytest.raises(InvalidArgumentError):  # no name at all, which MLflow refuses too
+        await mr_client.get_registered_model("")

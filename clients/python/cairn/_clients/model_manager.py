@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from .. import _names as names
 from ..exceptions import AlreadyExistsError, NotFoundError
 from ..models import _manifest
 from ..models._copies import copy_files
@@ -89,6 +90,9 @@ class ModelManager:
                 is completed instead, by this call run again.
         """
         source = await asyncio.to_thread(_expanded, model_file)
+        # Checked here: a lookup finds nothing by a name no model can have, and the
+        # model's file would go up before the registry refused the name.
+        names.registered_model_name(name, "name")
         existing = await self._registry.get_registered_model_by_params(name=name)
         if existing is not None:
             left = await self._left_by_an_earlier_add(existing, source, force)

@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
+from .. import _names as names
 from .._filter_text import quoted
 from .._progress import Progress, meter
 from .._transport import Transport
@@ -25,7 +26,6 @@ from ..exceptions import (
     AlreadyExistsError,
     DataLossError,
     FailedPreconditionError,
-    InvalidArgumentError,
     NotFoundError,
 )
 from ..models import _manifest
@@ -111,7 +111,7 @@ class RunModels:
         """
         chosen = get_flavor(flavor) if isinstance(flavor, str) else flavor or flavor_for(model)
         if registered_model_name is not None:
-            await _check_registrable(self._transport, registered_model_name)
+            _check_registrable(registered_model_name)
         store, root = await run_store(self, run_id, writing=True)
         directory = join(root, None, name)
         logged = await _logged_manifest(store, directory)
@@ -401,15 +401,11 @@ def _logged_there(directory: str, error: AlreadyExistsError | None = None) -> Al
     )
 
 
-async def _check_registrable(transport: Transport, name: str) -> None:
+def _check_registrable(name: str) -> None:
     """Refuses, before any file goes up, a name the registry refuses: refused after the
     upload, the model would stay logged and unregistered, and a second log_model to
     register it would find the model there (OBJECT_ALREADY_EXISTS)."""
-    if not name:
-        raise InvalidArgumentError(
-            "registered_model_name must not be empty", reason="INVALID_ARGUMENT"
-        )
-    await ModelRegistryAPIClient(transport).get_registered_model_by_params(name=name)
+    names.registered_model_name(name)
 
 
 async def _register(
