@@ -19,7 +19,7 @@ from . import threads
 from .blobs import MAX_OBJECT_BYTES
 
 QUEUE_CHUNKS = 4  # bounds memory: at most this many chunks wait for the writer
-# The largest chunk an upload may send (the client sends 1 MiB), so that the queue's
+# The largest chunk an upload may send (the client sends 1023 KiB), so that the queue's
 # bound is one of bytes: chunks as large as a message (16 MiB by default) held 64 MiB.
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
 
