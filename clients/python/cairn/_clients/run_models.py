@@ -111,7 +111,10 @@ class RunModels:
         """
         chosen = get_flavor(flavor) if isinstance(flavor, str) else flavor or flavor_for(model)
         if registered_model_name is not None:
-            _check_registrable(registered_model_name)
+            # Before any file goes up: refused after the upload, the model would stay
+            # logged and unregistered, and a second log_model to register it would find
+            # it there (OBJECT_ALREADY_EXISTS).
+            names.registered_model_name(registered_model_name)
         store, root = await run_store(self, run_id, writing=True)
         directory = join(root, None, name)
         logged = await _logged_manifest(store, directory)
@@ -399,13 +402,6 @@ def _logged_there(directory: str, error: AlreadyExistsError | None = None) -> Al
         reason="OBJECT_ALREADY_EXISTS",
         metadata=error.metadata if error else None,
     )
-
-
-def _check_registrable(name: str) -> None:
-    """Refuses, before any file goes up, a name the registry refuses: refused after the
-    upload, the model would stay logged and unregistered, and a second log_model to
-    register it would find the model there (OBJECT_ALREADY_EXISTS)."""
-    names.registered_model_name(name)
 
 
 async def _register(
