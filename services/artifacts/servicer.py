@@ -75,6 +75,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         self._download_chunk = min(
             blobs.CHUNK, resources.config.max_message_bytes - DOWNLOAD_FRAMING_BYTES
         )
+        self._page_bytes = resources.config.max_message_bytes - paging.RESPONSE_RESERVE
         self._backend = backend or backends.from_config(resources.config)
         self._objects = ObjectStore(resources.pool)
         self._janitor = janitor_for(resources, self._backend)
@@ -374,10 +375,11 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             paging.page_size(request.page_size, MAX_LIST_PAGE, MAX_LIST_PAGE),
             request.page_token,
         )
+        entries, token = paging.fitted(listing, self._entry, self._page_bytes)
         return api.ListObjectsResponse(
-            objects=[self._info(o) for o in listing.objects],
-            prefixes=listing.prefixes,
-            next_page_token=listing.next_page_token,
+            objects=[e for e in entries if not isinstance(e, str)],
+            prefixes=[e for e in entries if isinstance(e, str)],
+            next_page_token=token,
         )
 
     async def DeleteObject(
@@ -494,6 +496,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
                 f"nothing was uploaded to {upload.path!r} yet",
                 metadata={"path": upload.path},
             ) from None
+
+    def _entry(self, entry: StoredObject | str) -> pb.ObjectInfo | str:
+        return entry if isinstance(entry, str) else self._info(entry)
 
     def _info(self, stored: StoredObject) -> pb.ObjectInfo:
         return pb.ObjectInfo(

@@ -84,13 +84,6 @@ class PendingUpload:
     part_size: int | None = None
 
 
-@dataclass(frozen=True)
-class Listing:
-    objects: list[StoredObject]
-    prefixes: list[str]
-    next_page_token: str
-
-
 class ObjectStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -420,8 +413,9 @@ class ObjectStore:
 
     async def list(
         self, project: str, prefix: str, recursive: bool, page_size: int, page_token: str
-    ) -> Listing:
-        """Entries in path order; one level folds deeper paths into "dir/" prefixes.
+    ) -> paging.ListPage[StoredObject | str]:
+        """Entries in path order; one level folds deeper paths into "dir/" prefixes (the
+        strings among them).
 
         A page reads about its own size from the (project, path) index, however many
         objects the prefix holds: a range of it for a recursive listing, and for one
@@ -441,14 +435,15 @@ class ObjectStore:
         statement = _list_all(within, limit) if recursive else _list_level(within, limit)
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(statement, *params.values)
-        page, token = rows[:page_size], keyset.next_token(rows, page_size)
-        objects = [
-            StoredObject(**{k: r[k] for k in _COLUMNS.split(", ")})
-            for r in page
-            if not r["entry"].endswith("/")
+        entries: list[StoredObject | str] = [
+            prefix + r["entry"]
+            if r["entry"].endswith("/")
+            else StoredObject(**{k: r[k] for k in _COLUMNS.split(", ")})
+            for r in rows[:page_size]
         ]
-        prefixes = [prefix + r["entry"] for r in page if r["entry"].endswith("/")]
-        return Listing(objects, prefixes, token)
+        return paging.ListPage(
+            entries, keyset.next_token(rows, page_size), lambda n: keyset.next_token(rows, n)
+        )
 
 
 # Paths hold no NUL: path || _LEAST_CHARACTER is the least path after path.

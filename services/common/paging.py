@@ -32,6 +32,9 @@ from .sql import Params
 
 MAX_TOKEN_LENGTH = 4096
 T = TypeVar("T")
+U = TypeVar("U")
+# What a list response holds: messages, and the plain strings of some (folded prefixes).
+M = TypeVar("M", bound=Message | str)
 _INT_RANGES = {"smallint": 2**15, "int": 2**31, "bigint": 2**63}
 _TYPES = {*_INT_RANGES, "double precision", "text", "uuid", "timestamptz"}
 # What a page of a list or a search loads at most, counted as each service counts its
@@ -49,20 +52,58 @@ class Page(Generic[T]):
     next_page_token: str
 
 
+@dataclass(frozen=True)
+class ListPage(Generic[T]):
+    """One page of a list, which may be cut shorter (to fit in one response).
+
+    Attributes:
+        items: the page's items.
+        next_page_token: the token of the next page; empty when none follows.
+        token_after: the token of the page that follows the first n items (n less
+            than len(items)).
+    """
+
+    items: list[T]
+    next_page_token: str
+    token_after: Callable[[int], str]
+
+    def of(self, items: list[U]) -> ListPage[U]:
+        """The same page holding items (the converted items, in order)."""
+        return ListPage(items, self.next_page_token, self.token_after)
+
+    def first(self, count: int) -> ListPage[T]:
+        """The page cut to its first count items (at least one), continued after them."""
+        if count >= len(self.items):
+            return self
+        count = max(count, 1)
+        return ListPage(self.items[:count], self.token_after(count), self.token_after)
+
+
 # Room a list response keeps beside its items for framing and its next page token (a
 # few kB); a search of runs counts its token as made (tracking's fitting_runs).
 RESPONSE_RESERVE = 64 * 1024
 
 
-def fitting(items: Sequence[Message], budget: int) -> int:
-    """How many of items, from the first, a repeated field holds in budget bytes (each
-    costs its size and at most 6 bytes of tag and length); at least one."""
+def fitting(items: Sequence[Message | str], budget: int) -> int:
+    """How many of items, from the first, a response's repeated fields hold in budget
+    bytes (each costs its size and at most 6 bytes of tag and length); at least one."""
     total = 0
     for count, item in enumerate(items):
-        total += item.ByteSize() + 6
+        total += (len(item.encode()) if isinstance(item, str) else item.ByteSize()) + 6
         if total > budget:
             return max(count, 1)
     return len(items)
+
+
+def fitted(page: ListPage[T], to_message: Callable[[T], M], budget: int) -> tuple[list[M], str]:
+    """The page's items as messages, cut before the first that would take the response
+    past budget bytes; the token then continues at that item. A page of legal objects
+    is always readable, one object at least."""
+    items = [to_message(item) for item in page.items]
+    count = fitting(items, budget)
+    if count < len(items):
+        return items[:count], page.first(count).next_page_token
+    return items, page.next_page_token
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
@@ -28,10 +28,8 @@ from .model import (
     State,
 )
 from .store import artifacts, models, versions
-from .store.common import ListPage
 
 Context: TypeAlias = grpc.aio.ServicerContext
-T = TypeVar("T")
 M = TypeVar("M", bound=Message)
 DEFAULT_PAGE_SIZE = 20  # as Kubeflow Model Registry
 MAX_PAGE_SIZE = 1000
@@ -45,16 +43,6 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         self._versions = versions.VersionStore(resources.pool)
         self._artifacts = artifacts.ArtifactStore(resources.pool)
         self._page_bytes = resources.config.max_message_bytes - paging.RESPONSE_RESERVE
-
-    def _fitted(self, page: ListPage[T], to_message: Callable[[T], M]) -> tuple[list[M], str]:
-        """The page's items as messages, cut before the first that would take the
-        response past the largest message the server sends; the token then continues
-        at that item. A page of legal objects is always readable, one object at least."""
-        items = [to_message(item) for item in page.items]
-        count = paging.fitting(items, self._page_bytes)
-        if count < len(items):
-            return items[:count], page.first(count).next_page_token
-        return items, page.next_page_token
 
     # Registered models
 
@@ -99,7 +87,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
             _page_size(request.page_size),
             request.page_token,
         )
-        items, token = self._fitted(page, convert.registered_model)
+        items, token = paging.fitted(page, convert.registered_model, self._page_bytes)
         return api.ListRegisteredModelsResponse(registered_models=items, next_page_token=token)
 
     async def UpdateRegisteredModel(
@@ -226,7 +214,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
             _page_size(request.page_size),
             request.page_token,
         )
-        items, token = self._fitted(page, convert.model_version)
+        items, token = paging.fitted(page, convert.model_version, self._page_bytes)
         return api.ListModelVersionsResponse(model_versions=items, next_page_token=token)
 
     async def UpdateModelVersion(
@@ -371,7 +359,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
             _page_size(request.page_size),
             request.page_token,
         )
-        items, token = self._fitted(page, convert.artifact)
+        items, token = paging.fitted(page, convert.artifact, self._page_bytes)
         return api.ListArtifactsResponse(artifacts=items, next_page_token=token)
 
     async def UpdateArtifact(

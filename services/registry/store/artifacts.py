@@ -7,13 +7,13 @@ from typing import Any
 
 import asyncpg
 
+from ...common import paging
 from ...common.errors import AlreadyExists, FailedPrecondition, NotFound, invalid_field
 from ...common.sql import Params
 from ..model import Artifact, ArtifactKind
 from ..validation import own_files, uri
 from .common import (
     Listing,
-    ListPage,
     clash,
     clashing_value,
     decode_properties,
@@ -180,7 +180,7 @@ class ArtifactStore:
         order_by: str,
         page_size: int,
         page_token: str,
-    ) -> ListPage[Artifact]:
+    ) -> paging.ListPage[Artifact]:
         params = Params(project)
         where = ["a.project = $1", _LISTING.where(filter_text, params)]
         if model_version_id:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 import asyncpg
 
@@ -44,37 +43,6 @@ _MLFLOW_ORDER = {
 }
 _ATTRIBUTE_ENTITIES = {"attributes": "attribute", "attribute": "attribute"}
 FILTER_ENTITIES = {"tags": "tag", "tag": "tag", **_ATTRIBUTE_ENTITIES}
-
-
-T = TypeVar("T")
-U = TypeVar("U")
-
-
-@dataclass(frozen=True)
-class ListPage(Generic[T]):
-    """One page of a list, which may be cut shorter (to fit in one response).
-
-    Attributes:
-        items: the page's items.
-        next_page_token: the token of the next page; empty when none follows.
-        token_after: the token of the page that follows the first n items (n less
-            than len(items)).
-    """
-
-    items: list[T]
-    next_page_token: str
-    token_after: Callable[[int], str]
-
-    def of(self, items: list[U]) -> ListPage[U]:
-        """The same page holding items (the converted items, in order)."""
-        return ListPage(items, self.next_page_token, self.token_after)
-
-    def first(self, count: int) -> ListPage[T]:
-        """The page cut to its first count items (at least one), continued after them."""
-        if count >= len(self.items):
-            return self
-        count = max(count, 1)
-        return ListPage(self.items[:count], self.token_after(count), self.token_after)
 
 
 def clash(error: asyncpg.UniqueViolationError, value: str) -> AlreadyExists:
@@ -197,9 +165,9 @@ class Listing:
         page_token: str,
         scope: list[Any],
         brings: str = "0",
-    ) -> ListPage[asyncpg.Record]:
+    ) -> paging.ListPage[asyncpg.Record]:
         """Runs `query` (SELECT ... FROM ... with the alias, text_bytes among its
-        columns) for one page, which the caller may cut shorter (ListPage.first).
+        columns) for one page, which the caller may cut shorter (paging.ListPage.first).
         brings: SQL of what else the caller reads for a row `q` (bytes), counted with its
         text_bytes against the page's budget."""
         keyset = self.keyset(order_by, *scope)
@@ -228,7 +196,7 @@ class Listing:
             next_page_token = keyset.token_after(rows[-1])
         else:
             next_page_token = keyset.next_token(rows, page_size)
-        return ListPage(
+        return paging.ListPage(
             rows[:page_size], next_page_token, lambda count: keyset.next_token(rows, count)
         )
 

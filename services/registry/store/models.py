@@ -7,13 +7,13 @@ from typing import Any
 
 import asyncpg
 
+from ...common import paging
 from ...common.errors import InvalidArgument, NotFound, invalid_field
 from ...common.sql import Params
 from ..model import RegisteredModel, State
 from ..validation import MAX_ALIASES
 from .common import (
     Listing,
-    ListPage,
     clash,
     clashing_value,
     decode_properties,
@@ -92,7 +92,7 @@ class ModelStore:
 
     async def list_page(
         self, project: str, filter_text: str, order_by: str, page_size: int, page_token: str
-    ) -> ListPage[RegisteredModel]:
+    ) -> paging.ListPage[RegisteredModel]:
         params = Params(project)
         where = ["m.project = $1", _LISTING.where(filter_text, params)]
         async with self._pool.acquire() as conn:

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from ...common import filters
+from ...common import filters, paging
 from ...common.errors import NotFound, invalid_field
 from ...common.sql import Params
 from ..model import ModelVersion, Stage, State
@@ -15,7 +15,6 @@ from ..validation import own_files, uri
 from .common import (
     FILTER_ENTITIES,
     Listing,
-    ListPage,
     clash,
     clashing_value,
     decode_properties,
@@ -190,7 +189,7 @@ class VersionStore:
         order_by: str,
         page_size: int,
         page_token: str,
-    ) -> ListPage[ModelVersion]:
+    ) -> paging.ListPage[ModelVersion]:
         params = Params(project)
         where = ["v.project = $1", "m.project = $1", _LISTING.where(filter_text, params)]
         if model_id:

@@ -476,3 +476,32 @@ async def test_objects_stream_both_ways_through_a_server_taking_the_least_messag
         assert await store.read("big.bin") == body
         written = await store.download("big.bin", tmp_path / "big.bin")
         assert written.read_bytes() == body
+
+
+async def test_a_page_of_the_longest_paths_fits_a_server_taking_the_least_message(
+    config: Config, pool: asyncpg.Pool, unique: str
+) -> None:
+    """A page of 1,000 objects whose paths are near the 1 KiB most came to about 1.3 MB:
+    through a 1 MiB server, listing them (one level or all) failed outright."""
+    stem = "deep/" + "p" * 1000
+    async with (
+        serving(config, pool, [], max_message_bytes=1024 * 1024) as port,
+        cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", port, project=await new_project(port, f"long-{unique}")
+        ) as store,
+    ):
+        names = [f"{stem}{i:04}" for i in range(1000)]
+        folders = [f"{stem[:-5]}/{i:04}/x" for i in range(1000)]
+        uploads = asyncio.Semaphore(16)
+
+        async def upload(path: str) -> None:
+            async with uploads:
+                await store.upload(path, b"x", content_type="application/" + "t" * 200)
+
+        await asyncio.gather(*(upload(p) for p in names + folders))
+        everything = [
+            e.path async for e in Pager(lambda o: store.list("deep/", recursive=True, options=o))
+        ]
+        assert everything == sorted(names + folders)
+        level = [e.path async for e in Pager(lambda o: store.list(stem[:-5] + "/", options=o))]
+        assert level == [f"{stem[:-5]}/{i:04}/" for i in range(1000)]
