@@ -46,9 +46,14 @@ from .streams import verify
 
 # Parts of 16 MiB unless the object needs larger ones to keep within MAX_PARTS.
 PART_SIZE = 16 * MIB
-# Within S3's 10,000 and low enough that the answer's URLs (about 600 bytes each) stay
-# near 1 MB; 2,000 parts of at most 2.6 GiB cover the largest object, 5 TiB.
+# Within S3's 10,000, and few enough that the answer's URLs (about 600 bytes each) stay
+# near 1 MB; 2,000 parts of at most 2.6 GiB cover the largest object, 5 TiB. Fewer when
+# the URLs would not fit in one of the server's messages (PARTS_RESERVE beside them).
 MAX_PARTS = 2000
+PARTS_RESERVE = 64 * 1024
+S3_MAX_PART = 5 * 1024 * MIB
+# The longest part number S3 takes: its URL is the longest of an upload's.
+_LONGEST_PART_NUMBER = "10000"
 # A URL lives long enough to start its last part (or range) at this rate, and at least
 # MIN_URL_SECONDS; never longer than CAIRN_PRESIGN_MAX_SECONDS.
 SLOWEST_BYTES_PER_SECOND = MIB
@@ -73,6 +78,7 @@ class PresignedTransfers:
         on = config.artifact_direct and isinstance(backend, S3Backend)
         self._s3 = backend if on and isinstance(backend, S3Backend) else None
         self._max_seconds = config.presign_max_seconds
+        self._urls_bytes = config.max_message_bytes - PARTS_RESERVE
         self._objects = objects
         self._leases = leases
         self.slots = CompletionSlots(config.artifact_max_completions)
@@ -121,9 +127,8 @@ class PresignedTransfers:
             expected_size=size,
             expected_sha256=sha256,
         )
-        part_size = _part_size(size)
         try:
-            upload = await self._begin_parts(store, upload, part_size)
+            upload, part_size = await self._begin_parts(store, upload, size, expires)
             urls = await threads.in_store(
                 store.presign_parts,
                 upload.storage_key,
@@ -137,15 +142,24 @@ class PresignedTransfers:
         return api.PresignedParts(upload=upload.upload_id.hex, part_size=part_size, part_urls=urls)
 
     async def _begin_parts(
-        self, store: S3Backend, upload: PendingUpload, part_size: int
-    ) -> PendingUpload:
+        self, store: S3Backend, upload: PendingUpload, size: int, expires: timedelta
+    ) -> tuple[PendingUpload, int]:
         """Begins the upload's multipart upload and records its id, and the size of its
-        parts, on the upload."""
+        parts, on the upload: as many parts as their URLs fit in one answer."""
         write_id = await threads.in_store(
             store.begin_parts, upload.storage_key, upload.content_type
         )
         try:
-            return await self._objects.record_parts(upload, write_id, part_size)
+            longest = await threads.in_store(
+                store.presign,
+                upload.storage_key,
+                "PUT",
+                expires,
+                {"uploadId": write_id, "partNumber": _LONGEST_PART_NUMBER},
+            )
+            held = self._urls_bytes // (len(longest) + 6)  # each with its tag and length
+            part_size = _part_size(size, min(MAX_PARTS, held))
+            return await self._objects.record_parts(upload, write_id, part_size), part_size
         except BaseException:
             with contextlib.suppress(Exception):
                 await threads.in_store(store.abort, _unfinished(upload.storage_key, write_id))
@@ -309,9 +323,25 @@ def _is_verdict(error: BaseException) -> bool:
     return isinstance(error, _VERDICTS) and error.reason != _NO_VERDICT
 
 
-def _part_size(size: int) -> int:
-    needed = -(-size // MAX_PARTS)
-    return max(PART_SIZE, -(-needed // MIB) * MIB)
+def _part_size(size: int, most_parts: int = MAX_PARTS) -> int:
+    """The least part size, of whole MiB, PART_SIZE at least, that cuts size into at
+    most most_parts parts.
+
+    Raises:
+        FailedPrecondition: DIRECT_TRANSFER_UNAVAILABLE, when that takes parts larger
+            than S3's: the URLs of fewer parts would not fit in one of the server's
+            messages (the client then streams the object).
+    """
+    needed = -(-size // max(most_parts, 1))
+    part_size = max(PART_SIZE, -(-needed // MIB) * MIB)
+    if part_size > S3_MAX_PART:
+        raise FailedPrecondition(
+            "DIRECT_TRANSFER_UNAVAILABLE",
+            f"the object would need parts larger than S3 takes ({S3_MAX_PART} bytes) for "
+            "their URLs to fit in one message; raise CAIRN_MAX_MESSAGE_BYTES, or upload "
+            "through Upload",
+        )
+    return part_size
 
 
 def _complete(store: S3Backend, upload: PendingUpload, etags: list[str]) -> None:

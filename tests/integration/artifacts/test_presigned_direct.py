@@ -33,6 +33,7 @@ from cairn.exceptions import (
 )
 from cairn_server import catalog
 from cairn_server.artifacts import backends, presigned
+from cairn_server.artifacts.blobs import MAX_OBJECT_BYTES
 from cairn_server.artifacts.janitor import Janitor
 from cairn_server.artifacts.leases import CompletionLeases
 from cairn_server.artifacts.s3 import S3Backend
@@ -629,3 +630,28 @@ async def test_an_upload_never_completed_is_discarded_once_its_urls_expired(
     )
     await janitor.sweep()
     assert _left_in_store(s3_config, s3_direct.project) == []
+
+
+async def test_the_parts_of_the_largest_object_fit_a_server_taking_the_least_message(
+    s3_config: Config, pool: asyncpg.Pool, unique: str
+):
+    """Two thousand part URLs of about 600 bytes came to over 1 MiB: through a 1 MiB
+    server, a ticket for an object of more than about 1,700 parts could not be sent."""
+    # A public address as long as a host name may be: URLs of about 800 bytes.
+    host = ".".join(["store" + "e" * 58] * 3) + ".example"
+    config = with_overrides(s3_config, max_message_bytes=MIB, s3_public_endpoint=f"{host}:9000")
+    server = CairnServer(config, catalog.select(["artifacts"]), pool)
+    port = await server.start()
+    try:
+        project = await new_project(port, f"lm-{unique}")
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", port, project=project
+        ) as client:
+            size = MAX_OBJECT_BYTES
+            parts = await _ticket(client, "t/largest.bin", size)
+            assert parts.ByteSize() < MIB - 1024
+            assert (len(parts.part_urls) - 1) * parts.part_size < size
+            assert len(parts.part_urls) * parts.part_size >= size
+            assert parts.part_size <= 5 * 1024 * MIB  # S3's largest part
+    finally:
+        await server.stop(grace=1.0)
