@@ -33,6 +33,10 @@ Context: TypeAlias = grpc.aio.ServicerContext
 M = TypeVar("M", bound=Message)
 DEFAULT_PAGE_SIZE = 20  # as Kubeflow Model Registry
 MAX_PAGE_SIZE = 1000
+# What a lookup of each kind answers when nothing can match it (_sought).
+_MODEL = ("REGISTERED_MODEL_NOT_FOUND", "registered model")
+_VERSION = ("MODEL_VERSION_NOT_FOUND", "model version")
+_ARTIFACT = ("ARTIFACT_NOT_FOUND", "artifact")
 # GetLatestModelVersions' stages: four exist; room for a caller's repeats.
 MAX_STAGE_ENTRIES = 4 * len(Stage)
 
@@ -68,10 +72,10 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         project = common.project(request.project)
         key = request.WhichOneof("key")
         if key == "name":
-            record = await self._models.find(project, name=_name_sought(request.name))
+            record = await self._models.find(project, name=_sought(request.name, "name", *_MODEL))
         elif key == "external_id":
             record = await self._models.find(
-                project, external_id=validation.name(request.external_id, "external_id")
+                project, external_id=_sought(request.external_id, "external_id", *_MODEL)
             )
         else:
             raise invalid_field("key", "give a name or an external_id")
@@ -191,7 +195,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         key = request.WhichOneof("key")
         if key == "external_id":
             record = await self._versions.find(
-                project, "", external_id=validation.name(request.external_id, "external_id")
+                project, "", external_id=_sought(request.external_id, "external_id", *_VERSION)
             )
         elif key in ("name", "version", "alias"):
             model_id = validation.entity_id(request.registered_model_id, "registered_model_id")
@@ -327,7 +331,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         version = request.model_version_id
         if key == "external_id":
             record = await self._artifacts.find(
-                project, external_id=validation.name(request.external_id, "external_id")
+                project, external_id=_sought(request.external_id, "external_id", *_ARTIFACT)
             )
         elif key == "name":
             record = await self._artifacts.find(
@@ -335,7 +339,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
                 model_version_id=validation.entity_id(version, "model_version_id")
                 if version
                 else "",
-                name=validation.name(request.name, "name"),
+                name=_sought(request.name, "name", *_ARTIFACT),
                 version=_version_number(request.version),
             )
         else:
@@ -536,18 +540,18 @@ def _page_size(value: int) -> int:
     return paging.page_size(value, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def _name_sought(value: str) -> str:
-    """A registered model's name a lookup asks for. One no model can have (surrounding
+def _sought(value: str, field: str, reason: str, kind: str) -> str:
+    """A name or external id a lookup asks for. One no object can have (surrounding
     whitespace, too long) is absent, as MLflow's get_registered_model and Kubeflow's
-    get_registered_model_by_params answer it, not a bad request; an empty one names
-    nothing to look for, which MLflow refuses too."""
+    *_by_params answer it, not a bad request; an empty one names nothing to look for,
+    which MLflow refuses too."""
     if not value:
-        raise invalid_field("name", "must not be empty")
+        raise invalid_field(field, "must not be empty")
     try:
-        return validation.name(value, "name")
+        return validation.name(value, field)
     except InvalidArgument as refused:
         raise NotFound(
-            "REGISTERED_MODEL_NOT_FOUND",
-            f"no registered model is named so: {refused.message}",
-            metadata={"name": value[: validation.MAX_NAME_LENGTH]},
+            reason,
+            f"no {kind} has this {field.replace('_', ' ')}: {refused.message}",
+            metadata={field: value[: validation.MAX_NAME_LENGTH]},
         ) from None

@@ -354,3 +354,16 @@ async def test_a_model_name_no_model_can_have_is_absent(mr_client) -> None:
         assert await mr_client.get_registered_model_by_params(name=impossible) is None
     with pytest.raises(InvalidArgumentError):  # no name at all, which MLflow refuses too
         await mr_client.get_registered_model("")
+
+
+async def test_an_external_id_or_artifact_name_nothing_can_have_finds_nothing(mr_client) -> None:
+    """Kubeflow's *_by_params answer None for what no object has; a value past the
+    bounds of what can be stored was INVALID_ARGUMENT, so a caller looking up an id of
+    another system's had to catch both."""
+    model = await mr_client.upsert_registered_model(RegisteredModel("by-params"))
+    version = await mr_client.upsert_model_version(ModelVersion("v1"), model.id)
+    for impossible in (" padded", "x" * 1_000, "a\nb"):
+        assert await mr_client.get_registered_model_by_params(external_id=impossible) is None
+        assert await mr_client.get_model_version_by_params(external_id=impossible) is None
+        assert await mr_client.get_model_artifact_by_params(external_id=impossible) is None
+        assert await mr_client.get_model_artifact_by_params(impossible, version.id) is None
