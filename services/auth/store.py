@@ -16,6 +16,7 @@ from ..common.errors import (
     Unauthenticated,
     invalid_field,
 )
+from ..common.idempotency import request_id_reused
 from ..common.paging import Keyset, Page, SortColumn
 from ..common.sql import Params
 from . import keys
@@ -76,8 +77,9 @@ _KEY_COLUMNS = "prefix, name, user_id, create_time, expire_time, revoke_time"
 _ADD_USER = "INSERT INTO auth.users (user_id) VALUES ($1) ON CONFLICT DO NOTHING"
 _INSERT_KEY = f"""
 INSERT INTO auth.api_keys
-    (prefix, key_hash, user_id, name, expire_time, request_id, parent_prefix)
-VALUES ($1, $2, $3, $4, now() + $5::interval, $6, $7)
+    (prefix, key_hash, user_id, name, expire_time, request_id, request_fingerprint,
+     parent_prefix)
+VALUES ($1, $2, $3, $4, now() + $5::interval, $6, $7, $8)
 RETURNING {_KEY_COLUMNS}
 """
 # FOR SHARE: a revocation, which locks the parent FOR UPDATE, waits for this commit.
@@ -88,7 +90,7 @@ FROM auth.api_keys WHERE prefix = $1 FOR SHARE
 # The key a call with the same request id made before; its request id is forgotten.
 _FORGET_REQUEST = """
 UPDATE auth.api_keys SET request_id = NULL WHERE user_id = $1 AND request_id = $2
-RETURNING prefix
+RETURNING prefix, request_fingerprint
 """
 # Taken by revocations and by creations that name a request id (which may repeat one),
 # before any key: each locks keys of trees in an order of its own (a revocation from a
@@ -140,6 +142,23 @@ WHERE k.revoke_time IS NULL
 ORDER BY tree.depth, k.prefix
 FOR UPDATE OF k
 """
+
+
+async def _replace(
+    conn: asyncpg.Connection,
+    earlier: asyncpg.Record,
+    request_id: str,
+    fingerprint: bytes | None,
+    parent: str | None,
+) -> None:
+    """Revokes the key an earlier call under request_id made (with its tree), when this
+    call repeats it; in the caller's transaction, which a refusal rolls back."""
+    made = earlier["request_fingerprint"]
+    if made is not None and fingerprint is not None and made != fingerprint:
+        raise request_id_reused(request_id)
+    if parent is not None and await conn.fetchval(_DESCENDS, parent, earlier["prefix"]):
+        raise Unauthenticated("API_KEY_REVOKED", "the API key has been revoked")
+    await _revoke_tree(conn, earlier["prefix"])
 
 
 async def _revoke_tree(conn: asyncpg.Connection, prefix: str) -> int:
@@ -256,6 +275,7 @@ class AuthStore:
         *,
         global_admin: bool = False,
         request_id: str | None = None,
+        fingerprint: bytes | None = None,
         parent: str | None = None,
     ) -> tuple[str, ApiKeyInfo]:
         """A new key for user_id (made a global admin when asked); the key and its row.
@@ -265,7 +285,9 @@ class AuthStore:
         A key made before by a call with the same request id (whose answer was lost, so
         nobody should have its secret) is revoked in the same transaction, with every key
         created with it, as `revoke_key` does: one usable key is left, the one returned
-        now. A repeat asked with a key of that tree is refused."""
+        now. A repeat asked with a key of that tree is refused. A call under that request
+        id whose fingerprint (`idempotency.fingerprint_of`) is not the earlier call's is
+        another request: REQUEST_ID_REUSED, and the earlier key stays."""
         key, prefix = keys.generate()
         async with self._pool.acquire() as conn, conn.transaction():
             if request_id is not None:
@@ -279,11 +301,9 @@ class AuthStore:
                     "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                     f"auth.api_keys/{user_id}/{request_id}",
                 )
-                earlier = await conn.fetchval(_FORGET_REQUEST, user_id, request_id)
+                earlier = await conn.fetchrow(_FORGET_REQUEST, user_id, request_id)
                 if earlier is not None:
-                    if parent is not None and await conn.fetchval(_DESCENDS, parent, earlier):
-                        raise Unauthenticated("API_KEY_REVOKED", "the API key has been revoked")
-                    await _revoke_tree(conn, earlier)
+                    await _replace(conn, earlier, request_id, fingerprint, parent)
             await conn.execute(_ADD_USER, user_id)
             await _admit_another_key(conn, user_id)
             if global_admin:
@@ -291,7 +311,15 @@ class AuthStore:
                     "UPDATE auth.users SET global_admin = true WHERE user_id = $1", user_id
                 )
             row = await conn.fetchrow(
-                _INSERT_KEY, prefix, keys.digest(key), user_id, name, lifetime, request_id, parent
+                _INSERT_KEY,
+                prefix,
+                keys.digest(key),
+                user_id,
+                name,
+                lifetime,
+                request_id,
+                fingerprint,
+                parent,
             )
         return key, ApiKeyInfo(**dict(row))
 

@@ -15,7 +15,12 @@ from structlog.testing import capture_logs
 import cairn
 from cairn.artifacts.v1 import artifacts_service_pb2, artifacts_service_pb2_grpc
 from cairn.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
-from cairn.exceptions import ResourceExhaustedError, UnauthenticatedError, from_grpc_error
+from cairn.exceptions import (
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+    from_grpc_error,
+)
 from cairn.registry.v1 import registry_pb2, registry_service_pb2, registry_service_pb2_grpc
 from cairn.types import ApiKeyExpirationTime
 from cairn_server import catalog
@@ -218,3 +223,34 @@ async def test_a_stream_without_its_first_message_is_ended_soon(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "STREAM_STALLED",
             )
+
+
+async def test_a_request_id_sent_again_with_another_key_creation_revokes_nothing(
+    world: World,
+) -> None:
+    """A repeat of CreateApiKey (its answer lost) revokes the key nobody got. Another
+    creation under the same id was taken for one too: it revoked a key in use, with
+    every key made with it, where every other write answers REQUEST_ID_REUSED."""
+    request_id = [("x-cairn-request-id", f"create-key-{world.project}")]
+    async with world.auth("editor") as editor:
+        first = await editor.create_api_key(
+            "ci-deploy", ApiKeyExpirationTime.NINETY_DAYS, metadata=request_id
+        )
+        async with world.auth_with(first) as ci:
+            child = await ci.create_api_key("ci-child", ApiKeyExpirationTime.THIRTY_DAYS)
+        with pytest.raises(InvalidArgumentError) as reused:
+            await editor.create_api_key(
+                "laptop", ApiKeyExpirationTime.THIRTY_DAYS, metadata=request_id
+            )
+        assert reused.value.reason == "REQUEST_ID_REUSED"
+        for key in (first, child):
+            async with world.auth_with(key) as still:
+                assert await still.get_api_keys()
+        again = await editor.create_api_key(  # the true repeat still replaces the key
+            "ci-deploy", ApiKeyExpirationTime.NINETY_DAYS, metadata=request_id
+        )
+    async with world.auth_with(first) as revoked:
+        with pytest.raises(UnauthenticatedError):
+            await revoked.get_api_keys()
+    async with world.auth_with(again) as replacement:
+        assert await replacement.get_api_keys()
