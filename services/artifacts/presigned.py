@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 
+from ..common import access
 from ..common.config import Config
 from ..common.errors import (
     Aborted,
@@ -244,6 +245,7 @@ class PresignedTransfers:
                 await threads.in_store(_complete, store, upload, list(request.etags))
                 found, size = await self._read_back(store, upload, request.size)
                 verify(size, found, request.size, sha256)
+                await access.admit_again()  # its caller's key or role may be gone since
                 stored, replaced = await self._objects.publish(
                     upload,
                     request.size,

@@ -469,6 +469,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             sha256, size = await threads.in_store(self._backend.digest, sealed.storage_key)
             _check_put(upload, expected, sha256, stored_type)
             content_type = upload.content_type or stored_type or DEFAULT_CONTENT_TYPE
+            await access.admit_again()  # its caller's key or role may be gone since
             stored, replaced = await self._objects.publish(
                 sealed,
                 size,

@@ -65,6 +65,11 @@ async def guarded(config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
 
 @pytest.fixture
 async def world(guarded: int, pool: asyncpg.Pool, unique: str) -> World:
+    return await populated(guarded, pool, unique)
+
+
+async def populated(guarded: int, pool: asyncpg.Pool, unique: str) -> World:
+    """Two projects on the server at port guarded, and a key of each role in them."""
     store = AuthStore(pool)
     root, _ = await store.create_key(f"root-{unique}", "root", None, global_admin=True)
     keys = {"global_admin": root}

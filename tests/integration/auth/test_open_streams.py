@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import grpc
@@ -16,16 +18,25 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import cairn
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc as rpc
-from cairn.exceptions import NotFoundError, UnauthenticatedError, from_grpc_error
+from cairn.exceptions import (
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    from_grpc_error,
+)
 from cairn.types import ApiKeyExpirationTime, ProjectRole
 from cairn_server import catalog
+from cairn_server.artifacts import presigned
+from cairn_server.artifacts.servicer import ArtifactServicer
 from cairn_server.auth.store import AuthStore
 from cairn_server.common import access, database
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
 from tests.conftest import eventually, with_overrides
-from tests.integration.auth.conftest import World
+from tests.integration.auth.conftest import World, populated, serve
 from tests.proxy import PostgresProxy
+
+MIB = 1024 * 1024
 
 
 async def _editor(world: World, name: str) -> tuple[str, str]:
@@ -197,3 +208,62 @@ async def _away(channel: grpc.aio.Channel) -> bool:
     health = health_pb2_grpc.HealthStub(channel)
     reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
     return reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@pytest.fixture
+async def s3_world(s3_config: Config, pool: asyncpg.Pool, unique: str) -> AsyncIterator[World]:
+    """A world on the S3 backend, whose uploads may go by presigned URLs."""
+    server, port = await serve(
+        with_overrides(s3_config, auth="api_key", auth_failure_limit=10**6), pool
+    )
+    yield await populated(port, pool, unique)
+    await server.stop(grace=0)
+
+
+async def test_parts_whose_callers_key_is_revoked_while_they_complete_are_not_published(
+    s3_world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A completion reads the object back and hashes it, seconds for a large one: the
+    key revoked meanwhile, it published all the same, where a stream checks again."""
+    _, key = await _editor(s3_world, "parts")
+    read_back = presigned.PresignedTransfers._read_back
+
+    async def revoked_meanwhile(self: Any, *args: Any) -> Any:
+        async with s3_world.auth("global_admin") as admin:
+            await admin.delete_api_key(key)
+        return await read_back(self, *args)
+
+    monkeypatch.setattr(presigned.PresignedTransfers, "_read_back", revoked_meanwhile)
+    monkeypatch.setattr(presigned, "PART_SIZE", 5 * MIB)
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", s3_world.port, key, project=s3_world.project
+    ) as artifacts:
+        artifacts.direct_threshold = MIB
+        with pytest.raises(UnauthenticatedError) as refused:
+            await artifacts.upload("parts/revoked.bin", b"p" * (6 * MIB))
+    assert refused.value.reason == "API_KEY_REVOKED"
+    assert not await _published(s3_world, "parts/revoked.bin")
+
+
+async def test_a_put_whose_callers_role_is_taken_away_while_it_is_confirmed_is_not_published(
+    s3_world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user, key = await _editor(s3_world, "confirm")
+    seal = ArtifactServicer._seal
+
+    async def demoted_meanwhile(self: Any, *args: Any) -> Any:
+        async with s3_world.auth("global_admin") as admin:
+            await admin.delete_project_role(user, s3_world.project)
+        return await seal(self, *args)
+
+    monkeypatch.setattr(ArtifactServicer, "_seal", demoted_meanwhile)
+    body = b"put around the service"
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", s3_world.port, key, project=s3_world.project
+    ) as artifacts:
+        put = await artifacts.presigned_url("put/demoted.bin", "PUT")
+        request = urllib.request.Request(put.url, body, put.headers, method="PUT")
+        await asyncio.to_thread(urllib.request.urlopen, request)
+        with pytest.raises(PermissionDeniedError):
+            await artifacts.confirm_upload("put/demoted.bin", upload_id=put.upload_id)
+    assert not await _published(s3_world, "put/demoted.bin")
