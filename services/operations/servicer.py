@@ -13,7 +13,7 @@ from google.protobuf import duration_pb2
 from cairn.operations.v1 import operations_service_pb2 as api
 from cairn.operations.v1 import operations_service_pb2_grpc
 
-from ..common import paging
+from ..common import access, paging
 from ..common.errors import invalid_field
 from ..common.service import Resources
 from . import convert
@@ -80,6 +80,7 @@ class OperationServicer(operations_service_pb2_grpc.OperationServiceServicer):
             if record.done or left <= 0 or self._stopping.is_set():
                 return record
             await asyncio.sleep(min(POLL_SECONDS, left))
+            await access.admit_again()  # a minute's wait ends with its key or role
 
 
 def _duration(value: duration_pb2.Duration, field: str, maximum: timedelta | None) -> timedelta:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ from cairn_server.auth.store import AuthStore
 from cairn_server.common import access, database
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
+from cairn_server.operations.store import OperationStore
 from tests.conftest import eventually, with_overrides
 from tests.integration.auth.conftest import World, populated, serve
 from tests.proxy import PostgresProxy
@@ -267,3 +269,36 @@ async def test_a_put_whose_callers_role_is_taken_away_while_it_is_confirmed_is_n
         with pytest.raises(PermissionDeniedError):
             await artifacts.confirm_upload("put/demoted.bin", upload_id=put.upload_id)
     assert not await _published(s3_world, "put/demoted.bin")
+
+
+async def test_a_wait_for_an_operation_ends_once_its_key_is_revoked(
+    world: World, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WaitOperation reads an operation every 0.2 s for up to a minute: its key revoked
+    meanwhile, it kept reading and answered, where every other long call ends."""
+    key, _ = await AuthStore(pool).create_key(
+        f"waiter-{world.project}", "w", None, global_admin=True
+    )
+    operation = uuid.uuid4()  # under way on another server, its lease far ahead
+    await pool.execute(
+        """INSERT INTO operations.operations
+               (operation_id, kind, state, spec, steps, owner, lease_until)
+           VALUES ($1, 1, 2, '{}', '{}', $2, now() + interval '1 hour')""",
+        operation,
+        uuid.uuid4(),
+    )
+    read = OperationStore.get
+
+    async def revoked_after_the_first_read(self: Any, name: str) -> Any:
+        found = await read(self, name)
+        async with world.auth("global_admin") as admin:
+            await admin.delete_api_key(key)
+        return found
+
+    async with cairn.OperationsClient.insecure_connection(
+        "127.0.0.1", world.port, key
+    ) as operations:
+        monkeypatch.setattr(OperationStore, "get", revoked_after_the_first_read)
+        with pytest.raises(UnauthenticatedError) as refused:
+            await operations.wait_operation(f"operations/{operation}", timeout=3)
+    assert refused.value.reason == "API_KEY_REVOKED"
