@@ -21,6 +21,9 @@ ARTIFACT_SCHEME = "cairn-artifacts"
 # The tag MLflow keeps a run's name as: it names a run at creation, renames it when set,
 # and filters and orders compare the name (docs/tracking.md, "Runs").
 RUN_NAME_TAG = "mlflow.runName"
+# The tag MLflow keeps a run's parent as: a run made with a parent carries it, so that
+# MLflow's search for a run's children (tags.mlflow.parentRunId = '<id>') finds them.
+PARENT_RUN_TAG = "mlflow.parentRunId"
 
 
 class LifecycleStage(enum.IntEnum):

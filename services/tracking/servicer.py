@@ -20,6 +20,7 @@ from ..common.service import Resources
 from . import convert, validation
 from .fitting import fitting_experiments, fitting_runs
 from .model import (
+    PARENT_RUN_TAG,
     RUN_NAME_TAG,
     Batch,
     LifecycleStage,
@@ -173,8 +174,10 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
     async def CreateRun(
         self, request: api.CreateRunRequest, context: Context
     ) -> api.CreateRunResponse:
-        parent = request.parent_run_id
+        parent = request.parent_run_id and validation.run_id(request.parent_run_id, "parent_run_id")
         tags = _tags(request.tags, "tags")
+        if parent:
+            tags = _with_parent(tags, parent)
         tagged = _tagged_name(tags, "tags")
         given = validation.run_name(request.run_name)
         if given and tagged and given != tagged:
@@ -188,7 +191,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             user_id=common.text(request.user_id, "user_id", 256),
             start_time_ms=request.start_time_ms,
             tags=tags,
-            parent_run_id=validation.run_id(parent, "parent_run_id") if parent else "",
+            parent_run_id=parent,
             status=_status(request.status) or RunStatus.RUNNING,
         )
         return api.CreateRunResponse(run=convert.run(record))
@@ -398,6 +401,17 @@ def _tagged_name(tags: dict[str, str], field: str) -> str:
     if not name:
         raise invalid_field(f"{field}[{RUN_NAME_TAG}]", "a run's name must not be empty")
     return name
+
+
+def _with_parent(tags: dict[str, str], parent: str) -> dict[str, str]:
+    """tags with MLflow's tag of a run's parent naming parent (a run id, lowercase)."""
+    tagged = tags.get(PARENT_RUN_TAG)
+    if tagged is not None and tagged.lower() != parent:
+        raise invalid_field(
+            "parent_run_id",
+            f"is not the tag {PARENT_RUN_TAG} ({tagged!r}): give one, or both alike",
+        )
+    return {**tags, PARENT_RUN_TAG: parent}
 
 
 def _tags(tags: list[pb.Tag], field: str) -> dict[str, str]:

@@ -53,6 +53,31 @@ async def test_get_parent_run(tracking, experiment_id) -> None:
     assert (await tracking.get_parent_run(tagged.info.run_id)).info.run_id == child.info.run_id
 
 
+async def test_children_made_with_parent_run_id_are_found_as_mlflow_finds_them(
+    tracking, experiment_id
+) -> None:
+    """MLflow keeps a run's parent as the tag mlflow.parentRunId, and finds a run's
+    children with tags.mlflow.parentRunId = '<id>' (the seed reads the tag, too). A
+    child made with parent_run_id held no such tag: no filter found it."""
+    parent = (await tracking.create_run(experiment_id)).info.run_id
+    child = await tracking.create_run(experiment_id, parent_run_id=parent)
+    assert child.data.tags["mlflow.parentRunId"] == parent
+    assert child.info.parent_run_id == parent
+    found = await tracking.search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'"
+    )
+    assert [r.info.run_id for r in found] == [child.info.run_id]
+    same = await tracking.create_run(
+        experiment_id, tags={"mlflow.parentRunId": parent.upper()}, parent_run_id=parent
+    )
+    assert same.data.tags["mlflow.parentRunId"] == parent
+    with pytest.raises(cairn.exceptions.InvalidArgumentError) as refused:
+        await tracking.create_run(
+            experiment_id, tags={"mlflow.parentRunId": child.info.run_id}, parent_run_id=parent
+        )
+    assert "parent_run_id" in refused.value.message
+
+
 async def test_synchronous_false_returns_at_once_and_can_be_waited_for(tracking, run_id) -> None:
     operations = [
         await tracking.log_metric(run_id, "loss", 0.5 - step / 10, step=step, synchronous=False)
