@@ -7,7 +7,9 @@ every store of the call shares (`database.BoundedPool` hands it out; a store's o
 transaction becomes a savepoint in it): it first claims the id in `<schema>.requests`,
 then runs the handler, then stores the answer, then commits. A repeat finds the claim
 and gets the stored answer; a repeat racing the first waits for its commit. A handler
-that fails rolls the claim back with the write, so a retry applies it afresh.
+that fails rolls the claim back with the write, so a retry applies it afresh. A
+handler that needs work done on another connection first raises Outside: the call then
+runs again after that work, never holding two connections at once.
 """
 
 from __future__ import annotations
@@ -37,6 +39,34 @@ CALL_CONNECTION: ContextVar[asyncpg.Connection | None] = ContextVar(
 _AFTER_COMMIT: ContextVar[list[Callable[[], Awaitable[None]]] | None] = ContextVar(
     "cairn_after_commit", default=None
 )
+
+
+# Whether the write being run is run again, after an action it asked for outside its
+# call's transaction (Outside).
+_AFTER_OUTSIDE: ContextVar[bool] = ContextVar("cairn_after_outside", default=False)
+
+
+class Outside(Exception):
+    """Raised by a write run in its call's transaction that needs action done on a
+    connection of its own first. Taking one there would hold two of the pool's
+    connections: as many such calls as the pool holds would wait for each other's until
+    the pool's wait ran out. The call's transaction rolls back and gives back its
+    connection, action runs, and the call runs once more (`after_outside()` true)."""
+
+    def __init__(self, action: Callable[[], Awaitable[None]]) -> None:
+        super().__init__("a write asked for work outside its call's transaction")
+        self.action = action
+
+
+def in_call_transaction() -> bool:
+    """Whether the write being run holds its call's connection (Outside is then how it
+    gets work done on another)."""
+    return CALL_CONNECTION.get() is not None
+
+
+def after_outside() -> bool:
+    """Whether this run of the call comes after the action its first run asked for."""
+    return _AFTER_OUTSIDE.get()
 
 
 async def after_commit(action: Callable[[], Awaitable[None]]) -> None:
@@ -89,6 +119,26 @@ class Idempotency:
         # would skip a check the handler makes of its caller (whose key DeleteApiKey
         # revokes, say).
         fingerprint = fingerprint_of(request, current_caller())
+        try:
+            return await self._run_once(schema, method, request_id, fingerprint, handler)
+        except Outside as outside:
+            await outside.action()
+        again = _AFTER_OUTSIDE.set(True)
+        try:
+            return await self._run_once(schema, method, request_id, fingerprint, handler)
+        finally:
+            _AFTER_OUTSIDE.reset(again)
+
+    async def _run_once(
+        self,
+        schema: str,
+        method: str,
+        request_id: str,
+        fingerprint: bytes,
+        handler: Callable[[], Awaitable[Message]],
+    ) -> Message | bytes:
+        """The handler's answer, run in one transaction with its request id's claim, or
+        the answer recorded under that id."""
         pending: list[Callable[[], Awaitable[None]]] = []
         async with self._pool.acquire() as conn, conn.transaction():
             while not await _claim(conn, schema, method, request_id, fingerprint):

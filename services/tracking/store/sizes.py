@@ -10,6 +10,7 @@ refused is tried once more after the run is counted exactly (within_bound).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -82,7 +83,10 @@ async def within_bound(
     pool: asyncpg.Pool, run_id: uuid.UUID, bound: int, write: Callable[[], Awaitable[T]]
 ) -> T:
     """write(), which fails whole past bound: then the run is counted exactly (its total
-    may count a key two racing writes added) and write tried once more.
+    may count a key two racing writes added) and write tried once more. In a call's
+    transaction (a write recorded by its request id), the count waits for that
+    transaction to give its connection back (idempotency.Outside): the whole call then
+    runs once more, and its write is tried after the count.
 
     Raises:
         InvalidArgument: RUN_TOO_LARGE, the run would still pass the bound.
@@ -92,7 +96,10 @@ async def within_bound(
     except asyncpg.CheckViolationError as error:
         if error.constraint_name != _BOUND:
             raise
-    await _recount(pool, run_id)
+    if not idempotency.in_call_transaction():
+        await _recount(pool, run_id)
+    elif not idempotency.after_outside():  # counted once the call's connection is back
+        raise idempotency.Outside(functools.partial(_recount, pool, run_id))
     try:
         return await write()
     except asyncpg.CheckViolationError as error:
@@ -102,23 +109,17 @@ async def within_bound(
 
 
 async def _recount(pool: asyncpg.Pool, run_id: uuid.UUID) -> None:
-    # On a connection of its own, committed at once: a write recorded by its request id
-    # runs in the call's transaction, which would hold the row's lock until the call
-    # ends, while the write tried again takes the run's other locks.
-    shared = idempotency.CALL_CONNECTION.set(None)
-    try:
-        async with pool.acquire() as conn, conn.transaction():
-            # Waits for writes that changed the total and have not committed: the count,
-            # a statement begun after, sees their entries; later writes add their own.
-            await conn.execute(
-                "SELECT 1 FROM tracking.run_sizes WHERE run_id = $1 FOR UPDATE", run_id
-            )
-            await conn.execute(
-                "UPDATE tracking.run_sizes SET bytes = tracking.run_bytes($1) WHERE run_id = $1",
-                run_id,
-            )
-    finally:
-        idempotency.CALL_CONNECTION.reset(shared)
+    # On a connection of its own, committed at once, never in a call's transaction
+    # (within_bound asks for it outside one): that would hold the row's lock until the
+    # call ends, while the write tried again takes the run's other locks.
+    async with pool.acquire() as conn, conn.transaction():
+        # Waits for writes that changed the total and have not committed: the count,
+        # a statement begun after, sees their entries; later writes add their own.
+        await conn.execute("SELECT 1 FROM tracking.run_sizes WHERE run_id = $1 FOR UPDATE", run_id)
+        await conn.execute(
+            "UPDATE tracking.run_sizes SET bytes = tracking.run_bytes($1) WHERE run_id = $1",
+            run_id,
+        )
 
 
 # How long the start-up count waits for a transaction that holds a run it counts.

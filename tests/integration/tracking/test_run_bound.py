@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import grpc
 import pytest
 
 import cairn
-from cairn.exceptions import InvalidArgumentError
+from cairn.exceptions import InvalidArgumentError, from_grpc_error
+from cairn.tracking.v1 import tracking_pb2, tracking_service_pb2, tracking_service_pb2_grpc
 from cairn.types import Metric, Param, RunInput, RunTag
 from cairn_server.common import database, paging, server
 from cairn_server.common.config import Config
@@ -380,3 +382,39 @@ async def test_a_run_larger_than_64_mib_is_read_from_a_server_given_larger_messa
             await client.log_batch(run_id, tags=batch)
         run = await client.get_run(run_id)
     assert len(run.data.tags) == tags and run.data.tags["t0"] == value
+
+
+async def test_recorded_writes_refused_at_the_bound_do_not_drain_the_pool(
+    config: Config, pool: asyncpg.Pool, unique: str
+) -> None:
+    """A write recorded by its request id (set_tag, log_param, log_inputs) runs in its
+    call's transaction, on a connection it holds to the end. Refused at the bound, it
+    took a second connection to count the run exactly: as many such calls as the pool
+    holds waited for each other's until the pool's wait ran out, and failed
+    DATABASE_BUSY instead of RUN_TOO_LARGE, with every other call of the server stalled."""
+    small = with_overrides(config, db_pool_size=3, db_pool_min_size=1, db_acquire_timeout_seconds=1)
+    few = await database.create_pool(small.database_url, small)  # pool: migrated
+    try:
+        async with (
+            serving(small, few, ["tracking"], max_message_bytes=1024 * 1024) as port,
+            cairn.TrackingClient.insecure_connection("127.0.0.1", port) as tracking,
+        ):
+            run_id = await _run_holding(tracking, unique, BOUND - 100)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = tracking_service_pb2_grpc.TrackingServiceStub(channel)
+
+                async def set_tag(n: int) -> str:
+                    request = tracking_service_pb2.SetTagRequest(
+                        run_id=run_id, tag=tracking_pb2.Tag(key=f"{n}{LONG_KEY}", value="v")
+                    )
+                    try:
+                        await stub.SetTag(request, metadata=[("x-cairn-request-id", f"t{n}")])
+                    except grpc.aio.AioRpcError as error:
+                        return from_grpc_error(error).reason or ""
+                    return "OK"
+
+                reasons = await asyncio.gather(*(set_tag(n) for n in range(12)))
+            assert reasons == ["RUN_TOO_LARGE"] * 12
+            await tracking.set_tag(run_id, "m", "v")  # what fits is still taken
+    finally:
+        await database.close_pool(few)
