@@ -99,7 +99,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         admission = None if role is None else _Admission(self._gate, role, method)
         scope = (method, admission, self._stopping)  # what every wrapping takes
         codec = {
-            "request_deserializer": messages.tolerant(handler.request_deserializer),
+            "request_deserializer": messages.tolerant(
+                handler.request_deserializer, messages.request_type(method)
+            ),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:

@@ -16,9 +16,11 @@ import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from . import wire
 from .errors import FieldViolation, InvalidArgument, invalid_field
 
 # A backstop far above any field's own limit: a string of a 16 MiB message is bounded
@@ -52,10 +54,31 @@ class Malformed:
         self.problem = problem
 
 
-def tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-    """deserialize, returning Malformed for bytes that are not a valid message."""
+def request_type(method: str) -> Descriptor | None:
+    """The request message type of a method ("/package.Service/Method"); None for one
+    the descriptor pool does not describe."""
+    try:
+        found = descriptor_pool.Default().FindMethodByName(method.lstrip("/").replace("/", "."))
+    except KeyError:
+        return None
+    return found.input_type
+
+
+class Oversized:
+    """Stands in for a request whose bytes hold more messages than any request may
+    (wire.py), left undecoded: decoding it would cost gigabytes."""
+
+
+def tolerant(
+    deserialize: Callable[[bytes], Any], descriptor: Descriptor | None = None
+) -> Callable[[bytes], Any]:
+    """deserialize, returning Malformed for bytes that are not a valid message, and
+    Oversized, without decoding, for those of a descriptor's message holding more
+    messages than MAX_WALKED_ELEMENTS."""
 
     def read(data: bytes) -> Any:
+        if descriptor is not None and not wire.holds_at_most(data, descriptor, MAX_WALKED_ELEMENTS):
+            return Oversized()
         try:
             return deserialize(data)
         except Exception as exc:  # DecodeError, or what a corrupt message raises instead
@@ -65,7 +88,10 @@ def tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
 
 def check_decoded(request: Any) -> None:
-    """Raises INVALID_ARGUMENT MALFORMED_MESSAGE unless request decoded (at no cost)."""
+    """Raises INVALID_ARGUMENT unless request decoded (at no cost): MALFORMED_MESSAGE,
+    or the refusal of lists too long in all for one that was not decoded."""
+    if isinstance(request, Oversized):
+        raise _OverBudget()
     if isinstance(request, Malformed):
         raise InvalidArgument(
             "MALFORMED_MESSAGE",

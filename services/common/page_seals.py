@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 from google.protobuf import descriptor_pool
 
+from . import messages
 from .paging import bad_token
 from .service import ServiceSpec, Unservable
 
@@ -39,11 +40,8 @@ Handler = Callable[[Any, Any], Any]
 
 def paged(method: str) -> bool:
     """Whether a method ("/package.Service/Method") takes a page_token."""
-    try:
-        found = descriptor_pool.Default().FindMethodByName(method.lstrip("/").replace("/", "."))
-    except KeyError:  # not described in the pool: no list of ours
-        return False
-    return "page_token" in found.input_type.fields_by_name
+    found = messages.request_type(method)  # None: not described, no list of ours
+    return found is not None and "page_token" in found.fields_by_name
 
 
 def seal(key: bytes, token: str) -> str:

@@ -9,6 +9,7 @@ import asyncpg
 import grpc
 import pytest
 import structlog
+from google.protobuf.internal import encoder
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
@@ -254,3 +255,27 @@ async def test_a_request_id_sent_again_with_another_key_creation_revokes_nothing
             await revoked.get_api_keys()
     async with world.auth_with(again) as replacement:
         assert await replacement.get_api_keys()
+
+
+async def test_a_request_of_countless_empty_messages_is_refused_before_it_is_decoded(
+    world: World,
+) -> None:
+    """An empty model version is two bytes on the wire and about 240 bytes decoded: 8
+    million of them in one 16 MiB request took 1.9 GB, before any check counted them
+    and before its caller was authenticated (so with no key at all). Counted from the
+    bytes, they are refused before anything is decoded, whoever sends them."""
+    versions = registry_pb2.RegisteredModel.DESCRIPTOR.fields_by_name["latest_versions"]
+    model = bytes([versions.number << 3 | 2, 0]) * 1_000_000  # a million empty versions
+    assert len(registry_pb2.RegisteredModel.FromString(model[:2000]).latest_versions) == 1000
+    body = b"\x0a" + encoder._VarintBytes(len(model)) + model  # field 1: registered_model
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{world.port}") as channel:
+        call = channel.unary_unary(
+            "/cairn.registry.v1.RegistryService/CreateRegisteredModel",
+            request_serializer=lambda raw: raw,
+            response_deserializer=registry_service_pb2.CreateRegisteredModelResponse.FromString,
+        )
+        for metadata in ((), (("authorization", f"Bearer {world.keys['editor']}"),)):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call(body, metadata=metadata)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "150000 elements in all" in (refused.value.details() or "")
