@@ -16,10 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
+import numpy as np
 
 from ...common import idempotency
 from ...common.errors import InvalidArgument
 from ...common.sql import unguarded
+from ..model import Batch
 
 T = TypeVar("T")
 # What an entry counts beside its strings (tracking.run_bytes counts the same).
@@ -77,6 +79,25 @@ def check_new_run(held: int, bound: int) -> None:
     """
     if held > bound:
         raise _too_large("a run", bound)
+
+
+def check_batch(batch: Batch, run_id: uuid.UUID, bound: int) -> None:
+    """Refuses a batch whose own entries pass bound: written, the run holds each of its
+    params and tags and a latest point of each key it logs, so no run can take it
+    (writing it to learn so costs seconds for a large one).
+
+    Raises:
+        InvalidArgument: RUN_TOO_LARGE.
+    """
+    held = sum(
+        entry_bytes(k, v) for entries in (batch.params, batch.tags) for k, v in entries.items()
+    )
+    keys = batch.metrics.keys
+    if held + sum(entry_bytes(k) for k in keys) <= bound:
+        return  # nearly always: the rest counts only the keys the points log
+    logged = np.unique(batch.metrics.key_indexes)
+    if held + sum(entry_bytes(keys[i]) for i in logged) > bound:
+        raise _too_large(f"run {run_id.hex}", bound, {"run_id": run_id.hex})
 
 
 async def within_bound(

@@ -48,6 +48,7 @@ class RunWriter:
             InvalidArgument: RUN_TOO_LARGE, the batch would take the run past its bound.
         """
         run_uuid = uuid.UUID(run_id)
+        sizes.check_batch(batch, run_uuid, self._bound)
         claim = _Claim(batch.request_id, batch.fingerprint() if batch.request_id else None)
         if _small_metrics_only(batch):
             return await sizes.within_bound(

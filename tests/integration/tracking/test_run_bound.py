@@ -24,7 +24,7 @@ from cairn_server.common.config import Config
 from cairn_server.common.service import Unservable
 from cairn_server.tracking import SPEC as TRACKING
 from cairn_server.tracking.model import ViewType
-from cairn_server.tracking.store import search, sizes
+from cairn_server.tracking.store import search, sizes, writes
 from cairn_server.tracking.store.run_filters import RunQuery
 from tests.conftest import eventually, serving, with_overrides
 
@@ -418,3 +418,28 @@ async def test_recorded_writes_refused_at_the_bound_do_not_drain_the_pool(
             await tracking.set_tag(run_id, "m", "v")  # what fits is still taken
     finally:
         await database.close_pool(few)
+
+
+async def test_a_batch_larger_than_any_run_is_refused_before_it_is_written(
+    tracking: cairn.TrackingClient, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose own keys pass the bound can never fit, whatever the run holds. It
+    was written whole, refused, counted, written whole again and refused: seconds and
+    hundreds of MB for a large one. Now it is refused before any write."""
+    experiment_id = await tracking.create_experiment(f"huge-{unique}")
+    run_id = (await tracking.create_run(experiment_id)).info.run_id
+    written = []
+    write = writes.RunWriter._write
+
+    async def counted(self: Any, *args: Any) -> Any:
+        written.append(args)
+        return await write(self, *args)
+
+    monkeypatch.setattr(writes.RunWriter, "_write", counted)
+    keys = [f"{n:04}" + "k" * 246 for n in range(BOUND // (250 + ENTRY) + 1)]
+    with pytest.raises(InvalidArgumentError) as refused:
+        await tracking.log_batch(run_id, [Metric(key, 1.0, 0, 0) for key in keys])
+    assert refused.value.reason == "RUN_TOO_LARGE"
+    assert written == []
+    await tracking.log_batch(run_id, [Metric(key, 1.0, 0, 0) for key in keys[:-1]])  # fits
+    assert len(written) == 1
