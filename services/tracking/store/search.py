@@ -46,6 +46,9 @@ Fitting = Callable[[RunPage, Callable[[int], int]], int]
 # A filter requiring a param or tag value fewer runs than this hold (in any experiment)
 # is answered from those runs alone (see _rarest_value).
 RARE_LIMIT = 1_000
+# The column of a sorted scan's rows counting the bytes of their text sort values, theirs
+# and those before them (_sorted_scan).
+SORTED_THROUGH = "sorted_through"
 
 
 async def search_runs(pool: asyncpg.Pool, query: RunQuery) -> paging.Page[Run]:
@@ -76,7 +79,8 @@ async def search_page(
     wanted = query.page_size + 1
     async with pool.acquire() as conn:
         rows = await _page_rows(conn, query, terms, keyset, last, wanted)
-        loaded = await sizes.loadable(conn, rows[: query.page_size], paging.MAX_PAGE_LOAD_BYTES)
+        taken = _within_sort_budget(rows, query.page_size)
+        loaded = await sizes.loadable(conn, rows[:taken], paging.MAX_PAGE_LOAD_BYTES)
         page = await load_page(conn, rows[:loaded])
     kept = loaded
     if fitting and loaded:
@@ -208,8 +212,36 @@ def _sorted_scan(
     params = scope.params
     outer = keyset.after(last, params) if last is not None else "TRUE"
     order = ", ".join(f"{c.expression} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns)
-    return f"""SELECT * FROM ({_matching(terms, scope, candidates)}) q
+    page = f"""SELECT * FROM ({_matching(terms, scope, candidates)}) q
                WHERE {outer} ORDER BY {order} LIMIT {params.add(limit)}"""
+    texts = [
+        f"coalesce(octet_length({c.expression}), 0)" for c in keyset.columns if c.sql_type == "text"
+    ]
+    if not texts:
+        return page
+    # Text sort values may be long (a tag's 8,000 characters, ten of them a run): only
+    # the runs whose values begin within the page's load budget leave the database,
+    # the first past it ending the page (_within_sort_budget).
+    own = " + ".join(texts)
+    return f"""SELECT * FROM (
+                   SELECT q.*, sum({own}) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING)
+                       AS {SORTED_THROUGH}, {own} AS sorted_own
+                   FROM ({page}) q
+               ) q
+               WHERE q.{SORTED_THROUGH} - q.sorted_own < {params.add(paging.MAX_PAGE_LOAD_BYTES)}
+               ORDER BY {order}"""
+
+
+def _within_sort_budget(rows: list[asyncpg.Record], page_size: int) -> int:
+    """How many of rows a page takes by the bytes of their text sort values: those that
+    end within the load budget (one at least). The query left out the runs after the
+    first past it, which it kept to show that the page is cut there."""
+    if not rows or SORTED_THROUGH not in rows[0]:  # a field of that name
+        return page_size
+    for count, row in enumerate(rows[:page_size]):
+        if row[SORTED_THROUGH] > paging.MAX_PAGE_LOAD_BYTES:
+            return max(count, 1)
+    return page_size
 
 
 def _matching(terms: list[tuple[Identifier, bool]], scope: Scope, candidates: str | None) -> str:

@@ -3,6 +3,7 @@
 import base64
 import json
 import math
+from typing import Any
 
 import asyncpg
 import pytest
@@ -12,7 +13,9 @@ from cairn.exceptions import InvalidArgumentError
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.types import ListOptions, Metric, Pager, Param, RunInput, RunTag, ViewType
 from cairn.types._tracking import run_from_proto, runs_from_search
+from cairn_server.common import paging
 from cairn_server.tracking.model import Batch
+from cairn_server.tracking.store import search
 from tests.conftest import sealed_by, unsealed
 
 
@@ -428,3 +431,36 @@ def test_a_batch_renaming_its_run_has_the_fingerprint_it_had_as_a_tag() -> None:
     renaming = Batch(tags={"k": "v"}, run_name="x", request_id="r")
     as_tag = Batch(tags={"k": "v", "mlflow.runName": "x"}, request_id="r")
     assert renaming.fingerprint() == as_tag.fingerprint()
+
+
+async def test_a_page_ordered_by_long_text_fetches_only_the_values_its_budget_holds(
+    tracking: cairn.TrackingClient, experiment_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page ordered by tags fetched every candidate's sort values (page size + 1 runs,
+    up to ten values of 8,000 characters each) before cutting the page to its load
+    budget: 380 MB for one search of 1,000 runs. Only the runs whose values begin within
+    the budget leave the database now; the pages still meet every run once, in order."""
+    for n in range(10):
+        run_id = (await tracking.create_run(experiment_id)).info.run_id
+        await tracking.set_tag(run_id, "long", f"{n}" + "x" * 7_999)
+    monkeypatch.setattr(paging, "MAX_PAGE_LOAD_BYTES", 20_000)  # two values, and a third
+    fetched: list[int] = []
+    page_rows = search._page_rows
+
+    async def counted(*args: Any) -> Any:
+        rows = await page_rows(*args)
+        fetched.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(search, "_page_rows", counted)
+    found, token = [], None
+    while True:
+        page = await tracking.search_runs(
+            [experiment_id], order_by=["tags.long ASC"], max_results=10, page_token=token
+        )
+        found += [r.data.tags["long"][0] for r in page]
+        token = page.token
+        if not token:
+            break
+    assert found == [str(n) for n in range(10)]
+    assert max(fetched) == 3  # the page's two, and the run past the budget that ends it
