@@ -5,8 +5,8 @@ import pytest
 from cairn.registry.v1 import registry_pb2
 from cairn_server.common import paging
 from cairn_server.common.errors import InvalidArgument
-from cairn_server.registry import validation
 from cairn_server.common.paging import ListPage
+from cairn_server.registry import validation
 from cairn_server.registry.store.common import id_or_none
 
 
