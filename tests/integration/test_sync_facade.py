@@ -366,3 +366,70 @@ async def test_a_client_collected_with_its_open_iterator_lets_the_collection_end
         """,
     )
     assert (done.returncode, done.stdout) == (0, "collected\n"), done.stderr
+
+
+async def test_writes_queued_with_synchronous_false_are_sent_when_a_script_ends_unclosed(
+    server_port: int, unique: str
+) -> None:
+    """MLflow scripts end without close(): the writes they had queued died with the
+    daemon loop thread, 1 to 12 points of 200 stored, the param not at all, exit code 0
+    and nothing said."""
+    project = await new_project(server_port, f"sync-{unique}")
+    done = await asyncio.to_thread(
+        _script,
+        server_port,
+        project,
+        """
+        tracking = client()
+        run_id = tracking.create_run(tracking.create_experiment("exit")).info.run_id
+        for step in range(200):
+            tracking.log_metric(run_id, "loss", step / 2, step=step, synchronous=False)
+        tracking.log_param(run_id, "lr", "0.1", synchronous=False)
+        print(run_id)
+        """,
+    )
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    stored = await asyncio.to_thread(_stored, server_port, project, done.stdout.strip())
+    assert stored == (200, {"lr": "0.1"})
+
+
+async def test_writes_queued_with_synchronous_false_are_sent_before_a_dropped_client_stops(
+    server_port: int, unique: str
+) -> None:
+    """A client made in a function and dropped there unclosed stopped its loop at once:
+    4 to 23 points of 200 stored. The script leaves without the exit's handlers
+    (os._exit) once the client's thread has ended, so only the drop can have sent them."""
+    project = await new_project(server_port, f"sync-{unique}")
+    done = await asyncio.to_thread(
+        _script,
+        server_port,
+        project,
+        """
+        import os, threading, time
+
+        def log():
+            tracking = client()
+            run_id = tracking.create_run(tracking.create_experiment("drop")).info.run_id
+            for step in range(200):
+                tracking.log_metric(run_id, "loss", step / 2, step=step, synchronous=False)
+            tracking.log_param(run_id, "lr", "0.1", synchronous=False)
+            return run_id
+
+        run_id = log()
+        gc.collect()
+        while any(t.name == "cairn-sync" for t in threading.enumerate()):
+            time.sleep(0.01)
+        print(run_id, flush=True)
+        os._exit(0)
+        """,
+    )
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    stored = await asyncio.to_thread(_stored, server_port, project, done.stdout.strip())
+    assert stored == (200, {"lr": "0.1"})
+
+
+def _stored(port: int, project: str, run_id: str) -> tuple[int, dict[str, str]]:
+    """How many points of "loss" the run holds, and its params."""
+    with _tracking(port, project) as tracking:
+        points = len(tracking.get_metric_history(run_id, "loss"))
+        return points, tracking.get_run(run_id).data.params

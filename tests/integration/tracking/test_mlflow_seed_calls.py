@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -150,6 +152,32 @@ async def test_close_sends_the_background_writes_of_every_projects_client_first(
     await client.close()
     assert all(operation is not None and operation.done() for operation in operations)
     assert len((await tracking.get_run(run_id)).data.tags) == 20
+
+
+async def test_writes_left_queued_as_asyncio_run_ends_are_reported(server_port, run_id) -> None:
+    """asyncio.run cancels every task left as it ends, the queue's with them: 201 writes
+    never sent, and nothing said (exit code 0, stderr empty)."""
+    script = """
+import asyncio, sys
+import cairn
+
+async def main(port, run_id):
+    tracking = cairn.TrackingClient.insecure_connection("127.0.0.1", port)
+    for step in range(200):
+        await tracking.log_metric(run_id, "loss", 0.5, step=step, synchronous=False)
+    await tracking.log_param(run_id, "lr", "0.1", synchronous=False)
+
+asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
+"""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", script, str(server_port), run_id],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "201 writes queued with synchronous=False were not sent" in done.stderr
 
 
 async def test_log_image_stores_pngs_as_mlflow_does(tracking, run_id, tmp_path) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
-from .._transport import Transport
+from .._transport import DEFAULT_TIMEOUT, Transport
 from ..exceptions import ClientClosedError
+
+_log = logging.getLogger("cairn")
 
 
 class RunOperations:
@@ -53,6 +56,10 @@ class _WriteQueue:
     def __init__(self) -> None:
         self._writes: deque[tuple[Awaitable[Any], asyncio.Future[Any]]] = deque()
         self._worker: asyncio.Task[None] | None = None
+        # The write being sent (or the last one sent).
+        self._sending: asyncio.Future[Any] | None = None
+        # Set while `end` waits: it reports the writes it gives up on itself.
+        self._ending = False
         self.failed: list[asyncio.Future[Any]] = []
 
     def put(self, write: Awaitable[Any]) -> asyncio.Future[Any]:
@@ -60,40 +67,108 @@ class _WriteQueue:
         self._writes.append((write, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.ensure_future(self._work())
+            self._worker.add_done_callback(self._stopped)
         return future
 
     async def _work(self) -> None:
         while self._writes:
             write, future = self._writes.popleft()
+            self._sending = future
             try:
                 result = await write
-            except asyncio.CancelledError:
-                future.cancel()
-                self._abandon()
-                raise
             except Exception as error:  # kept for the caller and for flush
                 future.set_exception(error)
                 self.failed.append(future)
             else:
                 future.set_result(result)
 
-    def _abandon(self) -> None:
-        """The loop is going away: the writes not yet sent never will be."""
+    def _stopped(self, worker: asyncio.Task[None]) -> None:
+        """A cancelled worker leaves the write it was sending and those queued unsent;
+        says how many. A done callback, not an `except` in `_work`: asyncio.run cancels
+        every task left as it ends, the worker often before its first step, when no
+        line of it runs."""
+        if not worker.cancelled():
+            return
+        unsent = 0
+        if self._sending is not None and not self._sending.done():
+            self._sending.cancel()
+            unsent = 1
+        if worker is self._worker:  # else a worker started since sends the rest
+            unsent += self._abandon()
+        if unsent and not self._ending:
+            _log.warning(
+                "%d writes queued with synchronous=False were not sent: their event loop "
+                "cancelled them (await the client's close() or flush_async_logging() "
+                "before the loop ends)",
+                unsent,
+            )
+
+    def _abandon(self) -> int:
+        """The writes not yet sent never will be; how many there were."""
+        abandoned = len(self._writes)
         while self._writes:
             write, future = self._writes.popleft()
             if asyncio.iscoroutine(write):
                 write.close()
             future.cancel()
+        return abandoned
 
     async def flush(self) -> None:
         """Waits until no write is left; raises the first error since the last flush."""
         while self._worker is not None and not self._worker.done():
             await asyncio.shield(self._worker)
-        failed = list(self.failed)
-        self.failed.clear()
-        errors = [future.exception() for future in failed]  # retrieved: no asyncio warning
+        errors = self._take_errors()
         if errors:
-            raise errors[0]  # type: ignore[misc]
+            raise errors[0]
+
+    async def end(self, patience: float) -> None:
+        """Sends what is queued for a client nobody will close (its process exits, or
+        nothing refers to it any more), and logs a warning with the number of writes
+        not stored and the first error: no caller is left to raise it to. Gives up on
+        the rest once one write has gone unanswered for patience seconds."""
+        self._ending = True
+        try:
+            unsent = await self._send_while_answered(patience)
+        finally:
+            self._ending = False
+        errors = self._take_errors()
+        if unsent or errors:
+            _log.warning(
+                "%d writes queued with synchronous=False were not stored before their "
+                "client, never closed, ended%s",
+                unsent + len(errors),
+                f"; the first error: {errors[0]}" if errors else "",
+            )
+
+    async def _send_while_answered(self, patience: float) -> int:
+        """Waits until no write is left, or one has been sent for patience seconds
+        unanswered; then how many writes were left unsent."""
+        while self._worker is not None and not self._worker.done():
+            sending = self._sending
+            await asyncio.wait([self._worker], timeout=patience)
+            if not self._worker.done() and self._sending is sending:
+                unsent = 1 + len(self._writes)
+                self._worker.cancel()
+                await asyncio.wait([self._worker])
+                return unsent
+        return 0
+
+    def _take_errors(self) -> list[BaseException]:
+        """The errors of the writes failed since last taken (retrieved: no asyncio
+        warning)."""
+        errors = [future.exception() for future in self.failed]
+        self.failed.clear()  # in place: RunOperations hold the list
+        return [error for error in errors if error is not None]
+
+
+async def end_background_writes(transport: Transport) -> None:
+    """Sends the writes the clients of transport's channel queued with
+    synchronous=False, for a client nobody will close (the sync facade's, at the exit
+    or dropped): see `_WriteQueue.end`, waiting for an answer as long as the client's
+    deadline (DEFAULT_TIMEOUT when it has none)."""
+    queue: _WriteQueue | None = transport.shared.get("background_writes")
+    if queue is not None:
+        await queue.end(transport.timeout or DEFAULT_TIMEOUT)
 
 
 class BackgroundWrites:
