@@ -4,6 +4,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pytest
 
 import cairn
 from cairn import sync
-from cairn.exceptions import ClientClosedError, NotFoundError
+from cairn.exceptions import ClientClosedError, DeadlineExceededError, NotFoundError
+from tests.proxy import StallingProxy
 
 
 def split(table):
@@ -178,6 +180,37 @@ asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
     )
     assert done.returncode == 0, done.stderr
     assert "201 writes queued with synchronous=False were not sent" in done.stderr
+
+
+async def test_close_fails_the_queued_writes_at_once_when_the_server_does_not_answer(
+    server_port, experiment_id
+) -> None:
+    """Each queued write waited its whole deadline in turn: 6 writes kept close() 12 s at
+    a 2 s timeout (100 at the 30 s default: 50 minutes)."""
+    proxy = StallingProxy("127.0.0.1", server_port)
+    port = await proxy.start()
+    client = cairn.TrackingClient.insecure_connection("127.0.0.1", port, timeout=1.0)
+    try:
+        run_id = (await client.create_run(experiment_id)).info.run_id
+        proxy.stall()
+        operations = [
+            await client.log_metric(run_id, "loss", 1.0, step=step, synchronous=False)
+            for step in range(6)
+        ]
+        began = time.monotonic()
+        with pytest.raises(DeadlineExceededError) as raised:
+            await client.close()
+        assert time.monotonic() - began < 3.0
+        assert raised.value.__notes__ == [
+            "5 more writes queued with synchronous=False were not sent"
+        ]
+        for later in operations[1:]:
+            assert later is not None
+            with pytest.raises(DeadlineExceededError, match="not sent"):
+                await later.wait()
+    finally:
+        proxy.resume()
+        await proxy.close()
 
 
 async def test_log_image_stores_pngs_as_mlflow_does(tracking, run_id, tmp_path) -> None:

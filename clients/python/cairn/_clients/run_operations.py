@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from .._transport import DEFAULT_TIMEOUT, Transport
-from ..exceptions import ClientClosedError
+from ..exceptions import CairnError, ClientClosedError, DeadlineExceededError, UnavailableError
 
 _log = logging.getLogger("cairn")
 
@@ -79,8 +79,26 @@ class _WriteQueue:
             except Exception as error:  # kept for the caller and for flush
                 future.set_exception(error)
                 self.failed.append(future)
+                if isinstance(error, DeadlineExceededError | UnavailableError):
+                    self._fail_rest(error)
             else:
                 future.set_result(result)
+
+    def _fail_rest(self, error: CairnError) -> None:
+        """The server did not answer a write (after the channel's retries): the writes
+        queued behind it fail at once, each with an error of the same kind. Sent in
+        turn, each waited as long: 6 writes kept close() 12 s at a 2 s deadline, 100
+        would keep it 50 minutes at the 30 s default. Writes queued later are sent."""
+        if not self._writes:
+            return
+        error.add_note(
+            f"{len(self._writes)} more writes queued with synchronous=False were not sent"
+        )
+        for future in self._unqueue():
+            future.set_exception(
+                type(error)(f"not sent: a write queued before it met {error}", code=error.code)
+            )
+            self.failed.append(future)
 
     def _stopped(self, worker: asyncio.Task[None]) -> None:
         """A cancelled worker leaves the write it was sending and those queued unsent;
@@ -105,13 +123,21 @@ class _WriteQueue:
 
     def _abandon(self) -> int:
         """The writes not yet sent never will be; how many there were."""
-        abandoned = len(self._writes)
+        unsent = self._unqueue()
+        for future in unsent:
+            future.cancel()
+        return len(unsent)
+
+    def _unqueue(self) -> list[asyncio.Future[Any]]:
+        """Takes the writes not yet sent out of the queue, never to be sent; their
+        futures."""
+        futures = []
         while self._writes:
             write, future = self._writes.popleft()
             if asyncio.iscoroutine(write):
-                write.close()
-            future.cancel()
-        return abandoned
+                write.close()  # never to run: no "never awaited" warning
+            futures.append(future)
+        return futures
 
     async def flush(self) -> None:
         """Waits until no write is left; raises the first error since the last flush."""
