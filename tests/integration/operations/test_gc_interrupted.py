@@ -6,6 +6,8 @@ fails the operation."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 from collections.abc import AsyncIterator
 
@@ -13,8 +15,8 @@ import asyncpg
 import pytest
 
 import cairn
-from cairn.exceptions import NotFoundError
-from cairn.types import OperationState
+from cairn.exceptions import NotFoundError, OperationTimeoutError
+from cairn.types import Operation, OperationState
 from cairn_server import catalog
 from cairn_server.common import database
 from cairn_server.common.config import Config
@@ -24,6 +26,9 @@ from tests.conftest import eventually, new_project, serving, with_overrides
 from tests.proxy import PostgresProxy
 
 HOUR = datetime.timedelta(hours=1)
+# How long a restarted server is away: longer than the channel's own retries cover
+# (under a second).
+RESTART_SECONDS = 3.0
 TRACKING_STEP = rb"SELECT count\(\*\) FROM tracking\.runs"  # the tracking step's first
 # The artifacts step's first after it drained a location: removing the bytes it let go.
 BYTES_REMOVED = rb"SELECT storage_key FROM artifacts\.garbage"
@@ -200,6 +205,95 @@ async def test_an_attempt_handed_back_by_a_stopping_server_counts_no_outage(
     assert done.state is OperationState.SUCCEEDED, done.errors
     row = await _row(pool, started.name)
     assert (row["attempts"], row["outages"]) == (2, 0)
+
+
+async def test_a_wait_goes_on_through_its_server_restarting(
+    config: Config, pool: asyncpg.Pool, client: cairn.Client
+) -> None:
+    """A wait (and so `cairn gc --wait`) follows its operation through a restart of its
+    server: the operation is handed back and carries on. Before, the wait raised
+    UnavailableError (connection refused) a second into the restart, though the
+    operation went on to succeed."""
+    await _deleted_run(client, pool)
+    async with _client_of_restarted(config, pool, client.project) as (own, restarted):
+        async with pool.acquire() as holder, holder.transaction():
+            await holder.execute("LOCK TABLE tracking.runs IN SHARE MODE")
+            started = await _running_collection(own)
+            waiter = asyncio.ensure_future(own.operations.wait_operation(started.name, 60))
+            await restarted.stop()
+        await asyncio.sleep(RESTART_SECONDS)  # the outage itself, not a condition
+        await restarted.start()
+        done = await waiter
+    assert done.state is OperationState.SUCCEEDED, done.errors
+
+
+async def test_a_wait_whose_server_stays_away_times_out(
+    config: Config, pool: asyncpg.Pool, client: cairn.Client
+) -> None:
+    """A wait whose server goes away for longer than its timeout raises
+    OperationTimeoutError with the operation as last seen, as when the operation is
+    slow. Before, it raised UnavailableError within a second of the server stopping."""
+    await _deleted_run(client, pool)
+    async with (
+        _client_of_restarted(config, pool, client.project) as (own, restarted),
+        pool.acquire() as holder,
+        holder.transaction(),
+    ):
+        await holder.execute("LOCK TABLE tracking.runs IN SHARE MODE")
+        started = await _running_collection(own)
+        seen: list[Operation] = []
+        waiter = asyncio.ensure_future(
+            own.operations.wait_operation(started.name, 3.0, seen.append, report_every=0.1)
+        )
+        await eventually(lambda: bool(seen), what="the wait seeing the operation")
+        await restarted.stop()
+        with pytest.raises(OperationTimeoutError) as timed_out:
+            await waiter
+    assert timed_out.value.operation.state is OperationState.RUNNING
+
+
+class _Restartable:
+    """A server that stops and starts again on the same port, as one restarted."""
+
+    def __init__(self, config: Config, pool: asyncpg.Pool) -> None:
+        self._config, self._pool = config, pool
+        self._server: CairnServer | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        settings = with_overrides(self._config, listen_address=f"127.0.0.1:{self.port}")
+        self._server = CairnServer(settings, catalog.select([]), self._pool)
+        self.port = await self._server.start()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+            self._server = None
+
+
+@contextlib.asynccontextmanager
+async def _client_of_restarted(
+    config: Config, pool: asyncpg.Pool, project: str
+) -> AsyncIterator[tuple[cairn.Client, _Restartable]]:
+    """A client of a server the test may restart."""
+    server = _Restartable(config, pool)
+    await server.start()
+    try:
+        async with _client_of(server.port, project) as own:
+            yield own, server
+    finally:
+        await server.stop()
+
+
+async def _running_collection(client: cairn.Client) -> Operation:
+    started = await client.operations.start_garbage_collection(HOUR)
+
+    async def running() -> bool:
+        operation = await client.operations.get_operation(started.name)
+        return operation.state is OperationState.RUNNING
+
+    await eventually(running, what="the collection running")
+    return started
 
 
 def _client_of(port: int, project: str) -> cairn.Client:

@@ -11,15 +11,15 @@ import contextlib
 import functools
 import hashlib
 import os
-import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
+from .._backoff import backoff
 from .._progress import Meter
 from .._transport import Metadata, Transport
 from ..artifacts.v1 import artifacts_pb2 as pb
@@ -347,7 +347,7 @@ class DirectTransfers:
         """
         if timeout is None:
             timeout = COMPLETION_SECONDS + request.size / COMPLETION_BYTES_PER_SECOND
-        waits, busy_waits = iter(UPLOAD_RETRY_WAITS), _backoff(*BUSY_BACKOFF_SECONDS)
+        waits, busy_waits = iter(UPLOAD_RETRY_WAITS), backoff(*BUSY_BACKOFF_SECONDS)
         loop = asyncio.get_running_loop()
         # Refusals (ABORTED, RESOURCE_EXHAUSTED) are waited out for as long as one
         # attempt may take, in all; then the last one is raised.
@@ -456,14 +456,6 @@ class DirectTransfers:
         except _direct.Unreachable as error:
             self._fell_back(endpoint, error)
             return None
-
-
-def _backoff(first: float, longest: float) -> Iterator[float]:
-    """Waits doubling from first up to longest, each drawn from its upper half."""
-    wait = first
-    while True:
-        yield random.uniform(wait / 2, wait)
-        wait = min(wait * 2, longest)
 
 
 async def _stopped_when_cancelled(transfer: Callable[..., _T]) -> _T:

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf import duration_pb2
 
+from .._backoff import backoff
 from .._base import BaseClient
 from .._transport import Metadata
-from ..exceptions import OperationFailedError, OperationTimeoutError
+from ..exceptions import (
+    CancelledError,
+    OperationFailedError,
+    OperationTimeoutError,
+    UnavailableError,
+)
 from ..operations.v1 import operations_service_pb2 as api
 from ..operations.v1 import operations_service_pb2_grpc
 from ..types._operations import (
@@ -27,6 +35,15 @@ WAIT_CHUNK_SECONDS = 10.0
 # again without pause.
 MIN_REPORT_SECONDS = 0.1
 _DEADLINE_MARGIN_SECONDS = 10.0
+# A server out of reach (a restart, a deploy) is asked again after these waits, the
+# first and the longest, doubling between: the operation goes on meanwhile, handed to
+# the next server, and the channel's own retries cover under a second.
+OUTAGE_BACKOFF_SECONDS = (0.2, 5.0)
+# What a server that stops or is gone answers: CANCELLED to the calls that reach it as
+# it shuts down, UNAVAILABLE once nothing listens.
+_OUT_OF_REACH = (UnavailableError, CancelledError)
+
+_log = logging.getLogger("cairn")
 
 ProgressCallback = Callable[[Operation], Awaitable[None] | None]
 
@@ -114,6 +131,9 @@ class OperationsClient(BaseClient):
     ) -> Operation:
         """Waits until the operation is done (SUCCEEDED or FAILED) and returns it.
 
+        A server out of reach (restarted, say) is asked again, after waits growing to
+        5 seconds, until the timeout passes: its operation goes on meanwhile.
+
         Args:
             name: "operations/<uuid>".
             timeout: seconds to wait at most; None waits as long as it takes.
@@ -124,6 +144,8 @@ class OperationsClient(BaseClient):
 
         Raises:
             OperationTimeoutError: the timeout passed first (the operation goes on).
+            UnavailableError: the server was out of reach from the first call until the
+                timeout passed.
             NotFoundError: no operation has the name.
         """
         loop = asyncio.get_running_loop()
@@ -134,9 +156,15 @@ class OperationsClient(BaseClient):
             if report_every >= MIN_REPORT_SECONDS
             else MIN_REPORT_SECONDS
         )
+        seen: Operation | None = None
         while True:
-            left = chunk if deadline is None else deadline - loop.time()
-            operation = await self._wait_once(name, max(0.0, min(left, chunk)))
+            try:
+                operation = await self._wait_through_outages(name, chunk, deadline)
+            except _OUT_OF_REACH as error:
+                if seen is None:
+                    raise
+                raise OperationTimeoutError(seen, timeout or 0.0) from error
+            seen = operation
             if on_progress is not None:
                 reported = on_progress(operation)
                 if reported is not None:
@@ -159,6 +187,25 @@ class OperationsClient(BaseClient):
         if operation.state.value == "FAILED":
             raise OperationFailedError(operation)
         return operation
+
+    async def _wait_through_outages(
+        self, name: str, chunk: float, deadline: float | None
+    ) -> Operation:
+        """One WaitOperation of up to chunk seconds, asked again while the server is out
+        of reach; raises its last error once the deadline (loop time) passes."""
+        loop = asyncio.get_running_loop()
+        rests = backoff(*OUTAGE_BACKOFF_SECONDS)
+        while True:
+            left = math.inf if deadline is None else deadline - loop.time()
+            try:
+                return await self._wait_once(name, max(0.0, min(left, chunk)))
+            except _OUT_OF_REACH as error:
+                left = math.inf if deadline is None else deadline - loop.time()
+                if left <= 0:
+                    raise
+                rest = min(next(rests), left)
+                _log.info("asking for %s again in %.1f s after %s", name, rest, error)
+                await asyncio.sleep(rest)
 
     async def _wait_once(self, name: str, seconds: float) -> Operation:
         request = api.WaitOperationRequest(name=name)
