@@ -13,16 +13,24 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from ..common import logs
+from ..common.server import Stopping
 from ..common.service import Resources
 from . import backends, threads
 from .store import ObjectStore
 
 BATCH = 1000
+# How long a call waits for the bytes its committed write let go of to be removed.
+# A healthy store removes a thousand objects' bytes in well under a second; one that hangs
+# holds a removal for its timeout (CAIRN_S3_TIMEOUT_SECONDS, 60 s by default, past the
+# client's 30 s deadline), and the call answered DEADLINE_EXCEEDED for a write that
+# was done. Past this the removal goes on beside the calls.
+COLLECT_WAIT_SECONDS = 1.0
 _log = logs.get("cairn.artifacts.janitor")
 
 
@@ -42,6 +50,7 @@ def janitor_for(resources: Resources, backend: backends.Backend | None = None) -
         ObjectStore(resources.pool),
         backend or backends.from_config(resources.config),
         timedelta(seconds=resources.config.artifact_janitor_min_age_seconds),
+        resources.stopping,
     )
 
 
@@ -54,13 +63,26 @@ async def run_janitor(resources: Resources) -> None:
 
 
 class Janitor:
-    def __init__(self, objects: ObjectStore, backend: backends.Backend, min_age: timedelta) -> None:
+    """Removes garbage bytes: in passes (`run`, `sweep`), and for the calls that let go
+    of them (`collect`, `collect_soon`), beside those calls. That removal work ends when
+    the server begins to stop (`stopping`): what it leaves stays garbage, for a pass."""
+
+    def __init__(
+        self,
+        objects: ObjectStore,
+        backend: backends.Backend,
+        min_age: timedelta,
+        stopping: asyncio.Event | None = None,
+    ) -> None:
         self._objects = objects
         self._backend = backend
         self.min_age = min_age
+        self._stopping = stopping or asyncio.Event()
         # collect_soon's collection, and whether one was asked for since it began.
         self._collecting: asyncio.Task[None] | None = None
         self._asked = False
+        self._removals: set[asyncio.Task[None]] = set()
+        self._ending: asyncio.Task[None] | None = None
 
     async def run(self, interval: float) -> None:
         """Passes until cancelled; a failed pass is logged and tried again later."""
@@ -89,9 +111,14 @@ class Janitor:
 
     async def collect(self, keys: list[str]) -> None:
         """Removes the bytes of garbage keys, then forgets them; on failure they stay
-        garbage and a later pass tries again."""
-        if not keys:
-            return
+        garbage and a later pass tries again. Waits COLLECT_WAIT_SECONDS at most: the
+        removal goes on beside the calls after that, so that a call whose write
+        committed answers OK though the store hangs (the row is the truth)."""
+        if keys and not self._stopping.is_set():
+            removal = self._beside_calls(self._remove(keys))
+            await asyncio.wait({removal}, timeout=COLLECT_WAIT_SECONDS)
+
+    async def _remove(self, keys: list[str]) -> None:
         try:
             await threads.in_store(self._backend.delete, keys)
             await self._objects.forget(keys)
@@ -103,11 +130,33 @@ class Janitor:
         collection runs, it collects again once that one ends, so keys queued meanwhile
         are not left for the next pass."""
         self._asked = True
+        if self._stopping.is_set():
+            return
         if self._collecting is None or self._collecting.done():
-            # A context of its own: not the log context of the call that asked first.
-            self._collecting = asyncio.create_task(
-                self._collect_while_asked(), context=contextvars.Context()
-            )
+            self._collecting = self._beside_calls(self._collect_while_asked())
+
+    def _beside_calls(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """work in a task of its own, cancelled when the server begins to stop. A
+        context of its own too: not the log context, nor the database connection, of
+        the call that asked for it."""
+        task = asyncio.create_task(work, context=contextvars.Context())
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+        if self._ending is None:
+            self._ending = asyncio.create_task(self._end_on_stop(), name="janitor removals")
+            # Held, so that the server's stop waits for them to end before it closes
+            # the pool they forget keys through.
+            if isinstance(self._stopping, Stopping):
+                self._stopping.holds(self._ending)
+        return task
+
+    async def _end_on_stop(self) -> None:
+        await self._stopping.wait()
+        removals = set(self._removals)
+        for task in removals:
+            task.cancel()
+        if removals:
+            await asyncio.wait(removals)
 
     async def _collect_while_asked(self) -> None:
         while self._asked:

@@ -3,13 +3,14 @@ back: calls that meet it end UNAVAILABLE within the store's timeout, and hold no
 that the calls after its return need."""
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 import cairn
-from cairn.exceptions import UnavailableError
+from cairn.exceptions import NotFoundError, UnavailableError
 from cairn_server import catalog
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
@@ -36,10 +37,32 @@ async def store(
     s3_config: Config, pool: asyncpg.Pool, proxy: StallingProxy, unique: str
 ) -> AsyncIterator[cairn.ArtifactClient]:
     """An ArtifactClient of a server that reaches the store through the proxy."""
+    async with _served(s3_config, pool, proxy, unique, s3_timeout_seconds=0.5) as client:
+        yield client
+
+
+@pytest.fixture
+async def patient_store(
+    s3_config: Config, pool: asyncpg.Pool, proxy: StallingProxy, unique: str
+) -> AsyncIterator[cairn.ArtifactClient]:
+    """As `store`, but the server waits for the store longer than the client waits for
+    the server: the defaults (60 s and 30 s) scaled down ten times."""
+    async with _served(s3_config, pool, proxy, unique, s3_timeout_seconds=6.0) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def _served(
+    s3_config: Config,
+    pool: asyncpg.Pool,
+    proxy: StallingProxy,
+    unique: str,
+    s3_timeout_seconds: float,
+) -> AsyncIterator[cairn.ArtifactClient]:
     settings = with_overrides(
         s3_config,
         s3_endpoint=f"127.0.0.1:{proxy.port}",
-        s3_timeout_seconds=0.5,
+        s3_timeout_seconds=s3_timeout_seconds,
         artifact_janitor_interval_seconds=0,
     )
     server = CairnServer(settings, catalog.select(["artifacts"]), pool)
@@ -70,3 +93,23 @@ async def test_a_silent_store_fails_calls_and_holds_nothing_once_back(
         assert outcome.reason == "OBJECT_STORE_UNAVAILABLE"
     proxy.resume()  # the requests that met the stall stay lost, as on a black-holed route
     assert await store.read("model.bin", timeout=10) == CONTENT
+
+
+async def test_a_delete_answers_ok_though_the_store_hangs(
+    patient_store: cairn.ArtifactClient, proxy: StallingProxy, pool: asyncpg.Pool
+) -> None:
+    """A delete is done once its removal commits in the database; the bytes the store
+    does not remove meanwhile stay garbage, for the janitor. Before, the call waited
+    for the store after its commit and answered DEADLINE_EXCEEDED for a delete that
+    was done."""
+    store = patient_store
+    await store.upload("model.bin", CONTENT)
+    key = await pool.fetchval(
+        "SELECT storage_key FROM artifacts.objects WHERE project = $1", store.project
+    )
+    proxy.stall()
+    await store.delete("model.bin", timeout=3.0)
+    with pytest.raises(NotFoundError):
+        await store.stat("model.bin")
+    garbage = "SELECT count(*) FROM artifacts.garbage WHERE storage_key = $1"
+    assert await pool.fetchval(garbage, key) == 1  # the janitor's to remove
