@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..common import logs
+from ..common.errors import Unavailable
 from ..common.server import Stopping
 from ..common.service import Resources
 from . import backends, threads
@@ -166,10 +167,19 @@ class Janitor:
     async def collect_garbage(self) -> int:
         """Removes the bytes of every garbage key. Keys whose bytes cannot be removed
         (a permission, an object lock) are logged and put behind the others, so they
-        never hold up the rest; the pass ends at the first batch that had any."""
+        never hold up the rest; the pass ends at the first batch that had any.
+
+        Raises:
+            Unavailable: the store is out of reach (a timeout, a refused connection):
+                the batch is put behind the others, and the pass ends there.
+        """
         removed = 0
         while keys := await self._objects.garbage(BATCH):
-            failed = await threads.in_store(_delete_each_or_all, self._backend, keys)
+            try:
+                failed = await threads.in_store(_delete_each_or_all, self._backend, keys)
+            except Unavailable:
+                await self._objects.postpone(keys)
+                raise
             await self._objects.forget([key for key in keys if key not in failed])
             removed += len(keys) - len(failed)
             if failed:
@@ -208,18 +218,26 @@ async def _step(work: Awaitable[int]) -> int:
 
 
 def _delete_each_or_all(backend: backends.Backend, keys: list[str]) -> set[str]:
-    """Deletes keys at once, or one by one when that fails; returns those that failed."""
+    """Deletes keys at once, or one by one when the store refused some of them, to
+    tell which; returns those that failed. A store out of reach (Unavailable: what a
+    timeout, a refused connection or a failed request becomes) raises instead: one by
+    one, each key would wait out its timeout, 1000 keys of 60 s for a batch."""
     try:
         backend.delete(keys)
         return set()
-    except Exception:
-        failed = set()
-        for key in keys:
-            try:
-                backend.delete([key])
-            except Exception:
-                failed.add(key)
-        return failed
+    except Unavailable:
+        raise
+    except Exception:  # an answer naming keys it refused (S3), a file (the filesystem)
+        pass
+    failed = set()
+    for key in keys:
+        try:
+            backend.delete([key])
+        except Unavailable:
+            raise
+        except Exception:
+            failed.add(key)
+    return failed
 
 
 def _next_batch(scanned: Iterator[tuple[str, datetime]]) -> list[tuple[str, datetime]]:
