@@ -3,13 +3,16 @@ artifact names an uploaded object."""
 
 import asyncio
 import contextlib
+import datetime
 import hashlib
 import json
 import urllib.request
 from pathlib import Path
 
 import asyncpg
+import numpy as np
 import pytest
+import yaml
 from google.protobuf.duration_pb2 import Duration
 
 import cairn
@@ -270,6 +273,28 @@ async def test_run_artifacts_through_the_tracking_client(
         assert tree.endswith("model")
         params = await tracking.download_artifacts(run_id, "params.json", tmp_path / "p")
         assert json.loads(Path(params).read_text()) == {"lr": 0.1}
+
+
+async def test_log_dict_stores_values_json_cannot_encode_as_strings(
+    server_port: int, unique: str, tmp_path
+) -> None:
+    """MLflow stringifies what JSON can't encode; log_dict raised TypeError on a numpy
+    float32, a numpy int64 or a date, and YAML's RepresenterError on the numpy ones."""
+    values = {"acc": np.float32(0.93), "n": np.int64(3), "day": datetime.date(2026, 12, 4)}
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
+        experiment_id = await tracking.create_experiment(f"log-dict-{unique}")
+        run_id = (await tracking.create_run(experiment_id)).info.run_id
+        await tracking.log_dict(run_id, values, "metrics.json")
+        await tracking.log_dict(run_id, values, "metrics.yaml")
+        as_json = await tracking.download_artifacts(run_id, "metrics.json", tmp_path / "j")
+        as_yaml = await tracking.download_artifacts(run_id, "metrics.yaml", tmp_path / "y")
+    assert json.loads(Path(as_json).read_text()) == {"acc": "0.93", "n": "3", "day": "2026-12-04"}
+    # YAML has a date of its own, so only the numpy values become strings.
+    assert yaml.safe_load(Path(as_yaml).read_text()) == {
+        "acc": "0.93",
+        "n": "3",
+        "day": datetime.date(2026, 12, 4),
+    }
 
 
 async def test_a_missing_run_artifact_is_named_as_the_caller_named_it(

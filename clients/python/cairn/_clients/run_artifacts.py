@@ -73,13 +73,16 @@ class RunArtifacts:
     async def log_dict(
         self: RunClient, run_id: str, dictionary: dict[str, Any], artifact_file: str
     ) -> ObjectInfo:
-        """Stores a dict as JSON (or YAML for .yaml/.yml files, when PyYAML is installed)."""
-        if artifact_file.endswith((".yaml", ".yml")):
-            import yaml  # optional, as in MLflow
+        """Stores a dict as JSON (or YAML for .yaml/.yml files, when PyYAML is installed).
 
-            text, content_type = yaml.safe_dump(dictionary), "application/yaml"
+        A value neither format can encode (a numpy scalar, a `datetime.date` in JSON) is
+        stored as its `str()`, as MLflow does, rather than failing the call.
+        """
+        if artifact_file.endswith((".yaml", ".yml")):
+            text, content_type = _yaml_text(dictionary), "application/yaml"
         else:
-            text, content_type = json.dumps(dictionary, indent=2), "application/json"
+            text = json.dumps(dictionary, indent=2, default=str)
+            content_type = "application/json"
         store, root = await run_store(self, run_id, writing=True)
         return await store.upload(
             join(root, None, artifact_file),
@@ -138,3 +141,15 @@ class RunArtifacts:
                 metadata={**missing.metadata, "run_id": run_id, "path": path},
             ) from None
         return str(written)
+
+
+def _yaml_text(dictionary: dict[str, Any]) -> str:
+    """YAML of `dictionary`, with values safe_dump has no tag for written as strings."""
+    import yaml  # optional, as in MLflow
+
+    class Stringifying(yaml.SafeDumper):
+        pass
+
+    # The None key is the representer of last resort, SafeDumper's raises.
+    Stringifying.add_representer(None, lambda dumper, value: dumper.represent_str(str(value)))
+    return yaml.dump(dictionary, Dumper=Stringifying)
