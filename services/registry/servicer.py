@@ -245,10 +245,12 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     async def TransitionModelVersionStage(
         self, request: api.TransitionModelVersionStageRequest, context: Context
     ) -> api.TransitionModelVersionStageResponse:
+        stage = _stage(request.stage)
+        _archiving_allowed(stage, request.archive_existing_versions)
         record = await self._versions.transition_stage(
             common.project(request.project),
             validation.entity_id(request.id, "id"),
-            _stage(request.stage),
+            stage,
             request.archive_existing_versions,
         )
         return api.TransitionModelVersionStageResponse(model_version=convert.model_version(record))
@@ -534,6 +536,17 @@ def _stage(value: int) -> Stage:
     if value not in Stage._value2member_map_:
         raise invalid_field("stage", f"unknown stage {value}")
     return Stage(value)
+
+
+def _archiving_allowed(stage: Stage, archive_existing: bool) -> None:
+    """MLflow refuses archive_existing_versions for a move to None or Archived: only the
+    active stages have versions to archive, so the flag there is a caller's mistake."""
+    if archive_existing and stage not in (Stage.STAGING, Stage.PRODUCTION):
+        raise invalid_field(
+            "archive_existing_versions",
+            "archive_existing_versions applies to a transition to Staging or Production, "
+            f"not to {stage.name.title()}",
+        )
 
 
 def _page_size(value: int) -> int:

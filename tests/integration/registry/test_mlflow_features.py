@@ -78,6 +78,22 @@ async def test_stage_transitions_and_latest_versions(mr_client, churn) -> None:
         await mr_client.transition_model_version_stage("churn", 1, "Prod")
 
 
+@pytest.mark.parametrize("stage", ["None", "Archived"])
+async def test_archiving_existing_versions_outside_the_active_stages_is_refused(
+    mr_client, churn, stage: str
+) -> None:
+    """MLflow raises an error for archive_existing_versions with a stage other than
+    Staging or Production; it was accepted and silently ignored."""
+    await mr_client.transition_model_version_stage("churn", 1, "Archived")
+    with pytest.raises(InvalidArgumentError) as raised:
+        await mr_client.transition_model_version_stage(
+            "churn", 2, stage, archive_existing_versions=True
+        )
+    assert [field for field, _ in raised.value.field_violations] == ["archive_existing_versions"]
+    assert raised.value.message.endswith(f"not to {stage}")
+    assert (await mr_client.get_model_version("churn", 2)).stage == "None"
+
+
 async def test_tags_set_and_delete(mr_client, churn) -> None:
     await mr_client.set_registered_model_tag("churn", "owner", "ana")
     await mr_client.set_model_version_tag("churn", 1, "validated", True)
