@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from cairn._names import MAX_KEY_LENGTH
+from cairn._names import EXPERIMENT_ID, MAX_KEY_LENGTH
 
 from ..common import validation
 from ..common.errors import InvalidArgument, NotFound, invalid_field
@@ -26,7 +26,6 @@ MAX_REQUEST_ID_LENGTH = 128
 # one message, and the least a server may send is 1 MiB.
 MAX_EXPERIMENT_TAG_BYTES = 512 * 1024
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
-_EXPERIMENT_ID = re.compile(r"[1-9][0-9]{0,18}")
 MAX_EXPERIMENT_ID = 2**63 - 1  # PostgreSQL's bigint
 
 
@@ -38,7 +37,7 @@ def run_id(value: str, field: str = "run_id") -> str:
 
 
 def experiment_id(value: str, field: str = "experiment_id") -> int:
-    if not _EXPERIMENT_ID.fullmatch(value):
+    if not EXPERIMENT_ID.fullmatch(value):
         raise invalid_field(field, "must be a positive integer, as a string")
     number = int(value)
     if number > MAX_EXPERIMENT_ID:  # a well-formed id no bigint column can hold

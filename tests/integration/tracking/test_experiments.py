@@ -161,10 +161,19 @@ async def test_a_token_nested_too_deep_is_invalid_page_token(
     assert raised.value.reason == "INVALID_PAGE_TOKEN"
 
 
-# The last two are well-formed but beyond bigint: they were INTERNAL.
+# str(2**63) and "9999999999999999999" are well-formed but beyond bigint: they were
+# INTERNAL. The ids of 20 digits and more were INVALID_ARGUMENT, though the docs say an
+# id past the largest is NOT_FOUND.
 @pytest.mark.parametrize(
     "experiment_id",
-    ["999999999", str(2**63 - 1), str(2**63), "9999999999999999999"],
+    [
+        "999999999",
+        str(2**63 - 1),
+        str(2**63),
+        "9999999999999999999",
+        "10000000000000000000",
+        "9" * 64,
+    ],
 )
 async def test_unknown_experiment_is_not_found(
     tracking: cairn.TrackingClient, experiment_id: str
@@ -182,6 +191,16 @@ async def test_unknown_experiment_is_not_found(
     found = await tracking.search_runs([experiment_id, known])
     assert [r.info.run_id for r in found] == [run_id]
     assert len(await tracking.search_runs([experiment_id])) == 0
+
+
+@pytest.mark.parametrize("experiment_id", ["1" + "0" * 64, "007", "-1", "1.0", "\uff11"])
+async def test_an_id_that_is_no_number_or_too_long_is_invalid(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    """Past 64 digits an id is refused rather than read, as one that is no number is."""
+    with pytest.raises(InvalidArgumentError) as raised:
+        await tracking.get_experiment(experiment_id)
+    assert [field for field, _ in raised.value.field_violations] == ["experiment_id"]
 
 
 async def test_an_artifact_location_lies_in_the_experiments_own_project(

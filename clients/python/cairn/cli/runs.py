@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import click
 
 from .._client import Client
+from .._names import EXPERIMENT_ID
 from ..exceptions import NotFoundError
 from ..types import Pager, Run
 from ._calls import call, collect
 from ._connection import connection_options
 from ._output import emit_list, emit_object, output_option, plain
 from .experiments import VIEWS, view_option
-
-# An experiment id as the server spells one: up to 19 digits, the first not 0.
-_AN_ID = re.compile(r"[1-9][0-9]{0,18}")
 
 COLUMNS = [
     ("run_id", "Run ID"),
@@ -94,7 +91,7 @@ async def experiment_id(client: Client, name_or_id: str) -> str:
     found = await client.tracking.get_experiment_by_name(name_or_id)
     if found:
         return found.experiment_id
-    if _AN_ID.fullmatch(name_or_id):  # "0" and "007" are no id: the server refuses them
+    if EXPERIMENT_ID.fullmatch(name_or_id):  # "0" and "007" are no id: the server refuses them
         return (await client.tracking.get_experiment(name_or_id)).experiment_id
     raise NotFoundError(f"no experiment named {name_or_id!r}", reason="EXPERIMENT_NOT_FOUND")
 
