@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pytest
 
 from tests.conftest import repo_root
@@ -223,3 +224,46 @@ def test_the_examples_are_found() -> None:
     nothing cannot pass."""
     readme = [block for block in python_blocks() if block.path == "README.md" and block.runs]
     assert readme and "TrackingClient" in readme[0].code
+
+
+def _cli_commands(
+    command: click.Command, path: str = "cairn"
+) -> Iterator[tuple[str, click.Command]]:
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _cli_commands(sub, f"{path} {name}")
+    else:
+        yield path, command
+
+
+def _lines_naming(doc: str, command: str) -> list[str]:
+    """The lines of doc that show command, a line ended by `\\` joined to the next."""
+    joined = doc.replace("\\\n", " ").splitlines()
+    return [line for line in joined if re.search(rf"{re.escape(command)}(\s|$)", line)]
+
+
+def test_every_command_flag_is_in_the_cli_docs() -> None:
+    """Each option of each `cairn` command shows in docs/cli.md on a line of that
+    command, by its long name or a short one, and its long name is written somewhere.
+    The connection options have their own table and `--output` its section. Before,
+    `experiments create --artifact-location`, `projects list --user` and `models
+    versions --filter/--order-by/--max-results` were nowhere in the docs."""
+    from cairn.cli import cli
+    from cairn.cli._connection import connection_options
+
+    doc = (repo_root() / "docs" / "cli.md").read_text()
+    documented_elsewhere = {"--output", "--help"}
+    for parameter in connection_options(lambda: None).__click_params__:  # type: ignore[attr-defined]
+        documented_elsewhere.update(parameter.opts)
+    missing = []
+    for path, command in _cli_commands(cli):
+        lines = " ".join(_lines_naming(doc, path))
+        for option in command.params:
+            names = [*option.opts, *option.secondary_opts]
+            if not isinstance(option, click.Option) or documented_elsewhere & set(names):
+                continue
+            shown = any(re.search(rf"{re.escape(name)}\b", lines) for name in names)
+            long_names = [name for name in names if name.startswith("--")]
+            if not shown or not any(name in doc for name in long_names):
+                missing.append(f"{path} {'/'.join(names)}")
+    assert not missing, missing
