@@ -41,9 +41,15 @@ async def test_a_role_is_named_as_ml_cube_or_cairn_name_it(
 
 
 async def test_a_name_that_is_no_role_is_refused_before_any_call(world: World) -> None:
+    """As every failure, an InvalidArgumentError naming the argument (a ValueError too);
+    a role, and an expiration that is none, raised a bare ValueError."""
     async with world.auth("admin") as admin:
-        with pytest.raises(ValueError, match="PROJECT_VIEW"):
+        with pytest.raises(InvalidArgumentError, match="PROJECT_VIEW") as raised:
             await admin.add_user_project_role("someone", world.project, "owner")
+        assert raised.value.field_violations[0][0] == "project_role"
+        with pytest.raises(InvalidArgumentError, match="NEVER") as raised:
+            await admin.create_user_api_key("someone", "k", "FOREVER")  # type: ignore[arg-type]
+        assert raised.value.field_violations[0][0] == "expiration_time"
 
 
 async def test_update_project_changes_the_description_for_an_editor(world: World) -> None:

@@ -74,8 +74,30 @@ async def test_stage_transitions_and_latest_versions(mr_client, churn) -> None:
     latest = {v.stage: v.version for v in await mr_client.get_latest_versions("churn")}
     assert latest == {"Archived": 1, "Staging": 2, "Production": 3}
     assert [v.version for v in await mr_client.get_latest_versions("churn", ["Staging"])] == [2]
-    with pytest.raises(ValueError, match="unknown stage"):
+    with pytest.raises(ValueError, match="'Prod' is not one of None, Staging, Production"):
         await mr_client.transition_model_version_stage("churn", 1, "Prod")
+
+
+@pytest.mark.parametrize(
+    ("call", "argument"),
+    [
+        (lambda r: r.transition_model_version_stage("churn", 1, "Prod"), "stage"),
+        (lambda r: r.get_latest_versions("churn", ["Staging", "Prod"]), "stages"),
+        (lambda r: r.copy_model_version(f"runs:/{'a' * 32}/model", "copy"), "src_model_uri"),
+        (lambda r: r.set_model_version_tag("churn", 2, "k", "v", stage="Staging"), "version"),
+        (lambda r: r.search_registered_models(order_by=["name", "id"]), "order_by"),
+    ],
+)
+async def test_a_bad_argument_is_an_invalid_argument_error_naming_it(
+    mr_client, churn, call, argument: str
+) -> None:
+    """docs/client.md: every failure is a CairnError. These raised a bare ValueError,
+    with no code, reason or field, that `except CairnError` let through."""
+    with pytest.raises(InvalidArgumentError) as raised:
+        await call(mr_client)
+    assert isinstance(raised.value, ValueError)  # `except ValueError` still catches it
+    assert raised.value.reason == "INVALID_ARGUMENT"
+    assert [field for field, _ in raised.value.field_violations] == [argument]
 
 
 @pytest.mark.parametrize("stage", ["None", "Archived"])

@@ -13,7 +13,12 @@ import pytest
 
 import cairn
 from cairn import sync
-from cairn.exceptions import ClientClosedError, DeadlineExceededError, NotFoundError
+from cairn.exceptions import (
+    ClientClosedError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from tests.proxy import StallingProxy
 
 
@@ -362,3 +367,24 @@ async def test_the_one_entry_point_sends_background_writes_before_closing(
     await client.close()
     assert operations.done()
     assert (await tracking.get_run(run_id)).data.params == {"p": "1"}
+
+
+@pytest.mark.parametrize(
+    ("call", "argument"),
+    [
+        (lambda t, e, r: t.set_terminated(r, status="DONE"), "status"),
+        (lambda t, e, r: t.update_run(r, status="done"), "status"),
+        (lambda t, e, r: t.search_runs([e], run_view_type=7), "run_view_type"),
+        (lambda t, e, r: t.search_experiments(view_type=0), "view_type"),
+    ],
+)
+async def test_a_bad_enum_argument_is_an_invalid_argument_error_naming_it(
+    tracking, experiment_id, run_id, call, argument: str
+) -> None:
+    """docs/client.md: every failure is a CairnError. An unknown status or view type
+    raised a bare ValueError, with no code, reason or field."""
+    with pytest.raises(InvalidArgumentError) as raised:
+        await call(tracking, experiment_id, run_id)
+    assert isinstance(raised.value, ValueError)
+    assert [field for field, _ in raised.value.field_violations] == [argument]
+    assert (await tracking.get_run(run_id)).info.status == "RUNNING"

@@ -23,6 +23,7 @@ from ..exceptions import (
     ResourceExhaustedError,
     UnavailableError,
 )
+from ..types._arguments import invalid_argument
 from ..types._tracking import Metric, Param, Run, RunInput, RunStatus, RunTag
 from .journal import Journal, LiveJournal
 from .run_batches import Batches
@@ -111,9 +112,9 @@ class ActiveRun:
     ) -> None:
         self._inputs = list(inputs)
         if batch_size < 1 or max_buffered < batch_size:
-            raise ValueError("need 1 <= batch_size <= max_buffered")
+            raise invalid_argument("batch_size", "need 1 <= batch_size <= max_buffered")
         if not send_interval > 0:
-            raise ValueError("send_interval must be positive")
+            raise invalid_argument("send_interval", "must be positive")
         self._send_interval = send_interval
         self._flush_timeout = flush_timeout
         self._journal = LiveJournal(journal_dir)

@@ -9,6 +9,7 @@ from .._tables import millis, print_table
 from .._transport import Metadata
 from ..auth.v1 import auth_service_pb2 as api
 from ..auth.v1 import auth_service_pb2_grpc
+from ..types._arguments import invalid_argument, member
 from ..types._auth import (
     ApiKey,
     ApiKeyExpirationTime,
@@ -112,7 +113,9 @@ class AuthClient(BaseClient):
             NotFoundError: when the project does not exist.
         """
         if default_storage_policy is not None:
-            raise ValueError("Cairn projects have no storage policy; leave it None")
+            raise invalid_argument(
+                "default_storage_policy", "Cairn projects have no storage policy; leave it None"
+            )
         request = api.UpdateProjectRequest(
             project=project_id, name=name or None, description=description or None
         )
@@ -168,7 +171,7 @@ class AuthClient(BaseClient):
     ) -> str:
         request = api.CreateApiKeyRequest(
             name=name,
-            expiration=ApiKeyExpirationTime(expiration_time).value,
+            expiration=member(ApiKeyExpirationTime, expiration_time, "expiration_time").value,
             user_id=user_id,
         )
         response = await self._transport.unary(

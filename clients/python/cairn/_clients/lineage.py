@@ -99,7 +99,7 @@ class RunLineage:
                 project=self.project,
                 experiment_ids=experiments[start : start + EXPERIMENTS_PER_SEARCH],
                 filter="inputs.uri = '{}'".format(text.replace("'", "''")),
-                view_type=_tracking.view_type_to_proto(run_view_type),
+                view_type=_tracking.view_type_to_proto(run_view_type, "run_view_type"),
                 page_size=PAGE_SIZE,
                 columnar=True,
             )

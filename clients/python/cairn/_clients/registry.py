@@ -14,6 +14,7 @@ from ..exceptions import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from ..models._uris import ModelUri, parse_uri
 from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
+from ..types._arguments import invalid_argument
 from ..types._paging import PagedList, check_token_is_new
 from ..types._registry import (
     MlflowModelVersion,
@@ -116,7 +117,7 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
         """
         parsed = parse_uri(src_model_uri)
         if not isinstance(parsed, ModelUri):
-            raise ValueError(f"{src_model_uri!r}: copy_model_version takes a models:/ URI")
+            raise invalid_argument("src_model_uri", f"takes a models:/ URI, not {src_model_uri!r}")
         source = await self._version_of_uri(parsed, timeout, metadata)
         try:
             await self.get_registered_model(dst_name, timeout=timeout, metadata=metadata)
@@ -286,5 +287,5 @@ def _one_order(order_by: Sequence[str] | None) -> str:
     if not order_by:
         return ""
     if len(order_by) > 1:
-        raise ValueError("registry searches order by one key, e.g. ['name ASC']")
+        raise invalid_argument("order_by", "the registry orders by one key, e.g. ['name ASC']")
     return str(order_by[0])

@@ -16,6 +16,7 @@ from ..registry.v1 import registry_pb2 as pb
 from ..registry.v1 import registry_service_pb2 as api
 from ..registry.v1 import registry_service_pb2_grpc
 from ..types import _registry as types
+from ..types._arguments import invalid_argument
 from ..types._paging import ListOptions, OrderByField, PagedList, Pager
 from ..types._registry import Artifact, ModelArtifact, ModelVersion, RegisteredModel
 
@@ -242,7 +243,9 @@ class RegistryCore(BaseClient):
                 project=self.project, registered_model_id=str(registered_model_id), name=version
             )
         else:
-            raise ValueError("give external_id, or registered_model_id and version")
+            raise invalid_argument(
+                "external_id", "give external_id, or registered_model_id and version"
+            )
         reply = await self._maybe(self._stub.FindModelVersion, request, timeout, metadata)
         return types.model_version_from_proto(reply.model_version) if reply else None
 
@@ -263,7 +266,9 @@ class RegistryCore(BaseClient):
                 project=self.project, model_version_id=str(model_version_id or ""), name=name
             )
         else:
-            raise ValueError("give external_id, or name (and model_version_id)")
+            raise invalid_argument(
+                "external_id", "give external_id, or name (and model_version_id)"
+            )
         reply = await self._maybe(self._stub.FindArtifact, request, timeout, metadata)
         found = types.artifact_from_proto(reply.artifact) if reply else None
         return found if isinstance(found, ModelArtifact) else None
@@ -426,7 +431,7 @@ async def _show_models(
 
 def _exactly_one(**given: str | None) -> None:
     if sum(1 for v in given.values() if v) != 1:
-        raise ValueError(f"give exactly one of {', '.join(given)}")
+        raise invalid_argument(next(iter(given)), f"give exactly one of {', '.join(given)}")
 
 
 def _list_fields(options: ListOptions) -> dict[str, Any]:
@@ -446,7 +451,7 @@ def one_order(order_by: Sequence[str] | None) -> str:
     if not order_by:
         return ""
     if len(order_by) > 1:
-        raise ValueError("registry lists order by one field")
+        raise invalid_argument("order_by", "registry lists order by one field")
     return {
         "creation_timestamp": "create_time",
         "last_updated_timestamp": "update_time",

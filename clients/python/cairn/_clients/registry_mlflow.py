@@ -14,6 +14,7 @@ from ..exceptions import NotFoundError
 from ..models._uris import version_number
 from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
+from ..types._arguments import invalid_argument
 from ..types._registry import MlflowModelVersion, ModelVersion, RegisteredModel
 from .registry_core import RegistryCore
 
@@ -279,7 +280,7 @@ class MlflowRegistry(RegistryCore):
         request = api.GetLatestModelVersionsRequest(
             project=self.project,
             registered_model_id=model_id,
-            stages=[types.stage_to_proto(s) for s in stages or ()],
+            stages=[types.stage_to_proto(s, "stages") for s in stages or ()],
         )
         reply = await self._transport.unary(
             self._stub.GetLatestModelVersions, request, timeout=timeout, metadata=metadata
@@ -301,11 +302,11 @@ class MlflowRegistry(RegistryCore):
         highest version in a stage.
 
         Raises:
-            ValueError: neither or both of version and stage, or no key.
+            InvalidArgumentError: neither or both of version and stage, or no key.
             NotFoundError: no such version, or no version in the stage.
         """
         if key is None:
-            raise ValueError("set_model_version_tag needs a key")
+            raise invalid_argument("key", "set_model_version_tag needs a key")
         found = await self._version_or_stage(name, version, stage, timeout, metadata)
         request = api.SetModelVersionTagRequest(
             project=self.project, model_version_id=found.id, key=key, value=str(value)
@@ -326,7 +327,7 @@ class MlflowRegistry(RegistryCore):
     ) -> None:
         """Deletes a version's tag; the version as in set_model_version_tag."""
         if key is None:
-            raise ValueError("delete_model_version_tag needs a key")
+            raise invalid_argument("key", "delete_model_version_tag needs a key")
         found = await self._version_or_stage(name, version, stage, timeout, metadata)
         request = api.DeleteModelVersionTagRequest(
             project=self.project, model_version_id=found.id, key=key
@@ -346,7 +347,7 @@ class MlflowRegistry(RegistryCore):
         """MLflow's rule: exactly one of version and stage; a stage means the highest
         version in it."""
         if (version is None) == (stage is None):
-            raise ValueError("give exactly one of version and stage")
+            raise invalid_argument("version", "give exactly one of version and stage")
         if version is not None:
             return await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
         found = await self.get_latest_versions(

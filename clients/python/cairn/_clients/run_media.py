@@ -22,6 +22,7 @@ import zlib
 from typing import Any, Protocol
 
 from ..exceptions import NotFoundError
+from ..types._arguments import invalid_argument
 from ..types._paging import PagedList, check_token_is_new
 from ..types._tracking import Run
 from .run_operations import RunOperations
@@ -71,7 +72,7 @@ class RunMedia:
             TypeError: artifact_file together with key, step or timestamp, or neither
                 artifact_file nor key (MLflow's rule); pixels neither bool, integer
                 nor real float (complex, object, strings).
-            ValueError: a key with characters MLflow refuses, a format other than
+            InvalidArgumentError: a key with characters MLflow refuses, a format other than
                 PNG without Pillow, integer pixels outside [0, 255], or NaN or
                 infinite float pixels.
         """
@@ -80,9 +81,10 @@ class RunMedia:
         if artifact_file is None and key is None:
             raise TypeError("give exactly one of artifact_file or key")
         if key is not None and not _IMAGE_KEY.match(key):
-            raise ValueError(
-                "key may only contain alphanumerics, underscores, dashes, periods, "
-                f"spaces and slashes: {key!r}"
+            raise invalid_argument(
+                "key",
+                "may only contain alphanumerics, underscores, dashes, periods, "
+                f"spaces and slashes: {key!r}",
             )
         if artifact_file is None:
             base = f"images/{str(key).replace('/', '#')}%step%{step or 0}"
@@ -115,7 +117,7 @@ class RunMedia:
         write of the file wins).
 
         Raises:
-            ValueError: artifact_file is not .json (.parquet needs pandas with pyarrow
+            InvalidArgumentError: artifact_file is not .json (.parquet needs pandas with pyarrow
                 in MLflow and is not written here) or holds a character MLflow refuses.
         """
         _check_table_file(artifact_file)
@@ -208,9 +210,11 @@ async def _every_run(client: _MediaClient, experiment_id: str) -> list[Run]:
 def _check_table_file(artifact_file: str) -> None:
     for char in _FORBIDDEN_IN_TABLE_FILE:
         if char in artifact_file:
-            raise ValueError(f"the artifact_file contains forbidden character: {char}")
+            raise invalid_argument("artifact_file", f"contains forbidden character: {char}")
     if not artifact_file.endswith(".json"):
-        raise ValueError(f"{artifact_file!r}: tables are stored as .json files")
+        raise invalid_argument(
+            "artifact_file", f"tables are stored as .json files: {artifact_file!r}"
+        )
 
 
 def _split(data: Any) -> dict[str, Any]:
@@ -224,7 +228,7 @@ def _split(data: Any) -> dict[str, Any]:
     if all(isinstance(v, list) for v in values):
         lengths = {len(v) for v in values}
         if len(lengths) > 1:
-            raise ValueError("all columns of a table must have the same length")
+            raise invalid_argument("data", "all columns of a table must have the same length")
         return {"columns": columns, "data": [list(row) for row in zip(*values, strict=True)]}
     return {"columns": columns, "data": [values]}  # all scalars: one row, as in MLflow
 
@@ -246,7 +250,7 @@ def _append(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
 
 def _with_column(table: dict[str, Any], column: str, value: Any) -> dict[str, Any]:
     if column in table["columns"]:
-        raise ValueError(f"column {column!r} already exists in the table")
+        raise invalid_argument("column", f"{column!r} already exists in the table")
     return {"columns": [*table["columns"], column], "data": [[*r, value] for r in table["data"]]}
 
 
@@ -262,7 +266,7 @@ def _encode(image: Any, extension: str) -> bytes:
     """The image as a file of its extension: PIL for any format it knows, else PNG."""
     if isinstance(image, bytes | bytearray):
         if extension != "png" or not bytes(image).startswith(_PNG_SIGNATURE):
-            raise ValueError("image bytes are accepted as PNG files (.png) only")
+            raise invalid_argument("image", "image bytes are accepted as PNG files (.png) only")
         return bytes(image)
     if hasattr(image, "save") and hasattr(image, "resize"):  # a PIL image
         import io
@@ -271,7 +275,9 @@ def _encode(image: Any, extension: str) -> bytes:
         image.save(buffer, format="JPEG" if extension == "jpg" else extension.upper())
         return buffer.getvalue()
     if extension != "png":
-        raise ValueError(f".{extension} needs Pillow; without it images are stored as .png")
+        raise invalid_argument(
+            "artifact_file", f".{extension} needs Pillow; without it images are stored as .png"
+        )
     return png(image)
 
 
@@ -303,8 +309,8 @@ def png(image: Any) -> bytes:
     colour = {2: 0, 3: {3: 2, 4: 6}.get(array.shape[-1], -1) if array.ndim == 3 else -1}
     kind = colour.get(array.ndim, -1)
     if kind < 0:
-        raise ValueError(
-            f"an image has shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4): {array.shape}"
+        raise invalid_argument(
+            "image", f"an image has shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4): {array.shape}"
         )
     height, width = array.shape[:2]
     rows = array.reshape(height, -1)
@@ -325,7 +331,7 @@ def _to_uint8(array: Any) -> Any:
 
     Raises:
         TypeError: a dtype that is not bool, integer or real float.
-        ValueError: integers outside [0, 255]; NaN or infinite floats.
+        InvalidArgumentError: integers outside [0, 255]; NaN or infinite floats.
     """
     import numpy
 
@@ -335,12 +341,15 @@ def _to_uint8(array: Any) -> Any:
         return array.astype(numpy.uint8)
     if array.dtype.kind in "iu":
         if array.min() < 0 or array.max() > 255:
-            raise ValueError(
-                f"integer pixel values must be in [0, 255]: found {array.min()} to {array.max()}"
+            raise invalid_argument(
+                "image",
+                f"integer pixel values must be in [0, 255]: found {array.min()} to {array.max()}",
             )
         return array.astype(numpy.uint8)
     if array.dtype.kind == "f" and not numpy.isfinite(array).all():
-        raise ValueError("float pixel values must be finite: the image has NaN or inf")
+        raise invalid_argument(
+            "image", "float pixel values must be finite: the image has NaN or inf"
+        )
     low, high = array.min(), array.max()
     if array.dtype.kind == "f" and (low < 0 or high > 1):
         warnings.warn(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._transport import Transport
 from ..tracking.v1 import tracking_service_pb2 as api
 from ..types import _tracking as types
+from ..types._arguments import invalid_argument
 from ..types._paging import check_token_is_new
 from ..types._tracking import ViewType
 from ._experiment_ids import experiment_ids_of
@@ -55,7 +56,7 @@ class RunTables:
             InvalidArgumentError: a bad filter or order.
         """
         if max_results < 1:
-            raise ValueError(f"max_results must be at least 1, got {max_results}")
+            raise invalid_argument("max_results", f"must be at least 1, got {max_results}")
         try:  # numpy is the server's dependency, not the client's
             from ..types._run_table import RunTable
         except ImportError as missing:
@@ -67,7 +68,7 @@ class RunTables:
             experiment_ids=experiment_ids_of(experiment_ids),
             filter=filter_string,
             order_by=list(order_by or []),
-            view_type=types.view_type_to_proto(run_view_type),
+            view_type=types.view_type_to_proto(run_view_type, "run_view_type"),
             page_size=min(PAGE_SIZE, max_results),
             columnar=True,
         )

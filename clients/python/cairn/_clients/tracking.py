@@ -18,6 +18,7 @@ from ..tracking.v1 import tracking_pb2 as pb
 from ..tracking.v1 import tracking_service_pb2 as api
 from ..tracking.v1 import tracking_service_pb2_grpc
 from ..types import _tracking as types
+from ..types._arguments import invalid_argument
 from ..types._paging import ListOptions, OrderByField, PagedList
 from ..types._tracking import Experiment, Metric, Param, Run, RunInput, RunStatus, RunTag, ViewType
 from . import journal
@@ -375,7 +376,7 @@ class TrackingClient(
             experiment_ids=experiment_ids_of(experiment_ids),
             filter=filter_string,
             order_by=order,
-            view_type=types.view_type_to_proto(run_view_type),
+            view_type=types.view_type_to_proto(run_view_type, "run_view_type"),
             page_size=whole(max_results or 0, "max_results", 32),
             page_token=page_token or "",
             columnar=True,
@@ -680,7 +681,7 @@ def _apply_options(
     if options.order_by is None:
         return options.limit, options.next_page_token, None
     if options.order_by not in fields:
-        raise ValueError(f"cannot order by {options.order_by.name} here")
+        raise invalid_argument("order_by", f"cannot order by {options.order_by.name} here")
     order = f"{fields[options.order_by]} {'ASC' if options.is_asc else 'DESC'}"
     return options.limit, options.next_page_token, order
 

@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from ..auth.v1 import auth_pb2 as pb
+from ._arguments import member
 
 
 class ProjectRole(enum.StrEnum):
@@ -94,17 +95,13 @@ _ROLES = {
 _ROLE_NUMBERS = {role: number for number, role in _ROLES.items()}
 
 
-def role_to_proto(role: ProjectRole | str) -> pb.ProjectRole:
+def role_to_proto(role: ProjectRole | str, argument: str = "project_role") -> pb.ProjectRole:
     """The wire role of a ProjectRole or a role's name (see ProjectRole).
 
     Raises:
-        ValueError: for a name that is no role.
+        InvalidArgumentError: for a name that is no role.
     """
-    try:
-        return _ROLE_NUMBERS[ProjectRole(role)]
-    except ValueError:
-        names = "viewer, editor, admin, PROJECT_VIEW, PROJECT_EDIT or PROJECT_ADMIN"
-        raise ValueError(f"{role!r} is not a project role: use {names}") from None
+    return _ROLE_NUMBERS[member(ProjectRole, role, argument)]
 
 
 def project_from_proto(message: pb.Project) -> Project:

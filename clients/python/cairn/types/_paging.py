@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from ..exceptions import UnknownError
+from ._arguments import invalid_argument
 
 T = TypeVar("T")
 
@@ -114,7 +115,7 @@ class Pager(Generic[T]):
     def limit(self, n: int) -> Pager[T]:
         """Items per page."""
         if n < 1:
-            raise ValueError(f"page size must be at least 1, got {n}")
+            raise invalid_argument("page_size", f"must be at least 1, got {n}")
         return self._set(limit=n)
 
     page_size = limit

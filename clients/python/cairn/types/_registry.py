@@ -14,6 +14,7 @@ from .._numbers import is_bool, whole
 from ..common.v1 import common_pb2
 from ..exceptions import InvalidArgumentError
 from ..registry.v1 import registry_pb2 as pb
+from ._arguments import member
 
 PropertyValue = bool | int | float | str
 
@@ -43,6 +44,12 @@ class ModelVersionStage(enum.StrEnum):
     STAGING = "Staging"
     PRODUCTION = "Production"
     ARCHIVED = "Archived"
+
+    @classmethod
+    def _missing_(cls, value: object) -> ModelVersionStage | None:
+        # MLflow takes a stage in any case: "production", "STAGING"; Python's None
+        # reads as the stage "None", as it always has here.
+        return next((s for s in cls if s.value.lower() == str(value).lower()), None)
 
 
 @dataclass
@@ -174,16 +181,13 @@ _STAGE_WIRE = {
 }
 
 
-def stage(value: str) -> ModelVersionStage:
+def stage(value: str, argument: str = "stage") -> ModelVersionStage:
     """A stage from its name in any case ("production", "None", ...)."""
-    for known in ModelVersionStage:
-        if known.value.lower() == str(value).lower():
-            return known
-    raise ValueError(f"unknown stage {value!r}; use one of {[s.value for s in ModelVersionStage]}")
+    return member(ModelVersionStage, value, argument)
 
 
-def stage_to_proto(value: str) -> str:
-    return _STAGE_WIRE[stage(value)]
+def stage_to_proto(value: str, argument: str = "stage") -> str:
+    return _STAGE_WIRE[stage(value, argument)]
 
 
 def properties_to_proto(values: dict[str, PropertyValue]) -> dict[str, common_pb2.Value]:

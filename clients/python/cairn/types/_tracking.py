@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from ..tracking.v1 import tracking_pb2 as pb
 from ..tracking.v1 import tracking_service_pb2 as api
+from ._arguments import member
 
 T = TypeVar("T")
 
@@ -23,6 +24,11 @@ class RunStatus(enum.StrEnum):
     FINISHED = "FINISHED"
     FAILED = "FAILED"
     KILLED = "KILLED"
+
+    @classmethod
+    def _missing_(cls, value: object) -> RunStatus | None:
+        # As MLflow's RunStatus.from_string, in any case: "finished".
+        return cls._value2member_map_.get(value.upper()) if isinstance(value, str) else None  # type: ignore[return-value]
 
 
 class ViewType(enum.IntEnum):
@@ -134,19 +140,14 @@ _STAGES = {
 }
 
 
-def status_to_proto(status: RunStatus | str) -> str:
+def status_to_proto(status: RunStatus | str, argument: str = "status") -> str:
     """The wire name of a status, e.g. "RUN_STATUS_FINISHED"."""
-    try:
-        return "RUN_STATUS_" + RunStatus(str(status).upper()).value
-    except ValueError:
-        raise ValueError(
-            f"unknown run status {status!r}; use one of {[s.value for s in RunStatus]}"
-        ) from None
+    return "RUN_STATUS_" + member(RunStatus, status, argument).value
 
 
-def view_type_to_proto(view_type: int) -> str:
+def view_type_to_proto(view_type: int, argument: str = "view_type") -> str:
     """The wire name of a view type, e.g. "VIEW_TYPE_ACTIVE_ONLY"."""
-    return "VIEW_TYPE_" + ViewType(view_type).name
+    return "VIEW_TYPE_" + member(ViewType, view_type, argument).name
 
 
 def experiment_from_proto(message: pb.Experiment) -> Experiment:
