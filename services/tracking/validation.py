@@ -36,7 +36,16 @@ def run_id(value: str, field: str = "run_id") -> str:
     return lowered
 
 
+# MLflow's examples write create_run("0"), its Default experiment, which Cairn never makes.
+_NO_DEFAULT_EXPERIMENT = (
+    "experiment ids start at 1; Cairn has no Default experiment 0: "
+    "create one, or find one with get_experiment_by_name"
+)
+
+
 def experiment_id(value: str, field: str = "experiment_id") -> int:
+    if value == "0":
+        raise invalid_field(field, _NO_DEFAULT_EXPERIMENT)
     if not EXPERIMENT_ID.fullmatch(value):
         raise invalid_field(field, "must be a positive integer, as a string")
     number = int(value)

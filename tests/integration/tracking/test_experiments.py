@@ -193,6 +193,18 @@ async def test_unknown_experiment_is_not_found(
     assert len(await tracking.search_runs([experiment_id])) == 0
 
 
+async def test_mlflows_default_experiment_0_is_refused_saying_what_to_do(
+    tracking: cairn.TrackingClient,
+) -> None:
+    """MLflow's examples write create_run("0"), its Default experiment, which Cairn does
+    not have; the answer said only "must be a positive integer", as for "abc"."""
+    for call in (tracking.create_run, tracking.get_experiment, lambda i: tracking.search_runs([i])):
+        with pytest.raises(InvalidArgumentError) as raised:
+            await call("0")
+        assert "Cairn has no Default experiment 0" in raised.value.message
+        assert "get_experiment_by_name" in raised.value.message
+
+
 @pytest.mark.parametrize("experiment_id", ["1" + "0" * 64, "007", "-1", "1.0", "\uff11"])
 async def test_an_id_that_is_no_number_or_too_long_is_invalid(
     tracking: cairn.TrackingClient, experiment_id: str
