@@ -1,5 +1,6 @@
 """search_runs: the filter language, ordering with NaN and missing last, keyset paging."""
 
+import asyncio
 import base64
 import json
 import math
@@ -464,3 +465,25 @@ async def test_a_page_ordered_by_long_text_fetches_only_the_values_its_budget_ho
             break
     assert found == [str(n) for n in range(10)]
     assert max(fetched) == 3  # the page's two, and the run past the budget that ends it
+
+
+async def test_max_results_past_one_server_page_are_gathered_as_mlflow_answers_them(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    """MLflow's search_runs and search_experiments take max_results up to 50,000; a
+    server page holds 1,000, and more was refused naming page_size, a parameter the
+    caller never passed."""
+    ids = [
+        run.info.run_id
+        for run in await asyncio.gather(*(tracking.create_run(experiment_id) for _ in range(1_005)))
+    ]
+    found = await tracking.search_runs([experiment_id], max_results=1_003)
+    assert len(found) == 1_003 and found.token
+    rest = await tracking.search_runs([experiment_id], max_results=2_000, page_token=found.token)
+    assert {r.info.run_id for r in [*found, *rest]} == set(ids) and not rest.token
+    experiments = await tracking.search_experiments(max_results=1_001)
+    assert len(experiments) >= 1
+    for wrong in (0, 50_001):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await tracking.search_runs([experiment_id], max_results=wrong)
+        assert "max_results" in refused.value.message

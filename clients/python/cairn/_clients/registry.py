@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from .._numbers import whole
 from .._transport import Metadata
-from ..exceptions import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from ..exceptions import AlreadyExistsError, NotFoundError
 from ..models._uris import ModelUri, parse_uri
 from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
 from ..types._arguments import invalid_argument
-from ..types._paging import PagedList, check_token_is_new
+from ..types._paging import PagedList, gathered
 from ..types._registry import (
     MlflowModelVersion,
     ModelArtifact,
@@ -26,12 +24,9 @@ from .lineage import ModelVersionLineageMixin
 from .registry_mlflow import MlflowRegistry
 from .versioned_artifacts import VersionedArtifacts
 
-T = TypeVar("T")
 # MLflow's defaults (mlflow.store.model_registry).
 SEARCH_REGISTERED_MODEL_MAX_RESULTS_DEFAULT = 100
 SEARCH_MODEL_VERSION_MAX_RESULTS_DEFAULT = 10_000
-# The server's largest page; a larger max_results is gathered from several pages.
-_SERVER_PAGE = 1000
 
 
 class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLineageMixin):
@@ -227,7 +222,7 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
             return found, reply.next_page_token
 
         wanted = SEARCH_REGISTERED_MODEL_MAX_RESULTS_DEFAULT if max_results is None else max_results
-        return await _gather(page, wanted, page_token or "")
+        return await gathered(page, wanted, page_token or "")
 
     async def search_model_versions(
         self,
@@ -260,26 +255,7 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
             return found, reply.next_page_token
 
         wanted = SEARCH_MODEL_VERSION_MAX_RESULTS_DEFAULT if max_results is None else max_results
-        return await _gather(page, wanted, page_token or "")
-
-
-async def _gather(
-    page: Callable[[int, str], Awaitable[tuple[list[T], str]]], max_results: Any, token: str
-) -> PagedList[T]:
-    """Up to max_results items from pages of at most the server's largest, and the token
-    of what follows them (MLflow's max_results may exceed one server page)."""
-    wanted = whole(max_results, "max_results")
-    if wanted < 1:
-        raise InvalidArgumentError("max_results: must be at least 1", reason="INVALID_ARGUMENT")
-    items: list[T] = []
-    sent = set[str]()
-    while True:
-        sent.add(token)
-        found, token = await page(min(_SERVER_PAGE, wanted - len(items)), token)
-        items.extend(found)
-        if not token or len(items) >= wanted:
-            return PagedList(items, token)
-        check_token_is_new(token, sent)
+        return await gathered(page, wanted, page_token or "")
 
 
 def _one_order(order_by: Sequence[str] | None) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .._base import BaseClient
 from .._numbers import real, whole
@@ -19,7 +19,7 @@ from ..tracking.v1 import tracking_service_pb2 as api
 from ..tracking.v1 import tracking_service_pb2_grpc
 from ..types import _tracking as types
 from ..types._arguments import invalid_argument
-from ..types._paging import ListOptions, OrderByField, PagedList
+from ..types._paging import ListOptions, OrderByField, PagedList, gathered
 from ..types._tracking import Experiment, Metric, Param, Run, RunInput, RunStatus, RunTag, ViewType
 from . import journal
 from ._experiment_ids import experiment_ids_of
@@ -32,7 +32,10 @@ from .run_operations import BackgroundWrites, RunOperations
 from .run_tables import RunTables
 
 SEARCH_MAX_RESULTS_DEFAULT = 1000
+# The most results one search_runs or search_experiments gathers, as in MLflow.
+SEARCH_MAX_RESULTS_THRESHOLD = 50_000
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
+T = TypeVar("T")
 _EXPERIMENT_ORDER = {
     OrderByField.CREATE_TIME: "creation_time",
     OrderByField.UPDATE_TIME: "last_update_time",
@@ -124,11 +127,13 @@ class TrackingClient(
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> PagedList[Experiment]:
-        """One page of experiments.
+        """Experiments, up to max_results of them.
 
         Args:
             view_type: ACTIVE_ONLY, DELETED_ONLY or ALL.
-            max_results: page size (at most 1000).
+            max_results: how many to answer (1,000 by default, at most 50,000 as in
+                MLflow), gathered from server pages of 1,000; with options, their limit
+                is one page's size (at most 1,000).
             filter_string: e.g. "name LIKE 'churn%' AND tags.team = 'growth'".
             order_by: keys among "name", "creation_time", "last_update_time" and
                 "experiment_id", each optionally followed by ASC or DESC, each at most
@@ -143,18 +148,23 @@ class TrackingClient(
         if options is not None:
             max_results, page_token, chosen = _apply_options(options, _EXPERIMENT_ORDER)
             order = order if chosen is None else chosen
-        request = api.SearchExperimentsRequest(
-            project=self.project,
-            filter=filter_string or "",
-            order_by=order,
-            view_type=types.view_type_to_proto(view_type),
-            page_size=whole(max_results or 0, "max_results", 32),
-            page_token=page_token or "",
-        )
-        reply = await self._transport.unary(
-            self._stub.SearchExperiments, request, timeout=timeout, metadata=metadata
-        )
-        return _page(options, [types.experiment_from_proto(e) for e in reply.experiments], reply)
+
+        async def page(size: int, token: str) -> tuple[list[Experiment], str]:
+            request = api.SearchExperimentsRequest(
+                project=self.project,
+                filter=filter_string or "",
+                order_by=order,
+                view_type=types.view_type_to_proto(view_type),
+                page_size=size,
+                page_token=token,
+            )
+            reply = await self._transport.unary(
+                self._stub.SearchExperiments, request, timeout=timeout, metadata=metadata
+            )
+            found = [types.experiment_from_proto(e) for e in reply.experiments]
+            return found, reply.next_page_token
+
+        return await _searched(page, options, max_results, page_token)
 
     async def rename_experiment(
         self,
@@ -351,14 +361,16 @@ class TrackingClient(
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> PagedList[Run]:
-        """One page of runs matching a filter.
+        """Runs matching a filter, up to max_results of them.
 
         Args:
             experiment_ids: experiments to search.
             filter_string: e.g. "metrics.acc > 0.9 and params.model = 'cnn'"; see
                 docs/filters.md for OR, parentheses, IN, LIKE and IS NULL.
             run_view_type: ACTIVE_ONLY, DELETED_ONLY or ALL.
-            max_results: page size (at most 1000).
+            max_results: how many to answer (1,000 by default, at most 50,000 as in
+                MLflow), gathered from server pages of 1,000; with options, their limit
+                is one page's size (at most 1,000).
             order_by: e.g. ["metrics.acc DESC", "params.lr"]; NaN and missing values
                 come last either way. Default: newest start time first.
             page_token: the next_page_token of the previous page.
@@ -371,20 +383,26 @@ class TrackingClient(
         if options is not None:
             max_results, page_token, chosen = _apply_options(options, _RUN_ORDER)
             order = order if chosen is None else [chosen]
-        request = api.SearchRunsRequest(
-            project=self.project,
-            experiment_ids=experiment_ids_of(experiment_ids),
-            filter=filter_string,
-            order_by=order,
-            view_type=types.view_type_to_proto(run_view_type, "run_view_type"),
-            page_size=whole(max_results or 0, "max_results", 32),
-            page_token=page_token or "",
-            columnar=True,
-        )
-        reply = await self._transport.unary(
-            self._stub.SearchRuns, request, timeout=timeout, metadata=metadata
-        )
-        return _page(options, types.runs_from_search(reply), reply)
+        ids = experiment_ids_of(experiment_ids)
+        view = types.view_type_to_proto(run_view_type, "run_view_type")
+
+        async def page(size: int, token: str) -> tuple[list[Run], str]:
+            request = api.SearchRunsRequest(
+                project=self.project,
+                experiment_ids=ids,
+                filter=filter_string,
+                order_by=order,
+                view_type=view,
+                page_size=size,
+                page_token=token,
+                columnar=True,
+            )
+            reply = await self._transport.unary(
+                self._stub.SearchRuns, request, timeout=timeout, metadata=metadata
+            )
+            return types.runs_from_search(reply), reply.next_page_token
+
+        return await _searched(page, options, max_results, page_token)
 
     def start_run(
         self,
@@ -686,11 +704,20 @@ def _apply_options(
     return options.limit, options.next_page_token, order
 
 
-def _page(options: ListOptions | None, items: list[Any], reply: Any) -> PagedList[Any]:
-    page = PagedList(items, reply.next_page_token)
-    if options is not None:
-        options.next_page_token = page.next_page_token
-    return page
+async def _searched(
+    page: Callable[[int, str], Awaitable[tuple[list[T], str]]],
+    options: ListOptions | None,
+    max_results: int | None,
+    page_token: str | None,
+) -> PagedList[T]:
+    """A search's answer: with options (a Pager's), one page of their limit; else up to
+    max_results (MLflow's default 1,000, its most 50,000), gathered from pages."""
+    if options is None:
+        wanted = SEARCH_MAX_RESULTS_DEFAULT if max_results is None else max_results
+        return await gathered(page, wanted, page_token or "", SEARCH_MAX_RESULTS_THRESHOLD)
+    items, token = await page(whole(max_results or 0, "max_results", 32), page_token or "")
+    options.next_page_token = token
+    return PagedList(items, token)
 
 
 def _now_ms() -> int:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
+from .._numbers import whole
 from ..exceptions import UnknownError
 from ._arguments import invalid_argument
 
@@ -186,6 +187,34 @@ def check_token_is_new(token: str | None, sent: set[str]) -> None:
             "Pager is walked by two tasks or threads at once (walk it from one at a time)",
             reason="PAGE_TOKEN_REPEATED",
         )
+
+
+# The most items a server page holds (a list's page_size).
+SERVER_PAGE = 1000
+
+
+async def gathered(
+    page: Callable[[int, str], Awaitable[tuple[list[T], str]]],
+    max_results: Any,
+    token: str,
+    most: int | None = None,
+) -> PagedList[T]:
+    """Up to max_results items (most at most) from pages of at most SERVER_PAGE, and the
+    token of what follows them: MLflow's max_results may exceed one server page."""
+    wanted = whole(max_results, "max_results")
+    if wanted < 1:
+        raise invalid_argument("max_results", "must be at least 1")
+    if most is not None and wanted > most:
+        raise invalid_argument("max_results", f"must be at most {most}, as in MLflow")
+    items: list[T] = []
+    sent = set[str]()
+    while True:
+        sent.add(token)
+        found, token = await page(min(SERVER_PAGE, wanted - len(items)), token)
+        items.extend(found)
+        if not token or len(items) >= wanted:
+            return PagedList(items, token)
+        check_token_is_new(token, sent)
 
 
 async def _ready(value: list[T]) -> list[T]:
