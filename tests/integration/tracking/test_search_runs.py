@@ -487,3 +487,10 @@ async def test_max_results_past_one_server_page_are_gathered_as_mlflow_answers_t
         with pytest.raises(InvalidArgumentError) as refused:
             await tracking.search_runs([experiment_id], max_results=wrong)
         assert "max_results" in refused.value.message
+
+
+async def test_one_order_key_given_as_a_string_is_that_key(tracking, experiment_id, zoo) -> None:
+    """It was read as a list of its characters: "unknown run attribute 's'"."""
+    keys = await tracking.search_runs([experiment_id], order_by=["metrics.acc DESC"])
+    alone = await tracking.search_runs([experiment_id], order_by="metrics.acc DESC")
+    assert [r.info.run_id for r in alone] == [r.info.run_id for r in keys]

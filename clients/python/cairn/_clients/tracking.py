@@ -379,7 +379,7 @@ class TrackingClient(
         Raises:
             InvalidArgumentError: a bad filter, naming the position and the problem.
         """
-        order = list(order_by or [])
+        order = [order_by] if isinstance(order_by, str) else list(order_by or [])  # one key
         if options is not None:
             max_results, page_token, chosen = _apply_options(options, _RUN_ORDER)
             order = order if chosen is None else [chosen]
