@@ -65,20 +65,30 @@ def request_type(method: str) -> Descriptor | None:
 
 
 class Oversized:
-    """Stands in for a request whose bytes hold more messages than any request may
-    (wire.py), left undecoded: decoding it would cost gigabytes."""
+    """Stands in for a request whose bytes hold a list longer than its limit, or more
+    elements in all its lists than MAX_WALKED_ELEMENTS (field None), left undecoded:
+    decoding it could cost gigabytes (wire.py)."""
+
+    def __init__(self, field: str | None, limit: int) -> None:
+        self.field = field
+        self.limit = limit
 
 
 def tolerant(
     deserialize: Callable[[bytes], Any], descriptor: Descriptor | None = None
 ) -> Callable[[bytes], Any]:
     """deserialize, returning Malformed for bytes that are not a valid message, and
-    Oversized, without decoding, for those of a descriptor's message holding more
-    messages than MAX_WALKED_ELEMENTS."""
+    Oversized, without decoding, for a message of descriptor's type whose lists pass
+    their limits (counted on the wire, wire.py)."""
 
     def read(data: bytes) -> Any:
-        if descriptor is not None and not wire.holds_at_most(data, descriptor, MAX_WALKED_ELEMENTS):
-            return Oversized()
+        if descriptor is not None:
+            try:
+                wire.check(data, descriptor, _element_limit, MAX_WALKED_ELEMENTS)
+            except wire.TooMany as excess:
+                return Oversized(excess.field, excess.limit)
+            except wire.Unreadable as problem:
+                return Malformed(str(problem))
         try:
             return deserialize(data)
         except Exception as exc:  # DecodeError, or what a corrupt message raises instead
@@ -91,7 +101,9 @@ def check_decoded(request: Any) -> None:
     """Raises INVALID_ARGUMENT unless request decoded (at no cost): MALFORMED_MESSAGE,
     or the refusal of lists too long in all for one that was not decoded."""
     if isinstance(request, Oversized):
-        raise _OverBudget()
+        if request.field is None:
+            raise _OverBudget()
+        raise _too_many(request.field, None, request.limit)
     if isinstance(request, Malformed):
         raise InvalidArgument(
             "MALFORMED_MESSAGE",
@@ -123,12 +135,16 @@ def _fits(value: Any, enum: EnumDescriptor | None) -> bool:
     return "\x00" not in value and len(value) <= MAX_STRING_CHARS
 
 
-def _too_many(path: str, count: int, limit: int) -> InvalidArgument:
-    description = f"must hold at most {limit} elements, got {count}"
+def _too_many(path: str, count: int | None, limit: int) -> InvalidArgument:
+    """The refusal of a list past its limit; count None when it was not counted to its
+    end (on the wire)."""
+    got = "more" if count is None else str(count)
+    description = f"must hold at most {limit} elements, got {got}"
+    counted = {} if count is None else {"count": str(count)}
     return InvalidArgument(
         "INVALID_ARGUMENT",
         f"{path}: {description}",
-        metadata={"field": path, "limit": str(limit), "count": str(count)},
+        metadata={"field": path, "limit": str(limit), **counted},
         violations=[FieldViolation(path, description)],
     )
 
