@@ -220,22 +220,26 @@ def _sorted_scan(
     if not texts:
         return page
     # Text sort values may be long (a tag's 8,000 characters, ten of them a run): only
-    # the runs whose values begin within the page's load budget leave the database,
-    # the first past it ending the page (_within_sort_budget).
+    # the runs whose values begin within the page's load budget (or at its end) leave
+    # the database, and the second in any case: so the run after the last a page takes
+    # (_within_sort_budget) comes too, telling that more follow.
     own = " + ".join(texts)
     return f"""SELECT * FROM (
-                   SELECT q.*, sum({own}) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING)
-                       AS {SORTED_THROUGH}, {own} AS sorted_own
+                   SELECT q.*, sum({own}) OVER w AS {SORTED_THROUGH}, {own} AS sorted_own,
+                       row_number() OVER w AS sorted_n
                    FROM ({page}) q
+                   WINDOW w AS (ORDER BY {order} ROWS UNBOUNDED PRECEDING)
                ) q
-               WHERE q.{SORTED_THROUGH} - q.sorted_own < {params.add(paging.MAX_PAGE_LOAD_BYTES)}
+               WHERE q.sorted_n <= 2
+                  OR q.{SORTED_THROUGH} - q.sorted_own <= {params.add(paging.MAX_PAGE_LOAD_BYTES)}
                ORDER BY {order}"""
 
 
 def _within_sort_budget(rows: list[asyncpg.Record], page_size: int) -> int:
     """How many of rows a page takes by the bytes of their text sort values: those that
     end within the load budget (one at least). The query left out the runs after the
-    first past it, which it kept to show that the page is cut there."""
+    first past it (and after the second), which it kept to show that the page is cut
+    there."""
     if not rows or SORTED_THROUGH not in rows[0]:  # a field of that name
         return page_size
     for count, row in enumerate(rows[:page_size]):

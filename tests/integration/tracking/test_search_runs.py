@@ -494,3 +494,38 @@ async def test_one_order_key_given_as_a_string_is_that_key(tracking, experiment_
     keys = await tracking.search_runs([experiment_id], order_by=["metrics.acc DESC"])
     alone = await tracking.search_runs([experiment_id], order_by="metrics.acc DESC")
     assert [r.info.run_id for r in alone] == [r.info.run_id for r in keys]
+
+
+@pytest.mark.parametrize(
+    ("budget", "sizes", "terms"),
+    # A key given twice counts its values twice, where the page's stored size once.
+    [(32_000, [8_000, 8_000], 2), (5_000, [8_000, 10], 1)],
+    ids=["to the budget", "past it alone"],
+)
+async def test_a_page_cut_at_its_sort_budget_is_continued(
+    tracking: cairn.TrackingClient,
+    experiment_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    budget: int,
+    sizes: list[int],
+    terms: int,
+) -> None:
+    """Runs whose sort values ended exactly at the budget, followed by runs without
+    the key (no bytes), made a page that took them all but ended with no token: the
+    query had left out every run after the budget, so the runs without the key were
+    never met. Likewise after a first run past the budget alone."""
+    monkeypatch.setattr(paging, "MAX_PAGE_LOAD_BYTES", budget)
+    for n, size in enumerate(sizes):
+        run_id = (await tracking.create_run(experiment_id)).info.run_id
+        await tracking.set_tag(run_id, "long", f"{n}" + "x" * (size - 1))
+    untagged = {(await tracking.create_run(experiment_id)).info.run_id for _ in range(3)}
+    found, token = [], None
+    while True:
+        page = await tracking.search_runs(
+            [experiment_id], order_by=["tags.long ASC"] * terms, max_results=10, page_token=token
+        )
+        found += [r.info.run_id for r in page]
+        token = page.token
+        if not token:
+            break
+    assert len(found) == 5 and untagged <= set(found)
