@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import socket
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 import cairn
-from cairn.exceptions import NotFoundError, OperationTimeoutError
+from cairn.exceptions import NotFoundError, OperationTimeoutError, UnavailableError
 from cairn.types import Operation, OperationState
 from cairn_server import catalog
 from cairn_server.common import database
@@ -219,7 +221,11 @@ async def test_a_wait_goes_on_through_its_server_restarting(
         async with pool.acquire() as holder, holder.transaction():
             await holder.execute("LOCK TABLE tracking.runs IN SHARE MODE")
             started = await _running_collection(own)
-            waiter = asyncio.ensure_future(own.operations.wait_operation(started.name, 60))
+            seen: list[Operation] = []
+            waiter = asyncio.ensure_future(
+                own.operations.wait_operation(started.name, 60, seen.append, report_every=0.1)
+            )
+            await eventually(lambda: bool(seen), what="the wait seeing the operation")
             await restarted.stop()
         await asyncio.sleep(RESTART_SECONDS)  # the outage itself, not a condition
         await restarted.start()
@@ -250,6 +256,20 @@ async def test_a_wait_whose_server_stays_away_times_out(
         with pytest.raises(OperationTimeoutError) as timed_out:
             await waiter
     assert timed_out.value.operation.state is OperationState.RUNNING
+
+
+async def test_a_wait_at_an_address_where_no_server_listens_fails_at_once() -> None:
+    """Outages were waited through from the first call, with no timeout for ever: a
+    mistyped address or port (or TLS against a plaintext server) hung, where every
+    other call fails at once saying so."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    async with cairn.OperationsClient.insecure_connection("127.0.0.1", port) as nowhere:
+        with pytest.raises(UnavailableError):
+            await asyncio.wait_for(
+                nowhere.wait_operation(f"operations/{uuid.uuid4()}", timeout=None), 30
+            )
 
 
 class _Restartable:

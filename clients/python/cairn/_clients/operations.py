@@ -159,7 +159,10 @@ class OperationsClient(BaseClient):
         seen: Operation | None = None
         while True:
             try:
-                operation = await self._wait_through_outages(name, chunk, deadline)
+                if seen is None:  # a wrong address or TLS fails at once, as any call
+                    operation = await self._wait_once(name, _chunk_before(deadline, chunk))
+                else:
+                    operation = await self._wait_through_outages(name, chunk, deadline)
             except _OUT_OF_REACH as error:
                 if seen is None:
                     raise
@@ -196,9 +199,8 @@ class OperationsClient(BaseClient):
         loop = asyncio.get_running_loop()
         rests = backoff(*OUTAGE_BACKOFF_SECONDS)
         while True:
-            left = math.inf if deadline is None else deadline - loop.time()
             try:
-                return await self._wait_once(name, max(0.0, min(left, chunk)))
+                return await self._wait_once(name, _chunk_before(deadline, chunk))
             except _OUT_OF_REACH as error:
                 left = math.inf if deadline is None else deadline - loop.time()
                 if left <= 0:
@@ -220,3 +222,10 @@ def _duration(value: datetime.timedelta) -> duration_pb2.Duration:
     duration = duration_pb2.Duration()
     duration.FromTimedelta(value)
     return duration
+
+
+def _chunk_before(deadline: float | None, chunk: float) -> float:
+    """The seconds one WaitOperation may take: chunk, or less where deadline (loop
+    time) comes first."""
+    left = math.inf if deadline is None else deadline - asyncio.get_running_loop().time()
+    return max(0.0, min(left, chunk))
