@@ -428,6 +428,69 @@ async def test_writes_queued_with_synchronous_false_are_sent_before_a_dropped_cl
     assert stored == (200, {"lr": "0.1"})
 
 
+async def test_a_script_whose_thread_logs_on_still_exits(server_port: int, unique: str) -> None:
+    """The exit sent what was queued until nothing was: a daemon thread logging on with
+    synchronous=False kept the process from ever ending. It sends what was queued when
+    the exit began, and warns of what came after."""
+    project = await new_project(server_port, f"sync-{unique}")
+    done = await asyncio.to_thread(
+        _script,
+        server_port,
+        project,
+        """
+        import threading
+
+        tracking = client()
+        run_id = tracking.create_run(tracking.create_experiment("logs-on")).info.run_id
+
+        def monitor():
+            step = 0
+            while True:
+                tracking.log_metric(run_id, "loss", 1.0, step=step, synchronous=False)
+                step += 1
+
+        threading.Thread(target=monitor, daemon=True).start()
+        tracking.log_param(run_id, "lr", "0.1", synchronous=False)
+        print(run_id)
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "writes queued with synchronous=False were not stored" in done.stderr
+    stored = await asyncio.to_thread(_stored, server_port, project, done.stdout.strip())
+    assert stored[1] == {"lr": "0.1"}
+
+
+async def test_images_queued_with_synchronous_false_are_sent_when_a_script_ends(
+    server_port: int, unique: str
+) -> None:
+    """An upload reads its file in a worker thread, which the exit's handler asked of
+    a thread pool that no longer took work: "cannot schedule new futures after
+    interpreter shutdown", and no image stored."""
+    project = await new_project(server_port, f"sync-{unique}")
+    done = await asyncio.to_thread(
+        _script,
+        server_port,
+        project,
+        """
+        import numpy
+
+        tracking = client()
+        run_id = tracking.create_run(tracking.create_experiment("images")).info.run_id
+        for step in range(3):
+            image = numpy.zeros((8, 8, 3), numpy.uint8)
+            tracking.log_image(run_id, image, key="img", step=step, synchronous=False)
+        print(run_id)
+        """,
+    )
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+
+    def images() -> list[str]:
+        with _tracking(server_port, project) as tracking:
+            return [a.path for a in tracking.list_artifacts(done.stdout.strip(), "images")]
+
+    assert await asyncio.to_thread(images)
+
+
 def _stored(port: int, project: str, run_id: str) -> tuple[int, dict[str, str]]:
     """How many points of "loss" the run holds, and its params."""
     with _tracking(port, project) as tracking:

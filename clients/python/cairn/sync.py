@@ -318,16 +318,23 @@ def _stop_sent(loop: asyncio.AbstractEventLoop, sending: concurrent.futures.Futu
     loop.call_soon_threadsafe(loop.stop)
 
 
-@atexit.register
 def _send_queued_at_exit() -> None:
     """Sends the writes the sync clients left unclosed queued with synchronous=False,
     as MLflow flushes its async logging queue at the exit: the exit ended their daemon
     loop threads with whatever they still held (1 to 12 points of 200 stored). The
-    loops run on, for exit handlers that use a client after this one. Registered as
-    cairn.sync is imported, it runs after the exit handlers registered since (the last
-    registered runs first), which may queue writes too."""
+    loops run on, for exit handlers that use a client after this one."""
     sending = [runner.send_queued() for runner in list(_runners)]
     concurrent.futures.wait([s for s in sending if s is not None] + list(_ending))
+
+
+# First among threading's exit calls, which run before atexit's (the last registered
+# first): before the thread pools stop taking work (concurrent.futures stops them
+# there), which an upload's steps in worker threads need: "cannot schedule new futures
+# after interpreter shutdown", and no image of log_image stored. Then again among
+# atexit's, for what the exit handlers registered since queue (the last registered
+# runs first).
+getattr(threading, "_register_atexit", atexit.register)(_send_queued_at_exit)
+atexit.register(_send_queued_at_exit)
 
 
 async def _end_other_tasks() -> None:

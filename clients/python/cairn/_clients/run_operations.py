@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Iterable
-from typing import Any
+from typing import Any, TypeGuard
 
 from .._transport import DEFAULT_TIMEOUT, Transport
 from ..exceptions import CairnError, ClientClosedError, DeadlineExceededError, UnavailableError
@@ -79,16 +79,16 @@ class _WriteQueue:
             except Exception as error:  # kept for the caller and for flush
                 future.set_exception(error)
                 self.failed.append(future)
-                if isinstance(error, DeadlineExceededError | UnavailableError):
+                if _unanswered(error):
                     self._fail_rest(error)
             else:
                 future.set_result(result)
 
     def _fail_rest(self, error: CairnError) -> None:
-        """The server did not answer a write (after the channel's retries): the writes
-        queued behind it fail at once, each with an error of the same kind. Sent in
-        turn, each waited as long: 6 writes kept close() 12 s at a 2 s deadline, 100
-        would keep it 50 minutes at the 30 s default. Writes queued later are sent."""
+        """No server answered a write (after the channel's retries): the writes queued
+        behind it fail at once, each with an error of the same kind. Sent in turn, each
+        waited as long: 6 writes kept close() 12 s at a 2 s deadline, 100 would keep it
+        50 minutes at the 30 s default. Writes queued later are sent."""
         if not self._writes:
             return
         error.add_note(
@@ -167,17 +167,24 @@ class _WriteQueue:
             )
 
     async def _send_while_answered(self, patience: float) -> int:
-        """Waits until no write is left, or one has been sent for patience seconds
-        unanswered; then how many writes were left unsent."""
-        while self._worker is not None and not self._worker.done():
+        """Sends the writes queued now, until one has been sent for patience seconds
+        unanswered; then how many writes were given up: those left, and those queued
+        meanwhile (a thread logging on would make the wait endless, and the exit with
+        it). One given up while it was sent may have been stored."""
+        last = self._writes[-1][1] if self._writes else self._sending
+        worker = self._worker
+        while worker is not None and not worker.done() and last is not None and not last.done():
             sending = self._sending
-            await asyncio.wait([self._worker], timeout=patience)
-            if not self._worker.done() and self._sending is sending:
-                unsent = 1 + len(self._writes)
-                self._worker.cancel()
-                await asyncio.wait([self._worker])
-                return unsent
-        return 0
+            awaited: list[asyncio.Future[Any]] = [worker, last]
+            await asyncio.wait(awaited, timeout=patience, return_when=asyncio.FIRST_COMPLETED)
+            if not (last.done() or worker.done()) and self._sending is sending:
+                break
+        if worker is None or worker.done():
+            return 0
+        unsent = len(self._writes) + (self._sending is not None and not self._sending.done())
+        worker.cancel()
+        await asyncio.wait([worker])
+        return unsent
 
     def _take_errors(self) -> list[BaseException]:
         """The errors of the writes failed since last taken (retrieved: no asyncio
@@ -185,6 +192,13 @@ class _WriteQueue:
         errors = [future.exception() for future in self.failed]
         self.failed.clear()  # in place: RunOperations hold the list
         return [error for error in errors if error is not None]
+
+
+def _unanswered(error: Exception) -> TypeGuard[CairnError]:
+    """Whether a write failed for want of any server's answer (its deadline passed, or
+    no connection): one the server answered UNAVAILABLE carries its reason
+    (DATABASE_BUSY, OBJECT_STORE_UNAVAILABLE) and says nothing of the writes after it."""
+    return isinstance(error, DeadlineExceededError | UnavailableError) and error.reason is None
 
 
 async def end_background_writes(transport: Transport) -> None:
