@@ -192,6 +192,12 @@ def test_an_unknown_run_is_run_not_found(env: dict[str, str]) -> None:
     assert line.startswith("Error: NOT_FOUND [RUN_NOT_FOUND]")
 
 
+def test_experiment_0_says_cairn_has_no_default_experiment(env: dict[str, str]) -> None:
+    """MLflow's Default experiment: it was looked up as a name, "no experiment named '0'"."""
+    line = failed("runs", "list", "-e", "0", env=env)
+    assert "Cairn has no Default experiment 0" in line
+
+
 def test_an_unknown_experiment_name_is_experiment_not_found(env: dict[str, str]) -> None:
     line = failed("runs", "list", "--experiment", "no-such-experiment", env=env)
     assert (
