@@ -168,3 +168,26 @@ async def test_show_models_prints_every_model_of_the_project(server_port: int, u
     rows = [line for line in shown.getvalue().splitlines() if "model-" in line]
     assert len(rows) == 103 and "team" in rows[0]
     assert f"Models of project {project}" in shown.getvalue()
+
+
+async def test_a_users_keys_are_shown_and_revoked_by_ml_cubes_names(world: World) -> None:
+    """ML cube's show_user_api_keys(user_id) and delete_user_api_key(user_id, api_key),
+    which the client lacked."""
+    user = world.users["viewer"]
+    async with world.auth("global_admin") as admin:
+        key = await admin.create_user_api_key(user, "ci", ApiKeyExpirationTime.THIRTY_DAYS)
+        shown = io.StringIO()
+        await admin.show_user_api_keys(user, file=shown)
+        prefix = key.split("_")[1]
+        assert prefix in shown.getvalue() and key not in shown.getvalue()
+        with pytest.raises(NotFoundError) as elsewhere:  # a key, but not that user's
+            await admin.delete_user_api_key(world.users["editor"], key)
+        assert elsewhere.value.reason == "API_KEY_NOT_FOUND"
+        await admin.delete_user_api_key(user, key)
+        (listed,) = [k for k in await admin.get_user_api_keys(user) if k.prefix == prefix]
+        assert listed.revoked
+    async with world.auth("viewer") as viewer, world.auth_with(key) as revoked:
+        with pytest.raises(PermissionDeniedError):
+            await viewer.show_user_api_keys(world.users["editor"])
+        with pytest.raises(cairn.exceptions.UnauthenticatedError):
+            await revoked.get_api_keys()

@@ -9,6 +9,7 @@ from .._tables import millis, print_table
 from .._transport import Metadata
 from ..auth.v1 import auth_service_pb2 as api
 from ..auth.v1 import auth_service_pb2_grpc
+from ..exceptions import NotFoundError
 from ..types._arguments import invalid_argument, member
 from ..types._auth import (
     ApiKey,
@@ -209,7 +210,19 @@ class AuthClient(BaseClient):
         metadata: Metadata | None = None,
     ) -> None:
         """Prints the caller's API keys as a table (to stdout, or file); never a secret."""
-        keys = await self.get_api_keys(timeout=timeout, metadata=metadata)
+        await self.show_user_api_keys("", file=file, timeout=timeout, metadata=metadata)
+
+    async def show_user_api_keys(
+        self,
+        user_id: str,
+        *,
+        file: IO[str] | None = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        """ML cube's: prints a user's API keys as a table (to stdout, or file); never a
+        secret. Another user's are a global admin's to see."""
+        keys = await self.get_user_api_keys(user_id, timeout=timeout, metadata=metadata)
         rows = [
             (
                 k.prefix,
@@ -233,6 +246,29 @@ class AuthClient(BaseClient):
             timeout=timeout,
             metadata=metadata,
         )
+
+    async def delete_user_api_key(
+        self,
+        user_id: str,
+        api_key: str,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        """ML cube's: revokes a key of user_id, given whole or by its prefix.
+
+        Raises:
+            NotFoundError: user_id has no such key (API_KEY_NOT_FOUND); nothing is
+                revoked, whoever's the key is.
+            PermissionDeniedError: another user's keys are a global admin's to manage.
+        """
+        prefix = _prefix_of(api_key)
+        keys = await self.get_user_api_keys(user_id, timeout=timeout, metadata=metadata)
+        if not any(key.prefix == prefix for key in keys):
+            raise NotFoundError(
+                f"user {user_id!r} has no API key {prefix!r}", reason="API_KEY_NOT_FOUND"
+            )
+        await self.delete_api_key(prefix, timeout=timeout, metadata=metadata)
 
     # Project roles
 
@@ -280,3 +316,10 @@ class AuthClient(BaseClient):
             timeout=timeout,
             metadata=metadata,
         )
+
+
+def _prefix_of(api_key: str) -> str:
+    """A key's prefix: the key's second part ("cairn_<prefix>_<secret>"), or api_key
+    itself when given as its prefix."""
+    parts = api_key.split("_", 2)
+    return parts[1] if len(parts) == 3 and parts[0] == "cairn" else api_key
