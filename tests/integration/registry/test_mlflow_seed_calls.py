@@ -127,9 +127,9 @@ async def test_version_tags_by_stage(mr_client, churn) -> None:
 async def test_max_results_beyond_one_server_page_is_gathered(
     mr_client, churn, monkeypatch
 ) -> None:
-    from cairn._clients import registry
+    from cairn.types import _paging
 
-    monkeypatch.setattr(registry, "_SERVER_PAGE", 2)  # a page of 2 stands for 1,000
+    monkeypatch.setattr(_paging, "SERVER_PAGE", 2)  # a page of 2 stands for 1,000
     everything = await mr_client.search_model_versions(order_by=["id ASC"])
     assert [(v.name, v.version) for v in everything] == [
         ("churn", 1),

@@ -132,8 +132,9 @@ class TrackingClient(
         Args:
             view_type: ACTIVE_ONLY, DELETED_ONLY or ALL.
             max_results: how many to answer (1,000 by default, at most 50,000 as in
-                MLflow), gathered from server pages of 1,000; with options, their limit
-                is one page's size (at most 1,000).
+                MLflow), gathered from server pages of 1,000 until one comes back cut
+                short to fit its message (then fewer, with the token of the rest); with
+                options, their limit is one page's size (at most 1,000).
             filter_string: e.g. "name LIKE 'churn%' AND tags.team = 'growth'".
             order_by: keys among "name", "creation_time", "last_update_time" and
                 "experiment_id", each optionally followed by ASC or DESC, each at most
@@ -369,8 +370,9 @@ class TrackingClient(
                 docs/filters.md for OR, parentheses, IN, LIKE and IS NULL.
             run_view_type: ACTIVE_ONLY, DELETED_ONLY or ALL.
             max_results: how many to answer (1,000 by default, at most 50,000 as in
-                MLflow), gathered from server pages of 1,000; with options, their limit
-                is one page's size (at most 1,000).
+                MLflow), gathered from server pages of 1,000 until one comes back cut
+                short to fit its message (then fewer, with the token of the rest); with
+                options, their limit is one page's size (at most 1,000).
             order_by: e.g. ["metrics.acc DESC", "params.lr"]; NaN and missing values
                 come last either way. Default: newest start time first.
             page_token: the next_page_token of the previous page.
@@ -711,10 +713,13 @@ async def _searched(
     page_token: str | None,
 ) -> PagedList[T]:
     """A search's answer: with options (a Pager's), one page of their limit; else up to
-    max_results (MLflow's default 1,000, its most 50,000), gathered from pages."""
+    max_results (MLflow's default 1,000, its most 50,000), gathered from pages until
+    one is cut short to fit its message."""
     if options is None:
         wanted = SEARCH_MAX_RESULTS_DEFAULT if max_results is None else max_results
-        return await gathered(page, wanted, page_token or "", SEARCH_MAX_RESULTS_THRESHOLD)
+        return await gathered(
+            page, wanted, page_token or "", SEARCH_MAX_RESULTS_THRESHOLD, short_page_ends=True
+        )
     items, token = await page(whole(max_results or 0, "max_results", 32), page_token or "")
     options.next_page_token = token
     return PagedList(items, token)

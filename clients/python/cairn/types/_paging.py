@@ -198,9 +198,13 @@ async def gathered(
     max_results: Any,
     token: str,
     most: int | None = None,
+    short_page_ends: bool = False,
 ) -> PagedList[T]:
     """Up to max_results items (most at most) from pages of at most SERVER_PAGE, and the
-    token of what follows them: MLflow's max_results may exceed one server page."""
+    token of what follows them: MLflow's max_results may exceed one server page. With
+    short_page_ends, a page holding fewer than asked for ends them too (a search's page
+    cut to fit one message, which MLflow's may be as well): a search of large runs then
+    holds about a message's worth at a time, as a page does."""
     wanted = whole(max_results, "max_results")
     if wanted < 1:
         raise invalid_argument("max_results", "must be at least 1")
@@ -210,9 +214,10 @@ async def gathered(
     sent = set[str]()
     while True:
         sent.add(token)
-        found, token = await page(min(SERVER_PAGE, wanted - len(items)), token)
+        asked = min(SERVER_PAGE, wanted - len(items))
+        found, token = await page(asked, token)
         items.extend(found)
-        if not token or len(items) >= wanted:
+        if not token or len(items) >= wanted or (short_page_ends and len(found) < asked):
             return PagedList(items, token)
         check_token_is_new(token, sent)
 
