@@ -195,7 +195,10 @@ def test_an_unknown_run_is_run_not_found(env: dict[str, str]) -> None:
 def test_experiment_0_says_cairn_has_no_default_experiment(env: dict[str, str]) -> None:
     """MLflow's Default experiment: it was looked up as a name, "no experiment named '0'"."""
     line = failed("runs", "list", "-e", "0", env=env)
-    assert "Cairn has no Default experiment 0" in line
+    assert line == (
+        "Error: NOT_FOUND [EXPERIMENT_NOT_FOUND]: no experiment named '0'; Cairn has no "
+        "Default experiment 0, as MLflow has"
+    )
 
 
 def test_an_unknown_experiment_name_is_experiment_not_found(env: dict[str, str]) -> None:

@@ -93,9 +93,8 @@ async def experiment_id(client: Client, name_or_id: str) -> str:
         return found.experiment_id
     if EXPERIMENT_ID.fullmatch(name_or_id):  # "0" and "007" are no id: the server refuses them
         return (await client.tracking.get_experiment(name_or_id)).experiment_id
-    if name_or_id == "0":  # MLflow's Default experiment: ask the server, which says why
-        await client.tracking.get_experiment(name_or_id)
-    raise NotFoundError(f"no experiment named {name_or_id!r}", reason="EXPERIMENT_NOT_FOUND")
+    hint = "; Cairn has no Default experiment 0, as MLflow has" if name_or_id == "0" else ""
+    raise NotFoundError(f"no experiment named {name_or_id!r}{hint}", reason="EXPERIMENT_NOT_FOUND")
 
 
 @group.command("describe")
