@@ -66,12 +66,12 @@ def request_type(method: str) -> Descriptor | None:
 
 class Oversized:
     """Stands in for a request whose bytes hold a list longer than its limit, or more
-    elements in all its lists than MAX_WALKED_ELEMENTS (field None), left undecoded:
-    decoding it could cost gigabytes (wire.py)."""
+    elements in all its lists than MAX_WALKED_ELEMENTS, or more fields than
+    wire.MAX_FIELDS, left undecoded: decoding it could cost gigabytes, walking it
+    seconds (wire.py)."""
 
-    def __init__(self, field: str | None, limit: int) -> None:
-        self.field = field
-        self.limit = limit
+    def __init__(self, excess: wire.TooMany) -> None:
+        self.excess = excess
 
 
 def tolerant(
@@ -86,7 +86,7 @@ def tolerant(
             try:
                 wire.check(data, descriptor, _element_limit, MAX_WALKED_ELEMENTS)
             except wire.TooMany as excess:
-                return Oversized(excess.field, excess.limit)
+                return Oversized(excess)
             except wire.Unreadable as problem:
                 return Malformed(str(problem))
         try:
@@ -101,9 +101,16 @@ def check_decoded(request: Any) -> None:
     """Raises INVALID_ARGUMENT unless request decoded (at no cost): MALFORMED_MESSAGE,
     or the refusal of lists too long in all for one that was not decoded."""
     if isinstance(request, Oversized):
-        if request.field is None:
-            raise _OverBudget()
-        raise _too_many(request.field, None, request.limit)
+        excess = request.excess
+        if excess.field is not None:
+            raise _too_many(excess.field, None, excess.limit)
+        if excess.counted == "fields":
+            raise InvalidArgument(
+                "INVALID_ARGUMENT",
+                f"the request holds more than {excess.limit} fields",
+                metadata={"limit": str(excess.limit)},
+            )
+        raise _OverBudget()
     if isinstance(request, Malformed):
         raise InvalidArgument(
             "MALFORMED_MESSAGE",
