@@ -157,10 +157,10 @@ class _Runner:
     def closed(self) -> bool:
         return self._refusal() is not None
 
-    def send_queued(self) -> concurrent.futures.Future[None] | None:
-        """Starts sending the writes queued with synchronous=False, the loop running on
-        after; None once closed, or in a forked child."""
-        return self._hand_over(self.queued.send())
+    def send_queued(self, final: bool) -> concurrent.futures.Future[None] | None:
+        """Starts sending the writes queued with synchronous=False (`_WriteQueue.end`),
+        the loop running on after; None once closed, or in a forked child."""
+        return self._hand_over(self.queued.send(final))
 
     def _hand_over(self, work: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T] | None:
         """work, running on the loop; None when the loop takes no more work."""
@@ -288,9 +288,9 @@ class _Queued:
     def __init__(self) -> None:
         self.transport: Transport | None = None  # set by the client made on the runner
 
-    async def send(self) -> None:
+    async def send(self, final: bool = True) -> None:
         if self.transport is not None:
-            await end_background_writes(self.transport)
+            await end_background_writes(self.transport, final)
 
 
 # The runners alive, and the loops of dropped ones still sending their queued writes:
@@ -318,23 +318,27 @@ def _stop_sent(loop: asyncio.AbstractEventLoop, sending: concurrent.futures.Futu
     loop.call_soon_threadsafe(loop.stop)
 
 
-def _send_queued_at_exit() -> None:
+def _send_queued_at_exit(final: bool) -> None:
     """Sends the writes the sync clients left unclosed queued with synchronous=False,
     as MLflow flushes its async logging queue at the exit: the exit ended their daemon
     loop threads with whatever they still held (1 to 12 points of 200 stored). The
-    loops run on, for exit handlers that use a client after this one."""
-    sending = [runner.send_queued() for runner in list(_runners)]
+    loops run on, for exit handlers that use a client after this one. Only the final
+    call gives up on writes (those a thread logging on queues meanwhile)."""
+    sending = [runner.send_queued(final) for runner in list(_runners)]
     concurrent.futures.wait([s for s in sending if s is not None] + list(_ending))
 
 
 # First among threading's exit calls, which run before atexit's (the last registered
 # first): before the thread pools stop taking work (concurrent.futures stops them
 # there), which an upload's steps in worker threads need: "cannot schedule new futures
-# after interpreter shutdown", and no image of log_image stored. Then again among
-# atexit's, for what the exit handlers registered since queue (the last registered
-# runs first).
-getattr(threading, "_register_atexit", atexit.register)(_send_queued_at_exit)
-atexit.register(_send_queued_at_exit)
+# after interpreter shutdown", and no image of log_image stored. Threads that are not
+# daemons still run then, and may queue more: nothing is given up yet. Then for good
+# among atexit's, once those threads ended, for what they and the exit handlers
+# registered since queue (the last registered runs first).
+getattr(threading, "_register_atexit", atexit.register)(
+    functools.partial(_send_queued_at_exit, final=False)
+)
+atexit.register(_send_queued_at_exit, final=True)
 
 
 async def _end_other_tasks() -> None:

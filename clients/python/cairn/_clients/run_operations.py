@@ -147,11 +147,16 @@ class _WriteQueue:
         if errors:
             raise errors[0]
 
-    async def end(self, patience: float) -> None:
+    async def end(self, patience: float, final: bool = True) -> None:
         """Sends what is queued for a client nobody will close (its process exits, or
         nothing refers to it any more), and logs a warning with the number of writes
         not stored and the first error: no caller is left to raise it to. Gives up on
-        the rest once one write has gone unanswered for patience seconds."""
+        the rest once one write has gone unanswered for patience seconds. Not final
+        (threads of the process may still queue writes): only waits for what is queued
+        now to be sent, or for one write unanswered that long, giving up nothing."""
+        if not final:
+            await self._sent_or_stuck(patience)
+            return
         self._ending = True
         try:
             unsent = await self._send_while_answered(patience)
@@ -171,6 +176,18 @@ class _WriteQueue:
         unanswered; then how many writes were given up: those left, and those queued
         meanwhile (a thread logging on would make the wait endless, and the exit with
         it). One given up while it was sent may have been stored."""
+        await self._sent_or_stuck(patience)
+        worker = self._worker
+        if worker is None or worker.done():
+            return 0
+        unsent = len(self._writes) + (self._sending is not None and not self._sending.done())
+        worker.cancel()
+        await asyncio.wait([worker])
+        return unsent
+
+    async def _sent_or_stuck(self, patience: float) -> None:
+        """Waits until the writes queued now are sent, or one has been sent for patience
+        seconds unanswered."""
         last = self._writes[-1][1] if self._writes else self._sending
         worker = self._worker
         while worker is not None and not worker.done() and last is not None and not last.done():
@@ -178,13 +195,7 @@ class _WriteQueue:
             awaited: list[asyncio.Future[Any]] = [worker, last]
             await asyncio.wait(awaited, timeout=patience, return_when=asyncio.FIRST_COMPLETED)
             if not (last.done() or worker.done()) and self._sending is sending:
-                break
-        if worker is None or worker.done():
-            return 0
-        unsent = len(self._writes) + (self._sending is not None and not self._sending.done())
-        worker.cancel()
-        await asyncio.wait([worker])
-        return unsent
+                return
 
     def _take_errors(self) -> list[BaseException]:
         """The errors of the writes failed since last taken (retrieved: no asyncio
@@ -201,14 +212,14 @@ def _unanswered(error: Exception) -> TypeGuard[CairnError]:
     return isinstance(error, DeadlineExceededError | UnavailableError) and error.reason is None
 
 
-async def end_background_writes(transport: Transport) -> None:
+async def end_background_writes(transport: Transport, final: bool = True) -> None:
     """Sends the writes the clients of transport's channel queued with
     synchronous=False, for a client nobody will close (the sync facade's, at the exit
     or dropped): see `_WriteQueue.end`, waiting for an answer as long as the client's
     deadline (DEFAULT_TIMEOUT when it has none)."""
     queue: _WriteQueue | None = transport.shared.get("background_writes")
     if queue is not None:
-        await queue.end(transport.timeout or DEFAULT_TIMEOUT)
+        await queue.end(transport.timeout or DEFAULT_TIMEOUT, final)
 
 
 class BackgroundWrites:
