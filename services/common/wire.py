@@ -39,6 +39,8 @@ _PACKED_WIDTH = {
     _TYPE.TYPE_SFIXED32: 4,
 }
 _WALKED = (_TYPE.TYPE_STRING, _TYPE.TYPE_ENUM, _TYPE.TYPE_MESSAGE)
+# The types whose every value is length-delimited; of another type, a list is packed.
+_DELIMITED = (_TYPE.TYPE_STRING, _TYPE.TYPE_BYTES, _TYPE.TYPE_MESSAGE)
 # The bytes of a varint but its last: deleted, what is left counts the varints.
 _CONTINUED = bytes(range(0x80, 0x100))
 
@@ -146,15 +148,8 @@ class _Walk:
         if is_message and wire_type != _LENGTH_DELIMITED:
             return  # not this field's encoding: the decoder keeps it aside, as unknown
         elements = 1
-        if (
-            not is_message
-            and wire_type == _LENGTH_DELIMITED
-            and field.type
-            not in (
-                _TYPE.TYPE_STRING,
-                _TYPE.TYPE_BYTES,
-            )
-        ):
+        packed = wire_type == _LENGTH_DELIMITED and field.type not in _DELIMITED
+        if packed:
             elements = _packed(self.data[start:end], field.type)
         if field.is_repeated:
             counts[field.number] = counts.get(field.number, 0) + elements
