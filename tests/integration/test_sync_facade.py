@@ -305,6 +305,14 @@ def _target(fd: str) -> str:
         return ""
 
 
+async def _scripted(
+    port: int, unique: str, body: str
+) -> tuple[str, subprocess.CompletedProcess[str]]:
+    """A project of its own, and body run in it by `_script`."""
+    project = await new_project(port, f"sync-{unique}")
+    return project, await asyncio.to_thread(_script, port, project, body)
+
+
 def _script(port: int, project: str, body: str) -> subprocess.CompletedProcess[str]:
     """body run by a Python of its own, `tracking` a sync client of the project made
     after the lines above it; killed after 60 s (a script that would never end)."""
@@ -326,11 +334,9 @@ def _script(port: int, project: str, body: str) -> subprocess.CompletedProcess[s
 async def test_a_client_in_use_at_exit_keeps_working(server_port: int, unique: str) -> None:
     """Stopped at the exit as if dropped, it left an atexit handler using it waiting
     for ever (or raising "Event loop is closed")."""
-    project = await new_project(server_port, f"sync-{unique}")
-    done = await asyncio.to_thread(
-        _script,
+    _project, done = await _scripted(
         server_port,
-        project,
+        unique,
         """
         atexit.register(lambda: print("at exit", tracking.search_experiments() is not None))
         tracking = client()
@@ -345,11 +351,9 @@ async def test_a_client_collected_with_its_open_iterator_lets_the_collection_end
 ) -> None:
     """In a reference cycle with a history iterator not read to its end, the stopped
     loop was handed the iterator's end and gc.collect() waited for it for ever."""
-    project = await new_project(server_port, f"sync-{unique}")
-    done = await asyncio.to_thread(
-        _script,
+    _project, done = await _scripted(
         server_port,
-        project,
+        unique,
         """
         tracking = client()
         experiment_id = tracking.create_experiment("cycle")
@@ -374,11 +378,9 @@ async def test_writes_queued_with_synchronous_false_are_sent_when_a_script_ends_
     """MLflow scripts end without close(): the writes they had queued died with the
     daemon loop thread, 1 to 12 points of 200 stored, the param not at all, exit code 0
     and nothing said."""
-    project = await new_project(server_port, f"sync-{unique}")
-    done = await asyncio.to_thread(
-        _script,
+    project, done = await _scripted(
         server_port,
-        project,
+        unique,
         """
         tracking = client()
         run_id = tracking.create_run(tracking.create_experiment("exit")).info.run_id
@@ -399,11 +401,9 @@ async def test_writes_queued_with_synchronous_false_are_sent_before_a_dropped_cl
     """A client made in a function and dropped there unclosed stopped its loop at once:
     4 to 23 points of 200 stored. The script leaves without the exit's handlers
     (os._exit) once the client's thread has ended, so only the drop can have sent them."""
-    project = await new_project(server_port, f"sync-{unique}")
-    done = await asyncio.to_thread(
-        _script,
+    project, done = await _scripted(
         server_port,
-        project,
+        unique,
         """
         import os, threading, time
 
@@ -432,11 +432,9 @@ async def test_a_script_whose_thread_logs_on_still_exits(server_port: int, uniqu
     """The exit sent what was queued until nothing was: a daemon thread logging on with
     synchronous=False kept the process from ever ending. It sends what was queued when
     the exit began, and warns of what came after."""
-    project = await new_project(server_port, f"sync-{unique}")
-    done = await asyncio.to_thread(
-        _script,
+    project, done = await _scripted(
         server_port,
-        project,
+        unique,
         """
         import threading
 
@@ -465,11 +463,9 @@ async def test_writes_of_a_thread_that_outlives_the_main_one_are_all_sent(
 ) -> None:
     """The exit's first sending, before the threads that are not daemons are joined,
     gave up on what such a thread queued meanwhile: 353 to 397 points of 400 stored."""
-    project = await new_project(server_port, f"sync-{unique}")
-    done = await asyncio.to_thread(
-        _script,
+    project, done = await _scripted(
         server_port,
-        project,
+        unique,
         """
         import threading
 
@@ -496,11 +492,9 @@ async def test_images_queued_with_synchronous_false_are_sent_when_a_script_ends(
     """An upload reads its file in a worker thread, which the exit's handler asked of
     a thread pool that no longer took work: "cannot schedule new futures after
     interpreter shutdown", and no image stored."""
-    project = await new_project(server_port, f"sync-{unique}")
-    done = await asyncio.to_thread(
-        _script,
+    project, done = await _scripted(
         server_port,
-        project,
+        unique,
         """
         import numpy
 
