@@ -405,7 +405,7 @@ async def test_writes_queued_with_synchronous_false_are_sent_before_a_dropped_cl
         server_port,
         unique,
         """
-        import os, threading, time
+        import os, threading
 
         def log():
             tracking = client()
@@ -417,8 +417,9 @@ async def test_writes_queued_with_synchronous_false_are_sent_before_a_dropped_cl
 
         run_id = log()
         gc.collect()
-        while any(t.name == "cairn-sync" for t in threading.enumerate()):
-            time.sleep(0.01)
+        for thread in threading.enumerate():
+            if thread.name == "cairn-sync":
+                thread.join(30)  # ends once the loop sent its writes and stopped
         print(run_id, flush=True)
         os._exit(0)
         """,

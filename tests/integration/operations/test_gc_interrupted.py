@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import logging
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -28,9 +29,6 @@ from tests.conftest import eventually, new_project, serving, with_overrides
 from tests.proxy import PostgresProxy
 
 HOUR = datetime.timedelta(hours=1)
-# How long a restarted server is away: longer than the channel's own retries cover
-# (under a second).
-RESTART_SECONDS = 3.0
 TRACKING_STEP = rb"SELECT count\(\*\) FROM tracking\.runs"  # the tracking step's first
 # The artifacts step's first after it drained a location: removing the bytes it let go.
 BYTES_REMOVED = rb"SELECT storage_key FROM artifacts\.garbage"
@@ -210,7 +208,7 @@ async def test_an_attempt_handed_back_by_a_stopping_server_counts_no_outage(
 
 
 async def test_a_wait_goes_on_through_its_server_restarting(
-    config: Config, pool: asyncpg.Pool, client: cairn.Client
+    config: Config, pool: asyncpg.Pool, client: cairn.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A wait (and so `cairn gc --wait`) follows its operation through a restart of its
     server: the operation is handed back and carries on. Before, the wait raised
@@ -227,7 +225,12 @@ async def test_a_wait_goes_on_through_its_server_restarting(
             )
             await eventually(lambda: bool(seen), what="the wait seeing the operation")
             await restarted.stop()
-        await asyncio.sleep(RESTART_SECONDS)  # the outage itself, not a condition
+        caplog.set_level(logging.INFO, "cairn")
+
+        def asked_again() -> bool:  # past the channel's own retries, into the outage
+            return sum("again" in r.getMessage() for r in caplog.records) >= 2
+
+        await eventually(asked_again, what="the wait asking again through the outage")
         await restarted.start()
         done = await waiter
     assert done.state is OperationState.SUCCEEDED, done.errors
