@@ -103,6 +103,27 @@ async def test_round_trip_over_the_byte_endpoint(
     assert (moved["upload"], moved["download"]) == (2, 1)
 
 
+async def test_the_threshold_set_on_client_artifacts_holds_for_a_runs_artifacts(
+    server_port: int, unique: str, tmp_path: Path, moved: collections.Counter[str]
+):
+    """The run methods make an ArtifactClient of their own: before, it kept the default
+    threshold whatever `client.artifacts` was given, and this 3 MiB file was streamed."""
+    source = tmp_path / "data.bin"
+    source.write_bytes(DATA)
+    project = await new_project(server_port, f"runs-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        experiment_id = await client.tracking.create_experiment(f"direct-{unique}")
+        run_id = (await client.tracking.create_run(experiment_id)).info.run_id
+        client.artifacts.direct_threshold = SMALL_THRESHOLD
+        await client.tracking.log_artifact(run_id, source)
+        fetched = await client.tracking.download_artifacts(run_id, "data.bin", tmp_path / "out")
+        assert Path(fetched).read_bytes() == DATA
+        assert (moved["upload"], moved["download"]) == (1, 1)
+        client.artifacts.direct_threshold = None
+        await client.tracking.log_artifact(run_id, source, "again")
+        assert moved["upload tried"] == 1
+
+
 async def test_an_altered_or_misused_ticket_is_refused(direct: cairn.ArtifactClient):
     await direct.upload("t/one.bin", DATA)
     reply = await direct._stub.CreateDownloadTicket(

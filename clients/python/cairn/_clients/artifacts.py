@@ -8,6 +8,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,16 @@ DIRECT_THRESHOLD = 8 * 1024 * 1024
 __all__ = ["ArtifactClient", "Progress"]
 
 
+@dataclass
+class _Transfers:
+    """How transfers move, for every ArtifactClient on one channel: the run, model and
+    versioned-artifact methods make their own, for a project, and a threshold set on
+    `client.artifacts` alone was not theirs (their uploads still went direct)."""
+
+    threshold: int | None = DIRECT_THRESHOLD
+    connections: int = _presigned.CONNECTIONS
+
+
 class ArtifactClient(BaseClient):
     """Async client of `cairn.artifacts.v1.ArtifactService`.
 
@@ -63,16 +74,31 @@ class ArtifactClient(BaseClient):
     bytes do.
     """
 
-    # Uploads and downloads of whole objects of at least this many bytes move directly
-    # (docs/artifacts.md, "Direct transfer"): over the service's byte endpoint, or, on
-    # the S3 backend, to and from the object store through presigned URLs; None: never.
-    direct_threshold: int | None = DIRECT_THRESHOLD
-    # Connections a direct transfer through the object store's presigned URLs (the S3
-    # backend) opens at once: parts PUT and ranges fetched in parallel; 1 fetches a
-    # download in one GET.
-    direct_connections: int = _presigned.CONNECTIONS
+    @property
+    def direct_threshold(self) -> int | None:
+        """Uploads and downloads of whole objects of at least this many bytes move
+        directly (docs/artifacts.md, "Direct transfer"): over the service's byte
+        endpoint, or, on the S3 backend, to and from the object store through presigned
+        URLs; None: never. Set, it holds for every client on this one's channel."""
+        return self._transfers.threshold
+
+    @direct_threshold.setter
+    def direct_threshold(self, value: int | None) -> None:
+        self._transfers.threshold = value
+
+    @property
+    def direct_connections(self) -> int:
+        """Connections a direct transfer through the object store's presigned URLs (the
+        S3 backend) opens at once: parts PUT and ranges fetched in parallel; 1 fetches a
+        download in one GET. Set, it holds for every client on this one's channel."""
+        return self._transfers.connections
+
+    @direct_connections.setter
+    def direct_connections(self, value: int) -> None:
+        self._transfers.connections = value
 
     def _bind(self, channel: Any) -> None:
+        self._transfers: _Transfers = self._transport.shared.setdefault("transfers", _Transfers())
         self._stub = artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
         self._direct = DirectTransfers(self._transport, self._stub, self._connections)
         # The byte streams, on the same channel and credentials without a default
@@ -281,8 +307,6 @@ class ArtifactClient(BaseClient):
         project, path = self._named(path)
         if project != self.project:
             other = in_project(self._transport, project)
-            other.direct_threshold = self.direct_threshold  # the caller's, not the defaults
-            other.direct_connections = self.direct_connections
             return await other.download(
                 path, destination, progress=progress, timeout=timeout, metadata=metadata
             )
