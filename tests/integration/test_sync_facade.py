@@ -391,7 +391,7 @@ async def test_writes_queued_with_synchronous_false_are_sent_when_a_script_ends_
         """,
     )
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
-    stored = await asyncio.to_thread(_stored, server_port, project, done.stdout.strip())
+    stored = await _stored(server_port, project, done)
     assert stored == (200, {"lr": "0.1"})
 
 
@@ -425,7 +425,7 @@ async def test_writes_queued_with_synchronous_false_are_sent_before_a_dropped_cl
         """,
     )
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
-    stored = await asyncio.to_thread(_stored, server_port, project, done.stdout.strip())
+    stored = await _stored(server_port, project, done)
     assert stored == (200, {"lr": "0.1"})
 
 
@@ -455,7 +455,7 @@ async def test_a_script_whose_thread_logs_on_still_exits(server_port: int, uniqu
     )
     assert done.returncode == 0, done.stderr
     assert "writes queued with synchronous=False were not stored" in done.stderr
-    stored = await asyncio.to_thread(_stored, server_port, project, done.stdout.strip())
+    stored = await _stored(server_port, project, done)
     assert stored[1] == {"lr": "0.1"}
 
 
@@ -483,7 +483,7 @@ async def test_writes_of_a_thread_that_outlives_the_main_one_are_all_sent(
         """,
     )
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
-    stored = await asyncio.to_thread(_stored, server_port, project, done.stdout.strip())
+    stored = await _stored(server_port, project, done)
     assert stored == (400, {"lr": "0.1"})
 
 
@@ -516,8 +516,15 @@ async def test_images_queued_with_synchronous_false_are_sent_when_a_script_ends(
     assert await asyncio.to_thread(images)
 
 
-def _stored(port: int, project: str, run_id: str) -> tuple[int, dict[str, str]]:
-    """How many points of "loss" the run holds, and its params."""
-    with _tracking(port, project) as tracking:
-        points = len(tracking.get_metric_history(run_id, "loss"))
-        return points, tracking.get_run(run_id).data.params
+async def _stored(
+    port: int, project: str, done: subprocess.CompletedProcess[str]
+) -> tuple[int, dict[str, str]]:
+    """How many points of "loss" the run a script printed holds, and its params."""
+
+    def read() -> tuple[int, dict[str, str]]:
+        run_id = done.stdout.strip()
+        with _tracking(port, project) as tracking:
+            points = len(tracking.get_metric_history(run_id, "loss"))
+            return points, tracking.get_run(run_id).data.params
+
+    return await asyncio.to_thread(read)

@@ -31,7 +31,6 @@ from cairn.exceptions import (
     NotFoundError,
     UnavailableError,
 )
-from cairn_server import catalog
 from cairn_server.artifacts import backends, presigned
 from cairn_server.artifacts.blobs import MAX_OBJECT_BYTES
 from cairn_server.artifacts.janitor import Janitor
@@ -39,8 +38,7 @@ from cairn_server.artifacts.leases import CompletionLeases
 from cairn_server.artifacts.s3 import S3Backend
 from cairn_server.artifacts.store import ObjectStore
 from cairn_server.common.config import Config
-from cairn_server.common.server import CairnServer
-from tests.conftest import BUCKET, new_project, s3_client, with_overrides
+from tests.conftest import BUCKET, new_project, s3_client, serving
 
 MIB = 1024 * 1024
 PART = 5 * MIB  # S3's smallest part
@@ -589,11 +587,9 @@ def _closed_port() -> int:
 @pytest.fixture
 async def unreachable_store_port(s3_config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
     """An S3 server whose presigned URLs name a port where nothing listens."""
-    config = with_overrides(s3_config, s3_public_endpoint=f"127.0.0.1:{_closed_port()}")
-    server = CairnServer(config, catalog.select(["artifacts"]), pool)
-    port = await server.start()
-    yield port
-    await server.stop(grace=1.0)
+    endpoint = f"127.0.0.1:{_closed_port()}"
+    async with serving(s3_config, pool, ["artifacts"], s3_public_endpoint=endpoint) as port:
+        yield port
 
 
 async def test_an_unreachable_store_falls_back_to_streaming(
@@ -639,10 +635,8 @@ async def test_the_parts_of_the_largest_object_fit_a_server_taking_the_least_mes
     server, a ticket for an object of more than about 1,700 parts could not be sent."""
     # A public address as long as a host name may be: URLs of about 800 bytes.
     host = ".".join(["store" + "e" * 58] * 3) + ".example"
-    config = with_overrides(s3_config, max_message_bytes=MIB, s3_public_endpoint=f"{host}:9000")
-    server = CairnServer(config, catalog.select(["artifacts"]), pool)
-    port = await server.start()
-    try:
+    changes = dict(max_message_bytes=MIB, s3_public_endpoint=f"{host}:9000")
+    async with serving(s3_config, pool, ["artifacts"], **changes) as port:
         project = await new_project(port, f"lm-{unique}")
         async with cairn.ArtifactClient.insecure_connection(
             "127.0.0.1", port, project=project
@@ -653,5 +647,3 @@ async def test_the_parts_of_the_largest_object_fit_a_server_taking_the_least_mes
             assert (len(parts.part_urls) - 1) * parts.part_size < size
             assert len(parts.part_urls) * parts.part_size >= size
             assert parts.part_size <= 5 * 1024 * MIB  # S3's largest part
-    finally:
-        await server.stop(grace=1.0)

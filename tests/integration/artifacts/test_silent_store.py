@@ -21,8 +21,8 @@ from cairn_server.artifacts.store import ObjectStore
 from cairn_server.common import database
 from cairn_server.common.config import Config
 from cairn_server.common.errors import Unavailable
-from cairn_server.common.server import CairnServer, migrate
-from tests.conftest import new_project, with_overrides
+from cairn_server.common.server import migrate
+from tests.conftest import new_project, serving, with_overrides
 from tests.proxy import StallingProxy
 
 # More downloads than the loop's default executor has threads on a small machine
@@ -68,22 +68,19 @@ async def _served(
     unique: str,
     s3_timeout_seconds: float,
 ) -> AsyncIterator[cairn.ArtifactClient]:
-    settings = with_overrides(
+    async with serving(
         s3_config,
+        pool,
+        ["artifacts"],
         s3_endpoint=f"127.0.0.1:{proxy.port}",
         s3_timeout_seconds=s3_timeout_seconds,
         artifact_janitor_interval_seconds=0,
-    )
-    server = CairnServer(settings, catalog.select(["artifacts"]), pool)
-    port = await server.start()
-    try:
+    ) as port:
         project = await new_project(port, f"silent-{unique}")
         async with cairn.ArtifactClient.insecure_connection(
             "127.0.0.1", port, project=project
         ) as client:
             yield client
-    finally:
-        await server.stop(grace=0.5)
 
 
 async def test_a_silent_store_fails_calls_and_holds_nothing_once_back(

@@ -207,6 +207,21 @@ async def test_an_attempt_handed_back_by_a_stopping_server_counts_no_outage(
     assert (row["attempts"], row["outages"]) == (2, 0)
 
 
+async def _waiting_on_held_collection(
+    own: cairn.Client, holder: asyncpg.Connection, timeout: float
+) -> asyncio.Future[Operation]:
+    """A wait of timeout seconds on a collection that holder's lock keeps running,
+    once the wait has seen the operation."""
+    await holder.execute("LOCK TABLE tracking.runs IN SHARE MODE")
+    started = await _running_collection(own)
+    seen: list[Operation] = []
+    waiter = asyncio.ensure_future(
+        own.operations.wait_operation(started.name, timeout, seen.append, report_every=0.1)
+    )
+    await eventually(lambda: bool(seen), what="the wait seeing the operation")
+    return waiter
+
+
 async def test_a_wait_goes_on_through_its_server_restarting(
     config: Config, pool: asyncpg.Pool, client: cairn.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -217,13 +232,7 @@ async def test_a_wait_goes_on_through_its_server_restarting(
     await _deleted_run(client, pool)
     async with _client_of_restarted(config, pool, client.project) as (own, restarted):
         async with pool.acquire() as holder, holder.transaction():
-            await holder.execute("LOCK TABLE tracking.runs IN SHARE MODE")
-            started = await _running_collection(own)
-            seen: list[Operation] = []
-            waiter = asyncio.ensure_future(
-                own.operations.wait_operation(started.name, 60, seen.append, report_every=0.1)
-            )
-            await eventually(lambda: bool(seen), what="the wait seeing the operation")
+            waiter = await _waiting_on_held_collection(own, holder, 60)
             await restarted.stop()
         caplog.set_level(logging.INFO, "cairn")
 
@@ -248,13 +257,7 @@ async def test_a_wait_whose_server_stays_away_times_out(
         pool.acquire() as holder,
         holder.transaction(),
     ):
-        await holder.execute("LOCK TABLE tracking.runs IN SHARE MODE")
-        started = await _running_collection(own)
-        seen: list[Operation] = []
-        waiter = asyncio.ensure_future(
-            own.operations.wait_operation(started.name, 3.0, seen.append, report_every=0.1)
-        )
-        await eventually(lambda: bool(seen), what="the wait seeing the operation")
+        waiter = await _waiting_on_held_collection(own, holder, 3.0)
         await restarted.stop()
         with pytest.raises(OperationTimeoutError) as timed_out:
             await waiter
