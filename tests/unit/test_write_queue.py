@@ -1,7 +1,10 @@
 """The queue of writes made with synchronous=False: which failures end the writes
-queued behind them."""
+queued behind them, and what the end of a client never closed reports."""
 
 import asyncio
+import logging
+
+import pytest
 
 from cairn._clients.run_operations import _WriteQueue
 from cairn.exceptions import DeadlineExceededError, UnavailableError
@@ -35,3 +38,28 @@ async def test_writes_behind_one_the_server_refused_unavailable_are_sent() -> No
     dropped, 20 points of a healthy tracking service never stored."""
     for reason in ("OBJECT_STORE_UNAVAILABLE", "DATABASE_BUSY", "SHUTTING_DOWN"):
         assert await _sent(UnavailableError("busy", reason=reason)) == ["a", "b"]
+
+
+async def test_a_write_given_up_while_sent_is_said_to_maybe_be_stored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The warning of a client ended unclosed counted the write given up while it was
+    sent as not stored, though the server may have stored it."""
+    queue = _WriteQueue()
+    started = asyncio.Event()
+
+    async def unanswered() -> None:
+        started.set()
+        await asyncio.Event().wait()  # no answer ever comes
+
+    async def write() -> None:
+        pass
+
+    queue.put(unanswered())
+    queue.put(write())
+    await started.wait()
+    with caplog.at_level(logging.WARNING, "cairn"):
+        await queue.end(patience=0.05)
+    [warning] = [record.getMessage() for record in caplog.records]
+    assert warning.startswith("2 writes queued with synchronous=False were not stored")
+    assert "the one given up while it was sent may have been" in warning

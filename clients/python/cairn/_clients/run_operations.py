@@ -159,31 +159,34 @@ class _WriteQueue:
             return
         self._ending = True
         try:
-            unsent = await self._send_while_answered(patience)
+            unsent, cut = await self._send_while_answered(patience)
         finally:
             self._ending = False
         errors = self._take_errors()
         if unsent or errors:
             _log.warning(
                 "%d writes queued with synchronous=False were not stored before their "
-                "client, never closed, ended%s",
+                "client, never closed, ended%s%s",
                 unsent + len(errors),
+                " (the one given up while it was sent may have been)" if cut else "",
                 f"; the first error: {errors[0]}" if errors else "",
             )
 
-    async def _send_while_answered(self, patience: float) -> int:
+    async def _send_while_answered(self, patience: float) -> tuple[int, bool]:
         """Sends the writes queued now, until one has been sent for patience seconds
-        unanswered; then how many writes were given up: those left, and those queued
-        meanwhile (a thread logging on would make the wait endless, and the exit with
-        it). One given up while it was sent may have been stored."""
+        unanswered; then how many writes were given up (those left, and those queued
+        meanwhile: a thread logging on would make the wait endless, and the exit with
+        it), and whether one of them was given up while it was sent: the server may
+        have stored that one, and the warning counted it as lost."""
         await self._sent_or_stuck(patience)
         worker = self._worker
         if worker is None or worker.done():
-            return 0
-        unsent = len(self._writes) + (self._sending is not None and not self._sending.done())
+            return 0, False
+        cut = self._sending is not None and not self._sending.done()
+        unsent = len(self._writes) + cut
         worker.cancel()
         await asyncio.wait([worker])
-        return unsent
+        return unsent, cut
 
     async def _sent_or_stuck(self, patience: float) -> None:
         """Waits until the writes queued now are sent, or one has been sent for patience
