@@ -162,3 +162,27 @@ async def test_models_list_versions_alias_stage_download(
     line = failed("models", "download", name, "--version", "9", "-d", str(tmp_path), env=env)
     assert "NOT_FOUND" in line
     assert "[REGISTERED_MODEL_NOT_FOUND]" in failed("models", "describe", f"no-{unique}", env=env)
+
+
+async def test_models_versions_filters_within_its_model_as_written(
+    served: ServerProcess, env: dict[str, str], unique: str
+) -> None:
+    """The command put the filter in parentheses after a condition on the name: an error
+    was placed 24 characters past where the filter had it, and a ")" in the filter
+    closed the parentheses and listed the versions of other models."""
+    mine, other = f"mine-{unique}", f"other-{unique}"
+    experiment_id = ok("experiments", "create", f"filters-{unique}", env=env).strip()
+    async with cairn.Client(f"http://{served.address}") as client:
+        run_id = (await client.tracking.create_run(experiment_id)).info.run_id
+        for name in (mine, other):
+            await client.tracking.log_model(
+                run_id, {"w": 1}, name, flavor="pickle", registered_model_name=name
+            )
+
+    listed = as_json("models", "versions", mine, "--filter", "version_number = 1", env=env)
+    assert [(v["name"], v["version"]) for v in listed] == [(mine, 1)]
+    line = failed("models", "versions", mine, "--filter", "bad filter", env=env)
+    assert "[INVALID_FILTER]: invalid filter at position 4:" in line
+    escape = f"version_number = 1) OR (name = '{other}'"
+    line = failed("models", "versions", mine, "--filter", escape, env=env)
+    assert "[INVALID_FILTER]: invalid filter at position 18:" in line

@@ -231,18 +231,22 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
         order_by: Sequence[str] | None = None,
         page_token: str | None = None,
         *,
+        registered_model_id: str | None = None,
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> PagedList[MlflowModelVersion]:
         """Versions matching a filter in MLflow's names: "name = 'churn'" (the registered
         model's name), run_id, source_path, version_number, current_stage, tags.<key>;
         `version_name` is the version's own (Kubeflow) name. Up to max_results of
-        them, gathered from pages of at most 1,000.
+        them, gathered from pages of at most 1,000. registered_model_id: only the
+        versions of that model, whatever the filter says (a filter written around a
+        name could close its parenthesis and reach other models).
         """
 
         async def page(size: int, token: str) -> tuple[list[MlflowModelVersion], str]:
             request = api.ListModelVersionsRequest(
                 project=self.project,
+                registered_model_id=registered_model_id or "",
                 filter=filter_string or "",
                 page_size=size,
                 order_by=_one_order(order_by),

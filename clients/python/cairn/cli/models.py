@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from .._client import Client
-from .._filter_text import quoted
 from ..types import ListOptions, MlflowModelVersion, ModelVersionStage, Pager, RegisteredModel
 from ._calls import call, collect
 from ._connection import connection_options
@@ -107,21 +106,22 @@ def list_versions(
     name: str, filter_string: str, order_by: str | None, max_results: int | None, output: str
 ) -> None:
     """List the versions of model NAME, newest first."""
-    condition = f"name = {quoted(name)}" + (f" AND ({filter_string})" if filter_string else "")
 
     async def work(client: Client) -> list[MlflowModelVersion]:
+        # By the model's id, not a condition on its name around the filter: an error's
+        # position is then the filter's as written, and no ")" in it reaches past it.
+        model = await client.registry.get_registered_model(name)
+
         def page(options: ListOptions) -> Any:
             return client.registry.search_model_versions(
-                condition,
+                filter_string,
                 options.limit or 100,
                 [order_by or _NEWEST_FIRST],
                 options.next_page_token,
+                registered_model_id=model.id,
             )
 
-        found = await collect(Pager(page), max_results)
-        if not found:  # no model of that name, or one without versions?
-            await client.registry.get_registered_model(name)
-        return found
+        return await collect(Pager(page), max_results)
 
     versions = call(work)
     emit_list(output, [plain(v) for v in versions], VERSION_COLUMNS, f"Versions of {name}")
