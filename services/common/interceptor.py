@@ -12,7 +12,9 @@ Before a handler of a method with a declared role runs, the gate admits the call
 the project its request names (for a client stream: its first message). Only then is
 the request's every value checked (messages.check): that walk costs the event loop
 time in proportion to the request, which a caller without a key must not be able to
-spend. A request that did not decode is refused before either, at no cost.
+spend. A request that did not decode is refused before either, at no cost. A large
+request is not even decoded before its caller is known to hold a valid key: counting
+its lists first (wire.py) costs the loop time too (messages.Unread).
 """
 
 from __future__ import annotations
@@ -149,6 +151,11 @@ class _Admission:
                 user=caller.user_id, key_prefix=caller.key_prefix
             )
 
+    async def authenticate(self, context: grpc.aio.ServicerContext) -> None:
+        """Refuses a caller without a valid key before its request is read; its role is
+        checked once it is, in the project the request names."""
+        await self._gate.admit(CallInfo(self._method, context), Role.AUTHENTICATED, None)
+
     async def _again(self, call: CallInfo, project: str | None) -> None:
         """The gate's admission once more, with a database it cannot reach said as the
         domain error it is (DATABASE_UNAVAILABLE), not as asyncpg's."""
@@ -180,6 +187,7 @@ async def _admitted(
     """The request as the handler gets it: decoded, admitted, then checked throughout.
     A stream is admitted on its first message (or its end, when empty)."""
     if not streamed:
+        request = await _read(admission, request, context)
         messages.check_decoded(request)
         if admission is not None:
             await admission(context, request)
@@ -190,6 +198,7 @@ async def _admitted(
         received = aiter(request)
         first = await _first_of(received)
         if first is not _END:
+            first = await _read(admission, first, context)
             messages.check_decoded(first)
         if admission is not None:
             await admission(context, None if first is _END else first)
@@ -198,11 +207,22 @@ async def _admitted(
         messages.check(first)
         yield first
         async for message in received:
+            message = messages.decoded(message)  # its caller admitted
             messages.check_decoded(message)
             messages.check(message)
             yield message
 
     return each()
+
+
+async def _read(
+    admission: _Admission | None, request: Any, context: grpc.aio.ServicerContext
+) -> Any:
+    """request decoded; one left unread (large: messages.Unread) only once its caller
+    holds a valid key."""
+    if admission is not None and isinstance(request, messages.Unread):
+        await admission.authenticate(context)
+    return messages.decoded(request)
 
 
 async def _first_of(received: AsyncIterator[Any]) -> Any:
