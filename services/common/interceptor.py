@@ -240,9 +240,7 @@ async def _first_of(received: AsyncIterator[Any]) -> Any:
 
 class _Refusals:
     """A client stream that remembers whether one of its messages was refused (by the
-    checks or the admission). The call then reads what the client still sends before
-    answering: an answer that overtakes the client's writes reaches it as INTERNAL
-    instead of the refusal. Other failures (a shutdown, say) answer at once."""
+    checks or the admission), for `_read_rest`."""
 
     def __init__(self, received: AsyncIterator[Any]) -> None:
         self.received = received
@@ -258,6 +256,22 @@ class _Refusals:
                 raise
 
         return each()
+
+
+async def _read_rest(
+    stream: _Refusals, error: BaseException, stopping: asyncio.Event | None
+) -> None:
+    """Reads what the client of a failed stream still sends before it is answered: an
+    answer that overtakes its writes reaches it as a bare INTERNAL, its reason lost (an
+    upload the object store refused midway was then retried whole, as if the connection
+    had broken). A refused stream is read for a few messages; one its handler failed,
+    whose caller was admitted, as long as the drain's seconds allow (an upload's chunks:
+    at 64 KiB and more they stay undecoded, messages.Unread). A stream cancelled, or cut
+    by a stopping server, is answered at once."""
+    if stream.refused:
+        await messages.drain(stream.received)
+    elif isinstance(error, Exception) and not (stopping is not None and stopping.is_set()):
+        await messages.drain(stream.received, most=None)
 
 
 def _once(idempotency: Idempotency, schema: str, method: str, behaviour: Handler) -> Handler:
@@ -291,8 +305,8 @@ def _unary(
             if inspect.isawaitable(result):
                 result = await result
         except BaseException as exc:
-            if stream is not None and stream.refused:
-                await messages.drain(stream.received)
+            if stream is not None:
+                await _read_rest(stream, exc, stopping)
             await scope.fail(exc)
             raise
         scope.finish()

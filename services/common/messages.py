@@ -331,12 +331,14 @@ def _walked(descriptor: Descriptor, seen: frozenset[str] = frozenset()) -> bool:
     )
 
 
-async def drain(requests: AsyncIterator[Any]) -> None:
-    """Reads what a refused client still sends (at most REFUSED_DRAIN messages, for at
-    most REFUSED_DRAIN_SECONDS) until it half-closes: an answer that overtakes the
-    client's writes reaches it as INTERNAL instead of the refusal."""
+async def drain(requests: AsyncIterator[Any], most: int | None = REFUSED_DRAIN) -> None:
+    """Reads what a refused client still sends (at most `most` messages, None: any
+    number, for at most REFUSED_DRAIN_SECONDS) until it half-closes: an answer that
+    overtakes the client's writes reaches it as INTERNAL instead of the refusal."""
     with contextlib.suppress(Exception):
         async with asyncio.timeout(REFUSED_DRAIN_SECONDS):
-            for _ in range(REFUSED_DRAIN):
+            read = 0
+            while most is None or read < most:
                 if await anext(requests, None) is None:
                     return
+                read += 1

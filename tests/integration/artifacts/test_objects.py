@@ -5,6 +5,7 @@ import asyncio
 import hashlib
 import io
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -505,3 +506,24 @@ async def test_a_page_of_the_longest_paths_fits_a_server_taking_the_least_messag
         assert everything == sorted(names + folders)
         level = [e.path async for e in Pager(lambda o: store.list(stem[:-5] + "/", options=o))]
         assert level == [f"{stem[:-5]}/{i:04}/" for i in range(1000)]
+
+
+async def test_an_upload_refused_midway_is_answered_with_its_reason(
+    store: cairn.ArtifactClient,
+) -> None:
+    """The server answered an upload it refused midway (SIZE_MISMATCH, or
+    OBJECT_STORE_UNAVAILABLE) while the client was still sending: the client's next
+    write failed with a bare INTERNAL, its answer lost, and it raised UNAVAILABLE with
+    no reason, which its retries then sent whole again, four times."""
+    header = api.UploadHeader(project=store.project, path="t/long.bin", expected_size=10)
+    chunk = b"x" * (1023 * 1024)
+
+    async def requests() -> AsyncIterator[api.UploadRequest]:
+        yield api.UploadRequest(header=header)
+        for _ in range(40):
+            yield api.UploadRequest(chunk=chunk)
+        yield api.UploadRequest(finish=api.UploadFinish())
+
+    with pytest.raises(InvalidArgumentError) as refused:
+        await store._transport.client_stream(store._stub.Upload, requests())
+    assert "more than the 10 bytes" in refused.value.message
