@@ -5,6 +5,7 @@ import asyncio
 import hashlib
 import io
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 import cairn
 from cairn import _transport
+from cairn._clients import artifacts as artifacts_client
 from cairn._clients._direct_transfers import DirectTransfers
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import (
@@ -527,3 +529,48 @@ async def test_an_upload_refused_midway_is_answered_with_its_reason(
     with pytest.raises(InvalidArgumentError) as refused:
         await store._transport.client_stream(store._stub.Upload, requests())
     assert "more than the 10 bytes" in refused.value.message
+
+
+async def test_an_upload_cut_midway_closes_its_file_after_its_last_read(
+    store: cairn.ArtifactClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read of the next chunk runs in a thread while the last one is sent: a call
+    cut midway closed the file under it ("read of closed file", raised in a task that
+    no one awaited)."""
+    misread: list[str] = []
+
+    class SlowDisk:
+        def __init__(self, inner: Any) -> None:
+            self.inner, self.reading = inner, False
+
+        def read(self, size: int) -> bytes:
+            if self.inner.closed:
+                misread.append("a read after the close")
+            self.reading = True
+            time.sleep(0.05)  # a slow disk, which the close meets mid-read
+            self.reading = False
+            return bytes(self.inner.read(size))
+
+        def close(self) -> None:
+            if self.reading:
+                misread.append("a close during a read")
+            self.inner.close()
+
+    def slowly(source: Any) -> tuple[Any, ...]:
+        stream, *rest = opened(source)
+        return (SlowDisk(stream), *rest)
+
+    opened = artifacts_client.open_source
+    monkeypatch.setattr(artifacts_client, "open_source", slowly)
+    source = tmp_path / "slow.bin"
+    source.write_bytes(BIG[: 8 * 1024 * 1024])
+    store.direct_threshold = None
+
+    def cut(done: int, total: int | None) -> None:
+        if done >= 2 * artifacts_client.CHUNK:
+            upload.cancel()
+
+    upload = asyncio.ensure_future(store.upload("slow.bin", source, progress=cut))
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+    assert misread == []

@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -221,20 +221,25 @@ class ArtifactClient(BaseClient):
             digest.update(chunk)
             return chunk
 
-        async def requests() -> AsyncIterator[api.UploadRequest]:
+        async def requests() -> AsyncGenerator[api.UploadRequest, None]:
             yield api.UploadRequest(header=header)
             sent = 0
-            async for chunk in _read_ahead(read_and_hash):
-                sent += len(chunk)
-                upload.counted.reach(upload.start + sent)
-                yield api.UploadRequest(chunk=chunk)
+            async with contextlib.aclosing(_read_ahead(read_and_hash)) as chunks:
+                async for chunk in chunks:
+                    sent += len(chunk)
+                    upload.counted.reach(upload.start + sent)
+                    yield api.UploadRequest(chunk=chunk)
             yield api.UploadRequest(finish=api.UploadFinish(sha256=digest.hexdigest()))
 
+        sending = requests()
         try:
             reply = await self._streams.client_stream(
-                self._stub.Upload, requests(), timeout=upload.timeout, metadata=upload.metadata
+                self._stub.Upload, sending, timeout=upload.timeout, metadata=upload.metadata
             )
         finally:
+            # Closed here, not when collected: the read it has in flight ends before the
+            # file closes (it read a closed file when a call failed midway).
+            await sending.aclose()
             if owned:
                 stream.close()
         return object_from_proto(reply.object)
@@ -572,7 +577,7 @@ class _Checksum:
             )
 
 
-async def _read_ahead(read: Callable[[], bytes]) -> AsyncIterator[bytes]:
+async def _read_ahead(read: Callable[[], bytes]) -> AsyncGenerator[bytes, None]:
     """The chunks of a blocking read until it returns nothing, each read in a thread
     while the caller still sends the one before."""
     pending = asyncio.ensure_future(asyncio.to_thread(read))
