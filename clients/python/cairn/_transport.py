@@ -20,7 +20,7 @@ import grpc
 from ._targets import is_target, parse, target
 from .artifacts.v1 import artifacts_service_pb2
 from .auth.v1 import auth_service_pb2
-from .exceptions import ClientClosedError, from_grpc_error
+from .exceptions import CairnError, ClientClosedError, UnavailableError, from_grpc_error
 from .operations.v1 import operations_service_pb2
 from .registry.v1 import registry_service_pb2
 from .tracking.v1 import tracking_service_pb2
@@ -541,7 +541,7 @@ class Transport:
                 # A write into a call that already ended fails with a bare INTERNAL
                 # ("Internal error from Core") or InvalidStateError; the call's own
                 # status says why.
-                raise from_grpc_error(await _ending(call, error)) from None
+                raise await _ending(call, error) from None
             try:
                 return await call
             except grpc.RpcError as error:
@@ -623,10 +623,13 @@ def new_request_id() -> str:
     return os.urandom(16).hex()
 
 
-async def _ending(call: Any, write_error: BaseException) -> grpc.RpcError:
+async def _ending(call: Any, write_error: BaseException) -> CairnError:
     """How a call ended, once a write into it failed. grpc reports a connection that
     broke under a write (a server killed mid-upload) as a bare INTERNAL, without the
-    details every INTERNAL of a Cairn server carries: that is UNAVAILABLE."""
+    details every INTERNAL of a Cairn server carries: that is UNAVAILABLE, with reason
+    CONNECTION_BROKEN, as a server may have answered it (one that ended the call
+    without reading the rest). The queue of synchronous=False writes goes on after it,
+    where it gives up on those behind a call no server answered at all."""
     ended = write_error
     try:
         await asyncio.wait_for(call.code(), ENDING_WAIT_SECONDS)
@@ -638,12 +641,10 @@ async def _ending(call: Any, write_error: BaseException) -> grpc.RpcError:
     if isinstance(ended, grpc.RpcError) and not (
         ended.code() == grpc.StatusCode.INTERNAL and not _has_details(ended)
     ):
-        return ended
-    return grpc.aio.AioRpcError(
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.aio.Metadata(),
-        grpc.aio.Metadata(),
-        f"the connection to the server broke while sending ({ended})",
+        return from_grpc_error(ended)
+    return UnavailableError(
+        "the connection to the server broke while sending; call again",
+        reason="CONNECTION_BROKEN",
     )
 
 

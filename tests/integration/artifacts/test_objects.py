@@ -18,9 +18,11 @@ import cairn
 from cairn import _transport
 from cairn._clients import artifacts as artifacts_client
 from cairn._clients._direct_transfers import DirectTransfers
+from cairn._clients.run_operations import _WriteQueue
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import (
     AlreadyExistsError,
+    CairnError,
     DataLossError,
     FailedPreconditionError,
     InvalidArgumentError,
@@ -28,6 +30,7 @@ from cairn.exceptions import (
 )
 from cairn.types import Pager
 from cairn_server.artifacts import s3, streams
+from cairn_server.common import messages as request_messages
 from cairn_server.common.config import Config
 from tests.conftest import eventually, new_project, serving
 from tests.integration.artifacts.conftest import s3_client
@@ -574,3 +577,30 @@ async def test_an_upload_cut_midway_closes_its_file_after_its_last_read(
     with pytest.raises(asyncio.CancelledError):
         await upload
     assert misread == []
+
+
+async def test_writes_queued_behind_an_upload_cut_midway_are_sent(
+    store: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that answers an upload before reading the rest (one past its drain's
+    seconds) breaks the client's next write: that came back UNAVAILABLE with no reason,
+    as when no server answers at all, and the writes queued behind it with
+    synchronous=False were failed unsent."""
+    monkeypatch.setattr(request_messages, "REFUSED_DRAIN_SECONDS", 0)
+    header = api.UploadHeader(project=store.project, path="t/long.bin", expected_size=10)
+
+    async def requests() -> AsyncIterator[api.UploadRequest]:
+        yield api.UploadRequest(header=header)
+        for _ in range(40):
+            yield api.UploadRequest(chunk=b"x" * (1023 * 1024))
+
+    queue = _WriteQueue()
+    cut = queue.put(store._transport.client_stream(store._stub.Upload, requests()))
+    behind = queue.put(store.upload("t/behind.bin", b"kept"))
+    await asyncio.wait([cut, behind])
+    assert behind.result().size == 4
+    # Its answer arrives when it overtakes the write that breaks; else the break says so.
+    error = cut.exception()
+    assert isinstance(error, CairnError)
+    assert error.reason in ("SIZE_MISMATCH", "CONNECTION_BROKEN"), error
+    queue._take_errors()
