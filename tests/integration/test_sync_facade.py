@@ -516,6 +516,53 @@ async def test_images_queued_with_synchronous_false_are_sent_when_a_script_ends(
     assert await asyncio.to_thread(images)
 
 
+async def test_a_thread_that_outlives_the_main_one_uploads_with_both_kinds_of_call(
+    server_port: int, unique: str
+) -> None:
+    """An upload reads and hashes its file in worker threads of the loop's pool, which
+    stops taking work when the main thread ends: a thread logging after that stored no
+    image of log_image(synchronous=False) (exit code 0, a warning "cannot schedule new
+    futures after interpreter shutdown"), and its log_artifact raised RuntimeError."""
+    project, done = await _scripted(
+        server_port,
+        unique,
+        """
+        import pathlib, tempfile, threading, numpy
+
+        tracking = client()
+        run_id = tracking.create_run(tracking.create_experiment("images")).info.run_id
+
+        def log():
+            threading.main_thread().join()  # returns once the pools stopped taking work
+            for step in range(3):
+                image = numpy.zeros((8, 8, 3), numpy.uint8)
+                tracking.log_image(run_id, image, key="img", step=step, synchronous=False)
+            tracking.log_metric(run_id, "loss", 1.0, step=0, synchronous=False)
+            with tempfile.TemporaryDirectory() as directory:
+                model = pathlib.Path(directory, "model.bin")
+                model.write_bytes(b"x" * 1000)
+                tracking.log_artifact(run_id, str(model))
+
+        threading.Thread(target=log).start()
+        print(run_id)
+        """,
+    )
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+
+    def stored() -> tuple[list[str], list[str], int]:
+        run_id = done.stdout.strip()
+        with _tracking(server_port, project) as tracking:
+            return (
+                [a.path for a in tracking.list_artifacts(run_id)],
+                [a.path for a in tracking.list_artifacts(run_id, "images")],
+                len(tracking.get_metric_history(run_id, "loss")),
+            )
+
+    files, images, points = await asyncio.to_thread(stored)
+    assert "model.bin" in files
+    assert (len(images), points) == (3, 1), images
+
+
 async def _stored(
     port: int, project: str, done: subprocess.CompletedProcess[str]
 ) -> tuple[int, dict[str, str]]:

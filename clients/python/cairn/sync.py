@@ -50,6 +50,7 @@ from ._clients.registry import ModelRegistryAPIClient as _AsyncRegistryClient
 from ._clients.run_operations import end_background_writes
 from ._clients.tracking import TrackingClient as _AsyncTrackingClient
 from ._transport import Transport
+from ._workers import Workers
 from .exceptions import ClientClosedError
 from .types._paging import Pager
 
@@ -77,6 +78,10 @@ class _Runner:
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
+        # The blocking steps of its calls (reading and hashing an upload's file) run on
+        # workers of its own: the loop's own pool stops taking work when the main thread
+        # ends, and a thread that outlives it may still use the client.
+        self._loop.set_default_executor(Workers(thread_name_prefix="cairn-sync-worker"))
         self._thread = threading.Thread(
             target=_run_until_stopped, args=(self._loop,), name="cairn-sync", daemon=True
         )
@@ -330,11 +335,11 @@ def _send_queued_at_exit(final: bool) -> None:
 
 # First among threading's exit calls, which run before atexit's (the last registered
 # first): before the thread pools stop taking work (concurrent.futures stops them
-# there), which an upload's steps in worker threads need: "cannot schedule new futures
-# after interpreter shutdown", and no image of log_image stored. Threads that are not
-# daemons still run then, and may queue more: nothing is given up yet. Then for good
-# among atexit's, once those threads ended, for what they and the exit handlers
-# registered since queue (the last registered runs first).
+# there), which a direct transfer's steps need; the loop's own steps run on workers
+# that go on (Workers). Threads that are not daemons still run then, and may queue
+# more: nothing is given up yet. Then for good among atexit's, once those threads
+# ended, for what they and the exit handlers registered since queue (the last
+# registered runs first).
 getattr(threading, "_register_atexit", atexit.register)(
     functools.partial(_send_queued_at_exit, final=False)
 )
