@@ -563,6 +563,42 @@ async def test_a_thread_that_outlives_the_main_one_uploads_with_both_kinds_of_ca
     assert (len(images), points) == (3, 1), images
 
 
+async def test_a_thread_that_outlives_the_main_one_uploads_a_file_that_goes_direct(
+    server_port: int, unique: str
+) -> None:
+    """A file of 8 MiB or more goes to the store by direct transfer, whose sending and
+    hashing run on thread pools of their own, stopped when the main thread ends: a thread
+    uploading after that got RuntimeError "cannot schedule new futures after interpreter
+    shutdown", and nothing was stored."""
+    project, done = await _scripted(
+        server_port,
+        unique,
+        """
+        import pathlib, tempfile, threading
+
+        tracking = client()
+        run_id = tracking.create_run(tracking.create_experiment("direct")).info.run_id
+
+        def log():
+            threading.main_thread().join()  # returns once the pools stopped taking work
+            with tempfile.TemporaryDirectory() as directory:
+                model = pathlib.Path(directory, "model.bin")
+                model.write_bytes(b"x" * (9 << 20))  # above the 8 MiB direct_threshold
+                tracking.log_artifact(run_id, str(model))
+
+        threading.Thread(target=log).start()
+        print(run_id)
+        """,
+    )
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+
+    def stored() -> list[tuple[str, int | None]]:
+        with _tracking(server_port, project) as tracking:
+            return [(a.path, a.file_size) for a in tracking.list_artifacts(done.stdout.strip())]
+
+    assert await asyncio.to_thread(stored) == [("model.bin", 9 << 20)]
+
+
 async def _stored(
     port: int, project: str, done: subprocess.CompletedProcess[str]
 ) -> tuple[int, dict[str, str]]:

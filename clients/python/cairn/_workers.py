@@ -1,6 +1,6 @@
 """Worker threads that the end of the main thread does not stop: the sync facade's loops
 run their blocking steps (an upload reading and hashing its file, `asyncio.to_thread`)
-on them.
+on them, and a direct transfer its sending and hashing.
 
 A loop's own default executor is a ThreadPoolExecutor, and concurrent.futures stops
 every one of those when the main thread ends (an exit hook of threading's, run before

@@ -333,13 +333,10 @@ def _send_queued_at_exit(final: bool) -> None:
     concurrent.futures.wait([s for s in sending if s is not None] + list(_ending))
 
 
-# First among threading's exit calls, which run before atexit's (the last registered
-# first): before the thread pools stop taking work (concurrent.futures stops them
-# there), which a direct transfer's steps need; the loop's own steps run on workers
-# that go on (Workers). Threads that are not daemons still run then, and may queue
-# more: nothing is given up yet. Then for good among atexit's, once those threads
-# ended, for what they and the exit handlers registered since queue (the last
-# registered runs first).
+# When the main thread ends, among threading's exit calls (which run before atexit's):
+# threads that are not daemons still run then, and may queue more, so nothing is given
+# up yet. Then for good among atexit's, once those threads ended, for what they and the
+# exit handlers registered since queue (the last registered runs first).
 getattr(threading, "_register_atexit", atexit.register)(
     functools.partial(_send_queued_at_exit, final=False)
 )

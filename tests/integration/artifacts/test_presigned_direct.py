@@ -7,6 +7,8 @@ import collections
 import hashlib
 import os
 import socket
+import subprocess
+import sys
 import threading
 import urllib.request
 from collections.abc import AsyncIterator
@@ -114,6 +116,41 @@ async def test_a_multipart_round_trip_through_the_store(
     fetched = await s3_direct.download("big/data.bin", tmp_path / "out.bin")
     assert fetched.read_bytes() == DATA
     assert (moved["upload"], moved["download"]) == (1, 1)
+
+
+async def test_a_thread_that_outlives_the_main_one_uploads_through_presigned_urls(
+    s3_server_port: int, unique: str
+) -> None:
+    """The parts and the hashing ran on thread pools, stopped when the main thread ends:
+    a sync client's upload from a thread that outlived it raised RuntimeError "cannot
+    schedule new futures after interpreter shutdown", and nothing was stored."""
+    project = await new_project(s3_server_port, f"s-{unique}")
+    script = f"""
+import pathlib, tempfile, threading
+from cairn import sync
+
+artifacts = sync.ArtifactClient.insecure_connection(
+    "127.0.0.1", {s3_server_port}, project={project!r}
+)
+
+def upload():
+    threading.main_thread().join()  # returns once the pools stopped taking work
+    with tempfile.TemporaryDirectory() as directory:
+        source = pathlib.Path(directory, "data.bin")
+        source.write_bytes(b"x" * (2 * {PART} + 5))  # three parts, above direct_threshold
+        info = artifacts.upload("big/data.bin", source)
+        print(info.size, flush=True)
+
+threading.Thread(target=upload).start()
+"""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stderr, done.stdout) == (0, "", f"{2 * PART + 5}\n")
 
 
 async def test_a_file_that_grew_during_its_upload_is_refused_not_published_cut(

@@ -1,7 +1,9 @@
 """The client side of direct transfer (docs/artifacts.md): one upload or download over
 plain HTTP/1.1 to the artifact service's byte endpoint, named by a ticket the gRPC
 service issued. Blocking: runs in a worker thread. Each chunk is hashed in a second
-thread while it is sent (or written), so the two overlap instead of adding up.
+thread while it is sent (or written), so the two overlap instead of adding up. Its
+threads are Workers': a ThreadPoolExecutor's stop when the main thread ends, and a
+thread that outlives it may still transfer with a sync client.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import json
 import socket
 import ssl
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import grpc
 
 from .._direct_io import Writable
+from .._workers import Workers
 from ..exceptions import CairnError, UnavailableError, error_class
 
 CHUNK = 4 * 1024 * 1024
@@ -181,7 +184,7 @@ class _Behind:
 
     def __init__(self, function: Callable[[bytes], object]) -> None:
         self._function = function
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="cairn-write")
+        self._thread = Workers(1, thread_name_prefix="cairn-write")
         self._pending: Future[object] | None = None
 
     def __enter__(self) -> _Behind:
@@ -205,7 +208,7 @@ class _Hasher:
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="cairn-hash")
+        self._thread = Workers(1, thread_name_prefix="cairn-hash")
         self._pending: Future[None] | None = None
 
     def __enter__(self) -> _Hasher:

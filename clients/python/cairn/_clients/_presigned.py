@@ -6,7 +6,9 @@ runs in a worker thread.
 sha256 needs the bytes in order while the pieces move out of order, so a thread of its
 own hashes the file from its start, behind the pieces: an upload's from the source (a
 second read, from the page cache of a file just read), a download's from the file as
-its ranges land in it. Neither holds more than a chunk per thread in memory.
+its ranges land in it. Neither holds more than a chunk per thread in memory. The
+threads are Workers': a ThreadPoolExecutor's stop when the main thread ends, and a
+thread that outlives it may still transfer with a sync client.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, SSLError
 
+from .._workers import Workers
 from ..exceptions import InvalidArgumentError, UnavailableError
 from ._direct import Unreachable
 
@@ -177,7 +180,7 @@ class _Transfer:
 
     def run(self, move: Callable[[int], Any]) -> list[Any]:
         """move(index) for every piece, a connection each at once, in order; their results."""
-        with ThreadPoolExecutor(self.connections, thread_name_prefix="cairn-presigned") as workers:
+        with Workers(self.connections, thread_name_prefix="cairn-presigned") as workers:
             futures = [workers.submit(self._attempts, move, i) for i in range(len(self.pieces))]
             for future in futures:
                 _wait_quietly(future)
@@ -303,7 +306,7 @@ class _Hashing:
         self, read_at: ReadAt, pieces: list[tuple[int, int]], available: Available
     ) -> None:
         self._stop = threading.Event()
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="cairn-hash")
+        self._thread = Workers(1, thread_name_prefix="cairn-hash")
         self._future = self._thread.submit(self._hash, read_at, pieces, available)
 
     def _hash(self, read_at: ReadAt, pieces: list[tuple[int, int]], available: Available) -> str:
