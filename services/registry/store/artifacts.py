@@ -45,6 +45,7 @@ _LISTING = Listing(
         "id": ("a.id", "bigint"),
     },
     tagged=False,
+    empty_is_unset=("a.uri", "a.description", "a.model_format_name", "a.type", "a.source_run_id"),
 )
 UPDATABLE = (
     "description",

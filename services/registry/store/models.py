@@ -43,6 +43,7 @@ _LISTING = Listing(
         "id": ("m.id", "bigint"),
     },
     orders={"name": "text"},
+    empty_is_unset=("m.owner", "m.description"),
 )
 # Fields an update may change; name only through rename.
 UPDATABLE = ("description", "owner", "state", "external_id", "custom_properties")

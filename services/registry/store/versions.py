@@ -71,6 +71,7 @@ _LISTING = Listing(
     },
     # MLflow's "name": the registered model's, which COLUMNS reads as model_name.
     orders={"version": "bigint", "name": (_MODEL_NAME, "text", "model_name")},
+    empty_is_unset=("v.source_run_id", "v.source_uri", "v.author", "v.description"),
 )
 # A stored URI with its spaces and controls dropped: URL parsers skip those before a URI
 # and drop tabs and line breaks within it, so " file:m" is a file: URI to them (one

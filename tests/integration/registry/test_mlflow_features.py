@@ -145,6 +145,62 @@ async def test_search_with_the_filter_language(mr_client, churn) -> None:
     assert raised.value.reason == "INVALID_FILTER"
 
 
+async def test_a_field_left_empty_is_unset_to_a_filter(mr_client) -> None:
+    """A description, owner, run, author or format left empty reads as None, as an
+    unset external id does, and a filter now treats it alike: IS NULL finds it, and
+    IS NOT NULL, !=, NOT IN and NOT LIKE do not. Before, IS NULL found none of them
+    (their columns hold '', an external id NULL), IS NOT NULL found them all, and
+    description != 'x' matched an empty description where external_id != 'x' matched
+    no unset id."""
+    from cairn.registry.v1 import registry_service_pb2 as api
+
+    await mr_client.create_registered_model("bare")
+    full = await mr_client.upsert_registered_model(
+        RegisteredModel("full", owner="ann", description="d", external_id="m-full")
+    )
+    bare = await mr_client.create_model_version("bare", "s3://b/bare")
+    assert (bare.run_id, bare.description) == (None, None)
+    await mr_client.upsert_model_version(
+        ModelVersion(
+            "v1",
+            author="ann",
+            description="d",
+            external_id="v-full",
+            source_run_id="run1",
+            source_uri="s3://b/full",
+        ),
+        full.id or "",
+    )
+    await mr_client.upsert_model_artifact(ModelArtifact("bare", "s3://b/a"))
+    await mr_client.upsert_model_artifact(
+        ModelArtifact("full", "s3://b/a", "d", "a-full", model_format_name="onnx")
+    )
+
+    async def models(filter_text: str) -> list[str]:
+        return sorted(m.name for m in await mr_client.search_registered_models(filter_text))
+
+    async def versions(filter_text: str) -> list[str]:
+        return sorted(v.name for v in await mr_client.search_model_versions(filter_text))
+
+    async def artifacts(filter_text: str) -> list[str]:
+        request = api.ListArtifactsRequest(project=mr_client.project, filter=filter_text)
+        reply = await mr_client._transport.unary(mr_client._stub.ListArtifacts, request)
+        return sorted(a.name for a in reply.artifacts)
+
+    for search, fields in (
+        (models, ("description", "owner", "external_id")),
+        (versions, ("description", "run_id", "author", "external_id")),
+        (artifacts, ("description", "model_format_name", "external_id")),
+    ):
+        for field in fields:
+            assert await search(f"{field} IS NULL") == ["bare"], field
+            assert await search(f"{field} IS NOT NULL") == ["full"], field
+            assert await search(f"{field} != 'x'") == ["full"], field
+            assert await search(f"{field} NOT IN ('x')") == ["full"], field
+            assert await search(f"{field} NOT LIKE 'x%'") == ["full"], field
+            assert await search(f"{field} = ''") == [], field
+
+
 async def test_hostile_filters_and_tokens_are_invalid_argument(mr_client, churn, pool) -> None:
     """A LIKE pattern ending in a lone backslash: PostgreSQL fails on it once a row's
     text gets past "ch" (INTERNAL), or, where the name index serves the LIKE, reads it
