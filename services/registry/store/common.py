@@ -41,6 +41,8 @@ _MLFLOW_ORDER = {
     "last_updated_timestamp": "update_time",
     "version_number": "version",
 }
+# A registered model's or version's state as filters name it (`state = 'LIVE'`).
+STATE_NAMES = ("LIVE", "ARCHIVED")
 _ATTRIBUTE_ENTITIES = {"attributes": "attribute", "attribute": "attribute"}
 FILTER_ENTITIES = {"tags": "tag", "tag": "tag", **_ATTRIBUTE_ENTITIES}
 
@@ -108,6 +110,8 @@ class Listing:
         tagged: whether the table has tags a filter may compare.
         empty_is_unset: text columns among the attributes' that hold '' when unset
             (NOT NULL DEFAULT ''), as an unset external id holds NULL; see _optional.
+        named: attribute SQL expression -> the names it gives (a state, a stage), which
+            a filter compares in any case; see _as_named.
     """
 
     def __init__(
@@ -118,10 +122,12 @@ class Listing:
         tagged: bool = True,
         orders: Mapping[str, str | tuple[str, str, str]] | None = None,
         empty_is_unset: Collection[str] = (),
+        named: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.alias = alias
         self.attributes = attributes
         self.empty_is_unset = frozenset(empty_is_unset)
+        self.named = dict(named or {})
         self.entities = FILTER_ENTITIES if tagged else _ATTRIBUTE_ENTITIES
         # What to order by besides the times and the id: a column of the table's own
         # (column -> SQL type), e.g. the name for MLflow's "name ASC", or any expression
@@ -217,6 +223,8 @@ class Listing:
             return _optional(column, node, params)
         if isinstance(node, filters.NullCheck):
             return f"{column} IS {'' if node.is_null else 'NOT '}NULL"
+        if column in self.named:
+            node = _as_named(node, self.named[column])
         return filter_sql.condition(column, node, params, sql_type)
 
     def _attribute(self, ident: Identifier) -> tuple[str, str]:
@@ -241,6 +249,30 @@ def _optional(column: str, node: filters.Comparison | filters.NullCheck, params:
     if node.op in ("=", "IN") and not node.negated and "" not in values:
         return condition  # it cannot match ''
     return f"({condition} AND {column} <> '')"
+
+
+def _as_named(node: filters.Comparison, names: tuple[str, ...]) -> filters.Comparison:
+    """The comparison with each value spelled as `names` spell it, matched in any case
+    as stage transitions match them ('production' is Production), as tracking's
+    attributes.status is. Any other value is refused rather than matching nothing.
+
+    Raises:
+        FilterError: an operator other than =, != and IN, or a value not among names.
+    """
+    key = node.ident.key
+    if node.op not in ("=", "!=", "IN"):
+        raise FilterError(node.ident.position, f"{key} supports =, != and IN")
+    by_lower = {name.lower(): name for name in names}
+    values = node.value if isinstance(node.value, tuple) else (node.value,)
+    spelled = []
+    for value in values:
+        if not isinstance(value, str) or value.lower() not in by_lower:
+            raise FilterError(
+                node.ident.position, f"{key} is one of {', '.join(names)} (in any case)"
+            )
+        spelled.append(by_lower[value.lower()])
+    value_or_list = tuple(spelled) if node.op == "IN" else spelled[0]
+    return filters.Comparison(node.ident, node.op, value_or_list, node.negated)
 
 
 async def update_row(

@@ -14,6 +14,7 @@ from ..model import ModelVersion, Stage, State
 from ..validation import own_files, uri
 from .common import (
     FILTER_ENTITIES,
+    STATE_NAMES,
     Listing,
     clash,
     clashing_value,
@@ -43,10 +44,13 @@ ALIAS_BYTES = """(SELECT coalesce(sum(octet_length(a.alias)), 0) FROM registry.a
 _MODEL_NAME = "m.name"
 _LISTED = f"""SELECT {COLUMNS} FROM registry.model_versions v
     JOIN registry.registered_models m ON m.id = v.registered_model_id AND m.project = v.project"""
+# A version's stage as filters name it (`stage = 'Production'`).
+_FILTER_STAGES = ("None", "Staging", "Production", "Archived")
 _STAGE_NAMES = (
     "(CASE v.stage WHEN 0 THEN 'None' WHEN 1 THEN 'Staging' WHEN 2 THEN 'Production' "
     "WHEN 3 THEN 'Archived' END)"
 )
+_STATE = "(CASE v.state WHEN 1 THEN 'LIVE' WHEN 2 THEN 'ARCHIVED' END)"
 _LISTING = Listing(
     "v",
     {
@@ -64,7 +68,7 @@ _LISTING = Listing(
         "description": ("v.description", "text"),
         "external_id": ("v.external_id", "text"),
         "registered_model_id": ("v.registered_model_id", "bigint"),
-        "state": ("(CASE v.state WHEN 1 THEN 'LIVE' WHEN 2 THEN 'ARCHIVED' END)", "text"),
+        "state": (_STATE, "text"),
         "stage": (_STAGE_NAMES, "text"),
         "current_stage": (_STAGE_NAMES, "text"),
         "id": ("v.id", "bigint"),
@@ -72,6 +76,7 @@ _LISTING = Listing(
     # MLflow's "name": the registered model's, which COLUMNS reads as model_name.
     orders={"version": "bigint", "name": (_MODEL_NAME, "text", "model_name")},
     empty_is_unset=("v.source_run_id", "v.source_uri", "v.author", "v.description"),
+    named={_STAGE_NAMES: _FILTER_STAGES, _STATE: STATE_NAMES},
 )
 # A stored URI with its spaces and controls dropped: URL parsers skip those before a URI
 # and drop tabs and line breaks within it, so " file:m" is a file: URI to them (one

@@ -145,6 +145,35 @@ async def test_search_with_the_filter_language(mr_client, churn) -> None:
     assert raised.value.reason == "INVALID_FILTER"
 
 
+async def test_stage_and_state_filters_take_any_case_and_refuse_unknown_names(
+    mr_client, churn
+) -> None:
+    """Transitions take a stage in any case, and now so do filters; an unknown stage or
+    state is INVALID_FILTER naming the known ones, as tracking's attributes.status is.
+    Before, current_stage = 'production' found nothing, and current_stage = 'Prod',
+    state = 'live' and state = 'FOO' found nothing, silently."""
+    await mr_client.transition_model_version_stage("churn", 2, "production")
+
+    async def versions(filter_text: str) -> list[int]:
+        return sorted(v.version for v in await mr_client.search_model_versions(filter_text))
+
+    assert await versions("current_stage = 'production'") == [2]
+    assert await versions("stage IN ('PRODUCTION', 'none')") == [1, 2, 3]
+    assert await versions("stage != 'NONE' AND state = 'live'") == [2]
+    assert [m.name for m in await mr_client.search_registered_models("state = 'Live'")] == ["churn"]
+    stages, states = "None, Staging, Production, Archived", "LIVE, ARCHIVED"
+    for search, filter_text, named in (
+        (mr_client.search_model_versions, "current_stage = 'Prod'", stages),
+        (mr_client.search_model_versions, "state = 'FOO'", states),
+        (mr_client.search_registered_models, "state NOT IN ('LIVE', 'gone')", states),
+        (mr_client.search_model_versions, "stage LIKE 'Prod%'", "=, != and IN"),
+    ):
+        with pytest.raises(InvalidArgumentError) as raised:
+            await search(filter_text)
+        assert raised.value.reason == "INVALID_FILTER", filter_text
+        assert named in raised.value.message, filter_text
+
+
 async def test_a_field_left_empty_is_unset_to_a_filter(mr_client) -> None:
     """A description, owner, run, author or format left empty reads as None, as an
     unset external id does, and a filter now treats it alike: IS NULL finds it, and
