@@ -118,3 +118,29 @@ async def test_times_of_0_and_past_the_calendar_are_shown_as_kept(
     runs = strict(ok("runs", "list", "-e", experiment_id, "-o", "json", env=env))
     assert [r["start_time"] for r in runs] == [2**63 - 1]
     assert strict(ok("runs", "describe", run_id, "-o", "json", env=env))["start_time"] == 2**63 - 1
+
+
+# What a terminal acts on instead of showing: C0 controls but newline and tab, DEL, C1
+# controls, bidi overrides and isolates.
+ACTED_ON = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+async def test_values_holding_terminal_controls_are_shown_escaped(
+    served: ServerProcess, env: dict[str, str], unique: str
+) -> None:
+    """A tag, param or description holding ESC sequences was printed raw by every table,
+    so that whoever listed them had their terminal retitled, cleared, or text hidden."""
+    experiment_id = ok("experiments", "create", f"controls-{unique}", env=env).strip()
+    async with cairn.Client(f"http://{served.address}") as client:
+        run_id = (await client.tracking.create_run(experiment_id)).info.run_id
+        await client.tracking.set_tag(run_id, "note", "ok\x1b]0;PWNED\x07\x1b[2Jred")
+        await client.tracking.log_param(run_id, "p", "v\x1b[8mhidden\u202e\x9b\r")
+        await client.registry.create_registered_model(
+            f"controls-{unique}", description="model\x1b[2J\x1b[Hclean"
+        )
+    described = ok("runs", "describe", run_id, env=env)
+    models = ok("models", "list", "--filter", f"name = 'controls-{unique}'", env=env)
+    assert not ACTED_ON.search(described + models)
+    assert "note=ok\\x1b]0;PWNED\\x07\\x1b[2Jred" in described
+    assert "p=v\\x1b[8mhidden\\u202e\\x9b\\x0d" in described
+    assert "model\\x1b[2J\\x1b[Hclean" in models

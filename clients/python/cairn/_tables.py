@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
@@ -15,17 +16,18 @@ def print_table(
 ) -> None:
     """Prints rows under their column names to file (stdout when None).
 
-    Values are the server's data and are printed as they are, never read as rich markup
-    (a description "[/link]" would otherwise raise MarkupError or restyle the table).
+    Values are the server's data and are printed as written, never read as rich markup
+    (a description "[/link]" would otherwise raise MarkupError or restyle the table),
+    with the characters a terminal would act on shown escaped (see `visible`).
     """
     # Imported here: `import cairn` should not pay for rich, which only tables need.
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=Text(title), title_justify="left")
+    table = Table(title=Text(visible(title)), title_justify="left")
     for column in columns:
-        table.add_column(Text(column), overflow="fold")
+        table.add_column(Text(visible(column)), overflow="fold")
     for row in rows:
         table.add_row(*(Text(_cell(value)) for value in row))
     # rich sizes stdout to the terminal, or to 80 columns when stdout is piped; a file
@@ -39,7 +41,26 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value)
+    return visible(str(value))
+
+
+# Characters a terminal acts on instead of showing: the C0 controls but newline and tab
+# (ESC starts sequences that retitle the window, clear the screen, hide or recolour
+# text; CR writes over the line), DEL, the C1 controls (CSI U+009B is ESC [ in one),
+# and the bidi overrides and isolates, which show the text after them reordered.
+_ACTED_ON = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """text for a terminal: any character it would act on rather than show, as a
+    Python escape ("\\x1b", "\\u202e"), so that a value others stored (a tag, a
+    description) is seen as written and cannot change what the terminal does."""
+    return _ACTED_ON.sub(_escaped, text)
+
+
+def _escaped(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def millis(value: int | None) -> str | None:

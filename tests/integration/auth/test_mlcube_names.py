@@ -142,6 +142,17 @@ async def test_show_projects_prints_a_description_as_written_never_as_markup(
     assert written in shown.getvalue()
 
 
+async def test_show_projects_shows_terminal_controls_escaped(world: World) -> None:
+    """A description holding ESC sequences was printed raw: listing the projects cleared
+    the screen and retitled the terminal of whoever did."""
+    async with world.auth("editor") as editor:
+        await editor.update_project(world.project, description="a\x1b]0;PWNED\x07\x1b[2Jb\u202e")
+        shown = io.StringIO()
+        await editor.show_projects(file=shown)
+    assert "\x1b" not in shown.getvalue() and "\u202e" not in shown.getvalue()
+    assert "a\\x1b]0;PWNED\\x07\\x1b[2Jb\\u202e" in shown.getvalue()
+
+
 def test_importing_cairn_does_not_import_rich() -> None:
     code = "import sys, cairn, cairn.sync; print('rich' in sys.modules)"
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

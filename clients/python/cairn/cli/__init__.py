@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from .._tables import visible
 from . import (
     _server,
     artifacts,
@@ -72,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="cairn")
     except Exception as error:  # a bug of ours: still one line, not a traceback
-        click.echo(f"Error: unexpected {type(error).__name__}: {error}", err=True)
+        click.echo(f"Error: unexpected {type(error).__name__}: {visible(str(error))}", err=True)
         sys.exit(1)
 
 
@@ -86,7 +87,7 @@ def _one_line(
 ) -> None:
     """A warning as a person reads it (a profile file others may read, say), without the
     source file and line of Python's format."""
-    click.echo(f"Warning: {message}", err=True)
+    click.echo(f"Warning: {visible(str(message))}", err=True)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .._tables import print_table
+from .._tables import print_table, visible
 
 TABLE = "table"
 JSON = "json"
@@ -129,6 +129,12 @@ def emit_object(output: str, record: Mapping[str, Any], title: str) -> None:
         return
     rows = [(key, _cell(value)) for key, value in record.items()]
     print_table(title, ["Field", "Value"], rows, file=_table_file())
+
+
+def echo(value: Any) -> None:
+    """Prints value as one plain line (an id, a path written): as a table's cells are,
+    with the characters a terminal would act on shown escaped."""
+    click.echo(visible(str(value)))
 
 
 def write_json(value: Any) -> None:

@@ -15,7 +15,7 @@ from ..exceptions import NotFoundError
 from ..types import ListOptions, ObjectInfo, Pager
 from ._calls import call
 from ._connection import connection_options
-from ._output import JSON, emit_list, is_terminal, output_option, plain
+from ._output import JSON, echo, emit_list, is_terminal, output_option, plain
 
 COLUMNS = [("path", "Path"), ("is_dir", "Dir"), ("size", "Bytes"), ("update_time", "Updated")]
 
@@ -148,7 +148,7 @@ def download(
             )
         return await client.artifacts.download(artifact_path, f"{destination}/", progress=progress)
 
-    click.echo(str(call(work)))
+    echo(call(work))
 
 
 @group.command("rm")

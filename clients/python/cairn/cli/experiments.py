@@ -10,7 +10,7 @@ from .._client import Client
 from ..types import Experiment, Pager, ViewType
 from ._calls import call, collect
 from ._connection import connection_options
-from ._output import emit_list, output_option, plain
+from ._output import echo, emit_list, output_option, plain
 
 COLUMNS = [
     ("experiment_id", "ID"),
@@ -72,7 +72,7 @@ def create_experiment(name: str, artifact_location: str | None, tags: tuple[str,
     experiment_id = call(
         lambda client: client.tracking.create_experiment(name, artifact_location, pairs)
     )
-    click.echo(experiment_id)
+    echo(experiment_id)
 
 
 def key_values(pairs: tuple[str, ...]) -> dict[str, str]:

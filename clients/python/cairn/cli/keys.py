@@ -13,7 +13,7 @@ import click
 from ..types import ApiKeyExpirationTime
 from ._calls import call
 from ._connection import connection_options, typed
-from ._output import emit_list, output_option, plain
+from ._output import echo, emit_list, output_option, plain
 from ._server import run_server_command
 
 LIFETIMES = {
@@ -82,7 +82,7 @@ def create_key(
             raise click.NoSuchOption(unknown.partition("=")[0], ctx=ctx)
         raise click.UsageError(f"Got unexpected extra argument ({unknown})", ctx)
     key = call(lambda client: client.auth.create_api_key(name or "cli", LIFETIMES[expires]))
-    click.echo(key)
+    echo(key)
 
 
 @group.command("revoke")

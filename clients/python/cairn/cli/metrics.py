@@ -6,6 +6,7 @@ import math
 
 import click
 
+from .._tables import visible
 from ..types import Metric
 from ._calls import call
 from ._connection import connection_options
@@ -65,7 +66,7 @@ def show_plot(points: list[Metric], title: str) -> None:
     finite = [p for p in points if math.isfinite(p.value)]
     try:
         if finite:
-            click.echo(draw(finite, title))
+            click.echo(draw(finite, visible(title)))
     except Exception as error:  # plotext's bugs must not cost the user the numbers
         click.echo(f"(no plot: {type(error).__name__}: {error})", err=True)
     left_out = len(points) - len(finite)

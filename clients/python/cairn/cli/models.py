@@ -12,7 +12,7 @@ from .._client import Client
 from ..types import ListOptions, MlflowModelVersion, ModelVersionStage, Pager, RegisteredModel
 from ._calls import call, collect
 from ._connection import connection_options
-from ._output import emit_list, emit_object, is_terminal, output_option, plain
+from ._output import echo, emit_list, emit_object, is_terminal, output_option, plain
 
 MODEL_COLUMNS = [
     ("name", "Name"),
@@ -193,4 +193,4 @@ def download(
             uri, dst_path=Path(dst_path), progress=is_terminal()
         )
     )
-    click.echo(str(written))
+    echo(written)

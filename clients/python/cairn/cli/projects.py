@@ -7,7 +7,7 @@ import click
 from ..types import ProjectRole
 from ._calls import call
 from ._connection import connection_options
-from ._output import emit_list, emit_object, output_option, plain
+from ._output import echo, emit_list, emit_object, output_option, plain
 
 COLUMNS = [
     ("name", "Project"),
@@ -44,7 +44,7 @@ def list_projects(user_id: str | None, output: str) -> None:
 @connection_options
 def create_project(name: str, description: str | None) -> None:
     """Create a project (global admins) and print its id, which is its name."""
-    click.echo(call(lambda client: client.auth.create_project(name, description)))
+    echo(call(lambda client: client.auth.create_project(name, description)))
 
 
 @group.command("describe")
