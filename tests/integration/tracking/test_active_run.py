@@ -150,6 +150,44 @@ async def test_a_file_that_is_no_journal_is_named_and_the_others_are_stored(
     assert await tracking.sync_journal() == 0
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"\xff\xfe" + b'{"run_id": 1}\n',  # not UTF-8
+        b"[" * 100_000 + b"]" * 100_000 + b"\n",  # nested deeper than Python's stack
+    ],
+    ids=["not-utf-8", "nested-deep"],
+)
+async def test_any_file_that_is_no_journal_is_named_and_the_others_are_stored(
+    tracking: cairn.TrackingClient, run_id: str, tmp_path: Path, bad: bytes
+) -> None:
+    """A file not in UTF-8 or nested deep stopped the whole sync with a bare
+    UnicodeDecodeError or RecursionError naming no file, and the good journal after it
+    was never sent."""
+    Journal(run_id, tracking.project, batches=[("j-1", [Metric("synced", 1.0, 5, 0)])]).write(
+        tmp_path
+    )
+    (tmp_path / ("0" * 32 + ".jsonl")).write_bytes(bad)  # first in the folder's order
+    with pytest.raises(InvalidArgumentError) as refused:
+        await tracking.sync_journal(tmp_path)
+    assert refused.value.reason == "INVALID_JOURNAL" and "0" * 32 in refused.value.message
+    assert [m.value for m in await tracking.get_metric_history(run_id, "synced")] == [1.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["0" * 32 + ".jsonl"]
+
+
+async def test_a_folder_named_as_a_journal_is_passed_over(
+    tracking: cairn.TrackingClient, run_id: str, tmp_path: Path
+) -> None:
+    """A directory named *.jsonl stopped the whole sync with "[Errno 21] Is a
+    directory", and the good journal after it was never sent."""
+    Journal(run_id, tracking.project, batches=[("j-1", [Metric("synced", 1.0, 5, 0)])]).write(
+        tmp_path
+    )
+    (tmp_path / ("0" * 32 + ".jsonl")).mkdir()
+    assert await tracking.sync_journal(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["0" * 32 + ".jsonl"]
+
+
 async def test_a_step_past_64_bits_is_refused_when_logged_not_with_its_batch(
     tracking: cairn.TrackingClient, experiment_id: str
 ) -> None:

@@ -107,14 +107,16 @@ class Journal:
             InvalidArgumentError: (INVALID_JOURNAL) the file is no journal (empty, cut
                 short, another file), naming it and what is wrong.
         """
-        return cls.parse(path, path.read_text())
+        return cls.parse(path, path.read_bytes())
 
     @classmethod
-    def parse(cls, path: Path, text: str) -> Journal:
-        """The journal in text, read from path (named in the error)."""
+    def parse(cls, path: Path, data: bytes) -> Journal:
+        """The journal in data, read from path (named in the error)."""
         try:
-            return cls._parsed(text.splitlines())
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+            return cls._parsed(data.decode("utf-8").splitlines())
+        # ValueError holds UnicodeDecodeError and JSON's errors; RecursionError is JSON
+        # nested deeper than Python's stack.
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
             raise InvalidArgumentError(
                 f"{path} is no journal of a run: {type(error).__name__}: {error}",
                 reason="INVALID_JOURNAL",
@@ -229,7 +231,7 @@ async def replay(client: _Tracking, path: Path) -> int:
 
 
 async def _replay_one(client: _Tracking, file: Path, held: _Held) -> int:
-    journal = Journal.parse(file, await asyncio.to_thread(held.text))
+    journal = Journal.parse(file, await asyncio.to_thread(held.data))
     tracking = client.for_project(journal.project)
     for request_id, metrics in journal.batches:
         await tracking.log_batch(journal.run_id, metrics, request_id=request_id)
@@ -260,8 +262,8 @@ class _Held:
         finally:
             os.close(descriptor)  # which unlocks it
 
-    def text(self) -> str:
-        with os.fdopen(os.dup(self._descriptor), encoding="utf-8") as opened:
+    def data(self) -> bytes:
+        with os.fdopen(os.dup(self._descriptor), "rb") as opened:
             return opened.read()
 
 
@@ -281,7 +283,9 @@ def _lock(descriptor: int, file: Path) -> bool:
 
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
-        return sorted(path.glob(f"*{SUFFIX}"))
+        # Files only: a folder named *.jsonl is no journal, and opening a pipe so named
+        # would wait for a writer forever.
+        return sorted(file for file in path.glob(f"*{SUFFIX}") if file.is_file())
     if not path.exists():
         raise FileNotFoundError(f"no journal file or folder at {path}")
     return [path]
