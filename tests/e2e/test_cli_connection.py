@@ -196,9 +196,13 @@ def test_an_address_the_client_cannot_read_is_a_usage_error(tmp_path: Path) -> N
         for option in ("--address", "--registry-address", "--artifacts-address"):
             done = run_cairn("experiments", "list", option, address, env=env)
             assert done.returncode == 2 and option in done.stderr, (address, done.stderr)
-    variable = run_cairn("experiments", "list", env={**env, "CAIRN_ADDRESS": "localhost:http"})
-    assert variable.returncode == 2 and "CAIRN_ADDRESS" in variable.stderr
-    assert "is not a number from 1 to 65535" in variable.stderr
+    for address, why in (
+        ("localhost:http", "is not a number from 1 to 65535"),
+        ("127.0.0.1\x01:1", "holds '\\x01'"),  # went to the resolver: UNAVAILABLE, status 1
+    ):
+        variable = run_cairn("experiments", "list", env={**env, "CAIRN_ADDRESS": address})
+        assert variable.returncode == 2 and "CAIRN_ADDRESS" in variable.stderr, variable.stderr
+        assert why in variable.stderr
     # The reason, not the text: a URL may hold a password.
     secret = "grpcs://user:s3cret@host:1"
     hidden = run_cairn("experiments", "list", env={**env, "CAIRN_ADDRESS": secret})

@@ -133,6 +133,35 @@ def test_a_socket_path_may_hold_an_at_sign(address: str) -> None:
     assert target(address, False) == address
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "http://127.0.0.1\x00.example.com:51921",
+        "http://127.0.0.1\x00:51921",
+        "127.0.0.1\x01:51921",
+        "cairn.internal\x00.example.com",
+        "dns:///h\x7f:1",
+        "ipv4:10.0.0.1:1,10.0.0.2\n:1",
+        " 127.0.0.1:1",
+        "h :1",
+        "unix:/run/cairn\x00/other.sock",
+        "unix-abstract:cairn\x1b",
+    ],
+)
+def test_an_address_holding_a_control_character_or_a_space_is_refused(address: str) -> None:
+    """gRPC's core reads a target as a C string: "http://127.0.0.1\\x00.example.com:51921"
+    dialled 127.0.0.1:443 in plaintext, another server than asked, and "\\x01" went to the
+    resolver."""
+    with pytest.raises(ValueError, match="no address holds a control character or a space"):
+        cairn.Client(address)
+    with pytest.raises(ValueError, match="no address holds a control character or a space"):
+        target(address, False)
+
+
+def test_a_socket_path_may_hold_a_space() -> None:
+    assert target("unix:/run/my cairn/cairn.sock", False) == "unix:/run/my cairn/cairn.sock"
+
+
 def test_secure_connection_takes_the_port_the_target_names() -> None:
     """secure_connection's port defaults to the target's own, else 443."""
     for address, expected in [

@@ -11,11 +11,13 @@
   entries without a port get the connection's, and `unix:path`, `unix:///path`,
   `unix-abstract:name`, `vsock:cid:port`, used as written.
 
-A port left unnamed is 443 with TLS and 50051 without.
+A port left unnamed is 443 with TLS and 50051 without. No address holds a control
+character, DEL or (but for a socket's path) a space.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -28,6 +30,11 @@ _WHOLE_SCHEMES = ("unix:", "unix-abstract:", "vsock:")
 _LIST_SCHEMES = ("ipv4:", "ipv6:")
 _DNS_SCHEME = "dns:"
 _URL_SCHEMES = {"http": False, "https": True}
+# Characters in no host name, IP address or URL. gRPC's core reads a target as a C
+# string: "http://127.0.0.1\x00.example.com:51921" dialled 127.0.0.1:443 in plaintext.
+# A socket's path may hold a space, and gRPC reads it.
+_UNREADABLE = re.compile("[\x00-\x20\x7f]")
+_UNREADABLE_IN_PATH = re.compile("[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -50,8 +57,10 @@ def parse(address: str) -> Address:
 
     Raises:
         ValueError: for a port that is not a number from 1 to 65535, a URL of another
-            scheme (or with a path), or an address of no form above.
+            scheme (or with a path), an address holding a control character or a
+            space, or an address of no form above.
     """
+    _refuse_unreadable(address)
     if is_target(address):
         if "@" in address and not address.lower().startswith(_WHOLE_SCHEMES):
             raise _credentials()  # a socket's path may hold one; no name or address does
@@ -61,6 +70,17 @@ def parse(address: str) -> Address:
     if "@" in address:
         raise _credentials()
     return Address(*_host_port(address), None)
+
+
+def _refuse_unreadable(address: str) -> None:
+    """ValueError for an address gRPC would read as another (or not as written)."""
+    whole = address.lower().startswith(_WHOLE_SCHEMES)
+    found = (_UNREADABLE_IN_PATH if whole else _UNREADABLE).search(address)
+    if found:  # where and which, not the text: a URL may hold a password
+        raise ValueError(
+            f"the address holds {found.group()!r} (character {found.start() + 1}): "
+            "no address holds a control character or a space"
+        )
 
 
 def _credentials() -> ValueError:
@@ -88,6 +108,7 @@ def target(
         ValueError: for an address parse refuses, a URL whose scheme contradicts tls,
             a port that is not a number from 1 to 65535, or two different ports.
     """
+    _refuse_unreadable(address)
     if address.lower().startswith(_WHOLE_SCHEMES):
         return address  # the whole address: a port beside it means nothing
     parsed = parse(address)  # first: it refuses an address a port's error would quote
