@@ -92,6 +92,34 @@ def test_a_malformed_file_is_reported_without_its_text(tmp_path, text: str, wher
     assert "SUPERSECRET" not in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (b"[default]\nurl = http://h\nproject = caf\xe9\n", "line 3 is not UTF-8 text"),
+        (b"[default]\nhost = h\nport = 99999\ntls = false\n", "port must be a number from 1 to"),
+        (b"[default]\nhost = h\nport = -1\ntls = false\n", "port must be a number from 1 to"),
+        (b"[default]\nhost = h\x01x\ntls = false\n", "host: the address holds '\\x01'"),
+        (b"[default]\nhost = h:1\nport = 2\ntls = false\n", "host: 'h:1' names port 1"),
+        (b"[default]\nurl = http://h\nregistry_address = r:x\n", "registry_address: the port"),
+        (b"[default]\nurl = http://h\ntoken = abc\x01SUPERSECRET\n", "token holds characters"),
+    ],
+    ids=["latin-1", "port-past-65535", "port-below-1", "host", "two-ports", "service", "token"],
+)
+def test_a_value_the_client_would_refuse_is_a_profile_error_naming_the_file(
+    tmp_path, text: bytes, where: str
+) -> None:
+    """A file in Latin-1 raised a bare UnicodeDecodeError, and a port past 65535, an
+    address or a token the client refuses a ValueError, naming neither file nor section."""
+    file = tmp_path / "profiles.ini"
+    file.write_bytes(text)
+    file.chmod(0o600)
+    with pytest.raises(ProfileError) as raised:
+        cairn.create_client_from_profile("default", file)
+    assert str(file) in str(raised.value) and where in str(raised.value)
+    assert "[default]" in str(raised.value) or "UTF-8" in str(raised.value)
+    assert "SUPERSECRET" not in str(raised.value)
+
+
 def test_a_profiles_repr_hides_its_token() -> None:
     profile = parse_profile("p", {"host": "h", "token": SECRET})
     assert profile.token == SECRET

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ._targets import target
 from ._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT, timeout_of
 
 PROFILES_ENV = "CAIRN_PROFILES"
@@ -76,7 +77,8 @@ class ProfileError(ValueError):
     """A profile file or a profile that cannot be used.
 
     Its message names the file, the section, the line number and the key, never a
-    line's or a value's text: those may hold a token."""
+    line's text or a token (an address the client refuses is quoted as its own error
+    quotes it, which leaves out a user or password)."""
 
 
 class ProfileFileWarning(UserWarning):
@@ -131,8 +133,7 @@ def load_profile(name: str = "default", path: str | os.PathLike[str] | None = No
     file = profiles_path(path)
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        with file.open(encoding="utf-8") as handle:
-            parser.read_file(handle)
+        parser.read_string(_text(file), source=str(file))
     except FileNotFoundError:
         raise ProfileError(f"no profile file at {file}") from None
     except configparser.Error as error:
@@ -143,6 +144,15 @@ def load_profile(name: str = "default", path: str | os.PathLike[str] | None = No
         known = ", ".join(parser.sections()) or "none"
         raise ProfileError(f"{file} has no profile {name!r} (it has: {known})")
     return parse_profile(name, dict(parser.items(name)), source=str(file))
+
+
+def _text(file: Path) -> str:
+    data = file.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:  # where, not the text: the line may be a token
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ProfileError(f"{file}: line {line} is not UTF-8 text") from None
 
 
 def _where(error: configparser.Error) -> str:
@@ -182,20 +192,27 @@ def parse_profile(name: str, values: dict[str, str], *, source: str = "profile")
     style = (values.get("token_style") or values.get("auth_type") or STANDALONE).lower()
     if style not in (STANDALONE, BEARER):
         raise ProfileError(f"{source} [{name}]: token_style must be standalone or bearer")
+    token = values.get("token") or None
+    if token is not None and not (token.isascii() and token.isprintable()):
+        raise ProfileError(
+            f"{source} [{name}]: token holds characters a header cannot carry: a key is"
+            " printable ASCII"
+        )
+    services = {service: values[key] for service, key in SERVICE_KEYS.items() if values.get(key)}
+    for service, address in services.items():
+        _check_address(name, source, SERVICE_KEYS[service], address, tls)
     return Profile(
         name=name,
         host=host,
         port=port,
         tls=tls,
         ca=_path(values.get("ca")),
-        token=values.get("token") or None,
+        token=token,
         token_style=style,
         project=values.get("project") or DEFAULT_PROJECT,
         timeout=_timeout(name, values.get("timeout"), source),
         download_path=_path(values.get("download_path")),
-        service_addresses={
-            service: values[key] for service, key in SERVICE_KEYS.items() if values.get(key)
-        },
+        service_addresses=services,
     )
 
 
@@ -227,17 +244,30 @@ def _address(name: str, values: dict[str, str], source: str) -> tuple[str, int, 
                 " given with it"
             )
         try:
-            return split_url(values["url"])
+            host, port, tls = split_url(values["url"])
         except ProfileError as error:
             raise ProfileError(f"{source} [{name}]: url: {error}") from None
+        _check_address(name, source, "url", host, tls, port)
+        return host, port, tls
     if not values.get("host"):
         raise ProfileError(f"{source} [{name}]: needs url, or host (and port)")
     tls = _boolean(name, values.get("tls", "true"), source)
+    port_text = values.get("port") or str(DEFAULT_TLS_PORT if tls else DEFAULT_PLAINTEXT_PORT)
+    if not (port_text.isdigit() and 0 < int(port_text) < 65536):
+        raise ProfileError(f"{source} [{name}]: port must be a number from 1 to 65535")
+    _check_address(name, source, "host", values["host"], tls, int(port_text))
+    return values["host"], int(port_text), tls
+
+
+def _check_address(
+    name: str, source: str, key: str, address: str, tls: bool, port: int | None = None
+) -> None:
+    """ProfileError naming the key for an address the client would refuse (a control
+    character in it, say), which would otherwise be a ValueError naming no file."""
     try:
-        port = int(values.get("port") or (DEFAULT_TLS_PORT if tls else DEFAULT_PLAINTEXT_PORT))
-    except ValueError:
-        raise ProfileError(f"{source} [{name}]: port must be a number") from None
-    return values["host"], port, tls
+        target(address, tls, port)
+    except ValueError as error:  # its words quote no credentials
+        raise ProfileError(f"{source} [{name}]: {key}: {error}") from None
 
 
 def _boolean(name: str, value: str, source: str) -> bool:
