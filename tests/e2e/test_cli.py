@@ -76,6 +76,17 @@ def test_a_bad_filter_names_the_reason(env: dict[str, str]) -> None:
     assert "INVALID_ARGUMENT" in line
 
 
+def test_an_argument_that_is_not_utf8_is_a_usage_error_naming_it(env: dict[str, str]) -> None:
+    """Python reads such bytes as lone surrogates (PEP 383), which no request can carry:
+    the call failed as `Error: 'utf-8' codec can't encode character '\\udce9'`, status 1,
+    naming no argument."""
+    done = run_cairn("experiments", "create", "caf\udce9", env=env)  # the bytes caf\xe9
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "Error: argument 3 ('caf\\xe9') is not UTF-8 text\n"
+    variable = run_cairn("experiments", "list", env={**env, "CAIRN_PROJECT": "\udcff"})
+    assert variable.returncode == 2 and "CAIRN_PROJECT is not UTF-8 text" in variable.stderr
+
+
 def test_no_server_is_one_line(tmp_path: Path) -> None:
     env = environment(tmp_path, CAIRN_ADDRESS="127.0.0.1:1", CAIRN_TIMEOUT="5")
     assert "UNAVAILABLE" in failed("experiments", "list", env=env)

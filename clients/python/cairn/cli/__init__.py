@@ -7,6 +7,8 @@ Each command group is a module of this package; `main` is the console script.
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -70,11 +72,33 @@ for _command in (
 def main(argv: Sequence[str] | None = None) -> None:
     """The console script: runs one command and exits with its status."""
     warnings.showwarning = _one_line
+    if problem := _not_utf8(sys.argv[1:] if argv is None else argv):
+        click.UsageError(problem).show()
+        sys.exit(click.UsageError.exit_code)
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="cairn")
     except Exception as error:  # a bug of ours: still one line, not a traceback
         click.echo(f"Error: unexpected {type(error).__name__}: {visible(str(error))}", err=True)
         sys.exit(1)
+
+
+# What Python makes of bytes that are no UTF-8 in an argument or a variable (PEP 383):
+# lone surrogates, which no request can carry, so the call failed with a codec's words.
+_UNDECODED = re.compile("[\ud800-\udfff]")
+
+
+def _not_utf8(argv: Sequence[str]) -> str | None:
+    """Which argument (shown as its bytes: 'caf\\xe9') or CAIRN_* variable (by its
+    name: it may be a key) is not UTF-8 text; None when all are."""
+    for number, argument in enumerate(argv, start=1):
+        if _UNDECODED.search(argument):
+            given = argument.encode("utf-8", "surrogateescape")
+            shown = visible(given.decode("utf-8", "backslashreplace"))
+            return f"argument {number} ('{shown}') is not UTF-8 text"
+    for name, value in os.environ.items():
+        if name.startswith("CAIRN_") and _UNDECODED.search(value):
+            return f"{name} is not UTF-8 text"
+    return None
 
 
 def _one_line(
