@@ -19,7 +19,6 @@ from .common import (
     clash,
     clashing_value,
     decode_properties,
-    delete_row,
     encode_properties,
     fetch_one,
     id_or_none,
@@ -249,9 +248,19 @@ class VersionStore:
             return await self._one(project, "v.id = $2", [int(version_id)], version_id, conn)
 
     async def delete(self, project: str, version_id: str) -> None:
-        """Deletes the version with its artifacts and aliases; its number is not reused."""
-        if not await delete_row(self._pool, "model_versions", project, version_id):
-            raise _missing(version_id)
+        """Deletes the version with its artifacts and aliases; its number is not reused.
+        The model's update time moves, as in MLflow; the model is written first, as
+        creating a version and deleting the model take it before its versions."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _touch_model(conn, project, version_id)
+            deleted = await conn.fetchval(
+                """DELETE FROM registry.model_versions WHERE project = $1 AND id = $2
+                   RETURNING id""",
+                project,
+                id_or_none(version_id),
+            )
+            if deleted is None:
+                raise _missing(version_id)
 
     async def transition_stage(
         self, project: str, version_id: str, stage: Stage, archive_existing: bool
@@ -259,14 +268,9 @@ class VersionStore:
         async with self._pool.acquire() as conn, conn.transaction():
             # The model first, as creating a version takes it: one model's transitions
             # follow one another, so each archives what the one before left in its stage.
-            await conn.execute(
-                """SELECT 1 FROM registry.registered_models m
-                   WHERE m.id = (SELECT v.registered_model_id FROM registry.model_versions v
-                                 WHERE v.project = $1 AND v.id = $2)
-                   FOR NO KEY UPDATE""",
-                project,
-                id_or_none(version_id),
-            )
+            # Its update time moves too, as in MLflow: a promotion shows in the models
+            # ordered by it.
+            await _touch_model(conn, project, version_id)
             current = await self._one(
                 project, "v.id = $2", [id_or_none(version_id)], version_id, conn, lock=True
             )
@@ -344,6 +348,18 @@ class VersionStore:
         if row is None:
             raise _missing(shown)
         return (await with_aliases(conn, [row]))[0]
+
+
+async def _touch_model(conn: asyncpg.Connection, project: str, version_id: str) -> None:
+    """Sets the update time of the version's model, which holds its row lock until the
+    transaction ends (none when there is no such version)."""
+    await conn.execute(
+        """UPDATE registry.registered_models m SET update_time = clock_timestamp()
+           WHERE m.id = (SELECT v.registered_model_id FROM registry.model_versions v
+                         WHERE v.project = $1 AND v.id = $2)""",
+        project,
+        id_or_none(version_id),
+    )
 
 
 async def _insert(

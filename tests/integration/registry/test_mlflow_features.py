@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import struct
+import time
 
 import pytest
 
@@ -76,6 +77,26 @@ async def test_stage_transitions_and_latest_versions(mr_client, churn) -> None:
     assert [v.version for v in await mr_client.get_latest_versions("churn", ["Staging"])] == [2]
     with pytest.raises(ValueError, match="'Prod' is not one of None, Staging, Production"):
         await mr_client.transition_model_version_stage("churn", 1, "Prod")
+
+
+async def test_promoting_or_deleting_a_version_updates_its_models_update_time(
+    mr_client, churn
+) -> None:
+    """As MLflow's SqlAlchemyStore: a stage transition and a version's deletion set the
+    model's last_updated_timestamp, so ordering models by it shows the promotion. Both
+    left it at the last version's creation before. (PostgreSQL runs on this machine's
+    clock, which `before` reads.)"""
+
+    async def updated_since(before: int) -> bool:
+        model = await mr_client.get_registered_model("churn")
+        return (model.last_update_time_since_epoch or 0) >= before
+
+    before = int(time.time() * 1000)
+    await mr_client.transition_model_version_stage("churn", 1, "Production")
+    assert await updated_since(before)
+    before = int(time.time() * 1000)
+    await mr_client.delete_model_version("churn", 3)
+    assert await updated_since(before)
 
 
 @pytest.mark.parametrize(
