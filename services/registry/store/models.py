@@ -203,21 +203,21 @@ class ModelStore:
             )
 
     async def delete_alias(self, project: str, model_id: str, alias: str) -> None:
+        """Deletes the alias if the model has it: as in MLflow, and as deleting a tag,
+        deleting one it lacks does nothing. The model must exist."""
         async with self._pool.acquire() as conn:
-            deleted = await conn.fetchval(
-                """DELETE FROM registry.aliases a USING registry.registered_models m
-                   WHERE m.id = a.registered_model_id AND m.project = $1
-                     AND a.registered_model_id = $2 AND a.alias = $3 RETURNING 1""",
+            found = await conn.fetchval(
+                """WITH model AS (SELECT id FROM registry.registered_models
+                                  WHERE project = $1 AND id = $2),
+                        deleted AS (DELETE FROM registry.aliases a USING model
+                                    WHERE a.registered_model_id = model.id AND a.alias = $3)
+                   SELECT id FROM model""",
                 project,
                 id_or_none(model_id),
                 alias,
             )
-        if deleted is None:
-            raise NotFound(
-                "ALIAS_NOT_FOUND",
-                f"registered model {model_id} has no alias {alias!r}",
-                metadata={"alias": alias},
-            )
+        if found is None:
+            raise _missing(model_id)
 
     async def _one(
         self,

@@ -52,6 +52,18 @@ async def test_aliases_move_atomically(mr_client, churn) -> None:
         await mr_client.get_model_version_by_alias("churn", "champion")
 
 
+async def test_deleting_an_alias_the_model_lacks_does_nothing(mr_client, churn) -> None:
+    """As MLflow's store, and as deleting a missing tag: the model must exist, the alias
+    need not. Before, it raised NotFoundError ALIAS_NOT_FOUND naming the model by its id."""
+    await mr_client.set_registered_model_alias("churn", "champion", 1)
+    await mr_client.delete_registered_model_alias("churn", "challenger")
+    assert (await mr_client.get_registered_model("churn")).aliases == {"champion": 1}
+    with pytest.raises(NotFoundError) as raised:
+        await mr_client.delete_registered_model_alias("no-such-model", "champion")
+    assert raised.value.reason == "REGISTERED_MODEL_NOT_FOUND"
+    assert "no-such-model" in raised.value.message
+
+
 @pytest.mark.parametrize("alias", ["latest", "LATEST", "v3", "version12", "", "-x", "a b"])
 async def test_reserved_and_malformed_aliases_are_refused(mr_client, churn, alias: str) -> None:
     with pytest.raises(InvalidArgumentError):
