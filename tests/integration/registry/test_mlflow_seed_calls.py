@@ -78,6 +78,25 @@ async def test_model_versions_carry_mlflows_fields(mr_client, churn) -> None:
     assert kubeflow.registered_model_name == "churn"
 
 
+async def test_models_and_versions_carry_mlflows_timestamps_user_and_status_message(
+    mr_client, churn
+) -> None:
+    """MLflow's creation_timestamp, last_updated_timestamp (ms since the epoch, the names
+    order_by takes), user_id and status_message. Each raised AttributeError before."""
+    model = await mr_client.get_registered_model("churn")
+    assert model.creation_timestamp == model.create_time_since_epoch
+    assert model.last_updated_timestamp == model.last_update_time_since_epoch
+    assert isinstance(model.creation_timestamp, int) and model.creation_timestamp > 0
+    version = await mr_client.get_model_version("churn", 2)
+    assert version.creation_timestamp == version.create_time_since_epoch
+    assert version.last_updated_timestamp == version.last_update_time_since_epoch
+    assert isinstance(version.last_updated_timestamp, int)
+    # None unset, as MLflow's store returns them; user_id is who created it: the author.
+    assert (version.user_id, version.status_message) == (None, None)
+    authored = await mr_client.upsert_model_version(ModelVersion("v9", author="ana"), model.id)
+    assert authored.user_id == "ana"
+
+
 async def test_registered_models_carry_latest_versions(mr_client, churn) -> None:
     await mr_client.transition_model_version_stage("churn", 1, "Production")
     model = await mr_client.get_registered_model("churn")

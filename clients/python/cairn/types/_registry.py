@@ -69,6 +69,18 @@ class RegisteredModel:
     # out of equality: it is a view of the versions, not a field of the model.
     latest_versions: list[MlflowModelVersion] = field(default_factory=list, compare=False)
 
+    # MLflow's names for the same facts.
+
+    @property
+    def creation_timestamp(self) -> int | None:
+        """MLflow's name for create_time_since_epoch (milliseconds since the epoch)."""
+        return self.create_time_since_epoch
+
+    @property
+    def last_updated_timestamp(self) -> int | None:
+        """MLflow's name for last_update_time_since_epoch (milliseconds since the epoch)."""
+        return self.last_update_time_since_epoch
+
 
 @dataclass
 class ModelVersion:
@@ -107,6 +119,28 @@ class ModelVersion:
     def current_stage(self) -> ModelVersionStage:
         """MLflow's name for stage."""
         return self.stage
+
+    @property
+    def creation_timestamp(self) -> int | None:
+        """MLflow's name for create_time_since_epoch (milliseconds since the epoch)."""
+        return self.create_time_since_epoch
+
+    @property
+    def last_updated_timestamp(self) -> int | None:
+        """MLflow's name for last_update_time_since_epoch (milliseconds since the epoch)."""
+        return self.last_update_time_since_epoch
+
+    @property
+    def user_id(self) -> str | None:
+        """MLflow's user who created the version: the author, None when unset (as
+        MLflow's store leaves it)."""
+        return self.author or None
+
+    @property
+    def status_message(self) -> str | None:
+        """MLflow's message for a failed registration: always None, as status is always
+        "READY"."""
+        return None
 
     @property
     def status(self) -> str:
