@@ -5,6 +5,7 @@ and ML Aide's sequence: a run with used artifacts, a model logged, a version, lo
 from __future__ import annotations
 
 import asyncio
+import io
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,17 @@ async def test_download_writes_every_file_and_add_file_adds_one(
     assert (target / "labels.txt").read_bytes() == b"labels"
     with pytest.raises(AlreadyExistsError):
         await artifact.add_file(b"again", filename="labels.txt")
+
+
+async def test_add_file_stores_unnamed_bytes_as_data(world: World) -> None:
+    """As create_artifact does (docs/models.md); add_file's docstring said bytes and
+    file objects needed a filename, which they never did."""
+    artifact = await world.registry.create_artifact("notes", "report")
+    await artifact.add_file(io.BytesIO(b"first"))
+    assert await artifact.files() == ["data"]
+    assert (await artifact.load("data")).read() == b"first"
+    with pytest.raises(AlreadyExistsError):
+        await artifact.add_file(b"second", "")
 
 
 async def test_missing_versions_and_unversioned_names(world: World) -> None:

@@ -86,8 +86,10 @@ class ActiveArtifact:
         self, file: FileSource, filename: str | None = None, *, progress: Progress = False
     ) -> list[ObjectInfo]:
         """Adds a file (a path, bytes or a binary file object), or every file of a
-        directory, to this version. Bytes and file objects need a filename. progress
-        shows the file or directory as one transfer (docs/artifacts.md, "Progress").
+        directory, to this version, as filename when given. Bytes and file objects
+        without one are stored as "data", as create_artifact stores them; a path keeps
+        its own name. progress shows the file or directory as one transfer
+        (docs/artifacts.md, "Progress").
 
         Raises:
             AlreadyExistsError: the version has a file of that name already.
