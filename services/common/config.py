@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import ipaddress
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,11 @@ class Config:
     artifact_root: str = _setting(
         "", "filesystem backend: root directory; empty means <data_dir>/artifacts"
     )
-    s3_endpoint: str = _setting("", "S3 backend: host:port of the S3/MinIO endpoint")
+    s3_endpoint: str = _setting(
+        "",
+        "S3 backend: host or host:port of the S3/MinIO endpoint, no scheme (see "
+        "CAIRN_S3_SECURE); the S3 backend needs it",
+    )
     s3_public_endpoint: str = _setting(
         "",
         "S3 backend: host:port clients reach the store at, which presigned URLs (direct "
@@ -323,6 +328,8 @@ class Config:
                 )
         if not 0 <= self.artifact_direct_port <= 65535:
             raise ConfigError("CAIRN_ARTIFACT_DIRECT_PORT must be from 0 to 65535 (0: any free)")
+        if self.artifact_backend == "s3":
+            _check_s3(self)
 
     @property
     def artifact_dir(self) -> Path:
@@ -348,6 +355,49 @@ def _check_setting(f: dataclasses.Field[Any], value: Any) -> None:
         raise ConfigError(f"{env_name(f.name)} must be a finite number, not {value}")
     if bounds is not None and not bounds.allow(value):
         raise ConfigError(f"{env_name(f.name)} must be {bounds}, not {_number(value)}")
+
+
+def _check_s3(config: Config) -> None:
+    """Raises ConfigError for S3 settings the SDK would refuse. Checked before anything
+    starts: with no endpoint, the server served and every artifact write answered
+    UNAVAILABLE (OBJECT_STORE_UNAVAILABLE), which clients retry, while the janitor
+    logged "No host specified"."""
+    # The SDK's own checks, so that what passes here is what it takes; imported here,
+    # as a filesystem server never needs it.
+    from minio.helpers import BaseURL, check_bucket_name
+
+    if not config.s3_endpoint:
+        raise ConfigError(
+            "CAIRN_S3_ENDPOINT must name the store (host or host:port, e.g. minio:9000) "
+            "when CAIRN_ARTIFACT_BACKEND=s3"
+        )
+    scheme = "https://" if config.s3_secure else "http://"
+    for name, endpoint in (
+        ("CAIRN_S3_ENDPOINT", config.s3_endpoint),
+        ("CAIRN_S3_PUBLIC_ENDPOINT", config.s3_public_endpoint),
+    ):
+        if endpoint:
+            _sdk_takes(
+                functools.partial(BaseURL, scheme + endpoint, None),
+                f"{name} must be host or host:port with no scheme or path (CAIRN_S3_SECURE "
+                f"picks https or http), e.g. minio:9000; not {endpoint!r}",
+            )
+    _sdk_takes(
+        lambda: BaseURL(scheme + config.s3_endpoint, config.s3_region or None),
+        f"CAIRN_S3_REGION must be a region name such as us-east-1, not {config.s3_region!r}",
+    )
+    _sdk_takes(
+        lambda: check_bucket_name(config.s3_bucket),
+        f"CAIRN_S3_BUCKET must be a bucket name of 3 to 63 letters, digits, '.', '-' or '_', "
+        f"not {config.s3_bucket!r}",
+    )
+
+
+def _sdk_takes(check: Callable[[], object], message: str) -> None:
+    try:
+        check()
+    except ValueError as error:
+        raise ConfigError(f"{message} ({error})") from None
 
 
 def _host_and_port(address: str) -> bool:

@@ -32,6 +32,7 @@ def test_environment_sets_values_of_every_type() -> None:
         "CAIRN_S3_SECURE": "false",
         "CAIRN_SHUTDOWN_GRACE_SECONDS": "2.5",
         "CAIRN_ARTIFACT_BACKEND": "s3",
+        "CAIRN_S3_ENDPOINT": "minio:9000",
         "CAIRN_AUTH": "api_key",
     }
     config = config_module.load(_flags(), env=env)
@@ -145,6 +146,34 @@ def test_numbers_out_of_range_name_the_variable_and_its_range(
         config_module.load(_flags(), env={variable: value})
 
 
+S3 = {"CAIRN_ARTIFACT_BACKEND": "s3", "CAIRN_S3_ENDPOINT": "minio:9000"}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CAIRN_ARTIFACT_BACKEND": "s3"}, "CAIRN_S3_ENDPOINT must name the store"),
+        ({**S3, "CAIRN_S3_ENDPOINT": ""}, "CAIRN_S3_ENDPOINT must name the store"),
+        ({**S3, "CAIRN_S3_ENDPOINT": "http://minio:9000"}, "CAIRN_S3_ENDPOINT must be host or"),
+        ({**S3, "CAIRN_S3_ENDPOINT": "minio:99999"}, "CAIRN_S3_ENDPOINT must be host or"),
+        ({**S3, "CAIRN_S3_PUBLIC_ENDPOINT": "s3/x"}, "CAIRN_S3_PUBLIC_ENDPOINT must be host or"),
+        ({**S3, "CAIRN_S3_BUCKET": ""}, "CAIRN_S3_BUCKET must be a bucket name"),
+        ({**S3, "CAIRN_S3_BUCKET": "my bucket"}, "CAIRN_S3_BUCKET must be a bucket name"),
+        ({**S3, "CAIRN_S3_REGION": "us east 1"}, "CAIRN_S3_REGION must be a region name"),
+    ],
+)
+def test_the_s3_backend_needs_settings_its_sdk_takes(env: dict[str, str], message: str) -> None:
+    """Before, the server started without them: with no endpoint, every artifact write
+    answered UNAVAILABLE (OBJECT_STORE_UNAVAILABLE), which clients retry, and the janitor
+    logged "No host specified" tracebacks."""
+    with pytest.raises(ConfigError, match=message):
+        config_module.load(_flags(), env=env)
+
+
+def test_the_s3_settings_are_not_needed_by_the_filesystem_backend() -> None:
+    assert Config(s3_bucket="", s3_endpoint="http://not/checked").s3_bucket == ""
+
+
 @pytest.mark.parametrize(
     ("setting", "value"),
     [
@@ -179,19 +208,26 @@ def test_every_range_is_in_the_documented_meaning() -> None:
             assert f.metadata["help"].endswith(f"; {f.metadata['bounds']}"), f.name
 
 
-def test_a_bad_number_stops_the_server_before_it_starts_anything(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--artifact-janitor-min-age-seconds", "1e14"],
+            "CAIRN_ARTIFACT_JANITOR_MIN_AGE_SECONDS must be from 0 to 315360000",
+        ),
+        (["--artifact-backend", "s3"], "CAIRN_S3_ENDPOINT must name the store"),
+    ],
+)
+def test_a_bad_setting_stops_the_server_before_it_starts_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
 ) -> None:
     from cairn_server import cli
 
     data_dir = tmp_path / "data"
-    argv = ["serve", "--data-dir", str(data_dir), "--artifact-janitor-min-age-seconds", "1e14"]
     with pytest.raises(SystemExit) as exited:
-        cli.main(argv)
+        cli.main(["serve", "--data-dir", str(data_dir), *flags])
     assert exited.value.code == 2
-    assert "CAIRN_ARTIFACT_JANITOR_MIN_AGE_SECONDS must be from 0 to 315360000" in (
-        capsys.readouterr().err
-    )
+    assert message in capsys.readouterr().err
     assert not data_dir.exists()  # no embedded PostgreSQL was started under it
 
 

@@ -75,5 +75,10 @@ async def test_a_usable_root_is_made_and_left_as_it_was(
 async def test_the_s3_backend_is_not_checked_for_a_root_it_does_not_use(
     config: Config, pool: asyncpg.Pool, unique: str
 ) -> None:
-    s3 = with_overrides(config, artifact_backend="s3", artifact_root=f"/proc/unused-{unique}")
+    s3 = with_overrides(
+        config,
+        artifact_backend="s3",
+        s3_endpoint="s3.invalid:9000",
+        artifact_root=f"/proc/unused-{unique}",
+    )
     await _check(pool, s3)
