@@ -57,7 +57,11 @@ def test_flag_wins_over_environment() -> None:
         ({"CAIRN_DB_POOL_SIZE": "many"}, "CAIRN_DB_POOL_SIZE='many' is not a valid int"),
         ({"CAIRN_S3_SECURE": "maybe"}, "CAIRN_S3_SECURE='maybe' is not a valid bool"),
         ({"CAIRN_ARTIFACT_BACKEND": "ftp"}, "CAIRN_ARTIFACT_BACKEND must be one of"),
-        ({"CAIRN_DB_POOL_SIZE": "0"}, "CAIRN_DB_POOL_SIZE must be at least"),
+        ({"CAIRN_DB_POOL_SIZE": "0"}, "CAIRN_DB_POOL_SIZE must be from 1 to"),
+        (
+            {"CAIRN_DB_POOL_SIZE": "5", "CAIRN_DB_POOL_MIN_SIZE": "6"},
+            "CAIRN_DB_POOL_SIZE must be at least CAIRN_DB_POOL_MIN_SIZE",
+        ),
         ({"CAIRN_MAX_MESSAGE_BYTES": "10"}, "CAIRN_MAX_MESSAGE_BYTES must be from 1048576 to"),
         ({"CAIRN_METRICS_ADDRESS": "9090"}, "CAIRN_METRICS_ADDRESS must be host:port"),
         ({"CAIRN_HEALTH_ADDRESS": "0.0.0.0:probe"}, "CAIRN_HEALTH_ADDRESS must be host:port"),
@@ -118,6 +122,12 @@ TEN_YEARS = "from 60 to 315360000 (10 years)"
         ),
         ("CAIRN_SHUTDOWN_GRACE_SECONDS", "1e300", "from 0 to 3600 (an hour), not 1e+300"),
         ("CAIRN_S3_TIMEOUT_SECONDS", "1e10", "from 0.001 to 86400 (a day), not 10000000000"),
+        # asyncpg set up every slot at start: 5000000 took 790 MB before serving.
+        (
+            "CAIRN_DB_POOL_SIZE",
+            "5000000",
+            "from 1 to 10000 (the pool sets up each at start), not 5000000",
+        ),
         # Too small: below 0 asyncpg refused it once the database had started.
         ("CAIRN_DB_POOL_MIN_SIZE", "-1", "at least 0, not -1"),
         ("CAIRN_DB_WORK_MEM_KIB", "63", "from 64 to 2147483647 (PostgreSQL's range), not 63"),
@@ -191,6 +201,8 @@ def test_the_s3_settings_are_not_needed_by_the_filesystem_backend() -> None:
         ("db_work_mem_kib", 2**31 - 1),
         ("max_message_bytes", 2**31 - 1),
         ("db_pool_min_size", 0),
+        ("db_pool_size", 1),
+        ("db_pool_size", 10_000),
         ("shutdown_grace_seconds", 0.0),
         ("shutdown_grace_seconds", 3600.0),
         ("health_probe_interval_seconds", 0.1),
