@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(config.log_level, config.log_format)
     try:
         return int(args.command(config, services, args) or 0)
-    except _NoDatabase as exc:
+    except (_NoDatabase, Unservable) as exc:
         sys.stderr.write(f"cairn {args.command_name}: {exc}\n")
         return 1
 

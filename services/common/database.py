@@ -17,6 +17,7 @@ from . import logs
 from .config import Config
 from .errors import Aborted, DomainError, ResourceExhausted, Unavailable
 from .idempotency import CALL_CONNECTION
+from .service import Unservable
 
 _log = logs.get("cairn.database")
 
@@ -30,13 +31,27 @@ def embedded_url(data_dir: str) -> str:
     import pgserver  # Only the embedded mode needs it.
 
     pgdata = Path(data_dir).resolve() / "postgres"
-    pgdata.mkdir(parents=True, exist_ok=True)
+    try:
+        pgdata.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        # Said as a setting to change: bare, "[Errno 20] Not a directory" named neither
+        # the setting nor the file, and `cairn migrate` took it for a bug of its own.
+        raise Unservable(_unusable_data_dir(data_dir, error)) from error
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
         warnings.simplefilter("ignore")
         server = pgserver.get_server(pgdata, cleanup_mode="stop")
     _log.info("embedded postgres ready", data_dir=str(pgdata))
     return str(server.get_uri())
+
+
+def _unusable_data_dir(data_dir: str, error: OSError) -> str:
+    failed = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
+    return (
+        f"the data directory {data_dir} cannot hold the embedded PostgreSQL ({failed}): "
+        "set CAIRN_DATA_DIR (--data-dir) to a directory this server can create and write "
+        "in, or CAIRN_DATABASE_URL (--database-url) to a PostgreSQL of your own"
+    )
 
 
 # Longest wait to open one connection (the TCP and TLS handshakes, authentication).

@@ -289,6 +289,13 @@ def _check_tls_files(config: Config) -> None:
     """Raises Unservable naming the settings when the PEM files do not make a server's
     TLS (a key of another certificate, a file that is no PEM): grpc only fails to add
     the port, which reads as an address in use."""
+    for setting, path in (
+        ("CAIRN_TLS_CERT_FILE (--tls-cert-file)", config.tls_cert_file),
+        ("CAIRN_TLS_KEY_FILE (--tls-key-file)", config.tls_key_file),
+        ("CAIRN_TLS_CLIENT_CA_FILE (--tls-client-ca-file)", config.tls_client_ca_file),
+    ):
+        if path:
+            _check_readable(setting, path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     # What the system's OpenSSL holds too weak (a 1024-bit RSA key, a SHA-1 signature)
     # grpc's own TLS serves: the check is of files that go together, not of strength.
@@ -302,6 +309,19 @@ def _check_tls_files(config: Config) -> None:
         raise Unservable(
             "the TLS files cannot serve (CAIRN_TLS_CERT_FILE, CAIRN_TLS_KEY_FILE, "
             f"CAIRN_TLS_CLIENT_CA_FILE): {error.reason or error}"
+        ) from error
+
+
+def _check_readable(setting: str, path: str) -> None:
+    """Raises Unservable naming the setting of a file that cannot be opened: OpenSSL's
+    own error, "[Errno 2] No such file or directory", named neither it nor the file."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise Unservable(
+            f"the TLS file {path} cannot be read ({error.strerror or error}): set {setting} "
+            "to a PEM file this server can read"
         ) from error
 
 

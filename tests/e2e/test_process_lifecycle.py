@@ -32,6 +32,26 @@ def test_migrate_command_applies_and_exits(tmp_path) -> None:
     assert "migrations up to date" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("command", ["migrate", "serve"])
+@pytest.mark.parametrize("unusable", ["a file", "under a file"])
+def test_an_unusable_data_dir_is_named_with_its_setting(tmp_path, command, unusable) -> None:
+    """`cairn migrate` ended in "Error: unexpected NotADirectoryError", the path of our
+    own bugs, and `cairn serve` in "[Errno 20] Not a directory": neither named the
+    setting to change."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    data_dir = afile if unusable == "a file" else afile / "data"
+    result = run_tool(
+        tool("cairn"), command, "--listen-address", "127.0.0.1:0", "--data-dir", str(data_dir)
+    )
+    assert result.returncode == 1, result.stderr
+    said = result.stderr.splitlines()[-1]  # after a warning of platformdirs, say
+    assert said.startswith(f"cairn {command}: the data directory {data_dir} cannot")
+    assert "(Not a directory: " in said
+    assert "set CAIRN_DATA_DIR (--data-dir)" in said
+    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_unknown_service_is_a_usage_error(tmp_path) -> None:
     result = run_tool(tool("cairn"), "serve", "nope", "--data-dir", str(tmp_path))
     assert result.returncode == 2

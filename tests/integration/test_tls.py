@@ -217,6 +217,36 @@ async def test_an_encrypted_key_or_a_client_ca_that_is_no_pem_is_named(
     assert "the TLS files cannot serve" in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("setting", "flag"),
+    [
+        ("tls_cert_file", "CAIRN_TLS_CERT_FILE (--tls-cert-file)"),
+        ("tls_key_file", "CAIRN_TLS_KEY_FILE (--tls-key-file)"),
+        ("tls_client_ca_file", "CAIRN_TLS_CLIENT_CA_FILE (--tls-client-ca-file)"),
+    ],
+)
+@pytest.mark.parametrize("missing", ["no file", "a directory"])
+async def test_a_tls_file_that_cannot_be_read_is_named_with_its_setting(
+    config: Config,
+    pool: asyncpg.Pool,
+    pki: dict[str, Path],
+    tmp_path: Path,
+    setting: str,
+    flag: str,
+    missing: str,
+) -> None:
+    """A path with no file (a typo in a Secret's mount path) ended the server with
+    "[Errno 2] No such file or directory", naming neither the file nor its setting."""
+    path = tmp_path / "absent.pem" if missing == "no file" else tmp_path
+    settings = {"tls_cert_file": str(pki["server_cert"]), "tls_key_file": str(pki["server_key"])}
+    settings[setting] = str(path)
+    server = CairnServer(with_overrides(config, **settings), catalog.select(["tracking"]), pool)
+    with pytest.raises(Unservable) as refused:
+        await server.start()
+    assert str(refused.value).startswith(f"the TLS file {path} cannot be read (")
+    assert str(refused.value).endswith(f"set {flag} to a PEM file this server can read")
+
+
 async def test_a_key_the_system_openssl_holds_weak_still_serves(
     config: Config, pool: asyncpg.Pool, pki: dict[str, Path], tmp_path: Path
 ) -> None:
