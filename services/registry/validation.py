@@ -6,8 +6,11 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from cairn.exceptions import InvalidArgumentError
+from cairn.models._uris import SCHEMES, ArtifactUri, ModelUri, RunUri, parse_uri, scheme_of
+
 from ..common import validation
-from ..common.errors import invalid_field
+from ..common.errors import InvalidArgument, invalid_field
 from .model import PropertyValue
 
 MAX_NAME_LENGTH = 256
@@ -85,7 +88,36 @@ def uri(value: str, field: str) -> str:
             "runs:/<run_id>/<path> or models:/<name>/<version>",
             "INVALID_ARTIFACT_LOCATION",
         )
+    if scheme_of(value) in SCHEMES:
+        _resolvable(value, field)
     return value
+
+
+def _resolvable(value: str, field: str) -> None:
+    """Refuses a URI of Cairn's own schemes that no client can resolve: what the client's
+    parser refuses ("runs:/<id>/../x"), a path the artifact service refuses (an empty
+    segment: "runs:/<id>/a//b"), a model name with a "." or ".." segment
+    ("models:/m1/../1", which URL tools read as models:/1) or an alias no version can
+    have. Before, such a source was stored and every download of it failed."""
+    try:
+        parsed = parse_uri(value)
+    except InvalidArgumentError as error:
+        raise invalid_field(field, error.message, "INVALID_ARTIFACT_LOCATION") from None
+    if isinstance(parsed, RunUri | ArtifactUri):
+        segments = parsed.path.split("/") if parsed.path else []
+    else:
+        segments = parsed.name.split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise invalid_field(
+            field,
+            f"{value[:200]!r}: a path or model name holds no empty, '.' or '..' segment",
+            "INVALID_ARTIFACT_LOCATION",
+        )
+    if isinstance(parsed, ModelUri) and parsed.alias is not None:
+        try:
+            alias(parsed.alias, "its alias")
+        except InvalidArgument as refused:
+            raise invalid_field(field, refused.message, "INVALID_ARTIFACT_LOCATION") from None
 
 
 def updated_uri(value: str, field: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from cairn.exceptions import FailedPreconditionError, InvalidArgumentError, NotFoundError
@@ -146,11 +147,18 @@ async def test_a_version_stored_outside_cairn_is_named_not_fetched(
 
 
 async def test_a_malformed_cairn_source_is_reported_as_such_not_as_outside_cairn(
-    world: World, unique: str
+    world: World, unique: str, pool: asyncpg.Pool
 ) -> None:
+    """The first source is one stored before the registry refused it."""
     name = f"bad-source-{unique}"
     await world.registry.create_registered_model(name)
-    await world.registry.create_model_version(name, f"cairn-artifacts://{world.project}/a/../b")
+    stored = await world.registry.create_model_version(name, f"cairn-artifacts://{world.project}/a")
+    assert stored.id is not None
+    await pool.execute(
+        "UPDATE registry.model_versions SET source_uri = $2 WHERE id = $1",
+        int(stored.id),
+        f"cairn-artifacts://{world.project}/a/../b",
+    )
     await world.registry.create_model_version(name, f"runs:/{'x' * 300}/model")
 
     with pytest.raises(InvalidArgumentError) as raised:

@@ -437,6 +437,56 @@ async def test_no_version_or_artifact_points_at_another_projects_files(
     assert uri.uri.startswith(own)
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "runs:/{run}/../../x",
+        "runs:/{run}/a//b",
+        "runs:/{run}//x",
+        "RUNS:/{run}/./x",
+        "cairn-artifacts://{project}/../etc",
+        "cairn-artifacts://{project}/a//b",
+        "models:/m1/../1",
+        "models:/m1",
+        "models:/m1@",
+        "models:/m1@-bad",
+    ],
+)
+async def test_a_source_no_client_can_resolve_is_refused(
+    stub, server_port, unique, source: str
+) -> None:
+    """Such a source was stored, and every download of the version failed later in the
+    client ("'.' and '..' are not allowed in a path"); the artifact service refuses
+    empty segments too. An artifact's URI is checked alike."""
+    project = await new_project(server_port, f"paths-{unique}")
+    model_id = (await _create_model(stub, project, "m")).id
+    uri = source.format(run="0123abcd", project=project)
+    version = pb.ModelVersion(project=project, registered_model_id=model_id, source_uri=uri)
+    created = stub.CreateModelVersion(api.CreateModelVersionRequest(model_version=version))
+    assert await _refusal(created) == (INVALID, "INVALID_ARTIFACT_LOCATION")
+    artifact = pb.Artifact(project=project, name="weights", uri=uri)
+    artifact.model.model_format_name = "onnx"
+    made = stub.CreateArtifact(api.CreateArtifactRequest(artifact=artifact))
+    assert await _refusal(made) == (INVALID, "INVALID_ARTIFACT_LOCATION")
+
+
+async def test_sources_of_every_resolvable_form_are_kept(stub, server_port, unique) -> None:
+    project = await new_project(server_port, f"forms-{unique}")
+    model_id = (await _create_model(stub, project, "m")).id
+    for uri in [
+        "runs:/0123abcd",
+        "runs:/0123abcd/model/",
+        f"cairn-artifacts://{project}/a/b.onnx",
+        "models:/a/b/1",  # the model named "a/b"
+        "models:/m/Production",
+        "models:/m@champion",
+        "s3://bucket/../x",  # another store's: its own rules
+    ]:
+        version = pb.ModelVersion(project=project, registered_model_id=model_id, source_uri=uri)
+        made = await stub.CreateModelVersion(api.CreateModelVersionRequest(model_version=version))
+        assert made.model_version.source_uri == uri
+
+
 async def test_a_uri_stored_before_the_check_may_be_sent_back_unchanged(
     stub, server_port, unique, pool: asyncpg.Pool
 ) -> None:
