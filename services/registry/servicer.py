@@ -199,8 +199,11 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
             )
         elif key in ("name", "version", "alias"):
             model_id = validation.entity_id(request.registered_model_id, "registered_model_id")
+            # Checked as setting one checks it: an empty alias was looked up as version 0
+            # ("model version 0 not found"), one that cannot be set as absent.
+            alias = validation.alias(request.alias) if key == "alias" else ""
             record = await self._versions.find(
-                project, model_id, name=request.name, number=request.version, alias=request.alias
+                project, model_id, name=request.name, number=request.version, alias=alias
             )
         else:
             raise invalid_field("key", "give a name, version, alias or external_id")
