@@ -59,6 +59,7 @@ def parse(address: str) -> Address:
         ValueError: for a port that is not a number from 1 to 65535, a URL of another
             scheme (or with a path), an address holding a control character or a
             space, or an address of no form above.
+        TypeError: for an address that is no str.
     """
     _refuse_unreadable(address)
     if is_target(address):
@@ -73,7 +74,10 @@ def parse(address: str) -> Address:
 
 
 def _refuse_unreadable(address: str) -> None:
-    """ValueError for an address gRPC would read as another (or not as written)."""
+    """ValueError for an address gRPC would read as another (or not as written);
+    TypeError for one that is no text (None, an address read as bytes)."""
+    if not isinstance(address, str):
+        raise TypeError(f"an address is text (str), not {type(address).__name__}")
     whole = address.lower().startswith(_WHOLE_SCHEMES)
     found = (_UNREADABLE_IN_PATH if whole else _UNREADABLE).search(address)
     if found:  # where and which, not the text: a URL may hold a password

@@ -183,3 +183,36 @@ async def test_the_sync_facade_takes_its_artifacts_in_any_iterable(
             assert [i.uri for i in inputs] == [artifact.uri]
 
     await asyncio.to_thread(scenario)
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        (lambda t, r, m: t.create_experiment(5), "name: 5 is no string"),
+        (lambda t, r, m: t.get_run(5), "run_id: 5 is no string"),
+        (lambda t, r, m: t.search_runs(["1"], filter_string=5), "filter: 5 is no string"),
+        (lambda t, r, m: t.create_run("1", tags={1: 2}), "key: 1 is no string"),
+        (lambda t, r, m: m.get_registered_model(5), "name: 5 is no string"),
+        (lambda t, r, m: t.log_batch(r, params={"a": "b"}), "params: {'a': 'b'} is no list"),
+        (lambda t, r, m: t.log_batch(r, tags=["a"]), "tags: 'a' is no Tag"),
+        (lambda t, r, m: t.log_batch(r, metrics=[1, 2]), "metrics: 'int' object has no"),
+    ],
+    ids=["experiment", "run", "filter", "tag-key", "model", "params-dict", "tag", "metrics"],
+)
+async def test_an_argument_of_the_wrong_type_is_named(
+    tracking, run_id, server_port, call, named
+) -> None:
+    """protobuf's TypeError ("bad argument type for built-in operation") named no
+    argument, and log_batch given a dict of params an AttributeError of a str."""
+    async with cairn.ModelRegistryAPIClient.insecure_connection(
+        "127.0.0.1", server_port
+    ) as registry:
+        with pytest.raises(InvalidArgumentError) as refused:
+            await call(tracking, run_id, registry)
+    assert named in str(refused.value)
+
+
+def test_an_address_that_is_no_text_is_named() -> None:
+    """sync.Client(None) raised AttributeError: 'NoneType' object has no attribute 'lower'."""
+    with pytest.raises(TypeError, match=r"an address is text \(str\), not NoneType"):
+        sync.Client(None)

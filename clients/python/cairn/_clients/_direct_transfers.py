@@ -35,6 +35,7 @@ from ..exceptions import (
     UnavailableError,
     UnimplementedError,
 )
+from ..types._arguments import proto
 from ..types._artifacts import ObjectInfo, object_from_proto
 from . import _direct, _presigned
 from ._local_files import Source, check_length, file_for, open_source
@@ -79,7 +80,8 @@ class Upload:
     metadata: Metadata
 
     def header(self, project: str, size: int | None, sha256: str) -> api.UploadHeader:
-        return api.UploadHeader(
+        return proto(
+            api.UploadHeader,
             project=project,
             path=self.path,
             content_type=self.content_type or "",
@@ -230,7 +232,7 @@ class DirectTransfers:
             header = upload.header(self._transport.project, size, expected)
             reply = await self._ticket(
                 self._stub.CreateUploadTicket,
-                api.CreateUploadTicketRequest(header=header, accept_presigned=True),
+                proto(api.CreateUploadTicketRequest, header=header, accept_presigned=True),
                 upload.timeout,
                 upload.metadata,
             )
@@ -306,7 +308,8 @@ class DirectTransfers:
         except _direct.Unreachable as error:
             self._store_fell_back(error)
             return None
-        request = api.CompleteUploadTicketRequest(
+        request = proto(
+            api.CompleteUploadTicketRequest,
             project=header.project,
             path=header.path,
             upload=parts.upload,
@@ -323,8 +326,11 @@ class DirectTransfers:
         with the janitor a day later. Best effort: whatever it meets (an older server,
         a completion still holding the upload, an outage) is left to the janitor, and
         the error that ended the upload is the one raised."""
-        request = api.AbortUploadTicketRequest(
-            project=header.project, path=header.path, upload=parts.upload
+        request = proto(
+            api.AbortUploadTicketRequest,
+            project=header.project,
+            path=header.path,
+            upload=parts.upload,
         )
         with contextlib.suppress(Exception):
             await self._transport.unary(
@@ -393,8 +399,11 @@ class DirectTransfers:
         """Fetches the object over the byte endpoint, or from the object store through
         a presigned URL (S3), into temporary, checked against the sha256 its ticket's
         answer names; False when it cannot (the caller streams)."""
-        request = api.CreateDownloadTicketRequest(
-            project=self._transport.project, path=info.path, accept_presigned=True
+        request = proto(
+            api.CreateDownloadTicketRequest,
+            project=self._transport.project,
+            path=info.path,
+            accept_presigned=True,
         )
         reply = await self._ticket(self._stub.CreateDownloadTicket, request, timeout, metadata)
         if reply is None:

@@ -10,7 +10,7 @@ from .._transport import Metadata
 from ..auth.v1 import auth_service_pb2 as api
 from ..auth.v1 import auth_service_pb2_grpc
 from ..exceptions import NotFoundError
-from ..types._arguments import invalid_argument, member
+from ..types._arguments import invalid_argument, member, proto
 from ..types._auth import (
     ApiKey,
     ApiKeyExpirationTime,
@@ -49,7 +49,7 @@ class AuthClient(BaseClient):
         metadata: Metadata | None = None,
     ) -> str:
         """Creates a project (global admins only); returns its id, which is its name."""
-        request = api.CreateProjectRequest(name=name, description=description or "")
+        request = proto(api.CreateProjectRequest, name=name, description=description or "")
         response = await self._transport.unary(
             self._stub.CreateProject, request, timeout=timeout, metadata=metadata
         )
@@ -60,7 +60,7 @@ class AuthClient(BaseClient):
     ) -> Project:
         response = await self._transport.unary(
             self._stub.GetProject,
-            api.GetProjectRequest(project=project_id),
+            proto(api.GetProjectRequest, project=project_id),
             timeout=timeout,
             metadata=metadata,
         )
@@ -71,7 +71,7 @@ class AuthClient(BaseClient):
     ) -> list[Project]:
         """The projects the caller is a member of (every project for a global admin), in
         order of name; read a page at a time."""
-        return await self._every_project(api.GetProjectsRequest(), timeout, metadata)
+        return await self._every_project(proto(api.GetProjectsRequest), timeout, metadata)
 
     async def get_user_projects(
         self, user_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
@@ -80,7 +80,9 @@ class AuthClient(BaseClient):
 
         The caller's own, or anybody's for a global admin (ML cube's company admins).
         """
-        return await self._every_project(api.GetProjectsRequest(user_id=user_id), timeout, metadata)
+        return await self._every_project(
+            proto(api.GetProjectsRequest, user_id=user_id), timeout, metadata
+        )
 
     async def _every_project(
         self, request: api.GetProjectsRequest, timeout: float | None, metadata: Metadata | None
@@ -117,8 +119,11 @@ class AuthClient(BaseClient):
             raise invalid_argument(
                 "default_storage_policy", "Cairn projects have no storage policy; leave it None"
             )
-        request = api.UpdateProjectRequest(
-            project=project_id, name=name or None, description=description or None
+        request = proto(
+            api.UpdateProjectRequest,
+            project=project_id,
+            name=name or None,
+            description=description or None,
         )
         response = await self._transport.unary(
             self._stub.UpdateProject, request, timeout=timeout, metadata=metadata
@@ -170,7 +175,8 @@ class AuthClient(BaseClient):
         timeout: float | None,
         metadata: Metadata | None,
     ) -> str:
-        request = api.CreateApiKeyRequest(
+        request = proto(
+            api.CreateApiKeyRequest,
             name=name,
             expiration=member(ApiKeyExpirationTime, expiration_time, "expiration_time").value,
             user_id=user_id,
@@ -196,7 +202,7 @@ class AuthClient(BaseClient):
         """
         return await self._transport.every_page(
             self._stub.GetApiKeys,
-            api.GetApiKeysRequest(user_id=user_id, page_size=_KEYS_PAGE_SIZE),
+            proto(api.GetApiKeysRequest, user_id=user_id, page_size=_KEYS_PAGE_SIZE),
             lambda reply: [api_key_from_proto(k) for k in reply.api_keys],
             timeout=timeout,
             metadata=metadata,
@@ -242,7 +248,7 @@ class AuthClient(BaseClient):
         """Revokes a key, given whole or by its prefix; it stops working at once."""
         await self._transport.unary(
             self._stub.DeleteApiKey,
-            api.DeleteApiKeyRequest(api_key=api_key),
+            proto(api.DeleteApiKeyRequest, api_key=api_key),
             timeout=timeout,
             metadata=metadata,
         )
@@ -282,8 +288,11 @@ class AuthClient(BaseClient):
         metadata: Metadata | None = None,
     ) -> None:
         """Gives a user a role in a project, replacing any role they had there."""
-        request = api.AddUserProjectRoleRequest(
-            project=project_id, user_id=user_id, role=role_to_proto(project_role)
+        request = proto(
+            api.AddUserProjectRoleRequest,
+            project=project_id,
+            user_id=user_id,
+            role=role_to_proto(project_role),
         )
         await self._transport.unary(
             self._stub.AddUserProjectRole, request, timeout=timeout, metadata=metadata
@@ -299,7 +308,7 @@ class AuthClient(BaseClient):
     ) -> None:
         await self._transport.unary(
             self._stub.DeleteProjectRole,
-            api.DeleteProjectRoleRequest(project=project_id, user_id=user_id),
+            proto(api.DeleteProjectRoleRequest, project=project_id, user_id=user_id),
             timeout=timeout,
             metadata=metadata,
         )
@@ -311,7 +320,7 @@ class AuthClient(BaseClient):
         at a time."""
         return await self._transport.every_page(
             self._stub.GetProjectMembers,
-            api.GetProjectMembersRequest(project=project_id, page_size=_MEMBERS_PAGE_SIZE),
+            proto(api.GetProjectMembersRequest, project=project_id, page_size=_MEMBERS_PAGE_SIZE),
             lambda reply: [member_from_proto(m) for m in reply.members],
             timeout=timeout,
             metadata=metadata,

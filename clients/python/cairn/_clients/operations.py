@@ -22,6 +22,7 @@ from ..exceptions import (
 )
 from ..operations.v1 import operations_service_pb2 as api
 from ..operations.v1 import operations_service_pb2_grpc
+from ..types._arguments import proto
 from ..types._operations import (
     Operation,
     operation_from_proto,
@@ -78,7 +79,7 @@ class OperationsClient(BaseClient):
         Raises:
             InvalidArgumentError: for a negative older_than.
         """
-        request = api.StartGarbageCollectionRequest(older_than=_duration(older_than))
+        request = proto(api.StartGarbageCollectionRequest, older_than=_duration(older_than))
         response = await self._transport.unary(
             self._stub.StartGarbageCollection, request, timeout=timeout, metadata=metadata
         )
@@ -90,7 +91,7 @@ class OperationsClient(BaseClient):
         """Raises NotFoundError (OPERATION_NOT_FOUND) for a name no operation has."""
         response = await self._transport.unary(
             self._stub.GetOperation,
-            api.GetOperationRequest(name=name),
+            proto(api.GetOperationRequest, name=name),
             timeout=timeout,
             metadata=metadata,
         )
@@ -105,8 +106,10 @@ class OperationsClient(BaseClient):
     ) -> PagedList[Operation]:
         """One page of operations, newest first (100 by default); for Pager."""
         options = options or ListOptions()
-        request = api.ListOperationsRequest(
-            page_size=options.limit or 0, page_token=options.next_page_token or ""
+        request = proto(
+            api.ListOperationsRequest,
+            page_size=options.limit or 0,
+            page_token=options.next_page_token or "",
         )
         response = await self._transport.unary(
             self._stub.ListOperations, request, timeout=timeout, metadata=metadata
@@ -210,7 +213,7 @@ class OperationsClient(BaseClient):
                 await asyncio.sleep(rest)
 
     async def _wait_once(self, name: str, seconds: float) -> Operation:
-        request = api.WaitOperationRequest(name=name)
+        request = proto(api.WaitOperationRequest, name=name)
         request.timeout.FromTimedelta(datetime.timedelta(seconds=seconds))
         response = await self._transport.unary(
             self._stub.WaitOperation, request, timeout=seconds + _DEADLINE_MARGIN_SECONDS

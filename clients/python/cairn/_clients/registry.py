@@ -12,7 +12,7 @@ from ..exceptions import AlreadyExistsError, NotFoundError
 from ..models._uris import ModelUri, parse_uri
 from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
-from ..types._arguments import invalid_argument
+from ..types._arguments import invalid_argument, proto
 from ..types._paging import PagedList, gathered
 from ..types._registry import (
     MlflowModelVersion,
@@ -54,7 +54,8 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
         model = await self.get_registered_model(name, timeout=timeout, metadata=metadata)
         if description is None:
             return model
-        request = api.UpdateRegisteredModelRequest(
+        request = proto(
+            api.UpdateRegisteredModelRequest,
             registered_model=types.registered_model_to_proto(
                 RegisteredModel(name, id=model.id, description=description), self.project
             ),
@@ -80,8 +81,10 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
             return found
         message = types.model_version_to_proto(found, self.project, found.registered_model_id or "")
         message.description = description
-        request = api.UpdateModelVersionRequest(
-            model_version=message, update_mask=FieldMask(paths=["description"])
+        request = proto(
+            api.UpdateModelVersionRequest,
+            model_version=message,
+            update_mask=FieldMask(paths=["description"]),
         )
         reply = await self._transport.unary(
             self._stub.UpdateModelVersion, request, timeout=timeout, metadata=metadata
@@ -208,7 +211,8 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
         """
 
         async def page(size: int, token: str) -> tuple[list[RegisteredModel], str]:
-            request = api.ListRegisteredModelsRequest(
+            request = proto(
+                api.ListRegisteredModelsRequest,
                 project=self.project,
                 filter=filter_string or "",
                 page_size=size,
@@ -244,7 +248,8 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
         """
 
         async def page(size: int, token: str) -> tuple[list[MlflowModelVersion], str]:
-            request = api.ListModelVersionsRequest(
+            request = proto(
+                api.ListModelVersionsRequest,
                 project=self.project,
                 registered_model_id=registered_model_id or "",
                 filter=filter_string or "",

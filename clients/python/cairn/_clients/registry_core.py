@@ -16,7 +16,7 @@ from ..registry.v1 import registry_pb2 as pb
 from ..registry.v1 import registry_service_pb2 as api
 from ..registry.v1 import registry_service_pb2_grpc
 from ..types import _registry as types
-from ..types._arguments import invalid_argument
+from ..types._arguments import invalid_argument, proto
 from ..types._paging import ListOptions, OrderByField, PagedList, Pager
 from ..types._registry import Artifact, ModelArtifact, ModelVersion, RegisteredModel
 
@@ -77,8 +77,10 @@ class RegistryCore(BaseClient):
         """Creates the model (no id) or updates its fields (with an id); returns it as stored."""
         message = types.registered_model_to_proto(registered_model, self.project)
         if registered_model.id:
-            request: Any = api.UpdateRegisteredModelRequest(
-                registered_model=message, update_mask=FieldMask(paths=_MODEL_FIELDS)
+            request: Any = proto(
+                api.UpdateRegisteredModelRequest,
+                registered_model=message,
+                update_mask=FieldMask(paths=_MODEL_FIELDS),
             )
             reply = await self._transport.unary(
                 self._stub.UpdateRegisteredModel, request, timeout=timeout, metadata=metadata
@@ -86,7 +88,7 @@ class RegistryCore(BaseClient):
         else:
             reply = await self._transport.unary(
                 self._stub.CreateRegisteredModel,
-                api.CreateRegisteredModelRequest(registered_model=message),
+                proto(api.CreateRegisteredModelRequest, registered_model=message),
                 timeout=timeout,
                 metadata=metadata,
             )
@@ -105,8 +107,10 @@ class RegistryCore(BaseClient):
             model_version, self.project, str(registered_model_id)
         )
         if model_version.id:
-            request: Any = api.UpdateModelVersionRequest(
-                model_version=message, update_mask=FieldMask(paths=_VERSION_FIELDS)
+            request: Any = proto(
+                api.UpdateModelVersionRequest,
+                model_version=message,
+                update_mask=FieldMask(paths=_VERSION_FIELDS),
             )
             reply = await self._transport.unary(
                 self._stub.UpdateModelVersion, request, timeout=timeout, metadata=metadata
@@ -114,7 +118,7 @@ class RegistryCore(BaseClient):
         else:
             reply = await self._transport.unary(
                 self._stub.CreateModelVersion,
-                api.CreateModelVersionRequest(model_version=message),
+                proto(api.CreateModelVersionRequest, model_version=message),
                 timeout=timeout,
                 metadata=metadata,
             )
@@ -153,8 +157,10 @@ class RegistryCore(BaseClient):
     ) -> Artifact:
         message = types.artifact_to_proto(artifact, self.project, model_version_id)
         if artifact.id:
-            request: Any = api.UpdateArtifactRequest(
-                artifact=message, update_mask=FieldMask(paths=_ARTIFACT_FIELDS)
+            request: Any = proto(
+                api.UpdateArtifactRequest,
+                artifact=message,
+                update_mask=FieldMask(paths=_ARTIFACT_FIELDS),
             )
             reply = await self._transport.unary(
                 self._stub.UpdateArtifact, request, timeout=timeout, metadata=metadata
@@ -162,7 +168,7 @@ class RegistryCore(BaseClient):
         else:
             reply = await self._transport.unary(
                 self._stub.CreateArtifact,
-                api.CreateArtifactRequest(artifact=message),
+                proto(api.CreateArtifactRequest, artifact=message),
                 timeout=timeout,
                 metadata=metadata,
             )
@@ -175,7 +181,7 @@ class RegistryCore(BaseClient):
     ) -> RegisteredModel | None:
         reply = await self._maybe(
             self._stub.GetRegisteredModel,
-            api.GetRegisteredModelRequest(project=self.project, id=str(id)),
+            proto(api.GetRegisteredModelRequest, project=self.project, id=str(id)),
             timeout,
             metadata,
         )
@@ -190,7 +196,7 @@ class RegistryCore(BaseClient):
     ) -> ModelVersion | None:
         reply = await self._maybe(
             self._stub.GetModelVersion,
-            api.GetModelVersionRequest(project=self.project, id=str(model_version_id)),
+            proto(api.GetModelVersionRequest, project=self.project, id=str(model_version_id)),
             timeout,
             metadata,
         )
@@ -201,7 +207,7 @@ class RegistryCore(BaseClient):
     ) -> ModelArtifact | None:
         reply = await self._maybe(
             self._stub.GetArtifact,
-            api.GetArtifactRequest(project=self.project, id=str(id)),
+            proto(api.GetArtifactRequest, project=self.project, id=str(id)),
             timeout,
             metadata,
         )
@@ -219,9 +225,11 @@ class RegistryCore(BaseClient):
         """By name or by external id."""
         _exactly_one(name=name, external_id=external_id)
         request = (
-            api.FindRegisteredModelRequest(project=self.project, name=name)
+            proto(api.FindRegisteredModelRequest, project=self.project, name=name)
             if name
-            else api.FindRegisteredModelRequest(project=self.project, external_id=external_id)
+            else proto(
+                api.FindRegisteredModelRequest, project=self.project, external_id=external_id
+            )
         )
         reply = await self._maybe(self._stub.FindRegisteredModel, request, timeout, metadata)
         return types.registered_model_from_proto(reply.registered_model) if reply else None
@@ -237,10 +245,15 @@ class RegistryCore(BaseClient):
     ) -> ModelVersion | None:
         """By external id, or by registered model id and version name (e.g. "v1.0")."""
         if external_id:
-            request = api.FindModelVersionRequest(project=self.project, external_id=external_id)
+            request = proto(
+                api.FindModelVersionRequest, project=self.project, external_id=external_id
+            )
         elif registered_model_id and version:
-            request = api.FindModelVersionRequest(
-                project=self.project, registered_model_id=str(registered_model_id), name=version
+            request = proto(
+                api.FindModelVersionRequest,
+                project=self.project,
+                registered_model_id=str(registered_model_id),
+                name=version,
             )
         else:
             raise invalid_argument(
@@ -260,10 +273,13 @@ class RegistryCore(BaseClient):
     ) -> ModelArtifact | None:
         """By external id, or by name (within a model version when one is given)."""
         if external_id:
-            request = api.FindArtifactRequest(project=self.project, external_id=external_id)
+            request = proto(api.FindArtifactRequest, project=self.project, external_id=external_id)
         elif name:
-            request = api.FindArtifactRequest(
-                project=self.project, model_version_id=str(model_version_id or ""), name=name
+            request = proto(
+                api.FindArtifactRequest,
+                project=self.project,
+                model_version_id=str(model_version_id or ""),
+                name=name,
             )
         else:
             raise invalid_argument(
@@ -284,7 +300,9 @@ class RegistryCore(BaseClient):
     ) -> PagedList[RegisteredModel]:
         """One page of registered models (20 by default)."""
         options = options or ListOptions()
-        request = api.ListRegisteredModelsRequest(project=self.project, **_list_fields(options))
+        request = proto(
+            api.ListRegisteredModelsRequest, project=self.project, **_list_fields(options)
+        )
         reply = await self._transport.unary(
             self._stub.ListRegisteredModels, request, timeout=timeout, metadata=metadata
         )
@@ -301,7 +319,8 @@ class RegistryCore(BaseClient):
         metadata: Metadata | None = None,
     ) -> PagedList[ModelVersion]:
         options = options or ListOptions()
-        request = api.ListModelVersionsRequest(
+        request = proto(
+            api.ListModelVersionsRequest,
             project=self.project,
             registered_model_id=str(registered_model_id),
             **_list_fields(options),
@@ -365,7 +384,7 @@ class RegistryCore(BaseClient):
     # Every item of a project's list, all pages (whole-project reads: Devo's get_models)
 
     async def _every_registered_model(self, page_size: int) -> list[RegisteredModel]:
-        request = api.ListRegisteredModelsRequest(project=self.project, page_size=page_size)
+        request = proto(api.ListRegisteredModelsRequest, project=self.project, page_size=page_size)
         return await self._transport.every_page(
             self._stub.ListRegisteredModels,
             request,
@@ -373,7 +392,7 @@ class RegistryCore(BaseClient):
         )
 
     async def _every_model_version(self, page_size: int) -> list[ModelVersion]:
-        request = api.ListModelVersionsRequest(project=self.project, page_size=page_size)
+        request = proto(api.ListModelVersionsRequest, project=self.project, page_size=page_size)
         return await self._transport.every_page(
             self._stub.ListModelVersions,
             request,
@@ -381,8 +400,11 @@ class RegistryCore(BaseClient):
         )
 
     async def _every_model_artifact(self, page_size: int) -> list[ModelArtifact]:
-        request = api.ListArtifactsRequest(
-            project=self.project, kind=pb.ARTIFACT_KIND_MODEL, page_size=page_size
+        request = proto(
+            api.ListArtifactsRequest,
+            project=self.project,
+            kind=pb.ARTIFACT_KIND_MODEL,
+            page_size=page_size,
         )
         found = await self._transport.every_page(
             self._stub.ListArtifacts,
@@ -400,7 +422,8 @@ class RegistryCore(BaseClient):
         metadata: Metadata | None,
     ) -> PagedList[Artifact]:
         options = options or ListOptions()
-        request = api.ListArtifactsRequest(
+        request = proto(
+            api.ListArtifactsRequest,
             project=self.project,
             model_version_id=str(model_version_id or ""),
             kind=kind,  # type: ignore[arg-type]

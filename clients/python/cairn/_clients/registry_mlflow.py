@@ -14,7 +14,7 @@ from ..exceptions import NotFoundError
 from ..models._uris import version_number
 from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
-from ..types._arguments import invalid_argument
+from ..types._arguments import invalid_argument, proto
 from ..types._registry import MlflowModelVersion, ModelVersion, RegisteredModel
 from .registry_core import RegistryCore
 
@@ -32,7 +32,7 @@ class MlflowRegistry(RegistryCore):
         """Raises NotFoundError when no model has the name."""
         reply = await self._transport.unary(
             self._stub.FindRegisteredModel,
-            api.FindRegisteredModelRequest(project=self.project, name=name),
+            proto(api.FindRegisteredModelRequest, project=self.project, name=name),
             timeout=timeout,
             metadata=metadata,
         )
@@ -61,8 +61,8 @@ class MlflowRegistry(RegistryCore):
         metadata: Metadata | None = None,
     ) -> RegisteredModel:
         model_id = await self._model_id(name, timeout, metadata)
-        request = api.RenameRegisteredModelRequest(
-            project=self.project, id=model_id, new_name=new_name
+        request = proto(
+            api.RenameRegisteredModelRequest, project=self.project, id=model_id, new_name=new_name
         )
         reply = await self._transport.unary(
             self._stub.RenameRegisteredModel, request, timeout=timeout, metadata=metadata
@@ -77,7 +77,7 @@ class MlflowRegistry(RegistryCore):
         model_id = await self._model_id(name, timeout, metadata)
         await self._transport.unary(
             self._stub.DeleteRegisteredModel,
-            api.DeleteRegisteredModelRequest(project=self.project, id=model_id),
+            proto(api.DeleteRegisteredModelRequest, project=self.project, id=model_id),
             timeout=timeout,
             metadata=metadata,
         )
@@ -92,8 +92,12 @@ class MlflowRegistry(RegistryCore):
         metadata: Metadata | None = None,
     ) -> None:
         model_id = await self._model_id(name, timeout, metadata)
-        request = api.SetRegisteredModelTagRequest(
-            project=self.project, registered_model_id=model_id, key=key, value=str(value)
+        request = proto(
+            api.SetRegisteredModelTagRequest,
+            project=self.project,
+            registered_model_id=model_id,
+            key=key,
+            value=str(value),
         )
         await self._transport.unary(
             self._stub.SetRegisteredModelTag, request, timeout=timeout, metadata=metadata
@@ -103,8 +107,11 @@ class MlflowRegistry(RegistryCore):
         self, name: str, key: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> None:
         model_id = await self._model_id(name, timeout, metadata)
-        request = api.DeleteRegisteredModelTagRequest(
-            project=self.project, registered_model_id=model_id, key=key
+        request = proto(
+            api.DeleteRegisteredModelTagRequest,
+            project=self.project,
+            registered_model_id=model_id,
+            key=key,
         )
         await self._transport.unary(
             self._stub.DeleteRegisteredModelTag, request, timeout=timeout, metadata=metadata
@@ -121,7 +128,8 @@ class MlflowRegistry(RegistryCore):
     ) -> None:
         """Points the alias at a version, moving it from any other version atomically."""
         model_id = await self._model_id(name, timeout, metadata)
-        request = api.SetRegisteredModelAliasRequest(
+        request = proto(
+            api.SetRegisteredModelAliasRequest,
             project=self.project,
             registered_model_id=model_id,
             alias=alias,
@@ -140,8 +148,11 @@ class MlflowRegistry(RegistryCore):
         metadata: Metadata | None = None,
     ) -> None:
         model_id = await self._model_id(name, timeout, metadata)
-        request = api.DeleteRegisteredModelAliasRequest(
-            project=self.project, registered_model_id=model_id, alias=alias
+        request = proto(
+            api.DeleteRegisteredModelAliasRequest,
+            project=self.project,
+            registered_model_id=model_id,
+            alias=alias,
         )
         await self._transport.unary(
             self._stub.DeleteRegisteredModelAlias, request, timeout=timeout, metadata=metadata
@@ -156,8 +167,11 @@ class MlflowRegistry(RegistryCore):
         metadata: Metadata | None = None,
     ) -> MlflowModelVersion:
         model_id = await self._model_id(name, timeout, metadata)
-        request = api.FindModelVersionRequest(
-            project=self.project, registered_model_id=model_id, alias=alias
+        request = proto(
+            api.FindModelVersionRequest,
+            project=self.project,
+            registered_model_id=model_id,
+            alias=alias,
         )
         reply = await self._transport.unary(
             self._stub.FindModelVersion, request, timeout=timeout, metadata=metadata
@@ -218,8 +232,11 @@ class MlflowRegistry(RegistryCore):
         metadata: Metadata | None = None,
     ) -> MlflowModelVersion:
         model_id = await self._model_id(name, timeout, metadata)
-        request = api.FindModelVersionRequest(
-            project=self.project, registered_model_id=model_id, version=version_number(version)
+        request = proto(
+            api.FindModelVersionRequest,
+            project=self.project,
+            registered_model_id=model_id,
+            version=version_number(version),
         )
         reply = await self._transport.unary(
             self._stub.FindModelVersion, request, timeout=timeout, metadata=metadata
@@ -238,7 +255,7 @@ class MlflowRegistry(RegistryCore):
         found = await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
         await self._transport.unary(
             self._stub.DeleteModelVersion,
-            api.DeleteModelVersionRequest(project=self.project, id=found.id),
+            proto(api.DeleteModelVersionRequest, project=self.project, id=found.id),
             timeout=timeout,
             metadata=metadata,
         )
@@ -256,7 +273,8 @@ class MlflowRegistry(RegistryCore):
         """Moves a version to "None", "Staging", "Production" or "Archived"; with
         archive_existing_versions, the model's other versions in that stage are archived."""
         found = await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
-        request = api.TransitionModelVersionStageRequest(
+        request = proto(
+            api.TransitionModelVersionStageRequest,
             project=self.project,
             id=found.id,
             stage=types.stage_to_proto(stage),
@@ -277,7 +295,8 @@ class MlflowRegistry(RegistryCore):
     ) -> list[MlflowModelVersion]:
         """The highest version in each stage (every stage when none is given)."""
         model_id = await self._model_id(name, timeout, metadata)
-        request = api.GetLatestModelVersionsRequest(
+        request = proto(
+            api.GetLatestModelVersionsRequest,
             project=self.project,
             registered_model_id=model_id,
             stages=[types.stage_to_proto(s, "stages") for s in stages or ()],
@@ -308,8 +327,12 @@ class MlflowRegistry(RegistryCore):
         if key is None:
             raise invalid_argument("key", "set_model_version_tag needs a key")
         found = await self._version_or_stage(name, version, stage, timeout, metadata)
-        request = api.SetModelVersionTagRequest(
-            project=self.project, model_version_id=found.id, key=key, value=str(value)
+        request = proto(
+            api.SetModelVersionTagRequest,
+            project=self.project,
+            model_version_id=found.id,
+            key=key,
+            value=str(value),
         )
         await self._transport.unary(
             self._stub.SetModelVersionTag, request, timeout=timeout, metadata=metadata
@@ -329,8 +352,11 @@ class MlflowRegistry(RegistryCore):
         if key is None:
             raise invalid_argument("key", "delete_model_version_tag needs a key")
         found = await self._version_or_stage(name, version, stage, timeout, metadata)
-        request = api.DeleteModelVersionTagRequest(
-            project=self.project, model_version_id=found.id, key=key
+        request = proto(
+            api.DeleteModelVersionTagRequest,
+            project=self.project,
+            model_version_id=found.id,
+            key=key,
         )
         await self._transport.unary(
             self._stub.DeleteModelVersionTag, request, timeout=timeout, metadata=metadata
@@ -370,7 +396,7 @@ class MlflowRegistry(RegistryCore):
     ) -> str:
         """The URI of the version's first model artifact, else its source URI."""
         found = await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
-        request = api.GetModelVersionDownloadUriRequest(project=self.project, id=found.id)
+        request = proto(api.GetModelVersionDownloadUriRequest, project=self.project, id=found.id)
         return str(
             (
                 await self._transport.unary(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._transport import Transport
 from ..tracking.v1 import tracking_service_pb2 as api
 from ..types import _tracking as types
-from ..types._arguments import invalid_argument
+from ..types._arguments import invalid_argument, proto
 from ..types._paging import check_token_is_new
 from ..types._tracking import ViewType
 from ._experiment_ids import experiment_ids_of
@@ -63,7 +63,8 @@ class RunTables:
             raise ImportError(
                 "search_runs_table makes numpy columns: pip install numpy"
             ) from missing
-        request = api.SearchRunsRequest(
+        request = proto(
+            api.SearchRunsRequest,
             project=self.project,
             experiment_ids=experiment_ids_of(experiment_ids),
             filter=filter_string,
@@ -96,7 +97,7 @@ class RunTables:
 
 def _search(client: _Tracking, request: api.SearchRunsRequest) -> asyncio.Task[Any]:
     """The SearchRuns call of a copy of request, under way."""
-    sent = api.SearchRunsRequest()
+    sent = proto(api.SearchRunsRequest)
     sent.CopyFrom(request)
     return asyncio.ensure_future(client._transport.unary(client._stub.SearchRuns, sent))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +18,7 @@ from ..tracking.v1 import tracking_pb2 as pb
 from ..tracking.v1 import tracking_service_pb2 as api
 from ..tracking.v1 import tracking_service_pb2_grpc
 from ..types import _tracking as types
-from ..types._arguments import invalid_argument
+from ..types._arguments import invalid_argument, proto
 from ..types._paging import ListOptions, OrderByField, PagedList, gathered
 from ..types._tracking import Experiment, Metric, Param, Run, RunInput, RunStatus, RunTag, ViewType
 from . import journal
@@ -36,6 +36,7 @@ SEARCH_MAX_RESULTS_DEFAULT = 1000
 SEARCH_MAX_RESULTS_THRESHOLD = 50_000
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
 T = TypeVar("T")
+M = TypeVar("M", pb.Param, pb.Tag)
 _EXPERIMENT_ORDER = {
     OrderByField.CREATE_TIME: "creation_time",
     OrderByField.UPDATE_TIME: "last_update_time",
@@ -81,7 +82,8 @@ class TrackingClient(
         Raises:
             AlreadyExistsError: an experiment of that name exists (even deleted).
         """
-        request = api.CreateExperimentRequest(
+        request = proto(
+            api.CreateExperimentRequest,
             project=self.project,
             name=name,
             artifact_location=artifact_location or "",
@@ -96,7 +98,9 @@ class TrackingClient(
         self, experiment_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> Experiment:
         """Raises NotFoundError when there is no such experiment."""
-        request = api.GetExperimentRequest(project=self.project, experiment_id=str(experiment_id))
+        request = proto(
+            api.GetExperimentRequest, project=self.project, experiment_id=str(experiment_id)
+        )
         reply = await self._transport.unary(
             self._stub.GetExperiment, request, timeout=timeout, metadata=metadata
         )
@@ -106,7 +110,7 @@ class TrackingClient(
         self, name: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> Experiment | None:
         """The experiment of that name, or None."""
-        request = api.GetExperimentByNameRequest(project=self.project, name=name)
+        request = proto(api.GetExperimentByNameRequest, project=self.project, name=name)
         try:
             reply = await self._transport.unary(
                 self._stub.GetExperimentByName, request, timeout=timeout, metadata=metadata
@@ -151,7 +155,8 @@ class TrackingClient(
             order = order if chosen is None else chosen
 
         async def page(size: int, token: str) -> tuple[list[Experiment], str]:
-            request = api.SearchExperimentsRequest(
+            request = proto(
+                api.SearchExperimentsRequest,
                 project=self.project,
                 filter=filter_string or "",
                 order_by=order,
@@ -175,8 +180,11 @@ class TrackingClient(
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> None:
-        request = api.RenameExperimentRequest(
-            project=self.project, experiment_id=str(experiment_id), new_name=new_name
+        request = proto(
+            api.RenameExperimentRequest,
+            project=self.project,
+            experiment_id=str(experiment_id),
+            new_name=new_name,
         )
         await self._transport.unary(
             self._stub.RenameExperiment, request, timeout=timeout, metadata=metadata
@@ -186,8 +194,8 @@ class TrackingClient(
         self, experiment_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> None:
         """Soft-deletes the experiment; its runs are hidden with it until restored."""
-        request = api.DeleteExperimentRequest(
-            project=self.project, experiment_id=str(experiment_id)
+        request = proto(
+            api.DeleteExperimentRequest, project=self.project, experiment_id=str(experiment_id)
         )
         await self._transport.unary(
             self._stub.DeleteExperiment, request, timeout=timeout, metadata=metadata
@@ -196,8 +204,8 @@ class TrackingClient(
     async def restore_experiment(
         self, experiment_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> None:
-        request = api.RestoreExperimentRequest(
-            project=self.project, experiment_id=str(experiment_id)
+        request = proto(
+            api.RestoreExperimentRequest, project=self.project, experiment_id=str(experiment_id)
         )
         await self._transport.unary(
             self._stub.RestoreExperiment, request, timeout=timeout, metadata=metadata
@@ -212,8 +220,12 @@ class TrackingClient(
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> None:
-        request = api.SetExperimentTagRequest(
-            project=self.project, experiment_id=str(experiment_id), key=key, value=str(value)
+        request = proto(
+            api.SetExperimentTagRequest,
+            project=self.project,
+            experiment_id=str(experiment_id),
+            key=key,
+            value=str(value),
         )
         await self._transport.unary(
             self._stub.SetExperimentTag, request, timeout=timeout, metadata=metadata
@@ -227,8 +239,11 @@ class TrackingClient(
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> None:
-        request = api.DeleteExperimentTagRequest(
-            project=self.project, experiment_id=str(experiment_id), key=key
+        request = proto(
+            api.DeleteExperimentTagRequest,
+            project=self.project,
+            experiment_id=str(experiment_id),
+            key=key,
         )
         await self._transport.unary(
             self._stub.DeleteExperimentTag, request, timeout=timeout, metadata=metadata
@@ -249,7 +264,8 @@ class TrackingClient(
         metadata: Metadata | None = None,
     ) -> Run:
         """Starts a run (status RUNNING); a name is generated when none is given."""
-        request = api.CreateRunRequest(
+        request = proto(
+            api.CreateRunRequest,
             project=self.project,
             experiment_id=str(experiment_id),
             run_name=run_name or "",
@@ -269,7 +285,7 @@ class TrackingClient(
         """Raises NotFoundError when there is no such run."""
         reply = await self._transport.unary(
             self._stub.GetRun,
-            api.GetRunRequest(project=self.project, run_id=run_id),
+            proto(api.GetRunRequest, project=self.project, run_id=run_id),
             timeout=timeout,
             metadata=metadata,
         )
@@ -299,7 +315,8 @@ class TrackingClient(
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> None:
-        request = api.UpdateRunRequest(
+        request = proto(
+            api.UpdateRunRequest,
             project=self.project,
             run_id=run_id,
             run_name=name or "",
@@ -319,7 +336,8 @@ class TrackingClient(
         metadata: Metadata | None = None,
     ) -> None:
         """Ends a run: FINISHED unless another status is given, at end_time or now."""
-        request = api.UpdateRunRequest(
+        request = proto(
+            api.UpdateRunRequest,
             project=self.project,
             run_id=run_id,
             status=types.status_to_proto(status or RunStatus.FINISHED),
@@ -334,7 +352,7 @@ class TrackingClient(
     ) -> None:
         await self._transport.unary(
             self._stub.DeleteRun,
-            api.DeleteRunRequest(project=self.project, run_id=run_id),
+            proto(api.DeleteRunRequest, project=self.project, run_id=run_id),
             timeout=timeout,
             metadata=metadata,
         )
@@ -344,7 +362,7 @@ class TrackingClient(
     ) -> None:
         await self._transport.unary(
             self._stub.RestoreRun,
-            api.RestoreRunRequest(project=self.project, run_id=run_id),
+            proto(api.RestoreRunRequest, project=self.project, run_id=run_id),
             timeout=timeout,
             metadata=metadata,
         )
@@ -389,7 +407,8 @@ class TrackingClient(
         view = types.view_type_to_proto(run_view_type, "run_view_type")
 
         async def page(size: int, token: str) -> tuple[list[Run], str]:
-            request = api.SearchRunsRequest(
+            request = proto(
+                api.SearchRunsRequest,
                 project=self.project,
                 experiment_ids=ids,
                 filter=filter_string,
@@ -485,13 +504,14 @@ class TrackingClient(
     ) -> RunOperations | None:
         """Logs one point. With synchronous=False it returns at once a RunOperations
         whose wait() waits for the write (docs/client.md, "MLflow")."""
-        metric = pb.Metric(
+        metric = proto(
+            pb.Metric,
             key=key,
             value=real(value, "value"),
             timestamp_ms=whole(_now_ms() if timestamp is None else timestamp, "timestamp"),
             step=whole(step or 0, "step"),
         )
-        request = api.LogMetricRequest(project=self.project, run_id=run_id, metric=metric)
+        request = proto(api.LogMetricRequest, project=self.project, run_id=run_id, metric=metric)
         return await self._write(
             self._transport.unary(
                 self._stub.LogMetric, request, timeout=timeout, metadata=metadata
@@ -512,8 +532,11 @@ class TrackingClient(
         """Logs a param; returns value (a RunOperations with synchronous=False, as in
         MLflow). Logging another value for the key later raises
         FailedPreconditionError (reason PARAM_ALREADY_LOGGED)."""
-        request = api.LogParamRequest(
-            project=self.project, run_id=run_id, param=pb.Param(key=key, value=str(value))
+        request = proto(
+            api.LogParamRequest,
+            project=self.project,
+            run_id=run_id,
+            param=proto(pb.Param, key=key, value=str(value)),
         )
         started = await self._write(
             self._transport.unary(self._stub.LogParam, request, timeout=timeout, metadata=metadata),
@@ -531,8 +554,11 @@ class TrackingClient(
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> RunOperations | None:
-        request = api.SetTagRequest(
-            project=self.project, run_id=run_id, tag=pb.Tag(key=key, value=str(value))
+        request = proto(
+            api.SetTagRequest,
+            project=self.project,
+            run_id=run_id,
+            tag=proto(pb.Tag, key=key, value=str(value)),
         )
         return await self._write(
             self._transport.unary(self._stub.SetTag, request, timeout=timeout, metadata=metadata),
@@ -547,7 +573,7 @@ class TrackingClient(
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> None:
-        request = api.DeleteTagRequest(project=self.project, run_id=run_id, key=key)
+        request = proto(api.DeleteTagRequest, project=self.project, run_id=run_id, key=key)
         await self._transport.unary(
             self._stub.DeleteTag, request, timeout=timeout, metadata=metadata
         )
@@ -570,13 +596,14 @@ class TrackingClient(
         else a new one; it is sent with every retry, so a batch the channel retries, or
         a caller sends again under its id, is applied once.
         """
-        request = api.LogBatchRequest(
+        request = proto(
+            api.LogBatchRequest,
             project=self.project,
             run_id=run_id,
             request_id=request_id or _request_id_of(metadata) or uuid.uuid4().hex,
             metrics=_columns(metrics),
-            params=[pb.Param(key=p.key, value=str(p.value)) for p in params],
-            tags=[pb.Tag(key=t.key, value=str(t.value)) for t in tags],
+            params=_pairs(params, pb.Param, "params"),
+            tags=_pairs(tags, pb.Tag, "tags"),
         )
         return await self._write(
             self._transport.unary(self._stub.LogBatch, request, timeout=timeout, metadata=metadata),
@@ -592,11 +619,19 @@ class TrackingClient(
         metadata: Metadata | None = None,
     ) -> None:
         """Records what the run used (its input lineage)."""
-        request = api.LogInputsRequest(
+        request = proto(
+            api.LogInputsRequest,
             project=self.project,
             run_id=run_id,
             inputs=[
-                pb.RunInput(kind=i.kind, name=i.name, uri=i.uri, digest=i.digest, context=i.context)
+                proto(
+                    pb.RunInput,
+                    kind=i.kind,
+                    name=i.name,
+                    uri=i.uri,
+                    digest=i.digest,
+                    context=i.context,
+                )
                 for i in inputs
             ],
         )
@@ -646,7 +681,8 @@ class TrackingClient(
         timeout: float | None,
         metadata: Metadata | None,
     ) -> AsyncIterator[list[Metric]]:
-        request = api.GetMetricHistoryRequest(
+        request = proto(
+            api.GetMetricHistoryRequest,
             project=self.project,
             run_id=run_id,
             metric_key=key,
@@ -667,7 +703,8 @@ class TrackingClient(
         metadata: Metadata | None = None,
     ) -> dict[str, list[Metric]]:
         """The history of one metric for several runs (at most 100), by run id as given."""
-        request = api.GetMetricHistoryBulkRequest(
+        request = proto(
+            api.GetMetricHistoryBulkRequest,
             project=self.project,
             run_ids=list(run_ids),
             metric_key=key,
@@ -688,7 +725,7 @@ class TrackingClient(
 
 
 def _tags(tags: dict[str, Any] | None) -> list[pb.Tag]:
-    return [pb.Tag(key=k, value=str(v)) for k, v in (tags or {}).items()]
+    return [proto(pb.Tag, key=k, value=str(v)) for k, v in (tags or {}).items()]
 
 
 def _apply_options(
@@ -730,11 +767,33 @@ def _now_ms() -> int:
 
 
 def _columns(metrics: Sequence[Metric]) -> pb.MetricColumns:
+    _refuse_mapping(metrics, "metrics", "Metric")
     try:
         return types.metrics_to_columns(list(metrics))
-    # A step past 64 bits, a value of no number or none a float can hold (10**400).
-    except (TypeError, ValueError, OverflowError) as error:
+    # A step past 64 bits, a value of no number or none a float can hold (10**400), an
+    # item that is no Metric.
+    except (TypeError, ValueError, OverflowError, AttributeError) as error:
         raise InvalidArgumentError(f"metrics: {error}", reason="INVALID_ARGUMENT") from None
+
+
+def _pairs(items: Sequence[Param] | Sequence[RunTag], kind: type[M], argument: str) -> list[M]:
+    """log_batch's params or tags as messages: each item has a key and a value, as a
+    Param and a RunTag (or MLflow's own) have; anything else is an InvalidArgumentError
+    naming the argument, not an AttributeError of a str."""
+    name = kind.DESCRIPTOR.name
+    _refuse_mapping(items, argument, name)
+    pairs = []
+    for item in items:
+        if not (hasattr(item, "key") and hasattr(item, "value")):
+            raise invalid_argument(argument, f"{item!r} is no {name} (a key and a value)")
+        pairs.append(proto(kind, key=item.key, value=str(item.value)))
+    return pairs
+
+
+def _refuse_mapping(items: object, argument: str, name: str) -> None:
+    # A dict of keys and values is MLflow's log_params(params), a common slip here.
+    if isinstance(items, Mapping | str):
+        raise invalid_argument(argument, f"{items!r} is no list of {name}")
 
 
 def _request_id_of(metadata: Metadata | None) -> str | None:

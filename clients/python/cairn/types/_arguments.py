@@ -5,11 +5,17 @@ argument, so that a caller catching `CairnError` catches it as well."""
 from __future__ import annotations
 
 import enum
-from typing import TypeVar
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from ..exceptions import InvalidArgumentError
 
 E = TypeVar("E", bound=enum.Enum)
+M = TypeVar("M", bound=Message)
+P = ParamSpec("P")
 
 
 def invalid_argument(argument: str, problem: str) -> InvalidArgumentError:
@@ -17,6 +23,47 @@ def invalid_argument(argument: str, problem: str) -> InvalidArgumentError:
     return InvalidArgumentError(
         f"{argument}: {problem}", reason="INVALID_ARGUMENT", field_violations=[(argument, problem)]
     )
+
+
+def proto(message: Callable[P, M], /, *args: P.args, **fields: P.kwargs) -> M:
+    """message(**fields), the message a call sends; a field given a value of the wrong
+    type (a run id as 5, a tag's key as 1) is an InvalidArgumentError naming the field,
+    where protobuf's own TypeError ("bad argument type for built-in operation") names
+    none. message is positional only (a field may be named `kind`), and mypy checks the
+    fields against it as against a call of it."""
+    try:
+        return message(*args, **fields)
+    except TypeError:
+        alone: Callable[..., M] = message
+        for name, value in fields.items():  # only on failure: which one, alone, fails
+            try:
+                alone(**{name: value})
+            except TypeError:
+                field = alone.DESCRIPTOR.fields_by_name[name]  # type: ignore[attr-defined]
+                raise invalid_argument(name, f"{value!r} is no {_wanted(field)}") from None
+        raise
+
+
+def _wanted(field: FieldDescriptor) -> str:
+    if field.message_type is not None:
+        single = field.message_type.name
+    elif field.enum_type is not None:
+        single = field.enum_type.name
+    else:
+        single = _SCALARS.get(field.cpp_type, "value")
+    return f"list of {single}" if field.is_repeated else single
+
+
+_SCALARS = {
+    FieldDescriptor.CPPTYPE_STRING: "string",
+    FieldDescriptor.CPPTYPE_BOOL: "boolean",
+    FieldDescriptor.CPPTYPE_DOUBLE: "number",
+    FieldDescriptor.CPPTYPE_FLOAT: "number",
+    FieldDescriptor.CPPTYPE_INT32: "integer",
+    FieldDescriptor.CPPTYPE_INT64: "integer",
+    FieldDescriptor.CPPTYPE_UINT32: "integer",
+    FieldDescriptor.CPPTYPE_UINT64: "integer",
+}
 
 
 def member(kind: type[E], value: object, argument: str) -> E:

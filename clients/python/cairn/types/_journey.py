@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..registry.v1 import registry_pb2 as pb
+from ._arguments import proto
 from ._registry import ModelVersion, PropertyValue, properties_from_proto, properties_to_proto
 from ._tracking import Run, RunInput
 
@@ -109,7 +110,8 @@ def versioned_artifact_to_proto(
 ) -> pb.Artifact:
     """A new version's message; type "model" makes a model artifact, any other a doc one
     (the registry's two kinds), so Kubeflow's lists show it as one or the other."""
-    message = pb.Artifact(
+    message = proto(
+        pb.Artifact,
         project=project,
         name=name,
         type=artifact_type,

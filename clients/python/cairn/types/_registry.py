@@ -14,7 +14,7 @@ from .._numbers import is_bool, whole
 from ..common.v1 import common_pb2
 from ..exceptions import InvalidArgumentError
 from ..registry.v1 import registry_pb2 as pb
-from ._arguments import member
+from ._arguments import member, proto
 
 PropertyValue = bool | int | float | str
 
@@ -253,7 +253,8 @@ def properties_from_proto(values: Any) -> dict[str, PropertyValue]:
 
 
 def registered_model_to_proto(model: RegisteredModel, project: str) -> pb.RegisteredModel:
-    return pb.RegisteredModel(
+    return proto(
+        pb.RegisteredModel,
         project=project,
         id=model.id or "",
         name=model.name,
@@ -286,7 +287,8 @@ def registered_model_from_proto(message: pb.RegisteredModel) -> RegisteredModel:
 def model_version_to_proto(
     version: ModelVersion, project: str, registered_model_id: str
 ) -> pb.ModelVersion:
-    return pb.ModelVersion(
+    return proto(
+        pb.ModelVersion,
         project=project,
         id=version.id or "",
         registered_model_id=registered_model_id,
@@ -339,7 +341,8 @@ def _version_fields(message: pb.ModelVersion) -> dict[str, Any]:
 def artifact_to_proto(
     artifact: Artifact, project: str, model_version_id: str | None
 ) -> pb.Artifact:
-    message = pb.Artifact(
+    message = proto(
+        pb.Artifact,
         project=project,
         id=artifact.id or "",
         model_version_id=model_version_id or "",
@@ -354,7 +357,10 @@ def artifact_to_proto(
     )
     if isinstance(artifact, ModelArtifact):
         message.model.CopyFrom(
-            pb.ModelArtifactDetails(**{name: getattr(artifact, name) or "" for name in _DETAILS})
+            proto(
+                pb.ModelArtifactDetails,
+                **{name: getattr(artifact, name) or "" for name in _DETAILS},
+            )
         )
     else:
         message.doc.SetInParent()
