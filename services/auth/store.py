@@ -367,6 +367,7 @@ class AuthStore:
     ) -> None:
         """Gives user_id role in project; keep_an_admin: refuses to demote its last admin."""
         async with self._pool.acquire() as conn, conn.transaction():
+            await _take_turns(conn, project)
             if keep_an_admin and role != Role.ADMIN:
                 await _keep_an_admin(conn, project, user_id)
             await conn.execute(_ADD_USER, user_id)
@@ -381,6 +382,7 @@ class AuthStore:
     async def delete_role(self, project: str, user_id: str, keep_an_admin: bool = False) -> None:
         """Takes user_id's role in project away; keep_an_admin: not its last admin's."""
         async with self._pool.acquire() as conn, conn.transaction():
+            await _take_turns(conn, project)
             if keep_an_admin:
                 await _keep_an_admin(conn, project, user_id)
             deleted = await conn.fetchval(
@@ -406,14 +408,25 @@ class AuthStore:
         return keyset.page(rows, page_size, lambda row: Member(**dict(row)))
 
 
+async def _take_turns(conn: asyncpg.Connection, project: str) -> None:
+    """Makes the changes of project's roles run one after another: each holds the
+    project's row until it commits, so the next one sees its change, and none waits for
+    a role's row another holds. Locking only the rows a change reads and writes did not
+    do: with three admins demoting each other, a change held the admins' rows and waited
+    for its target's, which another change held while it waited for an admin's, and
+    PostgreSQL aborted one of them (a deadlock). NO KEY UPDATE leaves the key-share locks
+    of other tables' foreign keys to the project free."""
+    await conn.execute("SELECT 1 FROM auth.projects WHERE name = $1 FOR NO KEY UPDATE", project)
+
+
 async def _keep_an_admin(conn: asyncpg.Connection, project: str, user_id: str) -> None:
     """Refuses a change that takes user_id's admin role in project away from its only
-    admin. The admins' rows stay locked until the change commits, so two admins taking
-    each other's role at once take turns, and the second sees the first's change; both
-    lock them in one order, so neither holds a row the other waits for."""
+    admin. The caller has taken its turn (_take_turns), so the admins read here stay as
+    they are until the change commits: two admins taking each other's role at once take
+    turns, and the second sees the first's change."""
     admins = await conn.fetch(
         """SELECT user_id FROM auth.project_roles WHERE project = $1 AND role = $2
-           ORDER BY user_id FOR UPDATE""",
+           ORDER BY user_id""",
         project,
         Role.ADMIN,
     )

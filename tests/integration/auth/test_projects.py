@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import asyncpg
 import pytest
@@ -156,11 +157,18 @@ async def test_a_viewer_cannot_upload_and_nothing_is_stored(world: World) -> Non
 
 async def _project_of_two_admins(world: World, unique: str) -> tuple[str, dict[str, str]]:
     """A new project whose admins are "first" and "second"; each one's user id and key."""
-    project = f"two-admins-{unique}"
+    return await _project_of_admins(world, unique, ("first", "second"))
+
+
+async def _project_of_admins(
+    world: World, unique: str, names: tuple[str, ...]
+) -> tuple[str, dict[str, str]]:
+    """A new project with an admin of each name; each one's user id and key."""
+    project = f"admins-{len(names)}-{unique}"
     keys = {}
     async with world.auth("global_admin") as root:
         await root.create_project(project)
-        for name in ("first", "second"):
+        for name in names:
             user = f"{name}-{unique}"
             await root.add_user_project_role(user, project, ProjectRole.ADMIN)
             keys[user] = await root.create_user_api_key(user, "k", ApiKeyExpirationTime.ONE_YEAR)
@@ -195,7 +203,8 @@ async def test_two_admins_taking_each_others_role_at_once_leave_one(
     project, keys = await _project_of_two_admins(world, unique)
     first, second = keys
     async with world.auth_with(keys[first]) as one, world.auth_with(keys[second]) as other:
-        # The test holds the admins' rows, so both changes are admitted and wait on them.
+        # The test holds the admins' rows, so both changes are admitted and wait: one
+        # for a row, the other for its turn.
         async with pool.acquire() as holder, holder.transaction():
             await holder.execute(
                 "SELECT 1 FROM auth.project_roles WHERE project = $1 FOR UPDATE", project
@@ -215,9 +224,46 @@ async def test_two_admins_taking_each_others_role_at_once_leave_one(
     assert roles == {ProjectRole.VIEWER, ProjectRole.ADMIN}
 
 
+async def test_admins_changing_each_others_roles_at_once_take_turns(
+    world: World, unique: str
+) -> None:
+    """Three admins each demote all three to editor at once, round after round: the
+    changes take turns, and all but the last admin's demotions are made. Before, a change
+    locked the rows of the admins it saw and then its target's row, which may lie outside
+    them, so PostgreSQL found deadlocks and some calls raised AbortedError
+    (TRANSACTION_CONFLICT) in most runs of ten rounds."""
+    project, keys = await _project_of_admins(world, unique, ("first", "second", "third"))
+    async with contextlib.AsyncExitStack() as stack:
+        root = await stack.enter_async_context(world.auth("global_admin"))
+        admins = [await stack.enter_async_context(world.auth_with(key)) for key in keys.values()]
+        for _ in range(10):
+            for user in keys:
+                await root.add_user_project_role(user, project, ProjectRole.ADMIN)
+            outcomes = await asyncio.gather(
+                *(
+                    admin.add_user_project_role(user, project, ProjectRole.EDITOR)
+                    for admin in admins
+                    for user in keys
+                ),
+                return_exceptions=True,
+            )
+            refused = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+            # A caller demoted before its call is admitted is refused, as it should be.
+            assert all(
+                isinstance(error, PermissionDeniedError)
+                or (
+                    isinstance(error, FailedPreconditionError)
+                    and error.reason == "LAST_PROJECT_ADMIN"
+                )
+                for error in refused
+            ), refused
+            roles = [member.role for member in await root.get_project_members(project)]
+            assert sorted(roles) == [ProjectRole.ADMIN, ProjectRole.EDITOR, ProjectRole.EDITOR]
+
+
 async def _waiting_on_locks(pool: asyncpg.Pool, count: int) -> bool:
     waiting = await pool.fetchval(
         """SELECT count(*) FROM pg_stat_activity
-           WHERE wait_event_type = 'Lock' AND query LIKE '%auth.project_roles%'"""
+           WHERE wait_event_type = 'Lock' AND query LIKE '%auth.project%'"""
     )
     return waiting >= count
