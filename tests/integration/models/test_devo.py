@@ -4,6 +4,7 @@ page, and Devo's two exceptions."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 import cairn
 from cairn._clients.model_manager import FILES_ROOT
 from cairn.exceptions import InvalidArgumentError, ModelAlreadyExists, ModelNotFound
+from cairn.models._uris import ArtifactUri
+from cairn.types import ManagedModel
 from tests.integration.models.conftest import World
 
 
@@ -196,3 +199,41 @@ async def test_a_name_the_registry_refuses_is_refused_before_the_file_goes_up(
         with pytest.raises(InvalidArgumentError):
             await manager.add_model(refused, "TORCH", model_file)
     assert await world.store.list(FILES_ROOT, recursive=True) == []
+
+
+async def test_adds_of_one_new_name_at_once_leave_only_the_winners_files(
+    world: World, tmp_path: Path
+) -> None:
+    """Six adds of one new name at once: one makes the model, the others are
+    ModelAlreadyExists and take the files they uploaded away again. Before, each loser's
+    upload stayed under registry/models/<name>/ for ever, named by no version."""
+    model_file = tmp_path / "model.onnx"
+    model_file.write_bytes(b"onnx" * 1000)
+    managers = [cairn.ModelManager(world.registry, tmp_path / "dl") for _ in range(6)]
+
+    outcomes = await asyncio.gather(
+        *(manager.add_model("raced", "ONNX", model_file) for manager in managers),
+        return_exceptions=True,
+    )
+
+    [added] = [outcome for outcome in outcomes if isinstance(outcome, ManagedModel)]
+    assert all(isinstance(o, ModelAlreadyExists) for o in outcomes if o is not added), outcomes
+    assert await _stored_directories(world) == {added.uri}
+
+
+async def test_files_of_an_add_the_registry_refuses_are_removed(
+    manager: cairn.ModelManager, world: World, tmp_path: Path
+) -> None:
+    """A description the registry refuses (known only once the file is up): the file goes
+    again. Before, it stayed, named by no version."""
+    model_file = tmp_path / "model.bin"
+    model_file.write_bytes(b"weights")
+    with pytest.raises(InvalidArgumentError):
+        await manager.add_model("described", "TORCH", model_file, description="nul \x00")
+    assert await _stored_directories(world) == set()
+
+
+async def _stored_directories(world: World) -> set[str]:
+    """The cairn-artifacts:// URI of each directory add_model stored files in."""
+    stored = await world.store.list(FILES_ROOT, recursive=True)
+    return {str(ArtifactUri(world.project, entry.path.rsplit("/", 1)[0])) for entry in stored}

@@ -10,6 +10,7 @@ than changing files a version points at, so what was registered stays loadable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _names as names
-from ..exceptions import AlreadyExistsError, NotFoundError
+from ..exceptions import AlreadyExistsError, CairnError, NotFoundError
 from ..models import _manifest
 from ..models._copies import copy_files
 from ..models._flavors import FilesFlavor
@@ -26,11 +27,11 @@ from ..models._uris import ArtifactUri, parse_uri
 from ..types._journey import ManagedModel
 from ..types._registry import ModelArtifact, ModelVersion, RegisteredModel
 from ._local_files import files_in
-from .artifacts import in_project
+from .artifacts import ArtifactClient, in_project
 from .registry import ModelRegistryAPIClient
 from .run_models import _upload, fetch_model
 from .tracking import TrackingClient
-from .versioned_artifacts import _segment
+from .versioned_artifacts import _REFUSED, _segment
 
 # Where add_model puts files in the artifact service, one directory per version.
 FILES_ROOT = "registry/models"
@@ -100,11 +101,8 @@ class ModelManager:
                 return await self._finish(existing, left, source.name, engine)
             if not force:
                 raise _taken(name, await self._registry.get_latest_versions(name))
-        uri = await self._store_file(name, source)
-        model = await self._model_for(name, existing, description, force)
-        version = await self._registry.upsert_model_version(
-            ModelVersion("", description=description, source_uri=uri), model.id or ""
-        )
+        model, version = await self._add_version(name, existing, source, description, force)
+        uri = version.source_uri or ""
         artifact = await self._registry.upsert_model_artifact(
             ModelArtifact(source.name, uri=uri, model_format_name=engine), version.id
         )
@@ -114,6 +112,37 @@ class ModelManager:
             version,
             artifact,
         )
+
+    async def _add_version(
+        self,
+        name: str,
+        existing: RegisteredModel | None,
+        source: Path,
+        description: str | None,
+        force: bool,
+    ) -> tuple[RegisteredModel, ModelVersion]:
+        """Uploads source and makes the model's version that names its files. Files no
+        version names would stay for ever, nothing removing them, so they go again when
+        the add fails before its version: as when another caller took the name since the
+        lookup. A lost answer to the version (UNAVAILABLE, a deadline) may hide one that
+        was made, whose files must stay."""
+        transport = self._registry._transport
+        store = in_project(transport, transport.project)
+        directory = f"{FILES_ROOT}/{_segment(name)}/{uuid.uuid4().hex}"
+        try:
+            uri = await self._store_file(store, directory, source)
+            model = await self._model_for(name, existing, description, force)
+        except Exception:
+            await _discard(store, directory)
+            raise
+        try:
+            version = await self._registry.upsert_model_version(
+                ModelVersion("", description=description, source_uri=uri), model.id or ""
+            )
+        except _REFUSED:
+            await _discard(store, directory)
+            raise
+        return model, version
 
     async def _left_by_an_earlier_add(
         self, model: RegisteredModel, source: Path, force: bool
@@ -228,10 +257,7 @@ class ModelManager:
             return await self._registry.upsert_registered_model(existing)
         return existing
 
-    async def _store_file(self, name: str, source: Path) -> str:
-        transport = self._registry._transport
-        store = in_project(transport, transport.project)
-        directory = f"{FILES_ROOT}/{_segment(name)}/{uuid.uuid4().hex}"
+    async def _store_file(self, store: ArtifactClient, directory: str, source: Path) -> str:
         with tempfile.TemporaryDirectory(prefix="cairn-model-") as scratch:
             manifest = await asyncio.to_thread(
                 _manifest.save,
@@ -244,7 +270,7 @@ class ModelManager:
                 artifact_path=directory,
             )
             await _upload(store, directory, Path(scratch), manifest)
-        return str(ArtifactUri(transport.project, directory))
+        return str(ArtifactUri(store.project, directory))
 
     async def _download(self, model: ManagedModel) -> ManagedModel:
         """The files through the model cache (checked against their manifest), then
@@ -264,6 +290,12 @@ class ModelManager:
             return dataclasses.replace(model, path=written)
         path = await asyncio.to_thread(copy_files, entry, manifest, self.download_path, uri)
         return dataclasses.replace(model, path=str(path))
+
+
+async def _discard(store: ArtifactClient, directory: str) -> None:
+    """Removes an add's files; when that fails too, the add's own error is the one told."""
+    with contextlib.suppress(CairnError):
+        await store.delete(directory, recursive=True)
 
 
 def _files_of(source: Path) -> dict[str, _manifest.FileEntry]:
