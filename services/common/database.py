@@ -136,6 +136,30 @@ async def close_pool(pool: asyncpg.Pool) -> None:
         await asyncio.wait({closing}, timeout=POOL_CLOSE_SECONDS)
 
 
+async def drop_connections(pool: asyncpg.Pool) -> None:
+    """Drops every connection of the pool without a goodbye, those lent to calls too:
+    the database, out of reach, would answer neither their statements nor a goodbye.
+
+    A call waiting on one fails at once (ConnectionDoesNotExistError), as does one that
+    uses its connection after ("connection is closed"): both answer
+    DATABASE_UNAVAILABLE. Its transaction is rolled back, or committed if the COMMIT
+    reached PostgreSQL first, so a retry under its request id applies it once. A
+    connection being opened meanwhile is replaced before it is lent."""
+    await pool.expire_connections()
+    # asyncpg offers no way to drop lent ones but Pool.terminate, which closes the pool.
+    for holder in pool._holders:
+        conn = holder._con
+        if conn is None:
+            continue
+        if holder.is_idle():
+            conn.terminate()
+        else:
+            # Not terminate(): that hands the connection back to the pool under its
+            # call, whose next use of it then fails as a bug does ("released back to
+            # the pool"), INTERNAL. Aborted, it stays the call's until released.
+            conn._abort()
+
+
 class BoundedPool(asyncpg.Pool):
     """A pool whose waits for a connection end after `acquire_timeout` seconds with
     UNAVAILABLE (DATABASE_BUSY), long before a caller's deadline would. A caller that

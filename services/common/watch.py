@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from . import logs
-from .database import BoundedPool
+from .database import BoundedPool, drop_connections
 
 PROBES_TO_CHANGE = 2
 _log = logs.get("cairn.health")
@@ -35,9 +35,9 @@ async def watch_database(
     """Probes the database every interval seconds until cancelled, with the pool's
     connection settings, each probe given timeout seconds to connect and again to be
     answered; calls report(reachable) when PROBES_TO_CHANGE probes in a row say the
-    opposite of what was last reported, and expires the pool's connections when that
-    is unreachable (a read-only database counts as one: its connections, to a demoted
-    primary, are replaced too)."""
+    opposite of what was last reported, and drops the pool's connections when that is
+    unreachable, those calls wait on too (a read-only database counts as one: its
+    connections, to a demoted primary, are replaced too)."""
     probe = _Probe(pool, timeout)
     reachable, disagreeing = True, 0
     try:
@@ -55,9 +55,10 @@ async def watch_database(
                 if not reachable:
                     # A connection the pool holds may never hear from the database
                     # again (a partition drops its packets, no reset comes): each is
-                    # replaced before it is lent again, so that a call waits for a new
-                    # one, in bounded time, rather than for an answer until its deadline.
-                    await pool.expire_connections()
+                    # dropped, so that a call waiting on one answers UNAVAILABLE now
+                    # rather than when TCP gives up (~15 min), and a call after waits
+                    # for a new one, in bounded time.
+                    await drop_connections(pool)
                 await report(reachable)
     finally:
         probe.close()

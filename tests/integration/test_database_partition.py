@@ -13,6 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import cairn
+from cairn._transport import REQUEST_ID_HEADER
 from cairn.exceptions import UnavailableError
 from cairn_server import catalog, cli
 from cairn_server.common import database, watch
@@ -86,6 +87,61 @@ async def test_health_is_not_serving_for_as_long_as_a_partition_lasts(served, un
         proxy.heal()
         await eventually(lambda: _is(port, SERVING), what="health SERVING")
         assert (await tracking.get_experiment(experiment_id)).experiment_id == experiment_id
+
+
+async def test_calls_a_partition_caught_answer_unavailable_once_health_says_so(
+    served, unique
+) -> None:
+    """Calls whose statements the partition caught waited for it to end (in a real one,
+    until TCP gave up, ~15 min), each holding a connection of the pool: only idle ones
+    were replaced. They answer UNAVAILABLE (DATABASE_UNAVAILABLE) once the probes find
+    the database out of reach; a retry under the same request id, after, applies the
+    write once."""
+    port, proxy, own_pool = served
+    # Connections open in the pool, for the calls to take once the partition began.
+    for conn in [await own_pool.acquire(timeout=5) for _ in range(3)]:
+        await own_pool.release(conn)
+    names = [f"caught-{i}-{unique}" for i in range(2)]
+    request_ids = [[(REQUEST_ID_HEADER, f"request-of-{name}")] for name in names]
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", port) as tracking:
+        proxy.partition()
+        calls = [
+            asyncio.ensure_future(tracking.create_experiment(name, timeout=60, metadata=ids))
+            for name, ids in zip(names, request_ids, strict=True)
+        ]
+        _, waiting = await asyncio.wait(calls, timeout=PROBES_DECIDE_SECONDS + 5)
+        for call in waiting:
+            call.cancel()
+        assert not waiting, "calls caught in the partition still wait for it"
+        for call in calls:
+            error = call.exception()
+            assert isinstance(error, UnavailableError), repr(error)
+            assert error.reason == "DATABASE_UNAVAILABLE"
+        proxy.heal()
+        await eventually(lambda: _is(port, SERVING), what="health SERVING")
+        for name, ids in zip(names, request_ids, strict=True):
+            experiment_id = await tracking.create_experiment(name, metadata=ids)
+            assert (await tracking.get_experiment(experiment_id)).name == name
+
+
+async def test_a_call_between_statements_as_a_partition_is_found_answers_unavailable(
+    served,
+) -> None:
+    """The connection a call holds between two statements is dropped under it too: its
+    next statement fails as a lost connection does (DATABASE_UNAVAILABLE), rather than
+    waiting for the partition to end, or failing as a connection used after its release
+    (a bug's INTERNAL)."""
+    port, proxy, own_pool = served
+    async with own_pool.acquire() as conn:
+        assert await conn.fetchval("SELECT 1") == 1
+        proxy.partition()
+        await eventually(
+            lambda: _is(port, NOT_SERVING), PROBES_DECIDE_SECONDS, "health NOT_SERVING"
+        )
+        with pytest.raises(asyncpg.InterfaceError) as raised:
+            await conn.fetchval("SELECT 1", timeout=5)
+        answer = database.domain_error(raised.value)
+        assert answer is not None and answer.reason == "DATABASE_UNAVAILABLE", answer
 
 
 async def test_a_pool_busy_with_calls_leaves_health_serving(served) -> None:
