@@ -1,13 +1,18 @@
 """The health service: grpc's, plus List, which grpc.health.v1 gained later and the
-library still answers UNIMPLEMENTED (newer probes and grpcurl ask for it)."""
+library still answers UNIMPLEMENTED (newer probes and grpcurl ask for it), and a Watch
+that ends once shutdown begins."""
 
 from __future__ import annotations
+
+import asyncio
+import functools
 
 import grpc
 from grpc_health.v1 import health, health_pb2
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 # For liveness probes: SERVING from the start until shutdown, whatever the database does.
 # The other names follow the database; a liveness probe on them restarted every pod
 # of an outage, and a restarted server exits while its database is away.
@@ -15,7 +20,8 @@ LIVENESS = "cairn.liveness"
 
 
 class HealthServicer(health.aio.HealthServicer):
-    """Keeps the status of every name it was told, to answer List with all of them."""
+    """Keeps the status of every name it was told, to answer List with all of them and
+    Watch with their changes."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -23,18 +29,52 @@ class HealthServicer(health.aio.HealthServicer):
             "": _SERVING
         }
         self._final = False
+        self._changed = asyncio.Condition()
 
     async def set(
         self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
     ) -> None:
         if not self._final:  # as the library: nothing changes once shutdown began
             self._statuses[service] = status
+            await self._notify()
         await super().set(service, status)
 
     async def enter_graceful_shutdown(self) -> None:
         self._final = True
         self._statuses = dict.fromkeys(self._statuses, _NOT_SERVING)
+        await self._notify()
         await super().enter_graceful_shutdown()
+
+    async def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Sends the name's status, then each change of it; ends (OK) once shutdown
+        began and NOT_SERVING is sent. The library's stream stays open, a call in
+        flight that holds the server's stop until its grace period ends; the client
+        watches again elsewhere."""
+        sent: health_pb2.HealthCheckResponse.ServingStatus.ValueType | None = None
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(functools.partial(self._news, request.service, sent))
+                status = self._status(request.service)
+            if status == sent:  # shutdown began, and its status is sent
+                return
+            # Not under the lock: a client slow to read holds no one's change.
+            await context.write(health_pb2.HealthCheckResponse(status=status))
+            sent = status
+
+    def _news(
+        self, service: str, sent: health_pb2.HealthCheckResponse.ServingStatus.ValueType | None
+    ) -> bool:
+        """Whether a watcher of service that sent it `sent` last has more to do."""
+        return self._final or self._status(service) != sent
+
+    def _status(self, service: str) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
+        return self._statuses.get(service, _UNKNOWN)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
 
     async def List(
         self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext

@@ -254,3 +254,16 @@ async def test_shutdown_reports_not_serving_and_lets_calls_finish(scripted) -> N
     reply = await in_flight
     assert reply.run.info.run_id == "slow"
     await asyncio.wait_for(stopping, timeout=5)
+
+
+async def test_a_health_watch_ends_once_shutdown_begins(scripted) -> None:
+    """A Watch on the main port (as gRPC's client-side health checking keeps open) was
+    told NOT_SERVING and then kept open: an in-flight call, which the stop waited for
+    until its whole grace period had passed."""
+    _, server, channel, _ = scripted
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    await asyncio.wait_for(server.stop(grace=60), timeout=10)
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert await watch.read() is grpc.aio.EOF
+    assert await watch.code() == grpc.StatusCode.OK
