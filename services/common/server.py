@@ -173,6 +173,14 @@ class CairnServer:
         if self._probe_server is not None:
             await self._probe_server.stop(0)
 
+    async def stop_now(self) -> None:
+        """Cuts the calls still running, as the end of the grace period does (their
+        clients are told UNAVAILABLE, the log says SHUTTING_DOWN), and stops serving:
+        for an operator who does not want to wait for them (stop() must have begun)."""
+        await self._server.stop(0)
+        if self._probe_server is not None:
+            await self._probe_server.stop(0)
+
 
 class Stopping(asyncio.Event):
     """A CairnServer's `Resources.stopping`: set when the server stops taking calls;
@@ -377,9 +385,13 @@ async def _stop(server: CairnServer, signals: _SignalWaiter) -> None:
         return
     _log.warning("stopping at once", signal=again.result())
     stopping.cancel()
-    # Not awaited without a bound: a stop cancelled in the middle of a statement waits for
+    # Before the pool closes: a call still running would otherwise wait for its
+    # connection, then fail as if the database were away (DATABASE_UNAVAILABLE). Not
+    # awaited without a bound: work cancelled in the middle of a statement waits for
     # PostgreSQL to confirm the cancel.
-    await asyncio.wait({stopping}, timeout=STOP_MARGIN_SECONDS)
+    await asyncio.wait(
+        {stopping, asyncio.ensure_future(server.stop_now())}, timeout=STOP_MARGIN_SECONDS
+    )
 
 
 class _SignalWaiter:

@@ -214,6 +214,84 @@ async def test_a_second_signal_stops_at_once(tmp_path) -> None:
     assert "stopping at once" in events and "stopped" in events
 
 
+async def test_a_second_signal_cuts_a_call_waiting_on_the_database_at_once(
+    tmp_path, postgres_url: str
+) -> None:
+    """A second signal cancelled the stop but left gRPC serving: the process then closed
+    its pool under a call waiting on a lock, waited POOL_CLOSE_SECONDS (5) for it,
+    logged 'database connections dropped unclosed', and answered the call UNAVAILABLE
+    DATABASE_UNAVAILABLE, though the database was well."""
+    import asyncio
+    import signal
+
+    import asyncpg
+    import grpc
+
+    from cairn.tracking.v1 import tracking_pb2, tracking_service_pb2, tracking_service_pb2_grpc
+    from tests.conftest import eventually
+
+    server = start_server(
+        tmp_path,
+        "tracking",
+        "--shutdown-grace-seconds",
+        "3600",
+        env={"CAIRN_DATABASE_URL": postgres_url},
+    )
+    locker = await asyncpg.connect(postgres_url)
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = tracking_service_pb2_grpc.TrackingServiceStub(channel)
+            created = await stub.CreateExperiment(
+                tracking_service_pb2.CreateExperimentRequest(name=f"cut-{tmp_path.name}")
+            )
+            run = await stub.CreateRun(
+                tracking_service_pb2.CreateRunRequest(
+                    experiment_id=created.experiment.experiment_id
+                )
+            )
+            param = tracking_pb2.Param(key="blocked", value="v")
+            async with locker.transaction():
+                await locker.execute("LOCK TABLE tracking.params IN EXCLUSIVE MODE")
+                call = stub.LogParam(
+                    tracking_service_pb2.LogParamRequest(run_id=run.run.info.run_id, param=param),
+                    timeout=60,
+                )
+
+                async def waits_on_the_lock() -> bool:
+                    return bool(
+                        await locker.fetchval(
+                            """SELECT count(*) FROM pg_stat_activity
+                               WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"""
+                        )
+                    )
+
+                await eventually(waits_on_the_lock, what="the call waiting on the lock")
+                server.process.send_signal(signal.SIGTERM)
+
+                async def shutting_down() -> bool:
+                    return any(line["event"] == "shutting down" for line in server.log_lines())
+
+                await eventually(shutting_down, what="the server shutting down")
+                server.process.send_signal(signal.SIGINT)
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    await call
+                assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+                # The grace period is an hour: only the second signal ends it this soon.
+                assert await asyncio.to_thread(server.process.wait, 30) == 0
+    finally:
+        await locker.close()
+        if server.process.poll() is None:
+            server.process.kill()
+    lines = server.log_lines()
+    assert "database connections dropped unclosed" not in [line["event"] for line in lines]
+    cut = [
+        (line["code"], line.get("reason"))
+        for line in lines
+        if line.get("method", "").endswith("/LogParam")
+    ]
+    assert cut == [("UNAVAILABLE", "SHUTTING_DOWN")]
+
+
 async def test_a_second_signal_stops_at_once_with_a_direct_transfer_under_way(tmp_path) -> None:
     """The byte endpoint waits for its transfers within the grace period on a thread of
     its own, which a second signal does not wait for."""
