@@ -260,7 +260,9 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteRegisteredModelAlias(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """An alias the model does not have is left alone (no error); NOT_FOUND when the
+        model does not exist.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
