@@ -89,6 +89,15 @@ class Unread:
         return self._read(self._data)
 
 
+def unread_refusal() -> InvalidArgument:
+    """The refusal of a large request to a method open to every caller, left unread."""
+    return InvalidArgument(
+        "INVALID_ARGUMENT",
+        f"a request of this method is never {wire.COUNTED_FROM_BYTES} bytes or more",
+        metadata={"limit": str(wire.COUNTED_FROM_BYTES)},
+    )
+
+
 def decoded(request: Any) -> Any:
     """request as a handler takes it: an Unread one read now."""
     return request.read() if isinstance(request, Unread) else request

@@ -227,6 +227,36 @@ async def test_a_stream_without_its_first_message_is_ended_soon(
             )
 
 
+async def test_a_large_request_to_a_method_open_to_all_is_refused_uncounted(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Health and reflection take no key and requests of a few bytes, but a request of
+    400 KB to them was counted all the same: 20 such Health/Check calls from a caller
+    without a key held every other call 3.75 s."""
+    counted: list[int] = []
+
+    def counting(data: bytes, *rest: Any) -> None:
+        counted.append(len(data))
+
+    monkeypatch.setattr(wire, "check", counting)
+    empty_fields = bytes([1 << 3 | 2, 0]) * 199_999  # field 1 (service, host), empty
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{world.port}") as channel:
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check", request_serializer=lambda raw: raw
+        )
+        reflect = channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            request_serializer=lambda raw: raw,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await check(empty_fields)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await reflect(iter([empty_fields])).read()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert counted == []
+
+
 async def test_a_request_id_sent_again_with_another_key_creation_revokes_nothing(
     world: World,
 ) -> None:
