@@ -165,7 +165,9 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         await self._models.delete_alias(
             common.project(request.project),
             validation.entity_id(request.registered_model_id, "registered_model_id"),
-            validation.name(request.alias, "alias"),
+            # As setting and finding one do: a name no alias can have is refused, where
+            # deleting an alias the model lacks does nothing.
+            validation.alias(request.alias),
         )
         return api.DeleteRegisteredModelAliasResponse()
 
