@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
@@ -51,6 +52,21 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private PostgreSQL 16 on a unix socket, deleted after the session."""
     server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="delete")
     yield server.get_uri()
+
+
+@pytest_asyncio.fixture
+async def fresh_url(postgres_url: str) -> AsyncIterator[str]:
+    """A database of its own on the test PostgreSQL, never migrated: what the other
+    tests of the process store there (a run larger than a server's messages, say)
+    cannot stop a server started on it."""
+    name = f"fresh_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}"))
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(scope="module")

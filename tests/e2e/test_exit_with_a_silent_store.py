@@ -23,7 +23,7 @@ EXIT_SECONDS = GRACE_SECONDS + 7
 
 
 async def test_sigterm_exits_within_the_grace_period_while_calls_wait_on_a_silent_store(
-    tmp_path: Path, s3_endpoint: str, postgres_url: str, unique: str
+    tmp_path: Path, s3_endpoint: str, fresh_url: str, unique: str
 ) -> None:
     s3 = Minio(s3_endpoint, access_key="test", secret_key="test", secure=False)
     if not s3.bucket_exists(BUCKET):
@@ -32,7 +32,7 @@ async def test_sigterm_exits_within_the_grace_period_while_calls_wait_on_a_silen
     proxy = StallingProxy(host, int(port))
     await proxy.start()
     env = {
-        "CAIRN_DATABASE_URL": postgres_url,  # the session's: no cluster of its own to make
+        "CAIRN_DATABASE_URL": fresh_url,  # no cluster of its own to make
         "CAIRN_ARTIFACT_BACKEND": "s3",
         "CAIRN_S3_ENDPOINT": f"127.0.0.1:{proxy.port}",
         "CAIRN_S3_BUCKET": BUCKET,

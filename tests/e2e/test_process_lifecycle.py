@@ -215,7 +215,7 @@ async def test_a_second_signal_stops_at_once(tmp_path) -> None:
 
 
 async def test_a_second_signal_cuts_a_call_waiting_on_the_database_at_once(
-    tmp_path, postgres_url: str
+    tmp_path, fresh_url: str
 ) -> None:
     """A second signal cancelled the stop but left gRPC serving: the process then closed
     its pool under a call waiting on a lock, waited POOL_CLOSE_SECONDS (5) for it,
@@ -235,9 +235,9 @@ async def test_a_second_signal_cuts_a_call_waiting_on_the_database_at_once(
         "tracking",
         "--shutdown-grace-seconds",
         "3600",
-        env={"CAIRN_DATABASE_URL": postgres_url},
+        env={"CAIRN_DATABASE_URL": fresh_url},
     )
-    locker = await asyncpg.connect(postgres_url)
+    locker = await asyncpg.connect(fresh_url)
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = tracking_service_pb2_grpc.TrackingServiceStub(channel)

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -30,19 +28,6 @@ TRACKING_LACKS_ALL = (
     f"the tracking schema lacks {len(TRACKING_FILES)} migrations, "
     f"{TRACKING_FILES[0].name} ... {TRACKING_FILES[-1].name}"
 )
-
-
-@pytest_asyncio.fixture
-async def fresh_url(postgres_url: str) -> AsyncIterator[str]:
-    """A database of its own on the test PostgreSQL, never migrated."""
-    name = f"schema_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}"))
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @pytest_asyncio.fixture
