@@ -52,8 +52,25 @@ class ModelVersionStage(enum.StrEnum):
         return next((s for s in cls if s.value.lower() == str(value).lower()), None)
 
 
+class _MlflowTimes:
+    """MLflow's names for the times of a registered model or a version."""
+
+    create_time_since_epoch: int | None
+    last_update_time_since_epoch: int | None
+
+    @property
+    def creation_timestamp(self) -> int | None:
+        """MLflow's name for create_time_since_epoch (milliseconds since the epoch)."""
+        return self.create_time_since_epoch
+
+    @property
+    def last_updated_timestamp(self) -> int | None:
+        """MLflow's name for last_update_time_since_epoch (milliseconds since the epoch)."""
+        return self.last_update_time_since_epoch
+
+
 @dataclass
-class RegisteredModel:
+class RegisteredModel(_MlflowTimes):
     name: str
     owner: str | None = None
     description: str | None = None
@@ -69,21 +86,9 @@ class RegisteredModel:
     # out of equality: it is a view of the versions, not a field of the model.
     latest_versions: list[MlflowModelVersion] = field(default_factory=list, compare=False)
 
-    # MLflow's names for the same facts.
-
-    @property
-    def creation_timestamp(self) -> int | None:
-        """MLflow's name for create_time_since_epoch (milliseconds since the epoch)."""
-        return self.create_time_since_epoch
-
-    @property
-    def last_updated_timestamp(self) -> int | None:
-        """MLflow's name for last_update_time_since_epoch (milliseconds since the epoch)."""
-        return self.last_update_time_since_epoch
-
 
 @dataclass
-class ModelVersion:
+class ModelVersion(_MlflowTimes):
     name: str
     author: str | None = None
     description: str | None = None
@@ -119,16 +124,6 @@ class ModelVersion:
     def current_stage(self) -> ModelVersionStage:
         """MLflow's name for stage."""
         return self.stage
-
-    @property
-    def creation_timestamp(self) -> int | None:
-        """MLflow's name for create_time_since_epoch (milliseconds since the epoch)."""
-        return self.create_time_since_epoch
-
-    @property
-    def last_updated_timestamp(self) -> int | None:
-        """MLflow's name for last_update_time_since_epoch (milliseconds since the epoch)."""
-        return self.last_update_time_since_epoch
 
     @property
     def user_id(self) -> str | None:
