@@ -28,9 +28,14 @@ ENTITIES = {
     "run": "attribute",
     "inputs": "input",
     "input": "input",
+    "datasets": "dataset",
+    "dataset": "dataset",
 }
 # The fields of a run's inputs a filter compares (tracking.run_inputs columns).
 INPUT_FIELDS = ("kind", "name", "uri", "digest", "context")
+# MLflow's `datasets.` fields: those of the run's inputs of kind 'dataset'.
+DATASET_KIND = "dataset"
+DATASET_FIELDS = ("name", "digest", "context")
 # Attribute name -> (SQL expression, SQL type).
 ATTRIBUTES = {
     "run_id": ("replace(r.run_id::text, '-', '')", "text"),
@@ -41,6 +46,15 @@ ATTRIBUTES = {
     "end_time": ("r.end_time", "bigint"),
     "artifact_uri": ("r.artifact_uri", "text"),
     "experiment_id": ("r.experiment_id", "bigint"),
+}
+# Other names MLflow gives attributes, spelt as it accepts them (SearchUtils'
+# _ALTERNATE_NUMERIC_ATTRIBUTES and _ALTERNATE_STRING_ATTRIBUTES).
+ATTRIBUTE_ALIASES = {
+    "created": "start_time",
+    "Created": "start_time",
+    "run name": "run_name",
+    "Run name": "run_name",
+    "Run Name": "run_name",
 }
 # params_by_key and tags_by_key hold each value's first VALUE_PREFIX characters (an
 # index entry of the whole value could pass PostgreSQL's 2,704 bytes; migration 0009).
@@ -97,12 +111,12 @@ def run_scope(query: RunQuery, per_run: bool = False) -> Scope:
 
 
 def parse_filter(text: str) -> filters.Node | None:
-    """A run filter's tree, with `tags.mlflow.runName` read as the run's name."""
+    """A run filter's tree, fields named by their Cairn names (see _named)."""
     return _with_names(filters.parse(text, ENTITIES))
 
 
 def parse_order(text: str) -> tuple[Identifier, bool]:
-    """An order_by term of runs, `tags.mlflow.runName` read as the run's name."""
+    """An order_by term of runs, its field named by its Cairn name (see _named)."""
     ident, ascending = filters.parse_order_by(text, ENTITIES)
     return _named(ident), ascending
 
@@ -118,33 +132,37 @@ def _renamed(node: filters.Node) -> filters.Node:
 
 
 def _named(ident: Identifier) -> Identifier:
+    """The field by its one name, whichever of MLflow's it is given by: the walks and
+    the sort see `created` as the start_time it is."""
     # MLflow keeps a run's name as this tag too; Cairn keeps it as the name alone.
     if ident.entity == "tag" and ident.key == RUN_NAME_TAG:
         return Identifier("attribute", "run_name", ident.position)
+    if ident.entity == "attribute" and ident.key in ATTRIBUTE_ALIASES:
+        return replace(ident, key=ATTRIBUTE_ALIASES[ident.key])
     return ident
 
 
 class _Inputs:
     """Terms on a run's inputs, of which a run has any number: each term holds when one
-    of the inputs meets it. All of them are answered by one lookup of the run's inputs,
-    one boolean column per term."""
+    of the inputs meets it (one of its datasets, for a `datasets.` term). All of them
+    are answered by one lookup of the run's inputs, one boolean column per term."""
 
     def __init__(self, params: Params) -> None:
         self._params = params
         self._columns: list[str] = []
 
     def condition(self, node: filters.Comparison | filters.NullCheck) -> str:
-        field = node.ident.key
-        if field not in INPUT_FIELDS:
-            known = ", ".join(INPUT_FIELDS)
-            raise FilterError(node.ident.position, f"inputs have {known}; not {field!r}")
+        field = _input_field(node.ident)
         if isinstance(node, filters.NullCheck):
-            matched = f"coalesce(im.i{len(self._columns)}, false)"
-            self._columns.append(f"bool_or(ri.{field} <> '')")
-            return f"NOT {matched}" if node.is_null else matched
-        value = filter_sql.condition(f"ri.{field}", node, self._params, "text")
+            value, is_null = f"ri.{field} <> ''", node.is_null
+        else:
+            value = filter_sql.condition(f"ri.{field}", node, self._params, "text")
+            is_null = False
+        if node.ident.entity == "dataset":
+            value = f"ri.kind = {self._params.add(DATASET_KIND)} AND ({value})"
+        matched = f"coalesce(im.i{len(self._columns)}, false)"
         self._columns.append(f"bool_or({value})")
-        return f"coalesce(im.i{len(self._columns) - 1}, false)"
+        return f"NOT {matched}" if is_null else matched
 
     def joins(self) -> list[str]:
         if not self._columns:
@@ -154,6 +172,14 @@ class _Inputs:
             f"LEFT JOIN LATERAL (SELECT {columns} FROM tracking.run_inputs ri "
             "WHERE ri.run_id = r.run_id) im ON TRUE"
         ]
+
+
+def _input_field(ident: Identifier) -> str:
+    fields = DATASET_FIELDS if ident.entity == "dataset" else INPUT_FIELDS
+    if ident.key not in fields:
+        known = ", ".join(fields)
+        raise FilterError(ident.position, f"{ident.entity}s have {known}; not {ident.key!r}")
+    return ident.key
 
 
 def _view(view_type: ViewType) -> str:
@@ -219,7 +245,7 @@ def _compile(
         return "(" + f" {node.op} ".join(operands) + ")"
     if node.ident.entity == "attribute":
         return _attribute_condition(node, params)
-    if node.ident.entity == "input":
+    if node.ident.entity in ("input", "dataset"):
         return inputs.condition(node)
     return lookups.condition(node, TYPES[node.ident.entity])
 

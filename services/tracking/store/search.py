@@ -181,7 +181,7 @@ def _sort_key(terms: list[tuple[Identifier, bool]]) -> list[paging.SortColumn]:
     the run id."""
     columns = []
     for i, (ident, ascending) in enumerate(terms):
-        if ident.entity == "input":
+        if ident.entity in ("input", "dataset"):
             raise FilterError(
                 ident.position, "runs are not ordered by their inputs", "INVALID_ORDER_BY"
             )

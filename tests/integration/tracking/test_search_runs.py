@@ -255,6 +255,51 @@ async def test_runs_are_found_by_what_they_used(
     assert unordered.value.reason == "INVALID_ORDER_BY"
 
 
+async def test_mlflows_other_names_of_fields_are_understood(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    """MLflow's filters and orders may name a run's dataset inputs `datasets.` (or
+    `dataset.`) with their name, digest or context, its start time `created` and its name
+    `run name`. Before, each was refused: INVALID_FILTER "unknown entity 'datasets'" and
+    "unknown run attribute 'created'", INVALID_ORDER_BY for `created`."""
+    early = (await tracking.create_run(experiment_id, 1000, run_name="early")).info.run_id
+    await tracking.log_inputs(
+        early, [RunInput("s3://b/train.csv", "dataset", "custom", "s8ds293b", "train")]
+    )
+    late = (await tracking.create_run(experiment_id, 2000, run_name="late")).info.run_id
+    # Not a dataset: `datasets.` terms pass over it, as MLflow's datasets hold no models.
+    await tracking.log_inputs(late, [RunInput("models:/m/1", "model", "custom", "d", "train")])
+
+    async def found(text: str) -> list[str]:
+        return await _names(tracking, experiment_id, text)
+
+    assert await found("datasets.name = 'custom'") == ["early"]
+    assert await found("dataset.context = 'train'") == ["early"]
+    assert await found("datasets.digest IN ('s8ds293b', 'x')") == ["early"]
+    assert await found("datasets.name != 'other' AND datasets.context LIKE 'tr%'") == ["early"]
+    assert await found("datasets.digest NOT IN ('x') AND datasets.name ILIKE 'CUSTOM'") == ["early"]
+    assert await found("datasets.name IS NULL") == ["late"]
+    for bad in ("datasets.uri = 's3://b/train.csv'", "datasets.kind = 'dataset'"):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await tracking.search_runs([experiment_id], bad)
+        assert refused.value.reason == "INVALID_FILTER"
+    with pytest.raises(InvalidArgumentError) as unordered:
+        await tracking.search_runs([experiment_id], "", order_by=["datasets.name"])
+    assert unordered.value.reason == "INVALID_ORDER_BY"
+
+    assert await found("attributes.created > 1500") == ["late"]
+    assert await found("Created < 1500") == ["early"]
+    assert await found("attributes.`run name` = 'early'") == ["early"]
+    assert await found("`Run name` LIKE 'l%' OR attr.`Run Name` = 'x'") == ["late"]
+    for order, expected in (
+        ("created", ["early", "late"]),
+        ("Created ASC", ["early", "late"]),
+        ("attributes.created DESC", ["late", "early"]),
+        ("`run name` DESC", ["late", "early"]),
+    ):
+        assert await _names(tracking, experiment_id, order_by=[order]) == expected
+
+
 @pytest.mark.parametrize(
     "order",
     [
