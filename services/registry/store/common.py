@@ -109,7 +109,8 @@ class Listing:
         attributes: filterable attribute name -> (SQL expression, SQL type).
         tagged: whether the table has tags a filter may compare.
         empty_is_unset: text columns among the attributes' that hold '' when unset
-            (NOT NULL DEFAULT ''), as an unset external id holds NULL; see _optional.
+            (NOT NULL DEFAULT ''), as an unset external id holds NULL; see
+            filter_sql.empty_is_unset.
         named: attribute SQL expression -> the names it gives (a state, a stage), which
             a filter compares in any case; see _as_named.
     """
@@ -220,7 +221,7 @@ class Listing:
             return filter_sql.condition(value, node, params, "text")
         column, sql_type = self._attribute(node.ident)
         if column in self.empty_is_unset:
-            return _optional(column, node, params)
+            return filter_sql.empty_is_unset(column, node, params)
         if isinstance(node, filters.NullCheck):
             return f"{column} IS {'' if node.is_null else 'NOT '}NULL"
         if column in self.named:
@@ -234,21 +235,6 @@ class Listing:
                 ident.position, f"unknown attribute {ident.key!r}; use one of {known}"
             )
         return self.attributes[ident.key]
-
-
-def _optional(column: str, node: filters.Comparison | filters.NullCheck, params: Params) -> str:
-    """A term on a text column holding '' when unset, read as the client reads the
-    field (None) and as a filter reads an unset external id (NULL): IS NULL finds the
-    empty value, and no comparison (=, !=, IN, LIKE, <) matches it. Spelled with the
-    column itself rather than NULLIF(column, ''), whose matches PostgreSQL cannot
-    estimate (0.5% of rows, whatever the value): `= 'x'` then plans as before."""
-    if isinstance(node, filters.NullCheck):
-        return f"{column} {'=' if node.is_null else '<>'} ''"
-    condition = filter_sql.condition(column, node, params, "text")
-    values = node.value if isinstance(node.value, tuple) else (node.value,)
-    if node.op in ("=", "IN") and not node.negated and "" not in values:
-        return condition  # it cannot match ''
-    return f"({condition} AND {column} <> '')"
 
 
 def _as_named(node: filters.Comparison, names: tuple[str, ...]) -> filters.Comparison:

@@ -47,6 +47,10 @@ ATTRIBUTES = {
     "artifact_uri": ("r.artifact_uri", "text"),
     "experiment_id": ("r.experiment_id", "bigint"),
 }
+# Text attributes that hold '' when unset (NOT NULL DEFAULT ''), which the client reads
+# as unset (a run made without a user): filters and orders read them so too, as the
+# registry's (filter_sql.empty_is_unset).
+EMPTY_IS_UNSET = {"user_id"}
 # Other names MLflow gives attributes, spelt as it accepts them (SearchUtils'
 # _ALTERNATE_NUMERIC_ATTRIBUTES and _ALTERNATE_STRING_ATTRIBUTES).
 ATTRIBUTE_ALIASES = {
@@ -225,7 +229,10 @@ def sort_attribute(ident: Identifier) -> tuple[str, str]:
     """An attribute's sort value (SQL expression, SQL type)."""
     if ident.key == "status":
         return _STATUS_BY_NAME, "int"
-    return attribute(ident)
+    value_sql, sql_type = attribute(ident)
+    if ident.key in EMPTY_IS_UNSET:
+        return f"NULLIF({value_sql}, '')", sql_type  # missing: sorted last
+    return value_sql, sql_type
 
 
 def attribute(ident: Identifier) -> tuple[str, str]:
@@ -252,6 +259,8 @@ def _compile(
 
 def _attribute_condition(node: filters.Comparison | filters.NullCheck, params: Params) -> str:
     column, sql_type = attribute(node.ident)
+    if node.ident.key in EMPTY_IS_UNSET:
+        return filter_sql.empty_is_unset(column, node, params)
     if isinstance(node, filters.NullCheck):
         return f"{column} IS {'' if node.is_null else 'NOT '}NULL"
     if node.ident.key == "status":

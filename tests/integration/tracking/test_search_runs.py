@@ -300,6 +300,44 @@ async def test_mlflows_other_names_of_fields_are_understood(
         assert await _names(tracking, experiment_id, order_by=[order]) == expected
 
 
+async def test_a_run_without_a_user_has_no_user_id_to_filters_and_orders(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    """A run made without a user holds '', which the client reads as no user (the CLI
+    prints null), as the registry reads an empty text field. Before, filters and orders
+    read it as the value '': user_id IS NULL found no run, IS NOT NULL, = '', != 'x',
+    NOT IN, NOT LIKE and < 'b' found it, and it sorted first in ascending order, where a
+    field a run lacks sorts last."""
+    anonymous = (await tracking.create_run(experiment_id, run_name="anonymous")).info
+    assert anonymous.user_id == ""
+    await tracking.create_run(experiment_id, run_name="alice", user_id="alice")
+    await tracking.create_run(experiment_id, run_name="zed", user_id="zed")
+
+    async def found(text: str) -> set[str]:
+        return set(await _names(tracking, experiment_id, text))
+
+    assert await found("attributes.user_id IS NULL") == {"anonymous"}
+    assert await found("user_id IS NOT NULL") == {"alice", "zed"}
+    assert await found("user_id = ''") == set()
+    assert await found("user_id IN ('', 'alice')") == {"alice"}
+    assert await found("user_id < 'b'") == {"alice"}
+    for others in ("user_id != 'x'", "user_id NOT IN ('x')", "user_id NOT LIKE 'x%'"):
+        assert await found(others) == {"alice", "zed"}
+    assert await found("user_id = 'alice' OR user_id IS NULL") == {"alice", "anonymous"}
+    for direction, present in (("ASC", ["alice", "zed"]), ("DESC", ["zed", "alice"])):
+        order = [f"attributes.user_id {direction}"]
+        assert await _names(tracking, experiment_id, order_by=order) == [*present, "anonymous"]
+        seen, token = [], None
+        while True:  # a page a run: the token carries the missing user's place
+            page = await tracking.search_runs(
+                [experiment_id], order_by=order, max_results=1, page_token=token
+            )
+            seen += [r.info.run_name for r in page]
+            if not (token := page.token):
+                break
+        assert seen == [*present, "anonymous"]
+
+
 @pytest.mark.parametrize(
     "order",
     [
