@@ -205,6 +205,31 @@ async def status_codes(*calls: Awaitable[object]) -> list[grpc.StatusCode]:
     return codes
 
 
+@contextlib.asynccontextmanager
+async def another_transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection in a transaction, rolled back at the end, that stands in for another
+    call's half done. It waits a minute before it looks for a deadlock, longer than the
+    server's connections, so that of a deadlock PostgreSQL aborts the server's call."""
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await conn.execute("SET LOCAL deadlock_timeout = '1min'")
+            yield conn
+        finally:
+            await transaction.rollback()
+
+
+async def holds_up_another(conn: asyncpg.Connection) -> bool:
+    """Whether another session waits for a lock that conn's session holds."""
+    return bool(
+        await conn.fetchval(
+            """SELECT count(*) FROM pg_stat_activity
+               WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"""
+        )
+    )
+
+
 def with_overrides(config: Config, **changes: object) -> Config:
     return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
 

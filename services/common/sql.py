@@ -30,3 +30,9 @@ async def unguarded(conn: asyncpg.Connection) -> None:
     """Lifts the pool's statement timeout for the rest of conn's current transaction,
     for maintenance that may rightly take long."""
     await conn.execute("SET LOCAL statement_timeout = 0")
+
+
+async def take_turns(conn: asyncpg.Connection, *key: str) -> None:
+    """Holds the advisory lock named by key until conn's transaction ends: the
+    transactions that take one key run from there one after another."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "/".join(key))

@@ -22,6 +22,7 @@ from .common import (
     fetch_one,
     id_or_none,
     not_found,
+    take_turn_for_external_id,
     update_row,
 )
 
@@ -204,9 +205,9 @@ class ArtifactStore:
 
     async def update(self, project: str, artifact_id: str, changes: Mapping[str, Any]) -> Artifact:
         async with self._pool.acquire() as conn, conn.transaction():
-            current = await self._one(
-                project, "a.id = $2", [id_or_none(artifact_id)], artifact_id, conn, lock=True
-            )
+            row_id = id_or_none(artifact_id)
+            await take_turn_for_external_id(conn, "artifacts", project, row_id, changes)
+            current = await self._one(project, "a.id = $2", [row_id], artifact_id, conn, lock=True)
             for field, stored in (
                 ("name", current.name),
                 ("model_version_id", current.model_version_id),
@@ -228,7 +229,13 @@ class ArtifactStore:
                 uri(changes["uri"], "artifact.uri")
                 own_files(changes["uri"], project, "artifact.uri")
             await update_row(
-                conn, "artifacts", int(artifact_id), changes, UPDATABLE, current.external_id
+                conn,
+                "artifacts",
+                project,
+                int(artifact_id),
+                changes,
+                UPDATABLE,
+                current.external_id,
             )
             return await self._one(project, "a.id = $2", [int(artifact_id)], artifact_id, conn)
 

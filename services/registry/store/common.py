@@ -12,7 +12,7 @@ import asyncpg
 from ...common import filter_sql, filters, paging
 from ...common.errors import AlreadyExists, NotFound, invalid_field
 from ...common.filters import FilterError, Identifier
-from ...common.sql import Params
+from ...common.sql import Params, take_turns
 from ..model import PropertyValue
 from ..validation import MAX_OBJECT_BYTES, MAX_TAGS, object_size
 
@@ -264,6 +264,7 @@ def _as_named(node: filters.Comparison, names: tuple[str, ...]) -> filters.Compa
 async def update_row(
     conn: asyncpg.Connection,
     table: str,
+    project: str,
     row_id: int,
     changes: Mapping[str, Any],
     updatable: tuple[str, ...],
@@ -274,7 +275,8 @@ async def update_row(
 
     Custom properties are stored typed, and an empty external id as NULL (no id); with
     the row's tags (its current ones: the caller holds its lock) they must fit in
-    MAX_OBJECT_BYTES.
+    MAX_OBJECT_BYTES. external_id is the row's current one; a change of it takes its
+    turn (take_turn_for_external_id).
     """
     values = {k: v for k, v in changes.items() if k in updatable}
     if "custom_properties" in values:
@@ -283,6 +285,8 @@ async def update_row(
         values["custom_properties"] = encode_properties(properties)
     if "external_id" in values:
         values["external_id"] = values["external_id"] or None
+        if values["external_id"] != (external_id or None):
+            await _take_turn(conn, project)  # as a rule taken already; again it is free
     if not values:
         return
     params = Params(row_id)
@@ -295,6 +299,39 @@ async def update_row(
         )
     except asyncpg.UniqueViolationError as error:
         raise clash(error, str(values.get("external_id", external_id))) from None
+
+
+async def take_turn_for_external_id(
+    conn: asyncpg.Connection,
+    table: str,
+    project: str,
+    row_id: int | None,
+    changes: Mapping[str, Any],
+) -> None:
+    """Takes the turn of project's external id changes (_take_turn) when changes would
+    change the row's external id, before the caller locks the row, so that an update
+    waiting for its turn holds no row that another transaction waits for: a model's
+    delete that freed its versions' ids and waits for such a row, while the change
+    whose turn it is waits for one of those ids, would be a deadlock. update_row takes
+    the turn after the row's lock only when the id changed between the two reads."""
+    if "external_id" not in changes or row_id is None:
+        return
+    stored = await conn.fetchval(
+        f"SELECT external_id FROM registry.{table} WHERE project = $1 AND id = $2",
+        project,
+        row_id,
+    )
+    if (changes["external_id"] or None) != stored:
+        await _take_turn(conn, project)
+
+
+async def _take_turn(conn: asyncpg.Connection, project: str) -> None:
+    """Makes the changes of external ids in project run one after another, so that each
+    sees the ids the one before left. Two rows taking each other's id at once each
+    freed its own (sync_external_id deletes it from external_ids), then waited for the
+    other's to be freed, and PostgreSQL aborted one of them as a deadlock: ABORTED,
+    "call again", where either order of the two answers ALREADY_EXISTS."""
+    await take_turns(conn, "registry.external_ids", project)
 
 
 def clashing_value(error: asyncpg.UniqueViolationError, name: str, external_id: str) -> str:

@@ -9,7 +9,7 @@ import asyncpg
 
 from ...common import paging
 from ...common.errors import InvalidArgument, NotFound, invalid_field
-from ...common.sql import Params
+from ...common.sql import Params, take_turns
 from ..model import RegisteredModel, State
 from ..validation import MAX_ALIASES
 from .common import (
@@ -23,6 +23,7 @@ from .common import (
     fetch_one,
     id_or_none,
     not_found,
+    take_turn_for_external_id,
     update_row,
     write_tag,
 )
@@ -118,9 +119,9 @@ class ModelStore:
     ) -> RegisteredModel:
         """Sets the given fields (a subset of UPDATABLE, plus an unchanged name)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            current = await self._one(
-                project, "m.id = $2", id_or_none(model_id), model_id, conn, lock=True
-            )
+            row_id = id_or_none(model_id)
+            await take_turn_for_external_id(conn, "registered_models", project, row_id, changes)
+            current = await self._one(project, "m.id = $2", row_id, model_id, conn, lock=True)
             if "name" in changes and changes["name"] != current.name:
                 raise invalid_field(
                     "registered_model.name",
@@ -129,6 +130,7 @@ class ModelStore:
             await update_row(
                 conn,
                 "registered_models",
+                project,
                 int(model_id),
                 changes,
                 UPDATABLE,
@@ -138,7 +140,8 @@ class ModelStore:
             return await self._one(project, "m.id = $2", int(model_id), model_id, conn)
 
     async def rename(self, project: str, model_id: str, new_name: str) -> RegisteredModel:
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await take_turns_renaming(conn, project)
             try:
                 found = await conn.fetchval(
                     """UPDATE registry.registered_models
@@ -237,6 +240,15 @@ class ModelStore:
         if row is None:
             raise _missing(shown)
         return (await with_aliases(conn, [row]))[0]
+
+
+async def take_turns_renaming(conn: asyncpg.Connection, project: str) -> None:
+    """Makes the renames of project's models run one after another, so that each sees
+    the names the one before left. Two renames taking each other's name at once could
+    each update its own row, then wait for the other's to give its name up, and
+    PostgreSQL would abort one of them as a deadlock: ABORTED, "call again", where
+    either order of the two answers ALREADY_EXISTS."""
+    await take_turns(conn, "registry.registered_models/names", project)
 
 
 async def with_aliases(

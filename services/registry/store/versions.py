@@ -23,6 +23,7 @@ from .common import (
     fetch_one,
     id_or_none,
     not_found,
+    take_turn_for_external_id,
     update_row,
     write_tag,
 )
@@ -218,9 +219,9 @@ class VersionStore:
         self, project: str, version_id: str, changes: Mapping[str, Any]
     ) -> ModelVersion:
         async with self._pool.acquire() as conn, conn.transaction():
-            current = await self._one(
-                project, "v.id = $2", [id_or_none(version_id)], version_id, conn, lock=True
-            )
+            row_id = id_or_none(version_id)
+            await take_turn_for_external_id(conn, "model_versions", project, row_id, changes)
+            current = await self._one(project, "v.id = $2", [row_id], version_id, conn, lock=True)
             if "name" in changes and changes["name"] != current.name:
                 raise invalid_field(
                     "model_version.name", f"is {current.name!r}; version names cannot change"
@@ -239,6 +240,7 @@ class VersionStore:
             await update_row(
                 conn,
                 "model_versions",
+                project,
                 int(version_id),
                 changes,
                 UPDATABLE,
@@ -285,7 +287,7 @@ class VersionStore:
                     int(version_id),
                 )
             await update_row(
-                conn, "model_versions", int(version_id), {"stage": stage}, ("stage",), ""
+                conn, "model_versions", project, int(version_id), {"stage": stage}, ("stage",), ""
             )
             return await self._one(project, "v.id = $2", [int(version_id)], version_id, conn)
 

@@ -10,7 +10,7 @@ import asyncpg
 from ...common import filter_sql, filters, paging
 from ...common.errors import AlreadyExists, FailedPrecondition, NotFound
 from ...common.filters import FilterError, Identifier
-from ...common.sql import Params
+from ...common.sql import Params, take_turns
 from ..model import Experiment, LifecycleStage, ViewType
 from ..validation import experiment_tag_bytes, tag_bytes
 from .purge import delete_time, generated_location
@@ -131,6 +131,7 @@ class ExperimentStore:
         """As in MLflow, a deleted experiment keeps its name until restored or purged.
         (_lock_active sets last_update_time.)"""
         async with self._pool.acquire() as conn, conn.transaction():
+            await take_turns_renaming(conn, project)
             await _lock_active(conn, project, experiment_id)
             try:
                 row = await conn.fetchrow(
@@ -318,6 +319,16 @@ def _attribute(ident: Identifier) -> tuple[str, str]:
             ident.position, f"unknown experiment attribute {ident.key!r}; use {known}"
         )
     return _ATTRIBUTES[ident.key]
+
+
+async def take_turns_renaming(conn: asyncpg.Connection, project: str) -> None:
+    """Makes the renames of project's experiments run one after another, so that each
+    sees the names the one before left. Two renames taking each other's name at once
+    each updated its own row, then waited for the other's to give its name up, and
+    PostgreSQL aborted one of them as a deadlock: ABORTED, "call again", where either
+    order of the two answers ALREADY_EXISTS. Taken before the row's lock, so that a
+    rename holds no lock while it waits for its turn."""
+    await take_turns(conn, "tracking.experiments/names", project)
 
 
 async def _lock_active(conn: asyncpg.Connection, project: str, experiment_id: int) -> None:

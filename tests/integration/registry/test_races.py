@@ -1,19 +1,31 @@
 """Registry writes racing each other on one model: each answer is what some order of the
-calls gives, and never INTERNAL. A model's transitions follow one another, and an alias
-is set against neither a version nor a model being deleted."""
+calls gives, and never INTERNAL. A model's transitions follow one another, an alias
+is set against neither a version nor a model being deleted, and two writes taking each
+other's unique name or external id at once are ALREADY_EXISTS, never ABORTED."""
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
 
+import asyncpg
 import grpc
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 
 import cairn
 from cairn.registry.v1 import registry_pb2 as pb
 from cairn.registry.v1 import registry_service_pb2 as api
 from cairn.registry.v1 import registry_service_pb2_grpc as rpc
-from tests.conftest import new_project, status_codes
+from cairn_server.registry.store.common import take_turn_for_external_id
+from cairn_server.registry.store.models import take_turns_renaming
+from tests.conftest import (
+    another_transaction,
+    eventually,
+    holds_up_another,
+    new_project,
+    status_codes,
+)
 
 ROUNDS = 60
 
@@ -30,9 +42,14 @@ async def _model(stub: rpc.RegistryServiceStub, project: str, name: str) -> pb.R
     return (await stub.CreateRegisteredModel(request)).registered_model
 
 
-async def _version(stub: rpc.RegistryServiceStub, model: pb.RegisteredModel) -> pb.ModelVersion:
+async def _version(
+    stub: rpc.RegistryServiceStub, model: pb.RegisteredModel, external_id: str = ""
+) -> pb.ModelVersion:
     version = pb.ModelVersion(
-        project=model.project, registered_model_id=model.id, source_uri="s3://bucket/model"
+        project=model.project,
+        registered_model_id=model.id,
+        source_uri="s3://bucket/model",
+        external_id=external_id,
     )
     request = api.CreateModelVersionRequest(model_version=version)
     return (await stub.CreateModelVersion(request)).model_version
@@ -128,3 +145,63 @@ async def test_copies_to_a_missing_model_at_once_each_make_a_version(
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_versions_taking_each_others_external_ids_at_once_are_already_exists(
+    stub: rpc.RegistryServiceStub, pool: asyncpg.Pool, server_port: int, unique: str
+) -> None:
+    """Each update freed its own id, then waited for the other's, and PostgreSQL aborted
+    one of the two as a deadlock: ABORTED (TRANSACTION_CONFLICT, "call again"), which
+    could only end in ALREADY_EXISTS, as either order answers. The other update is a
+    transaction here, held open half done."""
+    project = await new_project(server_port, f"swap-ids-{unique}")
+    model = await _model(stub, project, "m")
+    first = await _version(stub, model, external_id="x")
+    second = await _version(stub, model, external_id="y")
+    async with another_transaction(pool) as other:
+        changes = {"external_id": "moving"}
+        await take_turn_for_external_id(other, "model_versions", project, int(second.id), changes)
+        await _set_external_id(other, second, "moving")
+        version = pb.ModelVersion(project=project, id=first.id, external_id="y")
+        request = api.UpdateModelVersionRequest(
+            model_version=version, update_mask=FieldMask(paths=["external_id"])
+        )
+        update = asyncio.ensure_future(status_codes(stub.UpdateModelVersion(request)))
+        await eventually(lambda: holds_up_another(other), what="the update waiting")
+        # The other update's second half: PostgreSQL found the deadlock here and
+        # aborted the server's call; now the server's waits its turn, and x is taken.
+        with contextlib.suppress(asyncpg.UniqueViolationError):
+            await _set_external_id(other, second, "x")
+    assert await update == [grpc.StatusCode.ALREADY_EXISTS]
+
+
+async def _set_external_id(conn: asyncpg.Connection, version: pb.ModelVersion, to: str) -> None:
+    await conn.execute(
+        "UPDATE registry.model_versions SET external_id = $2 WHERE id = $1", int(version.id), to
+    )
+
+
+async def test_models_renamed_into_each_others_names_at_once_are_already_exists(
+    stub: rpc.RegistryServiceStub, pool: asyncpg.Pool, server_port: int, unique: str
+) -> None:
+    """Each rename could update its own row, then wait for the other's to give its name
+    up, and PostgreSQL would abort one of the two as a deadlock: ABORTED. The other
+    rename is a transaction here, held open half done."""
+    project = await new_project(server_port, f"swap-names-{unique}")
+    first = await _model(stub, project, "first")
+    second = await _model(stub, project, "second")
+    async with another_transaction(pool) as other:
+        await take_turns_renaming(other, project)
+        await _rename(other, second, "moving")
+        request = api.RenameRegisteredModelRequest(project=project, id=first.id, new_name="second")
+        rename = asyncio.ensure_future(status_codes(stub.RenameRegisteredModel(request)))
+        await eventually(lambda: holds_up_another(other), what="the rename waiting")
+        with contextlib.suppress(asyncpg.UniqueViolationError):
+            await _rename(other, second, "first")
+    assert await rename == [grpc.StatusCode.ALREADY_EXISTS]
+
+
+async def _rename(conn: asyncpg.Connection, model: pb.RegisteredModel, name: str) -> None:
+    await conn.execute(
+        "UPDATE registry.registered_models SET name = $2 WHERE id = $1", int(model.id), name
+    )

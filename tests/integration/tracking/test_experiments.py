@@ -1,6 +1,8 @@
 """Experiments through TrackingClient, the real service and PostgreSQL."""
 
+import asyncio
 import base64
+import contextlib
 
 import asyncpg
 import pytest
@@ -13,7 +15,8 @@ from cairn.exceptions import (
     NotFoundError,
 )
 from cairn.types import ListOptions, Pager, ViewType
-from tests.conftest import sealed_by
+from cairn_server.tracking.store.experiments import take_turns_renaming
+from tests.conftest import another_transaction, eventually, holds_up_another, sealed_by
 
 
 async def test_create_get_and_get_by_name(tracking: cairn.TrackingClient, unique: str) -> None:
@@ -55,6 +58,41 @@ async def test_rename(tracking: cairn.TrackingClient, unique: str) -> None:
     assert (await tracking.get_experiment(first)).name == f"c-{unique}"
     with pytest.raises(AlreadyExistsError):
         await tracking.rename_experiment(first, f"b-{unique}")
+
+
+async def test_renames_taking_each_others_names_at_once_are_already_exists(
+    tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    """Renamed into each other's names at once, two experiments answer ALREADY_EXISTS,
+    as in either order. Each rename updated its own row, then waited for the other's
+    to give its name up, and PostgreSQL aborted one of the two as a deadlock: ABORTED
+    (TRANSACTION_CONFLICT, "call again"), which could only end in ALREADY_EXISTS. The
+    other rename is a transaction here, held open half done."""
+    first = await tracking.create_experiment(f"first-{unique}")
+    second = await tracking.create_experiment(f"second-{unique}")
+    async with another_transaction(pool) as other:
+        project = await other.fetchval(
+            "SELECT project FROM tracking.experiments WHERE experiment_id = $1", int(second)
+        )
+        await take_turns_renaming(other, project)
+        await _rename(other, second, f"moving-{unique}")
+        rename = asyncio.create_task(tracking.rename_experiment(first, f"second-{unique}"))
+        await eventually(lambda: holds_up_another(other), what="the rename waiting")
+        # The other rename's second half: PostgreSQL found the deadlock here and
+        # aborted the server's call; now the server's waits its turn, and the name
+        # is taken.
+        with contextlib.suppress(asyncpg.UniqueViolationError):
+            await _rename(other, second, f"first-{unique}")
+    with pytest.raises(AlreadyExistsError):
+        await rename
+
+
+async def _rename(conn: asyncpg.Connection, experiment_id: str, name: str) -> None:
+    await conn.execute(
+        "UPDATE tracking.experiments SET name = $2 WHERE experiment_id = $1",
+        int(experiment_id),
+        name,
+    )
 
 
 async def test_tags_set_and_delete(tracking: cairn.TrackingClient, experiment_id: str) -> None:
