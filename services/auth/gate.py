@@ -5,12 +5,11 @@ from __future__ import annotations
 import datetime
 
 from ..common import logs, metrics, validation
-from ..common.access import PROJECT_ROLES, Caller, CallInfo, Role
+from ..common.access import PROJECT_ROLES, Caller, CallInfo, Role, lacks_role
 from ..common.config import Config
 from ..common.errors import (
     InvalidArgument,
     NotFound,
-    PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
 )
@@ -168,12 +167,7 @@ def _authorize(
         return
     if needed in PROJECT_ROLES and role is not None and role >= needed:
         return
-    where = f" in project {project!r}" if needed in PROJECT_ROLES else ""
-    raise PermissionDenied(
-        "PERMISSION_DENIED",
-        f"this call needs the {needed.name.lower()} role{where}",
-        metadata={"required_role": needed.name, **({"project": project} if project else {})},
-    )
+    raise lacks_role(needed, project)
 
 
 def _project_not_found(project: str) -> NotFound:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from ..common.access import Role
+from ..common.access import Role, lacks_role
 from ..common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -362,14 +362,16 @@ class AuthStore:
 
     # Project roles.
 
-    async def set_role(
-        self, project: str, user_id: str, role: int, keep_an_admin: bool = False
-    ) -> None:
-        """Gives user_id role in project; keep_an_admin: refuses to demote its last admin."""
+    async def set_role(self, project: str, user_id: str, role: int, by: str | None = None) -> None:
+        """Gives user_id role in project. by: the project admin asking (None: a global
+        admin), who must still be its admin when the change takes its turn, and may not
+        demote its last admin."""
         async with self._pool.acquire() as conn, conn.transaction():
             await _take_turns(conn, project)
-            if keep_an_admin and role != Role.ADMIN:
-                await _keep_an_admin(conn, project, user_id)
+            if by is not None:
+                await _still_admin(conn, project, by)
+                if role != Role.ADMIN:
+                    await _keep_an_admin(conn, project, user_id)
             await conn.execute(_ADD_USER, user_id)
             await conn.execute(
                 "INSERT INTO auth.project_roles (project, user_id, role) VALUES ($1, $2, $3) "
@@ -379,11 +381,13 @@ class AuthStore:
                 role,
             )
 
-    async def delete_role(self, project: str, user_id: str, keep_an_admin: bool = False) -> None:
-        """Takes user_id's role in project away; keep_an_admin: not its last admin's."""
+    async def delete_role(self, project: str, user_id: str, by: str | None = None) -> None:
+        """Takes user_id's role in project away. by: as set_role's; its last admin's
+        role is not taken away."""
         async with self._pool.acquire() as conn, conn.transaction():
             await _take_turns(conn, project)
-            if keep_an_admin:
+            if by is not None:
+                await _still_admin(conn, project, by)
                 await _keep_an_admin(conn, project, user_id)
             deleted = await conn.fetchval(
                 "DELETE FROM auth.project_roles WHERE project = $1 AND user_id = $2 RETURNING 1",
@@ -417,6 +421,21 @@ async def _take_turns(conn: asyncpg.Connection, project: str) -> None:
     PostgreSQL aborted one of them (a deadlock). NO KEY UPDATE leaves the key-share locks
     of other tables' foreign keys to the project free."""
     await conn.execute("SELECT 1 FROM auth.projects WHERE name = $1 FOR NO KEY UPDATE", project)
+
+
+async def _still_admin(conn: asyncpg.Connection, project: str, user_id: str) -> None:
+    """Refuses a change of project's roles asked by user_id once user_id is no longer
+    its admin, as the gate would now. The gate admitted the call before the change took
+    its turn (_take_turns), and a change that took its turn first may have demoted
+    user_id since: without this, alice demoting bob while bob made himself admin again
+    left bob admin, both calls answering OK."""
+    role = await conn.fetchval(
+        "SELECT role FROM auth.project_roles WHERE project = $1 AND user_id = $2",
+        project,
+        user_id,
+    )
+    if role is None or role < Role.ADMIN:
+        raise lacks_role(Role.ADMIN, project)
 
 
 async def _keep_an_admin(conn: asyncpg.Connection, project: str, user_id: str) -> None:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from .errors import Unavailable
+from .errors import PermissionDenied, Unavailable
 
 
 class Role(enum.IntEnum):
@@ -32,6 +32,17 @@ class Role(enum.IntEnum):
 
 
 PROJECT_ROLES = (Role.VIEWER, Role.EDITOR, Role.ADMIN)
+
+
+def lacks_role(needed: Role, project: str | None) -> PermissionDenied:
+    """The refusal of a caller without the role needed (in project, for a project role)."""
+    where = f" in project {project!r}" if needed in PROJECT_ROLES else ""
+    return PermissionDenied(
+        "PERMISSION_DENIED",
+        f"this call needs the {needed.name.lower()} role{where}",
+        metadata={"required_role": needed.name, **({"project": project} if project else {})},
+    )
+
 
 RoleTable = Mapping[str, Role]
 """Method name (as in the proto, e.g. "GetRun") to the least role it needs."""

@@ -217,11 +217,58 @@ async def test_two_admins_taking_each_others_role_at_once_leave_one(
         outcomes = await asyncio.gather(*changes, return_exceptions=True)
     refused = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
     assert len(refused) == 1, outcomes
-    assert isinstance(refused[0], FailedPreconditionError), refused
-    assert refused[0].reason == "LAST_PROJECT_ADMIN"
+    # The second to take its turn was demoted by the first: no longer an admin.
+    assert isinstance(refused[0], PermissionDeniedError), refused
+    assert refused[0].metadata == {"required_role": "ADMIN", "project": project}
     async with world.auth("global_admin") as root:
         roles = {member.role for member in await root.get_project_members(project)}
     assert roles == {ProjectRole.VIEWER, ProjectRole.ADMIN}
+
+
+@pytest.mark.parametrize("removed", [False, True], ids=["demoted", "removed"])
+async def test_an_admin_demoted_while_its_change_waits_is_refused_it(
+    world: World, pool: asyncpg.Pool, unique: str, removed: bool
+) -> None:
+    """first demotes second (or removes its role) while second's own change of the
+    project's roles waits for its turn, admitted when second was still admin: second's
+    change is refused, and first's stays. Before, the interceptor's check at admission
+    was all: second's self-promotion answered OK after first's demotion had, and second
+    was admin again (its removal of third went through too), in 19 of 20 rounds of
+    calls made at once without a held lock."""
+    project, keys = await _project_of_admins(world, unique, ("first", "second", "third"))
+    first, second, third = keys
+    async with world.auth_with(keys[first]) as one, world.auth_with(keys[second]) as other:
+        # The test holds the project's row, so both changes are admitted (second is
+        # admin then) and wait for their turn, the demotion first.
+        async with pool.acquire() as holder, holder.transaction():
+            await holder.execute(
+                "SELECT 1 FROM auth.projects WHERE name = $1 FOR NO KEY UPDATE", project
+            )
+            if removed:
+                demotion = asyncio.ensure_future(one.delete_project_role(second, project))
+            else:
+                demotion = asyncio.ensure_future(
+                    one.add_user_project_role(second, project, ProjectRole.VIEWER)
+                )
+            await eventually(lambda: _waiting_on_locks(pool, 1), what="the demotion waiting")
+            if removed:
+                late = asyncio.ensure_future(other.delete_project_role(third, project))
+            else:
+                late = asyncio.ensure_future(
+                    other.add_user_project_role(second, project, ProjectRole.ADMIN)
+                )
+            await eventually(lambda: _waiting_on_locks(pool, 2), what="both changes waiting")
+        await demotion
+        with pytest.raises(PermissionDeniedError) as raised:
+            await late
+    assert raised.value.reason == "PERMISSION_DENIED"
+    assert raised.value.metadata == {"required_role": "ADMIN", "project": project}
+    async with world.auth("global_admin") as root:
+        roles = {member.user_id: member.role for member in await root.get_project_members(project)}
+    expected = {first: ProjectRole.ADMIN, third: ProjectRole.ADMIN}
+    if not removed:
+        expected[second] = ProjectRole.VIEWER
+    assert roles == expected
 
 
 async def test_admins_changing_each_others_roles_at_once_take_turns(
