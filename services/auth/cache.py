@@ -12,6 +12,7 @@ reaches through their parents (store.revoke_key) are forgotten with no list of t
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -49,7 +50,7 @@ class KeyCache:
     @property
     def listening(self) -> bool:
         """Whether changes reach the cache, so it may serve checks at all."""
-        return self._listener is not None
+        return self._listener is not None and _open(self._listener)
 
     def get(self, prefix: str, project: str | None) -> KeyCheck | None:
         entry = self._entries.get((prefix, project))
@@ -75,7 +76,11 @@ class KeyCache:
 
     async def listen(self) -> None:
         """Starts listening if not yet (or again, some seconds after losing it)."""
-        if self._listener is not None or self._clock() < self._next_attempt:
+        if self._listener is not None:
+            if self.listening:
+                return
+            self._lost(self._listener)  # closed, and not told (yet)
+        if self._clock() < self._next_attempt:
             return
         self._next_attempt = self._clock() + RETRY_SECONDS
         if self._pool.get_max_size() < 2:
@@ -106,16 +111,40 @@ class KeyCache:
         listener, self._listener = self._listener, None
         self._next_attempt = 0.0
         self.forget()
-        if listener is not None and not listener.is_closed():
-            # Back in the pool, the connection is closed at shutdown: no loss to report.
-            listener.remove_termination_listener(self._lost)
-            await listener.remove_listener(CHANNEL, self.forget)
-            await self._pool.release(listener)
+        if listener is None:
+            return
+        if not _open(listener):
+            _give_back(listener)  # else the pool's close waits for it
+            return
+        # Back in the pool, the connection is closed at shutdown: no loss to report.
+        listener.remove_termination_listener(self._lost)
+        await listener.remove_listener(CHANNEL, self.forget)
+        await self._pool.release(listener)
 
     def _lost(self, connection: asyncpg.Connection) -> None:
+        if connection is not self._listener:
+            return  # told before, or after the cache stopped listening
         self._listener = None
         self.forget()
+        _give_back(connection)
         _log.warning("lost the auth change listener; key checks uncached until it is back")
+
+
+def _open(connection: asyncpg.Connection) -> bool:
+    try:
+        return not connection.is_closed()
+    except asyncpg.InterfaceError:
+        # Given back to the pool by asyncpg as the connection closed, before its
+        # termination listener (_lost) has run.
+        return False
+
+
+def _give_back(connection: asyncpg.Connection) -> None:
+    """Returns a closed listener's slot to the pool. A connection dropped while lent
+    (database.drop_connections) stays lent until then; asyncpg gives back one it saw
+    close itself."""
+    with contextlib.suppress(asyncpg.InterfaceError):  # given back already
+        connection.terminate()
 
 
 # By id of the pool, which the cache holds, so an id is never reused while listed. A

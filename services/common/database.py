@@ -144,7 +144,8 @@ async def drop_connections(pool: asyncpg.Pool) -> None:
     uses its connection after ("connection is closed"): both answer
     DATABASE_UNAVAILABLE. Its transaction is rolled back, or committed if the COMMIT
     reached PostgreSQL first, so a retry under its request id applies it once. A
-    connection being opened meanwhile is replaced before it is lent."""
+    connection being opened meanwhile is replaced before it is lent. Termination
+    listeners run as for any lost connection."""
     await pool.expire_connections()
     # asyncpg offers no way to drop lent ones but Pool.terminate, which closes the pool.
     for holder in pool._holders:
@@ -158,6 +159,10 @@ async def drop_connections(pool: asyncpg.Pool) -> None:
             # call, whose next use of it then fails as a bug does ("released back to
             # the pool"), INTERNAL. Aborted, it stays the call's until released.
             conn._abort()
+            # Told as a connection lost is told, which _abort() skips: the auth key
+            # cache, which holds its LISTEN connection for good, went on listening
+            # on a dead one.
+            conn._call_termination_listeners()
 
 
 class BoundedPool(asyncpg.Pool):

@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 import cairn
 from cairn.exceptions import PermissionDeniedError, UnauthenticatedError
 from cairn.types import ApiKeyExpirationTime
-from cairn_server.auth.cache import KeyCache, key_cache
+from cairn_server.auth.cache import RETRY_SECONDS, KeyCache, key_cache
 from cairn_server.auth.store import AuthStore, KeyCheck
 from cairn_server.common import database
 from cairn_server.common.config import Config
@@ -188,3 +188,40 @@ async def test_a_listener_cut_off_is_reported(pool: asyncpg.Pool) -> None:
         assert any("lost the auth change listener" in e["event"] for e in logged)
     finally:
         await cache.close()
+
+
+async def test_a_listener_dropped_with_the_pools_connections_is_lost_and_comes_back(
+    config: Config, pool: asyncpg.Pool, unique: str
+) -> None:
+    """Once its probes find the database out of reach, the health watcher drops every
+    connection of the pool, lent ones too (drop_connections), the listener's among
+    them. Before, the cache was never told: it went on 'listening' on the closed
+    connection, serving checks that a change made elsewhere no longer reached for
+    their max_age, never listened again, and kept the connection lent, a pool slot
+    short for good and a shutdown held up 5 s by it."""
+    now = [0.0]
+    own_pool = await database.create_pool(
+        config.database_url, with_overrides(config, db_pool_size=2)
+    )
+    cache = KeyCache(own_pool, clock=lambda: now[0])
+    _, info = await AuthStore(pool).create_key(f"d-{unique}", "k", None)
+    check = await AuthStore(pool).check_key(info.prefix, None)
+    assert check is not None
+    try:
+        await cache.listen()
+        cache.put(info.prefix, None, check, cache.generation)
+        with capture_logs() as logged:
+            await database.drop_connections(own_pool)
+            # At once, though its termination listener runs on the loop's next turn.
+            assert not cache.listening
+            assert cache.get(info.prefix, None) is None
+            # Both slots of the pool lend again, the listener's given back.
+            held = [await own_pool.acquire(timeout=5) for _ in range(2)]
+            for connection in held:
+                await own_pool.release(connection)
+        assert any("lost the auth change listener" in e["event"] for e in logged)
+        now[0] += RETRY_SECONDS
+        await _forgotten_after(cache, own_pool.execute("NOTIFY cairn_auth_changed"))
+    finally:
+        await cache.close()
+        await database.close_pool(own_pool)
