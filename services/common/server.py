@@ -55,6 +55,7 @@ class CairnServer:
         self._background: list[asyncio.Task[None]] = []
         limit = config.max_message_bytes
         self._gate = _gate(self.services, resources)
+        self._gate_closed = False
         self._server = grpc.aio.server(
             interceptors=[
                 CallInterceptor(
@@ -169,17 +170,27 @@ class CairnServer:
             self._end_background(grace),
             self._stopping.held_ended(grace),
         )
-        await self._gate.close()
+        await self._close_gate()
         if self._probe_server is not None:
             await self._probe_server.stop(0)
 
     async def stop_now(self) -> None:
         """Cuts the calls still running, as the end of the grace period does (their
         clients are told UNAVAILABLE, the log says SHUTTING_DOWN), and stops serving:
-        for an operator who does not want to wait for them (stop() must have begun)."""
+        for an operator who does not want to wait for them (stop() must have begun).
+        It ends what the stop it cuts short had yet to, so the pool can close at once."""
         await self._server.stop(0)
+        await asyncio.gather(self._close_gate(), self._end_background(0))
         if self._probe_server is not None:
             await self._probe_server.stop(0)
+
+    async def _close_gate(self) -> None:
+        """Gives the key cache's listening connection back to the pool, whose close
+        would otherwise wait POOL_CLOSE_SECONDS for it; once, though stop() and
+        stop_now() both ask. Shielded: a second signal cancels the stop() closing it."""
+        if not self._gate_closed:
+            self._gate_closed = True
+            await asyncio.shield(self._gate.close())
 
 
 class Stopping(asyncio.Event):

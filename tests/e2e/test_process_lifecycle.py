@@ -214,20 +214,26 @@ async def test_a_second_signal_stops_at_once(tmp_path) -> None:
     assert "stopping at once" in events and "stopped" in events
 
 
+@pytest.mark.parametrize("auth", ["none", "api_key"])
 async def test_a_second_signal_cuts_a_call_waiting_on_the_database_at_once(
-    tmp_path, fresh_url: str
+    tmp_path, fresh_url: str, auth: str
 ) -> None:
     """A second signal cancelled the stop but left gRPC serving: the process then closed
     its pool under a call waiting on a lock, waited POOL_CLOSE_SECONDS (5) for it,
     logged 'database connections dropped unclosed', and answered the call UNAVAILABLE
-    DATABASE_UNAVAILABLE, though the database was well."""
+    DATABASE_UNAVAILABLE, though the database was well. With keys (api_key), it did so
+    still after that was fixed, for the key cache's listening connection: the stop it
+    cancelled was the one to give it back."""
     import asyncio
     import signal
+    import time
 
     import asyncpg
     import grpc
 
     from cairn.tracking.v1 import tracking_pb2, tracking_service_pb2, tracking_service_pb2_grpc
+    from cairn_server.auth.store import AuthStore
+    from cairn_server.common.database import POOL_CLOSE_SECONDS
     from tests.conftest import eventually
 
     server = start_server(
@@ -235,19 +241,29 @@ async def test_a_second_signal_cuts_a_call_waiting_on_the_database_at_once(
         "tracking",
         "--shutdown-grace-seconds",
         "3600",
-        env={"CAIRN_DATABASE_URL": fresh_url},
+        env={"CAIRN_DATABASE_URL": fresh_url, "CAIRN_AUTH": auth},
     )
     locker = await asyncpg.connect(fresh_url)
+    metadata: tuple[tuple[str, str], ...] = ()
+    if auth == "api_key":
+        pool = await asyncpg.create_pool(fresh_url, min_size=1, max_size=1)
+        try:
+            key, _ = await AuthStore(pool).create_key("root", "k", None, global_admin=True)
+        finally:
+            await pool.close()
+        metadata = (("authorization", f"Bearer {key}"),)
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = tracking_service_pb2_grpc.TrackingServiceStub(channel)
             created = await stub.CreateExperiment(
-                tracking_service_pb2.CreateExperimentRequest(name=f"cut-{tmp_path.name}")
+                tracking_service_pb2.CreateExperimentRequest(name=f"cut-{tmp_path.name}"),
+                metadata=metadata,
             )
             run = await stub.CreateRun(
                 tracking_service_pb2.CreateRunRequest(
                     experiment_id=created.experiment.experiment_id
-                )
+                ),
+                metadata=metadata,
             )
             param = tracking_pb2.Param(key="blocked", value="v")
             async with locker.transaction():
@@ -255,6 +271,7 @@ async def test_a_second_signal_cuts_a_call_waiting_on_the_database_at_once(
                 call = stub.LogParam(
                     tracking_service_pb2.LogParamRequest(run_id=run.run.info.run_id, param=param),
                     timeout=60,
+                    metadata=metadata,
                 )
 
                 async def waits_on_the_lock() -> bool:
@@ -273,11 +290,13 @@ async def test_a_second_signal_cuts_a_call_waiting_on_the_database_at_once(
 
                 await eventually(shutting_down, what="the server shutting down")
                 server.process.send_signal(signal.SIGINT)
+                signalled = time.monotonic()
                 with pytest.raises(grpc.aio.AioRpcError) as raised:
                     await call
                 assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
                 # The grace period is an hour: only the second signal ends it this soon.
                 assert await asyncio.to_thread(server.process.wait, 30) == 0
+                assert time.monotonic() - signalled < POOL_CLOSE_SECONDS
     finally:
         await locker.close()
         if server.process.poll() is None:
