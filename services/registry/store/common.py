@@ -309,11 +309,10 @@ async def take_turn_for_external_id(
     changes: Mapping[str, Any],
 ) -> None:
     """Takes the turn of project's external id changes (_take_turn) when changes would
-    change the row's external id, before the caller locks the row, so that an update
-    waiting for its turn holds no row that another transaction waits for: a model's
-    delete that freed its versions' ids and waits for such a row, while the change
-    whose turn it is waits for one of those ids, would be a deadlock. update_row takes
-    the turn after the row's lock only when the id changed between the two reads."""
+    change the row's external id, before the caller locks the row: every such update
+    takes the two in one order (the turn, then the row), so one waiting for its turn
+    holds no row the update whose turn it is could need. update_row takes the turn
+    after the row's lock only when the id changed between the two reads."""
     if "external_id" not in changes or row_id is None:
         return
     stored = await conn.fetchval(
