@@ -34,7 +34,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, 
 
 import asyncpg
 
-from ...common.database import statement_timeout
+from ...common.database import statement_timeout, unreachable
 from ...common.errors import ResourceExhausted, Unavailable
 from ..model import MetricSeries
 from .runs import run_not_found
@@ -146,11 +146,7 @@ class MetricHistory:
         unknown run is NOT_FOUND, and a read that found every reader's slot taken
         throughout the pool's acquire timeout is UNAVAILABLE (DATABASE_BUSY), as a wait
         for a connection is."""
-        async with (
-            self._slot(),
-            self._pool.acquire() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
+        async with self._slot(), self._pool.acquire() as conn, _snapshot(conn):
             await _check_runs(conn, project, run_ids)  # before a point is sent
             sorts = _SortBudget(conn, self._sort_seconds)
             for run_id in run_ids:
@@ -173,6 +169,26 @@ class MetricHistory:
             yield
         finally:
             self._slots.release()
+
+
+@contextlib.asynccontextmanager
+async def _snapshot(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A read-only REPEATABLE READ transaction on conn, for a body that reads.
+
+    It commits once the body took every row, after the stream's last message was
+    written. The COMMIT of a transaction that wrote nothing changes nothing, so a
+    connection lost there leaves the answer whole and the read ends well: failed, its
+    stream, which no client retries after a message came, was UNAVAILABLE after every
+    point. A lost connection is closed, and the pool replaces it rather than lend it
+    again. A body that fails, before it read every row, fails the read."""
+    read_all = False
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            yield
+            read_all = True
+    except Exception as error:
+        if not read_all or unreachable(error) is None:
+            raise
 
 
 async def _check_runs(conn: asyncpg.Connection, project: str, run_ids: Sequence[str]) -> None:

@@ -1,17 +1,19 @@
-"""Metric history: order, chunked streaming, downsampling and the bulk read."""
+"""Metric history: order, chunked streaming, downsampling, the bulk read, and a
+database connection lost in a read."""
 
 import dataclasses
 import math
 import random
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 import grpc
 import pytest
 
 import cairn
-from cairn.exceptions import NotFoundError, ResourceExhaustedError
+from cairn.exceptions import NotFoundError, ResourceExhaustedError, UnavailableError
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.types import Metric
 from cairn_server import catalog
@@ -20,6 +22,8 @@ from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
 from cairn_server.tracking.store import history
 from cairn_server.tracking.store.history import CHUNK_POINTS
+from tests.conftest import serving, with_overrides
+from tests.proxy import PostgresProxy
 
 
 async def test_history_is_in_step_order_across_chunks(
@@ -236,3 +240,74 @@ async def test_the_sorts_of_a_bulk_read_share_one_statement_timeout(
     finally:
         await server.stop(grace=1.0)
         await database.close_pool(strict_pool)
+
+
+@pytest.fixture
+async def through_proxy(
+    config: Config, pool: asyncpg.Pool
+) -> AsyncIterator[tuple[int, PostgresProxy]]:
+    """A tracking server whose database connection passes through a proxy: one, so
+    that each call uses the one a call before it used (pool: the database migrated)."""
+    proxy = PostgresProxy(config.database_url)
+    settings = with_overrides(config, database_url=await proxy.start(), db_pool_size=1)
+    proxied = await database.create_pool(settings.database_url, settings)
+    try:
+        async with serving(settings, proxied, ["tracking"]) as port:
+            yield port, proxy
+    finally:
+        await database.close_pool(proxied)
+        await proxy.close()
+
+
+async def test_a_connection_lost_at_the_end_of_a_read_leaves_the_history_whole(
+    through_proxy: tuple[int, PostgresProxy], unique: str
+) -> None:
+    """A read's snapshot is committed once its last message was sent. The connection
+    lost at that COMMIT answered UNAVAILABLE (DATABASE_UNAVAILABLE) after every point:
+    no client retries a stream that sent a message, so get_metric_history and the bulk
+    read raised and gave no point, and iter_metric_history raised after the last one.
+    Every row was read by then, and the COMMIT of a read changes nothing."""
+    port, proxy = through_proxy
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", port) as tracking:
+        experiment_id = await tracking.create_experiment(f"commit-cut-{unique}")
+        run_id = (await tracking.create_run(experiment_id)).info.run_id
+        count = CHUNK_POINTS + 1000  # two messages
+        await tracking.log_batch(
+            run_id, metrics=[Metric("loss", s * 0.5, s, s) for s in range(count)]
+        )
+
+        async def iterated() -> list[Metric]:
+            return [point async for point in tracking.iter_metric_history(run_id, "loss")]
+
+        async def bulk() -> list[Metric]:
+            return (await tracking.get_metric_history_bulk([run_id], "loss"))[run_id]
+
+        for cuts, read in enumerate(
+            [lambda: tracking.get_metric_history(run_id, "loss"), iterated, bulk], start=1
+        ):
+            proxy.cut_on(rb"^COMMIT")
+            points = await read()
+            assert len(proxy.cuts) == cuts  # the read's COMMIT was cut
+            assert [m.step for m in points] == list(range(count))
+        # Each lost connection was lent no more: the one after it read the history.
+        assert len(await tracking.get_metric_history(run_id, "loss")) == count
+
+
+async def test_a_connection_lost_before_the_last_row_still_fails_the_read(
+    through_proxy: tuple[int, PostgresProxy], unique: str
+) -> None:
+    """Only the end of a read that took every row lets a lost connection go: one lost
+    in the middle of a bulk read (its first run sent, its second's sort cut) answers
+    UNAVAILABLE, never part of the history as all of it."""
+    port, proxy = through_proxy
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", port) as tracking:
+        experiment_id = await tracking.create_experiment(f"sort-cut-{unique}")
+        sent, cut = [(await tracking.create_run(experiment_id)).info.run_id for _ in range(2)]
+        await tracking.log_batch(sent, metrics=[Metric("loss", 0.5, s, s) for s in range(10)])
+        for steps in (range(0, 10, 2), range(1, 10, 2)):  # overlapping: sorted in one query
+            await tracking.log_batch(cut, metrics=[Metric("loss", 0.5, s, s) for s in steps])
+        proxy.cut_on(rb"ORDER BY p\.step, p\.ts")
+        with pytest.raises(UnavailableError) as raised:
+            await tracking.get_metric_history_bulk([sent, cut], "loss")
+        assert raised.value.reason == "DATABASE_UNAVAILABLE"
+        assert len(proxy.cuts) == 1
