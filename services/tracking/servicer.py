@@ -189,7 +189,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             validation.experiment_id(request.experiment_id),
             run_name=given or tagged,
             user_id=common.text(request.user_id, "user_id", 256),
-            start_time_ms=request.start_time_ms,
+            start_time_ms=validation.run_time(request.start_time_ms, "start_time_ms"),
             tags=tags,
             parent_run_id=parent,
             status=_status(request.status) or RunStatus.RUNNING,
@@ -207,13 +207,12 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
     async def UpdateRun(
         self, request: api.UpdateRunRequest, context: Context
     ) -> api.UpdateRunResponse:
-        if request.end_time_ms < 0:
-            raise invalid_field("end_time_ms", "must not be negative")
+        end_time_ms = validation.run_time(request.end_time_ms, "end_time_ms")
         info = await self._runs.update(
             common.project(request.project),
             validation.run_id(request.run_id),
             _status(request.status),
-            request.end_time_ms,
+            end_time_ms,
             validation.run_name(request.run_name),
         )
         return api.UpdateRunResponse(run_info=convert.run_info(info))

@@ -29,6 +29,22 @@ async def test_update_and_terminate(tracking: cairn.TrackingClient, run_id: str)
     assert (info.status, info.end_time) == (RunStatus.FINISHED, 1234)
 
 
+@pytest.mark.parametrize("time", [-1, -(2**63)])
+async def test_a_negative_start_time_is_refused_as_a_negative_end_time_is(
+    tracking: cairn.TrackingClient, experiment_id: str, run_id: str, time: int
+) -> None:
+    """CreateRun stored any negative start_time_ms (-1, or int64's least), which
+    UpdateRun refused as an end_time_ms."""
+    with pytest.raises(InvalidArgumentError) as refused:
+        await tracking.create_run(experiment_id, start_time=time)
+    assert refused.value.message == "start_time_ms: must not be negative"
+    with pytest.raises(InvalidArgumentError) as refused:
+        await tracking.set_terminated(run_id, end_time=time)
+    assert refused.value.message == "end_time_ms: must not be negative"
+    runs = await tracking.search_runs([experiment_id])
+    assert [run.info.run_id for run in runs] == [run_id]
+
+
 async def test_parent_run_must_exist(
     tracking: cairn.TrackingClient, experiment_id: str, run_id: str
 ) -> None:
