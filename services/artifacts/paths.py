@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cairn import _names as names
+
 from ..common.errors import invalid_field
 
 # In UTF-8 bytes, as S3 caps its keys: a path is part of a btree key, which PostgreSQL
@@ -15,6 +17,23 @@ def object_path(value: str, field: str = "path") -> str:
     if value.endswith("/"):
         raise invalid_field(field, "names an object, so it must not end with '/'", "INVALID_PATH")
     _check_segments(value.split("/"), field)
+    return value
+
+
+def new_object_path(value: str, field: str = "path") -> str:
+    """A path an upload writes to: an object path no segment of which starts or ends
+    with an invisible character, as names and keys may not: "data.csv" after a
+    byte-order mark (U+FEFF) a file read left cannot be told from "data.csv". Spaces
+    there stay: file systems hold them. Reads and deletes take any object path, so an
+    object stored before this rule is still reached, and a path no upload can make
+    finds nothing."""
+    object_path(value, field)
+    if any(names.invisible_at_an_end(segment) for segment in value.split("/")):
+        raise invalid_field(
+            field,
+            "must not have a segment that starts or ends with an invisible character",
+            "INVALID_PATH",
+        )
     return value
 
 

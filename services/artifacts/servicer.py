@@ -110,7 +110,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
     ) -> api.CreateUploadTicketResponse:
         header = request.header
         project = common.project(header.project)
-        path = paths.object_path(header.path)
+        path = paths.new_object_path(header.path)
         expected_sha256 = _sha256(header.expected_sha256, "header.expected_sha256")
         content_type = _content_type(header.content_type) or DEFAULT_CONTENT_TYPE
         _check_size(header.expected_size)
@@ -259,7 +259,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         try:
             header = await _header(stream)
             project = common.project(header.project)
-            path = paths.object_path(header.path)
+            path = paths.new_object_path(header.path)
             expected_sha256 = _sha256(header.expected_sha256, "header.expected_sha256")
             content_type = _content_type(header.content_type) or DEFAULT_CONTENT_TYPE
             _check_size(header.expected_size)
@@ -410,7 +410,10 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         self, request: api.CreatePresignedUrlRequest, context: Context
     ) -> api.CreatePresignedUrlResponse:
         project = common.project(request.project)
-        path = paths.object_path(request.path)
+        if request.method == pb.PRESIGN_METHOD_PUT:
+            path = paths.new_object_path(request.path)
+        else:
+            path = paths.object_path(request.path)
         expires = presign_expiry(request.expires_in, self._config.presign_max_seconds)
         content_type = _content_type(request.content_type)
         if not self._backend.supports_presign:

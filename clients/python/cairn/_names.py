@@ -26,6 +26,7 @@ _REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 # Within a name they join or shape what is around them (emoji, Persian), and stay.
 _INVISIBLE = "[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
 _INVISIBLE_END = re.compile(f"^{_INVISIBLE}|{_INVISIBLE}\\Z")
+_INVISIBLE_ANYWHERE = re.compile(_INVISIBLE)
 
 
 def problem(value: str, max_length: int) -> str | None:
@@ -37,9 +38,21 @@ def problem(value: str, max_length: int) -> str | None:
         return f"must be at most {max_length} characters, got {len(value)}"
     if _REFUSED.search(value):
         return "must be one line of text without control characters"
-    if value != value.strip() or _INVISIBLE_END.search(value):
+    if value != value.strip() or invisible_at_an_end(value):
         return "must not start or end with whitespace or an invisible character"
     return None
+
+
+def invisible_at_an_end(value: str) -> bool:
+    """Whether value starts or ends with a character that shows as nothing (also the
+    rule of each segment of an artifact path an upload writes)."""
+    return _INVISIBLE_END.search(value) is not None
+
+
+def shown(value: str) -> str:
+    """value with each character that shows as nothing escaped ("\\ufeff"), for a
+    message that must let its reader see it."""
+    return _INVISIBLE_ANYWHERE.sub(lambda found: f"\\u{ord(found[0]):04x}", value)
 
 
 def key(value: Any, name: str) -> str:

@@ -339,6 +339,53 @@ async def test_bad_paths_are_refused(store: cairn.ArtifactClient, path: str) -> 
         await store.stat(path)
 
 
+# A right-to-left override alone, a byte-order mark a file read left, a zero-width space
+# pasted along, a left-to-right mark ending a folder, a word joiner ending a path.
+INVISIBLE_AT_AN_END = ["\u202e", "\ufeffdata.csv", "data.csv\u200b", "dir\u200e/a", "a/\u2060"]
+
+
+@pytest.mark.parametrize("path", INVISIBLE_AT_AN_END)
+async def test_a_segment_starting_or_ending_with_an_invisible_character_is_refused(
+    store: cairn.ArtifactClient, path: str
+) -> None:
+    """Such paths were stored, though tracking's names and keys and the registry's ids
+    refuse an invisible character at an end: "data.csv" after a byte-order mark cannot
+    be told from "data.csv". Reading such a path finds nothing, as no object can have it."""
+    header = api.UploadHeader(project=store.project, path=path)
+    writes = {
+        "upload": lambda: store.upload(path, b"x"),
+        "ticket": lambda: store._transport.unary(
+            store._stub.CreateUploadTicket,
+            api.CreateUploadTicketRequest(header=header),
+            timeout=10,
+            metadata=None,
+        ),
+        "presigned PUT": lambda: store.presigned_url(path, "PUT"),
+    }
+    for name, write in writes.items():
+        with pytest.raises(InvalidArgumentError) as refused:
+            await write()
+        assert refused.value.reason == "INVALID_PATH", name
+        assert refused.value.message == (
+            "path: must not have a segment that starts or ends with an invisible character"
+        ), name
+    assert await store.list(recursive=True) == []
+    with pytest.raises(NotFoundError):
+        await store.stat(path)
+
+
+@pytest.mark.parametrize(
+    "path", [" leading space", "trailing space /a", "notes v2 .txt", "👩\u200d💻/a\u200bb"]
+)
+async def test_spaces_at_a_segments_ends_and_invisible_characters_within_are_stored(
+    store: cairn.ArtifactClient, path: str
+) -> None:
+    """File systems hold such names, and uploads of them worked before invisible
+    characters at a segment's ends were refused."""
+    assert (await store.upload(path, b"x")).path == path
+    assert await store.read(path) == b"x"
+
+
 async def test_a_path_of_1024_bytes_in_utf8_is_stored(store: cairn.ArtifactClient) -> None:
     path = "語" * 341 + "a"  # the limit counts bytes, as S3 does for its keys
     assert len(path.encode()) == 1024

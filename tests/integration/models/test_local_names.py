@@ -1,7 +1,8 @@
 """A local tree holding a file whose name is not UTF-8 (bytes a file system keeps and
 Python reads as lone surrogates) is refused whole, before anything of it is stored,
 by every call that uploads a tree: no artifact path can carry the name, and a tree
-refused part-way would leave the files before it stored."""
+refused part-way would leave the files before it stored. So is one holding a name that
+starts or ends with a character that shows as nothing, which the server refuses."""
 
 from __future__ import annotations
 
@@ -79,3 +80,25 @@ async def test_a_name_that_is_not_text_refuses_the_whole_tree(
         "b.txt",
         "c.txt",
     }
+
+
+@pytest.mark.parametrize(
+    "upload",
+    [_upload_tree, _log_artifacts, _log_model, _add_model],
+    ids=lambda upload: upload.__name__.lstrip("_"),
+)
+async def test_a_name_starting_with_an_invisible_character_refuses_the_whole_tree(
+    world: World, tree: Path, upload: Upload
+) -> None:
+    """The server refuses such a path (docs/artifacts.md), and the client checked only
+    that names are UTF-8: the tree went up part-way, a.txt stored, and the upload of
+    the name after it was refused."""
+    (tree / NOT_UTF8).rename(tree / "\ufeffb.txt")
+
+    with pytest.raises(InvalidArgumentError) as refused:
+        await upload(world, tree)
+
+    assert refused.value.reason == "INVALID_PATH"
+    assert refused.value.metadata["path"].endswith("\\ufeffb.txt")
+    assert "invisible character" in str(refused.value)
+    assert await _stored(world) == []

@@ -15,6 +15,7 @@ from pathlib import Path, PurePath, PureWindowsPath
 from typing import BinaryIO, TypeVar
 
 from .. import _direct_io
+from .. import _names as names
 from .._direct_io import DirectWriter
 from ..exceptions import CairnError, DataLossError, FailedPreconditionError, InvalidArgumentError
 
@@ -79,9 +80,10 @@ def files_in(directory: Path) -> list[str]:
     them for this reason.
 
     Raises:
-        InvalidArgumentError: INVALID_PATH, a name that is not text: bytes that are not
-            UTF-8, which a file system may hold and Python reads as lone surrogates
-            ("\\udcff"). No artifact path can carry them.
+        InvalidArgumentError: INVALID_PATH, a name no upload can write: bytes that are
+            not UTF-8, which a file system may hold and Python reads as lone surrogates
+            ("\\udcff"), or a name starting or ending with a character that shows as
+            nothing, which the server refuses (docs/artifacts.md).
     """
     relatives = sorted(
         file.relative_to(directory).as_posix() for file in directory.rglob("*") if file.is_file()
@@ -92,13 +94,22 @@ def files_in(directory: Path) -> list[str]:
         except UnicodeEncodeError:
             # Shown escaped: the message itself must be printable text.
             shown = str(directory / relative).encode(errors="backslashreplace").decode()
-            raise InvalidArgumentError(
-                f"{shown}: the name is not UTF-8 text, which an artifact path must be; "
-                "rename it (nothing of the tree was sent)",
-                reason="INVALID_PATH",
-                metadata={"path": shown},
-            ) from None
+            why = "the name is not UTF-8 text, which an artifact path must be"
+            raise _unwritable(shown, why) from None
+        if any(names.invisible_at_an_end(segment) for segment in relative.split("/")):
+            raise _unwritable(
+                names.shown(str(directory / relative)),
+                "a name starts or ends with an invisible character, which no artifact path may",
+            )
     return relatives
+
+
+def _unwritable(shown: str, why: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"{shown}: {why}; rename it (nothing of the tree was sent)",
+        reason="INVALID_PATH",
+        metadata={"path": shown},
+    )
 
 
 def local_file(root: Local, relative: str, path: str) -> Local:
