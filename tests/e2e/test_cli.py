@@ -284,3 +284,14 @@ async def test_projects_create_list_describe_update_members(
     inside = as_json("experiments", "list", "--project", name, env=env)
     assert [e["project"] for e in inside] == [name]
     assert f"in-{unique}" not in {e["name"] for e in as_json("experiments", "list", env=env)}
+
+
+def test_an_empty_project_description_is_a_usage_error(env: dict[str, str], unique: str) -> None:
+    """The client reads an empty description as "leave it as it is": the command exited
+    0 and the old description stayed, so the user believed it cleared."""
+    name = f"blank-{unique}"
+    ok("projects", "create", name, "--description", "old text", env=env)
+    done = run_cairn("projects", "update", name, "--description", "", env=env)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "--description" in done.stderr and "cannot be cleared" in done.stderr
+    assert as_json("projects", "describe", name, env=env)["description"] == "old text"

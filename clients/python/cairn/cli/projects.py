@@ -57,9 +57,27 @@ def describe_project(name: str, output: str) -> None:
     emit_object(output, plain(project), f"Project {name}")
 
 
+def _new_description(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    # The client (as ML cube) reads "" as "leave it as it is": passed on, the command
+    # would succeed having changed nothing.
+    if not value:
+        raise click.BadParameter(
+            "an empty description would leave the old one unchanged: a description"
+            " cannot be cleared, only replaced by new text",
+            ctx,
+            param,
+        )
+    return value
+
+
 @group.command("update")
 @click.argument("name")
-@click.option("--description", required=True, help="the new description")
+@click.option(
+    "--description",
+    required=True,
+    callback=_new_description,
+    help="the new description, not empty",
+)
 @connection_options
 def update_project(name: str, description: str) -> None:
     """Change a project's description (its editors)."""
