@@ -72,6 +72,17 @@ async def test_run_artifacts_upload_list_download_rm(
     assert line.endswith(f"[OBJECT_NOT_FOUND]: run {run_id} has no artifact at 'out'")
 
 
+async def test_rm_of_a_path_the_run_lacks_names_it_as_typed(
+    served: ServerProcess, env: dict[str, str], unique: str
+) -> None:
+    """rm named the store's path of it: no object at 'experiments/<id>/<run>/artifacts/out',
+    where download says what the user typed."""
+    experiment_id = ok("experiments", "create", f"rm-{unique}", env=env).strip()
+    run_id = await create_run(served.address, experiment_id)
+    line = failed("artifacts", "rm", "out/", "-r", run_id, env=env)
+    assert line.endswith(f"[OBJECT_NOT_FOUND]: run {run_id} has no artifact at 'out'"), line
+
+
 def test_store_paths_upload_list_download_rm(
     env: dict[str, str], tree: Path, tmp_path: Path, unique: str
 ) -> None:

@@ -168,12 +168,25 @@ def remove(path: str, run_id: str | None, recursive: bool) -> None:
         target = join(root, None, path)
         try:
             return await store.delete(target, recursive=recursive)
-        except NotFoundError:
+        except NotFoundError as missing:
             if not recursive and await store.list(f"{target}/", options=ListOptions(limit=1)):
                 raise click.UsageError(
                     f"{path!r} is a directory: add --recursive to delete everything under it"
                 ) from None
+            if run_id:
+                raise missing_from_run(missing, run_id, path) from None
             raise
 
     deleted = call(work)
     click.echo(f"deleted {deleted} object{'' if deleted == 1 else 's'}")
+
+
+def missing_from_run(missing: NotFoundError, run_id: str, path: str) -> NotFoundError:
+    """missing named as the user named it, as `download` does: the store's path holds the
+    run's root, which the user never typed."""
+    named = f"no artifact at {path.strip('/')!r}" if path.strip("/") else "no artifacts"
+    return NotFoundError(
+        f"run {run_id} has {named}",
+        reason=missing.reason,
+        metadata={**missing.metadata, "run_id": run_id, "path": path},
+    )
