@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,25 @@ async def test_models_versions_filters_within_its_model_as_written(
     escape = f"version_number = 1) OR (name = '{other}'"
     line = failed("models", "versions", mine, "--filter", escape, env=env)
     assert "[INVALID_FILTER]: invalid filter at position 18:" in line
+
+
+async def test_models_describe_names_the_stage_of_each_latest_version(
+    served: ServerProcess, env: dict[str, str], unique: str
+) -> None:
+    """describe showed latest_versions as bare numbers ("1, 2", JSON [1, 2]), with no
+    stage, though its help promises the latest version in each stage."""
+    name = f"staged-{unique}"
+    experiment_id = ok("experiments", "create", f"staged-{unique}", env=env).strip()
+    async with cairn.Client(f"http://{served.address}") as client:
+        run_id = (await client.tracking.create_run(experiment_id)).info.run_id
+        for weight in (1, 2, 3):
+            await client.tracking.log_model(
+                run_id, {"w": weight}, f"model-{weight}", flavor="pickle",
+                registered_model_name=name,
+            )  # fmt: skip
+    ok("models", "stage", name, "2", "production", env=env)
+
+    described = as_json("models", "describe", name, env=env)
+    assert described["latest_versions"] == {"None": 3, "Production": 2}
+    table = ok("models", "describe", name, env=env)
+    assert re.search(r"│ latest_versions +│ None=3, Production=2 +│", table), table

@@ -33,8 +33,10 @@ STAGES = [stage.value for stage in ModelVersionStage]
 
 
 def model_record(model: RegisteredModel) -> dict[str, Any]:
+    """A model as a record, its latest_versions as stage: version (the registry returns
+    the highest version in each stage; the version numbers alone lost the stage)."""
     record = plain(model)
-    record["latest_versions"] = [v["version"] for v in record["latest_versions"]]
+    record["latest_versions"] = {v["stage"]: v["version"] for v in record["latest_versions"]}
     return record
 
 
