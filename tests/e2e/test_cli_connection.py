@@ -151,7 +151,7 @@ def test_client_variables_never_reach_the_server_commands(tmp_path: Path) -> Non
     # A command that connects reads them, and says which one is wrong.
     done = run_cairn("experiments", "list", env={**env, "CAIRN_TLS": "true"})
     assert done.returncode == 2
-    assert "CAIRN_TIMEOUT='abc' is not a valid value" in done.stderr
+    assert "CAIRN_TIMEOUT is not a valid value: give seconds" in done.stderr
 
 
 def test_a_typo_in_keys_create_is_a_usage_error(tmp_path: Path) -> None:
@@ -207,6 +207,24 @@ def test_an_address_the_client_cannot_read_is_a_usage_error(tmp_path: Path) -> N
     secret = "grpcs://user:s3cret@host:1"
     hidden = run_cairn("experiments", "list", env={**env, "CAIRN_ADDRESS": secret})
     assert hidden.returncode == 2 and "s3cret" not in hidden.stderr
+
+
+def test_a_usage_error_never_echoes_an_address_or_a_variable(tmp_path: Path) -> None:
+    """Read as a host and a port, an address was quoted whole (`the port of
+    'admin:hunter2' ('hunter2')`), by flag and variable alike, and a variable that was
+    not a value of its setting was echoed (`CAIRN_TIMEOUT='hunter2'`), though a URL's
+    password never was."""
+    env = environment(tmp_path, CAIRN_ADDRESS=DEAD)
+    for argv, variables, named in (
+        (["--address", "admin:hunter2"], {}, "--address"),
+        (["--registry-address", "ipv4:admin:hunter2,1.2.3.4"], {}, "--registry-address"),
+        ([], {"CAIRN_ADDRESS": "dns:///admin:hunter2"}, "CAIRN_ADDRESS"),
+        ([], {"CAIRN_TIMEOUT": "hunter2"}, "CAIRN_TIMEOUT"),
+        ([], {"CAIRN_TLS": "hunter2"}, "CAIRN_TLS"),
+    ):
+        done = run_cairn("experiments", "list", *argv, env={**env, **variables})
+        assert done.returncode == 2, (argv, variables, done.stderr)
+        assert named in done.stderr and "hunter2" not in done.stderr, done.stderr
 
 
 def test_an_address_whose_scheme_contradicts_the_connection_is_a_usage_error(

@@ -87,12 +87,13 @@ def test_a_port_left_unnamed_is_443_with_tls_and_50051_without(
         ("grpc://h:50051", False, None, "scheme 'grpc'"),
         ("http://h/path", False, None, "is not http://host"),
         ("http://h:port", False, None, "port is not a number"),
-        ("h:port", False, None, "port of 'h:port'"),
-        ("dns:///svc:port", False, None, "port of 'dns:///svc:port'"),
-        ("ipv4:10.0.0.1:port", False, None, "port of '10.0.0.1:port'"),
+        ("h:port", False, None, "the port of the address is not a number"),
+        ("dns:///svc:port", False, None, "the port of the address is not a number"),
+        ("ipv4:10.0.0.1:port", False, None, "the port of entry 1 of the address list"),
+        ("ipv4:10.0.0.1,[::1", False, None, "entry 2 of the address list is not [address]"),
         ("h", False, "port", "'port'"),
         ("h", False, 70000, "not a number from 1 to 65535"),
-        ("ipv4:10.0.0.1,", False, None, "empty entry"),
+        ("ipv4:10.0.0.1,", False, None, "entry 2 of the address list is empty"),
     ],
 )
 def test_an_address_the_client_cannot_read_is_refused_clearly(
@@ -100,6 +101,28 @@ def test_an_address_the_client_cannot_read_is_refused_clearly(
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(error)):
         target(address, tls, port)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "admin:s3cret",
+        "[::1]:s3cret",
+        "[::1]s3cret",
+        "dns:///admin:s3cret",
+        "dns://s3cret",
+        "ipv4:1.2.3.4,admin:s3cret",
+        "ipv4:s3cret,",
+        "ipv6:[::1]:s3cret",
+    ],
+)
+def test_an_address_is_never_quoted_in_its_error(address: str) -> None:
+    """A port, an entry or a dns: name that could not be read quoted the whole address:
+    `the port of 'admin:s3cret' ('s3cret')`, though what reads as a port may be a
+    password, as a URL's credentials are, which are never quoted."""
+    with pytest.raises(ValueError) as refused:
+        target(address, False)
+    assert "s3cret" not in str(refused.value)
 
 
 @pytest.mark.parametrize(

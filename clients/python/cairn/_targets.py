@@ -116,7 +116,7 @@ def target(
     if address.lower().startswith(_WHOLE_SCHEMES):
         return address  # the whole address: a port beside it means nothing
     parsed = parse(address)  # first: it refuses an address a port's error would quote
-    given = None if port is None else _port(str(port), address)
+    given = None if port is None else _port(str(port), f"the port {str(port)!r}")
     if parsed.tls is not None and parsed.tls != tls:
         scheme = "https" if parsed.tls else "http"
         wanted = "TLS" if tls else "plaintext"
@@ -154,22 +154,23 @@ def _url(address: str) -> Address:
     return Address(parts.hostname, port, _URL_SCHEMES[parts.scheme.lower()])
 
 
-def _host_port(address: str) -> tuple[str, int | None]:
-    """ "host", "host:port", "v6::addr", "[v6::addr]" or "[v6::addr]:port"."""
+def _host_port(address: str, whose: str = "the address") -> tuple[str, int | None]:
+    """ "host", "host:port", "v6::addr", "[v6::addr]" or "[v6::addr]:port"; whose names
+    it in errors, which never quote it: "admin:hunter2" reads as a host and a port."""
     if address.startswith("["):
         host, bracket, rest = address[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(f"{address!r} is not [address] or [address]:port")
-        return host, _port(rest[1:], address) if rest else None
+            raise ValueError(f"{whose} is not [address] or [address]:port")
+        return host, _port(rest[1:], f"the port of {whose}") if rest else None
     if address.count(":") == 1:  # more than one: a bare IPv6 address
         host, _, port = address.partition(":")
-        return host, _port(port, address)
+        return host, _port(port, f"the port of {whose}")
     return address, None
 
 
-def _port(text: str, address: str) -> int:
+def _port(text: str, whose: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"the port of {address!r} ({text!r}) is not a number from 1 to 65535")
+        raise ValueError(f"{whose} is not a number from 1 to 65535")
     return int(text)
 
 
@@ -181,9 +182,9 @@ def _target_port(address: str) -> int | None:
     if lowered.startswith(_LIST_SCHEMES):
         scheme, _, entries = address.partition(":")
         first = entries.split(",")[0]
-        return _entry(first, address, scheme.lower() == "ipv6")[1]
+        return _entry(first, 1, scheme.lower() == "ipv6")[1]
     named = _named_port(_dns_split(address)[1])
-    return None if named is None else _port(named, address)
+    return None if named is None else _port(named, "the port of the address")
 
 
 def _address_list(address: str, port: int) -> str:
@@ -192,21 +193,22 @@ def _address_list(address: str, port: int) -> str:
     scheme, _, entries = address.partition(":")
     v6 = scheme.lower() == "ipv6"
     written = []
-    for entry in entries.split(","):
-        host, named = _entry(entry, address, v6)
+    for number, entry in enumerate(entries.split(","), start=1):
+        host, named = _entry(entry, number, v6)
         host = f"[{host}]" if v6 else host
         written.append(f"{host}:{named or port}")
     return f"{scheme}:{','.join(written)}"
 
 
-def _entry(entry: str, address: str, v6: bool) -> tuple[str, int | None]:
-    """Host and port of one entry of an address list ("ipv6:" entries are `addr` or
-    `[addr]:port`)."""
+def _entry(entry: str, number: int, v6: bool) -> tuple[str, int | None]:
+    """Host and port of the entry number of an address list ("ipv6:" entries are `addr`
+    or `[addr]:port`); errors name it by its number."""
+    whose = f"entry {number} of the address list"
     if not entry:
-        raise ValueError(f"{address!r} has an empty entry")
+        raise ValueError(f"{whose} is empty")
     if v6 and not entry.startswith("["):
         return entry, None
-    return _host_port(entry)
+    return _host_port(entry, whose)
 
 
 def _dns_split(address: str) -> tuple[str, str]:
@@ -217,7 +219,7 @@ def _dns_split(address: str) -> tuple[str, str]:
     if rest.startswith("//"):  # dns://[authority]/name
         _, slash, name = rest[2:].partition("/")
         if not slash:
-            raise ValueError(f"{address!r} is not dns:[//authority/]name[:port]")
+            raise ValueError("the address is not dns:[//authority/]name[:port]")
         return address[: len(address) - len(name)], name
     return address[: len(_DNS_SCHEME)], rest
 

@@ -112,7 +112,7 @@ class _Address(click.ParamType):
 def _boolean(text: str) -> bool:
     if text.lower() in _TRUE | _FALSE:
         return text.lower() in _TRUE
-    raise ValueError(text)
+    raise ValueError("not a truth value")
 
 
 # Each setting's name, its variable and how the variable's text becomes its value.
@@ -126,6 +126,12 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "timeout": ("CAIRN_TIMEOUT", _seconds),
     "registry_address": ("CAIRN_REGISTRY_ADDRESS", _address),
     "artifacts_address": ("CAIRN_ARTIFACTS_ADDRESS", _address),
+}
+
+# What a variable's text must be, said in its usage error instead of the text itself.
+_WANTED = {
+    "tls": "give 1, true, yes or on; 0, false, no or off",
+    "timeout": "give seconds above 0 (at most 1e9), or none",
 }
 
 
@@ -221,9 +227,12 @@ def _from_environment(ctx: click.Context) -> dict[str, Any]:
         try:
             values[name] = parse(text)
         except ValueError as error:
-            if parse is _address:  # why, not the text: a URL may hold a password
+            # Why, never the text: a URL may hold a password, and a variable a secret.
+            if parse is _address:
                 raise click.UsageError(f"{variable} is not a valid address: {error}", ctx) from None
-            raise click.UsageError(f"{variable}={text!r} is not a valid value", ctx) from None
+            raise click.UsageError(
+                f"{variable} is not a valid value: {_WANTED[name]}", ctx
+            ) from None
     return values
 
 
