@@ -83,6 +83,32 @@ def test_the_plot_leaves_out_non_finite_points_and_the_table_keeps_them(
         assert re.search(rf"│ {step} +│ {re.escape(value)} +│", table), table
 
 
+async def test_finite_values_near_the_largest_float_are_plotted_scaled(
+    served: ServerProcess, env: dict[str, str], unique: str
+) -> None:
+    """plotext overflows past about 1e306: points at 1e308 and -1e308 drew no plot, and
+    stderr said `(no plot: ValueError: cannot convert float NaN to integer)`, though no
+    point was NaN. Values near 1e-300 a little apart failed as `OverflowError: int too
+    large to convert to float`."""
+    experiment_id = ok("experiments", "create", f"huge-{unique}", env=env).strip()
+    async with cairn.Client(f"http://{served.address}") as client:
+        run_id = (await client.tracking.create_run(experiment_id)).info.run_id
+        for step, value in enumerate([1e308, -1e308, 1.7976931348623157e308, 0.0]):
+            await client.tracking.log_metric(run_id, "m", value, step=step)
+        for step, value in enumerate([9.868309263708664e-297, 9.868309263724505e-297]):
+            await client.tracking.log_metric(run_id, "tiny", value, step=step)
+
+    done = run_cairn("metrics", "history", run_id, "m", env=env)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    plot, _, table = done.stdout.partition("┏")
+    assert BRAILLE.search(plot)
+    assert "value / 1e308" in plot
+    assert re.search(r"│ 1 +│ -1e\+308 +│", table), table
+    tiny = run_cairn("metrics", "history", run_id, "tiny", env=env)
+    assert tiny.returncode == 0 and tiny.stderr == "", tiny.stderr
+    assert BRAILLE.search(tiny.stdout) and "value / 1e-297" in tiny.stdout
+
+
 def test_max_points_is_0_or_at_least_4_as_the_server_says(
     run_ids: tuple[str, str], env: dict[str, str]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 
 import click
 
@@ -18,6 +19,10 @@ PIPED_SIZE = (100, 25)
 # The server keeps the first, last, smallest and largest point: fewer cannot be asked.
 MIN_MAX_POINTS = 4
 MAX_MAX_POINTS = 2**31 - 1
+# plotext's ticks overflow for values past about 1e306 (to infinity, then NaN), and
+# for values near 1e-300 whose span is smaller still (10**330 is no float): values
+# outside these bounds are drawn divided by a power of ten, which the axis's label names.
+PLOTTABLE = (1e-100, 1e100)
 
 
 def _max_points(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -78,11 +83,26 @@ def draw(points: list[Metric], title: str) -> str:
     """The points as a line plot, value over step, in text."""
     import plotext  # imported here: only this command draws
 
+    values, power = scaled([p.value for p in points])
     plotext.clear_figure()
-    plotext.plot([p.step for p in points], [p.value for p in points], marker="braille")
+    plotext.plot([p.step for p in points], values, marker="braille")
     plotext.title(title)
     plotext.xlabel("step")
+    if power:
+        plotext.ylabel(f"value / 1e{power}")
     if is_terminal():
         return str(plotext.build())
     plotext.plotsize(*PIPED_SIZE)
     return str(plotext.uncolorize(plotext.build()))  # no colour codes in a file
+
+
+def scaled(values: list[float]) -> tuple[list[float], int]:
+    """values as plotext can draw them, and the power of ten they were divided by (0:
+    as they are): the largest comes to between 1 and 10 when it is outside PLOTTABLE.
+    The values are finite."""
+    largest = max(abs(value) for value in values)
+    if largest == 0 or PLOTTABLE[0] <= largest <= PLOTTABLE[1]:
+        return values, 0
+    power = math.floor(math.log10(largest))
+    # In decimal: 10.0 ** -320 is no float, and 10.0 ** -310 a rounded subnormal.
+    return [float(Decimal(value).scaleb(-power)) for value in values], power
