@@ -113,11 +113,23 @@ def test_profiles_file_from_the_variable(keyed: tuple[ServerProcess, str], tmp_p
     ok("keys", "list", env=environment(tmp_path, CAIRN_PROFILES=str(elsewhere)))
 
 
-def test_bad_profiles_are_one_line(tmp_path: Path) -> None:
-    write_profiles(tmp_path, "[default]\nurl = ftp://nowhere\n")
+def test_bad_profiles_are_one_line_and_a_usage_error(tmp_path: Path) -> None:
+    """A profile that could not be used exited 1, as a failed call does, though a bad
+    timeout from a profile is a usage error, as from the flag or the variable."""
+    write_profiles(
+        tmp_path,
+        "[default]\nurl = ftp://nowhere\n[zero]\nurl = http://127.0.0.1:1\ntimeout = 0\n",
+    )
     env = environment(tmp_path)
-    assert "url" in failed("experiments", "list", env=env)
-    assert "no profile 'nope'" in failed("experiments", "list", "--profile", "nope", env=env)
+    for argv, why in (
+        ([], "url"),
+        (["--profile", "nope"], "no profile 'nope'"),
+        (["--profile", "zero"], "timeout must be seconds above 0"),
+    ):
+        done = run_cairn("experiments", "list", *argv, env=env)
+        assert done.returncode == 2, (argv, done.returncode, done.stderr)
+        assert done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1, done.stderr
+        assert why in done.stderr, done.stderr
 
 
 def test_a_profiles_key_and_ca_stay_with_its_server(

@@ -18,15 +18,26 @@ from ._connection import Connection, resolve
 T = TypeVar("T")
 
 
+class ProfileMistake(click.ClickException):
+    """A profile that cannot be used: the user's setting, as a flag or a variable is, so
+    a usage mistake (status 2) as theirs are. One line naming the file, section and key,
+    without the usage text click adds to a mistake on the command line."""
+
+    exit_code = click.UsageError.exit_code
+
+
 def call(work: Callable[[Client], Awaitable[T]]) -> T:
     """Runs work with a client of this invocation's connection and returns its result.
 
-    A CairnError (its status, reason and message), a bad profile or a bad value becomes
-    click's one-line "Error: ..." on stderr and exit status 1, never a traceback.
+    A CairnError (its status, reason and message) or a bad value becomes click's
+    one-line "Error: ..." on stderr and exit status 1, never a traceback; a profile
+    that cannot be used the same line and status 2, a usage mistake.
     """
     try:
         connection = resolve(click.get_current_context())
-    except (ProfileError, ValueError, OSError) as error:  # OSError: a profile file unread
+    except ProfileError as error:
+        raise ProfileMistake(str(error)) from None
+    except (ValueError, OSError) as error:  # OSError: a profile file unread
         raise click.ClickException(str(error)) from None
 
     async def session() -> T:
