@@ -202,9 +202,10 @@ def test_a_timeout_no_call_could_meet_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_an_address_the_client_cannot_read_is_a_usage_error(tmp_path: Path) -> None:
     """A malformed address failed the call instead (status 1, as an outage), and an
-    empty --address was taken for none given: the default server was asked."""
+    empty --address was taken for none given: the default server was asked. So did an
+    address list whose later entry could not be read (only the first was checked)."""
     env = environment(tmp_path, CAIRN_ADDRESS=DEAD)
-    for address in ("grpc://127.0.0.1:1", "localhost:http", "", " "):
+    for address in ("grpc://127.0.0.1:1", "localhost:http", "", " ", "ipv4:127.0.0.1:1,h:x"):
         for option in ("--address", "--registry-address", "--artifacts-address"):
             done = run_cairn("experiments", "list", option, address, env=env)
             assert done.returncode == 2 and option in done.stderr, (address, done.stderr)

@@ -8,7 +8,7 @@ import re
 import pytest
 
 import cairn
-from cairn._targets import target
+from cairn._targets import parse, target
 from cairn._transport import RoutedChannel
 
 
@@ -101,6 +101,16 @@ def test_an_address_the_client_cannot_read_is_refused_clearly(
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(error)):
         target(address, tls, port)
+
+
+def test_parse_reads_every_entry_of_an_address_list() -> None:
+    """parse read the first entry alone: `cairn --address ipv4:127.0.0.1:1,h:x` was
+    taken, then failed when the client was made (status 1, not a usage error)."""
+    with pytest.raises(ValueError, match="the port of entry 2 of the address list"):
+        parse("ipv4:10.0.0.1:1,h:x")
+    with pytest.raises(ValueError, match="entry 3 of the address list is empty"):
+        parse("ipv6:[::1]:1,::2,")
+    assert parse("ipv4:10.0.0.1:1,10.0.0.2").port == 1
 
 
 @pytest.mark.parametrize(

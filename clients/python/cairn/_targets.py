@@ -175,14 +175,16 @@ def _port(text: str, whose: str) -> int:
 
 
 def _target_port(address: str) -> int | None:
-    """The port a target names: a dns: name's, an address list's first entry's."""
+    """The port a target names: a dns: name's, an address list's first entry's (every
+    entry read, so that parse refuses a list whose later entry is no address)."""
     lowered = address.lower()
     if lowered.startswith(_WHOLE_SCHEMES):
         return None
     if lowered.startswith(_LIST_SCHEMES):
         scheme, _, entries = address.partition(":")
-        first = entries.split(",")[0]
-        return _entry(first, 1, scheme.lower() == "ipv6")[1]
+        v6 = scheme.lower() == "ipv6"
+        ports = [_entry(entry, n, v6)[1] for n, entry in enumerate(entries.split(","), 1)]
+        return ports[0]
     named = _named_port(_dns_split(address)[1])
     return None if named is None else _port(named, "the port of the address")
 
