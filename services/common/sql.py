@@ -36,3 +36,13 @@ async def take_turns(conn: asyncpg.Connection, *key: str) -> None:
     """Holds the advisory lock named by key until conn's transaction ends: the
     transactions that take one key run from there one after another."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "/".join(key))
+
+
+async def took_turn(conn: asyncpg.Connection, *key: str) -> bool:
+    """Takes the turn named by key (as take_turns) if no other transaction holds it, or
+    conn's holds it already; whether it did. It never waits."""
+    return bool(
+        await conn.fetchval(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", "/".join(key)
+        )
+    )

@@ -24,6 +24,7 @@ from .common import (
     not_found,
     take_turn_for_external_id,
     update_row,
+    updating,
 )
 
 COLUMNS = """a.id, a.project, a.model_version_id, a.kind, a.name, a.description, a.uri, a.state,
@@ -204,9 +205,9 @@ class ArtifactStore:
         return page.of([_artifact(r) for r in page.items])
 
     async def update(self, project: str, artifact_id: str, changes: Mapping[str, Any]) -> Artifact:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async def update(conn: asyncpg.Connection, surely: bool) -> Artifact:
             row_id = id_or_none(artifact_id)
-            await take_turn_for_external_id(conn, "artifacts", project, row_id, changes)
+            await take_turn_for_external_id(conn, "artifacts", project, row_id, changes, surely)
             current = await self._one(project, "a.id = $2", [row_id], artifact_id, conn, lock=True)
             for field, stored in (
                 ("name", current.name),
@@ -238,6 +239,8 @@ class ArtifactStore:
                 current.external_id,
             )
             return await self._one(project, "a.id = $2", [int(artifact_id)], artifact_id, conn)
+
+        return await updating(self._pool, update)
 
     async def delete(self, project: str, artifact_id: str) -> None:
         if not await delete_row(self._pool, "artifacts", project, artifact_id):

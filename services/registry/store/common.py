@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any, TypeVar
 
 import asyncpg
 
 from ...common import filter_sql, filters, paging
 from ...common.errors import AlreadyExists, NotFound, invalid_field
 from ...common.filters import FilterError, Identifier
-from ...common.sql import Params, take_turns
+from ...common.sql import Params, take_turns, took_turn
 from ..model import PropertyValue
 from ..validation import MAX_OBJECT_BYTES, MAX_TAGS, object_size
 
@@ -275,8 +275,8 @@ async def update_row(
 
     Custom properties are stored typed, and an empty external id as NULL (no id); with
     the row's tags (its current ones: the caller holds its lock) they must fit in
-    MAX_OBJECT_BYTES. external_id is the row's current one; a change of it takes its
-    turn (take_turn_for_external_id).
+    MAX_OBJECT_BYTES. external_id is the row's current one; a change of it needs its
+    turn (take_turn_for_external_id), else TurnMissed.
     """
     values = {k: v for k, v in changes.items() if k in updatable}
     if "custom_properties" in values:
@@ -285,8 +285,9 @@ async def update_row(
         values["custom_properties"] = encode_properties(properties)
     if "external_id" in values:
         values["external_id"] = values["external_id"] or None
-        if values["external_id"] != (external_id or None):
-            await _take_turn(conn, project)  # as a rule taken already; again it is free
+        changed = values["external_id"] != (external_id or None)
+        if changed and not await took_turn(conn, *_turn(project)):  # as a rule, held
+            raise TurnMissed
     if not values:
         return
     params = Params(row_id)
@@ -301,36 +302,63 @@ async def update_row(
         raise clash(error, str(values.get("external_id", external_id))) from None
 
 
+T = TypeVar("T")
+
+
+class TurnMissed(Exception):
+    """An update found under its row's lock that it changes the row's external id, as
+    it did not when it read the id before (another change of the row came between),
+    and the project's turn taken by another: waiting for it there, holding the row,
+    could deadlock with the update whose turn it is, waiting for that row."""
+
+
+async def updating(
+    pool: asyncpg.Pool, update: Callable[[asyncpg.Connection, bool], Awaitable[T]]
+) -> T:
+    """update(conn, surely) run in a transaction: once with surely False, and again with
+    surely True (its turn taken whatever the stored id) if it missed its turn."""
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            return await update(conn, False)
+    except TurnMissed:
+        async with pool.acquire() as conn, conn.transaction():
+            return await update(conn, True)
+
+
 async def take_turn_for_external_id(
     conn: asyncpg.Connection,
     table: str,
     project: str,
     row_id: int | None,
     changes: Mapping[str, Any],
+    surely: bool = False,
 ) -> None:
-    """Takes the turn of project's external id changes (_take_turn) when changes would
-    change the row's external id, before the caller locks the row: every such update
-    takes the two in one order (the turn, then the row), so one waiting for its turn
-    holds no row the update whose turn it is could need. update_row takes the turn
-    after the row's lock only when the id changed between the two reads."""
+    """Takes the turn of project's external id changes when changes would change the
+    row's external id (surely: whenever they set it), before the caller locks the row.
+
+    Changes of ids take turns so that each sees the ids the one before left: two rows
+    taking each other's id at once each freed its own (sync_external_id deletes it from
+    external_ids), then waited for the other's to be freed, and PostgreSQL aborted one
+    of them as a deadlock: ABORTED, "call again", where either order of the two answers
+    ALREADY_EXISTS. The turn comes before the row's lock, the one order of the two: an
+    update waiting for its turn holds no row the update whose turn it is could need.
+    update_row, which finds under the lock whether the id changes, takes the turn there
+    only if it is free, else raises TurnMissed (see updating)."""
     if "external_id" not in changes or row_id is None:
         return
-    stored = await conn.fetchval(
-        f"SELECT external_id FROM registry.{table} WHERE project = $1 AND id = $2",
-        project,
-        row_id,
-    )
-    if (changes["external_id"] or None) != stored:
-        await _take_turn(conn, project)
+    if not surely:
+        stored = await conn.fetchval(
+            f"SELECT external_id FROM registry.{table} WHERE project = $1 AND id = $2",
+            project,
+            row_id,
+        )
+        if (changes["external_id"] or None) == stored:
+            return
+    await take_turns(conn, *_turn(project))
 
 
-async def _take_turn(conn: asyncpg.Connection, project: str) -> None:
-    """Makes the changes of external ids in project run one after another, so that each
-    sees the ids the one before left. Two rows taking each other's id at once each
-    freed its own (sync_external_id deletes it from external_ids), then waited for the
-    other's to be freed, and PostgreSQL aborted one of them as a deadlock: ABORTED,
-    "call again", where either order of the two answers ALREADY_EXISTS."""
-    await take_turns(conn, "registry.external_ids", project)
+def _turn(project: str) -> tuple[str, str]:
+    return "registry.external_ids", project
 
 
 def clashing_value(error: asyncpg.UniqueViolationError, name: str, external_id: str) -> str:

@@ -25,6 +25,7 @@ from .common import (
     not_found,
     take_turn_for_external_id,
     update_row,
+    updating,
     write_tag,
 )
 from .versions import STAGES, highest_in_stage, latest_of
@@ -118,9 +119,12 @@ class ModelStore:
         self, project: str, model_id: str, changes: Mapping[str, Any]
     ) -> RegisteredModel:
         """Sets the given fields (a subset of UPDATABLE, plus an unchanged name)."""
-        async with self._pool.acquire() as conn, conn.transaction():
+
+        async def update(conn: asyncpg.Connection, surely: bool) -> RegisteredModel:
             row_id = id_or_none(model_id)
-            await take_turn_for_external_id(conn, "registered_models", project, row_id, changes)
+            await take_turn_for_external_id(
+                conn, "registered_models", project, row_id, changes, surely
+            )
             current = await self._one(project, "m.id = $2", row_id, model_id, conn, lock=True)
             if "name" in changes and changes["name"] != current.name:
                 raise invalid_field(
@@ -138,6 +142,8 @@ class ModelStore:
                 current.tags,
             )
             return await self._one(project, "m.id = $2", int(model_id), model_id, conn)
+
+        return await updating(self._pool, update)
 
     async def rename(self, project: str, model_id: str, new_name: str) -> RegisteredModel:
         async with self._pool.acquire() as conn, conn.transaction():

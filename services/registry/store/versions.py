@@ -25,6 +25,7 @@ from .common import (
     not_found,
     take_turn_for_external_id,
     update_row,
+    updating,
     write_tag,
 )
 
@@ -218,9 +219,11 @@ class VersionStore:
     async def update(
         self, project: str, version_id: str, changes: Mapping[str, Any]
     ) -> ModelVersion:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async def update(conn: asyncpg.Connection, surely: bool) -> ModelVersion:
             row_id = id_or_none(version_id)
-            await take_turn_for_external_id(conn, "model_versions", project, row_id, changes)
+            await take_turn_for_external_id(
+                conn, "model_versions", project, row_id, changes, surely
+            )
             current = await self._one(project, "v.id = $2", [row_id], version_id, conn, lock=True)
             if "name" in changes and changes["name"] != current.name:
                 raise invalid_field(
@@ -248,6 +251,8 @@ class VersionStore:
                 current.tags,
             )
             return await self._one(project, "v.id = $2", [int(version_id)], version_id, conn)
+
+        return await updating(self._pool, update)
 
     async def delete(self, project: str, version_id: str) -> None:
         """Deletes the version with its artifacts and aliases; its number is not reused.

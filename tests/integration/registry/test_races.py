@@ -175,6 +175,55 @@ async def test_versions_taking_each_others_external_ids_at_once_are_already_exis
     assert await update == [grpc.StatusCode.ALREADY_EXISTS]
 
 
+async def test_an_update_finding_its_rows_id_changed_under_its_lock_never_deadlocks(
+    stub: rpc.RegistryServiceStub, pool: asyncpg.Pool, server_port: int, unique: str
+) -> None:
+    """A Kubeflow-style update sends every field, the external id as it read it: when it
+    reads the id, unchanged, it takes no turn, and another change of the id may commit
+    before it has the row's lock. Under the lock, the id it sends changes the row's.
+    Before, it then waited for its turn holding the row, while a third change, whose
+    turn it was, waited for the row: PostgreSQL aborted the update as a deadlock,
+    ABORTED TRANSACTION_CONFLICT. Now it lets the row go and asks again, turn first."""
+    project = await new_project(server_port, f"stale-id-{unique}")
+    model = await _model(stub, project, "m")
+    version = await _version(stub, model, external_id="a")
+    async with pool.acquire() as first_change, another_transaction(pool) as third_change:
+        async with first_change.transaction():
+            changes = {"external_id": "b"}
+            await take_turn_for_external_id(
+                first_change, "model_versions", project, int(version.id), changes
+            )
+            await _set_external_id(first_change, version, "b")
+            sent = pb.ModelVersion(
+                project=project, id=version.id, description="new", external_id="a"
+            )
+            request = api.UpdateModelVersionRequest(
+                model_version=sent, update_mask=FieldMask(paths=["description", "external_id"])
+            )
+            update = asyncio.ensure_future(status_codes(stub.UpdateModelVersion(request)))
+            await eventually(lambda: holds_up_another(first_change), what="the update waiting")
+            changes = {"external_id": "c"}
+            third = asyncio.ensure_future(
+                take_turn_for_external_id(
+                    third_change, "model_versions", project, int(version.id), changes
+                )
+            )
+            pid = third_change.get_server_pid()
+            await eventually(
+                lambda: _waits_for_a_lock(first_change, pid), what="the third change waiting"
+            )
+        await third  # its turn, as the first change commits
+        await _set_external_id(third_change, version, "c")
+    assert await update == [grpc.StatusCode.OK]
+    stored = await stub.GetModelVersion(api.GetModelVersionRequest(project=project, id=version.id))
+    assert (stored.model_version.description, stored.model_version.external_id) == ("new", "a")
+
+
+async def _waits_for_a_lock(conn: asyncpg.Connection, pid: int) -> bool:
+    wait = await conn.fetchval("SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid)
+    return bool(wait == "Lock")
+
+
 async def _set_external_id(conn: asyncpg.Connection, version: pb.ModelVersion, to: str) -> None:
     await conn.execute(
         "UPDATE registry.model_versions SET external_id = $2 WHERE id = $1", int(version.id), to
