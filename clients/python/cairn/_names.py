@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .exceptions import InvalidArgumentError
+from ._argument_error import invalid_argument
 
 MAX_KEY_LENGTH = 250  # of a metric, param or tag key
 MAX_REGISTRY_NAME_LENGTH = 256  # of a registered model, version or artifact
@@ -58,9 +58,9 @@ def shown(value: str) -> str:
 def key(value: Any, name: str) -> str:
     """value as a metric, param or tag key, else InvalidArgumentError naming name."""
     if not isinstance(value, str):
-        raise InvalidArgumentError(f"{name}: {value!r} is no string", reason="INVALID_ARGUMENT")
+        raise invalid_argument(name, f"{value!r} is no string")
     if found := problem(value, MAX_KEY_LENGTH):
-        raise InvalidArgumentError(f"{name}: {found}", reason="INVALID_ARGUMENT")
+        raise invalid_argument(name, found)
     return value
 
 
@@ -69,5 +69,5 @@ def registered_model_name(value: str, name: str = "registered_model_name") -> st
     before files go up for a model, as a lookup by a name no model can have finds
     nothing rather than refusing it."""
     if found := problem(value, MAX_REGISTRY_NAME_LENGTH):
-        raise InvalidArgumentError(f"{name}: {found}", reason="INVALID_ARGUMENT")
+        raise invalid_argument(name, found)
     return value

@@ -7,24 +7,20 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from .exceptions import InvalidArgumentError
+from ._argument_error import invalid_argument
 
 
 def whole(value: Any, name: str, bits: int = 64) -> int:
     """value as a signed integer of bits bits, else InvalidArgumentError naming name."""
     if is_bool(value):  # an int to Python, never a number meant
-        raise InvalidArgumentError(f"{name}: {value!r} is no integer", reason="INVALID_ARGUMENT")
+        raise invalid_argument(name, f"{value!r} is no integer")
     try:
         number = operator.index(value)
     except TypeError:
-        raise InvalidArgumentError(
-            f"{name}: {value!r} is no integer", reason="INVALID_ARGUMENT"
-        ) from None
+        raise invalid_argument(name, f"{value!r} is no integer") from None
     limit = 1 << (bits - 1)
     if not -limit <= number < limit:
-        raise InvalidArgumentError(
-            f"{name}: {number} does not fit in {bits} bits", reason="INVALID_ARGUMENT"
-        )
+        raise invalid_argument(name, f"{number} does not fit in {bits} bits")
     return number
 
 
@@ -36,9 +32,7 @@ def real(value: Any, name: str) -> float:
             raise TypeError
         return float(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: 10**400, say
-        raise InvalidArgumentError(
-            f"{name}: {value!r} is no number", reason="INVALID_ARGUMENT"
-        ) from None
+        raise invalid_argument(name, f"{value!r} is no number") from None
 
 
 def is_bool(value: Any) -> bool:

@@ -3,6 +3,7 @@ MLflow's client takes it, or an InvalidArgumentError naming the argument before 
 call (never protobuf's bare TypeError or ValueError)."""
 
 import asyncio
+from typing import Any
 
 import numpy as np
 import pytest
@@ -151,7 +152,7 @@ async def test_a_custom_property_the_registry_cannot_hold_is_named(
     async with cairn.ModelRegistryAPIClient.insecure_connection(
         "127.0.0.1", server_port
     ) as registry:
-        with pytest.raises(InvalidArgumentError, match="custom property 'p'"):
+        with pytest.raises(InvalidArgumentError, match=r"custom_properties\['p'\]"):
             await registry.upsert_registered_model(
                 RegisteredModel(f"bad-{unique}", custom_properties={"p": value})
             )
@@ -210,6 +211,80 @@ async def test_an_argument_of_the_wrong_type_is_named(
         with pytest.raises(InvalidArgumentError) as refused:
             await call(tracking, run_id, registry)
     assert named in str(refused.value)
+
+
+async def _buffered(client: cairn.Client, experiment_id: str, key: Any) -> None:
+    async with client.tracking.start_run(experiment_id) as run:
+        await run.log_metric(key, 1.0)
+
+
+async def _aliased(client: cairn.Client, name: str, version: Any) -> None:
+    await client.registry.create_registered_model(name)
+    await client.registry.set_registered_model_alias(name, "champion", version)
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda c, e, r, u: c.tracking.log_metric(r, "k", 1.0, step=1.5), "step"),
+        (lambda c, e, r, u: c.tracking.log_metric(r, "k", 1.0, step=True), "step"),
+        (lambda c, e, r, u: c.tracking.log_metric(r, "k", "abc"), "value"),
+        (lambda c, e, r, u: c.tracking.log_metric(r, "k", 1.0, timestamp=2**70), "timestamp"),
+        (lambda c, e, r, u: c.tracking.create_run(e, start_time=1.7e12), "start_time"),
+        (lambda c, e, r, u: c.tracking.log_batch(r, metrics=[1]), "metrics"),
+        (lambda c, e, r, u: _buffered(c, e, 5), "key"),
+        (lambda c, e, r, u: _buffered(c, e, " k"), "key"),
+        (
+            lambda c, e, r, u: c.registry.upsert_registered_model(
+                RegisteredModel(f"m-{u}", custom_properties={"p": [1]})  # type: ignore[dict-item]
+            ),
+            "custom_properties['p']",
+        ),
+        (
+            lambda c, e, r, u: c.registry.upsert_registered_model(
+                RegisteredModel(f"m-{u}", custom_properties={"p": 2**63})
+            ),
+            "custom_properties['p']",
+        ),
+        (lambda c, e, r, u: _aliased(c, f"m-{u}", "v1"), "version"),
+        (lambda c, e, r, u: c.registry.copy_model_version("churn/1", "copy"), "src_model_uri"),
+        (lambda c, e, r, u: c.tracking.load_model("models:/churn"), "model_uri"),
+        (lambda c, e, r, u: c.tracking.log_model(r, object(), "m"), "model"),
+        (lambda c, e, r, u: c.tracking.log_model(r, b"x", "m", flavor="onnx"), "flavor"),
+        (
+            lambda c, e, r, u: c.tracking.log_model(
+                r, b"x", "m", flavor="pickle", registered_model_name=""
+            ),
+            "registered_model_name",
+        ),
+        (lambda c, e, r, u: c.models.add_model("", "ONNX", __file__), "name"),
+        (
+            lambda c, e, r, u: c.registry.create_artifact(f"a-{u}", "data", {"n": {"a": 1}}),
+            "metadata['n']",
+        ),
+        (
+            lambda c, e, r, u: c.registry.create_artifact(
+                f"a-{u}", "data", files=["a/data.csv", "b/data.csv"]
+            ),
+            "files",
+        ),
+    ],
+    ids=lambda case: case if isinstance(case, str) else None,
+)
+async def test_a_bad_argument_the_client_checks_names_it_in_field_violations(
+    server_port, experiment_id, run_id, unique, call, field: str
+) -> None:
+    """docs/client.md, Errors: a bad argument the client sees itself carries the
+    argument in field_violations, as the server's refusal of a field does. These came
+    with none: field_violations was [] for a step of 1.5, a value of 'abc', a timestamp
+    past 64 bits, a custom property of a list and every other check in _numbers.py,
+    _names.py, the URIs, the flavors and the artifacts' metadata and files."""
+    async with cairn.Client(f"http://127.0.0.1:{server_port}") as client:
+        with pytest.raises(InvalidArgumentError) as refused:
+            await call(client, experiment_id, run_id, unique)
+    assert refused.value.reason == "INVALID_ARGUMENT"
+    assert [named for named, _ in refused.value.field_violations] == [field]
+    assert refused.value.message.startswith(f"{field}: ")
 
 
 def test_an_address_that_is_no_text_is_named() -> None:

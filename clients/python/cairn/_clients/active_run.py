@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from .. import _names as names
+from .._argument_error import invalid_argument
 from .._numbers import real, whole
 from .._transport import REQUEST_ID_HEADER
 from ..exceptions import (
@@ -23,7 +24,6 @@ from ..exceptions import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from ..types._arguments import invalid_argument
 from ..types._tracking import Metric, Param, Run, RunInput, RunStatus, RunTag
 from .journal import Journal, LiveJournal
 from .run_batches import Batches

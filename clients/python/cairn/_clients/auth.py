@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import IO, Any
 
+from .._argument_error import invalid_argument
 from .._base import BaseClient
 from .._tables import millis, print_table
 from .._transport import Metadata
 from ..auth.v1 import auth_service_pb2 as api
 from ..auth.v1 import auth_service_pb2_grpc
 from ..exceptions import NotFoundError
-from ..types._arguments import invalid_argument, member, proto
+from ..types._arguments import member, proto
 from ..types._auth import (
     ApiKey,
     ApiKeyExpirationTime,

@@ -7,12 +7,13 @@ from collections.abc import Sequence
 
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from .._argument_error import invalid_argument
 from .._transport import Metadata
 from ..exceptions import AlreadyExistsError, NotFoundError
 from ..models._uris import ModelUri, parse_uri
 from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
-from ..types._arguments import invalid_argument, proto
+from ..types._arguments import proto
 from ..types._paging import PagedList, gathered
 from ..types._registry import (
     MlflowModelVersion,
@@ -113,7 +114,7 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
             InvalidArgumentError: src_model_uri is no models:/ URI.
             NotFoundError: the URI names no version.
         """
-        parsed = parse_uri(src_model_uri)
+        parsed = parse_uri(src_model_uri, "src_model_uri")
         if not isinstance(parsed, ModelUri):
             raise invalid_argument("src_model_uri", f"takes a models:/ URI, not {src_model_uri!r}")
         source = await self._version_of_uri(parsed, timeout, metadata)

@@ -7,6 +7,7 @@ from typing import IO, Any
 
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from .._argument_error import invalid_argument
 from .._base import BaseClient
 from .._numbers import whole
 from .._tables import millis, print_table
@@ -16,7 +17,7 @@ from ..registry.v1 import registry_pb2 as pb
 from ..registry.v1 import registry_service_pb2 as api
 from ..registry.v1 import registry_service_pb2_grpc
 from ..types import _registry as types
-from ..types._arguments import invalid_argument, proto
+from ..types._arguments import proto
 from ..types._paging import ListOptions, OrderByField, PagedList, Pager
 from ..types._registry import Artifact, ModelArtifact, ModelVersion, RegisteredModel
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .._argument_error import invalid_argument
 from .._transport import Metadata
 from ..exceptions import NotFoundError
 from ..models._uris import version_number
 from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
-from ..types._arguments import invalid_argument, proto
+from ..types._arguments import proto
 from ..types._registry import MlflowModelVersion, ModelVersion, RegisteredModel
 from .registry_core import RegistryCore
 

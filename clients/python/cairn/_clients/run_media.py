@@ -21,8 +21,8 @@ import weakref
 import zlib
 from typing import Any, Protocol
 
+from .._argument_error import invalid_argument
 from ..exceptions import NotFoundError
-from ..types._arguments import invalid_argument
 from ..types._paging import PagedList, check_token_is_new
 from ..types._tracking import Run
 from .run_operations import RunOperations

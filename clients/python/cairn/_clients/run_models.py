@@ -189,7 +189,7 @@ class RunModels:
             DataLossError: a file differs from the sha256 the manifest recorded.
             NotFoundError: the URI names no model.
         """
-        location = await _locate(self, model_uri)
+        location = await _locate(self, model_uri, "model_uri")
         manifest_bytes, manifest = await _read_manifest(location, model_uri)
         flavor = get_flavor(manifest.flavor)
         if flavor.unsafe and not allow_pickle:
@@ -217,7 +217,7 @@ async def download_uri(
     """`TrackingClient.download_artifacts` given a URI: a model directory through the
     cache (then copied whole or not at all, manifest last), anything else straight from
     the store."""
-    location = await _locate(client, uri)
+    location = await _locate(client, uri, "run_id")  # download_artifacts' first argument
     store, path = location.store, location.path
     destination = Path(dst_path) if dst_path else Path(tempfile.mkdtemp(prefix="cairn-"))
     target = destination / Path(path).name if path else destination
@@ -248,13 +248,14 @@ async def fetch_model(client: RunClient, uri: str, cache_dir: CachePath) -> tupl
     ), manifest
 
 
-async def _locate(client: RunClient, uri: str) -> _Location:
+async def _locate(client: RunClient, uri: str, argument: str = "uri") -> _Location:
     """The artifact service (in the right project) and the path a URI names, with the
     pin of the first registry version on the way (a version's source may itself be a
-    models:/ URI)."""
+    models:/ URI). A malformed URI is an InvalidArgumentError naming argument, the
+    caller's argument that led to it."""
     current, pin = uri, None
     for hop in range(MAX_HOPS + 1):
-        parsed = parse_uri(current)
+        parsed = parse_uri(current, argument)
         if isinstance(parsed, ArtifactUri):
             return _Location(in_project(client._transport, parsed.project), parsed.path, pin)
         if isinstance(parsed, RunUri):

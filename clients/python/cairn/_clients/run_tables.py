@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .._argument_error import invalid_argument
 from .._transport import Transport
 from ..tracking.v1 import tracking_service_pb2 as api
 from ..types import _tracking as types
-from ..types._arguments import invalid_argument, proto
+from ..types._arguments import proto
 from ..types._paging import check_token_is_new
 from ..types._tracking import ViewType
 from ._experiment_ids import experiment_ids_of

@@ -9,16 +9,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._argument_error import invalid_argument
 from .._base import BaseClient
 from .._numbers import real, whole
 from .._read_ahead import ReadAhead
 from .._transport import REQUEST_ID_HEADER, Metadata
-from ..exceptions import InvalidArgumentError, NotFoundError
+from ..exceptions import NotFoundError
 from ..tracking.v1 import tracking_pb2 as pb
 from ..tracking.v1 import tracking_service_pb2 as api
 from ..tracking.v1 import tracking_service_pb2_grpc
 from ..types import _tracking as types
-from ..types._arguments import invalid_argument, proto
+from ..types._arguments import proto
 from ..types._paging import ListOptions, OrderByField, PagedList, gathered
 from ..types._tracking import Experiment, Metric, Param, Run, RunInput, RunStatus, RunTag, ViewType
 from . import journal
@@ -773,7 +774,7 @@ def _columns(metrics: Sequence[Metric]) -> pb.MetricColumns:
     # A step past 64 bits, a value of no number or none a float can hold (10**400), an
     # item that is no Metric.
     except (TypeError, ValueError, OverflowError, AttributeError) as error:
-        raise InvalidArgumentError(f"metrics: {error}", reason="INVALID_ARGUMENT") from None
+        raise invalid_argument("metrics", str(error)) from None
 
 
 def _pairs(items: Sequence[Param] | Sequence[RunTag], kind: type[M], argument: str) -> list[M]:

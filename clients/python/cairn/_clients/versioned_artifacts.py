@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import quote
 
+from .._argument_error import invalid_argument
 from .._progress import Progress
 from .._transport import Transport
 from ..exceptions import (
@@ -250,13 +251,18 @@ def _new_version(
     description: str | None,
 ) -> pb.Artifact:
     """The new version's message, made before any file is sent: metadata the registry
-    cannot hold is refused at once."""
+    cannot hold (a nested value, an int past 64 bits) is refused at once, naming the
+    entry as metadata['key']."""
+    return versioned_artifact_to_proto(
+        project, name, artifact_type, _mapping(metadata), uri, run_id, description
+    )
+
+
+def _mapping(metadata: Mapping[str, PropertyValue] | None) -> dict[str, PropertyValue]:
     try:
-        return versioned_artifact_to_proto(
-            project, name, artifact_type, dict(metadata or {}), uri, run_id, description
-        )
-    except (TypeError, ValueError) as error:  # a nested value; an int past 64 bits
-        raise InvalidArgumentError(f"metadata: {error}", reason="INVALID_ARGUMENT") from None
+        return dict(metadata or {})
+    except (TypeError, ValueError):  # a number, a list of no pairs
+        raise invalid_argument("metadata", f"{metadata!r} is no mapping") from None
 
 
 def _check_distinct(sources: list[Any]) -> None:
@@ -264,10 +270,10 @@ def _check_distinct(sources: list[Any]) -> None:
     names = [_stored_name(source) for source in sources]
     for name in names:
         if names.count(name) > 1:
-            raise InvalidArgumentError(
-                f"files: two of them would be stored as {name!r}; give them apart, or "
+            raise invalid_argument(
+                "files",
+                f"two of them would be stored as {name!r}; give them apart, or "
                 "add one with ActiveArtifact.add_file(file, filename)",
-                reason="INVALID_ARGUMENT",
             )
 
 

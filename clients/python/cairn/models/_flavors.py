@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ..exceptions import FailedPreconditionError, InvalidArgumentError
+from .._argument_error import invalid_argument
+from ..exceptions import FailedPreconditionError
 from ._paths import inside
 
 
@@ -78,9 +79,7 @@ class FilesFlavor:
         elif source.is_file():
             shutil.copy2(source, directory / source.name)
         else:
-            raise InvalidArgumentError(
-                f"{str(source)!r} is no file or directory", reason="INVALID_ARGUMENT"
-            )
+            raise invalid_argument("model", f"{str(source)!r} is no file or directory")
         return {"path": source.name}
 
     def load(self, directory: Path, options: Mapping[str, Any]) -> Path:
@@ -172,11 +171,11 @@ def get_flavor(name: str) -> Flavor:
     try:
         return _FLAVORS[name]
     except KeyError:
-        raise InvalidArgumentError(
+        raise invalid_argument(
+            "flavor",
             f"no model flavor {name!r} (a flavor of your own must be registered with "
             f"cairn.models.register_flavor where the model is loaded too); registered: "
             f"{', '.join(sorted(_FLAVORS))}",
-            reason="INVALID_ARGUMENT",
         ) from None
 
 
@@ -185,10 +184,10 @@ def flavor_for(model: Any) -> Flavor:
     for flavor in reversed(_FLAVORS.values()):
         if flavor.matches(model):
             return flavor
-    raise InvalidArgumentError(
+    raise invalid_argument(
+        "model",
         f"no flavor recognises a {type(model).__name__}; pass flavor= "
         f"({', '.join(sorted(_FLAVORS))}), e.g. flavor='pickle' for any picklable object",
-        reason="INVALID_ARGUMENT",
     )
 
 

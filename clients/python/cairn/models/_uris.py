@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..exceptions import InvalidArgumentError
+from .._argument_error import invalid_argument
 from ..types._registry import ModelVersionStage
 
 MODELS_SCHEME = "models"
@@ -82,72 +82,92 @@ def is_uri(text: str) -> bool:
     return _SCHEME.match(text) is not None
 
 
-def parse_uri(uri: str) -> Uri:
+def parse_uri(uri: str, argument: str = "uri") -> Uri:
     """Parses one of the forms in this module's docstring.
 
+    Args:
+        uri: the URI.
+        argument: the name of the argument that held it, for the error.
+
     Raises:
-        InvalidArgumentError: uri has another scheme or a malformed body; the message
-            lists the accepted forms.
+        InvalidArgumentError: uri has another scheme or a malformed body, naming
+            argument in field_violations; the message lists the accepted forms.
     """
+    try:
+        return _parsed(uri)
+    except _Malformed as why:
+        raise invalid_argument(
+            argument,
+            f"{uri!r}: {why}. Accepted: models:/<name>/<version>, models:/<name>@<alias>, "
+            f"models:/<name>/<stage>, models:/<name>/latest, runs:/<run_id>/<path>, "
+            f"cairn-artifacts://<project>/<path>",
+        ) from None
+
+
+class _Malformed(Exception):
+    """Why a URI is none of the forms; parse_uri words the error with the argument."""
+
+
+def _parsed(uri: str) -> Uri:
     kind = scheme_of(uri)
     body = uri[len(kind) + 1 :] if kind else ""
     if kind == MODELS_SCHEME:
-        return _models(uri, body)
+        return _models(body)
     if kind == RUNS_SCHEME:
-        return _runs(uri, body)
+        return _runs(body)
     if kind == ARTIFACTS_SCHEME:
-        return _artifacts(uri, body)
-    raise _bad(uri, "unknown scheme")
+        return _artifacts(body)
+    raise _Malformed("unknown scheme")
 
 
-def _models(uri: str, body: str) -> ModelUri:
+def _models(body: str) -> ModelUri:
     # "models://profile/..." names another server in MLflow; Cairn has one registry.
     if not body.startswith("/") or body.startswith("//"):
-        raise _bad(uri, "write models:/<name>/<version>, models:/<name>@<alias> or ...")
+        raise _Malformed("write models:/<name>/<version>, models:/<name>@<alias> or ...")
     path = body[1:]
     name, at, alias = path.rpartition("@")
     if at and name and "/" not in alias:
         if not alias:
-            raise _bad(uri, "the alias is empty")
+            raise _Malformed("the alias is empty")
         return ModelUri(name, alias=alias)
     name, slash, reference = path.rpartition("/")
     if not slash or not name or not reference:
-        raise _bad(uri, "a model URI needs a name and a version, stage, alias or 'latest'")
+        raise _Malformed("a model URI needs a name and a version, stage, alias or 'latest'")
     if reference.isascii() and reference.isdigit():
         if not _within_versions(reference):
-            raise _bad(uri, f"a version number is at most {MAX_VERSION}")
+            raise _Malformed(f"a version number is at most {MAX_VERSION}")
         return ModelUri(name, version=int(reference.lstrip("0") or "0"))
     if reference.lower() == "latest":
         return ModelUri(name, latest=True)
     if reference.lower() in _STAGES:
         return ModelUri(name, stage=_STAGES[reference.lower()])
-    raise _bad(uri, f"{reference!r} is no version number, stage ({_stage_names()}) or 'latest'")
+    raise _Malformed(f"{reference!r} is no version number, stage ({_stage_names()}) or 'latest'")
 
 
-def _runs(uri: str, body: str) -> RunUri:
+def _runs(body: str) -> RunUri:
     if not body.startswith("/") or body.startswith("//"):
-        raise _bad(uri, "write runs:/<run_id>/<path>")
+        raise _Malformed("write runs:/<run_id>/<path>")
     run_id, _, path = body[1:].partition("/")
     if not run_id:
-        raise _bad(uri, "the run id is empty")
-    return RunUri(run_id, _clean(uri, path))
+        raise _Malformed("the run id is empty")
+    return RunUri(run_id, _clean(path))
 
 
-def _artifacts(uri: str, body: str) -> ArtifactUri:
+def _artifacts(body: str) -> ArtifactUri:
     if not body.startswith("//"):
-        raise _bad(uri, "write cairn-artifacts://<project>/<path>")
+        raise _Malformed("write cairn-artifacts://<project>/<path>")
     project, _, path = body[2:].partition("/")
     if not project:
-        raise _bad(uri, "the project is empty")
-    return ArtifactUri(project, _clean(uri, path))
+        raise _Malformed("the project is empty")
+    return ArtifactUri(project, _clean(path))
 
 
-def _clean(uri: str, path: str) -> str:
+def _clean(path: str) -> str:
     """The path without trailing "/"; "." and ".." segments are refused here, as the
     artifact service refuses them, so a URI cannot climb out of a run's root."""
     path = path.rstrip("/")
     if any(segment in {".", ".."} for segment in path.split("/")):
-        raise _bad(uri, "'.' and '..' are not allowed in a path")
+        raise _Malformed("'.' and '..' are not allowed in a path")
     return path
 
 
@@ -163,10 +183,7 @@ def version_number(version: int | float | str) -> int:
         version = int(version)
     text = str(version).strip()
     if not (text.isascii() and text.isdigit() and _within_versions(text)):
-        raise InvalidArgumentError(
-            f"version: {version!r} is no version number (0 to {MAX_VERSION})",
-            reason="INVALID_ARGUMENT",
-        )
+        raise invalid_argument("version", f"{version!r} is no version number (0 to {MAX_VERSION})")
     return int(text.lstrip("0") or "0")
 
 
@@ -174,12 +191,3 @@ def _within_versions(digits: str) -> bool:
     # Counted before int() reads them: it refuses more than 4,300 digits (ValueError).
     significant = digits.lstrip("0") or "0"
     return len(significant) <= len(str(MAX_VERSION)) and int(significant) <= MAX_VERSION
-
-
-def _bad(uri: str, why: str) -> InvalidArgumentError:
-    return InvalidArgumentError(
-        f"{uri!r}: {why}. Accepted: models:/<name>/<version>, models:/<name>@<alias>, "
-        f"models:/<name>/<stage>, models:/<name>/latest, runs:/<run_id>/<path>, "
-        f"cairn-artifacts://<project>/<path>",
-        reason="INVALID_ARGUMENT",
-    )

@@ -11,18 +11,11 @@ from typing import ParamSpec, TypeVar
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from ..exceptions import InvalidArgumentError
+from .._argument_error import invalid_argument
 
 E = TypeVar("E", bound=enum.Enum)
 M = TypeVar("M", bound=Message)
 P = ParamSpec("P")
-
-
-def invalid_argument(argument: str, problem: str) -> InvalidArgumentError:
-    """The error for a bad argument, worded as the server words a bad field."""
-    return InvalidArgumentError(
-        f"{argument}: {problem}", reason="INVALID_ARGUMENT", field_violations=[(argument, problem)]
-    )
 
 
 def proto(message: Callable[P, M], /, *args: P.args, **fields: P.kwargs) -> M:

@@ -115,7 +115,7 @@ def versioned_artifact_to_proto(
         project=project,
         name=name,
         type=artifact_type,
-        custom_properties=properties_to_proto(metadata),
+        custom_properties=properties_to_proto(metadata, "metadata"),
         uri=uri,
         source_run_id=run_id or "",
         description=description or "",

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
+from .._argument_error import invalid_argument
 from .._numbers import whole
 from ..exceptions import UnknownError
-from ._arguments import invalid_argument
 
 T = TypeVar("T")
 

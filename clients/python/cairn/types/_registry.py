@@ -10,9 +10,9 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from .._argument_error import invalid_argument
 from .._numbers import is_bool, whole
 from ..common.v1 import common_pb2
-from ..exceptions import InvalidArgumentError
 from ..registry.v1 import registry_pb2 as pb
 from ._arguments import member, proto
 
@@ -219,26 +219,35 @@ def stage_to_proto(value: str, argument: str = "stage") -> str:
     return _STAGE_WIRE[stage(value, argument)]
 
 
-def properties_to_proto(values: dict[str, PropertyValue]) -> dict[str, common_pb2.Value]:
+def properties_to_proto(
+    values: dict[str, PropertyValue], argument: str = "custom_properties"
+) -> dict[str, common_pb2.Value]:
     """Custom properties as the wire's values; numpy's scalars count as the Python
-    numbers they stand for. Raises InvalidArgumentError naming a property of another
+    numbers they stand for. Raises InvalidArgumentError naming the property, as
+    argument['key'] (the server's form), of a key that is no string, a value of another
     type, or an integer past 64 bits."""
-    return {key: _property(key, value) for key, value in values.items()}
+    return {
+        _property_key(key, argument): _property(value, f"{argument}[{key!r}]")
+        for key, value in values.items()
+    }
 
 
-def _property(key: str, value: Any) -> common_pb2.Value:
+def _property_key(key: Any, argument: str) -> str:
+    if not isinstance(key, str):
+        raise invalid_argument(argument, f"the key {key!r} is no string")
+    return key
+
+
+def _property(value: Any, field: str) -> common_pb2.Value:
     if is_bool(value):
         return common_pb2.Value(bool_value=bool(value))
     if isinstance(value, numbers.Integral):
-        return common_pb2.Value(int_value=whole(value, f"custom property {key!r}"))
+        return common_pb2.Value(int_value=whole(value, field))
     if isinstance(value, numbers.Real):
         return common_pb2.Value(double_value=float(value))
     if isinstance(value, str):
         return common_pb2.Value(string_value=value)
-    raise InvalidArgumentError(
-        f"custom property {key!r} must be bool, int, float or str, not {type(value).__name__}",
-        reason="INVALID_ARGUMENT",
-    )
+    raise invalid_argument(field, f"must be bool, int, float or str, not {type(value).__name__}")
 
 
 def properties_from_proto(values: Any) -> dict[str, PropertyValue]:
