@@ -53,7 +53,7 @@ def test_the_batch_in_flight_keeps_its_id_and_only_its_points(tmp_path: Path) ->
     in_flight, _ = batch
     for i in range(2, 11):
         run._batches.add(Metric("loss", float(i), 1000 + i, i))
-    run._keep_in_journal(RunStatus.FINISHED)
+    run._keep_in_journal(RunStatus.FINISHED, None)
     assert run.journal is not None
     journal = Journal.read(run.journal)
     assert [(request_id == in_flight, len(points)) for request_id, points in journal.batches] == [
@@ -71,7 +71,7 @@ def test_without_a_batch_in_flight_every_batch_is_new(tmp_path: Path) -> None:
     run = _run(tmp_path)
     for i in range(5):
         run._batches.add(Metric("loss", float("nan"), 1, i))
-    run._keep_in_journal(RunStatus.FAILED)
+    run._keep_in_journal(RunStatus.FAILED, None)
     assert run.journal is not None
     journal = Journal.read(run.journal)
     assert [len(points) for _, points in journal.batches] == [4, 1]

@@ -2,8 +2,10 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import asyncpg
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 import cairn
 from cairn._clients.active_run import ActiveRun
 from cairn._clients.journal import Journal
-from cairn.exceptions import FailedPreconditionError, InvalidArgumentError
+from cairn.exceptions import ClientClosedError, FailedPreconditionError, InvalidArgumentError
 from cairn.types import Metric, RunStatus
 from cairn_server.common.config import Config
 from tests.conftest import eventually, serving
@@ -94,6 +96,94 @@ async def test_an_end_cut_short_keeps_what_is_unsent_in_the_journal(
     assert run.journal is not None
     kept = Journal.read(run.journal)
     assert (kept.run_id, kept.points, kept.status) == (run.run_id, 1, RunStatus.FINISHED)
+
+
+class _Ends(NamedTuple):
+    """What the ends of runs below are made with."""
+
+    config: Config
+    pool: asyncpg.Pool
+    port: int
+    tracking: cairn.TrackingClient
+    name: str
+    journal_dir: Path
+
+
+async def _ended_by_an_outage(ends: _Ends) -> None:
+    async with _run_without_its_server(
+        ends.config, ends.pool, ends.name, ends.journal_dir, 0.5
+    ) as run:
+        await run.log_metric("loss", 0.5)  # waits in the buffer, its sends refused
+        await run.__aexit__(None, None, None)
+
+
+async def _ended_by_a_cancellation(ends: _Ends) -> None:
+    async with _run_without_its_server(
+        ends.config, ends.pool, ends.name, ends.journal_dir, 60
+    ) as run:
+        await run.log_metric("loss", 0.5)
+        ending = asyncio.create_task(run.__aexit__(None, None, None))
+        await asyncio.sleep(0)  # the end's first step runs, into its wait for the sends
+        ending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await ending
+
+
+async def _ended_by_its_client_closed(ends: _Ends) -> None:
+    client = cairn.TrackingClient.insecure_connection("127.0.0.1", ends.port)
+    run = client.start_run(
+        await client.create_experiment(ends.name),
+        journal_dir=ends.journal_dir,
+        flush_timeout=60,
+        send_interval=3600,
+    )
+    with pytest.raises(ClientClosedError):
+        async with run:
+            await run.log_metric("loss", 0.5)
+            await client.close()
+
+
+async def _ended_by_an_error(ends: _Ends) -> None:
+    run = ends.tracking.start_run(
+        await ends.tracking.create_experiment(ends.name),
+        journal_dir=ends.journal_dir,
+        flush_timeout=60,
+    )
+    with pytest.raises(FailedPreconditionError):
+        async with run:
+            await run.log_metric("loss", 0.5)
+            await ends.tracking.delete_run(run.run_id)
+
+
+@pytest.mark.parametrize(
+    ("ended", "cause"),
+    [
+        (_ended_by_an_outage, "in 0.5 s"),
+        (_ended_by_a_cancellation, "as the run's end was cancelled"),
+        (_ended_by_its_client_closed, "as its client was closed"),
+        (_ended_by_an_error, "after an error retrying cannot fix (FAILED_PRECONDITION"),
+    ],
+    ids=["outage", "cancelled", "closed", "error"],
+)
+async def test_the_journal_warning_names_what_stopped_the_sends(
+    config: Config,
+    pool: asyncpg.Pool,
+    server_port: int,
+    tracking: cairn.TrackingClient,
+    unique: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    ended: Callable[[_Ends], Awaitable[None]],
+    cause: str,
+) -> None:
+    """A run whose client was closed in its block ended at once, then warned "1 points
+    could not be sent in 60 s": every end blamed flush_timeout, also a cancelled one and
+    one stopped by an error retrying cannot fix (a deleted run)."""
+    with caplog.at_level(logging.WARNING, "cairn"):
+        await ended(_Ends(config, pool, server_port, tracking, f"ends-{unique}", tmp_path))
+    [warning] = [message for message in caplog.messages if "could not be sent" in message]
+    assert f": 1 points could not be sent {cause}" in warning
+    assert "cairn sync" in warning
 
 
 async def test_numpy_steps_reach_the_journal_of_an_outage(

@@ -180,15 +180,16 @@ class ActiveRun:
     async def _exit(self, exc_type: type[BaseException] | None) -> None:
         try:
             terminated = await self._end(exc_type)
-        except (asyncio.CancelledError, ClientClosedError):
+        except (asyncio.CancelledError, ClientClosedError) as stopped:
             # Cancelled, or its client closed, while it ends (a sync client closed from
             # another thread, say): what is unsent, and the status, are kept as after an
             # outage, not dropped.
             await self._stop_sending()
-            self._keep_in_journal(_status(exc_type, self._error))
+            self._keep_in_journal(_status(exc_type, self._error), stopped)
             raise
         if not terminated:  # an outage, or an error retrying cannot fix: nothing is dropped
-            self._keep_in_journal(_status(exc_type, self._error))
+            # With no error, flush_timeout ran out; an error stopped the sends at once.
+            self._keep_in_journal(_status(exc_type, self._error), self._error)
         else:  # all is stored: a journal written during an outage goes
             self._journal.end(None)
         if self._error is not None and exc_type is None:
@@ -222,18 +223,18 @@ class ActiveRun:
         is stored)."""
         return self._journal.path
 
-    def _keep_in_journal(self, status: RunStatus) -> None:
-        """Writes what is still unsent, and the status, for `sync` to store later. Each
+    def _keep_in_journal(self, status: RunStatus, cause: BaseException | None) -> None:
+        """Writes what is still unsent, and the status, for `sync` to store later, and
+        warns with the cause that stopped the sends (None: flush_timeout ran out). Each
         batch keeps its request id and its exact points: the server may have stored the
         one in flight already."""
         journal = Journal(self.run_id, self._client.project, self._batches.all(), status, _now_ms())
         self._journal.end(journal)
         _log.warning(
-            "run %s: %d points could not be sent in %g s; kept in %s (store them with "
-            "`cairn sync %s`)",
+            "run %s: %d points could not be sent %s; kept in %s (store them with `cairn sync %s`)",
             self.run_id,
             journal.points,
-            self._flush_timeout,
+            _why_unsent(cause, self._flush_timeout),
             self.journal,
             self.journal,
         )
@@ -378,6 +379,18 @@ def _checked(key: str, value: float, step: int, timestamp: int | None) -> Metric
     refuses, failed its whole batch later, valid points with it."""
     stamp = time.time_ns() // 1_000_000 if timestamp is None else whole(timestamp, "timestamp")
     return Metric(names.key(key, "key"), real(value, "value"), stamp, whole(step, "step"))
+
+
+def _why_unsent(cause: BaseException | None, flush_timeout: float) -> str:
+    """The end of the warning's "N points could not be sent ...": only a run whose time
+    ran out blames flush_timeout (a closed client stops the sends at once)."""
+    if cause is None:
+        return f"in {flush_timeout:g} s"
+    if isinstance(cause, asyncio.CancelledError):
+        return "as the run's end was cancelled"
+    if isinstance(cause, ClientClosedError):
+        return "as its client was closed"
+    return f"after an error retrying cannot fix ({cause})"
 
 
 def _status(exc_type: type[BaseException] | None, error: BaseException | None) -> RunStatus:
