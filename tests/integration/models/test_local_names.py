@@ -54,11 +54,15 @@ async def _stored(world: World) -> list[str]:
     return [info.path for info in await world.store.list("", recursive=True)]
 
 
-@pytest.mark.parametrize(
+# The four calls that upload a local tree, each a test's case.
+every_upload = pytest.mark.parametrize(
     "upload",
     [_upload_tree, _log_artifacts, _log_model, _add_model],
     ids=lambda upload: upload.__name__.lstrip("_"),
 )
+
+
+@every_upload
 async def test_a_name_that_is_not_text_refuses_the_whole_tree(
     world: World, tree: Path, upload: Upload
 ) -> None:
@@ -82,11 +86,7 @@ async def test_a_name_that_is_not_text_refuses_the_whole_tree(
     }
 
 
-@pytest.mark.parametrize(
-    "upload",
-    [_upload_tree, _log_artifacts, _log_model, _add_model],
-    ids=lambda upload: upload.__name__.lstrip("_"),
-)
+@every_upload
 async def test_a_name_starting_with_an_invisible_character_refuses_the_whole_tree(
     world: World, tree: Path, upload: Upload
 ) -> None:
