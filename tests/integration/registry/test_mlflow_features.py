@@ -150,6 +150,14 @@ async def test_a_bad_argument_is_an_invalid_argument_error_naming_it(
     assert [field for field, _ in raised.value.field_violations] == [argument]
 
 
+async def test_a_bad_stage_is_refused_before_any_call(mr_client, unique: str) -> None:
+    """docs/client.md: a stage that is none of the stages raises before any call. The
+    client looked the version up first: for a missing model, NotFoundError."""
+    with pytest.raises(InvalidArgumentError) as raised:
+        await mr_client.transition_model_version_stage(f"missing-{unique}", 1, "Prod")
+    assert [field for field, _ in raised.value.field_violations] == ["stage"]
+
+
 @pytest.mark.parametrize("stage", ["None", "Archived"])
 async def test_archiving_existing_versions_outside_the_active_stages_is_refused(
     mr_client, churn, stage: str

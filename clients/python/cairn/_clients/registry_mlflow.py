@@ -273,12 +273,13 @@ class MlflowRegistry(RegistryCore):
     ) -> MlflowModelVersion:
         """Moves a version to "None", "Staging", "Production" or "Archived"; with
         archive_existing_versions, the model's other versions in that stage are archived."""
+        to = types.stage_to_proto(stage)  # before any call, as docs/client.md says
         found = await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
         request = proto(
             api.TransitionModelVersionStageRequest,
             project=self.project,
             id=found.id,
-            stage=types.stage_to_proto(stage),
+            stage=to,
             archive_existing_versions=archive_existing_versions,
         )
         reply = await self._transport.unary(
