@@ -203,13 +203,16 @@ def _address_list(address: str, port: int) -> str:
 
 
 def _entry(entry: str, number: int, v6: bool) -> tuple[str, int | None]:
-    """Host and port of the entry number of an address list ("ipv6:" entries are `addr`
-    or `[addr]:port`); errors name it by its number."""
+    """Host and port of the entry number of an address list ("ipv4:" entries are `addr`
+    or `addr:port`, "ipv6:" ones `addr` or `[addr]:port`); errors name it by its
+    number."""
     whose = f"entry {number} of the address list"
     if not entry:
         raise ValueError(f"{whose} is empty")
     if v6 and not entry.startswith("["):
         return entry, None
+    if not v6 and not entry.startswith("[") and entry.count(":") > 1:  # else read as IPv6
+        raise ValueError(f"{whose} is not address or address:port")
     return _host_port(entry, whose)
 
 
