@@ -97,6 +97,8 @@ async def test_finite_values_near_the_largest_float_are_plotted_scaled(
             await client.tracking.log_metric(run_id, "m", value, step=step)
         for step, value in enumerate([9.868309263708664e-297, 9.868309263724505e-297]):
             await client.tracking.log_metric(run_id, "tiny", value, step=step)
+        for step, value in enumerate([1e99, 1.0000000000001e99]):
+            await client.tracking.log_metric(run_id, "mid", value, step=step)
 
     done = run_cairn("metrics", "history", run_id, "m", env=env)
     assert done.returncode == 0 and done.stderr == "", done.stderr
@@ -107,6 +109,11 @@ async def test_finite_values_near_the_largest_float_are_plotted_scaled(
     tiny = run_cairn("metrics", "history", run_id, "tiny", env=env)
     assert tiny.returncode == 0 and tiny.stderr == "", tiny.stderr
     assert BRAILLE.search(tiny.stdout) and "value / 1e-297" in tiny.stdout
+    # Drawn unscaled up to 1e100, these made a blank box: plotext writes its ticks out
+    # in full (a hundred digits), and drew no point, no title and no note.
+    mid = run_cairn("metrics", "history", run_id, "mid", env=env)
+    assert mid.returncode == 0 and mid.stderr == "", mid.stderr
+    assert BRAILLE.search(mid.stdout) and "value / 1e99" in mid.stdout
 
 
 def test_max_points_is_0_or_at_least_4_as_the_server_says(

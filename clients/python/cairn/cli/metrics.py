@@ -19,10 +19,11 @@ PIPED_SIZE = (100, 25)
 # The server keeps the first, last, smallest and largest point: fewer cannot be asked.
 MIN_MAX_POINTS = 4
 MAX_MAX_POINTS = 2**31 - 1
-# plotext's ticks overflow for values past about 1e306 (to infinity, then NaN), and
-# for values near 1e-300 whose span is smaller still (10**330 is no float): values
-# outside these bounds are drawn divided by a power of ten, which the axis's label names.
-PLOTTABLE = (1e-100, 1e100)
+# plotext writes its ticks out in full, so from about 1e77 (or below 1e-74) a plot was
+# a blank box, and its ticks overflow past about 1e306 (to infinity, then NaN): values
+# outside these bounds are drawn divided by a power of ten, which the axis's label names,
+# and their ticks take a few digits.
+PLOTTABLE = (1e-4, 1e6)
 
 
 def _max_points(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
