@@ -172,6 +172,27 @@ async def test_a_file_that_grew_during_its_upload_is_refused_not_published_cut(
         await s3_direct.stat("t/growing.bin")
 
 
+async def test_a_file_that_shrank_during_its_upload_is_size_mismatch(
+    s3_direct: cairn.ArtifactClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The parts' reads came to the file's new end and raised a bare ValueError ('the
+    source ended before its size'), no CairnError; the streamed path says SIZE_MISMATCH."""
+    source = tmp_path / "shrinking.bin"
+    source.write_bytes(DATA)
+    upload = _presigned.upload
+
+    def shrinking(*args: Any, **kwargs: Any) -> Any:
+        os.truncate(source, len(DATA) // 3)  # after its size was measured
+        return upload(*args, **kwargs)
+
+    monkeypatch.setattr(_presigned, "upload", shrinking)
+    with pytest.raises(InvalidArgumentError, match=f"shrank to {len(DATA) // 3} bytes") as refused:
+        await s3_direct.upload("t/shrinking.bin", source)
+    assert refused.value.reason == "SIZE_MISMATCH"
+    with pytest.raises(NotFoundError):
+        await s3_direct.stat("t/shrinking.bin")
+
+
 async def test_a_completion_counts_parts_by_the_part_size_its_urls_were_made_for(
     s3_direct: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
 ):

@@ -287,7 +287,7 @@ class _Region:
         except OSError as error:
             raise _SourceFailed(error) from error
         if not data:
-            raise ValueError("the source ended before its size")
+            raise _SourceFailed(_SourceEnded())  # a file that shrank while it was sent
         self._done += len(data)
         self._advance(self._done)
         return data
@@ -352,9 +352,14 @@ class _SourceFailed(Exception):
     """The source of a part could not be read: raised as this, since urllib3 takes any
     OSError raised while it sends a body for a connection that broke."""
 
-    def __init__(self, error: OSError) -> None:
+    def __init__(self, error: OSError | _SourceEnded) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class _SourceEnded(Exception):
+    """A part's read came to the source's end before the size the transfer was made for:
+    upload_source tells the caller its file shrank."""
 
 
 class _Stopped(Exception):
@@ -417,29 +422,34 @@ def upload_source(
         return upload(read_bytes, size, part_size, urls, sent, connections, stop)
     descriptor = os.open(source, os.O_RDONLY)
     try:
-        sent_parts = upload(
-            lambda at, n: os.pread(descriptor, n, at),
-            size,
-            part_size,
-            urls,
-            sent,
-            connections,
-            stop,
-        )
+        try:
+            sent_parts = upload(
+                lambda at, n: os.pread(descriptor, n, at),
+                size,
+                part_size,
+                urls,
+                sent,
+                connections,
+                stop,
+            )
+        except _SourceEnded:
+            raise _size_mismatch(os.fstat(descriptor).st_size, size) from None
         # Only the size measured before the transfer was sent: a file that grew (or
         # shrank) meanwhile is refused as the streamed path refuses it, not published cut.
-        _check_unchanged(os.fstat(descriptor).st_size, size)
+        if (now := os.fstat(descriptor).st_size) != size:
+            raise _size_mismatch(now, size)
         return sent_parts
     finally:
         os.close(descriptor)
 
 
-def _check_unchanged(now: int, size: int) -> None:
-    if now != size:
-        raise InvalidArgumentError(
-            f"received more than the {size} bytes expected"
-            if now > size
-            else f"the file shrank to {now} bytes from the {size} expected",
-            reason="SIZE_MISMATCH",
-            metadata={"expected_size": str(size), "size": str(now)},
-        )
+def _size_mismatch(now: int, size: int) -> InvalidArgumentError:
+    if now > size:
+        said = f"received more than the {size} bytes expected"
+    elif now < size:
+        said = f"the file shrank to {now} bytes from the {size} expected"
+    else:
+        said = f"the file shrank while it was sent, and grew back to its {size} bytes"
+    return InvalidArgumentError(
+        said, reason="SIZE_MISMATCH", metadata={"expected_size": str(size), "size": str(now)}
+    )
