@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from cairn import _names as names
+from cairn import _object_paths as rules
 
 from ..common.errors import invalid_field
-
-# In UTF-8 bytes, as S3 caps its keys: a path is part of a btree key, which PostgreSQL
-# caps in bytes, so a cap in characters let 1,000 CJK characters reach INTERNAL.
-MAX_PATH_BYTES = 1024
 
 
 def object_path(value: str, field: str = "path") -> str:
@@ -21,19 +17,12 @@ def object_path(value: str, field: str = "path") -> str:
 
 
 def new_object_path(value: str, field: str = "path") -> str:
-    """A path an upload writes to: an object path no segment of which starts or ends
-    with an invisible character, as names and keys may not: "data.csv" after a
-    byte-order mark (U+FEFF) a file read left cannot be told from "data.csv". Spaces
-    there stay: file systems hold them. Reads and deletes take any object path, so an
-    object stored before this rule is still reached, and a path no upload can make
-    finds nothing."""
-    object_path(value, field)
-    if any(names.invisible_at_an_end(segment) for segment in value.split("/")):
-        raise invalid_field(
-            field,
-            "must not have a segment that starts or ends with an invisible character",
-            "INVALID_PATH",
-        )
+    """A path an upload writes to (rules.new_object_problem, which the client checks a
+    tree against before it sends one). Reads and deletes take any object path, so an
+    object stored before the rule on invisible characters is still reached, and a path
+    no upload can make finds nothing."""
+    if problem := rules.new_object_problem(value):
+        raise invalid_field(field, problem, "INVALID_PATH")
     return value
 
 
@@ -57,23 +46,10 @@ def directory(value: str, field: str = "path") -> str:
 
 
 def _check_text(value: str, field: str) -> None:
-    if not value:
-        raise invalid_field(field, "must not be empty", "INVALID_PATH")
-    if len(value.encode()) > MAX_PATH_BYTES:
-        raise invalid_field(
-            field, f"must be at most {MAX_PATH_BYTES} bytes in UTF-8", "INVALID_PATH"
-        )
-    if value.startswith("/"):
-        raise invalid_field(field, "must be relative (no leading '/')", "INVALID_PATH")
-    if "\\" in value:
-        raise invalid_field(field, "must use '/' as separator, not '\\'", "INVALID_PATH")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise invalid_field(field, "must not contain NUL or control characters", "INVALID_PATH")
+    if problem := rules.text_problem(value):
+        raise invalid_field(field, problem, "INVALID_PATH")
 
 
 def _check_segments(segments: list[str], field: str) -> None:
-    for segment in segments:
-        if segment in ("", ".", ".."):
-            raise invalid_field(
-                field, "must not contain empty, '.' or '..' segments", "INVALID_PATH"
-            )
+    if problem := rules.segments_problem(segments):
+        raise invalid_field(field, problem, "INVALID_PATH")

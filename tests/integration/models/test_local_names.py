@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import cairn
+from cairn._tables import visible
 from cairn.exceptions import InvalidArgumentError, NotFoundError
 from tests.integration.models.conftest import World
 
@@ -101,4 +102,36 @@ async def test_a_name_starting_with_an_invisible_character_refuses_the_whole_tre
     assert refused.value.reason == "INVALID_PATH"
     assert refused.value.metadata["path"].endswith("\\ufeffb.txt")
     assert "invisible character" in str(refused.value)
+    assert await _stored(world) == []
+
+
+LONG = "/".join(["d" * 200] * 6 + ["b.txt"])  # more than the server's 1,024 bytes
+
+
+@every_upload
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("b\\c.txt", "separator"),  # a zip made on Windows, unpacked elsewhere
+        ("b\tc.txt", "control characters"),
+        ("b\x7fc.txt", "control characters"),
+        ("b\nc.txt", "control characters"),
+        (LONG, "at most 1024 bytes"),
+    ],
+    ids=["backslash", "tab", "del", "newline", "long"],
+)
+async def test_a_name_the_server_refuses_refuses_the_whole_tree(
+    world: World, tree: Path, upload: Upload, name: str, problem: str
+) -> None:
+    """The client checked only UTF-8 and invisible ends: the tree went up part-way, a.txt
+    stored, and the server refused the next file (INVALID_PATH), naming no local file."""
+    (tree / name).parent.mkdir(parents=True, exist_ok=True)
+    (tree / NOT_UTF8).rename(tree / name)
+
+    with pytest.raises(InvalidArgumentError) as refused:
+        await upload(world, tree)
+
+    assert refused.value.reason == "INVALID_PATH"
+    assert refused.value.metadata["path"].endswith(visible(name.rsplit("/", 1)[-1]))
+    assert problem in str(refused.value)
     assert await _stored(world) == []

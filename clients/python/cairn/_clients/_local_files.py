@@ -16,7 +16,9 @@ from typing import BinaryIO, TypeVar
 
 from .. import _direct_io
 from .. import _names as names
+from .. import _object_paths as object_paths
 from .._direct_io import DirectWriter
+from .._tables import visible
 from ..exceptions import CairnError, DataLossError, FailedPreconditionError, InvalidArgumentError
 
 Source = str | os.PathLike[str] | bytes | BinaryIO
@@ -74,16 +76,18 @@ def size_of(source: Source) -> int | None:
     return None
 
 
-def files_in(directory: Path) -> list[str]:
+def files_in(directory: Path, under: str = "") -> list[str]:
     """Every file's "/"-separated path under directory, in path order (blocking); all
-    are checked before any is returned, so an upload of the tree stores all or none of
-    them for this reason.
+    are checked before any is returned, so an upload of the tree to under stores all or
+    none of them for this reason.
 
     Raises:
         InvalidArgumentError: INVALID_PATH, a name no upload can write: bytes that are
             not UTF-8, which a file system may hold and Python reads as lone surrogates
-            ("\\udcff"), or a name starting or ending with a character that shows as
-            nothing, which the server refuses (docs/artifacts.md).
+            ("\\udcff"), or one the server refuses as the path of a new object, joined
+            to under (docs/artifacts.md): a backslash or a control character in it, a
+            segment starting or ending with a character that shows as nothing, a path
+            of more than 1,024 bytes.
     """
     relatives = sorted(
         file.relative_to(directory).as_posix() for file in directory.rglob("*") if file.is_file()
@@ -96,11 +100,10 @@ def files_in(directory: Path) -> list[str]:
             shown = str(directory / relative).encode(errors="backslashreplace").decode()
             why = "the name is not UTF-8 text, which an artifact path must be"
             raise _unwritable(shown, why) from None
-        if any(names.invisible_at_an_end(segment) for segment in relative.split("/")):
-            raise _unwritable(
-                names.shown(str(directory / relative)),
-                "a name starts or ends with an invisible character, which no artifact path may",
-            )
+        target = f"{under.rstrip('/')}/{relative}" if under.strip("/") else relative
+        if problem := object_paths.new_object_problem(target):
+            shown = visible(names.shown(str(directory / relative)))
+            raise _unwritable(shown, f"its artifact path {problem}")
     return relatives
 
 

@@ -165,7 +165,7 @@ class ArtifactClient(BaseClient):
         before it stored. progress shows the tree as one transfer, of the size of all
         its files.
         """
-        files = await asyncio.to_thread(_files_under, Path(local_dir))
+        files = await asyncio.to_thread(_files_under, Path(local_dir), path)
         total = sum(size for _, size in files)
         # Each file is a write of its own: a request id given is not theirs to share.
         metadata = [(key, value) for key, value in metadata or () if key != REQUEST_ID_HEADER]
@@ -609,11 +609,11 @@ async def _written_behind(out: Writable, chunks: AsyncIterator[bytes]) -> AsyncI
                 await writing
 
 
-def _files_under(base: Path) -> list[tuple[Path, int]]:
+def _files_under(base: Path, under: str) -> list[tuple[Path, int]]:
     """Every file under base, in path order, with its size (see `files_in`)."""
     if not base.is_dir():
         raise NotADirectoryError(f"{base} is not a directory")
-    files = [base / relative for relative in files_in(base)]
+    files = [base / relative for relative in files_in(base, under)]
     return [(file, file.stat().st_size) for file in files]
 
 
