@@ -89,6 +89,13 @@ async def test_download_artifacts_takes_every_form(
     # The run form still works as in MLflow.
     one = await world.tracking.download_artifacts(world.run_id, "docs/notes.txt", tmp_path / "r")
     assert Path(one).read_text() == "read me"
+    # A run's root lands in dst itself, as the run form's "" does. Before, the URI form
+    # wrote dst/artifacts, the store's name of a run's root, which no user gave.
+    by_uri = await world.tracking.download_artifacts(f"runs:/{world.run_id}", tmp_path / "u")
+    by_id = await world.tracking.download_artifacts(world.run_id, "", tmp_path / "i")
+    for root, dst in ((by_uri, "u"), (by_id, "i")):
+        assert Path(root) == tmp_path / dst
+        assert (tmp_path / dst / "docs" / "notes.txt").read_text() == "read me"
 
 
 async def test_the_registry_refuses_server_paths(world: World, unique: str) -> None:

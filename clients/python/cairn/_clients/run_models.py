@@ -15,7 +15,7 @@ import dataclasses
 import os
 import tempfile
 from collections.abc import AsyncGenerator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple, cast
 
 from .. import _names as names
@@ -55,11 +55,14 @@ CachePath = str | os.PathLike[str] | None
 
 
 class _Location(NamedTuple):
-    """Where a URI's files are, and the sha256 of the manifest they must have when the
-    URI went through a pinned registry version (None otherwise)."""
+    """Where a URI's files are, the name a download gives them (the last segment of
+    the path the URI names in its run or project; "" for the root of one, whose files
+    land in the destination itself), and the sha256 of the manifest they must have when
+    the URI went through a pinned registry version (None otherwise)."""
 
     store: ArtifactClient
     path: str
+    name: str
     manifest_sha256: str | None = None
 
 
@@ -220,7 +223,7 @@ async def download_uri(
     location = await _locate(client, uri, "run_id")  # download_artifacts' first argument
     store, path = location.store, location.path
     destination = Path(dst_path) if dst_path else Path(tempfile.mkdtemp(prefix="cairn-"))
-    target = destination / Path(path).name if path else destination
+    target = destination / location.name if location.name else destination
     try:
         manifest_bytes, manifest = await _read_manifest(location, uri)
     except NotFoundError:
@@ -257,10 +260,12 @@ async def _locate(client: RunClient, uri: str, argument: str = "uri") -> _Locati
     for hop in range(MAX_HOPS + 1):
         parsed = parse_uri(current, argument)
         if isinstance(parsed, ArtifactUri):
-            return _Location(in_project(client._transport, parsed.project), parsed.path, pin)
+            store = in_project(client._transport, parsed.project)
+            return _Location(store, parsed.path, _last_segment(parsed.path), pin)
         if isinstance(parsed, RunUri):
             store, root = await run_store(client, parsed.run_id)
-            return _Location(store, join(root, None, parsed.path), pin)
+            path = join(root, None, parsed.path)
+            return _Location(store, path, _last_segment(parsed.path), pin)
         if hop == MAX_HOPS:
             break
         current, pinned = await _version_source(ModelRegistryAPIClient(client._transport), parsed)
@@ -276,6 +281,10 @@ async def _locate(client: RunClient, uri: str, argument: str = "uri") -> _Locati
         f"{MAX_HOPS} times; the last named {current!r}",
         reason="MODEL_URI_TOO_DEEP",
     )
+
+
+def _last_segment(path: str | None) -> str:
+    return PurePosixPath(path or "").name
 
 
 async def _version_source(
