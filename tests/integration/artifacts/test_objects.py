@@ -651,3 +651,28 @@ async def test_writes_queued_behind_an_upload_cut_midway_are_sent(
     assert isinstance(error, CairnError)
     assert error.reason in ("SIZE_MISMATCH", "CONNECTION_BROKEN"), error
     queue._take_errors()
+
+
+@pytest.mark.parametrize(
+    ("call", "argument"),
+    [
+        (lambda store: _read(store, offset=2**63), "offset"),
+        (lambda store: _read(store, length=2**63), "length"),
+        (lambda store: _read(store, offset=1.5), "offset"),
+        (lambda store: store.presigned_url("a.bin", "DELETE"), "method"),
+    ],
+    ids=["offset-past-int64", "length-past-int64", "offset-float", "method"],
+)
+async def test_a_bad_argument_of_a_read_or_a_url_is_an_invalid_argument_error_naming_it(
+    store: cairn.ArtifactClient, call: Any, argument: str
+) -> None:
+    """docs/client.md: a number that does not fit its field, or a name that is none of its
+    values, is InvalidArgumentError naming the argument. These raised protobuf's bare
+    ValueError ('Value out of range', 'unknown enum label') or TypeError."""
+    with pytest.raises(InvalidArgumentError) as raised:
+        await call(store)
+    assert [field for field, _ in raised.value.field_violations] == [argument]
+
+
+async def _read(store: cairn.ArtifactClient, **window: Any) -> bytes:
+    return b"".join([chunk async for chunk in store.open("a.bin", **window)])

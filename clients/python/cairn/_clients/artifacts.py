@@ -15,10 +15,13 @@ from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 
+from .._argument_error import invalid_argument
 from .._base import BaseClient
 from .._direct_io import Writable
+from .._numbers import whole
 from .._progress import Meter, Progress, meter
 from .._transport import REQUEST_ID_HEADER, Metadata, Transport, with_id
+from ..artifacts.v1 import artifacts_pb2 as pb
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
 from ..exceptions import (
@@ -260,7 +263,12 @@ class ArtifactClient(BaseClient):
         after the last chunk, so a corrupt byte never passes silently.
         """
         project, path = self._named(path)
-        request = api.DownloadRequest(project=project, path=path, offset=offset, length=length)
+        request = api.DownloadRequest(
+            project=project,
+            path=path,
+            offset=whole(offset, "offset"),
+            length=whole(length, "length"),
+        )
         checksum = _Checksum(path) if not offset and not length else None
         async for reply in self._streams.server_stream(
             self._stub.Download, request, timeout=timeout, metadata=metadata
@@ -433,7 +441,7 @@ class ArtifactClient(BaseClient):
         request = api.CreatePresignedUrlRequest(
             project=self.project,
             path=path,
-            method=f"PRESIGN_METHOD_{method.upper()}",
+            method=_presign_method(method),
             expires_in=duration,
             content_type=content_type or "",
             overwrite=overwrite,
@@ -607,6 +615,14 @@ async def _written_behind(out: Writable, chunks: AsyncIterator[bytes]) -> AsyncI
         if writing is not None and not writing.done():
             with contextlib.suppress(Exception):
                 await writing
+
+
+def _presign_method(method: str) -> pb.PresignMethod:
+    """The method a presigned URL is made for, as its enum; another is an
+    InvalidArgumentError naming the argument."""
+    if isinstance(method, str) and method.upper() in ("GET", "PUT"):
+        return pb.PresignMethod.Value(f"PRESIGN_METHOD_{method.upper()}")
+    raise invalid_argument("method", f"{method!r} is not one of GET, PUT")
 
 
 def _files_under(base: Path, under: str) -> list[tuple[Path, int]]:
