@@ -92,6 +92,24 @@ async def test_a_cache_entry_cut_short_is_fetched_again(world: World, tmp_path: 
     assert (again / "sub" / "weights.bin").read_bytes() == bytes(range(256)) * 64
 
 
+@pytest.mark.parametrize("added", ["override.json", "sub/extra/weights.bin"])
+async def test_a_file_added_to_a_cache_entry_is_never_served(
+    world: World, tmp_path: Path, added: str
+) -> None:
+    """The entry's folders stay writable: a file added beside the model's (a config a
+    loader would read) was served by every later load, as the load checked only the
+    manifest's files."""
+    info = await world.tracking.log_model(world.run_id, _model_dir(tmp_path), "bundle-model")
+    loaded = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+    (loaded / added).parent.mkdir(parents=True, exist_ok=True)
+    (loaded / added).write_text('{"layers": 99}')
+
+    again = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+
+    files = sorted(p.relative_to(again).as_posix() for p in again.rglob("*") if p.is_file())
+    assert files == ["config.json", "sub/weights.bin"]
+
+
 async def test_pickles_load_only_when_allowed(world: World) -> None:
     info = await world.tracking.log_model(world.run_id, {"w": 1}, "pickled", flavor="pickle")
 

@@ -30,7 +30,7 @@ import stat
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..exceptions import FailedPreconditionError
@@ -57,6 +57,18 @@ def default_cache_dir() -> Path:
     return Path(base) / "cairn" / "models"
 
 
+def _holds_only(entry: Path, manifest: Manifest) -> bool:
+    """Whether entry holds the manifest's files, their folders and the manifest, and no
+    other file, folder or link (the folders of an entry stay writable)."""
+    expected = {MANIFEST, *manifest.files}
+    expected |= {str(parent) for name in manifest.files for parent in PurePosixPath(name).parents}
+    try:
+        found = {path.relative_to(entry).as_posix() for path in entry.rglob("*")}
+    except OSError:
+        return False
+    return found <= expected
+
+
 class ModelCache:
     """Entries `<root>/<manifest sha256>/`, each a model directory with its manifest."""
 
@@ -68,9 +80,10 @@ class ModelCache:
         return hashlib.sha256(manifest_bytes).hexdigest()
 
     def lookup(self, key: str, manifest: Manifest) -> Path | None:
-        """The entry, when it is complete and each file still has the manifest's size and,
-        when it changed since the entry was sealed, its sha256 (blocking: run it in a
-        thread). An entry that fails is dropped.
+        """The entry, when it holds the manifest's files and nothing else, and each still
+        has the manifest's size and, when it changed since the entry was sealed, its
+        sha256 (blocking: run it in a thread). An entry that fails is dropped: one
+        holding a file more (a loader would read a config added beside the model's) too.
 
         Raises:
             FailedPreconditionError: LOCAL_WRITE_FAILED, an entry that fails and cannot be
@@ -80,6 +93,9 @@ class ModelCache:
         try:
             sealed = (entry / MANIFEST).stat().st_mtime_ns
         except OSError:
+            return None
+        if not _holds_only(entry, manifest):
+            _drop(entry)
             return None
         changed, writable = [], []
         for relative, expected in manifest.files.items():
