@@ -67,6 +67,28 @@ async def test_a_copy_cut_short_leaves_the_earlier_one_and_no_part(
     }
 
 
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+async def test_a_download_path_a_file_holds_is_local_write_failed(
+    world: World, tmp_path: Path, unique: str, where: str
+) -> None:
+    """As download_artifacts to the same place says; get_model raised the bare
+    FileExistsError or NotADirectoryError of making its download_path."""
+    (tmp_path / "w.onnx").write_bytes(b"w")
+    (tmp_path / "a-file").write_bytes(b"f")
+    name = f"to-a-file-{unique}"
+    adding = cairn.ModelManager(world.registry, tmp_path / "devo", cache_dir=world.cache)
+    await adding.add_model(name, "ONNX", tmp_path / "w.onnx")
+    target = tmp_path / "a-file" if where == "a file" else tmp_path / "a-file" / "sub"
+    manager = cairn.ModelManager(world.registry, target, cache_dir=world.cache)
+
+    with pytest.raises(FailedPreconditionError) as refused:
+        await manager.get_model(name, download_file=True)
+
+    assert refused.value.reason == "LOCAL_WRITE_FAILED"
+    assert refused.value.metadata["path"] == str(target)
+    assert (tmp_path / "a-file").read_bytes() == b"f"
+
+
 async def test_an_edit_of_a_loaded_model_is_never_served_again(
     world: World, tmp_path: Path
 ) -> None:

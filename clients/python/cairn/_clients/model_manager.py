@@ -26,7 +26,7 @@ from ..models._flavors import FilesFlavor
 from ..models._uris import ArtifactUri, parse_uri
 from ..types._journey import ManagedModel
 from ..types._registry import ModelArtifact, ModelVersion, RegisteredModel
-from ._local_files import files_in
+from ._local_files import files_in, local_writes
 from .artifacts import ArtifactClient, in_project
 from .registry import ModelRegistryAPIClient
 from .run_models import _upload, fetch_model
@@ -277,7 +277,8 @@ class ModelManager:
         copied; never loaded, so a pickled model downloads without being unpickled."""
         loader = TrackingClient(self._registry._transport)
         uri = f"models:/{model.name}/{model.version}"
-        await asyncio.to_thread(self.download_path.mkdir, parents=True, exist_ok=True)
+        with local_writes(self.download_path, "nothing was downloaded"):
+            await asyncio.to_thread(self.download_path.mkdir, parents=True, exist_ok=True)
         try:
             entry, manifest = await fetch_model(loader, uri, self.cache_dir)
         except NotFoundError as error:
