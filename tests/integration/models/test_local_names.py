@@ -135,3 +135,28 @@ async def test_a_name_the_server_refuses_refuses_the_whole_tree(
     assert refused.value.metadata["path"].endswith(visible(name.rsplit("/", 1)[-1]))
     assert problem in str(refused.value)
     assert await _stored(world) == []
+
+
+@every_upload
+async def test_links_in_a_tree_are_taken_as_every_tree_upload_takes_them(
+    world: World, tree: Path, upload: Upload
+) -> None:
+    """log_model and add_model copied a tree whole first (shutil.copytree): a dangling
+    link raised a bare shutil.Error, a loop was walked some 40 levels deep, and a link to
+    a folder was followed, which log_artifacts leaves out."""
+    (tree / NOT_UTF8).rename(tree / "b.txt")
+    outside = tree.parent / "outside"
+    outside.mkdir()
+    (outside / "o.txt").write_text("o")
+    (tree / "dangling").symlink_to(tree.parent / "missing")
+    (tree / "loop").symlink_to(tree)
+    (tree / "folder").symlink_to(outside)
+    (tree / "file").symlink_to(tree / "a.txt")
+
+    await upload(world, tree)
+
+    stored = await _stored(world)
+    names = {path.rsplit("/", 1)[-1] for path in stored}
+    assert {"a.txt", "b.txt", "c.txt", "file"} <= names
+    assert not names & {"dangling", "o.txt"}
+    assert not [path for path in stored if "/loop/" in path]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .._argument_error import invalid_argument
+from .._clients._local_files import files_in
 from ..exceptions import FailedPreconditionError
 from ._paths import inside
 
@@ -75,7 +76,7 @@ class FilesFlavor:
     def save(self, model: Any, directory: Path) -> dict[str, Any]:
         source = Path(model)
         if source.is_dir():
-            shutil.copytree(source, directory / source.name)
+            _copy_tree(source, directory / source.name)
         elif source.is_file():
             shutil.copy2(source, directory / source.name)
         else:
@@ -84,6 +85,17 @@ class FilesFlavor:
 
     def load(self, directory: Path, options: Mapping[str, Any]) -> Path:
         return inside(directory, options.get("path"), str(directory), "its path option")
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    """The files of source that log_artifacts would upload (files_in: a link to a file
+    as the file; a dangling link, a loop or a link to a folder left out), copied into
+    target, so that a model directory is stored as log_artifacts stores one. A copy of
+    the whole tree (shutil.copytree) followed links to folders, and raised a bare
+    shutil.Error at a dangling link or walked a loop some 40 levels deep first."""
+    for relative in files_in(source):
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / relative, target / relative)
 
 
 class PickleFlavor:
