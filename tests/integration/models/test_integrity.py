@@ -110,6 +110,23 @@ async def test_a_file_added_to_a_cache_entry_is_never_served(
     assert files == ["config.json", "sub/weights.bin"]
 
 
+async def test_the_bytecode_python_caches_beside_a_loaded_module_is_no_edit(
+    world: World, tmp_path: Path
+) -> None:
+    """A model shipping code, imported from its entry, gets a __pycache__ folder there:
+    the load that dropped every entry holding a file its manifest does not name fetched
+    such a model again on each load, and deleted the folder under the running code."""
+    info = await world.tracking.log_model(world.run_id, _model_dir(tmp_path), "bundle-model")
+    loaded = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+    bytecode = loaded / "__pycache__" / "helper.cpython-311.pyc"
+    bytecode.parent.mkdir()
+    bytecode.write_bytes(b"compiled")
+
+    again = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+
+    assert again == loaded and bytecode.read_bytes() == b"compiled"
+
+
 async def test_pickles_load_only_when_allowed(world: World) -> None:
     info = await world.tracking.log_model(world.run_id, {"w": 1}, "pickled", flavor="pickle")
 

@@ -59,14 +59,24 @@ def default_cache_dir() -> Path:
 
 def _holds_only(entry: Path, manifest: Manifest) -> bool:
     """Whether entry holds the manifest's files, their folders and the manifest, and no
-    other file, folder or link (the folders of an entry stay writable)."""
+    other file, folder or link (the folders of an entry stay writable), but for the
+    __pycache__ folders Python writes beside a module imported from the entry: its own
+    cache of the model's code, no edit of it (a model shipping code would otherwise be
+    fetched again on every load once imported, and dropped under the running code)."""
     expected = {MANIFEST, *manifest.files}
     expected |= {str(parent) for name in manifest.files for parent in PurePosixPath(name).parents}
     try:
-        found = {path.relative_to(entry).as_posix() for path in entry.rglob("*")}
+        found = {
+            relative.as_posix()
+            for relative in (path.relative_to(entry) for path in entry.rglob("*"))
+            if _PYCACHE not in relative.parts
+        }
     except OSError:
         return False
     return found <= expected
+
+
+_PYCACHE = "__pycache__"
 
 
 class ModelCache:
