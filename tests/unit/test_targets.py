@@ -94,7 +94,11 @@ def test_a_port_left_unnamed_is_443_with_tls_and_50051_without(
         ("h", False, "port", "'port'"),
         ("h", False, 70000, "not a number from 1 to 65535"),
         ("ipv4:10.0.0.1,", False, None, "entry 2 of the address list is empty"),
-        ("ipv4:10.0.0.1:1:pw", False, None, "entry 1 of the address list is not address or"),
+        ("ipv4:10.0.0.1:1:pw", False, None, "entry 1 of the address list is not an IPv4"),
+        ("ipv4:localhost:1", False, None, "entry 1 of the address list is not an IPv4"),
+        ("ipv4:256.1.1.1:1", False, None, "entry 1 of the address list is not an IPv4"),
+        ("ipv4:[::1]:1", False, None, "entry 1 of the address list is not an IPv4"),
+        ("ipv6:[10.0.0.1]:1", False, None, "entry 1 of the address list is not an IPv6"),
     ],
 )
 def test_an_address_the_client_cannot_read_is_refused_clearly(
@@ -111,7 +115,7 @@ def test_parse_reads_every_entry_of_an_address_list() -> None:
         parse("ipv4:10.0.0.1:1,h:x")
     with pytest.raises(ValueError, match="entry 3 of the address list is empty"):
         parse("ipv6:[::1]:1,::2,")
-    with pytest.raises(ValueError, match="entry 2 of the address list is not address or"):
+    with pytest.raises(ValueError, match="entry 2 of the address list is not an IPv4 address"):
         parse("ipv4:10.0.0.1:1,10.0.0.2:1:pw")  # a colon too many: taken as IPv6, unread
     assert parse("ipv4:10.0.0.1:1,10.0.0.2").port == 1
 

@@ -17,6 +17,7 @@ character, DEL or (but for a socket's path) a space.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -209,11 +210,13 @@ def _entry(entry: str, number: int, v6: bool) -> tuple[str, int | None]:
     whose = f"entry {number} of the address list"
     if not entry:
         raise ValueError(f"{whose} is empty")
-    if v6 and not entry.startswith("["):
-        return entry, None
-    if not v6 and not entry.startswith("[") and entry.count(":") > 1:  # else read as IPv6
-        raise ValueError(f"{whose} is not address or address:port")
-    return _host_port(entry, whose)
+    host, port = (entry, None) if v6 and not entry.startswith("[") else _host_port(entry, whose)
+    # gRPC's core refuses the others only when the channel is made, echoing the address.
+    try:
+        (ipaddress.IPv6Address if v6 else ipaddress.IPv4Address)(host)
+    except ValueError:
+        raise ValueError(f"{whose} is not an IPv{6 if v6 else 4} address") from None
+    return host, port
 
 
 def _dns_split(address: str) -> tuple[str, str]:
