@@ -81,6 +81,15 @@ async def _run_without_its_server(
         await client.close()
 
 
+async def _cancel_its_end(run: ActiveRun) -> None:
+    """Ends run and cancels its end once begun (waiting for its sends, refused)."""
+    ending = asyncio.create_task(run.__aexit__(None, None, None))
+    await eventually(lambda: run._ending, what="the run's end begun")
+    ending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await ending
+
+
 async def test_an_end_cut_short_keeps_what_is_unsent_in_the_journal(
     config: Config, pool: asyncpg.Pool, unique: str, tmp_path: Path
 ) -> None:
@@ -88,11 +97,7 @@ async def test_an_end_cut_short_keeps_what_is_unsent_in_the_journal(
     run keeps its unsent points and its status in the journal, as after an outage."""
     async with _run_without_its_server(config, pool, f"cut-{unique}", tmp_path, 60) as run:
         await run.log_metric("loss", 0.5, step=1)  # waits in the buffer, its sends refused
-        ending = asyncio.create_task(run.__aexit__(None, None, None))
-        await asyncio.sleep(0)  # the end's first step runs, into its wait for the sends
-        ending.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await ending
+        await _cancel_its_end(run)
     assert run.journal is not None
     kept = Journal.read(run.journal)
     assert (kept.run_id, kept.points, kept.status) == (run.run_id, 1, RunStatus.FINISHED)
@@ -122,11 +127,7 @@ async def _ended_by_a_cancellation(ends: _Ends) -> None:
         ends.config, ends.pool, ends.name, ends.journal_dir, 60
     ) as run:
         await run.log_metric("loss", 0.5)
-        ending = asyncio.create_task(run.__aexit__(None, None, None))
-        await asyncio.sleep(0)  # the end's first step runs, into its wait for the sends
-        ending.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await ending
+        await _cancel_its_end(run)
 
 
 async def _ended_by_its_client_closed(ends: _Ends) -> None:
