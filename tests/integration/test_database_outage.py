@@ -104,10 +104,19 @@ async def test_a_database_that_takes_no_writes_is_unavailable_and_not_serving(
     async with cairn.TrackingClient.insecure_connection("127.0.0.1", port, timeout=10) as tracking:
         experiment_id = await tracking.create_experiment(f"read-only-{unique}")
         await _set_read_only(url, True)
-        try:
-            with pytest.raises(UnavailableError) as raised:
+
+        async def refused_read_only() -> bool:
+            # A reload reaches each session at its next command, signalled a moment
+            # later: a write may still go through before it.
+            try:
                 await tracking.create_run(experiment_id)
-            assert raised.value.reason == "DATABASE_READ_ONLY"
+            except UnavailableError as error:
+                assert error.reason == "DATABASE_READ_ONLY"
+                return True
+            return False
+
+        try:
+            await eventually(refused_read_only, what="a write refused as read-only")
             await eventually(
                 lambda: _is(port, health_pb2.HealthCheckResponse.NOT_SERVING),
                 what="health NOT_SERVING",
