@@ -33,6 +33,7 @@ class _ScriptedTracking(tracking_service_pb2_grpc.TrackingServiceServicer):
 
     def __init__(self) -> None:
         self.release = asyncio.Event()
+        self.slow_arrived = asyncio.Event()
 
     async def GetRun(self, request, context):
         if request.run_id == "missing":
@@ -44,6 +45,7 @@ class _ScriptedTracking(tracking_service_pb2_grpc.TrackingServiceServicer):
         if request.run_id == "crash":
             raise RuntimeError('duplicate key value violates "runs_pkey" SELECT secret FROM runs')
         if request.run_id == "slow":
+            self.slow_arrived.set()
             await self.release.wait()
         return tracking_service_pb2.GetRunResponse(
             run=tracking_pb2.Run(info=tracking_pb2.RunInfo(run_id=request.run_id))
@@ -244,10 +246,11 @@ async def test_shutdown_reports_not_serving_and_lets_calls_finish(scripted) -> N
     watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
     assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
     in_flight = asyncio.create_task(_get_run(client, "slow"))
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(servicer.slow_arrived.wait(), timeout=5)
     stopping = asyncio.create_task(server.stop(grace=5))
     assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
     watch.cancel()
+    # No event marks "the stop did not cut the call": give a wrong cut time to show.
     await asyncio.sleep(0.2)
     assert not in_flight.done() and not stopping.done()
     servicer.release.set()

@@ -56,13 +56,17 @@ async def test_the_buffer_is_bounded(tracking, experiment_id) -> None:
 
 
 async def test_a_failed_background_send_surfaces(tracking, experiment_id) -> None:
-    with pytest.raises(FailedPreconditionError):
+    """A send the background task could not make is raised by the run's next call,
+    and again as the block ends."""
+    with pytest.raises(FailedPreconditionError) as at_the_end:
         async with tracking.start_run(experiment_id, batch_size=5) as run:
             await tracking.delete_run(run.run_id)
             for step in range(10):
                 await run.log_metric("m", step, step=step)
-            await asyncio.sleep(0.2)
-            await run.flush()
+            await eventually(lambda: run._error is not None, what="the send failed")
+            with pytest.raises(FailedPreconditionError) as next_call:
+                await run.log_metric("m", 10, step=10)
+    assert next_call.value.reason == at_the_end.value.reason == "RUN_DELETED"
 
 
 @contextlib.asynccontextmanager
