@@ -111,7 +111,7 @@ async def test_what_cannot_be_sent_in_time_is_journaled_then_synced_once(tmp_pat
         server = start_server(tmp_path, address=server.address)
         synced = run_tool(tool("cairn"), "sync", str(journal_dir), "--address", server.address)
         assert synced.returncode == 0, synced.stderr
-        assert synced.stdout.strip() == "stored 700 points"
+        assert synced.stdout.strip() == "sent 700 points, each stored once"
         assert list(journal_dir.iterdir()) == []
         async with _connect(server) as tracking:
             # Replaying the same journal again stores nothing twice.
@@ -162,7 +162,7 @@ async def test_a_trainer_killed_during_an_outage_leaves_its_points_in_the_journa
         server = start_server(tmp_path, address=server.address)
         synced = run_tool(tool("cairn"), "sync", str(journal_dir), "--address", server.address)
         assert synced.returncode == 0, synced.stderr
-        assert synced.stdout.strip() == "stored 300 points"
+        assert synced.stdout.strip() == "sent 300 points, each stored once"
         async with _connect(server) as tracking:
             history = await _history(tracking, run_id)
             assert history == [(step, step / 2) for step in range(550)]  # each once

@@ -236,8 +236,8 @@ async def test_a_file_that_is_no_journal_is_named_and_the_others_are_stored(
     with pytest.raises(InvalidArgumentError) as refused:
         await tracking.sync_journal(tmp_path)
     assert refused.value.reason == "INVALID_JOURNAL" and "0" * 32 in refused.value.message
-    # The count of what was stored, which the error cannot carry, is logged.
-    assert "stored 1 points; 1 journals not stored, kept to sync again" in caplog.messages
+    # The count of what was sent, which the error cannot carry, is logged.
+    assert "sent 1 points; 1 journals not stored, kept to sync again" in caplog.messages
     assert [m.value for m in await tracking.get_metric_history(run_id, "synced")] == [1.0]
     assert [p.name for p in tmp_path.iterdir()] == ["0" * 32 + ".jsonl"]  # kept, to look at
     # Where no run ever needed a journal, there is nothing to send.

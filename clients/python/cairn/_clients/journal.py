@@ -224,7 +224,7 @@ async def replay(client: _Tracking, path: Path) -> int:
     if failures:
         # Raised, the count would be lost: a sync that stored some journals says so.
         _log.warning(
-            "stored %d points; %d journals not stored, kept to sync again", sent, len(failures)
+            "sent %d points; %d journals not stored, kept to sync again", sent, len(failures)
         )
         raise failures[0]
     return sent

@@ -17,4 +17,6 @@ def command(path: str | None) -> None:
     PATH is a journal file or folder (default ~/.cache/cairn/journal). Each point is
     stored once, however often this runs."""
     sent = call(lambda client: client.tracking.sync_journal(path))
-    click.echo(f"stored {sent} points")
+    # Sent, not stored: a point the server held already (sent before the outage under
+    # the same request id) is skipped there, and its answer does not say so.
+    click.echo(f"sent {sent} points, each stored once")
