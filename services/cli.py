@@ -189,7 +189,7 @@ def _add_keys_command(commands: argparse._SubParsersAction) -> None:
     summary = "create an API key and print it (once) on stdout"
     create = actions.add_parser("create", help=summary, description=summary)
     create.add_argument(
-        "--user", required=True, type=_checked(auth_validation.user_id), help="the key's user"
+        "--user", required=True, type=_checked(auth_validation.new_user_id), help="the key's user"
     )
     create.add_argument(
         "--name",

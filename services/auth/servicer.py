@@ -119,7 +119,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         caller = current_caller()
         name = validation.key_name(request.name)
         lifetime = validation.lifetime(request.expiration)
-        user_id = validation.user_id(request.user_id) if request.user_id else caller.user_id
+        user_id = validation.new_user_id(request.user_id) if request.user_id else caller.user_id
         _check_manages_keys_of(caller, user_id, "created")
         key, record = await self._store.create_key(
             user_id,
@@ -168,7 +168,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     ) -> api.AddUserProjectRoleResponse:
         await self._store.set_role(
             common.project(request.project),
-            validation.user_id(request.user_id),
+            validation.new_user_id(request.user_id),
             validation.role(request.role),
             by=_project_admin(current_caller()),
         )

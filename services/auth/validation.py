@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import unicodedata
 
+from cairn import _names as names
 from cairn.auth.v1 import auth_pb2 as pb
 
 from ..common import validation
@@ -16,13 +18,33 @@ MAX_DESCRIPTION_LENGTH = 10_000
 
 
 def user_id(value: str, field: str = "user_id") -> str:
-    """A user id such as "alice" or "alice@example.com": printable, no spaces. Stricter
-    than a name: no invisible character may tell two ids that look the same apart."""
-    validation.name(value, field, MAX_USER_ID_LENGTH)
+    """A user id such as "alice" or "alice@example.com", as it names one who may hold
+    roles or keys: printable, no spaces. (Not the rule of names, whose ends it has
+    tightened since: an id given before must still be found and removed.)"""
+    if not value:
+        raise invalid_field(field, "must not be empty")
+    if len(value) > MAX_USER_ID_LENGTH:
+        raise invalid_field(
+            field, f"must be at most {MAX_USER_ID_LENGTH} characters, got {len(value)}"
+        )
     if any(c.isspace() for c in value):
         raise invalid_field(field, "must not contain whitespace")
     if not value.isprintable():
         raise invalid_field(field, "must not contain invisible characters")
+    return value
+
+
+def new_user_id(value: str, field: str = "user_id") -> str:
+    """A user id given a role or a key, stricter than one looked up or removed (which
+    may have been given before this rule): no character that shows as nothing, which
+    `isprintable` lets through (a Hangul filler, a blank Braille pattern), and composed
+    (NFC), so that no two ids that look the same are two users."""
+    validation.name(value, field, MAX_USER_ID_LENGTH)
+    user_id(value, field)
+    if names.shows_nothing_somewhere(value):
+        raise invalid_field(field, "must not contain invisible characters")
+    if not unicodedata.is_normalized("NFC", value):
+        raise invalid_field(field, "must be in composed form (Unicode NFC)")
     return value
 
 

@@ -23,10 +23,25 @@ EXPERIMENT_ID = re.compile(r"[1-9][0-9]{0,63}")
 _REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 # Characters that show as nothing, at an end a name cannot be told from the same name
 # without them: a byte-order mark a file read left, a zero-width space pasted along.
-# Within a name they join or shape what is around them (emoji, Persian), and stay.
-_INVISIBLE = "[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
-_INVISIBLE_END = re.compile(f"^{_INVISIBLE}|{_INVISIBLE}\\Z")
-_INVISIBLE_ANYWHERE = re.compile(_INVISIBLE)
+# They are Unicode's default-ignorable code points (the Hangul fillers among them) and
+# the blank Braille pattern, which fonts draw empty too. Within a name they join or
+# shape what is around them (emoji, Persian), and stay.
+_INVISIBLE = (
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u2800\u3164\uffa0\ufeff\ufff0-\ufff8\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0000-\U000e001f\U000e0080-\U000e00ff\U000e01f0-\U000e0fff]"
+)
+# Selectors choose how the character before them is drawn (an emoji's colour form) and
+# tag characters spell a flag after a black flag (U+1F3F4): ending "❤️" or a flag they
+# are seen, at the start or after a letter of ASCII, which has no other form, they are
+# not. (Tags are the default-ignorable points left out of _INVISIBLE.)
+_SELECTOR = "[\u180b-\u180d\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef]"
+_TAG = "[\U000e0020-\U000e007f]"
+_INVISIBLE_END = re.compile(
+    f"^(?:{_INVISIBLE}|{_SELECTOR}|{_TAG})|{_INVISIBLE}\\Z|[\x00-\x7f]{_SELECTOR}+\\Z"
+    f"|(?:^|[^\U0001f3f4\U000e0020-\U000e007f]){_TAG}+\\Z"
+)
+_INVISIBLE_ANYWHERE = re.compile(f"{_INVISIBLE}|{_SELECTOR}|{_TAG}")
 
 
 def problem(value: str, max_length: int) -> str | None:
@@ -47,6 +62,12 @@ def invisible_at_an_end(value: str) -> bool:
     """Whether value starts or ends with a character that shows as nothing (also the
     rule of each segment of an artifact path an upload writes)."""
     return _INVISIBLE_END.search(value) is not None
+
+
+def shows_nothing_somewhere(value: str) -> bool:
+    """Whether value holds, anywhere, a character that shows as nothing (the rule of a
+    user id, which no look-alike may share)."""
+    return _INVISIBLE_ANYWHERE.search(value) is not None
 
 
 def shown(value: str) -> str:

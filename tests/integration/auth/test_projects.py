@@ -116,6 +116,33 @@ async def test_bad_role_requests_are_invalid(world: World) -> None:
             await auth.add_user_project_role("someone", world.project, "OWNER")
 
 
+@pytest.mark.parametrize(
+    ("user", "why"),
+    [
+        ("alice\u3164", "invisible"),  # a Hangul filler, which isprintable lets through
+        ("al\u034fice", "invisible"),  # the combining grapheme joiner
+        ("alice\u2800", "invisible"),  # the blank Braille pattern
+        ("alice\ufe0f", "invisible"),
+        ("alic" + "e\u0301", "composed form"),  # alicé, spelled as e and an accent
+    ],
+)
+async def test_no_role_or_key_goes_to_a_look_alike_of_a_user(
+    world: World, user: str, why: str
+) -> None:
+    """Each of these ids was taken as a user of its own, listed beside the one it looks
+    like: an admin could give a look-alike of a colleague the admin role. Looked up or
+    removed, an id is not held to the rule (one given before it may exist)."""
+    async with world.auth("admin") as auth:
+        with pytest.raises(InvalidArgumentError, match=why):
+            await auth.add_user_project_role(user, world.project, ProjectRole.VIEWER)
+        with pytest.raises(NotFoundError) as not_a_member:
+            await auth.delete_project_role(user, world.project)
+    assert not_a_member.value.reason == "PROJECT_ROLE_NOT_FOUND"
+    async with world.auth("global_admin") as auth:
+        with pytest.raises(InvalidArgumentError, match=why):
+            await auth.create_user_api_key(user, "look-alike", ApiKeyExpirationTime.THIRTY_DAYS)
+
+
 async def test_without_auth_projects_must_still_exist(server_port: int, unique: str) -> None:
     async with cairn.TrackingClient.insecure_connection(
         "127.0.0.1", server_port, project=f"missing-{unique}"

@@ -218,6 +218,8 @@ ONE_LINE_TEXT = [
     "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian: "I want"
     "co\u00adop",
     "\u05e9\u05dc\u05d5\u05dd\u200f!",  # Hebrew: "hello", a right-to-left mark
+    "I \u2764\ufe0f",  # a heart drawn as an emoji: the selector is seen
+    "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",  # a flag, in tags
 ]
 
 
@@ -237,12 +239,27 @@ async def test_names_and_keys_keep_any_text_on_one_line(
     assert written == ({text: 1.0}, {text: "v"}, {text: "v"})
 
 
-@pytest.mark.parametrize("text", ["\ufeffloss", "loss\u200b", "\u200eloss", "loss\u00ad"])
+INVISIBLE_AT_AN_END = [
+    "\ufeffloss",
+    "loss\u200b",
+    "\u200eloss",
+    "loss\u00ad",
+    "loss\u3164",  # a Hangul filler
+    "loss\uffa0",
+    "\u034floss",  # the combining grapheme joiner
+    "loss\u2800",  # the blank Braille pattern
+    "loss\ufe0f",  # a selector after a letter of ASCII, which has no other form
+    "loss\U000e0020",  # a tag outside a flag
+]
+
+
+@pytest.mark.parametrize("text", INVISIBLE_AT_AN_END)
 async def test_names_and_keys_refuse_an_invisible_character_at_an_end(
     tracking: cairn.TrackingClient, run_id: str, text: str
 ) -> None:
     """A byte-order mark a file read left, or a zero-width space pasted along, made a
-    key no one could tell from "loss"."""
+    key no one could tell from "loss"; a Hangul filler, a blank Braille pattern or a
+    selector still did, as `isprintable` takes them for printable characters."""
     for write in (
         lambda: tracking.create_experiment(text),
         lambda: tracking.log_metric(run_id, text, 1.0),
