@@ -314,6 +314,33 @@ async def test_log_table_and_load_table_in_mlflows_split_format(
         await tracking.log_table(first, table, "bad,name.json")
 
 
+async def test_log_table_makes_the_rows_pandas_makes_of_a_dict(tracking, run_id, tmp_path) -> None:
+    """MLflow's log_table builds pd.DataFrame(data). Only a list counted as a column:
+    tuples were one row of two lists, a range one row of its repr, and a scalar beside
+    a list one row instead of repeated on each."""
+    tables = {
+        "tuples.json": {"x": (1, 2), "y": (3, 4)},
+        "broadcast.json": {"x": [1, 2], "y": "same"},
+        "range.json": {"x": range(3)},
+        "array.json": {"x": numpy.array([0.5, 1.5]), "y": numpy.int64(7)},
+    }
+    for name, data in tables.items():
+        await tracking.log_table(run_id, data, name)
+
+    async def rows(name: str) -> list[list[object]]:
+        written = await tracking.download_artifacts(run_id, name, tmp_path)
+        return json.loads(Path(written).read_text())["data"]
+
+    assert await rows("tuples.json") == [[1, 3], [2, 4]]
+    assert await rows("broadcast.json") == [[1, "same"], [2, "same"]]
+    assert await rows("range.json") == [[0], [1], [2]]
+    assert await rows("array.json") == [[0.5, 7], [1.5, 7]]
+    with pytest.raises(InvalidArgumentError, match="same length"):
+        await tracking.log_table(run_id, {"x": (1, 2), "y": [1, 2, 3]}, "uneven.json")
+    with pytest.raises(TypeError, match="set or an iterator"):
+        await tracking.log_table(run_id, {"x": {1, 2}}, "set.json")
+
+
 async def test_log_table_keeps_every_row_of_appends_made_at_once(tracking, experiment_id) -> None:
     run_id = (await tracking.create_run(experiment_id)).info.run_id
     await asyncio.gather(

@@ -19,6 +19,7 @@ import uuid
 import warnings
 import weakref
 import zlib
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from .._argument_error import invalid_argument
@@ -106,10 +107,11 @@ class RunMedia:
         return await self._write(upload(), synchronous)  # type: ignore[attr-defined]
 
     async def log_table(self: _MediaClient, run_id: str, data: Any, artifact_file: str) -> None:
-        """Stores a table (a dict of columns, a dict of scalars as one row, or a pandas
-        DataFrame) as JSON in pandas' split orientation; a table already at
-        artifact_file gets the rows appended, as in MLflow. The run is tagged
-        "mlflow.loggedArtifacts" so load_table finds it.
+        """Stores a table (a pandas DataFrame, or a dict made into the rows MLflow's
+        `pd.DataFrame(data)` makes: sequences and arrays are columns, scalars beside
+        them repeated, scalars alone one row) as JSON in pandas' split orientation; a
+        table already at artifact_file gets the rows appended, as in MLflow. The run is
+        tagged "mlflow.loggedArtifacts" so load_table finds it.
 
         Appends to one file through one client (or the clients of its channel) are
         made one after another, so rows logged at once are all kept; appends from
@@ -118,7 +120,9 @@ class RunMedia:
 
         Raises:
             InvalidArgumentError: artifact_file is not .json (.parquet needs pandas with pyarrow
-                in MLflow and is not written here) or holds a character MLflow refuses.
+                in MLflow and is not written here) or holds a character MLflow refuses;
+                columns of different lengths.
+            TypeError: data neither a dict nor a DataFrame; a set or an iterator as a column.
         """
         _check_table_file(artifact_file)
         table = _split(data)
@@ -218,19 +222,44 @@ def _check_table_file(artifact_file: str) -> None:
 
 
 def _split(data: Any) -> dict[str, Any]:
-    """pandas' split orientation of a dict of columns, a dict of scalars or a DataFrame."""
+    """pandas' split orientation of a DataFrame, or of a dict as MLflow makes it one
+    (`pd.DataFrame(data)`, else one row): a sequence or array is a column, a scalar
+    beside columns is repeated on each row, and a dict of scalars is one row."""
     if hasattr(data, "to_json") and hasattr(data, "columns"):
         return json.loads(data.to_json(orient="split", index=False, date_format="iso"))
     if not isinstance(data, dict):
         raise TypeError("data must be a dict or a pandas.DataFrame")
-    columns = list(data)
-    values = [_plain(v) for v in data.values()]
-    if all(isinstance(v, list) for v in values):
-        lengths = {len(v) for v in values}
-        if len(lengths) > 1:
-            raise invalid_argument("data", "all columns of a table must have the same length")
-        return {"columns": columns, "data": [list(row) for row in zip(*values, strict=True)]}
-    return {"columns": columns, "data": [values]}  # all scalars: one row, as in MLflow
+    values = [_column_or_scalar(name, value) for name, value in data.items()]
+    lengths = {len(v) for v in values if isinstance(v, list)}
+    if not lengths:
+        return {"columns": list(data), "data": [values]}  # all scalars: one row, as in MLflow
+    if len(lengths) > 1:
+        raise invalid_argument(
+            "data", f"all columns of a table must have the same length: found {sorted(lengths)}"
+        )
+    rows = lengths.pop()
+    columns = [v if isinstance(v, list) else [v] * rows for v in values]
+    return {"columns": list(data), "data": [list(row) for row in zip(*columns, strict=True)]}
+
+
+def _column_or_scalar(name: str, value: Any) -> Any:
+    """A column as a list of plain cells, or a scalar cell, as pandas tells them apart:
+    strings and bytes are scalars; a list, tuple, range, numpy array or pandas Series is
+    a column; a set (no order) or an iterator (no length) is refused, as pandas
+    refuses them."""
+    if isinstance(value, str | bytes | bytearray):
+        return value
+    if isinstance(value, set | frozenset | Iterator):
+        raise TypeError(f"column {name!r} is a set or an iterator: give a list")
+    if getattr(value, "ndim", 1) == 0:  # a numpy scalar
+        return _plain(value)
+    if hasattr(value, "tolist"):  # numpy array, pandas Series
+        if value.ndim > 1:
+            raise invalid_argument("data", f"column {name!r} is not one-dimensional")
+        return list(value.tolist())
+    if isinstance(value, Sequence):
+        return [_plain(cell) for cell in value]
+    return value
 
 
 def _plain(value: Any) -> Any:
