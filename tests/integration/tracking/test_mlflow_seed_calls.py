@@ -1,7 +1,9 @@
 """MLflow's tracking calls (seed 002) give MLflow's answers."""
 
 import asyncio
+import datetime
 import json
+import math
 import subprocess
 import sys
 import time
@@ -339,6 +341,46 @@ async def test_log_table_makes_the_rows_pandas_makes_of_a_dict(tracking, run_id,
         await tracking.log_table(run_id, {"x": (1, 2), "y": [1, 2, 3]}, "uneven.json")
     with pytest.raises(TypeError, match="set or an iterator"):
         await tracking.log_table(run_id, {"x": {1, 2}}, "set.json")
+
+
+async def test_load_table_adds_extra_columns_from_the_runs_search_row_as_mlflow_does(
+    tracking, experiment_id
+) -> None:
+    """MLflow's load_table takes an extra column from the run's row of search_runs.
+    A column the table already had was refused (MLflow adds `<name>_`, with a warning),
+    metrics.<key> and params.<key> were None, status was a RunStatus and the times
+    milliseconds, not the string and UTC datetimes MLflow gives."""
+    run_id = (await tracking.create_run(experiment_id)).info.run_id
+    await tracking.log_param(run_id, "lr", 0.1)
+    await tracking.log_metric(run_id, "loss", 0.5)
+    await tracking.log_table(run_id, {"run_id": ["given"], "x": [1]}, "eval.json")
+    await tracking.set_terminated(run_id)
+    info = (await tracking.get_run(run_id)).info
+    columns = ["run_id", "params.lr", "metrics.loss", "metrics.never", "tags.never"]
+    columns += ["status", "start_time", "end_time"]
+    with pytest.warns(UserWarning, match="run_id already exists"):
+        loaded = await tracking.load_table(experiment_id, "eval.json", extra_columns=columns)
+    table = loaded if isinstance(loaded, dict) else loaded.to_dict(orient="split", index=False)
+    [row] = [dict(zip(table["columns"], cells, strict=True)) for cells in table["data"]]
+
+    def utc(milliseconds: int) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(milliseconds / 1000, datetime.UTC)
+
+    assert row == {
+        "run_id": "given",
+        "x": 1,
+        "run_id_": run_id,
+        "params.lr": "0.1",
+        "metrics.loss": 0.5,
+        "metrics.never": pytest.approx(math.nan, nan_ok=True),
+        "tags.never": None,
+        "status": "FINISHED",
+        "start_time": utc(info.start_time),
+        "end_time": utc(info.end_time),
+    }
+    assert type(row["status"]) is str
+    with pytest.raises(InvalidArgumentError, match="'lr' is no column"):
+        await tracking.load_table(experiment_id, "eval.json", extra_columns=["lr"])
 
 
 async def test_log_table_keeps_every_row_of_appends_made_at_once(tracking, experiment_id) -> None:

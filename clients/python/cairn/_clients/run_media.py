@@ -11,7 +11,9 @@ bytes) and only `.png` files are written; without pandas a table is a dict and
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
+import math
 import re
 import struct
 import time
@@ -35,6 +37,19 @@ MLFLOW_LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"
 _IMAGE_KEY = re.compile(r"^[a-zA-Z0-9_\-./ ]+$")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _FORBIDDEN_IN_TABLE_FILE = ['"', "'", ",", ":", "[", "]", "{", "}"]
+# The columns of mlflow.search_runs' table that load_table's extra_columns name (with
+# run_name, which Cairn's search_runs_table has too).
+_RUN_ATTRIBUTES = (
+    "run_id",
+    "run_name",
+    "experiment_id",
+    "status",
+    "artifact_uri",
+    "start_time",
+    "end_time",
+)
+_RUN_LOGGED = ("metrics", "params", "tags")
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 class _MediaClient(RunClient, Protocol):
@@ -156,14 +171,23 @@ class RunMedia:
         extra_columns: list[str] | None = None,
     ) -> Any:
         """The table logged at artifact_file by the experiment's runs (or by run_ids),
-        rows of all runs concatenated; extra_columns (e.g. ["run_id"]) adds those run
-        attributes as columns. A pandas DataFrame when pandas is installed, else the
-        split dict {"columns": [...], "data": [...]}.
+        rows of all runs concatenated. extra_columns adds columns of the run's row in
+        MLflow's search_runs table, as MLflow does: `run_id`, `run_name`,
+        `experiment_id`, `status` (a string), `artifact_uri`, `start_time` and
+        `end_time` (UTC datetimes, None for a run not ended), `metrics.<key>` (NaN
+        where the run lacks it), `params.<key>` and `tags.<key>` (None where the run
+        lacks them); a column the table already has is added as `<name>_`, with a
+        warning. A pandas DataFrame when pandas is installed, else the split dict
+        {"columns": [...], "data": [...]}.
 
         Raises:
+            InvalidArgumentError: an extra column search_runs' table does not have.
             NotFoundError: no run has the table (reason ARTIFACT_NOT_FOUND).
         """
         _check_table_file(artifact_file)
+        extra_columns = list(extra_columns or ())
+        for column in extra_columns:
+            _check_run_column(column)
         entry = json.dumps({"path": artifact_file, "type": "table"})
         runs = [
             r
@@ -180,8 +204,8 @@ class RunMedia:
         for run in runs:
             store, root = await run_store(self, run.info.run_id)
             table = json.loads(await store.read(join(root, None, artifact_file)))
-            for column in extra_columns or ():
-                table = _with_column(table, column, getattr(run.info, column, None))
+            for column in extra_columns:
+                table = _with_column(table, column, _run_column(run, column))
             combined = table if combined is None else _append(combined, table)
         return _as_frame(combined)
 
@@ -277,10 +301,46 @@ def _append(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
     return {"columns": columns, "data": rows}
 
 
+def _check_run_column(column: str) -> None:
+    kind, _, key = column.partition(".")
+    if column not in _RUN_ATTRIBUTES and not (kind in _RUN_LOGGED and key):
+        raise invalid_argument(
+            "extra_columns",
+            f"{column!r} is no column of search_runs' table: {', '.join(_RUN_ATTRIBUTES)}, "
+            "metrics.<key>, params.<key> or tags.<key>",
+        )
+
+
+def _run_column(run: Run, column: str) -> Any:
+    """The run's cell of column (_check_run_column) in its row of mlflow.search_runs."""
+    kind, _, key = column.partition(".")
+    if kind in _RUN_LOGGED and key:
+        logged: dict[str, Any] = getattr(run.data, kind)
+        return logged.get(key, math.nan if kind == "metrics" else None)
+    value = getattr(run.info, column)
+    if column == "status":
+        return str(value.value)
+    if column == "end_time" and not value:  # not ended: MLflow's NaT
+        return None
+    if column in ("start_time", "end_time"):
+        return _EPOCH + datetime.timedelta(milliseconds=value)
+    return value
+
+
 def _with_column(table: dict[str, Any], column: str, value: Any) -> dict[str, Any]:
-    if column in table["columns"]:
-        raise invalid_argument("column", f"{column!r} already exists in the table")
-    return {"columns": [*table["columns"], column], "data": [[*r, value] for r in table["data"]]}
+    """The table with column set to value on each row; a column it already has is set
+    as `<column>_` instead (replacing one of that name), with a warning, as in MLflow."""
+    columns = list(table["columns"])
+    if column in columns:
+        warnings.warn(
+            f"column {column} already exists in the table: added as {column}_, as MLflow does",
+            stacklevel=3,
+        )
+        column += "_"
+    if column in columns:
+        at = columns.index(column)
+        return {"columns": columns, "data": [[*r[:at], value, *r[at + 1 :]] for r in table["data"]]}
+    return {"columns": [*columns, column], "data": [[*r, value] for r in table["data"]]}
 
 
 def _as_frame(table: Any) -> Any:
