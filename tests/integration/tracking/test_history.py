@@ -110,6 +110,23 @@ async def test_bulk_history_for_several_runs(
     }
 
 
+async def test_bulk_history_of_runs_given_as_a_generator(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    """The run ids were read twice, for the request and for the answer's keys: a
+    generator gave the request every run and the answer none, and the server's first
+    answer raised a bare KeyError."""
+    runs = [(await tracking.create_run(experiment_id)).info.run_id for _ in range(3)]
+    for n, run in enumerate(runs):
+        await tracking.log_metric(run, "m", float(n))
+    found = await tracking.get_metric_history_bulk((run for run in runs), "m")
+    assert {run: [m.value for m in points] for run, points in found.items()} == {
+        runs[0]: [0.0],
+        runs[1]: [1.0],
+        runs[2]: [2.0],
+    }
+
+
 async def test_a_bulk_read_naming_an_unknown_run_sends_nothing(
     tracking: cairn.TrackingClient, run_id: str
 ) -> None:

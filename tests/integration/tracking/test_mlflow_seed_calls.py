@@ -383,6 +383,18 @@ async def test_load_table_adds_extra_columns_from_the_runs_search_row_as_mlflow_
         await tracking.load_table(experiment_id, "eval.json", extra_columns=["lr"])
 
 
+async def test_load_table_of_runs_given_as_a_generator(tracking, experiment_id) -> None:
+    """The run ids were read once per run of the experiment: a generator was used up
+    by the first run looked at, so the table of 3 runs came back with 1 run's rows, or,
+    the first run not being asked for, raised NotFoundError."""
+    runs = [(await tracking.create_run(experiment_id)).info.run_id for _ in range(3)]
+    for run in runs:
+        await tracking.log_table(run, {"run": [run]}, "t.json")
+    await tracking.create_run(experiment_id)  # not asked for
+    table = split(await tracking.load_table(experiment_id, "t.json", (run for run in runs)))
+    assert sorted(row[0] for row in table["data"]) == sorted(runs)
+
+
 async def test_log_table_keeps_every_row_of_appends_made_at_once(tracking, experiment_id) -> None:
     run_id = (await tracking.create_run(experiment_id)).info.run_id
     await asyncio.gather(

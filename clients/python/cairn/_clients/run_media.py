@@ -21,7 +21,7 @@ import uuid
 import warnings
 import weakref
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from .._argument_error import invalid_argument
@@ -167,7 +167,7 @@ class RunMedia:
         self: _MediaClient,
         experiment_id: str,
         artifact_file: str,
-        run_ids: list[str] | None = None,
+        run_ids: Iterable[str] | None = None,
         extra_columns: list[str] | None = None,
     ) -> Any:
         """The table logged at artifact_file by the experiment's runs (or by run_ids),
@@ -188,11 +188,12 @@ class RunMedia:
         extra_columns = list(extra_columns or ())
         for column in extra_columns:
             _check_run_column(column)
+        wanted = set(run_ids or ())  # read once: a generator would be used up
         entry = json.dumps({"path": artifact_file, "type": "table"})
         runs = [
             r
             for r in await _every_run(self, experiment_id)
-            if (not run_ids or r.info.run_id in run_ids)
+            if (not wanted or r.info.run_id in wanted)
             and entry in r.data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "")
         ]
         if not runs:

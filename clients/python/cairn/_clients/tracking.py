@@ -696,7 +696,7 @@ class TrackingClient(
 
     async def get_metric_history_bulk(
         self,
-        run_ids: Sequence[str],
+        run_ids: Iterable[str],
         key: str,
         *,
         max_points: int | None = None,
@@ -704,10 +704,11 @@ class TrackingClient(
         metadata: Metadata | None = None,
     ) -> dict[str, list[Metric]]:
         """The history of one metric for several runs (at most 100), by run id as given."""
+        run_ids = list(run_ids)  # read once: a generator would be used up
         request = proto(
             api.GetMetricHistoryBulkRequest,
             project=self.project,
-            run_ids=list(run_ids),
+            run_ids=run_ids,
             metric_key=key,
             max_points=whole(max_points or 0, "max_points", 32),
         )
