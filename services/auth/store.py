@@ -293,7 +293,7 @@ class AuthStore:
             if request_id is not None:
                 await conn.execute(_TREES_LOCK)
             if parent is not None:
-                await _admit_parent(conn, parent, lifetime)
+                admitted = await _admit_parent(conn, parent, lifetime)
             if request_id is not None:
                 # Calls repeating one request id at the same time take turns: each
                 # revokes the key of the one before, and one usable key is left.
@@ -304,6 +304,10 @@ class AuthStore:
                 earlier = await conn.fetchrow(_FORGET_REQUEST, user_id, request_id)
                 if earlier is not None:
                     await _replace(conn, earlier, request_id, fingerprint, parent)
+            if parent is not None:
+                # After the repeat's checks: a repeat asked with a key of the tree it
+                # revokes, which expires before the key it asks for, is API_KEY_REVOKED.
+                _check_outlived_by_parent(admitted)
             await conn.execute(_ADD_USER, user_id)
             await _admit_another_key(conn, user_id)
             if global_admin:
@@ -476,14 +480,20 @@ async def _admit_another_key(conn: asyncpg.Connection, user_id: str) -> None:
 
 async def _admit_parent(
     conn: asyncpg.Connection, parent: str, lifetime: datetime.timedelta | None
-) -> None:
-    """Refuses a key its parent may not create: one that would expire after the parent,
-    or any key once the parent is revoked (between the caller's check and now). The
+) -> asyncpg.Record:
+    """The parent's row, with the expiry of the key it is asked for ("wanted"); refuses
+    any key once the parent is revoked (between the caller's check and now). The
     parent's row stays locked until the commit, so a revocation waits for the new key
     and then revokes it too."""
     row = await conn.fetchrow(_LOCK_PARENT, parent, lifetime)
     if row is None or row["revoke_time"] is not None:
         raise Unauthenticated("API_KEY_REVOKED", "the API key has been revoked")
+    return row
+
+
+def _check_outlived_by_parent(row: asyncpg.Record) -> None:
+    """Refuses a key that would expire after the parent that creates it (_admit_parent's
+    row)."""
     parent_expiry, wanted = row["expire_time"], row["wanted"]
     if parent_expiry is not None and (wanted is None or wanted > parent_expiry):
         raise invalid_field(

@@ -65,6 +65,28 @@ async def test_a_repeated_request_id_revokes_the_earlier_key_with_its_tree(
     assert [row["prefix"] for row in live] == [again.prefix]
 
 
+async def test_a_repeat_asked_with_a_key_it_revokes_is_refused_as_revoked(
+    pool: asyncpg.Pool, unique: str
+) -> None:
+    """A true repeat asks for the lifetime the earlier key got, so asked with that key
+    (or one made with it, which expires sooner) it outlived its parent: it was refused
+    INVALID_ARGUMENT API_KEY_OUTLIVES_PARENT, "choose a shorter expiration", and never
+    reached the API_KEY_REVOKED docs/auth.md says."""
+    store = AuthStore(pool)
+    user = f"asked-{unique}"
+    _, root = await store.create_key(user, "root", 365 * DAY)
+    _, earlier = await store.create_key(
+        user, "made", 90 * DAY, request_id="lost-answer", parent=root.prefix
+    )
+    _, below = await store.create_key(user, "below", 30 * DAY, parent=earlier.prefix)
+    for asking in (earlier, below):
+        with pytest.raises(Unauthenticated) as refused:
+            await store.create_key(
+                user, "made", 90 * DAY, request_id="lost-answer", parent=asking.prefix
+            )
+        assert refused.value.reason == "API_KEY_REVOKED"
+
+
 async def test_a_repeated_creation_and_its_parents_revocation_do_not_deadlock(
     pool: asyncpg.Pool, unique: str
 ) -> None:
