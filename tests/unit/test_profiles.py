@@ -98,12 +98,22 @@ def test_a_malformed_file_is_reported_without_its_text(tmp_path, text: str, wher
         (b"[default]\nurl = http://h\nproject = caf\xe9\n", "line 3 is not UTF-8 text"),
         (b"[default]\nhost = h\nport = 99999\ntls = false\n", "port must be a number from 1 to"),
         (b"[default]\nhost = h\nport = -1\ntls = false\n", "port must be a number from 1 to"),
+        ("[default]\nhost = h\nport = \u0663\ntls = false\n".encode(), "port must be a number"),
         (b"[default]\nhost = h\x01x\ntls = false\n", "host: the address holds '\\x01'"),
         (b"[default]\nhost = h:1\nport = 2\ntls = false\n", "host: 'h:1' names port 1"),
         (b"[default]\nurl = http://h\nregistry_address = r:x\n", "registry_address: the port"),
         (b"[default]\nurl = http://h\ntoken = abc\x01SUPERSECRET\n", "token holds characters"),
     ],
-    ids=["latin-1", "port-past-65535", "port-below-1", "host", "two-ports", "service", "token"],
+    ids=[
+        "latin-1",
+        "port-past-65535",
+        "port-below-1",
+        "arabic-digit",
+        "host",
+        "two-ports",
+        "service",
+        "token",
+    ],
 )
 def test_a_value_the_client_would_refuse_is_a_profile_error_naming_the_file(
     tmp_path, text: bytes, where: str

@@ -89,6 +89,8 @@ def test_a_port_left_unnamed_is_443_with_tls_and_50051_without(
         ("http://h:port", False, None, "port is not a number"),
         ("h:port", False, None, "the port of the address is not a number"),
         ("dns:///svc:port", False, None, "the port of the address is not a number"),
+        ("h:\u00b2", False, None, "the port of the address is not a number"),
+        ("ipv4:10.0.0.1:\u0663", False, None, "the port of entry 1 of the address list"),
         ("ipv4:10.0.0.1:port", False, None, "the port of entry 1 of the address list"),
         ("ipv4:10.0.0.1,[::1", False, None, "entry 2 of the address list is not [address]"),
         ("h", False, "port", "'port'"),

@@ -170,7 +170,9 @@ def _host_port(address: str, whose: str = "the address") -> tuple[str, int | Non
 
 
 def _port(text: str, whose: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    # isdigit alone takes "²" (which int() refuses with the value in its message) and
+    # "٣" (which int() reads as 3).
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise ValueError(f"{whose} is not a number from 1 to 65535")
     return int(text)
 

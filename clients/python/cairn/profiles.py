@@ -253,7 +253,7 @@ def _address(name: str, values: dict[str, str], source: str) -> tuple[str, int, 
         raise ProfileError(f"{source} [{name}]: needs url, or host (and port)")
     tls = _boolean(name, values.get("tls", "true"), source)
     port_text = values.get("port") or str(DEFAULT_TLS_PORT if tls else DEFAULT_PLAINTEXT_PORT)
-    if not (port_text.isdigit() and 0 < int(port_text) < 65536):
+    if not (port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65536):
         raise ProfileError(f"{source} [{name}]: port must be a number from 1 to 65535")
     _check_address(name, source, "host", values["host"], tls, int(port_text))
     return values["host"], int(port_text), tls
