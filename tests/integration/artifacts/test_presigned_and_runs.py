@@ -297,6 +297,36 @@ async def test_log_dict_stores_values_json_cannot_encode_as_strings(
     }
 
 
+@pytest.mark.parametrize("artifact_file", ["", "/", "model/", "model//"])
+async def test_an_artifact_file_naming_no_file_is_refused_before_anything_is_sent(
+    server_port: int, unique: str, tmp_path, artifact_file: str
+) -> None:
+    """log_text(run, "oops", "") stored an object at the run's artifact root itself, and
+    log_dict(run, {...}, "model/") one at the path of the folder model: the run's
+    listing showed 'model' twice, and download_artifacts(run, "") fetched the 4-byte
+    file instead of the run's folder, download_artifacts(run, "model") the dict's JSON
+    instead of the folder holding model/w.txt. MLflow refuses both names."""
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
+        experiment_id = await tracking.create_experiment(f"no-file-{unique}")
+        run_id = (await tracking.create_run(experiment_id)).info.run_id
+        await tracking.log_text(run_id, "weights", "model/w.txt")
+        writes = [
+            lambda: tracking.log_text(run_id, "oops", artifact_file),
+            lambda: tracking.log_dict(run_id, {"x": 1}, artifact_file),
+            # Refused before the run is looked up: nothing is sent.
+            lambda: tracking.log_text("0" * 32, "oops", artifact_file),
+        ]
+        for write in writes:
+            with pytest.raises(InvalidArgumentError) as refused:
+                await write()
+            assert refused.value.field_violations[0][0] == "artifact_file"
+        assert [(a.path, a.is_dir) for a in await tracking.list_artifacts(run_id)] == [
+            ("model", True)
+        ]
+        whole = await tracking.download_artifacts(run_id, "", tmp_path / "all")
+        assert (Path(whole) / "model" / "w.txt").read_text() == "weights"
+
+
 async def test_a_missing_run_artifact_is_named_as_the_caller_named_it(
     server_port: int, unique: str, tmp_path
 ) -> None:

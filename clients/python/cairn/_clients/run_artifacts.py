@@ -18,7 +18,7 @@ from ..models._uris import is_uri
 from ..types._artifacts import ObjectInfo
 from ..types._paging import Pager
 from .run_models import download_uri
-from .run_store import RunClient, join, run_store
+from .run_store import RunClient, file_name, join, run_store
 
 
 class RunArtifacts:
@@ -62,9 +62,16 @@ class RunArtifacts:
         )
 
     async def log_text(self: RunClient, run_id: str, text: str, artifact_file: str) -> ObjectInfo:
+        """Stores text as a UTF-8 file at artifact_file within the run's artifacts.
+
+        Raises:
+            InvalidArgumentError: artifact_file is empty or ends with "/" (before
+                anything is sent).
+        """
+        path = file_name(artifact_file)
         store, root = await run_store(self, run_id, writing=True)
         return await store.upload(
-            join(root, None, artifact_file),
+            join(root, None, path),
             text.encode(),
             overwrite=True,
             content_type="text/plain; charset=utf-8",
@@ -77,7 +84,12 @@ class RunArtifacts:
 
         A value neither format can encode (a numpy scalar, a `datetime.date` in JSON) is
         stored as its `str()`, as MLflow does, rather than failing the call.
+
+        Raises:
+            InvalidArgumentError: artifact_file is empty or ends with "/" (before
+                anything is sent).
         """
+        path = file_name(artifact_file)
         if artifact_file.endswith((".yaml", ".yml")):
             text, content_type = _yaml_text(dictionary), "application/yaml"
         else:
@@ -85,7 +97,7 @@ class RunArtifacts:
             content_type = "application/json"
         store, root = await run_store(self, run_id, writing=True)
         return await store.upload(
-            join(root, None, artifact_file),
+            join(root, None, path),
             text.encode(),
             overwrite=True,
             content_type=content_type,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from .._argument_error import invalid_argument
 from .._transport import Transport
 from ..exceptions import FailedPreconditionError
 from ..models._uris import ARTIFACTS_SCHEME
@@ -68,3 +69,22 @@ async def _deleted(client: RunClient, run: Run) -> FailedPreconditionError:
 def join(root: str, directory: str | None, name: str) -> str:
     """root/directory/name, without empty parts or doubled slashes."""
     return "/".join(part.strip("/") for part in (root, directory or "", name) if part.strip("/"))
+
+
+def file_name(artifact_file: str) -> str:
+    """artifact_file, the name of the one file a run-artifact writer stores, checked
+    before anything is sent (join it under the run's root with `join`).
+
+    Raises:
+        InvalidArgumentError: artifact_file is empty or ends with "/". Joined, it would
+            name the run's root or a directory, and the object stored there would stand
+            in for the files under it (download_artifacts would fetch that object
+            instead of the run's folder); MLflow refuses both (IsADirectoryError).
+    """
+    if not artifact_file.strip("/") or artifact_file.endswith("/"):
+        raise invalid_argument(
+            "artifact_file",
+            f"names a file within the run's artifacts, so it must neither be empty nor "
+            f"end with '/': {artifact_file!r}",
+        )
+    return artifact_file
