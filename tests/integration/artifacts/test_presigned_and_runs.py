@@ -313,6 +313,7 @@ async def test_an_artifact_file_naming_no_file_is_refused_before_anything_is_sen
         writes = [
             lambda: tracking.log_text(run_id, "oops", artifact_file),
             lambda: tracking.log_dict(run_id, {"x": 1}, artifact_file),
+            lambda: tracking.log_image(run_id, np.zeros((2, 2), np.uint8), artifact_file),
             # Refused before the run is looked up: nothing is sent.
             lambda: tracking.log_text("0" * 32, "oops", artifact_file),
         ]
@@ -320,6 +321,7 @@ async def test_an_artifact_file_naming_no_file_is_refused_before_anything_is_sen
             with pytest.raises(InvalidArgumentError) as refused:
                 await write()
             assert refused.value.field_violations[0][0] == "artifact_file"
+            assert "must neither be empty nor end with '/'" in refused.value.message
         assert [(a.path, a.is_dir) for a in await tracking.list_artifacts(run_id)] == [
             ("model", True)
         ]

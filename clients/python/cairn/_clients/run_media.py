@@ -29,7 +29,7 @@ from ..exceptions import NotFoundError
 from ..types._paging import PagedList, check_token_is_new
 from ..types._tracking import Run
 from .run_operations import RunOperations
-from .run_store import RunClient, join, run_store
+from .run_store import RunClient, file_name, join, run_store
 
 # MLflow's tag names (mlflow.utils.mlflow_tags).
 MLFLOW_LOGGED_IMAGES = "mlflow.loggedImages"
@@ -110,7 +110,8 @@ class RunMedia:
             if webp is not None:
                 files[f"{base}%compressed.webp"] = webp
         else:
-            files = {artifact_file: _encode(image, artifact_file.rsplit(".", 1)[-1].lower())}
+            name = file_name(artifact_file)
+            files = {name: _encode(image, name.rsplit(".", 1)[-1].lower())}
 
         async def upload() -> None:
             store, root = await run_store(self, run_id, writing=True)
