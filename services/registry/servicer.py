@@ -111,7 +111,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         record = await self._models.rename(
             common.project(request.project),
             validation.entity_id(request.id, "id"),
-            validation.name(request.new_name, "new_name"),
+            validation.new_model_name(request.new_name, "new_name"),
         )
         return api.RenameRegisteredModelResponse(registered_model=convert.registered_model(record))
 
@@ -408,9 +408,7 @@ def _registered_model(
     limits allow today, stored before them, can be sent back with a change)."""
     return RegisteredModel(
         project=common.project(message.project, "registered_model.project"),
-        name=validation.name(message.name, "registered_model.name")
-        if require_name or message.name
-        else "",
+        name=_model_name(message.name, require_name, creating),
         description=validation.text(message.description, "registered_model.description"),
         owner=validation.text(message.owner, "registered_model.owner"),
         state=_state(message.state),
@@ -420,6 +418,16 @@ def _registered_model(
         ),
         tags=validation.tags(message.tags, "registered_model.tags") if creating else {},
     )
+
+
+def _model_name(value: str, require_name: bool, creating: bool) -> str:
+    """A model's name as a create gives it, or as an update sends it back unchanged
+    (one stored before today's rule of new names, too)."""
+    if not (require_name or value):
+        return ""
+    if creating:
+        return validation.new_model_name(value, "registered_model.name")
+    return validation.name(value, "registered_model.name")
 
 
 def _model_version(

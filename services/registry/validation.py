@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from cairn import _names as names
 from cairn.exceptions import InvalidArgumentError
 from cairn.models._uris import SCHEMES, ArtifactUri, ModelUri, RunUri, parse_uri, scheme_of
 
@@ -43,6 +44,16 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 def name(value: str, field: str) -> str:
     return validation.name(value, field, MAX_NAME_LENGTH)
+
+
+def new_model_name(value: str, field: str) -> str:
+    """The name a registered model is created or renamed to (cairn._names, which the
+    client checks before a model's files go up). Only a new name is held to the rule
+    of its "/"-separated segments: a model stored under "a//b" before it is still
+    found, read, updated, renamed away and deleted by its name."""
+    if problem := names.registered_model_name_problem(value):
+        raise invalid_field(field, problem)
+    return value
 
 
 def optional_name(value: str, field: str) -> str:

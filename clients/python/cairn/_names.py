@@ -5,6 +5,7 @@ batch, and every point in it, with it)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from ._argument_error import invalid_argument
@@ -85,10 +86,32 @@ def key(value: Any, name: str) -> str:
     return value
 
 
-def registered_model_name(value: str, name: str = "registered_model_name") -> str:
-    """value as a registered model's name, else InvalidArgumentError naming name: checked
-    before files go up for a model, as a lookup by a name no model can have finds
-    nothing rather than refusing it."""
+def segments_problem(segments: Sequence[str]) -> str | None:
+    """What is wrong with a path's "/"-separated segments (None when nothing is): an
+    empty, "." or ".." segment, which URL tools and the artifact service drop or read
+    as a move up. The one rule of artifact paths and of the names of registered
+    models."""
+    if any(segment in ("", ".", "..") for segment in segments):
+        return "must not contain empty, '.' or '..' segments"
+    return None
+
+
+def registered_model_name_problem(value: str) -> str | None:
+    """What keeps value from being the name a registered model is created or renamed to
+    (None when nothing does). Its segments follow the rule of a path, as models:/<name>/1
+    must name it: "a//b", "x/.." or a first or last "/" made a model that a copy, or any
+    models:/ URI at all ("/a"), could not reach."""
     if found := problem(value, MAX_REGISTRY_NAME_LENGTH):
+        return found
+    if segments_problem(value.split("/")):
+        return "must not start or end with '/' nor contain empty, '.' or '..' segments"
+    return None
+
+
+def registered_model_name(value: str, name: str = "registered_model_name") -> str:
+    """value as a registered model's new name, else InvalidArgumentError naming name:
+    checked before files go up for a model, as a lookup by a name no model can have
+    finds nothing rather than refusing it."""
+    if found := registered_model_name_problem(value):
         raise invalid_argument(name, found)
     return value

@@ -4,8 +4,6 @@ against them before it sends a byte, so that a tree is stored whole or not at al
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from . import _names as names
 
 # In UTF-8 bytes, as S3 caps its keys: a path is part of a btree key, which PostgreSQL
@@ -28,11 +26,9 @@ def text_problem(value: str) -> str | None:
     return None
 
 
-def segments_problem(segments: Sequence[str]) -> str | None:
-    """What is wrong with a path's "/"-separated segments, or None."""
-    if any(segment in ("", ".", "..") for segment in segments):
-        return "must not contain empty, '.' or '..' segments"
-    return None
+# What is wrong with a path's "/"-separated segments, or None: a rule the names of
+# registered models follow too (cairn._names).
+segments_problem = names.segments_problem
 
 
 def new_object_problem(value: str) -> str | None:

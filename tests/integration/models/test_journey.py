@@ -131,10 +131,12 @@ async def test_a_directory_of_any_stored_name_registers_whole(
     assert (artifact.name, artifact.uri) == (name, info.artifact_uri)
 
 
-@pytest.mark.parametrize("bad_name", ["", " lead", "x" * 300])
+@pytest.mark.parametrize("bad_name", ["", " lead", "x" * 300, "a//b", "x/..", "a/", "/a"])
 async def test_a_name_the_registry_refuses_is_refused_before_any_upload(
     world: World, bad_name: str
 ) -> None:
+    """A name with an empty, '.' or '..' segment ("a//b", "/a") was taken: the model was
+    registered under a name no models:/ URI a copy takes can name."""
     with pytest.raises(InvalidArgumentError):
         await world.tracking.log_model(
             world.run_id, {"v": 1}, "refused", flavor="pickle", registered_model_name=bad_name

@@ -315,6 +315,40 @@ async def test_rename_and_delete(mr_client, churn) -> None:
     assert await mr_client.get_model_versions(churn.id) == []
 
 
+@pytest.mark.parametrize("name", ["a//b", "..", "x/..", "a/", "./m", "/a"])
+async def test_no_model_is_created_or_renamed_to_a_name_no_uri_can_name(
+    mr_client, pool, name: str
+) -> None:
+    """Such names were taken, and copy_model_version refused models:/<name>/1 as the
+    copy's source; "/a" could not be written as a models:/ URI at all (models://a/1
+    names another server). A model stored under one before the rule is still found,
+    read, updated, renamed away and deleted by it."""
+    with pytest.raises(InvalidArgumentError) as created:
+        await mr_client.create_registered_model(name)
+    assert [field for field, _ in created.value.field_violations] == ["registered_model.name"]
+    model = await mr_client.create_registered_model("fine")
+    with pytest.raises(InvalidArgumentError) as renamed:
+        await mr_client.rename_registered_model("fine", name)
+    assert [field for field, _ in renamed.value.field_violations] == ["new_name"]
+
+    async def stored_before_the_rule(model_id: str) -> None:
+        await pool.execute(
+            "UPDATE registry.registered_models SET name = $2 WHERE id = $1", int(model_id), name
+        )
+
+    await stored_before_the_rule(model.id)
+    assert (await mr_client.get_registered_model(name)).id == model.id
+    await mr_client.update_registered_model(name, description="changed")
+    read = await mr_client.get_registered_model_by_params(name=name)
+    assert read is not None and read.description == "changed"
+    read.owner = "ana"  # an upsert sends the name back, unchanged
+    assert (await mr_client.upsert_registered_model(read)).owner == "ana"
+    assert (await mr_client.rename_registered_model(name, "renamed-away")).id == model.id
+    await stored_before_the_rule(model.id)
+    await mr_client.delete_registered_model(name)
+    assert await mr_client.get_registered_model_by_id(model.id) is None
+
+
 async def test_download_uri_prefers_the_model_artifact(mr_client, churn) -> None:
     assert await mr_client.get_model_version_download_uri("churn", 1) == "s3://b/churn/0"
     version = await mr_client.get_model_version("churn", 1)
