@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from cairn import _names as names
 from cairn.exceptions import InvalidArgumentError
-from cairn.models._uris import SCHEMES, ArtifactUri, ModelUri, RunUri, parse_uri, scheme_of
+from cairn.models._uris import SCHEMES, ModelUri, parse_uri, scheme_of
 
 from ..common import validation
 from ..common.errors import InvalidArgument, invalid_field
@@ -106,24 +106,14 @@ def uri(value: str, field: str) -> str:
 
 def _resolvable(value: str, field: str) -> None:
     """Refuses a URI of Cairn's own schemes that no client can resolve: what the client's
-    parser refuses ("runs:/<id>/../x"), a path the artifact service refuses (an empty
-    segment: "runs:/<id>/a//b"), a model name with a "." or ".." segment
-    ("models:/m1/../1", which URL tools read as models:/1) or an alias no version can
-    have. Before, such a source was stored and every download of it failed."""
+    parser refuses, which is also a path with an empty, "." or ".." segment, as the
+    artifact service refuses ("runs:/<id>/../x", "runs:/<id>/a//b"), a model name with
+    one ("models:/m1/../1", which URL tools read as models:/1), or an alias no version
+    can have. Before, such a source was stored and every download of it failed."""
     try:
         parsed = parse_uri(value)
     except InvalidArgumentError as error:
         raise invalid_field(field, error.message, "INVALID_ARTIFACT_LOCATION") from None
-    if isinstance(parsed, RunUri | ArtifactUri):
-        segments = parsed.path.split("/") if parsed.path else []
-    else:
-        segments = parsed.name.split("/")
-    if any(segment in ("", ".", "..") for segment in segments):
-        raise invalid_field(
-            field,
-            f"{value[:200]!r}: a path or model name holds no empty, '.' or '..' segment",
-            "INVALID_ARTIFACT_LOCATION",
-        )
     if isinstance(parsed, ModelUri) and parsed.alias is not None:
         try:
             alias(parsed.alias, "its alias")

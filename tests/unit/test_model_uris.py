@@ -29,6 +29,8 @@ from cairn.types import ModelVersionStage
         ("runs:/0123abcd/model/sub/", RunUri("0123abcd", "model/sub")),
         ("runs:/0123abcd", RunUri("0123abcd", "")),
         ("runs:/0123abcd/", RunUri("0123abcd", "")),
+        ("runs:/0123abcd//", RunUri("0123abcd", "")),
+        ("models:/a/.b/..c/1", ModelUri("a/.b/..c", version=1)),
         (
             "cairn-artifacts://default/experiments/1/r/model",
             ArtifactUri("default", "experiments/1/r/model"),
@@ -55,13 +57,25 @@ def test_accepted_forms(uri: str, parsed: object) -> None:
         "models:/",
         "models://profile/churn/1",  # MLflow's other-server form
         "models:churn/1",
+        # A name with an empty, "." or ".." segment, which no model is created under:
+        # they parsed, and load_model resolved them.
+        "models:/x/../1",
+        "models:/../1",
+        "models:/./1",
+        "models:/a//b/1",
+        "models:/a//1",  # the name "a/"
+        "models:/x/..@gold",
+        "models:/a//b/latest",
         "runs:/",
         "runs://run/model",
         "runs:/r/../other-run/secret",
         "runs:/r/./model",
+        "runs:/r/a//b",  # the artifact service's paths hold no empty segment either
+        "runs:/r//x",
         "cairn-artifacts:/p/x",
         "cairn-artifacts:///x",
         "cairn-artifacts://p/a/../../q",
+        "cairn-artifacts://p/a//b",
         "file:///srv/.cairn/artifacts/default/model.pkl",
         "s3://bucket/model",
         "churn/1",

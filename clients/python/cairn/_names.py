@@ -89,8 +89,8 @@ def key(value: Any, name: str) -> str:
 def segments_problem(segments: Sequence[str]) -> str | None:
     """What is wrong with a path's "/"-separated segments (None when nothing is): an
     empty, "." or ".." segment, which URL tools and the artifact service drop or read
-    as a move up. The one rule of artifact paths and of the names of registered
-    models."""
+    as a move up. The one rule of artifact paths, of the names of registered models,
+    and of both as Cairn's URIs hold them (cairn.models.parse_uri)."""
     if any(segment in ("", ".", "..") for segment in segments):
         return "must not contain empty, '.' or '..' segments"
     return None

@@ -176,6 +176,40 @@ async def test_a_malformed_cairn_source_is_reported_as_such_not_as_outside_cairn
     assert "outside Cairn" not in raised.value.message
 
 
+@pytest.mark.parametrize("name", ["a//b", "..", "x/..", "a/", "./m"])
+async def test_no_uri_names_a_model_by_an_empty_dot_or_dot_dot_segment(
+    world: World, unique: str, pool: asyncpg.Pool, name: str
+) -> None:
+    """Of a model stored under such a name before the registry refused it. load_model
+    resolved models:/<name>/1 (docs/models.md says such segments are refused), and
+    copy_model_version, whose source URI the registry refused, created its destination
+    first and left it behind without a version."""
+    logged = f"logged-{unique}"
+    await world.tracking.log_model(
+        world.run_id, {"v": 1}, "model", flavor="pickle", registered_model_name=logged
+    )
+    model_id = (await world.registry.get_registered_model(logged)).id
+    assert model_id is not None
+    await pool.execute(
+        "UPDATE registry.registered_models SET name = $2 WHERE id = $1", int(model_id), name
+    )
+    with pytest.raises(InvalidArgumentError):
+        await world.tracking.load_model(
+            f"models:/{name}/1", allow_pickle=True, cache_dir=world.cache
+        )
+    with pytest.raises(InvalidArgumentError) as copying:
+        await world.registry.copy_model_version(f"models:/{name}/1", "copy")
+    assert [field for field, _ in copying.value.field_violations] == ["src_model_uri"]
+    assert await world.registry.get_registered_model_by_params(name="copy") is None
+    # Renamed away, it is named by a URI again.
+    await world.registry.rename_registered_model(name, logged)
+    await world.registry.copy_model_version(f"models:/{logged}/1", "copy")
+    loaded = await world.tracking.load_model(
+        "models:/copy/1", allow_pickle=True, cache_dir=world.cache
+    )
+    assert loaded == {"v": 1}
+
+
 @pytest.mark.parametrize(
     "path",
     ["/srv/cairn/.cairn/artifacts/default/x/model", "models/m.onnx", "~/m.onnx", "C:\\m.onnx"],

@@ -111,7 +111,9 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
             dst_name: the registered model to add the version to.
 
         Raises:
-            InvalidArgumentError: src_model_uri is no models:/ URI.
+            InvalidArgumentError: src_model_uri is no models:/ URI, or one no copy can
+                store as its source (a name with an empty, "." or ".." segment), before
+                dst_name is looked up or made.
             NotFoundError: the URI names no version.
         """
         parsed = parse_uri(src_model_uri, "src_model_uri")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .. import _names as names
 from .._argument_error import invalid_argument
 from ..types._registry import ModelVersionStage
 
@@ -129,10 +130,12 @@ def _models(body: str) -> ModelUri:
     if at and name and "/" not in alias:
         if not alias:
             raise _Malformed("the alias is empty")
+        _no_odd_segments(name, "the model name")
         return ModelUri(name, alias=alias)
     name, slash, reference = path.rpartition("/")
     if not slash or not name or not reference:
         raise _Malformed("a model URI needs a name and a version, stage, alias or 'latest'")
+    _no_odd_segments(name, "the model name")
     if reference.isascii() and reference.isdigit():
         if not _within_versions(reference):
             raise _Malformed(f"a version number is at most {MAX_VERSION}")
@@ -163,12 +166,20 @@ def _artifacts(body: str) -> ArtifactUri:
 
 
 def _clean(path: str) -> str:
-    """The path without trailing "/"; "." and ".." segments are refused here, as the
-    artifact service refuses them, so a URI cannot climb out of a run's root."""
+    """The path without trailing "/"; empty, "." and ".." segments are refused here, as
+    the artifact service refuses them, so a URI cannot climb out of a run's root."""
     path = path.rstrip("/")
-    if any(segment in {".", ".."} for segment in path.split("/")):
-        raise _Malformed("'.' and '..' are not allowed in a path")
+    if path:
+        _no_odd_segments(path, "the path")
     return path
+
+
+def _no_odd_segments(text: str, what: str) -> None:
+    """Refuses an empty, "." or ".." segment of a path or a model's name (the one rule
+    of both, cairn._names): URL tools read models:/m1/../1 as models:/1, and no model
+    is created under such a name, which no copy could take as its source."""
+    if names.segments_problem(text.split("/")):
+        raise _Malformed(f"{what} holds an empty, '.' or '..' segment")
 
 
 def _stage_names() -> str:
