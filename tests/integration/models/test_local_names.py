@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import cairn
+from cairn import _object_paths as object_paths
 from cairn._tables import visible
 from cairn.exceptions import InvalidArgumentError, NotFoundError
 from tests.integration.models.conftest import World
@@ -160,3 +161,28 @@ async def test_links_in_a_tree_are_taken_as_every_tree_upload_takes_them(
     assert {"a.txt", "b.txt", "c.txt", "file"} <= names
     assert not names & {"dangling", "o.txt"}
     assert not [path for path in stored if "/loop/" in path]
+
+
+@pytest.mark.parametrize("name", ["w\u200b", "\ufeffdata.csv"])
+async def test_a_model_stored_before_the_rule_of_invisible_ends_still_loads(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """The cache sealed an entry's files as it listed them anew, by the rules of an
+    upload: a files model holding a name stored before those rules refused it failed
+    load_model and download_artifacts with INVALID_PATH, naming the cache's scratch
+    folder, "(nothing of the tree was sent)". Reads take any stored path."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / name).write_bytes(b"weights")
+
+    def older(path: str) -> str | None:
+        """The rule of paths before invisible ends were refused, client's and server's."""
+        return object_paths.text_problem(path) or object_paths.segments_problem(path.split("/"))
+
+    with monkeypatch.context() as before:
+        before.setattr(object_paths, "new_object_problem", older)
+        info = await world.tracking.log_model(world.run_id, bundle, "old-names")
+    loaded = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+    assert (loaded / name).read_bytes() == b"weights"
+    fetched = Path(await world.tracking.download_artifacts(info.model_uri, tmp_path / "got"))
+    assert (fetched / "bundle" / name).read_bytes() == b"weights"

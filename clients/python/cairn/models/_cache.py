@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..exceptions import FailedPreconditionError
-from ._manifest import MANIFEST, FileEntry, Manifest, entry_of, files_under
+from ._manifest import MANIFEST, FileEntry, Manifest, entry_of
 from ._paths import inside
 
 CACHE_ENV = "CAIRN_MODEL_CACHE"
@@ -164,7 +164,9 @@ class ModelCache:
         only once it passes `lookup` too; else it is dropped for ours, and an edited
         entry that cannot be is refused."""
         (scratch / MANIFEST).write_bytes(manifest_bytes)
-        _seal([scratch / relative for relative in files_under(scratch)], scratch / MANIFEST)
+        # The manifest's files, each checked as it was fetched: not a listing of scratch
+        # by the rules of an upload, which a file stored before them may break.
+        _seal([scratch / relative for relative in manifest.files], scratch / MANIFEST)
         entry = self.root / key
         try:
             scratch.rename(entry)
