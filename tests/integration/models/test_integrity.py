@@ -92,13 +92,21 @@ async def test_a_cache_entry_cut_short_is_fetched_again(world: World, tmp_path: 
     assert (again / "sub" / "weights.bin").read_bytes() == bytes(range(256)) * 64
 
 
-@pytest.mark.parametrize("added", ["override.json", "sub/extra/weights.bin"])
+@pytest.mark.parametrize(
+    "added",
+    [
+        "override.json",
+        "sub/extra/weights.bin",
+        "__pycache__/override.json",  # in Python's folder, but not what Python writes
+        "sub/__pycache__/weights.cpython-311.pyc",  # compiled from no module of the model
+    ],
+)
 async def test_a_file_added_to_a_cache_entry_is_never_served(
     world: World, tmp_path: Path, added: str
 ) -> None:
     """The entry's folders stay writable: a file added beside the model's (a config a
     loader would read) was served by every later load, as the load checked only the
-    manifest's files."""
+    manifest's files. Under a __pycache__ folder, any file was."""
     info = await world.tracking.log_model(world.run_id, _model_dir(tmp_path), "bundle-model")
     loaded = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
     (loaded / added).parent.mkdir(parents=True, exist_ok=True)
@@ -116,9 +124,10 @@ async def test_the_bytecode_python_caches_beside_a_loaded_module_is_no_edit(
     """A model shipping code, imported from its entry, gets a __pycache__ folder there:
     the load that dropped every entry holding a file its manifest does not name fetched
     such a model again on each load, and deleted the folder under the running code."""
-    info = await world.tracking.log_model(world.run_id, _model_dir(tmp_path), "bundle-model")
+    (_model_dir(tmp_path) / "sub" / "helper.py").write_text("VALUE = 1\n")
+    info = await world.tracking.log_model(world.run_id, tmp_path / "bundle", "bundle-model")
     loaded = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
-    bytecode = loaded / "__pycache__" / "helper.cpython-311.pyc"
+    bytecode = loaded / "sub" / "__pycache__" / "helper.cpython-311.pyc"
     bytecode.parent.mkdir()
     bytecode.write_bytes(b"compiled")
 

@@ -25,6 +25,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import shutil
 import stat
 import time
@@ -59,21 +60,38 @@ def default_cache_dir() -> Path:
 
 def _holds_only(entry: Path, manifest: Manifest) -> bool:
     """Whether entry holds the manifest's files, their folders and the manifest, and no
-    other file, folder or link (the folders of an entry stay writable), but for the
-    __pycache__ folders Python writes beside a module imported from the entry: its own
-    cache of the model's code, no edit of it (a model shipping code would otherwise be
-    fetched again on every load once imported, and dropped under the running code)."""
+    other file, folder or link (the folders of an entry stay writable), but for what
+    Python writes when it imports a module of the entry (`_python_wrote`): its own
+    cache of the model's code (a model shipping code would otherwise be fetched again
+    on every load once imported, and dropped under the running code)."""
     expected = {MANIFEST, *manifest.files}
     expected |= {str(parent) for name in manifest.files for parent in PurePosixPath(name).parents}
     try:
-        found = {
-            relative.as_posix()
-            for relative in (path.relative_to(entry) for path in entry.rglob("*"))
-            if _PYCACHE not in relative.parts
-        }
+        found = {path.relative_to(entry).as_posix() for path in entry.rglob("*")}
     except OSError:
         return False
-    return found <= expected
+    return all(_python_wrote(relative, manifest) for relative in found - expected)
+
+
+# What Python writes importing <module>.py: __pycache__/<module>.<tag>[.opt-N].pyc, by
+# way of a temporary <that name>.<number> it renames.
+_COMPILED = re.compile(r"(?P<module>[^./]+)\.[^/]+\.pyc(\.[0-9]+)?")
+
+
+def _python_wrote(relative: str, manifest: Manifest) -> bool:
+    """Whether relative is a __pycache__ folder, or a file in one, that Python writes
+    beside a module the manifest names. Python trusts such a file by the time and size
+    of its source, which it records, so a forged one is not told apart (docs/models.md);
+    any other file there is."""
+    path = PurePosixPath(relative)
+    if path.name == _PYCACHE:
+        return any(PurePosixPath(name).parent == path.parent for name in manifest.files)
+    compiled = _COMPILED.fullmatch(path.name)
+    return (
+        compiled is not None
+        and path.parent.name == _PYCACHE
+        and str(path.parent.parent / f"{compiled['module']}.py") in manifest.files
+    )
 
 
 _PYCACHE = "__pycache__"
