@@ -15,9 +15,11 @@ import cairn
 from cairn._clients.active_run import ActiveRun
 from cairn._clients.journal import Journal
 from cairn.exceptions import ClientClosedError, FailedPreconditionError, InvalidArgumentError
-from cairn.types import Metric, RunStatus
+from cairn.types import Metric, RunInput, RunStatus
+from cairn_server import catalog
 from cairn_server.common.config import Config
-from tests.conftest import eventually, serving
+from cairn_server.common.server import CairnServer
+from tests.conftest import eventually, serving, with_overrides
 
 
 async def test_metrics_are_flushed_and_the_run_finishes(
@@ -410,3 +412,70 @@ async def test_a_server_taking_the_least_message_stores_a_run_of_large_batches(
         assert run.journal is None
         history = await client.get_metric_history(run.run_id, "loss")
         assert [point.step for point in history] == list(range(points))
+
+
+async def test_a_run_whose_inputs_are_refused_ends_failed(tracking, experiment_id) -> None:
+    """The inputs are logged as the block is entered, after the run is made: refused,
+    they raised from the entry, no end came, and the run stayed RUNNING."""
+    too_long = RunInput(uri="s3://bucket/" + "x" * 3000, kind="dataset", name="d")
+    run = tracking.start_run(experiment_id, used_artifacts=[too_long])
+    with pytest.raises(InvalidArgumentError):
+        async with run:
+            raise AssertionError("the block is not entered")
+    assert (await tracking.get_run(run.run_id)).info.status == RunStatus.FAILED
+
+
+async def test_inputs_are_logged_once_the_server_is_back(
+    config: Config,
+    pool: asyncpg.Pool,
+    unique: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Creating the run is retried through an outage, logging its inputs was not: a
+    server gone between the two raised UNAVAILABLE from the entry and left the run
+    RUNNING. Now the inputs are retried too, under one request id (stored once)."""
+    first = CairnServer(config, catalog.select(["tracking"]), pool)
+    port = await first.start()
+    client = cairn.TrackingClient.insecure_connection("127.0.0.1", port)
+    create = client.create_run
+
+    async def create_then_stop(*args: object, **kwargs: object) -> object:
+        made = await create(*args, **kwargs)  # type: ignore[arg-type]
+        await first.stop(grace=0.1)
+        return made
+
+    async def come_back() -> CairnServer:
+        await eventually(lambda: "retrying in" in caplog.text, what="a retry of the inputs")
+        again = CairnServer(
+            with_overrides(config, listen_address=f"127.0.0.1:{port}"),
+            catalog.select(["tracking"]),
+            pool,
+        )
+        await again.start()
+        return again
+
+    caplog.set_level(logging.INFO, logger="cairn")
+    data = RunInput(uri="s3://bucket/data.csv", kind="dataset", name="d")
+    try:
+        experiment_id = await client.create_experiment(f"inputs-{unique}")
+        monkeypatch.setattr(client, "create_run", create_then_stop)
+        returning = asyncio.create_task(come_back())
+        async with client.start_run(experiment_id, used_artifacts=[data]) as run:
+            await run.log_metric("m", 1.0)
+        stored = await client.get_run(run.run_id)
+    finally:
+        await client.close()
+        await (await returning).stop(grace=1.0)
+    assert stored.info.status == RunStatus.FINISHED
+    assert [(i.uri, i.kind) for i in stored.inputs] == [(data.uri, data.kind)]
+
+
+async def test_a_step_of_none_is_step_0(tracking, experiment_id) -> None:
+    """TrackingClient.log_metric takes step=None as 0, as MLflow does; the run's
+    log_metric and log_metrics refused it ("step: None is no integer")."""
+    async with tracking.start_run(experiment_id) as run:
+        await run.log_metric("loss", 0.5, step=None)
+        await run.log_metrics({"acc": 0.9}, step=None)
+    for key in ("loss", "acc"):
+        assert [m.step for m in await tracking.get_metric_history(run.run_id, key)] == [0]

@@ -19,6 +19,7 @@ from .._argument_error import invalid_argument
 from .._numbers import real, whole
 from .._transport import REQUEST_ID_HEADER
 from ..exceptions import (
+    CairnError,
     ClientClosedError,
     DeadlineExceededError,
     ResourceExhaustedError,
@@ -54,7 +55,13 @@ class _RunWriter(Protocol):
 
     async def set_terminated(self, run_id: str, status: RunStatus) -> None: ...
 
-    async def log_inputs(self, run_id: str, inputs: Sequence[RunInput]) -> None: ...
+    async def log_inputs(
+        self,
+        run_id: str,
+        inputs: Sequence[RunInput],
+        *,
+        metadata: Sequence[tuple[str, str]] | None = None,
+    ) -> None: ...
 
     async def log_param(self, run_id: str, key: str, value: Any) -> Any: ...
 
@@ -157,9 +164,25 @@ class ActiveRun:
             )
         )
         if self._inputs:
-            await self._client.log_inputs(self.run_id, self._inputs)
+            await self._log_inputs()
         self._sending = asyncio.create_task(self._send_forever(), name=f"cairn-run-{self.run_id}")
         return self
+
+    async def _log_inputs(self) -> None:
+        """The run's inputs, retried through an outage as its creation is, under one
+        request id. Refused, they end the run FAILED before the error is raised: the
+        block is never entered, so no end would come, and the run was left RUNNING."""
+        once = [(REQUEST_ID_HEADER, uuid.uuid4().hex)]
+        try:
+            await _retrying(
+                functools.partial(self._client.log_inputs, self.run_id, self._inputs, metadata=once)
+            )
+        except Exception:
+            try:
+                await _retrying(lambda: self._client.set_terminated(self.run_id, RunStatus.FAILED))
+            except CairnError as error:  # the inputs' refusal is the error to raise
+                _log.warning("run %s could not be ended FAILED: %s", self.run_id, error)
+            raise
 
     async def __aexit__(
         self,
@@ -240,12 +263,13 @@ class ActiveRun:
         )
 
     async def log_metric(
-        self, key: str, value: float, step: int = 0, timestamp: int | None = None
+        self, key: str, value: float, step: int | None = 0, timestamp: int | None = None
     ) -> None:
-        """Buffers one point; waits only while the buffer is full."""
+        """Buffers one point (step None is 0, as MLflow's default); waits only while the
+        buffer is full."""
         await self._buffer([_checked(key, value, step, timestamp)])
 
-    async def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+    async def log_metrics(self, metrics: dict[str, float], step: int | None = 0) -> None:
         """Buffers a point of each metric: all of them, or none when one is refused."""
         await self._buffer([_checked(key, value, step, None) for key, value in metrics.items()])
 
@@ -371,14 +395,15 @@ class ActiveRun:
             )
 
 
-def _checked(key: str, value: float, step: int, timestamp: int | None) -> Metric:
+def _checked(key: str, value: float, step: int | None, timestamp: int | None) -> Metric:
     """A point as the server will take it, else InvalidArgumentError naming what is
     wrong. Checked when logged, as the server checks it, steps and times as plain ints
     of 64 bits: a numpy step (`for step in np.arange(n)`) sent well and failed the
     journal of an outage, losing it all, and a step past 64 bits, or a key the server
     refuses, failed its whole batch later, valid points with it."""
     stamp = time.time_ns() // 1_000_000 if timestamp is None else whole(timestamp, "timestamp")
-    return Metric(names.key(key, "key"), real(value, "value"), stamp, whole(step, "step"))
+    step = whole(step or 0, "step")  # None, as TrackingClient.log_metric takes it
+    return Metric(names.key(key, "key"), real(value, "value"), stamp, step)
 
 
 def _why_unsent(cause: BaseException | None, flush_timeout: float) -> str:
