@@ -32,7 +32,7 @@ from .model import (
 from .store import sizes
 from .store.experiments import ExperimentStore
 from .store.history import MetricHistory
-from .store.runs import RunStore
+from .store.runs import RunStore, now_ms
 from .store.search import MAX_ORDER_TERMS, RunQuery, search_page
 from .store.writes import RunWriter
 
@@ -278,7 +278,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         await self._writer.log_metric(
             common.project(request.project),
             validation.run_id(request.run_id),
-            MetricPoint(key, metric.value, metric.timestamp_ms, metric.step),
+            MetricPoint(key, metric.value, _timestamp_ms(metric), metric.step),
             request_id=idempotency.request_id_of(context),
             fingerprint=idempotency.fingerprint_of(request),
         )
@@ -472,6 +472,12 @@ def _required_uri(value: str, field: str) -> str:
     if not value:
         raise invalid_field(field, "must not be empty")
     return validation.uri(value, field)
+
+
+def _timestamp_ms(metric: pb.Metric) -> int:
+    """The point's time: the caller's, else now (a client leaves it out so that a repeat
+    of its request, under the same request id, is the same request)."""
+    return metric.timestamp_ms if metric.HasField("timestamp_ms") else now_ms()
 
 
 def _status(value: int) -> RunStatus | None:

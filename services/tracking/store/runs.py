@@ -59,7 +59,7 @@ class RunStore:
                 run_name or generate_run_name(),
                 user_id,
                 status,
-                start_time_ms or _now_ms(),
+                start_time_ms or now_ms(),
                 f"{location}/{run_id.hex}/artifacts",
                 uuid.UUID(parent_run_id) if parent_run_id else None,
             )
@@ -91,7 +91,7 @@ class RunStore:
                    WHERE run_id = $1""",
                 run_uuid,
                 status,
-                end_time_ms or None,
+                end_time_ms or (now_ms() if status in _ENDING else None),
                 run_name or None,
             )
             return run_info(await _info_row(conn, project, run_uuid))
@@ -216,5 +216,9 @@ async def _active_experiment_location(
     return str(row["artifact_location"])
 
 
-def _now_ms() -> int:
+# A status that ends a run: given without an end time, the run ends now.
+_ENDING = (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)
+
+
+def now_ms() -> int:
     return time.time_ns() // 1_000_000

@@ -1,12 +1,16 @@
 """Runs and what is logged to them: params, tags, metrics, batches, inputs."""
 
 import math
+import time
+from collections.abc import Awaitable
 
 import pytest
 
 import cairn
+from cairn._transport import REQUEST_ID_HEADER
 from cairn.exceptions import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from cairn.types import Metric, Param, RunInput, RunStatus, RunTag
+from tests.conftest import eventually
 
 
 async def test_create_run_defaults(tracking: cairn.TrackingClient, experiment_id: str) -> None:
@@ -281,3 +285,37 @@ async def test_names_and_keys_refuse_control_characters_and_line_breaks(
             await write()
         assert refused.value.reason == "INVALID_ARGUMENT"
         assert "control characters" in refused.value.message
+
+
+async def test_a_write_repeated_under_its_own_request_id_given_no_time_is_the_same(
+    tracking: cairn.TrackingClient, run_id: str, unique: str
+) -> None:
+    """A job restarted by its scheduler repeats its writes under its own request ids.
+    The client stamped a log_metric without timestamp, and a set_terminated without end
+    time, with its clock: a millisecond later the repeat was another request,
+    INVALID_ARGUMENT REQUEST_ID_REUSED. The server stamps them now, once."""
+
+    def log() -> Awaitable[object]:
+        return tracking.log_metric(
+            run_id, "loss", 0.5, step=1, metadata=[(REQUEST_ID_HEADER, f"metric-{unique}")]
+        )
+
+    def end() -> Awaitable[None]:
+        return tracking.set_terminated(
+            run_id, RunStatus.FINISHED, metadata=[(REQUEST_ID_HEADER, f"end-{unique}")]
+        )
+
+    for write in (log, end):
+        await write()
+        await _a_millisecond_later()
+        await write()
+    history = await tracking.get_metric_history(run_id, "loss")
+    assert [(m.value, m.step) for m in history] == [(0.5, 1)]
+    ended = (await tracking.get_run(run_id)).info
+    assert ended.status == RunStatus.FINISHED and ended.end_time >= history[0].timestamp > 0
+
+
+async def _a_millisecond_later() -> None:
+    """Returns once the clock, in milliseconds, has moved past now's."""
+    now = time.time_ns() // 1_000_000
+    await eventually(lambda: time.time_ns() // 1_000_000 > now, what="a clock tick")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -336,13 +335,15 @@ class TrackingClient(
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> None:
-        """Ends a run: FINISHED unless another status is given, at end_time or now."""
+        """Ends a run: FINISHED unless another status is given, at end_time or now (the
+        server's time as it stores the end: a repeat under the same request id is the
+        same request)."""
         request = proto(
             api.UpdateRunRequest,
             project=self.project,
             run_id=run_id,
             status=types.status_to_proto(status or RunStatus.FINISHED),
-            end_time_ms=whole(end_time or _now_ms(), "end_time"),
+            end_time_ms=whole(end_time or 0, "end_time"),
         )
         await self._transport.unary(
             self._stub.UpdateRun, request, timeout=timeout, metadata=metadata
@@ -503,15 +504,18 @@ class TrackingClient(
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> RunOperations | None:
-        """Logs one point. With synchronous=False it returns at once a RunOperations
-        whose wait() waits for the write (docs/client.md, "MLflow")."""
+        """Logs one point, at timestamp or now (the server's time as it stores the point:
+        a repeat under the same request id is the same request). With synchronous=False
+        it returns at once a RunOperations whose wait() waits for the write
+        (docs/client.md, "MLflow")."""
         metric = proto(
             pb.Metric,
             key=key,
             value=real(value, "value"),
-            timestamp_ms=whole(_now_ms() if timestamp is None else timestamp, "timestamp"),
             step=whole(step or 0, "step"),
         )
+        if timestamp is not None:
+            metric.timestamp_ms = whole(timestamp, "timestamp")
         request = proto(api.LogMetricRequest, project=self.project, run_id=run_id, metric=metric)
         return await self._write(
             self._transport.unary(
@@ -762,10 +766,6 @@ async def _searched(
     items, token = await page(whole(max_results or 0, "max_results", 32), page_token or "")
     options.next_page_token = token
     return PagedList(items, token)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _columns(metrics: Sequence[Metric]) -> pb.MetricColumns:

@@ -26,39 +26,39 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cairn/tracking/v1/tracking.proto\x12\x11\x63\x61irn.tracking.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"!\n\x03Tag\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"#\n\x05Param\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"H\n\x06Metric\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\x12\x0c\n\x04step\x18\x04 \x01(\x03\"h\n\rMetricColumns\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x13\n\x0bkey_indexes\x18\x02 \x03(\r\x12\x0e\n\x06values\x18\x03 \x03(\x01\x12\r\n\x05steps\x18\x04 \x03(\x03\x12\x15\n\rtimestamps_ms\x18\x05 \x03(\x03\"D\n\x0fKeyValueColumns\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x13\n\x0bkey_indexes\x18\x02 \x03(\r\x12\x0e\n\x06values\x18\x03 \x03(\t\"\xd2\x04\n\nRunColumns\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07run_ids\x18\x02 \x03(\t\x12\x16\n\x0e\x65xperiment_ids\x18\x03 \x03(\t\x12\x11\n\trun_names\x18\x04 \x03(\t\x12\x10\n\x08user_ids\x18\x05 \x03(\t\x12.\n\x08statuses\x18\x06 \x03(\x0e\x32\x1c.cairn.tracking.v1.RunStatus\x12\x16\n\x0estart_times_ms\x18\x07 \x03(\x03\x12\x14\n\x0c\x65nd_times_ms\x18\x08 \x03(\x03\x12\x15\n\rartifact_uris\x18\t \x03(\t\x12;\n\x10lifecycle_stages\x18\n \x03(\x0e\x32!.cairn.tracking.v1.LifecycleStage\x12\x16\n\x0eparent_run_ids\x18\x0b \x03(\t\x12\x15\n\rmetric_counts\x18\x0c \x03(\r\x12\x31\n\x07metrics\x18\r \x01(\x0b\x32 .cairn.tracking.v1.MetricColumns\x12\x14\n\x0cparam_counts\x18\x0e \x03(\r\x12\x32\n\x06params\x18\x0f \x01(\x0b\x32\".cairn.tracking.v1.KeyValueColumns\x12\x12\n\ntag_counts\x18\x10 \x03(\r\x12\x30\n\x04tags\x18\x11 \x01(\x0b\x32\".cairn.tracking.v1.KeyValueColumns\x12\x14\n\x0cinput_counts\x18\x12 \x03(\r\x12+\n\x06inputs\x18\x13 \x03(\x0b\x32\x1b.cairn.tracking.v1.RunInput\"\xa8\x02\n\nExperiment\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x15\n\rexperiment_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x19\n\x11\x61rtifact_location\x18\x04 \x01(\t\x12:\n\x0flifecycle_stage\x18\x05 \x01(\x0e\x32!.cairn.tracking.v1.LifecycleStage\x12$\n\x04tags\x18\x06 \x03(\x0b\x32\x16.cairn.tracking.v1.Tag\x12\x31\n\rcreation_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_update_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x08RunInput\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x05 \x01(\t\"\xa7\x02\n\x07RunInfo\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x15\n\rexperiment_id\x18\x03 \x01(\t\x12\x10\n\x08run_name\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12,\n\x06status\x18\x06 \x01(\x0e\x32\x1c.cairn.tracking.v1.RunStatus\x12\x15\n\rstart_time_ms\x18\x07 \x01(\x03\x12\x13\n\x0b\x65nd_time_ms\x18\x08 \x01(\x03\x12\x14\n\x0c\x61rtifact_uri\x18\t \x01(\t\x12:\n\x0flifecycle_stage\x18\n \x01(\x0e\x32!.cairn.tracking.v1.LifecycleStage\x12\x15\n\rparent_run_id\x18\x0b \x01(\t\"\x85\x01\n\x07RunData\x12*\n\x07metrics\x18\x01 \x03(\x0b\x32\x19.cairn.tracking.v1.Metric\x12(\n\x06params\x18\x02 \x03(\x0b\x32\x18.cairn.tracking.v1.Param\x12$\n\x04tags\x18\x03 \x03(\x0b\x32\x16.cairn.tracking.v1.Tag\"\x86\x01\n\x03Run\x12(\n\x04info\x18\x01 \x01(\x0b\x32\x1a.cairn.tracking.v1.RunInfo\x12(\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x1a.cairn.tracking.v1.RunData\x12+\n\x06inputs\x18\x03 \x03(\x0b\x32\x1b.cairn.tracking.v1.RunInput*j\n\x0eLifecycleStage\x12\x1f\n\x1bLIFECYCLE_STAGE_UNSPECIFIED\x10\x00\x12\x1a\n\x16LIFECYCLE_STAGE_ACTIVE\x10\x01\x12\x1b\n\x17LIFECYCLE_STAGE_DELETED\x10\x02*o\n\x08ViewType\x12\x19\n\x15VIEW_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15VIEW_TYPE_ACTIVE_ONLY\x10\x01\x12\x1a\n\x16VIEW_TYPE_DELETED_ONLY\x10\x02\x12\x11\n\rVIEW_TYPE_ALL\x10\x03*\xa0\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x01\x12\x18\n\x14RUN_STATUS_SCHEDULED\x10\x02\x12\x17\n\x13RUN_STATUS_FINISHED\x10\x03\x12\x15\n\x11RUN_STATUS_FAILED\x10\x04\x12\x15\n\x11RUN_STATUS_KILLED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n cairn/tracking/v1/tracking.proto\x12\x11\x63\x61irn.tracking.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"!\n\x03Tag\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"#\n\x05Param\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"^\n\x06Metric\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x19\n\x0ctimestamp_ms\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x0c\n\x04step\x18\x04 \x01(\x03\x42\x0f\n\r_timestamp_ms\"h\n\rMetricColumns\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x13\n\x0bkey_indexes\x18\x02 \x03(\r\x12\x0e\n\x06values\x18\x03 \x03(\x01\x12\r\n\x05steps\x18\x04 \x03(\x03\x12\x15\n\rtimestamps_ms\x18\x05 \x03(\x03\"D\n\x0fKeyValueColumns\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x13\n\x0bkey_indexes\x18\x02 \x03(\r\x12\x0e\n\x06values\x18\x03 \x03(\t\"\xd2\x04\n\nRunColumns\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07run_ids\x18\x02 \x03(\t\x12\x16\n\x0e\x65xperiment_ids\x18\x03 \x03(\t\x12\x11\n\trun_names\x18\x04 \x03(\t\x12\x10\n\x08user_ids\x18\x05 \x03(\t\x12.\n\x08statuses\x18\x06 \x03(\x0e\x32\x1c.cairn.tracking.v1.RunStatus\x12\x16\n\x0estart_times_ms\x18\x07 \x03(\x03\x12\x14\n\x0c\x65nd_times_ms\x18\x08 \x03(\x03\x12\x15\n\rartifact_uris\x18\t \x03(\t\x12;\n\x10lifecycle_stages\x18\n \x03(\x0e\x32!.cairn.tracking.v1.LifecycleStage\x12\x16\n\x0eparent_run_ids\x18\x0b \x03(\t\x12\x15\n\rmetric_counts\x18\x0c \x03(\r\x12\x31\n\x07metrics\x18\r \x01(\x0b\x32 .cairn.tracking.v1.MetricColumns\x12\x14\n\x0cparam_counts\x18\x0e \x03(\r\x12\x32\n\x06params\x18\x0f \x01(\x0b\x32\".cairn.tracking.v1.KeyValueColumns\x12\x12\n\ntag_counts\x18\x10 \x03(\r\x12\x30\n\x04tags\x18\x11 \x01(\x0b\x32\".cairn.tracking.v1.KeyValueColumns\x12\x14\n\x0cinput_counts\x18\x12 \x03(\r\x12+\n\x06inputs\x18\x13 \x03(\x0b\x32\x1b.cairn.tracking.v1.RunInput\"\xa8\x02\n\nExperiment\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x15\n\rexperiment_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x19\n\x11\x61rtifact_location\x18\x04 \x01(\t\x12:\n\x0flifecycle_stage\x18\x05 \x01(\x0e\x32!.cairn.tracking.v1.LifecycleStage\x12$\n\x04tags\x18\x06 \x03(\x0b\x32\x16.cairn.tracking.v1.Tag\x12\x31\n\rcreation_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10last_update_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x08RunInput\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x05 \x01(\t\"\xa7\x02\n\x07RunInfo\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x15\n\rexperiment_id\x18\x03 \x01(\t\x12\x10\n\x08run_name\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12,\n\x06status\x18\x06 \x01(\x0e\x32\x1c.cairn.tracking.v1.RunStatus\x12\x15\n\rstart_time_ms\x18\x07 \x01(\x03\x12\x13\n\x0b\x65nd_time_ms\x18\x08 \x01(\x03\x12\x14\n\x0c\x61rtifact_uri\x18\t \x01(\t\x12:\n\x0flifecycle_stage\x18\n \x01(\x0e\x32!.cairn.tracking.v1.LifecycleStage\x12\x15\n\rparent_run_id\x18\x0b \x01(\t\"\x85\x01\n\x07RunData\x12*\n\x07metrics\x18\x01 \x03(\x0b\x32\x19.cairn.tracking.v1.Metric\x12(\n\x06params\x18\x02 \x03(\x0b\x32\x18.cairn.tracking.v1.Param\x12$\n\x04tags\x18\x03 \x03(\x0b\x32\x16.cairn.tracking.v1.Tag\"\x86\x01\n\x03Run\x12(\n\x04info\x18\x01 \x01(\x0b\x32\x1a.cairn.tracking.v1.RunInfo\x12(\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x1a.cairn.tracking.v1.RunData\x12+\n\x06inputs\x18\x03 \x03(\x0b\x32\x1b.cairn.tracking.v1.RunInput*j\n\x0eLifecycleStage\x12\x1f\n\x1bLIFECYCLE_STAGE_UNSPECIFIED\x10\x00\x12\x1a\n\x16LIFECYCLE_STAGE_ACTIVE\x10\x01\x12\x1b\n\x17LIFECYCLE_STAGE_DELETED\x10\x02*o\n\x08ViewType\x12\x19\n\x15VIEW_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15VIEW_TYPE_ACTIVE_ONLY\x10\x01\x12\x1a\n\x16VIEW_TYPE_DELETED_ONLY\x10\x02\x12\x11\n\rVIEW_TYPE_ALL\x10\x03*\xa0\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x01\x12\x18\n\x14RUN_STATUS_SCHEDULED\x10\x02\x12\x17\n\x13RUN_STATUS_FINISHED\x10\x03\x12\x15\n\x11RUN_STATUS_FAILED\x10\x04\x12\x15\n\x11RUN_STATUS_KILLED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cairn.tracking.v1.tracking_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LIFECYCLESTAGE']._serialized_start=1963
-  _globals['_LIFECYCLESTAGE']._serialized_end=2069
-  _globals['_VIEWTYPE']._serialized_start=2071
-  _globals['_VIEWTYPE']._serialized_end=2182
-  _globals['_RUNSTATUS']._serialized_start=2185
-  _globals['_RUNSTATUS']._serialized_end=2345
+  _globals['_LIFECYCLESTAGE']._serialized_start=1985
+  _globals['_LIFECYCLESTAGE']._serialized_end=2091
+  _globals['_VIEWTYPE']._serialized_start=2093
+  _globals['_VIEWTYPE']._serialized_end=2204
+  _globals['_RUNSTATUS']._serialized_start=2207
+  _globals['_RUNSTATUS']._serialized_end=2367
   _globals['_TAG']._serialized_start=88
   _globals['_TAG']._serialized_end=121
   _globals['_PARAM']._serialized_start=123
   _globals['_PARAM']._serialized_end=158
   _globals['_METRIC']._serialized_start=160
-  _globals['_METRIC']._serialized_end=232
-  _globals['_METRICCOLUMNS']._serialized_start=234
-  _globals['_METRICCOLUMNS']._serialized_end=338
-  _globals['_KEYVALUECOLUMNS']._serialized_start=340
-  _globals['_KEYVALUECOLUMNS']._serialized_end=408
-  _globals['_RUNCOLUMNS']._serialized_start=411
-  _globals['_RUNCOLUMNS']._serialized_end=1005
-  _globals['_EXPERIMENT']._serialized_start=1008
-  _globals['_EXPERIMENT']._serialized_end=1304
-  _globals['_RUNINPUT']._serialized_start=1306
-  _globals['_RUNINPUT']._serialized_end=1390
-  _globals['_RUNINFO']._serialized_start=1393
-  _globals['_RUNINFO']._serialized_end=1688
-  _globals['_RUNDATA']._serialized_start=1691
-  _globals['_RUNDATA']._serialized_end=1824
-  _globals['_RUN']._serialized_start=1827
-  _globals['_RUN']._serialized_end=1961
+  _globals['_METRIC']._serialized_end=254
+  _globals['_METRICCOLUMNS']._serialized_start=256
+  _globals['_METRICCOLUMNS']._serialized_end=360
+  _globals['_KEYVALUECOLUMNS']._serialized_start=362
+  _globals['_KEYVALUECOLUMNS']._serialized_end=430
+  _globals['_RUNCOLUMNS']._serialized_start=433
+  _globals['_RUNCOLUMNS']._serialized_end=1027
+  _globals['_EXPERIMENT']._serialized_start=1030
+  _globals['_EXPERIMENT']._serialized_end=1326
+  _globals['_RUNINPUT']._serialized_start=1328
+  _globals['_RUNINPUT']._serialized_end=1412
+  _globals['_RUNINFO']._serialized_start=1415
+  _globals['_RUNINFO']._serialized_end=1710
+  _globals['_RUNDATA']._serialized_start=1713
+  _globals['_RUNDATA']._serialized_end=1846
+  _globals['_RUN']._serialized_start=1849
+  _globals['_RUN']._serialized_end=1983
 # @@protoc_insertion_point(module_scope)
