@@ -221,6 +221,34 @@ async def test_two_files_of_one_name_are_refused_before_any_is_sent(
     assert await _stored_under(world, "twice") == []
 
 
+@pytest.mark.parametrize("bad", ["bad.txt\u200b", "\ufeffbad.txt", "a\\b.txt", "tree/\ufeffc.txt"])
+async def test_a_file_no_path_can_hold_is_refused_before_any_is_sent(
+    world: World, tmp_path: Path, bad: str
+) -> None:
+    """Each file was checked only as its turn came: good.txt, sent first, stayed in the
+    store, named by no version, and the error did not name the local file."""
+    (tmp_path / "good.txt").write_text("good")
+    (tmp_path / bad).parent.mkdir(exist_ok=True)
+    (tmp_path / bad).write_text("bad")
+    files = [tmp_path / "good.txt", tmp_path / bad.split("/")[0]]
+    with pytest.raises(InvalidArgumentError) as refused:
+        await world.registry.create_artifact("refused-path", "dataset", files=files)
+    assert refused.value.reason == "INVALID_PATH"
+    assert refused.value.metadata["path"].startswith(str(tmp_path))
+    assert await _stored_under(world, "refused-path") == []
+
+
+async def test_files_sent_for_a_version_a_later_file_keeps_from_being_made_are_removed(
+    world: World, tmp_path: Path
+) -> None:
+    (tmp_path / "good.txt").write_text("good")
+    with pytest.raises(FileNotFoundError):
+        await world.registry.create_artifact(
+            "missing-file", "dataset", files=[tmp_path / "good.txt", tmp_path / "gone.csv"]
+        )
+    assert await _stored_under(world, "missing-file") == []
+
+
 async def test_any_name_the_registry_takes_holds_files(world: World) -> None:
     """Quoted, 120 characters of another script came to a path past 1,024 bytes."""
     for name in ("模" * 120, "🔑" * 100, "模" * 120 + "x"):

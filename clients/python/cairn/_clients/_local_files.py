@@ -101,10 +101,15 @@ def files_in(directory: Path, under: str = "") -> list[str]:
             why = "the name is not UTF-8 text, which an artifact path must be"
             raise _unwritable(shown, why) from None
         target = f"{under.rstrip('/')}/{relative}" if under.strip("/") else relative
-        if problem := object_paths.new_object_problem(target):
-            shown = visible(names.shown(str(directory / relative)))
-            raise _unwritable(shown, f"its artifact path {problem}")
+        check_target(directory / relative, target)
     return relatives
+
+
+def check_target(local: Path, target: str) -> None:
+    """Refuses target as the path of the object local is uploaded to, naming local
+    (InvalidArgumentError, INVALID_PATH), as `files_in` refuses a file of a tree."""
+    if problem := object_paths.new_object_problem(target):
+        raise _unwritable(visible(names.shown(str(local))), f"its artifact path {problem}")
 
 
 def _unwritable(shown: str, why: str) -> InvalidArgumentError:

@@ -42,6 +42,7 @@ from ..types._journey import (
 from ..types._paging import Pager
 from ..types._registry import PropertyValue
 from ..types._tracking import RunInput
+from ._local_files import check_target, files_in
 from .artifacts import ArtifactClient, in_project
 
 # Where versions' files go in the artifact service, one directory per version.
@@ -184,10 +185,15 @@ class VersionedArtifacts:
         sources = list(sources or ())
         if sources:  # worth a look first only when there are files to send
             _check_distinct(sources)
+            await asyncio.to_thread(_check_targets, sources, directory)
             await _check_name(self, name)
         store = in_project(self._transport, self.project)
-        for source in sources:
-            await _upload(store, directory, source, None, progress)
+        try:
+            for source in sources:
+                await _upload(store, directory, source, None, progress)
+        except Exception:  # no version will name the files sent
+            await _remove(store, directory)
+            raise
         try:
             reply = await self._transport.unary(
                 self._stub.CreateArtifact,
@@ -195,8 +201,7 @@ class VersionedArtifacts:
             )
         except _REFUSED:  # no version names the files: nothing would ever remove them
             if sources:
-                with contextlib.suppress(CairnError):
-                    await store.delete(directory, recursive=True)
+                await _remove(store, directory)
             raise
         return ActiveArtifact(versioned_artifact_from_proto(reply.artifact), self._transport)
 
@@ -275,6 +280,28 @@ def _check_distinct(sources: list[Any]) -> None:
                 f"two of them would be stored as {name!r}; give them apart, or "
                 "add one with ActiveArtifact.add_file(file, filename)",
             )
+
+
+def _check_targets(sources: list[Any], directory: str) -> None:
+    """Refuses, before any byte is sent, a file or a tree's file whose path in directory
+    the artifact service would refuse (blocking: it lists the trees), naming it: before,
+    the files ahead of it were stored, and named by no version."""
+    for source in sources:
+        if isinstance(source, bytes | io.IOBase):
+            continue
+        local = Path(source)
+        target = f"{directory}/{local.name}"
+        if local.is_dir():
+            files_in(local, target)
+        else:
+            check_target(local, target)
+
+
+async def _remove(store: ArtifactClient, directory: str) -> None:
+    """Deletes what was sent for a version that was not made (a failure to is left to
+    the error being raised)."""
+    with contextlib.suppress(CairnError):
+        await store.delete(directory, recursive=True)
 
 
 def _stored_name(source: Any) -> str:
