@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -19,7 +18,7 @@ from cairn.artifacts.v1 import artifacts_service_pb2 as api
 
 from ..common.config import Config
 from ..common.errors import FailedPrecondition, Unavailable, invalid_field
-from ..common.server import Stopping
+from ..common.server import Stopping, tls_context
 from ..common.service import Resources
 from . import backends, repeats
 from .direct import ByteEndpoint, ChunkedReader, on_loop
@@ -188,16 +187,5 @@ def _byte_endpoint(
     if not config.artifact_direct or not isinstance(backend, FilesystemBackend):
         return None
     host = config.listen_address.rpartition(":")[0].strip("[]")
-    return ByteEndpoint(host, config.artifact_direct_port, transfers, _tls(config))
-
-
-def _tls(config: Config) -> ssl.SSLContext | None:
-    """The gRPC port's TLS (and mTLS), for the byte endpoint too."""
-    if not config.tls_cert_file:
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
-    if config.tls_client_ca_file:
-        context.load_verify_locations(config.tls_client_ca_file)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
+    # The gRPC port's TLS (and mTLS), checked as that port's is.
+    return ByteEndpoint(host, config.artifact_direct_port, transfers, tls_context(config))

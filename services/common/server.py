@@ -295,7 +295,7 @@ def server_credentials(config: Config) -> grpc.ServerCredentials | None:
     """TLS credentials from the configured PEM files, or None to serve plaintext."""
     if not config.tls_cert_file:
         return None
-    _check_tls_files(config)
+    tls_context(config)  # the files' check: grpc's own would read as an address in use
     chain = Path(config.tls_cert_file).read_bytes()
     key = Path(config.tls_key_file).read_bytes()
     client_ca = Path(config.tls_client_ca_file).read_bytes() if config.tls_client_ca_file else None
@@ -304,10 +304,14 @@ def server_credentials(config: Config) -> grpc.ServerCredentials | None:
     )
 
 
-def _check_tls_files(config: Config) -> None:
-    """Raises Unservable naming the settings when the PEM files do not make a server's
-    TLS (a key of another certificate, a file that is no PEM): grpc only fails to add
-    the port, which reads as an address in use."""
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The server's TLS (and mTLS) from the configured PEM files, as the gRPC port
+    serves it, for any other port of the server (the byte endpoint); None without a
+    certificate. Raises Unservable naming the settings when the files do not make a
+    server's TLS (a key of another certificate, a file that is no PEM, an encrypted
+    key), or one cannot be read."""
+    if not config.tls_cert_file:
+        return None
     for setting, path in (
         ("CAIRN_TLS_CERT_FILE (--tls-cert-file)", config.tls_cert_file),
         ("CAIRN_TLS_KEY_FILE (--tls-key-file)", config.tls_key_file),
@@ -316,6 +320,7 @@ def _check_tls_files(config: Config) -> None:
         if path:
             _check_readable(setting, path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # as grpc's TLS, whatever the level
     # What the system's OpenSSL holds too weak (a 1024-bit RSA key, a SHA-1 signature)
     # grpc's own TLS serves: the check is of files that go together, not of strength.
     context.set_ciphers("DEFAULT:@SECLEVEL=0")
@@ -324,11 +329,13 @@ def _check_tls_files(config: Config) -> None:
         context.load_cert_chain(config.tls_cert_file, config.tls_key_file, password=b"")
         if config.tls_client_ca_file:
             context.load_verify_locations(config.tls_client_ca_file)
+            context.verify_mode = ssl.CERT_REQUIRED
     except ssl.SSLError as error:
         raise Unservable(
             "the TLS files cannot serve (CAIRN_TLS_CERT_FILE, CAIRN_TLS_KEY_FILE, "
             f"CAIRN_TLS_CLIENT_CA_FILE): {error.reason or error}"
         ) from error
+    return context
 
 
 def _check_readable(setting: str, path: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -86,9 +86,26 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
-async def _serve(config: Config, pool: asyncpg.Pool) -> tuple[CairnServer, int]:
-    server = CairnServer(config, catalog.select(["tracking"]), pool)
+async def _serve(
+    config: Config, pool: asyncpg.Pool, services: Sequence[str] = ("tracking",)
+) -> tuple[CairnServer, int]:
+    server = CairnServer(
+        with_overrides(config, artifact_direct_port=0), catalog.select(list(services)), pool
+    )
     return server, await server.start()
+
+
+# The artifacts service's byte endpoint (on by default, with the filesystem backend)
+# serves the gRPC port's TLS on a port of its own, and checks its files alike.
+EVERY_TLS_PORT = pytest.mark.parametrize("services", [["tracking"], ["artifacts"]])
+
+
+async def _refused(config: Config, pool: asyncpg.Pool, services: list[str]) -> Unservable:
+    """What keeps a server of services with config from starting."""
+    with pytest.raises(Unservable) as refused:
+        server, _ = await _serve(config, pool, services)
+        await server.stop(grace=0)
+    return refused.value
 
 
 @pytest.fixture
@@ -173,29 +190,40 @@ async def test_mutual_tls_needs_a_client_certificate(mtls_port: int, pki: dict[s
     assert await _works(client)
 
 
+@EVERY_TLS_PORT
 @pytest.mark.parametrize("key", ["client_key", "not_pem"])
 async def test_a_key_that_is_not_the_certificates_is_named_not_a_port_in_use(
-    config: Config, pool: asyncpg.Pool, pki: dict[str, Path], key: str, tmp_path: Path
+    config: Config,
+    pool: asyncpg.Pool,
+    pki: dict[str, Path],
+    key: str,
+    tmp_path: Path,
+    services: list[str],
 ) -> None:
     """Another certificate's key, or a file that is no PEM at all, was reported as
-    "cannot listen on ...: the address is in use or not available"."""
+    "cannot listen on ...: the address is in use or not available"; by the byte
+    endpoint, as OpenSSL's bare "[SSL] PEM lib" or "KEY_VALUES_MISMATCH"."""
     (tmp_path / "not_pem").write_text("not a key")
     key_file = pki.get(key, tmp_path / key)
     tls = with_overrides(config, tls_cert_file=str(pki["server_cert"]), tls_key_file=str(key_file))
-    server = CairnServer(tls, catalog.select(["tracking"]), pool)
-    with pytest.raises(Unservable) as refused:
-        await server.start()
-    assert "CAIRN_TLS_CERT_FILE" in str(refused.value)
-    assert "CAIRN_TLS_KEY_FILE" in str(refused.value)
-    assert "in use" not in str(refused.value)
+    refused = str(await _refused(tls, pool, services))
+    assert "CAIRN_TLS_CERT_FILE" in refused and "CAIRN_TLS_KEY_FILE" in refused
+    assert "in use" not in refused
 
 
+@EVERY_TLS_PORT
 @pytest.mark.parametrize("broken", ["encrypted_key", "client_ca"])
 async def test_an_encrypted_key_or_a_client_ca_that_is_no_pem_is_named(
-    config: Config, pool: asyncpg.Pool, pki: dict[str, Path], broken: str, tmp_path: Path
+    config: Config,
+    pool: asyncpg.Pool,
+    pki: dict[str, Path],
+    broken: str,
+    tmp_path: Path,
+    services: list[str],
 ) -> None:
-    """An encrypted key is refused, not prompted for on the terminal; a client CA file
-    that is no PEM was reported as an address in use."""
+    """An encrypted key is refused, not prompted for on the terminal (the byte endpoint
+    prompted, and waited for ever at a terminal); a client CA file that is no PEM was
+    reported as an address in use."""
     settings = {"tls_cert_file": str(pki["server_cert"]), "tls_key_file": str(pki["server_key"])}
     if broken == "encrypted_key":
         key = serialization.load_pem_private_key(pki["server_key"].read_bytes(), None)
@@ -211,10 +239,8 @@ async def test_an_encrypted_key_or_a_client_ca_that_is_no_pem_is_named(
     else:
         (tmp_path / "ca.pem").write_text("not a certificate")
         settings["tls_client_ca_file"] = str(tmp_path / "ca.pem")
-    server = CairnServer(with_overrides(config, **settings), catalog.select(["tracking"]), pool)
-    with pytest.raises(Unservable) as refused:
-        await server.start()
-    assert "the TLS files cannot serve" in str(refused.value)
+    refused = await _refused(with_overrides(config, **settings), pool, services)
+    assert "the TLS files cannot serve" in str(refused)
 
 
 @pytest.mark.parametrize(
@@ -247,24 +273,27 @@ async def test_a_tls_file_that_cannot_be_read_is_named_with_its_setting(
     assert str(refused.value).endswith(f"set {flag} to a PEM file this server can read")
 
 
+@EVERY_TLS_PORT
 async def test_a_key_the_system_openssl_holds_weak_still_serves(
-    config: Config, pool: asyncpg.Pool, pki: dict[str, Path], tmp_path: Path
+    config: Config, pool: asyncpg.Pool, pki: dict[str, Path], tmp_path: Path, services: list[str]
 ) -> None:
     """The check of the TLS files refused a 1024-bit RSA key (EE_KEY_TOO_SMALL, the
     security level of the system's OpenSSL), which grpc serves: a server that started
-    before the check stopped starting. The check is of files that go together."""
+    before the check stopped starting, and one with the byte endpoint still did. The
+    check is of files that go together."""
     ca_key = serialization.load_pem_private_key(pki["ca_key"].read_bytes(), None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     ca = (x509.load_pem_x509_certificate(pki["ca"].read_bytes()), ca_key)
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     cert, key = _write(tmp_path, "weak", *_certificate("localhost", ca, False, weak))
     tls = with_overrides(config, tls_cert_file=str(cert), tls_key_file=str(key))
-    server, port = await _serve(tls, pool)
+    server, port = await _serve(tls, pool, services)
     try:
-        client = cairn.TrackingClient.secure_connection(
-            "localhost", port, user_token="t", custom_ca=str(pki["ca"])
-        )
-        assert await _works(client)
+        if services == ["tracking"]:
+            client = cairn.TrackingClient.secure_connection(
+                "localhost", port, user_token="t", custom_ca=str(pki["ca"])
+            )
+            assert await _works(client)
     finally:
         await server.stop(grace=0)
 
