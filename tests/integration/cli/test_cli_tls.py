@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.cli_helpers import environment, ok, run_cairn
 from tests.integration.test_tls import pki, tls_port  # noqa: F401 (fixtures)
 
@@ -57,3 +59,37 @@ async def test_a_profiles_ca_trusts_another_tls_address(
     await asyncio.to_thread(
         ok, "experiments", "list", "--address", f"https://localhost:{tls_port}", env=env
     )
+
+
+@pytest.mark.parametrize("ca", ["not_pem", "absent.pem", "."])
+def test_a_ca_file_that_holds_no_certificate_is_a_usage_error_naming_it(
+    tmp_path: Path, ca: str
+) -> None:
+    """A CA file that is no PEM, none at the path or a directory failed the call with
+    exit status 1 and OpenSSL's or the OS's own words ("no start line: cadata does not
+    contain a certificate", "[Errno 2] ..."), naming neither the flag nor the profile."""
+    (tmp_path / "not_pem").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    path = tmp_path / ca
+    env = environment(tmp_path)
+    flagged = run_cairn(
+        "experiments", "list", "--address", "https://cairn.invalid", "--ca-file", str(path),
+        env=env,
+    )  # fmt: skip
+    variable = run_cairn(
+        "experiments", "list",
+        env={**env, "CAIRN_ADDRESS": "https://cairn.invalid", "CAIRN_CA_FILE": str(path)},
+    )  # fmt: skip
+    profiles = tmp_path / "profiles.ini"
+    profiles.write_text(f"[prod]\nhost = cairn.invalid\nca = {path}\n")
+    profiles.chmod(0o600)
+    profiled = run_cairn(
+        "experiments", "list", env=environment(tmp_path, CAIRN_PROFILES=str(profiles))
+        | {"CAIRN_PROFILE": "prod"},
+    )  # fmt: skip
+    for ran, named in (
+        (flagged, "--ca-file: "),
+        (variable, "CAIRN_CA_FILE: "),
+        (profiled, f"{profiles} [prod]: ca: "),
+    ):
+        assert ran.returncode == 2, ran.stderr
+        assert f"{named}{path}" in ran.stderr and "Traceback" not in ran.stderr

@@ -17,6 +17,7 @@ from __future__ import annotations
 import configparser
 import math
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,13 +210,45 @@ def resolve(ctx: click.Context) -> Connection:
         tls=tls,
         # A CA says whom to trust over TLS; a plaintext connection has no use for one,
         # from the profile, the flag or the variable alike.
-        ca_file=_first(given.get("ca_file"), profile and profile.ca) if tls else None,
+        ca_file=_ca_file(given, profile, ctx) if tls else None,
         api_key=_first(given.get("api_key"), own and own.token),
         token_style=profile.token_style if profile else profiles.BEARER,
         project=_first(given.get("project"), profile and profile.project, DEFAULT_PROJECT),
         timeout=_timeout(given, profile),
         service_addresses=_services(given, own),
     )
+
+
+def _ca_file(
+    given: dict[str, Any], profile: profiles.Profile | None, ctx: click.Context
+) -> str | None:
+    """The CA file of a TLS connection: the flag's or variable's, else the profile's;
+    one that holds no PEM certificate is a usage mistake naming where it was given (the
+    call failed later with OpenSSL's own words, "no start line", naming neither)."""
+    if path := given.get("ca_file"):
+        if problem := _ca_problem(path):
+            typed_here = "ca_file" in ctx.find_root().meta.get(_META_KEY, {})
+            raise click.UsageError(f"{'--ca-file' if typed_here else 'CAIRN_CA_FILE'}: {problem}")
+        return str(path)
+    if profile is None or not profile.ca:
+        return None
+    if problem := _ca_problem(profile.ca):
+        raise profiles.ProfileError(f"{profiles.profiles_path()} [{profile.name}]: ca: {problem}")
+    return profile.ca
+
+
+def _ca_problem(path: str) -> str | None:
+    """Why the file at path cannot be the root certificates a TLS connection trusts
+    (None when it can): unread, or no PEM certificate in it."""
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as error:
+        return f"{path} cannot be read ({error.strerror or error})"
+    try:
+        ssl.create_default_context(cadata=pem.decode())
+    except (ssl.SSLError, UnicodeDecodeError, ValueError):
+        return f"{path} holds no PEM certificate"
+    return None
 
 
 def _from_environment(ctx: click.Context) -> dict[str, Any]:
