@@ -11,7 +11,8 @@ import click
 from .._client import Client
 from .._clients.artifacts import ArtifactClient
 from .._clients.run_store import join, run_store
-from ..exceptions import NotFoundError
+from ..exceptions import InvalidArgumentError, NotFoundError
+from ..models import parse_uri
 from ..types import ListOptions, ObjectInfo, Pager
 from ._calls import call
 from ._connection import connection_options
@@ -134,6 +135,11 @@ def download(
     """Download a file or a directory into --dst-path; print the local path written."""
     if bool(run_id) + bool(artifact_uri) + (not run_id and bool(artifact_path)) != 1:
         raise click.UsageError("give -r RUN (and -a PATH), -u URI, or -a STORE_PATH")
+    if artifact_uri:  # else refused by download_artifacts, naming its run_id argument
+        try:
+            parse_uri(artifact_uri, "--artifact-uri")
+        except InvalidArgumentError as error:
+            raise click.UsageError(error.message) from None
     destination = Path(dst_path)
     progress = is_terminal()
 

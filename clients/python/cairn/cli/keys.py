@@ -81,6 +81,8 @@ def create_key(
         if unknown.startswith("-"):
             raise click.NoSuchOption(unknown.partition("=")[0], ctx=ctx)
         raise click.UsageError(f"Got unexpected extra argument ({unknown})", ctx)
+    if name == "":  # a name given empty was made "cli" without a word
+        raise click.BadParameter("must not be empty", param_hint="--name")
     key = call(lambda client: client.auth.create_api_key(name or "cli", LIFETIMES[expires]))
     echo(key)
 

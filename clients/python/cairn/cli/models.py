@@ -185,6 +185,8 @@ def download(
     chosen = [v for v in (version, alias_name, stage_name) if v]
     if len(chosen) != 1:
         raise click.UsageError("give one of --version, --alias, --stage")
+    if not name:  # else the URI, models://1, was refused naming run_id
+        raise click.BadParameter("must not be empty", param_hint="NAME")
     if alias_name is not None and ("/" in alias_name or "@" in alias_name):
         raise click.BadParameter(
             f"{alias_name!r}: an alias has no '/' or '@'", param_hint="--alias"
