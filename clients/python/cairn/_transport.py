@@ -309,6 +309,9 @@ def _channel(
 
 
 Credentials = tuple[str, str]
+# A token's longest: gRPC refuses a call whose headers pass 16 KiB; a Cairn key is 62
+# characters, and room is left for the longer bearer tokens of a proxy in front.
+MAX_TOKEN_LENGTH = 8192
 
 
 def token_header(user_token: str | None, token_style: str = "bearer") -> tuple[Credentials, ...]:
@@ -320,7 +323,7 @@ def token_header(user_token: str | None, token_style: str = "bearer") -> tuple[C
     Raises:
         TypeError: the key is not text (bytes read from a file, say).
         ValueError: the key holds characters a header cannot carry (not printable
-            ASCII); the message does not quote it.
+            ASCII), or more than any header carries; the message does not quote it.
     """
     if not isinstance(user_token, str | None):
         raise TypeError(
@@ -333,6 +336,11 @@ def token_header(user_token: str | None, token_style: str = "bearer") -> tuple[C
     if not (user_token.isascii() and user_token.isprintable()):
         raise ValueError(
             "the API key holds characters a header cannot carry: a key is printable ASCII"
+        )
+    if len(user_token) > MAX_TOKEN_LENGTH:  # else the call: RESOURCE_EXHAUSTED, no reason
+        raise ValueError(
+            f"the API key is {len(user_token)} characters long, more than a header carries "
+            f"(at most {MAX_TOKEN_LENGTH}; a Cairn key is 62)"
         )
     style = token_style.lower()
     if style == "bearer":

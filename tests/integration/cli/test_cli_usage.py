@@ -33,3 +33,14 @@ def test_an_empty_or_malformed_argument_is_a_usage_error_naming_it(
     done = run_cairn(*command, env=env)
     assert done.returncode == 2, done.stderr
     assert named in done.stderr and "run_id:" not in done.stderr
+
+
+def test_a_key_longer_than_a_header_carries_is_refused_before_the_call(
+    env: dict[str, str],
+) -> None:
+    """A 20,000-character --api-key reached the call, which failed RESOURCE_EXHAUSTED
+    with gRPC's words alone ("received metadata size exceeds hard limit")."""
+    done = run_cairn("--api-key", "k" * 20_000, "experiments", "list", env=env)
+    assert done.returncode == 1, done.stderr
+    assert "the API key is 20000 characters long" in done.stderr
+    assert "kkkk" not in done.stderr and "RESOURCE_EXHAUSTED" not in done.stderr
