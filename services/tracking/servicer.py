@@ -207,12 +207,11 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
     async def UpdateRun(
         self, request: api.UpdateRunRequest, context: Context
     ) -> api.UpdateRunResponse:
-        end_time_ms = validation.run_time(request.end_time_ms, "end_time_ms")
         info = await self._runs.update(
             common.project(request.project),
             validation.run_id(request.run_id),
             _status(request.status),
-            end_time_ms,
+            _end_time_ms(request),
             validation.run_name(request.run_name),
         )
         return api.UpdateRunResponse(run_info=convert.run_info(info))
@@ -478,6 +477,14 @@ def _timestamp_ms(metric: pb.Metric) -> int:
     """The point's time: the caller's, else now (a client leaves it out so that a repeat
     of its request, under the same request id, is the same request)."""
     return metric.timestamp_ms if metric.HasField("timestamp_ms") else now_ms()
+
+
+def _end_time_ms(request: api.UpdateRunRequest) -> int | None:
+    """The run's new end: None leaves it as it is (update_run changes a status alone,
+    as MLflow's does), 0 is now."""
+    if not request.HasField("end_time_ms"):
+        return None
+    return validation.run_time(request.end_time_ms, "end_time_ms")
 
 
 def _status(value: int) -> RunStatus | None:

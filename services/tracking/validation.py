@@ -59,8 +59,7 @@ def experiment_id(value: str, field: str = "experiment_id") -> int:
 
 
 def run_time(value: int, field: str) -> int:
-    """A run's start or end time in milliseconds since 1970; 0 is unset (a start then
-    is now, an end stays as it was)."""
+    """A run's start or end time in milliseconds since 1970; 0 is now."""
     if value < 0:
         raise invalid_field(field, "must not be negative")
     return value

@@ -80,8 +80,14 @@ class RunStore:
             return (await load_runs(conn, [row]))[0]
 
     async def update(
-        self, project: str, run_id: str, status: RunStatus | None, end_time_ms: int, run_name: str
+        self,
+        project: str,
+        run_id: str,
+        status: RunStatus | None,
+        end_time_ms: int | None,
+        run_name: str,
     ) -> RunInfo:
+        """Changes what is given: an end_time_ms of None leaves the end, 0 is now."""
         run_uuid = uuid.UUID(run_id)
         async with self._pool.acquire() as conn, conn.transaction():
             await lock_writable(conn, project, run_uuid, updating=True)
@@ -91,7 +97,7 @@ class RunStore:
                    WHERE run_id = $1""",
                 run_uuid,
                 status,
-                end_time_ms or (now_ms() if status in _ENDING else None),
+                None if end_time_ms is None else end_time_ms or now_ms(),
                 run_name or None,
             )
             return run_info(await _info_row(conn, project, run_uuid))
@@ -214,10 +220,6 @@ async def _active_experiment_location(
             "EXPERIMENT_DELETED", f"experiment {experiment_id} is deleted; restore it first"
         )
     return str(row["artifact_location"])
-
-
-# A status that ends a run: given without an end time, the run ends now.
-_ENDING = (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)
 
 
 def now_ms() -> int:

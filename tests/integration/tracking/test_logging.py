@@ -33,6 +33,22 @@ async def test_update_and_terminate(tracking: cairn.TrackingClient, run_id: str)
     assert (info.status, info.end_time) == (RunStatus.FINISHED, 1234)
 
 
+async def test_update_run_to_a_status_that_ends_a_run_leaves_its_end_time(
+    tracking: cairn.TrackingClient, run_id: str
+) -> None:
+    """update_run changes the status alone, as MLflow's does; set_terminated ends the
+    run. Before, UpdateRun stamped now as the end of any ending status given without an
+    end time: update_run(status='KILLED') moved the end of a run ended at 1234 to now,
+    and gave a running run made FINISHED an end time."""
+    await tracking.update_run(run_id, status="FINISHED")
+    info = (await tracking.get_run(run_id)).info
+    assert (info.status, info.end_time) == (RunStatus.FINISHED, None)
+    await tracking.set_terminated(run_id, RunStatus.FAILED, end_time=1234)
+    await tracking.update_run(run_id, status="KILLED")
+    info = (await tracking.get_run(run_id)).info
+    assert (info.status, info.end_time) == (RunStatus.KILLED, 1234)
+
+
 @pytest.mark.parametrize("time", [-1, -(2**63)])
 async def test_a_negative_start_time_is_refused_as_a_negative_end_time_is(
     tracking: cairn.TrackingClient, experiment_id: str, run_id: str, time: int
@@ -312,7 +328,8 @@ async def test_a_write_repeated_under_its_own_request_id_given_no_time_is_the_sa
     history = await tracking.get_metric_history(run_id, "loss")
     assert [(m.value, m.step) for m in history] == [(0.5, 1)]
     ended = (await tracking.get_run(run_id)).info
-    assert ended.status == RunStatus.FINISHED and ended.end_time >= history[0].timestamp > 0
+    assert ended.status == RunStatus.FINISHED and ended.end_time is not None
+    assert ended.end_time >= history[0].timestamp > 0
 
 
 async def _a_millisecond_later() -> None:

@@ -343,6 +343,7 @@ class TrackingClient(
             project=self.project,
             run_id=run_id,
             status=types.status_to_proto(status or RunStatus.FINISHED),
+            # Sent even when 0, which is now: left unset, the run's end would not change.
             end_time_ms=whole(end_time or 0, "end_time"),
         )
         await self._transport.unary(
