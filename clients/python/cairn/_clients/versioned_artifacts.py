@@ -171,10 +171,11 @@ class VersionedArtifacts:
 
         Raises:
             AlreadyExistsError: an unversioned standalone artifact holds the name.
-            InvalidArgumentError: a name, type or metadata the registry refuses, or two
-                files of one name; what can be known before any byte is sent is checked
-                first, and files uploaded for a version the registry then refuses are
-                removed.
+            InvalidArgumentError: a name, type or metadata the registry refuses, two
+                files of one name, or a file (of a directory too) whose path the
+                artifact service refuses (INVALID_PATH, naming the local file); what
+                can be known before any byte is sent is checked first, and files
+                uploaded for a version that is then not made are removed.
         """
         directory = f"{FILES_ROOT}/{_segment(name)}/{uuid.uuid4().hex}"
         location = str(ArtifactUri(self.project, directory))
