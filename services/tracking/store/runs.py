@@ -223,4 +223,6 @@ async def _active_experiment_location(
 
 
 def now_ms() -> int:
+    """The server's time in milliseconds since 1970: a run's start or end, or a point's
+    time, when the caller leaves it to the server."""
     return time.time_ns() // 1_000_000
