@@ -136,6 +136,24 @@ async def test_the_bytecode_python_caches_beside_a_loaded_module_is_no_edit(
     assert again == loaded and bytecode.read_bytes() == b"compiled"
 
 
+async def test_a_pycache_folder_linked_out_of_the_entry_is_never_served(
+    world: World, tmp_path: Path
+) -> None:
+    """A __pycache__ that is a link to a folder elsewhere passed as Python's: the walk
+    of the entry does not follow links, and Python does, to compiled code no one checks."""
+    (_model_dir(tmp_path) / "sub" / "helper.py").write_text("VALUE = 1\n")
+    info = await world.tracking.log_model(world.run_id, tmp_path / "bundle", "bundle-model")
+    loaded = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "helper.cpython-311.pyc").write_bytes(b"compiled elsewhere")
+    (loaded / "sub" / "__pycache__").symlink_to(elsewhere, target_is_directory=True)
+
+    again = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+
+    assert not (again / "sub" / "__pycache__").exists()
+
+
 async def test_pickles_load_only_when_allowed(world: World) -> None:
     info = await world.tracking.log_model(world.run_id, {"w": 1}, "pickled", flavor="pickle")
 

@@ -70,7 +70,7 @@ def _holds_only(entry: Path, manifest: Manifest) -> bool:
         found = {path.relative_to(entry).as_posix() for path in entry.rglob("*")}
     except OSError:
         return False
-    return all(_python_wrote(relative, manifest) for relative in found - expected)
+    return all(_python_wrote(entry, relative, manifest) for relative in found - expected)
 
 
 # What Python writes importing <module>.py: __pycache__/<module>.<tag>[.opt-N].pyc, by
@@ -78,20 +78,31 @@ def _holds_only(entry: Path, manifest: Manifest) -> bool:
 _COMPILED = re.compile(r"(?P<module>[^./]+)\.[^/]+\.pyc(\.[0-9]+)?")
 
 
-def _python_wrote(relative: str, manifest: Manifest) -> bool:
+def _python_wrote(entry: Path, relative: str, manifest: Manifest) -> bool:
     """Whether relative is a __pycache__ folder, or a file in one, that Python writes
-    beside a module the manifest names. Python trusts such a file by the time and size
-    of its source, which it records, so a forged one is not told apart (docs/models.md);
-    any other file there is."""
+    beside a module the manifest names: a folder or a file, never a link (which Python
+    would follow out of the entry, where nothing is checked). Python trusts such a file
+    by the time and size of its source, which it records, so a forged one is not told
+    apart (docs/models.md); any other file there is."""
     path = PurePosixPath(relative)
     if path.name == _PYCACHE:
-        return any(PurePosixPath(name).parent == path.parent for name in manifest.files)
+        wrote = any(PurePosixPath(name).parent == path.parent for name in manifest.files)
+        return wrote and _is(entry / relative, stat.S_ISDIR)
     compiled = _COMPILED.fullmatch(path.name)
     return (
         compiled is not None
         and path.parent.name == _PYCACHE
         and str(path.parent.parent / f"{compiled['module']}.py") in manifest.files
+        and _is(entry / relative, stat.S_ISREG)
     )
+
+
+def _is(path: Path, kind: Callable[[int], bool]) -> bool:
+    """Whether path is of kind (stat.S_ISDIR, ...) itself, a link being of none."""
+    try:
+        return kind(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 _PYCACHE = "__pycache__"
