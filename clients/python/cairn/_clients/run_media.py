@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from .._argument_error import invalid_argument
 from ..exceptions import NotFoundError
 from ..types._paging import PagedList, check_token_is_new
+from ..types._run_table import ATTRIBUTES
 from ..types._tracking import Run
 from .run_operations import RunOperations
 from .run_store import RunClient, file_name, join, run_store
@@ -37,17 +38,6 @@ MLFLOW_LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"
 _IMAGE_KEY = re.compile(r"^[a-zA-Z0-9_\-./ ]+$")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _FORBIDDEN_IN_TABLE_FILE = ['"', "'", ",", ":", "[", "]", "{", "}"]
-# The columns of mlflow.search_runs' table that load_table's extra_columns name (with
-# run_name, which Cairn's search_runs_table has too).
-_RUN_ATTRIBUTES = (
-    "run_id",
-    "run_name",
-    "experiment_id",
-    "status",
-    "artifact_uri",
-    "start_time",
-    "end_time",
-)
 _RUN_LOGGED = ("metrics", "params", "tags")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
@@ -305,10 +295,10 @@ def _append(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
 
 def _check_run_column(column: str) -> None:
     kind, _, key = column.partition(".")
-    if column not in _RUN_ATTRIBUTES and not (kind in _RUN_LOGGED and key):
+    if column not in ATTRIBUTES and not (kind in _RUN_LOGGED and key):
         raise invalid_argument(
             "extra_columns",
-            f"{column!r} is no column of search_runs' table: {', '.join(_RUN_ATTRIBUTES)}, "
+            f"{column!r} is no column of search_runs' table: {', '.join(ATTRIBUTES)}, "
             "metrics.<key>, params.<key> or tags.<key>",
         )
 
