@@ -1,6 +1,7 @@
 """A TCP proxy for gRPC that loses answers: armed, it forwards a call to the server and
-cuts the connection when the server's answer begins, so the write is done but its
-caller never hears of it (the fault that makes retries apply writes twice)."""
+cuts the connection when the server's answer begins (or, later, at its message), so the
+write is done but its caller never hears of it (the fault that makes retries apply
+writes twice)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 import urllib.parse
 
 _FRAME_HEADER = 9
+_DATA = 0x0
 _HEADERS = 0x1
 
 
@@ -50,11 +52,14 @@ class _Listener:
 
 
 class AnswerDroppingProxy(_Listener):
-    """Listens on 127.0.0.1; `drop_next(n)` loses the next n answers."""
+    """Listens on 127.0.0.1; `drop_next(n)` loses the next n answers: at their headers,
+    or, with after_headers, at their first message, once their headers reached the
+    client (gRPC holds such a call committed, and its retry policy sends it no more)."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, *, after_headers: bool = False) -> None:
         super().__init__()
         self._target_port = target_port
+        self._cut_at = _DATA if after_headers else _HEADERS
         self._to_drop = 0
         self.dropped = 0
 
@@ -81,13 +86,13 @@ class AnswerDroppingProxy(_Listener):
 
     async def _answers(self, server_in: asyncio.StreamReader, client_out: asyncio.StreamWriter):
         """Forwards the server's HTTP/2 frames; the headers that open an armed answer
-        end the connection instead."""
+        (or its first message) end the connection instead."""
         while True:
             header = await server_in.readexactly(_FRAME_HEADER)
             length = int.from_bytes(header[:3], "big")
             kind, stream = header[3], int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
             payload = await server_in.readexactly(length)
-            if kind == _HEADERS and stream and self._to_drop:
+            if kind == self._cut_at and stream and length and self._to_drop:
                 self._to_drop -= 1
                 self.dropped += 1
                 return

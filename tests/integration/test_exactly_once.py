@@ -1,16 +1,17 @@
 """Writes whose answers are lost after they committed: the client retries with the same
 request id and gets the first answer, and the write is stored once. Through a proxy
-that cuts the connection as the server's answer begins."""
+that cuts the connection as the server's answer begins (or after its headers)."""
 
 import datetime
 from collections.abc import AsyncIterator
 
 import pytest
+from google.protobuf import descriptor_pool
 
 import cairn
 from cairn import _transport
-from cairn.exceptions import InvalidArgumentError
-from cairn.types import ModelArtifact, ModelVersion, OperationState, RegisteredModel
+from cairn.exceptions import InvalidArgumentError, UnavailableError
+from cairn.types import ModelArtifact, ModelVersion, OperationState, RegisteredModel, ViewType
 from cairn_server import catalog
 from cairn_server.common.idempotency import READS
 from tests.proxy import AnswerDroppingProxy
@@ -46,6 +47,53 @@ async def test_tracking_writes_apply_once_when_their_answers_are_lost(
         runs = await tracking.search_runs([experiment_id], run_view_type=cairn.types.ViewType.ALL)
         assert [r.info.run_id for r in runs] == [run_id]
         assert [m.value for m in await tracking.get_metric_history(run_id, "loss")] == [0.5]
+
+
+@pytest.fixture
+async def late_proxy(server_port: int) -> AsyncIterator[AnswerDroppingProxy]:
+    """A proxy that loses answers once their headers reached the client."""
+    proxy = AnswerDroppingProxy(server_port, after_headers=True)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+async def test_writes_whose_reply_is_lost_after_its_headers_apply_once(
+    late_proxy: AnswerDroppingProxy, unique: str
+) -> None:
+    """The connection breaks after the answer's headers, before its message. gRPC held
+    such a call committed and did not send it again: create_run raised UNAVAILABLE for
+    the run it made (and, called again, made a second), create_experiment called again
+    was ALREADY_EXISTS, upsert_model_version MODEL_VERSION_ALREADY_EXISTS."""
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", late_proxy.port) as tracking:
+        late_proxy.drop_next()
+        experiment_id = await tracking.create_experiment(f"late-{unique}")
+        late_proxy.drop_next()
+        run_id = (await tracking.create_run(experiment_id)).info.run_id
+        runs = await tracking.search_runs([experiment_id], run_view_type=ViewType.ALL)
+        assert [r.info.run_id for r in runs] == [run_id]
+    async with cairn.ModelRegistryAPIClient.insecure_connection(
+        "127.0.0.1", late_proxy.port
+    ) as registry:
+        model = await registry.upsert_registered_model(RegisteredModel(f"late-{unique}"))
+        assert model.id is not None
+        late_proxy.drop_next()
+        version = await registry.upsert_model_version(ModelVersion("v1"), model.id)
+        assert [v.id for v in await registry.get_model_versions(model.id)] == [version.id]
+    assert late_proxy.dropped == 3
+
+
+async def test_a_write_whose_replies_are_all_lost_is_sent_a_bounded_number_of_times(
+    late_proxy: AnswerDroppingProxy, unique: str
+) -> None:
+    """Before, it was sent once and raised UNAVAILABLE, done."""
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", late_proxy.port) as tracking:
+        late_proxy.drop_next(_transport.ATTEMPTS + 1)
+        with pytest.raises(UnavailableError):
+            await tracking.create_experiment(f"lost-{unique}")
+        assert late_proxy.dropped == _transport.ATTEMPTS
+        late_proxy.drop_next(0)
+        assert await tracking.get_experiment_by_name(f"lost-{unique}") is not None
 
 
 async def test_every_other_tracking_write_is_answered_as_the_first_time(
@@ -263,7 +311,6 @@ def test_every_write_of_the_recording_services_runs_once_per_request_id(pool) ->
         {spec.full_name: spec.schema for spec in specs},
         exempt=set().union(*(spec.not_recorded for spec in specs)),
     )
-    retried = {(m["service"], m["method"]) for m in _transport._retried_methods()}
     for spec in specs:
         for name in spec.roles:
             method = f"/{spec.full_name}/{name}"
@@ -287,12 +334,21 @@ def test_every_write_of_the_recording_services_runs_once_per_request_id(pool) ->
                     # A repeat finds no upload left to give up, and answers OK.
                     "AbortUploadTicket",
                 )
-                assert (spec.full_name, name) in retried
+                assert _resent(spec.full_name, name)
                 continue
             if name == "Upload":
                 continue  # a client stream: not recorded, not retried (docs/artifacts.md)
             assert once.schema_of(method) == spec.schema, method
-            assert (spec.full_name, name) in retried, method  # so the client retries it
+            assert _resent(spec.full_name, name), method  # so the client retries it
+
+
+def _resent(service: str, name: str) -> bool:
+    """Whether the client sends a call of the method again: Transport.unary every unary
+    call, the channel's retry policy every server stream."""
+    method = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(name)
+    if method.server_streaming:
+        return {"service": service, "method": name} in _transport._retried_methods()
+    return not method.client_streaming
 
 
 async def test_request_ids_are_forgotten_after_their_retention(

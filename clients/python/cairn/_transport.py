@@ -7,6 +7,7 @@ and convert the response; they never see a raw `grpc.aio.AioRpcError`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import ssl
@@ -17,10 +18,12 @@ from typing import Any, TypeVar
 
 import grpc
 
+from ._backoff import backoff
 from ._targets import is_target, parse, target
 from .artifacts.v1 import artifacts_service_pb2
 from .auth.v1 import auth_service_pb2
 from .exceptions import CairnError, ClientClosedError, UnavailableError, from_grpc_error
+from .exceptions import CancelledError as ServerCancelledError
 from .operations.v1 import operations_service_pb2
 from .registry.v1 import registry_service_pb2
 from .tracking.v1 import tracking_service_pb2
@@ -47,8 +50,8 @@ Item = TypeVar("Item")
 # services that record request ids apply a write once per id and answer a repeat with
 # the first answer (CreateApiKey and CreatePresignedUrl, whose answers are secrets the
 # server never stores, answer a repeat with the same key or upload made anew). So a
-# retry cannot apply a write twice, and every unary call is retried. Upload, a stream,
-# retries itself (ArtifactClient.upload).
+# retry cannot apply a write twice, and every unary call is retried, by Transport.unary.
+# Upload, a stream, retries itself (ArtifactClient.upload).
 REQUEST_ID_HEADER = "x-cairn-request-id"
 
 
@@ -65,7 +68,20 @@ SERVICES = {
 }
 
 
+# A call is sent at most this often in all, within its deadline, the waits between
+# doubling from the first to the longest (jittered). CANCELLED is retried too: a call the
+# client cancels raises asyncio.CancelledError, so this status comes from the server
+# side, which answers it to calls that arrive while it shuts down, before any handler ran.
+ATTEMPTS = 4
+RETRY_BACKOFF_SECONDS = (0.1, 2.0)
+_RESENT_AFTER = (UnavailableError, ServerCancelledError)
+
+
 def _retried_methods() -> list[dict[str, str]]:
+    """The methods the channel's retry policy retries: the server streams, all reads.
+    gRPC sends a call again only until its answer's headers arrive, and a unary write
+    whose connection broke after them (its reply lost) was not sent again: its caller
+    was told UNAVAILABLE for a write done. Transport.unary sends unary calls again."""
     return [
         {"service": service.full_name, "method": method.name}
         for module in (
@@ -77,13 +93,10 @@ def _retried_methods() -> list[dict[str, str]]:
         )
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
-        if not method.client_streaming
+        if method.server_streaming and not method.client_streaming
     ]
 
 
-# CANCELLED is retried too: a call the client cancels raises asyncio.CancelledError, so
-# this status comes from the server side, which answers it to calls that arrive while it
-# shuts down, before any handler ran.
 # round_robin spreads calls over every address a name resolves to, e.g. the pods behind a
 # headless Kubernetes Service ("dns:///cairn-tracking-headless.cairn.svc:50051").
 _SERVICE_CONFIG = json.dumps(
@@ -93,9 +106,9 @@ _SERVICE_CONFIG = json.dumps(
             {
                 "name": _retried_methods(),
                 "retryPolicy": {
-                    "maxAttempts": 4,
-                    "initialBackoff": "0.1s",
-                    "maxBackoff": "2s",
+                    "maxAttempts": ATTEMPTS,
+                    "initialBackoff": f"{RETRY_BACKOFF_SECONDS[0]:g}s",
+                    "maxBackoff": f"{RETRY_BACKOFF_SECONDS[1]:g}s",
                     "backoffMultiplier": 2,
                     "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
                 },
@@ -105,6 +118,7 @@ _SERVICE_CONFIG = json.dumps(
 )
 _CHANNEL_OPTIONS = [
     ("grpc.service_config", _SERVICE_CONFIG),
+    # The streams' policy, and gRPC's own retry of any call that never left the client.
     ("grpc.enable_retries", 1),
     ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
     ("grpc.max_send_message_length", MAX_SEND_BYTES),
@@ -465,13 +479,55 @@ class Transport:
         """Calls a unary RPC; raises the matching `CairnError` on failure.
 
         The call carries a fresh request id unless metadata names one (a caller that
-        retries on its own, across processes even, sends the same id each time)."""
+        retries on its own, across processes even, sends the same id each time). After
+        UNAVAILABLE or CANCELLED (_RESENT_AFTER) the same request is sent again under the
+        same id, ATTEMPTS times in all, as long as its deadline leaves time for the
+        wait before it: the server applies a write once per id, and answers a
+        repeat with the first answer, even one whose reply was lost on its way back."""
         if metadata is None:  # most calls: no list to copy and search for an id
             headers = (*self._metadata, (REQUEST_ID_HEADER, new_request_id()))
         else:
             headers = self._with(with_id(metadata))
+        timeout = self._timeout(timeout)
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         try:
-            return await method(request, timeout=self._timeout(timeout), metadata=headers)
+            return await self._unary_once(method, request, timeout, headers)
+        except _RESENT_AFTER as error:
+            failed = error
+        return await self._resend(method, request, headers, deadline, failed)
+
+    async def _resend(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable,
+        request: Any,
+        headers: Metadata,
+        deadline: float | None,
+        failed: CairnError,
+    ) -> Any:
+        """The call sent again after it failed (_RESENT_AFTER), until it is sent ATTEMPTS
+        times in all, each after a wait that must end before the deadline; raises the
+        last failure when none is left."""
+        loop = asyncio.get_running_loop()
+        for wait in itertools.islice(backoff(*RETRY_BACKOFF_SECONDS), ATTEMPTS - 1):
+            if deadline is not None and loop.time() + wait >= deadline:
+                break
+            await asyncio.sleep(wait)
+            left = None if deadline is None else deadline - loop.time()
+            try:
+                return await self._unary_once(method, request, left, headers)
+            except _RESENT_AFTER as error:
+                failed = error
+        raise failed
+
+    async def _unary_once(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable,
+        request: Any,
+        timeout: float | None,
+        headers: Metadata,
+    ) -> Any:
+        try:
+            return await method(request, timeout=timeout, metadata=headers)
         except grpc.RpcError as error:
             raise from_grpc_error(error) from None
         except asyncio.CancelledError:

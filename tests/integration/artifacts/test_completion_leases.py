@@ -16,7 +16,7 @@ import pytest
 
 import cairn
 from cairn._clients import _direct_transfers, _presigned
-from cairn._transport import with_id
+from cairn._transport import Transport, with_id
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import (
     AbortedError,
@@ -35,6 +35,7 @@ from cairn_server.common import database
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
 from tests.conftest import BUCKET, eventually, new_project, s3_client, with_overrides
+from tests.proxy import AnswerDroppingProxy
 
 POOL_SIZE = 2
 COMPLETIONS = POOL_SIZE + 1  # the cap of the server below: more than its pool
@@ -456,3 +457,36 @@ async def test_giving_up_never_masks_the_error_that_ended_the_upload(
     with pytest.raises(InvalidArgumentError, match="received"):  # the store's other size
         await s3_client_of.upload("t/refused.bin", DATA)
     assert aborted == ["t/refused.bin"]
+
+
+async def test_a_completion_whose_reply_is_lost_after_its_headers_answers_the_object(
+    s3_server_port: int, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply to CompleteUploadTicket lost after its headers had come (gRPC then holds
+    the call done and sends it no more): the upload raised CompletionFailed, UNAVAILABLE,
+    for the object it had published, and uploading it again was ALREADY_EXISTS. The
+    client sends the completion again under its request id, answered with the object."""
+    proxy = AnswerDroppingProxy(s3_server_port, after_headers=True)
+    await proxy.start()
+    unary = Transport.unary
+
+    async def losing_the_completions_reply(
+        transport: Transport, method: Any, request: Any, **options: Any
+    ) -> Any:
+        if isinstance(request, api.CompleteUploadTicketRequest) and not proxy.dropped:
+            proxy.drop_next()
+        return await unary(transport, method, request, **options)
+
+    monkeypatch.setattr(Transport, "unary", losing_the_completions_reply)
+    project = await new_project(s3_server_port, f"lost-reply-{unique}")
+    try:
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", proxy.port, project=project, timeout=None
+        ) as client:
+            client.direct_threshold = 1
+            info = await client.upload("model.bin", b"weights")
+            assert proxy.dropped == 1
+            assert info.sha256 == hashlib.sha256(b"weights").hexdigest()
+            assert await client.read("model.bin") == b"weights"
+    finally:
+        await proxy.close()
