@@ -123,7 +123,7 @@ def _request_id_reused(done: ObjectInfo) -> InvalidArgumentError:
 
 
 class CompletionFailed(UnavailableError):
-    """A direct upload's completion stayed UNAVAILABLE through the channel's retries:
+    """A direct upload's completion stayed UNAVAILABLE through the client's resends:
     the upload is not sent again (its parts are in the store already; the janitor
     discards them), the error is raised."""
 

@@ -85,7 +85,7 @@ class _WriteQueue:
                 future.set_result(result)
 
     def _fail_rest(self, error: CairnError) -> None:
-        """No server answered a write (after the channel's retries): the writes queued
+        """No server answered a write (after the client's resends): the writes queued
         behind it fail at once, each with an error of the same kind. Sent in turn, each
         waited as long: 6 writes kept close() 12 s at a 2 s deadline, 100 would keep it
         50 minutes at the 30 s default. Writes queued later are sent."""

@@ -599,7 +599,7 @@ class TrackingClient(
         """Logs metrics, params and tags atomically: all of them or none.
 
         The batch's request id is request_id, else the `x-cairn-request-id` of metadata,
-        else a new one; it is sent with every retry, so a batch the channel retries, or
+        else a new one; it is sent with every retry, so a batch the client sends again, or
         a caller sends again under its id, is applied once.
         """
         request = proto(
