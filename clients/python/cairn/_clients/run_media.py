@@ -27,8 +27,7 @@ from typing import Any, Protocol
 from .._argument_error import invalid_argument
 from ..exceptions import NotFoundError
 from ..types._paging import PagedList, check_token_is_new
-from ..types._run_table import ATTRIBUTES
-from ..types._tracking import Run
+from ..types._tracking import ATTRIBUTES, Run
 from .run_operations import RunOperations
 from .run_store import RunClient, file_name, join, run_store
 

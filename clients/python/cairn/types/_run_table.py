@@ -18,19 +18,7 @@ import numpy as np
 
 from ..tracking.v1 import tracking_pb2 as pb
 from ..tracking.v1 import tracking_service_pb2 as api
-from ._tracking import _STATUSES, Run, check_columns, runs_from_search
-
-# Attribute columns, first and in this order, as MLflow's DataFrame has them (with the
-# run's name, which MLflow keeps as the tag mlflow.runName).
-ATTRIBUTES = (
-    "run_id",
-    "run_name",
-    "experiment_id",
-    "status",
-    "artifact_uri",
-    "start_time",
-    "end_time",
-)
+from ._tracking import _STATUSES, ATTRIBUTES, Run, check_columns, runs_from_search
 
 
 @dataclass(frozen=True)

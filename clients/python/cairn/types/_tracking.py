@@ -44,6 +44,19 @@ class LifecycleStage:
     DELETED = "deleted"
 
 
+# A run table's attribute columns, first and in this order, as MLflow's search_runs
+# DataFrame has them (with the run's name, which MLflow keeps as the tag mlflow.runName).
+ATTRIBUTES = (
+    "run_id",
+    "run_name",
+    "experiment_id",
+    "status",
+    "artifact_uri",
+    "start_time",
+    "end_time",
+)
+
+
 @dataclass(slots=True)
 class Metric:
     """One metric point; timestamp in milliseconds since the epoch."""
