@@ -506,10 +506,12 @@ class Transport:
     ) -> Any:
         """The call sent again after it failed (_RESENT_AFTER), until it is sent ATTEMPTS
         times in all, each after a wait that must end before the deadline; raises the
-        last failure when none is left."""
+        last failure when none is left. Not on a client closed meanwhile: its channels
+        answer CANCELLED at once, and each write still queued (a thread logging on as
+        the process exits) would wait out every resend."""
         loop = asyncio.get_running_loop()
         for wait in itertools.islice(backoff(*RETRY_BACKOFF_SECONDS), ATTEMPTS - 1):
-            if deadline is not None and loop.time() + wait >= deadline:
+            if self.channel.closed or (deadline is not None and loop.time() + wait >= deadline):
                 break
             await asyncio.sleep(wait)
             left = None if deadline is None else deadline - loop.time()
