@@ -24,6 +24,12 @@ def whole(value: Any, name: str, bits: int = 64) -> int:
     return number
 
 
+def whole_or_zero(value: Any, name: str, bits: int = 64) -> int:
+    """whole(value), 0 for None (a step, a limit or a time not given): `value or 0`
+    read False and "" as 0 too."""
+    return whole(0 if value is None else value, name, bits)
+
+
 def real(value: Any, name: str) -> float:
     """value as a float (any number, numpy's included, but no string: MLflow refuses a
     metric of "1.5"), else InvalidArgumentError naming name."""

@@ -158,12 +158,35 @@ async def test_a_custom_property_the_registry_cannot_hold_is_named(
             )
 
 
-async def test_a_registry_page_size_past_32_bits_is_named(server_port) -> None:
-    async with cairn.ModelRegistryAPIClient.insecure_connection(
-        "127.0.0.1", server_port
-    ) as registry:
+@pytest.mark.parametrize(
+    "listing",
+    [
+        lambda c, options: c.registry.get_registered_models(options),
+        lambda c, options: c.artifacts.list(options=options),
+        lambda c, options: c.operations.get_operations(options),
+    ],
+    ids=["registry", "artifacts", "operations"],
+)
+@pytest.mark.parametrize("limit", [2**31, -(2**31) - 1, False, "10"])
+async def test_a_page_size_that_is_no_32_bit_integer_is_named(server_port, listing, limit) -> None:
+    """The artifacts' and operations' listings put the limit in the request as it came:
+    protobuf's bare ValueError for 2**31, and False or "" was a page of the default."""
+    async with cairn.Client(f"http://127.0.0.1:{server_port}") as client:
         with pytest.raises(InvalidArgumentError, match="limit"):
-            await registry.get_registered_models(ListOptions(limit=2**31))
+            await listing(client, ListOptions(limit=limit))
+
+
+@pytest.mark.parametrize("step", [False, "", "0"])
+async def test_a_step_that_is_no_number_is_refused_not_read_as_0(tracking, run_id, step) -> None:
+    """`step or 0` read False and "" as step 0 (None is step 0, as in MLflow)."""
+    with pytest.raises(InvalidArgumentError, match="step"):
+        await tracking.log_metric(run_id, "k", 1.0, step=step)
+    async with tracking.start_run((await tracking.get_run(run_id)).info.experiment_id) as run:
+        with pytest.raises(InvalidArgumentError, match="step"):
+            await run.log_metric("k", 1.0, step=step)
+        await run.log_metric("k", 1.0, step=None)
+    assert [p.step for p in await tracking.get_metric_history(run.run_id, "k")] == [0]
+    assert await tracking.get_metric_history(run_id, "k") == []
 
 
 @pytest.mark.parametrize("form", ["generator", "dict values", "set"])

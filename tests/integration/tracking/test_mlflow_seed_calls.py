@@ -238,6 +238,19 @@ async def test_log_image_stores_pngs_as_mlflow_does(tracking, run_id, tmp_path) 
         await tracking.log_image(run_id, image, "x.jpg")  # JPEG needs Pillow
 
 
+@pytest.mark.parametrize(("step", "timestamp"), [("abc", None), (False, None), (1, "now")])
+async def test_log_image_refuses_a_step_or_time_that_is_no_number(
+    tracking, run_id, step, timestamp
+) -> None:
+    """Both went into the file's name as given: images/k%step%abc%... and %step%0 for
+    False."""
+    with pytest.raises(InvalidArgumentError, match="step|timestamp"):
+        await tracking.log_image(
+            run_id, numpy.ones((2, 2)), key="k", step=step, timestamp=timestamp
+        )
+    assert await tracking.list_artifacts(run_id, "images") == []
+
+
 def pixels(data: bytes) -> list[list[int]]:
     """The rows of a grey 8-bit PNG written without filters, read with zlib."""
     position, idat, width = 8, b"", 0

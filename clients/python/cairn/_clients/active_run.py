@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from .. import _names as names
 from .._argument_error import invalid_argument
-from .._numbers import real, whole
+from .._numbers import real, whole, whole_or_zero
 from .._transport import REQUEST_ID_HEADER
 from ..exceptions import (
     CairnError,
@@ -402,8 +402,7 @@ def _checked(key: str, value: float, step: int | None, timestamp: int | None) ->
     journal of an outage, losing it all, and a step past 64 bits, or a key the server
     refuses, failed its whole batch later, valid points with it."""
     stamp = time.time_ns() // 1_000_000 if timestamp is None else whole(timestamp, "timestamp")
-    step = whole(step or 0, "step")  # None, as TrackingClient.log_metric takes it
-    return Metric(names.key(key, "key"), real(value, "value"), stamp, step)
+    return Metric(names.key(key, "key"), real(value, "value"), stamp, whole_or_zero(step, "step"))
 
 
 def _why_unsent(cause: BaseException | None, flush_timeout: float) -> str:

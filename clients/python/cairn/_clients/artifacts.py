@@ -18,7 +18,7 @@ from google.protobuf.duration_pb2 import Duration
 from .._argument_error import invalid_argument
 from .._base import BaseClient
 from .._direct_io import Writable
-from .._numbers import whole
+from .._numbers import whole, whole_or_zero
 from .._progress import Meter, Progress, meter
 from .._transport import REQUEST_ID_HEADER, Metadata, Transport, with_id
 from ..artifacts.v1 import artifacts_pb2 as pb
@@ -384,7 +384,7 @@ class ArtifactClient(BaseClient):
             project=self.project,
             prefix=prefix,
             recursive=recursive,
-            page_size=options.limit or 0,
+            page_size=whole_or_zero(options.limit, "limit", 32),
             page_token=options.next_page_token or "",
         )
         reply = await self._transport.unary(

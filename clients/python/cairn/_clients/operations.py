@@ -13,6 +13,7 @@ from google.protobuf import duration_pb2
 
 from .._backoff import backoff
 from .._base import BaseClient
+from .._numbers import whole_or_zero
 from .._transport import Metadata
 from ..exceptions import (
     CancelledError,
@@ -108,7 +109,7 @@ class OperationsClient(BaseClient):
         options = options or ListOptions()
         request = proto(
             api.ListOperationsRequest,
-            page_size=options.limit or 0,
+            page_size=whole_or_zero(options.limit, "limit", 32),
             page_token=options.next_page_token or "",
         )
         response = await self._transport.unary(

@@ -9,7 +9,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from .._argument_error import invalid_argument
 from .._base import BaseClient
-from .._numbers import whole
+from .._numbers import whole_or_zero
 from .._tables import millis, print_table
 from .._transport import Metadata
 from ..exceptions import NotFoundError
@@ -465,7 +465,7 @@ def _list_fields(options: ListOptions) -> dict[str, Any]:
     elif not options.is_asc:
         order = "create_time desc"
     return {
-        "page_size": whole(options.limit or 0, "limit", 32),
+        "page_size": whole_or_zero(options.limit, "limit", 32),
         "page_token": options.next_page_token or "",
         "order_by": order,
     }

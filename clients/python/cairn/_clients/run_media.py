@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from .._argument_error import invalid_argument
+from .._numbers import whole, whole_or_zero
 from ..exceptions import NotFoundError
 from ..types._paging import PagedList, check_token_is_new
 from ..types._tracking import ATTRIBUTES, Run
@@ -92,8 +93,11 @@ class RunMedia:
                 f"spaces and slashes: {key!r}",
             )
         if artifact_file is None:
-            base = f"images/{str(key).replace('/', '#')}%step%{step or 0}"
-            base += f"%timestamp%{timestamp or time.time_ns() // 1_000_000}%{uuid.uuid4()}"
+            step = whole_or_zero(step, "step")
+            if timestamp is None:
+                timestamp = time.time_ns() // 1_000_000
+            base = f"images/{str(key).replace('/', '#')}%step%{step}"
+            base += f"%timestamp%{whole(timestamp, 'timestamp')}%{uuid.uuid4()}"
             files = {f"{base}.png": _encode(image, "png")}
             webp = _webp(image)
             if webp is not None:

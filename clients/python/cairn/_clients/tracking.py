@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from .._argument_error import invalid_argument
 from .._base import BaseClient
-from .._numbers import real, whole
+from .._numbers import real, whole, whole_or_zero
 from .._read_ahead import ReadAhead
 from .._transport import REQUEST_ID_HEADER, Metadata
 from ..exceptions import NotFoundError
@@ -270,7 +270,7 @@ class TrackingClient(
             experiment_id=str(experiment_id),
             run_name=run_name or "",
             user_id=user_id or "",
-            start_time_ms=whole(start_time or 0, "start_time"),
+            start_time_ms=whole_or_zero(start_time, "start_time"),
             tags=_tags(tags),
             parent_run_id=parent_run_id or "",
         )
@@ -344,7 +344,7 @@ class TrackingClient(
             run_id=run_id,
             status=types.status_to_proto(status or RunStatus.FINISHED),
             # Sent even when 0, which is now: left unset, the run's end would not change.
-            end_time_ms=whole(end_time or 0, "end_time"),
+            end_time_ms=whole_or_zero(end_time, "end_time"),
         )
         await self._transport.unary(
             self._stub.UpdateRun, request, timeout=timeout, metadata=metadata
@@ -513,7 +513,7 @@ class TrackingClient(
             pb.Metric,
             key=key,
             value=real(value, "value"),
-            step=whole(step or 0, "step"),
+            step=whole_or_zero(step, "step"),
         )
         if timestamp is not None:
             metric.timestamp_ms = whole(timestamp, "timestamp")
@@ -692,7 +692,7 @@ class TrackingClient(
             project=self.project,
             run_id=run_id,
             metric_key=key,
-            max_points=whole(max_points or 0, "max_points", 32),
+            max_points=whole_or_zero(max_points, "max_points", 32),
         )
         async for chunk in self._transport.server_stream(
             self._stub.GetMetricHistory, request, timeout=timeout, metadata=metadata
@@ -715,7 +715,7 @@ class TrackingClient(
             project=self.project,
             run_ids=run_ids,
             metric_key=key,
-            max_points=whole(max_points or 0, "max_points", 32),
+            max_points=whole_or_zero(max_points, "max_points", 32),
         )
         found: dict[str, list[Metric]] = {run_id: [] for run_id in run_ids}
         # The server takes a run id in either case and answers in lower case.
@@ -764,7 +764,7 @@ async def _searched(
         return await gathered(
             page, wanted, page_token or "", SEARCH_MAX_RESULTS_THRESHOLD, short_page_ends=True
         )
-    items, token = await page(whole(max_results or 0, "max_results", 32), page_token or "")
+    items, token = await page(whole_or_zero(max_results, "max_results", 32), page_token or "")
     options.next_page_token = token
     return PagedList(items, token)
 
