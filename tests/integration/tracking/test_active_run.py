@@ -166,7 +166,7 @@ async def _ended_by_an_error(ends: _Ends) -> None:
     ("ended", "cause"),
     [
         (_ended_by_an_outage, "in 0.5 s"),
-        (_ended_by_a_cancellation, "as the run's end was cancelled"),
+        (_ended_by_a_cancellation, "as the run was cancelled"),
         (_ended_by_its_client_closed, "as its client was closed"),
         (_ended_by_an_error, "after an error retrying cannot fix (FAILED_PRECONDITION"),
     ],
@@ -469,6 +469,60 @@ async def test_inputs_are_logged_once_the_server_is_back(
         await (await returning).stop(grace=1.0)
     assert stored.info.status == RunStatus.FINISHED
     assert [(i.uri, i.kind) for i in stored.inputs] == [(data.uri, data.kind)]
+
+
+@pytest.mark.parametrize("stop", ["cancel", "close"])
+async def test_a_start_stopped_while_its_inputs_wait_keeps_its_end_in_the_journal(
+    config: Config,
+    pool: asyncpg.Pool,
+    unique: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    stop: str,
+) -> None:
+    """A start cancelled (or its client closed) while its inputs were retried through an
+    outage raised from the entry with no journal and no end: the run stayed RUNNING.
+    Now its end, KILLED, is journaled, and a sync once the server is back stores it."""
+    first = CairnServer(config, catalog.select(["tracking"]), pool)
+    port = await first.start()
+    client = cairn.TrackingClient.insecure_connection("127.0.0.1", port)
+    create = client.create_run
+
+    async def create_then_stop(*args: object, **kwargs: object) -> object:
+        made = await create(*args, **kwargs)  # type: ignore[arg-type]
+        await first.stop(grace=0.1)
+        return made
+
+    caplog.set_level(logging.INFO, logger="cairn")
+    data = RunInput(uri="s3://bucket/data.csv", kind="dataset", name="d")
+    experiment_id = await client.create_experiment(f"stopped-{unique}")
+    monkeypatch.setattr(client, "create_run", create_then_stop)
+    run = client.start_run(experiment_id, used_artifacts=[data], journal_dir=tmp_path)
+    entering = asyncio.create_task(run.__aenter__())
+    await eventually(lambda: "retrying in" in caplog.text, what="a retry of the inputs")
+    if stop == "cancel":
+        entering.cancel()
+    else:
+        await client.close()
+    with pytest.raises(asyncio.CancelledError if stop == "cancel" else ClientClosedError):
+        await entering
+    await client.close()
+    assert run.journal is not None and run.journal.exists()
+    again = CairnServer(
+        with_overrides(config, listen_address=f"127.0.0.1:{port}"),
+        catalog.select(["tracking"]),
+        pool,
+    )
+    await again.start()
+    try:
+        async with cairn.TrackingClient.insecure_connection("127.0.0.1", port) as back:
+            assert await back.sync_journal(tmp_path) == 0  # points: none, only the end
+            stored = await back.get_run(run.run_id)
+    finally:
+        await again.stop(grace=1.0)
+    assert stored.info.status == RunStatus.KILLED
+    assert not run.journal.exists()
 
 
 async def test_a_step_of_none_is_step_0(tracking, experiment_id) -> None:

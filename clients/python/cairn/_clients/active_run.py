@@ -171,12 +171,17 @@ class ActiveRun:
     async def _log_inputs(self) -> None:
         """The run's inputs, retried through an outage as its creation is, under one
         request id. Refused, they end the run FAILED before the error is raised: the
-        block is never entered, so no end would come, and the run was left RUNNING."""
+        block is never entered, so no end would come, and the run was left RUNNING.
+        Stopped while retried (cancelled, Ctrl-C, the client closed), the run's end,
+        KILLED, is kept in its journal for `cairn sync`, as a block's stopped end is."""
         once = [(REQUEST_ID_HEADER, uuid.uuid4().hex)]
         try:
             await _retrying(
                 functools.partial(self._client.log_inputs, self.run_id, self._inputs, metadata=once)
             )
+        except (asyncio.CancelledError, KeyboardInterrupt, ClientClosedError) as stopped:
+            self._keep_in_journal(RunStatus.KILLED, stopped)
+            raise
         except Exception:
             try:
                 await _retrying(lambda: self._client.set_terminated(self.run_id, RunStatus.FAILED))
@@ -410,8 +415,8 @@ def _why_unsent(cause: BaseException | None, flush_timeout: float) -> str:
     ran out blames flush_timeout (a closed client stops the sends at once)."""
     if cause is None:
         return f"in {flush_timeout:g} s"
-    if isinstance(cause, asyncio.CancelledError):
-        return "as the run's end was cancelled"
+    if isinstance(cause, asyncio.CancelledError | KeyboardInterrupt):
+        return "as the run was cancelled"
     if isinstance(cause, ClientClosedError):
         return "as its client was closed"
     return f"after an error retrying cannot fix ({cause})"
