@@ -435,31 +435,16 @@ async def test_inputs_are_logged_once_the_server_is_back(
     """Creating the run is retried through an outage, logging its inputs was not: a
     server gone between the two raised UNAVAILABLE from the entry and left the run
     RUNNING. Now the inputs are retried too, under one request id (stored once)."""
-    first = CairnServer(config, catalog.select(["tracking"]), pool)
-    port = await first.start()
-    client = cairn.TrackingClient.insecure_connection("127.0.0.1", port)
-    create = client.create_run
-
-    async def create_then_stop(*args: object, **kwargs: object) -> object:
-        made = await create(*args, **kwargs)  # type: ignore[arg-type]
-        await first.stop(grace=0.1)
-        return made
+    client, port = await _gone_once_a_run_is_made(config, pool, monkeypatch)
 
     async def come_back() -> CairnServer:
         await eventually(lambda: "retrying in" in caplog.text, what="a retry of the inputs")
-        again = CairnServer(
-            with_overrides(config, listen_address=f"127.0.0.1:{port}"),
-            catalog.select(["tracking"]),
-            pool,
-        )
-        await again.start()
-        return again
+        return await _started_again(config, pool, port)
 
     caplog.set_level(logging.INFO, logger="cairn")
     data = RunInput(uri="s3://bucket/data.csv", kind="dataset", name="d")
     try:
         experiment_id = await client.create_experiment(f"inputs-{unique}")
-        monkeypatch.setattr(client, "create_run", create_then_stop)
         returning = asyncio.create_task(come_back())
         async with client.start_run(experiment_id, used_artifacts=[data]) as run:
             await run.log_metric("m", 1.0)
@@ -484,20 +469,10 @@ async def test_a_start_stopped_while_its_inputs_wait_keeps_its_end_in_the_journa
     """A start cancelled (or its client closed) while its inputs were retried through an
     outage raised from the entry with no journal and no end: the run stayed RUNNING.
     Now its end, KILLED, is journaled, and a sync once the server is back stores it."""
-    first = CairnServer(config, catalog.select(["tracking"]), pool)
-    port = await first.start()
-    client = cairn.TrackingClient.insecure_connection("127.0.0.1", port)
-    create = client.create_run
-
-    async def create_then_stop(*args: object, **kwargs: object) -> object:
-        made = await create(*args, **kwargs)  # type: ignore[arg-type]
-        await first.stop(grace=0.1)
-        return made
-
+    client, port = await _gone_once_a_run_is_made(config, pool, monkeypatch)
     caplog.set_level(logging.INFO, logger="cairn")
     data = RunInput(uri="s3://bucket/data.csv", kind="dataset", name="d")
     experiment_id = await client.create_experiment(f"stopped-{unique}")
-    monkeypatch.setattr(client, "create_run", create_then_stop)
     run = client.start_run(experiment_id, used_artifacts=[data], journal_dir=tmp_path)
     entering = asyncio.create_task(run.__aenter__())
     await eventually(lambda: "retrying in" in caplog.text, what="a retry of the inputs")
@@ -509,12 +484,7 @@ async def test_a_start_stopped_while_its_inputs_wait_keeps_its_end_in_the_journa
         await entering
     await client.close()
     assert run.journal is not None and run.journal.exists()
-    again = CairnServer(
-        with_overrides(config, listen_address=f"127.0.0.1:{port}"),
-        catalog.select(["tracking"]),
-        pool,
-    )
-    await again.start()
+    again = await _started_again(config, pool, port)
     try:
         async with cairn.TrackingClient.insecure_connection("127.0.0.1", port) as back:
             assert await back.sync_journal(tmp_path) == 0  # points: none, only the end
@@ -523,6 +493,35 @@ async def test_a_start_stopped_while_its_inputs_wait_keeps_its_end_in_the_journa
         await again.stop(grace=1.0)
     assert stored.info.status == RunStatus.KILLED
     assert not run.journal.exists()
+
+
+async def _gone_once_a_run_is_made(
+    config: Config, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> tuple[cairn.TrackingClient, int]:
+    """A client of a tracking server that stops as soon as it made a run, before the
+    run's inputs are logged, and the server's port."""
+    first = CairnServer(config, catalog.select(["tracking"]), pool)
+    port = await first.start()
+    client = cairn.TrackingClient.insecure_connection("127.0.0.1", port)
+    create = client.create_run
+
+    async def create_then_stop(*args: object, **kwargs: object) -> object:
+        made = await create(*args, **kwargs)  # type: ignore[arg-type]
+        await first.stop(grace=0.1)
+        return made
+
+    monkeypatch.setattr(client, "create_run", create_then_stop)
+    return client, port
+
+
+async def _started_again(config: Config, pool: asyncpg.Pool, port: int) -> CairnServer:
+    again = CairnServer(
+        with_overrides(config, listen_address=f"127.0.0.1:{port}"),
+        catalog.select(["tracking"]),
+        pool,
+    )
+    await again.start()
+    return again
 
 
 async def test_a_step_of_none_is_step_0(tracking, experiment_id) -> None:
