@@ -131,7 +131,9 @@ class S3Backend:
                 self.bucket, self._name(key), offset=offset, length=length
             )
         except S3Error as error:
-            if error.code in _ABSENT:
+            # InvalidRange: the range the service checked against the object's recorded
+            # size starts past the end of the bytes stored, which are fewer.
+            if error.code in _ABSENT or error.code == "InvalidRange":
                 raise MissingBytes(key) from None
             raise
         return _chunks(response)

@@ -349,7 +349,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
                 opened = await threads.in_store(
                     self._backend.open, stored.storage_key, start, count
                 )
-                return stored, opened
+                return stored, _all_of(opened, count, path)
             except backends.MissingBytes:
                 latest = await self._objects.get(project, path)
                 if latest.storage_key == stored.storage_key:
@@ -681,6 +681,21 @@ def _check_put(upload: PendingUpload, expected_sha256: str, sha256: str, content
             f"{upload.content_type!r}",
             metadata={"content_type": content_type, "expected": upload.content_type},
         )
+
+
+def _all_of(
+    chunks: Generator[bytes, None, None], count: int, path: str
+) -> Generator[bytes, None, None]:
+    """The count bytes of a range, or OBJECT_BYTES_MISSING once the store has no more:
+    a stored file cut short behind the service's back ended a ranged read OK, short
+    (a whole read is checked against its sha256 by the client, a range cannot be)."""
+    sent = 0
+    with contextlib.closing(chunks):
+        for chunk in chunks:
+            sent += len(chunk)
+            yield chunk
+    if sent < count:
+        raise _bytes_missing(path)
 
 
 def _bytes_missing(path: str) -> DataLoss:

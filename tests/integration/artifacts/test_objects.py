@@ -32,7 +32,7 @@ from cairn.types import Pager
 from cairn_server.artifacts import s3, streams
 from cairn_server.common import messages as request_messages
 from cairn_server.common.config import Config
-from tests.conftest import eventually, new_project, serving
+from tests.conftest import BUCKET, eventually, new_project, serving
 from tests.integration.artifacts.conftest import s3_client
 
 BIG = os.urandom(3 * 1024 * 1024 + 123)  # several chunks, not a whole number of them
@@ -194,6 +194,29 @@ def _header(store: cairn.ArtifactClient, path: str, **fields) -> api.UploadReque
 
 
 FINISH = api.UploadRequest(finish=api.UploadFinish())
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [{"offset": 0, "length": 500_000}, {"offset": 10}, {"offset": 2_000}, {}],
+    ids=["range", "to-the-end", "past-the-bytes", "whole"],
+)
+async def test_bytes_cut_short_in_the_store_are_missing_not_a_short_read(
+    store: cairn.ArtifactClient, raw_objects, config: Config, s3_config: Config, asked
+) -> None:
+    """A stored file cut to 1,000 bytes behind the service's back: a range ended OK
+    with what was there (1,000 bytes of 500,000, or none past them on the filesystem;
+    S3's InvalidRange was OBJECT_STORE_UNAVAILABLE, "call again"; the client's check of
+    a whole object's sha256 said CHECKSUM_MISMATCH)."""
+    await store.upload("cut.bin", BIG)
+    (key,) = raw_objects()
+    if store.backend == "s3":  # type: ignore[attr-defined]
+        s3_client(s3_config).put_object(BUCKET, key, io.BytesIO(BIG[:1000]), 1000)
+    else:
+        os.truncate(config.artifact_dir / key, 1000)
+    with pytest.raises(DataLossError) as missing:
+        await store.read("cut.bin", **asked)
+    assert missing.value.reason == "OBJECT_BYTES_MISSING"  # a whole read: CHECKSUM_MISMATCH
 
 
 async def test_a_checksum_mismatch_publishes_nothing(
