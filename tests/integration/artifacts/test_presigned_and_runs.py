@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import json
 import urllib.request
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -16,6 +17,7 @@ import yaml
 from google.protobuf.duration_pb2 import Duration
 
 import cairn
+from cairn import _transport
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import (
     AlreadyExistsError,
@@ -172,6 +174,34 @@ async def test_a_presigned_put_whose_answer_is_lost_is_the_same_upload(
     await asyncio.to_thread(_http, put.url, "PUT", b"via the url", BINARY)
     info = await s3_store.confirm_upload("lost-url.bin", upload_id=put.upload_id)
     assert info.size == len(b"via the url")
+
+
+@pytest.mark.parametrize(
+    "again",
+    [{"path": "other.csv"}, {"content_type": "application/json"}, {"overwrite": True}],
+    ids=["path", "content-type", "overwrite"],
+)
+async def test_a_request_id_of_another_presigned_put_is_refused(
+    s3_store: cairn.ArtifactClient, again: dict
+) -> None:
+    """Only another path was refused: a repeat asking for another content type got the
+    first upload signed with its own type (a PUT with it, then its confirmation, failed
+    CONTENT_TYPE_MISMATCH), and one asking to overwrite got an upload that may not."""
+    once = [(_transport.REQUEST_ID_HEADER, uuid.uuid4().hex)]
+    first = {"path": "data.csv", "content_type": "text/csv", "overwrite": False}
+
+    def request(**fields) -> api.CreatePresignedUrlRequest:
+        return api.CreatePresignedUrlRequest(
+            project=s3_store.project, method="PRESIGN_METHOD_PUT", **fields
+        )
+
+    call = s3_store._stub.CreatePresignedUrl
+    made = await s3_store._transport.unary(call, request(**first), metadata=once)
+    repeat = await s3_store._transport.unary(call, request(**first), metadata=once)
+    assert repeat.upload_id == made.upload_id  # the same request: the same upload
+    with pytest.raises(InvalidArgumentError) as refused:
+        await s3_store._transport.unary(call, request(**{**first, **again}), metadata=once)
+    assert refused.value.reason == "REQUEST_ID_REUSED"
 
 
 async def test_a_lifetime_under_a_second_is_rounded_up(s3_store: cairn.ArtifactClient) -> None:
