@@ -136,6 +136,31 @@ async def test_the_bytecode_python_caches_beside_a_loaded_module_is_no_edit(
     assert again == loaded and bytecode.read_bytes() == b"compiled"
 
 
+async def test_bytecode_shipped_with_the_model_may_be_rewritten_by_python(
+    world: World, tmp_path: Path
+) -> None:
+    """A model logged from a folder whose code its author had run ships that code's
+    __pycache__. Stale to the Python that imports it from the entry (the sources are
+    as old as their download), it is compiled again and replaced; the load, finding a
+    file of the manifest changed, fetched the whole model again each time, bringing the
+    stale file back for the next import."""
+    bundle = _model_dir(tmp_path)
+    (bundle / "sub" / "helper.py").write_text("VALUE = 1\n")
+    (bundle / "sub" / "__pycache__").mkdir()
+    (bundle / "sub" / "__pycache__" / "helper.cpython-311.pyc").write_bytes(b"stale")
+    info = await world.tracking.log_model(world.run_id, bundle, "bundle-model")
+    assert "bundle/sub/__pycache__/helper.cpython-311.pyc" in info.files
+    loaded = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+    bytecode = loaded / "sub" / "__pycache__" / "helper.cpython-311.pyc"
+    fresh = bytecode.with_name(f"{bytecode.name}.12345")  # as Python writes one
+    fresh.write_bytes(b"compiled again")
+    fresh.replace(bytecode)
+
+    again = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+
+    assert again == loaded and bytecode.read_bytes() == b"compiled again"
+
+
 async def test_a_pycache_folder_linked_out_of_the_entry_is_never_served(
     world: World, tmp_path: Path
 ) -> None:

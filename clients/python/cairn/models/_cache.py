@@ -88,12 +88,16 @@ def _python_wrote(entry: Path, relative: str, manifest: Manifest) -> bool:
     if path.name == _PYCACHE:
         wrote = any(PurePosixPath(name).parent == path.parent for name in manifest.files)
         return wrote and _is(entry / relative, stat.S_ISDIR)
+    return _compiled_module(path, manifest) and _is(entry / relative, stat.S_ISREG)
+
+
+def _compiled_module(path: PurePosixPath, manifest: Manifest) -> bool:
+    """Whether path is where Python writes a compiled module the manifest names."""
     compiled = _COMPILED.fullmatch(path.name)
     return (
         compiled is not None
         and path.parent.name == _PYCACHE
         and str(path.parent.parent / f"{compiled['module']}.py") in manifest.files
-        and _is(entry / relative, stat.S_ISREG)
     )
 
 
@@ -139,6 +143,10 @@ class ModelCache:
         changed, writable = [], []
         for relative, expected in manifest.files.items():
             file = inside(entry, relative, str(entry))
+            if _compiled_module(PurePosixPath(relative), manifest) and _is(file, stat.S_ISREG):
+                # Shipped with the model, and stale to the Python that imports it (the
+                # sources are as old as their download): rewritten, as one it wrote.
+                continue
             found = _stat(file)
             if found is None or found.st_size != expected.size:
                 _drop(entry)
