@@ -396,6 +396,19 @@ async def test_load_table_adds_extra_columns_from_the_runs_search_row_as_mlflow_
         await tracking.load_table(experiment_id, "eval.json", extra_columns=["lr"])
 
 
+async def test_load_table_keeps_a_run_time_past_the_year_9999_as_its_number(
+    tracking, experiment_id
+) -> None:
+    """The server keeps any time of 64 bits; one past what a datetime holds raised a bare
+    OverflowError and no run's table could be read with the column."""
+    run_id = (await tracking.create_run(experiment_id)).info.run_id
+    await tracking.log_table(run_id, {"x": [1]}, "far.json")
+    await tracking.set_terminated(run_id, end_time=253_402_300_800_000)  # the year 10000
+    loaded = await tracking.load_table(experiment_id, "far.json", extra_columns=["end_time"])
+    table = loaded if isinstance(loaded, dict) else loaded.to_dict(orient="split", index=False)
+    assert table["data"] == [[1, 253_402_300_800_000]]
+
+
 async def test_load_table_of_runs_given_as_a_generator(tracking, experiment_id) -> None:
     """The run ids were read once per run of the experiment: a generator was used up
     by the first run looked at, so the table of 3 runs came back with 1 run's rows, or,

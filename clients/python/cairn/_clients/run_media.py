@@ -318,7 +318,10 @@ def _run_column(run: Run, column: str) -> Any:
     if column == "end_time" and not value:  # not ended: MLflow's NaT
         return None
     if column in ("start_time", "end_time"):
-        return _EPOCH + datetime.timedelta(milliseconds=value)
+        try:
+            return _EPOCH + datetime.timedelta(milliseconds=value)
+        except OverflowError:  # past the year 9999, which the server keeps: as the CLI,
+            return value  # the number, rather than no table at all
     return value
 
 
