@@ -40,7 +40,7 @@ from cairn_server.artifacts.leases import CompletionLeases
 from cairn_server.artifacts.s3 import S3Backend
 from cairn_server.artifacts.store import ObjectStore
 from cairn_server.common.config import Config
-from tests.conftest import BUCKET, new_project, s3_client, serving
+from tests.conftest import BUCKET, eventually, new_project, s3_client, serving
 
 MIB = 1024 * 1024
 PART = 5 * MIB  # S3's smallest part
@@ -668,6 +668,53 @@ async def test_an_unreachable_store_falls_back_to_streaming(
         assert client._direct_offered  # still offered: the store is skipped a while
     # Streamed both ways; the download did not try the store the upload could not reach.
     assert moved == {"upload tried": 1}
+
+
+@pytest.mark.parametrize("change", ["deleted", "replaced"])
+async def test_a_direct_download_of_an_object_gone_meanwhile_streams_the_path_again(
+    s3_direct: cairn.ArtifactClient,
+    s3_config: Config,
+    pool: asyncpg.Pool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+):
+    """Its ranges fetched after the object was replaced or deleted and its bytes
+    collected answered 404, and the download failed UNAVAILABLE ("the transfer through
+    the object store broke"), no reason given, though the path still named an object.
+    Now it streams the path as it is: the new bytes, or OBJECT_NOT_FOUND."""
+    monkeypatch.setattr(_presigned, "MIN_RANGE", MIB)  # four ranges, two at a time
+    s3_direct.direct_connections = 2
+    await s3_direct.upload("g.bin", DATA)
+    first_write, go_on = threading.Event(), threading.Event()
+    pwrite = os.pwrite
+
+    def held_pwrite(descriptor: int, data: bytes, offset: int) -> int:
+        first_write.set()
+        go_on.wait(30)
+        return pwrite(descriptor, data, offset)
+
+    monkeypatch.setattr(_presigned.os, "pwrite", held_pwrite)
+    shown: list[int] = []
+    downloading = asyncio.create_task(
+        s3_direct.download(
+            "g.bin", tmp_path / "out.bin", progress=lambda done, _: shown.append(done)
+        )
+    )
+    await eventually(first_write.is_set, what="the first range arriving")
+    if change == "deleted":
+        await s3_direct.delete("g.bin")
+    else:
+        await s3_direct.upload("g.bin", b"new", overwrite=True)
+    janitor = Janitor(ObjectStore(pool), backends.from_config(s3_config), timedelta(0))
+    await janitor.collect_garbage()
+    go_on.set()
+    if change == "deleted":
+        with pytest.raises(NotFoundError):
+            await downloading
+    else:
+        assert (await downloading).read_bytes() == b"new"
+    assert shown == sorted(shown) and max(shown, default=0) <= len(DATA)
 
 
 async def test_an_upload_never_completed_is_discarded_once_its_urls_expired(

@@ -78,8 +78,8 @@ def upload(
     cancelled) ends every piece at its next chunk.
 
     Raises:
-        Unreachable: the store failed before any part arrived, or the URLs expired
-            (stream instead).
+        Unreachable: the store failed before any part arrived, or the URLs expired or
+            name what the store no longer holds (stream instead).
         UnavailableError: the store failed after parts arrived (send the upload again).
         OSError: the source could not be read (as any other error of this side).
     """
@@ -192,8 +192,9 @@ class _Transfer:
             raise failure.error
         if not _of_the_store(failure):
             raise failure  # this side's (a file that cannot be written): not the store's
-        if not any(self._landed) or _expired(failure):
-            # URLs that expired are this transfer's only: streaming gets around them.
+        if not any(self._landed) or _expired(failure) or _gone(failure):
+            # URLs that expired are this transfer's only, and what they name may be gone
+            # (the object replaced or deleted meanwhile): streaming looks the path up.
             raise Unreachable(f"the object store: {failure}", lasting=_lasting(failure))
         raise UnavailableError(f"the transfer through the object store broke: {failure}")
 
@@ -392,6 +393,11 @@ def _of_the_store(error: BaseException) -> bool:
 
 def _expired(error: BaseException) -> bool:
     return isinstance(error, StoreRefused) and error.expired
+
+
+def _gone(error: BaseException) -> bool:
+    """Whether the store no longer holds the object or upload the URLs name."""
+    return isinstance(error, StoreRefused) and error.status == 404
 
 
 def _lasting(error: BaseException) -> bool:

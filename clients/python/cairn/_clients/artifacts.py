@@ -494,7 +494,7 @@ class ArtifactClient(BaseClient):
         # file system takes (255 bytes on ext4) has room for its temporary beside it.
         temporary = target.parent / f".cairn-{uuid.uuid4().hex}.part"
         try:
-            threshold = self.direct_threshold
+            threshold, start = self.direct_threshold, counted.done
             if self._direct.goes_direct(info.size, threshold) and await self._direct.download(
                 info, temporary, counted, timeout, metadata
             ):
@@ -506,7 +506,9 @@ class ArtifactClient(BaseClient):
                     out, self.open(info.path, timeout=timeout, metadata=metadata)
                 ):
                     received += len(chunk)
-                    counted.advance(len(chunk))
+                    # From where this file began: bytes a direct transfer that broke off
+                    # moved were shown already.
+                    counted.reach(start + received)
             await asyncio.to_thread(check_length, temporary, received)
             os.replace(temporary, target)
         finally:
