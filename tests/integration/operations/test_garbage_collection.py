@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import math
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -200,6 +201,23 @@ async def test_a_wait_reporting_every_0_seconds_asks_ten_times_a_second_at_most(
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(waiting, 0.5)
             assert 1 <= len(reports) <= 7
+    finally:
+        await store.finish(
+            Lease(operation.operation_id, server, operation.attempts), State.FAILED, []
+        )
+
+
+async def test_a_wait_of_a_nan_timeout_is_refused(client: cairn.Client, pool: asyncpg.Pool) -> None:
+    """A deadline of NaN is never reached, and each call's wait was cut to nothing: the
+    wait asked the server some 1,100 times a second, for ever."""
+    store, server = OperationStore(pool), uuid.uuid4()
+    operation = await store.create(Kind.GARBAGE_COLLECTION, {}, ["wait-test"], server, HOUR)
+    try:
+        with pytest.raises(ValueError, match="timeout"):
+            await asyncio.wait_for(client.operations.wait_operation(operation.name, math.nan), 5)
+        with pytest.raises(ValueError, match="timeout"):
+            waiting = client.operations.wait_job_completion(operation.name, math.nan)  # type: ignore[arg-type]
+            await asyncio.wait_for(waiting, 5)
     finally:
         await store.finish(
             Lease(operation.operation_id, server, operation.attempts), State.FAILED, []

@@ -148,10 +148,13 @@ class OperationsClient(BaseClient):
 
         Raises:
             OperationTimeoutError: the timeout passed first (the operation goes on).
+            ValueError: a timeout of NaN.
             UnavailableError: the server was out of reach from the first call until the
                 timeout passed.
             NotFoundError: no operation has the name.
         """
+        if timeout is not None and math.isnan(timeout):  # no deadline it could reach
+            raise ValueError("timeout must be seconds (0 or less asks once), or None; not nan")
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         # Written so that NaN, which no comparison holds, takes the least too.
