@@ -45,17 +45,18 @@ class FilesystemBackend:
 
     def write(self, key: str, source: Readable, content_type: str, size: int) -> None:
         target = self._file(key)
-        with _store_failures(), _created(target) as out, _Syncer(out.fileno()) as syncer:
-            _preallocate(out.fileno(), size)
-            written = 0
-            while chunk := source.read(CHUNK):
-                out.write(chunk)
-                written += len(chunk)
-                syncer.wrote(len(chunk))
-            out.flush()
-            _check_length(out.fileno(), written)
-            syncer.finish()
-        _sync_directory(target.parent)
+        with _store_failures():
+            with _created(target) as out, _Syncer(out.fileno()) as syncer:
+                _preallocate(out.fileno(), size)
+                written = 0
+                while chunk := source.read(CHUNK):
+                    out.write(chunk)
+                    written += len(chunk)
+                    syncer.wrote(len(chunk))
+                out.flush()
+                _check_length(out.fileno(), written)
+                syncer.finish()
+            _sync_directory(target.parent)  # gone with its folder: the janitor's doing
 
     def open(self, key: str, offset: int, length: int) -> Generator[bytes, None, None]:
         try:

@@ -204,7 +204,12 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         try:
             async with self._writers:
                 await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
-                reader = await self._written(stream, header, upload, expected_sha256)
+                try:
+                    reader = await self._written(stream, header, upload, expected_sha256)
+                except Exception as error:
+                    if expired := await self._objects.expired_instead(upload):
+                        raise expired from error
+                    raise
             await access.admit_again()  # its caller's key or role may be gone since
             stored, replaced = await self._objects.publish(
                 upload,

@@ -180,6 +180,26 @@ class ObjectStore:
             return False
         return True
 
+    async def still_waiting(self, upload: PendingUpload) -> bool:
+        """Whether upload is still begun: not expired, published or given up since."""
+        async with self._pool.acquire() as conn:
+            return bool(
+                await conn.fetchval(
+                    "SELECT true FROM artifacts.uploads WHERE upload_id = $1", upload.upload_id
+                )
+            )
+
+    async def expired_instead(self, upload: PendingUpload) -> Aborted | None:
+        """UPLOAD_EXPIRED when the janitor took upload while its bytes were written: the
+        write's own failure then (its file's folder, or its S3 multipart upload, removed
+        under it) would tell the client INTERNAL, or call again. None while it waits, or
+        when the database cannot say (the write's failure stands)."""
+        try:
+            waiting = await self.still_waiting(upload)
+        except Exception:
+            return None
+        return None if waiting else upload_expired(upload)
+
     async def publish(
         self,
         upload: PendingUpload,

@@ -138,8 +138,12 @@ class DirectTransfers:
         try:
             try:
                 self._backend.write(upload.storage_key, reader, upload.content_type, ticket.size)
-            except OSError as error:  # the disk's (full, say): no client that went away
-                raise RuntimeError(f"writing {upload.storage_key} failed: {error}") from error
+            except Exception as error:
+                if expired := on_loop(self._loop, self._objects.expired_instead(upload)):
+                    raise expired from error
+                if isinstance(error, OSError):  # the disk's (full, say): no client gone
+                    raise RuntimeError(f"writing {upload.storage_key} failed: {error}") from error
+                raise
             _check_verified(reader)
         except BaseException:
             on_loop(self._loop, self._discard(upload))

@@ -13,6 +13,7 @@ import ssl
 import threading
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,12 @@ from cairn._clients import _direct
 from cairn._direct_io import DirectWriter
 from cairn.artifacts.v1 import artifacts_pb2 as pb
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
-from cairn.exceptions import InvalidArgumentError, NotFoundError
+from cairn.exceptions import AbortedError, InvalidArgumentError, NotFoundError
 from cairn_server import catalog
+from cairn_server.artifacts import backends
 from cairn_server.artifacts.direct import ChunkedReader
+from cairn_server.artifacts.janitor import Janitor
+from cairn_server.artifacts.store import ObjectStore
 from cairn_server.artifacts.tickets import TicketSigner
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
@@ -290,6 +294,39 @@ async def test_a_stop_waits_for_a_direct_upload_under_way(
     finally:
         release.set()
         await server.stop(grace=0)
+
+
+async def test_a_direct_upload_the_janitor_expires_meanwhile_is_upload_expired(
+    direct: cairn.ArtifactClient,
+    config: Config,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Its file's folder pruned under the writer, the byte endpoint answered 500
+    INTERNAL, where docs/artifacts.md promises ABORTED UPLOAD_EXPIRED."""
+    reading, release = threading.Event(), threading.Event()
+    read = ChunkedReader.read
+
+    def held(self: ChunkedReader, n: int = -1) -> bytes:
+        if self.size > 0:  # the file is made, and its first bytes written
+            reading.set()
+            release.wait(60)
+        return read(self, n)
+
+    monkeypatch.setattr(ChunkedReader, "read", held)
+    try:
+        upload = asyncio.create_task(direct.upload("long.bin", DATA))
+        assert await asyncio.to_thread(reading.wait, 30)
+        janitor = Janitor(ObjectStore(pool), backends.from_config(config), timedelta(0))
+        assert (await janitor.sweep()).expired_uploads == 1
+        release.set()
+        with pytest.raises(AbortedError) as raised:
+            await upload
+    finally:
+        release.set()
+    assert raised.value.reason == "UPLOAD_EXPIRED"
+    with pytest.raises(NotFoundError):
+        await direct.stat("long.bin")
 
 
 @pytest.mark.parametrize("size", [0, 4095, 4096, 4 * 1024 * 1024 + 4097])

@@ -2,15 +2,21 @@
 backends, and never bytes an object or a live upload refers to."""
 
 import asyncio
+import hashlib
 import io
+import os
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
+import grpc
 import pytest
 from structlog.testing import capture_logs
 
 import cairn
+from cairn.artifacts.v1 import artifacts_service_pb2 as api
+from cairn.exceptions import NotFoundError
 from cairn_server import catalog
 from cairn_server.artifacts import backends
 from cairn_server.artifacts.janitor import Janitor
@@ -18,7 +24,10 @@ from cairn_server.artifacts.store import ObjectStore, PendingUpload
 from cairn_server.common import database
 from cairn_server.common.errors import Aborted
 from cairn_server.common.server import migrate
-from tests.conftest import BUCKET, s3_client, with_overrides
+from tests.conftest import BUCKET, eventually, s3_client, with_overrides
+
+MIB = 1024 * 1024
+HELD = 6 * MIB  # what an upload sends before the sweep: on S3, a part and more
 
 
 def _backend(store: cairn.ArtifactClient, config, s3_config) -> backends.Backend:
@@ -71,6 +80,42 @@ async def test_the_janitor_removes_litter_once_it_is_old_enough(
     with pytest.raises(Aborted) as raised:  # the crashed upload cannot publish any more
         await objects.publish(crashed, 4, "0" * 64, "application/octet-stream")
     assert raised.value.reason == "UPLOAD_EXPIRED"
+
+
+async def test_an_upload_the_janitor_expires_while_it_streams_is_upload_expired(
+    store: cairn.ArtifactClient, pool: asyncpg.Pool, config, s3_config, raw_objects
+) -> None:
+    """An upload streaming past the janitor's threshold (a legal 1 s, or a day at the
+    pace floor) lost its bytes under the writer: it failed INTERNAL on disk (its folder
+    pruned) and UNAVAILABLE "call again" on S3 (its multipart upload aborted), where
+    docs/artifacts.md promises ABORTED UPLOAD_EXPIRED."""
+    body = os.urandom(11 * MIB)  # parts of 5 MiB on S3: the first sent before the sweep
+    held, go_on = asyncio.Event(), asyncio.Event()
+
+    async def requests() -> AsyncIterator[api.UploadRequest]:
+        header = api.UploadHeader(project=store.project, path="long.bin", expected_size=len(body))
+        yield api.UploadRequest(header=header)
+        for start in range(0, HELD, MIB):
+            yield api.UploadRequest(chunk=body[start : start + MIB])
+        held.set()
+        await go_on.wait()
+        for start in range(HELD, len(body), MIB):
+            yield api.UploadRequest(chunk=body[start : start + MIB])
+        yield api.UploadRequest(finish=api.UploadFinish(sha256=hashlib.sha256(body).hexdigest()))
+
+    uploading = asyncio.ensure_future(store._stub.Upload(requests()))
+    await held.wait()
+    await eventually(lambda: raw_objects() != [], what="the upload's bytes being written")
+    objects, backend = ObjectStore(pool), _backend(store, config, s3_config)
+    swept = await Janitor(objects, backend, min_age=timedelta(0)).sweep()
+    assert swept.expired_uploads == 1
+    go_on.set()
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await uploading
+    assert raised.value.code() == grpc.StatusCode.ABORTED
+    assert "UPLOAD_EXPIRED" in str(raised.value.trailing_metadata())
+    with pytest.raises(NotFoundError):
+        await store.stat("long.bin")
 
 
 async def test_bytes_that_cannot_be_removed_hold_up_nothing_else(own_postgres, config) -> None:
