@@ -190,7 +190,7 @@ def test_a_timeout_that_no_call_could_meet_is_refused(timeout: str) -> None:
     with pytest.raises(ProfileError, match="timeout must be seconds above 0"):
         parse_profile("p", {"host": "h", "timeout": timeout})
     if timeout != "soon":
-        with pytest.raises(ValueError, match="timeout must be seconds above 0"):
+        with pytest.raises(ValueError, match="timeout: must be seconds above 0"):
             cairn.TrackingClient.insecure_connection("127.0.0.1", 1, timeout=float(timeout))
 
 

@@ -41,6 +41,15 @@ def real(value: Any, name: str) -> float:
         raise invalid_argument(name, f"{value!r} is no number") from None
 
 
+def seconds(value: Any, name: str) -> float:
+    """value as a duration of 0 or more seconds (inf: no end), else InvalidArgumentError
+    naming name: NaN, which no comparison holds, passed every check of `< 0`."""
+    number = None if is_bool(value) else real(value, name)
+    if number is None or not number >= 0:
+        raise invalid_argument(name, f"{value!r} is no number of seconds of 0 or more")
+    return number
+
+
 def is_bool(value: Any) -> bool:
     """A bool, Python's or numpy's (told by its dtype: numpy is no dependency here)."""
     return isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"

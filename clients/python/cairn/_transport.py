@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import os
 import ssl
 import threading
@@ -18,11 +19,19 @@ from typing import Any, TypeVar
 
 import grpc
 
+from . import _numbers as numbers
+from ._argument_error import invalid_argument
 from ._backoff import backoff
 from ._targets import is_target, parse, target
 from .artifacts.v1 import artifacts_service_pb2
 from .auth.v1 import auth_service_pb2
-from .exceptions import CairnError, ClientClosedError, UnavailableError, from_grpc_error
+from .exceptions import (
+    CairnError,
+    ClientClosedError,
+    InvalidArgumentError,
+    UnavailableError,
+    from_grpc_error,
+)
 from .exceptions import CancelledError as ServerCancelledError
 from .operations.v1 import operations_service_pb2
 from .registry.v1 import registry_service_pb2
@@ -369,17 +378,23 @@ def token_header(user_token: str | None, token_style: str = "bearer") -> tuple[C
 MAX_TIMEOUT_SECONDS = 1e9
 
 
-def check_timeout(seconds: float | None) -> float | None:
+def check_timeout(seconds: Any) -> float | None:
     """A call's deadline in seconds, above 0 and at most MAX_TIMEOUT_SECONDS, or None for
-    none. (-1, 0, nan and inf were taken, and every call then failed DEADLINE_EXCEEDED.)"""
-    if seconds is not None and not (
-        isinstance(seconds, int | float) and 0 < seconds <= MAX_TIMEOUT_SECONDS
-    ):
-        raise ValueError(
-            f"timeout must be seconds above 0 (at most {MAX_TIMEOUT_SECONDS:g}), or none "
-            f"for no deadline; not {seconds}"
+    none, else InvalidArgumentError (a ValueError) naming timeout. (-1, 0, nan and inf
+    were taken, and every call then failed DEADLINE_EXCEEDED; True was a second.)"""
+    if seconds is None:
+        return None
+    try:
+        number = numbers.seconds(seconds, "timeout")
+    except InvalidArgumentError:
+        number = math.nan
+    if not 0 < number <= MAX_TIMEOUT_SECONDS:
+        raise invalid_argument(
+            "timeout",
+            f"must be seconds above 0 (at most {MAX_TIMEOUT_SECONDS:g}), or none "
+            f"for no deadline; not {seconds!r}",
         )
-    return seconds
+    return number
 
 
 def timeout_of(text: str) -> float | None:
@@ -643,7 +658,10 @@ class Transport:
         await self.channel.close()
 
     def _timeout(self, timeout: float | None) -> float | None:
-        return self.timeout if timeout is None else timeout
+        """A call's own timeout, checked as the client's is: one of NaN or -1 failed the
+        call at once DEADLINE_EXCEEDED, and, queued with synchronous=False, every write
+        behind it, as a write no server answered does."""
+        return self.timeout if timeout is None else check_timeout(timeout)
 
     def _with(self, metadata: Metadata | None) -> tuple[tuple[str, str], ...]:
         return self._metadata + tuple(metadata or ())

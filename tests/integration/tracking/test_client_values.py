@@ -176,6 +176,47 @@ async def test_a_page_size_that_is_no_32_bit_integer_is_named(server_port, listi
             await listing(client, ListOptions(limit=limit))
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("batch_size", 2.5),
+        ("batch_size", float("nan")),
+        ("batch_size", "5"),
+        ("batch_size", True),
+        ("max_buffered", float("nan")),
+        ("flush_timeout", "5"),
+        ("flush_timeout", float("nan")),
+        ("flush_timeout", -1),
+        ("send_interval", "5"),
+        ("send_interval", float("nan")),
+    ],
+)
+async def test_a_run_setting_of_the_wrong_kind_is_named_at_start_run(
+    tracking, experiment_id, setting, value
+) -> None:
+    """A batch_size of 2.5 or NaN passed `< 1`, and the sender died at its first batch:
+    every point lost, no journal, flush() hanging; a flush_timeout of "5" raised a bare
+    TypeError as the block ended, of NaN journaled all it had sent."""
+    with pytest.raises(InvalidArgumentError, match=setting):
+        tracking.start_run(experiment_id, **{setting: value})
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), -1, 0, 2**70, "5", True])
+async def test_a_calls_own_timeout_is_checked_as_the_clients_is(tracking, run_id, timeout) -> None:
+    """A call's own timeout went to grpc as it came: each of these failed the call at
+    once DEADLINE_EXCEEDED ("5" a bare TypeError), and, with synchronous=False, every
+    write queued behind it as well, as after a server that does not answer."""
+    with pytest.raises(InvalidArgumentError, match="timeout"):
+        await tracking.log_metric(run_id, "k", 1.0, timeout=timeout)
+    bad = await tracking.log_metric(run_id, "k", 1.0, synchronous=False, timeout=timeout)
+    behind = [await tracking.log_metric(run_id, "k", 2.0, synchronous=False) for _ in range(3)]
+    with pytest.raises(InvalidArgumentError, match="timeout"):
+        await bad.wait()
+    for write in behind:
+        await write.wait()
+    assert [p.value for p in await tracking.get_metric_history(run_id, "k")] == [2.0] * 3
+
+
 @pytest.mark.parametrize("step", [False, "", "0"])
 async def test_a_step_that_is_no_number_is_refused_not_read_as_0(tracking, run_id, step) -> None:
     """`step or 0` read False and "" as step 0 (None is step 0, as in MLflow)."""

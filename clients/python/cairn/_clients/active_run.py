@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from .. import _names as names
 from .._argument_error import invalid_argument
-from .._numbers import real, whole, whole_or_zero
+from .._numbers import real, seconds, whole, whole_or_zero
 from .._transport import REQUEST_ID_HEADER
 from ..exceptions import (
     CairnError,
@@ -118,12 +118,16 @@ class ActiveRun:
         send_interval: float = 5.0,
     ) -> None:
         self._inputs = list(inputs)
+        # Each checked as a number of its kind: a batch_size of 2.5 or NaN passed `< 1`
+        # and killed the sender at its first batch, losing every point.
+        batch_size = whole(batch_size, "batch_size")
+        max_buffered = whole(max_buffered, "max_buffered")
         if batch_size < 1 or max_buffered < batch_size:
             raise invalid_argument("batch_size", "need 1 <= batch_size <= max_buffered")
-        if not send_interval > 0:
+        if not seconds(send_interval, "send_interval") > 0:
             raise invalid_argument("send_interval", "must be positive")
-        self._send_interval = send_interval
-        self._flush_timeout = flush_timeout
+        self._send_interval = float(send_interval)
+        self._flush_timeout = seconds(flush_timeout, "flush_timeout")
         self._journal = LiveJournal(journal_dir)
         # The journal written while sends fail: when, the write under way (waited for as
         # the run ends), and the id of its last batch, once stored all of it is.
