@@ -9,9 +9,11 @@ one request per connection, each named by a ticket of the gRPC service (`tickets
   when size and checksum match; the answer is the serialized `ObjectInfo`.
 - `GET /v1/transfers/<ticket>`: the bytes of the stored key the ticket names, sent with
   `sendfile`; `410 Gone` when they were replaced or deleted since (the client then
-  streams through gRPC, which goes back to the object's row).
+  streams through gRPC, which goes back to the object's row); DATA_LOSS
+  `OBJECT_BYTES_MISSING` when the file holds fewer bytes than recorded.
 
-Errors are JSON: `{"code": "DATA_LOSS", "reason": "CHECKSUM_MISMATCH", "message": ...}`.
+Errors are JSON: `{"code": "DATA_LOSS", "reason": "CHECKSUM_MISMATCH", "message": ...}`,
+with `"metadata"` (strings by name) when the error has any, as its gRPC ErrorInfo would.
 A connection runs in a thread of its own, doing only blocking calls that release the
 GIL (recv, sha256 of a chunk in a second thread meanwhile, write, sendfile), so bytes
 never pass through the event loop; the database steps run on the loop.
@@ -52,7 +54,7 @@ from cairn._direct_io import BUFFER as WRITE_BUFFER
 from ..common import database, logs
 from ..common.errors import DomainError, InvalidArgument, Unavailable
 from . import pace
-from .store import PendingUpload, StoredObject
+from .store import PendingUpload, StoredObject, bytes_missing
 from .streams import check_growth, verify
 from .tickets import Ticket, TicketSigner
 
@@ -340,7 +342,8 @@ class _Handler(socketserver.BaseRequestHandler):
     ) -> None:
         transfers = self.server.transfers
         if ticket.method == "GET":
-            return _send_file(connection, transfers.local_file(ticket.key), ticket.size, moved)
+            source = _open_stored(transfers.local_file(ticket.key), ticket.size, ticket.path)
+            return _send_file(connection, source, ticket.size, moved)
         if headers.get("transfer-encoding", "").lower() != "chunked":
             raise HttpError(
                 411, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "send a chunked body"
@@ -530,20 +533,39 @@ def _read_fields(incoming: BinaryIO) -> dict[str, str]:
     raise _bad_request("too many header fields")
 
 
-def _send_file(
-    connection: socket.socket, path: Path, size: int, moved: Callable[[int], None]
-) -> None:
+def _open_stored(file: Path, size: int, path: str) -> BinaryIO:
+    """The stored file of the object at path, opened, holding at least its size.
+
+    Raises:
+        HttpError: 410 OBJECT_CHANGED, replaced or deleted since the ticket was issued.
+        DataLoss: OBJECT_BYTES_MISSING, cut short behind the service's back: sendfile
+            would stop at its end, after a head announcing the whole size.
+    """
     try:
-        source = path.open("rb")
-        # A file written around the page cache is read from disk: each window is asked
-        # for ahead of the one being sent, so the disk reads while the socket sends.
-        _read_ahead(source, 0, size)
-    except FileNotFoundError:  # replaced or deleted since the ticket was issued
+        source = file.open("rb")
+    except FileNotFoundError:
         raise HttpError(
             410, grpc.StatusCode.ABORTED, "OBJECT_CHANGED", "the object changed; ask again"
         ) from None
     except OSError as error:
         raise StoredFileError(error, answering=False) from error
+    try:
+        stored_size = os.fstat(source.fileno()).st_size
+        # A file written around the page cache is read from disk: each window is asked
+        # for ahead of the one being sent, so the disk reads while the socket sends.
+        _read_ahead(source, 0, size)
+    except OSError as error:
+        source.close()
+        raise StoredFileError(error, answering=False) from error
+    if stored_size < size:
+        source.close()
+        raise bytes_missing(path)
+    return source
+
+
+def _send_file(
+    connection: socket.socket, source: BinaryIO, size: int, moved: Callable[[int], None]
+) -> None:
     with source:  # an open file keeps its bytes readable even if deleted meanwhile
         head = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
         connection.sendall(head.encode())
@@ -628,11 +650,19 @@ def _known(error: Exception) -> HttpError | DomainError | None:
 
 
 def _send_error(connection: socket.socket, error: HttpError | DomainError) -> None:
+    metadata = {}
     if isinstance(error, DomainError):
+        metadata = error.metadata  # what the gRPC answer's ErrorInfo would carry
         error = HttpError(
             _HTTP_STATUS.get(error.code, 500), error.code, error.reason, error.message
         )
-    body = {"code": error.code.name, "reason": error.reason, "message": error.message}
+    body: dict[str, Any] = {
+        "code": error.code.name,
+        "reason": error.reason,
+        "message": error.message,
+    }
+    if metadata:
+        body["metadata"] = metadata
     _send(connection, error.status, json.dumps(body).encode(), "application/json")
 
 

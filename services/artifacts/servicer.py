@@ -43,6 +43,7 @@ from .store import (
     Removed,
     StoredObject,
     already_exists,
+    bytes_missing,
 )
 from .streams import MAX_CHUNK_BYTES, VerifyingReader, read_ahead, too_large_to_stream
 from .transfers import DirectTransfers
@@ -358,7 +359,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             except backends.MissingBytes:
                 latest = await self._objects.get(project, path)
                 if latest.storage_key == stored.storage_key:
-                    raise _bytes_missing(path) from None
+                    raise bytes_missing(path) from None
                 stored = latest
         raise Aborted("OBJECT_CHANGED", f"{path!r} kept changing while it was opened; try again")
 
@@ -705,15 +706,7 @@ def _all_of(
             sent += len(chunk)
             yield chunk
     if sent < count:
-        raise _bytes_missing(path)
-
-
-def _bytes_missing(path: str) -> DataLoss:
-    return DataLoss(
-        "OBJECT_BYTES_MISSING",
-        f"the bytes of {path!r} are missing from the artifact store",
-        metadata={"path": path},
-    )
+        raise bytes_missing(path)
 
 
 def _presign_unsupported() -> FailedPrecondition:

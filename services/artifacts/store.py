@@ -21,7 +21,7 @@ from typing import Literal
 import asyncpg
 
 from ..common import idempotency, paging
-from ..common.errors import Aborted, AlreadyExists, NotFound
+from ..common.errors import Aborted, AlreadyExists, DataLoss, NotFound
 from ..common.sql import Params, unguarded
 from . import repeats
 from .backends import new_key
@@ -558,6 +558,16 @@ def already_exists(path: str) -> AlreadyExists:
     return AlreadyExists(
         "OBJECT_ALREADY_EXISTS",
         f"an object exists at {path!r}; upload with overwrite to replace it",
+        metadata={"path": path},
+    )
+
+
+def bytes_missing(path: str) -> DataLoss:
+    """A recorded object's bytes the store holds none or fewer of: removed or cut short
+    behind the service's back. Whichever path reads them says so alike."""
+    return DataLoss(
+        "OBJECT_BYTES_MISSING",
+        f"the bytes of {path!r} are missing from the artifact store",
         metadata={"path": path},
     )
 

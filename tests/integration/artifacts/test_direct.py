@@ -27,7 +27,7 @@ from cairn._clients import _direct
 from cairn._direct_io import DirectWriter
 from cairn.artifacts.v1 import artifacts_pb2 as pb
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
-from cairn.exceptions import AbortedError, InvalidArgumentError, NotFoundError
+from cairn.exceptions import AbortedError, DataLossError, InvalidArgumentError, NotFoundError
 from cairn_server import catalog
 from cairn_server.artifacts import backends
 from cairn_server.artifacts.direct import ChunkedReader
@@ -327,6 +327,29 @@ async def test_a_direct_upload_the_janitor_expires_meanwhile_is_upload_expired(
     assert raised.value.reason == "UPLOAD_EXPIRED"
     with pytest.raises(NotFoundError):
         await direct.stat("long.bin")
+
+
+@pytest.mark.parametrize("cut", [1000, len(DATA) - 1])
+async def test_a_stored_file_cut_short_is_missing_bytes_not_a_connection_ended_early(
+    direct: cairn.ArtifactClient,
+    config: Config,
+    tmp_path: Path,
+    moved: collections.Counter[str],
+    cut: int,
+):
+    """The file cut short behind the service's back: the endpoint announced the recorded
+    size and sent what the file held, and the client raised UNAVAILABLE with no reason
+    ("the download's connection ended early") on every attempt. The streamed path says
+    DATA_LOSS OBJECT_BYTES_MISSING; so does the endpoint now, before any byte."""
+    await direct.upload("cut.bin", DATA)
+    stored = config.artifact_dir / "_objects" / direct.project
+    (file,) = (path for path in stored.rglob("*") if path.is_file())
+    os.truncate(file, cut)
+    with pytest.raises(DataLossError) as missing:
+        await direct.download("cut.bin", tmp_path / "out.bin")
+    assert missing.value.reason == "OBJECT_BYTES_MISSING"
+    assert missing.value.metadata == {"path": "cut.bin"}
+    assert (moved["download tried"], moved["download"]) == (1, 0)  # the endpoint's answer
 
 
 @pytest.mark.parametrize("size", [0, 4095, 4096, 4 * 1024 * 1024 + 4097])

@@ -270,6 +270,18 @@ def _error(body: bytes) -> CairnError:
     try:
         error = json.loads(body)
         code = grpc.StatusCode[error["code"]]
-        return error_class(code)(error["message"], reason=error.get("reason"), code=code)
+        return error_class(code)(
+            error["message"],
+            reason=error.get("reason"),
+            code=code,
+            metadata=_strings(error.get("metadata")),
+        )
     except (ValueError, KeyError, TypeError):
         return UnavailableError("the byte endpoint answered with an error it did not explain")
+
+
+def _strings(metadata: object) -> dict[str, str]:
+    """An error's metadata (an endpoint of an older server sends none)."""
+    if not isinstance(metadata, dict):
+        return {}
+    return {str(name): str(value) for name, value in metadata.items()}
