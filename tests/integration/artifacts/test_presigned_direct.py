@@ -5,6 +5,7 @@ read back and checked, and the streamed path when the store cannot be reached.""
 import asyncio
 import collections
 import hashlib
+import io
 import os
 import socket
 import subprocess
@@ -715,6 +716,32 @@ async def test_a_direct_download_of_an_object_gone_meanwhile_streams_the_path_ag
     else:
         assert (await downloading).read_bytes() == b"new"
     assert shown == sorted(shown) and max(shown, default=0) <= len(DATA)
+
+
+@pytest.mark.parametrize("cut", [9 * MIB + MIB // 2, 9 * MIB], ids=["short", "past-the-bytes"])
+async def test_a_direct_download_of_an_object_cut_short_is_missing_bytes(
+    s3_direct: cairn.ArtifactClient,
+    s3_config: Config,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    moved: collections.Counter[str],
+    cut: int,
+):
+    """The object's key rewritten shorter behind the service's back: its last range
+    arrived short (206) or past the bytes (416) after others landed, and the download
+    failed UNAVAILABLE, no reason given, on every attempt. Now it streams the path,
+    which says DATA_LOSS OBJECT_BYTES_MISSING."""
+    monkeypatch.setattr(_presigned, "MIN_RANGE", MIB)  # four ranges, two at a time
+    s3_direct.direct_connections = 2
+    await s3_direct.upload("cut.bin", DATA)
+    client = s3_client(s3_config)
+    prefix = f"store/_objects/{s3_direct.project}/"
+    (key,) = [o.object_name for o in client.list_objects(BUCKET, prefix=prefix, recursive=True)]
+    client.put_object(BUCKET, key, io.BytesIO(DATA[:cut]), cut)
+    with pytest.raises(DataLossError) as missing:
+        await s3_direct.download("cut.bin", tmp_path / "out.bin")
+    assert missing.value.reason == "OBJECT_BYTES_MISSING"
+    assert (moved["download tried"], moved["download"]) == (1, 0)  # streamed after
 
 
 async def test_an_upload_never_completed_is_discarded_once_its_urls_expired(

@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, SSLError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, SSLError
 
 from .._workers import Workers
 from ..exceptions import InvalidArgumentError, UnavailableError
@@ -102,7 +102,8 @@ def download(
     stop: threading.Event | None = None,
 ) -> str:
     """Fetches the object into the file at path (created or emptied); returns the
-    sha256 of what arrived. Raises as `upload` does."""
+    sha256 of what arrived. Raises as `upload` does; Unreachable, too, when the store
+    holds fewer bytes of the object than size (streaming says OBJECT_BYTES_MISSING)."""
     pieces = _ranges(size, connections)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -194,7 +195,8 @@ class _Transfer:
             raise failure  # this side's (a file that cannot be written): not the store's
         if not any(self._landed) or _expired(failure) or _gone(failure):
             # URLs that expired are this transfer's only, and what they name may be gone
-            # (the object replaced or deleted meanwhile): streaming looks the path up.
+            # (the object replaced or deleted meanwhile) or cut short: streaming looks
+            # the path up, and says OBJECT_BYTES_MISSING for bytes the store lacks.
             raise Unreachable(f"the object store: {failure}", lasting=_lasting(failure))
         raise UnavailableError(f"the transfer through the object store broke: {failure}")
 
@@ -248,8 +250,8 @@ def _get(transfer: _Transfer, url: str, descriptor: int, index: int) -> None:
             if transfer.stopped.is_set():
                 raise _Stopped
             chunk = response.read(min(CHUNK, length - done))
-            if not chunk:
-                raise ProtocolError("the range ended early")
+            if not chunk:  # the answer ended (a broken one raises): it was that short
+                raise _RangeShort(f"the object store sent {done} bytes of a range of {length}")
             os.pwrite(descriptor, chunk, start + done)
             done += len(chunk)
             transfer.advance(index, done)
@@ -367,6 +369,12 @@ class _Stopped(Exception):
     """Another piece failed: this one gave up."""
 
 
+class _RangeShort(Exception):
+    """The store answered a range whole, but shorter than asked: it holds fewer bytes
+    than the object's size (cut short behind the service's back). Not sent again: the
+    store answers the same."""
+
+
 def _wait_quietly(future: Future[Any]) -> None:
     try:
         future.result()
@@ -388,7 +396,9 @@ def _of_the_store(error: BaseException) -> bool:
     """A failure of the store or of the way to it (refused, answered oddly, a connection
     that failed), which streaming may get around; not one of this side, such as a source
     file that cannot be read."""
-    return isinstance(error, StoreRefused | UnavailableError | HTTPError | ConnectionError)
+    return isinstance(
+        error, StoreRefused | _RangeShort | UnavailableError | HTTPError | ConnectionError
+    )
 
 
 def _expired(error: BaseException) -> bool:
@@ -396,8 +406,11 @@ def _expired(error: BaseException) -> bool:
 
 
 def _gone(error: BaseException) -> bool:
-    """Whether the store no longer holds the object or upload the URLs name."""
-    return isinstance(error, StoreRefused) and error.status == 404
+    """Whether the store no longer holds the object or upload the URLs name, or holds
+    fewer bytes of the object than its size: a range past them (416) or short."""
+    if isinstance(error, StoreRefused):
+        return error.status in (404, 416)
+    return isinstance(error, _RangeShort)
 
 
 def _lasting(error: BaseException) -> bool:
