@@ -495,6 +495,36 @@ async def test_a_start_stopped_while_its_inputs_wait_keeps_its_end_in_the_journa
     assert not run.journal.exists()
 
 
+async def test_a_start_stopped_with_no_journal_to_write_still_raises_its_stop(
+    config: Config,
+    pool: asyncpg.Pool,
+    unique: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its journal's folder under a file: the cancelled start raised NotADirectoryError
+    in place of CancelledError (which asyncio.timeout and TaskGroups wait for), and told
+    nothing of what it could not keep."""
+    client, _ = await _gone_once_a_run_is_made(config, pool, monkeypatch)
+    caplog.set_level(logging.INFO, logger="cairn")
+    experiment_id = await client.create_experiment(f"nowhere-{unique}")
+    (tmp_path / "a-file").write_text("")
+    data = RunInput(uri="s3://bucket/data.csv", kind="dataset", name="d")
+    run = client.start_run(
+        experiment_id, used_artifacts=[data], journal_dir=tmp_path / "a-file" / "journal"
+    )
+    entering = asyncio.create_task(run.__aenter__())
+    await eventually(lambda: "retrying in" in caplog.text, what="a retry of the inputs")
+    entering.cancel()
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await entering
+    finally:
+        await client.close()
+    assert "its journal could not be written" in caplog.text
+
+
 async def _gone_once_a_run_is_made(
     config: Config, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[cairn.TrackingClient, int]:

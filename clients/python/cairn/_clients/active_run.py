@@ -184,7 +184,7 @@ class ActiveRun:
                 functools.partial(self._client.log_inputs, self.run_id, self._inputs, metadata=once)
             )
         except (asyncio.CancelledError, KeyboardInterrupt, ClientClosedError) as stopped:
-            self._keep_in_journal(RunStatus.KILLED, stopped)
+            self._journal_as_it_stops(RunStatus.KILLED, stopped)
             raise
         except Exception:
             try:
@@ -217,7 +217,7 @@ class ActiveRun:
             # another thread, say): what is unsent, and the status, are kept as after an
             # outage, not dropped.
             await self._stop_sending()
-            self._keep_in_journal(_status(exc_type, self._error), stopped)
+            self._journal_as_it_stops(_status(exc_type, self._error), stopped)
             raise
         if not terminated:  # an outage, or an error retrying cannot fix: nothing is dropped
             # With no error, flush_timeout ran out; an error stopped the sends at once.
@@ -254,6 +254,22 @@ class ActiveRun:
         """The run's journal file: what it holds waits for `sync_journal` (None if all
         is stored)."""
         return self._journal.path
+
+    def _journal_as_it_stops(self, status: RunStatus, stopped: BaseException) -> None:
+        """_keep_in_journal for a run stopped (cancelled, its client closed): a journal
+        that cannot be written is told in a warning, and the stop goes on as what the
+        caller sees (an OSError in its place broke `asyncio.timeout` and TaskGroups)."""
+        try:
+            self._keep_in_journal(status, stopped)
+        except OSError as error:
+            _log.warning(
+                "run %s: %d points and its end (%s) could not be kept: its journal could "
+                "not be written (%s)",
+                self.run_id,
+                self._batches.points,
+                status.value,
+                error,
+            )
 
     def _keep_in_journal(self, status: RunStatus, cause: BaseException | None) -> None:
         """Writes what is still unsent, and the status, for `sync` to store later, and
