@@ -217,6 +217,65 @@ async def test_a_calls_own_timeout_is_checked_as_the_clients_is(tracking, run_id
     assert [p.value for p in await tracking.get_metric_history(run_id, "k")] == [2.0] * 3
 
 
+def _set(target: object, name: str, value: object) -> None:
+    setattr(target, name, value)
+
+
+async def _managed(client: cairn.Client, page_size: object) -> None:
+    client.models.page_size = page_size  # type: ignore[assignment]
+    await client.models.get_models()
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        *(
+            (lambda c, e, v=v: c.artifacts.presigned_url("x", expires_in=v), "expires_in")
+            for v in (NAN, INF, -INF, 1e15, "5", True)
+        ),
+        *((lambda c, e, v=v: _managed(c, v), "page_size") for v in (2**31, NAN, "5")),
+        *(
+            (lambda c, e, v=v: c.registry.get_artifact("a", version=v), "version")
+            for v in (2**63, 1.5, "2", True)
+        ),
+        *(
+            (lambda c, e, v=v: c.tracking.search_runs_table(e, max_results=v), "max_results")
+            for v in (NAN, INF, 2.5, "5", True)
+        ),
+        *(
+            (lambda c, e, v=v: _set(c.artifacts, "direct_threshold", v), "direct_threshold")
+            for v in ("1", NAN, -1, True)
+        ),
+        *(
+            (lambda c, e, v=v: _set(c.artifacts, "direct_connections", v), "direct_connections")
+            for v in (2.5, INF, 0, "4")
+        ),
+        (lambda c, e: c.operations.wait_operation("operations/x", timeout="5"), "timeout"),
+        (
+            lambda c, e: c.operations.wait_operation("operations/x", report_every="5"),
+            "report_every",
+        ),
+        (lambda c, e: c.operations.start_garbage_collection(5), "older_than"),
+    ],
+)
+async def test_a_number_of_the_wrong_kind_is_named_before_any_call(
+    server_port, experiment_id, call, named
+) -> None:
+    """Each was a bare ValueError, OverflowError or TypeError naming nothing (an
+    expires_in of NaN or inf, a page_size or version past its bits, a string where a
+    number goes), a setting that failed only at the next upload ("1" as a threshold),
+    or silently another (a search_runs_table of NaN results read 1,000 runs; a
+    threshold of NaN turned direct transfer off; True was 1)."""
+    async with cairn.Client(f"http://127.0.0.1:{server_port}") as client:
+        with pytest.raises(InvalidArgumentError, match=named):
+            result = call(client, experiment_id)
+            if asyncio.iscoroutine(result):
+                await result
+
+
 @pytest.mark.parametrize("step", [False, "", "0"])
 async def test_a_step_that_is_no_number_is_refused_not_read_as_0(tracking, run_id, step) -> None:
     """`step or 0` read False and "" as step 0 (None is step 0, as in MLflow)."""

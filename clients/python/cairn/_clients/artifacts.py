@@ -18,7 +18,7 @@ from google.protobuf.duration_pb2 import Duration
 from .._argument_error import invalid_argument
 from .._base import BaseClient
 from .._direct_io import Writable
-from .._numbers import whole, whole_or_zero
+from .._numbers import seconds, whole, whole_or_zero
 from .._progress import Meter, Progress, meter
 from .._transport import REQUEST_ID_HEADER, Metadata, Transport, with_id
 from ..artifacts.v1 import artifacts_pb2 as pb
@@ -53,6 +53,8 @@ from ._local_files import (
 CHUNK = 1023 * 1024
 # Objects of at least this size move by direct transfer when the server offers it.
 DIRECT_THRESHOLD = 8 * 1024 * 1024
+# The longest lifetime a URL may be asked for: a Duration's range (servers cap it lower).
+MAX_LIFETIME = timedelta(days=3_650_000)
 __all__ = ["ArtifactClient", "Progress"]
 
 
@@ -87,6 +89,10 @@ class ArtifactClient(BaseClient):
 
     @direct_threshold.setter
     def direct_threshold(self, value: int | None) -> None:
+        # Checked as set: a threshold of "1" or NaN failed, or turned direct transfer
+        # off, only at the next upload.
+        if value is not None and whole(value, "direct_threshold") < 0:
+            raise invalid_argument("direct_threshold", f"must be 0 or more bytes, not {value}")
         self._transfers.threshold = value
 
     @property
@@ -98,6 +104,8 @@ class ArtifactClient(BaseClient):
 
     @direct_connections.setter
     def direct_connections(self, value: int) -> None:
+        if whole(value, "direct_connections") < 1:
+            raise invalid_argument("direct_connections", f"must be 1 or more, not {value}")
         self._transfers.connections = value
 
     def _bind(self, channel: Any) -> None:
@@ -435,9 +443,7 @@ class ArtifactClient(BaseClient):
         """
         duration = Duration()
         if expires_in is not None:
-            duration.FromTimedelta(
-                expires_in if isinstance(expires_in, timedelta) else timedelta(seconds=expires_in)
-            )
+            duration.FromTimedelta(_lifetime(expires_in))
         request = api.CreatePresignedUrlRequest(
             project=self.project,
             path=path,
@@ -637,3 +643,14 @@ def _files_under(base: Path, under: str) -> list[tuple[Path, int]]:
 
 def _tree_label(path: str, count: int) -> str:
     return f"{path.rstrip('/') or '.'}/ ({count} file{'s' if count != 1 else ''})"
+
+
+def _lifetime(expires_in: float | timedelta) -> timedelta:
+    """A presigned URL's lifetime asked for, else InvalidArgumentError naming expires_in
+    (NaN, inf or 1e15 seconds were bare ValueErrors and OverflowErrors)."""
+    if isinstance(expires_in, timedelta):
+        return expires_in
+    number = seconds(expires_in, "expires_in")
+    if number > MAX_LIFETIME.total_seconds():
+        raise invalid_argument("expires_in", f"must be at most {MAX_LIFETIME.days} days")
+    return timedelta(seconds=number)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _names as names
+from .._numbers import whole
 from ..exceptions import AlreadyExistsError, CairnError, NotFoundError
 from ..models import _manifest
 from ..models._copies import copy_files
@@ -224,7 +225,7 @@ class ModelManager:
         Reads the models, versions and model artifacts of the project a page (page_size,
         1,000 by default) at a time: three listings, not a call per model.
         """
-        registry, size = self._registry, self.page_size
+        registry, size = self._registry, whole(self.page_size, "page_size", 32)
         models = await registry._every_registered_model(size)
         latest: dict[str, ModelVersion] = {}
         for version in await registry._every_model_version(size):

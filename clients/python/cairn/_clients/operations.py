@@ -11,9 +11,10 @@ from typing import Any
 
 from google.protobuf import duration_pb2
 
+from .._argument_error import invalid_argument
 from .._backoff import backoff
 from .._base import BaseClient
-from .._numbers import whole_or_zero
+from .._numbers import real, whole_or_zero
 from .._transport import Metadata
 from ..exceptions import (
     CancelledError,
@@ -153,8 +154,9 @@ class OperationsClient(BaseClient):
                 timeout passed.
             NotFoundError: no operation has the name.
         """
-        if timeout is not None and math.isnan(timeout):  # no deadline it could reach
-            raise ValueError("timeout must be seconds (0 or less asks once), or None; not nan")
+        if timeout is not None and math.isnan(real(timeout, "timeout")):  # never reached
+            raise invalid_argument("timeout", "must be seconds (0 or less asks once), not nan")
+        report_every = real(report_every, "report_every")
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         # Written so that NaN, which no comparison holds, takes the least too.
@@ -226,6 +228,8 @@ class OperationsClient(BaseClient):
 
 
 def _duration(value: datetime.timedelta) -> duration_pb2.Duration:
+    if not isinstance(value, datetime.timedelta):  # protobuf's error named no argument
+        raise invalid_argument("older_than", f"{value!r} is no datetime.timedelta")
     duration = duration_pb2.Duration()
     duration.FromTimedelta(value)
     return duration

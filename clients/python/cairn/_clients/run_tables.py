@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._argument_error import invalid_argument
+from .._numbers import whole
 from .._transport import Transport
 from ..tracking.v1 import tracking_service_pb2 as api
 from ..types import _tracking as types
@@ -56,7 +57,7 @@ class RunTables:
         Raises:
             InvalidArgumentError: a bad filter or order.
         """
-        if max_results < 1:
+        if whole(max_results, "max_results") < 1:
             raise invalid_argument("max_results", f"must be at least 1, got {max_results}")
         try:  # numpy is the server's dependency, not the client's
             from ..types._run_table import RunTable

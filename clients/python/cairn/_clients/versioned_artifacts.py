@@ -20,6 +20,7 @@ from typing import IO, Any, Protocol
 from urllib.parse import quote
 
 from .._argument_error import invalid_argument
+from .._numbers import whole_or_zero
 from .._progress import Progress
 from .._transport import Transport
 from ..exceptions import (
@@ -33,6 +34,7 @@ from ..exceptions import (
 from ..models._uris import ArtifactUri, parse_uri
 from ..registry.v1 import registry_pb2 as pb
 from ..registry.v1 import registry_service_pb2 as api
+from ..types._arguments import proto
 from ..types._artifacts import ObjectInfo
 from ..types._journey import (
     VersionedArtifact,
@@ -214,7 +216,12 @@ class VersionedArtifacts:
         Raises:
             NotFoundError: no such artifact or version.
         """
-        request = api.FindArtifactRequest(project=self.project, name=name, version=version or 0)
+        request = proto(
+            api.FindArtifactRequest,
+            project=self.project,
+            name=name,
+            version=whole_or_zero(version, "version"),
+        )
         found = (await self._transport.unary(self._stub.FindArtifact, request)).artifact
         if found.version == 0:  # an unversioned standalone artifact of that name
             raise NotFoundError(f"artifact {name} has no versions", reason="ARTIFACT_NOT_FOUND")

@@ -22,11 +22,12 @@ def proto(message: Callable[P, M], /, *args: P.args, **fields: P.kwargs) -> M:
     """message(**fields), the message a call sends; a field given a value of the wrong
     type (a run id as 5, a tag's key as 1) is an InvalidArgumentError naming the field,
     where protobuf's own TypeError ("bad argument type for built-in operation") names
-    none. message is positional only (a field may be named `kind`), and mypy checks the
-    fields against it as against a call of it."""
+    none; so is an integer past its field's bits (protobuf's ValueError, "Value out of
+    range"). message is positional only (a field may be named `kind`), and mypy checks
+    the fields against it as against a call of it."""
     try:
         return message(*args, **fields)
-    except TypeError:
+    except (TypeError, ValueError):
         alone: Callable[..., M] = message
         for name, value in fields.items():  # only on failure: which one, alone, fails
             try:
@@ -34,6 +35,8 @@ def proto(message: Callable[P, M], /, *args: P.args, **fields: P.kwargs) -> M:
             except TypeError:
                 field = alone.DESCRIPTOR.fields_by_name[name]  # type: ignore[attr-defined]
                 raise invalid_argument(name, f"{value!r} is no {_wanted(field)}") from None
+            except ValueError:
+                raise invalid_argument(name, f"{value!r} does not fit its field") from None
         raise
 
 
