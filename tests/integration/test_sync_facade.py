@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import io
+import logging
 import os
 import select
 import signal
@@ -17,14 +18,23 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from cairn import sync
+from cairn._clients.journal import Journal
 from cairn.exceptions import ClientClosedError, NotFoundError
-from cairn.types import ListOptions, Pager, RegisteredModel
-from tests.conftest import eventually, new_project
+from cairn.types import ListOptions, Pager, RegisteredModel, RunInput, RunStatus
+from cairn_server import catalog
+from cairn_server.common import database
+from cairn_server.common.config import Config
+from cairn_server.common.server import CairnServer, migrate
+from tests.conftest import eventually, new_project, with_overrides
+
+T = TypeVar("T")
 
 
 def _tracking(port: int, project: str) -> sync.TrackingClient:
@@ -611,3 +621,148 @@ async def _stored(
             return points, tracking.get_run(run_id).data.params
 
     return await asyncio.to_thread(read)
+
+
+class _ServerOnAThread:
+    """A tracking server on an event loop of a thread of its own, which a test stops and
+    starts again on its port: the test's main thread, where Python delivers a Ctrl-C,
+    stays free to block in sync calls (the other tests' servers run on that thread)."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._pool = self._run(_migrated_pool(config))
+        self._server, self.port = self._run(_started(config, self._pool))
+
+    def _run(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result(60)
+
+    def stop(self) -> None:
+        self._run(self._server.stop(grace=0.1))
+
+    async def stopped(self) -> None:
+        """stop(), awaited on another loop (a client's)."""
+        await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(self._server.stop(grace=0.1), self._loop)
+        )
+
+    def start_again(self) -> None:
+        back = with_overrides(self._config, listen_address=f"127.0.0.1:{self.port}")
+        self._server, _ = self._run(_started(back, self._pool))
+
+    def close(self) -> None:
+        self.stop()
+        self._run(database.close_pool(self._pool))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> _ServerOnAThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _migrated_pool(config: Config) -> Any:
+    pool = await database.create_pool(config.database_url, config)
+    await migrate(pool, catalog.select([]))
+    return pool
+
+
+async def _started(config: Config, pool: Any) -> tuple[CairnServer, int]:
+    server = CairnServer(config, catalog.select(["tracking"]), pool)
+    return server, await server.start()
+
+
+@contextlib.contextmanager
+def _ctrl_c_once_logged(message: str) -> Iterator[None]:
+    """Ctrl-C (SIGINT to the main thread, Python's own handler raising KeyboardInterrupt
+    there) the first time the cairn logger logs a line holding message."""
+    main = threading.get_ident()  # the main thread's: signal.signal works there only
+
+    class CtrlC(logging.Handler):
+        pressed = False
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if not self.pressed and message in record.getMessage():
+                self.pressed = True
+                signal.pthread_kill(main, signal.SIGINT)
+
+    logger, handler = logging.getLogger("cairn"), CtrlC(logging.INFO)
+    level, on_sigint = logger.level, signal.signal(signal.SIGINT, signal.default_int_handler)
+    logger.setLevel(logging.INFO)  # where retries are logged
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        signal.signal(signal.SIGINT, on_sigint)
+    assert handler.pressed, f"no line of the cairn logger held {message!r}"
+
+
+def _status_once_synced(port: int, journal_dir: Path, run_id: str) -> RunStatus:
+    """The run's status once the journals of journal_dir are stored."""
+    with sync.TrackingClient.insecure_connection("127.0.0.1", port) as tracking:
+        tracking.sync_journal(journal_dir)
+        return tracking.get_run(run_id).info.status
+
+
+def test_ctrl_c_while_a_runs_inputs_wait_out_an_outage_ends_it_killed(
+    config: Config, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C stopped the caller only: the start went on on the client's loop and, the
+    server back, logged the inputs and began sending, and no one ended the run, which
+    stayed RUNNING with no journal. Now the start is stopped with its caller, and its
+    end, KILLED, waits in its journal for `cairn sync`."""
+    data = RunInput(uri="s3://bucket/data.csv", kind="dataset", name="d")
+    with _ServerOnAThread(config) as server:
+        with sync.TrackingClient.insecure_connection("127.0.0.1", server.port) as tracking:
+            experiment_id = tracking.create_experiment(f"ctrl-c-start-{unique}")
+            create = tracking._target.create_run
+
+            async def create_then_stop(*args: Any, **kwargs: Any) -> Any:
+                made = await create(*args, **kwargs)
+                await server.stopped()  # before the run's inputs are logged
+                return made
+
+            monkeypatch.setattr(tracking._target, "create_run", create_then_stop)
+            run = tracking.start_run(experiment_id, used_artifacts=[data], journal_dir=tmp_path)
+            with _ctrl_c_once_logged("retrying in"), pytest.raises(KeyboardInterrupt), run:
+                pytest.fail("the block of a run whose start was interrupted ran")
+            assert run.journal is not None, "the start goes on after Ctrl-C"
+            assert Journal.read(run.journal).status == RunStatus.KILLED
+        server.start_again()
+        assert _status_once_synced(server.port, tmp_path, run.run_id) == RunStatus.KILLED
+
+
+def test_ctrl_c_while_a_run_flushes_through_an_outage_ends_it_killed(
+    config: Config, unique: str, tmp_path: Path
+) -> None:
+    """Ctrl-C as the run's block was left, its points waiting out an outage: the end
+    went on on the client's loop with a journal holding no status (a script exiting
+    lost the end: `cairn sync` left the run RUNNING), and once the server was back it
+    ended the run FINISHED. Now the end is stopped with its caller, and the journal
+    keeps the points and the end, KILLED."""
+    with _ServerOnAThread(config) as server:
+        with sync.TrackingClient.insecure_connection("127.0.0.1", server.port) as tracking:
+            experiment_id = tracking.create_experiment(f"ctrl-c-end-{unique}")
+            started = tracking.start_run(
+                experiment_id, journal_dir=tmp_path, flush_timeout=60, send_interval=3600
+            )
+            # Sent when the block is left (send_interval is long): the retries are the end's.
+            with (
+                _ctrl_c_once_logged("retrying in"),
+                pytest.raises(KeyboardInterrupt),
+                started as run,
+            ):
+                server.stop()
+                run.log_metric("loss", 0.5, step=1)
+            assert run.journal is not None
+            kept = Journal.read(run.journal)
+            assert (kept.points, kept.status) == (1, RunStatus.KILLED)
+        server.start_again()
+        assert _status_once_synced(server.port, tmp_path, run.run_id) == RunStatus.KILLED

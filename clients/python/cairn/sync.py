@@ -55,7 +55,8 @@ from .exceptions import ClientClosedError
 from .types._paging import Pager
 
 T = TypeVar("T")
-# How long closing a client waits for the calls it cancels to end.
+# How long closing a client, or a call interrupted by Ctrl-C, waits for the calls it
+# cancels to end.
 CLOSE_WAIT_SECONDS = 5.0
 _CLOSED = "this cairn client is closed; make a new one"
 _CLOSED_WHILE_RUNNING = "this cairn client was closed while the call ran"
@@ -126,7 +127,10 @@ class _Runner:
                 awaitable.close()  # never to run: no "never awaited" warning
             raise RuntimeError("a sync cairn client cannot be called from its own loop")
 
+        task: list[asyncio.Task[Any]] = []  # the call's, once it runs
+
         async def awaited() -> T:
+            task.append(asyncio.current_task())  # type: ignore[arg-type]
             return await awaitable
 
         running = self._hand_over(awaited())
@@ -138,8 +142,23 @@ class _Runner:
             return running.result()
         except concurrent.futures.CancelledError:
             raise ClientClosedError(_CLOSED_WHILE_RUNNING) from None
+        except BaseException:
+            if not running.done():  # the wait itself was interrupted (Ctrl-C)
+                self._stop(running, task)
+            raise
         finally:
             self._running.discard(running)
+
+    def _stop(self, running: concurrent.futures.Future[Any], task: list[asyncio.Task[Any]]) -> None:
+        """Cancels a call its caller stopped waiting for (Ctrl-C) and waits, a bounded
+        time, for it to end: left running on the loop, a run's start would go on (log
+        its inputs, begin sending) and its end would go on flushing, with no one left to
+        end the run; cancelled, they keep the run's end, KILLED, in its journal."""
+        running.cancel()  # the loop cancels the call's task in turn
+        ended = self._hand_over(_ended(task))
+        if ended is not None:
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                ended.result(CLOSE_WAIT_SECONDS)
 
     def close(self) -> None:
         """Ends the calls still running (their callers get ClientClosedError), stops the
@@ -351,6 +370,12 @@ async def _end_other_tasks() -> None:
         task.cancel()
     if others:
         await asyncio.wait(others, timeout=CLOSE_WAIT_SECONDS)
+
+
+async def _ended(task: list[asyncio.Task[Any]]) -> None:
+    """Once the task (if it ran) has ended, or CLOSE_WAIT_SECONDS have passed."""
+    if task:
+        await asyncio.wait(task, timeout=CLOSE_WAIT_SECONDS)
 
 
 async def _one(stream: AsyncIterator[Any]) -> list[Any]:

@@ -99,14 +99,15 @@ async def _cancel_its_end(run: ActiveRun) -> None:
 async def test_an_end_cut_short_keeps_what_is_unsent_in_the_journal(
     config: Config, pool: asyncpg.Pool, unique: str, tmp_path: Path
 ) -> None:
-    """Cancelled while it ends (closing a sync client from another thread does that), a
-    run keeps its unsent points and its status in the journal, as after an outage."""
+    """Cancelled while it ends (asyncio.run's Ctrl-C, the sync facade's too), a run keeps
+    its unsent points and its end in the journal, as after an outage: KILLED, as a block
+    cancelled ends, though this block itself ended well (its journal said FINISHED)."""
     async with _run_without_its_server(config, pool, f"cut-{unique}", tmp_path, 60) as run:
         await run.log_metric("loss", 0.5, step=1)  # waits in the buffer, its sends refused
         await _cancel_its_end(run)
     assert run.journal is not None
     kept = Journal.read(run.journal)
-    assert (kept.run_id, kept.points, kept.status) == (run.run_id, 1, RunStatus.FINISHED)
+    assert (kept.run_id, kept.points, kept.status) == (run.run_id, 1, RunStatus.KILLED)
 
 
 class _Ends(NamedTuple):

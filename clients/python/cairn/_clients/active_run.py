@@ -213,11 +213,14 @@ class ActiveRun:
         try:
             terminated = await self._end(exc_type)
         except (asyncio.CancelledError, ClientClosedError) as stopped:
-            # Cancelled, or its client closed, while it ends (a sync client closed from
-            # another thread, say): what is unsent, and the status, are kept as after an
-            # outage, not dropped.
+            # Cancelled (Ctrl-C under the sync facade), or its client closed, while it
+            # ends: what is unsent, and the status, are kept as after an outage, not
+            # dropped. A cancelled end is the run's kill, though its block ended well.
             await self._stop_sending()
-            self._journal_as_it_stops(_status(exc_type, self._error), stopped)
+            status = _status(exc_type, self._error)
+            if isinstance(stopped, asyncio.CancelledError) and status is RunStatus.FINISHED:
+                status = RunStatus.KILLED
+            self._journal_as_it_stops(status, stopped)
             raise
         if not terminated:  # an outage, or an error retrying cannot fix: nothing is dropped
             # With no error, flush_timeout ran out; an error stopped the sends at once.
