@@ -244,7 +244,7 @@ async def test_log_image_refuses_a_step_or_time_that_is_no_number(
 ) -> None:
     """Both went into the file's name as given: images/k%step%abc%... and %step%0 for
     False."""
-    with pytest.raises(InvalidArgumentError, match="step|timestamp"):
+    with pytest.raises(InvalidArgumentError, match=r"step|timestamp"):
         await tracking.log_image(
             run_id, numpy.ones((2, 2)), key="k", step=step, timestamp=timestamp
         )
