@@ -18,7 +18,7 @@ from google.protobuf.duration_pb2 import Duration
 from .._argument_error import invalid_argument
 from .._base import BaseClient
 from .._direct_io import Writable
-from .._numbers import seconds, whole, whole_or_zero
+from .._numbers import is_bool, real, whole, whole_or_zero
 from .._progress import Meter, Progress, meter
 from .._transport import REQUEST_ID_HEADER, Metadata, Transport, with_id
 from ..artifacts.v1 import artifacts_pb2 as pb
@@ -650,7 +650,8 @@ def _lifetime(expires_in: float | timedelta) -> timedelta:
     (NaN, inf or 1e15 seconds were bare ValueErrors and OverflowErrors)."""
     if isinstance(expires_in, timedelta):
         return expires_in
-    number = seconds(expires_in, "expires_in")
-    if number > MAX_LIFETIME.total_seconds():
-        raise invalid_argument("expires_in", f"must be at most {MAX_LIFETIME.days} days")
+    number = None if is_bool(expires_in) else real(expires_in, "expires_in")
+    # Only what no Duration holds: the server judges the rest against its cap.
+    if number is None or not abs(number) <= MAX_LIFETIME.total_seconds():
+        raise invalid_argument("expires_in", f"{expires_in!r} is no number of seconds")
     return timedelta(seconds=number)
