@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Sequence
-from typing import TypeAlias
+from collections.abc import Callable, Sequence
+from typing import TypeAlias, TypeVar
 
 import grpc
 
@@ -23,6 +23,7 @@ from .model import (
     PARENT_RUN_TAG,
     RUN_NAME_TAG,
     Batch,
+    Experiment,
     LifecycleStage,
     MetricPoint,
     RunInput,
@@ -76,7 +77,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             validation.artifact_location(request.artifact_location, project),
             tags,
         )
-        return api.CreateExperimentResponse(experiment=convert.experiment(record))
+        return await _experiment_answer(record, api.CreateExperimentResponse)
 
     async def GetExperiment(
         self, request: api.GetExperimentRequest, context: Context
@@ -84,7 +85,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         record = await self._experiments.get(
             common.project(request.project), validation.experiment_id(request.experiment_id)
         )
-        return api.GetExperimentResponse(experiment=convert.experiment(record))
+        return await _experiment_answer(record, api.GetExperimentResponse)
 
     async def GetExperimentByName(
         self, request: api.GetExperimentByNameRequest, context: Context
@@ -99,7 +100,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
                 metadata={"name": request.name[: validation.MAX_NAME_LENGTH]},
             ) from None
         record = await self._experiments.get_by_name(project, name)
-        return api.GetExperimentByNameResponse(experiment=convert.experiment(record))
+        return await _experiment_answer(record, api.GetExperimentByNameResponse)
 
     async def SearchExperiments(
         self, request: api.SearchExperimentsRequest, context: Context
@@ -113,10 +114,14 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             request.page_token,
             self._fitting_experiments,
         )
-        return api.SearchExperimentsResponse(
-            experiments=[convert.experiment(e) for e in page.items],
-            next_page_token=page.next_page_token,
-        )
+
+        def answer() -> api.SearchExperimentsResponse:
+            return api.SearchExperimentsResponse(
+                experiments=[convert.experiment(e) for e in page.items],
+                next_page_token=page.next_page_token,
+            )
+
+        return await convert.built(sum(len(e.tags) for e in page.items), answer)
 
     async def RenameExperiment(
         self, request: api.RenameExperimentRequest, context: Context
@@ -126,7 +131,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             validation.experiment_id(request.experiment_id),
             validation.experiment_name(request.new_name, "new_name"),
         )
-        return api.RenameExperimentResponse(experiment=convert.experiment(record))
+        return await _experiment_answer(record, api.RenameExperimentResponse)
 
     async def DeleteExperiment(
         self, request: api.DeleteExperimentRequest, context: Context
@@ -379,6 +384,17 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
                     run_id=run_id, points=convert.series(chunk)
                 )
                 await self._history.taken(context.write(message))
+
+
+Answer = TypeVar("Answer")
+
+
+async def _experiment_answer(record: Experiment, answer: Callable[..., Answer]) -> Answer:
+    """answer(experiment=...) of the record, built off the event loop when it holds many
+    tags (an experiment may hold over 100,000 short ones)."""
+    return await convert.built(
+        len(record.tags), lambda: answer(experiment=convert.experiment(record))
+    )
 
 
 def _batch_id(request: api.LogBatchRequest, context: Context) -> str:
