@@ -40,7 +40,8 @@ _TYPES = {*_INT_RANGES, "double precision", "text", "uuid", "timestamptz"}
 # What a page of a list or a search loads at most, counted as each service counts its
 # items' sizes: twice what the default largest message holds, so that the cut to a
 # message is what shortens a page, and a page of the largest items costs tens of MiB,
-# not GiBs.
+# not GiBs. Services bound a page's entries too (tags, properties ...): short entries
+# cost far more as objects than as text.
 MAX_PAGE_LOAD_BYTES = 32 * 1024 * 1024
 
 
@@ -89,7 +90,7 @@ def fitting(items: Sequence[Message | str], budget: int) -> int:
     bytes (each costs its size and at most 6 bytes of tag and length); at least one."""
     total = 0
     for count, item in enumerate(items):
-        total += (len(item.encode()) if isinstance(item, str) else item.ByteSize()) + 6
+        total += _response_bytes(item)
         if total > budget:
             return max(count, 1)
     return len(items)
@@ -98,12 +99,23 @@ def fitting(items: Sequence[Message | str], budget: int) -> int:
 def fitted(page: ListPage[T], to_message: Callable[[T], M], budget: int) -> tuple[list[M], str]:
     """The page's items as messages, cut before the first that would take the response
     past budget bytes; the token then continues at that item. A page of legal objects
-    is always readable, one object at least."""
-    items = [to_message(item) for item in page.items]
-    count = fitting(items, budget)
-    if count < len(items):
-        return items[:count], page.first(count).next_page_token
-    return items, page.next_page_token
+    is always readable, one object at least. Items are converted one by one up to the
+    cut: those past it are never converted."""
+    messages: list[M] = []
+    total = 0
+    for item in page.items:
+        message = to_message(item)
+        total += _response_bytes(message)
+        if total > budget and messages:
+            return messages, page.first(len(messages)).next_page_token
+        messages.append(message)
+    return messages, page.next_page_token
+
+
+def _response_bytes(item: Message | str) -> int:
+    """What an item takes in a response's repeated field: its size and at most 6 bytes
+    of tag and length."""
+    return (len(item.encode()) if isinstance(item, str) else item.ByteSize()) + 6
 
 
 @dataclass(frozen=True)

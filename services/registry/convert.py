@@ -50,6 +50,23 @@ def properties_from_proto(values: Mapping[str, common_pb2.Value]) -> dict[str, P
     }
 
 
+def model_entries(record: RegisteredModel) -> int:
+    """How many tags, custom properties and aliases a model's message holds, its
+    latest versions' included."""
+    own = len(record.tags) + len(record.custom_properties) + len(record.aliases)
+    return own + sum(map(version_entries, record.latest_versions))
+
+
+def version_entries(record: ModelVersion) -> int:
+    """How many tags, custom properties and aliases a version's message holds."""
+    return len(record.tags) + len(record.custom_properties) + len(record.aliases)
+
+
+def artifact_entries(record: Artifact) -> int:
+    """How many custom properties an artifact's message holds."""
+    return len(record.custom_properties)
+
+
 def registered_model(record: RegisteredModel) -> pb.RegisteredModel:
     return pb.RegisteredModel(
         project=record.project,

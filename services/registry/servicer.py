@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
@@ -17,6 +17,7 @@ from ..common import paging
 from ..common import validation as common
 from ..common.errors import InvalidArgument, NotFound, invalid_field
 from ..common.service import Resources
+from ..tracking.convert import built
 from . import convert, validation
 from .model import (
     Artifact,
@@ -31,6 +32,8 @@ from .store import artifacts, models, versions
 
 Context: TypeAlias = grpc.aio.ServicerContext
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
+R = TypeVar("R", bound=Message)
 DEFAULT_PAGE_SIZE = 20  # as Kubeflow Model Registry
 MAX_PAGE_SIZE = 1000
 # What a lookup of each kind answers when nothing can match it (_sought).
@@ -47,6 +50,23 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         self._versions = versions.VersionStore(resources.pool)
         self._artifacts = artifacts.ArtifactStore(resources.pool)
         self._page_bytes = resources.config.max_message_bytes - paging.RESPONSE_RESERVE
+
+    async def _answer(
+        self,
+        page: paging.ListPage[T],
+        to_message: Callable[[T], M],
+        entries: Callable[[T], int],
+        respond: Callable[[list[M], str], R],
+    ) -> R:
+        """The answer of a page: its items converted, cut to fit one response, and
+        respond(messages, next_page_token). Built by tracking's builder of answers, off
+        the event loop when the page holds many entries: one thread for the process's
+        large answers, which take turns on it."""
+
+        def build() -> R:
+            return respond(*paging.fitted(page, to_message, self._page_bytes))
+
+        return await built(sum(map(entries, page.items)), build)
 
     # Registered models
 
@@ -91,8 +111,14 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
             _page_size(request.page_size),
             request.page_token,
         )
-        items, token = paging.fitted(page, convert.registered_model, self._page_bytes)
-        return api.ListRegisteredModelsResponse(registered_models=items, next_page_token=token)
+        return await self._answer(
+            page,
+            convert.registered_model,
+            convert.model_entries,
+            lambda items, token: api.ListRegisteredModelsResponse(
+                registered_models=items, next_page_token=token
+            ),
+        )
 
     async def UpdateRegisteredModel(
         self, request: api.UpdateRegisteredModelRequest, context: Context
@@ -223,8 +249,14 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
             _page_size(request.page_size),
             request.page_token,
         )
-        items, token = paging.fitted(page, convert.model_version, self._page_bytes)
-        return api.ListModelVersionsResponse(model_versions=items, next_page_token=token)
+        return await self._answer(
+            page,
+            convert.model_version,
+            convert.version_entries,
+            lambda items, token: api.ListModelVersionsResponse(
+                model_versions=items, next_page_token=token
+            ),
+        )
 
     async def UpdateModelVersion(
         self, request: api.UpdateModelVersionRequest, context: Context
@@ -370,8 +402,12 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
             _page_size(request.page_size),
             request.page_token,
         )
-        items, token = paging.fitted(page, convert.artifact, self._page_bytes)
-        return api.ListArtifactsResponse(artifacts=items, next_page_token=token)
+        return await self._answer(
+            page,
+            convert.artifact,
+            convert.artifact_entries,
+            lambda items, token: api.ListArtifactsResponse(artifacts=items, next_page_token=token),
+        )
 
     async def UpdateArtifact(
         self, request: api.UpdateArtifactRequest, context: Context

@@ -30,7 +30,7 @@ from .common import (
 COLUMNS = """a.id, a.project, a.model_version_id, a.kind, a.name, a.description, a.uri, a.state,
     a.external_id, a.custom_properties, a.model_format_name, a.model_format_version,
     a.storage_key, a.storage_path, a.service_account_name, a.version, a.type, a.source_run_id,
-    a.text_bytes, a.create_time, a.update_time"""
+    a.text_bytes, a.entries, a.create_time, a.update_time"""
 _LISTING = Listing(
     "a",
     {

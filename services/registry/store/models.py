@@ -31,7 +31,7 @@ from .common import (
 from .versions import STAGES, highest_in_stage, latest_of
 
 COLUMNS = """m.id, m.project, m.name, m.description, m.owner, m.state, m.external_id,
-    m.custom_properties, m.tags, m.text_bytes, m.create_time, m.update_time,
+    m.custom_properties, m.tags, m.text_bytes, m.entries, m.create_time, m.update_time,
     (SELECT coalesce(jsonb_object_agg(a.alias, v.version ORDER BY a.alias), '{}'::jsonb)
        FROM registry.aliases a JOIN registry.model_versions v ON v.id = a.model_version_id
       WHERE a.registered_model_id = m.id) AS aliases"""
@@ -56,12 +56,16 @@ UPDATABLE = ("description", "owner", "state", "external_id", "custom_properties"
 
 # What a model `q` of a page brings beside itself: its latest version of each stage
 # (with_aliases reads them), as latest_of finds them, and its aliases, which come twice
-# (the model's, and each latest version's own). One probe of model_versions_by_stage
-# per stage, as latest_of looks them up.
-_BRINGS = f"""(SELECT coalesce(sum(top.text_bytes), 0) FROM unnest({STAGES}) AS wanted (stage)
-    CROSS JOIN LATERAL ({highest_in_stage("text_bytes", "q.id", "wanted.stage")}) top)
-    + 2 * (SELECT coalesce(sum(octet_length(a.alias)), 0) FROM registry.aliases a
-           WHERE a.registered_model_id = q.id)"""
+# (the model's, and each latest version's own): bytes and entries. One probe of
+# model_versions_by_stage per stage, as latest_of looks them up.
+_LATEST = highest_in_stage("x.text_bytes, x.entries", "q.id", "wanted.stage")
+_ALIASES = "FROM registry.aliases a WHERE a.registered_model_id = q.id"
+# An aggregate without GROUP BY: one row, for a model without versions too.
+_BRINGS = f"""SELECT
+        coalesce(sum(top.text_bytes), 0)
+            + 2 * (SELECT coalesce(sum(octet_length(a.alias)), 0) {_ALIASES}) AS bytes,
+        coalesce(sum(top.entries), 0) + 2 * (SELECT count(*) {_ALIASES}) AS entries
+    FROM unnest({STAGES}) AS wanted (stage) CROSS JOIN LATERAL ({_LATEST}) top"""
 
 
 class ModelStore:

@@ -31,14 +31,14 @@ from .common import (
 
 COLUMNS = """v.id, v.project, v.registered_model_id, v.name, v.version, v.author, v.description,
     v.state, v.stage, v.source_run_id, v.source_uri, v.external_id, v.custom_properties, v.tags,
-    v.text_bytes, v.create_time, v.update_time,
+    v.text_bytes, v.entries, v.create_time, v.update_time,
     (SELECT m.name FROM registry.registered_models m WHERE m.id = v.registered_model_id)
         AS model_name,
     ARRAY(SELECT a.alias FROM registry.aliases a WHERE a.model_version_id = v.id
           ORDER BY a.alias) AS aliases"""
-# What a version `q` of a page brings beside itself: its aliases (bytes).
-ALIAS_BYTES = """(SELECT coalesce(sum(octet_length(a.alias)), 0) FROM registry.aliases a
-    WHERE a.model_version_id = q.id)"""
+# What a version `q` of a page brings beside itself: its aliases (bytes and entries).
+_BRINGS = """SELECT coalesce(sum(octet_length(a.alias)), 0) AS bytes, count(*) AS entries
+    FROM registry.aliases a WHERE a.model_version_id = q.id"""
 # Lists join each version's model `m`: a filter on its name finds the model by the
 # (project, name) index, then its versions; an order by it walks the models by name.
 # A subquery per version read and sorted every version of the project.
@@ -88,14 +88,14 @@ _AS_PARSED = "regexp_replace({}, '[\\x01-\\x20\\x7f]', '', 'g')"
 STAGES = "'{" + ",".join(str(int(s)) for s in Stage) + "}'::smallint[]"
 
 
-def highest_in_stage(column: str, model: str, stage: str) -> str:
-    """SQL of `column` of the highest version of model in stage (none: no row): the
+def highest_in_stage(columns: str, model: str, stage: str) -> str:
+    """SQL of `columns` (over `x`) of the highest version of model in stage (none: no row): the
     first entry of model_versions_by_stage at (model, stage). The stage is bounded
     rather than equated, and ordered by: with `stage = s` the planner may instead read
     the model's versions by number from the highest down until one is in the stage,
     which for a stage no version is in reads them all (750,000 rows a stage for a
     model of 1,000,000 versions in stage None, when few versions anywhere are staged)."""
-    return f"""SELECT x.{column} FROM registry.model_versions x
+    return f"""SELECT {columns} FROM registry.model_versions x
         WHERE x.registered_model_id = {model} AND x.stage >= {stage} AND x.stage <= {stage}
         ORDER BY x.stage, x.version DESC LIMIT 1"""
 
@@ -108,7 +108,7 @@ def highest_in_stage(column: str, model: str, stage: str) -> str:
 _LATEST = f"""SELECT {COLUMNS} FROM registry.model_versions v
     WHERE v.id IN (SELECT top.id FROM unnest($1::bigint[]) AS model (id)
                    CROSS JOIN unnest($2::smallint[]) AS wanted (stage)
-                   CROSS JOIN LATERAL ({highest_in_stage("id", "model.id", "wanted.stage")}) top)
+                   CROSS JOIN LATERAL ({highest_in_stage("x.id", "model.id", "wanted.stage")}) top)
     ORDER BY v.registered_model_id, v.stage"""
 # The filter's fields that name a version's registered model.
 _MODEL_NAME_FIELDS = ("name", "model_name")
@@ -212,7 +212,7 @@ class VersionStore:
                 page_size,
                 page_token,
                 ["versions", project, model_id, filter_text],
-                brings=ALIAS_BYTES,
+                brings=_BRINGS,
             )
             return page.of(await with_aliases(conn, page.items))
 

@@ -168,7 +168,7 @@ async def test_what_a_model_brings_to_a_page_is_counted_as_before(
 ) -> None:
     async with pool.acquire() as conn:
         rows = await conn.fetch(
-            f"""SELECT {_OLD_BRINGS} AS old, {model_store._BRINGS} AS new
+            f"""SELECT {_OLD_BRINGS} AS old, (SELECT b.bytes FROM ({model_store._BRINGS}) b) AS new
                 FROM registry.registered_models q WHERE q.project = $1""",
             project,
         )
