@@ -13,11 +13,10 @@ from cairn.registry.v1 import registry_pb2 as pb
 from cairn.registry.v1 import registry_service_pb2 as api
 from cairn.registry.v1 import registry_service_pb2_grpc
 
-from ..common import paging
+from ..common import answers, paging
 from ..common import validation as common
 from ..common.errors import InvalidArgument, NotFound, invalid_field
 from ..common.service import Resources
-from ..tracking.convert import built
 from . import convert, validation
 from .model import (
     Artifact,
@@ -59,14 +58,13 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         respond: Callable[[list[M], str], R],
     ) -> R:
         """The answer of a page: its items converted, cut to fit one response, and
-        respond(messages, next_page_token). Built by tracking's builder of answers, off
-        the event loop when the page holds many entries: one thread for the process's
-        large answers, which take turns on it."""
+        respond(messages, next_page_token), built off the event loop when the page holds
+        many entries (common/answers.py)."""
 
         def build() -> R:
             return respond(*paging.fitted(page, to_message, self._page_bytes))
 
-        return await built(sum(map(entries, page.items)), build)
+        return await answers.built(sum(map(entries, page.items)), build)
 
     # Registered models
 

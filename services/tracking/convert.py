@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -16,27 +13,6 @@ from ..common.errors import FieldViolation, InvalidArgument
 from . import validation
 from .model import Experiment, MetricColumns, MetricPoint, MetricSeries, Run, RunInfo, RunInput
 from .store.pages import RunPage
-
-T = TypeVar("T")
-# Answers of more entries than this (params, tags, metric keys and inputs) are built off
-# the event loop. A run's entries cost about 1 µs each to convert, so an answer built on
-# the loop holds it 5 ms at most; a run may hold 120,000 entries, 0.1 s of converting,
-# and a page of runs 200,000 (store/sizes.py), while every other call of the process
-# waits on the loop.
-ON_LOOP_ENTRIES = 5_000
-# One thread: it and the loop share the interpreter's lock, which a thread waiting for it
-# takes from the other after 5 ms (sys.getswitchinterval), so the loop waits for one
-# thread's turn at a time, not for one of each thread building an answer. Answers
-# built at once take turns, as they would on the loop.
-_BUILDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-answers")
-
-
-async def built(entries: int, build: Callable[[], T]) -> T:
-    """build(), the making of an answer holding entries entries: on the loop when that
-    is quick, else on the builder thread."""
-    if entries <= ON_LOOP_ENTRIES:
-        return build()
-    return await asyncio.get_running_loop().run_in_executor(_BUILDER, build)
 
 
 def run_entries(record: Run) -> int:

@@ -13,7 +13,7 @@ from cairn.tracking.v1 import tracking_pb2 as pb
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.tracking.v1 import tracking_service_pb2_grpc
 
-from ..common import idempotency, paging
+from ..common import answers, idempotency, paging
 from ..common import validation as common
 from ..common.errors import InvalidArgument, NotFound, invalid_field
 from ..common.service import Resources
@@ -121,7 +121,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
                 next_page_token=page.next_page_token,
             )
 
-        return await convert.built(sum(len(e.tags) for e in page.items), answer)
+        return await answers.built(sum(len(e.tags) for e in page.items), answer)
 
     async def RenameExperiment(
         self, request: api.RenameExperimentRequest, context: Context
@@ -205,7 +205,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         record = await self._runs.get(
             common.project(request.project), validation.run_id(request.run_id)
         )
-        return await convert.built(
+        return await answers.built(
             convert.run_entries(record), lambda: api.GetRunResponse(run=convert.run(record))
         )
 
@@ -270,7 +270,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
                 runs=[convert.run(r) for r in page.runs()], next_page_token=next_page_token
             )
 
-        return await convert.built(page.entries(), columns if request.columnar else runs)
+        return await answers.built(page.entries(), columns if request.columnar else runs)
 
     # Logging
 
@@ -392,7 +392,7 @@ Answer = TypeVar("Answer")
 async def _experiment_answer(record: Experiment, answer: Callable[..., Answer]) -> Answer:
     """answer(experiment=...) of the record, built off the event loop when it holds many
     tags (an experiment may hold over 100,000 short ones)."""
-    return await convert.built(
+    return await answers.built(
         len(record.tags), lambda: answer(experiment=convert.experiment(record))
     )
 

@@ -16,9 +16,9 @@ from cairn.common.v1 import common_pb2
 from cairn.registry.v1 import registry_pb2 as pb
 from cairn.registry.v1 import registry_service_pb2 as api
 from cairn.registry.v1 import registry_service_pb2_grpc as rpc
+from cairn_server.common import answers
 from cairn_server.registry import convert
 from cairn_server.registry.store import common
-from cairn_server.tracking import convert as tracking_convert
 from tests.conftest import new_project
 
 # Each item holds ENTRIES tags and properties (half each, artifacts properties only);
@@ -177,7 +177,7 @@ async def test_an_answer_of_many_entries_is_built_off_the_event_loop(
 ) -> None:
     """Converting the page's items happens on a worker thread (the answers builder, as
     tracking's): the loop, free meanwhile, answers other calls."""
-    monkeypatch.setattr(tracking_convert, "ON_LOOP_ENTRIES", ENTRIES)
+    monkeypatch.setattr(answers, "ON_LOOP_ENTRIES", ENTRIES)
     built_on: list[str] = []
     to_message = convert.registered_model
 

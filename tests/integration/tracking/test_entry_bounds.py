@@ -15,7 +15,7 @@ import cairn
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.tracking.v1 import tracking_service_pb2_grpc as rpc
 from cairn.types import Param, RunTag
-from cairn_server.tracking import convert
+from cairn_server.common import answers
 from cairn_server.tracking.store import sizes
 
 # Two such runs fit a page's entries, three do not; each is about 3.3 MB, within a run's
@@ -114,7 +114,7 @@ async def test_a_run_of_many_entries_is_read_whole(
     tracking: cairn.TrackingClient, experiment_id: str, pool: asyncpg.Pool
 ) -> None:
     """Its answer, more entries than are built on the event loop, is built off it."""
-    count = convert.ON_LOOP_ENTRIES * 4
+    count = answers.ON_LOOP_ENTRIES * 4
     run_id = (await tracking.create_run(experiment_id)).info.run_id
     await tracking.log_batch(run_id, params=[Param("p", "v")])
     await _tag_many(pool, [run_id], count)

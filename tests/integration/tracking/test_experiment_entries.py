@@ -12,6 +12,7 @@ import pytest
 
 import cairn
 from cairn.types import Experiment, PagedList
+from cairn_server.common import answers
 from cairn_server.tracking import convert
 from cairn_server.tracking.store import sizes
 
@@ -62,7 +63,7 @@ async def test_a_page_of_experiments_stops_before_the_one_past_its_entries(
 async def test_answers_of_many_tags_are_built_off_the_event_loop(
     tracking: cairn.TrackingClient, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(convert, "ON_LOOP_ENTRIES", TAGS)
+    monkeypatch.setattr(answers, "ON_LOOP_ENTRIES", TAGS)
     built_on_loop: list[bool] = []
     experiment = convert.experiment
 
