@@ -551,10 +551,11 @@ async def _pump(
     writing: asyncio.Future[None],
     stopping: asyncio.Event,
 ) -> None:
-    """Feeds chunks to the writer thread until the finish message. Any failure (a second
-    header, a stream that ends without a finish because the client went away, one that
-    falls behind the pace of pace.py while it holds a writer thread) reaches the writer,
-    which then gives up without publishing anything."""
+    """Feeds chunks to the writer thread until the finish message (small ones merged, see
+    streams.MERGE_BYTES). Any failure (a second header, a stream that ends without a
+    finish because the client went away, one that falls behind the pace of pace.py while
+    it holds a writer thread) reaches the writer, which then gives up without publishing
+    anything."""
     messages = _paced(stream)
     try:
         async for message in messages:

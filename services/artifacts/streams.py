@@ -5,6 +5,11 @@ The backends (the minio SDK, file writes) run in a worker thread and read from a
 hashes them on the way. At the end of the stream it checks the size and checksum and
 raises instead of reporting end-of-file when they do not match, so the writer never
 completes (no rename into place, no CompleteMultipartUpload): nothing becomes visible.
+
+Small chunks are merged on the event loop before they are queued: each item costs a
+hand-off between threads and a hash update, which made 1-byte chunks cost the server
+about 100 µs each (10 s of CPU for 100 KB, against 0.02 s for 1 MiB in one chunk).
+Merged, an item carries MERGE_BYTES, but at the end or before a chunk that large.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ QUEUE_CHUNKS = 4  # bounds memory: at most this many chunks wait for the writer
 # The largest chunk an upload may send (the client sends 1023 KiB), so that the queue's
 # bound is one of bytes: chunks as large as a message (16 MiB by default) held 64 MiB.
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
+# Smaller chunks are merged into items of at most this many bytes before they are queued.
+MERGE_BYTES = 64 * 1024
 
 
 class StreamClosed(Exception):
@@ -42,6 +49,7 @@ class VerifyingReader:
         self._most = most  # what the writer takes, when no size was announced
         self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(QUEUE_CHUNKS)
         self._buffer = bytearray()
+        self._merging = bytearray()  # small chunks not queued yet: under MERGE_BYTES
         self._done = False
         self.verified = False  # the end was reached and size and checksum matched
         self.expected_size = expected_size
@@ -50,14 +58,32 @@ class VerifyingReader:
         self.hash = hashlib.sha256()
 
     async def feed(self, chunk: bytes, writer: asyncio.Future[None]) -> bool:
-        """Queues a chunk; False when the writer has stopped (it will not read more)."""
-        return await self._put(chunk, writer)
+        """Queues a chunk, or merges it with the small ones before it (see MERGE_BYTES);
+        False when the writer has stopped (it will not read more)."""
+        if writer.done():
+            return False
+        overflows = len(self._merging) + len(chunk) > MERGE_BYTES
+        if self._merging and overflows and not await self._put(self._merged(), writer):
+            return False
+        if len(chunk) >= MERGE_BYTES:  # on its own, not copied
+            return await self._put(chunk, writer)
+        self._merging += chunk
+        if len(self._merging) == MERGE_BYTES:
+            return await self._put(self._merged(), writer)
+        return True
 
     async def finish(self, writer: asyncio.Future[None]) -> None:
+        if self._merging and not await self._put(self._merged(), writer):
+            return
         await self._put(None, writer)
 
     async def fail(self, error: BaseException, writer: asyncio.Future[None]) -> None:
+        self._merging = bytearray()
         await self._put(error, writer)
+
+    def _merged(self) -> bytes:
+        merged, self._merging = bytes(self._merging), bytearray()
+        return merged
 
     async def _put(self, item: bytes | BaseException | None, writer: asyncio.Future[None]) -> bool:
         if writer.done():

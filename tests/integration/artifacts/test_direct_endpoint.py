@@ -29,6 +29,7 @@ from cairn.exceptions import UnavailableError
 from cairn_server.artifacts import direct, filesystem, pace
 from cairn_server.artifacts.direct import ByteEndpoint, ChunkedReader
 from cairn_server.artifacts.filesystem import _check_length, _preallocate
+from cairn_server.artifacts.streams import MERGE_BYTES
 from cairn_server.artifacts.tickets import Ticket, TicketSigner
 from cairn_server.common.errors import DataLoss
 from tests.integration.test_tls import pki  # noqa: F401 (a fixture)
@@ -44,6 +45,7 @@ class _Transfers:
         self.signer = TicketSigner()
         self.root = root
         self.failure: Exception | None = None
+        self.reads: list[bytes] = []  # what each of the writer's reads returned
 
     def accept(self, ticket: Ticket) -> Any:
         if self.failure is not None:
@@ -51,8 +53,8 @@ class _Transfers:
         return object()
 
     def store(self, upload: Any, reader: ChunkedReader, ticket: Ticket) -> bytes:
-        while reader.read(1 << 20):
-            pass
+        while data := reader.read(1 << 20):
+            self.reads.append(data)
         assert reader.verified
         return b"stored"
 
@@ -376,6 +378,21 @@ def test_a_download_read_too_slowly_is_cut_off(
             received += len(piece)
             time.sleep(0.1)
     assert not served.connections and received < size / 2
+
+
+def test_one_byte_chunks_reach_the_writer_merged(endpoint: tuple[ByteEndpoint, _Transfers]):
+    """Each HTTP chunk was handed to the hashing thread and queued to the writer on its
+    own, two hand-offs between threads for every byte of a body of 1-byte chunks."""
+    served, transfers = endpoint
+    body = os.urandom(70_000)
+    digest = hashlib.sha256(body).hexdigest()
+    token = transfers.signer.issue(method="PUT", project="p", path="a", sha256=digest)
+    chunks = b"".join(b"1\r\n%s\r\n" % body[i : i + 1] for i in range(len(body)))
+    head = f"PUT /v1/transfers/{token} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    status, _ = _exchange(served.port, head.encode() + chunks + b"0\r\n\r\n")
+    assert status == 200
+    assert b"".join(transfers.reads) == body
+    assert len(transfers.reads) <= len(body) // MERGE_BYTES + 1, f"{len(transfers.reads)} reads"
 
 
 def test_an_upload_longer_than_announced_is_refused(endpoint: tuple[ByteEndpoint, _Transfers]):
