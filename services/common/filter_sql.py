@@ -28,6 +28,9 @@ def condition(column: str, node: Comparison, params: Params, sql_type: str) -> s
             wanted = "a number" if numeric else "a 'quoted string'"
             raise FilterError(node.ident.position, f"{node.ident.key} compares with {wanted}")
     if node.op in ("LIKE", "ILIKE"):
+        # PostgreSQL compares the pattern at each position of each value it tests (and
+        # ILIKE lowercases the value first): the parser bounds these terms and their
+        # patterns' characters (filters.LIMITS), which bounds what they cost.
         if numeric:
             raise FilterError(node.ident.position, f"{node.op} applies to text fields only")
         return f"{column} {'NOT ' if node.negated else ''}{node.op} {params.add(node.value)}"

@@ -271,3 +271,29 @@ def test_whole_numbers_stay_exact_past_a_floats_precision() -> None:
     for text, number in (("1e3", 1000.0), ("2.5", 2.5), (str(2**63), float(2**63))):
         node = parse(f"metrics.a = {text}", ENTITIES)
         assert isinstance(node, Comparison) and type(node.value) is float and node.value == number
+
+
+def test_like_terms_and_their_patterns_have_limits() -> None:
+    """A LIKE compares its pattern at every position of every value it reads: its cost
+    grows with the pattern's length and the number of such terms, so both are bounded."""
+    share = LIMITS.like_characters // LIMITS.like_terms
+    patterns = [f"%{'a' * (share - 2)}%" for _ in range(LIMITS.like_terms)]
+    patterns[-1] += "b" * (LIMITS.like_characters - share * LIMITS.like_terms)
+    assert sum(map(len, patterns)) == LIMITS.like_characters
+    widest = " OR ".join(f"tags.t{i} ILIKE '{pattern}'" for i, pattern in enumerate(patterns))
+    assert len(parse(widest, ENTITIES).operands) == LIMITS.like_terms  # type: ignore[union-attr]
+
+    longer = _too_complex(widest[:-1] + "b'")
+    assert longer.position == widest.rindex("'%")
+    assert f"{LIMITS.like_characters} characters of LIKE" in longer.problem
+    one_more = _too_complex(widest + " OR run_name NOT LIKE 'x%'")
+    assert one_more.position == len(widest) + len(" OR ")
+    assert f"{LIMITS.like_terms} LIKE or ILIKE terms" in one_more.problem
+
+
+def test_a_single_pattern_is_held_to_the_pattern_limit() -> None:
+    longest = "'" + "%" * LIMITS.like_characters + "'"
+    assert parse(f"params.p LIKE {longest}", ENTITIES) is not None
+    refused = _too_complex(f"params.p LIKE '%{'a' * 4000}b%'")
+    assert refused.position == len("params.p LIKE ")
+    assert refused.reason == "FILTER_TOO_COMPLEX"

@@ -59,7 +59,8 @@ async def test_the_costliest_filter_the_limits_allow_answers_within_a_second(
     tracking: cairn.TrackingClient, crowded: str
 ) -> None:
     """Every distinct key allowed (each one lookup), OR-ed under the deepest nesting,
-    ordered by yet another key: the worst shape, not the longest text."""
+    ordered by yet another key, with every LIKE term and pattern character allowed: the
+    worst shape, not the longest text."""
     families = [
         [f"{entity}.{entity[0]}{i}" for i in range(5)] for entity in ("metrics", "params", "tags")
     ]
@@ -67,7 +68,10 @@ async def test_the_costliest_filter_the_limits_allow_answers_within_a_second(
     assert len(keys) == LIMITS.keys
     either = " OR ".join(f"{key} IS NOT NULL" for key in keys)
     depth = LIMITS.depth - 1
-    text = "(" * depth + either + ")" * depth + " AND " + _terms(50, "metrics.m0 >= 0")
+    share = LIMITS.like_characters // LIMITS.like_terms
+    unlike = [f"params.p{i % 4} NOT LIKE '%{'z' * (share - 2)}%'" for i in range(LIMITS.like_terms)]
+    nested = "(" * depth + either + ")" * depth
+    text = " AND ".join([nested, _terms(50, "metrics.m0 >= 0"), *unlike])
     started = time.perf_counter()
     page = await tracking.search_runs(
         [crowded], text, order_by=["params.p3 DESC", "metrics.m2"], max_results=100
@@ -84,6 +88,8 @@ async def test_filters_past_the_limits_are_refused_at_once(
         _terms(LIMITS.terms + 1, "m1=1", " OR "),
         " OR ".join(f"tags.t{i} = 'x'" for i in range(LIMITS.keys + 1)),
         "(" * 196 + "metrics.m1 > 0" + ")" * 196,
+        f"params.p1 LIKE '%{'a' * 4000}b%'",
+        _terms(LIMITS.like_terms + 1, "params.p1 ILIKE '%x%'", " OR "),
     ):
         started = time.perf_counter()
         with pytest.raises(InvalidArgumentError) as refused:
