@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -364,6 +365,25 @@ async def test_buffered_points_are_sent_every_send_interval(
         await eventually(sent, what="the buffered points sent while the run goes on")
     with pytest.raises(ValueError):
         tracking.start_run(experiment_id, send_interval=0)
+
+
+async def test_a_run_with_nothing_to_send_waits_without_spinning(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    """An idle run woke every send_interval with nothing to send: with 1 microsecond
+    its sender spun a core for as long as the run lasted."""
+    async with tracking.start_run(experiment_id, send_interval=1e-6) as run:
+        await run.log_metric("loss", 0.5)
+        await run.flush()
+        cpu, window = time.thread_time(), 0.5
+        await asyncio.sleep(window)  # a window measured, not a condition waited for
+        assert time.thread_time() - cpu < window / 5
+        await run.log_metric("loss", 0.25, step=1)  # and what comes next still goes
+
+        async def sent() -> bool:
+            return len(await tracking.get_metric_history(run.run_id, "loss")) == 2
+
+        await eventually(sent, what="the point logged after the idle time sent")
 
 
 async def test_points_logged_as_the_block_ends_are_stored_or_refused(

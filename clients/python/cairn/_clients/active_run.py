@@ -138,7 +138,8 @@ class ActiveRun:
         self._experiment_id, self._run_name, self._tags = experiment_id, run_name, tags
         self._max_buffered = max_buffered
         self._batches = Batches(batch_size)
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # a batch is full, or a flush waits
+        self._buffered = asyncio.Event()  # there is something to send
         self._room = asyncio.Condition()
         self._sending: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
@@ -314,6 +315,7 @@ class ActiveRun:
                         )
                     )
                 self._check_open()
+            self._buffered.set()
             if self._batches.add(point):
                 self._wake.set()
 
@@ -346,6 +348,9 @@ class ActiveRun:
 
     async def _send_forever(self) -> None:
         while True:
+            # With nothing buffered there is nothing to time: a run idle with a tiny
+            # send_interval spun a core waking for nothing.
+            await self._buffered.wait()
             with contextlib.suppress(TimeoutError):  # what is buffered goes anyway
                 async with asyncio.timeout(self._send_interval):
                     await self._wake.wait()
@@ -368,6 +373,7 @@ class ActiveRun:
                     await self._forget_journal()
                 async with self._room:
                     self._room.notify_all()
+            self._buffered.clear()  # all is sent: no await since `next` found nothing
 
     async def _journal_meanwhile(self) -> None:
         """After a failed send: writes what waits to the journal, unless it was written
