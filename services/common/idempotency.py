@@ -6,10 +6,12 @@ the interceptor runs the handler inside one transaction on one connection, which
 every store of the call shares (`database.BoundedPool` hands it out; a store's own
 transaction becomes a savepoint in it): it first claims the id in `<schema>.requests`,
 then runs the handler, then stores the answer, then commits. A repeat finds the claim
-and gets the stored answer; a repeat racing the first waits for its commit. A handler
-that fails rolls the claim back with the write, so a retry applies it afresh. A
-handler that needs work done on another connection first raises Outside: the call then
-runs again after that work, never holding two connections at once.
+and gets the stored answer; a repeat racing the first waits for its commit. An answer
+larger than MAX_REMEMBERED_ANSWER_BYTES is stored as a stub naming its object, which
+the repeat reads again (Reread). A handler that fails rolls the claim back with the
+write, so a retry applies it afresh. A handler that needs work done on another
+connection first raises Outside: the call then runs again after that work, never
+holding two connections at once.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import grpc
+from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 
 from . import sql
@@ -31,6 +35,11 @@ REQUEST_ID_HEADER = "x-cairn-request-id"
 MAX_REQUEST_ID_LENGTH = 128
 # Methods that only read; every other method of a recording service is a write.
 READS = ("Get", "Search", "List", "Find", "Stat", "Download", "Wait")
+# The most bytes of an answer a request id keeps. A larger one holds a stored object (a
+# registered model with its latest versions' tags, say), which a request of a few
+# hundred bytes could otherwise have PostgreSQL keep for the retention, megabytes a
+# call: its write's repeat reads the object again instead (Reread).
+MAX_REMEMBERED_ANSWER_BYTES = 64 * 1024
 # The connection of the write being run, which the pool hands to every store of the call.
 CALL_CONNECTION: ContextVar[asyncpg.Connection | None] = ContextVar(
     "cairn_call_connection", default=None
@@ -80,6 +89,59 @@ async def after_commit(action: Callable[[], Awaitable[None]]) -> None:
         pending.append(action)
 
 
+# A service's own read of one object, as its servicer serves it.
+Read = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Message]]
+
+
+@dataclass(frozen=True)
+class Reread:
+    """How a write's repeat is answered when its answer was larger than a request id
+    keeps (MAX_REMEMBERED_ANSWER_BYTES).
+
+    The id keeps a stub instead: the answer with only the fields at `names` set
+    ("experiment.project", "experiment.experiment_id"), which name its object. The
+    repeat asks the service's read `get` for the object by those fields, each under its
+    last name (GetExperimentRequest's project and experiment_id), and answers with it in
+    the write's answer (get's answer holds it in a field of the same name): the object
+    as it is then, not as the first call left it; get's NOT_FOUND once it was deleted.
+    """
+
+    get: str
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Rereading:
+    """A write's Reread, with the service's read it names and the messages it reads."""
+
+    reread: Reread
+    get: Read
+    get_request: type[Message]
+    answer: type[Message]
+
+    def stub(self, answer: Message) -> Message:
+        stub = self.answer()
+        for path in self.reread.names:
+            *outer, name = path.split(".")
+            setattr(_field(stub, outer), name, getattr(_field(answer, outer), name))
+        return stub
+
+    async def answered(self, stub: bytes, context: grpc.aio.ServicerContext) -> Message:
+        kept = self.answer.FromString(stub)
+        naming = {
+            path.rpartition(".")[2]: _field(kept, path.split(".")) for path in self.reread.names
+        }
+        found = await self.get(self.get_request(**naming), context)
+        return self.answer(**{field.name: value for field, value in found.ListFields()})
+
+
+@dataclass(frozen=True)
+class _Stub:
+    """A stub a request id kept instead of its answer (Reread)."""
+
+    answer: bytes
+
+
 class Idempotency:
     """Runs writes once per request id.
 
@@ -94,6 +156,19 @@ class Idempotency:
         self._pool = pool
         self._schemas = schemas
         self._exempt = exempt
+        self._rereads: dict[str, _Rereading] = {}
+
+    def reread(self, method: str, reread: Reread, get: Read) -> None:
+        """Has the repeats of method ("/package.Service/Name") whose answer was too large
+        to keep answered by get, the service's read reread.get."""
+        service_name, _, name = method.lstrip("/").partition("/")
+        service = descriptor_pool.Default().FindServiceByName(service_name)
+        self._rereads[method] = _Rereading(
+            reread,
+            get,
+            message_factory.GetMessageClass(service.FindMethodByName(reread.get).input_type),
+            message_factory.GetMessageClass(service.FindMethodByName(name).output_type),
+        )
 
     def schema_of(self, method: str) -> str | None:
         """The schema recording method ("/package.Service/Name"), if it is such a write."""
@@ -119,6 +194,20 @@ class Idempotency:
         # would skip a check the handler makes of its caller (whose key DeleteApiKey
         # revokes, say).
         fingerprint = fingerprint_of(request, current_caller())
+        answer = await self._run_or_repeat(schema, method, request_id, fingerprint, handler)
+        if isinstance(answer, _Stub):  # read outside the claim's transaction: one connection
+            return await self._rereads[method].answered(answer.answer, context)
+        return answer
+
+    async def _run_or_repeat(
+        self,
+        schema: str,
+        method: str,
+        request_id: str,
+        fingerprint: bytes,
+        handler: Callable[[], Awaitable[Message]],
+    ) -> Message | bytes | _Stub:
+        """_run_once, run once more after the action an Outside asks for."""
         try:
             return await self._run_once(schema, method, request_id, fingerprint, handler)
         except Outside as outside:
@@ -136,9 +225,9 @@ class Idempotency:
         request_id: str,
         fingerprint: bytes,
         handler: Callable[[], Awaitable[Message]],
-    ) -> Message | bytes:
+    ) -> Message | bytes | _Stub:
         """The handler's answer, run in one transaction with its request id's claim, or
-        the answer recorded under that id."""
+        what is recorded under that id."""
         pending: list[Callable[[], Awaitable[None]]] = []
         async with self._pool.acquire() as conn, conn.transaction():
             while not await _claim(conn, schema, method, request_id, fingerprint):
@@ -152,15 +241,23 @@ class Idempotency:
                 CALL_CONNECTION.reset(connection)
                 _AFTER_COMMIT.reset(later)
             await conn.execute(
-                f"""UPDATE {schema}.requests SET response = $3
+                f"""UPDATE {schema}.requests SET response = $3, reread = $4
                     WHERE method = $1 AND request_id = $2""",
                 method,
                 request_id,
-                response.SerializeToString(),
+                *self._kept(method, response),
             )
         for action in pending:
             await action()
         return response
+
+    def _kept(self, method: str, response: Message) -> tuple[bytes, bool]:
+        """What a request id keeps of a write's answer, and whether it is a stub: the
+        answer, or its Reread's stub for one larger than MAX_REMEMBERED_ANSWER_BYTES."""
+        rereading = self._rereads.get(method)
+        if rereading is None or response.ByteSize() <= MAX_REMEMBERED_ANSWER_BYTES:
+            return response.SerializeToString(), False
+        return rereading.stub(response).SerializeToString(), True
 
     async def prune(self, retention_seconds: float) -> int:
         """Forgets request ids older than the retention; returns how many."""
@@ -226,9 +323,9 @@ async def _claim(
 
 async def _answer(
     conn: asyncpg.Connection, schema: str, method: str, request_id: str, fingerprint: bytes
-) -> bytes | None:
+) -> bytes | _Stub | None:
     row = await conn.fetchrow(
-        f"""SELECT fingerprint, response FROM {schema}.requests
+        f"""SELECT fingerprint, response, reread FROM {schema}.requests
             WHERE method = $1 AND request_id = $2""",
         method,
         request_id,
@@ -237,7 +334,16 @@ async def _answer(
         return None
     if row["fingerprint"] != fingerprint:
         raise request_id_reused(request_id)
+    if row["reread"]:
+        return _Stub(bytes(row["response"]))
     return bytes(row["response"])
+
+
+def _field(message: Any, path: list[str]) -> Any:
+    """The value at path ("run", "info", "run_id") in message."""
+    for name in path:
+        message = getattr(message, name)
+    return message
 
 
 def passing_bytes(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:

@@ -78,9 +78,13 @@ class CairnServer:
             health_pb2_grpc.add_HealthServicer_to_server(
                 self._health, generic_handlers_only(self._probe_server)
             )
-        target = generic_handlers_only(self._server)
+        hosting = _GenericHandlersOnly(self._server)
+        target = cast(grpc.aio.Server, hosting)
         for spec in self.services:
             spec.register(target, resources)
+            for write, reread in spec.rereads.items():
+                get = hosting.methods[f"/{spec.full_name}/{reread.get}"].unary_unary
+                self._idempotency.reread(f"/{spec.full_name}/{write}", reread, get)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, target)
         reflection.enable(target, self.reflected_names())
 
@@ -231,6 +235,9 @@ class _GenericHandlersOnly:
 
     def __init__(self, server: grpc.aio.Server) -> None:
         self._server = server
+        # Full method name to its handler, as services registered it (the servicer's
+        # own method, unwrapped): how a write's Reread finds the read it names.
+        self.methods: dict[str, grpc.RpcMethodHandler] = {}
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self._server.add_generic_rpc_handlers(handlers)
@@ -238,7 +245,9 @@ class _GenericHandlersOnly:
     def add_registered_method_handlers(
         self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
     ) -> None:
-        """Left out: the generic handler added beside them serves the same methods."""
+        """Left out of the server: the generic handler added beside them serves the
+        same methods."""
+        self.methods.update({f"/{service}/{name}": found for name, found in handlers.items()})
 
 
 def generic_handlers_only(server: grpc.aio.Server) -> grpc.aio.Server:

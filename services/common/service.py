@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +15,7 @@ import grpc
 
 from .access import Gate, RoleTable
 from .config import Config
-from .idempotency import Idempotency
+from .idempotency import Idempotency, Reread
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,9 @@ class ServiceSpec:
         not_recorded: writes that deduplicate their request ids themselves instead
             (docs/architecture.md, "Exactly-once writes"): their answers hold secrets
             never stored, or a recorded call's rollback would undo what they must keep.
+        rereads: recorded writes whose answer holds a stored object larger than its
+            request (tags, properties, latest versions), to how their repeat reads it
+            again when the answer is too large to keep (idempotency.Reread).
         servable: checks, after migrations and before the server takes calls, that
             what the service stores can be answered under the settings; raises
             Unservable otherwise.
@@ -93,6 +96,7 @@ class ServiceSpec:
     records_requests: bool = False
     purge: Callable[[Resources, Purge], Coroutine[Any, Any, None]] | None = None
     not_recorded: frozenset[str] = frozenset()
+    rereads: Mapping[str, Reread] = field(default_factory=dict)
     servable: Callable[[asyncpg.Pool, Config], Coroutine[Any, Any, None]] | None = None
 
     def __post_init__(self) -> None:

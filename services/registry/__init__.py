@@ -10,7 +10,7 @@ from cairn.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
 
 from ..common.access import role_table
 from ..common.service import Resources, ServiceSpec
-from .servicer import RegistryServicer
+from .servicer import REREADS, RegistryServicer
 
 
 def _register(server: grpc.aio.Server, resources: Resources) -> None:
@@ -62,4 +62,5 @@ SPEC = ServiceSpec(
     register=_register,
     roles=ROLES,
     records_requests=True,
+    rereads=REREADS,
 )

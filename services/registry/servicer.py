@@ -16,6 +16,7 @@ from cairn.registry.v1 import registry_service_pb2_grpc
 from ..common import answers, paging
 from ..common import validation as common
 from ..common.errors import InvalidArgument, NotFound, invalid_field
+from ..common.idempotency import Reread
 from ..common.service import Resources
 from . import convert, validation
 from .model import (
@@ -41,6 +42,22 @@ _VERSION = ("MODEL_VERSION_NOT_FOUND", "model version")
 _ARTIFACT = ("ARTIFACT_NOT_FOUND", "artifact")
 # GetLatestModelVersions' stages: four exist; room for a caller's repeats.
 MAX_STAGE_ENTRIES = 4 * len(Stage)
+# Writes answering an object whose tags, properties and latest versions their request
+# does not bound (a create's, only by the largest message): how their repeat reads it
+# again when their answer is too large for a request id to keep (common/idempotency.py).
+_MODEL_READ = Reread("GetRegisteredModel", ("registered_model.project", "registered_model.id"))
+_VERSION_READ = Reread("GetModelVersion", ("model_version.project", "model_version.id"))
+_ARTIFACT_READ = Reread("GetArtifact", ("artifact.project", "artifact.id"))
+REREADS = {
+    "CreateRegisteredModel": _MODEL_READ,
+    "UpdateRegisteredModel": _MODEL_READ,
+    "RenameRegisteredModel": _MODEL_READ,
+    "CreateModelVersion": _VERSION_READ,
+    "UpdateModelVersion": _VERSION_READ,
+    "TransitionModelVersionStage": _VERSION_READ,
+    "CreateArtifact": _ARTIFACT_READ,
+    "UpdateArtifact": _ARTIFACT_READ,
+}
 
 
 class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):

@@ -14,7 +14,7 @@ from ..common.config import Config
 from ..common.paging import RESPONSE_RESERVE
 from ..common.service import Resources, ServiceSpec, Unservable
 from .retention import forget_batch_ids
-from .servicer import TrackingServicer
+from .servicer import REREADS, TrackingServicer
 from .store import purge, sizes
 from .store.search import MAX_TOKEN_LENGTH
 
@@ -86,6 +86,7 @@ SPEC = ServiceSpec(
     roles=ROLES,
     background=forget_batch_ids,
     records_requests=True,
+    rereads=REREADS,
     purge=purge.purge,
     # Deduplicated in their own write: LogBatch by its request_id field, which it keeps
     # for the run's journal, LogMetric by the call's request id (one round trip).

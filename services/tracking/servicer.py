@@ -43,6 +43,18 @@ MAX_PAGE_SIZE = 1000
 MAX_BULK_RUNS = 100
 # Far more experiments than anyone searches at once; each is parsed and planned for.
 MAX_SEARCH_EXPERIMENTS = 1000
+# Writes answering an object whose tags their request does not bound (a create's, only
+# by the largest message): how their repeat reads it again when their answer is too
+# large for a request id to keep (common/idempotency.py). UpdateRun answers a RunInfo,
+# whose fields validation bounds to a few KB.
+_EXPERIMENT_READ = idempotency.Reread(
+    "GetExperiment", ("experiment.project", "experiment.experiment_id")
+)
+REREADS = {
+    "CreateExperiment": _EXPERIMENT_READ,
+    "RenameExperiment": _EXPERIMENT_READ,
+    "CreateRun": idempotency.Reread("GetRun", ("run.info.project", "run.info.run_id")),
+}
 
 
 class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
