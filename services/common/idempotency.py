@@ -16,6 +16,7 @@ holding two connections at once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -194,29 +195,11 @@ class Idempotency:
         # would skip a check the handler makes of its caller (whose key DeleteApiKey
         # revokes, say).
         fingerprint = fingerprint_of(request, current_caller())
-        answer = await self._run_or_repeat(schema, method, request_id, fingerprint, handler)
+        once = functools.partial(self._run_once, schema, method, request_id, fingerprint, handler)
+        answer = await _after_any_outside(once)
         if isinstance(answer, _Stub):  # read outside the claim's transaction: one connection
             return await self._rereads[method].answered(answer.answer, context)
         return answer
-
-    async def _run_or_repeat(
-        self,
-        schema: str,
-        method: str,
-        request_id: str,
-        fingerprint: bytes,
-        handler: Callable[[], Awaitable[Message]],
-    ) -> Message | bytes | _Stub:
-        """_run_once, run once more after the action an Outside asks for."""
-        try:
-            return await self._run_once(schema, method, request_id, fingerprint, handler)
-        except Outside as outside:
-            await outside.action()
-        again = _AFTER_OUTSIDE.set(True)
-        try:
-            return await self._run_once(schema, method, request_id, fingerprint, handler)
-        finally:
-            _AFTER_OUTSIDE.reset(again)
 
     async def _run_once(
         self,
@@ -337,6 +320,21 @@ async def _answer(
     if row["reread"]:
         return _Stub(bytes(row["response"]))
     return bytes(row["response"])
+
+
+async def _after_any_outside(
+    run_once: Callable[[], Awaitable[Message | bytes | _Stub]],
+) -> Message | bytes | _Stub:
+    """run_once's outcome, run once more after the action an Outside asks for."""
+    try:
+        return await run_once()
+    except Outside as outside:
+        await outside.action()
+    again = _AFTER_OUTSIDE.set(True)
+    try:
+        return await run_once()
+    finally:
+        _AFTER_OUTSIDE.reset(again)
 
 
 def _field(message: Any, path: list[str]) -> Any:
