@@ -104,22 +104,21 @@ class KeyCache:
         self._users += 1
 
     async def close(self) -> None:
-        """Called by each gate that attached; the last one stops the listening."""
+        """Called by each gate that attached; the last one stops the listening.
+
+        The listener is dropped, not sent UNLISTEN and released: the pool closes next
+        (the gates close at shutdown), and a database that does not answer, early in a
+        partition the health watcher has yet to find, would hold the UNLISTEN, and
+        the shutdown with it, until the partition heals. Its slot goes back to the
+        pool at once, so the pool's close does not wait for it either."""
         self._users = max(0, self._users - 1)
         if self._users:
             return
         listener, self._listener = self._listener, None
         self._next_attempt = 0.0
         self.forget()
-        if listener is None:
-            return
-        if not _open(listener):
-            _give_back(listener)  # else the pool's close waits for it
-            return
-        # Back in the pool, the connection is closed at shutdown: no loss to report.
-        listener.remove_termination_listener(self._lost)
-        await listener.remove_listener(CHANNEL, self.forget)
-        await self._pool.release(listener)
+        if listener is not None:
+            _give_back(listener)  # _lost, told, ignores it: no loss to report
 
     def _lost(self, connection: asyncpg.Connection) -> None:
         if connection is not self._listener:

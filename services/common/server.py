@@ -189,8 +189,8 @@ class CairnServer:
             await self._probe_server.stop(0)
 
     async def _close_gate(self) -> None:
-        """Gives the key cache's listening connection back to the pool, whose close
-        would otherwise wait POOL_CLOSE_SECONDS for it; once, though stop() and
+        """Drops the key cache's listening connection and gives its slot back to the
+        pool, whose close would otherwise wait POOL_CLOSE_SECONDS for it; once, though stop() and
         stop_now() both ask. Shielded: a second signal cancels the stop() closing it."""
         if not self._gate_closed:
             self._gate_closed = True

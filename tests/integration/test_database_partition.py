@@ -16,9 +16,11 @@ import cairn
 from cairn._transport import REQUEST_ID_HEADER
 from cairn.exceptions import UnavailableError
 from cairn_server import catalog, cli
+from cairn_server.auth.cache import key_cache
+from cairn_server.auth.store import AuthStore
 from cairn_server.common import database, watch
 from cairn_server.common.config import Config
-from cairn_server.common.server import CairnServer
+from cairn_server.common.server import STOP_MARGIN_SECONDS, CairnServer
 from tests.conftest import eventually, with_overrides
 from tests.proxy import PostgresProxy
 
@@ -196,6 +198,34 @@ async def test_shutdown_ends_within_its_grace_while_a_partition_holds_a_statemen
         stopping = asyncio.ensure_future(server.stop(grace=0.5))
         done, _ = await asyncio.wait({stopping}, timeout=10)
         assert done, "shutdown still waits on the partitioned database"
+    finally:
+        proxy.heal()
+        own_pool.terminate()
+        await proxy.close()
+
+
+async def test_shutdown_with_api_keys_ends_within_its_grace_early_in_a_partition(
+    config: Config, pool: asyncpg.Pool, unique: str
+) -> None:
+    """A partition the health watcher has yet to find leaves the key cache's listening
+    connection open; shutdown used to UNLISTEN on it and wait for the answer, which came
+    only once the partition healed: the process never exited on SIGTERM."""
+    key, _ = await AuthStore(pool).create_key(f"p-{unique}", "k", None, global_admin=True)
+    proxy = PostgresProxy(config.database_url)
+    settings = with_overrides(config, database_url=await proxy.start(), auth="api_key")
+    own_pool = await database.create_pool(settings.database_url, settings)
+    server = CairnServer(settings, catalog.select([]), own_pool)
+    port = await server.start()
+    try:
+        async with cairn.TrackingClient.insecure_connection("127.0.0.1", port, key) as tracking:
+            await tracking.create_experiment(f"keyed-{unique}")
+        assert key_cache(own_pool).listening
+        proxy.partition()
+        grace = 0.5
+        stopping = asyncio.ensure_future(server.stop(grace=grace))
+        done, _ = await asyncio.wait({stopping}, timeout=grace + STOP_MARGIN_SECONDS + 1)
+        assert done, "shutdown still waits on the partitioned database"
+        await asyncio.wait_for(database.close_pool(own_pool), 3 * database.POOL_CLOSE_SECONDS)
     finally:
         proxy.heal()
         own_pool.terminate()
