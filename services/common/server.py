@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import signal
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import asyncpg
 import grpc
@@ -33,6 +34,7 @@ MAX_PRUNE_INTERVAL_SECONDS = 3600
 # Shutdown waits for background work this much past the grace period before it leaves
 # it behind (database.close_pool bounds the wait for the pool's connections).
 STOP_MARGIN_SECONDS = 1.0
+_T = TypeVar("_T")
 
 
 class CairnServer:
@@ -368,36 +370,78 @@ async def migrate(pool: asyncpg.Pool, services: Sequence[ServiceSpec]) -> None:
 
 
 async def run(config: Config, services: Sequence[ServiceSpec]) -> None:
-    """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
-    url = await asyncio.to_thread(database.resolve_url, config)
-    pool = await database.create_pool(url, config)
-    try:
-        if config.migrate_on_start:
-            await migrate(pool, services)
-        await migrations.check(pool, services)
-        for spec in services:
-            if spec.servable:
-                await spec.servable(pool, config)
-        metrics_port: int | None = None
-        if config.metrics_address:
-            metrics_port = metrics.serve(config.metrics_address, pool)
-        server = CairnServer(config, services, pool)
-        signals = _SignalWaiter.install()
-        port = await server.start()
-        _log.info(
-            "serving",
-            address=config.listen_address,
-            port=port,
-            metrics_port=metrics_port,
-            health_port=server.health_port,
-            services=[spec.full_name for spec in services],
-        )
-        received = await signals.wait()
-        _log.info("shutting down", signal=received, grace_seconds=config.shutdown_grace_seconds)
-        await _stop(server, signals)
-    finally:
-        await database.close_pool(pool)
+    """Serves until SIGTERM or SIGINT, then shuts down gracefully. A signal before it
+    serves (while it waits for the migrations another process is applying, say) ends
+    its startup, as gracefully."""
+    with _SignalWaiter.installed() as signals:
+        try:
+            pool = await _before_signal(signals, _open_pool(config))
+            try:
+                await _before_signal(signals, _prepare(pool, config, services))
+                await _serve(config, services, pool, signals)
+            finally:
+                await database.close_pool(pool)
+        except _Signalled:
+            pass
     _log.info("stopped")
+
+
+async def _open_pool(config: Config) -> asyncpg.Pool:
+    url = await asyncio.to_thread(database.resolve_url, config)
+    return await database.create_pool(url, config)
+
+
+async def _prepare(pool: asyncpg.Pool, config: Config, services: Sequence[ServiceSpec]) -> None:
+    """Readies the database for the services: their migrations applied (or waited
+    for) and checked."""
+    if config.migrate_on_start:
+        await migrate(pool, services)
+    await migrations.check(pool, services)
+    for spec in services:
+        if spec.servable:
+            await spec.servable(pool, config)
+
+
+async def _serve(
+    config: Config, services: Sequence[ServiceSpec], pool: asyncpg.Pool, signals: _SignalWaiter
+) -> None:
+    metrics_port: int | None = None
+    if config.metrics_address:
+        metrics_port = metrics.serve(config.metrics_address, pool)
+    server = CairnServer(config, services, pool)
+    port = await server.start()
+    _log.info(
+        "serving",
+        address=config.listen_address,
+        port=port,
+        metrics_port=metrics_port,
+        health_port=server.health_port,
+        services=[spec.full_name for spec in services],
+    )
+    received = await signals.wait()
+    _log.info("shutting down", signal=received, grace_seconds=config.shutdown_grace_seconds)
+    await _stop(server, signals)
+
+
+class _Signalled(Exception):
+    """A signal came before the server served: its startup was cancelled."""
+
+
+async def _before_signal(signals: _SignalWaiter, step: Awaitable[_T]) -> _T:
+    """The result of a step of the startup; or, if a signal comes first, the step
+    cancelled (and given the stop's margin to end: one in a statement waits for
+    PostgreSQL to confirm the cancel, which a partition never does) and _Signalled."""
+    stepping = asyncio.ensure_future(step)
+    signalled = asyncio.ensure_future(signals.wait())
+    await asyncio.wait({stepping, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    if stepping.done():
+        if not signalled.cancel():  # it took a signal as the step ended: kept for later
+            signals.keep(signalled.result())
+        return stepping.result()
+    _log.info("shutting down", signal=signalled.result(), serving=False)
+    stepping.cancel()
+    await asyncio.wait({stepping}, timeout=STOP_MARGIN_SECONDS)
+    raise _Signalled
 
 
 async def _stop(server: CairnServer, signals: _SignalWaiter) -> None:
@@ -421,6 +465,9 @@ async def _stop(server: CairnServer, signals: _SignalWaiter) -> None:
     )
 
 
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 class _SignalWaiter:
     """The SIGTERMs and SIGINTs received: each wait() resolves with the name of the next
     one not waited for yet."""
@@ -429,14 +476,25 @@ class _SignalWaiter:
         self._received: asyncio.Queue[str] = asyncio.Queue()
 
     @classmethod
-    def install(cls) -> _SignalWaiter:
+    @contextlib.contextmanager
+    def installed(cls) -> Iterator[_SignalWaiter]:
+        """Handles the signals while the block runs (run() is called in-process by
+        tests, whose loop goes on after it)."""
         waiter = cls()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in _SIGNALS:
             loop.add_signal_handler(sig, waiter._on_signal, sig.name)
-        return waiter
+        try:
+            yield waiter
+        finally:
+            for sig in _SIGNALS:
+                loop.remove_signal_handler(sig)
 
     def _on_signal(self, name: str) -> None:
+        self._received.put_nowait(name)
+
+    def keep(self, name: str) -> None:
+        """Puts back a signal taken by a wait() that ended up not wanting it."""
         self._received.put_nowait(name)
 
     async def wait(self) -> str:

@@ -55,8 +55,17 @@ def tool(name: str) -> str:
 def start_server(
     data_dir: Path, *extra: str, env: dict[str, str] | None = None, address: str | None = None
 ) -> ServerProcess:
-    """`cairn serve` with its data under data_dir (at address, or a free port); env adds
-    CAIRN_* settings."""
+    """`cairn serve` with its data under data_dir (at address, or a free port), once it
+    serves; env adds CAIRN_* settings."""
+    server = spawn_server(data_dir, *extra, env=env, address=address)
+    _wait_until_serving(server)
+    return server
+
+
+def spawn_server(
+    data_dir: Path, *extra: str, env: dict[str, str] | None = None, address: str | None = None
+) -> ServerProcess:
+    """As start_server, but at once, before the server serves (or fails to)."""
     address = address or f"127.0.0.1:{free_port()}"
     log_path = data_dir / "server.log"
     env = {
@@ -73,9 +82,7 @@ def start_server(
             stderr=subprocess.STDOUT,
             text=True,
         )
-    server = ServerProcess(process, address, log_path)
-    _wait_until_serving(server)
-    return server
+    return ServerProcess(process, address, log_path)
 
 
 def _wait_until_serving(server: ServerProcess, timeout: float = 60) -> None:

@@ -359,3 +359,41 @@ async def test_a_second_signal_stops_at_once_with_a_direct_transfer_under_way(tm
         if server.process.poll() is None:
             server.process.kill()
     assert "stopping at once" in [line["event"] for line in server.log_lines()]
+
+
+@pytest.mark.parametrize("sent", ["SIGTERM", "SIGINT"])
+async def test_a_signal_while_waiting_for_migrations_stops_gracefully(
+    tmp_path, fresh_url: str, sent: str
+) -> None:
+    """A server waits before it serves for the migrations another process is applying
+    (an hour, by deploy.md's startup probe), when a rollout's SIGTERM may well come.
+    Its signals were handled only once it served: SIGTERM killed it (exit 143, neither
+    'shutting down' nor 'stopped' logged) and SIGINT ended in 'Aborted!' (exit 1)."""
+    import asyncio
+    import signal
+
+    import asyncpg
+
+    from cairn_server.common.migrations import ADVISORY_LOCK_KEY
+    from tests.conftest import eventually
+    from tests.e2e.conftest import spawn_server
+
+    holder = await asyncpg.connect(fresh_url)
+    await holder.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+    server = await asyncio.to_thread(spawn_server, tmp_path, env={"CAIRN_DATABASE_URL": fresh_url})
+
+    def events() -> list[str]:
+        return [line["event"] for line in server.log_lines()]
+
+    try:
+        waiting = "waiting for the migrations another process is applying"
+        await eventually(lambda: waiting in events(), 60, "the server waiting for migrations")
+        server.process.send_signal(getattr(signal, sent))
+        exited = await asyncio.to_thread(server.process.wait, 30)
+        assert exited == 0, server.log_path.read_text()
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+        await holder.close()
+    assert events()[-2:] == ["shutting down", "stopped"]
+    assert "serving" not in events()
