@@ -221,7 +221,12 @@ async def another_transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Conne
 
 
 async def holds_up_another(conn: asyncpg.Connection) -> bool:
-    """Whether another session waits for a lock that conn's session holds."""
+    """Whether another session waits for a lock that conn's session holds.
+
+    pg_stat_activity is read once a transaction and kept to its end: without clearing
+    that, conn in a transaction went on seeing the sessions as they were when it first
+    asked, before the other began to wait."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
     return bool(
         await conn.fetchval(
             """SELECT count(*) FROM pg_stat_activity

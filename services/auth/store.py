@@ -107,6 +107,7 @@ WITH RECURSIVE up (prefix) AS (
 )
 SELECT $2 IN (SELECT prefix FROM up)
 """
+_REVOKED = "SELECT revoke_time IS NOT NULL FROM auth.api_keys WHERE prefix = $1"
 # NO KEY UPDATE: creations for one user take turns (it conflicts with itself), while
 # writes that only reference the user (a role, a key's foreign key) go on.
 _LOCK_USER = "SELECT 1 FROM auth.users WHERE user_id = $1 FOR NO KEY UPDATE"
@@ -131,17 +132,26 @@ _PROJECT_OVERHEAD = 64
 # first, in the order a creation locks them (its parent, then a key its lost answer
 # left), so that the two never wait for each other. No cycle can exist: a parent is
 # named when its child is inserted, and prefixes never change.
-_LOCK_TREE = """
+# The walk goes no further than a revoked key: every key below one was revoked with it
+# (in its revocation's transaction; migration 0010 for keys of earlier versions), and
+# no key is created under one (_admit_parent). Walking through them, a key with 300,000
+# revoked keys below it took 0.3 s a revocation, under _TREES_LOCK.
+_LIVE_TREE = """
 WITH RECURSIVE tree (prefix, depth) AS (
-    SELECT $1::text, 0
+    SELECT prefix, 0 FROM auth.api_keys WHERE {anchor} AND revoke_time IS NULL
     UNION ALL
     SELECT k.prefix, t.depth + 1 FROM auth.api_keys k JOIN tree t ON k.parent_prefix = t.prefix
+    WHERE k.revoke_time IS NULL
 )
 SELECT k.prefix FROM tree JOIN auth.api_keys k USING (prefix)
 WHERE k.revoke_time IS NULL
 ORDER BY tree.depth, k.prefix
 FOR UPDATE OF k
 """
+# From key $1 (nothing when it is revoked).
+_LOCK_TREE = _LIVE_TREE.format(anchor="prefix = $1")
+# From the keys created with keys $1, which a pass before this one revoked.
+_LOCK_BELOW = _LIVE_TREE.format(anchor="parent_prefix = ANY($1::text[])")
 
 
 async def _replace(
@@ -164,11 +174,16 @@ async def _replace(
 async def _revoke_tree(conn: asyncpg.Connection, prefix: str) -> int:
     """AuthStore.revoke_key's passes, in the caller's transaction."""
     revoked = 0
-    while tree := [row["prefix"] for row in await conn.fetch(_LOCK_TREE, prefix)]:
+    tree = [row["prefix"] for row in await conn.fetch(_LOCK_TREE, prefix)]
+    while tree:
         await conn.execute(
             "UPDATE auth.api_keys SET revoke_time = now() WHERE prefix = ANY($1)", tree
         )
         revoked += len(tree)
+        # A key created with one of these after this pass began committed before the
+        # pass locked its parent (a later one is refused), so the next pass sees it.
+        # It lies below this pass's keys, which the walk no longer goes through.
+        tree = [row["prefix"] for row in await conn.fetch(_LOCK_BELOW, tree)]
     return revoked
 
 
@@ -359,8 +374,13 @@ class AuthStore:
         Each pass sees what committed before it began (READ COMMITTED): a key created
         with a key of the tree while a pass ran shows up in the next one, and a creation
         that begins after a pass locked its parent waits for this commit and is refused.
-        So the passes go on until one finds nothing left to revoke."""
+        So the passes go on until one finds nothing left to revoke.
+
+        A key revoked before answers at once, without waiting for the revocations under
+        way: its tree was revoked with it."""
         async with self._pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval(_REVOKED, prefix):
+                return 0
             await conn.execute(_TREES_LOCK)
             return await _revoke_tree(conn, prefix)
 
