@@ -75,13 +75,18 @@ WHERE k.prefix = $1
 """
 _KEY_COLUMNS = "prefix, name, user_id, create_time, expire_time, revoke_time"
 _ADD_USER = "INSERT INTO auth.users (user_id) VALUES ($1) ON CONFLICT DO NOTHING"
+# No row when another key has the prefix: the caller draws another key.
 _INSERT_KEY = f"""
 INSERT INTO auth.api_keys
     (prefix, key_hash, user_id, name, expire_time, request_id, request_fingerprint,
      parent_prefix)
 VALUES ($1, $2, $3, $4, now() + $5::interval, $6, $7, $8)
+ON CONFLICT (prefix) DO NOTHING
 RETURNING {_KEY_COLUMNS}
 """
+# Prefixes are 48 random bits: with a million keys stored, a new one draws a taken prefix
+# once in 280 million, and four in a row never happen but with a broken generator.
+_PREFIX_DRAWS = 4
 # FOR SHARE: a revocation, which locks the parent FOR UPDATE, waits for this commit.
 _LOCK_PARENT = """
 SELECT revoke_time, expire_time, now() + $2::interval AS wanted
@@ -303,7 +308,6 @@ class AuthStore:
         now. A repeat asked with a key of that tree is refused. A call under that request
         id whose fingerprint (`idempotency.fingerprint_of`) is not the earlier call's is
         another request: REQUEST_ID_REUSED, and the earlier key stays."""
-        key, prefix = keys.generate()
         async with self._pool.acquire() as conn, conn.transaction():
             if request_id is not None:
                 await conn.execute(_TREES_LOCK)
@@ -329,16 +333,8 @@ class AuthStore:
                 await conn.execute(
                     "UPDATE auth.users SET global_admin = true WHERE user_id = $1", user_id
                 )
-            row = await conn.fetchrow(
-                _INSERT_KEY,
-                prefix,
-                keys.digest(key),
-                user_id,
-                name,
-                lifetime,
-                request_id,
-                fingerprint,
-                parent,
+            key, row = await _insert_key(
+                conn, user_id, name, lifetime, request_id, fingerprint, parent
             )
         return key, ApiKeyInfo(**dict(row))
 
@@ -509,6 +505,35 @@ async def _admit_parent(
     if row is None or row["revoke_time"] is not None:
         raise Unauthenticated("API_KEY_REVOKED", "the API key has been revoked")
     return row
+
+
+async def _insert_key(
+    conn: asyncpg.Connection,
+    user_id: str,
+    name: str,
+    lifetime: datetime.timedelta | None,
+    request_id: str | None,
+    fingerprint: bytes | None,
+    parent: str | None,
+) -> tuple[str, asyncpg.Record]:
+    """A new key and its row; a key whose prefix another has is drawn again. Before, the
+    insert broke the prefix's uniqueness and the creation answered INTERNAL."""
+    for _ in range(_PREFIX_DRAWS):
+        key, prefix = keys.generate()
+        row = await conn.fetchrow(
+            _INSERT_KEY,
+            prefix,
+            keys.digest(key),
+            user_id,
+            name,
+            lifetime,
+            request_id,
+            fingerprint,
+            parent,
+        )
+        if row is not None:
+            return key, row
+    raise RuntimeError(f"{_PREFIX_DRAWS} keys drawn in a row had prefixes already taken")
 
 
 def _check_outlived_by_parent(row: asyncpg.Record) -> None:

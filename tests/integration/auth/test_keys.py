@@ -17,6 +17,7 @@ from cairn.exceptions import (
     UnauthenticatedError,
 )
 from cairn.types import ApiKeyExpirationTime
+from cairn_server.auth import keys as server_keys
 from tests.integration.auth.conftest import World
 
 DAY_MS = 86_400_000
@@ -136,6 +137,27 @@ async def test_only_global_admins_create_keys_for_others(world: World) -> None:
         key = await auth.create_user_api_key("someone-new", "x", ApiKeyExpirationTime.NEVER)
         assert [k.user_id for k in await auth.get_user_api_keys("someone-new")] == ["someone-new"]
     assert key.startswith("cairn_")
+
+
+async def test_a_new_key_whose_random_prefix_is_taken_gets_another(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prefixes are random, so two keys may draw one (once in 2^48 per key there is):
+    the creation answered INTERNAL, the insert breaking the prefix's uniqueness."""
+    taken = world.keys["editor"].split("_")[1]
+    drawn = iter([f"cairn_{taken}_" + "s" * 43])
+
+    def taken_first() -> tuple[str, str]:
+        key = next(drawn, None)
+        return (key, taken) if key else generate()
+
+    generate = server_keys.generate
+    monkeypatch.setattr(server_keys, "generate", taken_first)
+    async with world.auth("global_admin") as auth:
+        key = await auth.create_user_api_key(world.users["viewer"], "x", ApiKeyExpirationTime.NEVER)
+    assert key.split("_")[1] != taken and next(drawn, None) is None
+    assert await _reason(world.tracking_with(key)) is None
+    assert await _reason(world.tracking("editor")) is None  # the key that had it still works
 
 
 async def test_global_admins_see_and_revoke_anybodys_keys(world: World) -> None:
