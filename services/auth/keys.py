@@ -12,12 +12,14 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
-import re
 import secrets
 
-_KEY = re.compile(r"cairn_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
-# A prefix alone, as key listings show it, or as a key begins (docs/cli.md's form).
-_PREFIX = re.compile(r"(?:cairn_)?([0-9a-f]{12})")
+# The forms a key or prefix is read in are the client's (delete_user_api_key reads them
+# too), so that both take the same ones.
+from cairn._api_keys import as_prefix, prefix_of
+
+__all__ = ["as_prefix", "digest", "generate", "matches", "prefix_of"]
+
 # Compared against when no key has the prefix: the comparison runs either way.
 _DECOY_HASH = hashlib.sha256(b"no key has this hash").digest()
 
@@ -34,19 +36,6 @@ def generate() -> tuple[str, str]:
     """A new key and its prefix."""
     prefix = secrets.token_hex(6)
     return f"cairn_{prefix}_{secrets.token_urlsafe(32)}", prefix
-
-
-def prefix_of(key: str) -> str | None:
-    """The prefix of a well-formed key, None for anything else."""
-    match = _KEY.fullmatch(key)
-    return match.group(1) if match else None
-
-
-def as_prefix(key_or_prefix: str) -> str | None:
-    """A whole key or just its prefix, as the prefix; None when it is neither."""
-    if match := _PREFIX.fullmatch(key_or_prefix):
-        return match.group(1)
-    return prefix_of(key_or_prefix)
 
 
 def digest(key: str) -> bytes:

@@ -202,3 +202,20 @@ async def test_a_users_keys_are_shown_and_revoked_by_ml_cubes_names(world: World
             await viewer.show_user_api_keys(world.users["editor"])
         with pytest.raises(cairn.exceptions.UnauthenticatedError):
             await revoked.get_api_keys()
+
+
+async def test_a_users_key_is_revoked_in_every_form_the_server_takes(world: World) -> None:
+    """delete_user_api_key took a whole key or a bare prefix, and "cairn_<prefix>", the
+    form docs/cli.md shows and DeleteApiKey takes, was NotFoundError: no key of the user
+    had the prefix "cairn_<prefix>"."""
+    user = world.users["viewer"]
+    async with world.auth("global_admin") as admin:
+        for form in ("{key}", "{prefix}", "cairn_{prefix}"):
+            key = await admin.create_user_api_key(user, form, ApiKeyExpirationTime.THIRTY_DAYS)
+            prefix = key.split("_")[1]
+            await admin.delete_user_api_key(user, form.format(key=key, prefix=prefix))
+            (listed,) = [k for k in await admin.get_user_api_keys(user) if k.prefix == prefix]
+            assert listed.revoked, form
+        with pytest.raises(InvalidArgumentError) as malformed:  # as DeleteApiKey answers
+            await admin.delete_user_api_key(user, f"cairn_{prefix}_")
+    assert malformed.value.field_violations[0][0] == "api_key"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import IO, Any
 
+from .._api_keys import as_prefix
 from .._argument_error import invalid_argument
 from .._base import BaseClient
 from .._tables import millis, print_table
@@ -262,9 +263,11 @@ class AuthClient(BaseClient):
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> None:
-        """ML cube's: revokes a key of user_id, given whole or by its prefix.
+        """ML cube's: revokes a key of user_id, given whole or by its prefix (bare or
+        as the key begins, `cairn_<prefix>`), as `delete_api_key` takes it.
 
         Raises:
+            InvalidArgumentError: api_key is none of those forms.
             NotFoundError: user_id has no such key (API_KEY_NOT_FOUND); nothing is
                 revoked, whoever's the key is.
             PermissionDeniedError: another user's keys are a global admin's to manage.
@@ -329,7 +332,9 @@ class AuthClient(BaseClient):
 
 
 def _prefix_of(api_key: str) -> str:
-    """A key's prefix: the key's second part ("cairn_<prefix>_<secret>"), or api_key
-    itself when given as its prefix."""
-    parts = api_key.split("_", 2)
-    return parts[1] if len(parts) == 3 and parts[0] == "cairn" else api_key
+    """A key's prefix, from the key whole or its prefix (bare or as the key begins,
+    `cairn_<prefix>`), the forms DeleteApiKey takes."""
+    prefix = as_prefix(api_key)
+    if prefix is None:
+        raise invalid_argument("api_key", "must be an API key or its 12-character prefix")
+    return prefix
