@@ -37,15 +37,55 @@ def user_id(value: str, field: str = "user_id") -> str:
 def new_user_id(value: str, field: str = "user_id") -> str:
     """A user id given a role or a key, stricter than one looked up or removed (which
     may have been given before this rule): no character that shows as nothing, which
-    `isprintable` lets through (a Hangul filler, a blank Braille pattern), and composed
-    (NFC), so that no two ids that look the same are two users."""
+    `isprintable` lets through (a Hangul filler, a blank Braille pattern), composed
+    (NFC), and letters of one script (`_mixed_scripts`), so that an id that looks like
+    another is not a second user beside it."""
     validation.name(value, field, MAX_USER_ID_LENGTH)
     user_id(value, field)
     if names.shows_nothing_somewhere(value):
         raise invalid_field(field, "must not contain invisible characters")
     if not unicodedata.is_normalized("NFC", value):
         raise invalid_field(field, "must be in composed form (Unicode NFC)")
+    if mixed := _mixed_scripts(value):
+        shown = ", ".join(f"{char!r} ({unicodedata.name(char, '?')})" for char in mixed)
+        raise invalid_field(
+            field,
+            f"must not mix the letters of different scripts, which look alike: {shown}",
+        )
     return value
+
+
+# Scripts a language writes together, each also with Latin letters: Japanese kanji and
+# kana, Chinese hanzi and bopomofo, Korean hanja and hangul (Unicode's "highly
+# restrictive" profile, UTS #39).
+_HAN = frozenset({"CJK", "IDEOGRAPHIC"})  # IDEOGRAPHIC ITERATION MARK: 佐々木
+_WRITTEN_TOGETHER = (
+    _HAN | {"HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA"},
+    _HAN | {"BOPOMOFO"},
+    _HAN | {"HANGUL"},
+)
+_LETTERS = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Nl"})  # Unicode categories
+
+
+def _mixed_scripts(value: str) -> list[str]:
+    """The first letter of each script in value when its scripts mix (none when they do
+    not): "editor" spelled with a Cyrillic ie for its e looks like "editor" but is
+    another id.
+
+    A letter's script is the first word of its Unicode name ("CYRILLIC SMALL LETTER
+    IE"); letter numbers count as letters (a small Roman numeral one looks like i), and
+    digits, punctuation and combining marks belong to every script. The first word sets
+    apart a few letters that Unicode's script property counts as Latin or common
+    (FULLWIDTH LATIN SMALL LETTER A, MICRO SIGN), and so refuses them beside the Latin
+    letters they look like."""
+    first_of: dict[str, str] = {}
+    for char in value:
+        if unicodedata.category(char) in _LETTERS:
+            first_of.setdefault(unicodedata.name(char, "UNNAMED").split(" ", 1)[0], char)
+    scripts = set(first_of)
+    if len(scripts) < 2 or any(scripts - {"LATIN"} <= kin for kin in _WRITTEN_TOGETHER):
+        return []
+    return list(first_of.values())
 
 
 def new_project_name(value: str) -> str:

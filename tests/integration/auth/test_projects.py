@@ -17,6 +17,7 @@ from cairn.exceptions import (
     PermissionDeniedError,
 )
 from cairn.types import ApiKeyExpirationTime, ProjectMember, ProjectRole
+from cairn_server.auth.store import AuthStore
 from tests.conftest import eventually
 from tests.integration.auth.conftest import World
 
@@ -124,6 +125,9 @@ async def test_bad_role_requests_are_invalid(world: World) -> None:
         ("alice\u2800", "invisible"),  # the blank Braille pattern
         ("alice\ufe0f", "invisible"),
         ("alic" + "e\u0301", "composed form"),  # alicé, spelled as e and an accent
+        ("\u0435ditor", "scripts"),  # a Cyrillic ie for the e
+        ("edit\u03bfr", "scripts"),  # a Greek omicron for the o
+        ("\u2170van", "scripts"),  # a small Roman numeral one for the i
     ],
 )
 async def test_no_role_or_key_goes_to_a_look_alike_of_a_user(
@@ -141,6 +145,29 @@ async def test_no_role_or_key_goes_to_a_look_alike_of_a_user(
     async with world.auth("global_admin") as auth:
         with pytest.raises(InvalidArgumentError, match=why):
             await auth.create_user_api_key(user, "look-alike", ApiKeyExpirationTime.THIRTY_DAYS)
+
+
+async def test_ids_written_in_one_script_or_in_scripts_written_together_are_users(
+    world: World, pool: asyncpg.Pool, unique: str
+) -> None:
+    """The letters of an id come from one script, or from scripts one language writes
+    together (kana and kanji, each with Latin too); digits and punctuation from any.
+    A user id stored before that rule still works."""
+    unique = str(int(unique, 16))  # in digits, which every script may hold
+    ids = [
+        f"\u0440\u0435\u0434\u0430\u043a\u0442\u043e\u0440-{unique}",  # Cyrillic throughout
+        f"\u5c71\u7530\u305f\u308d\u3046-{unique}",  # kanji and hiragana
+        f"taro\u5c71\u7530-{unique}@example.com",
+        f"\u1f10\u03bb\u03b5\u03bd\u03b7.{unique}_2",  # Greek, with a breathing mark
+    ]
+    async with world.auth("admin") as auth:
+        for user in ids:
+            await auth.add_user_project_role(user, world.project, ProjectRole.VIEWER)
+        members = {m.user_id for m in await auth.get_project_members(world.project)}
+    assert set(ids) <= members
+    before, _ = await AuthStore(pool).create_key(f"\u0435ditor-{unique}", "before", None)
+    async with world.auth_with(before) as auth:
+        assert [k.name for k in await auth.get_api_keys()] == ["before"]
 
 
 async def test_without_auth_projects_must_still_exist(server_port: int, unique: str) -> None:
