@@ -3,6 +3,8 @@ parsed and checked, tables checked for their rows, errors as one line and status
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import pytest
 
 import cairn
 from tests.e2e.cli_helpers import as_json, environment, failed, ok, run_cairn
-from tests.e2e.conftest import ServerProcess
+from tests.e2e.conftest import ServerProcess, tool
 
 pytestmark = pytest.mark.e2e
 
@@ -231,6 +233,39 @@ def test_a_bad_order_is_invalid_order_by(env: dict[str, str], unique: str) -> No
     experiment_id = ok("experiments", "create", f"order-{unique}", env=env).strip()
     line = failed("runs", "list", "-e", experiment_id, "--order-by", "nonsense DESC", env=env)
     assert "[INVALID_ORDER_BY]" in line
+
+
+def test_a_listing_prints_each_page_before_it_asks_for_the_next(
+    served: ServerProcess, env: dict[str, str], unique: str
+) -> None:
+    """A model listing pages by 100. The first page, 100 models of 2,000-character
+    descriptions, is more than a pipe holds, so the command cannot have asked for the
+    second page before the test read the first: a model made once the first line is
+    out is listed in the second page. A listing held whole until its end lacks it."""
+    prefix = f"paged-{unique}"
+    asyncio.run(_create_models(served, [f"{prefix}-{n:03}" for n in range(101)], "d" * 2000))
+    listing = subprocess.Popen(
+        [tool("cairn"), "models", "list", "--filter", f"name LIKE '{prefix}-%'", "-o", "json"],
+        env=env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert listing.stdout is not None
+    first_line = listing.stdout.readline()
+    asyncio.run(_create_models(served, [f"{prefix}-999"], None))
+    rest = listing.stdout.read()
+    assert listing.wait(timeout=60) == 0
+    assert first_line == "[\n"
+    names = [model["name"] for model in json.loads(first_line + rest)]
+    assert names == [f"{prefix}-{n:03}" for n in [*range(101), 999]]
+
+    table = ok("models", "list", "--filter", f"name LIKE '{prefix}-%'", env=env)
+    assert table.count("Registered models") == 1  # the title above the first part only
+    assert all(f"{prefix}-{n:03}" in table for n in [*range(101), 999])
+
+
+async def _create_models(served: ServerProcess, names: list[str], description: str | None) -> None:
+    async with cairn.Client(f"http://{served.address}") as client:
+        for name in names:
+            await client.registry.create_registered_model(name, description=description)
 
 
 async def test_metrics_history_numbers_and_plot(

@@ -9,12 +9,13 @@ from typing import IO, Any
 
 
 def print_table(
-    title: str,
+    title: str | None,
     columns: Sequence[str],
     rows: Iterable[Sequence[Any]],
     file: IO[str] | None = None,
 ) -> None:
-    """Prints rows under their column names to file (stdout when None).
+    """Prints rows under their column names, and title above them unless it is None,
+    to file (stdout when None).
 
     Values are the server's data and are printed as written, never read as rich markup
     (a description "[/link]" would otherwise raise MarkupError or restyle the table),
@@ -25,7 +26,7 @@ def print_table(
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=Text(visible(title)), title_justify="left")
+    table = Table(title=None if title is None else Text(visible(title)), title_justify="left")
     for column in columns:
         table.add_column(Text(visible(column)), overflow="fold")
     for row in rows:

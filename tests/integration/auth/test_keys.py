@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import asyncpg
@@ -9,6 +10,7 @@ import grpc
 import pytest
 
 import cairn
+from cairn import sync
 from cairn.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from cairn.exceptions import (
     InvalidArgumentError,
@@ -47,6 +49,24 @@ async def test_a_new_key_works_at_once_and_is_listed_without_its_secret(
     assert abs(laptop.expire_time - (time.time() * 1000 + 30 * DAY_MS)) < 60_000
     stored = await pool.fetchrow("SELECT * FROM auth.api_keys WHERE prefix = $1", laptop.prefix)
     assert all(key not in str(value) for value in stored.values())
+
+
+async def test_keys_are_listed_a_page_at_a_time_with_or_without_await(world: World) -> None:
+    """list_user_api_keys is get_user_api_keys as a Pager (what `cairn keys list` prints
+    page by page): the same keys in the same order, by `async for` and, through the
+    sync facade, by `for`."""
+    async with world.auth("editor") as auth:
+        await auth.create_api_key("paged", ApiKeyExpirationTime.THIRTY_DAYS)
+        every = [k.prefix for k in await auth.get_api_keys()]
+        paged = [k.prefix async for k in auth.list_user_api_keys()]
+
+    def without_await() -> list[str]:
+        key = world.keys["editor"]
+        with sync.AuthClient.insecure_connection("127.0.0.1", world.port, key) as auth:
+            return [k.prefix for k in auth.list_user_api_keys()]
+
+    assert paged == every
+    assert await asyncio.to_thread(without_await) == every
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import click
 
@@ -46,6 +47,8 @@ def call(work: Callable[[Client], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(session())
+    except BrokenPipeError:  # a reader gone (`| head`): click ends quietly
+        raise
     except CairnError as error:
         hint = _hint(error, connection)
         raise click.ClickException(f"{error}{f' ({hint})' if hint else ''}") from None
@@ -80,13 +83,19 @@ def _hint(error: CairnError, connection: Connection) -> str:
     return ""
 
 
-async def collect(pager: Pager[Any], max_results: int | None) -> list[Any]:
-    """Every item of a Pager, or the first max_results, asking for no more pages."""
+async def pages(pager: Pager[T], max_results: int | None) -> AsyncIterator[list[T]]:
+    """The pages of a Pager as they arrive, up to max_results items in all, asking for
+    no more pages: a listing prints each page before it asks for the next, so that
+    memory holds one page and the first lines appear at once."""
     if max_results:
         pager.limit(min(max_results, 1000))
-    items: list[Any] = []
-    async for item in pager:
-        items.append(item)
-        if max_results and len(items) >= max_results:
-            break
-    return items
+    left = max_results
+    while not pager.done:
+        fetched = pager.next_page()
+        page = list(await fetched if inspect.isawaitable(fetched) else fetched)
+        if left is not None:
+            page = page[:left]
+            left -= len(page)
+        yield page
+        if left == 0:
+            return

@@ -16,7 +16,8 @@ import enum
 import json
 import math
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import textwrap
+from collections.abc import AsyncIterable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -26,6 +27,9 @@ from .._tables import print_table, visible
 TABLE = "table"
 JSON = "json"
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+# The most rows of one table of a listing: a page of the server's.
+TABLE_ROWS = 1000
 
 # Fields holding milliseconds since the epoch, printed as ISO-8601.
 _TIME_FIELDS = frozenset(
@@ -115,11 +119,66 @@ def emit_list(
     title: str,
 ) -> None:
     """Prints records: as a JSON array, or as a table of the columns (key, heading)."""
-    if output == JSON:
-        write_json(list(records))
-        return
-    rows = [[_cell(record.get(key)) for key, _ in columns] for record in records]
-    print_table(title, [heading for _, heading in columns], rows, file=_table_file())
+    listing = Listing(output, columns, title)
+    listing.add(records)
+    listing.end()
+
+
+async def emit_pages(
+    output: str,
+    pages: AsyncIterable[Sequence[T]],
+    record: Callable[[T], Mapping[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    title: str,
+) -> None:
+    """Prints the items of pages as each page arrives (see Listing), each as record
+    makes it: memory holds one page, however long the listing."""
+    listing = Listing(output, columns, title)
+    async for page in pages:
+        listing.add([record(item) for item in page])
+    listing.end()
+
+
+class Listing:
+    """A listing printed part by part: a JSON array written element by element, or a
+    table a part (of up to TABLE_ROWS rows) at a time, each as wide as its own rows
+    need, under the title and headings the first part alone has."""
+
+    def __init__(self, output: str, columns: Sequence[tuple[str, str]], title: str) -> None:
+        self.output = output
+        self.columns = columns
+        self.title = title
+        self.printed = 0
+
+    def add(self, records: Sequence[Mapping[str, Any]]) -> None:
+        if self.output == JSON:
+            self._add_json(records)
+            return
+        for start in range(0, len(records), TABLE_ROWS):
+            self._table(records[start : start + TABLE_ROWS])
+            self.printed += len(records[start : start + TABLE_ROWS])
+
+    def end(self) -> None:
+        """Closes the array; prints the empty table of a listing that found nothing."""
+        if self.output == JSON:
+            write_text("[]\n" if not self.printed else "\n]\n")
+        elif not self.printed:
+            self._table([])
+
+    def _add_json(self, records: Sequence[Mapping[str, Any]]) -> None:
+        # As json.dumps(the whole list, indent=2) writes it.
+        parts = [",\n" if self.printed or n else "[\n" for n in range(len(records))]
+        text = "".join(
+            part + textwrap.indent(json_text(record), "  ")
+            for part, record in zip(parts, records, strict=True)
+        )
+        self.printed += len(records)
+        write_text(text)
+
+    def _table(self, records: Sequence[Mapping[str, Any]]) -> None:
+        rows = [[_cell(record.get(key)) for key, _ in self.columns] for record in records]
+        headings = [heading for _, heading in self.columns]
+        print_table(self.title if not self.printed else None, headings, rows, file=_table_file())
 
 
 def emit_object(output: str, record: Mapping[str, Any], title: str) -> None:
@@ -138,8 +197,17 @@ def echo(value: Any) -> None:
 
 
 def write_json(value: Any) -> None:
-    text = json.dumps(_strict(value), indent=2, ensure_ascii=False, allow_nan=False)
-    sys.stdout.write(text + "\n")
+    write_text(json_text(value) + "\n")
+
+
+def json_text(value: Any) -> str:
+    return json.dumps(_strict(value), indent=2, ensure_ascii=False, allow_nan=False)
+
+
+def write_text(text: str) -> None:
+    """Writes text to stdout at once: a listing's part is seen before the next is read."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _strict(value: Any) -> Any:

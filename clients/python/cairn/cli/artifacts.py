@@ -14,9 +14,9 @@ from .._clients.run_store import join, run_store
 from ..exceptions import InvalidArgumentError, NotFoundError
 from ..models import parse_uri
 from ..types import ListOptions, ObjectInfo, Pager
-from ._calls import call
+from ._calls import call, pages
 from ._connection import connection_options
-from ._output import JSON, echo, emit_list, is_terminal, output_option, plain
+from ._output import JSON, echo, emit_list, emit_pages, is_terminal, output_option, plain
 
 COLUMNS = [("path", "Path"), ("is_dir", "Dir"), ("size", "Bytes"), ("update_time", "Updated")]
 
@@ -54,16 +54,19 @@ def group() -> None:
 def list_artifacts(path: str, run_id: str | None, recursive: bool, output: str) -> None:
     """List the objects under PATH (one level; directories end with "/")."""
 
-    async def work(client: Client) -> list[dict[str, Any]]:
+    async def work(client: Client) -> None:
         store, root = await location(client, run_id)
         prefix = join(root, None, path) + "/" if join(root, None, path) else ""
 
         def page(options: ListOptions) -> Any:
             return store.list(prefix, recursive=recursive, options=options)
 
-        return [relative(info, root) async for info in Pager(page)]
+        listed: Pager[ObjectInfo] = Pager(page)
+        await emit_pages(
+            output, pages(listed, None), lambda info: relative(info, root), COLUMNS, "Artifacts"
+        )
 
-    emit_list(output, call(work), COLUMNS, "Artifacts")
+    call(work)
 
 
 @group.command("upload")

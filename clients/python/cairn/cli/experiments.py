@@ -8,9 +8,9 @@ import click
 
 from .._client import Client
 from ..types import Experiment, Pager, ViewType
-from ._calls import call, collect
+from ._calls import call, pages
 from ._connection import connection_options
-from ._output import echo, emit_list, output_option, plain
+from ._output import echo, emit_pages, output_option, plain
 
 COLUMNS = [
     ("experiment_id", "ID"),
@@ -49,16 +49,15 @@ def list_experiments(
 ) -> None:
     """List experiments (filter language: docs/filters.md)."""
 
-    async def work(client: Client) -> list[Experiment]:
-        pager = Pager(
+    async def work(client: Client) -> None:
+        pager: Pager[Experiment] = Pager(
             lambda options: client.tracking.search_experiments(
                 VIEWS[view], filter_string=filter_string, order_by=order_by, options=options
             )
         )
-        return await collect(pager, max_results)
+        await emit_pages(output, pages(pager, max_results), plain, COLUMNS, "Experiments")
 
-    experiments = call(work)
-    emit_list(output, [plain(e) for e in experiments], COLUMNS, "Experiments")
+    call(work)
 
 
 @group.command("create")

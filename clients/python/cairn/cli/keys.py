@@ -11,9 +11,9 @@ from __future__ import annotations
 import click
 
 from ..types import ApiKeyExpirationTime
-from ._calls import call
+from ._calls import call, pages
 from ._connection import connection_options, typed
-from ._output import echo, emit_list, output_option, plain
+from ._output import echo, emit_pages, output_option, plain
 from ._server import run_server_command
 
 LIFETIMES = {
@@ -43,8 +43,11 @@ def group() -> None:
 @connection_options
 def list_keys(user_id: str, output: str) -> None:
     """List your API keys (revoked and expired ones too); never a secret."""
-    keys = call(lambda client: client.auth.get_user_api_keys(user_id))
-    emit_list(output, [plain(k) for k in keys], COLUMNS, "API keys")
+    call(
+        lambda client: emit_pages(
+            output, pages(client.auth.list_user_api_keys(user_id), None), plain, COLUMNS, "API keys"
+        )
+    )
 
 
 @group.command(

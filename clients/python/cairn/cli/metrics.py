@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import click
 
+from .._client import Client
+from .._read_ahead import ReadAhead
 from .._tables import visible
 from ..types import Metric
 from ._calls import call
 from ._connection import connection_options
-from ._output import JSON, emit_list, is_terminal, output_option, plain
+from ._output import JSON, emit_pages, is_terminal, output_option, plain
 
 COLUMNS = [("step", "Step"), ("value", "Value"), ("timestamp", "Time")]
+# The most points a plot is drawn from: more than its columns can show apart.
+PLOT_POINTS = 1000
 # The plot's size when stdout is not a terminal (plotext would guess 80 x 24).
 PIPED_SIZE = (100, 25)
 # The server keeps the first, last, smallest and largest point: fewer cannot be asked.
@@ -57,13 +62,35 @@ def group() -> None:
 def history(run_id: str, key: str, max_points: int | None, plot: bool, output: str) -> None:
     """Every point of metric KEY of run RUN_ID, in step order: a plot in the terminal and
     a table, or JSON (no plot)."""
-    points = call(
-        lambda client: client.tracking.get_metric_history(run_id, key, max_points=max_points)
-    )
     title = f"{key} of run {run_id}"
-    if plot and output != JSON and points:
-        show_plot(points, title)
-    emit_list(output, [plain(p) for p in points], COLUMNS, title)
+
+    async def work(client: Client) -> None:
+        if plot and output != JSON:
+            plotted = await client.tracking.get_metric_history(
+                run_id, key, max_points=_plotted(max_points)
+            )
+            if plotted:
+                show_plot(plotted, title)
+        points = client.tracking.iter_metric_history(run_id, key, max_points=max_points)
+        await emit_pages(output, _batches(points), plain, COLUMNS, title)
+
+    call(work)
+
+
+def _plotted(max_points: int | None) -> int:
+    """How many points the plot asks for: at most PLOT_POINTS, which the server picks
+    keeping the first, last, smallest and largest, so that a plot of millions of
+    points costs no more than one of a thousand (the table has them all)."""
+    return max_points if max_points and max_points <= PLOT_POINTS else PLOT_POINTS
+
+
+async def _batches(points: ReadAhead[Metric]) -> AsyncIterator[list[Metric]]:
+    """The points as they arrive, a batch at a time."""
+    while True:
+        try:
+            yield await points.next_batch()
+        except StopAsyncIteration:
+            return
 
 
 def show_plot(points: list[Metric], title: str) -> None:

@@ -10,9 +10,9 @@ import click
 
 from .._client import Client
 from ..types import ListOptions, MlflowModelVersion, ModelVersionStage, Pager, RegisteredModel
-from ._calls import call, collect
+from ._calls import call, pages
 from ._connection import connection_options
-from ._output import echo, emit_list, emit_object, is_terminal, output_option, plain
+from ._output import echo, emit_object, emit_pages, is_terminal, output_option, plain
 
 MODEL_COLUMNS = [
     ("name", "Name"),
@@ -73,16 +73,18 @@ def list_models(
     """List registered models (filter language: docs/filters.md)."""
     order = [order_by] if order_by else None
 
-    async def work(client: Client) -> list[RegisteredModel]:
+    async def work(client: Client) -> None:
         def page(options: ListOptions) -> Any:
             return client.registry.search_registered_models(
                 filter_string, options.limit or 100, order, options.next_page_token
             )
 
-        return await collect(Pager(page), max_results)
+        listed: Pager[RegisteredModel] = Pager(page)
+        await emit_pages(
+            output, pages(listed, max_results), model_record, MODEL_COLUMNS, "Registered models"
+        )
 
-    models = call(work)
-    emit_list(output, [model_record(m) for m in models], MODEL_COLUMNS, "Registered models")
+    call(work)
 
 
 @group.command("describe")
@@ -109,7 +111,7 @@ def list_versions(
 ) -> None:
     """List the versions of model NAME, newest first."""
 
-    async def work(client: Client) -> list[MlflowModelVersion]:
+    async def work(client: Client) -> None:
         # By the model's id, not a condition on its name around the filter: an error's
         # position is then the filter's as written, and no ")" in it reaches past it.
         model = await client.registry.get_registered_model(name)
@@ -123,10 +125,11 @@ def list_versions(
                 registered_model_id=model.id,
             )
 
-        return await collect(Pager(page), max_results)
+        listed: Pager[MlflowModelVersion] = Pager(page)
+        title = f"Versions of {name}"
+        await emit_pages(output, pages(listed, max_results), plain, VERSION_COLUMNS, title)
 
-    versions = call(work)
-    emit_list(output, [plain(v) for v in versions], VERSION_COLUMNS, f"Versions of {name}")
+    call(work)
 
 
 @group.command("alias")

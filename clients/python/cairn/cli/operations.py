@@ -14,9 +14,9 @@ import click
 
 from .._client import Client
 from ..types import Operation, OperationState
-from ._calls import call, collect
+from ._calls import call, pages
 from ._connection import connection_options
-from ._output import JSON, emit_list, emit_object, iso_time, output_option, plain
+from ._output import JSON, emit_object, emit_pages, iso_time, output_option, plain
 
 COLUMNS = [
     ("name", "Operation"),
@@ -90,11 +90,11 @@ def group() -> None:
 def list_operations(max_results: int | None, output: str) -> None:
     """List operations, newest first."""
 
-    async def work(client: Client) -> list[Operation]:
-        return await collect(client.operations.list_operations(), max_results)
+    async def work(client: Client) -> None:
+        listed = pages(client.operations.list_operations(), max_results)
+        await emit_pages(output, listed, _record, COLUMNS, "Operations")
 
-    operations = call(work)
-    emit_list(output, [_record(o) for o in operations], COLUMNS, "Operations")
+    call(work)
 
 
 @group.command("get")

@@ -10,9 +10,9 @@ from .._client import Client
 from .._names import EXPERIMENT_ID
 from ..exceptions import NotFoundError
 from ..types import Pager, Run
-from ._calls import call, collect
+from ._calls import call, pages
 from ._connection import connection_options
-from ._output import emit_list, emit_object, output_option, plain
+from ._output import emit_object, emit_pages, output_option, plain
 from .experiments import VIEWS, view_option
 
 COLUMNS = [
@@ -68,17 +68,16 @@ def list_runs(
     """List runs of experiments, newest first unless --order-by says otherwise
     (filter language: docs/filters.md)."""
 
-    async def work(client: Client) -> list[Run]:
+    async def work(client: Client) -> None:
         ids = [await experiment_id(client, e) for e in experiments]
         pager = Pager(
             lambda options: client.tracking.search_runs(
                 ids, filter_string, VIEWS[view], order_by=order_by, options=options
             )
         )
-        return await collect(pager, max_results)
+        await emit_pages(output, pages(pager, max_results), run_record, COLUMNS, "Runs")
 
-    runs = call(work)
-    emit_list(output, [run_record(r) for r in runs], COLUMNS, "Runs")
+    call(work)
 
 
 async def experiment_id(client: Client, name_or_id: str) -> str:
