@@ -67,3 +67,12 @@ def test_an_untrusted_certificate_is_never_told_to_turn_tls_off() -> None:
         "UNAVAILABLE: ipv4:10.0.0.5:443: Tls handshake failed: CERTIFICATE_VERIFY_FAILED"
     )
     assert "--no-tls" not in _hint(untrusted, TLS)
+
+
+@pytest.mark.parametrize(
+    "lost", ["Stream removed (Socket closed)", "Socket closed", "Stream removed"]
+)
+def test_a_connection_lost_mid_call_is_never_blamed_on_tls(lost: str) -> None:
+    """A server gone mid-download closed a connection that was made: no TLS mismatch,
+    which ends the connecting itself ("connections to all backends failing")."""
+    assert "TLS" not in _hint(UnavailableError(lost), PLAIN)

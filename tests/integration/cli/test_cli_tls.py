@@ -30,6 +30,7 @@ async def test_tls_with_the_servers_ca(
         run_cairn, "experiments", "list", "--address", address, "--timeout", "5", env=env
     )
     assert_unavailable(plaintext.returncode, plaintext.stderr)
+    assert "may speak TLS: use https:// or --tls" in plaintext.stderr  # as it connects
     other = str(pki["other_ca"])
     untrusted = await asyncio.to_thread(
         run_cairn, "experiments", "list", "--address", address, "--tls", "--ca-file", other,

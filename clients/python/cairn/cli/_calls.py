@@ -76,11 +76,22 @@ def _hint(error: CairnError, connection: Connection) -> str:
         return f"{where} does not speak TLS: use http://, --no-tls or tls = false"
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return f"{where}'s certificate is not trusted here: give its CA with --ca-file"
-    if "Socket closed" in text and not connection.tls:
+    # A plaintext hello a TLS server hangs up on: only while connecting. A connection
+    # closed once made (a server gone mid-download: "Stream removed") says nothing of TLS.
+    if "Socket closed" in text and _never_connected(text) and not connection.tls:
         return f"{where} may speak TLS: use https:// or --tls"
     if "Connection refused" in text or "failed to connect" in text.lower():
         return f"no server answers at {where}: is it running? check the address given"
     return ""
+
+
+def _never_connected(text: str) -> bool:
+    """Whether gRPC's message says no connection could be made (its words have been
+    both of these), rather than that one made was lost."""
+    return "Stream removed" not in text and (
+        "connections to all backends failing" in text
+        or "failed to connect to all addresses" in text
+    )
 
 
 async def pages(pager: Pager[T], max_results: int | None) -> AsyncIterator[list[T]]:
