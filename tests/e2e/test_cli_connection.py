@@ -132,6 +132,20 @@ def test_bad_profiles_are_one_line_and_a_usage_error(tmp_path: Path) -> None:
         assert why in done.stderr, done.stderr
 
 
+def test_a_default_profile_that_is_not_utf8_is_a_usage_error_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    """Read as the default, without --profile, the file failed with Python's codec
+    message and status 1, naming no file; with --profile default it said where."""
+    file = write_profiles(tmp_path, "")
+    file.write_bytes(b"[default]\nurl = \xff\n")
+    env = environment(tmp_path)
+    for argv in ([], ["--profile", "default"]):
+        done = run_cairn("experiments", "list", *argv, env=env)
+        assert done.returncode == 2, (argv, done.returncode, done.stderr)
+        assert done.stderr == f"Error: {file}: line 2 is not UTF-8 text\n", argv
+
+
 def test_a_profiles_key_and_ca_stay_with_its_server(
     keyed: tuple[ServerProcess, str], tmp_path: Path
 ) -> None:

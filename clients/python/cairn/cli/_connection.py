@@ -335,8 +335,10 @@ def _has_default(path: Path) -> bool:
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read(path, encoding="utf-8")
-    except configparser.Error:
-        return True  # the file is broken: load_profile's error says where
+    except (configparser.Error, UnicodeDecodeError, OSError):
+        # The file is broken (not INI, not UTF-8) or unread: load_profile's error says
+        # where, naming the file, as it does for --profile default.
+        return True
     return parser.has_section("default")
 
 
