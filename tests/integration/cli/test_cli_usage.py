@@ -41,6 +41,32 @@ def test_a_key_longer_than_a_header_carries_is_refused_before_the_call(
     """A 20,000-character --api-key reached the call, which failed RESOURCE_EXHAUSTED
     with gRPC's words alone ("received metadata size exceeds hard limit")."""
     done = run_cairn("--api-key", "k" * 20_000, "experiments", "list", env=env)
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr
     assert "the API key is 20000 characters long" in done.stderr
     assert "kkkk" not in done.stderr and "RESOURCE_EXHAUSTED" not in done.stderr
+
+
+@pytest.mark.parametrize("version", ["99999999999999999999999", "0"])
+@pytest.mark.parametrize("command", [["alias", "m", "champion"], ["stage", "m"]])
+def test_a_version_no_model_can_have_is_a_usage_error(
+    env: dict[str, str], command: list[str], version: str
+) -> None:
+    """alias and stage sent any integer: the server refused one past 64 bits (status 1,
+    INVALID_ARGUMENT), and stage answered NOT_FOUND for 0; download refused both."""
+    stage = ["production"] if command[0] == "stage" else []
+    done = run_cairn("models", *command, version, *stage, env=env)
+    assert done.returncode == 2, done.stderr
+    assert "VERSION" in done.stderr and "INVALID_ARGUMENT" not in done.stderr
+
+
+def test_a_key_a_header_cannot_carry_is_a_usage_error_never_echoed(
+    env: dict[str, str],
+) -> None:
+    """A key of terminal controls reached the client, which refused it with status 1."""
+    flag = run_cairn("--api-key", "\x1b[2J", "experiments", "list", env=env)
+    assert flag.returncode == 2, flag.stderr
+    assert "--api-key" in flag.stderr and "a key is printable ASCII" in flag.stderr
+    variable = run_cairn("experiments", "list", env={**env, "CAIRN_API_KEY": "\x1b[2J"})
+    assert variable.returncode == 2, variable.stderr
+    assert "CAIRN_API_KEY is not a valid value" in variable.stderr
+    assert "\x1b" not in flag.stderr + variable.stderr

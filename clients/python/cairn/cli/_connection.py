@@ -27,7 +27,13 @@ import click
 
 from .. import profiles
 from .._client import Client, _split
-from .._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT, timeout_of
+from .._transport import (
+    DEFAULT_PROJECT,
+    DEFAULT_TIMEOUT,
+    MAX_TOKEN_LENGTH,
+    timeout_of,
+    token_header,
+)
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 # Where the options given to the group and to the command meet (ctx.meta is shared).
@@ -110,6 +116,24 @@ class _Address(click.ParamType):
             self.fail(str(error), param, ctx)
 
 
+def _api_key(text: str) -> str:
+    """A key as given by the flag or the variable, checked as the client checks it, so
+    that one no header can carry (a control character, 20,000 characters) is a usage
+    mistake before any call; the message never quotes the key."""
+    token_header(text)
+    return text
+
+
+class _ApiKey(click.ParamType):
+    name = "key"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return _api_key(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
 def _boolean(text: str) -> bool:
     if text.lower() in _TRUE | _FALSE:
         return text.lower() in _TRUE
@@ -119,7 +143,7 @@ def _boolean(text: str) -> bool:
 # Each setting's name, its variable and how the variable's text becomes its value.
 _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "address": ("CAIRN_ADDRESS", _address),
-    "api_key": ("CAIRN_API_KEY", str),
+    "api_key": ("CAIRN_API_KEY", _api_key),
     "project": ("CAIRN_PROJECT", str),
     "profile": ("CAIRN_PROFILE", str),
     "tls": ("CAIRN_TLS", _boolean),
@@ -133,6 +157,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
 _WANTED = {
     "tls": "give 1, true, yes or on; 0, false, no or off",
     "timeout": "give seconds above 0 (at most 1e9), or none",
+    "api_key": f"a key is printable ASCII, at most {MAX_TOKEN_LENGTH} characters",
 }
 
 
@@ -156,7 +181,7 @@ _OPTIONS = [
         type=_Address(),
         text=f"host:port, http://host[:port] or https://host[:port] [default {DEFAULT_ADDRESS}]",
     ),
-    _option("api_key", "--api-key", text="the API key to send"),
+    _option("api_key", "--api-key", type=_ApiKey(), text="the API key to send"),
     _option("project", "--project", text="the project to work in"),
     _option("profile", "--profile", text="a section of the profile file"),
     _option("tls", "--tls/--no-tls", default=None, text="connect over TLS or not"),

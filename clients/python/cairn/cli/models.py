@@ -30,6 +30,8 @@ VERSION_COLUMNS = [
     ("create_time_since_epoch", "Created"),
 ]
 STAGES = [stage.value for stage in ModelVersionStage]
+# A version number, as the registry numbers them: from 1, in 64 bits.
+VERSION = click.IntRange(1, 2**63 - 1)
 
 
 def model_record(model: RegisteredModel) -> dict[str, Any]:
@@ -135,7 +137,7 @@ def list_versions(
 @group.command("alias")
 @click.argument("name")
 @click.argument("alias")
-@click.argument("version", required=False, type=int)
+@click.argument("version", required=False, type=VERSION)
 @click.option("--delete", is_flag=True, help="remove the alias instead")
 @connection_options
 def alias(name: str, alias: str, version: int | None, delete: bool) -> None:
@@ -150,7 +152,7 @@ def alias(name: str, alias: str, version: int | None, delete: bool) -> None:
 
 @group.command("stage")
 @click.argument("name")
-@click.argument("version", type=int)
+@click.argument("version", type=VERSION)
 @click.argument("stage", type=click.Choice(STAGES, case_sensitive=False))
 @click.option("--archive-existing", is_flag=True, help="archive the others in that stage")
 @output_option
@@ -167,9 +169,7 @@ def stage(name: str, version: int, stage: str, archive_existing: bool, output: s
 
 @group.command("download")
 @click.argument("name")
-@click.option(
-    "--version", "-v", "version", type=click.IntRange(1, 2**63 - 1), help="a version number"
-)
+@click.option("--version", "-v", "version", type=VERSION, help="a version number")
 @click.option("--alias", "-a", "alias_name", help="or an alias, e.g. champion")
 @click.option(
     "--stage",
