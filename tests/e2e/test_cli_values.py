@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 import cairn
 from tests.e2e.cli_helpers import environment, ok, run_cairn
-from tests.e2e.conftest import ServerProcess
+from tests.e2e.conftest import ServerProcess, tool
 
 pytestmark = pytest.mark.e2e
 
@@ -177,3 +178,42 @@ async def test_values_holding_terminal_controls_are_shown_escaped(
     assert "note=ok\\x1b]0;PWNED\\x07\\x1b[2Jred" in described
     assert "p=v\\x1b[8mhidden\\u202e\\x9b\\x0d" in described
     assert "model\\x1b[2J\\x1b[Hclean" in models
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_stdout_that_is_not_utf8_gets_escapes(
+    env: dict[str, str], unique: str, encoding: str
+) -> None:
+    """JSON and tables failed with "unexpected UnicodeEncodeError" on such a stdout:
+    JSON is then ASCII with \\u escapes (the same strict JSON), a table Python's
+    escapes for what the encoding lacks."""
+    name = f"café-日本-{unique}"
+    ok("experiments", "create", name, env=env)
+    narrow = {**env, "PYTHONIOENCODING": encoding}
+    found = ["experiments", "list", "--filter", f"name LIKE '%{unique}'"]
+    as_json = run_cairn(*found, "-o", "json", env=narrow)
+    assert as_json.returncode == 0, as_json.stderr
+    assert as_json.stdout.isascii()
+    assert [e["name"] for e in strict(as_json.stdout)] == [name]
+    table = subprocess.run(
+        [tool("cairn"), *found], env=narrow, capture_output=True, encoding=encoding
+    )
+    assert table.returncode == 0 and table.stderr == "", table.stderr
+    assert "\\u65e5\\u672c" in table.stdout  # 日本
+
+
+def test_output_that_cannot_be_written_is_one_line_saying_why(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A full disk and a closed stdout were "unexpected" errors, a bug's words."""
+    listing = [tool("cairn"), "experiments", "list"]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(listing, env=env, stdout=full, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 1
+    assert done.stderr == "Error: cannot write output: No space left on device\n"
+    closed = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *listing],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert closed.returncode == 1
+    assert closed.stderr == "Error: cannot write output: stdout is closed\n"

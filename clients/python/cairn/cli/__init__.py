@@ -30,6 +30,7 @@ from . import (
     sync,
 )
 from ._connection import connection_options
+from ._output import end_output, guard_stdout
 
 
 def _version() -> str:
@@ -75,8 +76,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if problem := _not_utf8(sys.argv[1:] if argv is None else argv):
         click.UsageError(problem).show()
         sys.exit(click.UsageError.exit_code)
+    guard_stdout()
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="cairn")
+    except SystemExit as ending:  # click's, always
+        end_output(ending.code)
+        raise
     except Exception as error:  # a bug of ours: still one line, not a traceback
         click.echo(f"Error: unexpected {type(error).__name__}: {visible(str(error))}", err=True)
         sys.exit(1)

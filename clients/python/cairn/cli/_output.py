@@ -10,9 +10,12 @@ refuse the bare NaN Python would print.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import datetime
 import enum
+import errno
+import io
 import json
 import math
 import sys
@@ -192,8 +195,9 @@ def emit_object(output: str, record: Mapping[str, Any], title: str) -> None:
 
 def echo(value: Any) -> None:
     """Prints value as one plain line (an id, a path written): as a table's cells are,
-    with the characters a terminal would act on shown escaped."""
-    click.echo(visible(str(value)))
+    with the characters a terminal would act on shown escaped. Written to stdout as
+    it is (click would write UTF-8 to an ASCII stdout)."""
+    write_text(visible(str(value)) + "\n")
 
 
 def write_json(value: Any) -> None:
@@ -201,13 +205,101 @@ def write_json(value: Any) -> None:
 
 
 def json_text(value: Any) -> str:
-    return json.dumps(_strict(value), indent=2, ensure_ascii=False, allow_nan=False)
+    # As written, unless stdout cannot encode every character: then \u escapes, the
+    # same strict JSON.
+    ascii_only = not _is_utf8(getattr(sys.stdout, "encoding", None))
+    return json.dumps(_strict(value), indent=2, ensure_ascii=ascii_only, allow_nan=False)
 
 
 def write_text(text: str) -> None:
     """Writes text to stdout at once: a listing's part is seen before the next is read."""
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+class OutputError(click.ClickException):
+    """stdout cannot be written (a full disk, a closed stdout): the user's matter, one
+    line and status 1, not a bug of ours."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"cannot write output: {why}")
+
+
+class _Stdout(io.TextIOWrapper):
+    """stdout, whose failures to write are an OutputError. A reader gone (EPIPE, `|
+    head`) stays a BrokenPipeError, which click ends quietly."""
+
+    dropped = False
+
+    def write(self, text: str) -> int:
+        if self.dropped:
+            return len(text)
+        try:
+            return super().write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise OutputError(error.strerror or str(error)) from None
+
+    def flush(self) -> None:
+        if self.dropped:
+            return
+        try:
+            super().flush()
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise OutputError(error.strerror or str(error)) from None
+
+
+class _Closed(io.RawIOBase):
+    """What a closed stdout (`>&-`, which Python leaves as None) is written to."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        raise OSError(errno.EBADF, "stdout is closed")
+
+
+def guard_stdout() -> None:
+    """Makes stdout one whose failures to write are OutputError, and which writes what
+    its encoding lacks (an ASCII or Latin-1 locale) as Python's escapes ("\\u65e5")."""
+    stream = sys.stdout
+    if stream is None:
+        sys.stdout = _Stdout(io.BufferedWriter(_Closed()), encoding="utf-8")
+        return
+    if type(stream) is not io.TextIOWrapper:  # not the interpreter's own: left as it is
+        return
+    encoding = stream.encoding
+    sys.stdout = _Stdout(
+        stream.detach(),
+        encoding=encoding,
+        errors=stream.errors if _is_utf8(encoding) else "backslashreplace",
+        line_buffering=stream.line_buffering,
+        write_through=stream.write_through,
+    )
+
+
+def end_output(status: int | str | None) -> None:
+    """Writes what stdout holds yet, at the end of a command that ended with status:
+    a failure is the command's (status 1) unless it failed already, and what cannot be
+    written is dropped, which Python's own flush at exit would report as a traceback."""
+    try:
+        sys.stdout.flush()
+    except OutputError as error:
+        if isinstance(sys.stdout, _Stdout):
+            sys.stdout.dropped = True
+        if not status:
+            error.show()
+            sys.exit(error.exit_code)
+
+
+def _is_utf8(encoding: str | None) -> bool:
+    try:
+        return codecs.lookup(encoding or "ascii").name == "utf-8"
+    except LookupError:
+        return False
 
 
 def _strict(value: Any) -> Any:
