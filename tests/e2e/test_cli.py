@@ -94,6 +94,21 @@ def test_no_server_is_one_line(tmp_path: Path) -> None:
     assert "UNAVAILABLE" in failed("experiments", "list", env=env)
 
 
+def test_a_failed_sync_is_one_line_saying_what_was_sent_and_kept(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The library's two warnings (the file not stored, then the count) came before the
+    error line, which said the first again: three lines where one is promised."""
+    journals = tmp_path / "journals"
+    journals.mkdir()
+    bad = journals / "bad.jsonl"
+    bad.write_text("garbage\n")
+    line = failed("sync", str(journals), env=env)  # asserts the one line
+    assert line.startswith("Error: INVALID_ARGUMENT [INVALID_JOURNAL]: ")
+    assert line.endswith(f"; sent 0 points; not stored, kept to sync again: {bad}")
+    assert bad.exists()
+
+
 def test_server_commands_are_handed_to_the_server(env: dict[str, str]) -> None:
     table = ok("config", env=env)
     assert "| `CAIRN_LISTEN_ADDRESS` | `--listen-address` |" in table

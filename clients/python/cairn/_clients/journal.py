@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -209,25 +209,53 @@ class _Tracking(Protocol):
 async def replay(client: _Tracking, path: Path) -> int:
     """Stores what the journal files at path (one file, or a directory of them) hold,
     removing each file once all of it is stored; returns the points sent. A file that
-    cannot be stored (its run was deleted, say) is kept and the others go on; the first
-    such error is raised at the end. A file another sync holds, or stored and removed
-    meanwhile, is left to it: two syncs of one folder at once store each file once."""
-    sent, failures = 0, []
+    cannot be stored (its run was deleted, say) is kept, logged as a warning, and the
+    others go on; the first such error is raised at the end. A file another sync holds,
+    or stored and removed meanwhile, is left to it: two syncs of one folder at once
+    store each file once."""
+    replayed = await replay_each(client, path, on_failure=_warn_not_stored)
+    if replayed.failures:
+        # Raised, the count would be lost: a sync that stored some journals says so.
+        _log.warning(
+            "sent %d points; %d journals not stored, kept to sync again",
+            replayed.sent,
+            len(replayed.failures),
+        )
+        raise replayed.failures[0][1]
+    return replayed.sent
+
+
+@dataclass
+class Replayed:
+    """What a replay did: the points it sent, and each file not stored with its error
+    (in the order met), which is kept to sync again."""
+
+    sent: int = 0
+    failures: list[tuple[Path, CairnError]] = field(default_factory=list)
+
+
+async def replay_each(
+    client: _Tracking,
+    path: Path,
+    on_failure: Callable[[Path, CairnError], None] = lambda file, error: None,
+) -> Replayed:
+    """replay, which says what it did rather than log and raise: a caller that reports
+    it in its own words (the command line's one line) has each failure, as it happens
+    through on_failure, and the count."""
+    replayed = Replayed()
     for file in await asyncio.to_thread(_files, path):
         try:
             with _Held.of(file) as held:
                 if held is not None:
-                    sent += await _replay_one(client, file, held)
+                    replayed.sent += await _replay_one(client, file, held)
         except CairnError as error:
-            _log.warning("journal %s not stored: %s", file, error)
-            failures.append(error)
-    if failures:
-        # Raised, the count would be lost: a sync that stored some journals says so.
-        _log.warning(
-            "sent %d points; %d journals not stored, kept to sync again", sent, len(failures)
-        )
-        raise failures[0]
-    return sent
+            on_failure(file, error)
+            replayed.failures.append((file, error))
+    return replayed
+
+
+def _warn_not_stored(file: Path, error: CairnError) -> None:
+    _log.warning("journal %s not stored: %s", file, error)
 
 
 async def _replay_one(client: _Tracking, file: Path, held: _Held) -> int:

@@ -27,6 +27,16 @@ class ProfileMistake(click.ClickException):
     exit_code = click.UsageError.exit_code
 
 
+class PartlyDone(Exception):
+    """A command's failure after part of its work: the error, and what was done, said
+    after it in the same one line (the points a sync sent before a journal failed)."""
+
+    def __init__(self, error: CairnError, done: str) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.done = done
+
+
 def call(work: Callable[[Client], Awaitable[T]]) -> T:
     """Runs work with a client of this invocation's connection and returns its result.
 
@@ -49,11 +59,17 @@ def call(work: Callable[[Client], Awaitable[T]]) -> T:
         return asyncio.run(session())
     except BrokenPipeError:  # a reader gone (`| head`): click ends quietly
         raise
+    except PartlyDone as partly:
+        raise click.ClickException(f"{_said(partly.error, connection)}; {partly.done}") from None
     except CairnError as error:
-        hint = _hint(error, connection)
-        raise click.ClickException(f"{error}{f' ({hint})' if hint else ''}") from None
+        raise click.ClickException(_said(error, connection)) from None
     except (ProfileError, ValueError, OSError) as error:
         raise click.ClickException(str(error)) from None
+
+
+def _said(error: CairnError, connection: Connection) -> str:
+    hint = _hint(error, connection)
+    return f"{error}{f' ({hint})' if hint else ''}"
 
 
 def _hint(error: CairnError, connection: Connection) -> str:
