@@ -121,11 +121,22 @@ class _Rereading:
     answer: type[Message]
 
     def stub(self, answer: Message) -> Message:
-        stub = self.answer()
+        """What a request id keeps of answer, too large to keep: answer without its
+        lists and maps (tags, properties, latest versions, aliases), which validation
+        leaves well under the bound; or, past it still, the fields naming its object
+        alone. A server of the release before hands the stub out as the repeat's
+        answer (during an update, after a rollback): a whole object to its clients, if
+        one without its tags, where the fields alone failed their conversions."""
+        trimmed = self.answer()
+        trimmed.CopyFrom(answer)
+        _clear_lists(trimmed)
+        if trimmed.ByteSize() <= MAX_REMEMBERED_ANSWER_BYTES:
+            return trimmed
+        named = self.answer()
         for path in self.reread.names:
             *outer, name = path.split(".")
-            setattr(_field(stub, outer), name, getattr(_field(answer, outer), name))
-        return stub
+            setattr(_field(named, outer), name, getattr(_field(answer, outer), name))
+        return named
 
     async def answered(self, stub: bytes, context: grpc.aio.ServicerContext) -> Message:
         kept = self.answer.FromString(stub)
@@ -335,6 +346,15 @@ async def _after_any_outside(
         return await run_once()
     finally:
         _AFTER_OUTSIDE.reset(again)
+
+
+def _clear_lists(message: Message) -> None:
+    """Clears every list and map field of message, at any depth."""
+    for field, value in message.ListFields():
+        if field.is_repeated:
+            message.ClearField(field.name)
+        elif field.message_type is not None:
+            _clear_lists(value)
 
 
 def _field(message: Any, path: list[str]) -> Any:

@@ -21,6 +21,8 @@ from cairn.registry.v1 import registry_service_pb2_grpc as reg_rpc
 from cairn.tracking.v1 import tracking_pb2 as trk
 from cairn.tracking.v1 import tracking_service_pb2 as trk_api
 from cairn.tracking.v1 import tracking_service_pb2_grpc as trk_rpc
+from cairn.types._registry import registered_model_from_proto
+from cairn.types._tracking import run_from_proto
 from cairn_server import catalog
 from cairn_server.common.idempotency import MAX_REMEMBERED_ANSWER_BYTES, READS
 from tests.conftest import new_project
@@ -226,6 +228,56 @@ async def test_a_run_created_with_big_tags_is_repeated_as_it_is_now(
         )
     )
     assert [r.info.run_id for r in runs.runs] == [run_id]  # created once
+
+
+async def _kept(pool: asyncpg.Pool, schema: str, request_id: str) -> bytes:
+    return bytes(
+        await pool.fetchval(
+            f"SELECT response FROM {schema}.requests WHERE request_id = $1", request_id
+        )
+    )
+
+
+async def test_a_stub_is_the_answer_a_client_of_the_release_before_can_read(
+    channel: grpc.aio.Channel, pool: asyncpg.Pool, project: str, unique: str
+) -> None:
+    """A server of the release before answers a repeat with what the id keeps, as it
+    is (during an update, after a rollback): the stub is the answer without its lists
+    and maps. Kept as the naming fields alone, it broke the clients' conversions: a
+    run of status UNSPECIFIED (create_run raised KeyError), a model of state
+    UNSPECIFIED (ValueError)."""
+    tracking = trk_rpc.TrackingServiceStub(channel)
+    experiment = await tracking.CreateExperiment(
+        trk_api.CreateExperimentRequest(project=project, name=f"kept-{unique}")
+    )
+    tags = [trk.Tag(key=key, value=value) for key, value in _big_values(20)]
+    first = await tracking.CreateRun(
+        trk_api.CreateRunRequest(
+            project=project, experiment_id=experiment.experiment.experiment_id, tags=tags
+        ),
+        metadata=_id(f"kept-run-{unique}"),
+    )
+    kept_run = trk_api.CreateRunResponse.FromString(
+        await _kept(pool, "tracking", f"kept-run-{unique}")
+    ).run
+    assert kept_run.info == first.run.info and not kept_run.data.tags
+    assert run_from_proto(kept_run).info == run_from_proto(first.run).info
+
+    registry = reg_rpc.RegistryServiceStub(channel)
+    model_id = await _model_with_big_versions(registry, project)
+    described = await registry.UpdateRegisteredModel(
+        _describe(project, model_id, "kept"), metadata=_id(f"kept-model-{unique}")
+    )
+    kept_model = reg_api.UpdateRegisteredModelResponse.FromString(
+        await _kept(pool, "registry", f"kept-model-{unique}")
+    ).registered_model
+    assert not kept_model.latest_versions
+    model = registered_model_from_proto(kept_model)
+    assert (model.name, model.description, model.state) == (
+        described.registered_model.name,
+        "kept",
+        registered_model_from_proto(described.registered_model).state,
+    )
 
 
 def test_every_recorded_write_whose_answer_can_pass_the_bound_reads_it_again() -> None:
