@@ -375,7 +375,11 @@ async def run(config: Config, services: Sequence[ServiceSpec]) -> None:
     its startup, as gracefully."""
     with _SignalWaiter.installed() as signals:
         try:
-            pool = await _before_signal(signals, _open_pool(config))
+            # Run to its end whatever comes (a thread is not cancelled): a signal while
+            # an embedded PostgreSQL starts is acted on once it is up, so that "stopped"
+            # is still the last word.
+            url = await asyncio.to_thread(database.resolve_url, config)
+            pool = await _before_signal(signals, database.create_pool(url, config))
             try:
                 await _before_signal(signals, _prepare(pool, config, services))
                 await _serve(config, services, pool, signals)
@@ -384,11 +388,6 @@ async def run(config: Config, services: Sequence[ServiceSpec]) -> None:
         except _Signalled:
             pass
     _log.info("stopped")
-
-
-async def _open_pool(config: Config) -> asyncpg.Pool:
-    url = await asyncio.to_thread(database.resolve_url, config)
-    return await database.create_pool(url, config)
 
 
 async def _prepare(pool: asyncpg.Pool, config: Config, services: Sequence[ServiceSpec]) -> None:
@@ -428,20 +427,27 @@ class _Signalled(Exception):
 
 
 async def _before_signal(signals: _SignalWaiter, step: Awaitable[_T]) -> _T:
-    """The result of a step of the startup; or, if a signal comes first, the step
-    cancelled (and given the stop's margin to end: one in a statement waits for
-    PostgreSQL to confirm the cancel, which a partition never does) and _Signalled."""
+    """The result of a step of the startup; or, if a signal comes first, _Signalled.
+    A step not done by then (a signal, or run() cancelled by its caller) is cancelled
+    and given the stop's margin to end: one in a statement waits for PostgreSQL to
+    confirm the cancel, which a partition never does."""
     stepping = asyncio.ensure_future(step)
     signalled = asyncio.ensure_future(signals.wait())
-    await asyncio.wait({stepping, signalled}, return_when=asyncio.FIRST_COMPLETED)
-    if stepping.done():
-        if not signalled.cancel():  # it took a signal as the step ended: kept for later
-            signals.keep(signalled.result())
-        return stepping.result()
-    _log.info("shutting down", signal=signalled.result(), serving=False)
-    stepping.cancel()
-    await asyncio.wait({stepping}, timeout=STOP_MARGIN_SECONDS)
-    raise _Signalled
+    try:
+        await asyncio.wait({stepping, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        if stepping.done():
+            if not signalled.cancel():  # it took a signal as the step ended: kept for later
+                signals.keep(signalled.result())
+            return stepping.result()
+        _log.info("shutting down", signal=signalled.result(), serving=False)
+        raise _Signalled
+    finally:
+        signalled.cancel()
+        if not stepping.done():
+            stepping.cancel()
+            await asyncio.wait({stepping}, timeout=STOP_MARGIN_SECONDS)
+            # Left behind past the margin: how it ends is of no interest any more.
+            stepping.add_done_callback(lambda left: left.cancelled() or left.exception())
 
 
 async def _stop(server: CairnServer, signals: _SignalWaiter) -> None:

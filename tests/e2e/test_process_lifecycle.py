@@ -1,8 +1,14 @@
 """Starting, migrating and stopping the server process."""
 
+import asyncio
+import signal
+
+import asyncpg
 import pytest
 
-from tests.e2e.conftest import run_tool, start_server, tool
+from cairn_server.common.migrations import ADVISORY_LOCK_KEY
+from tests.conftest import eventually
+from tests.e2e.conftest import run_tool, spawn_server, start_server, tool
 
 pytestmark = pytest.mark.e2e
 
@@ -369,15 +375,6 @@ async def test_a_signal_while_waiting_for_migrations_stops_gracefully(
     (an hour, by deploy.md's startup probe), when a rollout's SIGTERM may well come.
     Its signals were handled only once it served: SIGTERM killed it (exit 143, neither
     'shutting down' nor 'stopped' logged) and SIGINT ended in 'Aborted!' (exit 1)."""
-    import asyncio
-    import signal
-
-    import asyncpg
-
-    from cairn_server.common.migrations import ADVISORY_LOCK_KEY
-    from tests.conftest import eventually
-    from tests.e2e.conftest import spawn_server
-
     holder = await asyncpg.connect(fresh_url)
     await holder.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
     server = await asyncio.to_thread(spawn_server, tmp_path, env={"CAIRN_DATABASE_URL": fresh_url})
@@ -397,3 +394,23 @@ async def test_a_signal_while_waiting_for_migrations_stops_gracefully(
         await holder.close()
     assert events()[-2:] == ["shutting down", "stopped"]
     assert "serving" not in events()
+
+
+async def test_a_signal_while_the_embedded_postgres_starts_is_acted_on_once_it_is_up(
+    tmp_path,
+) -> None:
+    """'stopped' stays the last word. Before, the signal cancelled the wait for the
+    embedded PostgreSQL's start but not the thread starting it: 'stopped' was logged,
+    then 'embedded postgres ready', and the exit waited for the thread."""
+    server = await asyncio.to_thread(spawn_server, tmp_path)
+    try:
+        starting = tmp_path / "postgres"  # made before initdb, which takes a second or more
+        await eventually(starting.exists, 60, "the embedded PostgreSQL starting")
+        server.process.send_signal(signal.SIGTERM)
+        exited = await asyncio.to_thread(server.process.wait, 60)
+        assert exited == 0, server.log_path.read_text()
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+    events = [line["event"] for line in server.log_lines()]
+    assert events[-3:] == ["embedded postgres ready", "shutting down", "stopped"]

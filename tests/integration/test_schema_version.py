@@ -179,3 +179,30 @@ async def test_a_server_that_does_not_migrate_refuses_a_database_never_migrated(
     with pytest.raises(Unservable, match=re.escape(TRACKING_LACKS_ALL)):
         async with asyncio.timeout(60):
             await server.run(unmigrated, SERVICES)
+
+
+async def test_a_run_cancelled_while_it_waits_for_migrations_leaves_nothing_waiting(
+    config: Config, fresh_url: str
+) -> None:
+    """run() cancelled by its caller (a timeout around an in-process server) before it
+    serves: its startup step is cancelled with it. Before, the step went on waiting for
+    the migrations' lock in PostgreSQL, and a task waiting for signals stayed behind."""
+    blocker = await asyncpg.connect(fresh_url)
+    try:
+        await blocker.execute("SELECT pg_advisory_lock($1)", migrations.ADVISORY_LOCK_KEY)
+        before = asyncio.all_tasks()
+        running = asyncio.create_task(
+            server.run(with_overrides(config, database_url=fresh_url), SERVICES)
+        )
+        await eventually(lambda: _waits_for_advisory_lock(blocker), what="the run waits")
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(running, timeout=30)
+        assert asyncio.all_tasks() - before == set()  # no step, no signal waiter
+
+        async def given_up() -> bool:  # PostgreSQL confirms the cancel a moment later
+            return not await _waits_for_advisory_lock(blocker)
+
+        await eventually(given_up, what="the migrations' lock no longer waited for")
+    finally:
+        await blocker.close()
