@@ -96,10 +96,30 @@ async def held(conn: asyncpg.Connection) -> AsyncIterator[None]:
     holding = _holder.set(conn)
     try:
         yield
-    finally:
+    except BaseException:
         _holder.reset(holding)
-        await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
-        await conn.execute("; ".join(f"RESET {name}" for name in settings))
+        await _give_up_after_failure(conn, settings)
+        raise
+    _holder.reset(holding)
+    await _give_up(conn, settings)
+
+
+async def _give_up(conn: asyncpg.Connection, settings: dict[str, int]) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+    await conn.execute("; ".join(f"RESET {name}" for name in settings))
+
+
+async def _give_up_after_failure(conn: asyncpg.Connection, settings: dict[str, int]) -> None:
+    """Gives the lock up after a run failed, without hiding why it failed: on a lost
+    connection (PostgreSQL ended the session, or it broke) giving up fails in turn,
+    and its error ("connection has been released back to the pool") would replace the
+    one that says the connection was lost. The session is then ended, and the lock
+    with it."""
+    try:
+        await _give_up(conn, settings)
+    except Exception:
+        with contextlib.suppress(asyncpg.InterfaceError):  # already closed and released
+            conn.terminate()
 
 
 async def apply(conn: asyncpg.Connection, schema: str, migrations: list[Migration]) -> list[int]:
@@ -111,7 +131,7 @@ async def apply(conn: asyncpg.Connection, schema: str, migrations: list[Migratio
         for migration in migrations:
             if migration.version in done:
                 continue
-            async with conn.transaction():
+            async with _transaction(conn):
                 await conn.execute(f'SET LOCAL search_path TO "{schema}"')
                 await conn.execute(migration.sql)
                 await conn.execute(
@@ -122,6 +142,22 @@ async def apply(conn: asyncpg.Connection, schema: str, migrations: list[Migratio
             _log.info("migration applied", schema=schema, migration=migration.name)
             applied.append(migration.version)
         return applied
+
+
+@contextlib.asynccontextmanager
+async def _transaction(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A transaction on conn that, on a connection lost in it, fails with the error
+    that says so: asyncpg's own context replaced it with its failure to roll back
+    ("the underlying connection is closed"). PostgreSQL rolls such a one back itself."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(asyncpg.InterfaceError):  # the connection is gone
+            await transaction.rollback()
+        raise
+    await transaction.commit()
 
 
 async def applied_versions(conn: asyncpg.Connection, schema: str) -> set[int]:

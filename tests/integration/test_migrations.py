@@ -2,12 +2,17 @@
 
 import asyncio
 import contextlib
+import os
 import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
+from cairn_server import catalog
 from cairn_server.common import migrations
 from cairn_server.common.migrations import Migration
 from tests.conftest import eventually
@@ -162,3 +167,80 @@ async def test_a_migrator_waiting_for_another_says_so(postgres_url: str, unique:
     finally:
         await first.close()
         await second.close()
+
+
+@contextlib.asynccontextmanager
+async def _registry_0007_waiting(url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A database whose registry schema stops before 0007, whose table registered_models
+    a transaction reads from (as a long registry call does) until the block ends: a
+    migration run applies registry 0007 and waits there. Yields a connection to watch
+    it with."""
+    watcher = await asyncpg.connect(url)
+    blocker = await asyncpg.connect(url)
+    try:
+        [registry] = catalog.select(["registry"])[-1:]
+        before_0007 = migrations.discover(registry.migrations_dir)[:6]
+        await migrations.apply(watcher, registry.schema, before_0007)
+        async with blocker.transaction():
+            await blocker.execute("SELECT count(*) FROM registry.registered_models")
+            yield watcher
+    finally:
+        await blocker.close()
+        await watcher.close()
+
+
+async def _migrator_waiting_on_0007(watcher: asyncpg.Connection) -> int:
+    """The backend of the migration run waiting in registry 0007."""
+    waiting = """SELECT pid FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%key_count%'"""
+    await eventually(lambda: watcher.fetchval(waiting), 30, "a migration waiting in registry 0007")
+    return await watcher.fetchval(waiting)
+
+
+async def _cairn(*args: str, database_url: str, **settings: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "CAIRN_DATABASE_URL": database_url, "CAIRN_LOG_FORMAT": "json"}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cairn_server.cli",
+        *args,
+        env={**env, **settings},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+@pytest.mark.parametrize(
+    "command", [["migrate", "registry"], ["serve", "registry", "--listen-address", "127.0.0.1:0"]]
+)
+async def test_a_migration_whose_connection_ends_is_one_line(
+    fresh_url: str, command: list[str], tmp_path: Path
+) -> None:
+    """A migrator whose session PostgreSQL ended mid-migration (a failover, an admin)
+    ended in a traceback: giving the lock up on the dead connection failed, and that
+    error ("connection has been released back to the pool") replaced the one that
+    said the connection was lost."""
+    async with _registry_0007_waiting(fresh_url) as watcher:
+        migrating = await _cairn(
+            *command,
+            database_url=fresh_url,
+            CAIRN_MIGRATE_ON_START="true",
+            CAIRN_DATA_DIR=str(tmp_path),
+            CAIRN_AUTH="none",
+        )
+        try:
+            migrator = await _migrator_waiting_on_0007(watcher)
+            assert await watcher.fetchval("SELECT pg_terminate_backend($1)", migrator)
+            _, stderr = await asyncio.wait_for(migrating.communicate(), 30)
+        finally:
+            if migrating.returncode is None:
+                migrating.kill()
+                await migrating.wait()
+    told = stderr.decode()
+    assert migrating.returncode == 1, told
+    assert "Traceback" not in told, told
+    [line] = told.strip().splitlines()[-1:]
+    assert line.startswith(f"cairn {command[0]}: cannot use the database at "), told
+    assert f"{urlsplit(fresh_url).path} (--database-url, CAIRN_DATABASE_URL): " in line, told
+    # The lost connection's own reason, not a failure to clean up after it.
+    assert line.endswith("terminating connection due to administrator command"), told
