@@ -64,7 +64,7 @@ def _serve(config: Config, services: list[catalog.ServiceSpec], args: argparse.N
 
 
 def _migrate(config: Config, services: list[catalog.ServiceSpec], args: argparse.Namespace) -> None:
-    _with_pool(config, lambda pool: migrate(pool, services))
+    _with_pool(config, lambda pool: migrate(pool, services, config))
     logs.get("cairn.migrations").info("migrations up to date", services=[s.name for s in services])
 
 
@@ -75,7 +75,7 @@ def _create_key(
     without ever serving with authentication off."""
 
     async def create(pool: asyncpg.Pool) -> str:
-        await migrate(pool, [AUTH])
+        await migrate(pool, [AUTH], config)
         key, info = await AuthStore(pool).create_key(
             args.user, args.name, auth_keys.LIFETIMES[args.expires], global_admin=args.admin
         )

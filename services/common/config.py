@@ -259,7 +259,8 @@ class Config:
         1.0,
         "how often health probes the database (whether it answers and takes writes, over "
         "a connection of its own); "
-        "two probes in a row that disagree with the health reported change it",
+        "two probes in a row that disagree with the health reported change it; "
+        "a migration run probes as often, and two unanswered in a row give it up",
         # A shorter interval makes an idle server a loop of probes.
         bounds=Bounds(0.1),
     )

@@ -115,6 +115,16 @@ class UnreadableUrl(ValueError):
         )
 
 
+async def connect_beside(pool: asyncpg.Pool, timeout: float) -> asyncpg.Connection:
+    """A connection of its own, outside the pool, opened with the pool's arguments (URL,
+    TLS, server settings) within timeout seconds: for probes, which the pool's calls
+    must not hold up."""
+    # asyncpg can set them (Pool.set_connect_args) but offers no way to read them.
+    return await asyncpg.connect(
+        *pool._connect_args, **{**pool._connect_kwargs, "timeout": timeout}
+    )
+
+
 # Longest wait for the pool's connections to say goodbye before they are dropped.
 POOL_CLOSE_SECONDS = 5.0
 

@@ -12,10 +12,11 @@ database that lacks any of them, and warns of versions only a newer release know
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -120,6 +121,85 @@ async def _give_up_after_failure(conn: asyncpg.Connection, settings: dict[str, i
     except Exception:
         with contextlib.suppress(asyncpg.InterfaceError):  # already closed and released
             conn.terminate()
+
+
+# Probes of the database in a row that get no answer before a run is given up on.
+PROBES_TO_GIVE_UP = 2
+
+
+@contextlib.asynccontextmanager
+async def watched(
+    conn: asyncpg.Connection,
+    connect: Callable[[], Awaitable[asyncpg.Connection]],
+    interval: float,
+    timeout: float,
+) -> AsyncIterator[None]:
+    """Gives a run on conn up when its database stops answering, so that it ends.
+
+    A run has no statement timeout, and its connection no keepalive: one whose database
+    went silent (a network partition, a black-holed route: nothing answers, nothing
+    refuses) waited for ever, long after PostgreSQL had rolled its migration back. A
+    probe every interval seconds, over connections of its own opened by connect, asks
+    whether the run's session is still there; when PROBES_TO_GIVE_UP in a row get no
+    answer within timeout seconds (to connect, then to the query), or the session is
+    gone, conn is ended, and the run fails with ConnectionDoesNotExistError saying why.
+    What it had not committed is rolled back once PostgreSQL notices."""
+    watchdog = asyncio.ensure_future(_watch(conn, connect, interval, timeout))
+    try:
+        yield
+    except Exception as error:
+        if watchdog.done() and not watchdog.cancelled():
+            raise asyncpg.ConnectionDoesNotExistError(watchdog.result()) from error
+        raise
+    finally:
+        watchdog.cancel()
+        await asyncio.gather(watchdog, return_exceptions=True)
+
+
+async def _watch(
+    conn: asyncpg.Connection,
+    connect: Callable[[], Awaitable[asyncpg.Connection]],
+    interval: float,
+    timeout: float,
+) -> str:
+    """Probes until the run's session is found gone or PROBES_TO_GIVE_UP probes in a
+    row are unanswered; then ends conn and returns why."""
+    session = conn.get_server_pid()
+    probe: asyncpg.Connection | None = None
+    unanswered = 0
+    try:
+        while unanswered < PROBES_TO_GIVE_UP:
+            await asyncio.sleep(interval)
+            try:
+                probe = probe or await connect()
+                there = await probe.fetchval(_SESSION_THERE, session, timeout=timeout)
+            except asyncpg.TooManyConnectionsError:
+                unanswered = 0  # it answered: every connection it allows is taken
+                continue
+            except Exception as error:  # refused, timed out, broken: all unanswered
+                _log.info("database probe failed during migrations", error=repr(error))
+                if probe is not None:
+                    probe.terminate()  # without a goodbye, which would not be answered
+                probe, unanswered = None, unanswered + 1
+                continue
+            if not there:
+                why = "PostgreSQL ended the migrations' session"
+                break
+            unanswered = 0
+        else:
+            why = (
+                f"the database answered none of {PROBES_TO_GIVE_UP} probes in a row within "
+                f"{timeout:g} s (CAIRN_HEALTH_PROBE_TIMEOUT_SECONDS) during migrations"
+            )
+        _log.warning("migrations given up", reason=why)
+        conn.terminate()
+        return why
+    finally:
+        if probe is not None:
+            probe.terminate()
+
+
+_SESSION_THERE = "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)"
 
 
 async def apply(conn: asyncpg.Connection, schema: str, migrations: list[Migration]) -> list[int]:

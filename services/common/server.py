@@ -362,9 +362,24 @@ def _check_readable(setting: str, path: str) -> None:
         ) from error
 
 
-async def migrate(pool: asyncpg.Pool, services: Sequence[ServiceSpec]) -> None:
-    """Applies every service's pending migrations, under one hold of their lock."""
-    async with pool.acquire() as conn, migrations.held(conn):
+async def migrate(
+    pool: asyncpg.Pool, services: Sequence[ServiceSpec], config: Config | None = None
+) -> None:
+    """Applies every service's pending migrations, under one hold of their lock; given
+    up when the database stops answering, with the health probes' interval and timeout
+    of config (their defaults without one)."""
+    probes = config or Config()
+    timeout = probes.health_probe_timeout_seconds
+    async with (
+        pool.acquire() as conn,
+        migrations.watched(
+            conn,
+            lambda: database.connect_beside(pool, timeout),
+            probes.health_probe_interval_seconds,
+            timeout,
+        ),
+        migrations.held(conn),
+    ):
         for spec in services:
             await migrations.apply(conn, spec.schema, migrations.discover(spec.migrations_dir))
 
@@ -394,7 +409,7 @@ async def _prepare(pool: asyncpg.Pool, config: Config, services: Sequence[Servic
     """Readies the database for the services: their migrations applied (or waited
     for) and checked."""
     if config.migrate_on_start:
-        await migrate(pool, services)
+        await migrate(pool, services, config)
     await migrations.check(pool, services)
     for spec in services:
         if spec.servable:

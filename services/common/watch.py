@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from . import logs
-from .database import BoundedPool, drop_connections
+from .database import BoundedPool, connect_beside, drop_connections
 
 PROBES_TO_CHANGE = 2
 _log = logs.get("cairn.health")
@@ -101,12 +101,7 @@ class _Probe:
             return False
 
     async def _connect(self) -> asyncpg.Connection:
-        # The pool's own arguments (URL, TLS, server settings); asyncpg can set them
-        # (Pool.set_connect_args) but offers no way to read them.
-        pool = self._pool
-        return await asyncpg.connect(
-            *pool._connect_args, **{**pool._connect_kwargs, "timeout": self._timeout}
-        )
+        return await connect_beside(self._pool, self._timeout)
 
     def close(self) -> None:
         """Drops the connection without a goodbye, which a database that does not

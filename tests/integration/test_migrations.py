@@ -16,6 +16,7 @@ from cairn_server import catalog
 from cairn_server.common import migrations
 from cairn_server.common.migrations import Migration
 from tests.conftest import eventually
+from tests.proxy import PostgresProxy
 
 
 def _steps(schema: str) -> list[Migration]:
@@ -244,3 +245,55 @@ async def test_a_migration_whose_connection_ends_is_one_line(
     assert f"{urlsplit(fresh_url).path} (--database-url, CAIRN_DATABASE_URL): " in line, told
     # The lost connection's own reason, not a failure to clean up after it.
     assert line.endswith("terminating connection due to administrator command"), told
+
+
+# The probes of a migration run in the test below: ten a second, each given 0.3 s
+# (CAIRN_HEALTH_PROBE_*: 1 s and 2 s by default), so that it takes seconds.
+_QUICK_PROBES = {
+    "CAIRN_HEALTH_PROBE_INTERVAL_SECONDS": "0.1",
+    "CAIRN_HEALTH_PROBE_TIMEOUT_SECONDS": "0.3",
+}
+# Two probes, the pool's close given up on after 5 s twice (database.close_pool), room.
+_PARTITION_TOLD_WITHIN_SECONDS = 15
+
+
+@pytest.mark.parametrize(
+    "command", [["migrate", "registry"], ["serve", "registry", "--listen-address", "127.0.0.1:0"]]
+)
+async def test_a_migration_cut_off_by_a_partition_is_given_up(
+    fresh_url: str, command: list[str], tmp_path: Path
+) -> None:
+    """A migrator whose database went silent (a network partition: nothing answers,
+    nothing refuses) waited for ever: with no statement timeout and no keepalive, the
+    k8s Job and every init container hung long after PostgreSQL had rolled its
+    migration back."""
+    proxy = PostgresProxy(fresh_url)
+    try:
+        async with _registry_0007_waiting(fresh_url) as watcher:
+            migrating = await _cairn(
+                *command,
+                database_url=await proxy.start(),
+                CAIRN_MIGRATE_ON_START="true",
+                CAIRN_DATA_DIR=str(tmp_path),
+                CAIRN_AUTH="none",
+                **_QUICK_PROBES,
+            )
+            try:
+                await _migrator_waiting_on_0007(watcher)
+                proxy.partition()
+                _, stderr = await asyncio.wait_for(
+                    migrating.communicate(), _PARTITION_TOLD_WITHIN_SECONDS
+                )
+            finally:
+                if migrating.returncode is None:
+                    migrating.kill()
+                    await migrating.wait()
+    finally:
+        await proxy.close()
+    told = stderr.decode()
+    assert migrating.returncode == 1, told
+    [line] = told.strip().splitlines()[-1:]
+    assert line.startswith(
+        f"cairn {command[0]}: cannot use the database at 127.0.0.1:{proxy.port}"
+    ), told
+    assert "Traceback" not in told, told
