@@ -7,7 +7,9 @@ The whole run holds a PostgreSQL advisory lock, so replicas that start together
 apply each file exactly once while the others wait.
 
 A server checks the ledgers against its files before it serves (`check`): it refuses a
-database that lacks any of them, and warns of versions only a newer release knows.
+database that lacks any of them, or applied another migration than one of them at its
+version (by name: the ledger keeps each file's), and warns of versions only a newer
+release knows.
 """
 
 from __future__ import annotations
@@ -206,7 +208,8 @@ async def apply(conn: asyncpg.Connection, schema: str, migrations: list[Migratio
     """Applies the pending migrations of one schema; returns the versions applied."""
     async with held(conn):
         await _ensure_ledger(conn, schema)
-        done = await applied_versions(conn, schema)
+        done = await _ledger(conn, schema)
+        _refuse_other_files([_state(schema, migrations, done)])
         applied = []
         for migration in migrations:
             if migration.version in done:
@@ -262,6 +265,9 @@ class SchemaState:
 
     schema: str
     missing: list[Migration]  # files of this server the database has not applied
+    # Files of this server whose version the database applied under another name (a
+    # different migration, of another build), with that name.
+    other: list[tuple[Migration, str]]
     unknown: list[str]  # versions applied that no file of this server is (a newer release)
 
 
@@ -270,9 +276,11 @@ async def check(pool: asyncpg.Pool, services: Sequence[ServiceSpec]) -> None:
     of migrations applied that this server does not know (a newer release's).
 
     Raises:
-        Unservable: a schema lacks migrations, naming them and `cairn migrate`.
+        Unservable: a schema lacks migrations, naming them and `cairn migrate`; or
+            applied another migration than a file of this server at its version.
     """
     states = await compare(pool, services)
+    _refuse_other_files(states)
     for state in states:
         if state.unknown:
             _log.warning(
@@ -323,8 +331,27 @@ def _state(schema: str, files: list[Migration], ledger: dict[int, str]) -> Schem
     return SchemaState(
         schema=schema,
         missing=[m for m in files if m.version not in ledger],
+        other=[(m, ledger[m.version]) for m in files if ledger.get(m.version, m.name) != m.name],
         unknown=[ledger[v] for v in sorted(ledger) if v not in known],
     )
+
+
+def _refuse_other_files(states: list[SchemaState]) -> None:
+    """Raises Unservable when a schema applied another migration than a file of this
+    server at its version: counted as applied by its version alone, the file's changes
+    would never be made, and the server would serve tables they are missing from."""
+    differing = [
+        f"the {state.schema} schema applied {applied} as its migration {file.version}, "
+        f"where this server's file is {file.name}"
+        for state in states
+        for file, applied in state.other
+    ]
+    if differing:
+        raise Unservable(
+            f"the database's migrations differ from this server's: {'; '.join(differing)}. "
+            "It was migrated by another build of Cairn: serve it with that one (each "
+            "schema's ledger is its schema_migrations table)"
+        )
 
 
 def _lacks(state: SchemaState) -> str:

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from structlog.testing import capture_logs
 from cairn_server import catalog
 from cairn_server.common import migrations
 from cairn_server.common.migrations import Migration
+from cairn_server.common.service import Unservable
 from tests.conftest import eventually
 from tests.proxy import PostgresProxy
 
@@ -297,3 +299,28 @@ async def test_a_migration_cut_off_by_a_partition_is_given_up(
         f"cairn {command[0]}: cannot use the database at 127.0.0.1:{proxy.port}"
     ), told
     assert "Traceback" not in told, told
+
+
+async def test_a_file_other_than_the_one_applied_at_its_version_is_refused(
+    pool: asyncpg.Pool, unique: str, tmp_path: Path
+) -> None:
+    """A version applied under another name (a different migration of another build, or
+    a file renamed) counted as applied: check served the database, and apply skipped the
+    file, so its changes were never made."""
+    schema = f"named_{unique}"
+    async with pool.acquire() as conn:
+        await migrations.apply(conn, schema, _steps(schema))
+    (tmp_path / "0001_init.sql").write_text(_steps(schema)[0].sql)
+    (tmp_path / "0002_other.sql").write_text("CREATE TABLE other (id int);")
+    [spec] = catalog.select(["registry"])[-1:]
+    other_build = dataclasses.replace(spec, schema=schema, migrations_dir=tmp_path)
+    expected = (
+        f"the {schema} schema applied 0002_more as its migration 2, where this server's "
+        "file is 0002_other"
+    )
+    with pytest.raises(Unservable, match=expected):
+        await migrations.check(pool, [other_build])
+    async with pool.acquire() as conn:
+        with pytest.raises(Unservable, match=expected):
+            await migrations.apply(conn, schema, migrations.discover(tmp_path))
+        assert await conn.fetchval("SELECT to_regclass($1)", f"{schema}.other") is None
