@@ -214,7 +214,39 @@ async def apply(conn: asyncpg.Connection, schema: str, migrations: list[Migratio
         for migration in migrations:
             if migration.version in done:
                 continue
+            await _apply_waiting_briefly(conn, schema, migration)
+            _log.info("migration applied", schema=schema, migration=migration.name)
+            applied.append(migration.version)
+        return applied
+
+
+# How long a migration waits for a lock on a table it changes before it is rolled back
+# and tried again. PostgreSQL grants a table's locks in order, so every call that uses
+# the table queues behind a waiting ALTER TABLE: behind a long read, an unbounded wait
+# stalled every call of the service for as long as the read lasted.
+LOCK_WAIT_SECONDS = 3.0
+# Tries of a migration, each after a pause that doubles from LOCK_PAUSE_SECONDS up to
+# LOCK_PAUSE_MAX_SECONDS (below STALLED_AFTER_SECONDS, past which PostgreSQL ends an idle
+# session): about three minutes in all before the run fails.
+LOCK_TRIES = 10
+LOCK_PAUSE_SECONDS = 1.0
+LOCK_PAUSE_MAX_SECONDS = 30.0
+
+
+async def _apply_waiting_briefly(
+    conn: asyncpg.Connection, schema: str, migration: Migration
+) -> None:
+    """Applies one migration, and records it, in one transaction that waits at most
+    LOCK_WAIT_SECONDS for each lock; tried again after a pause (logged) while a lock is
+    not granted, LOCK_TRIES times in all.
+
+    Raises:
+        Unservable: the last try too found a lock it needs held, naming the migration.
+    """
+    for attempt in range(1, LOCK_TRIES + 1):
+        try:
             async with _transaction(conn):
+                await conn.execute(f"SET LOCAL lock_timeout = {round(LOCK_WAIT_SECONDS * 1000)}")
                 await conn.execute(f'SET LOCAL search_path TO "{schema}"')
                 await conn.execute(migration.sql)
                 await conn.execute(
@@ -222,9 +254,26 @@ async def apply(conn: asyncpg.Connection, schema: str, migrations: list[Migratio
                     migration.version,
                     migration.name,
                 )
-            _log.info("migration applied", schema=schema, migration=migration.name)
-            applied.append(migration.version)
-        return applied
+            return
+        except asyncpg.LockNotAvailableError:
+            if attempt == LOCK_TRIES:
+                break
+            pause = min(LOCK_PAUSE_SECONDS * 2 ** (attempt - 1), LOCK_PAUSE_MAX_SECONDS)
+            _log.warning(
+                "migration waited for a lock; trying again",
+                schema=schema,
+                migration=migration.name,
+                attempt=attempt,
+                waited_seconds=LOCK_WAIT_SECONDS,
+                pause_seconds=pause,
+            )
+            await asyncio.sleep(pause)
+    raise Unservable(
+        f"migration {migration.name} of the {schema} schema waited {LOCK_TRIES} times for "
+        f"{LOCK_WAIT_SECONDS:g} s for a lock on a table it changes, held by other sessions "
+        "(a long query or transaction: see pg_stat_activity); nothing of it was applied. "
+        "End them, or wait for them, and run `cairn migrate` again"
+    )
 
 
 @contextlib.asynccontextmanager

@@ -324,3 +324,89 @@ async def test_a_file_other_than_the_one_applied_at_its_version_is_refused(
         with pytest.raises(Unservable, match=expected):
             await migrations.apply(conn, schema, migrations.discover(tmp_path))
         assert await conn.fetchval("SELECT to_regclass($1)", f"{schema}.other") is None
+
+
+@pytest.fixture
+def quick_lock_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lock waits of 0.2 s and pauses of 0.05 s (3 s and 1 s up to 30 s by default), so
+    that the tests below take a second."""
+    monkeypatch.setattr(migrations, "LOCK_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(migrations, "LOCK_PAUSE_SECONDS", 0.05)
+
+
+@contextlib.asynccontextmanager
+async def _long_read(postgres_url: str, schema: str) -> AsyncIterator[None]:
+    """A transaction that reads schema's table `things` until the block ends (a long
+    call of a server of the version before, say)."""
+    reader = await asyncpg.connect(postgres_url)
+    try:
+        async with reader.transaction():
+            await reader.execute(f"SELECT count(*) FROM {schema}.things")
+            yield
+    finally:
+        await reader.close()
+
+
+_ALTER_WAITING = """SELECT count(*) FROM pg_stat_activity
+                    WHERE query LIKE 'ALTER TABLE%' AND wait_event_type = 'Lock'"""
+
+
+async def test_a_migration_behind_a_long_read_holds_no_call_up(
+    postgres_url: str, unique: str, quick_lock_waits: None
+) -> None:
+    """A migration's ALTER TABLE behind a long read waited for it with no bound, and
+    every call that touched the table queued behind the ALTER: a 10 s read stalled all
+    registry calls for 11.5 s while 0007 waited."""
+    schema = f"locked_{unique}"
+    altering = Migration(3, "0003_alter", "ALTER TABLE things ADD COLUMN more int;")
+    migrator, caller = [await asyncpg.connect(postgres_url) for _ in range(2)]
+    try:
+        await migrations.apply(migrator, schema, _steps(schema))
+        with capture_logs() as logged:
+            async with _long_read(postgres_url, schema):
+                migrating = asyncio.create_task(
+                    migrations.apply(migrator, schema, [*_steps(schema), altering])
+                )
+                await eventually(
+                    lambda: caller.fetchval(_ALTER_WAITING), what="the ALTER waiting on the read"
+                )
+                # A call that reads the table meanwhile is answered.
+                assert await asyncio.wait_for(
+                    caller.fetchval(f"SELECT count(*) FROM {schema}.things"), 5
+                )
+                await eventually(
+                    lambda: (
+                        "migration waited for a lock; trying again"
+                        in [entry["event"] for entry in logged]
+                    ),
+                    what="the wait logged",
+                )
+                assert not migrating.done()
+            assert await asyncio.wait_for(migrating, 20) == [3]
+    finally:
+        await migrator.close()
+        await caller.close()
+
+
+async def test_a_migration_that_never_gets_its_lock_fails_saying_so(
+    postgres_url: str, unique: str, quick_lock_waits: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migrations, "LOCK_TRIES", 3)
+    schema = f"never_{unique}"
+    altering = Migration(3, "0003_alter", "ALTER TABLE things ADD COLUMN more int;")
+    migrator = await asyncpg.connect(postgres_url)
+    try:
+        await migrations.apply(migrator, schema, _steps(schema))
+        with capture_logs() as logged:
+            async with _long_read(postgres_url, schema):
+                with pytest.raises(
+                    Unservable,
+                    match=f"migration 0003_alter of the {schema} schema waited 3 times for "
+                    "0.2 s for a lock",
+                ):
+                    await migrations.apply(migrator, schema, [*_steps(schema), altering])
+        waits = [entry for entry in logged if entry["event"].startswith("migration waited")]
+        assert [entry["attempt"] for entry in waits] == [1, 2]
+        assert await migrations.applied_versions(migrator, schema) == {1, 2}
+    finally:
+        await migrator.close()
