@@ -106,16 +106,6 @@ def _address(text: str) -> str:
     return text
 
 
-class _Address(click.ParamType):
-    name = "address"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        try:
-            return _address(str(value))
-        except ValueError as error:
-            self.fail(str(error), param, ctx)
-
-
 def _api_key(text: str) -> str:
     """A key as given by the flag or the variable, checked as the client checks it, so
     that one no header can carry (a control character, 20,000 characters) is a usage
@@ -124,14 +114,22 @@ def _api_key(text: str) -> str:
     return text
 
 
-class _ApiKey(click.ParamType):
-    name = "key"
+class _Checked(click.ParamType):
+    """A value check takes, whose ValueError is a usage mistake (exit status 2)."""
+
+    def __init__(self, name: str, check: Callable[[str], str]) -> None:
+        self.name = name
+        self._check = check
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         try:
-            return _api_key(str(value))
+            return self._check(str(value))
         except ValueError as error:
             self.fail(str(error), param, ctx)
+
+
+_ADDRESS = _Checked("address", _address)
+_API_KEY = _Checked("key", _api_key)
 
 
 def _boolean(text: str) -> bool:
@@ -178,10 +176,10 @@ _OPTIONS = [
         "address",
         "--address",
         "--target",
-        type=_Address(),
+        type=_ADDRESS,
         text=f"host:port, http://host[:port] or https://host[:port] [default {DEFAULT_ADDRESS}]",
     ),
-    _option("api_key", "--api-key", type=_ApiKey(), text="the API key to send"),
+    _option("api_key", "--api-key", type=_API_KEY, text="the API key to send"),
     _option("project", "--project", text="the project to work in"),
     _option("profile", "--profile", text="a section of the profile file"),
     _option("tls", "--tls/--no-tls", default=None, text="connect over TLS or not"),
@@ -195,13 +193,13 @@ _OPTIONS = [
     _option(
         "registry_address",
         "--registry-address",
-        type=_Address(),
+        type=_ADDRESS,
         text="the model registry's address, when it is served apart [default: --address]",
     ),
     _option(
         "artifacts_address",
         "--artifacts-address",
-        type=_Address(),
+        type=_ADDRESS,
         text="the artifact service's address, when it is served apart [default: --address]",
     ),
 ]
