@@ -437,6 +437,8 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
             for field in ("name", "model_version_id")
             if getattr(record, field)
         }
+        if message.WhichOneof("kind"):  # a message without one leaves the kind as stored
+            changes["kind"] = record.kind
         updated = await self._artifacts.update(
             record.project, validation.entity_id(message.id, "artifact.id"), changes
         )

@@ -219,6 +219,12 @@ class ArtifactStore:
                         f"is {stored!r}: an artifact keeps its name and its version; "
                         "create another one",
                     )
+            if changes.get("kind", current.kind) != current.kind:
+                raise invalid_field(
+                    "artifact.kind",
+                    f"is {current.kind.name.lower()!r}: an artifact keeps its kind, "
+                    "a model artifact or a doc artifact; create another one",
+                )
             if current.version and changes.get("uri", current.uri) != current.uri:
                 raise FailedPrecondition(
                     "ARTIFACT_URI_IMMUTABLE",

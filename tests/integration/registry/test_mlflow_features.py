@@ -9,7 +9,7 @@ import pytest
 
 import cairn
 from cairn.exceptions import AlreadyExistsError, InvalidArgumentError, NotFoundError
-from cairn.types import ModelArtifact, ModelVersion, RegisteredModel
+from cairn.types import DocArtifact, ModelArtifact, ModelVersion, RegisteredModel
 from cairn.types._registry import PropertyValue
 from tests.conftest import sealed_by
 
@@ -416,6 +416,45 @@ async def test_an_artifact_upsert_changing_its_name_or_version_is_refused(mr_cli
     stored = await mr_client.get_model_artifact_by_id(artifact.id)
     assert stored is not None
     assert (stored.name, stored.model_version_id) == ("weights", first.id)
+
+
+async def test_an_artifact_upsert_of_the_other_kind_is_refused_and_writes_nothing(
+    mr_client,
+) -> None:
+    """Each was written: the doc took the model's uri and description (then a bare
+    AssertionError), the model lost its format and storage, the model's fields went
+    nowhere behind an OK."""
+    model = await mr_client.upsert_registered_model(RegisteredModel("kinds"))
+    version = await mr_client.upsert_model_version(ModelVersion("1"), model.id)
+    doc = await mr_client.upsert_model_version_artifact(
+        DocArtifact("readme", uri="s3://b/r", description="kept"), version.id
+    )
+    weights = await mr_client.upsert_model_artifact(
+        ModelArtifact(
+            "weights",
+            uri="s3://b/w",
+            model_format_name="onnx",
+            model_format_version="1",
+            storage_key="key",
+            storage_path="path",
+        ),
+        version.id,
+    )
+    before = await mr_client.get_model_version_artifacts(version.id)
+    as_model = ModelArtifact(
+        "readme", id=doc.id, uri="s3://b/other", description="changed", model_format_name="onnx"
+    )
+    as_doc = DocArtifact("weights", id=weights.id, uri="s3://b/w")
+    attempts = [
+        lambda: mr_client.upsert_model_artifact(as_model, version.id),
+        lambda: mr_client.upsert_model_version_artifact(as_model, version.id),
+        lambda: mr_client.upsert_model_version_artifact(as_doc, version.id),
+    ]
+    for attempt in attempts:
+        with pytest.raises(InvalidArgumentError) as refused:
+            await attempt()
+        assert refused.value.field_violations[0][0] == "artifact.kind"
+    assert await mr_client.get_model_version_artifacts(version.id) == before
 
 
 async def test_a_version_upsert_moving_it_to_another_model_is_refused(mr_client) -> None:
