@@ -1,7 +1,10 @@
 """The Kubeflow client's documented paging behaviours, with keyset tokens."""
 
+import pytest
+
 import cairn
-from cairn.types import ListOptions, Pager, RegisteredModel
+from cairn.exceptions import InvalidArgumentError
+from cairn.types import ListOptions, OrderByField, Pager, RegisteredModel
 
 
 async def _models(mr_client: cairn.ModelRegistryAPIClient, count: int) -> list[RegisteredModel]:
@@ -53,6 +56,27 @@ async def test_update_time_order_flips_after_updates_in_reverse(mr_client) -> No
     assert [m.name async for m in by_update.restart()] == [m.name for m in reversed(created)]
     descending = Pager(mr_client.get_registered_models).order_by_update_time().descending()
     assert [m.name async for m in descending] == [m.name for m in created]
+
+
+async def test_order_by_takes_the_fields_names_kubeflow_passes_as_strings(mr_client) -> None:
+    """A string (Kubeflow's OrderByField is a str enum of them) was a bare KeyError."""
+    created = await _models(mr_client, 3)
+    for model in reversed(created):
+        model.description = "touched"
+        await mr_client.upsert_registered_model(model)
+    for named, field in [
+        ("CREATE_TIME", OrderByField.CREATE_TIME),
+        ("LAST_UPDATE_TIME", OrderByField.UPDATE_TIME),
+        ("UPDATE_TIME", OrderByField.UPDATE_TIME),
+        ("ID", OrderByField.ID),
+    ]:
+        by_name = await mr_client.get_registered_models(ListOptions(order_by=named))
+        by_field = await mr_client.get_registered_models(ListOptions(order_by=field))
+        assert [m.name for m in by_name] == [m.name for m in by_field]
+    with pytest.raises(InvalidArgumentError) as refused:
+        await mr_client.get_registered_models(ListOptions(order_by="NAME"))
+    assert refused.value.field_violations[0][0] == "order_by"
+    assert "LAST_UPDATE_TIME" in str(refused.value) and "'NAME'" in str(refused.value)
 
 
 async def test_restart_mid_way(mr_client) -> None:

@@ -18,7 +18,7 @@ from ..registry.v1 import registry_service_pb2 as api
 from ..registry.v1 import registry_service_pb2_grpc
 from ..types import _registry as types
 from ..types._arguments import proto
-from ..types._paging import ListOptions, OrderByField, PagedList, Pager
+from ..types._paging import ListOptions, OrderByField, PagedList, Pager, order_field
 from ..types._registry import Artifact, ModelArtifact, ModelVersion, RegisteredModel
 
 _MODEL_FIELDS = ["name", "description", "owner", "state", "external_id", "custom_properties"]
@@ -461,8 +461,9 @@ def _exactly_one(**given: str | None) -> None:
 
 def _list_fields(options: ListOptions) -> dict[str, Any]:
     order = ""
-    if options.order_by is not None:
-        order = f"{_ORDER[options.order_by]} {'asc' if options.is_asc else 'desc'}"
+    field = order_field(options.order_by)
+    if field is not None:
+        order = f"{_ORDER[field]} {'asc' if options.is_asc else 'desc'}"
     elif not options.is_asc:
         order = "create_time desc"
     return {

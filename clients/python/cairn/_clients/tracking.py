@@ -19,7 +19,7 @@ from ..tracking.v1 import tracking_service_pb2 as api
 from ..tracking.v1 import tracking_service_pb2_grpc
 from ..types import _tracking as types
 from ..types._arguments import proto
-from ..types._paging import ListOptions, OrderByField, PagedList, gathered
+from ..types._paging import ListOptions, OrderByField, PagedList, gathered, order_field
 from ..types._tracking import Experiment, Metric, Param, Run, RunInput, RunStatus, RunTag, ViewType
 from . import journal
 from ._experiment_ids import experiment_ids_of
@@ -742,11 +742,12 @@ def _apply_options(
     in their direction; None (no field) keeps the call's own order, its order_by or its
     default, MLflow's newest first (a direction alone, as Kubeflow's lists take it,
     would turn that default round)."""
-    if options.order_by is None:
+    field = order_field(options.order_by)
+    if field is None:
         return options.limit, options.next_page_token, None
-    if options.order_by not in fields:
-        raise invalid_argument("order_by", f"cannot order by {options.order_by.name} here")
-    order = f"{fields[options.order_by]} {'ASC' if options.is_asc else 'DESC'}"
+    if field not in fields:
+        raise invalid_argument("order_by", f"cannot order by {field.name} here")
+    order = f"{fields[field]} {'ASC' if options.is_asc else 'DESC'}"
     return options.limit, options.next_page_token, order
 
 

@@ -23,6 +23,29 @@ class OrderByField(enum.Enum):
     ID = "id"
 
 
+# Kubeflow's OrderByField is a str enum of the names CREATE_TIME, LAST_UPDATE_TIME and
+# ID, so code written for its client passes those; this enum's own names are taken too.
+_FIELD_NAMES = {
+    "CREATE_TIME": OrderByField.CREATE_TIME,
+    "LAST_UPDATE_TIME": OrderByField.UPDATE_TIME,
+    "UPDATE_TIME": OrderByField.UPDATE_TIME,
+    "ID": OrderByField.ID,
+}
+
+
+def order_field(order_by: OrderByField | str | None) -> OrderByField | None:
+    """The field a ListOptions.order_by names, an OrderByField or one of the names above."""
+    if order_by is None or isinstance(order_by, OrderByField):
+        return order_by
+    field = _FIELD_NAMES.get(order_by) if isinstance(order_by, str) else None
+    if field is None:
+        accepted = ", ".join(_FIELD_NAMES)
+        raise invalid_argument(
+            "order_by", f"{order_by!r} is not an OrderByField nor one of {accepted}"
+        )
+    return field
+
+
 @dataclass
 class ListOptions:
     """How to list: page size, order and where to continue.
@@ -33,13 +56,15 @@ class ListOptions:
 
     Attributes:
         limit: items per page; None means the server's default.
-        order_by: field to order by; None means the call's default order.
+        order_by: field to order by, an OrderByField or its name as Kubeflow's client
+            passes it ("CREATE_TIME", "LAST_UPDATE_TIME" or "UPDATE_TIME", "ID"); None
+            means the call's default order. Anything else is InvalidArgumentError.
         is_asc: ascending (default) or descending order.
         next_page_token: where the next call starts; None for the first page.
     """
 
     limit: int | None = None
-    order_by: OrderByField | None = None
+    order_by: OrderByField | str | None = None
     is_asc: bool = True
     next_page_token: str | None = None
 
