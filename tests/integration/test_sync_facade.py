@@ -228,6 +228,74 @@ async def test_a_forked_child_gets_a_clear_error_not_a_call_that_never_returns(
     assert await asyncio.to_thread(scenario) == "ClientClosedError"
 
 
+# Children forked by a script (multiprocessing's "fork"), each making a client of its
+# own; the script prints each child's exit code: 0 when its call returned, 3 when making
+# the client raised ForkedProcessError (4 for another error), None when it still ran
+# 20 s on (hung), a negative signal number when it crashed.
+_FORKED_CHILDREN = textwrap.dedent(
+    """
+    import multiprocessing, sys, time
+
+    def child():
+        try:
+            tracking = client()
+            tracking.create_experiment(f"child-{multiprocessing.current_process().pid}")
+        except Exception as error:
+            sys.exit(3 if type(error).__name__ == "ForkedProcessError" else 4)
+        tracking.close()
+
+    children = [multiprocessing.get_context("fork").Process(target=child) for _ in range(4)]
+    for forked in children:
+        forked.start()
+    deadline = time.monotonic() + 20
+    for forked in children:
+        forked.join(max(0.0, deadline - time.monotonic()))
+    print([forked.exitcode for forked in children])
+    for forked in children:
+        forked.kill()
+    """
+)
+
+
+async def test_children_forked_after_the_parent_closed_its_client_make_their_own(
+    server_port: int, unique: str
+) -> None:
+    """The closed client kept its channel, so grpc's polling thread ran on: of the
+    children forked after, most hung and the others crashed (SIGSEGV, SIGABRT)."""
+    _project, done = await _scripted(
+        server_port,
+        unique,
+        textwrap.dedent(
+            """
+            tracking = client()
+            tracking.create_experiment("parent")
+            tracking.close()
+            """
+        )
+        + _FORKED_CHILDREN,
+    )
+    assert (done.returncode, done.stdout) == (0, "[0, 0, 0, 0]\n"), done.stderr
+
+
+async def test_children_forked_while_the_parent_has_a_client_open_are_told_why_not(
+    server_port: int, unique: str
+) -> None:
+    """gRPC cannot be used in such a child: its clients hung or crashed the child
+    (SIGSEGV, SIGABRT); making one now raises an error that says what to do instead."""
+    _project, done = await _scripted(
+        server_port,
+        unique,
+        textwrap.dedent(
+            """
+            tracking = client()
+            tracking.create_experiment("parent")
+            """
+        )
+        + _FORKED_CHILDREN,
+    )
+    assert (done.returncode, done.stdout) == (0, "[3, 3, 3, 3]\n"), done.stderr
+
+
 @contextlib.contextmanager
 def _held_by_another_thread(lock: threading.RLock, held: bool) -> Iterator[None]:
     """The block runs while a thread of its own holds lock (when held)."""

@@ -13,6 +13,7 @@ import math
 import os
 import ssl
 import threading
+import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ from .auth.v1 import auth_service_pb2
 from .exceptions import (
     CairnError,
     ClientClosedError,
+    ForkedProcessError,
     InvalidArgumentError,
     UnavailableError,
     from_grpc_error,
@@ -142,6 +144,33 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+# The grpc.aio channels clients opened that are still alive: grpc's aio state (its
+# polling thread) lives while one does, and a fork copies it into the child unusable.
+_live_channels: weakref.WeakSet[grpc.aio.Channel] = weakref.WeakSet()
+# Whether this process was forked while one was: its clients' calls hung, or crashed
+# it (SIGSEGV, SIGABRT in grpc's epoll poller); they are refused instead.
+_forked_with_live_channels = False
+
+
+def _note_fork() -> None:
+    global _forked_with_live_channels
+    _forked_with_live_channels = _forked_with_live_channels or bool(_live_channels)
+
+
+os.register_at_fork(after_in_child=_note_fork)
+
+
+def _refuse_if_forked_with_live_channels() -> None:
+    if _forked_with_live_channels:
+        raise ForkedProcessError(
+            "this process was forked while its parent had a cairn client's gRPC "
+            "connection open, and gRPC cannot work in it: start child processes with the "
+            "'spawn' or 'forkserver' method (multiprocessing.get_context('spawn'), "
+            "DataLoader(multiprocessing_context='spawn')), or fork before making any "
+            "client, or after closing them all"
+        )
+
+
 class LazyChannel:
     """A channel opened on the first call, in the event loop that makes that call.
 
@@ -158,11 +187,16 @@ class LazyChannel:
     _FORWARDED = frozenset({"get_state", "channel_ready", "wait_for_state_change"})
 
     def __init__(self, open_channel: Callable[[], grpc.aio.Channel]) -> None:
+        _refuse_if_forked_with_live_channels()  # as the client is made, not at its call
         self._open = open_channel
         self._channels: dict[asyncio.AbstractEventLoop, grpc.aio.Channel] = {}
         self._closed = False
         # Threads each running a loop may make the first call at once.
         self._lock = threading.Lock()
+        # The stubs' multi-callables, each holding the channel it was last called on:
+        # closing has them let it go, or grpc's aio state (its polling thread) would
+        # outlive the client, and a child forked after the close could not use gRPC.
+        self._deferred: weakref.WeakSet[_Deferred] = weakref.WeakSet()
 
     def get(self) -> grpc.aio.Channel:
         """The channel of the running loop, opened now if need be.
@@ -185,7 +219,9 @@ class LazyChannel:
                 )
             for ended in [other for other in self._channels if other.is_closed()]:
                 _destroy(self._channels.pop(ended))
+            _refuse_if_forked_with_live_channels()
             channel = self._channels[loop] = self._open()
+            _live_channels.add(channel)
             return channel
 
     @property
@@ -202,6 +238,8 @@ class LazyChannel:
         with self._lock:
             self._closed = True
             channels, self._channels = self._channels, {}
+        for deferred in list(self._deferred):
+            deferred.forget()
         here = asyncio.get_running_loop()
         for loop, channel in channels.items():
             if loop is here:
@@ -212,16 +250,21 @@ class LazyChannel:
                 _destroy(channel)
 
     def unary_unary(self, *args: Any, **kwargs: Any) -> _Deferred:
-        return _Deferred(self, "unary_unary", args, kwargs)
+        return self._deferring("unary_unary", args, kwargs)
 
     def unary_stream(self, *args: Any, **kwargs: Any) -> _Deferred:
-        return _Deferred(self, "unary_stream", args, kwargs)
+        return self._deferring("unary_stream", args, kwargs)
 
     def stream_unary(self, *args: Any, **kwargs: Any) -> _Deferred:
-        return _Deferred(self, "stream_unary", args, kwargs)
+        return self._deferring("stream_unary", args, kwargs)
 
     def stream_stream(self, *args: Any, **kwargs: Any) -> _Deferred:
-        return _Deferred(self, "stream_stream", args, kwargs)
+        return self._deferring("stream_stream", args, kwargs)
+
+    def _deferring(self, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Deferred:
+        deferred = _Deferred(self, kind, args, kwargs)
+        self._deferred.add(deferred)
+        return deferred
 
     def __getattr__(self, name: str) -> Any:
         # Only names of the real channel; any other would open a channel to answer
@@ -256,6 +299,10 @@ class _Deferred:
             self._bound = getattr(channel, self._kind)(*self._args, **self._kwargs)
             self._bound_to = channel
         return self._bound(*args, **kwargs)
+
+    def forget(self) -> None:
+        """Lets go of the channel (closed with its client)."""
+        self._bound = self._bound_to = None
 
 
 class RoutedChannel:

@@ -151,6 +151,17 @@ class ClientClosedError(FailedPreconditionError, RuntimeError):
         super().__init__(message, reason="CLIENT_CLOSED")
 
 
+class ForkedProcessError(FailedPreconditionError, RuntimeError):
+    """A client made in a process forked while its parent had a client's gRPC
+    connection open: gRPC's state, copied by the fork, cannot work in the child (its
+    calls hung or crashed it); `reason` is FORKED_WITH_OPEN_CLIENT. Start such children
+    with the "spawn" or "forkserver" method, or fork before any client exists or after
+    closing them all."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="FORKED_WITH_OPEN_CLIENT")
+
+
 class OperationFailedError(CairnError):
     """`wait_job_completion` found the operation FAILED; `operation` holds its errors.
     No call failed, so `code` is UNKNOWN and `reason` None."""
@@ -230,6 +241,7 @@ __all__ = [
     "DataLossError",
     "DeadlineExceededError",
     "FailedPreconditionError",
+    "ForkedProcessError",
     "InternalError",
     "InvalidArgumentError",
     "ModelAlreadyExists",
