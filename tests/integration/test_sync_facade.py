@@ -565,6 +565,55 @@ async def test_writes_of_a_thread_that_outlives_the_main_one_are_all_sent(
     assert stored == (400, {"lr": "0.1"})
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        """
+        import threading, time
+
+        tracking = client()
+        experiment_id = tracking.create_experiment("monitor")
+        logged = threading.Event()
+
+        def monitor():
+            with tracking.start_run(experiment_id, send_interval=1000) as run:
+                for step in range(50):
+                    run.log_metric("loss", 1.0, step=step)
+                print(run.run_id, flush=True)
+                logged.set()
+                time.sleep(600)
+
+        threading.Thread(target=monitor, daemon=True).start()
+        logged.wait(30)
+        """,
+        """
+        tracking = client()
+        run = tracking.start_run(tracking.create_experiment("notebook"), send_interval=1000)
+        run.__enter__()
+        for step in range(50):
+            run.log_metric("loss", 1.0, step=step)
+        print(run.run_id)
+        """,
+    ],
+    ids=["a-daemon-threads-block", "entered-and-never-left"],
+)
+async def test_a_run_whose_block_is_open_at_exit_sends_its_points_and_ends_killed(
+    server_port: int, unique: str, body: str
+) -> None:
+    """The exit dropped what such a run buffered, with no journal and no warning, and
+    left it RUNNING."""
+    project, done = await _scripted(server_port, unique, body)
+    assert done.returncode == 0, done.stderr
+    assert await _stored(server_port, project, done) == (50, {})
+    assert "still open as the interpreter exited" in done.stderr
+
+    def status() -> RunStatus:
+        with _tracking(server_port, project) as tracking:
+            return tracking.get_run(done.stdout.strip()).info.status
+
+    assert await asyncio.to_thread(status) == RunStatus.KILLED
+
+
 async def test_images_queued_with_synchronous_false_are_sent_when_a_script_ends(
     server_port: int, unique: str
 ) -> None:

@@ -24,6 +24,7 @@ import concurrent.futures
 import contextlib
 import functools
 import inspect
+import logging
 import os
 import threading
 import weakref
@@ -42,6 +43,7 @@ from typing import Any, ClassVar, Self, TypeVar
 
 from . import _client, _clients
 from ._base import BaseClient
+from ._clients.active_run import ActiveRun
 from ._clients.artifacts import ArtifactClient as _AsyncArtifactClient
 from ._clients.auth import AuthClient as _AsyncAuthClient
 from ._clients.model_manager import ModelManager as _AsyncModelManager
@@ -55,6 +57,7 @@ from .exceptions import ClientClosedError
 from .types._paging import Pager
 
 T = TypeVar("T")
+_log = logging.getLogger("cairn")
 # How long closing a client, or a call interrupted by Ctrl-C, waits for the calls it
 # cancels to end.
 CLOSE_WAIT_SECONDS = 5.0
@@ -95,6 +98,9 @@ class _Runner:
         self._gate = _Gate()
         # What the client queued with synchronous=False, sent when it is left unclosed.
         self.queued = _Queued()
+        # The runs whose `with` block was entered and not left: the exit ends them
+        # (a daemon thread's, one entered by hand), or what they buffered was lost.
+        self.open_runs: weakref.WeakSet[ActiveRun] = weakref.WeakSet()
         # Dropped unclosed (no client or object of its own left to use it), the loop
         # sends the queued writes, then stops and its thread ends: they were kept, with
         # the loop's files and the channel's connections, until the process exited. Not
@@ -186,6 +192,11 @@ class _Runner:
         the loop running on after; None once closed, or in a forked child."""
         return self._hand_over(self.queued.send(final))
 
+    def end_open_runs(self) -> concurrent.futures.Future[None] | None:
+        """Starts ending the runs whose block is still open (`ActiveRun.end_left_open`);
+        None once closed, or in a forked child."""
+        return self._hand_over(_ended_left_open(list(self.open_runs)))
+
     def _hand_over(self, work: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T] | None:
         """work, running on the loop; None when the loop takes no more work."""
         # The process first, without the lock: a forked child may have a copy of the lock
@@ -271,6 +282,8 @@ class _SyncView:
 
     def __enter__(self) -> Any:
         entered = self._runner.call(self._target.__aenter__)
+        if isinstance(self._target, ActiveRun):
+            self._runner.open_runs.add(self._target)
         return self if entered is self._target else entered
 
     def __exit__(
@@ -279,7 +292,10 @@ class _SyncView:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> Any:
-        return self._runner.wait(self._target.__aexit__(exc_type, exc, tb))
+        try:
+            return self._runner.wait(self._target.__aexit__(exc_type, exc, tb))
+        finally:
+            self._runner.open_runs.discard(self._target)
 
     def __dir__(self) -> list[str]:
         return sorted(set(dir(self._target)) | set(super().__dir__()))
@@ -349,7 +365,16 @@ def _send_queued_at_exit(final: bool) -> None:
     loops run on, for exit handlers that use a client after this one. Only the final
     call gives up on writes (those a thread logging on queues meanwhile)."""
     sending = [runner.send_queued(final) for runner in list(_runners)]
+    if final:  # the threads that are not daemons have left their blocks by now
+        sending += [runner.end_open_runs() for runner in list(_runners)]
     concurrent.futures.wait([s for s in sending if s is not None] + list(_ending))
+
+
+async def _ended_left_open(runs: list[ActiveRun]) -> None:
+    results = await asyncio.gather(*(run.end_left_open() for run in runs), return_exceptions=True)
+    for run, result in zip(runs, results, strict=True):
+        if isinstance(result, BaseException):  # the exit goes on: the others end all the same
+            _log.warning("run %s could not be ended at exit: %s", run.run_id, result)
 
 
 # When the main thread ends, among threading's exit calls (which run before atexit's):
