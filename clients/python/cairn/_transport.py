@@ -7,12 +7,14 @@ and convert the response; they never see a raw `grpc.aio.AioRpcError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import math
 import os
 import ssl
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
@@ -157,7 +159,46 @@ def _note_fork() -> None:
     _forked_with_live_channels = _forked_with_live_channels or bool(_live_channels)
 
 
-os.register_at_fork(after_in_child=_note_fork)
+# The names (Linux's /proc comm, cut to 15 characters) of the threads gRPC's core runs
+# while a channel lives. They end a few milliseconds after the last channel is freed;
+# a fork before they have ended left children whose clients hung.
+_GRPC_THREADS = ("event_engine", "grpc_global_tim", "lifeguard", "default-executo")
+GRPC_THREADS_END_SECONDS = 1.0
+
+
+def _grpc_threads() -> int:
+    """How many of gRPC's core threads this process runs (0 where /proc is not)."""
+    count = 0
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/comm") as comm:
+                count += comm.read().strip().startswith(_GRPC_THREADS)
+    return count
+
+
+# When a client last closed its channels (time.monotonic()), if ever.
+_closed_at: float | None = None
+
+
+def _note_closed() -> None:
+    global _closed_at
+    _closed_at = time.monotonic()
+
+
+def _let_grpc_threads_end() -> None:
+    """Before a fork less than GRPC_THREADS_END_SECONDS after a client closed the last
+    channel: waits out the rest of that time for gRPC's threads to end, so that a child
+    forked just after its parent closed its clients can use gRPC. Not at close, which
+    would wait for nothing most of the time; not at other forks, whose gRPC threads
+    (another library's) are not this client's to wait for."""
+    if _live_channels or _closed_at is None:
+        return  # with a channel open the child is refused clients (ForkedProcessError)
+    deadline = _closed_at + GRPC_THREADS_END_SECONDS
+    while time.monotonic() < deadline and _grpc_threads():
+        time.sleep(0.002)
+
+
+os.register_at_fork(before=_let_grpc_threads_end, after_in_child=_note_fork)
 
 
 def _refuse_if_forked_with_live_channels() -> None:
@@ -248,6 +289,8 @@ class LazyChannel:
                 await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(channel.close(), loop))
             else:
                 _destroy(channel)
+        channels.clear()  # freed now: the last one shuts gRPC's aio state down
+        _note_closed()
 
     def unary_unary(self, *args: Any, **kwargs: Any) -> _Deferred:
         return self._deferring("unary_unary", args, kwargs)
