@@ -212,16 +212,16 @@ class ActiveRun:
 
     async def end_left_open(self) -> None:
         """Ends the run if its block is still open as the interpreter exits (a daemon
-        thread's block, one entered and never left): the exit stopped it, so it ends
-        KILLED, as a cancelled block does, after sending what is buffered within
-        flush_timeout; what could not be sent is kept in its journal."""
+        thread's block, one entered and never left): FINISHED, as MLflow ends the run
+        still active at exit, after sending what is buffered within flush_timeout; what
+        could not be sent is kept in its journal."""
         if self._ending or self.run is None:
             return
         _log.warning(
-            "run %s: its block was still open as the interpreter exited; it ends KILLED",
+            "run %s: its block was still open as the interpreter exited; it ends FINISHED",
             self.run_id,
         )
-        await self.__aexit__(asyncio.CancelledError, None, None)
+        await self.__aexit__(None, None, None)
 
     async def _exit(self, exc_type: type[BaseException] | None) -> None:
         try:
