@@ -48,6 +48,7 @@ def test_exception_names() -> None:
         "DataLossError",
         "DeadlineExceededError",
         "FailedPreconditionError",
+        "ForkedProcessError",
         "InternalError",
         "InvalidArgumentError",
         "ModelAlreadyExists",
