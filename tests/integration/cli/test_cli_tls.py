@@ -26,8 +26,11 @@ async def test_tls_with_the_servers_ca(
     with_variables = {**env, "CAIRN_ADDRESS": f"https://{address}", "CAIRN_CA_FILE": ca}
     await asyncio.to_thread(ok, "experiments", "list", env=with_variables)
 
+    # The server's own address: "localhost" may resolve to ::1 too, where nothing
+    # listens, and gRPC's last error is then that refusal, not the handshake's.
+    plain_address = f"127.0.0.1:{tls_port}"
     plaintext = await asyncio.to_thread(
-        run_cairn, "experiments", "list", "--address", address, "--timeout", "5", env=env
+        run_cairn, "experiments", "list", "--address", plain_address, "--timeout", "5", env=env
     )
     assert_unavailable(plaintext.returncode, plaintext.stderr)
     assert "may speak TLS: use https:// or --tls" in plaintext.stderr  # as it connects
