@@ -257,43 +257,27 @@ _FORKED_CHILDREN = textwrap.dedent(
 )
 
 
-async def test_children_forked_after_the_parent_closed_its_client_make_their_own(
-    server_port: int, unique: str
+@pytest.mark.parametrize(
+    ("parent_then", "children_exit"),
+    [("tracking.close()", "[0, 0, 0, 0]"), ("pass", "[3, 3, 3, 3]")],
+    ids=["closed-first-children-make-their-own", "left-open-children-told-why-not"],
+)
+async def test_children_forked_by_a_parent_that_used_a_client(
+    server_port: int, unique: str, parent_then: str, children_exit: str
 ) -> None:
-    """The closed client kept its channel, so grpc's polling thread ran on: of the
-    children forked after, most hung and the others crashed (SIGSEGV, SIGABRT)."""
+    """Closed first, the client kept its channel, so gRPC's polling thread ran on: of
+    the children forked after, most hung and the others crashed (SIGSEGV, SIGABRT).
+    Left open, gRPC cannot be used in the children at all: making a client there now
+    raises ForkedProcessError (their exit status 3), which says what to do instead."""
+    parent = f"""
+        tracking = client()
+        tracking.create_experiment("parent")
+        {parent_then}
+        """
     _project, done = await _scripted(
-        server_port,
-        unique,
-        textwrap.dedent(
-            """
-            tracking = client()
-            tracking.create_experiment("parent")
-            tracking.close()
-            """
-        )
-        + _FORKED_CHILDREN,
+        server_port, unique, textwrap.dedent(parent) + _FORKED_CHILDREN
     )
-    assert (done.returncode, done.stdout) == (0, "[0, 0, 0, 0]\n"), done.stderr
-
-
-async def test_children_forked_while_the_parent_has_a_client_open_are_told_why_not(
-    server_port: int, unique: str
-) -> None:
-    """gRPC cannot be used in such a child: its clients hung or crashed the child
-    (SIGSEGV, SIGABRT); making one now raises an error that says what to do instead."""
-    _project, done = await _scripted(
-        server_port,
-        unique,
-        textwrap.dedent(
-            """
-            tracking = client()
-            tracking.create_experiment("parent")
-            """
-        )
-        + _FORKED_CHILDREN,
-    )
-    assert (done.returncode, done.stdout) == (0, "[3, 3, 3, 3]\n"), done.stderr
+    assert (done.returncode, done.stdout) == (0, children_exit + "\n"), done.stderr
 
 
 @contextlib.contextmanager
