@@ -327,7 +327,8 @@ class _Parser:
 
     def _key_part(self) -> str:
         token = self.take()
-        if token.kind not in ("word", "backtick", "dquoted"):
+        # After an entity's "." a 'single-quoted' key is a key, as MLflow reads it.
+        if token.kind not in ("word", "backtick", "dquoted", "string"):
             raise FilterError(token.position, f"expected a key, found {token.text!r}")
         key = _unquote(token)
         if not key:
@@ -415,4 +416,6 @@ def _unquote(token: _Token) -> str:
         return token.text[1:-1]
     if token.kind == "dquoted":
         return token.text[1:-1].replace('""', '"')
+    if token.kind == "string":
+        return token.text[1:-1].replace("''", "'")
     return token.text

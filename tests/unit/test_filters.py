@@ -52,6 +52,19 @@ def test_keys_of_any_letters_or_a_first_digit_need_no_quotes(key: str) -> None:
     assert parse(f"params.{key} = 'x'", ENTITIES) == Comparison(_ident("param", key, 0), "=", "x")
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("metrics.'prediction accuracy' >= 0.9", "prediction accuracy"),
+        ("metrics.'it''s' >= 0.9", "it's"),
+    ],
+)
+def test_a_key_after_its_entity_may_be_single_quoted(text: str, key: str) -> None:
+    """As MLflow reads it (its own search docs write `metrics.'prediction accuracy'`).
+    Before, INVALID_FILTER "expected a key, found "'prediction accuracy'"."""
+    assert parse(text, ENTITIES) == Comparison(_ident("metric", key, 0), ">=", 0.9)
+
+
 def test_keywords_are_ascii_words_alone() -> None:
     """A dotless i's upper case is "I": the word of it is no IS."""
     with pytest.raises(FilterError):
@@ -140,6 +153,7 @@ def test_errors_name_position_and_problem(text: str, position: int, problem: str
         ("tags.`a b` desc", "tag", "a b", False),
         ("metrics.ñ_loss DESC", "metric", "ñ_loss", False),
         ("params.123 DESC", "param", "123", False),
+        ("metrics.'val acc' DESC", "metric", "val acc", False),
     ],
 )
 def test_order_by(text: str, entity: str, key: str, ascending: bool) -> None:

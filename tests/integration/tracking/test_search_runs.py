@@ -78,6 +78,7 @@ async def _names(tracking, experiment_id, filter_string="", order_by=None, **kwa
             {"a"},
         ),
         ("metrics.acc > 0.9", {"a", "d"}),  # NaN matches no comparison
+        ("metrics.'acc' > 0.9 AND params.\"model\" = 'cnn'", {"a"}),  # MLflow's quoted keys
         ("metrics.acc != 0.8", {"a", "c", "d"}),
         ("metrics.loss >= 1e308", {"d"}),
         ("params.model LIKE 'cnn%'", {"a", "b"}),
