@@ -411,6 +411,22 @@ def parse_order_by(
     return ident, ascending
 
 
+def like_matches(pattern: str, text: str, ignore_case: bool) -> bool:
+    """Whether text matches a LIKE pattern as PostgreSQL matches it: % any run of
+    characters, _ any one, a backslash making the character after it itself; ILIKE
+    (ignore_case) compares lower cases. For a field whose few values are known here
+    rather than stored as text (a run's status)."""
+    parts, escaped = [], False
+    for char in pattern:
+        if escaped or char not in "\\%_":
+            parts.append(re.escape(char))
+        elif char != "\\":
+            parts.append(".*" if char == "%" else ".")
+        escaped = char == "\\" and not escaped
+    flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
+    return re.fullmatch("".join(parts), text, flags) is not None
+
+
 def _unquote(token: _Token) -> str:
     if token.kind == "backtick":
         return token.text[1:-1]

@@ -13,6 +13,7 @@ from cairn_server.common.filters import (
     FilterError,
     Identifier,
     NullCheck,
+    like_matches,
     parse,
     parse_order_by,
     tokenize,
@@ -311,3 +312,25 @@ def test_a_single_pattern_is_held_to_the_pattern_limit() -> None:
     refused = _too_complex(f"params.p LIKE '%{'a' * 4000}b%'")
     assert refused.position == len("params.p LIKE ")
     assert refused.reason == "FILTER_TOO_COMPLEX"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "ignore_case", "expected"),
+    [
+        ("F%", "FAILED", False, True),
+        ("f%", "FAILED", False, False),
+        ("f%", "FAILED", True, True),
+        ("_AILED", "FAILED", False, True),
+        ("_ILED", "FAILED", False, False),
+        ("50\\%", "50%", False, True),
+        ("50\\%", "500", False, False),
+        ("a\\_b", "axb", False, False),
+        ("a\\\\b", "a\\b", False, True),
+        ("a.c", "abc", False, False),  # regular expressions' characters are themselves
+        ("%", "", False, True),
+    ],
+)
+def test_a_like_pattern_matches_as_postgresql_matches_it(
+    pattern: str, text: str, ignore_case: bool, expected: bool
+) -> None:
+    assert like_matches(pattern, text, ignore_case) is expected

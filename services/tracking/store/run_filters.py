@@ -270,8 +270,10 @@ def _attribute_condition(node: filters.Comparison | filters.NullCheck, params: P
 
 def _status_as_number(node: filters.Comparison) -> filters.Comparison:
     """attributes.status compares with status names; the column holds their numbers."""
+    if node.op in ("LIKE", "ILIKE"):
+        node = _statuses_like(node)
     if node.op not in ("=", "!=", "IN"):
-        raise FilterError(node.ident.position, "status supports =, != and IN")
+        raise FilterError(node.ident.position, "status supports =, !=, IN, LIKE and ILIKE")
     names = node.value if isinstance(node.value, tuple) else (node.value,)
     numbers = []
     for name in names:
@@ -281,3 +283,14 @@ def _status_as_number(node: filters.Comparison) -> filters.Comparison:
         numbers.append(float(RunStatus[name.upper()]))
     value = tuple(numbers) if node.op == "IN" else numbers[0]
     return filters.Comparison(node.ident, node.op, value, node.negated)
+
+
+def _statuses_like(node: filters.Comparison) -> filters.Comparison:
+    """A LIKE term on the status as the IN list of the names it matches, as MLflow,
+    which stores the names, matches them (LIKE in their upper case)."""
+    assert isinstance(node.value, str)  # the parser reads a LIKE pattern as a string
+    ignore_case = node.op == "ILIKE"
+    names = tuple(
+        n for n in RunStatus.__members__ if filters.like_matches(node.value, n, ignore_case)
+    )
+    return filters.Comparison(node.ident, "IN", names, node.negated)

@@ -91,6 +91,13 @@ async def _names(tracking, experiment_id, filter_string="", order_by=None, **kwa
         ("tags.team = 'y' OR (params.model = 'rnn' AND metrics.acc IS NOT NULL)", {"b", "c"}),
         ("attributes.status IN ('FAILED', 'RUNNING')", {"b", "d", "e"}),
         ("status != 'FINISHED'", {"b", "d", "e"}),
+        # As MLflow, which stores the names: LIKE is case-sensitive, ILIKE is not.
+        ("attributes.status LIKE 'F%'", {"a", "b", "c"}),
+        ("attributes.status LIKE 'f%'", set()),
+        ("status ILIKE 'fin%'", {"a", "c"}),
+        ("status NOT ILIKE '%_ed'", {"d", "e"}),
+        ("status LIKE 'R_NNING' OR status = 'FAILED'", {"b", "d", "e"}),
+        ("status LIKE 'RUN\\%'", set()),  # an escaped % is itself
         ("run_name = 'e'", {"e"}),
         ("attributes.end_time IS NULL", {"d", "e"}),
     ],
