@@ -39,6 +39,7 @@ ORDER_FIELDS = {"create_time": "timestamptz", "update_time": "timestamptz", "id"
 _MLFLOW_ORDER = {
     "creation_timestamp": "create_time",
     "last_updated_timestamp": "update_time",
+    "timestamp": "update_time",  # MLflow's store takes it for last_updated_timestamp
     "version_number": "version",
 }
 # What a page of a list loads at most, counted in entries (tags, custom properties and
@@ -153,7 +154,8 @@ class Listing:
     def keyset(self, order_by: str, *scope: Any) -> paging.Keyset:
         """The sort key of "create_time", "update_time desc", "id asc" ..., id last.
 
-        MLflow's field names (creation_timestamp, last_updated_timestamp) are accepted.
+        MLflow's field names (creation_timestamp, last_updated_timestamp or timestamp)
+        are accepted.
         """
         words = order_by.split()
         field = _MLFLOW_ORDER.get(words[0].lower(), words[0].lower()) if words else "create_time"

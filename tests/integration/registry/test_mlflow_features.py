@@ -128,6 +128,21 @@ async def test_promoting_or_deleting_a_version_updates_its_models_update_time(
     assert await updated_since(before)
 
 
+async def test_models_order_by_mlflows_timestamp_as_by_their_last_update(mr_client) -> None:
+    """MLflow's store takes `timestamp` for `last_updated_timestamp` in a model search's
+    order. Before, INVALID_ORDER_BY "order by one of create_time, update_time, id, name"."""
+    for name in ("first", "second", "third"):
+        await mr_client.create_registered_model(name)
+    await mr_client.set_registered_model_tag("first", "k", "v")  # now the latest update
+
+    async def names(order: str) -> list[str]:
+        return [m.name for m in await mr_client.search_registered_models(order_by=[order])]
+
+    assert await names("timestamp DESC") == await names("last_updated_timestamp DESC")
+    assert await names("timestamp DESC") == ["first", "third", "second"]
+    assert await names("timestamp") == (await names("timestamp DESC"))[::-1]
+
+
 @pytest.mark.parametrize(
     ("call", "argument"),
     [
