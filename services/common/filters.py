@@ -415,16 +415,25 @@ def like_matches(pattern: str, text: str, ignore_case: bool) -> bool:
     """Whether text matches a LIKE pattern as PostgreSQL matches it: % any run of
     characters, _ any one, a backslash making the character after it itself; ILIKE
     (ignore_case) compares lower cases. For a field whose few values are known here
-    rather than stored as text (a run's status)."""
-    parts, escaped = [], False
+    rather than stored as text (a run's status).
+
+    The places of text the pattern so far can end at are carried along it, which costs
+    the pattern's length times the text's: a regular expression of the pattern
+    backtracked exponentially ("%%%...X", 20 of them: 0.1 s, each more 1.6x that)."""
+    if ignore_case:
+        pattern, text = pattern.lower(), text.lower()
+    reached, escaped = {0}, False
     for char in pattern:
-        if escaped or char not in "\\%_":
-            parts.append(re.escape(char))
-        elif char != "\\":
-            parts.append(".*" if char == "%" else ".")
-        escaped = char == "\\" and not escaped
-    flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
-    return re.fullmatch("".join(parts), text, flags) is not None
+        if not escaped and char == "\\":
+            escaped = True
+            continue
+        if not escaped and char == "%":
+            reached = set(range(min(reached), len(text) + 1)) if reached else reached
+        else:
+            wildcard = not escaped and char == "_"
+            reached = {p + 1 for p in reached if p < len(text) and (wildcard or text[p] == char)}
+        escaped = False
+    return len(text) in reached
 
 
 def _unquote(token: _Token) -> str:

@@ -334,3 +334,14 @@ def test_a_like_pattern_matches_as_postgresql_matches_it(
     pattern: str, text: str, ignore_case: bool, expected: bool
 ) -> None:
     assert like_matches(pattern, text, ignore_case) is expected
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["%" * LIMITS.like_characters + "X", "%_" * (LIMITS.like_characters // 2), "%a" * 32 + "x"],
+)
+def test_the_longest_like_pattern_matches_a_status_without_backtracking(pattern: str) -> None:
+    """Runs of % each tried at every place of the text backtrack exponentially: as a
+    regular expression, 64 of them before a letter would not end in years."""
+    with _safety_net(30):
+        assert like_matches(pattern, "SCHEDULED" * 3, ignore_case=True) is False
