@@ -265,13 +265,18 @@ def _as_named(node: filters.Comparison, names: tuple[str, ...]) -> filters.Compa
     """The comparison with each value spelled as `names` spell it, matched in any case
     as stage transitions match them ('production' is Production), as tracking's
     attributes.status is. Any other value is refused rather than matching nothing.
+    A LIKE pattern is left as it is: the expression gives the names, which it matches
+    as spelled (ILIKE in any case), as tracking's LIKE on the status does.
 
     Raises:
-        FilterError: an operator other than =, != and IN, or a value not among names.
+        FilterError: an operator other than =, !=, IN, LIKE and ILIKE, or a value not
+            among names.
     """
     key = node.ident.key
+    if node.op in ("LIKE", "ILIKE"):
+        return node
     if node.op not in ("=", "!=", "IN"):
-        raise FilterError(node.ident.position, f"{key} supports =, != and IN")
+        raise FilterError(node.ident.position, f"{key} supports =, !=, IN, LIKE and ILIKE")
     by_lower = {name.lower(): name for name in names}
     values = node.value if isinstance(node.value, tuple) else (node.value,)
     spelled = []

@@ -234,12 +234,17 @@ async def test_stage_and_state_filters_take_any_case_and_refuse_unknown_names(
     assert await versions("stage IN ('PRODUCTION', 'none')") == [1, 2, 3]
     assert await versions("stage != 'NONE' AND state = 'live'") == [2]
     assert [m.name for m in await mr_client.search_registered_models("state = 'Live'")] == ["churn"]
+    # LIKE matches the names as spelled, ILIKE in any case, as tracking's status (before,
+    # INVALID_FILTER "stage supports =, != and IN").
+    assert await versions("stage LIKE 'Prod%'") == [2]
+    assert await versions("stage LIKE 'prod%'") == []
+    assert await versions("current_stage NOT ILIKE 'NO%' OR state ILIKE 'archived'") == [2]
     stages, states = "None, Staging, Production, Archived", "LIVE, ARCHIVED"
     for search, filter_text, named in (
         (mr_client.search_model_versions, "current_stage = 'Prod'", stages),
         (mr_client.search_model_versions, "state = 'FOO'", states),
         (mr_client.search_registered_models, "state NOT IN ('LIVE', 'gone')", states),
-        (mr_client.search_model_versions, "stage LIKE 'Prod%'", "=, != and IN"),
+        (mr_client.search_model_versions, "stage > 'None'", "=, !=, IN, LIKE and ILIKE"),
     ):
         with pytest.raises(InvalidArgumentError) as raised:
             await search(filter_text)
