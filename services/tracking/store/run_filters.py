@@ -1,6 +1,6 @@
 """What a run search may return, as SQL: the filter compiled to parameterized
 conditions on a run (r) and its experiment (e), the lifecycle view, and the values a
-search sorts on, missing and NaN flagged so that they sort last.
+search sorts on, NaN and missing ranked so that they sort last.
 """
 
 from __future__ import annotations
@@ -211,11 +211,31 @@ def sort_values(
                 f"ON o{i}.run_id = r.run_id AND o{i}.{key_column} = {params.add(ident.key)}"
             )
             value_sql = f"o{i}.value"
-        # NaN counts as missing: it sorts last, like NULL, whichever the direction.
-        nan_free = f"NULLIF({value_sql}, 'NaN')" if sql_type == "double precision" else value_sql
-        selected += [f"({nan_free} IS NULL)::int AS m{i}", f"{nan_free} AS v{i}"]
+        selected += [
+            f"{_absence(value_sql, sql_type)} AS m{i}",
+            f"{_valued(value_sql, sql_type)} AS v{i}",
+        ]
     selected.append("r.run_id AS tiebreak")
     return " ".join(joins), selected
+
+
+# How a run's metric ranks by its absence (the m columns): a value, then NaN, then no
+# value, whichever the direction, as MLflow orders them. Other fields rank 0 with a
+# value and 1 without.
+VALUED, NAN, MISSING = 0, 1, 2
+
+
+def _absence(value_sql: str, sql_type: str) -> str:
+    """The rank of a sort value (for a metric VALUED, NAN or MISSING)."""
+    if sql_type != "double precision":
+        return f"({value_sql} IS NULL)::int"
+    ranks = f"WHEN {value_sql} IS NULL THEN {MISSING} WHEN {value_sql} = 'NaN' THEN {NAN}"
+    return f"(CASE {ranks} ELSE {VALUED} END)"
+
+
+def _valued(value_sql: str, sql_type: str) -> str:
+    """A sort value, NULL when ranked NaN or MISSING (ordered by run id alone then)."""
+    return f"NULLIF({value_sql}, 'NaN')" if sql_type == "double precision" else value_sql
 
 
 # Runs ordered by status sort by its name (FAILED, FINISHED, KILLED, RUNNING,

@@ -2,8 +2,9 @@
 paging, and loading the page's runs. The filter's SQL is in run_filters.py, the walks
 in walks.py.
 
-Ordering puts NaN and missing values last in both directions: every order term sorts
-first on a "missing" flag, then on the value. The run id breaks ties, which makes the
+Ordering puts a metric's NaN, then missing values, last in both directions: every order
+term sorts first on its value's rank (run_filters.VALUED, NAN, MISSING), then on the
+value. The run id breaks ties, which makes the
 sort key unique and the keyset page token exact.
 """
 
@@ -35,6 +36,10 @@ from .run_filters import (
 from .runs import RUN_COLUMNS, RUN_FROM
 
 DEFAULT_ORDER = ["attributes.start_time DESC"]
+# Orders by a metric rank its NaN before its absence (run_filters.NAN); a token made
+# before they did, when the two ranked alike, is refused rather than misread (its
+# query's fingerprint lacks this), which could have repeated runs.
+METRIC_RANKS = "metric ranks: value, NaN, none"
 MAX_ORDER_TERMS = 10
 # A page token holds its last run's sort values: at most MAX_ORDER_TERMS tag values of
 # 8,000 characters, each six bytes at worst in JSON (a control character's "\u0001"),
@@ -73,6 +78,7 @@ async def search_page(
         query.filter,
         list(query.order_by),
         int(query.view_type),
+        *([METRIC_RANKS] if any(ident.entity == "metric" for ident, _ in terms) else []),
         max_token_length=MAX_TOKEN_LENGTH,
     )
     last = keyset.last(query.page_token)
@@ -276,11 +282,12 @@ async def _sorted_by_one_metric(
     params = scope.params
     candidates = _candidates(rare, params) if rare is not None else None
     start = "TRUE"
-    if last is not None and last[0]:
-        start = f"q.m0 = 1 AND q.tiebreak {after} {params.add(last[2], 'uuid')}"
+    if last is not None and last[0]:  # among the runs ranked NaN or MISSING
+        rank, run = params.add(last[0], "int"), params.add(last[2], "uuid")
+        start = f"(q.m0 > {rank} OR (q.m0 = {rank} AND q.tiebreak {after} {run}))"
     elif last is not None:
         cursor = f"({params.add(last[1], 'double precision')}, {params.add(last[2], 'uuid')})"
-        start = f"(q.m0 = 1 OR (q.v0, q.tiebreak) {after} {cursor})"
+        start = f"(q.m0 > 0 OR (q.v0, q.tiebreak) {after} {cursor})"
     return await conn.fetch(
         f"""SELECT * FROM ({_matching([term], scope, candidates)}) q WHERE {start}
             ORDER BY q.m0, q.v0 {direction}, q.tiebreak {direction}

@@ -6,13 +6,14 @@ sorts instead (see search.py).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
 
 from ...common.filters import Identifier
 from ...common.sql import Params
-from .run_filters import RunQuery, run_scope
+from .run_filters import MISSING, NAN, VALUED, RunQuery, run_scope
 from .runs import EXPERIMENT_OF_RUN, RUN_COLUMNS, RUN_FROM
 
 # How many runs (or metric values) a page walks, testing the filter on each, before sorting
@@ -29,44 +30,59 @@ async def walk_one_metric(
 ) -> list[asyncpg.Record] | None:
     """Ordered by one metric: walk the (key, value, run_id) index from the page's start
     and stop after `wanted` matches, so a page costs about its own size rather than the
-    whole experiment. Runs without the metric (or with NaN) follow, by run id, once the
-    valued ones run out. Ties go by run id in the value's direction, the index's order.
+    whole experiment. Once the valued runs run out, the runs whose value is NaN follow,
+    then those without the metric, each by run id, as MLflow orders them. Ties go by run
+    id in the value's direction, the index's order.
 
     The index holds the metric of every experiment: a filter few of its runs meet would
     make the walk visit most of them, so it gives up after WALK_LIMIT entries and
     returns None, and the caller sorts instead (search._sorted_by_one_metric). The walk and the
-    runs without the metric are read in one snapshot (see walk_newest_first)."""
-    ident, ascending = term
-    direction, after = ("ASC", ">") if ascending else ("DESC", "<")
+    runs without a value are read in one snapshot (see walk_newest_first)."""
+    rank = VALUED if last is None else last[0]
     rows: list[asyncpg.Record] = []
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        if last is None or not last[0]:
+        if rank == VALUED:
             # As for the newest-first walk: without statistics PostgreSQL would rather
             # sort every value of the metric than walk its index (see walk_newest_first).
-            # The runs without the metric are sorted, so sorting is allowed again for them.
+            # The runs without a value are sorted, so sorting is allowed again for them.
             await conn.execute("SET LOCAL enable_sort = off")
             rows += await _walk_metric_values(conn, query, term, last, wanted)
             await conn.execute("SET LOCAL enable_sort = on")
             if len(rows) < wanted and await _metric_walked_too_far(conn, term, last):
                 return None
-        if len(rows) < wanted:
-            scope = run_scope(query)
-            params = scope.params
-            key = params.add(ident.key)
-            start = "TRUE"
-            if last is not None and last[0]:
-                start = f"r.run_id {after} {params.add(last[2], 'uuid')}"
-            rows += await conn.fetch(
-                f"""SELECT {RUN_COLUMNS}, 1 AS m0, NULL::double precision AS v0,
-                           r.run_id AS tiebreak
-                    FROM {RUN_FROM} {scope.joins}
-                    WHERE {scope.where} AND {start} AND NOT EXISTS (
-                        SELECT 1 FROM tracking.latest_metrics x
-                        WHERE x.run_id = r.run_id AND x.key = {key} AND x.value <> 'NaN')
-                    ORDER BY r.run_id {direction} LIMIT {params.add(wanted - len(rows))}""",
-                *params.values,
-            )
+        for unvalued in (NAN, MISSING):
+            if len(rows) < wanted and rank <= unvalued:
+                after = last[2] if last is not None and rank == unvalued else None
+                rows += await _runs_ranked(conn, query, term, unvalued, after, wanted - len(rows))
     return rows
+
+
+async def _runs_ranked(
+    conn: asyncpg.Connection,
+    query: RunQuery,
+    term: tuple[Identifier, bool],
+    rank: int,
+    after: uuid.UUID | None,
+    wanted: int,
+) -> list[asyncpg.Record]:
+    """The matching runs whose metric is NaN (rank NAN) or absent (MISSING), by run id
+    in the metric's direction, after the run id `after` if given."""
+    ident, ascending = term
+    direction, later = ("ASC", ">") if ascending else ("DESC", "<")
+    scope = run_scope(query)
+    params = scope.params
+    key = params.add(ident.key)
+    start = "TRUE" if after is None else f"r.run_id {later} {params.add(after, 'uuid')}"
+    held = f"SELECT 1 FROM tracking.latest_metrics x WHERE x.run_id = r.run_id AND x.key = {key}"
+    ranked = f"EXISTS ({held} AND x.value = 'NaN')" if rank == NAN else f"NOT EXISTS ({held})"
+    return await conn.fetch(
+        f"""SELECT {RUN_COLUMNS}, {rank} AS m0, NULL::double precision AS v0,
+                   r.run_id AS tiebreak
+            FROM {RUN_FROM} {scope.joins}
+            WHERE {scope.where} AND {start} AND {ranked}
+            ORDER BY r.run_id {direction} LIMIT {params.add(wanted)}""",
+        *params.values,
+    )
 
 
 async def _walk_metric_values(
@@ -87,7 +103,7 @@ async def _walk_metric_values(
     # PostgreSQL from flattening the lookup into a join over every run, which it
     # prefers while it has no statistics yet, as right after a bulk load).
     return await conn.fetch(
-        f"""SELECT m.*, 0 AS m0, o.value AS v0, o.run_id AS tiebreak
+        f"""SELECT m.*, {VALUED} AS m0, o.value AS v0, o.run_id AS tiebreak
             FROM (
                 SELECT o.run_id, o.value FROM tracking.latest_metrics o
                 WHERE o.key = {params.add(ident.key)} AND o.value <> 'NaN' AND {start}

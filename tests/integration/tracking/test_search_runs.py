@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import hashlib
 import json
 import math
 from typing import Any
@@ -114,9 +115,16 @@ async def test_filters(
 async def test_nan_and_missing_sort_last_in_both_directions(
     tracking, experiment_id, zoo, direction: str, present: list[str]
 ) -> None:
+    """The valued runs, then the one whose value is NaN (c), then the one without the
+    metric (e), as MLflow orders them. Before, c and e went by their run ids."""
+    await _run(tracking, experiment_id, "c2", {"acc": math.nan})
+    await _run(tracking, experiment_id, "e2", {"loss": 0.5})
     names = await _names(tracking, experiment_id, order_by=[f"metrics.acc {direction}"])
     assert names[:3] == present
-    assert set(names[3:]) == {"c", "e"}  # c has NaN, e has no acc at all
+    assert set(names[3:5]) == {"c", "c2"} and set(names[5:]) == {"e", "e2"}
+    several = ["metrics.acc " + direction, "run_name DESC"]
+    expected = [*present, "c2", "c", "e2", "e"]
+    assert await _names(tracking, experiment_id, order_by=several) == expected
 
 
 async def test_order_by_several_terms(tracking, experiment_id, zoo) -> None:
@@ -225,7 +233,7 @@ async def test_small_pages_cross_from_values_to_missing_ones(
     present = sorted(["a", "b", "c", "d"], key=lambda n: values[n], reverse=direction == "DESC")
     assert sorted(names) == [*sorted(values), "f", "g"] and len(names) == 7
     assert [values[n] for n in names[:4]] == [values[n] for n in present]
-    assert set(names[4:]) == {"e", "f", "g"}
+    assert names[4] == "e" and set(names[5:]) == {"f", "g"}  # NaN, then no value
 
 
 async def test_runs_are_found_by_what_they_used(
@@ -458,6 +466,28 @@ async def test_hostile_page_tokens_are_invalid_page_token(
                 [experiment_id], max_results=1, order_by=order, page_token=token
             )
         assert refused.value.reason == "INVALID_PAGE_TOKEN"
+
+
+async def test_a_metric_orders_token_from_before_nan_ranked_apart_is_refused(
+    tracking: cairn.TrackingClient, experiment_id: str, pool: asyncpg.Pool
+) -> None:
+    """A token of a metric's order made when NaN and no value ranked alike would be
+    misread now (its rank 1 named both; now it names NaN alone), and could repeat runs:
+    its query's fingerprint differs, so it is refused."""
+    for name in ("a", "b"):
+        await _run(tracking, experiment_id, name, {"m": 1.0})
+    order = ["metrics.m DESC"]
+    page = await tracking.search_runs([experiment_id], max_results=1, order_by=order)
+    assert page.token is not None
+    bare = unsealed(page.token)
+    payload = json.loads(base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4)))
+    before = ("runs", "default", [int(experiment_id)], "", order, int(ViewType.ACTIVE_ONLY))
+    text = json.dumps(before, sort_keys=True, default=str)
+    payload["q"] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    token = await sealed_by(pool, "tracking", _encoded(json.dumps(payload).encode()))
+    with pytest.raises(InvalidArgumentError) as refused:
+        await tracking.search_runs([experiment_id], max_results=1, order_by=order, page_token=token)
+    assert refused.value.reason == "INVALID_PAGE_TOKEN"
 
 
 async def test_start_times_past_a_floats_precision_compare_exactly(
