@@ -119,6 +119,8 @@ class Listing:
         alias: the SQL alias of the listed table, e.g. "m".
         attributes: filterable attribute name -> (SQL expression, SQL type).
         tagged: whether the table has tags a filter may compare.
+        orders: the fields a list orders by besides the times and the id.
+        ties: an order field -> the sort columns breaking its ties, before the id.
         empty_is_unset: text columns among the attributes' that hold '' when unset
             (NOT NULL DEFAULT ''), as an unset external id holds NULL; see
             filter_sql.empty_is_unset.
@@ -133,6 +135,7 @@ class Listing:
         *,
         tagged: bool = True,
         orders: Mapping[str, str | tuple[str, str, str]] | None = None,
+        ties: Mapping[str, tuple[paging.SortColumn, ...]] | None = None,
         empty_is_unset: Collection[str] = (),
         named: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
@@ -146,6 +149,9 @@ class Listing:
         # (field -> (SQL, SQL type, the query's column holding its value)); the id after
         # any of them keeps the key unique, so keyset paging stays exact.
         self.orders: dict[str, str | tuple[str, str, str]] = {**ORDER_FIELDS, **(orders or {})}
+        # Sort columns an order breaks its ties by, in either direction, before the id
+        # (order field -> columns), e.g. a version's number after its model's name.
+        self.ties = dict(ties or {})
 
     def where(self, filter_text: str, params: Params) -> str:
         node = filters.parse(filter_text, self.entities)
@@ -173,6 +179,7 @@ class Listing:
         )
         columns = [
             paging.SortColumn(expression, ascending, sql_type, name),
+            *self.ties.get(field, ()),
             paging.SortColumn(f"{self.alias}.id", ascending, "bigint", "id"),
         ]
         return paging.Keyset(columns, *scope, order_by)

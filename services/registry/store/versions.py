@@ -76,6 +76,8 @@ _LISTING = Listing(
     },
     # MLflow's "name": the registered model's, which COLUMNS reads as model_name.
     orders={"version": "bigint", "name": (_MODEL_NAME, "text", "model_name")},
+    # As MLflow's search_model_versions orders them: a model's versions newest first.
+    ties={"name": (paging.SortColumn("v.version", False, "bigint", "version"),)},
     empty_is_unset=("v.source_run_id", "v.source_uri", "v.author", "v.description"),
     named={_STAGE_NAMES: _FILTER_STAGES, _STATE: STATE_NAMES},
 )

@@ -35,6 +35,7 @@ _OLD_LISTING = Listing(
         "model_name": (_OLD_MODEL_NAME, "text"),
     },
     orders={"version": "bigint", "name": (_OLD_MODEL_NAME, "text", "model_name")},
+    ties=version_store._LISTING.ties,  # the order as it is now: what it answers is compared
 )
 _OLD_LATEST_OF = f"""SELECT DISTINCT ON (v.registered_model_id, v.stage) {COLUMNS}
     FROM registry.model_versions v WHERE v.registered_model_id = ANY($1::bigint[])

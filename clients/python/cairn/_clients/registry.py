@@ -244,8 +244,10 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
     ) -> PagedList[MlflowModelVersion]:
         """Versions matching a filter in MLflow's names: "name = 'churn'" (the registered
         model's name), run_id, source_path, version_number, current_stage, tags.<key>;
-        `version_name` is the version's own (Kubeflow) name. Up to max_results of
-        them, gathered from pages of at most 1,000. registered_model_id: only the
+        `version_name` is the version's own (Kubeflow) name. Ordered by one key
+        (docs/registry.md), by default by model name, each model's versions newest
+        first, as MLflow orders them. Up to max_results of them, gathered from pages
+        of at most 1,000. registered_model_id: only the
         versions of that model, whatever the filter says (a filter written around a
         name could close its parenthesis and reach other models).
         """
@@ -257,7 +259,8 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
                 registered_model_id=registered_model_id or "",
                 filter=filter_string or "",
                 page_size=size,
-                order_by=_one_order(order_by),
+                # MLflow's default: by model name, each model's versions newest first.
+                order_by=_one_order(order_by) or "name ASC",
                 page_token=token,
             )
             reply = await self._transport.unary(
