@@ -4,8 +4,8 @@ in walks.py.
 
 Ordering puts a metric's NaN, then missing values, last in both directions: every order
 term sorts first on its value's rank (run_filters.VALUED, NAN, MISSING), then on the
-value. The run id breaks ties, which makes the
-sort key unique and the keyset page token exact.
+value. The run id breaks ties, which makes the sort key unique and the keyset page
+token exact.
 """
 
 from __future__ import annotations
