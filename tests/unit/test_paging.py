@@ -132,7 +132,8 @@ def test_a_runs_token_holds_the_longest_sort_values_the_search_allows() -> None:
     terms = [search.parse_order(text) for text in orders]
     keyset = Keyset(search._sort_key(terms), max_token_length=search.MAX_TOKEN_LENGTH)
     longest = {f"v{n}": "\x01" * MAX_TAG_VALUE_LENGTH for n in range(len(terms))}
-    row = {**longest, **{f"m{n}": 0 for n in range(len(terms))}, "tiebreak": uuid.UUID(int=7)}
+    ranks = {f"m{n}": 0 for n in range(len(terms))}
+    row = {**longest, **ranks, "start_time": -(2**63), "tiebreak": uuid.UUID(int=7)}
     token = keyset.next_token([row, row], 1)
     assert len(token) <= search.MAX_TOKEN_LENGTH
     last = keyset.last(token)

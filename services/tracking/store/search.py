@@ -184,7 +184,7 @@ def _candidates(term: filters.Comparison, params: Params) -> str:
 
 def _sort_key(terms: list[tuple[Identifier, bool]]) -> list[paging.SortColumn]:
     """Per order term a "missing" flag and the value (columns of the subquery q), then
-    the run id."""
+    the start time, newest first (see _ties_by_start_time), then the run id."""
     columns = []
     for i, (ident, ascending) in enumerate(terms):
         if ident.entity in ("input", "dataset"):
@@ -199,7 +199,19 @@ def _sort_key(terms: list[tuple[Identifier, bool]]) -> list[paging.SortColumn]:
             paging.SortColumn(f"q.m{i}", True, "int", f"m{i}"),
             paging.SortColumn(f"q.v{i}", ascending, sql_type, f"v{i}", nullable=True),
         ]
+    if _ties_by_start_time(terms):
+        columns.append(paging.SortColumn("q.start_time", False, "bigint", "start_time"))
     return [*columns, paging.SortColumn("q.tiebreak", True, "uuid", "tiebreak")]
+
+
+def _ties_by_start_time(terms: list[tuple[Identifier, bool]]) -> bool:
+    """Whether the order's ties go newest first before they go by run id, as MLflow
+    orders them unless the order names the start time. One metric's order leaves it
+    out: its pages go on along the index of (key, value, run id), where sorting the
+    ties by start time would sort every run of a value many runs hold, page after page."""
+    one_metric = len(terms) == 1 and terms[0][0].entity == "metric"
+    named = any(ident.entity == "attribute" and ident.key == "start_time" for ident, _ in terms)
+    return not (one_metric or named)
 
 
 def _sorted_scan(

@@ -132,6 +132,55 @@ async def test_order_by_several_terms(tracking, experiment_id, zoo) -> None:
     assert names == ["d", "a", "b", "e", "c"]  # team x (d, a), then y, then the ones without
 
 
+async def _runs_started_in_turn(tracking, experiment_id, models: list[str]) -> None:
+    """A run per model named, named after it and its place, each started after the last."""
+    for i, model in enumerate(models):
+        run = await tracking.create_run(experiment_id, start_time=1000 + i, run_name=f"{model}{i}")
+        await tracking.log_batch(
+            run.info.run_id, params=[Param("model", model)], tags=[RunTag("team", "x")]
+        )
+
+
+@pytest.mark.parametrize(
+    "order",
+    [["params.model"], ["params.model ASC", "tags.team DESC"], ["tags.team", "params.model"]],
+)
+async def test_ties_go_newest_first_then_by_run_id_as_in_mlflow(
+    tracking, experiment_id, order: list[str]
+) -> None:
+    """MLflow breaks an order's ties by start time, newest first, unless the order names
+    it. Before, Cairn broke them by run id: the six runs of each model came in the order
+    of their random ids. Pages of two cross the ties."""
+    await _runs_started_in_turn(tracking, experiment_id, ["cnn"] * 6 + ["rnn"] * 6)
+    newest_first = [f"cnn{i}" for i in range(5, -1, -1)] + [f"rnn{i}" for i in range(11, 5, -1)]
+    names, token = [], None
+    while True:
+        page = await tracking.search_runs(
+            [experiment_id], order_by=order, max_results=2, page_token=token
+        )
+        names += [r.info.run_name for r in page]
+        if not (token := page.token):
+            break
+    assert names == newest_first
+
+
+async def test_an_order_naming_the_start_time_keeps_it_and_one_metric_ties_by_run_id(
+    tracking, experiment_id
+) -> None:
+    """Named, the start time is the order the caller chose (oldest first here). One
+    metric's order breaks ties by run id alone, along its index (docs/filters.md)."""
+    await _runs_started_in_turn(tracking, experiment_id, ["cnn"] * 4)
+    oldest_first = ["params.model", "attributes.start_time ASC"]
+    names = await _names(tracking, experiment_id, order_by=oldest_first)
+    assert names == ["cnn0", "cnn1", "cnn2", "cnn3"]
+    runs = await tracking.search_runs([experiment_id])
+    for run in runs:
+        await tracking.log_metric(run.info.run_id, "acc", 0.5)
+    by_metric = await tracking.search_runs([experiment_id], order_by=["metrics.acc DESC"])
+    ids = [r.info.run_id for r in by_metric]
+    assert ids == sorted(ids, reverse=True)
+
+
 async def test_pages_stay_correct_while_runs_are_inserted(tracking, experiment_id) -> None:
     for n in range(10):
         await _run(tracking, experiment_id, f"r{n}", {"score": float(n)})
@@ -484,6 +533,24 @@ async def test_a_metric_orders_token_from_before_nan_ranked_apart_is_refused(
     before = ("runs", "default", [int(experiment_id)], "", order, int(ViewType.ACTIVE_ONLY))
     text = json.dumps(before, sort_keys=True, default=str)
     payload["q"] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    token = await sealed_by(pool, "tracking", _encoded(json.dumps(payload).encode()))
+    with pytest.raises(InvalidArgumentError) as refused:
+        await tracking.search_runs([experiment_id], max_results=1, order_by=order, page_token=token)
+    assert refused.value.reason == "INVALID_PAGE_TOKEN"
+
+
+async def test_a_token_from_before_ties_went_newest_first_is_refused(
+    tracking: cairn.TrackingClient, experiment_id: str, pool: asyncpg.Pool
+) -> None:
+    """A token of a param's order made when ties went by run id alone ends at a key
+    without the start time: read now, it could skip or repeat runs, so it is refused."""
+    await _runs_started_in_turn(tracking, experiment_id, ["cnn"] * 2)
+    order = ["params.model"]
+    page = await tracking.search_runs([experiment_id], max_results=1, order_by=order)
+    assert page.token is not None
+    bare = unsealed(page.token)
+    payload = json.loads(base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4)))
+    del payload["k"][-2]  # the start time, before the run id
     token = await sealed_by(pool, "tracking", _encoded(json.dumps(payload).encode()))
     with pytest.raises(InvalidArgumentError) as refused:
         await tracking.search_runs([experiment_id], max_results=1, order_by=order, page_token=token)
