@@ -19,6 +19,8 @@ from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 import cairn
@@ -328,6 +330,82 @@ def test_an_upload_with_no_sha256_to_check_is_refused(endpoint: tuple[ByteEndpoi
     status, error = _exchange(served.port, _put(token, DATA))
     assert (status, error["code"]) == (400, "INVALID_ARGUMENT")
     assert "sha256" in error["message"]
+
+
+# Edits of a valid request: (what, where, bytes), where taken modulo its length.
+_EDITS = st.lists(
+    st.tuples(
+        st.sampled_from(["flip", "insert", "delete", "cut", "repeat", "bare lf"]),
+        st.integers(0, len(DATA) * 2),
+        st.binary(max_size=12)
+        | st.sampled_from([b"\r\n", b"\r\n\r\n", b"0\r\n\r\n", b"f" * 18, b":", b"\xff\xfe"]),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def _edited(request: bytes, edits: list[tuple[str, int, bytes]]) -> bytes:
+    data = bytearray(request)
+    for what, where, blob in edits:
+        at = where % max(len(data), 1)
+        if what == "flip" and data:
+            data[at] ^= blob[0] if blob else 1
+        elif what == "insert":
+            data[at:at] = blob
+        elif what == "delete":
+            del data[at : at + len(blob) + 1]
+        elif what == "cut":
+            del data[at:]
+        elif what == "repeat":
+            data[at:at] = data[at : at + len(blob) + 1]
+        elif (line_end := data.find(b"\r\n", at)) >= 0:  # a bare LF for a CRLF
+            del data[line_end]
+    return bytes(data)
+
+
+def _answer_to(port: int, request: bytes) -> bytes:
+    """The answer to request, sent whole and followed by the end of the stream."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request)
+        connection.shutdown(socket.SHUT_WR)
+        return connection.makefile("rb").read()
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,  # the same requests on every run
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(method=st.sampled_from(["PUT", "GET"]), edits=_EDITS)
+def test_whatever_bytes_arrive_the_answer_is_declared_and_a_200_is_exactly_the_bytes(
+    endpoint: tuple[ByteEndpoint, _Transfers], method: str, edits: list[tuple[str, int, bytes]]
+):
+    """A valid upload or download, its bytes edited at random (framing, head, ticket,
+    body): the endpoint answers every one with an HTTP status and a declared error, never
+    500, and answers 200 only for exactly the bytes of the ticket's object."""
+    served, transfers = endpoint
+    (transfers.root / "k").write_bytes(DATA)
+    if method == "PUT":
+        token = transfers.signer.issue(method="PUT", project="p", path="a")
+        request = _put(token, DATA, f"X-Cairn-Sha256: {hashlib.sha256(DATA).hexdigest()}\r\n")
+    else:
+        token = transfers.signer.issue(method="GET", project="p", path="a", key="k", size=len(DATA))
+        request = _get(token)
+    transfers.reads.clear()
+    answer = _answer_to(served.port, _edited(request, edits)).removeprefix(
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    if status != 200:
+        assert 400 <= status < 500 and json.loads(body)["code"] != "INTERNAL", answer
+    elif method == "PUT":
+        assert b"".join(transfers.reads) == DATA
+    else:
+        assert body == DATA
 
 
 def test_a_used_upload_ticket_is_streamed_around_without_skipping_the_endpoint(
