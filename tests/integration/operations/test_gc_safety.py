@@ -385,6 +385,50 @@ async def test_an_experiment_whose_purge_began_cannot_be_restored(
             await tracking.get_experiment(experiment)
 
 
+async def test_a_held_run_of_a_deleted_experiment_deleted_itself_is_skipped_once(
+    server_port: int, pool: asyncpg.Pool, unique: str
+) -> None:
+    """Deleted on its own in an experiment deleted too, the run is in both of a
+    collection's selections: held by a writer, it was counted skipped twice."""
+    project = await new_project(server_port, f"held-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        tracking = client.tracking
+        experiment = await tracking.create_experiment("both")
+        run = (await tracking.create_run(experiment)).info.run_id
+        await tracking.delete_run(run)
+        await tracking.delete_experiment(experiment)
+        async with pool.acquire() as writer, writer.transaction():
+            # The lock a write to the run takes (lock_writable).
+            await writer.execute("SELECT FROM tracking.runs WHERE run_id = $1::uuid FOR SHARE", run)
+            done = await _collect(client, NOW)
+        assert (done.counts["runs_skipped"], done.counts["experiments_skipped"]) == (1, 1)
+        done = await _collect(client, NOW)
+        assert "runs_skipped" not in done.counts
+        await _assert_purged(client, run)
+
+
+async def test_a_run_another_collection_is_removing_is_not_counted_skipped(
+    server_port: int, pool: asyncpg.Pool, unique: str
+) -> None:
+    """Another collection claimed the run and is deleting its row: the run goes with that
+    one, not with the next, so this one does not count it skipped (it did)."""
+    project = await new_project(server_port, f"claimed-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        tracking = client.tracking
+        run = (await tracking.create_run(await tracking.create_experiment("taken"))).info.run_id
+        await tracking.delete_run(run)
+        await pool.execute(  # the other collection's claim, committed
+            "UPDATE tracking.runs SET purge_time = clock_timestamp() WHERE run_id = $1::uuid", run
+        )
+        async with pool.acquire() as other, other.transaction():
+            # Its DELETE of the runs' rows, under way.
+            await other.execute("SELECT FROM tracking.runs WHERE run_id = $1::uuid FOR UPDATE", run)
+            done = await _collect(client, NOW)
+            assert "runs_skipped" not in done.counts
+            await other.execute("DELETE FROM tracking.runs WHERE run_id = $1::uuid", run)
+        await _assert_purged(client, run)
+
+
 async def test_a_restore_before_the_purge_began_keeps_the_experiment_whole(
     server_port: int, unique: str
 ) -> None:
