@@ -105,7 +105,10 @@ async def purge(resources: Resources, gc: Purge) -> None:
 
 # The runs a collection leaves, each once: a run deleted on its own in a deleted
 # experiment is in both selections. A claimed run is left out: another collection is
-# removing it (its DELETE holds the row), so it is not left for the next one.
+# removing it (its DELETE holds the row), so it is not left for the next one. One that
+# collection is claiming just then looks unclaimed; telling it apart by its lock
+# (counting FOR KEY SHARE SKIP LOCKED) would lock every run left, all those of an
+# experiment a restore holds among them.
 _SKIPPED_RUNS = f"""SELECT
     (SELECT count(*) FROM {_RUNS_DELETED} AND r.purge_time IS NULL)
   + (SELECT count(*) FROM {_RUNS_OF_DELETED} AND r.purge_time IS NULL
