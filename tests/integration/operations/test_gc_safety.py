@@ -385,6 +385,16 @@ async def test_an_experiment_whose_purge_began_cannot_be_restored(
             await tracking.get_experiment(experiment)
 
 
+async def _deleted_run(client: cairn.Client, *, with_its_experiment: bool) -> str:
+    """A run deleted on its own, in an experiment deleted too if with_its_experiment."""
+    experiment = await client.tracking.create_experiment("one run")
+    run: str = (await client.tracking.create_run(experiment)).info.run_id
+    await client.tracking.delete_run(run)
+    if with_its_experiment:
+        await client.tracking.delete_experiment(experiment)
+    return run
+
+
 async def test_a_held_run_of_a_deleted_experiment_deleted_itself_is_skipped_once(
     server_port: int, pool: asyncpg.Pool, unique: str
 ) -> None:
@@ -392,11 +402,7 @@ async def test_a_held_run_of_a_deleted_experiment_deleted_itself_is_skipped_once
     collection's selections: held by a writer, it was counted skipped twice."""
     project = await new_project(server_port, f"held-{unique}")
     async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
-        tracking = client.tracking
-        experiment = await tracking.create_experiment("both")
-        run = (await tracking.create_run(experiment)).info.run_id
-        await tracking.delete_run(run)
-        await tracking.delete_experiment(experiment)
+        run = await _deleted_run(client, with_its_experiment=True)
         async with pool.acquire() as writer, writer.transaction():
             # The lock a write to the run takes (lock_writable).
             await writer.execute("SELECT FROM tracking.runs WHERE run_id = $1::uuid FOR SHARE", run)
@@ -414,9 +420,7 @@ async def test_a_run_another_collection_is_removing_is_not_counted_skipped(
     one, not with the next, so this one does not count it skipped (it did)."""
     project = await new_project(server_port, f"claimed-{unique}")
     async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
-        tracking = client.tracking
-        run = (await tracking.create_run(await tracking.create_experiment("taken"))).info.run_id
-        await tracking.delete_run(run)
+        run = await _deleted_run(client, with_its_experiment=False)
         await pool.execute(  # the other collection's claim, committed
             "UPDATE tracking.runs SET purge_time = clock_timestamp() WHERE run_id = $1::uuid", run
         )
