@@ -1,5 +1,6 @@
 """How fast a transfer must go to keep what it holds: a byte-endpoint connection and
-its slot, or a streamed upload and its writer thread.
+its slot, a streamed upload and its writer thread, or a streamed download and its
+slot and buffers.
 
 A transfer may be idle for IDLE_SECONDS, and past them must have moved
 MIN_BYTES_PER_SECOND on average: a client that stalls, or trickles a byte now and then,
@@ -10,11 +11,41 @@ at this rate), well within the slack.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
 IDLE_SECONDS = 300.0
 MIN_BYTES_PER_SECOND = 64 * 1024
+
+T = TypeVar("T")
 
 
 def due(start: float, moved: int) -> float:
     """The time (on start's clock) by which a transfer that began at start and has
     moved `moved` bytes must move more, or be cut."""
     return start + IDLE_SECONDS + moved / MIN_BYTES_PER_SECOND
+
+
+class Pace:
+    """The pace of a gRPC stream, counting only the time it waits for its client (a
+    message to arrive, or one sent to be taken): not the server's own between them (a
+    thread to free up, a slow store)."""
+
+    def __init__(self) -> None:
+        self.moved = 0
+        self._waited = 0.0
+
+    async def within(self, step: Awaitable[T]) -> T:
+        """step's result, awaited until the stream falls behind the pace.
+
+        Raises:
+            TimeoutError: it fell behind; the caller ends the stream.
+        """
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        try:
+            async with asyncio.timeout(due(0.0, self.moved) - self._waited):
+                return await step
+        finally:
+            self._waited += loop.time() - began

@@ -64,6 +64,14 @@ STREAM_VERDICT_HEADER = "x-cairn-stream"
 # Room in a Download message for what is not its chunk: the object's description (a
 # path of at most 1 KiB, its URIs, hash and content type) and the framing.
 DOWNLOAD_FRAMING_BYTES = 64 * 1024
+# Streamed downloads at once in a process. One holds the chunk it sends and the one read
+# ahead (4 MiB each), and the message it writes in three copies (its field, the bytes
+# serialized, and gRPC's): 24 MiB when its client stops reading (25 measured). So they
+# are sized from the byte endpoint's budget of 512 MiB (direct.py); one more waits for a
+# slot holding its request alone, and a client that stops reading gives its slot up once
+# it falls behind the pace (pace.py).
+DOWNLOAD_BYTES = 6 * blobs.CHUNK
+MAX_DOWNLOADS = 512 * 1024 * 1024 // DOWNLOAD_BYTES  # 21
 
 
 class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
@@ -86,6 +94,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         # thread (about 2 MB a call in gRPC's window and the writer's queue), without
         # bound in number.
         self._writers = asyncio.Semaphore(threads.UPLOAD_THREADS)
+        self._downloads = asyncio.Semaphore(MAX_DOWNLOADS)
         self._direct = DirectTransfers(
             resources, self._backend, self._objects, self._janitor, self._info, self._discard
         )
@@ -321,23 +330,26 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             return
         await self._janitor.collect(garbage)
 
-    async def Download(
-        self, request: api.DownloadRequest, context: Context
-    ) -> AsyncIterator[api.DownloadResponse]:
-        stored, chunks = await self._open(
-            common.project(request.project),
-            paths.object_path(request.path),
-            request.offset,
-            request.length,
-        )
-        info: pb.ObjectInfo | None = self._info(stored)
-        if chunks is None:  # an empty object or range: only say what it is
-            yield api.DownloadResponse(object=info)
-            return
-        async for chunk in access.still_admitted(read_ahead(chunks)):
-            for piece in _pieces(chunk, self._download_chunk):
-                yield api.DownloadResponse(object=info, chunk=piece)
-                info = None
+    async def Download(self, request: api.DownloadRequest, context: Context) -> None:
+        # Written, not yielded: a write that waits on its client is bounded by the pace,
+        # and the bytes read ahead are let go as soon as the stream ends early.
+        project = common.project(request.project)
+        path = paths.object_path(request.path)
+        async with self._downloads:
+            stored, chunks = await self._open(project, path, request.offset, request.length)
+            info: pb.ObjectInfo | None = self._info(stored)
+            if chunks is None:  # an empty object or range: only say what it is
+                await context.write(api.DownloadResponse(object=info))
+                return
+            progress = pace.Pace()
+            async with contextlib.aclosing(read_ahead(chunks)) as read:
+                async for chunk in access.still_admitted(read):
+                    for piece in _pieces(chunk, self._download_chunk):
+                        await _sent(
+                            context, api.DownloadResponse(object=info, chunk=piece), progress
+                        )
+                        progress.moved += len(piece)
+                        info = None
 
     async def _open(
         self, project: str, path: str, offset: int, length: int
@@ -588,28 +600,37 @@ async def _pump(
 async def _paced(stream: AsyncIterator[api.UploadRequest]) -> AsyncIterator[api.UploadRequest]:
     """The stream's messages, each awaited until the upload falls behind the pace: a
     client that stalls, or trickles, would hold its writer thread (of UPLOAD_THREADS)
-    for ever, and enough of them every other client's uploads. Only the time spent
-    waiting for the client counts: not the server's own, between messages (a writer
-    thread to free up, a slow store)."""
-    loop = asyncio.get_running_loop()
-    waited, received = 0.0, 0
+    for ever, and enough of them every other client's uploads."""
+    progress = pace.Pace()
     while True:
-        began = loop.time()
         try:
-            async with asyncio.timeout(pace.due(0.0, received) - waited):
-                message = await anext(stream)
+            message = await progress.within(anext(stream))
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise ResourceExhausted(
-                "STREAM_STALLED",
-                f"the upload fell behind {pace.MIN_BYTES_PER_SECOND // 1024} KiB a second "
-                f"past its first {pace.IDLE_SECONDS:g} s, or sent nothing for that long; "
-                "upload again",
-            ) from None
-        waited += loop.time() - began
-        received += len(message.chunk)
+            raise _stalled("the upload", "sent nothing", "upload again") from None
+        progress.moved += len(message.chunk)
         yield message
+
+
+async def _sent(context: Context, message: api.DownloadResponse, progress: pace.Pace) -> None:
+    """message written to the stream, once the client has taken what came before, unless
+    the download falls behind the pace first: a client that stops reading would hold
+    its slot and the chunks read for it (of MAX_DOWNLOADS) for ever."""
+    try:
+        await progress.within(context.write(message))
+    except TimeoutError:
+        raise _stalled(
+            "the download", "took nothing", "download again, reading the stream as it arrives"
+        ) from None
+
+
+def _stalled(transfer: str, idle: str, remedy: str) -> ResourceExhausted:
+    return ResourceExhausted(
+        "STREAM_STALLED",
+        f"{transfer} fell behind {pace.MIN_BYTES_PER_SECOND // 1024} KiB a second past "
+        f"its first {pace.IDLE_SECONDS:g} s, or {idle} for that long; {remedy}",
+    )
 
 
 async def _finish(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncGenerator, Generator
 
 from ..common.errors import DataLoss, FailedPrecondition, InvalidArgument
 from . import threads
@@ -181,7 +181,7 @@ def verify(size: int, sha256: str, expected_size: int, expected_sha256: str) -> 
         )
 
 
-async def read_ahead(chunks: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
+async def read_ahead(chunks: Generator[bytes, None, None]) -> AsyncGenerator[bytes, None]:
     """The chunks of a blocking reader, the next read in a thread while the caller
     sends the one before; the reader is closed however the iteration ends."""
     pending = asyncio.ensure_future(threads.in_store(next, chunks, b""))

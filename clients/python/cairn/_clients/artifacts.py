@@ -25,8 +25,10 @@ from ..artifacts.v1 import artifacts_pb2 as pb
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
 from ..exceptions import (
+    AbortedError,
     DataLossError,
     NotFoundError,
+    ResourceExhaustedError,
     UnavailableError,
 )
 from ..models._uris import ARTIFACTS_SCHEME, ArtifactUri, parse_uri, scheme_of
@@ -55,6 +57,8 @@ CHUNK = 1023 * 1024
 DIRECT_THRESHOLD = 8 * 1024 * 1024
 # The longest lifetime a URL may be asked for: a Duration's range (servers cap it lower).
 MAX_LIFETIME = timedelta(days=3_650_000)
+# The reason of a download the server cut because its reader fell behind the pace.
+STREAM_STALLED = "STREAM_STALLED"
 __all__ = ["ArtifactClient", "Progress"]
 
 
@@ -269,6 +273,12 @@ class ArtifactClient(BaseClient):
         A whole object is checked against the sha256 the server recorded for it: when
         the bytes differ, the iteration ends with DataLossError (CHECKSUM_MISMATCH)
         after the last chunk, so a corrupt byte never passes silently.
+
+        A loop that takes nothing for minutes lets the server's stream fall behind its
+        pace, and the server cuts it (STREAM_STALLED); it is opened again where it
+        stopped, on the same stored bytes. When the object was replaced or deleted
+        meanwhile, the iteration ends with AbortedError (OBJECT_CHANGED) or
+        NotFoundError instead.
         """
         project, path = self._named(path)
         request = api.DownloadRequest(
@@ -278,16 +288,28 @@ class ArtifactClient(BaseClient):
             length=whole(length, "length"),
         )
         checksum = _Checksum(path) if not offset and not length else None
-        async for reply in self._streams.server_stream(
-            self._stub.Download, request, timeout=timeout, metadata=metadata
-        ):
-            if checksum and reply.HasField("object"):
-                checksum.expected = reply.object.sha256
-            chunk = reply.chunk  # each read of a bytes field copies it
-            if chunk:
-                if checksum:
-                    await checksum.update(chunk)
-                yield chunk
+        stored: pb.ObjectInfo | None = None
+        while True:  # once, unless the server cuts a stream its reader let fall behind
+            moved = 0
+            try:
+                async for reply in self._streams.server_stream(
+                    self._stub.Download, request, timeout=timeout, metadata=metadata
+                ):
+                    if reply.HasField("object"):
+                        stored = _same_bytes(stored, reply.object)
+                        if checksum:
+                            checksum.expected = stored.sha256
+                    chunk = reply.chunk  # each read of a bytes field copies it
+                    if chunk:
+                        moved += len(chunk)
+                        if checksum:
+                            await checksum.update(chunk)
+                        yield chunk
+                break
+            except ResourceExhaustedError as error:
+                if error.reason != STREAM_STALLED or not moved:
+                    raise
+            request = _after(request, moved)
         if checksum:
             await checksum.verify()
 
@@ -564,6 +586,26 @@ def in_project(transport: Transport, project: str) -> ArtifactClient:
     that list, delete or describe do, as on any ArtifactClient (a client made with no
     deadline here waited for ever on a server that took a call and never answered)."""
     return ArtifactClient(transport.for_project(project, timeout=transport.timeout))
+
+
+def _same_bytes(first: pb.ObjectInfo | None, now: pb.ObjectInfo) -> pb.ObjectInfo:
+    """The object a download reads, which a stream opened again must find unchanged."""
+    if first is not None and (now.uri, now.sha256) != (first.uri, first.sha256):
+        raise AbortedError(
+            f"{first.path!r} was replaced while it was read; read it again",
+            reason="OBJECT_CHANGED",
+        )
+    return first or now
+
+
+def _after(request: api.DownloadRequest, moved: int) -> api.DownloadRequest:
+    """The part of request's range left once moved bytes of it arrived."""
+    return api.DownloadRequest(
+        project=request.project,
+        path=request.path,
+        offset=request.offset + moved,
+        length=request.length - moved if request.length else 0,
+    )
 
 
 class _Checksum:

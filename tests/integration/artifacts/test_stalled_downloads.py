@@ -1,0 +1,154 @@
+"""A streamed download must keep pace (pace.py) while it holds one of the download
+slots and the chunks read for it: a client that stops reading is cut, and cannot keep
+every slot from the downloads of others."""
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+import asyncpg
+import grpc
+import pytest
+from prometheus_client import REGISTRY
+
+import cairn
+from cairn.artifacts.v1 import artifacts_service_pb2 as api
+from cairn.artifacts.v1 import artifacts_service_pb2_grpc as rpc
+from cairn.exceptions import AbortedError, CairnError, ResourceExhaustedError, from_grpc_error
+from cairn_server.artifacts import pace, servicer
+from cairn_server.common.config import Config
+from tests.conftest import new_project, serving
+
+# Far more than the transport buffers between server and client hold (flow-control
+# windows without BDP probing, and socket buffers), so that a server writing to a
+# client that stopped reading waits on it.
+SIZE = 32 * 1024 * 1024
+
+# A client on a connection of its own, as another process would be; no BDP probing, so
+# that the window a stalled client offers stays small. It takes the server's messages,
+# which are larger than a channel's default bound.
+_OWN_CONNECTION = [
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.max_receive_message_length", 2 * SIZE),
+]
+
+
+@pytest.fixture
+def quick_pace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pace, "IDLE_SECONDS", 1.0)
+    monkeypatch.setattr(pace, "MIN_BYTES_PER_SECOND", 1024 * 1024)
+
+
+async def _rest(call: grpc.aio.UnaryStreamCall) -> CairnError:
+    """The error that ends the call, read after what it sent before; it must come long
+    before this test's bound of 60 s."""
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async with asyncio.timeout(60):
+            while await call.read() != grpc.aio.EOF:
+                pass
+    return from_grpc_error(raised.value)
+
+
+@pytest.mark.parametrize("backend", ["config", "s3_config"])
+async def test_a_client_that_stops_reading_is_cut_and_leaves_its_slot_to_others(
+    backend: str,
+    request: pytest.FixtureRequest,
+    pool: asyncpg.Pool,
+    unique: str,
+    quick_pace: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
+    config: Config = request.getfixturevalue(backend)
+    body = os.urandom(SIZE)
+    async with serving(config, pool, []) as port:
+        project = await new_project(port, f"dl-stall-{unique}")
+        async with (
+            cairn.ArtifactClient.insecure_connection(
+                "127.0.0.1", port, project=project, timeout=None
+            ) as store,
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OWN_CONNECTION) as channel,
+        ):
+            await store.upload("big.bin", body)
+            download = api.DownloadRequest(project=project, path="big.bin")
+            stalled = rpc.ArtifactServiceStub(channel).Download(download)
+            assert (await stalled.read()).chunk  # it holds the only slot, and reads no more
+            # Waits for the slot until the stalled download is cut; the time it waits is
+            # not its client's, so it is not cut in turn.
+            async with asyncio.timeout(60):
+                assert await store.read("big.bin") == body
+            error = await _rest(stalled)
+    assert isinstance(error, ResourceExhaustedError) and error.reason == "STREAM_STALLED"
+
+
+def _stalls() -> float:
+    """Downloads this process's servers cut for falling behind the pace (or refused for
+    another reason of the same status: none in these tests)."""
+    labels = {
+        "method": "/cairn.artifacts.v1.ArtifactService/Download",
+        "code": "RESOURCE_EXHAUSTED",
+    }
+    return REGISTRY.get_sample_value("cairn_rpc_calls_total", labels) or 0.0
+
+
+async def _paused_until_cut(
+    store: cairn.ArtifactClient, port: int, body: bytes
+) -> tuple[AsyncIterator[bytes], bytes]:
+    """store's download of big.bin (body) with its first chunk read, paused until the
+    server cut it (it holds the only slot, MAX_DOWNLOADS patched to 1)."""
+    await store.upload("big.bin", body)
+    reading = store.open("big.bin")
+    first = await anext(reading)
+    # Another client's download waits for the slot until the paused one is cut.
+    download = api.DownloadRequest(project=store.project, path="big.bin")
+    async with (
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OWN_CONNECTION) as channel,
+        asyncio.timeout(60),
+    ):
+        other = rpc.ArtifactServiceStub(channel).Download(download)
+        assert b"".join([reply.chunk async for reply in other]) == body
+    return reading, first
+
+
+async def test_a_reader_that_pauses_past_the_pace_still_gets_every_byte(
+    config: Config,
+    pool: asyncpg.Pool,
+    unique: str,
+    quick_pace: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
+    body = os.urandom(2 * SIZE)  # past what a client's grown window holds
+    stalls = _stalls()
+    async with serving(config, pool, []) as port:
+        project = await new_project(port, f"dl-pause-{unique}")
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", port, project=project, timeout=None
+        ) as store:
+            reading, first = await _paused_until_cut(store, port, body)
+            rest = [chunk async for chunk in reading]
+    assert _stalls() == stalls + 1
+    assert first + b"".join(rest) == body
+
+
+async def test_a_paused_reader_whose_object_was_replaced_meanwhile_is_told(
+    config: Config,
+    pool: asyncpg.Pool,
+    unique: str,
+    quick_pace: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
+    body = os.urandom(2 * SIZE)
+    async with serving(config, pool, []) as port:
+        project = await new_project(port, f"dl-replaced-{unique}")
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", port, project=project, timeout=None
+        ) as store:
+            reading, _ = await _paused_until_cut(store, port, body)
+            await store.upload("big.bin", body[::-1], overwrite=True)
+            with pytest.raises(AbortedError) as raised:
+                async for _ in reading:
+                    pass
+    assert raised.value.reason == "OBJECT_CHANGED"
