@@ -390,28 +390,22 @@ class _CallScope:
         exc = database.domain_error(exc) or exc
         if isinstance(exc, DomainError):
             self._log(exc.code, reason=exc.reason)
-            await self.context.abort_with_status(rpc_status.to_status(domain_status(exc)))
+            await self._abort(domain_status(exc))
         if isinstance(exc, NotImplementedError):
             self._log(grpc.StatusCode.UNIMPLEMENTED, reason="NOT_IMPLEMENTED")
-            await self.context.abort_with_status(
-                rpc_status.to_status(
-                    _status(
-                        grpc.StatusCode.UNIMPLEMENTED,
-                        "NOT_IMPLEMENTED",
-                        f"{self.method} is not implemented yet",
-                        {},
-                    )
+            await self._abort(
+                _status(
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    "NOT_IMPLEMENTED",
+                    f"{self.method} is not implemented yet",
+                    {},
                 )
             )
         if isinstance(exc, Exception):
             self._log(grpc.StatusCode.INTERNAL, reason="INTERNAL", exc_info=exc)
             message = f"internal error; correlation id {self.request_id}"
             details = {"correlation_id": self.request_id}
-            await self.context.abort_with_status(
-                rpc_status.to_status(
-                    _status(grpc.StatusCode.INTERNAL, "INTERNAL", message, details)
-                )
-            )
+            await self._abort(_status(grpc.StatusCode.INTERNAL, "INTERNAL", message, details))
         # Cancellation and other BaseExceptions: the caller re-raises them. A call still
         # running when a shutdown's grace ends is cancelled by gRPC, which tells its
         # client UNAVAILABLE: the line says what the client was told.
@@ -419,6 +413,23 @@ class _CallScope:
             self._log(grpc.StatusCode.UNAVAILABLE, reason="SHUTTING_DOWN")
             return
         self._log(grpc.StatusCode.CANCELLED)
+
+    async def _abort(self, status: status_pb2.Status) -> None:
+        """Ends the call with status (never returns). A stream's status waits for the
+        messages before it to be taken: when its client goes away instead (one that
+        stopped reading, cut for it), the status cannot be sent, and the call ends
+        cancelled, as it is; gRPC logged the failed send as an error, with a traceback.
+
+        Raises:
+            grpc.aio.AbortError: the status was sent.
+            asyncio.CancelledError: it could not be.
+        """
+        try:
+            await self.context.abort_with_status(rpc_status.to_status(status))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            raise asyncio.CancelledError from None
 
     def _log(self, code: grpc.StatusCode, **extra: Any) -> None:
         seconds = time.perf_counter() - self.started

@@ -3,6 +3,7 @@ slots and the chunks read for it: a client that stops reading is cut, and cannot
 every slot from the downloads of others."""
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 
@@ -17,7 +18,7 @@ from cairn.artifacts.v1 import artifacts_service_pb2_grpc as rpc
 from cairn.exceptions import AbortedError, CairnError, ResourceExhaustedError, from_grpc_error
 from cairn_server.artifacts import pace, servicer
 from cairn_server.common.config import Config
-from tests.conftest import new_project, serving
+from tests.conftest import eventually, new_project, serving
 
 # Far more than the transport buffers between server and client hold (flow-control
 # windows without BDP probing, and socket buffers), so that a server writing to a
@@ -152,3 +153,38 @@ async def test_a_paused_reader_whose_object_was_replaced_meanwhile_is_told(
                 async for _ in reading:
                     pass
     assert raised.value.reason == "OBJECT_CHANGED"
+
+
+def _active_downloads() -> float:
+    labels = {"method": "/cairn.artifacts.v1.ArtifactService/Download"}
+    return REGISTRY.get_sample_value("cairn_rpc_active_streams", labels) or 0.0
+
+
+async def test_a_cut_download_whose_client_then_leaves_ends_without_an_error_logged(
+    config: Config,
+    pool: asyncpg.Pool,
+    unique: str,
+    quick_pace: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The status of a cut stream waits behind the message its client did not take; a
+    client that goes away instead is no server error."""
+    monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
+    active = _active_downloads()
+    async with serving(config, pool, []) as port:
+        project = await new_project(port, f"dl-gone-{unique}")
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", port, project=project, timeout=None
+        ) as store:
+            await store.upload("big.bin", os.urandom(SIZE))
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OWN_CONNECTION)
+            stalled = rpc.ArtifactServiceStub(channel).Download(
+                api.DownloadRequest(project=project, path="big.bin")
+            )
+            await stalled.read()
+            async with asyncio.timeout(60):  # the slot is free once the stalled one is cut
+                await store.read("big.bin")
+            await channel.close()
+            await eventually(lambda: _active_downloads() == active, what="the cut call's end")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
