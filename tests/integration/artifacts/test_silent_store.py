@@ -4,6 +4,7 @@ that the calls after its return need."""
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -30,6 +31,8 @@ from tests.proxy import StallingProxy
 HUNG_DOWNLOADS = 8
 CONTENT = b"stored before the store went silent"
 STORE_TIMEOUT = 1.0
+# Far more than the first chunk of a download (4 MiB) and the socket buffers beyond it.
+BROKEN_SIZE = 32 * 1024 * 1024
 
 
 @pytest.fixture
@@ -99,6 +102,21 @@ async def test_a_silent_store_fails_calls_and_holds_nothing_once_back(
         assert outcome.reason == "OBJECT_STORE_UNAVAILABLE"
     proxy.resume()  # the requests that met the stall stay lost, as on a black-holed route
     assert await store.read("model.bin", timeout=10) == CONTENT
+
+
+async def test_a_download_whose_store_connection_breaks_midway_goes_on_where_it_stopped(
+    store: cairn.ArtifactClient, proxy: StallingProxy
+) -> None:
+    """The stream ends UNAVAILABLE (OBJECT_STORE_UNAVAILABLE) after the bytes that
+    arrived; the client opens it again from there, as for a stream the server cut."""
+    body = os.urandom(BROKEN_SIZE)
+    await store.upload("big.bin", body)
+    reading = store.open("big.bin")
+    received = [await anext(reading)]
+    proxy.stall()  # cuts the connection the server reads the object through
+    proxy.resume()
+    received += [chunk async for chunk in reading]
+    assert b"".join(received) == body
 
 
 async def test_a_delete_answers_ok_though_the_store_hangs(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -20,12 +21,13 @@ from .._base import BaseClient
 from .._direct_io import Writable
 from .._numbers import is_bool, real, whole, whole_or_zero
 from .._progress import Meter, Progress, meter
-from .._transport import REQUEST_ID_HEADER, Metadata, Transport, with_id
+from .._transport import REQUEST_ID_HEADER, Metadata, Transport, check_timeout, with_id
 from ..artifacts.v1 import artifacts_pb2 as pb
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
 from ..exceptions import (
     AbortedError,
+    CairnError,
     DataLossError,
     NotFoundError,
     ResourceExhaustedError,
@@ -274,11 +276,13 @@ class ArtifactClient(BaseClient):
         the bytes differ, the iteration ends with DataLossError (CHECKSUM_MISMATCH)
         after the last chunk, so a corrupt byte never passes silently.
 
-        A loop that takes nothing for minutes lets the server's stream fall behind its
-        pace, and the server cuts it (STREAM_STALLED); it is opened again where it
-        stopped, on the same stored bytes. When the object was replaced or deleted
-        meanwhile, the iteration ends with AbortedError (OBJECT_CHANGED) or
-        NotFoundError instead.
+        A stream cut midway is opened again where it stopped, on the same stored bytes,
+        for as long as each stream moves some: one that broke (UNAVAILABLE: the object
+        store failed, the server stopped, the connection dropped), and one the server
+        cut because the loop over it took nothing for minutes (STREAM_STALLED). When
+        the object was replaced or deleted meanwhile, the iteration ends with
+        AbortedError (OBJECT_CHANGED) or NotFoundError instead. `timeout` bounds them
+        all together.
         """
         project, path = self._named(path)
         request = api.DownloadRequest(
@@ -289,11 +293,12 @@ class ArtifactClient(BaseClient):
         )
         checksum = _Checksum(path) if not offset and not length else None
         stored: pb.ObjectInfo | None = None
-        while True:  # once, unless the server cuts a stream its reader let fall behind
+        deadline = _Deadline(check_timeout(timeout))
+        while True:  # once, unless a stream is cut midway
             moved = 0
             try:
                 async for reply in self._streams.server_stream(
-                    self._stub.Download, request, timeout=timeout, metadata=metadata
+                    self._stub.Download, request, timeout=deadline.left(), metadata=metadata
                 ):
                     if reply.HasField("object"):
                         stored = _same_bytes(stored, reply.object)
@@ -306,8 +311,8 @@ class ArtifactClient(BaseClient):
                             await checksum.update(chunk)
                         yield chunk
                 break
-            except ResourceExhaustedError as error:
-                if error.reason != STREAM_STALLED or not moved:
+            except (UnavailableError, ResourceExhaustedError) as error:
+                if not moved or not _resumable(error) or deadline.passed():
                     raise
             request = _after(request, moved)
         if checksum:
@@ -586,6 +591,26 @@ def in_project(transport: Transport, project: str) -> ArtifactClient:
     that list, delete or describe do, as on any ArtifactClient (a client made with no
     deadline here waited for ever on a server that took a call and never answered)."""
     return ArtifactClient(transport.for_project(project, timeout=transport.timeout))
+
+
+def _resumable(error: CairnError) -> bool:
+    """Whether a download cut by error may go on where it stopped."""
+    return isinstance(error, UnavailableError) or error.reason == STREAM_STALLED
+
+
+class _Deadline:
+    """The time left of a call's timeout (None: no deadline) across the streams it opens."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self._ends = None if timeout is None else time.monotonic() + timeout
+
+    def left(self) -> float | None:
+        # Never 0, which a call refuses as a timeout: so little time fails the call
+        # DEADLINE_EXCEEDED, as it should.
+        return None if self._ends is None else max(self._ends - time.monotonic(), 0.001)
+
+    def passed(self) -> bool:
+        return self._ends is not None and time.monotonic() >= self._ends
 
 
 def _same_bytes(first: pb.ObjectInfo | None, now: pb.ObjectInfo) -> pb.ObjectInfo:
