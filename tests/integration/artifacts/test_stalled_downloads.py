@@ -3,8 +3,10 @@ slots and the chunks read for it: a client that stops reading is cut, and cannot
 every slot from the downloads of others."""
 
 import asyncio
+import gc
 import logging
 import os
+import tracemalloc
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -16,7 +18,7 @@ import cairn
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc as rpc
 from cairn.exceptions import AbortedError, CairnError, ResourceExhaustedError, from_grpc_error
-from cairn_server.artifacts import pace, servicer
+from cairn_server.artifacts import blobs, pace, servicer
 from cairn_server.common.config import Config
 from tests.conftest import eventually, new_project, serving
 
@@ -188,3 +190,34 @@ async def test_a_cut_download_whose_client_then_leaves_ends_without_an_error_log
             await channel.close()
             await eventually(lambda: _active_downloads() == active, what="the cut call's end")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_cut_download_lets_its_chunks_go_while_its_client_stays(
+    config: Config, pool: asyncpg.Pool, unique: str, quick_pace: None
+) -> None:
+    """Until its client leaves, a cut call waits to send its status, and the error
+    that cut it kept every frame it went through alive, with the chunk being sent and
+    the message holding it: 8 MiB a call. What stays is the message gRPC was sending."""
+    stalls = _stalls()
+    async with serving(config, pool, []) as port:
+        project = await new_project(port, f"dl-let-go-{unique}")
+        async with (
+            cairn.ArtifactClient.insecure_connection(
+                "127.0.0.1", port, project=project, timeout=None
+            ) as store,
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OWN_CONNECTION) as channel,
+        ):
+            await store.upload("big.bin", os.urandom(SIZE))
+            tracemalloc.start()
+            try:
+                held = tracemalloc.get_traced_memory()[0]
+                stalled = rpc.ArtifactServiceStub(channel).Download(
+                    api.DownloadRequest(project=project, path="big.bin")
+                )
+                assert (await stalled.read()).chunk  # the reply is let go at once
+                await eventually(lambda: _stalls() == stalls + 1, timeout=60, what="the cut")
+                gc.collect()
+                kept = tracemalloc.get_traced_memory()[0] - held
+            finally:
+                tracemalloc.stop()
+    assert kept < blobs.CHUNK + blobs.CHUNK // 2
