@@ -72,6 +72,12 @@ DOWNLOAD_FRAMING_BYTES = 64 * 1024
 # it falls behind the pace (pace.py).
 DOWNLOAD_BYTES = 6 * blobs.CHUNK
 MAX_DOWNLOADS = 512 * 1024 * 1024 // DOWNLOAD_BYTES  # 21
+# A download's call outlives its handler once cut for falling behind: gRPC's Python
+# server cannot cancel a call, so it ends when its client takes the message gRPC was
+# sending (4 MiB at most, about 7 MiB held measured) or goes away. Calls count until
+# they end, at most twice the slots, so that clients which stop reading and stay
+# connected cannot pile those messages up either (150 MiB at most).
+MAX_DOWNLOAD_CALLS = 2 * MAX_DOWNLOADS
 
 
 class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
@@ -95,6 +101,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         # bound in number.
         self._writers = asyncio.Semaphore(threads.UPLOAD_THREADS)
         self._downloads = asyncio.Semaphore(MAX_DOWNLOADS)
+        self._download_calls = asyncio.Semaphore(MAX_DOWNLOAD_CALLS)
         self._direct = DirectTransfers(
             resources, self._backend, self._objects, self._janitor, self._info, self._discard
         )
@@ -335,6 +342,8 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         # and the bytes read ahead are let go as soon as the stream ends early.
         project = common.project(request.project)
         path = paths.object_path(request.path)
+        await self._download_calls.acquire()
+        context.add_done_callback(lambda _: self._download_calls.release())
         async with self._downloads:
             stored, chunks = await self._open(project, path, request.offset, request.length)
             info: pb.ObjectInfo | None = self._info(stored)

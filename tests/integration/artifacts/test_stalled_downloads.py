@@ -221,3 +221,36 @@ async def test_a_cut_download_lets_its_chunks_go_while_its_client_stays(
             finally:
                 tracemalloc.stop()
     assert kept < blobs.CHUNK + blobs.CHUNK // 2
+
+
+async def test_a_cut_call_counts_until_its_client_leaves(
+    config: Config,
+    pool: asyncpg.Pool,
+    unique: str,
+    quick_pace: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cut call still holds the message gRPC was sending until its client takes it or
+    leaves: so many clients that stop reading and stay cannot pile those up."""
+    monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
+    monkeypatch.setattr(servicer, "MAX_DOWNLOAD_CALLS", 1)
+    stalls = _stalls()
+    async with serving(config, pool, []) as port:
+        project = await new_project(port, f"dl-calls-{unique}")
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", port, project=project, timeout=None
+        ) as store:
+            await store.upload("big.bin", os.urandom(SIZE))
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OWN_CONNECTION)
+            stalled = rpc.ArtifactServiceStub(channel).Download(
+                api.DownloadRequest(project=project, path="big.bin")
+            )
+            await stalled.read()
+            await eventually(lambda: _stalls() == stalls + 1, timeout=60, what="the cut")
+            reading = asyncio.ensure_future(store.read("big.bin"))
+            # Far longer than the read takes once it may start (well under a second).
+            done, _ = await asyncio.wait({reading}, timeout=5)
+            assert not done
+            await channel.close()  # the stalled client leaves, and its call ends
+            async with asyncio.timeout(60):
+                assert len(await reading) == SIZE
