@@ -73,10 +73,10 @@ DOWNLOAD_FRAMING_BYTES = 64 * 1024
 DOWNLOAD_BYTES = 6 * blobs.CHUNK
 MAX_DOWNLOADS = 512 * 1024 * 1024 // DOWNLOAD_BYTES  # 21
 # A download's call outlives its handler once cut for falling behind: gRPC's Python
-# server cannot cancel a call, so it ends when its client takes the message gRPC was
-# sending (4 MiB at most, about 7 MiB held measured) or goes away. Calls count until
-# they end, at most twice the slots, so that clients which stop reading and stay
-# connected cannot pile those messages up either (150 MiB at most).
+# server cannot cancel a call, so it ends only when its client takes the message gRPC
+# was sending or goes away, holding about 7 MiB (measured) until then. Calls count
+# until they end, at most twice the slots, so that clients which stop reading and stay
+# connected cannot pile those up either (150 MiB at most).
 MAX_DOWNLOAD_CALLS = 2 * MAX_DOWNLOADS
 
 
