@@ -3,6 +3,7 @@ slots and the chunks read for it: a client that stops reading is cut, and cannot
 every slot from the downloads of others."""
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -43,6 +44,29 @@ def quick_pace(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pace, "MIN_BYTES_PER_SECOND", 1024 * 1024)
 
 
+@contextlib.asynccontextmanager
+async def _serving(
+    config: Config, pool: asyncpg.Pool, name: str, body: bytes
+) -> AsyncIterator[tuple[int, cairn.ArtifactClient]]:
+    """A server of its own (it reads the limits the test patched) and its port, with a
+    client of a new project, name, whose object big.bin holds body."""
+    async with serving(config, pool, []) as port:
+        project = await new_project(port, name)
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", port, project=project, timeout=None
+        ) as store:
+            await store.upload("big.bin", body)
+            yield port, store
+
+
+async def _stalled(channel: grpc.aio.Channel, project: str) -> grpc.aio.UnaryStreamCall:
+    """A download of big.bin whose client reads its first message, then no more."""
+    download = api.DownloadRequest(project=project, path="big.bin")
+    call = rpc.ArtifactServiceStub(channel).Download(download)
+    assert (await call.read()).chunk
+    return call
+
+
 async def _rest(call: grpc.aio.UnaryStreamCall) -> CairnError:
     """The error that ends the call, read after what it sent before; it must come long
     before this test's bound of 60 s."""
@@ -63,25 +87,20 @@ async def test_a_client_that_stops_reading_is_cut_and_leaves_its_slot_to_others(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
-    config: Config = request.getfixturevalue(backend)
     body = os.urandom(SIZE)
-    async with serving(config, pool, []) as port:
-        project = await new_project(port, f"dl-stall-{unique}")
-        async with (
-            cairn.ArtifactClient.insecure_connection(
-                "127.0.0.1", port, project=project, timeout=None
-            ) as store,
-            grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OWN_CONNECTION) as channel,
-        ):
-            await store.upload("big.bin", body)
-            download = api.DownloadRequest(project=project, path="big.bin")
-            stalled = rpc.ArtifactServiceStub(channel).Download(download)
-            assert (await stalled.read()).chunk  # it holds the only slot, and reads no more
-            # Waits for the slot until the stalled download is cut; the time it waits is
-            # not its client's, so it is not cut in turn.
-            async with asyncio.timeout(60):
-                assert await store.read("big.bin") == body
-            error = await _rest(stalled)
+    async with (
+        _serving(request.getfixturevalue(backend), pool, f"dl-stall-{unique}", body) as (
+            port,
+            store,
+        ),
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OWN_CONNECTION) as channel,
+    ):
+        stalled = await _stalled(channel, store.project)  # it holds the only slot
+        # Waits for the slot until the stalled download is cut; the time it waits is
+        # not its client's, so it is not cut in turn.
+        async with asyncio.timeout(60):
+            assert await store.read("big.bin") == body
+        error = await _rest(stalled)
     assert isinstance(error, ResourceExhaustedError) and error.reason == "STREAM_STALLED"
 
 
@@ -100,7 +119,6 @@ async def _paused_until_cut(
 ) -> tuple[AsyncIterator[bytes], bytes]:
     """store's download of big.bin (body) with its first chunk read, paused until the
     server cut it (it holds the only slot, MAX_DOWNLOADS patched to 1)."""
-    await store.upload("big.bin", body)
     reading = store.open("big.bin")
     first = await anext(reading)
     # Another client's download waits for the slot until the paused one is cut.
@@ -124,13 +142,9 @@ async def test_a_reader_that_pauses_past_the_pace_still_gets_every_byte(
     monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
     body = os.urandom(2 * SIZE)  # past what a client's grown window holds
     stalls = _stalls()
-    async with serving(config, pool, []) as port:
-        project = await new_project(port, f"dl-pause-{unique}")
-        async with cairn.ArtifactClient.insecure_connection(
-            "127.0.0.1", port, project=project, timeout=None
-        ) as store:
-            reading, first = await _paused_until_cut(store, port, body)
-            rest = [chunk async for chunk in reading]
+    async with _serving(config, pool, f"dl-pause-{unique}", body) as (port, store):
+        reading, first = await _paused_until_cut(store, port, body)
+        rest = [chunk async for chunk in reading]
     assert _stalls() == stalls + 1
     assert first + b"".join(rest) == body
 
@@ -144,16 +158,12 @@ async def test_a_paused_reader_whose_object_was_replaced_meanwhile_is_told(
 ) -> None:
     monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
     body = os.urandom(2 * SIZE)
-    async with serving(config, pool, []) as port:
-        project = await new_project(port, f"dl-replaced-{unique}")
-        async with cairn.ArtifactClient.insecure_connection(
-            "127.0.0.1", port, project=project, timeout=None
-        ) as store:
-            reading, _ = await _paused_until_cut(store, port, body)
-            await store.upload("big.bin", body[::-1], overwrite=True)
-            with pytest.raises(AbortedError) as raised:
-                async for _ in reading:
-                    pass
+    async with _serving(config, pool, f"dl-replaced-{unique}", body) as (port, store):
+        reading, _ = await _paused_until_cut(store, port, body)
+        await store.upload("big.bin", body[::-1], overwrite=True)
+        with pytest.raises(AbortedError) as raised:
+            async for _ in reading:
+                pass
     assert raised.value.reason == "OBJECT_CHANGED"
 
 
@@ -174,21 +184,13 @@ async def test_a_cut_download_whose_client_then_leaves_ends_without_an_error_log
     client that goes away instead is no server error."""
     monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
     active = _active_downloads()
-    async with serving(config, pool, []) as port:
-        project = await new_project(port, f"dl-gone-{unique}")
-        async with cairn.ArtifactClient.insecure_connection(
-            "127.0.0.1", port, project=project, timeout=None
-        ) as store:
-            await store.upload("big.bin", os.urandom(SIZE))
-            channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OWN_CONNECTION)
-            stalled = rpc.ArtifactServiceStub(channel).Download(
-                api.DownloadRequest(project=project, path="big.bin")
-            )
-            await stalled.read()
-            async with asyncio.timeout(60):  # the slot is free once the stalled one is cut
-                await store.read("big.bin")
-            await channel.close()
-            await eventually(lambda: _active_downloads() == active, what="the cut call's end")
+    async with _serving(config, pool, f"dl-gone-{unique}", os.urandom(SIZE)) as (port, store):
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OWN_CONNECTION)
+        await _stalled(channel, store.project)
+        async with asyncio.timeout(60):  # the slot is free once the stalled one is cut
+            await store.read("big.bin")
+        await channel.close()
+        await eventually(lambda: _active_downloads() == active, what="the cut call's end")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
@@ -199,27 +201,19 @@ async def test_a_cut_download_lets_its_chunks_go_while_its_client_stays(
     that cut it kept every frame it went through alive, with the chunk being sent and
     the message holding it: 8 MiB a call. What stays is the message gRPC was sending."""
     stalls = _stalls()
-    async with serving(config, pool, []) as port:
-        project = await new_project(port, f"dl-let-go-{unique}")
-        async with (
-            cairn.ArtifactClient.insecure_connection(
-                "127.0.0.1", port, project=project, timeout=None
-            ) as store,
-            grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OWN_CONNECTION) as channel,
-        ):
-            await store.upload("big.bin", os.urandom(SIZE))
-            tracemalloc.start()
-            try:
-                held = tracemalloc.get_traced_memory()[0]
-                stalled = rpc.ArtifactServiceStub(channel).Download(
-                    api.DownloadRequest(project=project, path="big.bin")
-                )
-                assert (await stalled.read()).chunk  # the reply is let go at once
-                await eventually(lambda: _stalls() == stalls + 1, timeout=60, what="the cut")
-                gc.collect()
-                kept = tracemalloc.get_traced_memory()[0] - held
-            finally:
-                tracemalloc.stop()
+    async with (
+        _serving(config, pool, f"dl-let-go-{unique}", os.urandom(SIZE)) as (port, store),
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OWN_CONNECTION) as channel,
+    ):
+        tracemalloc.start()
+        try:
+            held = tracemalloc.get_traced_memory()[0]
+            await _stalled(channel, store.project)  # its first reply is let go at once
+            await eventually(lambda: _stalls() == stalls + 1, timeout=60, what="the cut")
+            gc.collect()
+            kept = tracemalloc.get_traced_memory()[0] - held
+        finally:
+            tracemalloc.stop()
     assert kept < blobs.CHUNK + blobs.CHUNK // 2
 
 
@@ -235,22 +229,14 @@ async def test_a_cut_call_counts_until_its_client_leaves(
     monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
     monkeypatch.setattr(servicer, "MAX_DOWNLOAD_CALLS", 1)
     stalls = _stalls()
-    async with serving(config, pool, []) as port:
-        project = await new_project(port, f"dl-calls-{unique}")
-        async with cairn.ArtifactClient.insecure_connection(
-            "127.0.0.1", port, project=project, timeout=None
-        ) as store:
-            await store.upload("big.bin", os.urandom(SIZE))
-            channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OWN_CONNECTION)
-            stalled = rpc.ArtifactServiceStub(channel).Download(
-                api.DownloadRequest(project=project, path="big.bin")
-            )
-            await stalled.read()
-            await eventually(lambda: _stalls() == stalls + 1, timeout=60, what="the cut")
-            reading = asyncio.ensure_future(store.read("big.bin"))
-            # Far longer than the read takes once it may start (well under a second).
-            done, _ = await asyncio.wait({reading}, timeout=5)
-            assert not done
-            await channel.close()  # the stalled client leaves, and its call ends
-            async with asyncio.timeout(60):
-                assert len(await reading) == SIZE
+    async with _serving(config, pool, f"dl-calls-{unique}", os.urandom(SIZE)) as (port, store):
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OWN_CONNECTION)
+        await _stalled(channel, store.project)
+        await eventually(lambda: _stalls() == stalls + 1, timeout=60, what="the cut")
+        reading = asyncio.ensure_future(store.read("big.bin"))
+        # Far longer than the read takes once it may start (well under a second).
+        done, _ = await asyncio.wait({reading}, timeout=5)
+        assert not done
+        await channel.close()  # the stalled client leaves, and its call ends
+        async with asyncio.timeout(60):
+            assert len(await reading) == SIZE
