@@ -111,7 +111,9 @@ class ArtifactServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Download(self, request, context):
-        """A server stream of chunks, of the whole object or a byte range.
+        """A server stream of chunks, of the whole object or a byte range. A stream whose
+        client stops taking them is cut once it falls behind the pace of a transfer
+        (docs/artifacts.md): RESOURCE_EXHAUSTED (STREAM_STALLED) after the chunks sent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
