@@ -314,7 +314,10 @@ class ArtifactClient(BaseClient):
             except (UnavailableError, ResourceExhaustedError) as error:
                 if not moved or not _resumable(error) or deadline.passed():
                     raise
-            request = _after(request, moved)
+                rest = _after(request, moved)
+                if rest is None:  # the cut came after the range's last byte
+                    break
+                request = rest
         if checksum:
             await checksum.verify()
 
@@ -623,8 +626,11 @@ def _same_bytes(first: pb.ObjectInfo | None, now: pb.ObjectInfo) -> pb.ObjectInf
     return first or now
 
 
-def _after(request: api.DownloadRequest, moved: int) -> api.DownloadRequest:
-    """The part of request's range left once moved bytes of it arrived."""
+def _after(request: api.DownloadRequest, moved: int) -> api.DownloadRequest | None:
+    """The part of request's range left once moved bytes of it arrived; None when none
+    is (a length of 0 would ask for the rest of the object)."""
+    if request.length and moved >= request.length:
+        return None
     return api.DownloadRequest(
         project=request.project,
         path=request.path,
