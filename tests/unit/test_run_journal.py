@@ -6,6 +6,8 @@ never written over the run's last."""
 import asyncio
 import contextlib
 import os
+import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import pytest
 
 from cairn._clients import journal as journals
 from cairn._clients.active_run import ActiveRun
-from cairn._clients.journal import Journal, LiveJournal
+from cairn._clients.journal import UNFINISHED, UNFINISHED_SECONDS, Journal, LiveJournal
 from cairn._clients.run_batches import Batches
 from cairn._clients.tracking import _columns
 from cairn.exceptions import UnavailableError
@@ -249,3 +251,64 @@ def _open_here(path: Path) -> bool:
         with contextlib.suppress(OSError):  # closed since listed
             opened.append(os.readlink(f"/proc/self/fd/{descriptor}"))
     return str(path) in opened
+
+
+# Writes a run's journal whole, then begins its next and stays in fsync, as on a
+# stalled disk, until killed.
+_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from cairn._clients.journal import Journal
+    from cairn.types import Metric
+
+    folder, run_id = Path(sys.argv[1]), sys.argv[2]
+    point = Metric("loss", 0.5, 1, 0)
+    Journal(run_id, "vision", [("a", [point])]).write(folder)
+
+    def stalled(descriptor):
+        print("writing", flush=True)
+        signal.pause()
+
+    os.fsync = stalled
+    Journal(run_id, "vision", [("a", [point]), ("b", [point])]).write(folder)
+    """
+)
+
+
+async def test_a_journal_write_its_process_left_unfinished_goes_with_the_next_sync(
+    tmp_path: Path,
+) -> None:
+    """A process killed as it wrote its run's journal left the file of that write in the
+    folder for ever: no sync read it, and nothing else removed it."""
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _WRITER, str(tmp_path), RUN_ID, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert writer.stdout is not None and await writer.stdout.readline() == b"writing\n"
+        [unfinished] = tmp_path.glob(f"*{UNFINISHED}")
+        _age(unfinished, UNFINISHED_SECONDS + 1)
+        syncing = _Server()
+        assert await journals.replay(syncing, tmp_path) == 1  # type: ignore[arg-type]
+        assert unfinished.exists()  # its process writes it still
+    finally:
+        writer.kill()
+        await writer.wait()
+    assert await journals.replay(syncing, tmp_path) == 0  # type: ignore[arg-type]
+    assert not unfinished.exists()
+    assert syncing.steps() == [0]
+
+
+async def test_a_journal_write_just_made_is_left_to_its_process(tmp_path: Path) -> None:
+    """A write's file exists for an instant before its process holds it: a sync then
+    sees it as a killed process's, but for its age."""
+    just_made = tmp_path / f"{RUN_ID}.0f{UNFINISHED}"
+    just_made.write_text("")
+    assert await journals.replay(_Server(), tmp_path) == 0  # type: ignore[arg-type]
+    assert just_made.exists()
+
+
+def _age(file: Path, seconds: float) -> None:
+    """Dates file's last write seconds back, as if it was left that long ago."""
+    written = file.stat().st_mtime - seconds
+    os.utime(file, (written, written))

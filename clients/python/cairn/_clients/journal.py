@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,11 @@ except ImportError:  # Windows: no locks; a file stored by another sync is still
 from ..types._tracking import Metric, RunStatus
 
 SUFFIX = ".jsonl"
+# A journal being written is `<run id>.<random>.partial` until it is whole. A process
+# killed meanwhile leaves the file: no one holds it (flock) and it has not been written
+# to for this long, and a sync of its folder removes it.
+UNFINISHED = ".partial"
+UNFINISHED_SECONDS = 60.0
 _log = logging.getLogger("cairn")
 
 
@@ -63,25 +69,25 @@ class Journal:
         """Writes the journal as `write` does, locked (flock) before it is in place:
         syncs skip it until the descriptor returned is closed. Where the system has no
         flock, the file is closed (None): Windows cannot replace or remove an open file."""
-        target, descriptor = self._write(directory, hold=fcntl is not None)
+        target, descriptor = self._write(directory)
         if fcntl is not None:
             return target, descriptor
         os.close(descriptor)
         return target, None
 
-    def _write(self, directory: Path, hold: bool = False) -> tuple[Path, int]:
+    def _write(self, directory: Path) -> tuple[Path, int]:
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / f"{self.run_id}{SUFFIX}"
         # A name of its own: two writes of one run never write into each other's file.
-        temporary = directory / f"{self.run_id}.{uuid.uuid4().hex}.partial"
+        temporary = directory / f"{self.run_id}.{uuid.uuid4().hex}{UNFINISHED}"
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
+            if fcntl is not None:  # a sync removes the file of a write no one holds
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
             with os.fdopen(os.dup(descriptor), "w", encoding="utf-8") as out:
                 out.writelines(json.dumps(line) + "\n" for line in self._lines())
                 out.flush()
                 os.fsync(out.fileno())
-            if hold:
-                fcntl.flock(descriptor, fcntl.LOCK_EX)
             os.replace(temporary, target)
         except BaseException:
             os.close(descriptor)
@@ -243,6 +249,7 @@ async def replay_each(
     it in its own words (the command line's one line) has each failure, as it happens
     through on_failure, and the count."""
     replayed = Replayed()
+    await asyncio.to_thread(_remove_unfinished, path)
     for file in await asyncio.to_thread(_files, path):
         try:
             with _Held.of(file) as held:
@@ -290,6 +297,10 @@ class _Held:
         finally:
             os.close(descriptor)  # which unlocks it
 
+    def idle(self) -> float:
+        """Seconds since the file was last written."""
+        return time.time() - os.fstat(self._descriptor).st_mtime
+
     def data(self) -> bytes:
         with os.fdopen(os.dup(self._descriptor), "rb") as opened:
             return opened.read()
@@ -306,6 +317,31 @@ def _lock(descriptor: int, file: Path) -> bool:
     try:
         return os.path.samestat(os.fstat(descriptor), os.stat(file))
     except FileNotFoundError:
+        return False
+
+
+def _remove_unfinished(path: Path) -> None:
+    """Removes the journal writes in the folder at path that the processes making them
+    left unfinished: what such a file holds came after its run's last whole journal, and
+    the process that logged it is gone (docs/tracking.md)."""
+    if not path.is_dir():
+        return
+    for file in path.glob(f"*{UNFINISHED}"):
+        if file.is_file() and _unfinished_for_good(file):  # a pipe would never open
+            # Once closed: Windows removes no file a process has open.
+            with contextlib.suppress(OSError):
+                file.unlink()
+                _log.info("removed %s, a journal write its process left unfinished", file)
+
+
+def _unfinished_for_good(file: Path) -> bool:
+    """Whether no process writes file any more. A write holds its file (flock) from the
+    instant after it is made; the age covers that instant, and the systems without
+    flock."""
+    try:
+        with _Held.of(file) as held:
+            return held is not None and held.idle() > UNFINISHED_SECONDS
+    except OSError:  # unreadable here: not this sync's to judge
         return False
 
 
