@@ -8,6 +8,7 @@ import contextlib
 import os
 import sys
 import textwrap
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -302,10 +303,21 @@ async def test_a_journal_write_its_process_left_unfinished_goes_with_the_next_sy
 async def test_a_journal_write_just_made_is_left_to_its_process(tmp_path: Path) -> None:
     """A write's file exists for an instant before its process holds it: a sync then
     sees it as a killed process's, but for its age."""
-    just_made = tmp_path / f"{RUN_ID}.0f{UNFINISHED}"
+    just_made = tmp_path / f"{RUN_ID}.{uuid.uuid4().hex}{UNFINISHED}"
     just_made.write_text("")
     assert await journals.replay(_Server(), tmp_path) == 0  # type: ignore[arg-type]
     assert just_made.exists()
+
+
+async def test_a_sync_of_any_folder_removes_no_other_programs_unfinished_file(
+    tmp_path: Path,
+) -> None:
+    others = [tmp_path / "dataset.tar.partial", tmp_path / f"{uuid.uuid4().hex}.partial"]
+    for other in others:
+        other.write_text("")
+        _age(other, UNFINISHED_SECONDS + 1)
+    assert await journals.replay(_Server(), tmp_path) == 0  # type: ignore[arg-type]
+    assert all(other.exists() for other in others)
 
 
 def _age(file: Path, seconds: float) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -33,9 +34,11 @@ from ..types._tracking import Metric, RunStatus
 SUFFIX = ".jsonl"
 # A journal being written is `<run id>.<random>.partial` until it is whole. A process
 # killed meanwhile leaves the file: no one holds it (flock) and it has not been written
-# to for this long, and a sync of its folder removes it.
+# to for this long, and a sync of its folder removes it. Only a file so named: a sync
+# may be of any folder, and other programs name their unfinished files .partial too.
 UNFINISHED = ".partial"
 UNFINISHED_SECONDS = 60.0
+_UNFINISHED_NAME = re.compile(r"[^.]+\.[0-9a-f]{32}" + re.escape(UNFINISHED))
 _log = logging.getLogger("cairn")
 
 
@@ -327,7 +330,9 @@ def _remove_unfinished(path: Path) -> None:
     if not path.is_dir():
         return
     for file in path.glob(f"*{UNFINISHED}"):
-        if file.is_file() and _unfinished_for_good(file):  # a pipe would never open
+        if not _UNFINISHED_NAME.fullmatch(file.name) or not file.is_file():
+            continue  # another program's; or a pipe, which would never open
+        if _unfinished_for_good(file):
             # Once closed: Windows removes no file a process has open.
             with contextlib.suppress(OSError):
                 file.unlink()
