@@ -8,6 +8,7 @@ import contextlib
 import os
 import sys
 import textwrap
+import tracemalloc
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,11 +17,12 @@ from typing import Any
 import pytest
 
 from cairn._clients import journal as journals
+from cairn._clients import journal_lines
 from cairn._clients.active_run import ActiveRun
 from cairn._clients.journal import UNFINISHED, UNFINISHED_SECONDS, Journal, LiveJournal
 from cairn._clients.run_batches import Batches
 from cairn._clients.tracking import _columns
-from cairn.exceptions import UnavailableError
+from cairn.exceptions import InvalidArgumentError, UnavailableError
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.types import Metric, RunStatus
 from tests.conftest import eventually
@@ -324,3 +326,45 @@ def _age(file: Path, seconds: float) -> None:
     """Dates file's last write seconds back, as if it was left that long ago."""
     written = file.stat().st_mtime - seconds
     os.utime(file, (written, written))
+
+
+async def test_a_file_that_is_no_journal_is_refused_at_its_first_line_not_read_whole(
+    tmp_path: Path,
+) -> None:
+    """A dataset's JSON lines synced by mistake were read whole into memory before
+    their first line was found to name no run: a sync of a large one ran out of memory."""
+    dataset = tmp_path / "train.jsonl"
+    with dataset.open("wb") as out:
+        out.write(b'{"text": "a first example"}\n')
+        out.truncate(1024**3)  # a gigabyte, sparse: none of it on disk
+    tracemalloc.start()
+    try:
+        replayed = await journals.replay_each(_Server(), tmp_path)  # type: ignore[arg-type]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024**2
+    [(_, refused)] = replayed.failures
+    assert refused.reason == "INVALID_JOURNAL" and "line 1: KeyError: 'run_id'" in str(refused)
+
+
+async def test_a_line_longer_than_any_journal_writes_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_lines, "MAX_LINE_BYTES", 1024)
+    points = [Metric("loss", 0.5, 1, step) for step in range(100)]
+    Journal(RUN_ID, "vision", [("a", points[:1]), ("b", points)]).write(tmp_path)
+    with pytest.raises(InvalidArgumentError, match="line 3 is longer than any journal writes"):
+        await journals.replay(_Server(), tmp_path)  # type: ignore[arg-type]
+
+
+async def test_a_journal_cut_short_sends_its_whole_lines_and_is_kept(tmp_path: Path) -> None:
+    point = Metric("loss", 0.5, 1, 0)
+    kept = Journal(RUN_ID, "vision", [("a", [point]), ("b", [point])]).write(tmp_path)
+    kept.write_bytes(kept.read_bytes()[:-10])  # a full disk cut its last line
+    syncing = _Server()
+    replayed = await journals.replay_each(syncing, tmp_path)  # type: ignore[arg-type]
+    [(file, refused)] = replayed.failures
+    assert file == kept and "line 3, column 45: not JSON" in str(refused)
+    assert replayed.sent == 1 and list(syncing.batches) == ["a"]
+    assert kept.exists()

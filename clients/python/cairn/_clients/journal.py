@@ -21,15 +21,16 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
-from ..exceptions import CairnError, InvalidArgumentError
+from ..exceptions import CairnError
 
 try:
     import fcntl
 except ImportError:  # Windows: no locks; a file stored by another sync is still skipped
     fcntl = None  # type: ignore[assignment]
 from ..types._tracking import Metric, RunStatus
+from .journal_lines import End, JournalLines
 
 SUFFIX = ".jsonl"
 # A journal being written is `<run id>.<random>.partial` until it is whole. A process
@@ -114,35 +115,16 @@ class Journal:
 
         Raises:
             InvalidArgumentError: (INVALID_JOURNAL) the file is no journal (empty, cut
-                short, another file), naming it and what is wrong.
+                short, another file), naming it, the line and what is wrong.
         """
-        return cls.parse(path, path.read_bytes())
-
-    @classmethod
-    def parse(cls, path: Path, data: bytes) -> Journal:
-        """The journal in data, read from path (named in the error)."""
-        try:
-            return cls._parsed(data.decode("utf-8").splitlines())
-        # ValueError holds UnicodeDecodeError and JSON's errors; RecursionError is JSON
-        # nested deeper than Python's stack.
-        except (ValueError, KeyError, TypeError, RecursionError) as error:
-            raise InvalidArgumentError(
-                f"{path} is no journal of a run: {type(error).__name__}: {error}",
-                reason="INVALID_JOURNAL",
-            ) from None
-
-    @classmethod
-    def _parsed(cls, lines: list[str]) -> Journal:
-        first, *rest = (json.loads(line) for line in lines if line)
-        journal = cls(first["run_id"], first["project"])
-        for line in rest:
-            if "status" in line:
-                journal.status = RunStatus[line["status"]]
-                journal.end_time = line.get("end_time")
-            else:
-                journal.batches.append(
-                    (line["request_id"], [Metric(k, v, t, s) for k, v, t, s in line["metrics"]])
-                )
+        with path.open("rb") as stream:
+            lines = JournalLines(path, stream)
+            journal = cls(*lines.header())
+            while (entry := lines.next()) is not None:
+                if isinstance(entry, End):
+                    journal.status, journal.end_time = entry.status, entry.end_time
+                else:
+                    journal.batches.append((entry.request_id, entry.metrics))
         return journal
 
 
@@ -257,7 +239,7 @@ async def replay_each(
         try:
             with _Held.of(file) as held:
                 if held is not None:
-                    replayed.sent += await _replay_one(client, file, held)
+                    await _replay_one(client, file, held, replayed)
         except CairnError as error:
             on_failure(file, error)
             replayed.failures.append((file, error))
@@ -268,15 +250,23 @@ def _warn_not_stored(file: Path, error: CairnError) -> None:
     _log.warning("journal %s not stored: %s", file, error)
 
 
-async def _replay_one(client: _Tracking, file: Path, held: _Held) -> int:
-    journal = Journal.parse(file, await asyncio.to_thread(held.data))
-    tracking = client.for_project(journal.project)
-    for request_id, metrics in journal.batches:
-        await tracking.log_batch(journal.run_id, metrics, request_id=request_id)
-    if journal.status is not None:
-        await tracking.set_terminated(journal.run_id, journal.status, journal.end_time)
+async def _replay_one(client: _Tracking, file: Path, held: _Held, replayed: Replayed) -> None:
+    """Sends the journal in file a line at a time, counting its points in replayed as
+    they go, and removes the file once all of it is stored."""
+    end: End | None = None
+    with held.reading() as stream:
+        lines = JournalLines(file, stream)
+        run_id, project = await asyncio.to_thread(lines.header)
+        tracking = client.for_project(project)
+        while (entry := await asyncio.to_thread(lines.next)) is not None:
+            if isinstance(entry, End):
+                end = entry
+                continue
+            await tracking.log_batch(run_id, entry.metrics, request_id=entry.request_id)
+            replayed.sent += len(entry.metrics)
+    if end is not None:
+        await tracking.set_terminated(run_id, end.status, end.end_time)
     await asyncio.to_thread(file.unlink, missing_ok=True)
-    return journal.points
 
 
 class _Held:
@@ -304,9 +294,9 @@ class _Held:
         """Seconds since the file was last written."""
         return time.time() - os.fstat(self._descriptor).st_mtime
 
-    def data(self) -> bytes:
-        with os.fdopen(os.dup(self._descriptor), "rb") as opened:
-            return opened.read()
+    def reading(self) -> BinaryIO:
+        """The file, open for reading from its start; closing it leaves the file held."""
+        return os.fdopen(os.dup(self._descriptor), "rb")
 
 
 def _lock(descriptor: int, file: Path) -> bool:

@@ -1,0 +1,95 @@
+"""A journal file read a line at a time: a sync holds one line of it, never the whole
+file, and a file that is no journal (a dataset's JSON lines, say, synced by mistake) is
+refused at its first line rather than read to its end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+from .._names import MAX_KEY_LENGTH
+from ..exceptions import InvalidArgumentError
+from ..types._tracking import Metric, RunStatus
+from .run_batches import MAX_BATCH_BYTES, POINT_BYTES
+
+# The longest line a journal's write makes: a batch's most points, each with the
+# longest key as JSON escapes it (12 bytes a character, as a surrogate pair), its
+# numbers and punctuation. About 74 MB; a usual line is well under 1 MB.
+MAX_LINE_BYTES = (MAX_BATCH_BYTES // POINT_BYTES + 1) * (12 * MAX_KEY_LENGTH + 100)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A line of metrics, with the request id they were (or would have been) sent with."""
+
+    request_id: str
+    metrics: list[Metric]
+
+
+@dataclass(frozen=True)
+class End:
+    """The last line of a run that ended: its status, and when (milliseconds)."""
+
+    status: RunStatus
+    end_time: int | None
+
+
+class JournalLines:
+    """The lines of a journal file open for reading (binary), parsed one at a time.
+    Every fault is InvalidArgumentError (INVALID_JOURNAL), naming the file and the line."""
+
+    def __init__(self, path: Path, stream: BinaryIO) -> None:
+        self._path = path
+        self._stream = stream
+        self._number = 0
+
+    def header(self) -> tuple[str, str]:
+        """The run id and project the first line names."""
+        line = self._line()
+        if line is None:
+            raise self._invalid("it is empty")
+        return self._parsed(line, lambda fields: (fields["run_id"], fields["project"]))
+
+    def next(self) -> Batch | End | None:
+        """The next line's batch or end; None after the last line."""
+        line = self._line()
+        return None if line is None else self._parsed(line, _entry)
+
+    def _line(self) -> bytes | None:
+        """The next line that is not blank, bounded by MAX_LINE_BYTES; None at the end."""
+        while True:
+            line = self._stream.readline(MAX_LINE_BYTES + 1)
+            self._number += 1
+            if len(line) > MAX_LINE_BYTES:
+                raise self._invalid(f"line {self._number} is longer than any journal writes")
+            if not line:
+                return None
+            if line.strip():
+                return line
+
+    def _parsed(self, line: bytes, meaning: Callable[[Any], T]) -> T:
+        try:
+            return meaning(json.loads(line.decode("utf-8")))
+        except json.JSONDecodeError as error:  # whose own line is 1: the file's is ours
+            where = f"line {self._number}, column {error.colno}"
+            raise self._invalid(f"{where}: not JSON: {error.msg}") from None
+        # ValueError holds UnicodeDecodeError; RecursionError is JSON nested deeper than
+        # Python's stack.
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
+            raise self._invalid(f"line {self._number}: {type(error).__name__}: {error}") from None
+
+    def _invalid(self, what: str) -> InvalidArgumentError:
+        return InvalidArgumentError(
+            f"{self._path} is no journal of a run: {what}", reason="INVALID_JOURNAL"
+        )
+
+
+def _entry(fields: Any) -> Batch | End:
+    if "status" in fields:
+        return End(RunStatus[fields["status"]], fields.get("end_time"))
+    return Batch(fields["request_id"], [Metric(k, v, t, s) for k, v, t, s in fields["metrics"]])
