@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,30 @@ async def test_an_oversized_manifest_is_refused_before_it_is_read_whole(
 
     with pytest.raises(DataLossError) as raised:
         await world.tracking.load_model(info.model_uri, cache_dir=world.cache)
+    assert raised.value.reason == "INVALID_MODEL_MANIFEST"
+    assert "larger than" in raised.value.message
+
+
+async def test_an_oversized_manifest_where_a_model_is_logged_again_is_not_read_whole(
+    world: World, tmp_path: Path
+) -> None:
+    """log_model read what lay at a model's manifest whole to compare it with the model
+    logged again there: an object of any size, held in memory."""
+    (tmp_path / "m.txt").write_text("hello")
+    info = await world.tracking.log_model(world.run_id, tmp_path / "m.txt", "huge")
+    path = f"{_store_path(info.artifact_uri)}/{MANIFEST}"
+    await world.store.upload(path, b" " * (8 * MAX_MANIFEST_BYTES), overwrite=True)
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataLossError) as raised:
+            await world.tracking.log_model(
+                world.run_id, tmp_path / "m.txt", "huge", registered_model_name="huge"
+            )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MAX_MANIFEST_BYTES  # the object is 8 times that
     assert raised.value.reason == "INVALID_MODEL_MANIFEST"
     assert "larger than" in raised.value.message
 

@@ -30,7 +30,7 @@ from ..types._registry import ModelArtifact, ModelVersion, RegisteredModel
 from ._local_files import files_in, local_writes
 from .artifacts import ArtifactClient, in_project
 from .registry import ModelRegistryAPIClient
-from .run_models import _upload, fetch_model
+from .run_models import _upload, fetch_model, read_manifest
 from .tracking import TrackingClient
 from .versioned_artifacts import _REFUSED, _segment
 
@@ -174,10 +174,7 @@ class ModelManager:
             return None
         directory = parsed.path
         try:
-            # Under the client's default deadline, as run_models' manifest reads.
-            data = await store.read(
-                f"{directory}/{_manifest.MANIFEST}", timeout=store._transport.timeout
-            )
+            data = await read_manifest(store, f"{directory}/{_manifest.MANIFEST}", uri)
         except NotFoundError:
             return None
         return _manifest.Manifest.from_json(data, uri).files

@@ -320,9 +320,8 @@ async def _logged_manifest(store: ArtifactClient, directory: str) -> bytes | Non
     """The manifest of a model logged at directory already, if any: a model's files must
     not change under a version that points at them."""
     try:
-        # Small: under the client's default deadline, as its unary calls are (a byte
-        # stream takes none, and one that never answers would hold log_model for ever).
-        return await store.read(f"{directory}/{MANIFEST}", timeout=store._transport.timeout)
+        uri = str(ArtifactUri(store.project, directory))
+        return await read_manifest(store, f"{directory}/{MANIFEST}", uri)
     except NotFoundError:
         return None
 
@@ -465,18 +464,9 @@ async def _version_made(
 
 async def _read_manifest(location: _Location, uri: str) -> tuple[bytes, Manifest]:
     """The manifest at a location, which must be the one its pin names, if any."""
-    store, path = location.store, location.path
-    data = bytearray()
-    manifest = f"{path}/{MANIFEST}" if path else MANIFEST
-    # Under the client's default deadline, as _logged_manifest's read.
-    source = cast(AsyncGenerator[bytes], store.open(manifest, timeout=store._transport.timeout))
+    path = location.path
     try:
-        # Read as it streams in, so a huge object posing as a manifest stops early.
-        async with contextlib.aclosing(source) as chunks:
-            async for chunk in chunks:
-                data += chunk
-                if len(data) > MAX_MANIFEST_BYTES:
-                    raise invalid_manifest(uri, f"is larger than {MAX_MANIFEST_BYTES} bytes")
+        data = await read_manifest(location.store, f"{path}/{MANIFEST}" if path else MANIFEST, uri)
     except NotFoundError:
         raise NotFoundError(
             f"{uri} was registered with a model logged with log_model, whose files are gone "
@@ -485,7 +475,7 @@ async def _read_manifest(location: _Location, uri: str) -> tuple[bytes, Manifest
             else f"{uri} holds no model logged with log_model (no {MANIFEST})",
             reason="OBJECT_NOT_FOUND",
         ) from None
-    found = ModelCache.key(bytes(data))
+    found = ModelCache.key(data)
     if location.manifest_sha256 and found != location.manifest_sha256:
         raise DataLossError(
             f"{uri} was registered with the model whose manifest has sha256 "
@@ -494,7 +484,27 @@ async def _read_manifest(location: _Location, uri: str) -> tuple[bytes, Manifest
             reason="CHECKSUM_MISMATCH",
             metadata={"sha256": found, "expected_sha256": location.manifest_sha256},
         )
-    return bytes(data), Manifest.from_json(bytes(data), uri)
+    return data, Manifest.from_json(data, uri)
+
+
+async def read_manifest(store: ArtifactClient, path: str, uri: str) -> bytes:
+    """The bytes of the manifest at path (which uri names in errors), read as they
+    stream in, so that a huge object posing as a manifest stops early; under the
+    client's default deadline, as its unary calls are (a byte stream takes none, and
+    one that never answers would hold the caller for ever).
+
+    Raises:
+        NotFoundError: no object is at path.
+        DataLossError: (INVALID_MODEL_MANIFEST) it is larger than any manifest.
+    """
+    data = bytearray()
+    source = cast(AsyncGenerator[bytes], store.open(path, timeout=store._transport.timeout))
+    async with contextlib.aclosing(source) as chunks:
+        async for chunk in chunks:
+            data += chunk
+            if len(data) > MAX_MANIFEST_BYTES:
+                raise invalid_manifest(uri, f"is larger than {MAX_MANIFEST_BYTES} bytes")
+    return bytes(data)
 
 
 async def _fetch(
