@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -583,3 +584,68 @@ async def test_a_step_of_none_is_step_0(tracking, experiment_id) -> None:
         await run.log_metrics({"acc": 0.9}, step=None)
     for key in ("loss", "acc"):
         assert [m.step for m in await tracking.get_metric_history(run.run_id, key)] == [0]
+
+
+# A script that enters a run's block and never leaves it, then returns from the
+# coroutine asyncio.run runs: with its client closed first (`close`), or left open.
+_LEFT_OPEN = """
+import asyncio, contextlib, sys
+import cairn
+
+port, experiment_id, journal_dir, close = sys.argv[1:]
+
+async def main():
+    client = cairn.TrackingClient.insecure_connection("127.0.0.1", int(port))
+    async with client if close == "close" else contextlib.nullcontext():
+        run = client.start_run(experiment_id, send_interval=60, journal_dir=journal_dir)
+        await run.__aenter__()
+        for step in range(10):
+            await run.log_metric("loss", 0.5, step)
+        print(run.run_id, flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def _left_open(
+    port: int, experiment_id: str, journal_dir: Path, close: str
+) -> tuple[str, str]:
+    """The run id and the warnings (stderr) of _LEFT_OPEN run in a process of its own."""
+    script = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _LEFT_OPEN,
+        str(port),
+        experiment_id,
+        str(journal_dir),
+        close,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await script.communicate()
+    assert script.returncode == 0, err.decode()
+    return out.decode().strip(), err.decode()
+
+
+async def test_a_run_left_open_as_its_event_loop_closes_ends_with_its_points(
+    tracking: cairn.TrackingClient, experiment_id: str, server_port: int, tmp_path: Path
+) -> None:
+    """asyncio.run cancelled the run's sender as it returned, and the points it held
+    were dropped with the loop, with no word: the run stayed RUNNING, without them."""
+    run_id, warnings = await _left_open(server_port, experiment_id, tmp_path, "leave")
+    assert "its block was still open as its event loop closed; it ends FINISHED" in warnings
+    assert (await tracking.get_run(run_id)).info.status == RunStatus.FINISHED
+    assert len(await tracking.get_metric_history(run_id, "loss")) == 10
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_run_left_open_whose_client_closed_first_keeps_its_points(
+    tracking: cairn.TrackingClient, experiment_id: str, server_port: int, tmp_path: Path
+) -> None:
+    run_id, warnings = await _left_open(server_port, experiment_id, tmp_path, "close")
+    assert "10 points could not be sent as its client was closed" in warnings
+    assert "Traceback" not in warnings  # no error of the loop's shutdown
+    kept = Journal.read(tmp_path / f"{run_id}.jsonl")
+    assert kept.points == 10 and kept.status == RunStatus.FINISHED
+    assert await tracking.sync_journal(tmp_path) == 10
+    assert (await tracking.get_run(run_id)).info.status == RunStatus.FINISHED

@@ -210,18 +210,21 @@ class ActiveRun:
             async with self._room:  # those still waiting (a flush) learn it is over
                 self._room.notify_all()
 
-    async def end_left_open(self) -> None:
+    async def end_left_open(self, as_what: str = "the interpreter exited") -> None:
         """Ends the run if its block is still open as the interpreter exits (a daemon
-        thread's block, one entered and never left): FINISHED, as MLflow ends the run
-        still active at exit, after sending what is buffered within flush_timeout; what
-        could not be sent is kept in its journal."""
+        thread's block, one entered and never left) or its event loop closes: FINISHED,
+        as MLflow ends the run still active at exit, after sending what is buffered
+        within flush_timeout; what could not be sent is kept in its journal. Raises
+        nothing: no caller is left to raise to, so what failed is told in a warning."""
         if self._ending or self.run is None:
             return
         _log.warning(
-            "run %s: its block was still open as the interpreter exited; it ends FINISHED",
-            self.run_id,
+            "run %s: its block was still open as %s; it ends FINISHED", self.run_id, as_what
         )
-        await self.__aexit__(None, None, None)
+        try:
+            await self.__aexit__(None, None, None)
+        except Exception as error:
+            _log.warning("run %s could not be ended as %s: %s", self.run_id, as_what, error)
 
     async def _exit(self, exc_type: type[BaseException] | None) -> None:
         try:
@@ -360,6 +363,23 @@ class ActiveRun:
                 )
 
     async def _send_forever(self) -> None:
+        try:
+            await self._send_as_buffered()
+        except asyncio.CancelledError:
+            if not self._ending:  # not by the run's end: its loop is closing, block open
+                await self._end_as_the_loop_closes()
+            raise
+
+    async def _end_as_the_loop_closes(self) -> None:
+        """Ends the run whose event loop cancels its sender as it closes (asyncio.run
+        returning), its block never left: its points were dropped with the loop, with
+        no word. The loop runs until this task ends, so a new sender sends them."""
+        self._sending = asyncio.create_task(
+            self._send_as_buffered(), name=f"cairn-run-{self.run_id}-end"
+        )
+        await self.end_left_open("its event loop closed")
+
+    async def _send_as_buffered(self) -> None:
         while True:
             # With nothing buffered there is nothing to time: a run idle with a tiny
             # send_interval spun a core waking for nothing.
