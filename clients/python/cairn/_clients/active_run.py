@@ -214,8 +214,9 @@ class ActiveRun:
         """Ends the run if its block is still open as the interpreter exits (a daemon
         thread's block, one entered and never left) or its event loop closes: FINISHED,
         as MLflow ends the run still active at exit, after sending what is buffered
-        within flush_timeout; what could not be sent is kept in its journal. Raises
-        nothing: no caller is left to raise to, so what failed is told in a warning."""
+        within flush_timeout; what could not be sent is kept in its journal. Raises no
+        error (only its cancellation): no caller is left to raise one to, so what failed
+        is told in a warning."""
         if self._ending or self.run is None:
             return
         _log.warning(
