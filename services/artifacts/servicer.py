@@ -32,7 +32,7 @@ from ..common.errors import (
 )
 from ..common.idempotency import after_commit, request_id_of
 from ..common.service import Resources
-from . import backends, blobs, completions, pace, paths, repeats, threads
+from . import backends, blobs, completions, pace, paths, repeats, slots, threads
 from .janitor import janitor_for
 from .leases import CompletionLeases
 from .presigned import PresignedTransfers
@@ -219,7 +219,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             return api.UploadResponse(object=self._info(accepted))
         header, upload, expected_sha256 = accepted
         try:
-            async with self._writers:
+            async with slots.held(self._writers, self._stopping):
                 await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
                 try:
                     reader = await self._written(stream, header, upload, expected_sha256)
@@ -310,7 +310,8 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
     ) -> None:
         """Reads an upload's bytes as any upload's, storing none, and refuses them unless
         they are those of done, which its request id published (see _accept)."""
-        async with self._writers:  # its reader takes a writer thread as an upload does
+        # Its reader takes a writer thread as an upload does.
+        async with slots.held(self._writers, self._stopping):
             await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
             reader = VerifyingReader(asyncio.get_running_loop(), 0, "")
             writing = threads.start_upload(repeats.read_to_end, reader, done)
@@ -342,9 +343,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         # and the bytes read ahead are let go as soon as the stream ends early.
         project = common.project(request.project)
         path = paths.object_path(request.path)
-        await self._download_calls.acquire()
+        await slots.taken(self._download_calls, self._stopping)
         context.add_done_callback(lambda _: self._download_calls.release())
-        async with self._downloads:
+        async with slots.held(self._downloads, self._stopping):
             stored, chunks = await self._open(project, path, request.offset, request.length)
             info: pb.ObjectInfo | None = self._info(stored)
             if chunks is None:  # an empty object or range: only say what it is

@@ -18,9 +18,17 @@ from prometheus_client import REGISTRY
 import cairn
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc as rpc
-from cairn.exceptions import AbortedError, CairnError, ResourceExhaustedError, from_grpc_error
+from cairn.exceptions import (
+    AbortedError,
+    CairnError,
+    ResourceExhaustedError,
+    UnavailableError,
+    from_grpc_error,
+)
+from cairn_server import catalog
 from cairn_server.artifacts import blobs, pace, servicer
 from cairn_server.common.config import Config
+from cairn_server.common.server import CairnServer
 from tests.conftest import eventually, new_project, serving
 
 # Far more than the transport buffers between server and client hold (flow-control
@@ -240,3 +248,34 @@ async def test_a_cut_call_counts_until_its_client_leaves(
         await channel.close()  # the stalled client leaves, and its call ends
         async with asyncio.timeout(60):
             assert len(await reading) == SIZE
+
+
+async def test_a_download_waiting_for_a_slot_as_the_server_stops_is_sent_elsewhere_at_once(
+    config: Config, pool: asyncpg.Pool, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It waited out the whole grace period for the slot the download holding it kept,
+    and was cut at its end: now it is told at once to call again, on another server."""
+    monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
+    server = CairnServer(config, catalog.select([]), pool)
+    port = await server.start()
+    project = await new_project(port, f"dl-stop-{unique}")
+    async with cairn.ArtifactClient.insecure_connection("127.0.0.1", port, project=project) as s:
+        await s.upload("big.bin", os.urandom(SIZE))
+    async with (
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OWN_CONNECTION) as holding,
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OWN_CONNECTION) as waiting,
+    ):
+        stalled = await _stalled(holding, project)  # it holds the only slot
+        active = _active_downloads()
+        download = api.DownloadRequest(project=project, path="big.bin")
+        waits = rpc.ArtifactServiceStub(waiting).Download(download)
+        reply = asyncio.ensure_future(waits.read())
+        await eventually(lambda: _active_downloads() == active + 1, what="the wait for a slot")
+        stopping = asyncio.ensure_future(server.stop(grace=120))
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            async with asyncio.timeout(60):  # long before the grace period ends
+                await reply
+        stalled.cancel()  # its client leaves: the stop has nothing left to wait for
+        await stopping
+    error = from_grpc_error(raised.value)
+    assert isinstance(error, UnavailableError) and error.reason == "SHUTTING_DOWN"
