@@ -132,6 +132,11 @@ class StallingProxy(_Listener):
     def resume(self) -> None:
         self._stalled = False
 
+    @property
+    def forwarding(self) -> int:
+        """The connections it forwards now (those cut by a stall are gone once closed)."""
+        return len(self._forwarding)
+
     async def _serve(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter):
         task = asyncio.current_task()
         assert task is not None

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ from cairn_server import catalog
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
 from tests.conftest import eventually, serving, with_overrides
+from tests.proxy import StallingProxy
 
 
 async def test_metrics_are_flushed_and_the_run_finishes(
@@ -586,42 +588,72 @@ async def test_a_step_of_none_is_step_0(tracking, experiment_id) -> None:
         assert [m.step for m in await tracking.get_metric_history(run.run_id, key)] == [0]
 
 
-# A script that enters a run's block and never leaves it, then returns from the
-# coroutine asyncio.run runs: with its client closed first (`close`), or left open.
+# A script whose run's block is still open as the coroutine asyncio.run runs returns:
+# entered and never left (`leave`), so with its client closed first (`close`), or so
+# while main waits for a line of its stdin (`wait`); or a block in a task still
+# running (`task`).
 _LEFT_OPEN = """
-import asyncio, contextlib, sys
+import asyncio, contextlib, signal, sys
 import cairn
 
-port, experiment_id, journal_dir, close = sys.argv[1:]
+port, experiment_id, journal_dir, how = sys.argv[1:]
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even if ignored here
+
+def started(client):
+    return client.start_run(
+        experiment_id, send_interval=60, journal_dir=journal_dir, flush_timeout=10
+    )
+
+async def logged(run):
+    for step in range(10):
+        await run.log_metric("loss", 0.5, step)
+    print(run.run_id, flush=True)
+
+async def in_its_block(client, logging_done):
+    async with started(client) as run:
+        await logged(run)
+        logging_done.set()
+        await asyncio.Event().wait()
 
 async def main():
     client = cairn.TrackingClient.insecure_connection("127.0.0.1", int(port))
-    async with client if close == "close" else contextlib.nullcontext():
-        run = client.start_run(experiment_id, send_interval=60, journal_dir=journal_dir)
+    if how == "task":
+        logging_done = asyncio.Event()
+        running = asyncio.ensure_future(in_its_block(client, logging_done))
+        await logging_done.wait()
+        return
+    async with client if how == "close" else contextlib.nullcontext():
+        run = started(client)
         await run.__aenter__()
-        for step in range(10):
-            await run.log_metric("loss", 0.5, step)
-        print(run.run_id, flush=True)
+        await logged(run)
+        if how == "wait":
+            await asyncio.to_thread(sys.stdin.readline)
 
 asyncio.run(main())
 """
 
 
 async def _left_open(
-    port: int, experiment_id: str, journal_dir: Path, close: str
-) -> tuple[str, str]:
-    """The run id and the warnings (stderr) of _LEFT_OPEN run in a process of its own."""
-    script = await asyncio.create_subprocess_exec(
+    port: int, experiment_id: str, journal_dir: Path, how: str
+) -> asyncio.subprocess.Process:
+    """_LEFT_OPEN run in a process of its own; it prints the run's id first."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         _LEFT_OPEN,
         str(port),
         experiment_id,
         str(journal_dir),
-        close,
+        how,
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def _ended(script: asyncio.subprocess.Process) -> tuple[str, str]:
+    """The run id a _LEFT_OPEN script printed, and its warnings (stderr), once it ended
+    well."""
     out, err = await script.communicate()
     assert script.returncode == 0, err.decode()
     return out.decode().strip(), err.decode()
@@ -632,7 +664,7 @@ async def test_a_run_left_open_as_its_event_loop_closes_ends_with_its_points(
 ) -> None:
     """asyncio.run cancelled the run's sender as it returned, and the points it held
     were dropped with the loop, with no word: the run stayed RUNNING, without them."""
-    run_id, warnings = await _left_open(server_port, experiment_id, tmp_path, "leave")
+    run_id, warnings = await _ended(await _left_open(server_port, experiment_id, tmp_path, "leave"))
     assert "its block was still open as its event loop closed; it ends FINISHED" in warnings
     assert (await tracking.get_run(run_id)).info.status == RunStatus.FINISHED
     assert len(await tracking.get_metric_history(run_id, "loss")) == 10
@@ -642,9 +674,48 @@ async def test_a_run_left_open_as_its_event_loop_closes_ends_with_its_points(
 async def test_a_run_left_open_whose_client_closed_first_keeps_its_points(
     tracking: cairn.TrackingClient, experiment_id: str, server_port: int, tmp_path: Path
 ) -> None:
-    run_id, warnings = await _left_open(server_port, experiment_id, tmp_path, "close")
+    run_id, warnings = await _ended(await _left_open(server_port, experiment_id, tmp_path, "close"))
     assert "10 points could not be sent as its client was closed" in warnings
     assert "Traceback" not in warnings  # no error of the loop's shutdown
+    kept = Journal.read(tmp_path / f"{run_id}.jsonl")
+    assert kept.points == 10 and kept.status == RunStatus.FINISHED
+    assert await tracking.sync_journal(tmp_path) == 10
+    assert (await tracking.get_run(run_id)).info.status == RunStatus.FINISHED
+
+
+async def test_a_block_cancelled_as_its_event_loop_closes_ends_with_its_points(
+    tracking: cairn.TrackingClient, experiment_id: str, server_port: int, tmp_path: Path
+) -> None:
+    """asyncio.run cancelled the task in the block and the run's sender together: the
+    block's end waited flush_timeout for a sender that was gone, then kept every point
+    in the journal, though the server was there."""
+    run_id, warnings = await _ended(await _left_open(server_port, experiment_id, tmp_path, "task"))
+    assert "could not be sent" not in warnings
+    assert (await tracking.get_run(run_id)).info.status == RunStatus.KILLED
+    assert len(await tracking.get_metric_history(run_id, "loss")) == 10
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_run_left_open_whose_end_is_interrupted_keeps_its_points(
+    tracking: cairn.TrackingClient, experiment_id: str, server_port: int, tmp_path: Path
+) -> None:
+    """Ctrl-C while a run left open flushed, as its loop closed, through an outage: the
+    process ended before the end could keep anything, and every point was lost."""
+    proxy = StallingProxy("127.0.0.1", server_port)
+    script = await _left_open(await proxy.start(), experiment_id, tmp_path, "wait")
+    try:
+        assert script.stdout is not None and script.stderr is not None
+        run_id = (await script.stdout.readline()).decode().strip()
+        proxy.stall()  # the flush as the loop closes hangs
+        await eventually(lambda: not proxy.forwarding, what="the connection cut")
+        script.stdin.write(b"return\n")  # type: ignore[union-attr]
+        async with asyncio.timeout(30):
+            while b"its event loop closed" not in await script.stderr.readline():
+                pass
+        script.send_signal(signal.SIGINT)
+        await script.wait()
+    finally:
+        await proxy.close()
     kept = Journal.read(tmp_path / f"{run_id}.jsonl")
     assert kept.points == 10 and kept.status == RunStatus.FINISHED
     assert await tracking.sync_journal(tmp_path) == 10

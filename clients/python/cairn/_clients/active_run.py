@@ -142,6 +142,7 @@ class ActiveRun:
         self._buffered = asyncio.Event()  # there is something to send
         self._room = asyncio.Condition()
         self._sending: asyncio.Task[None] | None = None
+        self._sender_stopped = False  # by the run's end; else its loop cancelled it
         self._error: BaseException | None = None
         # The block was entered, is being left (no point is taken any more), was left.
         self._entered = self._ending = self._over = False
@@ -200,6 +201,10 @@ class ActiveRun:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._ending:  # ended meanwhile as left open, its loop closing: that end stands
+            async with self._room:
+                await self._room.wait_for(lambda: self._over)
+            return
         # From here on points are refused, not taken by a buffer no one will send (by
         # another task or thread still logging as the block ends).
         self._ending = True
@@ -219,6 +224,9 @@ class ActiveRun:
         is told in a warning."""
         if self._ending or self.run is None:
             return
+        # Kept first: a second Ctrl-C, or the process's end, may stop the flush midway,
+        # and what it had not sent is then where `cairn sync` finds it.
+        self._keep_as_left_open()
         _log.warning(
             "run %s: its block was still open as %s; it ends FINISHED", self.run_id, as_what
         )
@@ -226,6 +234,17 @@ class ActiveRun:
             await self.__aexit__(None, None, None)
         except Exception as error:
             _log.warning("run %s could not be ended as %s: %s", self.run_id, as_what, error)
+
+    def _keep_as_left_open(self) -> None:
+        """Writes what is buffered, and the end FINISHED, to the run's journal, which the
+        end replaces, or removes once all is stored."""
+        journal = Journal(
+            self.run_id, self._client.project, self._batches.all(), RunStatus.FINISHED, _now_ms()
+        )
+        try:
+            self._journal.keep(journal)
+        except OSError as error:  # the flush goes on, with nothing kept meanwhile
+            _log.warning("run %s: its journal could not be written: %s", self.run_id, error)
 
     async def _exit(self, exc_type: type[BaseException] | None) -> None:
         try:
@@ -367,17 +386,22 @@ class ActiveRun:
         try:
             await self._send_as_buffered()
         except asyncio.CancelledError:
-            if not self._ending:  # not by the run's end: its loop is closing, block open
+            if not self._sender_stopped:  # by its loop closing, not by the run's end
                 await self._end_as_the_loop_closes()
             raise
 
     async def _end_as_the_loop_closes(self) -> None:
-        """Ends the run whose event loop cancels its sender as it closes (asyncio.run
-        returning), its block never left: its points were dropped with the loop, with
-        no word. The loop runs until this task ends, so a new sender sends them."""
+        """The run's end, as its event loop cancels every task as it closes (asyncio.run
+        returning): that of its block, cancelled too, or, when the block was never left,
+        its own. Either waited for the sender to send what is buffered, and waited out
+        flush_timeout, or the points were dropped with the loop with no word. The loop
+        runs until this task ends, so a new sender sends them."""
         self._sending = asyncio.create_task(
             self._send_as_buffered(), name=f"cairn-run-{self.run_id}-end"
         )
+        # A block cancelled with this task begins its end first (its cancellation was
+        # scheduled with this one's): the run ends KILLED, as a cancelled block does.
+        await asyncio.sleep(0)
         await self.end_left_open("its event loop closed")
 
     async def _send_as_buffered(self) -> None:
@@ -445,6 +469,7 @@ class ActiveRun:
             _log.warning("run %s: its journal was not removed: %s", self.run_id, error)
 
     async def _stop_sending(self) -> None:
+        self._sender_stopped = True
         if self._sending is not None:
             self._sending.cancel()
             await asyncio.gather(self._sending, return_exceptions=True)
