@@ -19,6 +19,9 @@ from .run_batches import MAX_BATCH_BYTES, POINT_BYTES
 # longest key as JSON escapes it (12 bytes a character, as a surrogate pair), its
 # numbers and punctuation. About 74 MB; a usual line is well under 1 MB.
 MAX_LINE_BYTES = (MAX_BATCH_BYTES // POINT_BYTES + 1) * (12 * MAX_KEY_LENGTH + 100)
+# The first line names a run id and a project: about 100 bytes. A file whose first line
+# is longer is no journal (a dataset's long line, parsed, took some 15 times its bytes).
+MAX_HEADER_BYTES = 1024
 
 T = TypeVar("T")
 
@@ -50,22 +53,22 @@ class JournalLines:
 
     def header(self) -> tuple[str, str]:
         """The run id and project the first line names."""
-        line = self._line()
+        line = self._line(MAX_HEADER_BYTES)
         if line is None:
             raise self._invalid("it is empty")
         return self._parsed(line, lambda fields: (fields["run_id"], fields["project"]))
 
     def next(self) -> Batch | End | None:
         """The next line's batch or end; None after the last line."""
-        line = self._line()
+        line = self._line(MAX_LINE_BYTES)
         return None if line is None else self._parsed(line, _entry)
 
-    def _line(self) -> bytes | None:
-        """The next line that is not blank, bounded by MAX_LINE_BYTES; None at the end."""
+    def _line(self, limit: int) -> bytes | None:
+        """The next line that is not blank, of at most limit bytes; None at the end."""
         while True:
-            line = self._stream.readline(MAX_LINE_BYTES + 1)
+            line = self._stream.readline(limit + 1)
             self._number += 1
-            if len(line) > MAX_LINE_BYTES:
+            if len(line) > limit:
                 raise self._invalid(f"line {self._number} is longer than any journal writes")
             if not line:
                 return None
