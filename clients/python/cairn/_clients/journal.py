@@ -290,10 +290,6 @@ class _Held:
         finally:
             os.close(descriptor)  # which unlocks it
 
-    def idle(self) -> float:
-        """Seconds since the file was last written."""
-        return time.time() - os.fstat(self._descriptor).st_mtime
-
     def reading(self) -> BinaryIO:
         """The file, open for reading from its start; closing it leaves the file held."""
         return os.fdopen(os.dup(self._descriptor), "rb")
@@ -332,10 +328,13 @@ def _remove_unfinished(path: Path) -> None:
 def _unfinished_for_good(file: Path) -> bool:
     """Whether no process writes file any more. A write holds its file (flock) from the
     instant after it is made; the age covers that instant, and the systems without
-    flock."""
+    flock. The age is read first, without opening the file: Windows cannot rename a
+    file another process has open, and a write under way renames its file."""
     try:
+        if time.time() - file.stat().st_mtime <= UNFINISHED_SECONDS:
+            return False
         with _Held.of(file) as held:
-            return held is not None and held.idle() > UNFINISHED_SECONDS
+            return held is not None
     except OSError:  # unreadable here: not this sync's to judge
         return False
 
