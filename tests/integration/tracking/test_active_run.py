@@ -589,9 +589,9 @@ async def test_a_step_of_none_is_step_0(tracking, experiment_id) -> None:
 
 
 # A script whose run's block is still open as the coroutine asyncio.run runs returns:
-# entered and never left (`leave`), so with its client closed first (`close`), or so
-# while main waits for a line of its stdin (`wait`); or a block in a task still
-# running (`task`).
+# entered and never left (`leave`), so with its client closed first (`close`), so
+# while main waits for a line of its stdin (`wait`), or so once its run was deleted
+# (`delete`); or a block in a task still running (`task`).
 _LEFT_OPEN = """
 import asyncio, contextlib, signal, sys
 import cairn
@@ -628,6 +628,10 @@ async def main():
         await logged(run)
         if how == "wait":
             await asyncio.to_thread(sys.stdin.readline)
+        if how == "delete":  # its points can no longer be stored
+            await client.delete_run(run.run_id)
+            with contextlib.suppress(cairn.CairnError):
+                await run.flush()
 
 asyncio.run(main())
 """
@@ -720,3 +724,17 @@ async def test_a_run_left_open_whose_end_is_interrupted_keeps_its_points(
     assert kept.points == 10 and kept.status == RunStatus.FINISHED
     assert await tracking.sync_journal(tmp_path) == 10
     assert (await tracking.get_run(run_id)).info.status == RunStatus.FINISHED
+
+
+async def test_a_run_left_open_whose_sends_failed_keeps_its_points_as_its_loop_closes(
+    tracking: cairn.TrackingClient, experiment_id: str, server_port: int, tmp_path: Path
+) -> None:
+    """Its sender stopped at an error retrying cannot fix, so the loop's closing had no
+    task to cancel: the points were dropped with no word, where a block's end keeps
+    them in the journal with the error."""
+    script = await _left_open(server_port, experiment_id, tmp_path, "delete")
+    run_id, warnings = await _ended(script)
+    assert "its block was still open as its event loop closed; it ends FAILED" in warnings
+    assert "10 points could not be sent after an error retrying cannot fix" in warnings
+    kept = Journal.read(tmp_path / f"{run_id}.jsonl")
+    assert kept.points == 10 and kept.status == RunStatus.FAILED

@@ -218,29 +218,32 @@ class ActiveRun:
     async def end_left_open(self, as_what: str = "the interpreter exited") -> None:
         """Ends the run if its block is still open as the interpreter exits (a daemon
         thread's block, one entered and never left) or its event loop closes: FINISHED,
-        as MLflow ends the run still active at exit, after sending what is buffered
-        within flush_timeout; what could not be sent is kept in its journal. Raises no
-        error (only its cancellation): no caller is left to raise one to, so what failed
-        is told in a warning."""
+        as MLflow ends the run still active at exit (FAILED if its sends stopped at an
+        error retrying cannot fix, as a block's end says), after sending what is
+        buffered within flush_timeout; what could not be sent is kept in its journal.
+        Raises no error (only its cancellation): no caller is left to raise one to, so
+        what failed is told in a warning."""
         if self._ending or self.run is None:
             return
+        status = _status(None, self._error)
         # Kept first: a second Ctrl-C, or the process's end, may stop the flush midway,
         # and what it had not sent is then where `cairn sync` finds it.
-        self._keep_as_left_open()
+        self._keep_as_left_open(status)
         _log.warning(
-            "run %s: its block was still open as %s; it ends FINISHED", self.run_id, as_what
+            "run %s: its block was still open as %s; it ends %s",
+            self.run_id,
+            as_what,
+            status.value,
         )
         try:
             await self.__aexit__(None, None, None)
         except Exception as error:
             _log.warning("run %s could not be ended as %s: %s", self.run_id, as_what, error)
 
-    def _keep_as_left_open(self) -> None:
-        """Writes what is buffered, and the end FINISHED, to the run's journal, which the
-        end replaces, or removes once all is stored."""
-        journal = Journal(
-            self.run_id, self._client.project, self._batches.all(), RunStatus.FINISHED, _now_ms()
-        )
+    def _keep_as_left_open(self, status: RunStatus) -> None:
+        """Writes what is buffered, and the run's end, to its journal, which the end
+        replaces, or removes once all is stored."""
+        journal = Journal(self.run_id, self._client.project, self._batches.all(), status, _now_ms())
         try:
             self._journal.keep(journal)
         except OSError as error:  # the flush goes on, with nothing kept meanwhile
@@ -385,6 +388,10 @@ class ActiveRun:
     async def _send_forever(self) -> None:
         try:
             await self._send_as_buffered()
+            # Stopped by an error retrying cannot fix, which the next call raises. It
+            # waits for the run's end all the same: a block never left has none, but
+            # its loop's closing, and the journal of what the error left unsent.
+            await asyncio.get_running_loop().create_future()
         except asyncio.CancelledError:
             if not self._sender_stopped:  # by its loop closing, not by the run's end
                 await self._end_as_the_loop_closes()
