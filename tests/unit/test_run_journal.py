@@ -337,12 +337,7 @@ async def test_a_file_that_is_no_journal_is_refused_at_its_first_line_not_read_w
     with dataset.open("wb") as out:
         out.write(b'{"text": "a first example"}\n')
         out.truncate(1024**3)  # a gigabyte, sparse: none of it on disk
-    tracemalloc.start()
-    try:
-        replayed = await journals.replay_each(_Server(), tmp_path)  # type: ignore[arg-type]
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    replayed, peak = await _synced_traced(tmp_path)
     assert peak < 16 * 1024**2
     [(_, refused)] = replayed.failures
     assert refused.reason == "INVALID_JOURNAL" and "line 1: KeyError: 'run_id'" in str(refused)
@@ -354,15 +349,20 @@ async def test_a_file_whose_first_line_is_long_is_refused_before_it_is_parsed(
     """A dataset whose first line is long (a matrix on one line) was parsed, up to
     74 MB of it, before it was found to name no run: some 15 times its bytes."""
     (tmp_path / "matrix.jsonl").write_text("[" + "0," * (30 * 1024**2) + "0]\n")
-    tracemalloc.start()
-    try:
-        replayed = await journals.replay_each(_Server(), tmp_path)  # type: ignore[arg-type]
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    replayed, peak = await _synced_traced(tmp_path)
     assert peak < 16 * 1024**2
     [(_, refused)] = replayed.failures
     assert "line 1 is longer than any journal writes" in str(refused)
+
+
+async def _synced_traced(folder: Path) -> tuple[journals.Replayed, int]:
+    """What a sync of folder did, and the most memory it held at once (traced)."""
+    tracemalloc.start()
+    try:
+        replayed = await journals.replay_each(_Server(), folder)  # type: ignore[arg-type]
+        return replayed, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 async def test_a_line_longer_than_any_journal_writes_is_refused(

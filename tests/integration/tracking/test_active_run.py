@@ -663,6 +663,15 @@ async def _ended(script: asyncio.subprocess.Process) -> tuple[str, str]:
     return out.decode().strip(), err.decode()
 
 
+async def _kept_then_synced(tracking: cairn.TrackingClient, folder: Path, run_id: str) -> None:
+    """The run's 10 points and its end, FINISHED, wait in its journal in folder, and a
+    sync stores them and ends the run."""
+    kept = Journal.read(folder / f"{run_id}.jsonl")
+    assert kept.points == 10 and kept.status == RunStatus.FINISHED
+    assert await tracking.sync_journal(folder) == 10
+    assert (await tracking.get_run(run_id)).info.status == RunStatus.FINISHED
+
+
 async def test_a_run_left_open_as_its_event_loop_closes_ends_with_its_points(
     tracking: cairn.TrackingClient, experiment_id: str, server_port: int, tmp_path: Path
 ) -> None:
@@ -681,10 +690,7 @@ async def test_a_run_left_open_whose_client_closed_first_keeps_its_points(
     run_id, warnings = await _ended(await _left_open(server_port, experiment_id, tmp_path, "close"))
     assert "10 points could not be sent as its client was closed" in warnings
     assert "Traceback" not in warnings  # no error of the loop's shutdown
-    kept = Journal.read(tmp_path / f"{run_id}.jsonl")
-    assert kept.points == 10 and kept.status == RunStatus.FINISHED
-    assert await tracking.sync_journal(tmp_path) == 10
-    assert (await tracking.get_run(run_id)).info.status == RunStatus.FINISHED
+    await _kept_then_synced(tracking, tmp_path, run_id)
 
 
 async def test_a_block_cancelled_as_its_event_loop_closes_ends_with_its_points(
@@ -720,10 +726,7 @@ async def test_a_run_left_open_whose_end_is_interrupted_keeps_its_points(
         await script.wait()
     finally:
         await proxy.close()
-    kept = Journal.read(tmp_path / f"{run_id}.jsonl")
-    assert kept.points == 10 and kept.status == RunStatus.FINISHED
-    assert await tracking.sync_journal(tmp_path) == 10
-    assert (await tracking.get_run(run_id)).info.status == RunStatus.FINISHED
+    await _kept_then_synced(tracking, tmp_path, run_id)
 
 
 async def test_a_run_left_open_whose_sends_failed_keeps_its_points_as_its_loop_closes(
