@@ -398,11 +398,11 @@ class ActiveRun:
             raise
 
     async def _end_as_the_loop_closes(self) -> None:
-        """The run's end, as its event loop cancels every task as it closes (asyncio.run
-        returning): that of its block, cancelled too, or, when the block was never left,
-        its own. Either waited for the sender to send what is buffered, and waited out
-        flush_timeout, or the points were dropped with the loop with no word. The loop
-        runs until this task ends, so a new sender sends them."""
+        """The run's end as its event loop closes, cancelling every task (asyncio.run
+        returning): that of its block, cancelled with this task, or its own when the
+        block was never left. A block's end would wait out flush_timeout for a sender
+        that is gone, and a block never left would see its points dropped with the
+        loop. The loop runs until this task ends, so a new sender sends them."""
         self._sending = asyncio.create_task(
             self._send_as_buffered(), name=f"cairn-run-{self.run_id}-end"
         )
