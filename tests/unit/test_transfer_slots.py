@@ -7,13 +7,15 @@ import pytest
 
 from cairn_server.artifacts import slots
 from cairn_server.common.errors import Unavailable
+from tests.conftest import eventually
 
 
 async def _waiting(free: asyncio.Semaphore, stopping: asyncio.Event) -> asyncio.Task[None]:
-    """A call waiting for a slot of free, whose only slot is taken."""
+    """A call waiting for a slot of free, whose only slot is taken: queued on it."""
     await free.acquire()
     waiting = asyncio.ensure_future(slots.taken(free, stopping))
-    await asyncio.sleep(0)  # its first step: it now waits on the semaphore
+    # The semaphore's queue is its own (no public count); it is what the call waits in.
+    await eventually(lambda: bool(free._waiters), what="the call queued for a slot")
     assert not waiting.done()
     return waiting
 

@@ -47,6 +47,12 @@ _OWN_CONNECTION = [
 
 
 @pytest.fixture
+def one_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One download at a time: a second waits for the slot of the first."""
+    monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
+
+
+@pytest.fixture
 def quick_pace(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pace, "IDLE_SECONDS", 1.0)
     monkeypatch.setattr(pace, "MIN_BYTES_PER_SECOND", 1024 * 1024)
@@ -92,9 +98,8 @@ async def test_a_client_that_stops_reading_is_cut_and_leaves_its_slot_to_others(
     pool: asyncpg.Pool,
     unique: str,
     quick_pace: None,
-    monkeypatch: pytest.MonkeyPatch,
+    one_slot: None,
 ) -> None:
-    monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
     body = os.urandom(SIZE)
     async with (
         _serving(request.getfixturevalue(backend), pool, f"dl-stall-{unique}", body) as (
@@ -145,9 +150,8 @@ async def test_a_reader_that_pauses_past_the_pace_still_gets_every_byte(
     pool: asyncpg.Pool,
     unique: str,
     quick_pace: None,
-    monkeypatch: pytest.MonkeyPatch,
+    one_slot: None,
 ) -> None:
-    monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
     body = os.urandom(2 * SIZE)  # past what a client's grown window holds
     stalls = _stalls()
     async with _serving(config, pool, f"dl-pause-{unique}", body) as (port, store):
@@ -162,9 +166,8 @@ async def test_a_paused_reader_whose_object_was_replaced_meanwhile_is_told(
     pool: asyncpg.Pool,
     unique: str,
     quick_pace: None,
-    monkeypatch: pytest.MonkeyPatch,
+    one_slot: None,
 ) -> None:
-    monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
     body = os.urandom(2 * SIZE)
     async with _serving(config, pool, f"dl-replaced-{unique}", body) as (port, store):
         reading, _ = await _paused_until_cut(store, port, body)
@@ -185,12 +188,11 @@ async def test_a_cut_download_whose_client_then_leaves_ends_without_an_error_log
     pool: asyncpg.Pool,
     unique: str,
     quick_pace: None,
-    monkeypatch: pytest.MonkeyPatch,
+    one_slot: None,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The status of a cut stream waits behind the message its client did not take; a
     client that goes away instead is no server error."""
-    monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
     active = _active_downloads()
     async with _serving(config, pool, f"dl-gone-{unique}", os.urandom(SIZE)) as (port, store):
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OWN_CONNECTION)
@@ -231,10 +233,10 @@ async def test_a_cut_call_counts_until_its_client_leaves(
     unique: str,
     quick_pace: None,
     monkeypatch: pytest.MonkeyPatch,
+    one_slot: None,
 ) -> None:
     """A cut call still holds the message gRPC was sending until its client takes it or
     leaves: so many clients that stop reading and stay cannot pile those up."""
-    monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
     monkeypatch.setattr(servicer, "MAX_DOWNLOAD_CALLS", 1)
     stalls = _stalls()
     async with _serving(config, pool, f"dl-calls-{unique}", os.urandom(SIZE)) as (port, store):
@@ -251,11 +253,10 @@ async def test_a_cut_call_counts_until_its_client_leaves(
 
 
 async def test_a_download_waiting_for_a_slot_as_the_server_stops_is_sent_elsewhere_at_once(
-    config: Config, pool: asyncpg.Pool, unique: str, monkeypatch: pytest.MonkeyPatch
+    config: Config, pool: asyncpg.Pool, unique: str, one_slot: None
 ) -> None:
     """It waited out the whole grace period for the slot the download holding it kept,
     and was cut at its end: now it is told at once to call again, on another server."""
-    monkeypatch.setattr(servicer, "MAX_DOWNLOADS", 1)
     server = CairnServer(config, catalog.select([]), pool)
     port = await server.start()
     project = await new_project(port, f"dl-stop-{unique}")
