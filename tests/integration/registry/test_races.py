@@ -254,3 +254,32 @@ async def _rename(conn: asyncpg.Connection, model: pb.RegisteredModel, name: str
     await conn.execute(
         "UPDATE registry.registered_models SET name = $2 WHERE id = $1", int(model.id), name
     )
+
+
+class _SourceDeletedOnceCopied(cairn.ModelRegistryAPIClient):
+    """Deletes the version being copied as soon as its copy is made: a delete racing
+    `copy_model_version`, landing at the worst moment."""
+
+    async def create_model_version(self, name, *args, **kwargs):
+        made = await super().create_model_version(name, *args, **kwargs)
+        if name == "copy":
+            await self.delete_model_version("source", 1)
+        return made
+
+
+async def test_a_copy_whose_source_is_deleted_meanwhile_still_points_at_its_files(
+    server_port: int, unique: str
+) -> None:
+    """The copy read where its original's files are only once it was made, by the
+    original's name: a delete in between failed the copy NOT_FOUND and left the version
+    it had made, with no model artifact, which no load could follow."""
+    project = await new_project(server_port, f"copy-deleted-{unique}")
+    async with _SourceDeletedOnceCopied.insecure_connection(
+        "127.0.0.1", server_port, project=project
+    ) as client:
+        await client.create_registered_model("source")
+        await client.create_model_version("source", "s3://bucket/model")
+        copied = await client.copy_model_version("models:/source/1", "copy")
+        files = await client.get_model_artifacts(copied.id)
+        assert [artifact.uri for artifact in files] == ["s3://bucket/model"]
+        assert await client.get_model_version_download_uri("copy", 1) == "s3://bucket/model"

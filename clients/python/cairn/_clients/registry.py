@@ -120,6 +120,7 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
         if not isinstance(parsed, ModelUri):
             raise invalid_argument("src_model_uri", f"takes a models:/ URI, not {src_model_uri!r}")
         source = await self._version_of_uri(parsed, timeout, metadata)
+        files = await self._files_for_copy(source, dst_name, timeout, metadata)
         try:
             await self.get_registered_model(dst_name, timeout=timeout, metadata=metadata)
         except NotFoundError:
@@ -135,31 +136,34 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
             timeout=timeout,
             metadata=metadata,
         )
-        await self._point_at_files_of(source, copied, timeout, metadata)
+        await self.upsert_model_artifact(files, copied.id, timeout=timeout, metadata=metadata)
         return copied
 
-    async def _point_at_files_of(
+    async def _files_for_copy(
         self,
         source: MlflowModelVersion,
-        copied: MlflowModelVersion,
+        dst_name: str,
         timeout: float | None,
         metadata: Metadata | None,
-    ) -> None:
-        """Gives a copy a model artifact at its original's files: a load of the copy
-        goes there at once, not through the original by its name, which a rename or a
-        delete breaks and each copy of a copy would make one hop longer."""
-        uri = await self.get_model_version_download_uri(
-            source.name, source.version or 0, timeout=timeout, metadata=metadata
+    ) -> ModelArtifact:
+        """The model artifact a copy of source gets, at the original's files: a load of
+        the copy goes there at once, not through the original by its name, which a
+        rename or a delete breaks and each copy of a copy would make one hop longer.
+        Read by the original's id before the copy is made, so a delete or rename of the
+        original meanwhile fails the copy with nothing made, or comes after these reads
+        and leaves the copy whole (deleting a version never deletes its files)."""
+        request = proto(api.GetModelVersionDownloadUriRequest, project=self.project, id=source.id)
+        reply = await self._transport.unary(
+            self._stub.GetModelVersionDownloadUri, request, timeout=timeout, metadata=metadata
         )
         originals = await self.get_model_artifacts(source.id, timeout=timeout, metadata=metadata)
-        original = originals[0] if originals else ModelArtifact(copied.name)
-        artifact = ModelArtifact(
-            copied.name,
-            uri=uri,
+        original = originals[0] if originals else ModelArtifact(dst_name)
+        return ModelArtifact(
+            dst_name,
+            uri=reply.uri,
             model_format_name=original.model_format_name,
             model_format_version=original.model_format_version,
         )
-        await self.upsert_model_artifact(artifact, copied.id, timeout=timeout, metadata=metadata)
 
     async def _version_of_uri(
         self, uri: ModelUri, timeout: float | None, metadata: Metadata | None
