@@ -201,6 +201,28 @@ async def test_a_name_the_registry_refuses_is_refused_before_the_file_goes_up(
     assert await world.store.list(FILES_ROOT, recursive=True) == []
 
 
+async def test_a_file_name_or_engine_the_registry_refuses_is_refused_before_anything_is_made(
+    manager: cairn.ModelManager, world: World, tmp_path: Path
+) -> None:
+    """The version's model artifact is named after the file, with the engine as its
+    format: the registry refused an edge space or a NUL there only once the file was up
+    and the model and its version made, and each add run again took that version up
+    and was refused the same way, so the name never got a whole model."""
+    for file_name, engine, argument in (
+        ("m.onnx ", "ONNX", "model_file"),
+        (" lead.onnx", "ONNX", "model_file"),
+        ("m.onnx", "ON\x00NX", "engine"),
+        ("m.onnx", "X" * 10_001, "engine"),
+    ):
+        model_file = tmp_path / file_name
+        model_file.write_bytes(b"weights")
+        with pytest.raises(InvalidArgumentError) as refused:
+            await manager.add_model("refused-file", engine, model_file)
+        assert await manager.find_model("refused-file") is None
+        assert await world.store.list(FILES_ROOT, recursive=True) == []
+        assert [field for field, _ in refused.value.field_violations] == [argument]
+
+
 async def test_adds_of_one_new_name_at_once_leave_only_the_winners_files(
     world: World, tmp_path: Path
 ) -> None:

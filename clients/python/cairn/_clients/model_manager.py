@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _names as names
+from .._argument_error import invalid_argument
 from .._numbers import whole
 from ..exceptions import AlreadyExistsError, CairnError, NotFoundError
 from ..models import _manifest
@@ -37,6 +38,9 @@ from .versioned_artifacts import _REFUSED, _segment
 # Where add_model puts files in the artifact service, one directory per version.
 FILES_ROOT = "registry/models"
 PAGE_SIZE = 1000
+
+# The longest engine the registry keeps as a model artifact's format (free text).
+MAX_ENGINE_LENGTH = 10_000
 
 
 class ModelManager:
@@ -95,6 +99,7 @@ class ModelManager:
         # Checked here: a lookup finds nothing by a name no model can have, and the
         # model's file would go up before the registry refused the name.
         names.registered_model_name(name, "name")
+        _check_artifact(source.name, engine)
         existing = await self._registry.get_registered_model_by_params(name=name)
         if existing is not None:
             left = await self._left_by_an_earlier_add(existing, source, force)
@@ -295,6 +300,21 @@ async def _discard(store: ArtifactClient, directory: str) -> None:
     """Removes an add's files; when that fails too, the add's own error is the one told."""
     with contextlib.suppress(CairnError):
         await store.delete(directory, recursive=True)
+
+
+def _check_artifact(file_name: str, engine: str) -> None:
+    """Refuses what the registry would refuse of the version's model artifact, named
+    after the file with the engine as its format, before the file goes up: refused once
+    the version was made, it left a version without its engine, which each add run again
+    took up and was refused on the same way."""
+    if found := names.problem(file_name, names.MAX_REGISTRY_NAME_LENGTH):
+        raise invalid_argument(
+            "model_file", f"{file_name!r} names the model artifact, which {found}"
+        )
+    if len(engine) > MAX_ENGINE_LENGTH:
+        raise invalid_argument("engine", f"must be at most {MAX_ENGINE_LENGTH} characters")
+    if "\x00" in engine:
+        raise invalid_argument("engine", "must not contain NUL characters")
 
 
 def _files_of(source: Path) -> dict[str, _manifest.FileEntry]:
