@@ -349,6 +349,18 @@ async def test_hostile_filters_and_tokens_are_invalid_argument(mr_client, churn,
     assert raised.value.reason == "INVALID_PAGE_TOKEN"
 
 
+async def test_versions_of_no_model_are_refused_not_every_models(mr_client, churn) -> None:
+    """The raw ListModelVersions lists the whole project without a model id; this call
+    names one model, so an id left empty (a caller's bug) listed every model's
+    versions instead of being refused."""
+    await mr_client.create_registered_model("other")
+    await mr_client.create_model_version("other", "s3://b/other/1")
+    for missing in ("", None):
+        with pytest.raises(InvalidArgumentError) as raised:
+            await mr_client.get_model_versions(missing)
+        assert raised.value.field_violations == [("registered_model_id", "must not be empty")]
+
+
 async def test_rename_and_delete(mr_client, churn) -> None:
     await mr_client.create_registered_model("taken")
     with pytest.raises(AlreadyExistsError) as raised:

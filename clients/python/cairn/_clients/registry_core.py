@@ -320,6 +320,14 @@ class RegistryCore(BaseClient):
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> PagedList[ModelVersion]:
+        """One page of the model's versions (20 by default).
+
+        Raises:
+            InvalidArgumentError: no model id (the raw ListModelVersions lists every
+                model's versions without one).
+        """
+        if not registered_model_id:
+            raise invalid_argument("registered_model_id", "must not be empty")
         options = options or ListOptions()
         request = proto(
             api.ListModelVersionsRequest,
