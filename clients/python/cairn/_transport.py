@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import os
+import re
 import ssl
 import threading
 import time
@@ -786,9 +787,31 @@ def _read_pem(source: str | bytes | None) -> bytes | None:
 def with_id(metadata: Metadata | None) -> list[tuple[str, str]]:
     """The call's metadata with a request id: the caller's, or a fresh one."""
     metadata = list(metadata or ())
+    for key, value in metadata:
+        _check_header(key, value)
     if not any(key == REQUEST_ID_HEADER for key, _ in metadata):
         metadata.append((REQUEST_ID_HEADER, new_request_id()))
     return metadata
+
+
+# What gRPC sends as a header's name; its value is printable ASCII, or any bytes under
+# a name ending "-bin".
+_HEADER_NAME = re.compile(r"[0-9a-z_.-]+")
+
+
+def _check_header(key: str, value: str | bytes) -> None:
+    """Refuses a header of a caller's metadata that gRPC would not send: it raises an
+    error of its own that names neither the header nor what is wrong with it."""
+    field = f"metadata[{key}]"
+    if not (isinstance(key, str) and _HEADER_NAME.fullmatch(key)):
+        raise invalid_argument(
+            field, "a header's name is lower-case ASCII: a-z, 0-9, '-', '_', '.'"
+        )
+    if key.endswith("-bin"):
+        if not isinstance(value, bytes):
+            raise invalid_argument(field, "the value of a '-bin' header is bytes")
+    elif not (isinstance(value, str) and value.isascii() and value.isprintable()):
+        raise invalid_argument(field, "a header's value is text of printable ASCII characters")
 
 
 def new_request_id() -> str:

@@ -199,3 +199,31 @@ async def test_a_repeat_of_a_stored_write_is_answered_ok_once_its_run_is_deleted
     with pytest.raises(InvalidArgumentError) as reused:
         await tracking.log_batch(run_id, [Metric("m", 9.0, 1, 1)], request_id=f"few-{unique}")
     assert reused.value.reason == "REQUEST_ID_REUSED"
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        (_transport.REQUEST_ID_HEADER, "job-é"),
+        (_transport.REQUEST_ID_HEADER, "job-42\n"),
+        ("x-team", "日本"),
+        ("X-Team", "vision"),
+    ],
+)
+async def test_metadata_no_header_can_carry_is_refused_naming_it(
+    tracking: cairn.TrackingClient, run_id: str, header: str, value: str
+) -> None:
+    """gRPC sends header values of printable ASCII under lower-case names only, and
+    refuses any other with an error of its own: no CairnError, no status, no name of
+    what was wrong ("Failed execute_batch")."""
+    metadata = [(header, value)]
+    writes = (
+        lambda: tracking.log_param(run_id, "p", "v", metadata=metadata),
+        lambda: tracking.log_batch(run_id, [_POINT], metadata=metadata),
+        lambda: tracking.get_run(run_id, metadata=metadata),
+    )
+    for write in writes:
+        with pytest.raises(InvalidArgumentError) as raised:
+            await write()
+        assert [field for field, _ in raised.value.field_violations] == [f"metadata[{header}]"]
+    assert await _values(tracking, run_id, "m") == []
