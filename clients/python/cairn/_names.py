@@ -16,6 +16,8 @@ MAX_REGISTRY_NAME_LENGTH = 256  # of a registered model, version or artifact
 # the largest id (19 digits) is well-formed and names no experiment (NOT_FOUND), as
 # docs/tracking.md says; the cap only keeps a request from carrying a huge number.
 EXPERIMENT_ID = re.compile(r"[1-9][0-9]{0,63}")
+# A run id as the tracking service reads one, in either case (it answers lower case).
+RUN_ID = re.compile(r"[0-9a-fA-F]{32}")
 # Controls (C0, DEL, C1: U+0085 breaks lines too), the line and paragraph separators,
 # and lone surrogates, which are no text. Any other character may be in a name: the
 # spaces of other scripts, the joiners of emoji sequences and of Persian spelling, and

@@ -64,6 +64,20 @@ async def test_get_parent_run(tracking, experiment_id) -> None:
     assert (await tracking.get_parent_run(tagged.info.run_id)).info.run_id == child.info.run_id
 
 
+@pytest.mark.parametrize("tag", ["garbage", " " + "0" * 32, "0" * 32])
+async def test_a_parent_tag_naming_no_run_is_not_found_naming_the_tag(
+    tracking, experiment_id, tag
+) -> None:
+    """MLflow keeps the tag unchecked, and its get_parent_run answers RUN_NOT_FOUND for
+    whatever it holds. A value no run id could be was sent on as the run id, and came
+    back INVALID_ARGUMENT about the caller's own `run_id`, which was fine."""
+    tagged = await tracking.create_run(experiment_id, tags={"mlflow.parentRunId": tag})
+    with pytest.raises(cairn.exceptions.NotFoundError) as raised:
+        await tracking.get_parent_run(tagged.info.run_id)
+    assert raised.value.reason == "RUN_NOT_FOUND"
+    assert "mlflow.parentRunId" in str(raised.value)
+
+
 async def test_children_made_with_parent_run_id_are_found_as_mlflow_finds_them(
     tracking, experiment_id
 ) -> None:

@@ -7,9 +7,9 @@ the tracking service holds the run's inputs and params (docs/models.md).
 
 from __future__ import annotations
 
-import re
 from typing import Any, Protocol
 
+from .. import _names as names
 from .._transport import Transport
 from ..exceptions import NotFoundError
 from ..tracking.v1 import tracking_service_pb2 as tracking_api
@@ -18,9 +18,6 @@ from ..types import _tracking
 from ..types._journey import ModelVersionLineage
 from ..types._registry import ModelVersion
 from ..types._tracking import Run, ViewType
-
-# A run id of Cairn's (what GetRun takes); a version may name another system's run.
-_RUN_ID = re.compile(r"[0-9a-fA-F]{32}")
 
 PAGE_SIZE = 1000
 # Experiments named per SearchRuns call when looking through a whole project: as many
@@ -59,7 +56,8 @@ class ModelVersionLineageMixin:
         found = await self.get_model_version(name, version)
         if not found.source_run_id:
             return ModelVersionLineage(found, None)
-        if not _RUN_ID.fullmatch(found.source_run_id):  # another system's, imported
+        # A run id of Cairn's (what GetRun takes); a version may name another system's run.
+        if not names.RUN_ID.fullmatch(found.source_run_id):
             raise NotFoundError(
                 f"version {found.version} of {name!r} names the run {found.source_run_id!r}, "
                 "which is no run id of Cairn's",

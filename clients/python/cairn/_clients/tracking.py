@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .. import _names as names
 from .._argument_error import invalid_argument
 from .._base import BaseClient
 from .._numbers import real, whole, whole_or_zero
@@ -304,7 +305,16 @@ class TrackingClient(
         parent = run.info.parent_run_id or run.data.tags.get(MLFLOW_PARENT_RUN_ID)
         if not parent:
             return None
-        return await self.get_run(parent, timeout=timeout, metadata=metadata)
+        no_parent = NotFoundError(
+            f"run {run_id}'s parent, {parent!r} (its tag {MLFLOW_PARENT_RUN_ID}), names no run",
+            reason="RUN_NOT_FOUND",
+        )
+        if not names.RUN_ID.fullmatch(parent):  # the tag is kept unchecked, as in MLflow
+            raise no_parent
+        try:
+            return await self.get_run(parent, timeout=timeout, metadata=metadata)
+        except NotFoundError:
+            raise no_parent from None
 
     async def update_run(
         self,
