@@ -176,6 +176,8 @@ async def test_models_order_by_mlflows_timestamp_as_by_their_last_update(mr_clie
         (lambda r: r.get_latest_versions("churn", ["Staging", "Prod"]), "stages"),
         (lambda r: r.copy_model_version(f"runs:/{'a' * 32}/model", "copy"), "src_model_uri"),
         (lambda r: r.set_model_version_tag("churn", 2, "k", "v", stage="Staging"), "version"),
+        (lambda r: r.set_model_version_tag("churn", None, "k", "v", stage="Prod"), "stage"),
+        (lambda r: r.delete_model_version_tag("churn", None, "k", stage="Prod"), "stage"),
         (lambda r: r.search_registered_models(order_by=["name", "id"]), "order_by"),
     ],
 )
@@ -189,6 +191,16 @@ async def test_a_bad_argument_is_an_invalid_argument_error_naming_it(
     assert isinstance(raised.value, ValueError)  # `except ValueError` still catches it
     assert raised.value.reason == "INVALID_ARGUMENT"
     assert [field for field, _ in raised.value.field_violations] == [argument]
+
+
+async def test_one_stage_given_as_a_string_is_refused_as_no_list(mr_client, churn) -> None:
+    """MLflow's stages are a list; a string was read letter by letter and refused for
+    its first: "'P' is not one of ..."."""
+    with pytest.raises(InvalidArgumentError) as raised:
+        await mr_client.get_latest_versions("churn", "Production")
+    assert raised.value.field_violations == [
+        ("stages", "'Production' is no list of stages: pass ['Production']")
+    ]
 
 
 async def test_a_bad_stage_is_refused_before_any_call(mr_client, unique: str) -> None:

@@ -296,6 +296,8 @@ class MlflowRegistry(RegistryCore):
         metadata: Metadata | None = None,
     ) -> list[MlflowModelVersion]:
         """The highest version in each stage (every stage when none is given)."""
+        if isinstance(stages, str):
+            raise invalid_argument("stages", f"{stages!r} is no list of stages: pass [{stages!r}]")
         model_id = await self._model_id(name, timeout, metadata)
         request = proto(
             api.GetLatestModelVersionsRequest,
@@ -378,6 +380,7 @@ class MlflowRegistry(RegistryCore):
             raise invalid_argument("version", "give exactly one of version and stage")
         if version is not None:
             return await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
+        types.stage_to_proto(str(stage), "stage")  # refused naming the caller's argument
         found = await self.get_latest_versions(
             name, [str(stage)], timeout=timeout, metadata=metadata
         )
