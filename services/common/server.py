@@ -31,6 +31,9 @@ _log = logs.get("cairn.server")
 # silently take part of its traffic. Without it, binding a port in use fails.
 ONE_SERVER_PER_PORT = [("grpc.so_reuseport", 0)]
 MAX_PRUNE_INTERVAL_SECONDS = 3600
+# The most a call's headers may hold (gRPC's hard limit; the client's longest key, 8
+# KiB, fits with room for the rest). Past it a call is RESOURCE_EXHAUSTED.
+MAX_HEADER_BYTES = 16 * 1024
 # Shutdown waits for background work this much past the grace period before it leaves
 # it behind (database.close_pool bounds the wait for the pool's connections).
 STOP_MARGIN_SECONDS = 1.0
@@ -67,6 +70,10 @@ class CairnServer:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
+                # One limit for a call's headers, not gRPC's two: past its soft one (8
+                # KiB) it refuses calls at random, the more the nearer they are to 16 KiB.
+                ("grpc.max_metadata_size", MAX_HEADER_BYTES),
+                ("grpc.absolute_max_metadata_size", MAX_HEADER_BYTES),
                 *ONE_SERVER_PER_PORT,
             ],
         )
