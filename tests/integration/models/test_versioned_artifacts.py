@@ -18,6 +18,9 @@ from cairn.registry.v1 import registry_service_pb2 as api
 from cairn.types import ModelArtifact
 from tests.integration.models.conftest import World
 
+# Sent in many chunks: a cancel made as one is reported lands before the last.
+SECOND_FILE_BYTES = 32 * 1024 * 1024
+
 
 async def test_each_create_is_the_next_version_with_type_and_metadata(
     world: World, tmp_path: Path
@@ -247,6 +250,32 @@ async def test_files_sent_for_a_version_a_later_file_keeps_from_being_made_are_r
             "missing-file", "dataset", files=[tmp_path / "good.txt", tmp_path / "gone.csv"]
         )
     assert await _stored_under(world, "missing-file") == []
+
+
+async def test_a_create_cancelled_while_its_files_go_up_leaves_none(
+    world: World, tmp_path: Path
+) -> None:
+    """Cancelled (Ctrl-C, a timeout around it) once its first file was stored, it left
+    that file in the store, named by no version, with nothing to remove it ever."""
+    (tmp_path / "first.txt").write_text("first")
+    (tmp_path / "second.bin").write_bytes(b"s" * SECOND_FILE_BYTES)
+    loop = asyncio.get_running_loop()
+
+    def cancel_during_the_second(done: int, total: int | None) -> None:
+        if total == SECOND_FILE_BYTES and done < total:
+            loop.call_soon_threadsafe(creating.cancel)
+
+    creating = asyncio.ensure_future(
+        world.registry.create_artifact(
+            "cancelled",
+            "dataset",
+            files=[tmp_path / "first.txt", tmp_path / "second.bin"],
+            progress=cancel_during_the_second,
+        )
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await creating
+    assert await _stored_under(world, "cancelled") == []
 
 
 async def test_any_name_the_registry_takes_holds_files(world: World) -> None:

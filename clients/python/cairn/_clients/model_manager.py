@@ -10,7 +10,6 @@ than changing files a version points at, so what was registered stays loadable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import tempfile
@@ -21,7 +20,7 @@ from typing import Any
 from .. import _names as names
 from .._argument_error import invalid_argument
 from .._numbers import whole
-from ..exceptions import AlreadyExistsError, CairnError, NotFoundError
+from ..exceptions import AlreadyExistsError, NotFoundError
 from ..models import _manifest
 from ..models._copies import copy_files
 from ..models._flavors import FilesFlavor
@@ -33,7 +32,7 @@ from .artifacts import ArtifactClient, in_project
 from .registry import ModelRegistryAPIClient
 from .run_models import _upload, fetch_model, read_manifest
 from .tracking import TrackingClient
-from .versioned_artifacts import _REFUSED, _segment
+from .versioned_artifacts import _REFUSED, UNNAMED, _segment, remove_unnamed
 
 # Where add_model puts files in the artifact service, one directory per version.
 FILES_ROOT = "registry/models"
@@ -138,15 +137,15 @@ class ModelManager:
         try:
             uri = await self._store_file(store, directory, source)
             model = await self._model_for(name, existing, description, force)
-        except Exception:
-            await _discard(store, directory)
+        except UNNAMED:
+            await remove_unnamed(store, directory)
             raise
         try:
             version = await self._registry.upsert_model_version(
                 ModelVersion("", description=description, source_uri=uri), model.id or ""
             )
         except _REFUSED:
-            await _discard(store, directory)
+            await remove_unnamed(store, directory)
             raise
         return model, version
 
@@ -294,12 +293,6 @@ class ModelManager:
             return dataclasses.replace(model, path=written)
         path = await asyncio.to_thread(copy_files, entry, manifest, self.download_path, uri)
         return dataclasses.replace(model, path=str(path))
-
-
-async def _discard(store: ArtifactClient, directory: str) -> None:
-    """Removes an add's files; when that fails too, the add's own error is the one told."""
-    with contextlib.suppress(CairnError):
-        await store.delete(directory, recursive=True)
 
 
 def _check_artifact(file_name: str, engine: str) -> None:

@@ -194,8 +194,8 @@ class VersionedArtifacts:
         try:
             for source in sources:
                 await _upload(store, directory, source, None, progress)
-        except Exception:  # no version will name the files sent
-            await _remove(store, directory)
+        except UNNAMED:  # no version will name the files sent
+            await remove_unnamed(store, directory)
             raise
         try:
             reply = await self._transport.unary(
@@ -204,7 +204,7 @@ class VersionedArtifacts:
             )
         except _REFUSED:  # no version names the files: nothing would ever remove them
             if sources:
-                await _remove(store, directory)
+                await remove_unnamed(store, directory)
             raise
         return ActiveArtifact(versioned_artifact_from_proto(reply.artifact), self._transport)
 
@@ -252,6 +252,11 @@ _REFUSED = (
     PermissionDeniedError,
     NotFoundError,
 )
+# What ends sending a version's files before the version is asked for: no version
+# will name those sent, a cancelled call's neither.
+UNNAMED = (Exception, asyncio.CancelledError)
+# The longest a cancelled call waits for the files it sent to be removed.
+REMOVAL_SECONDS = 5.0
 
 
 def _new_version(
@@ -305,11 +310,13 @@ def _check_targets(sources: list[Any], directory: str) -> None:
             check_target(local, target)
 
 
-async def _remove(store: ArtifactClient, directory: str) -> None:
-    """Deletes what was sent for a version that was not made (a failure to is left to
-    the error being raised)."""
-    with contextlib.suppress(CairnError):
-        await store.delete(directory, recursive=True)
+async def remove_unnamed(store: ArtifactClient, directory: str) -> None:
+    """Deletes the files sent for a version that was not made, which nothing else would
+    ever remove; a failure to is left to the error being raised. Also in a call being
+    cancelled (`UNNAMED`), for a few seconds at most: a cancel waits that long."""
+    with contextlib.suppress(CairnError, TimeoutError):
+        async with asyncio.timeout(REMOVAL_SECONDS):
+            await store.delete(directory, recursive=True)
 
 
 def _stored_name(source: Any) -> str:
