@@ -54,11 +54,17 @@ def problem(value: str, max_length: int) -> str | None:
         return "must not be empty"
     if len(value) > max_length:
         return f"must be at most {max_length} characters, got {len(value)}"
-    if _REFUSED.search(value):
+    if holds_controls(value):
         return "must be one line of text without control characters"
     if value != value.strip() or invisible_at_an_end(value):
         return "must not start or end with whitespace or an invisible character"
     return None
+
+
+def holds_controls(value: str) -> bool:
+    """Whether value holds a character no name may: a control (C0, DEL, C1), a line or
+    paragraph separator, or a lone surrogate."""
+    return _REFUSED.search(value) is not None
 
 
 def invisible_at_an_end(value: str) -> bool:

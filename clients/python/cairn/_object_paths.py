@@ -4,6 +4,8 @@ against them before it sends a byte, so that a tree is stored whole or not at al
 
 from __future__ import annotations
 
+import re
+
 from . import _names as names
 
 # In UTF-8 bytes, as S3 caps its keys: a path is part of a btree key, which PostgreSQL
@@ -11,10 +13,23 @@ from . import _names as names
 MAX_PATH_BYTES = 1024
 
 
+# What Python makes of a file name's bytes that are not UTF-8: lone surrogates
+# ("\udcff"), which no request can carry.
+_NOT_TEXT = re.compile("[\ud800-\udfff]")
+NOT_TEXT = "must be UTF-8 text, not bytes of a name read as lone surrogates ('\\udcff')"
+
+
+def is_text(value: str) -> bool:
+    """Whether value can be sent as a path at all (it holds no lone surrogate)."""
+    return _NOT_TEXT.search(value) is None
+
+
 def text_problem(value: str) -> str | None:
     """What is wrong with value as the text of a path, or None."""
     if not value:
         return "must not be empty"
+    if not is_text(value):
+        return NOT_TEXT
     if len(value.encode()) > MAX_PATH_BYTES:
         return f"must be at most {MAX_PATH_BYTES} bytes in UTF-8"
     if value.startswith("/"):
@@ -37,6 +52,8 @@ def new_object_problem(value: str) -> str | None:
     ("data.csv" after a byte-order mark cannot be told from "data.csv")."""
     if problem := text_problem(value):
         return problem
+    if names.holds_controls(value):  # C1 too: U+0085 breaks a line, U+009B starts ESC [
+        return "must not contain control characters or line separators"
     if value.endswith("/"):
         return "names an object, so it must not end with '/'"
     segments = value.split("/")

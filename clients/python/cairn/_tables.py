@@ -59,6 +59,16 @@ def visible(text: str) -> str:
     return _ACTED_ON.sub(_escaped, text)
 
 
+# Tabs and line breaks, which a table's cell keeps and one line of a message must not.
+_BREAKS = re.compile("[\t\n\u2028\u2029]")
+
+
+def on_one_line(text: str) -> str:
+    """`visible`, with tabs and line breaks escaped too: for a name quoted in an error's
+    message or metadata, which a log keeps as one line."""
+    return _BREAKS.sub(_escaped, visible(text))
+
+
 def _escaped(found: re.Match[str]) -> str:
     code = ord(found.group())
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"

@@ -397,6 +397,45 @@ async def test_a_segment_starting_or_ending_with_an_invisible_character_is_refus
         await store.stat(path)
 
 
+@pytest.mark.parametrize("path", ["c1\x85next-line", "csi\x9b31m", "line\u2028sep", "p\u2029"])
+async def test_a_path_with_a_c1_control_or_a_line_separator_is_refused(
+    store: cairn.ArtifactClient, path: str
+) -> None:
+    """Only the C0 controls and DEL were refused: U+0085 breaks lines as a newline does,
+    U+009B starts a terminal's escape sequence as ESC [ does, and both were stored."""
+    for write in (lambda: store.upload(path, b"x"), lambda: store.presigned_url(path, "PUT")):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await write()
+        assert refused.value.reason == "INVALID_PATH"
+    assert await store.list(recursive=True) == []
+
+
+async def test_a_path_that_is_no_text_is_refused_as_a_path(
+    store: cairn.ArtifactClient, tmp_path: Path
+) -> None:
+    """A name's bytes that are not UTF-8, as Python reads them (lone surrogates), went
+    to protobuf, whose UnicodeEncodeError reached the caller: no CairnError."""
+    path = "a/\udcff"
+    (tmp_path / "f.txt").write_text("x")
+    calls = {
+        "upload": lambda: store.upload(path, b"x"),
+        "upload_tree": lambda: store.upload_tree(path, tmp_path),
+        "stat": lambda: store.stat(path),
+        "read": lambda: store.read(path),
+        "download": lambda: store.download(path, tmp_path / "out"),
+        "list": lambda: store.list(path),  # its argument is the prefix
+        "delete": lambda: store.delete(path),
+        "presigned_url": lambda: store.presigned_url(path),
+        "confirm_upload": lambda: store.confirm_upload(path, upload_id="u"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(InvalidArgumentError) as refused:
+            await call()
+        assert refused.value.reason == "INVALID_PATH", name
+        field = "prefix" if name == "list" else "path"
+        assert [field for field, _ in refused.value.field_violations] == [field], name
+
+
 @pytest.mark.parametrize(
     "path", [" leading space", "trailing space /a", "notes v2 .txt", "👩\u200d💻/a\u200bb"]
 )

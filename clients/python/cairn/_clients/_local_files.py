@@ -18,7 +18,7 @@ from .. import _direct_io
 from .. import _names as names
 from .. import _object_paths as object_paths
 from .._direct_io import DirectWriter
-from .._tables import visible
+from .._tables import on_one_line
 from ..exceptions import CairnError, DataLossError, FailedPreconditionError, InvalidArgumentError
 
 Source = str | os.PathLike[str] | bytes | BinaryIO
@@ -109,7 +109,7 @@ def check_target(local: Path, target: str) -> None:
     """Refuses target as the path of the object local is uploaded to, naming local
     (InvalidArgumentError, INVALID_PATH), as `files_in` refuses a file of a tree."""
     if problem := object_paths.new_object_problem(target):
-        raise _unwritable(visible(names.shown(str(local))), f"its artifact path {problem}")
+        raise _unwritable(on_one_line(names.shown(str(local))), f"its artifact path {problem}")
 
 
 def _unwritable(shown: str, why: str) -> InvalidArgumentError:

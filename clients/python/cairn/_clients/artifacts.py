@@ -16,6 +16,7 @@ from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 
+from .. import _object_paths as object_paths
 from .._argument_error import invalid_argument
 from .._base import BaseClient
 from .._direct_io import Writable
@@ -29,6 +30,7 @@ from ..exceptions import (
     AbortedError,
     CairnError,
     DataLossError,
+    InvalidArgumentError,
     NotFoundError,
     ResourceExhaustedError,
     UnavailableError,
@@ -159,6 +161,7 @@ class ArtifactClient(BaseClient):
             AlreadyExistsError: an object is at path and overwrite is False.
             DataLossError: the content that arrived differs from what was sent.
         """
+        _sendable(path)
         size = await asyncio.to_thread(size_of, source)
         with meter(progress, "upload", path, size) as counted:
             return await self._upload(
@@ -182,7 +185,7 @@ class ArtifactClient(BaseClient):
         before it stored. progress shows the tree as one transfer, of the size of all
         its files.
         """
-        files = await asyncio.to_thread(_files_under, Path(local_dir), path)
+        files = await asyncio.to_thread(_files_under, Path(local_dir), _sendable(path))
         total = sum(size for _, size in files)
         # Each file is a write of its own: a request id given is not theirs to share.
         metadata = [(key, value) for key, value in metadata or () if key != REQUEST_ID_HEADER]
@@ -386,7 +389,7 @@ class ArtifactClient(BaseClient):
         object's `artifact_uri` (cairn-artifacts://<project>/<path>) in its own. Only
         with its "//" is it a URI, which no path can hold (no segment is empty): the
         store takes the path "cairn-artifacts:/z", which was read as a URI and refused."""
-        as_uri = scheme_of(path) == ARTIFACTS_SCHEME
+        as_uri = scheme_of(_sendable(path)) == ARTIFACTS_SCHEME
         if not (as_uri and path[len(ARTIFACTS_SCHEME) :].startswith("://")):
             return self.project, path
         uri = parse_uri(path)
@@ -420,7 +423,7 @@ class ArtifactClient(BaseClient):
         options = options or ListOptions()
         request = api.ListObjectsRequest(
             project=self.project,
-            prefix=prefix,
+            prefix=_sendable(prefix, "prefix"),
             recursive=recursive,
             page_size=whole_or_zero(options.limit, "limit", 32),
             page_token=options.next_page_token or "",
@@ -444,7 +447,9 @@ class ArtifactClient(BaseClient):
         metadata: Metadata | None = None,
     ) -> int:
         """Deletes one object, or with recursive every object under the directory path."""
-        request = api.DeleteObjectRequest(project=self.project, path=path, recursive=recursive)
+        request = api.DeleteObjectRequest(
+            project=self.project, path=_sendable(path), recursive=recursive
+        )
         reply = await self._transport.unary(
             self._stub.DeleteObject, request, timeout=timeout, metadata=metadata
         )
@@ -476,7 +481,7 @@ class ArtifactClient(BaseClient):
             duration.FromTimedelta(_lifetime(expires_in))
         request = api.CreatePresignedUrlRequest(
             project=self.project,
-            path=path,
+            path=_sendable(path),
             method=_presign_method(method),
             expires_in=duration,
             content_type=content_type or "",
@@ -508,7 +513,7 @@ class ArtifactClient(BaseClient):
         """
         request = api.ConfirmUploadRequest(
             project=self.project,
-            path=path,
+            path=_sendable(path),
             expected_sha256=expected_sha256 or "",
             upload_id=upload_id,
         )
@@ -696,6 +701,17 @@ async def _written_behind(out: Writable, chunks: AsyncIterator[bytes]) -> AsyncI
         if writing is not None and not writing.done():
             with contextlib.suppress(Exception):
                 await writing
+
+
+def _sendable(path: str, field: str = "path") -> str:
+    """path, unless no request can carry it (a name's bytes read as lone surrogates):
+    refused as the server refuses a path, where protobuf raised a UnicodeEncodeError."""
+    if isinstance(path, str) and not object_paths.is_text(path):
+        problem = object_paths.NOT_TEXT
+        raise InvalidArgumentError(
+            f"{field}: {problem}", reason="INVALID_PATH", field_violations=[(field, problem)]
+        )
+    return path
 
 
 def _presign_method(method: str) -> pb.PresignMethod:
