@@ -305,6 +305,17 @@ class Config:
             raise ConfigError("CAIRN_TLS_CERT_FILE and CAIRN_TLS_KEY_FILE go together")
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ConfigError("CAIRN_TLS_CLIENT_CA_FILE needs CAIRN_TLS_CERT_FILE and _KEY_FILE")
+        # Before the check of open access, which reads the listen address.
+        for name, address in (
+            ("LISTEN", self.listen_address),
+            ("METRICS", self.metrics_address),
+            ("HEALTH", self.health_address),
+        ):
+            if (address or name == "LISTEN") and not _host_and_port(address):
+                raise ConfigError(
+                    f"CAIRN_{name}_ADDRESS must be host:port with a port from 0 to 65535 "
+                    f"(0: any free one), e.g. 0.0.0.0:9090; not {address!r}"
+                )
         if (
             self.auth == "none"
             and not self.allow_open_access
@@ -321,16 +332,6 @@ class Config:
             raise ConfigError("CAIRN_ARTIFACT_MAX_COMPLETIONS must be at least 1")
         if self.auth_failure_limit < 1 or self.auth_failure_window_seconds <= 0:
             raise ConfigError("CAIRN_AUTH_FAILURE_LIMIT and _WINDOW_SECONDS must be positive")
-        for name, address in (
-            ("LISTEN", self.listen_address),
-            ("METRICS", self.metrics_address),
-            ("HEALTH", self.health_address),
-        ):
-            if (address or name == "LISTEN") and not _host_and_port(address):
-                raise ConfigError(
-                    f"CAIRN_{name}_ADDRESS must be host:port with a port from 0 to 65535 "
-                    f"(0: any free one), e.g. 0.0.0.0:9090; not {address!r}"
-                )
         if not 0 <= self.artifact_direct_port <= 65535:
             raise ConfigError("CAIRN_ARTIFACT_DIRECT_PORT must be from 0 to 65535 (0: any free)")
         if self.artifact_backend == "s3":

@@ -69,6 +69,9 @@ def test_flag_wins_over_environment() -> None:
         ({"CAIRN_LISTEN_ADDRESS": "127.0.0.1:99999"}, "CAIRN_LISTEN_ADDRESS must be host:port"),
         ({"CAIRN_LISTEN_ADDRESS": "127.0.0.1:-1"}, "CAIRN_LISTEN_ADDRESS must be host:port"),
         ({"CAIRN_LISTEN_ADDRESS": "127.0.0.1:abc"}, "CAIRN_LISTEN_ADDRESS must be host:port"),
+        # Not the open-access error, whose advice fixed nothing: it read the address.
+        ({"CAIRN_LISTEN_ADDRESS": "garbage"}, "CAIRN_LISTEN_ADDRESS must be host:port"),
+        ({"CAIRN_LISTEN_ADDRESS": ""}, "CAIRN_LISTEN_ADDRESS must be host:port"),
         ({"CAIRN_ARTIFACT_DIRECT_PORT": "99999"}, "CAIRN_ARTIFACT_DIRECT_PORT must be from 0"),
         ({"CAIRN_TLS_KEY_FILE": "k.pem"}, "CAIRN_TLS_CERT_FILE and CAIRN_TLS_KEY_FILE go together"),
         ({"CAIRN_LISTEN_ADDRESS": "0.0.0.0:50051"}, "CAIRN_AUTH=none on 0.0.0.0:50051"),
