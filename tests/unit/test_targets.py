@@ -101,6 +101,13 @@ def test_a_port_left_unnamed_is_443_with_tls_and_50051_without(
         ("ipv4:256.1.1.1:1", False, None, "entry 1 of the address list is not an IPv4"),
         ("ipv4:[::1]:1", False, None, "entry 1 of the address list is not an IPv4"),
         ("ipv6:[10.0.0.1]:1", False, None, "entry 1 of the address list is not an IPv6"),
+        # Taken as a bare IPv6 address, as any address of two colons was, or as a name
+        # without a host: each failed only once called (UNAVAILABLE, status 1, the
+        # address printed back).
+        ("svc:s3cret:50051", False, None, "neither host[:port] nor an IPv6 address"),
+        ("::::", False, None, "neither host[:port] nor an IPv6 address"),
+        (":5", False, None, "the address names no host"),
+        ("[svc]:50051", False, None, "neither host[:port] nor an IPv6 address"),
     ],
 )
 def test_an_address_the_client_cannot_read_is_refused_clearly(
@@ -126,6 +133,7 @@ def test_parse_reads_every_entry_of_an_address_list() -> None:
     "address",
     [
         "admin:s3cret",
+        "svc:s3cret:50051",
         "[::1]:s3cret",
         "[::1]s3cret",
         "dns:///admin:s3cret",

@@ -71,7 +71,27 @@ def parse(address: str) -> Address:
         return _url(address)
     if "@" in address:
         raise _credentials()
-    return Address(*_host_port(address), None)
+    return Address(*_server(address), None)
+
+
+def _server(address: str) -> tuple[str, int | None]:
+    """`_host_port` of a plain address, whose host must be one: an address of several
+    colons is read as a bare IPv6 address, and was taken whatever it held
+    ("admin:secret:50051"), as was an empty host (":5"), to fail only once called."""
+    host, port = _host_port(address)
+    if not host:
+        raise ValueError("the address names no host")
+    if (address.startswith("[") or ":" in host) and not _is_v6(host):
+        raise ValueError("the address is neither host[:port] nor an IPv6 address")
+    return host, port
+
+
+def _is_v6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _refuse_unreadable(address: str) -> None:
