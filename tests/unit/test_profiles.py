@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -197,3 +199,30 @@ def test_a_timeout_that_no_call_could_meet_is_refused(timeout: str) -> None:
 def test_a_timeout_is_seconds_or_none() -> None:
     assert parse_profile("p", {"host": "h", "timeout": "2.5"}).timeout == 2.5
     assert parse_profile("p", {"host": "h", "timeout": "none"}).timeout is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "problem"),
+    [
+        ("larger", "more than 1048576 bytes"),
+        ("device", "not a regular file"),
+        ("fifo", "not a regular file"),
+    ],
+)
+def test_a_profile_file_that_is_no_small_regular_file_is_refused_unread(
+    tmp_path: Path, kind: str, problem: str
+) -> None:
+    """/dev/zero was read until memory ran out (1.2 GB in 6 s), a FIFO nobody wrote to
+    blocked for ever, and a file of any size was read whole before it was parsed."""
+    file = {
+        "larger": tmp_path / "profiles.ini",
+        "device": Path("/dev/zero"),
+        "fifo": tmp_path / "fifo",
+    }[kind]
+    if kind == "larger":
+        file.write_text("[default]\nurl = http://h\n" + "# padding\n" * 120_000)
+    elif kind == "fifo":
+        os.mkfifo(file)
+    with pytest.raises(ProfileError) as raised:
+        profiles.load_profile("default", file)
+    assert str(raised.value) == f"{file} cannot be read ({problem})"

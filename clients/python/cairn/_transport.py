@@ -18,12 +18,12 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
 from . import _numbers as numbers
+from . import _small_files as small_files
 from ._argument_error import invalid_argument
 from ._backoff import backoff
 from ._targets import is_target, parse, target
@@ -781,7 +781,7 @@ def _read_pem(source: str | bytes | None) -> bytes | None:
     """A PEM file path (as Kubeflow's client takes custom_ca) or the PEM bytes themselves."""
     if source is None or isinstance(source, bytes):
         return source
-    return Path(source).read_bytes()
+    return small_files.read(source)
 
 
 def with_id(metadata: Metadata | None) -> list[tuple[str, str]]:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from . import _small_files as small_files
 from ._targets import target
 from ._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT, timeout_of
 
@@ -136,6 +137,8 @@ def load_profile(name: str = "default", path: str | os.PathLike[str] | None = No
         parser.read_string(_text(file), source=str(file))
     except FileNotFoundError:
         raise ProfileError(f"no profile file at {file}") from None
+    except OSError as error:
+        raise ProfileError(f"{file} cannot be read ({error.strerror or error})") from None
     except configparser.Error as error:
         raise ProfileError(f"{file} is not a valid INI file: {_where(error)}") from None
     if any(parser.has_option(section, "token") for section in parser.sections()):
@@ -147,7 +150,7 @@ def load_profile(name: str = "default", path: str | os.PathLike[str] | None = No
 
 
 def _text(file: Path) -> str:
-    data = file.read_bytes()
+    data = small_files.read(file)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:  # where, not the text: the line may be a token

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import click
 
+from .. import _small_files as small_files
 from .. import profiles
 from .._client import Client, _split
 from .._transport import (
@@ -264,7 +265,7 @@ def _ca_problem(path: str) -> str | None:
     """Why the file at path cannot be the root certificates a TLS connection trusts
     (None when it can): unread, or no PEM certificate in it."""
     try:
-        pem = Path(path).read_bytes()
+        pem = small_files.read(path)
     except OSError as error:
         return f"{path} cannot be read ({error.strerror or error})"
     try:
@@ -357,7 +358,7 @@ def _has_default(path: Path) -> bool:
         return False
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read(path, encoding="utf-8")
+        parser.read_string(small_files.read(path).decode("utf-8"), source=str(path))
     except (configparser.Error, UnicodeDecodeError, OSError):
         # The file is broken (not INI, not UTF-8) or unread: load_profile's error says
         # where, naming the file, as it does for --profile default.
