@@ -372,6 +372,11 @@ async def test_a_missing_run_artifact_is_named_as_the_caller_named_it(
         with pytest.raises(NotFoundError) as raised:
             await tracking.download_artifacts(run_id, "", tmp_path)
         assert raised.value.message == f"run {run_id} has no artifacts"
+        # So by its runs:/ URI, which named the store's path (experiments/<id>/...).
+        with pytest.raises(NotFoundError) as raised:
+            await tracking.download_artifacts(f"runs:/{run_id}/nosuch", tmp_path)
+        assert raised.value.reason == "OBJECT_NOT_FOUND"
+        assert raised.value.message == f"run {run_id} has no artifact at 'nosuch'"
 
 
 async def test_a_model_version_from_uploaded_files(server_port: int, unique: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from .._progress import Progress
 from ..exceptions import NotFoundError
-from ..models._uris import is_uri
+from ..models._uris import RunUri, is_uri, parse_uri
 from ..types._artifacts import ObjectInfo
 from ..types._paging import Pager
 from .run_models import download_uri
@@ -134,7 +134,13 @@ class RunArtifacts:
         the file or directory as one transfer (as `log_artifact` says).
         """
         if is_uri(run_id):
-            return await download_uri(self, run_id, dst_path or path, cache_dir, progress)
+            try:
+                return await download_uri(self, run_id, dst_path or path, cache_dir, progress)
+            except NotFoundError as missing:
+                parsed = parse_uri(run_id)
+                if not isinstance(parsed, RunUri) or missing.reason != "OBJECT_NOT_FOUND":
+                    raise
+                raise _missing(missing, parsed.run_id, parsed.path) from None
         if path is None:
             raise TypeError("download_artifacts needs the path within the run, or a URI")
         path = str(path)
@@ -145,14 +151,19 @@ class RunArtifacts:
         try:
             written = await store.download(source, target, progress=progress)
         except NotFoundError as missing:
-            # Named as the caller named it: the store's path is the run's root, not theirs.
-            named = f"no artifact at {path.strip('/')!r}" if path.strip("/") else "no artifacts"
-            raise NotFoundError(
-                f"run {run_id} has {named}",
-                reason=missing.reason,
-                metadata={**missing.metadata, "run_id": run_id, "path": path},
-            ) from None
+            raise _missing(missing, run_id, path) from None
         return str(written)
+
+
+def _missing(missing: NotFoundError, run_id: str, path: str) -> NotFoundError:
+    """A run's artifact not found, named as the caller named it: the store's path is
+    where the run's artifacts are (experiments/<id>/<run id>/...), not theirs."""
+    named = f"no artifact at {path.strip('/')!r}" if path.strip("/") else "no artifacts"
+    return NotFoundError(
+        f"run {run_id} has {named}",
+        reason=missing.reason,
+        metadata={**missing.metadata, "run_id": run_id, "path": path},
+    )
 
 
 def _yaml_text(dictionary: dict[str, Any]) -> str:
