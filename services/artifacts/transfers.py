@@ -192,4 +192,11 @@ def _byte_endpoint(
         return None
     host = config.listen_address.rpartition(":")[0].strip("[]")
     # The gRPC port's TLS (and mTLS), checked as that port's is.
-    return ByteEndpoint(host, config.artifact_direct_port, transfers, tls_context(config))
+    context = tls_context(config)
+    try:
+        return ByteEndpoint(host, config.artifact_direct_port, transfers, context)
+    except OSError as error:  # the socket's own words name neither the port nor a setting
+        raise OSError(
+            f"cannot listen on {host}:{config.artifact_direct_port} (CAIRN_ARTIFACT_DIRECT_PORT"
+            f", on the host of CAIRN_LISTEN_ADDRESS): {error.strerror or error}"
+        ) from error

@@ -33,7 +33,9 @@ from cairn_server.artifacts.direct import ByteEndpoint, ChunkedReader
 from cairn_server.artifacts.filesystem import _check_length, _preallocate
 from cairn_server.artifacts.streams import MERGE_BYTES
 from cairn_server.artifacts.tickets import Ticket, TicketSigner
+from cairn_server.common.config import Config
 from cairn_server.common.errors import DataLoss
+from tests.conftest import serving
 from tests.integration.test_tls import pki  # noqa: F401 (a fixture)
 
 DATA = b"0123456789" * 1000
@@ -607,3 +609,21 @@ def test_the_sync_client_switches_direct_transfer_off():
         client.direct_threshold = None
         assert client._target.direct_threshold is None
         assert "direct_threshold" not in vars(client)
+
+
+async def test_a_byte_endpoint_port_in_use_names_its_setting(
+    config: Config, pool: asyncpg.Pool
+) -> None:
+    """The server stopped with the socket's own words, "cairn serve: [Errno 98] Address
+    already in use", naming neither the port nor the setting to change."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError) as refused:
+            async with serving(config, pool, ["artifacts"], artifact_direct_port=port):
+                pass
+    assert str(refused.value) == (
+        f"cannot listen on 127.0.0.1:{port} (CAIRN_ARTIFACT_DIRECT_PORT, on the host of "
+        "CAIRN_LISTEN_ADDRESS): Address already in use"
+    )
