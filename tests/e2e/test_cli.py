@@ -22,6 +22,10 @@ ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 BRAILLE = re.compile("[\u2801-\u28ff]")
 
 
+# Rows enough that printing them as a table takes several seconds.
+LONG_HISTORY = 100_000
+
+
 @pytest.fixture
 def env(served: ServerProcess, tmp_path: Path) -> dict[str, str]:
     return environment(tmp_path, CAIRN_ADDRESS=served.address)
@@ -308,6 +312,24 @@ async def test_metrics_history_numbers_and_plot(
 
     line = failed("metrics", "history", "0" * 32, "loss", env=env)
     assert "[RUN_NOT_FOUND]" in line
+
+
+async def test_a_history_printed_for_longer_than_the_timeout_has_every_point(
+    served: ServerProcess, env: dict[str, str], unique: str
+) -> None:
+    """The history's stream ran under the call's deadline, so a table that took longer
+    to print than `--timeout` (30 s by default: 300,000 rows, or a slow `| less`)
+    ended DEADLINE_EXCEEDED partway, the read ahead of it held back as it printed."""
+    experiment_id = ok("experiments", "create", f"long-{unique}", env=env).strip()
+    points = [cairn.types.Metric("loss", float(n), 1, n) for n in range(LONG_HISTORY)]
+    async with cairn.Client(f"http://{served.address}") as client:
+        run_id = (await client.tracking.create_run(experiment_id)).info.run_id
+        for start in range(0, LONG_HISTORY, 10_000):
+            await client.tracking.log_batch(run_id, points[start : start + 10_000])
+
+    shown = ok("metrics", "history", run_id, "loss", "--no-plot", "--timeout", "1", env=env)
+    assert re.search(rf"│ {LONG_HISTORY - 1} +│", shown)
+    assert len(re.findall(r"^│ \d+ +│", shown, re.MULTILINE)) == LONG_HISTORY
 
 
 async def test_projects_create_list_describe_update_members(

@@ -11,12 +11,17 @@ import click
 from .._client import Client
 from .._read_ahead import ReadAhead
 from .._tables import visible
+from .._transport import MAX_TIMEOUT_SECONDS
 from ..types import Metric
 from ._calls import call
 from ._connection import connection_options
 from ._output import JSON, emit_pages, is_terminal, output_option, plain
 
 COLUMNS = [("step", "Step"), ("value", "Value"), ("timestamp", "Time")]
+# The deadline of the history's stream: none that printing it could pass (300,000 rows
+# take longer than the 30 s of a call to print, a `| less` longer still, and the stream
+# is read as they are). A server gone is noticed by the channel's keepalive pings.
+WHILE_PRINTED = MAX_TIMEOUT_SECONDS
 # The most points a plot is drawn from: more than its columns can show apart.
 PLOT_POINTS = 1000
 # The plot's size when stdout is not a terminal (plotext would guess 80 x 24).
@@ -71,7 +76,9 @@ def history(run_id: str, key: str, max_points: int | None, plot: bool, output: s
             )
             if plotted:
                 show_plot(plotted, title)
-        points = client.tracking.iter_metric_history(run_id, key, max_points=max_points)
+        points = client.tracking.iter_metric_history(
+            run_id, key, max_points=max_points, timeout=WHILE_PRINTED
+        )
         await emit_pages(output, _batches(points), plain, COLUMNS, title)
 
     call(work)
