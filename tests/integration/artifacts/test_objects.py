@@ -410,6 +410,20 @@ async def test_a_path_with_a_c1_control_or_a_line_separator_is_refused(
     assert await store.list(recursive=True) == []
 
 
+async def test_a_source_no_upload_can_read_is_refused_naming_it(
+    store: cairn.ArtifactClient, tmp_path: Path
+) -> None:
+    """5 raised AttributeError, and a file opened in text mode hashlib's TypeError
+    ("Strings must be encoded before hashing"): no CairnError, no argument named."""
+    (tmp_path / "notes.txt").write_text("notes")
+    with (tmp_path / "notes.txt").open() as text:
+        for source in (5, None, text):
+            with pytest.raises(InvalidArgumentError) as refused:
+                await store.upload("notes.txt", source)  # type: ignore[arg-type]
+            assert [field for field, _ in refused.value.field_violations] == ["source"]
+    assert await store.list(recursive=True) == []
+
+
 async def test_a_path_that_is_no_text_is_refused_as_a_path(
     store: cairn.ArtifactClient, tmp_path: Path
 ) -> None:

@@ -17,6 +17,7 @@ from typing import BinaryIO, TypeVar
 from .. import _direct_io
 from .. import _names as names
 from .. import _object_paths as object_paths
+from .._argument_error import invalid_argument
 from .._direct_io import DirectWriter
 from .._tables import on_one_line
 from ..exceptions import CairnError, DataLossError, FailedPreconditionError, InvalidArgumentError
@@ -65,6 +66,18 @@ def open_source(source: Source) -> tuple[BinaryIO, int | None, str, bool]:
         path = Path(source)
         return path.open("rb"), path.stat().st_size, "", True
     return source, None, "", False
+
+
+def check_source(source: Source) -> None:
+    """Refuses what no upload can read, naming the argument: 5 raised AttributeError
+    and a file opened in text mode hashlib's TypeError, once under way."""
+    if isinstance(source, io.TextIOBase):
+        raise invalid_argument("source", "is a file opened in text mode: open it with 'rb'")
+    readable = callable(getattr(source, "read", None))
+    if not (readable or isinstance(source, bytes | bytearray | memoryview | str | os.PathLike)):
+        raise invalid_argument(
+            "source", f"a {type(source).__name__} is no bytes, path or binary file object"
+        )
 
 
 def size_of(source: Source) -> int | None:

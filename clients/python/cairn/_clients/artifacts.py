@@ -45,6 +45,7 @@ from ._local_files import (
     Source,
     check_length,
     check_room,
+    check_source,
     file_for,
     files_in,
     local_file,
@@ -162,6 +163,7 @@ class ArtifactClient(BaseClient):
             DataLossError: the content that arrived differs from what was sent.
         """
         _sendable(path)
+        check_source(source)
         size = await asyncio.to_thread(size_of, source)
         with meter(progress, "upload", path, size) as counted:
             return await self._upload(
