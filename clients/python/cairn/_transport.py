@@ -674,7 +674,8 @@ class Transport:
         metadata: Metadata | None = None,
     ) -> AsyncIterator[Any]:
         """Iterates the responses of a server-streaming RPC."""
-        call = method(request, timeout=self._timeout(timeout), metadata=self._with(metadata))
+        headers = self._with(checked(metadata))
+        call = method(request, timeout=self._timeout(timeout), metadata=headers)
         try:
             async for response in call:
                 yield response
@@ -786,9 +787,7 @@ def _read_pem(source: str | bytes | None) -> bytes | None:
 
 def with_id(metadata: Metadata | None) -> list[tuple[str, str]]:
     """The call's metadata with a request id: the caller's, or a fresh one."""
-    metadata = list(metadata or ())
-    for key, value in metadata:
-        _check_header(key, value)
+    metadata = checked(metadata)
     if not any(key == REQUEST_ID_HEADER for key, _ in metadata):
         metadata.append((REQUEST_ID_HEADER, new_request_id()))
     return metadata
@@ -799,18 +798,30 @@ def with_id(metadata: Metadata | None) -> list[tuple[str, str]]:
 _HEADER_NAME = re.compile(r"[0-9a-z_.-]+")
 
 
-def _check_header(key: str, value: str | bytes) -> None:
+def checked(metadata: Metadata | None) -> list[tuple[str, str]]:
+    """A caller's metadata as a list, each header checked (`_check_header`)."""
+    headers = list(metadata or ())
+    for key, value in headers:
+        _check_header(key, value)
+    return headers
+
+
+def _check_header(key: str | bytes, value: str | bytes) -> None:
     """Refuses a header of a caller's metadata that gRPC would not send: it raises an
-    error of its own that names neither the header nor what is wrong with it."""
-    field = f"metadata[{key}]"
-    if not (isinstance(key, str) and _HEADER_NAME.fullmatch(key)):
+    error of its own that names neither the header nor what is wrong with it. Names
+    and values may be str or bytes, as gRPC takes them."""
+    name = key.decode("ascii", "replace") if isinstance(key, bytes) else key
+    field = f"metadata[{name}]"
+    if not (isinstance(name, str) and _HEADER_NAME.fullmatch(name)):
         raise invalid_argument(
             field, "a header's name is lower-case ASCII: a-z, 0-9, '-', '_', '.'"
         )
-    if key.endswith("-bin"):
+    if name.endswith("-bin"):
         if not isinstance(value, bytes):
             raise invalid_argument(field, "the value of a '-bin' header is bytes")
-    elif not (isinstance(value, str) and value.isascii() and value.isprintable()):
+        return
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    if not (isinstance(text, str) and text.isascii() and text.isprintable()):
         raise invalid_argument(field, "a header's value is text of printable ASCII characters")
 
 

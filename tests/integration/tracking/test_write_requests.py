@@ -221,9 +221,18 @@ async def test_metadata_no_header_can_carry_is_refused_naming_it(
         lambda: tracking.log_param(run_id, "p", "v", metadata=metadata),
         lambda: tracking.log_batch(run_id, [_POINT], metadata=metadata),
         lambda: tracking.get_run(run_id, metadata=metadata),
+        lambda: tracking.get_metric_history(run_id, "m", metadata=metadata),  # a stream
     )
     for write in writes:
         with pytest.raises(InvalidArgumentError) as raised:
             await write()
         assert [field for field, _ in raised.value.field_violations] == [f"metadata[{header}]"]
     assert await _values(tracking, run_id, "m") == []
+
+
+async def test_headers_may_be_given_as_bytes_as_grpc_takes_them(
+    tracking: cairn.TrackingClient, run_id: str
+) -> None:
+    """gRPC takes a header's name and value as str or bytes."""
+    await tracking.log_param(run_id, "p", "v", metadata=[(b"x-team", b"vision")])  # type: ignore[list-item]
+    assert (await tracking.get_run(run_id)).data.params == {"p": "v"}
