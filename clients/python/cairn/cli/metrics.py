@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -12,15 +13,16 @@ from .._client import Client
 from .._read_ahead import ReadAhead
 from .._tables import visible
 from .._transport import MAX_TIMEOUT_SECONDS
+from ..exceptions import CairnError, DeadlineExceededError
 from ..types import Metric
 from ._calls import call
-from ._connection import connection_options
+from ._connection import connection_options, resolve
 from ._output import JSON, emit_pages, is_terminal, output_option, plain
 
 COLUMNS = [("step", "Step"), ("value", "Value"), ("timestamp", "Time")]
 # The deadline of the history's stream: none that printing it could pass (300,000 rows
 # take longer than the 30 s of a call to print, a `| less` longer still, and the stream
-# is read as they are). A server gone is noticed by the channel's keepalive pings.
+# is read as they are). The timeout bounds each wait for points instead (_batches).
 WHILE_PRINTED = MAX_TIMEOUT_SECONDS
 # The most points a plot is drawn from: more than its columns can show apart.
 PLOT_POINTS = 1000
@@ -79,7 +81,8 @@ def history(run_id: str, key: str, max_points: int | None, plot: bool, output: s
         points = client.tracking.iter_metric_history(
             run_id, key, max_points=max_points, timeout=WHILE_PRINTED
         )
-        await emit_pages(output, _batches(points), plain, COLUMNS, title)
+        idle = resolve(click.get_current_context()).timeout
+        await emit_pages(output, _batches(points, idle), plain, COLUMNS, title)
 
     call(work)
 
@@ -91,13 +94,23 @@ def _plotted(max_points: int | None) -> int:
     return max_points if max_points and max_points <= PLOT_POINTS else PLOT_POINTS
 
 
-async def _batches(points: ReadAhead[Metric]) -> AsyncIterator[list[Metric]]:
-    """The points as they arrive, a batch at a time."""
+async def _batches(points: ReadAhead[Metric], idle: float | None) -> AsyncIterator[list[Metric]]:
+    """The points as they arrive, a batch at a time; DeadlineExceededError once none has
+    arrived for idle seconds (the connection's timeout) while they were waited for,
+    which printing them does not count toward."""
     while True:
         try:
-            yield await points.next_batch()
+            async with asyncio.timeout(idle):
+                batch = await points.next_batch()
         except StopAsyncIteration:
             return
+        except TimeoutError as error:
+            if isinstance(error, CairnError):  # the stream's own DEADLINE_EXCEEDED
+                raise
+            raise DeadlineExceededError(
+                f"no point of the history arrived in {idle:g} s (--timeout)"
+            ) from None
+        yield batch
 
 
 def show_plot(points: list[Metric], title: str) -> None:
