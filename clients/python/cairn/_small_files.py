@@ -1,7 +1,7 @@
-"""The files a setting names (root certificates, a profile file), read whole: a regular
-file of at most MAX_BYTES. Anything else named by mistake was read without end before
-its content was looked at (/dev/zero: a gigabyte in seconds), or blocked the read for
-ever (a FIFO no one writes to)."""
+"""The files a setting names (root certificates, a profile file), read whole: at most
+MAX_BYTES of them. A device named by mistake (/dev/zero) was read without end before
+its content was looked at, a gigabyte in seconds. A pipe (`<(cat ca.pem)`, /dev/stdin)
+is read as a file is, so a secret can come from one."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ def read(path: str | os.PathLike[str]) -> bytes:
     """The bytes of the file at path.
 
     Raises:
-        OSError: path is no regular file, holds more than MAX_BYTES, or cannot be read;
+        OSError: path is a directory, holds more than MAX_BYTES, or cannot be read;
             `strerror` says which.
     """
-    if not stat.S_ISREG(os.stat(path).st_mode):  # stat, not open: opening a FIFO blocks
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    if stat.S_ISDIR(os.stat(path).st_mode):
+        raise OSError(errno.EISDIR, "a directory", str(path))
     with open(path, "rb") as file:
         data = file.read(MAX_BYTES + 1)
     if len(data) > MAX_BYTES:
