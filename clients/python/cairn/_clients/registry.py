@@ -152,15 +152,12 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
         Read by the original's id before the copy is made, so a delete or rename of the
         original meanwhile fails the copy with nothing made, or comes after these reads
         and leaves the copy whole (deleting a version never deletes its files)."""
-        request = proto(api.GetModelVersionDownloadUriRequest, project=self.project, id=source.id)
-        reply = await self._transport.unary(
-            self._stub.GetModelVersionDownloadUri, request, timeout=timeout, metadata=metadata
-        )
+        uri = await self._download_uri_of(source.id, timeout, metadata)
         originals = await self.get_model_artifacts(source.id, timeout=timeout, metadata=metadata)
         original = originals[0] if originals else ModelArtifact(dst_name)
         return ModelArtifact(
             dst_name,
-            uri=reply.uri,
+            uri=uri,
             model_format_name=original.model_format_name,
             model_format_version=original.model_format_version,
         )

@@ -401,17 +401,19 @@ class MlflowRegistry(RegistryCore):
     ) -> str:
         """The URI of the version's first model artifact, else its source URI."""
         found = await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
-        request = proto(api.GetModelVersionDownloadUriRequest, project=self.project, id=found.id)
-        return str(
-            (
-                await self._transport.unary(
-                    self._stub.GetModelVersionDownloadUri,
-                    request,
-                    timeout=timeout,
-                    metadata=metadata,
-                )
-            ).uri
+        return await self._download_uri_of(found.id, timeout, metadata)
+
+    async def _download_uri_of(
+        self, version_id: str | None, timeout: float | None, metadata: Metadata | None
+    ) -> str:
+        """get_model_version_download_uri of the version with this id."""
+        request = proto(
+            api.GetModelVersionDownloadUriRequest, project=self.project, id=version_id or ""
         )
+        reply = await self._transport.unary(
+            self._stub.GetModelVersionDownloadUri, request, timeout=timeout, metadata=metadata
+        )
+        return str(reply.uri)
 
     async def _model_id(self, name: str, timeout: float | None, metadata: Metadata | None) -> str:
         return (await self.get_registered_model(name, timeout=timeout, metadata=metadata)).id or ""

@@ -305,9 +305,9 @@ class TrackingClient(
         parent = run.info.parent_run_id or run.data.tags.get(MLFLOW_PARENT_RUN_ID)
         if not parent:
             return None
+        named = parent if run.info.parent_run_id else f"{parent!r} (its tag {MLFLOW_PARENT_RUN_ID})"
         no_parent = NotFoundError(
-            f"run {run_id}'s parent, {parent!r} (its tag {MLFLOW_PARENT_RUN_ID}), names no run",
-            reason="RUN_NOT_FOUND",
+            f"run {run_id}'s parent, {named}, names no run", reason="RUN_NOT_FOUND"
         )
         if not names.RUN_ID.fullmatch(parent):  # the tag is kept unchecked, as in MLflow
             raise no_parent
