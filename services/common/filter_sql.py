@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .filters import Comparison, FilterError, Identifier, NullCheck
+from .filters import Comparison, FilterError, Identifier, NullCheck, is_int64
 from .sql import Params
 
 _OPERATORS = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
@@ -75,7 +75,7 @@ def _convert(value: Any, sql_type: str, node: Comparison) -> Any:
         return float(value)
     if sql_type not in ("bigint", "smallint"):
         return value
-    if not abs(value) < 2**63 or value != int(value):
+    if not is_int64(value):
         raise FilterError(node.ident.position, f"{node.ident.key} compares with an integer")
     return int(value)
 

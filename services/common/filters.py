@@ -378,10 +378,18 @@ class _Parser:
         return tuple(values)
 
 
+def is_int64(value: float) -> bool:
+    """Whether value is a whole number of PostgreSQL's bigint (NaN and infinities are
+    not). A float of -2**63 is not: it may be a longer number rounded to it."""
+    if isinstance(value, float):
+        return -(2**63) < value < 2**63 and value.is_integer()
+    return -(2**63) <= value < 2**63
+
+
 def _number(text: str) -> int | float:
     """A whole number of the int64 range exactly (a float holds 53 bits: start times
     and ids past 2**53 would compare as their neighbours), any other as a float."""
-    if text.lstrip("+-").isdigit() and abs(whole := int(text)) < 2**63:
+    if text.lstrip("+-").isdigit() and is_int64(whole := int(text)):
         return whole
     return float(text)
 

@@ -280,10 +280,15 @@ def test_attributes_are_no_lookups_and_repeated_keys_count_once() -> None:
 
 def test_whole_numbers_stay_exact_past_a_floats_precision() -> None:
     # A float holds 53 bits: 2**53 + 1 read as one compared as 2**53, its neighbour.
-    for whole in (2**53 + 1, 2**63 - 2, -(2**63) + 1):
+    for whole in (2**53 + 1, 2**63 - 1, -(2**63)):
         node = parse(f"attributes.start_time = {whole}", ENTITIES)
         assert isinstance(node, Comparison) and type(node.value) is int and node.value == whole
-    for text, number in (("1e3", 1000.0), ("2.5", 2.5), (str(2**63), float(2**63))):
+    for text, number in (
+        ("1e3", 1000.0),
+        ("2.5", 2.5),
+        (str(2**63), float(2**63)),
+        (str(-(2**63) - 1), float(-(2**63) - 1)),
+    ):
         node = parse(f"metrics.a = {text}", ENTITIES)
         assert isinstance(node, Comparison) and type(node.value) is float and node.value == number
 

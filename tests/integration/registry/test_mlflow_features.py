@@ -256,6 +256,25 @@ async def test_search_with_the_filter_language(mr_client, churn) -> None:
     assert raised.value.reason == "INVALID_FILTER"
 
 
+async def test_integer_fields_compare_with_every_int64_and_refuse_what_lies_beyond(
+    mr_client, churn
+) -> None:
+    """int64's least, -2**63, is a number its fields may be compared with; before, it was
+    refused as INVALID_FILTER "compares with an integer", as 2**63 is."""
+    for filter_text, expected in (
+        (f"version_number > {-(2**63)}", [1, 2, 3]),
+        (f"version_number = {-(2**63)}", []),
+        (f"version_number < {2**63 - 1}", [1, 2, 3]),
+    ):
+        found = await mr_client.search_model_versions(filter_text)
+        assert sorted(v.version for v in found) == expected, filter_text
+    for beyond in (-(2**63) - 1, 2**63, 1.5):
+        with pytest.raises(InvalidArgumentError) as raised:
+            await mr_client.search_model_versions(f"version_number > {beyond}")
+        assert raised.value.reason == "INVALID_FILTER"
+        assert "compares with an integer" in raised.value.message
+
+
 async def test_stage_and_state_filters_take_any_case_and_refuse_unknown_names(
     mr_client, churn
 ) -> None:
