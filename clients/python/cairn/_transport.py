@@ -550,9 +550,11 @@ class Transport:
         service_addresses: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> Transport:
-        # The files are read now: a missing one fails where the client is made.
+        # The files are read now, and once: a missing one fails where the client is
+        # made, and a pipe (/dev/stdin) has nothing left for a second read.
+        roots = _read_pem(custom_ca)
         credentials = grpc.ssl_channel_credentials(
-            root_certificates=_read_pem(custom_ca),
+            root_certificates=roots,
             private_key=_read_pem(client_key),
             certificate_chain=_read_pem(client_cert),
         )
@@ -562,7 +564,7 @@ class Transport:
 
         transport = cls(_channel(opener, True, host, port, service_addresses), **kwargs)
         transport.artifacts_host = _artifacts_host(host, service_addresses)
-        transport.direct_tls = _tls_context(custom_ca, client_cert, client_key)
+        transport.direct_tls = _tls_context(roots, client_cert, client_key)
         transport.tls = True
         return transport
 
@@ -765,14 +767,13 @@ def _artifacts_host(address: str, service_addresses: Mapping[str, str] | None) -
 
 
 def _tls_context(
-    custom_ca: str | bytes | None, client_cert: str | bytes | None, client_key: str | bytes | None
+    roots: bytes | None, client_cert: str | bytes | None, client_key: str | bytes | None
 ) -> ssl.SSLContext | None:
     """The channel's trust for plain TLS sockets; None when a client certificate is given
     as bytes (the ssl module loads those from files only)."""
     if isinstance(client_cert, bytes) or isinstance(client_key, bytes):
         return None
-    pem = _read_pem(custom_ca)
-    context = ssl.create_default_context(cadata=pem.decode() if pem else None)
+    context = ssl.create_default_context(cadata=roots.decode() if roots else None)
     if client_cert:
         context.load_cert_chain(client_cert, client_key)
     return context

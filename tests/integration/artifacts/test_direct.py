@@ -404,6 +404,39 @@ async def test_the_byte_endpoint_speaks_tls_when_the_grpc_port_does(
     assert await asyncio.to_thread(fetch) == DATA
 
 
+async def test_a_ca_given_as_a_pipe_is_read_once_and_trusted_by_both_paths(
+    moved: collections.Counter[str],
+    tls_port: int,
+    pki: dict[str, Path],  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+):
+    """A pipe (`custom_ca=/dev/stdin`, process substitution) can be read once. The client
+    read it twice, for gRPC and for the byte endpoint's TLS; the second read found it
+    empty, so the endpoint trusted the system roots, refused the server's certificate,
+    and every transfer went over gRPC."""
+    fifo, made = tmp_path / "ca.fifo", threading.Event()
+    os.mkfifo(fifo)
+
+    def write_once() -> None:
+        fifo.write_bytes(pki["ca"].read_bytes())
+        if not made.wait(30):  # a second open waits for a writer: give it the end
+            fifo.write_bytes(b"")
+
+    writer = threading.Thread(target=write_once)
+    writer.start()
+    client = cairn.ArtifactClient.secure_connection(
+        "localhost", tls_port, user_token="t", custom_ca=str(fifo), timeout=None
+    )
+    made.set()
+    writer.join()
+    async with client:
+        client.direct_threshold = SMALL_THRESHOLD
+        await client.upload("pipe/data.bin", DATA, overwrite=True)
+        fetched = await client.download("pipe/data.bin", tmp_path / "out.bin")
+    assert fetched.read_bytes() == DATA
+    assert (moved["upload"], moved["download"]) == (1, 1)
+
+
 @pytest.fixture
 async def undirected_s3_port(s3_config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
     """An S3 server with direct transfer turned off (CAIRN_ARTIFACT_DIRECT=false)."""
