@@ -4,11 +4,14 @@ only, trusting the test CA through --ca-file or CAIRN_CA_FILE."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.cli_helpers import environment, ok, run_cairn
+from tests.e2e.conftest import tool
 from tests.integration.test_tls import pki, tls_port  # noqa: F401 (fixtures)
 
 
@@ -41,6 +44,24 @@ async def test_tls_with_the_servers_ca(
     )  # fmt: skip
     assert_unavailable(untrusted.returncode, untrusted.stderr)
     assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+
+
+async def test_a_ca_given_on_standard_input_is_read_once(
+    tls_port: int,  # noqa: F811
+    pki: dict[str, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """`--ca-file /dev/stdin` holds the CA once. The command read it to check it, then the
+    client read it again, found the pipe at its end, and the handshake failed."""
+    ran = await asyncio.to_thread(
+        subprocess.run,
+        [tool("cairn"), "experiments", "list", "--address", f"https://localhost:{tls_port}",
+         "--ca-file", "/dev/stdin", "--output", "json"],
+        input=pki["ca"].read_text(), env=environment(tmp_path), capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout) == []
 
 
 def assert_unavailable(status: int, stderr: str) -> None:

@@ -52,7 +52,7 @@ class Connection:
     host: str
     port: int
     tls: bool
-    ca_file: str | None
+    ca: bytes | None = field(repr=False)  # the PEM, read once: a pipe holds it once
     api_key: str | None = field(repr=False)  # a traceback that shows locals prints repr
     token_style: str
     project: str
@@ -66,7 +66,7 @@ class Connection:
             user_token=self.api_key,
             token_style=self.token_style,
             is_secure=self.tls,
-            custom_ca=self.ca_file,
+            custom_ca=self.ca,
             project=self.project,
             timeout=self.timeout,
             service_addresses=dict(self.service_addresses) or None,
@@ -234,7 +234,7 @@ def resolve(ctx: click.Context) -> Connection:
         tls=tls,
         # A CA says whom to trust over TLS; a plaintext connection has no use for one,
         # from the profile, the flag or the variable alike.
-        ca_file=_ca_file(given, profile, ctx) if tls else None,
+        ca=_ca(given, profile, ctx) if tls else None,
         api_key=_first(given.get("api_key"), own and own.token),
         token_style=profile.token_style if profile else profiles.BEARER,
         project=_first(given.get("project"), profile and profile.project, DEFAULT_PROJECT),
@@ -243,36 +243,43 @@ def resolve(ctx: click.Context) -> Connection:
     )
 
 
-def _ca_file(
+def _ca(
     given: dict[str, Any], profile: profiles.Profile | None, ctx: click.Context
-) -> str | None:
-    """The CA file of a TLS connection: the flag's or variable's, else the profile's;
+) -> bytes | None:
+    """The CA of a TLS connection: the flag's or variable's file, else the profile's;
     one that holds no PEM certificate is a usage mistake naming where it was given (the
     call failed later with OpenSSL's own words, "no start line", naming neither)."""
     if path := given.get("ca_file"):
-        if problem := _ca_problem(path):
+        try:
+            return _read_ca(path)
+        except ValueError as problem:
             typed_here = "ca_file" in ctx.find_root().meta.get(_META_KEY, {})
-            raise click.UsageError(f"{'--ca-file' if typed_here else 'CAIRN_CA_FILE'}: {problem}")
-        return str(path)
+            where = "--ca-file" if typed_here else "CAIRN_CA_FILE"
+            raise click.UsageError(f"{where}: {problem}") from None
     if profile is None or not profile.ca:
         return None
-    if problem := _ca_problem(profile.ca):
-        raise profiles.ProfileError(f"{profiles.profiles_path()} [{profile.name}]: ca: {problem}")
-    return profile.ca
+    try:
+        return _read_ca(profile.ca)
+    except ValueError as problem:
+        where = f"{profiles.profiles_path()} [{profile.name}]"
+        raise profiles.ProfileError(f"{where}: ca: {problem}") from None
 
 
-def _ca_problem(path: str) -> str | None:
-    """Why the file at path cannot be the root certificates a TLS connection trusts
-    (None when it can): unread, or no PEM certificate in it."""
+def _read_ca(path: str) -> bytes:
+    """The root certificates a TLS connection trusts, from the file at path.
+
+    Raises:
+        ValueError: saying why they cannot be: unread, or no PEM certificate in it.
+    """
     try:
         pem = small_files.read(path)
     except OSError as error:
-        return f"{path} cannot be read ({error.strerror or error})"
+        raise ValueError(f"{path} cannot be read ({error.strerror or error})") from None
     try:
         ssl.create_default_context(cadata=pem.decode())
     except (ssl.SSLError, UnicodeDecodeError, ValueError):
-        return f"{path} holds no PEM certificate"
-    return None
+        raise ValueError(f"{path} holds no PEM certificate") from None
+    return pem
 
 
 def _from_environment(ctx: click.Context) -> dict[str, Any]:
