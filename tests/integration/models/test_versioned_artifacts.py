@@ -162,7 +162,7 @@ async def test_a_versions_uri_cannot_change(world: World) -> None:
 
     await world.registry.create_artifact("fixed", "model", files=b"1")
     found = await world.registry.get_model_artifact_by_params(name="fixed")
-    assert found is not None
+    assert found is not None and found.uri is not None
     kept = found.uri
     found.uri = "s3://bucket/fixed"
     found.description = "still describable"

@@ -485,6 +485,50 @@ async def test_upsert_updates_fields_and_keeps_names(mr_client) -> None:
         await mr_client.upsert_registered_model(model)
 
 
+async def test_an_upsert_leaves_what_its_item_holds_as_none_as_stored(mr_client) -> None:
+    """As Kubeflow's client leaves None fields out of an update. Every field went in the
+    mask, so an item made with an id and one field emptied all the others: description,
+    external id, custom properties, an artifact's format and storage."""
+    model = await mr_client.upsert_registered_model(
+        RegisteredModel(
+            "partial",
+            owner="me",
+            description="kept",
+            external_id="m-ext",
+            custom_properties={"p": 1},
+        )
+    )
+    version = await mr_client.upsert_model_version(
+        ModelVersion("v1", author="a", description="kept", external_id="v-ext"), model.id
+    )
+    artifact = await mr_client.upsert_model_artifact(
+        ModelArtifact(
+            "weights", uri="s3://b/w", description="kept", model_format_name="onnx", storage_key="k"
+        ),
+        version.id,
+    )
+
+    model = await mr_client.upsert_registered_model(
+        RegisteredModel("partial", id=model.id, owner="you")
+    )
+    version = await mr_client.upsert_model_version(
+        ModelVersion("v1", id=version.id, author="b"), model.id
+    )
+    artifact = await mr_client.upsert_model_artifact(
+        ModelArtifact("weights", id=artifact.id, model_format_version="2"), version.id
+    )
+    assert (model.owner, model.description, model.external_id) == ("you", "kept", "m-ext")
+    assert model.custom_properties == {"p": 1}
+    assert (version.author, version.description, version.external_id) == ("b", "kept", "v-ext")
+    assert (artifact.uri, artifact.description, artifact.storage_key) == ("s3://b/w", "kept", "k")
+    assert (artifact.model_format_name, artifact.model_format_version) == ("onnx", "2")
+
+    emptied = await mr_client.upsert_registered_model(
+        RegisteredModel("partial", id=model.id, description="", custom_properties={})
+    )
+    assert (emptied.owner, emptied.description, emptied.custom_properties) == ("you", None, {})
+
+
 async def test_an_artifact_upsert_changing_its_name_or_version_is_refused(mr_client) -> None:
     """Both changes passed unsaid: the call answered the artifact as it was."""
     model = await mr_client.upsert_registered_model(RegisteredModel("kept-artifact"))

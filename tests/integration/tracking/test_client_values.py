@@ -140,7 +140,7 @@ async def test_numpy_custom_properties_are_the_numbers_they_stand_for(
         )
         assert model.id is not None
         read = await registry.get_registered_model_by_id(model.id)
-        assert read is not None
+        assert read is not None and read.custom_properties is not None
         stored = read.custom_properties["p"]
     assert type(stored) is kind and stored == value
 

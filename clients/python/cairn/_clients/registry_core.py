@@ -44,6 +44,22 @@ _ARTIFACT_FIELDS = [
     "model.storage_path",
     "model.service_account_name",
 ]
+
+
+def _given(item: Any, fields: list[str]) -> FieldMask:
+    """The update mask of an upsert: the fields the item gives, not None.
+
+    None leaves a field as stored, as Kubeflow's client leaves out the fields it holds
+    as None: an item made with an id and one field changes that field, not every other
+    to empty. "" empties a text field, {} the custom properties.
+    """
+    return FieldMask(
+        paths=[
+            path for path in fields if getattr(item, path.removeprefix("model."), None) is not None
+        ]
+    )
+
+
 _ORDER = {
     OrderByField.CREATE_TIME: "create_time",
     OrderByField.UPDATE_TIME: "update_time",
@@ -81,7 +97,7 @@ class RegistryCore(BaseClient):
             request: Any = proto(
                 api.UpdateRegisteredModelRequest,
                 registered_model=message,
-                update_mask=FieldMask(paths=_MODEL_FIELDS),
+                update_mask=_given(registered_model, _MODEL_FIELDS),
             )
             reply = await self._transport.unary(
                 self._stub.UpdateRegisteredModel, request, timeout=timeout, metadata=metadata
@@ -111,7 +127,7 @@ class RegistryCore(BaseClient):
             request: Any = proto(
                 api.UpdateModelVersionRequest,
                 model_version=message,
-                update_mask=FieldMask(paths=_VERSION_FIELDS),
+                update_mask=_given(model_version, _VERSION_FIELDS),
             )
             reply = await self._transport.unary(
                 self._stub.UpdateModelVersion, request, timeout=timeout, metadata=metadata
@@ -162,7 +178,7 @@ class RegistryCore(BaseClient):
             request: Any = proto(
                 api.UpdateArtifactRequest,
                 artifact=message,
-                update_mask=FieldMask(paths=_ARTIFACT_FIELDS),
+                update_mask=_given(artifact, _ARTIFACT_FIELDS),
             )
             reply = await self._transport.unary(
                 self._stub.UpdateArtifact, request, timeout=timeout, metadata=metadata

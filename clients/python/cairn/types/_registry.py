@@ -76,7 +76,7 @@ class RegisteredModel(_MlflowTimes):
     description: str | None = None
     external_id: str | None = None
     state: RegisteredModelState = RegisteredModelState.LIVE
-    custom_properties: dict[str, PropertyValue] = field(default_factory=dict)
+    custom_properties: dict[str, PropertyValue] | None = None
     tags: dict[str, str] = field(default_factory=dict)
     id: str | None = None
     aliases: dict[str, int] = field(default_factory=dict)
@@ -94,7 +94,7 @@ class ModelVersion(_MlflowTimes):
     description: str | None = None
     external_id: str | None = None
     state: ModelVersionState = ModelVersionState.LIVE
-    custom_properties: dict[str, PropertyValue] = field(default_factory=dict)
+    custom_properties: dict[str, PropertyValue] | None = None
     tags: dict[str, str] = field(default_factory=dict)
     source_run_id: str | None = None
     source_uri: str | None = None
@@ -147,7 +147,7 @@ class ModelVersion(_MlflowTimes):
     @property
     def run_link(self) -> str | None:
         """MLflow's run_link: the custom property "run_link", set by create_model_version."""
-        value = self.custom_properties.get("run_link")
+        value = (self.custom_properties or {}).get("run_link")
         return str(value) if value is not None else None
 
 
@@ -164,7 +164,7 @@ class MlflowModelVersion(ModelVersion):
 @dataclass
 class ModelArtifact:
     name: str
-    uri: str = ""
+    uri: str | None = None
     description: str | None = None
     external_id: str | None = None
     model_format_name: str | None = None
@@ -173,7 +173,7 @@ class ModelArtifact:
     storage_path: str | None = None
     service_account_name: str | None = None
     state: ArtifactState = ArtifactState.UNKNOWN
-    custom_properties: dict[str, PropertyValue] = field(default_factory=dict)
+    custom_properties: dict[str, PropertyValue] | None = None
     id: str | None = None
     model_version_id: str | None = None
     create_time_since_epoch: int | None = None
@@ -183,11 +183,11 @@ class ModelArtifact:
 @dataclass
 class DocArtifact:
     name: str
-    uri: str = ""
+    uri: str | None = None
     description: str | None = None
     external_id: str | None = None
     state: ArtifactState = ArtifactState.UNKNOWN
-    custom_properties: dict[str, PropertyValue] = field(default_factory=dict)
+    custom_properties: dict[str, PropertyValue] | None = None
     id: str | None = None
     model_version_id: str | None = None
     create_time_since_epoch: int | None = None
@@ -220,15 +220,15 @@ def stage_to_proto(value: str, argument: str = "stage") -> str:
 
 
 def properties_to_proto(
-    values: dict[str, PropertyValue], argument: str = "custom_properties"
+    values: dict[str, PropertyValue] | None, argument: str = "custom_properties"
 ) -> dict[str, common_pb2.Value]:
-    """Custom properties as the wire's values; numpy's scalars count as the Python
-    numbers they stand for. Raises InvalidArgumentError naming the property, as
+    """Custom properties as the wire's values (None, none); numpy's scalars count as the
+    Python numbers they stand for. Raises InvalidArgumentError naming the property, as
     argument['key'] (the server's form), of a key that is no string, a value of another
     type, or an integer past 64 bits."""
     return {
         _property_key(key, argument): _property(value, f"{argument}[{key!r}]")
-        for key, value in values.items()
+        for key, value in (values or {}).items()
     }
 
 
