@@ -327,7 +327,42 @@ async def test_log_dict_stores_values_json_cannot_encode_as_strings(
     }
 
 
-@pytest.mark.parametrize("artifact_file", ["", "/", "model/", "model//"])
+async def test_run_artifacts_are_named_placed_and_fetched_as_mlflow_does(
+    server_port: int, unique: str, tmp_path: Path
+) -> None:
+    """Three differences from MLflow, each of which lost or refused a user's files:
+    download_artifacts wrote a/model.txt and b/model.txt both to dst/model.txt, the
+    second over the first; log_artifact of a directory raised IsADirectoryError; and
+    log_text refused `./x.txt`, `d//x.txt` and `d/../x.txt`, which MLflow normalises."""
+    folder = tmp_path / "states"
+    (folder / "deep").mkdir(parents=True)
+    (folder / "deep" / "s.txt").write_text("deep")
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
+        experiment_id = await tracking.create_experiment(f"as-mlflow-{unique}")
+        run_id = (await tracking.create_run(experiment_id)).info.run_id
+        for text, name in (("A", "a/model.txt"), ("B", "b/model.txt")):
+            await tracking.log_text(run_id, text, name)
+        written = [
+            await tracking.download_artifacts(run_id, name, tmp_path / "dst")
+            for name in ("a/model.txt", "/b/model.txt")
+        ]
+        assert written == [str(tmp_path / "dst" / d / "model.txt") for d in "ab"]
+        assert [Path(path).read_text() for path in written] == ["A", "B"]
+
+        stored = await tracking.log_artifact(run_id, folder, "dirs")
+        assert isinstance(stored, list)
+        assert [info.path.rsplit("/artifacts/", 1)[1] for info in stored] == [
+            "dirs/states/deep/s.txt"
+        ]
+        for name in ("./x.txt", "n//x.txt", "n/./y.txt", "gone/../z.txt"):
+            await tracking.log_text(run_id, name, name)
+        listed = await tracking.list_artifacts(run_id, "n")
+        assert [a.path for a in listed] == ["n/x.txt", "n/y.txt"]
+        top = {a.path for a in await tracking.list_artifacts(run_id)}
+        assert {"x.txt", "z.txt", "dirs"} <= top and "gone" not in top
+
+
+@pytest.mark.parametrize("artifact_file", ["", "/", "model/", "model//", ".", "model/.."])
 async def test_an_artifact_file_naming_no_file_is_refused_before_anything_is_sent(
     server_port: int, unique: str, tmp_path, artifact_file: str
 ) -> None:
@@ -351,7 +386,7 @@ async def test_an_artifact_file_naming_no_file_is_refused_before_anything_is_sen
             with pytest.raises(InvalidArgumentError) as refused:
                 await write()
             assert refused.value.field_violations[0][0] == "artifact_file"
-            assert "must neither be empty nor end with '/'" in refused.value.message
+            assert "must not be empty, end with '/' or name their root" in refused.value.message
         assert [(a.path, a.is_dir) for a in await tracking.list_artifacts(run_id)] == [
             ("model", True)
         ]

@@ -6,6 +6,7 @@ under that path through an `ArtifactClient` on the same channel.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
@@ -31,17 +32,21 @@ class RunArtifacts:
         artifact_path: str | None = None,
         *,
         progress: Progress = False,
-    ) -> ObjectInfo:
-        """Uploads one local file into the run's artifacts (under artifact_path).
+    ) -> ObjectInfo | list[ObjectInfo]:
+        """Uploads a local file, or a directory with its tree, into the run's artifacts,
+        under artifact_path by its own name (MLflow's `<artifact_path>/<dirname>`).
+
+        Returns the object stored, or a directory's objects.
 
         progress: True for a bar on stderr (one line when it is not a terminal), a rich
         Console, or a callable given (bytes_done, bytes_total); docs/artifacts.md.
         """
         store, root = await run_store(self, run_id, writing=True)
         source = Path(local_path)
-        return await store.upload(
-            join(root, artifact_path, source.name), source, overwrite=True, progress=progress
-        )
+        target = join(root, artifact_path, _own_name(source))
+        if await asyncio.to_thread(source.is_dir):
+            return await store.upload_tree(target, source, overwrite=True, progress=progress)
+        return await store.upload(target, source, overwrite=True, progress=progress)
 
     async def log_artifacts(
         self: RunClient,
@@ -147,12 +152,20 @@ class RunArtifacts:
         store, root = await run_store(self, run_id)
         destination = Path(dst_path) if dst_path else Path(tempfile.mkdtemp(prefix="cairn-"))
         source = join(root, None, path.strip("/")) if path.strip("/") else root
-        target = destination / Path(path).name if path.strip("/") else destination
+        # As MLflow's: the path within the run is kept under dst_path, so files of the
+        # same name in two folders never overwrite each other.
+        target = destination / path.strip("/")
         try:
             written = await store.download(source, target, progress=progress)
         except NotFoundError as missing:
             raise _missing(missing, run_id, path) from None
         return str(written)
+
+
+def _own_name(source: Path) -> str:
+    """The name a local file or directory is stored by: its own, with `.` and `..`
+    resolved to the folder they name (without following a link, whose name it keeps)."""
+    return Path(os.path.abspath(source)).name
 
 
 def _missing(missing: NotFoundError, run_id: str, path: str) -> NotFoundError:

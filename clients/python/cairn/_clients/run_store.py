@@ -3,6 +3,7 @@ path, as its artifact URI `cairn-artifacts://<project>/<path>` says."""
 
 from __future__ import annotations
 
+import posixpath
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -73,18 +74,22 @@ def join(root: str, directory: str | None, name: str) -> str:
 
 def file_name(artifact_file: str) -> str:
     """artifact_file, the name of the one file a run-artifact writer stores, checked
-    before anything is sent (join it under the run's root with `join`).
+    before anything is sent (join it under the run's root with `join`), and normalised
+    as MLflow normalises it: `./a.txt`, `d//a.txt` and `d/../a.txt` name `a.txt`,
+    `d/a.txt` and `a.txt` (the store refuses such segments).
 
     Raises:
-        InvalidArgumentError: artifact_file is empty or ends with "/". Joined, it would
-            name the run's root or a directory, and the object stored there would stand
-            in for the files under it (download_artifacts would fetch that object
-            instead of the run's folder); MLflow refuses both (IsADirectoryError).
+        InvalidArgumentError: artifact_file is empty, ends with "/" or names the root
+            (`d/..`). Joined, it would name the run's root or a directory, and the
+            object stored there would stand in for the files under it
+            (download_artifacts would fetch that object instead of the run's folder);
+            MLflow refuses these (IsADirectoryError).
     """
-    if not artifact_file.strip("/") or artifact_file.endswith("/"):
+    normal = posixpath.normpath(artifact_file) if artifact_file else ""
+    if normal.strip("/") in ("", ".") or artifact_file.endswith("/"):
         raise invalid_argument(
             "artifact_file",
-            f"names a file within the run's artifacts, so it must neither be empty nor "
-            f"end with '/': {artifact_file!r}",
+            f"names a file within the run's artifacts, so it must not be empty, end with "
+            f"'/' or name their root: {artifact_file!r}",
         )
-    return artifact_file
+    return normal

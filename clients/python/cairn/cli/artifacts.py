@@ -90,17 +90,17 @@ def upload(
     async def work(client: Client) -> list[dict[str, Any]]:
         if run_id:
             _, root = await location(client, run_id)
-            if is_dir:
+            stored: ObjectInfo | list[ObjectInfo]
+            if is_dir:  # its files go under artifact_path, not under its name as well
                 stored = await client.tracking.log_artifacts(
                     run_id, local_path, artifact_path, progress=progress
                 )
             else:
-                stored = [
-                    await client.tracking.log_artifact(
-                        run_id, local_path, artifact_path, progress=progress
-                    )
-                ]
-            return [relative(info, root) for info in stored]
+                stored = await client.tracking.log_artifact(
+                    run_id, local_path, artifact_path, progress=progress
+                )
+            infos = stored if isinstance(stored, list) else [stored]
+            return [relative(info, root) for info in infos]
         target = artifact_path or local_path.name
         if is_dir:
             stored = await client.artifacts.upload_tree(
