@@ -16,6 +16,7 @@ holding two connections at once.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 from collections.abc import Awaitable, Callable
@@ -77,6 +78,11 @@ def in_call_transaction() -> bool:
 def after_outside() -> bool:
     """Whether this run of the call comes after the action its first run asked for."""
     return _AFTER_OUTSIDE.get()
+
+
+async def _run_all(actions: list[Callable[[], Awaitable[None]]]) -> None:
+    for action in actions:
+        await action()
 
 
 async def after_commit(action: Callable[[], Awaitable[None]]) -> None:
@@ -241,8 +247,9 @@ class Idempotency:
                 request_id,
                 *self._kept(method, response),
             )
-        for action in pending:
-            await action()
+        # Committed, its actions run to their end even if the caller gives up now:
+        # skipped, an operation stored would wait unlaunched, a revoked key stay cached.
+        await asyncio.shield(_run_all(pending))
         return response
 
     def _kept(self, method: str, response: Message) -> tuple[bytes, bool]:

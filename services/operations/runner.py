@@ -23,7 +23,7 @@ import asyncpg
 
 from ..common import database, logs
 from ..common.errors import Aborted, DomainError, Unavailable
-from ..common.idempotency import after_commit
+from ..common.idempotency import after_commit, in_call_transaction
 from ..common.service import Resources, ServiceSpec
 from . import queue
 from .model import Kind, Lease, Operation, State
@@ -76,13 +76,18 @@ class Runner:
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     async def start_garbage_collection(self, older_than: timedelta) -> Operation:
-        operation = await self._store.create(
-            Kind.GARBAGE_COLLECTION,
-            {"older_than_seconds": older_than.total_seconds()},
-            self.steps,
-            self._owner,
-            LEASE,
+        start = self._start(
+            Kind.GARBAGE_COLLECTION, {"older_than_seconds": older_than.total_seconds()}
         )
+        if in_call_transaction():  # a cancelled call rolls it back: nothing to launch
+            return await start
+        # Stored on a connection of its own, an operation is launched even when its
+        # caller gives up meanwhile: left unlaunched, it waited for its lease to pass and
+        # was taken over as if an outage had cut it short.
+        return await asyncio.shield(start)
+
+    async def _start(self, kind: Kind, spec: dict[str, float]) -> Operation:
+        operation = await self._store.create(kind, spec, self.steps, self._owner, LEASE)
 
         async def launch() -> None:
             self._launch(operation)

@@ -6,12 +6,23 @@ from __future__ import annotations
 import asyncio
 import datetime
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
+from google.protobuf.message import Message
 
-from cairn_server.operations.model import Kind, Lease, State
+from cairn._transport import REQUEST_ID_HEADER
+from cairn.tracking.v1 import tracking_service_pb2
+from cairn_server import catalog
+from cairn_server.common.access import Caller, set_caller
+from cairn_server.common.config import Config
+from cairn_server.common.idempotency import Idempotency, after_commit
+from cairn_server.common.service import Resources
+from cairn_server.operations.model import Kind, Lease, Operation, State
+from cairn_server.operations.runner import Runner
 from cairn_server.operations.store import LeaseLost, OperationStore
+from tests.conftest import eventually
 
 # No server hosts this step, so the test servers' own runners leave these alone.
 STEPS = ["leases-test"]
@@ -72,3 +83,85 @@ async def test_an_attempt_taken_over_by_its_own_server_can_change_it_no_more(
         await store.count(first, "runs", 1, 1)
     await store.count(Lease(operation.operation_id, server, again.attempts), "runs", 2, 2)
     assert (await store.get(operation.name)).counts == {"runs": 2}
+
+
+class _Call:
+    """Stands in for a grpc.aio.ServicerContext: the headers of a call with a request id."""
+
+    def __init__(self, request_id: str) -> None:
+        self.headers = ((REQUEST_ID_HEADER, request_id),)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.headers
+
+
+async def test_an_operation_stored_as_its_caller_gives_up_is_launched(
+    config: Config, pool: asyncpg.Pool
+) -> None:
+    """A caller's deadline could cancel a start between the operation's commit and its
+    launch: stored but never started, it waited for its lease to pass, then was taken
+    over as an attempt an outage cut short (attempts 2, outages 1)."""
+    resources = Resources(config=config, pool=pool, idempotency=Idempotency(pool, {}, set()))
+    runner = Runner(resources, catalog.select(["tracking"]))
+    created, release = asyncio.Event(), asyncio.Event()
+    create = runner._store.create
+
+    async def create_then_wait(*args: Any) -> Operation:
+        operation = await create(*args)
+        created.set()
+        await release.wait()  # where the caller's cancellation lands: after the commit
+        return operation
+
+    runner._store.create = create_then_wait  # type: ignore[method-assign,assignment]
+    start = asyncio.create_task(runner.start_garbage_collection(datetime.timedelta(days=3650)))
+    await created.wait()
+    start.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    await eventually(lambda: bool(runner._running), what="the operation launched")
+    ((operation_id, task),) = runner._running.items()
+    await task
+    row = await pool.fetchrow(
+        "SELECT state, attempts, outages FROM operations.operations WHERE operation_id = $1",
+        operation_id,
+    )
+    assert (row["state"], row["attempts"], row["outages"]) == (State.SUCCEEDED, 1, 0)
+
+
+async def test_what_a_committed_write_left_for_after_its_commit_runs_if_its_caller_gives_up(
+    pool: asyncpg.Pool, unique: str
+) -> None:
+    """A write run once per request id commits, then runs what it left for after its
+    commit (launching an operation, forgetting a revoked key's cached grant): a caller
+    giving up then cut those short, an operation stored waited unlaunched."""
+    once = Idempotency(pool, {"cairn.tracking.v1.TrackingService": "tracking"}, exempt=set())
+    began, release, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def left_for_after() -> None:
+        began.set()
+        await release.wait()  # where the caller's cancellation lands
+        finished.set()
+
+    async def handler() -> Message:
+        await after_commit(left_for_after)
+        return tracking_service_pb2.CreateExperimentResponse()
+
+    request = tracking_service_pb2.CreateExperimentRequest(name=f"gives-up-{unique}")
+    set_caller(Caller(user_id="", global_admin=True))  # as the interceptor does, auth off
+    call = asyncio.create_task(
+        once.run(
+            "tracking",
+            "/cairn.tracking.v1.TrackingService/CreateExperiment",
+            _Call(f"gives-up-{unique}"),
+            request,
+            handler,
+        )
+    )
+    await eventually(lambda: began.is_set() or call.done(), what="the write committed")
+    assert not call.done(), call.exception()  # so the write, then the action, began
+    call.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await eventually(finished.is_set, what="the action left for after the commit to end")
