@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import re
+import subprocess
 import warnings
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -28,8 +29,6 @@ def embedded_url(data_dir: str) -> str:
     `pgserver` stops it when the last process using it exits; the data stays, so the
     next start takes about a second.
     """
-    import pgserver  # Only the embedded mode needs it.
-
     pgdata = Path(data_dir).resolve() / "postgres"
     try:
         pgdata.mkdir(parents=True, exist_ok=True)
@@ -40,9 +39,33 @@ def embedded_url(data_dir: str) -> str:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
         warnings.simplefilter("ignore")
-        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+        # Only the embedded mode needs pgserver.
+        import pgserver
+
+        from . import _embedded_postgres
+
+        try:
+            _embedded_postgres.start(pgdata)
+            server = pgserver.get_server(pgdata, cleanup_mode="stop")
+        except (AssertionError, subprocess.SubprocessError) as error:
+            # Not kept half-made: a later get_server() in this process would return it.
+            pgserver.PostgresServer._instances.pop(pgdata, None)
+            raise Unservable(_not_started(pgdata, error)) from error
+        except OSError as error:  # building the cluster aside, or setting one aside
+            raise Unservable(_unusable_data_dir(data_dir, error)) from error
     _log.info("embedded postgres ready", data_dir=str(pgdata))
     return str(server.get_uri())
+
+
+def _not_started(pgdata: Path, error: Exception) -> str:
+    # pgserver's own messages run over many lines (a whole postmaster.pid, say).
+    said = (str(error).strip().splitlines() or [""])[0][:200]
+    return (
+        f"the embedded PostgreSQL in {pgdata} did not start ({type(error).__name__}: "
+        f"{said}); its log is {pgdata / 'log'}. If no start of this directory ever "
+        "served (an older Cairn interrupted while creating it), nothing is stored in it: "
+        "move it aside and start again"
+    )
 
 
 def _unusable_data_dir(data_dir: str, error: OSError) -> str:
