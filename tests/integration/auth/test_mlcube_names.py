@@ -48,7 +48,7 @@ async def test_a_name_that_is_no_role_is_refused_before_any_call(world: World) -
             await admin.add_user_project_role("someone", world.project, "owner")
         assert raised.value.field_violations[0][0] == "project_role"
         with pytest.raises(InvalidArgumentError, match="NEVER") as raised:
-            await admin.create_user_api_key("someone", "k", "FOREVER")  # type: ignore[arg-type]
+            await admin.create_user_api_key("someone", "k", "FOREVER")
         assert raised.value.field_violations[0][0] == "expiration_time"
 
 

@@ -490,6 +490,24 @@ async def test_the_one_entry_point_sends_background_writes_before_closing(
     assert (await tracking.get_run(run_id)).data.params == {"p": "1"}
 
 
+async def test_view_types_and_key_expirations_are_taken_by_name_in_any_case(
+    tracking, experiment_id, run_id, server_port: int
+) -> None:
+    """As MLflow's ViewType.from_string. They were refused with a message naming the same
+    name as a choice: "'ALL' is not one of ACTIVE_ONLY (1), DELETED_ONLY (2), ALL (3)"."""
+    await tracking.delete_run(run_id)
+    for view, found in (("ALL", [run_id]), ("active_only", []), ("Deleted_Only", [run_id])):
+        runs = await tracking.search_runs([experiment_id], run_view_type=view)
+        assert [run.info.run_id for run in runs] == found, view
+    experiments = await tracking.search_experiments(view_type="all")
+    assert experiment_id in [e.experiment_id for e in experiments]
+    async with cairn.AuthClient.insecure_connection("127.0.0.1", server_port) as auth:
+        await auth.create_user_api_key(f"named-{run_id}", "k", "thirty_days")
+        (key,) = await auth.get_user_api_keys(f"named-{run_id}")
+    assert key.expire_time is not None and key.create_time is not None
+    assert key.expire_time - key.create_time == 30 * 24 * 3600 * 1000
+
+
 @pytest.mark.parametrize(
     ("call", "argument"),
     [

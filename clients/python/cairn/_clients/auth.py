@@ -151,7 +151,7 @@ class AuthClient(BaseClient):
     async def create_api_key(
         self,
         name: str,
-        expiration_time: ApiKeyExpirationTime,
+        expiration_time: ApiKeyExpirationTime | str,
         *,
         timeout: float | None = None,
         metadata: Metadata | None = None,
@@ -163,7 +163,7 @@ class AuthClient(BaseClient):
         self,
         user_id: str,
         name: str,
-        expiration_time: ApiKeyExpirationTime,
+        expiration_time: ApiKeyExpirationTime | str,
         *,
         timeout: float | None = None,
         metadata: Metadata | None = None,
@@ -175,7 +175,7 @@ class AuthClient(BaseClient):
         self,
         user_id: str,
         name: str,
-        expiration_time: ApiKeyExpirationTime,
+        expiration_time: ApiKeyExpirationTime | str,
         timeout: float | None,
         metadata: Metadata | None,
     ) -> str:

@@ -78,7 +78,7 @@ class RunLineage:
         self: _Tracking,
         uri: Any,
         *,
-        run_view_type: int = ViewType.ALL,
+        run_view_type: int | str = ViewType.ALL,
     ) -> list[Run]:
         """Every run of the project, in any experiment, that used uri: runs with an input
         (`log_inputs`) of exactly that URI, newest first.

@@ -39,7 +39,7 @@ class RunTables:
         self: _Tracking,
         experiment_ids: Sequence[str | int] | str | int,
         filter_string: str = "",
-        run_view_type: int = ViewType.ACTIVE_ONLY,
+        run_view_type: int | str = ViewType.ACTIVE_ONLY,
         max_results: int = TABLE_MAX_RESULTS_DEFAULT,
         order_by: Sequence[str] | None = None,
     ) -> dict[str, np.ndarray]:

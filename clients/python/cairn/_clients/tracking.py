@@ -122,7 +122,7 @@ class TrackingClient(
 
     async def search_experiments(
         self,
-        view_type: int = ViewType.ACTIVE_ONLY,
+        view_type: int | str = ViewType.ACTIVE_ONLY,
         max_results: int | None = SEARCH_MAX_RESULTS_DEFAULT,
         filter_string: str | None = None,
         order_by: Sequence[str] | None = None,
@@ -384,7 +384,7 @@ class TrackingClient(
         self,
         experiment_ids: Sequence[str | int] | str | int,
         filter_string: str = "",
-        run_view_type: int = ViewType.ACTIVE_ONLY,
+        run_view_type: int | str = ViewType.ACTIVE_ONLY,
         max_results: int | None = SEARCH_MAX_RESULTS_DEFAULT,
         order_by: Sequence[str] | None = None,
         page_token: str | None = None,

@@ -71,6 +71,12 @@ def member(kind: type[E], value: object, argument: str) -> E:
         raise invalid_argument(argument, f"{value!r} is not one of {_choices(kind)}") from None
 
 
+def named(kind: type[E], value: object) -> E | None:
+    """The member of kind whose name value is, in any case ("all", "thirty_days"): an
+    enum's _missing_ for names where its values are numbers."""
+    return kind.__members__.get(value.strip().upper()) if isinstance(value, str) else None
+
+
 def _choices(kind: type[enum.Enum]) -> str:
     # A string enum is written as its values ("Staging"), a number's with its numbers
     # (ALL (3), as MLflow's callers pass them), another as its names; aliases (ML cube's

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from ..auth.v1 import auth_pb2 as pb
-from ._arguments import member
+from ._arguments import member, named
 
 
 class ProjectRole(enum.StrEnum):
@@ -40,6 +40,10 @@ class ApiKeyExpirationTime(enum.Enum):
     NINETY_DAYS = pb.API_KEY_EXPIRATION_90_DAYS
     ONE_YEAR = pb.API_KEY_EXPIRATION_1_YEAR
     NEVER = pb.API_KEY_EXPIRATION_NEVER
+
+    @classmethod
+    def _missing_(cls, value: object) -> ApiKeyExpirationTime | None:
+        return named(cls, value)  # "THIRTY_DAYS", "never": its values are the wire's numbers
 
 
 @dataclass(frozen=True)

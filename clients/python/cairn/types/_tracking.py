@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from ..tracking.v1 import tracking_pb2 as pb
 from ..tracking.v1 import tracking_service_pb2 as api
-from ._arguments import member
+from ._arguments import member, named
 
 T = TypeVar("T")
 
@@ -37,6 +37,11 @@ class ViewType(enum.IntEnum):
     ACTIVE_ONLY = 1
     DELETED_ONLY = 2
     ALL = 3
+
+    @classmethod
+    def _missing_(cls, value: object) -> ViewType | None:
+        # By name too, in any case, as MLflow's ViewType.from_string: "ALL", "active_only".
+        return named(cls, value)
 
 
 class LifecycleStage:
@@ -158,7 +163,7 @@ def status_to_proto(status: RunStatus | str, argument: str = "status") -> str:
     return "RUN_STATUS_" + member(RunStatus, status, argument).value
 
 
-def view_type_to_proto(view_type: int, argument: str = "view_type") -> str:
+def view_type_to_proto(view_type: int | str, argument: str = "view_type") -> str:
     """The wire name of a view type, e.g. "VIEW_TYPE_ACTIVE_ONLY"."""
     return "VIEW_TYPE_" + member(ViewType, view_type, argument).name
 
