@@ -93,6 +93,17 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error_naming_it(env: dict[str, 
     assert variable.returncode == 2 and "CAIRN_PROJECT is not UTF-8 text" in variable.stderr
 
 
+def test_a_client_variable_that_is_not_utf8_leaves_the_server_commands_be(
+    env: dict[str, str],
+) -> None:
+    """The server's commands read no client setting (docs/cli.md): `cairn config` with
+    such a CAIRN_PROJECT or CAIRN_API_KEY ended with status 2, "... is not UTF-8 text"."""
+    for name in ("CAIRN_PROJECT", "CAIRN_API_KEY"):
+        done = run_cairn("config", env={**env, name: "caf\udce9"})
+        assert done.returncode == 0, done.stderr
+        assert "CAIRN_DATABASE_URL" in done.stdout
+
+
 def test_no_server_is_one_line(tmp_path: Path) -> None:
     env = environment(tmp_path, CAIRN_ADDRESS="127.0.0.1:1", CAIRN_TIMEOUT="5")
     assert "UNAVAILABLE" in failed("experiments", "list", env=env)

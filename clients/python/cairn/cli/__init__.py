@@ -73,7 +73,10 @@ for _command in (
 def main(argv: Sequence[str] | None = None) -> None:
     """The console script: runs one command and exits with its status."""
     warnings.showwarning = _one_line
-    if problem := _not_utf8(sys.argv[1:] if argv is None else argv):
+    args = sys.argv[1:] if argv is None else argv
+    # The server's commands judge their own arguments and read no client setting.
+    of_server = bool(args) and args[0] in _server.NAMES
+    if not of_server and (problem := _not_utf8(args)):
         click.UsageError(problem).show()
         sys.exit(click.UsageError.exit_code)
     guard_stdout()

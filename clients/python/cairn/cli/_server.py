@@ -62,3 +62,4 @@ COMMANDS = [
     _pass_through("migrate", "Apply pending database migrations, then exit (server)."),
     _pass_through("config", "Print the server's configuration table, Markdown (server)."),
 ]
+NAMES = frozenset(command.name for command in COMMANDS)
