@@ -683,6 +683,8 @@ def _sha256(value: str, field: str) -> str:
 def presign_expiry(requested: Duration, limit_seconds: int) -> timedelta:
     """How long a presigned URL works, in whole seconds (S3 signs seconds): as asked,
     rounded up (0 means an hour), at most the limit."""
+    if requested.nanos >= 1_000_000_000:  # no Duration: refused as every call refuses it
+        raise invalid_field("expires_in", "nanos must be less than one second")
     seconds = requested.seconds + (requested.nanos > 0)
     if requested.seconds < 0 or requested.nanos < 0 or seconds > limit_seconds:
         raise invalid_field(

@@ -226,15 +226,22 @@ async def test_the_default_lifetime_is_the_servers_within_a_shorter_cap(
             assert await asyncio.to_thread(_http, url.url) == b"x"
 
 
-async def test_a_huge_duration_on_the_wire_is_invalid(s3_store: cairn.ArtifactClient) -> None:
+@pytest.mark.parametrize(
+    "duration",
+    [Duration(seconds=9223372036854775807), Duration(seconds=1, nanos=1_000_000_000)],
+    ids=["huge", "nanos-of-a-second"],
+)
+async def test_a_duration_no_wire_duration_can_be_is_invalid(
+    s3_store: cairn.ArtifactClient, duration: Duration
+) -> None:
+    """Nanos of a second or more (a Duration's are less) were taken as one more second,
+    where the operations service refuses them."""
     request = api.CreatePresignedUrlRequest(
-        project=s3_store.project,
-        path="x",
-        method="PRESIGN_METHOD_GET",
-        expires_in=Duration(seconds=9223372036854775807),
+        project=s3_store.project, path="x", method="PRESIGN_METHOD_GET", expires_in=duration
     )
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError) as raised:
         await s3_store._transport.unary(s3_store._stub.CreatePresignedUrl, request)
+    assert raised.value.field_violations[0][0] == "expires_in"
 
 
 async def test_presigned_get_of_a_missing_object_is_not_found(
