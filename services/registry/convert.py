@@ -42,12 +42,8 @@ def properties_to_proto(values: Mapping[str, PropertyValue]) -> dict[str, common
 
 
 def properties_from_proto(values: Mapping[str, common_pb2.Value]) -> dict[str, PropertyValue]:
-    """Typed values; a Value with no field set is dropped."""
-    return {
-        key: getattr(value, kind)
-        for key, value in values.items()
-        if (kind := value.WhichOneof("kind")) is not None
-    }
+    """Typed values, of Values that each have one set (the servicer checks)."""
+    return {key: getattr(value, str(value.WhichOneof("kind"))) for key, value in values.items()}
 
 
 def model_entries(record: RegisteredModel) -> int:

@@ -529,6 +529,25 @@ async def test_an_upsert_leaves_what_its_item_holds_as_none_as_stored(mr_client)
     assert (emptied.owner, emptied.description, emptied.custom_properties) == ("you", None, {})
 
 
+async def test_a_custom_property_holding_no_value_is_refused_naming_it(mr_client) -> None:
+    """A Value with none of its fields set was answered OK and dropped: the key asked
+    for was never kept, and nothing said so."""
+    from cairn.common.v1 import common_pb2
+    from cairn.registry.v1 import registry_pb2 as pb
+    from cairn.registry.v1 import registry_service_pb2 as api
+
+    model = pb.RegisteredModel(
+        project=mr_client.project,
+        name="valueless",
+        custom_properties={"kept": common_pb2.Value(int_value=1), "empty": common_pb2.Value()},
+    )
+    request = api.CreateRegisteredModelRequest(registered_model=model)
+    with pytest.raises(InvalidArgumentError) as raised:
+        await mr_client._transport.unary(mr_client._stub.CreateRegisteredModel, request)
+    assert raised.value.field_violations[0][0] == "registered_model.custom_properties['empty']"
+    assert await mr_client.get_registered_model_by_params(name="valueless") is None
+
+
 async def test_an_artifact_upsert_changing_its_name_or_version_is_refused(mr_client) -> None:
     """Both changes passed unsaid: the call answered the artifact as it was."""
     model = await mr_client.upsert_registered_model(RegisteredModel("kept-artifact"))
