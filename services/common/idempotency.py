@@ -229,27 +229,30 @@ class Idempotency:
         """The handler's answer, run in one transaction with its request id's claim, or
         what is recorded under that id."""
         pending: list[Callable[[], Awaitable[None]]] = []
-        async with self._pool.acquire() as conn, conn.transaction():
-            while not await _claim(conn, schema, method, request_id, fingerprint):
-                answer = await _answer(conn, schema, method, request_id, fingerprint)
-                if answer is not None:
-                    return answer  # else pruned since the claim failed: claim again
-            connection, later = CALL_CONNECTION.set(conn), _AFTER_COMMIT.set(pending)
-            try:
-                response = await handler()
-            finally:
-                CALL_CONNECTION.reset(connection)
-                _AFTER_COMMIT.reset(later)
-            await conn.execute(
-                f"""UPDATE {schema}.requests SET response = $3, reread = $4
-                    WHERE method = $1 AND request_id = $2""",
-                method,
-                request_id,
-                *self._kept(method, response),
-            )
-        # Committed, its actions run to their end even if the caller gives up now:
-        # skipped, an operation stored would wait unlaunched, a revoked key stay cached.
-        await asyncio.shield(_run_all(pending))
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                while not await _claim(conn, schema, method, request_id, fingerprint):
+                    answer = await _answer(conn, schema, method, request_id, fingerprint)
+                    if answer is not None:
+                        return answer  # else pruned since the claim failed: claim again
+                connection, later = CALL_CONNECTION.set(conn), _AFTER_COMMIT.set(pending)
+                try:
+                    response = await handler()
+                finally:
+                    CALL_CONNECTION.reset(connection)
+                    _AFTER_COMMIT.reset(later)
+                await conn.execute(
+                    f"""UPDATE {schema}.requests SET response = $3, reread = $4
+                        WHERE method = $1 AND request_id = $2""",
+                    method,
+                    request_id,
+                    *self._kept(method, response),
+                )
+            # Committed, its actions run to their end even if the caller gives up now,
+            # as the connection goes back (skipped, an operation stored would wait
+            # unlaunched, a revoked key stay cached). A caller giving up during the
+            # COMMIT itself cannot know whether it happened, nor can this call.
+            await asyncio.shield(_run_all(pending))
         return response
 
     def _kept(self, method: str, response: Message) -> tuple[bytes, bool]:
