@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
+import os
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -187,6 +190,41 @@ async def test_mutual_tls_needs_a_client_certificate(mtls_port: int, pki: dict[s
         client_cert=str(pki["client_cert"]),
         client_key=str(pki["client_key"]),
     )
+    assert await _works(client)
+
+
+async def test_a_client_certificate_and_key_given_as_pipes_are_read_once(
+    mtls_port: int, pki: dict[str, Path], tmp_path: Path
+) -> None:
+    """A pipe holds its PEM once. The client read the certificate and key for gRPC,
+    then again for the byte endpoint's TLS: the second read waited for a writer, and at
+    the pipe's end failed the client's making with `SSLError: PEM lib`."""
+    made, writers = threading.Event(), []
+    for name in ("client_cert", "client_key"):
+        fifo = tmp_path / f"{name}.fifo"
+        os.mkfifo(fifo)
+
+        def write_once(fifo: Path = fifo, pem: bytes = pki[name].read_bytes()) -> None:
+            fifo.write_bytes(pem)
+            if not made.wait(30):  # a second open waits for a writer: give it the end
+                with contextlib.suppress(OSError):  # ENXIO: no second open waits
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+        writers.append(threading.Thread(target=write_once))
+        writers[-1].start()
+    try:
+        client = cairn.TrackingClient.secure_connection(
+            "localhost",
+            mtls_port,
+            user_token="t",
+            custom_ca=str(pki["ca"]),
+            client_cert=str(tmp_path / "client_cert.fifo"),
+            client_key=str(tmp_path / "client_key.fifo"),
+        )
+    finally:
+        made.set()
+        for writer in writers:
+            writer.join()
     assert await _works(client)
 
 

@@ -769,14 +769,19 @@ def _artifacts_host(address: str, service_addresses: Mapping[str, str] | None) -
 def _tls_context(
     roots: bytes | None, client_cert: str | bytes | None, client_key: str | bytes | None
 ) -> ssl.SSLContext | None:
-    """The channel's trust for plain TLS sockets; None when a client certificate is given
-    as bytes (the ssl module loads those from files only)."""
-    if isinstance(client_cert, bytes) or isinstance(client_key, bytes):
+    """The channel's trust for plain TLS sockets; None when a client certificate or key
+    is given as bytes or a pipe: the ssl module loads them from files only, and a pipe,
+    read for gRPC already, has nothing left (transfers then go over gRPC)."""
+    if not all(source is None or _is_file(source) for source in (client_cert, client_key)):
         return None
     context = ssl.create_default_context(cadata=roots.decode() if roots else None)
     if client_cert:
         context.load_cert_chain(client_cert, client_key)
     return context
+
+
+def _is_file(source: str | bytes) -> bool:
+    return isinstance(source, str) and os.path.isfile(source)
 
 
 def _read_pem(source: str | bytes | None) -> bytes | None:

@@ -4,6 +4,7 @@ its checksum, and the streamed path when the endpoint cannot be reached."""
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import http.client
 import io
@@ -420,15 +421,18 @@ async def test_a_ca_given_as_a_pipe_is_read_once_and_trusted_by_both_paths(
     def write_once() -> None:
         fifo.write_bytes(pki["ca"].read_bytes())
         if not made.wait(30):  # a second open waits for a writer: give it the end
-            fifo.write_bytes(b"")
+            with contextlib.suppress(OSError):  # ENXIO: no second open waits
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
 
     writer = threading.Thread(target=write_once)
     writer.start()
-    client = cairn.ArtifactClient.secure_connection(
-        "localhost", tls_port, user_token="t", custom_ca=str(fifo), timeout=None
-    )
-    made.set()
-    writer.join()
+    try:
+        client = cairn.ArtifactClient.secure_connection(
+            "localhost", tls_port, user_token="t", custom_ca=str(fifo), timeout=None
+        )
+    finally:
+        made.set()
+        writer.join()
     async with client:
         client.direct_threshold = SMALL_THRESHOLD
         await client.upload("pipe/data.bin", DATA, overwrite=True)
