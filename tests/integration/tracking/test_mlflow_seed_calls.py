@@ -343,6 +343,21 @@ async def test_log_table_and_load_table_in_mlflows_split_format(
         await tracking.log_table(first, table, "bad,name.json")
 
 
+async def test_a_table_file_is_normalised_as_any_artifact_file(tracking, experiment_id) -> None:
+    """As log_text's: "./t.json" and "d//t.json" were refused (INVALID_PATH, naming
+    `path`). One table, however its name is spelt, in the file and in the run's tag."""
+    run_id = (await tracking.create_run(experiment_id)).info.run_id
+    for name, value in (("./t.json", 1), ("/t.json", 2), ("t.json", 3), ("d//t.json", 4)):
+        await tracking.log_table(run_id, {"x": [value]}, name)
+    assert split(await tracking.load_table(experiment_id, "t.json"))["data"] == [[1], [2], [3]]
+    assert split(await tracking.load_table(experiment_id, "./d/t.json"))["data"] == [[4]]
+    tags = (await tracking.get_run(run_id)).data.tags
+    assert json.loads(tags["mlflow.loggedArtifacts"]) == [
+        {"path": "t.json", "type": "table"},
+        {"path": "d/t.json", "type": "table"},
+    ]
+
+
 async def test_log_table_makes_the_rows_pandas_makes_of_a_dict(tracking, run_id, tmp_path) -> None:
     """MLflow's log_table builds pd.DataFrame(data). Only a list counted as a column:
     tuples were one row of two lists, a range one row of its repr, and a scalar beside

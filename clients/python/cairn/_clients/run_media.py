@@ -133,7 +133,7 @@ class RunMedia:
                 columns of different lengths.
             TypeError: data neither a dict nor a DataFrame; a set or an iterator as a column.
         """
-        _check_table_file(artifact_file)
+        artifact_file = _table_file(artifact_file)
         table = _split(data)
         store, root = await run_store(self, run_id, writing=True)
         path = join(root, None, artifact_file)
@@ -178,7 +178,7 @@ class RunMedia:
             InvalidArgumentError: an extra column search_runs' table does not have.
             NotFoundError: no run has the table (reason ARTIFACT_NOT_FOUND).
         """
-        _check_table_file(artifact_file)
+        artifact_file = _table_file(artifact_file)
         extra_columns = list(extra_columns or ())
         for column in extra_columns:
             _check_run_column(column)
@@ -230,7 +230,9 @@ async def _every_run(client: _MediaClient, experiment_id: str) -> list[Run]:
         check_token_is_new(token, sent)
 
 
-def _check_table_file(artifact_file: str) -> None:
+def _table_file(artifact_file: str) -> str:
+    """artifact_file checked as a table's and normalised as any file's (file_name), so
+    that "./t.json" and "t.json" are one table, stored and found alike."""
     for char in _FORBIDDEN_IN_TABLE_FILE:
         if char in artifact_file:
             raise invalid_argument("artifact_file", f"contains forbidden character: {char}")
@@ -238,6 +240,7 @@ def _check_table_file(artifact_file: str) -> None:
         raise invalid_argument(
             "artifact_file", f"tables are stored as .json files: {artifact_file!r}"
         )
+    return file_name(artifact_file).lstrip("/")
 
 
 def _split(data: Any) -> dict[str, Any]:
