@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from cairn._direct_io import DirectWriter
 
+from ..common.durable import sync_directory
 from ..common.errors import DataLoss, ResourceExhausted, Unavailable
 from .blobs import CHUNK, KEY_ROOT, MAX_OBJECT_BYTES, MissingBytes, Readable, Unfinished
 
@@ -56,7 +57,7 @@ class FilesystemBackend:
                 out.flush()
                 _check_length(out.fileno(), written)
                 syncer.finish()
-            _sync_directory(target.parent)  # gone with its folder: the janitor's doing
+            sync_directory(target.parent)  # gone with its folder: the janitor's doing
 
     def open(self, key: str, offset: int, length: int) -> Generator[bytes, None, None]:
         try:
@@ -252,7 +253,7 @@ def _make_folders(folder: Path) -> None:
         folder = folder.parent
     for made in reversed(missing):
         made.mkdir(exist_ok=True)
-        _sync_directory(made.parent)
+        sync_directory(made.parent)
 
 
 def _chunks(source: BinaryIO, offset: int, length: int) -> Generator[bytes, None, None]:
@@ -272,15 +273,6 @@ def _chunks(source: BinaryIO, offset: int, length: int) -> Generator[bytes, None
                 break
             remaining -= len(chunk)
             yield chunk
-
-
-def _sync_directory(folder: Path) -> None:
-    """Makes the new file's name durable, not only its content."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _modified(path: Path) -> datetime:

@@ -23,6 +23,7 @@ from pgserver import utils
 from pgserver._commands import POSTGRES_BIN_PATH, initdb, pg_ctl  # type: ignore[attr-defined]
 
 from . import logs
+from .durable import sync_directory
 from .service import Unservable
 
 _log = logs.get("cairn.database")
@@ -106,7 +107,7 @@ def _initialise(pgdata: Path, user: str | None) -> None:
         start_new_session=True,
     )
     os.replace(building, pgdata)  # over the empty directory made to hold it
-    _sync_directory(pgdata.parent)
+    sync_directory(pgdata.parent)
     _log.info("embedded postgres cluster initialised", data_dir=str(pgdata))
 
 
@@ -116,14 +117,6 @@ def _hand_over(directory: Path, user: str) -> None:
     utils.ensure_prefix_permissions(directory)
     entry = pwd.getpwnam(user)
     os.chown(directory, entry.pw_uid, entry.pw_gid)
-
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _forget_stale_pid_file(pgdata: Path) -> None:

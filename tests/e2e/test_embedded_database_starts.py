@@ -75,6 +75,17 @@ async def _serves(server: ServerProcess) -> str:
         return experiment
 
 
+async def _next_start_serves(data_dir: Path, earlier_log: str) -> None:
+    """Starts the server again on data_dir (the earlier start's log kept aside as
+    earlier_log), checks that it serves, and stops it."""
+    (data_dir / "server.log").rename(data_dir / earlier_log)
+    server = await asyncio.to_thread(start_server, data_dir)
+    try:
+        await _serves(server)
+    finally:
+        _stop(server, data_dir)
+
+
 def _stop(server: ServerProcess, data_dir: Path) -> None:
     try:
         assert server.terminate(timeout=60) == 0, server.log_path.read_text()
@@ -92,13 +103,7 @@ async def test_a_first_start_killed_with_its_children_while_initdb_runs_is_compl
     root = psutil.Process(first.process.pid)
     await eventually(lambda: _building_cluster(root), 60, "initdb building the cluster")
     _kill_tree(first, tmp_path)
-    (tmp_path / "server.log").rename(tmp_path / "killed.log")
-
-    server = await asyncio.to_thread(start_server, tmp_path)
-    try:
-        await _serves(server)
-    finally:
-        _stop(server, tmp_path)
+    await _next_start_serves(tmp_path, "killed.log")
 
 
 async def test_a_stale_postmaster_pid_whose_pid_another_process_took_is_set_aside(
@@ -147,13 +152,7 @@ async def test_ctrl_c_during_the_first_start_stops_the_server_once_postgres_is_u
         _kill(_postgres_of(tmp_path))
     events = [line["event"] for line in first.log_lines()]
     assert events[-3:] == ["embedded postgres ready", "shutting down", "stopped"]
-    (tmp_path / "server.log").rename(tmp_path / "interrupted.log")
-
-    server = await asyncio.to_thread(start_server, tmp_path)
-    try:
-        await _serves(server)
-    finally:
-        _stop(server, tmp_path)
+    await _next_start_serves(tmp_path, "interrupted.log")
 
 
 async def test_a_cluster_an_older_cairn_left_unfinished_is_named_with_what_to_do(
