@@ -351,10 +351,16 @@ async def test_run_artifacts_are_named_placed_and_fetched_as_mlflow_does(
             await tracking.log_text(run_id, text, name)
         written = [
             await tracking.download_artifacts(run_id, name, tmp_path / "dst")
-            for name in ("a/model.txt", "/b/model.txt")
+            for name in ("a/model.txt", "/./b//model.txt")
         ]
         assert written == [str(tmp_path / "dst" / d / "model.txt") for d in "ab"]
         assert [Path(path).read_text() for path in written] == ["A", "B"]
+        for above in (
+            lambda: tracking.download_artifacts(run_id, "a/../../x", tmp_path / "dst"),
+            lambda: tracking.log_text(run_id, "x", "../x.txt"),
+        ):
+            with pytest.raises(InvalidArgumentError, match="above the run's artifacts"):
+                await above()
 
         stored = await tracking.log_artifact(run_id, folder, "dirs")
         assert isinstance(stored, list)

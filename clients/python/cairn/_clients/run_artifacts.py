@@ -18,8 +18,9 @@ from ..exceptions import NotFoundError
 from ..models._uris import RunUri, is_uri, parse_uri
 from ..types._artifacts import ObjectInfo
 from ..types._paging import Pager
+from ._local_files import local_file
 from .run_models import download_uri
-from .run_store import RunClient, file_name, join, run_store
+from .run_store import RunClient, file_name, join, run_store, within_run
 
 
 class RunArtifacts:
@@ -149,12 +150,14 @@ class RunArtifacts:
         if path is None:
             raise TypeError("download_artifacts needs the path within the run, or a URI")
         path = str(path)
+        relative = within_run(path, "path")
         store, root = await run_store(self, run_id)
         destination = Path(dst_path) if dst_path else Path(tempfile.mkdtemp(prefix="cairn-"))
-        source = join(root, None, path.strip("/")) if path.strip("/") else root
+        source = join(root, None, relative) if relative else root
         # As MLflow's: the path within the run is kept under dst_path, so files of the
-        # same name in two folders never overwrite each other.
-        target = destination / path.strip("/")
+        # same name in two folders never overwrite each other. Each segment is checked
+        # as a download's are: "C:" would name another place on Windows.
+        target = local_file(destination, relative, relative) if relative else destination
         try:
             written = await store.download(source, target, progress=progress)
         except NotFoundError as missing:

@@ -240,7 +240,7 @@ def _table_file(artifact_file: str) -> str:
         raise invalid_argument(
             "artifact_file", f"tables are stored as .json files: {artifact_file!r}"
         )
-    return file_name(artifact_file).lstrip("/")
+    return file_name(artifact_file)
 
 
 def _split(data: Any) -> dict[str, Any]:

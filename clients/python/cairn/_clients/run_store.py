@@ -72,6 +72,19 @@ def join(root: str, directory: str | None, name: str) -> str:
     return "/".join(part.strip("/") for part in (root, directory or "", name) if part.strip("/"))
 
 
+def within_run(path: str, argument: str) -> str:
+    """path within a run's artifacts, normalised as MLflow's local store reads it
+    (`./a//b` is `a/b`; "" for the run's root).
+
+    Raises:
+        InvalidArgumentError: path names a place above the run's root (`../x`).
+    """
+    normal = posixpath.normpath(path).strip("/") if path.strip("/") else ""
+    if normal == ".." or normal.startswith("../"):
+        raise invalid_argument(argument, f"names a place above the run's artifacts: {path!r}")
+    return "" if normal == "." else normal
+
+
 def file_name(artifact_file: str) -> str:
     """artifact_file, the name of the one file a run-artifact writer stores, checked
     before anything is sent (join it under the run's root with `join`), and normalised
@@ -79,14 +92,15 @@ def file_name(artifact_file: str) -> str:
     `d/a.txt` and `a.txt` (the store refuses such segments).
 
     Raises:
-        InvalidArgumentError: artifact_file is empty, ends with "/" or names the root
-            (`d/..`). Joined, it would name the run's root or a directory, and the
-            object stored there would stand in for the files under it
-            (download_artifacts would fetch that object instead of the run's folder);
-            MLflow refuses these (IsADirectoryError).
+        InvalidArgumentError: artifact_file is empty, ends with "/", or names the root
+            (`d/..`) or a place above it (`../x`, which the store would refuse naming
+            its own path). Joined, the others would name the run's root or a
+            directory, and the object stored there would stand in for the files under
+            it (download_artifacts would fetch that object instead of the run's
+            folder); MLflow refuses these (IsADirectoryError).
     """
-    normal = posixpath.normpath(artifact_file) if artifact_file else ""
-    if normal.strip("/") in ("", ".") or artifact_file.endswith("/"):
+    normal = within_run(artifact_file, "artifact_file")
+    if not normal or artifact_file.endswith("/"):
         raise invalid_argument(
             "artifact_file",
             f"names a file within the run's artifacts, so it must not be empty, end with "
