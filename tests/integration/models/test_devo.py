@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ import cairn
 from cairn._clients.model_manager import FILES_ROOT
 from cairn.exceptions import InvalidArgumentError, ModelAlreadyExists, ModelNotFound
 from cairn.models._uris import ArtifactUri
-from cairn.types import ManagedModel
+from cairn.types import ManagedModel, RegisteredModel
 from tests.integration.models.conftest import World
 
 
@@ -84,6 +85,31 @@ async def test_add_find_get_and_force_replace(
         "pokemon_onnx_regression", "ONNX", onnx, description="v3", force=True
     )
     assert (described.description, described.version) == ("v3", 3)
+
+
+async def test_a_forced_add_changes_the_description_alone(
+    world: World, manager: cairn.ModelManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """add_model sent back the whole model it had read: custom properties another client
+    set since were undone, with nothing said."""
+    model_file = tmp_path / "model.onnx"
+    model_file.write_bytes(b"onnx")
+    await manager.add_model("kept", "ONNX", model_file, description="first")
+    read = world.registry.get_registered_model_by_params
+
+    async def read_then_another_writes(*args: Any, **kwargs: Any) -> RegisteredModel | None:
+        found = await read(*args, **kwargs)
+        if found is not None:
+            approved = RegisteredModel("kept", id=found.id, custom_properties={"approved": True})
+            await world.registry.upsert_registered_model(approved)
+        return found
+
+    monkeypatch.setattr(world.registry, "get_registered_model_by_params", read_then_another_writes)
+    await manager.add_model("kept", "ONNX", model_file, description="second", force=True)
+    monkeypatch.undo()
+    stored = await world.registry.get_registered_model_by_params(name="kept")
+    assert stored is not None
+    assert (stored.description, stored.custom_properties) == ("second", {"approved": True})
 
 
 async def test_the_stored_file_is_checked_and_named_by_its_sha256(

@@ -255,8 +255,9 @@ class ModelManager:
                 existing = await self._registry.get_registered_model_by_params(name=name)
                 assert existing is not None
         if description is not None and existing.description != description:
-            existing.description = description
-            return await self._registry.upsert_registered_model(existing)
+            # The description alone: the model read earlier sent back whole would undo
+            # what others changed since (its custom properties, owner, state).
+            return await self._registry.update_registered_model(existing.name, description)
         return existing
 
     async def _store_file(self, store: ArtifactClient, directory: str, source: Path) -> str:
