@@ -529,6 +529,33 @@ async def test_an_upsert_leaves_what_its_item_holds_as_none_as_stored(mr_client)
     assert (emptied.owner, emptied.description, emptied.custom_properties) == ("you", None, {})
 
 
+async def test_a_state_is_taken_in_any_case_and_none_keeps_the_stored_one(mr_client) -> None:
+    """A state of None, or a name in lower case, raised a bare ValueError ("None is not a
+    valid RegisteredModelState"), no CairnError; a partial upsert could not keep a
+    model archived or an artifact's state."""
+    model = await mr_client.upsert_registered_model(RegisteredModel("stateful", state="archived"))
+    assert model.state == "ARCHIVED"
+    kept = await mr_client.upsert_registered_model(
+        RegisteredModel("stateful", id=model.id, state=None, owner="ana")
+    )
+    assert (kept.state, kept.owner) == ("ARCHIVED", "ana")
+    version = await mr_client.upsert_model_version(ModelVersion("v", state="Archived"), model.id)
+    artifact = await mr_client.upsert_model_artifact(
+        ModelArtifact("w", uri="s3://b/w", state="live"), version.id
+    )
+    artifact = await mr_client.upsert_model_artifact(
+        ModelArtifact("w", id=artifact.id, state=None, description="d"), version.id
+    )
+    assert (version.state, artifact.state, artifact.description) == ("ARCHIVED", "LIVE", "d")
+    for bad in (
+        lambda: mr_client.upsert_registered_model(RegisteredModel("x", state="gone")),
+        lambda: mr_client.upsert_model_artifact(ModelArtifact("y", state="gone")),
+    ):
+        with pytest.raises(InvalidArgumentError) as raised:
+            await bad()
+        assert raised.value.field_violations[0][0] == "state"
+
+
 async def test_a_custom_property_holding_no_value_is_refused_naming_it(mr_client) -> None:
     """A Value with none of its fields set was answered OK and dropped: the key asked
     for was never kept, and nothing said so."""

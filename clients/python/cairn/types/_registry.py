@@ -14,7 +14,7 @@ from .._argument_error import invalid_argument
 from .._numbers import is_bool, whole
 from ..common.v1 import common_pb2
 from ..registry.v1 import registry_pb2 as pb
-from ._arguments import member, proto
+from ._arguments import member, named, proto
 
 PropertyValue = bool | int | float | str
 
@@ -22,6 +22,10 @@ PropertyValue = bool | int | float | str
 class RegisteredModelState(enum.StrEnum):
     LIVE = "LIVE"
     ARCHIVED = "ARCHIVED"
+
+    @classmethod
+    def _missing_(cls, value: object) -> RegisteredModelState | None:
+        return named(cls, value)  # in any case, as stages: "archived"
 
 
 ModelVersionState = RegisteredModelState
@@ -35,6 +39,10 @@ class ArtifactState(enum.StrEnum):
     DELETED = "DELETED"
     ABANDONED = "ABANDONED"
     REFERENCE = "REFERENCE"
+
+    @classmethod
+    def _missing_(cls, value: object) -> ArtifactState | None:
+        return named(cls, value)
 
 
 class ModelVersionStage(enum.StrEnum):
@@ -75,7 +83,7 @@ class RegisteredModel(_MlflowTimes):
     owner: str | None = None
     description: str | None = None
     external_id: str | None = None
-    state: RegisteredModelState = RegisteredModelState.LIVE
+    state: RegisteredModelState | str | None = RegisteredModelState.LIVE
     custom_properties: dict[str, PropertyValue] | None = None
     tags: dict[str, str] = field(default_factory=dict)
     id: str | None = None
@@ -93,7 +101,7 @@ class ModelVersion(_MlflowTimes):
     author: str | None = None
     description: str | None = None
     external_id: str | None = None
-    state: ModelVersionState = ModelVersionState.LIVE
+    state: ModelVersionState | str | None = ModelVersionState.LIVE
     custom_properties: dict[str, PropertyValue] | None = None
     tags: dict[str, str] = field(default_factory=dict)
     source_run_id: str | None = None
@@ -172,7 +180,7 @@ class ModelArtifact:
     storage_key: str | None = None
     storage_path: str | None = None
     service_account_name: str | None = None
-    state: ArtifactState = ArtifactState.UNKNOWN
+    state: ArtifactState | str | None = ArtifactState.UNKNOWN
     custom_properties: dict[str, PropertyValue] | None = None
     id: str | None = None
     model_version_id: str | None = None
@@ -186,7 +194,7 @@ class DocArtifact:
     uri: str | None = None
     description: str | None = None
     external_id: str | None = None
-    state: ArtifactState = ArtifactState.UNKNOWN
+    state: ArtifactState | str | None = ArtifactState.UNKNOWN
     custom_properties: dict[str, PropertyValue] | None = None
     id: str | None = None
     model_version_id: str | None = None
@@ -264,7 +272,7 @@ def registered_model_to_proto(model: RegisteredModel, project: str) -> pb.Regist
         name=model.name,
         description=model.description or "",
         owner=model.owner or "",
-        state=f"STATE_{RegisteredModelState(model.state).value}",
+        state=_state_to_proto(model.state),
         external_id=model.external_id or "",
         custom_properties=properties_to_proto(model.custom_properties),
         tags=model.tags,
@@ -299,7 +307,7 @@ def model_version_to_proto(
         name=version.version_name if isinstance(version, MlflowModelVersion) else version.name,
         author=version.author or "",
         description=version.description or "",
-        state=f"STATE_{ModelVersionState(version.state).value}",
+        state=_state_to_proto(version.state),
         stage=stage_to_proto(version.stage),
         source_run_id=version.source_run_id or "",
         source_uri=version.source_uri or "",
@@ -342,6 +350,22 @@ def _version_fields(message: pb.ModelVersion) -> dict[str, Any]:
     )
 
 
+def _state_to_proto(state: str | None) -> str:
+    """A model's or version's state on the wire; None is unspecified: LIVE when made,
+    as stored when updated (an upsert leaves it out)."""
+    if state is None:
+        return "STATE_UNSPECIFIED"
+    return f"STATE_{member(RegisteredModelState, state, 'state').value}"
+
+
+def _artifact_state_to_proto(state: str | None) -> str:
+    """An artifact's state on the wire: Kubeflow's UNKNOWN is unspecified, as None is."""
+    known = ArtifactState.UNKNOWN if state is None else member(ArtifactState, state, "state")
+    if known is ArtifactState.UNKNOWN:
+        return "ARTIFACT_STATE_UNSPECIFIED"
+    return f"ARTIFACT_STATE_{known.value}"
+
+
 def artifact_to_proto(
     artifact: Artifact, project: str, model_version_id: str | None
 ) -> pb.Artifact:
@@ -353,9 +377,7 @@ def artifact_to_proto(
         name=artifact.name,
         description=artifact.description or "",
         uri=artifact.uri or "",
-        state=f"ARTIFACT_STATE_{ArtifactState(artifact.state).value}".replace(
-            "_UNKNOWN", "_UNSPECIFIED"
-        ),
+        state=_artifact_state_to_proto(artifact.state),
         external_id=artifact.external_id or "",
         custom_properties=properties_to_proto(artifact.custom_properties),
     )
