@@ -9,7 +9,13 @@ import pytest
 
 import cairn
 from cairn.exceptions import AlreadyExistsError, InvalidArgumentError, NotFoundError
-from cairn.types import DocArtifact, ModelArtifact, ModelVersion, RegisteredModel
+from cairn.types import (
+    DocArtifact,
+    MlflowModelVersion,
+    ModelArtifact,
+    ModelVersion,
+    RegisteredModel,
+)
 from cairn.types._registry import PropertyValue
 from tests.conftest import sealed_by
 
@@ -554,6 +560,16 @@ async def test_a_state_is_taken_in_any_case_and_none_keeps_the_stored_one(mr_cli
         with pytest.raises(InvalidArgumentError) as raised:
             await bad()
         assert raised.value.field_violations[0][0] == "state"
+
+
+async def test_an_mlflow_version_upserted_by_id_keeps_its_own_name(mr_client, churn) -> None:
+    """An MlflowModelVersion made with an id and no version_name asked to rename the
+    version to "": INVALID_ARGUMENT "version names cannot change"."""
+    version = await mr_client.get_model_version("churn", 1)
+    model = await mr_client.get_registered_model("churn")
+    described = MlflowModelVersion("churn", id=version.id, description="by id")
+    stored = await mr_client.upsert_model_version(described, model.id)
+    assert (stored.name, stored.description) == (version.version_name, "by id")
 
 
 async def test_a_custom_property_holding_no_value_is_refused_naming_it(mr_client) -> None:

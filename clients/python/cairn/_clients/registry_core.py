@@ -19,7 +19,13 @@ from ..registry.v1 import registry_service_pb2_grpc
 from ..types import _registry as types
 from ..types._arguments import proto
 from ..types._paging import ListOptions, OrderByField, PagedList, Pager, order_field
-from ..types._registry import Artifact, ModelArtifact, ModelVersion, RegisteredModel
+from ..types._registry import (
+    Artifact,
+    MlflowModelVersion,
+    ModelArtifact,
+    ModelVersion,
+    RegisteredModel,
+)
 
 _MODEL_FIELDS = ["name", "description", "owner", "state", "external_id", "custom_properties"]
 _VERSION_FIELDS = [
@@ -124,10 +130,13 @@ class RegistryCore(BaseClient):
             model_version, self.project, str(registered_model_id)
         )
         if model_version.id:
+            fields = _VERSION_FIELDS
+            if isinstance(model_version, MlflowModelVersion) and not model_version.version_name:
+                fields = fields[1:]  # its name is the model's; its own is not given
             request: Any = proto(
                 api.UpdateModelVersionRequest,
                 model_version=message,
-                update_mask=_given(model_version, _VERSION_FIELDS),
+                update_mask=_given(model_version, fields),
             )
             reply = await self._transport.unary(
                 self._stub.UpdateModelVersion, request, timeout=timeout, metadata=metadata
