@@ -358,11 +358,13 @@ async def test_run_artifacts_are_named_placed_and_fetched_as_mlflow_does(
         for above in (
             lambda: tracking.download_artifacts(run_id, "a/../../x", tmp_path / "dst"),
             lambda: tracking.log_text(run_id, "x", "../x.txt"),
+            lambda: tracking.log_artifact(run_id, folder, "d/../.."),
+            lambda: tracking.log_artifacts(run_id, folder, ".."),
         ):
             with pytest.raises(InvalidArgumentError, match="above the run's artifacts"):
                 await above()
 
-        stored = await tracking.log_artifact(run_id, folder, "dirs")
+        stored = await tracking.log_artifact(run_id, folder, "./dirs/")
         assert isinstance(stored, list)
         assert [info.path.rsplit("/artifacts/", 1)[1] for info in stored] == [
             "dirs/states/deep/s.txt"

@@ -42,9 +42,10 @@ class RunArtifacts:
         progress: True for a bar on stderr (one line when it is not a terminal), a rich
         Console, or a callable given (bytes_done, bytes_total); docs/artifacts.md.
         """
+        folder = within_run(artifact_path or "", "artifact_path")
         store, root = await run_store(self, run_id, writing=True)
         source = Path(local_path)
-        target = join(root, artifact_path, _own_name(source))
+        target = join(root, folder, _own_name(source))
         if await asyncio.to_thread(source.is_dir):
             return await store.upload_tree(target, source, overwrite=True, progress=progress)
         return await store.upload(target, source, overwrite=True, progress=progress)
@@ -62,9 +63,10 @@ class RunArtifacts:
         progress shows the directory as one transfer, of the size of all its files (as
         `log_artifact` says).
         """
+        folder = within_run(artifact_path or "", "artifact_path")
         store, root = await run_store(self, run_id, writing=True)
         return await store.upload_tree(
-            join(root, None, artifact_path or ""), local_dir, overwrite=True, progress=progress
+            join(root, None, folder), local_dir, overwrite=True, progress=progress
         )
 
     async def log_text(self: RunClient, run_id: str, text: str, artifact_file: str) -> ObjectInfo:
