@@ -96,7 +96,8 @@ def _initialise(pgdata: Path, user: str | None) -> None:
         aside = pgdata.with_name(f"{pgdata.name}{_ASIDE}{time.strftime('%Y%m%dT%H%M%S')}")
         pgdata.rename(aside)
         _log.warning("directory without a PostgreSQL cluster moved aside", moved_to=str(aside))
-    # A name of its own: an initdb whose server was killed alone may still write in its.
+    # A name of its own: an initdb whose server was killed alone may still write in the
+    # directory it was given.
     building = Path(tempfile.mkdtemp(prefix=f"{pgdata.name}{_BUILDING}", dir=pgdata.parent))
     if user is not None:
         _hand_over(building, user)

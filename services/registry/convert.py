@@ -8,6 +8,7 @@ from cairn.common.v1 import common_pb2
 from cairn.registry.v1 import registry_pb2 as pb
 
 from ..common import timestamps
+from ..common.errors import invalid_field
 from .model import (
     Artifact,
     ArtifactKind,
@@ -41,9 +42,21 @@ def properties_to_proto(values: Mapping[str, PropertyValue]) -> dict[str, common
     return converted
 
 
-def properties_from_proto(values: Mapping[str, common_pb2.Value]) -> dict[str, PropertyValue]:
-    """Typed values, of Values that each have one set (the servicer checks)."""
-    return {key: getattr(value, str(value.WhichOneof("kind"))) for key, value in values.items()}
+def properties_from_proto(
+    values: Mapping[str, common_pb2.Value], field: str
+) -> dict[str, PropertyValue]:
+    """Typed values. A Value with none of its fields set is refused naming it: taken, it
+    was answered OK for a key never kept."""
+    typed = {}
+    for key, value in values.items():
+        kind = value.WhichOneof("kind")
+        if kind is None:
+            raise invalid_field(
+                f"{field}[{key!r}]",
+                "holds no value: set bool_value, int_value, double_value or string_value",
+            )
+        typed[key] = getattr(value, kind)
+    return typed
 
 
 def model_entries(record: RegisteredModel) -> int:

@@ -537,13 +537,7 @@ def _artifact(message: pb.Artifact, require_name: bool = True, creating: bool = 
 def _properties(values: Mapping[str, common_pb2.Value], field: str) -> dict[str, PropertyValue]:
     # Counted before they are converted: converting a map of millions is the cost.
     validation.count(len(values), validation.MAX_PROPERTIES, field, "properties")
-    for key, value in values.items():
-        if value.WhichOneof("kind") is None:  # OK for a key never kept, silently, before
-            raise invalid_field(
-                f"{field}[{key!r}]",
-                "holds no value: set bool_value, int_value, double_value or string_value",
-            )
-    return validation.properties(convert.properties_from_proto(values), field)
+    return validation.properties(convert.properties_from_proto(values, field), field)
 
 
 def _version_number(value: int) -> int:

@@ -132,7 +132,8 @@ class RegistryCore(BaseClient):
         if model_version.id:
             fields = _VERSION_FIELDS
             if isinstance(model_version, MlflowModelVersion) and not model_version.version_name:
-                fields = fields[1:]  # its name is the model's; its own is not given
+                # Its name is the model's; its own is not given.
+                fields = [path for path in fields if path != "name"]
             request: Any = proto(
                 api.UpdateModelVersionRequest,
                 model_version=message,
