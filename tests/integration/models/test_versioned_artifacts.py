@@ -5,6 +5,7 @@ and ML Aide's sequence: a run with used artifacts, a model logged, a version, lo
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 from pathlib import Path
 
@@ -276,6 +277,49 @@ async def test_a_create_cancelled_while_its_files_go_up_leaves_none(
     with pytest.raises(asyncio.CancelledError):
         await creating
     assert await _stored_under(world, "cancelled") == []
+
+
+async def test_a_create_run_again_under_its_request_id_is_answered_with_its_version(
+    world: World, tmp_path: Path
+) -> None:
+    """A job that lost the answer to its create and ran it again made a second version,
+    a copy of the first: create_artifact took no request id (its `metadata` is the
+    version's), so the retry could not say it was one."""
+    (tmp_path / "iris.csv").write_text("a,b\n1,2\n")
+    create = functools.partial(world.registry.create_artifact, "retried", "dataset", {"rows": 1})
+    first = await create(files=tmp_path / "iris.csv", request_id="job-7-iris")
+    again = await create(files=tmp_path / "iris.csv", request_id="job-7-iris")
+
+    assert (again.version, again.uri) == (first.version, first.uri) == (1, first.uri)
+    assert [v.version for v in await world.registry.get_artifact_versions("retried")] == [1]
+    assert await again.files() == ["iris.csv"]
+    with pytest.raises(InvalidArgumentError) as reused:
+        await create(files=b"other", request_id="job-7-iris", description="another")
+    assert reused.value.reason == "REQUEST_ID_REUSED"
+    assert len(await _stored_under(world, "retried")) == 1  # the refused one's went
+    assert (await first.load("iris.csv")).read() == b"a,b\n1,2\n"
+
+
+async def test_a_retry_sends_no_file_for_a_version_made_and_all_for_one_that_was_not(
+    world: World, tmp_path: Path
+) -> None:
+    """Files a version names are never replaced: a retry of the call that made it is
+    answered with it whatever its files now hold; a retry of a call that made none
+    stores its files where the failed call's went (and were removed)."""
+    (tmp_path / "good.txt").write_text("good")
+    create = functools.partial(world.registry.create_artifact, "kept", "dataset")
+    made = await create(files=tmp_path / "good.txt", request_id="kept-1")
+    (tmp_path / "good.txt").write_text("changed")
+    again = await create(files=[tmp_path / "good.txt", tmp_path / "gone"], request_id="kept-1")
+    assert again.artifact == made.artifact
+    assert (await made.load("good.txt")).read() == b"good"
+
+    with pytest.raises(FileNotFoundError):
+        await create(files=[tmp_path / "good.txt", tmp_path / "gone"], request_id="kept-2")
+    assert len(await _stored_under(world, "kept")) == 1
+    (tmp_path / "gone").write_text("back")
+    second = await create(files=[tmp_path / "good.txt", tmp_path / "gone"], request_id="kept-2")
+    assert (second.version, await second.files()) == (2, ["gone", "good.txt"])
 
 
 async def test_any_name_the_registry_takes_holds_files(world: World) -> None:

@@ -22,7 +22,7 @@ from urllib.parse import quote
 from .._argument_error import invalid_argument
 from .._numbers import whole_or_zero
 from .._progress import Progress
-from .._transport import Transport
+from .._transport import REQUEST_ID_HEADER, Transport
 from ..exceptions import (
     AlreadyExistsError,
     CairnError,
@@ -152,12 +152,17 @@ class VersionedArtifacts:
         run_id: str | None = None,
         description: str | None = None,
         progress: Progress = False,
+        request_id: str | None = None,
     ) -> ActiveArtifact:
         """Creates the next version of the artifact `name` (1 when the name is new).
 
         The files are uploaded first, to a directory of the version's own; the version
         (and its number) exists once they are all stored. Numbers have no gaps, also
         under concurrent creations, and are never given out twice.
+
+        A call run again with the same request_id (a job restarted after its answer was
+        lost) is answered with the version the first one made, sending no file; when
+        that made none, its files go where the first one's went, over them.
 
         Args:
             name: the artifact's name.
@@ -170,6 +175,9 @@ class VersionedArtifacts:
             description: a description.
             progress: shows each file or directory as a transfer (docs/artifacts.md,
                 "Progress").
+            request_id: the caller's id of this creation, 1 to 128 printable ASCII
+                characters (docs/client.md, "Retries apply a write once"); the same
+                id with other arguments is InvalidArgumentError REQUEST_ID_REUSED.
 
         Raises:
             AlreadyExistsError: an unversioned standalone artifact holds the name.
@@ -179,28 +187,30 @@ class VersionedArtifacts:
                 can be known before any byte is sent is checked first, and files
                 uploaded for a version that is then not made are removed.
         """
-        directory = f"{FILES_ROOT}/{_segment(name)}/{uuid.uuid4().hex}"
-        location = str(ArtifactUri(self.project, directory))
-        message = _new_version(
-            self.project, name, artifact_type, metadata, location, run_id, description
-        )
+        message = _new_version(self.project, name, artifact_type, metadata, "", run_id, description)
+        directory = f"{FILES_ROOT}/{_segment(name)}/{_directory_key(message, request_id)}"
+        message.uri = str(ArtifactUri(self.project, directory))
         sources = [files] if isinstance(files, str | os.PathLike | bytes | io.IOBase) else files
         sources = list(sources or ())
         if sources:  # worth a look first only when there are files to send
             _check_distinct(sources)
             await asyncio.to_thread(_check_targets, sources, directory)
             await _check_name(self, name)
+        again = request_id is not None
+        if again and (made := await _version_naming(self, message)) is not None:
+            return ActiveArtifact(made, self._transport)
         store = in_project(self._transport, self.project)
         try:
             for source in sources:
-                await _upload(store, directory, source, None, progress)
+                await _upload(store, directory, source, None, progress, overwrite=again)
         except UNNAMED:  # no version will name the files sent
             await remove_unnamed(store, directory)
             raise
+        request = api.CreateArtifactRequest(artifact=message, new_version=True)
+        headers = None if request_id is None else [(REQUEST_ID_HEADER, request_id)]
         try:
             reply = await self._transport.unary(
-                self._stub.CreateArtifact,
-                api.CreateArtifactRequest(artifact=message, new_version=True),
+                self._stub.CreateArtifact, request, metadata=headers
             )
         except _REFUSED:  # no version names the files: nothing would ever remove them
             if sources:
@@ -319,6 +329,27 @@ async def remove_unnamed(store: ArtifactClient, directory: str) -> None:
             await store.delete(directory, recursive=True)
 
 
+def _directory_key(message: pb.Artifact, request_id: str | None) -> str:
+    """The version's directory under its name: random, or, for a call with a request id,
+    one of the id and the version's facts, the same for each retry of the call; another
+    call under the id, which the registry refuses (REQUEST_ID_REUSED), sends its files
+    apart, so removing them harms no version."""
+    if request_id is None:
+        return uuid.uuid4().hex
+    facts = message.SerializeToString(deterministic=True)
+    return hashlib.sha256(request_id.encode() + b"\0" + facts).hexdigest()[:32]
+
+
+async def _version_naming(registry: _Registry, message: pb.Artifact) -> VersionedArtifact | None:
+    """The version of message's name whose URI is message's, if one was made."""
+    name, uri = (text.replace("'", "''") for text in (message.name, message.uri))
+    request = api.ListArtifactsRequest(
+        project=registry.project, filter=f"name = '{name}' AND uri = '{uri}'", page_size=1
+    )
+    reply = await registry._transport.unary(registry._stub.ListArtifacts, request)
+    return versioned_artifact_from_proto(reply.artifacts[0]) if reply.artifacts else None
+
+
 def _stored_name(source: Any) -> str:
     return "data" if isinstance(source, bytes | io.IOBase) else Path(source).name
 
@@ -331,20 +362,26 @@ async def _check_name(registry: _Registry, name: str) -> None:
 
 
 async def _upload(
-    store: ArtifactClient, directory: str, file: Any, filename: str | None, progress: Progress
+    store: ArtifactClient,
+    directory: str,
+    file: Any,
+    filename: str | None,
+    progress: Progress,
+    *,
+    overwrite: bool = False,
 ) -> list[ObjectInfo]:
     if isinstance(file, bytes | io.IOBase):
         data: Any = file
         name = f"{directory}/{filename or 'data'}"
-        return [await store.upload(name, data, progress=progress)]
+        return [await store.upload(name, data, overwrite=overwrite, progress=progress)]
     local = Path(file)
     if await asyncio.to_thread(local.is_file):
         name = f"{directory}/{filename or local.name}"
-        return [await store.upload(name, local, progress=progress)]
+        return [await store.upload(name, local, overwrite=overwrite, progress=progress)]
     if not await asyncio.to_thread(local.is_dir):
         raise FileNotFoundError(f"{local} is no file or directory")
     return await store.upload_tree(
-        f"{directory}/{filename or local.name}", local, progress=progress
+        f"{directory}/{filename or local.name}", local, overwrite=overwrite, progress=progress
     )
 
 
