@@ -119,7 +119,9 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         caller = current_caller()
         name = validation.key_name(request.name)
         lifetime = validation.lifetime(request.expiration)
-        user_id = validation.new_user_id(request.user_id) if request.user_id else caller.user_id
+        # The caller's own id too: one given before the id rules keeps its keys, and
+        # gets no new one by not naming itself.
+        user_id = validation.new_user_id(request.user_id or caller.user_id)
         _check_manages_keys_of(caller, user_id, "created")
         key, record = await self._store.create_key(
             user_id,

@@ -168,6 +168,12 @@ async def test_ids_written_in_one_script_or_in_scripts_written_together_are_user
     before, _ = await AuthStore(pool).create_key(f"\u0435ditor-{unique}", "before", None)
     async with world.auth_with(before) as auth:
         assert [k.name for k in await auth.get_api_keys()] == ["before"]
+        # Nor does it get a new key by not naming itself: a key that never expires
+        # was given to it, and that one could make more.
+        with pytest.raises(InvalidArgumentError) as refused:
+            await auth.create_api_key("unnamed", ApiKeyExpirationTime.NEVER)
+        assert refused.value.field_violations[0][0] == "user_id"
+        assert [k.name for k in await auth.get_api_keys()] == ["before"]
 
 
 async def test_without_auth_projects_must_still_exist(server_port: int, unique: str) -> None:
