@@ -816,3 +816,23 @@ async def test_an_external_id_or_artifact_name_nothing_can_have_finds_nothing(mr
         assert await mr_client.get_model_version_by_params(external_id=impossible) is None
         assert await mr_client.get_model_artifact_by_params(external_id=impossible) is None
         assert await mr_client.get_model_artifact_by_params(impossible, version.id) is None
+
+
+async def test_a_version_made_as_its_model_is_renamed_is_named_by_the_models_new_name(
+    mr_client: cairn.ModelRegistryAPIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name in create_model_version's answer was the caller's, not the model's: a
+    rename landing between the client's lookup of the name and the version's creation
+    gave a version named "old" of the model now "new", and models:/old/1 built from it
+    found whichever model took "old" next."""
+    await mr_client.create_registered_model("old")
+    create = mr_client.upsert_model_version
+
+    async def renamed_first(*args, **kwargs):  # as a concurrent caller would, at that moment
+        await mr_client.rename_registered_model("old", "new")
+        return await create(*args, **kwargs)
+
+    monkeypatch.setattr(mr_client, "upsert_model_version", renamed_first)
+    made = await mr_client.create_model_version("old", "s3://bucket/model")
+    assert (made.name, made.registered_model_name) == ("new", "new")
+    assert made == await mr_client.get_model_version("new", made.version)

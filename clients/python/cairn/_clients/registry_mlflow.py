@@ -420,7 +420,10 @@ class MlflowRegistry(RegistryCore):
 
 
 def _as_mlflow(version: ModelVersion, model_name: str) -> MlflowModelVersion:
-    """A Kubeflow-shaped version re-shaped as MLflow's (`name` the model's)."""
+    """A Kubeflow-shaped version re-shaped as MLflow's (`name` the model's): the name the
+    answer gives, which a rename since the caller looked `model_name` up has changed."""
     fields = {f: getattr(version, f) for f in version.__dataclass_fields__ if f != "name"}
     fields["registered_model_name"] = fields["registered_model_name"] or model_name
-    return MlflowModelVersion(name=model_name, version_name=version.name, **fields)
+    return MlflowModelVersion(
+        name=fields["registered_model_name"], version_name=version.name, **fields
+    )
