@@ -111,6 +111,14 @@ def test_store_paths_upload_list_download_rm(
 
     ok("artifacts", "download", "-a", f"{base}/r.txt", "-d", str(tmp_path / "got"), env=env)
     assert (tmp_path / "got" / "r.txt").read_text() == "accuracy 0.9\n"
+    # A directory keeps its name, as by -u and -r: its files went straight into -d (the
+    # current directory by default), over any there of the same names.
+    written = ok(
+        "artifacts", "download", "-a", f"{base}/tree", "-d", str(tmp_path / "got"), env=env
+    )
+    assert written == f"{tmp_path / 'got' / 'tree'}\n"
+    assert (tmp_path / "got" / "tree" / "plots" / "loss.csv").read_text().startswith("step")
+    assert sorted(p.name for p in (tmp_path / "got").iterdir()) == ["r.txt", "tree"]
     assert ok("artifacts", "rm", f"{base}/r.txt", env=env) == "deleted 1 object\n"
     assert f"{base}/r.txt" not in {
         e["path"] for e in as_json("artifacts", "list", base, "--recursive", env=env)

@@ -25,6 +25,8 @@ def env(tmp_path: Path) -> dict[str, str]:
         (["models", "download", "", "--version", "1"], "NAME"),
         # Refused by the call, status 1, naming its run_id argument.
         (["artifacts", "download", "-u", "bogus://x"], "--artifact-uri"),
+        # As a store path: refused by the server, status 1.
+        (["artifacts", "download", "-a", "a//b"], "--artifact-path"),
     ],
 )
 def test_an_empty_or_malformed_argument_is_a_usage_error_naming_it(

@@ -11,8 +11,9 @@ import click
 from .._client import Client
 from .._clients.artifacts import ArtifactClient
 from .._clients.run_store import join, run_store
+from .._names import segments_problem
 from ..exceptions import InvalidArgumentError, NotFoundError
-from ..models import parse_uri
+from ..models import ArtifactUri, parse_uri
 from ..types import ListOptions, ObjectInfo, Pager
 from ._calls import call, pages
 from ._connection import connection_options
@@ -143,6 +144,8 @@ def download(
             parse_uri(artifact_uri, "--artifact-uri")
         except InvalidArgumentError as error:
             raise click.UsageError(error.message) from None
+    elif not run_id and (problem := segments_problem(artifact_path.rstrip("/").split("/"))):
+        raise click.BadParameter(problem, param_hint="--artifact-path")  # as the store would
     destination = Path(dst_path)
     progress = is_terminal()
 
@@ -155,7 +158,11 @@ def download(
             return await client.tracking.download_artifacts(
                 run_id, artifact_path, destination, progress=progress
             )
-        return await client.artifacts.download(artifact_path, f"{destination}/", progress=progress)
+        # As its cairn-artifacts:// URI: a directory keeps its name under --dst-path.
+        uri = str(ArtifactUri(client.artifacts.project, artifact_path))
+        return await client.tracking.download_artifacts(
+            uri, dst_path=destination, progress=progress
+        )
 
     echo(call(work))
 
