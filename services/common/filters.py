@@ -122,7 +122,8 @@ Node = Comparison | NullCheck | BoolOp
 # (?>...): once read, it is not given back digit by digit to retry the check after it,
 # which cost quadratic time on a run of digits followed by a letter (16,000 digits: 16 s
 # on the event loop). Whatever a shorter prefix would leave next is a digit, "." or "e",
-# which that check refuses too.
+# which that check refuses too. Its digits are ASCII, as MLflow's: \d also reads the
+# digits of other scripts (Arabic-Indic, fullwidth), and int() takes them.
 _TOKEN = re.compile(
     r"""
     (?P<ws>\s+)
@@ -130,7 +131,7 @@ _TOKEN = re.compile(
   | (?P<dquoted>"(?:[^"]|"")*")
   | (?P<backtick>`[^`]*`)
   | (?P<key>(?<=\.)[\w\-:/]+)
-  | (?P<number>(?<![\w.])(?>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?![\w.]))
+  | (?P<number>(?<![\w.])(?>[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)(?![\w.]))
   | (?P<op><=|>=|!=|<>|=|<|>)
   | (?P<punct>[(),.])
   | (?P<word>\w[\w\-:/]*)

@@ -159,8 +159,8 @@ class _Inputs:
         field = _input_field(node.ident)
         if isinstance(node, filters.NullCheck):
             value, is_null = f"ri.{field} <> ''", node.is_null
-        else:
-            value = filter_sql.condition(f"ri.{field}", node, self._params, "text")
+        else:  # an empty field is unset, as IS NULL reads it: no comparison matches it
+            value = filter_sql.empty_is_unset(f"ri.{field}", node, self._params)
             is_null = False
         if node.ident.entity == "dataset":
             value = f"ri.kind = {self._params.add(DATASET_KIND)} AND ({value})"
@@ -285,7 +285,17 @@ def _attribute_condition(node: filters.Comparison | filters.NullCheck, params: P
         return f"{column} IS {'' if node.is_null else 'NOT '}NULL"
     if node.ident.key == "status":
         node = _status_as_number(node)
+    elif node.ident.key == "run_id":
+        node = _lowered(node)
     return filter_sql.condition(column, node, params, sql_type)
+
+
+def _lowered(node: filters.Comparison) -> filters.Comparison:
+    """A run id in a filter, read in any case as every call reads one (the column holds
+    lower case): `run_id = '<ID>'` found nothing of the run get_run('<ID>') returns."""
+    values = node.value if isinstance(node.value, tuple) else (node.value,)
+    lowered = tuple(v.lower() if isinstance(v, str) else v for v in values)
+    return replace(node, value=lowered if isinstance(node.value, tuple) else lowered[0])
 
 
 def _status_as_number(node: filters.Comparison) -> filters.Comparison:

@@ -234,6 +234,9 @@ async def test_deleted_runs_by_view_type(tracking, experiment_id, zoo) -> None:
         ("start_time > 1.5", 0),
         ("datasets.x = 'y'", 0),
         ("metrics.acc > 0.5 and or", 22),
+        # Another script's digits, and fullwidth ones, are no number, as in MLflow.
+        ("start_time = \u0661\u0660\u0660\u0660", 13),
+        ("metrics.acc = \uff11", 14),
     ],
 )
 async def test_bad_filters_name_the_position(
@@ -363,6 +366,27 @@ async def test_mlflows_other_names_of_fields_are_understood(
         ("`run name` DESC", ["late", "early"]),
     ):
         assert await _names(tracking, experiment_id, order_by=[order]) == expected
+    # A field left empty is unset: IS NULL finds it, and no comparison matches it (it
+    # matched both `datasets.context IS NULL` and `datasets.context = ''`).
+    bare = (await tracking.create_run(experiment_id, 3000, run_name="bare")).info.run_id
+    await tracking.log_inputs(bare, [RunInput("s3://b/x.csv", "dataset", "x")])
+    assert await found("datasets.context IS NULL AND datasets.name = 'x'") == ["bare"]
+    for never in ("datasets.context = ''", "datasets.digest != 'd'", "inputs.context LIKE '%'"):
+        assert "bare" not in await found(never), never
+
+
+async def test_a_run_id_in_a_filter_is_read_in_any_case_as_every_call_reads_it(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    """get_run took the id in capitals, and the filter found nothing by it."""
+    run_id = (await tracking.create_run(experiment_id)).info.run_id
+    await tracking.create_run(experiment_id)
+    upper = run_id.upper()
+    for text in (f"run_id = '{upper}'", f"attributes.run_id IN ('{upper}', 'x')"):
+        assert [r.info.run_id for r in await tracking.search_runs([experiment_id], text)] == [
+            run_id
+        ], text
+    assert len(await tracking.search_runs([experiment_id], f"run_id != '{upper}'")) == 1
 
 
 async def test_a_run_without_a_user_has_no_user_id_to_filters_and_orders(
