@@ -92,6 +92,14 @@ def test_flag_beats_variable_beats_profile(
     assert "UNAVAILABLE" in failed("keys", "list", env=dead_variable)
     ok("keys", "list", "--address", live, env=dead_variable)
     ok("--target", live, "keys", "list", env=dead_variable)
+    # A variable below its flag is not read, malformed or not (it stopped the command).
+    malformed = {
+        **dead_variable,
+        "CAIRN_TIMEOUT": "abc",
+        "CAIRN_TLS": "maybe",
+        "CAIRN_ADDRESS": ":::",
+    }
+    ok("keys", "list", "--timeout", "5", "--no-tls", "--address", live, env=malformed)
     # The profile: --profile over CAIRN_PROFILE.
     assert "UNAVAILABLE" in failed("keys", "list", "--profile", "dead", env=env)
     ok("keys", "list", "--profile", "default", env=dead_profile)

@@ -18,7 +18,7 @@ import configparser
 import math
 import os
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -221,7 +221,8 @@ def typed(ctx: click.Context) -> list[str]:
 def resolve(ctx: click.Context) -> Connection:
     """The connection of this invocation (raises ProfileError for a bad profile, and
     click's usage error for a variable that is not a value of its setting)."""
-    given = {**_from_environment(ctx), **ctx.find_root().meta.get(_META_KEY, {})}
+    flags = ctx.find_root().meta.get(_META_KEY, {})
+    given = {**_from_environment(ctx, skipped=flags.keys()), **flags}
     profile = _profile(given.get("profile"))
     host, port, tls = _location(given, profile)
     _schemes_agree(given, tls, ctx)
@@ -282,11 +283,13 @@ def _read_ca(path: str) -> bytes:
     return pem
 
 
-def _from_environment(ctx: click.Context) -> dict[str, Any]:
+def _from_environment(ctx: click.Context, skipped: Iterable[str]) -> dict[str, Any]:
+    """The settings the environment gives, but for those `skipped` (given as flags, which
+    come first: a malformed variable below one is never read)."""
     values = {}
     for name, (variable, parse) in _VARIABLES.items():
         text = os.environ.get(variable, "")
-        if not text:
+        if not text or name in skipped:
             continue
         try:
             values[name] = parse(text)
