@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import re
 import urllib.parse
+from collections.abc import Callable
 
 _FRAME_HEADER = 9
 _DATA = 0x0
@@ -167,6 +168,50 @@ class StallingProxy(_Listener):
             for direction in directions:
                 direction.cancel()
             server_out.close()
+
+
+class S3AnsweringProxy(_Listener):
+    """An HTTP/1.1 proxy to an S3 server that answers chosen requests itself, as a store
+    may: `answer` (method, target) gives the response to send instead of forwarding the
+    request (a 200 OK whose body is an <Error>, which S3 documents for a multipart
+    completion, or no body at all), or None to forward it. Each connection carries one
+    request at a time, as the SDK sends them, so answers keep their order."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__()
+        self._target = (host, port)
+        self.answer: Callable[[str, str], bytes | None] = lambda method, target: None
+
+    async def start(self) -> int:
+        return await self._listen()
+
+    async def _serve(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter):
+        server_in, server_out = await asyncio.open_connection(*self._target)
+        answers = asyncio.ensure_future(_copy(server_in, client_out))
+        try:
+            while True:
+                head = await client_in.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                body = await client_in.readexactly(int(length.group(1)) if length else 0)
+                method, target = head.decode("latin-1").split(" ", 2)[:2]
+                if (own := self.answer(method, target)) is not None:
+                    client_out.write(own)
+                    await client_out.drain()
+                else:
+                    server_out.write(head + body)
+                    await server_out.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # either side went away
+        finally:
+            answers.cancel()
+            server_out.close()
+            client_out.close()
+
+
+def http_answer(status: str, body: bytes) -> bytes:
+    """A whole HTTP/1.1 response of status ("200 OK") with an XML body."""
+    head = f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 
 class PostgresProxy(_Listener):

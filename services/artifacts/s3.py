@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
+from xml.etree import ElementTree
 
 import certifi
 import urllib3
@@ -40,9 +41,18 @@ MAX_STREAMED_BYTES = S3_MAX_PARTS * S3_MAX_STREAMED_PART
 _ABSENT = frozenset({"NoSuchKey", "NoSuchObject"})
 # What S3 answers a completion whose parts are not the ones uploaded, or too small.
 _BAD_PARTS = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "MalformedXML"})
+
+
+class NoResult(Exception):
+    """The store answered a write OK without its result: S3 may answer a multipart
+    completion 200 with an <Error> body, which the SDK reads as a success without an
+    ETag. The object is then not there."""
+
+
 # What the store, or the way to it, fails with (the minio SDK's errors, urllib3's,
-# sockets'): an outage, not a verdict on what was sent.
-_STORE_FAILURES = (MinioException, HTTPError, OSError)
+# sockets', an answer that is no XML or no result): an outage, not a verdict on what
+# was sent.
+_STORE_FAILURES = (MinioException, HTTPError, OSError, ElementTree.ParseError, NoResult)
 # A store that does not take a connection within this is out of reach (a store that
 # answers takes one in milliseconds); CAIRN_S3_TIMEOUT_SECONDS when that is shorter.
 CONNECT_SECONDS = 5.0
@@ -68,8 +78,22 @@ def _in_store(method: Callable[_P, _T]) -> Callable[_P, _T]:
             return method(*args, **kwargs)
         except _STORE_FAILURES as error:
             raise unavailable(error) from error
+        except ValueError as error:
+            if not _raised_by_the_sdk(error):
+                raise
+            raise unavailable(error) from error  # an answer without what it must hold
 
     return call
+
+
+def _raised_by_the_sdk(error: BaseException) -> bool:
+    """Whether the SDK raised error itself: it raises ValueError for an answer that lacks
+    an element it must hold ("XML element <ETag> not found"); one raised elsewhere (by a
+    source being read) is no answer of the store's."""
+    trace = error.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    return trace is not None and trace.tb_frame.f_globals.get("__name__", "").startswith("minio.")
 
 
 class S3Backend:
@@ -105,7 +129,7 @@ class S3Backend:
         """length=-1: the SDK reads part after part, and an error raised by source (a
         checksum mismatch, a client gone) aborts the multipart upload."""
         self._ensure_bucket()
-        self.client.put_object(
+        written = self.client.put_object(
             self.bucket,
             self._name(key),
             WholeReads(source),  # type: ignore[arg-type]
@@ -115,6 +139,8 @@ class S3Backend:
             # One part in flight: memory stays near two parts whatever the object's size.
             num_parallel_uploads=1,
         )
+        if not written.etag:
+            raise NoResult(key)
 
     def _ensure_bucket(self) -> None:
         """Creates the bucket on the first write if it is missing (a fresh MinIO, say).
@@ -214,7 +240,9 @@ class S3Backend:
         """
         parts = [Part(number, etag) for number, etag in enumerate(etags, 1)]
         try:
-            self.client._complete_multipart_upload(self.bucket, self._name(key), write_id, parts)
+            completed = self.client._complete_multipart_upload(
+                self.bucket, self._name(key), write_id, parts
+            )
         except S3Error as error:
             if error.code == "NoSuchUpload":
                 if self._holds(key):
@@ -225,6 +253,8 @@ class S3Backend:
             if error.code in _BAD_PARTS:
                 raise RefusedParts(f"{error.code}: {error.message}") from None
             raise
+        if not completed.etag:
+            raise NoResult(key)
 
     @_in_store
     def size(self, key: str) -> int:

@@ -198,7 +198,10 @@ class _Transfer:
             # (the object replaced or deleted meanwhile) or cut short: streaming looks
             # the path up, and says OBJECT_BYTES_MISSING for bytes the store lacks.
             raise Unreachable(f"the object store: {failure}", lasting=_lasting(failure))
-        raise UnavailableError(f"the transfer through the object store broke: {failure}")
+        raise UnavailableError(
+            f"the transfer through the object store broke: {failure}",
+            reason="OBJECT_STORE_UNAVAILABLE",  # as the service says of the same fault
+        )
 
     def _attempts(self, move: Callable[[int], Any], index: int) -> Any:
         waits = iter(RETRY_WAITS)
@@ -233,7 +236,9 @@ def _put(transfer: _Transfer, url: str, read_at: ReadAt, index: int) -> str:
         raise StoreRefused(response.status, response.data)
     etag = response.headers.get("ETag")
     if not etag:
-        raise UnavailableError("the object store answered a part without its ETag")
+        raise UnavailableError(
+            "the object store answered a part without its ETag", reason="OBJECT_STORE_UNAVAILABLE"
+        )
     return str(etag)
 
 
