@@ -40,7 +40,24 @@ def _version() -> str:
         return "unknown"
 
 
+# The status a shell gives a command SIGINT stopped (128 + 2).
+INTERRUPTED = 130
+
+
+class _Cairn(click.Group):
+    """The root group: a command interrupted (Ctrl-C) ends with INTERRUPTED, where
+    click's "Aborted!" and status 1 read as a call that failed."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo(err=True)  # ends the line the terminal's ^C is on
+            ctx.exit(INTERRUPTED)
+
+
 @click.group(
+    cls=_Cairn,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(_version(), "--version", prog_name="cairn", message="%(prog)s %(version)s")
