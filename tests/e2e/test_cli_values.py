@@ -203,14 +203,18 @@ def test_a_stdout_that_is_not_utf8_gets_escapes(
 
 
 def test_output_that_cannot_be_written_is_one_line_saying_why(
-    env: dict[str, str], tmp_path: Path
+    env: dict[str, str], tmp_path: Path, run_ids: tuple[str, str]
 ) -> None:
-    """A full disk and a closed stdout were "unexpected" errors, a bug's words."""
+    """A full disk and a closed stdout were "unexpected" errors, a bug's words. A
+    history's plot that could not be written was a note, "(no plot: OutputError ...",
+    before that line."""
+    history = [tool("cairn"), "metrics", "history", run_ids[1], "loss"]
+    for command in ([tool("cairn"), "experiments", "list"], history):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(command, env=env, stdout=full, stderr=subprocess.PIPE, text=True)
+        assert done.returncode == 1
+        assert done.stderr == "Error: cannot write output: No space left on device\n"
     listing = [tool("cairn"), "experiments", "list"]
-    with open("/dev/full", "w") as full:
-        done = subprocess.run(listing, env=env, stdout=full, stderr=subprocess.PIPE, text=True)
-    assert done.returncode == 1
-    assert done.stderr == "Error: cannot write output: No space left on device\n"
     closed = subprocess.run(
         ["sh", "-c", 'exec "$@" >&-', "sh", *listing],
         env=env, stderr=subprocess.PIPE, text=True,

@@ -66,6 +66,9 @@ def test_accepted_forms(uri: str, parsed: object) -> None:
         "models:/a//1",  # the name "a/"
         "models:/x/..@gold",
         "models:/a//b/latest",
+        # Versions are numbered from 1: version 0 was looked up, MODEL_VERSION_NOT_FOUND.
+        "models:/churn/0",
+        "models:/churn/000",
         "runs:/",
         "runs://run/model",
         "runs:/r/../other-run/secret",

@@ -118,10 +118,12 @@ def show_plot(points: list[Metric], title: str) -> None:
     drawn is a note on stderr, never a failure: the table of numbers still follows."""
     finite = [p for p in points if math.isfinite(p.value)]
     try:
-        if finite:
-            click.echo(draw(finite, visible(title)))
+        plot = draw(finite, visible(title)) if finite else ""
     except Exception as error:  # plotext's bugs must not cost the user the numbers
         click.echo(f"(no plot: {type(error).__name__}: {error})", err=True)
+    else:  # written apart: stdout failing is the command's failure, not the plot's
+        if plot:
+            click.echo(plot)
     left_out = len(points) - len(finite)
     if left_out:
         click.echo(f"({left_out} of {len(points)} points not plotted: NaN or infinite)")

@@ -138,8 +138,8 @@ def _models(body: str) -> ModelUri:
     _no_odd_segments(name, "the model name")
     if reference.isascii() and reference.isdigit():
         if not _within_versions(reference):
-            raise _Malformed(f"a version number is at most {MAX_VERSION}")
-        return ModelUri(name, version=int(reference.lstrip("0") or "0"))
+            raise _Malformed(f"a version number is 1 to {MAX_VERSION}")
+        return ModelUri(name, version=int(reference.lstrip("0")))
     if reference.lower() == "latest":
         return ModelUri(name, latest=True)
     if reference.lower() in _STAGES:
@@ -200,5 +200,5 @@ def version_number(version: int | float | str) -> int:
 
 def _within_versions(digits: str) -> bool:
     # Counted before int() reads them: it refuses more than 4,300 digits (ValueError).
-    significant = digits.lstrip("0") or "0"
-    return len(significant) <= len(str(MAX_VERSION)) and int(significant) <= MAX_VERSION
+    significant = digits.lstrip("0")
+    return 0 < len(significant) <= len(str(MAX_VERSION)) and int(significant) <= MAX_VERSION
