@@ -288,23 +288,33 @@ def _order(order_by: str, filtered: bool) -> list[tuple[str, bool, str]]:
     times = _UNINDEXED_TIMES if filtered else {}
     if not order_by.strip():
         return [(times.get("creation_time", _ATTRIBUTES["creation_time"][0]), False, "bigint")]
-    terms, seen = [], set()
+    terms, seen, start = [], set(), 0
     for text in order_by.split(","):
-        ident, ascending = filters.parse_order_by(text, _ENTITIES)
-        if ident.entity != "attribute" or ident.key not in _ATTRIBUTES:
-            raise FilterError(
-                ident.position,
-                "experiments order by name, experiment_id, creation_time or last_update_time",
-                "INVALID_ORDER_BY",
-            )
-        if ident.key in seen:
-            raise FilterError(
-                ident.position, f"{ident.key} is ordered by twice", "INVALID_ORDER_BY"
-            )
-        seen.add(ident.key)
-        column, sql_type = _ATTRIBUTES[ident.key]
-        terms.append((times.get(ident.key, column), ascending, sql_type))
+        try:
+            key, ascending = _order_term(text, seen)
+        except FilterError as error:  # placed in the whole order, as the caller sent it
+            raise FilterError(start + error.position, error.problem, error.reason) from None
+        seen.add(key)
+        column, sql_type = _ATTRIBUTES[key]
+        terms.append((times.get(key, column), ascending, sql_type))
+        start += len(text) + 1
     return terms
+
+
+def _order_term(text: str, seen: set[str]) -> tuple[str, bool]:
+    """The attribute and direction of one term of an order, not one of those seen."""
+    if not text.strip():
+        raise FilterError(len(text), "a term is empty", "INVALID_ORDER_BY")
+    ident, ascending = filters.parse_order_by(text, _ENTITIES)
+    if ident.entity != "attribute" or ident.key not in _ATTRIBUTES:
+        raise FilterError(
+            ident.position,
+            "experiments order by name, experiment_id, creation_time or last_update_time",
+            "INVALID_ORDER_BY",
+        )
+    if ident.key in seen:
+        raise FilterError(ident.position, f"{ident.key} is ordered by twice", "INVALID_ORDER_BY")
+    return ident.key, ascending
 
 
 def _compile(node: filters.Node, params: Params, lookups: filter_sql.Lookups) -> str:

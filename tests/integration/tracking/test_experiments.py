@@ -188,6 +188,27 @@ async def test_bad_input_is_invalid_argument(
     assert raised.value.reason == reason
 
 
+@pytest.mark.parametrize(
+    ("order_by", "position"),
+    [
+        (["name ASC", "creation_tme DESC"], 10),  # sent as "name ASC, creation_tme DESC"
+        (["name", "experiment_id", "creation_time", "bogus"], 36),
+        (["name", "name"], 6),
+        ("name,,creation_time", 5),
+        ("name DESC,", 10),
+    ],
+)
+async def test_a_bad_order_term_is_named_by_its_place_in_the_order_sent(
+    tracking: cairn.TrackingClient, order_by: list[str] | str, position: int
+) -> None:
+    """Each term was parsed apart, its position counted from its own start: every one
+    but the first was named at the position of some other character."""
+    with pytest.raises(InvalidArgumentError) as raised:
+        await tracking.search_experiments(order_by=order_by)
+    assert raised.value.reason == "INVALID_ORDER_BY"
+    assert raised.value.metadata["position"] == str(position), raised.value.message
+
+
 async def test_a_token_nested_too_deep_is_invalid_page_token(
     tracking: cairn.TrackingClient, pool: asyncpg.Pool
 ) -> None:
