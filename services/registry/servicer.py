@@ -39,6 +39,7 @@ MAX_PAGE_SIZE = 1000
 # What a lookup of each kind answers when nothing can match it (_sought).
 _MODEL = ("REGISTERED_MODEL_NOT_FOUND", "registered model")
 _VERSION = ("MODEL_VERSION_NOT_FOUND", "model version")
+_MODEL_NAME = ("registered_model_name", *_MODEL)
 _ARTIFACT = ("ARTIFACT_NOT_FOUND", "artifact")
 # GetLatestModelVersions' stages: four exist; room for a caller's repeats.
 MAX_STAGE_ENTRIES = 4 * len(Stage)
@@ -149,9 +150,10 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     async def RenameRegisteredModel(
         self, request: api.RenameRegisteredModelRequest, context: Context
     ) -> api.RenameRegisteredModelResponse:
+        project = common.project(request.project)
         record = await self._models.rename(
-            common.project(request.project),
-            validation.entity_id(request.id, "id"),
+            project,
+            await self._model_id(project, request.id, request.name),
             validation.new_model_name(request.new_name, "new_name"),
         )
         return api.RenameRegisteredModelResponse(registered_model=convert.registered_model(record))
@@ -159,9 +161,8 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     async def DeleteRegisteredModel(
         self, request: api.DeleteRegisteredModelRequest, context: Context
     ) -> api.DeleteRegisteredModelResponse:
-        await self._models.delete(
-            common.project(request.project), validation.entity_id(request.id, "id")
-        )
+        project = common.project(request.project)
+        await self._models.delete(project, await self._model_id(project, request.id, request.name))
         return api.DeleteRegisteredModelResponse()
 
     async def SetRegisteredModelTag(
@@ -289,10 +290,25 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     async def DeleteModelVersion(
         self, request: api.DeleteModelVersionRequest, context: Context
     ) -> api.DeleteModelVersionResponse:
-        await self._versions.delete(
-            common.project(request.project), validation.entity_id(request.id, "id")
-        )
+        project = common.project(request.project)
+        await self._versions.delete(project, await self._version_id(project, request))
         return api.DeleteModelVersionResponse()
+
+    async def _model_id(self, project: str, model_id: str, name: str) -> str:
+        """The model a write names by id, or by name (MLflow's way) when no id is
+        given: looked up in the write's transaction, so the write's request id covers
+        the lookup and a repeat gets the first answer, not NOT_FOUND."""
+        if model_id:
+            return validation.entity_id(model_id, "id")
+        return (await self._models.find(project, name=_sought(name, "name", *_MODEL))).id
+
+    async def _version_id(self, project: str, request: api.DeleteModelVersionRequest) -> str:
+        """The version a write names by id, or by its model's name and its number."""
+        if request.id:
+            return validation.entity_id(request.id, "id")
+        model = request.registered_model_name
+        model_id = (await self._models.find(project, name=_sought(model, *_MODEL_NAME))).id
+        return (await self._versions.find(project, model_id, number=request.version)).id
 
     async def TransitionModelVersionStage(
         self, request: api.TransitionModelVersionStageRequest, context: Context

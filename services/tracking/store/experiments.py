@@ -288,7 +288,9 @@ def _order(order_by: str, filtered: bool) -> list[tuple[str, bool, str]]:
     times = _UNINDEXED_TIMES if filtered else {}
     if not order_by.strip():
         return [(times.get("creation_time", _ATTRIBUTES["creation_time"][0]), False, "bigint")]
-    terms, seen, start = [], set(), 0
+    terms: list[tuple[str, bool, str]] = []
+    seen: set[str] = set()
+    start = 0  # where the term begins in order_by
     for text in order_by.split(","):
         try:
             key, ascending = _order_term(text, seen)

@@ -836,3 +836,32 @@ async def test_a_version_made_as_its_model_is_renamed_is_named_by_the_models_new
     made = await mr_client.create_model_version("old", "s3://bucket/model")
     assert (made.name, made.registered_model_name) == ("new", "new")
     assert made == await mr_client.get_model_version("new", made.version)
+
+
+async def test_writes_by_name_repeated_under_their_request_id_get_the_first_answer(
+    mr_client: cairn.ModelRegistryAPIClient,
+) -> None:
+    """A job run again after it lost an answer: the client looked the name up before
+    the write, so the repeat of a delete or rename was NOT_FOUND, and a rename repeated
+    once another model took the old name was REQUEST_ID_REUSED."""
+
+    def job(step: str) -> list[tuple[str, str]]:
+        return [("x-cairn-request-id", f"job-7-{step}")]
+
+    await mr_client.create_registered_model("m")
+    for source in ("s3://b/1", "s3://b/2"):
+        await mr_client.create_model_version("m", source)
+    for _ in range(2):
+        await mr_client.delete_model_version("m", 2, metadata=job("delete-version"))
+    renamed = [
+        await mr_client.rename_registered_model("m", "m2", metadata=job("rename")) for _ in range(2)
+    ]
+    assert renamed[0] == renamed[1] and renamed[0].name == "m2"
+    other = await mr_client.create_registered_model("m")  # another takes the old name
+    assert await mr_client.rename_registered_model("m", "m2", metadata=job("rename")) == renamed[0]
+    assert [v.version for v in await mr_client.get_model_versions(renamed[0].id)] == [1]
+    for _ in range(2):
+        await mr_client.delete_registered_model("m2", metadata=job("delete-model"))
+    with pytest.raises(NotFoundError):
+        await mr_client.get_registered_model("m2")
+    assert (await mr_client.get_registered_model("m")).id == other.id

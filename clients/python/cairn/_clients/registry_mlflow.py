@@ -61,9 +61,11 @@ class MlflowRegistry(RegistryCore):
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> RegisteredModel:
-        model_id = await self._model_id(name, timeout, metadata)
+        # By name: the registry looks it up in the rename's own transaction, so a repeat
+        # under the caller's request id gets the first answer (a lookup first was
+        # NOT_FOUND once the first had renamed it).
         request = proto(
-            api.RenameRegisteredModelRequest, project=self.project, id=model_id, new_name=new_name
+            api.RenameRegisteredModelRequest, project=self.project, name=name, new_name=new_name
         )
         reply = await self._transport.unary(
             self._stub.RenameRegisteredModel, request, timeout=timeout, metadata=metadata
@@ -75,10 +77,9 @@ class MlflowRegistry(RegistryCore):
     ) -> None:
         """Deletes the model with all its versions and their artifacts (archive instead by
         upserting state=ARCHIVED)."""
-        model_id = await self._model_id(name, timeout, metadata)
         await self._transport.unary(
             self._stub.DeleteRegisteredModel,
-            proto(api.DeleteRegisteredModelRequest, project=self.project, id=model_id),
+            proto(api.DeleteRegisteredModelRequest, project=self.project, name=name),  # as rename
             timeout=timeout,
             metadata=metadata,
         )
@@ -253,12 +254,14 @@ class MlflowRegistry(RegistryCore):
         metadata: Metadata | None = None,
     ) -> None:
         """Deletes the version and its artifacts; its number is never given out again."""
-        found = await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
+        request = proto(  # by name and number, as rename_registered_model names its model
+            api.DeleteModelVersionRequest,
+            project=self.project,
+            registered_model_name=name,
+            version=version_number(version),
+        )
         await self._transport.unary(
-            self._stub.DeleteModelVersion,
-            proto(api.DeleteModelVersionRequest, project=self.project, id=found.id),
-            timeout=timeout,
-            metadata=metadata,
+            self._stub.DeleteModelVersion, request, timeout=timeout, metadata=metadata
         )
 
     async def transition_model_version_stage(

@@ -88,14 +88,16 @@ class UpdateRegisteredModelResponse(_message.Message):
     def __init__(self, registered_model: _Optional[_Union[_registry_pb2.RegisteredModel, _Mapping]] = ...) -> None: ...
 
 class RenameRegisteredModelRequest(_message.Message):
-    __slots__ = ("project", "id", "new_name")
+    __slots__ = ("project", "id", "new_name", "name")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     NEW_NAME_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     project: str
     id: str
     new_name: str
-    def __init__(self, project: _Optional[str] = ..., id: _Optional[str] = ..., new_name: _Optional[str] = ...) -> None: ...
+    name: str
+    def __init__(self, project: _Optional[str] = ..., id: _Optional[str] = ..., new_name: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class RenameRegisteredModelResponse(_message.Message):
     __slots__ = ("registered_model",)
@@ -104,12 +106,14 @@ class RenameRegisteredModelResponse(_message.Message):
     def __init__(self, registered_model: _Optional[_Union[_registry_pb2.RegisteredModel, _Mapping]] = ...) -> None: ...
 
 class DeleteRegisteredModelRequest(_message.Message):
-    __slots__ = ("project", "id")
+    __slots__ = ("project", "id", "name")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     project: str
     id: str
-    def __init__(self, project: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+    name: str
+    def __init__(self, project: _Optional[str] = ..., id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class DeleteRegisteredModelResponse(_message.Message):
     __slots__ = ()
@@ -262,12 +266,16 @@ class UpdateModelVersionResponse(_message.Message):
     def __init__(self, model_version: _Optional[_Union[_registry_pb2.ModelVersion, _Mapping]] = ...) -> None: ...
 
 class DeleteModelVersionRequest(_message.Message):
-    __slots__ = ("project", "id")
+    __slots__ = ("project", "id", "registered_model_name", "version")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     project: str
     id: str
-    def __init__(self, project: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+    registered_model_name: str
+    version: int
+    def __init__(self, project: _Optional[str] = ..., id: _Optional[str] = ..., registered_model_name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class DeleteModelVersionResponse(_message.Message):
     __slots__ = ()
