@@ -200,6 +200,10 @@ def test_a_stdout_that_is_not_utf8_gets_escapes(
     )
     assert table.returncode == 0 and table.stderr == "", table.stderr
     assert "\\u65e5\\u672c" in table.stdout  # 日本
+    # Laid out escaped: the escapes, longer than the characters they stand for, ran
+    # over their cell's border.
+    lines = table.stdout.splitlines()[1:]  # under the title, every line as wide
+    assert len({len(line) for line in lines}) == 1, table.stdout
 
 
 def test_output_that_cannot_be_written_is_one_line_saying_why(

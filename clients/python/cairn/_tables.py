@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
@@ -26,15 +28,25 @@ def print_table(
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=None if title is None else Text(visible(title)), title_justify="left")
+    out = sys.stdout if file is None else file
+    shown = functools.partial(_writable, encoding=getattr(out, "encoding", None) or "utf-8")
+    table = Table(title=None if title is None else Text(shown(title)), title_justify="left")
     for column in columns:
-        table.add_column(Text(visible(column)), overflow="fold")
+        table.add_column(Text(shown(column)), overflow="fold")
     for row in rows:
-        table.add_row(*(Text(_cell(value)) for value in row))
+        table.add_row(*(Text(shown(value)) for value in row))
     # rich sizes stdout to the terminal, or to 80 columns when stdout is piped; a file
     # given is printed 200 wide, so that fewer long values are folded.
     console = Console(file=file, width=None if file is None else 200, markup=False, highlight=False)
     console.print(table)
+
+
+def _writable(value: Any, encoding: str) -> str:
+    """A cell as shown (`_cell`), with what encoding lacks as Python's escape ("\\u65e5"):
+    escaped before the table is laid out, not as it is written, so that each cell is as
+    wide as what is printed of it."""
+    text = _cell(value)
+    return text.encode(encoding, "backslashreplace").decode(encoding)
 
 
 def _cell(value: Any) -> str:
