@@ -28,6 +28,13 @@ def _unavailable(detail: str) -> UnavailableError:
             "no server answers at 127.0.0.1:2",  # the registry's, served apart
         ),
         (
+            _unavailable(
+                "UNKNOWN: ipv6:%5B::1%5D:2: Failed to connect to remote host: Connection refused"
+            ),
+            PLAIN,
+            "no server answers at [::1]:2",  # gRPC's %5B and %5D were shown as they came
+        ),
+        (
             _unavailable("UNAVAILABLE: ipv4:127.0.0.1:51716: Socket closed"),
             PLAIN,
             "127.0.0.1:51716 may speak TLS: use https:// or --tls",

@@ -7,6 +7,7 @@ import inspect
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
+from urllib.parse import unquote
 
 import click
 
@@ -87,7 +88,8 @@ def _hint(error: CairnError, connection: Connection) -> str:
         return ""
     # The address that failed, as gRPC names it (a service may be served apart).
     found = re.search(r"ipv[46]:(\S+?):? ", text)
-    where = found.group(1) if found else f"{connection.host}:{connection.port}"
+    # gRPC writes an IPv6 address's brackets as %5B and %5D.
+    where = unquote(found.group(1)) if found else f"{connection.host}:{connection.port}"
     if "WRONG_VERSION_NUMBER" in text:
         return f"{where} does not speak TLS: use http://, --no-tls or tls = false"
     if "CERTIFICATE_VERIFY_FAILED" in text:
