@@ -39,7 +39,6 @@ MAX_PAGE_SIZE = 1000
 # What a lookup of each kind answers when nothing can match it (_sought).
 _MODEL = ("REGISTERED_MODEL_NOT_FOUND", "registered model")
 _VERSION = ("MODEL_VERSION_NOT_FOUND", "model version")
-_MODEL_NAME = ("registered_model_name", *_MODEL)
 _ARTIFACT = ("ARTIFACT_NOT_FOUND", "artifact")
 # GetLatestModelVersions' stages: four exist; room for a caller's repeats.
 MAX_STAGE_ENTRIES = 4 * len(Stage)
@@ -306,8 +305,8 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         """The version a write names by id, or by its model's name and its number."""
         if request.id:
             return validation.entity_id(request.id, "id")
-        model = request.registered_model_name
-        model_id = (await self._models.find(project, name=_sought(model, *_MODEL_NAME))).id
+        name = _sought(request.registered_model_name, "registered_model_name", *_MODEL)
+        model_id = (await self._models.find(project, name=name)).id
         return (await self._versions.find(project, model_id, number=request.version)).id
 
     async def TransitionModelVersionStage(
