@@ -145,3 +145,28 @@ async def test_two_walks_of_one_pager_at_once_end_with_an_error_that_says_so() -
     refused = [o for o in outcomes if isinstance(o, UnknownError)]
     assert len(refused) == 1 and refused[0].reason == "PAGE_TOKEN_REPEATED"
     assert "walked by two tasks or threads at once" in refused[0].message
+
+
+def test_a_walk_stopped_goes_on_where_it_stopped() -> None:
+    """The rest of the page it stopped in was dropped: a `break` after "a", then a walk
+    again, gave "d", "e", "f" (Kubeflow's Pager, an iterator, goes on at "b")."""
+    script = _Script()
+    pager = Pager(script.page)
+    for item in pager:
+        assert item == "a"
+        break
+    assert next(pager) == "b"
+    assert pager.next_page() == ["c"]  # what iteration left of the page, as a page
+    assert list(pager) == ["d", "e", "f"]
+    assert [c.next_page_token for c in script.calls] == [None, "1", "2", "3"]
+
+
+async def test_an_async_walk_stopped_goes_on_where_it_stopped() -> None:
+    script = _Script()
+    pager = Pager(script.apage)
+    assert await anext(pager) == "a"
+    async for item in pager:
+        assert item == "b"
+        break
+    assert [item async for item in pager] == ["c", "d", "e", "f"]
+    assert [item async for item in pager.restart()] == ["a", "b", "c", "d", "e", "f"]

@@ -225,12 +225,13 @@ class _Runner:
         return ClientClosedError(_CLOSED) if self._gate.closed else None
 
     def _adapt(self, value: Any) -> Any:
-        if hasattr(value, "__anext__"):
-            return self._iterate(value)
         if isinstance(value, Pager) and inspect.iscoroutinefunction(value.page_fn):
-            # A Pager a method made (`list_operations`) pages with the sync call.
+            # A Pager a method made (`list_operations`) pages with the sync call; looked at
+            # first, as a Pager is an async iterator too.
             page_fn = value.page_fn
             return Pager(lambda options: self.call(page_fn, options), value.options)
+        if hasattr(value, "__anext__"):
+            return self._iterate(value)
         if type(value).__module__.startswith(_clients.__name__) and (
             hasattr(value, "__aenter__") or getattr(value, "_sync_view", False)
         ):

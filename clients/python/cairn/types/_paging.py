@@ -121,6 +121,9 @@ class Pager(Generic[T]):
         self.options.next_page_token = None
         self._done = False
         self._sent: set[str] = set()
+        # The page iteration takes items from, and the place of the next one in it.
+        self._page: list[T] = []
+        self._taken = 0
         return self
 
     def order_by_creation_time(self) -> Pager[T]:
@@ -154,9 +157,14 @@ class Pager(Generic[T]):
     def next_page(self) -> Any:
         """The next page: a list, or an awaitable of one when the page function is async.
 
-        After the last page it returns (or resolves to) an empty list without calling
-        the page function.
+        What iteration left of the page it was taking items from comes first, as a page
+        of its own. After the last page it returns (or resolves to) an empty list
+        without calling the page function.
         """
+        if self._taken < len(self._page):
+            rest = PagedList(self._page[self._taken :], self.options.next_page_token)
+            self._page, self._taken = [], 0
+            return _ready(rest) if self._async_mode else rest
         if self._done:
             return _ready([]) if self._async_mode else []
         result: Any = self._call_page_fn()
@@ -165,20 +173,38 @@ class Pager(Generic[T]):
             return self._finish_async(result)
         return self._finish(result)
 
+    # An iterator, as Kubeflow's Pager: a walk stopped (a `break`, `next()` taken once)
+    # goes on where it stopped, the rest of its page first.
     def __iter__(self) -> Iterator[T]:
-        while not self._done:
+        return self
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        while self._taken >= len(self._page):
+            if self._done:
+                raise StopIteration
             result: Any = self._call_page_fn()
             if inspect.isawaitable(result):
                 if inspect.iscoroutine(result):
                     result.close()
                 raise TypeError("this Pager wraps an async function: use 'async for'")
-            yield from self._finish(result)
+            self._page, self._taken = self._finish(result), 0
+        return self._take()
 
-    async def __aiter__(self) -> AsyncIterator[T]:
-        while not self._done:
+    async def __anext__(self) -> T:
+        while self._taken >= len(self._page):
+            if self._done:
+                raise StopAsyncIteration
             page = self.next_page()
-            for item in await page if inspect.isawaitable(page) else page:
-                yield item
+            self._page, self._taken = (await page if inspect.isawaitable(page) else page), 0
+        return self._take()
+
+    def _take(self) -> T:
+        item = self._page[self._taken]
+        self._taken += 1
+        return item
 
     async def _finish_async(self, pending: Awaitable[list[T]]) -> list[T]:
         return self._finish(await pending)
