@@ -865,3 +865,24 @@ async def test_writes_by_name_repeated_under_their_request_id_get_the_first_answ
     with pytest.raises(NotFoundError):
         await mr_client.get_registered_model("m2")
     assert (await mr_client.get_registered_model("m")).id == other.id
+
+
+async def test_an_id_of_none_is_no_id(mr_client: cairn.ModelRegistryAPIClient) -> None:
+    """None was sent as the text "None": a lookup by it answered None (nothing has that
+    id), a version's creation NOT_FOUND "registered model None", and the artifacts of
+    version None were every artifact of the project."""
+    model = await mr_client.upsert_registered_model(RegisteredModel("ids"))
+    version = await mr_client.upsert_model_version(ModelVersion("v1"), model.id)
+    await mr_client.upsert_model_artifact(ModelArtifact("a", uri="s3://b/a"), version.id)
+    for call in (
+        mr_client.get_registered_model_by_id(None),  # type: ignore[arg-type]
+        mr_client.get_model_version_by_id(None),  # type: ignore[arg-type]
+        mr_client.get_model_artifact_by_id(None),  # type: ignore[arg-type]
+        mr_client.upsert_model_version(ModelVersion("v2"), None),  # type: ignore[arg-type]
+        mr_client.get_model_version_artifacts(None),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(InvalidArgumentError):
+            await call
+    version.description = "kept to its model"
+    updated = await mr_client.upsert_model_version(version, None)  # type: ignore[arg-type]
+    assert (updated.description, updated.registered_model_id) == (version.description, model.id)

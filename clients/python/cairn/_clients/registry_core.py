@@ -127,7 +127,7 @@ class RegistryCore(BaseClient):
     ) -> ModelVersion:
         """Creates a version of the model (numbered 1, 2, 3 ...) or updates one with an id."""
         message = types.model_version_to_proto(
-            model_version, self.project, str(registered_model_id)
+            model_version, self.project, str(registered_model_id or "")
         )
         if model_version.id:
             fields = _VERSION_FIELDS
@@ -209,7 +209,7 @@ class RegistryCore(BaseClient):
     ) -> RegisteredModel | None:
         reply = await self._maybe(
             self._stub.GetRegisteredModel,
-            proto(api.GetRegisteredModelRequest, project=self.project, id=str(id)),
+            proto(api.GetRegisteredModelRequest, project=self.project, id=str(id or "")),
             timeout,
             metadata,
         )
@@ -224,7 +224,7 @@ class RegistryCore(BaseClient):
     ) -> ModelVersion | None:
         reply = await self._maybe(
             self._stub.GetModelVersion,
-            proto(api.GetModelVersionRequest, project=self.project, id=str(model_version_id)),
+            proto(api.GetModelVersionRequest, project=self.project, id=str(model_version_id or "")),
             timeout,
             metadata,
         )
@@ -235,7 +235,7 @@ class RegistryCore(BaseClient):
     ) -> ModelArtifact | None:
         reply = await self._maybe(
             self._stub.GetArtifact,
-            proto(api.GetArtifactRequest, project=self.project, id=str(id)),
+            proto(api.GetArtifactRequest, project=self.project, id=str(id or "")),
             timeout,
             metadata,
         )
@@ -390,6 +390,8 @@ class RegistryCore(BaseClient):
         metadata: Metadata | None = None,
     ) -> PagedList[Artifact]:
         """Every artifact (model and doc) of a version."""
+        if not model_version_id:  # the raw list would be the whole project's artifacts
+            raise invalid_argument("model_version_id", "must not be empty")
         return await self._artifacts(
             model_version_id, pb.ARTIFACT_KIND_UNSPECIFIED, options, timeout, metadata
         )
