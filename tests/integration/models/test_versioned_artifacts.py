@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cairn._clients import versioned_artifacts
 from cairn._clients.versioned_artifacts import _segment
 from cairn.exceptions import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from cairn.models import parse_uri
@@ -298,6 +299,11 @@ async def test_a_create_run_again_under_its_request_id_is_answered_with_its_vers
     assert reused.value.reason == "REQUEST_ID_REUSED"
     assert len(await _stored_under(world, "retried")) == 1  # the refused one's went
     assert (await first.load("iris.csv")).read() == b"a,b\n1,2\n"
+    for bad in ("", "x" * 129, "job\n7"):  # refused before anything is sent
+        with pytest.raises(InvalidArgumentError) as refused:
+            await create(files=b"data", request_id=bad)
+        assert refused.value.field_violations[0][0] == "request_id"
+    assert len(await _stored_under(world, "retried")) == 1
 
 
 async def test_a_retry_sends_no_file_for_a_version_made_and_all_for_one_that_was_not(
@@ -305,7 +311,7 @@ async def test_a_retry_sends_no_file_for_a_version_made_and_all_for_one_that_was
 ) -> None:
     """Files a version names are never replaced: a retry of the call that made it is
     answered with it whatever its files now hold; a retry of a call that made none
-    stores its files where the failed call's went (and were removed)."""
+    stores its files over those the failed call left there for it."""
     (tmp_path / "good.txt").write_text("good")
     create = functools.partial(world.registry.create_artifact, "kept", "dataset")
     made = await create(files=tmp_path / "good.txt", request_id="kept-1")
@@ -314,12 +320,34 @@ async def test_a_retry_sends_no_file_for_a_version_made_and_all_for_one_that_was
     assert again.artifact == made.artifact
     assert (await made.load("good.txt")).read() == b"good"
 
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError):  # its good.txt stays, for its retry
         await create(files=[tmp_path / "good.txt", tmp_path / "gone"], request_id="kept-2")
-    assert len(await _stored_under(world, "kept")) == 1
+    assert len(await _stored_under(world, "kept")) == 2
     (tmp_path / "gone").write_text("back")
     second = await create(files=[tmp_path / "good.txt", tmp_path / "gone"], request_id="kept-2")
     assert (second.version, await second.files()) == (2, ["gone", "good.txt"])
+    assert len(await _stored_under(world, "kept")) == 3
+
+
+async def test_a_call_that_fails_under_a_request_id_leaves_the_files_another_made_a_version_of(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two calls under one id at once (a job and its duplicate): the second looked for
+    the version before the first made it, then failed, and removed the directory the
+    first's version names, which was left without its files."""
+    (tmp_path / "good.txt").write_text("good")
+    create = functools.partial(world.registry.create_artifact, "twin", "dataset")
+    made = await create(files=tmp_path / "good.txt", request_id="twin-1")
+    monkeypatch.setattr(versioned_artifacts, "_version_naming", _not_made_yet)
+    with pytest.raises(FileNotFoundError):
+        await create(files=[tmp_path / "good.txt", tmp_path / "gone"], request_id="twin-1")
+    assert await made.files() == ["good.txt"]
+    assert (await made.load("good.txt")).read() == b"good"
+
+
+async def _not_made_yet(registry: object, message: object) -> None:
+    """What a call looking for its version finds before another call made it."""
+    return None
 
 
 async def test_any_name_the_registry_takes_holds_files(world: World) -> None:

@@ -20,6 +20,7 @@ from typing import IO, Any, Protocol
 from urllib.parse import quote
 
 from .._argument_error import invalid_argument
+from .._filter_text import quoted
 from .._numbers import whole_or_zero
 from .._progress import Progress
 from .._transport import REQUEST_ID_HEADER, Transport
@@ -162,7 +163,7 @@ class VersionedArtifacts:
 
         A call run again with the same request_id (a job restarted after its answer was
         lost) is answered with the version the first one made, sending no file; when
-        that made none, its files go where the first one's went, over them.
+        that made none, its files go where the first one's went, over those it left.
 
         Args:
             name: the artifact's name.
@@ -185,26 +186,31 @@ class VersionedArtifacts:
                 files of one name, or a file (of a directory too) whose path the
                 artifact service refuses (INVALID_PATH, naming the local file); what
                 can be known before any byte is sent is checked first, and files
-                uploaded for a version that is then not made are removed.
+                uploaded for a version that is then not made are removed (those of a
+                call with a request_id stay for its retry).
         """
         message = _new_version(self.project, name, artifact_type, metadata, "", run_id, description)
         directory = f"{FILES_ROOT}/{_segment(name)}/{_directory_key(message, request_id)}"
         message.uri = str(ArtifactUri(self.project, directory))
+        again = request_id is not None
+        if again and (made := await _version_naming(self, message)) is not None:
+            return ActiveArtifact(made, self._transport)  # whatever the files now are
         sources = [files] if isinstance(files, str | os.PathLike | bytes | io.IOBase) else files
         sources = list(sources or ())
         if sources:  # worth a look first only when there are files to send
             _check_distinct(sources)
             await asyncio.to_thread(_check_targets, sources, directory)
             await _check_name(self, name)
-        again = request_id is not None
-        if again and (made := await _version_naming(self, message)) is not None:
-            return ActiveArtifact(made, self._transport)
         store = in_project(self._transport, self.project)
         try:
             for source in sources:
                 await _upload(store, directory, source, None, progress, overwrite=again)
-        except UNNAMED:  # no version will name the files sent
-            await remove_unnamed(store, directory)
+        except UNNAMED:
+            # No version will name the files sent; but those of a call with a request id
+            # stay for its retry, which sends them again over them: another call under
+            # the id (a job's duplicate) may be making its version of them meanwhile.
+            if not again:
+                await remove_unnamed(store, directory)
             raise
         request = api.CreateArtifactRequest(artifact=message, new_version=True)
         headers = None if request_id is None else [(REQUEST_ID_HEADER, request_id)]
@@ -212,7 +218,9 @@ class VersionedArtifacts:
             reply = await self._transport.unary(
                 self._stub.CreateArtifact, request, metadata=headers
             )
-        except _REFUSED:  # no version names the files: nothing would ever remove them
+        # No version names the files (a repeat of a call that made one is answered with
+        # it, not refused): nothing would ever remove them.
+        except _REFUSED:
             if sources:
                 await remove_unnamed(store, directory)
             raise
@@ -239,10 +247,9 @@ class VersionedArtifacts:
 
     async def get_artifact_versions(self: _Registry, name: str) -> list[VersionedArtifact]:
         """Every version of the artifact `name`, oldest first (empty when none)."""
-        quoted = name.replace("'", "''")
         request = api.ListArtifactsRequest(
             project=self.project,
-            filter=f"name = '{quoted}' AND version > 0",
+            filter=f"name = {quoted(name)} AND version > 0",
             order_by="id asc",
             page_size=1000,
         )
@@ -336,16 +343,20 @@ def _directory_key(message: pb.Artifact, request_id: str | None) -> str:
     apart, so removing them harms no version."""
     if request_id is None:
         return uuid.uuid4().hex
+    if not (isinstance(request_id, str) and 0 < len(request_id) <= 128 and _printable(request_id)):
+        raise invalid_argument("request_id", "must be 1 to 128 printable ASCII characters")
     facts = message.SerializeToString(deterministic=True)
     return hashlib.sha256(request_id.encode() + b"\0" + facts).hexdigest()[:32]
 
 
+def _printable(text: str) -> bool:
+    return text.isascii() and text.isprintable()
+
+
 async def _version_naming(registry: _Registry, message: pb.Artifact) -> VersionedArtifact | None:
     """The version of message's name whose URI is message's, if one was made."""
-    name, uri = (text.replace("'", "''") for text in (message.name, message.uri))
-    request = api.ListArtifactsRequest(
-        project=registry.project, filter=f"name = '{name}' AND uri = '{uri}'", page_size=1
-    )
+    wanted = f"name = {quoted(message.name)} AND uri = {quoted(message.uri)}"
+    request = api.ListArtifactsRequest(project=registry.project, filter=wanted, page_size=1)
     reply = await registry._transport.unary(registry._stub.ListArtifacts, request)
     return versioned_artifact_from_proto(reply.artifacts[0]) if reply.artifacts else None
 
