@@ -137,7 +137,8 @@ def _models(body: str) -> ModelUri:
         raise _Malformed("a model URI needs a name and a version, stage, alias or 'latest'")
     _no_odd_segments(name, "the model name")
     if reference.isascii() and reference.isdigit():
-        if not _within_versions(reference):
+        # Versions are numbered from 1: a URI of version 0 names none.
+        if not (reference.strip("0") and _within_versions(reference)):
             raise _Malformed(f"a version number is 1 to {MAX_VERSION}")
         return ModelUri(name, version=int(reference.lstrip("0")))
     if reference.lower() == "latest":
@@ -200,5 +201,5 @@ def version_number(version: int | float | str) -> int:
 
 def _within_versions(digits: str) -> bool:
     # Counted before int() reads them: it refuses more than 4,300 digits (ValueError).
-    significant = digits.lstrip("0")
-    return 0 < len(significant) <= len(str(MAX_VERSION)) and int(significant) <= MAX_VERSION
+    significant = digits.lstrip("0") or "0"
+    return len(significant) <= len(str(MAX_VERSION)) and int(significant) <= MAX_VERSION
