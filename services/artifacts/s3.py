@@ -44,9 +44,10 @@ _BAD_PARTS = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "Ma
 
 
 class NoResult(Exception):
-    """The store answered a write OK without its result: S3 may answer a multipart
-    completion 200 with an <Error> body, which the SDK reads as a success without an
-    ETag. The object is then not there."""
+    """The store answered a write OK without its result, and the object is not there:
+    S3 may answer a multipart completion 200 with an <Error> body, which the SDK reads
+    as a success without an ETag. (A store that leaves out a single PUT's ETag header
+    but holds the object has written it.)"""
 
 
 # What the store, or the way to it, fails with (the minio SDK's errors, urllib3's,
@@ -139,7 +140,7 @@ class S3Backend:
             # One part in flight: memory stays near two parts whatever the object's size.
             num_parallel_uploads=1,
         )
-        if not written.etag:
+        if not (written.etag or self._holds(key)):
             raise NoResult(key)
 
     def _ensure_bucket(self) -> None:
@@ -253,7 +254,7 @@ class S3Backend:
             if error.code in _BAD_PARTS:
                 raise RefusedParts(f"{error.code}: {error.message}") from None
             raise
-        if not completed.etag:
+        if not (completed.etag or self._holds(key)):
             raise NoResult(key)
 
     @_in_store

@@ -2,7 +2,11 @@
 size asks for has a bound, and each part is read whole (s3.WholeReads) rather than
 built by the SDK from short reads, which cost time in the square of the part's size."""
 
+import pytest
+from minio.helpers import check_bucket_name
+
 from cairn_server.artifacts import s3
+from cairn_server.artifacts.s3 import WholeReads
 from cairn_server.artifacts.blobs import MAX_OBJECT_BYTES
 
 MIB = 1024 * 1024
@@ -44,3 +48,19 @@ def test_what_streams_through_is_what_its_parts_hold() -> None:
     assert backend.write_limit(0) == s3.S3_MAX_PARTS * s3.S3_UNKNOWN_SIZE_PART  # ~70 GiB
     assert backend.write_limit(1) == s3.S3_MAX_PARTS * s3.S3_MIN_PART
     assert backend.write_limit(MAX_OBJECT_BYTES) == s3.MAX_STREAMED_BYTES < MAX_OBJECT_BYTES
+
+
+def test_a_value_error_is_the_stores_only_when_the_sdk_raised_it() -> None:
+    """The SDK raises ValueError for an answer without an element it must hold: that is
+    the store failing. One raised by the bytes being sent stays what it is."""
+    with pytest.raises(ValueError) as sdk:
+        check_bucket_name("")  # a ValueError of the SDK's own
+    assert s3._raised_by_the_sdk(sdk.value)
+    with pytest.raises(ValueError) as ours:
+        WholeReads(_Failing()).read(10)
+    assert not s3._raised_by_the_sdk(ours.value)
+
+
+class _Failing:
+    def read(self, n: int = -1) -> bytes:
+        raise ValueError("a source's own")
