@@ -6,8 +6,8 @@ import pytest
 from minio.helpers import check_bucket_name
 
 from cairn_server.artifacts import s3
-from cairn_server.artifacts.s3 import WholeReads
 from cairn_server.artifacts.blobs import MAX_OBJECT_BYTES
+from cairn_server.artifacts.s3 import WholeReads
 
 MIB = 1024 * 1024
 
