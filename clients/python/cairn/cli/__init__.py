@@ -98,6 +98,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(click.UsageError.exit_code)
     guard_stdout()
     try:
+        _run(argv)
+    except KeyboardInterrupt:  # after the command: as its last output was written
+        sys.exit(INTERRUPTED)
+
+
+def _run(argv: Sequence[str] | None) -> None:
+    try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="cairn")
     except SystemExit as ending:  # click's, always
         end_output(ending.code)
