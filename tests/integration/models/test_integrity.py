@@ -118,6 +118,43 @@ async def test_a_file_added_to_a_cache_entry_is_never_served(
     assert files == ["config.json", "sub/weights.bin"]
 
 
+@pytest.mark.parametrize("link", ["to-a-twin", "out-of-the-entry", "folder"])
+async def test_a_file_of_a_cache_entry_replaced_by_a_link_is_never_served(
+    world: World, tmp_path: Path, link: str
+) -> None:
+    """The lookup followed links: a.bin made a link to b.bin (of a.bin's size) was
+    served, and copied by download_artifacts, as a.bin; a link to a file outside the
+    entry stopped every load with "names a file outside the model's directory; log the
+    model again", and the entry was never dropped."""
+    model = tmp_path / "twins"
+    (model / "sub").mkdir(parents=True)
+    (model / "sub" / "a.bin").write_bytes(b"A" * 100)
+    (model / "sub" / "b.bin").write_bytes(b"B" * 100)
+    info = await world.tracking.log_model(world.run_id, model, "twins")
+    loaded = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "a.bin").write_bytes(b"E" * 100)
+    (elsewhere / "b.bin").write_bytes(b"B" * 100)
+    sub = loaded / "sub"
+    sub.chmod(0o755)  # the cache's folders stay writable; its files are read-only
+    if link == "folder":
+        for file in sub.iterdir():
+            file.unlink()
+        sub.rmdir()
+        sub.symlink_to(elsewhere, target_is_directory=True)
+    else:
+        (sub / "a.bin").unlink()
+        target = sub / "b.bin" if link == "to-a-twin" else elsewhere / "a.bin"
+        (sub / "a.bin").symlink_to(target)
+
+    again = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+    assert not (again / "sub").is_symlink() and not (again / "sub" / "a.bin").is_symlink()
+    assert (again / "sub" / "a.bin").read_bytes() == b"A" * 100
+    copied = Path(await world.tracking.download_artifacts(info.model_uri, tmp_path / "dst"))
+    assert (copied / "twins" / "sub" / "a.bin").read_bytes() == b"A" * 100
+
+
 async def test_the_bytecode_python_caches_beside_a_loaded_module_is_no_edit(
     world: World, tmp_path: Path
 ) -> None:

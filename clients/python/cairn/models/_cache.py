@@ -36,7 +36,7 @@ from typing import Any
 
 from ..exceptions import FailedPreconditionError
 from ._manifest import MANIFEST, FileEntry, Manifest, entry_of
-from ._paths import inside
+from ._paths import relative_path
 
 CACHE_ENV = "CAIRN_MODEL_CACHE"
 _WRITE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
@@ -142,12 +142,12 @@ class ModelCache:
             return None
         changed, writable = [], []
         for relative, expected in manifest.files.items():
-            file = inside(entry, relative, str(entry))
+            file = entry / relative_path(relative, str(entry))
             if _compiled_module(PurePosixPath(relative), manifest) and _is(file, stat.S_ISREG):
                 # Shipped with the model, and stale to the Python that imports it (the
                 # sources are as old as their download): rewritten, as one it wrote.
                 continue
-            found = _stat(file)
+            found = _stat(entry, file)
             if found is None or found.st_size != expected.size:
                 _drop(entry)
                 return None
@@ -255,10 +255,18 @@ def _remember(verified: Iterable[tuple[os.stat_result, FileEntry]]) -> None:
             _VERIFIED[_identity(found)] = expected
 
 
-def _stat(file: Path) -> os.stat_result | None:
-    """The file's stat, or None when it is missing or no regular file."""
+def _stat(entry: Path, file: Path) -> os.stat_result | None:
+    """The stat of a file of entry, or None when it is missing, no regular file, or
+    reached through a link: a file replaced by a link to another (of the same size,
+    changed before the entry was sealed) was served as the model's, and one to a file
+    outside the entry stopped every load of it."""
+    folder = file.parent
+    while folder != entry:
+        if not _is(folder, stat.S_ISDIR):
+            return None
+        folder = folder.parent
     try:
-        found = file.stat()
+        found = file.lstat()
     except OSError:
         return None
     return found if stat.S_ISREG(found.st_mode) else None
