@@ -227,3 +227,25 @@ async def test_the_registry_refuses_paths_without_a_scheme(
         await world.registry.upsert_model_artifact(ModelArtifact("m", uri=path), version.id)
     assert raised.value.reason == "INVALID_ARTIFACT_LOCATION"
     assert await world.registry.get_model_version_download_uri(name, 1) == "s3://bucket/models/m"
+
+
+async def test_a_model_has_a_directory_and_a_runs_root_downloads_whole(
+    world: World, tmp_path: Path
+) -> None:
+    """log_model took "" and "/", logging at the run's root, and a download of
+    runs:/<run_id> then wrote the model alone, none of the run's other files."""
+    for root in ("", "/", ".", "a/.."):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await world.tracking.log_model(world.run_id, [1], root, flavor="pickle")
+        assert refused.value.field_violations[0][0] == "name"
+    info = await world.tracking.log_model(world.run_id, [1], "./m", flavor="pickle")
+    assert info.model_uri == f"runs:/{world.run_id}/m"
+    # A model at the root, as an older client could log one, and a file beside it.
+    model = Path(await world.tracking.download_artifacts(info.model_uri, tmp_path / "m"))
+    await world.tracking.log_artifacts(world.run_id, model, "")
+    (tmp_path / "notes.txt").write_text("read me")
+    await world.tracking.log_artifact(world.run_id, tmp_path / "notes.txt", "docs")
+
+    root = Path(await world.tracking.download_artifacts(f"runs:/{world.run_id}", tmp_path / "r"))
+    assert (root / "docs" / "notes.txt").read_text() == "read me"
+    assert (root / "m" / "model.pkl").exists() and (root / "model.pkl").exists()

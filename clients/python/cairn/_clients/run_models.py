@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple, cast
 
 from .. import _names as names
+from .._argument_error import invalid_argument
 from .._filter_text import quoted
 from .._progress import Progress, meter
 from .._transport import Transport
@@ -42,7 +43,7 @@ from ..types._registry import MlflowModelVersion, ModelArtifact
 from ._local_files import tree_files
 from .artifacts import ArtifactClient, in_project
 from .registry import ModelRegistryAPIClient
-from .run_store import RunClient, join, run_store
+from .run_store import RunClient, join, run_store, within_run
 
 # A version's source may itself be a models:/ URI; resolving stops after this many hops.
 MAX_HOPS = 4
@@ -119,6 +120,7 @@ class RunModels:
             # it there (OBJECT_ALREADY_EXISTS).
             names.registered_model_name(registered_model_name)
         store, root = await run_store(self, run_id, writing=True)
+        name = _model_directory(name)
         directory = join(root, None, name)
         logged = await _logged_manifest(store, directory)
         if logged is not None and registered_model_name is None:
@@ -141,7 +143,7 @@ class RunModels:
         info = ModelInfo(
             run_id=run_id,
             artifact_path=name,
-            model_uri=str(RunUri(run_id, name.strip("/"))),
+            model_uri=str(RunUri(run_id, name)),
             artifact_uri=str(ArtifactUri(store.project, directory)),
             flavor=chosen.name,
             files={path: entry.sha256 for path, entry in manifest.files.items()},
@@ -210,6 +212,18 @@ class RunModels:
         return await asyncio.to_thread(flavor.load, directory, manifest.options)
 
 
+def _model_directory(name: Any) -> str:
+    """A model's directory within its run, normalised as any artifact path
+    (`within_run`); the run's root is refused: the run's other files would be taken for
+    the model's, and a download of the run would fetch the model alone."""
+    if not isinstance(name, str):
+        raise invalid_argument("name", f"a model's directory within the run, not {name!r}")
+    relative = within_run(name, "name")
+    if not relative:
+        raise invalid_argument("name", "names the run's root: give the model a directory")
+    return relative
+
+
 async def download_uri(
     client: RunClient,
     uri: str,
@@ -224,6 +238,10 @@ async def download_uri(
     store, path = location.store, location.path
     destination = Path(dst_path) if dst_path else Path(tempfile.mkdtemp(prefix="cairn-"))
     target = destination / location.name if location.name else destination
+    if not (location.name or location.manifest_sha256):
+        # A root (runs:/<run_id>) is its files, as download_artifacts(run_id, "", dst)
+        # writes them: a model logged there before log_model refused it hid the others.
+        return str(await store.download(path, target, progress=progress))
     try:
         manifest_bytes, manifest = await _read_manifest(location, uri)
     except NotFoundError:
