@@ -163,3 +163,23 @@ def test_a_child_forked_during_a_copy_does_not_keep_the_folder(tmp_path: Path) -
     finally:
         os.close(go)
         assert os.waitpid(child, 0)[1] == 0
+
+
+async def test_a_download_over_an_earlier_leaves_none_of_its_files_the_later_lacks(
+    world: World, tmp_path: Path
+) -> None:
+    """Version 1 had extra.cfg, version 2 none: downloaded over version 1, version 2's
+    manifest stood over its own files and version 1's extra.cfg, which a loader reads."""
+    earlier = _model(tmp_path / "v1" / "model", b"v1")
+    (earlier / "extra.cfg").write_text("layers = 99")
+    later = _model(tmp_path / "v2" / "model", b"v2")
+    uris = [
+        (await world.tracking.log_model(await world.new_run(), model, "m")).model_uri
+        for model in (earlier, later)
+    ]
+    dst = tmp_path / "dst"
+    for uri in uris:
+        target = Path(await world.tracking.download_artifacts(uri, dst, cache_dir=world.cache))
+
+    _whole(target)
+    assert sorted(p.name for p in (target / "model").iterdir()) == ["a.bin", "b.bin", "z.bin"]

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .._clients._local_files import local_writes
-from ..exceptions import FailedPreconditionError
+from ..exceptions import DataLossError, FailedPreconditionError
 from ._manifest import MANIFEST, Manifest
 from ._paths import inside
 
@@ -52,6 +52,17 @@ def copy_model(
                     return target
             _move_in(staging, manifest.files, target, where, with_manifest=True)
     return target
+
+
+def _earlier_files(target: Path, where: str) -> set[str]:
+    """The files the model copied into target before names (none when it holds no
+    readable manifest): those the new model lacks go with the earlier one, which left
+    them beside the new model's, read by a loader as its own."""
+    try:
+        earlier = Manifest.from_json((target / MANIFEST).read_bytes(), where)
+    except (OSError, DataLossError):
+        return set()
+    return set(earlier.files)
 
 
 def copy_files(entry: Path, manifest: Manifest, target: Path, where: str) -> Path:
@@ -126,16 +137,24 @@ def _move_in(
     staging: Path, relatives: Iterable[str], target: Path, where: str, with_manifest: bool = False
 ) -> None:
     """Renames the staged files over target's; with_manifest, target's manifest goes
-    aside first (no model while its files change) and the staged one comes last.
+    aside first (no model while its files change), the files of the model it named that
+    the new one lacks go aside too, and the staged manifest comes last.
     Folders are made and names checked for all of them beforehand, so the renames,
     which cannot fail for want of space, are all that is left when the first one
     happens; one can still fail (on Windows, over a file some program holds open): then
     all is put back as it was (`_swap`), and the folders made are removed."""
+    relatives = list(relatives)
     moves: list[tuple[Path | None, Path]] = [
         (staging / relative, inside(target, relative, where)) for relative in relatives
     ]
     if with_manifest:
-        moves = [(None, target / MANIFEST), *moves, (staging / MANIFEST, target / MANIFEST)]
+        gone = sorted(_earlier_files(target, where) - set(relatives))
+        moves = [
+            (None, target / MANIFEST),
+            *((None, inside(target, relative, where)) for relative in gone),
+            *moves,
+            (staging / MANIFEST, target / MANIFEST),
+        ]
     made: list[Path] = []
     try:
         _make_folders(target, [destination.parent for _, destination in moves], made)
