@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cairn._clients.run_models import MAX_HOPS
 from cairn.exceptions import DataLossError, NotFoundError
 from cairn.models import MANIFEST, UntrustedModelError
+from cairn.models._uris import MAX_HOPS
 from tests.integration.models.conftest import World
 
 
@@ -321,3 +321,25 @@ async def test_copies_of_copies_load_the_original_files_however_deep(world: Worl
         assert loaded == {"v": "original"}, name
     copied = await world.registry.get_model_version(names[-1], 1)
     assert copied.source == f"models:/{names[-2]}/1"  # MLflow's source of a copy
+
+
+async def test_a_copy_of_a_version_sourced_by_an_alias_keeps_the_model_it_was_copied_with(
+    world: World, unique: str
+) -> None:
+    """A version whose source is models:/x@champ: its copy pointed at that URI, so it
+    loaded x's version 2 once the alias moved there, not the model copied."""
+    x, y, z = (f"{n}-{unique}" for n in "xyz")
+    for value in ("A", "B"):
+        await world.tracking.log_model(
+            await world.new_run(), [value], "model", flavor="pickle", registered_model_name=x
+        )
+    await world.registry.set_registered_model_alias(x, "champ", 1)
+    await world.registry.create_registered_model(y)
+    await world.registry.create_model_version(y, f"models:/{x}@champ")
+    await world.registry.copy_model_version(f"models:/{y}/1", z)
+
+    await world.registry.set_registered_model_alias(x, "champ", 2)
+    loaded = await world.tracking.load_model(
+        f"models:/{z}/1", allow_pickle=True, cache_dir=world.cache
+    )
+    assert loaded == ["A"]

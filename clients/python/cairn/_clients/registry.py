@@ -10,7 +10,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from .._argument_error import invalid_argument
 from .._transport import Metadata
 from ..exceptions import AlreadyExistsError, NotFoundError
-from ..models._uris import ModelUri, parse_uri
+from ..models._uris import MAX_HOPS, MODELS_SCHEME, ModelUri, parse_uri, scheme_of
 from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
 from ..types._arguments import proto
@@ -152,7 +152,9 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
         Read by the original's id before the copy is made, so a delete or rename of the
         original meanwhile fails the copy with nothing made, or comes after these reads
         and leaves the copy whole (deleting a version never deletes its files)."""
-        uri = await self._download_uri_of(source.id, timeout, metadata)
+        uri = await self._files_uri(
+            await self._download_uri_of(source.id, timeout, metadata), timeout, metadata
+        )
         originals = await self.get_model_artifacts(source.id, timeout=timeout, metadata=metadata)
         original = originals[0] if originals else ModelArtifact(dst_name)
         return ModelArtifact(
@@ -161,6 +163,19 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
             model_format_name=original.model_format_name,
             model_format_version=original.model_format_version,
         )
+
+    async def _files_uri(self, uri: str, timeout: float | None, metadata: Metadata | None) -> str:
+        """uri, or, for a models:/ URI, where the version it names has its files, as read
+        now: a copy pointed at models:/x@champ followed the alias when it moved, and
+        loaded another model than the one copied. At most MAX_HOPS versions deep."""
+        for _ in range(MAX_HOPS):
+            if scheme_of(uri) != MODELS_SCHEME:
+                return uri
+            parsed = parse_uri(uri)
+            assert isinstance(parsed, ModelUri)
+            version = await self._version_of_uri(parsed, timeout, metadata)
+            uri = await self._download_uri_of(version.id, timeout, metadata)
+        return uri
 
     async def _version_of_uri(
         self, uri: ModelUri, timeout: float | None, metadata: Metadata | None

@@ -36,7 +36,15 @@ from ..models._flavors import Flavor, UntrustedModelError, flavor_for, get_flavo
 from ..models._info import ModelInfo
 from ..models._manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
 from ..models._paths import inside, invalid_manifest
-from ..models._uris import SCHEMES, ArtifactUri, ModelUri, RunUri, parse_uri, scheme_of
+from ..models._uris import (
+    MAX_HOPS,
+    SCHEMES,
+    ArtifactUri,
+    ModelUri,
+    RunUri,
+    parse_uri,
+    scheme_of,
+)
 from ..types._artifacts import ObjectInfo
 from ..types._paging import ListOptions
 from ..types._registry import MlflowModelVersion, ModelArtifact
@@ -45,8 +53,6 @@ from .artifacts import ArtifactClient, in_project
 from .registry import ModelRegistryAPIClient
 from .run_store import RunClient, join, run_store, within_run
 
-# A version's source may itself be a models:/ URI; resolving stops after this many hops.
-MAX_HOPS = 4
 # The version tag that pins a registered version to the model it was registered with:
 # the sha256 of its manifest, which names every file's. A load through the registry
 # refuses another model found at the version's source since (copy_model_version copies

@@ -26,6 +26,8 @@ RUNS_SCHEME = "runs"
 ARTIFACTS_SCHEME = "cairn-artifacts"
 SCHEMES = (MODELS_SCHEME, RUNS_SCHEME, ARTIFACTS_SCHEME)
 MAX_VERSION = 2**63 - 1  # the registry's version numbers are int64
+# A version's source may itself be a models:/ URI; resolving stops after this many hops.
+MAX_HOPS = 4
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _STAGES = {stage.value.lower(): stage for stage in ModelVersionStage}
 
