@@ -348,5 +348,9 @@ def _managed(
 
 
 def _expanded(path: str | os.PathLike[str]) -> Path:
-    """Devo's paths may start with "~"."""
-    return Path(path).expanduser()
+    """Devo's paths may start with "~"; the model's file (or directory) must exist,
+    checked before any call, naming the caller's argument."""
+    expanded = Path(path).expanduser()
+    if not (expanded.is_file() or expanded.is_dir()):
+        raise invalid_argument("model_file", f"{str(expanded)!r} is no file or directory")
+    return expanded
