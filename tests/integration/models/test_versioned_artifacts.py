@@ -74,8 +74,9 @@ async def test_download_writes_every_file_and_add_file_adds_one(
     await (await world.registry.get_artifact("images")).download(target)
     assert (target / "images" / "cats" / "a.png").read_bytes() == b"\x89PNG-a"
     assert (target / "labels.txt").read_bytes() == b"labels"
-    with pytest.raises(AlreadyExistsError):
+    with pytest.raises(AlreadyExistsError) as taken:
         await artifact.add_file(b"again", filename="labels.txt")
+    assert "never replaced" in taken.value.message  # it offered an upload with overwrite
 
 
 async def test_add_file_stores_unnamed_bytes_as_data(world: World) -> None:

@@ -99,7 +99,16 @@ class ActiveArtifact:
         Raises:
             AlreadyExistsError: the version has a file of that name already.
         """
-        return await _upload(self._store, self._directory, file, filename, progress)
+        try:
+            return await _upload(self._store, self._directory, file, filename, progress)
+        except AlreadyExistsError as taken:  # the store's words offer an overwrite
+            raise AlreadyExistsError(
+                f"version {self.artifact.version} of artifact {self.artifact.name!r} has "
+                f"that file already ({taken.metadata.get('path', '')}); a version's files "
+                "are never replaced",
+                reason=taken.reason,
+                metadata=taken.metadata,
+            ) from None
 
     async def files(self) -> list[str]:
         """The version's files, as paths relative to it."""
