@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from cairn._transport import Transport
-from cairn.exceptions import UnknownError
+from cairn.exceptions import InvalidArgumentError, UnknownError
 from cairn.registry.v1.registry_service_pb2 import ListArtifactsRequest, ListArtifactsResponse
 from cairn.types import ListOptions, OrderByField, PagedList, Pager
 
@@ -72,6 +72,10 @@ def test_page_size_is_an_alias_of_limit_and_checked() -> None:
     assert Pager(_Script().page).page_size(3).options.limit == 3
     with pytest.raises(ValueError, match="at least 1"):
         Pager(_Script().page).limit(0)
+    for bad in ("5", 2.5, True):  # "5" was a bare TypeError of a comparison
+        with pytest.raises(InvalidArgumentError) as refused:
+            Pager(_Script().page).limit(bad)  # type: ignore[arg-type]
+        assert refused.value.field_violations[0][0] == "page_size"
 
 
 def test_sync_for_over_an_async_function_is_a_clear_error() -> None:

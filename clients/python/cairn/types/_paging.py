@@ -143,6 +143,7 @@ class Pager(Generic[T]):
 
     def limit(self, n: int) -> Pager[T]:
         """Items per page."""
+        n = whole(n, "page_size", 32)
         if n < 1:
             raise invalid_argument("page_size", f"must be at least 1, got {n}")
         return self._set(limit=n)
