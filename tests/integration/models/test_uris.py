@@ -234,9 +234,9 @@ async def test_a_model_has_a_directory_and_a_runs_root_downloads_whole(
 ) -> None:
     """log_model took "" and "/", logging at the run's root, and a download of
     runs:/<run_id> then wrote the model alone, none of the run's other files."""
-    for root in ("", "/", ".", "a/.."):
+    for the_root in ("", "/", ".", "a/.."):
         with pytest.raises(InvalidArgumentError) as refused:
-            await world.tracking.log_model(world.run_id, [1], root, flavor="pickle")
+            await world.tracking.log_model(world.run_id, [1], the_root, flavor="pickle")
         assert refused.value.field_violations[0][0] == "name"
     info = await world.tracking.log_model(world.run_id, [1], "./m", flavor="pickle")
     assert info.model_uri == f"runs:/{world.run_id}/m"

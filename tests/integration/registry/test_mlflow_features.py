@@ -835,7 +835,7 @@ async def test_a_version_made_as_its_model_is_renamed_is_named_by_the_models_new
     monkeypatch.setattr(mr_client, "upsert_model_version", renamed_first)
     made = await mr_client.create_model_version("old", "s3://bucket/model")
     assert (made.name, made.registered_model_name) == ("new", "new")
-    assert made == await mr_client.get_model_version("new", made.version)
+    assert made == await mr_client.get_model_version("new", str(made.version))
 
 
 async def test_writes_by_name_repeated_under_their_request_id_get_the_first_answer(
@@ -859,7 +859,7 @@ async def test_writes_by_name_repeated_under_their_request_id_get_the_first_answ
     assert renamed[0] == renamed[1] and renamed[0].name == "m2"
     other = await mr_client.create_registered_model("m")  # another takes the old name
     assert await mr_client.rename_registered_model("m", "m2", metadata=job("rename")) == renamed[0]
-    assert [v.version for v in await mr_client.get_model_versions(renamed[0].id)] == [1]
+    assert [v.version for v in await mr_client.get_model_versions(str(renamed[0].id))] == [1]
     for _ in range(2):
         await mr_client.delete_registered_model("m2", metadata=job("delete-model"))
     with pytest.raises(NotFoundError):
@@ -872,7 +872,7 @@ async def test_an_id_of_none_is_no_id(mr_client: cairn.ModelRegistryAPIClient) -
     id), a version's creation NOT_FOUND "registered model None", and the artifacts of
     version None were every artifact of the project."""
     model = await mr_client.upsert_registered_model(RegisteredModel("ids"))
-    version = await mr_client.upsert_model_version(ModelVersion("v1"), model.id)
+    version = await mr_client.upsert_model_version(ModelVersion("v1"), str(model.id))
     await mr_client.upsert_model_artifact(ModelArtifact("a", uri="s3://b/a"), version.id)
     for call in (
         mr_client.get_registered_model_by_id(None),  # type: ignore[arg-type]
