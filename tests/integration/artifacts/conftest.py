@@ -1,5 +1,6 @@
 """The artifact service on both backends: the local filesystem and S3 (moto on loopback)."""
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -9,7 +10,7 @@ import cairn
 from cairn_server import catalog
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
-from tests.conftest import BUCKET, new_project, s3_client
+from tests.conftest import BUCKET, new_project, s3_client, serving
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +74,25 @@ def raw_objects(store: cairn.ArtifactClient, config: Config, s3_config: Config):
         )
 
     return listing
+
+
+@contextlib.asynccontextmanager
+async def store_through(
+    s3_config: Config, pool: asyncpg.Pool, proxy_port: int, project: str, **changes: object
+) -> AsyncIterator[cairn.ArtifactClient]:
+    """A client, in a project of its own, of an artifact server that reaches the S3
+    store through a proxy on proxy_port (a faulty store), its janitor off, with the
+    config's changes."""
+    async with serving(
+        s3_config,
+        pool,
+        ["artifacts"],
+        s3_endpoint=f"127.0.0.1:{proxy_port}",
+        artifact_janitor_interval_seconds=0,
+        **changes,
+    ) as port:
+        project = await new_project(port, project)
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", port, project=project
+        ) as client:
+            yield client

@@ -23,7 +23,8 @@ from cairn_server.common import database
 from cairn_server.common.config import Config
 from cairn_server.common.errors import Unavailable
 from cairn_server.common.server import migrate
-from tests.conftest import new_project, serving, with_overrides
+from tests.conftest import with_overrides
+from tests.integration.artifacts.conftest import store_through
 from tests.proxy import StallingProxy
 
 # More downloads than the loop's default executor has threads on a small machine
@@ -71,19 +72,10 @@ async def _served(
     unique: str,
     s3_timeout_seconds: float,
 ) -> AsyncIterator[cairn.ArtifactClient]:
-    async with serving(
-        s3_config,
-        pool,
-        ["artifacts"],
-        s3_endpoint=f"127.0.0.1:{proxy.port}",
-        s3_timeout_seconds=s3_timeout_seconds,
-        artifact_janitor_interval_seconds=0,
-    ) as port:
-        project = await new_project(port, f"silent-{unique}")
-        async with cairn.ArtifactClient.insecure_connection(
-            "127.0.0.1", port, project=project
-        ) as client:
-            yield client
+    async with store_through(
+        s3_config, pool, proxy.port, f"silent-{unique}", s3_timeout_seconds=s3_timeout_seconds
+    ) as client:
+        yield client
 
 
 async def test_a_silent_store_fails_calls_and_holds_nothing_once_back(

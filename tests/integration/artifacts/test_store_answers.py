@@ -17,7 +17,7 @@ import urllib3
 import cairn
 from cairn.exceptions import NotFoundError, UnavailableError
 from cairn_server.common.config import Config
-from tests.conftest import new_project, serving
+from tests.integration.artifacts.conftest import store_through
 from tests.proxy import S3AnsweringProxy, http_answer
 
 MIB = 1024 * 1024
@@ -45,18 +45,8 @@ async def store(
     s3_config: Config, pool: asyncpg.Pool, proxy: S3AnsweringProxy, unique: str
 ) -> AsyncIterator[cairn.ArtifactClient]:
     """A client of a server that reaches the store through the proxy."""
-    async with serving(
-        s3_config,
-        pool,
-        ["artifacts"],
-        s3_endpoint=f"127.0.0.1:{proxy.port}",
-        artifact_janitor_interval_seconds=0,
-    ) as port:
-        project = await new_project(port, f"answers-{unique}")
-        async with cairn.ArtifactClient.insecure_connection(
-            "127.0.0.1", port, project=project, timeout=60
-        ) as client:
-            yield client
+    async with store_through(s3_config, pool, proxy.port, f"answers-{unique}") as client:
+        yield client
 
 
 def _completion(answer: bytes):
