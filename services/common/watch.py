@@ -36,8 +36,9 @@ async def watch_database(
     connection settings, each probe given timeout seconds to connect and again to be
     answered; calls report(reachable) when PROBES_TO_CHANGE probes in a row say the
     opposite of what was last reported, and drops the pool's connections when that is
-    unreachable, those calls wait on too (a read-only database counts as one: its
-    connections, to a demoted primary, are replaced too)."""
+    unreachable, those calls wait on too, and again at each probe that finds it still
+    so (a read-only database counts as one: its connections, to a demoted primary, are
+    replaced too)."""
     probe = _Probe(pool, timeout)
     reachable, disagreeing = True, 0
     try:
@@ -45,6 +46,11 @@ async def watch_database(
             await asyncio.sleep(interval)
             if await probe.answers() == reachable:
                 disagreeing = 0
+                if not reachable:
+                    # Still out of reach: connections calls opened since the last probe
+                    # (the database answered a moment, a partition healed and back)
+                    # would hang as those dropped when it went out of reach did.
+                    await drop_connections(pool)
                 continue
             disagreeing += 1
             if disagreeing >= PROBES_TO_CHANGE:

@@ -126,6 +126,33 @@ async def test_calls_a_partition_caught_answer_unavailable_once_health_says_so(
             assert (await tracking.get_experiment(experiment_id)).name == name
 
 
+async def test_a_call_caught_as_a_partition_comes_back_soon_after_healing_answers_unavailable(
+    served, unique
+) -> None:
+    """The probes dropped the pool's connections only as health turned NOT_SERVING.
+    Healed a moment, calls were served over connections the pool opened anew while
+    health, two probes from changing, still said NOT_SERVING; partitioned again, a call
+    caught on one waited out its whole deadline (in a real partition, ~15 min)."""
+    port, proxy, _ = served
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", port) as tracking:
+        experiment_id = await tracking.create_experiment(f"flapping-{unique}")
+        proxy.partition()
+        await eventually(
+            lambda: _is(port, NOT_SERVING), PROBES_DECIDE_SECONDS, "health NOT_SERVING"
+        )
+        proxy.heal()
+        assert (await tracking.get_experiment(experiment_id, timeout=5)).name
+        proxy.partition()
+        caught = asyncio.ensure_future(tracking.get_experiment(experiment_id, timeout=60))
+        done, _ = await asyncio.wait({caught}, timeout=PROBES_DECIDE_SECONDS + 5)
+        if not done:
+            caught.cancel()
+        assert done, "a call caught in the partition still waits for it"
+        error = caught.exception()
+        assert isinstance(error, UnavailableError), repr(error)
+        assert error.reason == "DATABASE_UNAVAILABLE"
+
+
 async def test_a_call_between_statements_as_a_partition_is_found_answers_unavailable(
     served,
 ) -> None:
