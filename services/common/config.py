@@ -121,8 +121,10 @@ class Config:
     db_statement_timeout_seconds: float = _setting(
         30.0,
         "longest one SQL statement of a call may run, planning included; then the call "
-        "is RESOURCE_EXHAUSTED (STATEMENT_TIMEOUT). Migrations and maintenance run "
-        "without it",
+        "is RESOURCE_EXHAUSTED (STATEMENT_TIMEOUT). Migrations, start-up checks and a "
+        "few long statements (a garbage collection's removal of runs, a recursive "
+        "artifact delete, the pruning of request ids) run without it; a garbage "
+        "collection's other statements run with it (docs/operations.md)",
         # Below 1 ms, PostgreSQL's milliseconds rounded to 0, which is no timeout at all.
         bounds=Bounds(0.001, INT32_MAX // 1000, "24 days, PostgreSQL's most", zero_is_off=True),
     )
