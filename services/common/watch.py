@@ -36,9 +36,9 @@ async def watch_database(
     connection settings, each probe given timeout seconds to connect and again to be
     answered; calls report(reachable) when PROBES_TO_CHANGE probes in a row say the
     opposite of what was last reported, and drops the pool's connections when that is
-    unreachable, those calls wait on too, and again at each probe that finds it still
-    so (a read-only database counts as one: its connections, to a demoted primary, are
-    replaced too)."""
+    unreachable, those calls wait on too, and again at each probe it does not answer
+    while so (a read-only database counts as one: its connections, to a demoted
+    primary, are replaced too, once)."""
     probe = _Probe(pool, timeout)
     reachable, disagreeing = True, 0
     try:
@@ -46,10 +46,11 @@ async def watch_database(
             await asyncio.sleep(interval)
             if await probe.answers() == reachable:
                 disagreeing = 0
-                if not reachable:
-                    # Still out of reach: connections calls opened since the last probe
-                    # (the database answered a moment, a partition healed and back)
-                    # would hang as those dropped when it went out of reach did.
+                if not reachable and probe.silent:
+                    # Still silent: connections calls opened since the last probe (it
+                    # answered a moment, a partition healed and back) would hang as
+                    # those dropped when it went out of reach did. Not for a database
+                    # that answers but takes no writes: its reads go on.
                     await drop_connections(pool)
                 continue
             disagreeing += 1
@@ -83,10 +84,12 @@ class _Probe:
         self._pool = pool
         self._timeout = timeout
         self._conn: asyncpg.Connection | None = None
+        self.silent = False  # whether the last probe got no answer at all
 
     async def answers(self) -> bool:
         """Whether the database answered within the timeout (to connect, and again to
         the query), and takes writes."""
+        self.silent = False
         try:
             if self._conn is None:
                 self._conn = await self._connect()
@@ -104,6 +107,7 @@ class _Probe:
         except Exception as error:  # refused, timed out, broken: all say unreachable
             _log.info("database probe failed", error=repr(error))
             self.close()
+            self.silent = True
             return False
 
     async def _connect(self) -> asyncpg.Connection:
