@@ -5,6 +5,7 @@ search sorts on, NaN and missing ranked so that they sort last.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -47,6 +48,8 @@ ATTRIBUTES = {
     "artifact_uri": ("r.artifact_uri", "text"),
     "experiment_id": ("r.experiment_id", "bigint"),
 }
+# A run id as the filter compares it with the runs' key: 32 hexadecimal digits, lowered.
+_RUN_ID = re.compile("[0-9a-f]{32}")
 # Text attributes that hold '' when unset (NOT NULL DEFAULT ''), which the client reads
 # as unset (a run made without a user): filters and orders read them so too, as the
 # registry's (filter_sql.empty_is_unset).
@@ -287,7 +290,23 @@ def _attribute_condition(node: filters.Comparison | filters.NullCheck, params: P
         node = _status_as_number(node)
     elif node.ident.key == "run_id":
         node = _lowered(node)
+        if (keyed := _by_key(node, params)) is not None:
+            return keyed
     return filter_sql.condition(column, node, params, sql_type)
+
+
+def _by_key(node: filters.Comparison, params: Params) -> str | None:
+    """`run_id =` or `IN` of whole run ids as a term on the runs' key, which its index
+    serves (None for any other term): compared as text, the key without its dashes,
+    every run of the experiments searched was read (20 ids among 10,000 runs: 9.7-10.1
+    ms a search, 3.9 by the key; `make bench-filters`), as MLflow's
+    `attributes.run_id IN (...)`, a table's runs, asks often."""
+    values = node.value if isinstance(node.value, tuple) else (node.value,)
+    if node.op not in ("=", "IN") or not all(
+        isinstance(value, str) and _RUN_ID.fullmatch(value) for value in values
+    ):
+        return None
+    return f"{'NOT ' if node.negated else ''}(r.run_id = ANY({params.add(list(values), 'uuid[]')}))"
 
 
 def _lowered(node: filters.Comparison) -> filters.Comparison:

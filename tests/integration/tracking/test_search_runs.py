@@ -380,13 +380,20 @@ async def test_a_run_id_in_a_filter_is_read_in_any_case_as_every_call_reads_it(
 ) -> None:
     """get_run took the id in capitals, and the filter found nothing by it."""
     run_id = (await tracking.create_run(experiment_id)).info.run_id
-    await tracking.create_run(experiment_id)
+    other = (await tracking.create_run(experiment_id)).info.run_id
     upper = run_id.upper()
     for text in (f"run_id = '{upper}'", f"attributes.run_id IN ('{upper}', 'x')"):
         assert [r.info.run_id for r in await tracking.search_runs([experiment_id], text)] == [
             run_id
         ], text
     assert len(await tracking.search_runs([experiment_id], f"run_id != '{upper}'")) == 1
+    # Whole ids are looked up by the runs' key: the same answers.
+    assert len(await tracking.search_runs([experiment_id], f"run_id NOT IN ('{upper}')")) == 1
+    both = f"run_id IN ('{upper}', '{other.upper()}')"
+    assert {r.info.run_id for r in await tracking.search_runs([experiment_id], both)} == {
+        run_id,
+        other,
+    }
 
 
 async def test_a_run_without_a_user_has_no_user_id_to_filters_and_orders(
