@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cairn._clients.model_sources import MANIFEST_TAG
 from cairn.exceptions import DataLossError, NotFoundError
 from cairn.models import MANIFEST, UntrustedModelError
 from cairn.models._uris import MAX_HOPS
@@ -343,3 +344,6 @@ async def test_a_copy_of_a_version_sourced_by_an_alias_keeps_the_model_it_was_co
         f"models:/{z}/1", allow_pickle=True, cache_dir=world.cache
     )
     assert loaded == ["A"]
+    # Pinned to the model copied, as a load through the alias was (by x's version 1).
+    pinned = (await world.registry.get_model_version(x, 1)).tags[MANIFEST_TAG]
+    assert (await world.registry.get_model_version(z, 1)).tags[MANIFEST_TAG] == pinned

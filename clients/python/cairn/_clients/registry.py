@@ -10,7 +10,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from .._argument_error import invalid_argument
 from .._transport import Metadata
 from ..exceptions import AlreadyExistsError, NotFoundError
-from ..models._uris import MAX_HOPS, MODELS_SCHEME, ModelUri, parse_uri, scheme_of
+from ..models._uris import ModelUri, parse_uri
 from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
 from ..types._arguments import proto
@@ -22,6 +22,7 @@ from ..types._registry import (
     RegisteredModel,
 )
 from .lineage import ModelVersionLineageMixin
+from .model_sources import MANIFEST_TAG, files_of
 from .registry_mlflow import MlflowRegistry
 from .versioned_artifacts import VersionedArtifacts
 
@@ -120,7 +121,7 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
         if not isinstance(parsed, ModelUri):
             raise invalid_argument("src_model_uri", f"takes a models:/ URI, not {src_model_uri!r}")
         source = await self._version_of_uri(parsed, timeout, metadata)
-        files = await self._files_for_copy(source, dst_name, timeout, metadata)
+        files, pin = await self._files_for_copy(source, dst_name, timeout, metadata)
         try:
             await self.get_registered_model(dst_name, timeout=timeout, metadata=metadata)
         except NotFoundError:
@@ -130,7 +131,7 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
             dst_name,
             f"models:/{source.name}/{source.version}",
             source.run_id,
-            source.tags,
+            {MANIFEST_TAG: pin, **source.tags} if pin else source.tags,
             source.run_link,
             source.description,
             timeout=timeout,
@@ -145,37 +146,26 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
         dst_name: str,
         timeout: float | None,
         metadata: Metadata | None,
-    ) -> ModelArtifact:
-        """The model artifact a copy of source gets, at the original's files: a load of
-        the copy goes there at once, not through the original by its name, which a
-        rename or a delete breaks and each copy of a copy would make one hop longer.
-        Read by the original's id before the copy is made, so a delete or rename of the
-        original meanwhile fails the copy with nothing made, or comes after these reads
-        and leaves the copy whole (deleting a version never deletes its files)."""
-        uri = await self._files_uri(
-            await self._download_uri_of(source.id, timeout, metadata), timeout, metadata
-        )
+    ) -> tuple[ModelArtifact, str | None]:
+        """The model artifact a copy of source gets, at the original's files, and the pin
+        (MANIFEST_TAG) of the versions on the way to them: a load of the copy goes there
+        at once, not through the original by its name, which a rename or a delete breaks
+        and each copy of a copy would make one hop longer; nor through an alias or stage
+        the original's files are named by, which moves on (`files_of`). Read by the
+        original's id before the copy is made, so a delete or rename of the original
+        meanwhile fails the copy with nothing made, or comes after these reads and
+        leaves the copy whole (deleting a version never deletes its files)."""
+        download_uri = await self._download_uri_of(source.id, timeout, metadata)
+        uri, pin = await files_of(self, download_uri, "src_model_uri")
         originals = await self.get_model_artifacts(source.id, timeout=timeout, metadata=metadata)
         original = originals[0] if originals else ModelArtifact(dst_name)
-        return ModelArtifact(
+        copied = ModelArtifact(
             dst_name,
             uri=uri,
             model_format_name=original.model_format_name,
             model_format_version=original.model_format_version,
         )
-
-    async def _files_uri(self, uri: str, timeout: float | None, metadata: Metadata | None) -> str:
-        """uri, or, for a models:/ URI, where the version it names has its files, as read
-        now: a copy pointed at models:/x@champ followed the alias when it moved, and
-        loaded another model than the one copied. At most MAX_HOPS versions deep."""
-        for _ in range(MAX_HOPS):
-            if scheme_of(uri) != MODELS_SCHEME:
-                return uri
-            parsed = parse_uri(uri)
-            assert isinstance(parsed, ModelUri)
-            version = await self._version_of_uri(parsed, timeout, metadata)
-            uri = await self._download_uri_of(version.id, timeout, metadata)
-        return uri
+        return copied, pin
 
     async def _version_of_uri(
         self, uri: ModelUri, timeout: float | None, metadata: Metadata | None

@@ -37,10 +37,8 @@ from ..models._info import ModelInfo
 from ..models._manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
 from ..models._paths import inside, invalid_manifest
 from ..models._uris import (
-    MAX_HOPS,
     SCHEMES,
     ArtifactUri,
-    ModelUri,
     RunUri,
     parse_uri,
     scheme_of,
@@ -50,14 +48,10 @@ from ..types._paging import ListOptions
 from ..types._registry import MlflowModelVersion, ModelArtifact
 from ._local_files import tree_files
 from .artifacts import ArtifactClient, in_project
+from .model_sources import MANIFEST_TAG, files_of
 from .registry import ModelRegistryAPIClient
 from .run_store import RunClient, join, run_store, within_run
 
-# The version tag that pins a registered version to the model it was registered with:
-# the sha256 of its manifest, which names every file's. A load through the registry
-# refuses another model found at the version's source since (copy_model_version copies
-# the tag with the others).
-MANIFEST_TAG = "cairn.manifest_sha256"
 CachePath = str | os.PathLike[str] | None
 
 
@@ -280,64 +274,24 @@ async def _locate(client: RunClient, uri: str, argument: str = "uri") -> _Locati
     pin of the first registry version on the way (a version's source may itself be a
     models:/ URI). A malformed URI is an InvalidArgumentError naming argument, the
     caller's argument that led to it."""
-    current, pin = uri, None
-    for hop in range(MAX_HOPS + 1):
-        parsed = parse_uri(current, argument)
-        if isinstance(parsed, ArtifactUri):
-            store = in_project(client._transport, parsed.project)
-            return _Location(store, parsed.path, _last_segment(parsed.path), pin)
-        if isinstance(parsed, RunUri):
-            store, root = await run_store(client, parsed.run_id)
-            path = join(root, None, parsed.path)
-            return _Location(store, path, _last_segment(parsed.path), pin)
-        if hop == MAX_HOPS:
-            break
-        current, pinned = await _version_source(ModelRegistryAPIClient(client._transport), parsed)
-        pin = pin or pinned
-        if scheme_of(current) not in SCHEMES:  # s3://, https://, ...
-            raise FailedPreconditionError(
-                f"{uri} is stored at {current!r}, outside Cairn's artifact service: fetch it "
-                "with the tools of that store",
-                reason="INVALID_ARTIFACT_LOCATION",
-            )
-    raise FailedPreconditionError(
-        f"{uri} names a version whose source names another, and so on, more than "
-        f"{MAX_HOPS} times; the last named {current!r}",
-        reason="MODEL_URI_TOO_DEEP",
-    )
+    current, pin = await files_of(ModelRegistryAPIClient(client._transport), uri, argument)
+    if current != uri and scheme_of(current) not in SCHEMES:  # s3://, https://, ...
+        raise FailedPreconditionError(
+            f"{uri} is stored at {current!r}, outside Cairn's artifact service: fetch it "
+            "with the tools of that store",
+            reason="INVALID_ARTIFACT_LOCATION",
+        )
+    parsed = parse_uri(current, argument)
+    if isinstance(parsed, ArtifactUri):
+        store = in_project(client._transport, parsed.project)
+        return _Location(store, parsed.path, _last_segment(parsed.path), pin)
+    assert isinstance(parsed, RunUri)  # files_of follows every models:/ URI
+    store, root = await run_store(client, parsed.run_id)
+    return _Location(store, join(root, None, parsed.path), _last_segment(parsed.path), pin)
 
 
 def _last_segment(path: str | None) -> str:
     return PurePosixPath(path or "").name
-
-
-async def _version_source(
-    registry: ModelRegistryAPIClient, uri: ModelUri
-) -> tuple[str, str | None]:
-    """The download URI of the version a models:/ URI names, and its pin (MANIFEST_TAG;
-    None for a version registered without one)."""
-    if uri.alias is not None:
-        number = (await registry.get_model_version_by_alias(uri.name, uri.alias)).version
-    elif uri.version is not None:
-        number = uri.version
-    else:
-        stages = [uri.stage] if uri.stage is not None else None
-        found = await registry.get_latest_versions(uri.name, stages)
-        if not found:
-            raise NotFoundError(
-                f"{uri}: model {uri.name!r} has no version"
-                + (f" in stage {uri.stage.value}" if uri.stage is not None else ""),
-                reason="MODEL_VERSION_NOT_FOUND",
-            )
-        number = max(v.version or 0 for v in found)
-    version = await registry.get_model_version(uri.name, number or 0)
-    source = await registry.get_model_version_download_uri(uri.name, number or 0)
-    if not source:
-        raise NotFoundError(
-            f"{uri}: version {number} of {uri.name!r} has no source or model artifact URI",
-            reason="MODEL_VERSION_NOT_FOUND",
-        )
-    return source, version.tags.get(MANIFEST_TAG)
 
 
 async def _logged_manifest(store: ArtifactClient, directory: str) -> bytes | None:
