@@ -160,6 +160,7 @@ def test_a_walk_stopped_goes_on_where_it_stopped() -> None:
         assert item == "a"
         break
     assert next(pager) == "b"
+    assert not pager.done
     assert pager.next_page() == ["c"]  # what iteration left of the page, as a page
     assert list(pager) == ["d", "e", "f"]
     assert [c.next_page_token for c in script.calls] == [None, "1", "2", "3"]

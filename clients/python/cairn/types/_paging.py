@@ -152,8 +152,8 @@ class Pager(Generic[T]):
 
     @property
     def done(self) -> bool:
-        """True once the last page has been fetched."""
-        return self._done
+        """True once the last page has been fetched and iteration took all its items."""
+        return self._done and self._taken >= len(self._page)
 
     def next_page(self) -> Any:
         """The next page: a list, or an awaitable of one when the page function is async.
