@@ -140,14 +140,14 @@ class ModelCache:
         if not _holds_only(entry, manifest):
             _drop(entry)
             return None
-        changed, writable = [], []
+        changed, writable, folders = [], [], set[PurePosixPath]()
         for relative, expected in manifest.files.items():
             file = entry / relative_path(relative, str(entry))
             if _compiled_module(PurePosixPath(relative), manifest) and _is(file, stat.S_ISREG):
                 # Shipped with the model, and stale to the Python that imports it (the
                 # sources are as old as their download): rewritten, as one it wrote.
                 continue
-            found = _stat(entry, file)
+            found = _stat(file) if _in_folders(entry, relative, folders) else None
             if found is None or found.st_size != expected.size:
                 _drop(entry)
                 return None
@@ -255,16 +255,22 @@ def _remember(verified: Iterable[tuple[os.stat_result, FileEntry]]) -> None:
             _VERIFIED[_identity(found)] = expected
 
 
-def _stat(entry: Path, file: Path) -> os.stat_result | None:
-    """The stat of a file of entry, or None when it is missing, no regular file, or
-    reached through a link: a file replaced by a link to another (of the same size,
-    changed before the entry was sealed) was served as the model's, and one to a file
-    outside the entry stopped every load of it."""
-    folder = file.parent
-    while folder != entry:
-        if not _is(folder, stat.S_ISDIR):
-            return None
-        folder = folder.parent
+def _in_folders(entry: Path, relative: str, checked: set[PurePosixPath]) -> bool:
+    """Whether each folder above relative in entry is a folder, not a link, each looked
+    at once a lookup (checked: those found so)."""
+    for folder in PurePosixPath(relative).parents[:-1]:  # all but "."
+        if folder not in checked:
+            if not _is(entry / folder, stat.S_ISDIR):
+                return False
+            checked.add(folder)
+    return True
+
+
+def _stat(file: Path) -> os.stat_result | None:
+    """The file's own stat, or None when it is missing, no regular file, or a link: a
+    file replaced by a link to another (of the same size, changed before the entry was
+    sealed) was served as the model's, and one to a file outside the entry stopped every
+    load of it (so did a folder made a link, see `_in_folders`)."""
     try:
         found = file.lstat()
     except OSError:
