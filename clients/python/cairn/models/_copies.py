@@ -55,14 +55,24 @@ def copy_model(
 
 
 def _earlier_files(target: Path, where: str) -> set[str]:
-    """The files the model copied into target before names (none when it holds no
+    """The files in target the model copied there before names (none when it holds no
     readable manifest): those the new model lacks go with the earlier one, which left
     them beside the new model's, read by a loader as its own."""
     try:
         earlier = Manifest.from_json((target / MANIFEST).read_bytes(), where)
     except (OSError, DataLossError):
         return set()
-    return set(earlier.files)
+    return {relative for relative in earlier.files if _inside(target, relative, where)}
+
+
+def _inside(target: Path, relative: str, where: str) -> bool:
+    """Whether relative stays in target (a folder of it the user made a link may lead
+    out): one that does not is left where it is."""
+    try:
+        inside(target, relative, where)
+    except DataLossError:
+        return False
+    return True
 
 
 def copy_files(entry: Path, manifest: Manifest, target: Path, where: str) -> Path:
