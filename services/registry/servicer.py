@@ -299,12 +299,18 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         the lookup and a repeat gets the first answer, not NOT_FOUND."""
         if model_id:
             return validation.entity_id(model_id, "id")
+        if not name:
+            raise invalid_field("name", "give the model's name, or its id")
         return (await self._models.find(project, name=_sought(name, "name", *_MODEL))).id
 
     async def _version_id(self, project: str, request: api.DeleteModelVersionRequest) -> str:
         """The version a write names by id, or by its model's name and its number."""
         if request.id:
             return validation.entity_id(request.id, "id")
+        if not request.registered_model_name:
+            raise invalid_field(
+                "registered_model_name", "give its model's name and its number, or its id"
+            )
         name = _sought(request.registered_model_name, "registered_model_name", *_MODEL)
         model_id = (await self._models.find(project, name=name)).id
         return (await self._versions.find(project, model_id, number=request.version)).id

@@ -886,3 +886,16 @@ async def test_an_id_of_none_is_no_id(mr_client: cairn.ModelRegistryAPIClient) -
     version.description = "kept to its model"
     updated = await mr_client.upsert_model_version(version, None)  # type: ignore[arg-type]
     assert (updated.description, updated.registered_model_id) == (version.description, model.id)
+
+
+async def test_a_write_naming_no_model_says_what_to_give(
+    mr_client: cairn.ModelRegistryAPIClient,
+) -> None:
+    for call, field in (
+        (mr_client.delete_registered_model(""), "name"),
+        (mr_client.rename_registered_model("", "new"), "name"),
+        (mr_client.delete_model_version("", 1), "registered_model_name"),
+    ):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await call
+        assert refused.value.field_violations[0][0] == field

@@ -90,11 +90,14 @@ class ModelManager:
             The model as stored.
 
         Raises:
+            InvalidArgumentError: model_file is no file or directory, or its name, the
+                engine or the model's name is one the registry refuses (before any
+                call).
             ModelAlreadyExists: the name is taken and force is False. An add of this
                 file that stopped after its version and before the engine (an outage)
                 is completed instead, by this call run again.
         """
-        source = await asyncio.to_thread(_expanded, model_file)
+        source = await asyncio.to_thread(_model_file, model_file)
         # Checked here: a lookup finds nothing by a name no model can have, and the
         # model's file would go up before the registry refused the name.
         names.registered_model_name(name, "name")
@@ -347,7 +350,7 @@ def _managed(
     )
 
 
-def _expanded(path: str | os.PathLike[str]) -> Path:
+def _model_file(path: str | os.PathLike[str]) -> Path:
     """Devo's paths may start with "~"; the model's file (or directory) must exist,
     checked before any call, naming the caller's argument."""
     expanded = Path(path).expanduser()

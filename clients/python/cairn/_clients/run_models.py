@@ -111,7 +111,8 @@ class RunModels:
                 without registered_model_name, any: with it, a call that stored these
                 files and stopped before registering them is taken up where it stopped).
             InvalidArgumentError: no flavor of that name, or none recognises the model;
-                registered_model_name is no valid name (before any file is uploaded).
+                registered_model_name is no valid name, or name names the run's root
+                or a place above it (before any call).
         """
         chosen = get_flavor(flavor) if isinstance(flavor, str) else flavor or flavor_for(model)
         if registered_model_name is not None:
@@ -119,8 +120,8 @@ class RunModels:
             # logged and unregistered, and a second log_model to register it would find
             # it there (OBJECT_ALREADY_EXISTS).
             names.registered_model_name(registered_model_name)
-        store, root = await run_store(self, run_id, writing=True)
         name = _model_directory(name)
+        store, root = await run_store(self, run_id, writing=True)
         directory = join(root, None, name)
         logged = await _logged_manifest(store, directory)
         if logged is not None and registered_model_name is None:

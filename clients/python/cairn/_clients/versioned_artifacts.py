@@ -102,10 +102,10 @@ class ActiveArtifact:
         try:
             return await _upload(self._store, self._directory, file, filename, progress)
         except AlreadyExistsError as taken:  # the store's words offer an overwrite
+            stored = taken.metadata.get("path", "").removeprefix(self._directory + "/")
             raise AlreadyExistsError(
                 f"version {self.artifact.version} of artifact {self.artifact.name!r} has "
-                f"that file already ({taken.metadata.get('path', '')}); a version's files "
-                "are never replaced",
+                f"a file {stored!r} already; a version's files are never replaced",
                 reason=taken.reason,
                 metadata=taken.metadata,
             ) from None

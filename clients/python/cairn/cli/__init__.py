@@ -100,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         _run(argv)
     except KeyboardInterrupt:  # after the command: as its last output was written
+        click.echo(err=True)  # ends the line the terminal's ^C is on
         sys.exit(INTERRUPTED)
 
 
