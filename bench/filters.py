@@ -184,7 +184,9 @@ async def _run_cases(database_url: str, port: int) -> None:
     report(rows)
 
 
-async def _by_run_ids(client: cairn.TrackingClient, experiment_id: str) -> list[tuple[str, ...]]:
+async def _by_run_ids(
+    client: cairn.TrackingClient, experiment_id: str
+) -> list[tuple[str, str, str]]:
     """MLflow's way to fetch a table's runs, `attributes.run_id IN (...)` of 20 ids,
     beside the one-term filter: the median of RUN_ID_CALLS calls one after another."""
     page = await client.search_runs([experiment_id], "", max_results=20)
