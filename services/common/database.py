@@ -320,7 +320,8 @@ def statement_timeout() -> ResourceExhausted:
         "the request needed more database time than the server allows "
         "(CAIRN_DB_STATEMENT_TIMEOUT_SECONDS: for a statement, and for the sorts of one "
         "metric history read together); narrow it: a smaller page, a more selective "
-        "filter, fewer runs",
+        "filter, fewer runs; or, when the data it reads was being changed at length "
+        "(a migration, a maintenance lock), call again later",
     )
 
 
