@@ -9,7 +9,9 @@ import asyncio
 import errno
 import fcntl
 import hashlib
+import json
 import os
+import shutil
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -183,3 +185,57 @@ async def test_a_download_over_an_earlier_leaves_none_of_its_files_the_later_lac
 
     _whole(target)
     assert sorted(p.name for p in (target / "model").iterdir()) == ["a.bin", "b.bin", "z.bin"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["file-made-folder", "folder-made-file", "folder-removed", "odd-entry", "manifest-fifo"],
+)
+async def test_what_the_user_changed_of_an_earlier_download_is_left_as_it_is(
+    world: World, tmp_path: Path, change: str
+) -> None:
+    """Taking away the earlier model's files failed every later download where the user
+    had made one of them a folder, or a folder of them a file; made folders the user had
+    removed; read a FIFO at the manifest's name (forever) and any file there whole; and
+    kept every earlier file when one name of the earlier manifest was odd."""
+    earlier = _model(tmp_path / "v1" / "model", b"v1")
+    (earlier / "extra.cfg").write_text("layers = 99")
+    (earlier / "old" / "deep").mkdir(parents=True)
+    (earlier / "old" / "deep" / "x").write_text("x")
+    later = _model(tmp_path / "v2" / "model", b"v2")
+    first, second = [
+        (await world.tracking.log_model(await world.new_run(), model, "m")).model_uri
+        for model in (earlier, later)
+    ]
+    dst = tmp_path / "dst"
+    target = Path(await world.tracking.download_artifacts(first, dst, cache_dir=world.cache))
+    model = target / "model"
+    if change == "file-made-folder":
+        (model / "extra.cfg").unlink()
+        (model / "extra.cfg").mkdir()
+        (model / "extra.cfg" / "mine.txt").write_text("mine")
+    elif change in ("folder-made-file", "folder-removed"):
+        shutil.rmtree(model / "old")
+        if change == "folder-made-file":
+            (model / "old").write_text("mine")
+    elif change == "odd-entry":
+        manifest = json.loads((target / MANIFEST).read_bytes())
+        manifest["files"]["../../outside.txt"] = manifest["files"]["model/a.bin"]
+        (target / MANIFEST).write_text(json.dumps(manifest))
+    else:
+        (target / MANIFEST).unlink()
+        os.mkfifo(target / MANIFEST)
+
+    download = world.tracking.download_artifacts(second, dst, cache_dir=world.cache)
+    assert Path(await asyncio.wait_for(download, 60)) == target
+    _whole(target)
+    assert (model / "a.bin").read_bytes() == b"v2a.bin"
+    if change == "file-made-folder":
+        assert (model / "extra.cfg" / "mine.txt").read_text() == "mine"
+    elif change == "folder-made-file":
+        assert (model / "old").read_text() == "mine"
+    elif change == "folder-removed":
+        assert not (model / "old").exists()
+    elif change == "odd-entry":
+        assert not (model / "extra.cfg").exists()
+        assert not (model / "old" / "deep" / "x").exists()  # its folders stay, empty

@@ -17,17 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
+import stat
 import sys
 import uuid
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 from .._clients._local_files import local_writes
 from ..exceptions import DataLossError, FailedPreconditionError
-from ._manifest import MANIFEST, Manifest
-from ._paths import inside
+from ._manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
+from ._paths import inside, relative_path
 
 if sys.platform != "win32":
     import fcntl
@@ -54,25 +57,45 @@ def copy_model(
     return target
 
 
-def _earlier_files(target: Path, where: str) -> set[str]:
-    """The files in target the model copied there before names (none when it holds no
-    readable manifest): those the new model lacks go with the earlier one, which left
-    them beside the new model's, read by a loader as its own."""
+def _earlier_files(target: Path) -> set[str]:
+    """The files in target the model copied there before names: those the new model
+    lacks go with the earlier one, which left them beside the new model's, read by a
+    loader as its own. Read as leniently as the user may have changed it: no manifest
+    (or none that is a regular file of a manifest's size, or JSON) names none, a name no
+    model may hold is passed over, and so is one the user made a folder, or put under a
+    folder made a link or a file: left where they are."""
+    manifest = target / MANIFEST
     try:
-        earlier = Manifest.from_json((target / MANIFEST).read_bytes(), where)
-    except (OSError, DataLossError):
+        found = manifest.lstat()
+        if not stat.S_ISREG(found.st_mode) or found.st_size > MAX_MANIFEST_BYTES:
+            return set()
+        files = json.loads(manifest.read_bytes()).get("files")
+    except (OSError, ValueError, AttributeError):
         return set()
-    return {relative for relative in earlier.files if _inside(target, relative, where)}
+    if not isinstance(files, dict):
+        return set()
+    return {relative for relative in files if _still_a_file(target, relative)}
 
 
-def _inside(target: Path, relative: str, where: str) -> bool:
-    """Whether relative stays in target (a folder of it the user made a link may lead
-    out): one that does not is left where it is."""
+def _still_a_file(target: Path, relative: Any) -> bool:
+    """Whether relative, a file an earlier manifest names, is a path a model may hold
+    and is a file (or a link) in real folders of target."""
     try:
-        inside(target, relative, where)
+        relative_path(relative, str(target))
     except DataLossError:
         return False
-    return True
+    place = PurePosixPath(relative)
+    folders = (target / folder for folder in place.parents[:-1])  # all but "."
+    if not all(_is(folder, stat.S_ISDIR) for folder in folders):
+        return False
+    return _is(target / place, stat.S_ISREG) or _is(target / place, stat.S_ISLNK)
+
+
+def _is(path: Path, kind: Callable[[int], bool]) -> bool:
+    try:
+        return kind(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def copy_files(entry: Path, manifest: Manifest, target: Path, where: str) -> Path:
@@ -157,14 +180,11 @@ def _move_in(
     moves: list[tuple[Path | None, Path]] = [
         (staging / relative, inside(target, relative, where)) for relative in relatives
     ]
+    gone: list[tuple[Path | None, Path]] = []  # as they are: checked by _earlier_files
     if with_manifest:
-        gone = sorted(_earlier_files(target, where) - set(relatives))
-        moves = [
-            (None, target / MANIFEST),
-            *((None, inside(target, relative, where)) for relative in gone),
-            *moves,
-            (staging / MANIFEST, target / MANIFEST),
-        ]
+        earlier = sorted(_earlier_files(target) - set(relatives))
+        gone = [(None, target / relative) for relative in earlier]
+        moves = [(None, target / MANIFEST), *moves, (staging / MANIFEST, target / MANIFEST)]
     made: list[Path] = []
     try:
         _make_folders(target, [destination.parent for _, destination in moves], made)
@@ -173,7 +193,8 @@ def _move_in(
                 raise IsADirectoryError(
                     errno.EISDIR, "a folder has the file's name", str(destination)
                 )
-        _swap(moves, staging / f".earlier-{uuid.uuid4().hex}", target)
+        aside = staging / f".earlier-{uuid.uuid4().hex}"
+        _swap([*moves[:1], *gone, *moves[1:]], aside, target)
     except BaseException:
         for folder in reversed(made):
             with contextlib.suppress(OSError):  # not empty: what could not be put back
