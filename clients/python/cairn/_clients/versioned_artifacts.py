@@ -230,7 +230,7 @@ class VersionedArtifacts:
         # No version names the files (a repeat of a call that made one is answered with
         # it, not refused): nothing would ever remove them.
         except _REFUSED:
-            if sources:
+            if sources and not (again and await _named_or_unknown(self, message)):
                 await remove_unnamed(store, directory)
             raise
         return ActiveArtifact(versioned_artifact_from_proto(reply.artifact), self._transport)
@@ -356,6 +356,16 @@ def _directory_key(message: pb.Artifact, request_id: str | None) -> str:
         raise invalid_argument("request_id", "must be 1 to 128 printable ASCII characters")
     facts = message.SerializeToString(deterministic=True)
     return hashlib.sha256(request_id.encode() + b"\0" + facts).hexdigest()[:32]
+
+
+async def _named_or_unknown(registry: _Registry, message: pb.Artifact) -> bool:
+    """Whether a version names message's directory, or the registry cannot tell: a call
+    of another caller under the request id may have made it, its files, while this one
+    was refused (REQUEST_ID_REUSED: the registry tells callers apart by their keys)."""
+    try:
+        return await _version_naming(registry, message) is not None
+    except CairnError:
+        return True
 
 
 def _printable(text: str) -> bool:
