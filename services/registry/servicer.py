@@ -297,6 +297,8 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         """The model a write names by id, or by name (MLflow's way) when no id is
         given: looked up in the write's transaction, so the write's request id covers
         the lookup and a repeat gets the first answer, not NOT_FOUND."""
+        if model_id and name:
+            raise invalid_field("name", "give the model's name or its id, not both")
         if model_id:
             return validation.entity_id(model_id, "id")
         if not name:
@@ -305,6 +307,10 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
 
     async def _version_id(self, project: str, request: api.DeleteModelVersionRequest) -> str:
         """The version a write names by id, or by its model's name and its number."""
+        if request.id and (request.registered_model_name or request.version):
+            raise invalid_field(
+                "registered_model_name", "give its model's name and its number or its id, not both"
+            )
         if request.id:
             return validation.entity_id(request.id, "id")
         if not request.registered_model_name:

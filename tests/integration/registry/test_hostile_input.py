@@ -625,3 +625,44 @@ async def test_a_model_stored_before_the_property_limit_takes_a_new_description(
     )
     assert updated.registered_model.description == "kept its properties"
     assert len(updated.registered_model.custom_properties) == 300
+
+
+async def test_a_write_given_a_model_by_id_and_by_name_is_refused(
+    stub: rpc.RegistryServiceStub, server_port: int, unique: str
+) -> None:
+    """It acted on the id and passed over the name, which could name another model."""
+    project = await new_project(server_port, f"both-{unique}")
+    made = [
+        (await stub.CreateRegisteredModel(request)).registered_model
+        for request in (
+            api.CreateRegisteredModelRequest(
+                registered_model=pb.RegisteredModel(project=project, name=n)
+            )
+            for n in ("m", "other")
+        )
+    ]
+    version = pb.ModelVersion(
+        project=project, registered_model_id=made[0].id, source_uri="s3://b/m"
+    )
+    created = await stub.CreateModelVersion(api.CreateModelVersionRequest(model_version=version))
+    for call in (
+        stub.RenameRegisteredModel(
+            api.RenameRegisteredModelRequest(
+                project=project, id=made[0].id, name="other", new_name="n"
+            )
+        ),
+        stub.DeleteRegisteredModel(
+            api.DeleteRegisteredModelRequest(project=project, id=made[0].id, name="other")
+        ),
+        stub.DeleteModelVersion(
+            api.DeleteModelVersionRequest(
+                project=project,
+                id=created.model_version.id,
+                registered_model_name="other",
+                version=1,
+            )
+        ),
+    ):
+        assert await _refusal(call) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    names = await stub.ListRegisteredModels(api.ListRegisteredModelsRequest(project=project))
+    assert sorted(m.name for m in names.registered_models) == ["m", "other"]
