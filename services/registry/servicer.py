@@ -149,19 +149,20 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     async def RenameRegisteredModel(
         self, request: api.RenameRegisteredModelRequest, context: Context
     ) -> api.RenameRegisteredModelResponse:
-        project = common.project(request.project)
+        model_id, name = _model_key(request.id, request.name)
         record = await self._models.rename(
-            project,
-            await self._model_id(project, request.id, request.name),
+            common.project(request.project),
+            model_id,
             validation.new_model_name(request.new_name, "new_name"),
+            name=name,
         )
         return api.RenameRegisteredModelResponse(registered_model=convert.registered_model(record))
 
     async def DeleteRegisteredModel(
         self, request: api.DeleteRegisteredModelRequest, context: Context
     ) -> api.DeleteRegisteredModelResponse:
-        project = common.project(request.project)
-        await self._models.delete(project, await self._model_id(project, request.id, request.name))
+        model_id, name = _model_key(request.id, request.name)
+        await self._models.delete(common.project(request.project), model_id, name=name)
         return api.DeleteRegisteredModelResponse()
 
     async def SetRegisteredModelTag(
@@ -290,36 +291,20 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         self, request: api.DeleteModelVersionRequest, context: Context
     ) -> api.DeleteModelVersionResponse:
         project = common.project(request.project)
-        await self._versions.delete(project, await self._version_id(project, request))
-        return api.DeleteModelVersionResponse()
-
-    async def _model_id(self, project: str, model_id: str, name: str) -> str:
-        """The model a write names by id, or by name (MLflow's way) when no id is
-        given: looked up in the write's transaction, so the write's request id covers
-        the lookup and a repeat gets the first answer, not NOT_FOUND."""
-        if model_id and name:
-            raise invalid_field("name", "give the model's name or its id, not both")
-        if model_id:
-            return validation.entity_id(model_id, "id")
-        if not name:
-            raise invalid_field("name", "give the model's name, or its id")
-        return (await self._models.find(project, name=_sought(name, "name", *_MODEL))).id
-
-    async def _version_id(self, project: str, request: api.DeleteModelVersionRequest) -> str:
-        """The version a write names by id, or by its model's name and its number."""
         if request.id and (request.registered_model_name or request.version):
             raise invalid_field(
                 "registered_model_name", "give its model's name and its number or its id, not both"
             )
         if request.id:
-            return validation.entity_id(request.id, "id")
-        if not request.registered_model_name:
+            await self._versions.delete(project, validation.entity_id(request.id, "id"))
+        elif request.registered_model_name:
+            name = _sought(request.registered_model_name, "registered_model_name", *_MODEL)
+            await self._versions.delete_numbered(project, name, request.version)
+        else:
             raise invalid_field(
                 "registered_model_name", "give its model's name and its number, or its id"
             )
-        name = _sought(request.registered_model_name, "registered_model_name", *_MODEL)
-        model_id = (await self._models.find(project, name=name)).id
-        return (await self._versions.find(project, model_id, number=request.version)).id
+        return api.DeleteModelVersionResponse()
 
     async def TransitionModelVersionStage(
         self, request: api.TransitionModelVersionStageRequest, context: Context
@@ -640,6 +625,18 @@ def _archiving_allowed(stage: Stage, archive_existing: bool) -> None:
             "archive_existing_versions applies to a transition to Staging or Production, "
             f"not to {stage.name.title()}",
         )
+
+
+def _model_key(model_id: str, name: str) -> tuple[str, str]:
+    """The model a write names: by id, or by name (MLflow's way), which the store matches
+    as it writes, so that the model renamed or deleted meanwhile is not written."""
+    if model_id and name:
+        raise invalid_field("name", "give the model's name or its id, not both")
+    if model_id:
+        return validation.entity_id(model_id, "id"), ""
+    if not name:
+        raise invalid_field("name", "give the model's name, or its id")
+    return "", _sought(name, "name", *_MODEL)
 
 
 def _page_size(value: int) -> int:

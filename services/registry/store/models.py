@@ -149,27 +149,46 @@ class ModelStore:
 
         return await updating(self._pool, update)
 
-    async def rename(self, project: str, model_id: str, new_name: str) -> RegisteredModel:
+    async def rename(
+        self, project: str, model_id: str, new_name: str, *, name: str = ""
+    ) -> RegisteredModel:
+        """Renames the model with model_id, or the one named name when given (MLflow's
+        way): the name is matched by the UPDATE itself, after the renames before it,
+        so that a rename or a delete of that model meanwhile leaves nothing of the name
+        (NOT_FOUND), as in some order of the calls."""
+        key, value = ("name", name) if name else ("id", id_or_none(model_id))
         async with self._pool.acquire() as conn, conn.transaction():
             await take_turns_renaming(conn, project)
             try:
                 found = await conn.fetchval(
-                    """UPDATE registry.registered_models
-                       SET name = $3, update_time = clock_timestamp()
-                       WHERE project = $1 AND id = $2 RETURNING id""",
+                    f"""UPDATE registry.registered_models
+                        SET name = $3, update_time = clock_timestamp()
+                        WHERE project = $1 AND {key} = $2 RETURNING id""",
                     project,
-                    id_or_none(model_id),
+                    value,
                     new_name,
                 )
             except asyncpg.UniqueViolationError as error:
                 raise clash(error, new_name) from None
             if found is None:
-                raise _missing(model_id)
+                raise _missing(name or model_id)
             return await self._one(project, "m.id = $2", found, model_id, conn)
 
-    async def delete(self, project: str, model_id: str) -> None:
-        """Deletes the model with its versions, their artifacts, tags and aliases."""
-        if not await delete_row(self._pool, "registered_models", project, model_id):
+    async def delete(self, project: str, model_id: str, *, name: str = "") -> None:
+        """Deletes the model with its versions, their artifacts, tags and aliases: the
+        one with model_id, or the one named name when given, matched by the DELETE
+        itself (see `rename`)."""
+        if name:
+            async with self._pool.acquire() as conn:
+                found = await conn.fetchval(
+                    """DELETE FROM registry.registered_models WHERE project = $1 AND name = $2
+                       RETURNING id""",
+                    project,
+                    name,
+                )
+            if found is None:
+                raise _missing(name)
+        elif not await delete_row(self._pool, "registered_models", project, model_id):
             raise _missing(model_id)
 
     async def set_tag(self, project: str, model_id: str, key: str, value: str | None) -> None:

@@ -271,6 +271,30 @@ class VersionStore:
             if deleted is None:
                 raise _missing(version_id)
 
+    async def delete_numbered(self, project: str, model_name: str, number: int) -> None:
+        """`delete` of the version numbered so of the model named so (MLflow's way): the
+        model is matched by name as it is written, so that one renamed or deleted
+        meanwhile leaves nothing of the name (NOT_FOUND), as in some order of the calls."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            model = await conn.fetchval(
+                """UPDATE registry.registered_models SET update_time = clock_timestamp()
+                   WHERE project = $1 AND name = $2 RETURNING id""",
+                project,
+                model_name,
+            )
+            if model is None:
+                raise not_found("REGISTERED_MODEL_NOT_FOUND", "registered model", model_name)
+            deleted = await conn.fetchval(
+                """DELETE FROM registry.model_versions
+                   WHERE project = $1 AND registered_model_id = $2 AND version = $3
+                   RETURNING id""",
+                project,
+                model,
+                number,
+            )
+            if deleted is None:
+                raise _missing(str(number))
+
     async def transition_stage(
         self, project: str, version_id: str, stage: Stage, archive_existing: bool
     ) -> ModelVersion:

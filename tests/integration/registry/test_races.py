@@ -283,3 +283,45 @@ async def test_a_copy_whose_source_is_deleted_meanwhile_still_points_at_its_file
         files = await client.get_model_artifacts(copied.id)
         assert [artifact.uri for artifact in files] == ["s3://bucket/model"]
         assert await client.get_model_version_download_uri("copy", 1) == "s3://bucket/model"
+
+
+@pytest.mark.parametrize("write", ["rename", "delete", "delete-version"])
+async def test_a_write_by_name_finds_the_model_renamed_meanwhile_gone(
+    stub: rpc.RegistryServiceStub, server_port: int, pool: asyncpg.Pool, unique: str, write: str
+) -> None:
+    """The registry looked the name up, then wrote the model by its id: a rename that
+    committed while the write waited for the model's row left it acting on the model
+    under its new name (a second rename of "m" acknowledged, the renamed model deleted,
+    or its version, by the name it no longer had)."""
+    project = await new_project(server_port, f"named-{write}-{unique}")
+    model = await _model(stub, project, "m")
+    await _version(stub, model)
+    calls = {
+        "rename": lambda: stub.RenameRegisteredModel(
+            api.RenameRegisteredModelRequest(project=project, name="m", new_name="b")
+        ),
+        "delete": lambda: stub.DeleteRegisteredModel(
+            api.DeleteRegisteredModelRequest(project=project, name="m")
+        ),
+        "delete-version": lambda: stub.DeleteModelVersion(
+            api.DeleteModelVersionRequest(project=project, registered_model_name="m", version=1)
+        ),
+    }
+    async with pool.acquire() as conn:
+        renaming = conn.transaction()
+        await renaming.start()
+        await conn.execute(
+            "UPDATE registry.registered_models SET name = 'a' WHERE id = $1", int(model.id)
+        )
+        waiting = asyncio.ensure_future(calls[write]())
+        await eventually(lambda: holds_up_another(conn), what="the write waits for the model")
+        await renaming.commit()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await waiting
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    found = api.FindRegisteredModelRequest(project=project, name="a")
+    kept = (await stub.FindRegisteredModel(found)).registered_model
+    versions = await stub.ListModelVersions(
+        api.ListModelVersionsRequest(project=project, registered_model_id=kept.id)
+    )
+    assert (kept.id, [v.version for v in versions.model_versions]) == (model.id, [1])
