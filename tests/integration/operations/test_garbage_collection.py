@@ -257,3 +257,13 @@ async def test_an_operation_has_one_name(client: cairn.Client) -> None:
         with pytest.raises(NotFoundError):
             await client.operations.get_operation(f"operations/{other}")
     await client.operations.wait_operation(started.name, timeout=30)
+
+
+@pytest.mark.parametrize("bad", ["2", 1.5, True, 0])
+async def test_a_page_size_of_list_operations_that_is_no_page_size_is_named_so(
+    client: cairn.Client, bad: object
+) -> None:
+    """It was refused naming `limit`, which the caller never wrote."""
+    with pytest.raises(InvalidArgumentError) as refused:
+        [op async for op in client.operations.list_operations(page_size=bad)]  # type: ignore[arg-type]
+    assert refused.value.field_violations[0][0] == "page_size"

@@ -124,7 +124,8 @@ class OperationsClient(BaseClient):
 
     def list_operations(self, page_size: int | None = None) -> Pager[Operation]:
         """Every operation, newest first: `async for operation in client.list_operations()`."""
-        return Pager(self.get_operations, ListOptions(limit=page_size))
+        pager = Pager(self.get_operations)
+        return pager if page_size is None else pager.page_size(page_size)
 
     async def wait_operation(
         self,
