@@ -348,8 +348,8 @@ async def remove_unnamed(store: ArtifactClient, directory: str) -> None:
 def _directory_key(message: pb.Artifact, request_id: str | None) -> str:
     """The version's directory under its name: random, or, for a call with a request id,
     one of the id and the version's facts, the same for each retry of the call; another
-    call under the id, which the registry refuses (REQUEST_ID_REUSED), sends its files
-    apart, so removing them harms no version."""
+    call under the id with other facts, which the registry refuses (REQUEST_ID_REUSED),
+    sends its files apart."""
     if request_id is None:
         return uuid.uuid4().hex
     if not (isinstance(request_id, str) and 0 < len(request_id) <= 128 and _printable(request_id)):

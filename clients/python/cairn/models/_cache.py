@@ -36,7 +36,7 @@ from typing import Any
 
 from ..exceptions import FailedPreconditionError
 from ._manifest import MANIFEST, FileEntry, Manifest, entry_of
-from ._paths import relative_path
+from ._paths import is_kind, relative_path
 
 CACHE_ENV = "CAIRN_MODEL_CACHE"
 _WRITE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
@@ -87,8 +87,8 @@ def _python_wrote(entry: Path, relative: str, manifest: Manifest) -> bool:
     path = PurePosixPath(relative)
     if path.name == _PYCACHE:
         wrote = any(PurePosixPath(name).parent == path.parent for name in manifest.files)
-        return wrote and _is(entry / relative, stat.S_ISDIR)
-    return _compiled_module(path, manifest) and _is(entry / relative, stat.S_ISREG)
+        return wrote and is_kind(entry / relative, stat.S_ISDIR)
+    return _compiled_module(path, manifest) and is_kind(entry / relative, stat.S_ISREG)
 
 
 def _compiled_module(path: PurePosixPath, manifest: Manifest) -> bool:
@@ -99,14 +99,6 @@ def _compiled_module(path: PurePosixPath, manifest: Manifest) -> bool:
         and path.parent.name == _PYCACHE
         and str(path.parent.parent / f"{compiled['module']}.py") in manifest.files
     )
-
-
-def _is(path: Path, kind: Callable[[int], bool]) -> bool:
-    """Whether path is of kind (stat.S_ISDIR, ...) itself, a link being of none."""
-    try:
-        return kind(path.lstat().st_mode)
-    except OSError:
-        return False
 
 
 _PYCACHE = "__pycache__"
@@ -143,7 +135,7 @@ class ModelCache:
         changed, writable, folders = [], [], set[PurePosixPath]()
         for relative, expected in manifest.files.items():
             file = entry / relative_path(relative, str(entry))
-            if _compiled_module(PurePosixPath(relative), manifest) and _is(file, stat.S_ISREG):
+            if _compiled_module(PurePosixPath(relative), manifest) and is_kind(file, stat.S_ISREG):
                 # Shipped with the model, and stale to the Python that imports it (the
                 # sources are as old as their download): rewritten, as one it wrote.
                 continue
@@ -260,7 +252,7 @@ def _in_folders(entry: Path, relative: str, checked: set[PurePosixPath]) -> bool
     at once a lookup (checked: those found so)."""
     for folder in PurePosixPath(relative).parents[:-1]:  # all but "."
         if folder not in checked:
-            if not _is(entry / folder, stat.S_ISDIR):
+            if not is_kind(entry / folder, stat.S_ISDIR):
                 return False
             checked.add(folder)
     return True

@@ -23,14 +23,14 @@ import shutil
 import stat
 import sys
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .._clients._local_files import local_writes
 from ..exceptions import DataLossError, FailedPreconditionError
 from ._manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
-from ._paths import inside, relative_path
+from ._paths import inside, is_kind, relative_path
 
 if sys.platform != "win32":
     import fcntl
@@ -86,16 +86,9 @@ def _still_a_file(target: Path, relative: Any) -> bool:
         return False
     place = PurePosixPath(relative)
     folders = (target / folder for folder in place.parents[:-1])  # all but "."
-    if not all(_is(folder, stat.S_ISDIR) for folder in folders):
+    if not all(is_kind(folder, stat.S_ISDIR) for folder in folders):
         return False
-    return _is(target / place, stat.S_ISREG) or _is(target / place, stat.S_ISLNK)
-
-
-def _is(path: Path, kind: Callable[[int], bool]) -> bool:
-    try:
-        return kind(path.lstat().st_mode)
-    except OSError:
-        return False
+    return is_kind(target / place, stat.S_ISREG) or is_kind(target / place, stat.S_ISLNK)
 
 
 def copy_files(entry: Path, manifest: Manifest, target: Path, where: str) -> Path:

@@ -8,6 +8,7 @@ model's directory, and never the manifest itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +46,12 @@ def inside(directory: Path, relative: Any, where: str, what: str = "a file") -> 
     if not path.resolve().is_relative_to(directory.resolve()):
         raise invalid_manifest(where, f"names {what} {relative!r} outside the model's directory")
     return path
+
+
+def is_kind(path: Path, kind: Callable[[int], bool]) -> bool:
+    """Whether path is of kind (stat.S_ISDIR, ...) itself, a link being of none but
+    stat.S_ISLNK."""
+    try:
+        return kind(path.lstat().st_mode)
+    except OSError:
+        return False
