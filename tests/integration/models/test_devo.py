@@ -247,10 +247,14 @@ async def test_a_file_name_or_engine_the_registry_refuses_is_refused_before_anyt
         assert await manager.find_model("refused-file") is None
         assert await world.store.list(FILES_ROOT, recursive=True) == []
         assert [field for field, _ in refused.value.field_violations] == [argument]
-    # A file that is not there is named by Devo's argument (it was named "model").
-    with pytest.raises(InvalidArgumentError) as missing:
-        await manager.add_model("refused-file", "ONNX", tmp_path / "gone.onnx")
-    assert [field for field, _ in missing.value.field_violations] == ["model_file"]
+    # A file that is not there is named by Devo's argument (it was named "model"); a
+    # folder of no file was taken, and get_model(download_file=True) of it answered the
+    # whole download folder.
+    (tmp_path / "empty").mkdir()
+    for nothing in (tmp_path / "gone.onnx", tmp_path / "empty"):
+        with pytest.raises(InvalidArgumentError) as missing:
+            await manager.add_model("refused-file", "ONNX", nothing)
+        assert [field for field, _ in missing.value.field_violations] == ["model_file"]
 
 
 async def test_adds_of_one_new_name_at_once_leave_only_the_winners_files(

@@ -104,3 +104,15 @@ async def test_a_model_file_named_like_the_manifest_is_refused(
     (tmp_path / "dir" / MANIFEST / "weights.bin").write_bytes(b"w")
     with pytest.raises(InvalidArgumentError):
         await world.tracking.log_model(world.run_id, tmp_path / "dir" / MANIFEST, "named-dir")
+
+
+async def test_a_folder_of_no_file_is_no_model(world: World, tmp_path: Path) -> None:
+    """It was logged with no file, and load_model answered a path that was never made."""
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "empty" / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(InvalidArgumentError) as refused:
+        await world.tracking.log_model(world.run_id, tmp_path / "empty", "empty")
+    assert refused.value.field_violations[0][0] == "model"
+    with pytest.raises(NotFoundError):  # nothing was logged
+        await world.tracking.load_model(f"runs:/{world.run_id}/empty")

@@ -351,9 +351,11 @@ def _managed(
 
 
 def _model_file(path: str | os.PathLike[str]) -> Path:
-    """Devo's paths may start with "~"; the model's file (or directory) must exist,
-    checked before any call, naming the caller's argument."""
+    """Devo's paths may start with "~"; the model's file (or directory, of a file at
+    least) must exist, checked before any call, naming the caller's argument."""
     expanded = Path(path).expanduser()
     if not (expanded.is_file() or expanded.is_dir()):
         raise invalid_argument("model_file", f"{str(expanded)!r} is no file or directory")
+    if expanded.is_dir() and not files_in(expanded):  # get_model answered its whole folder
+        raise invalid_argument("model_file", f"{str(expanded)!r} holds no file")
     return expanded

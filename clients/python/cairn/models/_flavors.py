@@ -92,8 +92,13 @@ def _copy_tree(source: Path, target: Path) -> None:
     as the file; a dangling link, a loop or a link to a folder left out), copied into
     target, so that a model directory is stored as log_artifacts stores one. A copy of
     the whole tree (shutil.copytree) followed links to folders, and raised a bare
-    shutil.Error at a dangling link or walked a loop some 40 levels deep first."""
-    for relative in files_in(source):
+    shutil.Error at a dangling link or walked a loop some 40 levels deep first. A
+    directory of no file is refused: its model, of no file, loaded as a path that was
+    never made."""
+    relatives = files_in(source)
+    if not relatives:
+        raise invalid_argument("model", f"{str(source)!r} holds no file (links to folders aside)")
+    for relative in relatives:
         (target / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / relative, target / relative)
 
