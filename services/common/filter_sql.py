@@ -22,7 +22,7 @@ def condition(column: str, node: Comparison, params: Params, sql_type: str) -> s
         sql_type: "text" or a numeric SQL type; decides which values are accepted.
     """
     numeric = sql_type in NUMERIC_TYPES
-    values = node.value if isinstance(node.value, tuple) else (node.value,)
+    values = node.values
     for value in values:
         if isinstance(value, str) == numeric:
             wanted = "a number" if numeric else "a 'quoted string'"
@@ -50,7 +50,7 @@ def empty_is_unset(column: str, node: Comparison | NullCheck, params: Params) ->
     if isinstance(node, NullCheck):
         return f"{column} {'=' if node.is_null else '<>'} ''"
     compared = condition(column, node, params, "text")
-    values = node.value if isinstance(node.value, tuple) else (node.value,)
+    values = node.values
     if node.op in ("=", "IN") and not node.negated and "" not in values:
         return compared  # it cannot match ''
     return f"({compared} AND {column} <> '')"
@@ -62,7 +62,7 @@ def prefix_condition(column: str, node: Comparison, params: Params, prefix: int)
     implied by the comparison, and served by the index. Nothing otherwise."""
     if node.negated or node.op not in ("=", "IN"):
         return ""
-    values = node.value if isinstance(node.value, tuple) else (node.value,)
+    values = node.values
     starts = [str(value)[:prefix] for value in values]
     if node.op == "IN":
         return f" AND left({column}, {prefix}) = ANY({params.add(starts, 'text[]')})"

@@ -101,6 +101,11 @@ class Comparison:
     value: Value | tuple[Value, ...]
     negated: bool = False
 
+    @property
+    def values(self) -> tuple[Value, ...]:
+        """The value, or the values of an IN, as a tuple."""
+        return self.value if isinstance(self.value, tuple) else (self.value,)
+
 
 @dataclass(frozen=True)
 class NullCheck:

@@ -31,9 +31,14 @@ MAX_EXPERIMENT_ID = 2**63 - 1  # PostgreSQL's bigint
 
 def run_id(value: str, field: str = "run_id") -> str:
     lowered = value.lower()
-    if not _RUN_ID.fullmatch(lowered):
+    if not is_run_id(lowered):
         raise invalid_field(field, "must be 32 hexadecimal characters")
     return lowered
+
+
+def is_run_id(value: object) -> bool:
+    """Whether value is a run id as runs hold theirs: 32 lower-case hexadecimal digits."""
+    return isinstance(value, str) and _RUN_ID.fullmatch(value) is not None
 
 
 # MLflow's examples write create_run("0"), its Default experiment, which Cairn never makes.

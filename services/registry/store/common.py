@@ -285,7 +285,7 @@ def _as_named(node: filters.Comparison, names: tuple[str, ...]) -> filters.Compa
     if node.op not in ("=", "!=", "IN"):
         raise FilterError(node.ident.position, f"{key} supports =, !=, IN, LIKE and ILIKE")
     by_lower = {name.lower(): name for name in names}
-    values = node.value if isinstance(node.value, tuple) else (node.value,)
+    values = node.values
     spelled = []
     for value in values:
         if not isinstance(value, str) or value.lower() not in by_lower:
@@ -423,13 +423,25 @@ async def fetch_one(
     return row
 
 
-async def delete_row(pool: asyncpg.Pool, table: str, project: str, row_id: str) -> bool:
-    """Deletes one row of a registry table (cascading to what it owns); False when absent."""
+def row_key(row_id: str, name: str) -> tuple[str, Any]:
+    """The column and value a write finds its row by: its id, or its name when given
+    (MLflow's way), which the write's own statement then matches, so that a row renamed
+    or deleted meanwhile is not written."""
+    return ("name", name) if name else ("id", id_or_none(row_id))
+
+
+async def delete_row(
+    pool: asyncpg.Pool, table: str, project: str, row_id: str, *, name: str = ""
+) -> bool:
+    """Deletes one row of a registry table (cascading to what it owns), by its id or by
+    name when given, matched by the DELETE itself (a row renamed meanwhile is not one
+    of that name); False when absent."""
+    key, value = row_key(row_id, name)
     async with pool.acquire() as conn:
         found = await conn.fetchval(
-            f"DELETE FROM registry.{table} WHERE project = $1 AND id = $2 RETURNING id",
+            f"DELETE FROM registry.{table} WHERE project = $1 AND {key} = $2 RETURNING id",
             project,
-            id_or_none(row_id),
+            value,
         )
     return found is not None
 

@@ -23,6 +23,7 @@ from .common import (
     fetch_one,
     id_or_none,
     not_found,
+    row_key,
     take_turn_for_external_id,
     update_row,
     updating,
@@ -156,7 +157,7 @@ class ModelStore:
         way): the name is matched by the UPDATE itself, after the renames before it,
         so that a rename or a delete of that model meanwhile leaves nothing of the name
         (NOT_FOUND), as in some order of the calls."""
-        key, value = ("name", name) if name else ("id", id_or_none(model_id))
+        key, value = row_key(model_id, name)
         async with self._pool.acquire() as conn, conn.transaction():
             await take_turns_renaming(conn, project)
             try:
@@ -178,18 +179,8 @@ class ModelStore:
         """Deletes the model with its versions, their artifacts, tags and aliases: the
         one with model_id, or the one named name when given, matched by the DELETE
         itself (see `rename`)."""
-        if name:
-            async with self._pool.acquire() as conn:
-                found = await conn.fetchval(
-                    """DELETE FROM registry.registered_models WHERE project = $1 AND name = $2
-                       RETURNING id""",
-                    project,
-                    name,
-                )
-            if found is None:
-                raise _missing(name)
-        elif not await delete_row(self._pool, "registered_models", project, model_id):
-            raise _missing(model_id)
+        if not await delete_row(self._pool, "registered_models", project, model_id, name=name):
+            raise _missing(name or model_id)
 
     async def set_tag(self, project: str, model_id: str, key: str, value: str | None) -> None:
         """Sets a tag, or deletes it when value is None."""

@@ -5,7 +5,6 @@ search sorts on, NaN and missing ranked so that they sort last.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -13,6 +12,7 @@ from ...common import filter_sql, filters
 from ...common.filters import FilterError, Identifier
 from ...common.sql import Params
 from ..model import RUN_NAME_TAG, RunStatus, ViewType
+from ..validation import is_run_id
 
 ENTITIES = {
     "metrics": "metric",
@@ -48,8 +48,6 @@ ATTRIBUTES = {
     "artifact_uri": ("r.artifact_uri", "text"),
     "experiment_id": ("r.experiment_id", "bigint"),
 }
-# A run id as the filter compares it with the runs' key: 32 hexadecimal digits, lowered.
-_RUN_ID = re.compile("[0-9a-f]{32}")
 # Text attributes that hold '' when unset (NOT NULL DEFAULT ''), which the client reads
 # as unset (a run made without a user): filters and orders read them so too, as the
 # registry's (filter_sql.empty_is_unset).
@@ -301,19 +299,16 @@ def _by_key(node: filters.Comparison, params: Params) -> str | None:
     every run of the experiments searched was read (20 ids among 10,000 runs: 9.7-10.1
     ms a search, 3.9 by the key; `make bench-filters`), as MLflow's
     `attributes.run_id IN (...)`, a table's runs, asks often."""
-    values = node.value if isinstance(node.value, tuple) else (node.value,)
-    if node.op not in ("=", "IN") or not all(
-        isinstance(value, str) and _RUN_ID.fullmatch(value) for value in values
-    ):
+    if node.op not in ("=", "IN") or not all(map(is_run_id, node.values)):
         return None
-    return f"{'NOT ' if node.negated else ''}(r.run_id = ANY({params.add(list(values), 'uuid[]')}))"
+    ids = params.add(list(node.values), "uuid[]")
+    return f"{'NOT ' if node.negated else ''}(r.run_id = ANY({ids}))"
 
 
 def _lowered(node: filters.Comparison) -> filters.Comparison:
     """A run id in a filter, read in any case as every call reads one (the column holds
     lower case): `run_id = '<ID>'` found nothing of the run get_run('<ID>') returns."""
-    values = node.value if isinstance(node.value, tuple) else (node.value,)
-    lowered = tuple(v.lower() if isinstance(v, str) else v for v in values)
+    lowered = tuple(v.lower() if isinstance(v, str) else v for v in node.values)
     return replace(node, value=lowered if isinstance(node.value, tuple) else lowered[0])
 
 
@@ -323,7 +318,7 @@ def _status_as_number(node: filters.Comparison) -> filters.Comparison:
         node = _statuses_like(node)
     if node.op not in ("=", "!=", "IN"):
         raise FilterError(node.ident.position, "status supports =, !=, IN, LIKE and ILIKE")
-    names = node.value if isinstance(node.value, tuple) else (node.value,)
+    names = node.values
     numbers = []
     for name in names:
         if not isinstance(name, str) or name.upper() not in RunStatus.__members__:

@@ -156,7 +156,7 @@ def _required_values(node: filters.Node | None) -> list[filters.Comparison]:
         return [] if node.op == "OR" else [t for n in node.operands for t in _required_values(n)]
     if not isinstance(node, filters.Comparison) or node.negated or node.op not in ("=", "IN"):
         return []
-    values = node.value if isinstance(node.value, tuple) else (node.value,)
+    values = node.values
     texts = all(isinstance(value, str) for value in values)
     ident = node.ident
     indexed = ident.entity in ("param", "tag") or (ident.entity, ident.key) == ("input", "uri")
