@@ -6,7 +6,9 @@ the interceptor runs the handler inside one transaction on one connection, which
 every store of the call shares (`database.BoundedPool` hands it out; a store's own
 transaction becomes a savepoint in it): it first claims the id in `<schema>.requests`,
 then runs the handler, then stores the answer, then commits. A repeat finds the claim
-and gets the stored answer; a repeat racing the first waits for its commit. An answer
+and gets the stored answer; a repeat racing the first waits for its commit. With
+authentication on, request ids are each user's own: a write whose id another user
+claimed claims it under a key of its own (Claim), never refused for the other's. An answer
 larger than MAX_REMEMBERED_ANSWER_BYTES is stored as a stub naming its object, which
 the repeat reads again (Reread). A handler that fails rolls the claim back with the
 write, so a retry applies it afresh. A handler that needs work done on another
@@ -207,34 +209,24 @@ class Idempotency:
         request_id = request_id_of(context)
         if request_id is None:
             return await handler()
-        # With the caller: another user sending the same request under that id is then
-        # REQUEST_ID_REUSED, and never gets an answer recorded for someone else, which
-        # would skip a check the handler makes of its caller (whose key DeleteApiKey
-        # revokes, say).
-        fingerprint = fingerprint_of(request, current_caller())
-        once = functools.partial(self._run_once, schema, method, request_id, fingerprint, handler)
+        claim = Claim.of(method, request_id, request, current_caller())
+        once = functools.partial(self._run_once, schema, claim, handler)
         answer = await _after_any_outside(once)
         if isinstance(answer, _Stub):  # read outside the claim's transaction: one connection
             return await self._rereads[method].answered(answer.answer, context)
         return answer
 
     async def _run_once(
-        self,
-        schema: str,
-        method: str,
-        request_id: str,
-        fingerprint: bytes,
-        handler: Callable[[], Awaitable[Message]],
+        self, schema: str, claim: Claim, handler: Callable[[], Awaitable[Message]]
     ) -> Message | bytes | _Stub:
         """The handler's answer, run in one transaction with its request id's claim, or
         what is recorded under that id."""
         pending: list[Callable[[], Awaitable[None]]] = []
         async with self._pool.acquire() as conn:
             async with conn.transaction():
-                while not await _claim(conn, schema, method, request_id, fingerprint):
-                    answer = await _answer(conn, schema, method, request_id, fingerprint)
-                    if answer is not None:
-                        return answer  # else pruned since the claim failed: claim again
+                key = await _claimed(conn, schema, claim)
+                if not isinstance(key, str):
+                    return key  # the answer of the call this one repeats
                 connection, later = CALL_CONNECTION.set(conn), _AFTER_COMMIT.set(pending)
                 try:
                     response = await handler()
@@ -244,9 +236,9 @@ class Idempotency:
                 await conn.execute(
                     f"""UPDATE {schema}.requests SET response = $3, reread = $4
                         WHERE method = $1 AND request_id = $2""",
-                    method,
-                    request_id,
-                    *self._kept(method, response),
+                    claim.method,
+                    key,
+                    *self._kept(claim.method, response),
                 )
             # Committed, its actions run to their end even if the caller gives up now,
             # as the connection goes back (skipped, an operation stored would wait
@@ -300,47 +292,115 @@ def request_id_reused(request_id: str) -> InvalidArgument:
 
 
 def request_id_of(context: grpc.aio.ServicerContext) -> str | None:
-    """The request id a call carries, if any (checked: 1 to 128 characters)."""
+    """The request id a call carries, if any (checked: 1 to 128 printable ASCII
+    characters, as gRPC clients send headers; Claim.own_key relies on it)."""
     for key, value in metadata_of(context):
         if key == REQUEST_ID_HEADER:
-            if not (isinstance(value, str) and 0 < len(value) <= MAX_REQUEST_ID_LENGTH):
+            if not (isinstance(value, str) and _is_request_id(value)):
                 raise InvalidArgument(
                     "INVALID_ARGUMENT",
-                    f"{REQUEST_ID_HEADER} must be 1 to {MAX_REQUEST_ID_LENGTH} characters",
+                    f"{REQUEST_ID_HEADER} must be 1 to {MAX_REQUEST_ID_LENGTH} "
+                    "printable ASCII characters",
                 )
             return value
     return None
 
 
-async def _claim(
-    conn: asyncpg.Connection, schema: str, method: str, request_id: str, fingerprint: bytes
+@dataclass(frozen=True)
+class Claim:
+    """A write's claim of its request id.
+
+    The id is claimed as sent (`request_id`), where every server, of this release or
+    the one before, looks for it. With authentication on, a user finding it claimed by
+    another user claims it under their own key instead (`own_key`: their user id and
+    the id, a key no id sent can spell, as ids are printable), looked for first on
+    every later claim: so another user's id never refuses theirs, nor tells them it
+    was used, and their retry finds their claim even once the other's is pruned.
+    """
+
+    method: str
+    request_id: str
+    # The request and its caller, hashed: another request under the id is refused.
+    fingerprint: bytes
+    # The caller's user id, with authentication on; else None.
+    caller: str | None
+
+    @classmethod
+    def of(cls, method: str, request_id: str, request: Message, caller: Caller) -> Claim:
+        user = caller.user_id if caller.key_prefix else None  # with authentication on
+        return cls(method, request_id, fingerprint_of(request, caller), user)
+
+    @property
+    def own_key(self) -> str | None:
+        return None if self.caller is None else f"{self.caller}\n{self.request_id}"
+
+
+async def _claimed(conn: asyncpg.Connection, schema: str, claim: Claim) -> str | bytes | _Stub:
+    """The key under which this call claimed its request id, or the answer recorded for
+    the call it repeats (a repeat racing that call waits for its commit, in the INSERT).
+    Raises REQUEST_ID_REUSED when the id is the caller's, or of a caller unknown, with
+    another request."""
+    while True:
+        if await _insert(conn, schema, claim, claim.request_id, unless=claim.own_key):
+            return claim.request_id
+        rows = await _rows(conn, schema, claim)
+        own, shared = rows.get(claim.own_key or ""), rows.get(claim.request_id)
+        if own is not None:
+            return _answer(own, claim)
+        if shared is None:
+            continue  # pruned, or its write rolled back, since the claim failed
+        if shared["fingerprint"] == claim.fingerprint:
+            return _answer(shared, claim)
+        if claim.own_key is None or shared["caller"] in (None, claim.caller):
+            raise request_id_reused(claim.request_id)
+        if await _insert(conn, schema, claim, claim.own_key):
+            return claim.own_key
+        # else another call of this caller's claimed it meanwhile: its row answers
+
+
+async def _insert(
+    conn: asyncpg.Connection, schema: str, claim: Claim, key: str, unless: str | None = None
 ) -> bool:
+    """Whether key was claimed for this call: it was free, and so was unless."""
     claimed = await conn.fetchval(
-        f"""INSERT INTO {schema}.requests (method, request_id, fingerprint)
-            VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING true""",
-        method,
-        request_id,
-        fingerprint,
+        f"""INSERT INTO {schema}.requests (method, request_id, fingerprint, caller)
+            SELECT $1, $2, $3, $4
+            WHERE NOT EXISTS (
+                SELECT 1 FROM {schema}.requests WHERE method = $1 AND request_id = $5
+            )
+            ON CONFLICT DO NOTHING RETURNING true""",
+        claim.method,
+        key,
+        claim.fingerprint,
+        claim.caller,
+        unless,
     )
     return bool(claimed)
 
 
-async def _answer(
-    conn: asyncpg.Connection, schema: str, method: str, request_id: str, fingerprint: bytes
-) -> bytes | _Stub | None:
-    row = await conn.fetchrow(
-        f"""SELECT fingerprint, response, reread FROM {schema}.requests
-            WHERE method = $1 AND request_id = $2""",
-        method,
-        request_id,
+async def _rows(conn: asyncpg.Connection, schema: str, claim: Claim) -> dict[str, asyncpg.Record]:
+    """The claims of claim's request id, as sent and under the caller's own key."""
+    keys = [key for key in (claim.request_id, claim.own_key) if key is not None]
+    rows = await conn.fetch(
+        f"""SELECT request_id, fingerprint, caller, response, reread FROM {schema}.requests
+            WHERE method = $1 AND request_id = ANY($2::text[])""",
+        claim.method,
+        keys,
     )
-    if row is None:
-        return None
-    if row["fingerprint"] != fingerprint:
-        raise request_id_reused(request_id)
+    return {row["request_id"]: row for row in rows}
+
+
+def _answer(row: asyncpg.Record, claim: Claim) -> bytes | _Stub:
+    """The answer a claim of claim's records, unless it was another request's."""
+    if row["fingerprint"] != claim.fingerprint:
+        raise request_id_reused(claim.request_id)
     if row["reread"]:
         return _Stub(bytes(row["response"]))
     return bytes(row["response"])
+
+
+def _is_request_id(value: str) -> bool:
+    return 0 < len(value) <= MAX_REQUEST_ID_LENGTH and value.isascii() and value.isprintable()
 
 
 async def _after_any_outside(

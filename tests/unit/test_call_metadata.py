@@ -8,6 +8,8 @@ import re
 import pytest
 
 from cairn_server.common.access import metadata_of
+from cairn_server.common.errors import InvalidArgument
+from cairn_server.common.idempotency import request_id_of
 from cairn_server.common.interceptor import _request_id
 
 
@@ -61,3 +63,12 @@ def test_a_request_id_a_terminal_would_not_show_as_sent_is_replaced(sent: str) -
 def test_a_printable_request_id_is_kept(sent: str) -> None:
     logged = contextvars.copy_context().run(_request_id, _Call((("x-request-id", sent),)))
     assert logged == sent
+
+
+@pytest.mark.parametrize("sent", ["one\nforged", "caf\u00e9", "x" * 129, ""])
+def test_an_exactly_once_request_id_that_is_not_printable_ascii_is_refused(sent: str) -> None:
+    """A raw HTTP/2 peer could send one with a line break, which spells another user's
+    own key of an id (idempotency.Claim.own_key)."""
+    call = _Call((("x-cairn-request-id", sent),))
+    with pytest.raises(InvalidArgument, match="printable ASCII"):
+        contextvars.copy_context().run(request_id_of, call)

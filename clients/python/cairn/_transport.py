@@ -568,6 +568,12 @@ class Transport:
         transport.tls = True
         return transport
 
+    @property
+    def credentials(self) -> tuple[Credentials, ...]:
+        """The headers presenting the API key ((): none), for what differs by caller: to
+        hash, never to show."""
+        return self._metadata
+
     def for_project(self, project: str, *, timeout: float | None) -> Transport:
         """A transport on the same channel and credentials, for another project."""
         derived = Transport(self.channel, project=project, timeout=timeout)

@@ -1,44 +1,96 @@
-"""A request id two callers send: the registry tells them apart by their keys."""
+"""A request id two users send: each user's ids are their own."""
 
 from __future__ import annotations
 
+import asyncpg
+import grpc
 import pytest
 
 import cairn
-from cairn._clients import versioned_artifacts
-from cairn.exceptions import InvalidArgumentError
+from cairn._clients.versioned_artifacts import ActiveArtifact
+from cairn.exceptions import from_grpc_error
+from cairn.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
 from tests.integration.auth.conftest import World
 
 
-async def test_a_caller_refused_an_id_another_made_a_version_under_keeps_its_files(
-    world: World, monkeypatch: pytest.MonkeyPatch
+async def test_users_creating_a_version_under_one_request_id_each_get_their_own(
+    world: World,
 ) -> None:
-    """Two callers create the same version under one id at once: the second looked for
-    it before the first made it, was then refused (REQUEST_ID_REUSED: another caller's
-    id), and removed the directory the first's acknowledged version names."""
+    """Each user's request ids are their own: a version another user created under the
+    id, of the same name and facts, is not this user's answer, nor are its files."""
 
     def registry(who: str) -> cairn.ModelRegistryAPIClient:
         return cairn.ModelRegistryAPIClient.insecure_connection(
             "127.0.0.1", world.port, world.keys[who], project=world.project
         )
 
+    async def create(who: cairn.ModelRegistryAPIClient, data: bytes) -> ActiveArtifact:
+        return await who.create_artifact("ds", "dataset", {"k": 1}, files=data, request_id="j1")
+
     async with registry("admin") as first, registry("editor") as second:
-        made: list[versioned_artifacts.ActiveArtifact] = []
-        look = versioned_artifacts._version_naming
+        firsts, seconds = await create(first, b"first"), await create(second, b"second")
+        assert firsts.version != seconds.version
+        assert (await firsts.load("data")).read() == b"first"
+        assert (await seconds.load("data")).read() == b"second"
+        assert (await create(second, b"second")).version == seconds.version  # a retry
 
-        async def the_first_lands_after_the_seconds_look(registering, message):
-            found = await look(registering, message)
-            if registering is second and not made:
-                made.append(await create(first))
-            return found
 
-        def create(who: cairn.ModelRegistryAPIClient):
-            return who.create_artifact("ds", "dataset", {"k": 1}, files=b"data", request_id="j1")
+async def _create_experiment(
+    world: World, who: str, name: str, request_id: str, project: str | None = None
+) -> str:
+    """The experiment id CreateExperiment answers who, sent under request_id."""
+    request = tracking_service_pb2.CreateExperimentRequest(
+        project=project or world.project, name=name
+    )
+    metadata = (
+        ("authorization", f"Bearer {world.keys[who]}"),
+        ("x-cairn-request-id", request_id),
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{world.port}") as channel:
+        stub = tracking_service_pb2_grpc.TrackingServiceStub(channel)
+        answer = await stub.CreateExperiment(request, metadata=metadata)
+    return answer.experiment.experiment_id
 
-        monkeypatch.setattr(
-            versioned_artifacts, "_version_naming", the_first_lands_after_the_seconds_look
-        )
-        with pytest.raises(InvalidArgumentError) as refused:
-            await create(second)
-        assert refused.value.reason == "REQUEST_ID_REUSED"
-        assert await made[0].files() == ["data"]
+
+async def test_a_request_id_another_user_sent_is_yours_to_use(world: World) -> None:
+    """Request ids were one space for every user: another project's editor who sent a
+    readable id first ("job-42") had each later call under it refused, REQUEST_ID_REUSED,
+    which also told them it was used. Each user's writes under the id are their own:
+    applied once each, each repeat answered with its own caller's first answer."""
+    mine = await _create_experiment(world, "editor", "mine", "job-42")
+    theirs = await _create_experiment(world, "outsider", "theirs", "job-42", world.other_project)
+    assert mine != theirs
+    assert await _create_experiment(world, "editor", "mine", "job-42") == mine
+    again = await _create_experiment(world, "outsider", "theirs", "job-42", world.other_project)
+    assert again == theirs
+    with pytest.raises(grpc.aio.AioRpcError) as refused:  # another request of the user's
+        await _create_experiment(world, "outsider", "other", "job-42", world.other_project)
+    assert from_grpc_error(refused.value).reason == "REQUEST_ID_REUSED"
+
+
+async def test_a_retry_under_an_id_another_user_took_is_answered_once_theirs_is_pruned(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    """The second user's claim, under a key of their own, is found before the id as
+    sent: their retry after the first user's claim was pruned is a repeat, not a second
+    write."""
+    await _create_experiment(world, "outsider", "first", "job-7", world.other_project)
+    second = await _create_experiment(world, "editor", "second", "job-7")
+    await pool.execute(
+        "DELETE FROM tracking.requests WHERE request_id = 'job-7' AND caller = $1",
+        world.users["outsider"],
+    )
+    assert await _create_experiment(world, "editor", "second", "job-7") == second
+
+
+async def test_an_id_a_server_before_claimed_for_an_unknown_user_refuses_other_requests(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    """Claims of servers of the release before name no user (still serving during a
+    rolling update): the id may be this user's, so another request under it is refused,
+    as before, never applied twice."""
+    await _create_experiment(world, "editor", "before", "job-9")
+    await pool.execute("UPDATE tracking.requests SET caller = NULL WHERE request_id = 'job-9'")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _create_experiment(world, "admin", "after", "job-9")
+    assert from_grpc_error(refused.value).reason == "REQUEST_ID_REUSED"

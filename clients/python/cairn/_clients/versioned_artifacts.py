@@ -199,7 +199,8 @@ class VersionedArtifacts:
                 call with a request_id stay for its retry).
         """
         message = _new_version(self.project, name, artifact_type, metadata, "", run_id, description)
-        directory = f"{FILES_ROOT}/{_segment(name)}/{_directory_key(message, request_id)}"
+        key = _directory_key(message, request_id, self._transport.credentials)
+        directory = f"{FILES_ROOT}/{_segment(name)}/{key}"
         message.uri = str(ArtifactUri(self.project, directory))
         again = request_id is not None
         if again and (made := await _version_naming(self, message)) is not None:
@@ -345,23 +346,29 @@ async def remove_unnamed(store: ArtifactClient, directory: str) -> None:
             await store.delete(directory, recursive=True)
 
 
-def _directory_key(message: pb.Artifact, request_id: str | None) -> str:
+def _directory_key(
+    message: pb.Artifact, request_id: str | None, credentials: tuple[tuple[str, str], ...]
+) -> str:
     """The version's directory under its name: random, or, for a call with a request id,
-    one of the id and the version's facts, the same for each retry of the call; another
-    call under the id with other facts, which the registry refuses (REQUEST_ID_REUSED),
-    sends its files apart."""
+    one of the id, the caller's key and the version's facts, the same for each retry of
+    the call. Another call under the id sends its files apart: one with other facts,
+    which the registry refuses (REQUEST_ID_REUSED), and another user's, whose id it is
+    too (the registry keeps each user's ids apart)."""
     if request_id is None:
         return uuid.uuid4().hex
     if not (isinstance(request_id, str) and 0 < len(request_id) <= 128 and _printable(request_id)):
         raise invalid_argument("request_id", "must be 1 to 128 printable ASCII characters")
-    facts = message.SerializeToString(deterministic=True)
-    return hashlib.sha256(request_id.encode() + b"\0" + facts).hexdigest()[:32]
+    digest = hashlib.sha256(request_id.encode() + b"\0")
+    for name, value in credentials:
+        digest.update(f"{name}\0{value}\0".encode())
+    digest.update(message.SerializeToString(deterministic=True))
+    return digest.hexdigest()[:32]
 
 
 async def _named_or_unknown(registry: _Registry, message: pb.Artifact) -> bool:
-    """Whether a version names message's directory, or the registry cannot tell: a call
-    of another caller under the request id may have made it, its files, while this one
-    was refused (REQUEST_ID_REUSED: the registry tells callers apart by their keys)."""
+    """Whether a version names message's directory, or the registry cannot tell: then
+    the files stay, as another call under the request id may have made a version of them
+    while this one was refused."""
     try:
         return await _version_naming(registry, message) is not None
     except CairnError:
