@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import cairn
+from cairn.exceptions import FailedPreconditionError
 from cairn.models import MANIFEST
 from cairn.models._copies import _moving_into
 from cairn.models._manifest import Manifest
@@ -239,3 +240,34 @@ async def test_what_the_user_changed_of_an_earlier_download_is_left_as_it_is(
     elif change == "odd-entry":
         assert not (model / "extra.cfg").exists()
         assert not (model / "old" / "deep" / "x").exists()  # its folders stay, empty
+
+
+@pytest.mark.parametrize("made_a_link", ["folder", "file"])
+async def test_a_link_the_user_made_in_a_download_is_never_written_through(
+    world: World, tmp_path: Path, made_a_link: str
+) -> None:
+    """A later download over an earlier one whose folder or file the user had made a link
+    out of the destination was DataLossError INVALID_MODEL_MANIFEST, "log the model
+    again", the model being whole. A folder made a link is a local write failure, and
+    nothing is written through it; a file made a link is replaced by the model's."""
+    first, second = [
+        (await world.tracking.log_model(await world.new_run(), model, "m")).model_uri
+        for model in (_model(tmp_path / v / "model", v.encode()) for v in ("v1", "v2"))
+    ]
+    dst, elsewhere = tmp_path / "dst", _model(tmp_path / "elsewhere", b"mine")
+    target = Path(await world.tracking.download_artifacts(first, dst, cache_dir=world.cache))
+    mine = {path.name: path.read_bytes() for path in elsewhere.iterdir()}
+    if made_a_link == "folder":
+        shutil.rmtree(target / "model")
+        (target / "model").symlink_to(elsewhere, target_is_directory=True)
+        with pytest.raises(FailedPreconditionError) as refused:
+            await world.tracking.download_artifacts(second, dst, cache_dir=world.cache)
+        assert refused.value.reason == "LOCAL_WRITE_FAILED"
+        assert refused.value.metadata["errno"] == "ELOOP"
+    else:
+        (target / "model" / "a.bin").unlink()
+        (target / "model" / "a.bin").symlink_to(elsewhere / "a.bin")
+        await world.tracking.download_artifacts(second, dst, cache_dir=world.cache)
+        _whole(target)
+        assert not (target / "model" / "a.bin").is_symlink()
+    assert {path.name: path.read_bytes() for path in elsewhere.iterdir()} == mine

@@ -171,7 +171,7 @@ def _move_in(
     all is put back as it was (`_swap`), and the folders made are removed."""
     relatives = list(relatives)
     moves: list[tuple[Path | None, Path]] = [
-        (staging / relative, inside(target, relative, where)) for relative in relatives
+        (staging / relative, _destination(target, relative, where)) for relative in relatives
     ]
     gone: list[tuple[Path | None, Path]] = []  # as they are: checked by _earlier_files
     if with_manifest:
@@ -193,6 +193,23 @@ def _move_in(
             with contextlib.suppress(OSError):  # not empty: what could not be put back
                 folder.rmdir()
         raise
+
+
+def _destination(target: Path, relative: str, where: str) -> Path:
+    """Where relative, a file the manifest names, goes in target. A folder on the way
+    that the user made a link out of target is not written through: an OSError, which
+    `writing` reports as the local write failure it is (it was the manifest's
+    INVALID_MODEL_MANIFEST, "log the model again"). A file made a link is replaced, as
+    any earlier file is (a rename never writes through it)."""
+    path = target / relative_path(relative, where)
+    if not path.parent.resolve().is_relative_to(target.resolve()):
+        raise OSError(
+            errno.ELOOP,
+            "a folder on the way is a link out of the destination, "
+            "which a download does not write through",
+            str(path.parent),
+        )
+    return path
 
 
 def _make_folders(target: Path, folders: Iterable[Path], made: list[Path]) -> None:
