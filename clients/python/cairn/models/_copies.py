@@ -193,6 +193,20 @@ def _move_in(
             with contextlib.suppress(OSError):  # not empty: what could not be put back
                 folder.rmdir()
         raise
+    _remove_emptied(target, [file for _, file in gone])
+
+
+def _remove_emptied(target: Path, gone: Iterable[Path]) -> None:
+    """Removes the folders in target that the earlier model's files, gone, left empty,
+    innermost first; one that holds anything (the later model's, the user's) stays."""
+    for file in gone:
+        for folder in file.parents:
+            if folder == target or not folder.is_relative_to(target):
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or made something else meanwhile)
+                break
 
 
 def _destination(target: Path, relative: str, where: str) -> Path:
