@@ -752,3 +752,17 @@ async def test_a_bad_argument_of_a_read_or_a_url_is_an_invalid_argument_error_na
 
 async def _read(store: cairn.ArtifactClient, **window: Any) -> bytes:
     return b"".join([chunk async for chunk in store.open("a.bin", **window)])
+
+
+@pytest.mark.parametrize("path", ["/", "//", "/trees"])
+async def test_a_tree_uploaded_under_an_absolute_path_is_refused(
+    store: cairn.ArtifactClient, tmp_path: Path, path: str
+) -> None:
+    """ "/" and "//" were taken for the project's root, where the tree was stored: a typo
+    of an absolute path, which an upload of one file is refused for."""
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(InvalidArgumentError) as refused:
+        await store.upload_tree(path, tmp_path)
+    assert refused.value.reason == "INVALID_PATH"
+    assert refused.value.field_violations == [("path", "must be relative (no leading '/')")]
+    assert await store.list(recursive=True) == []

@@ -187,7 +187,7 @@ class ArtifactClient(BaseClient):
         before it stored. progress shows the tree as one transfer, of the size of all
         its files.
         """
-        files = await asyncio.to_thread(_files_under, Path(local_dir), _sendable(path))
+        files = await asyncio.to_thread(_files_under, Path(local_dir), _folder(path))
         total = sum(size for _, size in files)
         # Each file is a write of its own: a request id given is not theirs to share.
         metadata = [(key, value) for key, value in metadata or () if key != REQUEST_ID_HEADER]
@@ -709,11 +709,23 @@ def _sendable(path: str, field: str = "path") -> str:
     """path, unless no request can carry it (a name's bytes read as lone surrogates):
     refused as the server refuses a path, where protobuf raised a UnicodeEncodeError."""
     if isinstance(path, str) and not object_paths.is_text(path):
-        problem = object_paths.NOT_TEXT
-        raise InvalidArgumentError(
-            f"{field}: {problem}", reason="INVALID_PATH", field_violations=[(field, problem)]
-        )
+        raise _invalid_path(field, object_paths.NOT_TEXT)
     return path
+
+
+def _folder(path: str) -> str:
+    """path, a folder to store files under ("" the project's root), unless its text is
+    no path's, as the server would refuse each file's: "/" and "//" were taken for the
+    root, so a typo of an absolute path stored a whole tree there."""
+    if isinstance(path, str) and path and (problem := object_paths.text_problem(path)):
+        raise _invalid_path("path", problem)
+    return path
+
+
+def _invalid_path(field: str, problem: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"{field}: {problem}", reason="INVALID_PATH", field_violations=[(field, problem)]
+    )
 
 
 def _presign_method(method: str) -> pb.PresignMethod:
