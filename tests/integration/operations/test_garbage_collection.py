@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 import cairn
+from cairn._clients import operations as operations_client
 from cairn.exceptions import InvalidArgumentError, NotFoundError, OperationTimeoutError
 from cairn.operations.v1 import operations_service_pb2
 from cairn.types import Operation, OperationState
@@ -22,6 +23,7 @@ from cairn_server.common.config import Config
 from cairn_server.operations.model import Kind, Lease, State
 from cairn_server.operations.store import OperationStore
 from tests.conftest import new_project
+from tests.proxy import StallingProxy
 
 HOUR = datetime.timedelta(hours=1)
 
@@ -267,3 +269,46 @@ async def test_a_page_size_of_list_operations_that_is_no_page_size_is_named_so(
     with pytest.raises(InvalidArgumentError) as refused:
         [op async for op in client.operations.list_operations(page_size=bad)]  # type: ignore[arg-type]
     assert refused.value.field_violations[0][0] == "page_size"
+
+
+@pytest.mark.parametrize("timeout", [2.0, None])
+async def test_a_wait_goes_on_while_the_server_stops_answering(
+    server_port: int, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, timeout: float | None
+) -> None:
+    """A server that stopped answering (a partition, a frozen host) ended every wait
+    with the DeadlineExceededError of its call, 10 s past the wait's own timeout, and a
+    wait of no timeout too; it is out of reach, as one that refuses connections is."""
+    monkeypatch.setattr(operations_client, "_DEADLINE_MARGIN_SECONDS", 0.5)
+    store, server = OperationStore(pool), uuid.uuid4()
+    operation = await store.create(Kind.GARBAGE_COLLECTION, {}, ["wait-test"], server, HOUR)
+    proxy = StallingProxy("127.0.0.1", server_port)
+    port = await proxy.start()
+    reports: list[Operation] = []
+
+    def stall_after_the_first(report: Operation) -> None:
+        reports.append(report)
+        proxy.stall()
+
+    try:
+        async with cairn.OperationsClient.insecure_connection("127.0.0.1", port) as client:
+            waiting = asyncio.ensure_future(
+                client.wait_operation(
+                    operation.name, timeout, stall_after_the_first, report_every=0.2
+                )
+            )
+            started = asyncio.get_running_loop().time()
+            if timeout is None:  # still waiting, asking again
+                await asyncio.wait({waiting}, timeout=4.0)
+                assert not waiting.done()
+                waiting.cancel()
+            else:
+                with pytest.raises(OperationTimeoutError) as timed_out:
+                    await waiting
+                took = asyncio.get_running_loop().time() - started
+                assert took < timeout + 2 * operations_client._LAST_CALL_MARGIN_SECONDS
+                assert timed_out.value.operation == reports[0]
+    finally:
+        await proxy.close()
+        await store.finish(
+            Lease(operation.operation_id, server, operation.attempts), State.FAILED, []
+        )

@@ -17,7 +17,9 @@ from .._base import BaseClient
 from .._numbers import real, whole_or_zero
 from .._transport import Metadata
 from ..exceptions import (
+    CairnError,
     CancelledError,
+    DeadlineExceededError,
     OperationFailedError,
     OperationTimeoutError,
     UnavailableError,
@@ -43,8 +45,12 @@ _DEADLINE_MARGIN_SECONDS = 10.0
 # the next server, and the channel's own retries cover under a second.
 OUTAGE_BACKOFF_SECONDS = (0.2, 5.0)
 # What a server that stops or is gone answers: CANCELLED to the calls that reach it as
-# it shuts down, UNAVAILABLE once nothing listens.
-_OUT_OF_REACH = (UnavailableError, CancelledError)
+# it shuts down, UNAVAILABLE once nothing listens; and a call's own deadline passing
+# (DEADLINE_EXCEEDED of no reason) where it stopped answering (a partition, a frozen
+# host), which ended every wait, that of no timeout too (`_out_of_reach`).
+_OUT_OF_REACH = (UnavailableError, CancelledError, DeadlineExceededError)
+# How much past a wait's own deadline its last call may take to be answered.
+_LAST_CALL_MARGIN_SECONDS = 1.0
 
 _log = logging.getLogger("cairn")
 
@@ -170,11 +176,11 @@ class OperationsClient(BaseClient):
         while True:
             try:
                 if seen is None:  # a wrong address or TLS fails at once, as any call
-                    operation = await self._wait_once(name, _chunk_before(deadline, chunk))
+                    operation = await self._wait_once(name, chunk, deadline)
                 else:
                     operation = await self._wait_through_outages(name, chunk, deadline)
             except _OUT_OF_REACH as error:
-                if seen is None:
+                if seen is None or not _out_of_reach(error):
                     raise
                 raise OperationTimeoutError(seen, timeout or 0.0) from error
             seen = operation
@@ -210,22 +216,35 @@ class OperationsClient(BaseClient):
         rests = backoff(*OUTAGE_BACKOFF_SECONDS)
         while True:
             try:
-                return await self._wait_once(name, _chunk_before(deadline, chunk))
+                return await self._wait_once(name, chunk, deadline)
             except _OUT_OF_REACH as error:
                 left = math.inf if deadline is None else deadline - loop.time()
-                if left <= 0:
+                if left <= 0 or not _out_of_reach(error):
                     raise
                 rest = min(next(rests), left)
                 _log.info("asking for %s again in %.1f s after %s", name, rest, error)
                 await asyncio.sleep(rest)
 
-    async def _wait_once(self, name: str, seconds: float) -> Operation:
+    async def _wait_once(self, name: str, chunk: float, deadline: float | None) -> Operation:
+        """One WaitOperation of up to chunk seconds on the server, ending by deadline
+        (loop time) but for a second's margin for the answer."""
+        seconds = _chunk_before(deadline, chunk)
         request = proto(api.WaitOperationRequest, name=name)
         request.timeout.FromTimedelta(datetime.timedelta(seconds=seconds))
+        margin = _DEADLINE_MARGIN_SECONDS
+        if deadline is not None:  # a server that stops answering overran it by 10 s
+            left = deadline - asyncio.get_running_loop().time() - seconds
+            margin = min(margin, max(left, 0.0) + _LAST_CALL_MARGIN_SECONDS)
         response = await self._transport.unary(
-            self._stub.WaitOperation, request, timeout=seconds + _DEADLINE_MARGIN_SECONDS
+            self._stub.WaitOperation, request, timeout=seconds + margin
         )
         return operation_from_proto(response.operation)
+
+
+def _out_of_reach(error: CairnError) -> bool:
+    """Whether error says the server is out of reach (or stopped answering), not that
+    it answered: a DEADLINE_EXCEEDED of the server's own carries a reason."""
+    return not (isinstance(error, DeadlineExceededError) and error.reason is not None)
 
 
 def _duration(value: datetime.timedelta) -> duration_pb2.Duration:
