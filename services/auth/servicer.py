@@ -21,7 +21,7 @@ from ..common.access import Caller, current_caller
 from ..common.errors import NotFound, PermissionDenied, invalid_field
 from ..common.idempotency import after_commit, fingerprint_of, request_id_of
 from ..common.service import Resources
-from . import convert, validation
+from . import convert, keys, validation
 from .cache import key_cache
 from .store import AuthStore
 
@@ -153,7 +153,9 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     ) -> api.DeleteApiKeyResponse:
         prefix = validation.key_prefix(request.api_key)
         caller = current_caller()
-        owner = await self._store.key_owner(prefix)
+        # A whole key given must be that key: one mistyped in its secret revoked it.
+        whole = request.api_key if keys.prefix_of(request.api_key) else None
+        owner = await self._store.key_owner(prefix, whole)
         # A prefix nobody has is refused like another user's: that a key exists is for
         # its owner and the global admins to learn.
         _check_manages_keys_of(caller, owner, "revoked")

@@ -356,12 +356,15 @@ class AuthStore:
         )
         return keyset.page(rows, page_size, lambda row: ApiKeyInfo(**dict(row)))
 
-    async def key_owner(self, prefix: str) -> str | None:
-        """The user of the key with this prefix; None when no key has it."""
-        owner = await self._pool.fetchval(
-            "SELECT user_id FROM auth.api_keys WHERE prefix = $1", prefix
+    async def key_owner(self, prefix: str, key: str | None = None) -> str | None:
+        """The user of the key with this prefix; None when no key has it, or when key,
+        the whole key given, is not that key (its secret differs)."""
+        row = await self._pool.fetchrow(
+            "SELECT user_id, key_hash FROM auth.api_keys WHERE prefix = $1", prefix
         )
-        return None if owner is None else str(owner)
+        if row is None or (key is not None and not keys.matches(key, bytes(row["key_hash"]))):
+            return None
+        return str(row["user_id"])
 
     async def revoke_key(self, prefix: str) -> int:
         """Revokes a key and every key created with it, transitively, in one transaction;

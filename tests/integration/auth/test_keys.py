@@ -238,3 +238,30 @@ async def test_an_empty_upload_stream_is_still_admitted_first(world: World) -> N
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await upload(iter([]), timeout=10)
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("as_admin", [False, True])
+async def test_a_whole_key_given_with_another_secret_revokes_nothing(
+    world: World, as_admin: bool
+) -> None:
+    """Only the prefix of a whole key was read: a key mistyped in its secret (or one
+    stale, of a prefix reused) revoked the live key, and every key made with it. It is
+    refused as a key nobody has: NOT_FOUND to an admin, PERMISSION_DENIED to others."""
+
+    async def kept(auth: cairn.AuthClient) -> bool:
+        return not next(k for k in await auth.get_api_keys() if k.name == "kept").revoked
+
+    async with world.auth("editor") as auth:
+        key = await auth.create_api_key("kept", ApiKeyExpirationTime.NINETY_DAYS)
+        mistyped = key[:-3] + ("xyz" if not key.endswith("xyz") else "abc")
+        if as_admin:
+            async with world.auth("global_admin") as admin:
+                with pytest.raises(NotFoundError) as refused:
+                    await admin.delete_user_api_key(world.users["editor"], mistyped)
+            assert refused.value.reason == "API_KEY_NOT_FOUND"
+        else:
+            with pytest.raises(PermissionDeniedError):
+                await auth.delete_api_key(mistyped)
+        assert await kept(auth)
+        await auth.delete_api_key(key)  # the key itself, whole
+        assert not await kept(auth)

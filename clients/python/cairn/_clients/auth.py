@@ -296,7 +296,7 @@ class AuthClient(BaseClient):
             raise NotFoundError(
                 f"user {user_id!r} has no API key {prefix!r}", reason="API_KEY_NOT_FOUND"
             )
-        await self.delete_api_key(prefix, timeout=timeout, metadata=metadata)
+        await self.delete_api_key(api_key, timeout=timeout, metadata=metadata)
 
     # Project roles
 
