@@ -21,6 +21,12 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 STREAMS = Gauge("cairn_rpc_active_streams", "Streaming RPCs in progress, by method", ["method"])
+REQUEST_BYTES = Gauge(
+    "cairn_request_bytes_held",
+    "Room taken by requests being read and handled (docs/operations.md), by room: "
+    "keyed (methods needing a key, or all with authentication off) or open",
+    ["room"],
+)
 AUTH_FAILURES = Counter(
     "cairn_auth_failures", "Failed authentications (a key was presented), by reason", ["reason"]
 )
