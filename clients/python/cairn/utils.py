@@ -5,11 +5,21 @@ from __future__ import annotations
 import os
 from urllib.parse import urlencode
 
-from .exceptions import CairnError
+from ._argument_error import invalid_argument
+from .exceptions import InvalidArgumentError
 
 
-class MissingMetadata(CairnError, ValueError):
-    """Not enough information to build what was asked for."""
+class MissingMetadata(InvalidArgumentError):
+    """Not enough information to build what was asked for: Kubeflow's name, for its
+    users' `except` clauses, of a bad argument as the client refuses any other (reason
+    INVALID_ARGUMENT, the argument in `field_violations`; a ValueError too)."""
+
+    def __init__(self, argument: str, problem: str) -> None:
+        # Worded as every other argument the client refuses, by the one helper.
+        refused = invalid_argument(argument, problem)
+        super().__init__(
+            refused.message, reason=refused.reason, field_violations=refused.field_violations
+        )
 
 
 def s3_uri_from(
@@ -36,11 +46,12 @@ def s3_uri_from(
         region: the bucket's region.
 
     Raises:
-        MissingMetadata: when no bucket is given and AWS_S3_BUCKET is not set.
+        MissingMetadata: an InvalidArgumentError naming `bucket`, when no bucket is
+            given and AWS_S3_BUCKET is not set.
     """
     bucket = bucket or os.environ.get("AWS_S3_BUCKET")
     if not bucket:
-        raise MissingMetadata("no bucket given and AWS_S3_BUCKET is not set")
+        raise MissingMetadata("bucket", "none given, and AWS_S3_BUCKET is not set")
     query = {
         key: value
         for key, value in (

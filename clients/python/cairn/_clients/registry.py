@@ -52,10 +52,14 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> RegisteredModel:
-        """MLflow's: sets the model's description (None leaves it as it is)."""
+        """MLflow's: sets the model's description.
+
+        Raises:
+            InvalidArgumentError: no description (None), before any call, as MLflow
+                raises "Attempting to update registered model with no new field values."
+        """
+        description = _new_description(description)
         model = await self.get_registered_model(name, timeout=timeout, metadata=metadata)
-        if description is None:
-            return model
         request = proto(
             api.UpdateRegisteredModelRequest,
             registered_model=types.registered_model_to_proto(
@@ -77,10 +81,14 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> MlflowModelVersion:
-        """MLflow's: sets a version's description (None leaves it as it is)."""
+        """MLflow's: sets a version's description.
+
+        Raises:
+            InvalidArgumentError: no description (None), before any call, as MLflow
+                raises "Attempting to update model version with no new field values."
+        """
+        description = _new_description(description)
         found = await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
-        if description is None:
-            return found
         message = types.model_version_to_proto(found, self.project, found.registered_model_id or "")
         message.description = description
         request = proto(
@@ -277,6 +285,14 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
 
         wanted = SEARCH_MODEL_VERSION_MAX_RESULTS_DEFAULT if max_results is None else max_results
         return await gathered(page, wanted, page_token or "")
+
+
+def _new_description(description: str | None) -> str:
+    # MLflow's update_* change the description alone, so one of None has nothing to
+    # change: MLflow raises, where answering the object unchanged hid the mistake.
+    if description is None:
+        raise invalid_argument("description", "no new value to update with (None)")
+    return description
 
 
 def _one_order(order_by: Sequence[str] | None) -> str:

@@ -9,7 +9,6 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from .._argument_error import invalid_argument
 from .._base import BaseClient
-from .._numbers import whole_or_zero
 from .._tables import millis, print_table
 from .._transport import Metadata
 from ..exceptions import NotFoundError
@@ -18,9 +17,17 @@ from ..registry.v1 import registry_service_pb2 as api
 from ..registry.v1 import registry_service_pb2_grpc
 from ..types import _registry as types
 from ..types._arguments import proto
-from ..types._paging import ListOptions, OrderByField, PagedList, Pager, order_field
+from ..types._paging import (
+    ListOptions,
+    OrderByField,
+    PagedList,
+    Pager,
+    order_field,
+    page_size_of,
+)
 from ..types._registry import (
     Artifact,
+    DocArtifact,
     MlflowModelVersion,
     ModelArtifact,
     ModelVersion,
@@ -98,6 +105,7 @@ class RegistryCore(BaseClient):
         metadata: Metadata | None = None,
     ) -> RegisteredModel:
         """Creates the model (no id) or updates its fields (with an id); returns it as stored."""
+        _given_as(registered_model, RegisteredModel, "registered_model")
         message = types.registered_model_to_proto(registered_model, self.project)
         if registered_model.id:
             request: Any = proto(
@@ -126,6 +134,7 @@ class RegistryCore(BaseClient):
         metadata: Metadata | None = None,
     ) -> ModelVersion:
         """Creates a version of the model (numbered 1, 2, 3 ...) or updates one with an id."""
+        _given_as(model_version, ModelVersion, "model_version")
         message = types.model_version_to_proto(
             model_version, self.project, str(registered_model_id or "")
         )
@@ -159,7 +168,9 @@ class RegistryCore(BaseClient):
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> ModelArtifact:
-        """Creates a model artifact, attached to a version when one is given, or updates it."""
+        """Creates a model artifact, attached to a version when one is given, or updates it
+        (a DocArtifact: `upsert_model_version_artifact`)."""
+        _given_as(model_artifact, ModelArtifact, "model_artifact")
         stored = await self._upsert_artifact(model_artifact, model_version_id, timeout, metadata)
         # The server refuses an update that would make a doc artifact of it (INVALID_ARGUMENT
         # on artifact.kind, nothing written), so what it answers is a model artifact.
@@ -174,6 +185,7 @@ class RegistryCore(BaseClient):
         metadata: Metadata | None = None,
     ) -> Artifact:
         """Creates or updates a model or doc artifact of a version."""
+        _given_as(artifact, ModelArtifact | DocArtifact, "artifact")
         return await self._upsert_artifact(artifact, model_version_id, timeout, metadata)
 
     async def _upsert_artifact(
@@ -490,6 +502,15 @@ async def _show_models(
     print_table(f"Models of project {client.project}", columns, rows, file)
 
 
+def _given_as(value: object, kind: Any, argument: str) -> None:
+    """Refuses an upsert's object of another type (a name where a RegisteredModel is
+    expected, a DocArtifact where only a ModelArtifact is), which failed with a raw
+    AttributeError as it was read, or was stored as what it was."""
+    if not isinstance(value, kind):
+        wanted = " or ".join(k.__name__ for k in getattr(kind, "__args__", (kind,)))
+        raise invalid_argument(argument, f"must be a {wanted}, not a {type(value).__name__}")
+
+
 def _exactly_one(**given: str | None) -> None:
     if sum(1 for v in given.values() if v) != 1:
         raise invalid_argument(next(iter(given)), f"give exactly one of {', '.join(given)}")
@@ -503,7 +524,7 @@ def _list_fields(options: ListOptions) -> dict[str, Any]:
     elif not options.is_asc:
         order = "create_time desc"
     return {
-        "page_size": whole_or_zero(options.limit, "limit", 32),
+        "page_size": page_size_of(options),
         "page_token": options.next_page_token or "",
         "order_by": order,
     }

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from .._argument_error import invalid_argument
-from .._numbers import whole
+from .._numbers import whole, whole_or_zero
 from ..exceptions import UnknownError
 
 T = TypeVar("T")
@@ -243,6 +243,18 @@ def check_token_is_new(token: str | None, sent: set[str]) -> None:
 
 # The most items a server page holds (a list's page_size).
 SERVER_PAGE = 1000
+
+
+def page_size_of(options: ListOptions) -> int:
+    """The page_size a list of a registry sends for options.limit: 0, the server's
+    default, when None. Checked here so that a limit out of range names `limit`, the
+    argument the caller gave, as one of the wrong type does, not the server's field."""
+    limit = whole_or_zero(options.limit, "limit", 32)
+    if limit < 0:
+        raise invalid_argument("limit", f"must not be negative, got {limit}")
+    if limit > SERVER_PAGE:
+        raise invalid_argument("limit", f"must be at most {SERVER_PAGE}, got {limit}")
+    return limit
 
 
 async def gathered(
