@@ -7,7 +7,9 @@ a script's main thread would call a remote server.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import datetime
 import gc
 import io
 import logging
@@ -27,7 +29,15 @@ import pytest
 from cairn import sync
 from cairn._clients.journal import Journal
 from cairn.exceptions import ClientClosedError, NotFoundError
-from cairn.types import ListOptions, Pager, RegisteredModel, RunInput, RunStatus
+from cairn.types import (
+    ListOptions,
+    Operation,
+    OperationState,
+    Pager,
+    RegisteredModel,
+    RunInput,
+    RunStatus,
+)
 from cairn_server import catalog
 from cairn_server.common import database
 from cairn_server.common.config import Config
@@ -134,6 +144,65 @@ async def test_one_client_serves_several_threads(server_port: int, unique: str) 
             assert len(tracking.search_experiments()) == 8
 
     await asyncio.to_thread(scenario)
+
+
+# How long a test's progress callback waits to be let go: only a failing test waits it.
+_CALLBACK_PATIENCE_SECONDS = 15.0
+
+
+def _collection(client: sync.Client) -> str:
+    """A garbage collection's operation name; a cut-off so far back that it removes
+    nothing another test keeps."""
+    return client.operations.start_garbage_collection(datetime.timedelta(days=3650)).name
+
+
+async def test_a_progress_callback_may_call_the_same_sync_client(server_port: int) -> None:
+    """on_progress ran on the client's own loop thread, where calling the client raised
+    RuntimeError ("cannot be called from its own loop")."""
+
+    def scenario() -> tuple[Operation, str, list[Operation]]:
+        with sync.Client(f"http://127.0.0.1:{server_port}") as client:
+            name, reread = _collection(client), []
+
+            def report(operation: Operation) -> None:
+                reread.append(client.operations.get_operation(operation.name))
+
+            done = client.operations.wait_operation(name, timeout=60, on_progress=report)
+        return done, name, reread
+
+    done, name, reread = await asyncio.to_thread(scenario)
+    assert done.state is OperationState.SUCCEEDED
+    assert reread and {operation.name for operation in reread} == {name}
+
+
+async def test_a_slow_progress_callback_holds_up_no_other_threads_call(server_port: int) -> None:
+    """on_progress ran on the client's loop, so while it ran no other thread's call of
+    the client was answered: here the other call waited until the callback gave up."""
+    reporting, let_go = threading.Event(), threading.Event()
+    let_go_in_time: list[bool] = []
+
+    def slow_report(operation: Operation) -> None:
+        if not reporting.is_set():
+            reporting.set()
+            let_go_in_time.append(let_go.wait(_CALLBACK_PATIENCE_SECONDS))
+
+    def scenario() -> Operation:
+        with (
+            sync.Client(f"http://127.0.0.1:{server_port}") as client,
+            concurrent.futures.ThreadPoolExecutor(1) as waiter,
+        ):
+            name = _collection(client)
+            waiting = waiter.submit(
+                client.operations.wait_operation, name, 60, on_progress=slow_report
+            )
+            assert reporting.wait(60), "no progress was reported"
+            assert client.operations.get_operation(name).name == name  # meanwhile
+            let_go.set()
+            return waiting.result(60)
+
+    done = await asyncio.to_thread(scenario)
+    assert done.state is OperationState.SUCCEEDED
+    assert let_go_in_time == [True], "the other thread's call waited for the callback"
 
 
 async def test_auth_client_without_await(server_port: int, unique: str) -> None:

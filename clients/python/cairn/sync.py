@@ -14,6 +14,8 @@ exceptions. Objects the async client hands out to be used further (`ActiveRun`,
 (`iter_metric_history`, `ArtifactClient.open`) returns a plain iterator; an object used
 with `async with` (`start_run`) is used with `with`;
 `Pager` iterates with `for`. Calls from several threads are safe: they queue on the loop.
+A plain progress callback (`wait_operation`'s `on_progress`) runs on a worker thread, off
+the loop: it may call the same client, and a slow one holds up no other thread's call.
 """
 
 from __future__ import annotations
@@ -269,6 +271,7 @@ class _SyncView:
 
         @functools.wraps(value)
         def sync_method(*args: Any, **kwargs: Any) -> Any:
+            args, kwargs = _callbacks_off_the_loop(value, name, args, kwargs)
             return self._runner.call(value, *args, **kwargs)
 
         return sync_method
@@ -406,6 +409,44 @@ async def _ended(task: list[asyncio.Task[Any]]) -> None:
 
 async def _one(stream: AsyncIterator[Any]) -> list[Any]:
     return [await stream.__anext__()]
+
+
+# The callbacks async methods call with each report, by method: a plain function given
+# there through the facade runs on a worker thread, not on the loop, where calling the
+# same sync client raised RuntimeError (the loop would wait for itself) and where, if
+# slow, it held up every other thread's call of the client.
+_CALLBACKS = {"wait_operation": "on_progress"}
+
+
+def _callbacks_off_the_loop(
+    method: Callable[..., Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """args and kwargs of a call of method, a callback of it in _CALLBACKS made to run
+    off the loop; an async callback, which runs on the loop by design, as it is."""
+    parameter = _CALLBACKS.get(name)
+    if parameter is None:
+        return args, kwargs
+    try:
+        bound = inspect.signature(method).bind_partial(*args, **kwargs)
+    except TypeError:  # the call itself raises it, as the async method's would
+        return args, kwargs
+    callback = bound.arguments.get(parameter)
+    if not callable(callback) or inspect.iscoroutinefunction(callback):
+        return args, kwargs
+    bound.arguments[parameter] = _on_a_worker(callback)
+    return bound.args, bound.kwargs
+
+
+def _on_a_worker(callback: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
+    """callback, awaited by the loop while a worker thread of the runner (its default
+    executor) runs it."""
+
+    async def off_the_loop(*args: Any) -> None:
+        reported = await asyncio.to_thread(callback, *args)
+        if inspect.isawaitable(reported):  # a plain function may answer an awaitable
+            await reported
+
+    return off_the_loop
 
 
 def _unwrapped(value: Any) -> Any:
