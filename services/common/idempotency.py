@@ -379,11 +379,15 @@ async def _insert(
 
 
 async def _rows(conn: asyncpg.Connection, schema: str, claim: Claim) -> dict[str, asyncpg.Record]:
-    """The claims of claim's request id, as sent and under the caller's own key."""
+    """The claims of claim's request id, as sent and under the caller's own key, kept
+    until this call commits: another user's claim of the id is pruned only after it, so
+    a retry racing this call, which cannot see its claim of its own key before the
+    commit, never finds the id as sent free meanwhile, to claim it and run the write
+    a second time."""
     keys = [key for key in (claim.request_id, claim.own_key) if key is not None]
     rows = await conn.fetch(
         f"""SELECT request_id, fingerprint, caller, response, reread FROM {schema}.requests
-            WHERE method = $1 AND request_id = ANY($2::text[])""",
+            WHERE method = $1 AND request_id = ANY($2::text[]) FOR KEY SHARE""",
         claim.method,
         keys,
     )

@@ -341,10 +341,14 @@ async def _first_in_room(
     read: it kept that message, read or not, until the call ended."""
     if admission is not None:
         await admission.authenticate(context)
-    first = await room.read(received)
+    first, kept = await room.read(received)
     if not streamed and isinstance(received, AsyncGenerator):
-        await received.aclose()
-    return first
+        try:
+            await received.aclose()
+        except BaseException:
+            room.give(kept)  # the caller never learns of it
+            raise
+    return first, kept
 
 
 def _streaming(

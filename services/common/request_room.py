@@ -103,9 +103,9 @@ class RequestRoom:
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():  # given room as it was cancelled
                 self.give(size)
-            else:
-                self._waiting.remove((size, turn))
-                self._wake()  # those behind it may fit now
+            else:  # its turn is passed over (_wake); those behind it may fit now
+                turn.cancel()
+                self._wake()
             raise
 
     def give(self, size: int) -> None:
@@ -115,8 +115,12 @@ class RequestRoom:
         self._wake()
 
     def _wake(self) -> None:
-        while self._waiting and self._waiting[0][0] <= self._free:
+        """Gives room to the waiters it fits, first come first; a waiter cancelled (its
+        turn done before its task ran again) is passed over, charged nothing."""
+        while self._waiting and (self._waiting[0][1].done() or self._waiting[0][0] <= self._free):
             size, turn = self._waiting.popleft()
+            if turn.done():
+                continue
             self._free -= size
             self._held.inc(size)
             turn.set_result(None)

@@ -30,3 +30,10 @@ def test_the_bucket_of_the_environment_is_taken(monkeypatch: pytest.MonkeyPatch)
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("AWS_S3_BUCKET", "from-env")
     assert s3_uri_from("a") == "s3://from-env/a"
+
+
+def test_missing_metadata_raised_with_a_message_alone_is_an_invalid_argument() -> None:
+    """Kubeflow's code raises it with its message alone."""
+    error = MissingMetadata("no model format given")
+    assert isinstance(error, InvalidArgumentError)
+    assert (error.reason, str(error.message)) == ("INVALID_ARGUMENT", "no model format given")

@@ -437,12 +437,17 @@ def _callbacks_off_the_loop(
     return bound.args, bound.kwargs
 
 
+# The threads callbacks run on: not the loop's own workers, which the calls a callback
+# makes may need (an upload reads its file there) while callbacks hold them all.
+_CALLBACK_WORKERS = Workers(thread_name_prefix="cairn-sync-callback")
+
+
 def _on_a_worker(callback: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
-    """callback, awaited by the loop while a worker thread of the runner (its default
-    executor) runs it."""
+    """callback, awaited by the loop while a thread of _CALLBACK_WORKERS runs it."""
 
     async def off_the_loop(*args: Any) -> None:
-        reported = await asyncio.to_thread(callback, *args)
+        loop = asyncio.get_running_loop()
+        reported = await loop.run_in_executor(_CALLBACK_WORKERS, callback, *args)
         if inspect.isawaitable(reported):  # a plain function may answer an awaitable
             await reported
 

@@ -14,8 +14,12 @@ class MissingMetadata(InvalidArgumentError):
     users' `except` clauses, of a bad argument as the client refuses any other (reason
     INVALID_ARGUMENT, the argument in `field_violations`; a ValueError too)."""
 
-    def __init__(self, argument: str, problem: str) -> None:
-        # Worded as every other argument the client refuses, by the one helper.
+    def __init__(self, argument: str, problem: str | None = None) -> None:
+        # Worded as every other argument the client refuses, by the one helper; raised
+        # with a message alone, as Kubeflow's is, it names no argument.
+        if problem is None:
+            super().__init__(argument, reason="INVALID_ARGUMENT")
+            return
         refused = invalid_argument(argument, problem)
         super().__init__(
             refused.message, reason=refused.reason, field_violations=refused.field_violations

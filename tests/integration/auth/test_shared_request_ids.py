@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import asyncpg
 import grpc
 import pytest
@@ -10,6 +13,7 @@ import cairn
 from cairn._clients.versioned_artifacts import ActiveArtifact
 from cairn.exceptions import from_grpc_error
 from cairn.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
+from tests.conftest import another_transaction, eventually, holds_up_another
 from tests.integration.auth.conftest import World
 
 
@@ -94,3 +98,36 @@ async def test_an_id_a_server_before_claimed_for_an_unknown_user_refuses_other_r
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await _create_experiment(world, "admin", "after", "job-9")
     assert from_grpc_error(refused.value).reason == "REQUEST_ID_REUSED"
+
+
+async def test_a_retry_racing_its_call_under_an_id_another_user_held_is_answered_once(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    """A user's call under an id another user held claims its own key; its retry, sent
+    before that claim commits, cannot see it. Had the other user's claim been pruned
+    meanwhile, the retry claimed the id as sent and ran the write a second time: the
+    prune now waits for the call's commit."""
+    await _create_experiment(world, "outsider", "theirs", "job-8", world.other_project)
+    async with another_transaction(pool) as holder:
+        await holder.execute("LOCK TABLE tracking.experiments IN EXCLUSIVE MODE")
+        first = asyncio.ensure_future(_create_experiment(world, "editor", "mine", "job-8"))
+        await eventually(lambda: holds_up_another(holder))  # claimed, writing
+        async with pool.acquire() as pruner, pruner.transaction():
+            await pruner.execute("SET LOCAL lock_timeout = '200ms'")
+            with contextlib.suppress(asyncpg.LockNotAvailableError):  # the call holds it
+                await pruner.execute(
+                    "DELETE FROM tracking.requests WHERE request_id = 'job-8' AND caller = $1",
+                    world.users["outsider"],
+                )
+        retry = asyncio.ensure_future(_create_experiment(world, "editor", "mine", "job-8"))
+        await eventually(lambda: _sessions_waiting(holder, 2))  # before the call commits
+    assert await retry == await first
+
+
+async def _sessions_waiting(conn: asyncpg.Connection, sessions: int) -> bool:
+    """Whether so many sessions wait for a lock (see holds_up_another)."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    waiting = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    )
+    return bool(waiting >= sessions)
