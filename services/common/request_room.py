@@ -73,10 +73,17 @@ class RequestRoom:
     """
 
     def __init__(self, total: int, reading: int, name: str) -> None:
+        self.name = name
+        self._total = total
         self._free = total
         self._reading = reading
         self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
-        self._held = metrics.REQUEST_BYTES.labels(name)
+        metrics.room_collector.watch(self)
+
+    @property
+    def held(self) -> int:
+        """The bytes of room taken now."""
+        return self._total - self._free
 
     async def read(self, received: AsyncIterator[Any]) -> tuple[Any, int]:
         """The next message received (None past the last), read once there is room for
@@ -94,7 +101,6 @@ class RequestRoom:
     async def _take(self, size: int) -> None:
         if not self._waiting and size <= self._free:
             self._free -= size
-            self._held.inc(size)
             return
         turn = asyncio.get_running_loop().create_future()
         self._waiting.append((size, turn))
@@ -111,7 +117,6 @@ class RequestRoom:
     def give(self, size: int) -> None:
         """Gives back room a read kept."""
         self._free += size
-        self._held.dec(size)
         self._wake()
 
     def _wake(self) -> None:
@@ -122,7 +127,6 @@ class RequestRoom:
             if turn.done():
                 continue
             self._free -= size
-            self._held.inc(size)
             turn.set_result(None)
 
 

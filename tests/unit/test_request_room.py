@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from cairn_server.common.errors import ResourceExhausted
 from cairn_server.common.request_room import RequestRoom
@@ -16,18 +17,10 @@ async def _one(message: bytes) -> AsyncIterator[bytes]:
     yield message
 
 
-class _Room(RequestRoom):
-    """A room whose free bytes a test can read."""
-
-    @property
-    def free(self) -> int:
-        return self._free
-
-
 async def test_reads_wait_for_room_in_the_order_they_came() -> None:
-    room = _Room(100, 40, "test")
+    room = RequestRoom(100, 40, "test")
     first, kept = await room.read(_one(b"x"))
-    assert (first, room.free) == (b"x", 100 - kept)
+    assert (first, room.held) == (b"x", kept)
     taken = [await room._take(40), await room._take(40)]  # all but what first kept
     assert taken == [None, None]
     order: list[int] = []
@@ -50,9 +43,10 @@ async def test_a_waiter_cancelled_as_room_is_given_takes_none_and_stops_no_one()
     """A waiter's task cancelled (its deadline) and then room given before the task ran
     again: the room was charged to the cancelled turn, and its set_result raised
     InvalidStateError in the call that gave it, which lost what it gave back."""
-    room = _Room(80, 40, "test")
+    room = RequestRoom(80, 40, "cancelled")
     await room._take(40)
     await room._take(40)
+    assert REGISTRY.get_sample_value("cairn_request_bytes_held", {"room": "cancelled"}) == 80
     cancelled = asyncio.ensure_future(room._take(40))
     behind = asyncio.ensure_future(room._take(40))
     await asyncio.sleep(0)
@@ -64,7 +58,8 @@ async def test_a_waiter_cancelled_as_room_is_given_takes_none_and_stops_no_one()
     await asyncio.wait_for(behind, 1)
     room.give(40)
     room.give(40)
-    assert room.free == 80
+    assert room.held == 0
+    assert REGISTRY.get_sample_value("cairn_request_bytes_held", {"room": "cancelled"}) == 0
 
 
 async def test_a_read_that_fails_gives_its_room_back(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,7 +69,7 @@ async def test_a_read_that_fails_gives_its_room_back(monkeypatch: pytest.MonkeyP
         await asyncio.Event().wait()
         yield b""
 
-    room = _Room(40, 40, "test")
+    room = RequestRoom(40, 40, "test")
     with pytest.raises(ResourceExhausted, match=r"within 0\.05 s"):
         await room.read(never())
-    assert room.free == 40
+    assert room.held == 0
