@@ -303,6 +303,9 @@ def _unary(
         scope = _CallScope(method, context, stopping)
         received = aiter(requests)
         stream = _Refusals(received) if streamed else None
+        active = metrics.STREAMS.labels(method) if streamed else None  # an upload's
+        if active is not None:
+            active.inc()
         kept = 0
         try:
             first, kept = await _first_in_room(admission, room, received, context, streamed)
@@ -322,6 +325,8 @@ def _unary(
             raise
         finally:
             room.give(kept)
+            if active is not None:
+                active.dec()
         scope.finish()
         return result
 

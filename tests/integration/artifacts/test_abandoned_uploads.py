@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 import cairn
 from cairn._transport import STREAM_VERDICT_HEADER
@@ -133,3 +134,23 @@ def _held_upload(
 
 async def _verdict(call: grpc.aio.StreamUnaryCall) -> str | None:
     return dict(await call.initial_metadata() or ()).get(STREAM_VERDICT_HEADER)
+
+
+async def test_an_upload_under_way_counts_as_an_active_stream(
+    server_port: int, unique: str
+) -> None:
+    """cairn_rpc_active_streams, which an operator draining a pod looks at, counted
+    server streams (downloads, histories) and left out uploads."""
+
+    def uploads() -> float:
+        labels = {"method": "/cairn.artifacts.v1.ArtifactService/Upload"}
+        return REGISTRY.get_sample_value("cairn_rpc_active_streams", labels) or 0.0
+
+    project = await new_project(server_port, f"active-{unique}")
+    before = uploads()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
+        call, finish = _held_upload(rpc.ArtifactServiceStub(channel), project, "held.bin")
+        await eventually(lambda: uploads() == before + 1, what="the upload counted")
+        finish.set()
+        assert (await call).object.size == 1
+    await eventually(lambda: uploads() == before, what="the upload no longer counted")
