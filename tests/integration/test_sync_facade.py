@@ -205,6 +205,37 @@ async def test_a_slow_progress_callback_holds_up_no_other_threads_call(server_po
     assert let_go_in_time == [True], "the other thread's call waited for the callback"
 
 
+async def test_progress_callbacks_calling_the_client_never_wait_for_each_other(
+    server_port: int,
+) -> None:
+    """Callbacks ran on a pool of threads as many as a machine's cores and four: as
+    many at once, each calling the client, whose call waits for a callback of its own,
+    held them all, and every wait waited for ever."""
+    waits = 12  # more than the pool held on any machine of up to 8 cores
+    meeting = threading.Barrier(waits)
+
+    def scenario() -> list[Operation]:
+        with sync.Client(f"http://127.0.0.1:{server_port}") as client:
+            name = _collection(client)
+
+            def wait(_: int) -> Operation:
+                reported: list[Operation] = []
+
+                def report(operation: Operation) -> None:
+                    if not reported:  # the first report of each wait
+                        reported.append(operation)
+                        meeting.wait(_CALLBACK_PATIENCE_SECONDS)  # all callbacks at once
+                        client.operations.wait_operation(name, 60, on_progress=lambda _: None)
+
+                return client.operations.wait_operation(name, 60, report)
+
+            with concurrent.futures.ThreadPoolExecutor(waits) as threads:
+                return list(threads.map(wait, range(waits)))
+
+    done = await asyncio.to_thread(scenario)
+    assert {operation.state for operation in done} == {OperationState.SUCCEEDED}
+
+
 async def test_auth_client_without_await(server_port: int, unique: str) -> None:
     def scenario() -> None:
         with sync.AuthClient.insecure_connection("127.0.0.1", server_port) as auth:

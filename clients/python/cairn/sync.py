@@ -14,7 +14,7 @@ exceptions. Objects the async client hands out to be used further (`ActiveRun`,
 (`iter_metric_history`, `ArtifactClient.open`) returns a plain iterator; an object used
 with `async with` (`start_run`) is used with `with`;
 `Pager` iterates with `for`. Calls from several threads are safe: they queue on the loop.
-A plain progress callback (`wait_operation`'s `on_progress`) runs on a worker thread, off
+A plain progress callback (`wait_operation`'s `on_progress`) runs on a thread of its own, off
 the loop: it may call the same client, and a slow one holds up no other thread's call.
 """
 
@@ -412,7 +412,7 @@ async def _one(stream: AsyncIterator[Any]) -> list[Any]:
 
 
 # The callbacks async methods call with each report, by method: a plain function given
-# there through the facade runs on a worker thread, not on the loop, where calling the
+# there through the facade runs on a thread of its own, not on the loop, where calling the
 # same sync client raised RuntimeError (the loop would wait for itself) and where, if
 # slow, it held up every other thread's call of the client.
 _CALLBACKS = {"wait_operation": "on_progress"}
@@ -437,17 +437,28 @@ def _callbacks_off_the_loop(
     return bound.args, bound.kwargs
 
 
-# The threads callbacks run on: not the loop's own workers, which the calls a callback
-# makes may need (an upload reads its file there) while callbacks hold them all.
-_CALLBACK_WORKERS = Workers(thread_name_prefix="cairn-sync-callback")
-
-
 def _on_a_worker(callback: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
-    """callback, awaited by the loop while a thread of _CALLBACK_WORKERS runs it."""
+    """callback, awaited by the loop while a thread of its own runs it: not one of a
+    pool, whose threads callbacks calling the client (each waiting for a callback of
+    its own call) would all hold, waiting for ever."""
 
     async def off_the_loop(*args: Any) -> None:
         loop = asyncio.get_running_loop()
-        reported = await loop.run_in_executor(_CALLBACK_WORKERS, callback, *args)
+        answered: asyncio.Future[Any] = loop.create_future()
+
+        def answer(outcome: Callable[[], None]) -> None:
+            if not answered.done():  # else the wait it reports on was cancelled
+                outcome()
+
+        def run() -> None:
+            try:
+                outcome = functools.partial(answered.set_result, callback(*args))
+            except BaseException as error:  # raised where the callback is awaited
+                outcome = functools.partial(answered.set_exception, error)
+            loop.call_soon_threadsafe(answer, outcome)
+
+        threading.Thread(target=run, name="cairn-sync-callback", daemon=True).start()
+        reported = await answered
         if inspect.isawaitable(reported):  # a plain function may answer an awaitable
             await reported
 

@@ -272,3 +272,28 @@ async def test_a_link_the_user_made_in_a_download_is_never_written_through(
         _whole(target)
         assert not (target / "model" / "a.bin").is_symlink()
     assert {path.name: path.read_bytes() for path in elsewhere.iterdir()} == mine
+
+
+async def test_a_folder_the_user_made_a_link_to_another_of_the_model_is_not_written_through(
+    world: World, tmp_path: Path
+) -> None:
+    """model/b made a link to model/a (inside the destination): the download ended OK
+    with b's bytes under a's name, a's under none, against the manifest."""
+    uris = []
+    for version in ("v1", "v2"):
+        model = tmp_path / version / "model"
+        for folder in ("a", "b"):
+            (model / folder).mkdir(parents=True)
+            (model / folder / "w.bin").write_bytes(f"{version}{folder}".encode())
+        uris.append((await world.tracking.log_model(await world.new_run(), model, "m")).model_uri)
+    dst = tmp_path / "dst"
+    target = Path(await world.tracking.download_artifacts(uris[0], dst, cache_dir=world.cache))
+    shutil.rmtree(target / "model" / "b")
+    (target / "model" / "b").symlink_to("a", target_is_directory=True)
+    with pytest.raises(FailedPreconditionError) as refused:
+        await world.tracking.download_artifacts(uris[1], dst, cache_dir=world.cache)
+    assert (refused.value.reason, refused.value.metadata["errno"]) == (
+        "LOCAL_WRITE_FAILED",
+        "ELOOP",
+    )
+    assert (target / "model" / "a" / "w.bin").read_bytes() == b"v1a"  # as it was

@@ -211,18 +211,20 @@ def _remove_emptied(target: Path, gone: Iterable[Path]) -> None:
 
 def _destination(target: Path, relative: str, where: str) -> Path:
     """Where relative, a file the manifest names, goes in target. A folder on the way
-    that the user made a link out of target is not written through: an OSError, which
-    `writing` reports as the local write failure it is (it was the manifest's
-    INVALID_MODEL_MANIFEST, "log the model again"). A file made a link is replaced, as
-    any earlier file is (a rename never writes through it)."""
+    that the user made a link is not written through: an OSError, which `writing`
+    reports as the local write failure it is. One leading out of target was the
+    manifest's INVALID_MODEL_MANIFEST ("log the model again"); one leading to another
+    folder of the model made two of its files one, and the download ended OK with one
+    file's bytes under the other's name. A file made a link is replaced, as any
+    earlier file is (a rename never writes through it)."""
     path = target / relative_path(relative, where)
-    if not path.parent.resolve().is_relative_to(target.resolve()):
-        raise OSError(
-            errno.ELOOP,
-            "a folder on the way is a link out of the destination, "
-            "which a download does not write through",
-            str(path.parent),
-        )
+    for folder in (target / part for part in PurePosixPath(relative).parents[:-1]):
+        if is_kind(folder, stat.S_ISLNK):
+            raise OSError(
+                errno.ELOOP,
+                "a folder on the way is a link, which a download does not write through",
+                str(folder),
+            )
     return path
 
 
