@@ -238,14 +238,6 @@ class Config:
         "tracking does not start while a stored run would not fit one",
         bounds=Bounds(1024 * 1024, INT32_MAX, "1 MiB to 2 GiB less a byte, gRPC's most"),
     )
-    request_memory_bytes: int = _setting(
-        256 * 1024 * 1024,
-        "most bytes the requests a process reads and handles may hold at once: a "
-        "request being read counts twice CAIRN_MAX_MESSAGE_BYTES, one read twice its "
-        'size; calls past it wait for room (docs/deploy.md, "Memory"); below '
-        "twice CAIRN_MAX_MESSAGE_BYTES, requests are read one at a time",
-        bounds=Bounds(2 * 1024 * 1024, 2**40, "2 MiB to 1 TiB"),
-    )
     shutdown_grace_seconds: float = _setting(
         10.0,
         "on SIGTERM/SIGINT, how long in-flight calls may take to finish; a second signal "

@@ -8,11 +8,8 @@ turns a `DomainError` into its status code with `google.rpc.ErrorInfo` and
 correlation id (the request id) that the log line also holds. No traceback or
 SQL text ever reaches a client.
 
-A call's request is read only once the process has room for it (request_room.py):
-each method with a unary request is served as a stream for that, and a caller without
-a valid key is refused before it waits. Before a handler of a method with a declared
-role runs, the gate admits the call for the project its request names (for a client
-stream: its first message). Only then is
+Before a handler of a method with a declared role runs, the gate admits the call for
+the project its request names (for a client stream: its first message). Only then is
 the request's every value checked (messages.check): that walk costs the event loop
 time in proportion to the request, which a caller without a key must not be able to
 spend. A request that did not decode is refused before either, at no cost. A large
@@ -27,7 +24,7 @@ import functools
 import inspect
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -37,14 +34,20 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from . import database, logs, messages, metrics, request_room
+from . import database, logs, messages, metrics
 from .access import CallInfo, Gate, Role, metadata_of, set_caller, set_readmission
-from .errors import DomainError
+from .errors import DomainError, ResourceExhausted
 from .idempotency import Idempotency, passing_bytes
 from .page_seals import PageSeals, paged
 
 ERROR_DOMAIN = "cairn"
 REQUEST_ID_HEADER = "x-request-id"
+# A client stream's first message (an upload's header) must come this soon: until it
+# does the call is admitted by no one, and waiting for it without end let callers
+# without a key hold memory of the server for ever (as a request head must reach the
+# byte endpoint within its HEAD_SECONDS).
+FIRST_MESSAGE_SECONDS = 10.0
+_END = object()  # a stream that ended before its first message
 _log = logs.get("cairn.rpc")
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Any]
@@ -65,14 +68,12 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         gate: Gate,
         roles: dict[str, Role],
         seals: PageSeals,
-        rooms: request_room.Rooms,
         idempotency: Idempotency | None = None,
         stopping: asyncio.Event | None = None,
     ) -> None:
         self._gate = gate
         self._roles = roles
         self._seals = seals
-        self._rooms = rooms
         self._idempotency = idempotency
         self._stopping = stopping  # set once the server stops taking calls
         # Method to the handler found for it and its wrapping, made once: gRPC looks the
@@ -98,8 +99,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         role = self._roles.get(method)
         admission = None if role is None else _Admission(self._gate, role, method)
-        room = self._rooms.open if admission is None else self._rooms.keyed
-        scope = (method, admission, room, self._stopping)  # what every wrapping takes
+        scope = (method, admission, self._stopping)  # what every wrapping takes
         codec = {
             "request_deserializer": messages.tolerant(
                 handler.request_deserializer, messages.request_type(method)
@@ -114,9 +114,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             if schema is not None:
                 behaviour = _once(self._idempotency, schema, method, behaviour)  # type: ignore[arg-type]
                 codec["response_serializer"] = passing_bytes(handler.response_serializer)
-            # Served as a stream, the same on the wire, so that its request is read
-            # only once there is room for it (request_room.py).
-            return grpc.stream_unary_rpc_method_handler(
+            return grpc.unary_unary_rpc_method_handler(
                 _unary(behaviour, *scope, streamed=False), **codec
             )
         if handler.stream_unary:
@@ -125,7 +123,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 **codec,
             )
         if handler.unary_stream:
-            return grpc.stream_stream_rpc_method_handler(  # as a unary request is
+            return grpc.unary_stream_rpc_method_handler(
                 _streaming(handler.unary_stream, *scope, streamed=False),
                 **codec,
             )
@@ -184,19 +182,12 @@ def project_of(message: Any) -> str | None:
 
 
 async def _admitted(
-    admission: _Admission | None,
-    first: Any,
-    received: AsyncIterator[Any],
-    context: grpc.aio.ServicerContext,
-    streamed: bool,
+    admission: _Admission | None, request: Any, context: grpc.aio.ServicerContext, streamed: bool
 ) -> Any:
-    """The request as the handler gets it, from its first message (None: none came)
-    and, for a stream, the messages received after it: decoded, admitted, then checked
-    throughout. A stream is admitted on its first message (or its end, when empty)."""
+    """The request as the handler gets it: decoded, admitted, then checked throughout.
+    A stream is admitted on its first message (or its end, when empty)."""
     if not streamed:
-        if first is None:
-            raise request_room.no_message()
-        request = await _read(admission, first, context)
+        request = await _read(admission, request, context)
         messages.check_decoded(request)
         if admission is not None:
             await admission(context, request)
@@ -204,15 +195,17 @@ async def _admitted(
         return request
 
     async def each() -> AsyncIterator[Any]:
-        head = None if first is None else await _read(admission, first, context)
-        if head is not None:
-            messages.check_decoded(head)
+        received = aiter(request)
+        first = await _first_of(received)
+        if first is not _END:
+            first = await _read(admission, first, context)
+            messages.check_decoded(first)
         if admission is not None:
-            await admission(context, head)
-        if head is None:
+            await admission(context, None if first is _END else first)
+        if first is _END:
             return
-        messages.check(head)
-        yield head
+        messages.check(first)
+        yield first
         async for message in received:
             message = _read_admitted(admission, message)
             messages.check_decoded(message)
@@ -240,6 +233,19 @@ def _read_admitted(admission: _Admission | None, request: Any) -> Any:
     if admission is None and isinstance(request, messages.Unread):
         raise messages.unread_refusal()
     return messages.decoded(request)
+
+
+async def _first_of(received: AsyncIterator[Any]) -> Any:
+    """A client stream's first message (_END for none), within FIRST_MESSAGE_SECONDS."""
+    try:
+        async with asyncio.timeout(FIRST_MESSAGE_SECONDS):
+            return await anext(received, _END)
+    except TimeoutError:
+        raise ResourceExhausted(
+            "STREAM_STALLED",
+            f"the stream sent no message in its first {FIRST_MESSAGE_SECONDS:g} s; "
+            "send its first message (an upload's header) at once",
+        ) from None
 
 
 class _Refusals:
@@ -295,36 +301,28 @@ def _unary(
     behaviour: Handler,
     method: str,
     admission: _Admission | None,
-    room: request_room.RequestRoom,
     stopping: asyncio.Event | None,
     streamed: bool,
 ) -> Handler:
-    async def call(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         scope = _CallScope(method, context, stopping)
-        received = aiter(requests)
-        stream = _Refusals(received) if streamed else None
+        stream = _Refusals(request) if streamed else None
         active = metrics.STREAMS.labels(method) if streamed else None  # an upload's
         if active is not None:
             active.inc()
-        kept = 0
         try:
-            first, kept = await _first_in_room(admission, room, received, context, streamed)
-            request = await _admitted(admission, first, received, context, streamed)
+            request = await _admitted(admission, request, context, streamed)
             if stream is not None:
                 request = stream.refusing(request)
             result = behaviour(request, context)
             if inspect.isawaitable(result):
                 result = await result
         except BaseException as exc:
-            # The error's traceback keeps this frame until gRPC lets it go: not the
-            # request too, whose room is given back now (request_room.py).
-            first = request = None
             if stream is not None:
                 await _read_rest(stream, exc, stopping)
             await scope.fail(exc)
             raise
         finally:
-            room.give(kept)
             if active is not None:
                 active.dec()
         scope.finish()
@@ -333,56 +331,26 @@ def _unary(
     return call
 
 
-async def _first_in_room(
-    admission: _Admission | None,
-    room: request_room.RequestRoom,
-    received: AsyncIterator[Any],
-    context: grpc.aio.ServicerContext,
-    streamed: bool,
-) -> tuple[Any, int]:
-    """A call's first message (None: none came), read in room, and the room it keeps.
-    A caller without a valid key is refused first: it never waits for room, nor takes
-    any from those with one. A unary call's receiver is closed once its message is
-    read: it kept that message, read or not, until the call ended."""
-    if admission is not None:
-        await admission.authenticate(context)
-    first, kept = await room.read(received)
-    if not streamed and isinstance(received, AsyncGenerator):
-        try:
-            await received.aclose()
-        except BaseException:
-            room.give(kept)  # the caller never learns of it
-            raise
-    return first, kept
-
-
 def _streaming(
     behaviour: Handler,
     method: str,
     admission: _Admission | None,
-    room: request_room.RequestRoom,
     stopping: asyncio.Event | None,
     streamed: bool,
 ) -> Handler:
-    async def call(
-        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Any]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         scope = _CallScope(method, context, stopping)
         active = metrics.STREAMS.labels(method)
         active.inc()
-        received, kept = aiter(requests), 0
         try:
-            first, kept = await _first_in_room(admission, room, received, context, streamed)
-            request = await _admitted(admission, first, received, context, streamed)
+            request = await _admitted(admission, request, context, streamed)
             async for response in _as_async_iter(behaviour(request, context)):
                 yield response
         except BaseException as exc:
-            first = request = None  # as in _unary: its room is given back now
             await scope.fail(exc)
             raise
         finally:
             active.dec()
-            room.give(kept)
         scope.finish()
 
     return call

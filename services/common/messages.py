@@ -98,16 +98,6 @@ def unread_refusal() -> InvalidArgument:
     )
 
 
-def size_of(request: Any) -> int:
-    """The bytes a request read holds (before it is decoded, for an Unread one): none
-    for one refused as it was read (Malformed, Oversized), whose bytes are gone."""
-    if isinstance(request, Unread):
-        return len(request._data)
-    if isinstance(request, Message):
-        return request.ByteSize()
-    return 0
-
-
 def decoded(request: Any) -> Any:
     """request as a handler takes it: an Unread one read now."""
     return request.read() if isinstance(request, Unread) else request

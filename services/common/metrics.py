@@ -6,9 +6,7 @@ so a scrape never queues behind RPCs and needs no gRPC.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator
-from typing import Protocol
 
 import asyncpg
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
@@ -74,47 +72,6 @@ class _PoolCollector(Collector):
 
 
 _pool_collector = _PoolCollector()
-
-
-class Room(Protocol):
-    """What the room gauge reads of a request_room.RequestRoom."""
-
-    name: str
-
-    @property
-    def held(self) -> int: ...
-
-
-class _RoomCollector(Collector):
-    """cairn_request_bytes_held, read from the rooms of this process's servers when
-    scraped: a gauge moved as calls took and gave room took its lock three times a call."""
-
-    def __init__(self) -> None:
-        self._rooms: weakref.WeakSet[Room] = weakref.WeakSet()
-        self._registered = False
-
-    def watch(self, room: Room) -> None:
-        if not self._registered:  # once: a registry refuses a second of the same name
-            REGISTRY.register(self)
-            self._registered = True
-        self._rooms.add(room)
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "cairn_request_bytes_held",
-            "Room taken by requests being read and handled (docs/deploy.md, Memory), by "
-            "room: keyed (methods needing a key, or all with authentication off) or open",
-            labels=["room"],
-        )
-        held: dict[str, int] = {}
-        for room in list(self._rooms):
-            held[room.name] = held.get(room.name, 0) + room.held
-        for name, value in sorted(held.items()):
-            family.add_metric([name], value)
-        yield family
-
-
-room_collector = _RoomCollector()
 
 
 def serve(address: str, pool: asyncpg.Pool) -> int:

@@ -23,7 +23,6 @@ from .health import LIVENESS, HealthServicer
 from .idempotency import Idempotency
 from .interceptor import CallInterceptor
 from .page_seals import PageSeals
-from .request_room import LOOKAHEAD_BYTES, Rooms
 from .service import Resources, ServiceSpec, Unservable
 from .watch import watch_database
 
@@ -65,23 +64,14 @@ class CairnServer:
         self._server = grpc.aio.server(
             interceptors=[
                 CallInterceptor(
-                    self._gate,
-                    role_table(services),
-                    self._seals,
-                    Rooms.of(config.request_memory_bytes, limit),
-                    self._idempotency,
-                    self._stopping,
+                    self._gate, role_table(services), self._seals, self._idempotency, self._stopping
                 )
             ],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
-                # What a call waiting for room to read its message may hold of it
-                # (request_room.py): a stream's window stays that, never grown.
-                ("grpc.http2.bdp_probe", 0),
-                ("grpc.http2.lookahead_bytes", LOOKAHEAD_BYTES),
                 # Messages as sent, never compressed: a few MB of gzip made the server
-                # decode gigabytes (a call compressed is UNIMPLEMENTED).
+                # decode gigabytes (a compressed call is UNIMPLEMENTED, docs/deploy.md).
                 ("grpc.compression_enabled_algorithms_bitset", 1),
                 # One limit for a call's headers, not gRPC's two: past its soft one (8
                 # KiB) it refuses calls at random, the more the nearer they are to 16 KiB.
