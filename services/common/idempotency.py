@@ -261,9 +261,14 @@ class Idempotency:
         async with self._pool.acquire() as conn, conn.transaction():
             await sql.unguarded(conn)
             for schema in sorted(set(self._schemas.values())):
+                # Claims a call holds (`_rows`) wait for the next prune: this one neither
+                # waits out the call's handler nor deadlocks with it.
                 status = await conn.execute(
-                    f"""DELETE FROM {schema}.requests
-                        WHERE create_time < clock_timestamp() - $1 * interval '1 second'""",
+                    f"""DELETE FROM {schema}.requests WHERE (method, request_id) IN (
+                            SELECT method, request_id FROM {schema}.requests
+                            WHERE create_time < clock_timestamp() - $1 * interval '1 second'
+                            FOR UPDATE SKIP LOCKED
+                        )""",
                     retention_seconds,
                 )
                 pruned += int(status.split()[-1])

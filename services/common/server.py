@@ -30,6 +30,9 @@ _log = logs.get("cairn.server")
 # grpc sets SO_REUSEPORT by default: a second server on a port in use would start and
 # silently take part of its traffic. Without it, binding a port in use fails.
 ONE_SERVER_PER_PORT = [("grpc.so_reuseport", 0)]
+# Messages as sent, never compressed: a few MB of gzip made a server decode gigabytes
+# (a compressed call is UNIMPLEMENTED, docs/deploy.md "Memory").
+UNCOMPRESSED = [("grpc.compression_enabled_algorithms_bitset", 1)]
 MAX_PRUNE_INTERVAL_SECONDS = 3600
 # The most a call's headers may hold (gRPC's hard limit; the client's longest key, 8
 # KiB, fits with room for the rest). Past it a call is RESOURCE_EXHAUSTED.
@@ -70,9 +73,7 @@ class CairnServer:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
-                # Messages as sent, never compressed: a few MB of gzip made the server
-                # decode gigabytes (a compressed call is UNIMPLEMENTED, docs/deploy.md).
-                ("grpc.compression_enabled_algorithms_bitset", 1),
+                *UNCOMPRESSED,
                 # One limit for a call's headers, not gRPC's two: past its soft one (8
                 # KiB) it refuses calls at random, the more the nearer they are to 16 KiB.
                 ("grpc.max_metadata_size", MAX_HEADER_BYTES),
@@ -86,7 +87,7 @@ class CairnServer:
         self._probe_server: grpc.aio.Server | None = None
         self.health_port: int | None = None  # bound by start()
         if config.health_address:
-            self._probe_server = grpc.aio.server(options=ONE_SERVER_PER_PORT)
+            self._probe_server = grpc.aio.server(options=[*UNCOMPRESSED, *ONE_SERVER_PER_PORT])
             health_pb2_grpc.add_HealthServicer_to_server(
                 self._health, generic_handlers_only(self._probe_server)
             )

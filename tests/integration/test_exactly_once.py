@@ -2,6 +2,7 @@
 request id and gets the first answer, and the write is stored once. Through a proxy
 that cuts the connection as the server's answer begins (or after its headers)."""
 
+import asyncio
 import datetime
 from collections.abc import AsyncIterator
 
@@ -14,6 +15,7 @@ from cairn.exceptions import InvalidArgumentError, UnavailableError
 from cairn.types import ModelArtifact, ModelVersion, OperationState, RegisteredModel, ViewType
 from cairn_server import catalog
 from cairn_server.common.idempotency import READS
+from tests.conftest import another_transaction
 from tests.proxy import AnswerDroppingProxy
 
 
@@ -391,3 +393,27 @@ async def test_log_batch_ids_are_forgotten_after_their_own_retention(
                 f"batch-{unique}",
             )
         assert left == 0
+
+
+async def test_a_prune_passes_over_the_request_ids_a_call_holds(
+    server_port: int, pool, unique: str
+) -> None:
+    """A call reading a claim holds it (FOR KEY SHARE) until it commits; the prune,
+    one transaction over every schema, waited out that call's whole handler, and could
+    deadlock with it. The held id is left for the next prune."""
+    from cairn_server.common.idempotency import Idempotency
+
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
+        for name in ("held", "free"):
+            same_id = [(_transport.REQUEST_ID_HEADER, f"{name}-{unique}")]
+            await tracking.create_experiment(f"{name}-{unique}", metadata=same_id)
+    once = Idempotency(pool, {"cairn.tracking.v1.TrackingService": "tracking"}, exempt=set())
+    kept = "SELECT request_id FROM tracking.requests WHERE request_id = ANY($1::text[])"
+    async with another_transaction(pool) as call:
+        await call.execute(
+            "SELECT 1 FROM tracking.requests WHERE request_id = $1 FOR KEY SHARE",
+            f"held-{unique}",
+        )
+        await asyncio.wait_for(once.prune(retention_seconds=0), 10)
+        left = await pool.fetch(kept, [f"held-{unique}", f"free-{unique}"])
+    assert [row["request_id"] for row in left] == [f"held-{unique}"]

@@ -236,6 +236,27 @@ async def test_progress_callbacks_calling_the_client_never_wait_for_each_other(
     assert {operation.state for operation in done} == {OperationState.SUCCEEDED}
 
 
+@pytest.mark.parametrize("raised", [StopIteration, SystemExit])
+async def test_a_progress_callback_that_raises_fails_its_wait_alone(
+    server_port: int, raised: type[BaseException]
+) -> None:
+    """A callback's StopIteration (next() past an end) could not be set on the future
+    its wait awaited, which then waited for ever; its SystemExit ended the client's loop
+    thread, and every thread's call with it."""
+
+    def report(operation: Operation) -> None:
+        raise raised
+
+    def scenario() -> str:
+        with sync.Client(f"http://127.0.0.1:{server_port}") as client:
+            name = _collection(client)
+            with pytest.raises(RuntimeError, match=raised.__name__):
+                client.operations.wait_operation(name, 60, on_progress=report)
+            return client.operations.get_operation(name).name  # the client goes on
+
+    assert (await asyncio.wait_for(asyncio.to_thread(scenario), 30)).startswith("operations/")
+
+
 async def test_auth_client_without_await(server_port: int, unique: str) -> None:
     def scenario() -> None:
         with sync.AuthClient.insecure_connection("127.0.0.1", server_port) as auth:

@@ -453,9 +453,13 @@ def _on_a_worker(callback: Callable[..., Any]) -> Callable[..., Awaitable[None]]
         def run() -> None:
             try:
                 outcome = functools.partial(answered.set_result, callback(*args))
-            except BaseException as error:  # raised where the callback is awaited
-                outcome = functools.partial(answered.set_exception, error)
-            loop.call_soon_threadsafe(answer, outcome)
+            except Exception as error:  # raised where the callback is awaited
+                outcome = functools.partial(answered.set_exception, _awaitable(error))
+            except BaseException as error:  # sys.exit(): not to end the client's loop
+                failed = RuntimeError(f"the progress callback raised {error!r}")
+                outcome = functools.partial(answered.set_exception, failed)
+            with contextlib.suppress(RuntimeError):  # the client closed meanwhile
+                loop.call_soon_threadsafe(answer, outcome)
 
         threading.Thread(target=run, name="cairn-sync-callback", daemon=True).start()
         reported = await answered
@@ -463,6 +467,14 @@ def _on_a_worker(callback: Callable[..., Any]) -> Callable[..., Awaitable[None]]
             await reported
 
     return off_the_loop
+
+
+def _awaitable(error: Exception) -> Exception:
+    """error, as a future may hold it: StopIteration (a callback's next() past the end)
+    cannot be set on one, and the wait would never learn it failed."""
+    if isinstance(error, StopIteration):
+        return RuntimeError(f"the progress callback raised {error!r}")
+    return error
 
 
 def _unwrapped(value: Any) -> Any:

@@ -219,7 +219,9 @@ def _destination(target: Path, relative: str, where: str) -> Path:
     earlier file is (a rename never writes through it)."""
     path = target / relative_path(relative, where)
     for folder in (target / part for part in PurePosixPath(relative).parents[:-1]):
-        if is_kind(folder, stat.S_ISLNK):
+        # Resolved too: a Windows junction is a folder to lstat, and may lead out.
+        outside = not folder.resolve().is_relative_to(target.resolve())
+        if is_kind(folder, stat.S_ISLNK) or outside:
             raise OSError(
                 errno.ELOOP,
                 "a folder on the way is a link, which a download does not write through",
