@@ -433,11 +433,11 @@ def _callbacks_off_the_loop(
     callback = bound.arguments.get(parameter)
     if not callable(callback) or inspect.iscoroutinefunction(callback):
         return args, kwargs
-    bound.arguments[parameter] = _on_a_worker(callback)
+    bound.arguments[parameter] = _on_a_thread_of_its_own(callback)
     return bound.args, bound.kwargs
 
 
-def _on_a_worker(callback: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
+def _on_a_thread_of_its_own(callback: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
     """callback, awaited by the loop while a thread of its own runs it: not one of a
     pool, whose threads callbacks calling the client (each waiting for a callback of
     its own call) would all hold, waiting for ever."""
@@ -453,11 +453,8 @@ def _on_a_worker(callback: Callable[..., Any]) -> Callable[..., Awaitable[None]]
         def run() -> None:
             try:
                 outcome = functools.partial(answered.set_result, callback(*args))
-            except Exception as error:  # raised where the callback is awaited
-                outcome = functools.partial(answered.set_exception, _awaitable(error))
-            except BaseException as error:  # sys.exit(): not to end the client's loop
-                failed = RuntimeError(f"the progress callback raised {error!r}")
-                outcome = functools.partial(answered.set_exception, failed)
+            except BaseException as error:  # raised where the callback is awaited
+                outcome = functools.partial(answered.set_exception, _callback_failure(error))
             with contextlib.suppress(RuntimeError):  # the client closed meanwhile
                 loop.call_soon_threadsafe(answer, outcome)
 
@@ -469,12 +466,14 @@ def _on_a_worker(callback: Callable[..., Any]) -> Callable[..., Awaitable[None]]
     return off_the_loop
 
 
-def _awaitable(error: Exception) -> Exception:
-    """error, as a future may hold it: StopIteration (a callback's next() past the end)
-    cannot be set on one, and the wait would never learn it failed."""
-    if isinstance(error, StopIteration):
-        return RuntimeError(f"the progress callback raised {error!r}")
-    return error
+def _callback_failure(error: BaseException) -> Exception:
+    """What a callback's error raises in the wait it reports to: the error itself, but
+    for StopIteration (a next() past the end), which a future cannot hold, so the wait
+    never learnt it failed, and SystemExit or KeyboardInterrupt, which ended the
+    client's loop and every thread's calls with it."""
+    if isinstance(error, Exception) and not isinstance(error, StopIteration):
+        return error
+    return RuntimeError(f"the progress callback raised {error!r}")
 
 
 def _unwrapped(value: Any) -> Any:
