@@ -30,6 +30,7 @@ from ..common.errors import (
     NotFound,
     invalid_field,
 )
+from ..common.idempotency import RequestId
 from . import backends, threads
 from .blobs import MissingBytes, RefusedParts, Unfinished
 from .completions import Caller, Completions
@@ -186,7 +187,7 @@ class PresignedTransfers:
         path: str,
         request: api.CompleteUploadTicketRequest,
         sha256: str,
-        request_id: str | None,
+        request_id: RequestId | None,
     ) -> StoredObject:
         """Completes, checks and publishes an upload begun by `begin`; sha256 is the
         request's, checked and lowercased.
@@ -232,7 +233,7 @@ class PresignedTransfers:
         upload_id: uuid.UUID,
         request: api.CompleteUploadTicketRequest,
         sha256: str,
-        request_id: str | None,
+        request_id: RequestId | None,
         caller: Caller,
     ) -> StoredObject:
         async with (

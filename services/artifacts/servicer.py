@@ -30,7 +30,7 @@ from ..common.errors import (
     Unavailable,
     invalid_field,
 )
-from ..common.idempotency import after_commit, request_id_of
+from ..common.idempotency import RequestId, after_commit
 from ..common.service import Resources
 from . import backends, blobs, completions, pace, paths, repeats, slots, threads
 from .janitor import janitor_for
@@ -46,6 +46,7 @@ from .store import (
     bytes_missing,
 )
 from .streams import MAX_CHUNK_BYTES, VerifyingReader, read_ahead, too_large_to_stream
+from .tickets import Ticket
 from .transfers import DirectTransfers
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -132,7 +133,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         content_type = _content_type(header.content_type) or DEFAULT_CONTENT_TYPE
         _check_size(header.expected_size)
         presigned = self._check_direct(request.accept_presigned)
-        request_id = request_id_of(context)
+        request_id = RequestId.of(context)
         taken = await self._in_the_way(project, path, header.overwrite)
         done = await self._objects.published_by(project, path, request_id)
         if done is not None:
@@ -158,7 +159,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             sha256=expected_sha256,
             overwrite=header.overwrite,
             content_type=content_type,
-            request_id=request_id or "",
+            **Ticket.request_claims(request_id),
         )
         return api.CreateUploadTicketResponse(ticket=ticket)
 
@@ -183,7 +184,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         project = common.project(request.project)
         path = paths.object_path(request.path)
         sha256 = _sha256(request.sha256, "sha256")
-        request_id = request_id_of(context)
+        request_id = RequestId.of(context)
         done = await self._objects.published_by(project, path, request_id)
         if done is None:
             try:
@@ -233,7 +234,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
                 reader.size,
                 reader.sha256,
                 upload.content_type,
-                request_id=request_id_of(context),
+                request_id=RequestId.of(context),
             )
         except BaseException:
             await self._discard(upload)
@@ -287,7 +288,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             _check_size(header.expected_size)
             self._check_streamable(header.expected_size)
             taken = await self._in_the_way(project, path, header.overwrite)
-            done = await self._objects.published_by(project, path, request_id_of(context))
+            done = await self._objects.published_by(project, path, RequestId.of(context))
             if done is not None:
                 repeats.check(done, expected_sha256, header.expected_size, content_type)
             elif taken:
@@ -461,7 +462,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             request.overwrite,
             content_type,
             url_expires=expires,
-            request_id=request_id_of(context),
+            request_id=RequestId.of(context),
         )
         if (upload.path, upload.overwrite, upload.content_type) != (
             path,
@@ -492,7 +493,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         if not self._backend.supports_presign:
             raise _presign_unsupported()
         upload_id = _upload_id(request.upload_id)
-        done = await self._objects.published_by(project, path, request_id_of(context))
+        done = await self._objects.published_by(project, path, RequestId.of(context))
         if done is not None:  # a repeat of the confirmation that published it...
             repeats.check(done, expected)
             if await self._objects.pending(project, path, upload_id, kind="put"):
@@ -512,7 +513,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
                 sha256,
                 content_type,
                 consumes=upload,
-                request_id=request_id_of(context),
+                request_id=RequestId.of(context),
             )
         except BaseException as error:
             await self._discard(sealed)

@@ -22,6 +22,7 @@ import asyncpg
 
 from ..common import idempotency, paging
 from ..common.errors import Aborted, AlreadyExists, DataLoss, NotFound
+from ..common.idempotency import RequestId
 from ..common.sql import Params, unguarded
 from . import repeats
 from .backends import new_key
@@ -102,7 +103,7 @@ class ObjectStore:
         overwrite: bool,
         content_type: str = "",
         url_expires: timedelta | None = None,
-        request_id: str | None = None,
+        request_id: RequestId | None = None,
         expected_size: int | None = None,
         expected_sha256: str | None = None,
     ) -> PendingUpload:
@@ -126,7 +127,8 @@ class ObjectStore:
                 overwrite,
                 content_type,
                 url_expires,
-                request_id,
+                # the user's own: another user's call under the id is not a repeat
+                None if request_id is None else request_id.own_key or request_id.sent,
                 expected_size,
                 expected_sha256 or None,
             )
@@ -207,7 +209,7 @@ class ObjectStore:
         sha256: str,
         content_type: str,
         consumes: PendingUpload | None = None,
-        request_id: str | None = None,
+        request_id: RequestId | None = None,
         lease: uuid.UUID | None = None,
     ) -> tuple[StoredObject, str | None]:
         """Makes the upload's bytes the object at its path; returns the object and the
@@ -246,8 +248,9 @@ class ObjectStore:
             )
             if begun is None:
                 raise await _not_publishable(conn, upload, lease)
-            done = await _claim(conn, upload, request_id, size, sha256) if request_id else None
-            if done is not None:
+            claimed = await _claim(conn, upload, request_id, size, sha256) if request_id else None
+            if isinstance(claimed, StoredObject):
+                done = claimed
                 # A repeat of the call that published under this id, past its
                 # `published_by` check while the first still ran (the claim waited for
                 # its commit): answered with what it published, and this upload's key
@@ -261,15 +264,21 @@ class ObjectStore:
                 # The bytes published are the consumed upload's: so is their beginning.
                 begun = min(begun, await _spend(conn, consumes) or begun)
             current = await conn.fetchrow(
-                f"""SELECT {_COLUMNS}, request_id FROM artifacts.objects
+                f"""SELECT {_COLUMNS}, request_id, caller FROM artifacts.objects
                     WHERE project = $1 AND path = $2 FOR UPDATE""",
                 upload.project,
                 upload.path,
             )
-            if current is not None and request_id and current["request_id"] == request_id:
+            if (
+                claimed is not None
+                and current is not None
+                and current["request_id"] == claimed
+                and request_id is not None
+                and request_id.repeated([current]) is not None
+            ):
                 # Published before its publication was recorded (0009): once, too.
-                done = StoredObject(**{k: v for k, v in current.items() if k != "request_id"})
-                await _record(conn, request_id, done)
+                done = _object(current)
+                await _record(conn, claimed, done)
                 await _collect(conn, upload.storage_key)
                 return done, upload.storage_key
             replaced = None if current is None else current["storage_key"]
@@ -278,12 +287,12 @@ class ObjectStore:
             row = await conn.fetchrow(
                 f"""INSERT INTO artifacts.objects
                         (project, path, size, sha256, content_type, storage_key, request_id,
-                         upload_begin_time)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                         caller, upload_begin_time)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                     ON CONFLICT (project, path) DO UPDATE SET size = excluded.size,
                         sha256 = excluded.sha256, content_type = excluded.content_type,
                         storage_key = excluded.storage_key, request_id = excluded.request_id,
-                        upload_begin_time = excluded.upload_begin_time,
+                        caller = excluded.caller, upload_begin_time = excluded.upload_begin_time,
                         update_time = clock_timestamp()
                     RETURNING {_COLUMNS}""",
                 upload.project,
@@ -292,12 +301,13 @@ class ObjectStore:
                 sha256,
                 content_type,
                 upload.storage_key,
-                request_id,
+                claimed,
+                None if request_id is None else request_id.user,
                 begun,
             )
             published = StoredObject(**dict(row))
-            if request_id:
-                await _record(conn, request_id, published)
+            if claimed is not None:
+                await _record(conn, claimed, published)
             if replaced is not None:
                 await _collect(conn, replaced)
         return published, replaced
@@ -390,7 +400,7 @@ class ObjectStore:
             )
 
     async def published_by(
-        self, project: str, path: str, request_id: str | None
+        self, project: str, path: str, request_id: RequestId | None
     ) -> StoredObject | None:
         """What the call with this request id published, if it did: what a repeat of
         that call answers, even once the object at path was replaced or removed.
@@ -574,27 +584,39 @@ def bytes_missing(path: str) -> DataLoss:
 
 # The method under which `requests` keeps the request id of a publication (0009).
 _PUBLICATION = "publication"
-_PUBLISHED = f"""SELECT {_COLUMNS} FROM artifacts.publications
-                 WHERE method = '{_PUBLICATION}' AND request_id = $1"""
+# What was published under keys of request ids, with the caller of each claim.
+_PUBLISHED = f"""SELECT {_COLUMNS}, request_id,
+                        (SELECT caller FROM artifacts.requests r
+                         WHERE r.method = p.method AND r.request_id = p.request_id) AS caller
+                 FROM artifacts.publications p
+                 WHERE method = '{_PUBLICATION}' AND request_id = ANY($1::text[])"""
+
+
+def _object(row: asyncpg.Record) -> StoredObject:
+    return StoredObject(
+        **{field.name: row[field.name] for field in dataclasses.fields(StoredObject)}
+    )
 
 
 async def _published(
-    conn: asyncpg.Connection, project: str, path: str, request_id: str
+    conn: asyncpg.Connection, project: str, path: str, request_id: RequestId
 ) -> StoredObject | None:
     """What request_id published (see `published_by`)."""
-    row = await conn.fetchrow(_PUBLISHED, request_id)
+    row = request_id.repeated(await conn.fetch(_PUBLISHED, request_id.keys))
     if row is not None:
-        return _same_call(StoredObject(**dict(row)), project, path, request_id)
+        return _same_call(_object(row), project, path, request_id.sent)
     # Published before publications were recorded (0009), or recorded past the
     # retention: the object it left, while nothing replaced it.
-    row = await conn.fetchrow(
-        f"""SELECT {_COLUMNS} FROM artifacts.objects
-            WHERE project = $1 AND path = $2 AND request_id = $3""",
-        project,
-        path,
-        request_id,
+    row = request_id.repeated(
+        await conn.fetch(
+            f"""SELECT {_COLUMNS}, request_id, caller FROM artifacts.objects
+                WHERE project = $1 AND path = $2 AND request_id = ANY($3::text[])""",
+            project,
+            path,
+            request_id.keys,
+        )
     )
-    return None if row is None else StoredObject(**dict(row))
+    return None if row is None else _object(row)
 
 
 def _same_call(done: StoredObject, project: str, path: str, request_id: str) -> StoredObject:
@@ -608,35 +630,32 @@ def _same_call(done: StoredObject, project: str, path: str, request_id: str) -> 
 
 
 async def _claim(
-    conn: asyncpg.Connection, upload: PendingUpload, request_id: str, size: int, sha256: str
-) -> StoredObject | None:
-    """Claims request_id for the upload's publication (None), or returns what the id
-    published already. A claim under way in another transaction is waited for: two
-    publications under one id take turns, and the second finds what the first did."""
+    conn: asyncpg.Connection, upload: PendingUpload, request_id: RequestId, size: int, sha256: str
+) -> str | StoredObject:
+    """The key under which request_id is claimed for the upload's publication, or what
+    the id published already. A claim under way in another transaction is waited for:
+    two publications under one id take turns, and the second finds what the first did."""
     fingerprint = hashlib.sha256(
         f"{upload.project}\0{upload.path}\0{size}\0{sha256}".encode()
     ).digest()
-    while not await conn.fetchval(
-        """INSERT INTO artifacts.requests (method, request_id, fingerprint)
-           VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING true""",
-        _PUBLICATION,
-        request_id,
-        fingerprint,
-    ):
-        row = await conn.fetchrow(_PUBLISHED, request_id)
-        if row is not None:
-            return _same_call(StoredObject(**dict(row)), upload.project, upload.path, request_id)
+    claim = idempotency.Claim(_PUBLICATION, request_id, fingerprint)
+    while True:
+        found = await idempotency.claim_key(conn, "artifacts", claim)
+        if isinstance(found, str):
+            return found
+        rows = await conn.fetch(_PUBLISHED, [found["request_id"]])
+        if rows:
+            return _same_call(_object(rows[0]), upload.project, upload.path, request_id.sent)
         # else forgotten (past its retention) since the claim failed: claim again
-    return None
 
 
-async def _record(conn: asyncpg.Connection, request_id: str, done: StoredObject) -> None:
-    """Records what request_id published, under the claim `_claim` took."""
+async def _record(conn: asyncpg.Connection, key: str, done: StoredObject) -> None:
+    """Records what the request id claimed under key published, under that claim."""
     await conn.execute(
         f"""INSERT INTO artifacts.publications (method, request_id, {_COLUMNS})
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
         _PUBLICATION,
-        request_id,
+        key,
         *(getattr(done, field.name) for field in dataclasses.fields(StoredObject)),
     )
 

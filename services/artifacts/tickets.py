@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 
 from ..common.errors import PermissionDenied
+from ..common.idempotency import RequestId
 
 TICKET_SECONDS = 60.0
 
@@ -43,6 +44,19 @@ class Ticket:
     overwrite: bool = False
     content_type: str = ""
     request_id: str = ""  # PUT: that of the call, kept on the object it publishes
+    user: str = ""  # PUT: whose request id it is, with authentication on
+
+    @staticmethod
+    def request_claims(request_id: RequestId | None) -> dict[str, str]:
+        """The claims of a PUT ticket issued to a call of this request id."""
+        if request_id is None:
+            return {}
+        return {"request_id": request_id.sent, "user": request_id.user or ""}
+
+    @property
+    def request(self) -> RequestId | None:
+        """The request id of the call that issued the ticket, if any, as its caller's."""
+        return RequestId(self.request_id, self.user or None) if self.request_id else None
 
 
 class TicketSigner:

@@ -112,7 +112,7 @@ class DirectTransfers:
         return on_loop(self._loop, self._accept(ticket))
 
     async def _accept(self, ticket: Ticket) -> PendingUpload | StoredObject | bytes:
-        request_id = ticket.request_id or None
+        request_id = ticket.request
         # Asked first, as the servicer's _in_the_way: a first try publishing in between is
         # then this repeat's own object, not one in its way.
         taken = not ticket.overwrite and await self._objects.exists(ticket.project, ticket.path)
@@ -165,7 +165,7 @@ class DirectTransfers:
                 reader.size,
                 reader.sha256,
                 upload.content_type,
-                request_id=ticket.request_id or None,
+                request_id=ticket.request,
             )
         except BaseException:
             await self._discard(upload)

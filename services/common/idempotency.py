@@ -8,7 +8,7 @@ transaction becomes a savepoint in it): it first claims the id in `<schema>.requ
 then runs the handler, then stores the answer, then commits. A repeat finds the claim
 and gets the stored answer; a repeat racing the first waits for its commit. With
 authentication on, request ids are each user's own: a write whose id another user
-claimed claims it under a key of its own (Claim), never refused for the other's. An answer
+claimed claims it under a key of its own (RequestId), never refused for the other's. An answer
 larger than MAX_REMEMBERED_ANSWER_BYTES is stored as a stub naming its object, which
 the repeat reads again (Reread). A handler that fails rolls the claim back with the
 write, so a retry applies it afresh. A handler that needs work done on another
@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -279,8 +279,8 @@ def fingerprint_of(request: Message, caller: Caller | None = None) -> bytes:
     """What tells a repeat of a call from another call under the same request id: the
     request, and the caller if given with authentication on."""
     digest = hashlib.sha256()
-    if caller is not None and caller.key_prefix:  # authentication is on
-        user = caller.user_id.encode()
+    if caller is not None and (user_id := user_of(caller)) is not None:
+        user = user_id.encode()
         digest.update(len(user).to_bytes(4, "big") + user)
     digest.update(request.SerializeToString(deterministic=True))
     return digest.digest()
@@ -298,7 +298,7 @@ def request_id_reused(request_id: str) -> InvalidArgument:
 
 def request_id_of(context: grpc.aio.ServicerContext) -> str | None:
     """The request id a call carries, if any (checked: 1 to 128 printable ASCII
-    characters, as gRPC clients send headers; Claim.own_key relies on it)."""
+    characters, as gRPC clients send headers; RequestId.own_key relies on it)."""
     for key, value in metadata_of(context):
         if key == REQUEST_ID_HEADER:
             if not (isinstance(value, str) and _is_request_id(value)):
@@ -311,56 +311,95 @@ def request_id_of(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Claim:
-    """A write's claim of its request id.
+def user_of(caller: Caller) -> str | None:
+    """Whose request ids the caller's are: their user id with authentication on; else
+    None, one space for all."""
+    return caller.user_id if caller.key_prefix else None
 
-    The id is claimed as sent (`request_id`), where every server, of this release or
-    the one before, looks for it. With authentication on, a user finding it claimed by
-    another user claims it under their own key instead (`own_key`: their user id and
-    the id, a key no id sent can spell, as ids are printable), looked for first on
-    every later claim: so another user's id never refuses theirs, nor tells them it
-    was used, and their retry finds their claim even once the other's is pruned.
+
+@dataclass(frozen=True)
+class RequestId:
+    """A request id as sent, and the user who sent it (`user_of`).
+
+    A write claims the id as sent, where every server, of this release or the one
+    before, looks for it. With authentication on, a user finding it claimed by another
+    user claims it under their own key instead (`own_key`: their user id and the id, a
+    key no id sent can spell, as ids are printable), looked for first on every later
+    claim: so another user's id never refuses theirs, nor tells them it was used, and
+    their retry finds their claim even once the other's is pruned.
     """
 
-    method: str
-    request_id: str
-    # The request and its caller, hashed: another request under the id is refused.
-    fingerprint: bytes
-    # The caller's user id, with authentication on; else None.
-    caller: str | None
+    sent: str
+    user: str | None = None
 
     @classmethod
-    def of(cls, method: str, request_id: str, request: Message, caller: Caller) -> Claim:
-        user = caller.user_id if caller.key_prefix else None  # with authentication on
-        return cls(method, request_id, fingerprint_of(request, caller), user)
+    def of(cls, context: grpc.aio.ServicerContext) -> RequestId | None:
+        """The request id the call carries, if any, as its caller's."""
+        sent = request_id_of(context)
+        return None if sent is None else cls(sent, user_of(current_caller()))
 
     @property
     def own_key(self) -> str | None:
-        return None if self.caller is None else f"{self.caller}\n{self.request_id}"
+        return None if self.user is None else f"{self.user}\n{self.sent}"
+
+    @property
+    def keys(self) -> list[str]:
+        """The keys a claim of this id may be under: as sent, and the user's own."""
+        return [self.sent] if self.own_key is None else [self.sent, self.own_key]
+
+    def repeated(self, rows: Iterable[asyncpg.Record]) -> asyncpg.Record | None:
+        """Of rows recorded under this id's keys (each with its `request_id` and
+        `caller`), the one a call under this id repeats: under the user's own key, else
+        as sent by this user or by one unknown (authentication off, or a server before
+        callers were kept); None when only another user's is there."""
+        by_key = {row["request_id"]: row for row in rows}
+        if (own := by_key.get(self.own_key or "")) is not None:
+            return own
+        sent = by_key.get(self.sent)
+        if sent is not None and (self.user is None or sent["caller"] in (None, self.user)):
+            return sent
+        return None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A write's claim of its request id (see RequestId)."""
+
+    method: str
+    request_id: RequestId
+    # What tells a repeat from another request under the id: an answer recorded under
+    # a claim of another fingerprint is not this call's (`_answer`).
+    fingerprint: bytes
+
+    @classmethod
+    def of(cls, method: str, request_id: str, request: Message, caller: Caller) -> Claim:
+        return cls(method, RequestId(request_id, user_of(caller)), fingerprint_of(request, caller))
 
 
 async def _claimed(conn: asyncpg.Connection, schema: str, claim: Claim) -> str | bytes | _Stub:
     """The key under which this call claimed its request id, or the answer recorded for
-    the call it repeats (a repeat racing that call waits for its commit, in the INSERT).
-    Raises REQUEST_ID_REUSED when the id is the caller's, or of a caller unknown, with
-    another request."""
+    the call it repeats. Raises REQUEST_ID_REUSED when the id is the caller's, or of a
+    caller unknown, with another request."""
+    found = await claim_key(conn, schema, claim)
+    return found if isinstance(found, str) else _answer(found, claim)
+
+
+async def claim_key(conn: asyncpg.Connection, schema: str, claim: Claim) -> str | asyncpg.Record:
+    """The key under which this call claimed its request id in `<schema>.requests`, or
+    the row of the claim before it that it repeats (RequestId.repeated), which may be of
+    another request: a repeat racing that call waits for its commit, in the INSERT."""
+    request_id = claim.request_id
     while True:
-        if await _insert(conn, schema, claim, claim.request_id, unless=claim.own_key):
-            return claim.request_id
+        if await _insert(conn, schema, claim, request_id.sent, unless=request_id.own_key):
+            return request_id.sent
         rows = await _rows(conn, schema, claim)
-        own, shared = rows.get(claim.own_key or ""), rows.get(claim.request_id)
-        if own is not None:
-            return _answer(own, claim)
-        if shared is None:
-            continue  # pruned, or its write rolled back, since the claim failed
-        if shared["fingerprint"] == claim.fingerprint:
-            return _answer(shared, claim)
-        if claim.own_key is None or shared["caller"] in (None, claim.caller):
-            raise request_id_reused(claim.request_id)
-        if await _insert(conn, schema, claim, claim.own_key):
-            return claim.own_key
-        # else another call of this caller's claimed it meanwhile: its row answers
+        if (repeated := request_id.repeated(rows)) is not None:
+            return repeated
+        own_key = request_id.own_key
+        if rows and own_key and await _insert(conn, schema, claim, own_key):
+            return own_key  # where another user's claim of it alone was
+        # else pruned, or its write rolled back, since the claim failed; or another call
+        # of this caller's claimed their own key meanwhile: its row answers
 
 
 async def _insert(
@@ -377,32 +416,31 @@ async def _insert(
         claim.method,
         key,
         claim.fingerprint,
-        claim.caller,
+        claim.request_id.user,
         unless,
     )
     return bool(claimed)
 
 
-async def _rows(conn: asyncpg.Connection, schema: str, claim: Claim) -> dict[str, asyncpg.Record]:
+async def _rows(conn: asyncpg.Connection, schema: str, claim: Claim) -> list[asyncpg.Record]:
     """The claims of claim's request id, as sent and under the caller's own key, kept
     until this call commits: another user's claim of the id is pruned only after it, so
     a retry racing this call, which cannot see its claim of its own key before the
     commit, never finds the id as sent free meanwhile, to claim it and run the write
     a second time."""
-    keys = [key for key in (claim.request_id, claim.own_key) if key is not None]
-    rows = await conn.fetch(
+    rows: list[asyncpg.Record] = await conn.fetch(
         f"""SELECT request_id, fingerprint, caller, response, reread FROM {schema}.requests
             WHERE method = $1 AND request_id = ANY($2::text[]) FOR KEY SHARE""",
         claim.method,
-        keys,
+        claim.request_id.keys,
     )
-    return {row["request_id"]: row for row in rows}
+    return rows
 
 
 def _answer(row: asyncpg.Record, claim: Claim) -> bytes | _Stub:
     """The answer a claim of claim's records, unless it was another request's."""
     if row["fingerprint"] != claim.fingerprint:
-        raise request_id_reused(claim.request_id)
+        raise request_id_reused(claim.request_id.sent)
     if row["reread"]:
         return _Stub(bytes(row["response"]))
     return bytes(row["response"])

@@ -68,7 +68,7 @@ def test_a_printable_request_id_is_kept(sent: str) -> None:
 @pytest.mark.parametrize("sent", ["one\nforged", "caf\u00e9", "x" * 129, ""])
 def test_an_exactly_once_request_id_that_is_not_printable_ascii_is_refused(sent: str) -> None:
     """A raw HTTP/2 peer could send one with a line break, which spells another user's
-    own key of an id (idempotency.Claim.own_key)."""
+    own key of an id (idempotency.RequestId.own_key)."""
     call = _Call((("x-cairn-request-id", sent),))
     with pytest.raises(InvalidArgument, match="printable ASCII"):
         contextvars.copy_context().run(request_id_of, call)

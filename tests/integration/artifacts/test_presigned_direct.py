@@ -41,6 +41,7 @@ from cairn_server.artifacts.leases import CompletionLeases
 from cairn_server.artifacts.s3 import S3Backend
 from cairn_server.artifacts.store import ObjectStore
 from cairn_server.common.config import Config
+from cairn_server.common.idempotency import RequestId
 from tests.conftest import BUCKET, eventually, new_project, s3_client, serving
 
 MIB = 1024 * 1024
@@ -244,8 +245,9 @@ async def test_one_request_id_publishes_once_even_with_overwrite(
     """A retry that passed the published_by check while the first call still ran."""
     objects, project = ObjectStore(pool), s3_direct.project
     first, second = [await objects.begin(project, "t/twice.bin", True) for _ in "12"]
-    published, _ = await objects.publish(first, 1, _sha(b"1"), "", request_id="r-twice")
-    again, garbage = await objects.publish(second, 1, _sha(b"1"), "", request_id="r-twice")
+    twice = RequestId("r-twice")
+    published, _ = await objects.publish(first, 1, _sha(b"1"), "", request_id=twice)
+    again, garbage = await objects.publish(second, 1, _sha(b"1"), "", request_id=twice)
     assert again == published and garbage == second.storage_key
     assert await objects.get(project, "t/twice.bin") == published
 
