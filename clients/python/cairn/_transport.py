@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -17,7 +18,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -605,32 +606,30 @@ class Transport:
         timeout = self._timeout(timeout)
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         try:
-            return await self._unary_once(method, request, timeout, headers)
+            return await self._unary_once(method, request, timeout, headers=headers)
         except _RESENT_AFTER as error:
             failed = error
-        return await self._resend(method, request, headers, deadline, failed)
+        once = functools.partial(self._unary_once, method, request, headers=headers)
+        return await self._resend(once, deadline, failed)
 
     async def _resend(
         self,
-        method: grpc.aio.UnaryUnaryMultiCallable,
-        request: Any,
-        headers: Metadata,
+        once: Callable[[float | None], Awaitable[Response]],
         deadline: float | None,
         failed: CairnError,
-    ) -> Any:
-        """The call sent again after it failed (_RESENT_AFTER), until it is sent ATTEMPTS
-        times in all, each after a wait that must end before the deadline; raises the
-        last failure when none is left. Not on a client closed meanwhile: its channels
-        answer CANCELLED at once, and each write still queued (a thread logging on as
-        the process exits) would wait out every resend."""
+    ) -> Response:
+        """once(timeout left) run again after it failed (_RESENT_AFTER), until it is run
+        ATTEMPTS times in all, each after a wait that must end before the deadline;
+        raises the last failure when none is left. Not on a client closed meanwhile:
+        its channels answer CANCELLED at once, and each write still queued (a thread
+        logging on as the process exits) would wait out every resend."""
         loop = asyncio.get_running_loop()
         for wait in itertools.islice(backoff(*RETRY_BACKOFF_SECONDS), ATTEMPTS - 1):
             if self.channel.closed or (deadline is not None and loop.time() + wait >= deadline):
                 break
             await asyncio.sleep(wait)
-            left = None if deadline is None else deadline - loop.time()
             try:
-                return await self._unary_once(method, request, left, headers)
+                return await once(None if deadline is None else deadline - loop.time())
             except _RESENT_AFTER as error:
                 failed = error
         raise failed
@@ -640,6 +639,7 @@ class Transport:
         method: grpc.aio.UnaryUnaryMultiCallable,
         request: Any,
         timeout: float | None,
+        *,
         headers: Metadata,
     ) -> Any:
         try:
@@ -683,7 +683,44 @@ class Transport:
     ) -> AsyncIterator[Any]:
         """Iterates the responses of a server-streaming RPC."""
         headers = self._with(checked(metadata))
-        call = method(request, timeout=self._timeout(timeout), metadata=headers)
+        async for response in self._stream_once(method, request, self._timeout(timeout), headers):
+            yield response
+
+    async def every_response(
+        self,
+        method: grpc.aio.UnaryStreamMultiCallable,
+        request: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> list[Any]:
+        """Every response of a server-streaming read. A stream cut after its first
+        message, which gRPC sends no more (UNAVAILABLE, CANCELLED: a connection dropped,
+        a server stopping), is read again from its start as a unary call is sent again
+        (`unary`): what it answered before is dropped, so the answer is one reading."""
+        headers = self._with(checked(metadata))
+        timeout = self._timeout(timeout)
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+
+        async def once(left: float | None) -> list[Any]:
+            return [
+                response async for response in self._stream_once(method, request, left, headers)
+            ]
+
+        try:
+            return await once(timeout)
+        except _RESENT_AFTER as error:
+            failed = error
+        return await self._resend(once, deadline, failed)
+
+    async def _stream_once(
+        self,
+        method: grpc.aio.UnaryStreamMultiCallable,
+        request: Any,
+        timeout: float | None,
+        headers: Metadata,
+    ) -> AsyncIterator[Any]:
+        call = method(request, timeout=timeout, metadata=headers)
         try:
             async for response in call:
                 yield response

@@ -667,11 +667,15 @@ class TrackingClient(
         metadata: Metadata | None = None,
     ) -> list[Metric]:
         """Every point of one metric in step order, or at most max_points of them
-        (keeping the first, last, smallest and largest)."""
-        points: list[Metric] = []
-        async for chunk in self._history_chunks(run_id, key, max_points, timeout, metadata):
-            points.extend(chunk)
-        return points
+        (keeping the first, last, smallest and largest). A stream cut midway is read
+        again from its start (docs/client.md, "Retries apply a write once")."""
+        chunks = await self._transport.every_response(
+            self._stub.GetMetricHistory,
+            self._history_request(run_id, key, max_points),
+            timeout=timeout,
+            metadata=metadata,
+        )
+        return [point for chunk in chunks for point in types.metrics_from_columns(chunk.points)]
 
     def iter_metric_history(
         self,
@@ -686,6 +690,7 @@ class TrackingClient(
 
         The stream is read ahead of the loop over it, so however long the loop takes
         over a point, the server never waits on it; points not taken yet wait in memory.
+        A stream cut after points were taken raises UnavailableError: call again.
         """
         return ReadAhead(self._history_chunks(run_id, key, max_points, timeout, metadata))
 
@@ -697,17 +702,24 @@ class TrackingClient(
         timeout: float | None,
         metadata: Metadata | None,
     ) -> AsyncIterator[list[Metric]]:
-        request = proto(
+        async for chunk in self._transport.server_stream(
+            self._stub.GetMetricHistory,
+            self._history_request(run_id, key, max_points),
+            timeout=timeout,
+            metadata=metadata,
+        ):
+            yield types.metrics_from_columns(chunk.points)
+
+    def _history_request(
+        self, run_id: str, key: str, max_points: int | None
+    ) -> api.GetMetricHistoryRequest:
+        return proto(
             api.GetMetricHistoryRequest,
             project=self.project,
             run_id=run_id,
             metric_key=key,
             max_points=whole_or_zero(max_points, "max_points", 32),
         )
-        async for chunk in self._transport.server_stream(
-            self._stub.GetMetricHistory, request, timeout=timeout, metadata=metadata
-        ):
-            yield types.metrics_from_columns(chunk.points)
 
     async def get_metric_history_bulk(
         self,
@@ -718,7 +730,8 @@ class TrackingClient(
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> dict[str, list[Metric]]:
-        """The history of one metric for several runs (at most 100), by run id as given."""
+        """The history of one metric for several runs (at most 100), by run id as given;
+        read again from its start when its stream is cut midway, as get_metric_history."""
         run_ids = list(run_ids)  # read once: a generator would be used up
         request = proto(
             api.GetMetricHistoryBulkRequest,
@@ -732,7 +745,7 @@ class TrackingClient(
         given: dict[str, list[str]] = {}
         for run_id in found:
             given.setdefault(run_id.lower(), []).append(run_id)
-        async for chunk in self._transport.server_stream(
+        for chunk in await self._transport.every_response(
             self._stub.GetMetricHistoryBulk, request, timeout=timeout, metadata=metadata
         ):
             metrics = types.metrics_from_columns(chunk.points)

@@ -1,0 +1,119 @@
+"""A metric history whose stream is cut after its first message (a connection dropped,
+a server stopping) is read again from its start by get_metric_history and
+get_metric_history_bulk, as a unary read is sent again: gRPC sends a stream again only
+until its first message arrives."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+import cairn
+from cairn.exceptions import UnavailableError
+from cairn.types import Metric
+from cairn_server.tracking.store.history import CHUNK_POINTS
+from tests.proxy import _FRAME_HEADER, AnswerDroppingProxy
+
+_DATA = 0x0
+POINTS = 3 * CHUNK_POINTS  # three messages: the cut comes after the first
+BATCH = 1000
+
+
+class FirstMessageCuttingProxy(AnswerDroppingProxy):
+    """Forwards everything; armed (`drop_next`), cuts the connection at the first frame
+    of an answer's messages after its whole first message has passed."""
+
+    async def _answers(self, server_in: asyncio.StreamReader, client_out: asyncio.StreamWriter):
+        first_message_left: int | None = None  # bytes of it not forwarded yet
+        while True:
+            header = await server_in.readexactly(_FRAME_HEADER)
+            length = int.from_bytes(header[:3], "big")
+            kind, stream = header[3], int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
+            payload = await server_in.readexactly(length)
+            if kind == _DATA and stream and length and self._to_drop:
+                if first_message_left is None:  # a message: its flag, its length, itself
+                    first_message_left = 5 + int.from_bytes(payload[1:5], "big")
+                elif first_message_left <= 0:
+                    self._to_drop -= 1
+                    self.dropped += 1
+                    return
+                first_message_left -= length
+            client_out.write(header + payload)
+            await client_out.drain()
+
+
+@pytest.fixture
+async def proxy(server_port: int) -> AsyncIterator[FirstMessageCuttingProxy]:
+    proxy = FirstMessageCuttingProxy(server_port)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+@pytest.fixture
+async def through_proxy(
+    proxy: FirstMessageCuttingProxy,
+) -> AsyncIterator[cairn.TrackingClient]:
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", proxy.port) as client:
+        yield client
+
+
+@pytest.fixture
+async def long_history(tracking: cairn.TrackingClient, run_id: str) -> list[Metric]:
+    """run_id's metric `loss`: POINTS points, in step order."""
+    points = [Metric("loss", step * 0.5, 1_700_000_000_000 + step, step) for step in range(POINTS)]
+    for start in range(0, POINTS, BATCH):
+        await tracking.log_batch(run_id, metrics=points[start : start + BATCH])
+    return points
+
+
+def _facts(points: list[Metric]) -> list[tuple[float, int, int]]:
+    return [(p.value, p.timestamp, p.step) for p in points]
+
+
+async def test_a_history_cut_after_its_first_message_is_read_again_whole(
+    proxy: FirstMessageCuttingProxy,
+    through_proxy: cairn.TrackingClient,
+    run_id: str,
+    long_history: list[Metric],
+) -> None:
+    """It raised UnavailableError, though the read was as safe to send again as any."""
+    proxy.drop_next()
+    points = await through_proxy.get_metric_history(run_id, "loss")
+    assert proxy.dropped == 1
+    assert _facts(points) == _facts(long_history)  # once each: not the first part twice
+
+
+async def test_a_bulk_history_cut_after_its_first_message_is_read_again_whole(
+    proxy: FirstMessageCuttingProxy,
+    through_proxy: cairn.TrackingClient,
+    tracking: cairn.TrackingClient,
+    experiment_id: str,
+    run_id: str,
+    long_history: list[Metric],
+) -> None:
+    other = (await tracking.create_run(experiment_id)).info.run_id
+    await tracking.log_metric(other, "loss", 1.0, step=0)
+    proxy.drop_next()
+    histories = await through_proxy.get_metric_history_bulk([run_id, other], "loss")
+    assert proxy.dropped == 1
+    assert _facts(histories[run_id]) == _facts(long_history)
+    assert [p.value for p in histories[other]] == [1.0]
+
+
+async def test_an_iterated_history_cut_after_its_first_message_raises(
+    proxy: FirstMessageCuttingProxy,
+    through_proxy: cairn.TrackingClient,
+    run_id: str,
+    long_history: list[Metric],
+) -> None:
+    """Points already handed to the loop cannot be taken back: the loop is told."""
+    proxy.drop_next()
+    taken = 0
+    with pytest.raises(UnavailableError):
+        async for _ in through_proxy.iter_metric_history(run_id, "loss"):
+            taken += 1
+    assert proxy.dropped == 1
+    assert 0 < taken < POINTS
