@@ -6,7 +6,7 @@ import datetime
 import functools
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any
 
 
@@ -30,15 +30,42 @@ def print_table(
 
     out = sys.stdout if file is None else file
     shown = functools.partial(_writable, encoding=getattr(out, "encoding", None) or "utf-8")
+    # rich sizes stdout to the terminal, or to 80 columns when stdout is piped; a file
+    # given is printed 200 wide, so that fewer long values are folded.
+    console = Console(file=file, width=None if file is None else 200, markup=False, highlight=False)
+    if console.width < len(columns) * NARROWEST_COLUMN:
+        # Too narrow for a table: rich would give columns no width, their values unseen.
+        _print_records(console, title, [shown(c) for c in columns], rows, shown)
+        return
     table = Table(title=None if title is None else Text(shown(title)), title_justify="left")
     for column in columns:
         table.add_column(Text(shown(column)), overflow="fold")
     for row in rows:
         table.add_row(*(Text(shown(value)) for value in row))
-    # rich sizes stdout to the terminal, or to 80 columns when stdout is piped; a file
-    # given is printed 200 wide, so that fewer long values are folded.
-    console = Console(file=file, width=None if file is None else 200, markup=False, highlight=False)
     console.print(table)
+
+
+# The fewest characters a column of a table takes to show a few of its value's: its
+# borders and padding take three.
+NARROWEST_COLUMN = 8
+
+
+def _print_records(
+    console: Any,
+    title: str | None,
+    names: list[str],
+    rows: Iterable[Sequence[Any]],
+    shown: Callable[[Any], str],
+) -> None:
+    """Prints each row as lines of "column: value", a blank line after each."""
+    from rich.text import Text
+
+    if title is not None:
+        console.print(Text(shown(title)))
+    for row in rows:
+        for name, value in zip(names, row, strict=True):
+            console.print(Text(f"{name}: {shown(value)}"), overflow="fold")
+        console.print()
 
 
 def _writable(value: Any, encoding: str) -> str:
