@@ -727,6 +727,16 @@ def _check_put(upload: PendingUpload, expected_sha256: str, sha256: str, content
             f"{upload.content_type!r}",
             metadata={"content_type": content_type, "expected": upload.content_type},
         )
+    if not upload.content_type:  # the PUT's own, held to every upload's rule
+        try:
+            _content_type(content_type)
+        except InvalidArgument:
+            raise FailedPrecondition(
+                "CONTENT_TYPE_INVALID",
+                "the upload was sent with a Content-Type of other than printable ASCII of "
+                f"at most {MAX_CONTENT_TYPE_LENGTH} characters; make a URL again and put "
+                "the bytes with another, or make it with content_type",
+            ) from None
 
 
 def _all_of(

@@ -127,6 +127,25 @@ async def test_a_presigned_put_is_checked_before_it_is_published(
     assert nothing.value.reason == "OBJECT_NOT_FOUND"
 
 
+@pytest.mark.parametrize("sent", ["text/plain; x=" + "y" * 600, "text/plain\x01x"])
+async def test_a_content_type_the_put_chose_is_held_to_the_rule_of_every_upload(
+    s3_store: cairn.ArtifactClient, sent: str
+) -> None:
+    """A URL made with no content type took whatever the PUT sent as the object's: 614
+    characters, or a control character, where every other upload's is printable ASCII
+    of at most 255. Refused as a verdict on what was sent: the upload is spent."""
+    put = await s3_store.presigned_url("typed.bin", "PUT")
+    await asyncio.to_thread(_http, put.url, "PUT", b"bytes", {"Content-Type": sent})
+    with pytest.raises(FailedPreconditionError) as refused:
+        await s3_store.confirm_upload("typed.bin", upload_id=put.upload_id)
+    assert refused.value.reason == "CONTENT_TYPE_INVALID"
+    with pytest.raises(NotFoundError):
+        await s3_store.stat("typed.bin")
+    with pytest.raises(NotFoundError) as spent:
+        await s3_store.confirm_upload("typed.bin", upload_id=put.upload_id)
+    assert spent.value.reason == "UPLOAD_NOT_FOUND"
+
+
 @pytest.mark.parametrize(
     "expires_in",
     [-1, 3601, 7 * 24 * 3600, 9223372036854775807 // 10**9],
