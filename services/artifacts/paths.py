@@ -53,3 +53,9 @@ def _check_text(value: str, field: str) -> None:
 def _check_segments(segments: list[str], field: str) -> None:
     if problem := rules.segments_problem(segments):
         raise invalid_field(field, problem, "INVALID_PATH")
+
+
+def enclosing(path: str) -> list[str]:
+    """path and each folder it lies in: "a/b/c" lies in "a" and "a/b"."""
+    segments = path.split("/")
+    return ["/".join(segments[:end]) for end in range(1, len(segments) + 1)]

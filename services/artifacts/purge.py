@@ -1,7 +1,9 @@
 """Garbage collection's artifacts step: deletes the objects under the locations other
 services let go of (`operations/queue.py`) whose uploads began no later than they were
 let go of, and ends the uploads under them begun by then; the janitor removes their
-bytes. What is written there since is a reuse's, and stays.
+bytes. What is written there since is a reuse's, and stays; but under a closed location
+(a run's directory, which no owner takes again) everything goes, and it is closed to
+writes from the drain's first batch on (`store.closed_location`).
 
 It runs in a garbage collection received by a server hosting the artifacts service,
 and in that service's background work every CAIRN_ARTIFACT_JANITOR_INTERVAL_SECONDS,
@@ -119,12 +121,15 @@ async def _drain_one(pool: asyncpg.Pool, after: int) -> Drained | None:
             f"SELECT pg_advisory_xact_lock({PUBLISHES_OF_PROJECT})", location.project
         )
         under = (location.project, location.path, like_prefix(location.path + "/"))
-        await conn.execute(_END_UPLOADS_BEGUN_BEFORE, *under, location.queue_time)
-        row = await conn.fetchrow(_UNPUBLISH_OLD, *under, location.queue_time, BATCH)
+        cutoff = None if location.closed else location.queue_time  # None: whenever begun
+        if location.closed:  # before it is emptied: nothing published under it after
+            await conn.execute(_CLOSE, location.project, location.path)
+        await conn.execute(_END_UPLOADS_BEGUN_BEFORE, *under, cutoff)
+        row = await conn.fetchrow(_UNPUBLISH_OLD, *under, cutoff, BATCH)
         drained = Drained(objects=row["objects"], bytes=row["bytes"])
         if row["picked"] == BATCH:
             return drained  # more to come, in the next batch
-        if await conn.fetchval(_HELD_UPLOADS, *under, location.queue_time):
+        if await conn.fetchval(_HELD_UPLOADS, *under, cutoff):
             drained.kept = location.id
         else:
             await queue.done(conn, location)
@@ -138,10 +143,16 @@ async def _drain_one(pool: asyncpg.Pool, after: int) -> Drained | None:
 # takes it (`ObjectStore.expire_uploads`), so its publish is refused UPLOAD_EXPIRED.
 # One a completion holds is left to its completion (its bytes are being read back),
 # and the location stays queued for what it publishes (`_drain_one`).
-_END_UPLOADS_BEGUN_BEFORE = """
+_CLOSE = """INSERT INTO artifacts.closed_locations (project, path) VALUES ($1, $2)
+            ON CONFLICT DO NOTHING"""
+
+# The cut-off $4 of the statements below, NULL for a closed location: no time.
+_BY_CUTOFF = "coalesce($4::timestamptz, 'infinity')"
+
+_END_UPLOADS_BEGUN_BEFORE = f"""
 WITH gone AS (
     DELETE FROM artifacts.uploads
-    WHERE project = $1 AND (path = $2 OR path LIKE $3) AND create_time <= $4
+    WHERE project = $1 AND (path = $2 OR path LIKE $3) AND create_time <= {_BY_CUTOFF}
       AND (completing_until IS NULL OR completing_until < clock_timestamp())
     RETURNING storage_key
 )
@@ -150,10 +161,10 @@ ON CONFLICT DO NOTHING"""
 
 # What _END_UPLOADS_BEGUN_BEFORE left under the location: uploads begun before it was
 # let go of that a completion holds.
-_HELD_UPLOADS = """
+_HELD_UPLOADS = f"""
 SELECT EXISTS (
     SELECT 1 FROM artifacts.uploads
-    WHERE project = $1 AND (path = $2 OR path LIKE $3) AND create_time <= $4
+    WHERE project = $1 AND (path = $2 OR path LIKE $3) AND create_time <= {_BY_CUTOFF}
 )"""
 
 # An object is the old owner's when the upload that wrote it began no later than the
@@ -167,11 +178,11 @@ _BEGUN = "coalesce(o.upload_begin_time, o.update_time)"
 _UNPUBLISH_OLD = f"""
 WITH picked AS (
     SELECT path FROM artifacts.objects o
-    WHERE project = $1 AND (path = $2 OR path LIKE $3) AND {_BEGUN} <= $4
+    WHERE project = $1 AND (path = $2 OR path LIKE $3) AND {_BEGUN} <= {_BY_CUTOFF}
     LIMIT $5
 ), gone AS (
     DELETE FROM artifacts.objects o
-    WHERE o.project = $1 AND {_BEGUN} <= $4 AND o.path IN (SELECT path FROM picked)
+    WHERE o.project = $1 AND {_BEGUN} <= {_BY_CUTOFF} AND o.path IN (SELECT path FROM picked)
     RETURNING storage_key, size
 ), condemned AS (
     INSERT INTO artifacts.garbage (storage_key)

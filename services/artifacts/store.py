@@ -21,10 +21,10 @@ from typing import Literal
 import asyncpg
 
 from ..common import idempotency, paging
-from ..common.errors import Aborted, AlreadyExists, DataLoss, NotFound
+from ..common.errors import Aborted, AlreadyExists, DataLoss, FailedPrecondition, NotFound
 from ..common.idempotency import RequestId
 from ..common.sql import Params, unguarded
-from . import repeats
+from . import paths, repeats
 from .backends import new_key
 
 _COLUMNS = "project, path, size, sha256, content_type, storage_key, create_time, update_time"
@@ -112,6 +112,7 @@ class ObjectStore:
         again; the expected size and sha256 of an upload of parts."""
         upload_id = uuid.uuid4()
         async with self._pool.acquire() as conn:
+            await _check_open(conn, project, path)  # spares the transfer: publish decides
             row = await conn.fetchrow(
                 f"""INSERT INTO artifacts.uploads
                         (upload_id, storage_key, project, path, overwrite, content_type,
@@ -239,6 +240,7 @@ class ObjectStore:
                 upload.project,
                 f"{upload.project}/{upload.path}",
             )
+            await _check_open(conn, upload.project, upload.path)  # after a drain's close
             begun = await conn.fetchval(
                 """DELETE FROM artifacts.uploads
                    WHERE upload_id = $1 AND completion IS NOT DISTINCT FROM $2
@@ -658,6 +660,24 @@ async def _record(conn: asyncpg.Connection, key: str, done: StoredObject) -> Non
         key,
         *(getattr(done, field.name) for field in dataclasses.fields(StoredObject)),
     )
+
+
+async def _check_open(conn: asyncpg.Connection, project: str, path: str) -> None:
+    """Raises LOCATION_DELETED when path lies in a location closed by its drain (a
+    collected run's directory, `purge.py`)."""
+    closed = await conn.fetchval(
+        """SELECT path FROM artifacts.closed_locations
+           WHERE project = $1 AND path = ANY($2::text[]) LIMIT 1""",
+        project,
+        paths.enclosing(path),
+    )
+    if closed is not None:
+        raise FailedPrecondition(
+            "LOCATION_DELETED",
+            f"{path!r} lies in {closed!r}, deleted for good with the run that kept it; "
+            "nothing can be written there",
+            metadata={"path": path},
+        )
 
 
 async def _collect(conn: asyncpg.Connection, key: str) -> None:

@@ -42,10 +42,13 @@ class Purge(Protocol):
     async def done(self, kind: str, items: int, progress: int | None = None) -> None:
         """Counts items of a kind removed; progress (default: items) advances `done`."""
 
-    async def discard(self, conn: asyncpg.Connection, locations: list[str]) -> None:
+    async def discard(
+        self, conn: asyncpg.Connection, locations: list[str], closed: bool = False
+    ) -> None:
         """Queues artifact locations (cairn-artifacts://<project>/<path>) whose objects
         the artifacts service is to delete, in conn's transaction: they are queued
-        exactly when the rows that referred to them are gone."""
+        exactly when the rows that referred to them are gone. Closed locations (runs'
+        directories) are never taken again: nothing is written under them after."""
 
 
 class Unservable(Exception):

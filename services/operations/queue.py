@@ -5,7 +5,9 @@ A location is queued in the transaction that removed the rows referring to it, s
 is queued exactly when they are gone; the artifacts service takes it off the queue in
 the transaction that unpublishes the objects under it. Only objects whose uploads began
 no later than the location was queued go: a location reused since (a new experiment
-given the same artifact location) keeps what was written there after.
+given the same artifact location) keeps what was written there after. A closed location
+(a run's directory, which no owner takes again) loses everything under it, and nothing
+is written there after.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class Location:
     # When it was let go of: objects whose uploads began under it since are another
     # owner's.
     queue_time: datetime
+    # Whether no owner takes it again: everything under it goes, whenever it was written.
+    closed: bool = False
 
 
 def parse(location: str) -> tuple[str, str] | None:
@@ -39,13 +43,14 @@ def parse(location: str) -> tuple[str, str] | None:
     return parts.netloc, path
 
 
-async def enqueue(conn: asyncpg.Connection, locations: list[str]) -> int:
+async def enqueue(conn: asyncpg.Connection, locations: list[str], closed: bool = False) -> int:
     """Queues the locations in Cairn's artifact service; returns how many."""
     parsed = [p for p in map(parse, locations) if p is not None]
     if parsed:
         await conn.executemany(
-            "INSERT INTO operations.discarded_locations (project, path) VALUES ($1, $2)",
-            parsed,
+            """INSERT INTO operations.discarded_locations (project, path, closed)
+               VALUES ($1, $2, $3)""",
+            [(project, path, closed) for project, path in parsed],
         )
     return len(parsed)
 
@@ -60,7 +65,7 @@ async def take(conn: asyncpg.Connection, after: int = 0) -> Location | None:
     locked until conn's transaction ends (it deletes it with `done` when its objects
     are gone)."""
     row = await conn.fetchrow(
-        """SELECT id, project, path, queue_time FROM operations.discarded_locations
+        """SELECT id, project, path, queue_time, closed FROM operations.discarded_locations
            WHERE id > $1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED""",
         after,
     )

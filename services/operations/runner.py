@@ -58,8 +58,10 @@ class GarbageCollection:
     async def done(self, kind: str, items: int, progress: int | None = None) -> None:
         await self._store.count(self._held, kind, items, items if progress is None else progress)
 
-    async def discard(self, conn: asyncpg.Connection, locations: list[str]) -> None:
-        await queue.enqueue(conn, locations)
+    async def discard(
+        self, conn: asyncpg.Connection, locations: list[str], closed: bool = False
+    ) -> None:
+        await queue.enqueue(conn, locations, closed)
 
 
 class Runner:

@@ -140,7 +140,9 @@ async def _purge_runs(pool: asyncpg.Pool, gc: Purge, run_ids: list[uuid.UUID]) -
                RETURNING artifact_uri""",
             run_ids,
         )
-        await gc.discard(conn, await unshared(conn, [r[0] for r in locations], above=False))
+        # Closed: a run's directory is named by its id, which no run has again.
+        directories = await unshared(conn, [r[0] for r in locations], above=False)
+        await gc.discard(conn, directories, closed=True)
     return len(locations)
 
 

@@ -4,12 +4,16 @@ collection, a model version registered from it too."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from cairn.exceptions import FailedPreconditionError, NotFoundError
+from cairn.models._paths import MANIFEST
+from tests.conftest import another_transaction, eventually, holds_up_another
 from tests.integration.models.conftest import World
 
 Write = Callable[[World, str, Path], Awaitable[object]]
@@ -73,3 +77,29 @@ async def test_a_deleted_run_takes_no_artifact_or_model(
     else:
         await world.tracking.restore_experiment(world.experiment_id)
     await write(world, world.run_id, tmp_path)
+
+
+async def test_a_run_deleted_while_its_model_goes_up_gets_no_version(
+    world: World, tmp_path: Path, pool: asyncpg.Pool
+) -> None:
+    """The run was checked once, before the files: deleted while they went up, it had a
+    version registered of them, which the next collection broke (its files gone with
+    the run, its manifest left)."""
+    (tmp_path / "f.txt").write_text("weights")
+    run = await world.tracking.get_run(world.run_id)
+    root = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{world.project}/")
+    manifest = f"{world.project}/{root}/model/{MANIFEST}"  # the last file to go up
+    async with another_transaction(pool) as holder:
+        await holder.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", manifest)
+        logging = asyncio.ensure_future(
+            world.tracking.log_model(
+                world.run_id, tmp_path / "f.txt", "model", registered_model_name="raced"
+            )
+        )
+        await eventually(lambda: holds_up_another(holder), what="the manifest's publication")
+        await world.tracking.delete_run(world.run_id)
+    with pytest.raises(FailedPreconditionError) as refused:
+        await logging
+    assert refused.value.reason == "RUN_DELETED"
+    with pytest.raises(NotFoundError):
+        await world.registry.get_registered_model("raced")

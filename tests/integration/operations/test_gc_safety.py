@@ -15,7 +15,6 @@ import pytest
 
 import cairn
 from cairn.exceptions import (
-    AbortedError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -25,6 +24,7 @@ from cairn_server import catalog
 from cairn_server.artifacts.store import PUBLISHES_OF_PROJECT, ObjectStore
 from cairn_server.common import database
 from cairn_server.common.config import Config
+from cairn_server.common.errors import FailedPrecondition
 from cairn_server.common.idempotency import Idempotency
 from cairn_server.common.server import CairnServer
 from cairn_server.common.service import Resources
@@ -91,12 +91,40 @@ async def test_a_location_reused_before_it_is_drained_keeps_what_was_written_sin
         run = await tracking.tracking.create_run(new)
         root = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/")
         await drainer.artifacts.upload(f"{root}/model.bin", b"m" * 100)
-        # The old run's own directory is rewritten too: the newer bytes stay.
-        await drainer.artifacts.upload(f"{old_root}/old.bin", b"n" * 20, overwrite=True)
         await _collect(drainer, NOTHING_DELETED_YET)
 
         assert (await drainer.artifacts.stat(f"{root}/model.bin")).size == 100
-        assert (await drainer.artifacts.stat(f"{old_root}/old.bin")).size == 20
+        with pytest.raises(NotFoundError):  # the old run's own, which no run takes again
+            await drainer.artifacts.stat(f"{old_root}/old.bin")
+
+
+@pytest.mark.parametrize("drained_by", ["artifacts", "all"])
+async def test_a_collected_runs_directory_keeps_nothing_written_late_and_takes_no_more(
+    ports: dict[str, int], drained_by: str, unique: str
+) -> None:
+    """A write that outlived its run (a log_artifacts still sending as the run was
+    collected) was kept as a reuse's, under a directory no run owns, past every later
+    collection; and one after the drain too. A run's directory is its own, no run has its
+    id again: what was written there after its run was let go of goes at the drain, and
+    nothing more is taken there."""
+    project = await new_project(ports["all"], f"closed-{unique}")
+
+    def connect(service: str) -> cairn.Client:
+        return cairn.Client(f"http://127.0.0.1:{ports[service]}", project=project)
+
+    async with connect("tracking") as tracking, connect(drained_by) as drainer:
+        run = await tracking.tracking.create_run(await tracking.tracking.create_experiment("c"))
+        root = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/")
+        await drainer.artifacts.upload(f"{root}/first.bin", b"f")
+        await tracking.tracking.delete_run(run.info.run_id)
+        await _collect(tracking, NOW)  # the run goes, its directory is queued
+        await drainer.artifacts.upload(f"{root}/late.bin", b"l")
+        await _collect(drainer, NOTHING_DELETED_YET)  # drained
+
+        assert await drainer.artifacts.list(root, recursive=True) == []
+        with pytest.raises(FailedPreconditionError) as refused:
+            await drainer.artifacts.upload(f"{root}/deep/later.bin", b"x")
+        assert refused.value.reason == "LOCATION_DELETED"
 
 
 async def test_an_overwrite_by_a_server_of_the_version_before_is_kept(
@@ -107,10 +135,12 @@ async def test_an_overwrite_by_a_server_of_the_version_before_is_kept(
     the drain took a reuse's bytes, written after the queueing, for the old owner's."""
     project = await new_project(ports["all"], f"rollback-{unique}")
     async with cairn.Client(f"http://127.0.0.1:{ports['all']}", project=project) as client:
-        run = await client.tracking.create_run(await client.tracking.create_experiment("r"))
-        path = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/") + "/x.bin"
+        experiment = await client.tracking.create_experiment("r")
+        location = (await client.tracking.get_experiment(experiment)).artifact_location
+        # A file of the experiment's own location, which one made by hand may name again.
+        path = location.removeprefix(f"cairn-artifacts://{project}/") + "/x.bin"
         await client.artifacts.upload(path, b"old owner's")
-        await client.tracking.delete_run(run.info.run_id)
+        await client.tracking.delete_experiment(experiment)
         async with cairn.Client(
             f"http://127.0.0.1:{ports['tracking']}", project=project
         ) as tracking:
@@ -244,22 +274,22 @@ async def test_an_upload_begun_before_its_run_was_collected_does_not_outlive_it(
             await _assert_purged(client, run.info.run_id)
         finally:
             source.go.set()
-        with pytest.raises(AbortedError) as ended:
+        with pytest.raises(FailedPreconditionError) as ended:  # under a run's directory
             await upload
-        assert ended.value.reason == "UPLOAD_EXPIRED"
+        assert ended.value.reason == "LOCATION_DELETED"
         await _collect(client, NOW)
         with pytest.raises(NotFoundError):
             await client.artifacts.stat(path)
         assert await pool.fetchval(_UPLOADS_AT, project, path) == 0
 
 
-async def test_an_upload_its_completion_holds_as_it_is_drained_goes_at_the_next_drain(
+async def test_an_upload_its_completion_holds_as_its_run_is_drained_publishes_nothing(
     server_port: int, pool: asyncpg.Pool, unique: str
 ) -> None:
     """An upload a completion held (reading its object back, on S3) as its run's
     directory was drained was left to the completion, and the directory taken off the
-    queue: what the completion published after stayed for good. The directory now stays
-    queued while such an upload is held, and the next drain removes what it published."""
+    queue: what the completion published after stayed for good. The directory stays
+    queued while such an upload is held, and takes no publication any more."""
     project = await new_project(server_port, f"held-{unique}")
     objects = ObjectStore(pool)
     async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
@@ -278,14 +308,19 @@ async def test_an_upload_its_completion_holds_as_it_is_drained_goes_at_the_next_
         await _collect(client, NOW)
         await _assert_purged(client, run.info.run_id)
 
-        await objects.publish(upload, 3, "0" * 64, "application/octet-stream", lease=completion)
-        assert (await client.artifacts.stat(path)).size == 3  # its read-back done
+        with pytest.raises(FailedPrecondition) as refused:  # its read-back done
+            await objects.publish(upload, 3, "0" * 64, "application/octet-stream", lease=completion)
+        assert refused.value.reason == "LOCATION_DELETED"
+        assert await pool.fetchval(_QUEUED, project) == 1  # left to the completion
+        await objects.abandon(upload, lease=completion)  # as the refused completion does
         await _collect(client, NOW)
+        assert await pool.fetchval(_QUEUED, project) == 0
         with pytest.raises(NotFoundError):
             await client.artifacts.stat(path)
 
 
 _UPLOADS_AT = "SELECT count(*) FROM artifacts.uploads WHERE project = $1 AND path = $2"
+_QUEUED = "SELECT count(*) FROM operations.discarded_locations WHERE project = $1"
 
 
 async def _storage_key(pool: asyncpg.Pool, project: str, path: str) -> str:

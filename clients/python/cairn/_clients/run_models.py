@@ -154,6 +154,9 @@ class RunModels:
         )
         if registered_model_name is None:
             return info
+        # Checked again: the run may have been deleted while the files went up, and a
+        # version of a deleted run's files would go with it.
+        await run_store(self, run_id, writing=True)
         number = await _register(
             self._transport, registered_model_name, info, manifest, resumed=logged is not None
         )
