@@ -126,7 +126,8 @@ async def test_an_object_another_user_published_under_an_id_is_not_yours_past_th
         mine = await editor.upload(
             "same.bin", b"same", overwrite=True, metadata=_with_id(request_id)
         )
-        assert mine.update_time > first.update_time
+        assert mine.update_time is not None and first.update_time is not None
+        assert mine.update_time > first.update_time  # published anew, not a repeat
 
 
 async def _forget_claims(pool: asyncpg.Pool, request_id: str, user: str) -> None:
