@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import uvloop
@@ -152,7 +153,12 @@ def _where(config: Config) -> str:
         # as host, port and path ("user:2024/pw@host"), which would show a piece of it.
         past_host = parts.path + parts.query + parts.fragment
         if parts.scheme in ("postgres", "postgresql") and "@" not in past_host:
-            return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+            # As asyncpg reads it: `host` and `port` parameters (a socket's folder, say)
+            # before the URL's own, PGHOST and PGPORT after.
+            given = parse_qs(parts.query)
+            host = given.get("host", [parts.hostname or os.environ.get("PGHOST", "localhost")])
+            port = given.get("port", [str(parts.port or os.environ.get("PGPORT", 5432))])
+            return f"{host[0]}:{port[0]}{parts.path}"
     except ValueError:  # several hosts, a port past 65535: asyncpg reads what this cannot
         pass
     return "the URL given"
