@@ -278,8 +278,10 @@ class ObjectStore:
                 and request_id is not None
                 and request_id.repeated([current]) is not None
             ):
-                # Published before its publication was recorded (0009): once, too.
+                # Published before its publication was recorded (0009), or recorded
+                # past the retention: once, too, and of the same bytes.
                 done = _object(current)
+                repeats.check(done, sha256, size, content_type)
                 await _record(conn, claimed, done)
                 await _collect(conn, upload.storage_key)
                 return done, upload.storage_key

@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 
@@ -20,7 +21,7 @@ from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc
 from cairn.exceptions import InvalidArgumentError, from_grpc_error
 from cairn.types import ObjectInfo
-from tests.conftest import new_project
+from tests.conftest import eventually, holds_up_another, new_project
 from tests.proxy import AnswerDroppingProxy
 
 _DATA = 0x0
@@ -235,6 +236,38 @@ async def test_two_uploads_under_one_request_id_at_once_publish_one_of_them(
     stored = await store.stat("raced.bin")
     assert stored.sha256 == published[0].object.sha256
     assert stored.update_time == stored.create_time  # published once
+
+
+async def test_an_upload_finding_its_id_on_the_object_at_its_path_is_held_to_its_bytes(
+    local: cairn.ArtifactClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    """A publication whose claim was pruned (kept an hour) is told by the object's row
+    alone: an upload of other bytes under that id, past its check before the row said
+    so, was answered OK with the object there, its own bytes thrown away."""
+    store, request_id = local, f"pruned-{unique}"
+    await store.upload("l.bin", b"aaaa")
+    async with pool.acquire() as holder:
+        publishing = holder.transaction()
+        await publishing.start()
+        await holder.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"{store.project}/l.bin"
+        )
+        upload = asyncio.ensure_future(
+            store.upload("l.bin", b"bbbbbbbb", overwrite=True, metadata=_with_id(request_id))
+        )
+        await eventually(lambda: holds_up_another(holder), what="the upload's publication")
+        # As a publication under the id whose claim the retention pruned left it.
+        await holder.execute(
+            "UPDATE artifacts.objects SET request_id = $3 WHERE project = $1 AND path = $2",
+            store.project,
+            "l.bin",
+            request_id,
+        )
+        await publishing.commit()
+    with pytest.raises(InvalidArgumentError) as refused:
+        await upload
+    assert refused.value.reason == "REQUEST_ID_REUSED"
+    assert await store.read("l.bin") == b"aaaa"
 
 
 def _same(again: ObjectInfo, first: ObjectInfo) -> bool:
