@@ -13,31 +13,44 @@ ROWS = [
 ]
 
 
+def _printed(rows: list[list[object]], capsys: pytest.CaptureFixture[str]) -> list[str]:
+    print_table("Models", COLUMNS, rows)
+    return [line.rstrip() for line in capsys.readouterr().out.splitlines()]
+
+
 def test_a_terminal_too_narrow_for_the_table_shows_every_value(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """At 20 columns rich gave five of the six columns no width: their values were
     never printed."""
     monkeypatch.setenv("COLUMNS", "20")
-    print_table("Models", COLUMNS, ROWS)
-    lines = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
-    assert lines[:7] == [
+    lines = _printed(ROWS, capsys)
+    squeezed = "".join("".join(lines).split())  # a value's folded pieces, joined
+    for row in ROWS:
+        for value in row:
+            assert "".join(str(value or "").split()) in squeezed
+    assert [line.split(":")[0] for line in lines if line[:1].strip()] == [
         "Models",
-        "Name: my-model",
-        "Version: 3",
-        "Stage: Production",
-        "Created: 2026-12-01",
-        "Description: a long",
-        "description",
+        *COLUMNS,
+        *COLUMNS,
     ]
-    assert "Run: def456" in lines
     assert max(len(line) for line in lines) <= 20
+
+
+def test_a_value_never_reads_as_a_field_or_record_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Printed "Column: value" a line, a description's own lines began lines as the
+    names do, faking a field and a record."""
+    monkeypatch.setenv("COLUMNS", "40")
+    forged = ["x", 1, None, "d", "nice\nRun: forged\n\nName: evil", "r"]
+    lines = _printed([forged], capsys)
+    assert [line.split(":")[0] for line in lines if line[:1].strip()] == ["Models", *COLUMNS]
 
 
 def test_a_terminal_wide_enough_still_shows_a_table(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("COLUMNS", str(len(COLUMNS) * NARROWEST_COLUMN))
-    print_table("Models", COLUMNS, ROWS)
-    printed = capsys.readouterr().out
-    assert "┃" in printed and "Name:" not in printed
+    lines = _printed(ROWS, capsys)
+    assert any("┃" in line for line in lines) and not any("Name:" in line for line in lines)

@@ -57,14 +57,21 @@ def _print_records(
     rows: Iterable[Sequence[Any]],
     shown: Callable[[Any], str],
 ) -> None:
-    """Prints each row as lines of "column: value", a blank line after each."""
+    """Prints each row as its columns' names beside their values, a blank line after
+    each. A value's lines, its own or folded, stay in its column: none can begin a line
+    as a name would (a description "x\nName: other" is not a record of its own)."""
+    from rich.table import Table
     from rich.text import Text
 
     if title is not None:
         console.print(Text(shown(title)))
     for row in rows:
+        record = Table.grid(padding=(0, 1))
+        record.add_column(no_wrap=True)
+        record.add_column(overflow="fold")
         for name, value in zip(names, row, strict=True):
-            console.print(Text(f"{name}: {shown(value)}"), overflow="fold")
+            record.add_row(Text(f"{name}:"), Text(shown(value)))
+        console.print(record)
         console.print()
 
 
