@@ -2,8 +2,9 @@
 services let go of (`operations/queue.py`) whose uploads began no later than they were
 let go of, and ends the uploads under them begun by then; the janitor removes their
 bytes. What is written there since is a reuse's, and stays; but under a closed location
-(a run's directory, which no owner takes again) everything goes, and it is closed to
-writes from the drain's first batch on (`store.closed_location`).
+(a run's directory, which no owner takes again) everything goes: no upload is taken
+there from its queueing on (`store._check_open`), and the drain keeps it closed
+(`artifacts.closed_locations`) once it leaves the queue.
 
 It runs in a garbage collection received by a server hosting the artifacts service,
 and in that service's background work every CAIRN_ARTIFACT_JANITOR_INTERVAL_SECONDS,
@@ -110,7 +111,9 @@ async def _drain_one(pool: asyncpg.Pool, after: int) -> Drained | None:
     went (one location when it was taken off), or None when the queue is empty.
 
     An upload a completion holds is left to it (its bytes are being read back): the
-    location then stays queued, for a later drain to remove what it publishes."""
+    location then stays queued, for a later drain to remove what it publishes. Under a
+    closed location every upload and object goes, whenever begun, and the location is
+    closed for good in the first batch's transaction."""
     async with pool.acquire() as conn, conn.transaction():
         location = await queue.take(conn, after)
         if location is None:
@@ -137,18 +140,19 @@ async def _drain_one(pool: asyncpg.Pool, after: int) -> Drained | None:
     return drained
 
 
-# An upload begun under the location before it was let go of is the old owner's, like
-# the objects it would write: were it to publish after the drain, the location would be
-# off the queue and its object kept for ever. Its row goes, as an expiry
-# takes it (`ObjectStore.expire_uploads`), so its publish is refused UPLOAD_EXPIRED.
-# One a completion holds is left to its completion (its bytes are being read back),
-# and the location stays queued for what it publishes (`_drain_one`).
 _CLOSE = """INSERT INTO artifacts.closed_locations (project, path) VALUES ($1, $2)
             ON CONFLICT DO NOTHING"""
 
 # The cut-off $4 of the statements below, NULL for a closed location: no time.
 _BY_CUTOFF = "coalesce($4::timestamptz, 'infinity')"
 
+# An upload begun under the location before it was let go of is the old owner's, like
+# the objects it would write: were it to publish after the drain, the location would be
+# off the queue and its object kept for ever. Its row goes, as an expiry
+# takes it (`ObjectStore.expire_uploads`), so its publish is refused UPLOAD_EXPIRED
+# (LOCATION_DELETED under a closed location, which its publish checks first).
+# One a completion holds is left to its completion (its bytes are being read back),
+# and the location stays queued for what it publishes (`_drain_one`).
 _END_UPLOADS_BEGUN_BEFORE = f"""
 WITH gone AS (
     DELETE FROM artifacts.uploads

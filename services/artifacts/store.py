@@ -665,11 +665,16 @@ async def _record(conn: asyncpg.Connection, key: str, done: StoredObject) -> Non
 
 
 async def _check_open(conn: asyncpg.Connection, project: str, path: str) -> None:
-    """Raises LOCATION_DELETED when path lies in a location closed by its drain (a
-    collected run's directory, `purge.py`)."""
+    """Raises LOCATION_DELETED when path lies in a closed location (a collected run's
+    directory, `purge.py`): one drained, or queued to be (with the services deployed
+    apart, the drain may come an hour later)."""
     closed = await conn.fetchval(
         """SELECT path FROM artifacts.closed_locations
-           WHERE project = $1 AND path = ANY($2::text[]) LIMIT 1""",
+           WHERE project = $1 AND path = ANY($2::text[])
+           UNION ALL
+           SELECT path FROM operations.discarded_locations
+           WHERE closed AND project = $1 AND path = ANY($2::text[])
+           LIMIT 1""",
         project,
         paths.enclosing(path),
     )

@@ -100,13 +100,13 @@ async def test_a_location_reused_before_it_is_drained_keeps_what_was_written_sin
 
 @pytest.mark.parametrize("drained_by", ["artifacts", "all"])
 async def test_a_collected_runs_directory_keeps_nothing_written_late_and_takes_no_more(
-    ports: dict[str, int], drained_by: str, unique: str
+    ports: dict[str, int], pool: asyncpg.Pool, drained_by: str, unique: str
 ) -> None:
     """A write that outlived its run (a log_artifacts still sending as the run was
     collected) was kept as a reuse's, under a directory no run owns, past every later
-    collection; and one after the drain too. A run's directory is its own, no run has its
-    id again: what was written there after its run was let go of goes at the drain, and
-    nothing more is taken there."""
+    collection. A run's directory is its own, no run has its id again: from its queueing
+    on it takes no file, and what a server of the release before wrote there after goes
+    at the drain."""
     project = await new_project(ports["all"], f"closed-{unique}")
 
     def connect(service: str) -> cairn.Client:
@@ -117,13 +117,17 @@ async def test_a_collected_runs_directory_keeps_nothing_written_late_and_takes_n
         root = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/")
         await drainer.artifacts.upload(f"{root}/first.bin", b"f")
         await tracking.tracking.delete_run(run.info.run_id)
-        await _collect(tracking, NOW)  # the run goes, its directory is queued
-        await drainer.artifacts.upload(f"{root}/late.bin", b"l")
+        await _collect(tracking, NOW)  # the run goes, its directory is queued, not drained
+        for late in ("late.bin", "deep/later.bin"):
+            with pytest.raises(FailedPreconditionError) as refused:
+                await drainer.artifacts.upload(f"{root}/{late}", b"l")
+            assert refused.value.reason == "LOCATION_DELETED"
+        await pool.execute(_PUBLISHED_BY_THE_VERSION_BEFORE, project, f"{root}/old.bin", unique)
         await _collect(drainer, NOTHING_DELETED_YET)  # drained
 
         assert await drainer.artifacts.list(root, recursive=True) == []
         with pytest.raises(FailedPreconditionError) as refused:
-            await drainer.artifacts.upload(f"{root}/deep/later.bin", b"x")
+            await drainer.artifacts.upload(f"{root}/after.bin", b"x")
         assert refused.value.reason == "LOCATION_DELETED"
 
 
