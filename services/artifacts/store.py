@@ -169,6 +169,8 @@ class ObjectStore:
                 project,
                 path,
             )
+            if row is None:
+                await _check_open(conn, project, path)  # ended by its run's collection
         if row is None:
             raise _upload_not_found(upload_id, path)
         return PendingUpload(**dict(row))
@@ -192,16 +194,22 @@ class ObjectStore:
                 )
             )
 
-    async def expired_instead(self, upload: PendingUpload) -> Aborted | None:
-        """UPLOAD_EXPIRED when the janitor took upload while its bytes were written: the
-        write's own failure then (its file's folder, or its S3 multipart upload, removed
-        under it) would tell the client INTERNAL, or call again. None while it waits, or
-        when the database cannot say (the write's failure stands)."""
+    async def expired_instead(self, upload: PendingUpload) -> Aborted | FailedPrecondition | None:
+        """UPLOAD_EXPIRED when the janitor took upload while its bytes were written
+        (LOCATION_DELETED when its run's collection did): the write's own failure then
+        (its file's folder, or its S3 multipart upload, removed under it) would tell the
+        client INTERNAL, or call again. None while it waits, or when the database cannot
+        say (the write's failure stands)."""
         try:
-            waiting = await self.still_waiting(upload)
+            if await self.still_waiting(upload):
+                return None
+            async with self._pool.acquire() as conn:
+                await _check_open(conn, upload.project, upload.path)
+        except FailedPrecondition as closed:
+            return closed
         except Exception:
             return None
-        return None if waiting else upload_expired(upload)
+        return upload_expired(upload)
 
     async def publish(
         self,
@@ -726,8 +734,8 @@ def _upload_not_found(upload_id: uuid.UUID, path: str) -> NotFound:
     return NotFound(
         "UPLOAD_NOT_FOUND",
         f"no upload {upload_id} to {path!r} is waiting: it was confirmed already, "
-        "it expired, a garbage collection removed the directory it was begun in (a "
-        "deleted run's), or it was never begun",
+        "it expired, a garbage collection removed the directory it was begun in, or it "
+        "was never begun",
         metadata={"upload_id": str(upload_id), "path": path},
     )
 
@@ -737,8 +745,7 @@ def upload_expired(upload: PendingUpload) -> Aborted:
         UPLOAD_EXPIRED,
         f"upload {upload.upload_id} to {upload.path!r} is no longer waiting: it outlived "
         "the janitor's threshold, a garbage collection removed the directory it was "
-        "begun in (a deleted run's), or another call completed it or gave it up; "
-        "upload again",
+        "begun in, or another call completed it or gave it up; upload again",
         metadata={"upload_id": str(upload.upload_id), "path": upload.path},
     )
 

@@ -323,6 +323,25 @@ async def test_an_upload_its_completion_holds_as_its_run_is_drained_publishes_no
             await client.artifacts.stat(path)
 
 
+async def test_an_upload_its_runs_collection_ended_is_told_the_directory_went(
+    server_port: int, pool: asyncpg.Pool, unique: str
+) -> None:
+    """Confirming a presigned PUT (or completing presigned parts) whose upload the
+    collection of its run ended answered NOT_FOUND UPLOAD_NOT_FOUND: nothing said that
+    the run's directory went for good, where an upload begun there is LOCATION_DELETED."""
+    project = await new_project(server_port, f"ended-{unique}")
+    objects = ObjectStore(pool)
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        run = await client.tracking.create_run(await client.tracking.create_experiment("e"))
+        path = run.info.artifact_uri.removeprefix(f"cairn-artifacts://{project}/") + "/put.bin"
+        put = await objects.begin(project, path, False, url_expires=datetime.timedelta(hours=1))
+        await client.tracking.delete_run(run.info.run_id)
+        await _collect(client, NOW)
+    with pytest.raises(FailedPrecondition) as refused:
+        await objects.upload(project, path, put.upload_id, kind="put")
+    assert refused.value.reason == "LOCATION_DELETED"
+
+
 _UPLOADS_AT = "SELECT count(*) FROM artifacts.uploads WHERE project = $1 AND path = $2"
 _QUEUED = "SELECT count(*) FROM operations.discarded_locations WHERE project = $1"
 
