@@ -690,11 +690,13 @@ class Transport:
         self,
         method: grpc.aio.UnaryStreamMultiCallable,
         request: Any,
+        converted: Callable[[Any], Item],
         *,
         timeout: float | None = None,
         metadata: Metadata | None = None,
-    ) -> list[Any]:
-        """Every response of a server-streaming read. A stream cut after its first
+    ) -> list[Item]:
+        """Every response of a server-streaming read, each converted as it arrives (the
+        messages are not held beside what they convert to). A stream cut after its first
         message, which gRPC sends no more (UNAVAILABLE, CANCELLED: a connection dropped,
         a server stopping), is read again from its start as a unary call is sent again
         (`unary`): what it answered before is dropped, so the answer is one reading."""
@@ -702,10 +704,9 @@ class Transport:
         timeout = self._timeout(timeout)
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
 
-        async def once(left: float | None) -> list[Any]:
-            return [
-                response async for response in self._stream_once(method, request, left, headers)
-            ]
+        async def once(left: float | None) -> list[Item]:
+            stream = self._stream_once(method, request, left, headers)
+            return [converted(response) async for response in stream]
 
         try:
             return await once(timeout)

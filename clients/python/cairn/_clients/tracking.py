@@ -672,10 +672,11 @@ class TrackingClient(
         chunks = await self._transport.every_response(
             self._stub.GetMetricHistory,
             self._history_request(run_id, key, max_points),
+            lambda chunk: types.metrics_from_columns(chunk.points),
             timeout=timeout,
             metadata=metadata,
         )
-        return [point for chunk in chunks for point in types.metrics_from_columns(chunk.points)]
+        return [point for chunk in chunks for point in chunk]
 
     def iter_metric_history(
         self,
@@ -745,11 +746,15 @@ class TrackingClient(
         given: dict[str, list[str]] = {}
         for run_id in found:
             given.setdefault(run_id.lower(), []).append(run_id)
-        for chunk in await self._transport.every_response(
-            self._stub.GetMetricHistoryBulk, request, timeout=timeout, metadata=metadata
-        ):
-            metrics = types.metrics_from_columns(chunk.points)
-            for run_id in given[chunk.run_id]:
+        chunks = await self._transport.every_response(
+            self._stub.GetMetricHistoryBulk,
+            request,
+            lambda chunk: (chunk.run_id, types.metrics_from_columns(chunk.points)),
+            timeout=timeout,
+            metadata=metadata,
+        )
+        for answered, metrics in chunks:
+            for run_id in given[answered]:
                 found[run_id].extend(metrics)
         return found
 
