@@ -699,20 +699,32 @@ class Transport:
         messages are not held beside what they convert to). A stream cut after its first
         message, which gRPC sends no more (UNAVAILABLE, CANCELLED: a connection dropped,
         a server stopping), is read again from its start as a unary call is sent again
-        (`unary`): what it answered before is dropped, so the answer is one reading."""
+        (`unary`): what it answered before is dropped, so the answer is one reading. One
+        failing before its first message is raised: gRPC sent it again already, as its
+        retry policy allows (a refusal such as DATABASE_BUSY keeps its reason)."""
         headers = self._with(checked(metadata))
         timeout = self._timeout(timeout)
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
 
         async def once(left: float | None) -> list[Item]:
-            stream = self._stream_once(method, request, left, headers)
-            return [converted(response) async for response in stream]
+            answers: list[Item] = []
+            try:
+                async for response in self._stream_once(method, request, left, headers):
+                    answers.append(converted(response))
+            except _RESENT_AFTER as error:
+                if not answers:
+                    raise _Unanswered(error) from None
+                raise
+            return answers
 
         try:
-            return await once(timeout)
-        except _RESENT_AFTER as error:
-            failed = error
-        return await self._resend(once, deadline, failed)
+            try:
+                return await once(timeout)
+            except _RESENT_AFTER as error:
+                failed = error
+            return await self._resend(once, deadline, failed)
+        except _Unanswered as unanswered:
+            raise unanswered.error from None
 
     async def _stream_once(
         self,
@@ -803,6 +815,14 @@ class Transport:
 
     def _with(self, metadata: Metadata | None) -> tuple[tuple[str, str], ...]:
         return self._metadata + tuple(metadata or ())
+
+
+class _Unanswered(Exception):
+    """A stream's failure before its first message, which gRPC sent again already."""
+
+    def __init__(self, error: CairnError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _artifacts_host(address: str, service_addresses: Mapping[str, str] | None) -> str | None:

@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 
 import cairn
+from cairn._transport import ATTEMPTS
 from cairn.exceptions import UnavailableError
+from cairn.tracking.v1 import tracking_service_pb2_grpc as rpc
 from cairn.types import Metric
 from cairn_server.tracking.store.history import CHUNK_POINTS
 from tests.proxy import _FRAME_HEADER, AnswerDroppingProxy
@@ -117,3 +120,40 @@ async def test_an_iterated_history_cut_after_its_first_message_raises(
             taken += 1
     assert proxy.dropped == 1
     assert 0 < taken < POINTS
+
+
+class _Refusing(rpc.TrackingServiceServicer):
+    """A server refusing every history before its first message, as one whose readers
+    are all busy does (DATABASE_BUSY), counting the reads it was sent."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def GetMetricHistory(self, request: object, context: grpc.aio.ServicerContext) -> None:
+        self.reads += 1
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "every reader is busy")
+
+    GetMetricHistoryBulk = GetMetricHistory
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+async def test_a_history_refused_before_its_first_message_is_sent_as_often_as_a_call(
+    bulk: bool,
+) -> None:
+    """gRPC sends a stream again until its first message: read again on top of that, a
+    refused history was sent 16 times (each of 4 reads sent 4 times), past the call's
+    timeout, where a unary call is sent 4."""
+    refusing, server = _Refusing(), grpc.aio.server()
+    rpc.add_TrackingServiceServicer_to_server(refusing, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with cairn.TrackingClient.insecure_connection("127.0.0.1", port) as client:
+            with pytest.raises(UnavailableError):
+                if bulk:
+                    await client.get_metric_history_bulk(["a" * 32], "loss")
+                else:
+                    await client.get_metric_history("a" * 32, "loss")
+    finally:
+        await server.stop(grace=None)
+    assert refusing.reads == ATTEMPTS
