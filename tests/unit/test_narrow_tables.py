@@ -37,6 +37,21 @@ def test_a_terminal_too_narrow_for_the_table_shows_every_value(
     assert max(len(line) for line in lines) <= 20
 
 
+@pytest.mark.parametrize("width", range(1, len(COLUMNS) * NARROWEST_COLUMN))
+def test_records_show_every_value_at_any_narrow_width(
+    width: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Beside names as long as the terminal is wide, values had no room: at 13 columns a
+    model list showed its names alone. They go below their names there."""
+    monkeypatch.setenv("COLUMNS", str(width))
+    lines = _printed(ROWS, capsys)
+    squeezed = "".join("".join(lines).split())
+    for row in ROWS:
+        for value in [*row, *COLUMNS]:
+            assert "".join(str(value or "").split()) in squeezed
+    assert max(len(line) for line in lines) <= width
+
+
 def test_a_value_never_reads_as_a_field_or_record_of_its_own(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

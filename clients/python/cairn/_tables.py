@@ -57,20 +57,29 @@ def _print_records(
     rows: Iterable[Sequence[Any]],
     shown: Callable[[Any], str],
 ) -> None:
-    """Prints each row as its columns' names beside their values, a blank line after
-    each. A value's lines, its own or folded, stay in its column: none can begin a line
+    """Prints each row as its columns' names beside their values (or, where that leaves
+    values too little room, each name above its value, indented), a blank line after
+    each. A value's lines, its own or folded, stay in its place: none can begin a line
     as a name would (a description "x\nName: other" is not a record of its own)."""
+    from rich.padding import Padding
     from rich.table import Table
     from rich.text import Text
 
+    beside = console.width >= max(len(name) for name in names) + 2 + NARROWEST_COLUMN
     if title is not None:
-        console.print(Text(shown(title)))
+        console.print(Text(shown(title)), overflow="fold")
     for row in rows:
         record = Table.grid(padding=(0, 1))
-        record.add_column(no_wrap=True)
-        record.add_column(overflow="fold")
+        record.add_column(overflow="fold", no_wrap=beside)
+        if beside:
+            record.add_column(overflow="fold")
         for name, value in zip(names, row, strict=True):
-            record.add_row(Text(f"{name}:"), Text(shown(value)))
+            label, text = Text(f"{name}:"), Text(shown(value))
+            if beside:
+                record.add_row(label, text)
+            else:
+                record.add_row(label)
+                record.add_row(Padding(text, (0, 0, 0, 2 if console.width > 4 else 0)))
         console.print(record)
         console.print()
 
