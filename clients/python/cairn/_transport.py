@@ -682,7 +682,7 @@ class Transport:
         metadata: Metadata | None = None,
     ) -> AsyncIterator[Any]:
         """Iterates the responses of a server-streaming RPC."""
-        headers = self._with(checked(metadata))
+        headers = self._with(with_id(metadata))
         async for response in self._stream_once(method, request, self._timeout(timeout), headers):
             yield response
 
@@ -702,7 +702,7 @@ class Transport:
         (`unary`): what it answered before is dropped, so the answer is one reading. One
         failing before its first message is raised: gRPC sent it again already, as its
         retry policy allows (a refusal such as DATABASE_BUSY keeps its reason)."""
-        headers = self._with(checked(metadata))
+        headers = self._with(with_id(metadata))
         timeout = self._timeout(timeout)
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
 

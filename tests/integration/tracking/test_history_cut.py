@@ -13,6 +13,7 @@ import pytest
 
 import cairn
 from cairn._transport import ATTEMPTS
+from cairn._transport import REQUEST_ID_HEADER as ID
 from cairn.exceptions import UnavailableError
 from cairn.tracking.v1 import tracking_service_pb2_grpc as rpc
 from cairn.types import Metric
@@ -124,13 +125,16 @@ async def test_an_iterated_history_cut_after_its_first_message_raises(
 
 class _Refusing(rpc.TrackingServiceServicer):
     """A server refusing every history before its first message, as one whose readers
-    are all busy does (DATABASE_BUSY), counting the reads it was sent."""
+    are all busy does (DATABASE_BUSY), counting the reads it was sent and noting their
+    request ids."""
 
     def __init__(self) -> None:
         self.reads = 0
+        self.request_ids: set[str] = set()
 
     async def GetMetricHistory(self, request: object, context: grpc.aio.ServicerContext) -> None:
         self.reads += 1
+        self.request_ids |= {v for k, v in context.invocation_metadata() or () if k == ID}
         await context.abort(grpc.StatusCode.UNAVAILABLE, "every reader is busy")
 
     GetMetricHistoryBulk = GetMetricHistory
@@ -157,3 +161,4 @@ async def test_a_history_refused_before_its_first_message_is_sent_as_often_as_a_
     finally:
         await server.stop(grace=None)
     assert refusing.reads == ATTEMPTS
+    assert len(refusing.request_ids) == 1  # one call, as docs/client.md says: one id
