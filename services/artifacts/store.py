@@ -112,13 +112,14 @@ class ObjectStore:
         again; the expected size and sha256 of an upload of parts."""
         upload_id = uuid.uuid4()
         async with self._pool.acquire() as conn:
-            await _check_open(conn, project, path)  # spares the transfer: publish decides
+            # Refused in a closed location, which spares the transfer (publish decides).
             row = await conn.fetchrow(
                 f"""INSERT INTO artifacts.uploads
                         (upload_id, storage_key, project, path, overwrite, content_type,
                          url_expire_time, request_id, expected_size, expected_sha256)
-                    VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + $7::interval, $8,
-                            $9, $10)
+                    SELECT $1::uuid, $2::text, $3::text, $4::text, $5::boolean, $6::text,
+                           clock_timestamp() + $7::interval, $8::text, $9::bigint, $10::text
+                    WHERE NOT {_closed("$3", "$11")}
                     ON CONFLICT (project, request_id) DO UPDATE SET project = excluded.project
                     RETURNING {UPLOAD_COLUMNS}""",
                 upload_id,
@@ -132,7 +133,10 @@ class ObjectStore:
                 None if request_id is None else request_id.own_key or request_id.sent,
                 expected_size,
                 expected_sha256 or None,
+                paths.enclosing(path),
             )
+            if row is None:
+                await _check_open(conn, project, path)
         return PendingUpload(**dict(row))
 
     async def record_parts(
@@ -248,15 +252,19 @@ class ObjectStore:
                 upload.project,
                 f"{upload.project}/{upload.path}",
             )
-            await _check_open(conn, upload.project, upload.path)  # after a drain's close
+            # A statement after the locks: it sees a drain's close committed meanwhile.
             begun = await conn.fetchval(
-                """DELETE FROM artifacts.uploads
-                   WHERE upload_id = $1 AND completion IS NOT DISTINCT FROM $2
-                   RETURNING create_time""",
+                f"""DELETE FROM artifacts.uploads
+                    WHERE upload_id = $1 AND completion IS NOT DISTINCT FROM $2
+                      AND NOT {_closed("$3", "$4")}
+                    RETURNING create_time""",
                 upload.upload_id,
                 lease,
+                upload.project,
+                paths.enclosing(upload.path),
             )
             if begun is None:
+                await _check_open(conn, upload.project, upload.path)
                 raise await _not_publishable(conn, upload, lease)
             claimed = await _claim(conn, upload, request_id, size, sha256) if request_id else None
             if isinstance(claimed, StoredObject):
@@ -672,10 +680,20 @@ async def _record(conn: asyncpg.Connection, key: str, done: StoredObject) -> Non
     )
 
 
+def _closed(project: str, folders: str) -> str:
+    """The condition that a path, of the project and enclosing folders (paths.enclosing)
+    the parameters named hold, lies in a closed location (a collected run's directory,
+    `purge.py`): one drained, or queued to be (with the services deployed apart, the
+    drain may come an hour later)."""
+    return f"""(EXISTS (SELECT FROM artifacts.closed_locations
+                        WHERE project = {project} AND path = ANY({folders}::text[]))
+                OR EXISTS (SELECT FROM operations.discarded_locations
+                           WHERE closed AND project = {project}
+                             AND path = ANY({folders}::text[])))"""
+
+
 async def _check_open(conn: asyncpg.Connection, project: str, path: str) -> None:
-    """Raises LOCATION_DELETED when path lies in a closed location (a collected run's
-    directory, `purge.py`): one drained, or queued to be (with the services deployed
-    apart, the drain may come an hour later)."""
+    """Raises LOCATION_DELETED when path lies in a closed location (`_closed`)."""
     closed = await conn.fetchval(
         """SELECT path FROM artifacts.closed_locations
            WHERE project = $1 AND path = ANY($2::text[])
