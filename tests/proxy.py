@@ -86,19 +86,23 @@ class AnswerDroppingProxy(_Listener):
                     await writer.wait_closed()
 
     async def _answers(self, server_in: asyncio.StreamReader, client_out: asyncio.StreamWriter):
-        """Forwards the server's HTTP/2 frames; the headers that open an armed answer
-        (or its first message) end the connection instead."""
+        """Forwards the server's HTTP/2 frames until one the connection ends at."""
         while True:
             header = await server_in.readexactly(_FRAME_HEADER)
             length = int.from_bytes(header[:3], "big")
             kind, stream = header[3], int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
             payload = await server_in.readexactly(length)
-            if kind == self._cut_at and stream and length and self._to_drop:
+            if stream and self._to_drop and self._ends_at(kind, payload):
                 self._to_drop -= 1
                 self.dropped += 1
                 return
             client_out.write(header + payload)
             await client_out.drain()
+
+    def _ends_at(self, kind: int, payload: bytes) -> bool:
+        """Whether an armed proxy ends the connection at this frame of a stream, instead
+        of forwarding it: the headers that open an answer (or its first message)."""
+        return kind == self._cut_at and bool(payload)
 
 
 async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:

@@ -24,7 +24,6 @@ from cairn.types import ObjectInfo
 from tests.conftest import eventually, holds_up_another, new_project
 from tests.proxy import AnswerDroppingProxy
 
-_DATA = 0x0
 DIRECT_THRESHOLD = 1024 * 1024
 LARGE = os.urandom(DIRECT_THRESHOLD + 5)  # goes through a ticket, not the stream
 
@@ -36,7 +35,7 @@ class PublishedAnswerDroppingProxy(AnswerDroppingProxy):
     the upload and its client's own retry."""
 
     def __init__(self, target_port: int) -> None:
-        super().__init__(target_port)
+        super().__init__(target_port, after_headers=True)
         self.lost = asyncio.Event()
         self._released = asyncio.Event()
         self._released.set()
@@ -48,20 +47,12 @@ class PublishedAnswerDroppingProxy(AnswerDroppingProxy):
         await self._released.wait()
         await super()._serve(client_in, client_out)
 
-    async def _answers(self, server_in, client_out) -> None:
-        while True:
-            header = await server_in.readexactly(9)
-            length = int.from_bytes(header[:3], "big")
-            kind, stream = header[3], int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
-            payload = await server_in.readexactly(length)
-            if kind == _DATA and stream and self._to_drop:
-                self._to_drop -= 1
-                self.dropped += 1
-                self._released.clear()
-                self.lost.set()
-                return
-            client_out.write(header + payload)
-            await client_out.drain()
+    def _ends_at(self, kind: int, payload: bytes) -> bool:
+        if not super()._ends_at(kind, payload):
+            return False
+        self._released.clear()
+        self.lost.set()
+        return True
 
 
 @pytest.fixture

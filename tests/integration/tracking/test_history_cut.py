@@ -5,7 +5,6 @@ until its first message arrives."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -18,9 +17,9 @@ from cairn.exceptions import UnavailableError
 from cairn.tracking.v1 import tracking_service_pb2_grpc as rpc
 from cairn.types import Metric
 from cairn_server.tracking.store.history import CHUNK_POINTS
-from tests.proxy import _FRAME_HEADER, AnswerDroppingProxy
+from tests.proxy import AnswerDroppingProxy
 
-_DATA = 0x0
+_DATA = 0x0  # an HTTP/2 DATA frame
 POINTS = 3 * CHUNK_POINTS  # three messages: the cut comes after the first
 BATCH = 1000
 
@@ -29,23 +28,19 @@ class FirstMessageCuttingProxy(AnswerDroppingProxy):
     """Forwards everything; armed (`drop_next`), cuts the connection at the first frame
     of an answer's messages after its whole first message has passed."""
 
-    async def _answers(self, server_in: asyncio.StreamReader, client_out: asyncio.StreamWriter):
-        first_message_left: int | None = None  # bytes of it not forwarded yet
-        while True:
-            header = await server_in.readexactly(_FRAME_HEADER)
-            length = int.from_bytes(header[:3], "big")
-            kind, stream = header[3], int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
-            payload = await server_in.readexactly(length)
-            if kind == _DATA and stream and length and self._to_drop:
-                if first_message_left is None:  # a message: its flag, its length, itself
-                    first_message_left = 5 + int.from_bytes(payload[1:5], "big")
-                elif first_message_left <= 0:
-                    self._to_drop -= 1
-                    self.dropped += 1
-                    return
-                first_message_left -= length
-            client_out.write(header + payload)
-            await client_out.drain()
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+        self._first_message_left: int | None = None  # bytes of it not forwarded yet
+
+    def _ends_at(self, kind: int, payload: bytes) -> bool:
+        if kind != _DATA or not payload:
+            return False
+        if self._first_message_left is None:  # a message: its flag, its length, itself
+            self._first_message_left = 5 + int.from_bytes(payload[1:5], "big")
+        elif self._first_message_left <= 0:
+            return True
+        self._first_message_left -= len(payload)
+        return False
 
 
 @pytest.fixture
