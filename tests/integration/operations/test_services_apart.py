@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 import cairn
-from cairn.exceptions import NotFoundError
+from cairn.exceptions import FailedPreconditionError, NotFoundError
 from cairn.types import Operation, OperationState
 from cairn_server import catalog
 from cairn_server.common import database
@@ -89,13 +89,13 @@ async def test_artifacts_wait_in_the_queue_for_the_artifacts_service(
         assert not (config.artifact_dir / key).exists()
 
 
-async def test_an_upload_begun_before_its_run_was_collected_goes_when_drained(
+async def test_an_upload_begun_before_its_run_was_collected_is_refused_after(
     ports: dict[str, int], pool: asyncpg.Pool, unique: str
 ) -> None:
     """An upload under way as the tracking server collected its deleted run, which
     published before the artifacts server drained the run's directory, stayed for
-    good: the drain took it for a reuse's, written after the directory was queued. It
-    is the old run's, begun before, and goes with it."""
+    good: the drain took it for a reuse's, written after the directory was queued. The
+    directory takes no file from its queueing on: nothing of it is stored."""
     async with _a_run(ports, f"straddle-{unique}") as (tracking, artifacts, run_id, path):
         source = HeldBack()
         upload = asyncio.ensure_future(artifacts.artifacts.upload(path, source))  # type: ignore[arg-type]
@@ -105,29 +105,32 @@ async def test_an_upload_begun_before_its_run_was_collected_goes_when_drained(
             assert (await _collect(tracking)).counts["runs"] == 1
         finally:
             source.go.set()
-        assert (await upload).size == HeldBack.SIZE  # published after the queueing
+        with pytest.raises(FailedPreconditionError) as refused:  # publishing after it
+            await upload
+        assert refused.value.reason == "LOCATION_DELETED"
 
-        assert (await _collect(artifacts)).counts["artifact_objects"] == 1
+        assert (await _collect(artifacts)).counts["artifact_objects"] == 0
         with pytest.raises(NotFoundError):
             await artifacts.artifacts.stat(path)
 
 
 @pytest.mark.parametrize("ports", ["s3"], indirect=True)
-async def test_a_presigned_upload_begun_before_its_run_was_collected_goes_when_drained(
+async def test_a_presigned_upload_begun_before_its_run_was_collected_is_refused_after(
     ports: dict[str, int], unique: str
 ) -> None:
     """As a streamed upload: a presigned PUT made before the collection and confirmed
-    after is the old run's. Its bytes are copied into an upload begun at confirmation,
-    after the collection; they began with the URL's."""
+    after is the old run's (its bytes are copied into an upload begun at confirmation,
+    after the collection; they began with the URL's), and is refused."""
     async with _a_run(ports, f"presigned-{unique}") as (tracking, artifacts, run_id, path):
         put = await artifacts.artifacts.presigned_url(path, "PUT")
         await asyncio.to_thread(_put, put.url, b"sent through the URL")
         await tracking.tracking.delete_run(run_id)
         assert (await _collect(tracking)).counts["runs"] == 1
-        confirmed = await artifacts.artifacts.confirm_upload(path, upload_id=put.upload_id)
-        assert confirmed.size == len(b"sent through the URL")
+        with pytest.raises(FailedPreconditionError) as refused:
+            await artifacts.artifacts.confirm_upload(path, upload_id=put.upload_id)
+        assert refused.value.reason == "LOCATION_DELETED"
 
-        assert (await _collect(artifacts)).counts["artifact_objects"] == 1
+        assert (await _collect(artifacts)).counts["artifact_objects"] == 0
         with pytest.raises(NotFoundError):
             await artifacts.artifacts.stat(path)
 
@@ -137,17 +140,17 @@ async def test_a_presigned_upload_not_confirmed_when_its_run_is_drained_is_ended
     ports: dict[str, int], unique: str
 ) -> None:
     """Confirmed only after the drain, a presigned PUT made before its run was collected
-    finds its upload ended, and the answer names a collection among the causes."""
+    finds its upload ended, and the answer says its run's directory went for good."""
     async with _a_run(ports, f"unconfirmed-{unique}") as (tracking, artifacts, run_id, path):
         put = await artifacts.artifacts.presigned_url(path, "PUT")
         await asyncio.to_thread(_put, put.url, b"sent through the URL")
         await tracking.tracking.delete_run(run_id)
         await _collect(tracking)
         await _collect(artifacts)
-        with pytest.raises(NotFoundError) as ended:
+        with pytest.raises(FailedPreconditionError) as ended:
             await artifacts.artifacts.confirm_upload(path, upload_id=put.upload_id)
-        assert ended.value.reason == "UPLOAD_NOT_FOUND"
-        assert "garbage collection" in str(ended.value)
+        assert ended.value.reason == "LOCATION_DELETED"
+        assert "deleted for good with the run" in str(ended.value)
         with pytest.raises(NotFoundError):
             await artifacts.artifacts.stat(path)
 
