@@ -63,7 +63,10 @@ SELECT p.value, p.step, p.ts FROM tracking.metric_chunks c,
     unnest(c."values", c.steps, c.timestamps_ms) AS p(value, step, ts)
 WHERE c.run_id = $1 AND c.key = $2"""
 
-_ALL_POINTS_SORTED = _POINTS + " ORDER BY p.step, p.ts"
+# In the order a chunk stores its points (writes.py, compaction.py): by value among
+# points of one step and timestamp, NaN last, so a history reads the same from chunks
+# merged as it read from the chunks apart.
+_ALL_POINTS_SORTED = _POINTS + " ORDER BY p.step, p.ts, p.value"
 
 # How many points a series holds: its values arrays' lengths, read without the other
 # two arrays.
@@ -83,7 +86,7 @@ _DOWNSAMPLED = f"""
 WITH numbered AS MATERIALIZED (
     SELECT value, step, ts, position, total, position * $3 / total AS bucket FROM (
         SELECT value, step, ts,
-               row_number() OVER (ORDER BY step, ts) - 1 AS position,
+               row_number() OVER (ORDER BY step, ts, value) - 1 AS position,
                count(*) OVER () AS total
         FROM ({_POINTS}) AS p(value, step, ts)
     ) p

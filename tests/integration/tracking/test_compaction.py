@@ -61,6 +61,28 @@ async def test_a_merge_keeps_every_point_in_order(
     assert [repr(m.value) for m in after] == [repr(m.value) for m in before]
 
 
+async def test_points_of_one_step_and_time_read_in_value_order_before_and_after_a_merge(
+    tracking: cairn.TrackingClient, run_id: str, pool: asyncpg.Pool
+) -> None:
+    """Points of one step and timestamp come in the order of their values (NaN last),
+    the order a chunk stores them in: before a merge, from chunks of their own read
+    together, as after, from one merged chunk, and downsampled as whole."""
+    for value in (math.nan, 1.0, -1.0):  # one chunk each, in the order no read gives
+        await tracking.log_metric(run_id, "tied", value, step=5, timestamp=7)
+    expected = ["-1.0", "1.0", "nan"]
+
+    async def read() -> tuple[list[str], list[str]]:
+        every = await tracking.get_metric_history(run_id, "tied")
+        few = await tracking.get_metric_history(run_id, "tied", max_points=4)
+        return [repr(m.value) for m in every], [repr(m.value) for m in few]
+
+    assert await read() == (expected, expected)
+    async with pool.acquire() as conn:
+        await compaction.merge_small_chunks(conn, uuid.UUID(run_id), "tied", min_chunks=2)
+    assert await _chunk_sizes(pool, run_id, "tied") == [3]
+    assert await read() == (expected, expected)
+
+
 async def test_fewer_small_chunks_than_the_threshold_stay(
     tracking: cairn.TrackingClient, run_id: str, pool: asyncpg.Pool
 ) -> None:
