@@ -372,22 +372,25 @@ WITH run AS (
 # own: after the check and claim, it appends one history chunk per key and moves each
 # key's latest point. It locks the latest points in byte order of their keys (COLLATE
 # "C", which for UTF-8 is code-point order), as _BEGIN_BATCH does, so that the two do
-# not deadlock under another collation.
+# not deadlock under another collation. Points equal in step, timestamp and value (0.0
+# and -0.0, NaNs) keep the order sent, and the first of them is the latest, as in
+# COPY's chunks (_Chunks) and MLflow.
 _WRITE_SMALL = f"""{_CHECK_AND_CLAIM.format(lock="SHARE")}, points AS (
     SELECT p.* FROM unnest($5::text[], $6::float8[], $7::int8[], $8::int8[])
-        AS p(key, value, step, ts)
+        WITH ORDINALITY AS p(key, value, step, ts, sent)
     WHERE EXISTS (SELECT 1 FROM applies)
 ), chunks AS (
     INSERT INTO tracking.metric_chunks
         (run_id, key, min_step, max_step, steps, "values", timestamps_ms)
-    SELECT $2, key, min(step), max(step), array_agg(step ORDER BY step, ts, value),
-           array_agg(value ORDER BY step, ts, value), array_agg(ts ORDER BY step, ts, value)
+    SELECT $2, key, min(step), max(step), array_agg(step ORDER BY step, ts, value, sent),
+           array_agg(value ORDER BY step, ts, value, sent),
+           array_agg(ts ORDER BY step, ts, value, sent)
     FROM points GROUP BY key
     RETURNING key, chunk_id
 ), latest AS (
     INSERT INTO tracking.latest_metrics AS l (run_id, key, value, step, timestamp_ms)
     SELECT DISTINCT ON (key COLLATE "C") $2, key, value, step, ts FROM points
-    ORDER BY key COLLATE "C", step DESC, ts DESC, value DESC
+    ORDER BY key COLLATE "C", step DESC, ts DESC, value DESC, sent
     {_LATEST_UPSERT}
 ), {sizes.growing(_NEW_KEY_BYTES, "$2", "$9")}
 SELECT run_stage, experiment_stage, EXISTS (SELECT 1 FROM applies) AS applies,
@@ -500,8 +503,10 @@ class _Chunks:
         copy = pgcopy.chunk_stream(
             run_id, keys, list(zip(starts, ends, strict=True)), steps, values, timestamps
         )
-        # A key's last point is its latest: greatest (step, timestamp, value), NaN last.
-        last = sorted(zip(keys, [end - 1 for end in ends], strict=True))
+        # A key's latest point is its greatest (step, timestamp, value), NaN last: its
+        # last, or the first sent of the points equal to it (0.0 and -0.0, NaNs).
+        ends_at = _first_of_equals((key_indexes, steps, timestamps, values), np.array(ends) - 1)
+        last = sorted(zip(keys, ends_at.tolist(), strict=True))
         at = [i for _, i in last]
         latest = (
             [key for key, _ in last],
@@ -525,6 +530,22 @@ def _point_order(metrics: MetricColumns) -> np.ndarray:
     if np.all(steps[1:][same_key] > steps[:-1][same_key]):
         return by_key
     return np.lexsort((metrics.values, metrics.timestamps_ms, metrics.steps, metrics.key_indexes))
+
+
+def _first_of_equals(columns: tuple[np.ndarray, ...], at: np.ndarray) -> np.ndarray:
+    """For points at indexes `at` of columns (key, step, timestamp, value) sorted so, the
+    first of the points equal to each, in the order they came: 0.0 and -0.0 are equal,
+    as are NaNs, as PostgreSQL compares them. Points mostly have none: one pass."""
+    *exact, values = columns
+    while True:
+        before = np.maximum(at - 1, 0)
+        same = (values[before] == values[at]) | (np.isnan(values[before]) & np.isnan(values[at]))
+        for column in exact:
+            same &= column[before] == column[at]
+        same &= at > 0
+        if not same.any():
+            return at
+        at = np.where(same, before, at)
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

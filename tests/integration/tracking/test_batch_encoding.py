@@ -61,6 +61,30 @@ async def test_points_round_trip_exactly_in_order(
         assert _exact([latest[key]]) == _exact([Metric(key, 1.5, BIGGEST, BIGGEST)])
 
 
+@pytest.mark.parametrize("earlier", [0, 2 * STATEMENT_MAX_POINTS])
+@pytest.mark.parametrize("first", [0.0, -0.0])
+async def test_of_points_equal_in_step_time_and_value_the_first_logged_is_latest(
+    tracking: cairn.TrackingClient, run_id: str, earlier: int, first: float
+) -> None:
+    """0.0 and -0.0, or two NaNs, compare equal: of such points at a key's greatest step
+    and timestamp, the first logged is its latest, as in MLflow, on both write paths
+    (`earlier` points before them take a batch to COPY), and one batch's history keeps
+    them in the order logged."""
+    payloads = ["7ff8000000000001", "fff8000000000002"]
+    nans = [struct.unpack(">d", bytes.fromhex(bits))[0] for bits in payloads]
+    if math.copysign(1, first) < 0:
+        nans.reverse()
+    tied = {"zero": [first, -first], "nan": nans}
+    points = [Metric(key, float(i), i, 0) for key in tied for i in range(earlier // 2)]
+    points += [Metric(key, value, 9, 9) for key, values in tied.items() for value in values]
+    await tracking.log_batch(run_id, metrics=points)
+    latest = (await tracking.get_run(run_id)).data.latest_metrics
+    for key, values in tied.items():
+        assert _exact([latest[key]]) == _exact([Metric(key, values[0], 9, 9)])
+        history = await tracking.get_metric_history(run_id, key)
+        assert _exact(history) == _exact([p for p in points if p.key == key])
+
+
 async def test_a_log_metric_repeated_with_its_request_id_is_stored_once(
     tracking: cairn.TrackingClient, run_id: str, unique: str
 ) -> None:
