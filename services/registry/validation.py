@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 
 from cairn import _names as names
 from cairn.exceptions import InvalidArgumentError
-from cairn.models._uris import SCHEMES, ModelUri, parse_uri, scheme_of
+from cairn.models._uris import (
+    ARTIFACTS_SCHEME,
+    SCHEMES,
+    ArtifactUri,
+    ModelUri,
+    parse_uri,
+    scheme_of,
+)
 
 from ..common import validation
 from ..common.errors import InvalidArgument, invalid_field
@@ -194,12 +200,16 @@ def alias(value: str, field: str = "alias") -> str:
 def own_files(uri: str, project: str, field: str) -> None:
     """Refuses a cairn-artifacts:// URI of another project, when a version or artifact
     is made with it or changed to it: its readers who belong to both projects would be
-    sent to files its writer may not even read, under a name of this project."""
+    sent to files its writer may not even read, under a name of this project. The
+    project is read as the client reads it (up to the first "/"): URL tools end it at a
+    "?" or "#" too, and took cairn-artifacts://<project>?x/m for one of this project."""
+    if scheme_of(uri) != ARTIFACTS_SCHEME:
+        return
     try:
-        location = urlsplit(uri)
-    except ValueError:  # an unclosed "[" of a host, say
-        raise invalid_field(field, "is no URI", "INVALID_ARTIFACT_LOCATION") from None
-    if location.scheme.lower() == "cairn-artifacts" and location.netloc != project:
+        named = parse_uri(uri, field)
+    except InvalidArgumentError as error:
+        raise invalid_field(field, error.message, "INVALID_ARTIFACT_LOCATION") from None
+    if not isinstance(named, ArtifactUri) or named.project != project:
         raise invalid_field(
             field,
             f"files of the registry are in its own project: cairn-artifacts://{project}/<path>",

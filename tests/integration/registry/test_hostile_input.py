@@ -446,6 +446,8 @@ async def test_no_version_or_artifact_points_at_another_projects_files(
         "RUNS:/{run}/./x",
         "cairn-artifacts://{project}/../etc",
         "cairn-artifacts://{project}/a//b",
+        "cairn-artifacts://{project}?x/m",  # read as the project "<project>?x"
+        "cairn-artifacts://{project}#x",
         "models:/m1/../1",
         "models:/m1",
         "models:/m1@",
