@@ -76,6 +76,7 @@ class Runner:
         self._purging = [spec for spec in hosted if spec.purge is not None]
         self.steps = [spec.name for spec in self._purging]
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._stopped = False  # serve() ended: what is started now is handed back
 
     async def start_garbage_collection(self, older_than: timedelta) -> Operation:
         start = self._start(
@@ -92,7 +93,10 @@ class Runner:
         operation = await self._store.create(kind, spec, self.steps, self._owner, LEASE)
 
         async def launch() -> None:
-            self._launch(operation)
+            if self._stopped:  # a start the server's drain let finish
+                await self._hand_over(operation, self._held(operation))
+            else:
+                self._launch(operation)
 
         # Once the operation is stored: in the call's transaction when a request id
         # records it, which must commit (or roll back, and nothing runs) first.
@@ -110,6 +114,7 @@ class Runner:
                     _log.warning("taking over operations failed", error=repr(error))
                 await asyncio.sleep(CLAIM_SECONDS)
         finally:
+            self._stopped = True
             running = list(self._running.values())
             for task in running:
                 task.cancel()
@@ -130,8 +135,11 @@ class Runner:
         self._running[operation.operation_id] = task
         task.add_done_callback(lambda _: self._running.pop(operation.operation_id, None))
 
+    def _held(self, operation: Operation) -> Lease:
+        return Lease(operation.operation_id, self._owner, operation.attempts)
+
     async def _run(self, operation: Operation) -> None:
-        held = Lease(operation.operation_id, self._owner, operation.attempts)
+        held = self._held(operation)
         renewing = asyncio.create_task(self._renew(held))
         try:
             if operation.state is State.PENDING:

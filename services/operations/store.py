@@ -130,16 +130,21 @@ class OperationStore:
         await self._update(held, "lease_until = clock_timestamp() + $4::interval", lease)
 
     async def release(self, held: Lease) -> None:
-        """Lets another server take the operation over at once (this one is stopping)."""
-        await self._update(held, "owner = NULL, lease_until = clock_timestamp()")
+        """Lets another server take the operation over at once (this one is stopping):
+        PENDING, as no server runs it until one does."""
+        await self._update(
+            held, "owner = NULL, lease_until = clock_timestamp(), state = $4", State.PENDING
+        )
 
     async def rest(self, held: Lease, delay: timedelta) -> None:
         """Hands back an attempt an outage cut short, counted: a server takes the
-        operation over again once delay passed."""
+        operation over again (PENDING until then) once delay passed."""
         await self._update(
             held,
-            "owner = NULL, lease_until = clock_timestamp() + $4::interval, outages = outages + 1",
+            """owner = NULL, lease_until = clock_timestamp() + $4::interval, state = $5,
+               outages = outages + 1""",
             delay,
+            State.PENDING,
         )
 
     async def plan(self, held: Lease, items: int) -> None:

@@ -129,6 +129,70 @@ async def test_an_operation_stored_as_its_caller_gives_up_is_launched(
     assert (row["state"], row["attempts"], row["outages"]) == (State.SUCCEEDED, 1, 0)
 
 
+@pytest.mark.parametrize("hand_back", ["release", "rest"])
+async def test_an_operation_handed_back_reads_pending(pool: asyncpg.Pool, hand_back: str) -> None:
+    """Handed back by a stopping server (release) or to rest after an outage, an
+    operation has no server running it until one takes it over: it read RUNNING
+    meanwhile, through a lone server's restart or up to five minutes of retry delay."""
+    store = OperationStore(pool)
+    owner = uuid.uuid4()
+    operation = await store.create(Kind.GARBAGE_COLLECTION, {}, STEPS, owner, LEASE)
+    held = Lease(operation.operation_id, owner, operation.attempts)
+    await store.begin(held)
+    assert (await store.get(operation.name)).state is State.RUNNING
+    if hand_back == "release":
+        await store.release(held)
+    else:
+        await store.rest(held, LEASE)
+    assert (await store.get(operation.name)).state is State.PENDING
+
+
+async def test_an_operation_stored_as_its_server_stops_is_handed_back(
+    config: Config, pool: asyncpg.Pool
+) -> None:
+    """A start under way as its server stops commits in the drain, after the server
+    handed its operations back: launched then, it ran until the pool closed under it,
+    was left to its lease, and its takeover counted as an outage. It is handed back
+    too, PENDING, for another server to take over at once."""
+    resources = Resources(config=config, pool=pool, idempotency=Idempotency(pool, {}, set()))
+    runner = Runner(resources, catalog.select(["tracking"]))
+    runner.steps = STEPS  # stored with steps no server runs, none takes it meanwhile
+    created, release = asyncio.Event(), asyncio.Event()
+    create = runner._store.create
+
+    async def create_then_wait(*args: Any) -> Operation:
+        operation = await create(*args)
+        created.set()
+        await release.wait()  # the server stops before the start ends
+        return operation
+
+    runner._store.create = create_then_wait  # type: ignore[method-assign,assignment]
+    serving = asyncio.create_task(runner.serve())
+    start = asyncio.create_task(runner.start_garbage_collection(datetime.timedelta(days=3650)))
+    await created.wait()
+    serving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await serving
+    release.set()
+    operation = await start
+    launched = list(runner._running.values())
+    for task in launched:
+        task.cancel()
+    row = await pool.fetchrow(
+        "SELECT state, owner, lease_until <= now() AS passed, attempts, outages "
+        "FROM operations.operations WHERE operation_id = $1",
+        operation.operation_id,
+    )
+    assert not launched
+    assert dict(row) == {
+        "state": State.PENDING,
+        "owner": None,
+        "passed": True,
+        "attempts": 1,
+        "outages": 0,
+    }
+
+
 async def test_what_a_committed_write_left_for_after_its_commit_runs_if_its_caller_gives_up(
     pool: asyncpg.Pool, unique: str
 ) -> None:
