@@ -257,6 +257,48 @@ async def test_a_progress_callback_that_raises_fails_its_wait_alone(
     assert (await asyncio.wait_for(asyncio.to_thread(scenario), 30)).startswith("operations/")
 
 
+class _FailingSource(io.RawIOBase):
+    def __init__(self, raised: type[BaseException]) -> None:
+        self._raised = raised
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        raise self._raised("from the callback")
+
+
+@pytest.mark.parametrize("raised", [SystemExit, KeyboardInterrupt])
+@pytest.mark.parametrize("where", ["progress", "source"])
+async def test_what_a_callback_on_the_loop_raises_ends_its_call_alone(
+    server_port: int, unique: str, raised: type[BaseException], where: str
+) -> None:
+    """Code of the caller's that the client's loop runs (an upload's progress callable,
+    its file object, an async callback) raising SystemExit or KeyboardInterrupt raises
+    it from the call, as the async client's asyncio.run does. It ended the loop's
+    thread: that call, every later one and close() waited for ever, and so did the
+    exit, which waited for the loop to send what was queued."""
+    project = await new_project(server_port, f"sync-{unique}")
+
+    def report(done: int, total: int) -> None:
+        raise raised("from the callback")
+
+    def scenario() -> list[str]:
+        with sync.ArtifactClient.insecure_connection(
+            "127.0.0.1", server_port, project=project
+        ) as store:
+            with pytest.raises(raised, match="from the callback"):
+                if where == "progress":
+                    store.upload("a.bin", b"x" * 1024, progress=report)
+                else:
+                    store.upload("a.bin", _FailingSource(raised))
+            store.upload("b.bin", b"y")  # the client goes on
+            return [info.path for info in store.list()]
+
+    listed = await asyncio.wait_for(asyncio.to_thread(scenario), 30)
+    assert "b.bin" in listed
+
+
 async def test_auth_client_without_await(server_port: int, unique: str) -> None:
     def scenario() -> None:
         with sync.AuthClient.insecure_connection("127.0.0.1", server_port) as auth:

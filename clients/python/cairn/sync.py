@@ -322,7 +322,16 @@ class _Gate:
 
 
 def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
-    loop.run_forever()
+    while True:
+        try:
+            loop.run_forever()
+        except (SystemExit, KeyboardInterrupt):
+            # Raised by the caller's code the loop ran (a progress callable, a file
+            # object): asyncio lets it out of the loop, and the task that ran it holds
+            # it, for its call to raise in the caller's thread. The loop goes on: ended
+            # here, that call, every later one, close() and the exit waited for ever.
+            continue
+        break
     loop.close()  # its files too, however it was stopped
 
 
