@@ -356,6 +356,42 @@ async def test_closing_ends_a_call_another_thread_waits_on(server_port: int, uni
     await asyncio.to_thread(scenario)
 
 
+async def test_threads_closing_one_client_at_once_all_return_once_it_is_closed(
+    server_port: int, unique: str
+) -> None:
+    """Closing twice is harmless, from threads at once too (a signal handler, an atexit
+    hook and a `with` block's end): a close that began as another thread's ended the
+    loop raised ClientClosedError, and returned before the channel was closed."""
+    project = await new_project(server_port, f"sync-{unique}")
+
+    def scenario() -> list[BaseException]:
+        failures: list[BaseException] = []
+        for _ in range(10):
+            tracking = _tracking(server_port, project)
+            tracking.search_experiments()
+            start = threading.Barrier(6)
+
+            def close(
+                client: sync.TrackingClient = tracking, start: threading.Barrier = start
+            ) -> None:
+                start.wait(10)
+                try:
+                    client.close()
+                    assert client._runner.closed
+                    assert not client._runner._thread.is_alive()
+                except BaseException as error:
+                    failures.append(error)
+
+            closers = [threading.Thread(target=close) for _ in range(6)]
+            for closer in closers:
+                closer.start()
+            for closer in closers:
+                closer.join(30)
+        return failures
+
+    assert await asyncio.wait_for(asyncio.to_thread(scenario), 60) == []
+
+
 @pytest.mark.parametrize("lock_held_at_fork", [False, True])
 async def test_a_forked_child_gets_a_clear_error_not_a_call_that_never_returns(
     server_port: int, unique: str, lock_held_at_fork: bool

@@ -509,15 +509,22 @@ class _Closing(_SyncView):
     def __init__(self, target: Any, runner: _Runner) -> None:
         super().__init__(target, runner)
         runner.queued.transport = target._transport
+        # Threads closing at once (a signal handler, an atexit hook, a block's end)
+        # return once the first has closed the client: a second began as the first
+        # stopped the loop, raised ClientClosedError, and returned before the end.
+        self._closing = threading.Lock()
 
     def close(self) -> None:
         """Closes the channel, then stops the client's loop."""
-        if self._runner.closed:
+        if self._runner._forked():  # a copy of the lock a thread held at the fork stays held
             return
-        try:
-            self._runner.wait(self._target.close())
-        finally:
-            self._runner.close()
+        with self._closing:
+            if self._runner.closed:
+                return
+            try:
+                self._runner.wait(self._target.close())
+            finally:
+                self._runner.close()
 
     def __enter__(self) -> Self:
         return self
