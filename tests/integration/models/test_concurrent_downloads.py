@@ -274,6 +274,36 @@ async def test_a_link_the_user_made_in_a_download_is_never_written_through(
     assert {path.name: path.read_bytes() for path in elsewhere.iterdir()} == mine
 
 
+@pytest.mark.parametrize("earlier", [True, False])
+async def test_a_models_folder_made_a_link_out_of_the_destination_is_not_written_through(
+    world: World, tmp_path: Path, earlier: bool
+) -> None:
+    """dst/<name> itself a link (over an earlier download, or before the first): the
+    model was written through it, over what the folder it leads to held, and the files
+    of the earlier model the later lacks would have gone from there."""
+    uris = [
+        (await world.tracking.log_model(await world.new_run(), model, "m")).model_uri
+        for model in (_model(tmp_path / v / "model", v.encode()) for v in ("v1", "v2"))
+    ]
+    dst, elsewhere = tmp_path / "dst", _model(tmp_path / "elsewhere", b"mine")
+    target = dst / "m"
+    if earlier:
+        first = await world.tracking.download_artifacts(uris[0], dst, cache_dir=world.cache)
+        assert Path(first) == target
+        shutil.rmtree(target)
+    else:
+        dst.mkdir()
+    mine = {path.name: path.read_bytes() for path in elsewhere.iterdir()}
+    target.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(FailedPreconditionError) as refused:
+        await world.tracking.download_artifacts(uris[1], dst, cache_dir=world.cache)
+    assert (refused.value.reason, refused.value.metadata["errno"]) == (
+        "LOCAL_WRITE_FAILED",
+        "ELOOP",
+    )
+    assert {path.name: path.read_bytes() for path in elsewhere.iterdir()} == mine
+
+
 async def test_a_folder_the_user_made_a_link_to_another_of_the_model_is_not_written_through(
     world: World, tmp_path: Path
 ) -> None:

@@ -49,6 +49,7 @@ def copy_model(
         _stage(entry, manifest, staging, where)
         (staging / MANIFEST).write_bytes(manifest_bytes)
         with _moving_into(target.parent):
+            _no_link(target, target.parent)
             if not target.exists():
                 with contextlib.suppress(OSError):  # made meanwhile: moved in file by file
                     staging.rename(target)
@@ -219,15 +220,20 @@ def _destination(target: Path, relative: str, where: str) -> Path:
     earlier file is (a rename never writes through it)."""
     path = target / relative_path(relative, where)
     for folder in (target / part for part in PurePosixPath(relative).parents[:-1]):
-        # Resolved too: a Windows junction is a folder to lstat, and may lead out.
-        outside = not folder.resolve().is_relative_to(target.resolve())
-        if is_kind(folder, stat.S_ISLNK) or outside:
-            raise OSError(
-                errno.ELOOP,
-                "a folder on the way is a link, which a download does not write through",
-                str(folder),
-            )
+        _no_link(folder, target)
     return path
+
+
+def _no_link(folder: Path, within: Path) -> None:
+    """Refuses folder, one a download writes in, when it is a link, or leads out of
+    within once resolved (a Windows junction is a folder to lstat): an OSError, which
+    `writing` reports as the local write failure it is."""
+    if is_kind(folder, stat.S_ISLNK) or not folder.resolve().is_relative_to(within.resolve()):
+        raise OSError(
+            errno.ELOOP,
+            "a folder on the way is a link, which a download does not write through",
+            str(folder),
+        )
 
 
 def _make_folders(target: Path, folders: Iterable[Path], made: list[Path]) -> None:
