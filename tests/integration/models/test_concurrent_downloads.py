@@ -198,7 +198,8 @@ async def test_what_the_user_changed_of_an_earlier_download_is_left_as_it_is(
     """Taking away the earlier model's files failed every later download where the user
     had made one of them a folder, or a folder of them a file; made folders the user had
     removed; read a FIFO at the manifest's name (forever) and any file there whole; and
-    kept every earlier file when one name of the earlier manifest was odd. The folders
+    kept every earlier file when one name of the earlier manifest was odd (and raised
+    a bare ValueError when one held a NUL). The folders
     the earlier files leave empty go too (they stayed)."""
     earlier = _model(tmp_path / "v1" / "model", b"v1")
     (earlier / "extra.cfg").write_text("layers = 99")
@@ -223,6 +224,7 @@ async def test_what_the_user_changed_of_an_earlier_download_is_left_as_it_is(
     elif change == "odd-entry":
         manifest = json.loads((target / MANIFEST).read_bytes())
         manifest["files"]["../../outside.txt"] = manifest["files"]["model/a.bin"]
+        manifest["files"]["model/a\u0000.bin"] = manifest["files"]["model/a.bin"]
         (target / MANIFEST).write_text(json.dumps(manifest))
     else:
         (target / MANIFEST).unlink()

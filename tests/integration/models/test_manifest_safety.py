@@ -60,17 +60,23 @@ async def test_a_manifest_file_outside_the_cache_is_never_written(
     assert not victim.exists()
 
 
+@pytest.mark.parametrize("option", ["/etc/passwd", "../../../etc/passwd", "m.txt\x00.x"])
 async def test_the_files_flavor_returns_no_path_outside_the_model(
-    world: World, tmp_path: Path
+    world: World, tmp_path: Path, option: str
 ) -> None:
+    """Refused before a byte is fetched: the path option was checked only as the model
+    loaded, out of a cache entry already filled, and one holding a NUL raised a bare
+    ValueError."""
+
     def escape(raw: dict[str, Any]) -> None:
-        raw["options"]["path"] = "/etc/passwd"
+        raw["options"]["path"] = option
 
     uri = await _tampered(world, tmp_path, escape)
 
     with pytest.raises(DataLossError) as raised:
         await world.tracking.load_model(uri, cache_dir=world.cache)
     assert raised.value.reason == "INVALID_MODEL_MANIFEST"
+    assert not world.cache.exists() or not any(world.cache.iterdir())
 
 
 async def test_a_pickle_path_option_outside_the_model_is_never_unpickled(
@@ -89,7 +95,7 @@ async def test_a_pickle_path_option_outside_the_model_is_never_unpickled(
 
 @pytest.mark.parametrize(
     "key",
-    ["/etc/passwd", "a/../../x", "./m.txt", "a//b", "a\\b", "", MANIFEST, "sub/.."],
+    ["/etc/passwd", "a/../../x", "./m.txt", "a//b", "a\\b", "", MANIFEST, "sub/..", "a\x00b"],
 )
 def test_manifest_file_keys_must_be_plain_relative_paths(key: str) -> None:
     raw = {

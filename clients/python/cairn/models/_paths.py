@@ -30,6 +30,8 @@ def relative_path(value: Any, where: str, what: str = "a file") -> str:
     no backslash (a separator on Windows) and not the manifest's own name."""
     if not isinstance(value, str) or not value:
         raise invalid_manifest(where, f"names {what} by {value!r}, which is no path")
+    if "\x00" in value:  # no file system takes it: a bare ValueError from the first use
+        raise invalid_manifest(where, f"names {what} by {value!r}, which holds a NUL")
     if value.startswith("/") or "\\" in value:
         raise invalid_manifest(where, f"names {what} by {value!r}, which is not relative")
     if any(part in ("", ".", "..") for part in value.split("/")):
