@@ -199,6 +199,35 @@ async def test_bytecode_shipped_with_the_model_may_be_rewritten_by_python(
     assert again == loaded and bytecode.read_bytes() == b"compiled again"
 
 
+@pytest.mark.parametrize("rewritten", [b"compiled again", b"FORGE"])  # "FORGE": stale's size
+async def test_a_copy_holds_the_shipped_bytecode_though_python_rewrote_the_entrys(
+    world: World, tmp_path: Path, rewritten: bytes
+) -> None:
+    """A download (a copy of the cache entry) holds exactly the manifest's files, the
+    bytecode the model shipped too: copied from an entry Python had rewritten it in,
+    it failed every download ("copied 14 of 5 bytes"), or, of the same size, was
+    handed out as the model's. The entry is fetched again for the copy."""
+    bundle = _model_dir(tmp_path)
+    (bundle / "sub" / "helper.py").write_text("VALUE = 1\n")
+    (bundle / "sub" / "__pycache__").mkdir()
+    (bundle / "sub" / "__pycache__" / "helper.cpython-311.pyc").write_bytes(b"stale")
+    info = await world.tracking.log_model(world.run_id, bundle, "bundle-model")
+    loaded = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+    bytecode = loaded / "sub" / "__pycache__" / "helper.cpython-311.pyc"
+    fresh = bytecode.with_name(f"{bytecode.name}.12345")  # as Python writes one
+    fresh.write_bytes(rewritten)
+    fresh.replace(bytecode)
+
+    dst = tmp_path / "dst"
+    copied = Path(
+        await world.tracking.download_artifacts(info.model_uri, dst, cache_dir=world.cache)
+    )
+
+    shipped = copied / "bundle" / "sub"
+    assert (shipped / "__pycache__" / "helper.cpython-311.pyc").read_bytes() == b"stale"
+    assert (shipped / "helper.py").read_text() == "VALUE = 1\n"
+
+
 async def test_a_pycache_folder_linked_out_of_the_entry_is_never_served(
     world: World, tmp_path: Path
 ) -> None:

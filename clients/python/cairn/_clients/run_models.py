@@ -253,14 +253,14 @@ async def download_uri(
             raise
         return str(await store.download(path, target, progress=progress))
     cache = ModelCache(cache_dir)
-    entry = await _fetch(store, path, manifest_bytes, manifest, cache, uri, progress)
+    entry = await _fetch(store, path, manifest_bytes, manifest, cache, uri, progress, copy=True)
     await asyncio.to_thread(copy_model, entry, manifest, manifest_bytes, target, uri)
     return str(target)
 
 
 async def fetch_model(client: RunClient, uri: str, cache_dir: CachePath) -> tuple[Path, Manifest]:
-    """A model's verified cache entry and its manifest, without loading it (nothing is
-    unpickled).
+    """A model's verified cache entry and its manifest, to copy, without loading it
+    (nothing is unpickled).
 
     Raises:
         NotFoundError: (OBJECT_NOT_FOUND) the URI holds no manifest.
@@ -269,7 +269,7 @@ async def fetch_model(client: RunClient, uri: str, cache_dir: CachePath) -> tupl
     manifest_bytes, manifest = await _read_manifest(location, uri)
     cache = ModelCache(cache_dir)
     return await _fetch(
-        location.store, location.path, manifest_bytes, manifest, cache, uri
+        location.store, location.path, manifest_bytes, manifest, cache, uri, copy=True
     ), manifest
 
 
@@ -497,10 +497,12 @@ async def _fetch(
     cache: ModelCache,
     uri: str,
     progress: Progress = False,
+    copy: bool = False,
 ) -> Path:
-    """The model's local directory: the cache entry of its manifest, filled when absent."""
+    """The model's local directory: the cache entry of its manifest, filled when absent
+    (or, to copy, when it does not hold the manifest's exact bytes: ModelCache.lookup)."""
     key = cache.key(manifest_bytes)
-    if (entry := await asyncio.to_thread(cache.lookup, key, manifest)) is not None:
+    if (entry := await asyncio.to_thread(cache.lookup, key, manifest, copy)) is not None:
         return entry
     total = sum(entry.size for entry in manifest.files.values())
     with writing(cache.root):
