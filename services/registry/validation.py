@@ -207,8 +207,11 @@ def own_files(uri: str, project: str, field: str) -> None:
         return
     try:
         named = parse_uri(uri, field)
-    except InvalidArgumentError as error:
-        raise invalid_field(field, error.message, "INVALID_ARTIFACT_LOCATION") from None
+        validation.project(named.project if isinstance(named, ArtifactUri) else "")
+    except (InvalidArgumentError, InvalidArgument):
+        raise invalid_field(
+            field, "is no URI of a project's files", "INVALID_ARTIFACT_LOCATION"
+        ) from None
     if not isinstance(named, ArtifactUri) or named.project != project:
         raise invalid_field(
             field,
