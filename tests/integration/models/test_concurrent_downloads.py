@@ -190,7 +190,14 @@ async def test_a_download_over_an_earlier_leaves_none_of_its_files_the_later_lac
 
 @pytest.mark.parametrize(
     "change",
-    ["file-made-folder", "folder-made-file", "folder-removed", "odd-entry", "manifest-fifo"],
+    [
+        "file-made-folder",
+        "folder-made-file",
+        "folder-removed",
+        "odd-entry",
+        "manifest-fifo",
+        "file-edited",
+    ],
 )
 async def test_what_the_user_changed_of_an_earlier_download_is_left_as_it_is(
     world: World, tmp_path: Path, change: str
@@ -199,7 +206,8 @@ async def test_what_the_user_changed_of_an_earlier_download_is_left_as_it_is(
     had made one of them a folder, or a folder of them a file; made folders the user had
     removed; read a FIFO at the manifest's name (forever) and any file there whole; and
     kept every earlier file when one name of the earlier manifest was odd (and raised
-    a bare ValueError when one held a NUL). The folders
+    a bare ValueError when one held a NUL); and deleted a file the later model lacks
+    though the user had changed its content. The folders
     the earlier files leave empty go too (they stayed)."""
     earlier = _model(tmp_path / "v1" / "model", b"v1")
     (earlier / "extra.cfg").write_text("layers = 99")
@@ -226,6 +234,9 @@ async def test_what_the_user_changed_of_an_earlier_download_is_left_as_it_is(
         manifest["files"]["../../outside.txt"] = manifest["files"]["model/a.bin"]
         manifest["files"]["model/a\u0000.bin"] = manifest["files"]["model/a.bin"]
         (target / MANIFEST).write_text(json.dumps(manifest))
+    elif change == "file-edited":
+        (model / "extra.cfg").chmod(0o644)
+        (model / "extra.cfg").write_text("layers = 12, tuned by hand")
     else:
         (target / MANIFEST).unlink()
         os.mkfifo(target / MANIFEST)
@@ -243,6 +254,9 @@ async def test_what_the_user_changed_of_an_earlier_download_is_left_as_it_is(
     elif change == "odd-entry":
         assert not (model / "extra.cfg").exists()
         assert not (model / "old").exists()  # nor its folders, emptied
+    elif change == "file-edited":
+        assert (model / "extra.cfg").read_text() == "layers = 12, tuned by hand"
+        assert not (model / "old").exists()
 
 
 @pytest.mark.parametrize("made_a_link", ["folder", "file"])

@@ -29,7 +29,7 @@ from typing import Any
 
 from .._clients._local_files import local_writes
 from ..exceptions import DataLossError, FailedPreconditionError
-from ._manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
+from ._manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest, entry_of
 from ._paths import inside, is_kind, relative_path
 
 if sys.platform != "win32":
@@ -58,13 +58,14 @@ def copy_model(
     return target
 
 
-def _earlier_files(target: Path) -> set[str]:
-    """The files in target the model copied there before names: those the new model
-    lacks go with the earlier one, which left them beside the new model's, read by a
-    loader as its own. Read as leniently as the user may have changed it: no manifest
-    (or none that is a regular file of a manifest's size, or JSON) names none, a name no
-    model may hold is passed over, and so is one the user made a folder, or put under a
-    folder made a link or a file: left where they are."""
+def _earlier_files(target: Path, kept: Iterable[str]) -> set[str]:
+    """The files in target that the model copied there before names and the new model
+    (of files kept) lacks, as that model left them: they go with it, or a loader would
+    read them beside the new model's as its own. Read as leniently as the user may have
+    changed it: no manifest (or none that is a regular file of a manifest's size, or
+    JSON) names none; a name no model may hold is passed over, and so is a file the user
+    changed (its bytes, or made it a link or a folder), or put under a folder made a
+    link or a file: left where they are."""
     manifest = target / MANIFEST
     try:
         found = manifest.lstat()
@@ -75,12 +76,14 @@ def _earlier_files(target: Path) -> set[str]:
         return set()
     if not isinstance(files, dict):
         return set()
-    return {relative for relative in files if _still_a_file(target, relative)}
+    lacking = files.keys() - set(kept)
+    return {relative for relative in lacking if _as_copied(target, relative, files[relative])}
 
 
-def _still_a_file(target: Path, relative: Any) -> bool:
-    """Whether relative, a file an earlier manifest names, is a path a model may hold
-    and is a file (or a link) in real folders of target."""
+def _as_copied(target: Path, relative: Any, described: Any) -> bool:
+    """Whether relative, a file an earlier manifest names and describes so, is a path a
+    model may hold, and a file in real folders of target with the size and sha256 the
+    manifest gives it."""
     try:
         relative_path(relative, str(target))
     except DataLossError:
@@ -89,7 +92,13 @@ def _still_a_file(target: Path, relative: Any) -> bool:
     folders = (target / folder for folder in place.parents[:-1])  # all but "."
     if not all(is_kind(folder, stat.S_ISDIR) for folder in folders):
         return False
-    return is_kind(target / place, stat.S_ISREG) or is_kind(target / place, stat.S_ISLNK)
+    if not isinstance(described, dict) or not is_kind(target / place, stat.S_ISREG):
+        return False
+    try:
+        found = entry_of(target / place)
+    except OSError:
+        return False
+    return (found.size, found.sha256) == (described.get("size"), described.get("sha256"))
 
 
 def copy_files(entry: Path, manifest: Manifest, target: Path, where: str) -> Path:
@@ -176,7 +185,7 @@ def _move_in(
     ]
     gone: list[tuple[Path | None, Path]] = []  # as they are: checked by _earlier_files
     if with_manifest:
-        earlier = sorted(_earlier_files(target) - set(relatives))
+        earlier = sorted(_earlier_files(target, relatives))
         gone = [(None, target / relative) for relative in earlier]
         moves = [(None, target / MANIFEST), *moves, (staging / MANIFEST, target / MANIFEST)]
     made: list[Path] = []
