@@ -4,6 +4,7 @@ needs, and the cache that spares a second download."""
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from cairn._clients.model_sources import MANIFEST_TAG
 from cairn.exceptions import DataLossError, NotFoundError
 from cairn.models import MANIFEST, UntrustedModelError
+from cairn.models._cache import remove
 from cairn.models._uris import MAX_HOPS
 from tests.integration.models.conftest import World
 
@@ -226,6 +228,24 @@ async def test_a_copy_holds_the_shipped_bytecode_though_python_rewrote_the_entry
     shipped = copied / "bundle" / "sub"
     assert (shipped / "__pycache__" / "helper.cpython-311.pyc").read_bytes() == b"stale"
     assert (shipped / "helper.py").read_text() == "VALUE = 1\n"
+
+
+async def test_an_entry_made_a_link_is_never_served(world: World, tmp_path: Path) -> None:
+    """The entry itself a link (to a copy of it elsewhere, say) was served: a path out of
+    the cache, which nothing guards, for every later load."""
+    info = await world.tracking.log_model(world.run_id, _model_dir(tmp_path), "bundle-model")
+    entry = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache)).parent
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(entry, elsewhere, symlinks=True)
+    remove(entry)
+    entry.symlink_to(elsewhere, target_is_directory=True)
+
+    again = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+
+    assert again.parent == entry and not entry.is_symlink()
+    assert (again / "sub" / "weights.bin").read_bytes() == bytes(range(256)) * 64
+    assert (elsewhere / MANIFEST).is_file()  # left as it was
+    assert [p.name for p in world.cache.iterdir()] == [entry.name]  # no link left aside
 
 
 async def test_a_pycache_folder_linked_out_of_the_entry_is_never_served(

@@ -128,6 +128,10 @@ class ModelCache:
                 dropped (`_drop`).
         """
         entry = self.root / key
+        if not is_kind(entry, stat.S_ISDIR):  # a link too: to a folder nothing guards
+            if os.path.lexists(entry):
+                _drop(entry)
+            return None
         try:
             sealed = (entry / MANIFEST).stat().st_mtime_ns
         except OSError:
@@ -224,7 +228,12 @@ async def _to_the_end(function: Callable[..., None], *args: Any) -> None:
 
 
 def remove(path: Path) -> None:
-    """Deletes a folder with read-only files (which Windows will not delete as they are)."""
+    """Deletes a folder with read-only files (which Windows will not delete as they are),
+    or what is there in its place (a link, a file)."""
+    if not is_kind(path, stat.S_ISDIR):
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return
     if os.name == "nt":
         for file in path.rglob("*"):
             with contextlib.suppress(OSError):
