@@ -31,6 +31,7 @@ from cairn._clients.journal import Journal
 from cairn.exceptions import ClientClosedError, NotFoundError
 from cairn.types import (
     ListOptions,
+    Metric,
     Operation,
     OperationState,
     Pager,
@@ -631,6 +632,46 @@ async def test_a_client_collected_with_its_open_iterator_lets_the_collection_end
         """,
     )
     assert (done.returncode, done.stdout) == (0, "collected\n"), done.stderr
+
+
+async def test_an_iterator_collected_on_the_clients_loop_thread_ends_there(
+    server_port: int, unique: str
+) -> None:
+    """The collector runs on whichever thread allocates, the loop's too: an iterator
+    collected there ended by handing its loop its end and waiting, which its own loop
+    refuses, and "Exception ignored" (RuntimeError) went to stderr at random."""
+    project = await new_project(server_port, f"sync-{unique}")
+
+    def scenario() -> list[str]:
+        ignored: list[str] = []
+        hook, sys.unraisablehook = (
+            sys.unraisablehook,
+            lambda raised: ignored.append(repr(raised.exc_value)),
+        )
+        try:
+            with _tracking(server_port, project) as tracking:
+                experiment_id = tracking.create_experiment("collected")
+                run_id = tracking.create_run(experiment_id).info.run_id
+                tracking.log_batch(run_id, [Metric("m", 1.0, 0, step) for step in range(3)])
+                points = tracking.iter_metric_history(run_id, "m")
+                next(points)
+                cycle: list[Any] = [points]
+                cycle.append(cycle)
+                del points, cycle
+                collected = threading.Event()
+
+                def collect() -> None:
+                    gc.collect()
+                    collected.set()
+
+                tracking._runner._loop.call_soon_threadsafe(collect)
+                assert collected.wait(30)
+                assert len(tracking.get_metric_history(run_id, "m")) == 3  # the loop goes on
+                return ignored
+        finally:
+            sys.unraisablehook = hook
+
+    assert await asyncio.to_thread(scenario) == []
 
 
 async def test_writes_queued_with_synchronous_false_are_sent_when_a_script_ends_unclosed(

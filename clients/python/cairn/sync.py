@@ -115,6 +115,8 @@ class _Runner:
         _runners.add(self)
         # The calls handed to the loop and not answered yet.
         self._running: set[concurrent.futures.Future[Any]] = set()
+        # Streams' ends scheduled on the loop from its own thread (`_end`).
+        self._ending: set[asyncio.Future[None]] = set()
 
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Calls function on the loop (awaiting what it returns) and adapts the result."""
@@ -253,8 +255,18 @@ class _Runner:
         finally:
             closing = getattr(stream, "aclose", None)
             if closing is not None:
-                with contextlib.suppress(ClientClosedError):  # it ended with its loop
-                    self.wait(closing())
+                self._end(closing)
+
+    def _end(self, closing: Callable[[], Awaitable[None]]) -> None:
+        """Ends a stream left unread: waited for, but on the loop's own thread (the
+        collector runs wherever memory is taken), where it is scheduled instead."""
+        if threading.current_thread() is not self._thread:
+            with contextlib.suppress(ClientClosedError):  # it ended with its loop
+                self.wait(closing())
+            return
+        ending = asyncio.ensure_future(closing(), loop=self._loop)
+        self._ending.add(ending)  # held: the loop keeps a task only weakly
+        ending.add_done_callback(self._ending.discard)
 
 
 class _SyncView:
