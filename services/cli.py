@@ -139,8 +139,16 @@ class _NoDatabase(Exception):
     def __init__(self, config: Config, cause: BaseException) -> None:
         super().__init__(
             f"cannot use the database at {_where(config)} (--database-url, "
-            f"CAIRN_DATABASE_URL): {str(cause) or type(cause).__name__}"
+            f"CAIRN_DATABASE_URL): {_why(cause)}"
         )
+
+
+def _why(cause: BaseException) -> str:
+    if str(cause):
+        return str(cause)
+    if isinstance(cause, TimeoutError):  # says nothing of itself
+        return "no answer in time (TimeoutError)"
+    return type(cause).__name__
 
 
 def _where(config: Config) -> str:

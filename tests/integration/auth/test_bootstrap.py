@@ -165,5 +165,5 @@ def test_a_database_that_never_answers_is_given_up_on_and_named() -> None:
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().endswith(
         f"cannot use the database at 127.0.0.1:{port}/cairn (--database-url, "
-        "CAIRN_DATABASE_URL): TimeoutError"
+        "CAIRN_DATABASE_URL): no answer in time (TimeoutError)"
     )
