@@ -25,7 +25,7 @@ from cairn._clients.tracking import _columns
 from cairn.exceptions import InvalidArgumentError, UnavailableError
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.types import Metric, RunStatus
-from tests.conftest import eventually
+from tests.conftest import disk_full_after, eventually
 
 RUN_ID = "r" * 32
 
@@ -139,6 +139,7 @@ class _Server:
         self.down = down
         self.held_from: int | None = None
         self.release = asyncio.Event()
+        self.holding = asyncio.Event()  # a send is held
         self.batches: dict[str, list[Metric]] = {}
 
     def for_project(self, project: str) -> "_Server":
@@ -153,6 +154,7 @@ class _Server:
         if self.down:
             raise UnavailableError("the server is away")
         if self.held_from is not None and any(m.step >= self.held_from for m in metrics):
+            self.holding.set()
             await self.release.wait()
         self.batches.setdefault(request_id, list(metrics))
 
@@ -214,6 +216,92 @@ async def test_a_sync_leaves_the_journal_of_a_run_going_on(tmp_path: Path) -> No
     assert Journal.read(run.journal).status == RunStatus.FINISHED
     assert await journals.replay(syncing, tmp_path) == 4  # type: ignore[arg-type]
     assert syncing.steps() == [0, 1, 2, 3]
+
+
+async def _left_open_in_an_outage(server: _Server, tmp_path: Path) -> tuple[ActiveRun, str]:
+    """A run whose first batch's send failed and was journaled, then 6 more points, left
+    open (its end begun, flushing for up to 30 s), its journal holding the end; and the
+    id of the first batch."""
+    run = _started(server, tmp_path, flush_timeout=30.0)
+    await run.__aenter__()
+    for step in range(2):
+        await run.log_metric("loss", 0.5, step)
+    await eventually(lambda: run.journal is not None, what="a journal kept in the outage")
+    assert run.journal is not None
+    [(first, _)] = Journal.read(run.journal).batches
+    for step in range(2, 8):
+        await run.log_metric("loss", 0.5, step)
+    return run, first
+
+
+def _journal_status(run: ActiveRun) -> RunStatus | None:
+    return None if run.journal is None else Journal.read(run.journal).status
+
+
+async def test_a_left_open_runs_journal_keeps_its_end_in_later_writes(tmp_path: Path) -> None:
+    """The write after the end's, at the next failed send, held the points only: a
+    second Ctrl-C then left a journal that ended no run."""
+    server = _Server(down=True)
+    run, _ = await _left_open_in_an_outage(server, tmp_path)
+    ending = asyncio.create_task(run.end_left_open("the test ended it"))
+    await eventually(lambda: _journal_status(run) is not None, what="the journal with the end")
+    path = tmp_path / f"{RUN_ID}.jsonl"
+    written = path.stat().st_ino
+    # Each write is a new file renamed over the last.
+    await eventually(lambda: path.stat().st_ino != written, what="a later write")
+    kept = Journal.read(path)
+    assert (kept.status, kept.points) == (RunStatus.FINISHED, 8)
+    server.down = False
+    await ending
+    assert run.journal is None and server.steps() == list(range(8))
+
+
+async def test_a_left_open_runs_journal_stays_until_its_end_is_stored(tmp_path: Path) -> None:
+    """Its first batch stored, the journal of the outage's start was removed, though the
+    run's journal held 3 batches more and the end: a second Ctrl-C lost them."""
+    server = _Server(down=True)
+    run, first = await _left_open_in_an_outage(server, tmp_path)
+    ending = asyncio.create_task(run.end_left_open("the test ended it"))
+    await eventually(lambda: _journal_status(run) is not None, what="the journal with the end")
+    server.held_from, server.down = 2, False  # the first batch is stored, the rest wait
+    await asyncio.wait_for(server.holding.wait(), 15)
+    assert list(server.batches) == [first]
+    path = tmp_path / f"{RUN_ID}.jsonl"
+    assert path.exists(), "the journal went with its first batch stored"
+    kept = Journal.read(path)
+    assert (kept.status, kept.points) == (RunStatus.FINISHED, 8)
+    server.release.set()
+    await ending
+    assert not path.exists() and server.steps() == list(range(8))
+
+
+def test_a_journal_kept_with_an_end_keeps_it_until_the_run_ends(tmp_path: Path) -> None:
+    point = Metric("loss", 0.5, 1, 0)
+    live = LiveJournal(tmp_path)
+    live.keep(Journal(RUN_ID, "vision", [("a", [point])], RunStatus.KILLED, 7))
+    kept = live.keep(Journal(RUN_ID, "vision", [("a", [point]), ("b", [point])]))
+    assert kept is not None
+    assert (Journal.read(kept).status, Journal.read(kept).end_time) == (RunStatus.KILLED, 7)
+    live.forget()  # its batches are stored; its end is not
+    assert kept.exists()
+    live.end(None)
+    assert not kept.exists()
+
+
+def test_a_last_journal_that_cannot_be_written_leaves_the_one_before_unheld(
+    tmp_path: Path,
+) -> None:
+    """A full disk as the run ended kept the outage's journal held (flock) for the life
+    of the process, so every sync of this process skipped it."""
+    points = [Metric("loss", 0.5, 1, step) for step in range(100)]
+    live = LiveJournal(tmp_path)
+    kept = live.keep(Journal(RUN_ID, "vision", [("a", points[:1])]))
+    assert kept is not None and _open_here(kept)
+    last = Journal(RUN_ID, "vision", [("a", points)], RunStatus.FINISHED, 1)
+    with disk_full_after(1024), pytest.raises(OSError):
+        live.end(last)
+    assert not _open_here(kept)
+    assert live.path == kept and Journal.read(kept).points == 1
 
 
 def test_a_journal_kept_late_never_replaces_the_runs_last(tmp_path: Path) -> None:
@@ -385,3 +473,35 @@ async def test_a_journal_cut_short_sends_its_whole_lines_and_is_kept(tmp_path: P
     assert file == kept and "line 3, column 45: not JSON" in str(refused)
     assert replayed.sent == 1 and list(syncing.batches) == ["a"]
     assert kept.exists()
+
+
+class _Swapping(_Server):
+    """Replaces the file `swapped` by a folder as the first batch is stored: a journal
+    listed by a sync that then cannot be read (EISDIR, as EACCES or EIO would be)."""
+
+    def __init__(self, swapped: Path) -> None:
+        super().__init__()
+        self._swapped = swapped
+
+    async def log_batch(self, run_id: str, *args: Any, **kwargs: Any) -> None:
+        if self._swapped.is_file():
+            self._swapped.unlink()
+            self._swapped.mkdir()
+        await super().log_batch(run_id, *args, **kwargs)
+
+
+async def test_a_journal_that_cannot_be_read_is_kept_and_the_others_are_stored(
+    tmp_path: Path,
+) -> None:
+    """Its OSError escaped the sync as it was: the journals after it were never stored."""
+    point = Metric("loss", 0.5, 1, 0)
+    first, unread, last = (
+        Journal(run_id * 32, "vision", [(run_id, [point])]).write(tmp_path) for run_id in "abc"
+    )
+    syncing = _Swapping(unread)
+    replayed = await journals.replay_each(syncing, tmp_path)  # type: ignore[arg-type]
+    [(file, refused)] = replayed.failures
+    assert (file, refused.reason) == (unread, "JOURNAL_UNREADABLE")
+    assert str(unread) in str(refused)
+    assert (replayed.sent, sorted(syncing.batches)) == (2, ["a", "c"])
+    assert not first.exists() and not last.exists()

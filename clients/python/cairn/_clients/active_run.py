@@ -128,7 +128,10 @@ class ActiveRun:
             raise invalid_argument("send_interval", "must be positive")
         self._send_interval = float(send_interval)
         self._flush_timeout = seconds(flush_timeout, "flush_timeout")
-        self._journal = LiveJournal(journal_dir)
+        # Fixed as the run starts: "~/x" landed in "./~/x" (the warning naming a path a
+        # shell reads as the home's), and a chdir during an outage left the outage's
+        # journal in the old folder and wrote the run's last in the new one.
+        self._journal = LiveJournal(journal_dir.expanduser().resolve())
         # The journal written while sends fail: when, the write under way (waited for as
         # the run ends), and the id of its last batch, once stored all of it is.
         self._journaled_at = 0.0
@@ -242,12 +245,19 @@ class ActiveRun:
 
     def _keep_as_left_open(self, status: RunStatus) -> None:
         """Writes what is buffered, and the run's end, to its journal, which the end
-        replaces, or removes once all is stored."""
-        journal = Journal(self.run_id, self._client.project, self._batches.all(), status, _now_ms())
+        replaces, or removes once all is stored. Noted (when, through which batch) as
+        the outage's journals are: unnoted, the next failed send wrote over it at once,
+        and an older journal's last batch, once stored, removed it, its later batches
+        and the end with it. Later writes keep the end (LiveJournal.keep)."""
+        batches = self._batches.all()
+        journal = Journal(self.run_id, self._client.project, batches, status, _now_ms())
         try:
             self._journal.keep(journal)
         except OSError as error:  # the flush goes on, with nothing kept meanwhile
             _log.warning("run %s: its journal could not be written: %s", self.run_id, error)
+            return
+        self._journaled_at = asyncio.get_running_loop().time()
+        self._journaled_through = batches[-1][0] if batches else None
 
     async def _exit(self, exc_type: type[BaseException] | None) -> None:
         try:
@@ -264,7 +274,12 @@ class ActiveRun:
             raise
         if not terminated:  # an outage, or an error retrying cannot fix: nothing is dropped
             # With no error, flush_timeout ran out; an error stopped the sends at once.
-            self._keep_in_journal(_status(exc_type, self._error), self._error)
+            status = _status(exc_type, self._error)
+            try:
+                self._keep_in_journal(status, self._error)
+            except OSError as error:  # a full disk: the caller learns what was not kept
+                self._warn_not_kept(status, error)
+                raise
         else:  # all is stored: a journal written during an outage goes
             self._journal.end(None)
         if self._error is not None and exc_type is None:
@@ -305,14 +320,26 @@ class ActiveRun:
         try:
             self._keep_in_journal(status, stopped)
         except OSError as error:
-            _log.warning(
-                "run %s: %d points and its end (%s) could not be kept: its journal could "
-                "not be written (%s)",
-                self.run_id,
-                self._batches.points,
-                status.value,
-                error,
-            )
+            self._warn_not_kept(status, error)
+
+    def _warn_not_kept(self, status: RunStatus, error: OSError) -> None:
+        """Says the run's last journal could not be written, and where the journal kept
+        during the outage (held until now, so a sync skipped it) is left for a sync."""
+        older = (
+            f"; the journal kept before is left in {self.journal}: store what it holds "
+            f"with `cairn sync {self.journal}`"
+            if self.journal is not None
+            else ""
+        )
+        _log.warning(
+            "run %s: %d points and its end (%s) could not be kept: its journal could "
+            "not be written (%s)%s",
+            self.run_id,
+            self._batches.points,
+            status.value,
+            error,
+            older,
+        )
 
     def _keep_in_journal(self, status: RunStatus, cause: BaseException | None) -> None:
         """Writes what is still unsent, and the status, for `sync` to store later, and

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from ..exceptions import CairnError
+from ..exceptions import CairnError, FailedPreconditionError
 
 try:
     import fcntl
@@ -47,6 +48,12 @@ def default_directory() -> Path:
     """`$XDG_CACHE_HOME/cairn/journal`, by default `~/.cache/cairn/journal`."""
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "cairn" / "journal"
+
+
+def sync_path(path: str | os.PathLike[str] | None) -> Path:
+    """The journal file or folder a sync is given, its `~` expanded as a shell does
+    (not in a quoted "~/x", nor in a path given in code); None: default_directory()."""
+    return Path(path).expanduser() if path else default_directory()
 
 
 @dataclass
@@ -131,20 +138,29 @@ class Journal:
 class LiveJournal:
     """The journal file of a run still going on. Written while its sends fail, it is
     held (flock) meanwhile, so a sync leaves it to the run; once the run ends it is
-    replaced by the run's last journal, or removed, and never by a state written late."""
+    replaced by the run's last journal, or removed, and never by a state written late.
+    A journal kept with the run's end (a run left open, whose flush a second Ctrl-C may
+    stop) keeps that end in every later write, and stays once its batches are stored:
+    the end is not stored until the run's end removes or replaces the file."""
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
         self._lock = threading.Lock()  # `keep` runs on worker threads
         self._descriptor: int | None = None
         self._ended = False
+        self._end: tuple[RunStatus, int | None] | None = None  # the end a keep held
         self.path: Path | None = None
 
     def keep(self, journal: Journal) -> Path | None:
-        """Writes journal in place of the last; None (nothing written) once ended."""
+        """Writes journal in place of the last, with the end an earlier one held if it
+        holds none; None (nothing written) once ended."""
         with self._lock:
             if self._ended:
                 return None
+            if journal.status is not None:
+                self._end = (journal.status, journal.end_time)
+            elif self._end is not None:
+                journal = dataclasses.replace(journal, status=self._end[0], end_time=self._end[1])
             self.path, descriptor = journal.write_held(self._directory)
             self._release()
             self._descriptor = descriptor
@@ -152,22 +168,25 @@ class LiveJournal:
 
     def forget(self) -> None:
         """Removes the file: all it holds is stored (unless the run has ended since, and
-        the file is its last journal)."""
+        the file is its last journal, or it holds the run's end, not stored yet)."""
         with self._lock:
-            if not self._ended:
+            if not self._ended and self._end is None:
                 self._remove()
 
     def end(self, journal: Journal | None) -> Path | None:
         """The run has ended: writes its last journal, or with None removes the file
-        (all is stored). Later `keep`s write nothing."""
+        (all is stored). Later `keep`s write nothing. Released even when the write
+        fails (a full disk): the journal kept before is then left for a sync to take."""
         with self._lock:
             self._ended = True
-            if journal is None:
-                self._remove()
-                return None
-            self.path = journal.write(self._directory)
-            self._release()
-            return self.path
+            try:
+                if journal is None:
+                    self._remove()
+                    return None
+                self.path = journal.write(self._directory)
+                return self.path
+            finally:
+                self._release()
 
     def _remove(self) -> None:
         if self.path is not None:
@@ -200,11 +219,14 @@ class _Tracking(Protocol):
 async def replay(client: _Tracking, path: Path) -> int:
     """Stores what the journal files at path (one file, or a directory of them) hold,
     removing each file once all of it is stored; returns the points sent. A file that
-    cannot be stored (its run was deleted, say) is kept, logged as a warning, and the
-    others go on; the first such error is raised at the end. A file another sync holds,
-    or stored and removed meanwhile, is left to it: two syncs of one folder at once
-    store each file once."""
-    replayed = await replay_each(client, path, on_failure=_warn_not_stored)
+    cannot be stored (its run was deleted, say, or it cannot be read) is kept, logged as
+    a warning, and the others go on; the first such error is raised at the end. A file
+    stored that cannot be removed is logged as a warning. A file another sync holds, or
+    stored and removed meanwhile, is left to it: two syncs of one folder at once store
+    each file once."""
+    replayed = await replay_each(
+        client, path, on_failure=_warn_not_stored, on_not_removed=_warn_not_removed
+    )
     if replayed.failures:
         # Raised, the count would be lost: a sync that stored some journals says so.
         _log.warning(
@@ -218,41 +240,72 @@ async def replay(client: _Tracking, path: Path) -> int:
 
 @dataclass
 class Replayed:
-    """What a replay did: the points it sent, and each file not stored with its error
-    (in the order met), which is kept to sync again."""
+    """What a replay did: the points it sent, each file not stored with its error (in
+    the order met), which is kept to sync again, and each file stored that could not be
+    removed, with its error."""
 
     sent: int = 0
     failures: list[tuple[Path, CairnError]] = field(default_factory=list)
+    not_removed: list[tuple[Path, OSError]] = field(default_factory=list)
 
 
 async def replay_each(
     client: _Tracking,
     path: Path,
     on_failure: Callable[[Path, CairnError], None] = lambda file, error: None,
+    on_not_removed: Callable[[Path, OSError], None] = lambda file, error: None,
 ) -> Replayed:
     """replay, which says what it did rather than log and raise: a caller that reports
-    it in its own words (the command line's one line) has each failure, as it happens
-    through on_failure, and the count."""
+    it in its own words (the command line's one line) has each failure and each file
+    not removed, as it happens through on_failure and on_not_removed, and the count."""
     replayed = Replayed()
     await asyncio.to_thread(_remove_unfinished, path)
     for file in await asyncio.to_thread(_files, path):
         try:
-            with _Held.of(file) as held:
-                if held is not None:
-                    await _replay_one(client, file, held, replayed)
+            unremoved = await _replay_held(client, file, replayed)
         except CairnError as error:
             on_failure(file, error)
             replayed.failures.append((file, error))
+            continue
+        if unremoved is not None:
+            on_not_removed(file, unremoved)
+            replayed.not_removed.append((file, unremoved))
     return replayed
+
+
+async def _replay_held(client: _Tracking, file: Path, replayed: Replayed) -> OSError | None:
+    """_replay_one of file once this sync holds it. A file that cannot be opened or read
+    (EACCES, EIO) is a CairnError as a file that is no journal is: raised, one file's
+    OSError stopped the whole sync, the files after it never stored."""
+    try:
+        with _Held.of(file) as held:
+            return None if held is None else await _replay_one(client, file, held, replayed)
+    except CairnError:  # UNAVAILABLE and DEADLINE_EXCEEDED are OSErrors too
+        raise
+    except OSError as error:
+        raise FailedPreconditionError(
+            f"journal {file} could not be read: {error}", reason="JOURNAL_UNREADABLE"
+        ) from error
 
 
 def _warn_not_stored(file: Path, error: CairnError) -> None:
     _log.warning("journal %s not stored: %s", file, error)
 
 
-async def _replay_one(client: _Tracking, file: Path, held: _Held, replayed: Replayed) -> None:
+def _warn_not_removed(file: Path, error: OSError) -> None:
+    _log.warning(
+        "journal %s stored, but not removed: %s (remove it by hand: a later sync sends it again)",
+        file,
+        error,
+    )
+
+
+async def _replay_one(
+    client: _Tracking, file: Path, held: _Held, replayed: Replayed
+) -> OSError | None:
     """Sends the journal in file a line at a time, counting its points in replayed as
-    they go, and removes the file once all of it is stored."""
+    they go, and removes the file once all of it is stored; the error removing it, if
+    one did (an immutable file or folder), which leaves it stored all the same."""
     end: End | None = None
     with held.reading() as stream:
         lines = JournalLines(file, stream)
@@ -266,7 +319,11 @@ async def _replay_one(client: _Tracking, file: Path, held: _Held, replayed: Repl
             replayed.sent += len(entry.metrics)
     if end is not None:
         await tracking.set_terminated(run_id, end.status, end.end_time)
-    await asyncio.to_thread(file.unlink, missing_ok=True)
+    try:
+        await asyncio.to_thread(file.unlink, missing_ok=True)
+    except OSError as error:
+        return error
+    return None
 
 
 class _Held:

@@ -463,7 +463,8 @@ class TrackingClient(
         `send_interval` seconds. `max_buffered` bounds the buffer: `log_metric` waits
         when it is full. Leaving
         the block waits up to `flush_timeout` seconds for the rest to be sent; what is
-        still unsent then is written to a journal file under `journal_dir` (default
+        still unsent then is written to a journal file under `journal_dir` (`~`
+        expanded, and made absolute as the run starts; default
         `~/.cache/cairn/journal`), named by `ActiveRun.journal`, for `sync_journal`.
         While sends fail, what waits is journaled there meanwhile, so a process killed
         during an outage leaves it too.
@@ -490,12 +491,14 @@ class TrackingClient(
 
         Raises:
             FileNotFoundError: path names nothing.
-            CairnError: a file could not be stored (its run deleted, say) or is no
-                journal (INVALID_JOURNAL); the others were stored all the same.
+            CairnError: a file could not be stored (its run deleted, say), is no
+                journal (INVALID_JOURNAL) or cannot be read (JOURNAL_UNREADABLE); the
+                others were stored all the same. A file stored that cannot be removed
+                is told in a warning only.
         """
         if path is None and not journal.default_directory().exists():
             return 0
-        return await journal.replay(self, Path(path) if path else journal.default_directory())
+        return await journal.replay(self, journal.sync_path(path))
 
     def for_project(self, project: str) -> TrackingClient:
         """A client of the same connection, in another project."""

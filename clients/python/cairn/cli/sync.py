@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -30,16 +31,25 @@ def command(path: str | None) -> None:
 async def _replay(client: Client, path: str | None) -> int:
     """The points sent, as sync_journal stores them; the files not stored are one
     error, the first's, naming them and what was sent, rather than the library's
-    warnings (a line each) before it."""
+    warnings (a line each) before it. Files stored that could not be removed fail the
+    command too, in the same line: each later sync would send them again, and once the
+    server forgets their batches' request ids (30 days), store them twice."""
     if path is None and not journal.default_directory().exists():
         return 0  # no run ever needed a journal
-    folder = Path(path) if path else journal.default_directory()
-    replayed = await journal.replay_each(client.tracking, folder)
-    if not replayed.failures:
+    replayed = await journal.replay_each(client.tracking, journal.sync_path(path))
+    if not replayed.failures and not replayed.not_removed:
         return replayed.sent
-    files = [visible(str(file)) for file, _ in replayed.failures]
-    kept = files[0] if len(files) == 1 else f"{files[0]} and {len(files) - 1} more"
-    raise PartlyDone(
-        replayed.failures[0][1],
-        f"sent {replayed.sent} points; not stored, kept to sync again: {kept}",
-    )
+    done = f"sent {replayed.sent} points"
+    if replayed.failures:
+        done += f"; not stored, kept to sync again: {_named(replayed.failures)}"
+    if replayed.not_removed:
+        done += f"; stored but not removed, remove by hand: {_named(replayed.not_removed)}"
+    if replayed.failures:
+        raise PartlyDone(replayed.failures[0][1], done)
+    raise click.ClickException(f"{replayed.not_removed[0][1]}; {done}")
+
+
+def _named(files: Sequence[tuple[Path, object]]) -> str:
+    """The first file, and how many more."""
+    first = visible(str(files[0][0]))
+    return first if len(files) == 1 else f"{first} and {len(files) - 1} more"
