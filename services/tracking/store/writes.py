@@ -535,17 +535,24 @@ def _point_order(metrics: MetricColumns) -> np.ndarray:
 def _first_of_equals(columns: tuple[np.ndarray, ...], at: np.ndarray) -> np.ndarray:
     """For points at indexes `at` of columns (key, step, timestamp, value) sorted so, the
     first of the points equal to each, in the order they came: 0.0 and -0.0 are equal,
-    as are NaNs, as PostgreSQL compares them. Points mostly have none: one pass."""
+    as are NaNs, as PostgreSQL compares them. Points mostly have none: one look at the
+    point before each, then, only when one is equal, one pass over all of them (a step
+    back a pass took a second for 100,000 equal points)."""
+    if not _equal_to_previous(columns, at).any():
+        return at
+    every = np.arange(len(columns[0]))
+    equal = _equal_to_previous(columns, every)
+    return np.maximum.accumulate(np.where(equal, 0, every))[at]
+
+
+def _equal_to_previous(columns: tuple[np.ndarray, ...], at: np.ndarray) -> np.ndarray:
+    """Whether each point at indexes `at` equals the one before it (none does the first)."""
     *exact, values = columns
-    while True:
-        before = np.maximum(at - 1, 0)
-        same = (values[before] == values[at]) | (np.isnan(values[before]) & np.isnan(values[at]))
-        for column in exact:
-            same &= column[before] == column[at]
-        same &= at > 0
-        if not same.any():
-            return at
-        at = np.where(same, before, at)
+    before = np.maximum(at - 1, 0)
+    equal = (values[before] == values[at]) | (np.isnan(values[before]) & np.isnan(values[at]))
+    for column in exact:
+        equal &= column[before] == column[at]
+    return equal & (at > 0)
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
