@@ -56,6 +56,28 @@ async def test_a_registered_flavor_is_picked_and_loaded(
     assert loaded == Vocabulary(["a", "b"])
 
 
+class _KeepsAnOption(VocabularyFlavor):
+    """A flavor keeping a `path` option it never reads as a file of the model."""
+
+    name: ClassVar[str] = "keeps-an-option"
+
+    def save(self, model: Any, directory: Path) -> dict[str, Any]:
+        return {**super().save(model, directory), "path": "."}
+
+
+async def test_a_registered_flavors_path_option_is_its_own(world: World) -> None:
+    """The built-in flavors read `path` as a file of the model, and a manifest's is
+    checked for them; checked for every flavor, one keeping another `path` (".", an
+    origin) was logged and then refused at every load, "log the model again"."""
+    register_flavor(_KeepsAnOption())
+    try:
+        info = await world.tracking.log_model(world.run_id, Vocabulary(["a"]), "keeps")
+        loaded = await world.tracking.load_model(info.model_uri, cache_dir=world.cache)
+    finally:
+        del _FLAVORS[_KeepsAnOption.name]
+    assert loaded == Vocabulary(["a"])
+
+
 async def test_an_unknown_object_needs_a_flavor_named(world: World) -> None:
     with pytest.raises(InvalidArgumentError) as raised:
         await world.tracking.log_model(world.run_id, object(), "m")

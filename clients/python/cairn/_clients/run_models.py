@@ -32,7 +32,13 @@ from ..exceptions import (
 from ..models import _manifest
 from ..models._cache import ModelCache
 from ..models._copies import copy_model, writing
-from ..models._flavors import Flavor, UntrustedModelError, flavor_for, get_flavor
+from ..models._flavors import (
+    Flavor,
+    UntrustedModelError,
+    check_options,
+    flavor_for,
+    get_flavor,
+)
 from ..models._info import ModelInfo
 from ..models._manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
 from ..models._paths import inside, invalid_manifest
@@ -208,6 +214,7 @@ class RunModels:
                 "for models from people you trust.",
                 reason="PICKLE_NOT_ALLOWED",
             )
+        check_options(flavor, manifest.options, model_uri)
         cache = ModelCache(cache_dir)
         directory = await _fetch(
             location.store, location.path, manifest_bytes, manifest, cache, model_uri, progress

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from .._argument_error import invalid_argument
 from .._clients._local_files import files_in
 from ..exceptions import FailedPreconditionError
-from ._paths import inside
+from ._paths import inside, relative_path
 
 
 @runtime_checkable
@@ -55,6 +55,14 @@ class Flavor(Protocol):
     def load(self, directory: Path, options: Mapping[str, Any]) -> Any:
         """The model, from a directory holding the files `save` wrote (verified)."""
         ...
+
+
+def check_options(flavor: Flavor, options: Mapping[str, Any], where: str) -> None:
+    """Refuses, before anything is fetched, a `path` option that a built-in flavor would
+    read as a file out of the model (DataLossError, INVALID_MODEL_MANIFEST); another
+    flavor's options are its own."""
+    if isinstance(flavor, FilesFlavor | PickleFlavor):
+        relative_path(options.get("path"), where, "its path option")
 
 
 class UntrustedModelError(FailedPreconditionError):

@@ -108,8 +108,6 @@ class Manifest:
             relative_path(path, where): _entry(entry, path, where)
             for path, entry in raw.pop("files").items()
         }
-        if "path" in raw["options"]:  # the flavors' file in the model: checked before a fetch
-            relative_path(raw["options"]["path"], where, "its path option")
         return cls(files=files, **raw)
 
 
