@@ -393,6 +393,89 @@ async def test_threads_closing_one_client_at_once_all_return_once_it_is_closed(
     assert await asyncio.wait_for(asyncio.to_thread(scenario), 60) == []
 
 
+async def test_a_signal_handler_closing_the_client_amid_its_close_returns(
+    server_port: int, unique: str
+) -> None:
+    """A handler (SIGTERM's, say) that closes the client while the main thread is
+    closing it runs on that thread, amid its close: it waited for that close's lock
+    for ever."""
+    _project, done = await _scripted(
+        server_port,
+        unique,
+        """
+        import asyncio, os, signal, threading
+        tracking = client()
+        tracking.search_experiments()
+        handled = threading.Event()
+        closing = tracking._target.close
+
+        async def close_once_the_handler_ran():
+            os.kill(os.getpid(), signal.SIGALRM)  # the main thread is in close()
+            await asyncio.to_thread(handled.wait, 30)
+            await closing()
+
+        def on_alarm(signum, frame):
+            tracking.close()
+            print("handler returned")
+            handled.set()
+
+        tracking._target.close = close_once_the_handler_ran
+        signal.signal(signal.SIGALRM, on_alarm)
+        tracking.close()
+        print("closed")
+        """,
+    )
+    assert (done.returncode, done.stdout) == (0, "handler returned\nclosed\n"), done.stderr
+
+
+async def test_closing_from_the_clients_own_loop_is_refused(server_port: int, unique: str) -> None:
+    """A progress callable closing its client: the close waited on the loop it ran on,
+    for ever, as any call from there would (which is refused)."""
+    project = await new_project(server_port, f"sync-{unique}")
+
+    def scenario() -> list[str]:
+        with sync.ArtifactClient.insecure_connection(
+            "127.0.0.1", server_port, project=project
+        ) as store:
+            refused: list[str] = []
+
+            def close_it(done: int, total: int) -> None:
+                try:
+                    store.close()
+                except RuntimeError as error:
+                    refused.append(str(error))
+
+            store.upload("a.bin", b"x" * 10, progress=close_it)
+            return refused
+
+    refused = await asyncio.wait_for(asyncio.to_thread(scenario), 30)
+    assert refused and set(refused) == {"a sync cairn client cannot be called from its own loop"}
+
+
+def test_a_stop_in_the_loops_pass_that_raises_system_exit_is_kept() -> None:
+    """run_forever forgets a stop it had not reached when a callback of the same pass
+    raises: going on after the SystemExit, the loop ran for ever and close() joined its
+    thread for ever."""
+    loop, gate = asyncio.new_event_loop(), sync._Gate()
+    thread = threading.Thread(target=sync._run_until_stopped, args=(loop, gate), daemon=True)
+    thread.start()
+
+    def stop() -> None:  # sync._stop's, in the pass that raises
+        gate.stopping.set()
+        loop.stop()
+
+    def exits() -> None:
+        raise SystemExit("from code the loop ran")
+
+    def in_one_pass() -> None:
+        loop.call_soon(stop)
+        loop.call_soon(exits)
+
+    loop.call_soon_threadsafe(in_one_pass)
+    thread.join(30)
+    assert not thread.is_alive() and loop.is_closed()
+
+
 @pytest.mark.parametrize("lock_held_at_fork", [False, True])
 async def test_a_forked_child_gets_a_clear_error_not_a_call_that_never_returns(
     server_port: int, unique: str, lock_held_at_fork: bool

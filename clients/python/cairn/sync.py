@@ -88,16 +88,19 @@ class _Runner:
         # workers of its own: the loop's own pool stops taking work when the main thread
         # ends, and a thread that outlives it may still use the client.
         self._loop.set_default_executor(Workers(thread_name_prefix="cairn-sync-worker"))
+        # Closed once, before the loop stops: no work is handed to a loop that will not
+        # run it.
+        self._gate = _Gate()
         self._thread = threading.Thread(
-            target=_run_until_stopped, args=(self._loop,), name="cairn-sync", daemon=True
+            target=_run_until_stopped,
+            args=(self._loop, self._gate),
+            name="cairn-sync",
+            daemon=True,
         )
         self._thread.start()
         # A forked child has the loop but not the thread that runs it: work handed to
         # it there would wait for ever.
         self._pid = os.getpid()
-        # Closed once, before the loop stops: no work is handed to a loop that will not
-        # run it.
-        self._gate = _Gate()
         # What the client queued with synchronous=False, sent when it is left unclosed.
         self.queued = _Queued()
         # The runs whose `with` block was entered and not left: the exit ends them
@@ -131,11 +134,21 @@ class _Runner:
 
         return self._adapt(self.wait(on_loop()))
 
+    @property
+    def on_its_loop(self) -> bool:
+        """Whether the caller runs on the loop's own thread (a progress callable)."""
+        return threading.current_thread() is self._thread
+
+    @property
+    def forked(self) -> bool:
+        """Whether the caller's process is a child forked from the one that made it."""
+        return os.getpid() != self._pid
+
     def wait(self, awaitable: Awaitable[T]) -> T:
-        if threading.current_thread() is self._thread:
+        if self.on_its_loop:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # never to run: no "never awaited" warning
-            raise RuntimeError("a sync cairn client cannot be called from its own loop")
+            raise _from_its_loop()
 
         task: list[asyncio.Task[Any]] = []  # the call's, once it runs
 
@@ -173,13 +186,13 @@ class _Runner:
     def close(self) -> None:
         """Ends the calls still running (their callers get ClientClosedError), stops the
         loop and its thread; again, or in a forked child, does nothing."""
-        if self._forked():
+        if self.forked:
             return
         if not self._gate.close():
             return
         self._dropped.detach()
         asyncio.run_coroutine_threadsafe(_end_other_tasks(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        _stop(self._loop, self._gate)
         self._thread.join()  # which closes the loop
         # A call whose task outlived the wait for it to end will never be answered by
         # the loop: its caller gets the error instead of waiting for ever.
@@ -205,7 +218,7 @@ class _Runner:
         """work, running on the loop; None when the loop takes no more work."""
         # The process first, without the lock: a forked child may have a copy of the lock
         # that another thread of its parent held at the fork, and no such thread.
-        if self._forked():
+        if self.forked:
             work.close()
             return None
         with self._gate.lock:
@@ -216,12 +229,9 @@ class _Runner:
             self._running.add(running)
             return running
 
-    def _forked(self) -> bool:
-        return os.getpid() != self._pid
-
     def _refusal(self) -> ClientClosedError | None:
         """Why no more work may be handed to the loop, if so."""
-        if self._forked():
+        if self.forked:
             return ClientClosedError(
                 "a sync cairn client cannot be used in a process forked from the one that "
                 "made it; make a new client in this process"
@@ -260,7 +270,7 @@ class _Runner:
     def _end(self, closing: Callable[[], Awaitable[None]]) -> None:
         """Ends a stream left unread: waited for, but on the loop's own thread (the
         collector runs wherever memory is taken), where it is scheduled instead."""
-        if threading.current_thread() is not self._thread:
+        if not self.on_its_loop:
             with contextlib.suppress(ClientClosedError):  # it ended with its loop
                 self.wait(closing())
             return
@@ -317,6 +327,10 @@ class _SyncView:
         return sorted(set(dir(self._target)) | set(super().__dir__()))
 
 
+def _from_its_loop() -> RuntimeError:
+    return RuntimeError("a sync cairn client cannot be called from its own loop")
+
+
 class _Gate:
     """Whether a runner's loop still takes work."""
 
@@ -325,6 +339,7 @@ class _Gate:
         # that holds the gate of another.
         self.lock = threading.RLock()
         self.closed = False
+        self.stopping = threading.Event()  # set as the loop is told to stop (`_stop`)
 
     def close(self) -> bool:
         """Takes no more work; whether it took work until now."""
@@ -333,7 +348,7 @@ class _Gate:
             return taking
 
 
-def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
+def _run_until_stopped(loop: asyncio.AbstractEventLoop, gate: _Gate) -> None:
     while True:
         try:
             loop.run_forever()
@@ -342,7 +357,9 @@ def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
             # object): asyncio lets it out of the loop, and the task that ran it holds
             # it, for its call to raise in the caller's thread. The loop goes on: ended
             # here, that call, every later one, close() and the exit waited for ever.
-            continue
+            # Unless told to stop: run_forever forgets a stop it had not reached.
+            if not gate.stopping.is_set():
+                continue
         break
     loop.close()  # its files too, however it was stopped
 
@@ -375,11 +392,19 @@ def _stop_dropped(loop: asyncio.AbstractEventLoop, pid: int, gate: _Gate, queued
         _ending.add(sending)
         # Stopped once the future has its result, not from the coroutine: a loop stops
         # before the callbacks its last step scheduled, which set it.
-        sending.add_done_callback(functools.partial(_stop_sent, loop))
+        sending.add_done_callback(functools.partial(_stop_sent, loop, gate))
 
 
-def _stop_sent(loop: asyncio.AbstractEventLoop, sending: concurrent.futures.Future[None]) -> None:
+def _stop_sent(
+    loop: asyncio.AbstractEventLoop, gate: _Gate, sending: concurrent.futures.Future[None]
+) -> None:
     _ending.discard(sending)
+    _stop(loop, gate)
+
+
+def _stop(loop: asyncio.AbstractEventLoop, gate: _Gate) -> None:
+    """Tells the loop to stop, for good (`_run_until_stopped`)."""
+    gate.stopping.set()
     loop.call_soon_threadsafe(loop.stop)
 
 
@@ -521,22 +546,34 @@ class _Closing(_SyncView):
     def __init__(self, target: Any, runner: _Runner) -> None:
         super().__init__(target, runner)
         runner.queued.transport = target._transport
-        # Threads closing at once (a signal handler, an atexit hook, a block's end)
-        # return once the first has closed the client: a second began as the first
-        # stopped the loop, raised ClientClosedError, and returned before the end.
+        # Threads closing at once (an atexit hook, a block's end) return once the first
+        # has closed the client: a second began as the first stopped the loop, raised
+        # ClientClosedError, and returned before the end.
         self._closing = threading.Lock()
+        self._closer: int | None = None  # the thread closing it
 
     def close(self) -> None:
-        """Closes the channel, then stops the client's loop."""
-        if self._runner._forked():  # a copy of the lock a thread held at the fork stays held
+        """Closes the channel, then stops the client's loop.
+
+        Raises:
+            RuntimeError: called on the client's loop (from a progress callable), which
+                the close would wait on for ever, as any call from there.
+        """
+        if self._runner.forked:  # a copy of the lock a thread held at the fork stays held
+            return
+        if self._runner.on_its_loop:
+            raise _from_its_loop()
+        if self._closer == threading.get_ident():  # a signal handler, amid this close
             return
         with self._closing:
             if self._runner.closed:
                 return
+            self._closer = threading.get_ident()
             try:
                 self._runner.wait(self._target.close())
             finally:
                 self._runner.close()
+                self._closer = None
 
     def __enter__(self) -> Self:
         return self
