@@ -274,6 +274,8 @@ class _Runner:
             with contextlib.suppress(ClientClosedError):  # it ended with its loop
                 self.wait(closing())
             return
+        if not self._loop.is_running():  # collected as the loop closes: none would run it
+            return
         ending = asyncio.ensure_future(closing(), loop=self._loop)
         self._ending.add(ending)  # held: the loop keeps a task only weakly
         ending.add_done_callback(self._ending.discard)
