@@ -206,9 +206,9 @@ async def test_a_copy_holds_the_shipped_bytecode_though_python_rewrote_the_entry
     world: World, tmp_path: Path, rewritten: bytes
 ) -> None:
     """A download (a copy of the cache entry) holds exactly the manifest's files, the
-    bytecode the model shipped too: copied from an entry Python had rewritten it in,
-    it failed every download ("copied 14 of 5 bytes"), or, of the same size, was
-    handed out as the model's. The entry is fetched again for the copy."""
+    bytecode the model shipped too, taken from the store: copied from an entry Python
+    had rewritten it in, it failed every download ("copied 14 of 5 bytes"), or, of the
+    same size, was handed out as the model's. The entry stays as Python left it."""
     bundle = _model_dir(tmp_path)
     (bundle / "sub" / "helper.py").write_text("VALUE = 1\n")
     (bundle / "sub" / "__pycache__").mkdir()
@@ -228,6 +228,8 @@ async def test_a_copy_holds_the_shipped_bytecode_though_python_rewrote_the_entry
     shipped = copied / "bundle" / "sub"
     assert (shipped / "__pycache__" / "helper.cpython-311.pyc").read_bytes() == b"stale"
     assert (shipped / "helper.py").read_text() == "VALUE = 1\n"
+    again = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+    assert again == loaded and bytecode.read_bytes() == rewritten  # not fetched again
 
 
 async def test_an_entry_made_a_link_is_never_served(world: World, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from ..types._registry import ModelArtifact, ModelVersion, RegisteredModel
 from ._local_files import files_in, local_writes
 from .artifacts import ArtifactClient, in_project
 from .registry import ModelRegistryAPIClient
-from .run_models import _upload, fetch_model, read_manifest
+from .run_models import _upload, model_to_copy, read_manifest
 from .tracking import TrackingClient
 from .versioned_artifacts import _REFUSED, UNNAMED, _segment, remove_unnamed
 
@@ -286,7 +286,10 @@ class ModelManager:
         with local_writes(self.download_path, "nothing was downloaded"):
             await asyncio.to_thread(self.download_path.mkdir, parents=True, exist_ok=True)
         try:
-            entry, manifest = await fetch_model(loader, uri, self.cache_dir)
+            async with model_to_copy(loader, uri, self.cache_dir) as (entry, manifest, shipped):
+                path = await asyncio.to_thread(
+                    copy_files, entry, manifest, self.download_path, uri, shipped
+                )
         except NotFoundError as error:
             if error.reason != "OBJECT_NOT_FOUND":
                 raise
@@ -295,7 +298,6 @@ class ModelManager:
                 uri, self.download_path, cache_dir=self.cache_dir
             )
             return dataclasses.replace(model, path=written)
-        path = await asyncio.to_thread(copy_files, entry, manifest, self.download_path, uri)
         return dataclasses.replace(model, path=str(path))
 
 

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import os
 import tempfile
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple, cast
 
@@ -30,7 +30,7 @@ from ..exceptions import (
     NotFoundError,
 )
 from ..models import _manifest
-from ..models._cache import ModelCache
+from ..models._cache import ModelCache, compiled_module
 from ..models._copies import copy_model, writing
 from ..models._flavors import (
     Flavor,
@@ -260,24 +260,28 @@ async def download_uri(
             raise
         return str(await store.download(path, target, progress=progress))
     cache = ModelCache(cache_dir)
-    entry = await _fetch(store, path, manifest_bytes, manifest, cache, uri, progress, copy=True)
-    await asyncio.to_thread(copy_model, entry, manifest, manifest_bytes, target, uri)
+    entry = await _fetch(store, path, manifest_bytes, manifest, cache, uri, progress)
+    async with shipped_bytecode(store, path, manifest, uri) as shipped:
+        await asyncio.to_thread(copy_model, entry, manifest, manifest_bytes, target, uri, shipped)
     return str(target)
 
 
-async def fetch_model(client: RunClient, uri: str, cache_dir: CachePath) -> tuple[Path, Manifest]:
-    """A model's verified cache entry and its manifest, to copy, without loading it
-    (nothing is unpickled).
+@contextlib.asynccontextmanager
+async def model_to_copy(
+    client: RunClient, uri: str, cache_dir: CachePath
+) -> AsyncIterator[tuple[Path, Manifest, dict[str, Path]]]:
+    """A model's verified cache entry, its manifest and the compiled modules it shipped
+    as stored (shipped_bytecode), to copy, without loading it (nothing is unpickled).
 
     Raises:
         NotFoundError: (OBJECT_NOT_FOUND) the URI holds no manifest.
     """
     location = await _locate(client, uri)
     manifest_bytes, manifest = await _read_manifest(location, uri)
-    cache = ModelCache(cache_dir)
-    return await _fetch(
-        location.store, location.path, manifest_bytes, manifest, cache, uri, copy=True
-    ), manifest
+    store, path = location.store, location.path
+    entry = await _fetch(store, path, manifest_bytes, manifest, ModelCache(cache_dir), uri)
+    async with shipped_bytecode(store, path, manifest, uri) as shipped:
+        yield entry, manifest, shipped
 
 
 async def _locate(client: RunClient, uri: str, argument: str = "uri") -> _Location:
@@ -504,12 +508,10 @@ async def _fetch(
     cache: ModelCache,
     uri: str,
     progress: Progress = False,
-    copy: bool = False,
 ) -> Path:
-    """The model's local directory: the cache entry of its manifest, filled when absent
-    (or, to copy, when it does not hold the manifest's exact bytes: ModelCache.lookup)."""
+    """The model's local directory: the cache entry of its manifest, filled when absent."""
     key = cache.key(manifest_bytes)
-    if (entry := await asyncio.to_thread(cache.lookup, key, manifest, copy)) is not None:
+    if (entry := await asyncio.to_thread(cache.lookup, key, manifest)) is not None:
         return entry
     total = sum(entry.size for entry in manifest.files.values())
     with writing(cache.root):
@@ -527,6 +529,32 @@ async def _fetch(
                     await store._download_file(stored, local, counted, None, None)
                     await asyncio.to_thread(_manifest.verify_file, local, relative, expected, uri)
     return cache.root / key
+
+
+@contextlib.asynccontextmanager
+async def shipped_bytecode(
+    store: ArtifactClient, path: str, manifest: Manifest, uri: str
+) -> AsyncIterator[dict[str, Path]]:
+    """The compiled modules the model shipped, fetched from the store into a temporary
+    folder, checked, for a copy: its cache entry's may be what Python wrote over them as
+    it imported the model's code there (ModelCache.lookup lets it), in any process, at
+    any time. Copied from the entry, they failed the copy (another size) or were handed
+    out as the model's (the same size)."""
+    compiled = [name for name in manifest.files if compiled_module(PurePosixPath(name), manifest)]
+    if not compiled:
+        yield {}
+        return
+    with tempfile.TemporaryDirectory(prefix="cairn-") as folder:
+        fetched: dict[str, Path] = {}
+        with meter(False, "download", uri, None) as counted:
+            for number, relative in enumerate(compiled):
+                expected, local = manifest.files[relative], Path(folder) / str(number)
+                remote = join(path, None, relative)
+                stored = await _check_stored(store, remote, relative, expected, uri)
+                await store._download_file(stored, local, counted, None, None)
+                await asyncio.to_thread(_manifest.verify_file, local, relative, expected, uri)
+                fetched[relative] = local
+        yield fetched
 
 
 async def _check_stored(

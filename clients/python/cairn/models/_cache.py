@@ -88,10 +88,10 @@ def _python_wrote(entry: Path, relative: str, manifest: Manifest) -> bool:
     if path.name == _PYCACHE:
         wrote = any(PurePosixPath(name).parent == path.parent for name in manifest.files)
         return wrote and is_kind(entry / relative, stat.S_ISDIR)
-    return _compiled_module(path, manifest) and is_kind(entry / relative, stat.S_ISREG)
+    return compiled_module(path, manifest) and is_kind(entry / relative, stat.S_ISREG)
 
 
-def _compiled_module(path: PurePosixPath, manifest: Manifest) -> bool:
+def compiled_module(path: PurePosixPath, manifest: Manifest) -> bool:
     """Whether path is where Python writes a compiled module the manifest names."""
     compiled = _COMPILED.fullmatch(path.name)
     return (
@@ -114,14 +114,13 @@ class ModelCache:
     def key(manifest_bytes: bytes) -> str:
         return hashlib.sha256(manifest_bytes).hexdigest()
 
-    def lookup(self, key: str, manifest: Manifest, for_a_copy: bool = False) -> Path | None:
+    def lookup(self, key: str, manifest: Manifest) -> Path | None:
         """The entry, when it holds the manifest's files and nothing else, and each still
         has the manifest's size and, when it changed since the entry was sealed, its
         sha256 (blocking: run it in a thread). An entry that fails is dropped: one
         holding a file more (a loader would read a config added beside the model's) too.
-        Bytecode the model shipped, which Python rewrites in the entry as it imports
-        the model's code, is checked only for_a_copy, which holds exactly the model's
-        files: an entry where Python rewrote it is fetched again for a copy.
+        Bytecode the model shipped is not checked: Python rewrites it in the entry as it
+        imports the model's code (a copy takes it from the store: run_models).
 
         Raises:
             FailedPreconditionError: LOCAL_WRITE_FAILED, an entry that fails and cannot be
@@ -142,8 +141,7 @@ class ModelCache:
         changed, writable, folders = [], [], set[PurePosixPath]()
         for relative, expected in manifest.files.items():
             file = entry / relative_path(relative, str(entry))
-            rewritable = _compiled_module(PurePosixPath(relative), manifest)
-            if rewritable and not for_a_copy and is_kind(file, stat.S_ISREG):
+            if compiled_module(PurePosixPath(relative), manifest) and is_kind(file, stat.S_ISREG):
                 # Shipped with the model, and stale to the Python that imports it (the
                 # sources are as old as their download): rewritten, as one it wrote.
                 continue

@@ -23,7 +23,7 @@ import shutil
 import stat
 import sys
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -37,16 +37,22 @@ if sys.platform != "win32":
 
 
 def copy_model(
-    entry: Path, manifest: Manifest, manifest_bytes: bytes, target: Path, where: str
+    entry: Path,
+    manifest: Manifest,
+    manifest_bytes: bytes,
+    target: Path,
+    where: str,
+    shipped: Mapping[str, Path] | None = None,
 ) -> Path:
     """The model's files and its manifest (manifest_bytes, as the store holds it) as the
-    directory target; returns target.
+    directory target, each from the cache entry but those `shipped` gives a file of
+    (run_models.shipped_bytecode); returns target.
 
     Raises:
         FailedPreconditionError: (LOCAL_WRITE_FAILED) target could not be written.
     """
     with writing(target), _staging(target.parent) as staging:
-        _stage(entry, manifest, staging, where)
+        _stage(entry, manifest, staging, where, shipped or {})
         (staging / MANIFEST).write_bytes(manifest_bytes)
         with _moving_into(target.parent):
             _no_link(target, target.parent)
@@ -101,15 +107,22 @@ def _as_copied(target: Path, relative: Any, described: Any) -> bool:
     return (found.size, found.sha256) == (described.get("size"), described.get("sha256"))
 
 
-def copy_files(entry: Path, manifest: Manifest, target: Path, where: str) -> Path:
-    """The model's files (not its manifest) into the directory target; returns the one
-    file or directory at their top (Devo's model file), else target.
+def copy_files(
+    entry: Path,
+    manifest: Manifest,
+    target: Path,
+    where: str,
+    shipped: Mapping[str, Path] | None = None,
+) -> Path:
+    """The model's files (not its manifest) into the directory target, as copy_model
+    takes them; returns the one file or directory at their top (Devo's model file), else
+    target.
 
     Raises:
         FailedPreconditionError: (LOCAL_WRITE_FAILED) target could not be written.
     """
     with writing(target), _staging(target) as staging:
-        _stage(entry, manifest, staging, where)
+        _stage(entry, manifest, staging, where, shipped or {})
         with _moving_into(target):
             _move_in(staging, manifest.files, target, where)
     tops = {relative.split("/", 1)[0] for relative in manifest.files}
@@ -158,13 +171,15 @@ def _moving_into(folder: Path) -> Iterator[None]:
         yield
 
 
-def _stage(entry: Path, manifest: Manifest, staging: Path, where: str) -> None:
-    """Copies each file (bytes only: the cache's read-only mode stays behind) and checks
-    it is whole."""
+def _stage(
+    entry: Path, manifest: Manifest, staging: Path, where: str, shipped: Mapping[str, Path]
+) -> None:
+    """Copies each file (bytes only: the cache's read-only mode stays behind), from the
+    entry or where shipped has it, and checks it is whole."""
     for relative, expected in manifest.files.items():
         copy = inside(staging, relative, where)
         copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(inside(entry, relative, where), copy)
+        shutil.copyfile(shipped.get(relative) or inside(entry, relative, where), copy)
         if (size := copy.stat().st_size) != expected.size:
             raise OSError(errno.EIO, f"copied {size} of {expected.size} bytes", str(copy))
 
