@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from cairn import _names as names
 from cairn.exceptions import InvalidArgumentError
@@ -204,6 +205,10 @@ def own_files(uri: str, project: str, field: str) -> None:
     project is read as the client reads it (up to the first "/"): URL tools end it at a
     "?" or "#" too, and took cairn-artifacts://<project>?x/m for one of this project."""
     if scheme_of(uri) != ARTIFACTS_SCHEME:
+        try:
+            urlsplit(uri)
+        except ValueError:  # an unclosed "[" of a host, say
+            raise invalid_field(field, "is no URI", "INVALID_ARTIFACT_LOCATION") from None
         return
     try:
         named = parse_uri(uri, field)

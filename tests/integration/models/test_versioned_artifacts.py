@@ -372,7 +372,8 @@ async def test_a_version_keeps_its_files_in_its_own_project(world: World, unique
     """A raw CreateArtifact could point a version of this project at another project's
     directory, sending its readers there under this project's name."""
     registry = world.registry
-    for uri in (f"cairn-artifacts://other-{unique}/secret", "cairn-artifacts://[bad/x"):
+    unparsed = ("cairn-artifacts://[bad/x", "s3://[bad/x")  # an unclosed "[" of a host
+    for uri in (f"cairn-artifacts://other-{unique}/secret", *unparsed):
         message = pb.Artifact(project=registry.project, name="pointer", type="dataset", uri=uri)
         message.doc.SetInParent()
         with pytest.raises(InvalidArgumentError) as refused:
