@@ -131,7 +131,7 @@ class ActiveRun:
         # Fixed as the run starts: "~/x" landed in "./~/x" (the warning naming a path a
         # shell reads as the home's), and a chdir during an outage left the outage's
         # journal in the old folder and wrote the run's last in the new one.
-        self._journal = LiveJournal(journal_dir.expanduser().resolve())
+        self._journal = LiveJournal(journal_dir.expanduser().absolute())
         # The journal written while sends fail: when, the write under way (waited for as
         # the run ends), and the id of its last batch, once stored all of it is.
         self._journaled_at = 0.0
