@@ -76,6 +76,9 @@ class Runner:
         self._purging = [spec for spec in hosted if spec.purge is not None]
         self.steps = [spec.name for spec in self._purging]
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        # Launched, their task yet to take its first step: cancelled before it, a task
+        # runs nothing of its coroutine, so nothing of _run hands them back.
+        self._unbegun: dict[uuid.UUID, Operation] = {}
         self._stopped = False  # serve() ended: what is started now is handed back
 
     async def start_garbage_collection(self, older_than: timedelta) -> Operation:
@@ -119,6 +122,8 @@ class Runner:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+            for operation in list(self._unbegun.values()):
+                await self._hand_over(operation, self._held(operation))
 
     async def _take_over(self) -> None:
         failed = await self._store.fail_abandoned(self.steps, ABANDONED_AFTER)
@@ -131,6 +136,7 @@ class Runner:
             self._launch(operation)
 
     def _launch(self, operation: Operation) -> None:
+        self._unbegun[operation.operation_id] = operation
         task = asyncio.create_task(self._run(operation), name=operation.name)
         self._running[operation.operation_id] = task
         task.add_done_callback(lambda _: self._running.pop(operation.operation_id, None))
@@ -139,6 +145,7 @@ class Runner:
         return Lease(operation.operation_id, self._owner, operation.attempts)
 
     async def _run(self, operation: Operation) -> None:
+        del self._unbegun[operation.operation_id]
         held = self._held(operation)
         renewing = asyncio.create_task(self._renew(held))
         try:

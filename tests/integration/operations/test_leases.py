@@ -193,6 +193,39 @@ async def test_an_operation_stored_as_its_server_stops_is_handed_back(
     }
 
 
+async def test_an_operation_launched_as_its_server_stops_is_handed_back(
+    config: Config, pool: asyncpg.Pool
+) -> None:
+    """Launched in the loop's pass that stops the runner, its task is cancelled before
+    its first step, which runs nothing of it: no hand-back, and the operation was left
+    to its lease, its takeover counted as an outage."""
+    resources = Resources(config=config, pool=pool, idempotency=Idempotency(pool, {}, set()))
+    runner = Runner(resources, catalog.select(["tracking"]))
+    runner._purging = []  # were it run after all, it collects nothing
+    spec = {"older_than_seconds": datetime.timedelta(days=3650).total_seconds()}
+    operation = await runner._store.create(
+        Kind.GARBAGE_COLLECTION, spec, STEPS, runner._owner, LEASE
+    )
+    looked, take_over = asyncio.Event(), runner._take_over
+
+    async def look_then_say() -> None:
+        await take_over()
+        looked.set()
+
+    runner._take_over = look_then_say  # type: ignore[method-assign]
+    serving = asyncio.create_task(runner.serve())
+    await looked.wait()  # serve() waits for its next look
+    serving.cancel()  # its end comes first in the next pass
+    runner._launch(operation)
+    with pytest.raises(asyncio.CancelledError):
+        await serving
+    row = await pool.fetchrow(
+        "SELECT state, owner FROM operations.operations WHERE operation_id = $1",
+        operation.operation_id,
+    )
+    assert dict(row) == {"state": State.PENDING, "owner": None}
+
+
 async def test_what_a_committed_write_left_for_after_its_commit_runs_if_its_caller_gives_up(
     pool: asyncpg.Pool, unique: str
 ) -> None:
