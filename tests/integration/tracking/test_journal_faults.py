@@ -152,9 +152,11 @@ async def test_journals_stored_but_not_removable_are_told_and_all_are_stored(
     # The command fails, in one line: each later sync would send them again.
     assert (status, out) == (1, "")
     [line] = err.strip().splitlines()
+    assert line.startswith("Error: a journal stored could not be removed: ")
     assert line.endswith(
         f"; sent 2 points; stored but not removed, remove by hand: {files[0]} and 1 more"
     )
+    assert line.count(str(files[0])) == 1
 
 
 async def test_a_journal_dir_under_home_is_the_homes(

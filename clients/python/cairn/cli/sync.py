@@ -46,7 +46,8 @@ async def _replay(client: Client, path: str | None) -> int:
         done += f"; stored but not removed, remove by hand: {_named(replayed.not_removed)}"
     if replayed.failures:
         raise PartlyDone(replayed.failures[0][1], done)
-    raise click.ClickException(f"{replayed.not_removed[0][1]}; {done}")
+    error = replayed.not_removed[0][1]  # its file is named below, with the others
+    raise click.ClickException(f"a journal stored could not be removed: {error.strerror}; {done}")
 
 
 def _named(files: Sequence[tuple[Path, object]]) -> str:
