@@ -49,7 +49,18 @@ def test_point_order_is_that_of_a_sort_by_key_step_timestamp_and_value(seed: int
     steps = np.arange(size) if seed % 2 else rng.integers(0, 20, size)
     values = rng.choice([math.nan, 1.0, -1.0, 0.5], size)
     columns = _columns(keys, key_indexes.tolist(), steps.tolist(), values.tolist())
-    order = _point_order(columns)
+    order, steps_rise = _point_order(columns)
+    assert steps_rise == _each_keys_steps_rise(key_indexes.tolist(), steps.tolist())
     full = np.lexsort((columns.values, columns.timestamps_ms, columns.steps, columns.key_indexes))
     sorted_rows = np.stack([columns.key_indexes, columns.steps, columns.values])
     assert np.array_equal(sorted_rows[:, order], sorted_rows[:, full], equal_nan=True)
+
+
+def _each_keys_steps_rise(key_indexes: list[int], steps: list[int]) -> bool:
+    """Whether each key's steps rise in the order sent: no two of its points are equal."""
+    last: dict[int, int] = {}
+    for key, step in zip(key_indexes, steps, strict=True):
+        if last.get(key, step - 1) >= step:
+            return False
+        last[key] = step
+    return True

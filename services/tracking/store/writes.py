@@ -493,7 +493,7 @@ class _Chunks:
     def of(cls, run_id: uuid.UUID, metrics: MetricColumns) -> _Chunks:
         if not len(metrics):
             return cls(b"", ([], [], [], []))
-        order = _point_order(metrics)
+        order, steps_rise = _point_order(metrics)
         key_indexes = metrics.key_indexes[order]
         steps, values = metrics.steps[order], metrics.values[order]
         timestamps = metrics.timestamps_ms[order]
@@ -504,8 +504,11 @@ class _Chunks:
             run_id, keys, list(zip(starts, ends, strict=True)), steps, values, timestamps
         )
         # A key's latest point is its greatest (step, timestamp, value), NaN last: its
-        # last, or the first sent of the points equal to it (0.0 and -0.0, NaNs).
-        ends_at = _first_of_equals((key_indexes, steps, timestamps, values), np.array(ends) - 1)
+        # last, or the first sent of the points equal to it (0.0 and -0.0, NaNs), which
+        # points whose steps rise never are.
+        ends_at = np.array(ends) - 1
+        if not steps_rise:
+            ends_at = _first_of_equals((key_indexes, steps, timestamps, values), ends_at)
         last = sorted(zip(keys, ends_at.tolist(), strict=True))
         at = [i for _, i in last]
         latest = (
@@ -517,9 +520,10 @@ class _Chunks:
         return cls(copy, latest)
 
 
-def _point_order(metrics: MetricColumns) -> np.ndarray:
+def _point_order(metrics: MetricColumns) -> tuple[np.ndarray, bool]:
     """The order that groups points by key, each key's by (step, timestamp, value) with
-    NaN last, as PostgreSQL orders them."""
+    NaN last, as PostgreSQL orders them; and whether each key's steps rise in the order
+    sent (so no two of its points are equal)."""
     # Points mostly come in step order: a stable sort by key alone (a radix sort, for
     # 16-bit indexes) then orders them. For 1,000 points of 10 keys, 22 µs with the check
     # against 71 µs for a sort by all four.
@@ -528,8 +532,9 @@ def _point_order(metrics: MetricColumns) -> np.ndarray:
     keys, steps = metrics.key_indexes[by_key], metrics.steps[by_key]
     same_key = keys[1:] == keys[:-1]
     if np.all(steps[1:][same_key] > steps[:-1][same_key]):
-        return by_key
-    return np.lexsort((metrics.values, metrics.timestamps_ms, metrics.steps, metrics.key_indexes))
+        return by_key, True
+    columns = (metrics.values, metrics.timestamps_ms, metrics.steps, metrics.key_indexes)
+    return np.lexsort(columns), False
 
 
 def _first_of_equals(columns: tuple[np.ndarray, ...], at: np.ndarray) -> np.ndarray:
