@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import cast
 from urllib.parse import urlsplit
 
 from cairn import _names as names
@@ -211,13 +212,13 @@ def own_files(uri: str, project: str, field: str) -> None:
             raise invalid_field(field, "is no URI", "INVALID_ARTIFACT_LOCATION") from None
         return
     try:
-        named = parse_uri(uri, field)
-        validation.project(named.project if isinstance(named, ArtifactUri) else "")
+        named = cast(ArtifactUri, parse_uri(uri, field))  # as all of its scheme are
+        validation.project(named.project)
     except (InvalidArgumentError, InvalidArgument):
         raise invalid_field(
             field, "is no URI of a project's files", "INVALID_ARTIFACT_LOCATION"
         ) from None
-    if not isinstance(named, ArtifactUri) or named.project != project:
+    if named.project != project:
         raise invalid_field(
             field,
             f"files of the registry are in its own project: cairn-artifacts://{project}/<path>",
