@@ -8,6 +8,7 @@ import contextlib
 import os
 import sys
 import textwrap
+import threading
 import tracemalloc
 import uuid
 from collections.abc import Sequence
@@ -238,17 +239,47 @@ def _journal_status(run: ActiveRun) -> RunStatus | None:
     return None if run.journal is None else Journal.read(run.journal).status
 
 
-async def test_a_left_open_runs_journal_keeps_its_end_in_later_writes(tmp_path: Path) -> None:
-    """The write after the end's, at the next failed send, held the points only: a
-    second Ctrl-C then left a journal that ended no run."""
+class _HeldWrites(LiveJournal):
+    """A LiveJournal whose next outage write (one without the run's end), once armed,
+    waits until `go` is set, as one a busy thread pool takes up late."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.armed = False
+        self.waiting, self.go, self.done = threading.Event(), threading.Event(), threading.Event()
+
+    def keep(self, journal: Journal) -> Path | None:
+        if self.armed and journal.status is None:
+            self.armed = False
+            self.waiting.set()
+            self.go.wait(30)
+            try:
+                return super().keep(journal)
+            finally:
+                self.done.set()
+        return super().keep(journal)
+
+
+async def test_a_left_open_runs_journal_keeps_its_end_and_points(tmp_path: Path) -> None:
+    """Outage writes after the end's, of points taken before it (one under way as the
+    run was left open, or at the next failed send), replaced it: a second Ctrl-C then
+    left a journal that ended no run, or one that ended it without its last points."""
     server = _Server(down=True)
-    run, _ = await _left_open_in_an_outage(server, tmp_path)
+    run = _started(server, tmp_path, flush_timeout=30.0)
+    run._journal = held = _HeldWrites(tmp_path)
+    await run.__aenter__()
+    for step in range(2):
+        await run.log_metric("loss", 0.5, step)
+    await eventually(lambda: run.journal is not None, what="a journal kept in the outage")
+    held.armed = True
+    await asyncio.to_thread(held.waiting.wait, 30)  # a write of 2 points under way
+    for step in range(2, 8):
+        await run.log_metric("loss", 0.5, step)
     ending = asyncio.create_task(run.end_left_open("the test ended it"))
     await eventually(lambda: _journal_status(run) is not None, what="the journal with the end")
+    held.go.set()
+    await asyncio.to_thread(held.done.wait, 30)
     path = tmp_path / f"{RUN_ID}.jsonl"
-    written = path.stat().st_ino
-    # Each write is a new file renamed over the last.
-    await eventually(lambda: path.stat().st_ino != written, what="a later write")
     kept = Journal.read(path)
     assert (kept.status, kept.points) == (RunStatus.FINISHED, 8)
     server.down = False
@@ -275,13 +306,16 @@ async def test_a_left_open_runs_journal_stays_until_its_end_is_stored(tmp_path: 
     assert not path.exists() and server.steps() == list(range(8))
 
 
-def test_a_journal_kept_with_an_end_keeps_it_until_the_run_ends(tmp_path: Path) -> None:
+def test_a_journal_kept_with_an_end_stays_as_it_is_until_the_run_ends(tmp_path: Path) -> None:
     point = Metric("loss", 0.5, 1, 0)
     live = LiveJournal(tmp_path)
-    live.keep(Journal(RUN_ID, "vision", [("a", [point])], RunStatus.KILLED, 7))
-    kept = live.keep(Journal(RUN_ID, "vision", [("a", [point]), ("b", [point])]))
+    kept = live.keep(
+        Journal(RUN_ID, "vision", [("a", [point]), ("b", [point])], RunStatus.KILLED, 7)
+    )
     assert kept is not None
-    assert (Journal.read(kept).status, Journal.read(kept).end_time) == (RunStatus.KILLED, 7)
+    assert live.keep(Journal(RUN_ID, "vision", [("a", [point])])) is None  # written before it
+    journal = Journal.read(kept)
+    assert (journal.status, journal.end_time, journal.points) == (RunStatus.KILLED, 7, 2)
     live.forget()  # its batches are stored; its end is not
     assert kept.exists()
     live.end(None)

@@ -248,7 +248,7 @@ class ActiveRun:
         replaces, or removes once all is stored. Noted (when, through which batch) as
         the outage's journals are: unnoted, the next failed send wrote over it at once,
         and an older journal's last batch, once stored, removed it, its later batches
-        and the end with it. Later writes keep the end (LiveJournal.keep)."""
+        and the end with it. No outage write replaces it (LiveJournal.keep)."""
         batches = self._batches.all()
         journal = Journal(self.run_id, self._client.project, batches, status, _now_ms())
         try:
@@ -484,7 +484,7 @@ class ActiveRun:
         except OSError as error:  # a full disk: sending goes on, with nothing kept
             _log.warning("run %s: no journal written during the outage: %s", self.run_id, error)
             return
-        if written is None:  # the run has ended meanwhile
+        if written is None:  # the run has ended meanwhile, or its end was journaled
             return
         self._journaled_through = batches[-1][0]
         if first:

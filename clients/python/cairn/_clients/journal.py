@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -140,28 +139,26 @@ class LiveJournal:
     held (flock) meanwhile, so a sync leaves it to the run; once the run ends it is
     replaced by the run's last journal, or removed, and never by a state written late.
     A journal kept with the run's end (a run left open, whose flush a second Ctrl-C may
-    stop) keeps that end in every later write, and stays once its batches are stored:
-    the end is not stored until the run's end removes or replaces the file."""
+    stop) holds every point the run will have: it stays, unchanged, until the run's end
+    removes or replaces it (an outage write after it, of points taken before it, would
+    drop some; its batches stored, its end is not yet)."""
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
         self._lock = threading.Lock()  # `keep` runs on worker threads
         self._descriptor: int | None = None
         self._ended = False
-        self._end: tuple[RunStatus, int | None] | None = None  # the end a keep held
+        self._kept_end = False  # a keep wrote the run's end
         self.path: Path | None = None
 
     def keep(self, journal: Journal) -> Path | None:
-        """Writes journal in place of the last, with the end an earlier one held if it
-        holds none; None (nothing written) once ended."""
+        """Writes journal in place of the last; None (nothing written) once ended, or
+        once a journal with the run's end was kept."""
         with self._lock:
-            if self._ended:
+            if self._ended or self._kept_end:
                 return None
-            if journal.status is not None:
-                self._end = (journal.status, journal.end_time)
-            elif self._end is not None:
-                journal = dataclasses.replace(journal, status=self._end[0], end_time=self._end[1])
             self.path, descriptor = journal.write_held(self._directory)
+            self._kept_end = journal.status is not None
             self._release()
             self._descriptor = descriptor
             return self.path
@@ -170,7 +167,7 @@ class LiveJournal:
         """Removes the file: all it holds is stored (unless the run has ended since, and
         the file is its last journal, or it holds the run's end, not stored yet)."""
         with self._lock:
-            if not self._ended and self._end is None:
+            if not self._ended and not self._kept_end:
                 self._remove()
 
     def end(self, journal: Journal | None) -> Path | None:
