@@ -551,7 +551,8 @@ class _Closing(_SyncView):
         # Threads closing at once (an atexit hook, a block's end) return once the first
         # has closed the client: a second began as the first stopped the loop, raised
         # ClientClosedError, and returned before the end.
-        self._closing = threading.Lock()
+        # Reentrant: a signal handler closing it may interrupt its thread's close.
+        self._closing = threading.RLock()
         self._closer: int | None = None  # the thread closing it
 
     def close(self) -> None:
@@ -565,11 +566,9 @@ class _Closing(_SyncView):
             return
         if self._runner.on_its_loop:
             raise _from_its_loop()
-        if self._closer == threading.get_ident():  # a signal handler, amid this close
-            return
         with self._closing:
-            if self._runner.closed:
-                return
+            if self._runner.closed or self._closer == threading.get_ident():
+                return  # closed, or closing: a signal handler amid this thread's close
             self._closer = threading.get_ident()
             try:
                 self._runner.wait(self._target.close())
