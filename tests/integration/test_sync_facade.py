@@ -428,6 +428,43 @@ async def test_a_signal_handler_closing_the_client_amid_its_close_returns(
     assert (done.returncode, done.stdout) == (0, "handler returned\nclosed\n"), done.stderr
 
 
+async def test_a_signal_handler_closing_the_client_as_its_close_begins_ends_it(
+    server_port: int, unique: str
+) -> None:
+    """A handler run just as the thread's close took its lock, before the close noted
+    its thread, closed the client whole; the close it interrupted then raised
+    ClientClosedError. The handler stands in here at that line, by a trace function."""
+    project = await new_project(server_port, f"sync-{unique}")
+
+    def scenario() -> list[str]:
+        tracking = _tracking(server_port, project)
+        tracking.search_experiments()
+        close = type(tracking).close.__code__
+        source = Path(close.co_filename).read_text().splitlines()
+        noted = next(
+            number
+            for number, line in enumerate(source, 1)
+            if number > close.co_firstlineno and "self._closer = threading.get_ident()" in line
+        )
+        ran: list[str] = []
+
+        def at_line(frame: Any, event: str, arg: Any) -> Any:
+            if event == "line" and frame.f_lineno == noted and not ran:
+                tracking.close()  # what a signal handler would run there
+                ran.append("handler closed")
+            return at_line
+
+        sys.settrace(lambda frame, event, arg: at_line if frame.f_code is close else None)
+        try:
+            tracking.close()
+        finally:
+            sys.settrace(None)
+        return [*ran, f"closed {tracking._runner.closed}"]
+
+    done = await asyncio.wait_for(asyncio.to_thread(scenario), 60)
+    assert done == ["handler closed", "closed True"]
+
+
 async def test_closing_from_the_clients_own_loop_is_refused(server_port: int, unique: str) -> None:
     """A progress callable closing its client: the close waited on the loop it ran on,
     for ever, as any call from there would (which is refused)."""

@@ -572,6 +572,11 @@ class _Closing(_SyncView):
             self._closer = threading.get_ident()
             try:
                 self._runner.wait(self._target.close())
+            except ClientClosedError:
+                # Closed by a signal handler that ran on this thread before it was
+                # noted as the closer: that close did it all.
+                if not self._runner.closed:
+                    raise
             finally:
                 self._runner.close()
                 self._closer = None
