@@ -232,6 +232,30 @@ async def test_a_copy_holds_the_shipped_bytecode_though_python_rewrote_the_entry
     assert again == loaded and bytecode.read_bytes() == rewritten  # not fetched again
 
 
+async def test_a_copy_takes_the_shipped_bytecode_from_the_entry_that_holds_it(
+    world: World, tmp_path: Path
+) -> None:
+    """Bytecode the cache entry holds as shipped is copied from there: every copy
+    fetched all of it from the store again, two calls a file (300 files: 1.9 s against
+    0.08 s), here seen as a copy that needs no file of the store."""
+    bundle = _model_dir(tmp_path)
+    (bundle / "sub" / "helper.py").write_text("VALUE = 1\n")
+    (bundle / "sub" / "__pycache__").mkdir()
+    (bundle / "sub" / "__pycache__" / "helper.cpython-311.pyc").write_bytes(b"stale")
+    info = await world.tracking.log_model(world.run_id, bundle, "bundle-model")
+    await world.tracking.load_model(info.model_uri, cache_dir=world.cache)
+    stored = f"{_store_path(info.artifact_uri)}/bundle/sub/__pycache__/helper.cpython-311.pyc"
+    await world.store.delete(stored)
+
+    dst = tmp_path / "dst"
+    copied = Path(
+        await world.tracking.download_artifacts(info.model_uri, dst, cache_dir=world.cache)
+    )
+
+    shipped = copied / "bundle" / "sub" / "__pycache__" / "helper.cpython-311.pyc"
+    assert shipped.read_bytes() == b"stale"
+
+
 async def test_an_entry_made_a_link_is_never_served(world: World, tmp_path: Path) -> None:
     """The entry itself a link (to a copy of it elsewhere, say) was served: a path out of
     the cache, which nothing guards, for every later load."""

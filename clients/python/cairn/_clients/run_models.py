@@ -261,7 +261,7 @@ async def download_uri(
         return str(await store.download(path, target, progress=progress))
     cache = ModelCache(cache_dir)
     entry = await _fetch(store, path, manifest_bytes, manifest, cache, uri, progress)
-    async with shipped_bytecode(store, path, manifest, uri) as shipped:
+    async with shipped_bytecode(store, path, entry, manifest, uri) as shipped:
         await asyncio.to_thread(copy_model, entry, manifest, manifest_bytes, target, uri, shipped)
     return str(target)
 
@@ -269,7 +269,7 @@ async def download_uri(
 @contextlib.asynccontextmanager
 async def model_to_copy(
     client: RunClient, uri: str, cache_dir: CachePath
-) -> AsyncIterator[tuple[Path, Manifest, dict[str, Path]]]:
+) -> AsyncIterator[tuple[Path, Manifest, dict[str, Path | None]]]:
     """A model's verified cache entry, its manifest and the compiled modules it shipped
     as stored (shipped_bytecode), to copy, without loading it (nothing is unpickled).
 
@@ -280,7 +280,7 @@ async def model_to_copy(
     manifest_bytes, manifest = await _read_manifest(location, uri)
     store, path = location.store, location.path
     entry = await _fetch(store, path, manifest_bytes, manifest, ModelCache(cache_dir), uri)
-    async with shipped_bytecode(store, path, manifest, uri) as shipped:
+    async with shipped_bytecode(store, path, entry, manifest, uri) as shipped:
         yield entry, manifest, shipped
 
 
@@ -533,28 +533,33 @@ async def _fetch(
 
 @contextlib.asynccontextmanager
 async def shipped_bytecode(
-    store: ArtifactClient, path: str, manifest: Manifest, uri: str
-) -> AsyncIterator[dict[str, Path]]:
-    """The compiled modules the model shipped, fetched from the store into a temporary
-    folder, checked, for a copy: its cache entry's may be what Python wrote over them as
-    it imported the model's code there (ModelCache.lookup lets it), in any process, at
-    any time. Copied from the entry, they failed the copy (another size) or were handed
-    out as the model's (the same size)."""
+    store: ArtifactClient, path: str, entry: Path, manifest: Manifest, uri: str
+) -> AsyncIterator[dict[str, Path | None]]:
+    """The compiled modules the model shipped, for a copy of the cache entry: each None
+    when the entry holds it as shipped, else fetched from the store into a temporary
+    folder, checked. Python may have written over them in the entry, importing the
+    model's code there (ModelCache.lookup lets it): copied, they failed the copy
+    (another size) or were handed out as the model's (the same size)."""
     compiled = [name for name in manifest.files if compiled_module(PurePosixPath(name), manifest)]
-    if not compiled:
-        yield {}
+    shipped: dict[str, Path | None] = dict.fromkeys(compiled)
+    stale = [
+        relative
+        for relative in compiled
+        if not await asyncio.to_thread(_manifest.holds, entry / relative, manifest.files[relative])
+    ]
+    if not stale:
+        yield shipped
         return
     with tempfile.TemporaryDirectory(prefix="cairn-") as folder:
-        fetched: dict[str, Path] = {}
         with meter(False, "download", uri, None) as counted:
-            for number, relative in enumerate(compiled):
+            for number, relative in enumerate(stale):
                 expected, local = manifest.files[relative], Path(folder) / str(number)
                 remote = join(path, None, relative)
                 stored = await _check_stored(store, remote, relative, expected, uri)
                 await store._download_file(stored, local, counted, None, None)
                 await asyncio.to_thread(_manifest.verify_file, local, relative, expected, uri)
-                fetched[relative] = local
-        yield fetched
+                shipped[relative] = local
+        yield shipped
 
 
 async def _check_stored(

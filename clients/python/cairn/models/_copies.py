@@ -29,7 +29,7 @@ from typing import Any
 
 from .._clients._local_files import local_writes
 from ..exceptions import DataLossError, FailedPreconditionError
-from ._manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest, entry_of
+from ._manifest import MANIFEST, MAX_MANIFEST_BYTES, FileEntry, Manifest, holds
 from ._paths import inside, is_kind, relative_path
 
 if sys.platform != "win32":
@@ -42,11 +42,12 @@ def copy_model(
     manifest_bytes: bytes,
     target: Path,
     where: str,
-    shipped: Mapping[str, Path] | None = None,
+    shipped: Mapping[str, Path | None] | None = None,
 ) -> Path:
     """The model's files and its manifest (manifest_bytes, as the store holds it) as the
     directory target, each from the cache entry but those `shipped` gives a file of
-    (run_models.shipped_bytecode); returns target.
+    (run_models.shipped_bytecode; those it gives None are checked as copied); returns
+    target.
 
     Raises:
         FailedPreconditionError: (LOCAL_WRITE_FAILED) target could not be written.
@@ -100,12 +101,10 @@ def _as_copied(target: Path, relative: Any, described: Any) -> bool:
         return False
     if not isinstance(described, dict) or not is_kind(target / place, stat.S_ISREG):
         return False
-    try:  # the size first: a file changed so is not read whole
-        if (target / place).stat().st_size != described.get("size"):
-            return False
-        return entry_of(target / place).sha256 == described.get("sha256")
-    except OSError:
+    size, sha256 = described.get("size"), described.get("sha256")
+    if not isinstance(size, int) or not isinstance(sha256, str):
         return False
+    return holds(target / place, FileEntry(size, sha256))
 
 
 def copy_files(
@@ -113,7 +112,7 @@ def copy_files(
     manifest: Manifest,
     target: Path,
     where: str,
-    shipped: Mapping[str, Path] | None = None,
+    shipped: Mapping[str, Path | None] | None = None,
 ) -> Path:
     """The model's files (not its manifest) into the directory target, as copy_model
     takes them; returns the one file or directory at their top (Devo's model file), else
@@ -173,16 +172,23 @@ def _moving_into(folder: Path) -> Iterator[None]:
 
 
 def _stage(
-    entry: Path, manifest: Manifest, staging: Path, where: str, shipped: Mapping[str, Path]
+    entry: Path,
+    manifest: Manifest,
+    staging: Path,
+    where: str,
+    shipped: Mapping[str, Path | None],
 ) -> None:
     """Copies each file (bytes only: the cache's read-only mode stays behind), from the
-    entry or where shipped has it, and checks it is whole."""
+    entry or where shipped has it, and checks it is whole; a compiled module shipped
+    (one Python may write over in the entry at any time) by its sha256 too."""
     for relative, expected in manifest.files.items():
         copy = inside(staging, relative, where)
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shipped.get(relative) or inside(entry, relative, where), copy)
         if (size := copy.stat().st_size) != expected.size:
             raise OSError(errno.EIO, f"copied {size} of {expected.size} bytes", str(copy))
+        if relative in shipped and not holds(copy, expected):
+            raise OSError(errno.EIO, "rewritten by Python as it was copied; copy again", str(copy))
 
 
 def _move_in(

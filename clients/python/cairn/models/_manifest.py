@@ -171,6 +171,14 @@ def entry_of(path: Path) -> FileEntry:
     return FileEntry(path.stat().st_size, digest.hexdigest())
 
 
+def holds(path: Path, expected: FileEntry) -> bool:
+    """Whether path is a file of the entry's size and sha256 (the size first)."""
+    try:
+        return path.stat().st_size == expected.size and entry_of(path) == expected
+    except OSError:
+        return False
+
+
 def verify_file(path: Path, relative: str, expected: FileEntry, where: str) -> None:
     """Raises DataLossError when the file differs from the manifest's entry."""
     if not path.is_file():
