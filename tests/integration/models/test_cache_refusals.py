@@ -46,13 +46,13 @@ async def test_a_cache_that_cannot_be_changed_is_served_once_verified(
     monkeypatch.setattr(_cache, "_VERIFIED", {})
     monkeypatch.setattr(_cache, "_SETTLED_NS", 0)  # the copy is older than a clock tick
     hashed: list[Path] = []
-    entry_of = _cache.entry_of
+    holds = _cache.holds
 
-    def hashing(file: Path) -> Any:
+    def hashing(file: Path, expected: Any) -> bool:
         hashed.append(file)
-        return entry_of(file)
+        return holds(file, expected)
 
-    monkeypatch.setattr(_cache, "entry_of", hashing)
+    monkeypatch.setattr(_cache, "holds", hashing)
     again = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
 
     assert again == loaded

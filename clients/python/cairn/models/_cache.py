@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..exceptions import FailedPreconditionError
-from ._manifest import MANIFEST, FileEntry, Manifest, entry_of
+from ._manifest import MANIFEST, FileEntry, Manifest, holds
 from ._paths import is_kind, relative_path
 
 CACHE_ENV = "CAIRN_MODEL_CACHE"
@@ -154,7 +154,7 @@ class ModelCache:
                     changed.append((file, expected, found))
             elif found.st_mode & _WRITE:  # filled by an older client: as verified
                 writable.append(file)
-        if not all(_holds(file, expected) for file, expected, _ in changed):
+        if not all(holds(file, expected) for file, expected, _ in changed):
             _drop(entry)
             return None
         if changed or writable:  # unchanged after all (touched, or sealed within a tick)
@@ -279,13 +279,6 @@ def _stat(file: Path) -> os.stat_result | None:
     except OSError:
         return None
     return found if stat.S_ISREG(found.st_mode) else None
-
-
-def _holds(file: Path, expected: FileEntry) -> bool:
-    try:
-        return entry_of(file) == expected
-    except OSError:
-        return False
 
 
 def _drop(entry: Path) -> None:
