@@ -151,6 +151,33 @@ async def test_a_version_whose_files_are_gone_says_so(world: World, tmp_path: Pa
     )
 
 
+@pytest.mark.parametrize("reader", ["download_artifacts", "load_model"])
+async def test_a_file_of_the_manifest_gone_from_the_store_is_named(
+    world: World, tmp_path: Path, reader: str
+) -> None:
+    """It read "run <id> has no artifact at 'model'" (the folder the caller asked for,
+    whose manifest is there), or named the store's path of the file, not the model's."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "a.txt").write_text("a")
+    (tmp_path / "m" / "b.txt").write_text("b")
+    info = await world.tracking.log_model(world.run_id, tmp_path / "m", "model")
+    base = info.artifact_uri.split("/", 3)[3]
+    await world.store.delete(f"{base}/m/b.txt")
+    uri = f"runs:/{world.run_id}/model"
+    with pytest.raises(DataLossError) as missing:
+        if reader == "load_model":
+            await world.tracking.load_model(uri, cache_dir=world.cache)
+        else:
+            await world.tracking.download_artifacts(uri, tmp_path / "out", cache_dir=world.cache)
+    assert missing.value.reason == "OBJECT_BYTES_MISSING"
+    assert missing.value.message == (
+        f"'m/b.txt' of the model at {uri} is gone from the store: "
+        "it was deleted since the model was logged"
+    )
+    assert missing.value.metadata["file"] == "m/b.txt"
+    assert [p.name for p in world.cache.iterdir()] == []  # nothing kept of it
+
+
 async def test_log_model_completes_what_an_earlier_attempt_left(
     world: World, tmp_path: Path
 ) -> None:

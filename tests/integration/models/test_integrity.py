@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cairn._clients.model_sources import MANIFEST_TAG
-from cairn.exceptions import DataLossError, NotFoundError
+from cairn.exceptions import DataLossError
 from cairn.models import MANIFEST, UntrustedModelError
 from cairn.models._cache import remove
 from cairn.models._uris import MAX_HOPS
@@ -80,8 +80,9 @@ async def test_a_second_load_fetches_nothing_but_the_manifest(
     assert again == by_run == first
     assert [p.name for p in world.cache.iterdir()] == [info.manifest_sha256]
     # Another cache has to fetch, and the files are gone: the first cache was used.
-    with pytest.raises(NotFoundError):
+    with pytest.raises(DataLossError) as gone:
         await world.tracking.load_model(info.model_uri, cache_dir=tmp_path / "other-cache")
+    assert gone.value.reason == "OBJECT_BYTES_MISSING"
 
 
 async def test_a_cache_entry_cut_short_is_fetched_again(world: World, tmp_path: Path) -> None:

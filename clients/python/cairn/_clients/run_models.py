@@ -201,7 +201,8 @@ class RunModels:
 
         Raises:
             UntrustedModelError: the flavor unpickles and allow_pickle is False.
-            DataLossError: a file differs from the sha256 the manifest recorded.
+            DataLossError: a file differs from the sha256 the manifest recorded, or is
+                gone from the store (OBJECT_BYTES_MISSING).
             NotFoundError: the URI names no model.
         """
         location = await _locate(self, model_uri, "model_uri")
@@ -567,13 +568,13 @@ async def _check_stored(
 ) -> ObjectInfo:
     """The stored object of a manifest entry (downloaded from it, with no second stat);
     refuses, before any byte moves, an entry naming a directory of the store (whose
-    download would be a whole tree) or an object other than the one logged."""
+    download would be a whole tree), no object, or an object other than the one logged."""
     try:
         stored = await store.stat(remote)
     except NotFoundError:
         if await store.list(f"{remote}/", options=ListOptions(limit=1)):
             raise invalid_manifest(uri, f"names {relative!r}, a directory of the store") from None
-        raise
+        raise _manifest.gone(relative, uri) from None
     found = _manifest.FileEntry(stored.size, stored.sha256 or expected.sha256)
     if found != expected:
         raise _manifest.mismatch(relative, found, expected, uri)

@@ -199,6 +199,17 @@ def mismatch(relative: str, found: FileEntry, expected: FileEntry, where: str) -
     )
 
 
+def gone(relative: str, where: str) -> DataLossError:
+    """The error of a file the manifest names that the store no longer holds: the model
+    is no longer whole, as when a file changed (the path the caller named is there)."""
+    return DataLossError(
+        f"{relative!r} of the model at {where} is gone from the store: "
+        "it was deleted since the model was logged",
+        reason="OBJECT_BYTES_MISSING",
+        metadata={"file": relative},
+    )
+
+
 def warn_on_other_versions(manifest: Manifest, where: str) -> None:
     """Loading with other library versions than the saver's often works, and sometimes
     silently does not (pickled estimators): say so, as MLflow does."""
