@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import hashlib
 import json
+import tempfile
 import urllib.request
 import uuid
 from pathlib import Path
@@ -446,6 +447,30 @@ async def test_a_missing_run_artifact_is_named_as_the_caller_named_it(
             await tracking.download_artifacts(f"runs:/{run_id}/nosuch", tmp_path)
         assert raised.value.reason == "OBJECT_NOT_FOUND"
         assert raised.value.message == f"run {run_id} has no artifact at 'nosuch'"
+
+
+@pytest.mark.parametrize("named", ["by run id", "by URI"])
+async def test_a_failed_download_to_no_destination_leaves_no_temporary_folder(
+    server_port: int, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named: str
+) -> None:
+    """With no dst_path the download goes to a new temporary folder, which a failure
+    left behind, empty, each time."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
+        experiment_id = await tracking.create_experiment(f"no-dst-{unique}")
+        run_id = (await tracking.create_run(experiment_id)).info.run_id
+        with pytest.raises(NotFoundError):
+            if named == "by URI":
+                await tracking.download_artifacts(f"runs:/{run_id}/nosuch")
+            else:
+                await tracking.download_artifacts(run_id, "nosuch")
+        assert list(scratch.iterdir()) == []
+        (tmp_path / "a.txt").write_text("a")
+        await tracking.log_artifact(run_id, tmp_path / "a.txt")
+        fetched = await tracking.download_artifacts(run_id, "a.txt")
+        assert Path(fetched).parent.parent == scratch  # a success keeps its folder
 
 
 async def test_a_model_version_from_uploaded_files(server_port: int, unique: str) -> None:

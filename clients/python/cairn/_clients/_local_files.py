@@ -8,7 +8,9 @@ import errno
 import hashlib
 import io
 import os
+import shutil
 import sys
+import tempfile
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePath, PureWindowsPath
@@ -35,6 +37,21 @@ _WINDOWS_DEVICES = frozenset(
 # Sources that can be read again from the start, and by position; a file object is
 # read once, in order.
 Resendable = (str, os.PathLike, bytes, bytearray, memoryview)
+
+
+@contextlib.contextmanager
+def download_folder(dst_path: str | os.PathLike[str] | None) -> Iterator[Path]:
+    """dst_path, or else a new temporary folder, as MLflow's download_artifacts makes,
+    removed again when the download fails: each failed call left one behind."""
+    if dst_path:
+        yield Path(dst_path)
+        return
+    made = Path(tempfile.mkdtemp(prefix="cairn-"))
+    try:
+        yield made
+    except BaseException:
+        shutil.rmtree(made, ignore_errors=True)
+        raise
 
 
 def file_for(path: Path, size: int) -> BinaryIO | DirectWriter:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from ..exceptions import NotFoundError
 from ..models._uris import RunUri, is_uri, parse_uri
 from ..types._artifacts import ObjectInfo
 from ..types._paging import Pager
-from ._local_files import local_file
+from ._local_files import download_folder, local_file
 from .run_models import download_uri
 from .run_store import RunClient, file_name, join, run_store, within_run
 
@@ -154,16 +153,16 @@ class RunArtifacts:
         path = str(path)
         relative = within_run(path, "path")
         store, root = await run_store(self, run_id)
-        destination = Path(dst_path) if dst_path else Path(tempfile.mkdtemp(prefix="cairn-"))
         source = join(root, None, relative) if relative else root
-        # As MLflow's: the path within the run is kept under dst_path, so files of the
-        # same name in two folders never overwrite each other. Each segment is checked
-        # as a download's are: "C:" would name another place on Windows.
-        target = local_file(destination, relative, relative) if relative else destination
-        try:
-            written = await store.download(source, target, progress=progress)
-        except NotFoundError as missing:
-            raise _missing(missing, run_id, path) from None
+        with download_folder(dst_path) as destination:
+            # As MLflow's: the path within the run is kept under dst_path, so files of
+            # the same name in two folders never overwrite each other. Each segment is
+            # checked as a download's are: "C:" would name another place on Windows.
+            target = local_file(destination, relative, relative) if relative else destination
+            try:
+                written = await store.download(source, target, progress=progress)
+            except NotFoundError as missing:
+                raise _missing(missing, run_id, path) from None
         return str(written)
 
 

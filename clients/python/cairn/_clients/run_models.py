@@ -52,7 +52,7 @@ from ..models._uris import (
 from ..types._artifacts import ObjectInfo
 from ..types._paging import ListOptions
 from ..types._registry import MlflowModelVersion, ModelArtifact
-from ._local_files import tree_files
+from ._local_files import download_folder, tree_files
 from .artifacts import ArtifactClient, in_project
 from .model_sources import MANIFEST_TAG, files_of
 from .registry import ModelRegistryAPIClient
@@ -247,9 +247,16 @@ async def download_uri(
     cache (then copied whole or not at all, manifest last), anything else straight from
     the store."""
     location = await _locate(client, uri, "run_id")  # download_artifacts' first argument
+    with download_folder(dst_path) as destination:
+        target = destination / location.name if location.name else destination
+        return await _download_located(location, target, uri, cache_dir, progress)
+
+
+async def _download_located(
+    location: _Location, target: Path, uri: str, cache_dir: CachePath, progress: Progress
+) -> str:
+    """The files of a located URI written at target; the path written."""
     store, path = location.store, location.path
-    destination = Path(dst_path) if dst_path else Path(tempfile.mkdtemp(prefix="cairn-"))
-    target = destination / location.name if location.name else destination
     if not (location.name or location.manifest_sha256):
         # A root (runs:/<run_id>) is its files, as download_artifacts(run_id, "", dst)
         # writes them: a model logged there before log_model refused it hid the others.
