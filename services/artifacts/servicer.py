@@ -500,20 +500,28 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
                 raise repeats.request_id_reused(done)  # ...names the upload it spent
             return api.ConfirmUploadResponse(object=self._info(done))
         upload = await self._objects.upload(project, path, upload_id, kind="put")
-        sealed = await self._objects.begin(project, path, upload.overwrite, upload.content_type)
+        # Its read-back is a completion's (a copy, then a digest, of up to 5 GiB on a
+        # store thread others need): it counts against the same cap.
+        async with self._presigned.slots.taken():
+            stored, replaced = await self._confirm(upload, expected, RequestId.of(context))
+        await self._janitor.collect([key for key in (replaced, upload.storage_key) if key])
+        return api.ConfirmUploadResponse(object=self._info(stored))
+
+    async def _confirm(
+        self, upload: PendingUpload, expected: str, request_id: RequestId | None
+    ) -> tuple[StoredObject, str | None]:
+        """The confirmed upload published from a sealed copy, and the key it replaced."""
+        sealed = await self._objects.begin(
+            upload.project, upload.path, upload.overwrite, upload.content_type
+        )
         try:
             stored_type = await self._seal(upload, sealed.storage_key)
             sha256, size = await threads.in_store(self._backend.digest, sealed.storage_key)
             _check_put(upload, expected, sha256, stored_type)
             content_type = upload.content_type or stored_type or DEFAULT_CONTENT_TYPE
             await access.admit_again()  # its caller's key or role may be gone since
-            stored, replaced = await self._objects.publish(
-                sealed,
-                size,
-                sha256,
-                content_type,
-                consumes=upload,
-                request_id=RequestId.of(context),
+            return await self._objects.publish(
+                sealed, size, sha256, content_type, consumes=upload, request_id=request_id
             )
         except BaseException as error:
             await self._discard(sealed)
@@ -522,8 +530,6 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             if isinstance(error, DataLoss | FailedPrecondition | AlreadyExists):
                 await self._discard(upload)
             raise
-        await self._janitor.collect([key for key in (replaced, upload.storage_key) if key])
-        return api.ConfirmUploadResponse(object=self._info(stored))
 
     async def _seal(self, upload: PendingUpload, key: str) -> str:
         try:

@@ -202,8 +202,8 @@ class Config:
     )
     artifact_max_completions: int = _setting(
         4,
-        "S3 direct uploads a process completes at once (each reads its object back on "
-        "one of the 32 threads the artifact service's calls to the store share); "
+        "S3 direct uploads a process completes or confirms at once (each reads its object "
+        "back on one of the 32 threads the artifact service's calls to the store share); "
         "one more waits up to 5 s for a slot, then is RESOURCE_EXHAUSTED (COMPLETIONS_BUSY), "
         "which the client retries with backoff",
     )

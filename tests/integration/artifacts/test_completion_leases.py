@@ -6,6 +6,7 @@ which gives an upload up."""
 import asyncio
 import hashlib
 import threading
+import urllib.request
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -216,6 +217,45 @@ async def test_a_completion_past_the_cap_is_refused_and_the_client_waits_it_out(
     waited = await small_pool._direct._complete_upload(past, 10, with_id(None))
     assert waited.sha256 == _sha(DATA) and refusals >= 2
     assert {(await r).object.sha256 for r in running} == {_sha(DATA)}
+
+
+async def _put_through_url(client: cairn.ArtifactClient, path: str) -> str:
+    """A presigned PUT URL's upload of DATA, sent; its upload id, for ConfirmUpload."""
+    put = await client.presigned_url(path, "PUT", content_type="application/octet-stream")
+    request = urllib.request.Request(put.url, data=DATA, method="PUT", headers=put.headers)
+    await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=10).close())
+    return put.upload_id
+
+
+async def test_confirmations_read_back_within_the_completions_cap(
+    small_pool: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+):
+    """A ConfirmUpload reads its object back as a completion does, on a store thread
+    other calls need: any number of them read back at once, so editors confirming
+    could take every store thread from everyone's downloads."""
+    monkeypatch.setattr(leases, "SLOT_WAIT", timedelta(seconds=0.05))
+    held = HeldReadBacks(monkeypatch)
+    uploads = [await _put_through_url(small_pool, f"p/{n}.bin") for n in range(COMPLETIONS + 1)]
+    running = [
+        asyncio.ensure_future(small_pool.confirm_upload(f"p/{n}.bin", upload_id=upload))
+        for n, upload in enumerate(uploads[:-1])
+    ]
+    assert await held.reached(COMPLETIONS)
+    with pytest.raises(ResourceExhaustedError) as refused:
+        await small_pool._transport.unary(
+            small_pool._stub.ConfirmUpload,
+            api.ConfirmUploadRequest(
+                project=small_pool.project, path=f"p/{COMPLETIONS}.bin", upload_id=uploads[-1]
+            ),
+            timeout=10,
+            metadata=None,
+        )
+    assert refused.value.reason == "COMPLETIONS_BUSY"
+    held.released.set()
+    assert {(await r).sha256 for r in running} == {_sha(DATA)}
+    # Refused before it read anything back: the upload waits to be confirmed again.
+    again = await small_pool.confirm_upload(f"p/{COMPLETIONS}.bin", upload_id=uploads[-1])
+    assert again.sha256 == _sha(DATA)
 
 
 async def test_a_lease_is_renewed_while_its_completion_reads_back(

@@ -512,6 +512,8 @@ class ArtifactClient(BaseClient):
             DataLossError: the bytes differ from expected_sha256.
             FailedPreconditionError: another Content-Type than the URL's was sent.
             AlreadyExistsError: an object is at path and the URL was made without overwrite.
+            ResourceExhaustedError: (COMPLETIONS_BUSY) the server reads back as many
+                uploads at once as it may; the upload waits, call again shortly.
         """
         request = api.ConfirmUploadRequest(
             project=self.project,
