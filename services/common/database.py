@@ -79,6 +79,9 @@ def _unusable_data_dir(data_dir: str, error: OSError) -> str:
 
 # Longest wait to open one connection (the TCP and TLS handshakes, authentication).
 CONNECT_TIMEOUT_SECONDS = 10.0
+# Longest wait for the cancel request of a cancelled call's statement to be sent, over
+# a connection of its own, before the call's connection is closed (_cancels_sent).
+CANCEL_SEND_SECONDS = 2.0
 
 
 def resolve_url(config: Config) -> str:
@@ -102,6 +105,9 @@ async def create_pool(url: str, config: Config) -> asyncpg.Pool:
         server_settings={
             "statement_timeout": str(round(config.db_statement_timeout_seconds * 1000)),
             "work_mem": f"{config.db_work_mem_kib}kB",
+            # A statement whose client is gone (its cancel request lost, the server's
+            # process killed) ends within a second, not at its timeout.
+            "client_connection_check_interval": "1000",
         },
         reset=_keep_session,
         init=_register_codecs,
@@ -254,7 +260,11 @@ class _BoundedAcquire:
             # its statement timeout running. The next message fails with that timeout
             # (a later caller's statement, or the Terminate of a close, which then
             # waits for ever).
-            self._inner.connection.terminate()
+            connection = self._inner.connection
+            try:
+                await _cancels_sent(connection)
+            finally:
+                connection.terminate()
         await self._inner.__aexit__(*exc_info)
 
     def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
@@ -279,6 +289,20 @@ class _BoundedAcquire:
             f"no database connection was free within {self._pool.acquire_timeout:g} s "
             "(CAIRN_DB_ACQUIRE_TIMEOUT_SECONDS); try again",
         )
+
+
+async def _cancels_sent(connection: asyncpg.Connection) -> None:
+    """Waits, for CANCEL_SEND_SECONDS at most, for the cancel requests asyncpg sends for
+    a statement cancelled as it ran. Closing the connection first dropped them unsent:
+    PostgreSQL went on with the statement (a read, out of a transaction no rollback
+    waited on) until its timeout, on a backend the pool had replaced, so calls that
+    timed out piled up backends past the pool's bound until the database refused
+    everyone. asyncpg keeps them in a private set, which a later version may rename:
+    then none is waited for, and the pool's client_connection_check_interval ends the
+    statement within a second instead."""
+    pending = [task for task in getattr(connection, "_cancellations", ()) if not task.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=CANCEL_SEND_SECONDS)
 
 
 def domain_error(exc: BaseException) -> DomainError | None:

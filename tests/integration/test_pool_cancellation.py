@@ -1,6 +1,6 @@
 """A call cancelled in the middle of a statement (its client's deadline passed, say, or
 the server stopping) must not leave its connection to the next caller in a state that
-fails the next caller's statement."""
+fails the next caller's statement, nor its statement running in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,11 +10,15 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import grpc
 import pytest
 
+import cairn
+from cairn.tracking.v1 import tracking_service_pb2 as api
+from cairn.tracking.v1 import tracking_service_pb2_grpc as rpc
 from cairn_server.common import database
 from cairn_server.common.config import Config
-from tests.conftest import eventually, with_overrides
+from tests.conftest import eventually, status_codes, with_overrides
 
 STATEMENT_TIMEOUT_SECONDS = 0.3
 
@@ -91,3 +95,95 @@ def _cancel_when_answered(conn: Any, task: asyncio.Task[Any] | None) -> None:
             asyncio.get_running_loop().call_soon(task.cancel)
 
     transport.write = parse_then_cancel
+
+
+async def test_a_statement_cancelled_out_of_a_transaction_stops_in_postgresql(
+    config: Config,
+) -> None:
+    """A read (no transaction) cancelled as it ran: the connection was closed at once,
+    which dropped the cancel request asyncpg was about to send, and PostgreSQL went on
+    running the statement until its timeout, on a backend the pool had already
+    replaced. Calls that timed out so piled up past the pool until the database
+    refused connections to everyone."""
+    pool = await database.create_pool(config.database_url, config)
+    watcher = await asyncpg.connect(config.database_url)
+    sleeping = "SELECT pg_sleep(60) AS cancelled_read"
+    try:
+
+        async def read() -> None:
+            async with pool.acquire() as conn:
+                # Only the cancel request stops it: the check that a client is gone
+                # (the pool's backstop, see create_pool) is off here.
+                await conn.execute("SET client_connection_check_interval = 0")
+                await conn.fetchval(sleeping)
+
+        task = asyncio.create_task(read())
+        await eventually(lambda: _running(watcher, sleeping), what="the read running")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Stopped within a moment (PostgreSQL signals the backend), not at its timeout.
+        await eventually(
+            lambda: _stopped(watcher, sleeping), timeout=10, what="the cancelled read stopped"
+        )
+    finally:
+        await watcher.close()
+        await database.close_pool(pool)
+
+
+async def test_calls_past_their_deadline_leave_no_statement_waiting(
+    server_port: int, config: Config, unique: str
+) -> None:
+    """Reads held up by a lock (a migration's ALTER TABLE, an operator's DDL) whose
+    callers' deadlines passed: each left its statement waiting in PostgreSQL, on a
+    backend outside the pool's bound, until the statement timeout."""
+    calls = config.db_pool_size * 2
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
+        experiment_id = await tracking.create_experiment(f"deadline-{unique}")
+    request = api.GetExperimentRequest(project="default", experiment_id=experiment_id)
+    locker = await asyncpg.connect(config.database_url)
+    try:
+        async with (
+            locker.transaction(),
+            grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel,
+        ):
+            await locker.execute("LOCK TABLE tracking.experiments IN ACCESS EXCLUSIVE MODE")
+            stub = rpc.TrackingServiceStub(channel)
+            codes = await status_codes(
+                *(stub.GetExperiment(request, timeout=0.5) for _ in range(calls))
+            )
+            assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * calls
+            await eventually(
+                lambda: _none_waiting_on(locker), timeout=10, what="no statement waiting"
+            )
+    finally:
+        await locker.close()
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
+        assert (await tracking.get_experiment(experiment_id)).experiment_id == experiment_id
+
+
+async def _none_waiting_on(locker: asyncpg.Connection) -> bool:
+    """No backend waits for a lock the locker holds."""
+    query = """SELECT count(*) = 0 FROM pg_stat_activity
+        WHERE $1 = ANY(pg_blocking_pids(pid))"""
+    return bool(await locker.fetchval(query, locker.get_server_pid()))
+
+
+async def test_pool_connections_notice_a_client_gone_mid_statement(config: Config) -> None:
+    """The backstop for a statement whose cancel never arrives (the server's process
+    killed): PostgreSQL checks its client is there every second while it runs."""
+    pool = await database.create_pool(config.database_url, config)
+    try:
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW client_connection_check_interval") == "1s"
+    finally:
+        await database.close_pool(pool)
+
+
+async def _running(conn: asyncpg.Connection, statement: str) -> bool:
+    query = "SELECT count(*) > 0 FROM pg_stat_activity WHERE query = $1 AND state = 'active'"
+    return bool(await conn.fetchval(query, statement))
+
+
+async def _stopped(conn: asyncpg.Connection, statement: str) -> bool:
+    return not await _running(conn, statement)
