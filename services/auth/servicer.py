@@ -47,6 +47,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         # Changes reach this server's cached key checks before the call answers.
         self._cache = key_cache(resources.pool)
         self._page_bytes = resources.config.max_message_bytes - paging.RESPONSE_RESERVE
+        self._retention_seconds = resources.config.request_id_retention_seconds
 
     # Projects
 
@@ -131,6 +132,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             fingerprint=fingerprint_of(request, caller),
             # The caller's key, so the new one neither outlives nor survives it.
             parent=caller.key_prefix or None,
+            retention_seconds=self._retention_seconds,
         )
         await after_commit(self._forget)  # a key of the lost answer may be revoked
         return api.CreateApiKeyResponse(api_key=key, info=convert.api_key(record))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from ..common.access import Role, lacks_role
+from ..common.config import Config
 from ..common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -93,9 +94,12 @@ SELECT revoke_time, expire_time, now() + $2::interval AS wanted
 FROM auth.api_keys WHERE prefix = $1 FOR SHARE
 """
 # The key a call with the same request id made before; its request id is forgotten.
+# Whether it is still remembered: within the retention of request ids (older ones are
+# forgotten everywhere else), this call may repeat it.
 _FORGET_REQUEST = """
 UPDATE auth.api_keys SET request_id = NULL WHERE user_id = $1 AND request_id = $2
-RETURNING prefix, request_fingerprint
+RETURNING prefix, request_fingerprint,
+    create_time > now() - $3 * interval '1 second' AS remembered
 """
 # Taken by revocations and by creations that name a request id (which may repeat one),
 # before any key: each locks keys of trees in an order of its own (a revocation from a
@@ -297,6 +301,7 @@ class AuthStore:
         request_id: str | None = None,
         fingerprint: bytes | None = None,
         parent: str | None = None,
+        retention_seconds: float = Config.request_id_retention_seconds,
     ) -> tuple[str, ApiKeyInfo]:
         """A new key for user_id (made a global admin when asked); the key and its row.
 
@@ -307,7 +312,9 @@ class AuthStore:
         created with it, as `revoke_key` does: one usable key is left, the one returned
         now. A repeat asked with a key of that tree is refused. A call under that request
         id whose fingerprint (`idempotency.fingerprint_of`) is not the earlier call's is
-        another request: REQUEST_ID_REUSED, and the earlier key stays."""
+        another request: REQUEST_ID_REUSED, and the earlier key stays. A key made longer
+        ago than retention_seconds (CAIRN_REQUEST_ID_RETENTION_SECONDS) is no repeat's:
+        its request id is forgotten, as every write's is, and the key stays."""
         async with self._pool.acquire() as conn, conn.transaction():
             if request_id is not None:
                 await conn.execute(_TREES_LOCK)
@@ -320,8 +327,10 @@ class AuthStore:
                     "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                     f"auth.api_keys/{user_id}/{request_id}",
                 )
-                earlier = await conn.fetchrow(_FORGET_REQUEST, user_id, request_id)
-                if earlier is not None:
+                earlier = await conn.fetchrow(
+                    _FORGET_REQUEST, user_id, request_id, retention_seconds
+                )
+                if earlier is not None and earlier["remembered"]:
                     await _replace(conn, earlier, request_id, fingerprint, parent)
             if parent is not None:
                 # After the repeat's checks: a repeat asked with a key of the tree it

@@ -289,6 +289,34 @@ async def test_a_request_id_sent_again_with_another_key_creation_revokes_nothing
         assert await replacement.get_api_keys()
 
 
+async def test_a_key_creations_request_id_is_forgotten_after_the_retention(
+    world: World, pool: asyncpg.Pool, config: Config
+) -> None:
+    """Every request id is forgotten after CAIRN_REQUEST_ID_RETENTION_SECONDS but a key
+    creation's, kept on its key: a job creating its key under a fixed id each run
+    revoked, weeks later, the key its previous run handed out and still used."""
+    request_id = [("x-cairn-request-id", f"ci-key-{world.project}")]
+    async with world.auth("editor") as editor:
+        first = await editor.create_api_key(
+            "ci", ApiKeyExpirationTime.NINETY_DAYS, metadata=request_id
+        )
+        older = config.request_id_retention_seconds + 60
+        await pool.execute(
+            """UPDATE auth.api_keys SET create_time = create_time - $3 * interval '1 second'
+               WHERE user_id = $1 AND name = $2""",
+            world.users["editor"],
+            "ci",
+            older,
+        )
+        second = await editor.create_api_key(
+            "ci", ApiKeyExpirationTime.NINETY_DAYS, metadata=request_id
+        )
+    assert second != first
+    for key in (first, second):  # both in use: neither revoked the other
+        async with world.auth_with(key) as still:
+            assert await still.get_api_keys()
+
+
 async def test_a_request_of_countless_empty_messages_is_refused_before_it_is_decoded(
     world: World,
 ) -> None:
