@@ -109,7 +109,8 @@ class ObjectStore:
     ) -> PendingUpload:
         """Records an upload under a fresh key; url_expires for a presigned PUT or
         parts, whose call's request_id makes a repeat of the call find this upload
-        again; the expected size and sha256 of an upload of parts."""
+        again (kept at least as long as the repeat's URLs, which it signs with its own
+        lifetime); the expected size and sha256 of an upload of parts."""
         upload_id = uuid.uuid4()
         async with self._pool.acquire() as conn:
             # Refused in a closed location, which spares the transfer (publish decides).
@@ -120,7 +121,8 @@ class ObjectStore:
                     SELECT $1::uuid, $2::text, $3::text, $4::text, $5::boolean, $6::text,
                            clock_timestamp() + $7::interval, $8::text, $9::bigint, $10::text
                     WHERE NOT {_closed("$3", "$11")}
-                    ON CONFLICT (project, request_id) DO UPDATE SET project = excluded.project
+                    ON CONFLICT (project, request_id) DO UPDATE SET url_expire_time =
+                        greatest(uploads.url_expire_time, excluded.url_expire_time)
                     RETURNING {UPLOAD_COLUMNS}""",
                 upload_id,
                 new_key(project, upload_id.hex),

@@ -224,6 +224,34 @@ async def test_a_request_id_of_another_presigned_put_is_refused(
     assert refused.value.reason == "REQUEST_ID_REUSED"
 
 
+async def test_a_repeated_presigned_put_keeps_its_upload_as_long_as_its_url(
+    s3_store: cairn.ArtifactClient, pool: asyncpg.Pool
+) -> None:
+    """A repeat asking for a longer lifetime got the first upload, with a URL of that
+    lifetime, while the upload kept the first call's: once the janitor expired it, the
+    URL still took bytes no confirmation could publish any more."""
+    once = [(_transport.REQUEST_ID_HEADER, uuid.uuid4().hex)]
+
+    def request(seconds: int) -> api.CreatePresignedUrlRequest:
+        return api.CreatePresignedUrlRequest(
+            project=s3_store.project,
+            path="long.bin",
+            method="PRESIGN_METHOD_PUT",
+            expires_in=Duration(seconds=seconds),
+        )
+
+    call = s3_store._stub.CreatePresignedUrl
+    made = await s3_store._transport.unary(call, request(60), metadata=once)
+    repeat = await s3_store._transport.unary(call, request(3000), metadata=once)
+    assert repeat.upload_id == made.upload_id and "X-Amz-Expires=3000&" in repeat.url
+    left = await pool.fetchval(
+        """SELECT extract(epoch FROM url_expire_time - now()) FROM artifacts.uploads
+           WHERE upload_id = $1""",
+        uuid.UUID(made.upload_id),
+    )
+    assert left > 2900
+
+
 async def test_a_lifetime_under_a_second_is_rounded_up(s3_store: cairn.ArtifactClient) -> None:
     await s3_store.upload("brief.txt", b"x")
     url = await s3_store.presigned_url("brief.txt", expires_in=0.25)
