@@ -109,7 +109,8 @@ class CompletionLeases:
     ) -> None:
         """Extends the lease every RENEW_EVERY until cancelled, or until it is found
         lost (taken over after it lapsed: the completion cannot publish any more), when
-        it cancels the holder's work."""
+        it cancels the holder's work, or the upload gone (published, most likely by
+        the holder itself, in the moment before this task is cancelled)."""
         while True:
             await asyncio.sleep(RENEW_EVERY.total_seconds())
             try:
@@ -122,13 +123,19 @@ class CompletionLeases:
                         held.token,
                         LEASE,
                     )
+                    # A statement of its own, which sees a removal the UPDATE waited for.
+                    taken_over = not kept and await conn.fetchval(
+                        "SELECT true FROM artifacts.uploads WHERE upload_id = $1",
+                        held.upload.upload_id,
+                    )
             except Exception as error:  # the next renewal may get through
                 _log.warning("completion lease not renewed", error=repr(error))
                 continue
-            if not kept:
+            if taken_over:
                 lost.set()
                 if holder is not None:
                     holder.cancel()
+            if not kept:
                 return
 
     async def _release(self, held: Completion) -> None:

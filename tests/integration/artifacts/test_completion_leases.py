@@ -284,6 +284,59 @@ async def test_a_lease_is_renewed_while_its_completion_reads_back(
     assert (await first).object.sha256 == _sha(DATA)
 
 
+async def test_a_renewal_after_the_completion_published_cancels_nothing(
+    s3_client_of: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+):
+    """Publishing removes the upload's row, so a renewal landing after it found no
+    lease and took it for one another completion took over: it cancelled its holder,
+    whose caller heard ABORTED (UPLOAD_BEING_COMPLETED) for an upload it published,
+    and whose replaced bytes were left to the janitor."""
+    monkeypatch.setattr(leases, "RENEW_EVERY", timedelta(seconds=0.01))
+    renewals = RenewalConnections(monkeypatch)
+    publish = ObjectStore.publish
+
+    async def renewed_after(store: ObjectStore, *args: Any, **kwargs: Any) -> Any:
+        published = await publish(store, *args, **kwargs)
+        begun = renewals.taken
+        # A renewal that took its connection after the publication, and gave it back.
+        await eventually(lambda: renewals.given_back > begun, what="a later renewal")
+        return published
+
+    monkeypatch.setattr(ObjectStore, "publish", renewed_after)
+    complete = await _completion(s3_client_of, "t/published.bin")
+    reply = await s3_client_of._stub.CompleteUploadTicket(complete)
+    assert reply.object.sha256 == _sha(DATA)
+
+
+class RenewalConnections:
+    """Counts the pool connections lease renewals take, and give back."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.taken = self.given_back = 0
+        acquire = database.BoundedPool.acquire
+        counts = self
+
+        class Counted:
+            def __init__(self, inner: Any) -> None:
+                self._inner = inner
+
+            async def __aenter__(self) -> Any:
+                counts.taken += 1
+                return await self._inner.__aenter__()
+
+            async def __aexit__(self, *exc_info: Any) -> None:
+                await self._inner.__aexit__(*exc_info)
+                counts.given_back += 1
+
+        def counted(pool: database.BoundedPool, **kwargs: Any) -> Any:
+            inner = acquire(pool, **kwargs)
+            task = asyncio.current_task()
+            renewing = task is not None and task.get_coro().__qualname__.endswith("._renew")
+            return Counted(inner) if renewing else inner
+
+        monkeypatch.setattr(database.BoundedPool, "acquire", counted)
+
+
 async def test_a_completion_whose_caller_left_runs_to_its_end_holding_the_upload(
     small_pool: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
 ):
