@@ -47,6 +47,34 @@ def test_a_url_whose_port_is_not_a_number_is_a_profile_error() -> None:
         parse_profile("p", {"url": "http://h:abc"})
 
 
+@pytest.mark.parametrize(
+    ("url", "refusal"),
+    [
+        ("https://user:pw@cairn.example.com", "holds a user or password"),
+        ("https://token@cairn.example.com:443", "holds a user or password"),
+        ("http://h:0", "port is not a number from 1 to 65535"),
+        ("https://h:0", "port is not a number from 1 to 65535"),
+        ("https://h/path", "is not http://host"),
+    ],
+)
+def test_a_url_the_client_refuses_is_a_profile_error(url: str, refusal: str) -> None:
+    """The URL's user and password were dropped in silence, and port 0 became the
+    default port, where cairn.Client refuses both."""
+    with pytest.raises(ValueError, match=refusal):
+        cairn.Client(url)
+    with pytest.raises(ProfileError, match=rf"\[p\]: url: .*{refusal}") as refused:
+        parse_profile("p", {"url": url})
+    assert "pw" not in str(refused.value)
+
+
+def test_a_token_the_client_refuses_is_a_profile_error() -> None:
+    """It was read, and failed when the client was made, naming no file or section."""
+    with pytest.raises(ProfileError, match=r"\[p\]: token: the API key is 10000 characters"):
+        parse_profile("p", {"host": "h", "token": "k" * 10_000})
+    with pytest.raises(ProfileError, match=r"\[p\]: token: the API key holds characters"):
+        parse_profile("p", {"host": "h", "token": "k\x7f"})
+
+
 def _channel_kind(client: cairn.Client) -> str:
     # The lazy channel's opener names the grpc function it will call.
     names = client._transport.channel._open.__code__.co_names
@@ -105,7 +133,7 @@ def test_a_malformed_file_is_reported_without_its_text(tmp_path, text: str, wher
         (b"[default]\nhost = h\x01x\ntls = false\n", "host: the address holds '\\x01'"),
         (b"[default]\nhost = h:1\nport = 2\ntls = false\n", "host: 'h:1' names port 1"),
         (b"[default]\nurl = http://h\nregistry_address = r:x\n", "registry_address: the port"),
-        (b"[default]\nurl = http://h\ntoken = abc\x01SUPERSECRET\n", "token holds characters"),
+        (b"[default]\nurl = http://h\ntoken = abc\x01SUPERSECRET\n", "token: the API key holds"),
     ],
     ids=[
         "latin-1",

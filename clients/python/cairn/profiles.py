@@ -43,8 +43,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import _small_files as small_files
-from ._targets import target
-from ._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT, timeout_of
+from ._targets import parse, target
+from ._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT, timeout_of, token_header
 
 PROFILES_ENV = "CAIRN_PROFILES"
 DEFAULT_PROFILES_PATH = Path("~/.config/cairn/profiles.ini")
@@ -196,11 +196,10 @@ def parse_profile(name: str, values: dict[str, str], *, source: str = "profile")
     if style not in (STANDALONE, BEARER):
         raise ProfileError(f"{source} [{name}]: token_style must be standalone or bearer")
     token = values.get("token") or None
-    if token is not None and not (token.isascii() and token.isprintable()):
-        raise ProfileError(
-            f"{source} [{name}]: token holds characters a header cannot carry: a key is"
-            " printable ASCII"
-        )
+    try:  # as the client will check it, which would name no file
+        token_header(token)
+    except ValueError as error:  # its words never quote the token
+        raise ProfileError(f"{source} [{name}]: token: {error}") from None
     services = {service: values[key] for service, key in SERVICE_KEYS.items() if values.get(key)}
     for service, address in services.items():
         _check_address(name, source, SERVICE_KEYS[service], address, tls)
@@ -226,16 +225,15 @@ def split_url(url: str) -> tuple[str, int, bool]:
         ProfileError: when url is not such a URL (the message does not quote it: a URL
             may carry credentials).
     """
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        raise ProfileError("the URL's port is not a number from 0 to 65535") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if urlsplit(url).scheme not in ("http", "https"):
         raise ProfileError("the URL is not http://host[:port] or https://host[:port]")
-    tls = parts.scheme == "https"
+    try:  # read as cairn.Client reads it: no user or password, a port from 1 to 65535
+        address = parse(url)
+    except ValueError as error:  # its words quote no credentials
+        raise ProfileError(str(error)) from None
+    tls = bool(address.tls)
     default = DEFAULT_TLS_PORT if tls else DEFAULT_PLAINTEXT_PORT
-    return parts.hostname, port or default, tls
+    return address.host, address.port or default, tls
 
 
 def _address(name: str, values: dict[str, str], source: str) -> tuple[str, int, bool]:
