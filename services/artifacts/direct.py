@@ -6,7 +6,10 @@ one request per connection, each named by a ticket of the gRPC service (`tickets
   The endpoint checks the ticket and records the upload before it answers
   `100 Continue` (so a refusal arrives before any byte is sent), writes the body to the
   upload's key as the streamed path does, hashing it on the way, and publishes it only
-  when size and checksum match; the answer is the serialized `ObjectInfo`.
+  when size and checksum match and its caller is still admitted (its key, role and
+  project checked by the gate again, as before a streamed upload publishes: refused as
+  the gate refuses, UNAUTHENTICATED `API_KEY_REVOKED` say, HTTP 401); the answer is the
+  serialized `ObjectInfo`.
 - `GET /v1/transfers/<ticket>`: the bytes of the stored key the ticket names, sent with
   `sendfile`; `410 Gone` when they were replaced or deleted since (the client then
   streams through gRPC, which goes back to the object's row); DATA_LOSS
@@ -84,6 +87,7 @@ READ_WINDOW = 32 * 1024 * 1024
 _log = logs.get("cairn.artifacts.direct")
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,  # an upload's key revoked or expired meanwhile
     grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.ALREADY_EXISTS: 409,

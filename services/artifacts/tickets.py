@@ -10,6 +10,13 @@ transfer must begin by then (one that began runs to its end). An upload's ticket
 used once (TICKET_USED after): the process remembers the PUT tickets it accepted until
 they expire (it alone can verify them, so its memory is the whole record). A download's
 ticket may be used again within its minute, for the same bytes.
+
+With authentication on, a PUT ticket names the caller it was issued to (user and key
+prefix), and the process keeps that call's admission by the gate (`Admissions`): the
+upload is admitted again when it begins and just before it publishes, as a streamed
+upload is, for however long it ran. The admission stays in the process because it
+holds the key the caller presented, which a ticket, readable by whoever sees it, must
+not carry; the ticket works on this process only anyway.
 """
 
 from __future__ import annotations
@@ -24,12 +31,15 @@ import json
 import os
 import threading
 import time
+import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..common.errors import PermissionDenied
 from ..common.idempotency import RequestId
 
 TICKET_SECONDS = 60.0
+Admit = Callable[[], Awaitable[object]]
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class Ticket:
     content_type: str = ""
     request_id: str = ""  # PUT: that of the call, kept on the object it publishes
     user: str = ""  # PUT: whose request id it is, with authentication on
+    key_prefix: str = ""  # PUT: the key of the call that issued it, with authentication on
 
     @staticmethod
     def request_claims(request_id: RequestId | None) -> dict[str, str]:
@@ -109,6 +120,58 @@ class TicketSigner:
 
     def _sign(self, payload: str) -> str:
         return _encode(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+
+
+class Admissions:
+    """The gate's admissions of the calls that issued PUT tickets, to ask again.
+
+    One per key and project, the latest (a caller asking for many tickets holds one,
+    whatever their number: each holds the key presented and the call it came with),
+    kept a minute past the expiry of the last ticket issued with it, so a ticket that
+    verified still finds it. An upload takes its own when it begins (`pin`) and holds
+    it for as long as it runs, which may be hours. Used on the event loop only."""
+
+    def __init__(self, authenticated: bool) -> None:
+        self._authenticated = authenticated
+        self._kept: dict[tuple[str, str], tuple[float, Admit]] = {}
+        self._pinned: weakref.WeakKeyDictionary[Ticket, Admit] = weakref.WeakKeyDictionary()
+        self._next_sweep = 0.0
+
+    def keep(self, key_prefix: str, project: str, admit: Admit) -> None:
+        """Keeps admit for the tickets of key_prefix in project issued from now on."""
+        now = time.time()
+        if now >= self._next_sweep:  # a scan a minute, of the callers of two minutes
+            self._kept = {k: v for k, v in self._kept.items() if v[0] >= now}
+            self._next_sweep = now + TICKET_SECONDS
+        self._kept[key_prefix, project] = (now + 2 * TICKET_SECONDS, admit)
+
+    def pin(self, ticket: Ticket) -> Admit | None:
+        """The admission to ask again for the upload of ticket (verified just now), kept
+        with the ticket from now on; None when authentication is off.
+
+        Raises:
+            PermissionDenied: TICKET_INVALID, a ticket that names no caller on a server
+                with authentication on.
+        """
+        if not self._authenticated:
+            return None
+        # With authentication on, every PUT ticket this process issues names its key. One
+        # naming none is of an older release, before tickets did: refused, not let through
+        # unchecked, since nothing says whose it is (and the client streams instead, as
+        # for any invalid ticket). None reaches here today: the key signing tickets is
+        # each process's own, so an older process's fail their signature first.
+        kept = self._kept.get((ticket.key_prefix, ticket.project)) if ticket.key_prefix else None
+        if kept is None:
+            raise _invalid("the ticket names no caller this server can check again")
+        self._pinned[ticket] = kept[1]
+        return kept[1]
+
+    def pinned(self, ticket: Ticket) -> Admit | None:
+        """What `pin` gave for ticket."""
+        admit = self._pinned.get(ticket)
+        if admit is None and self._authenticated:
+            raise _invalid("the ticket's upload was not admitted when it began")
+        return admit
 
 
 def _invalid(message: str) -> PermissionDenied:

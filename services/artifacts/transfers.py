@@ -1,7 +1,8 @@
 """The service's side of direct transfer (docs/artifacts.md): it signs the tickets the
 servicer issues, runs the byte endpoint (`direct.py`) on the filesystem backend, and
 records, writes and publishes what the endpoint receives, by the same steps as a
-streamed upload (`store.py`'s begin, the backend's write, publish; discard on failure).
+streamed upload (`store.py`'s begin, the backend's write, publish; discard on failure),
+its caller admitted again by the gate when it begins and just before it publishes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from cairn.artifacts.v1 import artifacts_pb2 as pb
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 
+from ..common import access
 from ..common.config import Config
 from ..common.errors import FailedPrecondition, Unavailable, invalid_field
 from ..common.server import Stopping, tls_context
@@ -25,7 +27,7 @@ from .direct import ByteEndpoint, ChunkedReader, on_loop
 from .filesystem import FilesystemBackend
 from .janitor import Janitor
 from .store import ObjectStore, PendingUpload, StoredObject, already_exists
-from .tickets import Ticket, TicketSigner
+from .tickets import Admissions, Ticket, TicketSigner
 
 
 def _settle(future: asyncio.Future[None]) -> None:
@@ -46,6 +48,7 @@ class DirectTransfers:
         discard: Callable[[PendingUpload], Coroutine[Any, Any, None]],
     ) -> None:
         self.signer = TicketSigner()
+        self._admissions = Admissions(resources.config.auth != "none")
         self._config = resources.config
         self._stopping = resources.stopping
         self._backend = backend
@@ -98,8 +101,14 @@ class DirectTransfers:
         return self._endpoint
 
     def ticket(self, **claims: object) -> api.DirectTicket:
-        """A signed ticket for the claims (tickets.Ticket's fields), and where to use it."""
+        """A signed ticket for the claims (tickets.Ticket's fields), and where to use it.
+        A PUT ticket names the caller (with authentication on), whose admission by the
+        gate is kept to ask again (tickets.Admissions); called by the call issuing it."""
         endpoint = self.check_offered()
+        admit = access.readmission() if claims.get("method") == "PUT" else None
+        if admit is not None and (caller := access.current_caller()).key_prefix:
+            claims |= {"user": caller.user_id, "key_prefix": caller.key_prefix}
+            self._admissions.keep(caller.key_prefix, str(claims["project"]), admit)
         return api.DirectTicket(
             host=self._config.artifact_direct_host,
             port=endpoint.port,
@@ -112,6 +121,9 @@ class DirectTransfers:
         return on_loop(self._loop, self._accept(ticket))
 
     async def _accept(self, ticket: Ticket) -> PendingUpload | StoredObject | bytes:
+        admit = self._admissions.pin(ticket)
+        if admit is not None:  # refused before any byte is sent, not after them all
+            await admit()
         request_id = ticket.request
         # Asked first, as the servicer's _in_the_way: a first try publishing in between is
         # then this repeat's own object, not one in its way.
@@ -160,6 +172,10 @@ class DirectTransfers:
 
     async def _publish(self, upload: PendingUpload, reader: ChunkedReader, ticket: Ticket) -> bytes:
         try:
+            # As a streamed upload: its caller's key or role may be gone since it began,
+            # however long ago (a ticket only bounds when an upload may begin).
+            if admit := self._admissions.pinned(ticket):
+                await admit()
             stored, replaced = await self._objects.publish(
                 upload,
                 reader.size,

@@ -65,7 +65,9 @@ class CallInfo:
         self.method = method
         self._context = context
 
-    @property
+    # Both kept once read: an admission kept past its call (a byte-endpoint upload's,
+    # transfers.py) is asked again after the call ended, and must not read it then.
+    @functools.cached_property
     def metadata(self) -> Sequence[tuple[str, str | bytes]]:
         return metadata_of(self._context)
 
@@ -130,6 +132,14 @@ T = TypeVar("T")
 def set_readmission(admit: Callable[[], Awaitable[object]]) -> None:
     """How the gate admits the call being handled again (set by the interceptor)."""
     _readmission.set(admit)
+
+
+def readmission() -> Callable[[], Awaitable[object]] | None:
+    """How the gate admits the call being handled again, for work the call leaves to
+    run after it ends (a byte-endpoint upload, transfers.py); None for a call no gate
+    admits. It checks the call's key, role and project as the gate did, and raises as
+    `admit_again` does."""
+    return _readmission.get(None)
 
 
 async def admit_again() -> None:

@@ -10,9 +10,11 @@ import http.client
 import io
 import json
 import os
+import socket
 import ssl
 import threading
 import time
+import types
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -28,16 +30,20 @@ from cairn._clients import _direct
 from cairn._direct_io import DirectWriter
 from cairn.artifacts.v1 import artifacts_pb2 as pb
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
+from cairn.artifacts.v1 import artifacts_service_pb2_grpc as rpc
 from cairn.exceptions import AbortedError, DataLossError, InvalidArgumentError, NotFoundError
+from cairn.types import ApiKeyExpirationTime, ProjectRole
 from cairn_server import catalog
-from cairn_server.artifacts import backends
+from cairn_server.artifacts import backends, tickets
 from cairn_server.artifacts.direct import ChunkedReader
+from cairn_server.artifacts.filesystem import FilesystemBackend
 from cairn_server.artifacts.janitor import Janitor
 from cairn_server.artifacts.store import ObjectStore
 from cairn_server.artifacts.tickets import TicketSigner
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
-from tests.conftest import new_project, serving, with_overrides
+from tests.conftest import eventually, new_project, serving, with_overrides
+from tests.integration.auth.conftest import populated, serve
 from tests.integration.test_tls import pki  # noqa: F401 (a fixture)
 
 SMALL_THRESHOLD = 1024 * 1024
@@ -562,3 +568,99 @@ async def test_an_upload_whose_id_published_another_meanwhile_is_refused(
         await direct.upload("t/raced.bin", mine, metadata=same_id)
     assert raised.value.reason == "REQUEST_ID_REUSED"
     assert await direct.read("t/raced.bin") == b"another upload"
+
+
+def _begin_put(ticket: api.DirectTicket, first: bytes) -> socket.socket:
+    """A PUT told `100 Continue` (its upload recorded), its first chunk sent."""
+    connection = socket.create_connection((ticket.host or "127.0.0.1", ticket.port), timeout=10)
+    connection.sendall(
+        f"PUT /v1/transfers/{ticket.ticket} HTTP/1.1\r\nHost: x\r\n"
+        "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n".encode()
+    )
+    assert connection.recv(1024).startswith(b"HTTP/1.1 100"), "not told to continue"
+    connection.sendall(b"%x\r\n%s\r\n" % (len(first), first))
+    return connection
+
+
+def _end_put(connection: socket.socket, rest: bytes, sha256: str) -> tuple[int, bytes]:
+    with connection, connection.makefile("rb") as answer:
+        connection.sendall(
+            b"%x\r\n%s\r\n0\r\nX-Cairn-Sha256: %s\r\n\r\n" % (len(rest), rest, sha256.encode())
+        )
+        status = int(answer.readline().split()[1])
+        length = 0
+        while line := answer.readline().strip():
+            name, _, value = line.decode().partition(":")
+            length = int(value) if name.lower() == "content-length" else length
+        return status, answer.read(length)
+
+
+@pytest.mark.parametrize(
+    ("meanwhile", "status", "reason"),
+    [
+        ("key revoked", 401, "API_KEY_REVOKED"),
+        ("role taken away", 403, "PERMISSION_DENIED"),
+        ("nothing", 200, None),
+    ],
+)
+async def test_a_direct_upload_is_admitted_again_before_it_publishes(
+    config: Config,
+    pool: asyncpg.Pool,
+    unique: str,
+    monkeypatch: pytest.MonkeyPatch,
+    meanwhile: str,
+    status: int,
+    reason: str | None,
+):
+    """Its ticket checked only at the request head, an upload whose key was revoked (or
+    role taken away) while it was sent published anyway, its ticket expired by then, where
+    the streamed one is refused. An upload outlasting its ticket still publishes."""
+    server, port = await serve(
+        with_overrides(config, auth="api_key", auth_failure_limit=10**6), pool
+    )
+    try:
+        world = await populated(port, pool, f"dr-{unique}")
+        user = f"direct-{world.project}"
+        async with world.auth("global_admin") as admin:
+            await admin.add_user_project_role(user, world.project, ProjectRole.EDITOR)
+            key = await admin.create_user_api_key(user, "uploads", ApiKeyExpirationTime.ONE_YEAR)
+        header = api.UploadHeader(project=world.project, path="t/x.bin", expected_size=len(DATA))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = await rpc.ArtifactServiceStub(channel).CreateUploadTicket(
+                api.CreateUploadTicketRequest(header=header),
+                metadata=(("authorization", f"Bearer {key}"),),
+            )
+        half = len(DATA) // 2
+        connection = await asyncio.to_thread(_begin_put, reply.ticket, DATA[:half])
+        storage_key = await pool.fetchval(
+            "SELECT storage_key FROM artifacts.uploads WHERE project = $1", world.project
+        )
+        async with world.auth("global_admin") as admin:
+            if meanwhile == "key revoked":
+                await admin.delete_api_key(key)
+            elif meanwhile == "role taken away":
+                await admin.delete_project_role(user, world.project)
+        later = time.time() + 2 * tickets.TICKET_SECONDS  # the ticket expired meanwhile
+        monkeypatch.setattr(tickets, "time", types.SimpleNamespace(time=lambda: later))
+        answer = await asyncio.to_thread(
+            _end_put, connection, DATA[half:], hashlib.sha256(DATA).hexdigest()
+        )
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", port, world.keys["global_admin"], project=world.project
+        ) as artifacts:
+            assert answer[0] == status, answer
+            if reason is None:
+                assert (await artifacts.stat("t/x.bin")).sha256 == hashlib.sha256(DATA).hexdigest()
+                return
+            assert json.loads(answer[1])["reason"] == reason
+            with pytest.raises(NotFoundError):
+                await artifacts.stat("t/x.bin")
+        assert not await pool.fetchval(
+            "SELECT count(*) FROM artifacts.uploads WHERE project = $1", world.project
+        )
+        backend = backends.from_config(config)
+        assert isinstance(backend, FilesystemBackend)
+        written = backend.local_file(storage_key)
+        await eventually(lambda: not written.exists(), what="the upload's bytes removed")
+    finally:
+        await server.stop(grace=0)
