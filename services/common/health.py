@@ -9,6 +9,10 @@ import functools
 
 import grpc
 from grpc_health.v1 import health, health_pb2
+from grpc_status import rpc_status
+
+from .errors import ResourceExhausted
+from .interceptor import domain_status
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -17,6 +21,11 @@ _UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 # The other names follow the database; a liveness probe on them restarted every pod
 # of an outage, and a restarted server exits while its database is away.
 LIVENESS = "cairn.liveness"
+# Watch streams a process keeps open at once, on both ports: health needs no key, and
+# each stream holds about 9 KiB of the server for as long as its client wants, so past
+# this one is refused (RESOURCE_EXHAUSTED, TOO_MANY_WATCHERS) rather than cost memory
+# without bound. gRPC's client-side health checking keeps one per client channel.
+MAX_WATCHERS = 10_000
 
 
 class HealthServicer(health.aio.HealthServicer):
@@ -30,6 +39,7 @@ class HealthServicer(health.aio.HealthServicer):
         }
         self._final = False
         self._changed = asyncio.Condition()
+        self._watchers = 0
 
     async def set(
         self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
@@ -51,12 +61,28 @@ class HealthServicer(health.aio.HealthServicer):
         """Sends the name's status, then each change of it; ends (OK) once shutdown
         began and NOT_SERVING is sent. The library's stream stays open, a call in
         flight that holds the server's stop until its grace period ends; the client
-        watches again elsewhere."""
+        watches again elsewhere. Past MAX_WATCHERS at once, refused."""
+        if self._watchers >= MAX_WATCHERS:
+            # Built here: the plaintext health port has no interceptor to build it.
+            refusal = ResourceExhausted(
+                "TOO_MANY_WATCHERS",
+                f"this server keeps {MAX_WATCHERS} health watches open at once already; "
+                "use Check, or watch again later",
+                metadata={"limit": str(MAX_WATCHERS)},
+            )
+            await context.abort_with_status(rpc_status.to_status(domain_status(refusal)))
+        self._watchers += 1
+        try:
+            await self._watch(request.service, context)
+        finally:
+            self._watchers -= 1
+
+    async def _watch(self, service: str, context: grpc.aio.ServicerContext) -> None:
         sent: health_pb2.HealthCheckResponse.ServingStatus.ValueType | None = None
         while True:
             async with self._changed:
-                await self._changed.wait_for(functools.partial(self._news, request.service, sent))
-                status = self._status(request.service)
+                await self._changed.wait_for(functools.partial(self._news, service, sent))
+                status = self._status(service)
             if status == sent:  # shutdown began, and its status is sent
                 return
             # Not under the lock: a client slow to read holds no one's change.

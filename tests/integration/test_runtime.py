@@ -24,6 +24,7 @@ from cairn_server.common.config import Config
 from cairn_server.common.health import LIVENESS
 from cairn_server.common.server import CairnServer
 from cairn_server.common.service import Resources, ServiceSpec
+from tests.conftest import eventually, with_overrides
 
 SERVICE_NAMES = [spec.full_name for spec in catalog.select([])]
 
@@ -280,6 +281,48 @@ async def test_shutdown_reports_not_serving_and_lets_calls_finish(scripted) -> N
     reply = await in_flight
     assert reply.run.info.run_id == "slow"
     await asyncio.wait_for(stopping, timeout=5)
+
+
+async def test_health_watches_are_bounded_on_both_ports(
+    config: Config, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Health needs no key, and each Watch stays open as long as its client wants: 20,000
+    of them took 175 MiB of the server, from anyone who could reach a port."""
+    monkeypatch.setattr("cairn_server.common.health.MAX_WATCHERS", 2)
+    server = CairnServer(with_overrides(config, health_address="127.0.0.1:0"), [catalog.AUTH], pool)
+    port = await server.start()
+    request = health_pb2.HealthCheckRequest(service="")
+    try:
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as main,
+            grpc.aio.insecure_channel(f"127.0.0.1:{server.health_port}") as probes,
+        ):
+            watches = [health_pb2_grpc.HealthStub(main).Watch(request) for _ in range(2)]
+            for watch in watches:
+                assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+            for channel in (main, probes):
+                refused = health_pb2_grpc.HealthStub(channel).Watch(request)
+                with pytest.raises(grpc.aio.AioRpcError) as error:
+                    await refused.read()
+                assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert exceptions.from_grpc_error(error.value).reason == "TOO_MANY_WATCHERS"
+            # Checks go on, and a watch that ends frees its place.
+            checked = await health_pb2_grpc.HealthStub(probes).Check(request)
+            assert checked.status == health_pb2.HealthCheckResponse.SERVING
+            watches[0].cancel()
+
+            async def watched_again() -> bool:
+                again = health_pb2_grpc.HealthStub(probes).Watch(request)
+                try:
+                    return (await again.read()).status == health_pb2.HealthCheckResponse.SERVING
+                except grpc.aio.AioRpcError:
+                    return False
+                finally:
+                    again.cancel()
+
+            await eventually(watched_again, what="a watch taking the freed place")
+    finally:
+        await server.stop(grace=0)
 
 
 async def test_a_health_watch_ends_once_shutdown_begins(scripted) -> None:
