@@ -289,7 +289,7 @@ async def test_an_encrypted_key_or_a_client_ca_that_is_no_pem_is_named(
         ("tls_client_ca_file", "CAIRN_TLS_CLIENT_CA_FILE (--tls-client-ca-file)"),
     ],
 )
-@pytest.mark.parametrize("missing", ["no file", "a directory"])
+@pytest.mark.parametrize("missing", ["no file", "a directory", "a pipe"])
 async def test_a_tls_file_that_cannot_be_read_is_named_with_its_setting(
     config: Config,
     pool: asyncpg.Pool,
@@ -300,8 +300,13 @@ async def test_a_tls_file_that_cannot_be_read_is_named_with_its_setting(
     missing: str,
 ) -> None:
     """A path with no file (a typo in a Secret's mount path) ended the server with
-    "[Errno 2] No such file or directory", naming neither the file nor its setting."""
-    path = tmp_path / "absent.pem" if missing == "no file" else tmp_path
+    "[Errno 2] No such file or directory", naming neither the file nor its setting. A
+    named pipe no one writes to held the server's start for ever, deaf to SIGTERM; one
+    that was written to was read dry by the first of the server's reads."""
+    path = {"no file": tmp_path / "absent.pem", "a directory": tmp_path}.get(missing)
+    if path is None:
+        path = tmp_path / "fifo.pem"
+        os.mkfifo(path)
     settings = {"tls_cert_file": str(pki["server_cert"]), "tls_key_file": str(pki["server_key"])}
     settings[setting] = str(path)
     server = CairnServer(with_overrides(config, **settings), catalog.select(["tracking"]), pool)
