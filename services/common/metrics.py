@@ -1,16 +1,23 @@
 """Prometheus metrics of a server process: calls, latencies, streams, the pool.
 
 Served on CAIRN_METRICS_ADDRESS (off when empty) at /metrics, apart from the gRPC port,
-so a scrape never queues behind RPCs and needs no gRPC.
+so a scrape never queues behind RPCs and needs no gRPC. The port is plain HTTP that anyone
+reaching it may open, so what a connection can cost is bounded (docs/deploy.md, "Metrics").
 """
 
 from __future__ import annotations
 
+import socket
+import sys
+import threading
 from collections.abc import Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler
 
 import asyncpg
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 CALLS = Counter("cairn_rpc_calls", "RPCs finished, by method and status code", ["method", "code"])
@@ -91,10 +98,78 @@ def _listen(address: str) -> int:
     # "[::1]:9090", as grpc takes it: the brackets only set the host apart from the port.
     host = host.removeprefix("[").removesuffix("]")
     try:
-        server, _ = start_http_server(int(port), addr=host or "0.0.0.0")
+        server = _MetricsServer(host or "0.0.0.0", int(port))
     except OSError as error:  # "Name or service not known", an address in use
         raise OSError(
             f"cannot serve metrics on {address} (CAIRN_METRICS_ADDRESS, --metrics-address): "
             f"{error.strerror or error}"
         ) from error
+    threading.Thread(target=server.serve_forever, name="cairn-metrics", daemon=True).start()
     return int(server.server_port)
+
+
+# What one connection may cost. prometheus_client's own server (start_http_server) gives
+# each connection a thread with no timeout and no cap: 100 idle connections held 100
+# threads for good, and partial requests grew a process to 603 threads. Here each read
+# and write of a connection waits TIMEOUT_SECONDS at most (Prometheus's default
+# scrape_timeout is 10 s too; a scrape takes milliseconds), and MAX_CONNECTIONS are
+# served at once (scrapers are one or two), each holding a thread and what wsgiref reads
+# of a request (its line and at most 100 headers of 64 KiB).
+TIMEOUT_SECONDS = 10.0
+MAX_CONNECTIONS = 8
+
+
+_Request = socket.socket | tuple[bytes, socket.socket]  # socketserver's, of TCP and UDP
+
+
+class _MetricsServer(ThreadingWSGIServer):
+    """prometheus_client's server and WSGI app (the same /metrics, content types, gzip and
+    methods), with each connection on a timeout and at most MAX_CONNECTIONS at once."""
+
+    def __init__(self, host: str, port: int) -> None:
+        # What start_http_server does: the family of the host, so an IPv6 host binds.
+        family, _, _, _, sockaddr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        self.address_family = family
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__((str(sockaddr[0]), port), _Handler)
+        self.set_app(make_wsgi_app(REGISTRY))
+
+    def process_request(self, request: _Request, client_address: Any) -> None:
+        # Past the bound a connection is closed at once rather than left to wait: waiting
+        # would stop the accept loop, so every later connection (the scraper's too) would
+        # queue behind the ones holding the slots; closed, it costs nothing, and a
+        # scraper sees a prompt failure and tries again next interval.
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)  # starts its thread
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: _Request, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: _Request, client_address: Any) -> None:
+        # A connection timed out or reset by its client is routine on an open port:
+        # dropped without a traceback on stderr.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+class _Handler(WSGIRequestHandler):
+    """wsgiref's handler (one request a connection), each read and write of it on a
+    timeout; logs nothing, as prometheus_client's."""
+
+    def setup(self) -> None:
+        self.request.settimeout(TIMEOUT_SECONDS)  # for every read and write after
+        super().setup()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass

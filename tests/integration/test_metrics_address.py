@@ -1,16 +1,23 @@
 """The /metrics endpoint on the addresses CAIRN_METRICS_ADDRESS takes: port 0 is told
 (the server logs it), a bracketed IPv6 host binds as grpc's addresses do, and one that
-cannot be bound says which setting named it."""
+cannot be bound says which setting named it; the endpoint answers as prometheus_client's own
+server does, yet bounds what a connection costs (time, a thread among a few)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
+import threading
+import time
 import urllib.request
 
 import asyncpg
+import prometheus_client
 import pytest
 
 from cairn_server.common import metrics
+from tests.conftest import eventually
 
 
 def _scrape(url: str) -> str:
@@ -36,3 +43,95 @@ async def test_an_address_that_cannot_be_bound_names_the_setting(pool: asyncpg.P
         "cannot serve metrics on no-such-host.invalid:0 (CAIRN_METRICS_ADDRESS, "
         "--metrics-address): Name or service not known"
     )
+
+
+# What one connection may cost. Before, start_http_server gave each connection a thread
+# with no timeout and no cap: 60 idle connections held 60 more threads for good.
+
+
+def _connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def _closed_by_server(connection: socket.socket, within: float) -> bool:
+    """Whether the server closes the connection within `within` seconds, reading (and
+    dropping) whatever it answers first."""
+    connection.settimeout(within)
+    try:
+        while connection.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:  # closed with bytes of ours unread
+        pass
+    return True
+
+
+async def test_connections_past_the_bound_are_closed_and_hold_no_thread(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "MAX_CONNECTIONS", 4, raising=False)
+    monkeypatch.setattr(metrics, "TIMEOUT_SECONDS", 60.0, raising=False)  # held for the test
+    port = metrics.serve("127.0.0.1:0", pool)
+    base = threading.active_count()
+    held, extra = [_connect(port) for _ in range(4)], []
+    try:
+        await eventually(lambda: threading.active_count() - base == 4, what="a thread each")
+        extra = [_connect(port) for _ in range(20)]
+        deadline = time.monotonic() + 5
+        closed = [_closed_by_server(one, max(deadline - time.monotonic(), 0.01)) for one in extra]
+        assert closed == [True] * 20
+        assert threading.active_count() - base == 4
+    finally:
+        for connection in held + extra:
+            connection.close()
+    # The slots are given back: the threads end and a scrape is served again.
+    await eventually(lambda: threading.active_count() == base, what="the threads ended")
+    assert "cairn_rpc_calls" in _scrape(f"http://127.0.0.1:{port}/metrics")
+
+
+async def test_an_idle_connection_is_closed_within_the_timeout(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "TIMEOUT_SECONDS", 0.5, raising=False)
+    port = metrics.serve("127.0.0.1:0", pool)
+    base = threading.active_count()
+    with _connect(port) as connection:
+        opened = time.monotonic()
+        assert _closed_by_server(connection, within=5)
+        assert 0.4 < time.monotonic() - opened < 5
+    await eventually(lambda: threading.active_count() == base, what="its thread ended")
+
+
+def _exchange(port: int, request: bytes) -> tuple[bytes, set[bytes]]:
+    """The status line and headers but Date and Content-Length, and the `# TYPE` lines."""
+    with _connect(port) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    head = re.sub(rb"\r\n(Date|Content-Length): [^\r]*", b"", head)
+    return head, {line for line in body.splitlines() if line.startswith(b"# TYPE")}
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text\r\n\r\n",
+        b"HEAD /metrics HTTP/1.0\r\n\r\n",
+        b"OPTIONS /metrics HTTP/1.0\r\n\r\n",
+        b"nonsense\r\n\r\n",
+    ],
+)
+async def test_answers_as_prometheus_client_own_server_does(
+    pool: asyncpg.Pool, request_: bytes
+) -> None:
+    port = metrics.serve("127.0.0.1:0", pool)
+    reference, _ = prometheus_client.start_http_server(0, addr="127.0.0.1")
+    try:
+        assert _exchange(port, request_) == _exchange(reference.server_port, request_)
+    finally:
+        reference.shutdown()
+        reference.server_close()
