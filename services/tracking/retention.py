@@ -25,17 +25,19 @@ _log = logs.get("cairn.tracking.retention")
 MAX_INTERVAL_SECONDS = 3600
 SLICE_ROWS = 10_000
 
-# The oldest rows of either kind, then the old LogMetric rows (by the partial index of
-# the rows with a fingerprint). now() (each statement is its own transaction), not
-# clock_timestamp(), so that the cutoff bounds the index scan, which stops at the first
-# young row, instead of filtering a month of young LogBatch ids row by row; ctid IN
-# (...) deletes the rows found by their TIDs. Rows another transaction holds (a purge
-# deleting its runs' ids, in another order) are passed over, not waited for: the two
-# never deadlock, and what is passed over goes with its run or at the next pass.
-_PRUNE_ALL = """
+# The oldest LogBatch rows, then the old LogMetric rows (by the partial index of the
+# rows with a fingerprint), each kind by its own retention: either may be the shorter.
+# now() (each statement is its own transaction), not clock_timestamp(), so that the
+# cutoff bounds the index scan, which stops at the first young row, instead of filtering
+# a month of young LogBatch ids row by row (the LogMetric rows past the cutoff it passes
+# over are only those of a longer retention than LogBatch's); ctid IN (...) deletes the
+# rows found by their TIDs. Rows another transaction holds (a purge deleting its runs'
+# ids, in another order) are passed over, not waited for: the two never deadlock, and
+# what is passed over goes with its run or at the next pass.
+_PRUNE_BATCH = """
 DELETE FROM tracking.applied_batches WHERE ctid IN (
     SELECT ctid FROM tracking.applied_batches
-    WHERE applied_at < now() - $1 * interval '1 second'
+    WHERE applied_at < now() - $1 * interval '1 second' AND fingerprint IS NULL
     ORDER BY applied_at LIMIT $2 FOR UPDATE SKIP LOCKED)"""
 _PRUNE_METRIC = """
 DELETE FROM tracking.applied_batches WHERE ctid IN (
@@ -71,7 +73,7 @@ async def prune(
     if metric_retention_seconds is None:
         metric_retention_seconds = retention_seconds
     async with pool.acquire() as conn:
-        pruned = await _in_slices(conn, _PRUNE_ALL, retention_seconds, slice_rows)
+        pruned = await _in_slices(conn, _PRUNE_BATCH, retention_seconds, slice_rows)
         return pruned + await _in_slices(conn, _PRUNE_METRIC, metric_retention_seconds, slice_rows)
 
 

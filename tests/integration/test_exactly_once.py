@@ -4,6 +4,7 @@ that cuts the connection as the server's answer begins (or after its headers).""
 
 import asyncio
 import datetime
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -393,6 +394,30 @@ async def test_log_batch_ids_are_forgotten_after_their_own_retention(
                 f"batch-{unique}",
             )
         assert left == 0
+
+
+async def test_log_metric_ids_are_kept_for_their_retention_when_batch_ids_go_sooner(
+    server_port: int, pool, unique: str
+) -> None:
+    """Both retentions are settings of their own: with LogBatch's the shorter, the prune
+    of the oldest ids took LogMetric's with them, before their own retention, and a
+    retry of a LogMetric then stored its point twice."""
+    from cairn_server.tracking import retention
+
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
+        run_id = (
+            await tracking.create_run(await tracking.create_experiment(f"m-{unique}"))
+        ).info.run_id
+        same_id = [(_transport.REQUEST_ID_HEADER, f"metric-{unique}")]
+        await tracking.log_metric(run_id, "loss", 1.0, step=1, timestamp=1000, metadata=same_id)
+        await pool.execute(
+            """UPDATE tracking.applied_batches SET applied_at = applied_at - interval '120 s'
+               WHERE run_id = $1""",
+            uuid.UUID(run_id),
+        )
+        await retention.prune(pool, retention_seconds=60, metric_retention_seconds=3600)
+        await tracking.log_metric(run_id, "loss", 1.0, step=1, timestamp=1000, metadata=same_id)
+        assert len(await tracking.get_metric_history(run_id, "loss")) == 1
 
 
 async def test_a_prune_passes_over_the_request_ids_a_call_holds(
