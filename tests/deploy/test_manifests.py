@@ -13,8 +13,10 @@ import pytest
 
 from cairn_server import catalog
 from cairn_server.common import config as config_module
+from cairn_server.common import database
 from cairn_server.common.config import Config, env_name
 from cairn_server.common.health import LIVENESS
+from cairn_server.common.server import STOP_MARGIN_SECONDS
 from tests.conftest import repo_root
 from tests.deploy.manifests import (
     BIN,
@@ -150,9 +152,41 @@ def test_services_expose_the_listen_port_as_grpc(overlay: str) -> None:
 
 
 def test_termination_grace_outlasts_the_servers_own(overlay: str) -> None:
+    """The server's stop may last past its grace with the database out of reach: the
+    cancels of the calls it cut, its background work's margin, then the pool's close,
+    twice POOL_CLOSE_SECONDS. 30 s was a second short of that, and the kubelet's kill
+    would cut the close."""
     grace = float(config_value(overlay, "CAIRN_SHUTDOWN_GRACE_SECONDS"))
+    longest = (
+        grace
+        + database.CANCEL_SEND_SECONDS
+        + STOP_MARGIN_SECONDS
+        + 2 * database.POOL_CLOSE_SECONDS
+    )
     for deployment in cairn_servers(overlay):
-        assert pod_spec(deployment)["terminationGracePeriodSeconds"] > grace
+        assert pod_spec(deployment)["terminationGracePeriodSeconds"] > longest
+
+
+def test_an_autoscaled_deployment_names_no_replica_count(overlay: str) -> None:
+    """kubectl apply sets a Deployment's count from its manifest: 3 in prod scaled a
+    service the HPA had taken to 20 back to 3 at every upgrade."""
+    found = objects(overlay)
+    scaled = {
+        hpa["spec"]["scaleTargetRef"]["name"] for hpa in of_kind(found, "HorizontalPodAutoscaler")
+    }
+    assert scaled == {d["metadata"]["name"] for d in cairn_servers(overlay)}
+    for deployment in cairn_servers(overlay):
+        assert "replicas" not in deployment["spec"], deployment["metadata"]["name"]
+
+
+def test_spreads_count_only_usable_nodes_and_each_rollout_apart(overlay: str) -> None:
+    """Counted over every node, a tainted one the pods cannot use (a control plane, a
+    GPU node) held the spread at one pod a node: strict in prod, a rolling update's
+    surge pod could never be placed."""
+    for deployment in cairn_servers(overlay):
+        for spread in pod_spec(deployment)["topologySpreadConstraints"]:
+            assert spread.get("nodeTaintsPolicy") == "Honor", deployment["metadata"]["name"]
+            assert spread.get("matchLabelKeys") == ["pod-template-hash"]
 
 
 def test_every_cairn_variable_exists_in_the_configuration_table(overlay: str) -> None:
