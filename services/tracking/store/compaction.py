@@ -6,9 +6,11 @@ points logged one by one read in 176 ms unmerged, 23 ms merged; 20 ms as one chu
 The price: the one write in 64 that merges takes about a millisecond longer. When a small
 write's chunk id is a multiple of `CHECK_EVERY`, its keys are checked: once a key has
 `MIN_SMALL_CHUNKS` chunks of fewer than `SMALL_POINTS` points, they are merged into one
-sorted chunk, in one statement. A merged chunk is merged again until it holds
-`SMALL_POINTS` points; after that it stays as it is. One merge takes at most the
-`MAX_MERGED` oldest small chunks, so its cost is bounded however many have piled up
+sorted chunk, in one statement, the small chunks of one stretch of steps between two
+large ones (so that chunks whose steps did not overlap still do not). A merged chunk is
+merged again until it holds `SMALL_POINTS` points; after that it stays as it is. One
+merge takes at most `MAX_MERGED` small chunks, those of the lowest steps, so its cost in
+points is bounded however many have piled up
 (batches of 33 to 255 points a key are small chunks that never merge by themselves:
 1,200 of them once made one write merge 300,000 points, in 227 ms), and a merged chunk
 fits one history message (`history.CHUNK_POINTS`); what is left goes to later merges.
@@ -29,15 +31,27 @@ MIN_SMALL_CHUNKS = 64
 CHECK_EVERY = 64
 MAX_MERGED = 128  # chunks of fewer than SMALL_POINTS: under 32,768 points together
 
+# The key's chunks in step order, each numbered by the large chunks before it: the small
+# ones of one number lie between the same two large ones, and only those are merged
+# together. Merged across a large chunk, their steps spanned it, and a history whose
+# chunks overlap is read by sorting all its points instead of streaming its chunks.
 _MERGE_SMALL_CHUNKS = """
-WITH small AS (
-    SELECT chunk_id FROM tracking.metric_chunks
-    WHERE run_id = $1 AND key = $2 AND cardinality(steps) < $3
-    ORDER BY chunk_id LIMIT $5
+WITH chunks AS (
+    SELECT chunk_id, min_step, cardinality(steps) < $3 AS small FROM tracking.metric_chunks
+    WHERE run_id = $1 AND key = $2
+), placed AS (
+    SELECT chunk_id, min_step, small,
+           count(*) FILTER (WHERE NOT small) OVER (ORDER BY min_step, chunk_id) AS stretch
+    FROM chunks
+), chosen AS (
+    SELECT stretch FROM placed WHERE small
+    GROUP BY stretch HAVING count(*) >= $4 ORDER BY stretch LIMIT 1
+), small AS (
+    SELECT chunk_id FROM placed JOIN chosen USING (stretch)
+    WHERE small ORDER BY min_step, chunk_id LIMIT $5
 ), merged AS (
     DELETE FROM tracking.metric_chunks c
     WHERE c.run_id = $1 AND c.key = $2 AND c.chunk_id IN (SELECT chunk_id FROM small)
-        AND (SELECT count(*) FROM small) >= $4
     RETURNING c.steps, c."values", c.timestamps_ms
 ), points AS (
     SELECT p.* FROM merged, unnest(merged.steps, merged."values", merged.timestamps_ms)
