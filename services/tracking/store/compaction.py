@@ -35,9 +35,17 @@ MAX_MERGED = 128  # chunks of fewer than SMALL_POINTS: under 32,768 points toget
 # ones of one number lie between the same two large ones, and only those are merged
 # together. Merged across a large chunk, their steps spanned it, and a history whose
 # chunks overlap is read by sorting all its points instead of streaming its chunks.
+# A chunk is told small from its values' stored size first, read from the row (a large
+# one's, from its pointer out of line): counting every chunk's points read all of the
+# large ones, the key's whole history, at each check. An array of n doubles takes 24 + 8n
+# bytes; one compressed (chunks stored before migration 0006) less, so its points are
+# counted too, in an array small enough to be kept in the row.
 _MERGE_SMALL_CHUNKS = """
 WITH chunks AS (
-    SELECT chunk_id, min_step, cardinality(steps) < $3 AS small FROM tracking.metric_chunks
+    SELECT chunk_id, min_step,
+           CASE WHEN pg_column_size("values") < 24 + 8 * $3 THEN cardinality("values") < $3
+                ELSE false END AS small
+    FROM tracking.metric_chunks
     WHERE run_id = $1 AND key = $2
 ), placed AS (
     SELECT chunk_id, min_step, small,
