@@ -13,6 +13,7 @@ import functools
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,8 +198,8 @@ class Config:
     )
     artifact_direct_host: str = _setting(
         "",
-        "host clients are told to reach the byte endpoint at; empty: the host they reached "
-        "the gRPC service at",
+        "host name or IP address (no scheme or port) clients are told to reach the byte "
+        "endpoint at; empty: the host they reached the gRPC service at",
     )
     artifact_max_completions: int = _setting(
         4,
@@ -336,6 +337,13 @@ class Config:
             raise ConfigError("CAIRN_AUTH_FAILURE_LIMIT and _WINDOW_SECONDS must be positive")
         if not 0 <= self.artifact_direct_port <= 65535:
             raise ConfigError("CAIRN_ARTIFACT_DIRECT_PORT must be from 0 to 65535 (0: any free)")
+        if self.artifact_direct_host and not _is_host(self.artifact_direct_host):
+            raise ConfigError(
+                "CAIRN_ARTIFACT_DIRECT_HOST must be a host name or an IP address, without a "
+                f"scheme, port or path (clients connect to it); not {self.artifact_direct_host!r}"
+            )
+        if not self.data_dir:
+            raise ConfigError("CAIRN_DATA_DIR must not be empty (default: .cairn)")
         if self.artifact_backend == "s3":
             _check_s3(self)
 
@@ -413,6 +421,20 @@ def _host_and_port(address: str) -> bool:
     # as an address in use, once the database had started.
     host, colon, port = address.rpartition(":")
     return bool(colon and host) and port.isascii() and port.isdigit() and int(port) <= 65535
+
+
+def _is_host(host: str) -> bool:
+    """A DNS name (ASCII labels of letters, digits, hyphens and underscores) or an IP
+    address, an IPv6 one in brackets or not."""
+    try:
+        ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+        return True
+    except ValueError:
+        labels = host.removesuffix(".").split(".")
+        return all(0 < len(label) < 64 and _LABEL.fullmatch(label) for label in labels)
+
+
+_LABEL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def is_loopback(address: str) -> bool:

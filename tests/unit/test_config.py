@@ -292,3 +292,26 @@ def test_secrets_stay_out_of_the_settings_repr() -> None:
     shown = repr(config_module.load(_flags(), env=env))
     assert "s3cret" not in shown
     assert "listen_address='127.0.0.1:50051'" in shown
+
+
+@pytest.mark.parametrize(
+    "host", ["http://files.example.com/", "a b", "files:8080", "x/y", "é.example"]
+)
+def test_a_direct_host_no_client_can_reach_is_refused(host: str) -> None:
+    """It was handed to clients in every direct-transfer ticket, whose connections then
+    failed, each falling back to streaming."""
+    with pytest.raises(ConfigError, match="CAIRN_ARTIFACT_DIRECT_HOST must be a host name"):
+        Config(artifact_direct_host=host)
+
+
+@pytest.mark.parametrize(
+    "host", ["", "files.example.com", "10.0.0.7", "::1", "[::1]", "cairn-artifacts"]
+)
+def test_a_direct_host_is_a_name_or_an_address(host: str) -> None:
+    assert Config(artifact_direct_host=host).artifact_direct_host == host
+
+
+def test_an_empty_data_directory_is_refused() -> None:
+    """It put the embedded PostgreSQL and the artifacts under the current directory."""
+    with pytest.raises(ConfigError, match="CAIRN_DATA_DIR must not be empty"):
+        Config(data_dir="")
