@@ -224,7 +224,8 @@ class PostgresProxy(_Listener):
     that next sends a statement matching pattern, before PostgreSQL gets it.
     `partition()` stops every byte either way, and leaves new connections unanswered,
     as a network partition or a black-holed route does; `heal()` lets them flow again
-    (what TCP's retransmissions would have carried arrives then)."""
+    (what TCP's retransmissions would have carried arrives then). `refuse_new()` refuses
+    new connections alone."""
 
     def __init__(self, database_url: str) -> None:
         super().__init__()
@@ -252,6 +253,12 @@ class PostgresProxy(_Listener):
 
     def partition(self) -> None:
         self._flowing.clear()
+
+    def refuse_new(self) -> None:
+        """Refuses new connections while those open go on, as a database Service that
+        lost its endpoints does."""
+        assert self._server is not None
+        self._server.close()
 
     def heal(self) -> None:
         self._flowing.set()

@@ -260,12 +260,15 @@ class _BoundedAcquire:
             # its statement timeout running. The next message fails with that timeout
             # (a later caller's statement, or the Terminate of a close, which then
             # waits for ever).
-            connection = self._inner.connection
+            # The connection itself, not the pool's wrapper of it: a cancel request
+            # that cannot be sent has asyncpg close the connection, which detaches the
+            # wrapper, and closing through a detached wrapper raises InterfaceError.
+            connection = self._inner.connection._con
             try:
                 await _cancels_sent(connection)
             finally:
-                connection.terminate()
-        await self._inner.__aexit__(*exc_info)
+                connection.terminate()  # nothing more once closed
+        await self._inner.__aexit__(*exc_info)  # releases nothing once detached
 
     def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
         return self._acquired().__await__()

@@ -19,6 +19,7 @@ from cairn.tracking.v1 import tracking_service_pb2_grpc as rpc
 from cairn_server.common import database
 from cairn_server.common.config import Config
 from tests.conftest import eventually, status_codes, with_overrides
+from tests.proxy import PostgresProxy
 
 STATEMENT_TIMEOUT_SECONDS = 0.3
 
@@ -129,6 +130,35 @@ async def test_a_statement_cancelled_out_of_a_transaction_stops_in_postgresql(
     finally:
         await watcher.close()
         await database.close_pool(pool)
+
+
+async def test_a_statement_whose_cancel_cannot_be_sent_is_still_cancelled(
+    config: Config,
+) -> None:
+    """The cancel request goes over a new connection: refused (the database's Service
+    without endpoints, say), asyncpg closed the call's connection itself, and closing it
+    again through the pool's wrapper, detached by then, raised InterfaceError in place
+    of the cancellation: the call was answered INTERNAL."""
+    proxy = PostgresProxy(config.database_url)
+    pool = await database.create_pool(await proxy.start(), config)
+    watcher = await asyncpg.connect(config.database_url)
+    sleeping = "SELECT pg_sleep(60) AS cancel_refused"
+    try:
+
+        async def read() -> None:
+            async with pool.acquire() as conn:
+                await conn.fetchval(sleeping)
+
+        task = asyncio.create_task(read())
+        await eventually(lambda: _running(watcher, sleeping), what="the read running")
+        proxy.refuse_new()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await watcher.close()
+        pool.terminate()
+        await proxy.close()
 
 
 async def test_calls_past_their_deadline_leave_no_statement_waiting(
