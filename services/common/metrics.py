@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler
+from wsgiref.types import ErrorStream
 
 import asyncpg
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
@@ -173,3 +174,23 @@ class _Handler(WSGIRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+    def get_stderr(self) -> ErrorStream:
+        return _ErrorsButDisconnects()
+
+
+class _ErrorsButDisconnects:
+    """Where wsgiref writes the traceback of an answer that failed: stderr, but for a
+    connection's failure (a client that stopped reading, or left), which its handler
+    logs while the exception is handled."""
+
+    def write(self, text: str) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):
+            sys.stderr.write(text)
+
+    def writelines(self, lines: list[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        sys.stderr.flush()

@@ -11,10 +11,13 @@ import socket
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 
 import asyncpg
 import prometheus_client
 import pytest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from cairn_server.common import metrics
 from tests.conftest import eventually
@@ -101,6 +104,37 @@ async def test_an_idle_connection_is_closed_within_the_timeout(
         assert _closed_by_server(connection, within=5)
         assert 0.4 < time.monotonic() - opened < 5
     await eventually(lambda: threading.active_count() == base, what="its thread ended")
+
+
+class _LargePage(Collector):
+    """Enough series that an answer outgrows what the sockets' buffers take."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("probe_large_page", "many series", labels=["series"])
+        for n in range(100_000):
+            family.add_metric([f"{n:0>80}"], n)  # 10 MB in all
+        yield family
+
+
+async def test_an_answer_its_client_does_not_read_is_dropped_quietly(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Its write timed out inside wsgiref, which printed the timeout's traceback."""
+    monkeypatch.setattr(metrics, "TIMEOUT_SECONDS", 0.5)
+    large = _LargePage()
+    prometheus_client.REGISTRY.register(large)
+    try:
+        port = metrics.serve("127.0.0.1:0", pool)
+        base = threading.active_count()
+        with socket.socket() as connection:
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            connection.connect(("127.0.0.1", port))
+            connection.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")  # then reads nothing
+            await eventually(lambda: threading.active_count() > base, what="its thread")
+            await eventually(lambda: threading.active_count() == base, what="it ended")
+    finally:
+        prometheus_client.REGISTRY.unregister(large)
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def _exchange(port: int, request: bytes) -> tuple[bytes, set[bytes]]:
