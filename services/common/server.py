@@ -365,13 +365,13 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 def _check_readable(setting: str, path: str) -> None:
     """Raises Unservable naming the setting of a file that cannot be opened: OpenSSL's
     own error, "[Errno 2] No such file or directory", named neither it nor the file.
-    A pipe or a device is refused before it is opened: opening a named pipe no one
-    writes to waits for ever, and the files are read more than once (here, by each
-    port's TLS), which a pipe's bytes are not."""
+    A pipe, a socket or a device is refused before it is opened: opening a named pipe
+    no one writes to waits for ever, and the files are read more than once (here, by
+    each port's TLS), which a pipe's bytes are not."""
     try:
         mode = os.stat(path).st_mode
         if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-            raise OSError("a pipe or a device, where the server reads a file more than once")
+            raise OSError("a pipe, a socket or a device, where the server reads a file twice")
         with open(path, "rb"):
             pass
     except OSError as error:
