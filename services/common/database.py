@@ -80,7 +80,8 @@ def _unusable_data_dir(data_dir: str, error: OSError) -> str:
 # Longest wait to open one connection (the TCP and TLS handshakes, authentication).
 CONNECT_TIMEOUT_SECONDS = 10.0
 # Longest wait for the cancel request of a cancelled call's statement to be sent, over
-# a connection of its own, before the call's connection is closed (_cancels_sent).
+# a connection of its own, before the call's connection is closed
+# (_close_once_cancels_sent).
 CANCEL_SEND_SECONDS = 2.0
 
 
@@ -264,11 +265,10 @@ class _BoundedAcquire:
             # that cannot be sent has asyncpg close the connection, which detaches the
             # wrapper, and closing through a detached wrapper raises InterfaceError.
             connection = self._inner.connection._con
-            try:
-                await _cancels_sent(connection)
-            finally:
-                connection.terminate()  # nothing more once closed
-        await self._inner.__aexit__(*exc_info)  # releases nothing once detached
+            if _close_once_cancels_sent(connection):
+                return  # its slot goes back to the pool as it closes
+            connection.terminate()
+        await self._inner.__aexit__(*exc_info)
 
     def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
         return self._acquired().__await__()
@@ -294,18 +294,34 @@ class _BoundedAcquire:
         )
 
 
-async def _cancels_sent(connection: asyncpg.Connection) -> None:
-    """Waits, for CANCEL_SEND_SECONDS at most, for the cancel requests asyncpg sends for
-    a statement cancelled as it ran. Closing the connection first dropped them unsent:
+def _close_once_cancels_sent(connection: asyncpg.Connection) -> bool:
+    """Closes the connection, in a task of its own, once the cancel requests asyncpg
+    sends for a statement cancelled as it ran are sent (CANCEL_SEND_SECONDS at most);
+    False when none is under way. Closed first, the requests were dropped unsent, and
     PostgreSQL went on with the statement (a read, out of a transaction no rollback
-    waited on) until its timeout, on a backend the pool had replaced, so calls that
-    timed out piled up backends past the pool's bound until the database refused
-    everyone. asyncpg keeps them in a private set, which a later version may rename:
-    then none is waited for, and the pool's client_connection_check_interval ends the
-    statement within a second instead."""
+    waited on) until its timeout, on a backend the pool had replaced: calls that timed
+    out piled up backends past the pool's bound until the database refused everyone.
+    Waited for by the call, they held up its cancellation (an enclosing timeout ran
+    over by as much). asyncpg keeps them in a private set, which a later version may
+    rename: then none is waited for, and the pool's client_connection_check_interval
+    ends the statement within a second instead."""
     pending = [task for task in getattr(connection, "_cancellations", ()) if not task.done()]
-    if pending:
-        await asyncio.wait(pending, timeout=CANCEL_SEND_SECONDS)
+    if not pending:
+        return False
+
+    async def close() -> None:
+        try:
+            await asyncio.wait(pending, timeout=CANCEL_SEND_SECONDS)
+        finally:
+            connection.terminate()  # nothing more if asyncpg closed it meanwhile
+
+    closing = asyncio.ensure_future(close())
+    _closing.add(closing)  # held: the loop keeps only a weak reference to a task
+    closing.add_done_callback(_closing.discard)
+    return True
+
+
+_closing: set[asyncio.Future[None]] = set()
 
 
 def domain_error(exc: BaseException) -> DomainError | None:

@@ -161,6 +161,39 @@ async def test_a_statement_whose_cancel_cannot_be_sent_is_still_cancelled(
         await proxy.close()
 
 
+async def test_a_cancellation_returns_without_waiting_for_its_cancel_request(
+    config: Config,
+) -> None:
+    """The cancel request is sent by asyncpg over a new connection, which a partition
+    leaves unanswered: the cancelled call waited for it, up to CANCEL_SEND_SECONDS, so a
+    timeout around pool work (a stream's re-admission, 2 s at most) ran 2 s over. The
+    connection is closed once it is sent, apart from the call."""
+    proxy = PostgresProxy(config.database_url)
+    pool = await database.create_pool(await proxy.start(), config)
+    watcher = await asyncpg.connect(config.database_url)
+    sleeping = "SELECT pg_sleep(60) AS cancel_unanswered"
+    loop = asyncio.get_running_loop()
+    try:
+
+        async def read() -> None:
+            async with pool.acquire() as conn:
+                await conn.fetchval(sleeping)
+
+        task = asyncio.create_task(read())
+        await eventually(lambda: _running(watcher, sleeping), what="the read running")
+        proxy.partition()
+        cancelled_at = loop.time()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert loop.time() - cancelled_at < database.CANCEL_SEND_SECONDS
+    finally:
+        proxy.heal()
+        await watcher.close()
+        pool.terminate()
+        await proxy.close()
+
+
 async def test_calls_past_their_deadline_leave_no_statement_waiting(
     server_port: int, config: Config, unique: str
 ) -> None:
