@@ -106,13 +106,14 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         self._direct = DirectTransfers(
             resources, self._backend, self._objects, self._janitor, self._info, self._discard
         )
+        self._completions = completions.of(resources)
         self._presigned = PresignedTransfers(
             resources.config,
             self._backend,
             self._objects,
             CompletionLeases(resources.pool, self._objects),
             self._janitor,
-            completions.of(resources),
+            self._completions,
         )
 
     def _check_direct(self, accept_presigned: bool) -> bool:
@@ -501,35 +502,46 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             return api.ConfirmUploadResponse(object=self._info(done))
         upload = await self._objects.upload(project, path, upload_id, kind="put")
         # Its read-back is a completion's (a copy, then a digest, of up to 5 GiB on a
-        # store thread others need): it counts against the same cap.
-        async with self._presigned.slots.taken():
-            stored, replaced = await self._confirm(upload, expected, RequestId.of(context))
+        # store thread others need, which cannot be stopped): it runs as one, to its
+        # end whether its caller waits or not, within the same cap.
+        request_id = RequestId.of(context)
+        stored, replaced = await self._completions.run(
+            lambda caller: self._confirm(upload, expected, request_id, caller)
+        )
         await self._janitor.collect([key for key in (replaced, upload.storage_key) if key])
         return api.ConfirmUploadResponse(object=self._info(stored))
 
     async def _confirm(
-        self, upload: PendingUpload, expected: str, request_id: RequestId | None
+        self,
+        upload: PendingUpload,
+        expected: str,
+        request_id: RequestId | None,
+        caller: completions.Caller,
     ) -> tuple[StoredObject, str | None]:
         """The confirmed upload published from a sealed copy, and the key it replaced."""
-        sealed = await self._objects.begin(
-            upload.project, upload.path, upload.overwrite, upload.content_type
-        )
-        try:
-            stored_type = await self._seal(upload, sealed.storage_key)
-            sha256, size = await threads.in_store(self._backend.digest, sealed.storage_key)
-            _check_put(upload, expected, sha256, stored_type)
-            content_type = upload.content_type or stored_type or DEFAULT_CONTENT_TYPE
-            await access.admit_again()  # its caller's key or role may be gone since
-            return await self._objects.publish(
-                sealed, size, sha256, content_type, consumes=upload, request_id=request_id
+        async with self._presigned.slots.taken():
+            sealed = await self._objects.begin(
+                upload.project, upload.path, upload.overwrite, upload.content_type
             )
-        except BaseException as error:
-            await self._discard(sealed)
-            # A verdict on what was sent spends the URL's upload; anything else (nothing
-            # sent yet, a timeout, an outage) leaves it to be confirmed again.
-            if isinstance(error, DataLoss | FailedPrecondition | AlreadyExists):
-                await self._discard(upload)
-            raise
+            try:
+                stored_type = await self._seal(upload, sealed.storage_key)
+                sha256, size = await threads.in_store(self._backend.digest, sealed.storage_key)
+                _check_put(upload, expected, sha256, stored_type)
+                content_type = upload.content_type or stored_type or DEFAULT_CONTENT_TYPE
+                await access.admit_again()  # its caller's key or role may be gone since
+                return await self._objects.publish(
+                    sealed, size, sha256, content_type, consumes=upload, request_id=request_id
+                )
+            except BaseException as error:
+                await self._discard(sealed)
+                # A verdict on what was sent spends the URL's upload, for a caller still
+                # there to hear it; anything else (nothing sent yet, a timeout, an
+                # outage) leaves it to be confirmed again, as does a verdict no one
+                # heard (its repeat hears it).
+                verdict = isinstance(error, DataLoss | FailedPrecondition | AlreadyExists)
+                if verdict and caller.waiting:
+                    await self._discard(upload)
+                raise
 
     async def _seal(self, upload: PendingUpload, key: str) -> str:
         try:

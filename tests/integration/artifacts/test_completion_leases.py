@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 import cairn
 from cairn._clients import _direct_transfers, _presigned
@@ -21,6 +22,7 @@ from cairn._transport import Transport, with_id
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import (
     AbortedError,
+    DeadlineExceededError,
     InvalidArgumentError,
     NotFoundError,
     ResourceExhaustedError,
@@ -256,6 +258,53 @@ async def test_confirmations_read_back_within_the_completions_cap(
     # Refused before it read anything back: the upload waits to be confirmed again.
     again = await small_pool.confirm_upload(f"p/{COMPLETIONS}.bin", upload_id=uploads[-1])
     assert again.sha256 == _sha(DATA)
+
+
+def _confirmations_ended() -> float:
+    """ConfirmUpload calls this process has answered or seen cut, whatever their code."""
+    method = "/cairn.artifacts.v1.ArtifactService/ConfirmUpload"
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        if family.name == "cairn_rpc_calls"
+        for sample in family.samples
+        if sample.name == "cairn_rpc_calls_total" and sample.labels["method"] == method
+    )
+
+
+async def test_a_confirmation_whose_caller_left_keeps_its_place_in_the_cap(
+    small_pool: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+):
+    """Its read-back's thread cannot be stopped: a caller whose deadline passed freed
+    the slot while the read-back ran on, so confirmations given up again and again each
+    started one more, past the cap."""
+    monkeypatch.setattr(leases, "SLOT_WAIT", timedelta(seconds=0.05))
+    held = HeldReadBacks(monkeypatch)
+    uploads = [await _put_through_url(small_pool, f"g/{n}.bin") for n in range(COMPLETIONS + 1)]
+    ended = _confirmations_ended()
+    given_up = [
+        asyncio.ensure_future(
+            small_pool.confirm_upload(f"g/{n}.bin", upload_id=upload, timeout=0.5)
+        )
+        for n, upload in enumerate(uploads[:-1])
+    ]
+    assert await held.reached(COMPLETIONS)
+    for call in given_up:
+        with pytest.raises(DeadlineExceededError):
+            await call
+    await eventually(
+        lambda: _confirmations_ended() >= ended + COMPLETIONS, what="the calls ended there"
+    )
+    with pytest.raises(ResourceExhaustedError) as refused:  # the read-backs hold the cap
+        await small_pool.confirm_upload(f"g/{COMPLETIONS}.bin", upload_id=uploads[-1], timeout=5)
+    assert refused.value.reason == "COMPLETIONS_BUSY"
+    held.released.set()
+
+    async def published() -> bool:
+        listed = await small_pool.list("g/")
+        return len(listed) == COMPLETIONS
+
+    await eventually(published, what="the given-up confirmations published")
 
 
 async def test_a_lease_is_renewed_while_its_completion_reads_back(
