@@ -380,7 +380,8 @@ class RenewalConnections:
         def counted(pool: database.BoundedPool, **kwargs: Any) -> Any:
             inner = acquire(pool, **kwargs)
             task = asyncio.current_task()
-            renewing = task is not None and task.get_coro().__qualname__.endswith("._renew")
+            coroutine = getattr(task.get_coro() if task else None, "__qualname__", "")
+            renewing = coroutine.endswith("._renew")
             return Counted(inner) if renewing else inner
 
         monkeypatch.setattr(database.BoundedPool, "acquire", counted)
