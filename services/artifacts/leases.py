@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -42,10 +42,13 @@ _log = logs.get("cairn.artifacts.leases")
 
 @dataclass(frozen=True)
 class Completion:
-    """A completion holding its upload: the token its lease was taken with."""
+    """A completion holding its upload: the token its lease was taken with, and whether
+    it publishes (set just before: from then on the upload's row may be gone by its
+    own doing)."""
 
     upload: PendingUpload
     token: uuid.UUID
+    publishing: asyncio.Event = field(default_factory=asyncio.Event, compare=False)
 
 
 class CompletionLeases:
@@ -108,9 +111,11 @@ class CompletionLeases:
         self, held: Completion, lost: asyncio.Event, holder: asyncio.Task[Any] | None
     ) -> None:
         """Extends the lease every RENEW_EVERY until cancelled, or until it is found
-        lost (taken over after it lapsed: the completion cannot publish any more), when
-        it cancels the holder's work, or the upload gone (published, most likely by
-        the holder itself, in the moment before this task is cancelled)."""
+        lost, when it cancels the holder's work: taken over after it lapsed, or the
+        upload gone (a completion that took it over published it) while the holder
+        does not publish. The holder cannot publish any more then. A holder that
+        publishes removes the upload's row itself, in the moment before this task is
+        cancelled, and is left alone."""
         while True:
             await asyncio.sleep(RENEW_EVERY.total_seconds())
             try:
@@ -124,19 +129,20 @@ class CompletionLeases:
                         LEASE,
                     )
                     # A statement of its own, which sees a removal the UPDATE waited for.
-                    taken_over = not kept and await conn.fetchval(
+                    there = not kept and await conn.fetchval(
                         "SELECT true FROM artifacts.uploads WHERE upload_id = $1",
                         held.upload.upload_id,
                     )
             except Exception as error:  # the next renewal may get through
                 _log.warning("completion lease not renewed", error=repr(error))
                 continue
-            if taken_over:
+            if kept:
+                continue
+            if there or not held.publishing.is_set():
                 lost.set()
                 if holder is not None:
                     holder.cancel()
-            if not kept:
-                return
+            return
 
     async def _release(self, held: Completion) -> None:
         """Frees the upload for the next completion (a published one is gone anyway).

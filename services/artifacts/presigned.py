@@ -247,6 +247,7 @@ class PresignedTransfers:
                 found, size = await self._read_back(store, upload, request.size)
                 verify(size, found, request.size, sha256)
                 await access.admit_again()  # its caller's key or role may be gone since
+                held.publishing.set()
                 stored, replaced = await self._objects.publish(
                     upload,
                     request.size,

@@ -347,8 +347,11 @@ async def test_a_renewal_after_the_completion_published_cancels_nothing(
     async def renewed_after(store: ObjectStore, *args: Any, **kwargs: Any) -> Any:
         published = await publish(store, *args, **kwargs)
         begun = renewals.taken
-        # A renewal that took its connection after the publication, and gave it back.
-        await eventually(lambda: renewals.given_back > begun, what="a later renewal")
+        # A renewal that took its connection after the publication and gave it back,
+        # or renewals ended (they end as they find the upload gone).
+        await eventually(
+            lambda: renewals.given_back > begun or renewals.ended(), what="a later renewal"
+        )
         return published
 
     monkeypatch.setattr(ObjectStore, "publish", renewed_after)
@@ -362,6 +365,7 @@ class RenewalConnections:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.taken = self.given_back = 0
+        self.renewing: set[asyncio.Task[Any]] = set()
         acquire = database.BoundedPool.acquire
         counts = self
 
@@ -381,10 +385,16 @@ class RenewalConnections:
             inner = acquire(pool, **kwargs)
             task = asyncio.current_task()
             coroutine = getattr(task.get_coro() if task else None, "__qualname__", "")
-            renewing = coroutine.endswith("._renew")
-            return Counted(inner) if renewing else inner
+            if task is None or not coroutine.endswith("._renew"):
+                return inner
+            counts.renewing.add(task)
+            return Counted(inner)
 
         monkeypatch.setattr(database.BoundedPool, "acquire", counted)
+
+    def ended(self) -> bool:
+        """Whether every renewal that took a connection has ended."""
+        return bool(self.renewing) and all(task.done() for task in self.renewing)
 
 
 async def test_a_completion_whose_caller_left_runs_to_its_end_holding_the_upload(
@@ -462,11 +472,17 @@ async def test_a_completion_whose_lease_lapsed_to_another_publishes_nothing(
         await s3_client_of.stat("t/lapsed.bin")
 
 
+@pytest.mark.parametrize("taker", ["completing", "published"])
 async def test_a_completion_that_finds_its_lease_lost_stops_at_once(
-    s3_client_of: cairn.ArtifactClient, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    s3_client_of: cairn.ArtifactClient,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+    taker: str,
 ):
     """It can no longer publish: its renewal cancels it rather than let it read the
-    object back to its end holding a slot; it answers while the read-back still runs."""
+    object back to its end holding a slot; it answers while the read-back still runs.
+    Whether the completion that took the lease still runs or has published (the upload
+    gone, as after the first's own publication, which it was taken for)."""
     monkeypatch.setattr(leases, "RENEW_EVERY", timedelta(seconds=0.05))
     held = HeldReadBacks(monkeypatch)
     read_back, reading = threading.Event(), S3Backend.digest
@@ -486,6 +502,10 @@ async def test_a_completion_that_finds_its_lease_lost_stops_at_once(
             "UPDATE artifacts.uploads SET completion = gen_random_uuid() WHERE project = $1",
             s3_client_of.project,
         )
+        if taker == "published":
+            await pool.execute(
+                "DELETE FROM artifacts.uploads WHERE project = $1", s3_client_of.project
+            )
         with pytest.raises(grpc.aio.AioRpcError) as lost:
             await first
         assert not read_back.is_set()
