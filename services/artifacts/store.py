@@ -110,7 +110,8 @@ class ObjectStore:
         """Records an upload under a fresh key; url_expires for a presigned PUT or
         parts, whose call's request_id makes a repeat of the call find this upload
         again (kept at least as long as the repeat's URLs, which it signs with its own
-        lifetime); the expected size and sha256 of an upload of parts."""
+        lifetime; not for a call that asks for another upload, which is refused); the
+        expected size and sha256 of an upload of parts."""
         upload_id = uuid.uuid4()
         async with self._pool.acquire() as conn:
             # Refused in a closed location, which spares the transfer (publish decides).
@@ -122,7 +123,10 @@ class ObjectStore:
                            clock_timestamp() + $7::interval, $8::text, $9::bigint, $10::text
                     WHERE NOT {_closed("$3", "$11")}
                     ON CONFLICT (project, request_id) DO UPDATE SET url_expire_time =
-                        greatest(uploads.url_expire_time, excluded.url_expire_time)
+                        CASE WHEN (uploads.path, uploads.overwrite, uploads.content_type)
+                                = (excluded.path, excluded.overwrite, excluded.content_type)
+                            THEN greatest(uploads.url_expire_time, excluded.url_expire_time)
+                            ELSE uploads.url_expire_time END
                     RETURNING {UPLOAD_COLUMNS}""",
                 upload_id,
                 new_key(project, upload_id.hex),

@@ -250,6 +250,17 @@ async def test_a_repeated_presigned_put_keeps_its_upload_as_long_as_its_url(
         uuid.UUID(made.upload_id),
     )
     assert left > 2900
+    # Refused, another upload under the id changes nothing of this one.
+    with pytest.raises(InvalidArgumentError) as refused:
+        other = request(3500)
+        other.path = "other.bin"
+        await s3_store._transport.unary(call, other, metadata=once)
+    assert refused.value.reason == "REQUEST_ID_REUSED"
+    assert await pool.fetchval(
+        """SELECT extract(epoch FROM url_expire_time - now()) FROM artifacts.uploads
+           WHERE upload_id = $1""",
+        uuid.UUID(made.upload_id),
+    ) < 3100
 
 
 async def test_a_lifetime_under_a_second_is_rounded_up(s3_store: cairn.ArtifactClient) -> None:
