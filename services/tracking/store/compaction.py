@@ -30,6 +30,11 @@ SMALL_POINTS = 256
 MIN_SMALL_CHUNKS = 64
 CHECK_EVERY = 64
 MAX_MERGED = 128  # chunks of fewer than SMALL_POINTS: under 32,768 points together
+# The order of a key's points, as chunks store them and histories read them: by value
+# among points of one step and timestamp (NaN last); points that compare equal too (0.0
+# and -0.0, NaNs) in the order of their chunks and their places in them, as sent.
+# PostgreSQL's sort is not stable: by value alone, a merge swapped the signs of zeros.
+IN_ORDER = "step, ts, value, chunk_id, n"
 
 # The key's chunks in step order, each numbered by the large chunks before it: the small
 # ones of one number lie between the same two large ones, and only those are merged
@@ -40,7 +45,7 @@ MAX_MERGED = 128  # chunks of fewer than SMALL_POINTS: under 32,768 points toget
 # large ones, the key's whole history, at each check. An array of n doubles takes 24 + 8n
 # bytes; one compressed (chunks stored before migration 0006) less, so its points are
 # counted too, in an array small enough to be kept in the row.
-_MERGE_SMALL_CHUNKS = """
+_MERGE_SMALL_CHUNKS = f"""
 WITH chunks AS (
     SELECT chunk_id, min_step,
            CASE WHEN pg_column_size("values") < 24 + 8 * $3 THEN cardinality("values") < $3
@@ -60,15 +65,16 @@ WITH chunks AS (
 ), merged AS (
     DELETE FROM tracking.metric_chunks c
     WHERE c.run_id = $1 AND c.key = $2 AND c.chunk_id IN (SELECT chunk_id FROM small)
-    RETURNING c.steps, c."values", c.timestamps_ms
+    RETURNING c.chunk_id, c.steps, c."values", c.timestamps_ms
 ), points AS (
-    SELECT p.* FROM merged, unnest(merged.steps, merged."values", merged.timestamps_ms)
-        AS p(step, value, ts)
+    SELECT merged.chunk_id, p.* FROM merged,
+        unnest(merged.steps, merged."values", merged.timestamps_ms) WITH ORDINALITY
+        AS p(step, value, ts, n)
 )
 INSERT INTO tracking.metric_chunks
     (run_id, key, min_step, max_step, steps, "values", timestamps_ms)
-SELECT $1, $2, min(step), max(step), array_agg(step ORDER BY step, ts, value),
-       array_agg(value ORDER BY step, ts, value), array_agg(ts ORDER BY step, ts, value)
+SELECT $1, $2, min(step), max(step), array_agg(step ORDER BY {IN_ORDER}),
+       array_agg(value ORDER BY {IN_ORDER}), array_agg(ts ORDER BY {IN_ORDER})
 FROM points HAVING count(*) > 0"""
 
 

@@ -37,6 +37,7 @@ import asyncpg
 from ...common.database import statement_timeout, unreachable
 from ...common.errors import ResourceExhausted, Unavailable
 from ..model import MetricSeries
+from .compaction import IN_ORDER
 from .runs import run_not_found
 
 # Points per streamed message: about 700 KiB of packed columns.
@@ -58,15 +59,15 @@ _CHUNKS_IN_ORDER = """
 SELECT "values", steps, timestamps_ms FROM tracking.metric_chunks
 WHERE run_id = $1 AND key = $2 ORDER BY min_step, chunk_id"""
 
+# Each point with what places it among those equal to it (compaction.IN_ORDER).
 _POINTS = """
-SELECT p.value, p.step, p.ts FROM tracking.metric_chunks c,
-    unnest(c."values", c.steps, c.timestamps_ms) AS p(value, step, ts)
+SELECT p.value, p.step, p.ts, c.chunk_id, p.n FROM tracking.metric_chunks c,
+    unnest(c."values", c.steps, c.timestamps_ms) WITH ORDINALITY AS p(value, step, ts, n)
 WHERE c.run_id = $1 AND c.key = $2"""
 
-# In the order a chunk stores its points (writes.py, compaction.py): by value among
-# points of one step and timestamp, NaN last, so a history reads the same from chunks
-# merged as it read from the chunks apart.
-_ALL_POINTS_SORTED = _POINTS + " ORDER BY p.step, p.ts, p.value"
+# In the order a chunk stores its points (writes.py, compaction.py), so a history reads
+# the same from chunks merged as it read from the chunks apart.
+_ALL_POINTS_SORTED = f"SELECT value, step, ts FROM ({_POINTS}) p ORDER BY {IN_ORDER}"
 
 # How many points a series holds: its values arrays' lengths, read without the other
 # two arrays.
@@ -86,9 +87,9 @@ _DOWNSAMPLED = f"""
 WITH numbered AS MATERIALIZED (
     SELECT value, step, ts, position, total, position * $3 / total AS bucket FROM (
         SELECT value, step, ts,
-               row_number() OVER (ORDER BY step, ts, value) - 1 AS position,
+               row_number() OVER (ORDER BY {IN_ORDER}) - 1 AS position,
                count(*) OVER () AS total
-        FROM ({_POINTS}) AS p(value, step, ts)
+        FROM ({_POINTS}) AS p
     ) p
 ), bounds AS (
     SELECT bucket, min(position) AS first, max(position) AS last, min(value) AS low,

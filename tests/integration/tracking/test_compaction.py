@@ -146,6 +146,22 @@ async def test_finding_small_chunks_reads_no_large_chunk_out_of_line(
     assert top["Shared Hit Blocks"] + top["Shared Read Blocks"] < 100, top
 
 
+async def test_a_merge_keeps_the_order_of_points_that_compare_equal(
+    tracking: cairn.TrackingClient, run_id: str, pool: asyncpg.Pool
+) -> None:
+    """0.0 and -0.0 of one step and timestamp compare equal: the merge's sort, which is
+    not stable, swapped the signs of 1,792 of 7,000 such zeros, and the history read
+    otherwise after the merge than before it."""
+    for step in reversed(range(70)):  # steps logged in descending order
+        zeros = [Metric("zeros", (0.0, -0.0)[(step * n) % 3 == 0], 5, step) for n in range(100)]
+        await tracking.log_batch(run_id, metrics=zeros)
+    before = await tracking.get_metric_history(run_id, "zeros")
+    async with pool.acquire() as conn:
+        await compaction.merge_small_chunks(conn, uuid.UUID(run_id), "zeros", min_chunks=2)
+    after = await tracking.get_metric_history(run_id, "zeros")
+    assert [repr(m.value) for m in after] == [repr(m.value) for m in before]
+
+
 async def test_fewer_small_chunks_than_the_threshold_stay(
     tracking: cairn.TrackingClient, run_id: str, pool: asyncpg.Pool
 ) -> None:
