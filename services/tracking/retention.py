@@ -25,13 +25,12 @@ _log = logs.get("cairn.tracking.retention")
 MAX_INTERVAL_SECONDS = 3600
 SLICE_ROWS = 10_000
 
-# The oldest LogBatch rows, then the old LogMetric rows (by the partial index of the
-# rows with a fingerprint), each kind by its own retention: either may be the shorter.
-# now() (each statement is its own transaction), not clock_timestamp(), so that the
-# cutoff bounds the index scan, which stops at the first young row, instead of filtering
-# a month of young LogBatch ids row by row (the LogMetric rows past the cutoff it passes
-# over are only those of a longer retention than LogBatch's); ctid IN (...) deletes the
-# rows found by their TIDs. Rows another transaction holds (a purge deleting its runs'
+# The oldest LogBatch rows, then the old LogMetric rows, each kind by its own retention
+# (either may be the shorter) and through a partial index of its own rows (migrations
+# 0007, 0018). now() (each statement is its own transaction), not clock_timestamp(), so
+# that the cutoff bounds the index scan, which stops at the first young row, instead of
+# filtering a month of young LogBatch ids row by row; ctid IN (...) deletes the rows
+# found by their TIDs. Rows another transaction holds (a purge deleting its runs'
 # ids, in another order) are passed over, not waited for: the two never deadlock, and
 # what is passed over goes with its run or at the next pass.
 _PRUNE_BATCH = """
