@@ -5,9 +5,10 @@ thousands of one-point rows, and reading its history gets slower with each (20,0
 points logged one by one read in 176 ms unmerged, 23 ms merged; 20 ms as one chunk).
 The price: the one write in 64 that merges takes about a millisecond longer. When a small
 write's chunk id is a multiple of `CHECK_EVERY`, its keys are checked: once a key has
-`MIN_SMALL_CHUNKS` chunks of fewer than `SMALL_POINTS` points, they are merged into one
-sorted chunk, in one statement, the small chunks of one stretch of steps between two
-large ones (so that chunks whose steps did not overlap still do not). A merged chunk is
+`MIN_SMALL_CHUNKS` chunks of fewer than `SMALL_POINTS` points in one stretch of steps
+between two large chunks, they are merged into one sorted chunk, in one statement (only
+those of one stretch, so that chunks whose steps did not overlap still do not: small
+chunks logged between large ones a few at a time stay as they are). A merged chunk is
 merged again until it holds `SMALL_POINTS` points; after that it stays as it is. One
 merge takes at most `MAX_MERGED` small chunks, those of the lowest steps, so its cost in
 points is bounded however many have piled up
