@@ -73,8 +73,8 @@ def _closed_by_server(connection: socket.socket, within: float) -> bool:
 async def test_connections_past_the_bound_are_closed_and_hold_no_thread(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(metrics, "MAX_CONNECTIONS", 4, raising=False)
-    monkeypatch.setattr(metrics, "TIMEOUT_SECONDS", 60.0, raising=False)  # held for the test
+    monkeypatch.setattr(metrics, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(metrics, "TIMEOUT_SECONDS", 60.0)  # held for the test
     port = metrics.serve("127.0.0.1:0", pool)
     base = threading.active_count()
     held, extra = [_connect(port) for _ in range(4)], []
@@ -96,7 +96,7 @@ async def test_connections_past_the_bound_are_closed_and_hold_no_thread(
 async def test_an_idle_connection_is_closed_within_the_timeout(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(metrics, "TIMEOUT_SECONDS", 0.5, raising=False)
+    monkeypatch.setattr(metrics, "TIMEOUT_SECONDS", 0.5)
     port = metrics.serve("127.0.0.1:0", pool)
     base = threading.active_count()
     with _connect(port) as connection:
