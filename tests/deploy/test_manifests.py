@@ -158,10 +158,7 @@ def test_termination_grace_outlasts_the_servers_own(overlay: str) -> None:
     would cut the close."""
     grace = float(config_value(overlay, "CAIRN_SHUTDOWN_GRACE_SECONDS"))
     longest = (
-        grace
-        + database.CANCEL_SEND_SECONDS
-        + STOP_MARGIN_SECONDS
-        + 2 * database.POOL_CLOSE_SECONDS
+        grace + database.CANCEL_SEND_SECONDS + STOP_MARGIN_SECONDS + 2 * database.POOL_CLOSE_SECONDS
     )
     for deployment in cairn_servers(overlay):
         assert pod_spec(deployment)["terminationGracePeriodSeconds"] > longest
