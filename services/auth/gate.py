@@ -13,9 +13,10 @@ from ..common.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
+from ..common.peers import client_address
 from . import keys
 from .cache import KeyCache
-from .limiter import FailureLimiter, client_address
+from .limiter import FailureLimiter
 from .store import AuthStore, KeyCheck
 
 ANONYMOUS = "anonymous"

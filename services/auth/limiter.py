@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import unquote
+
+from ..common.peers import counted_address
 
 # The most windows kept: past it, new addresses share one overflow window instead of
 # growing the table (or the time each failure costs) without bound.
@@ -91,32 +91,3 @@ class FailureLimiter:
 
     def _expired(self, window: _Window) -> bool:
         return self._clock() - window.start >= self._window
-
-
-def counted_address(address: str) -> str:
-    """What failures are counted against: an IPv6 address's /64 (an IPv4 one mapped
-    into IPv6 as itself), any other address as it is. Runs before every authenticated
-    call, hence socket's parser rather than ipaddress (a hundred times slower)."""
-    if ":" not in address:
-        return address
-    try:
-        packed = socket.inet_pton(socket.AF_INET6, address)
-    except OSError:  # "unix:...", or a scoped address ("fe80::1%eth0")
-        return address
-    if packed[:12] == _IPV4_MAPPED:
-        return socket.inet_ntop(socket.AF_INET, packed[12:])
-    return socket.inet_ntop(socket.AF_INET6, packed[:8] + bytes(8)) + "/64"
-
-
-_IPV4_MAPPED = bytes(10) + b"\xff\xff"
-
-
-def client_address(peer: str) -> str:
-    """The host of a gRPC peer string ("ipv4:10.0.0.7:51234", "ipv6:%5B::1%5D:5", "unix:...").
-
-    gRPC percent-encodes an IPv6 peer's brackets (grpc/grpc#30852; older releases sent
-    "ipv6:[::1]:5"): left encoded, the address would not parse and escape its /64."""
-    kind, _, rest = peer.partition(":")
-    if kind in ("ipv4", "ipv6"):
-        return unquote(rest.rpartition(":")[0]).strip("[]")
-    return peer

@@ -5,6 +5,7 @@ that ends once shutdown begins."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 
 import grpc
@@ -13,6 +14,7 @@ from grpc_status import rpc_status
 
 from .errors import ResourceExhausted
 from .interceptor import domain_status
+from .peers import client_address, counted_address
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -24,8 +26,11 @@ LIVENESS = "cairn.liveness"
 # Watch streams a process keeps open at once, on both ports: health needs no key, and
 # each stream holds about 9 KiB of the server for as long as its client wants, so past
 # this one is refused (RESOURCE_EXHAUSTED, TOO_MANY_WATCHERS) rather than cost memory
-# without bound. gRPC's client-side health checking keeps one per client channel.
+# without bound. gRPC's client-side health checking keeps one per client channel, and
+# takes a refused watch for a server down: so one client (an address, an IPv6 /64) may
+# hold a tenth of them, and cannot take them all from the others.
 MAX_WATCHERS = 10_000
+MAX_WATCHERS_PER_CLIENT = 1_000
 
 
 class HealthServicer(health.aio.HealthServicer):
@@ -39,7 +44,7 @@ class HealthServicer(health.aio.HealthServicer):
         }
         self._final = False
         self._changed = asyncio.Condition()
-        self._watchers = 0
+        self._watchers: collections.Counter[str] = collections.Counter()
 
     async def set(
         self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
@@ -61,21 +66,21 @@ class HealthServicer(health.aio.HealthServicer):
         """Sends the name's status, then each change of it; ends (OK) once shutdown
         began and NOT_SERVING is sent. The library's stream stays open, a call in
         flight that holds the server's stop until its grace period ends; the client
-        watches again elsewhere. Past MAX_WATCHERS at once, refused."""
-        if self._watchers >= MAX_WATCHERS:
-            # Built here: the plaintext health port has no interceptor to build it.
-            refusal = ResourceExhausted(
-                "TOO_MANY_WATCHERS",
-                f"this server keeps {MAX_WATCHERS} health watches open at once already; "
-                "use Check, or watch again later",
-                metadata={"limit": str(MAX_WATCHERS)},
-            )
-            await context.abort_with_status(rpc_status.to_status(domain_status(refusal)))
-        self._watchers += 1
+        watches again elsewhere. Past MAX_WATCHERS at once, or MAX_WATCHERS_PER_CLIENT
+        of one client, refused."""
+        client = counted_address(client_address(context.peer()))
+        if self._watchers.total() >= MAX_WATCHERS:
+            await _refuse(context, f"this server keeps {MAX_WATCHERS}", MAX_WATCHERS)
+        if self._watchers[client] >= MAX_WATCHERS_PER_CLIENT:
+            limit = MAX_WATCHERS_PER_CLIENT
+            await _refuse(context, f"this server keeps {limit} of this client's", limit)
+        self._watchers[client] += 1
         try:
             await self._watch(request.service, context)
         finally:
-            self._watchers -= 1
+            self._watchers[client] -= 1
+            if not self._watchers[client]:
+                del self._watchers[client]
 
     async def _watch(self, service: str, context: grpc.aio.ServicerContext) -> None:
         sent: health_pb2.HealthCheckResponse.ServingStatus.ValueType | None = None
@@ -111,3 +116,14 @@ class HealthServicer(health.aio.HealthServicer):
                 for name, status in self._statuses.items()
             }
         )
+
+
+async def _refuse(context: grpc.aio.ServicerContext, kept: str, limit: int) -> None:
+    """Ends a Watch past a limit; built here, as the plaintext health port has no
+    interceptor to build a refusal's status."""
+    refusal = ResourceExhausted(
+        "TOO_MANY_WATCHERS",
+        f"{kept} health watches open at once already; use Check, or watch again later",
+        metadata={"limit": str(limit)},
+    )
+    await context.abort_with_status(rpc_status.to_status(domain_status(refusal)))

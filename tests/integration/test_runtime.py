@@ -325,6 +325,26 @@ async def test_health_watches_are_bounded_on_both_ports(
         await server.stop(grace=0)
 
 
+async def test_one_client_holds_a_share_of_the_health_watches(
+    scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One client opening MAX_WATCHERS watches left none to anyone else, and gRPC's
+    client-side health checking takes a refused watch for a server down."""
+    monkeypatch.setattr("cairn_server.common.health.MAX_WATCHERS", 10)
+    monkeypatch.setattr("cairn_server.common.health.MAX_WATCHERS_PER_CLIENT", 2)
+    _, _, channel, _ = scripted
+    request = health_pb2.HealthCheckRequest(service="")
+    watches = [health_pb2_grpc.HealthStub(channel).Watch(request) for _ in range(2)]
+    for watch in watches:
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await health_pb2_grpc.HealthStub(channel).Watch(request).read()
+    assert exceptions.from_grpc_error(refused.value).reason == "TOO_MANY_WATCHERS"
+    assert "of this client's" in str(refused.value.details())
+    for watch in watches:
+        watch.cancel()
+
+
 async def test_a_health_watch_ends_once_shutdown_begins(scripted) -> None:
     """A Watch on the main port (as gRPC's client-side health checking keeps open) was
     told NOT_SERVING and then kept open: an in-flight call, which the stop waited for

@@ -10,15 +10,11 @@ from cairn.registry.v1 import registry_pb2, registry_service_pb2
 from cairn.tracking.v1 import tracking_service_pb2
 from cairn_server.auth import keys
 from cairn_server.auth.gate import presented_key
-from cairn_server.auth.limiter import (
-    MAX_WINDOWS,
-    FailureLimiter,
-    client_address,
-    counted_address,
-)
+from cairn_server.auth.limiter import MAX_WINDOWS, FailureLimiter
 from cairn_server.common.access import Role, role_table
 from cairn_server.common.errors import Unauthenticated
 from cairn_server.common.interceptor import project_of
+from cairn_server.common.peers import client_address, counted_address
 
 
 def test_generated_keys_are_unique_and_carry_their_prefix() -> None:

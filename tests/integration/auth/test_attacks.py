@@ -27,10 +27,10 @@ from cairn.exceptions import (
 from cairn.registry.v1 import registry_pb2, registry_service_pb2, registry_service_pb2_grpc
 from cairn.types import ApiKeyExpirationTime
 from cairn_server import catalog
-from cairn_server.auth.limiter import counted_address
 from cairn_server.auth.store import AuthStore
 from cairn_server.common import interceptor, messages, wire
 from cairn_server.common.config import Config
+from cairn_server.common.peers import counted_address
 from cairn_server.common.server import CairnServer
 from tests.conftest import with_overrides
 from tests.integration.auth.conftest import World, serve
