@@ -7,6 +7,7 @@ reaching it may open, so what a connection can cost is bounded (docs/deploy.md, 
 
 from __future__ import annotations
 
+import collections
 import socket
 import sys
 import threading
@@ -20,6 +21,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
+
+from .peers import counted_address
 
 CALLS = Counter("cairn_rpc_calls", "RPCs finished, by method and status code", ["method", "code"])
 LATENCY = Histogram(
@@ -115,9 +118,12 @@ def _listen(address: str) -> int:
 # and write of a connection waits TIMEOUT_SECONDS at most (Prometheus's default
 # scrape_timeout is 10 s too; a scrape takes milliseconds), and MAX_CONNECTIONS are
 # served at once (scrapers are one or two), each holding a thread and what wsgiref reads
-# of a request (its line and at most 100 headers of 64 KiB).
+# of a request (its line and at most 100 headers of 64 KiB), MAX_CONNECTIONS_PER_CLIENT
+# of them of one client (an address, an IPv6 /64): no one client takes every slot from
+# the scraper.
 TIMEOUT_SECONDS = 10.0
 MAX_CONNECTIONS = 8
+MAX_CONNECTIONS_PER_CLIENT = 2
 
 
 _Request = socket.socket | tuple[bytes, socket.socket]  # socketserver's, of TCP and UDP
@@ -125,7 +131,8 @@ _Request = socket.socket | tuple[bytes, socket.socket]  # socketserver's, of TCP
 
 class _MetricsServer(ThreadingWSGIServer):
     """prometheus_client's server and WSGI app (the same /metrics, content types, gzip and
-    methods), with each connection on a timeout and at most MAX_CONNECTIONS at once."""
+    methods), with each connection on a timeout, at most MAX_CONNECTIONS at once and
+    MAX_CONNECTIONS_PER_CLIENT of one client."""
 
     def __init__(self, host: str, port: int) -> None:
         # What start_http_server does: the family of the host, so an IPv6 host binds.
@@ -133,29 +140,46 @@ class _MetricsServer(ThreadingWSGIServer):
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
         self.address_family = family
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._held: collections.Counter[str] = collections.Counter()  # by client
+        self._holding = threading.Lock()
         super().__init__((str(sockaddr[0]), port), _Handler)
         self.set_app(make_wsgi_app(REGISTRY))
 
     def process_request(self, request: _Request, client_address: Any) -> None:
-        # Past the bound a connection is closed at once rather than left to wait: waiting
+        # Past a bound a connection is closed at once rather than left to wait: waiting
         # would stop the accept loop, so every later connection (the scraper's too) would
         # queue behind the ones holding the slots; closed, it costs nothing, and a
         # scraper sees a prompt failure and tries again next interval.
-        if not self._slots.acquire(blocking=False):
+        client = counted_address(str(client_address[0]))
+        if not self._take(client):
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)  # starts its thread
         except BaseException:
-            self._slots.release()
+            self._give_back(client)
             raise
 
     def process_request_thread(self, request: _Request, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._give_back(counted_address(str(client_address[0])))
+
+    def _take(self, client: str) -> bool:
+        with self._holding:
+            if self._held.total() >= MAX_CONNECTIONS:
+                return False
+            if self._held[client] >= MAX_CONNECTIONS_PER_CLIENT:
+                return False
+            self._held[client] += 1
+            return True
+
+    def _give_back(self, client: str) -> None:
+        with self._holding:
+            self._held[client] -= 1
+            if not self._held[client]:
+                del self._held[client]
 
     def handle_error(self, request: _Request, client_address: Any) -> None:
         # A connection timed out or reset by its client is routine on an open port:

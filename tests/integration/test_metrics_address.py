@@ -74,6 +74,7 @@ async def test_connections_past_the_bound_are_closed_and_hold_no_thread(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(metrics, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(metrics, "MAX_CONNECTIONS_PER_CLIENT", 4)  # all from 127.0.0.1
     monkeypatch.setattr(metrics, "TIMEOUT_SECONDS", 60.0)  # held for the test
     port = metrics.serve("127.0.0.1:0", pool)
     base = threading.active_count()
@@ -91,6 +92,21 @@ async def test_connections_past_the_bound_are_closed_and_hold_no_thread(
     # The slots are given back: the threads end and a scrape is served again.
     await eventually(lambda: threading.active_count() == base, what="the threads ended")
     assert "cairn_rpc_calls" in _scrape(f"http://127.0.0.1:{port}/metrics")
+
+
+async def test_one_client_holds_a_share_of_the_connections(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One client holding every slot left none to the scraper."""
+    monkeypatch.setattr(metrics, "TIMEOUT_SECONDS", 60.0)  # held for the test
+    port = metrics.serve("127.0.0.1:0", pool)
+    held = [_connect(port) for _ in range(metrics.MAX_CONNECTIONS_PER_CLIENT)]
+    try:
+        with _connect(port) as one_more:
+            assert _closed_by_server(one_more, within=5)
+    finally:
+        for connection in held:
+            connection.close()
 
 
 async def test_an_idle_connection_is_closed_within_the_timeout(
