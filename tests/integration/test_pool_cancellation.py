@@ -5,7 +5,9 @@ fails the next caller's statement, nor its statement running in PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -132,6 +134,32 @@ async def test_a_statement_cancelled_out_of_a_transaction_stops_in_postgresql(
         await database.close_pool(pool)
 
 
+@contextlib.asynccontextmanager
+async def _read_through_proxy(
+    config: Config, statement: str
+) -> AsyncIterator[tuple[PostgresProxy, asyncio.Task[None]]]:
+    """A read of statement through a proxy to PostgreSQL, running once yielded, with
+    the proxy that carries it."""
+    proxy = PostgresProxy(config.database_url)
+    pool = await database.create_pool(await proxy.start(), config)
+    watcher = await asyncpg.connect(config.database_url)
+
+    async def read() -> None:
+        async with pool.acquire() as conn:
+            await conn.fetchval(statement)
+
+    task = asyncio.create_task(read())
+    try:
+        await eventually(lambda: _running(watcher, statement), what="the read running")
+        yield proxy, task
+    finally:
+        task.cancel()
+        proxy.heal()
+        await watcher.close()
+        pool.terminate()
+        await proxy.close()
+
+
 async def test_a_statement_whose_cancel_cannot_be_sent_is_still_cancelled(
     config: Config,
 ) -> None:
@@ -139,26 +167,12 @@ async def test_a_statement_whose_cancel_cannot_be_sent_is_still_cancelled(
     without endpoints, say), asyncpg closed the call's connection itself, and closing it
     again through the pool's wrapper, detached by then, raised InterfaceError in place
     of the cancellation: the call was answered INTERNAL."""
-    proxy = PostgresProxy(config.database_url)
-    pool = await database.create_pool(await proxy.start(), config)
-    watcher = await asyncpg.connect(config.database_url)
-    sleeping = "SELECT pg_sleep(60) AS cancel_refused"
-    try:
-
-        async def read() -> None:
-            async with pool.acquire() as conn:
-                await conn.fetchval(sleeping)
-
-        task = asyncio.create_task(read())
-        await eventually(lambda: _running(watcher, sleeping), what="the read running")
+    statement = "SELECT pg_sleep(60) AS cancel_refused"
+    async with _read_through_proxy(config, statement) as (proxy, read):
         proxy.refuse_new()
-        task.cancel()
+        read.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await task
-    finally:
-        await watcher.close()
-        pool.terminate()
-        await proxy.close()
+            await read
 
 
 async def test_a_cancellation_returns_without_waiting_for_its_cancel_request(
@@ -168,30 +182,15 @@ async def test_a_cancellation_returns_without_waiting_for_its_cancel_request(
     leaves unanswered: the cancelled call waited for it, up to CANCEL_SEND_SECONDS, so a
     timeout around pool work (a stream's re-admission, 2 s at most) ran 2 s over. The
     connection is closed once it is sent, apart from the call."""
-    proxy = PostgresProxy(config.database_url)
-    pool = await database.create_pool(await proxy.start(), config)
-    watcher = await asyncpg.connect(config.database_url)
-    sleeping = "SELECT pg_sleep(60) AS cancel_unanswered"
     loop = asyncio.get_running_loop()
-    try:
-
-        async def read() -> None:
-            async with pool.acquire() as conn:
-                await conn.fetchval(sleeping)
-
-        task = asyncio.create_task(read())
-        await eventually(lambda: _running(watcher, sleeping), what="the read running")
+    statement = "SELECT pg_sleep(60) AS cancel_unanswered"
+    async with _read_through_proxy(config, statement) as (proxy, read):
         proxy.partition()
         cancelled_at = loop.time()
-        task.cancel()
+        read.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await task
+            await read
         assert loop.time() - cancelled_at < database.CANCEL_SEND_SECONDS
-    finally:
-        proxy.heal()
-        await watcher.close()
-        pool.terminate()
-        await proxy.close()
 
 
 async def test_calls_past_their_deadline_leave_no_statement_waiting(
