@@ -264,11 +264,13 @@ class _BoundedAcquire:
             # The connection itself, not the pool's wrapper of it: a cancel request
             # that cannot be sent has asyncpg close the connection, which detaches the
             # wrapper, and closing through a detached wrapper raises InterfaceError.
+            # None when the connection was lost (closed by the database) before.
             connection = self._inner.connection._con
-            if _close_once_cancels_sent(connection):
-                return  # its slot goes back to the pool as it closes
-            connection.terminate()
-        await self._inner.__aexit__(*exc_info)
+            if connection is not None:
+                if _close_once_cancels_sent(connection):
+                    return  # its slot goes back to the pool as it closes
+                connection.terminate()
+        await self._inner.__aexit__(*exc_info)  # releases nothing once let go
 
     def __await__(self) -> Generator[Any, None, asyncpg.Connection]:
         return self._acquired().__await__()
@@ -295,12 +297,14 @@ class _BoundedAcquire:
 
 
 def _close_once_cancels_sent(connection: asyncpg.Connection) -> bool:
-    """Closes the connection, in a task of its own, once the cancel requests asyncpg
-    sends for a statement cancelled as it ran are sent (CANCEL_SEND_SECONDS at most);
-    False when none is under way. Closed first, the requests were dropped unsent, and
-    PostgreSQL went on with the statement (a read, out of a transaction no rollback
-    waited on) until its timeout, on a backend the pool had replaced: calls that timed
-    out piled up backends past the pool's bound until the database refused everyone.
+    """Closes the connection, in a task of its own, once the cancels asyncpg requests
+    for a statement cancelled as it ran are done, PostgreSQL having acknowledged them
+    (CANCEL_SEND_SECONDS at most); False when none is under way. (In a transaction,
+    asyncpg's rollback waits for them before this runs.) Closed first, the requests
+    were dropped unsent, and PostgreSQL went on with the statement (a read, out of a
+    transaction no rollback waited on) until its timeout, on a backend the pool had
+    replaced: calls that timed out piled up backends past the pool's bound until the
+    database refused everyone.
     Waited for by the call, they held up its cancellation (an enclosing timeout ran
     over by as much). asyncpg keeps them in a private set, which a later version may
     rename: then none is waited for, and the pool's client_connection_check_interval

@@ -193,6 +193,25 @@ async def test_a_cancellation_returns_without_waiting_for_its_cancel_request(
         assert loop.time() - cancelled_at < database.CANCEL_SEND_SECONDS
 
 
+async def test_a_call_cancelled_after_its_connection_was_lost_is_cancelled(
+    config: Config,
+) -> None:
+    """Its connection closed by the database (a restart, a failover), asyncpg had let
+    it go already: the cancellation of the call's block raised AttributeError."""
+    pool = await database.create_pool(config.database_url, config)
+    watcher = await asyncpg.connect(config.database_url)
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.0), pool.acquire() as conn:
+                lost = conn.get_server_pid()
+                await watcher.execute("SELECT pg_terminate_backend($1)", lost)
+                await eventually(lambda: _let_go(conn), what="the connection lost")
+                await asyncio.Event().wait()  # until the timeout cancels the block
+    finally:
+        await watcher.close()
+        await database.close_pool(pool)
+
+
 async def test_calls_past_their_deadline_leave_no_statement_waiting(
     server_port: int, config: Config, unique: str
 ) -> None:
@@ -249,3 +268,11 @@ async def _running(conn: asyncpg.Connection, statement: str) -> bool:
 
 async def _stopped(conn: asyncpg.Connection, statement: str) -> bool:
     return not await _running(conn, statement)
+
+
+def _let_go(conn: Any) -> bool:
+    """Whether asyncpg let a lent connection go, closed, from under its wrapper."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:  # "released back to the pool": let go already
+        return True
