@@ -7,7 +7,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Generator
 from datetime import timedelta
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -107,6 +107,8 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             resources, self._backend, self._objects, self._janitor, self._info, self._discard
         )
         self._completions = completions.of(resources)
+        # The confirmations reading back in this process, by upload.
+        self._confirming: dict[uuid.UUID, asyncio.Task[Any]] = {}
         self._presigned = PresignedTransfers(
             resources.config,
             self._backend,
@@ -494,6 +496,13 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         if not self._backend.supports_presign:
             raise _presign_unsupported()
         upload_id = _upload_id(request.upload_id)
+        if (earlier := self._confirming.get(upload_id)) is not None:
+            # A repeat (the caller of the first left) waits for the read-back under way
+            # rather than start another, of up to 5 GiB in another slot of the cap;
+            # then it answers as after it. Within this process: one elsewhere reads
+            # back again, as a repeat reaching another replica of a completion would.
+            await asyncio.wait({earlier})
+            return await self.ConfirmUpload(request, context)
         done = await self._objects.published_by(project, path, RequestId.of(context))
         if done is not None:  # a repeat of the confirmation that published it...
             repeats.check(done, expected)
@@ -518,7 +527,24 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         request_id: RequestId | None,
         caller: completions.Caller,
     ) -> tuple[StoredObject, str | None]:
-        """The confirmed upload published from a sealed copy, and the key it replaced."""
+        """The confirmed upload published from a sealed copy, and the key it replaced;
+        known to repeats as under way (`_confirming`) until it ends."""
+        running = asyncio.current_task()
+        assert running is not None  # a task of Completions.run
+        self._confirming[upload.upload_id] = running
+        try:
+            return await self._confirmed(upload, expected, request_id, caller)
+        finally:
+            if self._confirming.get(upload.upload_id) is running:
+                del self._confirming[upload.upload_id]
+
+    async def _confirmed(
+        self,
+        upload: PendingUpload,
+        expected: str,
+        request_id: RequestId | None,
+        caller: completions.Caller,
+    ) -> tuple[StoredObject, str | None]:
         async with self._presigned.slots.taken():
             sealed = await self._objects.begin(
                 upload.project, upload.path, upload.overwrite, upload.content_type

@@ -29,7 +29,7 @@ from cairn.exceptions import (
     UnavailableError,
 )
 from cairn_server import catalog
-from cairn_server.artifacts import leases
+from cairn_server.artifacts import leases, servicer
 from cairn_server.artifacts.leases import CompletionSlots
 from cairn_server.artifacts.presigned import PresignedTransfers
 from cairn_server.artifacts.s3 import S3Backend, unavailable
@@ -105,6 +105,11 @@ class HeldReadBacks:
             return digest(backend, key)
 
         monkeypatch.setattr(S3Backend, "digest", held)
+
+    @property
+    def begun(self) -> int:
+        with self._changed:
+            return self._begun
 
     async def reached(self, count: int) -> bool:
         def wait() -> bool:
@@ -305,6 +310,36 @@ async def test_a_confirmation_whose_caller_left_keeps_its_place_in_the_cap(
         return len(listed) == COMPLETIONS
 
     await eventually(published, what="the given-up confirmations published")
+
+
+async def test_a_repeated_confirmation_waits_for_the_read_back_under_way(
+    small_pool: cairn.ArtifactClient, monkeypatch: pytest.MonkeyPatch
+):
+    """Its first attempt's caller left while it read back: the repeat started a second
+    read-back of the same upload, up to 5 GiB again and another slot of the cap, so a
+    client retrying on short deadlines filled the cap with copies of one upload."""
+    held = HeldReadBacks(monkeypatch)
+    arrived = 0
+    upload_of = servicer._upload_id
+
+    def counted(text: str) -> Any:  # the first thing a confirmation reads of its request
+        nonlocal arrived
+        arrived += 1
+        return upload_of(text)
+
+    monkeypatch.setattr(servicer, "_upload_id", counted)
+    upload = await _put_through_url(small_pool, "r/once.bin")
+    once = [("x-cairn-request-id", f"confirm-{small_pool.project}")]
+    with pytest.raises(DeadlineExceededError):
+        await small_pool.confirm_upload("r/once.bin", upload_id=upload, timeout=0.5, metadata=once)
+    assert await held.reached(1)
+    repeat = asyncio.ensure_future(
+        small_pool.confirm_upload("r/once.bin", upload_id=upload, timeout=30, metadata=once)
+    )
+    await eventually(lambda: arrived >= 2, what="the repeat arrived")
+    held.released.set()
+    assert (await repeat).sha256 == _sha(DATA)
+    assert held.begun == 1  # one read-back for both
 
 
 async def test_a_lease_is_renewed_while_its_completion_reads_back(
