@@ -500,7 +500,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             # A repeat (the caller of the first left) waits for the read-back under way
             # rather than start another, of up to 5 GiB in another slot of the cap;
             # then it answers as after it. Within this process: one elsewhere reads
-            # back again, as a repeat reaching another replica of a completion would.
+            # back again, as a repeat reaching another replica of a completion would;
+            # so do confirmations that arrive together, or repeats woken together by
+            # a first attempt that failed (each within the cap).
             await asyncio.wait({earlier})
             return await self.ConfirmUpload(request, context)
         done = await self._objects.published_by(project, path, RequestId.of(context))
@@ -528,24 +530,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         caller: completions.Caller,
     ) -> tuple[StoredObject, str | None]:
         """The confirmed upload published from a sealed copy, and the key it replaced;
-        known to repeats as under way (`_confirming`) until it ends."""
-        running = asyncio.current_task()
-        assert running is not None  # a task of Completions.run
-        self._confirming[upload.upload_id] = running
-        try:
-            return await self._confirmed(upload, expected, request_id, caller)
-        finally:
-            if self._confirming.get(upload.upload_id) is running:
-                del self._confirming[upload.upload_id]
-
-    async def _confirmed(
-        self,
-        upload: PendingUpload,
-        expected: str,
-        request_id: RequestId | None,
-        caller: completions.Caller,
-    ) -> tuple[StoredObject, str | None]:
-        async with self._presigned.slots.taken():
+        known to repeats as under way until it ends."""
+        # Under way once it has its slot: a repeat does not wait out another's wait.
+        async with self._presigned.slots.taken(), self._under_way(upload.upload_id):
             sealed = await self._objects.begin(
                 upload.project, upload.path, upload.overwrite, upload.content_type
             )
@@ -568,6 +555,19 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
                 if verdict and caller.waiting:
                     await self._discard(upload)
                 raise
+
+    @contextlib.asynccontextmanager
+    async def _under_way(self, upload_id: uuid.UUID) -> AsyncIterator[None]:
+        """The current task known as the confirmation of the upload under way, which a
+        repeat waits for (ConfirmUpload), until the block ends."""
+        running = asyncio.current_task()
+        assert running is not None  # a task of Completions.run
+        self._confirming[upload_id] = running
+        try:
+            yield
+        finally:
+            if self._confirming.get(upload_id) is running:
+                del self._confirming[upload_id]
 
     async def _seal(self, upload: PendingUpload, key: str) -> str:
         try:
