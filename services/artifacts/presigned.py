@@ -209,7 +209,7 @@ class PresignedTransfers:
             DataLoss: the sha256 of what the store holds differs (CHECKSUM_MISMATCH).
         """
         store = self._store()
-        upload_id = _upload_of(request.upload)
+        upload_id = upload_of(request.upload)
         if not 1 <= len(request.etags) <= MAX_PARTS:
             raise invalid_field("etags", f"one per part, 1 to {MAX_PARTS}")
         if not sha256 or request.size <= 0:
@@ -281,7 +281,7 @@ class PresignedTransfers:
             Aborted: a completion holds the upload (UPLOAD_BEING_COMPLETED).
         """
         self._store()
-        spent = await self._leases.withdraw(project, path, _upload_of(upload))
+        spent = await self._leases.withdraw(project, path, upload_of(upload))
         if spent is not None:
             await self._janitor.collect([spent.storage_key])
             await self._abort_parts(spent)
@@ -379,7 +379,7 @@ def _unfinished(key: str, write_id: str) -> Unfinished:
     return Unfinished(key, write_id, datetime.now(UTC))
 
 
-def _upload_of(value: str) -> uuid.UUID:
+def upload_of(value: str) -> uuid.UUID:
     """The upload's id, as `begin` answered it."""
     try:
         return uuid.UUID(hex=value)

@@ -35,7 +35,7 @@ from ..common.service import Resources
 from . import backends, blobs, completions, pace, paths, repeats, slots, threads
 from .janitor import janitor_for
 from .leases import CompletionLeases
-from .presigned import PresignedTransfers
+from .presigned import PresignedTransfers, upload_of
 from .store import (
     UPLOAD_EXPIRED,
     ObjectStore,
@@ -202,8 +202,10 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
                 done = await self._objects.published_by(project, path, request_id)
                 if done is None:
                     raise
-        # A repeat of the completion that published it: the same size and sha256.
+        # A repeat of the completion that published it: the same size and sha256...
         repeats.check(done, sha256, request.size)
+        if await self._objects.pending(project, path, upload_of(request.upload), kind="parts"):
+            raise repeats.request_id_reused(done)  # ...naming the upload it spent
         return api.CompleteUploadTicketResponse(object=self._info(done))
 
     async def AbortUploadTicket(

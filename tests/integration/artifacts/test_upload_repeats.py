@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 import cairn
+from cairn._clients._presigned import upload_source
 from cairn._transport import REQUEST_ID_HEADER
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc
@@ -159,6 +160,40 @@ async def test_a_confirmation_of_another_upload_under_a_used_id_is_refused(
     assert await store.read("a.bin") == b"A-old"
     # The other upload is still there to be confirmed, under an id of its own.
     assert (await store.confirm_upload("a.bin", upload_id=second.upload_id)).size == len(other)
+
+
+async def test_a_completion_of_another_upload_under_a_used_id_is_refused(
+    s3_store: cairn.ArtifactClient, unique: str
+) -> None:
+    """Answered with what the id published when its bytes were the same: the other
+    upload was told it was stored, and stayed unpublished until the janitor took it."""
+    store, complete = s3_store, _with_id(f"complete-other-{unique}")
+    store.direct_threshold = DIRECT_THRESHOLD
+    first = await store.upload("p.bin", LARGE, overwrite=True, metadata=complete)
+    header = api.UploadHeader(
+        project=store.project, path="p.bin", overwrite=True, expected_size=len(LARGE)
+    )
+    ticket = await store._stub.CreateUploadTicket(
+        api.CreateUploadTicketRequest(header=header, accept_presigned=True)
+    )
+    parts = ticket.parts
+    etags, sha256 = await asyncio.to_thread(
+        upload_source, LARGE, len(LARGE), parts.part_size, list(parts.part_urls), lambda n: None
+    )
+    request = api.CompleteUploadTicketRequest(
+        project=store.project,
+        path="p.bin",
+        upload=parts.upload,
+        etags=etags,
+        size=len(LARGE),
+        sha256=sha256,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await store._stub.CompleteUploadTicket(request, metadata=complete)
+    assert from_grpc_error(raised.value).reason == "REQUEST_ID_REUSED"
+    # The other upload is still there to be completed, under an id of its own.
+    done = await store._stub.CompleteUploadTicket(request)
+    assert (await store.stat("p.bin")).uri == done.object.uri != first.uri
 
 
 async def _presigned_put(store: cairn.ArtifactClient, path: str, body: bytes) -> Any:
