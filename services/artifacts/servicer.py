@@ -469,16 +469,6 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             url_expires=expires,
             request_id=RequestId.of(context),
         )
-        if (upload.path, upload.overwrite, upload.content_type) != (
-            path,
-            request.overwrite,
-            content_type,
-        ):  # signed anew with this call's type, another upload's would fail its confirm
-            raise InvalidArgument(
-                "REQUEST_ID_REUSED",
-                "this request id began another upload (its path, overwrite or content type "
-                "differ); send a new id with every call",
-            )
         url = await threads.in_store(self._backend.presign, upload.storage_key, "PUT", expires)
         return api.CreatePresignedUrlResponse(
             url=url,

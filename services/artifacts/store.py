@@ -21,7 +21,14 @@ from typing import Literal
 import asyncpg
 
 from ..common import idempotency, paging
-from ..common.errors import Aborted, AlreadyExists, DataLoss, FailedPrecondition, NotFound
+from ..common.errors import (
+    Aborted,
+    AlreadyExists,
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from ..common.idempotency import RequestId
 from ..common.sql import Params, unguarded
 from . import paths, repeats
@@ -110,8 +117,13 @@ class ObjectStore:
         """Records an upload under a fresh key; url_expires for a presigned PUT or
         parts, whose call's request_id makes a repeat of the call find this upload
         again (kept at least as long as the repeat's URLs, which it signs with its own
-        lifetime; not for a call that asks for another upload, which is refused); the
-        expected size and sha256 of an upload of parts."""
+        lifetime); the expected size and sha256 of an upload of parts.
+
+        Raises:
+            FailedPrecondition: path lies in a closed location (LOCATION_DELETED).
+            InvalidArgument: request_id began another upload: of another path,
+                overwrite or content type (REQUEST_ID_REUSED); that one is left as it is.
+        """
         upload_id = uuid.uuid4()
         async with self._pool.acquire() as conn:
             # Refused in a closed location, which spares the transfer (publish decides).
@@ -123,10 +135,9 @@ class ObjectStore:
                            clock_timestamp() + $7::interval, $8::text, $9::bigint, $10::text
                     WHERE NOT {_closed("$3", "$11")}
                     ON CONFLICT (project, request_id) DO UPDATE SET url_expire_time =
-                        CASE WHEN (uploads.path, uploads.overwrite, uploads.content_type)
-                                = (excluded.path, excluded.overwrite, excluded.content_type)
-                            THEN greatest(uploads.url_expire_time, excluded.url_expire_time)
-                            ELSE uploads.url_expire_time END
+                        greatest(uploads.url_expire_time, excluded.url_expire_time)
+                    WHERE (uploads.path, uploads.overwrite, uploads.content_type)
+                        = (excluded.path, excluded.overwrite, excluded.content_type)
                     RETURNING {UPLOAD_COLUMNS}""",
                 upload_id,
                 new_key(project, upload_id.hex),
@@ -143,6 +154,13 @@ class ObjectStore:
             )
             if row is None:
                 await _check_open(conn, project, path)
+                # Not closed: the id's upload asks for another (a repeat is signed
+                # anew with its own type, so another upload's would fail its confirm).
+                raise InvalidArgument(
+                    "REQUEST_ID_REUSED",
+                    "this request id began another upload (its path, overwrite or "
+                    "content type differ); send a new id with every call",
+                )
         return PendingUpload(**dict(row))
 
     async def record_parts(
