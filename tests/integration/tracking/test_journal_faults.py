@@ -29,11 +29,13 @@ CAIRN = str(Path(sys.executable).parent / "cairn")
 async def _run_without_its_server(
     config: Config, pool: asyncpg.Pool, name: str, journal_dir: str | Path, **options: float
 ) -> AsyncIterator[ActiveRun]:
-    """A run begun, whose server has stopped since: its sends are refused."""
+    """A run begun, whose server has stopped since: its sends are refused (until a
+    server listens at `run.address` again)."""
     async with serving(config, pool, ["tracking"]) as port:
         client = cairn.TrackingClient.insecure_connection("127.0.0.1", port)
         experiment_id = await client.create_experiment(name)
         run = client.start_run(experiment_id, journal_dir=journal_dir, **options)  # type: ignore[arg-type]
+        run.address = f"127.0.0.1:{port}"  # type: ignore[attr-defined]
         await run.__aenter__()
     try:
         yield run
@@ -114,6 +116,44 @@ async def test_a_last_journal_that_cannot_be_written_leaves_the_one_before_to_sy
     assert told.startswith(f"run {run.run_id}: 100 points and its end (FINISHED) could not be")
     assert f"the journal kept before is left in {kept}" in told
     assert await _synced(config, pool, tmp_path) == 100
+
+
+async def test_a_run_all_stored_whose_outage_journal_cannot_be_removed_ends_well(
+    config: Config,
+    pool: asyncpg.Pool,
+    unique: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its server back, every point was stored and the run FINISHED; then its end raised
+    the journal's PermissionError into the block (a training script ending well failed,
+    or its own error was replaced), where a sync that cannot remove a journal warns."""
+    caplog.set_level(logging.WARNING, logger="cairn")
+    async with _run_without_its_server(
+        config, pool, f"kept-{unique}", tmp_path, flush_timeout=60, send_interval=0.2
+    ) as run:
+        for step in range(100):
+            await run.log_metric("m", float(step), step=step)
+        await eventually(
+            lambda: run.journal is not None and Journal.read(run.journal).points == 100,
+            what="the outage's journal of every point",
+        )
+        kept = run.journal
+        with _unremovable(tmp_path):
+            async with serving(config, pool, ["tracking"], listen_address=run.address) as port:
+                await run.__aexit__(None, None, None)
+                async with cairn.TrackingClient.insecure_connection("127.0.0.1", port) as back:
+                    ended = await back.get_run(run.run_id)
+                    history = await back.get_metric_history(run.run_id, "m")
+    assert ended.info.status == RunStatus.FINISHED
+    assert [point.step for point in history] == list(range(100))
+    told = [w for w in _warnings(caplog) if "not removed" in w]
+    assert told, "the journal left in the folder is told"
+    assert all(
+        w.startswith(f"run {run.run_id}: all is stored, but its journal {kept} was not removed")
+        for w in told
+    ), told
+    assert kept is not None and kept.exists()  # a sync finds its batches stored
 
 
 async def test_journals_stored_but_not_removable_are_told_and_all_are_stored(

@@ -281,7 +281,10 @@ class ActiveRun:
                 self._warn_not_kept(status, error)
                 raise
         else:  # all is stored: a journal written during an outage goes
-            self._journal.end(None)
+            try:
+                self._journal.end(None)
+            except OSError as error:
+                self._warn_not_removed(error)
         if self._error is not None and exc_type is None:
             raise self._error
 
@@ -499,8 +502,17 @@ class ActiveRun:
     async def _forget_journal(self) -> None:
         try:
             await asyncio.to_thread(self._journal.forget)
-        except OSError as error:  # kept: a sync finds its batches stored, by their ids
-            _log.warning("run %s: its journal was not removed: %s", self.run_id, error)
+        except OSError as error:
+            self._warn_not_removed(error)
+
+    def _warn_not_removed(self, error: OSError) -> None:
+        # Only told: a sync finds its batches stored, by their ids.
+        _log.warning(
+            "run %s: all is stored, but its journal %s was not removed: %s",
+            self.run_id,
+            self.journal,
+            error,
+        )
 
     async def _stop_sending(self) -> None:
         self._sender_stopped = True
