@@ -509,6 +509,29 @@ async def test_a_journal_cut_short_sends_its_whole_lines_and_is_kept(tmp_path: P
     assert kept.exists()
 
 
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ('{"request_id": "", "metrics": [["loss", 0.5, 1, 0]]}', "a batch's request_id"),
+        ('{"request_id": 7, "metrics": [["loss", 0.5, 1, 0]]}', "a batch's request_id"),
+        ('{"status": "RUNNING", "end_time": 5}', "a run ends FINISHED, FAILED or KILLED"),
+    ],
+    ids=["empty request id", "request id not a string", "an end that is no end"],
+)
+async def test_a_line_a_client_never_writes_is_refused(tmp_path: Path, line: str, why: str) -> None:
+    """A batch under an empty request id was sent under a new one at every sync (the
+    client makes one for a call without), so each sync stored its points again; an
+    end of RUNNING was "stored", and the file removed, with the run left running."""
+    kept = tmp_path / f"{RUN_ID}.jsonl"
+    kept.write_text(f'{{"run_id": "{RUN_ID}", "project": "vision"}}\n{line}\n')
+    syncing = _Server()
+    replayed = await journals.replay_each(syncing, tmp_path)  # type: ignore[arg-type]
+    [(file, refused)] = replayed.failures
+    assert file == kept and refused.reason == "INVALID_JOURNAL"
+    assert f"line 2: ValueError: {why}" in str(refused)
+    assert syncing.batches == {} and kept.exists()
+
+
 class _Swapping(_Server):
     """Replaces the file `swapped` by a folder as the first batch is stored: a journal
     listed by a sync that then cannot be read (EISDIR, as EACCES or EIO would be)."""

@@ -92,7 +92,18 @@ class JournalLines:
         )
 
 
+# The statuses a run's end sets (as set_terminated takes them).
+_ENDS = (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)
+
+
 def _entry(fields: Any) -> Batch | End:
     if "status" in fields:
-        return End(RunStatus[fields["status"]], fields.get("end_time"))
-    return Batch(fields["request_id"], [Metric(k, v, t, s) for k, v, t, s in fields["metrics"]])
+        status = RunStatus[fields["status"]]
+        if status not in _ENDS:
+            raise ValueError(f"a run ends {', '.join(_ENDS[:-1])} or {_ENDS[-1]}, not {status}")
+        return End(status, fields.get("end_time"))
+    request_id = fields["request_id"]
+    if not isinstance(request_id, str) or not request_id:
+        # Sent without one, a batch would get a new id at every sync, and be stored again.
+        raise ValueError(f"a batch's request_id is a string of its own, not {request_id!r}")
+    return Batch(request_id, [Metric(k, v, t, s) for k, v, t, s in fields["metrics"]])
