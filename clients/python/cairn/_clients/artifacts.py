@@ -30,6 +30,7 @@ from ..exceptions import (
     AbortedError,
     CairnError,
     DataLossError,
+    DeadlineExceededError,
     InvalidArgumentError,
     NotFoundError,
     ResourceExhaustedError,
@@ -212,20 +213,36 @@ class ArtifactClient(BaseClient):
         metadata: Metadata | None,
     ) -> ObjectInfo:
         """One upload, sent again under its request id after UNAVAILABLE when it can be
-        (not after its completion failed: see `DirectTransfers._complete_upload`)."""
+        (not after its completion failed: see `DirectTransfers._complete_upload`), all
+        within timeout: its attempts, their waits, and what each does over the byte
+        endpoint or the object store, where no gRPC deadline reaches."""
         upload = Upload(
             path, source, overwrite, content_type, counted, counted.done, timeout, with_id(metadata)
         )
         waits = iter(UPLOAD_RETRY_WAITS)
-        while True:
-            try:
-                return await self._upload_once(upload)
-            except UnavailableError as error:
-                wait = next(waits, None)
-                resendable = isinstance(source, Resendable)
-                if wait is None or not resendable or isinstance(error, CompletionFailed):
-                    raise
-                await asyncio.sleep(wait)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(check_timeout(timeout)) as deadline:
+                while True:
+                    try:
+                        return await self._upload_once(upload)
+                    except UnavailableError as error:
+                        wait = next(waits, None)
+                        ends = deadline.when()
+                        if (
+                            wait is None
+                            or not isinstance(source, Resendable)
+                            or isinstance(error, CompletionFailed)
+                            or (ends is not None and loop.time() + wait >= ends)
+                        ):
+                            raise
+                        await asyncio.sleep(wait)
+        except TimeoutError as error:
+            if isinstance(error, CairnError):  # an attempt's own DEADLINE_EXCEEDED
+                raise
+            raise DeadlineExceededError(
+                f"the upload of {path!r} did not end within its timeout of {timeout:g} s"
+            ) from None
 
     async def _upload_once(self, upload: Upload) -> ObjectInfo:
         source = upload.source

@@ -1,0 +1,79 @@
+"""An upload's `timeout=` bounds the whole upload: each attempt sent again after a lost
+connection, and the waits between them, not each attempt alone."""
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator
+
+import pytest
+
+import cairn
+from cairn._clients import _direct
+from cairn._clients._direct_transfers import UPLOAD_RETRY_WAITS
+from cairn.exceptions import DeadlineExceededError, UnavailableError
+from cairn_server.artifacts.direct import ChunkedReader
+from tests.conftest import new_project
+from tests.proxy import AnswerDroppingProxy
+
+
+@pytest.fixture
+async def cutting(server_port: int) -> AsyncIterator[AnswerDroppingProxy]:
+    """A proxy to the server that cuts every call's connection as its answer begins."""
+    proxy = AnswerDroppingProxy(server_port)
+    await proxy.start()
+    proxy.drop_next(100)
+    yield proxy
+    await proxy.close()
+
+
+async def test_an_upload_sends_no_attempt_past_its_timeout(
+    cutting: AnswerDroppingProxy, server_port: int, unique: str
+) -> None:
+    """Each attempt had the whole timeout, so an upload given 3 s took 12 s through
+    connections cut midway (4 attempts of 3 s)."""
+    timeout = 1.0
+    # The waits before the last attempt outlast the timeout: it is never sent.
+    assert sum(UPLOAD_RETRY_WAITS) > timeout
+    project = await new_project(server_port, f"d-{unique}")
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", cutting.port, project=project
+    ) as client:
+        with pytest.raises(UnavailableError):
+            await client.upload("cut.bin", b"bytes", timeout=timeout)
+    assert 1 <= cutting.dropped <= len(UPLOAD_RETRY_WAITS)
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", server_port, project=project
+    ) as direct:
+        assert await direct.list("") == []
+
+
+async def test_an_upload_over_the_byte_endpoint_ends_at_its_timeout(
+    server_port: int, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No gRPC deadline reaches the byte endpoint: an upload given 1 s whose body the
+    endpoint stopped reading waited for the socket's own idle timeout (5 minutes)."""
+    assert _direct.IDLE_SECONDS > 20
+    reading, release = threading.Event(), threading.Event()
+    read = ChunkedReader.read
+
+    def held(self: ChunkedReader, n: int = -1) -> bytes:
+        """The endpoint reads nothing of a body past its first read until release."""
+        if self.size > 0:
+            reading.set()
+            release.wait(60)
+        return read(self, n)
+
+    monkeypatch.setattr(ChunkedReader, "read", held)
+    project = await new_project(server_port, f"d-{unique}")
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", server_port, project=project
+    ) as client:
+        client.direct_threshold = 1024 * 1024
+        try:
+            async with asyncio.timeout(20):  # this test's own bound, far below the idle one
+                with pytest.raises(DeadlineExceededError, match="within its timeout of 1 s"):
+                    await client.upload("held.bin", os.urandom(3 * 1024 * 1024), timeout=1)
+            assert reading.is_set()  # it ended mid-body
+        finally:
+            release.set()
