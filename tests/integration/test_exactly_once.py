@@ -100,6 +100,27 @@ async def test_a_write_whose_replies_are_all_lost_is_sent_a_bounded_number_of_ti
         assert await tracking.get_experiment_by_name(f"lost-{unique}") is not None
 
 
+async def test_a_runs_end_keeps_its_request_id_when_the_channels_retries_run_out(
+    late_proxy: AnswerDroppingProxy, pool, unique: str
+) -> None:
+    """ActiveRun sends its end again after the channel's attempts, as it sends its
+    creation: under a new request id, so an end stored whose answers were all lost was
+    applied again (its end time stamped anew)."""
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", late_proxy.port) as tracking:
+        experiment_id = await tracking.create_experiment(f"end-{unique}")
+        began = await pool.fetchval("SELECT clock_timestamp()")
+        async with tracking.start_run(experiment_id) as run:
+            late_proxy.drop_next(_transport.ATTEMPTS + 1)  # every answer to the end's first
+        assert late_proxy.dropped == _transport.ATTEMPTS + 1
+        assert (await tracking.get_run(run.run_id)).info.status == cairn.types.RunStatus.FINISHED
+    ends = await pool.fetchval(
+        """SELECT count(*) FROM tracking.requests
+           WHERE method LIKE '%UpdateRun' AND create_time >= $1""",
+        began,
+    )
+    assert ends == 1
+
+
 async def test_every_other_tracking_write_is_answered_as_the_first_time(
     proxy: AnswerDroppingProxy, unique: str
 ) -> None:

@@ -159,7 +159,7 @@ class _Server:
             await self.release.wait()
         self.batches.setdefault(request_id, list(metrics))
 
-    async def set_terminated(self, run_id: str, status: RunStatus, *ignored: Any) -> None:
+    async def set_terminated(self, run_id: str, status: RunStatus, *_: Any, **__: Any) -> None:
         if self.down:
             raise UnavailableError("the server is away")
 

@@ -53,7 +53,13 @@ class _RunWriter(Protocol):
         metadata: Sequence[tuple[str, str]] | None = None,
     ) -> Run: ...
 
-    async def set_terminated(self, run_id: str, status: RunStatus) -> None: ...
+    async def set_terminated(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        metadata: Sequence[tuple[str, str]] | None = None,
+    ) -> None: ...
 
     async def log_inputs(
         self,
@@ -193,7 +199,7 @@ class ActiveRun:
             raise
         except Exception:
             try:
-                await _retrying(lambda: self._client.set_terminated(self.run_id, RunStatus.FAILED))
+                await self._terminate(RunStatus.FAILED)
             except CairnError as error:  # the inputs' refusal is the error to raise
                 _log.warning("run %s could not be ended FAILED: %s", self.run_id, error)
             raise
@@ -303,12 +309,20 @@ class ActiveRun:
         status = _status(exc_type, self._error)
         try:
             await asyncio.wait_for(
-                _retrying(lambda: self._client.set_terminated(self.run_id, status)),
+                self._terminate(status),
                 max(0.0, deadline - asyncio.get_running_loop().time()),
             )
         except TimeoutError:
             return False
         return True
+
+    async def _terminate(self, status: RunStatus) -> None:
+        """The run's end, retried through an outage under one request id, as its
+        creation is: an end stored whose answers were lost is not stored again."""
+        once = [(REQUEST_ID_HEADER, uuid.uuid4().hex)]
+        await _retrying(
+            functools.partial(self._client.set_terminated, self.run_id, status, metadata=once)
+        )
 
     @property
     def journal(self) -> Path | None:
