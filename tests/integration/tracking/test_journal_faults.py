@@ -29,16 +29,24 @@ CAIRN = str(Path(sys.executable).parent / "cairn")
 async def _run_without_its_server(
     config: Config, pool: asyncpg.Pool, name: str, journal_dir: str | Path, **options: float
 ) -> AsyncIterator[ActiveRun]:
-    """A run begun, whose server has stopped since: its sends are refused (until a
-    server listens at `run.address` again)."""
+    """A run begun, whose server has stopped since: its sends are refused."""
+    async with _outage(config, pool, name, journal_dir, **options) as (run, _):
+        yield run
+
+
+@contextlib.asynccontextmanager
+async def _outage(
+    config: Config, pool: asyncpg.Pool, name: str, journal_dir: str | Path, **options: float
+) -> AsyncIterator[tuple[ActiveRun, str]]:
+    """A run begun, whose server has stopped since, and the address a server back would
+    listen at for the run to reach it."""
     async with serving(config, pool, ["tracking"]) as port:
         client = cairn.TrackingClient.insecure_connection("127.0.0.1", port)
         experiment_id = await client.create_experiment(name)
         run = client.start_run(experiment_id, journal_dir=journal_dir, **options)  # type: ignore[arg-type]
-        run.address = f"127.0.0.1:{port}"  # type: ignore[attr-defined]
         await run.__aenter__()
     try:
-        yield run
+        yield run, f"127.0.0.1:{port}"
     finally:
         await client.close()
 
@@ -129,9 +137,9 @@ async def test_a_run_all_stored_whose_outage_journal_cannot_be_removed_ends_well
     the journal's PermissionError into the block (a training script ending well failed,
     or its own error was replaced), where a sync that cannot remove a journal warns."""
     caplog.set_level(logging.WARNING, logger="cairn")
-    async with _run_without_its_server(
+    async with _outage(
         config, pool, f"kept-{unique}", tmp_path, flush_timeout=60, send_interval=0.2
-    ) as run:
+    ) as (run, address):
         for step in range(100):
             await run.log_metric("m", float(step), step=step)
         await eventually(
@@ -140,7 +148,7 @@ async def test_a_run_all_stored_whose_outage_journal_cannot_be_removed_ends_well
         )
         kept = run.journal
         with _unremovable(tmp_path):
-            async with serving(config, pool, ["tracking"], listen_address=run.address) as port:
+            async with serving(config, pool, ["tracking"], listen_address=address) as port:
                 await run.__aexit__(None, None, None)
                 async with cairn.TrackingClient.insecure_connection("127.0.0.1", port) as back:
                     ended = await back.get_run(run.run_id)
