@@ -565,6 +565,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         try:
             return await threads.in_store(self._backend.copy, upload.storage_key, key)
         except backends.MissingBytes:
+            # Gone with its upload (expired, or its directory collected, under this
+            # call), the URL is of no use: told as a confirmation after that is.
+            await self._objects.upload(upload.project, upload.path, upload.upload_id, kind="put")
             raise NotFound(
                 "OBJECT_NOT_FOUND",
                 f"nothing was uploaded to {upload.path!r} yet",

@@ -5,6 +5,8 @@ import asyncio
 import hashlib
 import io
 import os
+import threading
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -20,6 +22,7 @@ from cairn.exceptions import NotFoundError
 from cairn_server import catalog
 from cairn_server.artifacts import backends
 from cairn_server.artifacts.janitor import Janitor
+from cairn_server.artifacts.s3 import S3Backend
 from cairn_server.artifacts.store import ObjectStore, PendingUpload
 from cairn_server.common import database
 from cairn_server.common.errors import Aborted
@@ -116,6 +119,50 @@ async def test_an_upload_the_janitor_expires_while_it_streams_is_upload_expired(
     assert "UPLOAD_EXPIRED" in str(raised.value.trailing_metadata())
     with pytest.raises(NotFoundError):
         await store.stat("long.bin")
+
+
+async def test_a_confirmation_whose_upload_the_janitor_expires_is_told_it_is_gone(
+    s3_store: cairn.ArtifactClient,
+    pool: asyncpg.Pool,
+    config,
+    s3_config,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its bytes gone from under its copy, it said OBJECT_NOT_FOUND, "nothing was
+    uploaded yet", which docs/artifacts.md says leaves the URL usable: a PUT through it
+    again was never confirmed (UPLOAD_NOT_FOUND), as no confirmation could be."""
+    store, body = s3_store, os.urandom(50_000)
+    put = await store.presigned_url("k.bin", "PUT", content_type="application/octet-stream")
+    await asyncio.to_thread(_http_put, put.url, body, put.headers)
+    copying, go_on = threading.Event(), threading.Event()
+    copy = S3Backend.copy
+
+    def held(self: S3Backend, source: str, target: str) -> str:
+        copying.set()
+        go_on.wait(30)
+        return copy(self, source, target)
+
+    monkeypatch.setattr(S3Backend, "copy", held)
+    confirming = asyncio.ensure_future(store.confirm_upload("k.bin", upload_id=put.upload_id))
+    assert await asyncio.to_thread(copying.wait, 30)
+    await pool.execute(
+        """UPDATE artifacts.uploads SET url_expire_time = now() - interval '2 hours'
+           WHERE upload_id = $1""",
+        uuid.UUID(put.upload_id),
+    )
+    objects, backend = ObjectStore(pool), _backend(store, config, s3_config)
+    swept = await Janitor(objects, backend, min_age=timedelta(minutes=1)).sweep()
+    assert swept.expired_uploads == 1
+    go_on.set()
+    with pytest.raises(NotFoundError) as raised:
+        await confirming
+    assert raised.value.reason == "UPLOAD_NOT_FOUND"
+
+
+def _http_put(url: str, data: bytes, headers: dict[str, str]) -> None:
+    request = urllib.request.Request(url, data=data, method="PUT", headers=headers)
+    with urllib.request.urlopen(request, timeout=10):  # loopback only
+        pass
 
 
 async def test_bytes_that_cannot_be_removed_hold_up_nothing_else(own_postgres, config) -> None:
