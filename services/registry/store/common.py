@@ -157,22 +157,17 @@ class Listing:
         node = filters.parse(filter_text, self.entities)
         return "TRUE" if node is None else self._compile(node, params)
 
+    def field(self, order_by: str) -> str:
+        """The field order_by ("create_time", "update_time desc", "id asc" ...) orders by."""
+        return self._order(order_by)[0]
+
     def keyset(self, order_by: str, *scope: Any) -> paging.Keyset:
         """The sort key of "create_time", "update_time desc", "id asc" ..., id last.
 
         MLflow's field names (creation_timestamp, last_updated_timestamp or timestamp)
         are accepted.
         """
-        words = order_by.split()
-        field = _MLFLOW_ORDER.get(words[0].lower(), words[0].lower()) if words else "create_time"
-        direction = words[1].lower() if len(words) > 1 else "asc"
-        if field not in self.orders or direction not in ("asc", "desc") or len(words) > 2:
-            raise FilterError(
-                0,
-                f"order by one of {', '.join(self.orders)}, then asc or desc",
-                "INVALID_ORDER_BY",
-            )
-        ascending = direction == "asc"
+        field, ascending = self._order(order_by)
         order = self.orders[field]
         expression, sql_type, name = (
             (f"{self.alias}.{field}", order, field) if isinstance(order, str) else order
@@ -183,6 +178,19 @@ class Listing:
             paging.SortColumn(f"{self.alias}.id", ascending, "bigint", "id"),
         ]
         return paging.Keyset(columns, *scope, order_by)
+
+    def _order(self, order_by: str) -> tuple[str, bool]:
+        """The field and direction (ascending) of order_by."""
+        words = order_by.split()
+        field = _MLFLOW_ORDER.get(words[0].lower(), words[0].lower()) if words else "create_time"
+        direction = words[1].lower() if len(words) > 1 else "asc"
+        if field not in self.orders or direction not in ("asc", "desc") or len(words) > 2:
+            raise FilterError(
+                0,
+                f"order by one of {', '.join(self.orders)}, then asc or desc",
+                "INVALID_ORDER_BY",
+            )
+        return field, direction == "asc"
 
     async def page(
         self,
@@ -195,17 +203,18 @@ class Listing:
         page_token: str,
         scope: list[Any],
         brings: str = BRINGS_NOTHING,
+        one_valued: Collection[str] = (),
     ) -> paging.ListPage[asyncpg.Record]:
         """Runs `query` (SELECT ... FROM ... with the alias, text_bytes and entries among
         its columns) for one page, which the caller may cut shorter
         (paging.ListPage.first). brings: SQL of one row (bytes, entries) of what else the
         caller reads for a row `q`, counted with the row's own against the page's
-        budgets."""
+        budgets. one_valued: order fields that hold one value on every row of the query
+        (a model's name among its versions); see _sorted_by."""
         keyset = self.keyset(order_by, *scope)
-        after = keyset.bounded_condition(page_token, params)
-        order = ", ".join(
-            f"{c.expression} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns
-        )
+        sorted_by = _sorted_by(keyset, self.field(order_by) in one_valued)
+        after = _starting_after(keyset, sorted_by, page_token, params)
+        order = ", ".join(f"{c.expression} {'ASC' if c.ascending else 'DESC'}" for c in sorted_by)
         by_name = ", ".join(f"{c.name} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns)
         # The rows that begin within both load budgets, by their bytes and entries
         # (text_bytes and entries, counted when written) and what they bring, and the second
@@ -261,6 +270,37 @@ class Listing:
                 ident.position, f"unknown attribute {ident.key!r}; use one of {known}"
             )
         return self.attributes[ident.key]
+
+
+def _sorted_by(keyset: paging.Keyset, one_valued: bool) -> tuple[paging.SortColumn, ...]:
+    """The columns a page's SQL orders by and starts after: the key's, or, where its first
+    holds one value on every row the query reads, the others. An index then serves
+    them: the versions of one model by name are its versions by number (from the
+    highest, its ties), which (registered_model_id, version) holds, where the joined
+    model's name is in no index of them (a page sorted every version of the model, and
+    a later one, its token's name not narrowing the read, read them all again). Tokens
+    keep the whole key, as made before: one of another query is still refused, and a
+    walk continues across a rename of the model."""
+    return keyset.columns[1:] if one_valued else keyset.columns
+
+
+def _starting_after(
+    keyset: paging.Keyset,
+    columns: tuple[paging.SortColumn, ...],
+    token: str,
+    params: Params,
+) -> str:
+    """keyset.bounded_condition of token, over columns (the key's last ones) only."""
+    if columns == keyset.columns:
+        return keyset.bounded_condition(token, params)
+    last = keyset.last(token)
+    if last is None:
+        return "TRUE"
+    last = last[len(last) - len(columns) :]
+    first = columns[0]
+    value = params.add(last[0], first.sql_type)
+    bound = f"{first.expression} {'>=' if first.ascending else '<='} {value}"
+    return f"{bound} AND {paging.Keyset(columns).after(last, params)}"
 
 
 def _past_budgets(row: asyncpg.Record) -> bool:

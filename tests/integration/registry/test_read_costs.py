@@ -210,6 +210,43 @@ async def test_a_page_of_versions_reads_about_its_size(
         )
 
 
+@pytest.mark.parametrize(
+    ("by", "order_by"),
+    [
+        *(
+            (by, order_by)
+            for by in ("model id", "name filter")
+            for order_by in ("name", "name DESC", "version desc")
+        ),
+        ("name filter", "id desc"),
+        # The model is most of the project: its versions are met early in the project's.
+        ("model id", ""),
+    ],
+)
+async def test_a_page_of_one_models_versions_reads_about_its_size_anywhere(
+    pool: asyncpg.Pool, filled: tuple[str, str], by: str, order_by: str
+) -> None:
+    """MLflow's search_model_versions("name='m'") orders by name, as `cairn models
+    versions` lists a model's versions: within one model, by version. The pages at the
+    start, and those deep in the big model's versions (through a token of a walk that
+    got there), each read about their size, not the model's versions."""
+    project, big = filled
+    model_id, filter_text = (big, "") if by == "model id" else ("", "name = 'zz-big'")
+    async with pool.acquire() as conn:
+        one = _OneConnection(conn)
+        versions = VersionStore(cast(asyncpg.Pool, one))
+
+        def list_page(token: str, size: int = PAGE) -> Awaitable[Any]:
+            return versions.list_page(project, model_id, filter_text, order_by, size, token)
+
+        await _pages_read_about_their_size(one, list_page)
+        deep = (await list_page("", BIG // 2)).next_page_token
+        await _pages_read_about_their_size(one, list_page, deep)
+        if order_by.split()[:1] in (["name"], ["version"]):  # newest first
+            page = await list_page(deep)
+            assert [v.version for v in page.items] == list(range(BIG // 2, BIG // 2 - PAGE, -1))
+
+
 @pytest.mark.parametrize("order_by", ["", "create_time desc", "update_time", "id desc"])
 async def test_a_page_of_artifacts_reads_about_its_size(
     pool: asyncpg.Pool, filled: tuple[str, str], order_by: str
@@ -224,10 +261,10 @@ async def test_a_page_of_artifacts_reads_about_its_size(
 
 
 async def _pages_read_about_their_size(
-    one: _OneConnection, list_page: Callable[[str], Awaitable[Any]]
+    one: _OneConnection, list_page: Callable[[str], Awaitable[Any]], token: str = ""
 ) -> None:
-    """The first three pages each read at most MOST_ROWS rows, and each has a next."""
-    token = ""
+    """Three pages from token's (the first's) each read at most MOST_ROWS rows, and each
+    has a next."""
     for page in range(3):
         rows, plans = await _cost(one, functools.partial(list_page, token))
         assert rows <= MOST_ROWS, f"page {page} read {rows} rows\n{plans}"
