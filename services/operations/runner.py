@@ -1,20 +1,27 @@
 """Runs operations on this server, and takes over those of servers that stopped.
 
 An operation is run by the server holding its lease (`owner`, `lease_until`), renewed
-every RENEW_SECONDS while it runs. Every CLAIM_SECONDS a server takes over one
-unfinished operation whose lease has passed and whose steps it hosts (SKIP LOCKED, so
-no two servers take the same), and runs it again from the start: each step selects
-what is left, so nothing is done twice. One that no server able to run it took over
-within ABANDONED_AFTER is marked FAILED with the reason. An attempt cut short by an
-error a call would answer UNAVAILABLE or ABORTED for (a database connection broken, say)
-hands the operation back the same way, to be taken over again once RETRY_SECONDS have
-passed, twice as long after each further attempt so cut short (at most
-RETRY_MAX_SECONDS); the MAX_OUTAGES-th fails it, as any other error does at once.
+every RENEW_SECONDS while it runs; a server runs MAX_RUNNING at most, and hands back
+at once, PENDING, one started when all its slots are taken. Every CLAIM_SECONDS, and
+whenever a slot frees, a server takes over, while it has slots free, unfinished
+operations whose lease has passed and whose steps it hosts (SKIP LOCKED, so no two
+servers take the same), and runs each again from the start: each step selects what is
+left, so nothing is done twice. Each pass also records the server as seen
+(`OperationStore.seen`); an operation that no server hosting its steps was seen to
+take over within ABANDONED_AFTER is marked FAILED with the reason, by a server that
+reached the database all that time itself. An attempt cut short by an error a call
+would answer UNAVAILABLE or ABORTED for (a database connection broken, say) hands the
+operation back the same way, to be taken over again once RETRY_SECONDS have passed,
+twice as long after each further attempt so cut short (at most RETRY_MAX_SECONDS, each
+lengthened by up to RETRY_JITTER at random); the MAX_OUTAGES-th fails it, as any other
+error does at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -32,12 +39,23 @@ from .store import LeaseLost, OperationStore
 LEASE = timedelta(seconds=10)
 RENEW_SECONDS = 3.0
 CLAIM_SECONDS = 2.0
+# A pass of the claim loop that comes later than this after the one before (the
+# database out of reach, the process frozen) starts the server's time seen anew.
+SEEN_GAP = LEASE
 ABANDONED_AFTER = timedelta(minutes=10)
+# Operations one server runs at once. Each holds one pool connection at a time, two for
+# a moment (its lease's renewal, the artifacts step's plan): two leave most of the
+# default pool of 10 to calls. Started unbounded, 1000 collections ran 977 at once, and
+# calls waited out CAIRN_DB_ACQUIRE_TIMEOUT_SECONDS for a connection.
+MAX_RUNNING = 2
 # An operation whose attempts outages cut short rests from one to the next: 2, 4, 8 ...
 # 300 s, 13.5 minutes until the tenth so cut short, which fails it. Takeovers after a
 # server stopped do not count.
 RETRY_SECONDS = 2.0
 RETRY_MAX_SECONDS = 300.0
+# Each rest lengthened by up to this fraction at random: operations one outage cut short
+# together come back spread out, not all in the same pass.
+RETRY_JITTER = 0.25
 MAX_OUTAGES = 10
 _log = logs.get("cairn.operations")
 
@@ -50,10 +68,14 @@ class GarbageCollection:
         self._held = held
         older_than = timedelta(seconds=operation.spec["older_than_seconds"])
         self.cutoff: datetime = operation.create_time - older_than
+        # A takeover's steps find only what is left: the total is what the attempts
+        # before it did and what this one found, not the sum of all they found.
+        self._total = operation.progress_done
 
     async def plan(self, items: int) -> None:
         if items:
-            await self._store.plan(self._held, items)
+            self._total += items
+            await self._store.plan(self._held, self._total)
 
     async def done(self, kind: str, items: int, progress: int | None = None) -> None:
         await self._store.count(self._held, kind, items, items if progress is None else progress)
@@ -79,6 +101,8 @@ class Runner:
         # Launched, their task yet to take its first step: cancelled before it, a task
         # runs nothing of its coroutine, so nothing of _run hands them back.
         self._unbegun: dict[uuid.UUID, Operation] = {}
+        self._claiming = 0  # a slot each, for claims under way
+        self._slot_freed = asyncio.Event()
         self._stopped = False  # serve() ended: what is started now is handed back
 
     async def start_garbage_collection(self, older_than: timedelta) -> Operation:
@@ -98,8 +122,10 @@ class Runner:
         async def launch() -> None:
             if self._stopped:  # a start the server's drain let finish
                 await self._hand_over(operation, self._held(operation))
-            else:
+            elif self._free_slots():
                 self._launch(operation)
+            else:  # for this server once a slot frees, or another with one free
+                await self._defer(operation)
 
         # Once the operation is stored: in the call's transaction when a request id
         # records it, which must commit (or roll back, and nothing runs) first.
@@ -111,11 +137,13 @@ class Runner:
         operations running here and hands them over."""
         try:
             while True:
+                self._slot_freed.clear()
                 try:
                     await self._take_over()
                 except Exception as error:  # the database away, say: ask again later
                     _log.warning("taking over operations failed", error=repr(error))
-                await asyncio.sleep(CLAIM_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), CLAIM_SECONDS)
         finally:
             self._stopped = True
             running = list(self._running.values())
@@ -126,20 +154,39 @@ class Runner:
                 await self._hand_over(operation, self._held(operation))
 
     async def _take_over(self) -> None:
-        failed = await self._store.fail_abandoned(self.steps, ABANDONED_AFTER)
-        if failed:
-            _log.warning("abandoned operations failed", count=failed)
-        while operation := await self._store.claim(
-            self._owner, self.steps, LEASE, running=list(self._running)
-        ):
+        # Time since an operation's lease passed counts no outage: only a server that
+        # reached the database the whole window, and saw no server able to run the
+        # operation in it, fails it.
+        if await self._store.seen(self._owner, self.steps, SEEN_GAP) >= ABANDONED_AFTER:
+            failed = await self._store.fail_abandoned(self.steps, ABANDONED_AFTER)
+            if failed:
+                _log.warning("abandoned operations failed", count=failed)
+        while self._free_slots() and (operation := await self._claim()):
             _log.info("operation taken over", operation=operation.name)
             self._launch(operation)
+
+    def _free_slots(self) -> int:
+        return max(0, MAX_RUNNING - len(self._running) - self._claiming)
+
+    async def _claim(self) -> Operation | None:
+        self._claiming += 1  # a start launched meanwhile leaves its slot to the claim
+        try:
+            return await self._store.claim(
+                self._owner, self.steps, LEASE, running=list(self._running)
+            )
+        finally:
+            self._claiming -= 1
 
     def _launch(self, operation: Operation) -> None:
         self._unbegun[operation.operation_id] = operation
         task = asyncio.create_task(self._run(operation), name=operation.name)
         self._running[operation.operation_id] = task
-        task.add_done_callback(lambda _: self._running.pop(operation.operation_id, None))
+
+        def ended(_: asyncio.Task[None]) -> None:
+            self._running.pop(operation.operation_id, None)
+            self._slot_freed.set()
+
+        task.add_done_callback(ended)
 
     def _held(self, operation: Operation) -> Lease:
         return Lease(operation.operation_id, self._owner, operation.attempts)
@@ -165,7 +212,7 @@ class Runner:
                 # As after a restart: handed back, it is taken over again once its retry
                 # delay passed and the database answers, and resumes from what is left.
                 _log.warning("operation interrupted", operation=operation.name, error=repr(error))
-                await self._rest(operation, held, retry_delay(outages))
+                await self._rest(operation, held, _jittered(retry_delay(outages)))
             else:
                 await self._fail(operation, held, outages)
         finally:
@@ -221,6 +268,13 @@ class Runner:
         except Exception:
             _log.warning("operation left to its lease", operation=operation.name)
 
+    async def _defer(self, operation: Operation) -> None:
+        try:
+            await self._store.defer(self._held(operation))
+            _log.info("operation queued: all slots taken", operation=operation.name)
+        except Exception:
+            _log.warning("operation left to its lease", operation=operation.name)
+
     async def _rest(self, operation: Operation, held: Lease, delay: timedelta) -> None:
         """Hands back an attempt an outage cut short, to be resumed once delay passed
         (by this server or another; after its lease, if the database does not answer)."""
@@ -233,6 +287,10 @@ class Runner:
 def retry_delay(outages: int) -> timedelta:
     """How long an operation rests after outages cut short that many of its attempts."""
     return timedelta(seconds=min(RETRY_SECONDS * 2 ** (outages - 1), RETRY_MAX_SECONDS))
+
+
+def _jittered(delay: timedelta) -> timedelta:
+    return delay * (1 + random.uniform(0, RETRY_JITTER))
 
 
 def _transient(error: Exception) -> bool:

@@ -1,5 +1,6 @@
 """The operations table: creating, reading and listing operations, and the lease by
-which one server at a time runs each (docs/operations.md, "Restarts")."""
+which one server at a time runs each; the servers table, of the servers seen running
+them (docs/operations.md, "How it runs, and restarts")."""
 
 from __future__ import annotations
 
@@ -136,6 +137,16 @@ class OperationStore:
             held, "owner = NULL, lease_until = clock_timestamp(), state = $4", State.PENDING
         )
 
+    async def defer(self, held: Lease) -> None:
+        """Hands back an operation this server created but has no slot to run yet, as
+        if never begun: PENDING, for a server with a free slot to take over at once."""
+        await self._update(
+            held,
+            """owner = NULL, lease_until = clock_timestamp(), state = $4,
+               attempts = attempts - 1""",
+            State.PENDING,
+        )
+
     async def rest(self, held: Lease, delay: timedelta) -> None:
         """Hands back an attempt an outage cut short, counted: a server takes the
         operation over again (PENDING until then) once delay passed."""
@@ -147,8 +158,8 @@ class OperationStore:
             State.PENDING,
         )
 
-    async def plan(self, held: Lease, items: int) -> None:
-        await self._update(held, "progress_total = progress_total + $4", items)
+    async def plan(self, held: Lease, total: int) -> None:
+        await self._update(held, "progress_total = $4", total)
 
     async def count(self, held: Lease, kind: str, items: int, progress: int) -> None:
         await self._update(
@@ -172,21 +183,50 @@ class OperationStore:
             list(errors),
         )
 
-    async def fail_abandoned(self, hosted: Sequence[str], older_than: timedelta) -> int:
-        """Fails unfinished operations whose lease passed long ago and that no server
-        took over, naming the steps this one could not run for them."""
+    async def seen(self, server: uuid.UUID, hosted: Sequence[str], gap: timedelta) -> timedelta:
+        """Records that server, running the steps hosted, reaches the database now;
+        returns for how long it has without a gap longer than `gap` (an outage, or a
+        server new or back after one, answers about 0)."""
         async with self._pool.acquire() as conn:
+            return await conn.fetchval(
+                """INSERT INTO operations.servers AS s (server_id, steps) VALUES ($1, $2)
+                   ON CONFLICT (server_id) DO UPDATE
+                   SET steps = excluded.steps, seen_at = excluded.seen_at,
+                       up_since = CASE WHEN s.seen_at < excluded.seen_at - $3::interval
+                           THEN excluded.up_since ELSE s.up_since END
+                   RETURNING seen_at - up_since""",
+                server,
+                list(hosted),
+                gap,
+            )
+
+    async def fail_abandoned(self, hosted: Sequence[str], older_than: timedelta) -> int:
+        """Fails unfinished operations whose lease passed more than older_than ago,
+        whose steps this server does not host all of, and that no server hosting them
+        all was seen (`seen`) within older_than to take over. The caller makes sure it
+        reached the database itself all that time: after an outage, no server was seen.
+        Forgets the servers not seen in that time."""
+        async with self._pool.acquire() as conn, conn.transaction():
             status = await conn.execute(
-                """UPDATE operations.operations
+                """UPDATE operations.operations AS o
                    SET state = $3, end_time = clock_timestamp(), update_time = clock_timestamp(),
                        owner = NULL,
                        errors = errors || ('no server hosting ' || array_to_string(steps, ', ')
-                           || ' took the operation over after its server stopped')
+                           || ' was running to take the operation over')
                    WHERE end_time IS NULL AND lease_until < clock_timestamp() - $2::interval
-                     AND NOT steps <@ $1::text[]""",
+                     AND NOT steps <@ $1::text[]
+                     AND NOT EXISTS (
+                         SELECT FROM operations.servers AS s
+                         WHERE o.steps <@ s.steps
+                           AND s.seen_at >= clock_timestamp() - $2::interval)""",
                 list(hosted),
                 older_than,
                 State.FAILED,
+            )
+            await conn.execute(
+                """DELETE FROM operations.servers
+                   WHERE seen_at < clock_timestamp() - $1::interval""",
+                older_than,
             )
         return int(status.split()[-1])
 
