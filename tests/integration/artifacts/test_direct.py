@@ -235,7 +235,9 @@ async def test_a_ticket_the_endpoint_does_not_know_is_streamed_around(
     other = TicketSigner().issue(method="PUT", project=direct.project, path="t/lb.bin")
     endpoint = _direct.Endpoint("127.0.0.1", reply.ticket.port, other, None)
     with pytest.raises(_direct.Unreachable) as refused:
-        await asyncio.to_thread(_direct.upload, endpoint, io.BytesIO(DATA), lambda done: None)
+        await asyncio.to_thread(
+            _direct.upload, endpoint, io.BytesIO(DATA), lambda done: None, _direct.Cut()
+        )
     assert refused.value.lasting
 
 
@@ -558,10 +560,10 @@ async def test_an_upload_whose_id_published_another_meanwhile_is_refused(
     same_id = [(_transport.REQUEST_ID_HEADER, f"race-{unique}")]
     loop, put = asyncio.get_running_loop(), _direct.upload
 
-    def after_another(endpoint: _direct.Endpoint, source: Any, sent: Any) -> bytes:
+    def after_another(endpoint: _direct.Endpoint, source: Any, sent: Any, cut: Any) -> bytes:
         another = direct.upload("t/raced.bin", b"another upload", metadata=same_id)
         asyncio.run_coroutine_threadsafe(another, loop).result(timeout=30)
-        return put(endpoint, source, sent)
+        return put(endpoint, source, sent, cut)
 
     monkeypatch.setattr(_direct, "upload", after_another)
     with pytest.raises(InvalidArgumentError) as raised:

@@ -416,9 +416,9 @@ def test_a_used_upload_ticket_is_streamed_around_without_skipping_the_endpoint(
     served, transfers = endpoint
     token = transfers.signer.issue(method="PUT", project="p", path="a")
     at = _direct.Endpoint("127.0.0.1", served.port, token, None)
-    assert _direct.upload(at, io.BytesIO(DATA), lambda done: None) == b"stored"
+    assert _direct.upload(at, io.BytesIO(DATA), lambda done: None, _direct.Cut()) == b"stored"
     with pytest.raises(_direct.Unreachable) as refused:
-        _direct.upload(at, io.BytesIO(DATA), lambda done: None)
+        _direct.upload(at, io.BytesIO(DATA), lambda done: None, _direct.Cut())
     assert not refused.value.lasting  # this ticket's fault, not the endpoint's
 
 
@@ -540,7 +540,7 @@ def _reset(connection: socket.socket) -> None:
 
 def test_a_garbled_answer_before_the_body_is_streamed_around():
     with _fake_endpoint(_garbled) as endpoint, pytest.raises(_direct.Unreachable):
-        _direct.upload(endpoint, io.BytesIO(DATA), lambda done: None)
+        _direct.upload(endpoint, io.BytesIO(DATA), lambda done: None, _direct.Cut())
 
 
 @pytest.mark.parametrize("then", [_garbled, _reset], ids=["garbled", "reset"])
@@ -548,7 +548,7 @@ def test_a_connection_that_breaks_after_the_body_is_unavailable(
     then: Callable[[socket.socket], None],
 ):
     with _fake_endpoint(_continue_then(then)) as endpoint, pytest.raises(UnavailableError):
-        _direct.upload(endpoint, io.BytesIO(DATA), lambda done: None)
+        _direct.upload(endpoint, io.BytesIO(DATA), lambda done: None, _direct.Cut())
 
 
 def test_a_partial_direct_write_then_einval_goes_on_where_it_stopped(

@@ -2,9 +2,12 @@
 connection, and the waits between them, not each attempt alone."""
 
 import asyncio
+import errno
+import io
 import os
 import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -13,8 +16,10 @@ from cairn._clients import _direct
 from cairn._clients._direct_transfers import UPLOAD_RETRY_WAITS
 from cairn.exceptions import DeadlineExceededError, UnavailableError
 from cairn_server.artifacts.direct import ChunkedReader
-from tests.conftest import new_project
+from tests.conftest import eventually, new_project
 from tests.proxy import AnswerDroppingProxy
+
+DATA = os.urandom(3 * 1024 * 1024)
 
 
 @pytest.fixture
@@ -65,6 +70,7 @@ async def test_an_upload_over_the_byte_endpoint_ends_at_its_timeout(
         return read(self, n)
 
     monkeypatch.setattr(ChunkedReader, "read", held)
+    sending = _transfers_under_way(monkeypatch)
     project = await new_project(server_port, f"d-{unique}")
     async with cairn.ArtifactClient.insecure_connection(
         "127.0.0.1", server_port, project=project
@@ -73,7 +79,55 @@ async def test_an_upload_over_the_byte_endpoint_ends_at_its_timeout(
         try:
             async with asyncio.timeout(20):  # this test's own bound, far below the idle one
                 with pytest.raises(DeadlineExceededError, match="within its timeout of 1 s"):
-                    await client.upload("held.bin", os.urandom(3 * 1024 * 1024), timeout=1)
+                    await client.upload("held.bin", DATA, timeout=1)
             assert reading.is_set()  # it ended mid-body
+            # Its thread ends with it (the endpoint still reads nothing): left to the
+            # idle timeout, it held `asyncio.run`'s exit for 5 minutes.
+            await eventually(lambda: sending.count == 0, timeout=5, what="the PUT's thread ended")
         finally:
             release.set()
+
+
+class _Running:
+    count = 0
+
+
+def _transfers_under_way(monkeypatch: pytest.MonkeyPatch) -> _Running:
+    """Counts the client's byte-endpoint uploads running in their threads."""
+    running, upload = _Running(), _direct.upload
+
+    def counted(*args: Any) -> bytes:
+        running.count += 1
+        try:
+            return upload(*args)
+        finally:
+            running.count -= 1
+
+    monkeypatch.setattr(_direct, "upload", counted)
+    return running
+
+
+class _TimingOut(io.RawIOBase):
+    """A file whose reads time out, as one on a network file system may (ETIMEDOUT)."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        raise TimeoutError(errno.ETIMEDOUT, "Connection timed out")
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0])
+async def test_a_source_that_times_out_is_not_the_uploads_timeout(
+    server_port: int, unique: str, timeout: float | None
+) -> None:
+    """A file's own TimeoutError (an OSError) was told as the upload's timeout passing,
+    or, with no timeout, failed formatting the message (TypeError)."""
+    project = await new_project(server_port, f"d-{unique}")
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", server_port, project=project
+    ) as client:
+        with pytest.raises(TimeoutError) as raised:
+            await client.upload("slow.bin", io.BufferedReader(_TimingOut()), timeout=timeout)
+    assert not isinstance(raised.value, DeadlineExceededError)
+    assert raised.value.errno == errno.ETIMEDOUT

@@ -13,6 +13,7 @@ import hashlib
 import json
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -69,16 +70,54 @@ class Endpoint:
         return "\r\n".join([*lines, *fields, "Connection: close", "", ""]).encode()
 
 
-def upload(endpoint: Endpoint, source: BinaryIO, sent: Callable[[int], None]) -> bytes:
+class Cut:
+    """Ends a transfer's connection from another thread: a thread cannot be cancelled,
+    and the transfer of a caller that left (its timeout passed, it was cancelled) went
+    on unseen until its socket idled out, IDLE_SECONDS, holding `asyncio.run`'s exit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connection: socket.socket | None = None
+        self._done = False
+
+    @contextlib.contextmanager
+    def holding(self, connection: socket.socket) -> Iterator[None]:
+        with self._lock:
+            self._connection = connection
+            if self._done:
+                self._shut()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._connection = None
+
+    def cut(self) -> None:
+        """Its connection's reads and writes, under way or to come, fail at once."""
+        with self._lock:
+            self._done = True
+            self._shut()
+
+    def _shut(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(OSError):  # the plain socket's: TLS's own clears state
+                socket.socket.shutdown(self._connection, socket.SHUT_RDWR)
+
+
+def upload(endpoint: Endpoint, source: BinaryIO, sent: Callable[[int], None], cut: Cut) -> bytes:
     """Sends source whole with its sha256 as the trailer; the serialized ObjectInfo the
     endpoint published.
 
     Raises:
         Unreachable: before the first byte of the body (stream instead).
-        UnavailableError: the connection broke after (send the upload again).
+        UnavailableError: the connection broke after (send the upload again), or was cut.
         CairnError: the endpoint's refusal.
     """
-    with endpoint.connect() as connection, connection.makefile("rb") as incoming:
+    with (
+        endpoint.connect() as connection,
+        cut.holding(connection),
+        connection.makefile("rb") as incoming,
+    ):
         head = endpoint.head(
             "PUT", "Transfer-Encoding: chunked", "Expect: 100-continue", "Trailer: X-Cairn-Sha256"
         )
@@ -111,14 +150,20 @@ def _send_body(connection: socket.socket, source: BinaryIO, sent: Callable[[int]
     connection.sendall(trailer.encode())
 
 
-def download(endpoint: Endpoint, out: Writable, size: int, received: Callable[[int], None]) -> str:
+def download(
+    endpoint: Endpoint, out: Writable, size: int, received: Callable[[int], None], cut: Cut
+) -> str:
     """Writes the ticket's object to out; returns the sha256 of what arrived.
 
     Raises:
         Unreachable: before the first byte (stream instead).
-        UnavailableError: the connection broke after.
+        UnavailableError: the connection broke after, or was cut.
     """
-    with endpoint.connect() as connection, connection.makefile("rb") as incoming:
+    with (
+        endpoint.connect() as connection,
+        cut.holding(connection),
+        connection.makefile("rb") as incoming,
+    ):
         status, body = _opened(connection, incoming, endpoint.head("GET"), 200)
         if status == GONE:  # replaced or deleted since the ticket: the row decides
             raise Unreachable("the object changed since its ticket was issued")

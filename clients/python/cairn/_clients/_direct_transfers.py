@@ -248,7 +248,9 @@ class DirectTransfers:
             sent, start = upload.counted.from_thread(upload.start), stream.tell()
             try:
                 published = pb.ObjectInfo.FromString(
-                    await asyncio.to_thread(_direct.upload, endpoint, stream, sent)
+                    await _cut_when_cancelled(
+                        functools.partial(_direct.upload, endpoint, stream, sent)
+                    )
                 )
             except _direct.Unreachable as error:
                 self._fell_back(endpoint, error)
@@ -459,12 +461,22 @@ class DirectTransfers:
             return None
         try:
             with file_for(temporary, reply.object.size) as out:
-                return await asyncio.to_thread(
-                    _direct.download, endpoint, out, reply.object.size, received
+                return await _cut_when_cancelled(
+                    functools.partial(_direct.download, endpoint, out, reply.object.size, received)
                 )
         except _direct.Unreachable as error:
             self._fell_back(endpoint, error)
             return None
+
+
+async def _cut_when_cancelled(transfer: Callable[[_direct.Cut], _T]) -> _T:
+    """transfer(cut) in a thread, whose connection is cut when the caller is cancelled
+    (its timeout passed): its thread then ends at once, not when its socket idles out."""
+    cut = _direct.Cut()
+    try:
+        return await asyncio.to_thread(transfer, cut)
+    finally:
+        cut.cut()
 
 
 async def _stopped_when_cancelled(transfer: Callable[..., _T]) -> _T:

@@ -212,37 +212,41 @@ class ArtifactClient(BaseClient):
         timeout: float | None,
         metadata: Metadata | None,
     ) -> ObjectInfo:
-        """One upload, sent again under its request id after UNAVAILABLE when it can be
-        (not after its completion failed: see `DirectTransfers._complete_upload`), all
-        within timeout: its attempts, their waits, and what each does over the byte
-        endpoint or the object store, where no gRPC deadline reaches."""
+        """One upload within timeout: its attempts, the waits between them, and what each
+        does over the byte endpoint or the object store, where no gRPC deadline reaches."""
         upload = Upload(
             path, source, overwrite, content_type, counted, counted.done, timeout, with_id(metadata)
         )
-        waits = iter(UPLOAD_RETRY_WAITS)
-        loop = asyncio.get_running_loop()
+        seconds = check_timeout(timeout)
+        deadline = asyncio.timeout(seconds)
         try:
-            async with asyncio.timeout(check_timeout(timeout)) as deadline:
-                while True:
-                    try:
-                        return await self._upload_once(upload)
-                    except UnavailableError as error:
-                        wait = next(waits, None)
-                        ends = deadline.when()
-                        if (
-                            wait is None
-                            or not isinstance(source, Resendable)
-                            or isinstance(error, CompletionFailed)
-                            or (ends is not None and loop.time() + wait >= ends)
-                        ):
-                            raise
-                        await asyncio.sleep(wait)
-        except TimeoutError as error:
-            if isinstance(error, CairnError):  # an attempt's own DEADLINE_EXCEEDED
+            async with deadline:
+                return await self._attempts(upload, deadline)
+        except TimeoutError:
+            if seconds is None or not deadline.expired():  # an attempt's own, a file's
                 raise
             raise DeadlineExceededError(
-                f"the upload of {path!r} did not end within its timeout of {timeout:g} s"
+                f"the upload of {path!r} did not end within its timeout of {seconds:g} s"
             ) from None
+
+    async def _attempts(self, upload: Upload, deadline: asyncio.Timeout) -> ObjectInfo:
+        """The upload, sent again under its request id after UNAVAILABLE when it can be
+        (not after its completion failed: see `DirectTransfers._complete_upload`), unless
+        the wait would outlast the deadline: the last error is raised."""
+        waits, loop = iter(UPLOAD_RETRY_WAITS), asyncio.get_running_loop()
+        while True:
+            try:
+                return await self._upload_once(upload)
+            except UnavailableError as error:
+                wait, ends = next(waits, None), deadline.when()
+                if (
+                    wait is None
+                    or not isinstance(upload.source, Resendable)
+                    or isinstance(error, CompletionFailed)
+                    or (ends is not None and loop.time() + wait >= ends)
+                ):
+                    raise
+                await asyncio.sleep(wait)
 
     async def _upload_once(self, upload: Upload) -> ObjectInfo:
         source = upload.source
