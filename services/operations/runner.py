@@ -68,14 +68,14 @@ class GarbageCollection:
         self._held = held
         older_than = timedelta(seconds=operation.spec["older_than_seconds"])
         self.cutoff: datetime = operation.create_time - older_than
-        # A takeover's steps find only what is left: the total is what the attempts
-        # before it did and what this one found, not the sum of all they found.
-        self._total = operation.progress_done
+        self._planned = False
 
     async def plan(self, items: int) -> None:
         if items:
-            self._total += items
-            await self._store.plan(self._held, self._total)
+            # A takeover's steps find only what is left: its total is what the attempts
+            # before it did and what it finds, not the sum of all they found.
+            await self._store.plan(self._held, items, afresh=not self._planned)
+            self._planned = True
 
     async def done(self, kind: str, items: int, progress: int | None = None) -> None:
         await self._store.count(self._held, kind, items, items if progress is None else progress)
@@ -126,6 +126,8 @@ class Runner:
                 self._launch(operation)
             else:  # for this server once a slot frees, or another with one free
                 await self._defer(operation)
+                if self._claiming:  # the claim that took the slot may find nothing
+                    self._slot_freed.set()
 
         # Once the operation is stored: in the call's transaction when a request id
         # records it, which must commit (or roll back, and nothing runs) first.
@@ -154,16 +156,27 @@ class Runner:
                 await self._hand_over(operation, self._held(operation))
 
     async def _take_over(self) -> None:
-        # Time since an operation's lease passed counts no outage: only a server that
-        # reached the database the whole window, and saw no server able to run the
-        # operation in it, fails it.
-        if await self._store.seen(self._owner, self.steps, SEEN_GAP) >= ABANDONED_AFTER:
-            failed = await self._store.fail_abandoned(self.steps, ABANDONED_AFTER)
-            if failed:
-                _log.warning("abandoned operations failed", count=failed)
+        await self._fail_abandoned()
         while self._free_slots() and (operation := await self._claim()):
             _log.info("operation taken over", operation=operation.name)
             self._launch(operation)
+
+    async def _fail_abandoned(self) -> None:
+        """Records this server as seen, then fails the operations abandoned. Time since
+        an operation's lease passed counts no outage: only a server that reached the
+        database the whole window, and saw no server able to run the operation in it,
+        fails it. A server that cannot record itself (its table locked, say) fails
+        none, and still takes operations over."""
+        try:
+            async with asyncio.timeout(CLAIM_SECONDS):
+                up = await self._store.seen(self._owner, self.steps, SEEN_GAP)
+        except Exception as error:
+            _log.warning("recording this server as seen failed", error=repr(error))
+            return
+        if up >= ABANDONED_AFTER:
+            failed = await self._store.fail_abandoned(self.steps, ABANDONED_AFTER)
+            if failed:
+                _log.warning("abandoned operations failed", count=failed)
 
     def _free_slots(self) -> int:
         return max(0, MAX_RUNNING - len(self._running) - self._claiming)

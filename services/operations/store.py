@@ -158,15 +158,24 @@ class OperationStore:
             State.PENDING,
         )
 
-    async def plan(self, held: Lease, total: int) -> None:
-        await self._update(held, "progress_total = $4", total)
+    async def plan(self, held: Lease, items: int, afresh: bool) -> None:
+        """Adds items found to the total; afresh, to what is done (an attempt's first)."""
+        await self._update(
+            held,
+            "progress_total = CASE WHEN $5 THEN progress_done ELSE progress_total END + $4",
+            items,
+            afresh,
+        )
 
     async def count(self, held: Lease, kind: str, items: int, progress: int) -> None:
+        """Adds items to the kind's count and progress to what is done, the total growing
+        with it when a step does more than it planned (locations queued meanwhile)."""
         await self._update(
             held,
             """counts = jsonb_set(counts, ARRAY[$4::text],
                    to_jsonb(coalesce((counts->>$4::text)::bigint, 0) + $5)),
-               progress_done = progress_done + $6""",
+               progress_done = progress_done + $6,
+               progress_total = greatest(progress_total, progress_done + $6)""",
             kind,
             items,
             progress,
