@@ -121,6 +121,25 @@ async def test_a_runs_end_keeps_its_request_id_when_the_channels_retries_run_out
     assert ends == 1
 
 
+async def test_a_runs_end_kept_after_its_answers_were_lost_is_synced_as_it_was_stored(
+    late_proxy: AnswerDroppingProxy, server_port: int, unique: str, tmp_path
+) -> None:
+    """Its end stored, every answer lost until flush_timeout ran out: the run keeps its
+    end in its journal, and a sync stored it again, at the time of the journal's write,
+    later than the one stored."""
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", late_proxy.port) as tracking:
+        experiment_id = await tracking.create_experiment(f"kept-end-{unique}")
+        async with tracking.start_run(experiment_id, journal_dir=tmp_path, flush_timeout=2) as run:
+            late_proxy.drop_next(1000)  # every answer from the end on
+        assert run.journal is not None and late_proxy.dropped > 0
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as direct:
+        stored = (await direct.get_run(run.run_id)).info
+        assert stored.status == cairn.types.RunStatus.FINISHED  # the end was stored
+        await direct.sync_journal(tmp_path)
+        synced = (await direct.get_run(run.run_id)).info
+    assert (synced.status, synced.end_time) == (stored.status, stored.end_time)
+
+
 async def test_every_other_tracking_write_is_answered_as_the_first_time(
     proxy: AnswerDroppingProxy, unique: str
 ) -> None:

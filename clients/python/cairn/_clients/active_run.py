@@ -57,6 +57,7 @@ class _RunWriter(Protocol):
         self,
         run_id: str,
         status: RunStatus,
+        end_time: int | None = None,
         *,
         metadata: Sequence[tuple[str, str]] | None = None,
     ) -> None: ...
@@ -153,6 +154,7 @@ class ActiveRun:
         self._sending: asyncio.Task[None] | None = None
         self._sender_stopped = False  # by the run's end; else its loop cancelled it
         self._error: BaseException | None = None
+        self._end_time: int | None = None  # chosen once: see _ended_at
         # The block was entered, is being left (no point is taken any more), was left.
         self._entered = self._ending = self._over = False
         self.run: Run | None = None
@@ -256,7 +258,7 @@ class ActiveRun:
         and an older journal's last batch, once stored, removed it, its later batches
         and the end with it. No outage write replaces it (LiveJournal.keep)."""
         batches = self._batches.all()
-        journal = Journal(self.run_id, self._client.project, batches, status, _now_ms())
+        journal = Journal(self.run_id, self._client.project, batches, status, self._ended_at())
         try:
             self._journal.keep(journal)
         except OSError as error:  # the flush goes on, with nothing kept meanwhile
@@ -320,9 +322,16 @@ class ActiveRun:
         """The run's end, retried through an outage under one request id, as its
         creation is: an end stored whose answers were lost is not stored again."""
         once = [(REQUEST_ID_HEADER, uuid.uuid4().hex)]
-        await _retrying(
-            functools.partial(self._client.set_terminated, self.run_id, status, metadata=once)
-        )
+        end = functools.partial(self._client.set_terminated, self.run_id, status)
+        await _retrying(functools.partial(end, self._ended_at(), metadata=once))
+
+    def _ended_at(self) -> int:
+        """When the run ended (milliseconds), chosen once: an end stored whose answers
+        were lost, then kept in the journal, is stored again by a sync with the same
+        time, not a later one."""
+        if self._end_time is None:
+            self._end_time = _now_ms()
+        return self._end_time
 
     @property
     def journal(self) -> Path | None:
@@ -363,7 +372,8 @@ class ActiveRun:
         warns with the cause that stopped the sends (None: flush_timeout ran out). Each
         batch keeps its request id and its exact points: the server may have stored the
         one in flight already."""
-        journal = Journal(self.run_id, self._client.project, self._batches.all(), status, _now_ms())
+        batches = self._batches.all()
+        journal = Journal(self.run_id, self._client.project, batches, status, self._ended_at())
         self._journal.end(journal)
         _log.warning(
             "run %s: %d points could not be sent %s; kept in %s (store them with `cairn sync %s`)",
