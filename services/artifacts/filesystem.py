@@ -7,6 +7,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import stat
 import uuid
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -246,14 +247,25 @@ def _make_folders(folder: Path) -> None:
     """mkdir -p, syncing the parent of each folder it makes, so that the path to a file
     published after a sync survives a crash of the machine, not only its content."""
     missing = []
-    while not folder.is_dir():
-        if folder.exists():  # a file where a folder should be: say so, not "File exists"
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+    while not _is_folder(folder):
         missing.append(folder)
         folder = folder.parent
     for made in reversed(missing):
         made.mkdir(exist_ok=True)
         sync_directory(made.parent)
+
+
+def _is_folder(path: Path) -> bool:
+    """Whether path is a folder (False: nothing is there), from one look: an upload
+    making it between two looks (is_dir, then exists) had it taken for a file, and the
+    first uploads to a new project at once failed UNAVAILABLE."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):  # or a file above it: found next
+        return False
+    if not stat.S_ISDIR(mode):  # a file where a folder should be: say so, not "File exists"
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+    return True
 
 
 def _chunks(source: BinaryIO, offset: int, length: int) -> Generator[bytes, None, None]:
