@@ -173,20 +173,21 @@ class Keyset:
         except (TypeError, ValueError, OverflowError):
             raise bad_token(field, "holds a value of the wrong type") from None
 
-    def after(self, last: Sequence[Any], params: Params) -> str:
-        """A predicate true for rows whose sort key comes strictly after `last`.
+    def after(self, last: Sequence[Any], params: Params, skip: int = 0) -> str:
+        """A predicate true for rows whose sort key comes strictly after `last`; skip: the
+        key's first columns, which hold one value on every row the query reads, left out.
 
         NULLs compare equal to NULLs (IS NOT DISTINCT FROM) and never greater or smaller,
         so queries put NULL-able values behind a "missing" flag column that orders them.
         """
+        columns = self.columns[skip:]
         placeholders = [
-            params.add(value, c.sql_type) for value, c in zip(last, self.columns, strict=True)
+            params.add(value, c.sql_type) for value, c in zip(last[skip:], columns, strict=True)
         ]
         alternatives = []
-        for i, column in enumerate(self.columns):
+        for i, column in enumerate(columns):
             equal_before = [
-                f"{self.columns[j].expression} IS NOT DISTINCT FROM {placeholders[j]}"
-                for j in range(i)
+                f"{columns[j].expression} IS NOT DISTINCT FROM {placeholders[j]}" for j in range(i)
             ]
             step = f"{column.expression} {'>' if column.ascending else '<'} {placeholders[i]}"
             alternatives.append("(" + " AND ".join([*equal_before, step]) + ")")
@@ -197,17 +198,18 @@ class Keyset:
         last = self.last(token)
         return "TRUE" if last is None else self.after(last, params)
 
-    def bounded_condition(self, token: str, params: Params) -> str:
+    def bounded_condition(self, token: str, params: Params, skip: int = 0) -> str:
         """`condition`, with the first column bounded by the token's value as well, for
         sort keys whose columns are never NULL: implied by `after`'s OR of comparisons,
         and what an index on that column serves, so a later page starts where its token
-        is instead of testing every row before it."""
+        is instead of testing every row before it. skip: as `after`'s."""
         last = self.last(token)
         if last is None:
             return "TRUE"
-        first = self.columns[0]
+        first = self.columns[skip]
         bound = f"{first.expression} {'>=' if first.ascending else '<='} "
-        return f"{bound}{params.add(last[0], first.sql_type)} AND {self.after(last, params)}"
+        value = params.add(last[skip], first.sql_type)
+        return f"{bound}{value} AND {self.after(last, params, skip)}"
 
     def page(self, rows: Sequence[Any], page_size: int, convert: Callable[[Any], T]) -> Page[T]:
         """The first page_size of rows (the query fetched one more to know if more

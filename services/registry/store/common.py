@@ -210,11 +210,19 @@ class Listing:
         (paging.ListPage.first). brings: SQL of one row (bytes, entries) of what else the
         caller reads for a row `q`, counted with the row's own against the page's
         budgets. one_valued: order fields that hold one value on every row of the query
-        (a model's name among its versions); see _sorted_by."""
+        (a model's name among its versions), left out of its order."""
         keyset = self.keyset(order_by, *scope)
-        sorted_by = _sorted_by(keyset, self.field(order_by) in one_valued)
-        after = _starting_after(keyset, sorted_by, page_token, params)
-        order = ", ".join(f"{c.expression} {'ASC' if c.ascending else 'DESC'}" for c in sorted_by)
+        # A first column of one value on every row (a model's name among its versions)
+        # is left out of the page's order and start: an index of the others serves them
+        # (the versions of one model by name are its versions by number, which
+        # (registered_model_id, version) holds, where the joined model's name is in no
+        # index of them). Tokens keep the whole key: one of another query is still
+        # refused, and a walk goes on across a rename of the model.
+        skip = 1 if self.field(order_by) in one_valued else 0
+        after = keyset.bounded_condition(page_token, params, skip)
+        order = ", ".join(
+            f"{c.expression} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns[skip:]
+        )
         by_name = ", ".join(f"{c.name} {'ASC' if c.ascending else 'DESC'}" for c in keyset.columns)
         # The rows that begin within both load budgets, by their bytes and entries
         # (text_bytes and entries, counted when written) and what they bring, and the second
@@ -270,37 +278,6 @@ class Listing:
                 ident.position, f"unknown attribute {ident.key!r}; use one of {known}"
             )
         return self.attributes[ident.key]
-
-
-def _sorted_by(keyset: paging.Keyset, one_valued: bool) -> tuple[paging.SortColumn, ...]:
-    """The columns a page's SQL orders by and starts after: the key's, or, where its first
-    holds one value on every row the query reads, the others. An index then serves
-    them: the versions of one model by name are its versions by number (from the
-    highest, its ties), which (registered_model_id, version) holds, where the joined
-    model's name is in no index of them (a page sorted every version of the model, and
-    a later one, its token's name not narrowing the read, read them all again). Tokens
-    keep the whole key, as made before: one of another query is still refused, and a
-    walk continues across a rename of the model."""
-    return keyset.columns[1:] if one_valued else keyset.columns
-
-
-def _starting_after(
-    keyset: paging.Keyset,
-    columns: tuple[paging.SortColumn, ...],
-    token: str,
-    params: Params,
-) -> str:
-    """keyset.bounded_condition of token, over columns (the key's last ones) only."""
-    if columns == keyset.columns:
-        return keyset.bounded_condition(token, params)
-    last = keyset.last(token)
-    if last is None:
-        return "TRUE"
-    last = last[len(last) - len(columns) :]
-    first = columns[0]
-    value = params.add(last[0], first.sql_type)
-    bound = f"{first.expression} {'>=' if first.ascending else '<='} {value}"
-    return f"{bound} AND {paging.Keyset(columns).after(last, params)}"
 
 
 def _past_budgets(row: asyncpg.Record) -> bool:
