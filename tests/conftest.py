@@ -22,8 +22,9 @@ import resource
 import signal
 import threading
 import time
+import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -161,6 +162,17 @@ async def new_project(port: int, name: str) -> str:
     so every caller is a global admin)."""
     async with cairn.AuthClient.insecure_connection("127.0.0.1", port) as auth:
         return await auth.create_project(name)
+
+
+async def put_through(url: str, body: bytes, headers: Mapping[str, str]) -> None:
+    """PUTs body to a presigned URL of the store (on loopback), in a thread."""
+
+    def put() -> None:
+        request = urllib.request.Request(url, data=body, method="PUT", headers=dict(headers))
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 200
+
+    await asyncio.to_thread(put)
 
 
 @contextlib.contextmanager

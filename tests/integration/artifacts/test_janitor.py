@@ -6,7 +6,6 @@ import hashlib
 import io
 import os
 import threading
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -27,7 +26,7 @@ from cairn_server.artifacts.store import ObjectStore, PendingUpload
 from cairn_server.common import database
 from cairn_server.common.errors import Aborted
 from cairn_server.common.server import migrate
-from tests.conftest import BUCKET, eventually, s3_client, with_overrides
+from tests.conftest import BUCKET, eventually, put_through, s3_client, with_overrides
 
 MIB = 1024 * 1024
 HELD = 6 * MIB  # what an upload sends before the sweep: on S3, a part and more
@@ -133,7 +132,7 @@ async def test_a_confirmation_whose_upload_the_janitor_expires_is_told_it_is_gon
     again was never confirmed (UPLOAD_NOT_FOUND), as no confirmation could be."""
     store, body = s3_store, os.urandom(50_000)
     put = await store.presigned_url("k.bin", "PUT", content_type="application/octet-stream")
-    await asyncio.to_thread(_http_put, put.url, body, put.headers)
+    await put_through(put.url, body, put.headers)
     copying, go_on = threading.Event(), threading.Event()
     copy = S3Backend.copy
 
@@ -157,12 +156,6 @@ async def test_a_confirmation_whose_upload_the_janitor_expires_is_told_it_is_gon
     with pytest.raises(NotFoundError) as raised:
         await confirming
     assert raised.value.reason == "UPLOAD_NOT_FOUND"
-
-
-def _http_put(url: str, data: bytes, headers: dict[str, str]) -> None:
-    request = urllib.request.Request(url, data=data, method="PUT", headers=headers)
-    with urllib.request.urlopen(request, timeout=10):  # loopback only
-        pass
 
 
 async def test_bytes_that_cannot_be_removed_hold_up_nothing_else(own_postgres, config) -> None:

@@ -7,7 +7,6 @@ presigned PUT URLs."""
 import asyncio
 import hashlib
 import os
-import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +21,7 @@ from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc
 from cairn.exceptions import InvalidArgumentError, from_grpc_error
 from cairn.types import ObjectInfo
-from tests.conftest import eventually, holds_up_another, new_project
+from tests.conftest import eventually, holds_up_another, new_project, put_through
 from tests.proxy import AnswerDroppingProxy
 
 DIRECT_THRESHOLD = 1024 * 1024
@@ -202,7 +201,7 @@ async def _presigned_put(store: cairn.ArtifactClient, path: str, body: bytes) ->
     put = await store.presigned_url(
         path, "PUT", overwrite=True, content_type="application/octet-stream"
     )
-    await asyncio.to_thread(_http_put, put.url, body, put.headers)
+    await put_through(put.url, body, put.headers)
     return put
 
 
@@ -304,9 +303,3 @@ def _same(again: ObjectInfo, first: ObjectInfo) -> bool:
         first.create_time,
         first.update_time,
     )
-
-
-def _http_put(url: str, data: bytes, headers: dict[str, str]) -> None:
-    request = urllib.request.Request(url, data=data, method="PUT", headers=headers)
-    with urllib.request.urlopen(request, timeout=10):  # loopback only
-        pass

@@ -4,9 +4,7 @@ every other write are (test_shared_request_ids.py). On every path: the stream, t
 
 from __future__ import annotations
 
-import asyncio
 import os
-import urllib.request
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -17,7 +15,7 @@ import cairn
 from cairn._transport import REQUEST_ID_HEADER
 from cairn.types import ObjectInfo
 from cairn_server.common.config import Config
-from tests.conftest import with_overrides
+from tests.conftest import put_through, with_overrides
 from tests.integration.auth.conftest import World, populated, serve
 
 DIRECT_THRESHOLD = 1024 * 1024
@@ -157,13 +155,7 @@ async def test_presigned_urls_two_users_ask_under_one_id_are_two_uploads(
         ]
         assert puts[0].upload_id != puts[1].upload_id
         for client, put, body in [(admin, puts[0], b"admin's"), (editor, puts[1], b"editor's")]:
-            await asyncio.to_thread(_http_put, put.url, body, put.headers)
+            await put_through(put.url, body, put.headers)
             done = await client.confirm_upload("p.bin", upload_id=put.upload_id)
             assert done.size == len(body)
         assert await admin.read("p.bin") == b"editor's"
-
-
-def _http_put(url: str, body: bytes, headers: dict[str, str]) -> None:
-    request = urllib.request.Request(url, data=body, method="PUT", headers=headers)
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        assert answer.status == 200

@@ -51,6 +51,19 @@ async def _outage(
         await client.close()
 
 
+async def _journaled_in_the_outage(run: ActiveRun, points: int) -> Path:
+    """Logs points to a run whose server is away; its outage's journal, once it holds
+    them all."""
+    for step in range(points):
+        await run.log_metric("m", float(step), step=step)
+    await eventually(
+        lambda: run.journal is not None and Journal.read(run.journal).points == points,
+        what="the outage's journal of every point",
+    )
+    assert run.journal is not None
+    return run.journal
+
+
 async def _synced(config: Config, pool: asyncpg.Pool, path: str | Path) -> int:
     """The points a sync of path sends once a server is back."""
     async with (
@@ -111,13 +124,7 @@ async def test_a_last_journal_that_cannot_be_written_leaves_the_one_before_to_sy
     async with _run_without_its_server(
         config, pool, f"full-{unique}", tmp_path, flush_timeout=0.5, send_interval=0.2
     ) as run:
-        for step in range(100):
-            await run.log_metric("m", float(step), step=step)
-        await eventually(
-            lambda: run.journal is not None and Journal.read(run.journal).points == 100,
-            what="the outage's journal of every point",
-        )
-        kept = run.journal
+        kept = await _journaled_in_the_outage(run, 100)
         with disk_full_after(2048), pytest.raises(OSError):
             await run.__aexit__(None, None, None)
     [told] = [w for w in _warnings(caplog) if "could not be kept" in w]
@@ -140,13 +147,7 @@ async def test_a_run_all_stored_whose_outage_journal_cannot_be_removed_ends_well
     async with _outage(
         config, pool, f"kept-{unique}", tmp_path, flush_timeout=60, send_interval=0.2
     ) as (run, address):
-        for step in range(100):
-            await run.log_metric("m", float(step), step=step)
-        await eventually(
-            lambda: run.journal is not None and Journal.read(run.journal).points == 100,
-            what="the outage's journal of every point",
-        )
-        kept = run.journal
+        kept = await _journaled_in_the_outage(run, 100)
         with _unremovable(tmp_path):
             async with serving(config, pool, ["tracking"], listen_address=address) as port:
                 await run.__aexit__(None, None, None)
@@ -161,7 +162,7 @@ async def test_a_run_all_stored_whose_outage_journal_cannot_be_removed_ends_well
         w.startswith(f"run {run.run_id}: all is stored, but its journal {kept} was not removed")
         for w in told
     ), told
-    assert kept is not None and kept.exists()  # a sync finds its batches stored
+    assert kept.exists()  # a sync finds its batches stored
 
 
 async def test_journals_stored_but_not_removable_are_told_and_all_are_stored(
