@@ -322,8 +322,10 @@ class ActiveRun:
         """The run's end, retried through an outage under one request id, as its
         creation is: an end stored whose answers were lost is not stored again."""
         once = [(REQUEST_ID_HEADER, uuid.uuid4().hex)]
-        end = functools.partial(self._client.set_terminated, self.run_id, status)
-        await _retrying(functools.partial(end, self._ended_at(), metadata=once))
+        end = functools.partial(
+            self._client.set_terminated, self.run_id, status, self._ended_at(), metadata=once
+        )
+        await _retrying(end)
 
     def _ended_at(self) -> int:
         """When the run ended (milliseconds), chosen once: an end stored whose answers
