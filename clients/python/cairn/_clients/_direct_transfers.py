@@ -471,12 +471,18 @@ class DirectTransfers:
 
 async def _cut_when_cancelled(transfer: Callable[[_direct.Cut], _T]) -> _T:
     """transfer(cut) in a thread, whose connection is cut when the caller is cancelled
-    (its timeout passed): its thread then ends at once, not when its socket idles out."""
+    (its timeout passed), then waited for: its thread ends at once, not when its socket
+    idles out, and before the caller closes the files it reads or writes (a download's
+    writer thread wrote into a closed descriptor, which another file had taken)."""
     cut = _direct.Cut()
+    moving = asyncio.ensure_future(asyncio.to_thread(transfer, cut))
     try:
-        return await asyncio.to_thread(transfer, cut)
+        return await asyncio.shield(moving)
     finally:
         cut.cut()
+        await asyncio.wait({moving})  # at once once cut (a disk write under way ends)
+        if not moving.cancelled():
+            moving.exception()  # the cut's, which no one waits for: retrieved
 
 
 async def _stopped_when_cancelled(transfer: Callable[..., _T]) -> _T:

@@ -217,17 +217,8 @@ class ArtifactClient(BaseClient):
         upload = Upload(
             path, source, overwrite, content_type, counted, counted.done, timeout, with_id(metadata)
         )
-        seconds = check_timeout(timeout)
-        deadline = asyncio.timeout(seconds)
-        try:
-            async with deadline:
-                return await self._attempts(upload, deadline)
-        except TimeoutError:
-            if seconds is None or not deadline.expired():  # an attempt's own, a file's
-                raise
-            raise DeadlineExceededError(
-                f"the upload of {path!r} did not end within its timeout of {seconds:g} s"
-            ) from None
+        async with _within(timeout, f"the upload of {path!r}") as deadline:
+            return await self._attempts(upload, deadline)
 
     async def _attempts(self, upload: Upload, deadline: asyncio.Timeout) -> ObjectInfo:
         """The upload, sent again under its request id after UNAVAILABLE when it can be
@@ -560,27 +551,39 @@ class ArtifactClient(BaseClient):
         # file system takes (255 bytes on ext4) has room for its temporary beside it.
         temporary = target.parent / f".cairn-{uuid.uuid4().hex}.part"
         try:
-            threshold, start = self.direct_threshold, counted.done
-            if self._direct.goes_direct(info.size, threshold) and await self._direct.download(
-                info, temporary, counted, timeout, metadata
-            ):
-                os.replace(temporary, target)
-                return
-            with file_for(temporary, info.size) as out:
-                received = 0
-                async for chunk in _written_behind(
-                    out, self.open(info.path, timeout=timeout, metadata=metadata)
-                ):
-                    received += len(chunk)
-                    # From where this file began: bytes a direct transfer that broke off
-                    # moved were shown already.
-                    counted.reach(start + received)
-            await asyncio.to_thread(check_length, temporary, received)
+            async with _within(timeout, f"the download of {info.path!r}"):
+                await self._download_to(info, temporary, counted, timeout, metadata)
             os.replace(temporary, target)
         finally:
             # A file that cannot be removed must not hide the error that ended the write.
             with contextlib.suppress(OSError):
                 temporary.unlink(missing_ok=True)
+
+    async def _download_to(
+        self,
+        info: ObjectInfo,
+        temporary: Path,
+        counted: Meter,
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> None:
+        """The object in temporary: over the byte endpoint or from the store when it
+        can, else streamed."""
+        threshold, start = self.direct_threshold, counted.done
+        if self._direct.goes_direct(info.size, threshold) and await self._direct.download(
+            info, temporary, counted, timeout, metadata
+        ):
+            return
+        with file_for(temporary, info.size) as out:
+            received = 0
+            async for chunk in _written_behind(
+                out, self.open(info.path, timeout=timeout, metadata=metadata)
+            ):
+                received += len(chunk)
+                # From where this file began: bytes a direct transfer that broke off
+                # moved were shown already.
+                counted.reach(start + received)
+        await asyncio.to_thread(check_length, temporary, received)
 
     async def _download_tree(
         self,
@@ -629,6 +632,24 @@ def in_project(transport: Transport, project: str) -> ArtifactClient:
 def _resumable(error: CairnError) -> bool:
     """Whether a download cut by error may go on where it stopped."""
     return isinstance(error, UnavailableError) or error.reason == STREAM_STALLED
+
+
+@contextlib.asynccontextmanager
+async def _within(timeout: float | None, what: str) -> AsyncIterator[asyncio.Timeout]:
+    """The block bounded by a call's timeout (None: unbounded) as a whole, raising
+    DeadlineExceededError once it passed. A TimeoutError of the block's own (an attempt's
+    DEADLINE_EXCEEDED, a file's ETIMEDOUT) is raised as it is."""
+    seconds = check_timeout(timeout)
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            yield deadline
+    except TimeoutError:
+        if seconds is None or not deadline.expired():
+            raise
+        raise DeadlineExceededError(
+            f"{what} did not end within its timeout of {seconds:g} s"
+        ) from None
 
 
 class _Deadline:

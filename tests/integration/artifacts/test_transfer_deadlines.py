@@ -1,12 +1,15 @@
-"""An upload's `timeout=` bounds the whole upload: each attempt sent again after a lost
-connection, and the waits between them, not each attempt alone."""
+"""A transfer's `timeout=` bounds the whole transfer: each attempt sent again after a lost
+connection, the waits between them, and what goes over the byte endpoint; a transfer
+cut at it, or cancelled, ends its threads before its files close."""
 
 import asyncio
 import errno
 import io
 import os
 import threading
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ import pytest
 import cairn
 from cairn._clients import _direct
 from cairn._clients._direct_transfers import UPLOAD_RETRY_WAITS
+from cairn._direct_io import DirectWriter
 from cairn.exceptions import DeadlineExceededError, UnavailableError
 from cairn_server.artifacts.direct import ChunkedReader
 from tests.conftest import eventually, new_project
@@ -131,3 +135,60 @@ async def test_a_source_that_times_out_is_not_the_uploads_timeout(
             await client.upload("slow.bin", io.BufferedReader(_TimingOut()), timeout=timeout)
     assert not isinstance(raised.value, DeadlineExceededError)
     assert raised.value.errno == errno.ETIMEDOUT
+
+
+async def test_a_cancelled_direct_download_writes_nothing_once_its_file_is_closed(
+    server_port: int, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled during a slow disk write of its writer thread, the download closed its
+    file at once; the thread then wrote its blocks into the closed descriptor, which a
+    file opened meanwhile had taken (8 MiB of the download landed in it)."""
+    writing, closed_as_written = threading.Event(), []
+    write = DirectWriter._write_blocks
+
+    def slow(self: DirectWriter, count: int) -> None:
+        if not writing.is_set():
+            writing.set()
+            time.sleep(1)  # a slow disk: under way as the download is cancelled
+        closed_as_written.append(self.closed)
+        if not self.closed:  # else the descriptor may be another file's now
+            write(self, count)
+
+    project = await new_project(server_port, f"d-{unique}")
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", server_port, project=project
+    ) as client:
+        client.direct_threshold = 1024 * 1024
+        await client.upload("big.bin", os.urandom(16 * 1024 * 1024))  # blocks of 4 MiB
+        monkeypatch.setattr(DirectWriter, "_write_blocks", slow)
+        downloading = asyncio.create_task(client.download("big.bin", tmp_path / "out.bin"))
+        assert await asyncio.to_thread(writing.wait, 30)
+        downloading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await downloading
+    await eventually(lambda: closed_as_written != [], what="the slow write's end")
+    assert True not in closed_as_written
+    assert sorted(path.name for path in tmp_path.iterdir()) == []  # nor its temporary
+
+
+async def test_a_direct_download_ends_at_its_timeout(
+    server_port: int, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only its ticket call had the timeout: a download over the byte endpoint to a slow
+    disk given 1 s took 6 s, and succeeded."""
+    write = DirectWriter._write_blocks
+
+    def slow(self: DirectWriter, count: int) -> None:
+        time.sleep(0.5)  # a slow disk: 4 MiB in half a second
+        write(self, count)
+
+    project = await new_project(server_port, f"d-{unique}")
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", server_port, project=project
+    ) as client:
+        client.direct_threshold = 1024 * 1024
+        await client.upload("big.bin", os.urandom(16 * 1024 * 1024))
+        monkeypatch.setattr(DirectWriter, "_write_blocks", slow)
+        with pytest.raises(DeadlineExceededError, match=r"download of 'big\.bin' did not end"):
+            await client.download("big.bin", tmp_path / "out.bin", timeout=1)
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
