@@ -127,7 +127,9 @@ class FilesystemBackend:
         probe.unlink()
 
     def _file(self, key: str) -> Path:
-        target = (self.root / key).resolve()
+        # As written, not resolved: a folder under the root may be a link (a project's
+        # moved to another disk), whose keys resolved elsewhere were refused, INTERNAL.
+        target = Path(os.path.normpath(self.root / key))
         # Keys are made by the service; this guards the invariant anyway.
         if not target.is_relative_to(self.root):
             raise ValueError(f"key {key!r} escapes the artifact root")

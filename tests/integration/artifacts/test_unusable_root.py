@@ -9,12 +9,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+import cairn
 from cairn_server import catalog
 from cairn_server.artifacts import SPEC as ARTIFACTS
 from cairn_server.common import server
 from cairn_server.common.config import Config
 from cairn_server.common.service import Unservable
-from tests.conftest import with_overrides
+from tests.conftest import new_project, with_overrides
 
 
 async def _check(pool: asyncpg.Pool, config: Config) -> None:
@@ -82,3 +83,25 @@ async def test_the_s3_backend_is_not_checked_for_a_root_it_does_not_use(
         artifact_root=f"/proc/unused-{unique}",
     )
     await _check(pool, s3)
+
+
+async def test_a_folder_of_the_root_linked_elsewhere_is_written_through(
+    config: Config, server_port: int, unique: str, tmp_path: Path
+) -> None:
+    """A project's folder moved to another disk and linked back: every key under it
+    resolved outside the root, and was refused as escaping it, INTERNAL."""
+    project = await new_project(server_port, f"linked-{unique}")
+    elsewhere = tmp_path / "another-disk"
+    elsewhere.mkdir()
+    objects = config.artifact_dir / "_objects"
+    objects.mkdir(parents=True, exist_ok=True)
+    (objects / project).symlink_to(elsewhere, target_is_directory=True)
+    try:
+        async with cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", server_port, project=project
+        ) as client:
+            await client.upload("model.bin", b"weights")
+            assert await client.read("model.bin") == b"weights"
+    finally:
+        (objects / project).unlink()
+    assert [path.read_bytes() for path in elsewhere.rglob("*") if path.is_file()] == [b"weights"]
