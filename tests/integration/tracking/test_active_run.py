@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import cairn
+from cairn._clients import active_run
 from cairn._clients.active_run import ActiveRun
 from cairn._clients.journal import Journal
 from cairn.exceptions import ClientClosedError, FailedPreconditionError, InvalidArgumentError
@@ -741,3 +742,17 @@ async def test_a_run_left_open_whose_sends_failed_keeps_its_points_as_its_loop_c
     assert "10 points could not be sent after an error retrying cannot fix" in warnings
     kept = Journal.read(tmp_path / f"{run_id}.jsonl")
     assert kept.points == 10 and kept.status == RunStatus.FAILED
+
+
+async def test_a_run_begins_and_ends_by_one_clock(
+    tracking: cairn.TrackingClient, experiment_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its end is this machine's time (chosen once, so a journal keeps it), its start
+    was the server's: a machine whose clock is behind the server's made runs that
+    ended before they began."""
+    behind = 3_600_000  # this machine's clock, an hour behind the server's
+    monkeypatch.setattr(active_run, "_now_ms", lambda: time.time_ns() // 1_000_000 - behind)
+    async with tracking.start_run(experiment_id) as run:
+        await run.log_metric("loss", 0.5)
+    info = (await tracking.get_run(run.run_id)).info
+    assert info.end_time is not None and info.start_time <= info.end_time

@@ -47,6 +47,7 @@ class _RunWriter(Protocol):
     async def create_run(
         self,
         experiment_id: str,
+        start_time: int | None = None,
         *,
         tags: dict[str, Any] | None,
         run_name: str | None,
@@ -170,11 +171,14 @@ class ActiveRun:
             raise RuntimeError("an ActiveRun starts one run: call start_run again for another")
         self._entered = True
         # One request id for every attempt: a retry after a lost answer gets the run.
+        # Its start is this machine's time, as its end is (_ended_at): a server whose
+        # clock is ahead made runs end before they started.
         once = [(REQUEST_ID_HEADER, uuid.uuid4().hex)]
         self.run = await _retrying(
             functools.partial(
                 self._client.create_run,
                 self._experiment_id,
+                start_time=_now_ms(),
                 tags=self._tags,
                 run_name=self._run_name,
                 metadata=once,
