@@ -126,8 +126,9 @@ class Runner:
                 self._launch(operation)
             else:  # for this server once a slot frees, or another with one free
                 await self._defer(operation)
-                if self._claiming:  # the claim that took the slot may find nothing
-                    self._slot_freed.set()
+                # The claim that took the slot may have looked before it was handed
+                # back, and ended meanwhile: the loop looks again now.
+                self._slot_freed.set()
 
         # Once the operation is stored: in the call's transaction when a request id
         # records it, which must commit (or roll back, and nothing runs) first.

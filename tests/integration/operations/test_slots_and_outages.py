@@ -192,6 +192,71 @@ async def test_a_server_runs_a_bounded_number_of_operations_at_once(
     assert most == cap
 
 
+async def test_a_start_handed_back_as_a_claim_looks_is_taken_at_once(
+    config: Config, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slot freed, the server's claim took it and looked before a start, deferred for
+    want of that slot, was handed back; the claim found nothing and ended, and the
+    start waited for the next pass (CLAIM_SECONDS, an hour here) with the slot free."""
+    monkeypatch.setattr(runner, "CLAIM_SECONDS", 3600.0)  # only a freed slot wakes it
+    resources = Resources(config=config, pool=pool, idempotency=Idempotency(pool, {}, set()))
+    server = runner.Runner(resources, catalog.select(["tracking"]))
+    gates: dict[uuid.UUID, asyncio.Event] = {}  # the first two, until their slot frees
+    collect, claim, defer = server._collect, OperationStore.claim, OperationStore.defer
+    claiming, deferring, claimed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    idle, armed = asyncio.Event(), False  # its first pass done; the claim to come watched
+
+    async def gated(operation: Operation, held: Lease) -> None:
+        if not armed:
+            await gates.setdefault(operation.operation_id, asyncio.Event()).wait()
+        await collect(operation, held)
+
+    async def claim_then(self: OperationStore, *args: Any, **kwargs: Any) -> Operation | None:
+        if not armed:
+            try:
+                return await claim(self, *args, **kwargs)
+            finally:
+                idle.set()
+        claiming.set()
+        await deferring.wait()
+        try:
+            return await claim(self, *args, **kwargs)  # before the hand-back commits
+        finally:
+            claimed.set()
+
+    async def defer_after(self: OperationStore, lease: Lease) -> None:
+        if armed:
+            deferring.set()
+            await claimed.wait()
+        await defer(self, lease)
+
+    server._collect = gated  # type: ignore[method-assign]
+    monkeypatch.setattr(OperationStore, "claim", claim_then)
+    monkeypatch.setattr(OperationStore, "defer", defer_after)
+    older_than = datetime.timedelta(days=3650)
+    serving_task = asyncio.create_task(server.serve())
+    try:
+        await idle.wait()  # its pass at start: both slots free for the first two
+        first = await server.start_garbage_collection(older_than)
+        await server.start_garbage_collection(older_than)
+        await eventually(lambda: len(gates) == 2, what="both slots taken")
+        armed = True
+        gates[first.operation_id].set()  # a slot frees: the loop's claim takes it
+        await asyncio.wait_for(claiming.wait(), 30)
+        third = await server.start_garbage_collection(older_than)
+        store = OperationStore(pool)
+
+        async def ran() -> bool:
+            return (await store.get(third.name)).state is State.SUCCEEDED
+
+        await eventually(ran, timeout=20, what="the start handed back taken over")
+    finally:
+        for event in gates.values():
+            event.set()
+        serving_task.cancel()
+        await asyncio.gather(serving_task, return_exceptions=True)
+
+
 async def test_a_takeovers_total_is_what_was_done_and_what_is_left(pool: asyncpg.Pool) -> None:
     """The steps of a takeover find only what the attempts before left: adding what
     they find to the total counted the work done twice, and progress went backwards."""
