@@ -137,8 +137,21 @@ async def test_a_source_that_times_out_is_not_the_uploads_timeout(
     assert raised.value.errno == errno.ETIMEDOUT
 
 
+@pytest.fixture
+async def big_stored(server_port: int, unique: str) -> AsyncIterator[cairn.ArtifactClient]:
+    """A client of a project of its own whose transfers over 1 MiB go over the byte
+    endpoint, with 16 MiB stored at big.bin (4 blocks of a download's writes)."""
+    project = await new_project(server_port, f"d-{unique}")
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", server_port, project=project
+    ) as client:
+        client.direct_threshold = 1024 * 1024
+        await client.upload("big.bin", os.urandom(16 * 1024 * 1024))
+        yield client
+
+
 async def test_a_cancelled_direct_download_writes_nothing_once_its_file_is_closed(
-    server_port: int, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    big_stored: cairn.ArtifactClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cancelled during a slow disk write of its writer thread, the download closed its
     file at once; the thread then wrote its blocks into the closed descriptor, which a
@@ -154,25 +167,19 @@ async def test_a_cancelled_direct_download_writes_nothing_once_its_file_is_close
         if not self.closed:  # else the descriptor may be another file's now
             write(self, count)
 
-    project = await new_project(server_port, f"d-{unique}")
-    async with cairn.ArtifactClient.insecure_connection(
-        "127.0.0.1", server_port, project=project
-    ) as client:
-        client.direct_threshold = 1024 * 1024
-        await client.upload("big.bin", os.urandom(16 * 1024 * 1024))  # blocks of 4 MiB
-        monkeypatch.setattr(DirectWriter, "_write_blocks", slow)
-        downloading = asyncio.create_task(client.download("big.bin", tmp_path / "out.bin"))
-        assert await asyncio.to_thread(writing.wait, 30)
-        downloading.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await downloading
+    monkeypatch.setattr(DirectWriter, "_write_blocks", slow)
+    downloading = asyncio.create_task(big_stored.download("big.bin", tmp_path / "out.bin"))
+    assert await asyncio.to_thread(writing.wait, 30)
+    downloading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await downloading
     await eventually(lambda: closed_as_written != [], what="the slow write's end")
     assert True not in closed_as_written
     assert sorted(path.name for path in tmp_path.iterdir()) == []  # nor its temporary
 
 
 async def test_a_direct_download_ends_at_its_timeout(
-    server_port: int, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    big_stored: cairn.ArtifactClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only its ticket call had the timeout: a download over the byte endpoint to a slow
     disk given 1 s took 6 s, and succeeded."""
@@ -182,13 +189,7 @@ async def test_a_direct_download_ends_at_its_timeout(
         time.sleep(0.5)  # a slow disk: 4 MiB in half a second
         write(self, count)
 
-    project = await new_project(server_port, f"d-{unique}")
-    async with cairn.ArtifactClient.insecure_connection(
-        "127.0.0.1", server_port, project=project
-    ) as client:
-        client.direct_threshold = 1024 * 1024
-        await client.upload("big.bin", os.urandom(16 * 1024 * 1024))
-        monkeypatch.setattr(DirectWriter, "_write_blocks", slow)
-        with pytest.raises(DeadlineExceededError, match=r"download of 'big\.bin' did not end"):
-            await client.download("big.bin", tmp_path / "out.bin", timeout=1)
+    monkeypatch.setattr(DirectWriter, "_write_blocks", slow)
+    with pytest.raises(DeadlineExceededError, match=r"download of 'big\.bin' did not end"):
+        await big_stored.download("big.bin", tmp_path / "out.bin", timeout=1)
     assert sorted(path.name for path in tmp_path.iterdir()) == []
