@@ -7,7 +7,6 @@ import errno
 import io
 import os
 import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -150,31 +149,44 @@ async def big_stored(server_port: int, unique: str) -> AsyncIterator[cairn.Artif
         yield client
 
 
+class _DiskHeldUntilCut:
+    """A download's disk writes held (a slow disk) from its first until its transfer is
+    cut: what each write found of its file, closed or open."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.writing, self.cut = threading.Event(), threading.Event()
+        self.closed_as_written: list[bool] = []
+        write, cut = DirectWriter._write_blocks, _direct.Cut.cut
+
+        def held(writer: DirectWriter, count: int) -> None:
+            self.writing.set()
+            self.cut.wait(30)
+            self.closed_as_written.append(writer.closed)
+            if not writer.closed:  # else the descriptor may be another file's now
+                write(writer, count)
+
+        def cutting(transfer: _direct.Cut) -> None:
+            cut(transfer)
+            self.cut.set()
+
+        monkeypatch.setattr(DirectWriter, "_write_blocks", held)
+        monkeypatch.setattr(_direct.Cut, "cut", cutting)
+
+
 async def test_a_cancelled_direct_download_writes_nothing_once_its_file_is_closed(
     big_stored: cairn.ArtifactClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cancelled during a slow disk write of its writer thread, the download closed its
     file at once; the thread then wrote its blocks into the closed descriptor, which a
     file opened meanwhile had taken (8 MiB of the download landed in it)."""
-    writing, closed_as_written = threading.Event(), []
-    write = DirectWriter._write_blocks
-
-    def slow(self: DirectWriter, count: int) -> None:
-        if not writing.is_set():
-            writing.set()
-            time.sleep(1)  # a slow disk: under way as the download is cancelled
-        closed_as_written.append(self.closed)
-        if not self.closed:  # else the descriptor may be another file's now
-            write(self, count)
-
-    monkeypatch.setattr(DirectWriter, "_write_blocks", slow)
+    disk = _DiskHeldUntilCut(monkeypatch)
     downloading = asyncio.create_task(big_stored.download("big.bin", tmp_path / "out.bin"))
-    assert await asyncio.to_thread(writing.wait, 30)
+    assert await asyncio.to_thread(disk.writing.wait, 30)
     downloading.cancel()
     with pytest.raises(asyncio.CancelledError):
         await downloading
-    await eventually(lambda: closed_as_written != [], what="the slow write's end")
-    assert True not in closed_as_written
+    await eventually(lambda: disk.closed_as_written != [], what="the held write's end")
+    assert True not in disk.closed_as_written
     assert sorted(path.name for path in tmp_path.iterdir()) == []  # nor its temporary
 
 
@@ -183,13 +195,8 @@ async def test_a_direct_download_ends_at_its_timeout(
 ) -> None:
     """Only its ticket call had the timeout: a download over the byte endpoint to a slow
     disk given 1 s took 6 s, and succeeded."""
-    write = DirectWriter._write_blocks
-
-    def slow(self: DirectWriter, count: int) -> None:
-        time.sleep(0.5)  # a slow disk: 4 MiB in half a second
-        write(self, count)
-
-    monkeypatch.setattr(DirectWriter, "_write_blocks", slow)
+    disk = _DiskHeldUntilCut(monkeypatch)  # its writes wait for the timeout's cut
     with pytest.raises(DeadlineExceededError, match=r"download of 'big\.bin' did not end"):
         await big_stored.download("big.bin", tmp_path / "out.bin", timeout=1)
+    assert disk.cut.is_set()
     assert sorted(path.name for path in tmp_path.iterdir()) == []
