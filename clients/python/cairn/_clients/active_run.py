@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from .. import _names as names
 from .._argument_error import invalid_argument
+from .._backoff import backoff
 from .._numbers import real, seconds, whole, whole_or_zero
 from .._transport import REQUEST_ID_HEADER
 from ..exceptions import (
@@ -600,17 +601,18 @@ async def _retrying(
     call: Callable[[], Awaitable[T]], failed: Callable[[], Awaitable[None]] | None = None
 ) -> T:
     """call() until it succeeds or fails with an error that is not transient; failed()
-    after each transient failure."""
-    backoff = FIRST_BACKOFF_SECONDS
+    after each transient failure. The waits are jittered: the runs of many processes
+    that one restart refused came back together, every 5 s, for as long as it lasted."""
+    waits = backoff(FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS)
     while True:
         try:
             return await call()
         except TRANSIENT as error:
-            _log.info("retrying in %.1f s after %s", backoff, error)
+            wait = next(waits)
+            _log.info("retrying in %.1f s after %s", wait, error)
             if failed is not None:
                 await failed()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            await asyncio.sleep(wait)
 
 
 def _now_ms() -> int:

@@ -1,0 +1,49 @@
+"""An ActiveRun's retries through an outage: each wait drawn from the upper half of the
+doubling one, so runs refused together by one restart do not all come back together."""
+
+from __future__ import annotations
+
+import pytest
+
+from cairn._clients import active_run
+from cairn.exceptions import UnavailableError
+
+FAILURES = 8
+
+
+async def _waits_of_one_outage(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits of a call refused FAILURES times, then stored."""
+    waits: list[float] = []
+    refusals = iter(range(FAILURES))
+
+    async def call() -> str:
+        if next(refusals, None) is not None:
+            raise UnavailableError("the server restarts")
+        return "stored"
+
+    async def recorded(wait: float) -> None:
+        waits.append(wait)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(active_run.asyncio, "sleep", recorded)
+        assert await active_run._retrying(call) == "stored"
+    return waits
+
+
+async def test_retry_waits_double_within_their_upper_half(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits = await _waits_of_one_outage(monkeypatch)
+    assert len(waits) == FAILURES
+    full = active_run.FIRST_BACKOFF_SECONDS
+    for wait in waits:
+        assert full / 2 <= wait <= full
+        full = min(full * 2, active_run.MAX_BACKOFF_SECONDS)
+
+
+async def test_two_runs_refused_together_wait_differently(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = await _waits_of_one_outage(monkeypatch)
+    second = await _waits_of_one_outage(monkeypatch)
+    assert first != second
