@@ -86,7 +86,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None:
+        if handler is None:  # gRPC answers UNIMPLEMENTED; counted under one name, so
+            # that a caller naming methods at random adds no series
+            metrics.observe(metrics.UNKNOWN_METHOD, "UNIMPLEMENTED", 0.0)
             return None
         method = handler_call_details.method
         found = self._wrapped.get(method)
@@ -433,7 +435,7 @@ class _CallScope:
         if self._stopping is not None and self._stopping.is_set():
             self._log(grpc.StatusCode.UNAVAILABLE, reason="SHUTTING_DOWN")
             return
-        self._log(grpc.StatusCode.CANCELLED)
+        self._log(_cancelled_code(self.context))
 
     async def _abort(self, status: status_pb2.Status, failed: BaseException) -> None:
         """Ends the call with status (never returns). A stream's status waits for the
@@ -471,6 +473,15 @@ class _CallScope:
             duration_ms=duration_ms,
             **extra,
         )
+
+
+def _cancelled_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """What the client of a call cancelled was told: its deadline passed (no time left
+    of one), or it gave up. Counted apart: slow calls hid among callers that left."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:

@@ -254,6 +254,51 @@ async def test_a_level_that_drops_the_call_line_still_counts_the_call(
     assert REGISTRY.get_sample_value("cairn_rpc_calls_total", sample) == before + 1
 
 
+def _calls_counted(code: str) -> float:
+    sample = {"method": "/cairn.tracking.v1.TrackingService/GetRun", "code": code}
+    return REGISTRY.get_sample_value("cairn_rpc_calls_total", sample) or 0
+
+
+@pytest.mark.parametrize(("timeout", "code"), [(0.2, "DEADLINE_EXCEEDED"), (None, "CANCELLED")])
+async def test_a_call_past_its_deadline_is_counted_apart_from_one_cancelled(
+    scripted, timeout: float | None, code: str
+) -> None:
+    """Both end the handler cancelled; a call whose deadline passed was counted and
+    logged CANCELLED too, so slow calls hidden among clients that gave up."""
+    servicer, _, channel, _ = scripted
+    stub = tracking_service_pb2_grpc.TrackingServiceStub(channel)
+    before = _calls_counted(code)
+    with structlog.testing.capture_logs() as logged:
+        call = stub.GetRun(
+            tracking_service_pb2.GetRunRequest(project="default", run_id="slow"), timeout=timeout
+        )
+        await servicer.slow_arrived.wait()
+        if timeout is None:
+            call.cancel()
+        with pytest.raises((grpc.aio.AioRpcError, asyncio.CancelledError)):
+            await call
+        await eventually(lambda: _calls_counted(code) == before + 1, what=f"a call counted {code}")
+    assert [entry["code"] for entry in logged if entry.get("event") == "rpc"] == [code]
+
+
+async def test_calls_of_methods_not_served_are_counted_under_one_name(scripted) -> None:
+    """gRPC answers them before any handler: they were not counted, so a server called
+    for another service (a client pointed at the wrong one) looked idle."""
+    _, _, channel, _ = scripted
+    sample = {"method": "unknown", "code": "UNIMPLEMENTED"}
+    before = REGISTRY.get_sample_value("cairn_rpc_calls_total", sample) or 0
+    called = {"/cairn.tracking.v1.TrackingService/Nothing", "/no.such.Service/Call"}
+    for method in called:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await channel.unary_unary(method)(b"")
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert REGISTRY.get_sample_value("cairn_rpc_calls_total", sample) == before + 2
+    counted = {
+        sample.labels.get("method") for family in REGISTRY.collect() for sample in family.samples
+    }
+    assert not called & counted
+
+
 async def test_errors_raised_mid_stream_reach_the_client(scripted) -> None:
     _, _, _, client = scripted
     request = tracking_service_pb2.GetMetricHistoryRequest(project="default", run_id="r")
