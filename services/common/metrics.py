@@ -11,10 +11,11 @@ import collections
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler
-from wsgiref.types import ErrorStream
+from wsgiref.types import ErrorStream, StartResponse, WSGIApplication, WSGIEnvironment
 
 import asyncpg
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
@@ -38,6 +39,10 @@ AUTH_FAILURES = Counter(
 AUTH_REFUSALS = Counter(
     "cairn_auth_refusals", "Calls refused because their address failed too often"
 )
+
+
+# The method label of calls naming a method the server does not serve.
+UNKNOWN_METHOD = "unknown"
 
 
 def observe(method: str, code: str, seconds: float) -> None:
@@ -143,7 +148,7 @@ class _MetricsServer(ThreadingWSGIServer):
         self._held: collections.Counter[str] = collections.Counter()  # by client
         self._holding = threading.Lock()
         super().__init__((str(sockaddr[0]), port), _Handler)
-        self.set_app(make_wsgi_app(REGISTRY))
+        self.set_app(_Paced(make_wsgi_app(REGISTRY)))
 
     def process_request(self, request: _Request, client_address: Any) -> None:
         # Past a bound a connection is closed at once rather than left to wait: waiting
@@ -186,6 +191,36 @@ class _MetricsServer(ThreadingWSGIServer):
         # dropped without a traceback on stderr.
         if not isinstance(sys.exc_info()[1], OSError):
             super().handle_error(request, client_address)
+
+
+# The share of the process's time answers may take. An answer is rendered in Python,
+# holding the interpreter's lock the gRPC loop needs: a client scraping in a loop (within
+# its connections) cut the process's calls from 811 a second to 100, four such clients
+# to 11. Rendered one at a time, each after a rest nine times as long as the last took
+# (1 s at most, for a page so large that its scrape would wait too long), answers take a
+# tenth of it however often they are asked for; a 250 KB page renders in 13 ms.
+RENDER_SHARE = 0.1
+MAX_REST_SECONDS = 1.0
+
+
+class _Paced:
+    """A WSGI app whose answers are rendered one at a time, at most RENDER_SHARE of the
+    time; each is written to its connection after, without holding up the others."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self._app = app
+        self._rendering = threading.Lock()
+        self._next_at = 0.0  # time.monotonic() the next render may start at
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        with self._rendering:
+            time.sleep(max(0.0, self._next_at - time.monotonic()))
+            started = time.monotonic()
+            answer = list(self._app(environ, start_response))
+            ended = time.monotonic()
+            rest = (ended - started) * (1 / RENDER_SHARE - 1)
+            self._next_at = ended + min(rest, MAX_REST_SECONDS)
+        return answer
 
 
 class _Handler(WSGIRequestHandler):

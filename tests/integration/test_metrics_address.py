@@ -6,6 +6,7 @@ server does, yet bounds what a connection costs (time, a thread among a few)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import socket
 import threading
@@ -185,3 +186,43 @@ async def test_answers_as_prometheus_client_own_server_does(
     finally:
         reference.shutdown()
         reference.server_close()
+
+
+class _TimedPage(Collector):
+    """A series whose rendering takes RENDER_SECONDS of this thread's time, noting when
+    each render started and ended."""
+
+    RENDER_SECONDS = 0.005
+
+    def __init__(self) -> None:
+        self.renders: list[tuple[float, float]] = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        started = time.monotonic()
+        while time.monotonic() < started + self.RENDER_SECONDS:
+            pass  # rendering, holding the interpreter as a large page does
+        self.renders.append((started, time.monotonic()))
+        yield GaugeMetricFamily("probe_timed_page", "a page slow to render", 1)
+
+
+async def test_scrapes_in_a_loop_take_a_bounded_share_of_the_process(pool: asyncpg.Pool) -> None:
+    """Before, two connections scraping in a loop rendered back to back, taking the
+    interpreter from the gRPC calls of the process: 811 calls a second fell to 100."""
+    timed = _TimedPage()
+    prometheus_client.REGISTRY.register(timed)
+    timed.renders.clear()  # the one registering it took, for the names it yields
+    try:
+        port = metrics.serve("127.0.0.1:0", pool)
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def scrape_in_a_loop() -> None:
+            for _ in range(6):
+                assert "probe_timed_page" in _scrape(url)
+
+        await asyncio.gather(*(asyncio.to_thread(scrape_in_a_loop) for _ in range(2)))
+    finally:
+        prometheus_client.REGISTRY.unregister(timed)
+    renders = sorted(timed.renders)
+    assert len(renders) == 12
+    for (started, ended), (next_started, _) in itertools.pairwise(renders):
+        assert next_started - ended >= (ended - started) * 9  # so a tenth of the time
