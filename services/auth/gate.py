@@ -35,9 +35,14 @@ class ApiKeyGate:
             config.auth_failure_limit, config.auth_failure_window_seconds
         )
 
-    async def admit(self, call: CallInfo, role: Role, project: str | None) -> Caller:
+    async def admit(
+        self, call: CallInfo, role: Role, project: str | None, *, again: bool = False
+    ) -> Caller:
         address = client_address(call.peer)
-        if self._limiter.blocked(address):
+        # A call admitted before presents the key verified then: no guess. Refused for
+        # its address, a stranger's bad keys from it (behind a proxy all clients share
+        # its address) ended every upload and download under way there.
+        if not again and self._limiter.blocked(address):
             metrics.AUTH_REFUSALS.inc()
             _log.warning("authentication refused", address=address, method=call.method)
             raise ResourceExhausted(
@@ -102,7 +107,9 @@ class OpenGate:
     async def close(self) -> None:
         pass
 
-    async def admit(self, call: CallInfo, role: Role, project: str | None) -> Caller:
+    async def admit(
+        self, call: CallInfo, role: Role, project: str | None, *, again: bool = False
+    ) -> Caller:
         caller = Caller(ANONYMOUS, global_admin=True)
         if role in PROJECT_ROLES:
             project = validation.project(project or "")

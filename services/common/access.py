@@ -77,9 +77,12 @@ class CallInfo:
 
 
 class Gate(Protocol):
-    async def admit(self, call: CallInfo, role: Role, project: str | None) -> Caller:
+    async def admit(
+        self, call: CallInfo, role: Role, project: str | None, *, again: bool = False
+    ) -> Caller:
         """Returns the caller, or raises Unauthenticated, PermissionDenied, NotFound
-        (PROJECT_NOT_FOUND, to global admins only) or ResourceExhausted."""
+        (PROJECT_NOT_FOUND, to global admins only) or ResourceExhausted. `again`: the
+        call was admitted before (a stream checked once more)."""
         ...
 
     async def close(self) -> None:

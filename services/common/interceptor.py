@@ -162,7 +162,7 @@ class _Admission:
         """The gate's admission once more, with a database it cannot reach said as the
         domain error it is (DATABASE_UNAVAILABLE), not as asyncpg's."""
         try:
-            await self._gate.admit(call, self._role, project)
+            await self._gate.admit(call, self._role, project, again=True)
         except Exception as error:
             mapped = database.domain_error(error)
             if mapped is None:

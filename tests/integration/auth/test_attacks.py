@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 from typing import Any
 
@@ -403,3 +404,37 @@ async def test_a_compressed_call_is_refused_before_it_is_decoded(world: World) -
             await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "gzip" in (refused.value.details() or "")
+
+
+async def test_an_address_refused_for_failures_keeps_the_uploads_it_has_under_way(
+    config: Config, pool: asyncpg.Pool, unique: str
+) -> None:
+    """An upload is admitted again as it publishes, presenting the key verified as it
+    began: no guess. The address's failure limit applied to it, so a stranger's bad keys
+    from the same address (a proxy all clients share) threw the upload away."""
+    server, port = await serve(with_overrides(config, auth="api_key", auth_failure_limit=3), pool)
+    key, _ = await AuthStore(pool).create_key(f"u-{unique}", "k", None, global_admin=True)
+    body = b"a" * 1000
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            upload = artifacts_service_pb2_grpc.ArtifactServiceStub(channel).Upload(
+                metadata=(("authorization", f"Bearer {key}"),)
+            )
+            header = artifacts_service_pb2.UploadHeader(
+                project="default", path=f"under-way-{unique}.bin", expected_size=len(body)
+            )
+            await upload.write(artifacts_service_pb2.UploadRequest(header=header))
+            await upload.write(artifacts_service_pb2.UploadRequest(chunk=body))
+            async with cairn.AuthClient.insecure_connection("127.0.0.1", port, GUESS) as guesser:
+                for _ in range(3):
+                    with pytest.raises(UnauthenticatedError):
+                        await guesser.get_projects()
+                with pytest.raises(ResourceExhaustedError):  # the address is refused now
+                    await guesser.get_projects()
+            finish = artifacts_service_pb2.UploadFinish(sha256=hashlib.sha256(body).hexdigest())
+            await upload.write(artifacts_service_pb2.UploadRequest(finish=finish))
+            await upload.done_writing()
+            stored = await upload
+    finally:
+        await server.stop(grace=0)
+    assert stored.object.size == len(body)
