@@ -156,11 +156,24 @@ class ExperimentStore:
 
     async def set_lifecycle(self, project: str, experiment_id: int, stage: LifecycleStage) -> None:
         """Soft delete or restore. Runs keep their own stage; a run of a deleted
-        experiment reads as deleted, so restoring the experiment brings its runs back."""
-        async with self._pool.acquire() as conn:
+        experiment reads as deleted, so restoring the experiment brings its runs back.
+
+        The row is locked FOR UPDATE first, which waits for the writes to its runs under
+        way (each holds it FOR KEY SHARE: writes._CHECK_AND_CLAIM); the update alone
+        would not. A delete or restore that changes nothing keeps the time of the last
+        change, which searches order by."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """SELECT 1 FROM tracking.experiments
+                   WHERE project = $1 AND experiment_id = $2 FOR UPDATE""",
+                project,
+                experiment_id,
+            )
             found = await conn.fetchval(
                 f"""UPDATE tracking.experiments
-                    SET lifecycle_stage = $3, last_update_time = now(), {delete_time("$3")}
+                    SET lifecycle_stage = $3, {delete_time("$3")},
+                        last_update_time = CASE WHEN lifecycle_stage = $3
+                            THEN last_update_time ELSE now() END
                     WHERE project = $1 AND experiment_id = $2
                       AND ($3 = {int(LifecycleStage.DELETED)} OR purge_time IS NULL)
                     RETURNING 1""",

@@ -104,8 +104,11 @@ class RunStore:
 
     async def set_lifecycle(self, project: str, run_id: str, stage: LifecycleStage) -> None:
         """Soft delete or restore; a run a garbage collection has begun removing is not
-        restored (it would come back with part of its history)."""
-        async with self._pool.acquire() as conn:
+        restored (it would come back with part of its history), nor one of a deleted
+        experiment (it would read deleted still, and be collected with it)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if stage == LifecycleStage.ACTIVE:
+                await _lock_active_experiment(conn, project, uuid.UUID(run_id))
             found = await conn.fetchval(
                 f"""UPDATE tracking.runs SET lifecycle_stage = $3, {delete_time("$3")}
                     WHERE project = $1 AND run_id = $2
@@ -131,10 +134,33 @@ class RunStore:
             raise run_not_found(run_id)
 
 
+async def _lock_active_experiment(
+    conn: asyncpg.Connection, project: str, run_id: uuid.UUID
+) -> None:
+    """Raises EXPERIMENT_DELETED when the run's experiment is deleted; else holds it so
+    until the transaction ends. A missing run is left to the caller."""
+    stage = await conn.fetchval(
+        """SELECT e.lifecycle_stage
+           FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
+           WHERE r.project = $1 AND r.run_id = $2
+           FOR KEY SHARE OF e""",
+        project,
+        run_id,
+    )
+    if stage is not None and stage != LifecycleStage.ACTIVE:
+        raise FailedPrecondition(
+            "EXPERIMENT_DELETED",
+            f"the experiment of run {run_id.hex} is deleted; restore the experiment, "
+            "which brings back its runs",
+            metadata={"run_id": run_id.hex},
+        )
+
+
 async def lock_writable(
     conn: asyncpg.Connection, project: str, run_id: uuid.UUID, *, updating: bool = False
 ) -> None:
-    """Checks the run exists and may be written; holds it against a concurrent delete.
+    """Checks the run exists and may be written; holds it, and its experiment, against
+    a concurrent delete (as the write statements do: writes._CHECK_AND_CLAIM).
 
     A caller that goes on to update the run's own row says so (updating): it takes the
     row's update lock at once, since two holders of a share lock that both upgrade it
@@ -143,7 +169,7 @@ async def lock_writable(
         f"""SELECT r.lifecycle_stage AS run_stage, e.lifecycle_stage AS experiment_stage
             FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
             WHERE r.project = $1 AND r.run_id = $2
-            FOR {"NO KEY UPDATE" if updating else "SHARE"} OF r""",
+            FOR {"NO KEY UPDATE" if updating else "SHARE"} OF r FOR KEY SHARE OF e""",
         project,
         run_id,
     )

@@ -348,13 +348,17 @@ _NEW_KEY_BYTES = f"""SELECT sum(octet_length(key) + {sizes.ENTRY_BYTES}) AS byte
 # claimed before, nothing is written and "applies" is false; the caller raises from the
 # stages returned. The run's row is locked FOR {lock}: SHARE, or NO KEY UPDATE for a
 # write that goes on to update the row, since two holders of a share lock that both
-# upgrade it deadlock.
+# upgrade it deadlock. The experiment's row is locked FOR KEY SHARE, as a run's creation
+# locks it through its foreign key: a delete of the experiment waits for the writes under
+# way (ExperimentStore.set_lifecycle), and a write that waited for a delete reads the
+# experiment anew; a write waiting for its run read the experiment as it was when it
+# began, and was stored after the delete was answered.
 _CHECK_AND_CLAIM = f"""
 WITH run AS (
     SELECT r.lifecycle_stage AS run_stage, e.lifecycle_stage AS experiment_stage
     FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
     WHERE r.project = $1 AND r.run_id = $2
-    FOR {{lock}} OF r
+    FOR {{lock}} OF r FOR KEY SHARE OF e
 ), writable AS (
     SELECT 1 FROM run WHERE run_stage = 1 AND experiment_stage = 1
 ), claim AS (

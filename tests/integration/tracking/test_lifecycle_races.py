@@ -1,0 +1,121 @@
+"""An experiment deleted while its runs are written: each write is ordered before the
+delete (the delete waits for it) or refused after it (EXPERIMENT_DELETED), never
+stored after the delete was answered. A run of a deleted experiment cannot be restored
+on its own, and a delete or restore that changes nothing keeps the experiment's time."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import pytest
+
+import cairn
+from cairn.exceptions import FailedPreconditionError
+from cairn.types import Metric, Param
+from tests.conftest import another_transaction, eventually, holds_up_another
+
+WRITES: dict[str, Callable[[cairn.TrackingClient, str], Awaitable[object]]] = {
+    "log_metric": lambda t, run: t.log_metric(run, "m", 5.0, step=7),
+    "log_batch": lambda t, run: t.log_batch(
+        run, metrics=[Metric("m", float(n), 0, n) for n in range(100)], params=[Param("p", "1")]
+    ),
+    "log_param": lambda t, run: t.log_param(run, "late", "yes"),
+    "set_terminated": lambda t, run: t.set_terminated(run, "KILLED"),
+}
+
+
+@pytest.mark.parametrize("write", WRITES)
+async def test_a_write_held_up_as_its_experiment_is_deleted_is_refused(
+    tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str, write: str
+) -> None:
+    """A write waiting for its run's row (held as an UpdateRun holds it) went on with the
+    experiment as it read it before: stored, after the delete was answered."""
+    experiment = await tracking.create_experiment(f"held-{write}-{unique}")
+    run = (await tracking.create_run(experiment)).info.run_id
+    async with another_transaction(pool) as conn:
+        await conn.execute(
+            "SELECT 1 FROM tracking.runs WHERE run_id = $1 FOR NO KEY UPDATE", uuid.UUID(run)
+        )
+        held = asyncio.ensure_future(WRITES[write](tracking, run))
+        await eventually(lambda: holds_up_another(conn), what="the write waits")
+        await tracking.delete_experiment(experiment)
+    with pytest.raises(FailedPreconditionError) as refused:
+        await held
+    assert refused.value.reason == "EXPERIMENT_DELETED"
+    stored = await tracking.get_run(run)
+    assert stored.data.metrics == stored.data.params == {}
+    assert stored.info.status == "RUNNING"
+
+
+async def _held_up_in_turn(conn: asyncpg.Connection) -> bool:
+    """Whether a session waits for one that waits for conn's."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    return bool(
+        await conn.fetchval(
+            """SELECT count(*) FROM pg_stat_activity waiting, pg_stat_activity held
+               WHERE held.pid = ANY(pg_blocking_pids(waiting.pid))
+                 AND pg_backend_pid() = ANY(pg_blocking_pids(held.pid))"""
+        )
+    )
+
+
+async def test_a_delete_waits_for_the_writes_under_way_in_its_experiment(
+    tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    """A param write past its check, waiting for another insert of its key, was stored
+    after the delete had been answered."""
+    experiment = await tracking.create_experiment(f"under-way-{unique}")
+    run = (await tracking.create_run(experiment)).info.run_id
+    async with another_transaction(pool) as conn:
+        await conn.execute(
+            "INSERT INTO tracking.params (run_id, key, value) VALUES ($1, 'late', 'other')",
+            uuid.UUID(run),
+        )
+        write = asyncio.ensure_future(tracking.log_param(run, "late", "yes"))
+        await eventually(lambda: holds_up_another(conn), what="the write waits")
+        delete = asyncio.ensure_future(tracking.delete_experiment(experiment))
+
+        async def delete_waits_or_ended() -> bool:
+            return delete.done() or await _held_up_in_turn(conn)
+
+        await eventually(delete_waits_or_ended, what="the delete waits or ends")
+        assert not delete.done(), "the delete was answered while a write was under way"
+    await write
+    await delete
+    assert (await tracking.get_run(run)).data.params == {"late": "yes"}
+
+
+async def test_a_run_of_a_deleted_experiment_is_not_restored_alone(
+    tracking: cairn.TrackingClient, unique: str
+) -> None:
+    """It was answered OK, yet read deleted still, and a garbage collection removed it."""
+    experiment = await tracking.create_experiment(f"restore-alone-{unique}")
+    run = (await tracking.create_run(experiment)).info.run_id
+    await tracking.delete_experiment(experiment)
+    with pytest.raises(FailedPreconditionError) as refused:
+        await tracking.restore_run(run)
+    assert refused.value.reason == "EXPERIMENT_DELETED"
+    await tracking.restore_experiment(experiment)
+    await tracking.delete_run(run)
+    await tracking.restore_run(run)
+    assert (await tracking.get_run(run)).info.lifecycle_stage == "active"
+
+
+async def test_a_delete_or_restore_that_changes_nothing_keeps_the_experiments_time(
+    tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    experiment = await tracking.create_experiment(f"no-change-{unique}")
+    await pool.execute(
+        """UPDATE tracking.experiments SET last_update_time = '2026-01-01T00:00:00Z'
+           WHERE experiment_id = $1""",
+        int(experiment),
+    )
+    await tracking.restore_experiment(experiment)
+    kept = (await tracking.get_experiment(experiment)).last_update_time
+    await tracking.delete_experiment(experiment)
+    deleted = (await tracking.get_experiment(experiment)).last_update_time
+    await tracking.delete_experiment(experiment)
+    assert (await tracking.get_experiment(experiment)).last_update_time == deleted != kept
