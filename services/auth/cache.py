@@ -5,13 +5,17 @@ most `max_age` seconds, and only while this process listens on the channel that 
 trigger on every auth table notifies when a change commits (migration 0002), from
 whichever server, command or hand-typed SQL made it. A server that makes a change
 forgets at once, before it answers; others forget when the notification arrives,
-milliseconds later. Expiry is compared on every call, so it is exact either way.
+milliseconds later. Expiry is compared on every call, so it is exact either way. A
+listener in use is asked every CONFIRM_SECONDS whether it still hears: a connection
+gone silent (a NAT or firewall dropping an idle flow without a reset) is never told it
+closed, and its server went on caching with no change reaching it, until it restarted.
 Everything is forgotten at once, not the changed key alone: the keys a revocation
 reaches through their parents (store.revoke_key) are forgotten with no list of them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -25,6 +29,8 @@ from .store import KeyCheck
 CHANNEL = "cairn_auth_changed"
 RETRY_SECONDS = 5.0
 LISTEN_TIMEOUT_SECONDS = 0.5
+CONFIRM_SECONDS = 1.0
+CONFIRM_TIMEOUT_SECONDS = 2.0  # a query on the listener's connection gets no answer
 _log = logs.get("cairn.auth")
 
 
@@ -44,6 +50,8 @@ class KeyCache:
         # Bumped by every change: a check read before a change is not stored after it.
         self.generation = 0
         self._listener: asyncpg.Connection | None = None
+        self._confirmed_at = 0.0  # when the listener last answered
+        self._confirming: asyncio.Task[None] | None = None
         self._next_attempt = 0.0
         self._users = 0  # gates using the cache; the last one to close stops listening
 
@@ -78,6 +86,7 @@ class KeyCache:
         """Starts listening if not yet (or again, some seconds after losing it)."""
         if self._listener is not None:
             if self.listening:
+                self._confirm_when_due(self._listener)
                 return
             self._lost(self._listener)  # closed, and not told (yet)
         if self._clock() < self._next_attempt:
@@ -99,6 +108,23 @@ class KeyCache:
         connection.add_termination_listener(self._lost)
         self.forget()
         self._listener = connection
+        self._confirmed_at = self._clock()
+
+    def _confirm_when_due(self, listener: asyncpg.Connection) -> None:
+        if self._confirming is None and self._clock() - self._confirmed_at >= CONFIRM_SECONDS:
+            self._confirming = asyncio.create_task(self._confirm(listener))
+
+    async def _confirm(self, listener: asyncpg.Connection) -> None:
+        """Takes the listener for lost unless its connection answers a query in time;
+        notifications come on the same stream, before the answer."""
+        try:
+            async with asyncio.timeout(CONFIRM_TIMEOUT_SECONDS):
+                await listener.fetchval("SELECT 1")
+            self._confirmed_at = self._clock()
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self._lost(listener)
+        finally:
+            self._confirming = None
 
     def attach(self) -> None:
         self._users += 1
@@ -116,6 +142,8 @@ class KeyCache:
             return
         listener, self._listener = self._listener, None
         self._next_attempt = 0.0
+        if self._confirming is not None:
+            self._confirming.cancel()
         self.forget()
         if listener is not None:
             _give_back(listener)  # _lost, told, ignores it: no loss to report

@@ -17,6 +17,7 @@ from cairn_server.common import database
 from cairn_server.common.config import Config
 from tests.conftest import eventually, with_overrides
 from tests.integration.auth.conftest import World, serve
+from tests.proxy import PostgresProxy
 
 
 def _prefix(key: str) -> str:
@@ -225,3 +226,37 @@ async def test_a_listener_dropped_with_the_pools_connections_is_lost_and_comes_b
     finally:
         await cache.close()
         await database.close_pool(own_pool)
+
+
+async def test_a_listener_whose_connection_goes_silent_is_lost_and_reported(
+    config: Config,
+) -> None:
+    """A connection a NAT or firewall stops forwarding without a reset is never closed:
+    the cache listened on it for good, and no change made elsewhere reached it."""
+    proxy = PostgresProxy(config.database_url)
+    own_pool = await database.create_pool(await proxy.start(), config)
+    cache = KeyCache(own_pool)
+
+    async def listening() -> bool:
+        await cache.listen()
+        return cache.listening
+
+    async def confirmed_since(moment: float) -> bool:
+        return await listening() and cache._confirmed_at > moment
+
+    async def lost() -> bool:
+        return not await listening()
+
+    try:
+        await eventually(listening, what="the key cache listens")
+        listened_at = cache._confirmed_at
+        await eventually(lambda: confirmed_since(listened_at), what="a healthy one confirmed")
+        with capture_logs() as logged:
+            proxy.partition()
+            await eventually(lost, what="the silent listener taken for lost")
+        assert any("lost the auth change listener" in e["event"] for e in logged)
+    finally:
+        await cache.close()
+        proxy.heal()
+        own_pool.terminate()
+        await proxy.close()
