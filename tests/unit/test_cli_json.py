@@ -2,7 +2,7 @@
 
 import pytest
 
-from cairn.cli._output import iso_time, plain
+from cairn.cli._output import _cell, iso_time, plain
 from cairn.types import RegisteredModel, Run, RunData, RunInfo, RunStatus
 from cairn.types._registry import PropertyValue
 
@@ -55,3 +55,10 @@ def test_times_are_the_types_own_fields_not_keys_of_a_callers_map() -> None:
 def test_a_time_is_shown_to_the_millisecond_it_was_kept(millis: int, shown: str | int) -> None:
     """Divided as a float, a time before 1970 or far ahead came out 1 ms early."""
     assert iso_time(millis) == shown
+
+
+def test_a_cell_of_several_entries_quotes_what_would_split_them() -> None:
+    """A param "cnn, lr=0.1" showed as two params, model=cnn and lr=0.1."""
+    params = {"model": "cnn, lr=0.1", 'say "hi"': "plain", "lr": 0.1}
+    assert _cell(params) == 'model="cnn, lr=0.1", "say \\"hi\\""=plain, lr=0.1'
+    assert _cell(["a=b", "c"]) == '"a=b", c'

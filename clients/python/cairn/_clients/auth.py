@@ -88,6 +88,18 @@ class AuthClient(BaseClient):
             proto(api.GetProjectsRequest, user_id=user_id), timeout, metadata
         )
 
+    def list_projects(self, user_id: str = "") -> Pager[Project]:
+        """get_projects (or, with user_id, get_user_projects) as a Pager, a page at a
+        time: `async for project in client.auth.list_projects()`."""
+        return Pager(functools.partial(self._projects_page, user_id))
+
+    async def _projects_page(self, user_id: str, options: ListOptions) -> PagedList[Project]:
+        request = proto(
+            api.GetProjectsRequest, user_id=user_id, page_token=options.next_page_token or ""
+        )
+        reply = await self._transport.unary(self._stub.GetProjects, request)
+        return PagedList([project_from_proto(p) for p in reply.projects], reply.next_page_token)
+
     async def _every_project(
         self, request: api.GetProjectsRequest, timeout: float | None, metadata: Metadata | None
     ) -> list[Project]:
@@ -347,6 +359,22 @@ class AuthClient(BaseClient):
             timeout=timeout,
             metadata=metadata,
         )
+
+    def list_project_members(self, project_id: str) -> Pager[ProjectMember]:
+        """get_project_members as a Pager, a page of up to 1,000 at a time."""
+        return Pager(functools.partial(self._members_page, project_id))
+
+    async def _members_page(
+        self, project_id: str, options: ListOptions
+    ) -> PagedList[ProjectMember]:
+        request = proto(
+            api.GetProjectMembersRequest,
+            project=project_id,
+            page_size=_MEMBERS_PAGE_SIZE,
+            page_token=options.next_page_token or "",
+        )
+        reply = await self._transport.unary(self._stub.GetProjectMembers, request)
+        return PagedList([member_from_proto(m) for m in reply.members], reply.next_page_token)
 
 
 def _prefix_of(api_key: str) -> str:

@@ -12,6 +12,7 @@ from urllib.parse import unquote
 import click
 
 from .._client import Client
+from .._tables import on_one_line
 from ..exceptions import CairnError, UnavailableError, UnimplementedError
 from ..profiles import ProfileError
 from ..types import Pager
@@ -50,7 +51,7 @@ def call(work: Callable[[Client], Awaitable[T]]) -> T:
     except ProfileError as error:
         raise ProfileMistake(str(error)) from None
     except (ValueError, OSError) as error:  # OSError: a profile file unread
-        raise click.ClickException(str(error)) from None
+        raise click.ClickException(on_one_line(str(error))) from None
 
     async def session() -> T:
         async with connection.client() as client:
@@ -65,7 +66,8 @@ def call(work: Callable[[Client], Awaitable[T]]) -> T:
     except CairnError as error:
         raise click.ClickException(_said(error, connection)) from None
     except (ProfileError, ValueError, OSError) as error:
-        raise click.ClickException(str(error)) from None
+        # One line, and nothing a terminal acts on: a path given may hold either.
+        raise click.ClickException(on_one_line(str(error))) from None
 
 
 def _said(error: CairnError, connection: Connection) -> str:

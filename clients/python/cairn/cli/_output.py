@@ -21,7 +21,7 @@ import math
 import sys
 import textwrap
 from collections.abc import AsyncIterable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -227,7 +227,12 @@ class OutputError(click.ClickException):
 
 class _Stdout(io.TextIOWrapper):
     """stdout, whose failures to write are an OutputError. A reader gone (EPIPE, `|
-    head`) stays a BrokenPipeError, which click ends quietly."""
+    head`) stays a BrokenPipeError, which click ends quietly.
+
+    Text goes to the byte buffer at once, written until all of it is taken: a reader
+    that left while a large write waited got part of it, the kernel said how much, and
+    the text layer dropped the rest without a word (`runs describe | head -c 100` of a
+    run with many params ended with status 0 and its output cut)."""
 
     dropped = False
 
@@ -235,7 +240,12 @@ class _Stdout(io.TextIOWrapper):
         if self.dropped:
             return len(text)
         try:
-            return super().write(text)
+            data, written = text.encode(self.encoding, self.errors or "strict"), 0
+            while written < len(data):
+                written += cast(int, self.buffer.write(data[written:]))
+            if self.line_buffering and "\n" in text:
+                self.buffer.flush()
+            return len(text)
         except BrokenPipeError:
             raise
         except OSError as error:
@@ -315,10 +325,17 @@ def _strict(value: Any) -> Any:
 
 def _cell(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+        return ", ".join(f"{_entry(k)}={_entry(_cell(v))}" for k, v in value.items())
     if isinstance(value, list):
-        return ", ".join(str(_cell(v)) for v in value)
+        return ", ".join(_entry(_cell(v)) for v in value)
     return value
+
+
+def _entry(value: Any) -> str:
+    """One of the entries a cell lists, quoted as JSON writes a string when it holds
+    what sets entries apart: a param "cnn, lr=0.1" showed as two params."""
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ',="') else text
 
 
 def _table_file() -> Any:

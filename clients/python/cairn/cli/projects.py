@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from ..types import ProjectRole
-from ._calls import call
+from ._calls import call, pages
 from ._connection import connection_options
-from ._output import echo, emit_list, emit_object, output_option, plain
+from ._output import echo, emit_object, emit_pages, output_option, plain
 
 COLUMNS = [
     ("name", "Project"),
@@ -30,12 +30,15 @@ def group() -> None:
 @connection_options
 def list_projects(user_id: str | None, output: str) -> None:
     """List your projects (every project for a global admin)."""
-    projects = call(
-        lambda client: (
-            client.auth.get_user_projects(user_id) if user_id else client.auth.get_projects()
+    call(
+        lambda client: emit_pages(
+            output,
+            pages(client.auth.list_projects(user_id or ""), None),
+            plain,
+            COLUMNS,
+            "Projects",
         )
     )
-    emit_list(output, [plain(p) for p in projects], COLUMNS, "Projects")
 
 
 @group.command("create")
@@ -90,8 +93,15 @@ def update_project(name: str, description: str) -> None:
 @connection_options
 def members(name: str, output: str) -> None:
     """List a project's members and their roles."""
-    found = call(lambda client: client.auth.get_project_members(name))
-    emit_list(output, [plain(m) for m in found], MEMBER_COLUMNS, f"Members of {name}")
+    call(
+        lambda client: emit_pages(
+            output,
+            pages(client.auth.list_project_members(name), None),
+            plain,
+            MEMBER_COLUMNS,
+            f"Members of {name}",
+        )
+    )
 
 
 @group.command("add-member")
