@@ -39,9 +39,11 @@ class ApiKeyGate:
         self, call: CallInfo, role: Role, project: str | None, *, again: bool = False
     ) -> Caller:
         address = client_address(call.peer)
-        # A call admitted before presents the key verified then: no guess. Refused for
-        # its address, a stranger's bad keys from it (behind a proxy all clients share
-        # its address) ended every upload and download under way there.
+        # A call admitted before presents the key verified then: no guess, neither
+        # refused for its address nor counted against it when the key is gone since.
+        # Refused, a stranger's bad keys from the address (behind a proxy all clients
+        # share it) ended every upload and download under way there; counted, a key
+        # revoked under 20 downloads refused the address to everyone behind it.
         if not again and self._limiter.blocked(address):
             metrics.AUTH_REFUSALS.inc()
             _log.warning("authentication refused", address=address, method=call.method)
@@ -58,7 +60,7 @@ class ApiKeyGate:
         try:
             verified = _verify(key, check)
         except Unauthenticated as failure:
-            self._fail(address, call.method, prefix, failure.reason)
+            self._fail(address, call.method, prefix, failure.reason, guess=not again)
             raise
         if bad_project is not None:
             raise bad_project
@@ -80,11 +82,13 @@ class ApiKeyGate:
                 self._cache.put(prefix, project, check, generation)
         return check
 
-    def _fail(self, address: str, method: str, prefix: str | None, reason: str) -> None:
+    def _fail(
+        self, address: str, method: str, prefix: str | None, reason: str, *, guess: bool
+    ) -> None:
         """Counts and logs a presented key that failed (a missing key is no guess and
-        never gets here)."""
+        never gets here); one that may be a guess counts against its address."""
         metrics.AUTH_FAILURES.labels(reason).inc()
-        failures = self._limiter.record_failure(address)
+        failures = self._limiter.record_failure(address) if guess else None
         # The prefix only: the rest of what was presented may be a real secret.
         _log.warning(
             "authentication failed",

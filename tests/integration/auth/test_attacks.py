@@ -406,6 +406,28 @@ async def test_a_compressed_call_is_refused_before_it_is_decoded(world: World) -
     assert "gzip" in (refused.value.details() or "")
 
 
+async def _upload_until_finish(
+    port: int, key: str, path: str
+) -> tuple[grpc.aio.StreamStreamCall, bytes]:
+    """An upload sent all but its finish, admitted as it began."""
+    body = b"a" * 1000
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    upload = artifacts_service_pb2_grpc.ArtifactServiceStub(channel).Upload(
+        metadata=(("authorization", f"Bearer {key}"),)
+    )
+    header = artifacts_service_pb2.UploadHeader(project="default", path=path, expected_size=1000)
+    await upload.write(artifacts_service_pb2.UploadRequest(header=header))
+    await upload.write(artifacts_service_pb2.UploadRequest(chunk=body))
+    return upload, body
+
+
+async def _finish(upload: grpc.aio.StreamStreamCall, body: bytes) -> Any:
+    finish = artifacts_service_pb2.UploadFinish(sha256=hashlib.sha256(body).hexdigest())
+    await upload.write(artifacts_service_pb2.UploadRequest(finish=finish))
+    await upload.done_writing()
+    return await upload
+
+
 async def test_an_address_refused_for_failures_keeps_the_uploads_it_has_under_way(
     config: Config, pool: asyncpg.Pool, unique: str
 ) -> None:
@@ -414,27 +436,37 @@ async def test_an_address_refused_for_failures_keeps_the_uploads_it_has_under_wa
     from the same address (a proxy all clients share) threw the upload away."""
     server, port = await serve(with_overrides(config, auth="api_key", auth_failure_limit=3), pool)
     key, _ = await AuthStore(pool).create_key(f"u-{unique}", "k", None, global_admin=True)
-    body = b"a" * 1000
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            upload = artifacts_service_pb2_grpc.ArtifactServiceStub(channel).Upload(
-                metadata=(("authorization", f"Bearer {key}"),)
-            )
-            header = artifacts_service_pb2.UploadHeader(
-                project="default", path=f"under-way-{unique}.bin", expected_size=len(body)
-            )
-            await upload.write(artifacts_service_pb2.UploadRequest(header=header))
-            await upload.write(artifacts_service_pb2.UploadRequest(chunk=body))
-            async with cairn.AuthClient.insecure_connection("127.0.0.1", port, GUESS) as guesser:
-                for _ in range(3):
-                    with pytest.raises(UnauthenticatedError):
-                        await guesser.get_projects()
-                with pytest.raises(ResourceExhaustedError):  # the address is refused now
+        upload, body = await _upload_until_finish(port, key, f"under-way-{unique}.bin")
+        async with cairn.AuthClient.insecure_connection("127.0.0.1", port, GUESS) as guesser:
+            for _ in range(3):
+                with pytest.raises(UnauthenticatedError):
                     await guesser.get_projects()
-            finish = artifacts_service_pb2.UploadFinish(sha256=hashlib.sha256(body).hexdigest())
-            await upload.write(artifacts_service_pb2.UploadRequest(finish=finish))
-            await upload.done_writing()
-            stored = await upload
+            with pytest.raises(ResourceExhaustedError):  # the address is refused now
+                await guesser.get_projects()
+        stored = await _finish(upload, body)
     finally:
         await server.stop(grace=0)
     assert stored.object.size == len(body)
+
+
+async def test_streams_whose_key_is_revoked_meanwhile_do_not_count_as_guesses(
+    config: Config, pool: asyncpg.Pool, unique: str
+) -> None:
+    """Each was refused as it published, and counted as a failed guess of its address:
+    a key revoked under a few uploads refused the address to everyone behind it."""
+    server, port = await serve(with_overrides(config, auth="api_key", auth_failure_limit=3), pool)
+    store = AuthStore(pool)
+    key, info = await store.create_key(f"u-{unique}", "k", None, global_admin=True)
+    other, _ = await store.create_key(f"o-{unique}", "k", None, global_admin=True)
+    try:
+        uploads = [await _upload_until_finish(port, key, f"revoked-{n}-{unique}") for n in range(4)]
+        async with cairn.AuthClient.insecure_connection("127.0.0.1", port, other) as admin:
+            await admin.delete_user_api_key(f"u-{unique}", info.prefix)
+            for upload, body in uploads:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await _finish(upload, body)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert await admin.get_projects() is not None  # the address is not refused
+    finally:
+        await server.stop(grace=0)
