@@ -247,6 +247,19 @@ async def holds_up_another(conn: asyncpg.Connection) -> bool:
     )
 
 
+async def held_up_in_turn(conn: asyncpg.Connection) -> bool:
+    """Whether a session waits for one that waits for conn's (holds_up_another, a step
+    further along)."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    return bool(
+        await conn.fetchval(
+            """SELECT count(*) FROM pg_stat_activity waiting, pg_stat_activity held
+               WHERE held.pid = ANY(pg_blocking_pids(waiting.pid))
+                 AND pg_backend_pid() = ANY(pg_blocking_pids(held.pid))"""
+        )
+    )
+
+
 def with_overrides(config: Config, **changes: object) -> Config:
     return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
 

@@ -150,8 +150,8 @@ async def _lock_active_experiment(
     if stage is not None and stage != LifecycleStage.ACTIVE:
         raise FailedPrecondition(
             "EXPERIMENT_DELETED",
-            f"the experiment of run {run_id.hex} is deleted; restore the experiment, "
-            "which brings back its runs",
+            f"the experiment of run {run_id.hex} is deleted; restore the experiment "
+            "first (which brings back its runs not deleted on their own), then this run",
             metadata={"run_id": run_id.hex},
         )
 
