@@ -11,6 +11,7 @@ import re
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
@@ -190,34 +191,51 @@ async def test_answers_as_prometheus_client_own_server_does(
 
 class _TimedPage(Collector):
     """A series whose rendering takes RENDER_SECONDS of this thread's time, noting when
-    each render started and ended."""
+    each render started and ended; failing, the render then raises."""
 
     RENDER_SECONDS = 0.005
 
-    def __init__(self) -> None:
+    def __init__(self, failing: bool) -> None:
         self.renders: list[tuple[float, float]] = []
+        self._failing = failing
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:  # registered without a render
+        yield GaugeMetricFamily("probe_timed_page", "a page slow to render")
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         started = time.monotonic()
         while time.monotonic() < started + self.RENDER_SECONDS:
             pass  # rendering, holding the interpreter as a large page does
         self.renders.append((started, time.monotonic()))
+        if self._failing:
+            raise RuntimeError("a collector failed")
         yield GaugeMetricFamily("probe_timed_page", "a page slow to render", 1)
 
 
-async def test_scrapes_in_a_loop_take_a_bounded_share_of_the_process(pool: asyncpg.Pool) -> None:
+def _scrape_answer(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
+@pytest.mark.parametrize("failing", [False, True])
+async def test_scrapes_in_a_loop_take_a_bounded_share_of_the_process(
+    pool: asyncpg.Pool, failing: bool
+) -> None:
     """Before, two connections scraping in a loop rendered back to back, taking the
-    interpreter from the gRPC calls of the process: 811 calls a second fell to 100."""
-    timed = _TimedPage()
+    interpreter from the gRPC calls of the process: 811 calls a second fell to 100.
+    A render that fails (500) rests as long."""
+    timed = _TimedPage(failing)
     prometheus_client.REGISTRY.register(timed)
-    timed.renders.clear()  # the one registering it took, for the names it yields
     try:
         port = metrics.serve("127.0.0.1:0", pool)
         url = f"http://127.0.0.1:{port}/metrics"
 
         def scrape_in_a_loop() -> None:
             for _ in range(6):
-                assert "probe_timed_page" in _scrape(url)
+                assert _scrape_answer(url) == (500 if failing else 200)
 
         await asyncio.gather(*(asyncio.to_thread(scrape_in_a_loop) for _ in range(2)))
     finally:
