@@ -364,9 +364,13 @@ async def take_turns_renaming(conn: asyncpg.Connection, project: str) -> None:
 
 
 async def _lock_active(conn: asyncpg.Connection, project: str, experiment_id: int) -> None:
+    """Raises unless the experiment is active; holds it so. NO KEY UPDATE, which the
+    key-share lock of each write to its runs does not hold up (FOR UPDATE made every tag
+    set wait for the writes under way, and the writes begun after wait for it); a
+    rename's update of the name, a key, waits for them all the same."""
     stage = await conn.fetchval(
         """SELECT lifecycle_stage FROM tracking.experiments
-           WHERE project = $1 AND experiment_id = $2 FOR UPDATE""",
+           WHERE project = $1 AND experiment_id = $2 FOR NO KEY UPDATE""",
         project,
         experiment_id,
     )

@@ -76,6 +76,32 @@ async def test_a_delete_waits_for_the_writes_under_way_in_its_experiment(
     assert (await tracking.get_run(run)).data.params == {"late": "yes"}
 
 
+async def test_an_experiments_tags_are_set_while_writes_to_its_runs_are_under_way(
+    tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    """A tag set locked the experiment as a delete does, so it waited for the writes
+    under way, and the writes begun after it waited for it."""
+    experiment = await tracking.create_experiment(f"tagged-{unique}")
+    run = (await tracking.create_run(experiment)).info.run_id
+    async with another_transaction(pool) as conn:
+        await conn.execute(
+            "INSERT INTO tracking.params (run_id, key, value) VALUES ($1, 'late', 'other')",
+            uuid.UUID(run),
+        )
+        write = asyncio.ensure_future(tracking.log_param(run, "late", "yes"))
+        await eventually(lambda: holds_up_another(conn), what="the write waits")
+        tagging = asyncio.ensure_future(tracking.set_experiment_tag(experiment, "k", "v"))
+
+        async def tagged_or_waiting() -> bool:
+            return tagging.done() or await held_up_in_turn(conn)
+
+        await eventually(tagged_or_waiting, what="the tag set ends or waits")
+        assert tagging.done(), "the tag set waited for a write to a run"
+        await tagging
+    await write
+    assert (await tracking.get_experiment(experiment)).tags == {"k": "v"}
+
+
 async def test_a_run_of_a_deleted_experiment_is_not_restored_alone(
     tracking: cairn.TrackingClient, unique: str
 ) -> None:
