@@ -28,13 +28,14 @@ def _waiting_in_pipe(fd: int) -> int:
     return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
 
 
+@pytest.mark.parametrize("unbuffered", ["1", ""])
 @pytest.mark.parametrize("output", ["table", "json"])
 async def test_a_reader_gone_during_one_large_answer_fails_the_command(
-    server_port: int, unique: str, tmp_path: Path, output: str
+    server_port: int, unique: str, tmp_path: Path, output: str, unbuffered: str
 ) -> None:
     """A describe is one write, larger than the pipe. The reader left while it waited:
-    the kernel took part of it, the rest was dropped without a word, and status 0 told
-    a script all was well."""
+    unbuffered (PYTHONUNBUFFERED), the kernel took part of it, the rest was dropped
+    without a word, and status 0 told a script all was well."""
     async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
         run = (await tracking.create_run(await tracking.create_experiment(unique))).info.run_id
         await tracking.log_batch(
@@ -43,7 +44,9 @@ async def test_a_reader_gone_during_one_large_answer_fails_the_command(
     describe = await asyncio.to_thread(
         subprocess.Popen,
         [tool("cairn"), "runs", "describe", run, "-o", output],
-        env=environment(tmp_path, CAIRN_ADDRESS=f"127.0.0.1:{server_port}"),
+        env=environment(
+            tmp_path, CAIRN_ADDRESS=f"127.0.0.1:{server_port}", PYTHONUNBUFFERED=unbuffered
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -92,3 +95,30 @@ def test_a_local_error_naming_a_hostile_path_is_one_line(tmp_path: Path) -> None
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "\u202e" not in done.stderr
     assert "no\\x0asuch\\u202efile" in done.stderr
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig"])
+async def test_a_listing_in_an_encoding_with_a_byte_order_mark_has_one(
+    server_port: int, unique: str, tmp_path: Path, encoding: str
+) -> None:
+    """Its parts are written apart; each began with a mark of its own, which made the
+    JSON unreadable."""
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
+        await tracking.create_experiment(f"marked-{unique}")
+    env = environment(tmp_path, CAIRN_ADDRESS=f"127.0.0.1:{server_port}", PYTHONIOENCODING=encoding)
+    listing = await asyncio.to_thread(
+        subprocess.run,
+        [
+            tool("cairn"),
+            "experiments",
+            "list",
+            "--filter",
+            f"name = 'marked-{unique}'",
+            "-o",
+            "json",
+        ],
+        env=env,
+        capture_output=True,
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert [e["name"] for e in json.loads(listing.stdout.decode(encoding))] == [f"marked-{unique}"]

@@ -21,7 +21,7 @@ import math
 import sys
 import textwrap
 from collections.abc import AsyncIterable, Callable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import click
 
@@ -227,12 +227,7 @@ class OutputError(click.ClickException):
 
 class _Stdout(io.TextIOWrapper):
     """stdout, whose failures to write are an OutputError. A reader gone (EPIPE, `|
-    head`) stays a BrokenPipeError, which click ends quietly.
-
-    Text goes to the byte buffer at once, written until all of it is taken: a reader
-    that left while a large write waited got part of it, the kernel said how much, and
-    the text layer dropped the rest without a word (`runs describe | head -c 100` of a
-    run with many params ended with status 0 and its output cut)."""
+    head`) stays a BrokenPipeError, which click ends quietly."""
 
     dropped = False
 
@@ -240,12 +235,7 @@ class _Stdout(io.TextIOWrapper):
         if self.dropped:
             return len(text)
         try:
-            data, written = text.encode(self.encoding, self.errors or "strict"), 0
-            while written < len(data):
-                written += cast(int, self.buffer.write(data[written:]))
-            if self.line_buffering and "\n" in text:
-                self.buffer.flush()
-            return len(text)
+            return super().write(text)
         except BrokenPipeError:
             raise
         except OSError as error:
@@ -282,8 +272,16 @@ def guard_stdout() -> None:
     if type(stream) is not io.TextIOWrapper:  # not the interpreter's own: left as it is
         return
     encoding = stream.encoding
+    binary = stream.detach()
+    # Unbuffered (python -u, PYTHONUNBUFFERED), it is the file itself, whose write may
+    # take part of what it is given (a reader gone while a large write waited), and the
+    # text layer drops the rest without a word: `runs describe | head -c 100` ended with
+    # status 0 and its output cut. A buffered writer writes all or raises; write_through
+    # still sends each write at once.
+    if isinstance(binary, io.RawIOBase):
+        binary = io.BufferedWriter(binary)
     sys.stdout = _Stdout(
-        stream.detach(),
+        binary,
         encoding=encoding,
         errors=stream.errors if _is_utf8(encoding) else "backslashreplace",
         line_buffering=stream.line_buffering,
