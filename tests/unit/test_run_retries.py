@@ -3,6 +3,8 @@ doubling one, so runs refused together by one restart do not all come back toget
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from cairn._clients import active_run
@@ -47,3 +49,18 @@ async def test_two_runs_refused_together_wait_differently(
     first = await _waits_of_one_outage(monkeypatch)
     second = await _waits_of_one_outage(monkeypatch)
     assert first != second
+
+
+async def test_retry_waits_neither_follow_nor_move_the_random_modules_sequence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two training scripts seeding random alike waited alike, and the numbers a
+    script drew after an outage were not those its seed gives."""
+    random.seed(42)
+    first = await _waits_of_one_outage(monkeypatch)
+    drawn_after = random.random()
+    random.seed(42)
+    second = await _waits_of_one_outage(monkeypatch)
+    assert first != second
+    random.seed(42)
+    assert random.random() == drawn_after

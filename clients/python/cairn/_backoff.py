@@ -12,5 +12,12 @@ def backoff(first: float, longest: float) -> Iterator[float]:
     wait."""
     wait = first
     while True:
-        yield random.uniform(wait / 2, wait)
+        yield _draws.uniform(wait / 2, wait)
         wait = min(wait * 2, longest)
+
+
+# Drawn from the system's randomness, apart from the random module's own sequence:
+# processes that seed it alike (a training script's random.seed(42)) waited alike, and
+# an outage changed the numbers the script drew next. No state, so forked workers too
+# draw apart.
+_draws = random.SystemRandom()

@@ -72,3 +72,15 @@ def test_a_key_a_header_cannot_carry_is_a_usage_error_never_echoed(
     assert variable.returncode == 2, variable.stderr
     assert "CAIRN_API_KEY is not a valid value" in variable.stderr
     assert "\x1b" not in flag.stderr + variable.stderr
+
+
+def test_a_profile_mistake_naming_a_hostile_path_is_one_line(tmp_path: Path) -> None:
+    """Its message named the file as it is: a clear-screen or a line break in the path
+    reached the terminal."""
+    profiles = tmp_path / "prof\x1b[2J\nfile.ini"
+    profiles.write_text("[default]\nbogus = 1\n")
+    profiles.chmod(0o600)
+    done = run_cairn("projects", "list", env=environment(tmp_path, CAIRN_PROFILES=str(profiles)))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "\x1b" not in done.stderr
+    assert "prof\\x1b[2J\\x0afile.ini" in done.stderr and "bogus" in done.stderr

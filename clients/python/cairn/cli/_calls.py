@@ -49,7 +49,7 @@ def call(work: Callable[[Client], Awaitable[T]]) -> T:
     try:
         connection = resolve(click.get_current_context())
     except ProfileError as error:
-        raise ProfileMistake(str(error)) from None
+        raise ProfileMistake(on_one_line(str(error))) from None
     except (ValueError, OSError) as error:  # OSError: a profile file unread
         raise click.ClickException(on_one_line(str(error))) from None
 
