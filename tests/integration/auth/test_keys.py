@@ -69,6 +69,22 @@ async def test_keys_are_listed_a_page_at_a_time_with_or_without_await(world: Wor
     assert await asyncio.to_thread(without_await) == every
 
 
+async def test_projects_are_listed_a_page_at_a_time_with_or_without_await(world: World) -> None:
+    """list_projects is get_projects as a Pager (what `cairn projects list` prints page
+    by page), by `async for` and, through the sync facade, by `for`."""
+    async with world.auth("editor") as auth:
+        every = [p.name for p in await auth.get_projects()]
+        paged = [p.name async for p in auth.list_projects()]
+
+    def without_await() -> list[str]:
+        key = world.keys["editor"]
+        with sync.AuthClient.insecure_connection("127.0.0.1", world.port, key) as auth:
+            return [p.name for p in auth.list_projects()]
+
+    assert paged == every == [world.project]
+    assert await asyncio.to_thread(without_await) == every
+
+
 @pytest.mark.parametrize(
     ("choice", "days"),
     [

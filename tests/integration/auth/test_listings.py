@@ -174,6 +174,12 @@ async def test_a_projects_members_are_listed_whole_a_page_at_a_time(
         listed = await _walk(auth, "GetProjectMembers", request, "members")
         assert [m.user_id for m in listed] == users, size
     assert [m.user_id for m in await auth.get_project_members(project)] == users
+    paged = auth.list_project_members(project).limit(7)
+    assert [m.user_id for m in await paged.next_page()] == users[:7]
+    assert [m.user_id async for m in auth.list_project_members(project)] == users
+    with pytest.raises(InvalidArgumentError) as refused:
+        await auth.list_project_members(project).descending().next_page()
+    assert refused.value.field_violations[0][0] == "order_by"
 
 
 async def test_projects_with_the_longest_descriptions_are_listed_whole_a_page_at_a_time(

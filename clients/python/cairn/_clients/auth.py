@@ -8,6 +8,7 @@ from typing import IO, Any
 from .._api_keys import as_prefix
 from .._argument_error import invalid_argument
 from .._base import BaseClient
+from .._numbers import whole_or_zero
 from .._tables import millis, print_table
 from .._transport import Metadata
 from ..auth.v1 import auth_service_pb2 as api
@@ -95,7 +96,10 @@ class AuthClient(BaseClient):
 
     async def _projects_page(self, user_id: str, options: ListOptions) -> PagedList[Project]:
         request = proto(
-            api.GetProjectsRequest, user_id=user_id, page_token=options.next_page_token or ""
+            api.GetProjectsRequest,
+            user_id=user_id,
+            page_size=_page_size(options, 0),
+            page_token=options.next_page_token or "",
         )
         reply = await self._transport.unary(self._stub.GetProjects, request)
         return PagedList([project_from_proto(p) for p in reply.projects], reply.next_page_token)
@@ -234,7 +238,7 @@ class AuthClient(BaseClient):
         request = proto(
             api.GetApiKeysRequest,
             user_id=user_id,
-            page_size=_KEYS_PAGE_SIZE,
+            page_size=_page_size(options, _KEYS_PAGE_SIZE),
             page_token=options.next_page_token or "",
         )
         reply = await self._transport.unary(self._stub.GetApiKeys, request)
@@ -370,11 +374,19 @@ class AuthClient(BaseClient):
         request = proto(
             api.GetProjectMembersRequest,
             project=project_id,
-            page_size=_MEMBERS_PAGE_SIZE,
+            page_size=_page_size(options, _MEMBERS_PAGE_SIZE),
             page_token=options.next_page_token or "",
         )
         reply = await self._transport.unary(self._stub.GetProjectMembers, request)
         return PagedList([member_from_proto(m) for m in reply.members], reply.next_page_token)
+
+
+def _page_size(options: ListOptions, default: int) -> int:
+    """The page size a Pager's limit asks for (ListOptions.limit), else default (0: the
+    server's). These listings have one order each: another is InvalidArgumentError."""
+    if options.order_by is not None or not options.is_asc:
+        raise invalid_argument("order_by", "this listing has one order (see its docs)")
+    return whole_or_zero(options.limit, "limit", 32) or default
 
 
 def _prefix_of(api_key: str) -> str:
