@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -121,6 +122,19 @@ class BoolOp:
 
 Node = Comparison | NullCheck | BoolOp
 
+
+def _combining_marks() -> str:
+    r"""The combining marks (Unicode category M) as a regex class's body. \w leaves them
+    out, though words of many scripts hold them (हिन्दी) and an é may be written as e
+    and U+0301 (as macOS names files): such a key was refused unless quoted. Past
+    U+1FFFF only the variation selectors U+E0100-E01EF are marks; the scan of the
+    rest takes 17 ms, once."""
+    marks = [chr(code) for code in range(0x20000) if unicodedata.category(chr(code))[0] == "M"]
+    return re.escape("".join(marks)) + "\U000e0100-\U000e01ef"
+
+
+_WORD = rf"[\w{_combining_marks()}\-:/]"
+
 # A key right after an entity's "." is read whole, digits first included (`params.123`,
 # `params.2-stage`), as MLflow reads it: a number never starts right after a word or a
 # "." (".5" alone is one). Each pattern reads a token in one pass. The number is atomic,
@@ -130,16 +144,16 @@ Node = Comparison | NullCheck | BoolOp
 # which that check refuses too. Its digits are ASCII, as MLflow's: \d also reads the
 # digits of other scripts (Arabic-Indic, fullwidth), and int() takes them.
 _TOKEN = re.compile(
-    r"""
+    rf"""
     (?P<ws>\s+)
   | (?P<string>'(?:[^']|'')*')
   | (?P<dquoted>"(?:[^"]|"")*")
   | (?P<backtick>`[^`]*`)
-  | (?P<key>(?<=\.)[\w\-:/]+)
+  | (?P<key>(?<=\.){_WORD}+)
   | (?P<number>(?<![\w.])(?>[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)(?![\w.]))
   | (?P<op><=|>=|!=|<>|=|<|>)
   | (?P<punct>[(),.])
-  | (?P<word>\w[\w\-:/]*)
+  | (?P<word>\w{_WORD}*)
     """,
     re.VERBOSE,
 )

@@ -46,10 +46,24 @@ def test_mlflow_filter_parses_unchanged() -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["über", "ключ", "ñ_loss", "2nd", "学习率", "123", "2-stage", "2:x"]
+    "key",
+    [
+        "über",
+        "ключ",
+        "ñ_loss",
+        "2nd",
+        "学习率",
+        "123",
+        "2-stage",
+        "2:x",
+        "cafe\u0301",  # é as e and its combining accent, as macOS names files
+        "हिन्दी",  # a script whose words need combining vowel signs
+        "x\U000e0100",  # a variation selector, a mark past U+1FFFF
+    ],
 )
 def test_keys_of_any_letters_or_a_first_digit_need_no_quotes(key: str) -> None:
-    """As MLflow reads names (\\w, any script's letters and digits)."""
+    """As MLflow reads names (\\w, any script's letters and digits), with the marks that
+    combine with letters: a key holding one was refused unless quoted."""
     assert parse(f"params.{key} = 'x'", ENTITIES) == Comparison(_ident("param", key, 0), "=", "x")
 
 
