@@ -222,25 +222,52 @@ def _scrape_answer(url: str) -> int:
 
 @pytest.mark.parametrize("failing", [False, True])
 async def test_scrapes_in_a_loop_take_a_bounded_share_of_the_process(
-    pool: asyncpg.Pool, failing: bool
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    failing: bool,
 ) -> None:
     """Before, two connections scraping in a loop rendered back to back, taking the
     interpreter from the gRPC calls of the process: 811 calls a second fell to 100.
-    A render that fails (500) rests as long."""
+    A render that fails (500) rests as long, and writes no traceback on stderr at each
+    request (a bad Accept header made prometheus_client fail so)."""
+    # A connection's slot is given back just after its answer ends: a loop connecting
+    # again at once may find both of its client's still taken.
+    monkeypatch.setattr(metrics, "MAX_CONNECTIONS_PER_CLIENT", 4)
     timed = _TimedPage(failing)
     prometheus_client.REGISTRY.register(timed)
     try:
         port = metrics.serve("127.0.0.1:0", pool)
         url = f"http://127.0.0.1:{port}/metrics"
 
-        def scrape_in_a_loop() -> None:
-            for _ in range(6):
-                assert _scrape_answer(url) == (500 if failing else 200)
+        def scrape_in_a_loop(client: int) -> None:
+            for n in range(6):  # each asking apart: none is answered by another's render
+                assert _scrape_answer(f"{url}?scrape={client}-{n}") == (500 if failing else 200)
 
-        await asyncio.gather(*(asyncio.to_thread(scrape_in_a_loop) for _ in range(2)))
+        await asyncio.gather(*(asyncio.to_thread(scrape_in_a_loop, c) for c in range(2)))
     finally:
         prometheus_client.REGISTRY.unregister(timed)
+    assert "Traceback" not in capfd.readouterr().err
     renders = sorted(timed.renders)
     assert len(renders) == 12
     for (started, ended), (next_started, _) in itertools.pairwise(renders):
         assert next_started - ended >= (ended - started) * 9  # so a tenth of the time
+
+
+async def test_scrapes_queued_behind_a_render_are_answered_by_it(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each paid a render and a rest of its own: a scrape behind six looping connections
+    waited 3-7 s, and Prometheus gives up at 10 s."""
+    monkeypatch.setattr(metrics, "MAX_CONNECTIONS_PER_CLIENT", 8)  # all from 127.0.0.1
+    timed = _TimedPage(failing=False)
+    timed.RENDER_SECONDS = 0.05  # rests of 0.45 s: the scrapes all come within one
+    prometheus_client.REGISTRY.register(timed)
+    try:
+        port = metrics.serve("127.0.0.1:0", pool)
+        url = f"http://127.0.0.1:{port}/metrics"
+        answers = await asyncio.gather(*(asyncio.to_thread(_scrape, url) for _ in range(6)))
+    finally:
+        prometheus_client.REGISTRY.unregister(timed)
+    assert all("probe_timed_page 1.0" in answer for answer in answers)
+    assert len(timed.renders) < len(answers)
