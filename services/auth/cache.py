@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +31,7 @@ CHANNEL = "cairn_auth_changed"
 RETRY_SECONDS = 5.0
 LISTEN_TIMEOUT_SECONDS = 0.5
 CONFIRM_SECONDS = 1.0
-CONFIRM_TIMEOUT_SECONDS = 2.0  # a query on the listener's connection gets no answer
+CONFIRM_TIMEOUT_SECONDS = 5.0  # longer than the event loop of a busy server stalls
 _log = logs.get("cairn.auth")
 
 
@@ -112,7 +113,11 @@ class KeyCache:
 
     def _confirm_when_due(self, listener: asyncpg.Connection) -> None:
         if self._confirming is None and self._clock() - self._confirmed_at >= CONFIRM_SECONDS:
-            self._confirming = asyncio.create_task(self._confirm(listener))
+            # In a context of its own: a loss it finds is no matter of the call that
+            # happened to start it, whose request id its log line carried.
+            self._confirming = asyncio.create_task(
+                self._confirm(listener), context=contextvars.Context()
+            )
 
     async def _confirm(self, listener: asyncpg.Connection) -> None:
         """Takes the listener for lost unless its connection answers a query in time;
@@ -121,7 +126,7 @@ class KeyCache:
             async with asyncio.timeout(CONFIRM_TIMEOUT_SECONDS):
                 await listener.fetchval("SELECT 1")
             self._confirmed_at = self._clock()
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except Exception:  # no answer in time, the connection broken: not listening
             self._lost(listener)
         finally:
             self._confirming = None
