@@ -39,6 +39,7 @@ from .access import CallInfo, Gate, Role, metadata_of, set_caller, set_readmissi
 from .errors import DomainError, ResourceExhausted
 from .idempotency import Idempotency, passing_bytes
 from .page_seals import PageSeals, paged
+from .stopping import Stopping
 
 ERROR_DOMAIN = "cairn"
 REQUEST_ID_HEADER = "x-request-id"
@@ -69,7 +70,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         roles: dict[str, Role],
         seals: PageSeals,
         idempotency: Idempotency | None = None,
-        stopping: asyncio.Event | None = None,
+        stopping: Stopping | None = None,
     ) -> None:
         self._gate = gate
         self._roles = roles
@@ -270,9 +271,7 @@ class _Refusals:
         return each()
 
 
-async def _read_rest(
-    stream: _Refusals, error: BaseException, stopping: asyncio.Event | None
-) -> None:
+async def _read_rest(stream: _Refusals, error: BaseException, stopping: Stopping | None) -> None:
     """Reads what the client of a failed stream still sends before it is answered: an
     answer that overtakes its writes reaches it as a bare INTERNAL, its reason lost (an
     upload the object store refused midway was then retried whole, as if the connection
@@ -303,7 +302,7 @@ def _unary(
     behaviour: Handler,
     method: str,
     admission: _Admission | None,
-    stopping: asyncio.Event | None,
+    stopping: Stopping | None,
     streamed: bool,
 ) -> Handler:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -337,7 +336,7 @@ def _streaming(
     behaviour: Handler,
     method: str,
     admission: _Admission | None,
-    stopping: asyncio.Event | None,
+    stopping: Stopping | None,
     streamed: bool,
 ) -> Handler:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
@@ -390,7 +389,7 @@ class _CallScope:
         self,
         method: str,
         context: grpc.aio.ServicerContext,
-        stopping: asyncio.Event | None = None,
+        stopping: Stopping | None = None,
     ) -> None:
         self.method = method
         self.context = context
@@ -401,8 +400,12 @@ class _CallScope:
         structlog.contextvars.bind_contextvars(request_id=self.request_id)
 
     def finish(self) -> None:
-        code = self.context.code() or grpc.StatusCode.OK
-        self._log(code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK)
+        code = self.context.code()
+        if not isinstance(code, grpc.StatusCode) or code == grpc.StatusCode.OK:
+            # An answer made past the deadline never reached its client, told that.
+            late = _past_deadline(self.context, margin=0.0)
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if late else grpc.StatusCode.OK
+        self._log(code)
 
     async def fail(self, exc: BaseException) -> None:
         """Logs the failure, then aborts the call with the right status (never returns)."""
@@ -431,8 +434,9 @@ class _CallScope:
             await self._abort(_status(grpc.StatusCode.INTERNAL, "INTERNAL", message, details), exc)
         # Cancellation and other BaseExceptions: the caller re-raises them. A call still
         # running when a shutdown's grace ends is cancelled by gRPC, which tells its
-        # client UNAVAILABLE: the line says what the client was told.
-        if self._stopping is not None and self._stopping.is_set():
+        # client UNAVAILABLE: the line says what the client was told. One cancelled
+        # within the grace was cancelled by its client, or its deadline.
+        if self._stopping is not None and self._stopping.has_cut():
             self._log(grpc.StatusCode.UNAVAILABLE, reason="SHUTTING_DOWN")
             return
         self._log(_cancelled_code(self.context))
@@ -476,12 +480,21 @@ class _CallScope:
 
 
 def _cancelled_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
-    """What the client of a call cancelled was told: its deadline passed (no time left
-    of one), or it gave up. Counted apart: slow calls hid among callers that left."""
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
+    """What the client of a call cancelled was told: its deadline passed, or it gave
+    up. Counted apart: slow calls hid among callers that left."""
+    if _past_deadline(context, margin=DEADLINE_MARGIN_SECONDS):
         return grpc.StatusCode.DEADLINE_EXCEEDED
     return grpc.StatusCode.CANCELLED
+
+
+# A client's deadline and the server's copy of it pass within a moment of each other:
+# the cancel of a client whose deadline passed may arrive with a little time left here.
+DEADLINE_MARGIN_SECONDS = 0.05
+
+
+def _past_deadline(context: grpc.aio.ServicerContext, margin: float) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= margin
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import signal
 import ssl
 import stat
 from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import asyncpg
 import grpc
@@ -26,6 +25,7 @@ from .idempotency import Idempotency
 from .interceptor import CallInterceptor
 from .page_seals import PageSeals
 from .service import Resources, ServiceSpec, Unservable
+from .stopping import STOP_MARGIN_SECONDS, Stopping
 from .watch import watch_database
 
 _log = logs.get("cairn.server")
@@ -39,9 +39,6 @@ MAX_PRUNE_INTERVAL_SECONDS = 3600
 # The most a call's headers may hold (gRPC's hard limit; the client's longest key, 8
 # KiB, fits with room for the rest). Past it a call is RESOURCE_EXHAUSTED.
 MAX_HEADER_BYTES = 16 * 1024
-# Shutdown waits for background work this much past the grace period before it leaves
-# it behind (database.close_pool bounds the wait for the pool's connections).
-STOP_MARGIN_SECONDS = 1.0
 _T = TypeVar("_T")
 
 
@@ -198,6 +195,7 @@ class CairnServer:
         clients are told UNAVAILABLE, the log says SHUTTING_DOWN), and stops serving:
         for an operator who does not want to wait for them (stop() must have begun).
         It ends what the stop it cuts short had yet to, so the pool can close at once."""
+        self._stopping.grace_ends = asyncio.get_running_loop().time()
         await self._server.stop(0)
         await asyncio.gather(self._close_gate(), self._end_background(0))
         if self._probe_server is not None:
@@ -210,29 +208,6 @@ class CairnServer:
         if not self._gate_closed:
             self._gate_closed = True
             await asyncio.shield(self._gate.close())
-
-
-class Stopping(asyncio.Event):
-    """A CairnServer's `Resources.stopping`: set when the server stops taking calls;
-    `grace_ends` is then the loop time at which it cuts the calls still running. Work a
-    service ends on its own once it is set (the byte endpoint's transfers), it `holds`:
-    the stop waits for it, within the grace period, before the pool closes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.grace_ends = math.inf
-        self._held: set[asyncio.Task[Any]] = set()
-
-    def holds(self, ending: asyncio.Task[Any]) -> None:
-        self._held.add(ending)
-
-    async def held_ended(self, grace: float) -> None:
-        """Waits for the work held, at most grace (and the stop's margin) seconds."""
-        if not self._held:
-            return
-        _, stuck = await asyncio.wait(self._held, timeout=grace + STOP_MARGIN_SECONDS)
-        if stuck:
-            _log.warning("work left behind at shutdown", tasks=[t.get_name() for t in stuck])
 
 
 class _GenericHandlersOnly:

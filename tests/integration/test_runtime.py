@@ -4,6 +4,7 @@ contract stands in for behaviour that later issues build."""
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import asyncpg
@@ -48,6 +49,10 @@ class _ScriptedTracking(tracking_service_pb2_grpc.TrackingServiceServicer):
         if request.run_id == "slow":
             self.slow_arrived.set()
             await self.release.wait()
+        if request.run_id == "busy":  # past a deadline of 0.1 s without an await
+            busy_until = time.monotonic() + 0.3
+            while time.monotonic() < busy_until:
+                pass
         return tracking_service_pb2.GetRunResponse(
             run=tracking_pb2.Run(info=tracking_pb2.RunInfo(run_id=request.run_id))
         )
@@ -279,6 +284,38 @@ async def test_a_call_past_its_deadline_is_counted_apart_from_one_cancelled(
             await call
         await eventually(lambda: _calls_counted(code) == before + 1, what=f"a call counted {code}")
     assert [entry["code"] for entry in logged if entry.get("event") == "rpc"] == [code]
+
+
+async def test_an_answer_made_past_the_deadline_is_counted_as_its_client_saw_it(
+    scripted,
+) -> None:
+    """Its client was told DEADLINE_EXCEEDED; it was counted OK."""
+    _, _, channel, _ = scripted
+    stub = tracking_service_pb2_grpc.TrackingServiceStub(channel)
+    before = _calls_counted("DEADLINE_EXCEEDED")
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await stub.GetRun(
+            tracking_service_pb2.GetRunRequest(project="default", run_id="busy"), timeout=0.1
+        )
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await eventually(lambda: _calls_counted("DEADLINE_EXCEEDED") == before + 1, what="counted")
+
+
+async def test_a_call_its_client_cancels_during_a_shutdown_is_counted_cancelled(
+    scripted,
+) -> None:
+    """A stopping server counted every call cancelled meanwhile UNAVAILABLE, as if its
+    grace had ended and cut it."""
+    servicer, server, channel, _ = scripted
+    stub = tracking_service_pb2_grpc.TrackingServiceStub(channel)
+    before = _calls_counted("CANCELLED")
+    call = stub.GetRun(tracking_service_pb2.GetRunRequest(project="default", run_id="slow"))
+    await servicer.slow_arrived.wait()
+    stopping = asyncio.create_task(server.stop(grace=30))
+    await eventually(lambda: server._stopping.is_set(), what="the stop begun")
+    call.cancel()
+    await eventually(lambda: _calls_counted("CANCELLED") == before + 1, what="counted")
+    await stopping
 
 
 async def test_calls_of_methods_not_served_are_counted_under_one_name(scripted) -> None:
