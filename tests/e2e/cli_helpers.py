@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import struct
 import subprocess
+import termios
 from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import tool
+
+PIPE_BYTES = 65536  # what a pipe holds on Linux, unless resized
+
+
+def waiting_in_pipe(fd: int) -> int:
+    """The bytes written into the pipe whose read end is fd, not read yet."""
+    return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
 
 
 def environment(home: Path, **variables: str) -> dict[str, str]:

@@ -5,12 +5,9 @@ arrive, project members too."""
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
-import struct
 import subprocess
-import termios
 from pathlib import Path
 
 import pytest
@@ -18,14 +15,8 @@ import pytest
 import cairn
 from cairn.types import ProjectRole
 from tests.conftest import eventually
-from tests.e2e.cli_helpers import environment, run_cairn
+from tests.e2e.cli_helpers import PIPE_BYTES, environment, run_cairn, waiting_in_pipe
 from tests.e2e.conftest import tool
-
-PIPE_BYTES = 65536  # what a pipe holds on Linux, unless resized
-
-
-def _waiting_in_pipe(fd: int) -> int:
-    return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
 
 
 @pytest.mark.parametrize("unbuffered", ["1", ""])
@@ -52,7 +43,7 @@ async def test_a_reader_gone_during_one_large_answer_fails_the_command(
     )
     assert describe.stdout is not None and describe.stderr is not None
     pipe = describe.stdout.fileno()
-    await eventually(lambda: _waiting_in_pipe(pipe) >= PIPE_BYTES, what="the pipe full")
+    await eventually(lambda: waiting_in_pipe(pipe) >= PIPE_BYTES, what="the pipe full")
     os.read(pipe, 100)  # as `head -c 100` does, then leaves
     describe.stdout.close()
     assert await asyncio.to_thread(describe.wait, 60) == 1

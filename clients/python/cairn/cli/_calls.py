@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 from urllib.parse import unquote
 
@@ -58,7 +61,8 @@ def call(work: Callable[[Client], Awaitable[T]]) -> T:
             return await work(client)
 
     try:
-        return asyncio.run(session())
+        with _interrupted_where_it_is():
+            return asyncio.run(session())
     except BrokenPipeError:  # a reader gone (`| head`): click ends quietly
         raise
     except PartlyDone as partly:
@@ -68,6 +72,27 @@ def call(work: Callable[[Client], Awaitable[T]]) -> T:
     except (ProfileError, ValueError, OSError) as error:
         # One line, and nothing a terminal acts on: a path given may hold either.
         raise click.ClickException(on_one_line(str(error))) from None
+
+
+@contextlib.contextmanager
+def _interrupted_where_it_is() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt where the command is, as outside an event loop.
+    asyncio.run's own handler only cancels its task, which a write blocked on a full
+    pipe never lets run (Python retries the interrupted write): a listing printed into
+    a pager that stopped reading took a second Ctrl-C."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield  # a handler only the main thread sets, or one someone else set
+        return
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _said(error: CairnError, connection: Connection) -> str:
