@@ -4,11 +4,13 @@ nowhere)."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.cli_helpers import environment, run_cairn
+from tests.e2e.conftest import tool
 
 
 @pytest.fixture
@@ -84,3 +86,15 @@ def test_a_profile_mistake_naming_a_hostile_path_is_one_line(tmp_path: Path) -> 
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "\x1b" not in done.stderr
     assert "prof\\x1b[2J\\x0afile.ini" in done.stderr and "bogus" in done.stderr
+
+
+def test_a_line_to_a_full_disk_in_an_ascii_locale_is_an_output_error(tmp_path: Path) -> None:
+    """click writes to an ASCII stdout around it, in UTF-8 to its bytes: a full disk was
+    `unexpected OSError` there, where any other locale says it cannot write output."""
+    env = environment(tmp_path, CAIRN_ADDRESS="cairn.invalid:1", PYTHONIOENCODING="ascii")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [tool("cairn"), "sync"], env=env, stdout=full, stderr=subprocess.PIPE, text=True
+        )
+    assert done.returncode == 1
+    assert done.stderr == "Error: cannot write output: No space left on device\n"

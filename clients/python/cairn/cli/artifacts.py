@@ -194,7 +194,7 @@ def remove(path: str, run_id: str | None, recursive: bool) -> None:
             raise
 
     deleted = call(work)
-    click.echo(f"deleted {deleted} object{'' if deleted == 1 else 's'}")
+    echo(f"deleted {deleted} object{'' if deleted == 1 else 's'}")
 
 
 def missing_from_run(missing: NotFoundError, run_id: str, path: str) -> NotFoundError:

@@ -17,7 +17,7 @@ from ..exceptions import CairnError, DeadlineExceededError
 from ..types import Metric
 from ._calls import call
 from ._connection import connection_options, resolve
-from ._output import JSON, emit_pages, is_terminal, output_option, plain
+from ._output import JSON, echo, emit_pages, is_terminal, output_option, plain, write_text
 
 COLUMNS = [("step", "Step"), ("value", "Value"), ("timestamp", "Time")]
 # The deadline of the history's stream: none that printing it could pass (300,000 rows
@@ -123,10 +123,10 @@ def show_plot(points: list[Metric], title: str) -> None:
         click.echo(f"(no plot: {type(error).__name__}: {error})", err=True)
     else:  # written apart: stdout failing is the command's failure, not the plot's
         if plot:
-            click.echo(plot)
+            write_text(plot + "\n")  # through stdout's guard, as click.echo to ASCII is not
     left_out = len(points) - len(finite)
     if left_out:
-        click.echo(f"({left_out} of {len(points)} points not plotted: NaN or infinite)")
+        echo(f"({left_out} of {len(points)} points not plotted: NaN or infinite)")
 
 
 def draw(points: list[Metric], title: str) -> str:

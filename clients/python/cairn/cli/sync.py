@@ -12,6 +12,7 @@ from .._clients import journal
 from .._tables import visible
 from ._calls import PartlyDone, call
 from ._connection import connection_options
+from ._output import echo
 
 
 @click.command("sync")
@@ -25,7 +26,7 @@ def command(path: str | None) -> None:
     sent = call(lambda client: _replay(client, path))
     # Sent, not stored: a point the server held already (sent before the outage under
     # the same request id) is skipped there, and its answer does not say so.
-    click.echo(f"sent {sent} points, each stored once")
+    echo(f"sent {sent} points, each stored once")
 
 
 async def _replay(client: Client, path: str | None) -> int:
