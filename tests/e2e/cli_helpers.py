@@ -21,6 +21,12 @@ def waiting_in_pipe(fd: int) -> int:
     return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
 
 
+def blocked_writing_to_a_pipe(pid: int) -> bool:
+    """Whether the main thread of process pid waits for room in a pipe it writes to
+    (however full the pipe looks: small writes fill its pages only in part)."""
+    return Path(f"/proc/{pid}/wchan").read_text().endswith("pipe_write")
+
+
 def environment(home: Path, **variables: str) -> dict[str, str]:
     """os.environ without any CAIRN_* setting, HOME at home (so no profile file of the
     machine's user is read), plus variables."""

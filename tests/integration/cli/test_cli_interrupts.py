@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 import cairn
 from cairn.types import Param
 from tests.conftest import eventually
-from tests.e2e.cli_helpers import PIPE_BYTES, environment, waiting_in_pipe
+from tests.e2e.cli_helpers import blocked_writing_to_a_pipe, environment
 from tests.e2e.conftest import tool
 from tests.proxy import StallingProxy
 
@@ -51,29 +52,71 @@ async def test_an_interrupted_command_ends_with_status_130(
     assert b"Traceback" not in stderr
 
 
+@pytest.mark.parametrize("unbuffered", ["1", ""])
 async def test_a_listing_blocked_on_a_full_pipe_ends_at_the_first_interrupt(
-    server_port: int, unique: str, tmp_path: Path
+    server_port: int, unique: str, tmp_path: Path, unbuffered: str
 ) -> None:
     """Its write, inside the command's event loop, was retried after the signal, and
     asyncio's handler waited for the loop to cancel its task: a listing piped into a
     pager that stopped reading took a second Ctrl-C."""
     async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
-        experiment = await tracking.create_experiment(f"blocked-{unique}")
+        experiment = await tracking.create_experiment(f"blocked-{unbuffered}-{unique}")
         run = (await tracking.create_run(experiment)).info.run_id
         await tracking.log_batch(run, params=[Param(f"p{n}", "v" * 400) for n in range(200)])
-    listing = await asyncio.to_thread(
+    env = environment(
+        tmp_path, CAIRN_ADDRESS=f"127.0.0.1:{server_port}", PYTHONUNBUFFERED=unbuffered
+    )
+    assert await _interrupted_while_blocked(["runs", "list", "-e", experiment, "-o", "json"], env)
+
+
+# A command of the CLI's own machinery (call, write_text, main) that writes small parts
+# for ever: what its buffer holds once a write is interrupted must not hold the exit.
+_SMALL_PARTS = """
+import asyncio, click
+from cairn import cli
+from cairn.cli._calls import call
+from cairn.cli._output import write_text
+
+@click.command("parts")
+def parts():
+    async def work(client):
+        while True:
+            write_text("x" * 999 + "\\n")
+            await asyncio.sleep(0)
+    call(work)
+
+cli.cli.add_command(parts)
+cli.main(["parts"])
+"""
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+async def test_output_in_small_parts_blocked_on_a_full_pipe_ends_at_the_first_interrupt(
+    tmp_path: Path, unbuffered: str
+) -> None:
+    """The interrupt stopped the write, but the flush at the end tried again what the
+    buffer held, and waited for the reader for good."""
+    env = environment(tmp_path, CAIRN_ADDRESS="127.0.0.1:1", PYTHONUNBUFFERED=unbuffered)
+    assert await _interrupted_while_blocked(["-c", _SMALL_PARTS], env, program=sys.executable)
+
+
+async def _interrupted_while_blocked(
+    argv: list[str], env: dict[str, str], program: str | None = None
+) -> bool:
+    """Whether the command, once its write waits on a pipe nobody reads, ends at one
+    SIGINT with status 130 and no traceback."""
+    command = await asyncio.to_thread(
         subprocess.Popen,
-        [tool("cairn"), "runs", "list", "-e", experiment, "-o", "json"],
-        env=environment(tmp_path, CAIRN_ADDRESS=f"127.0.0.1:{server_port}"),
+        [program or tool("cairn"), *argv],
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert listing.stdout is not None and listing.stderr is not None
-    pipe = listing.stdout.fileno()
+    assert command.stderr is not None
     try:
-        await eventually(lambda: waiting_in_pipe(pipe) >= PIPE_BYTES, what="the pipe full")
-        listing.send_signal(signal.SIGINT)  # its stdout left unread: the write stays blocked
-        assert await asyncio.to_thread(listing.wait, 20) == 130
+        await eventually(lambda: blocked_writing_to_a_pipe(command.pid), what="its write waits")
+        command.send_signal(signal.SIGINT)  # its stdout left unread: the write stays blocked
+        status = await asyncio.to_thread(command.wait, 20)
     finally:
-        listing.kill()
-    assert b"Traceback" not in listing.stderr.read()
+        command.kill()
+    return status == 130 and b"Traceback" not in command.stderr.read()

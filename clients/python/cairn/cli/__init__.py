@@ -30,7 +30,7 @@ from . import (
     sync,
 )
 from ._connection import connection_options
-from ._output import end_output, guard_stdout
+from ._output import drop_output, end_output, guard_stdout
 
 
 def _version() -> str:
@@ -52,6 +52,7 @@ class _Cairn(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
+            drop_output()
             click.echo(err=True)  # ends the line the terminal's ^C is on
             ctx.exit(INTERRUPTED)
 
@@ -100,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         _run(argv)
     except KeyboardInterrupt:  # after the command: as its last output was written
+        drop_output()
         click.echo(err=True)  # ends the line the terminal's ^C is on
         sys.exit(INTERRUPTED)
 

@@ -11,6 +11,7 @@ refuse the bare NaN Python would print.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import datetime
 import enum
@@ -18,6 +19,7 @@ import errno
 import io
 import json
 import math
+import os
 import sys
 import textwrap
 from collections.abc import AsyncIterable, Callable, Mapping, Sequence
@@ -276,8 +278,8 @@ def guard_stdout() -> None:
     # Unbuffered (python -u, PYTHONUNBUFFERED), it is the file itself, whose write may
     # take part of what it is given (a reader gone while a large write waited), and the
     # text layer drops the rest without a word: `runs describe | head -c 100` ended with
-    # status 0 and its output cut. A buffered writer writes all or raises; write_through
-    # still sends each write at once.
+    # status 0 and its output cut. A buffered writer writes all or raises; what the CLI
+    # writes is flushed as written (write_text), so it still appears at once.
     if isinstance(binary, io.RawIOBase):
         binary = io.BufferedWriter(binary)
     sys.stdout = _Stdout(
@@ -301,6 +303,18 @@ def end_output(status: int | str | None) -> None:
         if not status:
             error.show()
             sys.exit(error.exit_code)
+
+
+def drop_output() -> None:
+    """Throws away what stdout holds yet: a command interrupted owes its reader nothing
+    more, and one that stopped reading (a pager) held the flush at the end, and the
+    command with it, after the Ctrl-C had stopped its writes."""
+    if isinstance(sys.stdout, _Stdout):
+        sys.stdout.dropped = True
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # no stdout to speak of
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())  # for the buffer's own flush as Python exits
+        os.close(null)
 
 
 def _is_utf8(encoding: str | None) -> bool:
