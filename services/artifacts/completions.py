@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 from ..common import logs
 from ..common.errors import Unavailable
-from ..common.server import Stopping
 from ..common.service import Resources
+from ..common.stopping import Stopping
 
 # The end of a shutdown's grace period left to the completions it cuts (at most half of
 # it): a lease's release is one UPDATE, an answer one message.

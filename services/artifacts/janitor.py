@@ -20,8 +20,8 @@ from typing import Any
 
 from ..common import logs
 from ..common.errors import Unavailable
-from ..common.server import Stopping
 from ..common.service import Resources
+from ..common.stopping import Stopping
 from . import backends, threads
 from .store import ObjectStore
 

@@ -402,7 +402,8 @@ class _CallScope:
     def finish(self) -> None:
         code = self.context.code()
         if not isinstance(code, grpc.StatusCode) or code == grpc.StatusCode.OK:
-            # An answer made past the deadline never reached its client, told that.
+            # An answer made past the deadline never reached its client, told that. No
+            # margin: one made just before it may well have reached it.
             late = _past_deadline(self.context, margin=0.0)
             code = grpc.StatusCode.DEADLINE_EXCEEDED if late else grpc.StatusCode.OK
         self._log(code)

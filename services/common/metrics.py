@@ -217,7 +217,7 @@ _VARIANT = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "HTTP_ACCEPT", "HTTP_
 class _Answer:
     variant: tuple[str, ...]
     status: str
-    headers: list[tuple[str, str]]
+    headers: tuple[tuple[str, str], ...]  # a copy to each answer: wsgiref adds to them
     body: bytes
 
 
@@ -239,7 +239,7 @@ class _Paced:
             if answer is None or answer.variant != variant or time.monotonic() >= self._next_at:
                 time.sleep(max(0.0, self._next_at - time.monotonic()))
                 answer = self._kept = self._render(environ, variant)
-        start_response(answer.status, answer.headers)
+        start_response(answer.status, list(answer.headers))
         return [answer.body]
 
     def _render(self, environ: WSGIEnvironment, variant: tuple[str, ...]) -> _Answer:
@@ -260,7 +260,7 @@ class _Paced:
             ended = time.monotonic()
             rest = (ended - started) * (1 / RENDER_SHARE - 1)
             self._next_at = ended + min(rest, MAX_REST_SECONDS)
-        return _Answer(variant, said[0], said[1], body)
+        return _Answer(variant, said[0], tuple(said[1]), body)
 
 
 class _Handler(WSGIRequestHandler):

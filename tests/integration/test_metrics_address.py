@@ -270,4 +270,4 @@ async def test_scrapes_queued_behind_a_render_are_answered_by_it(
     finally:
         prometheus_client.REGISTRY.unregister(timed)
     assert all("probe_timed_page 1.0" in answer for answer in answers)
-    assert len(timed.renders) < len(answers)
+    assert len(timed.renders) <= 2  # one, or two if the last came after its rest

@@ -92,6 +92,8 @@ def _interrupted_where_it_is() -> Iterator[None]:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    # What signal.default_int_handler does, as a function of its own: asyncio.run puts
+    # its handler in place of that one alone, so this one stays.
     raise KeyboardInterrupt
 
 
