@@ -177,9 +177,13 @@ async def test_a_projects_members_are_listed_whole_a_page_at_a_time(
     paged = auth.list_project_members(project).limit(7)
     assert [m.user_id for m in await paged.next_page()] == users[:7]
     assert [m.user_id async for m in auth.list_project_members(project)] == users
-    with pytest.raises(InvalidArgumentError) as refused:
-        await auth.list_project_members(project).descending().next_page()
-    assert refused.value.field_violations[0][0] == "order_by"
+    for pager, field in [
+        (auth.list_project_members(project).descending(), "order_by"),
+        (auth.list_user_api_keys().limit(501), "limit"),  # past the server's most
+    ]:
+        with pytest.raises(InvalidArgumentError) as refused:
+            await pager.next_page()
+        assert refused.value.field_violations[0][0] == field
 
 
 async def test_projects_with_the_longest_descriptions_are_listed_whole_a_page_at_a_time(

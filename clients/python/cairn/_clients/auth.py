@@ -8,7 +8,6 @@ from typing import IO, Any
 from .._api_keys import as_prefix
 from .._argument_error import invalid_argument
 from .._base import BaseClient
-from .._numbers import whole_or_zero
 from .._tables import millis, print_table
 from .._transport import Metadata
 from ..auth.v1 import auth_service_pb2 as api
@@ -27,10 +26,12 @@ from ..types._auth import (
     project_from_proto,
     role_to_proto,
 )
+from ..types._paging import page_size_of
 
 # The server's largest pages: the fewest calls for a whole listing.
 _KEYS_PAGE_SIZE = 500
 _MEMBERS_PAGE_SIZE = 1000
+_PROJECTS_PAGE_SIZE = 1000
 
 
 class AuthClient(BaseClient):
@@ -98,7 +99,7 @@ class AuthClient(BaseClient):
         request = proto(
             api.GetProjectsRequest,
             user_id=user_id,
-            page_size=_page_size(options, 0),
+            page_size=_page_size(options, _PROJECTS_PAGE_SIZE),
             page_token=options.next_page_token or "",
         )
         reply = await self._transport.unary(self._stub.GetProjects, request)
@@ -381,12 +382,16 @@ class AuthClient(BaseClient):
         return PagedList([member_from_proto(m) for m in reply.members], reply.next_page_token)
 
 
-def _page_size(options: ListOptions, default: int) -> int:
-    """The page size a Pager's limit asks for (ListOptions.limit), else default (0: the
-    server's). These listings have one order each: another is InvalidArgumentError."""
+def _page_size(options: ListOptions, most: int) -> int:
+    """The page size a Pager's limit asks for (ListOptions.limit), up to the listing's
+    most, which is also its default. These listings have one order each: another is
+    InvalidArgumentError."""
     if options.order_by is not None or not options.is_asc:
         raise invalid_argument("order_by", "this listing has one order (see its docs)")
-    return whole_or_zero(options.limit, "limit", 32) or default
+    size = page_size_of(options)
+    if size > most:
+        raise invalid_argument("limit", f"must be at most {most}, got {size}")
+    return size or most
 
 
 def _prefix_of(api_key: str) -> str:
