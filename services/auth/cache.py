@@ -126,8 +126,8 @@ class KeyCache:
             async with asyncio.timeout(CONFIRM_TIMEOUT_SECONDS):
                 await listener.fetchval("SELECT 1")
             self._confirmed_at = self._clock()
-        except Exception:  # no answer in time, the connection broken: not listening
-            self._lost(listener)
+        except Exception as error:  # no answer in time, the connection broken: not listening
+            self._lost(listener, error)
         finally:
             self._confirming = None
 
@@ -153,13 +153,16 @@ class KeyCache:
         if listener is not None:
             _give_back(listener)  # _lost, told, ignores it: no loss to report
 
-    def _lost(self, connection: asyncpg.Connection) -> None:
+    def _lost(self, connection: asyncpg.Connection, error: BaseException | None = None) -> None:
         if connection is not self._listener:
             return  # told before, or after the cache stopped listening
         self._listener = None
         self.forget()
         _give_back(connection)
-        _log.warning("lost the auth change listener; key checks uncached until it is back")
+        _log.warning(
+            "lost the auth change listener; key checks uncached until it is back",
+            error=None if error is None else repr(error),  # what its check met, if one did
+        )
 
 
 def _open(connection: asyncpg.Connection) -> bool:
