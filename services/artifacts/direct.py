@@ -57,6 +57,7 @@ from cairn._direct_io import BUFFER as WRITE_BUFFER
 from ..common import database, logs
 from ..common.errors import DomainError, InvalidArgument, Unavailable
 from . import pace
+from .filesystem import holds_no_file
 from .store import PendingUpload, StoredObject, bytes_missing
 from .streams import MERGE_BYTES, check_growth, verify
 from .tickets import Ticket, TicketSigner
@@ -567,8 +568,9 @@ def _open_stored(file: Path, size: int, path: str) -> BinaryIO:
 
     Raises:
         HttpError: 410 OBJECT_CHANGED, replaced or deleted since the ticket was issued.
-        DataLoss: OBJECT_BYTES_MISSING, cut short behind the service's back: sendfile
-            would stop at its end, after a head announcing the whole size.
+        DataLoss: OBJECT_BYTES_MISSING, cut short behind the service's back (sendfile
+            would stop at its end, after a head announcing the whole size), or no file
+            there (a folder, a link to itself).
     """
     try:
         source = file.open("rb")
@@ -577,6 +579,8 @@ def _open_stored(file: Path, size: int, path: str) -> BinaryIO:
             410, grpc.StatusCode.ABORTED, "OBJECT_CHANGED", "the object changed; ask again"
         ) from None
     except OSError as error:
+        if holds_no_file(error):
+            raise bytes_missing(path) from None
         raise StoredFileError(error, answering=False) from error
     try:
         stored_size = os.fstat(source.fileno()).st_size

@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from cairn._direct_io import DirectWriter
 
+from ..common import logs
 from ..common.durable import sync_directory
 from ..common.errors import DataLoss, ResourceExhausted, Unavailable
 from .blobs import CHUNK, KEY_ROOT, MAX_OBJECT_BYTES, MissingBytes, Readable, Unfinished
@@ -28,6 +29,7 @@ READ_WINDOW = 32 * 1024 * 1024
 FREE_MARGIN_BYTES = 1024**3
 FREE_MARGIN_SHARE = 0.05
 FALLOC_FL_KEEP_SIZE = 1
+_log = logs.get("cairn.artifacts.filesystem")
 
 
 class FilesystemBackend:
@@ -63,8 +65,10 @@ class FilesystemBackend:
     def open(self, key: str, offset: int, length: int) -> Generator[bytes, None, None]:
         try:
             source = self._file(key).open("rb")
-        except FileNotFoundError:
-            raise MissingBytes(key) from None
+        except OSError as error:
+            if isinstance(error, FileNotFoundError) or holds_no_file(error):
+                raise MissingBytes(key) from None
+            raise  # there, but not to be read (EACCES): INTERNAL
         return _chunks(source, offset, length)
 
     def local_file(self, key: str) -> Path:
@@ -86,11 +90,20 @@ class FilesystemBackend:
         raise NotImplementedError
 
     def scan(self) -> Iterator[tuple[str, datetime]]:
+        """The keys under the root, with their times; an entry whose time cannot be read
+        (a link to itself, a folder that cannot be searched) is passed over: it stopped
+        the whole scan, and the janitor's removal of every orphan after it, at each pass."""
         for folder, _, files in os.walk(self.root):
             for name in files:
                 path = Path(folder, name)
-                with contextlib.suppress(FileNotFoundError):  # removed while walking
-                    yield path.relative_to(self.root).as_posix(), _modified(path)
+                try:
+                    modified = _modified(path)
+                except FileNotFoundError:  # removed while walking
+                    continue
+                except OSError as error:
+                    _log.warning("artifact file passed over", path=str(path), error=str(error))
+                    continue
+                yield path.relative_to(self.root).as_posix(), modified
 
     def unfinished(self) -> list[Unfinished]:
         return []  # a write goes straight to its key's file, which scan finds
@@ -287,6 +300,13 @@ def _chunks(source: BinaryIO, offset: int, length: int) -> Generator[bytes, None
                 break
             remaining -= len(chunk)
             yield chunk
+
+
+def holds_no_file(error: OSError) -> bool:
+    """Whether opening a key's file failed for want of a file there: a folder, a path
+    through a file, a link to itself (as a restore by hand may leave), all INTERNAL
+    before, where the bytes are as missing as a file deleted."""
+    return isinstance(error, (IsADirectoryError, NotADirectoryError)) or error.errno == errno.ELOOP
 
 
 def _modified(path: Path) -> datetime:

@@ -361,6 +361,28 @@ async def test_a_stored_file_cut_short_is_missing_bytes_not_a_connection_ended_e
     assert (moved["download tried"], moved["download"]) == (1, 0)  # the endpoint's answer
 
 
+@pytest.mark.parametrize("left", ["a folder", "a link to itself"])
+async def test_a_stored_file_replaced_by_no_file_is_missing_bytes_not_internal(
+    direct: cairn.ArtifactClient, config: Config, tmp_path: Path, left: str
+):
+    """As a restore by hand may leave it: both the endpoint and the streamed read
+    answered INTERNAL, where a file deleted is DATA_LOSS."""
+    await direct.upload("gone.bin", DATA)
+    stored = config.artifact_dir / "_objects" / direct.project
+    (file,) = (path for path in stored.rglob("*") if path.is_file())
+    file.unlink()
+    if left == "a folder":
+        file.mkdir()
+    else:
+        file.symlink_to(file)
+    with pytest.raises(DataLossError) as missing:
+        await direct.download("gone.bin", tmp_path / "out.bin")
+    assert missing.value.reason == "OBJECT_BYTES_MISSING"
+    with pytest.raises(DataLossError) as streamed:
+        await direct.read("gone.bin")
+    assert streamed.value.reason == "OBJECT_BYTES_MISSING"
+
+
 @pytest.mark.parametrize("size", [0, 4095, 4096, 4 * 1024 * 1024 + 4097])
 def test_files_written_around_the_page_cache_hold_what_was_written(tmp_path: Path, size: int):
     data = os.urandom(size)
