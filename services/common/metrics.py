@@ -15,13 +15,14 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler
 from wsgiref.types import ErrorStream, StartResponse, WSGIApplication, WSGIEnvironment
 
 import asyncpg
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder, gzip_accepted
 from prometheus_client.registry import Collector
 
 from . import logs
@@ -73,9 +74,12 @@ class _PoolCollector(Collector):
         self._pool: asyncpg.Pool | None = None
 
     def watch(self, pool: asyncpg.Pool) -> None:
-        if self._pool is None:
-            REGISTRY.register(self)
+        # The pool first: registering reads the names collect() yields, and a name[]
+        # filter finds only those (none, read with no pool: the gauges were never given).
+        first = self._pool is None
         self._pool = pool
+        if first:
+            REGISTRY.register(self)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         if self._pool is None:
@@ -203,46 +207,50 @@ class _MetricsServer(ThreadingWSGIServer):
 # to 11. Rendered one at a time, each after a rest nine times as long as the last took
 # (1 s at most, for a page so large that its scrape would wait too long), answers take a
 # tenth of it however often they are asked for (of pages rendered in under 0.11 s; a
-# 250 KB page renders in 13 ms). A request like the last rendered, during its rest, gets
-# that answer at once: each one queued behind a scraping loop paid a render and a rest
-# (a scrape waited 3-7 s behind six connections), and the scraper asks as they do.
+# 250 KB page renders in 13 ms). During a rest, a request asking what one rendered
+# within KEPT_SECONDS asked gets that answer at once: each one queued behind a scraping
+# loop paid a render and a rest (a scrape waited 3-7 s behind six connections). Answers
+# of MAX_KEPT kinds are kept, so clients asking in turn for several share them too.
 RENDER_SHARE = 0.1
 MAX_REST_SECONDS = 1.0
-# What an answer depends on: its method, path, query (a name[] filter) and the format
-# and compression asked for.
-_VARIANT = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "HTTP_ACCEPT", "HTTP_ACCEPT_ENCODING")
+KEPT_SECONDS = 1.0
+MAX_KEPT = 8
 
 
 @dataclasses.dataclass(frozen=True)
 class _Answer:
-    variant: tuple[str, ...]
     status: str
     headers: tuple[tuple[str, str], ...]  # a copy to each answer: wsgiref adds to them
     body: bytes
+    rendered_at: float  # time.monotonic()
 
 
 class _Paced:
     """A WSGI app whose answers are rendered one at a time, at most RENDER_SHARE of the
-    time, the last one kept for its rest; each is written to its connection after,
-    without holding up the others."""
+    time, each kept for its rest; each is written to its connection after, without
+    holding up the others."""
 
     def __init__(self, app: WSGIApplication) -> None:
         self._app = app
         self._rendering = threading.Lock()
         self._next_at = 0.0  # time.monotonic() the next render may start at
-        self._kept: _Answer | None = None
+        self._kept: dict[tuple[object, ...], _Answer] = {}
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        variant = tuple(str(environ.get(name, "")) for name in _VARIANT)
+        kind = _kind(environ)
         with self._rendering:
-            answer = self._kept
-            if answer is None or answer.variant != variant or time.monotonic() >= self._next_at:
-                time.sleep(max(0.0, self._next_at - time.monotonic()))
-                answer = self._kept = self._render(environ, variant)
+            answer, now = self._kept.get(kind), time.monotonic()
+            # Rendered anew once the rest is over: an answer kept is only for the rest.
+            if answer is None or now >= self._next_at or now - answer.rendered_at > KEPT_SECONDS:
+                time.sleep(max(0.0, self._next_at - now))
+                answer = self._render(environ)
+                if len(self._kept) >= MAX_KEPT:
+                    self._kept.clear()
+                self._kept[kind] = answer
         start_response(answer.status, list(answer.headers))
         return [answer.body]
 
-    def _render(self, environ: WSGIEnvironment, variant: tuple[str, ...]) -> _Answer:
+    def _render(self, environ: WSGIEnvironment) -> _Answer:
         said: list[Any] = []
 
         def keep(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -260,7 +268,23 @@ class _Paced:
             ended = time.monotonic()
             rest = (ended - started) * (1 / RENDER_SHARE - 1)
             self._next_at = ended + min(rest, MAX_REST_SECONDS)
-        return _Answer(variant, said[0], tuple(said[1]), body)
+        return _Answer(said[0], tuple(said[1]), body, ended)
+
+
+def _kind(environ: WSGIEnvironment) -> tuple[object, ...]:
+    """What prometheus_client's app answers a request by: requests alike in it get the
+    same answer however their headers are spelled (`gzip` or `gzip, deflate`)."""
+    method = str(environ.get("REQUEST_METHOD", ""))
+    if method != "GET" or environ.get("PATH_INFO") == "/favicon.ico":
+        return (method, environ.get("PATH_INFO") == "/favicon.ico")
+    accept = str(environ.get("HTTP_ACCEPT") or "")
+    try:
+        _, content_type = choose_encoder(accept)
+    except Exception:  # the app fails on it too, answered alone
+        content_type = f"unreadable: {accept}"
+    names = parse_qs(str(environ.get("QUERY_STRING", ""))).get("name[]", [])
+    gzipped = gzip_accepted(str(environ.get("HTTP_ACCEPT_ENCODING") or ""))
+    return (method, content_type, gzipped, tuple(sorted(set(names))))
 
 
 class _Handler(WSGIRequestHandler):

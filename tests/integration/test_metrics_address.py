@@ -50,6 +50,17 @@ async def test_an_address_that_cannot_be_bound_names_the_setting(pool: asyncpg.P
     )
 
 
+def _connection_threads() -> set[threading.Thread]:
+    """The threads serving connections of the metrics servers now."""
+    return {t for t in threading.enumerate() if t.name.endswith("(process_request_thread)")}
+
+
+def _started_since(before: set[threading.Thread]) -> int:
+    """The threads serving connections that are alive and were not before: a count of
+    all threads also met those of earlier tests' connections ending meanwhile."""
+    return len(_connection_threads() - before)
+
+
 # What one connection may cost. Before, start_http_server gave each connection a thread
 # with no timeout and no cap: 60 idle connections held 60 more threads for good.
 
@@ -79,20 +90,20 @@ async def test_connections_past_the_bound_are_closed_and_hold_no_thread(
     monkeypatch.setattr(metrics, "MAX_CONNECTIONS_PER_CLIENT", 4)  # all from 127.0.0.1
     monkeypatch.setattr(metrics, "TIMEOUT_SECONDS", 60.0)  # held for the test
     port = metrics.serve("127.0.0.1:0", pool)
-    base = threading.active_count()
+    base = _connection_threads()
     held, extra = [_connect(port) for _ in range(4)], []
     try:
-        await eventually(lambda: threading.active_count() - base == 4, what="a thread each")
+        await eventually(lambda: _started_since(base) == 4, what="a thread each")
         extra = [_connect(port) for _ in range(20)]
         deadline = time.monotonic() + 5
         closed = [_closed_by_server(one, max(deadline - time.monotonic(), 0.01)) for one in extra]
         assert closed == [True] * 20
-        assert threading.active_count() - base == 4
+        assert _started_since(base) == 4
     finally:
         for connection in held + extra:
             connection.close()
     # The slots are given back: the threads end and a scrape is served again.
-    await eventually(lambda: threading.active_count() == base, what="the threads ended")
+    await eventually(lambda: _started_since(base) == 0, what="the threads ended")
     assert "cairn_rpc_calls" in _scrape(f"http://127.0.0.1:{port}/metrics")
 
 
@@ -116,12 +127,12 @@ async def test_an_idle_connection_is_closed_within_the_timeout(
 ) -> None:
     monkeypatch.setattr(metrics, "TIMEOUT_SECONDS", 0.5)
     port = metrics.serve("127.0.0.1:0", pool)
-    base = threading.active_count()
+    base = _connection_threads()
     with _connect(port) as connection:
         opened = time.monotonic()
         assert _closed_by_server(connection, within=5)
         assert 0.4 < time.monotonic() - opened < 5
-    await eventually(lambda: threading.active_count() == base, what="its thread ended")
+    await eventually(lambda: _started_since(base) == 0, what="its thread ended")
 
 
 class _LargePage(Collector):
@@ -143,13 +154,13 @@ async def test_an_answer_its_client_does_not_read_is_dropped_quietly(
     prometheus_client.REGISTRY.register(large)
     try:
         port = metrics.serve("127.0.0.1:0", pool)
-        base = threading.active_count()
+        base = _connection_threads()
         with socket.socket() as connection:
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             connection.connect(("127.0.0.1", port))
             connection.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")  # then reads nothing
-            await eventually(lambda: threading.active_count() > base, what="its thread")
-            await eventually(lambda: threading.active_count() == base, what="it ended")
+            await eventually(lambda: _started_since(base) > 0, what="its thread")
+            await eventually(lambda: _started_since(base) == 0, what="it ended")
     finally:
         prometheus_client.REGISTRY.unregister(large)
     assert "Traceback" not in capfd.readouterr().err
@@ -242,7 +253,8 @@ async def test_scrapes_in_a_loop_take_a_bounded_share_of_the_process(
 
         def scrape_in_a_loop(client: int) -> None:
             for n in range(6):  # each asking apart: none is answered by another's render
-                assert _scrape_answer(f"{url}?scrape={client}-{n}") == (500 if failing else 200)
+                kind = f"name[]=probe_timed_page&name[]=apart-{client}-{n}"
+                assert _scrape_answer(f"{url}?{kind}") == (500 if failing else 200)
 
         await asyncio.gather(*(asyncio.to_thread(scrape_in_a_loop, c) for c in range(2)))
     finally:
@@ -271,3 +283,42 @@ async def test_scrapes_queued_behind_a_render_are_answered_by_it(
         prometheus_client.REGISTRY.unregister(timed)
     assert all("probe_timed_page 1.0" in answer for answer in answers)
     assert len(timed.renders) <= 2  # one, or two if the last came after its rest
+
+
+def _scrape_with(url: str, headers: dict[str, str]) -> str:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as got:
+        return str(got.headers["Content-Type"])
+
+
+async def test_clients_asking_in_turn_for_two_kinds_share_their_answers(
+    pool: asyncpg.Pool,
+) -> None:
+    """An answer was kept only for the kind last rendered: clients asking in turn for
+    OpenMetrics and the text format (or spelling their headers apart) rendered, and
+    rested, at every request."""
+    timed = _TimedPage(failing=False)
+    timed.RENDER_SECONDS = 0.05  # rests of 0.45 s: the three come within two
+    prometheus_client.REGISTRY.register(timed)
+    try:
+        port = metrics.serve("127.0.0.1:0", pool)
+        url = f"http://127.0.0.1:{port}/metrics"
+        text = {"Accept-Encoding": "gzip"}
+        openmetrics = {"Accept": "application/openmetrics-text", "Accept-Encoding": "gzip"}
+        text_spelled_apart = {"Accept-Encoding": "gzip, deflate"}
+        kinds = []
+        for headers in (text, openmetrics, text_spelled_apart):
+            kinds.append(await asyncio.to_thread(_scrape_with, url, headers))
+    finally:
+        prometheus_client.REGISTRY.unregister(timed)
+    assert kinds[0] == kinds[2] != kinds[1]
+    assert len(timed.renders) == 2
+
+
+async def test_a_name_filter_finds_the_pool_gauges(pool: asyncpg.Pool) -> None:
+    """They were registered before a pool was watched, so the filter knew no name of
+    theirs and answered nothing."""
+    port = metrics.serve("127.0.0.1:0", pool)
+    page = await asyncio.to_thread(
+        _scrape, f"http://127.0.0.1:{port}/metrics?name[]=cairn_db_pool_max"
+    )
+    assert page.splitlines()[-1].startswith("cairn_db_pool_max ")
