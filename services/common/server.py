@@ -177,7 +177,9 @@ class CairnServer:
         service's completions) ends within too."""
         await self._health.enter_graceful_shutdown()
         grace = self.config.shutdown_grace_seconds if grace is None else grace
-        self._stopping.grace_ends = asyncio.get_running_loop().time() + grace
+        # The earliest a stop asked for: a second one with more grace cuts no later.
+        ends = asyncio.get_running_loop().time() + grace
+        self._stopping.grace_ends = min(self._stopping.grace_ends, ends)
         self._stopping.set()
         for task in self._background:
             task.cancel()

@@ -49,10 +49,12 @@ class _ScriptedTracking(tracking_service_pb2_grpc.TrackingServiceServicer):
         if request.run_id == "slow":
             self.slow_arrived.set()
             await self.release.wait()
-        if request.run_id == "busy":  # past a deadline of 0.1 s without an await
+        if request.run_id.startswith("busy"):  # past a deadline of 0.1 s without an await
             busy_until = time.monotonic() + 0.3
             while time.monotonic() < busy_until:
                 pass
+            if request.run_id == "busy-missing":
+                raise errors.NotFound("RUN_NOT_FOUND", "run busy-missing not found")
         return tracking_service_pb2.GetRunResponse(
             run=tracking_pb2.Run(info=tracking_pb2.RunInfo(run_id=request.run_id))
         )
@@ -286,19 +288,41 @@ async def test_a_call_past_its_deadline_is_counted_apart_from_one_cancelled(
     assert [entry["code"] for entry in logged if entry.get("event") == "rpc"] == [code]
 
 
+@pytest.mark.parametrize(("run_id", "answered"), [("busy", "OK"), ("busy-missing", "NOT_FOUND")])
 async def test_an_answer_made_past_the_deadline_is_counted_as_its_client_saw_it(
-    scripted,
+    scripted, run_id: str, answered: str
 ) -> None:
-    """Its client was told DEADLINE_EXCEEDED; it was counted OK."""
+    """Its client was told DEADLINE_EXCEEDED; it was counted as answered, OK or an error."""
     _, _, channel, _ = scripted
     stub = tracking_service_pb2_grpc.TrackingServiceStub(channel)
     before = _calls_counted("DEADLINE_EXCEEDED")
-    with pytest.raises(grpc.aio.AioRpcError) as late:
-        await stub.GetRun(
-            tracking_service_pb2.GetRunRequest(project="default", run_id="busy"), timeout=0.1
-        )
-    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    await eventually(lambda: _calls_counted("DEADLINE_EXCEEDED") == before + 1, what="counted")
+    with structlog.testing.capture_logs() as logged:
+        with pytest.raises(grpc.aio.AioRpcError) as late:
+            await stub.GetRun(
+                tracking_service_pb2.GetRunRequest(project="default", run_id=run_id), timeout=0.1
+            )
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await eventually(lambda: _calls_counted("DEADLINE_EXCEEDED") == before + 1, what="counted")
+    (line,) = [entry for entry in logged if entry.get("event") == "rpc"]
+    assert (line["code"], line["answered"]) == ("DEADLINE_EXCEEDED", answered)
+
+
+async def test_a_call_cut_by_a_stop_is_counted_so_whatever_stop_comes_next(scripted) -> None:
+    """A second stop with more grace moved the cut later on paper: the call cut by the
+    first was counted CANCELLED, its client told UNAVAILABLE."""
+    servicer, server, channel, _ = scripted
+    stub = tracking_service_pb2_grpc.TrackingServiceStub(channel)
+    before = _calls_counted("UNAVAILABLE")
+    call = stub.GetRun(tracking_service_pb2.GetRunRequest(project="default", run_id="slow"))
+    await servicer.slow_arrived.wait()
+    stops = [asyncio.create_task(server.stop(grace=0.3))]
+    await eventually(lambda: server._stopping.is_set(), what="the first stop begun")
+    stops.append(asyncio.create_task(server.stop(grace=30)))
+    with pytest.raises(grpc.aio.AioRpcError) as cut:
+        await call
+    assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+    await eventually(lambda: _calls_counted("UNAVAILABLE") == before + 1, what="counted")
+    await asyncio.gather(*stops)
 
 
 async def test_a_call_its_client_cancels_during_a_shutdown_is_counted_cancelled(
