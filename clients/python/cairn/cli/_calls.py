@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import re
-import signal
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 from urllib.parse import unquote
 
@@ -61,8 +58,7 @@ def call(work: Callable[[Client], Awaitable[T]]) -> T:
             return await work(client)
 
     try:
-        with _interrupted_where_it_is():
-            return asyncio.run(session())
+        return asyncio.run(session())
     except BrokenPipeError:  # a reader gone (`| head`): click ends quietly
         raise
     except PartlyDone as partly:
@@ -72,29 +68,6 @@ def call(work: Callable[[Client], Awaitable[T]]) -> T:
     except (ProfileError, ValueError, OSError) as error:
         # One line, and nothing a terminal acts on: a path given may hold either.
         raise click.ClickException(on_one_line(str(error))) from None
-
-
-@contextlib.contextmanager
-def _interrupted_where_it_is() -> Iterator[None]:
-    """Ctrl-C raises KeyboardInterrupt where the command is, as outside an event loop.
-    asyncio.run's own handler only cancels its task, which a write blocked on a full
-    pipe never lets run (Python retries the interrupted write): a listing printed into
-    a pager that stopped reading took a second Ctrl-C."""
-    main = threading.current_thread() is threading.main_thread()
-    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield  # a handler only the main thread sets, or one someone else set
-        return
-    signal.signal(signal.SIGINT, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    # What signal.default_int_handler does, as a function of its own: asyncio.run puts
-    # its handler in place of that one alone, so this one stays.
-    raise KeyboardInterrupt
 
 
 def _said(error: CairnError, connection: Connection) -> str:

@@ -20,9 +20,11 @@ import io
 import json
 import math
 import os
+import signal
 import sys
 import textwrap
-from collections.abc import AsyncIterable, Callable, Mapping, Sequence
+import threading
+from collections.abc import AsyncIterable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -237,7 +239,8 @@ class _Stdout(io.TextIOWrapper):
         if self.dropped:
             return len(text)
         try:
-            return super().write(text)
+            with _interruptible():
+                return super().write(text)
         except BrokenPipeError:
             raise
         except OSError as error:
@@ -247,11 +250,34 @@ class _Stdout(io.TextIOWrapper):
         if self.dropped:
             return
         try:
-            super().flush()
+            with _interruptible():
+                super().flush()
         except BrokenPipeError:
             raise
         except OSError as error:
             raise OutputError(error.strerror or str(error)) from None
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt in a write, also inside a command's event loop.
+    asyncio's handler only cancels its task, which a write blocked on a full pipe (a
+    pager that stopped reading) never lets run, as Python retries the interrupted write:
+    it took a second Ctrl-C. Raised there alone: raised anywhere in the loop, it was lost
+    in gRPC's callbacks, and the command hung or went on."""
+    handler = signal.getsignal(signal.SIGINT)
+    swapped = (
+        threading.current_thread() is threading.main_thread()
+        and callable(handler)  # not ignored (nohup), nor set outside Python
+        and handler is not signal.default_int_handler
+    )
+    if swapped:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if swapped:
+            signal.signal(signal.SIGINT, handler)
 
 
 class _Closed(io.RawIOBase):
