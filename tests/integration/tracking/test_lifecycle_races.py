@@ -6,8 +6,10 @@ on its own, and a delete or restore that changes nothing keeps the experiment's 
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -50,12 +52,12 @@ async def test_a_write_held_up_as_its_experiment_is_deleted_is_refused(
     assert stored.info.status == "RUNNING"
 
 
-async def test_a_delete_waits_for_the_writes_under_way_in_its_experiment(
-    tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
-) -> None:
-    """A param write past its check, waiting for another insert of its key, was stored
-    after the delete had been answered."""
-    experiment = await tracking.create_experiment(f"under-way-{unique}")
+async def _held_mid_write(
+    tracking: cairn.TrackingClient, pool: asyncpg.Pool, experiment: str, call: Callable[[], Any]
+) -> bool:
+    """A param write to a run of the experiment, past its check and waiting for another
+    insert of its key, and call() made meanwhile: both, once the insert is rolled back,
+    and whether call() ended (True) or waited for the write (False) while it was held."""
     run = (await tracking.create_run(experiment)).info.run_id
     async with another_transaction(pool) as conn:
         await conn.execute(
@@ -64,16 +66,27 @@ async def test_a_delete_waits_for_the_writes_under_way_in_its_experiment(
         )
         write = asyncio.ensure_future(tracking.log_param(run, "late", "yes"))
         await eventually(lambda: holds_up_another(conn), what="the write waits")
-        delete = asyncio.ensure_future(tracking.delete_experiment(experiment))
+        made = asyncio.ensure_future(call())
 
-        async def delete_waits_or_ended() -> bool:
-            return delete.done() or await held_up_in_turn(conn)
+        async def ended_or_waiting() -> bool:
+            return made.done() or await held_up_in_turn(conn)
 
-        await eventually(delete_waits_or_ended, what="the delete waits or ends")
-        assert not delete.done(), "the delete was answered while a write was under way"
+        await eventually(ended_or_waiting, what="the call ends or waits for the write")
+        ended_meanwhile = made.done()
     await write
-    await delete
+    await made
     assert (await tracking.get_run(run)).data.params == {"late": "yes"}
+    return ended_meanwhile
+
+
+async def test_a_delete_waits_for_the_writes_under_way_in_its_experiment(
+    tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    """A param write past its check, waiting for another insert of its key, was stored
+    after the delete had been answered."""
+    experiment = await tracking.create_experiment(f"under-way-{unique}")
+    delete = functools.partial(tracking.delete_experiment, experiment)
+    assert not await _held_mid_write(tracking, pool, experiment, delete)
 
 
 async def test_an_experiments_tags_are_set_while_writes_to_its_runs_are_under_way(
@@ -82,23 +95,8 @@ async def test_an_experiments_tags_are_set_while_writes_to_its_runs_are_under_wa
     """A tag set locked the experiment as a delete does, so it waited for the writes
     under way, and the writes begun after it waited for it."""
     experiment = await tracking.create_experiment(f"tagged-{unique}")
-    run = (await tracking.create_run(experiment)).info.run_id
-    async with another_transaction(pool) as conn:
-        await conn.execute(
-            "INSERT INTO tracking.params (run_id, key, value) VALUES ($1, 'late', 'other')",
-            uuid.UUID(run),
-        )
-        write = asyncio.ensure_future(tracking.log_param(run, "late", "yes"))
-        await eventually(lambda: holds_up_another(conn), what="the write waits")
-        tagging = asyncio.ensure_future(tracking.set_experiment_tag(experiment, "k", "v"))
-
-        async def tagged_or_waiting() -> bool:
-            return tagging.done() or await held_up_in_turn(conn)
-
-        await eventually(tagged_or_waiting, what="the tag set ends or waits")
-        assert tagging.done(), "the tag set waited for a write to a run"
-        await tagging
-    await write
+    tagging = functools.partial(tracking.set_experiment_tag, experiment, "k", "v")
+    assert await _held_mid_write(tracking, pool, experiment, tagging)
     assert (await tracking.get_experiment(experiment)).tags == {"k": "v"}
 
 
