@@ -20,7 +20,7 @@ import pytest_asyncio
 import cairn
 from cairn.auth.v1 import auth_service_pb2 as api
 from cairn.exceptions import InvalidArgumentError
-from cairn.types import ApiKeyExpirationTime
+from cairn.types import ApiKeyExpirationTime, Pager
 from cairn_server.auth.store import MAX_LIVE_KEYS, AuthStore
 from cairn_server.common.config import Config
 from tests.conftest import serving
@@ -177,10 +177,11 @@ async def test_a_projects_members_are_listed_whole_a_page_at_a_time(
     paged = auth.list_project_members(project).limit(7)
     assert [m.user_id for m in await paged.next_page()] == users[:7]
     assert [m.user_id async for m in auth.list_project_members(project)] == users
-    for pager, field in [
+    refused_pagers: list[tuple[Pager[Any], str]] = [
         (auth.list_project_members(project).descending(), "order_by"),
         (auth.list_user_api_keys().limit(501), "limit"),  # past the server's most
-    ]:
+    ]
+    for pager, field in refused_pagers:
         with pytest.raises(InvalidArgumentError) as refused:
             await pager.next_page()
         assert refused.value.field_violations[0][0] == field
