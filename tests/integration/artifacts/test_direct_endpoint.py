@@ -241,8 +241,18 @@ def test_a_stored_file_that_cannot_be_read_is_an_internal_error(
     endpoint: tuple[ByteEndpoint, _Transfers], monkeypatch: pytest.MonkeyPatch
 ):
     served, transfers = endpoint
-    (transfers.root / "dir").mkdir()  # opening it fails, and not as a missing file
-    token = transfers.signer.issue(method="GET", project="p", path="a", key="dir", size=1)
+    (transfers.root / "locked").write_bytes(DATA)
+    opened = Path.open
+
+    def refused(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.name == "locked":  # there, but not to be read (as root, no mode refuses)
+            raise PermissionError(13, "Permission denied")
+        return opened(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refused)
+    token = transfers.signer.issue(
+        method="GET", project="p", path="a", key="locked", size=len(DATA)
+    )
     with capture_logs() as logged:
         status, error = _exchange(served.port, _get(token))
     assert (status, error["code"], error["reason"]) == (500, "INTERNAL", "INTERNAL")
