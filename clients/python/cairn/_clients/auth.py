@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
-from typing import IO, Any
+from collections.abc import Callable
+from typing import IO, Any, TypeVar
+
+from google.protobuf.message import Message
 
 from .._api_keys import as_prefix
 from .._argument_error import invalid_argument
@@ -27,6 +30,8 @@ from ..types._auth import (
     role_to_proto,
 )
 from ..types._paging import page_size_of
+
+T = TypeVar("T")
 
 # The server's largest pages: the fewest calls for a whole listing.
 _KEYS_PAGE_SIZE = 500
@@ -93,17 +98,12 @@ class AuthClient(BaseClient):
     def list_projects(self, user_id: str = "") -> Pager[Project]:
         """get_projects (or, with user_id, get_user_projects) as a Pager, a page at a
         time: `async for project in client.auth.list_projects()`."""
-        return Pager(functools.partial(self._projects_page, user_id))
-
-    async def _projects_page(self, user_id: str, options: ListOptions) -> PagedList[Project]:
-        request = proto(
-            api.GetProjectsRequest,
-            user_id=user_id,
-            page_size=_page_size(options, _PROJECTS_PAGE_SIZE),
-            page_token=options.next_page_token or "",
+        return self._pager(
+            self._stub.GetProjects,
+            proto(api.GetProjectsRequest, user_id=user_id),
+            lambda reply: [project_from_proto(p) for p in reply.projects],
+            _PROJECTS_PAGE_SIZE,
         )
-        reply = await self._transport.unary(self._stub.GetProjects, request)
-        return PagedList([project_from_proto(p) for p in reply.projects], reply.next_page_token)
 
     async def _every_project(
         self, request: api.GetProjectsRequest, timeout: float | None, metadata: Metadata | None
@@ -232,18 +232,12 @@ class AuthClient(BaseClient):
     def list_user_api_keys(self, user_id: str = "") -> Pager[ApiKey]:
         """A user's API keys (the caller's for ""), a page of up to 500 at a time:
         `async for key in client.auth.list_user_api_keys()`."""
-        # A partial, not a lambda: the sync facade knows the page function is async.
-        return Pager(functools.partial(self._api_keys_page, user_id))
-
-    async def _api_keys_page(self, user_id: str, options: ListOptions) -> PagedList[ApiKey]:
-        request = proto(
-            api.GetApiKeysRequest,
-            user_id=user_id,
-            page_size=_page_size(options, _KEYS_PAGE_SIZE),
-            page_token=options.next_page_token or "",
+        return self._pager(
+            self._stub.GetApiKeys,
+            proto(api.GetApiKeysRequest, user_id=user_id),
+            lambda reply: [api_key_from_proto(k) for k in reply.api_keys],
+            _KEYS_PAGE_SIZE,
         )
-        reply = await self._transport.unary(self._stub.GetApiKeys, request)
-        return PagedList([api_key_from_proto(k) for k in reply.api_keys], reply.next_page_token)
 
     async def show_api_keys(
         self,
@@ -367,19 +361,34 @@ class AuthClient(BaseClient):
 
     def list_project_members(self, project_id: str) -> Pager[ProjectMember]:
         """get_project_members as a Pager, a page of up to 1,000 at a time."""
-        return Pager(functools.partial(self._members_page, project_id))
-
-    async def _members_page(
-        self, project_id: str, options: ListOptions
-    ) -> PagedList[ProjectMember]:
-        request = proto(
-            api.GetProjectMembersRequest,
-            project=project_id,
-            page_size=_page_size(options, _MEMBERS_PAGE_SIZE),
-            page_token=options.next_page_token or "",
+        return self._pager(
+            self._stub.GetProjectMembers,
+            proto(api.GetProjectMembersRequest, project=project_id),
+            lambda reply: [member_from_proto(m) for m in reply.members],
+            _MEMBERS_PAGE_SIZE,
         )
-        reply = await self._transport.unary(self._stub.GetProjectMembers, request)
-        return PagedList([member_from_proto(m) for m in reply.members], reply.next_page_token)
+
+    def _pager(
+        self, method: Any, request: Message, items: Callable[[Any], list[T]], most: int
+    ) -> Pager[T]:
+        """The listing of request, a page at a time, of up to most items each."""
+        # A partial, not a lambda: the sync facade knows the page function is async.
+        return Pager(functools.partial(self._page, method, request, items, most))
+
+    async def _page(
+        self,
+        method: Any,
+        request: Message,
+        items: Callable[[Any], list[T]],
+        most: int,
+        options: ListOptions,
+    ) -> PagedList[T]:
+        page = type(request)()
+        page.CopyFrom(request)
+        page.page_size = _page_size(options, most)
+        page.page_token = options.next_page_token or ""
+        reply = await self._transport.unary(method, page)
+        return PagedList(items(reply), reply.next_page_token)
 
 
 def _page_size(options: ListOptions, most: int) -> int:
