@@ -97,10 +97,12 @@ class DirectWriter:
     def close(self) -> None:
         if self.closed:
             return
-        self.closed = True
         try:
             self.flush()
         finally:
+            # Closed once the descriptor is, not before the last flush: a writer told
+            # closed must not write (the number may be another file's by then).
+            self.closed = True
             # The descriptor first, whatever happens to the buffer: a file removed after
             # a failed write keeps its blocks for as long as it stays open.
             os.close(self._descriptor)
