@@ -482,6 +482,9 @@ async def write_tag(
     makes PostgreSQL read the row again and test them on what that set left, so two
     sets can never pass a limit together.
 
+    The row's update time stays as it is, as in MLflow, whose tags are rows of their
+    own: a tag set by a CI job must not reorder models listed by last update.
+
     Raises:
         InvalidArgument: the row holds MAX_TAGS other tags, or the tag would take its
             properties and tags past MAX_OBJECT_BYTES.
@@ -497,7 +500,7 @@ async def write_tag(
         args += [value, MAX_TAGS, MAX_OBJECT_BYTES]
     async with pool.acquire() as conn:
         found = await conn.fetchval(
-            f"""UPDATE registry.{table} t SET tags = {expression}, update_time = clock_timestamp()
+            f"""UPDATE registry.{table} t SET tags = {expression}
                 WHERE t.project = $1 AND t.id = $2 {limits} RETURNING t.id""",
             project,
             id_or_none(row_id),

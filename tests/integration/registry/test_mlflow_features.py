@@ -165,7 +165,7 @@ async def test_models_order_by_mlflows_timestamp_as_by_their_last_update(mr_clie
     order. Before, INVALID_ORDER_BY "order by one of create_time, update_time, id, name"."""
     for name in ("first", "second", "third"):
         await mr_client.create_registered_model(name)
-    await mr_client.set_registered_model_tag("first", "k", "v")  # now the latest update
+    await mr_client.update_registered_model("first", "churn")  # now the latest update
 
     async def names(order: str) -> list[str]:
         return [m.name for m in await mr_client.search_registered_models(order_by=[order])]
@@ -245,6 +245,23 @@ async def test_tags_set_and_delete(mr_client, churn) -> None:
     await mr_client.delete_model_version_tag("churn", 1, "validated")
     assert (await mr_client.get_registered_model("churn")).tags == {"owner": "ana"}
     assert (await mr_client.get_model_version("churn", 1)).tags == {}
+
+
+async def test_tags_leave_update_times_as_they_are(mr_client, churn) -> None:
+    """As MLflow's store: a tag set or deleted (one never set too) moved the model's or
+    version's last_updated_timestamp, so models listed by last update reordered."""
+    model = await mr_client.get_registered_model("churn")
+    version = await mr_client.get_model_version("churn", 1)
+    await mr_client.set_registered_model_tag("churn", "owner", "ana")
+    await mr_client.delete_registered_model_tag("churn", "never-set")
+    await mr_client.set_model_version_tag("churn", 1, "validated", True)
+    await mr_client.delete_model_version_tag("churn", 1, "validated")
+    assert (await mr_client.get_registered_model("churn")).last_updated_timestamp == (
+        model.last_updated_timestamp
+    )
+    assert (await mr_client.get_model_version("churn", 1)).last_updated_timestamp == (
+        version.last_updated_timestamp
+    )
 
 
 async def test_search_with_the_filter_language(mr_client, churn) -> None:
