@@ -310,4 +310,11 @@ def holds_no_file(error: OSError) -> bool:
 
 
 def _modified(path: Path) -> datetime:
-    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    """The entry's last change; one past what a datetime holds (year 9999, which tmpfs,
+    XFS and btrfs can keep) is the latest or earliest there is. Its ValueError stopped
+    the janitor's scan and prune at the same entry on every pass."""
+    seconds = path.stat().st_mtime
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (ValueError, OverflowError):
+        return (datetime.max if seconds > 0 else datetime.min).replace(tzinfo=UTC)

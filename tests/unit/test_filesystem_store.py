@@ -4,6 +4,10 @@ and such an entry stops neither the janitor's scan nor what it finds after it.""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -40,3 +44,36 @@ def test_the_scan_passes_over_an_entry_it_cannot_read_and_goes_on(tmp_path: Path
         "_objects/b/00/orphan",
         "_objects/c/00/orphan",
     ]
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Path]:
+    """A folder on tmpfs, which keeps times past the year 9999 (ext4 stops at 2446)."""
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as folder:
+        yield Path(folder)
+
+
+def _changed_at(path: Path, seconds: int) -> None:
+    os.utime(path, (seconds, seconds))
+    assert path.stat().st_mtime == seconds  # kept as given
+
+
+def test_an_entry_changed_past_the_year_9999_stops_neither_scan_nor_prune(tmpfs: Path) -> None:
+    """Its time raised ValueError (year 10000 is out of range): every pass of the
+    janitor ended there, leaving the orphans after it and every empty folder."""
+    store, far = FilesystemBackend(tmpfs), 253_402_300_800  # 10000-01-01
+    for key in ("_objects/a/00/orphan", "_objects/b/00/far", "_objects/c/00/orphan"):
+        (tmpfs / key).parent.mkdir(parents=True)
+        (tmpfs / key).write_bytes(b"x")
+        _changed_at(tmpfs / key, 1)
+    _changed_at(tmpfs / "_objects/b/00/far", far)
+    (tmpfs / "empty").mkdir()
+    _changed_at(tmpfs / "empty", 1)
+    assert sorted(store.scan()) == [
+        ("_objects/a/00/orphan", datetime.fromtimestamp(1, UTC)),
+        ("_objects/b/00/far", datetime.max.replace(tzinfo=UTC)),
+        ("_objects/c/00/orphan", datetime.fromtimestamp(1, UTC)),
+    ]
+    _changed_at(tmpfs / "_objects/b", far)  # a folder so changed too
+    assert store.prune(datetime.now(UTC)) == 1
+    assert not (tmpfs / "empty").exists()
