@@ -174,6 +174,49 @@ class StallingProxy(_Listener):
             server_out.close()
 
 
+class FreezingProxy(_Listener):
+    """A TCP proxy to a gRPC server whose client can freeze, as a stopped process or a
+    vanished host does: after `freeze()` nothing passes either way, so the server's
+    pings go unanswered; what the server sends is still taken (and dropped), so that
+    `server_closed` is set once the server closes a connection."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self._target = port
+        self._frozen = False
+        self.server_closed = asyncio.Event()
+
+    async def start(self) -> int:
+        """Listens on a free port of 127.0.0.1; returns it."""
+        return await self._listen()
+
+    def freeze(self) -> None:
+        self._frozen = True
+
+    async def _serve(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter):
+        server_in, server_out = await asyncio.open_connection("127.0.0.1", self._target)
+        directions = {
+            asyncio.ensure_future(self._pass(client_in, server_out)),
+            asyncio.ensure_future(self._pass(server_in, client_out)),
+        }
+        try:
+            await asyncio.wait(directions, return_when=asyncio.FIRST_COMPLETED)
+            if server_in.at_eof():
+                self.server_closed.set()
+        finally:
+            for direction in directions:
+                direction.cancel()
+            server_out.close()
+            client_out.close()
+
+    async def _pass(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter):
+        with contextlib.suppress(ConnectionError):
+            while chunk := await source.read(65536):
+                if not self._frozen:
+                    sink.write(chunk)
+                    await sink.drain()
+
+
 class S3AnsweringProxy(_Listener):
     """An HTTP/1.1 proxy to an S3 server that answers chosen requests itself, as a store
     may: `answer` (method, target) gives the response to send instead of forwarding the

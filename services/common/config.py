@@ -246,6 +246,14 @@ class Config:
         # Bounded so that a client trickling bytes cannot hold a stopping server for ever.
         bounds=Bounds(0, 3600, "an hour"),
     )
+    keepalive_seconds: float = _setting(
+        60.0,
+        "how long a connection may stay quiet before the server pings it; one that does "
+        "not answer within as long again (a paused or vanished client) is closed, its "
+        "calls cancelled and the answers it did not read let go",
+        # Bounded below so that a busy client is not taken for a gone one.
+        bounds=Bounds(1, 7200, "two hours"),
+    )
     tls_cert_file: str = _setting(
         "", "PEM server certificate (chain); with CAIRN_TLS_KEY_FILE, serve TLS only"
     )

@@ -42,6 +42,24 @@ MAX_HEADER_BYTES = 16 * 1024
 _T = TypeVar("_T")
 
 
+def _keepalive(seconds: float) -> list[tuple[str, int]]:
+    """Pings for connections quiet that long, and closes those that do not answer.
+
+    gRPC holds an answer until its client has read it all or gone: a paused client (a
+    stopped process, a frozen pod, a vanished host) made each 5-byte search hold tens
+    of MiB for as long as its connection stood, which without pings was for ever. Such
+    a client answers no ping either; a live one does, however busy it is."""
+    milliseconds = int(seconds * 1000)
+    return [
+        ("grpc.keepalive_time_ms", milliseconds),
+        ("grpc.keepalive_timeout_ms", milliseconds),
+        ("grpc.http2.ping_timeout_ms", milliseconds),  # newer cores wait for this one
+        # Quiet connections too: their answers may all have been handed to the
+        # transport, so gRPC counts no call on them.
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
 class CairnServer:
     """One gRPC server hosting one or more Cairn services on one port."""
 
@@ -77,6 +95,7 @@ class CairnServer:
                 # KiB) it refuses calls at random, the more the nearer they are to 16 KiB.
                 ("grpc.max_metadata_size", MAX_HEADER_BYTES),
                 ("grpc.absolute_max_metadata_size", MAX_HEADER_BYTES),
+                *_keepalive(config.keepalive_seconds),
                 *ONE_SERVER_PER_PORT,
             ],
         )
