@@ -169,17 +169,33 @@ class OperationStore:
 
     async def count(self, held: Lease, kind: str, items: int, progress: int) -> None:
         """Adds items to the kind's count and progress to what is done, the total growing
-        with it when a step does more than it planned (locations queued meanwhile)."""
-        await self._update(
-            held,
-            """counts = jsonb_set(counts, ARRAY[$4::text],
-                   to_jsonb(coalesce((counts->>$4::text)::bigint, 0) + $5)),
-               progress_done = progress_done + $6,
-               progress_total = greatest(progress_total, progress_done + $6)""",
-            kind,
-            items,
-            progress,
-        )
+        with it when a step does more than it planned (locations queued meanwhile).
+
+        Items an attempt taken over since removed are counted all the same: their
+        removal committed, and the attempt that took over finds them gone (a frozen
+        host's went uncounted). Its progress is not added, and it learns that it lost
+        the operation (LeaseLost)."""
+        progress_of_holder = "(CASE WHEN owner = $2 AND attempts = $3 THEN $6 ELSE 0 END)"
+        async with self._pool.acquire() as conn:
+            still_held = await conn.fetchval(
+                f"""UPDATE operations.operations
+                    SET counts = jsonb_set(counts, ARRAY[$4::text],
+                            to_jsonb(coalesce((counts->>$4::text)::bigint, 0) + $5)),
+                        progress_done = progress_done + {progress_of_holder},
+                        progress_total = greatest(
+                            progress_total, progress_done + {progress_of_holder}),
+                        update_time = clock_timestamp()
+                    WHERE operation_id = $1 AND end_time IS NULL
+                    RETURNING owner IS NOT DISTINCT FROM $2 AND attempts = $3""",
+                held.operation_id,
+                held.owner,
+                held.attempt,
+                kind,
+                items,
+                progress,
+            )
+        if not still_held:
+            raise LeaseLost(f"{PREFIX}{held.operation_id}")
 
     async def finish(self, held: Lease, state: State, errors: Sequence[str]) -> None:
         await self._update(

@@ -45,7 +45,8 @@ async def test_one_of_many_servers_takes_an_expired_operation(pool: asyncpg.Pool
     await store.count(winner, "runs", 2, 2)
     await store.finish(winner, State.SUCCEEDED, [])
     done = await store.get(operation.name)
-    assert done.state is State.SUCCEEDED and done.counts == {"runs": 2}
+    assert done.state is State.SUCCEEDED
+    assert (done.counts, done.progress_done) == ({"runs": 3}, 2)  # what each removed
     again = await store.claim(uuid.uuid4(), STEPS, LEASE)  # a done operation stays done
     assert again is None or again.operation_id != operation.operation_id
 
@@ -68,7 +69,10 @@ async def test_an_attempt_taken_over_by_its_own_server_can_change_it_no_more(
     pool: asyncpg.Pool,
 ) -> None:
     """A server whose lease passed while it still ran the operation, and that took it
-    over itself: the first attempt is fenced off by the attempt number, not the owner."""
+    over itself: the first attempt is fenced off by the attempt number, not the owner.
+    What it removed is counted all the same (the attempt after it finds it gone), not
+    its progress: before, its count was dropped, and a frozen host's removals went
+    uncounted."""
     store = OperationStore(pool)
     server, steps = uuid.uuid4(), [f"fence-test-{uuid.uuid4()}"]  # this operation alone
     operation = await store.create(Kind.GARBAGE_COLLECTION, {}, steps, server, EXPIRED)
@@ -80,7 +84,8 @@ async def test_an_attempt_taken_over_by_its_own_server_can_change_it_no_more(
     with pytest.raises(LeaseLost):
         await store.count(first, "runs", 1, 1)
     await store.count(Lease(operation.operation_id, server, again.attempts), "runs", 2, 2)
-    assert (await store.get(operation.name)).counts == {"runs": 2}
+    counted = await store.get(operation.name)
+    assert (counted.counts, counted.progress_done) == ({"runs": 3}, 2)
 
 
 class _Call:
