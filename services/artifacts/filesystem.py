@@ -310,8 +310,8 @@ def holds_no_file(error: OSError) -> bool:
 
 
 def _modified(path: Path) -> datetime:
-    """The entry's last change; one past what a datetime holds (year 9999, which tmpfs,
-    XFS and btrfs can keep) is the latest or earliest there is. Its ValueError stopped
+    """The entry's last change; one past what a datetime holds (year 9999, which tmpfs
+    and btrfs can keep) is the latest or earliest there is. Its ValueError stopped
     the janitor's scan and prune at the same entry on every pass."""
     seconds = path.stat().st_mtime
     try:

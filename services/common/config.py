@@ -250,8 +250,9 @@ class Config:
         60.0,
         "how long a connection may stay quiet before the server pings it; one that does "
         "not answer within as long again (a paused or vanished client) is closed, its "
-        "calls cancelled and the answers it did not read let go",
-        # Bounded below so that a busy client is not taken for a gone one.
+        "calls cancelled and the answers it did not read let go; below 10 a client on a "
+        "slow link, whose answer to a ping waits behind the bytes it sends, may be taken "
+        "for a gone one",
         bounds=Bounds(1, 7200, "two hours"),
     )
     tls_cert_file: str = _setting(

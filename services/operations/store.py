@@ -171,10 +171,10 @@ class OperationStore:
         """Adds items to the kind's count and progress to what is done, the total growing
         with it when a step does more than it planned (locations queued meanwhile).
 
-        Items an attempt taken over since removed are counted all the same: their
-        removal committed, and the attempt that took over finds them gone (a frozen
-        host's went uncounted). Its progress is not added, and it learns that it lost
-        the operation (LeaseLost)."""
+        Items an attempt taken over since removed are counted all the same, unless the
+        operation has ended by then: their removal committed, and the attempt that
+        took over finds them gone (a frozen host's went uncounted). Its progress is not
+        added, and it learns that it lost the operation (LeaseLost)."""
         progress_of_holder = "(CASE WHEN owner = $2 AND attempts = $3 THEN $6 ELSE 0 END)"
         async with self._pool.acquire() as conn:
             still_held = await conn.fetchval(

@@ -48,7 +48,8 @@ def test_the_scan_passes_over_an_entry_it_cannot_read_and_goes_on(tmp_path: Path
 
 @pytest.fixture
 def tmpfs() -> Iterator[Path]:
-    """A folder on tmpfs, which keeps times past the year 9999 (ext4 stops at 2446)."""
+    """A folder on tmpfs (Linux's /dev/shm), which keeps times past the year 9999 (ext4
+    stops at 2446)."""
     with tempfile.TemporaryDirectory(dir="/dev/shm") as folder:
         yield Path(folder)
 
