@@ -32,8 +32,10 @@ class RunOperations:
 
     async def wait(self) -> None:
         """Waits for every write; raises the first error among them (which a flush
-        then no longer raises)."""
-        await asyncio.gather(*self._futures, return_exceptions=True)
+        then no longer raises). A wait given up (a timeout, Ctrl-C) leaves the writes
+        to be sent, as MLflow's does: gather cancelled them."""
+        if self._futures:
+            await asyncio.wait(self._futures)
         failed = [f for f in self._futures if not f.cancelled() and f.exception()]
         for future in failed:
             if future in self._unreported:
@@ -77,12 +79,15 @@ class _WriteQueue:
             try:
                 result = await write
             except Exception as error:  # kept for the caller and for flush
+                if future.done():  # its caller cancelled it: flush reports the error
+                    future = asyncio.get_running_loop().create_future()
                 future.set_exception(error)
                 self.failed.append(future)
                 if _unanswered(error):
                     self._fail_rest(error)
             else:
-                future.set_result(result)
+                if not future.done():  # a future its caller cancelled takes no result
+                    future.set_result(result)
 
     def _fail_rest(self, error: CairnError) -> None:
         """No server answered a write (after the client's resends): the writes queued
