@@ -146,11 +146,12 @@ async def test_a_wait_given_up_leaves_the_queued_writes_to_be_sent(
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT FROM tracking.runs WHERE run_id = $1 FOR UPDATE", run_id)
         first = await own.log_metric(run_id, "m", 0.0, step=0, synchronous=False)
+        assert first is not None  # as synchronous=False answers
         await eventually(lambda: _waiting_for(pool), what="the first write held")
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(first.wait(), timeout=0.1)
     later = [await own.log_metric(run_id, "m", 1.0, step=s, synchronous=False) for s in (1, 2)]
     await own.flush_async_logging()
-    assert all(ops.done() for ops in later)
+    assert all(ops is not None and ops.done() for ops in later)
     history = await tracking.get_metric_history(run_id, "m")
     assert [point.step for point in history] == [0, 1, 2]
