@@ -9,6 +9,15 @@ Connect to every service at once, or with one of the service clients::
         ...
 """
 
+import os
+
+# Before gRPC is imported, which reads it: its fork handlers, run in every child forked
+# while calls are under way (a DataLoader's workers, multiprocessing's fork), killed
+# some of them (SIGSEGV) before a line of their own ran. Cairn needs none of them: a
+# child does not use its parent's clients (ForkedProcessError says so). Set it to
+# "true" before importing cairn to keep gRPC's choice.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from . import exceptions, models, profiles, utils
 from ._client import Client, create_client_from_profile, create_client_from_token
 from ._clients.artifacts import ArtifactClient
