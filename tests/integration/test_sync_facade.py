@@ -1256,3 +1256,32 @@ def test_ctrl_c_while_a_run_flushes_through_an_outage_ends_it_killed(
             assert (kept.points, kept.status) == (1, RunStatus.KILLED)
         server.start_again()
         assert _status_once_synced(server.port, tmp_path, run.run_id) == RunStatus.KILLED
+
+
+async def test_a_run_entered_where_its_client_is_dropped_sends_its_points_and_ends(
+    server_port: int, unique: str
+) -> None:
+    """The run went with its client's runner, which held it weakly: its 50 buffered
+    points were dropped, with no journal and no warning, and it stayed RUNNING."""
+    body = """
+        def logged():
+            tracking = client()
+            run = tracking.start_run(tracking.create_experiment("left"), send_interval=1000)
+            run.__enter__()
+            for step in range(50):
+                run.log_metric("loss", 1.0, step=step)
+            return run.run_id
+
+        print(logged())
+        gc.collect()
+        """
+    project, done = await _scripted(server_port, unique, body)
+    assert done.returncode == 0, done.stderr
+    assert await _stored(server_port, project, done) == (50, {})
+    assert "still open as its client was dropped" in done.stderr
+
+    def status() -> RunStatus:
+        with _tracking(server_port, project) as tracking:
+            return tracking.get_run(done.stdout.strip()).info.status
+
+    assert await asyncio.to_thread(status) == RunStatus.FINISHED

@@ -105,7 +105,7 @@ class _Runner:
         self.queued = _Queued()
         # The runs whose `with` block was entered and not left: the exit ends them
         # (a daemon thread's, one entered by hand), or what they buffered was lost.
-        self.open_runs: weakref.WeakSet[ActiveRun] = weakref.WeakSet()
+        self.open_runs = self.queued.open_runs
         # Dropped unclosed (no client or object of its own left to use it), the loop
         # sends the queued writes, then stops and its thread ends: they were kept, with
         # the loop's files and the channel's connections, until the process exited. Not
@@ -367,14 +367,25 @@ def _run_until_stopped(loop: asyncio.AbstractEventLoop, gate: _Gate) -> None:
 
 
 class _Queued:
-    """Where a runner's client queues its writes with synchronous=False."""
+    """What a runner's client leaves to send: the writes it queued with
+    synchronous=False, and the runs entered and not left. Held by the runner and by
+    what ends it when it is dropped, not the other way round: the runs are held
+    strongly, as a run entered in a function whose client went with it was collected
+    with the runner, and what it buffered with it."""
 
     def __init__(self) -> None:
         self.transport: Transport | None = None  # set by the client made on the runner
+        self.open_runs: set[ActiveRun] = set()
 
     async def send(self, final: bool = True) -> None:
         if self.transport is not None:
             await end_background_writes(self.transport, final)
+
+    async def settle(self) -> None:
+        """The open runs ended, then the queued writes sent: all that is left to do
+        of a client dropped unclosed."""
+        await _ended_left_open(list(self.open_runs), "its client was dropped")
+        await self.send()
 
 
 # The runners alive, and the loops of dropped ones still sending their queued writes:
@@ -385,12 +396,13 @@ os.register_at_fork(after_in_child=_ending.clear)  # the child runs none of thos
 
 
 def _stop_dropped(loop: asyncio.AbstractEventLoop, pid: int, gate: _Gate, queued: _Queued) -> None:
-    """Has the loop of a runner dropped unclosed send its queued writes, then stop;
+    """Has the loop of a runner dropped unclosed end its open runs and send its queued
+    writes, then stop;
     meanwhile what is left of it (the end of an iterator collected with it) is refused,
     not left waiting for ever. In the process that runs it only (a forked child's copy
     runs nowhere). It does not wait: it may run on the loop's own thread."""
     if os.getpid() == pid and gate.close():
-        sending = asyncio.run_coroutine_threadsafe(queued.send(), loop)
+        sending = asyncio.run_coroutine_threadsafe(queued.settle(), loop)
         _ending.add(sending)
         # Stopped once the future has its result, not from the coroutine: a loop stops
         # before the callbacks its last step scheduled, which set it.
@@ -422,11 +434,12 @@ def _send_queued_at_exit(final: bool) -> None:
     concurrent.futures.wait([s for s in sending if s is not None] + list(_ending))
 
 
-async def _ended_left_open(runs: list[ActiveRun]) -> None:
-    results = await asyncio.gather(*(run.end_left_open() for run in runs), return_exceptions=True)
+async def _ended_left_open(runs: list[ActiveRun], as_what: str = "the interpreter exited") -> None:
+    ending = (run.end_left_open(as_what) for run in runs)
+    results = await asyncio.gather(*ending, return_exceptions=True)
     for run, result in zip(runs, results, strict=True):
         if isinstance(result, BaseException):  # the exit goes on: the others end all the same
-            _log.warning("run %s could not be ended at exit: %s", run.run_id, result)
+            _log.warning("run %s could not be ended as %s: %s", run.run_id, as_what, result)
 
 
 # When the main thread ends, among threading's exit calls (which run before atexit's):
