@@ -979,12 +979,7 @@ async def test_a_run_whose_block_is_open_at_exit_sends_its_points_and_ends_finis
     assert done.returncode == 0, done.stderr
     assert await _stored(server_port, project, done) == (50, {})
     assert "still open as the interpreter exited" in done.stderr
-
-    def status() -> RunStatus:
-        with _tracking(server_port, project) as tracking:
-            return tracking.get_run(done.stdout.strip()).info.status
-
-    assert await asyncio.to_thread(status) == RunStatus.FINISHED  # as MLflow's at exit
+    assert await _status(server_port, project, done) == RunStatus.FINISHED  # as MLflow's
 
 
 async def test_images_queued_with_synchronous_false_are_sent_when_a_script_ends(
@@ -1109,6 +1104,16 @@ async def _stored(
         with _tracking(port, project) as tracking:
             points = len(tracking.get_metric_history(run_id, "loss"))
             return points, tracking.get_run(run_id).data.params
+
+    return await asyncio.to_thread(read)
+
+
+async def _status(port: int, project: str, done: subprocess.CompletedProcess[str]) -> RunStatus:
+    """The status of the run a script printed."""
+
+    def read() -> RunStatus:
+        with _tracking(port, project) as tracking:
+            return tracking.get_run(done.stdout.strip()).info.status
 
     return await asyncio.to_thread(read)
 
@@ -1279,9 +1284,4 @@ async def test_a_run_entered_where_its_client_is_dropped_sends_its_points_and_en
     assert done.returncode == 0, done.stderr
     assert await _stored(server_port, project, done) == (50, {})
     assert "still open as its client was dropped" in done.stderr
-
-    def status() -> RunStatus:
-        with _tracking(server_port, project) as tracking:
-            return tracking.get_run(done.stdout.strip()).info.status
-
-    assert await asyncio.to_thread(status) == RunStatus.FINISHED
+    assert await _status(server_port, project, done) == RunStatus.FINISHED
