@@ -103,8 +103,9 @@ class _Runner:
         self._pid = os.getpid()
         # What the client queued with synchronous=False, sent when it is left unclosed.
         self.queued = _Queued()
-        # The runs whose `with` block was entered and not left: the exit ends them
-        # (a daemon thread's, one entered by hand), or what they buffered was lost.
+        # The runs whose `with` block was entered and not left: the exit, or the
+        # runner's drop, ends them (a daemon thread's, one entered by hand), or what
+        # they buffered was lost.
         self.open_runs = self.queued.open_runs
         # Dropped unclosed (no client or object of its own left to use it), the loop
         # sends the queued writes, then stops and its thread ends: they were kept, with
@@ -397,10 +398,10 @@ os.register_at_fork(after_in_child=_ending.clear)  # the child runs none of thos
 
 def _stop_dropped(loop: asyncio.AbstractEventLoop, pid: int, gate: _Gate, queued: _Queued) -> None:
     """Has the loop of a runner dropped unclosed end its open runs and send its queued
-    writes, then stop;
-    meanwhile what is left of it (the end of an iterator collected with it) is refused,
-    not left waiting for ever. In the process that runs it only (a forked child's copy
-    runs nowhere). It does not wait: it may run on the loop's own thread."""
+    writes, then stop; meanwhile what is left of it (the end of an iterator collected
+    with it) is refused, not left waiting for ever. In the process that runs it only (a
+    forked child's copy runs nowhere). It does not wait: it may run on the loop's own
+    thread."""
     if os.getpid() == pid and gate.close():
         sending = asyncio.run_coroutine_threadsafe(queued.settle(), loop)
         _ending.add(sending)
