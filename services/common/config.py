@@ -249,10 +249,9 @@ class Config:
     keepalive_seconds: float = _setting(
         60.0,
         "how long a connection may stay quiet before the server pings it; one that does "
-        "not answer within as long again (a paused or vanished client) is closed, its "
-        "calls cancelled and the answers it did not read let go; below 10 a client on a "
-        "slow link, whose answer to a ping waits behind the bytes it sends, may be taken "
-        "for a gone one",
+        "not answer within as long again, and at least a minute (a slow link's answer "
+        "waits behind the bytes it sends), is closed as a paused or vanished client's: "
+        "its calls cancelled, the answers it did not read let go",
         bounds=Bounds(1, 7200, "two hours"),
     )
     tls_cert_file: str = _setting(

@@ -42,20 +42,28 @@ MAX_HEADER_BYTES = 16 * 1024
 _T = TypeVar("_T")
 
 
+# The least time a client has to answer a ping. gRPC waits as long for the answers to
+# the pings it sends to size its window while a client uploads, and a slow link's
+# answer queues behind the bytes it is sending: at 10 s an upload over 512 kbit/s was
+# cut at every try. A minute is gRPC's own default.
+PING_ANSWER_SECONDS = 60.0
+
+
 def _keepalive(seconds: float) -> list[tuple[str, int]]:
-    """Pings for connections quiet that long, and closes those that do not answer.
+    """Pings for connections quiet that long, and closes those that do not answer
+    within as long again, and at least PING_ANSWER_SECONDS.
 
     gRPC holds an answer until its client has read it all or gone: a paused client (a
     stopped process, a frozen pod, a vanished host) made each 5-byte search hold tens
     of MiB for as long as its connection stood, which without pings was for ever. Such
     a client answers no ping either; a live one does, however busy it is."""
-    milliseconds = int(seconds * 1000)
+    answer = int(max(seconds, PING_ANSWER_SECONDS) * 1000)
     return [
-        ("grpc.keepalive_time_ms", milliseconds),
+        ("grpc.keepalive_time_ms", int(seconds * 1000)),
         # Older cores wait this long for a ping's answer, newer ones (1.85 measured)
         # the next: both, or a frozen client is never closed.
-        ("grpc.keepalive_timeout_ms", milliseconds),
-        ("grpc.http2.ping_timeout_ms", milliseconds),
+        ("grpc.keepalive_timeout_ms", answer),
+        ("grpc.http2.ping_timeout_ms", answer),
         # Quiet connections too: their answers may all have been handed to the
         # transport, so gRPC counts no call on them.
         ("grpc.keepalive_permit_without_calls", 1),

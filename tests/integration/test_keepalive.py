@@ -5,13 +5,18 @@ of MiB for as long as the connection stood, which was for ever."""
 
 import asyncpg
 import grpc
+import pytest
 
+from cairn_server.common import server
 from cairn_server.common.config import Config
 from tests.conftest import eventually, serving
 from tests.proxy import FreezingProxy
 
 
-async def test_a_client_that_answers_nothing_is_let_go(config: Config, pool: asyncpg.Pool):
+async def test_a_client_that_answers_nothing_is_let_go(
+    config: Config, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server, "PING_ANSWER_SECONDS", 0)  # a minute, as a second here
     async with serving(config, pool, [], keepalive_seconds=1) as port:
         proxy = FreezingProxy(port)
         await proxy.start()
