@@ -1285,3 +1285,35 @@ async def test_a_run_entered_where_its_client_is_dropped_sends_its_points_and_en
     assert await _stored(server_port, project, done) == (50, {})
     assert "still open as its client was dropped" in done.stderr
     assert await _status(server_port, project, done) == RunStatus.FINISHED
+
+
+async def test_a_dropped_client_whose_run_raised_an_error_lets_its_thread_go(
+    server_port: int, unique: str
+) -> None:
+    """The run kept the error that stopped its sends and raised that very object, which
+    took the frames it went through, the sync client's runner among them: a client
+    dropped after its run's error was caught was never collected, its loop thread,
+    pool and connections kept until the process ended."""
+    body = """
+        import threading
+
+        def failed_log():
+            tracking = client()
+            run = tracking.start_run(tracking.create_experiment("failed"), send_interval=0.05)
+            run.__enter__()
+            tracking.delete_run(run.run_id)
+            try:
+                for step in range(10_000_000):
+                    run.log_metric("loss", 1.0, step=step)
+            except Exception as error:
+                print(type(error).__name__)
+            return [t for t in threading.enumerate() if t.name == "cairn-sync"]
+
+        threads = failed_log()
+        gc.collect()
+        for thread in threads:
+            thread.join(20)
+        print([thread.is_alive() for thread in threads])
+        """
+    _project, done = await _scripted(server_port, unique, body)
+    assert (done.returncode, done.stdout) == (0, "FailedPreconditionError\n[False]\n"), done.stderr

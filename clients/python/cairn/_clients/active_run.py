@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import logging
 import time
@@ -299,7 +300,7 @@ class ActiveRun:
             except OSError as error:
                 self._warn_not_removed(error)
         if self._error is not None and exc_type is None:
-            raise self._error
+            raise _again(self._error)
 
     async def _end(self, exc_type: type[BaseException] | None) -> bool:
         """Sends what is buffered, then the run's status, within flush_timeout; whether
@@ -557,7 +558,7 @@ class ActiveRun:
         """Raises the error that stopped sending, if one did, or RuntimeError once the
         run's block has ended or is ending."""
         if self._error is not None:
-            raise self._error
+            raise _again(self._error)
         if self._ending:
             raise RuntimeError(
                 f"the block of run {self.run_id} has ended: log to the run with the "
@@ -617,3 +618,16 @@ async def _retrying(
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _again(error: BaseException) -> BaseException:
+    """The error that stopped a run's sends, to raise again: a copy, caused by it. The
+    error raised itself took the frames of every caller it went through (a sync
+    client's runner among them), and the run keeps it: a client dropped after its
+    run's error was caught was never collected, nor its thread and connections."""
+    try:
+        again = copy.copy(error)
+    except Exception:  # an error that cannot be made again is raised itself
+        return error
+    again.__cause__ = error
+    return again
