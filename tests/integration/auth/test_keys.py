@@ -60,13 +60,8 @@ async def test_keys_are_listed_a_page_at_a_time_with_or_without_await(world: Wor
         every = [k.prefix for k in await auth.get_api_keys()]
         paged = [k.prefix async for k in auth.list_user_api_keys()]
 
-    def without_await() -> list[str]:
-        key = world.keys["editor"]
-        with sync.AuthClient.insecure_connection("127.0.0.1", world.port, key) as auth:
-            return [k.prefix for k in auth.list_user_api_keys()]
-
     assert paged == every
-    assert await asyncio.to_thread(without_await) == every
+    assert await _listed_without_await(world, "list_user_api_keys", "prefix") == every
 
 
 async def test_projects_are_listed_a_page_at_a_time_with_or_without_await(world: World) -> None:
@@ -76,13 +71,19 @@ async def test_projects_are_listed_a_page_at_a_time_with_or_without_await(world:
         every = [p.name for p in await auth.get_projects()]
         paged = [p.name async for p in auth.list_projects()]
 
-    def without_await() -> list[str]:
+    assert paged == every == [world.project]
+    assert await _listed_without_await(world, "list_projects", "name") == every
+
+
+async def _listed_without_await(world: World, pager: str, field: str) -> list[str]:
+    """The field of each item an editor's sync AuthClient's Pager method yields by `for`."""
+
+    def listed() -> list[str]:
         key = world.keys["editor"]
         with sync.AuthClient.insecure_connection("127.0.0.1", world.port, key) as auth:
-            return [p.name for p in auth.list_projects()]
+            return [getattr(item, field) for item in getattr(auth, pager)()]
 
-    assert paged == every == [world.project]
-    assert await asyncio.to_thread(without_await) == every
+    return await asyncio.to_thread(listed)
 
 
 @pytest.mark.parametrize(
