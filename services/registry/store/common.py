@@ -126,6 +126,8 @@ class Listing:
             filter_sql.empty_is_unset.
         named: attribute SQL expression -> the names it gives (a state, a stage), which
             a filter compares in any case; see _as_named.
+        quoted_numbers: integer columns among the attributes' a filter may compare with a
+            quoted integer too, as MLflow's `version_number = '1'`; see _unquoted.
     """
 
     def __init__(
@@ -138,11 +140,13 @@ class Listing:
         ties: Mapping[str, tuple[paging.SortColumn, ...]] | None = None,
         empty_is_unset: Collection[str] = (),
         named: Mapping[str, tuple[str, ...]] | None = None,
+        quoted_numbers: Collection[str] = (),
     ) -> None:
         self.alias = alias
         self.attributes = attributes
         self.empty_is_unset = frozenset(empty_is_unset)
         self.named = dict(named or {})
+        self.quoted_numbers = frozenset(quoted_numbers)
         self.entities = FILTER_ENTITIES if tagged else _ATTRIBUTE_ENTITIES
         # What to order by besides the times and the id: a column of the table's own
         # (column -> SQL type), e.g. the name for MLflow's "name ASC", or any expression
@@ -269,6 +273,8 @@ class Listing:
             return f"{column} IS {'' if node.is_null else 'NOT '}NULL"
         if column in self.named:
             node = _as_named(node, self.named[column])
+        if column in self.quoted_numbers:
+            node = _unquoted(node)
         return filter_sql.condition(column, node, params, sql_type)
 
     def _attribute(self, ident: Identifier) -> tuple[str, str]:
@@ -283,6 +289,24 @@ class Listing:
 def _past_budgets(row: asyncpg.Record) -> bool:
     """Whether a page that ends with row loads more than one of its budgets."""
     return bool(row["loaded"] > paging.MAX_PAGE_LOAD_BYTES or row["held"] > MAX_PAGE_LOAD_ENTRIES)
+
+
+# An integer as a quoted filter value may spell it, in at most int64's 19 digits (a
+# longer one stays text, refused as any text is for a number).
+_QUOTED_INTEGER = re.compile(r"[+-]?[0-9]{1,19}")
+
+
+def _unquoted(node: filters.Comparison) -> filters.Comparison:
+    """The comparison with each quoted integer ('1') as the number it spells, as MLflow's
+    search_model_versions compares `version_number = '1'` (its stores take the quoted
+    value for the number). Other values, and LIKE's patterns, are left as they are."""
+    if node.op in ("LIKE", "ILIKE"):
+        return node
+    values = tuple(
+        int(v) if isinstance(v, str) and _QUOTED_INTEGER.fullmatch(v) else v for v in node.values
+    )
+    value_or_list = values if node.op == "IN" else values[0]
+    return filters.Comparison(node.ident, node.op, value_or_list, node.negated)
 
 
 def _as_named(node: filters.Comparison, names: tuple[str, ...]) -> filters.Comparison:

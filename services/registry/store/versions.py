@@ -80,6 +80,7 @@ _LISTING = Listing(
     ties={"name": (paging.SortColumn("v.version", False, "bigint", "version"),)},
     empty_is_unset=("v.source_run_id", "v.source_uri", "v.author", "v.description"),
     named={_STAGE_NAMES: _FILTER_STAGES, _STATE: STATE_NAMES},
+    quoted_numbers=("v.version",),
 )
 # A stored URI with its spaces and controls dropped: URL parsers skip those before a URI
 # and drop tabs and line breaks within it, so " file:m" is a file: URI to them (one

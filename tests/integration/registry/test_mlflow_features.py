@@ -298,6 +298,26 @@ async def test_integer_fields_compare_with_every_int64_and_refuse_what_lies_beyo
         assert "compares with an integer" in raised.value.message
 
 
+async def test_a_version_number_compares_with_a_quoted_integer_as_in_mlflow(
+    mr_client, churn
+) -> None:
+    """MLflow's search_model_versions takes `version_number = '1'` for the number (its
+    stores compare the quoted value with the version); it was refused INVALID_FILTER
+    "compares with a number". Quoted text that spells no integer still is."""
+    for filter_text, expected in (
+        ("version_number = '2'", [2]),
+        ("version_number >= '2'", [2, 3]),
+        ("version_number IN ('1', 3)", [1, 3]),
+        ("version != '-1'", [1, 2, 3]),
+    ):
+        found = await mr_client.search_model_versions(filter_text)
+        assert sorted(v.version for v in found) == expected, filter_text
+    for refused in ("'two'", "'1.0'", "' 1'", f"'{2**63}'", "'" + "1" * 20 + "'"):
+        with pytest.raises(InvalidArgumentError) as raised:
+            await mr_client.search_model_versions(f"version_number = {refused}")
+        assert raised.value.reason == "INVALID_FILTER", refused
+
+
 async def test_stage_and_state_filters_take_any_case_and_refuse_unknown_names(
     mr_client, churn
 ) -> None:
