@@ -142,13 +142,12 @@ class Pager(Generic[T]):
         return self._set(is_asc=False)
 
     def limit(self, n: int) -> Pager[T]:
-        """Items per page."""
-        n = whole(n, "page_size", 32)
-        if n < 1:
-            raise invalid_argument("page_size", f"must be at least 1, got {n}")
-        return self._set(limit=n)
+        """Items per page (ListOptions.limit)."""
+        return self._set(limit=_items_per_page(n, "limit"))
 
-    page_size = limit
+    def page_size(self, n: int) -> Pager[T]:
+        """Items per page: limit by another name, which its errors name."""
+        return self._set(limit=_items_per_page(n, "page_size"))
 
     @property
     def done(self) -> bool:
@@ -239,6 +238,14 @@ def check_token_is_new(token: str | None, sent: set[str]) -> None:
             "Pager is walked by two tasks or threads at once (walk it from one at a time)",
             reason="PAGE_TOKEN_REPEATED",
         )
+
+
+def _items_per_page(n: int, argument: str) -> int:
+    """n, checked as a page's item count given as argument."""
+    n = whole(n, argument, 32)
+    if n < 1:
+        raise invalid_argument(argument, f"must be at least 1, got {n}")
+    return n
 
 
 # The most items a server page holds (a list's page_size).
