@@ -109,6 +109,11 @@ async def create_pool(url: str, config: Config) -> asyncpg.Pool:
             # A statement whose client is gone (its cancel request lost, the server's
             # process killed) ends within a second, not at its timeout.
             "client_connection_check_interval": "1000",
+            # A lock is waited for within the statement's timeout, whatever the role's
+            # lock_timeout: one a DBA set (common for ad-hoc sessions) failed writes that
+            # merely waited for each other, a few milliseconds apart. Statements that want
+            # a bound of their own set it (SET LOCAL lock_timeout).
+            "lock_timeout": "0",
         },
         reset=_keep_session,
         init=_register_codecs,
@@ -330,8 +335,8 @@ _closing: set[asyncio.Future[None]] = set()
 
 def domain_error(exc: BaseException) -> DomainError | None:
     """The error to answer for a database failure that is no bug: the database cannot
-    be reached or is out of disk or memory, a statement ran out of its time, or
-    transactions conflicted."""
+    be reached or is out of disk or memory, a statement ran out of its time, a lock
+    was not granted in time, or transactions conflicted."""
     if isinstance(exc, asyncpg.exceptions.QueryCanceledError):
         return statement_timeout()
     if isinstance(exc, _CONFLICTS):
@@ -339,6 +344,14 @@ def domain_error(exc: BaseException) -> DomainError | None:
             "TRANSACTION_CONFLICT",
             "the database rolled this call back in a conflict with another; nothing of it "
             "was applied: call again",
+        )
+    if isinstance(exc, asyncpg.exceptions.LockNotAvailableError):
+        # A lock_timeout the pool's own setting did not reach (a pooler's, say): the
+        # lock waited for is someone else's, so the call may well pass when sent again.
+        return Unavailable(
+            "DATABASE_BUSY",
+            "a lock the call needed was not granted within the database's lock_timeout; "
+            "nothing of the call was applied: call again",
         )
     if isinstance(exc, asyncpg.exceptions.ReadOnlySQLTransactionError):
         # A standby, or a primary demoted in a failover: writes come back once the

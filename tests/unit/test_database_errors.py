@@ -24,3 +24,10 @@ def test_a_pool_closing_under_work_is_a_shutdown() -> None:
 def test_other_interface_errors_are_no_shutdown() -> None:
     answer = database.domain_error(asyncpg.InterfaceError("cannot perform operation"))
     assert answer is None
+
+
+def test_a_lock_not_granted_in_time_is_a_busy_database() -> None:
+    """A lock_timeout cut a write that waited for another's lock: INTERNAL before."""
+    error = asyncpg.exceptions.LockNotAvailableError("canceling statement due to lock timeout")
+    answer = database.domain_error(error)
+    assert isinstance(answer, Unavailable) and answer.reason == "DATABASE_BUSY"
