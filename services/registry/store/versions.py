@@ -113,9 +113,10 @@ _LATEST = f"""SELECT {COLUMNS} FROM registry.model_versions v
                    CROSS JOIN unnest($2::smallint[]) AS wanted (stage)
                    CROSS JOIN LATERAL ({highest_in_stage("x.id", "model.id", "wanted.stage")}) top)
     ORDER BY v.registered_model_id, v.stage"""
-# Orders an index of one model's versions serves, (registered_model_id, version) or
-# (registered_model_id, id): MLflow's "name" orders them by version (see _LISTING's ties).
-_BY_MODEL_INDEX = ("name", "version", "id")
+# Orders an index of one model's versions serves, (registered_model_id, version), (...,
+# id) or (..., update_time, id): MLflow's "name" orders them by version (see _LISTING's
+# ties), and its search_model_versions by update time unless told otherwise.
+_BY_MODEL_INDEX = ("name", "version", "id", "update_time")
 # The filter's fields that name a version's registered model.
 _MODEL_NAME_FIELDS = ("name", "model_name")
 # Spare default names _free_name asks about at once.

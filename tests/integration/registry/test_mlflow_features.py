@@ -135,29 +135,52 @@ async def test_promoting_or_deleting_a_version_updates_its_models_update_time(
 
 
 async def test_versions_order_by_model_name_then_newest_first_as_in_mlflow(mr_client) -> None:
-    """MLflow's search_model_versions orders by model name, each model's versions
-    newest first, by default and as the ties of a name order; its users take the
-    first of a model's versions for its latest. Before, they came in creation order."""
+    """MLflow's search_model_versions ordered by model name orders each model's versions
+    newest first, as the ties of a name order. Before, they came in creation order."""
     for name in ("zeta", "alpha"):
         await mr_client.create_registered_model(name)
         for n in range(3):
             await mr_client.create_model_version(name, f"s3://b/{name}/{n}")
 
     async def listed(*args: object, **kwargs: object) -> list[tuple[str, int]]:
-        found = await mr_client.search_model_versions(*args, **kwargs)
+        found = await mr_client.search_model_versions(*args, order_by=["name ASC"], **kwargs)
         return [(v.name, v.version) for v in found]
 
     newest_first = [("alpha", 3), ("alpha", 2), ("alpha", 1), ("zeta", 3), ("zeta", 2), ("zeta", 1)]
     assert await listed() == newest_first
     assert await listed("name = 'zeta'") == newest_first[3:]
-    assert await listed(order_by=["name DESC"]) == newest_first[3:] + newest_first[:3]
+    descending = await mr_client.search_model_versions(order_by=["name DESC"])
+    assert [(v.name, v.version) for v in descending] == newest_first[3:] + newest_first[:3]
     paged, token = [], None
     while True:  # a version a page: the token carries the tie's place
-        page = await mr_client.search_model_versions(max_results=1, page_token=token)
+        page = await mr_client.search_model_versions(
+            max_results=1, order_by=["name ASC"], page_token=token
+        )
         paged += [(v.name, v.version) for v in page]
         if not (token := page.token):
             break
     assert paged == newest_first
+
+
+async def test_versions_come_last_updated_first_by_default_as_in_mlflow(mr_client) -> None:
+    """MLflow's store orders search_model_versions by last_updated_timestamp DESC unless
+    told otherwise; they came by model name, each model's newest first, before."""
+    for name in ("zeta", "alpha"):
+        await mr_client.create_registered_model(name)
+        for n in range(2):
+            await mr_client.create_model_version(name, f"s3://b/{name}/{n}")
+    await mr_client.update_model_version("zeta", 1, "changed last")
+    found = await mr_client.search_model_versions()
+    assert [(v.name, v.version) for v in found] == [
+        ("zeta", 1),
+        ("alpha", 2),
+        ("alpha", 1),
+        ("zeta", 2),
+    ]
+    times = [v.last_updated_timestamp for v in found]
+    assert times == sorted(times, reverse=True)
+    one_model = await mr_client.search_model_versions("name = 'zeta'")
+    assert [v.version for v in one_model] == [1, 2]
 
 
 async def test_models_order_by_mlflows_timestamp_as_by_their_last_update(mr_client) -> None:

@@ -216,7 +216,8 @@ async def test_a_page_of_versions_reads_about_its_size(
         *(
             (by, order_by)
             for by in ("model id", "name filter")
-            for order_by in ("name", "name DESC", "version desc")
+            # "update_time desc": MLflow's search_model_versions("name = 'm'") by default.
+            for order_by in ("name", "name DESC", "version desc", "update_time desc")
         ),
         ("name filter", "id desc"),
         # The model is most of the project: its versions are met early in the project's.

@@ -259,8 +259,8 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
         """Versions matching a filter in MLflow's names: "name = 'churn'" (the registered
         model's name), run_id, source_path, version_number, current_stage, tags.<key>;
         `version_name` is the version's own (Kubeflow) name. Ordered by one key
-        (docs/registry.md), by default by model name, each model's versions newest
-        first, as MLflow orders them. Up to max_results of them, gathered from pages
+        (docs/registry.md), by default the last updated first, as MLflow orders them.
+        Up to max_results of them, gathered from pages
         of at most 1,000. registered_model_id: only the
         versions of that model, whatever the filter says (a filter written around a
         name could close its parenthesis and reach other models).
@@ -273,8 +273,8 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
                 registered_model_id=registered_model_id or "",
                 filter=filter_string or "",
                 page_size=size,
-                # MLflow's default: by model name, each model's versions newest first.
-                order_by=_one_order(order_by) or "name ASC",
+                # MLflow's default (its store's; ties, rare, go by id here).
+                order_by=_one_order(order_by) or "last_updated_timestamp DESC",
                 page_token=token,
             )
             reply = await self._transport.unary(
