@@ -65,3 +65,22 @@ def test_plain_status_without_details_still_maps_by_code() -> None:
     assert isinstance(converted, exceptions.UnavailableError)
     assert converted.reason is None
     assert converted.message == "connection refused"
+
+
+def test_details_that_do_not_parse_leave_the_error_its_code() -> None:
+    """A status trailer or an ErrorInfo detail of bytes that do not parse (a proxy's, a
+    broken server's) raised protobuf's DecodeError in place of the call's error."""
+    garbled_info = any_pb2.Any(
+        type_url="type.googleapis.com/google.rpc.ErrorInfo", value=b"\xff\xff\xff"
+    )
+    bad = any_pb2.Any()
+    bad.Pack(error_details_pb2.BadRequest(field_violations=[{"field": "name"}]))
+    status = status_pb2.Status(code=5, message="gone", details=[garbled_info, bad])
+    for trailer in (b"\xff\xfe not a status", status.SerializeToString()):
+        error = _FakeRpcError(
+            grpc.StatusCode.NOT_FOUND, "gone", (("grpc-status-details-bin", trailer),)
+        )
+        converted = from_grpc_error(error)
+        assert isinstance(converted, NotFoundError)
+        assert (converted.message, converted.reason) == ("gone", None)
+    assert converted.field_violations == [("name", "")]

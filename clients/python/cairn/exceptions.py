@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import grpc
+from google.protobuf import any_pb2, message
 from google.rpc import error_details_pb2, status_pb2
 
 if TYPE_CHECKING:
@@ -206,13 +207,10 @@ def from_grpc_error(error: grpc.RpcError) -> CairnError:
     if status is not None:
         message = status.message or message
         for detail in status.details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
+            info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+            if _unpacked(detail, info):
                 reason, metadata = info.reason, dict(info.metadata)
-            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                detail.Unpack(bad)
+            elif _unpacked(detail, bad):
                 violations = [(v.field, v.description) for v in bad.field_violations]
     return error_class(code)(
         message,
@@ -225,11 +223,27 @@ def from_grpc_error(error: grpc.RpcError) -> CairnError:
 
 
 def _rich_status(error: grpc.RpcError) -> status_pb2.Status | None:
+    """The error's google.rpc.Status, None without one. Details that do not parse (a
+    proxy's trailer, a broken or hostile server) are passed over, here and in
+    _unpacked: the error keeps its status code, which a DecodeError in its place lost."""
     trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
     for key, value in trailing or ():
         if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
-            return status_pb2.Status.FromString(value)
+            try:
+                return status_pb2.Status.FromString(value)
+            except message.DecodeError:
+                return None
     return None
+
+
+def _unpacked(detail: any_pb2.Any, into: message.Message) -> bool:
+    """Whether detail holds a message of into's type, now read into it."""
+    if not detail.Is(into.DESCRIPTOR):
+        return False
+    try:
+        return detail.Unpack(into)
+    except message.DecodeError:
+        return False
 
 
 __all__ = [
