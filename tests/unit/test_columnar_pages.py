@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from cairn.exceptions import UnknownError
 from cairn.tracking.v1 import tracking_pb2 as pb
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.types._run_table import RunTable
@@ -80,7 +81,6 @@ MALFORMED = {
         "tags": pb.KeyValueColumns(keys=["t"], key_indexes=[0], values=["x"])
     },
     "inputs no count counts": {"input_counts": [0, 0]},
-    "an unknown status": {"statuses": [1, 99]},
 }
 
 
@@ -91,6 +91,17 @@ def test_a_page_that_does_not_add_up_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match="columnar page"):
         read(_page(**changes))
+
+
+@pytest.mark.parametrize("read", READERS)
+def test_a_status_this_client_does_not_know_is_unknown(
+    read: Callable[..., list[Any]],
+) -> None:
+    """A newer server's status: UNKNOWN_VALUE, as a Run message's is (a ValueError
+    before, which no CairnError handler caught)."""
+    with pytest.raises(UnknownError) as raised:
+        read(_page(statuses=[1, 99]))
+    assert raised.value.reason == "UNKNOWN_VALUE"
 
 
 def test_a_refused_page_adds_nothing_to_a_table() -> None:

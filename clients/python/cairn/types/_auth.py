@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from ..auth.v1 import auth_pb2 as pb
+from ._answers import known
 from ._arguments import member, named
 
 
@@ -133,4 +134,6 @@ def api_key_from_proto(message: pb.ApiKey) -> ApiKey:
 
 
 def member_from_proto(message: pb.ProjectMember) -> ProjectMember:
-    return ProjectMember(message.project, message.user_id, _ROLES[message.role])
+    return ProjectMember(
+        message.project, message.user_id, known(_ROLES, message.role, "project role")
+    )

@@ -7,6 +7,7 @@ import enum
 from dataclasses import dataclass, field
 
 from ..operations.v1 import operations_pb2 as pb
+from ._answers import known
 
 
 class OperationState(enum.Enum):
@@ -54,6 +55,7 @@ class Operation:
 
 
 _STATES = {
+    pb.OPERATION_STATE_UNSPECIFIED: OperationState.PENDING,
     pb.OPERATION_STATE_PENDING: OperationState.PENDING,
     pb.OPERATION_STATE_RUNNING: OperationState.RUNNING,
     pb.OPERATION_STATE_SUCCEEDED: OperationState.SUCCEEDED,
@@ -71,7 +73,8 @@ def operation_from_proto(message: pb.Operation) -> Operation:
     return Operation(
         name=message.name,
         kind=_KINDS.get(message.kind),
-        state=_STATES.get(message.state, OperationState.PENDING),
+        # Not read as PENDING: a newer server's end state waited for would never end.
+        state=known(_STATES, message.state, "operation state"),
         progress_done=message.progress.done,
         progress_total=message.progress.total,
         counts={c.kind: c.count for c in message.counts},

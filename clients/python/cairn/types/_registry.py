@@ -14,6 +14,7 @@ from .._argument_error import invalid_argument
 from .._numbers import is_bool, whole
 from ..common.v1 import common_pb2
 from ..registry.v1 import registry_pb2 as pb
+from ._answers import known
 from ._arguments import member, named, proto
 
 PropertyValue = bool | int | float | str
@@ -216,6 +217,14 @@ _STAGE_WIRE = {
     ModelVersionStage.PRODUCTION: "STAGE_PRODUCTION",
     ModelVersionStage.ARCHIVED: "STAGE_ARCHIVED",
 }
+# Wire numbers -> members, for answers.
+_STAGES = {pb.Stage.Value(wire): stage for stage, wire in _STAGE_WIRE.items()}
+_STATES = {pb.State.Value("STATE_" + state): state for state in RegisteredModelState}
+_ARTIFACT_STATES = {
+    pb.ArtifactState.Value("ARTIFACT_STATE_" + state): state
+    for state in ArtifactState
+    if state != ArtifactState.UNKNOWN
+}
 
 
 def stage(value: str, argument: str = "stage") -> ModelVersionStage:
@@ -285,7 +294,7 @@ def registered_model_from_proto(message: pb.RegisteredModel) -> RegisteredModel:
         owner=message.owner or None,
         description=message.description or None,
         external_id=message.external_id or None,
-        state=RegisteredModelState(pb.State.Name(message.state).removeprefix("STATE_")),
+        state=known(_STATES, message.state, "registered model state"),
         custom_properties=properties_from_proto(message.custom_properties),
         tags=dict(message.tags),
         id=message.id,
@@ -334,7 +343,7 @@ def _version_fields(message: pb.ModelVersion) -> dict[str, Any]:
         author=message.author or None,
         description=message.description or None,
         external_id=message.external_id or None,
-        state=ModelVersionState(pb.State.Name(message.state).removeprefix("STATE_")),
+        state=known(_STATES, message.state, "model version state"),
         custom_properties=properties_from_proto(message.custom_properties),
         tags=dict(message.tags),
         source_run_id=message.source_run_id or None,
@@ -342,7 +351,7 @@ def _version_fields(message: pb.ModelVersion) -> dict[str, Any]:
         id=message.id,
         registered_model_id=message.registered_model_id,
         version=message.version,
-        stage=next(s for s, wire in _STAGE_WIRE.items() if pb.Stage.Value(wire) == message.stage),
+        stage=known(_STAGES, message.stage, "model version stage"),
         aliases=list(message.aliases),
         create_time_since_epoch=_ms(message.create_time),
         last_update_time_since_epoch=_ms(message.update_time),
@@ -394,13 +403,13 @@ def artifact_to_proto(
 
 
 def artifact_from_proto(message: pb.Artifact) -> Artifact:
-    state = pb.ArtifactState.Name(message.state).removeprefix("ARTIFACT_STATE_")
     common: dict[str, Any] = {
         "name": message.name,
         "uri": message.uri,
         "description": message.description or None,
         "external_id": message.external_id or None,
-        "state": ArtifactState("UNKNOWN" if state == "UNSPECIFIED" else state),
+        # A state this client does not know is Kubeflow's UNKNOWN, as the unset one is.
+        "state": _ARTIFACT_STATES.get(message.state, ArtifactState.UNKNOWN),
         "custom_properties": properties_from_proto(message.custom_properties),
         "id": message.id,
         "model_version_id": message.model_version_id or None,
