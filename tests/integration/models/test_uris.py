@@ -105,7 +105,7 @@ async def test_the_registry_refuses_server_paths(world: World, unique: str) -> N
         await world.registry.create_model_version(name, "file:///srv/.cairn/artifacts/x/model")
     assert raised.value.reason == "INVALID_ARTIFACT_LOCATION"
     assert "cairn-artifacts://" in raised.value.message
-    version = await world.registry.create_model_version(name, "")
+    version = await world.registry.create_model_version(name, "s3://b/x")
     with pytest.raises(InvalidArgumentError):
         await world.registry.upsert_model_artifact(
             ModelArtifact("m", uri="FILE:///tmp/model.onnx"), version.id

@@ -76,6 +76,19 @@ async def test_reserved_and_malformed_aliases_are_refused(mr_client, churn, alia
         await mr_client.set_registered_model_alias("churn", alias, 1)
 
 
+async def test_aliases_take_letters_of_any_script_as_in_mlflow(mr_client, churn) -> None:
+    """MLflow takes any word character in an alias; "café" and "生产" were refused as
+    not of ASCII letters, digits, '_', '-' and '.'."""
+    for alias in ("café", "生产", "modèle_2.1"):
+        await mr_client.set_registered_model_alias("churn", alias, 2)
+        assert (await mr_client.get_model_version_by_alias("churn", alias)).version == 2
+    assert set((await mr_client.get_registered_model("churn")).aliases) == {
+        "café",
+        "生产",
+        "modèle_2.1",
+    }
+
+
 @pytest.mark.parametrize("alias", ["", " ", "a b", "-x", "x" * 300, "latest", "v3"])
 async def test_a_lookup_or_delete_of_an_alias_that_cannot_be_set_is_refused_alike(
     mr_client, churn, alias: str
@@ -339,6 +352,27 @@ async def test_a_version_number_compares_with_a_quoted_integer_as_in_mlflow(
         with pytest.raises(InvalidArgumentError) as raised:
             await mr_client.search_model_versions(f"version_number = {refused}")
         assert raised.value.reason == "INVALID_FILTER", refused
+
+
+async def test_a_version_needs_a_source_and_tags_a_mapping_as_in_mlflow(mr_client) -> None:
+    """MLflow's server requires a version's source; an empty one made a version whose
+    download URI was '' and whose copies held no files. Tags that are no mapping raised
+    a bare AttributeError ('list' object has no attribute 'items'). Both are refused
+    before any call now, naming the argument."""
+    await mr_client.create_registered_model("sourced")
+    for source in ("", None):
+        with pytest.raises(InvalidArgumentError) as raised:
+            await mr_client.create_model_version("sourced", source)
+        assert raised.value.field_violations[0][0] == "source"
+    for tags in (["a"], {1: "x"}):
+        with pytest.raises(InvalidArgumentError) as raised:
+            await mr_client.create_registered_model("tagged", tags=tags)
+        assert raised.value.field_violations[0][0] == "tags"
+        with pytest.raises(InvalidArgumentError) as raised:
+            await mr_client.create_model_version("sourced", "s3://b/m", tags=tags)
+        assert raised.value.field_violations[0][0] == "tags"
+    assert [m.name for m in await mr_client.search_registered_models()] == ["sourced"]
+    assert await mr_client.search_model_versions() == []
 
 
 async def test_stage_and_state_filters_take_any_case_and_refuse_unknown_names(

@@ -6,7 +6,7 @@ name as in MLflow (docs/client.md, "MLflow").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._argument_error import invalid_argument
@@ -48,9 +48,7 @@ class MlflowRegistry(RegistryCore):
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> RegisteredModel:
-        model = RegisteredModel(
-            name, description=description, tags={k: str(v) for k, v in (tags or {}).items()}
-        )
+        model = RegisteredModel(name, description=description, tags=_tags_as_text(tags))
         return await self.upsert_registered_model(model, timeout=timeout, metadata=metadata)
 
     async def rename_registered_model(
@@ -211,13 +209,16 @@ class MlflowRegistry(RegistryCore):
         Returns:
             The version, numbered 1, 2, 3 ... per model.
         """
+        if not source:  # MLflow's server requires it; a version of no files loads nothing
+            raise invalid_argument("source", "a version needs the URI of its files")
+        version_tags = _tags_as_text(tags)
         model_id = await self._model_id(name, timeout, metadata)
         version = ModelVersion(
             "",
             description=description,
             source_uri=source,
             source_run_id=run_id,
-            tags={k: str(v) for k, v in (tags or {}).items()},
+            tags=version_tags,
             custom_properties={"run_link": run_link} if run_link else {},
         )
         created = await self.upsert_model_version(
@@ -430,3 +431,15 @@ def _as_mlflow(version: ModelVersion, model_name: str) -> MlflowModelVersion:
     return MlflowModelVersion(
         name=fields["registered_model_name"], version_name=version.name, **fields
     )
+
+
+def _tags_as_text(tags: Mapping[str, Any] | None) -> dict[str, str]:
+    """MLflow's tags argument: names to values, each value sent as its text."""
+    if tags is None:
+        return {}
+    if not isinstance(tags, Mapping):
+        raise invalid_argument("tags", f"a {type(tags).__name__} is no mapping of names to values")
+    for key in tags:
+        if not isinstance(key, str):
+            raise invalid_argument("tags", f"key {key!r} is no string")
+    return {key: str(value) for key, value in tags.items()}
