@@ -37,10 +37,12 @@ MAX_TAG_VALUE = 8000
 # five objects at this limit fit any message of 6 MiB or more.
 MAX_OBJECT_BYTES = 1024 * 1024
 # Aliases a registered model may have. A model is answered with all of them, and its
-# latest versions with theirs: 256 of 255 characters add 130 KB to a model's answer.
+# latest versions with theirs: 256 of 255 characters add 130 KB to a model's answer
+# (520 KB of 4-byte characters, well within any message).
 # Without a bound, enough aliases made a model and every page holding it unreadable.
 MAX_ALIASES = 256
-_ALIAS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}")
+# Letters and digits of any script, as MLflow's \w takes them ("café", "生产").
+_ALIAS = re.compile(r"\w[\w.\-]{0,254}")
 _RESERVED_ALIAS = re.compile(r"(?i)latest|v\d+|version\d+")
 # Two characters at least, so "C:\\models" (a Windows path) is no URI either.
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+:")
@@ -192,7 +194,8 @@ def object_size(
 def alias(value: str, field: str = "alias") -> str:
     if not _ALIAS.fullmatch(value):
         raise invalid_field(
-            field, "1-255 letters, digits, '_', '-' or '.', not starting with '.' or '-'"
+            field,
+            "1-255 letters (of any script), digits, '_', '-' or '.', not starting with '.' or '-'",
         )
     if _RESERVED_ALIAS.fullmatch(value):
         raise invalid_field(field, f"{value!r} is reserved ('latest' and v<number> name versions)")
