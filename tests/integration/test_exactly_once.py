@@ -8,16 +8,24 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 from google.protobuf import descriptor_pool
 
 import cairn
 from cairn import _transport
 from cairn.exceptions import InvalidArgumentError, UnavailableError
-from cairn.types import ModelArtifact, ModelVersion, OperationState, RegisteredModel, ViewType
+from cairn.types import (
+    Metric,
+    ModelArtifact,
+    ModelVersion,
+    OperationState,
+    RegisteredModel,
+    ViewType,
+)
 from cairn_server import catalog
 from cairn_server.common.idempotency import READS
-from tests.conftest import another_transaction
+from tests.conftest import another_transaction, eventually, holds_up_another
 from tests.proxy import AnswerDroppingProxy
 
 
@@ -85,6 +93,35 @@ async def test_writes_whose_reply_is_lost_after_its_headers_apply_once(
         version = await registry.upsert_model_version(ModelVersion("v1"), model.id)
         assert [v.id for v in await registry.get_model_versions(model.id)] == [version.id]
     assert late_proxy.dropped == 3
+
+
+async def test_a_write_that_lost_a_deadlock_is_sent_again_and_applied_once(
+    server_port: int, pool: asyncpg.Pool, unique: str
+) -> None:
+    """A write PostgreSQL rolled back as a deadlock's victim applied nothing (ABORTED
+    TRANSACTION_CONFLICT); the client raised it, where a call sent again under its
+    request id is stored once. The batch holds its experiment's row (key share) and
+    waits for its run's, which another transaction holds; that one then asks for the
+    experiment's row: the server's session, waiting first, is the victim."""
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
+        experiment_id = await tracking.create_experiment(f"deadlock-{unique}")
+        run_id = (await tracking.create_run(experiment_id)).info.run_id
+        async with another_transaction(pool) as other:
+            await other.execute(
+                "SELECT 1 FROM tracking.run_sizes WHERE run_id = $1::uuid FOR UPDATE", run_id
+            )
+            batch = asyncio.ensure_future(
+                tracking.log_batch(run_id, metrics=[Metric("loss", 0.5, 1, 0)])
+            )
+            await eventually(lambda: holds_up_another(other), what="the batch waiting")
+            await other.execute(
+                """SELECT 1 FROM tracking.experiments
+                   WHERE experiment_id = $1 FOR UPDATE""",
+                int(experiment_id),
+            )
+        await batch
+        history = await tracking.get_metric_history(run_id, "loss")
+        assert [(m.value, m.step) for m in history] == [(0.5, 0)]
 
 
 async def test_a_write_whose_replies_are_all_lost_is_sent_a_bounded_number_of_times(

@@ -31,6 +31,7 @@ from ._targets import is_target, parse, target
 from .artifacts.v1 import artifacts_service_pb2
 from .auth.v1 import auth_service_pb2
 from .exceptions import (
+    AbortedError,
     CairnError,
     ClientClosedError,
     ForkedProcessError,
@@ -90,6 +91,15 @@ SERVICES = {
 ATTEMPTS = 4
 RETRY_BACKOFF_SECONDS = (0.1, 2.0)
 _RESENT_AFTER = (UnavailableError, ServerCancelledError)
+
+
+def _resent_after(error: CairnError) -> bool:
+    """Whether a unary call that failed so is sent again: UNAVAILABLE or CANCELLED
+    (_RESENT_AFTER), or ABORTED TRANSACTION_CONFLICT, the victim of a deadlock or a
+    serialization conflict, which applied nothing of the call."""
+    if isinstance(error, AbortedError):
+        return error.reason == "TRANSACTION_CONFLICT"
+    return isinstance(error, _RESENT_AFTER)
 
 
 def _retried_methods() -> list[dict[str, str]]:
@@ -595,10 +605,11 @@ class Transport:
 
         The call carries a fresh request id unless metadata names one (a caller that
         retries on its own, across processes even, sends the same id each time). After
-        UNAVAILABLE or CANCELLED (_RESENT_AFTER) the same request is sent again under the
-        same id, ATTEMPTS times in all, as long as its deadline leaves time for the
-        wait before it: the server applies a write once per id, and answers a
-        repeat with the first answer, even one whose reply was lost on its way back."""
+        UNAVAILABLE, CANCELLED or a transaction conflict (_resent_after) the same request
+        is sent again under the same id, ATTEMPTS times in all, as long as its deadline
+        leaves time for the wait before it: the server applies a write once per id, and
+        answers a repeat with the first answer, even one whose reply was lost on its way
+        back."""
         if metadata is None:  # most calls: no list to copy and search for an id
             headers = (*self._metadata, (REQUEST_ID_HEADER, new_request_id()))
         else:
@@ -607,7 +618,9 @@ class Transport:
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         try:
             return await self._unary_once(method, request, timeout, headers=headers)
-        except _RESENT_AFTER as error:
+        except CairnError as error:
+            if not _resent_after(error):
+                raise
             failed = error
         once = functools.partial(self._unary_once, method, request, headers=headers)
         return await self._resend(once, deadline, failed)
@@ -618,7 +631,7 @@ class Transport:
         deadline: float | None,
         failed: CairnError,
     ) -> Response:
-        """once(timeout left) run again after it failed (_RESENT_AFTER), until it is run
+        """once(timeout left) run again after it failed (_resent_after), until it is run
         ATTEMPTS times in all, each after a wait that must end before the deadline;
         raises the last failure when none is left. Not on a client closed meanwhile:
         its channels answer CANCELLED at once, and each write still queued (a thread
@@ -630,7 +643,9 @@ class Transport:
             await asyncio.sleep(wait)
             try:
                 return await once(None if deadline is None else deadline - loop.time())
-            except _RESENT_AFTER as error:
+            except CairnError as error:
+                if not _resent_after(error):
+                    raise
                 failed = error
         raise failed
 

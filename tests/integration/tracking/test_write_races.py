@@ -1,6 +1,7 @@
 """Writes to one run racing each other: each answer is what some order of the calls
 gives. Two values of one param are never both taken, and writes of the same entries in
-other orders never deadlock (ABORTED, which clients do not retry)."""
+other orders never deadlock (ABORTED, which the client sends again, after PostgreSQL's
+second of deadlock detection)."""
 
 import uuid
 from collections import Counter
