@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from cairn._names import EXPERIMENT_ID, MAX_KEY_LENGTH
+from cairn._names import EXPERIMENT_ID, MAX_KEY_LENGTH, MAX_TAG_VALUE_LENGTH
 
 from ..common import validation
 from ..common.errors import InvalidArgument, NotFound, invalid_field
@@ -14,7 +14,6 @@ from .model import ARTIFACT_SCHEME
 from .store.writes import METRIC_REQUEST_PREFIX
 
 MAX_PARAM_VALUE_LENGTH = 6000
-MAX_TAG_VALUE_LENGTH = 8000
 MAX_NAME_LENGTH = 500
 MAX_URI_LENGTH = 2048
 MAX_METRICS_PER_BATCH = 100_000

@@ -11,6 +11,7 @@ from typing import Any
 from ._argument_error import invalid_argument
 
 MAX_KEY_LENGTH = 250  # of a metric, param or tag key
+MAX_TAG_VALUE_LENGTH = 8000  # characters of a run's tag value
 MAX_REGISTRY_NAME_LENGTH = 256  # of a registered model, version or artifact
 # An experiment id as the tracking service reads one: digits, the first not 0. One past
 # the largest id (19 digits) is well-formed and names no experiment (NOT_FOUND), as

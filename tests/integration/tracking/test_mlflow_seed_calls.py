@@ -18,6 +18,7 @@ from cairn import sync
 from cairn.exceptions import (
     ClientClosedError,
     DeadlineExceededError,
+    FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
 )
@@ -479,6 +480,142 @@ async def test_log_table_keeps_every_row_of_one_file_named_two_ways_or_by_two_cl
     )
     table = split(await tracking.load_table(experiment_id, "t.json", run_ids=[run_id]))
     assert sorted(row[0] for row in table["data"]) == list(range(12))
+
+
+class Frame:
+    """What log_table reads of a pandas DataFrame (pandas is not installed here), whose
+    to_json(orient="split") writes a column name as often as the frame has it."""
+
+    def __init__(self, columns: list[str], data: list[list[object]]) -> None:
+        self.columns, self.data = columns, data
+
+    def to_json(self, **_: object) -> str:
+        return json.dumps({"columns": self.columns, "data": self.data})
+
+
+async def stored(tracking, run_id: str, name: str, tmp_path: Path) -> object:
+    """The file at name, parsed as strict JSON (NaN and Infinity are no JSON)."""
+    written = await tracking.download_artifacts(run_id, name, tmp_path)
+
+    def refuse(constant: str) -> object:
+        raise AssertionError(f"{constant} is no JSON")
+
+    return json.loads(Path(written).read_text(), parse_constant=refuse)
+
+
+async def test_a_duplicate_column_name_is_combined_by_position_or_refused(
+    tracking, experiment_id, tmp_path
+) -> None:
+    """Rows were combined by column name, keeping the last cell of each name: a row
+    [1, 2] under ["a", "a"] was stored and loaded as [2, 2], and a row under ["a"]
+    appended to it as [3, 3]."""
+    run_id = (await tracking.create_run(experiment_id)).info.run_id
+    duplicated = json.dumps({"columns": ["a", "a"], "data": [[1, 2]]})
+    await tracking.log_text(run_id, duplicated, "dup.json")
+    with pytest.raises(InvalidArgumentError, match=r"dup\.json.*duplicate column names"):
+        await tracking.log_table(run_id, {"a": [3]}, "dup.json")
+    assert await stored(tracking, run_id, "dup.json", tmp_path) == json.loads(duplicated)
+    for _ in range(2):
+        await tracking.log_table(run_id, Frame(["x", "x"], [[1, 2]]), "frame.json")
+    framed = {"columns": ["x", "x"], "data": [[1, 2], [1, 2]]}
+    assert await stored(tracking, run_id, "frame.json", tmp_path) == framed
+    other = (await tracking.create_run(experiment_id)).info.run_id
+    await tracking.log_table(other, Frame(["x", "x"], [[3, 4]]), "frame.json")
+    loaded = split(await tracking.load_table(experiment_id, "frame.json"))
+    assert sorted(loaded["data"]) == [[1, 2], [1, 2], [3, 4]]
+    await tracking.log_table(other, {"x": [5]}, "mixed.json")
+    await tracking.log_table(run_id, Frame(["x", "x"], [[1, 2]]), "mixed.json")
+    with pytest.raises(InvalidArgumentError, match=r"mixed\.json.*duplicate column names"):
+        await tracking.load_table(experiment_id, "mixed.json")
+
+
+async def test_log_table_refuses_a_table_the_runs_tag_cannot_list(tracking, run_id) -> None:
+    """The file was stored, then the tag listing the run's tables was refused for its
+    length with an error naming `tag[0]`: load_table did not find the file, and a
+    retry appended the rows a second time."""
+    listed = [{"path": "p" * 7960 + ".json", "type": "table"}]  # 7,996 characters
+    await tracking.set_tag(run_id, "mlflow.loggedArtifacts", json.dumps(listed))
+    for _ in range(2):
+        with pytest.raises(InvalidArgumentError, match=r"t\.json.*8000") as refused:
+            await tracking.log_table(run_id, {"a": [1]}, "t.json")
+        assert refused.value.field_violations[0][0] == "artifact_file"
+    assert await tracking.list_artifacts(run_id) == []
+    tags = (await tracking.get_run(run_id)).data.tags
+    assert json.loads(tags["mlflow.loggedArtifacts"]) == listed
+
+
+async def test_a_run_tagged_before_its_table_is_stored_adds_no_rows_yet(
+    tracking, experiment_id
+) -> None:
+    """log_table tags the run before it stores the file, so that a retry after a
+    failed upload appends the rows once. A run so tagged whose file is not (yet)
+    stored made load_table of the whole experiment raise NotFoundError."""
+    run_id = (await tracking.create_run(experiment_id)).info.run_id
+    await tracking.log_table(run_id, {"x": [1]}, "t.json")
+    interrupted = (await tracking.create_run(experiment_id)).info.run_id
+    listed = json.dumps([{"path": "t.json", "type": "table"}])
+    await tracking.set_tag(interrupted, "mlflow.loggedArtifacts", listed)
+    assert split(await tracking.load_table(experiment_id, "t.json"))["data"] == [[1]]
+    with pytest.raises(NotFoundError, match=r"t\.json"):
+        await tracking.load_table(experiment_id, "t.json", run_ids=[interrupted])
+    await tracking.log_table(interrupted, {"x": [2]}, "t.json")
+    loaded = split(await tracking.load_table(experiment_id, "t.json"))
+    assert sorted(loaded["data"]) == [[1], [2]]
+    tags = (await tracking.get_run(interrupted)).data.tags
+    assert tags["mlflow.loggedArtifacts"] == listed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        "[1, 2]",
+        '{"columns": "a", "data": []}',
+        '{"columns": ["a"]}',
+        '{"columns": ["a"], "data": [1]}',
+        '{"columns": ["a"], "data": [[1, 2]]}',
+        '{"columns": ["a", "b"], "data": [[1]]}',
+    ],
+)
+async def test_a_stored_file_that_is_no_table_is_a_failed_precondition(
+    tracking, experiment_id, run_id, text
+) -> None:
+    """Both calls raised what json.loads or zip raised: JSONDecodeError, TypeError or
+    ValueError, naming no file."""
+    await tracking.log_text(run_id, text, "t.json")
+    with pytest.raises(FailedPreconditionError, match=r"t\.json.*split") as refused:
+        await tracking.log_table(run_id, {"a": [3]}, "t.json")
+    assert refused.value.reason == "INVALID_TABLE"
+    listed = json.dumps([{"path": "t.json", "type": "table"}])
+    await tracking.set_tag(run_id, "mlflow.loggedArtifacts", listed)
+    with pytest.raises(FailedPreconditionError, match=r"t\.json.*split"):
+        await tracking.load_table(experiment_id, "t.json")
+
+
+async def test_log_table_writes_non_finite_cells_as_null_as_pandas_does(
+    tracking, run_id, tmp_path
+) -> None:
+    """They were written as NaN and Infinity, which are no JSON: MLflow's UI, which
+    reads the file with JSON.parse, showed no table."""
+    await tracking.log_table(
+        run_id, {"x": [1.5, math.nan, math.inf], "y": numpy.array([-numpy.inf, 0, 1])}, "f.json"
+    )
+    await tracking.log_table(run_id, {"x": math.nan, "y": [[math.inf, 2]]}, "f.json")
+    assert await stored(tracking, run_id, "f.json", tmp_path) == {
+        "columns": ["x", "y"],
+        "data": [[1.5, None], [None, 0.0], [None, 1.0], [None, [None, 2]]],
+    }
+
+
+@pytest.mark.parametrize("shape", [(5, 0), (5, 0, 3), (0, 5), (0, 0)])
+async def test_log_image_refuses_an_image_without_pixels(tracking, run_id, shape) -> None:
+    """A width of 0 stored a PNG no reader opens; a height of 0 raised a bare
+    ValueError from reshape."""
+    with pytest.raises(InvalidArgumentError, match="at least one pixel"):
+        await tracking.log_image(run_id, numpy.zeros(shape, dtype=numpy.uint8), "empty.png")
+    with pytest.raises(InvalidArgumentError, match="at least one pixel"):
+        await tracking.log_image(run_id, numpy.zeros(shape), key="empty")
+    assert await tracking.list_artifacts(run_id) == []
 
 
 async def test_synchronous_false_under_the_sync_facade(server_port, experiment_id) -> None:

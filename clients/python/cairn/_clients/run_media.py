@@ -25,12 +25,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from .._argument_error import invalid_argument
+from .._names import MAX_TAG_VALUE_LENGTH
 from .._numbers import whole, whole_or_zero
 from ..exceptions import NotFoundError
 from ..types._paging import PagedList, check_token_is_new
 from ..types._tracking import ATTRIBUTES, Run
+from .artifacts import ArtifactClient
 from .run_operations import RunOperations
 from .run_store import RunClient, file_name, join, run_store
+from .split_tables import append, parse_table, table_json
 
 # MLflow's tag names (mlflow.utils.mlflow_tags).
 MLFLOW_LOGGED_IMAGES = "mlflow.loggedImages"
@@ -127,10 +130,18 @@ class RunMedia:
         different channels or processes are not serialized (as in MLflow, the last
         write of the file wins).
 
+        A NaN or infinite float cell is written as null, as pandas writes it. Nothing
+        is written when a check below fails.
+
         Raises:
             InvalidArgumentError: artifact_file is not .json (.parquet needs pandas with pyarrow
                 in MLflow and is not written here) or holds a character MLflow refuses;
-                columns of different lengths.
+                columns of different lengths; a column name given to two columns of the
+                stored table or of data, their columns not the same; the run's tag
+                "mlflow.loggedArtifacts" too long (MAX_TAG_VALUE_LENGTH) to list one
+                more table.
+            FailedPreconditionError: the file at artifact_file is no table in the split
+                orientation (INVALID_TABLE).
             TypeError: data neither a dict nor a DataFrame; a set or an iterator as a column.
         """
         artifact_file = _table_file(artifact_file)
@@ -141,21 +152,16 @@ class RunMedia:
         # write the old rows plus their own, and one would be lost. Locked by the path
         # stored ("t.json" and "/t.json" are one file).
         async with _lock(self, run_id, path):
-            try:
-                existing = json.loads(await store.read(path))
-            except NotFoundError:
-                existing = None
+            existing = await _stored_table(store, path, artifact_file, run_id)
             if existing is not None:
-                table = _append(existing, table)
-            body = json.dumps(table, default=str).encode()
+                table = append(existing, table, artifact_file)
+            body = table_json(table)
+            # The tag first, then the file. A file stored and then a tag refused, or
+            # not sent, left rows load_table did not find, which a retry appended
+            # again. Tagged first, a failed upload leaves a tag that load_table reads
+            # as no rows yet (below), and a retry stores the rows once.
+            await _list_table(self, run_id, artifact_file)
             await store.upload(path, body, overwrite=True, content_type="application/json")
-        async with _lock(self, run_id, MLFLOW_LOGGED_ARTIFACTS):  # the tag is a list too
-            tags = (await self.get_run(run_id)).data.tags
-            logged = json.loads(tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
-            entry = {"path": artifact_file, "type": "table"}
-            if entry not in logged:
-                logged.append(entry)
-                await self.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps(logged))
 
     async def load_table(
         self: _MediaClient,
@@ -172,10 +178,15 @@ class RunMedia:
         where the run lacks it), `params.<key>` and `tags.<key>` (None where the run
         lacks them); a column the table already has is added as `<name>_`, with a
         warning. A pandas DataFrame when pandas is installed, else the split dict
-        {"columns": [...], "data": [...]}.
+        {"columns": [...], "data": [...]}. A run tagged with the table whose file is
+        not stored has no rows: log_table tags the run before it stores the file.
 
         Raises:
-            InvalidArgumentError: an extra column search_runs' table does not have.
+            InvalidArgumentError: an extra column search_runs' table does not have; a
+                column name given to two columns of a run's table, the runs' columns
+                not the same.
+            FailedPreconditionError: a run's file is no table in the split orientation
+                (INVALID_TABLE).
             NotFoundError: no run has the table (reason ARTIFACT_NOT_FOUND).
         """
         artifact_file = _table_file(artifact_file)
@@ -190,18 +201,21 @@ class RunMedia:
             if (not wanted or r.info.run_id in wanted)
             and entry in r.data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "")
         ]
-        if not runs:
+        combined: dict[str, Any] | None = None
+        for run in runs:
+            store, root = await run_store(self, run.info.run_id)
+            path = join(root, None, artifact_file)
+            table = await _stored_table(store, path, artifact_file, run.info.run_id)
+            if table is None:  # tagged by a log_table that has not stored the file
+                continue
+            for column in extra_columns:
+                table = _with_column(table, column, _run_column(run, column))
+            combined = table if combined is None else append(combined, table, artifact_file)
+        if combined is None:
             raise NotFoundError(
                 f"no run of experiment {experiment_id} has the table {artifact_file!r}",
                 reason="ARTIFACT_NOT_FOUND",
             )
-        combined: dict[str, Any] | None = None
-        for run in runs:
-            store, root = await run_store(self, run.info.run_id)
-            table = json.loads(await store.read(join(root, None, artifact_file)))
-            for column in extra_columns:
-                table = _with_column(table, column, _run_column(run, column))
-            combined = table if combined is None else _append(combined, table)
         return _as_frame(combined)
 
 
@@ -214,6 +228,41 @@ def _lock(client: Any, run_id: str, name: str) -> asyncio.Lock:
     if lock is None:
         lock = locks[(run_id, name)] = asyncio.Lock()
     return lock
+
+
+async def _stored_table(
+    store: ArtifactClient, path: str, artifact_file: str, run_id: str
+) -> dict[str, Any] | None:
+    """The table the run stores at path (parse_table), None when it stores no file there."""
+    try:
+        data = await store.read(path)
+    except NotFoundError:
+        return None
+    return parse_table(data, artifact_file, run_id)
+
+
+async def _list_table(client: _MediaClient, run_id: str, artifact_file: str) -> None:
+    """artifact_file added to the run's tag "mlflow.loggedArtifacts", the JSON list of
+    its tables MLflow keeps, unless listed already.
+
+    Raises:
+        InvalidArgumentError: the list would be longer than a tag's value may be.
+    """
+    async with _lock(client, run_id, MLFLOW_LOGGED_ARTIFACTS):  # the tag is a list too
+        tags = (await client.get_run(run_id)).data.tags
+        logged = json.loads(tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+        entry = {"path": artifact_file, "type": "table"}
+        if entry in logged:
+            return
+        value = json.dumps([*logged, entry])
+        if len(value) > MAX_TAG_VALUE_LENGTH:
+            raise invalid_argument(
+                "artifact_file",
+                f"{artifact_file!r} does not fit in the run's tag {MLFLOW_LOGGED_ARTIFACTS}, "
+                f"which lists its tables in at most {MAX_TAG_VALUE_LENGTH} characters "
+                f"({len(value)} with it): log the table to a file the run has already",
+            )
+        await client.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, value)
 
 
 async def _every_run(client: _MediaClient, experiment_id: str) -> list[Run]:
@@ -286,17 +335,6 @@ def _column_or_scalar(name: str, value: Any) -> Any:
 
 def _plain(value: Any) -> Any:
     return value.tolist() if hasattr(value, "tolist") else value
-
-
-def _append(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
-    """Rows of both, under the union of their columns (missing cells None), as pd.concat."""
-    columns = list(first["columns"]) + [c for c in second["columns"] if c not in first["columns"]]
-    rows = []
-    for table in (first, second):
-        for row in table["data"]:
-            cells = dict(zip(table["columns"], row, strict=True))
-            rows.append([cells.get(c) for c in columns])
-    return {"columns": columns, "data": rows}
 
 
 def _check_run_column(column: str) -> None:
@@ -403,6 +441,8 @@ def png(image: Any) -> bytes:
             "image", f"an image has shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4): {array.shape}"
         )
     height, width = array.shape[:2]
+    if not height or not width:  # a PNG of no pixels opens in no reader
+        raise invalid_argument("image", f"an image has at least one pixel: shape {array.shape}")
     rows = array.reshape(height, -1)
     raw = b"".join(b"\x00" + rows[y].tobytes() for y in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, kind, 0, 0, 0)
