@@ -291,7 +291,10 @@ class ArtifactClient(BaseClient):
 
         A whole object is checked against the sha256 the server recorded for it: when
         the bytes differ, the iteration ends with DataLossError (CHECKSUM_MISMATCH)
-        after the last chunk, so a corrupt byte never passes silently.
+        after the last chunk, so a corrupt byte never passes silently. Whole or a range,
+        a stream that brings more bytes than were asked for, or than the object's size
+        leaves past offset, ends with that error at the first chunk too many, which is
+        not yielded.
 
         A stream cut midway is opened again where it stopped, on the same stored bytes,
         for as long as each stream moves some: one that broke (UNAVAILABLE: the object
@@ -308,9 +311,11 @@ class ArtifactClient(BaseClient):
             offset=whole(offset, "offset"),
             length=whole(length, "length"),
         )
+        asked = request  # request moves on past what arrived when a stream is cut
         checksum = _Checksum(path) if not offset and not length else None
         stored: pb.ObjectInfo | None = None
         deadline = _Deadline(check_timeout(timeout))
+        received = 0  # by every stream together
         while True:  # once, unless a stream is cut midway
             moved = 0
             try:
@@ -324,6 +329,8 @@ class ArtifactClient(BaseClient):
                     chunk = reply.chunk  # each read of a bytes field copies it
                     if chunk:
                         moved += len(chunk)
+                        received += len(chunk)
+                        _check_not_past(asked, stored, received)
                         if checksum:
                             await checksum.update(chunk)
                         yield chunk
@@ -367,9 +374,9 @@ class ArtifactClient(BaseClient):
                 Windows, "C:" or "a.txt:x", say), or a directory whose objects one local
                 tree cannot hold (LOCAL_PATH_CONFLICT: "a" beside "a/b"), or not beside
                 what destination holds already (a local file "a" where "a/b" goes);
-                LOCAL_WRITE_FAILED, the file system refused a write (full, read-only):
-                the file being written is removed, those of a directory finished before
-                it stay.
+                LOCAL_WRITE_FAILED, the file system refused a write (full, read-only)
+                or a name (too long): the file being written is removed, those of a
+                directory finished before it stay.
             DataLossError: the bytes that arrived differ from those stored.
         """
         project, path = self._named(path)
@@ -609,7 +616,12 @@ class ArtifactClient(BaseClient):
         objects = [object_from_proto(o) for o in listed]
         paths = [info.path for info in objects]
         files = tree_files(target, prefix, paths)
-        await asyncio.to_thread(check_room, target, paths, files)
+        # A name this file system cannot hold (a segment of 300 bytes, which the store
+        # takes) fails its first look on disk: refused as the write of it would be.
+        with local_writes(
+            target, "nothing was written (download it alone to a file name of your choice)"
+        ):
+            await asyncio.to_thread(check_room, target, paths, files)
         total = sum(info.size for info in objects)
         left = "the files downloaded before it are there, each whole; download again to finish"
         with (
@@ -688,6 +700,32 @@ def _after(request: api.DownloadRequest, moved: int) -> api.DownloadRequest | No
         offset=request.offset + moved,
         length=request.length - moved if request.length else 0,
     )
+
+
+def _most_bytes(asked: api.DownloadRequest, stored: pb.ObjectInfo | None) -> int | None:
+    """The most bytes a download may bring: no more than its range's length, nor than
+    the object holds past its offset by the size its stream states; None while neither
+    is known."""
+    bounds = [asked.length] if asked.length else []
+    if stored is not None:
+        bounds.append(max(stored.size - asked.offset, 0))
+    return min(bounds, default=None)
+
+
+def _check_not_past(
+    asked: api.DownloadRequest, stored: pb.ObjectInfo | None, received: int
+) -> None:
+    """Raises DataLossError (CHECKSUM_MISMATCH) at the first chunk past `_most_bytes`,
+    before it is passed on: a server that sends on, without end even, fills neither a
+    read's memory nor a download's disk."""
+    most = _most_bytes(asked, stored)
+    if most is not None and received > most:
+        raise DataLossError(
+            f"more of {asked.path!r} arrived than the {most} bytes its range and size "
+            "hold; nothing past them was kept",
+            reason="CHECKSUM_MISMATCH",
+            metadata={"size": str(most), "received": str(received)},
+        )
 
 
 class _Checksum:
