@@ -14,7 +14,7 @@ from cairn.registry.v1 import registry_pb2
 from cairn.tracking.v1 import tracking_pb2
 from cairn.types import ArtifactState, ModelVersionStage, OperationState, RunStatus
 from cairn.types._auth import member_from_proto
-from cairn.types._operations import operation_from_proto
+from cairn.types._operations_from_proto import operation_from_proto
 from cairn.types._registry import (
     artifact_from_proto,
     mlflow_model_version_from_proto,

@@ -27,10 +27,8 @@ from ..exceptions import (
 from ..operations.v1 import operations_service_pb2 as api
 from ..operations.v1 import operations_service_pb2_grpc
 from ..types._arguments import proto
-from ..types._operations import (
-    Operation,
-    operation_from_proto,
-)
+from ..types._operations import Operation
+from ..types._operations_from_proto import operation_from_proto
 from ..types._paging import ListOptions, PagedList, Pager
 
 # How long one WaitOperation call waits on the server; the call's own deadline is a
