@@ -6,7 +6,8 @@ import asyncio
 import datetime
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 import asyncpg
 import pytest
@@ -25,8 +26,10 @@ from cairn.types import (
 )
 from cairn_server import catalog
 from cairn_server.common.idempotency import READS
-from tests.conftest import another_transaction, eventually, holds_up_another
+from tests.conftest import another_transaction, eventually, holds_up_another, new_project
 from tests.proxy import AnswerDroppingProxy
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -95,6 +98,20 @@ async def test_writes_whose_reply_is_lost_after_its_headers_apply_once(
     assert late_proxy.dropped == 3
 
 
+async def _deadlock_lost_by(
+    pool: asyncpg.Pool, call: Awaitable[T], first: str, then: str, *args: object
+) -> T:
+    """call's answer, once its session was a deadlock's victim: another transaction runs
+    `first`, which call then waits for, and `then` (with args), which waits for call. The
+    call's session, waiting first, is the one PostgreSQL rolls back."""
+    async with another_transaction(pool) as other:
+        await other.execute(first)
+        task = asyncio.ensure_future(call)
+        await eventually(lambda: holds_up_another(other), what="the call waiting")
+        await other.execute(then, *args)
+    return await task
+
+
 async def test_a_write_that_lost_a_deadlock_is_sent_again_and_applied_once(
     server_port: int, pool: asyncpg.Pool, unique: str
 ) -> None:
@@ -102,26 +119,41 @@ async def test_a_write_that_lost_a_deadlock_is_sent_again_and_applied_once(
     TRANSACTION_CONFLICT); the client raised it, where a call sent again under its
     request id is stored once. The batch holds its experiment's row (key share) and
     waits for its run's, which another transaction holds; that one then asks for the
-    experiment's row: the server's session, waiting first, is the victim."""
+    experiment's row."""
     async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
         experiment_id = await tracking.create_experiment(f"deadlock-{unique}")
         run_id = (await tracking.create_run(experiment_id)).info.run_id
-        async with another_transaction(pool) as other:
-            await other.execute(
-                "SELECT 1 FROM tracking.run_sizes WHERE run_id = $1::uuid FOR UPDATE", run_id
-            )
-            batch = asyncio.ensure_future(
-                tracking.log_batch(run_id, metrics=[Metric("loss", 0.5, 1, 0)])
-            )
-            await eventually(lambda: holds_up_another(other), what="the batch waiting")
-            await other.execute(
-                """SELECT 1 FROM tracking.experiments
-                   WHERE experiment_id = $1 FOR UPDATE""",
-                int(experiment_id),
-            )
-        await batch
+        await _deadlock_lost_by(
+            pool,
+            tracking.log_batch(run_id, metrics=[Metric("loss", 0.5, 1, 0)]),
+            f"SELECT 1 FROM tracking.run_sizes WHERE run_id = '{run_id}' FOR UPDATE",
+            "SELECT 1 FROM tracking.experiments WHERE experiment_id = $1 FOR UPDATE",
+            int(experiment_id),
+        )
         history = await tracking.get_metric_history(run_id, "loss")
         assert [(m.value, m.step) for m in history] == [(0.5, 0)]
+
+
+async def test_an_upload_that_lost_a_deadlock_is_sent_again_and_published_once(
+    server_port: int, pool: asyncpg.Pool, unique: str
+) -> None:
+    """The upload's publication, waiting on the objects table with its path's advisory
+    lock held, was the victim: uploads were sent again after UNAVAILABLE only, and the
+    caller got ABORTED TRANSACTION_CONFLICT for bytes it could send again."""
+    project = await new_project(server_port, f"deadlock-{unique}")
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", server_port, project=project
+    ) as store:
+        info = await _deadlock_lost_by(
+            pool,
+            store.upload("d/f.txt", b"hello"),
+            "LOCK TABLE artifacts.objects IN SHARE MODE",
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            f"{project}/d/f.txt",
+        )
+        assert info.size == 5
+        assert await store.read("d/f.txt") == b"hello"
+        assert [o.path for o in await store.list("d/")] == ["d/f.txt"]
 
 
 async def test_a_write_whose_replies_are_all_lost_is_sent_a_bounded_number_of_times(

@@ -93,8 +93,8 @@ RETRY_BACKOFF_SECONDS = (0.1, 2.0)
 _RESENT_AFTER = (UnavailableError, ServerCancelledError)
 
 
-def _resent_after(error: CairnError) -> bool:
-    """Whether a unary call that failed so is sent again: UNAVAILABLE or CANCELLED
+def resent_after(error: CairnError) -> bool:
+    """Whether a call that failed so is sent again: UNAVAILABLE or CANCELLED
     (_RESENT_AFTER), or ABORTED TRANSACTION_CONFLICT, the victim of a deadlock or a
     serialization conflict, which applied nothing of the call."""
     if isinstance(error, AbortedError):
@@ -605,7 +605,7 @@ class Transport:
 
         The call carries a fresh request id unless metadata names one (a caller that
         retries on its own, across processes even, sends the same id each time). After
-        UNAVAILABLE, CANCELLED or a transaction conflict (_resent_after) the same request
+        UNAVAILABLE, CANCELLED or a transaction conflict (resent_after) the same request
         is sent again under the same id, ATTEMPTS times in all, as long as its deadline
         leaves time for the wait before it: the server applies a write once per id, and
         answers a repeat with the first answer, even one whose reply was lost on its way
@@ -619,7 +619,7 @@ class Transport:
         try:
             return await self._unary_once(method, request, timeout, headers=headers)
         except CairnError as error:
-            if not _resent_after(error):
+            if not resent_after(error):
                 raise
             failed = error
         once = functools.partial(self._unary_once, method, request, headers=headers)
@@ -631,7 +631,7 @@ class Transport:
         deadline: float | None,
         failed: CairnError,
     ) -> Response:
-        """once(timeout left) run again after it failed (_resent_after), until it is run
+        """once(timeout left) run again after it failed (resent_after), until it is run
         ATTEMPTS times in all, each after a wait that must end before the deadline;
         raises the last failure when none is left. Not on a client closed meanwhile:
         its channels answer CANCELLED at once, and each write still queued (a thread
@@ -644,7 +644,7 @@ class Transport:
             try:
                 return await once(None if deadline is None else deadline - loop.time())
             except CairnError as error:
-                if not _resent_after(error):
+                if not resent_after(error):
                     raise
                 failed = error
         raise failed

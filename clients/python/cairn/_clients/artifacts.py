@@ -22,7 +22,14 @@ from .._base import BaseClient
 from .._direct_io import Writable
 from .._numbers import is_bool, real, whole, whole_or_zero
 from .._progress import Meter, Progress, meter
-from .._transport import REQUEST_ID_HEADER, Metadata, Transport, check_timeout, with_id
+from .._transport import (
+    REQUEST_ID_HEADER,
+    Metadata,
+    Transport,
+    check_timeout,
+    resent_after,
+    with_id,
+)
 from ..artifacts.v1 import artifacts_pb2 as pb
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
@@ -221,17 +228,19 @@ class ArtifactClient(BaseClient):
             return await self._attempts(upload, deadline)
 
     async def _attempts(self, upload: Upload, deadline: asyncio.Timeout) -> ObjectInfo:
-        """The upload, sent again under its request id after UNAVAILABLE when it can be
-        (not after its completion failed: see `DirectTransfers._complete_upload`), unless
-        the wait would outlast the deadline: the last error is raised."""
+        """The upload, sent again under its request id after UNAVAILABLE or a transaction
+        conflict (resent_after) when it can be (not after its completion failed: see
+        `DirectTransfers._complete_upload`), unless the wait would outlast the deadline:
+        the last error is raised."""
         waits, loop = iter(UPLOAD_RETRY_WAITS), asyncio.get_running_loop()
         while True:
             try:
                 return await self._upload_once(upload)
-            except UnavailableError as error:
+            except CairnError as error:
                 wait, ends = next(waits, None), deadline.when()
                 if (
                     wait is None
+                    or not resent_after(error)
                     or not isinstance(upload.source, Resendable)
                     or isinstance(error, CompletionFailed)
                     or (ends is not None and loop.time() + wait >= ends)
