@@ -8,19 +8,23 @@ import random
 import pytest
 
 from cairn._clients import active_run
-from cairn.exceptions import UnavailableError
+from cairn.exceptions import AbortedError, CairnError, InvalidArgumentError, UnavailableError
 
 FAILURES = 8
+OUTAGE = UnavailableError("the server restarts")
 
 
-async def _waits_of_one_outage(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+async def _waits_of_one_outage(
+    monkeypatch: pytest.MonkeyPatch,
+    refusal: CairnError = OUTAGE,
+) -> list[float]:
     """The waits of a call refused FAILURES times, then stored."""
     waits: list[float] = []
     refusals = iter(range(FAILURES))
 
     async def call() -> str:
         if next(refusals, None) is not None:
-            raise UnavailableError("the server restarts")
+            raise refusal
         return "stored"
 
     async def recorded(wait: float) -> None:
@@ -64,3 +68,16 @@ async def test_retry_waits_neither_follow_nor_move_the_random_modules_sequence(
     assert first != second
     random.seed(42)
     assert random.random() == drawn_after
+
+
+async def test_a_run_waits_out_transaction_conflicts_as_outages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deadlock's victim applied nothing and is sent again; when the transport's own
+    attempts ran out under lasting contention, the run took it for a lasting failure
+    and stopped its sends. Other ABORTED reasons still are."""
+    conflict = AbortedError("rolled back", reason="TRANSACTION_CONFLICT")
+    assert len(await _waits_of_one_outage(monkeypatch, conflict)) == FAILURES
+    for lasting in (AbortedError("changed", reason="OBJECT_CHANGED"), InvalidArgumentError("x")):
+        with pytest.raises(type(lasting)):
+            await _waits_of_one_outage(monkeypatch, lasting)

@@ -19,7 +19,7 @@ from .. import _names as names
 from .._argument_error import invalid_argument
 from .._backoff import backoff
 from .._numbers import real, seconds, whole, whole_or_zero
-from .._transport import REQUEST_ID_HEADER
+from .._transport import REQUEST_ID_HEADER, resent_after
 from ..exceptions import (
     CairnError,
     ClientClosedError,
@@ -32,8 +32,15 @@ from .journal import Journal, LiveJournal
 from .run_batches import Batches
 
 # Failures that a later attempt may not meet: the server or its database away, a deadline,
-# a limit. Anything else (a deleted run, a bad value) is the caller's to know at once.
-TRANSIENT = (UnavailableError, DeadlineExceededError, ResourceExhaustedError)
+# a limit, and what the transport sends again (resent_after) when its attempts ran out.
+# Anything else (a deleted run, a bad value) is the caller's to know at once.
+_TRANSIENT = (UnavailableError, DeadlineExceededError, ResourceExhaustedError)
+
+
+def _transient(error: CairnError) -> bool:
+    return isinstance(error, _TRANSIENT) or resent_after(error)
+
+
 FIRST_BACKOFF_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 5.0
 T = TypeVar("T")
@@ -608,7 +615,9 @@ async def _retrying(
     while True:
         try:
             return await call()
-        except TRANSIENT as error:
+        except CairnError as error:
+            if not _transient(error):
+                raise
             wait = next(waits)
             _log.info("retrying in %.1f s after %s", wait, error)
             if failed is not None:

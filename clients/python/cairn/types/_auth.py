@@ -114,7 +114,10 @@ def project_from_proto(message: pb.Project) -> Project:
         name=message.name,
         description=message.description,
         create_time=message.create_time.ToMilliseconds() or None,
-        role=_ROLES.get(message.caller_role),
+        # Unset: a global admin who is no member; a role unknown here is no such thing.
+        role=None
+        if message.caller_role == pb.PROJECT_ROLE_UNSPECIFIED
+        else known(_ROLES, message.caller_role, "project role"),
     )
 
 

@@ -154,6 +154,7 @@ class Run:
 
 
 _STAGES = {
+    pb.LIFECYCLE_STAGE_UNSPECIFIED: LifecycleStage.ACTIVE,
     pb.LIFECYCLE_STAGE_ACTIVE: LifecycleStage.ACTIVE,
     pb.LIFECYCLE_STAGE_DELETED: LifecycleStage.DELETED,
 }
@@ -174,7 +175,7 @@ def experiment_from_proto(message: pb.Experiment) -> Experiment:
         experiment_id=message.experiment_id,
         name=message.name,
         artifact_location=message.artifact_location,
-        lifecycle_stage=_STAGES.get(message.lifecycle_stage, LifecycleStage.ACTIVE),
+        lifecycle_stage=known(_STAGES, message.lifecycle_stage, "lifecycle stage"),
         tags={t.key: t.value for t in message.tags},
         creation_time=message.creation_time.ToMilliseconds(),
         last_update_time=message.last_update_time.ToMilliseconds(),
@@ -192,7 +193,7 @@ def run_info_from_proto(message: pb.RunInfo) -> RunInfo:
         start_time=message.start_time_ms,
         end_time=message.end_time_ms or None,
         artifact_uri=message.artifact_uri,
-        lifecycle_stage=_STAGES.get(message.lifecycle_stage, LifecycleStage.ACTIVE),
+        lifecycle_stage=known(_STAGES, message.lifecycle_stage, "lifecycle stage"),
         parent_run_id=message.parent_run_id or None,
         project=message.project,
     )
@@ -248,7 +249,7 @@ def runs_from_columns(columns: pb.RunColumns) -> list[Run]:
         list(columns.start_times_ms),
         [t or None for t in list(columns.end_times_ms)],
         list(columns.artifact_uris),
-        [_STAGES.get(s, LifecycleStage.ACTIVE) for s in list(columns.lifecycle_stages)],
+        list(map(_STAGES.__getitem__, list(columns.lifecycle_stages))),
         [p or None for p in list(columns.parent_run_ids)],
         repeat(columns.project),
     )
@@ -279,7 +280,8 @@ def check_columns(columns: pb.RunColumns) -> None:
     run in every list of the runs' attributes, a count per run in each table's counts,
     as many entries in each of the table's lists as its counts add up to, and key
     positions within its keys. A page that does not would pair values with the wrong
-    runs. A status this client does not know raises UnknownError (UNKNOWN_VALUE)."""
+    runs. A status or stage this client does not know raises UnknownError
+    (UNKNOWN_VALUE)."""
     runs = len(columns.run_ids)
     for name in _INFO_COLUMNS:
         if len(getattr(columns, name)) != runs:
@@ -299,6 +301,8 @@ def check_columns(columns: pb.RunColumns) -> None:
         raise ValueError("a columnar page's input_counts do not add up to its inputs")
     for status in set(columns.statuses):  # a few distinct ones, whatever the runs
         known(_STATUSES, status, "run status")
+    for stage in set(columns.lifecycle_stages):
+        known(_STAGES, stage, "lifecycle stage")
 
 
 def _counted(columns: pb.RunColumns, kind: str, runs: int) -> int:
