@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import cast
 from urllib.parse import urlsplit
@@ -41,8 +42,9 @@ MAX_OBJECT_BYTES = 1024 * 1024
 # (520 KB of 4-byte characters, well within any message).
 # Without a bound, enough aliases made a model and every page holding it unreadable.
 MAX_ALIASES = 256
-# Letters and digits of any script, as MLflow's \w takes them ("café", "生产").
-_ALIAS = re.compile(r"\w[\w.\-]{0,254}")
+MAX_ALIAS_LENGTH = 255
+# Beside letters, marks and digits of any script (Unicode categories L, M and N).
+_ALIAS_PUNCTUATION = frozenset("_.-")
 _RESERVED_ALIAS = re.compile(r"(?i)latest|v\d+|version\d+")
 # Two characters at least, so "C:\\models" (a Windows path) is no URI either.
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+:")
@@ -192,10 +194,24 @@ def object_size(
 
 
 def alias(value: str, field: str = "alias") -> str:
-    if not _ALIAS.fullmatch(value):
+    """value in NFC, the one form of each alias: "café" typed with a combining accent, or
+    "Kx" with the Kelvin sign, is the alias of the composed letters, not one that looks
+    the same beside it.
+
+    Raises:
+        InvalidArgument: not 1-255 letters, marks or digits of any script, '_', '-' or
+            '.', starting with a letter, digit or '_'; or reserved.
+    """
+    value = unicodedata.normalize("NFC", value)
+    if (
+        not 0 < len(value) <= MAX_ALIAS_LENGTH
+        or not all(map(_in_alias, value))
+        or (value[0] in ".-" or unicodedata.category(value[0])[0] == "M")
+    ):
         raise invalid_field(
             field,
-            "1-255 letters (of any script), digits, '_', '-' or '.', not starting with '.' or '-'",
+            "1-255 letters (of any script, with their marks), digits, '_', '-' or '.', "
+            "starting with a letter, a digit or '_'",
         )
     if _RESERVED_ALIAS.fullmatch(value):
         raise invalid_field(field, f"{value!r} is reserved ('latest' and v<number> name versions)")
@@ -227,3 +243,7 @@ def own_files(uri: str, project: str, field: str) -> None:
             f"files of the registry are in its own project: cairn-artifacts://{project}/<path>",
             "INVALID_ARTIFACT_LOCATION",
         )
+
+
+def _in_alias(character: str) -> bool:
+    return character in _ALIAS_PUNCTUATION or unicodedata.category(character)[0] in "LMN"

@@ -70,23 +70,36 @@ async def test_deleting_an_alias_the_model_lacks_does_nothing(mr_client, churn) 
     assert "no-such-model" in raised.value.message
 
 
-@pytest.mark.parametrize("alias", ["latest", "LATEST", "v3", "version12", "", "-x", "a b"])
+@pytest.mark.parametrize(
+    "alias", ["latest", "LATEST", "v3", "version12", "", "-x", "a b", "\u0301x", "a\u200db"]
+)
 async def test_reserved_and_malformed_aliases_are_refused(mr_client, churn, alias: str) -> None:
     with pytest.raises(InvalidArgumentError):
         await mr_client.set_registered_model_alias("churn", alias, 1)
 
 
-async def test_aliases_take_letters_of_any_script_as_in_mlflow(mr_client, churn) -> None:
+async def test_aliases_take_letters_of_any_script_in_one_form(mr_client, churn) -> None:
     """MLflow takes any word character in an alias; "café" and "生产" were refused as
-    not of ASCII letters, digits, '_', '-' and '.'."""
-    for alias in ("café", "生产", "modèle_2.1"):
+    not of ASCII letters, digits, '_', '-' and '.'. Letters with marks (Hindi's vowel
+    signs) are taken too, and each alias has one form (NFC): "café" typed with a
+    combining accent, or "Kx" with the Kelvin sign, is the same alias as the composed
+    one, never a second alias that looks the same."""
+    for alias in ("café", "生产", "modèle_2.1", "हिन्दी"):
         await mr_client.set_registered_model_alias("churn", alias, 2)
         assert (await mr_client.get_model_version_by_alias("churn", alias)).version == 2
-    assert set((await mr_client.get_registered_model("churn")).aliases) == {
-        "café",
-        "生产",
-        "modèle_2.1",
+    await mr_client.set_registered_model_alias("churn", "cafe\u0301", 3)
+    await mr_client.set_registered_model_alias("churn", "\u212ax", 1)
+    assert (await mr_client.get_model_version_by_alias("churn", "café")).version == 3
+    assert (await mr_client.get_model_version_by_alias("churn", "Kx")).version == 1
+    assert (await mr_client.get_registered_model("churn")).aliases == {
+        "café": 3,
+        "生产": 2,
+        "modèle_2.1": 2,
+        "हिन्दी": 2,
+        "Kx": 1,
     }
+    await mr_client.delete_registered_model_alias("churn", "\u212ax")
+    assert "Kx" not in (await mr_client.get_registered_model("churn")).aliases
 
 
 @pytest.mark.parametrize("alias", ["", " ", "a b", "-x", "x" * 300, "latest", "v3"])
