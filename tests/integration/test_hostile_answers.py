@@ -40,6 +40,23 @@ async def test_a_directory_holding_a_name_too_long_here_is_a_failed_local_write(
     assert list(tmp_path.iterdir()) == []
 
 
+async def test_a_name_too_long_met_in_a_new_folder_is_named_as_its_target(
+    server_port: int, unique: str, tmp_path: Path
+):
+    """Into a folder not made yet, the long name fails only as its file is renamed into
+    place; the error named the temporary file, already removed, not the target."""
+    project = await new_project(server_port, f"h-{unique}")
+    long_name = "s" * 300
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", server_port, project=project, timeout=None
+    ) as store:
+        await store.upload(f"long/{long_name}", b"no file system here names it")
+        with pytest.raises(FailedPreconditionError) as refused:
+            await store.download("long/", tmp_path / "new")
+    assert refused.value.reason == "LOCAL_WRITE_FAILED"
+    assert refused.value.metadata["path"] == str(tmp_path / "new" / long_name)
+
+
 class _Overflowing(rpc.ArtifactServiceServicer):
     """States an object of 4 bytes, sends the range asked for, then sends on."""
 

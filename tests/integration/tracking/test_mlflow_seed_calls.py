@@ -607,6 +607,26 @@ async def test_log_table_writes_non_finite_cells_as_null_as_pandas_does(
     }
 
 
+async def test_log_table_writes_odd_cells_or_refuses_them_clearly(
+    tracking, experiment_id, run_id, tmp_path
+) -> None:
+    """A NaN key in a dict cell, stored as "NaN" before NaN cells became null, raised a
+    bare ValueError; lists nested 600 deep around a NaN a bare RecursionError; an empty
+    table was stored as one empty row, which a later append made a row of None."""
+    await tracking.log_table(run_id, {"a": [{math.nan: 1, "b": math.inf}]}, "keys.json")
+    stored_keys = await stored(tracking, run_id, "keys.json", tmp_path)
+    assert stored_keys == {"columns": ["a"], "data": [[{"NaN": 1, "b": None}]]}
+    deep: list[object] = [math.nan]
+    for _ in range(600):
+        deep = [deep]
+    with pytest.raises(InvalidArgumentError, match="nested too deep"):
+        await tracking.log_table(run_id, {"a": [deep]}, "deep.json")
+    await tracking.log_table(run_id, {}, "empty.json")
+    await tracking.log_table(run_id, {"a": [1]}, "empty.json")
+    loaded = split(await tracking.load_table(experiment_id, "empty.json"))
+    assert loaded["data"] == [[1]]
+
+
 @pytest.mark.parametrize("shape", [(5, 0), (5, 0, 3), (0, 5), (0, 0)])
 async def test_log_image_refuses_an_image_without_pixels(tracking, run_id, shape) -> None:
     """A width of 0 stored a PNG no reader opens; a height of 0 raised a bare

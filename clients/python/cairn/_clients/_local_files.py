@@ -260,10 +260,12 @@ def local_writes(target: Path, left: str) -> Iterator[None]:
         raise
     except OSError as error:
         code = errno.errorcode.get(error.errno, "") if isinstance(error.errno, int) else ""
+        # A rename's error names its temporary source first: the target is filename2.
+        path = error.filename2 or error.filename or target
         raise FailedPreconditionError(
-            f"could not write {error.filename or target}: {error.strerror or error}; {left}",
+            f"could not write {path}: {error.strerror or error}; {left}",
             reason="LOCAL_WRITE_FAILED",
-            metadata={"path": str(error.filename or target), "errno": code},
+            metadata={"path": str(path), "errno": code},
         ) from error
 
 

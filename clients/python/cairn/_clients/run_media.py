@@ -303,7 +303,8 @@ def _split(data: Any) -> dict[str, Any]:
     values = [_column_or_scalar(name, value) for name, value in data.items()]
     lengths = {len(v) for v in values if isinstance(v, list)}
     if not lengths:
-        return {"columns": list(data), "data": [values]}  # all scalars: one row, as in MLflow
+        # All scalars: one row, as in MLflow; no columns at all: no row (pd.DataFrame({})).
+        return {"columns": list(data), "data": [values] if values else []}
     if len(lengths) > 1:
         raise invalid_argument(
             "data", f"all columns of a table must have the same length: found {sorted(lengths)}"

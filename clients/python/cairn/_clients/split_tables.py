@@ -84,16 +84,29 @@ def table_json(table: dict[str, Any]) -> bytes:
     float, so a table without one costs one encoding, as before."""
     try:
         return json.dumps(table, default=str, allow_nan=False).encode()
-    except ValueError:
+    except (ValueError, RecursionError):
+        pass
+    try:
         return json.dumps(_finite(table), default=str, allow_nan=False).encode()
+    except (ValueError, RecursionError):  # a cell holding itself, or nested past the stack
+        raise invalid_argument(
+            "data", "a cell holds itself, or lists nested too deep, to write as JSON"
+        ) from None
 
 
 def _finite(value: Any) -> Any:
-    """value with every non-finite float in it (a cell, a list or dict in a cell) None."""
+    """value with every non-finite float in it (a cell, a list or dict in a cell) None,
+    and as a dict's key its text."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, list | tuple):
         return [_finite(item) for item in value]
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {_finite_key(key): _finite(item) for key, item in value.items()}
     return value
+
+
+def _finite_key(key: Any) -> Any:
+    """A non-finite float key as the text json writes it ("NaN", "-Infinity"), which
+    strict JSON keeps: the key is text in JSON either way."""
+    return json.dumps(key) if isinstance(key, float) and not math.isfinite(key) else key
