@@ -61,6 +61,7 @@ class _Overflowing(rpc.ArtifactServiceServicer):
     """States an object of 4 bytes, sends the range asked for, then sends on."""
 
     def __init__(self) -> None:
+        self.states_the_object = True
         self.sent = 0
         self.stopped_at: int | None = None  # chunks sent when the stream ended
 
@@ -70,9 +71,8 @@ class _Overflowing(rpc.ArtifactServiceServicer):
     async def Download(self, request: api.DownloadRequest, context: object):
         end = request.offset + request.length if request.length else None
         try:
-            yield api.DownloadResponse(
-                object=_stated(request.path), chunk=STATED[request.offset : end]
-            )
+            stated = _stated(request.path) if self.states_the_object else None
+            yield api.DownloadResponse(object=stated, chunk=STATED[request.offset : end])
             for self.sent in range(1, EXTRA_CHUNKS + 1):
                 yield api.DownloadResponse(chunk=EXTRA)
         finally:
@@ -123,3 +123,17 @@ async def test_a_download_stops_at_the_first_chunk_past_the_stated_size(
     await eventually(lambda: server.stopped_at is not None, what="the stream ended")
     assert server.stopped_at is not None and server.stopped_at < EXTRA_CHUNKS
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_stream_that_never_says_what_it_sends_ends_at_its_first_chunk(
+    hostile: tuple[cairn.ArtifactClient, _Overflowing],
+):
+    """Without the object's size (the first message states it), a whole read had no
+    bound: all 64 MiB were taken, and a stream without end grew it for ever."""
+    client, server = hostile
+    server.states_the_object = False
+    with pytest.raises(DataLossError) as raised:
+        await client.read("f")
+    assert raised.value.metadata == {"size": "0", "received": str(len(STATED))}
+    await eventually(lambda: server.stopped_at is not None, what="the stream ended")
+    assert server.stopped_at is not None and server.stopped_at < EXTRA_CHUNKS

@@ -711,14 +711,12 @@ def _after(request: api.DownloadRequest, moved: int) -> api.DownloadRequest | No
     )
 
 
-def _most_bytes(asked: api.DownloadRequest, stored: pb.ObjectInfo | None) -> int | None:
+def _most_bytes(asked: api.DownloadRequest, stored: pb.ObjectInfo | None) -> int:
     """The most bytes a download may bring: no more than its range's length, nor than
-    the object holds past its offset by the size its stream states; None while neither
-    is known."""
-    bounds = [asked.length] if asked.length else []
-    if stored is not None:
-        bounds.append(max(stored.size - asked.offset, 0))
-    return min(bounds, default=None)
+    the object holds past its offset by the size its stream states; none before the
+    stream has said what object it sends (the server's first message does)."""
+    held = 0 if stored is None else max(stored.size - asked.offset, 0)
+    return min(asked.length, held) if asked.length else held
 
 
 def _check_not_past(
@@ -728,7 +726,7 @@ def _check_not_past(
     before it is passed on: a server that sends on, without end even, fills neither a
     read's memory nor a download's disk."""
     most = _most_bytes(asked, stored)
-    if most is not None and received > most:
+    if received > most:
         raise DataLossError(
             f"more of {asked.path!r} arrived than the {most} bytes its range and size "
             "hold; nothing past them was kept",
