@@ -68,16 +68,18 @@ def test_builders_set_options_and_restart() -> None:
     assert script.calls[-1].limit == 7
 
 
-def test_page_size_is_an_alias_of_limit_and_checked() -> None:
+def test_limit_and_page_size_set_the_items_per_page_and_name_themselves() -> None:
     assert Pager(_Script().page).page_size(3).options.limit == 3
+    assert Pager(_Script().page).limit(4).options.limit == 4
     for method in ("limit", "page_size"):
-        with pytest.raises(ValueError, match="at least 1"):
+        with pytest.raises(InvalidArgumentError, match="at least 1") as refused:
             getattr(Pager(_Script().page), method)(0)
+        # Named as called: .limit(0), as the seed writes it, named page_size before.
+        assert refused.value.field_violations[0][0] == method
         for bad in ("5", 2.5, True):  # "5" was a bare TypeError of a comparison
-            with pytest.raises(InvalidArgumentError) as refused:
+            with pytest.raises(InvalidArgumentError) as wrong_type:
                 getattr(Pager(_Script().page), method)(bad)
-            # Named as called: .limit(0), as the seed writes it, named page_size before.
-            assert refused.value.field_violations[0][0] == method
+            assert wrong_type.value.field_violations[0][0] == method
 
 
 def test_sync_for_over_an_async_function_is_a_clear_error() -> None:
