@@ -291,9 +291,9 @@ def _past_budgets(row: asyncpg.Record) -> bool:
     return bool(row["loaded"] > paging.MAX_PAGE_LOAD_BYTES or row["held"] > MAX_PAGE_LOAD_ENTRIES)
 
 
-# An integer as a quoted filter value may spell it, in at most int64's 19 digits (a
-# longer one stays text, refused as any text is for a number).
-_QUOTED_INTEGER = re.compile(r"[+-]?[0-9]{1,19}")
+# An integer as a quoted filter value may spell it, in at most int64's 19 digits after
+# any leading zeros (a longer one stays text, refused as any text is for a number).
+_QUOTED_INTEGER = re.compile(r"[+-]?0*[0-9]{1,19}")
 
 
 def _unquoted(node: filters.Comparison) -> filters.Comparison:

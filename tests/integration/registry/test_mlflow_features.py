@@ -358,6 +358,7 @@ async def test_a_version_number_compares_with_a_quoted_integer_as_in_mlflow(
         ("version_number >= '2'", [2, 3]),
         ("version_number IN ('1', 3)", [1, 3]),
         ("version != '-1'", [1, 2, 3]),
+        ("version_number = '00000000000000000002'", [2]),
     ):
         found = await mr_client.search_model_versions(filter_text)
         assert sorted(v.version for v in found) == expected, filter_text
