@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
@@ -53,7 +54,27 @@ MAX_PAGE_LOAD_ENTRIES = 100_000
 # What a row `q` of a list brings beside itself when it brings nothing.
 BRINGS_NOTHING = "SELECT 0 AS bytes, 0 AS entries"
 # A registered model's or version's state as filters name it (`state = 'LIVE'`).
-STATE_NAMES = ("LIVE", "ARCHIVED")
+STATE_NUMBERS = {"LIVE": 1, "ARCHIVED": 2}
+
+
+@dataclass(frozen=True)
+class Named:
+    """A smallint column a filter compares by the names of its numbers (a state, a
+    stage). LIKE matches the names (`text`); =, != and IN compare the column with the
+    numbers, of which PostgreSQL keeps statistics: compared as names (a CASE), every
+    condition was taken for a rare one, and a page of one model's versions filtered on
+    `current_stage = 'None'` read and sorted all of them rather than walk an index."""
+
+    column: str
+    numbers: Mapping[str, int]
+
+    @property
+    def text(self) -> str:
+        """SQL of each row's name."""
+        whens = " ".join(f"WHEN {number} THEN '{name}'" for name, number in self.numbers.items())
+        return f"(CASE {self.column} {whens} END)"
+
+
 _ATTRIBUTE_ENTITIES = {"attributes": "attribute", "attribute": "attribute"}
 FILTER_ENTITIES = {"tags": "tag", "tag": "tag", **_ATTRIBUTE_ENTITIES}
 
@@ -124,8 +145,8 @@ class Listing:
         empty_is_unset: text columns among the attributes' that hold '' when unset
             (NOT NULL DEFAULT ''), as an unset external id holds NULL; see
             filter_sql.empty_is_unset.
-        named: attribute SQL expression -> the names it gives (a state, a stage), which
-            a filter compares in any case; see _as_named.
+        named: the attributes whose SQL expression is a Named's text (a state, a stage),
+            which a filter compares in any case; see _as_named.
         quoted_numbers: integer columns among the attributes' a filter may compare with a
             quoted integer too, as MLflow's `version_number = '1'`; see _unquoted.
     """
@@ -139,13 +160,13 @@ class Listing:
         orders: Mapping[str, str | tuple[str, str, str]] | None = None,
         ties: Mapping[str, tuple[paging.SortColumn, ...]] | None = None,
         empty_is_unset: Collection[str] = (),
-        named: Mapping[str, tuple[str, ...]] | None = None,
+        named: Collection[Named] = (),
         quoted_numbers: Collection[str] = (),
     ) -> None:
         self.alias = alias
         self.attributes = attributes
         self.empty_is_unset = frozenset(empty_is_unset)
-        self.named = dict(named or {})
+        self.named = {n.text: n for n in named}
         self.quoted_numbers = frozenset(quoted_numbers)
         self.entities = FILTER_ENTITIES if tagged else _ATTRIBUTE_ENTITIES
         # What to order by besides the times and the id: a column of the table's own
@@ -272,7 +293,13 @@ class Listing:
         if isinstance(node, filters.NullCheck):
             return f"{column} IS {'' if node.is_null else 'NOT '}NULL"
         if column in self.named:
-            node = _as_named(node, self.named[column])
+            named = self.named[column]
+            node = _as_named(node, tuple(named.numbers))
+            if node.op not in ("LIKE", "ILIKE"):
+                numbers = tuple(named.numbers[str(name)] for name in node.values)
+                compared = numbers if node.op == "IN" else numbers[0]
+                node = filters.Comparison(node.ident, node.op, compared, node.negated)
+                column, sql_type = named.column, "smallint"
         if column in self.quoted_numbers:
             node = _unquoted(node)
         return filter_sql.condition(column, node, params, sql_type)

@@ -13,8 +13,9 @@ from ...common.sql import Params, take_turns
 from ..model import RegisteredModel, State
 from ..validation import MAX_ALIASES
 from .common import (
-    STATE_NAMES,
+    STATE_NUMBERS,
     Listing,
+    Named,
     clash,
     clashing_value,
     decode_properties,
@@ -36,7 +37,7 @@ COLUMNS = """m.id, m.project, m.name, m.description, m.owner, m.state, m.externa
     (SELECT coalesce(jsonb_object_agg(a.alias, v.version ORDER BY a.alias), '{}'::jsonb)
        FROM registry.aliases a JOIN registry.model_versions v ON v.id = a.model_version_id
       WHERE a.registered_model_id = m.id) AS aliases"""
-_STATE = "(CASE m.state WHEN 1 THEN 'LIVE' WHEN 2 THEN 'ARCHIVED' END)"
+_STATE = Named("m.state", STATE_NUMBERS)
 _LISTING = Listing(
     "m",
     {
@@ -44,12 +45,12 @@ _LISTING = Listing(
         "owner": ("m.owner", "text"),
         "description": ("m.description", "text"),
         "external_id": ("m.external_id", "text"),
-        "state": (_STATE, "text"),
+        "state": (_STATE.text, "text"),
         "id": ("m.id", "bigint"),
     },
     orders={"name": "text"},
     empty_is_unset=("m.owner", "m.description"),
-    named={_STATE: STATE_NAMES},
+    named=(_STATE,),
 )
 # Fields an update may change; name only through rename.
 UPDATABLE = ("description", "owner", "state", "external_id", "custom_properties")

@@ -14,8 +14,9 @@ from ..model import ModelVersion, Stage, State
 from ..validation import own_files, uri
 from .common import (
     FILTER_ENTITIES,
-    STATE_NAMES,
+    STATE_NUMBERS,
     Listing,
+    Named,
     clash,
     clashing_value,
     decode_properties,
@@ -45,13 +46,9 @@ _BRINGS = """SELECT coalesce(sum(octet_length(a.alias)), 0) AS bytes, count(*) A
 _MODEL_NAME = "m.name"
 _LISTED = f"""SELECT {COLUMNS} FROM registry.model_versions v
     JOIN registry.registered_models m ON m.id = v.registered_model_id AND m.project = v.project"""
-# A version's stage as filters name it (`stage = 'Production'`).
-_FILTER_STAGES = ("None", "Staging", "Production", "Archived")
-_STAGE_NAMES = (
-    "(CASE v.stage WHEN 0 THEN 'None' WHEN 1 THEN 'Staging' WHEN 2 THEN 'Production' "
-    "WHEN 3 THEN 'Archived' END)"
-)
-_STATE = "(CASE v.state WHEN 1 THEN 'LIVE' WHEN 2 THEN 'ARCHIVED' END)"
+# A version's stage and state as filters name them (`stage = 'Production'`).
+_STAGE = Named("v.stage", {"None": 0, "Staging": 1, "Production": 2, "Archived": 3})
+_STATE = Named("v.state", STATE_NUMBERS)
 _LISTING = Listing(
     "v",
     {
@@ -69,9 +66,9 @@ _LISTING = Listing(
         "description": ("v.description", "text"),
         "external_id": ("v.external_id", "text"),
         "registered_model_id": ("v.registered_model_id", "bigint"),
-        "state": (_STATE, "text"),
-        "stage": (_STAGE_NAMES, "text"),
-        "current_stage": (_STAGE_NAMES, "text"),
+        "state": (_STATE.text, "text"),
+        "stage": (_STAGE.text, "text"),
+        "current_stage": (_STAGE.text, "text"),
         "id": ("v.id", "bigint"),
     },
     # MLflow's "name": the registered model's, which COLUMNS reads as model_name.
@@ -79,7 +76,7 @@ _LISTING = Listing(
     # As MLflow's search_model_versions orders them: a model's versions newest first.
     ties={"name": (paging.SortColumn("v.version", False, "bigint", "version"),)},
     empty_is_unset=("v.source_run_id", "v.source_uri", "v.author", "v.description"),
-    named={_STAGE_NAMES: _FILTER_STAGES, _STATE: STATE_NAMES},
+    named=(_STAGE, _STATE),
     quoted_numbers=("v.version",),
 )
 # A stored URI with its spaces and controls dropped: URL parsers skip those before a URI

@@ -248,6 +248,32 @@ async def test_a_page_of_one_models_versions_reads_about_its_size_anywhere(
             assert [v.version for v in page.items] == list(range(BIG // 2, BIG // 2 - PAGE, -1))
 
 
+@pytest.mark.parametrize("condition", ["current_stage = 'None'", "state != 'ARCHIVED'"])
+async def test_a_named_models_page_on_a_stage_or_state_reads_about_its_size(
+    pool: asyncpg.Pool, filled: tuple[str, str], condition: str
+) -> None:
+    """`search_model_versions("name = 'm' AND current_stage = 'None'")`, ordered by its
+    default, last updated first. Compared as names (a CASE), the stage was taken for a
+    rare one, and the first page read and sorted all 20,000 versions of the model once
+    their update times differed (a uniform fill hid it)."""
+    project = filled[0]
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """UPDATE registry.model_versions
+               SET update_time = create_time + version * interval '1 s' WHERE project = $1""",
+            project,
+        )
+        await conn.execute("ANALYZE registry.model_versions")
+        one = _OneConnection(conn)
+        versions = VersionStore(cast(asyncpg.Pool, one))
+        await _pages_read_about_their_size(
+            one,
+            lambda token: versions.list_page(
+                project, "", f"name = 'zz-big' AND {condition}", "update_time desc", PAGE, token
+            ),
+        )
+
+
 @pytest.mark.parametrize("order_by", ["", "create_time desc", "update_time", "id desc"])
 async def test_a_page_of_artifacts_reads_about_its_size(
     pool: asyncpg.Pool, filled: tuple[str, str], order_by: str
