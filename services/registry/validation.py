@@ -45,6 +45,13 @@ MAX_ALIASES = 256
 MAX_ALIAS_LENGTH = 255
 # Beside letters, marks and digits of any script (Unicode categories L, M and N).
 _ALIAS_PUNCTUATION = frozenset("_.-")
+# Marks that show nothing (the combining grapheme joiner, variation selectors): with
+# them "champion" and "champion\ufe0f" would be two aliases that look the same, and
+# "latest\u034f" would pass for no reserved name.
+_INVISIBLE_MARKS = frozenset(
+    chr(c)
+    for c in (0x034F, *range(0x180B, 0x1810), *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0))
+)
 _RESERVED_ALIAS = re.compile(r"(?i)latest|v\d+|version\d+")
 # Two characters at least, so "C:\\models" (a Windows path) is no URI either.
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+:")
@@ -199,15 +206,12 @@ def alias(value: str, field: str = "alias") -> str:
     the same beside it.
 
     Raises:
-        InvalidArgument: not 1-255 letters, marks or digits of any script, '_', '-' or
-            '.', starting with a letter, digit or '_'; or reserved.
+        InvalidArgument: not 1-255 letters (each with its visible marks) or digits of
+            any script, '_', '-' or '.', starting with a letter, digit or '_'; or
+            reserved.
     """
     value = unicodedata.normalize("NFC", value)
-    if (
-        not 0 < len(value) <= MAX_ALIAS_LENGTH
-        or not all(map(_in_alias, value))
-        or (value[0] in ".-" or unicodedata.category(value[0])[0] == "M")
-    ):
+    if not 0 < len(value) <= MAX_ALIAS_LENGTH or not _alias_shaped(value):
         raise invalid_field(
             field,
             "1-255 letters (of any script, with their marks), digits, '_', '-' or '.', "
@@ -245,5 +249,18 @@ def own_files(uri: str, project: str, field: str) -> None:
         )
 
 
-def _in_alias(character: str) -> bool:
-    return character in _ALIAS_PUNCTUATION or unicodedata.category(character)[0] in "LMN"
+def _alias_shaped(value: str) -> bool:
+    """Whether value is letters, digits, '_', '-' and '.', each letter followed by its
+    visible marks only, and starts with a letter, a digit or '_'."""
+    if value[0] in ".-":
+        return False
+    after = "P"  # the kind of the character before: a mark follows a letter or a mark
+    for character in value:
+        kind = unicodedata.category(character)[0]
+        if kind == "M":
+            if after not in "LM" or character in _INVISIBLE_MARKS:
+                return False
+        elif kind not in "LN" and character not in _ALIAS_PUNCTUATION:
+            return False
+        after = kind
+    return True

@@ -71,7 +71,12 @@ async def test_deleting_an_alias_the_model_lacks_does_nothing(mr_client, churn) 
 
 
 @pytest.mark.parametrize(
-    "alias", ["latest", "LATEST", "v3", "version12", "", "-x", "a b", "\u0301x", "a\u200db"]
+    "alias",
+    [
+        *("latest", "LATEST", "v3", "version12", "", "-x", "a b", "\u0301x", "a\u200db"),
+        # Marks that show nothing, or follow no letter: look-alikes of "champion", "latest".
+        *("champion\ufe0f", "latest\u034f", "_\u0301", "1\u0301"),
+    ],
 )
 async def test_reserved_and_malformed_aliases_are_refused(mr_client, churn, alias: str) -> None:
     with pytest.raises(InvalidArgumentError):
