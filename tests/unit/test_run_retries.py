@@ -11,12 +11,11 @@ from cairn._clients import active_run
 from cairn.exceptions import AbortedError, CairnError, InvalidArgumentError, UnavailableError
 
 FAILURES = 8
-OUTAGE = UnavailableError("the server restarts")
 
 
 async def _waits_of_one_outage(
     monkeypatch: pytest.MonkeyPatch,
-    refusal: CairnError = OUTAGE,
+    refusal: CairnError | None = None,
 ) -> list[float]:
     """The waits of a call refused FAILURES times, then stored."""
     waits: list[float] = []
@@ -24,7 +23,7 @@ async def _waits_of_one_outage(
 
     async def call() -> str:
         if next(refusals, None) is not None:
-            raise refusal
+            raise refusal or UnavailableError("the server restarts")
         return "stored"
 
     async def recorded(wait: float) -> None:

@@ -611,16 +611,21 @@ async def test_log_table_writes_odd_cells_or_refuses_them_clearly(
     tracking, experiment_id, run_id, tmp_path
 ) -> None:
     """A NaN key in a dict cell, stored as "NaN" before NaN cells became null, raised a
-    bare ValueError; lists nested 600 deep around a NaN a bare RecursionError; an empty
-    table was stored as one empty row, which a later append made a row of None."""
-    await tracking.log_table(run_id, {"a": [{math.nan: 1, "b": math.inf}]}, "keys.json")
+    bare ValueError, and a tuple key a bare TypeError; lists nested 600 deep around a
+    NaN a bare RecursionError; a cell holding itself a bare ValueError; an empty table
+    was stored as one empty row, which a later append made a row of None."""
+    cell = {math.nan: 1, "b": math.inf, (1, 2): "t"}
+    await tracking.log_table(run_id, {"a": [cell]}, "keys.json")
     stored_keys = await stored(tracking, run_id, "keys.json", tmp_path)
-    assert stored_keys == {"columns": ["a"], "data": [[{"NaN": 1, "b": None}]]}
+    assert stored_keys == {"columns": ["a"], "data": [[{"NaN": 1, "b": None, "(1, 2)": "t"}]]}
     deep: list[object] = [math.nan]
     for _ in range(600):
         deep = [deep]
-    with pytest.raises(InvalidArgumentError, match="nested too deep"):
-        await tracking.log_table(run_id, {"a": [deep]}, "deep.json")
+    await tracking.log_table(run_id, {"a": [deep]}, "deep.json")
+    itself: list[object] = [math.nan]
+    itself.append(itself)
+    with pytest.raises(InvalidArgumentError, match="cannot be written as JSON"):
+        await tracking.log_table(run_id, {"a": [itself]}, "itself.json")
     await tracking.log_table(run_id, {}, "empty.json")
     await tracking.log_table(run_id, {"a": [1]}, "empty.json")
     loaded = split(await tracking.load_table(experiment_id, "empty.json"))

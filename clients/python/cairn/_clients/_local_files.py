@@ -8,6 +8,7 @@ import errno
 import hashlib
 import io
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -260,13 +261,24 @@ def local_writes(target: Path, left: str) -> Iterator[None]:
         raise
     except OSError as error:
         code = errno.errorcode.get(error.errno, "") if isinstance(error.errno, int) else ""
-        # A rename's error names its temporary source first: the target is filename2.
-        path = error.filename2 or error.filename or target
+        path = _written(error) or target
         raise FailedPreconditionError(
             f"could not write {path}: {error.strerror or error}; {left}",
             reason="LOCAL_WRITE_FAILED",
             metadata={"path": str(path), "errno": code},
         ) from error
+
+
+# The name of a file written before it is renamed into place (a download's, a copy's).
+_TEMPORARY = re.compile(r"\.cairn-[0-9a-f]{32}\.part")
+
+
+def _written(error: OSError) -> str | None:
+    """The file error is about. A rename of a temporary file into place names the
+    temporary file first, which is gone by now: the target it was renamed to then."""
+    if error.filename2 and _TEMPORARY.fullmatch(os.path.basename(str(error.filename))):
+        return str(error.filename2)
+    return None if error.filename is None else str(error.filename)
 
 
 def _unsafe_segment(segment: str, windows: bool) -> str | None:

@@ -81,32 +81,45 @@ def table_json(table: dict[str, Any]) -> bytes:
     """The table as JSON, with a NaN or infinite float cell as null, as pandas' to_json
     writes it: Python's NaN and Infinity are no JSON, and MLflow's UI reads the file
     with JSON.parse. The cells are walked only when the C encoder has met such a
-    float, so a table without one costs one encoding, as before."""
+    float (or a dict key JSON has no text for), so a table without one costs one
+    encoding, as before.
+
+    Raises:
+        InvalidArgumentError: a cell that cannot be written even so (one holding itself,
+            lists nested past the interpreter's stack).
+    """
     try:
         return json.dumps(table, default=str, allow_nan=False).encode()
-    except (ValueError, RecursionError):
+    except (ValueError, TypeError, RecursionError):
         pass
     try:
-        return json.dumps(_finite(table), default=str, allow_nan=False).encode()
-    except (ValueError, RecursionError):  # a cell holding itself, or nested past the stack
-        raise invalid_argument(
-            "data", "a cell holds itself, or lists nested too deep, to write as JSON"
-        ) from None
+        return json.dumps(_cleaned(table), default=str, allow_nan=False).encode()
+    except (ValueError, RecursionError) as error:
+        raise invalid_argument("data", f"a cell cannot be written as JSON: {error}") from error
 
 
-def _finite(value: Any) -> Any:
+def _cleaned(value: Any) -> Any:
     """value with every non-finite float in it (a cell, a list or dict in a cell) None,
-    and as a dict's key its text."""
+    and each dict key JSON has no text for as its text. Loops, not comprehensions: one
+    frame a level, as the C encoder takes one, so what it nests it can clean."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
+        items = []
+        for item in value:
+            items.append(_cleaned(item))
+        return items
     if isinstance(value, dict):
-        return {_finite_key(key): _finite(item) for key, item in value.items()}
+        entries = {}
+        for key, item in value.items():
+            entries[_key(key)] = _cleaned(item)
+        return entries
     return value
 
 
-def _finite_key(key: Any) -> Any:
-    """A non-finite float key as the text json writes it ("NaN", "-Infinity"), which
-    strict JSON keeps: the key is text in JSON either way."""
-    return json.dumps(key) if isinstance(key, float) and not math.isfinite(key) else key
+def _key(key: Any) -> Any:
+    """A dict key as JSON can write it: a non-finite float as the text json gives it
+    ("NaN", "-Infinity"), a key of another type (a tuple) as its str."""
+    if isinstance(key, float) and not math.isfinite(key):
+        return json.dumps(key)
+    return key if key is None or isinstance(key, str | int | float) else str(key)
