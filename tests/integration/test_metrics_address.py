@@ -266,14 +266,24 @@ async def test_scrapes_in_a_loop_take_a_bounded_share_of_the_process(
         assert next_started - ended >= (ended - started) * 9  # so a tenth of the time
 
 
+def _long_rests(monkeypatch: pytest.MonkeyPatch) -> _TimedPage:
+    """A page rendering in 0.2 s, so resting 1.8 s, its answers kept as long: scrapes
+    sent one after another come within a rest even on a loaded machine (with rests of
+    0.45 s, a CI machine busy elsewhere sent them a second apart)."""
+    monkeypatch.setattr(metrics, "MAX_REST_SECONDS", 10.0)
+    monkeypatch.setattr(metrics, "KEPT_SECONDS", 10.0)
+    timed = _TimedPage(failing=False)
+    timed.RENDER_SECONDS = 0.2
+    return timed
+
+
 async def test_scrapes_queued_behind_a_render_are_answered_by_it(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each paid a render and a rest of its own: a scrape behind six looping connections
     waited 3-7 s, and Prometheus gives up at 10 s."""
     monkeypatch.setattr(metrics, "MAX_CONNECTIONS_PER_CLIENT", 8)  # all from 127.0.0.1
-    timed = _TimedPage(failing=False)
-    timed.RENDER_SECONDS = 0.05  # rests of 0.45 s: the scrapes all come within one
+    timed = _long_rests(monkeypatch)  # the scrapes all come within one, however loaded
     prometheus_client.REGISTRY.register(timed)
     try:
         port = metrics.serve("127.0.0.1:0", pool)
@@ -291,13 +301,12 @@ def _scrape_with(url: str, headers: dict[str, str]) -> str:
 
 
 async def test_clients_asking_in_turn_for_two_kinds_share_their_answers(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An answer was kept only for the kind last rendered: clients asking in turn for
     OpenMetrics and the text format (or spelling their headers apart) rendered, and
     rested, at every request."""
-    timed = _TimedPage(failing=False)
-    timed.RENDER_SECONDS = 0.05  # rests of 0.45 s: the three come within two
+    timed = _long_rests(monkeypatch)  # the three come within two rests
     prometheus_client.REGISTRY.register(timed)
     try:
         port = metrics.serve("127.0.0.1:0", pool)
