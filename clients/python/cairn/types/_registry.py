@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import enum
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -18,6 +19,7 @@ from ._answers import known
 from ._arguments import member, named, proto
 
 PropertyValue = bool | int | float | str
+T = TypeVar("T")
 
 
 class RegisteredModelState(enum.StrEnum):
@@ -269,8 +271,16 @@ def _property(value: Any, field: str) -> common_pb2.Value:
 
 def properties_from_proto(values: Any) -> dict[str, PropertyValue]:
     return {
-        key: getattr(v, v.WhichOneof("kind")) for key, v in values.items() if v.WhichOneof("kind")
+        key: getattr(v, v.WhichOneof("kind"))
+        for key, v in sorted(values.items())
+        if v.WhichOneof("kind")
     }
+
+
+def _in_order(entries: Mapping[str, T]) -> dict[str, T]:
+    """A map field's entries by key: protobuf keeps no order of a map's, so the same
+    tags or aliases came in another order at each call (and in each CLI listing)."""
+    return dict(sorted(entries.items()))
 
 
 def registered_model_to_proto(model: RegisteredModel, project: str) -> pb.RegisteredModel:
@@ -296,9 +306,9 @@ def registered_model_from_proto(message: pb.RegisteredModel) -> RegisteredModel:
         external_id=message.external_id or None,
         state=known(_STATES, message.state, "registered model state"),
         custom_properties=properties_from_proto(message.custom_properties),
-        tags=dict(message.tags),
+        tags=_in_order(message.tags),
         id=message.id,
-        aliases=dict(message.aliases),
+        aliases=_in_order(message.aliases),
         create_time_since_epoch=_ms(message.create_time),
         last_update_time_since_epoch=_ms(message.update_time),
         latest_versions=[mlflow_model_version_from_proto(v) for v in message.latest_versions],
@@ -345,7 +355,7 @@ def _version_fields(message: pb.ModelVersion) -> dict[str, Any]:
         external_id=message.external_id or None,
         state=known(_STATES, message.state, "model version state"),
         custom_properties=properties_from_proto(message.custom_properties),
-        tags=dict(message.tags),
+        tags=_in_order(message.tags),
         source_run_id=message.source_run_id or None,
         source_uri=message.source_uri or None,
         id=message.id,
