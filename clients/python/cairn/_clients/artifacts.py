@@ -727,9 +727,13 @@ def _check_not_past(
     read's memory nor a download's disk."""
     most = _most_bytes(asked, stored)
     if received > most:
+        what = (
+            f"more of {asked.path!r} arrived than the {most} bytes its range and size hold"
+            if stored is not None
+            else f"bytes of {asked.path!r} arrived before the stream said what object it sends"
+        )
         raise DataLossError(
-            f"more of {asked.path!r} arrived than the {most} bytes its range and size "
-            "hold; nothing past them was kept",
+            f"{what}; nothing past them was kept",
             reason="CHECKSUM_MISMATCH",
             metadata={"size": str(most), "received": str(received)},
         )

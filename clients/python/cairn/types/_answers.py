@@ -23,7 +23,7 @@ def known(members: Mapping[Any, T], number: int, field: str) -> T:
         return members[number]
     except KeyError:
         raise UnknownError(
-            f"the server answered a {field} this client does not know (number {number}); "
-            "a newer server's, most likely: upgrade cairn",
+            f"the server answered {field} {number}, which this client does not know: "
+            "a newer server's, most likely; upgrade cairn",
             reason="UNKNOWN_VALUE",
         ) from None
