@@ -203,7 +203,8 @@ class PresignedTransfers:
                 another completion took it over after this one's lease lapsed).
             Unavailable: the server is stopping (SHUTTING_DOWN): nothing was done, or
                 the completion was cut at the end of the grace period, the upload left
-                as it is.
+                as it is; or the store failed, or read back another size than it
+                reported (OBJECT_STORE_UNAVAILABLE), the upload left as it is.
             InvalidArgument: the ETags are not the parts', or the size or sha256 claimed
                 is not the one announced, or the store holds another size.
             DataLoss: the sha256 of what the store holds differs (CHECKSUM_MISMATCH).
@@ -308,11 +309,14 @@ class PresignedTransfers:
         self, store: S3Backend, upload: PendingUpload, size: int
     ) -> tuple[str, int]:
         """The sha256 and size of the object the store completed, read once its size
-        is size (a part URL takes up to 5 GiB: checked before any byte is read).
+        is size (a part URL takes up to 5 GiB: checked before any byte is read), and
+        read no further than that size.
 
         Raises:
             InvalidArgument: the object has another size.
             MissingBytes: the object is gone (it expired, say).
+            Unavailable: the read brought another size than the store reported
+                (OBJECT_STORE_UNAVAILABLE): no verdict, the upload is left as it is.
         """
         verify(await threads.in_store(store.size, upload.storage_key), "", size, "")
         return await threads.in_store(store.digest, upload.storage_key)

@@ -72,6 +72,17 @@ def unavailable(error: Exception) -> Unavailable:
     )
 
 
+def _answered_another_size(reported: int, read: int) -> Unavailable:
+    """A read of an object that brought more or fewer bytes than the store's own
+    metadata gives it: nothing is known of the object, and reading it again may agree."""
+    more = f"more than {reported}" if read > reported else f"{read} of {reported}"
+    return Unavailable(
+        "OBJECT_STORE_UNAVAILABLE",
+        f"the object store sent {more} bytes of an object it holds {reported} of; call again",
+        metadata={"error": "SizeDisagreed", "size": str(reported)},
+    )
+
+
 def _in_store(method: Callable[_P, _T]) -> Callable[_P, _T]:
     @functools.wraps(method)
     def call(*args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -281,7 +292,17 @@ class S3Backend:
         """Hashes each chunk in a thread of its own while this one reads the next (both
         release the GIL), so the read-back costs the slower of the two. The reads stay
         in this thread, a daemon thread (threads.py): the process does not wait at exit
-        for one that a silent store holds, as it would for a pool's."""
+        for one that a silent store holds, as it would for a pool's.
+
+        The read stops once it passes the object's size as the store reports it (a
+        HEAD first, milliseconds): a store that answered with more, or without end,
+        would keep a completion reading past any deadline.
+
+        Raises:
+            Unavailable: the store answered another number of bytes than the size it
+                reported; its fault, not the upload's.
+        """
+        expected_size = self.size(key)
         digest, size = hashlib.sha256(), 0
         chunks = self.open(key, 0, 0)
         try:
@@ -292,10 +313,14 @@ class S3Backend:
                         hashed.result()
                     hashed = hasher.submit(digest.update, chunk)
                     size += len(chunk)
+                    if size > expected_size:
+                        break
                 if hashed is not None:
                     hashed.result()
         finally:
             chunks.close()
+        if size != expected_size:
+            raise _answered_another_size(expected_size, size)
         return digest.hexdigest(), size
 
     def scan(self) -> Iterator[tuple[str, datetime]]:

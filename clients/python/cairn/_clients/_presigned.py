@@ -36,6 +36,9 @@ MIN_RANGE = 16 * 1024 * 1024
 MAX_RANGE = 256 * 1024 * 1024
 CONNECT_SECONDS = 3.0
 IDLE_SECONDS = 300.0
+# The most of an answer's body read for a part PUT, or for a range refused: S3 sends
+# none, or an error's XML; a faulty store may send more, without end.
+ANSWER_BYTES = 64 * 1024
 # A piece whose connection broke, or that the store failed (5xx, or a passing failure such
 # as RequestTimeout or SlowDown), is sent again after these.
 RETRY_WAITS = (0.2, 1.0)
@@ -226,20 +229,30 @@ def _put(transfer: _Transfer, url: str, read_at: ReadAt, index: int) -> str:
     start, length = transfer.pieces[index]
     body = _Region(read_at, start, length, lambda done: transfer.advance(index, done))
     body.stopped = transfer.stopped
+    # Not preloaded: the answer is its headers (the ETag), and a store that sent a body
+    # without end would be read whole into memory.
     response = transfer.http.request(
         "PUT",
         url,
         body=body,
         headers={"Content-Length": str(length), "Content-Type": "application/octet-stream"},
+        preload_content=False,
     )
-    if response.status != 200:
-        raise StoreRefused(response.status, response.data)
-    etag = response.headers.get("ETag")
-    if not etag:
-        raise UnavailableError(
-            "the object store answered a part without its ETag", reason="OBJECT_STORE_UNAVAILABLE"
-        )
-    return str(etag)
+    try:
+        answer = response.read(ANSWER_BYTES)  # S3's is empty on success; an error's XML
+        if response.status != 200:
+            raise StoreRefused(response.status, answer)
+        etag = response.headers.get("ETag")
+        if not etag:
+            raise UnavailableError(
+                "the object store answered a part without its ETag",
+                reason="OBJECT_STORE_UNAVAILABLE",
+            )
+        return str(etag)
+    finally:
+        if not response.closed:  # a body left unread: its connection is not reusable
+            response.close()
+        response.release_conn()
 
 
 def _get(transfer: _Transfer, url: str, descriptor: int, index: int) -> None:
@@ -249,7 +262,7 @@ def _get(transfer: _Transfer, url: str, descriptor: int, index: int) -> None:
     )
     try:
         if response.status not in (200, 206) or (response.status == 200 and start):
-            raise StoreRefused(response.status, response.read(65536))  # an error's XML
+            raise StoreRefused(response.status, response.read(ANSWER_BYTES))
         done = 0
         while done < length:
             if transfer.stopped.is_set():
