@@ -31,8 +31,15 @@ CONNECT_SECONDS = 3.0
 IDLE_SECONDS = 300.0
 PREFIX = "/v1/transfers/"
 BUSY, GONE, REFUSED = 503, 410, 403  # statuses after which the client may stream instead
+# The most of an answer this client reads: the endpoint sends three fields and, as a
+# body, an ObjectInfo or a JSON error (paths of at most 1 KiB, a message), a few KiB. More
+# is no byte endpoint's answer, and reading it whole would fill memory (an endless head,
+# or a Content-Length of -1, read to the end of a stream that has none).
+MAX_FIELDS = 64
+MAX_HEAD_BYTES = 64 * 1024
+MAX_BODY_BYTES = 64 * 1024
 # What may break an exchange: the socket (resets, timeouts, TLS alerts are OSErrors), an
-# answer that is no HTTP (ValueError), or one that ends early.
+# answer that is no HTTP or goes past the most read (ValueError), or one that ends early.
 BROKEN = (OSError, ValueError, UnavailableError)
 
 
@@ -283,11 +290,21 @@ def _status(incoming: BinaryIO) -> tuple[int, dict[str, str]]:
     version, _, rest = line.partition(" ")
     if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
         raise ValueError(f"not an HTTP answer: {line[:40]!r}")
+    return int(rest[:3]), _fields(incoming)
+
+
+def _fields(incoming: BinaryIO) -> dict[str, str]:
+    """An answer's fields, up to the blank line; ValueError past MAX_FIELDS or
+    MAX_HEAD_BYTES."""
     fields: dict[str, str] = {}
+    count, length = 0, 0
     while header := incoming.readline(8192).decode("latin-1").rstrip("\r\n"):
+        count, length = count + 1, length + len(header)
+        if count > MAX_FIELDS or length > MAX_HEAD_BYTES:
+            raise ValueError("the answer's head went on past what an endpoint sends")
         name, _, value = header.partition(":")
         fields[name.strip().lower()] = value.strip()
-    return int(rest[:3]), fields
+    return fields
 
 
 def _answer(incoming: BinaryIO) -> tuple[int, bytes]:
@@ -296,7 +313,16 @@ def _answer(incoming: BinaryIO) -> tuple[int, bytes]:
 
 
 def _body(incoming: BinaryIO, fields: dict[str, str]) -> bytes:
-    return incoming.read(int(fields.get("content-length", "0")))
+    """An answer's body, whole; ValueError for a length that is no count of bytes or
+    past MAX_BODY_BYTES, or for a body that ended early (its answer would parse as
+    another, shorter one)."""
+    declared = fields.get("content-length", "0")
+    if not (declared.isascii() and declared.isdigit()) or int(declared) > MAX_BODY_BYTES:
+        raise ValueError(f"an answer of Content-Length {declared[:24]!r}")
+    body = incoming.read(int(declared))
+    if len(body) < int(declared):
+        raise ValueError(f"the answer ended after {len(body)} of {declared} bytes")
+    return body
 
 
 def _result(status: int, body: bytes) -> bytes:

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
+
+from google.protobuf.message import DecodeError
 
 from .._backoff import backoff
 from .._progress import Meter
@@ -62,6 +65,9 @@ ABORT_SECONDS = 10.0
 # A byte endpoint this client could not reach is not tried again for this long: each
 # try costs a connect timeout (3 s) when its packets are dropped.
 UNREACHABLE_SECONDS = 300.0
+# What an ObjectInfo the byte endpoint answers holds, unless it was garbled on the way.
+SHA256_HEX = re.compile("[0-9a-f]{64}")
+EMPTY_SHA256 = hashlib.sha256().hexdigest()
 _T = TypeVar("_T")
 
 
@@ -89,6 +95,26 @@ class Upload:
             expected_sha256=sha256,
             overwrite=self.overwrite,
         )
+
+
+def _object_answered(answer: bytes, path: str) -> pb.ObjectInfo:
+    """The object the byte endpoint answered an upload with. UnavailableError when the
+    answer is no whole ObjectInfo of path (garbled or cut on the way): the upload was
+    published, most likely, and is sent again under its request id, which answers it;
+    taken as it came, it would parse as an empty object, a success or REQUEST_ID_REUSED."""
+    try:
+        published = pb.ObjectInfo.FromString(answer)
+    except DecodeError as error:
+        raise UnavailableError(f"the byte endpoint's answer was garbled: {error}") from error
+    whole = SHA256_HEX.fullmatch(published.sha256) and (
+        published.size > 0 or published.sha256 == EMPTY_SHA256
+    )
+    if published.path != path or not whole:
+        raise UnavailableError(
+            f"the byte endpoint answered the upload of {path!r} with {published.path!r}, "
+            f"{published.size} bytes, sha256 {published.sha256[:64]!r}"
+        )
+    return published
 
 
 async def _published_already(stream: BinaryIO, expected: str, done: pb.ObjectInfo) -> ObjectInfo:
@@ -247,14 +273,13 @@ class DirectTransfers:
                 return None
             sent, start = upload.counted.from_thread(upload.start), stream.tell()
             try:
-                published = pb.ObjectInfo.FromString(
-                    await _cut_when_cancelled(
-                        functools.partial(_direct.upload, endpoint, stream, sent)
-                    )
+                answer = await _cut_when_cancelled(
+                    functools.partial(_direct.upload, endpoint, stream, sent)
                 )
             except _direct.Unreachable as error:
                 self._fell_back(endpoint, error)
                 return None
+            published = _object_answered(answer, upload.path)
             if stream.tell() == start:  # answered before the body: published meanwhile
                 return await _published_already(stream, expected, published)
             return object_from_proto(published)
