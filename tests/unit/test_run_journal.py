@@ -28,7 +28,7 @@ from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.types import Metric, RunStatus
 from tests.conftest import disk_full_after, eventually
 
-RUN_ID = "r" * 32
+RUN_ID = "3bffe191" * 4  # the shape of a run id: a first line of another names no run
 
 
 class _Client:
@@ -46,7 +46,7 @@ def _run(tmp_path: Path) -> ActiveRun:
         flush_timeout=0.0,
         journal_dir=tmp_path,
     )
-    run.run = type("R", (), {"info": type("I", (), {"run_id": "r" * 32})()})()
+    run.run = type("R", (), {"info": type("I", (), {"run_id": RUN_ID})()})()
     return run
 
 
@@ -142,6 +142,7 @@ class _Server:
         self.release = asyncio.Event()
         self.holding = asyncio.Event()  # a send is held
         self.batches: dict[str, list[Metric]] = {}
+        self.ended: list[RunStatus] = []
 
     def for_project(self, project: str) -> "_Server":
         return self
@@ -162,6 +163,7 @@ class _Server:
     async def set_terminated(self, run_id: str, status: RunStatus, *_: Any, **__: Any) -> None:
         if self.down:
             raise UnavailableError("the server is away")
+        self.ended.append(status)
 
     def steps(self) -> list[int]:
         return sorted(m.step for batch in self.batches.values() for m in batch)
@@ -509,27 +511,138 @@ async def test_a_journal_cut_short_sends_its_whole_lines_and_is_kept(tmp_path: P
     assert kept.exists()
 
 
+def _batch(point: str) -> str:
+    return f'{{"request_id": "b-1", "metrics": [{point}]}}'
+
+
 @pytest.mark.parametrize(
     ("line", "why"),
     [
-        ('{"request_id": "", "metrics": [["loss", 0.5, 1, 0]]}', "a batch's request_id"),
-        ('{"request_id": 7, "metrics": [["loss", 0.5, 1, 0]]}', "a batch's request_id"),
-        ('{"status": "RUNNING", "end_time": 5}', "a run ends FINISHED, FAILED or KILLED"),
+        (
+            '{"request_id": "", "metrics": [["loss", 0.5, 1, 0]]}',
+            "ValueError: a batch's request_id",
+        ),
+        ('{"request_id": 7, "metrics": [["loss", 0.5, 1, 0]]}', "ValueError: a batch's request_id"),
+        (
+            '{"status": "RUNNING", "end_time": 5}',
+            "ValueError: a run ends FINISHED, FAILED or KILLED",
+        ),
+        ('{"request_id": "b-1", "metrics": "abcd"}', "ValueError: a batch's metrics are a list"),
+        (_batch('["loss", "abc", 1, 0]'), "a point's value: 'abc' is no number"),
+        (_batch('["loss", null, 1, 0]'), "a point's value: None is no number"),
+        (_batch('["loss", true, 1, 0]'), "a point's value: True is no number"),
+        (_batch("[5, 0.5, 1, 0]"), "a point's key: 5 is no string"),
+        (_batch('["", 0.5, 1, 0]'), "a point's key: must not be empty"),
+        (_batch('["loss", 0.5, "t", 0]'), "a point's timestamp: 't' is no integer"),
+        (_batch('["loss", 0.5, 1e30, 0]'), "a point's timestamp: 1e+30 is no integer"),
+        (_batch(f'["loss", 0.5, {2**63}, 0]'), "a point's timestamp: 9223372036854775808 does"),
+        (_batch('["loss", 0.5, 1, 2.5]'), "a point's step: 2.5 is no integer"),
+        ('{"status": "KILLED", "end_time": "soon"}', "an end's end_time: 'soon' is no integer"),
+        ('{"status": "KILLED", "end_time": 1.5}', "an end's end_time: 1.5 is no integer"),
+        (
+            '{"status": "KILLED", "end_time": -5}',
+            "an end's end_time: must be 0 or more milliseconds, got -5",
+        ),
     ],
-    ids=["empty request id", "request id not a string", "an end that is no end"],
+    ids=[
+        "empty request id",
+        "request id not a string",
+        "an end that is no end",
+        "metrics not a list",
+        "value a string",
+        "value null",
+        "value true",
+        "key a number",
+        "key empty",
+        "timestamp a string",
+        "timestamp a float",
+        "timestamp past 64 bits",
+        "step a float",
+        "end time a string",
+        "end time a float",
+        "end time negative",
+    ],
 )
 async def test_a_line_a_client_never_writes_is_refused(tmp_path: Path, line: str, why: str) -> None:
     """A batch under an empty request id was sent under a new one at every sync (the
     client makes one for a call without), so each sync stored its points again; an
-    end of RUNNING was "stored", and the file removed, with the run left running."""
+    end of RUNNING was "stored", and the file removed, with the run left running. A
+    point or an end of the wrong type (a value of "abc", an end time of "soon") was
+    sent as it was: refused by the server, or the request's making, as INVALID_ARGUMENT
+    naming neither the file nor the line."""
     kept = tmp_path / f"{RUN_ID}.jsonl"
     kept.write_text(f'{{"run_id": "{RUN_ID}", "project": "vision"}}\n{line}\n')
     syncing = _Server()
     replayed = await journals.replay_each(syncing, tmp_path)  # type: ignore[arg-type]
     [(file, refused)] = replayed.failures
     assert file == kept and refused.reason == "INVALID_JOURNAL"
-    assert f"line 2: ValueError: {why}" in str(refused)
-    assert syncing.batches == {} and kept.exists()
+    assert f"{kept} is no journal of a run: line 2: {why}" in str(refused)
+    assert syncing.batches == {} and syncing.ended == [] and kept.exists()
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        '{"run_id": 5, "project": null}',
+        '{"run_id": "not-a-run", "project": "nowhere", "name": "my export"}',
+        '{"run_id": null, "project": "vision"}',
+        f'{{"run_id": "{RUN_ID}", "project": ["vision"]}}',
+        f'{{"run_id": "{RUN_ID}", "project": ""}}',
+    ],
+    ids=["run id a number", "run id of no run", "run id null", "project a list", "no project"],
+)
+async def test_a_first_line_that_names_no_run_is_refused_and_kept(
+    tmp_path: Path, first: str
+) -> None:
+    """A file of such a first line alone (someone's JSON lines) was taken for a journal
+    holding nothing more to store, removed, and the sync said it succeeded. A journal of
+    a first line alone, which names a run, still goes: nothing in it waits."""
+    kept = tmp_path / "export.jsonl"
+    kept.write_text(first + "\n")
+    nothing_left = Journal(RUN_ID, "vision").write(tmp_path)
+    syncing = _Server()
+    replayed = await journals.replay_each(syncing, tmp_path)  # type: ignore[arg-type]
+    [(file, refused)] = replayed.failures
+    assert (file, refused.reason) == (kept, "INVALID_JOURNAL")
+    assert f"{kept} is no journal of a run: line 1: ValueError: a journal's" in str(refused)
+    assert kept.exists() and not nothing_left.exists()
+
+
+async def test_a_refused_line_quotes_only_the_start_of_what_it_holds(tmp_path: Path) -> None:
+    """A point's value of a few megabytes (a line may hold 74 MB) was quoted whole in the
+    error, and so in the sync's one line of output and the log."""
+    kept = tmp_path / f"{RUN_ID}.jsonl"
+    huge = "v" * 5_000_000
+    kept.write_text(
+        f'{{"run_id": "{RUN_ID}", "project": "vision"}}\n'
+        + _batch(f'["loss", "{huge}", 1, 0]')
+        + "\n"
+    )
+    replayed = await journals.replay_each(_Server(), tmp_path)  # type: ignore[arg-type]
+    [(_, refused)] = replayed.failures
+    quoted = f"{kept} is no journal of a run: line 2: a point's value: 'vvv"
+    assert refused.reason == "INVALID_JOURNAL" and quoted in str(refused)
+    assert len(refused.message) < len(str(kept)) + 2 * journal_lines.MAX_SHOWN_CHARACTERS
+
+
+async def test_a_path_that_is_a_pipe_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """`cairn sync fifo.jsonl` opened the pipe and waited for a writer, for ever (a sync
+    of its folder passes it over)."""
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    # On a loop of its own: a sync blocked opening the pipe blocks its loop.
+    replay = journals.replay_each(_Server(), fifo)  # type: ignore[arg-type]
+    syncing = asyncio.ensure_future(asyncio.to_thread(asyncio.run, replay))
+    try:
+        replayed = await asyncio.wait_for(asyncio.shield(syncing), 15)
+    finally:
+        if not syncing.done():  # a writer's open lets the blocked one return
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            await syncing
+    [(file, refused)] = replayed.failures
+    assert (file, refused.reason) == (fifo, "JOURNAL_UNREADABLE")
+    assert f"journal {fifo} could not be read: it is no regular file" in str(refused)
+    assert fifo.exists()
 
 
 class _Swapping(_Server):

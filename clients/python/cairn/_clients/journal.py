@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import stat
 import threading
 import time
 import uuid
@@ -40,6 +41,7 @@ SUFFIX = ".jsonl"
 UNFINISHED = ".partial"
 UNFINISHED_SECONDS = 60.0
 _UNFINISHED_NAME = re.compile(r"[^.]+\.[0-9a-f]{32}" + re.escape(UNFINISHED))
+_NOT_BLOCKING = getattr(os, "O_NONBLOCK", 0)  # Windows has none: its pipes are in no folder
 _log = logging.getLogger("cairn")
 
 
@@ -333,13 +335,22 @@ class _Held:
     @classmethod
     @contextlib.contextmanager
     def of(cls, file: Path) -> Iterator[_Held | None]:
-        """The file held, or None when another sync holds it or removed it."""
+        """The file held, or None when another sync holds it or removed it.
+
+        Raises:
+            OSError: the file cannot be opened, or is no regular file (a pipe or a
+                device, given as a sync's PATH).
+        """
         try:
-            descriptor = os.open(file, os.O_RDONLY)
+            # Not blocking: opening a pipe waits for a writer, for ever; a regular
+            # file's reads ignore the flag.
+            descriptor = os.open(file, os.O_RDONLY | _NOT_BLOCKING)
         except FileNotFoundError:  # stored and removed by another sync since listed
             yield None
             return
         try:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise OSError("it is no regular file (a pipe, a device)")
             yield cls(descriptor) if _lock(descriptor, file) else None
         finally:
             os.close(descriptor)  # which unlocks it
@@ -395,8 +406,8 @@ def _unfinished_for_good(file: Path) -> bool:
 
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
-        # Files only: a folder named *.jsonl is no journal, and opening a pipe so named
-        # would wait for a writer forever.
+        # Files only, passed over quietly: a folder or a pipe named *.jsonl is no
+        # journal. A PATH naming a pipe is refused as it is opened (_Held.of).
         return sorted(file for file in path.glob(f"*{SUFFIX}") if file.is_file())
     if not path.exists():
         raise FileNotFoundError(f"no journal file or folder at {path}")
