@@ -105,6 +105,17 @@ async def test_a_table_takes_the_experiment_ids_search_runs_takes(
     assert sorted(as_number["run_id"].tolist()) == sorted(runs)
 
 
+async def test_a_table_takes_one_order_key_as_a_string_as_search_runs_does(
+    tracking, experiment_id, runs
+) -> None:
+    """A string was taken for a list of its characters: "metrics.loss DESC" was refused as
+    over 10 terms, "start_time" as an order by the unknown attribute 's'."""
+    for order in ("metrics.loss DESC", "start_time"):
+        table = await tracking.search_runs_table(experiment_id, order_by=order)
+        found = await tracking.search_runs(experiment_id, order_by=[order])
+        assert table["run_id"].tolist() == [r.info.run_id for r in found]
+
+
 async def test_a_page_of_run_messages_makes_the_table_a_columnar_page_makes(
     tracking, experiment_id, runs
 ) -> None:

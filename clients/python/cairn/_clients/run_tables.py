@@ -12,7 +12,7 @@ from .._transport import Transport
 from ..tracking.v1 import tracking_service_pb2 as api
 from ..types import _tracking as types
 from ..types._arguments import proto
-from ..types._paging import check_token_is_new
+from ..types._paging import check_token_is_new, order_keys
 from ..types._tracking import ViewType
 from ._experiment_ids import experiment_ids_of
 
@@ -70,7 +70,7 @@ class RunTables:
             project=self.project,
             experiment_ids=experiment_ids_of(experiment_ids),
             filter=filter_string,
-            order_by=list(order_by or []),
+            order_by=order_keys(order_by),
             view_type=types.view_type_to_proto(run_view_type, "run_view_type"),
             page_size=min(PAGE_SIZE, max_results),
             columnar=True,

@@ -20,7 +20,14 @@ from ..tracking.v1 import tracking_service_pb2 as api
 from ..tracking.v1 import tracking_service_pb2_grpc
 from ..types import _tracking as types
 from ..types._arguments import proto
-from ..types._paging import ListOptions, OrderByField, PagedList, gathered, order_field
+from ..types._paging import (
+    ListOptions,
+    OrderByField,
+    PagedList,
+    gathered,
+    order_field,
+    order_keys,
+)
 from ..types._tracking import Experiment, Metric, Param, Run, RunInput, RunStatus, RunTag, ViewType
 from . import journal
 from ._experiment_ids import experiment_ids_of
@@ -147,10 +154,8 @@ class TrackingClient(
             page_token: the next_page_token of the previous page.
             options: ListOptions (for Pager); overrides max_results, page_token, order_by.
         """
-        if isinstance(order_by, str):
-            order_by = [order_by]
         # The wire carries the keys in one string, separated by commas.
-        order = ", ".join(order_by or [])
+        order = ", ".join(order_keys(order_by))
         if options is not None:
             max_results, page_token, chosen = _apply_options(options, _EXPERIMENT_ORDER)
             order = order if chosen is None else chosen
@@ -412,7 +417,7 @@ class TrackingClient(
         Raises:
             InvalidArgumentError: a bad filter, naming the position and the problem.
         """
-        order = [order_by] if isinstance(order_by, str) else list(order_by or [])  # one key
+        order = order_keys(order_by)
         if options is not None:
             max_results, page_token, chosen = _apply_options(options, _RUN_ORDER)
             order = order if chosen is None else [chosen]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
@@ -44,6 +44,12 @@ def order_field(order_by: OrderByField | str | None) -> OrderByField | None:
             "order_by", f"{order_by!r} is not an OrderByField nor one of {accepted}"
         )
     return field
+
+
+def order_keys(order_by: Sequence[str] | None) -> list[str]:
+    """The keys of a search's order_by: a list of them, or one key as a string (which
+    would otherwise be read as a list of its characters)."""
+    return [order_by] if isinstance(order_by, str) else list(order_by or [])
 
 
 @dataclass
