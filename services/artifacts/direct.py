@@ -325,10 +325,11 @@ class _Handler(socketserver.BaseRequestHandler):
             raise HttpError(
                 404, grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED", "no such resource"
             )
-        ticket = self.server.transfers.signer.verify(target[len(PREFIX) :], method)
+        token = target[len(PREFIX) :]
+        ticket = self.server.transfers.signer.verify(token, method)
         with self.server.transfer_slot():
             connection.settimeout(pace.IDLE_SECONDS)  # a stalled client does not hold a slot
-            self._transfer(connection, incoming, ticket, headers, self._pace())
+            self._transfer(connection, incoming, token, ticket, headers, self._pace())
 
     def _pace(self) -> Callable[[int], None]:
         """Starts a transfer's bound: told the bytes moved so far, it cuts the
@@ -341,6 +342,7 @@ class _Handler(socketserver.BaseRequestHandler):
         self,
         connection: socket.socket,
         incoming: BinaryIO,
+        token: str,
         ticket: Ticket,
         headers: dict[str, str],
         moved: Callable[[int], None],
@@ -353,6 +355,9 @@ class _Handler(socketserver.BaseRequestHandler):
             raise HttpError(
                 411, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "send a chunked body"
             )
+        # Spent here, past the refusals a request sent again may avoid (above, and a busy
+        # or stopping endpoint's 503), and before two requests could record its upload.
+        transfers.signer.spend(token, ticket)
         accepted = transfers.accept(ticket)
         if isinstance(accepted, bytes):  # a repeat of what its request id published
             return _send(connection, 200, accepted, "application/x-protobuf")

@@ -57,7 +57,8 @@ S3_MAX_PART = 5 * 1024 * MIB
 # The longest part number S3 takes: its URL is the longest of an upload's.
 _LONGEST_PART_NUMBER = "10000"
 # A URL lives long enough to start its last part (or range) at this rate, and at least
-# MIN_URL_SECONDS; never longer than CAIRN_PRESIGN_MAX_SECONDS.
+# MIN_URL_SECONDS; never longer than CAIRN_PRESIGN_MAX_SECONDS, nor than the key that
+# asked for it.
 SLOWEST_BYTES_PER_SECOND = MIB
 MIN_URL_SECONDS = 300
 # Failures that judge what was sent: the upload is spent (anything else, an outage or
@@ -102,8 +103,10 @@ class PresignedTransfers:
         return self._s3
 
     def lifetime(self, size: int) -> timedelta:
+        """How long the URLs of an object of size bytes work, for the call being
+        handled: never past its key's expiry, however slow the transfer may be."""
         seconds = max(MIN_URL_SECONDS, size // SLOWEST_BYTES_PER_SECOND)
-        return timedelta(seconds=min(seconds, self._max_seconds))
+        return access.within_key(timedelta(seconds=min(seconds, self._max_seconds)))
 
     async def begin(
         self,

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Generator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
 import grpc
@@ -722,7 +722,8 @@ def _sha256(value: str, field: str) -> str:
 
 def presign_expiry(requested: Duration, limit_seconds: int) -> timedelta:
     """How long a presigned URL works, in whole seconds (S3 signs seconds): as asked,
-    rounded up (0 means an hour), at most the limit."""
+    rounded up, at most the limit and never past the caller's key; 0 means an hour, or
+    less: the limit, or what the key has left."""
     if requested.nanos >= 1_000_000_000:  # no Duration: refused as every call refuses it
         raise invalid_field("expires_in", "nanos must be less than one second")
     seconds = requested.seconds + (requested.nanos > 0)
@@ -731,7 +732,24 @@ def presign_expiry(requested: Duration, limit_seconds: int) -> timedelta:
             "expires_in",
             f"must be positive and at most {limit_seconds} seconds (CAIRN_PRESIGN_MAX_SECONDS)",
         )
-    return timedelta(seconds=seconds or min(DEFAULT_PRESIGN_SECONDS, limit_seconds))
+    if not seconds:
+        return access.within_key(timedelta(seconds=min(DEFAULT_PRESIGN_SECONDS, limit_seconds)))
+    _check_within_key(timedelta(seconds=seconds))
+    return timedelta(seconds=seconds)
+
+
+def _check_within_key(lifetime: timedelta) -> None:
+    """Refuses a URL asked to work after the caller's key expires: a URL is a credential
+    derived from the key, and, as for a key the key creates (API_KEY_OUTLIVES_PARENT), a
+    refusal rather than a silent cap, so nobody finds out when the URL stops working."""
+    expires = access.key_expire_time()
+    if expires is not None and datetime.now(UTC) + lifetime > expires:
+        raise invalid_field(
+            "expires_in",
+            f"a URL cannot outlive the API key that asks for it, which expires at "
+            f"{expires.isoformat(timespec='seconds')}: ask for a shorter lifetime, or "
+            "use a longer-lived key",
+        )
 
 
 def _content_type(value: str) -> str:

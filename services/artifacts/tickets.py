@@ -5,11 +5,13 @@ A ticket is its claims, as JSON, and an HMAC-SHA256 of them under a key made whe
 process starts: it can be neither altered nor forged, it works on the process that
 issued it only, and it carries everything the transfer may do (one upload to one path
 with the checks of the call that issued it, or the bytes of one stored key), so it
-never grants more than its call did. It expires a minute after it was issued: a
-transfer must begin by then (one that began runs to its end). An upload's ticket is
-used once (TICKET_USED after): the process remembers the PUT tickets it accepted until
-they expire (it alone can verify them, so its memory is the whole record). A download's
-ticket may be used again within its minute, for the same bytes.
+never grants more than its call did. It expires a minute after it was issued, or when
+the key of that call expires if sooner: a transfer must begin by then (one that began
+runs to its end). An upload's ticket is used once (TICKET_USED after): the process
+remembers the PUT tickets whose request it took in (`spend`) until they expire (it
+alone can verify them, so its memory is the whole record); one refused before that (a
+body not chunked, the endpoint busy or stopping) may be sent again. A download's ticket
+may be used again until it expires, for the same bytes.
 
 With authentication on, a PUT ticket names the caller it was issued to (user and key
 prefix), and the process keeps that call's admission by the gate (`Admissions`): the
@@ -35,6 +37,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from ..common import access
 from ..common.errors import PermissionDenied
 from ..common.idempotency import RequestId
 
@@ -73,12 +76,17 @@ class Ticket:
 class TicketSigner:
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key or os.urandom(32)
-        self._used: set[str] = set()  # the signatures of PUT tickets accepted
+        self._used: set[str] = set()  # the signatures of PUT tickets spent
         self._expiries: list[tuple[float, str]] = []  # theirs, a heap: soonest first
         self._lock = threading.Lock()
 
     def issue(self, **claims: object) -> str:
-        ticket = Ticket(expires=time.time() + TICKET_SECONDS, **claims)  # type: ignore[arg-type]
+        """A ticket for the claims (Ticket's fields), issued to the call being handled:
+        it expires TICKET_SECONDS from now, or when the call's key does if sooner."""
+        expires = time.time() + TICKET_SECONDS
+        if (key_expires := access.key_expire_time()) is not None:
+            expires = min(expires, key_expires.timestamp())
+        ticket = Ticket(expires=expires, **claims)  # type: ignore[arg-type]
         payload = _encode(json.dumps(dataclasses.asdict(ticket)).encode())
         return f"{payload}.{self._sign(payload)}"
 
@@ -87,7 +95,7 @@ class TicketSigner:
 
         Raises:
             PermissionDenied: TICKET_INVALID, TICKET_EXPIRED, or TICKET_USED (an
-                upload's ticket presented again).
+                upload's ticket spent already).
         """
         payload, _, signature = token.partition(".")
         if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
@@ -102,11 +110,19 @@ class TicketSigner:
             raise PermissionDenied(
                 "TICKET_EXPIRED", "the ticket expired; ask the service for a new one"
             )
-        if method == "PUT":
-            self._use_once(signature, ticket.expires)
+        if method == "PUT" and self._spent(signature):
+            raise _used()
         return ticket
 
-    def _use_once(self, signature: str, expires: float) -> None:
+    def spend(self, token: str, ticket: Ticket) -> None:
+        """Marks an upload's ticket (verified) used, once the endpoint takes its request
+        in: not before, so that a request refused first (411, 503) leaves the ticket
+        to a request sent right.
+
+        Raises:
+            PermissionDenied: TICKET_USED, another request spent it since it verified.
+        """
+        signature = token.partition(".")[2]
         now = time.time()
         with self._lock:
             # Expired tickets are refused as such from now on: only those are forgotten,
@@ -114,9 +130,13 @@ class TicketSigner:
             while self._expiries and self._expiries[0][0] < now:
                 self._used.discard(heapq.heappop(self._expiries)[1])
             if signature in self._used:
-                raise PermissionDenied("TICKET_USED", "the upload's ticket was used already")
+                raise _used()
             self._used.add(signature)
-            heapq.heappush(self._expiries, (expires, signature))
+            heapq.heappush(self._expiries, (ticket.expires, signature))
+
+    def _spent(self, signature: str) -> bool:
+        with self._lock:
+            return signature in self._used
 
     def _sign(self, payload: str) -> str:
         return _encode(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
@@ -172,6 +192,10 @@ class Admissions:
         if admit is None and self._authenticated:
             raise _invalid("the ticket's upload was not admitted when it began")
         return admit
+
+
+def _used() -> PermissionDenied:
+    return PermissionDenied("TICKET_USED", "the upload's ticket was used already")
 
 
 def _invalid(message: str) -> PermissionDenied:

@@ -64,7 +64,7 @@ class ApiKeyGate:
             raise
         if bad_project is not None:
             raise bad_project
-        caller = Caller(verified.user_id, verified.global_admin, prefix or "")
+        caller = Caller(verified.user_id, verified.global_admin, prefix or "", verified.expire_time)
         _authorize(caller, role, project, verified.role, verified.project_exists)
         return caller
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import datetime
 import enum
 import functools
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from .errors import PermissionDenied, Unavailable
+from .errors import PermissionDenied, Unauthenticated, Unavailable
 
 
 class Role(enum.IntEnum):
@@ -55,6 +57,9 @@ class Caller:
     user_id: str
     global_admin: bool
     key_prefix: str = ""  # empty when authentication is off
+    # None for a key that never expires, or with authentication off. What a call hands
+    # out in the key's name (a presigned URL, a byte-endpoint ticket) expires by then.
+    key_expire_time: datetime.datetime | None = None
 
 
 class CallInfo:
@@ -118,6 +123,33 @@ def current_caller() -> Caller:
 
 def set_caller(caller: Caller) -> None:
     _caller.set(caller)
+
+
+def key_expire_time() -> datetime.datetime | None:
+    """When the key of the call being handled expires; None when it never does, with
+    authentication off, or outside a call."""
+    caller = _caller.get(None)
+    return None if caller is None else caller.key_expire_time
+
+
+def within_key(lifetime: datetime.timedelta) -> datetime.timedelta:
+    """lifetime, or the whole seconds the caller's key has left when fewer (S3 signs
+    seconds): a URL signed for a call works no longer than the key that asked for it,
+    as a key it creates may not (docs/auth.md). For lifetimes the server chooses; one
+    the caller asks for past its key is refused instead.
+
+    Raises:
+        Unauthenticated: API_KEY_EXPIRED, the key has less than a second left.
+    """
+    expires = key_expire_time()
+    if expires is None:
+        return lifetime
+    left = expires - datetime.datetime.now(datetime.UTC)
+    if left >= lifetime:
+        return lifetime
+    if left < datetime.timedelta(seconds=1):  # what its next call would hear
+        raise Unauthenticated("API_KEY_EXPIRED", "the API key expires within a second")
+    return datetime.timedelta(seconds=math.floor(left.total_seconds()))
 
 
 # A stream runs past its admission: an upload may last hours, and a key revoked or a

@@ -499,9 +499,11 @@ class ArtifactClient(BaseClient):
         """A URL to GET or PUT the object without passing through the service (S3 only).
 
         A URL works until it expires, whatever happens to the caller's key or role
-        meanwhile. Its lifetime is expires_in (in seconds, or a timedelta), at most the
-        server's cap (CAIRN_PRESIGN_MAX_SECONDS); None or 0 asks for the server's
-        default: an hour, or the cap if shorter. A PUT lands
+        meanwhile, and never past the key's own expiry. Its lifetime is expires_in (in
+        seconds, or a timedelta), at most the server's cap (CAIRN_PRESIGN_MAX_SECONDS);
+        None or 0 asks for the server's default: an hour, or the cap or what the key
+        has left if shorter. An expires_in past the key's expiry is refused
+        (InvalidArgumentError). A PUT lands
         under a key of its own: call `confirm_upload` with its `upload_id` to publish
         it at path (replacing an object there only with overwrite). With content_type,
         the uploader must send that Content-Type (see the returned headers).
