@@ -420,13 +420,11 @@ def _batch_id(request: api.LogBatchRequest, context: Context) -> str:
 
 def _tagged_name(tags: dict[str, str], field: str) -> str:
     """The run name that tags give as MLflow's mlflow.runName, taken out of them: the
-    name is kept as the run's name alone ("" when they give none)."""
+    name is kept as the run's name alone ("" when they give none). An empty tag gives
+    none, as in MLflow's store: it changes no name, and a run made with it gets one."""
     if RUN_NAME_TAG not in tags:
         return ""
-    name = validation.run_name(tags.pop(RUN_NAME_TAG), f"{field}[{RUN_NAME_TAG}]")
-    if not name:
-        raise invalid_field(f"{field}[{RUN_NAME_TAG}]", "a run's name must not be empty")
-    return name
+    return validation.run_name(tags.pop(RUN_NAME_TAG), f"{field}[{RUN_NAME_TAG}]")
 
 
 def _with_parent(tags: dict[str, str], parent: str) -> dict[str, str]:

@@ -65,6 +65,24 @@ async def test_get_parent_run(tracking, experiment_id) -> None:
     assert (await tracking.get_parent_run(tagged.info.run_id)).info.run_id == child.info.run_id
 
 
+async def test_the_parent_is_the_one_the_tag_names_as_the_childrens_search_finds(
+    tracking, experiment_id
+) -> None:
+    """A tag mlflow.parentRunId set later was passed over for the parent the run was made
+    with, so get_parent_run named one parent and the search for children, `tags.mlflow.
+    parentRunId = '<id>'`, another; MLflow reads the tag."""
+    first, second = [(await tracking.create_run(experiment_id)).info.run_id for _ in "ab"]
+    child = (await tracking.create_run(experiment_id, parent_run_id=first)).info.run_id
+    await tracking.set_tag(child, "mlflow.parentRunId", second)
+    found = await tracking.get_parent_run(child)
+    assert found is not None and found.info.run_id == second
+    children = await tracking.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{second}'")
+    assert [r.info.run_id for r in children] == [child]
+    await tracking.delete_tag(child, "mlflow.parentRunId")  # the run as it was made
+    found = await tracking.get_parent_run(child)
+    assert found is not None and found.info.run_id == first
+
+
 @pytest.mark.parametrize("tag", ["garbage", " " + "0" * 32, "0" * 32])
 async def test_a_parent_tag_naming_no_run_is_not_found_naming_the_tag(
     tracking, experiment_id, tag

@@ -636,13 +636,22 @@ async def test_mlflows_run_name_tag_is_the_runs_name(tracking, experiment_id) ->
     assert await _names(tracking, experiment_id, "tags.`mlflow.runName` LIKE 'c-%'") == ["c-tagged"]
     ordered = await _names(tracking, experiment_id, order_by=["tags.mlflow.runName DESC"])
     assert ordered == ["c-tagged", "b-again", "a-renamed"]
-    for write in (
-        lambda: tracking.set_tag(renamed, "mlflow.runName", ""),  # no name is no name
-        lambda: tracking.delete_tag(renamed, "mlflow.runName"),  # a run keeps its name
-    ):
-        with pytest.raises(InvalidArgumentError):
-            await write()
+    with pytest.raises(InvalidArgumentError):  # a run keeps its name
+        await tracking.delete_tag(renamed, "mlflow.runName")
     assert (await tracking.get_run(renamed)).info.run_name == "a-renamed"
+
+
+async def test_an_empty_run_name_tag_names_nothing_as_in_mlflow(tracking, experiment_id) -> None:
+    """`set_tag(run, "mlflow.runName", "")`, a batch with it, or a run made with it was
+    INVALID_ARGUMENT; MLflow's store takes it as no name: the run keeps its name, and a
+    run made so gets one, as without the tag."""
+    run = (await tracking.create_run(experiment_id, run_name="kept")).info.run_id
+    await tracking.set_tag(run, "mlflow.runName", "")
+    await tracking.log_batch(run, tags=[RunTag("mlflow.runName", ""), RunTag("k", "v")])
+    kept = await tracking.get_run(run)
+    assert kept.info.run_name == "kept" and kept.data.tags == {"k": "v"}
+    made = await tracking.create_run(experiment_id, tags={"mlflow.runName": ""})
+    assert made.info.run_name and "mlflow.runName" not in made.data.tags
 
 
 def test_a_batch_renaming_its_run_has_the_fingerprint_it_had_as_a_tag() -> None:

@@ -300,17 +300,20 @@ class TrackingClient(
     async def get_parent_run(
         self, run_id: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> Run | None:
-        """MLflow's: the run's parent (`create_run(parent_run_id=...)`, or MLflow's tag
-        "mlflow.parentRunId"), or None when it has none.
+        """MLflow's: the run its tag "mlflow.parentRunId" names, as MLflow reads it (a
+        run made with `create_run(parent_run_id=...)` carries the tag), or else its
+        `parent_run_id`; None when it has neither.
 
         Raises:
             NotFoundError: there is no such run.
         """
         run = await self.get_run(run_id, timeout=timeout, metadata=metadata)
-        parent = run.info.parent_run_id or run.data.tags.get(MLFLOW_PARENT_RUN_ID)
+        # The tag first: MLflow's search for a run's children follows the tag, set later too.
+        tagged = run.data.tags.get(MLFLOW_PARENT_RUN_ID)
+        parent = tagged or run.info.parent_run_id
         if not parent:
             return None
-        named = parent if run.info.parent_run_id else f"{parent!r} (its tag {MLFLOW_PARENT_RUN_ID})"
+        named = f"{parent!r} (its tag {MLFLOW_PARENT_RUN_ID})" if tagged else parent
         no_parent = NotFoundError(
             f"run {run_id}'s parent, {named}, names no run", reason="RUN_NOT_FOUND"
         )
