@@ -188,6 +188,97 @@ async def test_a_download_over_an_earlier_leaves_none_of_its_files_the_later_lac
     assert sorted(p.name for p in (target / "model").iterdir()) == ["a.bin", "b.bin", "z.bin"]
 
 
+def _shapes(root: Path) -> tuple[Path, Path]:
+    """Two models of one directory "w": one holds the file w/x/a.txt, the other the
+    file w/x."""
+    in_folder, as_file = root / "folder" / "w", root / "file" / "w"
+    (in_folder / "x").mkdir(parents=True)
+    (in_folder / "x" / "a.txt").write_text("in a folder")
+    as_file.mkdir(parents=True)
+    (as_file / "x").write_text("a file now")
+    return in_folder, as_file
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("order", ["folder-then-file", "file-then-folder"])
+async def test_a_download_over_an_earlier_model_of_another_shape_replaces_it(
+    world: World, tmp_path: Path, order: str
+) -> None:
+    """Where one model has a file and the other a folder of that name, the download of
+    one over the other failed LOCAL_WRITE_FAILED ("a folder has the file's name", or
+    "File exists" making the folder): the earlier files went aside only after the
+    folders were checked and made."""
+    in_folder, as_file = _shapes(tmp_path)
+    uris = [
+        (await world.tracking.log_model(await world.new_run(), model, "m")).model_uri
+        for model in (in_folder, as_file)
+    ]
+    first, second = uris if order == "folder-then-file" else uris[::-1]
+    dst = tmp_path / "dst"
+    await world.tracking.download_artifacts(first, dst, cache_dir=world.cache)
+
+    target = Path(await world.tracking.download_artifacts(second, dst, cache_dir=world.cache))
+
+    _whole(target)
+    files = ["w/x"] if order == "folder-then-file" else ["w/x", "w/x/a.txt"]
+    assert _tree(target) == sorted([MANIFEST, "w", *files])
+
+
+@pytest.mark.parametrize("order", ["folder-then-file", "file-then-folder"])
+async def test_what_the_user_put_where_a_model_needs_room_is_a_path_conflict(
+    world: World, tmp_path: Path, order: str
+) -> None:
+    """A file or folder of the user's where the model needs a folder or a file failed
+    the download LOCAL_WRITE_FAILED, as if the disk had refused it; a directory
+    download calls it LOCAL_PATH_CONFLICT and names it. The earlier download stays."""
+    in_folder, as_file = _shapes(tmp_path)
+    uri = (await world.tracking.log_model(await world.new_run(), in_folder, "m")).model_uri
+    other = (await world.tracking.log_model(await world.new_run(), as_file, "m")).model_uri
+    dst = tmp_path / "dst"
+    target = Path(await world.tracking.download_artifacts(other, dst, cache_dir=world.cache))
+    mine = target / "w" / "x"
+    mine.unlink()  # the user's own now, not the earlier model's
+    if order == "folder-then-file":
+        mine.mkdir()
+        (mine / "mine.txt").write_text("mine")
+        uri = other
+    else:
+        mine.write_text("mine")
+    before = _tree(target)
+
+    with pytest.raises(FailedPreconditionError) as refused:
+        await world.tracking.download_artifacts(uri, dst, cache_dir=world.cache)
+
+    assert refused.value.reason == "LOCAL_PATH_CONFLICT"
+    assert refused.value.metadata["local_path"] == str(mine)
+    assert _tree(target) == before
+
+
+async def test_a_file_the_model_manager_copied_where_a_folder_is_needed_is_a_path_conflict(
+    world: World, tmp_path: Path
+) -> None:
+    """get_model(download_file=True) of a version whose folder has the name of a file an
+    earlier version's copy left (ModelManager keeps no manifest of what it copied, so
+    the file is taken as the user's) failed LOCAL_WRITE_FAILED ("File exists")."""
+    in_folder, as_file = _shapes(tmp_path)
+    manager = cairn.ModelManager(
+        world.registry, download_path=tmp_path / "dst", cache_dir=world.cache
+    )
+    await manager.add_model("shapes", "X", as_file)
+    await manager.get_model("shapes", download_file=True)
+    await manager.add_model("shapes", "X", in_folder, force=True)
+
+    with pytest.raises(FailedPreconditionError) as refused:
+        await manager.get_model("shapes", download_file=True)
+
+    assert refused.value.reason == "LOCAL_PATH_CONFLICT"
+    assert refused.value.metadata["local_path"] == str(tmp_path / "dst" / "w" / "x")
+    assert (tmp_path / "dst" / "w" / "x").read_text() == "a file now"
+
+
 @pytest.mark.parametrize(
     "change",
     [

@@ -3,11 +3,14 @@ at it, load it back by its URI."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from cairn.exceptions import InvalidArgumentError
+from cairn.exceptions import AlreadyExistsError, InvalidArgumentError
 from cairn.models import MANIFEST, parse_uri
 from tests.integration.models.conftest import World
 
@@ -92,6 +95,37 @@ async def test_a_model_cannot_be_logged_twice_at_one_path(world: World) -> None:
         f"runs:/{world.run_id}/m", allow_pickle=True, cache_dir=world.cache
     )
     assert loaded == [1]
+
+
+_FIRST_CALL: dict[str, Any] = {
+    "metadata": {"accuracy": 0.5, "shape": (1, 3)},
+    "signature": {"inputs": "a"},
+}
+
+
+@pytest.mark.parametrize(
+    "changed", [{"metadata": {"accuracy": 0.9, "shape": (1, 3)}}, {"signature": {"inputs": "b"}}]
+)
+async def test_logging_again_with_other_facts_is_refused(
+    world: World, unique: str, tmp_path: Path, changed: dict[str, Any]
+) -> None:
+    """A log_model of the same files at the same path with other metadata or another
+    signature returned the first call's version, keeping the first call's facts and
+    raising nothing: only the flavor and the files were compared."""
+    (tmp_path / "w.txt").write_text("weights")
+    name = f"again-{unique}"
+
+    async def logged(**facts: Any) -> int | None:
+        info = await world.tracking.log_model(
+            world.run_id, tmp_path / "w.txt", "model", registered_model_name=name, **facts
+        )
+        return info.registered_model_version
+
+    assert await logged(**_FIRST_CALL) == 1
+    with pytest.raises(AlreadyExistsError) as raised:
+        await logged(**{**_FIRST_CALL, **changed})
+    assert raised.value.reason == "OBJECT_ALREADY_EXISTS"
+    assert await logged(**_FIRST_CALL) == 1  # the same call again is still taken up
 
 
 async def test_of_two_models_logged_at_once_at_one_path_the_winner_loads(world: World) -> None:

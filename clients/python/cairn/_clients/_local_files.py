@@ -13,7 +13,7 @@ import shutil
 import sys
 import tempfile
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath, PureWindowsPath
 from typing import BinaryIO, TypeVar
 
@@ -212,12 +212,70 @@ def _name_key(root: PurePath) -> Callable[[str], str]:
     """What a name is reduced to so that two names root's file system opens as one file
     are equal. NTFS ignores case only (it keeps "é" and "e" + U+0301 apart); APFS and
     HFS+ also ignore Unicode normalization, on case-sensitive volumes too (those, rare,
-    get case twins refused as well: the default volume ignores case)."""
+    get case twins refused as well: the default volume ignores case). Elsewhere the
+    file system is asked (`ignores_case`): on Linux, vfat, exFAT, SMB mounts and ext4
+    folders with casefold ignore case, and the platform says nothing of it."""
     if isinstance(root, PureWindowsPath):
         return str.casefold
     if sys.platform == "darwin":
         return _canonical_caseless
+    if isinstance(root, Path) and ignores_case(root):
+        return str.casefold
     return str
+
+
+def ignores_case(folder: Path) -> bool:
+    """Whether the file system folder is on (or would be: its nearest existing parent's)
+    opens two names that differ only in case as one file (blocking). Asked of it: a new
+    file named with letters, then its name with their case swapped looked up. The
+    swapped name found at all is the answer, not its inode: a FUSE file system numbers
+    each name it is asked for. Where nothing can be made (read-only, not ours), False:
+    nothing will be written there either."""
+    existing = next((place for place in (folder, *folder.parents) if place.is_dir()), None)
+    if existing is None:
+        return False
+    try:
+        handle, made = tempfile.mkstemp(prefix=".cairn-case-", suffix=".tmp", dir=existing)
+    except OSError:
+        return False
+    try:
+        os.close(handle)
+        swapped = os.path.join(os.path.dirname(made), os.path.basename(made).swapcase())
+        return os.path.lexists(swapped)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(made)
+
+
+def check_written(root: Path, sizes: Mapping[str, int]) -> None:
+    """Raises unless each file (relative to root, "/"-separated) is listed in its folder
+    under its own name and holds its size, once all are written: a file system that
+    opens two of the names as one file, which the names' check (`tree_files`) did not
+    foresee, left one written over by the other. The listing, not only the size: a
+    file system's cached attributes may still give the size of the file written over.
+
+    Raises:
+        FailedPreconditionError: LOCAL_PATH_CONFLICT, metadata path and local_path.
+    """
+    listed: dict[Path, set[str]] = {}
+    for relative, size in sizes.items():
+        local = root.joinpath(*relative.split("/"))
+        if local.parent not in listed:
+            listed[local.parent] = set(os.listdir(local.parent))
+        if local.name not in listed[local.parent]:
+            raise _written_over(relative, local, "is not there under its name")
+        if (found := local.stat().st_size) != size:
+            raise _written_over(relative, local, f"holds {found} bytes, not the {size} written")
+
+
+def _written_over(relative: str, local: Path, what: str) -> FailedPreconditionError:
+    return FailedPreconditionError(
+        f"{local} {what}: the file system there opens another of the names as the same "
+        "file (it ignores case, say); nothing of it was kept (download into another file "
+        "system)",
+        reason="LOCAL_PATH_CONFLICT",
+        metadata={"path": relative, "local_path": str(local)},
+    )
 
 
 def _canonical_caseless(name: str) -> str:
@@ -239,14 +297,14 @@ def check_room(root: Path, paths: Sequence[str], targets: Sequence[Path]) -> Non
     checked: set[Path] = set()
     for path, target in zip(paths, targets, strict=True):
         if target.is_dir() and not target.is_symlink():
-            raise _in_the_way(path, target, "a local folder has the name its file needs")
+            raise in_the_way(path, target, "a local folder has the name its file needs")
         for relative in target.relative_to(root).parents:
             folder = root / relative
             if folder in checked:
                 continue
             checked.add(folder)
             if not folder.is_dir() and (folder.is_symlink() or folder.exists()):
-                raise _in_the_way(path, folder, "a local file has the name of a folder it needs")
+                raise in_the_way(path, folder, "a local file has the name of a folder it needs")
 
 
 @contextlib.contextmanager
@@ -314,7 +372,7 @@ def _conflict(path: str, other: str, why: str) -> FailedPreconditionError:
     )
 
 
-def _in_the_way(path: str, local: Path, why: str) -> FailedPreconditionError:
+def in_the_way(path: str, local: Path, why: str) -> FailedPreconditionError:
     return FailedPreconditionError(
         f"the object {path!r} cannot be downloaded: {why} ({local}); nothing was written "
         "(move it away, or download into another folder)",

@@ -330,13 +330,29 @@ async def _logged_manifest(store: ArtifactClient, directory: str) -> bytes | Non
 def _same_model(
     logged: bytes, manifest: Manifest, store: ArtifactClient, directory: str
 ) -> tuple[bytes, Manifest]:
-    """The logged model's manifest, and its bytes, when it holds exactly the files of
-    the one being logged (the same call, run again after it stopped part-way); else the
-    directory is another model's."""
-    stored = Manifest.from_json(logged, str(ArtifactUri(store.project, directory)))
-    if (stored.flavor, stored.files) != (manifest.flavor, manifest.files):
+    """The logged model's manifest, and its bytes, when it is the one being logged (the
+    same call, run again after it stopped part-way); else the directory is another
+    model's. The same files are not enough: a call of other metadata, signature or
+    options, given the first call's version, would believe its own were kept."""
+    where = str(ArtifactUri(store.project, directory))
+    stored = Manifest.from_json(logged, where)
+    # Read back as stored, so that a tuple given is the list the stored manifest holds.
+    logging = Manifest.from_json(manifest.to_json(), where)
+    if _as_logged(stored) != _as_logged(logging):
         raise _logged_there(directory)
     return logged, stored
+
+
+def _as_logged(manifest: Manifest) -> tuple[Any, ...]:
+    """What a log_model call chose for its model; not the Python or library versions
+    of the machine, which may differ when it is run again elsewhere."""
+    return (
+        manifest.flavor,
+        manifest.options,
+        manifest.files,
+        manifest.metadata,
+        manifest.signature,
+    )
 
 
 async def _upload(

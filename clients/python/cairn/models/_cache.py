@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .._clients._local_files import check_written
 from ..exceptions import FailedPreconditionError
 from ._manifest import MANIFEST, FileEntry, Manifest, holds
 from ._paths import is_kind, relative_path
@@ -197,7 +198,10 @@ class ModelCache:
         """Seals scratch and renames it to the entry. When the entry exists already (a
         concurrent filler's, or one that could not be moved aside), that one is served
         only once it passes `lookup` too; else it is dropped for ours, and an edited
-        entry that cannot be is refused."""
+        entry that cannot be is refused. The files are checked first (`check_written`): two
+        names the file system opens as one file leave one written over, though each was
+        whole as it was fetched."""
+        check_written(scratch, {relative: entry.size for relative, entry in manifest.files.items()})
         (scratch / MANIFEST).write_bytes(manifest_bytes)
         # The manifest's files, each checked as it was fetched: not a listing of scratch
         # by the rules of an upload, which a file stored before them may break.

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .._clients._local_files import local_writes
+from .._clients._local_files import check_written, in_the_way, local_writes, tree_files
 from ..exceptions import DataLossError, FailedPreconditionError
 from ._manifest import MANIFEST, MAX_MANIFEST_BYTES, FileEntry, Manifest, holds
 from ._paths import inside, is_kind, relative_path
@@ -180,7 +180,10 @@ def _stage(
 ) -> None:
     """Copies each file (bytes only: the cache's read-only mode stays behind), from the
     entry or where shipped has it, and checks it is whole; a compiled module shipped
-    (one Python may write over in the entry at any time) by its sha256 too."""
+    (one Python may write over in the entry at any time) by its sha256 too. The names
+    are checked first, as a download's are (`tree_files`: the staging folder is on the
+    destination's file system), and all the files again once copied (`check_written`)."""
+    tree_files(staging, "", list(manifest.files))
     for relative, expected in manifest.files.items():
         copy = inside(staging, relative, where)
         copy.parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +192,7 @@ def _stage(
             raise OSError(errno.EIO, f"copied {size} of {expected.size} bytes", str(copy))
         if relative in shipped and not holds(copy, expected):
             raise OSError(errno.EIO, "rewritten by Python as it was copied; copy again", str(copy))
+    check_written(staging, {relative: entry.size for relative, entry in manifest.files.items()})
 
 
 def _move_in(
@@ -196,41 +200,58 @@ def _move_in(
 ) -> None:
     """Renames the staged files over target's; with_manifest, target's manifest goes
     aside first (no model while its files change), the files of the model it named that
-    the new one lacks go aside too, and the staged manifest comes last.
-    Folders are made and names checked for all of them beforehand, so the renames,
-    which cannot fail for want of space, are all that is left when the first one
-    happens; one can still fail (on Windows, over a file some program holds open): then
-    all is put back as it was (`_swap`), and the folders made are removed."""
+    the new one lacks go aside too, with the folders they leave empty, and the staged
+    manifest comes last. The earlier model's go before anything is checked or made, for
+    the new model may need a folder where one of its files was, or the reverse. Then
+    folders are made and names checked for all the new files, so the renames, which
+    cannot fail for want of space, are all that is left when the first one happens; one
+    can still fail (on Windows, over a file some program holds open): then all is put
+    back as it was, and the folders made are removed.
+
+    Raises:
+        FailedPreconditionError: LOCAL_PATH_CONFLICT, what is in target that is not the
+            earlier model's stands where the new model needs a folder or a file;
+            LOCAL_WRITE_FAILED, a rename failed and the earlier files could not all be
+            put back: target is left incomplete, and without its manifest.
+    """
     relatives = list(relatives)
     moves: list[tuple[Path | None, Path]] = [
         (staging / relative, _destination(target, relative, where)) for relative in relatives
     ]
-    gone: list[tuple[Path | None, Path]] = []  # as they are: checked by _earlier_files
+    earlier: list[tuple[Path | None, Path]] = []  # as they are: checked by _earlier_files
     if with_manifest:
-        earlier = sorted(_earlier_files(target, relatives))
-        gone = [(None, target / relative) for relative in earlier]
-        moves = [(None, target / MANIFEST), *moves, (staging / MANIFEST, target / MANIFEST)]
+        gone = sorted(_earlier_files(target, relatives))
+        earlier = [(None, target / MANIFEST), *((None, target / relative) for relative in gone)]
+        moves.append((staging / MANIFEST, target / MANIFEST))
+    aside = staging / f".earlier-{uuid.uuid4().hex}"
+    aside.mkdir()
+    moved: list[tuple[Path, Path | None]] = []  # a destination and its earlier file
+    emptied: list[Path] = []
     made: list[Path] = []
     try:
+        _swap(earlier, aside, moved)
+        emptied = _remove_emptied(target, [file for _, file in earlier[1:]])
+        _check_room(target, moves)
         _make_folders(target, [destination.parent for _, destination in moves], made)
-        for _, destination in moves:
-            if destination.is_dir() and not destination.is_symlink():
-                raise IsADirectoryError(
-                    errno.EISDIR, "a folder has the file's name", str(destination)
-                )
-        aside = staging / f".earlier-{uuid.uuid4().hex}"
-        _swap([*moves[:1], *gone, *moves[1:]], aside, target)
-    except BaseException:
+        _swap(moves, aside, moved)
+    except BaseException as error:
+        stuck = _put_back(moved[len(earlier) :], [])
         for folder in reversed(made):
             with contextlib.suppress(OSError):  # not empty: what could not be put back
                 folder.rmdir()
+        for folder in reversed(emptied):  # outermost first
+            with contextlib.suppress(OSError):
+                folder.mkdir()
+        stuck = _put_back(moved[: len(earlier)], stuck)
+        if stuck and isinstance(error, OSError):
+            raise _not_put_back(error, stuck, target) from error
         raise
-    _remove_emptied(target, [file for _, file in gone])
 
 
-def _remove_emptied(target: Path, gone: Iterable[Path]) -> None:
+def _remove_emptied(target: Path, gone: Iterable[Path]) -> list[Path]:
     """Removes the folders in target that the earlier model's files, gone, left empty,
-    innermost first; one that holds anything (the later model's, the user's) stays."""
+    innermost first, and returns them; one that holds anything (the user's) stays."""
+    removed: list[Path] = []
     for file in gone:
         for folder in file.parents:
             if folder == target or not folder.is_relative_to(target):
@@ -239,6 +260,25 @@ def _remove_emptied(target: Path, gone: Iterable[Path]) -> None:
                 folder.rmdir()
             except OSError:  # not empty (or made something else meanwhile)
                 break
+            removed.append(folder)
+    return removed
+
+
+def _check_room(target: Path, moves: Iterable[tuple[Path | None, Path]]) -> None:
+    """Refuses, as a directory download does (`check_room`), a folder of target where a
+    file goes, or a file where a folder is needed: the user's, once the earlier model's
+    files went aside."""
+    checked: set[Path] = set()
+    for _, destination in moves:
+        relative = destination.relative_to(target).as_posix()
+        if destination.is_dir() and not destination.is_symlink():
+            raise in_the_way(relative, destination, "a local folder has the name its file needs")
+        for folder in destination.parents:
+            if folder in checked or not folder.is_relative_to(target):
+                break
+            checked.add(folder)
+            if not folder.is_dir() and (folder.is_symlink() or folder.exists()):
+                raise in_the_way(relative, folder, "a local file has the name of a folder it needs")
 
 
 def _destination(target: Path, relative: str, where: str) -> Path:
@@ -281,38 +321,29 @@ def _make_folders(target: Path, folders: Iterable[Path], made: list[Path]) -> No
                 made.append(needed)
 
 
-def _swap(moves: list[tuple[Path | None, Path]], earlier: Path, target: Path) -> None:
+def _swap(
+    moves: list[tuple[Path | None, Path]], earlier: Path, moved: list[tuple[Path, Path | None]]
+) -> None:
     """Each move's destination set aside into the folder earlier (when there is one),
-    then its source renamed there (when it has one). When a rename fails, what moved is
-    put back, last first, and the error raised.
-
-    Raises:
-        FailedPreconditionError: LOCAL_WRITE_FAILED, the earlier files could not all be
-            put back: target is left incomplete, and without its manifest.
-    """
-    earlier.mkdir()
-    moved: list[tuple[Path, Path | None]] = []  # a destination and its earlier file
-    try:
-        for index, (source, destination) in enumerate(moves):
-            aside = earlier / str(index)
-            try:
-                os.replace(destination, aside)
-                moved.append((destination, aside))
-            except FileNotFoundError:  # nothing there before
-                moved.append((destination, None))
-            if source is not None:
-                os.replace(source, destination)
-    except OSError as error:
-        if stuck := _put_back(moved):
-            raise _not_put_back(error, stuck, target) from error
-        raise
+    then its source renamed there (when it has one), each added to moved, for
+    `_put_back` to undo when a rename fails."""
+    for source, destination in moves:
+        aside = earlier / str(len(moved))
+        try:
+            os.replace(destination, aside)
+            moved.append((destination, aside))
+        except FileNotFoundError:  # nothing there before
+            moved.append((destination, None))
+        if source is not None:
+            os.replace(source, destination)
 
 
-def _put_back(moved: list[tuple[Path, Path | None]]) -> list[Path]:
+def _put_back(moved: list[tuple[Path, Path | None]], stuck: list[Path]) -> list[Path]:
     """Undoes moved, last first: each new file removed, each earlier one renamed back;
-    returns the files that could not be. The manifest, set aside first, comes back only
-    when all its files did: a copy that is not whole never looks complete."""
-    stuck: list[Path] = []
+    returns stuck with the files that could not be added. The manifest, set aside
+    first, comes back only when all its files did: a copy that is not whole never looks
+    complete."""
+    stuck = list(stuck)
     for destination, aside in reversed(moved):
         if stuck and aside is not None and destination.name == MANIFEST:
             continue
