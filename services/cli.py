@@ -116,11 +116,13 @@ _DATABASE_ERRORS = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
     database.UnreadableUrl,
+    database.RefusedConnection,
 )
-# The URL unread, or the database refusing its database or user, rather than any one
-# statement.
+# The URL unread, or the database refusing a connection (its database, user or a
+# setting), rather than any one statement.
 _REFUSED = (
     database.UnreadableUrl,
+    database.RefusedConnection,
     asyncpg.ClientConfigurationError,
     asyncpg.InvalidCatalogNameError,
     asyncpg.InvalidAuthorizationSpecificationError,
@@ -160,7 +162,9 @@ def _where(config: Config) -> str:
         # An "@" past the host: a password holding "/" (or "?", "#") unencoded, read here
         # as host, port and path ("user:2024/pw@host"), which would show a piece of it.
         past_host = parts.path + parts.query + parts.fragment
-        if parts.scheme in ("postgres", "postgresql") and "@" not in past_host:
+        # Several "@" before it: one of a password, which asyncpg does not read as here.
+        readable = "@" not in past_host and parts.netloc.count("@") <= 1
+        if parts.scheme in ("postgres", "postgresql") and readable:
             # As asyncpg reads it: `host` and `port` parameters (a socket's folder, say)
             # before the URL's own, PGHOST and PGPORT after.
             given = parse_qs(parts.query)

@@ -350,6 +350,7 @@ class Config:
                 "CAIRN_ARTIFACT_DIRECT_HOST must be a host name or an IP address, without a "
                 f"scheme, port or path (clients connect to it); not {self.artifact_direct_host!r}"
             )
+        _check_ports_apart(self)
         if not self.data_dir:
             raise ConfigError("CAIRN_DATA_DIR must not be empty (default: .cairn)")
         if self.artifact_backend == "s3":
@@ -381,6 +382,61 @@ def _check_setting(f: dataclasses.Field[Any], value: Any) -> None:
         raise ConfigError(f"{env_name(f.name)} must be {bounds}, not {_number(value)}")
 
 
+def _check_ports_apart(config: Config) -> None:
+    """Raises ConfigError for two of the server's endpoints on one port of one host.
+    Checked before anything starts: the second to bind failed as "the address is in
+    use", blamed on CAIRN_LISTEN_ADDRESS, which sent the operator looking for another
+    process."""
+    endpoints = _endpoints(config)
+    for i, (name, host, port) in enumerate(endpoints):
+        for other, other_host, other_port in endpoints[i + 1 :]:
+            if port and port == other_port and _overlap(host, other_host):
+                raise ConfigError(
+                    f"{name} ({host}:{port}) and {other} ({other_host}:{port}) take one "
+                    "port: give each a port of its own (0: any free one)"
+                )
+
+
+def _endpoints(config: Config) -> list[tuple[str, str, int]]:
+    """The setting, host and port of each endpoint the server listens on."""
+    listen_host, _, listen_port = config.listen_address.rpartition(":")
+    endpoints = [("CAIRN_LISTEN_ADDRESS", listen_host, int(listen_port))]
+    for name, address in (
+        ("CAIRN_HEALTH_ADDRESS", config.health_address),
+        ("CAIRN_METRICS_ADDRESS", config.metrics_address),
+    ):
+        if address:
+            host, _, port = address.rpartition(":")
+            endpoints.append((name, host, int(port)))
+    # The byte endpoint listens on the gRPC host; only the filesystem backend has one.
+    if config.artifact_direct and config.artifact_backend == "filesystem":
+        endpoints.append(("CAIRN_ARTIFACT_DIRECT_PORT", listen_host, config.artifact_direct_port))
+    return endpoints
+
+
+def _overlap(host: str, other: str) -> bool:
+    """Whether listening on both hosts takes one port twice: the same host, or a
+    wildcard address and one of its family (every one for "::", which Linux binds
+    IPv4's too)."""
+    host, other = host.strip("[]").lower(), other.strip("[]").lower()
+    return host == other or _covers(host, other) or _covers(other, host)
+
+
+def _covers(wildcard: str, host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(wildcard)
+    except ValueError:
+        return False
+    if not address.is_unspecified:
+        return False
+    if address.version == 6:
+        return True
+    try:
+        return ipaddress.ip_address(host).version == 4
+    except ValueError:  # a name, which may resolve to IPv4
+        return True
+
+
 def _check_s3(config: Config) -> None:
     """Raises ConfigError for S3 settings the SDK would refuse. Checked before anything
     starts: with no endpoint, the server served and every artifact write answered
@@ -390,7 +446,7 @@ def _check_s3(config: Config) -> None:
     # as a filesystem server never needs it.
     from minio.helpers import BaseURL, check_bucket_name
 
-    if not config.s3_endpoint:
+    if not config.s3_endpoint.strip():
         raise ConfigError(
             "CAIRN_S3_ENDPOINT must name the store (host or host:port, e.g. minio:9000) "
             "when CAIRN_ARTIFACT_BACKEND=s3"
@@ -401,11 +457,16 @@ def _check_s3(config: Config) -> None:
         ("CAIRN_S3_PUBLIC_ENDPOINT", config.s3_public_endpoint),
     ):
         if endpoint:
-            _sdk_takes(
-                functools.partial(BaseURL, scheme + endpoint, None),
+            message = (
                 f"{name} must be host or host:port with no scheme or path (CAIRN_S3_SECURE "
-                f"picks https or http), e.g. minio:9000; not {endpoint!r}",
+                f"picks https or http), e.g. minio:9000; not {endpoint!r}"
             )
+            # The SDK took hosts with spaces ("min io:9000") and empty ports ("minio:"),
+            # which urllib3 refused at every request: the server served, and every
+            # artifact write answered UNAVAILABLE.
+            if not _is_endpoint(endpoint):
+                raise ConfigError(message)
+            _sdk_takes(functools.partial(BaseURL, scheme + endpoint, None), message)
     _sdk_takes(
         lambda: BaseURL(scheme + config.s3_endpoint, config.s3_region or None),
         f"CAIRN_S3_REGION must be a region name such as us-east-1, not {config.s3_region!r}",
@@ -415,6 +476,57 @@ def _check_s3(config: Config) -> None:
         f"CAIRN_S3_BUCKET must be a bucket name of 3 to 63 letters, digits, '.', '-' or '_', "
         f"not {config.s3_bucket!r}",
     )
+    _check_s3_prefix(config.s3_prefix)
+    _check_s3_keys(config)
+
+
+def _check_s3_prefix(prefix: str) -> None:
+    """Raises ConfigError for a prefix the SDK refuses in every object name it begins
+    (the server served, and every upload failed: INTERNAL for one UTF-8 cannot encode,
+    UNAVAILABLE, retried by clients for ever, for a "." or ".." segment)."""
+    from minio.helpers import check_object_name
+
+    if not _is_utf8(prefix):
+        raise ConfigError(f"CAIRN_S3_PREFIX must be text UTF-8 can encode, not {prefix!r}")
+    # As S3Backend names objects: the prefix stripped of "/", then "/" and the key.
+    if prefix.strip("/"):
+        _sdk_takes(
+            lambda: check_object_name(prefix.strip("/") + "/key"),
+            f"CAIRN_S3_PREFIX must be a key prefix without '.' or '..' segments, not {prefix!r}",
+        )
+
+
+def _check_s3_keys(config: Config) -> None:
+    """Raises ConfigError for keys no request could be signed or sent with (the server
+    served, and every upload answered UNAVAILABLE). Their values stay unsaid: secrets."""
+    # The access key id goes in a header of every request, which http.client writes
+    # as Latin-1 and refuses with a line break in it.
+    access_key = config.s3_access_key
+    if not (access_key.isascii() and access_key.isprintable()):
+        raise ConfigError("CAIRN_S3_ACCESS_KEY must be printable ASCII (an access key id)")
+    # The secret key is never sent: the SDK signs with its UTF-8 bytes.
+    if not _is_utf8(config.s3_secret_key):
+        raise ConfigError("CAIRN_S3_SECRET_KEY must be text UTF-8 can encode")
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text holding lone surrogates: bytes of the environment that were no
+    UTF-8, which Python keeps as such (PEP 383)."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _is_endpoint(endpoint: str) -> bool:
+    """host or host:port, the host as _is_host takes it and the port from 1 to 65535."""
+    host, colon, port = endpoint.rpartition(":")
+    if not colon or endpoint.endswith("]"):  # no port; "[::1]", say
+        host, port = endpoint, ""
+    elif not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        return False
+    return _is_host(host)
 
 
 def _sdk_takes(check: Callable[[], object], message: str) -> None:

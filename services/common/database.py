@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
@@ -90,6 +91,11 @@ def resolve_url(config: Config) -> str:
 
 
 async def create_pool(url: str, config: Config) -> asyncpg.Pool:
+    if _several_at_signs(url):
+        # asyncpg ends the password at the first "@" and Cairn's messages read the host
+        # after the last: "u:p@ss@db" looked up a host "ss@db" while the message named
+        # "db", and the password it sent was "p".
+        raise UnreadableUrl()
     pool = BoundedPool(
         url,
         min_size=config.db_pool_min_size,
@@ -135,7 +141,40 @@ async def create_pool(url: str, config: Config) -> asyncpg.Pool:
         names_settings = isinstance(error, asyncpg.ClientConfigurationError)
         if isinstance(error, ValueError) and not names_settings:
             raise UnreadableUrl() from None
+        if isinstance(error, asyncpg.PostgresError):
+            raise RefusedConnection(error, url) from error
         raise
+
+
+def _several_at_signs(url: str) -> bool:
+    """Whether the user and host part of a URL holds an unencoded "@" besides the one
+    that ends it."""
+    _, scheme_ends, rest = url.partition("://")
+    return bool(scheme_ends) and re.split("[/?#]", rest, maxsplit=1)[0].count("@") > 1
+
+
+class RefusedConnection(Exception):
+    """PostgreSQL refused a connection as the pool set it up: a database or user it does
+    not have, or a setting it does not know or take (one of the URL's parameters, say).
+    The message is PostgreSQL's, which names the setting and no password."""
+
+    def __init__(self, error: asyncpg.PostgresError, url: str) -> None:
+        # On one line, as the commands end with one: str(error) puts each on its own.
+        said = "; ".join(filter(None, (error.message, error.detail, error.hint)))
+        if any(f'"{name}"' in error.message for name in _parameter_names(url)):
+            said += (
+                "; asyncpg hands each parameter of the URL it does not take itself "
+                "(libpq's connect_timeout, say) to PostgreSQL as a setting: remove it "
+                "from the URL"
+            )
+        super().__init__(said)
+
+
+def _parameter_names(url: str) -> list[str]:
+    try:
+        return list(parse_qs(urlsplit(url).query))
+    except ValueError:  # read by asyncpg, which reads more than urlsplit
+        return []
 
 
 class UnreadableUrl(ValueError):

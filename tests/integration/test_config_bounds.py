@@ -1,15 +1,21 @@
 """The ends of the settings' ranges work where the values are used: PostgreSQL takes
 the database guards, request ids and LogBatch ids prune, the janitor sweeps, and a
 garbage collection succeeds (past these ends each failed later, in PostgreSQL or
-Python: audit 20)."""
+Python: audit 20). A database URL PostgreSQL or asyncpg cannot take ends the server
+commands as the docs say, naming the database."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import datetime
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -106,3 +112,85 @@ async def test_a_garbage_collection_succeeds_with_the_ends_of_the_ranges(
             started = await client.operations.start_garbage_collection(datetime.timedelta(hours=1))
             done = await client.operations.wait_operation(started.name, timeout=60)
     assert done.state is OperationState.SUCCEEDED, done.errors
+
+
+def _cairn(*command: str, database_url: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CAIRN_")}
+    env.update(CAIRN_DATABASE_URL=database_url, CAIRN_DATA_DIR=str(data_dir))
+    return subprocess.run(
+        [sys.executable, "-m", "cairn_server.cli", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+_COMMANDS = {
+    "serve": ["serve", "--listen-address", "127.0.0.1:0"],
+    "migrate": ["migrate"],
+    "keys create": ["keys", "create", "--user", "ops"],
+}
+
+
+@pytest.mark.parametrize(
+    ("parameter", "refused"),
+    [
+        # libpq's, common in its URLs; asyncpg hands it to PostgreSQL as a setting.
+        (
+            "connect_timeout=10",
+            'unrecognized configuration parameter "connect_timeout"; asyncpg hands each '
+            "parameter of the URL it does not take itself (libpq's connect_timeout, say) "
+            "to PostgreSQL as a setting: remove it from the URL",
+        ),
+        (
+            "options=-c%20work_mem%3D1x",
+            'invalid value for parameter "work_mem": "1x"; Valid units for this parameter',
+        ),
+    ],
+    ids=["connect_timeout", "options"],
+)
+@pytest.mark.parametrize("command", _COMMANDS)
+def test_a_url_parameter_postgresql_refuses_is_a_database_it_cannot_use(
+    postgres_url: str, tmp_path: Path, parameter: str, refused: str, command: str
+) -> None:
+    """Each command ended in the catch-all of our own bugs ("Error: unexpected
+    UndefinedObjectError: ..."), `python -m cairn_server.cli migrate` in a traceback."""
+    joint = "&" if "?" in postgres_url else "?"
+    url = postgres_url + joint + parameter
+    done = _cairn(*_COMMANDS[command], database_url=url, data_dir=tmp_path)
+    assert done.returncode == 1, done.stderr
+    [told] = done.stderr.strip().splitlines()[-1:]
+    assert told.startswith(f"cairn {command}: cannot use the database at "), done.stderr
+    assert f" (--database-url, CAIRN_DATABASE_URL): {refused}" in told, done.stderr
+    assert "unexpected" not in done.stderr and "Traceback" not in done.stderr
+
+
+def _with_password(url: str, password: str) -> str:
+    parts = urlsplit(url)
+    user = parts.username or "postgres"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+
+
+@pytest.mark.parametrize("on_a_socket", [False, True], ids=["tcp", "socket"])
+def test_an_unencoded_at_in_the_password_is_an_unreadable_url(
+    postgres_url: str, tmp_path: Path, on_a_socket: bool
+) -> None:
+    """asyncpg ended the password at its first "@" and looked up a host made of the
+    rest ("s3cret@127.0.0.1"), while the message named another ("cannot use the
+    database at 127.0.0.1:1/cairn ...: Name or service not known") and the docs
+    promised the URL refused as one that cannot be read."""
+    url = "postgresql://ops:p@s3cret@127.0.0.1:1/cairn"
+    if on_a_socket:
+        url = _with_password(postgres_url, "p@s3cret")
+    for command in (_COMMANDS["migrate"], _COMMANDS["keys create"]):
+        done = _cairn(*command, database_url=url, data_dir=tmp_path)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.strip().endswith(
+            "cannot use the database at the URL given (--database-url, CAIRN_DATABASE_URL): "
+            "not a PostgreSQL URL that can be read: percent-encode any of / ? # @ : in its "
+            "user name and password"
+        ), done.stderr
+        assert "s3cret" not in done.stderr

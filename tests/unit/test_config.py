@@ -183,6 +183,121 @@ def test_the_s3_backend_needs_settings_its_sdk_takes(env: dict[str, str], messag
         config_module.load(_flags(), env=env)
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        # Hosts the SDK took and urllib3 refused at every request (LocationParseError).
+        ({**S3, "CAIRN_S3_ENDPOINT": " "}, "CAIRN_S3_ENDPOINT must name the store"),
+        ({**S3, "CAIRN_S3_ENDPOINT": " minio:9000"}, "CAIRN_S3_ENDPOINT must be host or"),
+        ({**S3, "CAIRN_S3_ENDPOINT": "min io:9000"}, "CAIRN_S3_ENDPOINT must be host or"),
+        ({**S3, "CAIRN_S3_ENDPOINT": "minio\t:9000"}, "CAIRN_S3_ENDPOINT must be host or"),
+        ({**S3, "CAIRN_S3_ENDPOINT": "m\u00ednio:9000"}, "CAIRN_S3_ENDPOINT must be host or"),
+        ({**S3, "CAIRN_S3_ENDPOINT": "minio:"}, "CAIRN_S3_ENDPOINT must be host or"),
+        ({**S3, "CAIRN_S3_PUBLIC_ENDPOINT": " "}, "CAIRN_S3_PUBLIC_ENDPOINT must be host or"),
+        ({**S3, "CAIRN_S3_PUBLIC_ENDPOINT": "s3 :443"}, "CAIRN_S3_PUBLIC_ENDPOINT must be host"),
+        # Prefixes the SDK refused in every object name: each upload UNAVAILABLE.
+        ({**S3, "CAIRN_S3_PREFIX": ".."}, "CAIRN_S3_PREFIX must be a key prefix without"),
+        ({**S3, "CAIRN_S3_PREFIX": "a/./b"}, "CAIRN_S3_PREFIX must be a key prefix without"),
+        ({**S3, "CAIRN_S3_PREFIX": "team/../cairn"}, "CAIRN_S3_PREFIX must be a key prefix"),
+        # Bytes of the environment that are no UTF-8: each upload INTERNAL or UNAVAILABLE.
+        ({**S3, "CAIRN_S3_PREFIX": "p\udcff"}, "CAIRN_S3_PREFIX must be text UTF-8 can encode"),
+        ({**S3, "CAIRN_S3_SECRET_KEY": "s3cret\udcff"}, "CAIRN_S3_SECRET_KEY must be text"),
+        ({**S3, "CAIRN_S3_ACCESS_KEY": "s3cret\udcff"}, "CAIRN_S3_ACCESS_KEY must be printable"),
+        ({**S3, "CAIRN_S3_ACCESS_KEY": "s3cret\n"}, "CAIRN_S3_ACCESS_KEY must be printable"),
+    ],
+)
+def test_s3_settings_every_request_would_fail_with_are_refused(
+    env: dict[str, str], message: str
+) -> None:
+    """The server started with them and served, and every artifact write failed:
+    UNAVAILABLE (OBJECT_STORE_UNAVAILABLE), which clients retry for ever, or INTERNAL,
+    while the janitor logged tracebacks. A key's value stays out of the message."""
+    with pytest.raises(ConfigError, match=re.escape(message)) as refused:
+        config_module.load(_flags(), env=env)
+    assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("s3_endpoint", "minio"),
+        ("s3_endpoint", "s3.amazonaws.com"),
+        ("s3_endpoint", "127.0.0.1:9000"),
+        ("s3_endpoint", "[::1]:9000"),
+        ("s3_public_endpoint", "files.example.com:443"),
+        ("s3_prefix", "/cairn/"),
+        ("s3_prefix", "team.ml/cairn..old"),
+        ("s3_secret_key", "s\u00e9cret/+="),
+    ],
+)
+def test_s3_settings_the_sdk_takes_are_taken(setting: str, value: str) -> None:
+    settings: dict[str, Any] = {
+        "artifact_backend": "s3",
+        "s3_endpoint": "minio:9000",
+        setting: value,
+    }
+    assert getattr(Config(**settings), setting) == value
+
+
+@pytest.mark.parametrize(
+    ("settings", "first", "second"),
+    [
+        (
+            {"artifact_direct_port": 50051},
+            "CAIRN_LISTEN_ADDRESS (127.0.0.1:50051)",
+            "CAIRN_ARTIFACT_DIRECT_PORT (127.0.0.1:50051)",
+        ),
+        (
+            {"metrics_address": "127.0.0.1:50051"},
+            "CAIRN_LISTEN_ADDRESS (127.0.0.1:50051)",
+            "CAIRN_METRICS_ADDRESS (127.0.0.1:50051)",
+        ),
+        (
+            {"health_address": "0.0.0.0:50051"},  # every IPv4 address, 127.0.0.1 among them
+            "CAIRN_LISTEN_ADDRESS (127.0.0.1:50051)",
+            "CAIRN_HEALTH_ADDRESS (0.0.0.0:50051)",
+        ),
+        (
+            {"health_address": "[::]:9090", "metrics_address": "localhost:9090"},
+            "CAIRN_HEALTH_ADDRESS ([::]:9090)",
+            "CAIRN_METRICS_ADDRESS (localhost:9090)",
+        ),
+    ],
+)
+def test_two_endpoints_on_one_port_are_refused_naming_both(
+    settings: dict[str, Any], first: str, second: str
+) -> None:
+    """The second to bind failed as "cannot listen on 127.0.0.1:50051
+    (CAIRN_LISTEN_ADDRESS): the address is in use", which sent the operator looking
+    for another process."""
+    with pytest.raises(ConfigError) as refused:
+        Config(**settings)
+    assert str(refused.value) == (
+        f"{first} and {second} take one port: give each a port of its own (0: any free one)"
+    )
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"listen_address": "127.0.0.1:0", "health_address": "127.0.0.1:0"},
+        {"metrics_address": "127.0.0.2:50051", "health_address": "[::1]:50051"},
+        # Two names of one address, perhaps: told as the second is bound.
+        {"health_address": "127.0.0.1:9090", "metrics_address": "localhost:9090"},
+        {
+            "listen_address": "0.0.0.0:8080",
+            "allow_open_access": True,
+            "health_address": "[::1]:8080",
+        },
+        # No byte endpoint: the S3 backend's direct transfers use presigned URLs.
+        {"artifact_direct_port": 50051, "artifact_backend": "s3", "s3_endpoint": "minio:9000"},
+        {"artifact_direct_port": 50051, "artifact_direct": False},
+    ],
+)
+def test_endpoints_on_ports_or_hosts_of_their_own_are_taken(settings: dict[str, Any]) -> None:
+    assert Config(**settings)
+
+
 def test_the_s3_settings_are_not_needed_by_the_filesystem_backend() -> None:
     assert Config(s3_bucket="", s3_endpoint="http://not/checked").s3_bucket == ""
 
@@ -231,6 +346,10 @@ def test_every_range_is_in_the_documented_meaning() -> None:
             "CAIRN_ARTIFACT_JANITOR_MIN_AGE_SECONDS must be from 0 to 315360000",
         ),
         (["--artifact-backend", "s3"], "CAIRN_S3_ENDPOINT must name the store"),
+        (
+            ["--listen-address", "127.0.0.1:50051", "--artifact-direct-port", "50051"],
+            "CAIRN_LISTEN_ADDRESS (127.0.0.1:50051) and CAIRN_ARTIFACT_DIRECT_PORT",
+        ),
     ],
 )
 def test_a_bad_setting_stops_the_server_before_it_starts_anything(
