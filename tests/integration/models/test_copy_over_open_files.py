@@ -72,3 +72,45 @@ async def test_a_download_over_a_file_held_open_leaves_the_earlier_one(
     assert incomplete.value.reason == "LOCAL_WRITE_FAILED"
     assert "incomplete, without a manifest" in incomplete.value.message
     assert MANIFEST not in _files(earlier)
+
+
+async def test_a_copy_left_incomplete_takes_the_download_again(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file of the new model that could not go in was named by its temporary copy,
+    removed by then; and when a file of the earlier model could not be put back either,
+    the folders made again for it stayed, empty, and the same download, run again as
+    the error says, was refused LOCAL_PATH_CONFLICT: a folder where the new model's file
+    `old` goes."""
+    deep = tmp_path / "1" / "model" / "old" / "deep"
+    deep.mkdir(parents=True)
+    (deep / "x.bin").write_bytes(b"x")
+    (tmp_path / "1" / "model" / "a.bin").write_bytes(b"a1")
+    newer = _model(tmp_path / "2" / "model", b"2")
+    (newer / "old").write_bytes(b"a file where a folder was")
+    first = await world.tracking.log_model(world.run_id, tmp_path / "1" / "model", "m")
+    second = await world.tracking.log_model(await world.new_run(), newer, "m")
+    dst, cache = tmp_path / "dst", world.cache
+    earlier = Path(await world.tracking.download_artifacts(first.model_uri, dst, cache_dir=cache))
+    await world.tracking.load_model(second.model_uri, cache_dir=cache)  # no download below
+    replace = os.replace
+    going_in, put_back = earlier / "model" / "z.bin", earlier / "model" / "old" / "deep" / "x.bin"
+
+    def refusing(source: Any, destination: Any) -> None:
+        if Path(destination) in (going_in, put_back) and Path(source) != going_in:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(source))
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", refusing)
+    with pytest.raises(FailedPreconditionError) as incomplete:
+        await world.tracking.download_artifacts(second.model_uri, dst, cache_dir=cache)
+    assert "incomplete, without a manifest" in incomplete.value.message
+    assert incomplete.value.metadata["path"] == str(going_in)
+
+    monkeypatch.setattr(os, "replace", replace)
+    again = Path(await world.tracking.download_artifacts(second.model_uri, dst, cache_dir=cache))
+    assert _files(again) == {
+        **{f"model/{name}": b"2" + name.encode() for name in ("a.bin", "b.bin", "z.bin")},
+        "model/old": b"a file where a folder was",
+        MANIFEST: (again / MANIFEST).read_bytes(),
+    }

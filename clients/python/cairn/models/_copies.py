@@ -243,6 +243,8 @@ def _move_in(
             with contextlib.suppress(OSError):
                 folder.mkdir()
         stuck = _put_back(moved[: len(earlier)], stuck)
+        if stuck:  # the folders made again for files that did not come back go again
+            _remove_emptied(target, stuck)
         if stuck and isinstance(error, OSError):
             raise _not_put_back(error, stuck, target) from error
         raise
@@ -335,7 +337,10 @@ def _swap(
         except FileNotFoundError:  # nothing there before
             moved.append((destination, None))
         if source is not None:
-            os.replace(source, destination)
+            try:
+                os.replace(source, destination)
+            except OSError as error:  # named by its destination: the source is ours, gone
+                raise type(error)(error.errno, error.strerror, str(destination)) from error
 
 
 def _put_back(moved: list[tuple[Path, Path | None]], stuck: list[Path]) -> list[Path]:
