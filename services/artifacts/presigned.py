@@ -139,7 +139,7 @@ class PresignedTransfers:
                 upload.storage_key,
                 _write_id(upload),
                 -(-size // part_size),
-                expires,
+                access.within_key(expires),  # again: the key's time ran on meanwhile
             )
         except BaseException:
             await self._spend(upload)

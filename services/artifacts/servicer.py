@@ -454,6 +454,8 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             raise _presign_unsupported()
         if request.method == pb.PRESIGN_METHOD_GET:
             stored = await self._objects.get(project, path)
+            # Cut again as it is signed: the key's time ran on while the database answered.
+            expires = access.within_key(expires)
             url = await threads.in_store(self._backend.presign, stored.storage_key, "GET", expires)
             return api.CreatePresignedUrlResponse(url=url)
         if request.method != pb.PRESIGN_METHOD_PUT:
@@ -469,6 +471,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             url_expires=expires,
             request_id=RequestId.of(context),
         )
+        expires = access.within_key(expires)  # cut again as it is signed, as above
         url = await threads.in_store(self._backend.presign, upload.storage_key, "PUT", expires)
         return api.CreatePresignedUrlResponse(
             url=url,

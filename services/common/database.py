@@ -141,7 +141,8 @@ async def create_pool(url: str, config: Config) -> asyncpg.Pool:
         names_settings = isinstance(error, asyncpg.ClientConfigurationError)
         if isinstance(error, ValueError) and not names_settings:
             raise UnreadableUrl() from None
-        if isinstance(error, asyncpg.PostgresError):
+        # One starting up or full is unreachable for now (unreachable()), not refused.
+        if isinstance(error, asyncpg.PostgresError) and unreachable(error) is None:
             raise RefusedConnection(error, url) from error
         raise
 

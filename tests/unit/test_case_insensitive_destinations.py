@@ -4,6 +4,7 @@ one file refused before anything is written."""
 
 import os
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,26 @@ def test_a_file_renamed_over_by_another_name_is_found_missing(tmp_path: Path) ->
 
     assert refused.value.reason == "LOCAL_PATH_CONFLICT"
     assert refused.value.metadata["local_path"] == str(tmp_path / "sub" / "W.bin")
+
+
+def test_a_destination_the_probe_cannot_look_at_is_left_for_the_write(tmp_path: Path) -> None:
+    """A folder name past the file system's length made the probe raise a bare OSError
+    (ENAMETOOLONG) from tree_files, before the download's own check could call it a
+    failed local write."""
+    too_long = tmp_path / ("a" * 300)
+    assert ignores_case(too_long) is False
+    assert tree_files(too_long, "", ["x.bin"]) == [too_long / "x.bin"]
+
+
+def test_names_a_file_system_lists_decomposed_are_found_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HFS+, and ZFS or SMB servers set so, list "café" decomposed: a model of café.bin
+    was refused there as a file written over, "not there under its name"."""
+    composed = unicodedata.normalize("NFC", "café.bin")
+    (tmp_path / composed).write_bytes(b"12345")
+    listdir = os.listdir
+    monkeypatch.setattr(
+        os, "listdir", lambda path: [unicodedata.normalize("NFD", n) for n in listdir(path)]
+    )
+    check_written(tmp_path, {composed: 5})

@@ -257,6 +257,30 @@ async def test_what_the_user_put_where_a_model_needs_room_is_a_path_conflict(
     assert _tree(target) == before
 
 
+async def test_a_folder_of_the_users_named_as_the_manifest_is_kept_and_in_the_way(
+    world: World, tmp_path: Path
+) -> None:
+    """A folder the user made where the model's manifest goes was set aside with the
+    earlier manifest, and removed with the staging folder, all it held too; before that
+    change it was refused as a folder where a file goes."""
+    _, as_file = _shapes(tmp_path)
+    uri = (await world.tracking.log_model(await world.new_run(), as_file, "m")).model_uri
+    dst = tmp_path / "dst"
+    target = Path(await world.tracking.download_artifacts(uri, dst, cache_dir=world.cache))
+    (target / MANIFEST).unlink()
+    (target / MANIFEST).mkdir()
+    (target / MANIFEST / "notes.txt").write_text("mine")
+    before = _tree(target)
+
+    with pytest.raises(FailedPreconditionError) as refused:
+        await world.tracking.download_artifacts(uri, dst, cache_dir=world.cache)
+
+    assert refused.value.reason == "LOCAL_PATH_CONFLICT"
+    assert refused.value.metadata["local_path"] == str(target / MANIFEST)
+    assert _tree(target) == before
+    assert (target / MANIFEST / "notes.txt").read_text() == "mine"
+
+
 async def test_a_file_the_model_manager_copied_where_a_folder_is_needed_is_a_path_conflict(
     world: World, tmp_path: Path
 ) -> None:

@@ -231,10 +231,10 @@ def ignores_case(folder: Path) -> bool:
     swapped name found at all is the answer, not its inode: a FUSE file system numbers
     each name it is asked for. Where nothing can be made (read-only, not ours), False:
     nothing will be written there either."""
-    existing = next((place for place in (folder, *folder.parents) if place.is_dir()), None)
-    if existing is None:
-        return False
-    try:
+    try:  # a folder past the name's length, or not ours to read: the write will say
+        existing = next((place for place in (folder, *folder.parents) if place.is_dir()), None)
+        if existing is None:
+            return False
         handle, made = tempfile.mkstemp(prefix=".cairn-case-", suffix=".tmp", dir=existing)
     except OSError:
         return False
@@ -261,11 +261,16 @@ def check_written(root: Path, sizes: Mapping[str, int]) -> None:
     for relative, size in sizes.items():
         local = root.joinpath(*relative.split("/"))
         if local.parent not in listed:
-            listed[local.parent] = set(os.listdir(local.parent))
-        if local.name not in listed[local.parent]:
+            # In one form: HFS+, and ZFS or SMB servers set so, list names decomposed.
+            listed[local.parent] = {_nfc(name) for name in os.listdir(local.parent)}
+        if _nfc(local.name) not in listed[local.parent]:
             raise _written_over(relative, local, "is not there under its name")
         if (found := local.stat().st_size) != size:
             raise _written_over(relative, local, f"holds {found} bytes, not the {size} written")
+
+
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
 
 
 def _written_over(relative: str, local: Path, what: str) -> FailedPreconditionError:
@@ -297,14 +302,14 @@ def check_room(root: Path, paths: Sequence[str], targets: Sequence[Path]) -> Non
     checked: set[Path] = set()
     for path, target in zip(paths, targets, strict=True):
         if target.is_dir() and not target.is_symlink():
-            raise in_the_way(path, target, "a local folder has the name its file needs")
+            raise _in_the_way(path, target, "a local folder has the name its file needs")
         for relative in target.relative_to(root).parents:
             folder = root / relative
             if folder in checked:
                 continue
             checked.add(folder)
             if not folder.is_dir() and (folder.is_symlink() or folder.exists()):
-                raise in_the_way(path, folder, "a local file has the name of a folder it needs")
+                raise _in_the_way(path, folder, "a local file has the name of a folder it needs")
 
 
 @contextlib.contextmanager
@@ -372,7 +377,7 @@ def _conflict(path: str, other: str, why: str) -> FailedPreconditionError:
     )
 
 
-def in_the_way(path: str, local: Path, why: str) -> FailedPreconditionError:
+def _in_the_way(path: str, local: Path, why: str) -> FailedPreconditionError:
     return FailedPreconditionError(
         f"the object {path!r} cannot be downloaded: {why} ({local}); nothing was written "
         "(move it away, or download into another folder)",

@@ -626,7 +626,7 @@ class ArtifactClient(BaseClient):
             raise NotFoundError(f"no object or directory at {path!r}", reason="OBJECT_NOT_FOUND")
         objects = [object_from_proto(o) for o in listed]
         paths = [info.path for info in objects]
-        files = tree_files(target, prefix, paths)
+        files = await asyncio.to_thread(tree_files, target, prefix, paths)  # asks the disk
         # A name this file system cannot hold (a segment of 300 bytes, which the store
         # takes) fails its first look on disk: refused as the write of it would be.
         with local_writes(

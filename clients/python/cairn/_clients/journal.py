@@ -342,8 +342,7 @@ class _Held:
                 device, given as a sync's PATH).
         """
         try:
-            # Not blocking: opening a pipe waits for a writer, for ever; a regular
-            # file's reads ignore the flag.
+            # Not blocking: opening a pipe waits for a writer, for ever.
             descriptor = os.open(file, os.O_RDONLY | _NOT_BLOCKING)
         except FileNotFoundError:  # stored and removed by another sync since listed
             yield None
@@ -351,6 +350,8 @@ class _Held:
         try:
             if not stat.S_ISREG(os.fstat(descriptor).st_mode):
                 raise OSError("it is no regular file (a pipe, a device)")
+            # Reads block again: a network or FUSE file system may honour the flag.
+            os.set_blocking(descriptor, True)
             yield cls(descriptor) if _lock(descriptor, file) else None
         finally:
             os.close(descriptor)  # which unlocks it

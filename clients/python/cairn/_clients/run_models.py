@@ -544,7 +544,7 @@ async def _fetch(
             # ones this file system cannot hold apart ("a" and "A" on macOS or Windows)
             # would leave one file where the manifest names two, unsafe ones (Windows'
             # "NUL", say) name no file here.
-            tree_files(scratch, "", list(manifest.files))
+            await asyncio.to_thread(tree_files, scratch, "", list(manifest.files))
             with meter(progress, "download", uri, total) as counted:
                 for relative, expected in manifest.files.items():
                     local = inside(scratch, relative, uri)

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .._clients._local_files import check_written, in_the_way, local_writes, tree_files
+from .._clients._local_files import check_room, check_written, local_writes, tree_files
 from ..exceptions import DataLossError, FailedPreconditionError
 from ._manifest import MANIFEST, MAX_MANIFEST_BYTES, FileEntry, Manifest, holds
 from ._paths import inside, is_kind, relative_path
@@ -219,10 +219,15 @@ def _move_in(
         (staging / relative, _destination(target, relative, where)) for relative in relatives
     ]
     earlier: list[tuple[Path | None, Path]] = []  # as they are: checked by _earlier_files
+    gone: list[Path] = []
     if with_manifest:
-        gone = sorted(_earlier_files(target, relatives))
-        earlier = [(None, target / MANIFEST), *((None, target / relative) for relative in gone)]
-        moves.append((staging / MANIFEST, target / MANIFEST))
+        gone = [target / relative for relative in sorted(_earlier_files(target, relatives))]
+        manifest = target / MANIFEST
+        # A folder of that name is the user's, no manifest: left for check_room to refuse.
+        if not (manifest.is_dir() and not manifest.is_symlink()):
+            earlier.append((None, manifest))
+        earlier += [(None, file) for file in gone]
+        moves.append((staging / MANIFEST, manifest))
     aside = staging / f".earlier-{uuid.uuid4().hex}"
     aside.mkdir()
     moved: list[tuple[Path, Path | None]] = []  # a destination and its earlier file
@@ -230,8 +235,9 @@ def _move_in(
     made: list[Path] = []
     try:
         _swap(earlier, aside, moved)
-        emptied = _remove_emptied(target, [file for _, file in earlier[1:]])
-        _check_room(target, moves)
+        emptied = _remove_emptied(target, gone)
+        destinations = [destination for _, destination in moves]
+        check_room(target, [d.relative_to(target).as_posix() for d in destinations], destinations)
         _make_folders(target, [destination.parent for _, destination in moves], made)
         _swap(moves, aside, moved)
     except BaseException as error:
@@ -245,7 +251,7 @@ def _move_in(
         stuck = _put_back(moved[: len(earlier)], stuck)
         if stuck:  # the folders made again for files that did not come back go again
             _remove_emptied(target, stuck)
-        if stuck and isinstance(error, OSError):
+        if stuck and isinstance(error, Exception):  # an interrupt goes on as it is
             raise _not_put_back(error, stuck, target) from error
         raise
 
@@ -264,23 +270,6 @@ def _remove_emptied(target: Path, gone: Iterable[Path]) -> list[Path]:
                 break
             removed.append(folder)
     return removed
-
-
-def _check_room(target: Path, moves: Iterable[tuple[Path | None, Path]]) -> None:
-    """Refuses, as a directory download does (`check_room`), a folder of target where a
-    file goes, or a file where a folder is needed: the user's, once the earlier model's
-    files went aside."""
-    checked: set[Path] = set()
-    for _, destination in moves:
-        relative = destination.relative_to(target).as_posix()
-        if destination.is_dir() and not destination.is_symlink():
-            raise in_the_way(relative, destination, "a local folder has the name its file needs")
-        for folder in destination.parents:
-            if folder in checked or not folder.is_relative_to(target):
-                break
-            checked.add(folder)
-            if not folder.is_dir() and (folder.is_symlink() or folder.exists()):
-                raise in_the_way(relative, folder, "a local file has the name of a folder it needs")
 
 
 def _destination(target: Path, relative: str, where: str) -> Path:
@@ -362,12 +351,15 @@ def _put_back(moved: list[tuple[Path, Path | None]], stuck: list[Path]) -> list[
     return stuck
 
 
-def _not_put_back(error: OSError, stuck: list[Path], target: Path) -> FailedPreconditionError:
-    code = errno.errorcode.get(error.errno, "") if isinstance(error.errno, int) else ""
+def _not_put_back(error: Exception, stuck: list[Path], target: Path) -> FailedPreconditionError:
+    """What failed (a rename's OSError, or a refusal such as LOCAL_PATH_CONFLICT), and
+    that the earlier copy is left incomplete."""
+    number, path = getattr(error, "errno", None), getattr(error, "filename", None) or target
+    code = errno.errorcode.get(number, "") if isinstance(number, int) else ""
     return FailedPreconditionError(
-        f"could not write {error.filename or target}: {error.strerror or error}; and "
+        f"could not write {path}: {getattr(error, 'strerror', None) or error}; and "
         f"{len(stuck)} file(s) of the earlier copy could not be put back ({stuck[0]}): "
         f"{target} is incomplete, without a manifest; download it again",
         reason="LOCAL_WRITE_FAILED",
-        metadata={"path": str(error.filename or target), "errno": code},
+        metadata={"path": str(path), "errno": code},
     )
