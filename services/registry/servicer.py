@@ -510,7 +510,9 @@ def _model_version(
         description=validation.text(message.description, "model_version.description"),
         state=_state(message.state),
         stage=_stage(message.stage),
-        source_run_id=validation.text(message.source_run_id, "model_version.source_run_id"),
+        source_run_id=validation.source_run_id(
+            message.source_run_id, "model_version.source_run_id"
+        ),
         source_uri=(validation.uri if creating else validation.updated_uri)(
             message.source_uri, "model_version.source_uri"
         ),
@@ -541,8 +543,11 @@ def _artifact(message: pb.Artifact, require_name: bool = True, creating: bool = 
         storage_key=_detail(details, "storage_key"),
         storage_path=_detail(details, "storage_path"),
         service_account_name=_detail(details, "service_account_name"),
-        type=validation.optional_name(message.type, "artifact.type"),
-        source_run_id=validation.text(message.source_run_id, "artifact.source_run_id"),
+        # Not updatable: a type stored before today's rule, sent back unchanged, passes.
+        type=(validation.artifact_type if creating else validation.optional_name)(
+            message.type, "artifact.type"
+        ),
+        source_run_id=validation.source_run_id(message.source_run_id, "artifact.source_run_id"),
     )
 
 

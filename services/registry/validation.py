@@ -24,6 +24,11 @@ from ..common.errors import InvalidArgument, invalid_field
 from .model import PropertyValue
 
 MAX_NAME_LENGTH = 256
+# A new artifact's type: the kind of a run input its versions are logged as (the
+# client's as_input), which the tracking service holds to 250 characters and 250 bytes
+# in UTF-8 (a column of the inputs' primary key). Types of up to 256 characters stored
+# before stay readable, and as_input refuses them by name.
+MAX_TYPE_LENGTH = names.MAX_KEY_LENGTH
 MAX_TEXT_LENGTH = 10_000
 MAX_URI_LENGTH = 4096
 MAX_PROPERTIES = 256
@@ -81,6 +86,29 @@ def optional_name(value: str, field: str) -> str:
 
 def text(value: str, field: str) -> str:
     return validation.text(value, field, MAX_TEXT_LENGTH)
+
+
+def artifact_type(value: str, field: str) -> str:
+    """A new artifact's type (or ""), a name a run input's kind may be too."""
+    if not value:
+        return ""
+    validation.name(value, field, MAX_TYPE_LENGTH)
+    if (size := len(value.encode())) > MAX_TYPE_LENGTH:
+        raise invalid_field(
+            field,
+            f"must be at most {MAX_TYPE_LENGTH} bytes in UTF-8, got {size}: "
+            "it is the kind of the run input a version is logged as",
+        )
+    return value
+
+
+def source_run_id(value: str, field: str) -> str:
+    """The run a version or artifact came from (or ""). A run id of Cairn's (32
+    hexadecimal digits, which the tracking service takes in either case and answers in
+    lower case) is kept in lower case, the case a filter `run_id = '<id>'` compares
+    with; another system's run id is kept as given."""
+    text(value, field)
+    return value.lower() if names.RUN_ID.fullmatch(value) else value
 
 
 def uri(value: str, field: str) -> str:

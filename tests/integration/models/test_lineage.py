@@ -3,11 +3,18 @@ params), and which runs of the project used an artifact, in any experiment."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import asyncpg
 import pytest
 
-from cairn.exceptions import NotFoundError
+from cairn.exceptions import InvalidArgumentError, NotFoundError
 from cairn.types import RunInput
+from tests.conftest import repo_root
 from tests.integration.models.conftest import World
+
+MIGRATION = "services/registry/migrations/0011_run_ids_in_lower_case.sql"
 
 
 async def test_what_produced_a_version(world: World, unique: str) -> None:
@@ -80,3 +87,82 @@ async def test_a_version_naming_another_systems_run_has_no_run_here(
     with pytest.raises(NotFoundError) as missing:
         await world.registry.get_model_version_lineage(name, 1)
     assert missing.value.reason == "RUN_NOT_FOUND"
+
+
+async def test_a_version_given_its_run_id_in_capitals_is_found_by_its_run(
+    world: World, unique: str
+) -> None:
+    """The tracking service takes a run id in either case; the registry stored it as
+    given and compared exactly, so search_model_versions("run_id = '<id>'") missed a
+    version registered with run_id=run_id.upper() that its lineage found. A Cairn run
+    id is stored in lower case; another system's stays as given."""
+    name = f"capitals-{unique}"
+    await world.registry.create_registered_model(name)
+    made = await world.registry.create_model_version(
+        name, "s3://bucket/m", run_id=world.run_id.upper()
+    )
+    assert made.run_id == world.run_id
+    found = await world.registry.search_model_versions(f"run_id = '{world.run_id}'")
+    assert [v.version for v in found] == [1]
+    foreign = await world.registry.create_model_version(name, "s3://bucket/m", run_id="MLflow-A")
+    assert foreign.run_id == "MLflow-A"
+    artifact = await world.registry.create_artifact("data", "dataset", run_id=world.run_id.upper())
+    assert artifact.run_id == world.run_id
+
+
+async def test_run_ids_stored_in_capitals_before_are_lowered_by_the_migration(
+    world: World, unique: str, pool: asyncpg.Pool
+) -> None:
+    """Versions and artifacts stored with a Cairn run id in capitals before it was
+    lowered on write are found by it once the migration runs; another system's id of
+    32 characters that are not all hexadecimal digits is kept."""
+    name = f"before-{unique}"
+    await world.registry.create_registered_model(name)
+    await world.registry.create_model_version(name, "s3://bucket/m", run_id=world.run_id)
+    await world.registry.create_model_version(name, "s3://bucket/m", run_id="X" * 32)
+    artifact = await world.registry.create_artifact("data", "dataset", run_id=world.run_id)
+    project = world.project
+    await pool.execute(
+        "UPDATE registry.model_versions SET source_run_id = upper(source_run_id) "
+        "WHERE project = $1",
+        project,
+    )
+    await pool.execute(
+        "UPDATE registry.artifacts SET source_run_id = upper(source_run_id) WHERE id = $1",
+        int(artifact.id),
+    )
+    assert not await world.registry.search_model_versions(f"run_id = '{world.run_id}'")
+    async with pool.acquire() as conn, conn.transaction():  # as the runner applies it
+        await conn.execute("SET LOCAL search_path TO registry")
+        await conn.execute((repo_root() / MIGRATION).read_text())
+    found = await world.registry.search_model_versions(f"name = '{name}'")
+    assert sorted((v.version, v.run_id) for v in found) == [(1, world.run_id), (2, "X" * 32)]
+    assert (await world.registry.get_artifact("data")).run_id == world.run_id
+
+
+@pytest.mark.parametrize(
+    "not_a_uri", [None, 42, Path("/x"), b"s3://b/o"], ids=["None", "int", "Path", "bytes"]
+)
+async def test_get_runs_using_refuses_what_names_no_uri(world: World, not_a_uri: Any) -> None:
+    """get_runs_using(None), of a number, a local Path or bytes raised a bare
+    AttributeError ('... has no attribute uri'); start_run(used_artifacts=[...]) did
+    too. Each is an InvalidArgumentError naming the argument, and no run is made."""
+    with pytest.raises(InvalidArgumentError) as refused:
+        await world.tracking.get_runs_using(not_a_uri)
+    assert [field for field, _ in refused.value.field_violations] == ["uri"]
+    with pytest.raises(InvalidArgumentError) as unused:
+        world.tracking.start_run(
+            world.experiment_id, used_artifacts=[RunInput("s3://b/d"), not_a_uri]
+        )
+    assert [field for field, _ in unused.value.field_violations] == ["used_artifacts[1]"]
+    runs = await world.tracking.search_runs(world.experiment_id, run_view_type="ALL")
+    assert [r.info.run_id for r in runs] == [world.run_id]
+
+
+async def test_get_runs_using_a_model_info_asks_for_its_artifact_uri(world: World) -> None:
+    """A ModelInfo is asked for by its artifact_uri (as docs/models.md says), not its
+    model_uri: the runs that logged the model's files as an input."""
+    info = await world.tracking.log_model(world.run_id, [1], "model", flavor="pickle")
+    user = await world.new_run()
+    await world.tracking.log_inputs(user, [RunInput(info.artifact_uri, "model")])
+    assert [r.info.run_id for r in await world.tracking.get_runs_using(info)] == [user]

@@ -9,6 +9,7 @@ import functools
 import io
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from cairn._clients import versioned_artifacts
@@ -203,7 +204,7 @@ async def _stored_under(world: World, name: str) -> list[str]:
         ("nested", "dataset", {"nested": {"a": 1}}, InvalidArgumentError),  # before sending
         ("wide", "dataset", {"n": 2**70}, InvalidArgumentError),  # before sending
         ("new\nline", "dataset", {}, InvalidArgumentError),  # the registry's name check
-        ("long-type", "t" * 300, {}, InvalidArgumentError),  # refused after: files removed
+        ("long-type", "t" * 300, {}, InvalidArgumentError),  # before sending
     ],
 )
 async def test_a_refused_create_leaves_no_files(
@@ -383,3 +384,57 @@ async def test_a_version_keeps_its_files_in_its_own_project(world: World, unique
             )
         assert refused.value.reason == "INVALID_ARTIFACT_LOCATION"
         assert ("is no URI" in refused.value.message) == ("[" in uri)
+
+
+def _violated(error: InvalidArgumentError) -> list[str]:
+    return [field for field, _ in error.field_violations]
+
+
+@pytest.mark.parametrize("too_long", ["t" * 251, "数据集" * 30], ids=["characters", "bytes"])
+async def test_a_type_no_run_input_can_have_as_kind_is_refused(world: World, too_long: str) -> None:
+    """A type of 251 characters, or of 90 taking 270 bytes in UTF-8, was stored, and
+    log_inputs then refused every as_input of it (inputs[0].kind: at most 250). The
+    client refuses it before any file goes up, and the registry refuses it too; a type
+    of 250 characters and 250 bytes is logged as a kind."""
+    with pytest.raises(InvalidArgumentError) as refused:
+        await world.registry.create_artifact("long", too_long, files=b"1\n")
+    assert _violated(refused.value) == ["artifact_type"]
+    assert await _stored_under(world, "long") == []
+    registry = world.registry
+    message = pb.Artifact(project=registry.project, name="long", type=too_long)
+    message.doc.SetInParent()
+    with pytest.raises(InvalidArgumentError) as raw:
+        await registry._transport.unary(
+            registry._stub.CreateArtifact,
+            api.CreateArtifactRequest(artifact=message, new_version=True),
+        )
+    assert _violated(raw.value) == ["artifact.type"]
+    for n, longest in enumerate(["t" * 250, "数" * 83 + "x"]):
+        made = await registry.create_artifact(f"edge-{n}", longest, files=b"1\n")
+        await world.tracking.log_inputs(world.run_id, [made.as_input("training")])
+    kinds = {i.kind for i in (await world.tracking.get_run(world.run_id)).inputs}
+    assert kinds == {"t" * 250, "数" * 83 + "x"}
+
+
+async def test_as_input_of_a_type_stored_before_the_rule_is_refused_by_name(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    """A type stored before types were held to a kind's length stays readable, but
+    as_input handed log_inputs a kind it refused, and start_run(used_artifacts=[it])
+    made a run and left it FAILED. as_input names the version and its type, and
+    start_run refuses it before any run is made."""
+    made = await world.registry.create_artifact("old", "dataset", files=b"1\n")
+    await pool.execute(
+        "UPDATE registry.artifacts SET type = $2 WHERE id = $1", int(made.id), "t" * 256
+    )
+    stored = await world.registry.get_artifact("old")
+    assert stored.type == "t" * 256
+    with pytest.raises(InvalidArgumentError) as refused:
+        stored.as_input("training")
+    assert "version 1 of artifact 'old' has a type of 256 characters" in refused.value.message
+    with pytest.raises(InvalidArgumentError):
+        world.tracking.start_run(
+            world.experiment_id, used_artifacts=[stored], journal_dir=world.cache / "journal"
+        )
+    runs = await world.tracking.search_runs(world.experiment_id, run_view_type="ALL")
+    assert [r.info.run_id for r in runs] == [world.run_id]

@@ -231,6 +231,21 @@ async def test_the_running_total_is_what_the_run_holds(
     assert await _total(pool, run_id) == await _held(pool, run_id) > 0
 
 
+async def test_an_input_repeated_in_one_call_is_counted_once(
+    tracking: cairn.TrackingClient, pool: asyncpg.Pool, unique: str
+) -> None:
+    """An input given 200 times in one call (2 KB each) is one row, and the run counts
+    it once. Each copy was counted before: the call was refused RUN_TOO_LARGE, and 1,000
+    copies of a smaller one grew the run by what 1,000 rows hold. The last copy is the
+    one kept, as a later call would replace it."""
+    experiment_id = await tracking.create_experiment(f"repeated-{unique}")
+    run_id = (await tracking.create_run(experiment_id)).info.run_id
+    uri = "s3://b/" + "x" * 2_000
+    await tracking.log_inputs(run_id, [RunInput(uri, name=f"copy-{n}") for n in range(200)])
+    assert await _total(pool, run_id) == await _held(pool, run_id)
+    assert [i.name for i in (await tracking.get_run(run_id)).inputs] == ["copy-199"]
+
+
 async def test_a_page_loads_only_the_runs_that_its_budget_holds(
     tracking: cairn.TrackingClient,
     pool: asyncpg.Pool,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from .. import _names as names
+from .._argument_error import invalid_argument
 from .._transport import Transport
 from ..exceptions import NotFoundError
 from ..tracking.v1 import tracking_service_pb2 as tracking_api
@@ -84,12 +85,17 @@ class RunLineage:
         (`log_inputs`) of exactly that URI, newest first.
 
         Args:
-            uri: the URI as it was logged, or anything with a `uri` attribute (a
-                versioned artifact, an ObjectInfo's artifact_uri, a RunInput).
+            uri: the URI as it was logged, or anything with an `artifact_uri` (an
+                ObjectInfo, a ModelInfo: its artifact_uri, not its model_uri) or a
+                `uri` (a versioned artifact, a RunInput).
             run_view_type: ALL (default: a deleted run used it too), ACTIVE_ONLY or
                 DELETED_ONLY.
+
+        Raises:
+            InvalidArgumentError: uri is neither text nor has an `artifact_uri` or a
+                `uri` of text (None, a number, a local Path, bytes).
         """
-        text = uri if isinstance(uri, str) else getattr(uri, "artifact_uri", None) or uri.uri
+        text = _uri_of(uri)
         experiments = await _every_experiment(self)
         runs: list[Run] = []
         for start in range(0, len(experiments), EXPERIMENTS_PER_SEARCH):
@@ -103,6 +109,22 @@ class RunLineage:
             )
             runs += await _every_run(self, request)
         return sorted(runs, key=lambda r: r.info.start_time, reverse=True)
+
+
+def _uri_of(value: Any) -> str:
+    """The URI value names: itself, its artifact_uri (first: an ObjectInfo's uri is
+    where one backend keeps the bytes) or its uri."""
+    if isinstance(value, str):
+        return value
+    for attribute in ("artifact_uri", "uri"):
+        found = getattr(value, attribute, None)
+        if isinstance(found, str) and found:
+            return found
+    raise invalid_argument(
+        "uri",
+        f"{value!r:.200} is no URI: give it as text, or an object with an `artifact_uri` "
+        "(ObjectInfo, ModelInfo) or a `uri` (ActiveArtifact, VersionedArtifact, RunInput)",
+    )
 
 
 async def _every_experiment(client: _Tracking) -> list[str]:

@@ -464,6 +464,8 @@ class TrackingClient(
 
         `used_artifacts` (ML Aide's name) are logged as the run's inputs when it starts:
         `RunInput`s, or versioned artifacts (`ActiveArtifact`, whose `as_input()` is used).
+        Anything else, or a version `as_input` refuses (a type too long for a kind), is
+        an InvalidArgumentError raised here, before a run is made.
 
         The run ends FINISHED, or FAILED when the block raises (KILLED if cancelled).
         Points are sent when `batch_size` of them wait (fewer, when more would take past
@@ -486,7 +488,7 @@ class TrackingClient(
             max_buffered=max_buffered,
             flush_timeout=flush_timeout,
             journal_dir=Path(journal_dir) if journal_dir else journal.default_directory(),
-            inputs=[a if isinstance(a, RunInput) else a.as_input() for a in used_artifacts],
+            inputs=_used_inputs(used_artifacts),
             send_interval=send_interval,
         )
 
@@ -831,6 +833,24 @@ def _pairs(items: Sequence[Param] | Sequence[RunTag], kind: type[M], argument: s
             raise invalid_argument(argument, f"{item!r} is no {name} (a key and a value)")
         pairs.append(proto(kind, key=item.key, value=str(item.value)))
     return pairs
+
+
+def _used_inputs(used_artifacts: Iterable[Any]) -> list[RunInput]:
+    """start_run's used_artifacts as inputs, each checked before the run is made: one
+    refused once the run exists would end it FAILED."""
+    _refuse_mapping(used_artifacts, "used_artifacts", "RunInput")
+    inputs = []
+    for i, item in enumerate(used_artifacts or ()):
+        if isinstance(item, RunInput):
+            inputs.append(item)
+        elif callable(getattr(item, "as_input", None)):
+            inputs.append(item.as_input())
+        else:
+            raise invalid_argument(
+                f"used_artifacts[{i}]",
+                f"{item!r:.200} is no RunInput or versioned artifact (ActiveArtifact)",
+            )
+    return inputs
 
 
 def _refuse_mapping(items: object, argument: str, name: str) -> None:

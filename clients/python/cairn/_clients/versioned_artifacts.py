@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from .._argument_error import invalid_argument
 from .._filter_text import quoted
+from .._names import MAX_KEY_LENGTH
 from .._numbers import whole_or_zero
 from .._progress import Progress
 from .._transport import REQUEST_ID_HEADER, Transport
@@ -79,7 +80,21 @@ class ActiveArtifact:
 
     def as_input(self, context: str = "") -> RunInput:
         """This version as a run's input (`TrackingClient.log_inputs`): its URI names
-        the version, its kind is the artifact's type."""
+        the version, its kind is the artifact's type.
+
+        Raises:
+            InvalidArgumentError: the type is longer than a kind may be (250 characters
+                and 250 bytes in UTF-8), as one stored before the registry held types
+                to it may be; log a `RunInput` of the version's `uri` with a kind of
+                your own instead.
+        """
+        if problem := kind_problem(self.artifact.type):
+            raise invalid_argument(
+                "type",
+                f"version {self.artifact.version} of artifact {self.artifact.name!r} has a "
+                f"type of {problem}: log RunInput(artifact.uri, kind=..., "
+                "name=artifact.name) instead",
+            )
         return RunInput(
             uri=self.artifact.uri,
             kind=self.artifact.type or "artifact",
@@ -297,9 +312,25 @@ def _new_version(
 ) -> pb.Artifact:
     """The new version's message, made before any file is sent: metadata the registry
     cannot hold (a nested value, an int past 64 bits) is refused at once, naming the
-    entry as metadata['key']."""
+    entry as metadata['key'], and so is a type longer than a run input's kind."""
+    if isinstance(artifact_type, str) and (problem := kind_problem(artifact_type)):
+        raise invalid_argument("artifact_type", f"is {problem}, and as_input logs the type as one")
     return versioned_artifact_to_proto(
         project, name, artifact_type, _mapping(metadata), uri, run_id, description
+    )
+
+
+def kind_problem(artifact_type: str) -> str | None:
+    """What keeps artifact_type from being a run input's kind by its length (None when
+    nothing does). The tracking service holds a kind to MAX_KEY_LENGTH characters and as
+    many bytes in UTF-8 (it is in the inputs' primary key), and the registry a new
+    artifact's type to the same, so that as_input of every version can be logged."""
+    size = len(artifact_type.encode())
+    if len(artifact_type) <= MAX_KEY_LENGTH and size <= MAX_KEY_LENGTH:
+        return None
+    return (
+        f"{len(artifact_type)} characters ({size} bytes in UTF-8); a run input's kind "
+        f"holds {MAX_KEY_LENGTH} characters and {MAX_KEY_LENGTH} bytes"
     )
 
 
