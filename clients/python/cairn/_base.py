@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any, Self
 
+from ._clients.run_operations import write_queue
 from ._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT, Transport
 
 
@@ -97,24 +98,24 @@ class BaseClient:
         return self._transport.project
 
     async def close(self) -> None:
-        """Waits for the writes started with synchronous=False, then closes the
-        channel; other calls in flight are cancelled.
+        """Waits for the writes started with synchronous=False before it was called,
+        then closes the channel; other calls in flight are cancelled, and a write
+        started with synchronous=False from now on raises ClientClosedError.
 
         Raises:
             CairnError: the first error of such a write not yet reported by a flush;
                 the client is closed all the same.
         """
+        # The writes any client of the channel queued (run_operations.BackgroundWrites):
+        # sent while the channel is still open, and no more taken, or a thread logging
+        # on would keep the close waiting for ever.
+        queued = write_queue(self._transport)
+        queued.refuse()
         try:
-            await self._before_close()
-        finally:
-            await self._transport.close()
-
-    async def _before_close(self) -> None:
-        """What must end while the channel is still open: the writes any client of the
-        channel queued with synchronous=False (run_operations.BackgroundWrites)."""
-        queued = self._transport.shared.get("background_writes")
-        if queued is not None:
             await queued.flush()
+        finally:
+            queued.give_up()  # what a close cut short (a timeout, Ctrl-C) left unsent
+            await self._transport.close()
 
     async def __aenter__(self) -> Self:
         return self

@@ -52,7 +52,8 @@ class _WriteQueue:
     made: two writes to one key (a tag set twice) land as the caller wrote them.
 
     A failed write is kept until `flush` (or its RunOperations' `wait`) reports it,
-    so an error is never lost because the caller did not wait for it.
+    so an error is never lost because the caller did not wait for it. Once `refuse`d
+    (the client's close began), it takes no more writes.
     """
 
     def __init__(self) -> None:
@@ -62,7 +63,14 @@ class _WriteQueue:
         self._sending: asyncio.Future[Any] | None = None
         # Set while `end` waits: it reports the writes it gives up on itself.
         self._ending = False
+        # Set once the client's close began: a write queued later raises ClientClosedError.
+        self.refusing = False
         self.failed: list[asyncio.Future[Any]] = []
+
+    def refuse(self) -> None:
+        """Takes no more writes: the client's close began, and waits only for those
+        queued before it (a thread logging on kept it waiting for ever)."""
+        self.refusing = True
 
     def put(self, write: Awaitable[Any]) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -120,10 +128,9 @@ class _WriteQueue:
             unsent += self._abandon()
         if unsent and not self._ending:
             _log.warning(
-                "%d writes queued with synchronous=False were not sent: their event loop "
-                "cancelled them (await the client's close() or flush_async_logging() "
-                "before the loop ends)",
+                "%d writes queued with synchronous=False were not sent: %s",
                 unsent,
+                _CLOSE_CUT_SHORT if self.refusing else _LOOP_ENDED,
             )
 
     def _abandon(self) -> int:
@@ -144,10 +151,20 @@ class _WriteQueue:
             futures.append(future)
         return futures
 
+    def give_up(self) -> None:
+        """Stops sending, for a client whose close ended before its flush did (a timeout,
+        Ctrl-C): the worker's end logs one warning with the number of writes not sent
+        (`_stopped`). Sent on, each failed ClientClosedError on the closed channel, an
+        asyncio traceback apiece for an error no caller would ever take (271,637 of them
+        from one close cut short)."""
+        if self._worker is not None and not self._worker.done():
+            self._worker.cancel()
+
     async def flush(self) -> None:
-        """Waits until no write is left; raises the first error since the last flush."""
-        while self._worker is not None and not self._worker.done():
-            await asyncio.shield(self._worker)
+        """Waits until the writes queued now are sent; raises the first error since the
+        last flush. Not those queued meanwhile, as MLflow's flush drains what is there:
+        a thread logging on faster than the writes were sent kept it waiting for ever."""
+        await self._sent_or_stuck(None)
         errors = self._take_errors()
         if errors:
             raise errors[0]
@@ -193,9 +210,9 @@ class _WriteQueue:
         await asyncio.wait([worker])
         return unsent, cut
 
-    async def _sent_or_stuck(self, patience: float) -> None:
-        """Waits until the writes queued now are sent, or one has been sent for patience
-        seconds unanswered."""
+    async def _sent_or_stuck(self, patience: float | None) -> None:
+        """Waits until the writes queued now are sent, or (given patience) one has been
+        sent for patience seconds unanswered. Cancelled, it leaves them to be sent."""
         last = self._writes[-1][1] if self._writes else self._sending
         worker = self._worker
         while worker is not None and not worker.done() and last is not None and not last.done():
@@ -213,11 +230,25 @@ class _WriteQueue:
         return [error for error in errors if error is not None]
 
 
+_LOOP_ENDED = (
+    "their event loop cancelled them (await the client's close() or "
+    "flush_async_logging() before the loop ends)"
+)
+_CLOSE_CUT_SHORT = "the client's close() ended before they were (cancelled, or Ctrl-C)"
+
+
 def _unanswered(error: Exception) -> TypeGuard[CairnError]:
     """Whether a write failed for want of any server's answer (its deadline passed, or
     no connection): one the server answered UNAVAILABLE carries its reason
     (DATABASE_BUSY, OBJECT_STORE_UNAVAILABLE) and says nothing of the writes after it."""
     return isinstance(error, DeadlineExceededError | UnavailableError) and error.reason is None
+
+
+def write_queue(transport: Transport) -> _WriteQueue:
+    """The queue of the writes the clients of transport's channel make with
+    synchronous=False, which closing any of them waits for."""
+    queue: _WriteQueue = transport.shared.setdefault("background_writes", _WriteQueue())
+    return queue
 
 
 async def end_background_writes(transport: Transport, final: bool = True) -> None:
@@ -238,24 +269,23 @@ class BackgroundWrites:
     _transport: Transport
 
     def _write_queue(self) -> _WriteQueue:
-        queue: _WriteQueue = self._transport.shared.setdefault("background_writes", _WriteQueue())
-        return queue
+        return write_queue(self._transport)
 
     async def _write(self, write: Awaitable[Any], synchronous: bool | None) -> RunOperations | None:
         """Awaits write, or with synchronous=False queues it and returns at once."""
         if synchronous is not False:
             await write
             return None
-        if getattr(self._transport.channel, "closed", False):
+        queue = self._write_queue()
+        if queue.refusing or getattr(self._transport.channel, "closed", False):
             if asyncio.iscoroutine(write):
                 write.close()  # never to run: no "never awaited" warning
             raise ClientClosedError("this cairn client is closed; make a new one")
-        queue = self._write_queue()
         return RunOperations([queue.put(write)], queue.failed)
 
     async def flush_async_logging(self) -> None:
-        """Waits for every write started with synchronous=False (MLflow's
-        `mlflow.flush_async_logging`).
+        """Waits for the writes started with synchronous=False before it was called
+        (MLflow's `mlflow.flush_async_logging`), not for those started meanwhile.
 
         Raises:
             CairnError: the first error a background write met that neither an earlier
