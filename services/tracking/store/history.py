@@ -38,7 +38,7 @@ from ...common.database import statement_timeout, unreachable
 from ...common.errors import ResourceExhausted, Unavailable
 from ..model import MetricSeries
 from .compaction import IN_ORDER
-from .runs import run_not_found
+from .runs import UNCLAIMED, run_not_found
 
 # Points per streamed message: about 700 KiB of packed columns.
 CHUNK_POINTS = 32_768
@@ -202,10 +202,11 @@ async def _snapshot(conn: asyncpg.Connection) -> AsyncIterator[None]:
 
 
 async def _check_runs(conn: asyncpg.Connection, project: str, run_ids: Sequence[str]) -> None:
-    """NOT_FOUND for the first of run_ids the project does not hold."""
+    """NOT_FOUND for the first of run_ids the project does not hold, or a garbage
+    collection claimed (runs.UNCLAIMED): the snapshot would read part of its history."""
     found = await conn.fetchval(
-        """SELECT coalesce(array_agg(run_id), '{}') FROM tracking.runs
-           WHERE project = $1 AND run_id = ANY($2::uuid[])""",
+        f"""SELECT coalesce(array_agg(r.run_id), '{{}}') FROM tracking.runs r
+            WHERE r.project = $1 AND r.run_id = ANY($2::uuid[]) AND {UNCLAIMED}""",
         project,
         [uuid.UUID(run_id) for run_id in run_ids],
     )

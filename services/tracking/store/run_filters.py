@@ -13,6 +13,7 @@ from ...common.filters import FilterError, Identifier
 from ...common.sql import Params
 from ..model import RUN_NAME_TAG, RunStatus, ViewType
 from ..validation import is_run_id
+from .runs import UNCLAIMED
 
 ENTITIES = {
     "metrics": "metric",
@@ -188,10 +189,13 @@ def _input_field(ident: Identifier) -> str:
 
 
 def _view(view_type: ViewType) -> str:
+    """The runs of the view, but those a garbage collection claimed (runs.UNCLAIMED):
+    a claimed run is deleted for good, so the view of active runs, the default, leaves
+    it out already, with no condition more for the planner to weigh."""
     active = "(r.lifecycle_stage = 1 AND e.lifecycle_stage = 1)"
     if view_type == ViewType.ALL:
-        return "TRUE"
-    return f"NOT {active}" if view_type == ViewType.DELETED_ONLY else active
+        return UNCLAIMED
+    return f"NOT {active} AND {UNCLAIMED}" if view_type == ViewType.DELETED_ONLY else active
 
 
 def sort_values(

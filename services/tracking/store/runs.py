@@ -21,6 +21,11 @@ RUN_COLUMNS = """r.run_id, r.project, r.experiment_id, r.run_name, r.user_id, r.
     greatest(r.lifecycle_stage, e.lifecycle_stage) AS lifecycle_stage"""
 EXPERIMENT_OF_RUN = "JOIN tracking.experiments e ON e.experiment_id = r.experiment_id"
 RUN_FROM = f"tracking.runs r {EXPERIMENT_OF_RUN}"
+# A run a garbage collection has claimed (purge_time) reads as gone, NOT_FOUND as once
+# it is removed: its history goes a table at a time, each in a transaction of its own,
+# so until its row goes it would read with part of that history (no metrics, all its
+# params). Claimed, it is as good as gone: it cannot be restored (RUN_BEING_PURGED).
+UNCLAIMED = "r.purge_time IS NULL"
 
 
 class RunStore:
@@ -75,7 +80,12 @@ class RunStore:
             return (await load_runs(conn, [await _info_row(conn, project, run_id)]))[0]
 
     async def get(self, project: str, run_id: str) -> Run:
-        async with self._pool.acquire() as conn:
+        """The run as one snapshot sees it: a collection claiming it between reading its
+        row and its history would have it read with part of that history."""
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
             row = await _info_row(conn, project, uuid.UUID(run_id))
             return (await load_runs(conn, [row]))[0]
 
@@ -205,7 +215,8 @@ def run_not_found(run_id: str) -> NotFound:
 
 async def _info_row(conn: asyncpg.Connection, project: str, run_id: uuid.UUID) -> asyncpg.Record:
     row = await conn.fetchrow(
-        f"SELECT {RUN_COLUMNS} FROM {RUN_FROM} WHERE r.project = $1 AND r.run_id = $2",
+        f"""SELECT {RUN_COLUMNS} FROM {RUN_FROM}
+            WHERE r.project = $1 AND r.run_id = $2 AND {UNCLAIMED}""",
         project,
         run_id,
     )
@@ -216,7 +227,7 @@ async def _info_row(conn: asyncpg.Connection, project: str, run_id: uuid.UUID) -
 
 async def _existing_run(conn: asyncpg.Connection, project: str, run_id: str) -> None:
     found = await conn.fetchval(
-        "SELECT 1 FROM tracking.runs WHERE project = $1 AND run_id = $2",
+        f"SELECT 1 FROM tracking.runs r WHERE r.project = $1 AND r.run_id = $2 AND {UNCLAIMED}",
         project,
         uuid.UUID(run_id),
     )

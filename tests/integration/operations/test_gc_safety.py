@@ -33,7 +33,14 @@ from cairn_server.operations.model import State
 from cairn_server.operations.runner import Runner
 from cairn_server.operations.store import OperationStore
 from cairn_server.tracking.store import purge
-from tests.conftest import HeldBack, eventually, new_project, with_overrides
+from tests.conftest import (
+    HeldBack,
+    another_transaction,
+    eventually,
+    holds_up_another,
+    new_project,
+    with_overrides,
+)
 
 NOW = datetime.timedelta(0)
 NOTHING_DELETED_YET = datetime.timedelta(days=3650)  # a cut-off before every deletion
@@ -804,3 +811,47 @@ async def test_a_run_whose_purge_began_is_not_restored_and_a_later_collection_en
 # The restore of a server of the release before.
 _OLD_RESTORE = """UPDATE tracking.runs SET lifecycle_stage = 1, delete_time = NULL
                   WHERE run_id = $1::uuid"""
+
+
+async def test_a_run_whose_purge_began_reads_as_gone(
+    server_port: int, pool: asyncpg.Pool, unique: str
+) -> None:
+    """While a collection removed a run's history table by table, the run read as an
+    ordinary deleted run with part of it: held up at its params, get_run answered its 3
+    params and no metric, its history no point, and search_runs listed it so."""
+    project = await new_project(server_port, f"reading-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        tracking = client.tracking
+        experiment = await tracking.create_experiment("half gone")
+        run = (await tracking.create_run(experiment)).info.run_id
+        for key in ("a", "b", "c"):
+            await tracking.log_param(run, key, "v")
+        for step in range(5):
+            await tracking.log_metric(run, "loss", float(step), step=step)
+        await tracking.delete_run(run)
+        async with another_transaction(pool) as holder:
+            await holder.execute(  # a write to the run's params, under way
+                "SELECT FROM tracking.params WHERE run_id = $1::uuid LIMIT 1 FOR UPDATE", run
+            )
+            collecting = asyncio.create_task(_collect(client, NOW))
+            await eventually(lambda: holds_up_another(holder), what="the purge held up")
+            metrics_left = await pool.fetchval(_METRICS_OF, run)  # gone; its params wait
+            reads = await asyncio.gather(
+                tracking.get_run(run),
+                tracking.get_metric_history(run, "loss"),
+                tracking.get_metric_history_bulk([run], "loss"),
+                return_exceptions=True,
+            )
+            listed = [
+                len(await tracking.search_runs([experiment], run_view_type=view, order_by=order))
+                for view in ("ALL", "DELETED_ONLY")
+                for order in (None, ["metrics.loss DESC"])
+            ]
+        await collecting  # the reads' outcomes are asserted once it has ended
+        assert metrics_left == 0
+        assert [getattr(read, "reason", read) for read in reads] == ["RUN_NOT_FOUND"] * 3
+        assert listed == [0, 0, 0, 0]
+        await _assert_purged(client, run)
+
+
+_METRICS_OF = "SELECT count(*) FROM tracking.latest_metrics WHERE run_id = $1::uuid"
