@@ -114,29 +114,40 @@ async def test_run_ids_stored_in_capitals_before_are_lowered_by_the_migration(
     world: World, unique: str, pool: asyncpg.Pool
 ) -> None:
     """Versions and artifacts stored with a Cairn run id in capitals before it was
-    lowered on write are found by it once the migration runs; another system's id of
-    32 characters that are not all hexadecimal digits is kept."""
+    lowered on write are found by it once the migration runs, and so are those a server
+    of the version before writes after it (a rolling update: they stayed in capitals,
+    missed by run_id for good); another system's id of 32 characters that are not all
+    hexadecimal digits is kept."""
     name = f"before-{unique}"
     await world.registry.create_registered_model(name)
     await world.registry.create_model_version(name, "s3://bucket/m", run_id=world.run_id)
     await world.registry.create_model_version(name, "s3://bucket/m", run_id="X" * 32)
-    artifact = await world.registry.create_artifact("data", "dataset", run_id=world.run_id)
-    project = world.project
-    await pool.execute(
-        "UPDATE registry.model_versions SET source_run_id = upper(source_run_id) "
-        "WHERE project = $1",
-        project,
-    )
-    await pool.execute(
-        "UPDATE registry.artifacts SET source_run_id = upper(source_run_id) WHERE id = $1",
-        int(artifact.id),
-    )
-    assert not await world.registry.search_model_versions(f"run_id = '{world.run_id}'")
+    await world.registry.create_artifact("data", "dataset", run_id=world.run_id)
+    in_capitals = [
+        "UPDATE model_versions SET source_run_id = upper(source_run_id) WHERE project = $1",
+        "UPDATE artifacts SET source_run_id = upper(source_run_id) WHERE project = $1",
+    ]
     async with pool.acquire() as conn, conn.transaction():  # as the runner applies it
         await conn.execute("SET LOCAL search_path TO registry")
+        await conn.execute(  # the schema as it was before the migration
+            "DROP TRIGGER model_versions_run_id_in_lower_case ON model_versions; "
+            "DROP TRIGGER artifacts_run_id_in_lower_case ON artifacts; "
+            "DROP FUNCTION run_id_in_lower_case()"
+        )
+        for statement in in_capitals:
+            await conn.execute(statement, world.project)
+        assert await conn.fetchval(
+            "SELECT count(*) FROM model_versions WHERE source_run_id = $1", world.run_id.upper()
+        )
         await conn.execute((repo_root() / MIGRATION).read_text())
     found = await world.registry.search_model_versions(f"name = '{name}'")
     assert sorted((v.version, v.run_id) for v in found) == [(1, world.run_id), (2, "X" * 32)]
+    assert (await world.registry.get_artifact("data")).run_id == world.run_id
+
+    for statement in in_capitals:  # an old server's writes, after the migration
+        await pool.execute(statement.replace("UPDATE ", "UPDATE registry."), world.project)
+    found = await world.registry.search_model_versions(f"run_id = '{world.run_id}'")
+    assert [v.version for v in found] == [1]
     assert (await world.registry.get_artifact("data")).run_id == world.run_id
 
 
