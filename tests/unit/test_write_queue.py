@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from cairn._clients import run_operations
 from cairn._clients.run_operations import _WriteQueue
 from cairn.exceptions import DeadlineExceededError, UnavailableError
 
@@ -63,3 +64,52 @@ async def test_a_write_given_up_while_sent_is_said_to_maybe_be_stored(
     [warning] = [record.getMessage() for record in caplog.records]
     assert warning.startswith("2 writes queued with synchronous=False were not stored")
     assert "the one given up while it was sent may have been" in warning
+
+
+async def test_a_caller_queuing_faster_than_writes_are_sent_waits_for_room(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The queue took every write at once: a thread logging with synchronous=False
+    faster than the writes were answered filled 3 GB in 17 minutes, and each flush
+    waited on a longer queue. A write past the bound waits until one is sent."""
+    monkeypatch.setattr(run_operations, "MAX_QUEUED_WRITES", 3)
+    queue = _WriteQueue()
+    sent, answered = asyncio.Event(), asyncio.Event()
+
+    async def write() -> None:
+        sent.set()
+        await answered.wait()
+
+    futures = [queue.put(write()) for _ in range(4)]  # one sent, three queued: full
+    await sent.wait()
+    waiting = asyncio.ensure_future(queue.room())
+    done, _ = await asyncio.wait({waiting}, timeout=0.2)
+    assert not done, "a full queue took one more write"
+
+    answered.set()
+    await asyncio.wait_for(waiting, 5)
+    await asyncio.gather(*futures)
+
+
+async def test_a_caller_waiting_for_room_is_let_go_when_the_queue_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A close begun while callers wait for room ends their wait: they are refused."""
+    monkeypatch.setattr(run_operations, "MAX_QUEUED_WRITES", 1)
+    queue = _WriteQueue()
+    sent = asyncio.Event()
+
+    async def unanswered() -> None:
+        sent.set()
+        await asyncio.Event().wait()
+
+    queue.put(unanswered())
+    queue.put(unanswered())
+    await sent.wait()
+    waiting = asyncio.ensure_future(queue.room())
+    done, _ = await asyncio.wait({waiting}, timeout=0.2)
+    assert not done
+
+    queue.refuse()
+    await asyncio.wait_for(waiting, 5)
+    queue.give_up()

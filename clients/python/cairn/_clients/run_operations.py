@@ -47,9 +47,16 @@ class RunOperations:
         return all(future.done() for future in self._futures)
 
 
+# The writes a queue holds: a caller queuing faster than they are sent (a loop logging
+# on, each write a round trip) waits for room, as a full buffer makes it. Unbounded, a
+# thread logging on filled 3 GB in 17 minutes, and each flush waited on a longer queue.
+MAX_QUEUED_WRITES = 1000
+
+
 class _WriteQueue:
     """The background writes of one client, sent one at a time in the order they were
-    made: two writes to one key (a tag set twice) land as the caller wrote them.
+    made: two writes to one key (a tag set twice) land as the caller wrote them. It
+    holds MAX_QUEUED_WRITES at most (`room`).
 
     A failed write is kept until `flush` (or its RunOperations' `wait`) reports it,
     so an error is never lost because the caller did not wait for it. Once `refuse`d
@@ -66,11 +73,20 @@ class _WriteQueue:
         # Set once the client's close began: a write queued later raises ClientClosedError.
         self.refusing = False
         self.failed: list[asyncio.Future[Any]] = []
+        self._taken = asyncio.Event()  # set as writes leave the queue, for `room`
 
     def refuse(self) -> None:
         """Takes no more writes: the client's close began, and waits only for those
         queued before it (a thread logging on kept it waiting for ever)."""
         self.refusing = True
+        self._taken.set()  # those waiting for room are refused too
+
+    async def room(self) -> None:
+        """Waits while the queue holds MAX_QUEUED_WRITES writes (or until it refuses
+        more)."""
+        while len(self._writes) >= MAX_QUEUED_WRITES and not self.refusing:
+            self._taken.clear()
+            await self._taken.wait()
 
     def put(self, write: Awaitable[Any]) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -83,6 +99,7 @@ class _WriteQueue:
     async def _work(self) -> None:
         while self._writes:
             write, future = self._writes.popleft()
+            self._taken.set()
             self._sending = future
             try:
                 result = await write
@@ -149,6 +166,7 @@ class _WriteQueue:
             if asyncio.iscoroutine(write):
                 write.close()  # never to run: no "never awaited" warning
             futures.append(future)
+        self._taken.set()
         return futures
 
     def give_up(self) -> None:
@@ -277,6 +295,7 @@ class BackgroundWrites:
             await write
             return None
         queue = self._write_queue()
+        await queue.room()
         if queue.refusing or getattr(self._transport.channel, "closed", False):
             if asyncio.iscoroutine(write):
                 write.close()  # never to run: no "never awaited" warning
