@@ -278,6 +278,31 @@ async def test_a_close_cut_short_reports_the_writes_not_sent_in_one_warning(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert warnings[0].startswith("50 writes queued with synchronous=False were not sent")
+    for ops in queued:  # cancelled, the writes given up read as sent
+        assert ops is not None
+        with pytest.raises(ClientClosedError):
+            await ops.wait()
+
+
+async def test_a_close_waiting_while_another_is_cut_short_says_what_was_not_sent(
+    server_port: int, run_id: str
+) -> None:
+    """Of two closes at once, the one cut short gave up the writes the other still
+    waited for, and that one returned as if they were all stored."""
+    proxy = FreezingProxy(server_port)
+    client = cairn.TrackingClient.insecure_connection("127.0.0.1", await proxy.start())
+    try:
+        await client.get_run(run_id)  # connected
+        proxy.freeze()
+        for k in range(5):
+            await client.log_param(run_id, f"q{k}", "v", False)
+        patient = asyncio.ensure_future(client.close())
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.close(), timeout=0.5)
+        with pytest.raises(ClientClosedError):
+            await asyncio.wait_for(patient, 30)
+    finally:
+        await proxy.close()
 
 
 _CTRL_C_IN_CLOSE = """

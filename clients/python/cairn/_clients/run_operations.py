@@ -139,7 +139,7 @@ class _WriteQueue:
             return
         unsent = 0
         if self._sending is not None and not self._sending.done():
-            self._sending.cancel()
+            self._not_sent(self._sending, "given up while it was sent: it may have been stored")
             unsent = 1
         if worker is self._worker:  # else a worker started since sends the rest
             unsent += self._abandon()
@@ -154,8 +154,20 @@ class _WriteQueue:
         """The writes not yet sent never will be; how many there were."""
         unsent = self._unqueue()
         for future in unsent:
-            future.cancel()
+            self._not_sent(future, "not sent: its client closed, or its event loop ended")
         return len(unsent)
+
+    def _not_sent(self, future: asyncio.Future[Any], why: str) -> None:
+        """future's write is given up: it fails ClientClosedError, which its `wait()`
+        and a flush (of a close still waiting) raise; cancelled, it read as sent, and a
+        close cut short by another let the patient one return as if all were stored.
+        Read here: one warning says how many, not an asyncio traceback apiece."""
+        if future.done():
+            return
+        future.set_exception(ClientClosedError(why))
+        future.exception()
+        if not self._ending:  # `end` reports what it gives up itself
+            self.failed.append(future)
 
     def _unqueue(self) -> list[asyncio.Future[Any]]:
         """Takes the writes not yet sent out of the queue, never to be sent; their
