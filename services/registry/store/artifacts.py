@@ -48,6 +48,7 @@ _LISTING = Listing(
     },
     tagged=False,
     empty_is_unset=("a.uri", "a.description", "a.model_format_name", "a.type", "a.source_run_id"),
+    run_ids=("a.source_run_id",),
 )
 UPDATABLE = (
     "description",

@@ -149,6 +149,8 @@ class Listing:
             which a filter compares in any case; see _as_named.
         quoted_numbers: integer columns among the attributes' a filter may compare with a
             quoted integer too, as MLflow's `version_number = '1'`; see _unquoted.
+        run_ids: run id columns, which hold a Cairn run id in lower case (registry
+            migration 0011), and a filter may name in capitals; see _run_ids_lowered.
     """
 
     def __init__(
@@ -162,12 +164,14 @@ class Listing:
         empty_is_unset: Collection[str] = (),
         named: Collection[Named] = (),
         quoted_numbers: Collection[str] = (),
+        run_ids: Collection[str] = (),
     ) -> None:
         self.alias = alias
         self.attributes = attributes
         self.empty_is_unset = frozenset(empty_is_unset)
         self.named = {n.text: n for n in named}
         self.quoted_numbers = frozenset(quoted_numbers)
+        self.run_ids = frozenset(run_ids)
         self.entities = FILTER_ENTITIES if tagged else _ATTRIBUTE_ENTITIES
         # What to order by besides the times and the id: a column of the table's own
         # (column -> SQL type), e.g. the name for MLflow's "name ASC", or any expression
@@ -288,6 +292,8 @@ class Listing:
                 return f"{value} IS {'' if node.is_null else 'NOT '}NULL"
             return filter_sql.condition(value, node, params, "text")
         column, sql_type = self._attribute(node.ident)
+        if column in self.run_ids and isinstance(node, filters.Comparison):
+            node = _each_value(node, _run_id_lowered)
         if column in self.empty_is_unset:
             return filter_sql.empty_is_unset(column, node, params)
         if isinstance(node, filters.NullCheck):
@@ -301,7 +307,7 @@ class Listing:
                 node = filters.Comparison(node.ident, node.op, compared, node.negated)
                 column, sql_type = named.column, "smallint"
         if column in self.quoted_numbers:
-            node = _unquoted(node)
+            node = _each_value(node, _unquoted)
         return filter_sql.condition(column, node, params, sql_type)
 
     def _attribute(self, ident: Identifier) -> tuple[str, str]:
@@ -321,19 +327,31 @@ def _past_budgets(row: asyncpg.Record) -> bool:
 # An integer as a quoted filter value may spell it, in at most int64's 19 digits after
 # any leading zeros (a longer one stays text, refused as any text is for a number).
 _QUOTED_INTEGER = re.compile(r"[+-]?0*[0-9]{1,19}")
+_RUN_ID = re.compile(r"[0-9a-fA-F]{32}")
 
 
-def _unquoted(node: filters.Comparison) -> filters.Comparison:
-    """The comparison with each quoted integer ('1') as the number it spells, as MLflow's
-    search_model_versions compares `version_number = '1'` (its stores take the quoted
-    value for the number). Other values, and LIKE's patterns, are left as they are."""
+def _each_value(node: filters.Comparison, convert: Callable[[Any], Any]) -> filters.Comparison:
+    """The comparison with each of its values converted; LIKE's patterns are left as
+    they are."""
     if node.op in ("LIKE", "ILIKE"):
         return node
-    values = tuple(
-        int(v) if isinstance(v, str) and _QUOTED_INTEGER.fullmatch(v) else v for v in node.values
+    values = tuple(convert(value) for value in node.values)
+    return filters.Comparison(
+        node.ident, node.op, values if node.op == "IN" else values[0], node.negated
     )
-    value_or_list = values if node.op == "IN" else values[0]
-    return filters.Comparison(node.ident, node.op, value_or_list, node.negated)
+
+
+def _unquoted(value: Any) -> Any:
+    """A quoted integer ('1') as the number it spells, as MLflow's search_model_versions
+    compares `version_number = '1'` (its stores take the quoted value for the number)."""
+    return int(value) if isinstance(value, str) and _QUOTED_INTEGER.fullmatch(value) else value
+
+
+def _run_id_lowered(value: Any) -> Any:
+    """A Cairn run id (32 hexadecimal digits) in lower case, as stored: a version
+    registered with the id in capitals is found by the id as given, and as runs answer
+    it."""
+    return value.lower() if isinstance(value, str) and _RUN_ID.fullmatch(value) else value
 
 
 def _as_named(node: filters.Comparison, names: tuple[str, ...]) -> filters.Comparison:

@@ -78,6 +78,7 @@ _LISTING = Listing(
     empty_is_unset=("v.source_run_id", "v.source_uri", "v.author", "v.description"),
     named=(_STAGE, _STATE),
     quoted_numbers=("v.version",),
+    run_ids=("v.source_run_id",),
 )
 # A stored URI with its spaces and controls dropped: URL parsers skip those before a URI
 # and drop tabs and line breaks within it, so " file:m" is a file: URI to them (one

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from cairn.exceptions import InvalidArgumentError, NotFoundError
+from cairn.registry.v1 import registry_service_pb2 as registry_api
 from cairn.types import RunInput
 from tests.conftest import repo_root
 from tests.integration.models.conftest import World
@@ -108,6 +109,27 @@ async def test_a_version_given_its_run_id_in_capitals_is_found_by_its_run(
     assert foreign.run_id == "MLflow-A"
     artifact = await world.registry.create_artifact("data", "dataset", run_id=world.run_id.upper())
     assert artifact.run_id == world.run_id
+
+
+async def test_a_filter_finds_a_version_by_its_run_id_in_capitals_too(
+    world: World, unique: str
+) -> None:
+    """Stored in lower case, a version registered with its run id in capitals was no
+    longer found by the id as given (MLflow compares the id as stored, which was the
+    one given)."""
+    name = f"asked-{unique}"
+    await world.registry.create_registered_model(name)
+    await world.registry.create_model_version(name, "s3://bucket/m", run_id=world.run_id.upper())
+    await world.registry.create_artifact("cap", "dataset", run_id=world.run_id.upper())
+    upper = world.run_id.upper()
+    for wanted in (f"run_id = '{upper}'", f"run_id IN ('{upper}', 'other')"):
+        found = await world.registry.search_model_versions(f"name = '{name}' AND {wanted}")
+        assert [v.version for v in found] == [1], wanted
+    request = registry_api.ListArtifactsRequest(
+        project=world.registry.project, filter=f"name = 'cap' AND run_id = '{upper}'"
+    )
+    reply = await world.registry._stub.ListArtifacts(request)
+    assert [a.name for a in reply.artifacts] == ["cap"]
 
 
 async def test_run_ids_stored_in_capitals_before_are_lowered_by_the_migration(
