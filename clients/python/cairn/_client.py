@@ -141,8 +141,9 @@ class Client:
         return await self.models.get_models()
 
     async def close(self) -> None:
-        """Waits for the tracking writes started with synchronous=False, then closes the
-        channel every service client shares (see TrackingClient.close)."""
+        """Waits for the tracking writes started with synchronous=False before it was
+        called, then closes the channel every service client shares (see
+        TrackingClient.close)."""
         await self.tracking.close()
 
     async def __aenter__(self) -> Self:

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from cairn import _names as names
+
 from ...common import filter_sql, filters, paging
 from ...common.errors import AlreadyExists, NotFound, invalid_field
 from ...common.filters import FilterError, Identifier
@@ -327,7 +329,6 @@ def _past_budgets(row: asyncpg.Record) -> bool:
 # An integer as a quoted filter value may spell it, in at most int64's 19 digits after
 # any leading zeros (a longer one stays text, refused as any text is for a number).
 _QUOTED_INTEGER = re.compile(r"[+-]?0*[0-9]{1,19}")
-_RUN_ID = re.compile(r"[0-9a-fA-F]{32}")
 
 
 def _each_value(node: filters.Comparison, convert: Callable[[Any], Any]) -> filters.Comparison:
@@ -351,7 +352,7 @@ def _run_id_lowered(value: Any) -> Any:
     """A Cairn run id (32 hexadecimal digits) in lower case, as stored: a version
     registered with the id in capitals is found by the id as given, and as runs answer
     it."""
-    return value.lower() if isinstance(value, str) and _RUN_ID.fullmatch(value) else value
+    return value.lower() if isinstance(value, str) and names.RUN_ID.fullmatch(value) else value
 
 
 def _as_named(node: filters.Comparison, names: tuple[str, ...]) -> filters.Comparison:

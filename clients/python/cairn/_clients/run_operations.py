@@ -175,8 +175,7 @@ class _WriteQueue:
         futures = []
         while self._writes:
             write, future = self._writes.popleft()
-            if asyncio.iscoroutine(write):
-                write.close()  # never to run: no "never awaited" warning
+            _never_run(write)
             futures.append(future)
         self._taken.set()
         return futures
@@ -186,7 +185,10 @@ class _WriteQueue:
         Ctrl-C): the worker's end logs one warning with the number of writes not sent
         (`_stopped`). Sent on, each failed ClientClosedError on the closed channel, an
         asyncio traceback apiece for an error no caller would ever take (271,637 of them
-        from one close cut short)."""
+        from one close cut short). The errors of writes that failed before are read
+        too (each write's `wait()` still raises its own): no flush is left to read them."""
+        for failed in self.failed:
+            failed.exception()
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
 
@@ -274,6 +276,11 @@ def _unanswered(error: Exception) -> TypeGuard[CairnError]:
     return isinstance(error, DeadlineExceededError | UnavailableError) and error.reason is None
 
 
+def _never_run(write: Awaitable[Any]) -> None:
+    if asyncio.iscoroutine(write):
+        write.close()  # no "never awaited" warning
+
+
 def write_queue(transport: Transport) -> _WriteQueue:
     """The queue of the writes the clients of transport's channel make with
     synchronous=False, which closing any of them waits for."""
@@ -307,10 +314,13 @@ class BackgroundWrites:
             await write
             return None
         queue = self._write_queue()
-        await queue.room()
+        try:
+            await queue.room()
+        except BaseException:  # cancelled while it waited (Ctrl-C in a sync caller)
+            _never_run(write)
+            raise
         if queue.refusing or getattr(self._transport.channel, "closed", False):
-            if asyncio.iscoroutine(write):
-                write.close()  # never to run: no "never awaited" warning
+            _never_run(write)
             raise ClientClosedError("this cairn client is closed; make a new one")
         return RunOperations([queue.put(write)], queue.failed)
 
