@@ -28,7 +28,7 @@ import pytest
 
 from cairn import sync
 from cairn._clients.journal import Journal
-from cairn.exceptions import ClientClosedError, NotFoundError
+from cairn.exceptions import ClientClosedError, FailedPreconditionError, NotFoundError
 from cairn.types import (
     ListOptions,
     Metric,
@@ -821,6 +821,30 @@ async def test_an_iterator_collected_on_the_clients_loop_thread_ends_there(
             sys.unraisablehook = hook
 
     assert await asyncio.to_thread(scenario) == []
+
+
+async def test_writes_stored_before_a_close_wait_after_it_as_stored(
+    server_port: int, unique: str
+) -> None:
+    """Once the client was closed, ops.wait() and ops.done() of a write its close had
+    sent raised ClientClosedError, which says a write was given up unsent: the view
+    handed them to the client's loop, ended with the close."""
+
+    def closed_with_writes() -> tuple[Any, Any]:
+        with sync.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
+            run_id = tracking.create_run(tracking.create_experiment(f"closed-{unique}")).info.run_id
+            tracking.log_param(run_id, "p", "b")
+            stored = tracking.log_metric(run_id, "ok", 1.0, step=0, synchronous=False)
+            refused = tracking.log_param(run_id, "p", "a", synchronous=False)  # another value
+            with pytest.raises(FailedPreconditionError):
+                tracking.close()
+        return stored, refused
+
+    stored, refused = await asyncio.to_thread(closed_with_writes)
+    assert stored.done() and stored.wait() is None
+    with pytest.raises(FailedPreconditionError) as raised:
+        refused.wait()
+    assert raised.value.reason == "PARAM_ALREADY_LOGGED"
 
 
 async def test_writes_queued_with_synchronous_false_are_sent_when_a_script_ends_unclosed(

@@ -296,6 +296,9 @@ class _SyncView:
 
         @functools.wraps(value)
         def sync_method(*args: Any, **kwargs: Any) -> Any:
+            settled = getattr(self._target, "_off_the_loop", None)
+            if settled is not None and (plain := settled(name)) is not None:
+                return plain(*args, **kwargs)  # needs no loop: the client may be closed
             args, kwargs = _callbacks_off_the_loop(value, name, args, kwargs)
             return self._runner.call(value, *args, **kwargs)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeGuard
 
 from .._transport import DEFAULT_TIMEOUT, Transport
@@ -36,6 +36,9 @@ class RunOperations:
         to be sent, as MLflow's does: gather cancelled them."""
         if self._futures:
             await asyncio.wait(self._futures)
+        self._raise_first()
+
+    def _raise_first(self) -> None:
         failed = [f for f in self._futures if not f.cancelled() and f.exception()]
         for future in failed:
             if future in self._unreported:
@@ -45,6 +48,14 @@ class RunOperations:
 
     def done(self) -> bool:
         return all(future.done() for future in self._futures)
+
+    def _off_the_loop(self, name: str) -> Callable[[], Any] | None:
+        """The method name as a plain call, once every write is done: it needs no event
+        loop then. The sync facade calls it so, its loop ended with its client's close,
+        which made `wait()` of writes stored raise ClientClosedError."""
+        if not self.done():
+            return None
+        return {"done": self.done, "wait": self._raise_first}.get(name)
 
 
 # The writes a queue holds: a caller queuing faster than they are sent (a loop logging
