@@ -10,6 +10,7 @@ import pytest
 from cairn._clients import run_operations
 from cairn._clients.run_operations import _WriteQueue
 from cairn.exceptions import DeadlineExceededError, UnavailableError
+from tests.conftest import eventually
 
 
 async def _sent(first: Exception) -> list[str]:
@@ -84,7 +85,7 @@ async def test_a_caller_queuing_faster_than_writes_are_sent_waits_for_room(
     futures = [queue.put(write()) for _ in range(4)]  # one sent, three queued: full
     await sent.wait()
     waiting = asyncio.ensure_future(queue.room())
-    await _yields()
+    await _parked(queue)
     assert not waiting.done(), "a full queue took one more write"
 
     answered.set()
@@ -108,7 +109,7 @@ async def test_a_caller_waiting_for_room_is_let_go_when_the_queue_refuses(
     queue.put(unanswered())
     await sent.wait()
     waiting = asyncio.ensure_future(queue.room())
-    await _yields()
+    await _parked(queue)
     assert not waiting.done()
 
     queue.refuse()
@@ -118,11 +119,10 @@ async def test_a_caller_waiting_for_room_is_let_go_when_the_queue_refuses(
     await asyncio.wait([queue._worker])
 
 
-async def _yields() -> None:
-    """Lets every task ready to run take its steps: only a write leaving the queue, or
-    its refusal, wakes one waiting for room."""
-    for _ in range(10):
-        await asyncio.sleep(0)
+async def _parked(queue: _WriteQueue) -> None:
+    """Waits until a caller waits for room: parked on the event only a write leaving
+    the queue, or its refusal, sets."""
+    await eventually(lambda: bool(queue._taken._waiters), what="a caller waiting for room")
 
 
 async def test_a_close_cut_short_reads_the_errors_of_writes_failed_before() -> None:
