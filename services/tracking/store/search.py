@@ -83,7 +83,12 @@ async def search_page(
     )
     last = keyset.last(query.page_token)
     wanted = query.page_size + 1
-    async with pool.acquire() as conn:
+    # One snapshot for picking the page's runs and loading them: a collection claiming
+    # a run between the two would have it loaded with part of its history.
+    async with (
+        pool.acquire() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
         rows = await _page_rows(conn, query, terms, keyset, last, wanted)
         taken = _within_sort_budget(rows, query.page_size)
         loaded = await sizes.loadable(conn, rows[:taken], paging.MAX_PAGE_LOAD_BYTES)

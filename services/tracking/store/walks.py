@@ -19,6 +19,9 @@ from .runs import EXPERIMENT_OF_RUN, RUN_COLUMNS, RUN_FROM
 # How many runs (or metric values) a page walks, testing the filter on each, before sorting
 # the matching runs instead (see walk_newest_first).
 WALK_LIMIT = 5_000
+# Lets the planner sort again after a walk, as the session (or its role) says: a walk runs
+# inside the page's transaction, where its SET LOCAL would last to the page's end.
+SORTING_AGAIN = "SET LOCAL enable_sort TO DEFAULT"
 
 
 async def walk_one_metric(
@@ -47,7 +50,7 @@ async def walk_one_metric(
             # The runs without a value are sorted, so sorting is allowed again for them.
             await conn.execute("SET LOCAL enable_sort = off")
             rows += await _walk_metric_values(conn, query, term, last, wanted)
-            await conn.execute("SET LOCAL enable_sort = on")
+            await conn.execute(SORTING_AGAIN)
             if len(rows) < wanted and await _metric_walked_too_far(conn, term, last):
                 return None
         for unvalued in (NAN, MISSING):
@@ -179,8 +182,8 @@ async def walk_newest_first(
     # every run of the experiment than walk the index, a hundred times slower. OFFSET 0
     # keeps the filter a lookup per index entry (see walk_one_metric). One snapshot for
     # the walk and the count after it, so a run purged in between cannot make a walk
-    # that stopped short look complete. (A search is a read: it never runs inside a
-    # recorded write's transaction, where SET LOCAL would outlive this block.)
+    # that stopped short look complete. Within the page's snapshot (search.search_page)
+    # SET LOCAL would outlive this block: sorting is the session's again after the walk.
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute("SET LOCAL enable_sort = off")
         rows = await conn.fetch(
@@ -201,6 +204,7 @@ async def walk_newest_first(
                 ORDER BY w.v0 DESC, w.tiebreak LIMIT {limit}""",
             *params.values,
         )
+        await conn.execute(SORTING_AGAIN)
         if len(rows) == wanted or not await _walked_too_far(conn, query, last):
             return rows
     return None

@@ -855,3 +855,39 @@ async def test_a_run_whose_purge_began_reads_as_gone(
 
 
 _METRICS_OF = "SELECT count(*) FROM tracking.latest_metrics WHERE run_id = $1::uuid"
+
+
+@pytest.mark.parametrize("order", [None, ["metrics.loss DESC"], ["params.lr"]])
+async def test_a_search_page_reads_its_runs_in_one_snapshot(
+    server_port: int, pool: asyncpg.Pool, unique: str, order: list[str] | None
+) -> None:
+    """A search picked its page's runs, then loaded what was logged to them in another
+    statement: a collection claiming a run in between (its metrics gone, its params not
+    yet) had search_runs list it with its params and no metric."""
+    project = await new_project(server_port, f"snapshot-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        tracking = client.tracking
+        experiment = await tracking.create_experiment("one snapshot")
+        run = (await tracking.create_run(experiment)).info.run_id
+        await tracking.log_param(run, "lr", "0.1")
+        await tracking.log_metric(run, "loss", 0.5)
+        await tracking.delete_run(run)
+        async with another_transaction(pool) as holder:
+            # Holds the page's load back once its runs are picked: it reads params.
+            await holder.execute("LOCK TABLE tracking.params IN ACCESS EXCLUSIVE MODE")
+            searching = asyncio.create_task(
+                tracking.search_runs([experiment], run_view_type="ALL", order_by=order)
+            )
+            await eventually(lambda: holds_up_another(holder), what="the page's load held up")
+            async with pool.acquire() as claim, claim.transaction():
+                # What a collection commits first: its claim, then the run's metrics gone.
+                await claim.execute(_CLAIM, run)
+                await claim.execute(_METRICS_GONE, run)
+        page = await searching
+        assert [(found.data.params, found.data.metrics) for found in page] == [
+            ({"lr": "0.1"}, {"loss": 0.5})
+        ]
+
+
+_CLAIM = "UPDATE tracking.runs SET purge_time = clock_timestamp() WHERE run_id = $1::uuid"
+_METRICS_GONE = "DELETE FROM tracking.latest_metrics WHERE run_id = $1::uuid"
