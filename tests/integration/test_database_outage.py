@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import cairn
-from cairn import _transport
+from cairn import _channels
 from cairn.exceptions import CairnError, UnavailableError
 from cairn_server import catalog
 from cairn_server.common import database
@@ -147,7 +147,7 @@ async def test_a_busy_pool_answers_unavailable_before_the_deadline(served, uniqu
 def test_every_call_but_the_upload_stream_is_retried() -> None:
     """Unary calls by Transport.unary (test_exactly_once.py), server streams by the
     channel's retry policy; the Upload stream by neither."""
-    retried = {(m["service"].split(".")[1], m["method"]) for m in _transport._retried_methods()}
+    retried = {(m["service"].split(".")[1], m["method"]) for m in _channels._retried_methods()}
     assert retried == {
         ("tracking", "GetMetricHistory"),
         ("tracking", "GetMetricHistoryBulk"),

@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import cairn
-from cairn._transport import REQUEST_ID_HEADER
+from cairn._headers import REQUEST_ID_HEADER
 from cairn.exceptions import UnavailableError
 from cairn_server import catalog, cli
 from cairn_server.auth.cache import key_cache

@@ -17,7 +17,7 @@ import pytest_asyncio
 
 import cairn
 from cairn import profiles, sync
-from cairn._transport import LazyChannel
+from cairn._channels import LazyChannel
 from cairn.exceptions import ClientClosedError, UnauthenticatedError
 from cairn.types import RegisteredModel
 from cairn_server.auth.store import AuthStore

@@ -14,7 +14,7 @@ import pytest
 from google.protobuf import descriptor_pool
 
 import cairn
-from cairn import _transport
+from cairn import _channels, _headers
 from cairn.exceptions import InvalidArgumentError, UnavailableError
 from cairn.types import (
     Metric,
@@ -161,10 +161,10 @@ async def test_a_write_whose_replies_are_all_lost_is_sent_a_bounded_number_of_ti
 ) -> None:
     """Before, it was sent once and raised UNAVAILABLE, done."""
     async with cairn.TrackingClient.insecure_connection("127.0.0.1", late_proxy.port) as tracking:
-        late_proxy.drop_next(_transport.ATTEMPTS + 1)
+        late_proxy.drop_next(_channels.ATTEMPTS + 1)
         with pytest.raises(UnavailableError):
             await tracking.create_experiment(f"lost-{unique}")
-        assert late_proxy.dropped == _transport.ATTEMPTS
+        assert late_proxy.dropped == _channels.ATTEMPTS
         late_proxy.drop_next(0)
         assert await tracking.get_experiment_by_name(f"lost-{unique}") is not None
 
@@ -179,8 +179,8 @@ async def test_a_runs_end_keeps_its_request_id_when_the_channels_retries_run_out
         experiment_id = await tracking.create_experiment(f"end-{unique}")
         began = await pool.fetchval("SELECT clock_timestamp()")
         async with tracking.start_run(experiment_id) as run:
-            late_proxy.drop_next(_transport.ATTEMPTS + 1)  # every answer to the end's first
-        assert late_proxy.dropped == _transport.ATTEMPTS + 1
+            late_proxy.drop_next(_channels.ATTEMPTS + 1)  # every answer to the end's first
+        assert late_proxy.dropped == _channels.ATTEMPTS + 1
         assert (await tracking.get_run(run.run_id)).info.status == cairn.types.RunStatus.FINISHED
     ends = await pool.fetchval(
         """SELECT count(*) FROM tracking.requests
@@ -386,7 +386,7 @@ async def test_a_request_id_reused_for_another_request_is_refused(
     server_port: int, unique: str
 ) -> None:
     async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
-        same_id = [(_transport.REQUEST_ID_HEADER, f"fixed-{unique}")]
+        same_id = [(_headers.REQUEST_ID_HEADER, f"fixed-{unique}")]
         first = await tracking.create_experiment(f"a-{unique}", metadata=same_id)
         assert await tracking.create_experiment(f"a-{unique}", metadata=same_id) == first
         with pytest.raises(InvalidArgumentError) as raised:
@@ -398,7 +398,7 @@ async def test_a_garbage_collection_retried_with_its_request_id_starts_once(
     proxy: AnswerDroppingProxy, server_port: int, pool, unique: str
 ) -> None:
     async with cairn.OperationsClient.insecure_connection("127.0.0.1", server_port) as ops:
-        same_id = [(_transport.REQUEST_ID_HEADER, f"gc-{unique}")]
+        same_id = [(_headers.REQUEST_ID_HEADER, f"gc-{unique}")]
         first = await ops.start_garbage_collection(datetime.timedelta(days=1), metadata=same_id)
         again = await ops.start_garbage_collection(datetime.timedelta(days=1), metadata=same_id)
         assert again.name == first.name
@@ -460,7 +460,7 @@ def _resent(service: str, name: str) -> bool:
     call, the channel's retry policy every server stream."""
     method = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(name)
     if method.server_streaming:
-        return {"service": service, "method": name} in _transport._retried_methods()
+        return {"service": service, "method": name} in _channels._retried_methods()
     return not method.client_streaming
 
 
@@ -470,7 +470,7 @@ async def test_request_ids_are_forgotten_after_their_retention(
     from cairn_server.common.idempotency import Idempotency
 
     async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
-        same_id = [(_transport.REQUEST_ID_HEADER, f"kept-{unique}")]
+        same_id = [(_headers.REQUEST_ID_HEADER, f"kept-{unique}")]
         await tracking.create_experiment(f"kept-{unique}", metadata=same_id)
     once = Idempotency(pool, {"cairn.tracking.v1.TrackingService": "tracking"}, exempt=set())
     count = "SELECT count(*) FROM tracking.requests WHERE request_id = $1"
@@ -518,7 +518,7 @@ async def test_log_metric_ids_are_kept_for_their_retention_when_batch_ids_go_soo
         run_id = (
             await tracking.create_run(await tracking.create_experiment(f"m-{unique}"))
         ).info.run_id
-        same_id = [(_transport.REQUEST_ID_HEADER, f"metric-{unique}")]
+        same_id = [(_headers.REQUEST_ID_HEADER, f"metric-{unique}")]
         await tracking.log_metric(run_id, "loss", 1.0, step=1, timestamp=1000, metadata=same_id)
         await pool.execute(
             """UPDATE tracking.applied_batches SET applied_at = applied_at - interval '120 s'
@@ -560,7 +560,7 @@ async def test_a_prune_passes_over_the_request_ids_a_call_holds(
 
     async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
         for name in ("held", "free"):
-            same_id = [(_transport.REQUEST_ID_HEADER, f"{name}-{unique}")]
+            same_id = [(_headers.REQUEST_ID_HEADER, f"{name}-{unique}")]
             await tracking.create_experiment(f"{name}-{unique}", metadata=same_id)
     once = Idempotency(pool, {"cairn.tracking.v1.TrackingService": "tracking"}, exempt=set())
     kept = "SELECT request_id FROM tracking.requests WHERE request_id = ANY($1::text[])"

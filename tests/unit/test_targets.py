@@ -8,8 +8,8 @@ import re
 import pytest
 
 import cairn
+from cairn._channels import RoutedChannel
 from cairn._targets import parse, target
-from cairn._transport import RoutedChannel
 
 
 @pytest.mark.parametrize(

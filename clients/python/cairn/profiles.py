@@ -43,8 +43,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import _small_files as small_files
+from ._headers import timeout_of, token_header
 from ._targets import parse, target
-from ._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT, timeout_of, token_header
+from ._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT
 
 PROFILES_ENV = "CAIRN_PROFILES"
 DEFAULT_PROFILES_PATH = Path("~/.config/cairn/profiles.ini")

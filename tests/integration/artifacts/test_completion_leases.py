@@ -18,7 +18,8 @@ from prometheus_client import REGISTRY
 
 import cairn
 from cairn._clients import _direct_transfers, _presigned
-from cairn._transport import Transport, with_id
+from cairn._headers import with_id
+from cairn._transport import Transport
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import (
     AbortedError,

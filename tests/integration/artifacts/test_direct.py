@@ -25,7 +25,7 @@ import grpc
 import pytest
 
 import cairn
-from cairn import _transport
+from cairn import _headers
 from cairn._clients import _direct
 from cairn._direct_io import DirectWriter
 from cairn.artifacts.v1 import artifacts_pb2 as pb
@@ -508,7 +508,7 @@ async def test_a_file_under_the_id_of_another_upload_is_refused_not_taken_for_it
     first, other = tmp_path / "first.bin", tmp_path / "other.bin"
     first.write_bytes(DATA)
     other.write_bytes(DATA[::-1])  # the same size
-    same_id = [(_transport.REQUEST_ID_HEADER, f"ticket-{unique}")]
+    same_id = [(_headers.REQUEST_ID_HEADER, f"ticket-{unique}")]
     stored = await direct.upload("t/model.bin", first, metadata=same_id)
     assert await direct.upload("t/model.bin", first, metadata=same_id) == stored
     with pytest.raises(InvalidArgumentError) as raised:
@@ -540,7 +540,7 @@ async def _ticket(
     )
     reply = await direct._stub.CreateUploadTicket(
         api.CreateUploadTicketRequest(header=header),
-        metadata=[(_transport.REQUEST_ID_HEADER, request_id)],
+        metadata=[(_headers.REQUEST_ID_HEADER, request_id)],
     )
     return reply.ticket
 
@@ -558,7 +558,7 @@ async def test_the_endpoint_refuses_a_ticket_whose_id_published_other_bytes_mean
     ticket = await _ticket(direct, "t/raced.bin", request_id, size, sha256)
     other = DATA[::-1]  # the same size
     repeat = await _ticket(direct, "t/raced.bin", request_id, size)  # of `other`, below
-    metadata = [(_transport.REQUEST_ID_HEADER, request_id)]
+    metadata = [(_headers.REQUEST_ID_HEADER, request_id)]
     stored = await direct.upload("t/raced.bin", other, metadata=metadata)
     status, body = await asyncio.to_thread(_put_with_trailer, ticket, DATA)
     assert (status, json.loads(body)["reason"]) == (400, "REQUEST_ID_REUSED")
@@ -585,7 +585,7 @@ async def test_an_upload_whose_id_published_another_meanwhile_is_refused(
     if kind == "file":
         mine = tmp_path / "mine.bin"
         mine.write_bytes(DATA)
-    same_id = [(_transport.REQUEST_ID_HEADER, f"race-{unique}")]
+    same_id = [(_headers.REQUEST_ID_HEADER, f"race-{unique}")]
     loop, put = asyncio.get_running_loop(), _direct.upload
 
     def after_another(endpoint: _direct.Endpoint, source: Any, sent: Any, cut: Any) -> bytes:

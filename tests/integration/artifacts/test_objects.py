@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 import cairn
-from cairn import _transport
+from cairn import _headers
 from cairn._clients import artifacts as artifacts_client
 from cairn._clients._direct_transfers import DirectTransfers
 from cairn._clients.run_operations import _WriteQueue
@@ -506,7 +506,7 @@ async def test_an_upload_under_the_id_of_another_is_refused_not_taken_for_its_re
     storing anything; it used to be recognized by the request id alone, so another
     upload under that id (other bytes, another content type) was answered OK and
     never stored."""
-    same_id = [(_transport.REQUEST_ID_HEADER, f"upload-{unique}")]
+    same_id = [(_headers.REQUEST_ID_HEADER, f"upload-{unique}")]
     first = await store.upload("again/x.txt", b"one", metadata=same_id)
     # Bytes name their sha256 in the header; a file object only once read, at the end.
     for source in (b"one", io.BytesIO(b"one")):

@@ -18,7 +18,7 @@ import yaml
 from google.protobuf.duration_pb2 import Duration
 
 import cairn
-from cairn import _transport
+from cairn import _headers
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import (
     AlreadyExistsError,
@@ -207,7 +207,7 @@ async def test_a_request_id_of_another_presigned_put_is_refused(
     """Only another path was refused: a repeat asking for another content type got the
     first upload signed with its own type (a PUT with it, then its confirmation, failed
     CONTENT_TYPE_MISMATCH), and one asking to overwrite got an upload that may not."""
-    once = [(_transport.REQUEST_ID_HEADER, uuid.uuid4().hex)]
+    once = [(_headers.REQUEST_ID_HEADER, uuid.uuid4().hex)]
     first = {"path": "data.csv", "content_type": "text/csv", "overwrite": False}
 
     def request(**fields) -> api.CreatePresignedUrlRequest:
@@ -231,7 +231,7 @@ async def test_a_repeated_presigned_put_keeps_its_upload_as_long_as_its_url(
     lifetime, while the upload kept the first call's: once the janitor expired it, the
     URL still took bytes no confirmation could publish any more. A call refused for
     asking another upload under the id extended it all the same."""
-    once = [(_transport.REQUEST_ID_HEADER, uuid.uuid4().hex)]
+    once = [(_headers.REQUEST_ID_HEADER, uuid.uuid4().hex)]
 
     def request(seconds: int) -> api.CreatePresignedUrlRequest:
         return api.CreatePresignedUrlRequest(

@@ -16,7 +16,7 @@ import pytest
 
 import cairn
 from cairn._clients._presigned import upload_source
-from cairn._transport import REQUEST_ID_HEADER
+from cairn._headers import REQUEST_ID_HEADER
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc
 from cairn.exceptions import InvalidArgumentError, from_grpc_error

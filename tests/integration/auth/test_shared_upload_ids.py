@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 import cairn
-from cairn._transport import REQUEST_ID_HEADER
+from cairn._headers import REQUEST_ID_HEADER
 from cairn.types import ObjectInfo
 from cairn_server.common.config import Config
 from tests.conftest import put_through, with_overrides

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from google.protobuf.message import Message
 
-from cairn._transport import REQUEST_ID_HEADER
+from cairn._headers import REQUEST_ID_HEADER
 from cairn.tracking.v1 import tracking_service_pb2
 from cairn_server import catalog
 from cairn_server.common.access import Caller, set_caller

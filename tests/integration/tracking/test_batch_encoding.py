@@ -8,7 +8,7 @@ import struct
 import pytest
 
 import cairn
-from cairn import _transport
+from cairn import _headers
 from cairn.types import Metric
 from cairn_server.tracking import retention
 from cairn_server.tracking.store.writes import STATEMENT_MAX_POINTS
@@ -88,7 +88,7 @@ async def test_of_points_equal_in_step_time_and_value_the_first_logged_is_latest
 async def test_a_log_metric_repeated_with_its_request_id_is_stored_once(
     tracking: cairn.TrackingClient, run_id: str, unique: str
 ) -> None:
-    same_id = [(_transport.REQUEST_ID_HEADER, f"metric-{unique}")]
+    same_id = [(_headers.REQUEST_ID_HEADER, f"metric-{unique}")]
     for _ in range(2):  # the same request: its timestamp too
         await tracking.log_metric(run_id, "once", 1.0, step=1, timestamp=1, metadata=same_id)
     # A LogBatch whose request_id field is the same text is another write.
@@ -116,7 +116,7 @@ async def test_log_metric_ids_are_forgotten_before_log_batch_ids(
     they are deleted in slices, until none is left."""
     for i in range(3):
         await tracking.log_metric(
-            run_id, "m", 1.0, metadata=[(_transport.REQUEST_ID_HEADER, f"metric{i}-{unique}")]
+            run_id, "m", 1.0, metadata=[(_headers.REQUEST_ID_HEADER, f"metric{i}-{unique}")]
         )
     await tracking.log_batch(run_id, [Metric("m", 2.0, 1, 2)], request_id=f"batch-{unique}")
     kept = "SELECT request_id FROM tracking.applied_batches WHERE request_id LIKE $1"

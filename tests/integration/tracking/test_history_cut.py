@@ -11,8 +11,8 @@ import grpc
 import pytest
 
 import cairn
-from cairn._transport import ATTEMPTS
-from cairn._transport import REQUEST_ID_HEADER as ID
+from cairn._channels import ATTEMPTS
+from cairn._headers import REQUEST_ID_HEADER as ID
 from cairn.exceptions import UnavailableError
 from cairn.tracking.v1 import tracking_service_pb2_grpc as rpc
 from cairn.types import Metric

@@ -7,7 +7,7 @@ from collections.abc import Awaitable
 import pytest
 
 import cairn
-from cairn._transport import REQUEST_ID_HEADER
+from cairn._headers import REQUEST_ID_HEADER
 from cairn.exceptions import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from cairn.types import Metric, Param, RunInput, RunStatus, RunTag
 from tests.conftest import eventually

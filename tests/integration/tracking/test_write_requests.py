@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 import cairn
-from cairn import _transport
+from cairn import _headers
 from cairn.exceptions import FailedPreconditionError, InvalidArgumentError
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.types import Metric, Param
@@ -26,7 +26,7 @@ _CLAIMS = "SELECT count(*) FROM tracking.applied_batches WHERE run_id = $1 AND r
 
 
 def _with_id(request_id: str) -> list[tuple[str, str]]:
-    return [(_transport.REQUEST_ID_HEADER, request_id)]
+    return [(_headers.REQUEST_ID_HEADER, request_id)]
 
 
 async def _values(tracking: cairn.TrackingClient, run_id: str, key: str) -> list[float]:
@@ -167,7 +167,7 @@ async def test_a_call_id_of_log_metrics_kind_is_refused_naming_the_header(
             request,
             metadata=_with_id(f"{METRIC_REQUEST_PREFIX}{unique}"),
         )
-    assert [field for field, _ in raised.value.field_violations] == [_transport.REQUEST_ID_HEADER]
+    assert [field for field, _ in raised.value.field_violations] == [_headers.REQUEST_ID_HEADER]
     assert await _values(tracking, run_id, "m") == []
 
 
@@ -204,8 +204,8 @@ async def test_a_repeat_of_a_stored_write_is_answered_ok_once_its_run_is_deleted
 @pytest.mark.parametrize(
     ("header", "value"),
     [
-        (_transport.REQUEST_ID_HEADER, "job-é"),
-        (_transport.REQUEST_ID_HEADER, "job-42\n"),
+        (_headers.REQUEST_ID_HEADER, "job-é"),
+        (_headers.REQUEST_ID_HEADER, "job-42\n"),
         ("x-team", "日本"),
         ("X-Team", "vision"),
     ],

@@ -23,8 +23,9 @@ from urllib.parse import urlsplit
 from google.protobuf.message import DecodeError
 
 from .._backoff import backoff
+from .._headers import Metadata
 from .._progress import Meter
-from .._transport import Metadata, Transport
+from .._transport import Transport
 from ..artifacts.v1 import artifacts_pb2 as pb
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc

@@ -18,8 +18,9 @@ from typing import Any, Protocol, TypeVar
 from .. import _names as names
 from .._argument_error import invalid_argument
 from .._backoff import backoff
+from .._channels import resent_after
+from .._headers import REQUEST_ID_HEADER
 from .._numbers import real, seconds, whole, whole_or_zero
-from .._transport import REQUEST_ID_HEADER, resent_after
 from ..exceptions import (
     CairnError,
     ClientClosedError,

@@ -19,17 +19,12 @@ from google.protobuf.duration_pb2 import Duration
 from .. import _object_paths as object_paths
 from .._argument_error import invalid_argument
 from .._base import BaseClient
+from .._channels import resent_after
 from .._direct_io import Writable
+from .._headers import REQUEST_ID_HEADER, Metadata, check_timeout, with_id
 from .._numbers import is_bool, real, whole, whole_or_zero
 from .._progress import Meter, Progress, meter
-from .._transport import (
-    REQUEST_ID_HEADER,
-    Metadata,
-    Transport,
-    check_timeout,
-    resent_after,
-    with_id,
-)
+from .._transport import Transport
 from ..artifacts.v1 import artifacts_pb2 as pb
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc

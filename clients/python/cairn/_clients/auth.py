@@ -11,8 +11,8 @@ from google.protobuf.message import Message
 from .._api_keys import as_prefix
 from .._argument_error import invalid_argument
 from .._base import BaseClient
+from .._headers import Metadata
 from .._tables import millis, print_table
-from .._transport import Metadata
 from ..auth.v1 import auth_service_pb2 as api
 from ..auth.v1 import auth_service_pb2_grpc
 from ..exceptions import NotFoundError

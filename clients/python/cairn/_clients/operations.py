@@ -14,8 +14,8 @@ from google.protobuf import duration_pb2
 from .._argument_error import invalid_argument
 from .._backoff import backoff
 from .._base import BaseClient
+from .._headers import Metadata
 from .._numbers import real, whole_or_zero
-from .._transport import Metadata
 from ..exceptions import (
     CairnError,
     CancelledError,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from .._argument_error import invalid_argument
-from .._transport import Metadata
+from .._headers import Metadata
 from ..exceptions import AlreadyExistsError, NotFoundError
 from ..models._uris import ModelUri, parse_uri
 from ..registry.v1 import registry_service_pb2 as api

@@ -9,8 +9,8 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from .._argument_error import invalid_argument
 from .._base import BaseClient
+from .._headers import Metadata
 from .._tables import millis, print_table
-from .._transport import Metadata
 from ..exceptions import NotFoundError
 from ..registry.v1 import registry_pb2 as pb
 from ..registry.v1 import registry_service_pb2 as api

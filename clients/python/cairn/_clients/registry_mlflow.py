@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._argument_error import invalid_argument
-from .._transport import Metadata
+from .._headers import Metadata
 from ..exceptions import NotFoundError
 from ..models._uris import version_number
 from ..registry.v1 import registry_service_pb2 as api

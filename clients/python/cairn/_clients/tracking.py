@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 from .. import _names as names
 from .._argument_error import invalid_argument
 from .._base import BaseClient
+from .._headers import REQUEST_ID_HEADER, Metadata
 from .._numbers import real, whole, whole_or_zero
 from .._read_ahead import ReadAhead
-from .._transport import REQUEST_ID_HEADER, Metadata
 from ..exceptions import NotFoundError
 from ..tracking.v1 import tracking_pb2 as pb
 from ..tracking.v1 import tracking_service_pb2 as api

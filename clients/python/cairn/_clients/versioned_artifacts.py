@@ -21,10 +21,11 @@ from urllib.parse import quote
 
 from .._argument_error import invalid_argument
 from .._filter_text import quoted
+from .._headers import REQUEST_ID_HEADER
 from .._names import MAX_KEY_LENGTH
 from .._numbers import whole_or_zero
 from .._progress import Progress
-from .._transport import REQUEST_ID_HEADER, Transport
+from .._transport import Transport
 from ..exceptions import (
     AlreadyExistsError,
     CairnError,

@@ -28,13 +28,8 @@ import click
 from .. import _small_files as small_files
 from .. import profiles
 from .._client import Client, _split
-from .._transport import (
-    DEFAULT_PROJECT,
-    DEFAULT_TIMEOUT,
-    MAX_TOKEN_LENGTH,
-    timeout_of,
-    token_header,
-)
+from .._headers import MAX_TOKEN_LENGTH, timeout_of, token_header
+from .._transport import DEFAULT_PROJECT, DEFAULT_TIMEOUT
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 # Where the options given to the group and to the command meet (ctx.meta is shared).

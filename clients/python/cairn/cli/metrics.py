@@ -10,9 +10,9 @@ from decimal import Decimal
 import click
 
 from .._client import Client
+from .._headers import MAX_TIMEOUT_SECONDS
 from .._read_ahead import ReadAhead
 from .._tables import visible
-from .._transport import MAX_TIMEOUT_SECONDS
 from ..exceptions import CairnError, DeadlineExceededError
 from ..types import Metric
 from ._calls import call
