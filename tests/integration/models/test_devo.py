@@ -13,9 +13,14 @@ import pytest
 
 import cairn
 from cairn._clients.model_manager import FILES_ROOT
-from cairn.exceptions import InvalidArgumentError, ModelAlreadyExists, ModelNotFound
+from cairn.exceptions import (
+    InvalidArgumentError,
+    ModelAlreadyExists,
+    ModelNotFound,
+    NotFoundError,
+)
 from cairn.models._uris import ArtifactUri
-from cairn.types import ManagedModel, RegisteredModel
+from cairn.types import ManagedModel, ModelVersion, RegisteredModel
 from tests.integration.models.conftest import World
 
 
@@ -293,3 +298,55 @@ async def _stored_directories(world: World) -> set[str]:
     """The cairn-artifacts:// URI of each directory add_model stored files in."""
     stored = await world.store.list(FILES_ROOT, recursive=True)
     return {str(ArtifactUri(world.project, entry.path.rsplit("/", 1)[0])) for entry in stored}
+
+
+async def test_find_model_raises_the_download_error_of_a_model_that_is_there(
+    manager: cairn.ModelManager, world: World, tmp_path: Path
+) -> None:
+    """find_model(download_file=True) answered None, "no such model", for a model that
+    is there when its download failed NOT_FOUND: its files deleted from the store, or
+    its latest version without any. Devo's find_model is None only when the model is
+    not there."""
+    model_file = tmp_path / "m.onnx"
+    model_file.write_bytes(b"onnx")
+    added = await manager.add_model("files-gone", "ONNX", model_file)
+    assert added.uri is not None
+    await world.store.delete(added.uri.split("/", 3)[3], recursive=True)
+
+    with pytest.raises(NotFoundError) as gone:
+        await manager.get_model("files-gone", download_file=True)
+    with pytest.raises(NotFoundError) as found:
+        await manager.find_model("files-gone", download_file=True)
+    assert found.value.reason == gone.value.reason == "OBJECT_NOT_FOUND"
+    assert await manager.find_model("files-gone") == added
+
+    await world.registry.upsert_model_version(ModelVersion("no-files"), added.id)
+    with pytest.raises(NotFoundError) as no_files:
+        await manager.find_model("files-gone", download_file=True)
+    assert no_files.value.reason == "MODEL_VERSION_NOT_FOUND"
+    assert await manager.find_model("non_existing_model_name", download_file=True) is None
+
+
+async def test_an_empty_engine_is_refused_before_anything_is_made(
+    manager: cairn.ModelManager, world: World, tmp_path: Path
+) -> None:
+    """add_model took an empty engine, which reads back as engine None, "no model
+    artifact", of the model it had just added with one."""
+    model_file = tmp_path / "m.onnx"
+    model_file.write_bytes(b"onnx")
+    for empty in ("", "   "):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await manager.add_model("engineless", empty, model_file)
+        assert [field for field, _ in refused.value.field_violations] == ["engine"]
+    assert await manager.find_model("engineless") is None
+    assert await world.store.list(FILES_ROOT, recursive=True) == []
+
+
+async def test_an_empty_name_is_refused_naming_name(manager: cairn.ModelManager) -> None:
+    """get_model("") and find_model("") said "give exactly one of name, external_id"
+    (the registry lookup's words), naming an argument Devo's calls do not have."""
+    for call in (manager.get_model, manager.find_model):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await call("")
+        assert [field for field, _ in refused.value.field_violations] == ["name"]
+        assert "external_id" not in refused.value.message

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -18,7 +20,7 @@ from cairn.exceptions import AlreadyExistsError, InvalidArgumentError, NotFoundE
 from cairn.models import parse_uri
 from cairn.registry.v1 import registry_pb2 as pb
 from cairn.registry.v1 import registry_service_pb2 as api
-from cairn.types import ModelArtifact
+from cairn.types import ModelArtifact, VersionedArtifact
 from tests.integration.models.conftest import World
 
 # Sent in many chunks: a cancel made as one is reported lands before the last.
@@ -245,14 +247,25 @@ async def test_a_file_no_path_can_hold_is_refused_before_any_is_sent(
     assert await _stored_under(world, "refused-path") == []
 
 
+def _removing(path: Path) -> Callable[[int, int | None], None]:
+    """A progress callable that removes path as the first file goes up: a file checked
+    before any was sent, and gone by its turn."""
+    return lambda done, total: path.unlink(missing_ok=True)
+
+
 async def test_files_sent_for_a_version_a_later_file_keeps_from_being_made_are_removed(
     world: World, tmp_path: Path
 ) -> None:
     (tmp_path / "good.txt").write_text("good")
-    with pytest.raises(FileNotFoundError):
+    (tmp_path / "gone.csv").write_text("gone")
+    with pytest.raises(InvalidArgumentError) as refused:
         await world.registry.create_artifact(
-            "missing-file", "dataset", files=[tmp_path / "good.txt", tmp_path / "gone.csv"]
+            "missing-file",
+            "dataset",
+            files=[tmp_path / "good.txt", tmp_path / "gone.csv"],
+            progress=_removing(tmp_path / "gone.csv"),
         )
+    assert _violated(refused.value) == ["files"]
     assert await _stored_under(world, "missing-file") == []
 
 
@@ -322,8 +335,13 @@ async def test_a_retry_sends_no_file_for_a_version_made_and_all_for_one_that_was
     assert again.artifact == made.artifact
     assert (await made.load("good.txt")).read() == b"good"
 
-    with pytest.raises(FileNotFoundError):  # its good.txt stays, for its retry
-        await create(files=[tmp_path / "good.txt", tmp_path / "gone"], request_id="kept-2")
+    (tmp_path / "gone").write_text("here when checked")
+    with pytest.raises(InvalidArgumentError):  # its good.txt stays, for its retry
+        await create(
+            files=[tmp_path / "good.txt", tmp_path / "gone"],
+            request_id="kept-2",
+            progress=_removing(tmp_path / "gone"),
+        )
     assert len(await _stored_under(world, "kept")) == 2
     (tmp_path / "gone").write_text("back")
     second = await create(files=[tmp_path / "good.txt", tmp_path / "gone"], request_id="kept-2")
@@ -341,8 +359,13 @@ async def test_a_call_that_fails_under_a_request_id_leaves_the_files_another_mad
     create = functools.partial(world.registry.create_artifact, "twin", "dataset")
     made = await create(files=tmp_path / "good.txt", request_id="twin-1")
     monkeypatch.setattr(versioned_artifacts, "_version_naming", _not_made_yet)
-    with pytest.raises(FileNotFoundError):
-        await create(files=[tmp_path / "good.txt", tmp_path / "gone"], request_id="twin-1")
+    (tmp_path / "gone").write_text("here when checked")
+    with pytest.raises(InvalidArgumentError):
+        await create(
+            files=[tmp_path / "good.txt", tmp_path / "gone"],
+            request_id="twin-1",
+            progress=_removing(tmp_path / "gone"),
+        )
     assert await made.files() == ["good.txt"]
     assert (await made.load("good.txt")).read() == b"good"
 
@@ -438,3 +461,87 @@ async def test_as_input_of_a_type_stored_before_the_rule_is_refused_by_name(
         )
     runs = await world.tracking.search_runs(world.experiment_id, run_view_type="ALL")
     assert [r.info.run_id for r in runs] == [world.run_id]
+
+
+async def test_an_empty_path_is_refused_before_any_byte_is_sent(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """files="" (an unset environment variable's path) is Path(""), the working
+    directory: create_artifact and add_file uploaded every file in it, secrets too."""
+    (tmp_path / "secret.env").write_text("TOKEN=hunter2")
+    monkeypatch.chdir(tmp_path)
+    for empty in ("", os.environ.get("CAIRN_TEST_UNSET_VARIABLE", "")):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await world.registry.create_artifact("cwd", "dataset", {}, files=empty)
+        assert _violated(refused.value) == ["files"]
+    with pytest.raises(InvalidArgumentError) as listed:
+        await world.registry.create_artifact("cwd", "dataset", files=[tmp_path / "secret.env", ""])
+    assert _violated(listed.value) == ["files"]
+    assert await world.registry.get_artifact_versions("cwd") == []
+    assert await _stored_under(world, "cwd") == []
+
+    made = await world.registry.create_artifact("cwd", "dataset")
+    with pytest.raises(InvalidArgumentError) as added:
+        await made.add_file("")
+    assert _violated(added.value) == ["file"]
+    assert await made.files() == []
+
+
+async def test_bytes_like_files_are_stored_and_what_is_no_file_is_named(
+    world: World, tmp_path: Path
+) -> None:
+    """A bytearray or memoryview raised TypeError (read as a list of numbers), files=5
+    TypeError, a dict FileNotFoundError for its keys, and a missing path
+    FileNotFoundError, where add_model's model_file is InvalidArgumentError."""
+    made = await world.registry.create_artifact("like", "dataset", files=bytearray(b"ab"))
+    assert (await made.load("data")).read() == b"ab"
+    viewed = await world.registry.create_artifact("like", "dataset", files=memoryview(b"cd"))
+    await viewed.add_file(bytearray(b"ef"), "more")
+    await viewed.add_file(memoryview(b"gh"), "most")
+    assert [(await viewed.load(n)).read() for n in ("data", "more", "most")] == [
+        b"cd",
+        b"ef",
+        b"gh",
+    ]
+    for files in (5, {"a": b"x"}, tmp_path / "gone", str(tmp_path / "gone"), [b"1", 2]):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await world.registry.create_artifact("refused-like", "dataset", files=files)  # type: ignore[arg-type]
+        assert _violated(refused.value) == ["files"], files
+    for file in (5, tmp_path / "gone", io.StringIO("text")):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await made.add_file(file)  # type: ignore[arg-type]
+        assert _violated(refused.value) == ["file"], file
+    assert await _stored_under(world, "refused-like") == []
+    assert await made.files() == ["data"]
+
+
+async def test_a_name_no_artifact_can_have_has_no_versions(world: World) -> None:
+    """get_artifact_versions quoted it into a filter past the filter's 4,096 characters:
+    INVALID_ARGUMENT FILTER_TOO_COMPLEX, where get_artifact answers NotFoundError."""
+    with pytest.raises(NotFoundError):
+        await world.registry.get_artifact("n" * 5000)
+    assert await world.registry.get_artifact_versions("n" * 5000) == []
+    assert await world.registry.get_artifact_versions("'" * 256) == []
+
+
+async def test_a_run_started_with_listed_versions_records_them(world: World) -> None:
+    """get_artifact_versions' VersionedArtifacts were refused by start_run ("is no
+    RunInput or versioned artifact"), though they are the versions docs/models.md says
+    are logged: only ActiveArtifact had as_input."""
+    await world.registry.create_artifact("listed", "dataset", files=b"1\n")
+    await world.registry.create_artifact("listed", "dataset", files=b"2\n")
+    versions = await world.registry.get_artifact_versions("listed")
+
+    async with world.tracking.start_run(
+        world.experiment_id, used_artifacts=versions, journal_dir=world.cache / "journal"
+    ) as run:
+        run_id = run.run_id
+
+    stored = await world.tracking.get_run(run_id)
+    assert sorted((i.uri, i.kind, i.name) for i in stored.inputs) == sorted(
+        (v.uri, "dataset", "listed") for v in versions
+    )
+    old = VersionedArtifact("old", 3, "t" * 251, uri=versions[0].uri)
+    with pytest.raises(InvalidArgumentError) as refused:
+        old.as_input()
+    assert "version 3 of artifact 'old' has a type of 251 characters" in refused.value.message

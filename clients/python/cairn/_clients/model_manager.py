@@ -90,9 +90,9 @@ class ModelManager:
             The model as stored.
 
         Raises:
-            InvalidArgumentError: model_file is no file or directory, or its name, the
-                engine or the model's name is one the registry refuses (before any
-                call).
+            InvalidArgumentError: model_file is no file or directory, the engine is
+                empty, or the file's name, the engine or the model's name is one the
+                registry refuses (before any call).
             ModelAlreadyExists: the name is taken and force is False. An add of this
                 file that stopped after its version and before the engine (an outage)
                 is completed instead, by this call run again.
@@ -201,8 +201,34 @@ class ModelManager:
         download_path (sha256-checked) and `path` says where.
 
         Raises:
-            ModelNotFound: no model has the name.
+            InvalidArgumentError: name is empty.
+            ModelNotFound: no model has the name, or (with download_file) the latest
+                version's files are not there to download.
         """
+        found = await self._latest(name)
+        return await self._download(found) if download_file else found
+
+    async def find_model(self, name: str, download_file: bool | None = None) -> ManagedModel | None:
+        """As get_model, but None when no model has the name. A model that is there
+        but whose files are not (deleted from the store, a latest version without any)
+        raises the download's NotFoundError, as get_model does: None would say that
+        no model has the name."""
+        try:
+            found = await self._latest(name)
+        except NotFoundError:  # also a model deleted between the lookup's calls
+            return None
+        return await self._download(found) if download_file else found
+
+    async def _latest(self, name: str) -> ManagedModel:
+        """The model's latest version, without downloading it.
+
+        Raises:
+            NotFoundError: REGISTERED_MODEL_NOT_FOUND, no model has the name.
+        """
+        # Checked here: the registry's lookup takes a name or an external id, and said
+        # "give exactly one of name, external_id" of "", an argument Devo's calls lack.
+        if not isinstance(name, str) or not name:
+            raise invalid_argument("name", f"must be a model's name, not {name!r}")
         model = await self._registry.get_registered_model_by_params(name=name)
         if model is None:
             raise NotFoundError(f"model {name!r} not found", reason="REGISTERED_MODEL_NOT_FOUND")
@@ -211,17 +237,7 @@ class ModelManager:
         latest = await self._registry.get_latest_versions(name)  # the highest per stage
         version = max(latest, key=lambda v: v.version or 0, default=None)
         artifacts = await self._registry.get_model_artifacts(version.id) if version else []
-        found = _managed(model, version, artifacts[0] if artifacts else None)
-        if download_file and version is not None:
-            return await self._download(found)
-        return found
-
-    async def find_model(self, name: str, download_file: bool | None = None) -> ManagedModel | None:
-        """As get_model, but None when no model has the name."""
-        try:
-            return await self.get_model(name, download_file)
-        except NotFoundError:
-            return None
+        return _managed(model, version, artifacts[0] if artifacts else None)
 
     async def get_models(self) -> list[ManagedModel]:
         """Every model of the project (all pages), each as its latest version.
@@ -280,7 +296,10 @@ class ModelManager:
 
     async def _download(self, model: ManagedModel) -> ManagedModel:
         """The files through the model cache (checked against their manifest), then
-        copied; never loaded, so a pickled model downloads without being unpickled."""
+        copied; never loaded, so a pickled model downloads without being unpickled. A
+        model without a version has nothing to download and is answered as it is."""
+        if model.version is None:
+            return model
         loader = TrackingClient(self._registry._transport)
         uri = f"models:/{model.name}/{model.version}"
         with local_writes(self.download_path, "nothing was downloaded"):
@@ -309,6 +328,11 @@ def _check_artifact(file_name: str, engine: str) -> None:
     if found := names.problem(file_name, names.MAX_REGISTRY_NAME_LENGTH):
         raise invalid_argument(
             "model_file", f"{file_name!r} names the model artifact, which {found}"
+        )
+    if not isinstance(engine, str) or not engine.strip():
+        # Read back, an empty engine is None: "no model artifact", which this add made.
+        raise invalid_argument(
+            "engine", 'must name how the file is read ("ONNX", "H2O", ...), not be empty'
         )
     if len(engine) > MAX_ENGINE_LENGTH:
         raise invalid_argument("engine", f"must be at most {MAX_ENGINE_LENGTH} characters")

@@ -463,7 +463,8 @@ class TrackingClient(
         retried through outages.
 
         `used_artifacts` (ML Aide's name) are logged as the run's inputs when it starts:
-        `RunInput`s, or versioned artifacts (`ActiveArtifact`, whose `as_input()` is used).
+        `RunInput`s, or artifact versions (`ActiveArtifact`, `VersionedArtifact`: their
+        `as_input()` is used).
         Anything else, or a version `as_input` refuses (a type too long for a kind), is
         an InvalidArgumentError raised here, before a run is made.
 
@@ -848,7 +849,7 @@ def _used_inputs(used_artifacts: Iterable[Any]) -> list[RunInput]:
         else:
             raise invalid_argument(
                 f"used_artifacts[{i}]",
-                f"{item!r:.200} is no RunInput or versioned artifact (ActiveArtifact)",
+                f"{item!r:.200} is no RunInput or artifact version (with as_input)",
             )
     return inputs
 

@@ -22,7 +22,7 @@ from urllib.parse import quote
 from .._argument_error import invalid_argument
 from .._filter_text import quoted
 from .._headers import REQUEST_ID_HEADER
-from .._names import MAX_KEY_LENGTH
+from .._names import MAX_REGISTRY_NAME_LENGTH
 from .._numbers import whole_or_zero
 from .._progress import Progress
 from .._transport import Transport
@@ -41,6 +41,7 @@ from ..types._arguments import proto
 from ..types._artifacts import ObjectInfo
 from ..types._journey import (
     VersionedArtifact,
+    kind_problem,
     versioned_artifact_from_proto,
     versioned_artifact_to_proto,
 )
@@ -52,7 +53,7 @@ from .artifacts import ArtifactClient, in_project
 
 # Where versions' files go in the artifact service, one directory per version.
 FILES_ROOT = "registry/artifacts"
-FileSource = str | os.PathLike[str] | bytes | IO[bytes]
+FileSource = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
 
 
 class ActiveArtifact:
@@ -80,43 +81,31 @@ class ActiveArtifact:
         return f"ActiveArtifact({self.artifact!r})"
 
     def as_input(self, context: str = "") -> RunInput:
-        """This version as a run's input (`TrackingClient.log_inputs`): its URI names
-        the version, its kind is the artifact's type.
+        """This version as a run's input (`VersionedArtifact.as_input`).
 
         Raises:
-            InvalidArgumentError: the type is longer than a kind may be (250 characters
-                and 250 bytes in UTF-8), as one stored before the registry held types
-                to it may be; log a `RunInput` of the version's `uri` with a kind of
-                your own instead.
+            InvalidArgumentError: the type is longer than a kind may be.
         """
-        if problem := kind_problem(self.artifact.type):
-            raise invalid_argument(
-                "type",
-                f"version {self.artifact.version} of artifact {self.artifact.name!r} has a "
-                f"type of {problem}: log RunInput(artifact.uri, kind=..., "
-                "name=artifact.name) instead",
-            )
-        return RunInput(
-            uri=self.artifact.uri,
-            kind=self.artifact.type or "artifact",
-            name=self.artifact.name,
-            context=context,
-        )
+        return self.artifact.as_input(context)
 
     async def add_file(
         self, file: FileSource, filename: str | None = None, *, progress: Progress = False
     ) -> list[ObjectInfo]:
-        """Adds a file (a path, bytes or a binary file object), or every file of a
-        directory, to this version, as filename when given. Bytes and file objects
-        without one are stored as "data", as create_artifact stores them; a path keeps
-        its own name. progress shows the file or directory as one transfer
-        (docs/artifacts.md, "Progress").
+        """Adds a file (a path, bytes, a bytearray or memoryview, or a binary file
+        object), or every file of a directory, to this version, as filename when given.
+        Bytes and file objects without one are stored as "data", as create_artifact
+        stores them; a path keeps its own name. progress shows the file or directory as
+        one transfer (docs/artifacts.md, "Progress").
 
         Raises:
             AlreadyExistsError: the version has a file of that name already.
+            InvalidArgumentError: file is an empty path (it would name the working
+                directory), a path of no file or directory, or no path, bytes or binary
+                file object at all; nothing is sent.
         """
+        source = _source(file, "file")
         try:
-            return await _upload(self._store, self._directory, file, filename, progress)
+            return await _upload(self._store, self._directory, source, filename, progress, "file")
         except AlreadyExistsError as taken:  # the store's words offer an overwrite
             stored = taken.metadata.get("path", "").removeprefix(self._directory + "/")
             raise AlreadyExistsError(
@@ -194,9 +183,9 @@ class VersionedArtifacts:
             name: the artifact's name.
             artifact_type: free-form: "dataset", "model", "report", ...
             metadata: facts to keep (str, int, float or bool values).
-            files: a path (file or directory), several paths, bytes or a binary file
-                object (the latter two stored as "data"); more can be added later with
-                `ActiveArtifact.add_file`.
+            files: a path (file or directory), several paths, bytes (a bytearray or
+                memoryview too) or a binary file object (the latter two stored as
+                "data"); more can be added later with `ActiveArtifact.add_file`.
             run_id: the run that made it.
             description: a description.
             progress: shows each file or directory as a transfer (docs/artifacts.md,
@@ -207,22 +196,23 @@ class VersionedArtifacts:
 
         Raises:
             AlreadyExistsError: an unversioned standalone artifact holds the name.
-            InvalidArgumentError: a name, type or metadata the registry refuses, two
-                files of one name, or a file (of a directory too) whose path the
+            InvalidArgumentError: a name, type or metadata the registry refuses; a file
+                that is an empty path (it would name the working directory), a path of
+                no file or directory, or no path, bytes or binary file object at all;
+                two files of one name, or a file (of a directory too) whose path the
                 artifact service refuses (INVALID_PATH, naming the local file); what
                 can be known before any byte is sent is checked first, and files
                 uploaded for a version that is then not made are removed (those of a
                 call with a request_id stay for its retry).
         """
         message = _new_version(self.project, name, artifact_type, metadata, "", run_id, description)
+        sources = _sources(files)
         key = _directory_key(message, request_id, self._transport.credentials)
         directory = f"{FILES_ROOT}/{_segment(name)}/{key}"
         message.uri = str(ArtifactUri(self.project, directory))
         again = request_id is not None
         if again and (made := await _version_naming(self, message)) is not None:
             return ActiveArtifact(made, self._transport)  # whatever the files now are
-        sources = [files] if isinstance(files, str | os.PathLike | bytes | io.IOBase) else files
-        sources = list(sources or ())
         if sources:  # worth a look first only when there are files to send
             _check_distinct(sources)
             await asyncio.to_thread(_check_targets, sources, directory)
@@ -230,7 +220,7 @@ class VersionedArtifacts:
         store = in_project(self._transport, self.project)
         try:
             for source in sources:
-                await _upload(store, directory, source, None, progress, overwrite=again)
+                await _upload(store, directory, source, None, progress, "files", overwrite=again)
         except UNNAMED:
             # No version will name the files sent; but those of a call with a request id
             # stay for its retry, which sends them again over them: another call under
@@ -272,7 +262,12 @@ class VersionedArtifacts:
         return ActiveArtifact(versioned_artifact_from_proto(found), self._transport)
 
     async def get_artifact_versions(self: _Registry, name: str) -> list[VersionedArtifact]:
-        """Every version of the artifact `name`, oldest first (empty when none)."""
+        """Every version of the artifact `name`, oldest first (empty when none, also for
+        a name no artifact can have, as get_artifact finds none by it)."""
+        if len(name) > MAX_REGISTRY_NAME_LENGTH:
+            # Quoted into the filter below, it passed the filter's length (4,096
+            # characters): INVALID_ARGUMENT FILTER_TOO_COMPLEX, a limit the caller never set.
+            return []
         request = api.ListArtifactsRequest(
             project=self.project,
             filter=f"name = {quoted(name)} AND version > 0",
@@ -321,20 +316,6 @@ def _new_version(
     )
 
 
-def kind_problem(artifact_type: str) -> str | None:
-    """What keeps artifact_type from being a run input's kind by its length (None when
-    nothing does). The tracking service holds a kind to MAX_KEY_LENGTH characters and as
-    many bytes in UTF-8 (it is in the inputs' primary key), and the registry a new
-    artifact's type to the same, so that as_input of every version can be logged."""
-    size = len(artifact_type.encode())
-    if len(artifact_type) <= MAX_KEY_LENGTH and size <= MAX_KEY_LENGTH:
-        return None
-    return (
-        f"{len(artifact_type)} characters ({size} bytes in UTF-8); a run input's kind "
-        f"holds {MAX_KEY_LENGTH} characters and {MAX_KEY_LENGTH} bytes"
-    )
-
-
 def _mapping(metadata: Mapping[str, PropertyValue] | None) -> dict[str, PropertyValue]:
     try:
         return dict(metadata or {})
@@ -354,19 +335,73 @@ def _check_distinct(sources: list[Any]) -> None:
             )
 
 
+def _sources(files: Any) -> list[Any]:
+    """create_artifact's files as a list of sources, each checked (`_source`)."""
+    if files is None:
+        return []
+    if isinstance(files, str | os.PathLike) or _is_data(files):
+        return [_source(files, "files")]
+    if isinstance(files, Mapping) or not isinstance(files, Iterable):
+        # A mapping was read as the paths of its keys, a number raised TypeError.
+        raise invalid_argument(
+            "files",
+            f"{files!r:.200} is no path, list of paths, bytes or binary file object; "
+            "add contents of a name of your choosing with ActiveArtifact.add_file(data, "
+            "filename)",
+        )
+    return [_source(source, "files") for source in files]
+
+
+def _source(source: Any, argument: str) -> Any:
+    """source as one file to store, else InvalidArgumentError naming argument, before
+    any byte is sent. An empty path is Path(""), the working directory: an unset
+    environment variable sent every file in it, with no bound; what no upload reads (a
+    number, a bytes path, text) raised Python's TypeError once under way."""
+    if isinstance(source, io.TextIOBase):
+        raise invalid_argument(argument, "is a file opened in text mode: open it with 'rb'")
+    if _is_data(source):
+        return source
+    if isinstance(source, str | os.PathLike):
+        path = os.fspath(source)
+        if not path:
+            raise invalid_argument(
+                argument, "is an empty path, which names the working directory: give the path"
+            )
+        if isinstance(path, str):
+            return source
+    raise invalid_argument(
+        argument,
+        f"{source!r:.200} is no path (str or os.PathLike of str), bytes or binary file object",
+    )
+
+
+def _is_data(source: Any) -> bool:
+    """Whether source is contents (stored as "data" without a filename), not a path."""
+    return isinstance(source, bytes | bytearray | memoryview) or callable(
+        getattr(source, "read", None)
+    )
+
+
 def _check_targets(sources: list[Any], directory: str) -> None:
-    """Refuses, before any byte is sent, a file or a tree's file whose path in directory
-    the artifact service would refuse (blocking: it lists the trees), naming it: before,
-    the files ahead of it were stored, and named by no version."""
+    """Refuses, before any byte is sent, a path that is no file or directory, and a file
+    or a tree's file whose path in directory the artifact service would refuse
+    (blocking: it lists the trees), naming it: before, the files ahead of it were
+    stored, and named by no version."""
     for source in sources:
-        if isinstance(source, bytes | io.IOBase):
+        if _is_data(source):
             continue
         local = Path(source)
         target = f"{directory}/{local.name}"
         if local.is_dir():
             files_in(local, target)
-        else:
+        elif local.is_file():
             check_target(local, target)
+        else:
+            raise _missing(local, "files")
+
+
+def _missing(local: Path, argument: str) -> InvalidArgumentError:
+    return invalid_argument(argument, f"{str(local)!r} is no file or directory")
 
 
 async def remove_unnamed(store: ArtifactClient, directory: str) -> None:
@@ -420,7 +455,7 @@ async def _version_naming(registry: _Registry, message: pb.Artifact) -> Versione
 
 
 def _stored_name(source: Any) -> str:
-    return "data" if isinstance(source, bytes | io.IOBase) else Path(source).name
+    return "data" if _is_data(source) else Path(source).name
 
 
 async def _check_name(registry: _Registry, name: str) -> None:
@@ -436,10 +471,13 @@ async def _upload(
     file: Any,
     filename: str | None,
     progress: Progress,
+    argument: str,
     *,
     overwrite: bool = False,
 ) -> list[ObjectInfo]:
-    if isinstance(file, bytes | io.IOBase):
+    """Stores one checked source (`_source`) in directory; a path gone since it was
+    checked is refused naming argument, the caller's."""
+    if _is_data(file):
         data: Any = file
         name = f"{directory}/{filename or 'data'}"
         return [await store.upload(name, data, overwrite=overwrite, progress=progress)]
@@ -448,7 +486,7 @@ async def _upload(
         name = f"{directory}/{filename or local.name}"
         return [await store.upload(name, local, overwrite=overwrite, progress=progress)]
     if not await asyncio.to_thread(local.is_dir):
-        raise FileNotFoundError(f"{local} is no file or directory")
+        raise _missing(local, argument)
     return await store.upload_tree(
         f"{directory}/{filename or local.name}", local, overwrite=overwrite, progress=progress
     )

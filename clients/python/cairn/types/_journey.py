@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .._argument_error import invalid_argument
+from .._names import MAX_KEY_LENGTH
 from ..registry.v1 import registry_pb2 as pb
 from ._arguments import proto
 from ._registry import ModelVersion, PropertyValue, properties_from_proto, properties_to_proto
@@ -36,6 +38,38 @@ class VersionedArtifact:
     description: str | None = None
     id: str | None = None
     create_time_since_epoch: int | None = None
+
+    def as_input(self, context: str = "") -> RunInput:
+        """This version as a run's input (`TrackingClient.log_inputs`, or start_run's
+        used_artifacts): its URI names the version, its kind is the artifact's type.
+
+        Raises:
+            InvalidArgumentError: the type is longer than a kind may be (250 characters
+                and 250 bytes in UTF-8), as one stored before the registry held types
+                to it may be; log a `RunInput` of the version's `uri` with a kind of
+                your own instead.
+        """
+        if problem := kind_problem(self.type):
+            raise invalid_argument(
+                "type",
+                f"version {self.version} of artifact {self.name!r} has a type of {problem}: "
+                "log RunInput(artifact.uri, kind=..., name=artifact.name) instead",
+            )
+        return RunInput(uri=self.uri, kind=self.type or "artifact", name=self.name, context=context)
+
+
+def kind_problem(artifact_type: str) -> str | None:
+    """What keeps artifact_type from being a run input's kind by its length (None when
+    nothing does). The tracking service holds a kind to MAX_KEY_LENGTH characters and as
+    many bytes in UTF-8 (it is in the inputs' primary key), and the registry a new
+    artifact's type to the same, so that as_input of every version can be logged."""
+    size = len(artifact_type.encode())
+    if len(artifact_type) <= MAX_KEY_LENGTH and size <= MAX_KEY_LENGTH:
+        return None
+    return (
+        f"{len(artifact_type)} characters ({size} bytes in UTF-8); a run input's kind "
+        f"holds {MAX_KEY_LENGTH} characters and {MAX_KEY_LENGTH} bytes"
+    )
 
 
 @dataclass(frozen=True)
