@@ -163,7 +163,8 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         _check_manages_keys_of(caller, owner, "revoked")
         if owner is None:
             raise NotFound("API_KEY_NOT_FOUND", f"no API key has the prefix {prefix}")
-        await self._store.revoke_key(prefix)  # and the keys created with it
+        # And the keys created with it; refused when the caller's key is one of them.
+        await self._store.revoke_key(prefix, asked_with=caller.key_prefix or None)
         await after_commit(self._forget)
         return api.DeleteApiKeyResponse()
 

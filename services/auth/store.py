@@ -180,6 +180,21 @@ async def _replace(
     await _revoke_tree(conn, earlier["prefix"])
 
 
+async def _check_not_below(conn: asyncpg.Connection, asked_with: str, prefix: str) -> None:
+    """Refuses the revocation of key prefix asked with a key created with it, which the
+    revocation would take along. A key's parent never changes, so what is read here
+    holds until the commit."""
+    if await conn.fetchval(_DESCENDS, asked_with, prefix):
+        raise FailedPrecondition(
+            "REVOKES_CALLING_KEY",
+            f"the key making this call was created with {prefix} (or with a key created "
+            "with it) and would be revoked with it. To rotate a key, make the new one with "
+            "a key outside its tree (ask a global admin: create_user_api_key, or `cairn "
+            "keys create --user` on the server), then revoke the old one with the new",
+            metadata={"prefix": prefix},
+        )
+
+
 async def _revoke_tree(conn: asyncpg.Connection, prefix: str) -> int:
     """AuthStore.revoke_key's passes, in the caller's transaction."""
     revoked = 0
@@ -375,9 +390,14 @@ class AuthStore:
             return None
         return str(row["user_id"])
 
-    async def revoke_key(self, prefix: str) -> int:
+    async def revoke_key(self, prefix: str, asked_with: str | None = None) -> int:
         """Revokes a key and every key created with it, transitively, in one transaction;
         returns how many were newly revoked. A revoked key keeps its first revocation time.
+
+        asked_with is the prefix of the key the revocation is asked with (None with
+        authentication off). Asked with a key below the revoked one, it is refused: it
+        would revoke that key too and answer OK, its owner (a global admin too) locked
+        out. Asked with the revoked key itself, it goes on, as its owner asks.
 
         Each pass sees what committed before it began (READ COMMITTED): a key created
         with a key of the tree while a pass ran shows up in the next one, and a creation
@@ -390,6 +410,8 @@ class AuthStore:
             if await conn.fetchval(_REVOKED, prefix):
                 return 0
             await conn.execute(_TREES_LOCK)
+            if asked_with is not None and asked_with != prefix:
+                await _check_not_below(conn, asked_with, prefix)
             return await _revoke_tree(conn, prefix)
 
     # Project roles.

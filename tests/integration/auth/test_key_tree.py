@@ -11,12 +11,15 @@ from typing import Any
 import asyncpg
 import pytest
 
+from cairn.exceptions import FailedPreconditionError
+from cairn.types import ApiKeyExpirationTime
 from cairn_server.auth import SPEC
 from cairn_server.auth import store as auth_store
 from cairn_server.auth.store import AuthStore
 from cairn_server.common import migrations
 from cairn_server.common.errors import Unauthenticated
 from tests.conftest import another_transaction, eventually, holds_up_another
+from tests.integration.auth.conftest import World
 
 DAY = datetime.timedelta(days=1)
 
@@ -275,6 +278,34 @@ async def test_two_repeats_each_asked_with_a_key_the_other_revokes_do_not_deadlo
     outcomes = await asyncio.gather(*repeats, return_exceptions=True)
     refused = [o for o in outcomes if isinstance(o, BaseException)]
     assert len(refused) == 1 and isinstance(refused[0], Unauthenticated), outcomes
+
+
+async def test_a_key_revoking_a_key_it_was_made_with_is_refused(world: World, unique: str) -> None:
+    """Rotating a key as ML cube's users do, a new key made with the old one and then the
+    old one revoked with the new, answered OK and revoked the new key with the old: each
+    call after it, a global admin's too, was UNAUTHENTICATED API_KEY_REVOKED."""
+    user = f"rotating-{unique}"
+    async with world.auth("global_admin") as admin:
+        old = await admin.create_user_api_key(user, "old", ApiKeyExpirationTime.ONE_YEAR)
+        own_new = await admin.create_api_key("new", ApiKeyExpirationTime.THIRTY_DAYS)
+    async with world.auth_with(old) as with_old:
+        new = await with_old.create_api_key("new", ApiKeyExpirationTime.THIRTY_DAYS)
+    for asking, revoked in ((new, old), (own_new, world.keys["global_admin"])):
+        async with world.auth_with(asking) as with_new:
+            with pytest.raises(FailedPreconditionError) as refused:
+                await with_new.delete_api_key(revoked)
+            assert refused.value.reason == "REVOKES_CALLING_KEY"
+            assert "global admin" in refused.value.message
+            assert not any(key.revoked for key in await with_new.get_api_keys())
+    async with world.auth("global_admin") as admin:  # the rotation docs/auth.md shows
+        made_by_admin = await admin.create_user_api_key(
+            user, "rotated", ApiKeyExpirationTime.THIRTY_DAYS
+        )
+    async with world.auth_with(made_by_admin) as rotated:
+        await rotated.delete_api_key(old)  # made with another key: allowed
+        assert [k.name for k in await rotated.get_api_keys() if not k.revoked] == ["rotated"]
+    async with world.auth_with(own_new) as with_own_new:
+        await with_own_new.delete_api_key(own_new)  # itself, as docs/auth.md allows
 
 
 async def _repeat_then_revoke(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 
 import asyncpg
@@ -126,6 +127,26 @@ async def test_a_revoked_key_fails_on_the_next_call(world: World) -> None:
     async with world.auth("editor") as auth:
         revoked = [k for k in await auth.get_api_keys() if k.name == "short-lived"]
     assert revoked[0].revoked
+
+
+async def test_a_listing_shows_an_expired_key_as_expired(
+    world: World, pool: asyncpg.Pool, unique: str
+) -> None:
+    """show_user_api_keys showed "revoked" for a revoked key and nothing for an expired
+    one, which read as a key that works."""
+    user = f"lapsed-{unique}"
+    async with world.auth("global_admin") as admin:
+        lapsed = await admin.create_user_api_key(user, "ci", ApiKeyExpirationTime.THIRTY_DAYS)
+        await admin.create_user_api_key(user, "laptop", ApiKeyExpirationTime.THIRTY_DAYS)
+        await pool.execute(
+            "UPDATE auth.api_keys SET expire_time = now() - interval '1 second' WHERE prefix = $1",
+            lapsed.split("_")[1],
+        )
+        shown = io.StringIO()
+        await admin.show_user_api_keys(user, file=shown)
+    cells = [[c.strip() for c in line.split("│")] for line in shown.getvalue().splitlines()]
+    status = {row[2]: row[5] for row in cells if len(row) == 7}  # by name
+    assert status == {"ci": "expired", "laptop": ""}
 
 
 async def test_failures_say_why(world: World) -> None:

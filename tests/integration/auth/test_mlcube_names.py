@@ -112,6 +112,37 @@ async def test_get_user_projects_of_a_global_admin_is_the_same_whoever_asks(
     assert world.other_project in [p.project_id for p in every]
 
 
+async def test_show_user_projects_prints_a_users_projects_with_their_role(
+    world: World,
+) -> None:
+    """ML cube's show_user_projects(user_id), beside get_user_projects and
+    show_user_api_keys, was missing: AttributeError."""
+    async with world.auth("global_admin") as admin:
+        shown = io.StringIO()
+        await admin.show_user_projects(world.users["outsider"], file=shown)
+    assert "Role" in shown.getvalue() and world.project not in shown.getvalue()
+    row = next(line for line in shown.getvalue().splitlines() if world.other_project in line)
+    assert "editor" in row
+    async with world.auth("viewer") as viewer:
+        with pytest.raises(PermissionDeniedError):
+            await viewer.show_user_projects(world.users["outsider"], file=io.StringIO())
+
+
+async def test_create_project_takes_ml_cubes_default_storage_policy_as_none(
+    world: World, unique: str
+) -> None:
+    """ML cube's create_project(name, description, default_storage_policy) raised
+    TypeError (an unexpected argument), where update_project takes it and requires None."""
+    name = f"policy-{unique}"
+    async with world.auth("global_admin") as admin:
+        assert await admin.create_project(name, "d", default_storage_policy=None) == name
+        assert await admin.create_project(f"{name}-2", "d", None) == f"{name}-2"
+        with pytest.raises(InvalidArgumentError) as refused:
+            await admin.create_project(f"{name}-3", "d", "s3")
+        assert refused.value.field_violations[0][0] == "default_storage_policy"
+        assert f"{name}-3" not in [p.project_id for p in await admin.get_projects()]
+
+
 async def test_show_projects_and_api_keys_print_tables_without_secrets(world: World) -> None:
     async with world.auth("editor") as editor:
         await editor.update_project(world.project, description="where the roles are")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import IO, Any, TypeVar
 
@@ -55,11 +56,22 @@ class AuthClient(BaseClient):
         self,
         name: str,
         description: str | None = None,
+        default_storage_policy: Any = None,
         *,
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> str:
-        """Creates a project (global admins only); returns its id, which is its name."""
+        """Creates a project (global admins only); returns its id, which is its name.
+
+        A name is 1-63 lowercase letters, digits, '-' or '_', starting and ending with a
+        letter or digit (ML cube's "my project" is not one). default_storage_policy (ML
+        cube's) is not Cairn's and must stay None.
+
+        Raises:
+            InvalidArgumentError: for a name that breaks the rule, or a storage policy.
+            AlreadyExistsError: when a project has the name.
+        """
+        _check_no_storage_policy(default_storage_policy)
         request = proto(api.CreateProjectRequest, name=name, description=description or "")
         response = await self._transport.unary(
             self._stub.CreateProject, request, timeout=timeout, metadata=metadata
@@ -133,13 +145,10 @@ class AuthClient(BaseClient):
         (ML cube's) is not Cairn's and must stay None.
 
         Raises:
-            InvalidArgumentError: for a new name.
+            InvalidArgumentError: for a new name, or a storage policy.
             NotFoundError: when the project does not exist.
         """
-        if default_storage_policy is not None:
-            raise invalid_argument(
-                "default_storage_policy", "Cairn projects have no storage policy; leave it None"
-            )
+        _check_no_storage_policy(default_storage_policy)
         request = proto(
             api.UpdateProjectRequest,
             project=project_id,
@@ -160,8 +169,20 @@ class AuthClient(BaseClient):
     ) -> None:
         """Prints the caller's projects as a table (to stdout, or file)."""
         projects = await self.get_projects(timeout=timeout, metadata=metadata)
-        rows = [(p.project_id, p.description, p.role and p.role.lower()) for p in projects]
-        print_table("Projects", ["Project ID", "Description", "Your role"], rows, file)
+        _print_projects(projects, "Your role", file)
+
+    async def show_user_projects(
+        self,
+        user_id: str,
+        *,
+        file: IO[str] | None = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        """ML cube's: prints the projects user_id is a member of, with user_id's role in
+        each, as a table (to stdout, or file). Another user's are a global admin's to see."""
+        projects = await self.get_user_projects(user_id, timeout=timeout, metadata=metadata)
+        _print_projects(projects, "Role", file)
 
     # API keys
 
@@ -260,13 +281,14 @@ class AuthClient(BaseClient):
         """ML cube's: prints a user's API keys as a table (to stdout, or file); never a
         secret. Another user's are a global admin's to see."""
         keys = await self.get_user_api_keys(user_id, timeout=timeout, metadata=metadata)
+        now = time.time() * 1000
         rows = [
             (
                 k.prefix,
                 k.name,
                 millis(k.create_time),
                 millis(k.expire_time) or "never",
-                "revoked" if k.revoked else "",
+                _status(k, now),
             )
             for k in keys
         ]
@@ -276,7 +298,13 @@ class AuthClient(BaseClient):
     async def delete_api_key(
         self, api_key: str, *, timeout: float | None = None, metadata: Metadata | None = None
     ) -> None:
-        """Revokes a key, given whole or by its prefix; it stops working at once."""
+        """Revokes a key, given whole or by its prefix, and the keys made with it; they stop
+        working at once.
+
+        Raises:
+            FailedPreconditionError: the calling key was made with it, and would be
+                revoked too (REVOKES_CALLING_KEY; docs/auth.md, "Rotating a key").
+        """
         await self._transport.unary(
             self._stub.DeleteApiKey,
             proto(api.DeleteApiKeyRequest, api_key=api_key),
@@ -292,8 +320,9 @@ class AuthClient(BaseClient):
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> None:
-        """ML cube's: revokes a key of user_id, given whole or by its prefix (bare or
-        as the key begins, `cairn_<prefix>`), as `delete_api_key` takes it.
+        """ML cube's: revokes a key of user_id ("" for the caller, as in
+        `get_user_api_keys`), given whole or by its prefix (bare or as the key begins,
+        `cairn_<prefix>`), as `delete_api_key` takes it.
 
         Raises:
             InvalidArgumentError: api_key is none of those forms.
@@ -401,6 +430,28 @@ def _page_size(options: ListOptions, most: int) -> int:
     if size > most:
         raise invalid_argument("limit", f"must be at most {most}, got {size}")
     return size or most
+
+
+def _check_no_storage_policy(default_storage_policy: Any) -> None:
+    """Refuses ML cube's default_storage_policy, which Cairn projects do not have, unless
+    None."""
+    if default_storage_policy is not None:
+        raise invalid_argument(
+            "default_storage_policy", "Cairn projects have no storage policy; leave it None"
+        )
+
+
+def _print_projects(projects: list[Project], role_column: str, file: IO[str] | None) -> None:
+    rows = [(p.project_id, p.description, p.role and p.role.lower()) for p in projects]
+    print_table("Projects", ["Project ID", "Description", role_column], rows, file)
+
+
+def _status(key: ApiKey, now: float) -> str:
+    """A listed key's Status: revoked, expired (by now, in milliseconds), or nothing."""
+    if key.revoked:
+        return "revoked"
+    expired = key.expire_time is not None and key.expire_time <= now
+    return "expired" if expired else ""
 
 
 def _prefix_of(api_key: str) -> str:

@@ -4,7 +4,9 @@ argument, so that a caller catching `CairnError` catches it as well."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import numbers
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -64,11 +66,20 @@ _SCALARS = {
 
 def member(kind: type[E], value: object, argument: str) -> E:
     """value as a member of kind, by kind's own lookup (with the names and any case it
-    accepts); anything else is an InvalidArgumentError listing what it takes."""
-    try:
-        return kind(value)
-    except ValueError:
-        raise invalid_argument(argument, f"{value!r} is not one of {_choices(kind)}") from None
+    accepts); anything else is an InvalidArgumentError listing what it takes, a boolean
+    or a float too (True, 1.0), though it equals a member's number."""
+    if not _only_equals_a_number(value):
+        with contextlib.suppress(ValueError):
+            return kind(value)
+    raise invalid_argument(argument, f"{value!r} is not one of {_choices(kind)}")
+
+
+def _only_equals_a_number(value: object) -> bool:
+    """Whether value is a boolean or a number of another kind than integers: True and 1.0
+    equal 1, and a lookup by value would take them for the member numbered 1."""
+    return isinstance(value, bool) or (
+        isinstance(value, numbers.Number) and not isinstance(value, numbers.Integral)
+    )
 
 
 def named(kind: type[E], value: object) -> E | None:

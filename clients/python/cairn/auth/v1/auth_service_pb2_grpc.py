@@ -145,7 +145,8 @@ class AuthServiceServicer:
 
     def DeleteApiKey(self, request, context):
         """Revokes a key and every key created with it, transitively: from now on they are
-        UNAUTHENTICATED (API_KEY_REVOKED).
+        UNAUTHENTICATED (API_KEY_REVOKED). Asked with one of those keys (not the revoked key
+        itself), it is FAILED_PRECONDITION (REVOKES_CALLING_KEY) and revokes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
