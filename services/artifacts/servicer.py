@@ -60,6 +60,10 @@ _SHA256_HEX = frozenset("0123456789abcdef")
 # The verdict on an upload's header, sent as initial metadata; the client streams its
 # chunks only after "accepted" (the same name is in the client's transport).
 STREAM_VERDICT_HEADER = "x-cairn-stream"
+# How long an upload whose stream ended without its finish message waits for its client's
+# cancel, should that be why it ended (_pump); on loopback it arrives within a few turns
+# of the event loop.
+CANCEL_ARRIVAL_SECONDS = 0.05
 
 
 # Room in a Download message for what is not its chunk: the object's description (a
@@ -642,6 +646,10 @@ async def _pump(
             raise Unavailable(
                 "SHUTTING_DOWN", "the server shut down before the upload finished; upload again"
             )
+        # A client's cancel ends the stream as its end does, and reaches this call a
+        # moment later: waiting for it, a cancelled upload counts CANCELLED, not as a
+        # malformed one, which a truncated stream still is once the wait is over.
+        await asyncio.sleep(CANCEL_ARRIVAL_SECONDS)
         raise invalid_field("finish", "the upload stream ended without its finish message")
     except BaseException as error:
         await reader.fail(error, writing)

@@ -154,3 +154,28 @@ async def test_an_upload_under_way_counts_as_an_active_stream(
         finish.set()
         assert (await call).object.size == 1
     await eventually(lambda: uploads() == before, what="the upload no longer counted")
+
+
+async def test_an_upload_its_client_cancels_is_counted_cancelled(
+    server_port: int, unique: str
+) -> None:
+    """A client's cancel ends an upload's request stream as a stream's end does, a moment
+    before it reaches the call: such uploads were logged and counted INVALID_ARGUMENT
+    ("ended without its finish message"), as if malformed, where docs/configuration.md
+    says a call its client cancelled counts CANCELLED."""
+
+    def calls(code: str) -> float:
+        labels = {"method": "/cairn.artifacts.v1.ArtifactService/Upload", "code": code}
+        return REGISTRY.get_sample_value("cairn_rpc_calls_total", labels) or 0.0
+
+    project = await new_project(server_port, f"cancelled-{unique}")
+    cancelled, invalid = calls("CANCELLED"), calls("INVALID_ARGUMENT")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
+        stub = rpc.ArtifactServiceStub(channel)
+        for attempt in range(5):
+            call, _ = _held_upload(stub, project, f"cut-{attempt}.bin")
+            assert await _verdict(call) is not None  # the server reads its stream
+            call.cancel()
+            counted = cancelled + attempt + 1
+            await eventually(lambda: calls("CANCELLED") == counted, what="counted")  # noqa: B023
+    assert calls("INVALID_ARGUMENT") == invalid
