@@ -37,7 +37,7 @@ from minio import Minio
 from moto.server import ThreadedMotoServer
 
 import cairn
-from cairn._clients.artifacts import CHUNK
+from cairn._clients._uploads import CHUNK
 from cairn_server import catalog
 from cairn_server.common import database, logs, page_seals
 from cairn_server.common.config import Config

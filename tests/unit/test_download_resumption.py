@@ -1,6 +1,6 @@
 """Where a download cut midway goes on: the rest of its range, never more."""
 
-from cairn._clients.artifacts import _after
+from cairn._clients._downloads import _after
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 
 

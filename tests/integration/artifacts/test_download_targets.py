@@ -39,7 +39,7 @@ async def test_a_name_that_leaves_a_windows_destination_is_refused_first(
     await files.upload("models/C:/Users/Public/evil.bat", b"echo owned")
     destination = PureWindowsPath(r"D:\work\downloads")  # what Path is on Windows
     with pytest.raises(FailedPreconditionError) as refused:
-        await files._download_tree("models", destination, False, None, None)  # type: ignore[arg-type]
+        await files._downloads.tree("models", destination, False, None, None)  # type: ignore[arg-type]
     assert refused.value.reason == "UNSAFE_LOCAL_PATH"
     assert refused.value.metadata["path"] == "models/C:/Users/Public/evil.bat"
 

@@ -16,7 +16,7 @@ import pytest
 
 import cairn
 from cairn import _headers
-from cairn._clients import artifacts as artifacts_client
+from cairn._clients import _uploads
 from cairn._clients._direct_transfers import DirectTransfers
 from cairn._clients.run_operations import _WriteQueue
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
@@ -686,14 +686,14 @@ async def test_an_upload_cut_midway_closes_its_file_after_its_last_read(
         stream, *rest = opened(source)
         return (SlowDisk(stream), *rest)
 
-    opened = artifacts_client.open_source
-    monkeypatch.setattr(artifacts_client, "open_source", slowly)
+    opened = _uploads.open_source
+    monkeypatch.setattr(_uploads, "open_source", slowly)
     source = tmp_path / "slow.bin"
     source.write_bytes(BIG[: 8 * 1024 * 1024])
     store.direct_threshold = None
 
     def cut(done: int, total: int | None) -> None:
-        if done >= 2 * artifacts_client.CHUNK:
+        if done >= 2 * _uploads.CHUNK:
             upload.cancel()
 
     upload = asyncio.ensure_future(store.upload("slow.bin", source, progress=cut))

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
-import time
-import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -19,54 +16,27 @@ from google.protobuf.duration_pb2 import Duration
 from .. import _object_paths as object_paths
 from .._argument_error import invalid_argument
 from .._base import BaseClient
-from .._channels import resent_after
-from .._direct_io import Writable
-from .._headers import REQUEST_ID_HEADER, Metadata, check_timeout, with_id
+from .._headers import REQUEST_ID_HEADER, Metadata
 from .._numbers import is_bool, real, whole, whole_or_zero
-from .._progress import Meter, Progress, meter
+from .._progress import Progress, meter
 from .._transport import Transport
 from ..artifacts.v1 import artifacts_pb2 as pb
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
-from ..exceptions import (
-    AbortedError,
-    CairnError,
-    DataLossError,
-    DeadlineExceededError,
-    InvalidArgumentError,
-    NotFoundError,
-    ResourceExhaustedError,
-    UnavailableError,
-)
+from ..exceptions import InvalidArgumentError, NotFoundError
 from ..models._uris import ARTIFACTS_SCHEME, ArtifactUri, parse_uri, scheme_of
 from ..types._artifacts import ObjectInfo, PresignedUrl, directory, object_from_proto
 from ..types._paging import ListOptions, PagedList
 from . import _presigned
-from ._direct_transfers import UPLOAD_RETRY_WAITS, CompletionFailed, DirectTransfers, Upload
-from ._local_files import (
-    Resendable,
-    Source,
-    check_length,
-    check_room,
-    check_source,
-    file_for,
-    files_in,
-    local_file,
-    local_writes,
-    open_source,
-    size_of,
-    tree_files,
-)
+from ._direct_transfers import DirectTransfers
+from ._downloads import Downloads, tree_label
+from ._local_files import Source, check_source, files_in, local_file, local_writes, size_of
+from ._uploads import Uploads
 
-# What an upload sends a message: under 1 MiB with its framing, the least message a
-# server may be given (CAIRN_MAX_MESSAGE_BYTES); 1 MiB whole was refused by such a one.
-CHUNK = 1023 * 1024
 # Objects of at least this size move by direct transfer when the server offers it.
 DIRECT_THRESHOLD = 8 * 1024 * 1024
 # The longest lifetime a URL may be asked for: a Duration's range (servers cap it lower).
 MAX_LIFETIME = timedelta(days=3_650_000)
-# The reason of a download the server cut because its reader fell behind the pace.
-STREAM_STALLED = "STREAM_STALLED"
 __all__ = ["ArtifactClient", "Progress"]
 
 
@@ -128,10 +98,17 @@ class ArtifactClient(BaseClient):
         # deadline: a 30 s one failed any transfer longer than that (10 GiB over a link
         # slower than 340 MiB/s, say). The channel's keepalive notices a connection that
         # dies under a stream, and timeout= on a call still bounds it.
-        self._streams = self._transport.for_project(self._transport.project, timeout=None)
+        streams = self._transport.for_project(self._transport.project, timeout=None)
+        self._uploads = Uploads(streams, self._stub, self._direct, self._threshold)
+        self._downloads = Downloads(
+            self._transport, streams, self._stub, self._direct, self._threshold
+        )
 
     def _connections(self) -> int:
         return self.direct_connections
+
+    def _threshold(self) -> int | None:
+        return self.direct_threshold
 
     @property
     def _direct_offered(self) -> bool:
@@ -169,7 +146,7 @@ class ArtifactClient(BaseClient):
         check_source(source)
         size = await asyncio.to_thread(size_of, source)
         with meter(progress, "upload", path, size) as counted:
-            return await self._upload(
+            return await self._uploads.send(
                 path, source, overwrite, content_type, counted, timeout, metadata
             )
 
@@ -195,92 +172,16 @@ class ArtifactClient(BaseClient):
         # Each file is a write of its own: a request id given is not theirs to share.
         metadata = [(key, value) for key, value in metadata or () if key != REQUEST_ID_HEADER]
         stored = []
-        with meter(progress, "upload", _tree_label(path, len(files)), total) as counted:
+        with meter(progress, "upload", tree_label(path, len(files)), total) as counted:
             for file, _ in files:
                 relative = file.relative_to(local_dir).as_posix()
                 target = f"{path.rstrip('/')}/{relative}" if path.strip("/") else relative
                 stored.append(
-                    await self._upload(target, file, overwrite, None, counted, timeout, metadata)
+                    await self._uploads.send(
+                        target, file, overwrite, None, counted, timeout, metadata
+                    )
                 )
         return stored
-
-    async def _upload(
-        self,
-        path: str,
-        source: Source,
-        overwrite: bool,
-        content_type: str | None,
-        counted: Meter,
-        timeout: float | None,
-        metadata: Metadata | None,
-    ) -> ObjectInfo:
-        """One upload within timeout: its attempts, the waits between them, and what each
-        does over the byte endpoint or the object store, where no gRPC deadline reaches."""
-        upload = Upload(
-            path, source, overwrite, content_type, counted, counted.done, timeout, with_id(metadata)
-        )
-        async with _within(timeout, f"the upload of {path!r}") as deadline:
-            return await self._attempts(upload, deadline)
-
-    async def _attempts(self, upload: Upload, deadline: asyncio.Timeout) -> ObjectInfo:
-        """The upload, sent again under its request id after UNAVAILABLE or a transaction
-        conflict (resent_after) when it can be (not after its completion failed: see
-        `DirectTransfers._complete_upload`), unless the wait would outlast the deadline:
-        the last error is raised."""
-        waits, loop = iter(UPLOAD_RETRY_WAITS), asyncio.get_running_loop()
-        while True:
-            try:
-                return await self._upload_once(upload)
-            except CairnError as error:
-                wait, ends = next(waits, None), deadline.when()
-                if (
-                    wait is None
-                    or not resent_after(error)
-                    or not isinstance(upload.source, Resendable)
-                    or isinstance(error, CompletionFailed)
-                    or (ends is not None and loop.time() + wait >= ends)
-                ):
-                    raise
-                await asyncio.sleep(wait)
-
-    async def _upload_once(self, upload: Upload) -> ObjectInfo:
-        source = upload.source
-        size = await asyncio.to_thread(size_of, source)
-        if self._direct.goes_direct(size, self.direct_threshold) and isinstance(source, Resendable):
-            direct = await self._direct.upload(upload)
-            if direct is not None:
-                return direct
-        stream, size, expected, owned = open_source(source)
-        digest = hashlib.sha256()
-        header = upload.header(self.project, size, expected)
-
-        def read_and_hash() -> bytes:
-            chunk = stream.read(CHUNK)
-            digest.update(chunk)
-            return chunk
-
-        async def requests() -> AsyncGenerator[api.UploadRequest, None]:
-            yield api.UploadRequest(header=header)
-            sent = 0
-            async with contextlib.aclosing(_read_ahead(read_and_hash)) as chunks:
-                async for chunk in chunks:
-                    sent += len(chunk)
-                    upload.counted.reach(upload.start + sent)
-                    yield api.UploadRequest(chunk=chunk)
-            yield api.UploadRequest(finish=api.UploadFinish(sha256=digest.hexdigest()))
-
-        sending = requests()
-        try:
-            reply = await self._streams.client_stream(
-                self._stub.Upload, sending, timeout=upload.timeout, metadata=upload.metadata
-            )
-        finally:
-            # Closed here, not when collected: the read it has in flight ends before the
-            # file closes (it read a closed file when a call failed midway).
-            await sending.aclose()
-            if owned:
-                stream.close()
-        return object_from_proto(reply.object)
 
     async def open(
         self,
@@ -315,39 +216,11 @@ class ArtifactClient(BaseClient):
             offset=whole(offset, "offset"),
             length=whole(length, "length"),
         )
-        asked = request  # request moves on past what arrived when a stream is cut
-        checksum = _Checksum(path) if not offset and not length else None
-        stored: pb.ObjectInfo | None = None
-        deadline = _Deadline(check_timeout(timeout))
-        received = 0  # by every stream together
-        while True:  # once, unless a stream is cut midway
-            moved = 0
-            try:
-                async for reply in self._streams.server_stream(
-                    self._stub.Download, request, timeout=deadline.left(), metadata=metadata
-                ):
-                    if reply.HasField("object"):
-                        stored = _same_bytes(stored, reply.object)
-                        if checksum:
-                            checksum.expected = stored.sha256
-                    chunk = reply.chunk  # each read of a bytes field copies it
-                    if chunk:
-                        moved += len(chunk)
-                        received += len(chunk)
-                        _check_not_past(asked, stored, received)
-                        if checksum:
-                            await checksum.update(chunk)
-                        yield chunk
-                break
-            except (UnavailableError, ResourceExhaustedError) as error:
-                if not moved or not _resumable(error) or deadline.passed():
-                    raise
-                rest = _after(request, moved)
-                if rest is None:  # the cut came after the range's last byte
-                    break
-                request = rest
-        if checksum:
-            await checksum.verify()
+        async with contextlib.aclosing(
+            self._downloads.stream(request, timeout, metadata)
+        ) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def read(self, path: str, **kwargs: Any) -> bytes:
         """The whole object (or a range, as `open`) in memory."""
@@ -393,11 +266,11 @@ class ArtifactClient(BaseClient):
         # A directory as written, or the whole project ("", not "/": a path that starts
         # with "/" is refused, as a typo of an absolute path).
         if not path or (path.endswith("/") and path.strip("/")):
-            return await self._download_tree(path, target, progress, timeout, metadata)
+            return await self._downloads.tree(path, target, progress, timeout, metadata)
         try:
             info = await self.stat(path, timeout=timeout, metadata=metadata)
         except NotFoundError:
-            return await self._download_tree(path, target, progress, timeout, metadata)
+            return await self._downloads.tree(path, target, progress, timeout, metadata)
         # A destination written as a directory ("models/") is one, made if need be.
         as_directory = str(destination).endswith(("/", os.sep))
         if as_directory or await asyncio.to_thread(target.is_dir):
@@ -406,7 +279,7 @@ class ArtifactClient(BaseClient):
             local_writes(target, "nothing of it was written; a file already there is as it was"),
             meter(progress, "download", info.path, info.size) as counted,
         ):
-            await self._download_file(info, target, counted, timeout, metadata)
+            await self._downloads.file(info, target, counted, timeout, metadata)
         return target
 
     def _named(self, path: str) -> tuple[str, str]:
@@ -551,93 +424,6 @@ class ArtifactClient(BaseClient):
         )
         return object_from_proto(reply.object)
 
-    async def _download_file(
-        self,
-        info: ObjectInfo,
-        target: Path,
-        counted: Meter,
-        timeout: float | None,
-        metadata: Metadata | None,
-    ) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Of a bounded length, unlike one with the target's name in it: any name the
-        # file system takes (255 bytes on ext4) has room for its temporary beside it.
-        temporary = target.parent / f".cairn-{uuid.uuid4().hex}.part"
-        try:
-            async with _within(timeout, f"the download of {info.path!r}"):
-                await self._download_to(info, temporary, counted, timeout, metadata)
-            os.replace(temporary, target)
-        finally:
-            # A file that cannot be removed must not hide the error that ended the write.
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
-
-    async def _download_to(
-        self,
-        info: ObjectInfo,
-        temporary: Path,
-        counted: Meter,
-        timeout: float | None,
-        metadata: Metadata | None,
-    ) -> None:
-        """The object in temporary: over the byte endpoint or from the store when it
-        can, else streamed."""
-        threshold, start = self.direct_threshold, counted.done
-        if self._direct.goes_direct(info.size, threshold) and await self._direct.download(
-            info, temporary, counted, timeout, metadata
-        ):
-            return
-        with file_for(temporary, info.size) as out:
-            received = 0
-            async for chunk in _written_behind(
-                out, self.open(info.path, timeout=timeout, metadata=metadata)
-            ):
-                received += len(chunk)
-                # From where this file began: bytes a direct transfer that broke off
-                # moved were shown already.
-                counted.reach(start + received)
-        await asyncio.to_thread(check_length, temporary, received)
-
-    async def _download_tree(
-        self,
-        path: str,
-        target: Path,
-        progress: Progress,
-        timeout: float | None,
-        metadata: Metadata | None,
-    ) -> Path:
-        prefix = f"{path.rstrip('/')}/" if path.rstrip("/") else ""  # "": the project's
-        # Listed whole first: the transfer's total is known before its first byte, and
-        # every local name is checked before one is written.
-        request = api.ListObjectsRequest(project=self.project, prefix=prefix, recursive=True)
-        listed = await self._transport.every_page(
-            self._stub.ListObjects,
-            request,
-            lambda reply: reply.objects,
-            timeout=timeout,
-            metadata=metadata,
-        )
-        if not listed:
-            raise NotFoundError(f"no object or directory at {path!r}", reason="OBJECT_NOT_FOUND")
-        objects = [object_from_proto(o) for o in listed]
-        paths = [info.path for info in objects]
-        files = await asyncio.to_thread(tree_files, target, prefix, paths)  # asks the disk
-        # A name this file system cannot hold (a segment of 300 bytes, which the store
-        # takes) fails its first look on disk: refused as the write of it would be.
-        with local_writes(
-            target, "nothing was written (download it alone to a file name of your choice)"
-        ):
-            await asyncio.to_thread(check_room, target, paths, files)
-        total = sum(info.size for info in objects)
-        left = "the files downloaded before it are there, each whole; download again to finish"
-        with (
-            local_writes(target, left),
-            meter(progress, "download", _tree_label(prefix, len(objects)), total) as counted,
-        ):
-            for info, file in zip(objects, files, strict=True):
-                await self._download_file(info, file, counted, timeout, metadata)
-        return target
-
 
 def in_project(transport: Transport, project: str) -> ArtifactClient:
     """An ArtifactClient of project on transport's channel and credentials, with its
@@ -645,154 +431,6 @@ def in_project(transport: Transport, project: str) -> ArtifactClient:
     that list, delete or describe do, as on any ArtifactClient (a client made with no
     deadline here waited for ever on a server that took a call and never answered)."""
     return ArtifactClient(transport.for_project(project, timeout=transport.timeout))
-
-
-def _resumable(error: CairnError) -> bool:
-    """Whether a download cut by error may go on where it stopped."""
-    return isinstance(error, UnavailableError) or error.reason == STREAM_STALLED
-
-
-@contextlib.asynccontextmanager
-async def _within(timeout: float | None, what: str) -> AsyncIterator[asyncio.Timeout]:
-    """The block bounded by a call's timeout (None: unbounded) as a whole, raising
-    DeadlineExceededError once it passed. A TimeoutError of the block's own (an attempt's
-    DEADLINE_EXCEEDED, a file's ETIMEDOUT) is raised as it is."""
-    seconds = check_timeout(timeout)
-    deadline = asyncio.timeout(seconds)
-    try:
-        async with deadline:
-            yield deadline
-    except TimeoutError:
-        if seconds is None or not deadline.expired():
-            raise
-        raise DeadlineExceededError(
-            f"{what} did not end within its timeout of {seconds:g} s"
-        ) from None
-
-
-class _Deadline:
-    """The time left of a call's timeout (None: no deadline) across the streams it opens."""
-
-    def __init__(self, timeout: float | None) -> None:
-        self._ends = None if timeout is None else time.monotonic() + timeout
-
-    def left(self) -> float | None:
-        # Never 0, which a call refuses as a timeout: so little time fails the call
-        # DEADLINE_EXCEEDED, as it should.
-        return None if self._ends is None else max(self._ends - time.monotonic(), 0.001)
-
-    def passed(self) -> bool:
-        return self._ends is not None and time.monotonic() >= self._ends
-
-
-def _same_bytes(first: pb.ObjectInfo | None, now: pb.ObjectInfo) -> pb.ObjectInfo:
-    """The object a download reads, which a stream opened again must find unchanged."""
-    if first is not None and (now.uri, now.sha256) != (first.uri, first.sha256):
-        raise AbortedError(
-            f"{first.path!r} was replaced while it was read; read it again",
-            reason="OBJECT_CHANGED",
-        )
-    return first or now
-
-
-def _after(request: api.DownloadRequest, moved: int) -> api.DownloadRequest | None:
-    """The part of request's range left once moved bytes of it arrived; None when none
-    is (a length of 0 would ask for the rest of the object)."""
-    if request.length and moved >= request.length:
-        return None
-    return api.DownloadRequest(
-        project=request.project,
-        path=request.path,
-        offset=request.offset + moved,
-        length=request.length - moved if request.length else 0,
-    )
-
-
-def _most_bytes(asked: api.DownloadRequest, stored: pb.ObjectInfo | None) -> int:
-    """The most bytes a download may bring: no more than its range's length, nor than
-    the object holds past its offset by the size its stream states; none before the
-    stream has said what object it sends (the server's first message does)."""
-    held = 0 if stored is None else max(stored.size - asked.offset, 0)
-    return min(asked.length, held) if asked.length else held
-
-
-def _check_not_past(
-    asked: api.DownloadRequest, stored: pb.ObjectInfo | None, received: int
-) -> None:
-    """Raises DataLossError (CHECKSUM_MISMATCH) at the first chunk past `_most_bytes`,
-    before it is passed on: a server that sends on, without end even, fills neither a
-    read's memory nor a download's disk."""
-    most = _most_bytes(asked, stored)
-    if received > most:
-        what = (
-            f"more of {asked.path!r} arrived than the {most} bytes its range and size hold"
-            if stored is not None
-            else f"bytes of {asked.path!r} arrived before the stream said what object it sends"
-        )
-        raise DataLossError(
-            f"{what}; nothing past them was kept",
-            reason="CHECKSUM_MISMATCH",
-            metadata={"size": str(most), "received": str(received)},
-        )
-
-
-class _Checksum:
-    """The sha256 of a download, hashed in a worker thread while the next chunk arrives."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.expected = ""
-        self._digest = hashlib.sha256()
-        self._hashing: asyncio.Future[None] | None = None
-
-    async def update(self, chunk: bytes) -> None:
-        if self._hashing is not None:
-            await self._hashing
-        self._hashing = asyncio.ensure_future(asyncio.to_thread(self._digest.update, chunk))
-
-    async def verify(self) -> None:
-        if self._hashing is not None:
-            await self._hashing
-        received = self._digest.hexdigest()
-        if received != self.expected:
-            raise DataLossError(
-                f"{self.path!r} arrived with sha256 {received}, but was stored with "
-                f"{self.expected}",
-                reason="CHECKSUM_MISMATCH",
-                metadata={"sha256": received, "expected_sha256": self.expected},
-            )
-
-
-async def _read_ahead(read: Callable[[], bytes]) -> AsyncGenerator[bytes, None]:
-    """The chunks of a blocking read until it returns nothing, each read in a thread
-    while the caller still sends the one before."""
-    pending = asyncio.ensure_future(asyncio.to_thread(read))
-    try:
-        while chunk := await pending:
-            pending = asyncio.ensure_future(asyncio.to_thread(read))
-            yield chunk
-    finally:
-        # A read still running must end before its file may be closed.
-        with contextlib.suppress(Exception):
-            await pending
-
-
-async def _written_behind(out: Writable, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Passes chunks on while writing each to out in a thread, one write in flight while
-    the next chunk arrives; every write has ended when this ends, however it ends."""
-    writing: asyncio.Future[int] | None = None
-    try:
-        async for chunk in chunks:
-            if writing is not None:
-                await writing
-            writing = asyncio.ensure_future(asyncio.to_thread(out.write, chunk))
-            yield chunk
-        if writing is not None:
-            await writing
-    finally:
-        if writing is not None and not writing.done():
-            with contextlib.suppress(Exception):
-                await writing
 
 
 def _sendable(path: str, field: str = "path") -> str:
@@ -832,10 +470,6 @@ def _files_under(base: Path, under: str) -> list[tuple[Path, int]]:
         raise NotADirectoryError(f"{base} is not a directory")
     files = [base / relative for relative in files_in(base, under)]
     return [(file, file.stat().st_size) for file in files]
-
-
-def _tree_label(path: str, count: int) -> str:
-    return f"{path.rstrip('/') or '.'}/ ({count} file{'s' if count != 1 else ''})"
 
 
 def _lifetime(expires_in: float | timedelta) -> timedelta:

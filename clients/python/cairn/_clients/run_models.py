@@ -550,7 +550,7 @@ async def _fetch(
                     local = inside(scratch, relative, uri)
                     remote = join(path, None, relative)
                     stored = await _check_stored(store, remote, relative, expected, uri)
-                    await store._download_file(stored, local, counted, None, None)
+                    await store._downloads.file(stored, local, counted, None, None)
                     await asyncio.to_thread(_manifest.verify_file, local, relative, expected, uri)
     return cache.root / key
 
@@ -580,7 +580,7 @@ async def shipped_bytecode(
                 expected, local = manifest.files[relative], Path(folder) / str(number)
                 remote = join(path, None, relative)
                 stored = await _check_stored(store, remote, relative, expected, uri)
-                await store._download_file(stored, local, counted, None, None)
+                await store._downloads.file(stored, local, counted, None, None)
                 await asyncio.to_thread(_manifest.verify_file, local, relative, expected, uri)
                 shipped[relative] = local
         yield shipped

@@ -1,0 +1,136 @@
+"""How `ArtifactClient.upload` sends one object: its attempts under one request id, the
+waits between them, and each attempt, by direct transfer or streamed through the
+service in chunks hashed as they are read. Apart from artifacts.py, which keeps the
+public methods and what they check of their arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncGenerator, Callable
+
+from .._channels import resent_after
+from .._headers import Metadata, with_id
+from .._progress import Meter
+from .._transport import Transport
+from ..artifacts.v1 import artifacts_service_pb2 as api
+from ..artifacts.v1 import artifacts_service_pb2_grpc
+from ..exceptions import CairnError
+from ..types._artifacts import ObjectInfo, object_from_proto
+from ._deadlines import within
+from ._direct_transfers import UPLOAD_RETRY_WAITS, CompletionFailed, DirectTransfers, Upload
+from ._local_files import Resendable, Source, open_source, size_of
+
+# What an upload sends a message: under 1 MiB with its framing, the least message a
+# server may be given (CAIRN_MAX_MESSAGE_BYTES); 1 MiB whole was refused by such a one.
+CHUNK = 1023 * 1024
+
+
+class Uploads:
+    """The uploads of one ArtifactClient: streamed over streams (its project's transport
+    without a default deadline), or direct when the object is of threshold() bytes or
+    more and the server offers it."""
+
+    def __init__(
+        self,
+        streams: Transport,
+        stub: artifacts_service_pb2_grpc.ArtifactServiceStub,
+        direct: DirectTransfers,
+        threshold: Callable[[], int | None],
+    ) -> None:
+        self._streams, self._stub, self._direct = streams, stub, direct
+        self._threshold = threshold
+
+    async def send(
+        self,
+        path: str,
+        source: Source,
+        overwrite: bool,
+        content_type: str | None,
+        counted: Meter,
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> ObjectInfo:
+        """One upload within timeout: its attempts, the waits between them, and what each
+        does over the byte endpoint or the object store, where no gRPC deadline reaches."""
+        upload = Upload(
+            path, source, overwrite, content_type, counted, counted.done, timeout, with_id(metadata)
+        )
+        async with within(timeout, f"the upload of {path!r}") as deadline:
+            return await self._attempts(upload, deadline)
+
+    async def _attempts(self, upload: Upload, deadline: asyncio.Timeout) -> ObjectInfo:
+        """The upload, sent again under its request id after UNAVAILABLE or a transaction
+        conflict (resent_after) when it can be (not after its completion failed: see
+        `DirectTransfers._complete_upload`), unless the wait would outlast the deadline:
+        the last error is raised."""
+        waits, loop = iter(UPLOAD_RETRY_WAITS), asyncio.get_running_loop()
+        while True:
+            try:
+                return await self._once(upload)
+            except CairnError as error:
+                wait, ends = next(waits, None), deadline.when()
+                if (
+                    wait is None
+                    or not resent_after(error)
+                    or not isinstance(upload.source, Resendable)
+                    or isinstance(error, CompletionFailed)
+                    or (ends is not None and loop.time() + wait >= ends)
+                ):
+                    raise
+                await asyncio.sleep(wait)
+
+    async def _once(self, upload: Upload) -> ObjectInfo:
+        source = upload.source
+        size = await asyncio.to_thread(size_of, source)
+        if self._direct.goes_direct(size, self._threshold()) and isinstance(source, Resendable):
+            direct = await self._direct.upload(upload)
+            if direct is not None:
+                return direct
+        stream, size, expected, owned = open_source(source)
+        digest = hashlib.sha256()
+        header = upload.header(self._streams.project, size, expected)
+
+        def read_and_hash() -> bytes:
+            chunk = stream.read(CHUNK)
+            digest.update(chunk)
+            return chunk
+
+        async def requests() -> AsyncGenerator[api.UploadRequest, None]:
+            yield api.UploadRequest(header=header)
+            sent = 0
+            async with contextlib.aclosing(_read_ahead(read_and_hash)) as chunks:
+                async for chunk in chunks:
+                    sent += len(chunk)
+                    upload.counted.reach(upload.start + sent)
+                    yield api.UploadRequest(chunk=chunk)
+            yield api.UploadRequest(finish=api.UploadFinish(sha256=digest.hexdigest()))
+
+        sending = requests()
+        try:
+            reply = await self._streams.client_stream(
+                self._stub.Upload, sending, timeout=upload.timeout, metadata=upload.metadata
+            )
+        finally:
+            # Closed here, not when collected: the read it has in flight ends before the
+            # file closes (it read a closed file when a call failed midway).
+            await sending.aclose()
+            if owned:
+                stream.close()
+        return object_from_proto(reply.object)
+
+
+async def _read_ahead(read: Callable[[], bytes]) -> AsyncGenerator[bytes, None]:
+    """The chunks of a blocking read until it returns nothing, each read in a thread
+    while the caller still sends the one before."""
+    pending = asyncio.ensure_future(asyncio.to_thread(read))
+    try:
+        while chunk := await pending:
+            pending = asyncio.ensure_future(asyncio.to_thread(read))
+            yield chunk
+    finally:
+        # A read still running must end before its file may be closed.
+        with contextlib.suppress(Exception):
+            await pending
