@@ -547,6 +547,7 @@ class TrackingClient(
                 self._stub.LogMetric, request, timeout=timeout, metadata=metadata
             ),
             synchronous,
+            request.ByteSize,
         )
 
     async def log_param(
@@ -571,6 +572,7 @@ class TrackingClient(
         started = await self._write(
             self._transport.unary(self._stub.LogParam, request, timeout=timeout, metadata=metadata),
             synchronous,
+            request.ByteSize,
         )
         return value if started is None else started
 
@@ -593,6 +595,7 @@ class TrackingClient(
         return await self._write(
             self._transport.unary(self._stub.SetTag, request, timeout=timeout, metadata=metadata),
             synchronous,
+            request.ByteSize,
         )
 
     async def delete_tag(
@@ -638,6 +641,7 @@ class TrackingClient(
         return await self._write(
             self._transport.unary(self._stub.LogBatch, request, timeout=timeout, metadata=metadata),
             synchronous,
+            request.ByteSize,
         )
 
     async def log_inputs(
