@@ -170,7 +170,8 @@ async def lock_writable(
     conn: asyncpg.Connection, project: str, run_id: uuid.UUID, *, updating: bool = False
 ) -> None:
     """Checks the run exists and may be written; holds it, and its experiment, against
-    a concurrent delete (as the write statements do: writes._CHECK_AND_CLAIM).
+    a concurrent delete (as the write statements do: writes._CHECK_AND_CLAIM). A run a
+    garbage collection has claimed is not found (UNCLAIMED), as it reads.
 
     A caller that goes on to update the run's own row says so (updating): it takes the
     row's update lock at once, since two holders of a share lock that both upgrade it
@@ -178,7 +179,7 @@ async def lock_writable(
     row = await conn.fetchrow(
         f"""SELECT r.lifecycle_stage AS run_stage, e.lifecycle_stage AS experiment_stage
             FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
-            WHERE r.project = $1 AND r.run_id = $2
+            WHERE r.project = $1 AND r.run_id = $2 AND {UNCLAIMED}
             FOR {"NO KEY UPDATE" if updating else "SHARE"} OF r FOR KEY SHARE OF e""",
         project,
         run_id,
@@ -187,7 +188,8 @@ async def lock_writable(
 
 
 def check_writable(run_id: uuid.UUID, row: asyncpg.Record | None) -> None:
-    """Raises unless row (run_stage, experiment_stage) says the run may be written."""
+    """Raises unless row (run_stage, experiment_stage) says the run may be written; no
+    row is a run not found (or claimed by a garbage collection: UNCLAIMED)."""
     if row is None:
         raise run_not_found(run_id.hex)
     if row["run_stage"] != LifecycleStage.ACTIVE:

@@ -26,7 +26,7 @@ from ...common import idempotency, logs
 from ...common.errors import FailedPrecondition, NotFound
 from ..model import Batch, MetricColumns, MetricPoint, RunInput
 from . import compaction, pgcopy, sizes
-from .runs import check_writable, lock_writable
+from .runs import UNCLAIMED, check_writable, lock_writable
 
 _log = logs.get("cairn.tracking.writes")
 # LogMetric's request ids (from the call's metadata) share applied_batches with the
@@ -358,18 +358,19 @@ _NEW_KEY_BYTES = f"""SELECT sum(octet_length(key) + {sizes.ENTRY_BYTES}) AS byte
 # fingerprint of the request: _Claim; a LogMetric's in `fingerprint`, a LogBatch's in
 # `batch_fingerprint`, migration 0011). Unless the run may be written and the id was not
 # claimed before, nothing is written and "applies" is false; the caller raises from the
-# stages returned. The run's row is locked FOR {lock}: SHARE, or NO KEY UPDATE for a
-# write that goes on to update the row, since two holders of a share lock that both
-# upgrade it deadlock. The experiment's row is locked FOR KEY SHARE, as a run's creation
-# locks it through its foreign key: a delete of the experiment waits for the writes under
-# way (ExperimentStore.set_lifecycle), and a write that waited for a delete reads the
-# experiment anew; a write waiting for its run read the experiment as it was when it
-# began, and was stored after the delete was answered.
+# stages returned, or, for no row, as for a run not found: a run a garbage collection
+# claimed (runs.UNCLAIMED) is gone to writes as to reads. The run's row is locked FOR
+# {lock}: SHARE, or NO KEY UPDATE for a write that goes on to update the row, since two
+# holders of a share lock that both upgrade it deadlock. The experiment's row is locked
+# FOR KEY SHARE, as a run's creation locks it through its foreign key: a delete of the
+# experiment waits for the writes under way (ExperimentStore.set_lifecycle), and a write
+# that waited for a delete reads the experiment anew; a write waiting for its run read
+# the experiment as it was when it began, and was stored after the delete was answered.
 _CHECK_AND_CLAIM = f"""
 WITH run AS (
     SELECT r.lifecycle_stage AS run_stage, e.lifecycle_stage AS experiment_stage
     FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
-    WHERE r.project = $1 AND r.run_id = $2
+    WHERE r.project = $1 AND r.run_id = $2 AND {UNCLAIMED}
     FOR {{lock}} OF r FOR KEY SHARE OF e
 ), writable AS (
     SELECT 1 FROM run WHERE run_stage = 1 AND experiment_stage = 1
@@ -464,7 +465,8 @@ class _Claim(NamedTuple):
     ) -> bool:
         """Whether the write statement that returned row (_CHECK_AND_CLAIM's) applied
         the write; False for a repeat of the request that claimed the id, answered as
-        that one was even once the run is deleted. Raises REQUEST_ID_REUSED, as the
+        that one was even once the run is deleted (not once a garbage collection has
+        claimed it: no row, not found). Raises REQUEST_ID_REUSED, as the
         interceptor does, when another request claimed it, and as check_writable when
         the run may not be written. (Ids claimed without a fingerprint, before
         fingerprints were kept, count as this request's.)"""

@@ -8,7 +8,7 @@ import asyncio
 import datetime
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -19,7 +19,7 @@ from cairn.exceptions import (
     InvalidArgumentError,
     NotFoundError,
 )
-from cairn.types import Operation, OperationState
+from cairn.types import Metric, Operation, OperationState, Param, RunInput, RunTag
 from cairn_server import catalog
 from cairn_server.artifacts.store import PUBLISHES_OF_PROJECT, ObjectStore
 from cairn_server.common import database
@@ -891,3 +891,56 @@ async def test_a_search_page_reads_its_runs_in_one_snapshot(
 
 _CLAIM = "UPDATE tracking.runs SET purge_time = clock_timestamp() WHERE run_id = $1::uuid"
 _METRICS_GONE = "DELETE FROM tracking.latest_metrics WHERE run_id = $1::uuid"
+
+
+async def test_a_write_to_a_run_a_collection_claimed_is_not_found(
+    server_port: int, pool: asyncpg.Pool, unique: str
+) -> None:
+    """A run a collection had claimed read as gone (RUN_NOT_FOUND), yet every write to
+    it answered FAILED_PRECONDITION RUN_DELETED, "restore it before writing to it",
+    which restore_run then refused (RUN_BEING_PURGED)."""
+    project = await new_project(server_port, f"claimed-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        tracking = client.tracking
+        experiment = await tracking.create_experiment("claimed")
+        run = (await tracking.create_run(experiment)).info.run_id
+        await tracking.set_tag(run, "t", "v")
+        await tracking.delete_run(run)
+        await pool.execute(_CLAIM, run)  # what a collection's claim commits
+        writes: dict[str, Callable[[], Awaitable[object]]] = {
+            "set_tag": lambda: tracking.set_tag(run, "t", "w", synchronous=True),
+            "delete_tag": lambda: tracking.delete_tag(run, "t"),
+            "log_param": lambda: tracking.log_param(run, "p", "v", synchronous=True),
+            "log_metric": lambda: tracking.log_metric(run, "m", 1.0, synchronous=True),
+            "log_batch metrics": lambda: tracking.log_batch(
+                run, metrics=[Metric("m", 1.0)], synchronous=True
+            ),
+            "log_batch params and tags": lambda: tracking.log_batch(
+                run, params=[Param("p", "v")], tags=[RunTag("t", "w")], synchronous=True
+            ),
+            "log_batch renaming": lambda: tracking.log_batch(
+                run, tags=[RunTag("mlflow.runName", "renamed")], synchronous=True
+            ),
+            "log_batch with a request id": lambda: tracking.log_batch(
+                run, metrics=[Metric("m", 1.0)], synchronous=True, request_id=str(uuid.uuid4())
+            ),
+            "update_run": lambda: tracking.update_run(run, name="renamed"),
+            "set_terminated": lambda: tracking.set_terminated(run),
+            "log_inputs": lambda: tracking.log_inputs(run, [RunInput("s3://b/d", "dataset")]),
+        }
+
+        answers = {name: await _answer(write) for name, write in writes.items()}
+
+        assert answers == dict.fromkeys(writes, ("NotFoundError", "RUN_NOT_FOUND"))
+        with pytest.raises(NotFoundError) as reading:
+            await tracking.get_run(run)
+        assert reading.value.reason == "RUN_NOT_FOUND"
+
+
+async def _answer(write: Callable[[], Awaitable[object]]) -> tuple[str, str | None]:
+    """The error class and reason write raised; ("OK", None) when it raised none."""
+    try:
+        await write()
+    except cairn.exceptions.CairnError as error:
+        return type(error).__name__, error.reason
+    return "OK", None

@@ -334,12 +334,19 @@ def local_writes(target: Path, left: str) -> Iterator[None]:
 
 # The name of a file written before it is renamed into place (a download's, a copy's).
 _TEMPORARY = re.compile(r"\.cairn-[0-9a-f]{32}\.part")
+# Refusals only a write meets: of a call naming two files, the second, the one written.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def _written(error: OSError) -> str | None:
     """The file error is about. A rename of a temporary file into place names the
-    temporary file first, which is gone by now: the target it was renamed to then."""
-    if error.filename2 and _TEMPORARY.fullmatch(os.path.basename(str(error.filename))):
+    temporary file first, which is gone by now: the target it was renamed to then. A
+    copy (shutil.copyfile's sendfile on Linux, fcopyfile on macOS) names the file read
+    first, the cache's, say, on another file system: when there was no room, the file
+    written then, where space is to be made."""
+    if error.filename2 and (
+        error.errno in _NO_ROOM or _TEMPORARY.fullmatch(os.path.basename(str(error.filename)))
+    ):
         return str(error.filename2)
     return None if error.filename is None else str(error.filename)
 

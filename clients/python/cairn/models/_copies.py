@@ -137,14 +137,27 @@ def writing(target: Path) -> contextlib.AbstractContextManager[None]:
 
 @contextlib.contextmanager
 def _staging(folder: Path) -> Iterator[Path]:
-    """A temporary folder in folder, removed at the end unless it was moved away."""
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = folder / f".cairn-{uuid.uuid4().hex}.part"
-    staging.mkdir()
+    """A temporary folder in folder, removed at the end unless it was moved away; when
+    the copy fails, the folders made for it (folder and its missing parents) go too, for
+    nothing of it is kept. One that another copy put something in meanwhile stays."""
+    made = [needed for needed in (folder, *folder.parents) if not needed.exists()]
     try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = folder / f".cairn-{uuid.uuid4().hex}.part"
+        staging.mkdir()
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        for needed in made:  # innermost first
+            try:
+                needed.rmdir()
+            except FileNotFoundError:  # never made: making an outer one failed
+                continue
+            except OSError:  # not empty
+                break
+        raise
 
 
 @contextlib.contextmanager
