@@ -24,6 +24,8 @@ RUN_NAME_TAG = "mlflow.runName"
 # The tag MLflow keeps a run's parent as: a run made with a parent carries it, so that
 # MLflow's search for a run's children (tags.mlflow.parentRunId = '<id>') finds them.
 PARENT_RUN_TAG = "mlflow.parentRunId"
+# The tag MLflow's client reads a new run's user from, when no user is given.
+USER_TAG = "mlflow.user"
 
 
 class LifecycleStage(enum.IntEnum):

@@ -22,6 +22,7 @@ from .fitting import fitting_experiments, fitting_runs
 from .model import (
     PARENT_RUN_TAG,
     RUN_NAME_TAG,
+    USER_TAG,
     Batch,
     Experiment,
     LifecycleStage,
@@ -205,7 +206,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             common.project(request.project),
             validation.experiment_id(request.experiment_id),
             run_name=given or tagged,
-            user_id=common.text(request.user_id, "user_id", 256),
+            user_id=common.text(request.user_id, "user_id", 256) or _tagged_user(tags),
             start_time_ms=validation.run_time(request.start_time_ms, "start_time_ms"),
             tags=tags,
             parent_run_id=parent,
@@ -425,6 +426,12 @@ def _tagged_name(tags: dict[str, str], field: str) -> str:
     if RUN_NAME_TAG not in tags:
         return ""
     return validation.run_name(tags.pop(RUN_NAME_TAG), f"{field}[{RUN_NAME_TAG}]")
+
+
+def _tagged_user(tags: dict[str, str]) -> str:
+    """The user MLflow's mlflow.user tag names, for a run created without a user_id:
+    MLflow's client takes the run's user from it. The tag stays a tag too."""
+    return common.text(tags.get(USER_TAG, ""), f"tags[{USER_TAG}]", 256)
 
 
 def _with_parent(tags: dict[str, str], parent: str) -> dict[str, str]:

@@ -37,6 +37,18 @@ async def test_an_update_with_no_description_is_refused_before_any_call(mr_clien
     assert await _refused(mr_client.update_registered_model("absent", None)) == ["description"]
 
 
+async def test_a_description_that_is_no_string_is_refused_naming_it(mr_client) -> None:
+    """update_model_version(name, 1, 5) raised a bare TypeError naming nothing, after a
+    call had looked the version up (update_registered_model named its argument)."""
+    await mr_client.create_registered_model("churn")
+    await mr_client.create_model_version("churn", "s3://b/churn/1", description="kept")
+    for description in (5, ["x"], b"x"):
+        assert await _refused(mr_client.update_model_version("churn", 1, description)) == [
+            "description"
+        ]
+    assert (await mr_client.get_model_version("churn", 1)).description == "kept"
+
+
 async def test_each_upsert_refuses_an_object_of_another_type(mr_client) -> None:
     """upsert_registered_model("name") raised AttributeError; each upsert names its
     object argument instead, and nothing is made."""

@@ -52,6 +52,18 @@ async def test_search_experiments_orders_by_several_keys(tracking, unique) -> No
         await tracking.search_experiments(order_by=["name", "name DESC"])
 
 
+async def test_a_runs_user_is_the_mlflow_user_tag_when_none_is_given(
+    tracking, experiment_id
+) -> None:
+    """MLflow's client takes a new run's user from its mlflow.user tag; Cairn kept the
+    tag and left the run's user_id empty."""
+    tagged = await tracking.create_run(experiment_id, tags={"mlflow.user": "bob"})
+    assert (tagged.info.user_id, tagged.data.tags["mlflow.user"]) == ("bob", "bob")
+    given = await tracking.create_run(experiment_id, tags={"mlflow.user": "bob"}, user_id="al")
+    assert given.info.user_id == "al"
+    assert (await tracking.get_run(tagged.info.run_id)).info.user_id == "bob"
+
+
 async def test_get_parent_run(tracking, experiment_id) -> None:
     parent = await tracking.create_run(experiment_id)
     child = await tracking.create_run(experiment_id, parent_run_id=parent.info.run_id)

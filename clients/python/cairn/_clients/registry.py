@@ -292,6 +292,8 @@ def _new_description(description: str | None) -> str:
     # change: MLflow raises, where answering the object unchanged hid the mistake.
     if description is None:
         raise invalid_argument("description", "no new value to update with (None)")
+    if not isinstance(description, str):  # set on a message as it is, a bare TypeError
+        raise invalid_argument("description", f"{description!r:.200} is no string")
     return description
 
 
