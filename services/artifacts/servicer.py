@@ -7,7 +7,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Generator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -60,10 +60,10 @@ _SHA256_HEX = frozenset("0123456789abcdef")
 # The verdict on an upload's header, sent as initial metadata; the client streams its
 # chunks only after "accepted" (the same name is in the client's transport).
 STREAM_VERDICT_HEADER = "x-cairn-stream"
-# How long an upload whose stream ended without its finish message waits for its client's
-# cancel, should that be why it ended (_pump); on loopback it arrives within a few turns
-# of the event loop.
-CANCEL_ARRIVAL_SECONDS = 0.05
+# The longest an upload whose stream ended too soon waits for its client's cancel, should
+# that be why it ended (_ended_too_soon): the cancel comes a few turns of the event loop
+# after the stream's end, in the same process, a ceiling for a busy one.
+CANCEL_ARRIVAL_SECONDS = 0.5
 
 
 # Room in a Download message for what is not its chunk: the object's description (a
@@ -609,9 +609,19 @@ async def _refuse(
 
 async def _header(stream: AsyncIterator[api.UploadRequest]) -> api.UploadHeader:
     first = await anext(stream, None)
-    if first is None or first.WhichOneof("part") != "header":
+    if first is None:
+        await _ended_too_soon("header", "the upload stream ended before its header")
+    if first.WhichOneof("part") != "header":
         raise invalid_field("header", "the first message of an upload must be its header")
     return first.header
+
+
+async def _ended_too_soon(field: str, problem: str) -> NoReturn:
+    """Raises INVALID_ARGUMENT for an upload stream that ended too soon, unless its
+    client's cancel is why: a cancel ends the stream as its end does and reaches the call
+    a moment later, cancelling this wait, so the call counts CANCELLED, not malformed."""
+    await asyncio.sleep(CANCEL_ARRIVAL_SECONDS)
+    raise invalid_field(field, problem)
 
 
 async def _pump(
@@ -646,11 +656,7 @@ async def _pump(
             raise Unavailable(
                 "SHUTTING_DOWN", "the server shut down before the upload finished; upload again"
             )
-        # A client's cancel ends the stream as its end does, and reaches this call a
-        # moment later: waiting for it, a cancelled upload counts CANCELLED, not as a
-        # malformed one, which a truncated stream still is once the wait is over.
-        await asyncio.sleep(CANCEL_ARRIVAL_SECONDS)
-        raise invalid_field("finish", "the upload stream ended without its finish message")
+        await _ended_too_soon("finish", "the upload stream ended without its finish message")
     except BaseException as error:
         await reader.fail(error, writing)
         with contextlib.suppress(BaseException):

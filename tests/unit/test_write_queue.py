@@ -11,7 +11,7 @@ import pytest
 
 from cairn._clients import run_operations
 from cairn._clients.run_operations import _WriteQueue
-from cairn.exceptions import DeadlineExceededError, UnavailableError
+from cairn.exceptions import ClientClosedError, DeadlineExceededError, UnavailableError
 from tests.conftest import eventually
 
 
@@ -121,6 +121,22 @@ async def test_a_caller_waiting_for_room_is_let_go_when_the_queue_refuses(
     await asyncio.wait([queue._worker])
 
 
+class _Held:
+    """A write sent that waits to be answered until answered is set: the queue holds
+    what is behind it meanwhile."""
+
+    def __init__(self) -> None:
+        self.sent, self.answered = asyncio.Event(), asyncio.Event()
+
+    async def write(self) -> None:
+        self.sent.set()
+        await self.answered.wait()
+
+
+async def _answered() -> None:
+    """A write answered at once."""
+
+
 async def _parked(queue: _WriteQueue) -> None:
     """Waits until a caller waits for room: in the line only a write leaving the
     queue, or its refusal, moves."""
@@ -198,18 +214,10 @@ async def test_a_caller_cancelled_once_woken_passes_its_place_to_the_next(
     but before it ran must hand the place on, or the next would wait for ever."""
     monkeypatch.setattr(run_operations, "MAX_QUEUED_WRITES", 1)
     queue = _WriteQueue()
-    sent, answered = asyncio.Event(), asyncio.Event()
-
-    async def first() -> None:
-        sent.set()
-        await answered.wait()
-
-    async def write() -> None:
-        pass
-
-    sending = queue.put(first())
-    queue.put(write())
-    await sent.wait()  # the queue is full
+    held = _Held()
+    sending = queue.put(held.write())
+    queue.put(_answered())
+    await held.sent.wait()  # the queue is full
     woken, next_in_line = (asyncio.ensure_future(queue.room()) for _ in range(2))
     await eventually(lambda: len(queue._waiting) == 2, what="two callers waiting for room")
 
@@ -218,7 +226,7 @@ async def test_a_caller_cancelled_once_woken_passes_its_place_to_the_next(
     woken.cancel()
     await asyncio.wait_for(next_in_line, 5)
     assert woken.cancelled()
-    answered.set()
+    held.answered.set()
     await sending
 
 
@@ -231,24 +239,16 @@ async def test_a_write_past_the_byte_bound_waits_until_bytes_are_given_back(
     one gives back let in as many of those waiting as fit, in order."""
     monkeypatch.setattr(run_operations, "MAX_QUEUED_BYTES", 100)
     queue = _WriteQueue()
-    sent, answered = asyncio.Event(), asyncio.Event()
-
-    async def first() -> None:
-        sent.set()
-        await answered.wait()
-
-    async def write() -> None:
-        pass
-
-    futures = [queue.put(first(), 10), queue.put(write(), 90)]
-    await sent.wait()  # first taken: the queue holds 90 bytes
+    held = _Held()
+    futures = [queue.put(held.write(), 10), queue.put(_answered(), 90)]
+    await held.sent.wait()  # first taken: the queue holds 90 bytes
     small = [asyncio.ensure_future(queue.room(30)) for _ in range(4)]
     await eventually(lambda: len(queue._waiting) == 4, what="four callers waiting for room")
     assert not any(waiting.done() for waiting in small), "writes past the byte bound went"
 
-    answered.set()  # the 90 bytes are taken: three of 30 fit, the fourth waits
+    held.answered.set()  # the 90 bytes are taken: three of 30 fit, the fourth waits
     await asyncio.wait_for(asyncio.gather(*small[:3]), 5)
-    futures += [queue.put(write(), 30) for _ in range(3)]
+    futures += [queue.put(_answered(), 30) for _ in range(3)]
     assert not small[3].done(), "a write past the byte bound went"
     await asyncio.wait_for(small[3], 5)
     await asyncio.gather(*futures)
@@ -261,24 +261,16 @@ async def test_a_write_larger_than_the_byte_bound_goes_alone_once_the_queue_is_e
     the queue holds nothing else, then goes."""
     monkeypatch.setattr(run_operations, "MAX_QUEUED_BYTES", 100)
     queue = _WriteQueue()
-    sent, answered = asyncio.Event(), asyncio.Event()
-
-    async def first() -> None:
-        sent.set()
-        await answered.wait()
-
-    async def write() -> None:
-        pass
-
-    futures = [queue.put(first()), queue.put(write(), 1)]
-    await sent.wait()
+    held = _Held()
+    futures = [queue.put(held.write()), queue.put(_answered(), 1)]
+    await held.sent.wait()
     large = asyncio.ensure_future(queue.room(1000))
     await _parked(queue)
     assert not large.done(), "a write past the byte bound went beside another"
 
-    answered.set()
+    held.answered.set()
     await asyncio.wait_for(large, 5)
-    futures.append(queue.put(write(), 1000))
+    futures.append(queue.put(_answered(), 1000))
     await asyncio.gather(*futures)
 
 
@@ -310,3 +302,23 @@ async def test_a_close_cut_short_reads_the_errors_of_writes_failed_before() -> N
     del queue
     gc.collect()
     assert [m for m in reported if "never retrieved" in m] == []
+
+
+async def test_a_caller_let_in_but_refused_passes_its_place_to_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A caller let in to a place, then refused because its client's channel had closed
+    meanwhile, kept the place: the next in line waited with the queue empty."""
+    monkeypatch.setattr(run_operations, "MAX_QUEUED_BYTES", 100)
+    queue = _WriteQueue()
+    held = _Held()
+    futures = [queue.put(held.write(), 10), queue.put(_answered(), 90)]
+    await held.sent.wait()  # first taken: the queue holds 90 bytes
+    refused = asyncio.ensure_future(queue.enter(_answered(), 30, lambda: True))
+    larger = asyncio.ensure_future(queue.room(1000))  # waits for an empty queue
+    await eventually(lambda: len(queue._waiting) == 2, what="two callers waiting for room")
+    held.answered.set()
+    with pytest.raises(ClientClosedError):
+        await refused
+    await asyncio.wait_for(larger, 5)
+    await asyncio.gather(*futures)

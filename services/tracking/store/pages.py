@@ -138,8 +138,8 @@ async def load_page(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) ->
 async def _logged(conn: asyncpg.Connection, run_ids: list[Any]) -> list[Any]:
     # A run's few rows per table are read fastest by a plain index scan; with or without
     # statistics PostgreSQL prefers a bitmap scan, about 1.5 times slower over a page.
-    # Within a caller's transaction (CreateRun's) the setting lasts until that ends,
-    # which only records the call's answer.
+    # Within a caller's transaction (CreateRun's, a search page's snapshot) the setting
+    # lasts until that ends, which only records the call's answer or ends the read.
     async with conn.transaction():
         await conn.execute("SET LOCAL enable_bitmapscan = off")
         row = await conn.fetchrow(_LOGGED, run_ids)

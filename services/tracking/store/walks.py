@@ -19,8 +19,9 @@ from .runs import EXPERIMENT_OF_RUN, RUN_COLUMNS, RUN_FROM
 # How many runs (or metric values) a page walks, testing the filter on each, before sorting
 # the matching runs instead (see walk_newest_first).
 WALK_LIMIT = 5_000
-# Lets the planner sort again after a walk, as the session (or its role) says: a walk runs
-# inside the page's transaction, where its SET LOCAL would last to the page's end.
+# Lets the planner sort again after a walk, as the database's settings (its role's, its
+# configuration's) say: a walk runs inside the page's transaction, where its SET LOCAL
+# would last to the page's end.
 SORTING_AGAIN = "SET LOCAL enable_sort TO DEFAULT"
 
 
@@ -183,7 +184,7 @@ async def walk_newest_first(
     # keeps the filter a lookup per index entry (see walk_one_metric). One snapshot for
     # the walk and the count after it, so a run purged in between cannot make a walk
     # that stopped short look complete. Within the page's snapshot (search.search_page)
-    # SET LOCAL would outlive this block: sorting is the session's again after the walk.
+    # SET LOCAL would outlive this block: sorting is allowed again after the walk.
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute("SET LOCAL enable_sort = off")
         rows = await conn.fetch(

@@ -156,26 +156,43 @@ async def test_an_upload_under_way_counts_as_an_active_stream(
     await eventually(lambda: uploads() == before, what="the upload no longer counted")
 
 
+def _upload_calls(code: str) -> float:
+    labels = {"method": "/cairn.artifacts.v1.ArtifactService/Upload", "code": code}
+    return REGISTRY.get_sample_value("cairn_rpc_calls_total", labels) or 0.0
+
+
+def _uploads_under_way() -> float:
+    labels = {"method": "/cairn.artifacts.v1.ArtifactService/Upload"}
+    return REGISTRY.get_sample_value("cairn_rpc_active_streams", labels) or 0.0
+
+
+@pytest.mark.parametrize("cut", ["after its header", "before its header"])
 async def test_an_upload_its_client_cancels_is_counted_cancelled(
-    server_port: int, unique: str
+    server_port: int, unique: str, cut: str
 ) -> None:
     """A client's cancel ends an upload's request stream as a stream's end does, a moment
     before it reaches the call: such uploads were logged and counted INVALID_ARGUMENT
-    ("ended without its finish message"), as if malformed, where docs/configuration.md
-    says a call its client cancelled counts CANCELLED."""
-
-    def calls(code: str) -> float:
-        labels = {"method": "/cairn.artifacts.v1.ArtifactService/Upload", "code": code}
-        return REGISTRY.get_sample_value("cairn_rpc_calls_total", labels) or 0.0
-
+    ("ended without its finish message", or before its header), as if malformed, where
+    docs/configuration.md says a call its client cancelled counts CANCELLED."""
     project = await new_project(server_port, f"cancelled-{unique}")
-    cancelled, invalid = calls("CANCELLED"), calls("INVALID_ARGUMENT")
+    cancelled, invalid = _upload_calls("CANCELLED"), _upload_calls("INVALID_ARGUMENT")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
         stub = rpc.ArtifactServiceStub(channel)
-        for attempt in range(5):
-            call, _ = _held_upload(stub, project, f"cut-{attempt}.bin")
-            assert await _verdict(call) is not None  # the server reads its stream
+        for attempt in range(3):
+            if cut == "after its header":
+                call, _ = _held_upload(stub, project, f"cut-{attempt}.bin")
+                assert await _verdict(call) is not None  # the server reads its stream
+            else:
+                under_way = _uploads_under_way()
+                call = stub.Upload(_nothing_sent())
+                await eventually(lambda: _uploads_under_way() > under_way, what="under way")  # noqa: B023
             call.cancel()
             counted = cancelled + attempt + 1
-            await eventually(lambda: calls("CANCELLED") == counted, what="counted")  # noqa: B023
-    assert calls("INVALID_ARGUMENT") == invalid
+            await eventually(lambda: _upload_calls("CANCELLED") == counted, what="counted")  # noqa: B023
+    assert _upload_calls("INVALID_ARGUMENT") == invalid
+
+
+async def _nothing_sent() -> AsyncIterator[api.UploadRequest]:
+    """An upload's stream that sends nothing until it is cancelled."""
+    await asyncio.Event().wait()
+    yield api.UploadRequest()

@@ -116,8 +116,10 @@ class RunMedia:
             if key is not None:
                 await self.set_tag(run_id, MLFLOW_LOGGED_IMAGES, True)
 
-        held = sum(len(data) for data in files.values())  # while queued
-        return await self._write(upload(), synchronous, lambda: held)  # type: ignore[attr-defined]
+        def held() -> int:  # while queued
+            return sum(len(data) for data in files.values())
+
+        return await self._write(upload(), synchronous, held)  # type: ignore[attr-defined]
 
     async def log_table(self: _MediaClient, run_id: str, data: Any, artifact_file: str) -> None:
         """Stores a table (a pandas DataFrame, or a dict made into the rows MLflow's

@@ -113,10 +113,24 @@ class _WriteQueue:
         more). Callers are let in in the order they came."""
         if self.refusing or (not self._waiting and self._fits(size)):
             return
-        await self._turn(size, at_front=False)
-        # A write queued without waiting for room (put alone) took the place meanwhile.
-        while not self.refusing and not self._fits(size):
-            await self._turn(size, at_front=True)
+        await self._turn(size)
+
+    async def enter(
+        self, write: Awaitable[Any], size: int, closed: Callable[[], bool]
+    ) -> asyncio.Future[Any]:
+        """Queues write, of a request of size bytes, once there is room for it (`room`);
+        its future. Once the queue refuses writes, or closed() says the client's channel
+        is, write is closed unrun and ClientClosedError raised."""
+        try:
+            await self.room(size)
+        except BaseException:  # cancelled while it waited (Ctrl-C in a sync caller)
+            _never_run(write)
+            raise
+        if self.refusing or closed():
+            _never_run(write)
+            self._let_in()  # the place it was let in to is the next caller's
+            raise ClientClosedError("this cairn client is closed; make a new one")
+        return self.put(write, size)
 
     def _fits(self, size: int) -> bool:
         """Whether a write of size bytes fits beside those queued and promised."""
@@ -124,14 +138,12 @@ class _WriteQueue:
         held = self._bytes + self._promised_bytes
         return writes < MAX_QUEUED_WRITES and (writes == 0 or held + size <= MAX_QUEUED_BYTES)
 
-    async def _turn(self, size: int, at_front: bool) -> None:
-        """Waits in line until `_let_in` wakes this caller (or `refuse`)."""
+    async def _turn(self, size: int) -> None:
+        """Waits in line until `_let_in` wakes this caller (or `refuse`), its place
+        kept for it until it runs (`put` follows at once, in `enter`)."""
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         entry = (waiter, size)
-        if at_front:
-            self._waiting.appendleft(entry)
-        else:
-            self._waiting.append(entry)
+        self._waiting.append(entry)
         try:
             promised = await waiter
         except asyncio.CancelledError:
@@ -397,21 +409,17 @@ class BackgroundWrites:
     ) -> RunOperations | None:
         """Awaits write, or with synchronous=False queues it and returns at once, once
         the queue has room for it: size() is the bytes its request holds while queued,
-        asked only then (a message's ByteSize serializes it, as sending it does again)."""
+        asked for synchronous=False only (a message's ByteSize serializes it, as sending
+        it does again)."""
         if synchronous is not False:
             await write
             return None
         queue = self._write_queue()
-        held = size()
-        try:
-            await queue.room(held)
-        except BaseException:  # cancelled while it waited (Ctrl-C in a sync caller)
-            _never_run(write)
-            raise
-        if queue.refusing or getattr(self._transport.channel, "closed", False):
-            _never_run(write)
-            raise ClientClosedError("this cairn client is closed; make a new one")
-        return RunOperations([queue.put(write, held)], queue.failed)
+        future = await queue.enter(write, size(), self._channel_closed)
+        return RunOperations([future], queue.failed)
+
+    def _channel_closed(self) -> bool:
+        return bool(getattr(self._transport.channel, "closed", False))
 
     async def flush_async_logging(self) -> None:
         """Waits for the writes started with synchronous=False before it was called

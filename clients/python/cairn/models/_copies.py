@@ -138,26 +138,47 @@ def writing(target: Path) -> contextlib.AbstractContextManager[None]:
 @contextlib.contextmanager
 def _staging(folder: Path) -> Iterator[Path]:
     """A temporary folder in folder, removed at the end unless it was moved away; when
-    the copy fails, the folders made for it (folder and its missing parents) go too, for
-    nothing of it is kept. One that another copy put something in meanwhile stays."""
-    made = [needed for needed in (folder, *folder.parents) if not needed.exists()]
+    the copy fails, the folders this copy made for it (folder and its missing parents)
+    go too, for nothing of it is kept, but for one another copy has put something in."""
+    made: list[Path] = []
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        staging = folder / f".cairn-{uuid.uuid4().hex}.part"
-        staging.mkdir()
+        staging = _new_staging(folder, made)
         try:
             yield staging
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     except BaseException:
-        for needed in made:  # innermost first
+        for ours in made:  # innermost first
             try:
-                needed.rmdir()
-            except FileNotFoundError:  # never made: making an outer one failed
-                continue
-            except OSError:  # not empty
+                ours.rmdir()
+            except OSError:  # another copy's files are in it: it stays, as its parents
                 break
         raise
+
+
+# How often a copy makes its folders again when another copy, failing, removed one of
+# them just after this one found it there.
+STAGING_ATTEMPTS = 3
+
+
+def _new_staging(folder: Path, made: list[Path]) -> Path:
+    """A new temporary folder in folder, folder and its missing parents made first, those
+    this copy made noted in made (innermost first)."""
+    for _ in range(STAGING_ATTEMPTS - 1):
+        with contextlib.suppress(FileNotFoundError):  # a folder removed under it
+            return _staging_in(folder, made)
+    return _staging_in(folder, made)
+
+
+def _staging_in(folder: Path, made: list[Path]) -> Path:
+    missing = [needed for needed in (folder, *folder.parents) if not needed.exists()]
+    for needed in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another copy made it meanwhile
+            needed.mkdir()
+            made.insert(0, needed)
+    staging = folder / f".cairn-{uuid.uuid4().hex}.part"
+    staging.mkdir()
+    return staging
 
 
 @contextlib.contextmanager
