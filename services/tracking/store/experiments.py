@@ -16,6 +16,7 @@ from ..model import Experiment, LifecycleStage, ViewType
 from ..validation import experiment_tag_bytes, tag_bytes
 from . import sizes
 from .purge import delete_time, generated_location
+from .runs import experiment_being_purged
 
 _COLUMNS = """experiment_id, project, name, artifact_location, lifecycle_stage,
               creation_time, last_update_time"""
@@ -182,12 +183,7 @@ class ExperimentStore:
                 stage,
             )
             if found is None and await _being_purged(conn, project, experiment_id):
-                raise FailedPrecondition(
-                    "EXPERIMENT_BEING_PURGED",
-                    f"experiment {experiment_id} cannot be restored: a garbage collection "
-                    "has begun removing its runs for good",
-                    metadata={"experiment_id": str(experiment_id)},
-                )
+                raise experiment_being_purged(experiment_id=experiment_id)
         if found is None:
             raise _not_found(experiment_id)
 
@@ -368,15 +364,17 @@ async def _lock_active(conn: asyncpg.Connection, project: str, experiment_id: in
     key-share lock of each write to its runs does not hold up (FOR UPDATE made every tag
     set wait for the writes under way, and the writes begun after wait for it); a
     rename's update of the name, a key, waits for them all the same."""
-    stage = await conn.fetchval(
-        """SELECT lifecycle_stage FROM tracking.experiments
+    row = await conn.fetchrow(
+        """SELECT lifecycle_stage, purge_time IS NOT NULL AS claimed FROM tracking.experiments
            WHERE project = $1 AND experiment_id = $2 FOR NO KEY UPDATE""",
         project,
         experiment_id,
     )
-    if stage is None:
+    if row is None:
         raise _not_found(experiment_id)
-    if stage != LifecycleStage.ACTIVE:
+    if row["lifecycle_stage"] != LifecycleStage.ACTIVE:
+        if row["claimed"]:
+            raise experiment_being_purged(experiment_id=experiment_id)
         raise FailedPrecondition(
             "EXPERIMENT_DELETED", f"experiment {experiment_id} is deleted; restore it first"
         )

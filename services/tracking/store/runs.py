@@ -26,6 +26,8 @@ RUN_FROM = f"tracking.runs r {EXPERIMENT_OF_RUN}"
 # so until its row goes it would read with part of that history (no metrics, all its
 # params). Claimed, it is as good as gone: it cannot be restored (RUN_BEING_PURGED).
 UNCLAIMED = "r.purge_time IS NULL"
+# Whether a garbage collection has claimed the run's experiment `e` (check_writable).
+EXPERIMENT_CLAIMED = "e.purge_time IS NOT NULL AS experiment_claimed"
 
 
 class RunStore:
@@ -147,23 +149,27 @@ class RunStore:
 async def _lock_active_experiment(
     conn: asyncpg.Connection, project: str, run_id: uuid.UUID
 ) -> None:
-    """Raises EXPERIMENT_DELETED when the run's experiment is deleted; else holds it so
+    """Raises EXPERIMENT_DELETED when the run's experiment is deleted (or
+    EXPERIMENT_BEING_PURGED, once a garbage collection has claimed it); else holds it so
     until the transaction ends. A missing run is left to the caller."""
-    stage = await conn.fetchval(
-        """SELECT e.lifecycle_stage
+    row = await conn.fetchrow(
+        """SELECT e.lifecycle_stage, e.purge_time IS NOT NULL AS claimed
            FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
            WHERE r.project = $1 AND r.run_id = $2
            FOR KEY SHARE OF e""",
         project,
         run_id,
     )
-    if stage is not None and stage != LifecycleStage.ACTIVE:
-        raise FailedPrecondition(
-            "EXPERIMENT_DELETED",
-            f"the experiment of run {run_id.hex} is deleted; restore the experiment "
-            "first (which brings back its runs not deleted on their own), then this run",
-            metadata={"run_id": run_id.hex},
-        )
+    if row is None or row["lifecycle_stage"] == LifecycleStage.ACTIVE:
+        return
+    if row["claimed"]:
+        raise experiment_being_purged(run_id=run_id.hex)
+    raise FailedPrecondition(
+        "EXPERIMENT_DELETED",
+        f"the experiment of run {run_id.hex} is deleted; restore the experiment "
+        "first (which brings back its runs not deleted on their own), then this run",
+        metadata={"run_id": run_id.hex},
+    )
 
 
 async def lock_writable(
@@ -177,7 +183,8 @@ async def lock_writable(
     row's update lock at once, since two holders of a share lock that both upgrade it
     deadlock."""
     row = await conn.fetchrow(
-        f"""SELECT r.lifecycle_stage AS run_stage, e.lifecycle_stage AS experiment_stage
+        f"""SELECT r.lifecycle_stage AS run_stage, e.lifecycle_stage AS experiment_stage,
+                {EXPERIMENT_CLAIMED}
             FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
             WHERE r.project = $1 AND r.run_id = $2 AND {UNCLAIMED}
             FOR {"NO KEY UPDATE" if updating else "SHARE"} OF r FOR KEY SHARE OF e""",
@@ -188,10 +195,14 @@ async def lock_writable(
 
 
 def check_writable(run_id: uuid.UUID, row: asyncpg.Record | None) -> None:
-    """Raises unless row (run_stage, experiment_stage) says the run may be written; no
-    row is a run not found (or claimed by a garbage collection: UNCLAIMED)."""
+    """Raises unless row (run_stage, experiment_stage, experiment_claimed) says the run
+    may be written; no row is a run not found (or claimed by a garbage collection:
+    UNCLAIMED). A deleted experiment a collection has claimed answers
+    EXPERIMENT_BEING_PURGED, before RUN_DELETED too: neither restore can be done."""
     if row is None:
         raise run_not_found(run_id.hex)
+    if row["experiment_stage"] != LifecycleStage.ACTIVE and row["experiment_claimed"]:
+        raise experiment_being_purged(run_id=run_id.hex)
     if row["run_stage"] != LifecycleStage.ACTIVE:
         raise FailedPrecondition(
             "RUN_DELETED",
@@ -213,6 +224,25 @@ async def load_runs(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) ->
 
 def run_not_found(run_id: str) -> NotFound:
     return NotFound("RUN_NOT_FOUND", f"run {run_id} not found", metadata={"run_id": run_id})
+
+
+def experiment_being_purged(
+    *, experiment_id: int | None = None, run_id: str | None = None
+) -> FailedPrecondition:
+    """The refusal of a write to, or a restore of, a deleted experiment a garbage
+    collection has claimed (its purge_time), or of a run of it (run_id, where the call
+    names a run). EXPERIMENT_DELETED's "restore it" would lead nowhere: the restore is
+    refused too, since the experiment would come back without the runs already gone."""
+    if run_id is None:
+        subject, metadata = f"experiment {experiment_id}", {"experiment_id": str(experiment_id)}
+    else:
+        subject, metadata = f"the experiment of run {run_id}", {"run_id": run_id}
+    return FailedPrecondition(
+        "EXPERIMENT_BEING_PURGED",
+        f"{subject} is deleted and a garbage collection is removing it for good; "
+        "it cannot be restored",
+        metadata=metadata,
+    )
 
 
 async def _info_row(conn: asyncpg.Connection, project: str, run_id: uuid.UUID) -> asyncpg.Record:
@@ -243,7 +273,8 @@ async def _active_experiment_location(
     conn: asyncpg.Connection, project: str, experiment_id: int
 ) -> str:
     row = await conn.fetchrow(
-        """SELECT lifecycle_stage, artifact_location FROM tracking.experiments
+        """SELECT lifecycle_stage, artifact_location, purge_time IS NOT NULL AS claimed
+           FROM tracking.experiments
            WHERE project = $1 AND experiment_id = $2 FOR SHARE""",
         project,
         experiment_id,
@@ -255,6 +286,8 @@ async def _active_experiment_location(
             metadata={"experiment_id": str(experiment_id)},
         )
     if row["lifecycle_stage"] != LifecycleStage.ACTIVE:
+        if row["claimed"]:
+            raise experiment_being_purged(experiment_id=experiment_id)
         raise FailedPrecondition(
             "EXPERIMENT_DELETED", f"experiment {experiment_id} is deleted; restore it first"
         )

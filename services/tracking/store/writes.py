@@ -26,7 +26,7 @@ from ...common import idempotency, logs
 from ...common.errors import FailedPrecondition, NotFound
 from ..model import Batch, MetricColumns, MetricPoint, RunInput
 from . import compaction, pgcopy, sizes
-from .runs import UNCLAIMED, check_writable, lock_writable
+from .runs import EXPERIMENT_CLAIMED, UNCLAIMED, check_writable, lock_writable
 
 _log = logs.get("cairn.tracking.writes")
 # LogMetric's request ids (from the call's metadata) share applied_batches with the
@@ -368,7 +368,8 @@ _NEW_KEY_BYTES = f"""SELECT sum(octet_length(key) + {sizes.ENTRY_BYTES}) AS byte
 # the experiment as it was when it began, and was stored after the delete was answered.
 _CHECK_AND_CLAIM = f"""
 WITH run AS (
-    SELECT r.lifecycle_stage AS run_stage, e.lifecycle_stage AS experiment_stage
+    SELECT r.lifecycle_stage AS run_stage, e.lifecycle_stage AS experiment_stage,
+        {EXPERIMENT_CLAIMED}
     FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
     WHERE r.project = $1 AND r.run_id = $2 AND {UNCLAIMED}
     FOR {{lock}} OF r FOR KEY SHARE OF e
@@ -410,7 +411,8 @@ _WRITE_SMALL = f"""{_CHECK_AND_CLAIM.format(lock="SHARE")}, points AS (
     ORDER BY key COLLATE "C", step DESC, ts DESC, value DESC, sent
     {_LATEST_UPSERT}
 ), {sizes.growing(_NEW_KEY_BYTES, "$2", "$9")}
-SELECT run_stage, experiment_stage, EXISTS (SELECT 1 FROM applies) AS applies,
+SELECT run_stage, experiment_stage, experiment_claimed,
+    EXISTS (SELECT 1 FROM applies) AS applies,
     ARRAY(SELECT key FROM chunks WHERE chunk_id % {compaction.CHECK_EVERY} = 0) AS to_merge
 FROM run"""
 
@@ -430,7 +432,8 @@ _WRITE_ONE = f"""{_CHECK_AND_CLAIM.format(lock="SHARE")}, chunk AS (
     WHERE EXISTS (SELECT 1 FROM applies)
     {_LATEST_UPSERT}
 ), {sizes.growing(_NEW_KEY_BYTES, "$2", "$9")}
-SELECT run_stage, experiment_stage, EXISTS (SELECT 1 FROM applies) AS applies,
+SELECT run_stage, experiment_stage, experiment_claimed,
+    EXISTS (SELECT 1 FROM applies) AS applies,
     EXISTS (SELECT 1 FROM chunk WHERE chunk_id % {compaction.CHECK_EVERY} = 0) AS to_merge
 FROM run"""
 
@@ -446,8 +449,8 @@ _BEGIN_BATCH = f"""{_CHECK_AND_CLAIM}, latest AS (
     WHERE EXISTS (SELECT 1 FROM applies)
     {_LATEST_UPSERT}
 )
-SELECT run_stage, experiment_stage, EXISTS (SELECT 1 FROM applies) AS applies,
-    coalesce(({_NEW_KEY_BYTES}), 0) AS added_bytes
+SELECT run_stage, experiment_stage, experiment_claimed,
+    EXISTS (SELECT 1 FROM applies) AS applies, coalesce(({_NEW_KEY_BYTES}), 0) AS added_bytes
 FROM run"""
 _BEGIN_RENAMING_BATCH = _BEGIN_BATCH.format(lock="NO KEY UPDATE")
 _BEGIN_BATCH = _BEGIN_BATCH.format(lock="SHARE")

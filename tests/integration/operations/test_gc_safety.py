@@ -944,3 +944,61 @@ async def _answer(write: Callable[[], Awaitable[object]]) -> tuple[str, str | No
     except cairn.exceptions.CairnError as error:
         return type(error).__name__, error.reason
     return "OK", None
+
+
+_CLAIM_EXPERIMENT = (
+    "UPDATE tracking.experiments SET purge_time = clock_timestamp() WHERE experiment_id = $1"
+)
+
+
+async def test_a_write_to_an_experiment_a_collection_claimed_says_it_cannot_be_restored(
+    server_port: int, pool: asyncpg.Pool, unique: str
+) -> None:
+    """Once a collection had claimed a deleted experiment, every write to it and to its
+    runs, and restore_run, answered EXPERIMENT_DELETED, "restore it first", which
+    restore_experiment then refused (EXPERIMENT_BEING_PURGED); a run deleted on its own
+    there answered RUN_DELETED, "restore it", which restore_run refused the same way."""
+    project = await new_project(server_port, f"claimed-experiment-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        tracking = client.tracking
+        experiment = await tracking.create_experiment("claimed")
+        await tracking.set_experiment_tag(experiment, "t", "v")
+        run = (await tracking.create_run(experiment)).info.run_id
+        await tracking.set_tag(run, "t", "v")
+        deleted_alone = (await tracking.create_run(experiment)).info.run_id
+        await tracking.delete_run(deleted_alone)
+        await tracking.delete_experiment(experiment)
+        unclaimed = await _answer(lambda: tracking.create_run(experiment))
+        await pool.execute(_CLAIM_EXPERIMENT, int(experiment))  # what a collection commits
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "set_tag": lambda: tracking.set_tag(run, "t", "w", synchronous=True),
+            "delete_tag": lambda: tracking.delete_tag(run, "t"),
+            "log_param": lambda: tracking.log_param(run, "p", "v", synchronous=True),
+            "log_metric": lambda: tracking.log_metric(run, "m", 1.0, synchronous=True),
+            "log_batch": lambda: tracking.log_batch(
+                run, metrics=[Metric("m", 1.0)], params=[Param("p", "v")], synchronous=True
+            ),
+            "log_batch renaming": lambda: tracking.log_batch(
+                run, tags=[RunTag("mlflow.runName", "renamed")], synchronous=True
+            ),
+            "update_run": lambda: tracking.update_run(run, name="renamed"),
+            "set_terminated": lambda: tracking.set_terminated(run),
+            "log_inputs": lambda: tracking.log_inputs(run, [RunInput("s3://b/d", "dataset")]),
+            "restore_run": lambda: tracking.restore_run(run),
+            "a write to a run deleted alone": lambda: tracking.log_param(
+                deleted_alone, "p", "v", synchronous=True
+            ),
+            "restore_run of a run deleted alone": lambda: tracking.restore_run(deleted_alone),
+            "create_run": lambda: tracking.create_run(experiment),
+            "set_experiment_tag": lambda: tracking.set_experiment_tag(experiment, "t", "w"),
+            "delete_experiment_tag": lambda: tracking.delete_experiment_tag(experiment, "t"),
+            "rename_experiment": lambda: tracking.rename_experiment(experiment, "renamed"),
+            "restore_experiment": lambda: tracking.restore_experiment(experiment),
+        }
+
+        answers = {name: await _answer(call) for name, call in calls.items()}
+
+        assert unclaimed == ("FailedPreconditionError", "EXPERIMENT_DELETED")
+        assert answers == dict.fromkeys(
+            calls, ("FailedPreconditionError", "EXPERIMENT_BEING_PURGED")
+        )
