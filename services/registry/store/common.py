@@ -211,17 +211,22 @@ class Listing:
         return paging.Keyset(columns, *scope, order_by)
 
     def _order(self, order_by: str) -> tuple[str, bool]:
-        """The field and direction (ascending) of order_by."""
-        words = order_by.split()
-        field = _MLFLOW_ORDER.get(words[0].lower(), words[0].lower()) if words else "create_time"
-        direction = words[1].lower() if len(words) > 1 else "asc"
-        if field not in self.orders or direction not in ("asc", "desc") or len(words) > 2:
-            raise FilterError(
-                0,
-                f"order by one of {', '.join(self.orders)}, then asc or desc",
-                "INVALID_ORDER_BY",
-            )
-        return field, direction == "asc"
+        """The field and direction (ascending) of order_by, read as MLflow reads an
+        order clause (an `attribute.` prefix, a quoted or backticked name); creation
+        time ascending when blank."""
+        if not order_by.strip():
+            return "create_time", True
+        wrong = FilterError(
+            0, f"order by one of {', '.join(self.orders)}, then asc or desc", "INVALID_ORDER_BY"
+        )
+        try:
+            ident, ascending = filters.parse_order_by(order_by, _ATTRIBUTE_ENTITIES)
+        except FilterError:
+            raise wrong from None
+        field = _MLFLOW_ORDER.get(ident.key.lower(), ident.key.lower())
+        if ident.entity != "attribute" or field not in self.orders:
+            raise wrong
+        return field, ascending
 
     async def page(
         self,

@@ -229,6 +229,27 @@ async def test_models_order_by_mlflows_timestamp_as_by_their_last_update(mr_clie
     assert await names("timestamp") == (await names("timestamp DESC"))[::-1]
 
 
+async def test_orders_are_read_as_mlflow_reads_them(mr_client) -> None:
+    """MLflow reads an order clause's key as a filter's (attribute. prefix, quotes,
+    backticks): Cairn refused `attribute.name DESC` and `` `name` DESC`` with
+    INVALID_ORDER_BY, and sorted a blank key by creation time rather than the default."""
+    for name in ("beta", "alpha", "gamma"):
+        await mr_client.create_registered_model(name)
+        await mr_client.create_model_version(name, f"s3://b/{name}/1")
+
+    async def names(order: str) -> list[str]:
+        return [m.name for m in await mr_client.search_registered_models(order_by=[order])]
+
+    for spelled in ("attribute.name DESC", "attributes.name DESC", "`name` DESC", '"name" DESC'):
+        assert await names(spelled) == ["gamma", "beta", "alpha"], spelled
+    assert await names("   ") == ["alpha", "beta", "gamma"]  # MLflow's default, name ASC
+    versions = await mr_client.search_model_versions(order_by=["attribute.version_number"])
+    assert [v.version for v in versions] == [1, 1, 1]
+    with pytest.raises(InvalidArgumentError) as raised:
+        await mr_client.search_registered_models(order_by=["tags.name"])
+    assert raised.value.reason == "INVALID_ORDER_BY"
+
+
 @pytest.mark.parametrize(
     ("call", "argument"),
     [

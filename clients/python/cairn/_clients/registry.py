@@ -303,4 +303,4 @@ def _one_order(order_by: Sequence[str] | None) -> str:
         return ""
     if len(order_by) > 1:
         raise invalid_argument("order_by", "the registry orders by one key, e.g. ['name ASC']")
-    return str(order_by[0])
+    return str(order_by[0]).strip()  # blank is unset: the default order
