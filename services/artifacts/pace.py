@@ -15,6 +15,8 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from ..common.errors import ResourceExhausted
+
 IDLE_SECONDS = 300.0
 MIN_BYTES_PER_SECOND = 64 * 1024
 
@@ -49,3 +51,12 @@ class Pace:
                 return await step
         finally:
             self._waited += loop.time() - began
+
+
+def stalled(transfer: str, idle: str, remedy: str) -> ResourceExhausted:
+    """What ends a gRPC stream that fell behind the pace (STREAM_STALLED)."""
+    return ResourceExhausted(
+        "STREAM_STALLED",
+        f"{transfer} fell behind {MIN_BYTES_PER_SECOND // 1024} KiB a second past "
+        f"its first {IDLE_SECONDS:g} s, or {idle} for that long; {remedy}",
+    )

@@ -4,35 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
-from collections.abc import AsyncIterator, Generator
-from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn, TypeAlias
+from collections.abc import AsyncIterator
+from typing import TypeAlias
 
 import grpc
-from google.protobuf.duration_pb2 import Duration
 
 from cairn.artifacts.v1 import artifacts_pb2 as pb
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc
 
-from ..common import access, messages, paging, timestamps
+from ..common import access, paging, timestamps
 from ..common import validation as common
-from ..common.errors import (
-    Aborted,
-    AlreadyExists,
-    DataLoss,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    OutOfRange,
-    ResourceExhausted,
-    Unavailable,
-    invalid_field,
-)
+from ..common.errors import Aborted, NotFound, invalid_field
 from ..common.idempotency import RequestId, after_commit
 from ..common.service import Resources
-from . import backends, blobs, completions, pace, paths, repeats, slots, threads
+from . import (
+    backends,
+    blobs,
+    completions,
+    pace,
+    paths,
+    presigned_urls,
+    repeats,
+    slots,
+    threads,
+)
+from .download_pieces import open_range, pieces, write_at_pace
 from .janitor import janitor_for
 from .leases import CompletionLeases
 from .presigned import PresignedTransfers, upload_of
@@ -43,27 +40,15 @@ from .store import (
     Removed,
     StoredObject,
     already_exists,
-    bytes_missing,
 )
-from .streams import MAX_CHUNK_BYTES, VerifyingReader, read_ahead, too_large_to_stream
+from .streams import VerifyingReader, read_ahead, too_large_to_stream
 from .tickets import Ticket
 from .transfers import DirectTransfers
+from .upload_fields import DEFAULT_CONTENT_TYPE, check_size, content_type_field, sha256_field
+from .upload_messages import STREAM_VERDICT_HEADER, pump, read_header, refuse, write_upload
 
 Context: TypeAlias = grpc.aio.ServicerContext
 MAX_LIST_PAGE = 1000
-DEFAULT_PRESIGN_SECONDS = 3600
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
-MAX_CONTENT_TYPE_LENGTH = 255
-# Opening an object that is replaced this many times in a row gives up (ABORTED).
-OPEN_ATTEMPTS = 3
-_SHA256_HEX = frozenset("0123456789abcdef")
-# The verdict on an upload's header, sent as initial metadata; the client streams its
-# chunks only after "accepted" (the same name is in the client's transport).
-STREAM_VERDICT_HEADER = "x-cairn-stream"
-# The longest an upload whose stream ended too soon waits for its client's cancel, should
-# that be why it ended (_ended_too_soon): the cancel comes a few turns of the event loop
-# after the stream's end, in the same process, a ceiling for a busy one.
-CANCEL_ARRIVAL_SECONDS = 0.5
 
 
 # Room in a Download message for what is not its chunk: the object's description (a
@@ -111,8 +96,6 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             resources, self._backend, self._objects, self._janitor, self._info, self._discard
         )
         self._completions = completions.of(resources)
-        # The confirmations reading back in this process, by upload.
-        self._confirming: dict[uuid.UUID, asyncio.Task[Any]] = {}
         self._presigned = PresignedTransfers(
             resources.config,
             self._backend,
@@ -120,6 +103,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             CompletionLeases(resources.pool, self._objects),
             self._janitor,
             self._completions,
+        )
+        self._confirmations = presigned_urls.Confirmations(
+            self._backend, self._objects, self._presigned.slots, self._discard
         )
 
     def _check_direct(self, accept_presigned: bool) -> bool:
@@ -136,9 +122,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         header = request.header
         project = common.project(header.project)
         path = paths.new_object_path(header.path)
-        expected_sha256 = _sha256(header.expected_sha256, "header.expected_sha256")
-        content_type = _content_type(header.content_type) or DEFAULT_CONTENT_TYPE
-        _check_size(header.expected_size)
+        expected_sha256 = sha256_field(header.expected_sha256, "header.expected_sha256")
+        content_type = content_type_field(header.content_type) or DEFAULT_CONTENT_TYPE
+        check_size(header.expected_size)
         presigned = self._check_direct(request.accept_presigned)
         request_id = RequestId.of(context)
         taken = await self._in_the_way(project, path, header.overwrite)
@@ -190,7 +176,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
     ) -> api.CompleteUploadTicketResponse:
         project = common.project(request.project)
         path = paths.object_path(request.path)
-        sha256 = _sha256(request.sha256, "sha256")
+        sha256 = sha256_field(request.sha256, "sha256")
         request_id = RequestId.of(context)
         done = await self._objects.published_by(project, path, request_id)
         if done is None:
@@ -232,7 +218,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             async with slots.held(self._writers, self._stopping):
                 await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
                 try:
-                    reader = await self._written(stream, header, upload, expected_sha256)
+                    reader = await write_upload(
+                        stream, header, upload, expected_sha256, self._backend, self._stopping
+                    )
                 except Exception as error:
                     if expired := await self._objects.expired_instead(upload):
                         raise expired from error
@@ -251,34 +239,6 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         await self._janitor.collect([replaced] if replaced else [])
         return api.UploadResponse(object=self._info(stored))
 
-    async def _written(
-        self,
-        stream: AsyncIterator[api.UploadRequest],
-        header: api.UploadHeader,
-        upload: PendingUpload,
-        expected_sha256: str,
-    ) -> VerifyingReader:
-        """The upload's bytes written to the store by a writer thread, as the client
-        sends them, and checked to their end; the reader that checked them."""
-        reader = VerifyingReader(
-            asyncio.get_running_loop(),
-            header.expected_size,
-            expected_sha256,
-            self._backend.write_limit(header.expected_size),
-        )
-        writing = threads.start_upload(
-            self._backend.write,
-            upload.storage_key,
-            reader,
-            upload.content_type,
-            header.expected_size,
-        )
-        await _pump(stream, reader, writing, self._stopping)
-        await writing
-        if not reader.verified:  # never publish what was not checked to the end
-            raise invalid_field("finish", "the upload ended before its finish message")
-        return reader
-
     async def _accept(
         self, stream: AsyncIterator[api.UploadRequest], context: Context
     ) -> tuple[api.UploadHeader, PendingUpload, str] | StoredObject:
@@ -289,12 +249,12 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         A repeat whose header holds no sha256 sends its chunks, which must be the bytes
         of that object: another upload under its request id is REQUEST_ID_REUSED."""
         try:
-            header = await _header(stream)
+            header = await read_header(stream)
             project = common.project(header.project)
             path = paths.new_object_path(header.path)
-            expected_sha256 = _sha256(header.expected_sha256, "header.expected_sha256")
-            content_type = _content_type(header.content_type) or DEFAULT_CONTENT_TYPE
-            _check_size(header.expected_size)
+            expected_sha256 = sha256_field(header.expected_sha256, "header.expected_sha256")
+            content_type = content_type_field(header.content_type) or DEFAULT_CONTENT_TYPE
+            check_size(header.expected_size)
             self._check_streamable(header.expected_size)
             taken = await self._in_the_way(project, path, header.overwrite)
             done = await self._objects.published_by(project, path, RequestId.of(context))
@@ -305,12 +265,12 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             else:
                 upload = await self._objects.begin(project, path, header.overwrite, content_type)
         except Exception:
-            await _refuse(stream, context)
+            await refuse(stream, context)
             raise
         if done is None:
             return header, upload, expected_sha256
         if expected_sha256:
-            await _refuse(stream, context, verdict="done")
+            await refuse(stream, context, verdict="done")
             return done
         await self._check_bytes_repeated(stream, context, done)
         return done
@@ -325,7 +285,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
             reader = VerifyingReader(asyncio.get_running_loop(), 0, "")
             writing = threads.start_upload(repeats.read_to_end, reader, done)
-            await _pump(stream, reader, writing, self._stopping)
+            await pump(stream, reader, writing, self._stopping)
             await writing
         repeats.check(done, reader.sha256, reader.size)
 
@@ -356,7 +316,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         await slots.taken(self._download_calls, self._stopping)
         context.add_done_callback(lambda _: self._download_calls.release())
         async with slots.held(self._downloads, self._stopping):
-            stored, chunks = await self._open(project, path, request.offset, request.length)
+            stored, chunks = await open_range(
+                self._objects, self._backend, project, path, request.offset, request.length
+            )
             info: pb.ObjectInfo | None = self._info(stored)
             if chunks is None:  # an empty object or range: only say what it is
                 await context.write(api.DownloadResponse(object=info))
@@ -364,36 +326,12 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             progress = pace.Pace()
             async with contextlib.aclosing(read_ahead(chunks)) as read:
                 async for chunk in access.still_admitted(read):
-                    for piece in _pieces(chunk, self._download_chunk):
-                        await _sent(
+                    for piece in pieces(chunk, self._download_chunk):
+                        await write_at_pace(
                             context, api.DownloadResponse(object=info, chunk=piece), progress
                         )
                         progress.moved += len(piece)
                         info = None
-
-    async def _open(
-        self, project: str, path: str, offset: int, length: int
-    ) -> tuple[StoredObject, Generator[bytes, None, None] | None]:
-        """The object at path and its bytes in the range, opened (None when the range is
-        empty). Bytes that vanished since the row was read (the object was replaced or
-        deleted meanwhile) send it back to the row; an open file or stream keeps its
-        bytes readable to the end."""
-        stored = await self._objects.get(project, path)
-        for _ in range(OPEN_ATTEMPTS):
-            start, count = _range(offset, length, stored.size)
-            if not count:
-                return stored, None
-            try:
-                opened = await threads.in_store(
-                    self._backend.open, stored.storage_key, start, count
-                )
-                return stored, _all_of(opened, count, path)
-            except backends.MissingBytes:
-                latest = await self._objects.get(project, path)
-                if latest.storage_key == stored.storage_key:
-                    raise bytes_missing(path) from None
-                stored = latest
-        raise Aborted("OBJECT_CHANGED", f"{path!r} kept changing while it was opened; try again")
 
     async def StatObject(
         self, request: api.StatObjectRequest, context: Context
@@ -452,10 +390,12 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             path = paths.new_object_path(request.path)
         else:
             path = paths.object_path(request.path)
-        expires = presign_expiry(request.expires_in, self._config.presign_max_seconds)
-        content_type = _content_type(request.content_type)
+        expires = presigned_urls.presign_expiry(
+            request.expires_in, self._config.presign_max_seconds
+        )
+        content_type = content_type_field(request.content_type)
         if not self._backend.supports_presign:
-            raise _presign_unsupported()
+            raise presigned_urls.presign_unsupported()
         if request.method == pb.PRESIGN_METHOD_GET:
             stored = await self._objects.get(project, path)
             # Cut again as it is signed: the key's time ran on while the database answered.
@@ -491,11 +431,11 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         can never change what was published."""
         project = common.project(request.project)
         path = paths.object_path(request.path)
-        expected = _sha256(request.expected_sha256, "expected_sha256")
+        expected = sha256_field(request.expected_sha256, "expected_sha256")
         if not self._backend.supports_presign:
-            raise _presign_unsupported()
-        upload_id = _upload_id(request.upload_id)
-        if (earlier := self._confirming.get(upload_id)) is not None:
+            raise presigned_urls.presign_unsupported()
+        upload_id = presigned_urls.upload_id_field(request.upload_id)
+        if (earlier := self._confirmations.under_way(upload_id)) is not None:
             # A repeat (the caller of the first left) waits for the read-back under way
             # rather than start another, of up to 5 GiB in another slot of the cap;
             # then it answers as after it. Within this process: one elsewhere reads
@@ -516,70 +456,10 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         # end whether its caller waits or not, within the same cap.
         request_id = RequestId.of(context)
         stored, replaced = await self._completions.run(
-            lambda caller: self._confirm(upload, expected, request_id, caller)
+            lambda caller: self._confirmations.confirm(upload, expected, request_id, caller)
         )
         await self._janitor.collect([key for key in (replaced, upload.storage_key) if key])
         return api.ConfirmUploadResponse(object=self._info(stored))
-
-    async def _confirm(
-        self,
-        upload: PendingUpload,
-        expected: str,
-        request_id: RequestId | None,
-        caller: completions.Caller,
-    ) -> tuple[StoredObject, str | None]:
-        """The confirmed upload published from a sealed copy, and the key it replaced;
-        known to repeats as under way until it ends."""
-        # Under way once it has its slot: a repeat does not wait out another's wait.
-        async with self._presigned.slots.taken(), self._under_way(upload.upload_id):
-            sealed = await self._objects.begin(
-                upload.project, upload.path, upload.overwrite, upload.content_type
-            )
-            try:
-                stored_type = await self._seal(upload, sealed.storage_key)
-                sha256, size = await threads.in_store(self._backend.digest, sealed.storage_key)
-                _check_put(upload, expected, sha256, stored_type)
-                content_type = upload.content_type or stored_type or DEFAULT_CONTENT_TYPE
-                await access.admit_again()  # its caller's key or role may be gone since
-                return await self._objects.publish(
-                    sealed, size, sha256, content_type, consumes=upload, request_id=request_id
-                )
-            except BaseException as error:
-                await self._discard(sealed)
-                # A verdict on what was sent spends the URL's upload, for a caller still
-                # there to hear it; anything else (nothing sent yet, a timeout, an
-                # outage) leaves it to be confirmed again, as does a verdict no one
-                # heard (its repeat hears it).
-                verdict = isinstance(error, DataLoss | FailedPrecondition | AlreadyExists)
-                if verdict and caller.waiting:
-                    await self._discard(upload)
-                raise
-
-    @contextlib.asynccontextmanager
-    async def _under_way(self, upload_id: uuid.UUID) -> AsyncIterator[None]:
-        """The current task known as the confirmation of the upload under way, which a
-        repeat waits for (ConfirmUpload), until the block ends."""
-        running = asyncio.current_task()
-        assert running is not None  # a task of Completions.run
-        self._confirming[upload_id] = running
-        try:
-            yield
-        finally:
-            if self._confirming.get(upload_id) is running:
-                del self._confirming[upload_id]
-
-    async def _seal(self, upload: PendingUpload, key: str) -> str:
-        try:
-            return await threads.in_store(self._backend.copy, upload.storage_key, key)
-        except backends.MissingBytes:
-            # Gone with its upload (expired, or its directory collected, under this
-            # call), the URL is of no use: told as a confirmation after that is.
-            await self._objects.upload(upload.project, upload.path, upload.upload_id, kind="put")
-            raise NotFound(
-                "OBJECT_NOT_FOUND",
-                f"nothing was uploaded to {upload.path!r} yet",
-                metadata={"path": upload.path},
-            ) from None
 
     def _entry(self, entry: StoredObject | str) -> pb.ObjectInfo | str:
         return entry if isinstance(entry, str) else self._info(entry)
@@ -595,250 +475,3 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             update_time=timestamps.to_proto(stored.update_time),
             uri=self._backend.uri(stored.storage_key),
         )
-
-
-async def _refuse(
-    stream: AsyncIterator[api.UploadRequest], context: Context, verdict: str = "rejected"
-) -> None:
-    """Tells the client not to send its chunks ("rejected", or "done" for a repeat of an
-    upload already published), then reads what it still sends until it half-closes, so
-    the answer does not overtake a write (which grpc would report as INTERNAL)."""
-    await context.send_initial_metadata(((STREAM_VERDICT_HEADER, verdict),))
-    await messages.drain(stream)
-
-
-async def _header(stream: AsyncIterator[api.UploadRequest]) -> api.UploadHeader:
-    first = await anext(stream, None)
-    if first is None:
-        await _ended_too_soon("header", "the upload stream ended before its header")
-    if first.WhichOneof("part") != "header":
-        raise invalid_field("header", "the first message of an upload must be its header")
-    return first.header
-
-
-async def _ended_too_soon(field: str, problem: str) -> NoReturn:
-    """Raises INVALID_ARGUMENT for an upload stream that ended too soon, unless its
-    client's cancel is why: a cancel ends the stream as its end does and reaches the call
-    a moment later, cancelling this wait, so the call counts CANCELLED, not malformed."""
-    await asyncio.sleep(CANCEL_ARRIVAL_SECONDS)
-    raise invalid_field(field, problem)
-
-
-async def _pump(
-    stream: AsyncIterator[api.UploadRequest],
-    reader: VerifyingReader,
-    writing: asyncio.Future[None],
-    stopping: asyncio.Event,
-) -> None:
-    """Feeds chunks to the writer thread until the finish message (small ones merged, see
-    streams.MERGE_BYTES). Any failure (a second header, a stream that ends without a
-    finish because the client went away, one that falls behind the pace of pace.py while
-    it holds a writer thread) reaches the writer, which then gives up without publishing
-    anything."""
-    messages = _paced(stream)
-    try:
-        async for message in messages:
-            part = message.WhichOneof("part")
-            if part == "finish":
-                await _finish(
-                    messages, reader, writing, _sha256(message.finish.sha256, "finish.sha256")
-                )
-                return
-            if part != "chunk":
-                raise invalid_field("header", "an upload has exactly one header, first")
-            chunk = message.chunk  # each read of a bytes field copies it
-            if len(chunk) > MAX_CHUNK_BYTES:
-                raise invalid_field("chunk", f"must be at most {MAX_CHUNK_BYTES} bytes")
-            # An empty chunk would read as the end of the stream to the writer.
-            if chunk and not await reader.feed(chunk, writing):
-                return  # the writer failed; awaiting it raises its error
-        if stopping.is_set():  # the end of a shutdown's grace ends streams like this
-            raise Unavailable(
-                "SHUTTING_DOWN", "the server shut down before the upload finished; upload again"
-            )
-        await _ended_too_soon("finish", "the upload stream ended without its finish message")
-    except BaseException as error:
-        await reader.fail(error, writing)
-        with contextlib.suppress(BaseException):
-            await writing
-        raise
-
-
-async def _paced(stream: AsyncIterator[api.UploadRequest]) -> AsyncIterator[api.UploadRequest]:
-    """The stream's messages, each awaited until the upload falls behind the pace: a
-    client that stalls, or trickles, would hold its writer thread (of UPLOAD_THREADS)
-    for ever, and enough of them every other client's uploads."""
-    progress = pace.Pace()
-    while True:
-        try:
-            message = await progress.within(anext(stream))
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise _stalled("the upload", "sent nothing", "upload again") from None
-        progress.moved += len(message.chunk)
-        yield message
-
-
-async def _sent(context: Context, message: api.DownloadResponse, progress: pace.Pace) -> None:
-    """message written to the stream, once the client has taken what came before, unless
-    the download falls behind the pace first: a client that stops reading would hold
-    its slot and the chunks read for it (of MAX_DOWNLOADS) for ever."""
-    try:
-        await progress.within(context.write(message))
-    except TimeoutError:
-        raise _stalled(
-            "the download", "took nothing", "download again, reading the stream as it arrives"
-        ) from None
-
-
-def _stalled(transfer: str, idle: str, remedy: str) -> ResourceExhausted:
-    return ResourceExhausted(
-        "STREAM_STALLED",
-        f"{transfer} fell behind {pace.MIN_BYTES_PER_SECOND // 1024} KiB a second past "
-        f"its first {pace.IDLE_SECONDS:g} s, or {idle} for that long; {remedy}",
-    )
-
-
-async def _finish(
-    stream: AsyncIterator[api.UploadRequest],
-    reader: VerifyingReader,
-    writing: asyncio.Future[None],
-    sha256: str,
-) -> None:
-    if sha256 and reader.expected_sha256 and sha256 != reader.expected_sha256:
-        raise invalid_field("finish.sha256", "differs from the header's expected_sha256")
-    if await anext(stream, None) is not None:
-        raise invalid_field("finish", "nothing may follow the finish message")
-    reader.expected_sha256 = sha256 or reader.expected_sha256
-    await reader.finish(writing)
-
-
-def _check_size(expected_size: int) -> None:
-    if not 0 <= expected_size <= blobs.MAX_OBJECT_BYTES:
-        raise invalid_field(
-            "expected_size", f"must be 0 (unknown) to {blobs.MAX_OBJECT_BYTES} bytes"
-        )
-
-
-def _range(offset: int, length: int, size: int) -> tuple[int, int]:
-    if offset < 0 or length < 0:
-        raise invalid_field("offset" if offset < 0 else "length", "must not be negative")
-    if offset > size:
-        raise OutOfRange("OFFSET_PAST_END", f"offset {offset} is past the end ({size} bytes)")
-    return offset, min(length or size - offset, size - offset)
-
-
-def _sha256(value: str, field: str) -> str:
-    """A sha256 as compared and recorded: lowercase hex ("" when none was sent)."""
-    value = value.lower()
-    if value and (len(value) != 64 or not set(value) <= _SHA256_HEX):
-        raise invalid_field(field, "must be 64 hexadecimal characters")
-    return value
-
-
-def presign_expiry(requested: Duration, limit_seconds: int) -> timedelta:
-    """How long a presigned URL works, in whole seconds (S3 signs seconds): as asked,
-    rounded up, at most the limit and never past the caller's key; 0 means an hour, or
-    less: the limit, or what the key has left."""
-    if requested.nanos >= 1_000_000_000:  # no Duration: refused as every call refuses it
-        raise invalid_field("expires_in", "nanos must be less than one second")
-    seconds = requested.seconds + (requested.nanos > 0)
-    if requested.seconds < 0 or requested.nanos < 0 or seconds > limit_seconds:
-        raise invalid_field(
-            "expires_in",
-            f"must be positive and at most {limit_seconds} seconds (CAIRN_PRESIGN_MAX_SECONDS)",
-        )
-    if not seconds:
-        return access.within_key(timedelta(seconds=min(DEFAULT_PRESIGN_SECONDS, limit_seconds)))
-    _check_within_key(timedelta(seconds=seconds))
-    return timedelta(seconds=seconds)
-
-
-def _check_within_key(lifetime: timedelta) -> None:
-    """Refuses a URL asked to work after the caller's key expires: a URL is a credential
-    derived from the key, and, as for a key the key creates (API_KEY_OUTLIVES_PARENT), a
-    refusal rather than a silent cap, so nobody finds out when the URL stops working."""
-    expires = access.key_expire_time()
-    if expires is not None and datetime.now(UTC) + lifetime > expires:
-        raise invalid_field(
-            "expires_in",
-            f"a URL cannot outlive the API key that asks for it, which expires at "
-            f"{expires.isoformat(timespec='seconds')}: ask for a shorter lifetime, or "
-            "use a longer-lived key",
-        )
-
-
-def _content_type(value: str) -> str:
-    """A media type as HTTP carries it: printable ASCII."""
-    if not value:
-        return ""
-    if not (value.isascii() and value.isprintable()):
-        raise invalid_field("content_type", "must be printable ASCII, e.g. 'text/csv'")
-    return common.name(value, "content_type", MAX_CONTENT_TYPE_LENGTH)
-
-
-def _upload_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(hex=value)
-    except ValueError:
-        raise invalid_field(
-            "upload_id", "must be the upload_id CreatePresignedUrl returned"
-        ) from None
-
-
-def _check_put(upload: PendingUpload, expected_sha256: str, sha256: str, content_type: str) -> None:
-    if expected_sha256 and sha256 != expected_sha256:
-        raise DataLoss(
-            "CHECKSUM_MISMATCH",
-            f"uploaded content has sha256 {sha256}, not {expected_sha256}",
-            metadata={"sha256": sha256, "expected_sha256": expected_sha256},
-        )
-    if upload.content_type and content_type != upload.content_type:
-        raise FailedPrecondition(
-            "CONTENT_TYPE_MISMATCH",
-            f"the upload was sent as {content_type!r}, but its URL was made for "
-            f"{upload.content_type!r}",
-            metadata={"content_type": content_type, "expected": upload.content_type},
-        )
-    if not upload.content_type:  # the PUT's own, held to every upload's rule
-        try:
-            _content_type(content_type)
-        except InvalidArgument:
-            raise FailedPrecondition(
-                "CONTENT_TYPE_INVALID",
-                "the upload was sent with a Content-Type of other than printable ASCII of "
-                f"at most {MAX_CONTENT_TYPE_LENGTH} characters; make a URL again and put "
-                "the bytes with another, or make it with content_type",
-            ) from None
-
-
-def _all_of(
-    chunks: Generator[bytes, None, None], count: int, path: str
-) -> Generator[bytes, None, None]:
-    """The count bytes of a range, or OBJECT_BYTES_MISSING once the store has no more:
-    a stored file cut short behind the service's back ended a ranged read OK, short
-    (a whole read is checked against its sha256 by the client, a range cannot be)."""
-    sent = 0
-    with contextlib.closing(chunks):
-        for chunk in chunks:
-            sent += len(chunk)
-            yield chunk
-    if sent < count:
-        raise bytes_missing(path)
-
-
-def _presign_unsupported() -> FailedPrecondition:
-    return FailedPrecondition(
-        "PRESIGN_UNSUPPORTED",
-        "presigned URLs need the S3 backend; this server stores files locally",
-    )
-
-
-def _pieces(chunk: bytes, most: int) -> Generator[bytes, None, None]:
-    """chunk, in pieces of at most `most` bytes (itself when it is no larger)."""
-    if len(chunk) <= most:
-        yield chunk
-        return
-    for start in range(0, len(chunk), most):
-        yield chunk[start : start + most]

@@ -177,9 +177,9 @@ def test_model_names() -> None:
 
 def test_client_and_server_agree_on_the_stream_verdict_header() -> None:
     from cairn import _transport
-    from cairn_server.artifacts import servicer
+    from cairn_server.artifacts import upload_messages
 
-    assert _transport.STREAM_VERDICT_HEADER == servicer.STREAM_VERDICT_HEADER
+    assert _transport.STREAM_VERDICT_HEADER == upload_messages.STREAM_VERDICT_HEADER
 
 
 def test_sync_client_names() -> None:

@@ -30,7 +30,7 @@ from cairn.exceptions import (
     UnavailableError,
 )
 from cairn_server import catalog
-from cairn_server.artifacts import leases, servicer
+from cairn_server.artifacts import leases, presigned_urls
 from cairn_server.artifacts.leases import CompletionSlots
 from cairn_server.artifacts.presigned import PresignedTransfers
 from cairn_server.artifacts.s3 import S3Backend, unavailable
@@ -321,14 +321,14 @@ async def test_a_repeated_confirmation_waits_for_the_read_back_under_way(
     client retrying on short deadlines filled the cap with copies of one upload."""
     held = HeldReadBacks(monkeypatch)
     arrived = 0
-    upload_of = servicer._upload_id
+    upload_of = presigned_urls.upload_id_field
 
     def counted(text: str) -> Any:  # the first thing a confirmation reads of its request
         nonlocal arrived
         arrived += 1
         return upload_of(text)
 
-    monkeypatch.setattr(servicer, "_upload_id", counted)
+    monkeypatch.setattr(presigned_urls, "upload_id_field", counted)
     upload = await _put_through_url(small_pool, "r/once.bin")
     once = [("x-cairn-request-id", f"confirm-{small_pool.project}")]
     with pytest.raises(DeadlineExceededError):

@@ -28,7 +28,7 @@ from cairn.exceptions import (
 from cairn.types import ApiKeyExpirationTime, ProjectRole
 from cairn_server import catalog
 from cairn_server.artifacts import presigned
-from cairn_server.artifacts.servicer import ArtifactServicer
+from cairn_server.artifacts.presigned_urls import Confirmations
 from cairn_server.auth.store import AuthStore
 from cairn_server.common import access, database
 from cairn_server.common.config import Config
@@ -251,14 +251,14 @@ async def test_a_put_whose_callers_role_is_taken_away_while_it_is_confirmed_is_n
     s3_world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     user, key = await _editor(s3_world, "confirm")
-    seal = ArtifactServicer._seal
+    seal = Confirmations._seal
 
     async def demoted_meanwhile(self: Any, *args: Any) -> Any:
         async with s3_world.auth("global_admin") as admin:
             await admin.delete_project_role(user, s3_world.project)
         return await seal(self, *args)
 
-    monkeypatch.setattr(ArtifactServicer, "_seal", demoted_meanwhile)
+    monkeypatch.setattr(Confirmations, "_seal", demoted_meanwhile)
     body = b"put around the service"
     async with cairn.ArtifactClient.insecure_connection(
         "127.0.0.1", s3_world.port, key, project=s3_world.project
