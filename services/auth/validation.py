@@ -38,7 +38,8 @@ def new_user_id(value: str, field: str = "user_id") -> str:
     """A user id given a role or a key, stricter than one looked up or removed (which
     may have been given before this rule): no character that shows as nothing, which
     `isprintable` lets through (a Hangul filler, a blank Braille pattern), composed
-    (NFC), and letters of one script (`_mixed_scripts`), so that an id that looks like
+    (NFC) of no variant of a plain character (NFKC: fullwidth, small or mathematical
+    forms), and letters of one script (`_mixed_scripts`), so that an id that looks like
     another is not a second user beside it."""
     validation.name(value, field, MAX_USER_ID_LENGTH)
     user_id(value, field)
@@ -51,6 +52,15 @@ def new_user_id(value: str, field: str = "user_id") -> str:
         raise invalid_field(
             field,
             f"must not mix the letters of different scripts, which look alike: {shown}",
+        )
+    if not unicodedata.is_normalized("NFKC", value):
+        # A fullwidth or small @, a one-dot leader for a dot, a mathematical 1: each
+        # drawn as the plain character, which a user's id holds (PRECIS's identifiers,
+        # RFC 8264, leave such characters out too).
+        raise invalid_field(
+            field,
+            "must not hold a variant of a plain character (compatibility form, Unicode "
+            f"NFKC): write {unicodedata.normalize('NFKC', value)!r}",
         )
     return value
 

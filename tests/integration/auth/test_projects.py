@@ -128,6 +128,11 @@ async def test_bad_role_requests_are_invalid(world: World) -> None:
         ("\u0435ditor", "scripts"),  # a Cyrillic ie for the e
         ("edit\u03bfr", "scripts"),  # a Greek omicron for the o
         ("\u2170van", "scripts"),  # a small Roman numeral one for the i
+        ("alice@example\u2024com", "variant"),  # a one-dot leader for the dot
+        ("alice\uff20example.com", "variant"),  # a fullwidth @
+        ("alice\ufe6bexample.com", "variant"),  # a small @
+        ("alice\U0001d7f7@example.com", "variant"),  # a mathematical 1
+        ("\uff21\uff23\uff25", "variant"),  # fullwidth ACE throughout
     ],
 )
 async def test_no_role_or_key_goes_to_a_look_alike_of_a_user(
