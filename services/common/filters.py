@@ -433,10 +433,16 @@ def parse_order_by(
         ident = parser.identifier()
         ascending = True
         token = parser.peek()
-        if token is not None and token.kind == "word" and token.text.upper() in ("ASC", "DESC"):
+        if token is not None and token.kind == "word" and _direction(token.text):
             ascending = parser.take().text.upper() == "ASC"
         parser.expect_end()
     return ident, ascending
+
+
+def _direction(word: str) -> bool:
+    """Whether word is ASC or DESC, in ASCII alone as MLflow reads it ("DE\u017fC", a
+    long s, upper-cased to DESC)."""
+    return word.isascii() and word.upper() in ("ASC", "DESC")
 
 
 def like_matches(pattern: str, text: str, ignore_case: bool) -> bool:

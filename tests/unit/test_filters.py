@@ -181,6 +181,14 @@ def test_order_by_rejects_trailing_words() -> None:
         parse_order_by("metrics.acc sideways", ENTITIES)
 
 
+@pytest.mark.parametrize("direction", ["DE\u017fC", "A\u017fC"])
+def test_a_direction_is_ascii_as_mlflow_reads_it(direction: str) -> None:
+    """A long s (U+017F) upper-cases to S: "DE\u017fC" was taken as DESC, where MLflow
+    (and the registry's orders) refuse it."""
+    with pytest.raises(FilterError):
+        parse_order_by(f"metrics.acc {direction}", ENTITIES)
+
+
 def test_an_escaped_backslash_ends_a_like_pattern() -> None:
     node = parse("params.a LIKE 'c:\\\\'", ENTITIES)
     assert node == Comparison(_ident("param", "a", 0), "LIKE", "c:\\\\")
