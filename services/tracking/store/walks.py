@@ -41,23 +41,24 @@ async def walk_one_metric(
     The index holds the metric of every experiment: a filter few of its runs meet would
     make the walk visit most of them, so it gives up after WALK_LIMIT entries and
     returns None, and the caller sorts instead (search._sorted_by_one_metric). The walk and the
-    runs without a value are read in one snapshot (see walk_newest_first)."""
+    runs without a value are read in the page's snapshot (search.search_page), within
+    whose transaction SET LOCAL holds."""
+    assert conn.is_in_transaction(), "a walk runs in the page's snapshot"
     rank = VALUED if last is None else last[0]
     rows: list[asyncpg.Record] = []
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        if rank == VALUED:
-            # As for the newest-first walk: without statistics PostgreSQL would rather
-            # sort every value of the metric than walk its index (see walk_newest_first).
-            # The runs without a value are sorted, so sorting is allowed again for them.
-            await conn.execute("SET LOCAL enable_sort = off")
-            rows += await _walk_metric_values(conn, query, term, last, wanted)
-            await conn.execute(SORTING_AGAIN)
-            if len(rows) < wanted and await _metric_walked_too_far(conn, term, last):
-                return None
-        for unvalued in (NAN, MISSING):
-            if len(rows) < wanted and rank <= unvalued:
-                after = last[2] if last is not None and rank == unvalued else None
-                rows += await _runs_ranked(conn, query, term, unvalued, after, wanted - len(rows))
+    if rank == VALUED:
+        # As for the newest-first walk: without statistics PostgreSQL would rather
+        # sort every value of the metric than walk its index (see walk_newest_first).
+        # The runs without a value are sorted, so sorting is allowed again for them.
+        await conn.execute("SET LOCAL enable_sort = off")
+        rows += await _walk_metric_values(conn, query, term, last, wanted)
+        await conn.execute(SORTING_AGAIN)
+        if len(rows) < wanted and await _metric_walked_too_far(conn, term, last):
+            return None
+    for unvalued in (NAN, MISSING):
+        if len(rows) < wanted and rank <= unvalued:
+            after = last[2] if last is not None and rank == unvalued else None
+            rows += await _runs_ranked(conn, query, term, unvalued, after, wanted - len(rows))
     return rows
 
 
@@ -181,33 +182,33 @@ async def walk_newest_first(
     # Sorting is disabled for the statement: without statistics (right after a bulk
     # load) PostgreSQL expects the filter to keep a run or two and would rather sort
     # every run of the experiment than walk the index, a hundred times slower. OFFSET 0
-    # keeps the filter a lookup per index entry (see walk_one_metric). One snapshot for
-    # the walk and the count after it, so a run purged in between cannot make a walk
-    # that stopped short look complete. Within the page's snapshot (search.search_page)
-    # SET LOCAL would outlive this block: sorting is allowed again after the walk.
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        await conn.execute("SET LOCAL enable_sort = off")
-        rows = await conn.fetch(
-            f"""SELECT w.* FROM (SELECT DISTINCT unnest($2::bigint[])) AS x(experiment_id)
+    # keeps the filter a lookup per index entry (see walk_one_metric). The walk and the
+    # count after it read the page's snapshot (search.search_page), so a run purged in
+    # between cannot make a walk that stopped short look complete; SET LOCAL lasts to
+    # that snapshot's end, so sorting is allowed again after the walk.
+    assert conn.is_in_transaction(), "a walk runs in the page's snapshot"
+    await conn.execute("SET LOCAL enable_sort = off")
+    rows = await conn.fetch(
+        f"""SELECT w.* FROM (SELECT DISTINCT unnest($2::bigint[])) AS x(experiment_id)
+            CROSS JOIN LATERAL (
+                SELECT m.*, 0 AS m0, o.start_time AS v0, o.run_id AS tiebreak
+                FROM (
+                    SELECT o.* FROM tracking.runs o
+                    WHERE o.experiment_id = x.experiment_id AND {start}
+                    ORDER BY o.start_time DESC, o.run_id LIMIT {walked}
+                ) o
                 CROSS JOIN LATERAL (
-                    SELECT m.*, 0 AS m0, o.start_time AS v0, o.run_id AS tiebreak
-                    FROM (
-                        SELECT o.* FROM tracking.runs o
-                        WHERE o.experiment_id = x.experiment_id AND {start}
-                        ORDER BY o.start_time DESC, o.run_id LIMIT {walked}
-                    ) o
-                    CROSS JOIN LATERAL (
-                        SELECT {RUN_COLUMNS} FROM (SELECT o.*) r {EXPERIMENT_OF_RUN} {scope.joins}
-                        WHERE {scope.where} OFFSET 0
-                    ) m
-                    ORDER BY o.start_time DESC, o.run_id LIMIT {limit}
-                ) w
-                ORDER BY w.v0 DESC, w.tiebreak LIMIT {limit}""",
-            *params.values,
-        )
-        await conn.execute(SORTING_AGAIN)
-        if len(rows) == wanted or not await _walked_too_far(conn, query, last):
-            return rows
+                    SELECT {RUN_COLUMNS} FROM (SELECT o.*) r {EXPERIMENT_OF_RUN} {scope.joins}
+                    WHERE {scope.where} OFFSET 0
+                ) m
+                ORDER BY o.start_time DESC, o.run_id LIMIT {limit}
+            ) w
+            ORDER BY w.v0 DESC, w.tiebreak LIMIT {limit}""",
+        *params.values,
+    )
+    await conn.execute(SORTING_AGAIN)
+    if len(rows) == wanted or not await _walked_too_far(conn, query, last):
+        return rows
     return None
 
 
