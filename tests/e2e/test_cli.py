@@ -93,17 +93,6 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error_naming_it(env: dict[str, 
     assert variable.returncode == 2 and "CAIRN_PROJECT is not UTF-8 text" in variable.stderr
 
 
-def test_utf8_arguments_are_read_under_an_ascii_locale(env: dict[str, str], unique: str) -> None:
-    """Without UTF-8 mode under the C locale Python reads every byte past ASCII as a
-    lone surrogate, of UTF-8 text too: an argument of `é` was refused as "not UTF-8
-    text", status 2."""
-    ascii_only = {**env, "PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C"}
-    done = run_cairn("experiments", "create", f"café-{unique}", env=ascii_only)
-    assert done.returncode == 0, done.stderr
-    name_filter = f"name = 'café-{unique}'"
-    assert len(as_json("experiments", "list", "--filter", name_filter, env=env)) == 1
-
-
 def test_a_client_variable_that_is_not_utf8_leaves_the_server_commands_be(
     env: dict[str, str],
 ) -> None:

@@ -91,18 +91,15 @@ for _command in (
 def main(argv: Sequence[str] | None = None) -> None:
     """The console script: runs one command and exits with its status."""
     warnings.showwarning = _one_line
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
     # The server's commands judge their own arguments and read no client setting.
     of_server = bool(args) and args[0] in _server.NAMES
-    if not of_server:
-        try:
-            args = _as_utf8(args)
-        except click.UsageError as problem:
-            problem.show()
-            sys.exit(click.UsageError.exit_code)
+    if not of_server and (problem := _not_utf8(args)):
+        click.UsageError(problem).show()
+        sys.exit(click.UsageError.exit_code)
     guard_stdout()
     try:
-        _run(args)
+        _run(argv)
     except KeyboardInterrupt:  # after the command: as its last output was written
         drop_output()
         click.echo(err=True)  # ends the line the terminal's ^C is on
@@ -120,44 +117,23 @@ def _run(argv: Sequence[str] | None) -> None:
         sys.exit(1)
 
 
-# What Python makes of bytes it cannot decode in an argument or a variable (PEP 383):
+# What Python makes of bytes that are no UTF-8 in an argument or a variable (PEP 383):
 # lone surrogates, which no request can carry, so the call failed with a codec's words.
-# Under an ASCII locale without UTF-8 mode (PYTHONUTF8=0, LC_ALL=C) that is every byte
-# past ASCII, of UTF-8 text too.
 _UNDECODED = re.compile("[\ud800-\udfff]")
 
 
-def _as_utf8(argv: list[str]) -> list[str]:
-    """argv, and the CAIRN_* variables, with what Python could not decode read as UTF-8
-    (in place, for the variables); UsageError naming the argument (shown as its bytes:
-    'caf\\xe9') or variable (by its name: it may be a key) that is no UTF-8 text."""
-    decoded = [_utf8(argument, f"argument {number}") for number, argument in enumerate(argv, 1)]
-    for name, value in list(os.environ.items()):
+def _not_utf8(argv: Sequence[str]) -> str | None:
+    """Which argument (shown as its bytes: 'caf\\xe9') or CAIRN_* variable (by its
+    name: it may be a key) is not UTF-8 text; None when all are."""
+    for number, argument in enumerate(argv, start=1):
+        if _UNDECODED.search(argument):
+            given = argument.encode("utf-8", "surrogateescape")
+            shown = visible(given.decode("utf-8", "backslashreplace"))
+            return f"argument {number} ('{shown}') is not UTF-8 text"
+    for name, value in os.environ.items():
         if name.startswith("CAIRN_") and _UNDECODED.search(value):
-            os.environ[name] = _utf8(value, name, shown=False)
-    return decoded
-
-
-def _utf8(text: str, what: str, shown: bool = True) -> str:
-    """text read as UTF-8 again, else UsageError naming what (with text's bytes if shown)."""
-    if not _UNDECODED.search(text):
-        return text
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8")
-    except UnicodeError:  # bytes that are no UTF-8, or a surrogate no byte was read as
-        pass
-    if not shown:
-        raise click.UsageError(f"{what} is not UTF-8 text")
-    raise click.UsageError(f"{what} ('{_bytes_shown(text)}') is not UTF-8 text")
-
-
-def _bytes_shown(text: str) -> str:
-    """The bytes Python read as text, escaped where they are no UTF-8: 'caf\\xe9'."""
-    try:
-        given = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        given = text.encode("utf-8", "backslashreplace")
-    return visible(given.decode("utf-8", "backslashreplace"))
+            return f"{name} is not UTF-8 text"
+    return None
 
 
 def _one_line(
