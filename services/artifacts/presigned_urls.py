@@ -151,6 +151,7 @@ def _check_within_key(lifetime: timedelta) -> None:
 
 
 def upload_id_field(value: str) -> uuid.UUID:
+    """The upload id a presigned PUT URL was made for, as ConfirmUpload is given it."""
     try:
         return uuid.UUID(hex=value)
     except ValueError:
@@ -186,6 +187,7 @@ def _check_put(upload: PendingUpload, expected_sha256: str, sha256: str, content
 
 
 def presign_unsupported() -> FailedPrecondition:
+    """The refusal of a presigned URL by a backend that signs none (a filesystem)."""
     return FailedPrecondition(
         "PRESIGN_UNSUPPORTED",
         "presigned URLs need the S3 backend; this server stores files locally",

@@ -24,6 +24,7 @@ def sha256_field(value: str, field: str) -> str:
 
 
 def check_size(expected_size: int) -> None:
+    """Refuses a declared size no object may have."""
     if not 0 <= expected_size <= blobs.MAX_OBJECT_BYTES:
         raise invalid_field(
             "expected_size", f"must be 0 (unknown) to {blobs.MAX_OBJECT_BYTES} bytes"

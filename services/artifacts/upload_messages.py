@@ -45,6 +45,7 @@ async def refuse(
 
 
 async def read_header(stream: AsyncIterator[api.UploadRequest]) -> api.UploadHeader:
+    """The upload's first message, its header; INVALID_ARGUMENT for any other first."""
     first = await anext(stream, None)
     if first is None:
         await _ended_too_soon("header", "the upload stream ended before its header")

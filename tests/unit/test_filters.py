@@ -18,7 +18,8 @@ from cairn_server.common.filters import (
     parse_order_by,
     tokenize,
 )
-from cairn_server.tracking.store.run_filters import ENTITIES
+from cairn_server.tracking.model import ViewType
+from cairn_server.tracking.store.run_filters import ENTITIES, RunQuery, run_scope
 
 
 def _ident(entity: str, key: str, position: int) -> Identifier:
@@ -187,6 +188,13 @@ def test_a_direction_is_ascii_as_mlflow_reads_it(direction: str) -> None:
     (and the registry's orders) refuse it."""
     with pytest.raises(FilterError):
         parse_order_by(f"metrics.acc {direction}", ENTITIES)
+
+
+@pytest.mark.parametrize("status", ["\ufb01nished", "\u017fcheduled"])
+def test_a_status_is_named_in_ascii(status: str) -> None:
+    """A ligature or a long s upper-cases to plain letters: 'ﬁnished' was read as FINISHED."""
+    with pytest.raises(FilterError, match="status is one of"):
+        run_scope(RunQuery("p", [1], f"attributes.status = '{status}'", [], ViewType.ALL, 10, ""))
 
 
 def test_an_escaped_backslash_ends_a_like_pattern() -> None:

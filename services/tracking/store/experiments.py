@@ -16,7 +16,7 @@ from ..model import Experiment, LifecycleStage, ViewType
 from ..validation import experiment_tag_bytes, tag_bytes
 from . import sizes
 from .purge import delete_time, generated_location
-from .runs import experiment_being_purged
+from .runs import EXPERIMENT_CLAIMED, experiment_being_purged
 
 _COLUMNS = """experiment_id, project, name, artifact_location, lifecycle_stage,
               creation_time, last_update_time"""
@@ -365,15 +365,15 @@ async def _lock_active(conn: asyncpg.Connection, project: str, experiment_id: in
     set wait for the writes under way, and the writes begun after wait for it); a
     rename's update of the name, a key, waits for them all the same."""
     row = await conn.fetchrow(
-        """SELECT lifecycle_stage, purge_time IS NOT NULL AS claimed FROM tracking.experiments
-           WHERE project = $1 AND experiment_id = $2 FOR NO KEY UPDATE""",
+        f"""SELECT e.lifecycle_stage, {EXPERIMENT_CLAIMED} FROM tracking.experiments e
+           WHERE e.project = $1 AND e.experiment_id = $2 FOR NO KEY UPDATE""",
         project,
         experiment_id,
     )
     if row is None:
         raise _not_found(experiment_id)
     if row["lifecycle_stage"] != LifecycleStage.ACTIVE:
-        if row["claimed"]:
+        if row["experiment_claimed"]:
             raise experiment_being_purged(experiment_id=experiment_id)
         raise FailedPrecondition(
             "EXPERIMENT_DELETED", f"experiment {experiment_id} is deleted; restore it first"

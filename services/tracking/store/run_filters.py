@@ -325,7 +325,12 @@ def _status_as_number(node: filters.Comparison) -> filters.Comparison:
     names = node.values
     numbers = []
     for name in names:
-        if not isinstance(name, str) or name.upper() not in RunStatus.__members__:
+        # In ASCII alone: 'ﬁnished' (a ligature) upper-cases to FINISHED.
+        if (
+            not isinstance(name, str)
+            or not name.isascii()
+            or name.upper() not in RunStatus.__members__
+        ):
             known = ", ".join(RunStatus.__members__)
             raise FilterError(node.ident.position, f"status is one of {known}")
         numbers.append(float(RunStatus[name.upper()]))

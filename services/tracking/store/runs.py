@@ -26,7 +26,9 @@ RUN_FROM = f"tracking.runs r {EXPERIMENT_OF_RUN}"
 # so until its row goes it would read with part of that history (no metrics, all its
 # params). Claimed, it is as good as gone: it cannot be restored (RUN_BEING_PURGED).
 UNCLAIMED = "r.purge_time IS NULL"
-# Whether a garbage collection has claimed the run's experiment `e` (check_writable).
+# A column of whether a garbage collection has claimed the experiment `e` (its purge
+# began): read where a write checks its experiment, so that a claimed one is refused as
+# EXPERIMENT_BEING_PURGED rather than with a restore that would be refused too.
 EXPERIMENT_CLAIMED = "e.purge_time IS NOT NULL AS experiment_claimed"
 
 
@@ -153,7 +155,7 @@ async def _lock_active_experiment(
     EXPERIMENT_BEING_PURGED, once a garbage collection has claimed it); else holds it so
     until the transaction ends. A missing run is left to the caller."""
     row = await conn.fetchrow(
-        """SELECT e.lifecycle_stage, e.purge_time IS NOT NULL AS claimed
+        f"""SELECT e.lifecycle_stage, {EXPERIMENT_CLAIMED}
            FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
            WHERE r.project = $1 AND r.run_id = $2
            FOR KEY SHARE OF e""",
@@ -162,7 +164,7 @@ async def _lock_active_experiment(
     )
     if row is None or row["lifecycle_stage"] == LifecycleStage.ACTIVE:
         return
-    if row["claimed"]:
+    if row["experiment_claimed"]:
         raise experiment_being_purged(run_id=run_id.hex)
     raise FailedPrecondition(
         "EXPERIMENT_DELETED",
@@ -273,9 +275,9 @@ async def _active_experiment_location(
     conn: asyncpg.Connection, project: str, experiment_id: int
 ) -> str:
     row = await conn.fetchrow(
-        """SELECT lifecycle_stage, artifact_location, purge_time IS NOT NULL AS claimed
-           FROM tracking.experiments
-           WHERE project = $1 AND experiment_id = $2 FOR SHARE""",
+        f"""SELECT e.lifecycle_stage, e.artifact_location, {EXPERIMENT_CLAIMED}
+           FROM tracking.experiments e
+           WHERE e.project = $1 AND e.experiment_id = $2 FOR SHARE""",
         project,
         experiment_id,
     )
@@ -286,7 +288,7 @@ async def _active_experiment_location(
             metadata={"experiment_id": str(experiment_id)},
         )
     if row["lifecycle_stage"] != LifecycleStage.ACTIVE:
-        if row["claimed"]:
+        if row["experiment_claimed"]:
             raise experiment_being_purged(experiment_id=experiment_id)
         raise FailedPrecondition(
             "EXPERIMENT_DELETED", f"experiment {experiment_id} is deleted; restore it first"

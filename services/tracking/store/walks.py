@@ -41,9 +41,8 @@ async def walk_one_metric(
     The index holds the metric of every experiment: a filter few of its runs meet would
     make the walk visit most of them, so it gives up after WALK_LIMIT entries and
     returns None, and the caller sorts instead (search._sorted_by_one_metric). The walk and the
-    runs without a value are read in the page's snapshot (search.search_page), within
-    whose transaction SET LOCAL holds."""
-    assert conn.is_in_transaction(), "a walk runs in the page's snapshot"
+    runs without a value are read in the page's snapshot: conn is in search.search_page's
+    REPEATABLE READ transaction, within which SET LOCAL holds."""
     rank = VALUED if last is None else last[0]
     rows: list[asyncpg.Record] = []
     if rank == VALUED:
@@ -186,7 +185,6 @@ async def walk_newest_first(
     # count after it read the page's snapshot (search.search_page), so a run purged in
     # between cannot make a walk that stopped short look complete; SET LOCAL lasts to
     # that snapshot's end, so sorting is allowed again after the walk.
-    assert conn.is_in_transaction(), "a walk runs in the page's snapshot"
     await conn.execute("SET LOCAL enable_sort = off")
     rows = await conn.fetch(
         f"""SELECT w.* FROM (SELECT DISTINCT unnest($2::bigint[])) AS x(experiment_id)

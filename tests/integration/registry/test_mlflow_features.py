@@ -243,8 +243,11 @@ async def test_orders_are_read_as_mlflow_reads_them(mr_client) -> None:
     for spelled in ("attribute.name DESC", "attributes.name DESC", "`name` DESC", '"name" DESC'):
         assert await names(spelled) == ["gamma", "beta", "alpha"], spelled
     assert await names("   ") == ["alpha", "beta", "gamma"]  # MLflow's default, name ASC
-    versions = await mr_client.search_model_versions(order_by=["attribute.version_number"])
-    assert [v.version for v in versions] == [1, 1, 1]
+    await mr_client.create_model_version("beta", "s3://b/beta/2")
+    versions = await mr_client.search_model_versions(
+        "name = 'beta'", order_by=["attribute.version_number DESC"]
+    )
+    assert [v.version for v in versions] == [2, 1]
     with pytest.raises(InvalidArgumentError) as raised:
         await mr_client.search_registered_models(order_by=["tags.name"])
     assert raised.value.reason == "INVALID_ORDER_BY"
