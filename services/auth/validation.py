@@ -9,7 +9,7 @@ from cairn import _names as names
 from cairn.auth.v1 import auth_pb2 as pb
 
 from ..common import validation
-from ..common.errors import invalid_field
+from ..common.errors import InvalidArgument, invalid_field
 from . import keys
 
 MAX_USER_ID_LENGTH = 128
@@ -47,22 +47,28 @@ def new_user_id(value: str, field: str = "user_id") -> str:
         raise invalid_field(field, "must not contain invisible characters")
     if not unicodedata.is_normalized("NFC", value):
         raise invalid_field(field, "must be in composed form (Unicode NFC)")
+    if not unicodedata.is_normalized("NFKC", value):
+        # A fullwidth or small @, a one-dot leader for a dot, a mathematical 1: each
+        # drawn as the plain character, which a user's id holds (PRECIS's identifiers,
+        # RFC 8264, leave such characters out too).
+        raise invalid_field(field, f"must not hold a variant of a plain character {_plain(value)}")
     if mixed := _mixed_scripts(value):
         shown = ", ".join(f"{char!r} ({unicodedata.name(char, '?')})" for char in mixed)
         raise invalid_field(
             field,
             f"must not mix the letters of different scripts, which look alike: {shown}",
         )
-    if not unicodedata.is_normalized("NFKC", value):
-        # A fullwidth or small @, a one-dot leader for a dot, a mathematical 1: each
-        # drawn as the plain character, which a user's id holds (PRECIS's identifiers,
-        # RFC 8264, leave such characters out too).
-        raise invalid_field(
-            field,
-            "must not hold a variant of a plain character (compatibility form, Unicode "
-            f"NFKC): write {unicodedata.normalize('NFKC', value)!r}",
-        )
     return value
+
+
+def _plain(value: str) -> str:
+    """Says how value is written plainly (NFKC), when that form is an id itself."""
+    plain = unicodedata.normalize("NFKC", value)
+    try:
+        new_user_id(plain)  # in NFKC form: it comes back here no more
+    except InvalidArgument:  # "a ̈b", say: no id
+        return "(compatibility form, Unicode NFKC)"
+    return f"(compatibility form, Unicode NFKC): write {plain!r}"
 
 
 # Scripts a language writes together, each also with Latin letters: Japanese kanji and

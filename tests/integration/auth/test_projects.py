@@ -127,7 +127,7 @@ async def test_bad_role_requests_are_invalid(world: World) -> None:
         ("alic" + "e\u0301", "composed form"),  # alicé, spelled as e and an accent
         ("\u0435ditor", "scripts"),  # a Cyrillic ie for the e
         ("edit\u03bfr", "scripts"),  # a Greek omicron for the o
-        ("\u2170van", "scripts"),  # a small Roman numeral one for the i
+        ("\u2170van", "variant"),  # a small Roman numeral one for the i
         ("alice@example\u2024com", "variant"),  # a one-dot leader for the dot
         ("alice\uff20example.com", "variant"),  # a fullwidth @
         ("alice\ufe6bexample.com", "variant"),  # a small @
