@@ -15,7 +15,7 @@ import tempfile
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath, PureWindowsPath
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, NoReturn, TypeVar
 
 from .. import _direct_io
 from .. import _names as names
@@ -110,7 +110,9 @@ def size_of(source: Source) -> int | None:
 def files_in(directory: Path, under: str = "") -> list[str]:
     """Every file's "/"-separated path under directory, in path order (blocking); all
     are checked before any is returned, so an upload of the tree to under stores all or
-    none of them for this reason.
+    none of them for this reason. A link to a file counts as that file; links to
+    folders, dangling links, special files (FIFOs, sockets, devices) and this client's
+    own temporary files (a killed download's `.cairn-<32 hex>.part`) are left out.
 
     Raises:
         InvalidArgumentError: INVALID_PATH, a name no upload can write: bytes that are
@@ -119,10 +121,10 @@ def files_in(directory: Path, under: str = "") -> list[str]:
             to under (docs/artifacts.md): a backslash or a control character in it, a
             segment starting or ending with a character that shows as nothing, a path
             of more than 1,024 bytes.
+        FailedPreconditionError: LOCAL_READ_FAILED, metadata path and errno: a folder
+            that cannot be listed or a file that cannot be opened for reading.
     """
-    relatives = sorted(
-        file.relative_to(directory).as_posix() for file in directory.rglob("*") if file.is_file()
-    )
+    relatives = sorted(file.relative_to(directory).as_posix() for file in _listed_files(directory))
     for relative in relatives:
         try:
             relative.encode()
@@ -134,6 +136,38 @@ def files_in(directory: Path, under: str = "") -> list[str]:
         target = f"{under.rstrip('/')}/{relative}" if under.strip("/") else relative
         check_target(directory / relative, target)
     return relatives
+
+
+def _listed_files(directory: Path) -> Iterator[Path]:
+    """The regular files under directory (following links to files, not to folders),
+    each opened once to prove it readable: a refusal raises before anything is sent
+    (not pathlib's rglob, which passes over a folder it may not list without a word,
+    so a tree would upload short and report success)."""
+    for folder, _, file_names in os.walk(directory, onerror=_unreadable):
+        for name in file_names:
+            file = Path(folder, name)
+            # isfile follows a link: a FIFO, socket or device (or a link to one) is no
+            # file to upload, and opening a FIFO would wait for a writer.
+            if _TEMPORARY.fullmatch(name) or not os.path.isfile(file):
+                continue
+            try:
+                file.open("rb").close()  # as root, os.access says yes to any mode
+            except OSError as error:
+                _unreadable(error)
+            yield file
+
+
+def _unreadable(error: OSError) -> NoReturn:
+    """Raises the file system's refusal to list a folder or read a file of a tree."""
+    code = errno.errorcode.get(error.errno, "") if isinstance(error.errno, int) else ""
+    # Escaped as a name that is not UTF-8 is (`files_in`), and on one line.
+    local = str(error.filename).encode(errors="backslashreplace").decode()
+    shown = on_one_line(names.shown(local))
+    raise FailedPreconditionError(
+        f"could not read {shown}: {error.strerror or error}; nothing of the tree was sent",
+        reason="LOCAL_READ_FAILED",
+        metadata={"path": shown, "errno": code},
+    ) from error
 
 
 def check_target(local: Path, target: str) -> None:

@@ -1,0 +1,144 @@
+"""What `upload_tree` (and so `log_artifacts`) reads of a local tree: a folder or a
+file it may not read refuses the whole tree before anything is sent, and the client's
+own temporary files are left out."""
+
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+import cairn
+from tests.conftest import new_project
+
+REPOSITORY = Path(__file__).resolve().parents[3]
+NOBODY = 65534
+# Uploads the tree as a user who is refused what the test made unreadable: root reads
+# any file and lists any folder, so as root (in CI too) it drops to nobody first.
+UPLOAD_AS_ANOTHER_USER = """
+import asyncio, json, os, sys
+import cairn
+
+async def main(port, project, tree, user):
+    async with cairn.ArtifactClient.insecure_connection("127.0.0.1", port, project=project) as c:
+        # A call first, as root: what it loads is loaded from wherever Python lives,
+        # which the other user may not read.
+        await c.list("", recursive=True)
+        if os.geteuid() == 0:
+            os.setgid(user)
+            os.setuid(user)
+        try:
+            stored = await c.upload_tree("t", tree)
+        except cairn.exceptions.CairnError as error:
+            return {"error": type(error).__name__, "reason": error.reason,
+                    "metadata": dict(error.metadata), "message": str(error)}
+        except OSError as error:
+            return {"error": type(error).__name__, "message": str(error)}
+        return {"stored": [o.path for o in stored]}
+
+print(json.dumps(asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])))))
+"""
+
+
+@pytest.fixture
+async def artifacts(server_port: int, unique: str) -> AsyncIterator[cairn.ArtifactClient]:
+    project = await new_project(server_port, f"lt-{unique}")
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", server_port, project=project, timeout=None
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def shared_tree() -> Iterator[Path]:
+    """A folder another user may enter (pytest's own temporary folders are the
+    owner's alone), holding files a, b/2, c and d; removed after the test."""
+    root = Path(tempfile.mkdtemp(prefix="cairn-tree-"))
+    root.chmod(0o755)
+    tree = root / "t"
+    (tree / "b").mkdir(parents=True)
+    for name in ("a", "b/2", "c", "d"):
+        (tree / name).write_bytes(name.encode())
+    modes = {tree: 0o755, tree / "b": 0o755}
+    modes |= {tree / name: 0o644 for name in ("a", "b/2", "c", "d")}
+    for made, mode in modes.items():
+        made.chmod(mode)
+    try:
+        yield tree
+    finally:
+        for made, mode in modes.items():  # what a test took away, so a user may remove it
+            made.chmod(mode)
+        shutil.rmtree(root)
+
+
+async def _upload_as_another_user(client: cairn.ArtifactClient, port: int, tree: Path) -> dict:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        UPLOAD_AS_ANOTHER_USER,
+        str(port),
+        client.project,
+        str(tree),
+        str(NOBODY),
+        cwd=REPOSITORY,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    outcome: dict = json.loads(out)
+    return outcome
+
+
+async def _stored(client: cairn.ArtifactClient) -> list[str]:
+    return [info.path for info in await client.list("", recursive=True)]
+
+
+async def test_a_folder_that_cannot_be_listed_refuses_the_tree(
+    artifacts: cairn.ArtifactClient, server_port: int, shared_tree: Path
+) -> None:
+    """pathlib's rglob passed over a folder it may not list without a word: the tree
+    a, b/2 (b unreadable), c, d stored t/a, t/c and t/d and reported success."""
+    (shared_tree / "b").chmod(0)
+
+    outcome = await _upload_as_another_user(artifacts, server_port, shared_tree)
+
+    assert outcome.get("error") == "FailedPreconditionError", outcome
+    assert outcome["reason"] == "LOCAL_READ_FAILED"
+    assert outcome["metadata"] == {"path": str(shared_tree / "b"), "errno": "EACCES"}
+    assert "nothing of the tree was sent" in outcome["message"]
+    assert await _stored(artifacts) == []
+
+
+async def test_a_file_that_cannot_be_read_refuses_the_tree(
+    artifacts: cairn.ArtifactClient, server_port: int, shared_tree: Path
+) -> None:
+    """A file it may not read failed half-way: t/a and t/b/2 were stored, then a bare
+    PermissionError for c reached the caller."""
+    (shared_tree / "c").chmod(0)
+
+    outcome = await _upload_as_another_user(artifacts, server_port, shared_tree)
+
+    assert outcome.get("error") == "FailedPreconditionError", outcome
+    assert outcome["reason"] == "LOCAL_READ_FAILED"
+    assert outcome["metadata"] == {"path": str(shared_tree / "c"), "errno": "EACCES"}
+    assert await _stored(artifacts) == []
+
+
+async def test_temporary_files_of_a_killed_download_are_left_out(
+    artifacts: cairn.ArtifactClient, tmp_path: Path
+) -> None:
+    """The `.cairn-<32 hex>.part` a killed download leaves in its destination was
+    uploaded with the tree as an artifact of its own."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "model.bin").write_bytes(b"model")
+    (tmp_path / "sub" / f".cairn-{'0a' * 16}.part").write_bytes(b"half")
+    (tmp_path / ".cairn-notours.part").write_bytes(b"a user's")
+
+    stored = await artifacts.upload_tree("t", tmp_path)
+
+    assert [info.path for info in stored] == ["t/.cairn-notours.part", "t/model.bin"]
