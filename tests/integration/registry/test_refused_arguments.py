@@ -49,6 +49,15 @@ async def test_a_description_that_is_no_string_is_refused_naming_it(mr_client) -
     assert (await mr_client.get_model_version("churn", 1)).description == "kept"
 
 
+async def test_an_artifact_stored_without_a_uri_reads_back_without_one(mr_client) -> None:
+    """Every unset text field of an artifact read back None but its uri, which read ''."""
+    model = await mr_client.upsert_registered_model(RegisteredModel("m"))
+    version = await mr_client.upsert_model_version(ModelVersion("v1"), model.id)
+    stored = await mr_client.upsert_model_artifact(ModelArtifact("weights"), version.id)
+    [found] = await mr_client.get_model_version_artifacts(version.id)
+    assert (stored.uri, found.uri, found.description) == (None, None, None)
+
+
 async def test_each_upsert_refuses_an_object_of_another_type(mr_client) -> None:
     """upsert_registered_model("name") raised AttributeError; each upsert names its
     object argument instead, and nothing is made."""

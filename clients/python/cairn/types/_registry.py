@@ -415,7 +415,7 @@ def artifact_to_proto(
 def artifact_from_proto(message: pb.Artifact) -> Artifact:
     common: dict[str, Any] = {
         "name": message.name,
-        "uri": message.uri,
+        "uri": message.uri or None,  # unset, as Kubeflow's types read it
         "description": message.description or None,
         "external_id": message.external_id or None,
         # A state this client does not know is Kubeflow's UNKNOWN, as the unset one is.
