@@ -32,3 +32,15 @@ def test_a_long_label_keeps_its_end() -> None:
     assert shortened.startswith("…") and shortened.endswith("model/weights.bin")
     assert len(shortened) == _progress.LABEL_WIDTH
     assert _progress._shortened("short.bin") == "short.bin"
+
+
+def test_a_file_grown_since_it_was_listed_raises_the_total_with_it() -> None:
+    """A tree's total is summed as it is listed: a file that grew before it was sent
+    had the callable told (3005010, 3000020), more done than the whole."""
+    calls: list[tuple[int, int]] = []
+    with _progress.meter(
+        lambda done, total: calls.append((done, total)), "upload", "t", 10
+    ) as moved:
+        moved.reach(6)
+        moved.reach(12)
+    assert calls == [(0, 10), (6, 10), (12, 12), (12, 12)]  # the last as the transfer ends

@@ -56,6 +56,8 @@ class Meter:
         sent again after a lost connection catches up silently with what was shown."""
         if position > self.done:
             self.done = position
+            if self.total is not None and position > self.total:
+                self.total = position  # a file grew since it was listed: done <= total
             self._display.show(position, self.total)
 
     def advance(self, count: int) -> None:
@@ -174,7 +176,7 @@ class _Bar:
         self._task = self._bars.add_task(description, total=total)
 
     def show(self, done: int, total: int | None) -> None:
-        self._bars.update(self._task, completed=done)
+        self._bars.update(self._task, total=total, completed=done)
 
     def finish(self, done: int, seconds: float) -> None:
         self._bars.update(self._task, total=done, completed=done)
