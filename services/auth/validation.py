@@ -63,12 +63,14 @@ def new_user_id(value: str, field: str = "user_id") -> str:
 
 def _plain(value: str) -> str:
     """Says how value is written plainly (NFKC), when that form is an id itself."""
+    variants = [char for char in value if unicodedata.normalize("NFKC", char) != char]
+    shown = ", ".join(f"{char!r} ({unicodedata.name(char, '?')})" for char in variants[:5])
     plain = unicodedata.normalize("NFKC", value)
     try:
         new_user_id(plain)  # in NFKC form: it comes back here no more
     except InvalidArgument:  # "a ̈b", say: no id
-        return "(compatibility form, Unicode NFKC)"
-    return f"(compatibility form, Unicode NFKC): write {plain!r}"
+        return f"(compatibility form, Unicode NFKC): {shown}"
+    return f"(compatibility form, Unicode NFKC): {shown}; write {plain!r}"
 
 
 # Scripts a language writes together, each also with Latin letters: Japanese kanji and
@@ -89,11 +91,9 @@ def _mixed_scripts(value: str) -> list[str]:
     another id.
 
     A letter's script is the first word of its Unicode name ("CYRILLIC SMALL LETTER
-    IE"); letter numbers count as letters (a small Roman numeral one looks like i), and
-    digits, punctuation and combining marks belong to every script. The first word sets
-    apart a few letters that Unicode's script property counts as Latin or common
-    (FULLWIDTH LATIN SMALL LETTER A, MICRO SIGN), and so refuses them beside the Latin
-    letters they look like."""
+    IE"); letter numbers count as letters, and digits, punctuation and combining marks
+    belong to every script. (Variants of plain letters, a fullwidth a or a small Roman
+    numeral one, are refused before, by their NFKC form: `new_user_id`.)"""
     first_of: dict[str, str] = {}
     for char in value:
         if unicodedata.category(char) in _LETTERS:

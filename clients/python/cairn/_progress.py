@@ -10,7 +10,7 @@ moves bytes reports it.
 - a callable: called with (bytes_done, bytes_total) as bytes move.
 
 A transfer is one file or one whole tree: a tree shows one bar, whose total is the size
-of all its files, known before the first byte moves.
+of all its files, known before the first byte moves (raised should a file grow since).
 """
 
 from __future__ import annotations
@@ -131,6 +131,7 @@ class _Callback:
         callback(0, total or 0)
 
     def show(self, done: int, total: int | None) -> None:
+        self._total = total  # raised when a file grew since it was listed
         self._callback(done, total or 0)
 
     def finish(self, done: int, seconds: float) -> None:

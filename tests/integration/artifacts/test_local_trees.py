@@ -25,10 +25,11 @@ import cairn
 
 async def main(port, project, tree, user):
     async with cairn.ArtifactClient.insecure_connection("127.0.0.1", port, project=project) as c:
-        # A call first, as root: what it loads is loaded from wherever Python lives,
-        # which the other user may not read.
-        await c.list("", recursive=True)
+        # The same upload first, as root, of a tree it may read: what it loads is loaded
+        # from wherever Python lives, which the other user may not read.
+        await c.upload_tree("warm", sys.argv[5])
         if os.geteuid() == 0:
+            os.setgroups([])
             os.setgid(user)
             os.setuid(user)
         try:
@@ -57,7 +58,7 @@ async def artifacts(server_port: int, unique: str) -> AsyncIterator[cairn.Artifa
 def shared_tree() -> Iterator[Path]:
     """A folder another user may enter (pytest's own temporary folders are the
     owner's alone), holding files a, b/2, c and d; removed after the test."""
-    root = Path(tempfile.mkdtemp(prefix="cairn-tree-"))
+    root = Path(tempfile.mkdtemp(prefix="cairn-tree-", dir="/tmp"))  # whatever TMPDIR is
     root.chmod(0o755)
     tree = root / "t"
     (tree / "b").mkdir(parents=True)
@@ -76,6 +77,9 @@ def shared_tree() -> Iterator[Path]:
 
 
 async def _upload_as_another_user(client: cairn.ArtifactClient, port: int, tree: Path) -> dict:
+    warm = tree.parent / "warm"
+    warm.mkdir()
+    (warm / "w").write_bytes(b"w")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -84,32 +88,40 @@ async def _upload_as_another_user(client: cairn.ArtifactClient, port: int, tree:
         client.project,
         str(tree),
         str(NOBODY),
+        str(warm),
         cwd=REPOSITORY,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(process.communicate(), 120)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        if process.returncode is None:
+            process.kill()
     assert process.returncode == 0, err.decode()
     outcome: dict = json.loads(out)
     return outcome
 
 
 async def _stored(client: cairn.ArtifactClient) -> list[str]:
-    return [info.path for info in await client.list("", recursive=True)]
+    """What the tree t stored (the warm-up's aside)."""
+    return [info.path for info in await client.list("", recursive=True) if info.path[:2] == "t/"]
 
 
+@pytest.mark.parametrize(("mode", "refused"), [(0, "b"), (0o644, "b/2")])
 async def test_a_folder_that_cannot_be_listed_refuses_the_tree(
-    artifacts: cairn.ArtifactClient, server_port: int, shared_tree: Path
+    artifacts: cairn.ArtifactClient, server_port: int, shared_tree: Path, mode: int, refused: str
 ) -> None:
     """pathlib's rglob passed over a folder it may not list without a word: the tree
-    a, b/2 (b unreadable), c, d stored t/a, t/c and t/d and reported success."""
-    (shared_tree / "b").chmod(0)
+    a, b/2 (b unreadable), c, d stored t/a, t/c and t/d and reported success. A folder
+    that may be listed but not entered (644) hid its files as dangling links."""
+    (shared_tree / "b").chmod(mode)
 
     outcome = await _upload_as_another_user(artifacts, server_port, shared_tree)
 
     assert outcome.get("error") == "FailedPreconditionError", outcome
     assert outcome["reason"] == "LOCAL_READ_FAILED"
-    assert outcome["metadata"] == {"path": str(shared_tree / "b"), "errno": "EACCES"}
+    assert outcome["metadata"] == {"path": str(shared_tree / refused), "errno": "EACCES"}
     assert "nothing of the tree was sent" in outcome["message"]
     assert await _stored(artifacts) == []
 

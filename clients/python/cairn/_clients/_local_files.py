@@ -10,6 +10,7 @@ import io
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import unicodedata
@@ -146,15 +147,30 @@ def _listed_files(directory: Path) -> Iterator[Path]:
     for folder, _, file_names in os.walk(directory, onerror=_unreadable):
         for name in file_names:
             file = Path(folder, name)
-            # isfile follows a link: a FIFO, socket or device (or a link to one) is no
-            # file to upload, and opening a FIFO would wait for a writer.
-            if _TEMPORARY.fullmatch(name) or not os.path.isfile(file):
-                continue
-            try:
-                file.open("rb").close()  # as root, os.access says yes to any mode
-            except OSError as error:
-                _unreadable(error)
-            yield file
+            if not _TEMPORARY.fullmatch(name) and _readable_file(file):
+                yield file
+
+
+def _readable_file(file: Path) -> bool:
+    """Whether file (a link followed) is a regular file, proven readable by opening it;
+    a dangling link or a loop is none. A FIFO, socket or device is no file to upload,
+    and opening a FIFO would wait for a writer. A file that cannot be looked at (in a
+    folder that may be listed but not entered) or read raises (`_unreadable`)."""
+    try:
+        found = file.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False  # a dangling link
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return False
+        _unreadable(error)
+    if not stat.S_ISREG(found.st_mode):
+        return False
+    try:
+        file.open("rb").close()  # as root, os.access says yes to any mode
+    except OSError as error:
+        _unreadable(error)
+    return True
 
 
 def _unreadable(error: OSError) -> NoReturn:
