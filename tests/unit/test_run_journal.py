@@ -22,7 +22,7 @@ from cairn._clients import journal_lines
 from cairn._clients.active_run import ActiveRun
 from cairn._clients.journal import UNFINISHED, UNFINISHED_SECONDS, Journal, LiveJournal
 from cairn._clients.run_batches import Batches
-from cairn._clients.tracking import _columns
+from cairn._clients.run_logging import _columns
 from cairn.exceptions import InvalidArgumentError, UnavailableError
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.types import Metric, RunStatus
