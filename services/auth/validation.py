@@ -39,12 +39,18 @@ def new_user_id(value: str, field: str = "user_id") -> str:
     may have been given before this rule): no character that shows as nothing, which
     `isprintable` lets through (a Hangul filler, a blank Braille pattern), composed
     (NFC) of no variant of a plain character (NFKC: fullwidth, small or mathematical
-    forms), and letters of one script (`_mixed_scripts`), so that an id that looks like
-    another is not a second user beside it."""
+    forms), beginning with no combining mark (Unicode category M), and letters of one
+    script (`_mixed_scripts`), so that an id that looks like another is not a second
+    user beside it."""
     validation.name(value, field, MAX_USER_ID_LENGTH)
     user_id(value, field)
     if names.shows_nothing_somewhere(value):
         raise invalid_field(field, "must not contain invisible characters")
+    if unicodedata.category(value[0]).startswith("M"):
+        # Drawn onto whatever comes before it in a listing (an accent on the end of the
+        # id above, say), it makes the id look like another.
+        mark = f"{value[0]!r} ({unicodedata.name(value[0], '?')})"
+        raise invalid_field(field, f"must not begin with a combining mark: {mark}")
     if not unicodedata.is_normalized("NFC", value):
         raise invalid_field(field, "must be in composed form (Unicode NFC)")
     if not unicodedata.is_normalized("NFKC", value):

@@ -216,17 +216,29 @@ class Listing:
         time ascending when blank."""
         if not order_by.strip():
             return "create_time", True
-        wrong = FilterError(
-            0, f"order by one of {', '.join(self.orders)}, then asc or desc", "INVALID_ORDER_BY"
-        )
         try:
             ident, ascending = filters.parse_order_by(order_by, _ATTRIBUTE_ENTITIES)
-        except FilterError:
-            raise wrong from None
+        except FilterError as error:  # where and what the parser found, and the keys
+            raise self._wrong_order(error.position, error.problem) from None
         field = _MLFLOW_ORDER.get(ident.key.lower(), ident.key.lower())
         if ident.entity != "attribute" or field not in self.orders:
-            raise wrong
+            raise self._wrong_order(ident.position, f"cannot order by {ident.key!r}")
         return field, ascending
+
+    def _wrong_order(self, position: int, problem: str) -> FilterError:
+        """INVALID_ORDER_BY at position, saying the problem and the keys the list orders
+        by, MLflow's names of them too (a client written for MLflow names those)."""
+        keys = ", ".join(self._order_key(field) for field in self.orders)
+        return FilterError(
+            position, f"{problem}; order by one of {keys}, then asc or desc", "INVALID_ORDER_BY"
+        )
+
+    @staticmethod
+    def _order_key(field: str) -> str:
+        """An order field with MLflow's names of it: "update_time (or
+        last_updated_timestamp, timestamp)"."""
+        aliases = [alias for alias, named in _MLFLOW_ORDER.items() if named == field]
+        return f"{field} (or {', '.join(aliases)})" if aliases else field
 
     async def page(
         self,

@@ -133,6 +133,9 @@ async def test_bad_role_requests_are_invalid(world: World) -> None:
         ("alice\ufe6bexample.com", "variant"),  # a small @
         ("alice\U0001d7f7@example.com", "variant"),  # a mathematical 1
         ("\uff21\uff23\uff25", "variant"),  # fullwidth ACE throughout
+        ("\u0301alice", "begin with a combining mark"),  # an acute drawn on what is before
+        ("\u20ddalice", "begin with a combining mark"),  # an enclosing circle (Me)
+        ("\u0903alice", "begin with a combining mark"),  # a spacing mark, visarga (Mc)
     ],
 )
 async def test_no_role_or_key_goes_to_a_look_alike_of_a_user(
@@ -150,6 +153,43 @@ async def test_no_role_or_key_goes_to_a_look_alike_of_a_user(
     async with world.auth("global_admin") as auth:
         with pytest.raises(InvalidArgumentError, match=why):
             await auth.create_user_api_key(user, "look-alike", ApiKeyExpirationTime.THIRTY_DAYS)
+
+
+@pytest.mark.parametrize(
+    ("user", "suggested"),
+    [
+        ("\uff9ealice", None),  # half-width voiced sound mark: plainly, a combining mark
+        ("\u0e33", None),  # Thai SARA AM alone: plainly, NIKHAHIT (a mark) and SARA AA
+        ("\u0e01\u0e33", "\u0e01\u0e4d\u0e32"),  # after a consonant, NIKHAHIT + SARA AA
+        ("\u0e81\u0eb3", "\u0e81\u0ecd\u0eb2"),  # Lao AM, as Lao NIGGAHITA + AA
+    ],
+)
+async def test_the_plain_form_named_for_a_variant_is_an_id_itself(
+    world: World, user: str, suggested: str | None
+) -> None:
+    """A refused id's plain (NFKC) form was suggested though it began with a combining
+    mark, which no new id may: for a half-width voiced sound mark, "write '\u3099alice'"."""
+    async with world.auth("admin") as auth:
+        with pytest.raises(InvalidArgumentError, match="variant") as refused:
+            await auth.add_user_project_role(user, world.project, ProjectRole.VIEWER)
+        if suggested is None:
+            assert "write" not in refused.value.message
+        else:
+            assert f"write {suggested!r}" in refused.value.message
+            await auth.add_user_project_role(suggested, world.project, ProjectRole.VIEWER)
+            await auth.delete_project_role(suggested, world.project)
+
+
+async def test_an_id_beginning_with_a_combining_mark_given_before_still_works(
+    world: World, pool: asyncpg.Pool, unique: str
+) -> None:
+    """Ids given before the leading-mark rule keep their keys, as other ids given before
+    a rule do; only a new key or role is refused."""
+    before, _ = await AuthStore(pool).create_key(f"\u0301marked-{unique}", "before", None)
+    async with world.auth_with(before) as auth:
+        assert [k.name for k in await auth.get_api_keys()] == ["before"]
+        with pytest.raises(InvalidArgumentError, match="combining mark"):
+            await auth.create_api_key("another", ApiKeyExpirationTime.THIRTY_DAYS)
 
 
 async def test_ids_written_in_one_script_or_in_scripts_written_together_are_users(
