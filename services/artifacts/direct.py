@@ -58,9 +58,10 @@ from ..common import database, logs
 from ..common.errors import DomainError, InvalidArgument, Unavailable
 from . import pace
 from .filesystem import holds_no_file
-from .store import PendingUpload, StoredObject, bytes_missing
+from .objects import StoredObject, bytes_missing
 from .streams import MERGE_BYTES, check_growth, verify
 from .tickets import Ticket, TicketSigner
+from .uploads import PendingUpload
 
 T = TypeVar("T")
 PREFIX = "/v1/transfers/"

@@ -15,7 +15,8 @@ from cairn.artifacts.v1 import artifacts_service_pb2 as api
 
 from ..common.errors import Aborted, OutOfRange, invalid_field
 from . import backends, pace, threads
-from .store import ObjectStore, StoredObject, bytes_missing
+from .objects import StoredObject, bytes_missing
+from .store import ObjectStore
 
 # Opening an object that is replaced this many times in a row gives up (ABORTED).
 OPEN_ATTEMPTS = 3

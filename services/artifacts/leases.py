@@ -24,7 +24,8 @@ import asyncpg
 
 from ..common import logs
 from ..common.errors import NotFound, ResourceExhausted
-from .store import KIND_CONDITIONS, UPLOAD_COLUMNS, ObjectStore, PendingUpload, being_completed
+from .store import ObjectStore
+from .uploads import KIND_CONDITIONS, UPLOAD_COLUMNS, PendingUpload, being_completed
 
 # Renewed every RENEW_EVERY while the completion runs, a lease need not cover the
 # read-back of the largest object: it can stay short, so that an upload whose completion

@@ -36,15 +36,11 @@ from .blobs import MissingBytes, RefusedParts, Unfinished
 from .completions import Caller, Completions
 from .janitor import Janitor
 from .leases import CompletionLeases, CompletionSlots
+from .objects import StoredObject
 from .s3 import MIB, S3Backend
-from .store import (
-    ObjectStore,
-    PendingUpload,
-    StoredObject,
-    being_completed,
-    upload_expired,
-)
+from .store import ObjectStore
 from .streams import verify
+from .uploads import PendingUpload, being_completed, upload_expired
 
 # Parts of 16 MiB unless the object needs larger ones to keep within MAX_PARTS.
 PART_SIZE = 16 * MIB

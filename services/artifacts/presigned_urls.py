@@ -29,8 +29,10 @@ from ..common.idempotency import RequestId
 from . import backends, threads
 from .completions import Caller
 from .leases import CompletionSlots
-from .store import ObjectStore, PendingUpload, StoredObject
+from .objects import StoredObject
+from .store import ObjectStore
 from .upload_fields import DEFAULT_CONTENT_TYPE, MAX_CONTENT_TYPE_LENGTH, content_type_field
+from .uploads import PendingUpload
 
 DEFAULT_PRESIGN_SECONDS = 3600
 

@@ -3,7 +3,7 @@ services let go of (`operations/queue.py`) whose uploads began no later than the
 let go of, and ends the uploads under them begun by then; the janitor removes their
 bytes. What is written there since is a reuse's, and stays; but under a closed location
 (a run's directory, which no owner takes again) everything goes: no upload is taken
-there from its queueing on (`store._check_open`), and the drain keeps it closed
+there from its queueing on (`uploads.check_open`), and the drain keeps it closed
 (`artifacts.closed_locations`) once it leaves the queue.
 
 It runs in a garbage collection received by a server hosting the artifacts service,
@@ -24,7 +24,7 @@ from ..common.service import Purge, Resources
 from ..common.sql import like_prefix
 from ..operations import queue
 from .janitor import Janitor, janitor_for, run_janitor
-from .store import PUBLISHES_OF_PROJECT
+from .publication import PUBLISHES_OF_PROJECT
 
 # Objects unpublished per transaction.
 BATCH = 1000

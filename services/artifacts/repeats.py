@@ -18,7 +18,7 @@ _READ = 1024 * 1024
 
 
 class Published(Protocol):
-    """What a request id published (store.StoredObject; the store checks repeats as it
+    """What a request id published (objects.StoredObject; the store checks repeats as it
     publishes, so this module names no type of its)."""
 
     @property

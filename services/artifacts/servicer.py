@@ -32,20 +32,15 @@ from . import (
 from .download_pieces import open_range, pieces, write_at_pace
 from .janitor import janitor_for
 from .leases import CompletionLeases
+from .objects import StoredObject, already_exists
 from .presigned import PresignedTransfers, upload_of
-from .store import (
-    UPLOAD_EXPIRED,
-    ObjectStore,
-    PendingUpload,
-    Removed,
-    StoredObject,
-    already_exists,
-)
+from .store import ObjectStore, Removed
 from .streams import VerifyingReader, read_ahead, too_large_to_stream
 from .tickets import Ticket
 from .transfers import DirectTransfers
 from .upload_fields import DEFAULT_CONTENT_TYPE, check_size, content_type_field, sha256_field
 from .upload_messages import STREAM_VERDICT_HEADER, pump, read_header, refuse, write_upload
+from .uploads import UPLOAD_EXPIRED, PendingUpload
 
 Context: TypeAlias = grpc.aio.ServicerContext
 MAX_LIST_PAGE = 1000

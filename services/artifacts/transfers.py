@@ -27,8 +27,10 @@ from . import backends, repeats
 from .direct import ByteEndpoint, ChunkedReader, on_loop
 from .filesystem import FilesystemBackend
 from .janitor import Janitor
-from .store import ObjectStore, PendingUpload, StoredObject, already_exists
+from .objects import StoredObject, already_exists
+from .store import ObjectStore
 from .tickets import Admissions, Ticket, TicketSigner
+from .uploads import PendingUpload
 
 
 def _settle(future: asyncio.Future[None]) -> None:

@@ -19,9 +19,9 @@ from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from ..common import messages
 from ..common.errors import Unavailable, invalid_field
 from . import backends, pace, threads
-from .store import PendingUpload
 from .streams import MAX_CHUNK_BYTES, VerifyingReader
 from .upload_fields import sha256_field
+from .uploads import PendingUpload
 
 # The verdict on an upload's header, sent as initial metadata; the client streams its
 # chunks only after "accepted" (the same name is in the client's transport).

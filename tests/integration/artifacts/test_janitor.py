@@ -22,7 +22,8 @@ from cairn_server import catalog
 from cairn_server.artifacts import backends
 from cairn_server.artifacts.janitor import Janitor
 from cairn_server.artifacts.s3 import S3Backend
-from cairn_server.artifacts.store import ObjectStore, PendingUpload
+from cairn_server.artifacts.store import ObjectStore
+from cairn_server.artifacts.uploads import PendingUpload
 from cairn_server.common import database
 from cairn_server.common.errors import Aborted
 from cairn_server.common.server import migrate

@@ -21,7 +21,8 @@ from cairn.exceptions import (
 )
 from cairn.types import Metric, Operation, OperationState, Param, RunInput, RunTag
 from cairn_server import catalog
-from cairn_server.artifacts.store import PUBLISHES_OF_PROJECT, ObjectStore
+from cairn_server.artifacts.publication import PUBLISHES_OF_PROJECT
+from cairn_server.artifacts.store import ObjectStore
 from cairn_server.common import database
 from cairn_server.common.config import Config
 from cairn_server.common.errors import FailedPrecondition
