@@ -1,14 +1,17 @@
 """What `upload_tree` (and so `log_artifacts`) reads of a local tree: a folder or a
-file it may not read refuses the whole tree before anything is sent, and the client's
-own temporary files are left out."""
+file it may not read refuses the whole tree before anything is sent, one removed or
+made unreadable once the upload began fails it after the files before it, and the
+client's own temporary files are left out."""
 
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,8 +26,13 @@ UPLOAD_AS_ANOTHER_USER = """
 import asyncio, json, os, sys
 import cairn
 
-async def main(port, project, tree, user):
+async def main(port, project, tree, user, midway, threshold):
+    def progress(done, total):
+        if done and midway:  # made unreadable once the tree's first bytes went
+            os.chmod(midway, 0)
+
     async with cairn.ArtifactClient.insecure_connection("127.0.0.1", port, project=project) as c:
+        c.direct_threshold = int(threshold) if threshold else c.direct_threshold
         # The same upload first, as root, of a tree it may read: what it loads is loaded
         # from wherever Python lives, which the other user may not read.
         await c.upload_tree("warm", sys.argv[5])
@@ -33,7 +41,7 @@ async def main(port, project, tree, user):
             os.setgid(user)
             os.setuid(user)
         try:
-            stored = await c.upload_tree("t", tree)
+            stored = await c.upload_tree("t", tree, progress=progress)
         except cairn.exceptions.CairnError as error:
             return {"error": type(error).__name__, "reason": error.reason,
                     "metadata": dict(error.metadata), "message": str(error)}
@@ -41,7 +49,34 @@ async def main(port, project, tree, user):
             return {"error": type(error).__name__, "message": str(error)}
         return {"stored": [o.path for o in stored]}
 
-print(json.dumps(asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])))))
+arguments = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[6:8]
+print(json.dumps(asyncio.run(main(*arguments))))
+"""
+# Copies a model's file as log_model's files flavor does, and hashes it as add_model
+# does, as a user who may not read it.
+COPY_AS_ANOTHER_USER = """
+import json, os, sys, tempfile
+from pathlib import Path
+from cairn._clients.model_manager import _files_of
+from cairn.exceptions import CairnError
+from cairn.models._flavors import FilesFlavor
+
+model, user = Path(sys.argv[1]), int(sys.argv[2])
+if os.geteuid() == 0:
+    os.setgroups([])
+    os.setgid(user)
+    os.setuid(user)
+outcomes = []
+for read in (lambda: FilesFlavor().save(model, Path(tempfile.mkdtemp())), lambda: _files_of(model)):
+    try:
+        read()
+        outcomes.append({"read": True})
+    except CairnError as error:
+        outcomes.append({"error": type(error).__name__, "reason": error.reason,
+                         "metadata": dict(error.metadata), "message": str(error)})
+    except OSError as error:
+        outcomes.append({"error": type(error).__name__, "message": str(error)})
+print(json.dumps(outcomes))
 """
 
 
@@ -76,19 +111,37 @@ def shared_tree() -> Iterator[Path]:
         shutil.rmtree(root)
 
 
-async def _upload_as_another_user(client: cairn.ArtifactClient, port: int, tree: Path) -> dict:
+async def _upload_as_another_user(
+    client: cairn.ArtifactClient,
+    port: int,
+    tree: Path,
+    midway: Path | None = None,
+    threshold: int | None = None,
+) -> dict:
+    """The upload's outcome; midway, a file the user owns, made unreadable once the
+    first bytes went; threshold, the client's direct_threshold (its default without)."""
     warm = tree.parent / "warm"
     warm.mkdir()
     (warm / "w").write_bytes(b"w")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
+    outcome: dict = await _as_another_user(
         UPLOAD_AS_ANOTHER_USER,
         str(port),
         client.project,
         str(tree),
         str(NOBODY),
         str(warm),
+        str(midway or ""),
+        "" if threshold is None else str(threshold),
+    )
+    return outcome
+
+
+async def _as_another_user(script: str, *arguments: str) -> Any:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        *arguments,
         cwd=REPOSITORY,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -99,8 +152,7 @@ async def _upload_as_another_user(client: cairn.ArtifactClient, port: int, tree:
         if process.returncode is None:
             process.kill()
     assert process.returncode == 0, err.decode()
-    outcome: dict = json.loads(out)
-    return outcome
+    return json.loads(out)
 
 
 async def _stored(client: cairn.ArtifactClient) -> list[str]:
@@ -139,6 +191,66 @@ async def test_a_file_that_cannot_be_read_refuses_the_tree(
     assert outcome["reason"] == "LOCAL_READ_FAILED"
     assert outcome["metadata"] == {"path": str(shared_tree / "c"), "errno": "EACCES"}
     assert await _stored(artifacts) == []
+
+
+async def test_a_file_removed_midway_fails_the_tree_after_the_files_before_it(
+    artifacts: cairn.ArtifactClient, tmp_path: Path
+) -> None:
+    """A file removed after the tree was listed, while the files before it went, ended
+    the upload with a bare FileNotFoundError once t/a and t/b/2 were stored."""
+    for name in ("a", "b/2", "c", "d"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(name.encode())
+
+    def progress(done: int, total: int) -> None:
+        if done and (tmp_path / "c").exists():
+            (tmp_path / "c").unlink()
+
+    with pytest.raises(cairn.exceptions.FailedPreconditionError) as raised:
+        await artifacts.upload_tree("t", tmp_path, progress=progress)
+
+    assert raised.value.reason == "LOCAL_READ_FAILED"
+    assert raised.value.metadata == {"path": str(tmp_path / "c"), "errno": "ENOENT"}
+    assert "the files before it in path order are stored (2 of 4)" in str(raised.value)
+    assert await _stored(artifacts) == ["t/a", "t/b/2"]
+
+
+@pytest.mark.parametrize("threshold", [None, 0], ids=["streamed", "direct"])
+async def test_a_file_made_unreadable_midway_fails_the_tree_after_the_files_before_it(
+    artifacts: cairn.ArtifactClient,
+    server_port: int,
+    shared_tree: Path,
+    threshold: int | None,
+) -> None:
+    """A file made unreadable after the tree was listed, while the files before it
+    went, ended the upload with a bare PermissionError once t/a and t/b/2 were stored."""
+    os.chown(shared_tree / "c", NOBODY, NOBODY)  # theirs to take away from themselves
+
+    outcome = await _upload_as_another_user(
+        artifacts, server_port, shared_tree, shared_tree / "c", threshold
+    )
+
+    assert outcome.get("error") == "FailedPreconditionError", outcome
+    assert outcome["reason"] == "LOCAL_READ_FAILED"
+    assert outcome["metadata"] == {"path": str(shared_tree / "c"), "errno": "EACCES"}
+    assert "the files before it in path order are stored (2 of 4)" in outcome["message"]
+    assert await _stored(artifacts) == ["t/a", "t/b/2"]
+
+
+async def test_a_model_file_that_cannot_be_read_is_refused_before_anything_is_sent(
+    shared_tree: Path,
+) -> None:
+    """A model's file its user may not read was a bare PermissionError, from the files
+    flavor's copy (log_model) and from add_model's hash of it."""
+    (shared_tree / "c").chmod(0)
+
+    outcomes = await _as_another_user(COPY_AS_ANOTHER_USER, str(shared_tree / "c"), str(NOBODY))
+
+    for outcome in outcomes:
+        assert outcome.get("error") == "FailedPreconditionError", outcomes
+        assert outcome["reason"] == "LOCAL_READ_FAILED"
+        assert outcome["metadata"] == {"path": str(shared_tree / "c"), "errno": "EACCES"}
+        assert "nothing of the model was sent" in outcome["message"]
 
 
 async def test_temporary_files_of_a_killed_download_are_left_out(

@@ -39,6 +39,8 @@ _WINDOWS_DEVICES = frozenset(
 # Sources that can be read again from the start, and by position; a file object is
 # read once, in order.
 Resendable = (str, os.PathLike, bytes, bytearray, memoryview)
+# What a tree's upload leaves when a file of it fails before any is sent.
+NOTHING_SENT = "nothing of the tree was sent"
 
 
 @contextlib.contextmanager
@@ -175,15 +177,37 @@ def _readable_file(file: Path) -> bool:
 
 def _unreadable(error: OSError) -> NoReturn:
     """Raises the file system's refusal to list a folder or read a file of a tree."""
+    raise _read_failed(error, NOTHING_SENT) from error
+
+
+@contextlib.contextmanager
+def local_reads(file: Path, left: str) -> Iterator[None]:
+    """Turns the file system's refusal to read file once its tree was listed (removed
+    since, or made unreadable) into FailedPreconditionError (LOCAL_READ_FAILED, metadata
+    path and errno, as `files_in` raises), whose message ends with left: what the
+    failure leaves. Only a refusal about file: one of a connection (no file) or of a
+    copy's write (the file written) passes as it is, as a CairnError does (some are
+    OSErrors: UnavailableError)."""
+    try:
+        yield
+    except CairnError:
+        raise
+    except OSError as error:
+        if _written(error) != str(file):  # about another file: a copy out of room names its target
+            raise
+        raise _read_failed(error, left) from error
+
+
+def _read_failed(error: OSError, left: str) -> FailedPreconditionError:
     code = errno.errorcode.get(error.errno, "") if isinstance(error.errno, int) else ""
     # Escaped as a name that is not UTF-8 is (`files_in`), and on one line.
     local = str(error.filename).encode(errors="backslashreplace").decode()
     shown = on_one_line(names.shown(local))
-    raise FailedPreconditionError(
-        f"could not read {shown}: {error.strerror or error}; nothing of the tree was sent",
+    return FailedPreconditionError(
+        f"could not read {shown}: {error.strerror or error}; {left}",
         reason="LOCAL_READ_FAILED",
         metadata={"path": shown, "errno": code},
-    ) from error
+    )
 
 
 def check_target(local: Path, target: str) -> None:

@@ -30,7 +30,16 @@ from ..types._paging import ListOptions, PagedList
 from . import _presigned
 from ._direct_transfers import DirectTransfers
 from ._downloads import Downloads, tree_label
-from ._local_files import Source, check_source, files_in, local_file, local_writes, size_of
+from ._local_files import (
+    NOTHING_SENT,
+    Source,
+    check_source,
+    files_in,
+    local_file,
+    local_reads,
+    local_writes,
+    size_of,
+)
 from ._uploads import Uploads
 
 # Objects of at least this size move by direct transfer when the server offers it.
@@ -166,21 +175,28 @@ class ArtifactClient(BaseClient):
         Each file is an upload of its own (see `upload`): a failure leaves the files
         before it stored. progress shows the tree as one transfer, of the size of all
         its files.
+
+        Raises:
+            FailedPreconditionError: LOCAL_READ_FAILED, metadata path and errno: before
+                anything is sent, a folder that cannot be listed or a file that cannot
+                be read (`files_in`); once under way, a file removed or made unreadable
+                since, the files before it stored.
         """
         files = await asyncio.to_thread(_files_under, Path(local_dir), _folder(path))
         total = sum(size for _, size in files)
         # Each file is a write of its own: a request id given is not theirs to share.
         metadata = [(key, value) for key, value in metadata or () if key != REQUEST_ID_HEADER]
-        stored = []
+        stored: list[ObjectInfo] = []
         with meter(progress, "upload", tree_label(path, len(files)), total) as counted:
             for file, _ in files:
                 relative = file.relative_to(local_dir).as_posix()
                 target = f"{path.rstrip('/')}/{relative}" if path.strip("/") else relative
-                stored.append(
-                    await self._uploads.send(
-                        target, file, overwrite, None, counted, timeout, metadata
+                with local_reads(file, _stored_before(len(stored), len(files))):
+                    stored.append(
+                        await self._uploads.send(
+                            target, file, overwrite, None, counted, timeout, metadata
+                        )
                     )
-                )
         return stored
 
     async def open(
@@ -469,7 +485,24 @@ def _files_under(base: Path, under: str) -> list[tuple[Path, int]]:
     if not base.is_dir():
         raise NotADirectoryError(f"{base} is not a directory")
     files = [base / relative for relative in files_in(base, under)]
-    return [(file, file.stat().st_size) for file in files]
+    return [(file, _size(file)) for file in files]
+
+
+def _size(file: Path) -> int:
+    # A file removed since files_in listed it: LOCAL_READ_FAILED as well.
+    with local_reads(file, NOTHING_SENT):
+        return file.stat().st_size
+
+
+def _stored_before(count: int, total: int) -> str:
+    """What an upload_tree of total files leaves when one cannot be read after count
+    of them were sent: each is stored as it arrives, so not "nothing was sent"."""
+    if not count:
+        return "nothing of the tree was stored"
+    return (
+        f"the files before it in path order are stored ({count} of {total}), it and "
+        "those after it are not"
+    )
 
 
 def _lifetime(expires_in: float | timedelta) -> timedelta:

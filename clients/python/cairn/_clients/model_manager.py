@@ -27,7 +27,7 @@ from ..models._flavors import FilesFlavor
 from ..models._uris import ArtifactUri, parse_uri
 from ..types._journey import ManagedModel
 from ..types._registry import ModelArtifact, ModelVersion, RegisteredModel
-from ._local_files import files_in, local_writes
+from ._local_files import files_in, local_reads, local_writes
 from .artifacts import ArtifactClient, in_project
 from .registry import ModelRegistryAPIClient
 from .run_models import _upload, model_to_copy, read_manifest
@@ -344,11 +344,17 @@ def _files_of(source: Path) -> dict[str, _manifest.FileEntry]:
     """What the files flavor's manifest says of source: each file by its path under
     source's name (blocking)."""
     if source.is_file():
-        return {source.name: _manifest.entry_of(source)}
+        return {source.name: _entry_of(source)}
     return {
-        f"{source.name}/{relative}": _manifest.entry_of(source / relative)
-        for relative in files_in(source)
+        f"{source.name}/{relative}": _entry_of(source / relative) for relative in files_in(source)
     }
+
+
+def _entry_of(file: Path) -> _manifest.FileEntry:
+    # A file that cannot be read (not the caller's, or removed since it was listed) is
+    # refused as files_in refuses one (LOCAL_READ_FAILED).
+    with local_reads(file, "nothing of the model was sent"):
+        return _manifest.entry_of(file)
 
 
 def _taken(name: str, versions: list[Any]) -> AlreadyExistsError:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .._argument_error import invalid_argument
-from .._clients._local_files import files_in
+from .._clients._local_files import files_in, local_reads
 from ..exceptions import FailedPreconditionError
 from ._paths import inside, relative_path
 
@@ -86,7 +86,7 @@ class FilesFlavor:
         if source.is_dir():
             _copy_tree(source, directory / source.name)
         elif source.is_file():
-            shutil.copy2(source, directory / source.name)
+            _copy(source, directory / source.name)
         else:
             raise invalid_argument("model", f"{str(source)!r} is no file or directory")
         return {"path": source.name}
@@ -108,7 +108,15 @@ def _copy_tree(source: Path, target: Path) -> None:
         raise invalid_argument("model", f"{str(source)!r} holds no file (links to folders aside)")
     for relative in relatives:
         (target / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / relative, target / relative)
+        _copy(source / relative, target / relative)
+
+
+def _copy(source: Path, target: Path) -> None:
+    """source copied to target; a source that cannot be read (not the caller's, or
+    removed since its tree was listed) is refused as files_in refuses one
+    (LOCAL_READ_FAILED)."""
+    with local_reads(source, "nothing of the model was sent"):
+        shutil.copy2(source, target)
 
 
 class PickleFlavor:
