@@ -33,7 +33,7 @@ class Published(Protocol):
 
 class Reader(Protocol):
     """A verifying reader of an upload's bytes (streams.VerifyingReader,
-    direct.ChunkedReader): it hashes what it reads and counts its size."""
+    http_requests.ChunkedReader): it hashes what it reads and counts its size."""
 
     size: int
 

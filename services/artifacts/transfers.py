@@ -24,8 +24,9 @@ from ..common.server import tls_context
 from ..common.service import Resources
 from ..common.stopping import Stopping
 from . import backends, repeats
-from .direct import ByteEndpoint, ChunkedReader, on_loop
+from .direct import ByteEndpoint, on_loop
 from .filesystem import FilesystemBackend
+from .http_requests import ChunkedReader
 from .janitor import Janitor
 from .objects import StoredObject, already_exists
 from .store import ObjectStore

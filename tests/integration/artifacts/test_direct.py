@@ -35,8 +35,8 @@ from cairn.exceptions import AbortedError, DataLossError, InvalidArgumentError, 
 from cairn.types import ApiKeyExpirationTime, ProjectRole
 from cairn_server import catalog
 from cairn_server.artifacts import backends, tickets
-from cairn_server.artifacts.direct import ChunkedReader
 from cairn_server.artifacts.filesystem import FilesystemBackend
+from cairn_server.artifacts.http_requests import ChunkedReader
 from cairn_server.artifacts.janitor import Janitor
 from cairn_server.artifacts.store import ObjectStore
 from cairn_server.artifacts.tickets import TicketSigner

@@ -28,9 +28,10 @@ import cairn.sync
 from cairn import _direct_io
 from cairn._clients import _direct
 from cairn.exceptions import UnavailableError
-from cairn_server.artifacts import direct, filesystem, pace
-from cairn_server.artifacts.direct import ByteEndpoint, ChunkedReader
+from cairn_server.artifacts import direct, filesystem, http_answers, pace
+from cairn_server.artifacts.direct import ByteEndpoint
 from cairn_server.artifacts.filesystem import _check_length, _preallocate
+from cairn_server.artifacts.http_requests import ChunkedReader
 from cairn_server.artifacts.streams import MERGE_BYTES
 from cairn_server.artifacts.tickets import Ticket, TicketSigner
 from cairn_server.common.config import Config
@@ -454,7 +455,7 @@ def test_a_download_read_too_slowly_is_cut_off(
     served, transfers = endpoint
     monkeypatch.setattr(pace, "IDLE_SECONDS", 0.5)
     monkeypatch.setattr(pace, "MIN_BYTES_PER_SECOND", 1024 * 1024)
-    monkeypatch.setattr(direct, "SEND_PIECE", 64 * 1024)
+    monkeypatch.setattr(http_answers, "SEND_PIECE", 64 * 1024)
     size = 16 * 1024 * 1024
     (transfers.root / "big").write_bytes(os.urandom(size))
     token = transfers.signer.issue(method="GET", project="p", path="a", key="big", size=size)

@@ -18,7 +18,7 @@ from cairn._clients import _direct
 from cairn._clients._direct_transfers import UPLOAD_RETRY_WAITS
 from cairn._direct_io import DirectWriter
 from cairn.exceptions import DeadlineExceededError, UnavailableError
-from cairn_server.artifacts.direct import ChunkedReader
+from cairn_server.artifacts.http_requests import ChunkedReader
 from tests.conftest import eventually, new_project
 from tests.proxy import AnswerDroppingProxy
 
