@@ -28,6 +28,7 @@ import pytest
 
 from cairn import sync
 from cairn._clients.journal import Journal
+from cairn._sync.loop import Gate, run_until_stopped
 from cairn.exceptions import ClientClosedError, FailedPreconditionError, NotFoundError
 from cairn.types import (
     ListOptions,
@@ -493,11 +494,11 @@ def test_a_stop_in_the_loops_pass_that_raises_system_exit_is_kept() -> None:
     """run_forever forgets a stop it had not reached when a callback of the same pass
     raises: going on after the SystemExit, the loop ran for ever and close() joined its
     thread for ever."""
-    loop, gate = asyncio.new_event_loop(), sync._Gate()
-    thread = threading.Thread(target=sync._run_until_stopped, args=(loop, gate), daemon=True)
+    loop, gate = asyncio.new_event_loop(), Gate()
+    thread = threading.Thread(target=run_until_stopped, args=(loop, gate), daemon=True)
     thread.start()
 
-    def stop() -> None:  # sync._stop's, in the pass that raises
+    def stop() -> None:  # loop.stop's, in the pass that raises
         gate.stopping.set()
         loop.stop()
 
