@@ -13,7 +13,6 @@ from ...common.sql import Params
 from ..model import Artifact, ArtifactKind
 from ..validation import own_files, uri
 from .common import (
-    Listing,
     clash,
     clashing_value,
     decode_properties,
@@ -26,6 +25,7 @@ from .common import (
     update_row,
     updating,
 )
+from .listing import Listing
 
 COLUMNS = """a.id, a.project, a.model_version_id, a.kind, a.name, a.description, a.uri, a.state,
     a.external_id, a.custom_properties, a.model_format_name, a.model_format_version,

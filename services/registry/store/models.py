@@ -13,9 +13,6 @@ from ...common.sql import Params, take_turns
 from ..model import RegisteredModel, State
 from ..validation import MAX_ALIASES
 from .common import (
-    STATE_NUMBERS,
-    Listing,
-    Named,
     clash,
     clashing_value,
     decode_properties,
@@ -30,6 +27,7 @@ from .common import (
     updating,
     write_tag,
 )
+from .listing import STATE_NUMBERS, Listing, Named
 from .versions import STAGES, highest_in_stage, latest_of
 
 COLUMNS = """m.id, m.project, m.name, m.description, m.owner, m.state, m.external_id,

@@ -13,10 +13,6 @@ from ...common.sql import Params
 from ..model import ModelVersion, Stage, State
 from ..validation import own_files, uri
 from .common import (
-    FILTER_ENTITIES,
-    STATE_NUMBERS,
-    Listing,
-    Named,
     clash,
     clashing_value,
     decode_properties,
@@ -29,6 +25,7 @@ from .common import (
     updating,
     write_tag,
 )
+from .listing import FILTER_ENTITIES, STATE_NUMBERS, Listing, Named
 
 COLUMNS = """v.id, v.project, v.registered_model_id, v.name, v.version, v.author, v.description,
     v.state, v.stage, v.source_run_id, v.source_uri, v.external_id, v.custom_properties, v.tags,

@@ -18,7 +18,7 @@ from cairn.registry.v1 import registry_service_pb2 as api
 from cairn.registry.v1 import registry_service_pb2_grpc as rpc
 from cairn_server.common import answers
 from cairn_server.registry import convert
-from cairn_server.registry.store import common
+from cairn_server.registry.store import listing
 from tests.conftest import new_project
 
 # Each item holds ENTRIES tags and properties (half each, artifacts properties only);
@@ -114,7 +114,7 @@ async def _pages(list_page: Callable[[str], Awaitable[Any]], field: str) -> list
 async def test_a_page_of_models_ends_at_its_entries_latest_versions_counted(
     stub: rpc.RegistryServiceStub, project: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(common, "MAX_PAGE_LOAD_ENTRIES", 7 * ENTRIES)
+    monkeypatch.setattr(listing, "MAX_PAGE_LOAD_ENTRIES", 7 * ENTRIES)
     models = [(await _model(stub, project, n)).id for n in range(ITEMS)]
 
     async def page(token: str) -> api.ListRegisteredModelsResponse:
@@ -135,7 +135,7 @@ async def test_a_page_of_models_ends_at_its_entries_latest_versions_counted(
 async def test_a_page_of_versions_ends_at_its_entries(
     stub: rpc.RegistryServiceStub, project: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(common, "MAX_PAGE_LOAD_ENTRIES", 3 * ENTRIES)
+    monkeypatch.setattr(listing, "MAX_PAGE_LOAD_ENTRIES", 3 * ENTRIES)
     model = await stub.CreateRegisteredModel(
         api.CreateRegisteredModelRequest(
             registered_model=pb.RegisteredModel(project=project, name="m")
@@ -159,7 +159,7 @@ async def test_a_page_of_versions_ends_at_its_entries(
 async def test_a_page_of_artifacts_ends_at_its_entries(
     stub: rpc.RegistryServiceStub, project: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(common, "MAX_PAGE_LOAD_ENTRIES", 4 * ENTRIES)
+    monkeypatch.setattr(listing, "MAX_PAGE_LOAD_ENTRIES", 4 * ENTRIES)
     artifacts = [(await _artifact(stub, project, n)).id for n in range(ITEMS)]
 
     async def page(token: str) -> api.ListArtifactsResponse:

@@ -19,7 +19,7 @@ from cairn_server.registry.model import Stage
 from cairn_server.registry.store import models as model_store
 from cairn_server.registry.store import versions as version_store
 from cairn_server.registry.store.artifacts import ArtifactStore
-from cairn_server.registry.store.common import Listing
+from cairn_server.registry.store.listing import Listing
 from cairn_server.registry.store.models import ModelStore
 from cairn_server.registry.store.versions import COLUMNS, VersionStore, latest_of, with_aliases
 
