@@ -1,11 +1,14 @@
 """Every ```python block of README.md and docs/*.md runs as written, as a script of its
 own, against a served instance set up as `make run` sets it up; so do README's shell
-blocks. The convention is in docs/development.md ("Examples in the docs")."""
+blocks. Every shell block is valid shell, and each `cairn` command in one parses as the
+command would parse it. The convention is in docs/development.md ("Examples in the
+docs")."""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,13 +21,18 @@ import pytest
 from tests.conftest import repo_root
 from tests.e2e.conftest import BIN, ServerProcess, served_with_keys
 
-pytestmark = pytest.mark.e2e
-
 NOT_RUN = "no-run"
 # Blocks marked no-run are only compiled, so nothing shows they work: keep them few.
 MAX_NOT_RUN = 3
 PYTHON = {"python", "py", "python3"}
 SHELL = {"sh", "bash", "shell"}
+# Shell operators as shlex reads them, runs of these characters: one that opens a
+# parenthesis starts a command (`$(`, `<(`), one with < or > redirects to the word after
+# it, and the others (`|`, `&&`, `;`, `)`) end the command before them.
+OPERATOR = re.compile(r"[();<>|&]+")
+ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=")
+# Words that may come before a command's name on its line.
+BEFORE_COMMAND = {"{", "!", "then", "else", "do", "time"}
 KEY = "CAIRN_API_KEY"  # the variable the examples, like the `cairn` command, read a key from
 SCRIPT_TIMEOUT = 90.0  # seconds; a block importing scikit-learn takes a few on a busy machine
 
@@ -103,6 +111,10 @@ def readme_shell_blocks() -> list[Block]:
     return [block for block in readme if block.language in SHELL]
 
 
+def shell_blocks() -> list[Block]:
+    return [block for block in all_blocks() if block.language in SHELL]
+
+
 def checked_blocks() -> list[Block]:
     return python_blocks() + readme_shell_blocks()
 
@@ -160,6 +172,7 @@ def run_script(
         pytest.fail(f"{block} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("block", [b for b in python_blocks() if b.runs], ids=str)
 def test_python_block_runs(block: Block, served: ServerProcess, workdir: Path) -> None:
     script = workdir / "example.py"
@@ -174,6 +187,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc
         yield keyed
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("block", [b for b in python_blocks() if b.runs and KEY in b.code], ids=str)
 def test_python_block_runs_with_keys_required(
     block: Block, keyed: tuple[ServerProcess, str], workdir: Path
@@ -187,6 +201,7 @@ def test_python_block_runs_with_keys_required(
     run_script([sys.executable, str(script)], block, workdir, env={KEY: admin_key})
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("block", [b for b in readme_shell_blocks() if b.runs], ids=str)
 def test_readme_shell_block_runs(block: Block, served: ServerProcess, workdir: Path) -> None:
     """Run from a directory holding `.venv`, as a reader would from the checkout, with
@@ -205,6 +220,142 @@ def test_block_not_run_is_still_valid(block: Block) -> None:
     else:
         result = subprocess.run(["bash", "-n"], input=block.code, capture_output=True, text=True)
         assert result.returncode == 0, f"{block}: {result.stderr}"
+
+
+@pytest.mark.parametrize("block", shell_blocks(), ids=str)
+def test_shell_block_is_valid_shell(block: Block) -> None:
+    """Every shell block of README.md and docs/, run or not, is shell bash can read. The
+    blocks of docs/ were never checked, and `cairn operations get operations/<uuid>`
+    was a redirection from a file `uuid` with nothing after `>`: a syntax error."""
+    result = subprocess.run(["bash", "-n"], input=block.code, capture_output=True, text=True)
+    assert result.returncode == 0, f"{block}: {result.stderr}"
+
+
+def command_lines(block: Block) -> Iterator[tuple[int, list[str]]]:
+    """The words of each line of the block, comments left out, with the line's number in
+    its file: a line ended by `\\`, or with a quote still open, goes on on the next."""
+    pending: list[str] = []
+    for index, line in enumerate(block.code.splitlines()):
+        pending.append(line)
+        text = "\n".join(pending).replace("\\\n", " ")
+        if text.endswith("\\"):
+            continue
+        lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        try:
+            words = list(lexer)
+        except ValueError:  # No closing quotation
+            continue
+        yield block.line + 2 + index - len(pending), words
+        pending = []
+
+
+def simple_commands(words: list[str]) -> Iterator[list[str]]:
+    """The words of each command of a line (`a | b && c > out` is a, b and c), without
+    the variable assignments before them."""
+    command: list[str] = []
+    redirected = False
+    for word in words:
+        if redirected:  # the redirection's file, no argument
+            redirected = False
+        elif not OPERATOR.fullmatch(word):
+            command.append(word)
+        elif re.search("[<>]", word) and not word.endswith("("):
+            redirected = True
+        else:
+            yield command
+            command = []
+    yield command
+
+
+def _command_start(command: list[str]) -> list[str]:
+    while command and (ASSIGNMENT.match(command[0]) or command[0] in BEFORE_COMMAND):
+        command = command[1:]
+    return command
+
+
+def _names_cairn(word: str) -> bool:
+    return word == "cairn" or word.endswith("/cairn")
+
+
+def cairn_arguments(words: list[str]) -> Iterator[list[str]]:
+    """The arguments of each `cairn` command of a line, at a command's start or after
+    `--`, where `kubectl exec ... -- cairn keys create ...` runs it."""
+    for command in map(_command_start, simple_commands(words)):
+        if command and _names_cairn(command[0]):
+            yield command[1:]
+        elif "--" in command[:-1] and _names_cairn(command[command.index("--") + 1]):
+            yield command[command.index("--") + 2 :]
+
+
+def cairn_lines() -> list[tuple[str, list[str]]]:
+    """Each `cairn` command of the shell blocks, as the file and line showing it and its
+    arguments. Words the shell would substitute (`$id`, `"$KEY"`) stay as written: the
+    command takes them for values, as it takes the docs' stand-ins, RUN or NAME."""
+    found = []
+    for block in shell_blocks():
+        for number, words in command_lines(block):
+            for arguments in cairn_arguments(words):
+                found.append((f"{block.path}:{number}", arguments))
+    return found
+
+
+def parse_cairn(arguments: list[str]) -> None:
+    """Parses `cairn arguments` with the command's own click tree down to the command
+    they name, without running it: click's usage error for an unknown command or
+    option, a missing argument or a missing required option, as the command exits 2."""
+    from cairn.cli import cli
+
+    command: click.Command = cli
+    context = cli.make_context("cairn", list(arguments))
+    while isinstance(command, click.Group):
+        # Click 8 keeps the subcommand's name apart from its arguments; 9 will not.
+        rest = [*getattr(context, "_protected_args", []), *context.args]
+        if not rest:
+            context.fail("Missing command.")
+        name, found, rest = command.resolve_command(context, rest)
+        assert name is not None and found is not None  # else resolve_command raised
+        command = found
+        context = command.make_context(name, rest, parent=context)
+
+
+@pytest.fixture
+def files_not_looked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command's paths taken as given: `upload` wants its LOCAL_PATH to exist, and
+    the docs' `model.onnx` and `data/` are the reader's."""
+    from cairn.cli import cli
+
+    for _, command in _cli_commands(cli):
+        for parameter in command.params:
+            if isinstance(parameter.type, click.Path):
+                monkeypatch.setattr(parameter.type, "exists", False)
+
+
+@pytest.mark.parametrize(
+    ("where", "arguments"), [pytest.param(*line, id=line[0]) for line in cairn_lines()]
+)
+@pytest.mark.usefixtures("files_not_looked_for")
+def test_cairn_line_parses(where: str, arguments: list[str]) -> None:
+    """Each `cairn` command of a shell block is one the command would take, though the
+    blocks of docs/ are not run. Before, in `cairn operations wait operations/<uuid>
+    --max-wait 10m` the shell took `<uuid>` and `> --max-wait` for redirections, left
+    `wait` an extra argument `10m`, and nothing said so."""
+    try:
+        parse_cairn(arguments)
+    except click.exceptions.Exit as ending:  # --help and --version print and end here
+        assert ending.exit_code == 0, f"{where}: cairn {shlex.join(arguments)}"
+    except click.ClickException as mistake:
+        pytest.fail(f"{where}: cairn {shlex.join(arguments)}: {mistake.format_message()}")
+
+
+def test_the_cairn_lines_are_found() -> None:
+    """docs/cli.md's listings, README's and the command `kubectl exec` runs in
+    docs/deploy.md are among the lines parsed, so a parser that finds none cannot pass."""
+    lines = cairn_lines()
+    files = {where.rsplit(":", 1)[0] for where, _ in lines}
+    commands = {" ".join(arguments[:2]) for _, arguments in lines}
+    assert {"README.md", "docs/cli.md", "docs/deploy.md"} <= files
+    assert {"experiments create", "keys create", "operations wait"} <= commands
 
 
 def test_blocks_not_run_stay_few() -> None:
