@@ -26,10 +26,11 @@ from .auth import validation as auth_validation
 from .auth.store import AuthStore
 from .common import config as config_module
 from .common import database, logs, memory
-from .common.config import Config, ConfigError
+from .common.config import Config
 from .common.errors import DomainError
 from .common.server import migrate, run
 from .common.service import Unservable
+from .common.settings import ConfigError
 
 T = TypeVar("T")
 

@@ -27,8 +27,9 @@ from cairn_server.artifacts import backends
 from cairn_server.artifacts.janitor import Janitor
 from cairn_server.artifacts.store import ObjectStore
 from cairn_server.common import database
-from cairn_server.common.config import Bounds, Config
+from cairn_server.common.config import Config
 from cairn_server.common.idempotency import Idempotency
+from cairn_server.common.settings import Bounds
 from cairn_server.tracking import retention
 from tests.conftest import new_project, serving, with_overrides
 

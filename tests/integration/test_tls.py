@@ -20,9 +20,10 @@ from cryptography.x509.oid import NameOID
 import cairn
 from cairn.exceptions import UnavailableError
 from cairn_server import catalog
-from cairn_server.common.config import Config, ConfigError
+from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
 from cairn_server.common.service import Unservable
+from cairn_server.common.settings import ConfigError
 from tests.conftest import with_overrides
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey

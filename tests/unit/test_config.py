@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from cairn_server.common import config as config_module
-from cairn_server.common.config import Config, ConfigError
+from cairn_server.common.config import Config
+from cairn_server.common.settings import ConfigError
 from tests.conftest import repo_root
 
 

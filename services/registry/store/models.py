@@ -28,7 +28,7 @@ from .common import (
     write_tag,
 )
 from .listing import STATE_NUMBERS, Listing, Named
-from .versions import STAGES, highest_in_stage, latest_of
+from .version_stages import STAGES, highest_in_stage, latest_of
 
 COLUMNS = """m.id, m.project, m.name, m.description, m.owner, m.state, m.external_id,
     m.custom_properties, m.tags, m.text_bytes, m.entries, m.create_time, m.update_time,

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 
-from ...common import filters, paging
-from ...common.errors import NotFound, invalid_field
-from ...common.sql import Params
-from ..model import ModelVersion, Stage, State
+from ...common.errors import invalid_field
+from ..model import ModelVersion
 from ..validation import own_files, uri
 from .common import (
     clash,
     clashing_value,
-    decode_properties,
     encode_properties,
-    fetch_one,
     id_or_none,
     not_found,
     take_turn_for_external_id,
@@ -25,95 +21,15 @@ from .common import (
     updating,
     write_tag,
 )
-from .listing import FILTER_ENTITIES, STATE_NUMBERS, Listing, Named
+from .version_listing import VersionListing
+from .version_rows import COLUMNS, missing, one_version, touch_model, with_aliases
+from .version_stages import VersionStages
 
-COLUMNS = """v.id, v.project, v.registered_model_id, v.name, v.version, v.author, v.description,
-    v.state, v.stage, v.source_run_id, v.source_uri, v.external_id, v.custom_properties, v.tags,
-    v.text_bytes, v.entries, v.create_time, v.update_time,
-    (SELECT m.name FROM registry.registered_models m WHERE m.id = v.registered_model_id)
-        AS model_name,
-    ARRAY(SELECT a.alias FROM registry.aliases a WHERE a.model_version_id = v.id
-          ORDER BY a.alias) AS aliases"""
-# What a version `q` of a page brings beside itself: its aliases (bytes and entries).
-_BRINGS = """SELECT coalesce(sum(octet_length(a.alias)), 0) AS bytes, count(*) AS entries
-    FROM registry.aliases a WHERE a.model_version_id = q.id"""
-# Lists join each version's model `m`: a filter on its name finds the model by the
-# (project, name) index, then its versions; an order by it walks the models by name.
-# A subquery per version read and sorted every version of the project.
-_MODEL_NAME = "m.name"
-_LISTED = f"""SELECT {COLUMNS} FROM registry.model_versions v
-    JOIN registry.registered_models m ON m.id = v.registered_model_id AND m.project = v.project"""
-# A version's stage and state as filters name them (`stage = 'Production'`).
-_STAGE = Named("v.stage", {"None": 0, "Staging": 1, "Production": 2, "Archived": 3})
-_STATE = Named("v.state", STATE_NUMBERS)
-_LISTING = Listing(
-    "v",
-    {
-        # MLflow's meaning: the registered model's name; the version's own is version_name.
-        "name": (_MODEL_NAME, "text"),
-        "model_name": (_MODEL_NAME, "text"),
-        "version_name": ("v.name", "text"),
-        "version": ("v.version", "bigint"),
-        "version_number": ("v.version", "bigint"),
-        "run_id": ("v.source_run_id", "text"),
-        "source_run_id": ("v.source_run_id", "text"),
-        "source_uri": ("v.source_uri", "text"),
-        "source_path": ("v.source_uri", "text"),
-        "author": ("v.author", "text"),
-        "description": ("v.description", "text"),
-        "external_id": ("v.external_id", "text"),
-        "registered_model_id": ("v.registered_model_id", "bigint"),
-        "state": (_STATE.text, "text"),
-        "stage": (_STAGE.text, "text"),
-        "current_stage": (_STAGE.text, "text"),
-        "id": ("v.id", "bigint"),
-    },
-    # MLflow's "name": the registered model's, which COLUMNS reads as model_name.
-    orders={"version": "bigint", "name": (_MODEL_NAME, "text", "model_name")},
-    # As MLflow's search_model_versions orders them: a model's versions newest first.
-    ties={"name": (paging.SortColumn("v.version", False, "bigint", "version"),)},
-    empty_is_unset=("v.source_run_id", "v.source_uri", "v.author", "v.description"),
-    named=(_STAGE, _STATE),
-    quoted_numbers=("v.version",),
-    run_ids=("v.source_run_id",),
-)
 # A stored URI with its spaces and controls dropped: URL parsers skip those before a URI
 # and drop tabs and line breaks within it, so " file:m" is a file: URI to them (one
 # stored before the registry refused such URIs). Dropping the spaces within it too only
 # makes "fi le:m" pass for one, which is no URI a client could use either.
 _AS_PARSED = "regexp_replace({}, '[\\x01-\\x20\\x7f]', '', 'g')"
-# Every stage, as an SQL array, for lookups that take each in turn.
-STAGES = "'{" + ",".join(str(int(s)) for s in Stage) + "}'::smallint[]"
-
-
-def highest_in_stage(columns: str, model: str, stage: str) -> str:
-    """SQL of `columns` (over `x`) of the highest version of model in stage (none: no row): the
-    first entry of model_versions_by_stage at (model, stage). The stage is bounded
-    rather than equated, and ordered by: with `stage = s` the planner may instead read
-    the model's versions by number from the highest down until one is in the stage,
-    which for a stage no version is in reads them all (750,000 rows a stage for a
-    model of 1,000,000 versions in stage None, when few versions anywhere are staged)."""
-    return f"""SELECT {columns} FROM registry.model_versions x
-        WHERE x.registered_model_id = {model} AND x.stage >= {stage} AND x.stage <= {stage}
-        ORDER BY x.stage, x.version DESC LIMIT 1"""
-
-
-# The highest version of each model ($1) in each stage ($2), by model and stage: one
-# probe of model_versions_by_stage per pair, whatever the model's version count, and
-# COLUMNS (two subqueries a row) on the found rows only. DISTINCT ON over the versions
-# read, sorted and evaluated COLUMNS on all of them: 3 s and 63 MiB of temporary files
-# for a model of 1,000,000 versions.
-_LATEST = f"""SELECT {COLUMNS} FROM registry.model_versions v
-    WHERE v.id IN (SELECT top.id FROM unnest($1::bigint[]) AS model (id)
-                   CROSS JOIN unnest($2::smallint[]) AS wanted (stage)
-                   CROSS JOIN LATERAL ({highest_in_stage("x.id", "model.id", "wanted.stage")}) top)
-    ORDER BY v.registered_model_id, v.stage"""
-# Orders an index of one model's versions serves, (registered_model_id, version), (...,
-# id) or (..., update_time, id): MLflow's "name" orders them by version (see _LISTING's
-# ties), and its search_model_versions by update time unless told otherwise.
-_BY_MODEL_INDEX = ("name", "version", "id", "update_time")
-# The filter's fields that name a version's registered model.
-_MODEL_NAME_FIELDS = ("name", "model_name")
 # Spare default names _free_name asks about at once.
 _NAMES_PER_LOOKUP = 16
 UPDATABLE = (
@@ -127,7 +43,11 @@ UPDATABLE = (
 )
 
 
-class VersionStore:
+class VersionStore(VersionStages, VersionListing):
+    """A registered model's versions, their parts in their modules: stages and the latest
+    versions (`version_stages.py`), lists (`version_listing.py`) and what the parts share
+    (`version_rows.py`); here, versions created, read, updated and deleted."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
@@ -190,41 +110,6 @@ class VersionStore:
             project, "v.registered_model_id = $2 AND v.version = $3", [model, number], str(number)
         )
 
-    async def list_page(
-        self,
-        project: str,
-        model_id: str,
-        filter_text: str,
-        order_by: str,
-        page_size: int,
-        page_token: str,
-    ) -> paging.ListPage[ModelVersion]:
-        params = Params(project)
-        where = ["v.project = $1", "m.project = $1", _LISTING.where(filter_text, params)]
-        named = _named_models(filter_text)
-        one_model = bool(model_id) or (named is not None and len(set(named)) == 1)
-        query = _LISTED
-        if model_id:
-            where.append(f"v.registered_model_id = {params.add(id_or_none(model_id) or -1)}")
-        elif one_model and named and _LISTING.field(order_by) in _BY_MODEL_INDEX:
-            where.append(f"v.registered_model_id = ({_model_named(named[0], params)})")
-        elif named is not None:
-            query = _listed_of(named, params)
-        async with self._pool.acquire() as conn:
-            page = await _LISTING.page(
-                conn,
-                query,
-                where,
-                params,
-                order_by,
-                page_size,
-                page_token,
-                ["versions", project, model_id, filter_text],
-                brings=_BRINGS,
-                one_valued=("name",) if one_model else (),
-            )
-            return page.of(await with_aliases(conn, page.items))
-
     async def update(
         self, project: str, version_id: str, changes: Mapping[str, Any]
     ) -> ModelVersion:
@@ -268,7 +153,7 @@ class VersionStore:
         The model's update time moves, as in MLflow; the model is written first, as
         creating a version and deleting the model take it before its versions."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await _touch_model(conn, project, version_id)
+            await touch_model(conn, project, version_id)
             deleted = await conn.fetchval(
                 """DELETE FROM registry.model_versions WHERE project = $1 AND id = $2
                    RETURNING id""",
@@ -276,7 +161,7 @@ class VersionStore:
                 id_or_none(version_id),
             )
             if deleted is None:
-                raise _missing(version_id)
+                raise missing(version_id)
 
     async def delete_numbered(self, project: str, model_name: str, number: int) -> None:
         """`delete` of the version numbered so of the model named so (MLflow's way): the
@@ -300,55 +185,11 @@ class VersionStore:
                 number,
             )
             if deleted is None:
-                raise _missing(str(number))
-
-    async def transition_stage(
-        self, project: str, version_id: str, stage: Stage, archive_existing: bool
-    ) -> ModelVersion:
-        async with self._pool.acquire() as conn, conn.transaction():
-            # The model first, as creating a version takes it: one model's transitions
-            # follow one another, so each archives what the one before left in its stage.
-            # Its update time moves too, as in MLflow: a promotion shows in the models
-            # ordered by it.
-            await _touch_model(conn, project, version_id)
-            current = await self._one(
-                project, "v.id = $2", [id_or_none(version_id)], version_id, conn, lock=True
-            )
-            if archive_existing and stage in (Stage.STAGING, Stage.PRODUCTION):
-                await conn.execute(
-                    """UPDATE registry.model_versions
-                       SET stage = $3, update_time = clock_timestamp()
-                       WHERE registered_model_id = $1 AND stage = $2 AND id <> $4""",
-                    int(current.registered_model_id),
-                    stage,
-                    Stage.ARCHIVED,
-                    int(version_id),
-                )
-            await update_row(
-                conn, "model_versions", project, int(version_id), {"stage": stage}, ("stage",), ""
-            )
-            return await self._one(project, "v.id = $2", [int(version_id)], version_id, conn)
-
-    async def latest(
-        self, project: str, model_id: str, stages: Sequence[Stage]
-    ) -> list[ModelVersion]:
-        """The highest version in each requested stage (every stage when none)."""
-        async with self._pool.acquire() as conn:
-            exists = await conn.fetchval(
-                "SELECT 1 FROM registry.registered_models WHERE project = $1 AND id = $2",
-                project,
-                id_or_none(model_id),
-            )
-            if exists is None:
-                raise not_found("REGISTERED_MODEL_NOT_FOUND", "registered model", model_id)
-            rows = await conn.fetch(
-                _LATEST, [int(model_id)], sorted({int(s) for s in stages or Stage})
-            )
-            return await with_aliases(conn, rows)
+                raise missing(str(number))
 
     async def set_tag(self, project: str, version_id: str, key: str, value: str | None) -> None:
         if not await write_tag(self._pool, "model_versions", project, version_id, key, value):
-            raise _missing(version_id)
+            raise missing(version_id)
 
     async def download_uri(self, project: str, version_id: str) -> str:
         """The first model artifact's URI, else the version's source URI. `file:` URIs
@@ -367,7 +208,7 @@ class VersionStore:
                 id_or_none(version_id),
             )
         if row is None:
-            raise _missing(version_id)
+            raise missing(version_id)
         return str(row["artifact_uri"] or row["source_uri"])
 
     async def _one(
@@ -381,25 +222,8 @@ class VersionStore:
     ) -> ModelVersion:
         if conn is None:
             async with self._pool.acquire() as own:
-                return await self._one(project, condition, values, shown, own, lock)
-        row = await fetch_one(
-            conn, "model_versions", "v", COLUMNS, condition, [project, *values], lock
-        )
-        if row is None:
-            raise _missing(shown)
-        return (await with_aliases(conn, [row]))[0]
-
-
-async def _touch_model(conn: asyncpg.Connection, project: str, version_id: str) -> None:
-    """Sets the update time of the version's model, which holds its row lock until the
-    transaction ends (none when there is no such version)."""
-    await conn.execute(
-        """UPDATE registry.registered_models m SET update_time = clock_timestamp()
-           WHERE m.id = (SELECT v.registered_model_id FROM registry.model_versions v
-                         WHERE v.project = $1 AND v.id = $2)""",
-        project,
-        id_or_none(version_id),
-    )
+                return await one_version(own, project, condition, values, shown, lock)
+        return await one_version(conn, project, condition, values, shown, lock)
 
 
 async def _insert(
@@ -459,91 +283,3 @@ async def _free_name(conn: asyncpg.Connection, model_id: int, number: int) -> st
         if free:
             return free[0]
         start += _NAMES_PER_LOOKUP
-
-
-async def with_aliases(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[ModelVersion]:
-    """Versions of the rows; COLUMNS already carries their aliases and model names."""
-    return [_version(row) for row in rows]
-
-
-async def latest_of(
-    conn: asyncpg.Connection, model_ids: list[int]
-) -> dict[int, list[ModelVersion]]:
-    """MLflow's latest_versions of several models in one statement: the highest version
-    in each stage, by model id, in stage order."""
-    latest: dict[int, list[ModelVersion]] = {model_id: [] for model_id in model_ids}
-    if model_ids:
-        for row in await conn.fetch(_LATEST, model_ids, [int(s) for s in Stage]):
-            latest[row["registered_model_id"]].append(_version(row))
-    return latest
-
-
-def _named_models(filter_text: str) -> list[str] | None:
-    """The model names a filter requires of every version it keeps (MLflow's
-    `name = 'm'`, or `name IN (...)`, ANDed with anything), or None."""
-    node = filters.parse(filter_text, FILTER_ENTITIES)
-    terms = node.operands if isinstance(node, filters.BoolOp) and node.op == "AND" else [node]
-    for term in terms:
-        if (
-            isinstance(term, filters.Comparison)
-            and term.ident.entity == "attribute"
-            and term.ident.key in _MODEL_NAME_FIELDS
-            and term.op in ("=", "IN")
-            and not term.negated
-        ):
-            values = term.value if isinstance(term.value, tuple) else (term.value,)
-            return [str(value) for value in values]
-    return None
-
-
-def _model_named(name: str, params: Params) -> str:
-    """SQL of the id of the project's ($1) model named so (NULL when none): one value,
-    so the planner reads the model's versions by an index of them in the page's order
-    (the fence of _listed_of read and sorted all of them, 20,000 rows for a page of 5)."""
-    return f"""SELECT n.id FROM registry.registered_models n
-        WHERE n.project = $1 AND n.name = {params.add(name)}"""
-
-
-def _listed_of(names: list[str], params: Params) -> str:
-    """_LISTED over the versions of the named models only, read by model: a version of
-    another model never passes the filter. The fence (OFFSET 0) keeps the planner from
-    walking every version of the project in the page's order instead, hoping to meet
-    the few it keeps early (it read 22,000 rows for a page of 5); each version's model
-    is looked up from the version (a lateral lookup, fenced too), which keeps it from
-    reading the versions again for each model named (the versions of n models, n
-    times, in a nested loop over them)."""
-    models = f"""ARRAY(SELECT n.id FROM registry.registered_models n
-                      WHERE n.project = $1 AND n.name = ANY({params.add(names, "text[]")}))"""
-    return f"""SELECT {COLUMNS} FROM (
-            SELECT * FROM registry.model_versions WHERE registered_model_id = ANY({models})
-            OFFSET 0) v
-        CROSS JOIN LATERAL (
-            SELECT * FROM registry.registered_models n
-            WHERE n.id = v.registered_model_id AND n.project = v.project OFFSET 0) m"""
-
-
-def _missing(shown: str) -> NotFound:
-    return not_found("MODEL_VERSION_NOT_FOUND", "model version", shown)
-
-
-def _version(row: asyncpg.Record) -> ModelVersion:
-    return ModelVersion(
-        project=row["project"],
-        id=str(row["id"]),
-        registered_model_id=str(row["registered_model_id"]),
-        name=row["name"],
-        version=row["version"],
-        author=row["author"],
-        description=row["description"],
-        state=State(row["state"]),
-        stage=Stage(row["stage"]),
-        source_run_id=row["source_run_id"],
-        source_uri=row["source_uri"],
-        external_id=row["external_id"] or "",
-        custom_properties=decode_properties(row["custom_properties"]),
-        tags=dict(row["tags"]),
-        aliases=list(row["aliases"]),
-        registered_model_name=row["model_name"],
-        create_time=row["create_time"],
-        update_time=row["update_time"],
-    )

@@ -17,11 +17,13 @@ import pytest
 from cairn_server.common.sql import Params
 from cairn_server.registry.model import Stage
 from cairn_server.registry.store import models as model_store
-from cairn_server.registry.store import versions as version_store
+from cairn_server.registry.store import version_listing
 from cairn_server.registry.store.artifacts import ArtifactStore
 from cairn_server.registry.store.listing import Listing
 from cairn_server.registry.store.models import ModelStore
-from cairn_server.registry.store.versions import COLUMNS, VersionStore, latest_of, with_aliases
+from cairn_server.registry.store.version_rows import COLUMNS, with_aliases
+from cairn_server.registry.store.version_stages import latest_of
+from cairn_server.registry.store.versions import VersionStore
 
 _OLD_MODEL_NAME = (
     "(SELECT m.name FROM registry.registered_models m WHERE m.id = v.registered_model_id)"
@@ -30,12 +32,12 @@ _OLD_MODEL_NAME = (
 _OLD_LISTING = Listing(
     "v",
     {
-        **version_store._LISTING.attributes,
+        **version_listing._LISTING.attributes,
         "name": (_OLD_MODEL_NAME, "text"),
         "model_name": (_OLD_MODEL_NAME, "text"),
     },
     orders={"version": "bigint", "name": (_OLD_MODEL_NAME, "text", "model_name")},
-    ties=version_store._LISTING.ties,  # the order as it is now: what it answers is compared
+    ties=version_listing._LISTING.ties,  # the order as it is now: what it answers is compared
 )
 _OLD_LATEST_OF = f"""SELECT DISTINCT ON (v.registered_model_id, v.stage) {COLUMNS}
     FROM registry.model_versions v WHERE v.registered_model_id = ANY($1::bigint[])
