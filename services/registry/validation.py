@@ -21,7 +21,8 @@ from cairn.models._uris import (
 
 from ..common import validation
 from ..common.errors import InvalidArgument, invalid_field
-from .model import PropertyValue
+from ..common.paging import RESPONSE_RESERVE
+from .model import PropertyValue, Stage
 
 MAX_NAME_LENGTH = 256
 # A new artifact's type: the kind of a run input its versions are logged as (the
@@ -40,7 +41,7 @@ MAX_TAG_VALUE = 8000
 # values in UTF-8 bytes, 8 for any other value (object_bytes). Without it 256
 # properties of 8,000 characters (up to 8 MB) were legal, and a page of such objects
 # could not be sent at all. A model is answered with its latest version of each stage:
-# five objects at this limit fit any message of 6 MiB or more.
+# five objects at this limit (LEAST_MESSAGE_BYTES).
 MAX_OBJECT_BYTES = 1024 * 1024
 # Aliases a registered model may have. A model is answered with all of them, and its
 # latest versions with theirs: 256 of 255 characters add 130 KB to a model's answer
@@ -48,6 +49,45 @@ MAX_OBJECT_BYTES = 1024 * 1024
 # Without a bound, enough aliases made a model and every page holding it unreadable.
 MAX_ALIASES = 256
 MAX_ALIAS_LENGTH = 255
+# The most bytes a character takes in UTF-8: texts, names and aliases at their limits
+# in characters.
+_UTF8_MOST = 4
+# What an object's answer holds beside its texts, properties and tags: ids, project,
+# times, state and stage, and each field's tag and length (under 400 bytes measured).
+_OBJECT_FRAMING = 1024
+# What a property or tag takes in an answer beyond what object_bytes counts of it: its
+# entry's tags and lengths (up to 15 bytes), or an int's varint of up to 10 bytes for 8.
+_ENTRY_FRAMING = 16
+# An alias in an answer beside its characters: the tags and lengths of its entry and
+# the version number in the model's map (up to 17 bytes), of its version's list (3).
+_ALIAS_FRAMING = 20
+# The texts and names of a model (name, external id; description, owner) and of a
+# version (name, external id, its model's name; author, description, source run; URI).
+_MODEL_CHARACTERS = 2 * MAX_NAME_LENGTH + 2 * MAX_TEXT_LENGTH
+_VERSION_CHARACTERS = 3 * MAX_NAME_LENGTH + 3 * MAX_TEXT_LENGTH + MAX_URI_LENGTH
+
+
+def _answered_bytes(characters: int) -> int:
+    """The most an object with characters of texts at their limits takes in an answer."""
+    entries = (MAX_PROPERTIES + MAX_TAGS) * _ENTRY_FRAMING
+    return MAX_OBJECT_BYTES + entries + characters * _UTF8_MOST + _OBJECT_FRAMING
+
+
+# The most one registered model within these limits takes in an answer: itself and its
+# latest version of each stage, all at the limits, with the model's aliases twice (its
+# map, its versions' lists). 6,461,312 bytes; a model built so at the limits in 4-byte
+# characters, aliases on its latest versions, was answered in 6,429,122
+# (tests/integration/registry/test_least_message.py).
+MAX_MODEL_ANSWER_BYTES = (
+    _answered_bytes(_MODEL_CHARACTERS)
+    + len(Stage) * _answered_bytes(_VERSION_CHARACTERS)
+    + 2 * MAX_ALIASES * (MAX_ALIAS_LENGTH * _UTF8_MOST + _ALIAS_FRAMING)
+)
+# The least CAIRN_MAX_MESSAGE_BYTES the registry is served with (6,526,848 bytes, about
+# 6.2 MiB): below it a model within the limits could be stored but not sent, so neither
+# read, nor found by name (as every MLflow call by name does first, even one deleting
+# the tag that made it too large), nor listed on any page.
+LEAST_MESSAGE_BYTES = MAX_MODEL_ANSWER_BYTES + RESPONSE_RESERVE
 # Beside letters, marks and digits of any script (Unicode categories L, M and N).
 _ALIAS_PUNCTUATION = frozenset("_.-")
 # Marks that show nothing (the combining grapheme joiner, variation selectors): with

@@ -595,7 +595,7 @@ async def test_objects_stream_both_ways_through_a_server_taking_the_least_messag
     download streamed at all."""
     body = os.urandom(3 * 1024 * 1024 + 5)
     async with (
-        serving(config, pool, [], max_message_bytes=1024 * 1024) as port,
+        serving(config, pool, ["artifacts"], max_message_bytes=1024 * 1024) as port,
         cairn.ArtifactClient.insecure_connection(
             "127.0.0.1", port, project=await new_project(port, f"least-{unique}")
         ) as store,
@@ -614,7 +614,7 @@ async def test_a_page_of_the_longest_paths_fits_a_server_taking_the_least_messag
     through a 1 MiB server, listing them (one level or all) failed outright."""
     stem = "deep/" + "p" * 1000
     async with (
-        serving(config, pool, [], max_message_bytes=1024 * 1024) as port,
+        serving(config, pool, ["artifacts"], max_message_bytes=1024 * 1024) as port,
         cairn.ArtifactClient.insecure_connection(
             "127.0.0.1", port, project=await new_project(port, f"long-{unique}")
         ) as store,

@@ -19,6 +19,7 @@ from cairn.registry.v1 import registry_service_pb2 as api
 from cairn.registry.v1 import registry_service_pb2_grpc as rpc
 from cairn_server.common import paging
 from cairn_server.common.config import Config
+from cairn_server.registry import validation
 from tests.conftest import eventually, new_project, serving
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -176,29 +177,32 @@ async def test_tags_stop_at_their_limits_even_when_set_at_once(
 
 @pytest.fixture
 async def small_messages(config: Config, pool: asyncpg.Pool) -> AsyncIterator[int]:
-    """A registry whose largest message is 1 MiB, the least a server may be given."""
-    async with serving(config, pool, ["registry"], max_message_bytes=1024 * 1024) as port:
+    """A registry whose largest message is the least it is served with (about 6.2 MiB)."""
+    least = validation.LEAST_MESSAGE_BYTES
+    async with serving(config, pool, ["registry"], max_message_bytes=least) as port:
         yield port
 
 
 async def test_a_page_too_large_to_send_is_cut_and_continued(
     small_messages, server_port, unique
 ) -> None:
-    """Three models of 400 kB do not fit in one 1 MiB response: the page ends after two
-    (it used to fail whole, RESOURCE_EXHAUSTED) and its token continues with the third."""
+    """Seven models of 1 MiB do not fit in one response of the least messages: the page
+    ends after six (it used to fail whole, RESOURCE_EXHAUSTED) and its token continues
+    with the seventh."""
     project = await new_project(server_port, f"page-{unique}")
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{small_messages}") as channel:
+    options = [("grpc.max_receive_message_length", -1)]  # gRPC's default is 4 MiB
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{small_messages}", options) as channel:
         small = rpc.RegistryServiceStub(channel)
         names = [
-            (await _create_model(small, project, f"m{n}", custom_properties=_filler(50))).name
-            for n in range(3)
+            (await _create_model(small, project, f"m{n}", custom_properties=_filler(131))).name
+            for n in range(7)
         ]
-        request = api.ListRegisteredModelsRequest(project=project, page_size=3)
+        request = api.ListRegisteredModelsRequest(project=project, page_size=7)
         first = await small.ListRegisteredModels(request)
         request.page_token = first.next_page_token
         second = await small.ListRegisteredModels(request)
-    assert [m.name for m in first.registered_models] == names[:2] and first.next_page_token
-    assert [m.name for m in second.registered_models] == names[2:]
+    assert [m.name for m in first.registered_models] == names[:6] and first.next_page_token
+    assert [m.name for m in second.registered_models] == names[6:]
     assert not second.next_page_token
 
 
