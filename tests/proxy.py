@@ -24,6 +24,7 @@ class _Listener:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.port = 0
+        self.accepted = 0  # connections taken in, ever
 
     async def _listen(self, port: int = 0) -> int:
         self._server = await asyncio.start_server(self._accepted, "127.0.0.1", port)
@@ -42,6 +43,7 @@ class _Listener:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
+        self.accepted += 1
         self._connections.add(task)
         task.add_done_callback(self._connections.discard)
         await self._serve(client_in, client_out)

@@ -70,6 +70,14 @@ def _keepalive(seconds: float) -> list[tuple[str, int]]:
     ]
 
 
+def _connection_age(seconds: float) -> list[tuple[str, int]]:
+    """Past seconds (gRPC adds up to a tenth either way, so that connections opened
+    together do not all end together), a connection is sent GOAWAY: its client opens
+    another for new calls, looking the name up again, while the calls under way finish
+    without a grace period's cut, an upload of hours included. 0: never."""
+    return [("grpc.max_connection_age_ms", int(seconds * 1000))] if seconds else []
+
+
 class CairnServer:
     """One gRPC server hosting one or more Cairn services on one port."""
 
@@ -106,6 +114,7 @@ class CairnServer:
                 ("grpc.max_metadata_size", MAX_HEADER_BYTES),
                 ("grpc.absolute_max_metadata_size", MAX_HEADER_BYTES),
                 *_keepalive(config.keepalive_seconds),
+                *_connection_age(config.max_connection_age_seconds),
                 *ONE_SERVER_PER_PORT,
             ],
         )

@@ -221,7 +221,9 @@ class Settings:
     max_message_bytes: int = _setting(
         16 * 1024 * 1024,
         "largest gRPC message received or sent; a run may hold a quarter of it, and "
-        "tracking does not start while a stored run would not fit one",
+        "tracking does not start while a stored run would not fit one, nor the registry "
+        "below 6526848 (about 6.2 MiB), which carries a model at its limits with its "
+        "latest version of each stage",
         bounds=Bounds(1024 * 1024, INT32_MAX, "1 MiB to 2 GiB less a byte, gRPC's most"),
     )
     shutdown_grace_seconds: float = _setting(
@@ -238,6 +240,16 @@ class Settings:
         "waits behind the bytes it sends), is closed as a paused or vanished client's: "
         "its calls cancelled, the answers it did not read let go",
         bounds=Bounds(1, 7200, "two hours"),
+    )
+    max_connection_age_seconds: float = _setting(
+        300.0,
+        "how long a client's connection takes new calls before the server asks the client "
+        "to open another (calls under way on it finish, however long): a client then "
+        "resolves the server's name again and reaches the replicas added since it "
+        "connected",
+        # gRPC's resolver looks a name up again only when a connection ends, and without
+        # an age none did: a client held for hours never met a pod the autoscaler added.
+        bounds=Bounds(1, INT32_MAX // 1000, "24 days", zero_is_off=True),
     )
     tls_cert_file: str = _setting(
         "", "PEM server certificate (chain); with CAIRN_TLS_KEY_FILE, serve TLS only"
