@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -16,10 +17,10 @@ import certifi
 import urllib3
 from minio import Minio
 from minio.commonconfig import CopySource
-from minio.datatypes import Part
+from minio.datatypes import CompleteMultipartUploadResult, Part
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
-from minio.helpers import DictType
+from minio.helpers import DictType, ObjectWriteResult
 from urllib3.exceptions import HTTPError
 from urllib3.util import Retry, Timeout
 
@@ -31,9 +32,9 @@ MIB = 1024 * 1024
 S3_MIN_PART = 5 * MIB  # S3's smallest part
 S3_MAX_PARTS = 9_000  # below S3's limit of 10,000 parts, with room to spare
 S3_UNKNOWN_SIZE_PART = 8 * MIB  # when the size is not known: objects up to ~70 GiB
-# The largest part a streamed upload holds (the SDK holds a whole part in memory before
-# it sends it, filled as the bytes arrive): a size a client announces may ask for no
-# more. So an object streamed through the service is at most S3_MAX_PARTS of these
+# The largest part a streamed upload holds (a whole part is in memory before it is
+# sent, filled as the bytes arrive): a size a client announces may ask for no more.
+# So an object streamed through the service is at most S3_MAX_PARTS of these
 # (~281 GiB); larger ones go by direct transfer, their parts sent by the client to
 # the store.
 S3_MAX_STREAMED_PART = 32 * MIB
@@ -136,23 +137,59 @@ class S3Backend:
     def write_limit(self, size: int) -> int:
         return S3_MAX_PARTS * _part_size(size)
 
+    def streamed_part(self, size: int) -> int:
+        """The part a streamed upload that announced size (0: unknown) holds."""
+        return _part_size(size)
+
     @_in_store
     def write(self, key: str, source: Readable, content_type: str, size: int) -> None:
-        """length=-1: the SDK reads part after part, and an error raised by source (a
-        checksum mismatch, a client gone) aborts the multipart upload."""
+        """Sends source a part at a time from one buffer, each part once it is full (see
+        `PartBuffer`): a single PUT when the first part holds it all. An error raised by
+        source (a checksum mismatch, a client gone) aborts the multipart upload."""
         self._ensure_bucket()
-        written = self.client.put_object(
-            self.bucket,
-            self._name(key),
-            WholeReads(source),  # type: ignore[arg-type]
-            length=-1,
-            part_size=_part_size(size),
-            content_type=content_type,
-            # One part in flight: memory stays near two parts whatever the object's size.
-            num_parallel_uploads=1,
-        )
+        headers: DictType = {"Content-Type": content_type or "application/octet-stream"}
+        parts = PartBuffer(source, _part_size(size))
+        first = parts.fill()
+        written: ObjectWriteResult | CompleteMultipartUploadResult
+        if len(first) < parts.size or parts.ended():
+            name = self._name(key)
+            written = self.client._put_object(self.bucket, name, first, headers)  # type: ignore[arg-type]
+        else:
+            written = self._write_parts(key, headers, parts, first)
         if not (written.etag or self._holds(key)):
             raise NoResult(key)
+
+    def _write_parts(
+        self, key: str, headers: DictType, parts: PartBuffer, first: memoryview
+    ) -> CompleteMultipartUploadResult:
+        """A multipart upload of first and the parts after it, one in flight at a time.
+        Not the SDK's put_object: it copies each part twice as it reads it, and holds
+        about three times the part size at once."""
+        name = self._name(key)
+        write_id = self.client._create_multipart_upload(self.bucket, name, headers)
+        try:
+            etags: list[str] = []
+            part = first
+            while part:
+                etags.append(self._upload_part(name, write_id, len(etags) + 1, part))
+                part = parts.fill()
+            numbered = [Part(number, etag) for number, etag in enumerate(etags, 1)]
+            return self.client._complete_multipart_upload(self.bucket, name, write_id, numbered)
+        except BaseException:
+            with contextlib.suppress(*_STORE_FAILURES):  # the janitor aborts it later
+                self.client._abort_multipart_upload(self.bucket, name, write_id)
+            raise
+
+    def _upload_part(self, name: str, write_id: str, number: int, part: memoryview) -> str:
+        """urllib3 sends a bytes-like body as it is (socket.sendall), not a copy."""
+        return self.client._upload_part(
+            bucket_name=self.bucket,
+            object_name=name,
+            data=part,  # type: ignore[arg-type]
+            headers=None,
+            upload_id=write_id,
+            part_number=number,
+        )
 
     def _ensure_bucket(self) -> None:
         """Creates the bucket on the first write if it is missing (a fresh MinIO, say).
@@ -417,20 +454,34 @@ def _part_size(size: int) -> int:
     return min(S3_MAX_STREAMED_PART, max(S3_MIN_PART, -(-needed // MIB) * MIB))
 
 
-class WholeReads:
-    """source, its reads made whole: read(n) returns n bytes unless the end came first.
-    The SDK builds each part by adding what one read returns to what it has (bytes +=):
-    for the short, chunk-sized reads of an upload stream that copies the part over and
-    over, time in the square of its size, holding the GIL (20 s for 256 MiB)."""
+class PartBuffer:
+    """An upload's bytes, a part at a time, in one buffer that every part reuses: the
+    part size and a chunk (CHUNK) read ahead of the first part, at most, and no copy but
+    the one each read's bytes make into the buffer."""
 
-    def __init__(self, source: Readable) -> None:
+    def __init__(self, source: Readable, size: int) -> None:
+        self.size = size
         self._source = source
+        self._buffer = memoryview(bytearray(size))
+        self._ahead = b""  # read past a full first part: the start of the second
 
-    def read(self, n: int = -1) -> bytes:
-        taken = bytearray()
-        while n < 0 or len(taken) < n:
-            data = self._source.read(-1 if n < 0 else n - len(taken))
+    def fill(self) -> memoryview:
+        """The next part: full, but at the end (empty there). Valid until the next call,
+        which fills the same buffer."""
+        filled = len(self._ahead)
+        self._buffer[:filled] = self._ahead
+        self._ahead = b""
+        while filled < self.size:
+            # At most a chunk a read: a reader may hand back whole what it was asked for.
+            data = self._source.read(min(CHUNK, self.size - filled))
             if not data:
                 break
-            taken += data
-        return bytes(taken)
+            self._buffer[filled : filled + len(data)] = data
+            filled += len(data)
+        return self._buffer[:filled]
+
+    def ended(self) -> bool:
+        """Whether source ended with a full part: it reads ahead to know (a single PUT
+        then, no multipart upload)."""
+        self._ahead = self._source.read(CHUNK)
+        return not self._ahead

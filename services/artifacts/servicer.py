@@ -21,6 +21,7 @@ from ..common.service import Resources
 from . import (
     backends,
     blobs,
+    budget,
     completions,
     pace,
     paths,
@@ -34,6 +35,7 @@ from .janitor import janitor_for
 from .leases import CompletionLeases
 from .objects import StoredObject, already_exists
 from .presigned import PresignedTransfers, upload_of
+from .s3 import S3Backend
 from .store import ObjectStore, Removed
 from .streams import VerifyingReader, read_ahead, too_large_to_stream
 from .tickets import Ticket
@@ -85,6 +87,8 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         # thread (about 2 MB a call in gRPC's window and the writer's queue), without
         # bound in number.
         self._writers = asyncio.Semaphore(threads.UPLOAD_THREADS)
+        # And one to S3 reserves the memory it holds first (budget.py).
+        self._upload_memory = budget.ByteBudget(budget.UPLOAD_BYTES)
         self._downloads = asyncio.Semaphore(MAX_DOWNLOADS)
         self._download_calls = asyncio.Semaphore(MAX_DOWNLOAD_CALLS)
         self._direct = DirectTransfers(
@@ -210,7 +214,10 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             return api.UploadResponse(object=self._info(accepted))
         header, upload, expected_sha256 = accepted
         try:
-            async with slots.held(self._writers, self._stopping):
+            async with (
+                self._upload_memory.held(self._memory_of(header.expected_size), self._stopping),
+                slots.held(self._writers, self._stopping),
+            ):
                 await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
                 try:
                     reader = await write_upload(
@@ -283,6 +290,12 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             await pump(stream, reader, writing, self._stopping)
             await writing
         repeats.check(done, reader.sha256, reader.size)
+
+    def _memory_of(self, size: int) -> int:
+        """What a streamed upload that announced size holds: only S3's is counted."""
+        if isinstance(self._backend, S3Backend):
+            return budget.cost(self._backend.streamed_part(size))
+        return 0
 
     def _check_streamable(self, size: int) -> None:
         if size > self._backend.write_limit(size):

@@ -48,7 +48,7 @@ class VerifyingReader:
         self._loop = loop
         self._most = most  # what the writer takes, when no size was announced
         self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(QUEUE_CHUNKS)
-        self._buffer = bytearray()
+        self._rest = b""  # what a read left of the chunk it took part of
         self._merging = bytearray()  # small chunks not queued yet: under MERGE_BYTES
         self._done = False
         self.verified = False  # the end was reached and size and checksum matched
@@ -105,21 +105,17 @@ class VerifyingReader:
         return self.hash.hexdigest()
 
     def read(self, n: int = -1) -> bytes:
-        """Blocking: called from the writer's thread."""
-        while not self._done and (n < 0 or len(self._buffer) < n):
-            item = self._next()
-            if item is None:
-                break
-            if not self._buffer and 0 <= len(item) <= n:
-                # The usual case: a whole chunk, returned as it came (a short read,
-                # which file-like readers allow) instead of copied into the buffer.
-                return item
-            self._buffer += item
-        if n < 0 or n >= len(self._buffer):
-            data, self._buffer = bytes(self._buffer), bytearray()
+        """Blocking: called from the writer's thread. A short read, which file-like
+        readers allow: a whole chunk as it came (not copied), or what is left of one
+        that a read before took only part of; empty at the end. A read filled up to n
+        would gather chunks in a buffer only to copy them out again."""
+        data = self._rest
+        if not data:
+            data = (None if self._done else self._next()) or b""
+        if 0 <= n < len(data):
+            data, self._rest = data[:n], data[n:]
         else:
-            data = bytes(self._buffer[:n])
-            del self._buffer[:n]
+            self._rest = b""
         return data
 
     def _next(self) -> bytes | None:
