@@ -143,22 +143,29 @@ class Cluster:
         values name this machine's paths already, a virtual environment under /tmp
         included), and 0.0.0.0 made the pod's address."""
         fields = {"name": pod.name, "ip": pod.ip}
-        env = kubelet.runtime_environment(image(), namespace, fields, self.bin_dir)
+        links = kubelet.links_enabled(pod.spec)
+        env = kubelet.runtime_environment(image(), namespace, fields, self.bin_dir, links)
         mounts = pod.mounts.get(container["name"], {})
         written = kubelet.written_environment(container, namespace, fields, env)
         env.update({k: kubelet.mounted(v, mounts) for k, v in written.items()})
         env = {k: kubelet.in_pod_network(v, pod.ip) for k, v in env.items()}
-        env["HOME"] = str(pod.directory / "root")
+        # A home and a /tmp in the pod, unless the manifest names them: this machine's
+        # would take writes that the container's read-only root refuses.
+        root = pod.directory / "root"
+        env.setdefault("HOME", str(root))
+        env.setdefault("TMPDIR", str(mounts.get("/tmp", root)))
         return env
 
     def env_as_written(self, pod: Pod, container: Object) -> dict[str, str]:
         fields = {"name": pod.name, "ip": pod.ip}
-        return kubelet.environment(container, image(), self.written, fields, self.bin_dir)
+        links = kubelet.links_enabled(pod.spec)
+        return kubelet.environment(container, image(), self.written, fields, self.bin_dir, links)
 
     def _check_settings(self, pod: Pod, container: Object, env: dict[str, str]) -> None:
         """A CAIRN_ variable no setting reads is a misspelt one (the server ignores it);
         the service links' variables are the kubelet's, not the manifest's."""
-        links = set(kubelet.service_links(self.namespace))
+        enabled = kubelet.links_enabled(pod.spec)
+        links = set(kubelet.service_links(self.namespace)) if enabled else set()
         unread = sorted(k for k in env if k.startswith("CAIRN_") and k not in SETTINGS | links)
         if unread:
             raise PodFailed(f"{pod.name}/{container['name']}: no setting reads {unread}")
@@ -182,11 +189,13 @@ class Cluster:
     async def _start(self, pod: Pod, container: Object, name: str | None = None) -> Process:
         try:
             env = self.environment(pod, container, self.namespace)
+            user = kubelet.user(pod.spec, container, image())
         except ContainerConfigError as error:
             raise PodFailed(f"{pod.name}/{container['name']}: {error}") from None
         self._check_settings(pod, container, env)
         argv = kubelet.command(container, image(), env)
-        process = await Process.start(name or container["name"], argv, env, pod.directory / "root")
+        root = pod.directory / "root"
+        process = await Process.start(name or container["name"], argv, env, root, user)
         pod.processes[name or container["name"]] = process
         return process
 
@@ -279,7 +288,7 @@ class Cluster:
         (spec,) = [c for c in pod.spec["containers"] if c["name"] == container]
         env = self.environment(pod, spec, self.namespace)
         process = await asyncio.create_subprocess_exec(
-            *argv,
+            *kubelet.as_user(argv, kubelet.user(pod.spec, spec, image())),
             env=env,
             cwd=pod.directory / "root",
             stdout=asyncio.subprocess.PIPE,

@@ -1,5 +1,6 @@
-"""The container image as the Dockerfile's final stage defines it: ENTRYPOINT, CMD and
-ENV, the parts that decide what a container runs and with which environment."""
+"""The container image as the Dockerfile's final stage defines it: ENTRYPOINT, CMD,
+ENV and USER, the parts that decide what a container runs, with which environment and
+as whom."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class Image:
     entrypoint: list[str]
     cmd: list[str]
     env: dict[str, str]
+    user: str = "0:0"  # uid:gid
 
 
 def _instructions(text: str) -> list[tuple[str, str]]:
@@ -41,6 +43,7 @@ def image() -> Image:
     entrypoint: list[str] = []
     cmd: list[str] = []
     env: dict[str, str] = {}
+    user = "0:0"
     for word, arguments in instructions[last_from + 1 :]:
         if word == "ENTRYPOINT":
             entrypoint = _exec_form(arguments)
@@ -48,4 +51,6 @@ def image() -> Image:
             cmd = _exec_form(arguments)
         elif word == "ENV":
             env.update(pair.split("=", 1) for pair in shlex.split(arguments))  # type: ignore[misc]
-    return Image(entrypoint, cmd, env)
+        elif word == "USER":
+            user = arguments
+    return Image(entrypoint, cmd, env, user)

@@ -2,15 +2,18 @@
 environment and its volumes, by Kubernetes' rules, and a process running it.
 
 Only the container runtime is stood in for: the image's /usr/local/bin is the virtual
-environment's bin, the read-only root filesystem is a directory nobody may write, a
-volume is a directory under the pod's, and the pod's network namespace is a loopback
-address of its own (a listen address of 0.0.0.0 binds that address)."""
+environment's bin, the read-only root filesystem is a directory nobody may write (the
+container's user, switched to when the tier runs as root, cannot), a volume is a
+directory under the pod's, and the pod's network namespace is a loopback address of its
+own (a listen address of 0.0.0.0 binds that address)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -77,8 +80,8 @@ def _expand(value: str, env: Mapping[str, str]) -> str:
 
 
 def service_links(namespace: Namespace) -> dict[str, str]:
-    """The variables enableServiceLinks (on by default) gives every container: each
-    Service with a cluster IP as NAME_SERVICE_HOST, NAME_SERVICE_PORT, NAME_PORT..."""
+    """The variables enableServiceLinks (on by default) gives every container of a pod:
+    each Service with a cluster IP as NAME_SERVICE_HOST, NAME_SERVICE_PORT, NAME_PORT..."""
     env: dict[str, str] = {}
     for name, service in namespace.services.items():
         ip = namespace.service_ips.get(name)
@@ -101,32 +104,43 @@ def service_links(namespace: Namespace) -> dict[str, str]:
     return env
 
 
+def links_enabled(spec: Object) -> bool:
+    return bool(spec.get("enableServiceLinks", True))
+
+
 def environment(
     container: Object,
     image: Image,
     namespace: Namespace,
     pod: Mapping[str, str],
     bin_dir: Path = BIN,
+    links: bool = True,
 ) -> dict[str, str]:
     """The container's environment as the kubelet builds it: the runtime's and the
-    image's, then what its manifest writes (later wins).
+    image's (and the service links when its pod's enableServiceLinks is not false),
+    then what its manifest writes (later wins).
 
     Raises:
         ContainerConfigError: for a ConfigMap, Secret or key that does not exist.
     """
-    env = runtime_environment(image, namespace, pod, bin_dir)
+    env = runtime_environment(image, namespace, pod, bin_dir, links)
     env.update(written_environment(container, namespace, pod, env))
     return env
 
 
 def runtime_environment(
-    image: Image, namespace: Namespace, pod: Mapping[str, str], bin_dir: Path = BIN
+    image: Image,
+    namespace: Namespace,
+    pod: Mapping[str, str],
+    bin_dir: Path = BIN,
+    links: bool = True,
 ) -> dict[str, str]:
     """What every container gets before its manifest speaks: the runtime's PATH (the
     image's /usr/local/bin is bin_dir here) and HOSTNAME, the image's ENV, the service
-    links."""
+    links (unless its pod turned them off)."""
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOSTNAME": pod["name"], **image.env}
-    env.update(service_links(namespace))
+    if links:
+        env.update(service_links(namespace))
     return env
 
 
@@ -213,7 +227,9 @@ def volumes(spec: Object, namespace: Namespace, root: Path) -> dict[str, Path]:
         elif "configMap" in volume:
             source, name = namespace.config_maps, volume["configMap"]["name"]
             _fill(directory, source, name, volume["configMap"], "configmap")
-        elif "emptyDir" not in volume:
+        elif "emptyDir" in volume:
+            directory.chmod(0o777)  # as the kubelet makes one: any user of the pod writes
+        else:
             raise ContainerConfigError(f"unsupported volume {volume['name']}")
         made[volume["name"]] = directory
     return made
@@ -247,6 +263,59 @@ def in_pod_network(value: str, ip: str) -> str:
     return re.sub(r"^0\.0\.0\.0:", f"{ip}:", value)
 
 
+@dataclass(frozen=True)
+class User:
+    """Whom a container's process runs as."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+
+def user(spec: Object, container: Object, image: Image) -> User:
+    """The securityContext's runAsUser and runAsGroup (the container's over the pod's,
+    else the image's USER), with the pod's fsGroup and supplementalGroups as the
+    supplementary groups.
+
+    Raises:
+        ContainerConfigError: for runAsNonRoot with user 0, which the kubelet refuses.
+    """
+    pod_context = spec.get("securityContext") or {}
+    context = {**pod_context, **(container.get("securityContext") or {})}
+    image_uid, _, image_gid = image.user.partition(":")
+    uid = int(context.get("runAsUser", image_uid))
+    if uid == 0 and context.get("runAsNonRoot"):
+        raise ContainerConfigError("container has runAsNonRoot and image will run as root")
+    groups = [pod_context["fsGroup"]] if "fsGroup" in pod_context else []
+    groups += pod_context.get("supplementalGroups", [])
+    return User(uid, int(context.get("runAsGroup", image_gid or 0)), tuple(groups))
+
+
+def as_user(argv: list[str], user: User) -> list[str]:
+    """argv run as the container's user where this process is root, whom no directory's
+    mode stops (a tier that is not root cannot switch, and the modes stop it already).
+
+    The process keeps CAP_DAC_READ_SEARCH: what stands in for the image's files may sit
+    where the user could not look (a Python under /root, pytest's 0700 folders). Only
+    reading is let through; writing still needs the user's own permission."""
+    if os.geteuid() != 0:
+        return argv
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise RuntimeError("the tier runs as root: it needs setpriv (util-linux) to run pods")
+    groups = ",".join(map(str, user.groups))
+    return [
+        setpriv,
+        f"--reuid={user.uid}",
+        f"--regid={user.gid}",
+        f"--groups={groups}" if groups else "--clear-groups",
+        "--inh-caps=-all,+dac_read_search",
+        "--ambient-caps=+dac_read_search",
+        "--",
+        *argv,
+    ]
+
+
 @dataclass
 class Process:
     """One container's process, its output in a file of the pod's."""
@@ -258,11 +327,13 @@ class Process:
     started: float = field(default_factory=time.monotonic)
 
     @classmethod
-    async def start(cls, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> Process:
+    async def start(
+        cls, name: str, argv: list[str], env: dict[str, str], cwd: Path, user: User
+    ) -> Process:
         log = cwd.parent / f"{name}.log"
         with log.open("wb") as out:
             process = await asyncio.create_subprocess_exec(
-                *argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT
+                *as_user(argv, user), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT
             )
         return cls(name, argv, log, process)
 

@@ -64,6 +64,30 @@ def test_an_env_entry_without_value_is_set_empty() -> None:
     assert (env["EMPTY"], env["AFTER"]) == ("", "[]")
 
 
+def test_service_links_come_unless_the_pod_turns_them_off() -> None:
+    """The tier gives every container of a pod the links Kubernetes does, so a Service
+    named like a setting fails the pods that take them."""
+    direct = {"metadata": {"name": "cairn-artifact-direct"}, "spec": {"ports": [{"port": 8080}]}}
+    namespace = kubelet.Namespace("ns", services={"cairn-artifact-direct": direct})
+    namespace.service_ips["cairn-artifact-direct"] = "10.96.0.12"
+    pod = {"name": "p", "ip": "127.0.0.2"}
+    linked = kubelet.environment({"name": "c"}, image(), namespace, pod)
+    unlinked = kubelet.environment({"name": "c"}, image(), namespace, pod, links=False)
+    assert linked["CAIRN_ARTIFACT_DIRECT_PORT"] == "tcp://10.96.0.12:8080"
+    assert "CAIRN_ARTIFACT_DIRECT_PORT" not in unlinked
+
+
+def test_a_container_runs_as_its_security_contexts_user() -> None:
+    """The container's runAsUser over the pod's, the image's USER without either, the
+    pod's fsGroup as a supplementary group; root refused under runAsNonRoot."""
+    spec = {"securityContext": {"runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 2000}}
+    own = {"securityContext": {"runAsUser": 10002}}
+    assert kubelet.user(spec, own, image()) == kubelet.User(10002, 10001, (2000,))
+    assert kubelet.user({}, {}, image()) == kubelet.User(10001, 10001)
+    with pytest.raises(kubelet.ContainerConfigError, match="runAsNonRoot"):
+        kubelet.user({"securityContext": {"runAsNonRoot": True, "runAsUser": 0}}, {}, image())
+
+
 async def test_a_server_of_every_service_reaches_s3(tmp_path: Path) -> None:
     """`cairn serve` with no name serves artifacts too, so it reaches S3."""
     found = objects("dev")

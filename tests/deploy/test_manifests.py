@@ -98,6 +98,14 @@ def test_every_container_is_limited_and_hardened(overlay: str) -> None:
             assert security["capabilities"]["drop"] == ["ALL"], where
 
 
+def test_no_pod_takes_service_links(overlay: str) -> None:
+    """A Service named cairn-artifact-direct in the namespace gave every container
+    CAIRN_ARTIFACT_DIRECT_PORT=tcp://..., which the server read as its setting and
+    refused: every pod spec turns service links off (clients find Services by DNS)."""
+    for workload in of_kind(overlay, *WORKLOADS):
+        assert pod_spec(workload).get("enableServiceLinks") is False, workload["metadata"]["name"]
+
+
 def config_data(overlay: str) -> dict[str, str]:
     (config,) = [
         c for c in of_kind(overlay, "ConfigMap") if c["metadata"]["name"].startswith("cairn-config")

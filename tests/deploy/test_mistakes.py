@@ -4,6 +4,7 @@ port; and the same Deployment unmutated passes."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,6 +65,31 @@ def move_the_service_port(found: list[Object]) -> None:
     grpc_port["port"] = 50052
 
 
+def _write_in_an_init_container(found: list[Object], path: str) -> None:
+    """An init container as hardened as the migrations one, whose Python writes a file
+    at path (os.path.expanduser'd) outside every volume."""
+    spec = pod_spec(_tracking(found))
+    scratch = copy.deepcopy(spec["initContainers"][0])
+    scratch.update(
+        name="scratch", args=["-c", f"import os; open(os.path.expanduser({path!r}), 'w')"]
+    )
+    scratch["command"] = ["python"]
+    spec["initContainers"].append(scratch)
+
+
+def write_to_the_root_filesystem(found: list[Object]) -> None:
+    """The image has no WORKDIR: a relative path is under /, which is read-only."""
+    _write_in_an_init_container(found, "written")
+
+
+def write_to_home(found: list[Object]) -> None:
+    _write_in_an_init_container(found, "~/written")
+
+
+# As the container's user a write is refused (EACCES); in a cluster, by the read-only
+# root filesystem (EROFS). A tier running as root ran its pods as root, and both passed.
+REFUSED_WRITE = r"init scratch exited 1:[\s\S]*(PermissionError: \[Errno 13\]|\[Errno 30\])"
+
 MUTATIONS: list[tuple[Callable[[list[Object]], None], str]] = [
     (misspell_an_env_name, r"no setting reads \['CAIRN_DATABASE_URI'\]"),
     (misspell_a_config_map_key, r"no setting reads \['CAIRN_HEALTH_ADDR'\]"),
@@ -72,6 +98,8 @@ MUTATIONS: list[tuple[Callable[[list[Object]], None], str]] = [
     (move_the_grpc_port, r"service cairn-tracking:50051 -> cairn-tracking-0: .*50052"),
     (mistype_the_command, r"exited 2"),
     (move_the_service_port, r"nothing answers at the Service's .*:50051: .*Connection refused"),
+    (write_to_the_root_filesystem, REFUSED_WRITE),
+    (write_to_home, REFUSED_WRITE),
 ]
 
 
@@ -113,6 +141,33 @@ async def test_the_same_deployment_unmutated_passes(
     """The control of the mutations: the same tracking Deployment as rendered serves."""
     found = objects("dev")
     cluster, _ = await deploy(found, tmp_path, postgres_url, s3_endpoint, {"cairn-tracking"})
+    try:
+        await _answered_through_the_service(cluster)
+    finally:
+        await cluster.close()
+
+
+def _service(name: str, component: str, port: int) -> Object:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "cairn-dev"},
+        "spec": {
+            "selector": {"app.kubernetes.io/component": component},
+            "ports": [{"name": "http", "port": port, "targetPort": port}],
+        },
+    }
+
+
+async def test_a_service_named_like_a_setting_stops_no_pod(
+    tmp_path: Path, postgres_url: str, s3_endpoint: str
+) -> None:
+    """Someone's Service named cairn-artifact-direct in the namespace: with service
+    links on, the kubelet gave every container CAIRN_ARTIFACT_DIRECT_PORT=tcp://...,
+    which the server reads as its setting, and the Job, every init container and every
+    server exited 2 ("is not a valid int")."""
+    found = [*objects("dev"), _service("cairn-artifact-direct", "artifacts", 8080)]
+    cluster, _ = await deploy(found, tmp_path, postgres_url, s3_endpoint)
     try:
         await _answered_through_the_service(cluster)
     finally:
