@@ -89,7 +89,7 @@ SPEC = ServiceSpec(
     purge=purge.purge,
     records_requests=True,
     servable=_servable,
-    # Deduplicated by the publications recorded under their request ids (store.py) and
+    # Deduplicated by the publications recorded under their request ids (publication.py) and
     # the ids kept on uploads: ConfirmUpload discards what it refused, which a recorded
     # call's rollback would undo; a presigned URL is a bearer secret, never stored.
     # (Upload, a stream, is never recorded either: its publication is.)

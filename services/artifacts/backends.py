@@ -1,7 +1,7 @@
 """Where artifact bytes live: the local filesystem or an S3-compatible object store.
 
 A backend stores bytes under opaque keys and knows nothing of paths: the database row
-of an object names the key its bytes are under (see `store.py`). Every upload writes
+of an object names the key its bytes are under (see `uploads.py`). Every upload writes
 under a key of its own, "_objects/<project>/<xx>/<upload id>", so no two uploads ever
 write the same bytes and every valid path is storable whatever its shape. Keys are
 relative to the backend's root (a directory, or a bucket and prefix). Every method

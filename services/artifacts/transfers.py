@@ -1,8 +1,9 @@
 """The service's side of direct transfer (docs/artifacts.md): it signs the tickets the
 servicer issues, runs the byte endpoint (`direct.py`) on the filesystem backend, and
 records, writes and publishes what the endpoint receives, by the same steps as a
-streamed upload (`store.py`'s begin, the backend's write, publish; discard on failure),
-its caller admitted again by the gate when it begins and just before it publishes.
+streamed upload (`uploads.py`'s begin, the backend's write, `publication.py`'s
+publish; discard on failure), its caller admitted again by the gate when it begins and
+just before it publishes.
 """
 
 from __future__ import annotations
