@@ -7,6 +7,7 @@ connection ends)."""
 import asyncpg
 
 import cairn
+from cairn_server.common import server
 from cairn_server.common.config import Config
 from tests.conftest import eventually, serving
 from tests.proxy import StallingProxy
@@ -31,14 +32,8 @@ async def test_a_client_opens_a_new_connection_once_its_own_is_old(
             await proxy.close()
 
 
-async def test_connections_are_kept_when_the_age_is_off(config: Config, pool: asyncpg.Pool) -> None:
-    async with serving(config, pool, ["tracking"], max_connection_age_seconds=0) as port:
-        proxy = StallingProxy("127.0.0.1", port)
-        await proxy.start()
-        try:
-            async with cairn.TrackingClient.insecure_connection("127.0.0.1", proxy.port) as client:
-                for _ in range(3):
-                    assert await client.get_experiment_by_name("absent") is None
-                assert proxy.accepted == 1
-        finally:
-            await proxy.close()
+def test_an_age_of_zero_keeps_connections() -> None:
+    """0 turns the age off: gRPC's own default, connections kept for ever, and not an
+    age of 0 ms, which would send each connection away as it opened."""
+    assert server._connection_age(0) == []
+    assert server._connection_age(1.5) == [("grpc.max_connection_age_ms", 1500)]
