@@ -1,13 +1,14 @@
 """How the S3 backend cuts a streamed upload into parts: the part a client's announced
-size asks for has a bound, and each part is read whole (s3.WholeReads) rather than
-built by the SDK from short reads, which cost time in the square of the part's size."""
+size asks for has a bound, and each part is read whole into one buffer every part
+reuses (s3.PartBuffer) rather than built by the SDK from short reads, which cost time in
+the square of the part's size and held copies of it."""
 
 import pytest
 from minio.helpers import check_bucket_name
 
 from cairn_server.artifacts import s3
 from cairn_server.artifacts.blobs import MAX_OBJECT_BYTES
-from cairn_server.artifacts.s3 import WholeReads
+from cairn_server.artifacts.s3 import PartBuffer
 
 MIB = 1024 * 1024
 
@@ -33,14 +34,23 @@ class _ShortReads:
         return taken
 
 
-def test_whole_reads_return_what_was_asked_until_the_end() -> None:
+def test_parts_are_filled_whole_from_short_reads_until_the_end() -> None:
     data = bytes(range(256)) * 40  # 10,240 bytes
-    whole = s3.WholeReads(_ShortReads(data, chunk=1000))
-    assert whole.read(4096) == data[:4096]
-    assert whole.read(4096) == data[4096:8192]
-    assert whole.read(4096) == data[8192:]  # the end came first
-    assert whole.read(4096) == b""
-    assert s3.WholeReads(_ShortReads(data, chunk=1000)).read() == data
+    parts = PartBuffer(_ShortReads(data, chunk=1000), 4096)
+    assert bytes(parts.fill()) == data[:4096]
+    assert bytes(parts.fill()) == data[4096:8192]
+    assert bytes(parts.fill()) == data[8192:]  # the end came first
+    assert bytes(parts.fill()) == b""
+
+
+def test_a_source_that_ends_with_a_full_part_is_told_from_one_that_goes_on() -> None:
+    """One part exactly is sent as a single PUT: the buffer reads ahead to know, and
+    what it read ahead starts the next part."""
+    exact = PartBuffer(_ShortReads(b"x" * 4096, chunk=1000), 4096)
+    assert len(exact.fill()) == 4096 and exact.ended()
+    longer = PartBuffer(_ShortReads(b"x" * 4096 + b"yz", chunk=1000), 4096)
+    assert len(longer.fill()) == 4096 and not longer.ended()
+    assert bytes(longer.fill()) == b"yz"
 
 
 def test_what_streams_through_is_what_its_parts_hold() -> None:
@@ -57,7 +67,7 @@ def test_a_value_error_is_the_stores_only_when_the_sdk_raised_it() -> None:
         check_bucket_name("")  # a ValueError of the SDK's own
     assert s3._raised_by_the_sdk(sdk.value)
     with pytest.raises(ValueError) as ours:
-        WholeReads(_Failing()).read(10)
+        PartBuffer(_Failing(), 10).fill()
     assert not s3._raised_by_the_sdk(ours.value)
 
 
