@@ -26,6 +26,7 @@ MODELS = 100
 PER = 50
 ARTIFACTS = 20_000
 PAGE = 5
+RUN = "5d" * 16  # the run of model m050's versions
 # Rows a read of PAGE items may take from the big tables: a few per item, and the
 # versions of a model whose name orders the page (PER).
 MOST_ROWS = 120
@@ -96,11 +97,12 @@ async def _cost(one: _OneConnection, read: Callable[[], Awaitable[Any]]) -> tupl
 
 
 async def _fill(conn: asyncpg.Connection, project: str) -> int:
-    """BIG versions of model "zz-big" (last by name) and MODELS models of PER versions,
-    all in stage None: the planner then expects any stage to hold most versions, and
-    may look for a model's highest in Staging by reading its versions from the highest
-    number down (all of them, as none is staged) unless the lookup leaves it no such
-    plan. ARTIFACTS standalone artifacts. Returns the big model's id."""
+    """BIG versions of model "zz-big" (last by name) and MODELS models of PER versions
+    (m050's registered from run RUN), all in stage None: the planner then expects any
+    stage to hold most versions, and may look for a model's highest in Staging by
+    reading its versions from the highest number down (all of them, as none is staged)
+    unless the lookup leaves it no such plan. ARTIFACTS standalone artifacts. Returns
+    the big model's id."""
     await conn.execute("SET statement_timeout = 0")
     big = await conn.fetchval(
         """INSERT INTO registry.registered_models (project, name, next_version)
@@ -130,6 +132,13 @@ async def _fill(conn: asyncpg.Connection, project: str) -> int:
         project,
         PER,
         big,
+    )
+    await conn.execute(
+        """UPDATE registry.model_versions v SET source_run_id = $2
+           FROM registry.registered_models m
+           WHERE m.id = v.registered_model_id AND m.project = $1 AND m.name = 'm050'""",
+        project,
+        RUN,
     )
     await conn.execute(
         """INSERT INTO registry.artifacts (project, kind, name)
@@ -195,6 +204,9 @@ async def test_reading_a_model_reads_a_few_versions_whatever_its_version_count(
         ("", "version desc"),
         ("", "id desc"),
         ("", "create_time desc"),
+        # MLflow's search_model_versions("run_id = '...'"): every version was read.
+        (f"run_id = '{RUN}'", ""),
+        (f"run_id = '{RUN}'", "version desc"),
     ],
 )
 async def test_a_page_of_versions_reads_about_its_size(
