@@ -215,6 +215,26 @@ async def test_a_file_removed_midway_fails_the_tree_after_the_files_before_it(
     assert await _stored(artifacts) == ["t/a", "t/b/2"]
 
 
+async def test_a_first_file_removed_once_under_way_leaves_nothing_sent(
+    artifacts: cairn.ArtifactClient, tmp_path: Path
+) -> None:
+    """The first file removed once the upload began said "nothing of the tree was
+    stored", one refused before it began "nothing of the tree was sent": two phrasings
+    of one outcome."""
+    for name in ("a", "b"):
+        (tmp_path / name).write_bytes(name.encode())
+
+    def progress(done: int, total: int) -> None:
+        (tmp_path / "a").unlink(missing_ok=True)  # at the start (done 0), before a goes
+
+    with pytest.raises(cairn.exceptions.FailedPreconditionError) as raised:
+        await artifacts.upload_tree("t", tmp_path, progress=progress)
+
+    assert raised.value.metadata == {"path": str(tmp_path / "a"), "errno": "ENOENT"}
+    assert str(raised.value).endswith("; nothing of the tree was sent")
+    assert await _stored(artifacts) == []
+
+
 @pytest.mark.parametrize("threshold", [None, 0], ids=["streamed", "direct"])
 async def test_a_file_made_unreadable_midway_fails_the_tree_after_the_files_before_it(
     artifacts: cairn.ArtifactClient,

@@ -41,6 +41,9 @@ _WINDOWS_DEVICES = frozenset(
 Resendable = (str, os.PathLike, bytes, bytearray, memoryview)
 # What a tree's upload leaves when a file of it fails before any is sent.
 NOTHING_SENT = "nothing of the tree was sent"
+# What a model's files leave (log_model's files flavor, add_model) when one fails
+# before they go up.
+MODEL_NOT_SENT = "nothing of the model was sent"
 
 
 @contextlib.contextmanager
@@ -186,14 +189,14 @@ def local_reads(file: Path, left: str) -> Iterator[None]:
     since, or made unreadable) into FailedPreconditionError (LOCAL_READ_FAILED, metadata
     path and errno, as `files_in` raises), whose message ends with left: what the
     failure leaves. Only a refusal about file: one of a connection (no file) or of a
-    copy's write (the file written) passes as it is, as a CairnError does (some are
-    OSErrors: UnavailableError)."""
+    copy's write (the file written, see `_written`) passes as it is, as a CairnError
+    does (some are OSErrors: UnavailableError)."""
     try:
         yield
     except CairnError:
         raise
     except OSError as error:
-        if _written(error) != str(file):  # about another file: a copy out of room names its target
+        if _written(error) != str(file):  # about another file: the one a copy writes, say
             raise
         raise _read_failed(error, left) from error
 
@@ -219,7 +222,7 @@ def check_target(local: Path, target: str) -> None:
 
 def _unwritable(shown: str, why: str) -> InvalidArgumentError:
     return InvalidArgumentError(
-        f"{shown}: {why}; rename it (nothing of the tree was sent)",
+        f"{shown}: {why}; rename it ({NOTHING_SENT})",
         reason="INVALID_PATH",
         metadata={"path": shown},
     )
@@ -408,18 +411,23 @@ def local_writes(target: Path, left: str) -> Iterator[None]:
 
 # The name of a file written before it is renamed into place (a download's, a copy's).
 _TEMPORARY = re.compile(r"\.cairn-[0-9a-f]{32}\.part")
-# Refusals only a write meets: of a call naming two files, the second, the one written.
-_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# Of a call naming two files, the refusals that are the first's: it could not be
+# found or opened (the same lookups that leave a file out of a tree, `_readable_file`).
+_NOT_OPENED = frozenset(
+    {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ELOOP, errno.ENOTDIR}
+)
 
 
 def _written(error: OSError) -> str | None:
-    """The file error is about. A rename of a temporary file into place names the
-    temporary file first, which is gone by now: the target it was renamed to then. A
-    copy (shutil.copyfile's sendfile on Linux, fcopyfile on macOS) names the file read
-    first, the cache's, say, on another file system: when there was no room, the file
-    written then, where space is to be made."""
+    """The file error is about. A copy (shutil.copyfile's sendfile on Linux, fcopyfile
+    on macOS) names the file read first, the cache's, say, on another file system, and
+    the file written second, for any failure once bytes went: the file written then
+    (no room, EIO of its disk: where space is to be made or the fault is), unless the
+    first could not be opened. A rename of a temporary file into place names the
+    temporary file first, which is gone by now: the target it was renamed to then."""
     if error.filename2 and (
-        error.errno in _NO_ROOM or _TEMPORARY.fullmatch(os.path.basename(str(error.filename)))
+        error.errno not in _NOT_OPENED
+        or _TEMPORARY.fullmatch(os.path.basename(str(error.filename)))
     ):
         return str(error.filename2)
     return None if error.filename is None else str(error.filename)

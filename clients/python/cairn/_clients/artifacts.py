@@ -496,9 +496,10 @@ def _size(file: Path) -> int:
 
 def _stored_before(count: int, total: int) -> str:
     """What an upload_tree of total files leaves when one cannot be read after count
-    of them were sent: each is stored as it arrives, so not "nothing was sent"."""
+    of them were sent: each is stored as it arrives, so those before it; at the first,
+    nothing, in the words of a file refused before the upload began."""
     if not count:
-        return "nothing of the tree was stored"
+        return NOTHING_SENT
     return (
         f"the files before it in path order are stored ({count} of {total}), it and "
         "those after it are not"

@@ -27,7 +27,7 @@ from ..models._flavors import FilesFlavor
 from ..models._uris import ArtifactUri, parse_uri
 from ..types._journey import ManagedModel
 from ..types._registry import ModelArtifact, ModelVersion, RegisteredModel
-from ._local_files import files_in, local_reads, local_writes
+from ._local_files import MODEL_NOT_SENT, files_in, local_reads, local_writes
 from .artifacts import ArtifactClient, in_project
 from .registry import ModelRegistryAPIClient
 from .run_models import _upload, model_to_copy, read_manifest
@@ -90,6 +90,10 @@ class ModelManager:
             The model as stored.
 
         Raises:
+            FailedPreconditionError: before anything is sent, a folder or file of
+                model_file that cannot be read (not the caller's, or removed while it
+                is copied), LOCAL_READ_FAILED, metadata path and errno; its copy that
+                cannot be written (the temporary folder's disk full), LOCAL_WRITE_FAILED.
             InvalidArgumentError: model_file is no file or directory, the engine is
                 empty, or the file's name, the engine or the model's name is one the
                 registry refuses (before any call).
@@ -353,7 +357,7 @@ def _files_of(source: Path) -> dict[str, _manifest.FileEntry]:
 def _entry_of(file: Path) -> _manifest.FileEntry:
     # A file that cannot be read (not the caller's, or removed since it was listed) is
     # refused as files_in refuses one (LOCAL_READ_FAILED).
-    with local_reads(file, "nothing of the model was sent"):
+    with local_reads(file, MODEL_NOT_SENT):
         return _manifest.entry_of(file)
 
 

@@ -116,6 +116,11 @@ class RunModels:
             AlreadyExistsError: the run has a model at name already (another model, or,
                 without registered_model_name, any: with it, a call that stored these
                 files and stopped before registering them is taken up where it stopped).
+            FailedPreconditionError: of the files flavor, before anything is sent: a
+                folder or file of the model that cannot be read (not the caller's, or
+                removed while it is copied), LOCAL_READ_FAILED, metadata path and
+                errno; its copy that cannot be written (the temporary folder's disk
+                full), LOCAL_WRITE_FAILED.
             InvalidArgumentError: no flavor of that name, or none recognises the model;
                 registered_model_name is no valid name, or name names the run's root
                 or a place above it (before any call).

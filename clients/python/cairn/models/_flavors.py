@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .._argument_error import invalid_argument
-from .._clients._local_files import files_in, local_reads
+from .._clients._local_files import MODEL_NOT_SENT, files_in, local_reads, local_writes
 from ..exceptions import FailedPreconditionError
 from ._paths import inside, relative_path
 
@@ -114,8 +114,9 @@ def _copy_tree(source: Path, target: Path) -> None:
 def _copy(source: Path, target: Path) -> None:
     """source copied to target; a source that cannot be read (not the caller's, or
     removed since its tree was listed) is refused as files_in refuses one
-    (LOCAL_READ_FAILED)."""
-    with local_reads(source, "nothing of the model was sent"):
+    (LOCAL_READ_FAILED), a target that cannot be written (the temporary folder's disk
+    full or failing) as a download's is (LOCAL_WRITE_FAILED)."""
+    with local_writes(target, MODEL_NOT_SENT), local_reads(source, MODEL_NOT_SENT):
         shutil.copy2(source, target)
 
 
