@@ -3,5 +3,5 @@
 -- late its upload began, and refuses every write under it after (artifacts 0015);
 -- another location may be an experiment's chosen again, whose later files are kept.
 ALTER TABLE discarded_locations ADD COLUMN closed boolean NOT NULL DEFAULT false;
--- Looked for by every upload (artifacts' uploads.py, check_open): closed as soon as queued.
+-- Looked for by every upload (artifacts' store.py, _check_open): closed as soon as queued.
 CREATE INDEX discarded_locations_closed ON discarded_locations (project, path) WHERE closed;

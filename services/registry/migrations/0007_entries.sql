@@ -1,6 +1,6 @@
 -- How many entries (custom properties and tags) a list page reads of each object,
 -- counted once when it is written, as its text_bytes: a page is bounded by both
--- (store/listing.py, Listing.page). Counting them on every page would read each listed
+-- (store/common.py, Listing.page). Counting them on every page would read each listed
 -- object's properties and tags, its latest versions' too, where the bytes read no more
 -- than a column of the row. Adding the columns rewrites the tables.
 CREATE FUNCTION key_count(object jsonb) RETURNS integer
