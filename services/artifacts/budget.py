@@ -28,9 +28,14 @@ UPLOAD_BYTES = 3 * 1024 * MIB
 WRITER_OVERHEAD = 72 * MIB
 
 
-def cost(part_size: int) -> int:
-    """The memory a streamed upload to S3 holds with parts of part_size."""
-    return part_size + WRITER_OVERHEAD
+def cost(part_size: int, announced: int = 0, message_bytes: int = 0) -> int:
+    """The memory a streamed upload to S3 holds with parts of part_size. One that
+    announced fewer bytes (0: none announced) holds no more than them, and two messages
+    of message_bytes as gRPC takes them in: the first byte past what it announced is
+    refused (streams.check_growth). So small files are not held to the budget of large
+    ones, which let 39 uploads of a byte each in at once and kept the rest waiting."""
+    most = part_size + WRITER_OVERHEAD
+    return min(most, announced + 2 * message_bytes) if announced else most
 
 
 class ByteBudget:

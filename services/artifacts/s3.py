@@ -138,8 +138,10 @@ class S3Backend:
         return S3_MAX_PARTS * _part_size(size)
 
     def streamed_part(self, size: int) -> int:
-        """The part a streamed upload that announced size (0: unknown) holds."""
-        return _part_size(size)
+        """The part a streamed upload that announced size (0: unknown) holds: no larger
+        than what it announced, the most it may send."""
+        part = _part_size(size)
+        return min(part, size) if size else part
 
     @_in_store
     def write(self, key: str, source: Readable, content_type: str, size: int) -> None:
@@ -148,7 +150,7 @@ class S3Backend:
         source (a checksum mismatch, a client gone) aborts the multipart upload."""
         self._ensure_bucket()
         headers: DictType = {"Content-Type": content_type or "application/octet-stream"}
-        parts = PartBuffer(source, _part_size(size))
+        parts = PartBuffer(source, self.streamed_part(size))
         first = parts.fill()
         written: ObjectWriteResult | CompleteMultipartUploadResult
         if len(first) < parts.size or parts.ended():

@@ -294,7 +294,8 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
     def _memory_of(self, size: int) -> int:
         """What a streamed upload that announced size holds: only S3's is counted."""
         if isinstance(self._backend, S3Backend):
-            return budget.cost(self._backend.streamed_part(size))
+            part = self._backend.streamed_part(size)
+            return budget.cost(part, size, self._config.max_message_bytes)
         return 0
 
     def _check_streamable(self, size: int) -> None:

@@ -20,6 +20,7 @@ from tests.conftest import BUCKET, eventually, new_project, s3_client
 
 MIB = 1024 * 1024
 READ = MIB
+VERDICT_SECONDS = 30.0  # an upload not let in waits for ever: fail instead
 
 
 class TracedSource:
@@ -114,3 +115,29 @@ async def test_uploads_past_the_memory_budget_wait_for_their_verdict(
         ends[2].set()
         sizes = [(await call).object.size for call in calls[1:]]
     assert sizes == [7, 7]
+
+
+async def test_small_uploads_are_held_to_what_they_announced(
+    budgeted_port: int, unique: str
+) -> None:
+    """An upload that announced a few bytes reserved what an upload of a whole part
+    holds (77 MiB for a byte): on the default budget 39 such uploads let nothing else
+    in. Four here fit a budget that holds two uploads of unknown size."""
+    project = await new_project(budgeted_port, f"small-{unique}")
+    go = asyncio.Event()
+
+    async def sent(n: int) -> AsyncIterator[api.UploadRequest]:
+        header = api.UploadHeader(project=project, path=f"small/{n}", expected_size=7)
+        yield api.UploadRequest(header=header)
+        await go.wait()
+        yield api.UploadRequest(chunk=b"bytes %d" % n)
+        yield api.UploadRequest(finish=api.UploadFinish())
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{budgeted_port}") as channel:
+        stub = rpc.ArtifactServiceStub(channel)
+        calls = [stub.Upload(sent(n)) for n in range(4)]
+        for call in calls:  # each accepted while all the others wait for go
+            verdict = await asyncio.wait_for(call.initial_metadata(), VERDICT_SECONDS)
+            assert ("x-cairn-stream", "accepted") in tuple(verdict)
+        go.set()
+        assert [(await call).object.size for call in calls] == [7] * 4
