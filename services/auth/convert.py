@@ -5,7 +5,9 @@ from __future__ import annotations
 from cairn.auth.v1 import auth_pb2 as pb
 
 from ..common.timestamps import to_proto
-from .store import ApiKeyInfo, Member, Project
+from .api_keys import ApiKeyInfo
+from .projects import Project
+from .roles import Member
 
 
 def project(record: Project) -> pb.Project:

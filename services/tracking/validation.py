@@ -11,7 +11,7 @@ from cairn._names import EXPERIMENT_ID, MAX_KEY_LENGTH, MAX_TAG_VALUE_LENGTH
 from ..common import validation
 from ..common.errors import InvalidArgument, NotFound, invalid_field
 from .model import ARTIFACT_SCHEME
-from .store.writes import METRIC_REQUEST_PREFIX
+from .store.write_statements import METRIC_REQUEST_PREFIX
 
 MAX_PARAM_VALUE_LENGTH = 6000
 MAX_NAME_LENGTH = 500

@@ -8,7 +8,7 @@ import pytest
 from cairn.tracking.v1 import tracking_pb2 as pb
 from cairn_server.tracking import convert
 from cairn_server.tracking.model import MetricColumns
-from cairn_server.tracking.store.writes import _point_order
+from cairn_server.tracking.store.chunk_layout import point_order
 
 
 def test_columns_decode_bit_for_bit() -> None:
@@ -49,7 +49,7 @@ def test_point_order_is_that_of_a_sort_by_key_step_timestamp_and_value(seed: int
     steps = np.arange(size) if seed % 2 else rng.integers(0, 20, size)
     values = rng.choice([math.nan, 1.0, -1.0, 0.5], size)
     columns = _columns(keys, key_indexes.tolist(), steps.tolist(), values.tolist())
-    order, steps_rise = _point_order(columns)
+    order, steps_rise = point_order(columns)
     assert steps_rise == _each_keys_steps_rise(key_indexes.tolist(), steps.tolist())
     full = np.lexsort((columns.values, columns.timestamps_ms, columns.steps, columns.key_indexes))
     sorted_rows = np.stack([columns.key_indexes, columns.steps, columns.values])

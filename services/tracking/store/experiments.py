@@ -160,9 +160,9 @@ class ExperimentStore:
         experiment reads as deleted, so restoring the experiment brings its runs back.
 
         The row is locked FOR UPDATE first, which waits for the writes to its runs under
-        way (each holds it FOR KEY SHARE: writes._CHECK_AND_CLAIM); the update alone
-        would not. A delete or restore that changes nothing keeps the time of the last
-        change, which searches order by."""
+        way (each holds it FOR KEY SHARE: write_statements._CHECK_AND_CLAIM); the update
+        alone would not. A delete or restore that changes nothing keeps the time of the
+        last change, which searches order by."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """SELECT 1 FROM tracking.experiments

@@ -65,8 +65,9 @@ SELECT p.value, p.step, p.ts, c.chunk_id, p.n FROM tracking.metric_chunks c,
     unnest(c."values", c.steps, c.timestamps_ms) WITH ORDINALITY AS p(value, step, ts, n)
 WHERE c.run_id = $1 AND c.key = $2"""
 
-# In the order a chunk stores its points (writes.py, compaction.py), so a history reads
-# the same from chunks merged as it read from the chunks apart.
+# In the order a chunk stores its points (chunk_layout.py, write_statements.py,
+# compaction.py), so a history reads the same from chunks merged as it read from the
+# chunks apart.
 _ALL_POINTS_SORTED = f"SELECT value, step, ts FROM ({_POINTS}) p ORDER BY {IN_ORDER}"
 
 # How many points a series holds: its values arrays' lengths, read without the other

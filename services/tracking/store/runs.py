@@ -178,8 +178,8 @@ async def lock_writable(
     conn: asyncpg.Connection, project: str, run_id: uuid.UUID, *, updating: bool = False
 ) -> None:
     """Checks the run exists and may be written; holds it, and its experiment, against
-    a concurrent delete (as the write statements do: writes._CHECK_AND_CLAIM). A run a
-    garbage collection has claimed is not found (UNCLAIMED), as it reads.
+    a concurrent delete (as the write statements do: write_statements._CHECK_AND_CLAIM).
+    A run a garbage collection has claimed is not found (UNCLAIMED), as it reads.
 
     A caller that goes on to update the run's own row says so (updating): it takes the
     row's update lock at once, since two holders of a share lock that both upgrade it

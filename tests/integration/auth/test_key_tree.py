@@ -13,8 +13,7 @@ import pytest
 
 from cairn.exceptions import FailedPreconditionError
 from cairn.types import ApiKeyExpirationTime
-from cairn_server.auth import SPEC
-from cairn_server.auth import store as auth_store
+from cairn_server.auth import SPEC, key_trees
 from cairn_server.auth.store import AuthStore
 from cairn_server.common import migrations
 from cairn_server.common.errors import Unauthenticated
@@ -67,7 +66,7 @@ async def test_a_revocation_walks_the_live_keys_of_a_tree_alone(
     async with another_transaction(pool) as conn:
         plan = json.loads(
             await conn.fetchval(
-                f"EXPLAIN (ANALYZE, FORMAT JSON) {auth_store._LOCK_TREE}", root.prefix
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {key_trees.LOCK_TREE}", root.prefix
             )
         )
     assert _rows_of(plan[0]["Plan"], "Recursive Union") == [2]  # root and live

@@ -21,7 +21,8 @@ import cairn
 from cairn.auth.v1 import auth_service_pb2 as api
 from cairn.exceptions import InvalidArgumentError
 from cairn.types import ApiKeyExpirationTime, Pager
-from cairn_server.auth.store import MAX_LIVE_KEYS, AuthStore
+from cairn_server.auth.api_keys import MAX_LIVE_KEYS
+from cairn_server.auth.store import AuthStore
 from cairn_server.common.config import Config
 from tests.conftest import serving
 from tests.integration.auth.test_bootstrap import _cairn

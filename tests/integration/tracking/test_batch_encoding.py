@@ -101,7 +101,7 @@ async def test_a_log_metric_repeated_with_its_request_id_is_stored_once(
 async def test_points_logged_in_step_order_keep_it(
     tracking: cairn.TrackingClient, run_id: str
 ) -> None:
-    """Keys interleaved, each in step order: ordered by key alone (writes._point_order)."""
+    """Keys interleaved, each in step order: ordered by key alone (chunk_layout.point_order)."""
     points = [Metric(KEYS[i % 3], math.sin(i), 5_000 - i, i // 3 * 2) for i in range(600)]
     await tracking.log_batch(run_id, metrics=points)
     for key in KEYS:

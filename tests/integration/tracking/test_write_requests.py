@@ -19,7 +19,7 @@ from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.types import Metric, Param
 from cairn.types import _tracking as types
 from cairn_server.tracking.store import compaction
-from cairn_server.tracking.store.writes import METRIC_REQUEST_PREFIX
+from cairn_server.tracking.store.write_statements import METRIC_REQUEST_PREFIX
 
 _POINT = Metric("m", 0.5, 1, 1)
 _CLAIMS = "SELECT count(*) FROM tracking.applied_batches WHERE run_id = $1 AND request_id = $2"
