@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from cairn._clients import active_run
+from cairn._clients import run_retries
 from cairn.exceptions import AbortedError, CairnError, InvalidArgumentError, UnavailableError
 
 FAILURES = 8
@@ -30,8 +30,8 @@ async def _waits_of_one_outage(
         waits.append(wait)
 
     with monkeypatch.context() as patched:
-        patched.setattr(active_run.asyncio, "sleep", recorded)
-        assert await active_run._retrying(call) == "stored"
+        patched.setattr(run_retries.asyncio, "sleep", recorded)
+        assert await run_retries.retrying(call) == "stored"
     return waits
 
 
@@ -40,10 +40,10 @@ async def test_retry_waits_double_within_their_upper_half(
 ) -> None:
     waits = await _waits_of_one_outage(monkeypatch)
     assert len(waits) == FAILURES
-    full = active_run.FIRST_BACKOFF_SECONDS
+    full = run_retries.FIRST_BACKOFF_SECONDS
     for wait in waits:
         assert full / 2 <= wait <= full
-        full = min(full * 2, active_run.MAX_BACKOFF_SECONDS)
+        full = min(full * 2, run_retries.MAX_BACKOFF_SECONDS)
 
 
 async def test_two_runs_refused_together_wait_differently(

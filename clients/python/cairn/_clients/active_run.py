@@ -4,55 +4,32 @@ through outages: what cannot be sent in time goes to a local journal."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import copy
 import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from .. import _names as names
 from .._argument_error import invalid_argument
-from .._backoff import backoff
-from .._channels import resent_after
 from .._headers import REQUEST_ID_HEADER
 from .._numbers import real, seconds, whole, whole_or_zero
-from ..exceptions import (
-    CairnError,
-    ClientClosedError,
-    DeadlineExceededError,
-    ResourceExhaustedError,
-    UnavailableError,
-)
+from ..exceptions import CairnError, ClientClosedError
 from ..types._tracking import Metric, Param, Run, RunInput, RunStatus, RunTag
-from .journal import Journal, LiveJournal
+from .journal import LiveJournal
 from .run_batches import Batches
+from .run_journaling import RunJournaling
+from .run_retries import retrying
+from .run_sending import BatchWriter, RunSending, again
 
-# Failures that a later attempt may not meet: the server or its database away, a deadline,
-# a limit, and what the transport sends again (resent_after) when its attempts ran out.
-# Anything else (a deleted run, a bad value) is the caller's to know at once.
-_TRANSIENT = (UnavailableError, DeadlineExceededError, ResourceExhaustedError)
-
-
-def _transient(error: CairnError) -> bool:
-    return isinstance(error, _TRANSIENT) or resent_after(error)
-
-
-FIRST_BACKOFF_SECONDS = 0.1
-MAX_BACKOFF_SECONDS = 5.0
-T = TypeVar("T")
 _log = logging.getLogger("cairn")
 
 
-class _RunWriter(Protocol):
+class _RunWriter(BatchWriter, Protocol):
     """The part of TrackingClient an ActiveRun uses."""
-
-    @property
-    def project(self) -> str: ...
 
     async def create_run(
         self,
@@ -83,18 +60,8 @@ class _RunWriter(Protocol):
 
     async def log_param(self, run_id: str, key: str, value: Any) -> Any: ...
 
-    async def log_batch(
-        self,
-        run_id: str,
-        metrics: Sequence[Metric] = (),
-        params: Sequence[Param] = (),
-        tags: Sequence[RunTag] = (),
-        *,
-        request_id: str | None = None,
-    ) -> object: ...
 
-
-class ActiveRun:
+class ActiveRun(RunSending, RunJournaling):
     """A run being logged to, made by `TrackingClient.start_run`.
 
     `log_metric` only appends to a buffer; a background task sends the buffer as
@@ -155,7 +122,7 @@ class ActiveRun:
         self._journaled_at = 0.0
         self._journaling: asyncio.Future[Path | None] | None = None
         self._journaled_through: str | None = None
-        self._client = client
+        self._client: _RunWriter = client
         self._experiment_id, self._run_name, self._tags = experiment_id, run_name, tags
         self._max_buffered = max_buffered
         self._batches = Batches(batch_size)
@@ -184,7 +151,7 @@ class ActiveRun:
         # Its start is this machine's time, as its end is (_ended_at): a server whose
         # clock is ahead made runs end before they started.
         once = [(REQUEST_ID_HEADER, uuid.uuid4().hex)]
-        self.run = await _retrying(
+        self.run = await retrying(
             functools.partial(
                 self._client.create_run,
                 self._experiment_id,
@@ -207,7 +174,7 @@ class ActiveRun:
         KILLED, is kept in its journal for `cairn sync`, as a block's stopped end is."""
         once = [(REQUEST_ID_HEADER, uuid.uuid4().hex)]
         try:
-            await _retrying(
+            await retrying(
                 functools.partial(self._client.log_inputs, self.run_id, self._inputs, metadata=once)
             )
         except (asyncio.CancelledError, KeyboardInterrupt, ClientClosedError) as stopped:
@@ -265,22 +232,6 @@ class ActiveRun:
         except Exception as error:
             _log.warning("run %s could not be ended as %s: %s", self.run_id, as_what, error)
 
-    def _keep_as_left_open(self, status: RunStatus) -> None:
-        """Writes what is buffered, and the run's end, to its journal, which the end
-        replaces, or removes once all is stored. Noted (when, through which batch) as
-        the outage's journals are: unnoted, the next failed send wrote over it at once,
-        and an older journal's last batch, once stored, removed it, its later batches
-        and the end with it. No outage write replaces it (LiveJournal.keep)."""
-        batches = self._batches.all()
-        journal = Journal(self.run_id, self._client.project, batches, status, self._ended_at())
-        try:
-            self._journal.keep(journal)
-        except OSError as error:  # the flush goes on, with nothing kept meanwhile
-            _log.warning("run %s: its journal could not be written: %s", self.run_id, error)
-            return
-        self._journaled_at = asyncio.get_running_loop().time()
-        self._journaled_through = batches[-1][0] if batches else None
-
     async def _exit(self, exc_type: type[BaseException] | None) -> None:
         try:
             terminated = await self._end(exc_type)
@@ -308,7 +259,7 @@ class ActiveRun:
             except OSError as error:
                 self._warn_not_removed(error)
         if self._error is not None and exc_type is None:
-            raise _again(self._error)
+            raise again(self._error)
 
     async def _end(self, exc_type: type[BaseException] | None) -> bool:
         """Sends what is buffered, then the run's status, within flush_timeout; whether
@@ -339,7 +290,7 @@ class ActiveRun:
         end = functools.partial(
             self._client.set_terminated, self.run_id, status, self._ended_at(), metadata=once
         )
-        await _retrying(end)
+        await retrying(end)
 
     def _ended_at(self) -> int:
         """When the run ended (milliseconds), chosen once: an end stored whose answers
@@ -355,51 +306,6 @@ class ActiveRun:
         is stored)."""
         return self._journal.path
 
-    def _journal_as_it_stops(self, status: RunStatus, stopped: BaseException) -> None:
-        """_keep_in_journal for a run stopped (cancelled, its client closed): a journal
-        that cannot be written is told in a warning, and the stop goes on as what the
-        caller sees (an OSError in its place broke `asyncio.timeout` and TaskGroups)."""
-        try:
-            self._keep_in_journal(status, stopped)
-        except OSError as error:
-            self._warn_not_kept(status, error)
-
-    def _warn_not_kept(self, status: RunStatus, error: OSError) -> None:
-        """Says the run's last journal could not be written, and where the journal kept
-        during the outage (held until now, so a sync skipped it) is left for a sync."""
-        older = (
-            f"; the journal kept before is left in {self.journal}: store what it holds "
-            f"with `cairn sync {self.journal}`"
-            if self.journal is not None
-            else ""
-        )
-        _log.warning(
-            "run %s: %d points and its end (%s) could not be kept: its journal could "
-            "not be written (%s)%s",
-            self.run_id,
-            self._batches.points,
-            status.value,
-            error,
-            older,
-        )
-
-    def _keep_in_journal(self, status: RunStatus, cause: BaseException | None) -> None:
-        """Writes what is still unsent, and the status, for `sync` to store later, and
-        warns with the cause that stopped the sends (None: flush_timeout ran out). Each
-        batch keeps its request id and its exact points: the server may have stored the
-        one in flight already."""
-        batches = self._batches.all()
-        journal = Journal(self.run_id, self._client.project, batches, status, self._ended_at())
-        self._journal.end(journal)
-        _log.warning(
-            "run %s: %d points could not be sent %s; kept in %s (store them with `cairn sync %s`)",
-            self.run_id,
-            journal.points,
-            _why_unsent(cause, self._flush_timeout),
-            self.journal,
-            self.journal,
-        )
-
     async def log_metric(
         self, key: str, value: float, step: int | None = 0, timestamp: int | None = None
     ) -> None:
@@ -410,23 +316,6 @@ class ActiveRun:
     async def log_metrics(self, metrics: dict[str, float], step: int | None = 0) -> None:
         """Buffers a point of each metric: all of them, or none when one is refused."""
         await self._buffer([_checked(key, value, step, None) for key, value in metrics.items()])
-
-    async def _buffer(self, points: list[Metric]) -> None:
-        for point in points:
-            self._check_open()
-            if self._batches.points >= self._max_buffered:
-                async with self._room:
-                    await self._room.wait_for(
-                        lambda: (
-                            self._batches.points < self._max_buffered
-                            or self._error is not None
-                            or self._over
-                        )
-                    )
-                self._check_open()
-            self._buffered.set()
-            if self._batches.add(point):
-                self._wake.set()
 
     async def log_param(self, key: str, value: Any) -> Any:
         """Sent at once, so a conflicting value fails here."""
@@ -447,132 +336,6 @@ class ActiveRun:
         if self._error is not None or self._batches.points:  # or the block ended first
             self._check_open()
 
-    async def _drain(self) -> None:
-        while self._batches.points and self._error is None and not self._over:
-            self._wake.set()
-            async with self._room:
-                await self._room.wait_for(
-                    lambda: not self._batches.points or self._error is not None or self._over
-                )
-
-    async def _send_forever(self) -> None:
-        try:
-            await self._send_as_buffered()
-            # Stopped by an error retrying cannot fix, which the next call raises. It
-            # waits for the run's end all the same: a block never left has none, but
-            # its loop's closing, and the journal of what the error left unsent.
-            await asyncio.get_running_loop().create_future()
-        except asyncio.CancelledError:
-            if not self._sender_stopped:  # by its loop closing, not by the run's end
-                await self._end_as_the_loop_closes()
-            raise
-
-    async def _end_as_the_loop_closes(self) -> None:
-        """The run's end as its event loop closes, cancelling every task (asyncio.run
-        returning): that of its block, cancelled with this task, or its own when the
-        block was never left. A block's end would wait out flush_timeout for a sender
-        that is gone, and a block never left would see its points dropped with the
-        loop. The loop runs until this task ends, so a new sender sends them."""
-        self._sending = asyncio.create_task(
-            self._send_as_buffered(), name=f"cairn-run-{self.run_id}-end"
-        )
-        # A block cancelled with this task begins its end first (its cancellation was
-        # scheduled with this one's): the run ends KILLED, as a cancelled block does.
-        await asyncio.sleep(0)
-        await self.end_left_open("its event loop closed")
-
-    async def _send_as_buffered(self) -> None:
-        while True:
-            # With nothing buffered there is nothing to time: a run idle with a tiny
-            # send_interval spun a core waking for nothing.
-            await self._buffered.wait()
-            with contextlib.suppress(TimeoutError):  # what is buffered goes anyway
-                async with asyncio.timeout(self._send_interval):
-                    await self._wake.wait()
-            self._wake.clear()
-            while (batch := self._batches.next()) is not None:
-                request_id, metrics = batch
-                send = functools.partial(
-                    self._client.log_batch, self.run_id, metrics=metrics, request_id=request_id
-                )
-                try:
-                    await _retrying(send, self._journal_meanwhile)
-                except Exception as error:  # Handed to the caller on its next call.
-                    self._error = error
-                    async with self._room:
-                        self._room.notify_all()
-                    return
-                self._batches.stored()
-                if request_id == self._journaled_through:  # all the journal holds is stored
-                    self._journaled_through = None
-                    await self._forget_journal()
-                async with self._room:
-                    self._room.notify_all()
-            self._buffered.clear()  # all is sent: no await since `next` found nothing
-
-    async def _journal_meanwhile(self) -> None:
-        """After a failed send: writes what waits to the journal, unless it was written
-        less than send_interval ago, so a process killed during the outage keeps it."""
-        now = asyncio.get_running_loop().time()
-        if self.journal is not None and now - self._journaled_at < self._send_interval:
-            return
-        self._journaled_at = now
-        batches = self._batches.all()
-        journal = Journal(self.run_id, self._client.project, batches)
-        # Shielded: the write goes on if sending is stopped, and the end waits for it.
-        first = self.journal is None
-        self._journaling = asyncio.ensure_future(asyncio.to_thread(self._journal.keep, journal))
-        try:
-            written = await asyncio.shield(self._journaling)
-        except OSError as error:  # a full disk: sending goes on, with nothing kept
-            _log.warning("run %s: no journal written during the outage: %s", self.run_id, error)
-            return
-        if written is None:  # the run has ended meanwhile, or its end was journaled
-            return
-        self._journaled_through = batches[-1][0]
-        if first:
-            _log.warning(
-                "run %s: the server is out of reach; the %d points waiting are kept in %s "
-                "until they are stored",
-                self.run_id,
-                journal.points,
-                written,
-            )
-
-    async def _forget_journal(self) -> None:
-        try:
-            await asyncio.to_thread(self._journal.forget)
-        except OSError as error:
-            self._warn_not_removed(error)
-
-    def _warn_not_removed(self, error: OSError) -> None:
-        # Only told: a sync finds its batches stored, by their ids.
-        _log.warning(
-            "run %s: all is stored, but its journal %s was not removed: %s",
-            self.run_id,
-            self.journal,
-            error,
-        )
-
-    async def _stop_sending(self) -> None:
-        self._sender_stopped = True
-        if self._sending is not None:
-            self._sending.cancel()
-            await asyncio.gather(self._sending, return_exceptions=True)
-        if self._journaling is not None:  # before the run's last journal replaces it
-            await asyncio.gather(self._journaling, return_exceptions=True)
-
-    def _check_open(self) -> None:
-        """Raises the error that stopped sending, if one did, or RuntimeError once the
-        run's block has ended or is ending."""
-        if self._error is not None:
-            raise _again(self._error)
-        if self._ending:
-            raise RuntimeError(
-                f"the block of run {self.run_id} has ended: log to the run with the "
-                "client's calls (log_metric, log_batch) instead"
-            )
-
 
 def _checked(key: str, value: float, step: int | None, timestamp: int | None) -> Metric:
     """A point as the server will take it, else InvalidArgumentError naming what is
@@ -582,18 +345,6 @@ def _checked(key: str, value: float, step: int | None, timestamp: int | None) ->
     refuses, failed its whole batch later, valid points with it."""
     stamp = time.time_ns() // 1_000_000 if timestamp is None else whole(timestamp, "timestamp")
     return Metric(names.key(key, "key"), real(value, "value"), stamp, whole_or_zero(step, "step"))
-
-
-def _why_unsent(cause: BaseException | None, flush_timeout: float) -> str:
-    """The end of the warning's "N points could not be sent ...": only a run whose time
-    ran out blames flush_timeout (a closed client stops the sends at once)."""
-    if cause is None:
-        return f"in {flush_timeout:g} s"
-    if isinstance(cause, asyncio.CancelledError | KeyboardInterrupt):
-        return "as the run was cancelled"
-    if isinstance(cause, ClientClosedError):
-        return "as its client was closed"
-    return f"after an error retrying cannot fix ({cause})"
 
 
 def _status(exc_type: type[BaseException] | None, error: BaseException | None) -> RunStatus:
@@ -606,38 +357,5 @@ def _status(exc_type: type[BaseException] | None, error: BaseException | None) -
     return RunStatus.FAILED
 
 
-async def _retrying(
-    call: Callable[[], Awaitable[T]], failed: Callable[[], Awaitable[None]] | None = None
-) -> T:
-    """call() until it succeeds or fails with an error that is not transient; failed()
-    after each transient failure. The waits are jittered: the runs of many processes
-    that one restart refused came back together, every 5 s, for as long as it lasted."""
-    waits = backoff(FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS)
-    while True:
-        try:
-            return await call()
-        except CairnError as error:
-            if not _transient(error):
-                raise
-            wait = next(waits)
-            _log.info("retrying in %.1f s after %s", wait, error)
-            if failed is not None:
-                await failed()
-            await asyncio.sleep(wait)
-
-
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _again(error: BaseException) -> BaseException:
-    """The error that stopped a run's sends, to raise again: a copy, caused by it. The
-    error raised itself took the frames of every caller it went through (a sync
-    client's runner among them), and the run keeps it: a client dropped after its
-    run's error was caught was never collected, nor its thread and connections."""
-    try:
-        again = copy.copy(error)
-    except Exception:  # an error that cannot be made again is raised itself
-        return error
-    again.__cause__ = error
-    return again

@@ -29,8 +29,9 @@ from ..types._journey import ManagedModel
 from ..types._registry import ModelArtifact, ModelVersion, RegisteredModel
 from ._local_files import MODEL_NOT_SENT, files_in, local_reads, local_writes
 from .artifacts import ArtifactClient, in_project
+from .model_fetches import model_to_copy, read_manifest
+from .model_uploads import upload
 from .registry import ModelRegistryAPIClient
-from .run_models import _upload, model_to_copy, read_manifest
 from .tracking import TrackingClient
 from .versioned_artifacts import _REFUSED, UNNAMED, _segment, remove_unnamed
 
@@ -295,7 +296,7 @@ class ModelManager:
                 run_id="",
                 artifact_path=directory,
             )
-            await _upload(store, directory, Path(scratch), manifest)
+            await upload(store, directory, Path(scratch), manifest)
         return str(ArtifactUri(store.project, directory))
 
     async def _download(self, model: ManagedModel) -> ManagedModel:

@@ -18,7 +18,7 @@ from ..models._uris import RunUri, is_uri, parse_uri
 from ..types._artifacts import ObjectInfo
 from ..types._paging import Pager
 from ._local_files import download_folder, local_file
-from .run_models import download_uri
+from .model_fetches import download_uri
 from .run_store import RunClient, file_name, join, run_store, within_run
 
 

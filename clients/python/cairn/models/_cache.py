@@ -121,7 +121,7 @@ class ModelCache:
         sha256 (blocking: run it in a thread). An entry that fails is dropped: one
         holding a file more (a loader would read a config added beside the model's) too.
         Bytecode the model shipped is not checked: Python rewrites it in the entry as it
-        imports the model's code (a copy takes it from the store: run_models).
+        imports the model's code (a copy takes it from the store: model_fetches).
 
         Raises:
             FailedPreconditionError: LOCAL_WRITE_FAILED, an entry that fails and cannot be

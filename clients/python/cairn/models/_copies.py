@@ -46,7 +46,7 @@ def copy_model(
 ) -> Path:
     """The model's files and its manifest (manifest_bytes, as the store holds it) as the
     directory target, each from the cache entry but those `shipped` gives a file of
-    (run_models.shipped_bytecode; those it gives None are checked as copied); returns
+    (model_fetches.shipped_bytecode; those it gives None are checked as copied); returns
     target.
 
     Raises:
