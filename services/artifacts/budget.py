@@ -7,7 +7,9 @@ and what the allocator keeps of them. Measured as the server's peak resident siz
 upload, 6 to 20 uploads at once sending 4 MiB chunks: 96 MiB with 32 MiB parts, 79 MiB
 with 8 MiB parts. So 64 writers at once could hold about 6 GiB, past the Kubernetes
 base's limit (4 GiB). An upload reserves its cost here before it takes a writer, and
-waits, holding its header alone, while the uploads at work hold the budget.
+waits while the uploads at work hold the budget: not its header alone, but what of its
+chunks gRPC's flow control lets its client send before the verdict (about 14 MiB on a
+fast link), so at most slots.MAX_WAITING_UPLOADS wait, one more refused UPLOADS_BUSY.
 """
 
 from __future__ import annotations

@@ -41,7 +41,14 @@ from .streams import VerifyingReader, read_ahead, too_large_to_stream
 from .tickets import Ticket
 from .transfers import DirectTransfers
 from .upload_fields import DEFAULT_CONTENT_TYPE, check_size, content_type_field, sha256_field
-from .upload_messages import STREAM_VERDICT_HEADER, pump, read_header, refuse, write_upload
+from .upload_messages import (
+    STREAM_VERDICT_HEADER,
+    pump,
+    read_header,
+    refuse,
+    to_its_end,
+    write_upload,
+)
 from .uploads import UPLOAD_EXPIRED, PendingUpload
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -82,13 +89,14 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         self._objects = ObjectStore(resources.pool)
         self._janitor = janitor_for(resources, self._backend)
         # A streamed upload takes a writer thread before it is accepted, when its client
-        # starts to send: past UPLOAD_THREADS, uploads wait holding their header alone.
-        # Accepted first, each held the chunks its client sent while it waited for a
-        # thread (about 2 MB a call in gRPC's window and the writer's queue), without
-        # bound in number.
+        # starts to send: past UPLOAD_THREADS, uploads wait for one (at most
+        # slots.MAX_WAITING_UPLOADS of them). Accepted first, each held the chunks its
+        # client sent while it waited for a thread (about 2 MB a call in gRPC's window
+        # and the writer's queue), without bound in number.
         self._writers = asyncio.Semaphore(threads.UPLOAD_THREADS)
         # And one to S3 reserves the memory it holds first (budget.py).
         self._upload_memory = budget.ByteBudget(budget.UPLOAD_BYTES)
+        self._admission = slots.UploadAdmission(self._upload_memory, self._writers, self._stopping)
         self._downloads = asyncio.Semaphore(MAX_DOWNLOADS)
         self._download_calls = asyncio.Semaphore(MAX_DOWNLOAD_CALLS)
         self._direct = DirectTransfers(
@@ -214,11 +222,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             return api.UploadResponse(object=self._info(accepted))
         header, upload, expected_sha256 = accepted
         try:
-            async with (
-                self._upload_memory.held(self._memory_of(header.expected_size), self._stopping),
-                slots.held(self._writers, self._stopping),
-            ):
-                await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
+            async with contextlib.AsyncExitStack() as admitted:
+                memory = self._memory_of(header.expected_size)
+                await self._admit(admitted, stream, context, memory, upload)
                 try:
                     reader = await write_upload(
                         stream, header, upload, expected_sha256, self._backend, self._stopping
@@ -240,6 +246,28 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             raise
         await self._janitor.collect([replaced] if replaced else [])
         return api.UploadResponse(object=self._info(stored))
+
+    async def _admit(
+        self,
+        admitted: contextlib.AsyncExitStack,
+        stream: AsyncIterator[api.UploadRequest],
+        context: Context,
+        memory: int,
+        upload: PendingUpload | None = None,
+    ) -> None:
+        """Takes into admitted what the upload holds (memory bytes, a writer thread), then
+        tells its client to send its chunks; or refuses them: UPLOADS_BUSY or
+        SHUTTING_DOWN (`slots.UploadAdmission`), or UPLOAD_EXPIRED when the janitor took
+        the upload while it waited, as publishing would refuse it after all its bytes
+        came (and were written to the store)."""
+        try:
+            await admitted.enter_async_context(self._admission.held(memory))
+            if upload is not None and (expired := await self._objects.expired_instead(upload)):
+                raise expired
+        except Exception:
+            await refuse(stream, context)
+            raise
+        await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
 
     async def _accept(
         self, stream: AsyncIterator[api.UploadRequest], context: Context
@@ -265,6 +293,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             elif taken:
                 raise already_exists(path)
             else:
+                self._admission.check_room()  # as _admit would, before any upload begins
                 upload = await self._objects.begin(project, path, header.overwrite, content_type)
         except Exception:
             await refuse(stream, context)
@@ -282,13 +311,13 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
     ) -> None:
         """Reads an upload's bytes as any upload's, storing none, and refuses them unless
         they are those of done, which its request id published (see _accept)."""
-        # Its reader takes a writer thread as an upload does.
-        async with slots.held(self._writers, self._stopping):
-            await context.send_initial_metadata(((STREAM_VERDICT_HEADER, "accepted"),))
+        # Its reader takes a writer thread as an upload does, and no memory of S3's.
+        async with contextlib.AsyncExitStack() as admitted:
+            await self._admit(admitted, stream, context, 0)
             reader = VerifyingReader(asyncio.get_running_loop(), 0, "")
             writing = threads.start_upload(repeats.read_to_end, reader, done)
             await pump(stream, reader, writing, self._stopping)
-            await writing
+            await to_its_end(writing, reader)
         repeats.check(done, reader.sha256, reader.size)
 
     def _memory_of(self, size: int) -> int:

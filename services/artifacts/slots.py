@@ -12,7 +12,17 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..common.errors import Unavailable
+from ..common.errors import ResourceExhausted, Unavailable
+from .budget import ByteBudget
+
+# Streamed uploads waiting at once for their memory (budget.py) and a writer thread.
+# One waits before its verdict, yet gRPC's flow control lets its client send what the
+# stream's window holds meanwhile, which grows (BDP probing) on a fast link: 48 such
+# uploads, each sending 64 MiB without waiting for its verdict, grew the server by 658
+# MiB, about 14 MiB each. So 8 hold at most about 128 MiB, what the 4 GiB limit leaves
+# beside the budgets (budget.UPLOAD_BYTES). One more is refused at once, UPLOADS_BUSY,
+# which the client waits out with a backoff, as COMPLETIONS_BUSY.
+MAX_WAITING_UPLOADS = 8
 
 
 @contextlib.asynccontextmanager
@@ -56,3 +66,48 @@ def _give_back(taking: asyncio.Future[Any], slots: asyncio.Semaphore) -> None:
         taking.cancel()
     elif not taking.cancelled() and taking.exception() is None:
         slots.release()
+
+
+class UploadAdmission:
+    """What a streamed upload takes before its verdict: its memory (a ByteBudget), then
+    a writer thread (one of writers); at most MAX_WAITING_UPLOADS wait for them."""
+
+    def __init__(
+        self, memory: ByteBudget, writers: asyncio.Semaphore, stopping: asyncio.Event
+    ) -> None:
+        self._memory, self._writers, self._stopping = memory, writers, stopping
+        self.waiting = 0
+
+    def check_room(self) -> None:
+        """Raises ResourceExhausted (UPLOADS_BUSY) when MAX_WAITING_UPLOADS wait."""
+        if self.waiting >= MAX_WAITING_UPLOADS:
+            raise uploads_busy()
+
+    @contextlib.asynccontextmanager
+    async def held(self, size: int) -> AsyncIterator[None]:
+        """size bytes of the memory (none when 0) and a writer, held for the body.
+
+        Raises:
+            ResourceExhausted: UPLOADS_BUSY, MAX_WAITING_UPLOADS wait already.
+            Unavailable: SHUTTING_DOWN, the server began to stop while the call waited.
+        """
+        self.check_room()
+        async with contextlib.AsyncExitStack() as taken:
+            # Counted while they wait alone: one let in at once does not suspend here.
+            self.waiting += 1
+            try:
+                if size:
+                    await taken.enter_async_context(self._memory.held(size, self._stopping))
+                await taken.enter_async_context(held(self._writers, self._stopping))
+            finally:
+                self.waiting -= 1
+            yield
+
+
+def uploads_busy() -> ResourceExhausted:
+    return ResourceExhausted(
+        "UPLOADS_BUSY",
+        f"{MAX_WAITING_UPLOADS} uploads wait for a writer on this server already; "
+        "nothing was stored: upload again shortly",
+        metadata={"limit": str(MAX_WAITING_UPLOADS)},
+    )

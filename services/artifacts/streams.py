@@ -51,6 +51,7 @@ class VerifyingReader:
         self._rest = b""  # what a read left of the chunk it took part of
         self._merging = bytearray()  # small chunks not queued yet: under MERGE_BYTES
         self._done = False
+        self._abandoned = False  # its call ended after its finish (see abandon)
         self.verified = False  # the end was reached and size and checksum matched
         self.expected_size = expected_size
         self.expected_sha256 = expected_sha256
@@ -81,6 +82,12 @@ class VerifyingReader:
         self._merging = bytearray()
         await self._put(error, writer)
 
+    def abandon(self) -> None:
+        """Tells the writer that its call ended after the finish was queued: each read
+        from then on raises (StreamClosed) rather than hand on a chunk or the end, so a
+        writer that reads before it commits (S3 past its last part) gives up then."""
+        self._abandoned = True
+
     def _merged(self) -> bytes:
         merged, self._merging = bytes(self._merging), bytearray()
         return merged
@@ -109,6 +116,8 @@ class VerifyingReader:
         readers allow: a whole chunk as it came (not copied), or what is left of one
         that a read before took only part of; empty at the end. A read filled up to n
         would gather chunks in a buffer only to copy them out again."""
+        if self._abandoned:
+            raise StreamClosed("the upload's call ended before its bytes were stored")
         data = self._rest
         if not data:
             data = (None if self._done else self._next()) or b""

@@ -9,23 +9,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 
+from .._backoff import backoff
 from .._channels import resent_after
 from .._headers import Metadata, with_id
 from .._progress import Meter
 from .._transport import Transport
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
-from ..exceptions import CairnError
+from ..exceptions import CairnError, ResourceExhaustedError
 from ..types._artifacts import ObjectInfo, object_from_proto
 from ._deadlines import within
-from ._direct_transfers import UPLOAD_RETRY_WAITS, CompletionFailed, DirectTransfers, Upload
+from ._direct_transfers import (
+    BUSY_BACKOFF_SECONDS,
+    UPLOAD_RETRY_WAITS,
+    CompletionFailed,
+    DirectTransfers,
+    Upload,
+)
 from ._local_files import Resendable, Source, open_source, size_of
 
 # What an upload sends a message: under 1 MiB with its framing, the least message a
 # server may be given (CAIRN_MAX_MESSAGE_BYTES); 1 MiB whole was refused by such a one.
 CHUNK = 1023 * 1024
+# The server lets as many uploads wait for a writer as it may: it refused this one at its
+# header, before a byte of the source was read, so it is sent again after a backoff, as
+# COMPLETIONS_BUSY (_direct_transfers.py), whatever the source.
+UPLOADS_BUSY = "UPLOADS_BUSY"
 
 
 class Uploads:
@@ -64,21 +75,16 @@ class Uploads:
     async def _attempts(self, upload: Upload, deadline: asyncio.Timeout) -> ObjectInfo:
         """The upload, sent again under its request id after UNAVAILABLE or a transaction
         conflict (resent_after) when it can be (not after its completion failed: see
-        `DirectTransfers._complete_upload`), unless the wait would outlast the deadline:
-        the last error is raised."""
-        waits, loop = iter(UPLOAD_RETRY_WAITS), asyncio.get_running_loop()
+        `DirectTransfers._complete_upload`), or after UPLOADS_BUSY, unless the wait would
+        outlast the deadline: the last error is raised."""
+        waits, busy_waits = iter(UPLOAD_RETRY_WAITS), backoff(*BUSY_BACKOFF_SECONDS)
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 return await self._once(upload)
             except CairnError as error:
-                wait, ends = next(waits, None), deadline.when()
-                if (
-                    wait is None
-                    or not resent_after(error)
-                    or not isinstance(upload.source, Resendable)
-                    or isinstance(error, CompletionFailed)
-                    or (ends is not None and loop.time() + wait >= ends)
-                ):
+                wait, ends = _wait_after(error, upload, waits, busy_waits), deadline.when()
+                if wait is None or (ends is not None and loop.time() + wait >= ends):
                     raise
                 await asyncio.sleep(wait)
 
@@ -120,6 +126,23 @@ class Uploads:
             if owned:
                 stream.close()
         return object_from_proto(reply.object)
+
+
+def _wait_after(
+    error: CairnError, upload: Upload, waits: Iterator[float], busy_waits: Iterator[float]
+) -> float | None:
+    """How long the upload waits before it is sent again after error; None: it is not.
+    Refused UPLOADS_BUSY, it waits without end but its deadline's, as it would have in
+    the server's queue."""
+    if isinstance(error, ResourceExhaustedError) and error.reason == UPLOADS_BUSY:
+        return next(busy_waits)
+    if (
+        not resent_after(error)
+        or not isinstance(upload.source, Resendable)
+        or isinstance(error, CompletionFailed)
+    ):
+        return None
+    return next(waits, None)
 
 
 async def _read_ahead(read: Callable[[], bytes]) -> AsyncGenerator[bytes, None]:

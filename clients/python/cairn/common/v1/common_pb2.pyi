@@ -99,6 +99,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_INVALID_TABLE: _ClassVar[ErrorReason]
     ERROR_REASON_REVOKES_CALLING_KEY: _ClassVar[ErrorReason]
     ERROR_REASON_LOCAL_READ_FAILED: _ClassVar[ErrorReason]
+    ERROR_REASON_UPLOADS_BUSY: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_INVALID_ARGUMENT: ErrorReason
 ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason
@@ -190,6 +191,7 @@ ERROR_REASON_UNKNOWN_VALUE: ErrorReason
 ERROR_REASON_INVALID_TABLE: ErrorReason
 ERROR_REASON_REVOKES_CALLING_KEY: ErrorReason
 ERROR_REASON_LOCAL_READ_FAILED: ErrorReason
+ERROR_REASON_UPLOADS_BUSY: ErrorReason
 
 class Value(_message.Message):
     __slots__ = ("bool_value", "int_value", "double_value", "string_value")
