@@ -53,6 +53,10 @@ class ByteBudget:
     def waiting(self) -> int:
         return sum(not granted.done() for _, granted in self._waiting)
 
+    def free_for(self, size: int) -> bool:
+        """Whether size bytes would be granted at once, nobody waiting before them."""
+        return not self._waiting and min(size, self.total) <= self._free
+
     @contextlib.asynccontextmanager
     async def held(self, size: int, stopping: asyncio.Event) -> AsyncIterator[None]:
         """size bytes (the whole budget at most), held for the body.

@@ -261,8 +261,13 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         the upload while it waited, as publishing would refuse it after all its bytes
         came (and were written to the store)."""
         try:
-            await admitted.enter_async_context(self._admission.held(memory))
-            if upload is not None and (expired := await self._objects.expired_instead(upload)):
+            waited = not await admitted.enter_async_context(self._admission.held(memory))
+            # Only a wait gives the janitor time to take the upload: no query otherwise.
+            if (
+                waited
+                and upload is not None
+                and (expired := await self._objects.expired_instead(upload))
+            ):
                 raise expired
         except Exception:
             await refuse(stream, context)
@@ -317,7 +322,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             reader = VerifyingReader(asyncio.get_running_loop(), 0, "")
             writing = threads.start_upload(repeats.read_to_end, reader, done)
             await pump(stream, reader, writing, self._stopping)
-            await to_its_end(writing, reader)
+            await to_its_end(writing, reader, self._stopping)
         repeats.check(done, reader.sha256, reader.size)
 
     def _memory_of(self, size: int) -> int:

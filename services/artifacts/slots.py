@@ -84,14 +84,17 @@ class UploadAdmission:
             raise uploads_busy()
 
     @contextlib.asynccontextmanager
-    async def held(self, size: int) -> AsyncIterator[None]:
-        """size bytes of the memory (none when 0) and a writer, held for the body.
+    async def held(self, size: int) -> AsyncIterator[bool]:
+        """size bytes of the memory (none when 0) and a writer, held for the body; yields
+        whether they were taken at once (False: the call waited, and what it began may
+        have expired meanwhile).
 
         Raises:
             ResourceExhausted: UPLOADS_BUSY, MAX_WAITING_UPLOADS wait already.
             Unavailable: SHUTTING_DOWN, the server began to stop while the call waited.
         """
         self.check_room()
+        at_once = not self._writers.locked() and (not size or self._memory.free_for(size))
         async with contextlib.AsyncExitStack() as taken:
             # Counted while they wait alone: one let in at once does not suspend here.
             self.waiting += 1
@@ -101,7 +104,7 @@ class UploadAdmission:
                 await taken.enter_async_context(held(self._writers, self._stopping))
             finally:
                 self.waiting -= 1
-            yield
+            yield at_once
 
 
 def uploads_busy() -> ResourceExhausted:

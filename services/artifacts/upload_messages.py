@@ -86,27 +86,34 @@ async def write_upload(
         header.expected_size,
     )
     await pump(stream, reader, writing, stopping)
-    await to_its_end(writing, reader)
+    await to_its_end(writing, reader, stopping)
     if not reader.verified:  # never publish what was not checked to the end
         raise invalid_field("finish", "the upload ended before its finish message")
     return reader
 
 
-async def to_its_end(writing: asyncio.Future[None], reader: VerifyingReader) -> None:
+async def to_its_end(
+    writing: asyncio.Future[None], reader: VerifyingReader, stopping: asyncio.Event
+) -> None:
     """Awaits the writer thread after the finish message, to its end even when the call
     is cancelled meanwhile (its deadline passes, its client leaves, as the last part or
     S3's completion goes on): what the call holds (its memory, its writer thread) is
     given back, and its bytes collected, only once the thread writes them no more, for
     a key collected first may be written after (an object nothing refers to). The
     thread gives up where it still reads (`VerifyingReader.abandon`); then the
-    cancellation goes on."""
+    cancellation goes on. A cancel while the server stops (its grace ended) ends the
+    wait at once: a store's timeouts (a minute, retried) would keep a stopped server
+    alive, and what the thread still writes the janitor removes, as after a crash."""
     try:
         await asyncio.shield(writing)
     except asyncio.CancelledError:
         reader.abandon()
         while not writing.done():
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await asyncio.wait({writing})
+            except asyncio.CancelledError:
+                if stopping.is_set():
+                    raise
         raise
 
 

@@ -157,9 +157,7 @@ async def test_a_call_cancelled_during_its_completion_holds_its_writer_to_the_en
     that no upload or garbage row named, and uploads sent again took fresh reservations
     beside the threads still writing."""
     abandoned: list[object] = []
-    monkeypatch.setattr(
-        streams.VerifyingReader, "abandon", lambda self: abandoned.append(self), raising=False
-    )
+    monkeypatch.setattr(streams.VerifyingReader, "abandon", lambda self: abandoned.append(self))
     async with serving(
         s3_config, pool, ["artifacts"], s3_endpoint=f"127.0.0.1:{proxy.port}"
     ) as port:
@@ -251,7 +249,7 @@ async def two_writers_port(
 ) -> AsyncIterator[int]:
     """A server with two writer threads, past which one upload may wait."""
     monkeypatch.setattr(threads, "UPLOAD_THREADS", 2)
-    monkeypatch.setattr(slots, "MAX_WAITING_UPLOADS", 1, raising=False)
+    monkeypatch.setattr(slots, "MAX_WAITING_UPLOADS", 1)
     async with serving(config, pool, ["artifacts"]) as port:
         yield port
 
