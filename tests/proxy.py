@@ -234,6 +234,10 @@ class S3AnsweringProxy(_Listener):
     async def start(self) -> int:
         return await self._listen()
 
+    async def before_forwarding(self, method: str, target: str) -> None:
+        """Called with each request it forwards, before it does: a proxy that holds some
+        requests back waits here."""
+
     async def _serve(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter):
         server_in, server_out = await asyncio.open_connection(*self._target)
         answers = asyncio.ensure_future(_copy(server_in, client_out))
@@ -247,6 +251,7 @@ class S3AnsweringProxy(_Listener):
                     client_out.write(own)
                     await client_out.drain()
                 else:
+                    await self.before_forwarding(method, target)
                     server_out.write(head + body)
                     await server_out.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

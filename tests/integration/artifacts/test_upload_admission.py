@@ -3,10 +3,8 @@ end of its writer, and the uploads refused before their verdict: past the upload
 may wait (UPLOADS_BUSY), or expired as they waited (UPLOAD_EXPIRED)."""
 
 import asyncio
-import contextlib
 import hashlib
 import os
-import re
 import urllib.parse
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -24,56 +22,29 @@ from cairn_server.artifacts import budget, s3, servicer, slots, streams, threads
 from cairn_server.artifacts.store import ObjectStore
 from cairn_server.common.config import Config
 from tests.conftest import BUCKET, eventually, new_project, s3_client, serving
-from tests.proxy import _Listener
+from tests.proxy import S3AnsweringProxy
 
 MIB = 1024 * 1024
 SIZE = 12 * MIB  # three parts on S3: 5, 5 and 2 MiB
 VERDICT_SECONDS = 30.0  # an upload neither let in nor refused waits for ever: fail instead
 
 
-class CompletionHoldingProxy(_Listener):
+class CompletionHoldingProxy(S3AnsweringProxy):
     """An HTTP/1.1 proxy to S3 that holds each multipart completion until `release` is
     set, and says which object it completes (`completing`, set once one arrived)."""
 
     def __init__(self, host: str, port: int) -> None:
-        super().__init__()
-        self._target = (host, port)
+        super().__init__(host, port)
         self.completing = asyncio.Event()
         self.release = asyncio.Event()
         self.object_name = ""
 
-    async def start(self) -> int:
-        return await self._listen()
-
-    async def _serve(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter):
-        server_in, server_out = await asyncio.open_connection(*self._target)
-        answers = asyncio.ensure_future(_copy(server_in, client_out))
-        try:
-            while True:
-                head = await client_in.readuntil(b"\r\n\r\n")
-                length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-                body = await client_in.readexactly(int(length.group(1)) if length else 0)
-                method, target = head.decode("latin-1").split(" ", 2)[:2]
-                if method == "POST" and "uploadId=" in target:
-                    path = urllib.parse.unquote(urllib.parse.urlsplit(target).path)
-                    self.object_name = path.removeprefix(f"/{BUCKET}/")
-                    self.completing.set()
-                    await self.release.wait()
-                server_out.write(head + body)
-                await server_out.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            answers.cancel()
-            server_out.close()
-            client_out.close()
-
-
-async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(Exception):
-        while chunk := await source.read(65536):
-            sink.write(chunk)
-            await sink.drain()
+    async def before_forwarding(self, method: str, target: str) -> None:
+        if method == "POST" and "uploadId=" in target:
+            path = urllib.parse.unquote(urllib.parse.urlsplit(target).path)
+            self.object_name = path.removeprefix(f"/{BUCKET}/")
+            self.completing.set()
+            await self.release.wait()
 
 
 class RecordedBudget(budget.ByteBudget):
