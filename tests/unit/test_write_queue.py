@@ -4,13 +4,14 @@ queued behind them, and what the end of a client never closed reports."""
 import asyncio
 import gc
 import logging
+import weakref
 from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any
 
 import pytest
 
 from cairn._clients import run_operations
-from cairn._clients.run_operations import _WriteQueue
+from cairn._clients.run_operations import RunOperations, _WriteQueue
 from cairn.exceptions import ClientClosedError, DeadlineExceededError, UnavailableError
 from tests.conftest import eventually
 
@@ -322,3 +323,77 @@ async def test_a_caller_let_in_but_refused_passes_its_place_to_the_next(
         await refused
     await asyncio.wait_for(larger, 5)
     await asyncio.gather(*futures)
+
+
+class _Call:
+    """What a failed gRPC call holds (its metadata, its request): freed or not."""
+
+
+class _Failed(UnavailableError):
+    """The error of a write the server refused, whose frames held its call."""
+
+
+async def _refused(errors: weakref.WeakSet[BaseException]) -> None:
+    call = _Call()  # a variable of the failing frame, as the transport's call is
+    error = _Failed(f"busy {id(call)}", reason="DATABASE_BUSY")
+    errors.add(error)
+    raise error
+
+
+async def test_a_queue_keeps_one_error_however_many_writes_failed() -> None:
+    """Each failed write was kept until a flush, its error's traceback holding its
+    call: 20,000 writes to a deleted run, never flushed, held 600 MB. The queue now
+    counts them and keeps the first error, its frames' variables freed."""
+    queue = _WriteQueue()
+    errors: weakref.WeakSet[BaseException] = weakref.WeakSet()
+    calls = 5000
+    for _ in range(calls):
+        queue.put(_refused(errors))
+    await queue.put(_answered())
+    gc.collect()
+    assert len(errors) == 1, f"the queue held {len(errors)} errors"
+    assert not [o for o in gc.get_objects() if isinstance(o, _Call)], "a failed call was kept"
+    with pytest.raises(_Failed) as raised:
+        await queue.flush()
+    assert raised.value.__notes__ == [
+        f"{calls - 1} more writes queued with synchronous=False failed"
+    ]
+    assert raised.value.__traceback__ is not None  # where it failed still shows
+    await queue.flush()  # reported once
+
+
+async def test_an_error_a_write_wait_raised_is_not_counted_by_the_flush() -> None:
+    """A write's own wait() raises its error, which the flush then no longer counts;
+    the first error's wait() leaves the flush to raise it for the others."""
+    queue = _WriteQueue()
+    errors: weakref.WeakSet[BaseException] = weakref.WeakSet()
+    first, second, third = (
+        RunOperations([queue.put(_refused(errors))], queue.failures) for _ in range(3)
+    )
+    await asyncio.wait([*first._futures, *third._futures])
+    with pytest.raises(_Failed) as own:
+        await third.wait()
+    with pytest.raises(_Failed) as again:  # a handle raises its error each time
+        await third.wait()
+    assert again.value is own.value
+    with pytest.raises(_Failed) as flushed:
+        await queue.flush()
+    assert flushed.value is not own.value
+    assert flushed.value.__notes__ == ["1 more writes queued with synchronous=False failed"]
+    with pytest.raises(_Failed) as waited:  # after the flush, its wait() still raises it
+        await first.wait()
+    assert waited.value is flushed.value
+
+    fourth = RunOperations([queue.put(_refused(errors))], queue.failures)
+    fifth = RunOperations([queue.put(_refused(errors))], queue.failures)
+    await asyncio.wait(fifth._futures)
+    with pytest.raises(_Failed) as reported:
+        await fourth.wait()
+    with pytest.raises(_Failed) as flushed:  # the one other failure is still reported
+        await queue.flush()
+    assert flushed.value is reported.value
+    assert flushed.value.__notes__ == ["1 more writes queued with synchronous=False failed"]
+    with pytest.raises(_Failed):
+        await fifth.wait()
+    await queue.flush()
+    del second

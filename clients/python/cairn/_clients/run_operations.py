@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeGuard
@@ -25,10 +27,10 @@ class RunOperations:
     _sync_view = True  # the sync facade hands it out with wait() made sync
 
     def __init__(
-        self, futures: Iterable[asyncio.Future[Any]], unreported: list[Any] | None = None
+        self, futures: Iterable[asyncio.Future[Any]], failures: _Failures | None = None
     ) -> None:
         self._futures = list(futures)
-        self._unreported = [] if unreported is None else unreported
+        self._failures = _Failures() if failures is None else failures
 
     async def wait(self) -> None:
         """Waits for every write; raises the first error among them (which a flush
@@ -41,8 +43,7 @@ class RunOperations:
     def _raise_first(self) -> None:
         failed = [f for f in self._futures if not f.cancelled() and f.exception()]
         for future in failed:
-            if future in self._unreported:
-                self._unreported.remove(future)
+            self._failures.reported(future)
         if failed:
             raise failed[0].exception()  # type: ignore[misc]
 
@@ -68,14 +69,71 @@ MAX_QUEUED_WRITES = 1000
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
 
 
+class _Failures:
+    """The writes failed since the last flush and not reported by their own `wait()`:
+    how many, and the first one's error, which a flush raises. Not every failure's
+    error: each one's traceback kept its gRPC call, metadata and request alive, and
+    20,000 writes to a deleted run, never flushed, held 600 MB. A caller holding a
+    write's RunOperations holds its error; the others go with their futures."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._first: BaseException | None = None
+        self._first_counted = False  # else its wait() raised it: a later one may take its place
+        # The failed futures counted, while a caller holds them: its wait() uncounts one.
+        self._counted: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
+
+    def add(self, error: BaseException, future: asyncio.Future[Any] | None = None) -> None:
+        """Counts a write failed with error; future is its caller's, if it has one."""
+        self.count += 1
+        if future is not None:
+            self._counted.add(future)
+        if not self._first_counted:
+            self._first, self._first_counted = error, True
+            _free_frames(error)
+
+    def reported(self, future: asyncio.Future[Any]) -> None:
+        """future's `wait()` raised its error: a flush no longer counts it."""
+        if future not in self._counted:  # reported before, or by a flush
+            return
+        self._counted.discard(future)
+        self.count -= 1
+        if future.exception() is self._first:
+            self._first_counted = False
+
+    def take(self) -> BaseException | None:
+        """The first error since last taken, noting how many more writes failed; None
+        when each one's `wait()` raised its error. Starts counting anew."""
+        error, failed, more = self._first, self.count, self.count - self._first_counted
+        self.count, self._first, self._first_counted = 0, None, False
+        self._counted.clear()
+        if not failed or error is None:
+            return None
+        if more:
+            error.add_note(f"{more} more writes queued with synchronous=False failed")
+        return error
+
+
+def _free_frames(error: BaseException) -> None:
+    """Clears the variables of the frames error's traceback (and those of the errors it
+    was raised from) passed through, the gRPC call among them, keeping the traceback."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        traceback.clear_frames(cause.__traceback__)
+        cause = cause.__cause__ or cause.__context__
+
+
 class _WriteQueue:
     """The background writes of one client, sent one at a time in the order they were
     made: two writes to one key (a tag set twice) land as the caller wrote them. It
     holds MAX_QUEUED_WRITES, and MAX_QUEUED_BYTES of requests, at most (`room`).
 
-    A failed write is kept until `flush` (or its RunOperations' `wait`) reports it,
-    so an error is never lost because the caller did not wait for it. Once `refuse`d
-    (the client's close began), it takes no more writes.
+    A failed write is counted until `flush` (or its RunOperations' `wait`) reports it,
+    so an error is never lost because the caller did not wait for it; the first
+    one's error is kept for the flush (`_Failures`). Once `refuse`d (the client's close
+    began), it takes no more writes.
     """
 
     def __init__(self) -> None:
@@ -89,7 +147,7 @@ class _WriteQueue:
         self._ending = False
         # Set once the client's close began: a write queued later raises ClientClosedError.
         self.refusing = False
-        self.failed: list[asyncio.Future[Any]] = []
+        self.failures = _Failures()
         # Callers waiting for room, first come first let in, each woken alone: one event
         # woke them all at every write sent, 12,000 waiting took 226 s, 6,000 27 s.
         self._waiting: deque[tuple[asyncio.Future[bool], int]] = deque()
@@ -192,16 +250,24 @@ class _WriteQueue:
             self._sending = future
             try:
                 result = await write
-            except Exception as error:  # kept for the caller and for flush
-                if future.done():  # its caller cancelled it: flush reports the error
-                    future = asyncio.get_running_loop().create_future()
-                future.set_exception(error)
-                self.failed.append(future)
+            except Exception as error:  # kept for the caller, counted for flush
+                self._failed(future, error)
                 if _unanswered(error):
                     self._fail_rest(error)
             else:
                 if not future.done():  # a future its caller cancelled takes no result
                     future.set_result(result)
+
+    def _failed(self, future: asyncio.Future[Any], error: BaseException) -> None:
+        """future's write failed with error: its `wait()` raises it, a flush reports it.
+        Read at once (no asyncio warning for a caller that dropped it unwaited): the
+        queue keeps no future, and reads none later."""
+        if future.done():  # its caller cancelled it: only a flush reports the error
+            self.failures.add(error)
+            return
+        future.set_exception(error)
+        future.exception()
+        self.failures.add(error, future)
 
     def _take(self) -> tuple[Awaitable[Any], asyncio.Future[Any]]:
         """The next write out of the queue, its bytes given back and its place given to
@@ -222,10 +288,10 @@ class _WriteQueue:
             f"{len(self._writes)} more writes queued with synchronous=False were not sent"
         )
         for future in self._unqueue():
-            future.set_exception(
-                type(error)(f"not sent: a write queued before it met {error}", code=error.code)
+            self._failed(
+                future,
+                type(error)(f"not sent: a write queued before it met {error}", code=error.code),
             )
-            self.failed.append(future)
 
     def _stopped(self, worker: asyncio.Task[None]) -> None:
         """A cancelled worker leaves the write it was sending and those queued unsent;
@@ -261,10 +327,12 @@ class _WriteQueue:
         Read here: one warning says how many, not an asyncio traceback apiece."""
         if future.done():
             return
-        future.set_exception(ClientClosedError(why))
-        future.exception()
-        if not self._ending:  # `end` reports what it gives up itself
-            self.failed.append(future)
+        error = ClientClosedError(why)
+        if self._ending:  # `end` reports what it gives up itself
+            future.set_exception(error)
+            future.exception()
+        else:
+            self._failed(future, error)
 
     def _unqueue(self) -> list[asyncio.Future[Any]]:
         """Takes the writes not yet sent out of the queue, never to be sent; their
@@ -281,10 +349,8 @@ class _WriteQueue:
         Ctrl-C): the worker's end logs one warning with the number of writes not sent
         (`_stopped`). Sent on, each failed ClientClosedError on the closed channel, an
         asyncio traceback apiece for an error no caller would ever take (271,637 of them
-        from one close cut short). The errors of writes that failed before are read
-        too (each write's `wait()` still raises its own): no flush is left to read them."""
-        for failed in self.failed:
-            failed.exception()
+        from one close cut short). The errors of writes that failed before were read
+        as they failed (`_failed`)."""
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
 
@@ -293,9 +359,9 @@ class _WriteQueue:
         last flush. Not those queued meanwhile, as MLflow's flush drains what is there:
         a thread logging on faster than the writes were sent kept it waiting for ever."""
         await self._sent_or_stuck(None)
-        errors = self._take_errors()
-        if errors:
-            raise errors[0]
+        error = self._take_errors()
+        if error is not None:
+            raise error
 
     async def end(self, patience: float, final: bool = True) -> None:
         """Sends what is queued for a client nobody will close (its process exits, or
@@ -312,14 +378,15 @@ class _WriteQueue:
             unsent, cut = await self._send_while_answered(patience)
         finally:
             self._ending = False
-        errors = self._take_errors()
-        if unsent or errors:
+        failed = self.failures.count
+        error = self._take_errors()
+        if unsent or failed:
             _log.warning(
                 "%d writes queued with synchronous=False were not stored before their "
                 "client, never closed, ended%s%s",
-                unsent + len(errors),
+                unsent + failed,
                 " (the one given up while it was sent may have been)" if cut else "",
-                f"; the first error: {errors[0]}" if errors else "",
+                f"; the first error: {error}" if error is not None else "",
             )
 
     async def _send_while_answered(self, patience: float) -> tuple[int, bool]:
@@ -350,12 +417,10 @@ class _WriteQueue:
             if not (last.done() or worker.done()) and self._sending is sending:
                 return
 
-    def _take_errors(self) -> list[BaseException]:
-        """The errors of the writes failed since last taken (retrieved: no asyncio
-        warning)."""
-        errors = [future.exception() for future in self.failed]
-        self.failed.clear()  # in place: RunOperations hold the list
-        return [error for error in errors if error is not None]
+    def _take_errors(self) -> BaseException | None:
+        """The error a flush raises of the writes failed since last taken: the first,
+        noting how many more failed (`_Failures.take`)."""
+        return self.failures.take()
 
 
 _LOOP_ENDED = (
@@ -416,7 +481,7 @@ class BackgroundWrites:
             return None
         queue = self._write_queue()
         future = await queue.enter(write, size(), self._channel_closed)
-        return RunOperations([future], queue.failed)
+        return RunOperations([future], queue.failures)
 
     def _channel_closed(self) -> bool:
         return bool(getattr(self._transport.channel, "closed", False))
@@ -427,6 +492,7 @@ class BackgroundWrites:
 
         Raises:
             CairnError: the first error a background write met that neither an earlier
-                flush nor its RunOperations' wait() raised.
+                flush nor its RunOperations' wait() raised, with a note of how many more
+                failed (their errors are not kept).
         """
         await self._write_queue().flush()
