@@ -69,49 +69,85 @@ MAX_QUEUED_WRITES = 1000
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
 
 
+# Errors of failed writes kept for a flush: the first ones not reported, so that a
+# wait() that raised one leaves the next for the flush.
+KEPT_ERRORS = 8
+
+
 class _Failures:
     """The writes failed since the last flush and not reported by their own `wait()`:
-    how many, and the first one's error, which a flush raises. Not every failure's
-    error: each one's traceback kept its gRPC call, metadata and request alive, and
-    20,000 writes to a deleted run, never flushed, held 600 MB. A caller holding a
-    write's RunOperations holds its error; the others go with their futures."""
+    how many, and the first KEPT_ERRORS errors among them, the first of which a flush
+    raises. Not every failure's error: each one's traceback kept its gRPC call,
+    metadata and request alive, and 20,000 writes to a deleted run, never flushed, held
+    600 MB. A caller holding a write's RunOperations holds its error."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self.count = 0
-        self._first: BaseException | None = None
-        self._first_counted = False  # else its wait() raised it: a later one may take its place
+        self._kept: list[BaseException] = []
+        self._latest: BaseException | None = None
         # The failed futures counted, while a caller holds them: its wait() uncounts one.
         self._counted: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
+        # Failures an error's note tells of already ("5 more ... were not sent").
+        self._told = 0
+        self._told_futures: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
 
-    def add(self, error: BaseException, future: asyncio.Future[Any] | None = None) -> None:
-        """Counts a write failed with error; future is its caller's, if it has one."""
+    def add(
+        self, error: BaseException, future: asyncio.Future[Any] | None = None, told: bool = False
+    ) -> None:
+        """Counts a write failed with error; future is its caller's, if it has one; told:
+        an earlier error's note counts it already, so the flush's note does not."""
         self.count += 1
         if future is not None:
             self._counted.add(future)
-        if not self._first_counted:
-            self._first, self._first_counted = error, True
-            _free_frames(error)
+        if told:
+            self._told += 1
+            if future is not None:
+                self._told_futures.add(future)
+        _free_frames(error)
+        self._latest = error
+        if len(self._kept) < KEPT_ERRORS:
+            self._kept.append(error)
 
     def reported(self, future: asyncio.Future[Any]) -> None:
-        """future's `wait()` raised its error: a flush no longer counts it."""
+        """future's `wait()` raised its error: a flush no longer counts or raises it."""
         if future not in self._counted:  # reported before, or by a flush
             return
         self._counted.discard(future)
         self.count -= 1
-        if future.exception() is self._first:
-            self._first_counted = False
+        if future in self._told_futures:
+            self._told_futures.discard(future)
+            self._told -= 1
+        error = future.exception()
+        self._kept = [kept for kept in self._kept if kept is not error]
 
     def take(self) -> BaseException | None:
-        """The first error since last taken, noting how many more writes failed; None
-        when each one's `wait()` raised its error. Starts counting anew."""
-        error, failed, more = self._first, self.count, self.count - self._first_counted
-        self.count, self._first, self._first_counted = 0, None, False
-        self._counted.clear()
-        if not failed or error is None:
+        """The first error not reported since last taken, noting how many more writes
+        failed; None when none failed unreported. Starts counting anew."""
+        kept, count, latest, untold = self._kept, self.count, self._latest, self.count - self._told
+        self._reset()
+        if not count or latest is None:
             return None
-        if more:
-            error.add_note(f"{more} more writes queued with synchronous=False failed")
+        if not kept:  # the errors kept were each raised by its wait()
+            return _unkept(latest, count)
+        error = kept[0]
+        if untold > 1:
+            error.add_note(f"{untold - 1} more writes queued with synchronous=False failed")
         return error
+
+
+def _unkept(latest: BaseException, count: int) -> BaseException:
+    """The error a flush raises for count failed writes whose errors were not kept,
+    of latest's kind: no failure goes unsaid."""
+    said = (
+        f"{count} writes queued with synchronous=False failed, their errors not kept "
+        f"(those kept were raised by their own wait()); the last failure: {latest}"
+    )
+    if isinstance(latest, CairnError):
+        return type(latest)(said, reason=latest.reason, code=latest.code)
+    return CairnError(said)
 
 
 def _free_frames(error: BaseException) -> None:
@@ -258,16 +294,19 @@ class _WriteQueue:
                 if not future.done():  # a future its caller cancelled takes no result
                     future.set_result(result)
 
-    def _failed(self, future: asyncio.Future[Any], error: BaseException) -> None:
-        """future's write failed with error: its `wait()` raises it, a flush reports it.
-        Read at once (no asyncio warning for a caller that dropped it unwaited): the
-        queue keeps no future, and reads none later."""
+    def _failed(
+        self, future: asyncio.Future[Any], error: BaseException, told: bool = False
+    ) -> None:
+        """future's write failed with error: its `wait()` raises it, a flush reports it
+        (told: another error's note counts it). Read at once (no asyncio warning for a
+        caller that dropped it unwaited): the queue keeps no future, and reads none
+        later."""
         if future.done():  # its caller cancelled it: only a flush reports the error
-            self.failures.add(error)
+            self.failures.add(error, told=told)
             return
         future.set_exception(error)
         future.exception()
-        self.failures.add(error, future)
+        self.failures.add(error, future, told)
 
     def _take(self) -> tuple[Awaitable[Any], asyncio.Future[Any]]:
         """The next write out of the queue, its bytes given back and its place given to
@@ -291,6 +330,7 @@ class _WriteQueue:
             self._failed(
                 future,
                 type(error)(f"not sent: a write queued before it met {error}", code=error.code),
+                told=True,
             )
 
     def _stopped(self, worker: asyncio.Task[None]) -> None:
