@@ -70,16 +70,16 @@ MAX_QUEUED_BYTES = 64 * 1024 * 1024
 
 
 # Errors of failed writes kept for a flush: the first ones not reported, so that a
-# wait() that raised one leaves the next for the flush.
+# wait() that raised one leaves the next for the flush, and the latest.
 KEPT_ERRORS = 8
 
 
 class _Failures:
     """The writes failed since the last flush and not reported by their own `wait()`:
-    how many, and the first KEPT_ERRORS errors among them, the first of which a flush
-    raises. Not every failure's error: each one's traceback kept its gRPC call,
-    metadata and request alive, and 20,000 writes to a deleted run, never flushed, held
-    600 MB. A caller holding a write's RunOperations holds its error."""
+    how many, and the errors of the first KEPT_ERRORS and the latest of them, the first
+    of which a flush raises. Not every failure's error: each one's traceback kept its
+    gRPC call, metadata and request alive, and 20,000 writes to a deleted run, never
+    flushed, held 600 MB. A caller holding a write's RunOperations holds its error."""
 
     def __init__(self) -> None:
         self._reset()
@@ -87,28 +87,18 @@ class _Failures:
     def _reset(self) -> None:
         self.count = 0
         self._kept: list[BaseException] = []
-        self._latest: BaseException | None = None
         # The failed futures counted, while a caller holds them: its wait() uncounts one.
         self._counted: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
-        # Failures an error's note tells of already ("5 more ... were not sent").
-        self._told = 0
-        self._told_futures: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
 
-    def add(
-        self, error: BaseException, future: asyncio.Future[Any] | None = None, told: bool = False
-    ) -> None:
-        """Counts a write failed with error; future is its caller's, if it has one; told:
-        an earlier error's note counts it already, so the flush's note does not."""
+    def add(self, error: BaseException, future: asyncio.Future[Any] | None = None) -> None:
+        """Counts a write failed with error; future is its caller's, if it has one."""
         self.count += 1
         if future is not None:
             self._counted.add(future)
-        if told:
-            self._told += 1
-            if future is not None:
-                self._told_futures.add(future)
         _free_frames(error)
-        self._latest = error
-        if len(self._kept) < KEPT_ERRORS:
+        if len(self._kept) > KEPT_ERRORS:  # the last place holds the latest
+            self._kept[-1] = error
+        else:
             self._kept.append(error)
 
     def reported(self, future: asyncio.Future[Any]) -> None:
@@ -117,37 +107,25 @@ class _Failures:
             return
         self._counted.discard(future)
         self.count -= 1
-        if future in self._told_futures:
-            self._told_futures.discard(future)
-            self._told -= 1
         error = future.exception()
         self._kept = [kept for kept in self._kept if kept is not error]
 
     def take(self) -> BaseException | None:
         """The first error not reported since last taken, noting how many more writes
         failed; None when none failed unreported. Starts counting anew."""
-        kept, count, latest, untold = self._kept, self.count, self._latest, self.count - self._told
+        kept, count = self._kept, self.count
         self._reset()
-        if not count or latest is None:
+        if not count:
             return None
-        if not kept:  # the errors kept were each raised by its wait()
-            return _unkept(latest, count)
+        if not kept:  # those kept were each raised by its wait()
+            return CairnError(
+                f"{count} writes queued with synchronous=False failed, their errors not "
+                "kept (those kept were each raised by its own wait())"
+            )
         error = kept[0]
-        if untold > 1:
-            error.add_note(f"{untold - 1} more writes queued with synchronous=False failed")
+        if count > 1:
+            error.add_note(f"{count - 1} more writes queued with synchronous=False failed")
         return error
-
-
-def _unkept(latest: BaseException, count: int) -> BaseException:
-    """The error a flush raises for count failed writes whose errors were not kept,
-    of latest's kind: no failure goes unsaid."""
-    said = (
-        f"{count} writes queued with synchronous=False failed, their errors not kept "
-        f"(those kept were raised by their own wait()); the last failure: {latest}"
-    )
-    if isinstance(latest, CairnError):
-        return type(latest)(said, reason=latest.reason, code=latest.code)
-    return CairnError(said)
 
 
 def _free_frames(error: BaseException) -> None:
@@ -294,19 +272,16 @@ class _WriteQueue:
                 if not future.done():  # a future its caller cancelled takes no result
                     future.set_result(result)
 
-    def _failed(
-        self, future: asyncio.Future[Any], error: BaseException, told: bool = False
-    ) -> None:
-        """future's write failed with error: its `wait()` raises it, a flush reports it
-        (told: another error's note counts it). Read at once (no asyncio warning for a
-        caller that dropped it unwaited): the queue keeps no future, and reads none
-        later."""
+    def _failed(self, future: asyncio.Future[Any], error: BaseException) -> None:
+        """future's write failed with error: its `wait()` raises it, a flush reports it.
+        Read at once (no asyncio warning for a caller that dropped it unwaited): the
+        queue keeps no future, and reads none later."""
         if future.done():  # its caller cancelled it: only a flush reports the error
-            self.failures.add(error, told=told)
+            self.failures.add(error)
             return
         future.set_exception(error)
         future.exception()
-        self.failures.add(error, future, told)
+        self.failures.add(error, future)
 
     def _take(self) -> tuple[Awaitable[Any], asyncio.Future[Any]]:
         """The next write out of the queue, its bytes given back and its place given to
@@ -321,16 +296,10 @@ class _WriteQueue:
         behind it fail at once, each with an error of the same kind. Sent in turn, each
         waited as long: 6 writes kept close() 12 s at a 2 s deadline, 100 would keep it
         50 minutes at the 30 s default. Writes queued later are sent."""
-        if not self._writes:
-            return
-        error.add_note(
-            f"{len(self._writes)} more writes queued with synchronous=False were not sent"
-        )
         for future in self._unqueue():
             self._failed(
                 future,
                 type(error)(f"not sent: a write queued before it met {error}", code=error.code),
-                told=True,
             )
 
     def _stopped(self, worker: asyncio.Task[None]) -> None:
