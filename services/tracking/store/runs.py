@@ -119,24 +119,34 @@ class RunStore:
     async def set_lifecycle(self, project: str, run_id: str, stage: LifecycleStage) -> None:
         """Soft delete or restore; a run a garbage collection has begun removing is not
         restored (it would come back with part of its history), nor one of a deleted
-        experiment (it would read deleted still, and be collected with it)."""
+        experiment (it would read deleted still, and be collected with it).
+
+        A run of a deleted experiment reads deleted already, so deleting it changes
+        nothing, as deleting a deleted run does: marked deleted on its own, it would stay
+        deleted when the experiment is restored (MLflow's restore brings back every run)
+        and go at the next garbage collection. The experiment is held until the
+        transaction ends, so its delete or restore waits rather than slip in between."""
+        run_uuid = uuid.UUID(run_id)
         async with self._pool.acquire() as conn, conn.transaction():
-            if stage == LifecycleStage.ACTIVE:
-                await _lock_active_experiment(conn, project, uuid.UUID(run_id))
+            experiment = await _lock_experiment(conn, project, run_uuid)
+            if experiment is not None and experiment["lifecycle_stage"] != LifecycleStage.ACTIVE:
+                if stage == LifecycleStage.DELETED:
+                    return
+                raise _restore_refused(run_uuid, experiment)
             found = await conn.fetchval(
                 f"""UPDATE tracking.runs SET lifecycle_stage = $3, {delete_time("$3")}
                     WHERE project = $1 AND run_id = $2
                       AND ($3 = {int(LifecycleStage.DELETED)} OR purge_time IS NULL)
                     RETURNING 1""",
                 project,
-                uuid.UUID(run_id),
+                run_uuid,
                 stage,
             )
             if found is None and await conn.fetchval(
                 """SELECT purge_time IS NOT NULL FROM tracking.runs
                    WHERE project = $1 AND run_id = $2""",
                 project,
-                uuid.UUID(run_id),
+                run_uuid,
             ):
                 raise FailedPrecondition(
                     "RUN_BEING_PURGED",
@@ -148,13 +158,13 @@ class RunStore:
             raise run_not_found(run_id)
 
 
-async def _lock_active_experiment(
+async def _lock_experiment(
     conn: asyncpg.Connection, project: str, run_id: uuid.UUID
-) -> None:
-    """Raises EXPERIMENT_DELETED when the run's experiment is deleted (or
-    EXPERIMENT_BEING_PURGED, once a garbage collection has claimed it); else holds it so
-    until the transaction ends. A missing run is left to the caller."""
-    row = await conn.fetchrow(
+) -> asyncpg.Record | None:
+    """The run's experiment (lifecycle_stage, experiment_claimed), held so until the
+    transaction ends: its delete and restore (FOR UPDATE) wait. None for a missing run,
+    which is left to the caller."""
+    return await conn.fetchrow(
         f"""SELECT e.lifecycle_stage, {EXPERIMENT_CLAIMED}
            FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
            WHERE r.project = $1 AND r.run_id = $2
@@ -162,11 +172,15 @@ async def _lock_active_experiment(
         project,
         run_id,
     )
-    if row is None or row["lifecycle_stage"] == LifecycleStage.ACTIVE:
-        return
-    if row["experiment_claimed"]:
-        raise experiment_being_purged(run_id=run_id.hex)
-    raise FailedPrecondition(
+
+
+def _restore_refused(run_id: uuid.UUID, experiment: asyncpg.Record) -> FailedPrecondition:
+    """Why the run of the deleted experiment (a _lock_experiment row) is not restored:
+    EXPERIMENT_BEING_PURGED once a garbage collection has claimed the experiment, else
+    EXPERIMENT_DELETED."""
+    if experiment["experiment_claimed"]:
+        return experiment_being_purged(run_id=run_id.hex)
+    return FailedPrecondition(
         "EXPERIMENT_DELETED",
         f"the experiment of run {run_id.hex} is deleted; restore the experiment "
         "first (which brings back its runs not deleted on their own), then this run",

@@ -1,11 +1,13 @@
 """An experiment deleted while its runs are written: each write is ordered before the
 delete (the delete waits for it) or refused after it (EXPERIMENT_DELETED), never
 stored after the delete was answered. A run of a deleted experiment cannot be restored
-on its own, and a delete or restore that changes nothing keeps the experiment's time."""
+on its own, nor deleted on its own (it comes back with the experiment), and a delete or
+restore that changes nothing keeps the experiment's time."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,7 +18,7 @@ import pytest
 
 import cairn
 from cairn.exceptions import FailedPreconditionError
-from cairn.types import Metric, Param
+from cairn.types import Metric, OperationState, Param
 from tests.conftest import another_transaction, eventually, held_up_in_turn, holds_up_another
 
 WRITES: dict[str, Callable[[cairn.TrackingClient, str], Awaitable[object]]] = {
@@ -113,6 +115,26 @@ async def test_a_run_of_a_deleted_experiment_is_not_restored_alone(
     await tracking.restore_experiment(experiment)
     await tracking.delete_run(run)
     await tracking.restore_run(run)
+    assert (await tracking.get_run(run)).info.lifecycle_stage == "active"
+
+
+async def test_a_run_deleted_while_its_experiment_is_deleted_comes_back_with_it(
+    tracking: cairn.TrackingClient, server_port: int, unique: str
+) -> None:
+    """The delete, answered OK on a run that read deleted already, marked it deleted on
+    its own: the experiment's restore left it deleted, and a garbage collection removed it."""
+    experiment = await tracking.create_experiment(f"hidden-{unique}")
+    run = (await tracking.create_run(experiment)).info.run_id
+    await tracking.delete_experiment(experiment)
+    assert (await tracking.get_run(run)).info.lifecycle_stage == "deleted"
+    await tracking.delete_run(run)
+    await tracking.restore_experiment(experiment)
+    assert (await tracking.get_run(run)).info.lifecycle_stage == "active"
+    assert [found.info.run_id for found in await tracking.search_runs([experiment])] == [run]
+    async with cairn.OperationsClient.insecure_connection("127.0.0.1", server_port) as ops:
+        started = await ops.start_garbage_collection(datetime.timedelta(0))
+        done = await ops.wait_operation(started.name, timeout=60)
+    assert done.state is OperationState.SUCCEEDED, done.errors
     assert (await tracking.get_run(run)).info.lifecycle_stage == "active"
 
 
