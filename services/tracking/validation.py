@@ -21,9 +21,15 @@ MAX_PARAMS_PER_BATCH = 1000
 MAX_TAGS_PER_BATCH = 1000
 MAX_INPUTS_PER_CALL = 1000
 MAX_REQUEST_ID_LENGTH = 128
-# An experiment's tags, keys and values in UTF-8: an experiment is always answered in
-# one message, and the least a server may send is 1 MiB.
+# An experiment's tags, keys and values in UTF-8 and each tag's framing: an experiment
+# is always answered in one message, and the least a server may send is 1 MiB.
 MAX_EXPERIMENT_TAG_BYTES = 512 * 1024
+# The most a tag takes on the wire beside its key's and value's bytes: its field's tag
+# and length (3 bytes: a tag holds at most 1,000 + 32,000 + 7 bytes), and each string's
+# (a key's length, at most 1,000 bytes, in 2; a value's, at most 32,000, in 3). Counting
+# the strings alone let 177,770 tags of 1-3 character keys and empty values in, 1.2 MB
+# on the wire: an experiment no server of 1 MiB messages could answer.
+EXPERIMENT_TAG_FRAMING = 1 + 3 + (1 + 2) + (1 + 3)
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 MAX_EXPERIMENT_ID = 2**63 - 1  # PostgreSQL's bigint
 
@@ -145,7 +151,14 @@ def request_id(value: str, field: str = "request_id") -> str:
 
 def tag_bytes(tags: Mapping[str, str]) -> int:
     """What tags take against MAX_EXPERIMENT_TAG_BYTES."""
-    return sum(len(key.encode()) + len(value.encode()) for key, value in tags.items())
+    strings = sum(len(key.encode()) + len(value.encode()) for key, value in tags.items())
+    return counted_tag_bytes(strings, len(tags))
+
+
+def counted_tag_bytes(strings: int, entries: int) -> int:
+    """What tags whose keys and values take strings bytes in UTF-8 take against
+    MAX_EXPERIMENT_TAG_BYTES: at least what they take on the wire."""
+    return strings + EXPERIMENT_TAG_FRAMING * entries
 
 
 def experiment_tag_bytes(size: int, field: str) -> None:
@@ -154,7 +167,8 @@ def experiment_tag_bytes(size: int, field: str) -> None:
         raise invalid_field(
             field,
             f"an experiment's tags may hold {MAX_EXPERIMENT_TAG_BYTES} bytes (keys and "
-            f"values in UTF-8); these would take {size}: delete tags first",
+            f"values in UTF-8, and {EXPERIMENT_TAG_FRAMING} a tag); these would take "
+            f"{size}: delete tags first",
             "TAGS_TOO_LARGE",
         )
 

@@ -11,7 +11,6 @@ from cairn_server.tracking import convert
 from cairn_server.tracking.fitting import fitting_experiments
 from cairn_server.tracking.model import Experiment, LifecycleStage
 from cairn_server.tracking.store.experiments import TagSize
-from cairn_server.tracking.validation import tag_bytes
 from tests.unit.utf8 import text
 
 tags = st.dictionaries(text, text, max_size=6)
@@ -41,7 +40,7 @@ def _size(found: list[Experiment]) -> int:
 def test_the_experiments_kept_fit_the_budget(found: list[Experiment], share: float) -> None:
     budget = int(_size(found) * share)
     untagged = [Experiment(**{**vars(e), "tags": {}}) for e in found]
-    sizes = [TagSize(tag_bytes(e.tags), len(e.tags)) for e in found]
+    sizes = [_tag_size(e) for e in found]
     kept = fitting_experiments(untagged, sizes, budget)
     assert 1 <= kept <= len(found)
     if kept > 1:
@@ -51,5 +50,13 @@ def test_the_experiments_kept_fit_the_budget(found: list[Experiment], share: flo
 @settings(max_examples=30)
 @given(experiments)
 def test_a_page_within_its_budget_is_kept_whole(found: list[Experiment]) -> None:
-    sizes = [TagSize(tag_bytes(e.tags), len(e.tags)) for e in found]
+    sizes = [_tag_size(e) for e in found]
     assert fitting_experiments(found, sizes, 2**40) == len(found)
+
+
+def _tag_size(experiment: Experiment) -> TagSize:
+    """What the store reads of an experiment's tags: their keys' and values' bytes in
+    UTF-8, and how many there are."""
+    tags = experiment.tags
+    strings = sum(len(key.encode()) + len(value.encode()) for key, value in tags.items())
+    return TagSize(strings, len(tags))

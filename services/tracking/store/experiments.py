@@ -13,7 +13,7 @@ from ...common.errors import AlreadyExists, FailedPrecondition, NotFound
 from ...common.filters import FilterError, Identifier
 from ...common.sql import Params, take_turns
 from ..model import Experiment, LifecycleStage, ViewType
-from ..validation import experiment_tag_bytes, tag_bytes
+from ..validation import counted_tag_bytes, experiment_tag_bytes, tag_bytes
 from . import sizes
 from .purge import delete_time, generated_location
 from .runs import EXPERIMENT_CLAIMED, experiment_being_purged
@@ -23,7 +23,7 @@ _COLUMNS = """experiment_id, project, name, artifact_location, lifecycle_stage,
 # The same, qualified: a filter's lookups join tables with columns of the same names.
 _E_COLUMNS = ", ".join(f"e.{column.strip()}" for column in _COLUMNS.split(","))
 _TAGS = {"tag": "tracking.experiment_tags"}
-# validation.tag_bytes of the tags `t` of one experiment.
+# The keys' and values' bytes in UTF-8 of the tags `t` of one experiment (TagSize.bytes).
 _TAG_BYTES = "coalesce(sum(octet_length(t.key) + octet_length(t.value)), 0)"
 _ENTITIES = {"tags": "tag", "tag": "tag", "attributes": "attribute", "attribute": "attribute"}
 
@@ -192,13 +192,15 @@ class ExperimentStore:
         bound (validation.MAX_EXPERIMENT_TAG_BYTES)."""
         async with self._pool.acquire() as conn, conn.transaction():
             await _lock_active(conn, project, experiment_id)  # so no other set counts alongside
-            others = await conn.fetchval(
-                f"""SELECT {_TAG_BYTES} FROM tracking.experiment_tags t
+            others = await conn.fetchrow(
+                f"""SELECT {_TAG_BYTES} AS bytes, count(*) AS tags
+                    FROM tracking.experiment_tags t
                     WHERE t.experiment_id = $1 AND t.key <> $2""",
                 experiment_id,
                 key,
             )
-            experiment_tag_bytes(others + tag_bytes({key: value}), "value")
+            counted = counted_tag_bytes(others["bytes"], others["tags"])
+            experiment_tag_bytes(counted + tag_bytes({key: value}), "value")
             await _write_tags(conn, experiment_id, {key: value})
 
     async def delete_tag(self, project: str, experiment_id: int, key: str) -> None:
@@ -397,7 +399,8 @@ async def _write_tags(conn: asyncpg.Connection, experiment_id: int, tags: dict[s
 
 
 async def _tag_sizes(conn: asyncpg.Connection, ids: list[int]) -> list[TagSize]:
-    """What each experiment's tags take: validation.tag_bytes, and how many there are."""
+    """What each experiment's tags take: their keys' and values' bytes, and how many
+    there are."""
     rows = await conn.fetch(
         f"""SELECT t.experiment_id, {_TAG_BYTES} AS bytes, count(*) AS tags
             FROM tracking.experiment_tags t WHERE t.experiment_id = ANY($1::bigint[])
