@@ -27,7 +27,7 @@ help:
 	@echo "make gen        regenerate the Python code of protos/ into $(GEN_ROOT)"
 	@echo "make lint       ruff, mypy and buf lint"
 	@echo "make image      build the container image (needs a Docker engine)"
-	@echo "make bench-tracking | bench-registry | bench-artifacts | bench-auth | bench-filters | bench-search-scale   benchmarks"
+	@echo "make bench-tracking | bench-registry | bench-artifacts | bench-trees | bench-auth | bench-filters | bench-search-scale   benchmarks"
 	@echo "make bench-vs-mlflow   MLflow 3.17.2 and Cairn side by side (BENCH_ARGS='--runs 500' for less)"
 
 venv: $(STAMP)
@@ -110,6 +110,10 @@ bench-auth: $(STAMP)
 .PHONY: bench-artifacts
 bench-artifacts: $(STAMP)
 	$(BIN)/python -m bench.artifacts
+
+.PHONY: bench-trees
+bench-trees: $(STAMP)
+	$(BIN)/python -m bench.trees
 
 .PHONY: bench-filters
 bench-filters: $(STAMP)

@@ -44,3 +44,19 @@ def test_a_file_grown_since_it_was_listed_raises_the_total_with_it() -> None:
         moved.reach(6)
         moved.reach(12)
     assert calls == [(0, 10), (6, 10), (12, 12)]
+
+
+def test_files_moving_at_once_each_count_into_the_tree() -> None:
+    """A tree's files go several at once, each counting from its own start: each moves
+    the tree's count by what it moved, never back when it is sent again."""
+    calls: list[tuple[int, int]] = []
+    with _progress.meter(
+        lambda done, total: calls.append((done, total)), "upload", "t/", 30
+    ) as tree:
+        first, second = tree.part(10), tree.part(20)
+        first.reach(4)
+        second.reach(15)
+        first.reach(2)  # sent again from its start: shown already
+        first.reach(10)
+        second.reach(20)
+    assert calls == [(0, 30), (4, 30), (19, 30), (25, 30), (30, 30)]

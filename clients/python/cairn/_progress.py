@@ -73,6 +73,11 @@ class Meter:
 
         return moved
 
+    def part(self, total: int) -> Meter:
+        """A Meter for one file of this transfer that moves beside others (a tree's): its
+        bytes count here as they move, its own count starting at 0."""
+        return Meter(_Part(self), total)
+
 
 @contextlib.contextmanager
 def meter(progress: Progress, action: str, label: str, total: int | None) -> Iterator[Meter]:
@@ -113,6 +118,24 @@ def _display_for(
 class _Silent:
     def show(self, done: int, total: int | None) -> None:
         pass
+
+    def finish(self, done: int, seconds: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Part:
+    """The display of a part of a transfer: what the part moves, the whole moves too."""
+
+    def __init__(self, whole: Meter) -> None:
+        self._whole = whole
+        self._shown = 0
+
+    def show(self, done: int, total: int | None) -> None:
+        self._whole.advance(done - self._shown)
+        self._shown = done
 
     def finish(self, done: int, seconds: float) -> None:
         pass

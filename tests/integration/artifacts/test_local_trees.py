@@ -1,6 +1,6 @@
 """What `upload_tree` (and so `log_artifacts`) reads of a local tree: a folder or a
 file it may not read refuses the whole tree before anything is sent, one removed or
-made unreadable once the upload began fails it after the files before it, and the
+made unreadable once the upload began fails it after the files under way, and the
 client's own temporary files are left out."""
 
 import asyncio
@@ -28,7 +28,9 @@ import cairn
 
 async def main(port, project, tree, user, midway, threshold):
     def progress(done, total):
-        if done and midway:  # made unreadable once the tree's first bytes went
+        # Made unreadable once the tree's first bytes went, or, when its files go at once
+        # (streamed), as it begins.
+        if midway and (done or not threshold):
             os.chmod(midway, 0)
 
     async with cairn.ArtifactClient.insecure_connection("127.0.0.1", port, project=project) as c:
@@ -197,7 +199,9 @@ async def test_a_file_removed_midway_fails_the_tree_after_the_files_before_it(
     artifacts: cairn.ArtifactClient, tmp_path: Path
 ) -> None:
     """A file removed after the tree was listed, while the files before it went, ended
-    the upload with a bare FileNotFoundError once t/a and t/b/2 were stored."""
+    the upload with a bare FileNotFoundError once t/a and t/b/2 were stored. Files of
+    the direct threshold or more go one at a time, in path order."""
+    artifacts.direct_threshold = 1
     for name in ("a", "b/2", "c", "d"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(name.encode())
@@ -211,8 +215,31 @@ async def test_a_file_removed_midway_fails_the_tree_after_the_files_before_it(
 
     assert raised.value.reason == "LOCAL_READ_FAILED"
     assert raised.value.metadata == {"path": str(tmp_path / "c"), "errno": "ENOENT"}
-    assert "the files before it in path order are stored (2 of 4)" in str(raised.value)
+    assert "2 of the tree's 4 files are stored, each whole" in str(raised.value)
     assert await _stored(artifacts) == ["t/a", "t/b/2"]
+
+
+async def test_a_file_removed_among_those_going_at_once_is_told_with_what_was_stored(
+    artifacts: cairn.ArtifactClient, tmp_path: Path
+) -> None:
+    """Small files go several at once: when one of them cannot be read, those under way
+    end and no more begin, and the error counts what the tree stored."""
+    names = [f"f{number:02}" for number in range(12)]
+    for name in names:
+        (tmp_path / name).write_bytes(name.encode())
+
+    def progress(done: int, total: int) -> None:
+        (tmp_path / "f05").unlink(missing_ok=True)  # at the start, before a file goes
+
+    with pytest.raises(cairn.exceptions.FailedPreconditionError) as raised:
+        await artifacts.upload_tree("t", tmp_path, progress=progress)
+
+    stored = await _stored(artifacts)
+    assert raised.value.metadata == {"path": str(tmp_path / "f05"), "errno": "ENOENT"}
+    assert "t/f05" not in stored
+    assert stored, "files under way when f05 failed end stored"
+    assert f"{len(stored)} of the tree's 12 files are stored" in str(raised.value)
+    assert "t/f11" not in stored, "no file begins after the failure"
 
 
 async def test_a_first_file_removed_once_under_way_leaves_nothing_sent(
@@ -221,6 +248,7 @@ async def test_a_first_file_removed_once_under_way_leaves_nothing_sent(
     """The first file removed once the upload began said "nothing of the tree was
     stored", one refused before it began "nothing of the tree was sent": two phrasings
     of one outcome."""
+    artifacts.direct_threshold = 1  # one file at a time: none went before a
     for name in ("a", "b"):
         (tmp_path / name).write_bytes(name.encode())
 
@@ -235,7 +263,7 @@ async def test_a_first_file_removed_once_under_way_leaves_nothing_sent(
     assert await _stored(artifacts) == []
 
 
-@pytest.mark.parametrize("threshold", [None, 0], ids=["streamed", "direct"])
+@pytest.mark.parametrize("threshold", [None, 0], ids=["at-once-streamed", "in-turn-direct"])
 async def test_a_file_made_unreadable_midway_fails_the_tree_after_the_files_before_it(
     artifacts: cairn.ArtifactClient,
     server_port: int,
@@ -243,7 +271,9 @@ async def test_a_file_made_unreadable_midway_fails_the_tree_after_the_files_befo
     threshold: int | None,
 ) -> None:
     """A file made unreadable after the tree was listed, while the files before it
-    went, ended the upload with a bare PermissionError once t/a and t/b/2 were stored."""
+    went, ended the upload with a bare PermissionError once t/a and t/b/2 were stored.
+    Streamed, the files go at once, and c is taken away as the upload begins; by direct
+    transfer (the threshold 0), one at a time, once a's bytes went."""
     os.chown(shared_tree / "c", NOBODY, NOBODY)  # theirs to take away from themselves
 
     outcome = await _upload_as_another_user(
@@ -253,8 +283,11 @@ async def test_a_file_made_unreadable_midway_fails_the_tree_after_the_files_befo
     assert outcome.get("error") == "FailedPreconditionError", outcome
     assert outcome["reason"] == "LOCAL_READ_FAILED"
     assert outcome["metadata"] == {"path": str(shared_tree / "c"), "errno": "EACCES"}
-    assert "the files before it in path order are stored (2 of 4)" in outcome["message"]
-    assert await _stored(artifacts) == ["t/a", "t/b/2"]
+    stored = await _stored(artifacts)
+    if threshold == 0:
+        assert stored == ["t/a", "t/b/2"]
+    assert "t/c" not in stored
+    assert f"{len(stored)} of the tree's 4 files are stored" in outcome["message"]
 
 
 async def test_a_model_file_that_cannot_be_read_is_refused_before_anything_is_sent(

@@ -34,6 +34,7 @@ from ..types._artifacts import ObjectInfo, object_from_proto
 from ._deadlines import Deadline, within
 from ._direct_transfers import DirectTransfers
 from ._local_files import check_length, check_room, file_for, local_writes, tree_files
+from ._many_files import move_each, moves_alone
 
 # The reason of a download the server cut because its reader fell behind the pace.
 STREAM_STALLED = "STREAM_STALLED"
@@ -175,13 +176,21 @@ class Downloads:
         ):
             await asyncio.to_thread(check_room, target, paths, files)
         total = sum(info.size for info in objects)
-        left = "the files downloaded before it are there, each whole; download again to finish"
+        left = "the files that were downloaded are there, each whole; download again to finish"
+        threshold = self._threshold()
         with (
             local_writes(target, left),
             meter(progress, "download", tree_label(prefix, len(objects)), total) as counted,
         ):
-            for info, file in zip(objects, files, strict=True):
-                await self.file(info, file, counted, timeout, metadata)
+
+            async def fetch(entry: tuple[ObjectInfo, Path]) -> None:
+                info, file = entry
+                await self.file(info, file, counted.part(info.size), timeout, metadata)
+
+            pairs = list(zip(objects, files, strict=True))
+            moved = await move_each(pairs, fetch, lambda pair: moves_alone(pair[0].size, threshold))
+            if moved.failure is not None:
+                raise moved.failure[1]
         return target
 
 

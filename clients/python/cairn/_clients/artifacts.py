@@ -40,6 +40,7 @@ from ._local_files import (
     local_writes,
     size_of,
 )
+from ._many_files import move_each, moves_alone
 from ._uploads import Uploads
 
 # Objects of at least this size move by direct transfer when the server offers it.
@@ -169,35 +170,41 @@ class ArtifactClient(BaseClient):
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> list[ObjectInfo]:
-        """Stores every file under a local directory at path/<its relative path>, one
-        after another, in path order; returns what was stored.
+        """Stores every file under a local directory at path/<its relative path>; returns
+        what was stored, in path order.
 
-        Each file is an upload of its own (see `upload`): a failure leaves the files
-        before it stored. progress shows the tree as one transfer, of the size of all
-        its files.
+        Each file is an upload of its own (see `upload`); files under `direct_threshold`
+        go several at once, larger ones one after another (docs/artifacts.md, "Trees").
+        A failure lets the uploads under way end and begins no more: each file is stored
+        whole or not at all, and those stored stay. progress shows the tree as one
+        transfer, of the size of all its files.
 
         Raises:
             FailedPreconditionError: LOCAL_READ_FAILED, metadata path and errno: before
                 anything is sent, a folder that cannot be listed or a file that cannot
                 be read (`files_in`); once under way, a file removed or made unreadable
-                since, the files before it stored.
+                since, the message saying how many of the files were stored.
         """
         files = await asyncio.to_thread(_files_under, Path(local_dir), _folder(path))
         total = sum(size for _, size in files)
         # Each file is a write of its own: a request id given is not theirs to share.
         metadata = [(key, value) for key, value in metadata or () if key != REQUEST_ID_HEADER]
-        stored: list[ObjectInfo] = []
+
+        async def send(entry: tuple[Path, int]) -> ObjectInfo:
+            file, size = entry
+            relative = file.relative_to(local_dir).as_posix()
+            target = f"{path.rstrip('/')}/{relative}" if path.strip("/") else relative
+            part = counted.part(size)
+            return await self._uploads.send(target, file, overwrite, None, part, timeout, metadata)
+
         with meter(progress, "upload", tree_label(path, len(files)), total) as counted:
-            for file, _ in files:
-                relative = file.relative_to(local_dir).as_posix()
-                target = f"{path.rstrip('/')}/{relative}" if path.strip("/") else relative
-                with local_reads(file, _stored_before(len(stored), len(files))):
-                    stored.append(
-                        await self._uploads.send(
-                            target, file, overwrite, None, counted, timeout, metadata
-                        )
-                    )
-        return stored
+            threshold = self._threshold()
+            moved = await move_each(files, send, lambda entry: moves_alone(entry[1], threshold))
+            if moved.failure is not None:
+                (file, _), error = moved.failure
+                with local_reads(file, _stored_of(len(moved.results), len(files))):
+                    raise error
+        return moved.results
 
     async def open(
         self,
@@ -494,16 +501,13 @@ def _size(file: Path) -> int:
         return file.stat().st_size
 
 
-def _stored_before(count: int, total: int) -> str:
-    """What an upload_tree of total files leaves when one cannot be read after count
-    of them were sent: each is stored as it arrives, so those before it; at the first,
-    nothing, in the words of a file refused before the upload began."""
+def _stored_of(count: int, total: int) -> str:
+    """What an upload_tree of total files leaves when one could not be read and count of
+    them were stored (several go at once: not only those before it in path order); none,
+    in the words of a file refused before the upload began."""
     if not count:
         return NOTHING_SENT
-    return (
-        f"the files before it in path order are stored ({count} of {total}), it and "
-        "those after it are not"
-    )
+    return f"{count} of the tree's {total} files are stored, each whole, it and the others not"
 
 
 def _lifetime(expires_in: float | timedelta) -> timedelta:

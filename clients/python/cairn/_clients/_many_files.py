@@ -1,0 +1,82 @@
+"""The files of one tree (`upload_tree`, a directory's `download`) move several at once.
+A small file costs round trips to the server and its database that, one file after
+another, leave the network and both ends idle: 20,000 small files took 147 s. MLflow's
+client moves a directory's files on 8 threads too.
+
+Files under the client's direct threshold move FILES_AT_ONCE at once; larger ones, each
+already moving over several connections of its own (direct transfer), one after
+another once the small ones are done, so that a tree of large files holds no more memory
+or connections than one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Far fewer than the uploads a server lets wait or write at once (8 and 64): a tree
+# neither fills the server for others nor is refused as busy.
+FILES_AT_ONCE = 4
+
+
+def moves_alone(size: int, threshold: int | None) -> bool:
+    """Whether a file of size moves after the small ones, one at a time: it is of the
+    client's direct threshold or more (none is when direct transfer is off: each then
+    streams over the client's connection, as the small ones do)."""
+    return threshold is not None and size >= threshold
+
+
+@dataclasses.dataclass
+class Moved(Generic[T, R]):
+    """What moving a tree's files did: the results of those moved, in the order of the
+    items given, and the first failure with its item, when one failed."""
+
+    results: list[R]
+    failure: tuple[T, Exception] | None = None
+
+
+async def move_each(
+    items: Sequence[T], move: Callable[[T], Awaitable[R]], alone: Callable[[T], bool]
+) -> Moved[T, R]:
+    """Calls move(item) for each item, in their order: those alone() is false of several
+    at once, then the others one at a time. After a failure no more begin and those under
+    way end (each file moves whole or not at all), so the results name all that moved."""
+    moved: Moved[T, R] = Moved([])
+    done: dict[int, R] = {}
+    indexed = list(enumerate(items))
+    await _in_turn(
+        [pair for pair in indexed if not alone(pair[1])], FILES_AT_ONCE, move, moved, done
+    )
+    await _in_turn([pair for pair in indexed if alone(pair[1])], 1, move, moved, done)
+    moved.results = [done[index] for index in sorted(done)]
+    return moved
+
+
+async def _in_turn(
+    turn: list[tuple[int, T]],
+    at_once: int,
+    move: Callable[[T], Awaitable[R]],
+    moved: Moved[T, R],
+    done: dict[int, R],
+) -> None:
+    """Moves turn's items at_once at a time into done, by index, unless one failed."""
+    waiting = iter(turn)
+
+    async def mover() -> None:
+        for index, item in waiting:  # shared: each mover takes the next item
+            if moved.failure is not None:
+                return
+            try:
+                done[index] = await move(item)
+            except Exception as error:
+                if moved.failure is None:
+                    moved.failure = (item, error)
+
+    async with asyncio.TaskGroup() as movers:
+        for _ in range(min(at_once, len(turn))):
+            movers.create_task(mover())
