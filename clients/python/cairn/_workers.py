@@ -12,6 +12,7 @@ log_image(synchronous=False), and its log_artifact raised RuntimeError.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import queue
@@ -86,6 +87,18 @@ class Workers(ThreadPoolExecutor):
         )
         worker.start()
         self._started.append(worker)
+
+
+async def ended(work: asyncio.Future[Any]) -> None:
+    """Returns once work, a thread's (`asyncio.to_thread`), has ended, its error retrieved
+    and left (the error that ends its caller is the one raised). A thread cannot be
+    cancelled: awaited bare, a cancelled caller's future is cancelled while the thread
+    goes on, reading or writing a file its caller then closes, or the file that takes
+    its descriptor next. In the body of the caller, `await asyncio.shield(work)` leaves
+    it to this."""
+    await asyncio.wait({work})
+    if not work.cancelled():
+        work.exception()
 
 
 def _serve(tasks: queue.SimpleQueue[_Task | None], idle: threading.Semaphore) -> None:

@@ -19,6 +19,7 @@ from .._direct_io import Writable
 from .._headers import Metadata, check_timeout
 from .._progress import Meter, Progress, meter
 from .._transport import Transport
+from .._workers import ended
 from ..artifacts.v1 import artifacts_pb2 as pb
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
@@ -135,11 +136,13 @@ class Downloads:
         request = api.DownloadRequest(project=self._transport.project, path=info.path)
         with file_for(temporary, info.size) as out:
             received = 0
-            async for chunk in _written_behind(out, self.stream(request, timeout, metadata)):
-                received += len(chunk)
-                # From where this file began: bytes a direct transfer that broke off
-                # moved were shown already.
-                counted.reach(start + received)
+            written = _written_behind(out, self.stream(request, timeout, metadata))
+            async with contextlib.aclosing(written) as chunks:  # its writes end before out
+                async for chunk in chunks:
+                    received += len(chunk)
+                    # From where this file began: bytes a direct transfer that broke off
+                    # moved were shown already.
+                    counted.reach(start + received)
         await asyncio.to_thread(check_length, temporary, received)
 
     async def tree(
@@ -282,19 +285,21 @@ class _Checksum:
             )
 
 
-async def _written_behind(out: Writable, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _written_behind(
+    out: Writable, chunks: AsyncIterator[bytes]
+) -> AsyncGenerator[bytes, None]:
     """Passes chunks on while writing each to out in a thread, one write in flight while
-    the next chunk arrives; every write has ended when this ends, however it ends."""
+    the next chunk arrives; every write has ended when this ends, however it ends (see
+    `ended`)."""
     writing: asyncio.Future[int] | None = None
     try:
         async for chunk in chunks:
             if writing is not None:
-                await writing
+                await asyncio.shield(writing)
             writing = asyncio.ensure_future(asyncio.to_thread(out.write, chunk))
             yield chunk
         if writing is not None:
-            await writing
+            await asyncio.shield(writing)
     finally:
-        if writing is not None and not writing.done():
-            with contextlib.suppress(Exception):
-                await writing
+        if writing is not None:
+            await ended(writing)

@@ -16,6 +16,7 @@ from .._channels import resent_after
 from .._headers import Metadata, with_id
 from .._progress import Meter
 from .._transport import Transport
+from .._workers import ended
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
 from ..exceptions import CairnError, ResourceExhaustedError
@@ -150,10 +151,8 @@ async def _read_ahead(read: Callable[[], bytes]) -> AsyncGenerator[bytes, None]:
     while the caller still sends the one before."""
     pending = asyncio.ensure_future(asyncio.to_thread(read))
     try:
-        while chunk := await pending:
+        while chunk := await asyncio.shield(pending):
             pending = asyncio.ensure_future(asyncio.to_thread(read))
             yield chunk
     finally:
-        # A read still running must end before its file may be closed.
-        with contextlib.suppress(Exception):
-            await pending
+        await ended(pending)  # a read still running ends before its file may be closed

@@ -1,0 +1,98 @@
+"""A download's writes and an upload's reads run in threads, which a cancel cannot stop:
+the call they serve ends only once its thread has, so the file it closes next is not
+one a thread still writes or reads (after a cancel, a download's last write landed in
+whatever file took its descriptor: 4 MiB of an object appended to another file)."""
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+
+import pytest
+
+from cairn._clients._downloads import _written_behind
+from cairn._clients._uploads import _read_ahead
+
+STEPS_OF_A_CANCEL = 10
+
+
+class HeldFile:
+    """A file whose second write or read waits until let go, and which records whether
+    it was closed while one ran."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.in_call = threading.Event()
+        self.let_go = threading.Event()
+        self.closed_while_in_call: bool | None = None
+        self._lock = threading.Lock()
+        self._running = False
+
+    def write(self, data: bytes) -> int:
+        self._held()
+        return len(data)
+
+    def read(self) -> bytes:
+        self._held()
+        return b"chunk"
+
+    def _held(self) -> None:
+        with self._lock:
+            self.calls += 1
+            self._running = True
+        try:
+            if self.calls == 2:
+                self.in_call.set()
+                self.let_go.wait(30)
+        finally:
+            with self._lock:
+                self._running = False
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed_while_in_call = self._running
+
+
+async def _two_chunks() -> AsyncIterator[bytes]:
+    yield b"first"
+    yield b"second"
+    yield b"third"
+
+
+async def _download(file: HeldFile) -> None:
+    try:
+        async with contextlib.aclosing(_written_behind(file, _two_chunks())) as chunks:
+            async for _ in chunks:
+                pass
+    finally:
+        file.close()
+
+
+async def _upload(file: HeldFile) -> None:
+    try:
+        async with contextlib.aclosing(_read_ahead(file.read)) as chunks:
+            async for _ in chunks:
+                pass
+    finally:
+        file.close()
+
+
+@pytest.mark.parametrize("call", [_download, _upload], ids=["download-write", "upload-read"])
+async def test_a_cancelled_transfer_closes_its_file_after_its_thread_ends(
+    call: Callable[[HeldFile], Coroutine[None, None, None]],
+) -> None:
+    file = HeldFile()
+    task: asyncio.Future[None] = asyncio.ensure_future(call(file))
+    await asyncio.to_thread(file.in_call.wait, 30)  # the task now awaits that call
+
+    task.cancel()
+    # The steps a cancel takes through asyncio (the thread's task, then the call's): an
+    # abandoned thread had its file closed by then. Counted in steps of the loop, not
+    # time, as the thread is held until let go.
+    for _ in range(STEPS_OF_A_CANCEL):
+        await asyncio.sleep(0)
+    file.let_go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert file.closed_while_in_call is False
