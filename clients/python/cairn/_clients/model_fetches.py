@@ -22,6 +22,7 @@ from ..models._uris import SCHEMES, ArtifactUri, RunUri, parse_uri, scheme_of
 from ..types._artifacts import ObjectInfo
 from ..types._paging import ListOptions
 from ._local_files import download_folder, tree_files
+from ._many_files import move_each, moves_alone
 from .artifacts import ArtifactClient, in_project
 from .model_sources import files_of
 from .registry import ModelRegistryAPIClient
@@ -190,12 +191,25 @@ async def fetch(
             # "NUL", say) name no file here.
             await asyncio.to_thread(tree_files, scratch, "", list(manifest.files))
             with meter(progress, "download", uri, total) as counted:
-                for relative, expected in manifest.files.items():
+
+                async def fetch_file(entry: tuple[str, _manifest.FileEntry]) -> None:
+                    relative, expected = entry
                     local = inside(scratch, relative, uri)
                     remote = join(path, None, relative)
                     stored = await _check_stored(store, remote, relative, expected, uri)
-                    await store._downloads.file(stored, local, counted, None, None)
+                    part = counted.part(expected.size)
+                    await store._downloads.file(stored, local, part, None, None)
                     await asyncio.to_thread(_manifest.verify_file, local, relative, expected, uri)
+
+                # Several at once, as a directory's download (docs/artifacts.md, "Trees").
+                threshold = store.direct_threshold
+                moved = await move_each(
+                    list(manifest.files.items()),
+                    fetch_file,
+                    lambda entry: moves_alone(entry[1].size, threshold),
+                )
+                if moved.failure is not None:
+                    raise moved.failure[1]
     return cache.root / key
 
 
