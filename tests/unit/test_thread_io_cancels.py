@@ -53,7 +53,7 @@ class HeldFile:
             self.closed_while_in_call = self._running
 
 
-async def _two_chunks() -> AsyncIterator[bytes]:
+async def _three_chunks() -> AsyncIterator[bytes]:
     yield b"first"
     yield b"second"
     yield b"third"
@@ -61,7 +61,7 @@ async def _two_chunks() -> AsyncIterator[bytes]:
 
 async def _download(file: HeldFile) -> None:
     try:
-        async with contextlib.aclosing(_written_behind(file, _two_chunks())) as chunks:
+        async with contextlib.aclosing(_written_behind(file, _three_chunks())) as chunks:
             async for _ in chunks:
                 pass
     finally:
@@ -77,20 +77,24 @@ async def _upload(file: HeldFile) -> None:
         file.close()
 
 
+@pytest.mark.parametrize("cancels", [1, 2])
 @pytest.mark.parametrize("call", [_download, _upload], ids=["download-write", "upload-read"])
 async def test_a_cancelled_transfer_closes_its_file_after_its_thread_ends(
-    call: Callable[[HeldFile], Coroutine[None, None, None]],
+    call: Callable[[HeldFile], Coroutine[None, None, None]], cancels: int
 ) -> None:
+    """A second cancel (the sync facade's Ctrl-C, then its close) comes while the call
+    waits for its thread."""
     file = HeldFile()
     task: asyncio.Future[None] = asyncio.ensure_future(call(file))
     await asyncio.to_thread(file.in_call.wait, 30)  # the task now awaits that call
 
-    task.cancel()
-    # The steps a cancel takes through asyncio (the thread's task, then the call's): an
-    # abandoned thread had its file closed by then. Counted in steps of the loop, not
-    # time, as the thread is held until let go.
-    for _ in range(STEPS_OF_A_CANCEL):
-        await asyncio.sleep(0)
+    for _ in range(cancels):
+        task.cancel()
+        # The steps a cancel takes through asyncio (the thread's task, then the call's):
+        # an abandoned thread had its file closed by then. Counted in steps of the loop,
+        # not time, as the thread is held until let go.
+        for _ in range(STEPS_OF_A_CANCEL):
+            await asyncio.sleep(0)
     file.let_go.set()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -95,10 +95,18 @@ async def ended(work: asyncio.Future[Any]) -> None:
     cancelled: awaited bare, a cancelled caller's future is cancelled while the thread
     goes on, reading or writing a file its caller then closes, or the file that takes
     its descriptor next. In the body of the caller, `await asyncio.shield(work)` leaves
-    it to this."""
-    await asyncio.wait({work})
+    it to this. A cancel that comes meanwhile (a second one: the sync facade's Ctrl-C,
+    then its close) is raised once work has ended."""
+    cancelled: asyncio.CancelledError | None = None
+    while not work.done():
+        try:
+            await asyncio.wait({work})
+        except asyncio.CancelledError as error:
+            cancelled = error
     if not work.cancelled():
         work.exception()
+    if cancelled is not None:
+        raise cancelled
 
 
 def _serve(tasks: queue.SimpleQueue[_Task | None], idle: threading.Semaphore) -> None:
