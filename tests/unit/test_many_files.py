@@ -73,6 +73,7 @@ async def test_files_that_move_alone_go_one_at_a_time_after_the_others() -> None
     files = Files()
     moving = asyncio.create_task(move_each(["big1", "s1", "big2", "s2"], files.move, big))
     await files.until_running("s1", "s2")
+    assert files.begun == ["s1", "s2"], "large files wait for the small ones"
     files.let_go("s1", "s2")
     await files.until_running("big1")
 
@@ -118,7 +119,7 @@ async def test_a_cancelled_tree_cancels_each_file_under_way() -> None:
 
 @pytest.mark.parametrize(
     ("size", "threshold", "alone"),
-    [(10, None, False), (10, 11, False), (11, 11, True), (0, 0, True)],
+    [(10, None, False), (10, 11, False), (11, 11, True), (1, 0, True), (0, 0, False)],
 )
 def test_files_of_the_direct_threshold_or_more_move_alone(
     size: int, threshold: int | None, alone: bool

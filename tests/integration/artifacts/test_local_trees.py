@@ -223,21 +223,22 @@ async def test_a_file_removed_among_those_going_at_once_is_told_with_what_was_st
     artifacts: cairn.ArtifactClient, tmp_path: Path
 ) -> None:
     """Small files go several at once: when one of them cannot be read, those under way
-    end and no more begin, and the error counts what the tree stored."""
+    end stored, those after it in path order too, no more begin, and the error counts
+    what the tree stored."""
     names = [f"f{number:02}" for number in range(12)]
     for name in names:
         (tmp_path / name).write_bytes(name.encode())
 
     def progress(done: int, total: int) -> None:
-        (tmp_path / "f05").unlink(missing_ok=True)  # at the start, before a file goes
+        (tmp_path / "f01").unlink(missing_ok=True)  # at the start, before a file goes
 
     with pytest.raises(cairn.exceptions.FailedPreconditionError) as raised:
         await artifacts.upload_tree("t", tmp_path, progress=progress)
 
     stored = await _stored(artifacts)
-    assert raised.value.metadata == {"path": str(tmp_path / "f05"), "errno": "ENOENT"}
-    assert "t/f05" not in stored
-    assert stored, "files under way when f05 failed end stored"
+    assert raised.value.metadata == {"path": str(tmp_path / "f01"), "errno": "ENOENT"}
+    assert "t/f01" not in stored
+    assert {"t/f00", "t/f02", "t/f03"} <= set(stored), "begun with f01, they end stored"
     assert f"{len(stored)} of the tree's 12 files are stored" in str(raised.value)
     assert "t/f11" not in stored, "no file begins after the failure"
 
@@ -264,7 +265,7 @@ async def test_a_first_file_removed_once_under_way_leaves_nothing_sent(
 
 
 @pytest.mark.parametrize("threshold", [None, 0], ids=["at-once-streamed", "in-turn-direct"])
-async def test_a_file_made_unreadable_midway_fails_the_tree_after_the_files_before_it(
+async def test_a_file_made_unreadable_midway_fails_the_tree_and_says_what_was_stored(
     artifacts: cairn.ArtifactClient,
     server_port: int,
     shared_tree: Path,

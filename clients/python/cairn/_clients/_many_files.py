@@ -1,12 +1,12 @@
-"""The files of one tree (`upload_tree`, a directory's `download`) move several at once.
-A small file costs round trips to the server and its database that, one file after
-another, leave the network and both ends idle: 20,000 small files took 147 s. MLflow's
-client moves a directory's files on 8 threads too.
+"""The files of one tree (`upload_tree`, a directory's `download`, a model's files in
+`load_model`) move several at once. A small file costs round trips to the server and its
+database that, one file after another, leave the network and both ends idle: 20,000
+small files took 147 s. MLflow's client downloads a directory's files on up to 8 threads.
 
-Files under the client's direct threshold move FILES_AT_ONCE at once; larger ones, each
-already moving over several connections of its own (direct transfer), one after
-another once the small ones are done, so that a tree of large files holds no more memory
-or connections than one of them.
+Files under the client's direct threshold move FILES_AT_ONCE at once; larger ones one
+after another once the small ones are done: each moves over several connections of its
+own (direct transfer) or, streamed to S3, holds a large share of the server's memory
+budget for uploads, so a tree of large files holds no more than one of them would.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ FILES_AT_ONCE = 4
 
 
 def moves_alone(size: int, threshold: int | None) -> bool:
-    """Whether a file of size moves after the small ones, one at a time: it is of the
-    client's direct threshold or more (none is when direct transfer is off: each then
-    streams over the client's connection, as the small ones do)."""
-    return threshold is not None and size >= threshold
+    """Whether a file of size moves after the small ones, one at a time: one that would
+    go by direct transfer, of the client's direct threshold or more (none, when direct
+    transfer is off: each then streams over the client's connection, as the small ones
+    do). An empty file never goes direct (`DirectTransfers.goes_direct`)."""
+    return threshold is not None and size >= max(threshold, 1)
 
 
 @dataclasses.dataclass

@@ -1,7 +1,8 @@
 """How `ArtifactClient.upload` sends one object: its attempts under one request id, the
 waits between them, and each attempt, by direct transfer or streamed through the
-service in chunks hashed as they are read. Apart from artifacts.py, which keeps the
-public methods and what they check of their arguments.
+service in chunks hashed as they are read; and how `upload_tree` sends a tree's files,
+several at once. Apart from artifacts.py, which keeps the public methods and what they
+check of their arguments.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncGenerator, Callable, Iterator
+from pathlib import Path
 
 from .._backoff import backoff
 from .._channels import resent_after
-from .._headers import Metadata, with_id
-from .._progress import Meter
+from .._headers import REQUEST_ID_HEADER, Metadata, with_id
+from .._progress import Meter, Progress, meter
 from .._transport import Transport
 from .._workers import ended
 from ..artifacts.v1 import artifacts_service_pb2 as api
@@ -29,7 +31,17 @@ from ._direct_transfers import (
     DirectTransfers,
     Upload,
 )
-from ._local_files import Resendable, Source, open_source, size_of
+from ._downloads import tree_label
+from ._local_files import (
+    NOTHING_SENT,
+    Resendable,
+    Source,
+    files_in,
+    local_reads,
+    open_source,
+    size_of,
+)
+from ._many_files import move_each, moves_alone
 
 # What an upload sends a message: under 1 MiB with its framing, the least message a
 # server may be given (CAIRN_MAX_MESSAGE_BYTES); 1 MiB whole was refused by such a one.
@@ -72,6 +84,41 @@ class Uploads:
         )
         async with within(timeout, f"the upload of {path!r}") as deadline:
             return await self._attempts(upload, deadline)
+
+    async def tree(
+        self,
+        path: str,
+        local_dir: Path,
+        folder: str,
+        overwrite: bool,
+        progress: Progress,
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> list[ObjectInfo]:
+        """Every file under local_dir at path/<its relative path> (folder: path as a
+        folder of the store), several at once (`move_each`); what was stored, in path
+        order, or the first failure once those under way ended."""
+        files = await asyncio.to_thread(_files_under, local_dir, folder)
+        total = sum(size for _, size in files)
+        # Each file is a write of its own: a request id given is not theirs to share.
+        metadata = [(key, value) for key, value in metadata or () if key != REQUEST_ID_HEADER]
+        threshold = self._threshold()
+        with meter(progress, "upload", tree_label(path, len(files)), total) as counted:
+
+            async def send(entry: tuple[Path, int]) -> ObjectInfo:
+                file, size = entry
+                relative = file.relative_to(local_dir).as_posix()
+                target = f"{path.rstrip('/')}/{relative}" if path.strip("/") else relative
+                return await self.send(
+                    target, file, overwrite, None, counted.part(size), timeout, metadata
+                )
+
+            moved = await move_each(files, send, lambda entry: moves_alone(entry[1], threshold))
+            if moved.failure is not None:
+                (file, _), error = moved.failure
+                with local_reads(file, _stored_of(len(moved.results), len(files))):
+                    raise error
+        return moved.results
 
     async def _attempts(self, upload: Upload, deadline: asyncio.Timeout) -> ObjectInfo:
         """The upload, sent again under its request id after UNAVAILABLE or a transaction
@@ -156,3 +203,26 @@ async def _read_ahead(read: Callable[[], bytes]) -> AsyncGenerator[bytes, None]:
             yield chunk
     finally:
         await ended(pending)  # a read still running ends before its file may be closed
+
+
+def _files_under(base: Path, under: str) -> list[tuple[Path, int]]:
+    """Every file under base, in path order, with its size (see `files_in`)."""
+    if not base.is_dir():
+        raise NotADirectoryError(f"{base} is not a directory")
+    files = [base / relative for relative in files_in(base, under)]
+    return [(file, _size(file)) for file in files]
+
+
+def _size(file: Path) -> int:
+    # A file removed since files_in listed it: LOCAL_READ_FAILED as well.
+    with local_reads(file, NOTHING_SENT):
+        return file.stat().st_size
+
+
+def _stored_of(count: int, total: int) -> str:
+    """What an upload_tree of total files leaves when one could not be read and count of
+    them were stored (several go at once: not only those before it in path order); none,
+    in the words of a file refused before the upload began."""
+    if not count:
+        return NOTHING_SENT
+    return f"{count} of the tree's {total} files are stored, each whole, it and the others not"

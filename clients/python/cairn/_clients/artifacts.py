@@ -16,7 +16,7 @@ from google.protobuf.duration_pb2 import Duration
 from .. import _object_paths as object_paths
 from .._argument_error import invalid_argument
 from .._base import BaseClient
-from .._headers import REQUEST_ID_HEADER, Metadata
+from .._headers import Metadata
 from .._numbers import is_bool, real, whole, whole_or_zero
 from .._progress import Progress, meter
 from .._transport import Transport
@@ -29,18 +29,14 @@ from ..types._artifacts import ObjectInfo, PresignedUrl, directory, object_from_
 from ..types._paging import ListOptions, PagedList
 from . import _presigned
 from ._direct_transfers import DirectTransfers
-from ._downloads import Downloads, tree_label
+from ._downloads import Downloads
 from ._local_files import (
-    NOTHING_SENT,
     Source,
     check_source,
-    files_in,
     local_file,
-    local_reads,
     local_writes,
     size_of,
 )
-from ._many_files import move_each, moves_alone
 from ._uploads import Uploads
 
 # Objects of at least this size move by direct transfer when the server offers it.
@@ -185,26 +181,9 @@ class ArtifactClient(BaseClient):
                 be read (`files_in`); once under way, a file removed or made unreadable
                 since, the message saying how many of the files were stored.
         """
-        files = await asyncio.to_thread(_files_under, Path(local_dir), _folder(path))
-        total = sum(size for _, size in files)
-        # Each file is a write of its own: a request id given is not theirs to share.
-        metadata = [(key, value) for key, value in metadata or () if key != REQUEST_ID_HEADER]
-
-        async def send(entry: tuple[Path, int]) -> ObjectInfo:
-            file, size = entry
-            relative = file.relative_to(local_dir).as_posix()
-            target = f"{path.rstrip('/')}/{relative}" if path.strip("/") else relative
-            part = counted.part(size)
-            return await self._uploads.send(target, file, overwrite, None, part, timeout, metadata)
-
-        with meter(progress, "upload", tree_label(path, len(files)), total) as counted:
-            threshold = self._threshold()
-            moved = await move_each(files, send, lambda entry: moves_alone(entry[1], threshold))
-            if moved.failure is not None:
-                (file, _), error = moved.failure
-                with local_reads(file, _stored_of(len(moved.results), len(files))):
-                    raise error
-        return moved.results
+        return await self._uploads.tree(
+            path, Path(local_dir), _folder(path), overwrite, progress, timeout, metadata
+        )
 
     async def open(
         self,
@@ -276,7 +255,7 @@ class ArtifactClient(BaseClient):
                 what destination holds already (a local file "a" where "a/b" goes);
                 LOCAL_WRITE_FAILED, the file system refused a write (full, read-only)
                 or a name (too long): the file being written is removed, those of a
-                directory finished before it stay.
+                directory that finished stay (those under way end first).
             DataLossError: the bytes that arrived differ from those stored.
         """
         project, path = self._named(path)
@@ -485,29 +464,6 @@ def _presign_method(method: str) -> pb.PresignMethod:
     if isinstance(method, str) and method.upper() in ("GET", "PUT"):
         return pb.PresignMethod.Value(f"PRESIGN_METHOD_{method.upper()}")
     raise invalid_argument("method", f"{method!r} is not one of GET, PUT")
-
-
-def _files_under(base: Path, under: str) -> list[tuple[Path, int]]:
-    """Every file under base, in path order, with its size (see `files_in`)."""
-    if not base.is_dir():
-        raise NotADirectoryError(f"{base} is not a directory")
-    files = [base / relative for relative in files_in(base, under)]
-    return [(file, _size(file)) for file in files]
-
-
-def _size(file: Path) -> int:
-    # A file removed since files_in listed it: LOCAL_READ_FAILED as well.
-    with local_reads(file, NOTHING_SENT):
-        return file.stat().st_size
-
-
-def _stored_of(count: int, total: int) -> str:
-    """What an upload_tree of total files leaves when one could not be read and count of
-    them were stored (several go at once: not only those before it in path order); none,
-    in the words of a file refused before the upload began."""
-    if not count:
-        return NOTHING_SENT
-    return f"{count} of the tree's {total} files are stored, each whole, it and the others not"
 
 
 def _lifetime(expires_in: float | timedelta) -> timedelta:
