@@ -304,12 +304,12 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
     async def LogParam(
         self, request: api.LogParamRequest, context: Context
     ) -> api.LogParamResponse:
-        batch = Batch(params=_params([request.param], "param"))
+        batch = Batch(params=dict([_param(request.param, "param")]))
         await self._log(request.project, request.run_id, batch)
         return api.LogParamResponse()
 
     async def SetTag(self, request: api.SetTagRequest, context: Context) -> api.SetTagResponse:
-        tags = _tags([request.tag], "tag")
+        tags = dict([_tag(request.tag, "tag")])
         name = _tagged_name(tags, "tag")
         batch = Batch(tags=tags, run_name=name)
         await self._log(request.project, request.run_id, batch)
@@ -447,24 +447,32 @@ def _with_parent(tags: dict[str, str], parent: str) -> dict[str, str]:
 
 def _tags(tags: list[pb.Tag], field: str) -> dict[str, str]:
     """Validated tags; a key given twice keeps its last value, as repeated SetTag would."""
-    return {
-        validation.key(t.key, f"{field}[{i}].key"): validation.tag_value(
-            t.value, f"{field}[{i}].value"
-        )
-        for i, t in enumerate(tags)
-    }
+    return dict(_tag(t, f"{field}[{i}]") for i, t in enumerate(tags))
+
+
+def _tag(tag: pb.Tag, field: str) -> tuple[str, str]:
+    """One validated tag, its fields named as within field ("tag", "tags[2]")."""
+    return validation.key(tag.key, f"{field}.key"), validation.tag_value(
+        tag.value, f"{field}.value"
+    )
 
 
 def _params(params: list[pb.Param], field: str) -> dict[str, str]:
     """Validated params; the same key twice with different values is refused."""
     found: dict[str, str] = {}
     for i, param in enumerate(params):
-        key = validation.key(param.key, f"{field}[{i}].key")
-        value = validation.param_value(param.value, f"{field}[{i}].value")
+        key, value = _param(param, f"{field}[{i}]")
         if found.get(key, value) != value:
             raise invalid_field(f"{field}[{i}]", f"param {key!r} given twice with different values")
         found[key] = value
     return found
+
+
+def _param(param: pb.Param, field: str) -> tuple[str, str]:
+    """One validated param, its fields named as within field ("param", "params[2]")."""
+    return validation.key(param.key, f"{field}.key"), validation.param_value(
+        param.value, f"{field}.value"
+    )
 
 
 def _searched_experiments(values: Sequence[str]) -> list[int]:
