@@ -2,7 +2,7 @@
 through Cairn's async client, each on a fresh PostgreSQL cluster of its own (pgserver,
 default settings), one system after the other, in one run; prints a Markdown table.
 
-    python -m bench.vs_mlflow [--runs 500 --history 10000 --artifact-mib 32]
+    python -m bench.vs_mlflow [--runs 500 --history 10000 --artifact-mib 32 --tree-files 1000]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..harness import postgres, serve
 from . import cairn_driver
 from .mlflow_server import HERE, PYTHON, WORKERS, mlflow_server
 from .report import checkout, machine, print_table
-from .workload import BATCH, describe
+from .workload import BATCH, describe, tree_paths
 
 NAGLE_CHECK_CALLS = 200
 
@@ -33,9 +33,12 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5000, help="runs searched (5000)")
     parser.add_argument("--history", type=int, default=100_000, help="points read back")
     parser.add_argument("--artifact-mib", type=int, default=256, help="artifact size")
+    parser.add_argument("--tree-files", type=int, default=1000, help="files in the tree (1000)")
     args = parser.parse_args()
     if args.history % BATCH or args.history <= 0:
         parser.error(f"--history is logged in batches of {BATCH:,}: give a multiple")
+    if args.tree_files <= 0:
+        parser.error("--tree-files must be at least 1")
     return args
 
 
@@ -87,16 +90,24 @@ def _artifact_file(path: Path, mib: int) -> None:
             out.write(os.urandom(1024**2))
 
 
+def _tree(root: Path, w: dict[str, Any]) -> None:
+    for path in tree_paths(w["tree_files"]):
+        file = root / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(os.urandom(w["tree_file_bytes"]))
+
+
 def main() -> None:
     args = _arguments()
-    workload = describe(args.runs, args.history, args.artifact_mib)
+    workload = describe(args.runs, args.history, args.artifact_mib, args.tree_files)
     load_before = os.getloadavg()
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="cairn-vs-mlflow-") as directory:
         work = Path(directory)
         _artifact_file(work / "artifact.bin", args.artifact_mib)
+        _tree(work / "tree", workload)
         workload["work_dir"] = directory
-        everything = ["ingest", "log_metric", "search", "history", "artifacts"]
+        everything = ["ingest", "log_metric", "search", "history", "artifacts", "tree"]
         nagle_check = {**workload, "phases": ["log_metric"], "log_metric_calls": NAGLE_CHECK_CALLS}
         default = _mlflow(nagle_check, work, nodelay=False)
         mlflow = _mlflow({**workload, "phases": everything}, work, nodelay=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import asyncpg
 import cairn
 from cairn.types import Metric, Param, RunTag
 
-from .workload import points, run_data
+from .workload import check_tree, points, run_data
 
 MIB = 1024**2
 
@@ -148,6 +149,26 @@ async def artifacts(port: int, w: dict[str, Any]) -> tuple[float, float]:
     return w["artifact_mib"] / statistics.median(ups), w["artifact_mib"] / statistics.median(downs)
 
 
+async def tree(
+    client: cairn.TrackingClient, w: dict[str, Any], experiment_id: str
+) -> tuple[float, float]:
+    """Files per second up and down: the tree logged to a fresh run each time, read back."""
+    source = Path(w["work_dir"], "tree")
+    ups, downs = [], []
+    for repeat in range(w["tree_repeats"]):
+        run_id = (await client.create_run(experiment_id)).info.run_id
+        start = time.perf_counter()
+        await client.log_artifacts(run_id, source, "tree")
+        ups.append(time.perf_counter() - start)
+        target = Path(w["work_dir"], f"cairn-tree-{repeat}")
+        start = time.perf_counter()
+        written = await client.download_artifacts(run_id, "tree", target)
+        downs.append(time.perf_counter() - start)
+        check_tree(written, w)
+        shutil.rmtree(target)
+    return w["tree_files"] / statistics.median(ups), w["tree_files"] / statistics.median(downs)
+
+
 def _check_and_remove(download: Path, size: int) -> None:
     if download.stat().st_size != size:
         raise RuntimeError("the download is not the upload's size")
@@ -183,6 +204,8 @@ async def run(port: int, w: dict[str, Any]) -> dict[str, float]:
             results["scan_s"] = await scan_s(client, w, search_experiment)
         if "history" in phases:
             results["history_s"] = await history_s(client, w, runs[-2])
+        if "tree" in phases:
+            results["tree_up"], results["tree_down"] = await tree(client, w, experiment_id)
     if "artifacts" in phases:
         results["upload"], results["download"] = await artifacts(port, w)
     return results

@@ -3,12 +3,15 @@
 Usage: mlflow_driver.py < workload.json (with "url", "database_url", "work_dir" and
 "phases" added); prints one JSON object of results. It must not import cairn: it runs
 where only MLflow is installed. Every thread keeps one keep-alive requests.Session.
+The tree goes through MLflow's own client instead (MlflowClient's log_artifacts and
+download_artifacts), with whatever concurrency it brings.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import sys
 import threading
@@ -18,7 +21,8 @@ from typing import Any
 
 import psycopg
 import requests
-from workload import points, run_data
+from mlflow import MlflowClient
+from workload import check_tree, points, run_data
 
 API = "/api/2.0/mlflow"
 HISTORY_PAGE = 25_000  # the most MLflow's get-history returns at once; its client pages so
@@ -201,6 +205,26 @@ def artifacts(ml: Mlflow, w: dict[str, Any]) -> tuple[float, float]:
     return w["artifact_mib"] / statistics.median(ups), w["artifact_mib"] / statistics.median(downs)
 
 
+def tree(ml: Mlflow, w: dict[str, Any], experiment_id: str) -> tuple[float, float]:
+    """Files per second up and down: the tree logged to a fresh run each time, read back."""
+    client = MlflowClient(tracking_uri=ml.url)
+    source = os.path.join(w["work_dir"], "tree")
+    ups, downs = [], []
+    for repeat in range(w["tree_repeats"]):
+        run_id = ml.create_run(experiment_id, 0)
+        start = time.perf_counter()
+        client.log_artifacts(run_id, source, "tree")
+        ups.append(time.perf_counter() - start)
+        target = os.path.join(w["work_dir"], f"mlflow-tree-{repeat}")
+        os.mkdir(target)
+        start = time.perf_counter()
+        written = client.download_artifacts(run_id, "tree", target)
+        downs.append(time.perf_counter() - start)
+        check_tree(written, w)
+        shutil.rmtree(target)
+    return w["tree_files"] / statistics.median(ups), w["tree_files"] / statistics.median(downs)
+
+
 def main() -> None:
     w = json.load(sys.stdin)
     ml = Mlflow(w["url"])
@@ -226,6 +250,8 @@ def main() -> None:
         results["scan_s"] = scan_s(ml, w, search_experiment)
     if "history" in phases:
         results["history_s"] = history_s(ml, w, runs[-2])
+    if "tree" in phases:
+        results["tree_up"], results["tree_down"] = tree(ml, w, experiment_id)
     if "artifacts" in phases:
         results["upload"], results["download"] = artifacts(ml, w)
     json.dump(results, sys.stdout)

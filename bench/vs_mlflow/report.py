@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cairn._clients._many_files import FILES_AT_ONCE
+
 Results = dict[str, float]
 ROOT = Path(__file__).parents[2]
 
@@ -35,6 +37,11 @@ def machine() -> str:
     meminfo = Path("/proc/meminfo").read_text().splitlines()
     kib = next(int(ln.split()[1]) for ln in meminfo if ln.startswith("MemTotal:"))
     return f"{model}, {os.cpu_count()} cores, {kib / 1024**2:.0f} GiB RAM"
+
+
+def _mlflow_download_threads() -> int:
+    """As MLflow 3.17.2's ArtifactRepository sizes its thread pool (artifact_repo.py)."""
+    return min(2 * (os.cpu_count() or 10), 20)
 
 
 def _rate(value: float) -> str:
@@ -107,12 +114,18 @@ def print_table(
     print(
         f"MLflow 3.17.2: `mlflow server --workers {context['workers']}` (uvicorn), "
         "--backend-store-uri postgresql, --serve-artifacts --artifacts-destination <local dir>; "
-        "REST API through keep-alive requests.Sessions (one a thread). Compared with TCP_NODELAY "
+        "REST API through keep-alive requests.Sessions (one a thread); the tree through "
+        "MlflowClient, whose log_artifacts sends one file after another and whose "
+        f"download_artifacts fetches on {_mlflow_download_threads()} threads "
+        "(2 a CPU, at most 20). Compared with TCP_NODELAY "
         "set on the connections its workers accept (bench/vs_mlflow/nodelay/sitecustomize.py): "
         f"as started, its log-metric p50 is {context['default_log_metric_ms']:.1f} ms, "
         f"with TCP_NODELAY {mlflow['log_metric_ms']:.1f} ms"
     )
-    print("Cairn: `cairn serve all`, filesystem artifacts; its async client")
+    print(
+        "Cairn: `cairn serve all`, filesystem artifacts; its async client, which moves "
+        f"a tree's small files {FILES_AT_ONCE} at once"
+    )
     print()
     print(
         f"| workload ({w['runs']:,} runs, each with 5 params, 5 tags, 5 metrics) "
@@ -125,14 +138,28 @@ def print_table(
             f"| {label} | {fmt(mlflow[key])}{unit} | {fmt(cairn[key])} "
             f"| {_faster(mlflow[key], cairn[key], higher)} |"
         )
-    up = _faster(mlflow["upload"], cairn["upload"], True)
-    down = _faster(mlflow["download"], cairn["download"], True)
-    print(
-        f"| {w['artifact_mib']} MiB artifact upload / download "
-        f"| {mlflow['upload']:.0f} / {mlflow['download']:.0f} MiB/s "
-        f"| {cairn['upload']:.0f} / {cairn['download']:.0f} | {up} / {down} |"
-    )
+    _print_transfers(w, mlflow, cairn)
     _check_matches(w, mlflow, cairn)
+
+
+def _print_transfers(w: dict[str, Any], mlflow: Results, cairn: Results) -> None:
+    """The rows of two rates each, up / down."""
+    rows = [
+        (f"{w['artifact_mib']} MiB artifact upload / download", "upload", "download", " MiB/s"),
+        (
+            f"{w['tree_files']:,}-file tree ({w['tree_file_bytes'] // 1024} KiB each) "
+            "log_artifacts / download",
+            "tree_up",
+            "tree_down",
+            " files/s",
+        ),
+    ]
+    for label, up, down, unit in rows:
+        ahead = [_faster(mlflow[key], cairn[key], True) for key in (up, down)]
+        print(
+            f"| {label} | {_rate(mlflow[up])} / {_rate(mlflow[down])}{unit} "
+            f"| {_rate(cairn[up])} / {_rate(cairn[down])} | {ahead[0]} / {ahead[1]} |"
+        )
 
 
 def _check_matches(w: dict[str, Any], mlflow: Results, cairn: Results) -> None:

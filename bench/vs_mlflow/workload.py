@@ -7,6 +7,7 @@ so MLflow and Cairn store exactly the same data.
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -19,6 +20,8 @@ TEAMS = ["vision", "nlp", "speech", "recsys"]
 STAGES = ["dev", "staging", "prod"]
 DATASETS = ["imagenet", "coco", "wiki", "librispeech", "movielens", "c4"]
 BATCH = 1000
+TREE_FOLDERS = 10
+TREE_FILE_BYTES = 4096
 START_TIME_MS = 1_767_225_600_000  # 2026-01-01; run n starts n seconds later
 
 SEARCHES = [
@@ -36,8 +39,8 @@ SEARCHES = [
 ]
 
 
-def describe(runs: int, history: int, artifact_mib: int) -> dict[str, Any]:
-    """The full-size workload is describe(5000, 100_000, 256)."""
+def describe(runs: int, history: int, artifact_mib: int, tree_files: int) -> dict[str, Any]:
+    """The full-size workload is describe(5000, 100_000, 256, 1000)."""
     return {
         "seed": 17,
         "runs": runs,
@@ -55,7 +58,26 @@ def describe(runs: int, history: int, artifact_mib: int) -> dict[str, Any]:
         "history_reads": 5,
         "artifact_mib": artifact_mib,
         "artifact_repeats": 3,
+        "tree_files": tree_files,
+        "tree_file_bytes": TREE_FILE_BYTES,
+        "tree_repeats": 3,
     }
+
+
+def tree_paths(files: int) -> list[str]:
+    """The tree's files, relative to its root, spread over TREE_FOLDERS folders."""
+    return [f"part-{n % TREE_FOLDERS:02}/{n:06}.bin" for n in range(files)]
+
+
+def check_tree(root: str, w: dict[str, Any]) -> None:
+    """A downloaded tree must hold every file of the logged one, each of its size."""
+    for path in tree_paths(w["tree_files"]):
+        local = os.path.join(root, path)
+        if not os.path.isfile(local) or os.path.getsize(local) != w["tree_file_bytes"]:
+            raise RuntimeError(f"the downloaded tree lacks {path} or holds it cut")
+    found = sum(len(files) for _, _, files in os.walk(root))
+    if found != w["tree_files"]:
+        raise RuntimeError(f"the downloaded tree holds {found} files")
 
 
 def run_data(seed: int, n: int) -> dict[str, Any]:
