@@ -119,6 +119,7 @@ def upload(endpoint: Endpoint, source: BinaryIO, sent: Callable[[int], None], cu
         Unreachable: before the first byte of the body (stream instead).
         UnavailableError: the connection broke after (send the upload again), or was cut.
         CairnError: the endpoint's refusal.
+        OSError: source could not be read.
     """
     with (
         endpoint.connect() as connection,
@@ -131,30 +132,44 @@ def upload(endpoint: Endpoint, source: BinaryIO, sent: Callable[[int], None], cu
         status, body = _opened(connection, incoming, head, 100)
         if status != 100:  # refused, or published already by this request id
             return _result(status, body)
-        try:
-            _send_body(connection, source, sent)
-        except OSError as error:
-            # The endpoint may have answered (a write failed on its side) and closed.
-            with contextlib.suppress(*BROKEN):
-                _result(*_answer(incoming))
-            raise UnavailableError(f"the upload's connection broke: {error}") from error
+        _send_body(connection, incoming, source, sent)
         with _broken("upload"):
             answer = _answer(incoming)
         return _result(*answer)
 
 
-def _send_body(connection: socket.socket, source: BinaryIO, sent: Callable[[int], None]) -> None:
+def _send_body(
+    connection: socket.socket, incoming: BinaryIO, source: BinaryIO, sent: Callable[[int], None]
+) -> None:
+    # Only the sending is the connection's: a read of source that failed was taken for
+    # a broken connection, whose answer was then waited for while the endpoint waited
+    # for the rest of the body, IDLE_SECONDS. Raised as it is, it ends the connection
+    # (the endpoint drops a body that ends unfinished) as the streamed path's does.
     digest, total = _Hasher(), 0
     with digest:
         while chunk := source.read(CHUNK):
             digest.update(chunk)
-            connection.sendall(b"%x\r\n" % len(chunk))
-            connection.sendall(chunk)
-            connection.sendall(b"\r\n")
+            with _sending(incoming):
+                connection.sendall(b"%x\r\n" % len(chunk))
+                connection.sendall(chunk)
+                connection.sendall(b"\r\n")
             total += len(chunk)
             sent(total)
         trailer = f"0\r\nX-Cairn-Sha256: {digest.hexdigest()}\r\n\r\n"
-    connection.sendall(trailer.encode())
+    with _sending(incoming):
+        connection.sendall(trailer.encode())
+
+
+@contextlib.contextmanager
+def _sending(incoming: BinaryIO) -> Iterator[None]:
+    """UnavailableError for a connection that breaks while an upload's body goes, unless
+    the endpoint answered before it closed (a write failed on its side): its refusal."""
+    try:
+        yield
+    except OSError as error:
+        with contextlib.suppress(*BROKEN):
+            _result(*_answer(incoming))
+        raise UnavailableError(f"the upload's connection broke: {error}") from error
 
 
 def download(
@@ -165,6 +180,7 @@ def download(
     Raises:
         Unreachable: before the first byte (stream instead).
         UnavailableError: the connection broke after, or was cut.
+        OSError: out could not be written.
     """
     with (
         endpoint.connect() as connection,
@@ -176,17 +192,19 @@ def download(
             raise Unreachable("the object changed since its ticket was issued")
         if status != 200:
             _result(status, body)
-        with _broken("download"):
-            return _receive(incoming, out, size, received)
+        return _receive(incoming, out, size, received)
 
 
 def _receive(incoming: BinaryIO, out: Writable, size: int, received: Callable[[int], None]) -> str:
     # Three threads overlap: this one receives a chunk while one hashes and one writes
-    # the chunk before.
+    # the chunk before. Only the receiving is the connection's: a write refused (a full
+    # disk) was UNAVAILABLE, which tells a caller that trying again may help; raised as
+    # it is, the caller's `local_writes` names it (LOCAL_WRITE_FAILED).
     digest, writer, total = _Hasher(), _Behind(out.write), 0
     with digest, writer:
         while total < size:
-            chunk = incoming.read(min(CHUNK, size - total))
+            with _broken("download"):
+                chunk = incoming.read(min(CHUNK, size - total))
             if not chunk:
                 raise UnavailableError("the download's connection ended early")
             digest.update(chunk)
