@@ -37,11 +37,12 @@ def _make_tree(root: Path) -> None:
 
 
 async def _rates(
-    server: Server, tree: Path, work: Path, at_once: int, attempt: int
+    server: Server, tree: Path, work: Path, at_once: int, attempt: str
 ) -> tuple[float, float]:
-    """Files per second up and down, at_once files at a time, to places of their own."""
+    """Files per second up and down, at_once files at a time, to places of their own
+    (the backends share one database)."""
     _many_files.FILES_AT_ONCE = at_once
-    place = f"{at_once}-{attempt}"
+    place = f"{attempt}-{at_once}"
     async with cairn.ArtifactClient.insecure_connection(
         "127.0.0.1", server.port, timeout=None
     ) as client:
@@ -53,7 +54,7 @@ async def _rates(
 
 
 async def _both_ways(
-    server: Server, tree: Path, work: Path, at_once: int
+    server: Server, backend: str, tree: Path, work: Path, at_once: int
 ) -> dict[int, tuple[float, float]]:
     """Rates up and down one file at a time and at_once at a time, each the better of
     two tries, the first try of each way before the other's, then after: neither gains
@@ -61,7 +62,8 @@ async def _both_ways(
     tries: dict[int, list[tuple[float, float]]] = {1: [], at_once: []}
     for attempt, order in enumerate(((1, at_once), (at_once, 1))):
         for width in order:
-            tries[width].append(await _rates(server, tree, work, width, attempt))
+            place = f"{backend}-{attempt}"
+            tries[width].append(await _rates(server, tree, work, width, place))
     return {
         width: (max(up for up, _ in rates), max(down for _, down in rates))
         for width, rates in tries.items()
@@ -70,7 +72,7 @@ async def _both_ways(
 
 async def _rows(server: Server, backend: str, tree: Path, work: Path) -> list[tuple[str, str, str]]:
     at_once = _many_files.FILES_AT_ONCE
-    rates = await _both_ways(server, tree, work, at_once)
+    rates = await _both_ways(server, backend.split()[0], tree, work, at_once)
     _many_files.FILES_AT_ONCE = at_once
     together, alone = rates[at_once], rates[1]
     return [
