@@ -61,6 +61,30 @@ def _moto() -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("moto did not start")
 
 
+@contextlib.contextmanager
+def moto_store(*buckets: str) -> Iterator[tuple[str, list[str]]]:
+    """moto on loopback holding the bucket "cairn" and buckets: its address, and the
+    flags of `cairn serve` storing artifacts in "cairn" there."""
+    moto, endpoint = _moto()
+    try:
+        s3 = Minio(
+            endpoint, access_key="bench", secret_key="bench", secure=False, region="us-east-1"
+        )
+        for bucket in (*buckets, "cairn"):
+            s3.make_bucket(bucket)
+        yield (
+            endpoint,
+            [
+                *("--artifact-backend", "s3", "--s3-endpoint", endpoint),
+                *("--s3-bucket", "cairn", "--s3-access-key", "bench"),
+                *("--s3-secret-key", "bench", "--no-s3-secure", "--s3-region", "us-east-1"),
+            ],
+        )
+    finally:
+        moto.terminate()
+        moto.wait()
+
+
 # The functions that move a direct transfer's bytes, and what each one counts as.
 _DIRECT_MOVERS = [
     (_direct, "upload", "upload"),
@@ -225,32 +249,7 @@ async def main() -> None:
             on_disk = _direct_disk(source, work)
             rows += _row("filesystem, streamed", streamed, on_disk, ceiling)
             rows += _row("filesystem, direct transfer", service, on_disk, ceiling)
-            moto, endpoint = _moto()
-            try:
-                s3 = Minio(
-                    endpoint,
-                    access_key="bench",
-                    secret_key="bench",
-                    secure=False,
-                    region="us-east-1",
-                )
-                for bucket in ("direct", "cairn"):
-                    s3.make_bucket(bucket)
-                flags = [
-                    "--artifact-backend",
-                    "s3",
-                    "--s3-endpoint",
-                    endpoint,
-                    "--s3-bucket",
-                    "cairn",
-                    "--s3-access-key",
-                    "bench",
-                    "--s3-secret-key",
-                    "bench",
-                    "--no-s3-secure",
-                    "--s3-region",
-                    "us-east-1",
-                ]
+            with moto_store("direct") as (endpoint, flags):
                 with serve(database_url, "artifacts", *flags) as server:
                     streamed = await _through_service(server, source, work, direct=False)
                     service = await _through_service(server, source, work)
@@ -259,9 +258,6 @@ async def main() -> None:
                 rows += _row("S3 (moto), streamed", streamed, on_s3, ceiling)
                 rows += _row("S3 (moto), direct transfer", service, on_s3, ceiling)
                 rows += _row("S3 (moto), direct, 1 connection", single, on_s3, ceiling)
-            finally:
-                moto.terminate()
-                moto.wait()
     print(
         f"cairn artifacts benchmark: {SIZE // MIB} MiB, server, client and backend on this machine"
     )

@@ -17,12 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from minio import Minio
-
 import cairn
 from cairn._clients import _many_files
 
-from .artifacts import _moto
+from .artifacts import moto_store
 from .harness import Server, Stopwatch, postgres, report, serve
 
 FILES = 2000  # `python -m bench.trees [files]` sets another before main runs
@@ -94,25 +92,8 @@ async def main() -> None:
         with postgres() as database_url:
             with serve(database_url, "artifacts", "--artifact-root", str(work / "store")) as server:
                 rows += await _rows(server, "filesystem", tree, work)
-            moto, endpoint = _moto()
-            try:
-                Minio(
-                    endpoint,
-                    access_key="bench",
-                    secret_key="bench",
-                    secure=False,
-                    region="us-east-1",
-                ).make_bucket("cairn")
-                flags = [
-                    *("--artifact-backend", "s3", "--s3-endpoint", endpoint),
-                    *("--s3-bucket", "cairn", "--s3-access-key", "bench"),
-                    *("--s3-secret-key", "bench", "--no-s3-secure", "--s3-region", "us-east-1"),
-                ]
-                with serve(database_url, "artifacts", *flags) as server:
-                    rows += await _rows(server, "S3 (moto)", tree, work)
-            finally:
-                moto.terminate()
-                moto.wait()
+            with moto_store() as (_, flags), serve(database_url, "artifacts", *flags) as server:
+                rows += await _rows(server, "S3 (moto)", tree, work)
     print(
         f"cairn trees benchmark: {FILES:,} files of {FILE_BYTES:,} bytes, "
         "server, client and backend on this machine"
