@@ -1,9 +1,9 @@
 """`make bench-trees`: a tree of many small files up and down through the service.
 
 `upload_tree` and a directory's `download` move a tree's small files several at once
-(`_many_files.FILES_AT_ONCE`); each row is measured beside the same tree moved one file
-at a time, as they did before, in the same run and on the same server. On the
-filesystem backend and on S3 (moto on loopback).
+(`_many_files.UPLOADS_AT_ONCE`, `DOWNLOADS_AT_ONCE`); each row is measured beside the
+same tree moved one file at a time, as they did before, in the same run and on the same
+server. On the filesystem backend and on S3 (moto on loopback).
 
 `python -m bench.trees [files] [at once]` moves another number of files (2,000 by
 default), another number at once.
@@ -34,13 +34,17 @@ def _make_tree(root: Path) -> None:
         file.write_bytes(os.urandom(FILE_BYTES))
 
 
+# The client's widths, up and down (`python -m bench.trees [files] [at once]` sets both).
+WIDTHS = (_many_files.UPLOADS_AT_ONCE, _many_files.DOWNLOADS_AT_ONCE)
+
+
 async def _rates(
-    server: Server, tree: Path, work: Path, at_once: int, attempt: str
+    server: Server, tree: Path, work: Path, widths: tuple[int, int], attempt: str
 ) -> tuple[float, float]:
-    """Files per second up and down, at_once files at a time, to places of their own
+    """Files per second up and down, widths files at a time, to places of their own
     (the backends share one database)."""
-    _many_files.FILES_AT_ONCE = at_once
-    place = f"{attempt}-{at_once}"
+    _many_files.UPLOADS_AT_ONCE, _many_files.DOWNLOADS_AT_ONCE = widths
+    place = f"{attempt}-{widths[0]}-{widths[1]}"
     async with cairn.ArtifactClient.insecure_connection(
         "127.0.0.1", server.port, timeout=None
     ) as client:
@@ -52,30 +56,30 @@ async def _rates(
 
 
 async def _both_ways(
-    server: Server, backend: str, tree: Path, work: Path, at_once: int
-) -> dict[int, tuple[float, float]]:
-    """Rates up and down one file at a time and at_once at a time, each the better of
-    two tries, the first try of each way before the other's, then after: neither gains
+    server: Server, backend: str, tree: Path, work: Path
+) -> dict[tuple[int, int], tuple[float, float]]:
+    """Rates up and down one file at a time and as the client moves them, each the better
+    of two tries, the first try of each way before the other's, then after: neither gains
     from what the other warmed (the database's caches, the page cache)."""
-    tries: dict[int, list[tuple[float, float]]] = {1: [], at_once: []}
-    for attempt, order in enumerate(((1, at_once), (at_once, 1))):
-        for width in order:
+    alone = (1, 1)
+    tries: dict[tuple[int, int], list[tuple[float, float]]] = {alone: [], WIDTHS: []}
+    for attempt, order in enumerate(((alone, WIDTHS), (WIDTHS, alone))):
+        for widths in order:
             place = f"{backend}-{attempt}"
-            tries[width].append(await _rates(server, tree, work, width, place))
+            tries[widths].append(await _rates(server, tree, work, widths, place))
+    _many_files.UPLOADS_AT_ONCE, _many_files.DOWNLOADS_AT_ONCE = WIDTHS
     return {
-        width: (max(up for up, _ in rates), max(down for _, down in rates))
-        for width, rates in tries.items()
+        widths: (max(up for up, _ in rates), max(down for _, down in rates))
+        for widths, rates in tries.items()
     }
 
 
 async def _rows(server: Server, backend: str, tree: Path, work: Path) -> list[tuple[str, str, str]]:
-    at_once = _many_files.FILES_AT_ONCE
-    rates = await _both_ways(server, backend.split()[0], tree, work, at_once)
-    _many_files.FILES_AT_ONCE = at_once
-    together, alone = rates[at_once], rates[1]
+    rates = await _both_ways(server, backend.split()[0], tree, work)
+    together, alone = rates[WIDTHS], rates[(1, 1)]
     return [
         (
-            f"{backend}: {direction}, {at_once} files at once",
+            f"{backend}: {direction}, {WIDTHS[index]} files at once",
             f"{together[index]:,.0f} files/s",
             f"{together[index] / alone[index]:.2f}x one at a time ({alone[index]:,.0f} files/s)",
         )
@@ -105,5 +109,5 @@ if __name__ == "__main__":
     if len(sys.argv) > 1:
         FILES = int(sys.argv[1])
     if len(sys.argv) > 2:  # another width to try against one at a time
-        _many_files.FILES_AT_ONCE = int(sys.argv[2])
+        WIDTHS = (int(sys.argv[2]), int(sys.argv[2]))
     asyncio.run(main())

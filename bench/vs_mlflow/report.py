@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cairn._clients._many_files import FILES_AT_ONCE
+from cairn._clients._many_files import DOWNLOADS_AT_ONCE, UPLOADS_AT_ONCE
 
 Results = dict[str, float]
 ROOT = Path(__file__).parents[2]
@@ -124,7 +124,7 @@ def print_table(
     )
     print(
         "Cairn: `cairn serve all`, filesystem artifacts; its async client, which moves "
-        f"a tree's small files {FILES_AT_ONCE} at once"
+        f"a tree's small files {UPLOADS_AT_ONCE} at once up, {DOWNLOADS_AT_ONCE} down"
     )
     print()
     print(

@@ -6,7 +6,10 @@ import asyncio
 
 import pytest
 
-from cairn._clients._many_files import FILES_AT_ONCE, move_each, moves_alone
+from cairn._clients._many_files import UPLOADS_AT_ONCE, move_each, moves_alone
+from cairn_server.artifacts import slots
+
+FILES_AT_ONCE = 3
 
 
 class Files:
@@ -57,7 +60,7 @@ def never_alone(name: str) -> bool:
 
 async def test_small_files_go_several_at_once_and_answer_in_their_order() -> None:
     files, names = Files(), [f"f{number}" for number in range(FILES_AT_ONCE + 2)]
-    moving = asyncio.create_task(move_each(names, files.move, never_alone))
+    moving = asyncio.create_task(move_each(names, files.move, never_alone, FILES_AT_ONCE))
     await files.until_running(*names[:FILES_AT_ONCE])
 
     assert files.begun == names[:FILES_AT_ONCE], "no more than FILES_AT_ONCE begin"
@@ -71,7 +74,9 @@ async def test_small_files_go_several_at_once_and_answer_in_their_order() -> Non
 
 async def test_files_that_move_alone_go_one_at_a_time_after_the_others() -> None:
     files = Files()
-    moving = asyncio.create_task(move_each(["big1", "s1", "big2", "s2"], files.move, big))
+    moving = asyncio.create_task(
+        move_each(["big1", "s1", "big2", "s2"], files.move, big, FILES_AT_ONCE)
+    )
     await files.until_running("s1", "s2")
     assert files.begun == ["s1", "s2"], "large files wait for the small ones"
     files.let_go("s1", "s2")
@@ -92,7 +97,7 @@ def big(name: str) -> bool:
 async def test_a_failure_lets_those_under_way_end_and_begins_no_more() -> None:
     files, names = Files(), [f"f{number}" for number in range(FILES_AT_ONCE * 2)] + ["big"]
     files.failing.add("f0")
-    moving = asyncio.create_task(move_each(names, files.move, big))
+    moving = asyncio.create_task(move_each(names, files.move, big, FILES_AT_ONCE))
     await files.until_running(*names[:FILES_AT_ONCE])
     files.let_go("f0")
     await files.until_ended("f0")  # in the step that hands move_each its error
@@ -108,7 +113,7 @@ async def test_a_failure_lets_those_under_way_end_and_begins_no_more() -> None:
 
 async def test_a_cancelled_tree_cancels_each_file_under_way() -> None:
     files, names = Files(), ["a", "b", "c"]
-    moving = asyncio.create_task(move_each(names, files.move, never_alone))
+    moving = asyncio.create_task(move_each(names, files.move, never_alone, FILES_AT_ONCE))
     await files.until_running(*names)
 
     moving.cancel()
@@ -125,3 +130,9 @@ def test_files_of_the_direct_threshold_or_more_move_alone(
     size: int, threshold: int | None, alone: bool
 ) -> None:
     assert moves_alone(size, threshold) is alone
+
+
+def test_a_tree_leaves_room_among_the_uploads_a_server_lets_wait() -> None:
+    """Eight at once took every place of the server's queue once its writers were busy:
+    every other client's upload was refused as busy while the tree went on."""
+    assert UPLOADS_AT_ONCE <= slots.MAX_WAITING_UPLOADS // 2

@@ -35,7 +35,7 @@ from ..types._artifacts import ObjectInfo, object_from_proto
 from ._deadlines import Deadline, within
 from ._direct_transfers import DirectTransfers
 from ._local_files import check_length, check_room, file_for, local_writes, tree_files
-from ._many_files import move_each, moves_alone
+from ._many_files import download_each, moves_alone
 
 # The reason of a download the server cut because its reader fell behind the pace.
 STREAM_STALLED = "STREAM_STALLED"
@@ -191,7 +191,9 @@ class Downloads:
                 await self.file(info, file, counted.part(info.size), timeout, metadata)
 
             pairs = list(zip(objects, files, strict=True))
-            moved = await move_each(pairs, fetch, lambda pair: moves_alone(pair[0].size, threshold))
+            moved = await download_each(
+                pairs, fetch, lambda pair: moves_alone(pair[0].size, threshold)
+            )
             if moved.failure is not None:
                 raise moved.failure[1]
         return target

@@ -41,7 +41,7 @@ from ._local_files import (
     open_source,
     size_of,
 )
-from ._many_files import move_each, moves_alone
+from ._many_files import moves_alone, upload_each
 
 # What an upload sends a message: under 1 MiB with its framing, the least message a
 # server may be given (CAIRN_MAX_MESSAGE_BYTES); 1 MiB whole was refused by such a one.
@@ -96,7 +96,7 @@ class Uploads:
         metadata: Metadata | None,
     ) -> list[ObjectInfo]:
         """Every file under local_dir at path/<its relative path> (folder: path as a
-        folder of the store), several at once (`move_each`); what was stored, in path
+        folder of the store), several at once (`upload_each`); what was stored, in path
         order, or the first failure once those under way ended."""
         files = await asyncio.to_thread(_files_under, local_dir, folder)
         total = sum(size for _, size in files)
@@ -113,7 +113,7 @@ class Uploads:
                     target, file, overwrite, None, counted.part(size), timeout, metadata
                 )
 
-            moved = await move_each(files, send, lambda entry: moves_alone(entry[1], threshold))
+            moved = await upload_each(files, send, lambda entry: moves_alone(entry[1], threshold))
             if moved.failure is not None:
                 (file, _), error = moved.failure
                 with local_reads(file, _stored_of(len(moved.results), len(files))):

@@ -22,7 +22,7 @@ from ..models._uris import SCHEMES, ArtifactUri, RunUri, parse_uri, scheme_of
 from ..types._artifacts import ObjectInfo
 from ..types._paging import ListOptions
 from ._local_files import download_folder, tree_files
-from ._many_files import move_each, moves_alone
+from ._many_files import download_each, moves_alone
 from .artifacts import ArtifactClient, in_project
 from .model_sources import files_of
 from .registry import ModelRegistryAPIClient
@@ -203,7 +203,7 @@ async def fetch(
 
                 # Several at once, as a directory's download (docs/artifacts.md, "Trees").
                 threshold = store.direct_threshold
-                moved = await move_each(
+                moved = await download_each(
                     list(manifest.files.items()),
                     fetch_file,
                     lambda entry: moves_alone(entry[1].size, threshold),
