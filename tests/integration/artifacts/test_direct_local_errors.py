@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import io
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -133,21 +134,100 @@ def _read_fails(path: Path) -> bool:
     return False
 
 
+@pytest.fixture
+def uploads_over_the_endpoint(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A count of the uploads begun over the byte endpoint, one entry each."""
+    begun: list[int] = []
+    original = _direct.upload
+
+    def counted(*args: Any) -> Any:
+        begun.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(_direct, "upload", counted)
+    return begun
+
+
 @pytest.mark.skipif(not _read_fails(UNREADABLE), reason=f"no {UNREADABLE} that fails a read")
 @pytest.mark.parametrize("threshold", [None, 0], ids=["streamed", "direct"])
 async def test_a_local_file_that_cannot_be_read_fails_a_direct_upload_as_a_streamed_one(
-    direct: cairn.ArtifactClient, threshold: int | None
+    direct: cairn.ArtifactClient, threshold: int | None, uploads_over_the_endpoint: list[int]
 ) -> None:
     """Direct, the failed read was taken for a broken connection: the client waited for
     the endpoint's answer while the endpoint waited for the rest of the body, until the
-    socket idled out (300 s), and then sent the upload again."""
+    socket idled out (300 s), and then sent the upload again. Either way the error of the
+    read named no file."""
     direct.direct_threshold = threshold
     async with asyncio.timeout(10):  # what a failed read takes, many times over
         with pytest.raises(OSError) as failed:
             await direct.upload("x.bin", UNREADABLE)
 
     assert type(failed.value) is OSError and failed.value.errno == errno.EINVAL
+    assert failed.value.filename == str(UNREADABLE)
+    assert len(uploads_over_the_endpoint) == (1 if threshold == 0 else 0)
     with pytest.raises(NotFoundError):
         await direct.stat("x.bin")
     await direct.upload("x.bin", BIG)  # the same client, from a file it can read
     assert await direct.read("x.bin") == BIG
+
+
+@pytest.mark.skipif(not _read_fails(UNREADABLE), reason=f"no {UNREADABLE} that fails a read")
+@pytest.mark.parametrize("threshold", [None, 0], ids=["streamed", "direct"])
+async def test_a_trees_file_that_fails_a_read_is_a_local_read_failure(
+    direct: cairn.ArtifactClient, tmp_path: Path, threshold: int | None
+) -> None:
+    """A read that failed partway (a disk's EIO) named no file: the tree's upload raised
+    a bare OSError, saying neither which file nor what was stored."""
+    direct.direct_threshold = threshold
+    (tmp_path / "a.txt").write_bytes(b"readable")
+    (tmp_path / "speed").symlink_to(UNREADABLE)  # a link to a file is that file
+
+    with pytest.raises(FailedPreconditionError) as failed:
+        await direct.upload_tree("t", tmp_path)
+
+    assert failed.value.reason == "LOCAL_READ_FAILED"
+    assert failed.value.metadata == {"path": str(tmp_path / "speed"), "errno": "EINVAL"}
+
+
+@pytest.mark.skipif(not _read_fails(UNREADABLE), reason=f"no {UNREADABLE} that fails a read")
+async def test_a_trees_file_that_fails_a_read_is_a_local_read_failure_on_s3_too(
+    s3_store: cairn.ArtifactClient, tmp_path: Path
+) -> None:
+    """Its parts read by position for presigned PUTs, on a thread of their own."""
+    s3_store.direct_threshold = 0
+    (tmp_path / "speed").symlink_to(UNREADABLE)
+
+    with pytest.raises(FailedPreconditionError) as failed:
+        await s3_store.upload_tree("t", tmp_path)
+
+    assert failed.value.reason == "LOCAL_READ_FAILED"
+    assert failed.value.metadata == {"path": str(tmp_path / "speed"), "errno": "EINVAL"}
+
+
+def _refused_midway(connection: socket.socket) -> None:
+    """After some of the body, refuses (its store failed) and closes, as the endpoint
+    does when a write fails on its side."""
+    connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+    connection.recv(65536)
+    refusal = (
+        b'{"code": "UNAVAILABLE", "message": "the store failed", '
+        b'"reason": "OBJECT_STORE_UNAVAILABLE"}'
+    )
+    connection.sendall(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(refusal), refusal)
+    )
+    _reset(connection)
+
+
+def test_an_endpoint_that_refuses_midway_is_answered_with_its_reason() -> None:
+    """The endpoint's answer, read once the body could not go on, was itself an
+    UnavailableError, which the reading swallowed as a broken connection: the caller got
+    "the upload's connection broke", without the endpoint's reason."""
+    body = io.BytesIO(os.urandom(64 * 1024 * 1024))  # more than the socket's buffers
+    with (
+        _fake_endpoint(_refused_midway) as endpoint,
+        pytest.raises(UnavailableError) as refused,
+    ):
+        _direct.upload(endpoint, body, lambda done: None, _direct.Cut())
+    assert refused.value.reason == "OBJECT_STORE_UNAVAILABLE"

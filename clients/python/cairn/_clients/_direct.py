@@ -167,8 +167,11 @@ def _sending(incoming: BinaryIO) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        with contextlib.suppress(*BROKEN):
-            _result(*_answer(incoming))
+        answer = None
+        with contextlib.suppress(*BROKEN):  # only the reading of the answer
+            answer = _answer(incoming)
+        if answer is not None:
+            _result(*answer)  # a refusal, its reason kept (OBJECT_STORE_UNAVAILABLE, say)
         raise UnavailableError(f"the upload's connection broke: {error}") from error
 
 

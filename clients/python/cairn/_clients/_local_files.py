@@ -88,8 +88,30 @@ def open_source(source: Source) -> tuple[BinaryIO, int | None, str, bool]:
         return io.BytesIO(data), len(data), hashlib.sha256(data).hexdigest(), True
     if isinstance(source, str | os.PathLike):
         path = Path(source)
-        return path.open("rb"), path.stat().st_size, "", True
+        return _NamedReads(io.FileIO(path)), path.stat().st_size, "", True
     return source, None, "", False
+
+
+class _NamedReads(io.BufferedReader):
+    """A file opened for reading whose failed reads name it (`reading`)."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        with reading(self.name):
+            return super().read(size)
+
+
+@contextlib.contextmanager
+def reading(file: str | os.PathLike[str]) -> Iterator[None]:
+    """Names file in an OSError of a read of it, as a failed open does: a read's names
+    no file (EIO of its disk, EINVAL of a file in /sys), so nothing told it apart from
+    a connection's, and a tree's upload raised it bare (`local_reads` turns only what is
+    about its file into LOCAL_READ_FAILED)."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            error.filename = os.fspath(file)
+        raise
 
 
 def check_source(source: Source) -> None:

@@ -28,6 +28,7 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, SSLError
 from .._workers import Workers
 from ..exceptions import InvalidArgumentError, UnavailableError
 from ._direct import Unreachable
+from ._local_files import reading
 
 CONNECTIONS = 4  # a transfer's, by default (ArtifactClient.direct_connections)
 CHUNK = 1024 * 1024  # what a connection sends or receives at a time
@@ -458,10 +459,15 @@ def upload_source(
 
         return upload(read_bytes, size, part_size, urls, sent, connections, stop)
     descriptor = os.open(source, os.O_RDONLY)
+
+    def read_at(at: int, n: int) -> bytes:
+        with reading(source):
+            return os.pread(descriptor, n, at)
+
     try:
         try:
             sent_parts = upload(
-                lambda at, n: os.pread(descriptor, n, at),
+                read_at,
                 size,
                 part_size,
                 urls,
