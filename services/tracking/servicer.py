@@ -196,7 +196,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         tags = _tags(request.tags, "tags")
         if parent:
             tags = _with_parent(tags, parent)
-        tagged = _tagged_name(tags, "tags")
+        tagged = _tagged_name(tags, _value_of(request.tags, "tags", RUN_NAME_TAG))
         given = validation.run_name(request.run_name)
         if given and tagged and given != tagged:
             raise invalid_field(
@@ -206,7 +206,8 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             common.project(request.project),
             validation.experiment_id(request.experiment_id),
             run_name=given or tagged,
-            user_id=common.text(request.user_id, "user_id", 256) or _tagged_user(tags),
+            user_id=common.text(request.user_id, "user_id", 256)
+            or _tagged_user(tags, _value_of(request.tags, "tags", USER_TAG)),
             start_time_ms=validation.run_time(request.start_time_ms, "start_time_ms"),
             tags=tags,
             parent_run_id=parent,
@@ -310,7 +311,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
 
     async def SetTag(self, request: api.SetTagRequest, context: Context) -> api.SetTagResponse:
         tags = dict([_tag(request.tag, "tag")])
-        name = _tagged_name(tags, "tag")
+        name = _tagged_name(tags, "tag.value")
         batch = Batch(tags=tags, run_name=name)
         await self._log(request.project, request.run_id, batch)
         return api.SetTagResponse()
@@ -340,7 +341,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         validation.count(len(request.params), validation.MAX_PARAMS_PER_BATCH, "params")
         validation.count(len(request.tags), validation.MAX_TAGS_PER_BATCH, "tags")
         tags = _tags(request.tags, "tags")
-        name = _tagged_name(tags, "tags")
+        name = _tagged_name(tags, _value_of(request.tags, "tags", RUN_NAME_TAG))
         batch = Batch(
             metrics=convert.metric_columns(request.metrics, "metrics"),
             params=_params(request.params, "params"),
@@ -420,18 +421,27 @@ def _batch_id(request: api.LogBatchRequest, context: Context) -> str:
 
 
 def _tagged_name(tags: dict[str, str], field: str) -> str:
-    """The run name that tags give as MLflow's mlflow.runName, taken out of them: the
-    name is kept as the run's name alone ("" when they give none). An empty tag gives
-    none, as in MLflow's store: it changes no name, and a run made with it gets one."""
+    """The run name that tags give as MLflow's mlflow.runName (the request's field
+    holding it), taken out of them: the name is kept as the run's name alone ("" when
+    they give none). An empty tag gives none, as in MLflow's store: it changes no name,
+    and a run made with it gets one."""
     if RUN_NAME_TAG not in tags:
         return ""
-    return validation.run_name(tags.pop(RUN_NAME_TAG), f"{field}[{RUN_NAME_TAG}]")
+    return validation.run_name(tags.pop(RUN_NAME_TAG), field)
 
 
-def _tagged_user(tags: dict[str, str]) -> str:
-    """The user MLflow's mlflow.user tag names, for a run created without a user_id:
-    MLflow's client takes the run's user from it. The tag stays a tag too."""
-    return common.text(tags.get(USER_TAG, ""), f"tags[{USER_TAG}]", 256)
+def _tagged_user(tags: dict[str, str], field: str) -> str:
+    """The user MLflow's mlflow.user tag names (the request's field holding it), for a
+    run created without a user_id: MLflow's client takes the run's user from it. The
+    tag stays a tag too."""
+    return common.text(tags.get(USER_TAG, ""), field, 256)
+
+
+def _value_of(tags: Sequence[pb.Tag], field: str, key: str) -> str:
+    """The request's field holding the value of key's tag kept (the last given, `_tags`):
+    "tags[3].value"; "" when none is given."""
+    given = [i for i, tag in enumerate(tags) if tag.key == key]
+    return f"{field}[{given[-1]}].value" if given else ""
 
 
 def _with_parent(tags: dict[str, str], parent: str) -> dict[str, str]:

@@ -11,7 +11,7 @@ import pytest
 import cairn
 from cairn import sync
 from cairn.exceptions import InvalidArgumentError
-from cairn.types import ListOptions, Metric, Pager, Param, RegisteredModel
+from cairn.types import ListOptions, Metric, Pager, Param, RegisteredModel, RunTag
 
 
 async def test_a_timestamp_of_0_is_kept_as_log_batch_keeps_it(tracking, run_id) -> None:
@@ -423,14 +423,29 @@ def test_an_address_that_is_no_text_is_named() -> None:
         (lambda t, r: t.log_param(r, "", 1), "param.key"),
         (lambda t, r: t.set_tag(r, "t", "x" * 8001), "tag.value"),
         (lambda t, r: t.log_batch(r, params=[Param("p", "x" * 6001)]), "params[0].value"),
+        (lambda t, r: t.set_tag(r, "mlflow.runName", "x" * 501), "tag.value"),
+        (
+            lambda t, r: t.log_batch(
+                r, tags=[RunTag("mlflow.runName", "ok"), RunTag("mlflow.runName", "x" * 501)]
+            ),
+            "tags[1].value",
+        ),
     ],
-    ids=["log_param-value", "log_param-key", "set_tag-value", "log_batch-params"],
+    ids=[
+        "log_param-value",
+        "log_param-key",
+        "set_tag-value",
+        "log_batch-params",
+        "set_tag-run-name",
+        "log_batch-run-name",
+    ],
 )
 async def test_the_server_names_a_refused_field_as_its_request_holds_it(
     tracking, run_id, call, field: str
 ) -> None:
-    """LogParam and SetTag named their one param or tag `param[0]` and `tag[0]`: fields
-    their requests do not have, which no client can map back to what it sent."""
+    """LogParam and SetTag named their one param or tag `param[0]` and `tag[0]`, and a
+    run name too long in a tag `tag[mlflow.runName]`: fields their requests do not have,
+    which no client can map back to what it sent."""
     with pytest.raises(InvalidArgumentError) as refused:
         await call(tracking, run_id)
     assert [named for named, _ in refused.value.field_violations] == [field]
