@@ -56,11 +56,17 @@ async def test_sigterm_ends_a_run_as_ctrl_c_once_it_raises_keyboard_interrupt(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    assert script.stdout is not None
-    async with asyncio.timeout(60):
-        run_id = (await script.stdout.readline()).decode().strip()
-        script.send_signal(signal.SIGTERM)
-        await script.wait()
+    assert script.stdout is not None and script.stderr is not None
+    try:
+        async with asyncio.timeout(60):
+            run_id = (await script.stdout.readline()).decode().strip()
+            assert run_id, (await script.stderr.read()).decode()
+            script.send_signal(signal.SIGTERM)
+            await script.wait()
+    finally:
+        if script.returncode is None:
+            script.kill()
+            await script.wait()
 
     run = await tracking.get_run(run_id)
     assert run.info.status == status
