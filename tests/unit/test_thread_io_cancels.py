@@ -5,15 +5,15 @@ whatever file took its descriptor: 4 MiB of an object appended to another file).
 
 import asyncio
 import contextlib
+import functools
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 
 import pytest
 
 from cairn._clients._downloads import _written_behind
 from cairn._clients._uploads import _read_ahead
-
-STEPS_OF_A_CANCEL = 10
+from tests.conftest import eventually
 
 
 class HeldFile:
@@ -25,6 +25,8 @@ class HeldFile:
         self.in_call = threading.Event()
         self.let_go = threading.Event()
         self.closed_while_in_call: bool | None = None
+        # The transfer's generator, which waits for the thread in `_workers.ended`.
+        self.transfer: AsyncGenerator[bytes, None] | None = None
         self._lock = threading.Lock()
         self._running = False
 
@@ -60,8 +62,9 @@ async def _three_chunks() -> AsyncIterator[bytes]:
 
 
 async def _download(file: HeldFile) -> None:
+    file.transfer = _written_behind(file, _three_chunks())
     try:
-        async with contextlib.aclosing(_written_behind(file, _three_chunks())) as chunks:
+        async with contextlib.aclosing(file.transfer) as chunks:
             async for _ in chunks:
                 pass
     finally:
@@ -69,8 +72,9 @@ async def _download(file: HeldFile) -> None:
 
 
 async def _upload(file: HeldFile) -> None:
+    file.transfer = _read_ahead(file.read)
     try:
-        async with contextlib.aclosing(_read_ahead(file.read)) as chunks:
+        async with contextlib.aclosing(file.transfer) as chunks:
             async for _ in chunks:
                 pass
     finally:
@@ -88,15 +92,29 @@ async def test_a_cancelled_transfer_closes_its_file_after_its_thread_ends(
     task: asyncio.Future[None] = asyncio.ensure_future(call(file))
     await asyncio.to_thread(file.in_call.wait, 30)  # the task now awaits that call
 
+    waited: object = None
     for _ in range(cancels):
         task.cancel()
-        # The steps a cancel takes through asyncio (the thread's task, then the call's):
-        # an abandoned thread had its file closed by then. Counted in steps of the loop,
-        # not time, as the thread is held until let go.
-        for _ in range(STEPS_OF_A_CANCEL):
-            await asyncio.sleep(0)
+        # Until the cancel was taken: the call ended (an abandoned thread had its file
+        # closed by then), or it waits for its thread, anew after a second cancel.
+        await eventually(functools.partial(_taken, task, file, waited), what="the cancel")
+        waited = _waiting_for_the_thread(file)
     file.let_go.set()
     with pytest.raises(asyncio.CancelledError):
         await task
 
     assert file.closed_while_in_call is False
+
+
+def _waiting_for_the_thread(file: HeldFile) -> object:
+    """What `_workers.ended` awaits for the transfer now, None unless it waits there."""
+    assert file.transfer is not None
+    ended = getattr(file.transfer, "ag_await", None)
+    return getattr(ended, "cr_await", None) if getattr(ended, "__name__", "") == "ended" else None
+
+
+def _taken(task: asyncio.Future[None], file: HeldFile, before: object) -> bool:
+    """Whether the task took its last cancel: it ended, or it waits for its thread on
+    another wait than before (one a cancel ended, begun again)."""
+    now = _waiting_for_the_thread(file)
+    return task.done() or (now is not None and now is not before)
