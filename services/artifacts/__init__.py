@@ -69,6 +69,7 @@ ROLES = role_table(
     viewer=["Download", "StatObject", "ListObjects", "CreateDownloadTicket"],
     editor=[
         "Upload",
+        "UploadFiles",
         "DeleteObject",
         "CreatePresignedUrl",
         "ConfirmUpload",

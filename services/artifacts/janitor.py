@@ -119,6 +119,18 @@ class Janitor:
             removal = self._beside_calls(self._remove(keys))
             await asyncio.wait({removal}, timeout=COLLECT_WAIT_SECONDS)
 
+    def remove_once_ended(self, writing: asyncio.Future[Any], keys: list[str]) -> None:
+        """Removes the bytes of keys no row refers to (a failed call's own writes),
+        beside the calls, once writing has ended: a write that ended after its key's
+        removal would leave its bytes until a pass found them, a day later."""
+
+        async def removal() -> None:
+            await asyncio.wait({writing})  # its failure is the call's to tell
+            await self._remove(keys)
+
+        if not self._stopping.is_set():
+            self._beside_calls(removal())
+
     async def _remove(self, keys: list[str]) -> None:
         try:
             await threads.in_store(self._backend.delete, keys)

@@ -30,6 +30,7 @@ from . import (
     slots,
     threads,
 )
+from .batches import FileBatches
 from .download_pieces import open_range, pieces, write_at_pace
 from .janitor import janitor_for
 from .leases import CompletionLeases
@@ -88,6 +89,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         self._backend = backend or backends.from_config(resources.config)
         self._objects = ObjectStore(resources.pool)
         self._janitor = janitor_for(resources, self._backend)
+        self._batches = FileBatches(resources.pool, self._backend, self._janitor)
         # A streamed upload takes a writer thread before it is accepted, when its client
         # starts to send: past UPLOAD_THREADS, uploads wait for one (at most
         # slots.MAX_WAITING_UPLOADS of them). Accepted first, each held the chunks its
@@ -246,6 +248,12 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             raise
         await self._janitor.collect([replaced] if replaced else [])
         return api.UploadResponse(object=self._info(stored))
+
+    async def UploadFiles(
+        self, request: api.UploadFilesRequest, context: Context
+    ) -> api.UploadFilesResponse:
+        stored = await self._batches.store(request)
+        return api.UploadFilesResponse(objects=[self._info(each) for each in stored])
 
     async def _admit(
         self,

@@ -31,10 +31,10 @@ def check_size(expected_size: int) -> None:
         )
 
 
-def content_type_field(value: str) -> str:
+def content_type_field(value: str, field: str = "content_type") -> str:
     """A media type as HTTP carries it: printable ASCII."""
     if not value:
         return ""
     if not (value.isascii() and value.isprintable()):
-        raise invalid_field("content_type", "must be printable ASCII, e.g. 'text/csv'")
-    return common.name(value, "content_type", MAX_CONTENT_TYPE_LENGTH)
+        raise invalid_field(field, "must be printable ASCII, e.g. 'text/csv'")
+    return common.name(value, field, MAX_CONTENT_TYPE_LENGTH)

@@ -245,8 +245,10 @@ def in_closed_location(project: str, folders: str) -> str:
                              AND path = ANY({folders}::text[])))"""
 
 
-async def check_open(conn: asyncpg.Connection, project: str, path: str) -> None:
-    """Raises LOCATION_DELETED when path lies in a closed location (`in_closed_location`)."""
+async def check_open(conn: asyncpg.Connection, project: str, *written: str) -> None:
+    """Raises LOCATION_DELETED when a path written lies in a closed location
+    (`in_closed_location`), naming one that does."""
+    folders = {folder: path for path in reversed(written) for folder in paths.enclosing(path)}
     closed = await conn.fetchval(
         """SELECT path FROM artifacts.closed_locations
            WHERE project = $1 AND path = ANY($2::text[])
@@ -255,9 +257,10 @@ async def check_open(conn: asyncpg.Connection, project: str, path: str) -> None:
            WHERE closed AND project = $1 AND path = ANY($2::text[])
            LIMIT 1""",
         project,
-        paths.enclosing(path),
+        list(folders),
     )
     if closed is not None:
+        path = folders[closed]
         raise FailedPrecondition(
             "LOCATION_DELETED",
             f"{path!r} lies in {closed!r}, deleted for good with the run that kept it; "

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import cairn
+from cairn._clients import _file_batches
 from tests.conftest import new_project
 
 REPOSITORY = Path(__file__).resolve().parents[3]
@@ -220,11 +221,12 @@ async def test_a_file_removed_midway_fails_the_tree_after_the_files_before_it(
 
 
 async def test_a_file_removed_among_those_going_at_once_is_told_with_what_was_stored(
-    artifacts: cairn.ArtifactClient, tmp_path: Path
+    artifacts: cairn.ArtifactClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Small files go several at once: when one of them cannot be read, those under way
-    end stored, those after it in path order too, no more begin, and the error counts
-    what the tree stored."""
+    """Small files go several batches at once: when one of their files cannot be read,
+    its batch stores nothing, the batches under way end stored, those after them in
+    path order too, no more begin, and the error counts what the tree stored."""
+    monkeypatch.setattr(_file_batches, "BATCH_FILES", 2)
     names = [f"f{number:02}" for number in range(12)]
     for name in names:
         (tmp_path / name).write_bytes(name.encode())
@@ -237,10 +239,10 @@ async def test_a_file_removed_among_those_going_at_once_is_told_with_what_was_st
 
     stored = await _stored(artifacts)
     assert raised.value.metadata == {"path": str(tmp_path / "f01"), "errno": "ENOENT"}
-    assert "t/f01" not in stored
-    assert {"t/f00", "t/f02", "t/f03"} <= set(stored), "begun with f01, they end stored"
+    assert "t/f00" not in stored and "t/f01" not in stored, "a batch is stored whole or not"
+    assert {"t/f02", "t/f03"} <= set(stored), "begun with f01's batch, they end stored"
     assert f"{len(stored)} of the tree's 12 files are stored" in str(raised.value)
-    assert "t/f11" not in stored, "no file begins after the failure"
+    assert "t/f11" not in stored, "no batch begins after the failure"
 
 
 async def test_a_first_file_removed_once_under_way_leaves_nothing_sent(
@@ -273,8 +275,8 @@ async def test_a_file_made_unreadable_midway_fails_the_tree_and_says_what_was_st
 ) -> None:
     """A file made unreadable after the tree was listed, while the files before it
     went, ended the upload with a bare PermissionError once t/a and t/b/2 were stored.
-    Streamed, the files go at once, and c is taken away as the upload begins; by direct
-    transfer (the threshold 0), one at a time, once a's bytes went."""
+    Streamed, the files go at once (in one batch), and c is taken away as the upload
+    begins; by direct transfer (the threshold 0), one at a time, once a's bytes went."""
     os.chown(shared_tree / "c", NOBODY, NOBODY)  # theirs to take away from themselves
 
     outcome = await _upload_as_another_user(
@@ -288,7 +290,9 @@ async def test_a_file_made_unreadable_midway_fails_the_tree_and_says_what_was_st
     if threshold == 0:
         assert stored == ["t/a", "t/b/2"]
     assert "t/c" not in stored
-    assert f"{len(stored)} of the tree's 4 files are stored" in outcome["message"]
+    # At once, the four files are one batch, stored whole or not at all.
+    said = f"{len(stored)} of the tree's 4 files are stored" if stored else "nothing of the tree"
+    assert said in outcome["message"]
 
 
 async def test_a_model_file_that_cannot_be_read_is_refused_before_anything_is_sent(

@@ -9,8 +9,10 @@ import os
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 import cairn
+from cairn._clients import _file_batches
 from tests.conftest import eventually, holds_up_another
 
 
@@ -18,12 +20,17 @@ async def _is_stored(client: cairn.ArtifactClient, path: str) -> bool:
     return bool(await client.list(path))
 
 
-async def test_a_file_held_up_holds_up_none_of_the_others(
-    store: cairn.ArtifactClient, pool: asyncpg.Pool, tmp_path: Path
+async def test_a_batch_held_up_holds_up_none_of_the_others(
+    store: cairn.ArtifactClient,
+    pool: asyncpg.Pool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """One after another, the tree's files waited for t/a, whose publication another
-    transaction held: nothing after it was stored until t/a was."""
+    transaction held: nothing after it was stored until t/a was. Small files now go in
+    batches (here of two), each stored whole: t/b waits with t/a, t/c and t/d do not."""
     client = store
+    monkeypatch.setattr(_file_batches, "BATCH_FILES", 2)
     for name in ("a", "b", "c", "d"):
         (tmp_path / name).write_bytes(name.encode())
     await client.upload("t/a", b"before")
@@ -35,9 +42,10 @@ async def test_a_file_held_up_holds_up_none_of_the_others(
         )
         uploading = asyncio.ensure_future(client.upload_tree("t", tmp_path, overwrite=True))
         await eventually(lambda: holds_up_another(holder), what="t/a's publication")
-        for name in ("t/b", "t/c", "t/d"):
+        for name in ("t/c", "t/d"):
             await eventually(functools.partial(_is_stored, client, name), what=f"{name} stored")
         assert not uploading.done()
+        assert not await _is_stored(client, "t/b")  # its batch's, with t/a
         await publishing.rollback()
     stored = await uploading
     assert [info.path for info in stored] == ["t/a", "t/b", "t/c", "t/d"]

@@ -9,6 +9,7 @@ import datetime
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -108,7 +109,7 @@ async def test_a_location_reused_before_it_is_drained_keeps_what_was_written_sin
 
 @pytest.mark.parametrize("drained_by", ["artifacts", "all"])
 async def test_a_collected_runs_directory_keeps_nothing_written_late_and_takes_no_more(
-    ports: dict[str, int], pool: asyncpg.Pool, drained_by: str, unique: str
+    ports: dict[str, int], pool: asyncpg.Pool, drained_by: str, unique: str, tmp_path: Path
 ) -> None:
     """A write that outlived its run (a log_artifacts still sending as the run was
     collected) was kept as a reuse's, under a directory no run owns, past every later
@@ -130,6 +131,12 @@ async def test_a_collected_runs_directory_keeps_nothing_written_late_and_takes_n
             with pytest.raises(FailedPreconditionError) as refused:
                 await drainer.artifacts.upload(f"{root}/{late}", b"l")
             assert refused.value.reason == "LOCATION_DELETED"
+        for name in ("a", "b"):  # small files: one UploadFiles call
+            (tmp_path / name).write_bytes(name.encode())
+        with pytest.raises(FailedPreconditionError) as refused:
+            await drainer.artifacts.upload_tree(f"{root}/tree", tmp_path)
+        assert refused.value.reason == "LOCATION_DELETED"
+        assert refused.value.metadata == {"path": f"{root}/tree/a"}
         await pool.execute(_PUBLISHED_BY_THE_VERSION_BEFORE, project, f"{root}/old.bin", unique)
         await _collect(drainer, NOTHING_DELETED_YET)  # drained
 

@@ -21,7 +21,7 @@ from .._transport import Transport
 from .._workers import ended
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
-from ..exceptions import CairnError, ResourceExhaustedError
+from ..exceptions import CairnError, ResourceExhaustedError, UnimplementedError
 from ..types._artifacts import ObjectInfo, object_from_proto
 from ._deadlines import within
 from ._direct_transfers import (
@@ -32,6 +32,7 @@ from ._direct_transfers import (
     Upload,
 )
 from ._downloads import tree_label
+from ._file_batches import Batch, FileBatches, batched
 from ._local_files import (
     NOTHING_SENT,
     Resendable,
@@ -66,6 +67,9 @@ class Uploads:
     ) -> None:
         self._streams, self._stub, self._direct = streams, stub, direct
         self._threshold = threshold
+        self._batches = FileBatches(streams, stub)
+        # Whether the server answered UploadFiles UNIMPLEMENTED: its trees go file by file.
+        self._batches_refused = False
 
     async def send(
         self,
@@ -103,22 +107,41 @@ class Uploads:
         # Each file is a write of its own: a request id given is not theirs to share.
         metadata = [(key, value) for key, value in metadata or () if key != REQUEST_ID_HEADER]
         threshold = self._threshold()
+        targets = [(file, size, _target(path, file.relative_to(local_dir))) for file, size in files]
         with meter(progress, "upload", tree_label(path, len(files)), total) as counted:
 
-            async def send(entry: tuple[Path, int]) -> ObjectInfo:
-                file, size = entry
-                relative = file.relative_to(local_dir).as_posix()
-                target = f"{path.rstrip('/')}/{relative}" if path.strip("/") else relative
-                return await self.send(
-                    target, file, overwrite, None, counted.part(size), timeout, metadata
-                )
+            async def send_one(file: Path, size: int, target: str) -> list[ObjectInfo]:
+                part = counted.part(size)
+                return [await self.send(target, file, overwrite, None, part, timeout, metadata)]
 
-            moved = await upload_each(files, send, lambda entry: moves_alone(entry[1], threshold))
+            async def send(parcel: Batch | tuple[Path, int, str]) -> list[ObjectInfo]:
+                if not isinstance(parcel, Batch):
+                    return await send_one(*parcel)
+                if self._batches_refused:  # a server of a release before UploadFiles
+                    return [info for file in parcel.files for info in await send_one(*file)]
+                try:
+                    stored = await self._batches.send(parcel, overwrite, timeout, metadata)
+                except UnimplementedError:
+                    self._batches_refused = True
+                    return await send(parcel)
+                counted.part(parcel.size).reach(parcel.size)
+                return stored
+
+            def alone(size: int) -> bool:
+                return moves_alone(size, threshold)
+
+            moved = await upload_each(
+                list(batched(targets, alone)),
+                send,
+                lambda parcel: not isinstance(parcel, Batch) and alone(parcel[1]),
+            )
             if moved.failure is not None:
-                (file, _), error = moved.failure
-                with local_reads(file, _stored_of(len(moved.results), len(files))):
+                parcel, error = moved.failure
+                failed = _failed_file(parcel, error)
+                stored = sum(len(results) for results in moved.results)
+                with local_reads(failed, _stored_of(stored, len(files))):
                     raise error
-        return moved.results
+        return [info for results in moved.results for info in results]
 
     async def _attempts(self, upload: Upload, deadline: asyncio.Timeout) -> ObjectInfo:
         """The upload, sent again under its request id after UNAVAILABLE or a transaction
@@ -203,6 +226,19 @@ async def _read_ahead(read: Callable[[], bytes]) -> AsyncGenerator[bytes, None]:
             yield chunk
     finally:
         await ended(pending)  # a read still running ends before its file may be closed
+
+
+def _target(path: str, relative: Path) -> str:
+    """Where a tree's file goes: under path, at its relative path."""
+    return f"{path.rstrip('/')}/{relative.as_posix()}" if path.strip("/") else relative.as_posix()
+
+
+def _failed_file(parcel: Batch | tuple[Path, int, str], error: Exception) -> Path:
+    """The file whose read failed a parcel: a batch's OSError names it (`reading`)."""
+    if not isinstance(parcel, Batch):
+        return parcel[0]
+    named = getattr(error, "filename", None)
+    return Path(named) if named is not None else parcel.files[0][0]
 
 
 def _files_under(base: Path, under: str) -> list[tuple[Path, int]]:

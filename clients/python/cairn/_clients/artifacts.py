@@ -169,11 +169,12 @@ class ArtifactClient(BaseClient):
         """Stores every file under a local directory at path/<its relative path>; returns
         what was stored, in path order.
 
-        Each file is an upload of its own (see `upload`); files under `direct_threshold`
-        go several at once, larger ones one after another (docs/artifacts.md, "Trees").
-        A failure lets the uploads under way end and begins no more: each file is stored
-        whole or not at all, and those stored stay. progress shows the tree as one
-        transfer, of the size of all its files.
+        Small files go in batches, each stored whole or not at all in one call; every
+        other file is an upload of its own (see `upload`). Batches and files under
+        `direct_threshold` go several at once, larger ones one after another
+        (docs/artifacts.md, "Trees"). A failure lets the calls under way end and begins
+        no more: each file is stored whole or not at all, and those stored stay.
+        progress shows the tree as one transfer, of the size of all its files.
 
         Raises:
             FailedPreconditionError: LOCAL_READ_FAILED, metadata path and errno: before

@@ -61,6 +61,34 @@ class UploadResponse(_message.Message):
     object: _artifacts_pb2.ObjectInfo
     def __init__(self, object: _Optional[_Union[_artifacts_pb2.ObjectInfo, _Mapping]] = ...) -> None: ...
 
+class FileContent(_message.Message):
+    __slots__ = ("path", "content", "sha256", "content_type")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    content: bytes
+    sha256: str
+    content_type: str
+    def __init__(self, path: _Optional[str] = ..., content: _Optional[bytes] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ...) -> None: ...
+
+class UploadFilesRequest(_message.Message):
+    __slots__ = ("project", "files", "overwrite")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    files: _containers.RepeatedCompositeFieldContainer[FileContent]
+    overwrite: bool
+    def __init__(self, project: _Optional[str] = ..., files: _Optional[_Iterable[_Union[FileContent, _Mapping]]] = ..., overwrite: _Optional[bool] = ...) -> None: ...
+
+class UploadFilesResponse(_message.Message):
+    __slots__ = ("objects",)
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    objects: _containers.RepeatedCompositeFieldContainer[_artifacts_pb2.ObjectInfo]
+    def __init__(self, objects: _Optional[_Iterable[_Union[_artifacts_pb2.ObjectInfo, _Mapping]]] = ...) -> None: ...
+
 class DownloadRequest(_message.Message):
     __slots__ = ("project", "path", "offset", "length")
     PROJECT_FIELD_NUMBER: _ClassVar[int]

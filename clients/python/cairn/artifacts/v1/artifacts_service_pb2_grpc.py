@@ -42,6 +42,11 @@ class ArtifactServiceStub:
                 request_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.UploadRequest.SerializeToString,
                 response_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.UploadResponse.FromString,
                 _registered_method=True)
+        self.UploadFiles = channel.unary_unary(
+                '/cairn.artifacts.v1.ArtifactService/UploadFiles',
+                request_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.UploadFilesRequest.SerializeToString,
+                response_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.UploadFilesResponse.FromString,
+                _registered_method=True)
         self.Download = channel.unary_stream(
                 '/cairn.artifacts.v1.ArtifactService/Download',
                 request_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.DownloadRequest.SerializeToString,
@@ -105,6 +110,17 @@ class ArtifactServiceServicer:
         stream that ends without a finish (a cancelled client) publishes nothing. Of
         uploads racing to create one path, exactly one succeeds; the others get
         ALREADY_EXISTS (OBJECT_ALREADY_EXISTS) and their bytes are discarded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadFiles(self, request, context):
+        """Stores several small files, each at its own path, in one call: all of them, or
+        none (a tree of small files, where a call for each costs more than its bytes).
+        Each file's sha256 is checked against its content. ALREADY_EXISTS
+        (OBJECT_ALREADY_EXISTS) when one path holds an object and overwrite is false.
+        A repeat of the call (its request id) answers what the first stored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -204,6 +220,11 @@ def add_ArtifactServiceServicer_to_server(servicer, server):
                     request_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.UploadRequest.FromString,
                     response_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.UploadResponse.SerializeToString,
             ),
+            'UploadFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.UploadFiles,
+                    request_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.UploadFilesRequest.FromString,
+                    response_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.UploadFilesResponse.SerializeToString,
+            ),
             'Download': grpc.unary_stream_rpc_method_handler(
                     servicer.Download,
                     request_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.DownloadRequest.FromString,
@@ -284,6 +305,33 @@ class ArtifactService:
             '/cairn.artifacts.v1.ArtifactService/Upload',
             cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.UploadRequest.SerializeToString,
             cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.UploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cairn.artifacts.v1.ArtifactService/UploadFiles',
+            cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.UploadFilesRequest.SerializeToString,
+            cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.UploadFilesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,247 @@
+"""UploadFiles stores a batch of small files in one call, all of them or none, once per
+request id (docs/artifacts.md, "Trees"); `upload_tree` sends a tree's small files so,
+and file by file to a server of a release before it."""
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+import cairn
+from cairn._headers import REQUEST_ID_HEADER
+from cairn.artifacts.v1 import artifacts_service_pb2 as api
+from cairn.artifacts.v1 import artifacts_service_pb2_grpc
+from cairn.exceptions import (
+    AlreadyExistsError,
+    CairnError,
+    DataLossError,
+    InvalidArgumentError,
+    from_grpc_error,
+)
+from cairn_server.common.config import Config
+from tests.conftest import eventually, new_project
+
+Files = list[tuple[str, bytes]]
+
+
+@pytest.fixture
+async def stub(
+    store: cairn.ArtifactClient, server_port: int, s3_server_port: int
+) -> AsyncIterator[artifacts_service_pb2_grpc.ArtifactServiceStub]:
+    port = server_port if store.backend == "filesystem" else s3_server_port  # type: ignore[attr-defined]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
+
+
+def _request(project: str, files: Files, overwrite: bool = False) -> api.UploadFilesRequest:
+    return api.UploadFilesRequest(
+        project=project,
+        overwrite=overwrite,
+        files=[
+            api.FileContent(path=path, content=content, sha256=hashlib.sha256(content).hexdigest())
+            for path, content in files
+        ],
+    )
+
+
+async def _send(
+    stub: artifacts_service_pb2_grpc.ArtifactServiceStub,
+    request: api.UploadFilesRequest,
+    request_id: str | None = None,
+) -> api.UploadFilesResponse:
+    try:
+        return await stub.UploadFiles(
+            request, metadata=[(REQUEST_ID_HEADER, request_id or uuid.uuid4().hex)]
+        )
+    except grpc.RpcError as error:
+        raise from_grpc_error(error) from None
+
+
+async def _paths(client: cairn.ArtifactClient) -> list[str]:
+    return [info.path for info in await client.list("", recursive=True)]
+
+
+async def test_each_file_is_stored_whole_and_answered_in_the_order_given(
+    store: cairn.ArtifactClient, stub: artifacts_service_pb2_grpc.ArtifactServiceStub
+) -> None:
+    files = [("t/b", b"second"), ("t/a", b"first"), ("t/deep/empty", b"")]
+
+    answer = await _send(stub, _request(store.project, files))
+
+    assert [(each.path, each.size) for each in answer.objects] == [
+        (path, len(content)) for path, content in files
+    ]
+    for (path, content), each in zip(files, answer.objects, strict=True):
+        assert each.sha256 == hashlib.sha256(content).hexdigest()
+        assert each.content_type == "application/octet-stream"
+        assert await store.read(path) == content
+
+
+async def test_a_repeat_answers_what_the_first_stored_and_stores_nothing_again(
+    store: cairn.ArtifactClient, stub: artifacts_service_pb2_grpc.ArtifactServiceStub, raw_objects
+) -> None:
+    request = _request(store.project, [("r/a", b"a"), ("r/b", b"b")])
+    request_id = uuid.uuid4().hex
+    first = await _send(stub, request, request_id)
+    await store.delete("r/a")
+
+    repeat = await _send(stub, request, request_id)
+
+    assert repeat == first
+    assert await _paths(store) == ["r/b"]  # r/a, deleted since, is not stored again
+    await eventually(lambda: len(raw_objects()) == 1, what="r/a's bytes removed")
+
+
+async def test_a_file_that_does_not_match_its_sha256_stores_none_of_the_call(
+    store: cairn.ArtifactClient, stub: artifacts_service_pb2_grpc.ArtifactServiceStub, raw_objects
+) -> None:
+    request = _request(store.project, [("c/a", b"a"), ("c/b", b"b")])
+    request.files[1].content = b"not b"
+
+    with pytest.raises(DataLossError) as refused:
+        await _send(stub, request)
+
+    assert refused.value.reason == "CHECKSUM_MISMATCH"
+    assert await _paths(store) == []
+    assert raw_objects() == []
+
+
+async def test_a_path_taken_refuses_the_whole_call_and_its_bytes_are_removed(
+    store: cairn.ArtifactClient, stub: artifacts_service_pb2_grpc.ArtifactServiceStub, raw_objects
+) -> None:
+    await store.upload("t/b", b"there before")
+    files = [("t/a", b"a"), ("t/b", b"b"), ("t/c", b"c")]
+
+    with pytest.raises(AlreadyExistsError) as refused:
+        await _send(stub, _request(store.project, files))
+
+    assert refused.value.reason == "OBJECT_ALREADY_EXISTS"
+    assert refused.value.metadata == {"path": "t/b"}
+    assert await _paths(store) == ["t/b"]
+    assert await store.read("t/b") == b"there before"
+    await eventually(lambda: len(raw_objects()) == 1, what="the call's own bytes removed")
+
+
+async def test_overwrite_replaces_each_object_and_lets_its_old_bytes_go(
+    store: cairn.ArtifactClient, stub: artifacts_service_pb2_grpc.ArtifactServiceStub, raw_objects
+) -> None:
+    await store.upload("o/a", b"old")
+
+    await _send(stub, _request(store.project, [("o/a", b"new"), ("o/b", b"b")], overwrite=True))
+
+    assert await store.read("o/a") == b"new"
+    await eventually(lambda: len(raw_objects()) == 2, what="the old bytes of o/a removed")
+
+
+def _twice(request: api.UploadFilesRequest) -> None:
+    request.files.append(request.files[0])
+
+
+def _too_many(request: api.UploadFilesRequest) -> None:
+    request.files.extend(
+        api.FileContent(path=f"many/{n}", sha256=hashlib.sha256(b"").hexdigest())
+        for n in range(100)
+    )
+
+
+@pytest.mark.parametrize(
+    ("spoil", "field", "reason"),
+    [
+        (_twice, "files[1].path", "INVALID_PATH"),
+        (_too_many, "files", "INVALID_ARGUMENT"),
+        (lambda request: request.ClearField("files"), "files", "INVALID_ARGUMENT"),
+        (
+            lambda request: setattr(request.files[0], "path", "../up"),
+            "files[0].path",
+            "INVALID_PATH",
+        ),
+        (
+            lambda request: setattr(request.files[0], "sha256", ""),
+            "files[0].sha256",
+            "INVALID_ARGUMENT",
+        ),
+        (
+            lambda request: setattr(request.files[0], "sha256", "xyz"),
+            "files[0].sha256",
+            "INVALID_ARGUMENT",
+        ),
+        (
+            lambda request: setattr(request.files[0], "content_type", "t\u00e9xt/plain"),
+            "files[0].content_type",
+            "INVALID_ARGUMENT",
+        ),
+    ],
+    ids=["path-twice", "too-many", "none", "path", "no-sha256", "bad-sha256", "content-type"],
+)
+async def test_a_call_refused_names_its_field(
+    store: cairn.ArtifactClient,
+    stub: artifacts_service_pb2_grpc.ArtifactServiceStub,
+    spoil,
+    field: str,
+    reason: str,
+) -> None:
+    request = _request(store.project, [("f/a", b"a")])
+    spoil(request)
+
+    with pytest.raises(InvalidArgumentError) as refused:
+        await _send(stub, request)
+
+    assert refused.value.reason == reason
+    assert [violation for violation, _ in refused.value.field_violations] == [field]
+    assert await _paths(store) == []
+
+
+async def test_a_write_failing_midway_stores_nothing_and_leaves_no_bytes(
+    server_port: int, config: Config, unique: str
+) -> None:
+    """On the filesystem backend, half the folders keys go to are files here: the writes
+    under them fail, those under the others succeed, and their bytes are removed once
+    every write ended."""
+    project = await new_project(server_port, f"fb-{unique}")
+    root = config.artifact_dir / "_objects" / project
+    root.mkdir(parents=True)
+    blockers = {root / f"{n:02x}" for n in range(0, 256, 2)}
+    for blocker in blockers:
+        blocker.write_bytes(b"")
+    files = [(f"w/{n:03}", bytes([n])) for n in range(40)]
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
+        stub = artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
+        with pytest.raises(CairnError):
+            await _send(stub, _request(project, files))
+
+    def written() -> list[Path]:
+        return [path for path in root.rglob("*") if path.is_file() and path not in blockers]
+
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", server_port, project=project
+    ) as client:
+        assert await _paths(client) == []
+    await eventually(lambda: written() == [], what="the bytes the call wrote removed")
+
+
+async def test_a_tree_goes_file_by_file_to_a_server_without_upload_files(
+    store: cairn.ArtifactClient, tmp_path: Path, server_port: int, s3_server_port: int
+) -> None:
+    """A server of a release before answers UploadFiles UNIMPLEMENTED, as gRPC answers
+    a method it does not serve: the tree goes up as before, each file an upload."""
+    port = server_port if store.backend == "filesystem" else s3_server_port  # type: ignore[attr-defined]
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_bytes(name.encode())
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        unknown = channel.unary_unary(
+            "/cairn.artifacts.v1.ArtifactService/UploadFilesOfALaterRelease",
+            request_serializer=api.UploadFilesRequest.SerializeToString,
+            response_deserializer=api.UploadFilesResponse.FromString,
+        )
+        batches = store._uploads._batches
+        batches._stub = type("Older", (), {"UploadFiles": unknown})()
+
+        stored = await store.upload_tree("old", tmp_path)
+
+    assert [info.path for info in stored] == ["old/a", "old/b", "old/c"]
+    assert store._uploads._batches_refused
+    assert await store.read("old/b") == b"b"
