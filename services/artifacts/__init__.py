@@ -93,7 +93,10 @@ SPEC = ServiceSpec(
     # Deduplicated by the publications recorded under their request ids (publication.py) and
     # the ids kept on uploads: ConfirmUpload discards what it refused, which a recorded
     # call's rollback would undo; a presigned URL is a bearer secret, never stored.
-    # (Upload, a stream, is never recorded either: its publication is.)
+    # (Upload, a stream, is never recorded either: its publication is.) UploadFiles
+    # claims its id and keeps its answer in the transaction that publishes its files,
+    # which the interceptor's would hold, with a connection, while their bytes are
+    # written (batch_store.py).
     # The ticket calls write nothing but, on S3, an upload's row (a repeat begins another,
     # which the janitor discards): an upload's ticket carries the request id to its
     # publication (CompleteUploadTicket's on S3), recorded as Upload's is;
@@ -108,6 +111,7 @@ SPEC = ServiceSpec(
             "CreateDownloadTicket",
             "CompleteUploadTicket",
             "AbortUploadTicket",
+            "UploadFiles",
         }
     ),
 )

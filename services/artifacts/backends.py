@@ -42,6 +42,10 @@ class Backend(Protocol):
         hint. An error raised by source ends the write, which then stores nothing whole."""
         ...
 
+    def put(self, key: str, content: bytes, content_type: str) -> None:
+        """Stores content, whole in memory, under a key nothing else writes."""
+        ...
+
     def open(self, key: str, offset: int, length: int) -> Generator[bytes, None, None]:
         """Chunks of length bytes from offset; raises MissingBytes when the key has none."""
         ...

@@ -116,20 +116,8 @@ class Janitor:
         removal goes on beside the calls after that, so that a call whose write
         committed answers OK though the store hangs (the row is the truth)."""
         if keys and not self._stopping.is_set():
-            removal = self._beside_calls(self._remove(keys))
+            removal = self.beside_calls(self._remove(keys))
             await asyncio.wait({removal}, timeout=COLLECT_WAIT_SECONDS)
-
-    def remove_once_ended(self, writing: asyncio.Future[Any], keys: list[str]) -> None:
-        """Removes the bytes of keys no row refers to (a failed call's own writes),
-        beside the calls, once writing has ended: a write that ended after its key's
-        removal would leave its bytes until a pass found them, a day later."""
-
-        async def removal() -> None:
-            await asyncio.wait({writing})  # its failure is the call's to tell
-            await self._remove(keys)
-
-        if not self._stopping.is_set():
-            self._beside_calls(removal())
 
     async def _remove(self, keys: list[str]) -> None:
         try:
@@ -146,9 +134,9 @@ class Janitor:
         if self._stopping.is_set():
             return
         if self._collecting is None or self._collecting.done():
-            self._collecting = self._beside_calls(self._collect_while_asked())
+            self._collecting = self.beside_calls(self._collect_while_asked())
 
-    def _beside_calls(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def beside_calls(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """work in a task of its own, cancelled when the server begins to stop. A
         context of its own too: not the log context, nor the database connection, of
         the call that asked for it."""

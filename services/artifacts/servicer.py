@@ -89,7 +89,6 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         self._backend = backend or backends.from_config(resources.config)
         self._objects = ObjectStore(resources.pool)
         self._janitor = janitor_for(resources, self._backend)
-        self._batches = FileBatches(resources.pool, self._backend, self._janitor)
         # A streamed upload takes a writer thread before it is accepted, when its client
         # starts to send: past UPLOAD_THREADS, uploads wait for one (at most
         # slots.MAX_WAITING_UPLOADS of them). Accepted first, each held the chunks its
@@ -99,6 +98,9 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
         # And one to S3 reserves the memory it holds first (budget.py).
         self._upload_memory = budget.ByteBudget(budget.UPLOAD_BYTES)
         self._admission = slots.UploadAdmission(self._upload_memory, self._writers, self._stopping)
+        self._batches = FileBatches(
+            self._objects, self._backend, self._janitor, self._admission, self._stopping, self._info
+        )
         self._downloads = asyncio.Semaphore(MAX_DOWNLOADS)
         self._download_calls = asyncio.Semaphore(MAX_DOWNLOAD_CALLS)
         self._direct = DirectTransfers(
@@ -252,8 +254,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
     async def UploadFiles(
         self, request: api.UploadFilesRequest, context: Context
     ) -> api.UploadFilesResponse:
-        stored = await self._batches.store(request)
-        return api.UploadFilesResponse(objects=[self._info(each) for each in stored])
+        return await self._batches.store(request, RequestId.of(context))
 
     async def _admit(
         self,
@@ -330,7 +331,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             reader = VerifyingReader(asyncio.get_running_loop(), 0, "")
             writing = threads.start_upload(repeats.read_to_end, reader, done)
             await pump(stream, reader, writing, self._stopping)
-            await to_its_end(writing, reader, self._stopping)
+            await to_its_end(writing, reader.abandon, self._stopping)
         repeats.check(done, reader.sha256, reader.size)
 
     def _memory_of(self, size: int) -> int:

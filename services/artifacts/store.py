@@ -17,6 +17,7 @@ import asyncpg
 
 from ..common.errors import NotFound
 from ..common.sql import unguarded
+from .batch_store import BatchUploads
 from .garbage import GarbageKeys
 from .listing import LEAST_CHARACTER, Listing, past
 from .objects import OBJECT_COLUMNS, StoredObject
@@ -28,10 +29,11 @@ from .uploads import Uploads
 COLLECTED_IN_CALL = 1000
 
 
-class ObjectStore(Uploads, Publication, GarbageKeys, Listing):
+class ObjectStore(Uploads, Publication, BatchUploads, GarbageKeys, Listing):
     """The artifact service's metadata, its parts in their modules: uploads in progress
-    (`uploads.py`), their publication (`publication.py`), garbage keys (`garbage.py`)
-    and listing (`listing.py`); here, the objects got and removed."""
+    (`uploads.py`), their publication (`publication.py`), those of UploadFiles calls
+    (`batch_store.py`), garbage keys (`garbage.py`) and listing (`listing.py`); here,
+    the objects got and removed."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import NoReturn
 
 import grpc
@@ -86,28 +86,29 @@ async def write_upload(
         header.expected_size,
     )
     await pump(stream, reader, writing, stopping)
-    await to_its_end(writing, reader, stopping)
+    await to_its_end(writing, reader.abandon, stopping)
     if not reader.verified:  # never publish what was not checked to the end
         raise invalid_field("finish", "the upload ended before its finish message")
     return reader
 
 
 async def to_its_end(
-    writing: asyncio.Future[None], reader: VerifyingReader, stopping: asyncio.Event
+    writing: asyncio.Future[None], abandon: Callable[[], None], stopping: asyncio.Event
 ) -> None:
     """Awaits the writer thread after the finish message, to its end even when the call
     is cancelled meanwhile (its deadline passes, its client leaves, as the last part or
     S3's completion goes on): what the call holds (its memory, its writer thread) is
     given back, and its bytes collected, only once the thread writes them no more, for
     a key collected first may be written after (an object nothing refers to). The
-    thread gives up where it still reads (`VerifyingReader.abandon`); then the
-    cancellation goes on. A cancel while the server stops (its grace ended) ends the
-    wait at once: a store's timeouts (a minute, retried) would keep a stopped server
-    alive, and what the thread still writes the janitor removes, as after a crash."""
+    thread is told to give up (abandon: `VerifyingReader.abandon` stops it where it
+    still reads); then the cancellation goes on. A cancel while the server stops (its
+    grace ended) ends the wait at once: a store's timeouts (a minute, retried) would
+    keep a stopped server alive, and what the thread still writes the janitor removes,
+    as after a crash."""
     try:
         await asyncio.shield(writing)
     except asyncio.CancelledError:
-        reader.abandon()
+        abandon()
         while not writing.done():
             try:
                 await asyncio.wait({writing})

@@ -291,9 +291,6 @@ def test_every_recorded_write_whose_answer_can_pass_the_bound_reads_it_again() -
         "CreateProject",  # name and description (10,000 characters at most)
         "UpdateProject",
         "StartGarbageCollection",  # a newly started operation
-        # At most batches.MAX_FILES (100) ObjectInfos, each of a path of at most 1 KiB:
-        # under 256 KiB, kept for a request that carried the files themselves.
-        "UploadFiles",
     }
     for spec in catalog.select([]):
         if not spec.records_requests:

@@ -2,11 +2,14 @@
 request id (docs/artifacts.md, "Trees"); `upload_tree` sends a tree's small files so,
 and file by file to a server of a release before it."""
 
+import asyncio
 import hashlib
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 
@@ -23,6 +26,8 @@ from cairn.exceptions import (
 )
 from cairn_server.common.config import Config
 from tests.conftest import eventually, new_project
+from tests.integration.artifacts.conftest import store_through
+from tests.proxy import StallingProxy
 
 Files = list[tuple[str, bytes]]
 
@@ -232,16 +237,125 @@ async def test_a_tree_goes_file_by_file_to_a_server_without_upload_files(
     for name in ("a", "b", "c"):
         (tmp_path / name).write_bytes(name.encode())
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        unknown = channel.unary_unary(
-            "/cairn.artifacts.v1.ArtifactService/UploadFilesOfALaterRelease",
-            request_serializer=api.UploadFilesRequest.SerializeToString,
-            response_deserializer=api.UploadFilesResponse.FromString,
-        )
-        batches = store._uploads._batches
-        batches._stub = type("Older", (), {"UploadFiles": unknown})()
+        _answer_unimplemented(store, channel)
 
         stored = await store.upload_tree("old", tmp_path)
 
     assert [info.path for info in stored] == ["old/a", "old/b", "old/c"]
     assert store._uploads._batches_refused
     assert await store.read("old/b") == b"b"
+
+
+async def test_a_tree_with_a_large_file_among_small_ones_answers_in_path_order(
+    store: cairn.ArtifactClient, tmp_path: Path
+) -> None:
+    """A file of the direct threshold goes alone, beside the batch of the small files
+    around it: the tree answered it first."""
+    store.direct_threshold = 64 * 1024
+    (tmp_path / "a.json").write_bytes(b"{}")
+    (tmp_path / "m.bin").write_bytes(os.urandom(100_000))
+    (tmp_path / "z.txt").write_bytes(b"z")
+
+    stored = await store.upload_tree("mixed", tmp_path)
+
+    assert [info.path for info in stored] == ["mixed/a.json", "mixed/m.bin", "mixed/z.txt"]
+
+
+async def test_a_file_that_grew_past_a_message_since_it_was_listed_goes_up_alone(
+    store: cairn.ArtifactClient, tmp_path: Path
+) -> None:
+    """A log still written to as its tree goes up: read whole into its batch, it made a
+    message larger than the server takes, and the whole tree failed."""
+    for name in ("a", "log", "z"):
+        (tmp_path / name).write_bytes(name.encode())
+    grown = b"log" + os.urandom(17 * 1024 * 1024)
+
+    def progress(done: int, total: int) -> None:
+        if not done:  # at the start, once the tree was listed
+            (tmp_path / "log").write_bytes(grown)
+
+    stored = await store.upload_tree("g", tmp_path, progress=progress)
+
+    assert [info.path for info in stored] == ["g/a", "g/log", "g/z"]
+    assert stored[1].size == len(grown)
+    assert await store.read("g/log") == grown
+
+
+def _answer_unimplemented(store: cairn.ArtifactClient, channel: grpc.aio.Channel) -> None:
+    """Has store's batches go to a method the server does not serve, as one of a
+    release before UploadFiles would not."""
+    unknown = channel.unary_unary(
+        "/cairn.artifacts.v1.ArtifactService/UploadFilesOfALaterRelease",
+        request_serializer=api.UploadFilesRequest.SerializeToString,
+        response_deserializer=api.UploadFilesResponse.FromString,
+    )
+    store._uploads._batches._stub = type("Older", (), {"UploadFiles": unknown})()
+
+
+async def test_a_tree_sent_file_by_file_counts_what_it_stored_when_one_fails(
+    store: cairn.ArtifactClient, tmp_path: Path, server_port: int, s3_server_port: int
+) -> None:
+    """To a server without UploadFiles a batch's files go one by one: c, removed, failed
+    the tree after a and b were stored, which it said were not."""
+    port = server_port if store.backend == "filesystem" else s3_server_port  # type: ignore[attr-defined]
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_bytes(name.encode())
+
+    def progress(done: int, total: int) -> None:
+        (tmp_path / "c").unlink(missing_ok=True)
+
+    warm = tmp_path.parent / f"{tmp_path.name}-warm"
+    warm.mkdir()
+    for name in ("x", "y"):
+        (warm / name).write_bytes(name.encode())
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        _answer_unimplemented(store, channel)
+        await store.upload_tree("warm", warm)  # which finds the server without it
+        with pytest.raises(cairn.exceptions.FailedPreconditionError) as raised:
+            await store.upload_tree("old", tmp_path, progress=progress)
+
+    assert raised.value.reason == "LOCAL_READ_FAILED"
+    assert await _paths(store) == ["old/a", "old/b", "warm/x", "warm/y"]
+    assert "2 of the tree's 3 files are stored" in str(raised.value)
+
+
+# Whether a session holds project $1's publishes lock (publication.PUBLISHES_OF_PROJECT),
+# an advisory lock whose 64-bit key pg_locks shows as two 32-bit halves.
+_PROJECT_LOCKED = """
+SELECT count(*) FROM pg_locks
+WHERE locktype = 'advisory' AND granted
+  AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 1)"""
+
+
+async def test_a_batch_holds_no_lock_of_its_project_while_its_bytes_are_written(
+    s3_config: Config, pool: asyncpg.Pool, unique: str, tmp_path: Path
+) -> None:
+    """It held its project's publishes lock, and a database connection, for as long as
+    the store took: a garbage collection's drain waited behind it, and every upload of
+    the project behind that. Its uploads are recorded instead, as an upload's are."""
+    host, port = s3_config.s3_endpoint.split(":")
+    proxy = StallingProxy(host, int(port))
+    await proxy.start()
+    for name in ("a", "b"):
+        (tmp_path / name).write_bytes(name.encode())
+    try:
+        async with store_through(
+            s3_config, pool, proxy.port, f"held-{unique}", s3_timeout_seconds=2.0
+        ) as client:
+            proxy.stall()
+            uploading = asyncio.ensure_future(client.upload_tree("t", tmp_path, timeout=30))
+
+            async def begun() -> bool:
+                return await pool.fetchval(_UPLOADS_OF, client.project) == 2
+
+            await eventually(begun, what="the batch's uploads begun")
+            assert await pool.fetchval(_PROJECT_LOCKED, client.project) == 0
+            proxy.resume()  # the write that met the stall fails; the call is sent again
+            stored = await uploading
+            assert [info.path for info in stored] == ["t/a", "t/b"]
+            assert await pool.fetchval(_UPLOADS_OF, client.project) == 0
+    finally:
+        await proxy.close()
+
+
+_UPLOADS_OF = "SELECT count(*) FROM artifacts.uploads WHERE project = $1"

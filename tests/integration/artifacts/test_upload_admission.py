@@ -8,6 +8,7 @@ import os
 import urllib.parse
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 
 import asyncpg
@@ -16,6 +17,7 @@ import pytest
 from minio.error import S3Error
 
 import cairn
+from cairn._clients import _file_batches
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc as rpc
 from cairn_server.artifacts import budget, s3, servicer, slots, streams, threads
@@ -314,3 +316,36 @@ async def test_uploads_refused_as_busy_are_sent_again_by_the_client(
         stored = await asyncio.gather(*uploads)
         await asyncio.gather(*holders)
     assert [info.size for info in stored] == [len(body) for body in bodies]
+
+
+async def test_batches_refused_as_busy_are_sent_again_by_the_client(
+    two_writers_port: int,
+    recorded: list[servicer.ArtifactServicer],
+    unique: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A tree's batches (UploadFiles) take a writer as uploads do, and the client sends
+    those refused UPLOADS_BUSY again after a backoff (they failed the tree)."""
+    port = two_writers_port
+    refusals = _busy_refusals(monkeypatch)
+    monkeypatch.setattr(_file_batches, "BATCH_FILES", 2)
+    project = await new_project(port, f"batches-{unique}")
+    for n in range(8):
+        (tmp_path / f"f{n}").write_bytes(b"file %d" % n)
+    go = asyncio.Event()
+    async with (
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        cairn.ArtifactClient.insecure_connection(
+            "127.0.0.1", port, project=project, timeout=None
+        ) as client,
+    ):
+        stub = rpc.ArtifactServiceStub(channel)
+        holders = [await _holding(stub, project, f"hold/{n}", go) for n in range(2)]
+        uploading = asyncio.ensure_future(client.upload_tree("tree", tmp_path))
+        # One batch waits for a writer; the three others are refused, and come again.
+        await eventually(lambda: len(refusals) >= 6, what="refusals sent again")
+        go.set()
+        stored = await uploading
+        await asyncio.gather(*holders)
+    assert [info.path for info in stored] == [f"tree/f{n}" for n in range(8)]

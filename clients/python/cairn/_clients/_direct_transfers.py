@@ -60,6 +60,10 @@ BEING_COMPLETED_POLL_SECONDS = 1.0
 # (jittered, so that refused clients do not come back together), as gRPC's retries wait.
 COMPLETIONS_BUSY = "COMPLETIONS_BUSY"
 BUSY_BACKOFF_SECONDS = (0.1, 2.0)  # the first wait and the longest, doubling between
+# The server lets as many uploads wait for a writer as it may: it refused this one (or a
+# batch of files, `_file_batches.py`) before storing anything, so it is sent again after
+# a backoff, as COMPLETIONS_BUSY, whatever the source.
+UPLOADS_BUSY = "UPLOADS_BUSY"
 # How long giving up an upload (AbortUploadTicket) may take: it is a courtesy to the
 # store, and the error that ended the upload waits for it.
 ABORT_SECONDS = 10.0

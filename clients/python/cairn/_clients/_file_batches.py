@@ -12,11 +12,15 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from .._backoff import backoff
 from .._headers import Metadata
 from .._transport import Transport
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
+from ..exceptions import ResourceExhaustedError
 from ..types._artifacts import ObjectInfo, object_from_proto
+from ._deadlines import within
+from ._direct_transfers import BUSY_BACKOFF_SECONDS, UPLOADS_BUSY
 from ._local_files import reading
 
 # The server's most files a call (batches.MAX_FILES).
@@ -75,24 +79,50 @@ class FileBatches:
 
     async def send(
         self, batch: Batch, overwrite: bool, timeout: float | None, metadata: Metadata | None
-    ) -> list[ObjectInfo]:
-        """Stores the batch's files; what each became, in the batch's order. An OSError
-        of a file's read names the file."""
-        files = await asyncio.to_thread(_read, batch)
-        request = api.UploadFilesRequest(
-            project=self._streams.project, files=files, overwrite=overwrite
-        )
-        reply = await self._streams.unary(
-            self._stub.UploadFiles, request, timeout=timeout, metadata=metadata
-        )
-        return [object_from_proto(stored) for stored in reply.objects]
+    ) -> tuple[list[ObjectInfo], int, list[tuple[Path, int, str]]]:
+        """Stores the batch's files, read and sent within timeout; returns what they
+        became, in the batch's order, how many bytes they held, and the files that grew
+        past their listed size since, not sent: each is the caller's to upload alone (a
+        log still written to may grow without end). An OSError of a file's read names
+        the file."""
+        async with within(timeout, f"the upload of {len(batch.files)} files"):
+            files, grown = await asyncio.to_thread(_read, batch)
+            if not files:
+                return [], 0, grown
+            request = api.UploadFilesRequest(
+                project=self._streams.project, files=files, overwrite=overwrite
+            )
+            reply = await self._unary_when_admitted(request, timeout, metadata)
+        sent = sum(len(file.content) for file in files)
+        return [object_from_proto(stored) for stored in reply.objects], sent, grown
+
+    async def _unary_when_admitted(
+        self, request: api.UploadFilesRequest, timeout: float | None, metadata: Metadata | None
+    ) -> api.UploadFilesResponse:
+        """The call, sent again after a backoff while the server refuses it UPLOADS_BUSY
+        (nothing stored), as an upload is."""
+        waits = backoff(*BUSY_BACKOFF_SECONDS)
+        while True:
+            try:
+                return await self._streams.unary(
+                    self._stub.UploadFiles, request, timeout=timeout, metadata=metadata
+                )
+            except ResourceExhaustedError as error:
+                if error.reason != UPLOADS_BUSY:
+                    raise
+            await asyncio.sleep(next(waits))
 
 
-def _read(batch: Batch) -> list[api.FileContent]:
-    files = []
-    for file, _, path in batch.files:
-        with reading(file):
-            content = file.read_bytes()
+def _read(batch: Batch) -> tuple[list[api.FileContent], list[tuple[Path, int, str]]]:
+    """The batch's files within their listed sizes, and those that grew past them."""
+    files, grown = [], []
+    for entry in batch.files:
+        file, size, path = entry
+        with reading(file), file.open("rb") as source:
+            content = source.read(size + 1)  # no more: it may have grown without end
+        if len(content) > size:
+            grown.append(entry)
+            continue
         sha256 = hashlib.sha256(content).hexdigest()
         files.append(api.FileContent(path=path, content=content, sha256=sha256))
-    return files
+    return files, grown

@@ -27,6 +27,7 @@ from ._deadlines import within
 from ._direct_transfers import (
     BUSY_BACKOFF_SECONDS,
     UPLOAD_RETRY_WAITS,
+    UPLOADS_BUSY,
     CompletionFailed,
     DirectTransfers,
     Upload,
@@ -47,10 +48,6 @@ from ._many_files import moves_alone, upload_each
 # What an upload sends a message: under 1 MiB with its framing, the least message a
 # server may be given (CAIRN_MAX_MESSAGE_BYTES); 1 MiB whole was refused by such a one.
 CHUNK = 1023 * 1024
-# The server lets as many uploads wait for a writer as it may: it refused this one at its
-# header, before a byte of the source was read, so it is sent again after a backoff, as
-# COMPLETIONS_BUSY (_direct_transfers.py), whatever the source.
-UPLOADS_BUSY = "UPLOADS_BUSY"
 
 
 class Uploads:
@@ -109,23 +106,33 @@ class Uploads:
         threshold = self._threshold()
         targets = [(file, size, _target(path, file.relative_to(local_dir))) for file, size in files]
         with meter(progress, "upload", tree_label(path, len(files)), total) as counted:
+            # What is stored, by path, as each call ends: a batch sent file by file (to a
+            # server of a release before UploadFiles) fails partway with some stored.
+            stored: dict[str, ObjectInfo] = {}
 
-            async def send_one(file: Path, size: int, target: str) -> list[ObjectInfo]:
+            async def send_one(file: Path, size: int, target: str) -> None:
                 part = counted.part(size)
-                return [await self.send(target, file, overwrite, None, part, timeout, metadata)]
+                info = await self.send(target, file, overwrite, None, part, timeout, metadata)
+                stored[info.path] = info
 
-            async def send(parcel: Batch | tuple[Path, int, str]) -> list[ObjectInfo]:
+            async def send(parcel: Batch | tuple[Path, int, str]) -> None:
                 if not isinstance(parcel, Batch):
                     return await send_one(*parcel)
-                if self._batches_refused:  # a server of a release before UploadFiles
-                    return [info for file in parcel.files for info in await send_one(*file)]
-                try:
-                    stored = await self._batches.send(parcel, overwrite, timeout, metadata)
-                except UnimplementedError:
-                    self._batches_refused = True
-                    return await send(parcel)
-                counted.part(parcel.size).reach(parcel.size)
-                return stored
+                if not self._batches_refused:
+                    try:
+                        sent, size, grown = await self._batches.send(
+                            parcel, overwrite, timeout, metadata
+                        )
+                    except UnimplementedError:
+                        self._batches_refused = True  # a server of a release before
+                    else:
+                        stored.update((info.path, info) for info in sent)
+                        counted.part(size).reach(size)
+                        for file in grown:
+                            await send_one(*file)
+                        return
+                for file in parcel.files:
+                    await send_one(*file)
 
             def alone(size: int) -> bool:
                 return moves_alone(size, threshold)
@@ -137,11 +144,9 @@ class Uploads:
             )
             if moved.failure is not None:
                 parcel, error = moved.failure
-                failed = _failed_file(parcel, error)
-                stored = sum(len(results) for results in moved.results)
-                with local_reads(failed, _stored_of(stored, len(files))):
+                with local_reads(_failed_file(parcel, error), _stored_of(len(stored), len(files))):
                     raise error
-        return [info for results in moved.results for info in results]
+        return [stored[target] for _, _, target in targets]
 
     async def _attempts(self, upload: Upload, deadline: asyncio.Timeout) -> ObjectInfo:
         """The upload, sent again under its request id after UNAVAILABLE or a transaction
