@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
@@ -152,32 +152,20 @@ def _too_many(request: api.UploadFilesRequest) -> None:
     )
 
 
+def _first_file(field: str, value: str) -> Callable[[api.UploadFilesRequest], None]:
+    return lambda request: setattr(request.files[0], field, value)
+
+
 @pytest.mark.parametrize(
     ("spoil", "field", "reason"),
     [
         (_twice, "files[1].path", "INVALID_PATH"),
         (_too_many, "files", "INVALID_ARGUMENT"),
         (lambda request: request.ClearField("files"), "files", "INVALID_ARGUMENT"),
-        (
-            lambda request: setattr(request.files[0], "path", "../up"),
-            "files[0].path",
-            "INVALID_PATH",
-        ),
-        (
-            lambda request: setattr(request.files[0], "sha256", ""),
-            "files[0].sha256",
-            "INVALID_ARGUMENT",
-        ),
-        (
-            lambda request: setattr(request.files[0], "sha256", "xyz"),
-            "files[0].sha256",
-            "INVALID_ARGUMENT",
-        ),
-        (
-            lambda request: setattr(request.files[0], "content_type", "t\u00e9xt/plain"),
-            "files[0].content_type",
-            "INVALID_ARGUMENT",
-        ),
+        (_first_file("path", "../up"), "files[0].path", "INVALID_PATH"),
+        (_first_file("sha256", ""), "files[0].sha256", "INVALID_ARGUMENT"),
+        (_first_file("sha256", "xyz"), "files[0].sha256", "INVALID_ARGUMENT"),
+        (_first_file("content_type", "t\u00e9xt"), "files[0].content_type", "INVALID_ARGUMENT"),
     ],
     ids=["path-twice", "too-many", "none", "path", "no-sha256", "bad-sha256", "content-type"],
 )
