@@ -154,15 +154,19 @@ async def _take_uploads(
     """Spends the call's uploads; returns when they began. Statements after the locks:
     they see a drain's or a close's work committed meanwhile."""
     taken = await conn.fetch(
-        "DELETE FROM artifacts.uploads WHERE upload_id = ANY($1::uuid[]) RETURNING create_time",
+        """DELETE FROM artifacts.uploads WHERE upload_id = ANY($1::uuid[])
+           RETURNING upload_id, create_time""",
         [file.upload_id for file in files],
     )
     await check_open(conn, project, *(file.path for file in files))
-    if len(taken) < len(files):
+    spent = {row["upload_id"] for row in taken}
+    if gone := [file.path for file in files if file.upload_id not in spent]:
         raise Aborted(
             UPLOAD_EXPIRED,
-            "the call's uploads were ended before they published: the janitor took them, "
-            "or a garbage collection removed a directory they were begun in; upload again",
+            f"the upload of {gone[0]!r} (and of {len(gone) - 1} other files of the call) "
+            "ended before it published: the janitor took it, or a garbage collection "
+            "removed a directory it was begun in; upload again",
+            metadata={"path": gone[0]},
         )
     begun: datetime = min(row["create_time"] for row in taken)
     return begun

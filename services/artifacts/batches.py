@@ -129,9 +129,9 @@ class FileBatches:
             claim = Claim(METHOD, request_id, fingerprint)
             if (kept := await self._objects.answered(claim)) is not None:
                 return api.UploadFilesResponse.FromString(kept)
-        await self._objects.begin_files(project, files, request.overwrite)
         writing: asyncio.Future[None] | None = None
         try:
+            await self._objects.begin_files(project, files, request.overwrite)
             # Its content counts against the uploads' memory while it is written.
             async with self._admission.held(sum(len(file.content) for file in files)):
                 given_up = threading.Event()

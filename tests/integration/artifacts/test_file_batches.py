@@ -7,6 +7,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -18,14 +19,16 @@ from cairn._headers import REQUEST_ID_HEADER
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc
 from cairn.exceptions import (
+    AbortedError,
     AlreadyExistsError,
     CairnError,
     DataLossError,
     InvalidArgumentError,
     from_grpc_error,
 )
+from cairn_server.artifacts.store import ObjectStore
 from cairn_server.common.config import Config
-from tests.conftest import eventually, new_project
+from tests.conftest import eventually, holds_up_another, new_project
 from tests.integration.artifacts.conftest import store_through
 from tests.proxy import StallingProxy
 
@@ -347,3 +350,32 @@ async def test_a_batch_holds_no_lock_of_its_project_while_its_bytes_are_written(
 
 
 _UPLOADS_OF = "SELECT count(*) FROM artifacts.uploads WHERE project = $1"
+
+
+async def test_a_batch_whose_uploads_expired_as_it_waited_stores_none_and_names_a_file(
+    store: cairn.ArtifactClient,
+    stub: artifacts_service_pb2_grpc.ArtifactServiceStub,
+    pool: asyncpg.Pool,
+) -> None:
+    """The janitor expired the call's uploads while its publication waited for a path
+    another publication held: it stores none of its files, and says which upload went,
+    as an upload does (the batch's error named none)."""
+    files = [("e/a", b"a"), ("e/b", b"b")]
+    async with pool.acquire() as holder, holder.transaction():
+        await holder.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"{store.project}/e/b"
+        )
+        sending = asyncio.ensure_future(_send(stub, _request(store.project, files)))
+        await eventually(lambda: holds_up_another(holder), what="the batch's publication")
+        assert await ObjectStore(pool).expire_uploads(timedelta(0)) >= 2
+    with pytest.raises(AbortedError) as expired:
+        await sending
+
+    assert expired.value.reason == "UPLOAD_EXPIRED"
+    assert expired.value.metadata == {"path": "e/a"}
+    assert await _paths(store) == []
+    garbage = await pool.fetchval(
+        "SELECT count(*) FROM artifacts.garbage WHERE storage_key LIKE $1",
+        f"_objects/{store.project}/%",
+    )
+    assert garbage == 2  # the expiry's: its bytes go at the janitor's next pass
