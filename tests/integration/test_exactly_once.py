@@ -7,6 +7,7 @@ import datetime
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
@@ -382,6 +383,28 @@ async def test_an_upload_whose_answer_is_lost_is_answered_with_what_it_stored(
         assert await store.read(f"once-{unique}/model.bin") == b"weights"
 
 
+async def test_a_tree_whose_batch_answer_is_lost_is_stored_once(
+    proxy: AnswerDroppingProxy, pool, unique: str, tmp_path: Path
+) -> None:
+    """The answer of the tree's one UploadFiles call is lost: the client sends the call
+    again under its request id, which answers what the first stored (not ALREADY_EXISTS),
+    and publishes nothing again."""
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_bytes(name.encode())
+    async with cairn.ArtifactClient.insecure_connection("127.0.0.1", proxy.port) as store:
+        proxy.drop_next()
+        stored = await store.upload_tree(f"once-{unique}", tmp_path)
+        assert proxy.dropped == 1
+        assert [info.path for info in stored] == [f"once-{unique}/{n}" for n in "abc"]
+        assert await store.read(f"once-{unique}/b") == b"b"
+    published = await pool.fetchval(
+        "SELECT count(*) FROM artifacts.objects WHERE path LIKE $1", f"once-{unique}/%"
+    )
+    assert published == 3
+    left = "SELECT count(*) FROM artifacts.uploads WHERE path LIKE $1"
+    assert await pool.fetchval(left, f"once-{unique}/%") == 0
+
+
 async def test_a_request_id_reused_for_another_request_is_refused(
     server_port: int, unique: str
 ) -> None:
@@ -446,6 +469,10 @@ def test_every_write_of_the_recording_services_runs_once_per_request_id(pool) ->
                     "CompleteUploadTicket",
                     # A repeat finds no upload left to give up, and answers OK.
                     "AbortUploadTicket",
+                    # Claims its id, and keeps its answer, in the transaction that
+                    # publishes its files (the interceptor's would hold a connection
+                    # while their bytes are written).
+                    "UploadFiles",
                 )
                 assert _resent(spec.full_name, name)
                 continue
