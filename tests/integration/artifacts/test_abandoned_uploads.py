@@ -80,6 +80,9 @@ async def test_an_upload_cancelled_by_its_caller_ends_on_the_server(
         assert await asyncio.to_thread(reading.wait, 30)
         await eventually(lambda: _opened(pool, store.project), what="the server opens it")
         task.cancel()
+        # The cancelled call waits for its read to end before it closes the source
+        # (its read would read a closed file): held until the finally, it waited 30 s.
+        release.set()
         with pytest.raises(asyncio.CancelledError):
             await task
         await _no_upload_open(pool, store.project)
