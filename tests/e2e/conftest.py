@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,9 +41,19 @@ class ServerProcess:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port a server started next may listen on. Below the ephemeral range: a port
+    the kernel handed out for a bind to port 0 is one it also gives to the outgoing
+    connections of other processes (the other test worker's), and one took it before
+    the server bound it (Address already in use)."""
+    lowest_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(10_000, max(lowest_ephemeral, 10_001))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use: another
+            return port
 
 
 def tool(name: str) -> str:
