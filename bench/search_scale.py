@@ -1,6 +1,7 @@
-"""`make bench-search-scale`: searching one experiment of 10,000 and 100,000 runs.
+"""`make bench-search-scale`: searching 10,000 and 100,000 runs, in one experiment and
+in two searched together.
 
-Each size gets a fresh PostgreSQL, bulk-loaded in SQL: runs with five params, tags and
+Each size and layout gets a fresh PostgreSQL, bulk-loaded in SQL: runs with five params, tags and
 metrics each (model one of 4 values, optimizer one of 3, team one of 4, acc uniform in
 [0, 1)), each run's values written together, as one LogBatch writes them. Autovacuum
 is off for the loaded tables, so the first measurements see what a search sees right
@@ -13,6 +14,9 @@ same database in the same run: the statements the search ran before it walked th
 newest-first index and loaded a page's runs by primary key (kept here as text). A
 baseline call is cut off at BASELINE_TIMEOUT. The scan is also measured end to end:
 through `cairn serve tracking` and the async Python client, pages decoded into Runs.
+Two experiments of half the runs each are then searched at once the same way (the
+store's first pages and scan only): their baseline is the sort, which searches of
+several experiments ran before they walked each experiment's newest runs.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ SHAPES = [
         ["attributes.start_time DESC"],
     ),
 ]
+# A size is loaded as one experiment, then (in a database of its own) as two of half
+# the runs each, searched together.
+EXPERIMENTS = (1, 2)
 CALLS = 9
 BUDGET_SECONDS = 10.0  # per measurement: fewer calls when one is slow
 # A scan stops after this long and reports its rate so far, and how far it got: the
@@ -80,14 +87,15 @@ _SEED = [
 ]
 
 
-async def load(pool: asyncpg.Pool, runs: int) -> int:
+async def load(pool: asyncpg.Pool, runs: int, name: str) -> int:
     """An experiment of `runs` runs, one second apart; its id."""
     async with pool.acquire() as conn:
         for table in _TABLES:
             await conn.execute(f"ALTER TABLE tracking.{table} SET (autovacuum_enabled = false)")
         experiment_id: int = await conn.fetchval(
             """INSERT INTO tracking.experiments (project, name, artifact_location)
-               VALUES ('default', 'scale', '') RETURNING experiment_id"""
+               VALUES ('default', $1, '') RETURNING experiment_id""",
+            name,
         )
         await conn.execute(
             """INSERT INTO tracking.runs
@@ -103,7 +111,9 @@ async def load(pool: asyncpg.Pool, runs: int) -> int:
                 f"""INSERT INTO tracking.{table}
                     SELECT r.run_id, {key}, {value}
                     FROM tracking.runs r, generate_series(0, 4) AS k
-                    ORDER BY r.start_time, k"""
+                    WHERE r.experiment_id = $1
+                    ORDER BY r.start_time, k""",
+                experiment_id,
             )
         # Every run's total, as writes through the service keep it.
         await conn.execute("UPDATE tracking.run_sizes SET bytes = tracking.run_bytes(run_id)")
@@ -252,21 +262,27 @@ async def _rate(page: Callable[[Any], Awaitable[tuple[int, Any]]], token: Any) -
 async def measure(
     pools: dict[str, asyncpg.Pool],
     client: cairn.TrackingClient,
-    experiment_id: int,
+    experiment_ids: list[int],
     runs: int,
     stats: str,
 ) -> None:
+    """The rows of one database: with several experiments, their first pages and the
+    scan, searched all at once."""
+    across = f" across {len(experiment_ids)} experiments" if len(experiment_ids) > 1 else ""
     for name, text, order in SHAPES:
         query = search.RunQuery(
-            "default", [experiment_id], text, order, ViewType.ACTIVE_ONLY, 100, ""
+            "default", experiment_ids, text, order, ViewType.ACTIVE_ONLY, 100, ""
         )
         before = await first_page_p50(pools["baseline"], previous_search, query)
         now = await first_page_p50(pools["now"], search.search_runs, query)
-        _row(runs, stats, f"first page: {name}", before, now)
-    query = search.RunQuery("default", [experiment_id], "", [], ViewType.ACTIVE_ONLY, 1000, "")
+        _row(runs, stats, f"first page{across}: {name}", before, now)
+    query = search.RunQuery("default", experiment_ids, "", [], ViewType.ACTIVE_ONLY, 1000, "")
     before = await scan_rate(pools["baseline"], previous_search, query)
     now = await scan_rate(pools["now"], search.search_runs, query)
-    _row(runs, stats, "scan every run, 1,000 a page", before, now)
+    _row(runs, stats, f"scan every run{across}, 1,000 a page", before, now)
+    if across:
+        return
+    (experiment_id,) = experiment_ids
     now = await api_scan_rate(client, experiment_id)
     _row(runs, stats, "the same scan through gRPC and the Python client", "", now)
     now = await api_table_rate(client, experiment_id, runs)
@@ -277,7 +293,8 @@ def _row(runs: int, stats: str, name: str, before: str, now: str) -> None:
     print(f"| {runs:,} | {stats} | {name} | {before} | {now} |", flush=True)
 
 
-async def one_size(runs: int) -> None:
+async def one_size(runs: int, experiments: int) -> None:
+    """A fresh database of `runs` runs, shared evenly by the experiments."""
     with postgres() as database_url:
         pools = {
             "now": await asyncpg.create_pool(database_url, min_size=1, max_size=1),
@@ -290,15 +307,18 @@ async def one_size(runs: int) -> None:
         }
         try:
             await migrate(pools["now"], catalog.select(["tracking"]))
-            experiment_id = await load(pools["now"], runs)
+            experiment_ids = [
+                await load(pools["now"], runs // experiments, f"scale-{n}")
+                for n in range(experiments)
+            ]
             with serve(database_url, "tracking") as server:
                 async with cairn.TrackingClient.insecure_connection(
                     "127.0.0.1", server.port, timeout=600
                 ) as client:
-                    await measure(pools, client, experiment_id, runs, "none (bulk load)")
+                    await measure(pools, client, experiment_ids, runs, "none (bulk load)")
                     tables = ", ".join(f"tracking.{t}" for t in _TABLES)
                     await pools["now"].execute(f"ANALYZE {tables}")
-                    await measure(pools, client, experiment_id, runs, "analyzed")
+                    await measure(pools, client, experiment_ids, runs, "analyzed")
         finally:
             for pool in pools.values():
                 await pool.close()
@@ -306,13 +326,15 @@ async def one_size(runs: int) -> None:
 
 async def main() -> None:
     logs.configure("warning", "console")  # the migrations' lines would fall into the table
-    print("search one experiment through the tracking store (p50 of the first page of 100;")
-    print(f"a scan of every run, 1,000 a page); previous statements cut off at {BASELINE_TIMEOUT}")
+    print("search one experiment, then two of half the runs each, through the tracking store")
+    print("(p50 of the first page of 100; a scan of every run, 1,000 a page); previous")
+    print(f"statements cut off at {BASELINE_TIMEOUT}")
     print()
     print("| runs | statistics | search | previous SQL | now |")
     print("|---|---|---|---|---|")
     for runs in [int(arg) for arg in sys.argv[1:]] or SIZES:
-        await one_size(runs)
+        for experiments in EXPERIMENTS:
+            await one_size(runs, experiments)
 
 
 if __name__ == "__main__":

@@ -120,9 +120,7 @@ async def _page_rows(
         candidates = _candidates(rare, scope.params)
         statement = _sorted_scan(terms, keyset, scope, last, wanted, candidates)
         return await conn.fetch(statement, *scope.params.values)
-    # One experiment only: merging walks that each stopped after walks.WALK_LIMIT runs could
-    # fill a page from one experiment past where another's walk stopped unread.
-    if walks.newest_first(terms) and len(set(query.experiment_ids)) == 1:
+    if walks.newest_first(terms):
         walked = await walks.walk_newest_first(conn, query, last, wanted)
         if walked is not None:
             return walked

@@ -163,21 +163,24 @@ def newest_first(terms: list[tuple[Identifier, bool]]) -> bool:
 async def walk_newest_first(
     conn: asyncpg.Connection, query: RunQuery, last: list[Any] | None, wanted: int
 ) -> list[asyncpg.Record] | None:
-    """Newest first in one experiment: walk its (experiment_id, start_time DESC, run_id)
-    index from the page's start, the filter tested run by run, and stop after `wanted`
-    matches, so a page costs about its own size rather than sorting the experiment. A
-    start time is never NULL: the "missing" flag is always 0.
+    """Newest first: walk each experiment's (experiment_id, start_time DESC, run_id)
+    index from the page's start, the filter tested run by run, stop after `wanted`
+    matches, and merge the experiments' walks: a page costs about its own size rather
+    than sorting the experiments. A start time is never NULL: the "missing" flag is
+    always 0.
 
     The walk reads each run's row as it goes: the filter is tested on that row, not on
     the run looked up again.
 
-    A filter that few runs meet would make the walk visit most of the experiment, one
-    lookup per run: the walk gives up after WALK_LIMIT runs and returns None, and the
-    caller sorts instead (hash joins over the filter's keys, chosen by the planner)."""
+    A filter that few runs meet would make the walk visit most of the runs, one lookup
+    per run: WALK_LIMIT runs are shared out among the experiments, and when an
+    experiment's walk stopped short of runs that may belong in the page (see
+    _walked_too_far), the walk gives up and returns None, and the caller sorts instead
+    (hash joins over the filter's keys, chosen by the planner)."""
     scope = run_scope(query, per_run=True)
     params = scope.params
     start = _newer_after(last, params)
-    limit, walked = params.add(wanted), params.add(WALK_LIMIT)
+    limit, walked = params.add(wanted), params.add(_walk_limit(query))
     # Sorting is disabled for the statement: without statistics (right after a bulk
     # load) PostgreSQL expects the filter to keep a run or two and would rather sort
     # every run of the experiment than walk the index, a hundred times slower. OFFSET 0
@@ -205,9 +208,17 @@ async def walk_newest_first(
         *params.values,
     )
     await conn.execute(SORTING_AGAIN)
-    if len(rows) == wanted or not await _walked_too_far(conn, query, last):
+    # One experiment's walk that filled the page read every run up to the page's end.
+    filled_alone = len(rows) == wanted and len(set(query.experiment_ids)) == 1
+    end = rows[-1] if len(rows) == wanted else None
+    if filled_alone or not await _walked_too_far(conn, query, last, end):
         return rows
     return None
+
+
+def _walk_limit(query: RunQuery) -> int:
+    """How many runs each experiment's walk visits at most: WALK_LIMIT among them all."""
+    return max(WALK_LIMIT // len(set(query.experiment_ids)), 1)
 
 
 def _newer_after(last: list[Any] | None, params: Params) -> str:
@@ -220,20 +231,38 @@ def _newer_after(last: list[Any] | None, params: Params) -> str:
     return f"(o.start_time <= {time} AND (o.start_time < {time} OR o.run_id > {run_id}))"
 
 
+def _not_after(end: asyncpg.Record | None, params: Params) -> str:
+    """Runs (as o) up to the page's last run, end, in newest-first order (all: None)."""
+    if end is None:
+        return "TRUE"
+    time, run_id = params.add(end["v0"], "bigint"), params.add(end["tiebreak"], "uuid")
+    return f"(o.start_time >= {time} AND (o.start_time > {time} OR o.run_id <= {run_id}))"
+
+
 async def _walked_too_far(
-    conn: asyncpg.Connection, query: RunQuery, last: list[Any] | None
+    conn: asyncpg.Connection,
+    query: RunQuery,
+    last: list[Any] | None,
+    end: asyncpg.Record | None,
 ) -> bool:
-    """Whether the experiment holds more than WALK_LIMIT runs from the page's start (so
-    the walk may have stopped short)."""
+    """Whether an experiment holds more runs than its walk visits (_walk_limit) from
+    the page's start to its last run, end (to the experiment's last run when the page
+    is not full, end None): its walk stopped short, and a run it left unread may belong
+    in the page. Otherwise every run up to the page's end was walked, in every
+    experiment, so the merged walks hold the page's runs."""
     params = Params(list(query.experiment_ids))
-    start = _newer_after(last, params)
-    walked = params.add(WALK_LIMIT)
+    within = f"{_newer_after(last, params)} AND {_not_after(end, params)}"
+    walked = params.add(_walk_limit(query))
     return bool(
         await conn.fetchval(
-            f"""SELECT count(*) > {walked} FROM (
-                    SELECT 1 FROM tracking.runs o
-                    WHERE o.experiment_id = ANY($1::bigint[]) AND {start}
-                    LIMIT {walked} + 1
+            f"""SELECT coalesce(bool_or(c.runs > {walked}), false)
+                FROM (SELECT DISTINCT unnest($1::bigint[])) AS x(experiment_id)
+                CROSS JOIN LATERAL (
+                    SELECT count(*) AS runs FROM (
+                        SELECT 1 FROM tracking.runs o
+                        WHERE o.experiment_id = x.experiment_id AND {within}
+                        LIMIT {walked} + 1
+                    ) o
                 ) c""",
             *params.values,
         )

@@ -210,6 +210,47 @@ async def test_a_sweep_in_one_experiment_hides_no_older_match_of_another(
     assert len(found) == 31
 
 
+async def test_a_search_of_several_experiments_walks_their_newest_runs(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three experiments whose runs mostly meet the filter: every page is the merge of
+    each experiment's walk, where the search sorted every run of them all (a minute per
+    page of 100,000 runs right after a bulk load, make bench-search-scale)."""
+    monkeypatch.setattr(walks, "WALK_LIMIT", 60)
+    monkeypatch.setattr(search, "RARE_LIMIT", 0)
+    ids = [await _new_experiment(pool) for _ in range(3)]
+    for n, experiment in enumerate(ids):
+        await _runs(pool, experiment, [(3 * i + n, "adam" if i % 4 else "sgd") for i in range(40)])
+    outcomes = _walk_outcomes(monkeypatch, "walk_newest_first")
+    query = search.RunQuery("default", ids, "params.optimizer = 'adam'", [], ViewType.ALL, 25, "")
+    found = await _paged(pool, query)
+    assert found == await _sorted(pool, query)
+    assert len(found) == 90
+    assert outcomes == [True] * 4
+
+
+async def test_a_walk_stopped_short_behind_the_page_still_answers(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Experiment A: 100 runs the filter rejects, all older than B's 50 matches. A's
+    walk stops short (WALK_LIMIT shared between the two), but behind the first page's
+    last run, so the page is walked; the second page reaches A's unwalked runs, which
+    the search then sorts."""
+    monkeypatch.setattr(walks, "WALK_LIMIT", 60)
+    monkeypatch.setattr(search, "RARE_LIMIT", 0)
+    a, b = await _new_experiment(pool), await _new_experiment(pool)
+    await _runs(pool, a, [(i, "sgd") for i in range(100)])
+    await _runs(pool, b, [(1000 + i, "adam") for i in range(50)])
+    outcomes = _walk_outcomes(monkeypatch, "walk_newest_first")
+    query = search.RunQuery(
+        "default", [a, b], "params.optimizer = 'adam'", [], ViewType.ALL, 25, ""
+    )
+    found = await _paged(pool, query)
+    assert found == await _sorted(pool, query)
+    assert len(found) == 50
+    assert outcomes == [True, False]
+
+
 async def test_the_walk_and_the_sort_each_answer_in_one_experiment(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
