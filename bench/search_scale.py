@@ -1,22 +1,23 @@
 """`make bench-search-scale`: searching 10,000 and 100,000 runs, in one experiment and
 in two searched together.
 
-Each size and layout gets a fresh PostgreSQL, bulk-loaded in SQL: runs with five params, tags and
-metrics each (model one of 4 values, optimizer one of 3, team one of 4, acc uniform in
-[0, 1)), each run's values written together, as one LogBatch writes them. Autovacuum
-is off for the loaded tables, so the first measurements see what a search sees right
-after a bulk load: no statistics. Then ANALYZE, and the same again.
+Each size and layout gets a fresh PostgreSQL, bulk-loaded in SQL: runs with five
+params, tags and metrics each (model one of 4 values, optimizer one of 3, team one of
+4, acc uniform in [0, 1)), each run's values written together, as one LogBatch writes
+them. Autovacuum is off for the loaded tables, so the first measurements see what a
+search sees right after a bulk load: no statistics. Then ANALYZE, and the same again.
 
 Measured through the tracking store (statement and loading of the page's runs, as
 SearchRuns runs them, without gRPC): the first page (100 runs) of three filters people
-write, p50 of several calls, and a scan of every run, 1,000 a page. The baseline, on the
-same database in the same run: the statements the search ran before it walked the
-newest-first index and loaded a page's runs by primary key (kept here as text). A
-baseline call is cut off at BASELINE_TIMEOUT. The scan is also measured end to end:
-through `cairn serve tracking` and the async Python client, pages decoded into Runs.
-Two experiments of half the runs each are then searched at once the same way (the
-store's first pages and scan only): their baseline is the sort, which searches of
-several experiments ran before they walked each experiment's newest runs.
+write and of an order no index holds (a param's), p50 of several calls, and a scan of
+every run, 1,000 a page. The baseline, on the same database in the same run: the
+statements the search ran before it walked the newest-first index, sorted run by run
+and loaded a page's runs by primary key (kept here as text). A baseline call is cut
+off at BASELINE_TIMEOUT. The scan is also measured end to end: through `cairn serve
+tracking` and the async Python client, pages decoded into Runs. Two experiments of
+half the runs each are then searched at once the same way (the store's first pages
+and scan only): their baseline is the sort, which searches of several experiments ran
+before they walked each experiment's newest runs.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ SHAPES = [
         "team = 'vision' and optimizer = 'adam', newest first",
         "tags.team = 'vision' and params.optimizer = 'adam'",
         ["attributes.start_time DESC"],
+    ),
+    (
+        "team = 'vision' and optimizer = 'adam', by model (sorted)",
+        "tags.team = 'vision' and params.optimizer = 'adam'",
+        ["params.model DESC"],
     ),
 ]
 # A size is loaded as one experiment, then (in a database of its own) as two of half

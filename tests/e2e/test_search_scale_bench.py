@@ -34,7 +34,7 @@ def test_the_search_scale_benchmark_runs_its_table() -> None:
     )
     assert ran.returncode == 0, ran.stderr[-3000:]
     rows = [line for line in ran.stdout.splitlines() if line.startswith(f"| {RUNS} |")]
-    assert len(rows) == 20, ran.stdout
+    assert len(rows) == 24, ran.stdout
     for row in rows:
         assert ROW.match(row), row
     assert "migration applied" not in ran.stdout
