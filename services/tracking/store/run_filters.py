@@ -95,6 +95,8 @@ class Scope:
     params: Params
     joins: str
     where: str
+    # The placeholder of the searched experiments' ids (bigint[]).
+    experiments: str
 
 
 def run_scope(query: RunQuery, per_run: bool = False) -> Scope:
@@ -103,9 +105,10 @@ def run_scope(query: RunQuery, per_run: bool = False) -> Scope:
     keys are compared in a form no index serves (`+ 0`, `|| ''`), since without
     statistics PostgreSQL may pick runs_by_experiment or the (key, value) indexes for
     the lookup and read every entry of the experiment or the value for each run."""
-    params = Params(query.project, list(query.experiment_ids))
+    params = Params(query.project)
+    experiments = params.add(list(query.experiment_ids), "bigint[]")
     experiment = "r.experiment_id + 0" if per_run else "r.experiment_id"
-    where = ["r.project = $1", f"{experiment} = ANY($2::bigint[])", _view(query.view_type)]
+    where = ["r.project = $1", f"{experiment} = ANY({experiments})", _view(query.view_type)]
     lookups = filter_sql.Lookups(
         params, TABLES, ("run_id", "r.run_id"), per_owner=per_run, prefix=VALUE_PREFIX
     )
@@ -113,7 +116,8 @@ def run_scope(query: RunQuery, per_run: bool = False) -> Scope:
     node = parse_filter(query.filter)
     if node is not None:
         where.append(_compile(node, params, lookups, inputs))
-    return Scope(params, " ".join([*lookups.joins, *inputs.joins()]), " AND ".join(where))
+    joins = " ".join([*lookups.joins, *inputs.joins()])
+    return Scope(params, joins, " AND ".join(where), experiments)
 
 
 def parse_filter(text: str) -> filters.Node | None:

@@ -52,11 +52,11 @@ Fitting = Callable[[RunPage, Callable[[int], int]], int]
 # is answered from those runs alone (see _rarest_value).
 RARE_LIMIT = 1_000
 # A sort tests the filter run by run when the experiments hold at most this many runs
-# (see _sorted_run_by_run), or while one of these tables holds UNANALYZED_BYTES without
+# (see _sorts_run_by_run), or while one of these tables holds UNANALYZED_BYTES without
 # statistics (a smaller one costs little however it is joined, and autovacuum analyzes
 # a table once it holds 50 rows).
-PER_RUN_SORT_LIMIT = 10_000
-ANALYZED_TABLES = ("runs", "params", "tags", "latest_metrics")
+PER_RUN_SORT_LIMIT = 2_000
+STATISTICS_TABLES = ("runs", "params", "tags", "latest_metrics")
 UNANALYZED_BYTES = 64 * 1024
 # The column of a sorted scan's rows counting the bytes of their text sort values, theirs
 # and those before them (_sorted_scan).
@@ -115,6 +115,8 @@ async def _page_rows(
     wanted: int,
 ) -> list[asyncpg.Record]:
     """The page's rows (one more than the page, to know whether more follow)."""
+    if not query.experiment_ids:  # each was past the largest id an experiment can have
+        return []
     rare = await _rarest_value(conn, query)
     one_metric = len(terms) == 1 and terms[0][0].entity == "metric"
     walked = None
@@ -136,20 +138,22 @@ async def _sort_scope(
 ) -> tuple[Scope, str | None]:
     """The scope of a sort, and a statement selecting the only runs it may return, each
     then tested on its own: the holders of a rare value, or the experiments' runs when
-    that is the safer sort (_sorted_run_by_run). None: the planner joins the matching
+    that is the safer sort (_sorts_run_by_run). None: the planner joins the matching
     runs as it sees fit."""
-    if rare is None and not await _sorted_run_by_run(conn, query):
+    if rare is None and not await _sorts_run_by_run(conn, query):
         return run_scope(query), None
     scope = run_scope(query, per_run=True)
     if rare is not None:
         return scope, _candidates(rare, scope.params)
-    experiments = scope.params.add(list(query.experiment_ids), "bigint[]")
-    return scope, f"SELECT c.run_id FROM tracking.runs c WHERE c.experiment_id = ANY({experiments})"
+    experiments = (
+        f"SELECT c.run_id FROM tracking.runs c WHERE c.experiment_id = ANY({scope.experiments})"
+    )
+    return scope, experiments
 
 
-async def _sorted_run_by_run(conn: asyncpg.Connection, query: RunQuery) -> bool:
+async def _sorts_run_by_run(conn: asyncpg.Connection, query: RunQuery) -> bool:
     """Whether a sort tests the filter on the experiments' runs one by one, looked up by
-    primary key (about 7 µs a run): when they hold at most PER_RUN_SORT_LIMIT runs, and
+    primary key (about 7 µs a run): when they hold at most PER_RUN_SORT_LIMIT runs, or
     while a table of runs or of their values is large and has no statistics yet (right
     after a bulk load). PostgreSQL then expects each term of the filter to keep a row
     or two, and joins two terms' holders, over every experiment, in a nested loop
@@ -170,7 +174,7 @@ async def _sorted_run_by_run(conn: asyncpg.Connection, query: RunQuery) -> bool:
                              AND s.tablename = t.name AND s.attname = 'run_id'))""",
             experiments,
             PER_RUN_SORT_LIMIT,
-            list(ANALYZED_TABLES),
+            list(STATISTICS_TABLES),
             UNANALYZED_BYTES,
         )
     )

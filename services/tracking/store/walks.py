@@ -1,7 +1,7 @@
 """The walks of a run search: pages read in an index's order, the filter tested run
 by run, stopping once the page is full, so that a page costs about its own size. A walk
-that visits WALK_LIMIT entries without filling its page gives up (None), and the search
-sorts instead (see search.py).
+that visits WALK_LIMIT entries (shared among the experiments of a newest-first walk)
+without filling its page gives up (None), and the search sorts instead (see search.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .run_filters import MISSING, NAN, VALUED, RunQuery, run_scope
 from .runs import EXPERIMENT_OF_RUN, RUN_COLUMNS, RUN_FROM
 
 # How many runs (or metric values) a page walks, testing the filter on each, before sorting
-# the matching runs instead (see walk_newest_first).
+# the matching runs instead: in all the experiments walked (see _walked_too_far).
 WALK_LIMIT = 5_000
 # Lets the planner sort again after a walk, as the database's settings (its role's, its
 # configuration's) say: a walk runs inside the page's transaction, where its SET LOCAL
@@ -190,7 +190,7 @@ async def walk_newest_first(
     # that snapshot's end, so sorting is allowed again after the walk.
     await conn.execute("SET LOCAL enable_sort = off")
     rows = await conn.fetch(
-        f"""SELECT w.* FROM (SELECT DISTINCT unnest($2::bigint[])) AS x(experiment_id)
+        f"""SELECT w.* FROM (SELECT DISTINCT unnest({scope.experiments})) AS x(experiment_id)
             CROSS JOIN LATERAL (
                 SELECT m.*, 0 AS m0, o.start_time AS v0, o.run_id AS tiebreak
                 FROM (

@@ -192,18 +192,24 @@ async def test_pages_of_every_filter_equal_the_sorted_statement(
     await asyncio.gather(*(check(ids, text) for ids in scopes for text in FILTERS))
 
 
-@pytest.mark.parametrize("order", [["params.model DESC"], ["metrics.acc DESC"]])
+@pytest.mark.parametrize("order", [[], ["params.model DESC"], ["metrics.acc DESC"]])
+@pytest.mark.parametrize("view", [ViewType.ACTIVE_ONLY, ViewType.ALL, ViewType.DELETED_ONLY])
 async def test_pages_the_planner_sorts_equal_the_sorted_statement(
-    pool: asyncpg.Pool, experiments: list[int], order: list[str], monkeypatch: pytest.MonkeyPatch
+    pool: asyncpg.Pool,
+    experiments: list[int],
+    view: ViewType,
+    order: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The sorts run by run are compared above (experiments of 240 runs); here the
-    planner sorts, as for large experiments with statistics."""
+    planner sorts, as for large experiments with statistics, and after the walks that
+    give up."""
     monkeypatch.setattr(walks, "WALK_LIMIT", 60)
     monkeypatch.setattr(search, "RARE_LIMIT", 0)
     monkeypatch.setattr(search, "PER_RUN_SORT_LIMIT", -1)
     monkeypatch.setattr(search, "UNANALYZED_BYTES", 2**62)
     for text in FILTERS:
-        query = search.RunQuery("default", experiments, text, order, ViewType.ALL, 25, "")
+        query = search.RunQuery("default", experiments, text, order, view, 25, "")
         assert await _paged(pool, query) == await _sorted(pool, query), text
 
 
@@ -215,13 +221,14 @@ async def test_a_sort_of_a_small_experiment_tests_its_runs_one_by_one(
     values (which PostgreSQL without statistics joined in a nested loop, over a minute
     with 100,000 runs in the database, for an experiment of 200)."""
     monkeypatch.setattr(search, "RARE_LIMIT", 0)
-    sorted_scan, candidates = search._sorted_scan, []
+    sort_scope, candidates = search._sort_scope, []
 
-    def spied(*args: Any) -> str:
-        candidates.append(args[5] if len(args) > 5 else None)
-        return sorted_scan(*args)
+    async def spied(*args: Any) -> Any:
+        scope, selected = await sort_scope(*args)
+        candidates.append(selected)
+        return scope, selected
 
-    monkeypatch.setattr(search, "_sorted_scan", spied)
+    monkeypatch.setattr(search, "_sort_scope", spied)
     query = search.RunQuery(
         "default",
         experiments[:1],
@@ -241,7 +248,7 @@ async def test_a_sort_goes_run_by_run_while_a_large_table_has_no_statistics(
     pool: asyncpg.Pool, experiments: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past PER_RUN_SORT_LIMIT runs the planner sorts, unless a table of
-    ANALYZED_TABLES holds UNANALYZED_BYTES and has never been analyzed (here one made
+    STATISTICS_TABLES holds UNANALYZED_BYTES and has never been analyzed (here one made
     for the test, its autovacuum off); once analyzed, the planner sorts again."""
     monkeypatch.setattr(search, "PER_RUN_SORT_LIMIT", 100)
     query = search.RunQuery("default", experiments, "", ["params.model DESC"], ViewType.ALL, 10, "")
@@ -254,18 +261,18 @@ async def test_a_sort_goes_run_by_run_while_a_large_table_has_no_statistics(
         try:
             await conn.execute("ANALYZE tracking.runs, tracking.params, tracking.tags")
             await conn.execute("ANALYZE tracking.latest_metrics")
-            assert not await search._sorted_run_by_run(conn, query)
-            monkeypatch.setattr(search, "ANALYZED_TABLES", (*search.ANALYZED_TABLES, probe))
-            assert not await search._sorted_run_by_run(conn, query)  # empty
+            assert not await search._sorts_run_by_run(conn, query)
+            monkeypatch.setattr(search, "STATISTICS_TABLES", (*search.STATISTICS_TABLES, probe))
+            assert not await search._sorts_run_by_run(conn, query)  # empty
             await conn.execute(
                 f"""INSERT INTO tracking.{probe}
                     SELECT gen_random_uuid() FROM generate_series(1, 5000)"""
             )
-            assert await search._sorted_run_by_run(conn, query)
+            assert await search._sorts_run_by_run(conn, query)
             await conn.execute(f"ANALYZE tracking.{probe}")
-            assert not await search._sorted_run_by_run(conn, query)
+            assert not await search._sorts_run_by_run(conn, query)
             monkeypatch.setattr(search, "PER_RUN_SORT_LIMIT", 2 * RUNS)
-            assert await search._sorted_run_by_run(conn, query)
+            assert await search._sorts_run_by_run(conn, query)
         finally:
             await conn.execute(f"DROP TABLE tracking.{probe}")
 
@@ -291,13 +298,14 @@ async def test_a_sweep_in_one_experiment_hides_no_older_match_of_another(
 async def test_a_search_of_several_experiments_walks_their_newest_runs(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Three experiments whose runs mostly meet the filter: every page is the merge of
-    each experiment's walk, where the search sorted every run of them all (a minute per
-    page of 100,000 runs right after a bulk load, make bench-search-scale)."""
-    monkeypatch.setattr(walks, "WALK_LIMIT", 60)
+    """Three experiments whose runs mostly meet the filter, and one without runs: every
+    page is the merge of each experiment's walk, where the search sorted every run of
+    them all (over 15 s a page of 100,000 runs right after a bulk load, make
+    bench-search-scale)."""
+    monkeypatch.setattr(walks, "WALK_LIMIT", 80)
     monkeypatch.setattr(search, "RARE_LIMIT", 0)
-    ids = [await _new_experiment(pool) for _ in range(3)]
-    for n, experiment in enumerate(ids):
+    ids = [await _new_experiment(pool) for _ in range(4)]
+    for n, experiment in enumerate(ids[:3]):
         await _runs(pool, experiment, [(3 * i + n, "adam" if i % 4 else "sgd") for i in range(40)])
     outcomes = _walk_outcomes(monkeypatch, "walk_newest_first")
     query = search.RunQuery("default", ids, "params.optimizer = 'adam'", [], ViewType.ALL, 25, "")
