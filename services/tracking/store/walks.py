@@ -187,7 +187,7 @@ async def walk_newest_first(
     # keeps the filter a lookup per index entry (see walk_one_metric). The walk and the
     # count after it read the page's snapshot (search.search_page), so a run purged in
     # between cannot make a walk that stopped short look complete; SET LOCAL lasts to
-    # that snapshot's end, so sorting is allowed again after the walk.
+    # that snapshot's end, so sorting is allowed again after the walk and its count.
     await conn.execute("SET LOCAL enable_sort = off")
     rows = await conn.fetch(
         f"""SELECT w.* FROM (SELECT DISTINCT unnest({scope.experiments})) AS x(experiment_id)
@@ -207,13 +207,12 @@ async def walk_newest_first(
             ORDER BY w.v0 DESC, w.tiebreak LIMIT {limit}""",
         *params.values,
     )
-    await conn.execute(SORTING_AGAIN)
     # One experiment's walk that filled the page read every run up to the page's end.
     filled_alone = len(rows) == wanted and len(set(query.experiment_ids)) == 1
     end = rows[-1] if len(rows) == wanted else None
-    if filled_alone or not await _walked_too_far(conn, query, last, end):
-        return rows
-    return None
+    complete = filled_alone or not await _walked_too_far(conn, query, last, end)
+    await conn.execute(SORTING_AGAIN)
+    return rows if complete else None
 
 
 def _walk_limit(query: RunQuery) -> int:
@@ -249,7 +248,11 @@ async def _walked_too_far(
     the page's start to its last run, end (to the experiment's last run when the page
     is not full, end None): its walk stopped short, and a run it left unread may belong
     in the page. Otherwise every run up to the page's end was walked, in every
-    experiment, so the merged walks hold the page's runs."""
+    experiment, so the merged walks hold the page's runs.
+
+    Each count reads its experiment's index entries in the walk's order, sorting being
+    off: PostgreSQL, expecting an experiment to hold a few runs, would rather scan the
+    whole table for each experiment named, and one without runs reads all of it."""
     params = Params(list(query.experiment_ids))
     within = f"{_newer_after(last, params)} AND {_not_after(end, params)}"
     walked = params.add(_walk_limit(query))
@@ -261,7 +264,7 @@ async def _walked_too_far(
                     SELECT count(*) AS runs FROM (
                         SELECT 1 FROM tracking.runs o
                         WHERE o.experiment_id = x.experiment_id AND {within}
-                        LIMIT {walked} + 1
+                        ORDER BY o.start_time DESC, o.run_id LIMIT {walked} + 1
                     ) o
                 ) c""",
             *params.values,

@@ -12,8 +12,9 @@ import asyncpg
 
 
 class RecordingPool:
-    """A pool whose connections note every statement read with fetch or fetchrow (and
-    its arguments), to be explained afterwards; everything else goes to the real pool."""
+    """A pool whose connections note every statement read with fetch, fetchrow or
+    fetchval (and its arguments), to be explained afterwards; everything else goes to
+    the real pool."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -40,6 +41,10 @@ class _RecordingConnection:
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         self._statements.append((sql, args))
         return await self._conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        self._statements.append((sql, args))
+        return await self._conn.fetchval(sql, *args)
 
 
 async def rows_read(

@@ -10,14 +10,18 @@ import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
 import pytest_asyncio
 
+from cairn_server import catalog
+from cairn_server.common.server import migrate
 from cairn_server.tracking.model import ViewType
 from cairn_server.tracking.store import run_filters, search, walks
+
+from .rows_read import RecordingPool, rows_read
 
 RUNS = 240
 # A RARE_LIMIT under which every value counts as rare, however many runs the database
@@ -335,6 +339,35 @@ async def test_a_walk_stopped_short_behind_the_page_still_answers(
     assert found == await _sorted(pool, query)
     assert len(found) == 50
     assert outcomes == [True, False]
+
+
+async def test_a_walk_of_a_thousand_experiments_reads_each_ones_index_alone(
+    fresh_url: str,
+) -> None:
+    """1,000 experiments named, one holding 3,000 runs, the others none, with
+    statistics: whether each experiment's walk stopped short is counted from its own
+    index entries. The count read the whole runs table once per experiment (3 million
+    rows here) when PostgreSQL, expecting a few rows per experiment, chose to scan it."""
+    database = await asyncpg.create_pool(fresh_url, min_size=1, max_size=1)
+    try:
+        await migrate(database, catalog.select(["tracking"]))
+        ids = [
+            row[0]
+            for row in await database.fetch(
+                """INSERT INTO tracking.experiments (project, name, artifact_location)
+                   SELECT 'default', 'e' || i, '' FROM generate_series(1, 1000) AS i
+                   RETURNING experiment_id"""
+            )
+        ]
+        await _runs(database, ids[0], [(i, "adam") for i in range(3000)])
+        await database.execute("ANALYZE tracking.runs, tracking.params")
+        recording = RecordingPool(database)
+        query = search.RunQuery("default", ids, "", [], ViewType.ALL, 100, "")
+        page, _ = await search.search_page(cast(asyncpg.Pool, recording), query)
+        assert len(page.infos) == 100
+        assert await rows_read(database, recording.statements, "runs") < 10_000
+    finally:
+        await database.close()
 
 
 async def test_the_walk_and_the_sort_each_answer_in_one_experiment(
