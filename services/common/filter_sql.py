@@ -56,17 +56,24 @@ def empty_is_unset(column: str, node: Comparison | NullCheck, params: Params) ->
     return f"({compared} AND {column} <> '')"
 
 
-def prefix_condition(column: str, node: Comparison, params: Params, prefix: int) -> str:
-    """For a text column indexed by its first `prefix` characters, `AND left(column,
-    prefix) = ...` when node compares the column for equality (= or IN, not negated):
-    implied by the comparison, and served by the index. Nothing otherwise."""
-    if node.negated or node.op not in ("=", "IN"):
-        return ""
+def prefixed_condition(column: str, node: Comparison, params: Params, prefix: int) -> str:
+    """condition() for a text column indexed by its first `prefix` characters
+    (`left(column, prefix)`). An equality (= or IN, not negated) compares that prefix,
+    which the index serves: alone when every value is shorter than the prefix, since a
+    value's first `prefix` characters equal such a text only if they are all of it;
+    then the whole value as well. Given both, PostgreSQL takes them for independent and
+    expects a value's holders to be its share of the rows squared."""
     values = node.values
+    if node.negated or node.op not in ("=", "IN") or not all(isinstance(v, str) for v in values):
+        return condition(column, node, params, "text")
     starts = [str(value)[:prefix] for value in values]
     if node.op == "IN":
-        return f" AND left({column}, {prefix}) = ANY({params.add(starts, 'text[]')})"
-    return f" AND left({column}, {prefix}) = {params.add(starts[0], 'text')}"
+        prefixed = f"left({column}, {prefix}) = ANY({params.add(starts, 'text[]')})"
+    else:
+        prefixed = f"left({column}, {prefix}) = {params.add(starts[0], 'text')}"
+    if all(len(str(value)) < prefix for value in values):
+        return prefixed
+    return f"{condition(column, node, params, 'text')} AND {prefixed}"
 
 
 def _convert(value: Any, sql_type: str, node: Comparison) -> Any:
@@ -96,8 +103,7 @@ class Lookups:
             then only use the (owner, key) primary key, never read a key's every entry
             for each row, whatever its statistics.
         prefix: the tables' (key, value) indexes hold the first `prefix` characters of
-            each value (`left(value, prefix)`): a text value compared for equality has
-            its prefix compared too, which such an index serves.
+            each value (`left(value, prefix)`): see prefixed_condition.
     """
 
     def __init__(
@@ -121,9 +127,10 @@ class Lookups:
         if isinstance(node, NullCheck):
             return f"({alias}.{self._owner[0]} IS {'' if node.is_null else 'NOT '}NULL)"
         value = f"{alias}.value"
-        sql = condition(value, node, self._params, sql_type)
         if self._prefix and sql_type == "text":
-            sql += prefix_condition(value, node, self._params, self._prefix)
+            sql = prefixed_condition(value, node, self._params, self._prefix)
+        else:
+            sql = condition(value, node, self._params, sql_type)
         if sql_type == "double precision" and node.op != "!=" and not node.negated:
             # IEEE semantics: NaN is neither equal to, smaller nor greater than anything.
             sql += f" AND {value} <> 'NaN'"

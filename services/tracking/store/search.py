@@ -223,8 +223,7 @@ def _holders(term: filters.Comparison, params: Params) -> str:
     if term.ident.entity == "input":
         uri = filter_sql.condition("h.uri", term, params, "text")
         return f"SELECT h.run_id FROM tracking.run_inputs h WHERE {uri}"
-    value = filter_sql.condition("h.value", term, params, "text")
-    value += filter_sql.prefix_condition("h.value", term, params, VALUE_PREFIX)
+    value = filter_sql.prefixed_condition("h.value", term, params, VALUE_PREFIX)
     return f"""SELECT h.run_id FROM {TABLES[term.ident.entity]} h
                WHERE h.key = {params.add(term.ident.key)} AND {value}"""
 

@@ -36,6 +36,26 @@ async def test_a_long_param_and_tag_are_stored_and_found_by_their_value(
     assert [r.info.run_id for r in unequal] == [other]
 
 
+async def test_values_about_as_long_as_the_indexed_prefix_are_told_apart(
+    tracking: cairn.TrackingClient, experiment_id: str
+) -> None:
+    """A value shorter than the indexed prefix (200 characters) is compared by its
+    prefix alone; one of 200 is not, since longer values begin with it."""
+    values = {"short": "a" * 199, "same start": "a" * 199 + "b", "at": "a" * 200}
+    values["past"] = values["at"] + "c"
+    runs = {}
+    for name, value in values.items():
+        runs[name] = (await tracking.create_run(experiment_id)).info.run_id
+        await tracking.log_param(runs[name], "p", value)
+    for filter_string, expected in [
+        (f"params.p = '{values['short']}'", {"short"}),
+        (f"params.p = '{values['at']}'", {"at"}),
+        (f"params.p IN ('{values['short']}', '{values['at']}')", {"short", "at"}),
+    ]:
+        found = await tracking.search_runs([experiment_id], filter_string)
+        assert {r.info.run_id for r in found} == {runs[name] for name in expected}
+
+
 async def test_an_input_longer_in_bytes_than_its_key_allows_is_refused(
     tracking: cairn.TrackingClient, run_id: str
 ) -> None:
