@@ -60,6 +60,13 @@ async def fresh_url(postgres_url: str) -> AsyncIterator[str]:
     """A database of its own on the test PostgreSQL, never migrated: what the other
     tests of the process store there (a run larger than a server's messages, say)
     cannot stop a server started on it."""
+    async with database_of_its_own(postgres_url) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def database_of_its_own(postgres_url: str) -> AsyncIterator[str]:
+    """The URL of a new database on postgres_url's PostgreSQL, dropped afterwards."""
     name = f"fresh_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(postgres_url)
     try:

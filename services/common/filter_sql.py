@@ -61,8 +61,8 @@ def prefixed_condition(column: str, node: Comparison, params: Params, prefix: in
     (`left(column, prefix)`). An equality (= or IN, not negated) compares that prefix,
     which the index serves: alone when every value is shorter than the prefix, since a
     value's first `prefix` characters equal such a text only if they are all of it;
-    then the whole value as well. Given both, PostgreSQL takes them for independent and
-    expects a value's holders to be its share of the rows squared."""
+    otherwise with the whole value too. Given both, PostgreSQL takes them for
+    independent and expects a value's holders to be its share of the rows squared."""
     values = node.values
     if node.negated or node.op not in ("=", "IN") or not all(isinstance(v, str) for v in values):
         return condition(column, node, params, "text")

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from cairn_server.common.filter_sql import prefixed_condition
 from cairn_server.common.filters import (
     LIMITS,
     BoolOp,
@@ -18,6 +19,7 @@ from cairn_server.common.filters import (
     parse_order_by,
     tokenize,
 )
+from cairn_server.common.sql import Params
 from cairn_server.tracking.model import ViewType
 from cairn_server.tracking.store.run_filters import ENTITIES, RunQuery, run_scope
 
@@ -380,3 +382,42 @@ def test_the_longest_like_pattern_matches_a_status_without_backtracking(pattern:
     regular expression, 64 of them before a letter would not end in years."""
     with _safety_net(30):
         assert like_matches(pattern, "SCHEDULED" * 3, ignore_case=True) is False
+
+
+SHORT, AT = "a" * 199, "a" * 200
+
+
+@pytest.mark.parametrize(
+    ("text", "sql", "values"),
+    [
+        (f"params.p = '{SHORT}'", "left(v, 200) = $1::text", [SHORT]),
+        (f"params.p = '{AT}'", "v = $2::text AND left(v, 200) = $1::text", [AT, AT]),
+        (f"params.p IN ('{SHORT}', 'b')", "left(v, 200) = ANY($1::text[])", [[SHORT, "b"]]),
+        (
+            f"params.p IN ('{SHORT}', '{AT}b')",
+            "(v = ANY($2::text[])) AND left(v, 200) = ANY($1::text[])",
+            [[SHORT, AT], [SHORT, AT + "b"]],
+        ),
+        ("params.p != 'b'", "v <> $1::text", ["b"]),
+        ("params.p NOT IN ('b')", "NOT (v = ANY($1::text[]))", [["b"]]),
+        ("params.p LIKE 'b%'", "v LIKE $1", ["b%"]),
+    ],
+)
+def test_an_equality_compares_a_short_value_by_its_indexed_prefix_alone(
+    text: str, sql: str, values: list[object]
+) -> None:
+    """A value under the prefix's 200 characters equals a stored value's first 200
+    only if it is all of it; one of 200 or more is compared whole too. Every value
+    added is used (asyncpg refuses a parameter it cannot type)."""
+    node = parse(text, ENTITIES)
+    assert isinstance(node, Comparison)
+    params = Params()
+    assert prefixed_condition("v", node, params, 200) == sql
+    assert params.values == values
+
+
+def test_a_number_compared_with_a_prefixed_text_is_refused() -> None:
+    node = parse("params.p = 3", ENTITIES)
+    assert isinstance(node, Comparison)
+    with pytest.raises(FilterError, match="compares with a 'quoted string'"):
+        prefixed_condition("v", node, Params(), 200)

@@ -50,6 +50,7 @@ async def test_values_about_as_long_as_the_indexed_prefix_are_told_apart(
     for filter_string, expected in [
         (f"params.p = '{values['short']}'", {"short"}),
         (f"params.p = '{values['at']}'", {"at"}),
+        (f"params.p IN ('{values['short']}', 'zzz')", {"short"}),
         (f"params.p IN ('{values['short']}', '{values['at']}')", {"short", "at"}),
     ]:
         found = await tracking.search_runs([experiment_id], filter_string)
