@@ -127,6 +127,11 @@ async def _page_rows(
     if walked is not None:
         return walked
     scope, candidates = await _sort_scope(conn, query, rare)
+    # How to join the matching runs depends on how many the filter's values keep:
+    # from its sixth run on, PostgreSQL may plan a statement once for any values (1 in
+    # the number of distinct values each), and looked up every match one by one where
+    # hash joins take half the time.
+    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
     if one_metric:
         return await _sorted_by_one_metric(conn, scope, terms[0], last, wanted, candidates)
     statement = _sorted_scan(terms, keyset, scope, last, wanted, candidates)
