@@ -164,9 +164,13 @@ def metric_columns(message: pb.MetricColumns, field: str) -> MetricColumns:
         steps=np.asarray(message.steps, np.int64),
         timestamps_ms=np.asarray(message.timestamps_ms, np.int64),
     )
-    if count and int(columns.key_indexes.max()) >= len(keys):
+    past = np.flatnonzero(columns.key_indexes >= len(keys))
+    if past.size:
+        point = int(past[0])
         raise _columns_error(
-            f"{field}.key_indexes", f"every index must be below the number of keys ({len(keys)})"
+            f"{field}.key_indexes[{point}]",
+            f"is {columns.key_indexes[point]}: an index must be below the number of keys "
+            f"({len(keys)})",
         )
     return columns
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cairn.tracking.v1 import tracking_pb2 as pb
+from cairn_server.common.errors import InvalidArgument
 from cairn_server.tracking import convert
 from cairn_server.tracking.model import MetricColumns
 from cairn_server.tracking.store.chunk_layout import point_order
@@ -28,6 +29,17 @@ def test_columns_decode_bit_for_bit() -> None:
     assert columns.steps.tolist() == steps and columns.timestamps_ms.tolist() == steps[::-1]
     assert columns.key_indexes.tolist() == [0, 1, 0, 1, 0, 1]
     assert (columns.values.dtype, columns.steps.dtype) == (np.float64, np.int64)
+
+
+def test_a_point_naming_no_key_is_refused_by_its_position() -> None:
+    message = pb.MetricColumns(
+        keys=["a", "b"], key_indexes=[0, 1, 2, 7], values=[0.0] * 4, steps=[0] * 4
+    )
+    message.timestamps_ms.extend([0] * 4)
+    with pytest.raises(InvalidArgument) as refused:
+        convert.metric_columns(message, "metrics")
+    assert [v.field for v in refused.value.violations] == ["metrics.key_indexes[2]"]
+    assert "is 2: an index must be below the number of keys (2)" in str(refused.value)
 
 
 def _columns(keys: int, key_indexes: list[int], steps: list[int], values: list[float]):
