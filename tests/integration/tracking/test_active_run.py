@@ -751,7 +751,7 @@ async def test_a_run_begins_and_ends_by_one_clock(
     was the server's: a machine whose clock is behind the server's made runs that
     ended before they began."""
     behind = 3_600_000  # this machine's clock, an hour behind the server's
-    monkeypatch.setattr(active_run, "_now_ms", lambda: time.time_ns() // 1_000_000 - behind)
+    monkeypatch.setattr(active_run, "now_ms", lambda: time.time_ns() // 1_000_000 - behind)
     async with tracking.start_run(experiment_id) as run:
         await run.log_metric("loss", 0.5)
     info = (await tracking.get_run(run.run_id)).info

@@ -3,6 +3,7 @@ MLflow's client takes it, or an InvalidArgumentError naming the argument before 
 call (never protobuf's bare TypeError or ValueError)."""
 
 import asyncio
+import time
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,19 @@ async def test_a_timestamp_of_0_is_kept_as_log_batch_keeps_it(tracking, run_id) 
     for key in ("by-call", "by-batch"):
         assert [p.timestamp for p in await tracking.get_metric_history(run_id, key)] == [0]
     assert [p.timestamp for p in buffered] == [0]
+
+
+async def test_a_batch_point_made_without_a_timestamp_is_stamped_as_it_is_made(
+    tracking, run_id
+) -> None:
+    """Metric(key, value) was at timestamp 0, 1970 in any chart, where log_metric
+    without a timestamp is stamped now."""
+    before = time.time_ns() // 1_000_000
+    point = Metric("made", 1.0)
+    after = time.time_ns() // 1_000_000
+    await tracking.log_batch(run_id, metrics=[point])
+    [logged] = await tracking.get_metric_history(run_id, "made")
+    assert before <= logged.timestamp <= after
 
 
 @pytest.mark.parametrize("value", ["1.5", b"1", "abc", None, 1j, 10**400])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from .._argument_error import invalid_argument
 from .._headers import REQUEST_ID_HEADER
 from .._numbers import real, seconds, whole, whole_or_zero
 from ..exceptions import CairnError, ClientClosedError
-from ..types._tracking import Metric, Param, Run, RunInput, RunStatus, RunTag
+from ..types._tracking import Metric, Param, Run, RunInput, RunStatus, RunTag, now_ms
 from .journal import LiveJournal
 from .run_batches import Batches
 from .run_journaling import RunJournaling
@@ -155,7 +154,7 @@ class ActiveRun(RunSending, RunJournaling):
             functools.partial(
                 self._client.create_run,
                 self._experiment_id,
-                start_time=_now_ms(),
+                start_time=now_ms(),
                 tags=self._tags,
                 run_name=self._run_name,
                 metadata=once,
@@ -297,7 +296,7 @@ class ActiveRun(RunSending, RunJournaling):
         were lost, then kept in the journal, is stored again by a sync with the same
         time, not a later one."""
         if self._end_time is None:
-            self._end_time = _now_ms()
+            self._end_time = now_ms()
         return self._end_time
 
     @property
@@ -343,7 +342,7 @@ def _checked(key: str, value: float, step: int | None, timestamp: int | None) ->
     of 64 bits: a numpy step (`for step in np.arange(n)`) sent well and failed the
     journal of an outage, losing it all, and a step past 64 bits, or a key the server
     refuses, failed its whole batch later, valid points with it."""
-    stamp = time.time_ns() // 1_000_000 if timestamp is None else whole(timestamp, "timestamp")
+    stamp = now_ms() if timestamp is None else whole(timestamp, "timestamp")
     return Metric(names.key(key, "key"), real(value, "value"), stamp, whole_or_zero(step, "step"))
 
 
@@ -355,7 +354,3 @@ def _status(exc_type: type[BaseException] | None, error: BaseException | None) -
     if exc_type is not None and issubclass(exc_type, asyncio.CancelledError | KeyboardInterrupt):
         return RunStatus.KILLED
     return RunStatus.FAILED
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

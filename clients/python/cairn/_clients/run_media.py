@@ -16,7 +16,6 @@ import json
 import math
 import re
 import struct
-import time
 import uuid
 import warnings
 import weakref
@@ -29,7 +28,7 @@ from .._names import MAX_TAG_VALUE_LENGTH
 from .._numbers import whole, whole_or_zero
 from ..exceptions import NotFoundError
 from ..types._paging import PagedList, check_token_is_new
-from ..types._tracking import ATTRIBUTES, Run
+from ..types._tracking import ATTRIBUTES, Run, now_ms
 from .artifacts import ArtifactClient
 from .run_operations import RunOperations
 from .run_store import RunClient, file_name, join, run_store
@@ -98,7 +97,7 @@ class RunMedia:
         if artifact_file is None:
             step = whole_or_zero(step, "step")
             if timestamp is None:
-                timestamp = time.time_ns() // 1_000_000
+                timestamp = now_ms()
             base = f"images/{str(key).replace('/', '#')}%step%{step}"
             base += f"%timestamp%{whole(timestamp, 'timestamp')}%{uuid.uuid4()}"
             files = {f"{base}.png": _encode(image, "png")}

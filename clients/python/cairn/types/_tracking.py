@@ -4,6 +4,7 @@ statuses and lifecycle stages are strings."""
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import accumulate, pairwise, repeat
@@ -63,13 +64,19 @@ ATTRIBUTES = (
 )
 
 
+def now_ms() -> int:
+    """This moment, in milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
 @dataclass(slots=True)
 class Metric:
-    """One metric point; timestamp in milliseconds since the epoch."""
+    """One metric point; timestamp in milliseconds since the epoch, by default when the
+    point was made (log_batch sends it as it is, so that a retry is the same request)."""
 
     key: str
     value: float
-    timestamp: int = 0
+    timestamp: int = field(default_factory=now_ms)
     step: int = 0
 
 
