@@ -71,8 +71,10 @@ async def database_of_its_own(postgres_url: str) -> AsyncIterator[str]:
     admin = await asyncpg.connect(postgres_url)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        yield urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}"))
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        try:
+            yield urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}"))
+        finally:
+            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:
         await admin.close()
 

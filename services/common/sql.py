@@ -32,6 +32,17 @@ async def unguarded(conn: asyncpg.Connection) -> None:
     await conn.execute("SET LOCAL statement_timeout = 0")
 
 
+async def fetch_planned(conn: asyncpg.Connection, statement: str, *args: Any) -> list[Any]:
+    """conn.fetch(statement, *args), planned for these args, inside a transaction. From
+    a prepared statement's sixth run on, PostgreSQL may plan it once for any values,
+    guessing the rows each keeps from the number of distinct values: a join whose best
+    plan depends on how many rows a value keeps is then planned for none in particular."""
+    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+    rows = await conn.fetch(statement, *args)
+    await conn.execute("SET LOCAL plan_cache_mode TO DEFAULT")
+    return rows
+
+
 async def take_turns(conn: asyncpg.Connection, *key: str) -> None:
     """Holds the advisory lock named by key until conn's transaction ends: the
     transactions that take one key run from there one after another."""

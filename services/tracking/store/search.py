@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from ...common import filter_sql, filters, paging
+from ...common import filter_sql, filters, paging, sql
 from ...common.filters import FilterError, Identifier
 from ...common.sql import Params
 from ..model import Run
@@ -54,7 +54,7 @@ RARE_LIMIT = 1_000
 # A sort tests the filter run by run when the experiments hold at most this many runs
 # (see _sorts_run_by_run), or while one of these tables holds UNANALYZED_BYTES without
 # statistics (a smaller one costs little however it is joined, and autovacuum analyzes
-# a table once it holds 50 rows).
+# a table once 50 of its rows changed).
 PER_RUN_SORT_LIMIT = 2_000
 STATISTICS_TABLES = ("runs", "params", "tags", "latest_metrics")
 UNANALYZED_BYTES = 64 * 1024
@@ -127,15 +127,16 @@ async def _page_rows(
     if walked is not None:
         return walked
     scope, candidates = await _sort_scope(conn, query, rare)
-    # How to join the matching runs depends on how many the filter's values keep:
-    # from its sixth run on, PostgreSQL may plan a statement once for any values (1 in
-    # the number of distinct values each), and looked up every match one by one where
-    # hash joins take half the time.
-    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
     if one_metric:
-        return await _sorted_by_one_metric(conn, scope, terms[0], last, wanted, candidates)
-    statement = _sorted_scan(terms, keyset, scope, last, wanted, candidates)
-    return await conn.fetch(statement, *scope.params.values)
+        statement = _sorted_by_one_metric(scope, terms[0], last, wanted, candidates)
+    else:
+        statement = _sorted_scan(terms, keyset, scope, last, wanted, candidates)
+    if candidates is not None:  # each tested on its own: one plan serves any values
+        return await conn.fetch(statement, *scope.params.values)
+    # How to join the matching runs depends on how many the filter's values keep: the
+    # same sort, asked again, looked every match up one by one once planned for any
+    # values, where hash joins take half the time.
+    return await sql.fetch_planned(conn, statement, *scope.params.values)
 
 
 async def _sort_scope(
@@ -337,14 +338,13 @@ def _matching(terms: list[tuple[Identifier, bool]], scope: Scope, candidates: st
                CROSS JOIN LATERAL ({runs} AND r.run_id = c.run_id OFFSET 0) m"""
 
 
-async def _sorted_by_one_metric(
-    conn: asyncpg.Connection,
+def _sorted_by_one_metric(
     scope: Scope,
     term: tuple[Identifier, bool],
     last: list[Any] | None,
     wanted: int,
     candidates: str | None,
-) -> list[asyncpg.Record]:
+) -> str:
     """What walk_one_metric returns, in its order, by sorting every matching run (of
     the candidates only, if given; see _sort_scope)."""
     direction, after = ("ASC", ">") if term[1] else ("DESC", "<")
@@ -356,9 +356,6 @@ async def _sorted_by_one_metric(
     elif last is not None:
         cursor = f"({params.add(last[1], 'double precision')}, {params.add(last[2], 'uuid')})"
         start = f"(q.m0 > 0 OR (q.v0, q.tiebreak) {after} {cursor})"
-    return await conn.fetch(
-        f"""SELECT * FROM ({_matching([term], scope, candidates)}) q WHERE {start}
-            ORDER BY q.m0, q.v0 {direction}, q.tiebreak {direction}
-            LIMIT {params.add(wanted)}""",
-        *params.values,
-    )
+    return f"""SELECT * FROM ({_matching([term], scope, candidates)}) q WHERE {start}
+               ORDER BY q.m0, q.v0 {direction}, q.tiebreak {direction}
+               LIMIT {params.add(wanted)}"""

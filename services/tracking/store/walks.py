@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from ...common import sql
 from ...common.filters import Identifier
 from ...common.sql import Params
 from .run_filters import MISSING, NAN, VALUED, RunQuery, run_scope
@@ -79,7 +80,9 @@ async def _runs_ranked(
     start = "TRUE" if after is None else f"r.run_id {later} {params.add(after, 'uuid')}"
     held = f"SELECT 1 FROM tracking.latest_metrics x WHERE x.run_id = r.run_id AND x.key = {key}"
     ranked = f"EXISTS ({held} AND x.value = 'NaN')" if rank == NAN else f"NOT EXISTS ({held})"
-    return await conn.fetch(
+    # The filter's runs are joined, as the planner sees fit for its values.
+    return await sql.fetch_planned(
+        conn,
         f"""SELECT {RUN_COLUMNS}, {rank} AS m0, NULL::double precision AS v0,
                    r.run_id AS tiebreak
             FROM {RUN_FROM} {scope.joins}
