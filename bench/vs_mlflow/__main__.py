@@ -61,7 +61,9 @@ def _mlflow(workload: dict[str, Any], work: Path, *, nodelay: bool) -> dict[str,
     artifacts = work / f"mlflow-artifacts-{'nodelay' if nodelay else 'default'}"
     artifacts.mkdir()
     with postgres() as database_url, mlflow_server(database_url, artifacts, nodelay=nodelay) as url:
-        return _drive_mlflow(url, {**workload, "database_url": database_url})
+        return _drive_mlflow(
+            url, {**workload, "database_url": database_url, "store_dir": str(artifacts)}
+        )
 
 
 async def _server_version(database_url: str) -> str:
@@ -79,7 +81,10 @@ def _cairn(workload: dict[str, Any], work: Path) -> tuple[dict[str, float], str,
     with postgres() as database_url, serve(database_url, "all", **settings) as server:
         version = asyncio.run(_server_version(database_url))
         results = asyncio.run(
-            cairn_driver.run(server.port, {**workload, "database_url": database_url})
+            cairn_driver.run(
+                server.port,
+                {**workload, "database_url": database_url, "store_dir": settings["artifact_root"]},
+            )
         )
     return results, version, code
 

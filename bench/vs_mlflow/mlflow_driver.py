@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import requests
 from mlflow import MlflowClient
-from workload import check_tree, points, run_data
+from workload import check_tree, evict, points, run_data
 
 API = "/api/2.0/mlflow"
 HISTORY_PAGE = 25_000  # the most MLflow's get-history returns at once; its client pages so
@@ -182,27 +182,40 @@ def history_s(ml: Mlflow, w: dict[str, Any], run_id: str) -> float:
     return statistics.median(samples)
 
 
-def artifacts(ml: Mlflow, w: dict[str, Any]) -> tuple[float, float]:
-    """MiB/s up and down through the artifact proxy (mlflow-artifacts PUT and GET)."""
+def artifacts(ml: Mlflow, w: dict[str, Any]) -> tuple[float, float, float]:
+    """MiB/s through the artifact proxy (mlflow-artifacts PUT and GET): up, down right
+    after the upload, and down with the stored file on disk only."""
     source = os.path.join(w["work_dir"], "artifact.bin")
     target = os.path.join(w["work_dir"], "mlflow-download.bin")
     url = f"{ml.url}/api/2.0/mlflow-artifacts/artifacts/bench/big.bin"
-    ups, downs = [], []
-    for _ in range(w["artifact_repeats"]):
-        start = time.perf_counter()
-        with open(source, "rb") as body:
-            ml.session.put(url, data=body).raise_for_status()
-        ups.append(time.perf_counter() - start)
+
+    def download() -> float:
         start = time.perf_counter()
         with ml.session.get(url, stream=True) as reply, open(target, "wb") as out:
             reply.raise_for_status()
             for chunk in reply.iter_content(MIB):
                 out.write(chunk)
-        downs.append(time.perf_counter() - start)
+        seconds = time.perf_counter() - start
         if os.path.getsize(target) != w["artifact_mib"] * MIB:
             raise RuntimeError("the download is not the upload's size")
         os.remove(target)
-    return w["artifact_mib"] / statistics.median(ups), w["artifact_mib"] / statistics.median(downs)
+        return seconds
+
+    ups, downs, from_disk = [], [], []
+    for _ in range(w["artifact_repeats"]):
+        start = time.perf_counter()
+        with open(source, "rb") as body:
+            ml.session.put(url, data=body).raise_for_status()
+        ups.append(time.perf_counter() - start)
+        downs.append(download())
+        evict(w["store_dir"])
+        from_disk.append(download())
+    mib = w["artifact_mib"]
+    return (
+        mib / statistics.median(ups),
+        mib / statistics.median(downs),
+        mib / statistics.median(from_disk),
+    )
 
 
 def tree(ml: Mlflow, w: dict[str, Any], experiment_id: str) -> tuple[float, float]:
@@ -253,7 +266,8 @@ def main() -> None:
     if "tree" in phases:
         results["tree_up"], results["tree_down"] = tree(ml, w, experiment_id)
     if "artifacts" in phases:
-        results["upload"], results["download"] = artifacts(ml, w)
+        transfers = artifacts(ml, w)
+        results["upload"], results["download"], results["download_from_disk"] = transfers
     json.dump(results, sys.stdout)
 
 

@@ -64,6 +64,20 @@ def describe(runs: int, history: int, artifact_mib: int, tree_files: int) -> dic
     }
 
 
+def evict(directory: str) -> None:
+    """Writes back and drops from the page cache every file under directory, so that the
+    next read of each comes from disk, as a download of an artifact logged a while ago
+    does (one just written may still be in memory, as much of it as the writer left there)."""
+    for folder, _, names in os.walk(directory):
+        for name in names:
+            descriptor = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+                os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(descriptor)
+
+
 def tree_paths(files: int) -> list[str]:
     """The tree's files, relative to its root, spread over TREE_FOLDERS folders."""
     return [f"part-{n % TREE_FOLDERS:02}/{n:06}.bin" for n in range(files)]
