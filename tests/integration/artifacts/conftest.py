@@ -96,3 +96,16 @@ async def store_through(
             "127.0.0.1", port, project=project
         ) as client:
             yield client
+
+
+class CountingStub:
+    """A client's stub whose calls of one method are counted (each call looks the
+    method up once)."""
+
+    def __init__(self, stub: object, method: str) -> None:
+        self._stub, self._method, self.calls = stub, method, 0
+
+    def __getattr__(self, name: str) -> object:
+        if name == self._method:
+            self.calls += 1
+        return getattr(self._stub, name)

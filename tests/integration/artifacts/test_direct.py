@@ -25,7 +25,7 @@ import grpc
 import pytest
 
 import cairn
-from cairn import _headers
+from cairn import _backoff, _headers
 from cairn._clients import _direct
 from cairn._direct_io import DirectWriter
 from cairn.artifacts.v1 import artifacts_pb2 as pb
@@ -43,6 +43,7 @@ from cairn_server.artifacts.tickets import TicketSigner
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
 from tests.conftest import eventually, new_project, serving, with_overrides
+from tests.integration.artifacts.conftest import CountingStub
 from tests.integration.auth.conftest import populated, serve
 from tests.integration.test_tls import pki  # noqa: F401 (a fixture)
 
@@ -497,6 +498,34 @@ async def test_a_server_without_direct_transfer_is_streamed_to(
         assert not s3_store._direct_offered  # told once (DIRECT_TRANSFER_UNAVAILABLE)
         fetched = await s3_store.download("s3/data.bin", tmp_path / "out.bin")
         assert fetched.read_bytes() == DATA
+
+
+async def test_a_client_told_there_is_no_direct_transfer_asks_again_later(
+    undirected_s3_port: int, unique: str, monkeypatch: pytest.MonkeyPatch
+):
+    """A server restarted with direct transfer on, or the next replica of a rolling
+    update, may offer it: a client told DIRECT_TRANSFER_UNAVAILABLE streams for
+    NOT_OFFERED_SECONDS, then asks for a ticket again, where it used to stream for as
+    long as it lived."""
+    project = await new_project(undirected_s3_port, f"a-{unique}")
+    async with cairn.ArtifactClient.insecure_connection(
+        "127.0.0.1", undirected_s3_port, project=project, timeout=None
+    ) as s3_store:
+        s3_store.direct_threshold = SMALL_THRESHOLD
+        tickets = CountingStub(s3_store._direct._stub, "CreateUploadTicket")
+        s3_store._direct._stub = tickets
+        await s3_store.upload("s3/first.bin", DATA)
+        await s3_store.upload("s3/soon.bin", DATA)
+        assert tickets.calls == 1  # told once, then streamed without asking
+
+        later = _backoff.monotonic() + _backoff.NOT_OFFERED_SECONDS
+        monkeypatch.setattr(_backoff, "monotonic", lambda: later)
+        assert s3_store._direct_offered
+        info = await s3_store.upload("s3/later.bin", DATA)
+
+        assert tickets.calls == 2  # asked again, told again, streamed
+        assert not s3_store._direct_offered
+        assert info.sha256 == hashlib.sha256(DATA).hexdigest()
 
 
 async def test_a_file_under_the_id_of_another_upload_is_refused_not_taken_for_its_repeat(

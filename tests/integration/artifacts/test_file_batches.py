@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 import cairn
+from cairn import _backoff
 from cairn._headers import REQUEST_ID_HEADER
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc
@@ -29,7 +30,7 @@ from cairn.exceptions import (
 from cairn_server.artifacts.store import ObjectStore
 from cairn_server.common.config import Config
 from tests.conftest import eventually, holds_up_another, new_project
-from tests.integration.artifacts.conftest import store_through
+from tests.integration.artifacts.conftest import CountingStub, store_through
 from tests.proxy import StallingProxy
 
 Files = list[tuple[str, bytes]]
@@ -233,7 +234,7 @@ async def test_a_tree_goes_file_by_file_to_a_server_without_upload_files(
         stored = await store.upload_tree("old", tmp_path)
 
     assert [info.path for info in stored] == ["old/a", "old/b", "old/c"]
-    assert store._uploads._batches_refused
+    assert not store._uploads._batches_offered.standing
     assert await store.read("old/b") == b"b"
 
 
@@ -270,6 +271,39 @@ async def test_a_file_that_grew_past_a_message_since_it_was_listed_goes_up_alone
     assert [info.path for info in stored] == ["g/a", "g/log", "g/z"]
     assert stored[1].size == len(grown)
     assert await store.read("g/log") == grown
+
+
+async def test_a_client_told_there_is_no_upload_files_asks_again_later(
+    store: cairn.ArtifactClient,
+    tmp_path: Path,
+    server_port: int,
+    s3_server_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server upgraded in place, or the next replica of a rolling update, serves
+    UploadFiles after all: a client that heard UNIMPLEMENTED sends its trees file by
+    file for NOT_OFFERED_SECONDS, then asks again, where it used to for as long as it
+    lived."""
+    port = server_port if store.backend == "filesystem" else s3_server_port  # type: ignore[attr-defined]
+    for name in ("a", "b"):
+        (tmp_path / name).write_bytes(name.encode())
+    batches = store._uploads._batches
+    upgraded = CountingStub(batches._stub, "UploadFiles")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        _answer_unimplemented(store, channel)
+        await store.upload_tree("old", tmp_path)
+    batches._stub = upgraded
+
+    await store.upload_tree("soon", tmp_path)
+    assert upgraded.calls == 0  # within NOT_OFFERED_SECONDS: not asked
+
+    later = _backoff.monotonic() + _backoff.NOT_OFFERED_SECONDS
+    monkeypatch.setattr(_backoff, "monotonic", lambda: later)
+    stored = await store.upload_tree("later", tmp_path)
+
+    assert upgraded.calls == 1  # both files in one batch
+    assert [info.path for info in stored] == ["later/a", "later/b"]
+    assert await store.read("later/b") == b"b"
 
 
 def _answer_unimplemented(store: cairn.ArtifactClient, channel: grpc.aio.Channel) -> None:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from google.protobuf.message import DecodeError
 
-from .._backoff import backoff
+from .._backoff import Offer, backoff
 from .._headers import Metadata
 from .._progress import Meter
 from .._transport import Transport
@@ -184,7 +184,7 @@ class DirectTransfers:
         # How many connections a transfer through the object store opens (the
         # client's direct_connections, read at each transfer).
         self._connections = connections
-        self.offered = True  # until the server says it offers none (for this client)
+        self.offer = Offer()  # of direct transfer: withdrawn while the server has none for us
         # A client whose channel has TLS sends nothing in clear: not to a plain byte
         # endpoint (a server behind a TLS-terminating proxy runs one), nor to an http://
         # object store; it streams through the channel instead.
@@ -197,7 +197,7 @@ class DirectTransfers:
     def goes_direct(self, size: int | None, threshold: int | None) -> bool:
         """Whether a transfer of this size tries direct transfer first."""
         return (
-            self.offered
+            self.offer.standing
             and threshold is not None
             and (size or 0) >= max(threshold, 1)
             and self._store_unreachable_until <= time.monotonic()
@@ -209,7 +209,7 @@ class DirectTransfers:
             # A server hands out byte-endpoint tickets only when it has no presigned
             # transfer, and its endpoint does not turn TLS: asking again would cost a
             # ticket call (and, for an upload, a ticket the server keeps) per transfer.
-            self.offered = False
+            self.offer.withdraw()
             return None
         if not host:
             return None
@@ -251,7 +251,7 @@ class DirectTransfers:
             raise
         except (FailedPreconditionError, UnimplementedError) as error:
             if isinstance(error, UnimplementedError) or error.reason == NO_DIRECT:
-                self.offered = False
+                self.offer.withdraw()
                 return None
             raise
 

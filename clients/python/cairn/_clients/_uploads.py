@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 
-from .._backoff import backoff
+from .._backoff import Offer, backoff
 from .._channels import resent_after
 from .._headers import REQUEST_ID_HEADER, Metadata, with_id
 from .._progress import Meter, Progress, meter
@@ -65,8 +65,8 @@ class Uploads:
         self._streams, self._stub, self._direct = streams, stub, direct
         self._threshold = threshold
         self._batches = FileBatches(streams, stub)
-        # Whether the server answered UploadFiles UNIMPLEMENTED: its trees go file by file.
-        self._batches_refused = False
+        # Withdrawn when the server answers UploadFiles UNIMPLEMENTED: trees go file by file.
+        self._batches_offered = Offer()
 
     async def send(
         self,
@@ -118,13 +118,13 @@ class Uploads:
             async def send(parcel: Batch | tuple[Path, int, str]) -> None:
                 if not isinstance(parcel, Batch):
                     return await send_one(*parcel)
-                if not self._batches_refused:
+                if self._batches_offered.standing:
                     try:
                         sent, size, grown = await self._batches.send(
                             parcel, overwrite, timeout, metadata
                         )
                     except UnimplementedError:
-                        self._batches_refused = True  # a server of a release before
+                        self._batches_offered.withdraw()  # a server of a release before
                     else:
                         stored.update((info.path, info) for info in sent)
                         counted.part(size).reach(size)

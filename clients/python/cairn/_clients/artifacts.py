@@ -119,7 +119,7 @@ class ArtifactClient(BaseClient):
     @property
     def _direct_offered(self) -> bool:
         """Whether the server offers direct transfer, as far as this client knows."""
-        return self._direct.offered
+        return self._direct.offer.standing
 
     async def upload(
         self,
