@@ -2,6 +2,7 @@
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -109,3 +110,11 @@ class CountingStub:
         if name == self._method:
             self.calls += 1
         return getattr(self._stub, name)
+
+
+def count_calls(holder: Any, method: str) -> CountingStub:
+    """Has holder, a part of a client that calls through its `_stub`, count its calls
+    of method from now on."""
+    counting = CountingStub(holder._stub, method)
+    holder._stub = counting
+    return counting

@@ -43,7 +43,7 @@ from cairn_server.artifacts.tickets import TicketSigner
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
 from tests.conftest import eventually, new_project, serving, with_overrides
-from tests.integration.artifacts.conftest import CountingStub
+from tests.integration.artifacts.conftest import count_calls
 from tests.integration.auth.conftest import populated, serve
 from tests.integration.test_tls import pki  # noqa: F401 (a fixture)
 
@@ -512,8 +512,7 @@ async def test_a_client_told_there_is_no_direct_transfer_asks_again_later(
         "127.0.0.1", undirected_s3_port, project=project, timeout=None
     ) as s3_store:
         s3_store.direct_threshold = SMALL_THRESHOLD
-        tickets = CountingStub(s3_store._direct._stub, "CreateUploadTicket")
-        s3_store._direct._stub = tickets
+        tickets = count_calls(s3_store._direct, "CreateUploadTicket")
         await s3_store.upload("s3/first.bin", DATA)
         await s3_store.upload("s3/soon.bin", DATA)
         assert tickets.calls == 1  # told once, then streamed without asking

@@ -30,7 +30,7 @@ from cairn.exceptions import (
 from cairn_server.artifacts.store import ObjectStore
 from cairn_server.common.config import Config
 from tests.conftest import eventually, holds_up_another, new_project
-from tests.integration.artifacts.conftest import CountingStub, store_through
+from tests.integration.artifacts.conftest import count_calls, store_through
 from tests.proxy import StallingProxy
 
 Files = list[tuple[str, bytes]]
@@ -287,12 +287,12 @@ async def test_a_client_told_there_is_no_upload_files_asks_again_later(
     port = server_port if store.backend == "filesystem" else s3_server_port  # type: ignore[attr-defined]
     for name in ("a", "b"):
         (tmp_path / name).write_bytes(name.encode())
-    batches = store._uploads._batches
-    upgraded = CountingStub(batches._stub, "UploadFiles")
+    served = store._uploads._batches._stub
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         _answer_unimplemented(store, channel)
         await store.upload_tree("old", tmp_path)
-    batches._stub = upgraded
+    store._uploads._batches._stub = served
+    upgraded = count_calls(store._uploads._batches, "UploadFiles")
 
     await store.upload_tree("soon", tmp_path)
     assert upgraded.calls == 0  # within NOT_OFFERED_SECONDS: not asked
