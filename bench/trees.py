@@ -2,10 +2,10 @@
 
 `upload_tree` sends a tree's small files in batches, one `UploadFiles` call each
 (`_file_batches`), several at once (`_many_files.UPLOADS_AT_ONCE`); a directory's
-`download` moves them several at once (`DOWNLOADS_AT_ONCE`). Each row is measured beside
-the same tree moved as the client moved it before, in the same run and on the same
-server: file by file, several at once, and one file at a time. On the filesystem backend
-and on S3 (moto on loopback).
+`download` brings them down in batches too, one `DownloadFiles` call each, several at
+once (`DOWNLOADS_AT_ONCE`). Each row is measured beside the same tree moved as the client
+moved it before, in the same run and on the same server: file by file, several at once,
+and one file at a time. On the filesystem backend and on S3 (moto on loopback).
 
 `python -m bench.trees [files] [at once]` moves another number of files (2,000 by
 default), another number at once.
@@ -41,7 +41,7 @@ def _make_tree(root: Path) -> None:
 Way = tuple[int, int, int]
 # As the client moves it (`python -m bench.trees [files] [at once]` sets both widths).
 BATCHED: Way = (_many_files.UPLOADS_AT_ONCE, _many_files.DOWNLOADS_AT_ONCE, BATCH_FILES)
-# File by file, several at once (a batch of one file is an upload of its own).
+# File by file, several at once (a batch of one file is an upload or download of its own).
 FILE_BY_FILE: Way = (BATCHED[0], BATCHED[1], 1)
 ONE_AT_A_TIME: Way = (1, 1, 1)
 
@@ -93,9 +93,11 @@ async def _rows(server: Server, backend: str, tree: Path, work: Path) -> list[tu
             f"({alone[0]:,.0f} files/s)",
         ),
         (
-            f"{backend}: download, {BATCHED[1]} files at once",
+            f"{backend}: download, batches {BATCHED[1]} at once",
             f"{batched[1]:,.0f} files/s",
-            f"{batched[1] / alone[1]:.2f}x one at a time ({alone[1]:,.0f} files/s)",
+            f"{batched[1] / file_by_file[1]:.2f}x file by file {BATCHED[1]} at once "
+            f"({file_by_file[1]:,.0f} files/s), {batched[1] / alone[1]:.2f}x one at a time "
+            f"({alone[1]:,.0f} files/s)",
         ),
     ]
 

@@ -66,7 +66,7 @@ def _unusable_root(config: Config, root: Path, error: OSError) -> str:
 # grants what its call does (an upload: editor; a download, on S3 a presigned GET of
 # the object's bytes as they are: viewer).
 ROLES = role_table(
-    viewer=["Download", "StatObject", "ListObjects", "CreateDownloadTicket"],
+    viewer=["Download", "DownloadFiles", "StatObject", "ListObjects", "CreateDownloadTicket"],
     editor=[
         "Upload",
         "UploadFiles",

@@ -32,6 +32,7 @@ from . import (
 )
 from .batches import FileBatches
 from .download_pieces import open_range, pieces, write_at_pace
+from .file_reads import FileReads
 from .janitor import janitor_for
 from .leases import CompletionLeases
 from .objects import StoredObject, already_exists
@@ -102,6 +103,7 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
             self._objects, self._backend, self._janitor, self._admission, self._stopping, self._info
         )
         self._downloads = asyncio.Semaphore(MAX_DOWNLOADS)
+        self._file_reads = FileReads(self._objects, self._backend, self._info, self._page_bytes)
         self._download_calls = asyncio.Semaphore(MAX_DOWNLOAD_CALLS)
         self._direct = DirectTransfers(
             resources, self._backend, self._objects, self._janitor, self._info, self._discard
@@ -384,6 +386,13 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
                         )
                         progress.moved += len(piece)
                         info = None
+
+    async def DownloadFiles(
+        self, request: api.DownloadFilesRequest, context: Context
+    ) -> api.DownloadFilesResponse:
+        # A download slot holds its answer (CONTENT_BYTES at most, a few copies of it).
+        async with slots.held(self._downloads, self._stopping):
+            return await self._file_reads.answer(request)
 
     async def StatObject(
         self, request: api.StatObjectRequest, context: Context

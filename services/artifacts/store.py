@@ -56,6 +56,17 @@ class ObjectStore(Uploads, Publication, BatchUploads, GarbageKeys, Listing):
             raise NotFound("OBJECT_NOT_FOUND", f"no object at {path!r}", metadata={"path": path})
         return StoredObject(**dict(row))
 
+    async def get_many(self, project: str, paths: list[str]) -> dict[str, StoredObject]:
+        """The objects at those of paths that hold one, by path."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""SELECT {OBJECT_COLUMNS} FROM artifacts.objects
+                    WHERE project = $1 AND path = ANY($2::text[])""",
+                project,
+                paths,
+            )
+        return {row["path"]: StoredObject(**dict(row)) for row in rows}
+
     async def remove(self, project: str, path: str, recursive: bool) -> Removed:
         """Unpublishes the object at path, or every object under it as a directory; their
         storage keys become garbage.

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 
@@ -34,7 +32,8 @@ from ..exceptions import (
 from ..types._artifacts import ObjectInfo, object_from_proto
 from ._deadlines import Deadline, within
 from ._direct_transfers import DirectTransfers
-from ._local_files import check_length, check_room, file_for, local_writes, tree_files
+from ._file_batches import Batch, FileFetches, RemoteFile, batched
+from ._local_files import check_length, check_room, file_for, landing, local_writes, tree_files
 from ._many_files import download_each, moves_alone
 
 # The reason of a download the server cut because its reader fell behind the pace.
@@ -56,6 +55,7 @@ class Downloads:
     ) -> None:
         self._transport, self._streams, self._stub = transport, streams, stub
         self._direct, self._threshold = direct, threshold
+        self._batches = FileFetches(streams, stub)
 
     async def stream(
         self, request: api.DownloadRequest, timeout: float | None, metadata: Metadata | None
@@ -105,18 +105,9 @@ class Downloads:
         metadata: Metadata | None,
     ) -> None:
         """The object of info at target, whole or not at all."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Of a bounded length, unlike one with the target's name in it: any name the
-        # file system takes (255 bytes on ext4) has room for its temporary beside it.
-        temporary = target.parent / f".cairn-{uuid.uuid4().hex}.part"
-        try:
+        with landing(target) as temporary:
             async with within(timeout, f"the download of {info.path!r}"):
                 await self._to(info, temporary, counted, timeout, metadata)
-            os.replace(temporary, target)
-        finally:
-            # A file that cannot be removed must not hide the error that ended the write.
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
 
     async def _to(
         self,
@@ -186,13 +177,23 @@ class Downloads:
             meter(progress, "download", tree_label(prefix, len(objects)), total) as counted,
         ):
 
-            async def fetch(entry: tuple[ObjectInfo, Path]) -> None:
-                info, file = entry
-                await self.file(info, file, counted.part(info.size), timeout, metadata)
+            def alone(size: int) -> bool:
+                return moves_alone(size, threshold)
+
+            async def fetch(parcel: Batch[RemoteFile] | RemoteFile) -> None:
+                singles = (
+                    await self._batches.fetch(parcel, counted, timeout, metadata)
+                    if isinstance(parcel, Batch)
+                    else [parcel]
+                )
+                for info, file in singles:  # each of the batch's left out: alone
+                    await self.file(info, file, counted.part(info.size), timeout, metadata)
 
             pairs = list(zip(objects, files, strict=True))
             moved = await download_each(
-                pairs, fetch, lambda pair: moves_alone(pair[0].size, threshold)
+                list(batched(pairs, lambda pair: pair[0].size, alone)),
+                fetch,
+                lambda parcel: not isinstance(parcel, Batch) and alone(parcel[0].size),
             )
             if moved.failure is not None:
                 raise moved.failure[1]

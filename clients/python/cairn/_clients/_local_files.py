@@ -14,6 +14,7 @@ import stat
 import sys
 import tempfile
 import unicodedata
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath, PureWindowsPath
 from typing import BinaryIO, NoReturn, TypeVar
@@ -66,6 +67,23 @@ def file_for(path: Path, size: int) -> BinaryIO | DirectWriter:
     if size >= _direct_io.BUFFER:
         return DirectWriter.create(path, exclusive=False)
     return path.open("wb")
+
+
+@contextlib.contextmanager
+def landing(target: Path) -> Iterator[Path]:
+    """A new temporary file's path beside target, which becomes target when the body
+    ends without error and is removed otherwise: a download's file is whole or not there."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Of a bounded length, unlike one with the target's name in it: any name the file
+    # system takes (255 bytes on ext4) has room for its temporary beside it.
+    temporary = target.parent / f".cairn-{uuid.uuid4().hex}.part"
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    finally:
+        # A file that cannot be removed must not hide the error that ended the write.
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
 
 
 def check_length(path: Path, size: int) -> None:

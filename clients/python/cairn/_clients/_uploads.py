@@ -33,7 +33,7 @@ from ._direct_transfers import (
     Upload,
 )
 from ._downloads import tree_label
-from ._file_batches import Batch, FileBatches, batched
+from ._file_batches import Batch, FileBatches, LocalFile, batched
 from ._local_files import (
     NOTHING_SENT,
     Resendable,
@@ -115,7 +115,7 @@ class Uploads:
                 info = await self.send(target, file, overwrite, None, part, timeout, metadata)
                 stored[info.path] = info
 
-            async def send(parcel: Batch | tuple[Path, int, str]) -> None:
+            async def send(parcel: Batch[LocalFile] | LocalFile) -> None:
                 if not isinstance(parcel, Batch):
                     return await send_one(*parcel)
                 if self._batches_offered.standing:
@@ -138,7 +138,7 @@ class Uploads:
                 return moves_alone(size, threshold)
 
             moved = await upload_each(
-                list(batched(targets, alone)),
+                list(batched(targets, lambda file: file[1], alone)),
                 send,
                 lambda parcel: not isinstance(parcel, Batch) and alone(parcel[1]),
             )
@@ -238,7 +238,7 @@ def _target(path: str, relative: Path) -> str:
     return f"{path.rstrip('/')}/{relative.as_posix()}" if path.strip("/") else relative.as_posix()
 
 
-def _failed_file(parcel: Batch | tuple[Path, int, str], error: Exception) -> Path:
+def _failed_file(parcel: Batch[LocalFile] | LocalFile, error: Exception) -> Path:
     """The file whose read failed a parcel: a batch's OSError names it (`reading`)."""
     if not isinstance(parcel, Batch):
         return parcel[0]

@@ -109,6 +109,28 @@ class DownloadResponse(_message.Message):
     chunk: bytes
     def __init__(self, object: _Optional[_Union[_artifacts_pb2.ObjectInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
+class DownloadFilesRequest(_message.Message):
+    __slots__ = ("project", "paths")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, project: _Optional[str] = ..., paths: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FileDownload(_message.Message):
+    __slots__ = ("object", "content")
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    object: _artifacts_pb2.ObjectInfo
+    content: bytes
+    def __init__(self, object: _Optional[_Union[_artifacts_pb2.ObjectInfo, _Mapping]] = ..., content: _Optional[bytes] = ...) -> None: ...
+
+class DownloadFilesResponse(_message.Message):
+    __slots__ = ("files",)
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    files: _containers.RepeatedCompositeFieldContainer[FileDownload]
+    def __init__(self, files: _Optional[_Iterable[_Union[FileDownload, _Mapping]]] = ...) -> None: ...
+
 class StatObjectRequest(_message.Message):
     __slots__ = ("project", "path")
     PROJECT_FIELD_NUMBER: _ClassVar[int]

@@ -52,6 +52,11 @@ class ArtifactServiceStub:
                 request_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.DownloadRequest.SerializeToString,
                 response_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.DownloadResponse.FromString,
                 _registered_method=True)
+        self.DownloadFiles = channel.unary_unary(
+                '/cairn.artifacts.v1.ArtifactService/DownloadFiles',
+                request_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.DownloadFilesRequest.SerializeToString,
+                response_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.DownloadFilesResponse.FromString,
+                _registered_method=True)
         self.StatObject = channel.unary_unary(
                 '/cairn.artifacts.v1.ArtifactService/StatObject',
                 request_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.StatObjectRequest.SerializeToString,
@@ -130,6 +135,18 @@ class ArtifactServiceServicer:
         """A server stream of chunks, of the whole object or a byte range. A stream whose
         client stops taking them is cut once it falls behind the pace of a transfer
         (docs/artifacts.md): RESOURCE_EXHAUSTED (STREAM_STALLED) after the chunks sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadFiles(self, request, context):
+        """The bytes of several small objects, each at its own path, in one call (a tree of
+        small files, where a Download of each costs more than its bytes), each with its
+        description, in the order of the paths. A file comes without content when no
+        object is at its path, when its bytes do not fit the answer (768 KiB of content
+        in all, within the server's largest message) or could not be read whole: its
+        client downloads it alone, which says why.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -229,6 +246,11 @@ def add_ArtifactServiceServicer_to_server(servicer, server):
                     servicer.Download,
                     request_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.DownloadRequest.FromString,
                     response_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.DownloadResponse.SerializeToString,
+            ),
+            'DownloadFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.DownloadFiles,
+                    request_deserializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.DownloadFilesRequest.FromString,
+                    response_serializer=cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.DownloadFilesResponse.SerializeToString,
             ),
             'StatObject': grpc.unary_unary_rpc_method_handler(
                     servicer.StatObject,
@@ -359,6 +381,33 @@ class ArtifactService:
             '/cairn.artifacts.v1.ArtifactService/Download',
             cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.DownloadRequest.SerializeToString,
             cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.DownloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cairn.artifacts.v1.ArtifactService/DownloadFiles',
+            cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.DownloadFilesRequest.SerializeToString,
+            cairn_dot_artifacts_dot_v1_dot_artifacts__service__pb2.DownloadFilesResponse.FromString,
             options,
             channel_credentials,
             insecure,
