@@ -155,7 +155,9 @@ async def test_a_file_left_out_of_an_answer_is_the_callers_to_download_alone(
     listed = [(stored["r/a"], tmp_path / "a"), (stored["r/b"], tmp_path / "b")]
 
     with meter(None, "download", "r/", 2) as counted:
-        left = await store._downloads._batches.fetch(Batch(listed, 2), counted, None, None)
+        left = await store._downloads.batch(
+            Batch(listed, 2), lambda file: (file[0].path, file[1]), counted, None, None
+        )
 
     assert left == [listed[1]]
     assert _tree_under(tmp_path) == {"a": b"a"}

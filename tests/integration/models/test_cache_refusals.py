@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import cairn
+from cairn._clients import _file_batches
 from cairn.exceptions import FailedPreconditionError
 from cairn.models import _cache
 from tests.integration.models.conftest import World
@@ -89,9 +90,21 @@ async def test_an_edited_entry_that_cannot_be_moved_aside_is_never_served(
     assert (again / "config.json").read_text() == '{"threshold": 0.5}'
 
 
+@pytest.mark.parametrize(
+    ("batch_bytes", "looked_up"),
+    [(0, ["config.json", "weights.bin"]), (_file_batches.BATCH_BYTES, [])],
+    ids=["each file alone", "in a batch"],
+)
 async def test_a_fill_stats_each_object_once_and_seals_off_the_event_loop(
-    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    world: World,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    batch_bytes: int,
+    looked_up: list[str],
 ) -> None:
+    """A file fetched alone is looked up once (stat), then downloaded; one of a batch not at all
+    (DownloadFiles describes it)."""
+    monkeypatch.setattr(_file_batches, "BATCH_BYTES", batch_bytes)
     info = await _logged(world, tmp_path)
     stats: list[str] = []
     stat = cairn.ArtifactClient.stat
@@ -115,7 +128,7 @@ async def test_a_fill_stats_each_object_once_and_seals_off_the_event_loop(
     monkeypatch.setattr(_cache, "_seal", sealing)
     await world.tracking.load_model(info.model_uri, cache_dir=world.cache)
 
-    assert sorted(path.rsplit("/", 1)[-1] for path in stats) == ["config.json", "weights.bin"]
+    assert sorted(path.rsplit("/", 1)[-1] for path in stats) == looked_up
     assert sealed_on_loop == [False]
 
 

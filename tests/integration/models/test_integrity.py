@@ -6,9 +6,11 @@ from __future__ import annotations
 import itertools
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cairn._clients import _downloads, _file_batches
 from cairn._clients.model_sources import MANIFEST_TAG
 from cairn.exceptions import DataLossError
 from cairn.models import MANIFEST, UntrustedModelError
@@ -39,6 +41,30 @@ async def test_a_directory_comes_back_as_a_local_path(world: World, tmp_path: Pa
     assert (loaded / "config.json").read_text() == '{"layers": 2}'
     assert (loaded / "sub" / "weights.bin").read_bytes() == bytes(range(256)) * 64
     assert loaded.is_relative_to(world.cache / info.manifest_sha256)
+
+
+async def test_a_models_small_files_come_down_in_one_call(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its files batched as a directory's download batches them (one DownloadFiles
+    call), where each file was a stat and a download of its own."""
+    info = await world.tracking.log_model(world.run_id, _model_dir(tmp_path), "bundle-model")
+    calls: list[str] = []
+    for part, method in ((_file_batches.FileFetches, "fetch"), (_downloads.Downloads, "file")):
+        monkeypatch.setattr(part, method, _counted(getattr(part, method), method, calls))
+
+    loaded = Path(await world.tracking.load_model(info.model_uri, cache_dir=world.cache))
+
+    assert (loaded / "sub" / "weights.bin").read_bytes() == bytes(range(256)) * 64
+    assert calls == ["fetch"]
+
+
+def _counted(method: Any, name: str, calls: list[str]) -> Any:
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return await method(*args, **kwargs)
+
+    return counted
 
 
 async def test_a_changed_file_is_refused(world: World, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from .._direct_io import Writable
 from .._headers import Metadata, check_timeout
@@ -32,7 +33,7 @@ from ..exceptions import (
 from ..types._artifacts import ObjectInfo, object_from_proto
 from ._deadlines import Deadline, within
 from ._direct_transfers import DirectTransfers
-from ._file_batches import Batch, FileFetches, RemoteFile, batched
+from ._file_batches import Batch, FileFetches, batched
 from ._local_files import check_length, check_room, file_for, landing, local_writes, tree_files
 from ._many_files import download_each, moves_alone
 
@@ -136,6 +137,19 @@ class Downloads:
                     counted.reach(start + received)
         await asyncio.to_thread(check_length, temporary, received)
 
+    async def batch(
+        self,
+        batch: Batch[T],
+        where: Callable[[T], tuple[str, Path]],
+        counted: Meter,
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> list[T]:
+        """Each file of batch (where: its path in the store and the local file it
+        becomes) written from one DownloadFiles call when the answer holds it; the others,
+        each the caller's to download alone (`FileFetches.fetch`)."""
+        return await self._batches.fetch(batch, where, counted, timeout, metadata)
+
     async def tree(
         self,
         path: str,
@@ -182,7 +196,7 @@ class Downloads:
 
             async def fetch(parcel: Batch[RemoteFile] | RemoteFile) -> None:
                 singles = (
-                    await self._batches.fetch(parcel, counted, timeout, metadata)
+                    await self.batch(parcel, _places, counted, timeout, metadata)
                     if isinstance(parcel, Batch)
                     else [parcel]
                 )
@@ -198,6 +212,15 @@ class Downloads:
             if moved.failure is not None:
                 raise moved.failure[1]
         return target
+
+
+# A file of a tree to download: its object, and the local file it becomes.
+RemoteFile = tuple[ObjectInfo, Path]
+T = TypeVar("T")
+
+
+def _places(file: RemoteFile) -> tuple[str, Path]:
+    return file[0].path, file[1]
 
 
 def tree_label(path: str, count: int) -> str:

@@ -38,8 +38,6 @@ BATCH_BYTES = 768 * 1024
 T = TypeVar("T")
 # A file of a tree to upload: the local file, its size, its path in the store.
 LocalFile = tuple[Path, int, str]
-# A file of a tree to download: its object, and the local file it becomes.
-RemoteFile = tuple[ObjectInfo, Path]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,20 +136,23 @@ class FileFetches:
 
     async def fetch(
         self,
-        batch: Batch[RemoteFile],
+        batch: Batch[T],
+        where: Callable[[T], tuple[str, Path]],
         counted: Meter,
         timeout: float | None,
         metadata: Metadata | None,
-    ) -> list[RemoteFile]:
-        """Writes each file of batch whose bytes the answer holds, checked against its
-        size and sha256 first; returns the others, each the caller's to download alone
-        (the answer had no room for it, or its object is gone or changed: that download
-        tells which). Raises DataLossError (CHECKSUM_MISMATCH) for bytes that are not
-        those of the object the answer describes."""
+    ) -> list[T]:
+        """Writes each file of batch (where: its path in the store and the local file it
+        becomes) whose bytes the answer holds, checked against its object's size and
+        sha256 first; returns the others, each the caller's to download alone (the
+        answer had no room for it, or its object is gone or changed: that download tells
+        which). Raises DataLossError (CHECKSUM_MISMATCH) for bytes that are not those of
+        the object the answer describes."""
         if not self._offer.standing:
             return batch.files
+        places = [where(file) for file in batch.files]
         request = api.DownloadFilesRequest(
-            project=self._transport.project, paths=[info.path for info, _ in batch.files]
+            project=self._transport.project, paths=[path for path, _ in places]
         )
         try:
             reply = await self._transport.unary(
@@ -160,28 +161,18 @@ class FileFetches:
         except UnimplementedError:
             self._offer.withdraw()  # a server of a release before
             return batch.files
-        arrived, left = _arrived(batch.files, reply.files)
+        if len(reply.files) != len(places):  # no server of Cairn's answers so
+            return batch.files
+        arrived, left = [], []
+        for file, (path, target), answered in zip(batch.files, places, reply.files, strict=True):
+            if answered.HasField("content") and answered.object.path == path:
+                arrived.append((target, _checked(answered)))
+            else:
+                left.append(file)
         await asyncio.to_thread(_write_each, arrived)
         for _, content in arrived:
             counted.part(len(content)).reach(len(content))
         return left
-
-
-def _arrived(
-    files: list[RemoteFile], answered: Sequence[api.FileDownload]
-) -> tuple[list[tuple[Path, bytes]], list[RemoteFile]]:
-    """The bytes the answer holds, each with the local file it becomes, and the files
-    asked for that came without them (all of them, from an answer of another
-    count than asked: no server of Cairn's sends one)."""
-    if len(answered) != len(files):
-        return [], files
-    arrived, left = [], []
-    for (info, target), file in zip(files, answered, strict=True):
-        if file.HasField("content") and file.object.path == info.path:
-            arrived.append((target, _checked(file)))
-        else:
-            left.append((info, target))
-    return arrived, left
 
 
 def _checked(file: api.FileDownload) -> bytes:

@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple, cast
 
-from .._progress import Progress, meter
+from .._progress import Meter, Progress, meter
 from ..exceptions import DataLossError, FailedPreconditionError, NotFoundError
 from ..models import _manifest
 from ..models._cache import ModelCache, compiled_module
@@ -21,6 +21,7 @@ from ..models._paths import inside, invalid_manifest
 from ..models._uris import SCHEMES, ArtifactUri, RunUri, parse_uri, scheme_of
 from ..types._artifacts import ObjectInfo
 from ..types._paging import ListOptions
+from ._file_batches import Batch, batched
 from ._local_files import download_folder, tree_files
 from ._many_files import download_each, moves_alone
 from .artifacts import ArtifactClient, in_project
@@ -29,6 +30,8 @@ from .registry import ModelRegistryAPIClient
 from .run_store import RunClient, join, run_store
 
 CachePath = str | os.PathLike[str] | None
+# A file of a model's manifest: its path in the model, and what it must hold.
+FileOfModel = tuple[str, _manifest.FileEntry]
 
 
 class Location(NamedTuple):
@@ -191,26 +194,62 @@ async def fetch(
             # "NUL", say) name no file here.
             await asyncio.to_thread(tree_files, scratch, "", list(manifest.files))
             with meter(progress, "download", uri, total) as counted:
-
-                async def fetch_file(entry: tuple[str, _manifest.FileEntry]) -> None:
-                    relative, expected = entry
-                    local = inside(scratch, relative, uri)
-                    remote = join(path, None, relative)
-                    stored = await _check_stored(store, remote, relative, expected, uri)
-                    part = counted.part(expected.size)
-                    await store._downloads.file(stored, local, part, None, None)
-                    await asyncio.to_thread(_manifest.verify_file, local, relative, expected, uri)
-
-                # Several at once, as a directory's download (docs/artifacts.md, "Trees").
-                threshold = store.direct_threshold
-                moved = await download_each(
-                    list(manifest.files.items()),
-                    fetch_file,
-                    lambda entry: moves_alone(entry[1].size, threshold),
-                )
-                if moved.failure is not None:
-                    raise moved.failure[1]
+                await _Filling(store, path, scratch, uri, counted).every(manifest)
     return cache.root / key
+
+
+class _Filling:
+    """The files of a model's manifest, fetched from its path in store into a cache
+    entry's scratch folder, each checked against the manifest."""
+
+    def __init__(
+        self, store: ArtifactClient, path: str, scratch: Path, uri: str, counted: Meter
+    ) -> None:
+        self._store, self._path, self._scratch = store, path, scratch
+        self._uri, self._counted = uri, counted
+
+    async def every(self, manifest: Manifest) -> None:
+        """As a directory's download: small files in batches, several at once
+        (docs/artifacts.md, "Trees")."""
+        threshold = self._store.direct_threshold
+
+        def alone(size: int) -> bool:
+            return moves_alone(size, threshold)
+
+        files = list(manifest.files.items())
+        moved = await download_each(
+            list(batched(files, lambda entry: entry[1].size, alone)),
+            self._parcel,
+            lambda parcel: not isinstance(parcel, Batch) and alone(parcel[1].size),
+        )
+        if moved.failure is not None:
+            raise moved.failure[1]
+
+    def _place(self, entry: FileOfModel) -> tuple[str, Path]:
+        """Where a file of the manifest is stored, and the local file it becomes."""
+        return join(self._path, None, entry[0]), inside(self._scratch, entry[0], self._uri)
+
+    async def _parcel(self, parcel: Batch[FileOfModel] | FileOfModel) -> None:
+        if not isinstance(parcel, Batch):
+            return await self._one(parcel)
+        left = await self._store._downloads.batch(parcel, self._place, self._counted, None, None)
+        for entry in parcel.files:
+            if entry in left:
+                await self._one(entry)
+            else:
+                await self._verify(entry)
+
+    async def _one(self, entry: FileOfModel) -> None:
+        remote, local = self._place(entry)
+        relative, expected = entry
+        stored = await _check_stored(self._store, remote, relative, expected, self._uri)
+        part = self._counted.part(expected.size)
+        await self._store._downloads.file(stored, local, part, None, None)
+        await self._verify(entry)
+
+    async def _verify(self, entry: FileOfModel) -> None:
+        local = self._place(entry)[1]
+        await asyncio.to_thread(_manifest.verify_file, local, *entry, self._uri)
 
 
 @contextlib.asynccontextmanager
