@@ -390,7 +390,11 @@ class ArtifactServicer(artifacts_service_pb2_grpc.ArtifactServiceServicer):
     async def DownloadFiles(
         self, request: api.DownloadFilesRequest, context: Context
     ) -> api.DownloadFilesResponse:
-        # A download slot holds its answer (CONTENT_BYTES at most, a few copies of it).
+        # A download slot holds its answer (CONTENT_BYTES at most, a few copies of it);
+        # the call counts as a Download's until it ends, past its handler when its
+        # client does not take the answer.
+        await slots.taken(self._download_calls, self._stopping)
+        context.add_done_callback(lambda _: self._download_calls.release())
         async with slots.held(self._downloads, self._stopping):
             return await self._file_reads.answer(request)
 

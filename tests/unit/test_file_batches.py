@@ -1,11 +1,16 @@
-"""How a tree's files are parcelled: small ones in batches, in path order."""
+"""How a tree's files are parcelled (small ones in batches, in path order) and how an
+answer of a batch's download is sorted: the files it holds, those handed back."""
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from cairn._clients import _file_batches
-from cairn._clients._file_batches import BATCH_BYTES, Batch, LocalFile, batched
+from cairn._clients._file_batches import BATCH_BYTES, Batch, LocalFile, batched, sorted_answer
+from cairn.artifacts.v1 import artifacts_pb2 as pb
+from cairn.artifacts.v1 import artifacts_service_pb2 as api
+from cairn.exceptions import DataLossError
 
 
 def _files(*sizes: int) -> list[LocalFile]:
@@ -61,3 +66,69 @@ def test_batches_keep_within_what_the_server_takes() -> None:
     from cairn_server.artifacts import batches
 
     assert _file_batches.BATCH_FILES == batches.MAX_FILES
+
+
+def test_a_batch_asks_no_more_content_than_an_answer_holds() -> None:
+    from cairn_server.artifacts import file_reads
+
+    assert BATCH_BYTES <= file_reads.CONTENT_BYTES
+
+
+ASKED = ["t/a", "t/b", "t/c"]
+PLACES = [(path, Path(path)) for path in ASKED]
+
+
+def _entry(path: str, content: bytes | None, stored: bytes | None = None) -> api.FileDownload:
+    """An answer's entry for path: its object described as holding stored (content
+    when not given), with content as its bytes (None: left out)."""
+    described = content if stored is None else stored
+    info = pb.ObjectInfo(
+        path=path, size=len(described or b""), sha256=hashlib.sha256(described or b"").hexdigest()
+    )
+    if content is None:
+        return api.FileDownload(object=info)
+    return api.FileDownload(object=info, content=content)
+
+
+def test_an_answer_s_files_are_written_from_it_and_the_rest_handed_back() -> None:
+    answered = [_entry("t/a", b"a"), _entry("t/b", None), _entry("t/c", b"")]
+
+    arrived, left = sorted_answer(ASKED, PLACES, answered)
+
+    assert arrived == [(Path("t/a"), b"a"), (Path("t/c"), b"")]
+    assert left == ["t/b"]
+
+
+@pytest.mark.parametrize(
+    "answered",
+    [
+        [_entry("t/a", b"a"), _entry("t/b", b"b")],  # fewer than asked
+        [_entry(path, b"x") for path in [*ASKED, "t/d"]],  # more
+    ],
+    ids=["fewer", "more"],
+)
+def test_an_answer_of_another_count_writes_nothing(answered: list[api.FileDownload]) -> None:
+    assert sorted_answer(ASKED, PLACES, answered) == ([], ASKED)
+
+
+def test_an_entry_for_a_path_not_asked_there_is_handed_back() -> None:
+    """Out of order, or another path: the file is downloaded alone, never written from
+    bytes described as another object's."""
+    answered = [_entry("t/b", b"b"), _entry("t/a", b"a"), api.FileDownload(content=b"c")]
+
+    assert sorted_answer(ASKED, PLACES, answered) == ([], ASKED)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [_entry("t/b", b"B", stored=b"b"), _entry("t/b", b"bb", stored=b"b")],
+    ids=["other bytes", "more bytes"],
+)
+def test_bytes_that_are_not_the_described_object_s_refuse_the_whole_answer(
+    entry: api.FileDownload,
+) -> None:
+    with pytest.raises(DataLossError) as refused:
+        sorted_answer(ASKED, PLACES, [_entry("t/a", b"a"), entry, _entry("t/c", b"c")])
+
+    assert refused.value.reason == "CHECKSUM_MISMATCH"
+    assert refused.value.metadata["expected_sha256"] == hashlib.sha256(b"b").hexdigest()

@@ -12,7 +12,7 @@ import pytest
 
 import cairn
 from cairn import _backoff
-from cairn._clients._file_batches import BATCH_BYTES, Batch
+from cairn._clients._file_batches import Batch
 from cairn._progress import meter
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc
@@ -229,7 +229,3 @@ async def test_a_server_without_download_files_is_downloaded_from_file_by_file(
     written = await store.download("o", tmp_path / "later")
     assert _tree_under(written) == {"a": b"a", "b": b"b"}
     assert (upgraded.calls, streams.calls) == (1, 4)
-
-
-def test_a_batch_asks_no_more_than_an_answer_holds() -> None:
-    assert BATCH_BYTES <= file_reads.CONTENT_BYTES

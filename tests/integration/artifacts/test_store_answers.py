@@ -127,3 +127,23 @@ async def test_a_direct_transfer_broken_at_the_store_says_so_by_its_reason(
     with pytest.raises(UnavailableError) as failed:
         await store.upload("d/model.bin", source)
     assert failed.value.reason == "OBJECT_STORE_UNAVAILABLE", failed.value
+
+
+async def test_a_batch_of_files_the_store_cannot_read_is_unavailable_then_comes_down(
+    store: cairn.ArtifactClient, proxy: S3AnsweringProxy, tmp_path: Path
+) -> None:
+    """A DownloadFiles call whose reads the store refuses fails as a Download does,
+    UNAVAILABLE (OBJECT_STORE_UNAVAILABLE), never INTERNAL; the directory comes down
+    once the store answers again."""
+    for name in ("a", "b", "c"):
+        await store.upload(f"g/{name}", name.encode())
+    busy = http_answer("503 Service Unavailable", b"<Error><Code>SlowDown</Code></Error>")
+    proxy.answer = lambda method, target: busy if method == "GET" else None
+
+    with pytest.raises(UnavailableError) as failed:
+        await store.download("g", tmp_path / "refused", timeout=30)
+    assert failed.value.reason == "OBJECT_STORE_UNAVAILABLE", failed.value
+
+    proxy.answer = lambda method, target: None
+    written = await store.download("g", tmp_path / "out")
+    assert sorted(file.read_bytes() for file in written.iterdir()) == [b"a", b"b", b"c"]
