@@ -31,10 +31,12 @@ from .store import ObjectStore
 # _file_batches.BATCH_BYTES): with MAX_FILES descriptions (paths of 1 KiB, URIs) it
 # fits the least message a server may send (CAIRN_MAX_MESSAGE_BYTES, 1 MiB).
 CONTENT_BYTES = 768 * 1024
-# Objects of one call read at once, each a request to the store on a thread of its own
-# (threads.STORE_THREADS): on S3 a hundred GETs one after another would take longer than
-# the streams they replace, eight at once; and a call cancelled stops at its next read.
-READS_AT_ONCE = 8
+# Objects read at once by all DownloadFiles calls of a process together, each a request
+# to the store on a thread of its own: on S3 a hundred GETs one after another would take
+# longer than the streams they replace, eight at once, and a call cancelled stops at its
+# next read; yet the store's threads (threads.STORE_THREADS, 32) stay free for the
+# chunks of streamed downloads, signing and completions, whatever the calls.
+STORE_READS = 8
 # What a file's entry in the answer takes beside its description and content: the
 # tags and lengths of its fields, a few bytes, counted generously.
 ENTRY_FRAMING = 16
@@ -70,6 +72,7 @@ class FileReads:
     ) -> None:
         self._objects, self._backend, self._info = objects, backend, info
         self._answer_bytes = answer_bytes
+        self._reads = asyncio.Semaphore(STORE_READS)
 
     async def answer(self, request: api.DownloadFilesRequest) -> api.DownloadFilesResponse:
         project = common.project(request.project)
@@ -82,10 +85,9 @@ class FileReads:
             for path in wanted
         ]
         chosen = self._fitting([found.get(path) for path in wanted], files)
-        reads = asyncio.Semaphore(READS_AT_ONCE)
 
         async def read(index: int) -> None:
-            async with reads:
+            async with self._reads:
                 content = await threads.in_store(_whole, self._backend, found[wanted[index]])
             if content is not None:
                 files[index].content = content

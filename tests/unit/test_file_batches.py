@@ -1,8 +1,14 @@
 """How a tree's files are parcelled (small ones in batches, in path order) and how an
 answer of a batch's download is sorted: the files it holds, those handed back."""
 
+import asyncio
+import contextlib
 import hashlib
+import threading
+import types
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +17,7 @@ from cairn._clients._file_batches import BATCH_BYTES, Batch, LocalFile, batched,
 from cairn.artifacts.v1 import artifacts_pb2 as pb
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.exceptions import DataLossError
+from tests.conftest import eventually
 
 
 def _files(*sizes: int) -> list[LocalFile]:
@@ -90,7 +97,7 @@ def _entry(path: str, content: bytes | None, stored: bytes | None = None) -> api
     return api.FileDownload(object=info, content=content)
 
 
-def test_an_answer_s_files_are_written_from_it_and_the_rest_handed_back() -> None:
+def test_an_answer_s_files_with_their_bytes_are_kept_and_the_rest_handed_back() -> None:
     answered = [_entry("t/a", b"a"), _entry("t/b", None), _entry("t/c", b"")]
 
     arrived, left = sorted_answer(ASKED, PLACES, answered)
@@ -111,12 +118,24 @@ def test_an_answer_of_another_count_writes_nothing(answered: list[api.FileDownlo
     assert sorted_answer(ASKED, PLACES, answered) == ([], ASKED)
 
 
-def test_an_entry_for_a_path_not_asked_there_is_handed_back() -> None:
-    """Out of order, or another path: the file is downloaded alone, never written from
-    bytes described as another object's."""
-    answered = [_entry("t/b", b"b"), _entry("t/a", b"a"), api.FileDownload(content=b"c")]
+@pytest.mark.parametrize(
+    ("answered", "handed_back"),
+    [
+        ([_entry("t/b", b"b"), _entry("t/a", b"a"), _entry("t/c", b"c")], ["t/a", "t/b"]),
+        ([_entry("t/a", b"a"), _entry("t/x", b"b"), _entry("t/c", b"c")], ["t/b"]),
+        ([_entry("t/a", b"a"), api.FileDownload(content=b"b"), _entry("t/c", b"c")], ["t/b"]),
+    ],
+    ids=["out of order", "another path", "no description"],
+)
+def test_bytes_described_as_another_path_s_are_handed_back(
+    answered: list[api.FileDownload], handed_back: list[str]
+) -> None:
+    """The file is downloaded alone, never written from bytes described as another
+    object's, or as none."""
+    arrived, left = sorted_answer(ASKED, PLACES, answered)
 
-    assert sorted_answer(ASKED, PLACES, answered) == ([], ASKED)
+    assert left == handed_back
+    assert [target for target, _ in arrived] == [Path(p) for p in ASKED if p not in handed_back]
 
 
 @pytest.mark.parametrize(
@@ -132,3 +151,48 @@ def test_bytes_that_are_not_the_described_object_s_refuse_the_whole_answer(
 
     assert refused.value.reason == "CHECKSUM_MISMATCH"
     assert refused.value.metadata["expected_sha256"] == hashlib.sha256(b"b").hexdigest()
+
+
+async def test_a_batch_cancelled_as_it_writes_writes_nothing_after_it_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file under way is finished, whole; the others are not begun, and the call
+    returns once its thread has ended: a thread that went on wrote files after the call
+    (into a folder its caller removes then, a model's scratch folder)."""
+    entered, release, finished = threading.Event(), threading.Event(), threading.Event()
+    landing, write_each = _file_batches.landing, _file_batches._write_each
+
+    @contextlib.contextmanager
+    def held(target: Path) -> Iterator[Path]:
+        entered.set()
+        release.wait(10)
+        with landing(target) as temporary:
+            yield temporary
+
+    def watched(*args: Any) -> None:
+        write_each(*args)
+        finished.set()
+
+    stops: list[threading.Event] = []
+
+    class Stop(threading.Event):
+        def __init__(self) -> None:
+            super().__init__()
+            stops.append(self)
+
+    monkeypatch.setattr(_file_batches, "landing", held)
+    monkeypatch.setattr(_file_batches, "_write_each", watched)
+    monkeypatch.setattr(_file_batches, "threading", types.SimpleNamespace(Event=Stop))
+    files = [(tmp_path / name, name.encode()) for name in ("a", "b", "c")]
+    writing = asyncio.ensure_future(_file_batches._written(files))
+    await asyncio.to_thread(entered.wait, 10)
+
+    writing.cancel()
+    await eventually(lambda: stops[0].is_set(), what="the writes told to stop")
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await writing
+
+    assert finished.is_set()
+    assert sorted(file.name for file in tmp_path.iterdir()) == ["a"]
+    assert (tmp_path / "a").read_bytes() == b"a"

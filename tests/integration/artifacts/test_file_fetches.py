@@ -2,9 +2,13 @@
 "Trees"); a directory's `download` brings its small files down so, each file whole or
 not at all and checked against its sha256, and each the answer leaves out alone."""
 
+import asyncio
 import hashlib
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import grpc
@@ -121,6 +125,44 @@ async def test_download_files_leaves_out_what_its_answer_has_no_room_for(
     assert reply.files[1].object.size == big
 
 
+async def test_download_files_calls_together_read_no_more_than_their_share_of_the_store(
+    store: cairn.ArtifactClient,
+    stub: artifacts_service_pb2_grpc.ArtifactServiceStub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Four calls of 20 objects at once read STORE_READS objects at a time in all, each
+    read on a store thread: the store's other threads stay free for streams, signing
+    and completions (each call reading eight took 32, every store thread there is)."""
+    paths = [f"s/{n:02}" for n in range(80)]
+    for path in paths:
+        await store.upload(path, path.encode())
+    reading, most = 0, 0
+    lock = threading.Lock()
+    whole = file_reads._whole
+
+    def counted(*args: Any) -> bytes | None:
+        nonlocal reading, most
+        with lock:
+            reading += 1
+            most = max(most, reading)
+        try:
+            time.sleep(0.01)  # a store's answer takes its time: reads overlap
+            return whole(*args)
+        finally:
+            with lock:
+                reading -= 1
+
+    monkeypatch.setattr(file_reads, "_whole", counted)
+    replies = await asyncio.gather(
+        *(_fetch(stub, store.project, *paths[n : n + 20]) for n in range(0, 80, 20))
+    )
+
+    assert [file.content for reply in replies for file in reply.files] == [
+        path.encode() for path in paths
+    ]
+    assert 1 < most <= file_reads.STORE_READS
+
+
 @pytest.mark.parametrize(
     ("paths", "field", "reason"),
     [
@@ -219,6 +261,9 @@ async def test_a_server_without_download_files_is_downloaded_from_file_by_file(
         written = await store.download("o", tmp_path / "old")
     assert _tree_under(written) == {"a": b"a", "b": b"b"}
     assert streams.calls == 2
+    # Meanwhile files are parcelled one by one, each moving beside the others, not in
+    # batches that would come back whole to be fetched one after another.
+    assert store._downloads.parcels(["x", "y"], len, lambda size: False) == ["x", "y"]
 
     fetches._stub = served
     upgraded = count_calls(fetches, "DownloadFiles")

@@ -17,7 +17,7 @@ import urllib3
 import cairn
 from cairn.exceptions import NotFoundError, UnavailableError
 from cairn_server.common.config import Config
-from tests.integration.artifacts.conftest import store_through
+from tests.integration.artifacts.conftest import count_calls, store_through
 from tests.proxy import S3AnsweringProxy, http_answer
 
 MIB = 1024 * 1024
@@ -139,10 +139,13 @@ async def test_a_batch_of_files_the_store_cannot_read_is_unavailable_then_comes_
         await store.upload(f"g/{name}", name.encode())
     busy = http_answer("503 Service Unavailable", b"<Error><Code>SlowDown</Code></Error>")
     proxy.answer = lambda method, target: busy if method == "GET" else None
+    batches = count_calls(store._downloads._batches, "DownloadFiles")
+    streams = count_calls(store._downloads, "Download")
 
     with pytest.raises(UnavailableError) as failed:
         await store.download("g", tmp_path / "refused", timeout=30)
     assert failed.value.reason == "OBJECT_STORE_UNAVAILABLE", failed.value
+    assert batches.calls >= 1 and streams.calls == 0  # the batch's own answer
 
     proxy.answer = lambda method, target: None
     written = await store.download("g", tmp_path / "out")

@@ -137,6 +137,16 @@ class Downloads:
                     counted.reach(start + received)
         await asyncio.to_thread(check_length, temporary, received)
 
+    def parcels(
+        self, files: list[T], size_of: Callable[[T], int], alone: Callable[[int], bool]
+    ) -> list[Batch[T] | T]:
+        """The files cut in batches (`batched`), or one by one while the server is known
+        not to serve DownloadFiles (a batch would come back whole, its files then
+        fetched one after another)."""
+        if not self._batches.offered:
+            return list(files)
+        return list(batched(files, size_of, alone))
+
     async def batch(
         self,
         batch: Batch[T],
@@ -205,7 +215,7 @@ class Downloads:
 
             pairs = list(zip(objects, files, strict=True))
             moved = await download_each(
-                list(batched(pairs, lambda pair: pair[0].size, alone)),
+                self.parcels(pairs, lambda pair: pair[0].size, alone),
                 fetch,
                 lambda parcel: not isinstance(parcel, Batch) and alone(parcel[0].size),
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -19,6 +20,7 @@ from .._backoff import Offer, backoff
 from .._headers import Metadata
 from .._progress import Meter
 from .._transport import Transport
+from .._workers import ended
 from ..artifacts.v1 import artifacts_service_pb2 as api
 from ..artifacts.v1 import artifacts_service_pb2_grpc
 from ..exceptions import DataLossError, ResourceExhaustedError, UnimplementedError
@@ -134,6 +136,12 @@ class FileFetches:
         self._transport, self._stub = transport, stub
         self._offer = Offer()
 
+    @property
+    def offered(self) -> bool:
+        """Whether the server serves DownloadFiles, as far as this client knows: when not,
+        files are better handed to the caller one by one than in batches it gives back."""
+        return self._offer.standing
+
     async def fetch(
         self,
         batch: Batch[T],
@@ -161,7 +169,7 @@ class FileFetches:
             if answered is None:
                 return batch.files
             arrived, left = sorted_answer(batch.files, places, answered)
-            await asyncio.to_thread(_write_each, arrived)
+            await _written(arrived)
         for _, content in arrived:
             counted.part(len(content)).reach(len(content))
         return left
@@ -208,13 +216,28 @@ def _checked(file: api.FileDownload) -> bytes:
             f"{stored.path!r} arrived as {len(content)} bytes of sha256 {received}, but was "
             f"stored as {stored.size} of {stored.sha256}",
             reason="CHECKSUM_MISMATCH",
-            metadata={"sha256": received, "expected_sha256": stored.sha256},
+            metadata={"path": stored.path, "sha256": received, "expected_sha256": stored.sha256},
         )
     return content
 
 
-def _write_each(files: list[tuple[Path, bytes]]) -> None:
+async def _written(files: list[tuple[Path, bytes]]) -> None:
+    """Writes each file whole, on a thread; a call that ends meanwhile (its timeout, a
+    cancel) stops the writes at the next file and returns once the thread has ended, so
+    nothing is written after the call (into a folder its caller then removes)."""
+    stop = threading.Event()
+    writing = asyncio.ensure_future(asyncio.to_thread(_write_each, files, stop))
+    try:
+        await asyncio.shield(writing)
+    finally:
+        stop.set()
+        await ended(writing)
+
+
+def _write_each(files: list[tuple[Path, bytes]], stop: threading.Event) -> None:
     for target, content in files:
+        if stop.is_set():
+            return
         with landing(target) as temporary:
             temporary.write_bytes(content)
 

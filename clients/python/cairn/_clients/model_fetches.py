@@ -21,7 +21,7 @@ from ..models._paths import inside, invalid_manifest
 from ..models._uris import SCHEMES, ArtifactUri, RunUri, parse_uri, scheme_of
 from ..types._artifacts import ObjectInfo
 from ..types._paging import ListOptions
-from ._file_batches import Batch, batched
+from ._file_batches import Batch
 from ._local_files import download_folder, tree_files
 from ._many_files import download_each, moves_alone
 from .artifacts import ArtifactClient, in_project
@@ -218,7 +218,7 @@ class _Filling:
 
         files = list(manifest.files.items())
         moved = await download_each(
-            list(batched(files, lambda entry: entry[1].size, alone)),
+            self._store._downloads.parcels(files, lambda entry: entry[1].size, alone),
             self._parcel,
             lambda parcel: not isinstance(parcel, Batch) and alone(parcel[1].size),
         )
@@ -233,8 +233,9 @@ class _Filling:
         if not isinstance(parcel, Batch):
             return await self._one(parcel)
         left = await self._store._downloads.batch(parcel, self._place, self._counted, None, None)
+        handed_back = {relative for relative, _ in left}
         for entry in parcel.files:
-            if entry in left:
+            if entry[0] in handed_back:
                 await self._one(entry)
             else:
                 await self._verify(entry)
