@@ -97,7 +97,7 @@ async def outcome(channel: grpc.aio.Channel, method: MethodDescriptor, request: 
 
 def test_every_rpc_of_every_service_has_a_role() -> None:
     rpcs = every_rpc()
-    assert len(rpcs) == 23 + 28 + 12 + 10 + 4
+    assert len(rpcs) == 23 + 28 + 13 + 10 + 4  # tracking, registry, artifacts, auth, operations
     assert {role for _, role in rpcs} == set(Role)
 
 
