@@ -5,9 +5,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import grpc
 import pytest
 
 import cairn
+from cairn.artifacts.v1 import artifacts_service_pb2_grpc
 from cairn_server import catalog
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
@@ -34,6 +36,16 @@ async def store(
     ) as client:
         client.backend = request.param  # type: ignore[attr-defined]
         yield client
+
+
+@pytest.fixture
+async def stub(
+    store: cairn.ArtifactClient, server_port: int, s3_server_port: int
+) -> AsyncIterator[artifacts_service_pb2_grpc.ArtifactServiceStub]:
+    """A bare stub of the server the store talks to, on a channel of its own."""
+    port = server_port if store.backend == "filesystem" else s3_server_port  # type: ignore[attr-defined]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
 
 
 @pytest.fixture

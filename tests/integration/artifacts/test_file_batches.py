@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -34,15 +34,6 @@ from tests.integration.artifacts.conftest import count_calls, store_through
 from tests.proxy import StallingProxy
 
 Files = list[tuple[str, bytes]]
-
-
-@pytest.fixture
-async def stub(
-    store: cairn.ArtifactClient, server_port: int, s3_server_port: int
-) -> AsyncIterator[artifacts_service_pb2_grpc.ArtifactServiceStub]:
-    port = server_port if store.backend == "filesystem" else s3_server_port  # type: ignore[attr-defined]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
 
 
 def _request(project: str, files: Files, overwrite: bool = False) -> api.UploadFilesRequest:

@@ -35,15 +35,6 @@ TREE = {
 
 
 @pytest.fixture
-async def stub(
-    store: cairn.ArtifactClient, server_port: int, s3_server_port: int
-) -> AsyncIterator[artifacts_service_pb2_grpc.ArtifactServiceStub]:
-    port = server_port if store.backend == "filesystem" else s3_server_port  # type: ignore[attr-defined]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
-
-
-@pytest.fixture
 async def fs_store(server_port: int, unique: str) -> AsyncIterator[cairn.ArtifactClient]:
     """An ArtifactClient in a project of its own, on the filesystem backend, whose
     stored files a test reaches through their file:// URIs."""
@@ -83,7 +74,7 @@ async def test_a_directory_of_small_files_comes_down_in_one_call(
     """Four files, one empty, in nested folders: one DownloadFiles call and no stream,
     where each file was a Download stream of its own."""
     await _upload(store, TREE)
-    batches = count_calls(store._downloads._batches, "DownloadFiles")
+    batches = count_calls(store._downloads.batches, "DownloadFiles")
     streams = count_calls(store._downloads, "Download")
 
     written = await store.download("t", tmp_path / "out")
@@ -197,7 +188,7 @@ async def test_a_file_left_out_of_an_answer_is_the_callers_to_download_alone(
     listed = [(stored["r/a"], tmp_path / "a"), (stored["r/b"], tmp_path / "b")]
 
     with meter(None, "download", "r/", 2) as counted:
-        left = await store._downloads.batch(
+        left = await store._downloads.batches.fetch(
             Batch(listed, 2), lambda file: (file[0].path, file[1]), counted, None, None
         )
 
@@ -248,7 +239,7 @@ async def test_a_server_without_download_files_is_downloaded_from_file_by_file(
     come down one stream each, and the client asks again NOT_OFFERED_SECONDS later."""
     port = server_port if store.backend == "filesystem" else s3_server_port  # type: ignore[attr-defined]
     await _upload(store, {"o/a": b"a", "o/b": b"b"})
-    fetches = store._downloads._batches
+    fetches = store._downloads.batches
     served = fetches._stub
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         unknown = channel.unary_unary(

@@ -139,7 +139,7 @@ async def test_a_batch_of_files_the_store_cannot_read_is_unavailable_then_comes_
         await store.upload(f"g/{name}", name.encode())
     busy = http_answer("503 Service Unavailable", b"<Error><Code>SlowDown</Code></Error>")
     proxy.answer = lambda method, target: busy if method == "GET" else None
-    batches = count_calls(store._downloads._batches, "DownloadFiles")
+    batches = count_calls(store._downloads.batches, "DownloadFiles")
     streams = count_calls(store._downloads, "Download")
 
     with pytest.raises(UnavailableError) as failed:

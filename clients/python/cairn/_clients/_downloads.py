@@ -56,7 +56,7 @@ class Downloads:
     ) -> None:
         self._transport, self._streams, self._stub = transport, streams, stub
         self._direct, self._threshold = direct, threshold
-        self._batches = FileFetches(streams, stub)
+        self.batches = FileFetches(streams, stub)  # a directory's small files, and a model's
 
     async def stream(
         self, request: api.DownloadRequest, timeout: float | None, metadata: Metadata | None
@@ -143,22 +143,9 @@ class Downloads:
         """The files cut in batches (`batched`), or one by one while the server is known
         not to serve DownloadFiles (a batch would come back whole, its files then
         fetched one after another)."""
-        if not self._batches.offered:
+        if not self.batches.offered:
             return list(files)
         return list(batched(files, size_of, alone))
-
-    async def batch(
-        self,
-        batch: Batch[T],
-        where: Callable[[T], tuple[str, Path]],
-        counted: Meter,
-        timeout: float | None,
-        metadata: Metadata | None,
-    ) -> list[T]:
-        """Each file of batch (where: its path in the store and the local file it
-        becomes) written from one DownloadFiles call when the answer holds it; the others,
-        each the caller's to download alone (`FileFetches.fetch`)."""
-        return await self._batches.fetch(batch, where, counted, timeout, metadata)
 
     async def tree(
         self,
@@ -206,7 +193,7 @@ class Downloads:
 
             async def fetch(parcel: Batch[RemoteFile] | RemoteFile) -> None:
                 singles = (
-                    await self.batch(parcel, _places, counted, timeout, metadata)
+                    await self.batches.fetch(parcel, _places, counted, timeout, metadata)
                     if isinstance(parcel, Batch)
                     else [parcel]
                 )

@@ -232,7 +232,8 @@ class _Filling:
     async def _parcel(self, parcel: Batch[FileOfModel] | FileOfModel) -> None:
         if not isinstance(parcel, Batch):
             return await self._one(parcel)
-        left = await self._store._downloads.batch(parcel, self._place, self._counted, None, None)
+        batches = self._store._downloads.batches
+        left = await batches.fetch(parcel, self._place, self._counted, None, None)
         handed_back = {relative for relative, _ in left}
         for entry in parcel.files:
             if entry[0] in handed_back:
