@@ -87,9 +87,16 @@ class FileReads:
         chosen = self._fitting([found.get(path) for path in wanted], files)
 
         async def read(index: int) -> None:
-            async with self._reads:
-                content = await threads.in_store(_whole, self._backend, found[wanted[index]])
-            if content is not None:
+            await self._reads.acquire()
+            try:
+                reading = threads.start_in_store(_whole, self._backend, found[wanted[index]])
+            except BaseException:  # no thread was started (the process stops)
+                self._reads.release()
+                raise
+            # The share is given back when the thread ends: a call cancelled meanwhile
+            # leaves its read running, which must still count.
+            reading.add_done_callback(self._read_ended)
+            if (content := await asyncio.shield(reading)) is not None:
                 files[index].content = content
 
         reading = [asyncio.ensure_future(read(index)) for index in chosen]
@@ -99,6 +106,11 @@ class FileReads:
             for task in reading:
                 task.cancel()
         return api.DownloadFilesResponse(files=files)
+
+    def _read_ended(self, reading: asyncio.Future[bytes | None]) -> None:
+        self._reads.release()
+        if not reading.cancelled():
+            reading.exception()  # retrieved: a call that left asks for it no longer
 
     def _fitting(
         self, stored: Sequence[StoredObject | None], files: Sequence[api.FileDownload]

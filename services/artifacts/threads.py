@@ -84,7 +84,15 @@ _uploads = _DaemonThreads(UPLOAD_THREADS, "cairn-upload")
 async def in_store(function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """function(*args, **kwargs) on a store thread, in the caller's context (its log
     bindings), as asyncio.to_thread would run it in the default executor."""
-    return await _start(_store, function, *args, **kwargs)
+    return await start_in_store(function, *args, **kwargs)
+
+
+def start_in_store(
+    function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+) -> asyncio.Future[_T]:
+    """Starts function(*args, **kwargs) on a store thread, as `in_store` does; its future
+    tells when the thread ends, which a cancelled await of it does not."""
+    return _start(_store, function, *args, **kwargs)
 
 
 def start_upload(

@@ -5,12 +5,12 @@ not at all and checked against its sha256, and each the answer leaves out alone.
 import asyncio
 import hashlib
 import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import asyncpg
 import grpc
 import pytest
 
@@ -18,12 +18,16 @@ import cairn
 from cairn import _backoff
 from cairn._clients._file_batches import Batch
 from cairn._progress import meter
+from cairn.artifacts.v1 import artifacts_pb2 as pb
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from cairn.artifacts.v1 import artifacts_service_pb2_grpc
 from cairn.exceptions import DataLossError, InvalidArgumentError, from_grpc_error
 from cairn.types import ObjectInfo
 from cairn_server.artifacts import file_reads
-from tests.conftest import new_project
+from cairn_server.artifacts.filesystem import FilesystemBackend
+from cairn_server.artifacts.store import ObjectStore
+from cairn_server.common.config import Config
+from tests.conftest import eventually, new_project
 from tests.integration.artifacts.conftest import count_calls
 
 TREE = {
@@ -127,20 +131,25 @@ async def test_download_files_calls_together_read_no_more_than_their_share_of_th
     paths = [f"s/{n:02}" for n in range(80)]
     for path in paths:
         await store.upload(path, path.encode())
-    reading, most = 0, 0
-    lock = threading.Lock()
+    reading, started, most = 0, 0, 0
+    changed = threading.Condition()
     whole = file_reads._whole
 
     def counted(*args: Any) -> bytes | None:
-        nonlocal reading, most
-        with lock:
-            reading += 1
+        """Each read holds its thread until as many are under way as may be, or no more
+        are to come: as many overlap as the server lets."""
+        nonlocal reading, started, most
+        with changed:
+            reading, started = reading + 1, started + 1
             most = max(most, reading)
+            changed.notify_all()
+            changed.wait_for(
+                lambda: reading >= file_reads.STORE_READS or started == len(paths), timeout=10
+            )
         try:
-            time.sleep(0.01)  # a store's answer takes its time: reads overlap
             return whole(*args)
         finally:
-            with lock:
+            with changed:
                 reading -= 1
 
     monkeypatch.setattr(file_reads, "_whole", counted)
@@ -151,7 +160,45 @@ async def test_download_files_calls_together_read_no_more_than_their_share_of_th
     assert [file.content for reply in replies for file in reply.files] == [
         path.encode() for path in paths
     ]
-    assert 1 < most <= file_reads.STORE_READS
+    assert most == file_reads.STORE_READS
+
+
+async def test_a_read_of_a_cancelled_call_keeps_its_share_until_its_thread_ends(
+    fs_store: cairn.ArtifactClient,
+    pool: asyncpg.Pool,
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread cannot be cancelled: the read of a call that left (its client gone, its
+    deadline passed) goes on, and counts among the STORE_READS until it ends."""
+    await fs_store.upload("c/a", b"a")
+    entered, release = threading.Event(), threading.Event()
+    whole = file_reads._whole
+
+    def held(*args: Any) -> bytes | None:
+        entered.set()
+        release.wait(10)
+        return whole(*args)
+
+    monkeypatch.setattr(file_reads, "_whole", held)
+    monkeypatch.setattr(file_reads, "STORE_READS", 1)
+    reads = file_reads.FileReads(
+        ObjectStore(pool),
+        FilesystemBackend(config.artifact_dir),
+        lambda stored: pb.ObjectInfo(path=stored.path),
+        1024 * 1024,
+    )
+    request = api.DownloadFilesRequest(project=fs_store.project, paths=["c/a"])
+    answering = asyncio.ensure_future(reads.answer(request))
+    await asyncio.to_thread(entered.wait, 10)
+
+    answering.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await answering
+    assert reads._reads.locked()  # the thread still reads
+
+    release.set()
+    await eventually(lambda: not reads._reads.locked(), what="the share given back")
 
 
 @pytest.mark.parametrize(
