@@ -171,7 +171,7 @@ async def test_a_calls_objects_are_read_in_runs_of_a_store_thread_each(
 ) -> None:
     """A call of 100 small objects takes STORE_READS store threads, each reading its
     run one object after another, not a thread an object (a hand-off each cost the
-    filesystem backend about a quarter of its files a second)."""
+    filesystem backend two fifths of its files a second)."""
     paths = [f"r/{n:03}" for n in range(100)]
     for path in paths:
         await store.upload(path, path.encode())
