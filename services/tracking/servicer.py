@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TypeAlias, TypeVar
 
 import grpc
 
-from cairn.tracking.v1 import tracking_pb2 as pb
 from cairn.tracking.v1 import tracking_service_pb2 as api
 from cairn.tracking.v1 import tracking_service_pb2_grpc
 
@@ -17,24 +16,21 @@ from ..common import answers, idempotency, paging
 from ..common import validation as common
 from ..common.errors import InvalidArgument, NotFound, invalid_field
 from ..common.service import Resources
-from . import convert, validation
+from . import convert, fields, validation
 from .fitting import fitting_experiments, fitting_runs
 from .model import (
-    PARENT_RUN_TAG,
     RUN_NAME_TAG,
     USER_TAG,
     Batch,
     Experiment,
     LifecycleStage,
     MetricPoint,
-    RunInput,
     RunStatus,
-    ViewType,
 )
 from .store import sizes
 from .store.experiments import ExperimentStore
 from .store.history import MetricHistory
-from .store.runs import RunStore, now_ms
+from .store.runs import RunStore
 from .store.search import MAX_ORDER_TERMS, RunQuery, search_page
 from .store.writes import RunWriter
 
@@ -82,7 +78,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         self, request: api.CreateExperimentRequest, context: Context
     ) -> api.CreateExperimentResponse:
         project = common.project(request.project)
-        tags = _tags(request.tags, "tags")
+        tags = fields.tags(request.tags, "tags")
         validation.experiment_tag_bytes(validation.tag_bytes(tags), "tags")
         record = await self._experiments.create(
             project,
@@ -122,7 +118,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             common.project(request.project),
             request.filter,
             request.order_by,
-            _view_type(request.view_type),
+            fields.view_type(request.view_type),
             paging.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
             request.page_token,
             self._fitting_experiments,
@@ -193,10 +189,10 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         self, request: api.CreateRunRequest, context: Context
     ) -> api.CreateRunResponse:
         parent = request.parent_run_id and validation.run_id(request.parent_run_id, "parent_run_id")
-        tags = _tags(request.tags, "tags")
+        tags = fields.tags(request.tags, "tags")
         if parent:
-            tags = _with_parent(tags, parent)
-        tagged = _tagged_name(tags, _value_of(request.tags, "tags", RUN_NAME_TAG))
+            tags = fields.with_parent(tags, parent)
+        tagged = fields.tagged_name(tags, fields.value_of(request.tags, "tags", RUN_NAME_TAG))
         given = validation.run_name(request.run_name)
         if given and tagged and given != tagged:
             raise invalid_field(
@@ -207,11 +203,11 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             validation.experiment_id(request.experiment_id),
             run_name=given or tagged,
             user_id=common.text(request.user_id, "user_id", 256)
-            or _tagged_user(tags, _value_of(request.tags, "tags", USER_TAG)),
+            or fields.tagged_user(tags, fields.value_of(request.tags, "tags", USER_TAG)),
             start_time_ms=validation.run_time(request.start_time_ms, "start_time_ms"),
             tags=tags,
             parent_run_id=parent,
-            status=_status(request.status) or RunStatus.RUNNING,
+            status=fields.status(request.status) or RunStatus.RUNNING,
         )
         return api.CreateRunResponse(run=convert.run(record))
 
@@ -229,8 +225,8 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         info = await self._runs.update(
             common.project(request.project),
             validation.run_id(request.run_id),
-            _status(request.status),
-            _end_time_ms(request),
+            fields.status(request.status),
+            fields.end_time_ms(request),
             validation.run_name(request.run_name),
         )
         return api.UpdateRunResponse(run_info=convert.run_info(info))
@@ -265,10 +261,10 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             raise invalid_field("order_by", f"at most {MAX_ORDER_TERMS} terms")
         query = RunQuery(
             project=common.project(request.project),
-            experiment_ids=_searched_experiments(request.experiment_ids),
+            experiment_ids=fields.searched_experiments(request.experiment_ids),
             filter=request.filter,
             order_by=list(request.order_by),
-            view_type=_view_type(request.view_type),
+            view_type=fields.view_type(request.view_type),
             page_size=paging.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
             page_token=request.page_token,
         )
@@ -296,7 +292,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         await self._writer.log_metric(
             common.project(request.project),
             validation.run_id(request.run_id),
-            MetricPoint(key, metric.value, _timestamp_ms(metric), metric.step),
+            MetricPoint(key, metric.value, fields.timestamp_ms(metric), metric.step),
             request_id=idempotency.request_id_of(context),
             fingerprint=idempotency.fingerprint_of(request),
         )
@@ -305,13 +301,13 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
     async def LogParam(
         self, request: api.LogParamRequest, context: Context
     ) -> api.LogParamResponse:
-        batch = Batch(params=dict([_param(request.param, "param")]))
+        batch = Batch(params=dict([fields.param(request.param, "param")]))
         await self._log(request.project, request.run_id, batch)
         return api.LogParamResponse()
 
     async def SetTag(self, request: api.SetTagRequest, context: Context) -> api.SetTagResponse:
-        tags = dict([_tag(request.tag, "tag")])
-        name = _tagged_name(tags, "tag.value")
+        tags = dict([fields.tag(request.tag, "tag")])
+        name = fields.tagged_name(tags, "tag.value")
         batch = Batch(tags=tags, run_name=name)
         await self._log(request.project, request.run_id, batch)
         return api.SetTagResponse()
@@ -340,14 +336,14 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         validation.count(len(request.metrics.values), validation.MAX_METRICS_PER_BATCH, "metrics")
         validation.count(len(request.params), validation.MAX_PARAMS_PER_BATCH, "params")
         validation.count(len(request.tags), validation.MAX_TAGS_PER_BATCH, "tags")
-        tags = _tags(request.tags, "tags")
-        name = _tagged_name(tags, _value_of(request.tags, "tags", RUN_NAME_TAG))
+        tags = fields.tags(request.tags, "tags")
+        name = fields.tagged_name(tags, fields.value_of(request.tags, "tags", RUN_NAME_TAG))
         batch = Batch(
             metrics=convert.metric_columns(request.metrics, "metrics"),
-            params=_params(request.params, "params"),
+            params=fields.params(request.params, "params"),
             tags=tags,
             run_name=name,
-            request_id=_batch_id(request, context),
+            request_id=fields.batch_id(request, context),
         )
         await self._log(request.project, request.run_id, batch)
         return api.LogBatchResponse()
@@ -356,7 +352,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         self, request: api.LogInputsRequest, context: Context
     ) -> api.LogInputsResponse:
         validation.count(len(request.inputs), validation.MAX_INPUTS_PER_CALL, "inputs")
-        inputs = [_run_input(item, f"inputs[{i}]") for i, item in enumerate(request.inputs)]
+        inputs = [fields.run_input(item, f"inputs[{i}]") for i, item in enumerate(request.inputs)]
         await self._writer.log_inputs(
             common.project(request.project), validation.run_id(request.run_id), inputs
         )
@@ -376,7 +372,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             common.project(request.project),
             [validation.run_id(request.run_id)],
             validation.key(request.metric_key, "metric_key"),
-            _max_points(request.max_points),
+            fields.max_points(request.max_points),
         )
         async with contextlib.aclosing(chunks):
             async for _, chunk in chunks:
@@ -389,7 +385,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         validation.count(len(request.run_ids), MAX_BULK_RUNS, "run_ids")
         project = common.project(request.project)
         key = validation.key(request.metric_key, "metric_key")
-        max_points = _max_points(request.max_points)
+        max_points = fields.max_points(request.max_points)
         run_ids = [validation.run_id(r, f"run_ids[{i}]") for i, r in enumerate(request.run_ids)]
         chunks = self._history.read(project, list(dict.fromkeys(run_ids)), key, max_points)
         async with contextlib.aclosing(chunks):
@@ -409,152 +405,3 @@ async def _experiment_answer(record: Experiment, answer: Callable[..., Answer]) 
     return await answers.built(
         len(record.tags), lambda: answer(experiment=convert.experiment(record))
     )
-
-
-def _batch_id(request: api.LogBatchRequest, context: Context) -> str:
-    """The batch's own request id (journals replay it), else the call's, as other
-    writes have; "" for none."""
-    if request.request_id:
-        return validation.request_id(request.request_id)
-    header = idempotency.request_id_of(context) or ""
-    return validation.request_id(header, idempotency.REQUEST_ID_HEADER) if header else ""
-
-
-def _tagged_name(tags: dict[str, str], field: str) -> str:
-    """The run name that tags give as MLflow's mlflow.runName (the request's field
-    holding it), taken out of them: the name is kept as the run's name alone ("" when
-    they give none). An empty tag gives none, as in MLflow's store: it changes no name,
-    and a run made with it gets one."""
-    if RUN_NAME_TAG not in tags:
-        return ""
-    return validation.run_name(tags.pop(RUN_NAME_TAG), field)
-
-
-def _tagged_user(tags: dict[str, str], field: str) -> str:
-    """The user MLflow's mlflow.user tag names (the request's field holding it), for a
-    run created without a user_id: MLflow's client takes the run's user from it. The
-    tag stays a tag too."""
-    return common.text(tags.get(USER_TAG, ""), field, 256)
-
-
-def _value_of(tags: Sequence[pb.Tag], field: str, key: str) -> str:
-    """The request's field holding the value of key's tag kept (the last given, `_tags`):
-    "tags[3].value"; "" when none is given."""
-    given = [i for i, tag in enumerate(tags) if tag.key == key]
-    return f"{field}[{given[-1]}].value" if given else ""
-
-
-def _with_parent(tags: dict[str, str], parent: str) -> dict[str, str]:
-    """tags with MLflow's tag of a run's parent naming parent (a run id, lowercase)."""
-    tagged = tags.get(PARENT_RUN_TAG)
-    if tagged is not None and tagged.lower() != parent:
-        raise invalid_field(
-            "parent_run_id",
-            f"is not the tag {PARENT_RUN_TAG} ({tagged!r}): give one, or both alike",
-        )
-    return {**tags, PARENT_RUN_TAG: parent}
-
-
-def _tags(tags: list[pb.Tag], field: str) -> dict[str, str]:
-    """Validated tags; a key given twice keeps its last value, as repeated SetTag would."""
-    return dict(_tag(t, f"{field}[{i}]") for i, t in enumerate(tags))
-
-
-def _tag(tag: pb.Tag, field: str) -> tuple[str, str]:
-    """One validated tag, its fields named as within field ("tag", "tags[2]")."""
-    return validation.key(tag.key, f"{field}.key"), validation.tag_value(
-        tag.value, f"{field}.value"
-    )
-
-
-def _params(params: list[pb.Param], field: str) -> dict[str, str]:
-    """Validated params; the same key twice with different values is refused."""
-    found: dict[str, str] = {}
-    for i, param in enumerate(params):
-        key, value = _param(param, f"{field}[{i}]")
-        if found.get(key, value) != value:
-            raise invalid_field(f"{field}[{i}]", f"param {key!r} given twice with different values")
-        found[key] = value
-    return found
-
-
-def _param(param: pb.Param, field: str) -> tuple[str, str]:
-    """One validated param, its fields named as within field ("param", "params[2]")."""
-    return validation.key(param.key, f"{field}.key"), validation.param_value(
-        param.value, f"{field}.value"
-    )
-
-
-def _searched_experiments(values: Sequence[str]) -> list[int]:
-    """The ids a search names. One past the largest id names no experiment: it matches no
-    run, as an unknown id does, rather than failing the search."""
-    ids = []
-    for i, value in enumerate(values):
-        with contextlib.suppress(NotFound):
-            ids.append(validation.experiment_id(value, f"experiment_ids[{i}]"))
-    return ids
-
-
-def _run_input(item: pb.RunInput, field: str) -> RunInput:
-    run_input = RunInput(
-        kind=validation.key(item.kind, f"{field}.kind"),
-        name=common.text(item.name, f"{field}.name", validation.MAX_NAME_LENGTH),
-        uri=_required_uri(item.uri, f"{field}.uri"),
-        digest=common.text(item.digest, f"{field}.digest", 256),
-        context=common.text(item.context, f"{field}.context", validation.MAX_KEY_LENGTH),
-    )
-    # Kind, uri and context make the inputs' primary key, whose entries PostgreSQL caps
-    # at 2,704 bytes: each is held to its length in UTF-8 bytes as well as characters.
-    for name, most in _KEYED_INPUT_BYTES.items():
-        if len(getattr(run_input, name).encode()) > most:
-            raise invalid_field(f"{field}.{name}", f"at most {most} bytes in UTF-8")
-    return run_input
-
-
-_KEYED_INPUT_BYTES = {
-    "kind": validation.MAX_KEY_LENGTH,
-    "uri": validation.MAX_URI_LENGTH,
-    "context": validation.MAX_KEY_LENGTH,
-}
-
-
-def _required_uri(value: str, field: str) -> str:
-    if not value:
-        raise invalid_field(field, "must not be empty")
-    return validation.uri(value, field)
-
-
-def _timestamp_ms(metric: pb.Metric) -> int:
-    """The point's time: the caller's, else now (a client leaves it out so that a repeat
-    of its request, under the same request id, is the same request)."""
-    return metric.timestamp_ms if metric.HasField("timestamp_ms") else now_ms()
-
-
-def _end_time_ms(request: api.UpdateRunRequest) -> int | None:
-    """The run's new end: None leaves it as it is (update_run changes a status alone,
-    as MLflow's does), 0 is now."""
-    if not request.HasField("end_time_ms"):
-        return None
-    return validation.run_time(request.end_time_ms, "end_time_ms")
-
-
-def _status(value: int) -> RunStatus | None:
-    if value == pb.RUN_STATUS_UNSPECIFIED:
-        return None
-    if value not in RunStatus._value2member_map_:
-        raise invalid_field("status", f"unknown run status {value}")
-    return RunStatus(value)
-
-
-def _view_type(value: int) -> ViewType:
-    if value == pb.VIEW_TYPE_UNSPECIFIED:
-        return ViewType.ACTIVE_ONLY
-    if value not in ViewType._value2member_map_:
-        raise invalid_field("view_type", f"unknown view type {value}")
-    return ViewType(value)
-
-
-def _max_points(value: int) -> int:
-    if value < 0 or 0 < value < 4:
-        raise invalid_field("max_points", "must be 0 (every point) or at least 4")
-    return value
