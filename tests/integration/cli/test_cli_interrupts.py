@@ -100,6 +100,51 @@ async def test_output_in_small_parts_blocked_on_a_full_pipe_ends_at_the_first_in
     assert await _interrupted_while_blocked(["-c", _SMALL_PARTS], env, program=sys.executable)
 
 
+# A command whose Ctrl-C comes while it runs between awaits (here: waits for the signal
+# without awaiting), then writes more than a pipe holds.
+_INTERRUPTED_BEFORE_A_WRITE = """
+import signal
+import click
+from cairn import cli
+from cairn.cli._calls import call
+from cairn.cli._output import write_text
+
+@click.command("late")
+def late():
+    async def work(client):
+        signal.pause()
+        write_text("x" * (4 << 20))
+    call(work)
+
+cli.cli.add_command(late)
+cli.main(["late"])
+"""
+
+
+async def test_an_interrupt_between_awaits_ends_the_write_after_it(tmp_path: Path) -> None:
+    """asyncio's handler cancelled the task, which would learn of it at its next await;
+    the write before that waited on the full pipe for good, and a history of 30,000
+    points piped into a pager that stopped reading took a second Ctrl-C."""
+    env = environment(tmp_path, CAIRN_ADDRESS="127.0.0.1:1")
+    command = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-c", _INTERRUPTED_BEFORE_A_WRITE],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert command.stderr is not None
+    wchan = Path(f"/proc/{command.pid}/wchan")
+    try:
+        await eventually(lambda: wchan.read_text().endswith("pause"), what="it waits")
+        command.send_signal(signal.SIGINT)  # its stdout left unread
+        status = await asyncio.to_thread(command.wait, 20)
+    finally:
+        command.kill()
+    assert status == 130
+    assert b"Traceback" not in command.stderr.read()
+
+
 async def _interrupted_while_blocked(
     argv: list[str], env: dict[str, str], program: str | None = None
 ) -> bool:

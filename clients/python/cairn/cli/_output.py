@@ -10,6 +10,7 @@ refuse the bare NaN Python would print.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import contextlib
 import dataclasses
@@ -271,6 +272,8 @@ def _interruptible() -> Iterator[None]:
         and callable(handler)  # not ignored (nohup), nor set outside Python
         and handler is not signal.default_int_handler
     )
+    if swapped and _cancelled_by_interrupt():
+        raise KeyboardInterrupt
     if swapped:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -278,6 +281,17 @@ def _interruptible() -> Iterator[None]:
     finally:
         if swapped:
             signal.signal(signal.SIGINT, handler)
+
+
+def _cancelled_by_interrupt() -> bool:
+    """Whether a Ctrl-C came while the command's task ran between its awaits: asyncio's
+    handler cancelled the task, which learns of it at its next await, and a write before
+    that blocked on a full pipe would wait for a reader for good."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop runs
+        return False
+    return task is not None and task.cancelling() > 0
 
 
 class _Closed(io.RawIOBase):
