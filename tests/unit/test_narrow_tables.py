@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from cairn._tables import NARROWEST_COLUMN, print_table
@@ -69,3 +71,14 @@ def test_a_terminal_wide_enough_still_shows_a_table(
     monkeypatch.setenv("COLUMNS", str(len(COLUMNS) * NARROWEST_COLUMN))
     lines = _printed(ROWS, capsys)
     assert any("┃" in line for line in lines) and not any("Name:" in line for line in lines)
+
+
+def test_a_title_wider_than_its_table_is_one_line() -> None:
+    """rich folded a table's title to the table's width: a metric history's title
+    ("loss of run <id>") over two narrow columns split the run id across lines."""
+    title = "loss of run 2403de74b12a4f3e8afe9379e4fb6b65"
+    out = io.StringIO()
+    print_table(title, ["Step", "Value"], [[1, 0.5]], file=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == title
+    assert any("0.5" in line for line in lines[1:])

@@ -24,7 +24,7 @@ def print_table(
     with the characters a terminal would act on shown escaped (see `visible`).
     """
     # Imported here: `import cairn` should not pay for rich, which only tables need.
-    from rich.console import Console
+    from rich.console import Console, Group
     from rich.table import Table
     from rich.text import Text
 
@@ -37,12 +37,15 @@ def print_table(
         # Too narrow for a table: rich would give columns no width, their values unseen.
         _print_records(console, title, [shown(c) for c in columns], rows, shown)
         return
-    table = Table(title=None if title is None else Text(shown(title)), title_justify="left")
+    # The title a line of the console's width, not the table's title, which rich folds
+    # to the table's width (a run id split across lines above two narrow columns).
+    heading = [] if title is None else [Text(shown(title), overflow="fold")]
+    table = Table()
     for column in columns:
         table.add_column(Text(shown(column)), overflow="fold")
     for row in rows:
         table.add_row(*(Text(shown(value)) for value in row))
-    console.print(table)
+    console.print(Group(*heading, table))  # one write
 
 
 # The fewest characters a column of a table takes to show a few of its value's: its
