@@ -88,6 +88,17 @@ def test_a_profile_mistake_naming_a_hostile_path_is_one_line(tmp_path: Path) -> 
     assert "prof\\x1b[2J\\x0afile.ini" in done.stderr and "bogus" in done.stderr
 
 
+def test_a_profile_file_the_variable_names_must_be_there(tmp_path: Path) -> None:
+    """A typo in CAIRN_PROFILES connected to 127.0.0.1:50051 unsaid; the default file
+    absent is no mistake."""
+    missing = tmp_path / "profiles-typo.ini"
+    done = run_cairn("projects", "list", env=environment(tmp_path, CAIRN_PROFILES=str(missing)))
+    assert done.returncode == 2, done.stderr
+    assert f"no profile file at {missing}" in done.stderr and done.stderr.count("\n") == 1
+    unset = run_cairn("projects", "list", "--timeout", "1", env=environment(tmp_path))
+    assert "profile" not in unset.stderr  # the call itself failed: nothing listens there
+
+
 def test_a_line_to_a_full_disk_in_an_ascii_locale_is_an_output_error(tmp_path: Path) -> None:
     """click writes to an ASCII stdout around it, in UTF-8 to its bytes: a full disk was
     `unexpected OSError` there, where any other locale says it cannot write output."""

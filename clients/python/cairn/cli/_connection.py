@@ -347,14 +347,17 @@ def _services(given: dict[str, Any], profile: profiles.Profile | None) -> dict[s
 
 
 def _profile(name: str | None) -> profiles.Profile | None:
-    """The profile named, or the file's [default] when there is one; None otherwise."""
+    """The profile named, or the file's [default] when there is one; None otherwise.
+    A file $CAIRN_PROFILES names must be there: a typo in it connected to the default
+    address, unsaid."""
     if name:
         return profiles.load_profile(name)
     try:
         return profiles.load_profile("default")
     except profiles.ProfileError:
-        if _has_default(profiles.profiles_path()):
-            raise  # a [default] that cannot be used: say why rather than ignore it
+        path = profiles.profiles_path()
+        if _has_default(path) or (os.environ.get(profiles.PROFILES_ENV) and not path.exists()):
+            raise  # a [default] that cannot be used, a file named absent: say why
         return None
 
 
