@@ -3,8 +3,8 @@
 A tree of small files brought down one Download stream each cost every file a call, a
 lookup and a stream on both sides: a client, server and database on two cores moved
 about 890 files of 4 KiB a second. Here a call's objects are looked up in one statement,
-read in a few runs at once, each run one after another on a store thread, and answered
-in one message.
+read by a few store threads at once, each taking the next object as it is done with
+one, and answered in one message.
 
 A file this call cannot answer whole (no object at its path, its bytes past what the
 answer holds, missing or cut short in the store) is answered without content: its client
@@ -15,6 +15,7 @@ that replaced it meanwhile. So every rule of a download stays in one place, Down
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 from collections.abc import Callable, Sequence
 
@@ -33,14 +34,17 @@ from .store import ObjectStore
 # _file_batches.BATCH_BYTES): with MAX_FILES descriptions (paths of 1 KiB, URIs) it
 # fits the least message a server may send (CAIRN_MAX_MESSAGE_BYTES, 1 MiB).
 CONTENT_BYTES = 768 * 1024
-# Runs of objects read at once by all DownloadFiles calls of a process together, each
-# run on a store thread, one request to the store after another: on S3 a hundred GETs
-# one after another would take longer than the streams they replace, and eight runs read
-# eight at once; yet the store's threads (threads.STORE_THREADS, 32) stay free for the
+# Threads reading at once for all DownloadFiles calls of a process together, each
+# reading a call's objects one after another, a request to the store each: on S3 a
+# hundred GETs one after another would take longer than the streams they replace, eight
+# at once do not; yet the store's threads (threads.STORE_THREADS, 32) stay free for the
 # chunks of streamed downloads, signing and completions, whatever the calls. A call
-# cuts its objects into STORE_READS runs at most: a thread a small object cost the
-# filesystem backend two fifths of its files a second (3,653 down to 2,115 in one run).
+# takes STORE_READS threads at most, not one an object: that hand-off for each small
+# object cost the filesystem backend two fifths of its files a second.
 STORE_READS = 8
+# The objects of a call left to read, each by its index in the answer: its threads
+# take the next as they finish one, so a slow read holds up none but its own.
+Left = queue.SimpleQueue[tuple[int, StoredObject]]
 # What a file's entry in the answer takes beside its description and content: the
 # tags and lengths of its fields, a few bytes, counted generously.
 ENTRY_FRAMING = 16
@@ -89,24 +93,29 @@ class FileReads:
             for path in wanted
         ]
         chosen = self._fitting([found.get(path) for path in wanted], files)
+        left: Left = queue.SimpleQueue()
+        for index in chosen:
+            left.put((index, found[wanted[index]]))
         stopped = threading.Event()
 
-        async def read(run: list[int]) -> None:
+        async def read() -> None:
             await self._reads.acquire()
+            if left.empty():  # the call's other threads read it all meanwhile
+                self._reads.release()
+                return
             try:
-                stored = [found[wanted[index]] for index in run]
-                reading = threads.start_in_store(_read_run, self._backend, stored, stopped)
+                reading = threads.start_in_store(_read_left, self._backend, left, stopped)
             except BaseException:  # no thread was started (the process stops)
                 self._reads.release()
                 raise
             # The share is given back when the thread ends: a call cancelled meanwhile
             # leaves its read running, which must still count.
             reading.add_done_callback(self._read_ended)
-            for index, content in zip(run, await asyncio.shield(reading), strict=True):
+            for index, content in await asyncio.shield(reading):
                 if content is not None:
                     files[index].content = content
 
-        reading = [asyncio.ensure_future(read(run)) for run in _runs(chosen, STORE_READS)]
+        reading = [asyncio.ensure_future(read()) for _ in range(min(STORE_READS, len(chosen)))]
         try:
             await asyncio.gather(*reading)
         finally:  # the first failure is the call's (a TaskGroup would wrap it): no more reads
@@ -115,7 +124,7 @@ class FileReads:
                 task.cancel()
         return api.DownloadFilesResponse(files=files)
 
-    def _read_ended(self, reading: asyncio.Future[list[bytes | None]]) -> None:
+    def _read_ended(self, reading: asyncio.Future[list[tuple[int, bytes | None]]]) -> None:
         self._reads.release()
         if not reading.cancelled():
             reading.exception()  # retrieved: a call that left asks for it no longer
@@ -138,18 +147,20 @@ class FileReads:
         return chosen
 
 
-def _runs(chosen: list[int], most: int) -> list[list[int]]:
-    """chosen cut into at most `most` runs of consecutive indexes, alike in length."""
-    length = max(1, -(-len(chosen) // most))
-    return [chosen[start : start + length] for start in range(0, len(chosen), length)]
-
-
-def _read_run(
-    backend: Backend, run: Sequence[StoredObject], stopped: threading.Event
-) -> list[bytes | None]:
-    """Each object's bytes as `_whole` reads them, one after another; None for each
-    left once stopped is set (its call ended: its answer goes nowhere)."""
-    return [None if stopped.is_set() else _whole(backend, stored) for stored in run]
+def _read_left(
+    backend: Backend, left: Left, stopped: threading.Event
+) -> list[tuple[int, bytes | None]]:
+    """The bytes of the objects taken from left, one after another, each by its index as
+    `_whole` reads them, until none is left or stopped is set (its call ended: its
+    answer goes nowhere)."""
+    read = []
+    while not stopped.is_set():
+        try:
+            index, stored = left.get_nowait()
+        except queue.Empty:
+            break
+        read.append((index, _whole(backend, stored)))
+    return read
 
 
 def _whole(backend: Backend, stored: StoredObject) -> bytes | None:

@@ -125,10 +125,9 @@ async def test_download_files_calls_together_read_no_more_than_their_share_of_th
     stub: artifacts_service_pb2_grpc.ArtifactServiceStub,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Four calls of 20 objects at once read STORE_READS objects at a time in all, each
-    run of reads on a store thread: the store's other threads stay free for streams,
-    signing and completions (each call reading eight took 32, every store thread there
-    is)."""
+    """Four calls of 20 objects at once read STORE_READS objects at a time in all, on
+    as many store threads: the store's other threads stay free for streams, signing
+    and completions (each call reading eight took 32, every store thread there is)."""
     paths = [f"s/{n:02}" for n in range(80)]
     for path in paths:
         await store.upload(path, path.encode())
@@ -164,14 +163,14 @@ async def test_download_files_calls_together_read_no_more_than_their_share_of_th
     assert most == file_reads.STORE_READS
 
 
-async def test_a_calls_objects_are_read_in_runs_of_a_store_thread_each(
+async def test_a_calls_objects_are_read_by_a_few_store_threads_each_taking_the_next(
     store: cairn.ArtifactClient,
     stub: artifacts_service_pb2_grpc.ArtifactServiceStub,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A call of 100 small objects takes STORE_READS store threads, each reading its
-    run one object after another, not a thread an object (a hand-off each cost the
-    filesystem backend two fifths of its files a second)."""
+    """A call of 100 small objects starts STORE_READS store threads, each reading the
+    next object left as it is done with one, not a thread an object (a hand-off each
+    cost the filesystem backend two fifths of its files a second)."""
     paths = [f"r/{n:03}" for n in range(100)]
     for path in paths:
         await store.upload(path, path.encode())
@@ -186,17 +185,45 @@ async def test_a_calls_objects_are_read_in_runs_of_a_store_thread_each(
     reply = await _fetch(stub, store.project, *paths)
 
     assert [file.content for file in reply.files] == [path.encode() for path in paths]
-    assert len(started) == file_reads.STORE_READS
+    assert started.count(file_reads._read_left) == file_reads.STORE_READS
 
 
-async def test_a_cancelled_calls_run_reads_no_object_past_the_one_under_way(
+async def test_a_slow_read_holds_up_none_of_the_objects_after_it(
+    store: cairn.ArtifactClient,
+    stub: artifacts_service_pb2_grpc.ArtifactServiceStub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While one thread's read waits, the call's other threads read every other object:
+    cut into fixed runs, the objects after a slow one in its run waited for it."""
+    paths = [f"w/{n:02}" for n in range(24)]
+    for path in paths:
+        await store.upload(path, path.encode())
+    others_read, read, waited = threading.Event(), [], []
+    whole = file_reads._whole
+
+    def first_waits(backend: Any, stored: Any) -> bytes | None:
+        read.append(stored.path)
+        if stored.path == paths[0]:
+            waited.append(others_read.wait(10))  # the others are read meanwhile, or never
+        elif len(read) == len(paths):
+            others_read.set()
+        return whole(backend, stored)
+
+    monkeypatch.setattr(file_reads, "_whole", first_waits)
+    reply = await _fetch(stub, store.project, *paths)
+
+    assert waited == [True]
+    assert [file.content for file in reply.files] == [path.encode() for path in paths]
+
+
+async def test_a_cancelled_calls_thread_reads_no_object_past_the_one_under_way(
     fs_store: cairn.ArtifactClient,
     pool: asyncpg.Pool,
     config: Config,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A run's thread goes on with the object it reads when its call is cancelled, and
-    reads none after it: the answer they were for goes nowhere."""
+    """A thread of a call goes on with the object it reads when its call is cancelled,
+    and reads none after it: the answer they were for goes nowhere."""
     for name in "abc":
         await fs_store.upload(f"k/{name}", name.encode())
     entered, release, read = threading.Event(), threading.Event(), []
@@ -225,7 +252,7 @@ async def test_a_cancelled_calls_run_reads_no_object_past_the_one_under_way(
         await answering
     release.set()
 
-    await eventually(lambda: not reads._reads.locked(), what="the run's thread ended")
+    await eventually(lambda: not reads._reads.locked(), what="the call's thread ended")
     assert read == ["k/a"]
 
 
