@@ -145,6 +145,51 @@ async def test_an_interrupt_between_awaits_ends_the_write_after_it(tmp_path: Pat
     assert b"Traceback" not in command.stderr.read()
 
 
+# A command that writes while a timeout's cancel unwinds it: its task is cancelled, by
+# no Ctrl-C.
+_WRITES_AS_ITS_TIMEOUT_UNWINDS = """
+import asyncio
+import click
+from cairn import cli
+from cairn.cli._calls import call
+from cairn.cli._output import write_text
+
+@click.command("timed")
+def timed():
+    async def work(client):
+        try:
+            async with asyncio.timeout(0.01):
+                try:
+                    await asyncio.sleep(10)
+                finally:
+                    write_text("cleaning up\\n")
+        except TimeoutError:
+            raise click.ClickException("timed out") from None
+    call(work)
+
+cli.cli.add_command(timed)
+cli.main(["timed"])
+"""
+
+
+def test_a_write_as_a_timeout_unwinds_the_command_is_no_interrupt(tmp_path: Path) -> None:
+    """Any cancel of the task was taken for Ctrl-C: the write raised KeyboardInterrupt,
+    and the command ended 130 with its own error unsaid."""
+    env = environment(tmp_path, CAIRN_ADDRESS="127.0.0.1:1")
+    done = subprocess.run(
+        [sys.executable, "-c", _WRITES_AS_ITS_TIMEOUT_UNWINDS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (
+        1,
+        "cleaning up\n",
+        "Error: timed out\n",
+    )
+
+
 async def _interrupted_while_blocked(
     argv: list[str], env: dict[str, str], program: str | None = None
 ) -> bool:

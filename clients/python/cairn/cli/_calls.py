@@ -17,6 +17,7 @@ from ..exceptions import CairnError, UnavailableError, UnimplementedError
 from ..profiles import ProfileError
 from ..types import Pager
 from ._connection import Connection, resolve
+from ._output import interrupts_noted
 
 T = TypeVar("T")
 
@@ -54,8 +55,9 @@ def call(work: Callable[[Client], Awaitable[T]]) -> T:
         raise click.ClickException(on_one_line(str(error))) from None
 
     async def session() -> T:
-        async with connection.client() as client:
-            return await work(client)
+        with interrupts_noted():
+            async with connection.client() as client:
+                return await work(client)
 
     try:
         return asyncio.run(session())

@@ -10,7 +10,6 @@ refuse the bare NaN Python would print.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import contextlib
 import dataclasses
@@ -26,7 +25,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import AsyncIterable, Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import click
 
@@ -267,12 +266,8 @@ def _interruptible() -> Iterator[None]:
     it took a second Ctrl-C. Raised there alone: raised anywhere in the loop, it was lost
     in gRPC's callbacks, and the command hung or went on."""
     handler = signal.getsignal(signal.SIGINT)
-    swapped = (
-        threading.current_thread() is threading.main_thread()
-        and callable(handler)  # not ignored (nohup), nor set outside Python
-        and handler is not signal.default_int_handler
-    )
-    if swapped and _cancelled_by_interrupt():
+    swapped = _swappable(handler)
+    if swapped and _Interrupts.came:
         raise KeyboardInterrupt
     if swapped:
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -283,15 +278,44 @@ def _interruptible() -> Iterator[None]:
             signal.signal(signal.SIGINT, handler)
 
 
-def _cancelled_by_interrupt() -> bool:
-    """Whether a Ctrl-C came while the command's task ran between its awaits: asyncio's
-    handler cancelled the task, which learns of it at its next await, and a write before
-    that blocked on a full pipe would wait for a reader for good."""
+class _Interrupts:
+    """Whether a Ctrl-C came during the command's event loop, as its handler saw it."""
+
+    came = False
+
+
+@contextlib.contextmanager
+def interrupts_noted() -> Iterator[None]:
+    """Notes each Ctrl-C that asyncio's handler takes in the event loop this runs in.
+    The handler only cancels the command's task, which learns of it at its next await:
+    a write made before that, blocked on a pipe nobody reads, would wait for a reader
+    for good. A cancel alone does not say Ctrl-C: a timeout's is no interrupt."""
+    handler = signal.getsignal(signal.SIGINT)
+    _Interrupts.came = False
+    if not _swappable(handler):
+        yield
+        return
+
+    def noted(number: int, frame: Any) -> None:
+        _Interrupts.came = True
+        handler(number, frame)
+
+    signal.signal(signal.SIGINT, noted)
     try:
-        task = asyncio.current_task()
-    except RuntimeError:  # no event loop runs
-        return False
-    return task is not None and task.cancelling() > 0
+        yield
+    finally:
+        # asyncio puts the default back only over its own handler, which this is not.
+        signal.signal(signal.SIGINT, handler)
+
+
+def _swappable(handler: Any) -> TypeGuard[Callable[[int, Any], Any]]:
+    """Whether handler is one of Python, set in the main thread, that may be stood in
+    for: not ignored (nohup), nor set outside Python, nor the default's KeyboardInterrupt."""
+    return (
+        threading.current_thread() is threading.main_thread()
+        and callable(handler)
+        and handler is not signal.default_int_handler
+    )
 
 
 class _Closed(io.RawIOBase):
