@@ -46,7 +46,7 @@ def tagged_user(tags: dict[str, str], field: str) -> str:
 
 
 def value_of(tags: Sequence[pb.Tag], field: str, key: str) -> str:
-    """The request's field holding the value of key's tag kept (the last given, `_tags`):
+    """The request's field holding the value of key's tag kept (the last given, `tags`):
     "tags[3].value"; "" when none is given."""
     given = [i for i, tag in enumerate(tags) if tag.key == key]
     return f"{field}[{given[-1]}].value" if given else ""

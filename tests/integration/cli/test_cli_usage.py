@@ -96,7 +96,8 @@ def test_a_profile_file_the_variable_names_must_be_there(tmp_path: Path) -> None
     assert done.returncode == 2, done.stderr
     assert f"no profile file at {missing}" in done.stderr and done.stderr.count("\n") == 1
     unset = run_cairn("projects", "list", "--timeout", "1", env=environment(tmp_path))
-    assert "profile" not in unset.stderr  # the call itself failed: nothing listens there
+    assert unset.returncode in (0, 1)  # the call made, whatever listens there (or none)
+    assert "no profile file" not in unset.stderr
 
 
 def test_a_line_to_a_full_disk_in_an_ascii_locale_is_an_output_error(tmp_path: Path) -> None:

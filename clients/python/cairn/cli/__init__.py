@@ -67,8 +67,9 @@ def cli() -> None:
     """Cairn ML metadata platform.
 
     Connection: flags (here or after any command), then CAIRN_* variables, then a
-    profile (--profile, CAIRN_PROFILE, else [default] of ~/.config/cairn/profiles.ini),
-    then 127.0.0.1:50051.
+    profile (--profile, CAIRN_PROFILE, else [default] of the file $CAIRN_PROFILES
+    names, which must be there, or of ~/.config/cairn/profiles.ini), then
+    127.0.0.1:50051.
     """
 
 

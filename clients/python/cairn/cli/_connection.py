@@ -3,8 +3,8 @@
 Each setting is taken from the first of: its flag, its environment variable, the profile
 (`--profile`/CAIRN_PROFILE, else the profile file's [default] section when there is one),
 and the built-in default (127.0.0.1:50051, plaintext, no key, project "default"). The
-profile file is the Python client's (cairn.profiles: `$CAIRN_PROFILES`, else
-`~/.config/cairn/profiles.ini`).
+profile file is the Python client's (cairn.profiles: `$CAIRN_PROFILES`, which must be
+there when set, else `~/.config/cairn/profiles.ini`).
 
 The variables are read only when a command connects (`resolve`), not while click parses
 the command line: the server's commands (`serve`, `migrate`, `config`, the key
