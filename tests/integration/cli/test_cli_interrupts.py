@@ -160,7 +160,7 @@ def timed():
         try:
             async with asyncio.timeout(0.01):
                 try:
-                    await asyncio.sleep(10)
+                    await asyncio.Event().wait()  # until the timeout cancels it
                 finally:
                     write_text("cleaning up\\n")
         except TimeoutError:
