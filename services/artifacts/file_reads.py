@@ -40,7 +40,7 @@ CONTENT_BYTES = 768 * 1024
 # at once do not; yet the store's threads (threads.STORE_THREADS, 32) stay free for the
 # chunks of streamed downloads, signing and completions, whatever the calls. A call
 # takes STORE_READS threads at most, not one an object: that hand-off for each small
-# object cost the filesystem backend two fifths of its files a second.
+# object cost the filesystem backend nearly a third of its files a second.
 STORE_READS = 8
 # The objects of a call left to read, each by its index in the answer: its threads
 # take the next as they finish one, so a slow read holds up none but its own.

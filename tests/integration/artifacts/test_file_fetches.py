@@ -170,7 +170,7 @@ async def test_a_calls_objects_are_read_by_a_few_store_threads_each_taking_the_n
 ) -> None:
     """A call of 100 small objects starts STORE_READS store threads, each reading the
     next object left as it is done with one, not a thread an object (a hand-off each
-    cost the filesystem backend two fifths of its files a second)."""
+    cost the filesystem backend nearly a third of its files a second)."""
     paths = [f"r/{n:03}" for n in range(100)]
     for path in paths:
         await store.upload(path, path.encode())
