@@ -54,6 +54,23 @@ async def test_what_the_destination_holds_in_the_way_is_refused_first(
     assert _tree(out) == before
 
 
+async def test_a_file_where_the_destination_needs_a_folder_is_refused_first(
+    store: cairn.ArtifactClient, tmp_path: Path
+) -> None:
+    """A destination under a file (`cairn artifacts download -d afile`) passed the check,
+    whose looks at a path under a file find nothing there, and the first write failed
+    LOCAL_WRITE_FAILED 'Not a directory', saying that download again would finish."""
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"mine")
+
+    with pytest.raises(FailedPreconditionError) as refused:
+        await store.download("d", afile / "d")
+
+    assert refused.value.reason == "LOCAL_PATH_CONFLICT"
+    assert refused.value.metadata == {"path": "d/0.txt", "local_path": str(afile)}
+    assert afile.read_bytes() == b"mine"
+
+
 async def test_a_write_refused_part_way_is_typed_and_leaves_whole_files(
     store: cairn.ArtifactClient, tmp_path: Path
 ) -> None:

@@ -257,6 +257,35 @@ async def test_what_the_user_put_where_a_model_needs_room_is_a_path_conflict(
     assert _tree(target) == before
 
 
+@pytest.mark.parametrize("mine", ["the model's folder", "the destination"])
+async def test_a_file_of_the_users_where_the_model_goes_is_a_path_conflict(
+    world: World, tmp_path: Path, mine: str
+) -> None:
+    """A file where the model's folder goes failed LOCAL_WRITE_FAILED naming the manifest
+    in it, as the earlier manifest was set aside first; one where the destination goes
+    (`cairn models download -d afile`), naming a staging folder never made."""
+    _, as_file = _shapes(tmp_path)
+    uri = (await world.tracking.log_model(await world.new_run(), as_file, "m")).model_uri
+    first = Path(await world.tracking.download_artifacts(uri, tmp_path / "first"))
+    dst = tmp_path / "dst"
+    if mine == "the model's folder":
+        dst.mkdir()
+        in_the_way = dst / first.name
+    else:
+        in_the_way = dst
+    in_the_way.write_text("mine")
+
+    with pytest.raises(FailedPreconditionError) as refused:
+        await world.tracking.download_artifacts(uri, dst, cache_dir=world.cache)
+
+    assert refused.value.reason == "LOCAL_PATH_CONFLICT", refused.value
+    assert refused.value.metadata["local_path"] == str(in_the_way)
+    assert in_the_way.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.glob("dst/*")) == (
+        [first.name] if mine == "the model's folder" else []
+    )
+
+
 async def test_a_folder_of_the_users_named_as_the_manifest_is_kept_and_in_the_way(
     world: World, tmp_path: Path
 ) -> None:

@@ -416,6 +416,8 @@ def check_room(root: Path, paths: Sequence[str], targets: Sequence[Path]) -> Non
         FailedPreconditionError: LOCAL_PATH_CONFLICT, metadata path (the object) and
             local_path (what is in its way).
     """
+    if paths:
+        check_above(root, paths[0])
     checked: set[Path] = set()
     for path, target in zip(paths, targets, strict=True):
         if target.is_dir() and not target.is_symlink():
@@ -427,6 +429,22 @@ def check_room(root: Path, paths: Sequence[str], targets: Sequence[Path]) -> Non
             checked.add(folder)
             if not folder.is_dir() and (folder.is_symlink() or folder.exists()):
                 raise _in_the_way(path, folder, "a local file has the name of a folder it needs")
+
+
+def check_above(folder: Path, path: str) -> None:
+    """Refuses a download of the object path into folder when the nearest of folder and
+    its parents on disk is no folder (a file, a link to none): nothing could be
+    written under it, and its first write failed LOCAL_WRITE_FAILED naming a file
+    that was never there (blocking: run it in a thread).
+
+    Raises:
+        FailedPreconditionError: LOCAL_PATH_CONFLICT, as `check_room`.
+    """
+    for place in (folder, *folder.parents):
+        if place.is_dir():
+            return
+        if place.is_symlink() or place.exists():
+            raise _in_the_way(path, place, "a local file has the name of a folder it needs")
 
 
 @contextlib.contextmanager

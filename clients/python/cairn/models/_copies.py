@@ -27,7 +27,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .._clients._local_files import check_room, check_written, local_writes, tree_files
+from .._clients._local_files import (
+    check_above,
+    check_room,
+    check_written,
+    local_writes,
+    tree_files,
+)
 from ..exceptions import DataLossError, FailedPreconditionError
 from ._manifest import MANIFEST, MAX_MANIFEST_BYTES, FileEntry, Manifest, holds
 from ._paths import inside, is_kind, relative_path
@@ -50,8 +56,11 @@ def copy_model(
     target.
 
     Raises:
-        FailedPreconditionError: (LOCAL_WRITE_FAILED) target could not be written.
+        FailedPreconditionError: (LOCAL_WRITE_FAILED) target could not be written;
+            (LOCAL_PATH_CONFLICT) a file of the user's stands where target or a folder
+            above it goes.
     """
+    check_above(target.parent, where)
     with writing(target), _staging(target.parent) as staging:
         _stage(entry, manifest, staging, where, shipped or {})
         (staging / MANIFEST).write_bytes(manifest_bytes)
@@ -357,7 +366,9 @@ def _swap(
         try:
             os.replace(destination, aside)
             moved.append((destination, aside))
-        except FileNotFoundError:  # nothing there before
+        # Nothing there before; or a file of the user's where a folder on the way goes,
+        # which check_room then refuses as in the way.
+        except (FileNotFoundError, NotADirectoryError):
             moved.append((destination, None))
         if source is not None:
             try:
@@ -377,7 +388,9 @@ def _put_back(moved: list[tuple[Path, Path | None]], stuck: list[Path]) -> list[
             continue
         try:
             if aside is None:
-                destination.unlink(missing_ok=True)
+                # Under a file of the user's (in the way): nothing of ours is there.
+                with contextlib.suppress(NotADirectoryError):
+                    destination.unlink(missing_ok=True)
             else:
                 os.replace(aside, destination)
         except OSError:
