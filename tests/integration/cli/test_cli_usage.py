@@ -25,6 +25,9 @@ def env(tmp_path: Path) -> dict[str, str]:
         (["keys", "create", "--name", ""], "--name"),
         # The URI models://1 was refused, status 1, naming download_artifacts' run_id.
         (["models", "download", "", "--version", "1"], "NAME"),
+        # A name no URI can carry: refused by the call, status 1, naming run_id.
+        (["models", "download", "a//b", "--version", "1"], "NAME"),
+        (["models", "download", "..", "--alias", "champion"], "NAME"),
         # Refused by the call, status 1, naming its run_id argument.
         (["artifacts", "download", "-u", "bogus://x"], "--artifact-uri"),
         # As a store path: refused by the server, status 1.

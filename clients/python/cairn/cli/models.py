@@ -9,6 +9,8 @@ from typing import Any
 import click
 
 from .._client import Client
+from ..exceptions import InvalidArgumentError
+from ..models import parse_uri
 from ..types import ListOptions, MlflowModelVersion, ModelVersionStage, Pager, RegisteredModel
 from ._calls import call, pages
 from ._connection import connection_options
@@ -188,13 +190,15 @@ def download(
     chosen = [v for v in (version, alias_name, stage_name) if v]
     if len(chosen) != 1:
         raise click.UsageError("give one of --version, --alias, --stage")
-    if not name:  # else the URI, models://1, was refused naming run_id
-        raise click.BadParameter("must not be empty", param_hint="NAME")
     if alias_name is not None and ("/" in alias_name or "@" in alias_name):
         raise click.BadParameter(
             f"{alias_name!r}: an alias has no '/' or '@'", param_hint="--alias"
         )
     uri = f"models:/{name}@{alias_name}" if alias_name else f"models:/{name}/{chosen[0]}"
+    try:  # else refused by download_artifacts, naming its run_id argument (status 1)
+        parse_uri(uri, "NAME")
+    except InvalidArgumentError as error:
+        raise click.UsageError(error.message) from None
     written = call(
         lambda client: client.tracking.download_artifacts(
             uri, dst_path=Path(dst_path), progress=is_terminal()
