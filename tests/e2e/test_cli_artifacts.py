@@ -73,6 +73,23 @@ async def test_run_artifacts_upload_list_download_rm(
     assert line.endswith(f"[OBJECT_NOT_FOUND]: run {run_id} has no artifact at 'out'")
 
 
+async def test_a_runs_path_is_read_alike_by_every_command(
+    served: ServerProcess, env: dict[str, str], tree: Path, unique: str
+) -> None:
+    """download read `./out` and `/out` as MLflow's store does, `out`; list refused
+    them INVALID_PATH naming its field `prefix`, and rm naming `path`."""
+    experiment_id = ok("experiments", "create", f"paths-{unique}", env=env).strip()
+    run_id = await create_run(served.address, experiment_id)
+    ok("artifacts", "upload", str(tree), "-r", run_id, "-a", "out", env=env)
+    listed = as_json("artifacts", "list", "out", "-r", run_id, env=env)
+
+    assert as_json("artifacts", "list", "./out", "-r", run_id, env=env) == listed
+    assert as_json("artifacts", "list", "/out/", "-r", run_id, env=env) == listed
+    assert ok("artifacts", "rm", "./out/report.txt", "-r", run_id, env=env) == (
+        "deleted 1 object\n"
+    )
+
+
 async def test_rm_of_a_path_the_run_lacks_names_it_as_typed(
     served: ServerProcess, env: dict[str, str], unique: str
 ) -> None:

@@ -32,6 +32,11 @@ def env(tmp_path: Path) -> dict[str, str]:
         (["artifacts", "download", "-u", "bogus://x"], "--artifact-uri"),
         # As a store path: refused by the server, status 1.
         (["artifacts", "download", "-a", "a//b"], "--artifact-path"),
+        # As download reads a store path: a leading '/' went, and rm deleted 'datasets'.
+        (["artifacts", "rm", "/datasets", "--recursive"], "PATH"),
+        (["artifacts", "list", "a/../b"], "PATH"),
+        # Above the run: refused by the server, status 1.
+        (["artifacts", "list", "../x", "-r", "0" * 32], "PATH"),
     ],
 )
 def test_an_empty_or_malformed_argument_is_a_usage_error_naming_it(

@@ -10,7 +10,7 @@ import click
 
 from .._client import Client
 from .._clients.artifacts import ArtifactClient
-from .._clients.run_store import join, run_store
+from .._clients.run_store import join, run_store, within_run
 from .._names import segments_problem
 from ..exceptions import InvalidArgumentError, NotFoundError
 from ..models import ArtifactUri, parse_uri
@@ -54,10 +54,12 @@ def group() -> None:
 @connection_options
 def list_artifacts(path: str, run_id: str | None, recursive: bool, output: str) -> None:
     """List the objects under PATH (one level; directories end with "/")."""
+    place = _place(path, run_id)
 
     async def work(client: Client) -> None:
         store, root = await location(client, run_id)
-        prefix = join(root, None, path) + "/" if join(root, None, path) else ""
+        inside = join(root, None, place)
+        prefix = inside + "/" if inside else ""
 
         def page(options: ListOptions) -> Any:
             return store.list(prefix, recursive=recursive, options=options)
@@ -144,8 +146,8 @@ def download(
             parse_uri(artifact_uri, "--artifact-uri")
         except InvalidArgumentError as error:
             raise click.UsageError(error.message) from None
-    elif not run_id and (problem := segments_problem(artifact_path.rstrip("/").split("/"))):
-        raise click.BadParameter(problem, param_hint="--artifact-path")  # as the store would
+    elif not run_id:
+        _place(artifact_path, None, "--artifact-path")
     destination = Path(dst_path)
     progress = is_terminal()
 
@@ -178,10 +180,11 @@ def remove(path: str, run_id: str | None, recursive: bool) -> None:
         raise click.BadParameter(
             "name what to delete (or a run's whole artifacts with --run-id)", param_hint="PATH"
         )
+    place = _place(path, run_id)
 
     async def work(client: Client) -> int:
         store, root = await location(client, run_id)
-        target = join(root, None, path)
+        target = join(root, None, place)
         try:
             return await store.delete(target, recursive=recursive)
         except NotFoundError as missing:
@@ -195,6 +198,21 @@ def remove(path: str, run_id: str | None, recursive: bool) -> None:
 
     deleted = call(work)
     echo(f"deleted {deleted} object{'' if deleted == 1 else 's'}")
+
+
+def _place(path: str, run_id: str | None, argument: str = "PATH") -> str:
+    """path as every command reads it: within the run, as MLflow's store reads it (`./a`,
+    `/a`; `..` above the run refused); else a store path, refused here as the store
+    would refuse it (a leading `/`, an empty, `.` or `..` segment)."""
+    if run_id:
+        try:
+            return within_run(path, argument)
+        except InvalidArgumentError as error:
+            why = error.message.removeprefix(f"{argument}: ")
+            raise click.BadParameter(why, param_hint=argument) from None
+    if path and (problem := segments_problem(path.rstrip("/").split("/"))):
+        raise click.BadParameter(problem, param_hint=argument)
+    return path.rstrip("/")
 
 
 def missing_from_run(missing: NotFoundError, run_id: str, path: str) -> NotFoundError:
