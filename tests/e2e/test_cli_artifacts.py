@@ -74,7 +74,7 @@ async def test_run_artifacts_upload_list_download_rm(
 
 
 async def test_a_runs_path_is_read_alike_by_every_command(
-    served: ServerProcess, env: dict[str, str], tree: Path, unique: str
+    served: ServerProcess, env: dict[str, str], tree: Path, tmp_path: Path, unique: str
 ) -> None:
     """download read `./out` and `/out` as MLflow's store does, `out`; list refused
     them INVALID_PATH naming its field `prefix`, and rm naming `path`."""
@@ -85,6 +85,8 @@ async def test_a_runs_path_is_read_alike_by_every_command(
 
     assert as_json("artifacts", "list", "./out", "-r", run_id, env=env) == listed
     assert as_json("artifacts", "list", "/out/", "-r", run_id, env=env) == listed
+    written = ok("artifacts", "download", "-r", run_id, "-a", "./out", "-d", str(tmp_path), env=env)
+    assert Path(written.strip()) == tmp_path / "out"
     assert ok("artifacts", "rm", "./out/report.txt", "-r", run_id, env=env) == (
         "deleted 1 object\n"
     )

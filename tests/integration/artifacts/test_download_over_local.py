@@ -63,11 +63,12 @@ async def test_a_file_where_the_destination_needs_a_folder_is_refused_first(
     afile = tmp_path / "afile"
     afile.write_bytes(b"mine")
 
-    with pytest.raises(FailedPreconditionError) as refused:
-        await store.download("d", afile / "d")
+    for path in ("d", "d/0.txt"):  # a directory, a file
+        with pytest.raises(FailedPreconditionError) as refused:
+            await store.download(path, afile / "d")
 
-    assert refused.value.reason == "LOCAL_PATH_CONFLICT"
-    assert refused.value.metadata == {"path": "d/0.txt", "local_path": str(afile)}
+        assert refused.value.reason == "LOCAL_PATH_CONFLICT"
+        assert refused.value.metadata == {"path": "d/0.txt", "local_path": str(afile)}
     assert afile.read_bytes() == b"mine"
 
 

@@ -37,6 +37,9 @@ def env(tmp_path: Path) -> dict[str, str]:
         (["artifacts", "list", "a/../b"], "PATH"),
         # Above the run: refused by the server, status 1.
         (["artifacts", "list", "../x", "-r", "0" * 32], "PATH"),
+        (["artifacts", "download", "-r", "0" * 32, "-a", "../x"], "--artifact-path"),
+        # The run's root by a typo: it deleted every artifact of the run.
+        (["artifacts", "rm", "x/..", "-r", "0" * 32, "--recursive"], "PATH"),
     ],
 )
 def test_an_empty_or_malformed_argument_is_a_usage_error_naming_it(

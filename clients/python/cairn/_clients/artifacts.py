@@ -32,6 +32,7 @@ from ._direct_transfers import DirectTransfers
 from ._downloads import Downloads
 from ._local_files import (
     Source,
+    check_above,
     check_source,
     local_file,
     local_writes,
@@ -278,11 +279,10 @@ class ArtifactClient(BaseClient):
         as_directory = str(destination).endswith(("/", os.sep))
         if as_directory or await asyncio.to_thread(target.is_dir):
             target = local_file(target, path.rpartition("/")[2], path)
-        with (
-            local_writes(target, "nothing of it was written; a file already there is as it was"),
-            meter(progress, "download", info.path, info.size) as counted,
-        ):
-            await self._downloads.file(info, target, counted, timeout, metadata)
+        with local_writes(target, "nothing of it was written; a file already there is as it was"):
+            await asyncio.to_thread(check_above, target.parent, info.path)
+            with meter(progress, "download", info.path, info.size) as counted:
+                await self._downloads.file(info, target, counted, timeout, metadata)
         return target
 
     def _named(self, path: str) -> tuple[str, str]:

@@ -27,7 +27,7 @@ from ..models._flavors import FilesFlavor
 from ..models._uris import ArtifactUri, parse_uri
 from ..types._journey import ManagedModel
 from ..types._registry import ModelArtifact, ModelVersion, RegisteredModel
-from ._local_files import MODEL_NOT_SENT, files_in, local_reads, local_writes
+from ._local_files import MODEL_NOT_SENT, check_above, files_in, local_reads, local_writes
 from .artifacts import ArtifactClient, in_project
 from .model_fetches import model_to_copy, read_manifest
 from .model_uploads import upload
@@ -308,6 +308,7 @@ class ModelManager:
         loader = TrackingClient(self._registry._transport)
         uri = f"models:/{model.name}/{model.version}"
         with local_writes(self.download_path, "nothing was downloaded"):
+            await asyncio.to_thread(check_above, self.download_path, uri)
             await asyncio.to_thread(self.download_path.mkdir, parents=True, exist_ok=True)
         try:
             async with model_to_copy(loader, uri, self.cache_dir) as (entry, manifest, shipped):

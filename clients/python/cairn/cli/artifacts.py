@@ -146,8 +146,8 @@ def download(
             parse_uri(artifact_uri, "--artifact-uri")
         except InvalidArgumentError as error:
             raise click.UsageError(error.message) from None
-    elif not run_id:
-        _place(artifact_path, None, "--artifact-path")
+    else:
+        _place(artifact_path, run_id, "--artifact-path")
     destination = Path(dst_path)
     progress = is_terminal()
 
@@ -181,6 +181,11 @@ def remove(path: str, run_id: str | None, recursive: bool) -> None:
             "name what to delete (or a run's whole artifacts with --run-id)", param_hint="PATH"
         )
     place = _place(path, run_id)
+    if run_id and path.strip("/") and not place:  # `.`, `x/..`: a typo would take all
+        raise click.BadParameter(
+            f'{path!r} names the run\'s root: give "" to delete all its artifacts',
+            param_hint="PATH",
+        )
 
     async def work(client: Client) -> int:
         store, root = await location(client, run_id)

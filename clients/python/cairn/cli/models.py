@@ -190,6 +190,8 @@ def download(
     chosen = [v for v in (version, alias_name, stage_name) if v]
     if len(chosen) != 1:
         raise click.UsageError("give one of --version, --alias, --stage")
+    if not name:  # else quoted as the URI models://1, which the user never typed
+        raise click.BadParameter("must not be empty", param_hint="NAME")
     if alias_name is not None and ("/" in alias_name or "@" in alias_name):
         raise click.BadParameter(
             f"{alias_name!r}: an alias has no '/' or '@'", param_hint="--alias"

@@ -60,7 +60,8 @@ def copy_model(
             (LOCAL_PATH_CONFLICT) a file of the user's stands where target or a folder
             above it goes.
     """
-    check_above(target.parent, where)
+    with writing(target):
+        check_above(target.parent, where)
     with writing(target), _staging(target.parent) as staging:
         _stage(entry, manifest, staging, where, shipped or {})
         (staging / MANIFEST).write_bytes(manifest_bytes)
