@@ -285,24 +285,6 @@ async def test_a_file_of_the_users_where_the_model_goes_is_a_path_conflict(
     assert left == ([first.name] if mine == "the model's folder" else [])
 
 
-async def test_a_model_managers_download_path_under_a_file_is_a_path_conflict(
-    world: World, tmp_path: Path
-) -> None:
-    """It failed LOCAL_WRITE_FAILED ('File exists') making the folder."""
-    _, as_file = _shapes(tmp_path)
-    afile = tmp_path / "afile"
-    afile.write_text("mine")
-    manager = cairn.ModelManager(world.registry, download_path=afile, cache_dir=world.cache)
-    await manager.add_model("under-a-file", "X", as_file)
-
-    with pytest.raises(FailedPreconditionError) as refused:
-        await manager.get_model("under-a-file", download_file=True)
-
-    assert refused.value.reason == "LOCAL_PATH_CONFLICT"
-    assert refused.value.metadata["local_path"] == str(afile)
-    assert afile.read_text() == "mine"
-
-
 async def test_a_folder_of_the_users_named_as_the_manifest_is_kept_and_in_the_way(
     world: World, tmp_path: Path
 ) -> None:

@@ -68,11 +68,12 @@ async def test_a_copy_cut_short_leaves_the_earlier_one_and_no_part(
 
 
 @pytest.mark.parametrize("where", ["a file", "under a file"])
-async def test_a_download_path_a_file_holds_is_local_write_failed(
+async def test_a_download_path_a_file_holds_is_a_path_conflict(
     world: World, tmp_path: Path, unique: str, where: str
 ) -> None:
     """As download_artifacts to the same place says; get_model raised the bare
-    FileExistsError or NotADirectoryError of making its download_path."""
+    FileExistsError or NotADirectoryError of making its download_path, then failed
+    LOCAL_WRITE_FAILED ('File exists'), as if the disk had refused it."""
     (tmp_path / "w.onnx").write_bytes(b"w")
     (tmp_path / "a-file").write_bytes(b"f")
     name = f"to-a-file-{unique}"
@@ -84,8 +85,8 @@ async def test_a_download_path_a_file_holds_is_local_write_failed(
     with pytest.raises(FailedPreconditionError) as refused:
         await manager.get_model(name, download_file=True)
 
-    assert refused.value.reason == "LOCAL_WRITE_FAILED"
-    assert refused.value.metadata["path"] == str(target)
+    assert refused.value.reason == "LOCAL_PATH_CONFLICT"
+    assert refused.value.metadata["local_path"] == str(tmp_path / "a-file")
     assert (tmp_path / "a-file").read_bytes() == b"f"
 
 
