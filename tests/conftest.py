@@ -16,6 +16,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import inspect
 import io
 import resource
@@ -24,7 +25,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,6 +47,57 @@ from cairn_server.common.server import CairnServer, migrate
 logs.configure("info", "console")
 
 BUCKET = "cairn-test"  # of the S3 backend (s3_config) on moto
+
+
+# The event loop every async test and fixture runs on, once one has run.
+_shared_loop: list[asyncio.AbstractEventLoop] = []
+
+
+@pytest_asyncio.fixture(scope="session", autouse=True)
+async def _note_the_shared_loop() -> AsyncIterator[None]:
+    _shared_loop.append(asyncio.get_running_loop())
+    yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A test stopped for its time (pyproject's `timeout`) says where each asyncio task
+    waited: the threads' stacks pytest-timeout prints show only the idle event loop."""
+    report = yield
+    if report.failed and _timed_out(call) and _shared_loop:
+        report.sections.append(("asyncio tasks at the timeout", _task_stacks(_shared_loop[0])))
+    return report
+
+
+def _timed_out(call: pytest.CallInfo[None]) -> bool:
+    return call.excinfo is not None and str(call.excinfo.value).endswith("from pytest-timeout.")
+
+
+def _task_stacks(loop: asyncio.AbstractEventLoop) -> str:
+    return "\n".join(
+        "\n".join([repr(task), *_awaiting(task.get_coro())]) for task in asyncio.all_tasks(loop)
+    )
+
+
+# Where each kind of suspended code keeps its frame, and what it waits for.
+_SUSPENDED = (("cr_frame", "cr_await"), ("ag_frame", "ag_await"), ("gi_frame", "gi_yieldfrom"))
+
+
+def _awaiting(awaited: object) -> Iterator[str]:
+    """The line each coroutine of a task's chain waits at, outermost first. A Task's own
+    stack shows its outermost coroutine only; an `async with` waits in an async
+    generator's asend, an object that only its references lead through."""
+    while awaited is not None:
+        held = next(((f, a) for f, a in _SUSPENDED if getattr(awaited, f, None)), None)
+        if held is None:
+            generators = [o for o in gc.get_referents(awaited) if inspect.isasyncgen(o)]
+            awaited = generators[0] if generators else None
+            continue
+        frame = getattr(awaited, held[0])
+        yield f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+        awaited = getattr(awaited, held[1])
 
 
 @pytest.fixture(scope="session")
