@@ -180,7 +180,7 @@ def parse_cairn(arguments: list[str]) -> None:
     """Parses `cairn arguments` with the command's own click tree down to the command
     they name, without running it: click's usage error for an unknown command or
     option, a missing argument or a missing required option, as the command exits 2."""
-    from cairn.cli import cli
+    from cairn.cli._root import cli
 
     command: click.Command = cli
     context = cli.make_context("cairn", list(arguments))
@@ -197,7 +197,7 @@ def parse_cairn(arguments: list[str]) -> None:
 
 def _naming_a_command() -> re.Pattern[str]:
     """`cairn` (or `.../cairn`) then one of the command's own top-level commands."""
-    from cairn.cli import cli
+    from cairn.cli._root import cli
 
     names = "|".join(map(re.escape, cli.commands))
     return re.compile(rf"(?<![\w.-])cairn\s+(?:{names})(?![\w.-])")

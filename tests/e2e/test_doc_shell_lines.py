@@ -35,7 +35,7 @@ def test_shell_block_is_valid_shell(block: Block) -> None:
 def files_not_looked_for(monkeypatch: pytest.MonkeyPatch) -> None:
     """The command's paths taken as given: `upload` wants its LOCAL_PATH to exist, and
     the docs' `model.onnx` and `data/` are the reader's."""
-    from cairn.cli import cli
+    from cairn.cli._root import cli
 
     for _, command in cli_commands(cli):
         for parameter in command.params:

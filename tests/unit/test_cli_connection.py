@@ -11,8 +11,8 @@ import pytest
 
 from cairn import profiles
 from cairn._client import client_from_profile
-from cairn.cli import cli
 from cairn.cli._connection import Connection, resolve
+from cairn.cli._root import cli
 from cairn.cli._server import server_not_installed
 
 

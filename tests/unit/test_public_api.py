@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import cairn
 from cairn import exceptions
 
@@ -36,6 +38,22 @@ def test_a_bare_import_reaches_the_kubeflow_utils() -> None:
     shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("s3://b/m/v1")
+
+
+# Each public name and module, reached first of all.
+_FIRST_USES = [
+    *(f"import cairn; cairn.{name}" for name in cairn.__all__),
+    *(f"import {module}" for module in ("cairn.core", "cairn.sync", "cairn.types")),
+]
+
+
+@pytest.mark.parametrize("first", _FIRST_USES)
+def test_each_public_name_loads_first_in_a_fresh_interpreter(first: str) -> None:
+    """The package loads its names on first use (so the `cairn` command answers a Ctrl-C
+    at once): each must load first of all, whatever order its modules then import one
+    another in. `cairn.Client` first met an import cycle through the types package."""
+    loaded = subprocess.run([sys.executable, "-c", first], capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr
 
 
 def test_exception_names() -> None:

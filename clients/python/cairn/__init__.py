@@ -18,16 +18,55 @@ import os
 # "true" before importing cairn to keep gRPC's choice.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-from . import exceptions, models, profiles, utils
-from ._client import Client, create_client_from_profile, create_client_from_token
-from ._clients.artifacts import ArtifactClient
-from ._clients.auth import AuthClient
-from ._clients.model_manager import ModelManager
-from ._clients.operations import OperationsClient
-from ._clients.registry import ModelRegistryAPIClient
-from ._clients.tracking import TrackingClient
-from ._clients.versioned_artifacts import ActiveArtifact
-from .exceptions import CairnError
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers see; a program loads each name on its first use
+    from . import exceptions, models, profiles, utils
+    from ._client import Client, create_client_from_profile, create_client_from_token
+    from ._clients.artifacts import ArtifactClient
+    from ._clients.auth import AuthClient
+    from ._clients.model_manager import ModelManager
+    from ._clients.operations import OperationsClient
+    from ._clients.registry import ModelRegistryAPIClient
+    from ._clients.tracking import TrackingClient
+    from ._clients.versioned_artifacts import ActiveArtifact
+    from .exceptions import CairnError
+
+# The module of each public name. Loaded on first use, not here: the `cairn` command
+# imports this package before a line of its own runs, and loading the clients and gRPC
+# takes a third of a second, in which a Ctrl-C printed a traceback (cairn.cli.main).
+_HOMES = {
+    "ActiveArtifact": "._clients.versioned_artifacts",
+    "ArtifactClient": "._clients.artifacts",
+    "AuthClient": "._clients.auth",
+    "CairnError": ".exceptions",
+    "Client": "._client",
+    "ModelManager": "._clients.model_manager",
+    "ModelRegistryAPIClient": "._clients.registry",
+    "OperationsClient": "._clients.operations",
+    "TrackingClient": "._clients.tracking",
+    "create_client_from_profile": "._client",
+    "create_client_from_token": "._client",
+    "exceptions": ".exceptions",
+    "models": ".models",
+    "profiles": ".profiles",
+    "utils": ".utils",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(_HOMES[name], __name__)
+    found = module if module.__name__ == f"{__name__}.{name}" else getattr(module, name)
+    globals()[name] = found  # later uses find it without this function
+    return found
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})
+
 
 __all__ = [
     "ActiveArtifact",

@@ -39,8 +39,8 @@ from ._headers import (
     token_header,
     with_id,
 )
+from ._page_tokens import check_token_is_new
 from .exceptions import CairnError, ClientClosedError, UnavailableError, from_grpc_error
-from .types._paging import check_token_is_new
 
 DEFAULT_TIMEOUT = 30.0
 # After a failed write, how long to wait for the call's own status.

@@ -75,6 +75,7 @@ async def test_a_listing_blocked_on_a_full_pipe_ends_at_the_first_interrupt(
 _SMALL_PARTS = """
 import click
 from cairn import cli
+from cairn.cli import _root
 from cairn.cli._calls import call
 from cairn.cli._output import write_text
 
@@ -85,7 +86,7 @@ def parts():
             write_text("x" * 999 + "\\n")
     call(work)
 
-cli.cli.add_command(parts)
+_root.cli.add_command(parts)
 cli.main(["parts"])
 """
 
@@ -106,6 +107,7 @@ _INTERRUPTED_BEFORE_A_WRITE = """
 import signal
 import click
 from cairn import cli
+from cairn.cli import _root
 from cairn.cli._calls import call
 from cairn.cli._output import write_text
 
@@ -116,7 +118,7 @@ def late():
         write_text("x" * (4 << 20))
     call(work)
 
-cli.cli.add_command(late)
+_root.cli.add_command(late)
 cli.main(["late"])
 """
 
@@ -151,6 +153,7 @@ _WRITES_AS_ITS_TIMEOUT_UNWINDS = """
 import asyncio
 import click
 from cairn import cli
+from cairn.cli import _root
 from cairn.cli._calls import call
 from cairn.cli._output import write_text
 
@@ -167,7 +170,7 @@ def timed():
             raise click.ClickException("timed out") from None
     call(work)
 
-cli.cli.add_command(timed)
+_root.cli.add_command(timed)
 cli.main(["timed"])
 """
 
@@ -210,3 +213,37 @@ async def _interrupted_while_blocked(
     finally:
         command.kill()
     return status == 130 and b"Traceback" not in command.stderr.read()
+
+
+# The console script's own two lines, after a finder that sends the process SIGINT as
+# gRPC is first looked for: the moment the command's modules are loading.
+_INTERRUPTED_LOADING = """
+import os, signal, sys
+
+class Interrupting:
+    def find_spec(self, name, path=None, target=None):
+        if name == "grpc":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, Interrupting())
+from cairn.cli import main
+main(["experiments", "list"])
+"""
+
+
+def test_an_interrupt_while_the_command_loads_ends_it_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """Loading the clients and gRPC takes about a third of a second, before the command's
+    own handling of Ctrl-C begins: an interrupt then printed a KeyboardInterrupt traceback
+    from whichever import it stopped."""
+    ended = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_LOADING],
+        env=environment(tmp_path, CAIRN_ADDRESS="127.0.0.1:1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (ended.returncode, ended.stdout, ended.stderr) == (-signal.SIGINT, "", "")

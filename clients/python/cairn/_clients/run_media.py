@@ -26,8 +26,9 @@ from typing import Any, Protocol
 from .._argument_error import invalid_argument
 from .._names import MAX_TAG_VALUE_LENGTH
 from .._numbers import whole, whole_or_zero
+from .._page_tokens import check_token_is_new
 from ..exceptions import NotFoundError
-from ..types._paging import PagedList, check_token_is_new
+from ..types._paging import PagedList
 from ..types._tracking import ATTRIBUTES, Run, now_ms
 from .artifacts import ArtifactClient
 from .run_operations import RunOperations

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._argument_error import invalid_argument
 from .._numbers import whole
+from .._page_tokens import check_token_is_new
 from .._transport import Transport
 from ..tracking.v1 import tracking_service_pb2 as api
 from ..types import _tracking as types
 from ..types._arguments import proto
-from ..types._paging import check_token_is_new, order_keys
+from ..types._paging import order_keys
 from ..types._tracking import ViewType
 from ._experiment_ids import experiment_ids_of
 

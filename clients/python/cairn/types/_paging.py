@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from .._argument_error import invalid_argument
 from .._numbers import whole, whole_or_zero
-from ..exceptions import UnknownError
+from .._page_tokens import check_token_is_new
 
 T = TypeVar("T")
 
@@ -232,18 +232,6 @@ class Pager(Generic[T]):
         for name, value in changes.items():
             setattr(self.options, name, value)
         return self.restart()
-
-
-def check_token_is_new(token: str | None, sent: set[str]) -> None:
-    """Raises PAGE_TOKEN_REPEATED when a list answers a token it was sent before: read
-    on, the pages would go round for ever."""
-    if token and token in sent:
-        raise UnknownError(
-            "the server answered a page token it was sent before, so the pages would go "
-            "round for ever; the server, or a proxy before it, is at fault, unless one "
-            "Pager is walked by two tasks or threads at once (walk it from one at a time)",
-            reason="PAGE_TOKEN_REPEATED",
-        )
 
 
 def _items_per_page(n: int, argument: str) -> int:
