@@ -67,7 +67,11 @@ def pytest_runtest_makereport(
     waited: the threads' stacks pytest-timeout prints show only the idle event loop."""
     report = yield
     if report.failed and _timed_out(call) and _shared_loop:
-        report.sections.append(("asyncio tasks at the timeout", _task_stacks(_shared_loop[0])))
+        try:
+            stacks = _task_stacks(_shared_loop[0])
+        except Exception as error:  # an error of a hook's ends the whole session
+            stacks = f"not read: {error!r}"
+        report.sections.append(("asyncio tasks at the timeout", stacks))
     return report
 
 

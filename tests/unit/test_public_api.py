@@ -44,6 +44,7 @@ def test_a_bare_import_reaches_the_kubeflow_utils() -> None:
 _FIRST_USES = [
     *(f"import cairn; cairn.{name}" for name in cairn.__all__),
     *(f"import {module}" for module in ("cairn.core", "cairn.sync", "cairn.types")),
+    "import cairn; cairn.types.ViewType",  # a module, reached as the package's attribute
 ]
 
 

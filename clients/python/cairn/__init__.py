@@ -18,7 +18,7 @@ import os
 # "true" before importing cairn to keep gRPC's choice.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers see; a program loads each name on its first use
@@ -33,9 +33,10 @@ if TYPE_CHECKING:  # what type checkers see; a program loads each name on its fi
     from ._clients.versioned_artifacts import ActiveArtifact
     from .exceptions import CairnError
 
-# The module of each public name. Loaded on first use, not here: the `cairn` command
-# imports this package before a line of its own runs, and loading the clients and gRPC
-# takes a third of a second, in which a Ctrl-C printed a traceback (cairn.cli.main).
+# The module of each public name that is no module itself. Loaded on first use, not
+# here: the `cairn` command imports this package before a line of its own runs, and
+# loading the clients and gRPC takes a third of a second, in which a Ctrl-C printed a
+# traceback (cairn.cli.console).
 _HOMES = {
     "ActiveArtifact": "._clients.versioned_artifacts",
     "ArtifactClient": "._clients.artifacts",
@@ -48,24 +49,24 @@ _HOMES = {
     "TrackingClient": "._clients.tracking",
     "create_client_from_profile": "._client",
     "create_client_from_token": "._client",
-    "exceptions": ".exceptions",
-    "models": ".models",
-    "profiles": ".profiles",
-    "utils": ".utils",
 }
 
+if not TYPE_CHECKING:  # to type checkers the imports above are the whole package
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = importlib.import_module(_HOMES[name], __name__)
-    found = module if module.__name__ == f"{__name__}.{name}" else getattr(module, name)
-    globals()[name] = found  # later uses find it without this function
-    return found
+    def __getattr__(name: str) -> Any:
+        """A public name, or a module of the package (`cairn.types`, `cairn.utils`, which
+        the package loaded whole once), loaded on first use."""
+        if name in _HOMES:
+            found = getattr(importlib.import_module(_HOMES[name], __name__), name)
+        elif name.isidentifier() and importlib.util.find_spec(f"{__name__}.{name}"):
+            found = importlib.import_module(f"{__name__}.{name}")
+        else:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        globals()[name] = found  # later uses find it without this function
+        return found
 
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES})
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})
 
 
 __all__ = [

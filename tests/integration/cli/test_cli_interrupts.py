@@ -215,8 +215,8 @@ async def _interrupted_while_blocked(
     return status == 130 and b"Traceback" not in command.stderr.read()
 
 
-# The console script's own two lines, after a finder that sends the process SIGINT as
-# gRPC is first looked for: the moment the command's modules are loading.
+# A finder that sends the process SIGINT as gRPC is first looked for, while the command
+# loads, then the console script's own lines (or a program's call of main).
 _INTERRUPTED_LOADING = """
 import os, signal, sys
 
@@ -228,9 +228,19 @@ class Interrupting:
         return None
 
 sys.meta_path.insert(0, Interrupting())
-from cairn.cli import main
-main(["experiments", "list"])
+sys.argv[1:] = ["experiments", "list"]
+from cairn import cli
 """
+
+
+def _interrupted_loading(tmp_path: Path, last_line: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_LOADING + last_line],
+        env=environment(tmp_path, CAIRN_ADDRESS="127.0.0.1:1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_an_interrupt_while_the_command_loads_ends_it_without_a_traceback(
@@ -239,11 +249,14 @@ def test_an_interrupt_while_the_command_loads_ends_it_without_a_traceback(
     """Loading the clients and gRPC takes about a third of a second, before the command's
     own handling of Ctrl-C begins: an interrupt then printed a KeyboardInterrupt traceback
     from whichever import it stopped."""
-    ended = subprocess.run(
-        [sys.executable, "-c", _INTERRUPTED_LOADING],
-        env=environment(tmp_path, CAIRN_ADDRESS="127.0.0.1:1"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    ended = _interrupted_loading(tmp_path, "cli.console()\n")
     assert (ended.returncode, ended.stdout, ended.stderr) == (-signal.SIGINT, "", "")
+
+
+def test_a_program_calling_main_gets_an_interrupt_while_it_loads_as_keyboard_interrupt(
+    tmp_path: Path,
+) -> None:
+    """Not the console script's quiet end: that would kill a notebook's kernel."""
+    script = "try:\n    cli.main()\nexcept KeyboardInterrupt:\n    print('caught')\n"
+    ended = _interrupted_loading(tmp_path, script)
+    assert (ended.returncode, ended.stdout) == (0, "caught\n"), ended.stderr
