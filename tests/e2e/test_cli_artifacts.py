@@ -101,6 +101,11 @@ async def test_rm_of_a_path_the_run_lacks_names_it_as_typed(
     run_id = await create_run(served.address, experiment_id)
     line = failed("artifacts", "rm", "out/", "-r", run_id, env=env)
     assert line.endswith(f"[OBJECT_NOT_FOUND]: run {run_id} has no artifact at 'out'"), line
+    # --recursive over nothing said "deleted 0 objects", status 0, for a typo.
+    line = failed("artifacts", "rm", "out/", "-r", run_id, "--recursive", env=env)
+    assert line.endswith(f"[OBJECT_NOT_FOUND]: run {run_id} has no artifact at 'out'"), line
+    line = failed("artifacts", "rm", "", "-r", run_id, "--recursive", env=env)
+    assert line.endswith(f"[OBJECT_NOT_FOUND]: run {run_id} has no artifacts"), line
 
 
 def test_store_paths_upload_list_download_rm(
@@ -147,6 +152,8 @@ def test_store_paths_upload_list_download_rm(
     assert directory.returncode == 2 and "add --recursive" in directory.stderr
     nothing = run_cairn("artifacts", "rm", "", "--recursive", env=env)
     assert nothing.returncode == 2 and "name what to delete" in nothing.stderr
+    line = failed("artifacts", "rm", f"{base}/nothing", "--recursive", env=env)
+    assert line.endswith(f"[OBJECT_NOT_FOUND]: no object at or under '{base}/nothing'"), line
 
 
 def test_an_empty_directory_uploads_nothing_and_says_so(

@@ -191,7 +191,14 @@ def remove(path: str, run_id: str | None, recursive: bool) -> None:
         store, root = await location(client, run_id)
         target = join(root, None, place)
         try:
-            return await store.delete(target, recursive=recursive)
+            deleted = await store.delete(target, recursive=recursive)
+            if not deleted:  # nothing under it: a typo, which `rm -r` names as one object's
+                raise NotFoundError(
+                    f"no object at or under {target!r}",
+                    reason="OBJECT_NOT_FOUND",
+                    metadata={"path": target},
+                )
+            return deleted
         except NotFoundError as missing:
             if not recursive and await store.list(f"{target}/", options=ListOptions(limit=1)):
                 raise click.UsageError(
