@@ -244,12 +244,17 @@ def _candidates(term: filters.Comparison, params: Params) -> str:
 def _sort_key(terms: list[tuple[Identifier, bool]]) -> list[paging.SortColumn]:
     """Per order term a "missing" flag and the value (columns of the subquery q), then
     the start time, newest first (see _ties_by_start_time), then the run id."""
-    columns = []
+    columns, seen = [], set()
     for i, (ident, ascending) in enumerate(terms):
         if ident.entity in ("input", "dataset"):
             raise FilterError(
                 ident.position, "runs are not ordered by their inputs", "INVALID_ORDER_BY"
             )
+        if (ident.entity, ident.key) in seen:  # as MLflow, and experiments' orders
+            raise FilterError(
+                ident.position, f"{_field(ident)} is ordered by twice", "INVALID_ORDER_BY"
+            )
+        seen.add((ident.entity, ident.key))
         with filters.ordering():
             sql_type = (
                 sort_attribute(ident)[1] if ident.entity == "attribute" else TYPES[ident.entity]
@@ -261,6 +266,11 @@ def _sort_key(terms: list[tuple[Identifier, bool]]) -> list[paging.SortColumn]:
     if _ties_by_start_time(terms):
         columns.append(paging.SortColumn("q.start_time", False, "bigint", "start_time"))
     return [*columns, paging.SortColumn("q.tiebreak", True, "uuid", "tiebreak")]
+
+
+def _field(ident: Identifier) -> str:
+    """A field as an order names it: `params.lr`, or an attribute by its name alone."""
+    return ident.key if ident.entity == "attribute" else f"{ident.entity}s.{ident.key}"
 
 
 def _ties_by_start_time(terms: list[tuple[Identifier, bool]]) -> bool:

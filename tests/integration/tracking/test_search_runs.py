@@ -757,3 +757,23 @@ async def test_a_page_cut_at_its_sort_budget_is_continued(
         if not token:
             break
     assert len(found) == 5 and untagged <= set(found)
+
+
+@pytest.mark.parametrize(
+    ("order_by", "named"),
+    [
+        (["params.a", "params.a DESC"], "params.a"),
+        (["metrics.`m` ASC", "metric.m"], "metrics.m"),
+        (["start_time", "created DESC"], "start_time"),  # one field by two names
+        (["tags.`mlflow.runName`", "attributes.run_name"], "run_name"),
+    ],
+)
+async def test_an_order_naming_a_field_twice_is_refused(
+    tracking: cairn.TrackingClient, experiment_id: str, order_by: list[str], named: str
+) -> None:
+    """As MLflow refuses it ("order_by contains duplicate fields"), and as an order of
+    experiments is: the second term did nothing, and searched with it, unsaid."""
+    with pytest.raises(InvalidArgumentError) as refused:
+        await tracking.search_runs([experiment_id], "", order_by=order_by)
+    assert refused.value.reason == "INVALID_ORDER_BY"
+    assert f"{named} is ordered by twice" in refused.value.message
