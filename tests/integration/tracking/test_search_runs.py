@@ -725,9 +725,11 @@ async def test_one_order_key_given_as_a_string_is_that_key(tracking, experiment_
 
 
 @pytest.mark.parametrize(
-    ("budget", "sizes", "terms"),
-    # A key given twice counts its values twice, where the page's stored size once.
-    [(32_000, [8_000, 8_000], 2), (5_000, [8_000, 10], 1)],
+    ("budget", "sizes", "named"),
+    # A run's name counts in its sort values, not in the page's stored size (entries
+    # only): two runs of 8,000-byte tags and 500-byte names end their sort values at
+    # 17,000 bytes, before their stored size (16,072) reaches the budget.
+    [(17_000, [8_000, 8_000], True), (5_000, [8_000, 10], False)],
     ids=["to the budget", "past it alone"],
 )
 async def test_a_page_cut_at_its_sort_budget_is_continued(
@@ -736,7 +738,7 @@ async def test_a_page_cut_at_its_sort_budget_is_continued(
     monkeypatch: pytest.MonkeyPatch,
     budget: int,
     sizes: list[int],
-    terms: int,
+    named: bool,
 ) -> None:
     """Runs whose sort values ended exactly at the budget, followed by runs without
     the key (no bytes), made a page that took them all but ended with no token: the
@@ -744,13 +746,15 @@ async def test_a_page_cut_at_its_sort_budget_is_continued(
     never met. Likewise after a first run past the budget alone."""
     monkeypatch.setattr(paging, "MAX_PAGE_LOAD_BYTES", budget)
     for n, size in enumerate(sizes):
-        run_id = (await tracking.create_run(experiment_id)).info.run_id
+        name = f"{n}" + "r" * 499 if named else None
+        run_id = (await tracking.create_run(experiment_id, run_name=name)).info.run_id
         await tracking.set_tag(run_id, "long", f"{n}" + "x" * (size - 1))
     untagged = {(await tracking.create_run(experiment_id)).info.run_id for _ in range(3)}
+    order_by = ["tags.long ASC", *(["attributes.run_name ASC"] if named else [])]
     found, token = [], None
     while True:
         page = await tracking.search_runs(
-            [experiment_id], order_by=["tags.long ASC"] * terms, max_results=10, page_token=token
+            [experiment_id], order_by=order_by, max_results=10, page_token=token
         )
         found += [r.info.run_id for r in page]
         token = page.token
