@@ -93,7 +93,9 @@ def _awaiting(awaited: object) -> Iterator[str]:
     """The line each coroutine of a task's chain waits at, outermost first. A Task's own
     stack shows its outermost coroutine only; an `async with` waits in an async
     generator's asend, an object that only its references lead through."""
-    while awaited is not None:
+    for _ in range(100):  # a chain's length; a cycle of references would never end
+        if awaited is None:
+            return
         held = next(((f, a) for f, a in _SUSPENDED if getattr(awaited, f, None)), None)
         if held is None:
             generators = [o for o in gc.get_referents(awaited) if inspect.isasyncgen(o)]
