@@ -9,7 +9,7 @@ import asyncpg
 
 from ..common.config import Config
 from ..common.errors import InvalidArgument, Unauthenticated, invalid_field
-from ..common.idempotency import request_id_reused
+from ..common.idempotency import RequestId, request_id_reused
 from ..common.paging import Keyset, Page, SortColumn
 from ..common.sql import Params
 from . import keys
@@ -50,11 +50,12 @@ _LOCK_PARENT = """
 SELECT revoke_time, expire_time, now() + $2::interval AS wanted
 FROM auth.api_keys WHERE prefix = $1 FOR SHARE
 """
-# The key a call with the same request id made before; its request id is forgotten.
-# Whether it is still remembered: within the retention of request ids (older ones are
-# forgotten everywhere else), this call may repeat it.
+# The key a call with the same request id made before (under the id's keys, its sender's
+# own first: RequestId.keys); its request id is forgotten. Whether it is still
+# remembered: within the retention of request ids (older ones are forgotten everywhere
+# else), this call may repeat it.
 _FORGET_REQUEST = """
-UPDATE auth.api_keys SET request_id = NULL WHERE user_id = $1 AND request_id = $2
+UPDATE auth.api_keys SET request_id = NULL WHERE user_id = $1 AND request_id = ANY($2::text[])
 RETURNING prefix, request_fingerprint,
     create_time > now() - $3 * interval '1 second' AS remembered
 """
@@ -90,6 +91,7 @@ class ApiKeys:
         *,
         global_admin: bool = False,
         request_id: str | None = None,
+        sender: str | None = None,
         fingerprint: bytes | None = None,
         parent: str | None = None,
         retention_seconds: float = Config.request_id_retention_seconds,
@@ -105,24 +107,30 @@ class ApiKeys:
         id whose fingerprint (`idempotency.fingerprint_of`) is not the earlier call's is
         another request: REQUEST_ID_REUSED, and the earlier key stays. A key made longer
         ago than retention_seconds (CAIRN_REQUEST_ID_RETENTION_SECONDS) is no repeat's:
-        its request id is forgotten, as every write's is, and the key stays."""
+        its request id is forgotten, as every write's is, and the key stays. The request
+        id is the sender's (`idempotency.user_of` the caller; None for one space, with
+        authentication off): another user's key made under the same id, for the same
+        user, is not this call's to repeat or to refuse it for."""
         async with self._pool.acquire() as conn, conn.transaction():
             if request_id is not None:
                 await conn.execute(TREES_LOCK)
             if parent is not None:
                 admitted = await _admit_parent(conn, parent, lifetime)
-            if request_id is not None:
+            claimed = None if request_id is None else RequestId(request_id, sender)
+            # Under the sender's own key: a key no id sent can spell (RequestId.own_key).
+            stored = None if claimed is None else claimed.own_key or claimed.sent
+            if claimed is not None:
                 # Calls repeating one request id at the same time take turns: each
                 # revokes the key of the one before, and one usable key is left.
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                    f"auth.api_keys/{user_id}/{request_id}",
+                    f"auth.api_keys/{user_id}/{stored}",
                 )
                 earlier = await conn.fetchrow(
-                    _FORGET_REQUEST, user_id, request_id, retention_seconds
+                    _FORGET_REQUEST, user_id, claimed.keys, retention_seconds
                 )
                 if earlier is not None and earlier["remembered"]:
-                    await _replace(conn, earlier, request_id, fingerprint, parent)
+                    await _replace(conn, earlier, claimed.sent, fingerprint, parent)
             if parent is not None:
                 # After the repeat's checks: a repeat asked with a key of the tree it
                 # revokes, which expires before the key it asks for, is API_KEY_REVOKED.
@@ -133,9 +141,7 @@ class ApiKeys:
                 await conn.execute(
                     "UPDATE auth.users SET global_admin = true WHERE user_id = $1", user_id
                 )
-            key, row = await _insert_key(
-                conn, user_id, name, lifetime, request_id, fingerprint, parent
-            )
+            key, row = await _insert_key(conn, user_id, name, lifetime, stored, fingerprint, parent)
         return key, ApiKeyInfo(**dict(row))
 
     async def keys_of(self, user_id: str, page_size: int, page_token: str) -> Page[ApiKeyInfo]:

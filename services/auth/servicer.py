@@ -19,7 +19,7 @@ from ..common import paging
 from ..common import validation as common
 from ..common.access import Caller, current_caller
 from ..common.errors import NotFound, PermissionDenied, invalid_field
-from ..common.idempotency import after_commit, fingerprint_of, request_id_of
+from ..common.idempotency import after_commit, fingerprint_of, request_id_of, user_of
 from ..common.service import Resources
 from . import convert, keys, validation
 from .cache import key_cache
@@ -129,6 +129,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             name,
             lifetime,
             request_id=request_id_of(context),
+            sender=user_of(caller),
             fingerprint=fingerprint_of(request, caller),
             # The caller's key, so the new one neither outlives nor survives it.
             parent=caller.key_prefix or None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 
 import asyncpg
 import grpc
@@ -11,8 +12,9 @@ import pytest
 
 import cairn
 from cairn._clients.versioned_artifacts import ActiveArtifact
-from cairn.exceptions import from_grpc_error
+from cairn.exceptions import UnauthenticatedError, from_grpc_error
 from cairn.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
+from cairn_server.auth.store import AuthStore
 from tests.conftest import another_transaction, eventually, holds_up_another
 from tests.integration.auth.conftest import World
 
@@ -131,3 +133,42 @@ async def _sessions_waiting(conn: asyncpg.Connection, sessions: int) -> bool:
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
     )
     return bool(waiting >= sessions)
+
+
+@pytest.mark.parametrize("first", ["global_admin", "editor"])
+async def test_a_key_made_for_a_user_leaves_the_request_id_to_its_sender(
+    world: World, first: str
+) -> None:
+    """CreateApiKey's request ids were the new key's user's, not the sender's: a key a
+    global admin made for the editor under an id refused the editor's own creation
+    under it (and the other way round), REQUEST_ID_REUSED, telling them it was used."""
+    sent = (("x-cairn-request-id", "key-7"),)
+    editor = world.users["editor"]
+    made = {}
+    async with world.auth("global_admin") as admin, world.auth("editor") as own:
+        for who in (first, *({"global_admin", "editor"} - {first})):
+            if who == "editor":
+                made[who] = await own.create_api_key("own", "THIRTY_DAYS", metadata=sent)
+            else:
+                made[who] = await admin.create_user_api_key(
+                    editor, "by-admin", "THIRTY_DAYS", metadata=sent
+                )
+    for key in made.values():  # neither revoked the other as its repeat
+        async with world.tracking_with(key) as tracking:
+            await tracking.search_experiments()
+
+
+async def test_a_key_stored_under_the_id_as_sent_is_still_a_repeats(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    """A key made before request ids of keys were their sender's is stored under the id
+    as sent: a retry under it still finds it, and revokes it as a lost answer's."""
+    earlier, _ = await AuthStore(pool).create_key(
+        world.users["editor"], "own", datetime.timedelta(days=30), request_id="key-8"
+    )
+    async with world.auth("editor") as own:
+        await own.create_api_key("own", "THIRTY_DAYS", metadata=(("x-cairn-request-id", "key-8"),))
+    async with world.tracking_with(earlier) as tracking:
+        with pytest.raises(UnauthenticatedError) as refused:
+            await tracking.search_experiments()
+    assert refused.value.reason == "API_KEY_REVOKED"
