@@ -165,6 +165,28 @@ async def test_a_directory_of_any_stored_name_registers_whole(
     assert (artifact.name, artifact.uri) == (name, info.artifact_uri)
 
 
+@pytest.mark.parametrize(
+    ("argument", "given"),
+    [
+        ("metadata", {"tags": {1, 2}}),
+        ("metadata", {(1, 2): "a pair"}),
+        ("metadata", {1: "a", "b": 2}),  # keys the manifest's sorted JSON cannot order
+        ("signature", [1, 2]),
+        ("signature", "x"),
+        ("signature", {"inputs": object()}),
+    ],
+)
+async def test_metadata_or_a_signature_json_cannot_hold_is_refused_before_any_call(
+    world: World, argument: str, given: Any
+) -> None:
+    """It was a TypeError or ValueError of json's or dict's, naming neither, raised once
+    the run was looked up and the flavor had saved the model."""
+    given_as: dict[str, Any] = {argument: given}
+    with pytest.raises(InvalidArgumentError) as refused:
+        await world.tracking.log_model("0" * 32, {"v": 1}, flavor="pickle", **given_as)
+    assert refused.value.field_violations[0][0] == argument
+
+
 @pytest.mark.parametrize("bad_name", ["", " lead", "x" * 300, "a//b", "x/..", "a/", "/a"])
 async def test_a_name_the_registry_refuses_is_refused_before_any_upload(
     world: World, bad_name: str

@@ -87,9 +87,13 @@ class RunModels:
                 full), LOCAL_WRITE_FAILED.
             InvalidArgumentError: no flavor of that name, or none recognises the model;
                 registered_model_name is no valid name, or name names the run's root
-                or a place above it (before any call).
+                or a place above it; metadata or signature is no mapping, or holds what
+                JSON cannot (before any call).
         """
         chosen = get_flavor(flavor) if isinstance(flavor, str) else flavor or flavor_for(model)
+        # Checked again as the manifest is written: here, before any call.
+        _manifest.json_argument(signature, "signature")
+        _manifest.json_argument(metadata, "metadata")
         if registered_model_name is not None:
             # Before any file goes up: refused after the upload, the model would stay
             # logged and unregistered, and a second log_model to register it would find

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .._argument_error import invalid_argument
 from .._clients._local_files import files_in
 from ..exceptions import DataLossError, InvalidArgumentError
 from ._flavors import Flavor
@@ -147,15 +148,29 @@ def save(
         files={relative: entry_of(directory / relative) for relative in files_under(directory)},
         python_version=platform.python_version(),
         libraries=_versions(flavor.libraries),
-        signature=dict(signature) if signature is not None else None,
-        metadata=dict(metadata or {}),
+        signature=json_argument(signature, "signature"),
+        metadata=json_argument(metadata, "metadata") or {},
         run_id=run_id,
         artifact_path=artifact_path,
         created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
     )
-    json.dumps(manifest.metadata)  # fails here, before anything is uploaded
     (directory / MANIFEST).write_bytes(manifest.to_json())
     return manifest
+
+
+def json_argument(value: Mapping[str, Any] | None, argument: str) -> dict[str, Any] | None:
+    """value as a manifest keeps it (its signature, its metadata), or InvalidArgumentError
+    naming argument: no mapping, or holding what the manifest's JSON cannot (a set, a
+    tuple for a key, keys of types that do not sort together)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise invalid_argument(argument, f"must be a mapping, not {type(value).__name__}")
+    try:
+        json.dumps(value, sort_keys=True)  # as to_json writes it
+    except (TypeError, ValueError) as error:
+        raise invalid_argument(argument, f"must be JSON: {error}") from None
+    return dict(value)
 
 
 def files_under(directory: Path) -> list[str]:
