@@ -153,7 +153,11 @@ def test_store_paths_upload_list_download_rm(
     nothing = run_cairn("artifacts", "rm", "", "--recursive", env=env)
     assert nothing.returncode == 2 and "name what to delete" in nothing.stderr
     line = failed("artifacts", "rm", f"{base}/nothing", "--recursive", env=env)
-    assert line.endswith(f"[OBJECT_NOT_FOUND]: no object at or under '{base}/nothing'"), line
+    assert line.endswith(f"[OBJECT_NOT_FOUND]: no object at '{base}/nothing'"), line
+    # --recursive over an object is the object, as `rm -r` of a file is.
+    assert ok("artifacts", "rm", f"{base}/tree/report.txt", "--recursive", env=env) == (
+        "deleted 1 object\n"
+    )
 
 
 def test_an_empty_directory_uploads_nothing_and_says_so(

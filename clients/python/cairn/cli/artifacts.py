@@ -192,12 +192,8 @@ def remove(path: str, run_id: str | None, recursive: bool) -> None:
         target = join(root, None, place)
         try:
             deleted = await store.delete(target, recursive=recursive)
-            if not deleted:  # nothing under it: a typo, which `rm -r` names as one object's
-                raise NotFoundError(
-                    f"no object at or under {target!r}",
-                    reason="OBJECT_NOT_FOUND",
-                    metadata={"path": target},
-                )
+            if recursive and not deleted:  # nothing under it: the object, as `rm -r` deletes
+                deleted = await store.delete(target)  # a file, or NOT_FOUND for a typo
             return deleted
         except NotFoundError as missing:
             if not recursive and await store.list(f"{target}/", options=ListOptions(limit=1)):
