@@ -158,19 +158,27 @@ def save(
     return manifest
 
 
+@dataclass
+class _Written:
+    value: Any
+
+
 def json_argument(value: Mapping[str, Any] | None, argument: str) -> dict[str, Any] | None:
-    """value as a manifest keeps it (its signature, its metadata), or InvalidArgumentError
-    naming argument: no mapping, or holding what the manifest's JSON cannot (a set, a
-    tuple for a key, keys of types that do not sort together)."""
+    """value as a manifest keeps it (its signature, its metadata: what dict() makes of it),
+    or InvalidArgumentError naming argument: nothing dict() takes, or holding what the
+    manifest's JSON cannot (a set, a tuple for a key, keys of types that do not sort
+    together). Dataclasses inside are written as dicts, as the manifest's asdict does."""
     if value is None:
         return None
-    if not isinstance(value, Mapping):
-        raise invalid_argument(argument, f"must be a mapping, not {type(value).__name__}")
     try:
-        json.dumps(value, sort_keys=True)  # as to_json writes it
+        kept = dict(value)
+    except (TypeError, ValueError):
+        raise invalid_argument(argument, f"must be a mapping, not {type(value).__name__}") from None
+    try:
+        json.dumps(asdict(_Written(kept)), sort_keys=True)  # as to_json writes it
     except (TypeError, ValueError) as error:
         raise invalid_argument(argument, f"must be JSON: {error}") from None
-    return dict(value)
+    return kept
 
 
 def files_under(directory: Path) -> list[str]:
