@@ -37,8 +37,8 @@ ADD_USER = "INSERT INTO auth.users (user_id) VALUES ($1) ON CONFLICT DO NOTHING"
 _INSERT_KEY = f"""
 INSERT INTO auth.api_keys
     (prefix, key_hash, user_id, name, expire_time, request_id, request_fingerprint,
-     parent_prefix)
-VALUES ($1, $2, $3, $4, now() + $5::interval, $6, $7, $8)
+     parent_prefix, request_caller)
+VALUES ($1, $2, $3, $4, now() + $5::interval, $6, $7, $8, $9)
 ON CONFLICT (prefix) DO NOTHING
 RETURNING {_KEY_COLUMNS}
 """
@@ -50,15 +50,15 @@ _LOCK_PARENT = """
 SELECT revoke_time, expire_time, now() + $2::interval AS wanted
 FROM auth.api_keys WHERE prefix = $1 FOR SHARE
 """
-# The key a call with the same request id made before (under the id's keys, its sender's
-# own first: RequestId.keys); its request id is forgotten. Whether it is still
-# remembered: within the retention of request ids (older ones are forgotten everywhere
-# else), this call may repeat it.
-_FORGET_REQUEST = """
-UPDATE auth.api_keys SET request_id = NULL WHERE user_id = $1 AND request_id = ANY($2::text[])
-RETURNING prefix, request_fingerprint,
+# The keys made for a user under a request id's keys (RequestId.keys), and whether each
+# is still remembered: within the retention of request ids (older ones are forgotten
+# everywhere else), a call may repeat it.
+_REQUESTED = """
+SELECT prefix, request_id, request_caller AS caller, request_fingerprint,
     create_time > now() - $3 * interval '1 second' AS remembered
+FROM auth.api_keys WHERE user_id = $1 AND request_id = ANY($2::text[])
 """
+_FORGET_REQUESTS = "UPDATE auth.api_keys SET request_id = NULL WHERE prefix = ANY($1::text[])"
 _REVOKED = "SELECT revoke_time IS NOT NULL FROM auth.api_keys WHERE prefix = $1"
 # NO KEY UPDATE: creations for one user take turns (it conflicts with itself), while
 # writes that only reference the user (a role, a key's foreign key) go on.
@@ -116,21 +116,18 @@ class ApiKeys:
                 await conn.execute(TREES_LOCK)
             if parent is not None:
                 admitted = await _admit_parent(conn, parent, lifetime)
-            claimed = None if request_id is None else RequestId(request_id, sender)
-            # Under the sender's own key: a key no id sent can spell (RequestId.own_key).
-            stored = None if claimed is None else claimed.own_key or claimed.sent
-            if claimed is not None:
+            stored = None
+            if request_id is not None:
                 # Calls repeating one request id at the same time take turns: each
                 # revokes the key of the one before, and one usable key is left.
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                    f"auth.api_keys/{user_id}/{stored}",
+                    f"auth.api_keys/{user_id}/{request_id}",
                 )
-                earlier = await conn.fetchrow(
-                    _FORGET_REQUEST, user_id, claimed.keys, retention_seconds
+                claimed = RequestId(request_id, sender)
+                stored = await _claim(
+                    conn, user_id, claimed, fingerprint, parent, retention_seconds
                 )
-                if earlier is not None and earlier["remembered"]:
-                    await _replace(conn, earlier, claimed.sent, fingerprint, parent)
             if parent is not None:
                 # After the repeat's checks: a repeat asked with a key of the tree it
                 # revokes, which expires before the key it asks for, is API_KEY_REVOKED.
@@ -141,7 +138,9 @@ class ApiKeys:
                 await conn.execute(
                     "UPDATE auth.users SET global_admin = true WHERE user_id = $1", user_id
                 )
-            key, row = await _insert_key(conn, user_id, name, lifetime, stored, fingerprint, parent)
+            key, row = await _insert_key(
+                conn, user_id, name, lifetime, (stored, sender), fingerprint, parent
+            )
         return key, ApiKeyInfo(**dict(row))
 
     async def keys_of(self, user_id: str, page_size: int, page_token: str) -> Page[ApiKeyInfo]:
@@ -197,6 +196,31 @@ class ApiKeys:
             return await revoke_tree(conn, prefix)
 
 
+async def _claim(
+    conn: asyncpg.Connection,
+    user_id: str,
+    claimed: RequestId,
+    fingerprint: bytes | None,
+    parent: str | None,
+    retention_seconds: float,
+) -> str:
+    """The request id a new key for user_id is stored under: as sent, where servers of
+    the release before look for it too, unless another sender's key holds it; then the
+    sender's own key (RequestId.own_key, which no id sent can spell). The key of the call
+    this one repeats (RequestId.repeated: the sender's, or one whose sender is unknown)
+    is revoked; its request id is forgotten, as is every one no longer remembered."""
+    rows = await conn.fetch(_REQUESTED, user_id, claimed.keys, retention_seconds)
+    earlier = claimed.repeated(rows)
+    if earlier is not None and earlier["remembered"]:
+        await _replace(conn, earlier, claimed.sent, fingerprint, parent)
+    forgotten = [row for row in rows if row is earlier or not row["remembered"]]
+    await conn.execute(_FORGET_REQUESTS, [row["prefix"] for row in forgotten])
+    held = {row["request_id"] for row in rows if row not in forgotten}
+    if claimed.sent not in held or claimed.own_key is None:
+        return claimed.sent
+    return claimed.own_key
+
+
 async def _replace(
     conn: asyncpg.Connection,
     earlier: asyncpg.Record,
@@ -248,12 +272,13 @@ async def _insert_key(
     user_id: str,
     name: str,
     lifetime: datetime.timedelta | None,
-    request_id: str | None,
+    request: tuple[str | None, str | None],
     fingerprint: bytes | None,
     parent: str | None,
 ) -> tuple[str, asyncpg.Record]:
-    """A new key and its row; a key whose prefix another has is drawn again. Before, the
-    insert broke the prefix's uniqueness and the creation answered INTERNAL."""
+    """A new key and its row (request: the request id it is stored under and its
+    sender); a key whose prefix another has is drawn again. Before, the insert broke the
+    prefix's uniqueness and the creation answered INTERNAL."""
     for _ in range(_PREFIX_DRAWS):
         key, prefix = keys.generate()
         row = await conn.fetchrow(
@@ -263,9 +288,10 @@ async def _insert_key(
             user_id,
             name,
             lifetime,
-            request_id,
+            request[0],
             fingerprint,
             parent,
+            request[1],
         )
         if row is not None:
             return key, row

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 
 import asyncpg
 import grpc
@@ -14,7 +13,6 @@ import cairn
 from cairn._clients.versioned_artifacts import ActiveArtifact
 from cairn.exceptions import UnauthenticatedError, from_grpc_error
 from cairn.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
-from cairn_server.auth.store import AuthStore
 from tests.conftest import another_transaction, eventually, holds_up_another
 from tests.integration.auth.conftest import World
 
@@ -158,16 +156,43 @@ async def test_a_key_made_for_a_user_leaves_the_request_id_to_its_sender(
             await tracking.search_experiments()
 
 
-async def test_a_key_stored_under_the_id_as_sent_is_still_a_repeats(
+async def test_a_key_is_stored_under_the_id_as_sent_unless_another_senders_holds_it(
     world: World, pool: asyncpg.Pool
 ) -> None:
-    """A key made before request ids of keys were their sender's is stored under the id
-    as sent: a retry under it still finds it, and revokes it as a lost answer's."""
-    earlier, _ = await AuthStore(pool).create_key(
-        world.users["editor"], "own", datetime.timedelta(days=30), request_id="key-8"
+    """Where a server of the release before looks for it: a retry reaching one during an
+    upgrade finds the key its lost answer held. Only the second sender's goes under a
+    request id of their own."""
+    sent = (("x-cairn-request-id", "key-9"),)
+    async with world.auth("editor") as own, world.auth("global_admin") as admin:
+        first = await own.create_api_key("own", "THIRTY_DAYS", metadata=sent)
+        second = await admin.create_user_api_key(
+            world.users["editor"], "by-admin", "THIRTY_DAYS", metadata=sent
+        )
+    stored = await pool.fetch(
+        "SELECT request_id, request_caller FROM auth.api_keys WHERE prefix = ANY($1::text[])"
+        " ORDER BY create_time",
+        [key.split("_")[1] for key in (first, second)],
     )
+    root = world.users["global_admin"]
+    assert [tuple(row) for row in stored] == [
+        ("key-9", world.users["editor"]),
+        (f"{root}\nkey-9", root),
+    ]
+
+
+async def test_a_key_a_server_before_stored_is_repeated_by_its_retry(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    """A key stored by a server that kept no sender, under the id as sent: the retry of
+    the call that made it still finds it, and revokes it as a lost answer's."""
+    sent = (("x-cairn-request-id", "key-8"),)
     async with world.auth("editor") as own:
-        await own.create_api_key("own", "THIRTY_DAYS", metadata=(("x-cairn-request-id", "key-8"),))
+        earlier = await own.create_api_key("own", "THIRTY_DAYS", metadata=sent)
+        await pool.execute(  # as the release before stored it
+            "UPDATE auth.api_keys SET request_caller = NULL WHERE prefix = $1",
+            earlier.split("_")[1],
+        )
+        await own.create_api_key("own", "THIRTY_DAYS", metadata=sent)
     async with world.tracking_with(earlier) as tracking:
         with pytest.raises(UnauthenticatedError) as refused:
             await tracking.search_experiments()
