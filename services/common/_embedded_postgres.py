@@ -5,12 +5,14 @@ pgserver takes any directory holding PG_VERSION for a finished cluster, and init
 writes that file first: a first start killed during initdb left a cluster that no later
 start could use. It takes a postmaster.pid naming any live process for a live server:
 after a crash, a pid taken by another process (pids are few and reused in a container)
-stopped every start. And its initdb and pg_ctl run in the caller's process group, so a
-Ctrl-C meant for the server killed them halfway.
+stopped every start. It stops the server when the last process using it exits, and a
+process killed stays on its list for good. And its initdb and pg_ctl run in the caller's
+process group, so a Ctrl-C meant for the server killed them halfway.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -33,6 +35,8 @@ _log = logs.get("cairn.database")
 _BUILDING = ".initialising-"
 # A directory without PG_VERSION in the cluster's place is kept under this suffix.
 _ASIDE = ".incomplete-"
+# pgserver's list of the pids of the processes using the cluster (get_server's).
+_USERS = ".handle_pids.json"
 # As long as pg_ctl itself waits for a start (its -t), crash recovery included.
 _START_SECONDS = 60
 
@@ -53,6 +57,7 @@ def start(pgdata: Path) -> None:
         user = _system_user()
         _initialise(pgdata, user)
         _forget_stale_pid_file(pgdata)
+        _forget_gone_users(pgdata)
         if not _postmaster_alive(pgdata):
             _start_postmaster(pgdata, user)
 
@@ -131,6 +136,30 @@ def _forget_stale_pid_file(pgdata: Path) -> None:
     if holder is not None:
         pid_file.unlink(missing_ok=True)
         _log.warning("stale postmaster.pid removed", pid=pid, held_by=holder)
+
+
+def _forget_gone_users(pgdata: Path) -> None:
+    """Takes off pgserver's list of the processes using the cluster (the last of them to
+    exit stops it) those that no longer run. A process killed never took itself off, and
+    then no exit stopped the cluster again: each found another on the list. A pid that a
+    process started since the list was last written holds is no user either (users write
+    it after they start)."""
+    users = pgdata / _USERS
+    try:
+        pids, written = json.loads(users.read_text()), users.stat().st_mtime
+    except (FileNotFoundError, ValueError):
+        return
+    running = [pid for pid in pids if _running_since(pid, written)]
+    if running != pids:
+        users.write_text(json.dumps(running))
+        _log.warning("gone processes taken off the embedded PostgreSQL's users", pids=pids)
+
+
+def _running_since(pid: int, moment: float) -> bool:
+    try:
+        return bool(psutil.Process(pid).create_time() <= moment)
+    except psutil.Error:
+        return False
 
 
 def _unrelated_holder(pid: int, pgdata: Path) -> str | None:

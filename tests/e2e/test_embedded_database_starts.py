@@ -1,6 +1,7 @@
 """The embedded PostgreSQL starts after the ways a start or a server can end badly: the
 whole process tree killed while the first start creates the cluster, a postmaster.pid
-whose pid another process took after a crash, Ctrl-C during the first start."""
+whose pid another process took after a crash, a server killed alone, Ctrl-C during the
+first start."""
 
 from __future__ import annotations
 
@@ -132,6 +133,24 @@ async def test_a_stale_postmaster_pid_whose_pid_another_process_took_is_set_asid
     finally:
         unrelated.kill()
         await unrelated.wait()
+
+
+async def test_after_a_server_killed_the_next_to_exit_stops_the_database(
+    tmp_path: Path,
+) -> None:
+    """pgserver stops the cluster when the last process on its list of users exits. A
+    server killed stayed on it for good, so no clean exit after stopped PostgreSQL."""
+    server = await asyncio.to_thread(start_server, tmp_path)
+    server.process.kill()
+    server.process.wait(timeout=30)
+    try:
+        (tmp_path / "server.log").rename(tmp_path / "killed.log")
+        server = await asyncio.to_thread(start_server, tmp_path)  # adopts the running one
+        await _serves(server)
+        assert server.terminate(timeout=60) == 0, server.log_path.read_text()
+        await eventually(lambda: not _postgres_of(tmp_path), 30, "PostgreSQL stopped")
+    finally:
+        _kill(_postgres_of(tmp_path))
 
 
 async def test_ctrl_c_during_the_first_start_stops_the_server_once_postgres_is_up(
