@@ -62,6 +62,10 @@ def check_settings(config: Settings) -> None:
     _check_ports_apart(config)
     if not config.data_dir:
         raise ConfigError("CAIRN_DATA_DIR must not be empty (default: .cairn)")
+    # asyncpg sends its parts as UTF-8, and failed inside the event loop's callback.
+    # Unsaid: it may hold a password.
+    if not _is_utf8(config.database_url):
+        raise ConfigError("CAIRN_DATABASE_URL must be text UTF-8 can encode")
     if config.artifact_backend == "s3":
         _check_s3(config)
 

@@ -218,6 +218,16 @@ def test_s3_settings_every_request_would_fail_with_are_refused(
     assert "s3cret" not in str(refused.value)
 
 
+def test_a_database_url_of_bytes_that_are_no_utf8_is_refused_unsaid() -> None:
+    """asyncpg failed inside the event loop's callback: a traceback logged, then "cannot
+    use the database at ...: connection was closed in the middle of operation", naming
+    the URL, bytes and all."""
+    env = {"CAIRN_DATABASE_URL": "postgresql://u:s3cret@db/postg\udcffres"}
+    with pytest.raises(ConfigError, match="CAIRN_DATABASE_URL must be text UTF-8") as refused:
+        config_module.load(_flags(), env=env)
+    assert "s3cret" not in str(refused.value)
+
+
 @pytest.mark.parametrize(
     ("setting", "value"),
     [
