@@ -20,6 +20,8 @@ def select(names: list[str]) -> list[ServiceSpec]:
     (docs/operations.md); "all" (or no name) means every service."""
     if not names or names == ["all"]:
         names = list(SERVICES)
+    if "all" in names:  # was "unknown service all", a choice the list did not name
+        raise ValueError(f"all (every service) goes alone; or choose from {', '.join(SERVICES)}")
     unknown = [n for n in names if n not in SERVICES]
     if unknown:
         raise ValueError(f"unknown service {', '.join(unknown)}; choose from {', '.join(SERVICES)}")

@@ -62,6 +62,10 @@ def test_unknown_service_is_a_usage_error(tmp_path) -> None:
     result = run_tool(tool("cairn"), "serve", "nope", "--data-dir", str(tmp_path))
     assert result.returncode == 2
     assert "unknown service nope" in result.stderr
+    # "unknown service all", though `serve all` is the default's name.
+    result = run_tool(tool("cairn"), "serve", "all", "tracking", "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "all (every service) goes alone" in result.stderr
 
 
 def test_prometheus_metrics_count_calls_and_show_the_pool(tmp_path) -> None:
