@@ -138,28 +138,45 @@ def _forget_stale_pid_file(pgdata: Path) -> None:
         _log.warning("stale postmaster.pid removed", pid=pid, held_by=holder)
 
 
-def _forget_gone_users(pgdata: Path) -> None:
+def forget_gone_users(pgdata: Path) -> None:
     """Takes off pgserver's list of the processes using the cluster (the last of them to
-    exit stops it) those that no longer run. A process killed never took itself off, and
-    then no exit stopped the cluster again: each found another on the list. A pid that a
-    process started since the list was last written holds is no user either (users write
-    it after they start)."""
+    exit stops it) those that no longer run: a process killed never took itself off, and
+    then no exit stopped the cluster again, each finding it still on the list. Run by a
+    start, and at exit before pgserver's own look at the list. A pid another process took
+    since keeps the cluster up, as before; a list that cannot be read is taken for empty.
+    """
+    with pgserver.PostgresServer._lock:
+        _forget_gone_users(pgdata)
+
+
+def _forget_gone_users(pgdata: Path) -> None:
     users = pgdata / _USERS
     try:
-        pids, written = json.loads(users.read_text()), users.stat().st_mtime
-    except (FileNotFoundError, ValueError):
+        listed = json.loads(users.read_text())
+    except FileNotFoundError:
         return
-    running = [pid for pid in pids if _running_since(pid, written)]
-    if running != pids:
-        users.write_text(json.dumps(running))
-        _log.warning("gone processes taken off the embedded PostgreSQL's users", pids=pids)
+    except ValueError:
+        listed = None
+    pids = listed if isinstance(listed, list) else []
+    running = [pid for pid in pids if isinstance(pid, int) and _running(pid)]
+    if running == listed:
+        return
+    written = users.with_name(f"{_USERS}.{os.getpid()}")
+    written.write_text(json.dumps(running))
+    written.replace(users)
+    gone = [pid for pid in pids if pid not in running]
+    _log.warning("gone processes taken off the embedded PostgreSQL's users", pids=gone)
 
 
-def _running_since(pid: int, moment: float) -> bool:
+def _running(pid: int) -> bool:
+    """Whether pid names a process that may use the cluster: any but one gone or a
+    zombie (a process of another user, which psutil may not read, counts)."""
     try:
-        return bool(psutil.Process(pid).create_time() <= moment)
-    except psutil.Error:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
+    except psutil.Error:
+        return True
 
 
 def _unrelated_holder(pid: int, pgdata: Path) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import re
@@ -48,6 +49,9 @@ def embedded_url(data_dir: str) -> str:
         try:
             _embedded_postgres.start(pgdata)
             server = pgserver.get_server(pgdata, cleanup_mode="stop")
+            # Registered after pgserver's, so run before it: a user killed since the
+            # start does not keep the cluster up past this process's exit.
+            atexit.register(_embedded_postgres.forget_gone_users, pgdata)
         except (AssertionError, subprocess.SubprocessError) as error:
             # Not kept half-made: a later get_server() in this process would return it.
             pgserver.PostgresServer._instances.pop(pgdata, None)

@@ -153,6 +153,25 @@ async def test_after_a_server_killed_the_next_to_exit_stops_the_database(
         _kill(_postgres_of(tmp_path))
 
 
+async def test_a_server_killed_while_another_runs_leaves_the_database_to_that_ones_exit(
+    tmp_path: Path,
+) -> None:
+    """The killed one is taken off pgserver's list at the other's exit too, not only by
+    a start after it."""
+    first = await asyncio.to_thread(start_server, tmp_path)
+    (tmp_path / "server.log").rename(tmp_path / "first.log")
+    try:
+        second = await asyncio.to_thread(start_server, tmp_path)
+        first.process.kill()
+        first.process.wait(timeout=30)
+        await _serves(second)
+        assert second.terminate(timeout=60) == 0, second.log_path.read_text()
+        await eventually(lambda: not _postgres_of(tmp_path), 30, "PostgreSQL stopped")
+    finally:
+        first.process.kill()
+        _kill(_postgres_of(tmp_path))
+
+
 async def test_ctrl_c_during_the_first_start_stops_the_server_once_postgres_is_up(
     tmp_path: Path,
 ) -> None:
