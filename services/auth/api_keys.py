@@ -206,19 +206,30 @@ async def _claim(
 ) -> str:
     """The request id a new key for user_id is stored under: as sent, where servers of
     the release before look for it too, unless another sender's key holds it; then the
-    sender's own key (RequestId.own_key, which no id sent can spell). The key of the call
-    this one repeats (RequestId.repeated: the sender's, or one whose sender is unknown)
-    is revoked; its request id is forgotten, as is every one no longer remembered."""
+    sender's own key (RequestId.own_key, which no id sent can spell). The keys of the
+    call this one repeats (_repeats) are revoked while remembered; their request ids are
+    forgotten, as is every one no longer remembered."""
     rows = await conn.fetch(_REQUESTED, user_id, claimed.keys, retention_seconds)
-    earlier = claimed.repeated(rows)
-    if earlier is not None and earlier["remembered"]:
-        await _replace(conn, earlier, claimed.sent, fingerprint, parent)
-    forgotten = [row for row in rows if row is earlier or not row["remembered"]]
+    earlier = [row for row in rows if _repeats(claimed, row)]
+    for row in earlier:
+        if row["remembered"]:
+            await _replace(conn, row, claimed.sent, fingerprint, parent)
+    forgotten = [row for row in rows if row in earlier or not row["remembered"]]
     await conn.execute(_FORGET_REQUESTS, [row["prefix"] for row in forgotten])
     held = {row["request_id"] for row in rows if row not in forgotten}
     if claimed.sent not in held or claimed.own_key is None:
         return claimed.sent
     return claimed.own_key
+
+
+def _repeats(claimed: RequestId, row: asyncpg.Record) -> bool:
+    """Whether the key of row (stored under one of claimed's keys) is of a call this one
+    may repeat: under the sender's own key, or under the id as sent by the sender or by
+    one unknown (a server of the release before kept none; with authentication off, the
+    ids are one space)."""
+    if row["request_id"] == claimed.own_key:
+        return True
+    return claimed.user is None or row["caller"] in (None, claimed.user)
 
 
 async def _replace(

@@ -197,3 +197,39 @@ async def test_a_key_a_server_before_stored_is_repeated_by_its_retry(
         with pytest.raises(UnauthenticatedError) as refused:
             await tracking.search_experiments()
     assert refused.value.reason == "API_KEY_REVOKED"
+
+
+async def test_a_retry_revokes_every_key_of_its_lost_answers_under_either_spelling(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    """A retry's own key aged out, and a server of the release before made the key of a
+    second lost answer under the id as sent, keeping no sender: that key was left live,
+    the one under the own key taken for the repeat."""
+    sent = (("x-cairn-request-id", "key-10"),)
+    editor = world.users["editor"]
+    async with world.auth("global_admin") as admin, world.auth("editor") as own:
+        await admin.create_user_api_key(editor, "by-admin", "THIRTY_DAYS", metadata=sent)
+        mine = await own.create_api_key("own", "THIRTY_DAYS", metadata=sent)  # own key
+        lost = await own.create_api_key(
+            "own", "THIRTY_DAYS", metadata=(("x-cairn-request-id", "x"),)
+        )
+        await pool.execute(
+            "UPDATE auth.api_keys SET create_time = create_time - interval '1 day',"
+            " request_id = CASE WHEN request_caller = $2 THEN NULL ELSE request_id END"
+            " WHERE user_id = $1 AND request_id LIKE '%key-10'",
+            editor,
+            world.users["global_admin"],
+        )
+        await pool.execute(  # as the release before stored the retry it made
+            """UPDATE auth.api_keys SET request_id = 'key-10', request_caller = NULL,
+                   request_fingerprint = (SELECT request_fingerprint FROM auth.api_keys
+                                          WHERE prefix = $2)
+               WHERE prefix = $1""",
+            lost.split("_")[1],
+            mine.split("_")[1],
+        )
+        await own.create_api_key("own", "THIRTY_DAYS", metadata=sent)
+    async with world.tracking_with(lost) as tracking:
+        with pytest.raises(UnauthenticatedError) as refused:
+            await tracking.search_experiments()
+    assert refused.value.reason == "API_KEY_REVOKED"
