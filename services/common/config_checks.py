@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import urllib.parse
 from collections.abc import Callable
 
 from .settings import ConfigError, Settings
@@ -62,10 +63,12 @@ def check_settings(config: Settings) -> None:
     _check_ports_apart(config)
     if not config.data_dir:
         raise ConfigError("CAIRN_DATA_DIR must not be empty (default: .cairn)")
-    # asyncpg sends its parts as UTF-8, and failed inside the event loop's callback.
     # Unsaid: it may hold a password.
-    if not _is_utf8(config.database_url):
-        raise ConfigError("CAIRN_DATABASE_URL must be text UTF-8 can encode")
+    if not _sent_as_utf8(config.database_url):
+        raise ConfigError(
+            "CAIRN_DATABASE_URL's user, password, database and settings must be text UTF-8 "
+            "can encode"
+        )
     if config.artifact_backend == "s3":
         _check_s3(config)
 
@@ -195,6 +198,22 @@ def _check_s3_keys(config: Settings) -> None:
     # The secret key is never sent: the SDK signs with its UTF-8 bytes.
     if not _is_utf8(config.s3_secret_key):
         raise ConfigError("CAIRN_S3_SECRET_KEY must be text UTF-8 can encode")
+
+
+# Query parameters of a database URL that name files or sockets, which Python hands the
+# system as the bytes they were: any bytes do.
+_URL_PATHS = frozenset({"host", "passfile", "sslcert", "sslkey", "sslrootcert", "sslcrl"})
+
+
+def _sent_as_utf8(url: str) -> bool:
+    """Whether the parts of a database URL asyncpg sends PostgreSQL as UTF-8 are text it
+    can encode (it failed inside the event loop's callback: a traceback logged, and the
+    command said the connection was closed); a socket's or a file's path may hold any."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    sent = [parts.username or "", parts.password or "", parts.path]
+    sent += [value for name, value in query if name not in _URL_PATHS]
+    return all(_is_utf8(text) for text in sent)
 
 
 def _is_utf8(text: str) -> bool:

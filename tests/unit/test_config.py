@@ -218,14 +218,27 @@ def test_s3_settings_every_request_would_fail_with_are_refused(
     assert "s3cret" not in str(refused.value)
 
 
-def test_a_database_url_of_bytes_that_are_no_utf8_is_refused_unsaid() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:s3cret@db/postg\udcffres",
+        "postgresql://\udcffu:s3cret@db/cairn",
+        "postgresql://u:s3cret@db/cairn?application_name=a\udcffb",
+    ],
+)
+def test_a_database_url_of_bytes_that_are_no_utf8_is_refused_unsaid(url: str) -> None:
     """asyncpg failed inside the event loop's callback: a traceback logged, then "cannot
     use the database at ...: connection was closed in the middle of operation", naming
     the URL, bytes and all."""
-    env = {"CAIRN_DATABASE_URL": "postgresql://u:s3cret@db/postg\udcffres"}
-    with pytest.raises(ConfigError, match="CAIRN_DATABASE_URL must be text UTF-8") as refused:
-        config_module.load(_flags(), env=env)
+    with pytest.raises(ConfigError, match="CAIRN_DATABASE_URL's user, password") as refused:
+        config_module.load(_flags(), env={"CAIRN_DATABASE_URL": url})
     assert "s3cret" not in str(refused.value)
+
+
+def test_a_database_url_may_name_a_socket_or_file_of_any_bytes() -> None:
+    """Python hands paths to the system as the bytes they were."""
+    url = "postgresql://u@/cairn?host=/run/p\udcffg&sslrootcert=/etc/c\udcffa.pem"
+    assert config_module.load(_flags(), env={"CAIRN_DATABASE_URL": url}).database_url == url
 
 
 @pytest.mark.parametrize(

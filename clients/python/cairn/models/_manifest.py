@@ -176,7 +176,7 @@ def json_argument(value: Mapping[str, Any] | None, argument: str) -> dict[str, A
         raise invalid_argument(argument, f"must be a mapping, not {type(value).__name__}") from None
     try:
         json.dumps(asdict(_Written(kept)), sort_keys=True)  # as to_json writes it
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RecursionError) as error:  # a dict holding itself
         raise invalid_argument(argument, f"must be JSON: {error}") from None
     return kept
 
