@@ -139,7 +139,7 @@ class ApiKeys:
                     "UPDATE auth.users SET global_admin = true WHERE user_id = $1", user_id
                 )
             key, row = await _insert_key(
-                conn, user_id, name, lifetime, (stored, sender), fingerprint, parent
+                conn, user_id, name, lifetime, fingerprint, parent, stored, sender
             )
         return key, ApiKeyInfo(**dict(row))
 
@@ -283,13 +283,14 @@ async def _insert_key(
     user_id: str,
     name: str,
     lifetime: datetime.timedelta | None,
-    request: tuple[str | None, str | None],
     fingerprint: bytes | None,
     parent: str | None,
+    request_id: str | None,
+    sender: str | None,
 ) -> tuple[str, asyncpg.Record]:
-    """A new key and its row (request: the request id it is stored under and its
-    sender); a key whose prefix another has is drawn again. Before, the insert broke the
-    prefix's uniqueness and the creation answered INTERNAL."""
+    """A new key and its row (request_id: the one it is stored under); a key whose prefix
+    another has is drawn again. Before, the insert broke the prefix's uniqueness and the
+    creation answered INTERNAL."""
     for _ in range(_PREFIX_DRAWS):
         key, prefix = keys.generate()
         row = await conn.fetchrow(
@@ -299,10 +300,10 @@ async def _insert_key(
             user_id,
             name,
             lifetime,
-            request[0],
+            request_id,
             fingerprint,
             parent,
-            request[1],
+            sender,
         )
         if row is not None:
             return key, row

@@ -91,9 +91,9 @@ class RunModels:
                 JSON cannot (before any call).
         """
         chosen = get_flavor(flavor) if isinstance(flavor, str) else flavor or flavor_for(model)
-        # Checked again as the manifest is written: here, before any call.
-        _manifest.json_argument(signature, "signature")
-        _manifest.json_argument(metadata, "metadata")
+        # Here, before any call: the manifest, written after the flavor saved, keeps them.
+        signature = _manifest.json_argument(signature, "signature")
+        metadata = _manifest.json_argument(metadata, "metadata")
         if registered_model_name is not None:
             # Before any file goes up: refused after the upload, the model would stay
             # logged and unregistered, and a second log_model to register it would find
