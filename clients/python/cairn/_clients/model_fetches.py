@@ -59,6 +59,7 @@ async def download_uri(
     location = await locate(client, uri, "run_id")  # download_artifacts' first argument
     with download_folder(dst_path) as destination:
         target = destination / location.name if location.name else destination
+        ModelCache(cache_dir).refuse_inside(target, uri)
         return await _download_located(location, target, uri, cache_dir, progress)
 
 

@@ -49,6 +49,8 @@ _TICK_WAIT_SECONDS = 0.05
 _VERIFIED: dict[tuple[int, ...], FileEntry] = {}
 _VERIFIED_MAX = 100_000
 _SETTLED_NS = 2_000_000_000  # FAT's clock tick, the coarsest
+# An entry (the sha256 of its manifest), one being filled (`_scratch`), one dropped (`_drop`).
+_ENTRY_NAME = re.compile(r"[0-9a-f]{64}|\.[0-9a-f]{64}\.[0-9a-f]{32}\.(part|stale)")
 
 
 def default_cache_dir() -> Path:
@@ -114,6 +116,24 @@ class ModelCache:
     @staticmethod
     def key(manifest_bytes: bytes) -> str:
         return hashlib.sha256(manifest_bytes).hexdigest()
+
+    def refuse_inside(self, target: Path, where: str) -> None:
+        """Raises when target is in an entry of the cache (or in one being filled or
+        dropped): a download written there would be taken for an edit and dropped, with
+        the entry, on the next load. The rest of the cache's folder is not the cache's.
+
+        Raises:
+            FailedPreconditionError: LOCAL_PATH_CONFLICT, metadata path and cache_dir.
+        """
+        resolved, root = target.resolve(), self.root.resolve()
+        within = resolved.relative_to(root).parts if resolved.is_relative_to(root) else ()
+        if within and _ENTRY_NAME.fullmatch(within[0]):
+            raise FailedPreconditionError(
+                f"{where}: {target} is in the model cache entry {root / within[0]}, which "
+                "is dropped when changed; download somewhere else",
+                reason="LOCAL_PATH_CONFLICT",
+                metadata={"path": str(target), "cache_dir": str(self.root)},
+            )
 
     def lookup(self, key: str, manifest: Manifest) -> Path | None:
         """The entry, when it holds the manifest's files and nothing else, and each still
