@@ -101,6 +101,13 @@ async def test_missing_versions_and_unversioned_names(world: World) -> None:
         await world.registry.get_artifact("once", 2)
     assert await world.registry.get_artifact_versions("nothing") == []
 
+    # 0 is no version (they start at 1), not "the latest", which None asks for.
+    for no_version in (0, -1):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await world.registry.get_artifact("once", no_version)
+        assert [field for field, _ in refused.value.field_violations] == ["version"]
+    assert (await world.registry.get_artifact("once")).version == 1
+
     # A name is either versioned or not, so a lookup by name has one meaning.
     await world.registry.upsert_model_artifact(ModelArtifact("plain", uri="s3://b/plain"))
     with pytest.raises(AlreadyExistsError):

@@ -23,7 +23,7 @@ from .._argument_error import invalid_argument
 from .._filter_text import quoted
 from .._headers import REQUEST_ID_HEADER
 from .._names import MAX_REGISTRY_NAME_LENGTH
-from .._numbers import whole_or_zero
+from .._numbers import whole
 from .._progress import Progress
 from .._transport import Transport
 from ..exceptions import (
@@ -254,7 +254,7 @@ class VersionedArtifacts:
             api.FindArtifactRequest,
             project=self.project,
             name=name,
-            version=whole_or_zero(version, "version"),
+            version=_asked_version(version),
         )
         found = (await self._transport.unary(self._stub.FindArtifact, request)).artifact
         if found.version == 0:  # an unversioned standalone artifact of that name
@@ -527,3 +527,17 @@ def _segment(name: str) -> str:
     head = quoted[: MAX_SEGMENT - 17]
     head = head[: head.rfind("%")] if "%" in head[-2:] else head  # never half a %XX
     return f"{head}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+def _asked_version(version: Any) -> int:
+    """The version FindArtifact is sent: 0, which it reads as the latest, for None; a
+    version asked for is 1 or more (versions are numbered from 1), since a 0 sent on
+    would be answered with the latest instead of none."""
+    if version is None:
+        return 0
+    number = whole(version, "version")
+    if number < 1:
+        raise invalid_argument(
+            "version", f"{number} is no version (versions start at 1; None asks for the latest)"
+        )
+    return number
