@@ -106,6 +106,10 @@ async def test_rm_of_a_path_the_run_lacks_names_it_as_typed(
     assert line.endswith(f"[OBJECT_NOT_FOUND]: run {run_id} has no artifact at 'out'"), line
     line = failed("artifacts", "rm", "", "-r", run_id, "--recursive", env=env)
     assert line.endswith(f"[OBJECT_NOT_FOUND]: run {run_id} has no artifacts"), line
+    # --force, as `rm -f`: nothing there deletes nothing, and is no error.
+    for recursive in ([], ["--recursive"]):
+        said = ok("artifacts", "rm", "out/", "-r", run_id, "--force", *recursive, env=env)
+        assert said.strip() == "deleted 0 objects"
 
 
 def test_store_paths_upload_list_download_rm(
@@ -143,7 +147,7 @@ def test_store_paths_upload_list_download_rm(
     assert written == f"{tmp_path / 'got' / 'tree'}\n"
     assert (tmp_path / "got" / "tree" / "plots" / "loss.csv").read_text().startswith("step")
     assert sorted(p.name for p in (tmp_path / "got").iterdir()) == ["r.txt", "tree"]
-    assert ok("artifacts", "rm", f"{base}/r.txt", env=env) == "deleted 1 object\n"
+    assert ok("artifacts", "rm", f"{base}/r.txt", "-f", env=env) == "deleted 1 object\n"
     assert f"{base}/r.txt" not in {
         e["path"] for e in as_json("artifacts", "list", base, "--recursive", env=env)
     }

@@ -173,8 +173,9 @@ def download(
 @click.argument("path")
 @run_option
 @click.option("--recursive", is_flag=True, help="every object under the directory PATH")
+@click.option("-f", "--force", is_flag=True, help="a PATH that holds nothing is no error")
 @connection_options
-def remove(path: str, run_id: str | None, recursive: bool) -> None:
+def remove(path: str, run_id: str | None, recursive: bool, force: bool) -> None:
     """Delete an object (or, with --recursive, a directory); print how many went."""
     if not path.strip("/") and not run_id:
         raise click.BadParameter(
@@ -200,6 +201,8 @@ def remove(path: str, run_id: str | None, recursive: bool) -> None:
                 raise click.UsageError(
                     f"{path!r} is a directory: add --recursive to delete everything under it"
                 ) from None
+            if force and missing.reason == "OBJECT_NOT_FOUND":  # as `rm -f` of nothing
+                return 0
             if run_id:
                 raise missing_from_run(missing, run_id, path) from None
             raise
