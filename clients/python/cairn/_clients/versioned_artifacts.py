@@ -192,7 +192,10 @@ class VersionedArtifacts:
                 "Progress").
             request_id: the caller's id of this creation, 1 to 128 printable ASCII
                 characters (docs/client.md, "Retries apply a write once"); the same
-                id with other arguments is InvalidArgumentError REQUEST_ID_REUSED.
+                id with another name, type, metadata, run or description is
+                InvalidArgumentError REQUEST_ID_REUSED. Files are not compared: a
+                retry of a version made sends none and answers with it, whatever the
+                local files now hold (docs/models.md).
 
         Raises:
             AlreadyExistsError: an unversioned standalone artifact holds the name.
