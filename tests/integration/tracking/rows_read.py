@@ -56,14 +56,33 @@ async def rows_read(
     async with pool.acquire() as conn:
         for sql, args in statements:
             plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args)
-            total += _read(json.loads(plan)[0]["Plan"], table)
+            total += read_in(json.loads(plan)[0]["Plan"], table)
     return total
 
 
-def _read(node: dict[str, Any], table: str) -> int:
+class ExplainingConnection:
+    """A connection that explains (ANALYZE) each statement read with fetchrow on itself,
+    in the same transaction and so under the same SET LOCALs, before running it; the
+    plans are kept for read_in."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self.plans: list[dict[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        plan = await self._conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args)
+        self.plans.append(json.loads(plan)[0]["Plan"])
+        return await self._conn.fetchrow(sql, *args)
+
+
+def read_in(node: dict[str, Any], table: str) -> int:
+    """The rows of table the plan's scans read (see rows_read)."""
     own = 0
     if node.get("Relation Name") == table:
         own = node["Actual Rows"] * node["Actual Loops"]
         for removed in ("Rows Removed by Filter", "Rows Removed by Index Recheck"):
             own += node.get(removed, 0) * node["Actual Loops"]
-    return own + sum(_read(child, table) for child in node.get("Plans", []))
+    return own + sum(read_in(child, table) for child in node.get("Plans", []))
