@@ -336,16 +336,21 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         validation.count(len(request.metrics.values), validation.MAX_METRICS_PER_BATCH, "metrics")
         validation.count(len(request.params), validation.MAX_PARAMS_PER_BATCH, "params")
         validation.count(len(request.tags), validation.MAX_TAGS_PER_BATCH, "tags")
-        tags = fields.tags(request.tags, "tags")
-        name = fields.tagged_name(tags, fields.value_of(request.tags, "tags", RUN_NAME_TAG))
-        batch = Batch(
-            metrics=convert.metric_columns(request.metrics, "metrics"),
-            params=fields.params(request.params, "params"),
-            tags=tags,
-            run_name=name,
-            request_id=fields.batch_id(request, context),
-        )
-        await self._log(request.project, request.run_id, batch)
+        request_id = fields.batch_id(request, context)
+
+        def read() -> Batch:
+            tags = fields.tags(request.tags, "tags")
+            name = fields.tagged_name(tags, fields.value_of(request.tags, "tags", RUN_NAME_TAG))
+            return Batch(
+                metrics=convert.metric_columns(request.metrics, "metrics"),
+                params=fields.params(request.params, "params"),
+                tags=tags,
+                run_name=name,
+                request_id=request_id,
+            )
+
+        entries = len(request.metrics.keys) + len(request.params) + len(request.tags)
+        await self._log(request.project, request.run_id, await answers.built(entries, read))
         return api.LogBatchResponse()
 
     async def LogInputs(

@@ -1,6 +1,8 @@
 """The numpy side of writing metric chunks: decoding columns and ordering points."""
 
 import math
+import tracemalloc
+import uuid
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from cairn.tracking.v1 import tracking_pb2 as pb
 from cairn_server.common.errors import InvalidArgument
 from cairn_server.tracking import convert
 from cairn_server.tracking.model import MetricColumns
+from cairn_server.tracking.store import pgcopy
 from cairn_server.tracking.store.chunk_layout import point_order
 
 
@@ -76,3 +79,20 @@ def _each_keys_steps_rise(key_indexes: list[int], steps: list[int]) -> bool:
             return False
         last[key] = step
     return True
+
+
+def test_laying_out_many_keys_takes_little_more_than_the_stream() -> None:
+    """A list of each key's ten parts, joined, took twelve times the stream's size for
+    one-point keys: 195 MB for the 16.6 MB of 100,000 keys, a batch within the limits."""
+    count = 100_000
+    points = np.arange(count, dtype=np.int64)
+    keys = [f"{n:08}" for n in range(count)]
+    bounds = [(n, n + 1) for n in range(count)]
+    tracemalloc.start()
+    try:
+        stream = pgcopy.chunk_stream(uuid.uuid4(), keys, bounds, points, points * 0.5, points)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(stream) == 19 + count * 166 + 2  # header, rows, trailer
+    assert peak < 2 * len(stream)

@@ -17,7 +17,7 @@ class Chunks:
     """A batch's metrics as one history chunk per key: the COPY input of the chunks
     (empty without metrics) and each key's latest point, as columns in key order."""
 
-    copy: bytes
+    copy: bytes | bytearray
     latest: tuple[list[str], list[float], list[int], list[int]]
 
     @classmethod
@@ -91,7 +91,7 @@ def _equal_to_previous(columns: tuple[np.ndarray, ...], at: np.ndarray) -> np.nd
     return equal & (at > 0)
 
 
-async def once(data: bytes) -> AsyncIterator[bytes]:
+async def once(data: bytes | bytearray) -> AsyncIterator[bytes | bytearray]:
     """data as COPY's source: an async iterable, which asyncpg sends on the event loop
     (a file object it reads in a worker thread, a hand-off per batch)."""
     yield data

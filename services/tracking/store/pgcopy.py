@@ -26,6 +26,7 @@ CHUNK_COLUMNS = ("run_id", "key", "min_step", "max_step", "steps", "values", "ti
 _ELEMENT = 12  # an array element: its length (int32), then its 8 bytes
 _ARRAY_HEADER = struct.Struct(">iiiIii")  # field length, ndim, has nulls, oid, length, lbound
 _INT8_FIELD = struct.Struct(">iq")
+_BOUNDS = struct.Struct(">iqiq")
 
 
 def chunk_stream(
@@ -35,30 +36,29 @@ def chunk_stream(
     steps: np.ndarray,
     values: np.ndarray,
     timestamps: np.ndarray,
-) -> bytes:
+) -> bytearray:
     """A whole COPY ... (FORMAT binary) input of metric_chunks rows (CHUNK_COLUMNS), one
-    per key: key i holds the points bounds[i] = (start, end) of the columns."""
+    per key: key i holds the points bounds[i] = (start, end) of the columns. Appended
+    to one buffer: a list of each key's ten parts, joined, took 12 times the stream's
+    size for one-point keys (195 MB and 0.47 s for 100,000 keys; now 21 MB, 0.17 s)."""
     step_elements = memoryview(_elements(steps, ">i8"))
     value_elements = memoryview(_elements(values, ">f8"))
     timestamp_elements = memoryview(_elements(timestamps, ">i8"))
     run = struct.pack(">hi", len(CHUNK_COLUMNS), 16) + run_id.bytes
-    parts: list[bytes | memoryview] = [HEADER]
+    stream = bytearray(HEADER)
     for key, (start, end) in zip(keys, bounds, strict=True):
         count, first, last = end - start, start * _ELEMENT, end * _ELEMENT
-        parts += (
-            run,
-            text_field(key),
-            _INT8_FIELD.pack(8, int(steps[start])),
-            _INT8_FIELD.pack(8, int(steps[end - 1])),
-            _array_header(INT8_OID, count),
-            step_elements[first:last],
-            _array_header(FLOAT8_OID, count),
-            value_elements[first:last],
-            _array_header(INT8_OID, count),
-            timestamp_elements[first:last],
-        )
-    parts.append(TRAILER)
-    return b"".join(parts)
+        stream += run
+        stream += text_field(key)
+        stream += _BOUNDS.pack(8, int(steps[start]), 8, int(steps[end - 1]))
+        stream += _array_header(INT8_OID, count)
+        stream += step_elements[first:last]
+        stream += _array_header(FLOAT8_OID, count)
+        stream += value_elements[first:last]
+        stream += _array_header(INT8_OID, count)
+        stream += timestamp_elements[first:last]
+    stream += TRAILER
+    return stream
 
 
 def text_field(value: str) -> bytes:

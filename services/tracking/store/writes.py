@@ -18,7 +18,7 @@ import uuid
 
 import asyncpg
 
-from ...common import logs
+from ...common import answers, logs
 from ..model import Batch, MetricColumns, MetricPoint
 from . import compaction, pgcopy, sizes
 from .chunk_layout import Chunks, once
@@ -61,7 +61,9 @@ class RunWriter(EntryWrites):
                 self._bound,
                 lambda: self._write_small(project, run_uuid, batch.metrics, claim),
             )
-        chunks = Chunks.of(run_uuid, batch.metrics)
+        chunks = await answers.built(
+            len(batch.metrics.keys), lambda: Chunks.of(run_uuid, batch.metrics)
+        )
         return await sizes.within_bound(
             self._pool,
             run_uuid,

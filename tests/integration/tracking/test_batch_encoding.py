@@ -1,20 +1,26 @@
 """Points round-trip bit for bit through both write paths of a batch: one statement
 with array parameters (small batches) and binary COPY of chunks laid out with numpy."""
 
+import asyncio
 import math
 import random
 import struct
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 
 import cairn
 from cairn import _headers
 from cairn.types import Metric
-from cairn_server.tracking import retention
+from cairn_server.common import answers
+from cairn_server.tracking import convert, retention
+from cairn_server.tracking.store import pgcopy
 from cairn_server.tracking.store.writes import STATEMENT_MAX_POINTS
 
 KEYS = ["loss", "ключ/ü 🙂", "k" * 250]
 BIGGEST, SMALLEST = 2**63 - 1, -(2**63)
+T = TypeVar("T")
 
 
 def _special_points(key: str) -> list[Metric]:
@@ -127,3 +133,34 @@ async def test_log_metric_ids_are_forgotten_before_log_batch_ids(
     )
     assert pruned >= 3
     assert [r["request_id"] for r in await pool.fetch(kept, f"%-{unique}")] == [f"batch-{unique}"]
+
+
+async def test_a_batch_of_many_keys_is_read_and_laid_out_off_the_event_loop(
+    tracking: cairn.TrackingClient, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading 100,000 keys into columns and laying out their chunks held the event loop
+    about a second, every other call of the server waiting on it."""
+    monkeypatch.setattr(answers, "ON_LOOP_ENTRIES", 10)
+    on_loop: list[bool] = []
+
+    def noting(work: Callable[..., T]) -> Callable[..., T]:
+        def noted(*args: Any) -> T:
+            try:
+                asyncio.get_running_loop()
+                on_loop.append(True)
+            except RuntimeError:  # the builder thread
+                on_loop.append(False)
+            return work(*args)
+
+        return noted
+
+    monkeypatch.setattr(convert, "metric_columns", noting(convert.metric_columns))
+    monkeypatch.setattr(pgcopy, "chunk_stream", noting(pgcopy.chunk_stream))
+    points = [Metric(f"k{n:02}", float(n), 0, step) for n in range(11) for step in range(50)]
+    await tracking.log_batch(run_id, metrics=points)
+
+    assert on_loop == [False, False]
+    latest = (await tracking.get_run(run_id)).data.latest_metrics
+    assert {key: metric.step for key, metric in latest.items()} == {
+        f"k{n:02}": 49 for n in range(11)
+    }
