@@ -30,7 +30,7 @@ from tests.deploy.manifests import (
     pod_spec,
     rendered,
 )
-from tests.deploy.policies import Pod, allowed, selects
+from tests.deploy.policies import Pod, allowed, outside, selects
 
 KUBERNETES_VERSION = "1.34.0"
 CHECKOV = repo_root() / ".venv-checkov" / "bin" / "checkov"
@@ -172,6 +172,16 @@ def test_termination_grace_outlasts_the_servers_own(overlay: str) -> None:
         assert pod_spec(deployment)["terminationGracePeriodSeconds"] > longest
 
 
+def test_a_rollout_outlasts_the_migration_it_waits_for(overlay: str) -> None:
+    """Each server's init container waits for the migration Job (up to its deadline)
+    before the server starts: Kubernetes' default deadline of a rollout, 10 minutes,
+    reported an upgrade whose migration took longer as failed."""
+    [job] = [j for j in of_kind(overlay, "Job") if j["metadata"]["name"] == "cairn-migrate"]
+    for deployment in cairn_servers(overlay):
+        deadline = deployment["spec"].get("progressDeadlineSeconds", 600)
+        assert deadline > job["spec"]["activeDeadlineSeconds"], deployment["metadata"]["name"]
+
+
 def test_an_autoscaled_deployment_names_no_replica_count(overlay: str) -> None:
     """kubectl apply sets a Deployment's count from its manifest: 3 in prod scaled a
     service the HPA had taken to 20 back to 3 at every upgrade."""
@@ -274,6 +284,17 @@ def test_the_network_policies_admit_the_clients_the_docs_describe(overlay: str) 
         assert allowed(policies, client, server, GRPC_PORT), server.labels
         assert not allowed(policies, stranger, server, GRPC_PORT), server.labels
         assert not allowed(policies, client, server, 9090), server.labels
+
+
+def test_only_the_artifact_service_reaches_the_object_store(overlay: str) -> None:
+    """docs/deploy.md: the servers reach DNS and PostgreSQL; the artifact service, which
+    alone receives the S3 keys, S3 (443, or MinIO's 9000) too. Every server reached S3."""
+    policies = of_kind(overlay, "NetworkPolicy")
+    elsewhere = outside("s3")
+    for server in _server_pods(overlay):
+        reached = {port for port in (5432, 443, 9000) if allowed(policies, server, elsewhere, port)}
+        component = server.labels["app.kubernetes.io/component"]
+        assert reached == ({5432, 443, 9000} if component == "artifacts" else {5432}), component
 
 
 def test_every_selector_selects_the_pods_it_is_for(overlay: str) -> None:
