@@ -257,6 +257,15 @@ def disk_full_after(size: int) -> Iterator[None]:
         signal.signal(signal.SIGXFSZ, handler)
 
 
+def on_event_loop() -> bool:
+    """Whether the calling thread is running an event loop (a worker thread is not)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 async def eventually(
     check: Callable[[], bool | Awaitable[bool]], timeout: float = 15.0, what: str = "condition"
 ) -> None:

@@ -20,6 +20,7 @@ import cairn
 from cairn._clients import _file_batches
 from cairn.exceptions import FailedPreconditionError
 from cairn.models import _cache
+from tests.conftest import on_event_loop
 from tests.integration.models.conftest import World
 
 
@@ -117,11 +118,7 @@ async def test_a_fill_stats_each_object_once_and_seals_off_the_event_loop(
     seal = _cache._seal
 
     def sealing(*args: Any) -> None:
-        try:
-            asyncio.get_running_loop()
-            sealed_on_loop.append(True)
-        except RuntimeError:  # a worker thread
-            sealed_on_loop.append(False)
+        sealed_on_loop.append(on_event_loop())
         seal(*args)
 
     monkeypatch.setattr(cairn.ArtifactClient, "stat", counted)

@@ -1,7 +1,6 @@
 """Points round-trip bit for bit through both write paths of a batch: one statement
 with array parameters (small batches) and binary COPY of chunks laid out with numpy."""
 
-import asyncio
 import math
 import random
 import struct
@@ -17,6 +16,7 @@ from cairn_server.common import answers
 from cairn_server.tracking import convert, retention
 from cairn_server.tracking.store import pgcopy
 from cairn_server.tracking.store.writes import STATEMENT_MAX_POINTS
+from tests.conftest import on_event_loop
 
 KEYS = ["loss", "ключ/ü 🙂", "k" * 250]
 BIGGEST, SMALLEST = 2**63 - 1, -(2**63)
@@ -145,11 +145,7 @@ async def test_a_batch_of_many_keys_is_read_and_laid_out_off_the_event_loop(
 
     def noting(work: Callable[..., T]) -> Callable[..., T]:
         def noted(*args: Any) -> T:
-            try:
-                asyncio.get_running_loop()
-                on_loop.append(True)
-            except RuntimeError:  # the builder thread
-                on_loop.append(False)
+            on_loop.append(on_event_loop())
             return work(*args)
 
         return noted

@@ -5,7 +5,6 @@ answers of many tags are built off the event loop.
 
 The page's bound is lowered so that a few experiments of a few tags reach it."""
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from cairn.types import Experiment, PagedList
 from cairn_server.common import answers
 from cairn_server.tracking import convert
 from cairn_server.tracking.store import sizes
+from tests.conftest import on_event_loop
 
 # Three experiments of TAGS tags fit a page's entries, a fourth does not.
 PAGE_ENTRIES = 35
@@ -68,11 +68,7 @@ async def test_answers_of_many_tags_are_built_off_the_event_loop(
     experiment = convert.experiment
 
     def converting(record: Any) -> Any:
-        try:
-            asyncio.get_running_loop()
-            built_on_loop.append(True)
-        except RuntimeError:  # the builder thread
-            built_on_loop.append(False)
+        built_on_loop.append(on_event_loop())
         return experiment(record)
 
     experiment_id = await tracking.create_experiment(f"many-{unique}", tags=_tags(0, TAGS + 1))
