@@ -4,6 +4,7 @@ it, the download with it. The rest of the cache's folder is the user's."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -45,31 +46,23 @@ async def test_a_model_download_into_a_cache_entry_is_refused_and_the_entry_kept
     assert loaded.is_relative_to(entry)
 
 
-async def test_a_run_artifact_download_into_a_cache_entry_is_refused(
-    world: World, tmp_path: Path, unique: str
-) -> None:
-    _, entry = await _loaded(world, tmp_path, unique)
-
-    with pytest.raises(FailedPreconditionError) as raised:
-        await world.tracking.download_artifacts(
-            world.run_id, "m", entry / "mine", cache_dir=world.cache
-        )
-
-    _refused_in(world.cache, raised)
-    assert not (entry / "mine").exists()
-
-
-async def test_get_model_downloading_into_a_cache_entry_is_refused(
+async def test_a_run_artifact_download_or_get_model_into_a_cache_entry_is_refused(
     world: World, tmp_path: Path, unique: str
 ) -> None:
     _, entry = await _loaded(world, tmp_path, unique)
     manager = cairn.ModelManager(world.registry, entry / "dl", cache_dir=world.cache)
+    downloads: dict[str, Callable[[], Awaitable[object]]] = {
+        "mine": lambda: world.tracking.download_artifacts(
+            world.run_id, "m", entry / "mine", cache_dir=world.cache
+        ),
+        "dl": lambda: manager.get_model(unique, download_file=True),
+    }
 
-    with pytest.raises(FailedPreconditionError) as raised:
-        await manager.get_model(unique, download_file=True)
-
-    _refused_in(world.cache, raised)
-    assert not (entry / "dl").exists()
+    for folder, download in downloads.items():
+        with pytest.raises(FailedPreconditionError) as raised:
+            await download()
+        _refused_in(world.cache, raised)
+        assert not (entry / folder).exists()
 
 
 async def test_a_download_beside_the_entries_is_made(

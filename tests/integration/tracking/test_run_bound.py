@@ -435,6 +435,19 @@ async def test_recorded_writes_refused_at_the_bound_do_not_drain_the_pool(
         await database.close_pool(few)
 
 
+def _noting_batch_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """The arguments of each batch write tried from now on (its transaction begun)."""
+    written: list[tuple[Any, ...]] = []
+    write = writes.RunWriter._write
+
+    async def noted(self: Any, *args: Any) -> Any:
+        written.append(args)
+        return await write(self, *args)
+
+    monkeypatch.setattr(writes.RunWriter, "_write", noted)
+    return written
+
+
 async def test_a_batch_larger_than_any_run_is_refused_before_it_is_written(
     tracking: cairn.TrackingClient, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -443,14 +456,7 @@ async def test_a_batch_larger_than_any_run_is_refused_before_it_is_written(
     hundreds of MB for a large one. Now it is refused before any write."""
     experiment_id = await tracking.create_experiment(f"huge-{unique}")
     run_id = (await tracking.create_run(experiment_id)).info.run_id
-    written = []
-    write = writes.RunWriter._write
-
-    async def counted(self: Any, *args: Any) -> Any:
-        written.append(args)
-        return await write(self, *args)
-
-    monkeypatch.setattr(writes.RunWriter, "_write", counted)
+    written = _noting_batch_writes(monkeypatch)
     keys = [f"{n:04}" + "k" * 246 for n in range(BOUND // (250 + ENTRY) + 1)]
     with pytest.raises(InvalidArgumentError) as refused:
         await tracking.log_batch(run_id, [Metric(key, 1.0, 0, 0) for key in keys])
@@ -469,14 +475,7 @@ async def test_a_write_refused_against_an_exact_total_is_written_once(
     total exact already refuses it at once (set_tag's by way of its call's request id,
     which counts outside the call's transaction)."""
     run_id = await _run_holding(tracking, unique, BOUND - 100)
-    written = []
-    write_once = writes.RunWriter._write
-
-    async def counted(self: Any, *args: Any) -> Any:
-        written.append(args)
-        return await write_once(self, *args)
-
-    monkeypatch.setattr(writes.RunWriter, "_write", counted)
+    written = _noting_batch_writes(monkeypatch)
     with pytest.raises(InvalidArgumentError) as refused:
         await WRITES[write](tracking, run_id)
     assert refused.value.reason == "RUN_TOO_LARGE"
