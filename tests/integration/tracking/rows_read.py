@@ -61,7 +61,8 @@ async def rows_read(
 
 
 class ExplainingConnection:
-    """A connection that explains (ANALYZE) each statement read with fetchrow on itself,
+    """A connection that explains (ANALYZE) each statement read with fetchrow or fetchval
+    on itself,
     in the same transaction and so under the same SET LOCALs, before running it; the
     plans are kept for read_in."""
 
@@ -73,9 +74,16 @@ class ExplainingConnection:
         return getattr(self._conn, name)
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        await self._explain(sql, args)
+        return await self._conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        await self._explain(sql, args)
+        return await self._conn.fetchval(sql, *args)
+
+    async def _explain(self, sql: str, args: tuple[Any, ...]) -> None:
         plan = await self._conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args)
         self.plans.append(json.loads(plan)[0]["Plan"])
-        return await self._conn.fetchrow(sql, *args)
 
 
 def read_in(node: dict[str, Any], table: str) -> int:

@@ -141,6 +141,40 @@ async def test_a_page_reads_only_its_own_runs_rows_beside_runs_of_many_entries(
     assert read_in(plan, "tags") == 5
 
 
+async def test_a_pages_budget_counts_only_its_own_runs_beside_a_run_of_many_inputs(
+    tracking: cairn.TrackingClient, experiment_id: str, pool: asyncpg.Pool, unique: str
+) -> None:
+    """A page beside a large run counts its runs' totals and entries, each looked up by
+    its primary key. Beside one run of many inputs, where no other run has any,
+    PostgreSQL planned each run's lookup of inputs as a scan of the whole table: 2.5
+    million rows a page of 25 beside 100,000 inputs."""
+    elsewhere = await tracking.create_experiment(f"inputs-{unique}")
+    large = (await tracking.create_run(elsewhere)).info.run_id
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO tracking.run_inputs (run_id, kind, name, uri, digest, context)
+               SELECT $1, 'dataset', 'd', 's3://b/' || g, '', '' FROM generate_series(1, $2) g""",
+            uuid.UUID(large),
+            20_000,
+        )
+        await conn.execute(
+            "UPDATE tracking.run_sizes SET bytes = tracking.run_bytes(run_id) WHERE run_id = $1",
+            uuid.UUID(large),
+        )
+        await conn.execute("ANALYZE tracking.run_inputs")
+    runs = [uuid.UUID((await tracking.create_run(experiment_id)).info.run_id) for _ in range(5)]
+
+    async with pool.acquire() as conn:
+        explaining = ExplainingConnection(conn)
+        rows = [{"run_id": run_id} for run_id in runs]
+        loaded = await sizes.loadable(cast(asyncpg.Connection, explaining), rows, 1024)
+
+    assert loaded == 5
+    [_, plan] = explaining.plans  # the largest total, then the page's
+    assert read_in(plan, "run_inputs") == 0
+    assert read_in(plan, "run_sizes") == 5
+
+
 async def test_a_run_of_many_entries_is_read_whole(
     tracking: cairn.TrackingClient, experiment_id: str, pool: asyncpg.Pool
 ) -> None:
