@@ -104,12 +104,10 @@ async def within_bound(
     pool: asyncpg.Pool, run_id: uuid.UUID, bound: int, write: Callable[[], Awaitable[T]]
 ) -> T:
     """write(), which fails whole past bound: then the run is counted exactly (its total
-    may count a key two racing writes added) and write tried once more, unless the
-    count found the total exact already (the write would fail as it did: refused at
-    once, rather than at twice an accepted write's cost). In a call's transaction (a
-    write recorded by its request id), the count waits for that transaction to give its
-    connection back (idempotency.Outside): the whole call then runs once more, and its
-    write is tried after the count.
+    may count a key two racing writes added) and write tried once more. In a call's
+    transaction (a write recorded by its request id), the count waits for that
+    transaction to give its connection back (idempotency.Outside): the whole call then
+    runs once more, and its write is tried after the count.
 
     Raises:
         InvalidArgument: RUN_TOO_LARGE, the run would still pass the bound.
@@ -120,9 +118,9 @@ async def within_bound(
         if error.constraint_name != _BOUND:
             raise
     if not idempotency.in_call_transaction():
-        await _recount(pool, run_id, bound)
+        await _recount(pool, run_id)
     elif not idempotency.after_outside():  # counted once the call's connection is back
-        raise idempotency.Outside(functools.partial(_recount, pool, run_id, bound))
+        raise idempotency.Outside(functools.partial(_recount, pool, run_id))
     try:
         return await write()
     except asyncpg.CheckViolationError as error:
@@ -131,28 +129,18 @@ async def within_bound(
         raise _too_large(f"run {run_id.hex}", bound, {"run_id": run_id.hex}) from None
 
 
-async def _recount(pool: asyncpg.Pool, run_id: uuid.UUID, bound: int) -> None:
-    """Counts the run's total exactly, after a write that failed against it.
-
-    Raises:
-        InvalidArgument: RUN_TOO_LARGE, the total was exact already.
-    """
+async def _recount(pool: asyncpg.Pool, run_id: uuid.UUID) -> None:
     # On a connection of its own, committed at once, never in a call's transaction
     # (within_bound asks for it outside one): that would hold the row's lock until the
     # call ends, while the write tried again takes the run's other locks.
     async with pool.acquire() as conn, conn.transaction():
         # Waits for writes that changed the total and have not committed: the count,
         # a statement begun after, sees their entries; later writes add their own.
-        total = await conn.fetchval(
-            "SELECT bytes FROM tracking.run_sizes WHERE run_id = $1 FOR UPDATE", run_id
-        )
-        counted = await conn.fetchval(
-            """UPDATE tracking.run_sizes SET bytes = tracking.run_bytes($1) WHERE run_id = $1
-               RETURNING bytes""",
+        await conn.execute("SELECT 1 FROM tracking.run_sizes WHERE run_id = $1 FOR UPDATE", run_id)
+        await conn.execute(
+            "UPDATE tracking.run_sizes SET bytes = tracking.run_bytes($1) WHERE run_id = $1",
             run_id,
         )
-    if counted is not None and counted >= total:
-        raise _too_large(f"run {run_id.hex}", bound, {"run_id": run_id.hex})
 
 
 # How long the start-up count waits for a transaction that holds a run it counts.

@@ -464,19 +464,3 @@ async def test_a_batch_larger_than_any_run_is_refused_before_it_is_written(
     assert written == []
     await tracking.log_batch(run_id, [Metric(key, 1.0, 0, 0) for key in keys[:-1]])  # fits
     assert len(written) == 1
-
-
-@pytest.mark.parametrize("write", ["log_batch, many points", "set_tag"])
-async def test_a_write_refused_against_an_exact_total_is_written_once(
-    tracking: cairn.TrackingClient, unique: str, monkeypatch: pytest.MonkeyPatch, write: str
-) -> None:
-    """A write past the bound was written, refused, the run counted, written again and
-    refused again: twice an accepted write's cost, at each retry. A count that finds the
-    total exact already refuses it at once (set_tag's by way of its call's request id,
-    which counts outside the call's transaction)."""
-    run_id = await _run_holding(tracking, unique, BOUND - 100)
-    written = _noting_batch_writes(monkeypatch)
-    with pytest.raises(InvalidArgumentError) as refused:
-        await WRITES[write](tracking, run_id)
-    assert refused.value.reason == "RUN_TOO_LARGE"
-    assert len(written) == 1
