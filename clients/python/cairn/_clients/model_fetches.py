@@ -14,7 +14,7 @@ from typing import NamedTuple, cast
 from .._progress import Meter, Progress, meter
 from ..exceptions import DataLossError, FailedPreconditionError, NotFoundError
 from ..models import _manifest
-from ..models._cache import ModelCache, compiled_module
+from ..models._cache import ModelCache, compiled_module, refuse_download_into
 from ..models._copies import copy_model, writing
 from ..models._manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
 from ..models._paths import inside, invalid_manifest
@@ -59,7 +59,7 @@ async def download_uri(
     location = await locate(client, uri, "run_id")  # download_artifacts' first argument
     with download_folder(dst_path) as destination:
         target = destination / location.name if location.name else destination
-        ModelCache(cache_dir).refuse_inside(target, uri)
+        refuse_download_into(target, cache_dir, uri)
         return await _download_located(location, target, uri, cache_dir, progress)
 
 

@@ -22,7 +22,7 @@ from .._argument_error import invalid_argument
 from .._numbers import whole
 from ..exceptions import AlreadyExistsError, NotFoundError
 from ..models import _manifest
-from ..models._cache import ModelCache
+from ..models._cache import refuse_download_into
 from ..models._copies import copy_files
 from ..models._flavors import FilesFlavor
 from ..models._uris import ArtifactUri, parse_uri
@@ -308,7 +308,7 @@ class ModelManager:
             return model
         loader = TrackingClient(self._registry._transport)
         uri = f"models:/{model.name}/{model.version}"
-        ModelCache(self.cache_dir).refuse_inside(self.download_path, uri)
+        refuse_download_into(self.download_path, self.cache_dir, uri)
         with local_writes(self.download_path, "nothing was downloaded"):
             await asyncio.to_thread(check_above, self.download_path, uri)
             await asyncio.to_thread(self.download_path.mkdir, parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from .._progress import Progress
 from ..exceptions import NotFoundError
-from ..models._cache import ModelCache
+from ..models._cache import refuse_download_into
 from ..models._uris import RunUri, is_uri, parse_uri
 from ..types._artifacts import ObjectInfo
 from ..types._paging import Pager
@@ -160,7 +160,7 @@ class RunArtifacts:
             # the same name in two folders never overwrite each other. Each segment is
             # checked as a download's are: "C:" would name another place on Windows.
             target = local_file(destination, relative, relative) if relative else destination
-            ModelCache(cache_dir).refuse_inside(target, run_id)
+            refuse_download_into(target, cache_dir, run_id)
             try:
                 written = await store.download(source, target, progress=progress)
             except NotFoundError as missing:

@@ -61,6 +61,33 @@ def default_cache_dir() -> Path:
     return Path(base) / "cairn" / "models"
 
 
+def refuse_download_into(
+    target: Path, cache_dir: str | os.PathLike[str] | None, where: str
+) -> None:
+    """Raises when target is in an entry of the model cache (cache_dir, else the
+    default), or in one being filled or dropped: a download written there would be
+    taken for an edit and dropped, with the entry, on the next load. The rest of the
+    cache's folder is the user's; so is everything when the default cache has no place
+    (no home directory), and no entry to keep.
+
+    Raises:
+        FailedPreconditionError: LOCAL_PATH_CONFLICT, metadata path and cache_dir.
+    """
+    try:
+        root = Path(os.path.realpath(ModelCache(cache_dir).root))
+    except RuntimeError:  # Path.home(): no home directory
+        return
+    resolved = Path(os.path.realpath(target))  # a link loop, unlike resolve(), is no error
+    within = resolved.relative_to(root).parts if resolved.is_relative_to(root) else ()
+    if within and _ENTRY_NAME.fullmatch(within[0]):
+        raise FailedPreconditionError(
+            f"{where}: {target} is in the model cache entry {root / within[0]}, which is "
+            "dropped when changed; download somewhere else",
+            reason="LOCAL_PATH_CONFLICT",
+            metadata={"path": str(target), "cache_dir": str(root)},
+        )
+
+
 def _holds_only(entry: Path, manifest: Manifest) -> bool:
     """Whether entry holds the manifest's files, their folders and the manifest, and no
     other file, folder or link (the folders of an entry stay writable), but for what
@@ -116,24 +143,6 @@ class ModelCache:
     @staticmethod
     def key(manifest_bytes: bytes) -> str:
         return hashlib.sha256(manifest_bytes).hexdigest()
-
-    def refuse_inside(self, target: Path, where: str) -> None:
-        """Raises when target is in an entry of the cache (or in one being filled or
-        dropped): a download written there would be taken for an edit and dropped, with
-        the entry, on the next load. The rest of the cache's folder is not the cache's.
-
-        Raises:
-            FailedPreconditionError: LOCAL_PATH_CONFLICT, metadata path and cache_dir.
-        """
-        resolved, root = target.resolve(), self.root.resolve()
-        within = resolved.relative_to(root).parts if resolved.is_relative_to(root) else ()
-        if within and _ENTRY_NAME.fullmatch(within[0]):
-            raise FailedPreconditionError(
-                f"{where}: {target} is in the model cache entry {root / within[0]}, which "
-                "is dropped when changed; download somewhere else",
-                reason="LOCAL_PATH_CONFLICT",
-                metadata={"path": str(target), "cache_dir": str(self.root)},
-            )
 
     def lookup(self, key: str, manifest: Manifest) -> Path | None:
         """The entry, when it holds the manifest's files and nothing else, and each still
