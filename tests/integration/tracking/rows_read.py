@@ -61,8 +61,8 @@ async def rows_read(
 
 
 class ExplainingConnection:
-    """A connection that explains (ANALYZE) each statement read with fetchrow or fetchval
-    on itself,
+    """A connection that explains (ANALYZE) each statement read with fetch, fetchrow or
+    fetchval on itself,
     in the same transaction and so under the same SET LOCALs, before running it; the
     plans are kept for read_in."""
 
@@ -72,6 +72,10 @@ class ExplainingConnection:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        await self._explain(sql, args)
+        return await self._conn.fetch(sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         await self._explain(sql, args)
@@ -84,6 +88,21 @@ class ExplainingConnection:
     async def _explain(self, sql: str, args: tuple[Any, ...]) -> None:
         plan = await self._conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args)
         self.plans.append(json.loads(plan)[0]["Plan"])
+
+
+class ExplainingPool:
+    """A pool whose connections are ExplainingConnections, their plans kept together."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self.plans: list[dict[str, Any]] = []
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[ExplainingConnection]:
+        async with self._pool.acquire() as conn:
+            explaining = ExplainingConnection(conn)
+            explaining.plans = self.plans
+            yield explaining
 
 
 def read_in(node: dict[str, Any], table: str) -> int:
