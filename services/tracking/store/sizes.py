@@ -199,15 +199,9 @@ async def loadable(conn: asyncpg.Connection, rows: list[asyncpg.Record], budget:
         MAX_PAGE_LOAD_ENTRIES
     ):
         return len(rows)
-    async with conn.transaction():
-        # Each run's total and entries are looked up by their primary keys, as a page's
-        # rows are (pages._logged): planned by a table's average rows a run, which one
-        # run of many inputs beside runs of none raises to all of them, a lookup scanned
-        # the whole table, once for each run of the page.
-        await conn.execute("SET LOCAL enable_seqscan = off")
-        within: int = await conn.fetchval(
-            _WITHIN_BUDGETS, [row["run_id"] for row in rows], budget, MAX_PAGE_LOAD_ENTRIES
-        )
+    within: int = await conn.fetchval(
+        _WITHIN_BUDGETS, [row["run_id"] for row in rows], budget, MAX_PAGE_LOAD_ENTRIES
+    )
     return max(within, 1)
 
 

@@ -20,15 +20,10 @@ from .runs import EXPERIMENT_OF_RUN, RUN_COLUMNS, RUN_FROM
 # How many runs (or metric values) a page walks, testing the filter on each, before sorting
 # the matching runs instead: in all the experiments walked (see _walked_too_far).
 WALK_LIMIT = 5_000
-# A walk reads an index in order and looks each run it meets up by primary key: it
-# must not sort (see walk_newest_first), nor scan a whole table for a run's rows, which
-# PostgreSQL plans by the table's average rows a run: one run of 100,000 inputs beside
-# runs of none made a filter on inputs scan all of them for each run walked.
-WALKING = "SET LOCAL enable_sort = off; SET LOCAL enable_seqscan = off"
-# Lets the planner sort and scan again after a walk, as the database's settings (its
-# role's, its configuration's) say: a walk runs inside the page's transaction, where
-# its SET LOCAL would last to the page's end.
-PLANNING_AGAIN = "SET LOCAL enable_sort TO DEFAULT; SET LOCAL enable_seqscan TO DEFAULT"
+# Lets the planner sort again after a walk, as the database's settings (its role's, its
+# configuration's) say: a walk runs inside the page's transaction, where its SET LOCAL
+# would last to the page's end.
+SORTING_AGAIN = "SET LOCAL enable_sort TO DEFAULT"
 
 
 async def walk_one_metric(
@@ -55,9 +50,9 @@ async def walk_one_metric(
         # As for the newest-first walk: without statistics PostgreSQL would rather
         # sort every value of the metric than walk its index (see walk_newest_first).
         # The runs without a value are sorted, so sorting is allowed again for them.
-        await conn.execute(WALKING)
+        await conn.execute("SET LOCAL enable_sort = off")
         rows += await _walk_metric_values(conn, query, term, last, wanted)
-        await conn.execute(PLANNING_AGAIN)
+        await conn.execute(SORTING_AGAIN)
         if len(rows) < wanted and await _metric_walked_too_far(conn, term, last):
             return None
     for unvalued in (NAN, MISSING):
@@ -196,7 +191,7 @@ async def walk_newest_first(
     # count after it read the page's snapshot (search.search_page), so a run purged in
     # between cannot make a walk that stopped short look complete; SET LOCAL lasts to
     # that snapshot's end, so sorting is allowed again after the walk and its count.
-    await conn.execute(WALKING)
+    await conn.execute("SET LOCAL enable_sort = off")
     rows = await conn.fetch(
         f"""SELECT w.* FROM (SELECT DISTINCT unnest({scope.experiments})) AS x(experiment_id)
             CROSS JOIN LATERAL (
@@ -219,7 +214,7 @@ async def walk_newest_first(
     filled_alone = len(rows) == wanted and len(set(query.experiment_ids)) == 1
     end = rows[-1] if len(rows) == wanted else None
     complete = filled_alone or not await _walked_too_far(conn, query, last, end)
-    await conn.execute(PLANNING_AGAIN)
+    await conn.execute(SORTING_AGAIN)
     return rows if complete else None
 
 

@@ -61,10 +61,9 @@ async def rows_read(
 
 
 class ExplainingConnection:
-    """A connection that explains (ANALYZE) each statement read with fetch, fetchrow or
-    fetchval on itself,
+    """A connection that explains (ANALYZE) each statement read with fetchrow on itself,
     in the same transaction and so under the same SET LOCALs, before running it; the
-    plans are kept for read_in."""
+    plans are kept for read_in and scans_of."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
@@ -73,36 +72,19 @@ class ExplainingConnection:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
 
-    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        await self._explain(sql, args)
-        return await self._conn.fetch(sql, *args)
-
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        await self._explain(sql, args)
-        return await self._conn.fetchrow(sql, *args)
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        await self._explain(sql, args)
-        return await self._conn.fetchval(sql, *args)
-
-    async def _explain(self, sql: str, args: tuple[Any, ...]) -> None:
         plan = await self._conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args)
         self.plans.append(json.loads(plan)[0]["Plan"])
+        return await self._conn.fetchrow(sql, *args)
 
 
-class ExplainingPool:
-    """A pool whose connections are ExplainingConnections, their plans kept together."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-        self.plans: list[dict[str, Any]] = []
-
-    @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[ExplainingConnection]:
-        async with self._pool.acquire() as conn:
-            explaining = ExplainingConnection(conn)
-            explaining.plans = self.plans
-            yield explaining
+def scans_of(node: dict[str, Any], table: str) -> list[tuple[str, str | None]]:
+    """How the plan reads table: each scan's node type and index (None for none), so
+    that a whole secondary index read for a few rows shows too."""
+    own = (
+        [(node["Node Type"], node.get("Index Name"))] if node.get("Relation Name") == table else []
+    )
+    return own + [scan for child in node.get("Plans", []) for scan in scans_of(child, table)]
 
 
 def read_in(node: dict[str, Any], table: str) -> int:
