@@ -61,21 +61,45 @@ async def rows_read(
 
 
 class ExplainingConnection:
-    """A connection that explains (ANALYZE) each statement read with fetchrow on itself,
-    in the same transaction and so under the same SET LOCALs, before running it; the
-    plans are kept for read_in and scans_of."""
+    """A connection that explains (ANALYZE) each statement read with fetch, fetchrow or
+    fetchval on itself, in the same transaction and so under the same SET LOCALs, before
+    running it; the plans are kept (in plans, shared if given) for read_in and scans_of."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, plans: list[dict[str, Any]] | None = None):
         self._conn = conn
-        self.plans: list[dict[str, Any]] = []
+        self.plans: list[dict[str, Any]] = [] if plans is None else plans
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
 
-    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+    async def _explain(self, sql: str, args: tuple[Any, ...]) -> None:
         plan = await self._conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args)
         self.plans.append(json.loads(plan)[0]["Plan"])
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        await self._explain(sql, args)
+        return await self._conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        await self._explain(sql, args)
         return await self._conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        await self._explain(sql, args)
+        return await self._conn.fetchval(sql, *args)
+
+
+class ExplainingPool:
+    """A pool whose connections are ExplainingConnections, their plans all kept in plans."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self.plans: list[dict[str, Any]] = []
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[ExplainingConnection]:
+        async with self._pool.acquire() as conn:
+            yield ExplainingConnection(conn, self.plans)
 
 
 def scans_of(node: dict[str, Any], table: str) -> list[tuple[str, str | None]]:
