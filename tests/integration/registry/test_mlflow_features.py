@@ -1004,6 +1004,28 @@ async def test_writes_by_name_repeated_under_their_request_id_get_the_first_answ
     assert (await mr_client.get_registered_model("m")).id == other.id
 
 
+async def test_a_descriptions_update_repeated_under_its_request_id_after_other_writes_is_one(
+    mr_client: cairn.ModelRegistryAPIClient, churn: RegisteredModel
+) -> None:
+    """The client sent the whole version as it read it, with the new description: once
+    another writer changed a tag or the stage, the job's repeat was another request
+    (REQUEST_ID_REUSED)."""
+    job = [("x-cairn-request-id", "job-8-describe")]
+    first = await mr_client.update_model_version("churn", 1, "retrained", metadata=job)
+    await mr_client.set_model_version_tag("churn", 1, "ci", "passed")
+    await mr_client.transition_model_version_stage("churn", 1, "Staging")
+
+    again = await mr_client.update_model_version("churn", 1, "retrained", metadata=job)
+
+    assert again == first
+    found = await mr_client.get_model_version("churn", 1)
+    assert (found.description, found.tags["ci"], found.current_stage) == (
+        "retrained",
+        "passed",
+        "Staging",
+    )
+
+
 async def test_an_id_of_none_is_no_id(mr_client: cairn.ModelRegistryAPIClient) -> None:
     """None was sent as the text "None": a lookup by it answered None (nothing has that
     id), a version's creation NOT_FOUND "registered model None", and the artifacts of

@@ -11,6 +11,7 @@ from .._argument_error import invalid_argument
 from .._headers import Metadata
 from ..exceptions import AlreadyExistsError, NotFoundError
 from ..models._uris import ModelUri, parse_uri
+from ..registry.v1 import registry_pb2 as pb
 from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
 from ..types._arguments import proto
@@ -89,11 +90,18 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
         """
         description = _new_description(description)
         found = await self.get_model_version(name, version, timeout=timeout, metadata=metadata)
-        message = types.model_version_to_proto(found, self.project, found.registered_model_id or "")
-        message.description = description
+        # The version's id and the description alone, as update_registered_model sends:
+        # the rest of the version as read would make a retry under the caller's request
+        # id another request (REQUEST_ID_REUSED) once another writer changed a tag.
         request = proto(
             api.UpdateModelVersionRequest,
-            model_version=message,
+            model_version=proto(
+                pb.ModelVersion,
+                project=self.project,
+                id=found.id or "",
+                registered_model_id=found.registered_model_id or "",
+                description=description,
+            ),
             update_mask=FieldMask(paths=["description"]),
         )
         reply = await self._transport.unary(
