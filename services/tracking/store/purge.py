@@ -230,18 +230,27 @@ async def unshared(
     a run's directory (whose own experiment is above it, and does not keep it). In and
     under lie in one range of experiments_by_location (migration 0012: locations' first
     600 characters), from the location to it followed by "0", the byte after "/", each
-    cut as the index cuts them; above is a look at every experiment, which only
-    experiments' purges take."""
-    around = "OR starts_with(loc, o.artifact_location || '/')" if above else ""
+    cut as the index cuts them; above are the location's parts before each of its "/",
+    each looked up in that index (comparing every experiment's location to each one
+    took 9 s for 100 locations among 100,000 experiments)."""
+    above_sql = f"AND NOT EXISTS ({_ABOVE})" if above else ""
     rows = await conn.fetch(
         f"""SELECT loc FROM unnest($1::text[]) AS loc
             WHERE NOT EXISTS (
                 SELECT FROM tracking.experiments o
-                WHERE (substr(o.artifact_location, 1, 600) COLLATE "C"
-                           BETWEEN substr(loc, 1, 600) AND substr(loc || '0', 1, 600)
-                       AND (o.artifact_location = loc
-                            OR starts_with(o.artifact_location, loc || '/')))
-                   {around})""",
+                WHERE substr(o.artifact_location, 1, 600) COLLATE "C"
+                          BETWEEN substr(loc, 1, 600) AND substr(loc || '0', 1, 600)
+                      AND (o.artifact_location = loc
+                           OR starts_with(o.artifact_location, loc || '/')))
+            {above_sql}""",
         locations,
     )
     return [row["loc"] for row in rows]
+
+
+# An experiment whose location holds loc: one that is loc up to one of its "/".
+_ABOVE = """SELECT FROM generate_series(1, length(loc)) AS cut
+    JOIN tracking.experiments o
+        ON substr(o.artifact_location, 1, 600) COLLATE "C"
+           = substr(left(loc, cut - 1), 1, 600) COLLATE "C"
+    WHERE substr(loc, cut, 1) = '/' AND o.artifact_location = left(loc, cut - 1)"""
