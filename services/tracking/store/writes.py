@@ -14,15 +14,18 @@ its bound fails whole (sizes.within_bound), in either form."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import uuid
 
 import asyncpg
 
-from ...common import answers, logs
+from ...common import answers, idempotency, logs
 from ..model import Batch, MetricColumns, MetricPoint
 from . import compaction, pgcopy, sizes
 from .chunk_layout import Chunks, once
 from .entry_writes import EntryWrites, write_params, write_tags
+from .run_slots import RunSlots
 from .write_statements import (
     BEGIN_BATCH,
     BEGIN_RENAMING_BATCH,
@@ -44,6 +47,7 @@ class RunWriter(EntryWrites):
     def __init__(self, pool: asyncpg.Pool, bound: int) -> None:
         self._pool = pool
         self._bound = bound
+        self._slots = RunSlots.for_pool(pool.get_max_size())
 
     async def log_batch(self, project: str, run_id: str, batch: Batch) -> bool:
         """Applies the batch; returns False when its request id was applied before.
@@ -55,21 +59,22 @@ class RunWriter(EntryWrites):
         sizes.check_batch(batch, run_uuid, self._bound)
         claim = Claim(batch.request_id, batch.fingerprint() if batch.request_id else None)
         if _small_metrics_only(batch):
-            return await sizes.within_bound(
-                self._pool,
-                run_uuid,
-                self._bound,
-                lambda: self._write_small(project, run_uuid, batch.metrics, claim),
+            write = functools.partial(self._write_small, project, run_uuid, batch.metrics, claim)
+        else:
+            chunks = await answers.built(
+                len(batch.metrics.keys), lambda: Chunks.of(run_uuid, batch.metrics)
             )
-        chunks = await answers.built(
-            len(batch.metrics.keys), lambda: Chunks.of(run_uuid, batch.metrics)
-        )
-        return await sizes.within_bound(
-            self._pool,
-            run_uuid,
-            self._bound,
-            lambda: self._write(project, run_uuid, batch, chunks, claim),
-        )
+            write = functools.partial(self._write, project, run_uuid, batch, chunks, claim)
+        async with self._turn(run_uuid):
+            return await sizes.within_bound(self._pool, run_uuid, self._bound, write)
+
+    def _turn(self, run_id: uuid.UUID) -> contextlib.AbstractAsyncContextManager[None]:
+        """One of the run's slots (run_slots.py), unless the write is recorded by its
+        call's request id: the call holds its connection already, and waiting for a
+        slot with it would keep it from the writes holding the slots."""
+        if idempotency.in_call_transaction():
+            return contextlib.nullcontext()
+        return self._slots.held(run_id)
 
     async def _write(
         self, project: str, run_uuid: uuid.UUID, batch: Batch, chunks: Chunks, claim: Claim
@@ -130,12 +135,13 @@ class RunWriter(EntryWrites):
         claim = Claim("", None)
         if request_id:
             claim = Claim(METRIC_REQUEST_PREFIX + request_id, fingerprint)
-        return await sizes.within_bound(
-            self._pool,
-            run_uuid,
-            self._bound,
-            lambda: self._write_one(project, run_uuid, point, claim),
-        )
+        async with self._turn(run_uuid):
+            return await sizes.within_bound(
+                self._pool,
+                run_uuid,
+                self._bound,
+                lambda: self._write_one(project, run_uuid, point, claim),
+            )
 
     async def _write_one(
         self, project: str, run_uuid: uuid.UUID, point: MetricPoint, claim: Claim
