@@ -40,6 +40,9 @@ def env(tmp_path: Path) -> dict[str, str]:
         (["artifacts", "download", "-r", "0" * 32, "-a", "../x"], "--artifact-path"),
         # The run's root by a typo: it deleted every artifact of the run.
         (["artifacts", "rm", "x/..", "-r", "0" * 32, "--recursive"], "PATH"),
+        # A script's --project "$P" with P unset worked in the profile's or "default".
+        (["--project", "", "experiments", "create", "x"], "--project"),
+        (["experiments", "list", "--profile", " "], "--profile"),
     ],
 )
 def test_an_empty_or_malformed_argument_is_a_usage_error_naming_it(

@@ -102,6 +102,14 @@ def _address(text: str) -> str:
     return text
 
 
+def _named(text: str) -> str:
+    """A project or profile named by its flag: an empty name is a usage mistake, never
+    the profile's or the default one (`--project "$P"` with P unset wrote to "default")."""
+    if not text.strip():
+        raise ValueError("a name cannot be empty")
+    return text
+
+
 def _api_key(text: str) -> str:
     """A key as given by the flag or the variable, checked as the client checks it, so
     that one no header can carry (a control character, 20,000 characters) is a usage
@@ -125,6 +133,7 @@ class _Checked(click.ParamType):
 
 
 _ADDRESS = _Checked("address", _address)
+_NAME = _Checked("name", _named)
 _API_KEY = _Checked("key", _api_key)
 
 
@@ -176,8 +185,8 @@ _OPTIONS = [
         text=f"host:port, http://host[:port] or https://host[:port] [default {DEFAULT_ADDRESS}]",
     ),
     _option("api_key", "--api-key", type=_API_KEY, text="the API key to send"),
-    _option("project", "--project", text="the project to work in"),
-    _option("profile", "--profile", text="a section of the profile file"),
+    _option("project", "--project", type=_NAME, text="the project to work in"),
+    _option("profile", "--profile", type=_NAME, text="a section of the profile file"),
     _option("tls", "--tls/--no-tls", default=None, text="connect over TLS or not"),
     _option("ca_file", "--ca-file", text="PEM root certificate to trust (TLS)"),
     _option(
