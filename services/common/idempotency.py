@@ -19,6 +19,7 @@ holding two connections at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable
@@ -69,6 +70,10 @@ class Outside(Exception):
     def __init__(self, action: Callable[[], Awaitable[None]]) -> None:
         super().__init__("a write asked for work outside its call's transaction")
         self.action = action
+
+
+def _no_turn(method: str, request: Message) -> contextlib.AbstractAsyncContextManager[None]:
+    return contextlib.nullcontext()
 
 
 def in_call_transaction() -> bool:
@@ -170,12 +175,21 @@ class Idempotency:
         schemas: full service name ("cairn.tracking.v1.TrackingService") to the schema
             whose `requests` table records its writes; services not listed record none.
         exempt: writes not recorded (`ServiceSpec.not_recorded` of each service).
+        turn: the turn a write (its method and request) takes before its call's
+            connection (write_slots.py); none by default.
     """
 
-    def __init__(self, pool: asyncpg.Pool, schemas: dict[str, str], exempt: set[str]) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schemas: dict[str, str],
+        exempt: set[str],
+        turn: Callable[[str, Message], contextlib.AbstractAsyncContextManager[None]] | None = None,
+    ) -> None:
         self._pool = pool
         self._schemas = schemas
         self._exempt = exempt
+        self._turn = turn or _no_turn
         self._rereads: dict[str, _Rereading] = {}
 
     def reread(self, method: str, reread: Reread, get: Read) -> None:
@@ -211,7 +225,8 @@ class Idempotency:
             return await handler()
         claim = Claim.of(method, request_id, request, current_caller())
         once = functools.partial(self._run_once, schema, claim, handler)
-        answer = await _after_any_outside(once)
+        async with self._turn(method, request):
+            answer = await _after_any_outside(once)
         if isinstance(answer, _Stub):  # read outside the claim's transaction: one connection
             return await self._rereads[method].answered(answer.answer, context)
         return answer

@@ -15,6 +15,7 @@ from typing import TypeVar, cast
 import asyncpg
 import grpc
 from google.protobuf import descriptor_pool
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from . import database, logs, metrics, migrations, reflection
@@ -27,6 +28,7 @@ from .page_seals import PageSeals
 from .service import Resources, ServiceSpec, Unservable
 from .stopping import STOP_MARGIN_SECONDS, Stopping
 from .watch import watch_database
+from .write_slots import WriteSlots
 
 _log = logs.get("cairn.server")
 # grpc sets SO_REUSEPORT by default: a second server on a port in use would start and
@@ -84,15 +86,21 @@ class CairnServer:
     def __init__(self, config: Config, services: Sequence[ServiceSpec], pool: asyncpg.Pool):
         self.config = config
         self.services = list(services)
+        self._write_slots = WriteSlots.for_pool(config.db_pool_size)
         self._idempotency = Idempotency(
             pool,
             {spec.full_name: spec.schema for spec in self.services if spec.records_requests},
             exempt=set().union(*(spec.not_recorded for spec in self.services)),
+            turn=self._turn,
         )
         self._stopping = Stopping()
         self._seals = PageSeals()
         resources = Resources(
-            config=config, pool=pool, idempotency=self._idempotency, stopping=self._stopping
+            config=config,
+            pool=pool,
+            idempotency=self._idempotency,
+            write_slots=self._write_slots,
+            stopping=self._stopping,
         )
         self._resources = resources
         self._background: list[asyncio.Task[None]] = []
@@ -137,6 +145,14 @@ class CairnServer:
                 self._idempotency.reread(f"/{spec.full_name}/{write}", reread, get)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, target)
         reflection.enable(target, self.reflected_names())
+
+    def _turn(self, method: str, request: Message) -> contextlib.AbstractAsyncContextManager[None]:
+        """The turn a recorded write takes (write_slots.py): one of its target's slots,
+        as its service's written_to names the target."""
+        service = method.lstrip("/").partition("/")[0]
+        spec = next((spec for spec in self.services if spec.full_name == service), None)
+        target = spec.written_to(request) if spec and spec.written_to else None
+        return self._write_slots.turn(target)
 
     def reflected_names(self) -> list[str]:
         return [

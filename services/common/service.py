@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -12,21 +12,25 @@ from typing import Any, Protocol
 
 import asyncpg
 import grpc
+from google.protobuf.message import Message
 
 from .access import Gate, RoleTable
 from .config import Config
 from .idempotency import Idempotency, Reread
+from .write_slots import WriteSlots
 
 
 @dataclass(frozen=True)
 class Resources:
     """What a servicer may use: the settings, the database pool, the server's record of
-    request ids, and whether the server is shutting down (set when it stops taking
-    calls)."""
+    request ids, the slots of writes to one thing (write_slots.py), and whether the
+    server is shutting down (set when it stops taking calls)."""
 
     config: Config
     pool: asyncpg.Pool
     idempotency: Idempotency
+    # The server's, for a quarter of its pool; one slot a run for a servicer made alone.
+    write_slots: WriteSlots = field(default_factory=lambda: WriteSlots(1))
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -83,6 +87,9 @@ class ServiceSpec:
         rereads: recorded writes whose answer holds a stored object larger than its
             request (tags, properties, latest versions), to how their repeat reads it
             again when the answer is too large to keep (idempotency.Reread).
+        written_to: what a recorded write of the service writes to (a run), whose
+            writes take turns for the pool's connections (write_slots.py); None for
+            a write to nothing in particular.
         servable: checks, after migrations and before the server takes calls, that
             what the service stores can be answered under the settings; raises
             Unservable otherwise.
@@ -100,6 +107,7 @@ class ServiceSpec:
     purge: Callable[[Resources, Purge], Coroutine[Any, Any, None]] | None = None
     not_recorded: frozenset[str] = frozenset()
     rereads: Mapping[str, Reread] = field(default_factory=dict)
+    written_to: Callable[[Message], Hashable | None] | None = None
     servable: Callable[[asyncpg.Pool, Config], Coroutine[Any, Any, None]] | None = None
 
     def __post_init__(self) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import asyncpg
 import grpc
+from google.protobuf.message import Message
 
 from cairn.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
 
@@ -23,6 +25,16 @@ def _register(server: grpc.aio.Server, resources: Resources) -> None:
     tracking_service_pb2_grpc.add_TrackingServiceServicer_to_server(
         TrackingServicer(resources), server
     )
+
+
+def _run_written(request: Message) -> uuid.UUID | None:
+    """The run a write names (its run_id), whose writes take turns (write_slots.py);
+    None for a write naming none, or no run id (the write refuses it)."""
+    run_id = getattr(request, "run_id", "")
+    try:
+        return uuid.UUID(run_id) if run_id else None
+    except ValueError:
+        return None
 
 
 async def _servable(pool: asyncpg.Pool, config: Config) -> None:
@@ -91,5 +103,6 @@ SPEC = ServiceSpec(
     # Deduplicated in their own write: LogBatch by its request_id field, which it keeps
     # for the run's journal, LogMetric by the call's request id (one round trip).
     not_recorded=frozenset({"LogBatch", "LogMetric"}),
+    written_to=_run_written,
     servable=_servable,
 )

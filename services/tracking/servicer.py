@@ -61,7 +61,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         self._experiments = ExperimentStore(pool)
         run_bound = sizes.bound_for(config.max_message_bytes)
         self._runs = RunStore(pool, run_bound)
-        self._writer = RunWriter(pool, run_bound)
+        self._writer = RunWriter(pool, run_bound, resources.write_slots)
         self._history = MetricHistory(
             pool,
             config.stream_stall_seconds,

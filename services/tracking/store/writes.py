@@ -21,11 +21,11 @@ import uuid
 import asyncpg
 
 from ...common import answers, idempotency, logs
+from ...common.write_slots import WriteSlots
 from ..model import Batch, MetricColumns, MetricPoint
 from . import compaction, pgcopy, sizes
 from .chunk_layout import Chunks, once
 from .entry_writes import EntryWrites, write_params, write_tags
-from .run_slots import RunSlots
 from .write_statements import (
     BEGIN_BATCH,
     BEGIN_RENAMING_BATCH,
@@ -44,10 +44,10 @@ class RunWriter(EntryWrites):
     a batch's history chunks (`chunk_layout.py`), and params, tags and inputs
     (`entry_writes.py`); here, batches and metric points."""
 
-    def __init__(self, pool: asyncpg.Pool, bound: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, bound: int, slots: WriteSlots) -> None:
         self._pool = pool
         self._bound = bound
-        self._slots = RunSlots.for_pool(pool.get_max_size())
+        self._slots = slots
 
     async def log_batch(self, project: str, run_id: str, batch: Batch) -> bool:
         """Applies the batch; returns False when its request id was applied before.
@@ -69,12 +69,9 @@ class RunWriter(EntryWrites):
             return await sizes.within_bound(self._pool, run_uuid, self._bound, write)
 
     def _turn(self, run_id: uuid.UUID) -> contextlib.AbstractAsyncContextManager[None]:
-        """One of the run's slots (run_slots.py), unless the write is recorded by its
-        call's request id: the call holds its connection already, and waiting for a
-        slot with it would keep it from the writes holding the slots."""
-        if idempotency.in_call_transaction():
-            return contextlib.nullcontext()
-        return self._slots.held(run_id)
+        """One of the run's slots (write_slots.py), unless the write is recorded by its
+        call's request id: the call took its turn before its connection."""
+        return self._slots.turn(None if idempotency.in_call_transaction() else run_id)
 
     async def _write(
         self, project: str, run_uuid: uuid.UUID, batch: Batch, chunks: Chunks, claim: Claim

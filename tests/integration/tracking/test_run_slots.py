@@ -16,6 +16,7 @@ import numpy as np
 import cairn
 from cairn_server.common import database
 from cairn_server.common.config import Config
+from cairn_server.common.write_slots import WriteSlots
 from cairn_server.tracking.model import Batch, MetricColumns, MetricPoint
 from cairn_server.tracking.store import sizes
 from cairn_server.tracking.store.writes import RunWriter
@@ -69,7 +70,11 @@ async def test_writes_racing_to_one_run_hold_a_quarter_of_the_pool(
         config.database_url, with_overrides(config, db_pool_size=POOL_SIZE, db_pool_min_size=0)
     )
     counting = HoldersCountingPool(pool)
-    writer = RunWriter(cast(asyncpg.Pool, counting), sizes.bound_for(config.max_message_bytes))
+    writer = RunWriter(
+        cast(asyncpg.Pool, counting),
+        sizes.bound_for(config.max_message_bytes),
+        WriteSlots.for_pool(POOL_SIZE),
+    )
     try:
         await asyncio.gather(
             *(writer.log_batch("default", run_id, _batch(n)) for n in range(20)),
@@ -106,26 +111,39 @@ async def test_writes_waiting_for_a_run_another_transaction_holds_leave_the_pool
                     "SELECT FROM tracking.runs WHERE run_id = $1::uuid FOR UPDATE", run_id
                 )
                 writes = asyncio.gather(
-                    *(client.log_metric(run_id, "loss", n, step=n) for n in range(POOL_SIZE * 2))
-                )
-                await eventually(
-                    lambda: _waiting_for_locks(pool, POOL_SIZE // 4),
-                    what="writes waiting for the held run",
+                    *(client.log_metric(run_id, "loss", n, step=n) for n in range(POOL_SIZE)),
+                    # Recorded by their request ids: they take turns before the call's
+                    # connection.
+                    *(client.set_tag(run_id, f"t{n}", "v") for n in range(POOL_SIZE)),
                 )
 
+                async def some_waiting() -> bool:
+                    return await _waiting_for_locks(pool) >= POOL_SIZE // 4
+
+                await eventually(some_waiting, what="writes waiting for the held run")
+
                 found = await client.get_experiment(experiment_id)  # was UNAVAILABLE
+                # All sixteen have come meanwhile; a quarter of the pool waits in
+                # PostgreSQL (all of it did), the rest in the server.
+                waiting = await _waiting_for_locks(pool)
 
             await writes
             history = await client.get_metric_history(run_id, "loss")
+            run = await client.get_run(run_id)
     finally:
         await database.close_pool(own)
 
     assert found.experiment_id == experiment_id
-    assert sorted(point.step for point in history) == list(range(POOL_SIZE * 2))
+    assert waiting == POOL_SIZE // 4
+    assert sorted(point.step for point in history) == list(range(POOL_SIZE))
+    assert run.data.tags == {f"t{n}": "v" for n in range(POOL_SIZE)}
 
 
-async def _waiting_for_locks(pool: asyncpg.Pool, count: int) -> bool:
-    waiting = await pool.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+async def _waiting_for_locks(pool: asyncpg.Pool) -> int:
+    """How many statements of this database wait for a lock (this xdist worker's: the
+    other workers have databases of their own)."""
+    waiting: int = await pool.fetchval(
+        """SELECT count(*) FROM pg_stat_activity
+           WHERE wait_event_type = 'Lock' AND datname = current_database()"""
     )
-    return bool(waiting >= count)
+    return waiting
