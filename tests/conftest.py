@@ -280,6 +280,16 @@ async def eventually(
         await asyncio.sleep(0.02)
 
 
+async def statements_waiting_for_locks(pool: asyncpg.Pool) -> int:
+    """How many statements of pool's database wait for a lock (an xdist worker's: the
+    other workers have databases of their own)."""
+    waiting: int = await pool.fetchval(
+        """SELECT count(*) FROM pg_stat_activity
+           WHERE wait_event_type = 'Lock' AND datname = current_database()"""
+    )
+    return waiting
+
+
 async def status_codes(*calls: Awaitable[object]) -> list[grpc.StatusCode]:
     """The status each gRPC call, run at once, answers with (OK for an answer)."""
     codes = []

@@ -15,6 +15,7 @@ from ..common.paging import RESPONSE_RESERVE
 from ..common.service import Resources, ServiceSpec, Unservable
 from .servicer import REREADS, RegistryServicer
 from .validation import LEAST_MESSAGE_BYTES, MAX_MODEL_ANSWER_BYTES
+from .written import written_to
 
 
 def _register(server: grpc.aio.Server, resources: Resources) -> None:
@@ -81,5 +82,6 @@ SPEC = ServiceSpec(
     roles=ROLES,
     records_requests=True,
     rereads=REREADS,
+    written_to=written_to,
     servable=_servable,
 )

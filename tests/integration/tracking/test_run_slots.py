@@ -20,7 +20,7 @@ from cairn_server.common.write_slots import WriteSlots
 from cairn_server.tracking.model import Batch, MetricColumns, MetricPoint
 from cairn_server.tracking.store import sizes
 from cairn_server.tracking.store.writes import RunWriter
-from tests.conftest import eventually, serving, with_overrides
+from tests.conftest import eventually, serving, statements_waiting_for_locks, with_overrides
 
 POOL_SIZE = 8
 KEYS = [f"loss{n}" for n in range(10)]
@@ -118,14 +118,14 @@ async def test_writes_waiting_for_a_run_another_transaction_holds_leave_the_pool
                 )
 
                 async def some_waiting() -> bool:
-                    return await _waiting_for_locks(pool) >= POOL_SIZE // 4
+                    return await statements_waiting_for_locks(pool) >= POOL_SIZE // 4
 
                 await eventually(some_waiting, what="writes waiting for the held run")
 
                 found = await client.get_experiment(experiment_id)  # was UNAVAILABLE
                 # All sixteen have come meanwhile; a quarter of the pool waits in
                 # PostgreSQL (all of it did), the rest in the server.
-                waiting = await _waiting_for_locks(pool)
+                waiting = await statements_waiting_for_locks(pool)
 
             await writes
             history = await client.get_metric_history(run_id, "loss")
@@ -137,13 +137,3 @@ async def test_writes_waiting_for_a_run_another_transaction_holds_leave_the_pool
     assert waiting == POOL_SIZE // 4
     assert sorted(point.step for point in history) == list(range(POOL_SIZE))
     assert run.data.tags == {f"t{n}": "v" for n in range(POOL_SIZE)}
-
-
-async def _waiting_for_locks(pool: asyncpg.Pool) -> int:
-    """How many statements of this database wait for a lock (this xdist worker's: the
-    other workers have databases of their own)."""
-    waiting: int = await pool.fetchval(
-        """SELECT count(*) FROM pg_stat_activity
-           WHERE wait_event_type = 'Lock' AND datname = current_database()"""
-    )
-    return waiting
