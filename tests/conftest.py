@@ -363,6 +363,21 @@ async def serving(
         await server.stop(grace=1.0)
 
 
+@contextlib.asynccontextmanager
+async def serving_on_own_pool(
+    config: Config, services: list[str], pool_size: int, **changes: object
+) -> AsyncIterator[int]:
+    """The port of a server of services on a pool of pool_size connections of its own,
+    run with config's changes (a short CAIRN_DB_ACQUIRE_TIMEOUT_SECONDS, say)."""
+    changed = with_overrides(config, db_pool_size=pool_size, db_pool_min_size=0, **changes)
+    own = await database.create_pool(config.database_url, changed)
+    try:
+        async with serving(changed, own, services) as port:
+            yield port
+    finally:
+        await database.close_pool(own)
+
+
 async def sealed_by(pool: asyncpg.Pool, schema: str, token: str) -> str:
     """token sealed as the service of schema seals the tokens it answers: how a test
     sends an edited token past the seal, to the checks behind it."""

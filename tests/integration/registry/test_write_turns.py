@@ -10,9 +10,8 @@ import asyncio
 import asyncpg
 
 import cairn
-from cairn_server.common import database
 from cairn_server.common.config import Config
-from tests.conftest import eventually, serving, statements_waiting_for_locks, with_overrides
+from tests.conftest import eventually, serving_on_own_pool, statements_waiting_for_locks
 
 POOL_SIZE = 8
 
@@ -20,43 +19,33 @@ POOL_SIZE = 8
 async def test_writes_waiting_for_a_model_another_transaction_holds_leave_the_pool_to_others(
     config: Config, pool: asyncpg.Pool, unique: str
 ) -> None:
-    quick = with_overrides(
-        config, db_pool_size=POOL_SIZE, db_pool_min_size=0, db_acquire_timeout_seconds=1.0
-    )
-    own = await database.create_pool(config.database_url, quick)
     name = f"held-{unique}"
-    try:
-        async with (
-            serving(quick, own, ["registry"]) as port,
-            cairn.ModelRegistryAPIClient.insecure_connection("127.0.0.1", port) as client,
-        ):
-            model = await client.create_registered_model(name)
-            other = await client.create_registered_model(f"other-{unique}")
-            async with pool.acquire() as holder, holder.transaction():
-                await holder.execute(  # as a delete of the model does, until it commits
-                    "SELECT FROM registry.registered_models WHERE id = $1::bigint FOR UPDATE",
-                    int(model.id or 0),
-                )
-                writes = asyncio.gather(
-                    *(client.create_model_version(name, f"s3://b/{n}") for n in range(POOL_SIZE)),
-                    *(
-                        client.set_registered_model_tag(name, f"t{n}", "v")
-                        for n in range(POOL_SIZE)
-                    ),
-                )
+    async with (
+        serving_on_own_pool(config, ["registry"], POOL_SIZE, db_acquire_timeout_seconds=1) as port,
+        cairn.ModelRegistryAPIClient.insecure_connection("127.0.0.1", port) as client,
+    ):
+        model = await client.create_registered_model(name)
+        other = await client.create_registered_model(f"other-{unique}")
+        async with pool.acquire() as holder, holder.transaction():
+            await holder.execute(  # as a delete of the model does, until it commits
+                "SELECT FROM registry.registered_models WHERE id = $1::bigint FOR UPDATE",
+                int(model.id or 0),
+            )
+            writes = asyncio.gather(
+                *(client.create_model_version(name, f"s3://b/{n}") for n in range(POOL_SIZE)),
+                *(client.set_registered_model_tag(name, f"t{n}", "v") for n in range(POOL_SIZE)),
+            )
 
-                async def some_waiting() -> bool:
-                    return await statements_waiting_for_locks(pool) >= POOL_SIZE // 4
+            async def some_waiting() -> bool:
+                return await statements_waiting_for_locks(pool) >= POOL_SIZE // 4
 
-                await eventually(some_waiting, what="writes waiting for the held model")
-                found = await client.get_registered_model(other.name)  # was UNAVAILABLE
-                waiting = await statements_waiting_for_locks(pool)
+            await eventually(some_waiting, what="writes waiting for the held model")
+            found = await client.get_registered_model(other.name)  # was UNAVAILABLE
+            waiting = await statements_waiting_for_locks(pool)
 
-            await writes
-            versions = await client.search_model_versions(f"name = '{name}'")
-            tags = (await client.get_registered_model(name)).tags
-    finally:
-        await database.close_pool(own)
+        await writes
+        versions = await client.search_model_versions(f"name = '{name}'")
+        tags = (await client.get_registered_model(name)).tags
 
     assert found.id == other.id
     assert waiting <= POOL_SIZE // 4 * 2  # the model's writes by name and by id

@@ -20,7 +20,12 @@ from cairn_server.common.write_slots import WriteSlots
 from cairn_server.tracking.model import Batch, MetricColumns, MetricPoint
 from cairn_server.tracking.store import sizes
 from cairn_server.tracking.store.writes import RunWriter
-from tests.conftest import eventually, serving, statements_waiting_for_locks, with_overrides
+from tests.conftest import (
+    eventually,
+    serving_on_own_pool,
+    statements_waiting_for_locks,
+    with_overrides,
+)
 
 POOL_SIZE = 8
 KEYS = [f"loss{n}" for n in range(10)]
@@ -95,43 +100,35 @@ async def test_writes_racing_to_one_run_hold_a_quarter_of_the_pool(
 async def test_writes_waiting_for_a_run_another_transaction_holds_leave_the_pool_to_others(
     config: Config, pool: asyncpg.Pool, unique: str
 ) -> None:
-    quick = with_overrides(
-        config, db_pool_size=POOL_SIZE, db_pool_min_size=0, db_acquire_timeout_seconds=1.0
-    )
-    own = await database.create_pool(config.database_url, quick)
-    try:
-        async with (
-            serving(quick, own, ["tracking"]) as port,
-            cairn.TrackingClient.insecure_connection("127.0.0.1", port) as client,
-        ):
-            experiment_id = await client.create_experiment(f"held-{unique}")
-            run_id = (await client.create_run(experiment_id)).info.run_id
-            async with pool.acquire() as holder, holder.transaction():
-                await holder.execute(  # as a delete of the run does, until it commits
-                    "SELECT FROM tracking.runs WHERE run_id = $1::uuid FOR UPDATE", run_id
-                )
-                writes = asyncio.gather(
-                    *(client.log_metric(run_id, "loss", n, step=n) for n in range(POOL_SIZE)),
-                    # Recorded by their request ids: they take turns before the call's
-                    # connection.
-                    *(client.set_tag(run_id, f"t{n}", "v") for n in range(POOL_SIZE)),
-                )
+    async with (
+        serving_on_own_pool(config, ["tracking"], POOL_SIZE, db_acquire_timeout_seconds=1) as port,
+        cairn.TrackingClient.insecure_connection("127.0.0.1", port) as client,
+    ):
+        experiment_id = await client.create_experiment(f"held-{unique}")
+        run_id = (await client.create_run(experiment_id)).info.run_id
+        async with pool.acquire() as holder, holder.transaction():
+            await holder.execute(  # as a delete of the run does, until it commits
+                "SELECT FROM tracking.runs WHERE run_id = $1::uuid FOR UPDATE", run_id
+            )
+            writes = asyncio.gather(
+                *(client.log_metric(run_id, "loss", n, step=n) for n in range(POOL_SIZE)),
+                # Recorded by their request ids: they take turns before the call's
+                # connection.
+                *(client.set_tag(run_id, f"t{n}", "v") for n in range(POOL_SIZE)),
+            )
 
-                async def some_waiting() -> bool:
-                    return await statements_waiting_for_locks(pool) >= POOL_SIZE // 4
+            async def some_waiting() -> bool:
+                return await statements_waiting_for_locks(pool) >= POOL_SIZE // 4
 
-                await eventually(some_waiting, what="writes waiting for the held run")
+            await eventually(some_waiting, what="writes waiting for the held run")
+            found = await client.get_experiment(experiment_id)  # was UNAVAILABLE
+            # All sixteen have come meanwhile; a quarter of the pool waits in
+            # PostgreSQL (all of it did), the rest in the server.
+            waiting = await statements_waiting_for_locks(pool)
 
-                found = await client.get_experiment(experiment_id)  # was UNAVAILABLE
-                # All sixteen have come meanwhile; a quarter of the pool waits in
-                # PostgreSQL (all of it did), the rest in the server.
-                waiting = await statements_waiting_for_locks(pool)
-
-            await writes
-            history = await client.get_metric_history(run_id, "loss")
-            run = await client.get_run(run_id)
-    finally:
-        await database.close_pool(own)
+        await writes
+        history = await client.get_metric_history(run_id, "loss")
+        run = await client.get_run(run_id)
 
     assert found.experiment_id == experiment_id
     assert waiting == POOL_SIZE // 4
