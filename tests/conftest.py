@@ -378,6 +378,26 @@ async def serving_on_own_pool(
         await database.close_pool(own)
 
 
+class Restartable:
+    """A server of services (all by default) that stops and starts again on the same
+    port, as one restarted."""
+
+    def __init__(self, config: Config, pool: asyncpg.Pool, services: list[str] | None = None):
+        self._config, self._pool, self._services = config, pool, services or []
+        self._server: CairnServer | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        settings = with_overrides(self._config, listen_address=f"127.0.0.1:{self.port}")
+        self._server = CairnServer(settings, catalog.select(self._services), self._pool)
+        self.port = await self._server.start()
+
+    async def stop(self, grace: float = 1.0) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=grace)
+            self._server = None
+
+
 async def sealed_by(pool: asyncpg.Pool, schema: str, token: str) -> str:
     """token sealed as the service of schema seals the tokens it answers: how a test
     sends an edited token past the seal, to the checks behind it."""

@@ -25,7 +25,7 @@ from cairn_server.common import database
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer, migrate
 from cairn_server.operations import runner
-from tests.conftest import eventually, new_project, serving, with_overrides
+from tests.conftest import Restartable, eventually, new_project, serving, with_overrides
 from tests.proxy import PostgresProxy
 
 HOUR = datetime.timedelta(hours=1)
@@ -282,31 +282,12 @@ async def test_a_wait_at_an_address_where_no_server_listens_fails_at_once() -> N
             )
 
 
-class _Restartable:
-    """A server that stops and starts again on the same port, as one restarted."""
-
-    def __init__(self, config: Config, pool: asyncpg.Pool) -> None:
-        self._config, self._pool = config, pool
-        self._server: CairnServer | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        settings = with_overrides(self._config, listen_address=f"127.0.0.1:{self.port}")
-        self._server = CairnServer(settings, catalog.select([]), self._pool)
-        self.port = await self._server.start()
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.stop(grace=1.0)
-            self._server = None
-
-
 @contextlib.asynccontextmanager
 async def _client_of_restarted(
     config: Config, pool: asyncpg.Pool, project: str
-) -> AsyncIterator[tuple[cairn.Client, _Restartable]]:
+) -> AsyncIterator[tuple[cairn.Client, Restartable]]:
     """A client of a server the test may restart."""
-    server = _Restartable(config, pool)
+    server = Restartable(config, pool)
     await server.start()
     try:
         async with _client_of(server.port, project) as own:

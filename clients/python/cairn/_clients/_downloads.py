@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,7 +32,7 @@ from ..exceptions import (
 )
 from ..types._artifacts import ObjectInfo, object_from_proto
 from ._deadlines import Deadline, within
-from ._direct_transfers import DirectTransfers
+from ._direct_transfers import UPLOAD_RETRY_WAITS, DirectTransfers
 from ._file_batches import Batch, FileFetches, batched
 from ._local_files import check_length, check_room, file_for, landing, local_writes, tree_files
 from ._many_files import download_each, moves_alone
@@ -68,6 +68,7 @@ class Downloads:
         stored: pb.ObjectInfo | None = None
         deadline = Deadline(check_timeout(timeout))
         received = 0  # by every stream together
+        waits = iter(UPLOAD_RETRY_WAITS)
         while True:  # once, unless a stream is cut midway
             moved = 0
             try:
@@ -88,8 +89,12 @@ class Downloads:
                         yield chunk
                 break
             except (UnavailableError, ResourceExhaustedError) as error:
-                if not moved or not _resumable(error) or deadline.passed():
+                if not received or not _resumable(error) or deadline.passed():
                     raise
+                if not moved:  # opened again too soon: a server restarting, say
+                    await _wait_again(waits, deadline, error)
+                    continue
+                waits = iter(UPLOAD_RETRY_WAITS)
                 rest = _after(request, moved)
                 if rest is None:  # the cut came after the range's last byte
                     break
@@ -223,6 +228,18 @@ def _places(file: RemoteFile) -> tuple[str, Path]:
 def tree_label(path: str, count: int) -> str:
     """What progress shows of a tree's transfer, up or down."""
     return f"{path.rstrip('/') or '.'}/ ({count} file{'s' if count != 1 else ''})"
+
+
+async def _wait_again(waits: Iterator[float], deadline: Deadline, error: CairnError) -> None:
+    """Waits the next of waits before a cut stream is opened again, as uploads wait
+    before they are sent again: gRPC's own retries, about 0.7 s in all, end within the
+    second a channel waits before it connects again to a server that refused it, and
+    a download cut by a server's restart failed 9 times in 9. Raises error once waits
+    or the deadline run out."""
+    wait, left = next(waits, None), deadline.left()
+    if wait is None or (left is not None and left <= wait):
+        raise error
+    await asyncio.sleep(wait)
 
 
 def _resumable(error: CairnError) -> bool:
