@@ -378,10 +378,10 @@ class DirectTransfers:
         """CompleteUploadTicket, which reads the whole object back: by default its
         deadline grows with the size. The channel sends it again after UNAVAILABLE
         (its retry policy); here it is sent again alone (under the same request id, so
-        it publishes once) when it timed out, found an earlier attempt still
-        completing, or found the server completing as many uploads as it may. A
-        completion that failed for good raises CompletionFailed: its parts are in the
-        store, and sending them all again would not help.
+        it publishes once) when the server was out of reach still, timed out, found an
+        earlier attempt still completing, or found the server completing as many
+        uploads as it may. A completion that failed for good raises CompletionFailed:
+        its parts are in the store, and sending them all again would not help.
         """
         if timeout is None:
             timeout = COMPLETION_SECONDS + request.size / COMPLETION_BYTES_PER_SECOND
@@ -397,7 +397,14 @@ class DirectTransfers:
                 )
                 return object_from_proto(reply.object)
             except UnavailableError as error:
-                raise CompletionFailed.of(error) from error
+                # The server out of reach past the channel's own retries (0.7 s: one
+                # restarting takes longer) is tried again as a deadline passed is. Its
+                # store out of reach (a reason given) is not: the channel's 4 attempts
+                # read the object back 4 times already.
+                wait = None if error.reason else next(waits, None)
+                if wait is None:
+                    raise CompletionFailed.of(error) from error
+                await asyncio.sleep(wait)
             except AbortedError as error:
                 if error.reason != BEING_COMPLETED:
                     raise
