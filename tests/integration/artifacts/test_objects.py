@@ -424,6 +424,20 @@ async def test_a_source_no_upload_can_read_is_refused_naming_it(
     assert await store.list(recursive=True) == []
 
 
+async def test_a_pipe_or_a_device_is_refused_as_a_source_before_it_is_opened(
+    store: cairn.ArtifactClient, tmp_path: Path
+) -> None:
+    """A pipe no one wrote to held the upload (and `cairn artifacts upload`) for ever,
+    past its timeout, and /dev/null was stored as an empty object."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for source in (pipe, Path(os.devnull)):
+        with pytest.raises(InvalidArgumentError) as refused:
+            await asyncio.wait_for(store.upload("special", source), 30)
+        assert [field for field, _ in refused.value.field_violations] == ["source"]
+    assert await store.list(recursive=True) == []
+
+
 async def test_a_path_that_is_no_text_is_refused_as_a_path(
     store: cairn.ArtifactClient, tmp_path: Path
 ) -> None:

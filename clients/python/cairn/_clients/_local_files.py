@@ -145,11 +145,19 @@ def check_source(source: Source) -> None:
 
 
 def size_of(source: Source) -> int | None:
-    """The size an upload will have, when known before reading it (not for a file object)."""
+    """The size an upload will have, when known before reading it (not for a file
+    object). A path to a pipe, socket or device is refused, naming the argument, as a
+    tree's upload leaves them out: opening a pipe waited for a writer without end, and
+    /dev/null was stored as an empty object."""
     if isinstance(source, bytes | bytearray | memoryview):
         return len(source)
     if isinstance(source, str | os.PathLike):
-        return Path(source).stat().st_size
+        found = Path(source).stat()
+        if not (stat.S_ISREG(found.st_mode) or stat.S_ISDIR(found.st_mode)):
+            raise invalid_argument(
+                "source", f"{os.fspath(source)!r} is a pipe, socket or device, not a file"
+            )
+        return found.st_size
     return None
 
 
