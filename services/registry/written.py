@@ -10,8 +10,11 @@ from collections.abc import Hashable
 
 from google.protobuf.message import Message
 
+from ..common.validation import DEFAULT_PROJECT
+
 # Each write's request type to what its fields name: a model or a version, by the path of
-# its id, and a model by the path of its name (within the request's project).
+# its id. A version's transition and its delete by id wait for its model's row as well,
+# but their requests name no model: they take the version's turn.
 _BY_ID = {
     "UpdateRegisteredModelRequest": ("model", "registered_model.id"),
     "RenameRegisteredModelRequest": ("model", "id"),
@@ -27,29 +30,29 @@ _BY_ID = {
     "SetModelVersionTagRequest": ("version", "model_version_id"),
     "DeleteModelVersionTagRequest": ("version", "model_version_id"),
 }
+# Writes that may name their model by name instead: the paths of the name and of its
+# project. A new version of an artifact is numbered under its name's row, as a model's.
 _BY_NAME = {
-    "RenameRegisteredModelRequest": ("name", "project"),
-    "DeleteRegisteredModelRequest": ("name", "project"),
-    "DeleteModelVersionRequest": ("registered_model_name", "project"),
-    "CreateModelVersionRequest": (
-        "model_version.registered_model_name",
-        "model_version.project",
-    ),
+    "RenameRegisteredModelRequest": ("model", "name", "project"),
+    "DeleteRegisteredModelRequest": ("model", "name", "project"),
+    "DeleteModelVersionRequest": ("model", "registered_model_name", "project"),
+    "CreateArtifactRequest": ("artifact", "artifact.name", "artifact.project"),
 }
 
 
 def written_to(request: Message) -> Hashable | None:
-    """The model or version a write names, by its id or else by its model's name; None
-    for a write naming neither (a new model, an artifact)."""
+    """The model, version or versioned artifact a write names, by its id or else by its
+    name; None for a write naming none (a new model, an artifact of no versions)."""
     kind = request.DESCRIPTOR.name
     if kind in _BY_ID:
         what, path = _BY_ID[kind]
         if found := _at(request, path):
             return ("registry", what, found)
-    if kind in _BY_NAME:
-        name_path, project_path = _BY_NAME[kind]
+    if kind in _BY_NAME and getattr(request, "new_version", True):
+        what, name_path, project_path = _BY_NAME[kind]
         if name := _at(request, name_path):
-            return ("registry", "named", _at(request, project_path), name)
+            project = _at(request, project_path) or DEFAULT_PROJECT
+            return ("registry", f"{what} named", project, name)
     return None
 
 

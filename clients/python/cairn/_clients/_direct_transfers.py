@@ -398,10 +398,11 @@ class DirectTransfers:
                 return object_from_proto(reply.object)
             except UnavailableError as error:
                 # The server out of reach past the channel's own retries (0.7 s: one
-                # restarting takes longer) is tried again as a deadline passed is. Its
-                # store out of reach (a reason given) is not: the channel's 4 attempts
-                # read the object back 4 times already.
-                wait = None if error.reason else next(waits, None)
+                # restarting takes longer), or stopping, is tried again as a deadline
+                # passed is. Its store out of reach (another reason) is not: the
+                # channel's 4 attempts read the object back 4 times already.
+                resent = not error.reason or error.reason == SHUTTING_DOWN
+                wait = next(waits, None) if resent else None
                 if wait is None:
                     raise CompletionFailed.of(error) from error
                 await asyncio.sleep(wait)
