@@ -87,9 +87,9 @@ class ServiceSpec:
         rereads: recorded writes whose answer holds a stored object larger than its
             request (tags, properties, latest versions), to how their repeat reads it
             again when the answer is too large to keep (idempotency.Reread).
-        written_to: what a recorded write of the service writes to (a run), whose
-            writes take turns for the pool's connections (write_slots.py); None for
-            a write to nothing in particular.
+        written_to: what a recorded write of the service writes to (tracking's run,
+            the registry's model or version), whose writes take turns for the pool's
+            connections (write_slots.py); None for a write to nothing in particular.
         servable: checks, after migrations and before the server takes calls, that
             what the service stores can be answered under the settings; raises
             Unservable otherwise.

@@ -1,4 +1,4 @@
-"""How many of the pool's connections the writes to one thing (a run) may hold at once.
+"""How many of the pool's connections the writes to one thing (a run, a model) may hold.
 
 Writes to one run wait for each other in PostgreSQL, on the rows they share (a key's
 latest point, a tag, the run's total), and for a transaction that holds the run (a
