@@ -29,8 +29,8 @@ class Resources:
     config: Config
     pool: asyncpg.Pool
     idempotency: Idempotency
-    # The server's, for a quarter of its pool; one slot a run for a servicer made alone.
-    write_slots: WriteSlots = field(default_factory=lambda: WriteSlots(1))
+    # The server's, for its pool; one slot for a servicer made alone.
+    write_slots: WriteSlots = field(default_factory=lambda: WriteSlots(1, 1))
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 

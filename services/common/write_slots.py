@@ -8,9 +8,13 @@ then was UNAVAILABLE (DATABASE_BUSY). Past a quarter of the pool, a write to a r
 waits here for one of the run's slots, holding no connection; what it waits for is the
 writes ahead of it, each bounded by the statement timeout, and its caller's deadline.
 
-A write takes its slot before any connection, and never a second one: a write recorded
-by its request id takes it before its call's connection (idempotency.py), and its
-store, finding the call's connection, takes none (`in_call_transaction`).
+The writes to all things together hold at most the pool but a quarter: a transaction
+holding many runs at once (a delete of their experiment, which the writes to its runs
+wait for) would otherwise let a quarter of the pool wait for each of them.
+
+A write takes its slots before any connection, and never a second turn: a write
+recorded by its request id takes it before its call's connection (idempotency.py), and
+its store, finding the call's connection, takes none (`in_call_transaction`).
 """
 
 from __future__ import annotations
@@ -28,17 +32,21 @@ class _Slots:
 
 
 class WriteSlots:
-    """Slots of writes, per_target for each thing written to; a target's are dropped
-    when no write holds or awaits one, so things written once cost nothing after."""
+    """Slots of writes, per_target for each thing written to and in_all for all of them
+    together; a target's are dropped when no write holds or awaits one, so things
+    written once cost nothing after."""
 
-    def __init__(self, per_target: int) -> None:
-        self.per_target = per_target
+    def __init__(self, per_target: int, in_all: int) -> None:
+        self.per_target, self.in_all = per_target, in_all
         self._targets: dict[Hashable, _Slots] = {}
+        self._all = asyncio.Semaphore(in_all)
 
     @classmethod
     def for_pool(cls, pool_size: int) -> WriteSlots:
-        """A quarter of a pool of pool_size connections, one at least."""
-        return cls(max(1, pool_size // 4))
+        """A quarter of a pool of pool_size connections for each thing, one at least,
+        and the rest of the pool for all together."""
+        quarter = pool_size // 4
+        return cls(max(1, quarter), max(1, pool_size - quarter))
 
     def turn(self, target: Hashable | None) -> contextlib.AbstractAsyncContextManager[None]:
         """One of target's slots for the body, once one is free; none for None."""
@@ -49,7 +57,7 @@ class WriteSlots:
         slots = self._targets.setdefault(target, _Slots(asyncio.Semaphore(self.per_target)))
         slots.waiting_or_held += 1
         try:
-            async with slots.free:
+            async with slots.free, self._all:  # in this order in every write
                 yield
         finally:
             slots.waiting_or_held -= 1

@@ -134,3 +134,37 @@ async def test_writes_waiting_for_a_run_another_transaction_holds_leave_the_pool
     assert waiting == POOL_SIZE // 4
     assert sorted(point.step for point in history) == list(range(POOL_SIZE))
     assert run.data.tags == {f"t{n}": "v" for n in range(POOL_SIZE)}
+
+
+async def test_writes_to_the_runs_of_a_held_experiment_leave_a_quarter_of_the_pool(
+    config: Config, pool: asyncpg.Pool, unique: str
+) -> None:
+    """A write waits for a transaction holding its run's experiment (a delete of it):
+    writes to four of its runs held a quarter of the pool each, all of it together."""
+    async with (
+        serving_on_own_pool(config, ["tracking"], POOL_SIZE, db_acquire_timeout_seconds=1) as port,
+        cairn.TrackingClient.insecure_connection("127.0.0.1", port) as client,
+    ):
+        experiment_id = await client.create_experiment(f"held-{unique}")
+        other = await client.create_experiment(f"other-{unique}")
+        runs = [(await client.create_run(experiment_id)).info.run_id for _ in range(4)]
+        async with pool.acquire() as holder, holder.transaction():
+            await holder.execute(
+                "SELECT FROM tracking.experiments WHERE experiment_id = $1 FOR UPDATE",
+                int(experiment_id),
+            )
+            writes = asyncio.gather(
+                *(client.log_metric(run, "loss", n, step=n) for run in runs for n in range(4))
+            )
+
+            async def some_waiting() -> bool:
+                return await statements_waiting_for_locks(pool) >= POOL_SIZE // 4
+
+            await eventually(some_waiting, what="writes waiting for the held experiment")
+            found = await client.get_experiment(other)  # was UNAVAILABLE
+            waiting = await statements_waiting_for_locks(pool)
+
+        await writes
+
+    assert found.experiment_id == other
+    assert waiting == POOL_SIZE - POOL_SIZE // 4
