@@ -1,10 +1,34 @@
-"""WriteSlots: how many writes to one thing (a run) hold connections at once."""
+"""WriteSlots: how many writes to one thing (a run), and to all together, hold
+connections at once."""
 
 import asyncio
 import uuid
+from collections.abc import Hashable
 
 from cairn_server.common.write_slots import WriteSlots
 from tests.conftest import eventually
+
+
+class _Writes:
+    """Writes that hold their slots until released, counting how many hold at once."""
+
+    def __init__(self, slots: WriteSlots) -> None:
+        self.slots = slots
+        self.holding = self.most = 0
+        self.release = asyncio.Event()
+
+    async def write(self, target: Hashable) -> None:
+        async with self.slots.turn(target):
+            self.holding += 1
+            self.most = max(self.most, self.holding)
+            await self.release.wait()
+            self.holding -= 1
+
+    async def held_by(self, count: int, targets: list[Hashable]) -> list[asyncio.Task[None]]:
+        """Writes to targets, started once count of them hold their slots."""
+        writes = [asyncio.create_task(self.write(target)) for target in targets]
+        await eventually(lambda: self.holding == count, what=f"{count} writes holding slots")
+        return writes
 
 
 def test_a_target_gets_a_quarter_of_the_pool_and_all_targets_the_rest() -> None:
@@ -18,29 +42,26 @@ def test_a_target_gets_a_quarter_of_the_pool_and_all_targets_the_rest() -> None:
 
 
 async def test_writes_to_one_target_past_its_slots_wait_and_others_do_not() -> None:
-    slots = WriteSlots(2, 8)
+    writes = _Writes(WriteSlots(2, 8))
     busy, other = uuid.uuid4(), uuid.uuid4()
-    holding = 0
-    most = 0
-    release = asyncio.Event()
+    started = await writes.held_by(2, [busy] * 5)
+    async with writes.slots.turn(other), writes.slots.turn(None):  # never wait for busy's
+        assert writes.slots.targets() == 2
+    writes.release.set()
+    await asyncio.gather(*started)
 
-    async def write(target: uuid.UUID) -> None:
-        nonlocal holding, most
-        async with slots.turn(target):
-            holding += 1
-            most = max(most, holding)
-            await release.wait()
-            holding -= 1
+    assert writes.most == 2
+    assert writes.slots.targets() == 0  # things written once cost nothing after
 
-    writes = [asyncio.create_task(write(busy)) for _ in range(5)]
-    await eventually(lambda: holding == 2, what="two writes holding busy's slots")
-    async with slots.turn(other), slots.turn(None):  # others never wait for busy's
-        assert slots.targets() == 2
-    release.set()
-    await asyncio.gather(*writes)
 
-    assert most == 2
-    assert slots.targets() == 0  # things written once cost nothing after
+async def test_writes_to_many_targets_hold_in_all_slots_together() -> None:
+    writes = _Writes(WriteSlots(2, 3))
+    started = await writes.held_by(3, [n % 5 for n in range(10)])
+    writes.release.set()
+    await asyncio.gather(*started)
+
+    assert writes.most == 3
+    assert writes.slots.targets() == 0
 
 
 async def test_a_write_cancelled_while_waiting_leaves_no_slot_behind() -> None:
@@ -58,26 +79,3 @@ async def test_a_write_cancelled_while_waiting_leaves_no_slot_behind() -> None:
 async def _enter(slots: WriteSlots, target: uuid.UUID) -> None:
     async with slots.turn(target):
         pass
-
-
-async def test_writes_to_many_targets_hold_in_all_slots_together() -> None:
-    slots = WriteSlots(2, 3)
-    holding = 0
-    most = 0
-    release = asyncio.Event()
-
-    async def write(target: int) -> None:
-        nonlocal holding, most
-        async with slots.turn(target):
-            holding += 1
-            most = max(most, holding)
-            await release.wait()
-            holding -= 1
-
-    writes = [asyncio.create_task(write(n % 5)) for n in range(10)]
-    await eventually(lambda: holding == 3, what="three writes holding slots")
-    release.set()
-    await asyncio.gather(*writes)
-
-    assert most == 3
-    assert slots.targets() == 0
