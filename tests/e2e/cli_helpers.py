@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import pty
 import struct
 import subprocess
 import termios
@@ -62,3 +64,33 @@ def failed(*argv: str, env: dict[str, str]) -> str:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     return lines[0]
+
+
+def on_a_terminal(*argv: str, env: dict[str, str], columns: int = 120) -> str:
+    """What a command that must succeed shows with stdout on a terminal (a pseudo-
+    terminal of the given width), as its user sees it: escape codes included."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    with subprocess.Popen(
+        [tool("cairn"), *argv], env=env, stdout=follower, stderr=subprocess.PIPE
+    ) as command:
+        os.close(follower)
+        shown = _read_to_the_end(leader)
+        stderr = command.stderr.read() if command.stderr else b""
+    os.close(leader)
+    assert command.returncode == 0, f"cairn {' '.join(argv)}: {stderr.decode()}"
+    return shown.decode()
+
+
+def _read_to_the_end(leader: int) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError as error:  # EIO: the command closed its end
+            if error.errno != errno.EIO:
+                raise
+            return b"".join(chunks)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)

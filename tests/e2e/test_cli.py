@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import cairn
-from tests.e2e.cli_helpers import as_json, environment, failed, ok, run_cairn
+from tests.e2e.cli_helpers import as_json, environment, failed, ok, on_a_terminal, run_cairn
 from tests.e2e.conftest import ServerProcess, tool
 
 pytestmark = pytest.mark.e2e
@@ -323,6 +323,29 @@ async def test_metrics_history_numbers_and_plot(
 
     line = failed("metrics", "history", "0" * 32, "loss", env=env)
     assert "[RUN_NOT_FOUND]" in line
+
+
+# A colour of SGR's: 30-49 (8 or 256 colours, foreground and background), 90-107 (bright).
+COLOUR = re.compile(r"\x1b\[(?:[\d;]*;)?(?:3\d|4\d|9[0-7]|10[0-7])(?:;[\d;]*)?m")
+
+
+async def test_the_plot_on_a_terminal_has_colours_unless_no_color_is_set(
+    served: ServerProcess, env: dict[str, str], unique: str
+) -> None:
+    """The plot on a terminal kept plotext's colours whatever NO_COLOR said, though
+    the tables and progress bars (rich's) leave them out when it is set (no-color.org)."""
+    experiment_id = ok("experiments", "create", f"colours-{unique}", env=env).strip()
+    async with cairn.Client(f"http://{served.address}") as client:
+        run_id = (await client.tracking.create_run(experiment_id)).info.run_id
+        for step in range(5):
+            await client.tracking.log_metric(run_id, "loss", 1 / (step + 1), step=step)
+    argv = ("metrics", "history", run_id, "loss")
+
+    coloured = on_a_terminal(*argv, env=env)
+    plain = on_a_terminal(*argv, env={**env, "NO_COLOR": "1"})
+    assert COLOUR.search(coloured.partition("┏")[0])  # the plot's
+    assert BRAILLE.search(plain) and "│ 4 " in plain  # the plot and the table shown
+    assert not COLOUR.search(plain), plain
 
 
 async def test_a_history_printed_for_longer_than_the_timeout_has_every_point(

@@ -422,3 +422,9 @@ def _table_file() -> Any:
 def is_terminal() -> bool:
     """Whether people watch stdout (progress bars and plots are for them only)."""
     return sys.stdout.isatty()
+
+
+def in_colour() -> bool:
+    """Whether what stdout shows may have colours: a terminal's, unless NO_COLOR is set
+    to anything but "" (no-color.org), as rich's tables and progress bars already read it."""
+    return is_terminal() and not os.environ.get("NO_COLOR")

@@ -17,7 +17,16 @@ from ..exceptions import CairnError, DeadlineExceededError
 from ..types import Metric
 from ._calls import call
 from ._connection import connection_options, resolve
-from ._output import JSON, echo, emit_pages, is_terminal, output_option, plain, write_text
+from ._output import (
+    JSON,
+    echo,
+    emit_pages,
+    in_colour,
+    is_terminal,
+    output_option,
+    plain,
+    write_text,
+)
 
 COLUMNS = [("step", "Step"), ("value", "Value"), ("timestamp", "Time")]
 # The deadline of the history's stream: none that printing it could pass (300,000 rows
@@ -140,10 +149,10 @@ def draw(points: list[Metric], title: str) -> str:
     plotext.xlabel("step")
     if power:
         plotext.ylabel(f"value / 1e{power}")
-    if is_terminal():
-        return str(plotext.build())
-    plotext.plotsize(*PIPED_SIZE)
-    return str(plotext.uncolorize(plotext.build()))  # no colour codes in a file
+    if not is_terminal():
+        plotext.plotsize(*PIPED_SIZE)
+    plot = str(plotext.build())
+    return plot if in_colour() else str(plotext.uncolorize(plot))
 
 
 def scaled(values: list[float]) -> tuple[list[float], int]:
