@@ -31,6 +31,15 @@ def test_top_level_names() -> None:
         assert getattr(cairn, name) is not None
 
 
+def test_dir_lists_the_public_names_and_modules_and_nothing_the_package_uses_itself() -> None:
+    """A notebook's `cairn.<Tab>` offered os, importlib, pkgutil and TYPE_CHECKING, the
+    package's own imports, beside its names; and no module not loaded yet (cairn.types)."""
+    listed = set(dir(cairn))
+    assert listed >= {*cairn.__all__, "core", "sync", "types"}
+    assert not listed & {"os", "importlib", "pkgutil", "TYPE_CHECKING", "Any"}
+    assert not any(name.startswith("_") for name in listed)
+
+
 def test_a_bare_import_reaches_the_kubeflow_utils() -> None:
     """As `model_registry.utils` is to Kubeflow's users: no second import needed. A fresh
     interpreter, since this one may have imported cairn.utils already."""

@@ -19,6 +19,7 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import importlib.util
+import pkgutil
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers see; a program loads each name on its first use
@@ -66,7 +67,10 @@ if not TYPE_CHECKING:  # to type checkers the imports above are the whole packag
         return found
 
     def __dir__() -> list[str]:
-        return sorted({*globals(), *__all__})
+        """The public names and modules (what `cairn.<Tab>` offers), not the modules
+        this file imports for itself (os, importlib)."""
+        modules = (found.name for found in pkgutil.iter_modules(__path__))
+        return sorted({*__all__, *(name for name in modules if not name.startswith("_"))})
 
 
 __all__ = [
