@@ -21,9 +21,9 @@ from cairn.artifacts.v1 import artifacts_service_pb2 as api
 from ..common import access
 from ..common.config import Config
 from ..common.errors import FailedPrecondition, Unavailable, invalid_field
-from ..common.server import tls_context
 from ..common.service import Resources
 from ..common.stopping import Stopping
+from ..common.tls import tls_context
 from . import backends, repeats
 from .direct import ByteEndpoint, on_loop
 from .filesystem import FilesystemBackend

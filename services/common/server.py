@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import ssl
-import stat
-from collections.abc import Awaitable, Iterator, Sequence
-from pathlib import Path
-from typing import TypeVar, cast
+from collections.abc import Sequence
+from typing import cast
 
 import asyncpg
 import grpc
@@ -25,8 +20,10 @@ from .health import LIVENESS, HealthServicer
 from .idempotency import Idempotency
 from .interceptor import CallInterceptor
 from .page_seals import PageSeals
-from .service import Resources, ServiceSpec, Unservable
+from .service import Resources, ServiceSpec
+from .signals import Signalled, SignalWaiter, before_signal
 from .stopping import STOP_MARGIN_SECONDS, Stopping
+from .tls import server_credentials
 from .watch import watch_database
 from .write_slots import WriteSlots
 
@@ -41,7 +38,6 @@ MAX_PRUNE_INTERVAL_SECONDS = 3600
 # The most a call's headers may hold (gRPC's hard limit; the client's longest key, 8
 # KiB, fits with room for the rest). Past it a call is RESOURCE_EXHAUSTED.
 MAX_HEADER_BYTES = 16 * 1024
-_T = TypeVar("_T")
 
 
 # The least time a client has to answer a ping. gRPC waits as long for the answers to
@@ -346,72 +342,6 @@ def _gate(services: Sequence[ServiceSpec], resources: Resources) -> Gate:
     return gates[0](resources)
 
 
-def server_credentials(config: Config) -> grpc.ServerCredentials | None:
-    """TLS credentials from the configured PEM files, or None to serve plaintext."""
-    if not config.tls_cert_file:
-        return None
-    tls_context(config)  # the files' check: grpc's own would read as an address in use
-    chain = Path(config.tls_cert_file).read_bytes()
-    key = Path(config.tls_key_file).read_bytes()
-    client_ca = Path(config.tls_client_ca_file).read_bytes() if config.tls_client_ca_file else None
-    return grpc.ssl_server_credentials(
-        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
-    )
-
-
-def tls_context(config: Config) -> ssl.SSLContext | None:
-    """The server's TLS (and mTLS) from the configured PEM files, as the gRPC port
-    serves it, for any other port of the server (the byte endpoint); None without a
-    certificate. Raises Unservable naming the settings when the files do not make a
-    server's TLS (a key of another certificate, a file that is no PEM, an encrypted
-    key), or one cannot be read."""
-    if not config.tls_cert_file:
-        return None
-    for setting, path in (
-        ("CAIRN_TLS_CERT_FILE (--tls-cert-file)", config.tls_cert_file),
-        ("CAIRN_TLS_KEY_FILE (--tls-key-file)", config.tls_key_file),
-        ("CAIRN_TLS_CLIENT_CA_FILE (--tls-client-ca-file)", config.tls_client_ca_file),
-    ):
-        if path:
-            _check_readable(setting, path)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2  # as grpc's TLS, whatever the level
-    # What the system's OpenSSL holds too weak (a 1024-bit RSA key, a SHA-1 signature)
-    # grpc's own TLS serves: the check is of files that go together, not of strength.
-    context.set_ciphers("DEFAULT:@SECLEVEL=0")
-    try:
-        # An encrypted key is refused rather than prompted for on the terminal.
-        context.load_cert_chain(config.tls_cert_file, config.tls_key_file, password=b"")
-        if config.tls_client_ca_file:
-            context.load_verify_locations(config.tls_client_ca_file)
-            context.verify_mode = ssl.CERT_REQUIRED
-    except ssl.SSLError as error:
-        raise Unservable(
-            "the TLS files cannot serve (CAIRN_TLS_CERT_FILE, CAIRN_TLS_KEY_FILE, "
-            f"CAIRN_TLS_CLIENT_CA_FILE): {error.reason or error}"
-        ) from error
-    return context
-
-
-def _check_readable(setting: str, path: str) -> None:
-    """Raises Unservable naming the setting of a file that cannot be opened: OpenSSL's
-    own error, "[Errno 2] No such file or directory", named neither it nor the file.
-    A pipe, a socket or a device is refused before it is opened: opening a named pipe
-    no one writes to waits for ever, and the files are read more than once (here, by
-    each port's TLS), which a pipe's bytes are not."""
-    try:
-        mode = os.stat(path).st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-            raise OSError("a pipe, a socket or a device, where the server reads a file twice")
-        with open(path, "rb"):
-            pass
-    except OSError as error:
-        raise Unservable(
-            f"the TLS file {path} cannot be read ({error.strerror or error}): set {setting} "
-            "to a PEM file this server can read"
-        ) from error
-
-
 async def migrate(
     pool: asyncpg.Pool, services: Sequence[ServiceSpec], config: Config | None = None
 ) -> None:
@@ -438,19 +368,19 @@ async def run(config: Config, services: Sequence[ServiceSpec]) -> None:
     """Serves until SIGTERM or SIGINT, then shuts down gracefully. A signal before it
     serves (while it waits for the migrations another process is applying, say) ends
     its startup, as gracefully."""
-    with _SignalWaiter.installed() as signals:
+    with SignalWaiter.installed() as signals:
         try:
             # Run to its end whatever comes (a thread is not cancelled): a signal while
             # an embedded PostgreSQL starts is acted on once it is up, so that "stopped"
             # is still the last word.
             url = await asyncio.to_thread(database.resolve_url, config)
-            pool = await _before_signal(signals, database.create_pool(url, config))
+            pool = await before_signal(signals, database.create_pool(url, config))
             try:
-                await _before_signal(signals, _prepare(pool, config, services))
+                await before_signal(signals, _prepare(pool, config, services))
                 await _serve(config, services, pool, signals)
             finally:
                 await database.close_pool(pool)
-        except _Signalled:
+        except Signalled:
             pass
     _log.info("stopped")
 
@@ -467,7 +397,7 @@ async def _prepare(pool: asyncpg.Pool, config: Config, services: Sequence[Servic
 
 
 async def _serve(
-    config: Config, services: Sequence[ServiceSpec], pool: asyncpg.Pool, signals: _SignalWaiter
+    config: Config, services: Sequence[ServiceSpec], pool: asyncpg.Pool, signals: SignalWaiter
 ) -> None:
     metrics_port: int | None = None
     if config.metrics_address:
@@ -487,35 +417,7 @@ async def _serve(
     await _stop(server, signals)
 
 
-class _Signalled(Exception):
-    """A signal came before the server served: its startup was cancelled."""
-
-
-async def _before_signal(signals: _SignalWaiter, step: Awaitable[_T]) -> _T:
-    """The result of a step of the startup; or, if a signal comes first, _Signalled.
-    A step not done by then (a signal, or run() cancelled by its caller) is cancelled
-    and given the stop's margin to end: one in a statement waits for PostgreSQL to
-    confirm the cancel, which a partition never does."""
-    stepping = asyncio.ensure_future(step)
-    signalled = asyncio.ensure_future(signals.wait())
-    try:
-        await asyncio.wait({stepping, signalled}, return_when=asyncio.FIRST_COMPLETED)
-        if stepping.done():
-            if not signalled.cancel():  # it took a signal as the step ended: kept for later
-                signals.keep(signalled.result())
-            return stepping.result()
-        _log.info("shutting down", signal=signalled.result(), serving=False)
-        raise _Signalled
-    finally:
-        signalled.cancel()
-        if not stepping.done():
-            stepping.cancel()
-            await asyncio.wait({stepping}, timeout=STOP_MARGIN_SECONDS)
-            # Left behind past the margin: how it ends is of no interest any more.
-            stepping.add_done_callback(lambda left: left.cancelled() or left.exception())
-
-
-async def _stop(server: CairnServer, signals: _SignalWaiter) -> None:
+async def _stop(server: CairnServer, signals: SignalWaiter) -> None:
     """Stops the server within its grace period, or at once on another signal: an
     operator who signals again does not want to wait for the calls still running."""
     stopping = asyncio.ensure_future(server.stop())
@@ -534,39 +436,3 @@ async def _stop(server: CairnServer, signals: _SignalWaiter) -> None:
     await asyncio.wait(
         {stopping, asyncio.ensure_future(server.stop_now())}, timeout=STOP_MARGIN_SECONDS
     )
-
-
-_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-class _SignalWaiter:
-    """The SIGTERMs and SIGINTs received: each wait() resolves with the name of the next
-    one not waited for yet."""
-
-    def __init__(self) -> None:
-        self._received: asyncio.Queue[str] = asyncio.Queue()
-
-    @classmethod
-    @contextlib.contextmanager
-    def installed(cls) -> Iterator[_SignalWaiter]:
-        """Handles the signals while the block runs (run() is called in-process by
-        tests, whose loop goes on after it)."""
-        waiter = cls()
-        loop = asyncio.get_running_loop()
-        for sig in _SIGNALS:
-            loop.add_signal_handler(sig, waiter._on_signal, sig.name)
-        try:
-            yield waiter
-        finally:
-            for sig in _SIGNALS:
-                loop.remove_signal_handler(sig)
-
-    def _on_signal(self, name: str) -> None:
-        self._received.put_nowait(name)
-
-    def keep(self, name: str) -> None:
-        """Puts back a signal taken by a wait() that ended up not wanting it."""
-        self._received.put_nowait(name)
-
-    async def wait(self) -> str:
-        return await self._received.get()
