@@ -275,6 +275,31 @@ async def test_a_profile_makes_a_client_that_works(
             await anonymous.get_models()
 
 
+async def test_a_profiles_own_keys_given_to_the_factory_win_over_the_file(
+    keyed: tuple[int, str], tmp_path: Path, unique: str
+) -> None:
+    """Only Client's keywords could be given: `url=`, `token=` (the profile's own keys,
+    which the docs say win over the file's) were a TypeError of Client.__init__."""
+    port, key = keyed
+    file = _write_profiles(tmp_path / "profiles.ini", port, key)
+    async with cairn.create_client_from_profile(path=file, token=key) as keyed_client:
+        await keyed_client.registry.upsert_registered_model(RegisteredModel(f"o-{unique}"))
+    # A url in place of the file's host, port and tls; no token in place of its token.
+    moved = {"url": f"http://127.0.0.1:{port}", "token": None}
+    async with cairn.create_client_from_profile("testing", file, **moved) as anonymous:
+        assert anonymous._transport.timeout == 45  # the file's other keys kept
+        with pytest.raises(UnauthenticatedError):
+            await anonymous.get_models()
+
+    def in_a_script() -> str:  # a script's thread; the server answers on the test's loop
+        with sync.create_client_from_profile("testing", file, url=moved["url"]) as client:
+            return str(client.get_model(f"o-{unique}").name)
+
+    assert await asyncio.to_thread(in_a_script) == f"o-{unique}"
+    with pytest.raises(profiles.ProfileError, match=r"\[testing\]: url: the URL is not"):
+        cairn.create_client_from_profile("testing", file, url="ftp://127.0.0.1")
+
+
 def test_profile_errors_say_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(profiles.ProfileError, match="no profile file"):
         profiles.load_profile("x", tmp_path / "missing.ini")

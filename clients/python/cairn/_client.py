@@ -209,13 +209,23 @@ def create_client_from_profile(
         profile: the section of the file.
         path: the file, or a directory holding profiles.ini; by default
             `$CAIRN_PROFILES`, else `~/.config/cairn/profiles.ini` (cairn.profiles).
-        overrides: keyword arguments of `Client` that win over the profile's values,
-            e.g. `timeout=45`.
+        overrides: keyword arguments of `Client` (`timeout=45`) or keys of a profile
+            (`token=...`, `url=...`) that win over the profile's values.
 
     Raises:
-        cairn.profiles.ProfileError: when the file or profile is missing or invalid.
+        cairn.profiles.ProfileError: when the file or profile is missing or invalid,
+            with the overrides in place.
     """
-    return client_from_profile(load_profile(profile, path), **overrides)
+    keys = {key: value for key, value in overrides.items() if key in _PROFILE_ONLY}
+    arguments = {key: value for key, value in overrides.items() if key not in keys}
+    return client_from_profile(load_profile(profile, path, overrides=keys), **arguments)
+
+
+# The keys of a profile no keyword of Client names: given to the factory, they take the
+# file's place before the profile is read (a `url=` was a TypeError of Client's).
+_PROFILE_ONLY = frozenset(
+    {"url", "host", "tls", "ca", "token", "auth_type", "registry_address", "artifacts_address"}
+)
 
 
 def client_from_profile(profile: Profile, **overrides: Any) -> Client:

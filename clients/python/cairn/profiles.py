@@ -126,8 +126,15 @@ def profiles_path(path: str | os.PathLike[str] | None = None) -> Path:
     return chosen / PROFILES_FILE_NAME if chosen.is_dir() else chosen
 
 
-def load_profile(name: str = "default", path: str | os.PathLike[str] | None = None) -> Profile:
-    """Reads one profile.
+def load_profile(
+    name: str = "default",
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Mapping[str, object] | None = None,
+) -> Profile:
+    """Reads one profile, with the keys of overrides in place of the file's (a value of
+    None leaves the key out); a placement given (`url`, or `host`/`port`/`tls`) replaces
+    the file's other one, and `auth_type` and `token_style` replace each other.
 
     Raises:
         ProfileError: when the file or the profile is missing, or a value is invalid.
@@ -147,7 +154,41 @@ def load_profile(name: str = "default", path: str | os.PathLike[str] | None = No
     if not parser.has_section(name):
         known = ", ".join(parser.sections()) or "none"
         raise ProfileError(f"{file} has no profile {name!r} (it has: {known})")
-    return parse_profile(name, dict(parser.items(name)), source=str(file))
+    values = _overridden(dict(parser.items(name)), overrides or {})
+    return parse_profile(name, values, source=str(file))
+
+
+# The keys of the file's a key given in its place makes void: two placements of the
+# server, or two names of the token style, are refused when both are in one profile.
+_REPLACES = {
+    "url": ("host", "port", "tls"),
+    "host": ("url",),
+    "port": ("url",),
+    "tls": ("url",),
+    "auth_type": ("token_style",),
+    "token_style": ("auth_type",),
+}
+
+
+def _overridden(values: dict[str, str], overrides: Mapping[str, object]) -> dict[str, str]:
+    merged = dict(values)
+    for key in overrides:
+        for void in _REPLACES.get(key, ()):
+            if void not in overrides:
+                merged.pop(void, None)
+    for key, value in overrides.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = _as_written(value)
+    return merged
+
+
+def _as_written(value: object) -> str:
+    """value as the file would write it, to be read as the file's values are."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
 
 
 def _text(file: Path) -> str:
