@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cairn.exceptions import DataLossError, FailedPreconditionError
+from cairn.exceptions import DataLossError, FailedPreconditionError, NotFoundError
 from cairn.models import MANIFEST, Manifest
 from cairn.models._manifest import MAX_MANIFEST_BYTES, entry_of
 from tests.integration.models.conftest import World
@@ -206,3 +206,33 @@ async def test_files_this_machine_cannot_hold_apart_are_refused_before_a_byte(
         await world.tracking.load_model(info.model_uri, cache_dir=world.cache)
     assert raised.value.reason == "LOCAL_PATH_CONFLICT"
     assert not any(p.is_file() and p.name != MANIFEST for p in world.cache.rglob("*.bin"))
+
+
+async def test_a_users_own_file_of_the_manifests_name_makes_no_model_of_its_folder(
+    world: World, tmp_path: Path
+) -> None:
+    """A folder of data holding a cairn-model.json of the user's (no manifest any Cairn
+    wrote) downloaded by its run form, but by its URI was DataLossError
+    INVALID_MODEL_MANIFEST, "log the model again": both forms now fetch its files, and
+    loading it is NotFoundError, as for a folder without the file."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / MANIFEST).write_text('{"user": "config"}')
+    (data / "x.csv").write_text("1,2")
+    await world.tracking.log_artifacts(world.run_id, data, "data")
+
+    by_run = Path(await world.tracking.download_artifacts(world.run_id, "data", tmp_path / "a"))
+    uri = f"runs:/{world.run_id}/data"
+    by_uri = Path(await world.tracking.download_artifacts(uri, tmp_path / "b"))
+
+    for fetched in (by_run, by_uri):
+        assert (fetched / MANIFEST).read_text() == '{"user": "config"}'
+        assert (fetched / "x.csv").read_text() == "1,2"
+    with pytest.raises(NotFoundError) as no_model:  # as of a folder without the file
+        await world.tracking.load_model(uri, cache_dir=world.cache)
+    assert no_model.value.reason == "OBJECT_NOT_FOUND"
+    with pytest.raises(DataLossError) as refused:  # a manifest a Cairn wrote, broken
+        await world.tracking.download_artifacts(
+            await _tampered(world, tmp_path, lambda raw: raw.pop("files")), tmp_path / "c"
+        )
+    assert refused.value.reason == "INVALID_MODEL_MANIFEST"

@@ -16,7 +16,7 @@ from ..exceptions import DataLossError, FailedPreconditionError, NotFoundError
 from ..models import _manifest
 from ..models._cache import ModelCache, compiled_module, refuse_download_into
 from ..models._copies import copy_model, writing
-from ..models._manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
+from ..models._manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest, written_as_manifest
 from ..models._paths import inside, invalid_manifest
 from ..models._uris import SCHEMES, ArtifactUri, RunUri, parse_uri, scheme_of
 from ..types._artifacts import ObjectInfo
@@ -141,6 +141,13 @@ async def manifest_at(location: Location, uri: str) -> tuple[bytes, Manifest]:
             else f"{uri} holds no model logged with log_model (no {MANIFEST})",
             reason="OBJECT_NOT_FOUND",
         ) from None
+    if not (location.manifest_sha256 or written_as_manifest(data)):
+        # A user's own cairn-model.json among data files, which download_artifacts
+        # fetches as any other file: no model, rather than a broken one to log again.
+        raise NotFoundError(
+            f"{uri} holds no model logged with log_model (its {MANIFEST} is no manifest)",
+            reason="OBJECT_NOT_FOUND",
+        )
     found = ModelCache.key(data)
     if location.manifest_sha256 and found != location.manifest_sha256:
         raise DataLossError(

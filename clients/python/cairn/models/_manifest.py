@@ -46,6 +46,17 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
+def written_as_manifest(data: bytes) -> bool:
+    """Whether data is what a Cairn wrote as a manifest, valid or not: a JSON object
+    naming its format. Anything else at the manifest's name (a user's own
+    cairn-model.json among data files) makes no model of its folder."""
+    try:
+        raw = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(raw, dict) and "format" in raw
+
+
 @dataclass(frozen=True)
 class FileEntry:
     size: int
