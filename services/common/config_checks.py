@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import socket
 import urllib.parse
 from collections.abc import Callable
 
@@ -25,7 +26,9 @@ def check_settings(config: Settings) -> None:
     if bool(config.tls_cert_file) != bool(config.tls_key_file):
         raise ConfigError("CAIRN_TLS_CERT_FILE and CAIRN_TLS_KEY_FILE go together")
     if config.tls_client_ca_file and not config.tls_cert_file:
-        raise ConfigError("CAIRN_TLS_CLIENT_CA_FILE needs CAIRN_TLS_CERT_FILE and _KEY_FILE")
+        raise ConfigError(
+            "CAIRN_TLS_CLIENT_CA_FILE needs CAIRN_TLS_CERT_FILE and CAIRN_TLS_KEY_FILE"
+        )
     # Before the check of open access, which reads the listen address.
     for name, address in (
         ("LISTEN", config.listen_address),
@@ -52,7 +55,9 @@ def check_settings(config: Settings) -> None:
     if config.artifact_max_completions < 1:
         raise ConfigError("CAIRN_ARTIFACT_MAX_COMPLETIONS must be at least 1")
     if config.auth_failure_limit < 1 or config.auth_failure_window_seconds <= 0:
-        raise ConfigError("CAIRN_AUTH_FAILURE_LIMIT and _WINDOW_SECONDS must be positive")
+        raise ConfigError(
+            "CAIRN_AUTH_FAILURE_LIMIT and CAIRN_AUTH_FAILURE_WINDOW_SECONDS must be positive"
+        )
     if not 0 <= config.artifact_direct_port <= 65535:
         raise ConfigError("CAIRN_ARTIFACT_DIRECT_PORT must be from 0 to 65535 (0: any free)")
     if config.artifact_direct_host and not _is_host(config.artifact_direct_host):
@@ -106,26 +111,42 @@ def _endpoints(config: Settings) -> list[tuple[str, str, int]]:
 
 
 def _overlap(host: str, other: str) -> bool:
-    """Whether listening on both hosts takes one port twice: the same host, or a
-    wildcard address and one of its family (every one for "::", which Linux binds
-    IPv4's too)."""
-    host, other = host.strip("[]").lower(), other.strip("[]").lower()
-    return host == other or _covers(host, other) or _covers(other, host)
+    """Whether listening on both hosts takes one port twice: the same host, a name and
+    an address it resolves to (localhost and 127.0.0.1), or a wildcard address and one
+    of its family (every one for "::", which Linux binds IPv4's too)."""
+    if host.strip("[]").lower() == other.strip("[]").lower():
+        return True
+    ours, theirs = _bound(host), _bound(other)
+    return any(a == b or _covers(a, b) or _covers(b, a) for a in ours for b in theirs)
 
 
-def _covers(wildcard: str, host: str) -> bool:
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _covers(wildcard: _Address, address: _Address) -> bool:
+    return wildcard.is_unspecified and (wildcard.version == 6 or address.version == 4)
+
+
+def _bound(host: str) -> set[_Address]:
+    """The addresses listening on host takes: an IPv4-mapped IPv6 address as its IPv4
+    one, a name as what it resolves to (nothing when it does not: its bind fails, naming
+    its setting). gRPC listens on every address of a name, and serves when it binds any:
+    with localhost:P and the metrics at 127.0.0.1:P, gRPC took ::1 alone and its IPv4
+    clients reached the metrics."""
     try:
-        address = ipaddress.ip_address(wildcard)
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return False
-    if not address.is_unspecified:
-        return False
-    if address.version == 6:
-        return True
+        return _resolved(host)
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return {mapped or address}
+
+
+def _resolved(name: str) -> set[_Address]:
     try:
-        return ipaddress.ip_address(host).version == 4
-    except ValueError:  # a name, which may resolve to IPv4
-        return True
+        found = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return set()
+    return {ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in found}
 
 
 def _check_s3(config: Settings) -> None:
@@ -209,7 +230,10 @@ def _sent_as_utf8(url: str) -> bool:
     """Whether the parts of a database URL asyncpg sends PostgreSQL as UTF-8 are text it
     can encode (it failed inside the event loop's callback: a traceback logged, and the
     command said the connection was closed); a socket's or a file's path may hold any."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL": left to the check that says which URL
+        return True
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     sent = [parts.username or "", parts.password or "", parts.path]
     sent += [value for name, value in query if name not in _URL_PATHS]
@@ -247,14 +271,17 @@ def _host_and_port(address: str) -> bool:
     # Checked before anything starts: grpc took 99999 as 34463 (modulo 65536) and "abc"
     # as an address in use, once the database had started.
     host, colon, port = address.rpartition(":")
-    return bool(colon and host) and port.isascii() and port.isdigit() and int(port) <= 65535
+    port_taken = port.isascii() and port.isdigit() and int(port) <= 65535
+    return bool(colon) and _is_host(host) and port_taken
 
 
 def _is_host(host: str) -> bool:
     """A DNS name (ASCII labels of letters, digits, hyphens and underscores) or an IP
-    address, an IPv6 one in brackets or not."""
+    address, an IPv6 one in brackets or not (both of them: clients bracket "[::1" as
+    "[[::1]")."""
+    bracketed = host.startswith("[") and host.endswith("]")
     try:
-        ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+        ipaddress.ip_address(host[1:-1] if bracketed else host)
         return True
     except ValueError:
         labels = host.removesuffix(".").split(".")

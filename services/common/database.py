@@ -190,7 +190,7 @@ class UnreadableUrl(ValueError):
     def __init__(self) -> None:
         super().__init__(
             "not a PostgreSQL URL that can be read: percent-encode any of / ? # @ : in "
-            "its user name and password"
+            "its user name and password, and write an IPv6 host in brackets, [::1]"
         )
 
 

@@ -191,7 +191,27 @@ def test_an_unencoded_at_in_the_password_is_an_unreadable_url(
         assert done.returncode == 1, done.stderr
         assert done.stderr.strip().endswith(
             "cannot use the database at the URL given (--database-url, CAIRN_DATABASE_URL): "
-            "not a PostgreSQL URL that can be read: percent-encode any of / ? # @ : in its "
-            "user name and password"
+            f"{_UNREADABLE}"
         ), done.stderr
         assert "s3cret" not in done.stderr
+
+
+_UNREADABLE = (
+    "not a PostgreSQL URL that can be read: percent-encode any of / ? # @ : in its "
+    "user name and password, and write an IPv6 host in brackets, [::1]"
+)
+
+
+def test_an_unclosed_ipv6_bracket_is_an_unreadable_url_not_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    """The check of the URL's text raised urlsplit's ValueError, which the command took
+    for a usage error: exit 2, `cairn: error: Invalid IPv6 URL`, naming no setting."""
+    done = _cairn(
+        *_COMMANDS["migrate"], database_url="postgresql://u:s3cret@[::1/db", data_dir=tmp_path
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().endswith(f"(--database-url, CAIRN_DATABASE_URL): {_UNREADABLE}"), (
+        done.stderr
+    )
+    assert "s3cret" not in done.stderr

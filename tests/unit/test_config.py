@@ -286,6 +286,24 @@ def test_s3_settings_the_sdk_takes_are_taken(setting: str, value: str) -> None:
             "CAIRN_HEALTH_ADDRESS ([::]:9090)",
             "CAIRN_METRICS_ADDRESS (localhost:9090)",
         ),
+        # A name and an address it resolves to. gRPC serves when it binds any address of
+        # a name: it took ::1 alone, logged "serving", and its IPv4 clients reached the
+        # metrics endpoint.
+        (
+            {"listen_address": "localhost:50051", "metrics_address": "127.0.0.1:50051"},
+            "CAIRN_LISTEN_ADDRESS (localhost:50051)",
+            "CAIRN_METRICS_ADDRESS (127.0.0.1:50051)",
+        ),
+        (
+            {"health_address": "127.0.0.1:9090", "metrics_address": "localhost:9090"},
+            "CAIRN_HEALTH_ADDRESS (127.0.0.1:9090)",
+            "CAIRN_METRICS_ADDRESS (localhost:9090)",
+        ),
+        (  # an IPv4 address written as IPv6 is the same address
+            {"metrics_address": "[::ffff:127.0.0.1]:50051"},
+            "CAIRN_LISTEN_ADDRESS (127.0.0.1:50051)",
+            "CAIRN_METRICS_ADDRESS ([::ffff:127.0.0.1]:50051)",
+        ),
     ],
 )
 def test_two_endpoints_on_one_port_are_refused_naming_both(
@@ -306,8 +324,6 @@ def test_two_endpoints_on_one_port_are_refused_naming_both(
     [
         {"listen_address": "127.0.0.1:0", "health_address": "127.0.0.1:0"},
         {"metrics_address": "127.0.0.2:50051", "health_address": "[::1]:50051"},
-        # Two names of one address, perhaps: told as the second is bound.
-        {"health_address": "127.0.0.1:9090", "metrics_address": "localhost:9090"},
         {
             "listen_address": "0.0.0.0:8080",
             "allow_open_access": True,
@@ -438,11 +454,12 @@ def test_secrets_stay_out_of_the_settings_repr() -> None:
 
 
 @pytest.mark.parametrize(
-    "host", ["http://files.example.com/", "a b", "files:8080", "x/y", "é.example"]
+    "host", ["http://files.example.com/", "a b", "files:8080", "x/y", "é.example", "[::1", "::1]"]
 )
 def test_a_direct_host_no_client_can_reach_is_refused(host: str) -> None:
     """It was handed to clients in every direct-transfer ticket, whose connections then
-    failed, each falling back to streaming."""
+    failed, each falling back to streaming. An IPv6 address with one bracket of two was
+    taken, which clients bracket again ("[[::1]")."""
     with pytest.raises(ConfigError, match="CAIRN_ARTIFACT_DIRECT_HOST must be a host name"):
         Config(artifact_direct_host=host)
 
@@ -458,3 +475,27 @@ def test_an_empty_data_directory_is_refused() -> None:
     """It put the embedded PostgreSQL and the artifacts under the current directory."""
     with pytest.raises(ConfigError, match="CAIRN_DATA_DIR must not be empty"):
         Config(data_dir="")
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1 :50051", " localhost:9090", "[::1:9090"])
+def test_a_listen_address_whose_host_is_no_host_is_refused_as_malformed(address: str) -> None:
+    """`127.0.0.1 :50051` passed as host:port and was refused as an open server's
+    address ("CAIRN_AUTH=none on 127.0.0.1 :50051 would let anyone on the network ..."),
+    which it is not."""
+    with pytest.raises(ConfigError, match="CAIRN_LISTEN_ADDRESS must be host:port"):
+        Config(listen_address=address)
+
+
+@pytest.mark.parametrize(
+    ("settings", "names"),
+    [
+        ({"auth_failure_window_seconds": -1}, "CAIRN_AUTH_FAILURE_WINDOW_SECONDS"),
+        ({"tls_client_ca_file": "ca.pem"}, "CAIRN_TLS_KEY_FILE"),
+    ],
+)
+def test_a_refusal_of_settings_together_names_each_whole(
+    settings: dict[str, Any], names: str
+) -> None:
+    """They were shortened to `_WINDOW_SECONDS`, `_KEY_FILE`: no variable of that name."""
+    with pytest.raises(ConfigError, match=names):
+        Config(**settings)
