@@ -189,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     names = ", ".join(catalog.SERVICES)
     for name, command, summary in (
-        ("serve", _serve, "serve services on one port until SIGTERM/SIGINT"),
+        ("serve", _serve, "serve services on one port until SIGTERM, SIGINT or SIGHUP"),
         ("migrate", _migrate, "apply pending database migrations, then exit"),
     ):
         sub = commands.add_parser(name, help=summary, description=summary)

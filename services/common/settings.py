@@ -229,7 +229,7 @@ class Settings:
     )
     shutdown_grace_seconds: float = _setting(
         10.0,
-        "on SIGTERM/SIGINT, how long in-flight calls may take to finish; a second signal "
+        "on SIGTERM/SIGINT/SIGHUP, how long in-flight calls may take to finish; a second signal "
         "stops at once",
         # Bounded so that a client trickling bytes cannot hold a stopping server for ever.
         bounds=Bounds(0, 3600, "an hour"),

@@ -1,4 +1,5 @@
-"""The signals that stop a server (SIGTERM, SIGINT), and a startup step given up at one."""
+"""The signals that stop a server (SIGTERM, SIGINT, SIGHUP), and a startup step given up
+at one."""
 
 from __future__ import annotations
 
@@ -43,12 +44,14 @@ async def before_signal(signals: SignalWaiter, step: Awaitable[_T]) -> _T:
             stepping.add_done_callback(lambda left: left.cancelled() or left.exception())
 
 
-_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# SIGHUP too: a terminal closed under `cairn serve` killed it at once, without the
+# exit that stops an embedded PostgreSQL, which was left running.
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class SignalWaiter:
-    """The SIGTERMs and SIGINTs received: each wait() resolves with the name of the next
-    one not waited for yet."""
+    """The stopping signals received: each wait() resolves with the name of the next one
+    not waited for yet."""
 
     def __init__(self) -> None:
         self._received: asyncio.Queue[str] = asyncio.Queue()

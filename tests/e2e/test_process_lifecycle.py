@@ -418,3 +418,15 @@ async def test_a_signal_while_the_embedded_postgres_starts_is_acted_on_once_it_i
             server.process.kill()
     events = [line["event"] for line in server.log_lines()]
     assert events[-3:] == ["embedded postgres ready", "shutting down", "stopped"]
+
+
+def test_a_closed_terminal_stops_the_server_and_its_embedded_postgres(tmp_path) -> None:
+    """SIGHUP, which a terminal closed under `cairn serve` sends, killed the server at
+    once: no 'stopped', and its embedded PostgreSQL, which the server's exit stops, was
+    left running."""
+    server = start_server(tmp_path, "--shutdown-grace-seconds", "3")
+    server.process.send_signal(signal.SIGHUP)
+    assert server.process.wait(timeout=30) == 0, server.log_path.read_text()
+    events = [line["event"] for line in server.log_lines()]
+    assert events[-2:] == ["shutting down", "stopped"]
+    assert not (tmp_path / "postgres" / "postmaster.pid").exists()
