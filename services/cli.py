@@ -44,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
     logs.configure(config.log_level, config.log_format)
+    for name, nearest in config_module.unread_variables(os.environ).items():
+        logs.get("cairn.config").warning(
+            "no setting reads this variable", variable=name, did_you_mean=nearest
+        )
     try:
         return int(args.command(config, services, args) or 0)
     except (_NoDatabase, Unservable) as exc:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +95,43 @@ def load(args: argparse.Namespace | None = None, env: Mapping[str, str] | None =
         elif env_name(f.name) in env:
             values[f.name] = _parse(f, env[env_name(f.name)])
     return Config(**values)
+
+
+# The client's and the `cairn` command's own variables (docs/client.md, docs/cli.md),
+# which the environment of a server may hold too.
+_CLIENT_VARIABLES = frozenset(
+    f"{ENV_PREFIX}{name}"
+    for name in [
+        *("ADDRESS", "API_KEY", "ARTIFACTS_ADDRESS", "CA_FILE", "MODEL_CACHE", "PROFILE"),
+        *("PROFILES", "PROJECT", "REGISTRY_ADDRESS", "TIMEOUT", "TLS"),
+    ]
+)
+# What Kubernetes sets for each Service of a pod's namespace unless the pod's
+# enableServiceLinks is false (CAIRN_TRACKING_SERVICE_HOST, CAIRN_TRACKING_PORT...).
+_SERVICE_LINK = re.compile(
+    r"CAIRN_\w+_(SERVICE_HOST|SERVICE_PORT\w*|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)"
+)
+
+
+def unread_variables(env: Mapping[str, str]) -> dict[str, str | None]:
+    """The CAIRN_* variables of env no setting reads, each with the setting whose name
+    is nearest (None: none is near): a misspelt setting (CAIRN_SHUTDOWN_GRACE_SECOND)
+    was left at its default without a word."""
+    settings = {f.name.upper(): env_name(f.name) for f in dataclasses.fields(Config)}
+    unread = sorted(
+        name
+        for name in env
+        if name.startswith(ENV_PREFIX)
+        and name not in settings.values()
+        and name not in _CLIENT_VARIABLES
+        and not _SERVICE_LINK.fullmatch(name)
+    )
+    return {name: _nearest(name.removeprefix(ENV_PREFIX), settings) for name in unread}
+
+
+def _nearest(name: str, settings: dict[str, str]) -> str | None:
+    near = difflib.get_close_matches(name, settings, n=1, cutoff=0.75)  # past the prefix
+    return settings[near[0]] if near else None
 
 
 def table_markdown() -> str:

@@ -1,7 +1,10 @@
 """Starting, migrating and stopping the server process."""
 
 import asyncio
+import json
+import os
 import signal
+import subprocess
 
 import asyncpg
 import pytest
@@ -430,3 +433,25 @@ def test_a_closed_terminal_stops_the_server_and_its_embedded_postgres(tmp_path) 
     events = [line["event"] for line in server.log_lines()]
     assert events[-2:] == ["shutting down", "stopped"]
     assert not (tmp_path / "postgres" / "postmaster.pid").exists()
+
+
+def test_a_misspelt_setting_is_warned_of_naming_the_nearest(tmp_path) -> None:
+    """CAIRN_SHUTDOWN_GRACE_SECOND=5 left the grace at its default without a word."""
+    env = {**os.environ, "CAIRN_SHUTDOWN_GRACE_SECOND": "5"}
+    argv = [tool("cairn"), "migrate", "--data-dir", str(tmp_path)]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    warned = [
+        line
+        for line in map(json.loads, (done.stdout + done.stderr).splitlines())
+        if line["event"] == "no setting reads this variable"
+    ]
+    assert warned == [
+        {
+            "variable": "CAIRN_SHUTDOWN_GRACE_SECOND",
+            "did_you_mean": "CAIRN_SHUTDOWN_GRACE_SECONDS",
+            "event": "no setting reads this variable",
+            "level": "warning",
+            "timestamp": warned[0]["timestamp"],
+        }
+    ]

@@ -499,3 +499,33 @@ def test_a_refusal_of_settings_together_names_each_whole(
     """They were shortened to `_WINDOW_SECONDS`, `_KEY_FILE`: no variable of that name."""
     with pytest.raises(ConfigError, match=names):
         Config(**settings)
+
+
+def test_a_variable_no_setting_reads_is_named_with_the_nearest_setting() -> None:
+    """A misspelt setting was left at its default without a word."""
+    env = {
+        "CAIRN_SHUTDOWN_GRACE_SECOND": "5",
+        "CAIRN_DATABASE_URI": "postgresql://db/cairn",
+        "CAIRN_NOTHING_LIKE_IT": "1",
+        "CAIRN_LOG_LEVEL": "debug",  # a setting
+        "CAIRN_TRACKING_SERVICE_HOST": "10.0.0.7",  # Kubernetes' service links
+        "CAIRN_TRACKING_PORT_50051_TCP_ADDR": "10.0.0.7",
+        "PATH": "/usr/bin",
+    }
+    assert config_module.unread_variables(env) == {
+        "CAIRN_DATABASE_URI": "CAIRN_DATABASE_URL",
+        "CAIRN_NOTHING_LIKE_IT": None,
+        "CAIRN_SHUTDOWN_GRACE_SECOND": "CAIRN_SHUTDOWN_GRACE_SECONDS",
+    }
+
+
+def test_the_clients_own_variables_are_read_by_it_not_misspelt_settings() -> None:
+    """A server's environment may hold the client's and the `cairn` command's too."""
+    client = repo_root() / "clients/python/cairn"
+    named = {
+        name
+        for path in client.rglob("*.py")
+        for name in re.findall(r"\"(CAIRN_[A-Z_]+)\"", path.read_text())
+    }
+    assert "CAIRN_PROFILES" in named
+    assert config_module.unread_variables(dict.fromkeys(named, "")) == {}
