@@ -20,7 +20,6 @@ its lists first (wire.py) costs the loop time too (messages.Unread).
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import os
 import time
@@ -30,25 +29,19 @@ from typing import Any
 import grpc
 import structlog
 from google.protobuf import any_pb2
-from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from . import database, logs, messages, metrics
-from .access import CallInfo, Gate, Role, metadata_of, set_caller, set_readmission
-from .errors import DomainError, ResourceExhausted
+from .access import Gate, Role, metadata_of
+from .admission import Admission, admitted
+from .errors import DomainError
 from .idempotency import Idempotency, passing_bytes
 from .page_seals import PageSeals, paged
 from .stopping import Stopping
 
 ERROR_DOMAIN = "cairn"
 REQUEST_ID_HEADER = "x-request-id"
-# A client stream's first message (an upload's header) must come this soon: until it
-# does the call is admitted by no one, and waiting for it without end let callers
-# without a key hold memory of the server for ever (as a request head must reach the
-# byte endpoint within its HEAD_SECONDS).
-FIRST_MESSAGE_SECONDS = 10.0
-_END = object()  # a stream that ended before its first message
 _log = logs.get("cairn.rpc")
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Any]
@@ -101,7 +94,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         role = self._roles.get(method)
-        admission = None if role is None else _Admission(self._gate, role, method)
+        admission = None if role is None else Admission(self._gate, role, method)
         scope = (method, admission, self._stopping)  # what every wrapping takes
         codec = {
             "request_deserializer": messages.tolerant(
@@ -134,121 +127,6 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             _streaming(handler.stream_stream, *scope, streamed=True),
             **codec,
         )
-
-
-class _Admission:
-    """Asks the gate to admit one call of a method, then records who the caller is."""
-
-    def __init__(self, gate: Gate, role: Role, method: str) -> None:
-        self._gate = gate
-        self._role = role
-        self._method = method
-
-    async def __call__(self, context: grpc.aio.ServicerContext, message: Message | None) -> None:
-        call, project = CallInfo(self._method, context), project_of(message)
-        caller = await self._gate.admit(call, self._role, project)
-        set_caller(caller)
-        set_readmission(functools.partial(self._again, call, project))
-        if caller.key_prefix:  # who called, on the call's log line, when keys are on
-            structlog.contextvars.bind_contextvars(
-                user=caller.user_id, key_prefix=caller.key_prefix
-            )
-
-    async def authenticate(self, context: grpc.aio.ServicerContext) -> None:
-        """Refuses a caller without a valid key before its request is read; its role is
-        checked once it is, in the project the request names."""
-        await self._gate.admit(CallInfo(self._method, context), Role.AUTHENTICATED, None)
-
-    async def _again(self, call: CallInfo, project: str | None) -> None:
-        """The gate's admission once more, with a database it cannot reach said as the
-        domain error it is (DATABASE_UNAVAILABLE), not as asyncpg's."""
-        try:
-            await self._gate.admit(call, self._role, project, again=True)
-        except Exception as error:
-            mapped = database.domain_error(error)
-            if mapped is None:
-                raise
-            raise mapped from error
-
-
-def project_of(message: Any) -> str | None:
-    """The project a request names: its `project` field, or that of a set submessage
-    (an upload's header). None when it names none."""
-    if not isinstance(message, Message):  # none, or one that did not decode
-        return None
-    if "project" in message.DESCRIPTOR.fields_by_name:
-        return str(message.project)
-    for field, value in message.ListFields():
-        if isinstance(value, Message) and "project" in field.message_type.fields_by_name:
-            return str(value.project)
-    return None
-
-
-async def _admitted(
-    admission: _Admission | None, request: Any, context: grpc.aio.ServicerContext, streamed: bool
-) -> Any:
-    """The request as the handler gets it: decoded, admitted, then checked throughout.
-    A stream is admitted on its first message (or its end, when empty)."""
-    if not streamed:
-        request = await _read(admission, request, context)
-        messages.check_decoded(request)
-        if admission is not None:
-            await admission(context, request)
-        messages.check(request)
-        return request
-
-    async def each() -> AsyncIterator[Any]:
-        received = aiter(request)
-        first = await _first_of(received)
-        if first is not _END:
-            first = await _read(admission, first, context)
-            messages.check_decoded(first)
-        if admission is not None:
-            await admission(context, None if first is _END else first)
-        if first is _END:
-            return
-        messages.check(first)
-        yield first
-        async for message in received:
-            message = _read_admitted(admission, message)
-            messages.check_decoded(message)
-            messages.check(message)
-            yield message
-
-    return each()
-
-
-async def _read(
-    admission: _Admission | None, request: Any, context: grpc.aio.ServicerContext
-) -> Any:
-    """request decoded; one left unread (large: messages.Unread) only once its caller
-    holds a valid key."""
-    if admission is not None and isinstance(request, messages.Unread):
-        await admission.authenticate(context)
-    return _read_admitted(admission, request)
-
-
-def _read_admitted(admission: _Admission | None, request: Any) -> Any:
-    """request decoded, its caller admitted (or authenticated). A method open to every
-    caller (health, reflection) takes requests of a few bytes: a large one is refused
-    unread, or anyone could make the loop count it (20 of 400 KB held every other call
-    3.75 s)."""
-    if admission is None and isinstance(request, messages.Unread):
-        raise messages.unread_refusal()
-    return messages.decoded(request)
-
-
-async def _first_of(received: AsyncIterator[Any]) -> Any:
-    """A client stream's first message (_END for none), within FIRST_MESSAGE_SECONDS."""
-    try:
-        async with asyncio.timeout(FIRST_MESSAGE_SECONDS):
-            return await anext(received, _END)
-    except TimeoutError:
-        raise ResourceExhausted(
-            "STREAM_STALLED",
-            f"the stream sent no message in its first {FIRST_MESSAGE_SECONDS:g} s; "
-            "send its first message (an upload's header) at once",
-        ) from None
 
 
 class _Refusals:
@@ -301,7 +179,7 @@ def _once(idempotency: Idempotency, schema: str, method: str, behaviour: Handler
 def _unary(
     behaviour: Handler,
     method: str,
-    admission: _Admission | None,
+    admission: Admission | None,
     stopping: Stopping | None,
     streamed: bool,
 ) -> Handler:
@@ -312,7 +190,7 @@ def _unary(
         if active is not None:
             active.inc()
         try:
-            request = await _admitted(admission, request, context, streamed)
+            request = await admitted(admission, request, context, streamed)
             if stream is not None:
                 request = stream.refusing(request)
             result = behaviour(request, context)
@@ -335,7 +213,7 @@ def _unary(
 def _streaming(
     behaviour: Handler,
     method: str,
-    admission: _Admission | None,
+    admission: Admission | None,
     stopping: Stopping | None,
     streamed: bool,
 ) -> Handler:
@@ -344,7 +222,7 @@ def _streaming(
         active = metrics.STREAMS.labels(method)
         active.inc()
         try:
-            request = await _admitted(admission, request, context, streamed)
+            request = await admitted(admission, request, context, streamed)
             async for response in _as_async_iter(behaviour(request, context)):
                 yield response
         except BaseException as exc:

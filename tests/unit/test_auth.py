@@ -12,8 +12,8 @@ from cairn_server.auth import keys
 from cairn_server.auth.gate import presented_key
 from cairn_server.auth.limiter import MAX_WINDOWS, FailureLimiter
 from cairn_server.common.access import Role, role_table
+from cairn_server.common.admission import project_of
 from cairn_server.common.errors import Unauthenticated
-from cairn_server.common.interceptor import project_of
 from cairn_server.common.peers import client_address, counted_address
 
 

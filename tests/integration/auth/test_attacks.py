@@ -29,7 +29,7 @@ from cairn.registry.v1 import registry_pb2, registry_service_pb2, registry_servi
 from cairn.types import ApiKeyExpirationTime
 from cairn_server import catalog
 from cairn_server.auth.store import AuthStore
-from cairn_server.common import interceptor, messages, wire
+from cairn_server.common import admission, messages, wire
 from cairn_server.common.config import Config
 from cairn_server.common.peers import counted_address
 from cairn_server.common.server import CairnServer
@@ -214,7 +214,7 @@ async def test_a_stream_without_its_first_message_is_ended_soon(
 ) -> None:
     """A client stream is admitted on its first message. Callers without a key that
     opened uploads and sent nothing held them, and the server's memory, for ever."""
-    monkeypatch.setattr(interceptor, "FIRST_MESSAGE_SECONDS", 0.5)
+    monkeypatch.setattr(admission, "FIRST_MESSAGE_SECONDS", 0.5)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{world.port}") as channel:
         stub = artifacts_service_pb2_grpc.ArtifactServiceStub(channel)
         held = [stub.Upload() for _ in range(20)]  # no key, no message
