@@ -107,10 +107,15 @@ _CLIENT_VARIABLES = frozenset(
     ]
 )
 # What Kubernetes sets for each Service of a pod's namespace unless the pod's
-# enableServiceLinks is false (CAIRN_TRACKING_SERVICE_HOST, CAIRN_TRACKING_PORT...).
+# enableServiceLinks is false: for a Service cairn-tracking, CAIRN_TRACKING_SERVICE_HOST,
+# CAIRN_TRACKING_SERVICE_PORT(_<name>), CAIRN_TRACKING_PORT_50051_TCP(_PROTO|_PORT|_ADDR),
+# and CAIRN_TRACKING_PORT, whose value is a URL (tcp://10.0.0.7:50051); a Service named
+# cairn, the same without TRACKING_.
 _SERVICE_LINK = re.compile(
-    r"CAIRN_\w+_(SERVICE_HOST|SERVICE_PORT\w*|PORT(_\d+_(TCP|UDP|SCTP)\w*)?)"
+    r"CAIRN(_\w+)?_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)"
 )
+_LINKED_PORT = re.compile(r"CAIRN(_\w+)?_PORT")
+_LINKED_PORT_VALUE = re.compile(r"(tcp|udp|sctp)://\S+")
 
 
 def unread_variables(env: Mapping[str, str]) -> dict[str, str | None]:
@@ -120,13 +125,19 @@ def unread_variables(env: Mapping[str, str]) -> dict[str, str | None]:
     settings = {f.name.upper(): env_name(f.name) for f in dataclasses.fields(Config)}
     unread = sorted(
         name
-        for name in env
+        for name, value in env.items()
         if name.startswith(ENV_PREFIX)
         and name not in settings.values()
         and name not in _CLIENT_VARIABLES
-        and not _SERVICE_LINK.fullmatch(name)
+        and not _service_link(name, value)
     )
     return {name: _nearest(name.removeprefix(ENV_PREFIX), settings) for name in unread}
+
+
+def _service_link(name: str, value: str) -> bool:
+    if _SERVICE_LINK.fullmatch(name):
+        return True
+    return bool(_LINKED_PORT.fullmatch(name) and _LINKED_PORT_VALUE.fullmatch(value))
 
 
 def _nearest(name: str, settings: dict[str, str]) -> str | None:

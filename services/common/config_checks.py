@@ -8,6 +8,7 @@ import re
 import socket
 import urllib.parse
 from collections.abc import Callable
+from typing import NamedTuple
 
 from .settings import ConfigError, Settings
 
@@ -84,40 +85,59 @@ def _check_ports_apart(config: Settings) -> None:
     use", blamed on CAIRN_LISTEN_ADDRESS, which sent the operator looking for another
     process."""
     endpoints = _endpoints(config)
-    for i, (name, host, port) in enumerate(endpoints):
-        for other, other_host, other_port in endpoints[i + 1 :]:
-            if port and port == other_port and _overlap(host, other_host):
+    for i, ours in enumerate(endpoints):
+        for theirs in endpoints[i + 1 :]:
+            if ours.port and ours.port == theirs.port and _overlap(ours, theirs):
                 raise ConfigError(
-                    f"{name} ({host}:{port}) and {other} ({other_host}:{port}) take one "
-                    "port: give each a port of its own (0: any free one)"
+                    f"{ours.setting} ({ours.host}:{ours.port}) and {theirs.setting} "
+                    f"({theirs.host}:{theirs.port}) take one port: give each a port of its "
+                    "own (0: any free one)"
                 )
 
 
-def _endpoints(config: Settings) -> list[tuple[str, str, int]]:
-    """The setting, host and port of each endpoint the server listens on."""
+class _Endpoint(NamedTuple):
+    """A port the server listens on, and how it binds a host name: gRPC every address
+    the name resolves to (serving when it binds any), the others the first address of
+    the family they ask for (AF_UNSPEC: either)."""
+
+    setting: str
+    host: str
+    port: int
+    every_address: bool = True
+    family: int = socket.AF_UNSPEC
+
+
+def _endpoints(config: Settings) -> list[_Endpoint]:
     listen_host, _, listen_port = config.listen_address.rpartition(":")
-    endpoints = [("CAIRN_LISTEN_ADDRESS", listen_host, int(listen_port))]
-    for name, address in (
-        ("CAIRN_HEALTH_ADDRESS", config.health_address),
-        ("CAIRN_METRICS_ADDRESS", config.metrics_address),
-    ):
-        if address:
-            host, _, port = address.rpartition(":")
-            endpoints.append((name, host, int(port)))
-    # The byte endpoint listens on the gRPC host; only the filesystem backend has one.
+    endpoints = [_Endpoint("CAIRN_LISTEN_ADDRESS", listen_host, int(listen_port))]
+    if config.health_address:  # a gRPC server of its own
+        host, _, port = config.health_address.rpartition(":")
+        endpoints.append(_Endpoint("CAIRN_HEALTH_ADDRESS", host, int(port)))
+    if config.metrics_address:  # prometheus' HTTP server: the first address of its host
+        host, _, port = config.metrics_address.rpartition(":")
+        endpoints.append(_Endpoint("CAIRN_METRICS_ADDRESS", host, int(port), False))
+    # The byte endpoint listens on the gRPC host (only the filesystem backend has one),
+    # on a socket of IPv6 for an address with a ":", else of IPv4.
     if config.artifact_direct and config.artifact_backend == "filesystem":
-        endpoints.append(("CAIRN_ARTIFACT_DIRECT_PORT", listen_host, config.artifact_direct_port))
+        family = socket.AF_INET6 if ":" in listen_host else socket.AF_INET
+        direct = _Endpoint(
+            "CAIRN_ARTIFACT_DIRECT_PORT", listen_host, config.artifact_direct_port, False, family
+        )
+        endpoints.append(direct)
     return endpoints
 
 
-def _overlap(host: str, other: str) -> bool:
-    """Whether listening on both hosts takes one port twice: the same host, a name and
-    an address it resolves to (localhost and 127.0.0.1), or a wildcard address and one
-    of its family (every one for "::", which Linux binds IPv4's too)."""
-    if host.strip("[]").lower() == other.strip("[]").lower():
+def _overlap(ours: _Endpoint, theirs: _Endpoint) -> bool:
+    """Whether the two endpoints take one port twice: the same host, a name and an
+    address it resolves to (localhost and 127.0.0.1), or a wildcard address and one of
+    its family (every one for "::", which Linux binds IPv4's too). With localhost:P and
+    the metrics at 127.0.0.1:P, gRPC took ::1 alone and its IPv4 clients reached the
+    metrics."""
+    if ours.host.strip("[]").lower() == theirs.host.strip("[]").lower():
         return True
-    ours, theirs = _bound(host), _bound(other)
-    return any(a == b or _covers(a, b) or _covers(b, a) for a in ours for b in theirs)
+    return any(
+        a == b or _covers(a, b) or _covers(b, a) for a in _bound(ours) for b in _bound(theirs)
+    )
 
 
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -127,26 +147,27 @@ def _covers(wildcard: _Address, address: _Address) -> bool:
     return wildcard.is_unspecified and (wildcard.version == 6 or address.version == 4)
 
 
-def _bound(host: str) -> set[_Address]:
-    """The addresses listening on host takes: an IPv4-mapped IPv6 address as its IPv4
-    one, a name as what it resolves to (nothing when it does not: its bind fails, naming
-    its setting). gRPC listens on every address of a name, and serves when it binds any:
-    with localhost:P and the metrics at 127.0.0.1:P, gRPC took ::1 alone and its IPv4
-    clients reached the metrics."""
+def _bound(endpoint: _Endpoint) -> set[_Address]:
+    """The addresses the endpoint takes: an IPv4-mapped IPv6 address as its IPv4 one, a
+    name as it binds one (nothing when it does not resolve: its bind fails, naming its
+    setting)."""
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
+        address = ipaddress.ip_address(endpoint.host.strip("[]"))
     except ValueError:
-        return _resolved(host)
+        found = _resolved(endpoint.host, endpoint.family)
+        return set(found if endpoint.every_address else found[:1])
     mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
     return {mapped or address}
 
 
-def _resolved(name: str) -> set[_Address]:
+@functools.lru_cache(maxsize=16)
+def _resolved(name: str, family: int) -> list[_Address]:
+    """The addresses of name, in the resolver's order, as a listening socket asks."""
     try:
-        found = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        found = socket.getaddrinfo(name, None, family, socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, UnicodeError):
-        return set()
-    return {ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in found}
+        return []
+    return [ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in found]
 
 
 def _check_s3(config: Settings) -> None:

@@ -295,9 +295,9 @@ def test_s3_settings_the_sdk_takes_are_taken(setting: str, value: str) -> None:
             "CAIRN_METRICS_ADDRESS (127.0.0.1:50051)",
         ),
         (
-            {"health_address": "127.0.0.1:9090", "metrics_address": "localhost:9090"},
-            "CAIRN_HEALTH_ADDRESS (127.0.0.1:9090)",
-            "CAIRN_METRICS_ADDRESS (localhost:9090)",
+            {"listen_address": "localhost:50051", "health_address": "127.0.0.1:50051"},
+            "CAIRN_LISTEN_ADDRESS (localhost:50051)",
+            "CAIRN_HEALTH_ADDRESS (127.0.0.1:50051)",
         ),
         (  # an IPv4 address written as IPv6 is the same address
             {"metrics_address": "[::ffff:127.0.0.1]:50051"},
@@ -508,12 +508,18 @@ def test_a_variable_no_setting_reads_is_named_with_the_nearest_setting() -> None
         "CAIRN_DATABASE_URI": "postgresql://db/cairn",
         "CAIRN_NOTHING_LIKE_IT": "1",
         "CAIRN_LOG_LEVEL": "debug",  # a setting
-        "CAIRN_TRACKING_SERVICE_HOST": "10.0.0.7",  # Kubernetes' service links
-        "CAIRN_TRACKING_PORT_50051_TCP_ADDR": "10.0.0.7",
+        "CAIRN_METRICS_PORT": "9090",  # no setting, though it ends as a link's name
         "PATH": "/usr/bin",
     }
+    # Kubernetes' service links, of Services named cairn-tracking and cairn.
+    for service in ("CAIRN_TRACKING", "CAIRN"):
+        env[f"{service}_SERVICE_HOST"] = env[f"{service}_PORT_50051_TCP_ADDR"] = "10.0.0.7"
+        env[f"{service}_SERVICE_PORT"] = env[f"{service}_SERVICE_PORT_GRPC"] = "50051"
+        env[f"{service}_PORT"] = env[f"{service}_PORT_50051_TCP"] = "tcp://10.0.0.7:50051"
+        env[f"{service}_PORT_50051_TCP_PROTO"] = "tcp"
     assert config_module.unread_variables(env) == {
         "CAIRN_DATABASE_URI": "CAIRN_DATABASE_URL",
+        "CAIRN_METRICS_PORT": None,
         "CAIRN_NOTHING_LIKE_IT": None,
         "CAIRN_SHUTDOWN_GRACE_SECOND": "CAIRN_SHUTDOWN_GRACE_SECONDS",
     }
