@@ -254,3 +254,27 @@ def test_a_profile_file_may_be_a_pipe(tmp_path: Path) -> None:
         assert profiles.load_profile("default", fifo).host == "h"
     finally:
         writer.join()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        # The file's url taken apart, the placement given in its place.
+        ({"tls": False}, ("h.example", 8443, False, "bearer")),
+        ({"host": "other"}, ("other", 8443, True, "bearer")),
+        ({"url": "http://x:1"}, ("x", 1, False, "bearer")),
+        # The token style under either name, in place of the file's.
+        ({"auth_type": "standalone"}, ("h.example", 8443, True, "standalone")),
+        ({"auth_type": None}, ("h.example", 8443, True, "bearer")),
+    ],
+)
+def test_overrides_take_the_files_place_keeping_the_rest(
+    tmp_path: Path, overrides: dict[str, object], expected: tuple[object, ...]
+) -> None:
+    """A host or tls given dropped the file's url whole: `tls=False` beside
+    `url = https://h.example:8443` was "needs url, or host", `host=` connected over TLS
+    to port 443 whatever the url said."""
+    file = tmp_path / "profiles.ini"
+    file.write_text("[a]\nurl = https://h.example:8443\ntoken_style = bearer\n")
+    read = profiles.load_profile("a", file, overrides=overrides)
+    assert (read.host, read.port, read.tls, read.token_style) == expected

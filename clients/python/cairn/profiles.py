@@ -134,7 +134,8 @@ def load_profile(
 ) -> Profile:
     """Reads one profile, with the keys of overrides in place of the file's (a value of
     None leaves the key out); a placement given (`url`, or `host`/`port`/`tls`) replaces
-    the file's other one, and `auth_type` and `token_style` replace each other.
+    the file's other one (its url taken apart, the rest of it kept), and `auth_type` and
+    `token_style` replace each other.
 
     Raises:
         ProfileError: when the file or the profile is missing, or a value is invalid.
@@ -154,28 +155,36 @@ def load_profile(
     if not parser.has_section(name):
         known = ", ".join(parser.sections()) or "none"
         raise ProfileError(f"{file} has no profile {name!r} (it has: {known})")
-    values = _overridden(dict(parser.items(name)), overrides or {})
+    values = _overridden(dict(parser.items(name)), overrides or {}, f"{file} [{name}]")
     return parse_profile(name, values, source=str(file))
 
 
-# The keys of the file's a key given in its place makes void: two placements of the
-# server, or two names of the token style, are refused when both are in one profile.
-_REPLACES = {
-    "url": ("host", "port", "tls"),
-    "host": ("url",),
-    "port": ("url",),
-    "tls": ("url",),
-    "auth_type": ("token_style",),
-    "token_style": ("auth_type",),
-}
+# Where the server is, besides a url; and the two names of the token style.
+_PLACEMENT = ("host", "port", "tls")
+_STYLE_NAMES = ("token_style", "auth_type")
 
 
-def _overridden(values: dict[str, str], overrides: Mapping[str, object]) -> dict[str, str]:
+def _overridden(
+    values: dict[str, str], overrides: Mapping[str, object], where: str
+) -> dict[str, str]:
+    """values with overrides in place, None leaving a key out. A url given replaces the
+    file's host, port and tls; a host, port or tls given replaces the file's url, taken
+    apart into them first; a token style given replaces the file's, however written
+    (the file's token_style would otherwise win over an auth_type given)."""
     merged = dict(values)
-    for key in overrides:
-        for void in _REPLACES.get(key, ()):
-            if void not in overrides:
-                merged.pop(void, None)
+    given = {key for key, value in overrides.items() if value is not None}
+    if "url" in given:
+        for key in _PLACEMENT:
+            merged.pop(key, None)
+    elif given.intersection(_PLACEMENT) and merged.get("url"):
+        try:
+            host, port, tls = split_url(merged.pop("url"))
+        except ProfileError as error:
+            raise ProfileError(f"{where}: url: {error}") from None
+        merged.update(host=host, port=str(port), tls=_as_written(tls))
+    if given.intersection(_STYLE_NAMES):
+        for key in _STYLE_NAMES:
+            merged.pop(key, None)
     for key, value in overrides.items():
         if value is None:
             merged.pop(key, None)
