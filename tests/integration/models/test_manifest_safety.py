@@ -231,8 +231,14 @@ async def test_a_users_own_file_of_the_manifests_name_makes_no_model_of_its_fold
     with pytest.raises(NotFoundError) as no_model:  # as of a folder without the file
         await world.tracking.load_model(uri, cache_dir=world.cache)
     assert no_model.value.reason == "OBJECT_NOT_FOUND"
-    with pytest.raises(DataLossError) as refused:  # a manifest a Cairn wrote, broken
-        await world.tracking.download_artifacts(
-            await _tampered(world, tmp_path, lambda raw: raw.pop("files")), tmp_path / "c"
-        )
-    assert refused.value.reason == "INVALID_MODEL_MANIFEST"
+
+    # A manifest a Cairn wrote, broken, or bytes that are no JSON: a damaged model.
+    broken = await _tampered(world, tmp_path, lambda raw: raw.pop("files"))
+    (tmp_path / "m.txt").write_text("hello")
+    damaged = await world.tracking.log_model(world.run_id, tmp_path / "m.txt", "damaged")
+    manifest = f"{_store_path(damaged.artifact_uri)}/{MANIFEST}"
+    await world.store.upload(manifest, b'{"format": 1, "fla\x00', overwrite=True)
+    for model_uri in (broken, damaged.model_uri):
+        with pytest.raises(DataLossError) as refused:
+            await world.tracking.download_artifacts(model_uri, tmp_path / "c")
+        assert refused.value.reason == "INVALID_MODEL_MANIFEST"

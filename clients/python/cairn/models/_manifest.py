@@ -47,13 +47,13 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 
 
 def written_as_manifest(data: bytes) -> bool:
-    """Whether data is what a Cairn wrote as a manifest, valid or not: a JSON object
-    naming its format. Anything else at the manifest's name (a user's own
-    cairn-model.json among data files) makes no model of its folder."""
+    """Whether data may be a manifest a Cairn wrote, whole or damaged: anything but JSON
+    no manifest is (a value other than an object naming its format), which a user's own
+    cairn-model.json among data files holds, and which makes no model of its folder."""
     try:
         raw = json.loads(data)
-    except ValueError:
-        return False
+    except ValueError:  # damaged in storage, or never JSON: not to be taken for data
+        return True
     return isinstance(raw, dict) and "format" in raw
 
 
