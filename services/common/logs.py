@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from typing import TextIO, cast
 
 import structlog
 
@@ -39,12 +41,12 @@ def configure(level: str = "info", fmt: str = "json") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _Unbroken(sys.stderr))),
         cache_logger_on_first_use=False,
     )
     # The dependencies' lines in the same format: one JSON object a line, their
     # tracebacks within (asyncpg's pool logs one on every failed reconnection).
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_Unbroken(sys.stderr))
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *stamped],
@@ -68,3 +70,29 @@ def enabled(level: str) -> bool:
 
 def get(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)
+
+
+class _Unbroken:
+    """A stream whose writes, once its reader is gone (its terminal closed: EIO; the
+    pipe's reader exited: EPIPE), go nowhere: the lines are lost either way, and a
+    line that raised stopped what logged it, as a server's graceful stop on SIGHUP."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError:
+            self._stream = _nowhere()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            self._stream = _nowhere()
+
+
+def _nowhere() -> TextIO:
+    return open(os.devnull, "w")  # the log's stream for the rest of the process

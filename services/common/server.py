@@ -365,9 +365,9 @@ async def migrate(
 
 
 async def run(config: Config, services: Sequence[ServiceSpec]) -> None:
-    """Serves until SIGTERM or SIGINT, then shuts down gracefully. A signal before it
-    serves (while it waits for the migrations another process is applying, say) ends
-    its startup, as gracefully."""
+    """Serves until SIGTERM, SIGINT or SIGHUP (signals.py), then shuts down gracefully.
+    A signal before it serves (while it waits for the migrations another process is
+    applying, say) ends its startup, as gracefully."""
     with SignalWaiter.installed() as signals:
         try:
             # Run to its end whatever comes (a thread is not cancelled): a signal while

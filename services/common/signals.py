@@ -45,8 +45,10 @@ async def before_signal(signals: SignalWaiter, step: Awaitable[_T]) -> _T:
 
 
 # SIGHUP too: a terminal closed under `cairn serve` killed it at once, without the
-# exit that stops an embedded PostgreSQL, which was left running.
+# exit that stops an embedded PostgreSQL, which was left running. Unless it is ignored
+# when the server starts: `nohup cairn serve` asks it to outlive its terminal.
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_UNLESS_IGNORED = (signal.SIGHUP,)
 
 
 class SignalWaiter:
@@ -63,12 +65,17 @@ class SignalWaiter:
         tests, whose loop goes on after it)."""
         waiter = cls()
         loop = asyncio.get_running_loop()
-        for sig in _SIGNALS:
+        handled = [
+            sig
+            for sig in _SIGNALS
+            if not (sig in _UNLESS_IGNORED and signal.getsignal(sig) == signal.SIG_IGN)
+        ]
+        for sig in handled:
             loop.add_signal_handler(sig, waiter._on_signal, sig.name)
         try:
             yield waiter
         finally:
-            for sig in _SIGNALS:
+            for sig in handled:
                 loop.remove_signal_handler(sig)
 
     def _on_signal(self, name: str) -> None:

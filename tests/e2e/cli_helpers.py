@@ -7,9 +7,11 @@ import fcntl
 import json
 import os
 import pty
+import select
 import struct
 import subprocess
 import termios
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,19 +77,29 @@ def on_a_terminal(*argv: str, env: dict[str, str], columns: int = 120) -> str:
         [tool("cairn"), *argv], env=env, stdout=follower, stderr=subprocess.PIPE
     ) as command:
         os.close(follower)
-        shown = _read_to_the_end(leader)
+        try:
+            shown = read_to_the_end(leader)
+        except BaseException:
+            command.kill()
+            raise
+        finally:
+            os.close(leader)
         stderr = command.stderr.read() if command.stderr else b""
-    os.close(leader)
     assert command.returncode == 0, f"cairn {' '.join(argv)}: {stderr.decode()}"
     return shown.decode()
 
 
-def _read_to_the_end(leader: int) -> bytes:
+def read_to_the_end(leader: int, timeout: float = 60) -> bytes:
+    """What a pseudo-terminal shows until the last process writing to it ends (within
+    timeout seconds)."""
+    deadline = time.monotonic() + timeout
     chunks: list[bytes] = []
     while True:
+        ready, _, _ = select.select([leader], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"still writing after {timeout:g} s: {b''.join(chunks)[-2000:]!r}"
         try:
             chunk = os.read(leader, 65536)
-        except OSError as error:  # EIO: the command closed its end
+        except OSError as error:  # EIO: the last writer closed its end
             if error.errno != errno.EIO:
                 raise
             return b"".join(chunks)

@@ -3,14 +3,18 @@
 import asyncio
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
+import sys
 
 import asyncpg
 import pytest
 
 from cairn_server.common.migrations import ADVISORY_LOCK_KEY
 from tests.conftest import eventually
+from tests.e2e.cli_helpers import read_to_the_end
 from tests.e2e.conftest import run_tool, spawn_server, start_server, tool
 
 pytestmark = pytest.mark.e2e
@@ -423,22 +427,64 @@ async def test_a_signal_while_the_embedded_postgres_starts_is_acted_on_once_it_i
     assert events[-3:] == ["embedded postgres ready", "shutting down", "stopped"]
 
 
+# Runs a command with SIGHUP as given (a test process may ignore it, as under nohup).
+_WITH_SIGHUP = (
+    "import os, signal, sys; signal.signal(signal.SIGHUP, getattr(signal, sys.argv[1]));"
+    " os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+def _serve_on_a_terminal(data_dir, sighup: str) -> tuple[subprocess.Popen[bytes], int]:
+    """`cairn serve` writing to a terminal (a pseudo-terminal's follower), once it
+    serves; the process, and the terminal's leader, whose closing closes the terminal."""
+    leader, follower = pty.openpty()
+    argv = [tool("cairn"), "serve", "--log-format", "json", "--data-dir", str(data_dir)]
+    process = subprocess.Popen(
+        [sys.executable, "-c", _WITH_SIGHUP, sighup, *argv], stdout=follower, stderr=follower
+    )
+    os.close(follower)
+    shown = b""
+    while b'"serving"' not in shown:
+        ready, _, _ = select.select([leader], [], [], 60)
+        assert ready, shown.decode(errors="replace")
+        shown += os.read(leader, 65536)
+    return process, leader
+
+
 def test_a_closed_terminal_stops_the_server_and_its_embedded_postgres(tmp_path) -> None:
     """SIGHUP, which a terminal closed under `cairn serve` sends, killed the server at
-    once: no 'stopped', and its embedded PostgreSQL, which the server's exit stops, was
-    left running."""
-    server = start_server(tmp_path, "--shutdown-grace-seconds", "3")
-    server.process.send_signal(signal.SIGHUP)
-    assert server.process.wait(timeout=30) == 0, server.log_path.read_text()
-    events = [line["event"] for line in server.log_lines()]
-    assert events[-2:] == ["shutting down", "stopped"]
+    once, and its embedded PostgreSQL, which the server's exit stops, was left running.
+    The terminal gone, a log line raises EIO: the first one stopped the stop too."""
+    process, leader = _serve_on_a_terminal(tmp_path, "SIG_DFL")
+    os.close(leader)  # the terminal closed: its writes now fail
+    process.send_signal(signal.SIGHUP)
+    assert process.wait(timeout=30) == 0
     assert not (tmp_path / "postgres" / "postmaster.pid").exists()
+
+
+def test_nohup_keeps_the_server_serving_past_its_terminal(tmp_path) -> None:
+    """A server started with SIGHUP ignored (`nohup cairn serve`) was asked to outlive
+    its terminal: the SIGHUP is left ignored, and the SIGTERM after it stops it."""
+    process, leader = _serve_on_a_terminal(tmp_path, "SIG_IGN")
+    try:
+        process.send_signal(signal.SIGHUP)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        shown = read_to_the_end(leader).decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(leader)
+    lines = [json.loads(line) for line in shown.splitlines() if line.startswith("{")]
+    assert [line["signal"] for line in lines if line["event"] == "shutting down"] == ["SIGTERM"]
+    assert lines[-1]["event"] == "stopped"
 
 
 def test_a_misspelt_setting_is_warned_of_naming_the_nearest(tmp_path) -> None:
     """CAIRN_SHUTDOWN_GRACE_SECOND=5 left the grace at its default without a word."""
-    env = {**os.environ, "CAIRN_SHUTDOWN_GRACE_SECOND": "5"}
-    argv = [tool("cairn"), "migrate", "--data-dir", str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    env["CAIRN_SHUTDOWN_GRACE_SECOND"] = "5"
+    argv = [tool("cairn"), "migrate", "--log-format", "json", "--data-dir", str(tmp_path)]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     warned = [
