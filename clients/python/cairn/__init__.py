@@ -67,10 +67,12 @@ if not TYPE_CHECKING:  # to type checkers the imports above are the whole packag
         return found
 
     def __dir__() -> list[str]:
-        """The public names and modules (what `cairn.<Tab>` offers), not the modules
-        this file imports for itself (os, importlib)."""
-        modules = (found.name for found in pkgutil.iter_modules(__path__))
-        return sorted({*__all__, *(name for name in modules if not name.startswith("_"))})
+        """The public names and modules (what `cairn.<Tab>` offers) and the module's own
+        dunder names, not the modules this file imports for itself (os, importlib), nor
+        the `cairn` command's package, which needs the command's dependencies."""
+        modules = {found.name for found in pkgutil.iter_modules(__path__)} - {"cli"}
+        own = (name for name in globals() if name.startswith("__") and name.endswith("__"))
+        return sorted({*__all__, *own, *(name for name in modules if not name.startswith("_"))})
 
 
 __all__ = [
