@@ -56,6 +56,8 @@ from .tickets import Ticket, TicketSigner
 from .uploads import PendingUpload
 
 T = TypeVar("T")
+# The TLS a connection is served, asked for each (files renewed since are served).
+Tls = Callable[[], ssl.SSLContext]
 PREFIX = "/v1/transfers/"
 # An upload holds READ_AHEAD queued chunks, one being received, one being written and
 # the writer's buffer: 20 MiB. The transfers at once are sized from a budget of 512 MiB
@@ -92,9 +94,7 @@ class Transfers(Protocol):
 class ByteEndpoint:
     """The listening endpoint; `close` stops it, letting transfers under way end."""
 
-    def __init__(
-        self, host: str, port: int, transfers: Transfers, tls: ssl.SSLContext | None
-    ) -> None:
+    def __init__(self, host: str, port: int, transfers: Transfers, tls: Tls | None) -> None:
         self._server = (_Server6 if ":" in host else _Server)((host, port), transfers, tls)
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(
@@ -122,9 +122,7 @@ class _Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     request_queue_size = 128  # the listen backlog: socketserver's 5 drops bursts
 
-    def __init__(
-        self, address: tuple[str, int], transfers: Transfers, tls: ssl.SSLContext | None
-    ) -> None:
+    def __init__(self, address: tuple[str, int], transfers: Transfers, tls: Tls | None) -> None:
         super().__init__(address, _Handler)
         self.transfers = transfers
         self.tls = tls
@@ -214,7 +212,7 @@ class _Handler(socketserver.BaseRequestHandler):
         if self.server.tls is None:
             return self.request
         try:
-            return self.server.tls.wrap_socket(self.request, server_side=True)
+            return self.server.tls().wrap_socket(self.request, server_side=True)
         except (ssl.SSLError, OSError):
             return None
 

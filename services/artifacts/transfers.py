@@ -23,7 +23,7 @@ from ..common.config import Config
 from ..common.errors import FailedPrecondition, Unavailable, invalid_field
 from ..common.service import Resources
 from ..common.stopping import Stopping
-from ..common.tls import tls_context
+from ..common.tls import ServingTls
 from . import backends, repeats
 from .direct import ByteEndpoint, on_loop
 from .filesystem import FilesystemBackend
@@ -212,8 +212,9 @@ def _byte_endpoint(
     if not config.artifact_direct or not isinstance(backend, FilesystemBackend):
         return None
     host = config.listen_address.rpartition(":")[0].strip("[]")
-    # The gRPC port's TLS (and mTLS), checked as that port's is.
-    context = tls_context(config)
+    # The gRPC port's TLS (and mTLS), checked and renewed as that port's is.
+    tls = ServingTls.of(config)
+    context = None if tls is None else tls.context
     try:
         return ByteEndpoint(host, config.artifact_direct_port, transfers, context)
     except OSError as error:  # the socket's own words name neither the port nor a setting

@@ -1,40 +1,128 @@
 """The server's TLS, from the PEM files its settings name: gRPC's credentials for the
-gRPC port, an SSLContext for any other (the byte endpoint)."""
+gRPC port, an SSLContext for any other (the byte endpoint).
+
+Both serve the files as they are at each new connection's handshake. A Secret renewed
+by cert-manager reaches a pod as new files behind the same paths (the kubelet swaps the
+volume's links), which a server that read them once kept serving until it was
+restarted, past the old certificate's expiry."""
 
 from __future__ import annotations
 
 import os
 import ssl
 import stat
+import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import grpc
 
+from . import logs
 from .config import Config
 from .service import Unservable
 
+_log = logs.get("cairn.server")
+# Of each file: device, inode, modification time and size. A swapped link changes the
+# inode; a file written in place changes its time or size.
+_Stamp = tuple[tuple[int, int, int, int], ...]
+
+
+class _Loaded(NamedTuple):
+    stamp: _Stamp | None
+    context: ssl.SSLContext
+    configuration: grpc.ServerCertificateConfiguration
+
+
+class ServingTls:
+    """The TLS files as they are now: read again, for the next connection, when one of
+    them changed. Files that no longer go together (a key renewed before its
+    certificate) leave the earlier ones serving until they do."""
+
+    def __init__(self, config: Config) -> None:
+        """Raises Unservable naming the settings when the files cannot serve."""
+        self._config = config
+        self._lock = threading.Lock()
+        self._loaded = _load(config, _stamp(config))
+        self._refused: _Stamp | None = None
+        self._given = self._loaded  # the configuration gRPC serves
+
+    @classmethod
+    def of(cls, config: Config) -> ServingTls | None:
+        """The server's TLS; None without a certificate, to serve plaintext."""
+        return cls(config) if config.tls_cert_file else None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """gRPC's credentials, which ask before each handshake for files renewed since."""
+        return grpc.dynamic_ssl_server_credentials(
+            self._given.configuration,
+            self._renewed,
+            require_client_authentication=bool(self._config.tls_client_ca_file),
+        )
+
+    def context(self) -> ssl.SSLContext:
+        """The SSLContext of the files as they are now."""
+        return self._current().context
+
+    def _renewed(self) -> grpc.ServerCertificateConfiguration | None:
+        # Called by gRPC before each handshake: None keeps what it serves.
+        loaded = self._current()
+        if loaded is self._given:
+            return None
+        self._given = loaded
+        return loaded.configuration
+
+    def _current(self) -> _Loaded:
+        stamp = _stamp(self._config)
+        with self._lock:
+            if stamp is None or stamp in (self._loaded.stamp, self._refused):
+                return self._loaded
+            try:
+                loaded = _load(self._config, stamp)
+            except Unservable as error:
+                self._refused = stamp
+                _log.warning("the TLS files changed and cannot serve", error=str(error))
+                return self._loaded
+            if _stamp(self._config) == stamp:  # else changed while read: the next asks again
+                self._loaded = loaded
+                _log.info("TLS files read again", cert_file=self._config.tls_cert_file)
+            return self._loaded
+
 
 def server_credentials(config: Config) -> grpc.ServerCredentials | None:
-    """TLS credentials from the configured PEM files, or None to serve plaintext."""
-    if not config.tls_cert_file:
+    """The gRPC port's credentials, or None to serve plaintext."""
+    tls = ServingTls.of(config)
+    return None if tls is None else tls.credentials()
+
+
+def _load(config: Config, stamp: _Stamp | None) -> _Loaded:
+    context = _context(config)  # the files' check: grpc's would read as an address in use
+    try:
+        chain = Path(config.tls_cert_file).read_bytes()
+        key = Path(config.tls_key_file).read_bytes()
+        ca = config.tls_client_ca_file
+        client_ca = Path(ca).read_bytes() if ca else None
+    except OSError as error:  # swapped away since the check
+        raise Unservable(f"a TLS file cannot be read ({error.strerror or error})") from error
+    configuration = grpc.ssl_server_certificate_configuration([(key, chain)], client_ca)
+    return _Loaded(stamp, context, configuration)
+
+
+def _stamp(config: Config) -> _Stamp | None:
+    """The files' stamps; None while one is away (between a link's removal and its
+    replacement), which keeps the files read before."""
+    paths = [config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file]
+    try:
+        found = [os.stat(path) for path in paths if path]
+    except OSError:
         return None
-    tls_context(config)  # the files' check: grpc's own would read as an address in use
-    chain = Path(config.tls_cert_file).read_bytes()
-    key = Path(config.tls_key_file).read_bytes()
-    client_ca = Path(config.tls_client_ca_file).read_bytes() if config.tls_client_ca_file else None
-    return grpc.ssl_server_credentials(
-        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
-    )
+    return tuple((f.st_dev, f.st_ino, f.st_mtime_ns, f.st_size) for f in found)
 
 
-def tls_context(config: Config) -> ssl.SSLContext | None:
+def _context(config: Config) -> ssl.SSLContext:
     """The server's TLS (and mTLS) from the configured PEM files, as the gRPC port
-    serves it, for any other port of the server (the byte endpoint); None without a
-    certificate. Raises Unservable naming the settings when the files do not make a
-    server's TLS (a key of another certificate, a file that is no PEM, an encrypted
-    key), or one cannot be read."""
-    if not config.tls_cert_file:
-        return None
+    serves it, for any other port of the server (the byte endpoint). Raises Unservable
+    naming the settings when the files do not make a server's TLS (a key of another
+    certificate, a file that is no PEM, an encrypted key), or one cannot be read."""
     for setting, path in (
         ("CAIRN_TLS_CERT_FILE (--tls-cert-file)", config.tls_cert_file),
         ("CAIRN_TLS_KEY_FILE (--tls-key-file)", config.tls_key_file),

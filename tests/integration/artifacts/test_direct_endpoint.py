@@ -82,7 +82,7 @@ def tls_endpoint(
 ) -> Iterator[ByteEndpoint]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(pki["server_cert"], pki["server_key"])
-    served = ByteEndpoint("127.0.0.1", 0, _Transfers(tmp_path), context)
+    served = ByteEndpoint("127.0.0.1", 0, _Transfers(tmp_path), lambda: context)
     yield served
     served.close()
 
