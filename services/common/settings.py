@@ -72,6 +72,8 @@ def _setting(
 # almost without rest (every 0.25 ms at 0.001 s), and a retry after a brief outage may
 # come after its request id was forgotten.
 _RETENTION = Bounds(60, TEN_YEARS_SECONDS, "10 years")
+# Waits and timeouts: past an hour, one set by mistake (1e300) never ends.
+_AN_HOUR = Bounds(0.001, 3600, "an hour")
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class Settings:
         5.0,
         "longest wait for a free pool connection; then the call is UNAVAILABLE "
         "(DATABASE_BUSY) instead of waiting out its deadline",
+        bounds=_AN_HOUR,
     )
     db_statement_timeout_seconds: float = _setting(
         30.0,
@@ -126,6 +129,7 @@ class Settings:
         "longest a metric-history stream, which holds a database connection and its "
         "snapshot, waits for its client to take one message (32,768 points); then it "
         "ends RESOURCE_EXHAUSTED (STREAM_STALLED) and frees the connection",
+        bounds=_AN_HOUR,
     )
     migrate_on_start: bool = _setting(True, "apply pending migrations when a service starts")
     artifact_backend: str = _setting(
@@ -270,13 +274,15 @@ class Settings:
         "a connection of its own); "
         "two probes in a row that disagree with the health reported change it; "
         "a migration run probes as often, and two unanswered in a row give it up",
-        # A shorter interval makes an idle server a loop of probes.
-        bounds=Bounds(0.1),
+        # A shorter interval makes an idle server a loop of probes; a longer one than an
+        # hour, health that never follows the database.
+        bounds=Bounds(0.1, 3600, "an hour"),
     )
     health_probe_timeout_seconds: float = _setting(
         2.0,
         "longest a health probe waits to connect, then for its answer; past it the "
         "database counts as unreachable (raise it for a database across a slow link)",
+        bounds=_AN_HOUR,
     )
     metrics_address: str = _setting(
         "", "host:port of the Prometheus /metrics endpoint (HTTP); empty turns it off"
@@ -293,8 +299,12 @@ class Settings:
         "can do anything",
     )
     auth_failure_limit: int = _setting(
-        20, "failed authentications a client address may make per window before it is refused"
+        20,
+        "failed authentications a client address may make per window before it is refused",
+        bounds=Bounds(1),
     )
     auth_failure_window_seconds: float = _setting(
-        60.0, "length of that window; a refused address may try again after it"
+        60.0,
+        "length of that window; a refused address may try again after it",
+        bounds=Bounds(0.001, 86400, "a day"),
     )

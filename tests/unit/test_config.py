@@ -77,9 +77,20 @@ def test_flag_wins_over_environment() -> None:
         ({"CAIRN_TLS_KEY_FILE": "k.pem"}, "CAIRN_TLS_CERT_FILE and CAIRN_TLS_KEY_FILE go together"),
         ({"CAIRN_LISTEN_ADDRESS": "0.0.0.0:50051"}, "CAIRN_AUTH=none on 0.0.0.0:50051"),
         ({"CAIRN_LISTEN_ADDRESS": "10.1.2.3:50051"}, "would let anyone on the network"),
-        ({"CAIRN_AUTH": "api_key", "CAIRN_AUTH_FAILURE_LIMIT": "0"}, "must be positive"),
+        ({"CAIRN_AUTH": "api_key", "CAIRN_AUTH_FAILURE_LIMIT": "0"}, "LIMIT must be at least 1"),
         ({"CAIRN_S3_TIMEOUT_SECONDS": "0"}, "CAIRN_S3_TIMEOUT_SECONDS must be from 0.001 to"),
-        ({"CAIRN_HEALTH_PROBE_TIMEOUT_SECONDS": "0"}, "CAIRN_HEALTH_PROBE_.*must be positive"),
+        ({"CAIRN_HEALTH_PROBE_TIMEOUT_SECONDS": "0"}, "CAIRN_HEALTH_PROBE_.*from 0.001 to"),
+        # An hour at most: at 1e300, health probed never and followed no outage.
+        (
+            {"CAIRN_HEALTH_PROBE_INTERVAL_SECONDS": "1e300"},
+            "INTERVAL_SECONDS must be from 0.1 to 3600",
+        ),
+        ({"CAIRN_DB_ACQUIRE_TIMEOUT_SECONDS": "1e300"}, "_SECONDS must be from 0.001 to 3600"),
+        ({"CAIRN_STREAM_STALL_SECONDS": "7200"}, "_SECONDS must be from 0.001 to 3600"),
+        (
+            {"CAIRN_AUTH_FAILURE_WINDOW_SECONDS": "1e300"},
+            "WINDOW_SECONDS must be from 0.001 to 86400",
+        ),
         ({"CAIRN_HEALTH_PROBE_INTERVAL_SECONDS": "nan"}, "must be a finite number, not nan"),
         ({"CAIRN_STREAM_STALL_SECONDS": "nan"}, "CAIRN_STREAM_STALL_SECONDS must be a finite"),
         ({"CAIRN_S3_TIMEOUT_SECONDS": "inf"}, "CAIRN_S3_TIMEOUT_SECONDS must be a finite"),
@@ -138,7 +149,7 @@ TEN_YEARS = "from 60 to 315360000 (10 years)"
         # Tiny but positive: an idle server spun, or the guard was off (audit 20, #5).
         ("CAIRN_REQUEST_ID_RETENTION_SECONDS", "0.001", f"{TEN_YEARS}, not 0.001"),
         ("CAIRN_BATCH_ID_RETENTION_SECONDS", "59", f"{TEN_YEARS}, not 59"),
-        ("CAIRN_HEALTH_PROBE_INTERVAL_SECONDS", "1e-06", "at least 0.1, not 1e-06"),
+        ("CAIRN_HEALTH_PROBE_INTERVAL_SECONDS", "1e-06", "from 0.1 to 3600 (an hour), not 1e-06"),
         (
             "CAIRN_ARTIFACT_JANITOR_INTERVAL_SECONDS",
             "0.001",
