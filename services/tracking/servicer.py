@@ -15,6 +15,7 @@ from cairn.tracking.v1 import tracking_service_pb2_grpc
 from ..common import answers, idempotency, paging
 from ..common import validation as common
 from ..common.errors import InvalidArgument, NotFound, invalid_field
+from ..common.read_slots import ReadSlots
 from ..common.service import Resources
 from . import convert, fields, validation
 from .fitting import fitting_experiments, fitting_runs
@@ -62,11 +63,9 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         run_bound = sizes.bound_for(config.max_message_bytes)
         self._runs = RunStore(pool, run_bound)
         self._writer = RunWriter(pool, run_bound, resources.write_slots)
+        self._long_reads = ReadSlots(pool.get_max_size(), config.db_acquire_timeout_seconds)
         self._history = MetricHistory(
-            pool,
-            config.stream_stall_seconds,
-            config.db_acquire_timeout_seconds,
-            config.db_statement_timeout_seconds,
+            pool, config.stream_stall_seconds, self._long_reads, config.db_statement_timeout_seconds
         )
         budget = config.max_message_bytes - paging.RESPONSE_RESERVE
         self._fitting = functools.partial(fitting_runs, budget=budget)
@@ -268,7 +267,8 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             page_size=paging.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
             page_token=request.page_token,
         )
-        page, next_page_token = await search_page(self._pool, query, self._fitting)
+        async with self._long_reads.turn():
+            page, next_page_token = await search_page(self._pool, query, self._fitting)
 
         def columns() -> api.SearchRunsResponse:
             return api.SearchRunsResponse(

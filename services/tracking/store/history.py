@@ -9,9 +9,10 @@ service's memory at once.
 The whole history is one snapshot (a REPEATABLE READ transaction), so it holds a pool
 connection until its last message is taken, i.e. for as long as its client takes to
 read. Two bounds keep readers from holding the database: the stream ends once its
-client has taken no message for `stall_seconds` (STREAM_STALLED), and at
-most half the pool's connections serve histories at once, so readers, however slow,
-never take the connections every other call needs. Reading in pieces, each on a
+client has taken no message for `stall_seconds` (STREAM_STALLED), and histories and
+searches of runs together hold at most half the pool's connections at once
+(common/read_slots.py), so readers, however slow, never take the connections every
+other call needs. Reading in pieces, each on a
 connection of its own, would free the connection between messages, but neither keeps
 one snapshot: compaction replaces chunks by new ones meanwhile (a keyset over chunk ids
 would skip or repeat their points), and the merged and downsampled reads order or
@@ -35,7 +36,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, 
 import asyncpg
 
 from ...common.database import statement_timeout, unreachable
-from ...common.errors import ResourceExhausted, Unavailable
+from ...common.errors import ResourceExhausted
+from ...common.read_slots import ReadSlots
 from ..model import MetricSeries
 from .compaction import IN_ORDER
 from .runs import UNCLAIMED, run_not_found
@@ -111,22 +113,19 @@ ORDER BY position"""
 
 class MetricHistory:
     """Reads of metric histories from pool, each ended once its client has taken no
-    message for stall_seconds; a read waits at most slot_wait_seconds for one of the
-    readers' slots (half the pool's connections)."""
+    message for stall_seconds; each takes a turn of the long reads (read_slots.py)."""
 
     def __init__(
         self,
         pool: asyncpg.Pool,
         stall_seconds: float,
-        slot_wait_seconds: float,
+        slots: ReadSlots,
         sort_seconds: float = 0.0,
     ) -> None:
         self._pool = pool
         self._sort_seconds = sort_seconds  # for all sorts of one read; 0: no bound
         self._stall = stall_seconds
-        self._slot_wait = slot_wait_seconds
-        self.readers = max(1, pool.get_max_size() // 2)
-        self._slots = asyncio.Semaphore(self.readers)
+        self._slots = slots
 
     async def taken(self, sending: Awaitable[None]) -> None:
         """Awaits the client taking one message of a read, at most the stall bound.
@@ -157,29 +156,12 @@ class MetricHistory:
         unknown run is NOT_FOUND, and a read that found every reader's slot taken
         throughout the pool's acquire timeout is UNAVAILABLE (DATABASE_BUSY), as a wait
         for a connection is."""
-        async with self._slot(), self._pool.acquire() as conn, _snapshot(conn):
+        async with self._slots.turn(), self._pool.acquire() as conn, _snapshot(conn):
             await _check_runs(conn, project, run_ids)  # before a point is sent
             sorts = _SortBudget(conn, self._sort_seconds)
             for run_id in run_ids:
                 async for series in _run_history(conn, run_id, key, max_points, sorts):
                     yield run_id, series
-
-    @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        try:
-            async with asyncio.timeout(self._slot_wait):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise Unavailable(
-                "DATABASE_BUSY",
-                f"{self.readers} metric histories (half the pool's connections) were being "
-                f"read throughout {self._slot_wait:g} s (CAIRN_DB_ACQUIRE_TIMEOUT_SECONDS); "
-                "try again",
-            ) from None
-        try:
-            yield
-        finally:
-            self._slots.release()
 
 
 @contextlib.asynccontextmanager
