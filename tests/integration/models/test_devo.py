@@ -350,3 +350,33 @@ async def test_an_empty_name_is_refused_naming_name(manager: cairn.ModelManager)
             await call("")
         assert [field for field, _ in refused.value.field_violations] == ["name"]
         assert "external_id" not in refused.value.message
+
+
+async def test_a_copy_of_a_model_keeps_its_files_name(
+    manager: cairn.ModelManager, world: World, tmp_path: Path, unique: str
+) -> None:
+    """The copy's model artifact was named after the model it was copied to, so its
+    `file_name` was `copied-...` while get_model downloaded pokemon.onnx."""
+    onnx = tmp_path / "pokemon.onnx"
+    onnx.write_bytes(b"onnx-v1")
+    await manager.add_model(f"original-{unique}", "ONNX", onnx, description="d")
+
+    await world.registry.copy_model_version(f"models:/original-{unique}/1", f"copied-{unique}")
+    copied = await manager.get_model(f"copied-{unique}", download_file=True)
+
+    assert (copied.file_name, copied.engine) == ("pokemon.onnx", "ONNX")
+    assert Path(copied.path or "").name == "pokemon.onnx"
+    assert Path(copied.path or "").read_bytes() == b"onnx-v1"
+
+
+async def test_a_version_with_nothing_to_copy_is_not_copied(world: World, unique: str) -> None:
+    """A version made with no source and no model artifact was copied into one whose
+    model artifact had no URI, which no load could read, its model made meanwhile."""
+    model = await world.registry.upsert_registered_model(RegisteredModel(f"empty-{unique}"))
+    await world.registry.upsert_model_version(ModelVersion("v"), model.id or "")
+
+    with pytest.raises(NotFoundError) as refused:
+        await world.registry.copy_model_version(f"models:/empty-{unique}/1", f"dst-{unique}")
+
+    assert refused.value.reason == "MODEL_VERSION_NOT_FOUND"
+    assert await world.registry.get_registered_model_by_params(f"dst-{unique}") is None

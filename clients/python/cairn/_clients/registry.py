@@ -131,7 +131,8 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
             InvalidArgumentError: src_model_uri is no models:/ URI, or one no copy can
                 store as its source (a name with an empty, "." or ".." segment), before
                 dst_name is looked up or made.
-            NotFoundError: the URI names no version.
+            NotFoundError: the URI names no version, or one with no source or model
+                artifact URI (MODEL_VERSION_NOT_FOUND), before dst_name is made.
         """
         parsed = parse_uri(src_model_uri, "src_model_uri")
         if not isinstance(parsed, ModelUri):
@@ -172,14 +173,22 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
         meanwhile fails the copy with nothing made, or comes after these reads and
         leaves the copy whole (deleting a version never deletes its files)."""
         download_uri = await self._download_uri_of(source.id, timeout, metadata)
+        if not download_uri:  # as a load of it says, before the copy is made
+            raise NotFoundError(
+                f"version {source.version} of {source.name!r} has no source or model "
+                "artifact URI: there is nothing to copy",
+                reason="MODEL_VERSION_NOT_FOUND",
+            )
         uri, pin = await files_of(self, download_uri, "src_model_uri")
         originals = await self.get_model_artifacts(source.id, timeout=timeout, metadata=metadata)
         original = originals[0] if originals else ModelArtifact(dst_name)
-        copied = ModelArtifact(
-            dst_name,
+        copied = ModelArtifact(  # named as the original (a Devo model's, after its file)
+            original.name,
             uri=uri,
+            description=original.description,
             model_format_name=original.model_format_name,
             model_format_version=original.model_format_version,
+            custom_properties=original.custom_properties,
         )
         return copied, pin
 
