@@ -49,6 +49,7 @@ _LISTING = Listing(
     tagged=False,
     empty_is_unset=("a.uri", "a.description", "a.model_format_name", "a.type", "a.source_run_id"),
     run_ids=("a.source_run_id",),
+    quoted_numbers=("a.id", "a.model_version_id", "coalesce(a.version, 0)"),
 )
 UPDATABLE = (
     "description",

@@ -238,9 +238,7 @@ class Listing:
             node = _each_value(node, _run_id_lowered)
         if column in self.empty_is_unset:
             return filter_sql.empty_is_unset(column, node, params)
-        if isinstance(node, filters.NullCheck):
-            return f"{column} IS {'' if node.is_null else 'NOT '}NULL"
-        if column in self.named:
+        if column in self.named:  # never null: IS NULL is refused as > is
             named = self.named[column]
             node = _as_named(node, tuple(named.numbers))
             if node.op not in ("LIKE", "ILIKE"):
@@ -248,6 +246,8 @@ class Listing:
                 compared = numbers if node.op == "IN" else numbers[0]
                 node = filters.Comparison(node.ident, node.op, compared, node.negated)
                 column, sql_type = named.column, "smallint"
+        if isinstance(node, filters.NullCheck):
+            return f"{column} IS {'' if node.is_null else 'NOT '}NULL"
         if column in self.quoted_numbers:
             node = _each_value(node, _unquoted)
         return filter_sql.condition(column, node, params, sql_type)
@@ -295,7 +295,9 @@ def _run_id_lowered(value: Any) -> Any:
     return value.lower() if isinstance(value, str) and names.RUN_ID.fullmatch(value) else value
 
 
-def _as_named(node: filters.Comparison, names: tuple[str, ...]) -> filters.Comparison:
+def _as_named(
+    node: filters.Comparison | filters.NullCheck, names: tuple[str, ...]
+) -> filters.Comparison:
     """The comparison with each value spelled as `names` spell it, matched in any case
     as stage transitions match them ('production' is Production), as tracking's
     attributes.status is. Any other value is refused rather than matching nothing.
@@ -307,10 +309,12 @@ def _as_named(node: filters.Comparison, names: tuple[str, ...]) -> filters.Compa
             among names.
     """
     key = node.ident.key
-    if node.op in ("LIKE", "ILIKE"):
+    if isinstance(node, filters.Comparison) and node.op in ("LIKE", "ILIKE"):
         return node
-    if node.op not in ("=", "!=", "IN"):
-        raise FilterError(node.ident.position, f"{key} supports =, !=, IN, LIKE and ILIKE")
+    if not isinstance(node, filters.Comparison) or node.op not in ("=", "!=", "IN"):
+        raise FilterError(
+            node.ident.position, f"{key} supports =, !=, [NOT] IN, [NOT] LIKE and [NOT] ILIKE"
+        )
     by_lower = {name.lower(): name for name in names}
     values = node.values
     spelled = []

@@ -49,6 +49,7 @@ _LISTING = Listing(
     orders={"name": "text"},
     empty_is_unset=("m.owner", "m.description"),
     named=(_STATE,),
+    quoted_numbers=("m.id",),
 )
 # Fields an update may change; name only through rename.
 UPDATABLE = ("description", "owner", "state", "external_id", "custom_properties")

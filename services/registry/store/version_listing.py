@@ -51,7 +51,7 @@ _LISTING = Listing(
     ties={"name": (paging.SortColumn("v.version", False, "bigint", "version"),)},
     empty_is_unset=("v.source_run_id", "v.source_uri", "v.author", "v.description"),
     named=(_STAGE, _STATE),
-    quoted_numbers=("v.version",),
+    quoted_numbers=("v.version", "v.id", "v.registered_model_id"),
     run_ids=("v.source_run_id",),
 )
 # Orders an index of one model's versions serves, (registered_model_id, version), (...,

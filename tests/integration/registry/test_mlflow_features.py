@@ -397,6 +397,23 @@ async def test_a_version_number_compares_with_a_quoted_integer_as_in_mlflow(
         assert raised.value.reason == "INVALID_FILTER", refused
 
 
+async def test_ids_compare_with_quoted_integers_as_version_numbers_do(mr_client, churn) -> None:
+    """Ids are strings of digits to the client, and `version_number = '1'` is taken
+    quoted: `registered_model_id = '3'` and `id = '<id>'` were refused INVALID_FILTER
+    "compares with a number"."""
+    model = await mr_client.get_registered_model("churn")
+    second = await mr_client.get_model_version("churn", 2)
+    for filter_text, expected in (
+        (f"registered_model_id = '{model.id}'", [1, 2, 3]),
+        (f"registered_model_id IN ('{model.id}', '999999')", [1, 2, 3]),
+        (f"id = '{second.id}'", [2]),
+    ):
+        found = await mr_client.search_model_versions(filter_text)
+        assert sorted(v.version for v in found) == expected, filter_text
+    found_models = await mr_client.search_registered_models(f"id = '{model.id}'")
+    assert [m.name for m in found_models] == ["churn"]
+
+
 async def test_a_version_needs_a_source_and_tags_a_mapping_as_in_mlflow(mr_client) -> None:
     """MLflow's server requires a version's source; an empty one made a version whose
     download URI was '' and whose copies held no files. Tags that are no mapping raised
@@ -444,7 +461,11 @@ async def test_stage_and_state_filters_take_any_case_and_refuse_unknown_names(
         (mr_client.search_model_versions, "current_stage = 'Prod'", stages),
         (mr_client.search_model_versions, "state = 'FOO'", states),
         (mr_client.search_registered_models, "state NOT IN ('LIVE', 'gone')", states),
-        (mr_client.search_model_versions, "stage > 'None'", "=, !=, IN, LIKE and ILIKE"),
+        (mr_client.search_model_versions, "stage > 'None'", "=, !=, [NOT] IN, [NOT] LIKE"),
+        # Never null: IS NULL found none and IS NOT NULL every one, where the docs refuse
+        # every other operator.
+        (mr_client.search_model_versions, "current_stage IS NULL", "=, !=, [NOT] IN"),
+        (mr_client.search_registered_models, "state IS NOT NULL", "=, !=, [NOT] IN"),
     ):
         with pytest.raises(InvalidArgumentError) as raised:
             await search(filter_text)
