@@ -9,10 +9,10 @@ service's memory at once.
 The whole history is one snapshot (a REPEATABLE READ transaction), so it holds a pool
 connection until its last message is taken, i.e. for as long as its client takes to
 read. Two bounds keep readers from holding the database: the stream ends once its
-client has taken no message for `stall_seconds` (STREAM_STALLED), and histories and
-searches of runs together hold at most half the pool's connections at once
-(common/read_slots.py), so readers, however slow, never take the connections every
-other call needs. Reading in pieces, each on a
+client has taken no message for `stall_seconds` (STREAM_STALLED), and histories hold
+at most half the pool's connections at once, and with searches of runs the pool but a
+quarter (common/read_slots.py), so readers, however slow, never take the connections
+every other call needs. Reading in pieces, each on a
 connection of its own, would free the connection between messages, but neither keeps
 one snapshot: compaction replaces chunks by new ones meanwhile (a keyset over chunk ids
 would skip or repeat their points), and the merged and downsampled reads order or
@@ -37,7 +37,7 @@ import asyncpg
 
 from ...common.database import statement_timeout, unreachable
 from ...common.errors import ResourceExhausted
-from ...common.read_slots import ReadSlots
+from ...common.read_slots import HISTORIES, ReadSlots
 from ..model import MetricSeries
 from .compaction import IN_ORDER
 from .runs import UNCLAIMED, run_not_found
@@ -156,7 +156,7 @@ class MetricHistory:
         unknown run is NOT_FOUND, and a read that found every reader's slot taken
         throughout the pool's acquire timeout is UNAVAILABLE (DATABASE_BUSY), as a wait
         for a connection is."""
-        async with self._slots.turn(), self._pool.acquire() as conn, _snapshot(conn):
+        async with self._slots.turn(HISTORIES), self._pool.acquire() as conn, _snapshot(conn):
             await _check_runs(conn, project, run_ids)  # before a point is sent
             sorts = _SortBudget(conn, self._sort_seconds)
             for run_id in run_ids:

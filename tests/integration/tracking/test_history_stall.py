@@ -197,6 +197,13 @@ async def test_stalled_readers_leave_connections_for_every_other_call(
             ),
             timeout=20,
         )
+        # Searches of runs, long reads too, have a share of their own: with one shared
+        # half, the stalled readers' turns made every search wait, then DATABASE_BUSY.
+        found = await served.stub.SearchRuns(
+            api.SearchRunsRequest(project="default", experiment_ids=[run.run.info.experiment_id]),
+            timeout=20,
+        )
+        assert [r.info.run_id for r in found.runs] == [served.run_id]
 
 
 async def test_a_slow_reader_gets_the_whole_history_as_it_was(

@@ -25,7 +25,8 @@ async def test_searches_waiting_in_the_database_leave_half_the_pool_to_others(
     config: Config, pool: asyncpg.Pool, unique: str
 ) -> None:
     async with (
-        serving_on_own_pool(config, ["tracking"], POOL_SIZE, db_acquire_timeout_seconds=1) as port,
+        # Turns waited for long enough that no search gives up on a loaded machine.
+        serving_on_own_pool(config, ["tracking"], POOL_SIZE, db_acquire_timeout_seconds=30) as port,
         cairn.TrackingClient.insecure_connection("127.0.0.1", port) as client,
     ):
         experiment_id = await client.create_experiment(f"searched-{unique}")
