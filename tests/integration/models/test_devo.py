@@ -20,7 +20,7 @@ from cairn.exceptions import (
     NotFoundError,
 )
 from cairn.models._uris import ArtifactUri
-from cairn.types import ManagedModel, ModelVersion, RegisteredModel
+from cairn.types import ManagedModel, ModelArtifact, ModelVersion, RegisteredModel
 from tests.integration.models.conftest import World
 
 
@@ -380,3 +380,17 @@ async def test_a_version_with_nothing_to_copy_is_not_copied(world: World, unique
 
     assert refused.value.reason == "MODEL_VERSION_NOT_FOUND"
     assert await world.registry.get_registered_model_by_params(f"dst-{unique}") is None
+
+
+async def test_a_copy_is_named_after_the_artifact_of_its_files(world: World, unique: str) -> None:
+    """Of a version with several model artifacts, the copy took the first's name (one
+    without files, here), not that of the artifact whose files it copies."""
+    model = await world.registry.upsert_registered_model(RegisteredModel(f"two-{unique}"))
+    version = await world.registry.upsert_model_version(ModelVersion("v"), model.id or "")
+    for artifact in (ModelArtifact("notes"), ModelArtifact("weights.bin", uri="s3://b/w.bin")):
+        await world.registry.upsert_model_artifact(artifact, version.id or "")
+
+    copied = await world.registry.copy_model_version(f"models:/two-{unique}/1", f"c-{unique}")
+
+    artifacts = await world.registry.get_model_artifacts(copied.id)
+    assert [(a.name, a.uri) for a in artifacts] == [("weights.bin", "s3://b/w.bin")]

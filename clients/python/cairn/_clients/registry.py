@@ -181,7 +181,8 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
             )
         uri, pin = await files_of(self, download_uri, "src_model_uri")
         originals = await self.get_model_artifacts(source.id, timeout=timeout, metadata=metadata)
-        original = originals[0] if originals else ModelArtifact(dst_name)
+        # The artifact of the files copied (the download URI's), not merely the first.
+        original = next((a for a in originals if a.uri == download_uri), ModelArtifact(dst_name))
         copied = ModelArtifact(  # named as the original (a Devo model's, after its file)
             original.name,
             uri=uri,
