@@ -12,6 +12,7 @@ import os
 import ssl
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,6 +23,10 @@ from .config import Config
 from .service import Unservable
 
 _log = logs.get("cairn.server")
+# The files are looked at once a second at most: gRPC asks before every handshake, under
+# a lock of its own, and a reconnecting crowd of clients waited on the stats in turn.
+# The kubelet takes about a minute to swap a renewed Secret's files in.
+CHECK_SECONDS = 1.0
 # Of each file: device, inode, modification time and size. A swapped link changes the
 # inode; a file written in place changes its time or size.
 _Stamp = tuple[tuple[int, int, int, int], ...]
@@ -35,14 +40,16 @@ class _Loaded(NamedTuple):
 
 class ServingTls:
     """The TLS files as they are now: read again, for the next connection, when one of
-    them changed. Files that no longer go together (a key renewed before its
-    certificate) leave the earlier ones serving until they do."""
+    them changed (looked at every CHECK_SECONDS at most). Files that no longer go
+    together (a key renewed before its certificate) leave the earlier ones serving
+    until they do."""
 
     def __init__(self, config: Config) -> None:
         """Raises Unservable naming the settings when the files cannot serve."""
         self._config = config
         self._lock = threading.Lock()
         self._loaded = _load(config, _stamp(config))
+        self._checked = time.monotonic()
         self._refused: _Stamp | None = None
         self._given = self._loaded  # the configuration gRPC serves
 
@@ -72,8 +79,12 @@ class ServingTls:
         return loaded.configuration
 
     def _current(self) -> _Loaded:
-        stamp = _stamp(self._config)
         with self._lock:
+            now = time.monotonic()
+            if now - self._checked < CHECK_SECONDS:
+                return self._loaded
+            self._checked = now
+            stamp = _stamp(self._config)
             if stamp is None or stamp in (self._loaded.stamp, self._refused):
                 return self._loaded
             try:

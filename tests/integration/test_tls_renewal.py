@@ -21,6 +21,7 @@ import cairn
 from cairn.exceptions import UnavailableError
 from cairn_server import catalog
 from cairn_server.artifacts.direct import ByteEndpoint
+from cairn_server.common import tls
 from cairn_server.common.config import Config
 from cairn_server.common.server import CairnServer
 from cairn_server.common.tls import ServingTls
@@ -28,6 +29,13 @@ from tests.conftest import with_overrides
 from tests.integration.test_tls import _certificate, _works, _write, pki  # noqa: F401 (fixture)
 
 NAMES = ("tls.crt", "tls.key")
+
+
+@pytest.fixture(autouse=True)
+def looked_at_every_handshake(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The files looked at before every handshake, not once a second: what each
+    handshake is served follows from what the files held before it."""
+    monkeypatch.setattr(tls, "CHECK_SECONDS", 0.0)
 
 
 def _mount(volume: Path, version: str, certificate: Any, key: Any) -> None:
@@ -138,9 +146,13 @@ def test_files_that_do_not_go_together_leave_the_earlier_ones_serving(
     """A key renewed before its certificate (files copied in one by one, by hand) is
     no certificate's: the files read before serve until the pair is whole again."""
     volume = renewable[0]
-    other = volume.parent / "other"
-    other.mkdir()
-    _, key = _write(other, "other", *_certificate("localhost", None, ca=False))
-    os.replace(volume / "tls.key", volume.parent / "old.key")
+    renewed_ca = _certificate("renewed CA", None, ca=True)
+    ca_file, _ = _write(volume.parent, "renewed-ca", *renewed_ca)
+    cert, key = _write(volume.parent, "renewed", *_certificate("localhost", renewed_ca, ca=False))
+    for name in NAMES:
+        os.replace(volume / name, volume.parent / f"old-{name}")  # the links, by hand
     shutil.copy(key, volume / "tls.key")
+    shutil.copy(pki["server_cert"], volume / "tls.crt")  # the old certificate, the new key
     assert _handshake(endpoint, pki["ca"]) == "localhost"
+    shutil.copy(cert, volume / "tls.crt")  # the pair whole again
+    assert _handshake(endpoint, ca_file) == "localhost"
