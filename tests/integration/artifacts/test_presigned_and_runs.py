@@ -370,6 +370,24 @@ async def test_run_artifacts_through_the_tracking_client(
         assert json.loads(Path(params).read_text()) == {"lr": 0.1}
 
 
+async def test_a_listed_path_is_normalised_as_a_downloaded_one_is(
+    server_port: int, unique: str
+) -> None:
+    """list_artifacts sent its path as given: `./a/b`, `a//b` and `a/x/../b`, which
+    MLflow lists as `a/b` and download_artifacts reads so, were INVALID_ARGUMENT naming
+    `prefix`, a field the caller never passed, after calls had been sent."""
+    async with cairn.TrackingClient.insecure_connection("127.0.0.1", server_port) as tracking:
+        experiment_id = await tracking.create_experiment(f"listed-{unique}")
+        run_id = (await tracking.create_run(experiment_id)).info.run_id
+        await tracking.log_text(run_id, "x", "a/b/c.txt")
+        for spelled in ("a/b", "./a/b", "a//b", "a/b/.", "a/x/../b", "a/b/"):
+            listed = await tracking.list_artifacts(run_id, spelled)
+            assert [entry.path for entry in listed] == ["a/b/c.txt"], spelled
+        with pytest.raises(InvalidArgumentError) as refused:
+            await tracking.list_artifacts(run_id, "../x")
+        assert refused.value.field_violations[0][0] == "path"
+
+
 async def test_log_dict_stores_values_json_cannot_encode_as_strings(
     server_port: int, unique: str, tmp_path
 ) -> None:

@@ -114,9 +114,11 @@ class RunArtifacts:
     async def list_artifacts(
         self: RunClient, run_id: str, path: str | None = None
     ) -> list[ObjectInfo]:
-        """One level of the run's artifacts, with paths relative to the run's root."""
+        """One level of the run's artifacts, with paths relative to the run's root; path
+        normalised as download_artifacts' is (`./a//b` is `a/b`), before anything is sent."""
+        directory = within_run(path or "", "path")
         store, root = await run_store(self, run_id)
-        prefix = join(root, path, "") + "/"
+        prefix = join(root, directory, "") + "/"
         listed = []
         async for entry in Pager(lambda options: store.list(prefix, options=options)):
             relative = entry.path[len(root) + 1 :]
