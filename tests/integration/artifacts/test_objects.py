@@ -424,6 +424,18 @@ async def test_a_source_no_upload_can_read_is_refused_naming_it(
     assert await store.list(recursive=True) == []
 
 
+async def test_a_directory_is_refused_as_a_source_naming_it(
+    store: cairn.ArtifactClient, tmp_path: Path
+) -> None:
+    """It raised a bare IsADirectoryError once the upload had begun, where the docs
+    promise InvalidArgumentError naming `source` before anything is sent."""
+    with pytest.raises(InvalidArgumentError) as refused:
+        await store.upload("a-directory", tmp_path)
+    assert [field for field, _ in refused.value.field_violations] == ["source"]
+    assert "upload_tree" in refused.value.message
+    assert await store.list(recursive=True) == []
+
+
 async def test_a_pipe_or_a_device_is_refused_as_a_source_before_it_is_opened(
     store: cairn.ArtifactClient, tmp_path: Path
 ) -> None:

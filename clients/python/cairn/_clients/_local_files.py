@@ -148,12 +148,17 @@ def size_of(source: Source) -> int | None:
     """The size an upload will have, when known before reading it (not for a file
     object). A path to a pipe, socket or device is refused, naming the argument, as a
     tree's upload leaves them out: opening a pipe waited for a writer without end, and
-    /dev/null was stored as an empty object."""
+    /dev/null was stored as an empty object. So is a directory (a bare
+    IsADirectoryError, once the upload had begun), which upload_tree uploads."""
     if isinstance(source, bytes | bytearray | memoryview):
         return len(source)
     if isinstance(source, str | os.PathLike):
         found = Path(source).stat()
-        if not (stat.S_ISREG(found.st_mode) or stat.S_ISDIR(found.st_mode)):
+        if stat.S_ISDIR(found.st_mode):
+            raise invalid_argument(
+                "source", f"{os.fspath(source)!r} is a directory: upload_tree uploads one"
+            )
+        if not stat.S_ISREG(found.st_mode):
             raise invalid_argument(
                 "source", f"{os.fspath(source)!r} is a pipe, socket or device, not a file"
             )
