@@ -182,6 +182,14 @@ def _parameter_names(url: str) -> list[str]:
         return []
 
 
+def usable_connections(config: Config) -> int:
+    """The pool's connections calls may hold, which the slots of writes and long reads
+    are shares of: all but the one the key cache listens on for changes of keys
+    (auth/cache.py), with keys checked and a pool of two or more."""
+    listening = config.auth == "api_key" and config.db_pool_size >= 2
+    return config.db_pool_size - int(listening)
+
+
 class UnreadableUrl(ValueError):
     """A database URL asyncpg cannot read. Its own message quotes the piece it could not
     read, which is a piece of the password when that holds "/", "?" or "#" unencoded;

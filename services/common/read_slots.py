@@ -8,10 +8,12 @@ the pool's connections and the server's own background work found none; a search
 
 Each kind holds at most half the pool, and both together the pool but a quarter (one
 connection at least): readers of histories that stop reading, however many, leave
-searches a share of their own, and every other call finds a connection (with a pool of
-2 or more). A read past those limits waits here for its turn, holding no connection,
-as long as a call waits for a connection, then is UNAVAILABLE (DATABASE_BUSY), which
-clients retry.
+searches a share of their own (with a pool of 3 or more), and every other call finds a
+connection (with a pool of 2 or more). The pool here is the connections calls may use:
+with keys checked, the key cache holds one for good (database.usable_connections).
+
+A read past those limits waits here for its turn, holding no connection, as long as a
+call waits for a connection, then is UNAVAILABLE (DATABASE_BUSY), which clients retry.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from .health import LIVENESS, HealthServicer
 from .idempotency import Idempotency
 from .interceptor import CallInterceptor
 from .page_seals import PageSeals
+from .read_slots import ReadSlots
 from .service import Resources, ServiceSpec
 from .signals import Signalled, SignalWaiter, before_signal
 from .stopping import STOP_MARGIN_SECONDS, Stopping
@@ -82,7 +83,8 @@ class CairnServer:
     def __init__(self, config: Config, services: Sequence[ServiceSpec], pool: asyncpg.Pool):
         self.config = config
         self.services = list(services)
-        self._write_slots = WriteSlots.for_pool(config.db_pool_size)
+        usable = database.usable_connections(config)
+        self._write_slots = WriteSlots.for_pool(usable)
         self._idempotency = Idempotency(
             pool,
             {spec.full_name: spec.schema for spec in self.services if spec.records_requests},
@@ -96,6 +98,7 @@ class CairnServer:
             pool=pool,
             idempotency=self._idempotency,
             write_slots=self._write_slots,
+            read_slots=ReadSlots(usable, config.db_acquire_timeout_seconds),
             stopping=self._stopping,
         )
         self._resources = resources

@@ -17,20 +17,23 @@ from google.protobuf.message import Message
 from .access import Gate, RoleTable
 from .config import Config
 from .idempotency import Idempotency, Reread
+from .read_slots import ReadSlots
 from .write_slots import WriteSlots
 
 
 @dataclass(frozen=True)
 class Resources:
     """What a servicer may use: the settings, the database pool, the server's record of
-    request ids, the slots of writes to one thing (write_slots.py), and whether the
-    server is shutting down (set when it stops taking calls)."""
+    request ids, the slots of writes to one thing (write_slots.py) and of long reads
+    (read_slots.py), and whether the server is shutting down (set when it stops taking
+    calls)."""
 
     config: Config
     pool: asyncpg.Pool
     idempotency: Idempotency
     # The server's, for its pool; one slot for a servicer made alone.
     write_slots: WriteSlots = field(default_factory=lambda: WriteSlots(1, 1))
+    read_slots: ReadSlots = field(default_factory=lambda: ReadSlots(1, 5.0))
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 

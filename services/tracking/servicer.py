@@ -15,7 +15,7 @@ from cairn.tracking.v1 import tracking_service_pb2_grpc
 from ..common import answers, idempotency, paging
 from ..common import validation as common
 from ..common.errors import InvalidArgument, NotFound, invalid_field
-from ..common.read_slots import SEARCHES, ReadSlots
+from ..common.read_slots import SEARCHES
 from ..common.service import Resources
 from . import convert, fields, validation
 from .fitting import fitting_experiments, fitting_runs
@@ -63,7 +63,7 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         run_bound = sizes.bound_for(config.max_message_bytes)
         self._runs = RunStore(pool, run_bound)
         self._writer = RunWriter(pool, run_bound, resources.write_slots)
-        self._long_reads = ReadSlots(pool.get_max_size(), config.db_acquire_timeout_seconds)
+        self._long_reads = resources.read_slots
         self._history = MetricHistory(
             pool, config.stream_stall_seconds, self._long_reads, config.db_statement_timeout_seconds
         )

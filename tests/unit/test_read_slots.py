@@ -5,6 +5,8 @@ import asyncio
 
 import pytest
 
+from cairn_server.common import database
+from cairn_server.common.config import Config
 from cairn_server.common.errors import Unavailable
 from cairn_server.common.read_slots import HISTORIES, SEARCHES, ReadSlots
 from tests.conftest import eventually
@@ -62,3 +64,15 @@ async def test_a_read_without_a_turn_is_busy_and_keeps_no_slot() -> None:
     async with slots.turn(SEARCHES):  # neither the busy read nor the cancelled one kept one
         assert searches.locked()
     assert waiting.cancelled()
+
+
+def test_the_shares_leave_out_the_connection_the_key_cache_listens_on() -> None:
+    """With keys checked, the key cache holds one connection for good: long reads of
+    nine of ten (eight, and it) left every write and key check one connection."""
+    sizes = [
+        database.usable_connections(Config(auth=auth, db_pool_size=size, db_pool_min_size=0))
+        for auth, size in (("none", 10), ("api_key", 10), ("api_key", 2), ("api_key", 1))
+    ]
+    assert sizes == [10, 9, 1, 1]
+    shares = ReadSlots(database.usable_connections(Config(auth="api_key")), 1.0)
+    assert (shares.per_kind, shares.in_all) == (4, 7)  # of CAIRN_DB_POOL_SIZE's 10: 2 left

@@ -23,6 +23,9 @@ from cairn.models._uris import ArtifactUri
 from cairn.types import ManagedModel, ModelArtifact, ModelVersion, RegisteredModel
 from tests.integration.models.conftest import World
 
+# A page of a version's artifacts, as the client lists them by default.
+PAGE_OF_ARTIFACTS = 20
+
 
 @pytest.fixture
 def manager(world: World, tmp_path: Path) -> cairn.ModelManager:
@@ -384,10 +387,12 @@ async def test_a_version_with_nothing_to_copy_is_not_copied(world: World, unique
 
 async def test_a_copy_is_named_after_the_artifact_of_its_files(world: World, unique: str) -> None:
     """Of a version with several model artifacts, the copy took the first's name (one
-    without files, here), not that of the artifact whose files it copies."""
+    without files, here), not that of the artifact whose files it copies; which may be
+    past the first page of them."""
     model = await world.registry.upsert_registered_model(RegisteredModel(f"two-{unique}"))
     version = await world.registry.upsert_model_version(ModelVersion("v"), model.id or "")
-    for artifact in (ModelArtifact("notes"), ModelArtifact("weights.bin", uri="s3://b/w.bin")):
+    notes = [ModelArtifact(f"notes{n}") for n in range(PAGE_OF_ARTIFACTS)]
+    for artifact in (*notes, ModelArtifact("weights.bin", uri="s3://b/w.bin")):
         await world.registry.upsert_model_artifact(artifact, version.id or "")
 
     copied = await world.registry.copy_model_version(f"models:/two-{unique}/1", f"c-{unique}")

@@ -148,16 +148,14 @@ def size_of(source: Source) -> int | None:
     """The size an upload will have, when known before reading it (not for a file
     object). A path to a pipe, socket or device is refused, naming the argument, as a
     tree's upload leaves them out: opening a pipe waited for a writer without end, and
-    /dev/null was stored as an empty object. So is a directory (a bare
-    IsADirectoryError, once the upload had begun), which upload_tree uploads."""
+    /dev/null was stored as an empty object. A directory is IsADirectoryError, which
+    `upload` names as its argument and a tree's upload as a file it could not read."""
     if isinstance(source, bytes | bytearray | memoryview):
         return len(source)
     if isinstance(source, str | os.PathLike):
         found = Path(source).stat()
         if stat.S_ISDIR(found.st_mode):
-            raise invalid_argument(
-                "source", f"{os.fspath(source)!r} is a directory: upload_tree uploads one"
-            )
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(source))
         if not stat.S_ISREG(found.st_mode):
             raise invalid_argument(
                 "source", f"{os.fspath(source)!r} is a pipe, socket or device, not a file"

@@ -151,7 +151,12 @@ class ArtifactClient(BaseClient):
         """
         _sendable(path)
         check_source(source)
-        size = await asyncio.to_thread(size_of, source)
+        try:
+            size = await asyncio.to_thread(size_of, source)
+        except IsADirectoryError as error:  # a bare one came once the upload had begun
+            raise invalid_argument(
+                "source", f"{error.filename!r} is a directory: upload_tree uploads one"
+            ) from None
         with meter(progress, "upload", path, size) as counted:
             return await self._uploads.send(
                 path, source, overwrite, content_type, counted, timeout, metadata

@@ -15,7 +15,7 @@ from ..registry.v1 import registry_pb2 as pb
 from ..registry.v1 import registry_service_pb2 as api
 from ..types import _registry as types
 from ..types._arguments import proto
-from ..types._paging import PagedList, gathered
+from ..types._paging import PagedList, Pager, gathered
 from ..types._registry import (
     MlflowModelVersion,
     ModelArtifact,
@@ -180,9 +180,18 @@ class ModelRegistryAPIClient(MlflowRegistry, VersionedArtifacts, ModelVersionLin
                 reason="MODEL_VERSION_NOT_FOUND",
             )
         uri, pin = await files_of(self, download_uri, "src_model_uri")
-        originals = await self.get_model_artifacts(source.id, timeout=timeout, metadata=metadata)
-        # The artifact of the files copied (the download URI's), not merely the first.
-        original = next((a for a in originals if a.uri == download_uri), ModelArtifact(dst_name))
+        # The artifact of the files copied (the download URI's), not merely the first,
+        # on whichever page it is.
+        original = ModelArtifact(dst_name)
+        pages = Pager(
+            lambda options: self.get_model_artifacts(
+                source.id, options, timeout=timeout, metadata=metadata
+            )
+        )
+        async for artifact in pages:
+            if artifact.uri == download_uri:
+                original = artifact
+                break
         copied = ModelArtifact(  # named as the original (a Devo model's, after its file)
             original.name,
             uri=uri,
