@@ -13,6 +13,7 @@ import ssl
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,12 +45,13 @@ class ServingTls:
     together (a key renewed before its certificate) leave the earlier ones serving
     until they do."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
         """Raises Unservable naming the settings when the files cannot serve."""
         self._config = config
+        self._clock = clock
         self._lock = threading.Lock()
         self._loaded = _load(config, _stamp(config))
-        self._checked = time.monotonic()
+        self._checked = clock()
         self._refused: _Stamp | None = None
         self._given = self._loaded  # the configuration gRPC serves
 
@@ -80,7 +82,7 @@ class ServingTls:
 
     def _current(self) -> _Loaded:
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             if now - self._checked < CHECK_SECONDS:
                 return self._loaded
             self._checked = now

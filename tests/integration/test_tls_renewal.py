@@ -154,5 +154,24 @@ def test_files_that_do_not_go_together_leave_the_earlier_ones_serving(
     shutil.copy(key, volume / "tls.key")
     shutil.copy(pki["server_cert"], volume / "tls.crt")  # the old certificate, the new key
     assert _handshake(endpoint, pki["ca"]) == "localhost"
-    shutil.copy(cert, volume / "tls.crt")  # the pair whole again
+    # The pair whole again, written aside and renamed in: a file of the same size
+    # rewritten in place within one tick of the clock would look unchanged.
+    shutil.copy(cert, volume / "tls.crt.new")
+    os.replace(volume / "tls.crt.new", volume / "tls.crt")
     assert _handshake(endpoint, ca_file) == "localhost"
+
+
+def test_the_files_are_looked_at_once_a_second_at_most(
+    config: Config, renewable: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gRPC asks before every handshake, under a lock of its own: a crowd of clients
+    reconnecting at once waited on the files' stats in turn."""
+    monkeypatch.undo()  # the module's CHECK_SECONDS, not the fixture's 0
+    now = [1000.0]
+    serving = ServingTls(with_overrides(config, **renewable[1]), clock=lambda: now[0])
+    first = serving.context()
+    _renew(renewable[0])
+    now[0] += tls.CHECK_SECONDS / 2
+    assert serving.context() is first  # not looked at yet
+    now[0] += tls.CHECK_SECONDS
+    assert serving.context() is not first
