@@ -27,6 +27,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -288,6 +289,24 @@ async def statements_waiting_for_locks(pool: asyncpg.Pool) -> int:
            WHERE wait_event_type = 'Lock' AND datname = current_database()"""
     )
     return waiting
+
+
+_Answer = TypeVar("_Answer")
+
+
+async def answered_beside_waiters(
+    pool: asyncpg.Pool, waiters: int, call: Awaitable[_Answer], what: str
+) -> tuple[_Answer, int]:
+    """call's answer, sent once at least `waiters` statements of pool's database wait for
+    a lock (calls held up behind another transaction), and how many wait once it is
+    answered: the calls of a kind hold no more connections than their share."""
+
+    async def enough_waiting() -> bool:
+        return await statements_waiting_for_locks(pool) >= waiters
+
+    await eventually(enough_waiting, what=what)
+    answer = await call
+    return answer, await statements_waiting_for_locks(pool)
 
 
 async def status_codes(*calls: Awaitable[object]) -> list[grpc.StatusCode]:

@@ -11,7 +11,7 @@ import asyncpg
 
 import cairn
 from cairn_server.common.config import Config
-from tests.conftest import eventually, serving_on_own_pool, statements_waiting_for_locks
+from tests.conftest import answered_beside_waiters, serving_on_own_pool
 
 POOL_SIZE = 8
 
@@ -35,13 +35,9 @@ async def test_writes_waiting_for_a_model_another_transaction_holds_leave_the_po
                 *(client.create_model_version(name, f"s3://b/{n}") for n in range(POOL_SIZE)),
                 *(client.set_registered_model_tag(name, f"t{n}", "v") for n in range(POOL_SIZE)),
             )
-
-            async def some_waiting() -> bool:
-                return await statements_waiting_for_locks(pool) >= POOL_SIZE // 4
-
-            await eventually(some_waiting, what="writes waiting for the held model")
-            found = await client.get_registered_model(other.name)  # was UNAVAILABLE
-            waiting = await statements_waiting_for_locks(pool)
+            found, waiting = await answered_beside_waiters(  # get_... was UNAVAILABLE
+                pool, POOL_SIZE // 4, client.get_registered_model(other.name), "writes waiting"
+            )
 
         await writes
         versions = await client.search_model_versions(f"name = '{name}'")

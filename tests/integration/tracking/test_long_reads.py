@@ -12,9 +12,8 @@ import asyncpg
 import cairn
 from cairn_server.common.config import Config
 from tests.conftest import (
-    eventually,
+    answered_beside_waiters,
     serving_on_own_pool,
-    statements_waiting_for_locks,
 )
 
 POOL_SIZE = 8
@@ -37,15 +36,11 @@ async def test_searches_waiting_in_the_database_leave_half_the_pool_to_others(
             searches = asyncio.gather(
                 *(client.search_runs([experiment_id]) for _ in range(SEARCHES))
             )
-
-            async def some_waiting() -> bool:
-                return await statements_waiting_for_locks(pool) >= POOL_SIZE // 2
-
-            await eventually(some_waiting, what="searches waiting for the locked table")
-            found = await client.get_experiment(experiment_id)  # was UNAVAILABLE
-            # All twelve have come meanwhile; half the pool waits in PostgreSQL (all of
-            # it did), the rest in the server.
-            waiting = await statements_waiting_for_locks(pool)
+            # get_experiment was UNAVAILABLE. All twelve have come meanwhile; half the
+            # pool waits in PostgreSQL (all of it did), the rest in the server.
+            found, waiting = await answered_beside_waiters(
+                pool, POOL_SIZE // 2, client.get_experiment(experiment_id), "searches waiting"
+            )
 
         pages = await searches
 

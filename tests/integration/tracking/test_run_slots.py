@@ -21,9 +21,8 @@ from cairn_server.tracking.model import Batch, MetricColumns, MetricPoint
 from cairn_server.tracking.store import sizes
 from cairn_server.tracking.store.writes import RunWriter
 from tests.conftest import (
-    eventually,
+    answered_beside_waiters,
     serving_on_own_pool,
-    statements_waiting_for_locks,
     with_overrides,
 )
 
@@ -116,15 +115,11 @@ async def test_writes_waiting_for_a_run_another_transaction_holds_leave_the_pool
                 # connection.
                 *(client.set_tag(run_id, f"t{n}", "v") for n in range(POOL_SIZE)),
             )
-
-            async def some_waiting() -> bool:
-                return await statements_waiting_for_locks(pool) >= POOL_SIZE // 4
-
-            await eventually(some_waiting, what="writes waiting for the held run")
-            found = await client.get_experiment(experiment_id)  # was UNAVAILABLE
-            # All sixteen have come meanwhile; a quarter of the pool waits in
-            # PostgreSQL (all of it did), the rest in the server.
-            waiting = await statements_waiting_for_locks(pool)
+            # get_experiment was UNAVAILABLE. All sixteen have come meanwhile; a quarter of
+            # the pool waits in PostgreSQL (all of it did), the rest in the server.
+            found, waiting = await answered_beside_waiters(
+                pool, POOL_SIZE // 4, client.get_experiment(experiment_id), "writes waiting"
+            )
 
         await writes
         history = await client.get_metric_history(run_id, "loss")
@@ -156,13 +151,11 @@ async def test_writes_to_the_runs_of_a_held_experiment_leave_a_quarter_of_the_po
             writes = asyncio.gather(
                 *(client.log_metric(run, "loss", n, step=n) for run in runs for n in range(4))
             )
-
-            async def all_admitted_waiting() -> bool:  # however slowly the writes come
-                return await statements_waiting_for_locks(pool) >= POOL_SIZE - POOL_SIZE // 4
-
-            await eventually(all_admitted_waiting, what="writes waiting for the experiment")
-            found = await client.get_experiment(other)  # was UNAVAILABLE
-            waiting = await statements_waiting_for_locks(pool)
+            # get_experiment was UNAVAILABLE. Every admitted write is waited for, however
+            # slowly the writes come.
+            found, waiting = await answered_beside_waiters(
+                pool, POOL_SIZE - POOL_SIZE // 4, client.get_experiment(other), "writes waiting"
+            )
 
         await writes
 
