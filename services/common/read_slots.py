@@ -4,7 +4,8 @@ A metric history holds its connection while its client reads the stream, and a s
 of runs ordered by several params or metrics sorts every matching run for each page
 (seconds, on tens of thousands of runs). Twelve such searches at once took all ten of
 the pool's connections and the server's own background work found none; a search of
-20 ms, waiting behind them, took 14 s.
+20 ms, waiting behind them, took 14 s. Only searches that sort take turns: a walked
+page costs about its size (tracking/store/search.py).
 
 Each kind holds at most half the pool, and both together the pool but a quarter (one
 connection at least): readers of histories that stop reading, however many, leave

@@ -98,7 +98,7 @@ class Settings:
         10,
         "most connections the pool opens; of those calls may use (all but one, the key "
         "cache's, with CAIRN_AUTH=api_key), metric-history streams take at most half, "
-        "searches of runs half, both together all but a quarter; the writes to one run "
+        "sorting searches of runs half, both together all but a quarter; the writes to one run "
         "or model a quarter, and the writes to all runs and models the rest",
         # asyncpg sets up every slot at start: 5,000,000 took 790 MB before serving, and
         # a PostgreSQL serves far fewer connections (max_connections is 100 by default).

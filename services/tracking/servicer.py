@@ -15,7 +15,6 @@ from cairn.tracking.v1 import tracking_service_pb2_grpc
 from ..common import answers, idempotency, paging
 from ..common import validation as common
 from ..common.errors import InvalidArgument, NotFound, invalid_field
-from ..common.read_slots import SEARCHES
 from ..common.service import Resources
 from . import convert, fields, validation
 from .fitting import fitting_experiments, fitting_runs
@@ -267,8 +266,9 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
             page_size=paging.page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
             page_token=request.page_token,
         )
-        async with self._long_reads.turn(SEARCHES):
-            page, next_page_token = await search_page(self._pool, query, self._fitting)
+        page, next_page_token = await search_page(
+            self._pool, query, self._fitting, self._long_reads
+        )
 
         def columns() -> api.SearchRunsResponse:
             return api.SearchRunsResponse(

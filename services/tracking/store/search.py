@@ -10,13 +10,16 @@ token exact.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from ...common import filter_sql, filters, paging, sql
 from ...common.filters import FilterError, Identifier
+from ...common.read_slots import SEARCHES, ReadSlots
 from ...common.sql import Params
 from ..model import Run
 from . import sizes, walks
@@ -69,13 +72,22 @@ async def search_runs(pool: asyncpg.Pool, query: RunQuery) -> paging.Page[Run]:
 
 
 async def search_page(
-    pool: asyncpg.Pool, query: RunQuery, fitting: Fitting | None = None
+    pool: asyncpg.Pool,
+    query: RunQuery,
+    fitting: Fitting | None = None,
+    slots: ReadSlots | None = None,
 ) -> tuple[RunPage, str]:
     """The page of runs the query asks for, by column, and the next page's token.
     fitting(page, token_bytes) says how many of the page's runs its answer holds beside
     the token after them, token_bytes(count) long (all runs by default): the token then
     continues after those. A page loads only the runs that hold
-    paging.MAX_PAGE_LOAD_BYTES together (one at least), as run_sizes counts them."""
+    paging.MAX_PAGE_LOAD_BYTES together (one at least), as run_sizes counts them.
+
+    A page found by sorting the matching runs waits for a turn of slots' searches
+    (read_slots.py), which may take seconds each over tens of thousands of runs. A
+    page the walks find (or a rare value's holders) costs about its size and waits for
+    none: the newest runs, or those of the best metric, are listed at once beside a
+    dozen sorts by several params. A walk that gives up only then waits for its turn."""
     terms = [parse_order(text) for text in (query.order_by or DEFAULT_ORDER)]
     keyset = paging.Keyset(
         _sort_key(terms),
@@ -90,47 +102,78 @@ async def search_page(
     )
     last = keyset.last(query.page_token)
     wanted = query.page_size + 1
-    # One snapshot for picking the page's runs and loading them: a collection claiming
-    # a run between the two would have it loaded with part of its history.
-    async with (
-        pool.acquire() as conn,
-        conn.transaction(isolation="repeatable_read", readonly=True),
-    ):
-        rows = await _page_rows(conn, query, terms, keyset, last, wanted)
-        taken = _within_sort_budget(rows, query.page_size)
-        loaded = await sizes.loadable(conn, rows[:taken], paging.MAX_PAGE_LOAD_BYTES)
-        page = await load_page(conn, rows[:loaded])
+    found = None
+    if _walked(terms):
+        found = await _read_page(pool, _Reading(query, terms, keyset, last, wanted, walk=True))
+    if found is None:
+        async with slots.turn(SEARCHES) if slots else contextlib.nullcontext():
+            found = await _read_page(pool, _Reading(query, terms, keyset, last, wanted))
+    assert found is not None  # only a walk gives up
+    rows, page, loaded = found
     kept = loaded
     if fitting and loaded:
         kept = fitting(page, lambda count: len(keyset.next_token(rows, count)))
     return page.head(kept) if kept < loaded else page, keyset.next_token(rows, kept)
 
 
-async def _page_rows(
-    conn: asyncpg.Connection,
-    query: RunQuery,
-    terms: list[tuple[Identifier, bool]],
-    keyset: paging.Keyset,
-    last: list[Any] | None,
-    wanted: int,
-) -> list[asyncpg.Record]:
-    """The page's rows (one more than the page, to know whether more follow)."""
+@dataclass(frozen=True)
+class _Reading:
+    """What a page's read is given: the query, its order's terms and keyset, the last
+    run's sort values of the page before (None for the first page), how many rows are
+    wanted, and whether the page is walked (None when the walk gives up) or sorted."""
+
+    query: RunQuery
+    terms: list[tuple[Identifier, bool]]
+    keyset: paging.Keyset
+    last: list[Any] | None
+    wanted: int
+    walk: bool = False
+
+
+async def _read_page(
+    pool: asyncpg.Pool, reading: _Reading
+) -> tuple[list[asyncpg.Record], RunPage, int] | None:
+    """The page's rows, its runs as loaded, and how many of them were (None: the walk
+    gave up)."""
+    # One snapshot for picking the page's runs and loading them: a collection claiming
+    # a run between the two would have it loaded with part of its history.
+    async with (
+        pool.acquire() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        rows = await _page_rows(conn, reading)
+        if rows is None:
+            return None
+        taken = _within_sort_budget(rows, reading.query.page_size)
+        loaded = await sizes.loadable(conn, rows[:taken], paging.MAX_PAGE_LOAD_BYTES)
+        return rows, await load_page(conn, rows[:loaded]), loaded
+
+
+def _walked(terms: list[tuple[Identifier, bool]]) -> bool:
+    """Whether pages in this order are walked (walks.py): by one metric, or newest first."""
+    return _by_one_metric(terms) or walks.newest_first(terms)
+
+
+def _by_one_metric(terms: list[tuple[Identifier, bool]]) -> bool:
+    return len(terms) == 1 and terms[0][0].entity == "metric"
+
+
+async def _page_rows(conn: asyncpg.Connection, reading: _Reading) -> list[asyncpg.Record] | None:
+    """The page's rows (one more than the page, to know whether more follow); None when
+    the walk gives up."""
+    query, terms, last, wanted = reading.query, reading.terms, reading.last, reading.wanted
     if not query.experiment_ids:  # each was past the largest id an experiment can have
         return []
     rare = await _rarest_value(conn, query)
-    one_metric = len(terms) == 1 and terms[0][0].entity == "metric"
-    walked = None
-    if rare is None and one_metric:
-        walked = await walks.walk_one_metric(conn, query, terms[0], last, wanted)
-    elif rare is None and walks.newest_first(terms):
-        walked = await walks.walk_newest_first(conn, query, last, wanted)
-    if walked is not None:
-        return walked
+    if rare is None and reading.walk and _by_one_metric(terms):
+        return await walks.walk_one_metric(conn, query, terms[0], last, wanted)
+    if rare is None and reading.walk:
+        return await walks.walk_newest_first(conn, query, last, wanted)
     scope, candidates = await _sort_scope(conn, query, rare)
-    if one_metric:
+    if _by_one_metric(terms):
         statement = _sorted_by_one_metric(scope, terms[0], last, wanted, candidates)
     else:
-        statement = _sorted_scan(terms, keyset, scope, last, wanted, candidates)
+        statement = _sorted_scan(terms, reading.keyset, scope, last, wanted, candidates)
     if candidates is not None:  # each tested on its own: one plan serves any values
         return await conn.fetch(statement, *scope.params.values)
     # How to join the matching runs depends on how many the filter's values keep: the
@@ -278,9 +321,8 @@ def _ties_by_start_time(terms: list[tuple[Identifier, bool]]) -> bool:
     orders them unless the order names the start time. One metric's order leaves it
     out: its pages go on along the index of (key, value, run id), where sorting the
     ties by start time would sort every run of a value many runs hold, page after page."""
-    one_metric = len(terms) == 1 and terms[0][0].entity == "metric"
     named = any(ident.entity == "attribute" and ident.key == "start_time" for ident, _ in terms)
-    return not (one_metric or named)
+    return not (_by_one_metric(terms) or named)
 
 
 def _sorted_scan(
