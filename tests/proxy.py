@@ -57,7 +57,8 @@ class _Listener:
 class AnswerDroppingProxy(_Listener):
     """Listens on 127.0.0.1; `drop_next(n)` loses the next n answers: at their headers,
     or, with after_headers, at their first message, once their headers reached the
-    client (gRPC holds such a call committed, and its retry policy sends it no more)."""
+    client (gRPC holds such a call committed: a retry policy of its own would send it no
+    more)."""
 
     def __init__(self, target_port: int, *, after_headers: bool = False) -> None:
         super().__init__()

@@ -11,7 +11,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import cairn
-from cairn import _channels
 from cairn.exceptions import CairnError, UnavailableError
 from cairn_server import catalog
 from cairn_server.common import database
@@ -142,18 +141,6 @@ async def test_a_busy_pool_answers_unavailable_before_the_deadline(served, uniqu
             for conn in held:
                 await pool.release(conn)
         assert (await tracking.get_experiment(experiment_id)).experiment_id == experiment_id
-
-
-def test_every_call_but_the_upload_stream_is_retried() -> None:
-    """Unary calls by Transport.unary (test_exactly_once.py), server streams by the
-    channel's retry policy; the Upload stream by neither."""
-    retried = {(m["service"].split(".")[1], m["method"]) for m in _channels._retried_methods()}
-    assert retried == {
-        ("tracking", "GetMetricHistory"),
-        ("tracking", "GetMetricHistoryBulk"),
-        ("artifacts", "Download"),
-    }
-    assert ("artifacts", "Upload") not in retried  # a stream: ArtifactClient.upload resends
 
 
 async def test_writers_through_a_restart_store_every_acknowledged_write_once(

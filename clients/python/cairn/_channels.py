@@ -36,7 +36,6 @@ from .exceptions import (
     UnavailableError,
 )
 from .exceptions import CancelledError as ServerCancelledError
-from .operations.v1 import operations_service_pb2
 from .registry.v1 import registry_service_pb2
 from .tracking.v1 import tracking_service_pb2
 
@@ -79,48 +78,14 @@ def resent_after(error: CairnError) -> bool:
     return isinstance(error, RESENT_AFTER)
 
 
-def _retried_methods() -> list[dict[str, str]]:
-    """The methods the channel's retry policy retries: the server streams, all reads.
-    gRPC sends a call again only until its answer's headers arrive, and a unary write
-    whose connection broke after them (its reply lost) was not sent again: its caller
-    was told UNAVAILABLE for a write done. Transport.unary sends unary calls again."""
-    return [
-        {"service": service.full_name, "method": method.name}
-        for module in (
-            auth_service_pb2,
-            artifacts_service_pb2,
-            operations_service_pb2,
-            registry_service_pb2,
-            tracking_service_pb2,
-        )
-        for service in module.DESCRIPTOR.services_by_name.values()
-        for method in service.methods
-        if method.server_streaming and not method.client_streaming
-    ]
-
-
 # round_robin spreads calls over every address a name resolves to, e.g. the pods behind a
 # headless Kubernetes Service ("dns:///cairn-tracking-headless.cairn.svc:50051").
-_SERVICE_CONFIG = json.dumps(
-    {
-        "loadBalancingConfig": [{"round_robin": {}}],
-        "methodConfig": [
-            {
-                "name": _retried_methods(),
-                "retryPolicy": {
-                    "maxAttempts": ATTEMPTS,
-                    "initialBackoff": f"{RETRY_BACKOFF_SECONDS[0]:g}s",
-                    "maxBackoff": f"{RETRY_BACKOFF_SECONDS[1]:g}s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
-                },
-            }
-        ],
-    }
-)
+_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 CHANNEL_OPTIONS = [
     ("grpc.service_config", _SERVICE_CONFIG),
-    # The streams' policy, and gRPC's own retry of any call that never left the client.
+    # gRPC's own retry of a call that never left the client. It has no policy to send
+    # calls again: Transport does, the same way for every call (gRPC's would stop at an
+    # answer's headers).
     ("grpc.enable_retries", 1),
     ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
     ("grpc.max_send_message_length", MAX_SEND_BYTES),

@@ -8,10 +8,19 @@ calls on are made in `_channels`, the headers it adds in `_headers`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from typing import Any, TypeVar
 
 import grpc
@@ -20,7 +29,6 @@ from ._backoff import backoff
 from ._channels import (
     ATTEMPTS,
     CHANNEL_OPTIONS,
-    RESENT_AFTER,
     RETRY_BACKOFF_SECONDS,
     LazyChannel,
     RoutedChannel,
@@ -161,29 +169,25 @@ class Transport:
             headers = (*self._metadata, (REQUEST_ID_HEADER, new_request_id()))
         else:
             headers = self._with(with_id(metadata))
-        timeout = self._timeout(timeout)
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        try:
-            return await self._unary_once(method, request, timeout, headers=headers)
-        except CairnError as error:
-            if not resent_after(error):
-                raise
-            failed = error
         once = functools.partial(self._unary_once, method, request, headers=headers)
-        return await self._resend(once, deadline, failed)
+        return await self._sent_again(once, self._timeout(timeout))
 
-    async def _resend(
-        self,
-        once: Callable[[float | None], Awaitable[Response]],
-        deadline: float | None,
-        failed: CairnError,
+    async def _sent_again(
+        self, once: Callable[[float | None], Awaitable[Response]], timeout: float | None
     ) -> Response:
-        """once(timeout left) run again after it failed (resent_after), until it is run
+        """once(timeout left), run again after it failed (resent_after) until it is run
         ATTEMPTS times in all, each after a wait that must end before the deadline;
         raises the last failure when none is left. Not on a client closed meanwhile:
         its channels answer CANCELLED at once, and each write still queued (a thread
         logging on as the process exits) would wait out every resend."""
         loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            return await once(timeout)
+        except CairnError as error:
+            if not resent_after(error):
+                raise
+            failed = error
         for wait in itertools.islice(backoff(*RETRY_BACKOFF_SECONDS), ATTEMPTS - 1):
             if self.channel.closed or (deadline is not None and loop.time() + wait >= deadline):
                 break
@@ -243,10 +247,23 @@ class Transport:
         timeout: float | None = None,
         metadata: Metadata | None = None,
     ) -> AsyncIterator[Any]:
-        """Iterates the responses of a server-streaming RPC."""
+        """Iterates the responses of a server-streaming RPC. One failing before its first
+        message is sent again as a unary call is (`unary`), under the same id: gRPC's
+        own retries stop at the answer's headers, and an artifact's first message of
+        4 MiB cut midway failed its download. A failure after it is raised: what came
+        before was handed on."""
         headers = self._with(with_id(metadata))
-        async for response in self._stream_once(method, request, self._timeout(timeout), headers):
-            yield response
+
+        async def opened(left: float | None) -> tuple[Any, AsyncGenerator[Any, None]]:
+            stream = self._stream_once(method, request, left, headers)
+            return await anext(stream, None), stream
+
+        first, stream = await self._sent_again(opened, self._timeout(timeout))
+        async with contextlib.aclosing(stream):
+            if first is not None:
+                yield first
+                async for response in stream:
+                    yield response
 
     async def every_response(
         self,
@@ -258,35 +275,16 @@ class Transport:
         metadata: Metadata | None = None,
     ) -> list[Item]:
         """Every response of a server-streaming read, each converted as it arrives (the
-        messages are not held beside what they convert to). A stream cut after its first
-        message, which gRPC sends no more (UNAVAILABLE, CANCELLED: a connection dropped,
-        a server stopping), is read again from its start as a unary call is sent again
-        (`unary`): what it answered before is dropped, so the answer is one reading. One
-        failing before its first message is raised: gRPC sent it again already, as its
-        retry policy allows (a refusal such as DATABASE_BUSY keeps its reason)."""
+        messages are not held beside what they convert to). A stream that fails
+        (resent_after: a connection dropped, a server stopping or refusing) is read again
+        from its start as a unary call is sent again (`unary`), wherever it was cut: what
+        it answered before is dropped, so the answer is one reading."""
         headers = self._with(with_id(metadata))
-        timeout = self._timeout(timeout)
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
 
         async def once(left: float | None) -> list[Item]:
-            answers: list[Item] = []
-            try:
-                async for response in self._stream_once(method, request, left, headers):
-                    answers.append(converted(response))
-            except RESENT_AFTER as error:
-                if not answers:
-                    raise _Unanswered(error) from None
-                raise
-            return answers
+            return [converted(r) async for r in self._stream_once(method, request, left, headers)]
 
-        try:
-            try:
-                return await once(timeout)
-            except RESENT_AFTER as error:
-                failed = error
-            return await self._resend(once, deadline, failed)
-        except _Unanswered as unanswered:
-            raise unanswered.error from None
+        return await self._sent_again(once, self._timeout(timeout))
 
     async def _stream_once(
         self,
@@ -294,7 +292,7 @@ class Transport:
         request: Any,
         timeout: float | None,
         headers: Metadata,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         call = method(request, timeout=timeout, metadata=headers)
         try:
             async for response in call:
@@ -377,14 +375,6 @@ class Transport:
 
     def _with(self, metadata: Metadata | None) -> tuple[tuple[str, str], ...]:
         return self._metadata + tuple(metadata or ())
-
-
-class _Unanswered(Exception):
-    """A stream's failure before its first message, which gRPC sent again already."""
-
-    def __init__(self, error: CairnError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 async def _ending(call: Any, write_error: BaseException) -> CairnError:

@@ -1,7 +1,7 @@
 """A metric history whose stream is cut after its first message (a connection dropped,
 a server stopping) is read again from its start by get_metric_history and
-get_metric_history_bulk, as a unary read is sent again: gRPC sends a stream again only
-until its first message arrives."""
+get_metric_history_bulk, as a unary read is sent again (a stream cut before it is sent
+again wherever it is read: test_streams_cut_early.py)."""
 
 from __future__ import annotations
 
@@ -139,9 +139,10 @@ class _Refusing(rpc.TrackingServiceServicer):
 async def test_a_history_refused_before_its_first_message_is_sent_as_often_as_a_call(
     bulk: bool,
 ) -> None:
-    """gRPC sends a stream again until its first message: read again on top of that, a
-    refused history was sent 16 times (each of 4 reads sent 4 times), past the call's
-    timeout, where a unary call is sent 4."""
+    """Sent again by gRPC's retry policy until its first message, and read again on
+    top of that, a refused history was sent 16 times (each of 4 reads sent 4 times),
+    past the call's timeout, where a unary call is sent 4: the client alone sends
+    streams again now."""
     refusing, server = _Refusing(), grpc.aio.server()
     rpc.add_TrackingServiceServicer_to_server(refusing, server)
     port = server.add_insecure_port("127.0.0.1:0")

@@ -44,7 +44,8 @@ from ..types._artifacts import ObjectInfo, object_from_proto
 from . import _direct, _presigned
 from ._local_files import Source, check_length, file_for, open_source
 
-# Waits before sending an upload again after UNAVAILABLE, as gRPC's own retries do.
+# Waits before sending an upload again after UNAVAILABLE, as calls are sent again
+# (Transport).
 UPLOAD_RETRY_WAITS = (0.1, 0.4, 1.6)
 # A completion on S3 reads the object back: its default deadline is this, plus the
 # object's size at this rate, a slow one for a store reading its own object, so that
@@ -376,8 +377,8 @@ class DirectTransfers:
         metadata: Metadata,
     ) -> ObjectInfo:
         """CompleteUploadTicket, which reads the whole object back: by default its
-        deadline grows with the size. The channel sends it again after UNAVAILABLE
-        (its retry policy); here it is sent again alone (under the same request id, so
+        deadline grows with the size. Transport sends it again after UNAVAILABLE
+        (its resends); here it is sent again alone (under the same request id, so
         it publishes once) when the server was out of reach still, timed out, found an
         earlier attempt still completing, or found the server completing as many
         uploads as it may. A completion that failed for good raises CompletionFailed:

@@ -232,10 +232,10 @@ def tree_label(path: str, count: int) -> str:
 
 async def _wait_again(waits: Iterator[float], deadline: Deadline, error: CairnError) -> None:
     """Waits the next of waits before a cut stream is opened again, as uploads wait
-    before they are sent again: gRPC's own retries, about 0.7 s in all, end within the
-    second a channel waits before it connects again to a server that refused it, and
-    a download cut by a server's restart failed 9 times in 9. Raises error once waits
-    or the deadline run out."""
+    before they are sent again: a stream's own resends (Transport.server_stream), about
+    0.7 s in all, end within the second a channel waits before it connects again to a
+    server that refused it, and a download cut by a server's restart failed 9 times in
+    9. Raises error once waits or the deadline run out."""
     wait, left = next(waits, None), deadline.left()
     if wait is None or (left is not None and left <= wait):
         raise error
