@@ -129,6 +129,10 @@ class RunStore:
         run_uuid = uuid.UUID(run_id)
         async with self._pool.acquire() as conn, conn.transaction():
             experiment = await _lock_experiment(conn, project, run_uuid)
+            # Before the experiment's stage: restoring a deleted experiment, as
+            # EXPERIMENT_DELETED advises, would not bring a claimed run back.
+            if stage == LifecycleStage.ACTIVE and experiment and experiment["run_claimed"]:
+                raise _being_purged(run_id)
             if experiment is not None and experiment["lifecycle_stage"] != LifecycleStage.ACTIVE:
                 if stage == LifecycleStage.DELETED:
                     return
@@ -148,24 +152,28 @@ class RunStore:
                 project,
                 run_uuid,
             ):
-                raise FailedPrecondition(
-                    "RUN_BEING_PURGED",
-                    f"run {run_id} cannot be restored: a garbage collection has begun "
-                    "removing it for good",
-                    metadata={"run_id": run_id},
-                )
+                raise _being_purged(run_id)
         if found is None:
             raise run_not_found(run_id)
+
+
+def _being_purged(run_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        "RUN_BEING_PURGED",
+        f"run {run_id} cannot be restored: a garbage collection has begun removing it for good",
+        metadata={"run_id": run_id},
+    )
 
 
 async def _lock_experiment(
     conn: asyncpg.Connection, project: str, run_id: uuid.UUID
 ) -> asyncpg.Record | None:
     """The run's experiment (lifecycle_stage, experiment_claimed), held so until the
-    transaction ends: its delete and restore (FOR UPDATE) wait. None for a missing run,
-    which is left to the caller."""
+    transaction ends: its delete and restore (FOR UPDATE) wait; and whether a garbage
+    collection has claimed the run (run_claimed). None for a missing run, which is left
+    to the caller."""
     return await conn.fetchrow(
-        f"""SELECT e.lifecycle_stage, {EXPERIMENT_CLAIMED}
+        f"""SELECT e.lifecycle_stage, {EXPERIMENT_CLAIMED}, r.purge_time IS NOT NULL AS run_claimed
            FROM tracking.runs r JOIN tracking.experiments e USING (experiment_id)
            WHERE r.project = $1 AND r.run_id = $2
            FOR KEY SHARE OF e""",

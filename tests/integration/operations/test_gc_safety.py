@@ -848,6 +848,28 @@ async def test_a_run_whose_purge_began_is_not_restored_and_a_later_collection_en
             await tracking.get_run(run)
 
 
+async def test_a_claimed_run_of_a_deleted_experiment_is_refused_as_being_purged(
+    server_port: int, pool: asyncpg.Pool, unique: str
+) -> None:
+    """Deleted on its own before its experiment, and claimed by a collection whose
+    cut-off fell between the two: EXPERIMENT_DELETED advised restoring the experiment,
+    which restored it, then refused the run RUN_BEING_PURGED."""
+    project = await new_project(server_port, f"claimed-in-{unique}")
+    async with cairn.Client(f"http://127.0.0.1:{server_port}", project=project) as client:
+        tracking = client.tracking
+        experiment = await tracking.create_experiment("deleted")
+        run = (await tracking.create_run(experiment)).info.run_id
+        await tracking.delete_run(run)
+        await pool.execute(
+            "UPDATE tracking.runs SET purge_time = clock_timestamp() WHERE run_id = $1::uuid", run
+        )
+        await tracking.delete_experiment(experiment)
+        with pytest.raises(FailedPreconditionError) as refused:
+            await tracking.restore_run(run)
+        assert refused.value.reason == "RUN_BEING_PURGED"
+        assert (await tracking.get_experiment(experiment)).lifecycle_stage == "deleted"
+
+
 # The restore of a server of the release before.
 _OLD_RESTORE = """UPDATE tracking.runs SET lifecycle_stage = 1, delete_time = NULL
                   WHERE run_id = $1::uuid"""
