@@ -45,8 +45,8 @@ RETURNING {_KEY_COLUMNS}
 # Prefixes are 48 random bits: with a million keys stored, a new one draws a taken prefix
 # once in 280 million, and four in a row never happen but with a broken generator.
 _PREFIX_DRAWS = 4
-# FOR SHARE: a revocation, which locks the parent FOR UPDATE, waits for this commit.
-_LOCK_PARENT = """
+# FOR SHARE: a revocation, which locks the key FOR UPDATE, waits for this commit.
+_LOCK_KEY = """
 SELECT revoke_time, expire_time, now() + $2::interval AS wanted
 FROM auth.api_keys WHERE prefix = $1 FOR SHARE
 """
@@ -115,7 +115,7 @@ class ApiKeys:
             if request_id is not None:
                 await conn.execute(TREES_LOCK)
             if parent is not None:
-                admitted = await _admit_parent(conn, parent, lifetime)
+                admitted = await hold_live_key(conn, parent, lifetime)
             stored = None
             if request_id is not None:
                 # Calls repeating one request id at the same time take turns: each
@@ -265,14 +265,15 @@ async def _admit_another_key(conn: asyncpg.Connection, user_id: str) -> None:
         )
 
 
-async def _admit_parent(
-    conn: asyncpg.Connection, parent: str, lifetime: datetime.timedelta | None
+async def hold_live_key(
+    conn: asyncpg.Connection, prefix: str, lifetime: datetime.timedelta | None = None
 ) -> asyncpg.Record:
-    """The parent's row, with the expiry of the key it is asked for ("wanted"); refuses
-    any key once the parent is revoked (between the caller's check and now). The
-    parent's row stays locked until the commit, so a revocation waits for the new key
-    and then revokes it too."""
-    row = await conn.fetchrow(_LOCK_PARENT, parent, lifetime)
+    """The row of the key a call was asked with, with the expiry of a key of lifetime
+    made with it ("wanted"); refuses the call once the key is revoked (between the
+    gate's check and now). The row stays locked until the commit, so a revocation waits
+    for what the call grants (a key made with it, which it then revokes too; a role)
+    and a revocation answered OK holds."""
+    row = await conn.fetchrow(_LOCK_KEY, prefix, lifetime)
     if row is None or row["revoke_time"] is not None:
         raise Unauthenticated("API_KEY_REVOKED", "the API key has been revoked")
     return row
@@ -311,7 +312,7 @@ async def _insert_key(
 
 
 def _check_outlived_by_parent(row: asyncpg.Record) -> None:
-    """Refuses a key that would expire after the parent that creates it (_admit_parent's
+    """Refuses a key that would expire after the parent that creates it (hold_live_key's
     row)."""
     parent_expiry, wanted = row["expire_time"], row["wanted"]
     if parent_expiry is not None and (wanted is None or wanted > parent_expiry):

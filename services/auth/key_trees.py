@@ -27,7 +27,7 @@ SELECT $2 IN (SELECT prefix FROM up)
 # named when its child is inserted, and prefixes never change.
 # The walk goes no further than a revoked key: every key below one was revoked with it
 # (in its revocation's transaction; migration 0010 for keys of earlier versions), and
-# no key is created under one (api_keys._admit_parent). Walking through them, a key
+# no key is created under one (api_keys.hold_live_key). Walking through them, a key
 # with 300,000 revoked keys below it took 0.3 s a revocation, under TREES_LOCK.
 _LIVE_TREE = """
 WITH RECURSIVE tree (prefix, depth) AS (

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from ..common.access import Role, lacks_role
+from ..common.access import Caller, Role, lacks_role
 from ..common.errors import FailedPrecondition, NotFound
 from ..common.paging import Keyset, Page, SortColumn
 from ..common.sql import Params
-from .api_keys import ADD_USER
+from .api_keys import ADD_USER, hold_live_key
 
 _MEMBER_ORDER = [SortColumn("user_id", True, "text", "user_id")]
 
@@ -27,16 +27,13 @@ class ProjectRoles:
 
     _pool: asyncpg.Pool
 
-    async def set_role(self, project: str, user_id: str, role: int, by: str | None = None) -> None:
-        """Gives user_id role in project. by: the project admin asking (None: a global
-        admin), who must still be its admin when the change takes its turn, and may not
-        demote its last admin."""
+    async def set_role(self, project: str, user_id: str, role: int, asker: Caller) -> None:
+        """Gives user_id role in project, as asker asks (_check_asker); a project admin
+        may not demote its last admin."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await _take_turns(conn, project)
-            if by is not None:
-                await _still_admin(conn, project, by)
-                if role != Role.ADMIN:
-                    await _keep_an_admin(conn, project, user_id)
+            await _check_asker(conn, project, asker)
+            if not asker.global_admin and role != Role.ADMIN:
+                await _keep_an_admin(conn, project, user_id)
             await conn.execute(ADD_USER, user_id)
             await conn.execute(
                 "INSERT INTO auth.project_roles (project, user_id, role) VALUES ($1, $2, $3) "
@@ -46,13 +43,12 @@ class ProjectRoles:
                 role,
             )
 
-    async def delete_role(self, project: str, user_id: str, by: str | None = None) -> None:
-        """Takes user_id's role in project away. by: as set_role's; its last admin's
-        role is not taken away."""
+    async def delete_role(self, project: str, user_id: str, asker: Caller) -> None:
+        """Takes user_id's role in project away, as asker asks (_check_asker); a project
+        admin may not take its last admin's."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await _take_turns(conn, project)
-            if by is not None:
-                await _still_admin(conn, project, by)
+            await _check_asker(conn, project, asker)
+            if not asker.global_admin:
                 await _keep_an_admin(conn, project, user_id)
             deleted = await conn.fetchval(
                 "DELETE FROM auth.project_roles WHERE project = $1 AND user_id = $2 RETURNING 1",
@@ -75,6 +71,19 @@ class ProjectRoles:
             *params.values,
         )
         return keyset.page(rows, page_size, lambda row: Member(**dict(row)))
+
+
+async def _check_asker(conn: asyncpg.Connection, project: str, asker: Caller) -> None:
+    """Takes the change's turn (_take_turns), then refuses it if asker's key was revoked
+    since the gate admitted it (holding the key until the commit: api_keys.hold_live_key)
+    or, for a project admin, if asker is no longer its admin (_still_admin). A role
+    granted with a key revoked meanwhile, a stolen one say, outlived the revocation
+    answered OK."""
+    await _take_turns(conn, project)
+    if asker.key_prefix:
+        await hold_live_key(conn, asker.key_prefix)
+    if not asker.global_admin:
+        await _still_admin(conn, project, asker.user_id)
 
 
 async def _take_turns(conn: asyncpg.Connection, project: str) -> None:

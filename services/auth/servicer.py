@@ -178,7 +178,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             common.project(request.project),
             validation.new_user_id(request.user_id),
             validation.role(request.role),
-            by=_project_admin(current_caller()),
+            current_caller(),
         )
         await after_commit(self._forget)
         return api.AddUserProjectRoleResponse()
@@ -189,7 +189,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         await self._store.delete_role(
             common.project(request.project),
             validation.user_id(request.user_id),
-            by=_project_admin(current_caller()),
+            current_caller(),
         )
         await after_commit(self._forget)
         return api.DeleteProjectRoleResponse()
@@ -203,12 +203,6 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             members=[convert.member(r) for r in page.items],
             next_page_token=page.next_page_token,
         )
-
-
-def _project_admin(caller: Caller) -> str | None:
-    """Who changes a project's roles as its admin: the caller, unless a global admin,
-    who needs no role there."""
-    return None if caller.global_admin else caller.user_id
 
 
 def _check_manages_keys_of(caller: Caller, user_id: str | None, verb: str) -> None:

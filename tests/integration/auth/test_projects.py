@@ -15,6 +15,7 @@ from cairn.exceptions import (
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
+    UnauthenticatedError,
 )
 from cairn.types import ApiKeyExpirationTime, ProjectMember, ProjectRole
 from cairn_server.auth.store import AuthStore
@@ -374,6 +375,39 @@ async def test_an_admin_demoted_while_its_change_waits_is_refused_it(
     if not removed:
         expected[second] = ProjectRole.VIEWER
     assert roles == expected
+
+
+@pytest.mark.parametrize("removed", [False, True], ids=["granted", "removed"])
+async def test_a_role_change_whose_key_is_revoked_while_it_waits_is_refused(
+    world: World, pool: asyncpg.Pool, unique: str, removed: bool
+) -> None:
+    """An admin's key (a stolen one, say) asks for a change of the project's roles,
+    admitted, and is revoked while the change waits for its turn: the change is refused
+    and the revocation's OK holds. Before, the change went through after it (the only
+    check of the key was the gate's): its grant of admin outlived the key."""
+    project, keys = await _project_of_admins(world, unique, ("first", "second"))
+    first, second = keys
+    grantee = f"grantee-{unique}"
+    async with world.auth("global_admin") as root, world.auth_with(keys[first]) as stolen:
+        async with pool.acquire() as holder, holder.transaction():
+            await holder.execute(
+                "SELECT 1 FROM auth.projects WHERE name = $1 FOR NO KEY UPDATE", project
+            )
+            if removed:
+                change = asyncio.ensure_future(stolen.delete_project_role(second, project))
+            else:
+                change = asyncio.ensure_future(
+                    stolen.add_user_project_role(grantee, project, ProjectRole.ADMIN)
+                )
+            await eventually(lambda: _waiting_on_locks(pool, 1), what="the change waiting")
+            await root.delete_api_key(keys[first])
+        with pytest.raises(UnauthenticatedError) as refused:
+            await change
+        members = {
+            member.user_id: member.role for member in await root.get_project_members(project)
+        }
+    assert refused.value.reason == "API_KEY_REVOKED"
+    assert members == {first: ProjectRole.ADMIN, second: ProjectRole.ADMIN}
 
 
 async def test_admins_changing_each_others_roles_at_once_take_turns(
