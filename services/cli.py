@@ -25,7 +25,7 @@ from .auth import keys as auth_keys
 from .auth import validation as auth_validation
 from .auth.store import AuthStore
 from .common import config as config_module
-from .common import database, logs, memory
+from .common import database, logs, memory, migrations
 from .common.config import Config
 from .common.errors import DomainError
 from .common.server import migrate, run
@@ -70,7 +70,13 @@ def _serve(config: Config, services: list[catalog.ServiceSpec], args: argparse.N
 
 
 def _migrate(config: Config, services: list[catalog.ServiceSpec], args: argparse.Namespace) -> None:
-    _with_pool(config, lambda pool: migrate(pool, services, config))
+    async def migrated(pool: asyncpg.Pool) -> None:
+        await migrate(pool, services, config)
+        # Warns of a newer release's migrations, as serving does: an older image's
+        # migrate Job, run in a rollback, said only that its own were up to date.
+        await migrations.check(pool, services)
+
+    _with_pool(config, migrated)
     logs.get("cairn.migrations").info("migrations up to date", services=[s.name for s in services])
 
 

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -211,6 +212,30 @@ async def _cairn(*args: str, database_url: str, **settings: str) -> asyncio.subp
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def test_the_migrate_command_warns_of_a_newer_releases_migrations(
+    fresh_url: str, tmp_path: Path
+) -> None:
+    """An older image's migrate Job run in a rollback: it logged only "migrations up to
+    date", where a server of it warns (docs/deploy.md, "Upgrades")."""
+    migrating = await _cairn("migrate", "tracking", database_url=fresh_url)
+    assert await migrating.wait() == 0
+    database = await asyncpg.connect(fresh_url)
+    try:
+        await database.execute(
+            "INSERT INTO tracking.schema_migrations (version, name) VALUES (99, '0099_newer')"
+        )
+    finally:
+        await database.close()
+    migrating = await _cairn("migrate", "tracking", database_url=fresh_url)
+    _, stderr = await migrating.communicate()
+    logged = [json.loads(line) for line in stderr.decode().splitlines()]
+    assert migrating.returncode == 0
+    warned = [entry for entry in logged if entry["level"] == "warning"]
+    assert [(entry["event"], entry["unknown"]) for entry in warned] == [
+        ("the database holds migrations newer than this server", ["0099_newer"])
+    ]
 
 
 @pytest.mark.parametrize(
