@@ -16,6 +16,12 @@ points is bounded however many have piled up
 1,200 of them once made one write merge 300,000 points, in 227 ms), and a merged chunk
 fits one history message (`history.CHUNK_POINTS`); what is left goes to later merges.
 
+A merged chunk takes the id of the last chunk it merged, not a new one: points equal in
+step, timestamp and value read in the order of their chunks' ids (IN_ORDER), and with a
+new id a merge of the lowest steps' chunks, leaving an equal point's chunk stored after
+them, read that point first after the merge and last before it. Only a chunk stored
+between two merged ones now changes places (docs/tracking.md, "Metric history").
+
 Merging is safe beside anything else: concurrent writes append chunks the statement
 does not see, a concurrent merge finds the chunks gone and writes nothing, and readers
 see the chunks before or after, never half of it.
@@ -73,8 +79,9 @@ WITH chunks AS (
         AS p(step, value, ts, n)
 )
 INSERT INTO tracking.metric_chunks
-    (run_id, key, min_step, max_step, steps, "values", timestamps_ms)
-SELECT $1, $2, min(step), max(step), array_agg(step ORDER BY {IN_ORDER}),
+    (run_id, key, chunk_id, min_step, max_step, steps, "values", timestamps_ms)
+OVERRIDING SYSTEM VALUE
+SELECT $1, $2, max(chunk_id), min(step), max(step), array_agg(step ORDER BY {IN_ORDER}),
        array_agg(value ORDER BY {IN_ORDER}), array_agg(ts ORDER BY {IN_ORDER})
 FROM points HAVING count(*) > 0"""
 

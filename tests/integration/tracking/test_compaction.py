@@ -8,6 +8,7 @@ import uuid
 from itertools import pairwise
 
 import asyncpg
+import pytest
 
 import cairn
 from cairn.types import Metric
@@ -160,6 +161,25 @@ async def test_a_merge_keeps_the_order_of_points_that_compare_equal(
         await compaction.merge_small_chunks(conn, uuid.UUID(run_id), "zeros", min_chunks=2)
     after = await tracking.get_metric_history(run_id, "zeros")
     assert [repr(m.value) for m in after] == [repr(m.value) for m in before]
+
+
+async def test_a_merge_of_the_lowest_chunks_keeps_equal_points_of_a_later_chunk_after(
+    tracking: cairn.TrackingClient,
+    run_id: str,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A merge takes at most MAX_MERGED chunks, those of the lowest steps: here the
+    first two of three, the -0.0 of step 5 merged and the 0.0 stored after it left.
+    The merged chunk took a new id, after the 0.0's, and the history read 0.0 first."""
+    monkeypatch.setattr(compaction, "MAX_MERGED", 2)
+    for point in [Metric("tied", 1.0, 1, 0), Metric("tied", -0.0, 1, 5), Metric("tied", 0.0, 1, 5)]:
+        await tracking.log_batch(run_id, metrics=[point])
+    async with pool.acquire() as conn:
+        await compaction.merge_small_chunks(conn, uuid.UUID(run_id), "tied", min_chunks=2)
+    history = await tracking.get_metric_history(run_id, "tied")
+    assert [repr(m.value) for m in history] == ["1.0", "-0.0", "0.0"]
+    assert sorted(await _chunk_sizes(pool, run_id, "tied")) == [1, 2]  # merged as asked
 
 
 async def test_fewer_small_chunks_than_the_threshold_stay(
