@@ -221,8 +221,9 @@ class Idempotency:
     ) -> Message | bytes:
         """The handler's answer, or the serialized answer of the call with the same id."""
         request_id = request_id_of(context)
-        if request_id is None:
-            return await handler()
+        if request_id is None:  # a raw call's: applied as often as it is sent
+            async with self._turn(method, request):
+                return await handler()
         claim = Claim.of(method, request_id, request, current_caller())
         once = functools.partial(self._run_once, schema, claim, handler)
         async with self._turn(method, request):

@@ -12,17 +12,25 @@ The writes to all things together hold at most the pool but a quarter: a transac
 holding many runs at once (a delete of their experiment, which the writes to its runs
 wait for) would otherwise let a quarter of the pool wait for each of them.
 
-A write takes its slots before any connection, and never a second turn: a write
-recorded by its request id takes it before its call's connection (idempotency.py), and
-its store, finding the call's connection, takes none (`in_call_transaction`).
+A write takes its slots before any connection, and never a second turn: a write call
+takes its turn before its connection (idempotency.py), with a request id or without
+(a raw call's: without, a registry write took none), and a turn asked within one, a
+store's own for writes made outside a call, is none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
+
+# The task holding a write's turn, which a turn it asks for within it is (a write's
+# store, within its call's turn). Tasks it starts copy the variable, and are not it.
+_HOLDER: contextvars.ContextVar[asyncio.Task[object] | None] = contextvars.ContextVar(
+    "write_turn_holder", default=None
+)
 
 
 @dataclass
@@ -49,8 +57,11 @@ class WriteSlots:
         return cls(max(1, quarter), max(1, pool_size - quarter))
 
     def turn(self, target: Hashable | None) -> contextlib.AbstractAsyncContextManager[None]:
-        """One of target's slots for the body, once one is free; none for None."""
-        return contextlib.nullcontext() if target is None else self._held(target)
+        """One of target's slots for the body, once one is free; none for None, or
+        within a turn held already."""
+        if target is None or _HOLDER.get() is asyncio.current_task():
+            return contextlib.nullcontext()
+        return self._held(target)
 
     @contextlib.asynccontextmanager
     async def _held(self, target: Hashable) -> AsyncIterator[None]:
@@ -58,7 +69,11 @@ class WriteSlots:
         slots.waiting_or_held += 1
         try:
             async with slots.free, self._all:  # in this order in every write
-                yield
+                holding = _HOLDER.set(asyncio.current_task())
+                try:
+                    yield
+                finally:
+                    _HOLDER.reset(holding)
         finally:
             slots.waiting_or_held -= 1
             if not slots.waiting_or_held:

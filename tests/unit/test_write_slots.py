@@ -79,3 +79,16 @@ async def test_a_write_cancelled_while_waiting_leaves_no_slot_behind() -> None:
 async def _enter(slots: WriteSlots, target: uuid.UUID) -> None:
     async with slots.turn(target):
         pass
+
+
+async def test_a_turn_asked_within_a_turn_is_none_and_a_task_started_in_it_takes_its_own() -> None:
+    """A call takes its write's turn, and its store asks again: with one slot, the store
+    waited for the call's own slot forever. A task the call starts is another write."""
+    slots = WriteSlots(1, 1)
+    target = uuid.uuid4()
+    async with slots.turn(target):
+        async with asyncio.timeout(5):  # in this task, where wait_for starts another
+            await _enter(slots, target)
+        other = asyncio.create_task(_enter(slots, target))
+        await eventually(lambda: not other.done() and slots.targets() == 1, what="waiting")
+    await asyncio.wait_for(other, 5)

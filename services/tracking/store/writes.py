@@ -20,7 +20,7 @@ import uuid
 
 import asyncpg
 
-from ...common import answers, idempotency, logs
+from ...common import answers, logs
 from ...common.write_slots import WriteSlots
 from ..model import Batch, MetricColumns, MetricPoint
 from . import compaction, pgcopy, sizes
@@ -69,9 +69,9 @@ class RunWriter(EntryWrites):
             return await sizes.within_bound(self._pool, run_uuid, self._bound, write)
 
     def _turn(self, run_id: uuid.UUID) -> contextlib.AbstractAsyncContextManager[None]:
-        """One of the run's slots (write_slots.py), unless the write is recorded by its
-        call's request id: the call took its turn before its connection."""
-        return self._slots.turn(None if idempotency.in_call_transaction() else run_id)
+        """One of the run's slots (write_slots.py); none within a call, which took its
+        turn before its connection."""
+        return self._slots.turn(run_id)
 
     async def _write(
         self, project: str, run_uuid: uuid.UUID, batch: Batch, chunks: Chunks, claim: Claim
