@@ -12,18 +12,10 @@ import pytest
 
 import cairn
 from cairn.types import Metric
+from tests.integration.test_exactly_once import late_proxy  # noqa: F401 (fixture)
 from tests.proxy import AnswerDroppingProxy
 
 STORED = os.urandom(6 * 1024 * 1024)
-
-
-@pytest.fixture
-async def late_proxy(server_port: int) -> AsyncIterator[AnswerDroppingProxy]:
-    """A proxy that loses answers once their headers reached the client."""
-    proxy = AnswerDroppingProxy(server_port, after_headers=True)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
 
 
 async def _history(tracking: cairn.TrackingClient, run_id: str) -> list[float]:
@@ -48,7 +40,9 @@ READS: dict[str, Callable[[cairn.TrackingClient, str], Awaitable[list[float]]]] 
 
 @pytest.mark.parametrize("read", READS)
 async def test_a_history_cut_before_its_first_message_is_read_whole(
-    late_proxy: AnswerDroppingProxy, unique: str, read: str
+    late_proxy: AnswerDroppingProxy,  # noqa: F811
+    unique: str,
+    read: str,
 ) -> None:
     async with cairn.TrackingClient.insecure_connection("127.0.0.1", late_proxy.port) as tracking:
         experiment_id = await tracking.create_experiment(f"cut-{unique}")
@@ -61,7 +55,9 @@ async def test_a_history_cut_before_its_first_message_is_read_whole(
 
 @pytest.fixture
 async def stored_through(
-    server_port: int, late_proxy: AnswerDroppingProxy, unique: str
+    server_port: int,
+    late_proxy: AnswerDroppingProxy,  # noqa: F811
+    unique: str,
 ) -> AsyncIterator[tuple[cairn.ArtifactClient, str]]:
     """A client through the proxy, and the path of STORED in its project."""
     path = f"cut-{unique}/stored.bin"
@@ -72,7 +68,8 @@ async def stored_through(
 
 
 async def test_an_artifact_read_cut_in_its_first_message_is_read_whole(
-    late_proxy: AnswerDroppingProxy, stored_through: tuple[cairn.ArtifactClient, str]
+    late_proxy: AnswerDroppingProxy,  # noqa: F811
+    stored_through: tuple[cairn.ArtifactClient, str],
 ) -> None:
     client, path = stored_through
     late_proxy.drop_next()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -344,25 +345,15 @@ async def test_an_admin_demoted_while_its_change_waits_is_refused_it(
     project, keys = await _project_of_admins(world, unique, ("first", "second", "third"))
     first, second, third = keys
     async with world.auth_with(keys[first]) as one, world.auth_with(keys[second]) as other:
-        # The test holds the project's row, so both changes are admitted (second is
-        # admin then) and wait for their turn, the demotion first.
-        async with pool.acquire() as holder, holder.transaction():
-            await holder.execute(
-                "SELECT 1 FROM auth.projects WHERE name = $1 FOR NO KEY UPDATE", project
-            )
-            if removed:
-                demotion = asyncio.ensure_future(one.delete_project_role(second, project))
-            else:
-                demotion = asyncio.ensure_future(
-                    one.add_user_project_role(second, project, ProjectRole.VIEWER)
-                )
+        # Both changes are admitted (second is admin then) and wait for their turn,
+        # the demotion first.
+        async with _turns_held(pool, project):
+            demotion = _changed(one, project, second, None if removed else ProjectRole.VIEWER)
             await eventually(lambda: _waiting_on_locks(pool, 1), what="the demotion waiting")
             if removed:
-                late = asyncio.ensure_future(other.delete_project_role(third, project))
+                late = _changed(other, project, third, None)
             else:
-                late = asyncio.ensure_future(
-                    other.add_user_project_role(second, project, ProjectRole.ADMIN)
-                )
+                late = _changed(other, project, second, ProjectRole.ADMIN)
             await eventually(lambda: _waiting_on_locks(pool, 2), what="both changes waiting")
         await demotion
         with pytest.raises(PermissionDeniedError) as raised:
@@ -389,16 +380,11 @@ async def test_a_role_change_whose_key_is_revoked_while_it_waits_is_refused(
     first, second = keys
     grantee = f"grantee-{unique}"
     async with world.auth("global_admin") as root, world.auth_with(keys[first]) as stolen:
-        async with pool.acquire() as holder, holder.transaction():
-            await holder.execute(
-                "SELECT 1 FROM auth.projects WHERE name = $1 FOR NO KEY UPDATE", project
-            )
+        async with _turns_held(pool, project):
             if removed:
-                change = asyncio.ensure_future(stolen.delete_project_role(second, project))
+                change = _changed(stolen, project, second, None)
             else:
-                change = asyncio.ensure_future(
-                    stolen.add_user_project_role(grantee, project, ProjectRole.ADMIN)
-                )
+                change = _changed(stolen, project, grantee, ProjectRole.ADMIN)
             await eventually(lambda: _waiting_on_locks(pool, 1), what="the change waiting")
             await root.delete_api_key(keys[first])
         with pytest.raises(UnauthenticatedError) as refused:
@@ -445,6 +431,26 @@ async def test_admins_changing_each_others_roles_at_once_take_turns(
             ), refused
             roles = [member.role for member in await root.get_project_members(project)]
             assert sorted(roles) == [ProjectRole.ADMIN, ProjectRole.EDITOR, ProjectRole.EDITOR]
+
+
+@contextlib.asynccontextmanager
+async def _turns_held(pool: asyncpg.Pool, project: str) -> AsyncIterator[None]:
+    """The project's row held as a change of its roles holds it in its turn: changes
+    admitted meanwhile wait for theirs."""
+    async with pool.acquire() as holder, holder.transaction():
+        await holder.execute(
+            "SELECT 1 FROM auth.projects WHERE name = $1 FOR NO KEY UPDATE", project
+        )
+        yield
+
+
+def _changed(
+    client: cairn.AuthClient, project: str, user: str, role: ProjectRole | None
+) -> asyncio.Future[None]:
+    """user's role in project changed by client, in a task: to role, or taken (None)."""
+    if role is None:
+        return asyncio.ensure_future(client.delete_project_role(user, project))
+    return asyncio.ensure_future(client.add_user_project_role(user, project, role))
 
 
 async def _waiting_on_locks(pool: asyncpg.Pool, count: int) -> bool:
