@@ -146,7 +146,7 @@ class CairnServer:
         reflection.enable(target, self.reflected_names())
 
     def _turn(self, method: str, request: Message) -> contextlib.AbstractAsyncContextManager[None]:
-        """The turn a recorded write takes (write_slots.py): one of its target's slots,
+        """The turn a write call takes (write_slots.py): one of its target's slots,
         as its service's written_to names the target."""
         service = method.lstrip("/").partition("/")[0]
         spec = next((spec for spec in self.services if spec.full_name == service), None)

@@ -90,7 +90,7 @@ class ServiceSpec:
         rereads: recorded writes whose answer holds a stored object larger than its
             request (tags, properties, latest versions), to how their repeat reads it
             again when the answer is too large to keep (idempotency.Reread).
-        written_to: what a recorded write of the service writes to (tracking's run,
+        written_to: what a write of the service writes to (tracking's run,
             the registry's model or version), whose writes take turns for the pool's
             connections (write_slots.py); None for a write to nothing in particular.
         servable: checks, after migrations and before the server takes calls, that

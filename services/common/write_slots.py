@@ -14,8 +14,10 @@ wait for) would otherwise let a quarter of the pool wait for each of them.
 
 A write takes its slots before any connection, and never a second turn: a write call
 takes its turn before its connection (idempotency.py), with a request id or without
-(a raw call's: without, a registry write took none), and a turn asked within one, a
-store's own for writes made outside a call, is none.
+(a raw call's: without, a registry write took none). A turn asked within a call's, by
+its store (whose own turn is for writes made outside a call) or by a task the call
+starts, is none: the task would wait for the slot its call holds while the call waits
+for it.
 """
 
 from __future__ import annotations
@@ -26,11 +28,8 @@ import contextvars
 from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 
-# The task holding a write's turn, which a turn it asks for within it is (a write's
-# store, within its call's turn). Tasks it starts copy the variable, and are not it.
-_HOLDER: contextvars.ContextVar[asyncio.Task[object] | None] = contextvars.ContextVar(
-    "write_turn_holder", default=None
-)
+# Whether the context holds a write's turn; the tasks started in it copy the variable.
+_HOLDING = contextvars.ContextVar("holding_a_write_turn", default=False)
 
 
 @dataclass
@@ -59,7 +58,7 @@ class WriteSlots:
     def turn(self, target: Hashable | None) -> contextlib.AbstractAsyncContextManager[None]:
         """One of target's slots for the body, once one is free; none for None, or
         within a turn held already."""
-        if target is None or _HOLDER.get() is asyncio.current_task():
+        if target is None or _HOLDING.get():
             return contextlib.nullcontext()
         return self._held(target)
 
@@ -69,11 +68,11 @@ class WriteSlots:
         slots.waiting_or_held += 1
         try:
             async with slots.free, self._all:  # in this order in every write
-                holding = _HOLDER.set(asyncio.current_task())
+                holding = _HOLDING.set(True)
                 try:
                     yield
                 finally:
-                    _HOLDER.reset(holding)
+                    _HOLDING.reset(holding)
         finally:
             slots.waiting_or_held -= 1
             if not slots.waiting_or_held:
@@ -82,3 +81,8 @@ class WriteSlots:
     def targets(self) -> int:
         """How many things have writes holding or awaiting a slot."""
         return len(self._targets)
+
+    def writes_to(self, target: Hashable) -> int:
+        """How many writes to target hold or await one of its slots."""
+        slots = self._targets.get(target)
+        return slots.waiting_or_held if slots else 0

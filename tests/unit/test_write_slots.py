@@ -65,15 +65,18 @@ async def test_writes_to_many_targets_hold_in_all_slots_together() -> None:
 
 
 async def test_a_write_cancelled_while_waiting_leaves_no_slot_behind() -> None:
-    slots = WriteSlots(1, 1)
+    writes = _Writes(WriteSlots(1, 1))
     target = uuid.uuid4()
-    async with slots.turn(target):
-        waiting = asyncio.create_task(_enter(slots, target))
-        await eventually(lambda: not waiting.done() and slots.targets() == 1, what="waiting")
-        waiting.cancel()
-        await asyncio.gather(waiting, return_exceptions=True)
-    assert slots.targets() == 0
-    await asyncio.wait_for(_enter(slots, target), 5)  # free again
+    [holding] = await writes.held_by(1, [target])
+    waiting = asyncio.create_task(_enter(writes.slots, target))
+    await eventually(lambda: writes.slots.writes_to(target) == 2, what="a write waiting")
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert writes.slots.writes_to(target) == 1
+    writes.release.set()
+    await holding
+    assert writes.slots.targets() == 0
+    await asyncio.wait_for(_enter(writes.slots, target), 5)  # free again
 
 
 async def _enter(slots: WriteSlots, target: uuid.UUID) -> None:
@@ -81,14 +84,13 @@ async def _enter(slots: WriteSlots, target: uuid.UUID) -> None:
         pass
 
 
-async def test_a_turn_asked_within_a_turn_is_none_and_a_task_started_in_it_takes_its_own() -> None:
+async def test_a_turn_asked_within_a_turn_is_none_in_the_tasks_its_holder_starts_too() -> None:
     """A call takes its write's turn, and its store asks again: with one slot, the store
-    waited for the call's own slot forever. A task the call starts is another write."""
+    waited for the call's own slot forever, as would a task the call waits on."""
     slots = WriteSlots(1, 1)
     target = uuid.uuid4()
     async with slots.turn(target):
-        async with asyncio.timeout(5):  # in this task, where wait_for starts another
-            await _enter(slots, target)
-        other = asyncio.create_task(_enter(slots, target))
-        await eventually(lambda: not other.done() and slots.targets() == 1, what="waiting")
-    await asyncio.wait_for(other, 5)
+        async with asyncio.timeout(5):
+            await _enter(slots, target)  # the store's, in the call's task
+            await asyncio.create_task(_enter(slots, target))
+        assert slots.writes_to(target) == 1
