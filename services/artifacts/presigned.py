@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from cairn.artifacts.v1 import artifacts_service_pb2 as api
 
-from ..common import access
+from ..common import access, validation
 from ..common.config import Config
 from ..common.errors import (
     Aborted,
@@ -384,7 +384,4 @@ def _unfinished(key: str, write_id: str) -> Unfinished:
 
 def upload_of(value: str) -> uuid.UUID:
     """The upload's id, as `begin` answered it."""
-    try:
-        return uuid.UUID(hex=value)
-    except ValueError:
-        raise invalid_field("upload", "must be the upload CreateUploadTicket answered") from None
+    return validation.uuid_field(value, "upload", "the upload CreateUploadTicket answered")

@@ -16,7 +16,7 @@ from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 
-from ..common import access
+from ..common import access, validation
 from ..common.errors import (
     AlreadyExists,
     DataLoss,
@@ -154,12 +154,7 @@ def _check_within_key(lifetime: timedelta) -> None:
 
 def upload_id_field(value: str) -> uuid.UUID:
     """The upload id a presigned PUT URL was made for, as ConfirmUpload is given it."""
-    try:
-        return uuid.UUID(hex=value)
-    except ValueError:
-        raise invalid_field(
-            "upload_id", "must be the upload_id CreatePresignedUrl returned"
-        ) from None
+    return validation.uuid_field(value, "upload_id", "the upload_id CreatePresignedUrl returned")
 
 
 def _check_put(upload: PendingUpload, expected_sha256: str, sha256: str, content_type: str) -> None:

@@ -597,6 +597,40 @@ async def test_an_aborted_upload_is_spent_and_leaves_nothing_in_the_store(
     assert (await s3_client_of.stat("t/published.bin")).sha256 == _sha(DATA)
 
 
+def _misspelt(upload: str) -> list[str]:
+    """Spellings of upload that uuid.UUID reads: as another upload (a space or "+"
+    before it, "_" within), or as the same one (braces, a urn, Arabic-Indic digits)."""
+    arabic = "".join(chr(0x660 + int(c)) if c.isdigit() else c for c in upload)
+    return [
+        " " + upload[1:],
+        "+" + upload[1:],
+        f"{upload[:4]}_{upload[5:]}",
+        "{" + upload + "}",
+        f"urn:uuid:{upload}",
+        arabic,
+    ]
+
+
+async def test_an_upload_named_by_a_misspelt_id_is_refused_and_left_waiting(
+    s3_client_of: cairn.ArtifactClient,
+):
+    """Aborting " 501a..." answered OK and aborted nothing (another id), and an id in
+    Arabic-Indic digits aborted the upload: one id had many spellings, and a mistyped
+    one named another."""
+    complete = await _completion(s3_client_of, "t/misspelt.bin")
+    for upload in _misspelt(complete.upload):
+        abort = api.AbortUploadTicketRequest(
+            project=complete.project, path=complete.path, upload=upload
+        )
+        with pytest.raises(InvalidArgumentError) as refused:
+            await s3_client_of._transport.unary(
+                s3_client_of._stub.AbortUploadTicket, abort, timeout=10, metadata=None
+            )
+        assert [field for field, _ in refused.value.field_violations] == ["upload"], upload
+    await s3_client_of._stub.CompleteUploadTicket(complete)  # still waiting: published
+    assert (await s3_client_of.stat("t/misspelt.bin")).sha256 == _sha(DATA)
+
+
 async def test_the_client_gives_up_an_upload_it_cancelled(
     s3_client_of: cairn.ArtifactClient, s3_config: Config, monkeypatch: pytest.MonkeyPatch
 ):
