@@ -146,8 +146,9 @@ class CairnServer:
         reflection.enable(target, self.reflected_names())
 
     def _turn(self, method: str, request: Message) -> contextlib.AbstractAsyncContextManager[None]:
-        """The turn a write call takes (write_slots.py): one of its target's slots,
-        as its service's written_to names the target."""
+        """The turn a write call the interceptor records takes, with a request id or
+        without (write_slots.py): one of its target's slots, as its service's
+        written_to names the target."""
         service = method.lstrip("/").partition("/")[0]
         spec = next((spec for spec in self.services if spec.full_name == service), None)
         target = spec.written_to(request) if spec and spec.written_to else None

@@ -11,8 +11,10 @@ from .errors import invalid_field
 
 DEFAULT_PROJECT = "default"
 _PROJECT = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?")
-# A uuid as the services answer one (32 hexadecimal digits) or in its hyphenated form.
-_UUID = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+# Ids as the services write them: lower-case hexadecimal digits, alone (uuid.hex) or
+# hyphenated (str(uuid)).
+_HEX_UUID = re.compile(r"[0-9a-f]{32}")
+_HYPHENATED_UUID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}")
 
 
 def project(value: str, field: str = "project") -> str:
@@ -28,13 +30,22 @@ def project(value: str, field: str = "project") -> str:
     return value
 
 
+def uuid_as_written(value: str, *, hyphenated: bool = False) -> uuid.UUID | None:
+    """The id value spells if the services write ids so (uuid.hex, or str(uuid) when
+    hyphenated), else None. uuid.UUID also reads braces, "urn:uuid:", capitals, other
+    scripts' digits, underscores and a space or "+" before it: one id had many
+    spellings, and a mistyped one named another."""
+    pattern = _HYPHENATED_UUID if hyphenated else _HEX_UUID
+    return uuid.UUID(value) if pattern.fullmatch(value) else None
+
+
 def uuid_field(value: str, field: str, what: str) -> uuid.UUID:
-    """An id a service answered (what says which), as uuid.UUID reads it only when
-    spelt so: it also reads braces, "urn:uuid:", other scripts' digits, underscores and
-    a space or "+" before it, so that an id mistyped named another, or one id many."""
-    if not _UUID.fullmatch(value):
+    """An id a service answered as uuid.hex (what says which); INVALID_ARGUMENT naming
+    field for any other text."""
+    found = uuid_as_written(value)
+    if found is None:
         raise invalid_field(field, f"must be {what}")
-    return uuid.UUID(value)
+    return found
 
 
 def name(value: str, field: str, max_length: int = 256) -> str:

@@ -12,12 +12,12 @@ The writes to all things together hold at most the pool but a quarter: a transac
 holding many runs at once (a delete of their experiment, which the writes to its runs
 wait for) would otherwise let a quarter of the pool wait for each of them.
 
-A write takes its slots before any connection, and never a second turn: a write call
-takes its turn before its connection (idempotency.py), with a request id or without
-(a raw call's: without, a registry write took none). A turn asked within a call's, by
-its store (whose own turn is for writes made outside a call) or by a task the call
-starts, is none: the task would wait for the slot its call holds while the call waits
-for it.
+A write takes its slots before any connection, and never a second turn. A recorded
+write call takes its turn before its connection (idempotency.py), with a request id or
+without (a raw call's: without, a registry write took none); LogBatch and LogMetric,
+which are not recorded, take theirs in the store. A turn asked while one is held, by
+the call's store or by a task the call starts, is none: a task the call waits on would
+wait for the call's own slot. Once the turn ends, the tasks it started take their own.
 """
 
 from __future__ import annotations
@@ -28,8 +28,16 @@ import contextvars
 from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 
-# Whether the context holds a write's turn; the tasks started in it copy the variable.
-_HOLDING = contextvars.ContextVar("holding_a_write_turn", default=False)
+
+@dataclass
+class _Turn:
+    """A write's turn, while held: the tasks started in it share it (they copy the
+    variable, and so the same turn), until it ends."""
+
+    held: bool = True
+
+
+_HOLDING: contextvars.ContextVar[_Turn | None] = contextvars.ContextVar("write_turn", default=None)
 
 
 @dataclass
@@ -58,7 +66,8 @@ class WriteSlots:
     def turn(self, target: Hashable | None) -> contextlib.AbstractAsyncContextManager[None]:
         """One of target's slots for the body, once one is free; none for None, or
         within a turn held already."""
-        if target is None or _HOLDING.get():
+        holding = _HOLDING.get()
+        if target is None or (holding is not None and holding.held):
             return contextlib.nullcontext()
         return self._held(target)
 
@@ -68,10 +77,12 @@ class WriteSlots:
         slots.waiting_or_held += 1
         try:
             async with slots.free, self._all:  # in this order in every write
-                holding = _HOLDING.set(True)
+                turn = _Turn()
+                holding = _HOLDING.set(turn)
                 try:
                     yield
                 finally:
+                    turn.held = False
                     _HOLDING.reset(holding)
         finally:
             slots.waiting_or_held -= 1
@@ -83,6 +94,7 @@ class WriteSlots:
         return len(self._targets)
 
     def writes_to(self, target: Hashable) -> int:
-        """How many writes to target hold or await one of its slots."""
+        """How many writes to target hold or await one of its slots (for tests, as
+        targets())."""
         slots = self._targets.get(target)
         return slots.waiting_or_held if slots else 0

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from ..common import validation
 from ..common.errors import NotFound
 from ..common.paging import Keyset, Page, SortColumn
 from ..common.sql import Params
@@ -298,15 +299,11 @@ class OperationStore:
 
 
 def operation_id_of(name: str) -> uuid.UUID:
-    """The id in "operations/<uuid>", the uuid as the service writes it (uuid.UUID also
-    reads "urn:uuid:...", braces, capitals and no hyphens: one operation would have
-    many names); NOT_FOUND for any other name."""
+    """The id in "operations/<uuid>", the uuid as the service writes it (one operation
+    would have many names: validation.uuid_as_written); NOT_FOUND for any other name."""
     text = name.removeprefix(PREFIX) if name.startswith(PREFIX) else ""
-    try:
-        operation_id = uuid.UUID(text)
-    except ValueError:
-        raise not_found(name) from None
-    if str(operation_id) != text:
+    operation_id = validation.uuid_as_written(text, hyphenated=True)
+    if operation_id is None:
         raise not_found(name)
     return operation_id
 

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import asyncpg
 import pytest
+from google.protobuf import descriptor_pool
 
 import cairn
 from cairn import _channels, _headers
@@ -477,6 +478,9 @@ def test_every_write_of_the_recording_services_runs_once_per_request_id(pool) ->
             if name == "Upload":
                 continue  # a client stream: not recorded, not retried (docs/artifacts.md)
             assert once.schema_of(method) == spec.schema, method
+            # So the client sends it again: Transport does every call but a client stream.
+            descriptor = descriptor_pool.Default().FindServiceByName(spec.full_name)
+            assert not descriptor.FindMethodByName(name).client_streaming, method
 
 
 async def test_request_ids_are_forgotten_after_their_retention(

@@ -93,4 +93,24 @@ async def test_a_turn_asked_within_a_turn_is_none_in_the_tasks_its_holder_starts
         async with asyncio.timeout(5):
             await _enter(slots, target)  # the store's, in the call's task
             await asyncio.create_task(_enter(slots, target))
-        assert slots.writes_to(target) == 1
+
+
+async def test_a_task_started_in_a_turn_takes_its_own_once_the_turn_ends() -> None:
+    """It shares the turn while the turn lasts, not after: it wrote beside another
+    write holding the run's only slot."""
+    writes = _Writes(WriteSlots(1, 1))
+    target = uuid.uuid4()
+    turn_over = asyncio.Event()
+
+    async def after_the_turn() -> None:
+        await turn_over.wait()
+        await writes.write(target)
+
+    async with writes.slots.turn(target):
+        started = asyncio.create_task(after_the_turn())
+    [other] = await writes.held_by(1, [target])  # the slot, held by another write
+    turn_over.set()
+    await eventually(lambda: writes.slots.writes_to(target) == 2, what="the task waiting")
+    writes.release.set()
+    await asyncio.gather(started, other)
+    assert writes.most == 1

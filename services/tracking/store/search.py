@@ -120,8 +120,8 @@ async def search_page(
 class _Reading:
     """What a page's read is given: the query, its order's terms and keyset, the last
     run's sort values of the page before (None for the first page), how many rows are
-    wanted, and whether the page is walked (a walk may give up: _read_page is then
-    None) or sorted."""
+    wanted, and whether the page is walked (a walk may give up: _read_page then
+    answers None) or sorted."""
 
     query: RunQuery
     terms: list[tuple[Identifier, bool]]

@@ -69,8 +69,8 @@ class RunWriter(EntryWrites):
             return await sizes.within_bound(self._pool, run_uuid, self._bound, write)
 
     def _turn(self, run_id: uuid.UUID) -> contextlib.AbstractAsyncContextManager[None]:
-        """One of the run's slots (write_slots.py); none within a call, which took its
-        turn before its connection."""
+        """One of the run's slots (write_slots.py): the turn of LogBatch and LogMetric,
+        which the interceptor does not record; none within a recorded call's turn."""
         return self._slots.turn(run_id)
 
     async def _write(

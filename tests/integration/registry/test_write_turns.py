@@ -36,7 +36,7 @@ def _client_writes(
 
 def _raw_writes(stub: rpc.RegistryServiceStub, model: RegisteredModel) -> Awaitable[object]:
     """The same writes as a client of another language may send them: without request
-    ids (without, before, they took no turn)."""
+    ids (before 0b50611a, such writes took no turn)."""
     model_id = model.id or ""
     return asyncio.gather(
         *(
