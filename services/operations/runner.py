@@ -145,8 +145,10 @@ class Runner:
                     await self._take_over()
                 except Exception as error:  # the database away, say: ask again later
                     _log.warning("taking over operations failed", error=repr(error))
+                # In this task: wait_for would start one for each wait.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._slot_freed.wait(), CLAIM_SECONDS)
+                    async with asyncio.timeout(CLAIM_SECONDS):
+                        await self._slot_freed.wait()
         finally:
             self._stopped = True
             running = list(self._running.values())
