@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import uuid
@@ -180,6 +181,34 @@ async def test_a_merge_of_the_lowest_chunks_keeps_equal_points_of_a_later_chunk_
     history = await tracking.get_metric_history(run_id, "tied")
     assert [repr(m.value) for m in history] == ["1.0", "-0.0", "0.0"]
     assert sorted(await _chunk_sizes(pool, run_id, "tied")) == [1, 2]  # merged as asked
+
+
+async def test_merges_at_once_keep_every_point_once_in_order(
+    tracking: cairn.TrackingClient,
+    run_id: str,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A merged chunk takes the id of the last chunk it merged: merges at once of
+    overlapping sets (each of at most 8 chunks) neither lose, double nor reorder a point,
+    nor insert an id twice."""
+    monkeypatch.setattr(compaction, "MAX_MERGED", 8)
+    for n in range(40):
+        points = [Metric("at-once", (0.0, -0.0)[n % 2], 1, n % 10), Metric("at-once", n, 2, n)]
+        await tracking.log_batch(run_id, metrics=points)
+    before = await tracking.get_metric_history(run_id, "at-once")
+
+    async def merge() -> None:
+        async with pool.acquire() as conn:
+            await compaction.merge_small_chunks(conn, uuid.UUID(run_id), "at-once", min_chunks=2)
+
+    for _ in range(4):
+        await asyncio.gather(*(merge() for _ in range(4)))
+    after = await tracking.get_metric_history(run_id, "at-once")
+    assert [(m.step, m.timestamp, repr(m.value)) for m in after] == [
+        (m.step, m.timestamp, repr(m.value)) for m in before
+    ]
+    assert sum(await _chunk_sizes(pool, run_id, "at-once")) == 80
 
 
 async def test_fewer_small_chunks_than_the_threshold_stay(
